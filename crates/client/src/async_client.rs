@@ -1,0 +1,141 @@
+//! The tokio client: a background reader routes responses to their callers by id and pushes to
+//! a channel, so many requests can be in flight at once and pushes arrive while the caller works.
+
+use crate::ClientError;
+use agent_team_protocol::frame::{self, FrameError};
+use agent_team_protocol::*;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot};
+
+type Pending = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Result<Reply, ErrorBody>>>>>>;
+
+/// A cloneable handle on one connection; dropping every clone closes it.
+#[derive(Clone)]
+pub struct AsyncClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    next_id: AtomicU64,
+    pending: Pending,
+    out: mpsc::UnboundedSender<Vec<u8>>,
+    welcome: Welcome,
+}
+
+impl AsyncClient {
+    /// Connects, says hello, and returns the client and the channel pushes arrive on.
+    /// The channel closes when the connection ends.
+    pub async fn connect(socket: &Path, hello: &Hello) -> Result<(Self, mpsc::UnboundedReceiver<Push>), ClientError> {
+        let stream = UnixStream::connect(socket)
+            .await
+            .map_err(|source| ClientError::Connect { path: socket.to_path_buf(), source })?;
+        let (r, w) = stream.into_split();
+        let mut reader = BufReader::with_capacity(64 * 1024, r);
+        let mut writer = BufWriter::with_capacity(64 * 1024, w);
+        let hello_bytes = frame::encode(&ClientFrame::Hello(hello.clone()))?;
+        writer.write_all(&hello_bytes).await.map_err(FrameError::Io)?;
+        writer.flush().await.map_err(FrameError::Io)?;
+        let payload = frame::tokio_io::read_raw(&mut reader).await?;
+        let welcome = match serde_json::from_slice::<ServerFrame>(&payload).map_err(FrameError::Json)? {
+            ServerFrame::Welcome(w) => w,
+            ServerFrame::Error { error } => return Err(ClientError::Refused(error)),
+            other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+        };
+        let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
+        let (push_tx, push_rx) = mpsc::unbounded_channel();
+        let (out_tx, out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        tokio::spawn(read_loop(reader, pending.clone(), push_tx));
+        tokio::spawn(write_loop(writer, out_rx));
+        let inner = Inner { next_id: AtomicU64::new(0), pending, out: out_tx, welcome };
+        Ok((AsyncClient { inner: Arc::new(inner) }, push_rx))
+    }
+
+    /// The daemon's welcome.
+    pub fn welcome(&self) -> &Welcome {
+        &self.inner.welcome
+    }
+
+    /// Makes one request and waits for its answer.
+    pub async fn call(&self, req: Request) -> Result<Reply, ClientError> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let bytes = frame::encode(&ClientFrame::Request { id, body: req })?;
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut guard = self.inner.pending.lock().map_err(|_| closed())?;
+            match guard.as_mut() {
+                Some(map) => {
+                    map.insert(id, tx);
+                }
+                None => return Err(closed()),
+            }
+        }
+        if self.inner.out.send(bytes).is_err() {
+            return Err(closed());
+        }
+        match rx.await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) => Err(ClientError::Server(e)),
+            Err(_) => Err(closed()),
+        }
+    }
+}
+
+fn closed() -> ClientError {
+    ClientError::Frame(FrameError::Closed)
+}
+
+async fn read_loop(
+    mut reader: BufReader<tokio::net::unix::OwnedReadHalf>,
+    pending: Pending,
+    pushes: mpsc::UnboundedSender<Push>,
+) {
+    loop {
+        let payload = match frame::tokio_io::read_raw(&mut reader).await {
+            Ok(p) => p,
+            Err(_) => break,
+        };
+        match serde_json::from_slice::<ServerFrame>(&payload) {
+            Ok(ServerFrame::Response { id, ok, error }) => {
+                let tx = pending.lock().ok().and_then(|mut g| g.as_mut().and_then(|m| m.remove(&id)));
+                if let Some(tx) = tx {
+                    let outcome = match (ok, error) {
+                        (Some(r), _) => Ok(r),
+                        (None, Some(e)) => Err(e),
+                        (None, None) => Err(ErrorBody::new(ErrorCode::Internal, "empty response")),
+                    };
+                    let _ = tx.send(outcome);
+                }
+            }
+            Ok(ServerFrame::Push(p)) => {
+                let _ = pushes.send(p);
+            }
+            Ok(ServerFrame::Error { .. }) | Ok(ServerFrame::Welcome(_)) | Err(_) => {}
+        }
+    }
+    // Fail every waiting call and refuse new ones.
+    if let Ok(mut g) = pending.lock() {
+        g.take();
+    }
+}
+
+async fn write_loop(mut w: BufWriter<tokio::net::unix::OwnedWriteHalf>, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
+    while let Some(first) = rx.recv().await {
+        if w.write_all(&first).await.is_err() {
+            return;
+        }
+        while let Ok(more) = rx.try_recv() {
+            if w.write_all(&more).await.is_err() {
+                return;
+            }
+        }
+        if w.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = w.shutdown().await;
+}

@@ -1,0 +1,108 @@
+//! Starting a team's daemon on demand, the way the CLI does before its first request.
+
+use agent_team_paths::TeamPaths;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Why the daemon could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The daemon process could not be launched.
+    #[error("cannot launch {exe}: {source}")]
+    Spawn {
+        /// The executable.
+        exe: PathBuf,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// The daemon exited before it answered.
+    #[error("the daemon exited during start-up ({status}); its log {log} ends with:\n{tail}")]
+    Exited {
+        /// How it exited.
+        status: String,
+        /// The daemon's log file.
+        log: PathBuf,
+        /// The last lines of the log.
+        tail: String,
+    },
+    /// The daemon did not answer within the deadline.
+    #[error("the daemon did not answer on {socket} within {secs} s (see {log})")]
+    Timeout {
+        /// The socket.
+        socket: PathBuf,
+        /// The deadline.
+        secs: u64,
+        /// The daemon's log file.
+        log: PathBuf,
+    },
+    /// A directory or file could not be prepared.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Whether a daemon answers on the team's socket right now.
+pub fn daemon_running(tp: &TeamPaths) -> bool {
+    std::os::unix::net::UnixStream::connect(&tp.socket).is_ok()
+}
+
+/// Makes sure the team's daemon runs, starting `exe daemon --foreground --team T` detached
+/// (own session, output to the daemon log) if needed. Returns the new pid when it started one.
+pub fn ensure_daemon(tp: &TeamPaths, exe: &Path, extra_env: &[(String, String)]) -> Result<Option<u32>, StartError> {
+    if daemon_running(tp) {
+        return Ok(None);
+    }
+    tp.ensure_dirs().map_err(|e| StartError::Io(e.to_string()))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&tp.daemon_log)
+        .map_err(|e| StartError::Io(format!("cannot open {}: {e}", tp.daemon_log.display())))?;
+    let log_err = log.try_clone().map_err(|e| StartError::Io(e.to_string()))?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["daemon", "--foreground", "--team", &tp.team])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log_err))
+        .env_remove("TMUX")
+        .env_remove("TMUX_PANE");
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    // A new session: the daemon must outlive the terminal and the command that started it.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+    }
+    let mut child = cmd.spawn().map_err(|source| StartError::Spawn { exe: exe.to_path_buf(), source })?;
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if daemon_running(tp) {
+            // The daemon lives on in its own session; a thread reaps it should it exit while
+            // this process still runs, so it never lingers as a zombie.
+            std::thread::spawn(move || child.wait());
+            return Ok(Some(pid));
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            // Lost a race with another starter? Then the other daemon answers now.
+            if daemon_running(tp) {
+                return Ok(None);
+            }
+            return Err(StartError::Exited { status: status.to_string(), log: tp.daemon_log.clone(), tail: tail(&tp.daemon_log) });
+        }
+        if Instant::now() > deadline {
+            return Err(StartError::Timeout { socket: tp.socket.clone(), secs: 10, log: tp.daemon_log.clone() });
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(8)..].join("\n")
+}

@@ -1,0 +1,278 @@
+//! Talking to a team's daemon: connecting, authenticating as the operator or as an agent,
+//! making requests and receiving pushes, plus starting the daemon on demand.
+//!
+//! [`Client`] is blocking (the CLI, tests); [`AsyncClient`] runs on tokio with a background
+//! reader so requests can be pipelined and pushes arrive while the agent works (the worker).
+
+mod async_client;
+mod autostart;
+
+pub use async_client::AsyncClient;
+pub use autostart::{StartError, daemon_running, ensure_daemon};
+
+use agent_team_paths::TeamPaths;
+use agent_team_protocol::frame::{self, FrameError};
+use agent_team_protocol::*;
+use std::collections::VecDeque;
+use std::io::{BufReader, BufWriter, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing answers on the team's socket.
+    #[error("cannot connect to {path}: {source}")]
+    Connect {
+        /// The socket path.
+        path: PathBuf,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// The operator credential could not be read.
+    #[error("cannot read the operator credential {path}: {source}")]
+    Credential {
+        /// The file.
+        path: PathBuf,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// The daemon refused the handshake.
+    #[error("the daemon refused the connection: {0}")]
+    Refused(ErrorBody),
+    /// The daemon answered the request with an error.
+    #[error("{0}")]
+    Server(ErrorBody),
+    /// The connection broke or carried something unreadable.
+    #[error("connection to the daemon failed: {0}")]
+    Frame(#[from] FrameError),
+    /// The daemon answered with a reply of an unexpected kind.
+    #[error("unexpected reply from the daemon: {0}")]
+    Unexpected(String),
+    /// No answer within the time allowed.
+    #[error("the daemon did not answer in time")]
+    Timeout,
+}
+
+impl ClientError {
+    /// The server's error code, when the daemon refused the request or the handshake.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Server(e) | ClientError::Refused(e) => Some(e.code),
+            _ => None,
+        }
+    }
+
+    /// The server's error body, if any.
+    pub fn body(&self) -> Option<&ErrorBody> {
+        match self {
+            ClientError::Server(e) | ClientError::Refused(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Whether the failure means the daemon is gone (worth reconnecting).
+    pub fn is_disconnect(&self) -> bool {
+        matches!(self, ClientError::Connect { .. } | ClientError::Frame(_))
+    }
+}
+
+/// The hello for the operator of `team`, reading the credential from the runtime dir.
+pub fn operator_hello(tp: &TeamPaths) -> Result<Hello, ClientError> {
+    let secret = agent_team_paths::read_secret_file(&tp.operator_secret)
+        .map_err(|source| ClientError::Credential { path: tp.operator_secret.clone(), source })?;
+    Ok(Hello {
+        protocol: PROTOCOL_VERSION,
+        team: tp.team.clone(),
+        auth: Auth::Operator { secret },
+        client: Some(format!("agent-team/{}", env!("CARGO_PKG_VERSION"))),
+    })
+}
+
+/// The hello for an agent.
+pub fn agent_hello(team: &str, name: &str, secret: &str, incarnation: u64) -> Hello {
+    Hello {
+        protocol: PROTOCOL_VERSION,
+        team: team.to_string(),
+        auth: Auth::Agent { name: name.to_string(), secret: secret.to_string(), incarnation },
+        client: Some(format!("agent-team-worker/{}", env!("CARGO_PKG_VERSION"))),
+    }
+}
+
+/// A blocking connection to the daemon.
+pub struct Client {
+    reader: BufReader<UnixStream>,
+    writer: BufWriter<UnixStream>,
+    next_id: u64,
+    pushes: VecDeque<Push>,
+    welcome: Welcome,
+}
+
+impl Client {
+    /// Connects to `socket` and performs the handshake.
+    pub fn connect(socket: &Path, hello: &Hello) -> Result<Self, ClientError> {
+        let stream = UnixStream::connect(socket)
+            .map_err(|source| ClientError::Connect { path: socket.to_path_buf(), source })?;
+        let read_half = stream.try_clone().map_err(|source| ClientError::Connect { path: socket.to_path_buf(), source })?;
+        let mut c = Client {
+            reader: BufReader::with_capacity(64 * 1024, read_half),
+            writer: BufWriter::with_capacity(64 * 1024, stream),
+            next_id: 0,
+            pushes: VecDeque::new(),
+            welcome: Welcome {
+                protocol: 0,
+                team: String::new(),
+                identity: String::new(),
+                role: String::new(),
+                incarnation: 0,
+                daemon_pid: 0,
+            },
+        };
+        frame::write(&mut c.writer, &ClientFrame::Hello(hello.clone()))?;
+        c.writer.flush().map_err(FrameError::Io)?;
+        match frame::read::<ServerFrame>(&mut c.reader)? {
+            ServerFrame::Welcome(w) => c.welcome = w,
+            ServerFrame::Error { error } => return Err(ClientError::Refused(error)),
+            other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+        Ok(c)
+    }
+
+    /// Connects as the team's operator.
+    pub fn operator(tp: &TeamPaths) -> Result<Self, ClientError> {
+        Self::connect(&tp.socket, &operator_hello(tp)?)
+    }
+
+    /// What the daemon said in its welcome.
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    /// Makes one request and waits for its answer; pushes arriving meanwhile are kept.
+    pub fn call(&mut self, req: Request) -> Result<Reply, ClientError> {
+        let id = self.send(req)?;
+        self.flush()?;
+        self.wait(id)
+    }
+
+    /// Queues a request without waiting (pipelining); returns its id. Call [`Client::flush`].
+    pub fn send(&mut self, req: Request) -> Result<u64, ClientError> {
+        self.next_id += 1;
+        let id = self.next_id;
+        frame::write(&mut self.writer, &ClientFrame::Request { id, body: req })?;
+        Ok(id)
+    }
+
+    /// Sends queued requests.
+    pub fn flush(&mut self) -> Result<(), ClientError> {
+        self.writer.flush().map_err(|e| ClientError::Frame(FrameError::Io(e)))
+    }
+
+    /// Waits for the answer to request `id`.
+    pub fn wait(&mut self, id: u64) -> Result<Reply, ClientError> {
+        loop {
+            match self.read_frame()? {
+                ServerFrame::Response { id: rid, ok, error } if rid == id => {
+                    return match (ok, error) {
+                        (Some(r), _) => Ok(r),
+                        (None, Some(e)) => Err(ClientError::Server(e)),
+                        (None, None) => Err(ClientError::Unexpected("empty response".into())),
+                    };
+                }
+                ServerFrame::Response { .. } => {}
+                ServerFrame::Push(p) => self.pushes.push_back(p),
+                ServerFrame::Error { error } => return Err(ClientError::Server(error)),
+                ServerFrame::Welcome(_) => {}
+            }
+        }
+    }
+
+    /// Reads the next answer to any request (for pipelined use): `(id, outcome)`.
+    pub fn next_response(&mut self) -> Result<(u64, Result<Reply, ErrorBody>), ClientError> {
+        loop {
+            match self.read_frame()? {
+                ServerFrame::Response { id, ok, error } => {
+                    let outcome = match (ok, error) {
+                        (Some(r), _) => Ok(r),
+                        (None, Some(e)) => Err(e),
+                        (None, None) => Err(ErrorBody::new(ErrorCode::Internal, "empty response")),
+                    };
+                    return Ok((id, outcome));
+                }
+                ServerFrame::Push(p) => self.pushes.push_back(p),
+                ServerFrame::Error { error } => return Err(ClientError::Server(error)),
+                ServerFrame::Welcome(_) => {}
+            }
+        }
+    }
+
+    /// The next push, waiting at most `timeout` (`None` = forever).
+    pub fn next_push(&mut self, timeout: Option<Duration>) -> Result<Push, ClientError> {
+        if let Some(p) = self.pushes.pop_front() {
+            return Ok(p);
+        }
+        self.reader.get_ref().set_read_timeout(timeout).map_err(|e| ClientError::Frame(FrameError::Io(e)))?;
+        let frame = self.read_frame();
+        let _ = self.reader.get_ref().set_read_timeout(None);
+        match frame {
+            Ok(ServerFrame::Push(p)) => Ok(p),
+            Ok(ServerFrame::Error { error }) => Err(ClientError::Server(error)),
+            Ok(other) => Err(ClientError::Unexpected(format!("{other:?}"))),
+            Err(ClientError::Frame(FrameError::Io(e)))
+                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+            {
+                Err(ClientError::Timeout)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn read_frame(&mut self) -> Result<ServerFrame, ClientError> {
+        Ok(frame::read::<ServerFrame>(&mut self.reader)?)
+    }
+
+    /// Sets a limit on how long any single read may block.
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<(), ClientError> {
+        self.reader.get_ref().set_read_timeout(timeout).map_err(|e| ClientError::Frame(FrameError::Io(e)))
+    }
+}
+
+/// Helpers that unwrap the reply kind a request is known to produce.
+pub trait ReplyExt {
+    /// The task of a `task` reply.
+    fn task(self) -> Result<Task, ClientError>;
+    /// The tasks of a `tasks` reply.
+    fn tasks(self) -> Result<Vec<Task>, ClientError>;
+    /// The messages of a `messages` reply.
+    fn messages(self) -> Result<Vec<Message>, ClientError>;
+    /// The agents of an `agents` reply.
+    fn agents(self) -> Result<Vec<AgentInfo>, ClientError>;
+}
+
+impl ReplyExt for Result<Reply, ClientError> {
+    fn task(self) -> Result<Task, ClientError> {
+        match self? {
+            Reply::Task { task } => Ok(task),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+    fn tasks(self) -> Result<Vec<Task>, ClientError> {
+        match self? {
+            Reply::Tasks { tasks } => Ok(tasks),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+    fn messages(self) -> Result<Vec<Message>, ClientError> {
+        match self? {
+            Reply::Messages { messages } => Ok(messages),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+    fn agents(self) -> Result<Vec<AgentInfo>, ClientError> {
+        match self? {
+            Reply::Agents { agents } => Ok(agents),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+}

@@ -1,0 +1,608 @@
+//! The core: the one task that owns the team's state. Requests from every connection queue up
+//! here; the core applies a whole batch of them in memory, commits their changes to SQLite in one
+//! transaction (group commit), and only then releases the responses and pushes of that batch.
+//!
+//! Running on a single thread keeps the routing path free of thread hand-offs, and makes the
+//! batch boundary the natural place for the one fsync the durability promise needs.
+
+use crate::conn::{ConnHandle, ConnId};
+use agent_team_paths::TeamPaths;
+use agent_team_protocol::frame;
+use agent_team_protocol::names::{LEADER, OPERATOR};
+use agent_team_protocol::*;
+use agent_team_state::tasks::NewTask;
+use agent_team_state::{Actor, AgentRecord, Change, TeamState};
+use agent_team_store::Store;
+use serde_json::json;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// The queue into the core.
+pub type CoreTx = mpsc::UnboundedSender<CoreMsg>;
+
+/// Everything the core reacts to.
+#[derive(Debug)]
+pub enum CoreMsg {
+    /// A connection sent its hello; the core answers on `reply`.
+    Hello {
+        /// The connection.
+        conn: ConnId,
+        /// The hello.
+        hello: Hello,
+        /// The peer's pid from the socket credentials.
+        peer_pid: Option<u32>,
+        /// Where to send frames.
+        handle: ConnHandle,
+        /// The verdict.
+        reply: oneshot::Sender<Result<Welcome, ErrorBody>>,
+    },
+    /// An authenticated connection made a request.
+    Request {
+        /// The connection.
+        conn: ConnId,
+        /// The request id to answer on.
+        id: u64,
+        /// The request.
+        req: Request,
+    },
+    /// A connection closed.
+    Closed {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// SIGTERM, SIGINT or a `shutdown` request: stop cleanly.
+    Shutdown,
+}
+
+/// Settings the core runs with.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// The team's name.
+    pub team: String,
+    /// The team's files.
+    pub paths: TeamPaths,
+    /// The operator credential.
+    pub operator_secret: String,
+    /// How long a permission request waits before it is denied.
+    pub perm_timeout: Duration,
+    /// The unread-message bound per agent.
+    pub inbox_limit: usize,
+}
+
+/// The most requests applied before a commit; bounds the latency one batch adds.
+const MAX_BATCH: usize = 4096;
+/// The most backlog events sent to a catching-up subscriber per batch.
+const BACKLOG_CHUNK: usize = 2000;
+
+#[derive(Debug)]
+struct Session {
+    handle: ConnHandle,
+    actor: Actor,
+    /// For a subscriber: the newest sequence number it has been sent.
+    sub: Option<u64>,
+    watch_tasks: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    PermTimeout(u64),
+}
+
+/// The core's state: the team, the store, and who is connected.
+pub struct Core {
+    cfg: CoreConfig,
+    state: TeamState,
+    store: Store,
+    sessions: HashMap<ConnId, Session>,
+    agent_conn: HashMap<String, ConnId>,
+    responses: Vec<(ConnId, Vec<u8>)>,
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    stopping: bool,
+    daemon_pid: u32,
+}
+
+impl Core {
+    /// Builds the core from the stored state.
+    pub fn new(cfg: CoreConfig, store: Store, state: TeamState) -> Self {
+        let mut core = Core {
+            cfg,
+            state,
+            store,
+            sessions: HashMap::new(),
+            agent_conn: HashMap::new(),
+            responses: Vec::new(),
+            timers: BinaryHeap::new(),
+            stopping: false,
+            daemon_pid: std::process::id(),
+        };
+        core.state.set_inbox_limit(core.cfg.inbox_limit);
+        core.recover();
+        core
+    }
+
+    /// After a restart nobody is connected yet: fix up what the stored roster claims, and
+    /// re-arm the timers of pending permission requests.
+    fn recover(&mut self) {
+        let now = Timestamp::now();
+        let names: Vec<String> = self.state.agent_records().map(|a| a.info.name.clone()).collect();
+        for name in names {
+            self.state.update_agent(&name, |a| a.info.connected = false);
+        }
+        for p in self.state.perms(false) {
+            let age = Duration::from_millis(now.millis().saturating_sub(p.ts.millis()));
+            let left = self.cfg.perm_timeout.saturating_sub(age);
+            self.timers.push(Reverse((Instant::now() + left, Timer::PermTimeout(p.id))));
+        }
+    }
+
+    /// Runs until shutdown; returns after the last batch is committed.
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<CoreMsg>) -> Result<(), agent_team_store::StoreError> {
+        // Persist the recovery fix-ups before serving anyone.
+        self.flush()?;
+        loop {
+            let next_timer = self.timers.peek().map(|Reverse((at, _))| *at);
+            // A subscriber reading its backlog keeps the loop turning without waiting.
+            let backlog = self.has_backlog();
+            let first = tokio::select! {
+                m = rx.recv() => match m {
+                    Some(m) => Some(m),
+                    None => break,
+                },
+                _ = sleep_until(next_timer) => None,
+                _ = tokio::task::yield_now(), if backlog => None,
+            };
+            self.fire_timers();
+            if let Some(first) = first {
+                self.handle(first);
+            }
+            let mut n = 1;
+            while n < MAX_BATCH && !self.stopping {
+                match rx.try_recv() {
+                    Ok(m) => {
+                        self.handle(m);
+                        n += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.flush()?;
+            if self.stopping {
+                break;
+            }
+        }
+        self.flush()?;
+        for s in self.sessions.values() {
+            s.handle.close();
+        }
+        Ok(())
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, timer))) = self.timers.pop() else { break };
+            match timer {
+                Timer::PermTimeout(id) => {
+                    let reason = format!("no decision within {} s", self.cfg.perm_timeout.as_secs());
+                    if let Some(req) = self.state.perm_expire(id, "timeout", reason, Timestamp::now()) {
+                        self.after_perm_resolved(&[req]);
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: CoreMsg) {
+        match msg {
+            CoreMsg::Hello { conn, hello, peer_pid, handle, reply } => {
+                // The welcome goes out with the batch, ahead of any pushes queued behind it.
+                let mark = self.responses.len();
+                let verdict = self.hello(conn, hello, peer_pid, handle);
+                if let Ok(w) = &verdict
+                    && let Ok(bytes) = frame::encode(&ServerFrame::Welcome(w.clone()))
+                {
+                    self.responses.insert(mark, (conn, bytes));
+                }
+                let _ = reply.send(verdict);
+            }
+            CoreMsg::Request { conn, id, req } => {
+                let Some(actor) = self.sessions.get(&conn).map(|s| s.actor.clone()) else { return };
+                let outcome = self.request(conn, &actor, req);
+                match frame::encode(&ServerFrame::response(id, outcome)) {
+                    Ok(bytes) => self.responses.push((conn, bytes)),
+                    Err(e) => {
+                        let err = ErrorBody::new(ErrorCode::Internal, format!("reply too large to send: {e}"));
+                        if let Ok(bytes) = frame::encode(&ServerFrame::response(id, Err(err))) {
+                            self.responses.push((conn, bytes));
+                        }
+                    }
+                }
+            }
+            CoreMsg::Closed { conn } => self.closed(conn),
+            CoreMsg::Shutdown => self.stopping = true,
+        }
+    }
+
+    fn hello(&mut self, conn: ConnId, hello: Hello, _peer_pid: Option<u32>, handle: ConnHandle) -> Result<Welcome, ErrorBody> {
+        if hello.protocol != PROTOCOL_VERSION {
+            return Err(ErrorBody::with_details(
+                ErrorCode::UnsupportedVersion,
+                format!("protocol version {} is not supported; this daemon speaks {PROTOCOL_VERSION}", hello.protocol),
+                json!({"supported": [PROTOCOL_VERSION]}),
+            ));
+        }
+        if hello.team != self.cfg.team {
+            return Err(ErrorBody::with_details(
+                ErrorCode::NotFound,
+                format!("this daemon serves team {:?}, not {:?}", self.cfg.team, hello.team),
+                json!({"team": self.cfg.team}),
+            ));
+        }
+        let welcome = |identity: &str, role: &str, incarnation: u64| Welcome {
+            protocol: PROTOCOL_VERSION,
+            team: self.cfg.team.clone(),
+            identity: identity.to_string(),
+            role: role.to_string(),
+            incarnation,
+            daemon_pid: self.daemon_pid,
+        };
+        match hello.auth {
+            Auth::Operator { secret } => {
+                if !secret_eq(&secret, &self.cfg.operator_secret) {
+                    return Err(unauthorized("wrong operator credential"));
+                }
+                self.sessions.insert(conn, Session { handle, actor: Actor::Operator, sub: None, watch_tasks: false });
+                Ok(welcome(OPERATOR, OPERATOR, 0))
+            }
+            Auth::Agent { name, secret, incarnation } => {
+                let Some(rec) = self.state.agent(&name) else { return Err(unauthorized("unknown agent or wrong secret")) };
+                if !secret_eq(&secret, &rec.secret) {
+                    return Err(unauthorized("unknown agent or wrong secret"));
+                }
+                let current = rec.info.incarnation;
+                if incarnation != 0 && incarnation != current {
+                    return Err(ErrorBody::with_details(
+                        ErrorCode::Unauthorized,
+                        format!("incarnation {incarnation} of {name} is stale; the current one is {current}"),
+                        json!({"agent": name, "incarnation": current}),
+                    ));
+                }
+                if matches!(rec.info.status, AgentStatus::Stopped | AgentStatus::Exited | AgentStatus::Failed) {
+                    return Err(ErrorBody::with_details(
+                        ErrorCode::InvalidState,
+                        format!("{name} is {}; restart it first", rec.info.status),
+                        json!({"agent": name, "status": rec.info.status}),
+                    ));
+                }
+                let role = rec.info.role.clone();
+                // A reconnect replaces a half-dead older connection of the same agent.
+                if let Some(old) = self.agent_conn.insert(name.clone(), conn)
+                    && let Some(s) = self.sessions.remove(&old)
+                {
+                    s.handle.close();
+                }
+                self.sessions.insert(conn, Session { handle: handle.clone(), actor: Actor::Agent(name.clone()), sub: None, watch_tasks: false });
+                let now = Timestamp::now();
+                self.state.update_agent(&name, |a| a.info.connected = true);
+                if matches!(self.state.agent(&name).map(|a| a.info.status), Some(AgentStatus::Starting | AgentStatus::Backoff)) {
+                    self.state.set_agent_status(&name, AgentStatus::Running, Some("connected".into()), now);
+                }
+                // Everything not yet read goes out again; the worker drops ids it has seen.
+                for m in self.state.unread(&name) {
+                    if let Ok(bytes) = frame::encode(&ServerFrame::Push(Push::Message { message: m })) {
+                        self.responses.push((conn, bytes));
+                    }
+                }
+                Ok(welcome(&name, &role, current))
+            }
+        }
+    }
+
+    fn closed(&mut self, conn: ConnId) {
+        let Some(session) = self.sessions.remove(&conn) else { return };
+        if let Actor::Agent(name) = session.actor
+            && self.agent_conn.get(&name) == Some(&conn)
+        {
+            self.agent_conn.remove(&name);
+            self.state.update_agent(&name, |a| a.info.connected = false);
+        }
+    }
+
+    /// Commits the batch, then releases its responses and pushes.
+    fn flush(&mut self) -> Result<(), agent_team_store::StoreError> {
+        let changes = self.state.take_changes();
+        if let Err(e) = self.store.commit(&changes) {
+            // The in-memory state is now ahead of the disk: answer nobody with success, and stop,
+            // so the restarted daemon serves what is really stored.
+            tracing::error!("commit failed, stopping: {e}");
+            for (conn, _) in self.responses.drain(..) {
+                if let Some(s) = self.sessions.get(&conn) {
+                    s.handle.send_frame(&ServerFrame::Error {
+                        error: ErrorBody::new(ErrorCode::Internal, format!("storage failed: {e}")),
+                    });
+                }
+            }
+            return Err(e);
+        }
+        for (conn, bytes) in self.responses.drain(..) {
+            if let Some(s) = self.sessions.get(&conn) {
+                s.handle.send(bytes);
+            }
+        }
+        self.route(&changes);
+        self.catch_up_subscribers()
+    }
+
+    /// Pushes what the committed changes mean to the connected parties.
+    fn route(&mut self, changes: &[Change]) {
+        for change in changes {
+            match change {
+                Change::MessageNew(m) => {
+                    if let Some(s) = self.agent_conn.get(&m.to).and_then(|c| self.sessions.get(c)) {
+                        s.handle.send_frame(&ServerFrame::Push(Push::Message { message: m.clone() }));
+                    }
+                }
+                Change::Event(env) => {
+                    let mut bytes = None;
+                    for s in self.sessions.values_mut() {
+                        let Some(sent) = s.sub else { continue };
+                        // A subscriber still reading its backlog gets this event from the store.
+                        if env.seq != sent + 1 {
+                            continue;
+                        }
+                        let b = bytes.get_or_insert_with(|| {
+                            frame::encode(&ServerFrame::Push(Push::Event { envelope: env.clone() })).unwrap_or_default()
+                        });
+                        s.handle.send(b.clone());
+                        s.sub = Some(env.seq);
+                    }
+                }
+                Change::Perm(p) if p.status != PermStatus::Pending => {
+                    if let Some(s) = self.agent_conn.get(&p.agent).and_then(|c| self.sessions.get(c)) {
+                        s.handle.send_frame(&ServerFrame::Push(Push::PermissionDecided { request: p.clone() }));
+                    }
+                }
+                Change::Task(t) => {
+                    let mut bytes = None;
+                    for s in self.sessions.values().filter(|s| s.watch_tasks) {
+                        let b = bytes.get_or_insert_with(|| {
+                            frame::encode(&ServerFrame::Push(Push::Task { task: t.clone() })).unwrap_or_default()
+                        });
+                        s.handle.send(b.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Sends subscribers that are behind the next chunk of their backlog from the store.
+    fn catch_up_subscribers(&mut self) -> Result<(), agent_team_store::StoreError> {
+        let last = self.state.last_seq();
+        let behind: Vec<(ConnId, u64)> =
+            self.sessions.iter().filter_map(|(c, s)| s.sub.filter(|sent| *sent < last).map(|sent| (*c, sent))).collect();
+        for (conn, sent) in behind {
+            let events = self.store.events_since(sent, BACKLOG_CHUNK)?;
+            let Some(s) = self.sessions.get_mut(&conn) else { continue };
+            for env in events {
+                let seq = env.seq;
+                if !s.handle.send_frame(&ServerFrame::Push(Push::Event { envelope: env })) {
+                    break;
+                }
+                s.sub = Some(seq);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a subscriber is still behind, so the loop should come round again soon.
+    pub fn has_backlog(&self) -> bool {
+        let last = self.state.last_seq();
+        self.sessions.values().any(|s| s.sub.is_some_and(|sent| sent < last))
+    }
+
+    fn request(&mut self, conn: ConnId, actor: &Actor, req: Request) -> Result<Reply, ErrorBody> {
+        let now = Timestamp::now();
+        let s = &mut self.state;
+        match req {
+            Request::Ping => Ok(Reply::Pong { daemon_pid: self.daemon_pid }),
+            Request::TeamInfo => Ok(Reply::Team { team: self.team_info() }),
+            Request::TaskAdd { title, description, run, blocked_by, assign, key } => {
+                let new = NewTask { title, description, run, blocked_by, assign, key };
+                s.task_add(actor, new, now).map(|task| Reply::Task { task })
+            }
+            Request::TaskList { status } => Ok(Reply::Tasks { tasks: s.tasks(status) }),
+            Request::TaskShow { id } => s.task(id).cloned().map(|task| Reply::Task { task }),
+            Request::TaskClaim { id } => s.task_claim(actor, id, now).map(|task| Reply::Task { task }),
+            Request::TaskClaimNext => s.task_claim_next(actor, now).map(|task| Reply::MaybeTask { task }),
+            Request::TaskAssign { id, to } => s.task_assign(actor, id, &to, now).map(|task| Reply::Task { task }),
+            Request::TaskRelease { id } => s.task_release(actor, id, now).map(|task| Reply::Task { task }),
+            Request::TaskFinish { id, status, result } => {
+                s.task_finish(actor, id, status, result, now).map(|task| Reply::Task { task })
+            }
+            Request::TaskCancel { id } => s.task_cancel(actor, id, now).map(|task| Reply::Task { task }),
+            Request::TaskRetry { id } => s.task_retry(actor, id, now).map(|task| Reply::Task { task }),
+            Request::WatchTasks => {
+                if let Some(sess) = self.sessions.get_mut(&conn) {
+                    sess.watch_tasks = true;
+                }
+                Ok(Reply::Done)
+            }
+            Request::Send { to, body, kind, summary } => {
+                s.send(actor, &to, body, kind, summary, now).map(|(ids, recipients)| Reply::Sent { ids, recipients })
+            }
+            Request::Inbox { agent, unread_only } => self.inbox(actor, agent, unread_only),
+            Request::Ack { ids, state } => s.ack(actor, &ids, state, now).map(|_| Reply::Done),
+            Request::PermRequest { tool, input, reason } => {
+                let req = s.perm_request(actor, tool, input, reason, now)?;
+                if req.status == PermStatus::Pending {
+                    s.set_agent_status(&req.agent, AgentStatus::Waiting, None, now);
+                    let at = Instant::now() + self.cfg.perm_timeout;
+                    self.timers.push(Reverse((at, Timer::PermTimeout(req.id))));
+                }
+                Ok(Reply::Perm { request: req })
+            }
+            Request::PermList { all } => Ok(Reply::Perms { requests: s.perms(all) }),
+            Request::PermDecide { id, allow, always, reason } => {
+                let resolved = s.perm_decide(actor, id, allow, always, None, reason, now)?;
+                self.after_perm_resolved(&resolved);
+                let request = resolved.into_iter().next().ok_or_else(|| internal("decision resolved nothing"))?;
+                Ok(Reply::Perm { request })
+            }
+            Request::Events { since, limit } => {
+                self.flush_for_read()?;
+                let limit = limit.unwrap_or(10_000).min(100_000) as usize;
+                let events = self.store.events_since(since, limit).map_err(store_error)?;
+                Ok(Reply::Events { events })
+            }
+            Request::Subscribe { since } => {
+                let last_seq = s.last_seq();
+                if let Some(sess) = self.sessions.get_mut(&conn) {
+                    // The backlog (and anything newer) is sent after this batch commits.
+                    sess.sub = Some(since.min(last_seq));
+                }
+                Ok(Reply::Subscribed { last_seq })
+            }
+            Request::Emit { event } => s.emit(actor, event, now).map(|_| Reply::Done),
+            Request::Agents => Ok(Reply::Agents { agents: self.agents() }),
+            Request::Register { name, role } => self.register(actor, name, role, now),
+            Request::SetStatus { status, error } => s.report_status(actor, status, error, now).map(|agent| Reply::Agent { agent }),
+            Request::StartRun { goal } => s.start_run(actor, goal, now).map(|_| Reply::Done),
+            Request::Finish { answer, force, success } => s.finish(actor, answer, force, success, now).map(|_| Reply::Done),
+            Request::Shutdown => {
+                if *actor != Actor::Operator {
+                    return Err(ErrorBody::new(ErrorCode::PermissionDenied, "only the operator may shut the daemon down"));
+                }
+                self.stopping = true;
+                Ok(Reply::Done)
+            }
+            Request::Spawn { .. } | Request::Kill { .. } | Request::Restart { .. } => Err(ErrorBody::new(
+                ErrorCode::InvalidState,
+                "this daemon has no process supervisor configured",
+            )),
+        }
+    }
+
+    fn after_perm_resolved(&mut self, resolved: &[PermRequest]) {
+        let now = Timestamp::now();
+        for r in resolved {
+            let still_waiting = self.state.perms(false).iter().any(|p| p.agent == r.agent);
+            if !still_waiting && self.state.agent(&r.agent).is_some_and(|a| a.info.status == AgentStatus::Waiting) {
+                self.state.set_agent_status(&r.agent, AgentStatus::Running, None, now);
+            }
+        }
+    }
+
+    fn flush_for_read(&mut self) -> Result<(), ErrorBody> {
+        if self.state.has_changes() {
+            let changes = self.state.take_changes();
+            self.store.commit(&changes).map_err(store_error)?;
+            // Responses wait for the batch's end; pushes of these changes go out now.
+            self.route(&changes);
+        }
+        Ok(())
+    }
+
+    fn inbox(&mut self, actor: &Actor, agent: Option<String>, unread_only: bool) -> Result<Reply, ErrorBody> {
+        let whose = match (agent, actor) {
+            (Some(a), _) => a,
+            (None, Actor::Agent(n)) => n.clone(),
+            _ => return Err(ErrorBody::new(ErrorCode::BadRequest, "name the agent whose inbox to show")),
+        };
+        self.state.check_inbox_access(actor, &whose)?;
+        if unread_only {
+            return Ok(Reply::Messages { messages: self.state.unread(&whose) });
+        }
+        self.flush_for_read()?;
+        let mut messages = self.store.inbox(&whose, false, 10_000).map_err(store_error)?;
+        // The in-memory copy of an unread message is newer than the stored one.
+        let unread: HashMap<u64, Message> = self.state.unread(&whose).into_iter().map(|m| (m.id, m)).collect();
+        for m in &mut messages {
+            if let Some(u) = unread.get(&m.id) {
+                *m = u.clone();
+            }
+        }
+        Ok(Reply::Messages { messages })
+    }
+
+    fn register(&mut self, actor: &Actor, name: String, role: String, now: Timestamp) -> Result<Reply, ErrorBody> {
+        if *actor != Actor::Operator {
+            return Err(ErrorBody::new(ErrorCode::PermissionDenied, "only the operator registers external agents"));
+        }
+        if (name == LEADER) != (role == LEADER) {
+            return Err(ErrorBody::new(ErrorCode::BadRequest, "the name `leader` is reserved for the leader role"));
+        }
+        let secret = agent_team_paths::new_secret().map_err(|e| internal(&format!("cannot make a secret: {e}")))?;
+        let info = AgentInfo {
+            name,
+            role,
+            status: AgentStatus::Starting,
+            backend: "external".into(),
+            pid: None,
+            pgid: None,
+            pane: None,
+            incarnation: 1,
+            restarts: 0,
+            current_task: None,
+            last_activity: now,
+            connected: false,
+            last_exit: None,
+            error: None,
+        };
+        let agent = self.state.add_agent(actor, AgentRecord { info, secret: secret.clone(), spec: serde_json::Value::Null }, now)?;
+        Ok(Reply::Registered { agent, secret })
+    }
+
+    fn agents(&self) -> Vec<AgentInfo> {
+        self.state.agents()
+    }
+
+    fn team_info(&self) -> TeamInfo {
+        let (agents, tasks) = self.state.counts();
+        let run = self.state.run();
+        TeamInfo {
+            name: self.cfg.team.clone(),
+            daemon_pid: self.daemon_pid,
+            protocol: PROTOCOL_VERSION,
+            state_dir: self.cfg.paths.dir.display().to_string(),
+            socket: self.cfg.paths.socket.display().to_string(),
+            goal: run.goal.clone(),
+            run: run.state,
+            answer: run.answer.clone(),
+            agents,
+            tasks,
+            last_seq: self.state.last_seq(),
+            backend: None,
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Compares secrets without stopping at the first difference.
+fn secret_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn unauthorized(msg: &str) -> ErrorBody {
+    ErrorBody::new(ErrorCode::Unauthorized, msg)
+}
+
+fn internal(msg: &str) -> ErrorBody {
+    ErrorBody::new(ErrorCode::Internal, msg)
+}
+
+fn store_error(e: agent_team_store::StoreError) -> ErrorBody {
+    ErrorBody::new(ErrorCode::Internal, format!("storage failed: {e}"))
+}

@@ -1,0 +1,254 @@
+//! The agent-team supervisor daemon: one per team, the only writer of the team's state.
+//!
+//! [`run`] takes the team's lock, restores the state from SQLite, listens on the team's Unix
+//! socket (0600, in a 0700 runtime dir), and serves until SIGTERM, SIGINT or a `shutdown`
+//! request. Connections are read on their own tasks; every request is applied by the single
+//! [`core`] task, which commits each batch before it answers.
+
+pub mod conn;
+pub mod core;
+pub mod lock;
+
+use agent_team_paths::{Paths, TeamPaths};
+use agent_team_state::TeamState;
+use agent_team_store::Store;
+use core::{Core, CoreConfig, CoreMsg};
+use interprocess::local_socket::traits::tokio::Listener as _;
+use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
+use interprocess::os::unix::local_socket::ListenerOptionsExt;
+use lock::DaemonLock;
+use std::future::Future;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Why the daemon could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The team name or a directory was unusable.
+    #[error(transparent)]
+    Paths(#[from] agent_team_paths::PathError),
+    /// Another daemon holds the team, or the lock file is unusable.
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
+    /// The state database failed.
+    #[error(transparent)]
+    Store(#[from] agent_team_store::StoreError),
+    /// The socket or a file could not be set up.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The failure.
+        source: std::io::Error,
+    },
+}
+
+/// How to run one team's daemon.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// State and runtime roots.
+    pub paths: Paths,
+    /// The team.
+    pub team: String,
+    /// How long a permission request waits for a decision before it is denied.
+    pub perm_timeout: Duration,
+    /// The bound on an agent's unread messages.
+    pub inbox_limit: usize,
+}
+
+impl DaemonOptions {
+    /// Defaults from the spec for `team` under `paths`.
+    pub fn new(paths: Paths, team: &str) -> Self {
+        DaemonOptions {
+            paths,
+            team: team.to_string(),
+            perm_timeout: Duration::from_secs(300),
+            inbox_limit: agent_team_protocol::DEFAULT_INBOX_LIMIT,
+        }
+    }
+}
+
+/// Runs the daemon on the current thread until it is told to stop.
+pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| DaemonError::Io { what: "cannot start the async runtime".into(), source })?;
+    rt.block_on(async {
+        let prepared = prepare(&opts)?;
+        serve(prepared, shutdown_signal()).await
+    })
+}
+
+/// Everything taken and opened before serving: the lock, the store, the listener.
+pub struct Prepared {
+    lock: DaemonLock,
+    paths: TeamPaths,
+    core: Core,
+    listener: interprocess::local_socket::tokio::Listener,
+}
+
+/// Takes the lock, cleans up a crashed daemon's leftovers, opens the state and binds the socket.
+pub fn prepare(opts: &DaemonOptions) -> Result<Prepared, DaemonError> {
+    let tp = opts.paths.team(&opts.team)?;
+    opts.paths.ensure_runtime()?;
+    tp.ensure_dirs()?;
+    let lock = DaemonLock::acquire(&tp.lock)?;
+    // Holding the lock proves no daemon is alive, so any socket file left is stale.
+    match std::fs::remove_file(&tp.socket) {
+        Ok(()) => tracing::info!("removed a stale socket at {}", tp.socket.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(DaemonError::Io { what: format!("cannot remove stale socket {}", tp.socket.display()), source }),
+    }
+    let operator_secret = agent_team_paths::new_secret()
+        .map_err(|source| DaemonError::Io { what: "cannot generate the operator credential".into(), source })?;
+    agent_team_paths::write_secret_file(&tp.operator_secret, &operator_secret).map_err(|source| DaemonError::Io {
+        what: format!("cannot write the operator credential {}", tp.operator_secret.display()),
+        source,
+    })?;
+    let store = Store::open(&tp.db, &opts.team)?;
+    let snapshot = store.load()?;
+    let state = TeamState::restore(&opts.team, snapshot);
+    let cfg = CoreConfig {
+        team: opts.team.clone(),
+        paths: tp.clone(),
+        operator_secret,
+        perm_timeout: opts.perm_timeout,
+        inbox_limit: opts.inbox_limit,
+    };
+    let core = Core::new(cfg, store, state);
+    let name = tp
+        .socket
+        .clone()
+        .to_fs_name::<GenericFilePath>()
+        .map_err(|source| DaemonError::Io { what: format!("bad socket path {}", tp.socket.display()), source })?;
+    let listener = ListenerOptions::new()
+        .name(name)
+        .mode(0o600)
+        .reclaim_name(true)
+        .create_tokio()
+        .map_err(|source| DaemonError::Io { what: format!("cannot listen on {}", tp.socket.display()), source })?;
+    Ok(Prepared { lock, paths: tp, core, listener })
+}
+
+/// Serves connections until `shutdown` resolves or a `shutdown` request arrives.
+pub async fn serve(prepared: Prepared, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    let Prepared { lock, paths, core, listener } = prepared;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let core_task = tokio::spawn(core.run(rx));
+    tracing::info!(team = %paths.team, pid = std::process::id(), "daemon listening on {}", paths.socket.display());
+    let accept_tx = tx.clone();
+    let accept = async move {
+        let mut next_id = 0u64;
+        loop {
+            match listener.accept().await {
+                Ok(stream) => {
+                    next_id += 1;
+                    tokio::spawn(conn::serve(stream, next_id, accept_tx.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    };
+    let mut core_task = core_task;
+    let result = tokio::select! {
+        _ = accept => Ok(Ok(())),
+        _ = shutdown => {
+            let _ = tx.send(CoreMsg::Shutdown);
+            (&mut core_task).await
+        }
+        r = &mut core_task => r,
+    };
+    // The listener (and with it the socket file) is gone once `accept` is dropped.
+    let _ = std::fs::remove_file(&paths.operator_secret);
+    drop(lock);
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.into()),
+        Err(join) => Err(DaemonError::Io { what: "the core task failed".into(), source: std::io::Error::other(join.to_string()) }),
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop the daemon with `agent-team down`");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+/// A daemon running on a background thread of this process (tests and benches).
+pub struct DaemonThread {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), DaemonError>>>,
+}
+
+impl DaemonThread {
+    /// Prepares the daemon (so errors surface here) and serves it on a new thread.
+    pub fn start(opts: DaemonOptions) -> Result<Self, DaemonError> {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("daemon-{}", opts.team))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|source| {
+                    DaemonError::Io { what: "cannot start the async runtime".into(), source }
+                })?;
+                rt.block_on(async move {
+                    let prepared = match prepare(&opts) {
+                        Ok(p) => {
+                            let _ = ready_tx.send(Ok(()));
+                            p
+                        }
+                        Err(e) => {
+                            let msg = e.to_string();
+                            let _ = ready_tx.send(Err(msg));
+                            return Err(e);
+                        }
+                    };
+                    serve(prepared, async {
+                        let _ = stop_rx.await;
+                    })
+                    .await
+                })
+            })
+            .map_err(|source| DaemonError::Io { what: "cannot start the daemon thread".into(), source })?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(DaemonThread { stop: Some(stop_tx), thread: Some(thread) }),
+            Ok(Err(_)) | Err(_) => match thread.join() {
+                Ok(Err(e)) => Err(e),
+                _ => Err(DaemonError::Io { what: "daemon thread failed".into(), source: std::io::Error::other("no result") }),
+            },
+        }
+    }
+
+    /// Stops the daemon the way SIGTERM would and waits for it.
+    pub fn stop(mut self) -> Result<(), DaemonError> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> Result<(), DaemonError> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(DaemonError::Io { what: "daemon thread panicked".into(), source: std::io::Error::other("panic") }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for DaemonThread {
+    fn drop(&mut self) {
+        let _ = self.stop_inner();
+    }
+}

@@ -1,0 +1,105 @@
+//! The daemon's lock file: held exclusively for the daemon's whole life, so a second daemon for
+//! the same team is refused and a crashed daemon's leftovers are recognised as stale.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// Why the lock could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another live daemon holds it.
+    #[error("a daemon for this team is already running (pid {pid}); use it, or stop it with `agent-team down`")]
+    Held {
+        /// The pid recorded by the holder, or 0 if unreadable.
+        pid: u32,
+    },
+    /// The lock file could not be opened or written.
+    #[error("cannot use lock file {path}: {source}")]
+    Io {
+        /// The lock file.
+        path: PathBuf,
+        /// The failure.
+        source: std::io::Error,
+    },
+}
+
+/// An exclusive lock on the team's lock file; released when dropped or when the process dies.
+#[derive(Debug)]
+pub struct DaemonLock {
+    file: File,
+    path: PathBuf,
+}
+
+impl DaemonLock {
+    /// Takes the lock without waiting and records this process's pid in the file.
+    pub fn acquire(path: &Path) -> Result<Self, LockError> {
+        let io = |source| LockError::Io { path: path.to_path_buf(), source };
+        let mut file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path).map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut s = String::new();
+                let _ = file.read_to_string(&mut s);
+                return Err(LockError::Held { pid: s.trim().parse().unwrap_or(0) });
+            }
+            Err(TryLockError::Error(e)) => return Err(io(e)),
+        }
+        file.set_len(0).map_err(io)?;
+        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        write!(file, "{}", std::process::id()).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        Ok(DaemonLock { file, path: path.to_path_buf() })
+    }
+
+    /// Whether a live daemon holds the lock at `path` right now (without taking it for long).
+    pub fn is_held(path: &Path) -> bool {
+        let Ok(file) = OpenOptions::new().read(true).write(true).open(path) else { return false };
+        match file.try_lock() {
+            Ok(()) => {
+                let _ = file.unlock();
+                false
+            }
+            Err(_) => true,
+        }
+    }
+
+    /// The pid recorded in the lock file at `path`, if any.
+    pub fn recorded_pid(path: &Path) -> Option<u32> {
+        std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    }
+
+    /// The lock file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for DaemonLock {
+    fn drop(&mut self) {
+        let _ = self.file.set_len(0);
+        let _ = self.file.unlock();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_holder_is_refused_and_release_frees_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.lock");
+        let l = DaemonLock::acquire(&p).unwrap();
+        assert!(DaemonLock::is_held(&p));
+        match DaemonLock::acquire(&p) {
+            Err(LockError::Held { pid }) => assert_eq!(pid, std::process::id()),
+            other => panic!("expected Held, got {other:?}"),
+        }
+        drop(l);
+        assert!(!DaemonLock::is_held(&p));
+        DaemonLock::acquire(&p).unwrap();
+    }
+}

@@ -1,0 +1,257 @@
+//! Where agent-team keeps things: the state root (`AGENT_TEAM_HOME`), the runtime dir for sockets
+//! and locks (`AGENT_TEAM_RUNTIME_DIR`), and the per-team files inside them.
+//!
+//! Every path the daemon, the CLI and the workers agree on is computed here, once.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Environment variable overriding the state root.
+pub const ENV_HOME: &str = "AGENT_TEAM_HOME";
+/// Environment variable overriding the runtime dir.
+pub const ENV_RUNTIME_DIR: &str = "AGENT_TEAM_RUNTIME_DIR";
+/// Environment variable overriding the tmux socket path of the team's private tmux server.
+pub const ENV_TMUX_SOCKET: &str = "AGENT_TEAM_TMUX_SOCKET";
+
+/// The longest path a Unix socket may have on Linux (`sun_path` minus the terminating NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// Why a path could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum PathError {
+    /// Neither the override nor the platform's base directories gave a location.
+    #[error("cannot find a home directory for agent-team state (set {ENV_HOME})")]
+    NoHome,
+    /// A directory could not be created or secured.
+    #[error("cannot prepare {path}: {source}")]
+    Io {
+        /// The path concerned.
+        path: PathBuf,
+        /// The underlying failure.
+        source: io::Error,
+    },
+    /// The runtime dir belongs to someone else, so its sockets cannot be trusted.
+    #[error("{path} is owned by uid {owner}, not by you (uid {me}); set {ENV_RUNTIME_DIR} to a private directory")]
+    NotOwner {
+        /// The directory.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The current uid.
+        me: u32,
+    },
+    /// The socket path would not fit in a `sockaddr_un`.
+    #[error("socket path {0} is longer than {MAX_SOCKET_PATH} bytes; set {ENV_RUNTIME_DIR} to a shorter directory")]
+    SocketPathTooLong(PathBuf),
+    /// The team name is not valid.
+    #[error("{0}")]
+    BadName(String),
+}
+
+/// The resolved locations for one machine user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    /// Durable state root (one directory per team below `teams/`).
+    pub home: PathBuf,
+    /// Private runtime dir (0700) for sockets, locks and credentials.
+    pub runtime: PathBuf,
+}
+
+/// The files of one team.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TeamPaths {
+    /// The team's name.
+    pub team: String,
+    /// The team's state directory.
+    pub dir: PathBuf,
+    /// The SQLite database.
+    pub db: PathBuf,
+    /// Per-agent output logs.
+    pub logs: PathBuf,
+    /// The daemon's own log.
+    pub daemon_log: PathBuf,
+    /// The daemon's Unix socket.
+    pub socket: PathBuf,
+    /// The lock file the daemon holds for its whole life.
+    pub lock: PathBuf,
+    /// The operator credential (0600).
+    pub operator_secret: PathBuf,
+    /// The socket of the team's private tmux server.
+    pub tmux_socket: PathBuf,
+}
+
+impl Paths {
+    /// Resolves the locations from the environment (see the module docs).
+    pub fn from_env() -> Result<Self, PathError> {
+        let home = match std::env::var_os(ENV_HOME) {
+            Some(h) if !h.is_empty() => PathBuf::from(h),
+            _ => {
+                let base = directories::BaseDirs::new().ok_or(PathError::NoHome)?;
+                base.state_dir().unwrap_or_else(|| base.data_local_dir()).join("agent-team")
+            }
+        };
+        let runtime = match std::env::var_os(ENV_RUNTIME_DIR) {
+            Some(r) if !r.is_empty() => PathBuf::from(r),
+            _ => match std::env::var_os("XDG_RUNTIME_DIR") {
+                Some(x) if !x.is_empty() => PathBuf::from(x).join("agent-team"),
+                _ => PathBuf::from(format!("/tmp/agent-team-{}", current_uid())),
+            },
+        };
+        Ok(Paths { home, runtime })
+    }
+
+    /// Explicit locations (tests, benches).
+    pub fn new(home: impl Into<PathBuf>, runtime: impl Into<PathBuf>) -> Self {
+        Paths { home: home.into(), runtime: runtime.into() }
+    }
+
+    /// The directory holding every team's state.
+    pub fn teams_dir(&self) -> PathBuf {
+        self.home.join("teams")
+    }
+
+    /// The files of `team`; the name is validated so it can never escape the directories.
+    pub fn team(&self, team: &str) -> Result<TeamPaths, PathError> {
+        agent_team_protocol::names::validate("team", team).map_err(PathError::BadName)?;
+        let dir = self.teams_dir().join(team);
+        let socket = self.runtime.join(format!("{team}.sock"));
+        if socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(PathError::SocketPathTooLong(socket));
+        }
+        let tmux_socket = match std::env::var_os(ENV_TMUX_SOCKET) {
+            Some(s) if !s.is_empty() => PathBuf::from(s),
+            _ => self.runtime.join(format!("{team}.tmux")),
+        };
+        Ok(TeamPaths {
+            team: team.to_string(),
+            db: dir.join("state.db"),
+            logs: dir.join("logs"),
+            daemon_log: dir.join("daemon.log"),
+            dir,
+            lock: self.runtime.join(format!("{team}.lock")),
+            operator_secret: self.runtime.join(format!("{team}.operator")),
+            socket,
+            tmux_socket,
+        })
+    }
+
+    /// Creates the runtime dir with mode 0700, or checks and tightens an existing one.
+    pub fn ensure_runtime(&self) -> Result<(), PathError> {
+        ensure_private_dir(&self.runtime)
+    }
+
+    /// Names of teams that have a state directory, sorted.
+    pub fn list_teams(&self) -> Vec<String> {
+        let mut teams: Vec<String> = fs::read_dir(self.teams_dir())
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .filter(|e| e.path().is_dir())
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|n| agent_team_protocol::names::is_valid(n))
+                    .collect()
+            })
+            .unwrap_or_default();
+        teams.sort();
+        teams
+    }
+}
+
+impl TeamPaths {
+    /// Creates the team's state and log directories (0700).
+    pub fn ensure_dirs(&self) -> Result<(), PathError> {
+        ensure_private_dir(&self.dir)?;
+        ensure_private_dir(&self.logs)
+    }
+
+    /// The output log of one agent.
+    pub fn agent_log(&self, agent: &str) -> PathBuf {
+        self.logs.join(format!("{agent}.log"))
+    }
+}
+
+/// The real uid of this process.
+pub fn current_uid() -> u32 {
+    nix::unistd::getuid().as_raw()
+}
+
+/// Creates `dir` (and parents) with mode 0700; an existing dir must be ours and is chmod'ed 0700.
+pub fn ensure_private_dir(dir: &Path) -> Result<(), PathError> {
+    let io_err = |source| PathError::Io { path: dir.to_path_buf(), source };
+    match fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) => return Err(io_err(e)),
+    }
+    let meta = fs::metadata(dir).map_err(io_err)?;
+    let me = current_uid();
+    if meta.uid() != me {
+        return Err(PathError::NotOwner { path: dir.to_path_buf(), owner: meta.uid(), me });
+    }
+    if meta.permissions().mode() & 0o777 != 0o700 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err)?;
+    }
+    Ok(())
+}
+
+/// A fresh random secret: 32 bytes as 64 hex characters.
+pub fn new_secret() -> Result<String, io::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes a secret file readable only by the owner (0600), replacing any old one atomically.
+pub fn write_secret_file(path: &Path, secret: &str) -> Result<(), io::Error> {
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    f.write_all(secret.as_bytes())?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)
+}
+
+/// Reads a secret file written by [`write_secret_file`].
+pub fn read_secret_file(path: &Path) -> Result<String, io::Error> {
+    Ok(fs::read_to_string(path)?.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_dir_is_private_and_tightened() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = Paths::new(tmp.path().join("home"), tmp.path().join("run"));
+        p.ensure_runtime().unwrap();
+        let mode = fs::metadata(&p.runtime).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        fs::set_permissions(&p.runtime, fs::Permissions::from_mode(0o755)).unwrap();
+        p.ensure_runtime().unwrap();
+        let mode = fs::metadata(&p.runtime).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+    }
+
+    #[test]
+    fn team_names_cannot_escape() {
+        let p = Paths::new("/h", "/r");
+        assert!(p.team("../x").is_err());
+        assert!(p.team("a/b").is_err());
+        let t = p.team("web").unwrap();
+        assert_eq!(t.socket, PathBuf::from("/r/web.sock"));
+        assert_eq!(t.db, PathBuf::from("/h/teams/web/state.db"));
+    }
+
+    #[test]
+    fn secrets_are_random_and_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = new_secret().unwrap();
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, new_secret().unwrap());
+        let f = tmp.path().join("s");
+        write_secret_file(&f, &a).unwrap();
+        assert_eq!(read_secret_file(&f).unwrap(), a);
+        assert_eq!(fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+}

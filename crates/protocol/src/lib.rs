@@ -1,0 +1,27 @@
+//! The agent-team wire protocol: frames, handshake, requests, replies, pushes and the data model.
+//!
+//! Everything that crosses the daemon's socket is defined here once, so the daemon, the worker,
+//! the CLI and third-party clients agree on it. `docs/PROTOCOL.md` describes the same format in
+//! prose for clients written in other languages.
+
+pub mod error;
+pub mod frame;
+pub mod model;
+pub mod names;
+pub mod request;
+pub mod wire;
+
+pub use error::{ErrorBody, ErrorCode};
+pub use frame::{FrameError, MAX_FRAME_LEN};
+pub use model::*;
+pub use request::{Reply, Request};
+pub use wire::{Auth, ClientFrame, Hello, Push, ServerFrame, Welcome};
+
+/// The protocol version this build speaks; a hello with another version gets `unsupported_version`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The largest message body the daemon accepts (64 KiB), per SPEC §5.7.
+pub const MAX_BODY_LEN: usize = 64 * 1024;
+
+/// The default bound on an agent's unread messages before `inbox_full` (SPEC §5.3).
+pub const DEFAULT_INBOX_LIMIT: usize = 1000;

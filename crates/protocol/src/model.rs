@@ -1,0 +1,578 @@
+//! The team's data model as it appears on the wire: tasks, messages, agents, permission
+//! requests, events and their envelopes.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch, written on the wire as an RFC 3339 UTC string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(pub u64);
+
+impl Timestamp {
+    /// The current wall-clock time.
+    pub fn now() -> Self {
+        let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        Timestamp(ms as u64)
+    }
+
+    /// Milliseconds since the epoch.
+    pub fn millis(self) -> u64 {
+        self.0
+    }
+
+    /// The RFC 3339 form with milliseconds, e.g. `2026-11-22T08:31:24.123Z`.
+    pub fn to_rfc3339(self) -> String {
+        let t = UNIX_EPOCH + Duration::from_millis(self.0);
+        humantime::format_rfc3339_millis(t).to_string()
+    }
+
+    /// Parses the RFC 3339 form.
+    pub fn parse_rfc3339(s: &str) -> Option<Self> {
+        let t = humantime::parse_rfc3339_weak(s).ok()?;
+        Some(Timestamp(t.duration_since(UNIX_EPOCH).ok()?.as_millis() as u64))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_rfc3339())
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_rfc3339())
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Timestamp::parse_rfc3339(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("invalid RFC 3339 timestamp {s:?}")))
+    }
+}
+
+/// A task's place in its lifecycle (SPEC §5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    /// Waiting to be claimed or assigned.
+    Pending,
+    /// Owned by an agent that is working on it.
+    InProgress,
+    /// Finished successfully; its dependents may start.
+    Completed,
+    /// Finished unsuccessfully; `retry` puts it back to pending.
+    Failed,
+    /// Withdrawn by the leader before it started.
+    Cancelled,
+}
+
+impl TaskStatus {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Pending => "pending",
+            TaskStatus::InProgress => "in_progress",
+            TaskStatus::Completed => "completed",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether no further work will happen on the task without a retry.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled)
+    }
+
+    /// Parses the snake_case name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => TaskStatus::Pending,
+            "in_progress" => TaskStatus::InProgress,
+            "completed" => TaskStatus::Completed,
+            "failed" => TaskStatus::Failed,
+            "cancelled" => TaskStatus::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One entry of the shared task board.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    /// Sequential id, never reused, also across daemon restarts.
+    pub id: u64,
+    /// Optional stable key from the team file, unique in the team; makes creation idempotent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Short title.
+    pub title: String,
+    /// Longer description for the agent doing it.
+    #[serde(default)]
+    pub description: String,
+    /// Shell command the offline `exec` provider runs for this task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// Lifecycle state.
+    pub status: TaskStatus,
+    /// The agent working on it; on a pending task, the agent it is reserved for.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Tasks that must be completed before this one may start.
+    #[serde(default)]
+    pub blocked_by: Vec<u64>,
+    /// Who created it (`operator`, `leader`, …).
+    pub created_by: String,
+    /// The outcome text (for `exec`: exit code and the tail of the output).
+    #[serde(default)]
+    pub result: Option<String>,
+    /// How many times the task went to in_progress.
+    #[serde(default)]
+    pub attempts: u32,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+    /// When it last went to in_progress.
+    #[serde(default)]
+    pub started_at: Option<Timestamp>,
+    /// When it reached completed, failed or cancelled.
+    #[serde(default)]
+    pub finished_at: Option<Timestamp>,
+}
+
+/// What a message is for (SPEC §5.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    /// Free text between agents.
+    #[default]
+    Text,
+    /// Asks the recipient to finish and exit.
+    ShutdownRequest,
+    /// The recipient's answer to a shutdown request.
+    ShutdownResponse,
+    /// A teammate has nothing left to do (coalesced: one per change).
+    Idle,
+    /// A task changed in a way the recipient should know about.
+    TaskEvent,
+    /// A permission request or decision.
+    Permission,
+}
+
+impl MessageKind {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Text => "text",
+            MessageKind::ShutdownRequest => "shutdown_request",
+            MessageKind::ShutdownResponse => "shutdown_response",
+            MessageKind::Idle => "idle",
+            MessageKind::TaskEvent => "task_event",
+            MessageKind::Permission => "permission",
+        }
+    }
+}
+
+/// How far a message copy has travelled towards its recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Durable in the daemon, not yet acknowledged by the recipient's process.
+    Queued,
+    /// The recipient's process acknowledged receiving it.
+    Delivered,
+    /// The recipient's agent took it into its work.
+    Read,
+}
+
+impl DeliveryState {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Queued => "queued",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Read => "read",
+        }
+    }
+
+    /// The small integer stored on disk.
+    pub fn code(self) -> i64 {
+        match self {
+            DeliveryState::Queued => 0,
+            DeliveryState::Delivered => 1,
+            DeliveryState::Read => 2,
+        }
+    }
+
+    /// The state for a stored integer.
+    pub fn from_code(code: i64) -> Option<Self> {
+        Some(match code {
+            0 => DeliveryState::Queued,
+            1 => DeliveryState::Delivered,
+            2 => DeliveryState::Read,
+            _ => return None,
+        })
+    }
+}
+
+/// One recipient's copy of a message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// Unique id; per-recipient order follows it.
+    pub id: u64,
+    /// The sender, stamped by the daemon from the authenticated connection.
+    pub from: String,
+    /// The recipient of this copy.
+    pub to: String,
+    /// What the message is for.
+    pub kind: MessageKind,
+    /// The text (at most 64 KiB).
+    pub body: String,
+    /// A one-line summary for listings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// When the daemon accepted it.
+    pub ts: Timestamp,
+    /// Delivery state of this copy.
+    pub state: DeliveryState,
+}
+
+/// An agent's lifecycle state (SPEC §5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentStatus {
+    /// Launched, not yet connected back.
+    Starting,
+    /// Connected and working.
+    Running,
+    /// Connected, nothing to do.
+    Idle,
+    /// Connected, waiting on a permission decision.
+    Waiting,
+    /// Died; a restart is scheduled after a backoff.
+    Backoff,
+    /// Stopped by the operator or by shutdown; not restarted.
+    Stopped,
+    /// Finished its work and exited.
+    Exited,
+    /// Gave up restarting; only a manual restart clears it.
+    Failed,
+}
+
+impl AgentStatus {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentStatus::Starting => "starting",
+            AgentStatus::Running => "running",
+            AgentStatus::Idle => "idle",
+            AgentStatus::Waiting => "waiting",
+            AgentStatus::Backoff => "backoff",
+            AgentStatus::Stopped => "stopped",
+            AgentStatus::Exited => "exited",
+            AgentStatus::Failed => "failed",
+        }
+    }
+
+    /// Whether an agent in this state has (or should have) a live process.
+    pub fn is_live(self) -> bool {
+        matches!(
+            self,
+            AgentStatus::Starting | AgentStatus::Running | AgentStatus::Idle | AgentStatus::Waiting
+        )
+    }
+
+    /// Whether the agent is finished for good unless the operator acts.
+    pub fn is_down(self) -> bool {
+        matches!(self, AgentStatus::Stopped | AgentStatus::Exited | AgentStatus::Failed)
+    }
+}
+
+impl fmt::Display for AgentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One member of the roster as `ps` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    /// Unique name in the team (`leader` for the leader).
+    pub name: String,
+    /// The role it was started from.
+    pub role: String,
+    /// Lifecycle state.
+    pub status: AgentStatus,
+    /// How its process is placed: `tmux`, `iterm2`, `process`, `in-process` or `external`.
+    pub backend: String,
+    /// The process id of the current incarnation, if it has one.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// The process group that is killed to stop it.
+    #[serde(default)]
+    pub pgid: Option<u32>,
+    /// The pane id (tmux `%N`, iTerm2 session id) if it has one.
+    #[serde(default)]
+    pub pane: Option<String>,
+    /// Incremented at each start; events from older incarnations are ignored.
+    pub incarnation: u64,
+    /// How many times it was restarted after dying.
+    pub restarts: u32,
+    /// The task it holds in progress.
+    #[serde(default)]
+    pub current_task: Option<u64>,
+    /// When it last did something.
+    pub last_activity: Timestamp,
+    /// Whether its process is connected to the daemon right now.
+    #[serde(default)]
+    pub connected: bool,
+    /// How its last incarnation ended (`exit 1`, `signal 9`) or why it failed.
+    #[serde(default)]
+    pub last_exit: Option<String>,
+    /// The last error it reported (e.g. a model API refusing its key).
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// Where a permission request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PermStatus {
+    /// Waiting for a decision.
+    Pending,
+    /// Allowed (once or always).
+    Allowed,
+    /// Denied by a decision, a timeout or a vanished approver.
+    Denied,
+}
+
+/// A decision on a permission request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PermDecision {
+    /// Whether the tool call may go ahead.
+    pub allow: bool,
+    /// Whether this became a team rule applied to every teammate.
+    #[serde(default)]
+    pub always: bool,
+    /// Who decided: `operator`, `leader`, `rule`, `timeout`, `approver-gone`.
+    pub by: String,
+    /// The reason given with a denial.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// When it was decided.
+    pub ts: Timestamp,
+}
+
+/// A tool call waiting for a human (or the leader) to allow or deny it (SPEC §5.4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PermRequest {
+    /// Sequential id.
+    pub id: u64,
+    /// The agent that wants to run the tool.
+    pub agent: String,
+    /// The tool's name, e.g. `bash`.
+    pub tool: String,
+    /// The tool's input as the policy pattern sees it (for `bash`, the command).
+    pub input: String,
+    /// Why the agent wants it.
+    #[serde(default)]
+    pub reason: String,
+    /// When it was raised.
+    pub ts: Timestamp,
+    /// Where it stands.
+    pub status: PermStatus,
+    /// The decision, once made.
+    #[serde(default)]
+    pub decision: Option<PermDecision>,
+}
+
+/// A team rule created by an "allow always" decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PermRule {
+    /// The tool it applies to.
+    pub tool: String,
+    /// The exact input it allows, or `*` for every input of the tool.
+    pub input: String,
+    /// The request that created it.
+    pub from_request: u64,
+}
+
+/// One entry of the team's event log (SPEC §5.6); the `type` tag names it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Event {
+    /// The team run began.
+    RunStarted {
+        /// The goal given to the leader.
+        #[serde(default)]
+        goal: Option<String>,
+    },
+    /// The team run ended.
+    RunFinished {
+        /// The leader's final answer.
+        answer: String,
+        /// Whether the team considers the run a success.
+        success: bool,
+    },
+    /// A piece of an agent's model output.
+    TextMessageContent {
+        /// The text added.
+        delta: String,
+    },
+    /// An agent started a tool call.
+    ToolCallStart {
+        /// Identifies the call within the agent.
+        tool_call_id: String,
+        /// The tool's name.
+        tool_name: String,
+        /// The arguments as given by the model.
+        #[serde(default)]
+        args: serde_json::Value,
+    },
+    /// A tool call finished.
+    ToolCallResult {
+        /// Identifies the call within the agent.
+        tool_call_id: String,
+        /// What came back (possibly shortened).
+        content: String,
+        /// Whether the tool failed.
+        #[serde(default)]
+        is_error: bool,
+    },
+    /// An agent changed status.
+    AgentStatus {
+        /// The new status.
+        status: AgentStatus,
+        /// The incarnation it applies to.
+        incarnation: u64,
+        /// Extra words, e.g. the exit status.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    /// A task was created or changed.
+    TaskUpdated {
+        /// The task after the change.
+        task: Task,
+    },
+    /// A message was accepted for delivery.
+    MessageSent {
+        /// The ids of the copies, one per recipient.
+        ids: Vec<u64>,
+        /// The sender.
+        from: String,
+        /// The recipient name or `*`.
+        to: String,
+        /// The kind of message.
+        kind: MessageKind,
+        /// Its summary, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        summary: Option<String>,
+    },
+    /// A permission request was raised.
+    PermissionRequested {
+        /// The request.
+        request: PermRequest,
+    },
+    /// A permission request was resolved.
+    PermissionDecided {
+        /// The request with its decision.
+        request: PermRequest,
+    },
+    /// Something went wrong that the operator should see.
+    Error {
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl Event {
+    /// The SCREAMING_SNAKE_CASE type name.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Event::RunStarted { .. } => "RUN_STARTED",
+            Event::RunFinished { .. } => "RUN_FINISHED",
+            Event::TextMessageContent { .. } => "TEXT_MESSAGE_CONTENT",
+            Event::ToolCallStart { .. } => "TOOL_CALL_START",
+            Event::ToolCallResult { .. } => "TOOL_CALL_RESULT",
+            Event::AgentStatus { .. } => "AGENT_STATUS",
+            Event::TaskUpdated { .. } => "TASK_UPDATED",
+            Event::MessageSent { .. } => "MESSAGE_SENT",
+            Event::PermissionRequested { .. } => "PERMISSION_REQUESTED",
+            Event::PermissionDecided { .. } => "PERMISSION_DECIDED",
+            Event::Error { .. } => "ERROR",
+        }
+    }
+}
+
+/// An event with its place in the log and who it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Position in the team's log, from 1, without gaps.
+    pub seq: u64,
+    /// When the daemon recorded it.
+    pub ts: Timestamp,
+    /// The team's name.
+    pub team_id: String,
+    /// The agent it concerns (`operator` or `daemon` when no agent).
+    pub agent_id: String,
+    /// That agent's role.
+    pub role_name: String,
+    /// The event itself.
+    pub event: Event,
+}
+
+/// How the team run as a whole stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// No run has been started.
+    Idle,
+    /// The leader is working.
+    Running,
+    /// The leader finished the team with an answer.
+    Finished,
+    /// The run ended without success (leader failed, or finished with success = false).
+    Failed,
+}
+
+/// A summary of the team as `teams show` prints it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TeamInfo {
+    /// The team's name.
+    pub name: String,
+    /// The daemon's process id.
+    pub daemon_pid: u32,
+    /// The protocol version it speaks.
+    pub protocol: u32,
+    /// Where its state lives.
+    pub state_dir: String,
+    /// The socket path.
+    pub socket: String,
+    /// The goal of the current run.
+    #[serde(default)]
+    pub goal: Option<String>,
+    /// How the run stands.
+    pub run: RunState,
+    /// The leader's final answer once finished.
+    #[serde(default)]
+    pub answer: Option<String>,
+    /// How many agents of each status, as (status, count).
+    pub agents: Vec<(AgentStatus, usize)>,
+    /// How many tasks of each status, as (status, count).
+    pub tasks: Vec<(TaskStatus, usize)>,
+    /// The sequence number of the newest event.
+    pub last_seq: u64,
+    /// The pane backend the team uses.
+    #[serde(default)]
+    pub backend: Option<String>,
+}

@@ -1,0 +1,43 @@
+//! Validation of team and agent names (`^[a-z][a-z0-9-]{0,31}$`, SPEC §2).
+
+/// The name reserved for the team's leader.
+pub const LEADER: &str = "leader";
+
+/// The pseudo-sender stamped on messages the operator sends from the CLI.
+pub const OPERATOR: &str = "operator";
+
+/// Whether `name` is a valid team or agent name.
+pub fn is_valid(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 32
+        && bytes[0].is_ascii_lowercase()
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+/// Checks a name and says why it is refused.
+pub fn validate(kind: &str, name: &str) -> Result<(), String> {
+    if is_valid(name) {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid {kind} name {name:?}: use 1-32 characters, a lower-case letter first, then \
+             lower-case letters, digits or '-'"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["a", "builder-1", "leader", "x23456789012345678901234567890ab"] {
+            assert!(is_valid(ok), "{ok}");
+        }
+        for bad in ["", "1a", "-a", "A", "a/b", "..", "a.b", "a_b", "x234567890123456789012345678901ab"] {
+            assert!(!is_valid(bad), "{bad}");
+        }
+    }
+}

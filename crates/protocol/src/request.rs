@@ -1,0 +1,308 @@
+//! Requests a client may make after the handshake, and the replies they get.
+
+use crate::model::*;
+use serde::{Deserialize, Serialize};
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// One operation on the team; the `op` field names it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Liveness check; answers with the daemon's pid.
+    Ping,
+    /// A summary of the team and its run.
+    TeamInfo,
+    /// Create a task (leader and operator only).
+    TaskAdd {
+        /// Short title.
+        title: String,
+        /// Longer description.
+        #[serde(default)]
+        description: String,
+        /// Command for the exec provider.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run: Option<String>,
+        /// Existing tasks that must complete first.
+        #[serde(default)]
+        blocked_by: Vec<u64>,
+        /// Assign it at once to this agent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        assign: Option<String>,
+        /// Stable key; adding a task whose key exists returns the existing task.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+    },
+    /// List tasks, optionally of one status.
+    TaskList {
+        /// Only tasks in this status.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<TaskStatus>,
+    },
+    /// One task.
+    TaskShow {
+        /// The task id.
+        id: u64,
+    },
+    /// Claim a task for the calling agent (atomic; see SPEC §5.2 for the refusals).
+    TaskClaim {
+        /// The task id.
+        id: u64,
+    },
+    /// Claim the lowest-id task the calling agent may claim now, if any.
+    TaskClaimNext,
+    /// Receive a `task` push for every task change from now on (how idle workers wake up).
+    WatchTasks,
+    /// Give a pending task to an agent (leader and operator only).
+    TaskAssign {
+        /// The task id.
+        id: u64,
+        /// The agent's name.
+        to: String,
+    },
+    /// Put an in-progress task back to pending (its owner, the leader or the operator).
+    TaskRelease {
+        /// The task id.
+        id: u64,
+    },
+    /// Complete or fail an in-progress task (its owner, the leader or the operator).
+    TaskFinish {
+        /// The task id.
+        id: u64,
+        /// `completed` or `failed`.
+        status: TaskStatus,
+        /// The outcome text.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<String>,
+    },
+    /// Cancel a pending task (leader and operator only).
+    TaskCancel {
+        /// The task id.
+        id: u64,
+    },
+    /// Put a failed task back to pending (leader and operator only).
+    TaskRetry {
+        /// The task id.
+        id: u64,
+    },
+    /// Send a message to an agent, or to everyone else with `*`.
+    Send {
+        /// Recipient name or `*`.
+        to: String,
+        /// The text (at most 64 KiB).
+        body: String,
+        /// What the message is for.
+        #[serde(default)]
+        kind: MessageKind,
+        /// One-line summary.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        summary: Option<String>,
+    },
+    /// An agent's messages with their delivery state (agents may read only their own).
+    Inbox {
+        /// Whose inbox; defaults to the caller's own.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent: Option<String>,
+        /// Only messages not yet read.
+        #[serde(default, skip_serializing_if = "is_false")]
+        unread_only: bool,
+    },
+    /// Acknowledge messages pushed to the calling agent as delivered or read.
+    Ack {
+        /// Message ids, all addressed to the caller.
+        ids: Vec<u64>,
+        /// `delivered` or `read`.
+        state: DeliveryState,
+    },
+    /// Ask for permission to run a tool (agents only).
+    PermRequest {
+        /// The tool's name.
+        tool: String,
+        /// The input the policy matched on.
+        input: String,
+        /// Why.
+        #[serde(default)]
+        reason: String,
+    },
+    /// Permission requests: pending ones, or all with `all`.
+    PermList {
+        /// Include decided requests.
+        #[serde(default, skip_serializing_if = "is_false")]
+        all: bool,
+    },
+    /// Decide a pending permission request (operator, or the leader when it is the approver).
+    PermDecide {
+        /// The request id.
+        id: u64,
+        /// Allow or deny.
+        allow: bool,
+        /// Make the allowance a team rule.
+        #[serde(default, skip_serializing_if = "is_false")]
+        always: bool,
+        /// Why it was denied.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Events with a sequence number above `since`.
+    Events {
+        /// Return events after this sequence number.
+        #[serde(default)]
+        since: u64,
+        /// At most this many.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// Receive every event after `since` as pushes, then each new one as it is recorded.
+    Subscribe {
+        /// Start after this sequence number.
+        #[serde(default)]
+        since: u64,
+    },
+    /// Record an event from the calling agent (text deltas, tool calls, errors).
+    Emit {
+        /// The event.
+        event: Event,
+    },
+    /// The roster.
+    Agents,
+    /// Add an agent whose process somebody else runs (operator only); returns its secret.
+    Register {
+        /// The new agent's name.
+        name: String,
+        /// Its role.
+        role: String,
+    },
+    /// Start a new teammate from a role (leader and operator only).
+    Spawn {
+        /// The role to start it from.
+        role: String,
+        /// Its name; defaults to the role name with the next free number.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+    /// Stop one agent; it is not restarted and its task is released.
+    Kill {
+        /// The agent's name.
+        name: String,
+    },
+    /// Restart one agent in place, keeping its identity, inbox and task; clears `failed`.
+    Restart {
+        /// The agent's name.
+        name: String,
+    },
+    /// Report the calling agent's activity (`running`, `idle`, `waiting`) and any error.
+    SetStatus {
+        /// The new status.
+        status: AgentStatus,
+        /// An error to show in `ps` (e.g. the model API refused the key).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// Start a team run with a goal (operator only): starts the leader and the team file's teammates.
+    StartRun {
+        /// The goal given to the leader.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        goal: Option<String>,
+    },
+    /// End the run with the leader's answer (leader and operator only).
+    Finish {
+        /// The final answer.
+        answer: String,
+        /// Finish even with tasks pending or in progress.
+        #[serde(default, skip_serializing_if = "is_false")]
+        force: bool,
+        /// Whether the run succeeded.
+        #[serde(default = "default_true")]
+        success: bool,
+    },
+    /// Stop every agent and the daemon (operator only); state stays on disk.
+    Shutdown,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A successful answer; the `kind` field names its shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reply {
+    /// Done, nothing to return.
+    Done,
+    /// Answer to `ping`.
+    Pong {
+        /// The daemon's process id.
+        daemon_pid: u32,
+    },
+    /// Answer to `team_info`.
+    Team {
+        /// The summary.
+        team: TeamInfo,
+    },
+    /// One task.
+    Task {
+        /// The task.
+        task: Task,
+    },
+    /// Several tasks, by id.
+    Tasks {
+        /// The tasks.
+        tasks: Vec<Task>,
+    },
+    /// Answer to `task_claim_next`: the claimed task, or none when nothing is claimable.
+    MaybeTask {
+        /// The claimed task.
+        task: Option<Task>,
+    },
+    /// Answer to `send`: one copy per recipient.
+    Sent {
+        /// The ids of the copies.
+        ids: Vec<u64>,
+        /// The recipients, in the same order.
+        recipients: Vec<String>,
+    },
+    /// Messages, oldest first.
+    Messages {
+        /// The messages.
+        messages: Vec<Message>,
+    },
+    /// One permission request.
+    Perm {
+        /// The request.
+        request: PermRequest,
+    },
+    /// Several permission requests.
+    Perms {
+        /// The requests.
+        requests: Vec<PermRequest>,
+    },
+    /// Event envelopes, oldest first.
+    Events {
+        /// The envelopes.
+        events: Vec<Envelope>,
+    },
+    /// Answer to `subscribe`: pushes with every event after `since` follow.
+    Subscribed {
+        /// The newest sequence number when the subscription began.
+        last_seq: u64,
+    },
+    /// The roster.
+    Agents {
+        /// The agents.
+        agents: Vec<AgentInfo>,
+    },
+    /// One agent.
+    Agent {
+        /// The agent.
+        agent: AgentInfo,
+    },
+    /// Answer to `register`: the secret the new agent authenticates with.
+    Registered {
+        /// The agent.
+        agent: AgentInfo,
+        /// Its secret.
+        secret: String,
+    },
+}

@@ -1,0 +1,200 @@
+//! The frames exchanged on a connection: the handshake, requests, responses and pushes.
+
+use crate::error::ErrorBody;
+use crate::model::{Envelope, Message, PermRequest, Task};
+use crate::request::{Reply, Request};
+use serde::{Deserialize, Serialize};
+
+/// How a connection proves who it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Auth {
+    /// The CLI or a script of the socket's owner, with the team's operator credential.
+    Operator {
+        /// The credential from the runtime dir.
+        secret: String,
+    },
+    /// An agent process, with the secret the daemon gave it at spawn.
+    Agent {
+        /// The agent's name.
+        name: String,
+        /// The agent's secret.
+        secret: String,
+        /// The incarnation it was started as (from `AGENT_TEAM_INCARNATION`).
+        #[serde(default)]
+        incarnation: u64,
+    },
+}
+
+/// The first frame of every connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hello {
+    /// The protocol version the client speaks.
+    pub protocol: u32,
+    /// The team the client expects to reach.
+    pub team: String,
+    /// The identity.
+    pub auth: Auth,
+    /// Free-form client name for logs, e.g. `agent-team-cli/0.1.0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+}
+
+/// The daemon's answer to a good hello.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The protocol version in use.
+    pub protocol: u32,
+    /// The team.
+    pub team: String,
+    /// Who this connection acts as: `operator` or the agent's name.
+    pub identity: String,
+    /// The agent's role (`operator` for the operator).
+    pub role: String,
+    /// The agent's current incarnation (0 for the operator).
+    pub incarnation: u64,
+    /// The daemon's process id.
+    pub daemon_pid: u32,
+}
+
+/// A frame from a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// The handshake; must be the first frame.
+    Hello(Hello),
+    /// A request; the response carries the same id.
+    Request {
+        /// Chosen by the client, echoed in the response.
+        id: u64,
+        /// The operation.
+        body: Request,
+    },
+}
+
+/// Something the daemon pushes without being asked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "push", rename_all = "snake_case")]
+pub enum Push {
+    /// A message for the connected agent; acknowledge it with `ack`.
+    Message {
+        /// The message.
+        message: Message,
+    },
+    /// An event for a subscriber.
+    Event {
+        /// The event.
+        envelope: Envelope,
+    },
+    /// A task changed (only to connections that asked with `watch_tasks`).
+    Task {
+        /// The task after the change.
+        task: Task,
+    },
+    /// One of the connected agent's permission requests was decided.
+    PermissionDecided {
+        /// The request with its decision.
+        request: PermRequest,
+    },
+}
+
+/// A frame from the daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// The handshake succeeded.
+    Welcome(Welcome),
+    /// The answer to request `id`: exactly one of `ok` and `error` is present.
+    Response {
+        /// The request's id.
+        id: u64,
+        /// The reply on success.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ok: Option<Reply>,
+        /// The error on failure.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<ErrorBody>,
+    },
+    /// A push.
+    Push(Push),
+    /// A connection-level error (bad handshake, unreadable frame); the daemon may close after it.
+    Error {
+        /// What went wrong.
+        error: ErrorBody,
+    },
+}
+
+impl ServerFrame {
+    /// A response from a request's outcome.
+    pub fn response(id: u64, outcome: Result<Reply, ErrorBody>) -> Self {
+        match outcome {
+            Ok(reply) => ServerFrame::Response { id, ok: Some(reply), error: None },
+            Err(e) => ServerFrame::Response { id, ok: None, error: Some(e) },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ErrorCode, MessageKind};
+    use serde_json::json;
+
+    #[test]
+    fn request_shape_is_stable() {
+        let f = ClientFrame::Request {
+            id: 7,
+            body: Request::Send {
+                to: "bob".into(),
+                body: "hi".into(),
+                kind: MessageKind::Text,
+                summary: None,
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&f).unwrap(),
+            json!({"type":"request","id":7,"body":{"op":"send","to":"bob","body":"hi","kind":"text"}})
+        );
+        let back: ClientFrame = serde_json::from_value(
+            json!({"type":"request","id":7,"body":{"op":"send","to":"bob","body":"hi"}}),
+        )
+        .unwrap();
+        assert_eq!(back, f);
+    }
+
+    #[test]
+    fn unit_requests_need_only_op() {
+        let f: ClientFrame =
+            serde_json::from_value(json!({"type":"request","id":1,"body":{"op":"ping"}})).unwrap();
+        assert_eq!(f, ClientFrame::Request { id: 1, body: Request::Ping });
+    }
+
+    #[test]
+    fn unknown_fields_and_ops_are_refused() {
+        assert!(
+            serde_json::from_value::<ClientFrame>(
+                json!({"type":"request","id":1,"body":{"op":"nope"}})
+            )
+            .is_err()
+        );
+        assert!(
+            serde_json::from_value::<ClientFrame>(
+                json!({"type":"request","id":1,"body":{"op":"task_show","id":1,"extra":2}})
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn error_response_shape() {
+        let f = ServerFrame::response(
+            3,
+            Err(ErrorBody::with_details(ErrorCode::Busy, "x", json!({"task": 4}))),
+        );
+        assert_eq!(
+            serde_json::to_value(&f).unwrap(),
+            json!({"type":"response","id":3,"error":{"code":"busy","message":"x","details":{"task":4}}})
+        );
+    }
+}

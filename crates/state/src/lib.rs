@@ -1,0 +1,370 @@
+//! The team's state and every rule that changes it (SPEC §5.1–§5.6), in memory and free of I/O.
+//!
+//! The daemon is the only caller. Each mutation checks its rule, changes the state, and appends
+//! the [`Change`]s that the store must persist before anyone is told about them. Nothing here
+//! reads a clock, a socket or a file, so the rules are tested directly and deterministically.
+
+mod agents;
+mod messages;
+mod perms;
+pub mod tasks;
+
+use agent_team_protocol::names::{LEADER, OPERATOR};
+use agent_team_protocol::*;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+pub use agents::AgentRecord;
+pub use perms::rule_matches;
+
+/// The result of a rule check: the value, or the structured error the client gets.
+pub type Outcome<T> = Result<T, ErrorBody>;
+
+/// Who is asking: the operator (CLI) or one authenticated agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// The socket's owner with the operator credential; may do anything the leader may.
+    Operator,
+    /// An agent, by name.
+    Agent(String),
+    /// The daemon itself (supervision, timeouts).
+    Daemon,
+}
+
+impl Actor {
+    /// The name stamped on what this actor does.
+    pub fn name(&self) -> &str {
+        match self {
+            Actor::Operator => OPERATOR,
+            Actor::Agent(n) => n,
+            Actor::Daemon => "daemon",
+        }
+    }
+
+    /// Whether the actor may perform leader-only operations.
+    pub fn is_privileged(&self) -> bool {
+        match self {
+            Actor::Operator | Actor::Daemon => true,
+            Actor::Agent(n) => n == LEADER,
+        }
+    }
+
+    /// The agent name, when the actor is an agent.
+    pub fn agent(&self) -> Option<&str> {
+        match self {
+            Actor::Agent(n) => Some(n),
+            _ => None,
+        }
+    }
+}
+
+/// One thing the store must persist; the list of them is the transaction's write set.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Insert or replace a task.
+    Task(Task),
+    /// Insert or replace an agent.
+    Agent(Box<AgentRecord>),
+    /// Delete an agent that was rolled back.
+    AgentRemoved(String),
+    /// A new message copy.
+    MessageNew(Message),
+    /// A message copy moved forward.
+    MessageState {
+        /// The message id.
+        id: u64,
+        /// Its new delivery state.
+        state: DeliveryState,
+    },
+    /// Insert or replace a permission request.
+    Perm(PermRequest),
+    /// A new team permission rule.
+    Rule(PermRule),
+    /// A new event in the log.
+    Event(Envelope),
+    /// The run record changed.
+    Run(RunRecord),
+}
+
+/// The team run as stored: its state, goal and answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// How the run stands.
+    pub state: RunState,
+    /// The goal.
+    #[serde(default)]
+    pub goal: Option<String>,
+    /// The leader's answer once finished.
+    #[serde(default)]
+    pub answer: Option<String>,
+}
+
+impl Default for RunRecord {
+    fn default() -> Self {
+        RunRecord { state: RunState::Idle, goal: None, answer: None }
+    }
+}
+
+/// Everything loaded from disk to rebuild the state after a restart.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// All tasks.
+    pub tasks: Vec<Task>,
+    /// All agents.
+    pub agents: Vec<AgentRecord>,
+    /// Message copies not yet read, in id order.
+    pub unread: Vec<Message>,
+    /// The highest message id ever issued.
+    pub max_message_id: u64,
+    /// All permission requests.
+    pub perms: Vec<PermRequest>,
+    /// The team rules.
+    pub rules: Vec<PermRule>,
+    /// The highest event sequence number.
+    pub last_seq: u64,
+    /// The highest task id ever issued (tasks are never deleted, but be safe).
+    pub max_task_id: u64,
+    /// The run record.
+    pub run: RunRecord,
+}
+
+/// The whole team: the only copy of the truth, owned by the daemon.
+#[derive(Debug)]
+pub struct TeamState {
+    team: String,
+    tasks: BTreeMap<u64, Task>,
+    task_keys: HashMap<String, u64>,
+    /// Pending task ids, so `claim_next` does not scan finished work.
+    pending: BTreeSet<u64>,
+    next_task_id: u64,
+    agents: BTreeMap<String, AgentRecord>,
+    /// Unread (queued or delivered) copies per recipient, oldest first.
+    inboxes: HashMap<String, VecDeque<Message>>,
+    next_message_id: u64,
+    perms: BTreeMap<u64, PermRequest>,
+    next_perm_id: u64,
+    rules: Vec<PermRule>,
+    last_seq: u64,
+    run: RunRecord,
+    inbox_limit: usize,
+    changes: Vec<Change>,
+}
+
+impl TeamState {
+    /// An empty team.
+    pub fn new(team: &str) -> Self {
+        Self::restore(team, Snapshot::default())
+    }
+
+    /// Rebuilds the state from what the store loaded.
+    pub fn restore(team: &str, snap: Snapshot) -> Self {
+        let mut s = TeamState {
+            team: team.to_string(),
+            tasks: BTreeMap::new(),
+            task_keys: HashMap::new(),
+            pending: BTreeSet::new(),
+            next_task_id: snap.max_task_id + 1,
+            agents: BTreeMap::new(),
+            inboxes: HashMap::new(),
+            next_message_id: snap.max_message_id + 1,
+            perms: BTreeMap::new(),
+            next_perm_id: 1,
+            rules: snap.rules,
+            last_seq: snap.last_seq,
+            run: snap.run,
+            inbox_limit: DEFAULT_INBOX_LIMIT,
+            changes: Vec::new(),
+        };
+        for t in snap.tasks {
+            s.next_task_id = s.next_task_id.max(t.id + 1);
+            if let Some(k) = &t.key {
+                s.task_keys.insert(k.clone(), t.id);
+            }
+            if t.status == TaskStatus::Pending {
+                s.pending.insert(t.id);
+            }
+            s.tasks.insert(t.id, t);
+        }
+        for a in snap.agents {
+            s.agents.insert(a.info.name.clone(), a);
+        }
+        for m in snap.unread {
+            s.next_message_id = s.next_message_id.max(m.id + 1);
+            s.inboxes.entry(m.to.clone()).or_default().push_back(m);
+        }
+        for p in snap.perms {
+            s.next_perm_id = s.next_perm_id.max(p.id + 1);
+            s.perms.insert(p.id, p);
+        }
+        s
+    }
+
+    /// The team's name.
+    pub fn team(&self) -> &str {
+        &self.team
+    }
+
+    /// Changes the unread-message bound (tests and configuration).
+    pub fn set_inbox_limit(&mut self, limit: usize) {
+        self.inbox_limit = limit;
+    }
+
+    /// Takes the changes accumulated since the last call; the caller persists them.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// Whether mutations are waiting to be persisted.
+    pub fn has_changes(&self) -> bool {
+        !self.changes.is_empty()
+    }
+
+    /// The newest event sequence number.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// The run record.
+    pub fn run(&self) -> &RunRecord {
+        &self.run
+    }
+
+    /// Appends an event to the log as `actor_name` (whose role is looked up).
+    pub fn record(&mut self, actor_name: &str, event: Event, now: Timestamp) -> u64 {
+        let role_name = self.role_of(actor_name);
+        self.last_seq += 1;
+        let env = Envelope {
+            seq: self.last_seq,
+            ts: now,
+            team_id: self.team.clone(),
+            agent_id: actor_name.to_string(),
+            role_name,
+            event,
+        };
+        self.changes.push(Change::Event(env));
+        self.last_seq
+    }
+
+    fn role_of(&self, name: &str) -> String {
+        match self.agents.get(name) {
+            Some(a) => a.info.role.clone(),
+            None => name.to_string(),
+        }
+    }
+
+    /// Starts a run with a goal (operator).
+    pub fn start_run(&mut self, actor: &Actor, goal: Option<String>, now: Timestamp) -> Outcome<()> {
+        require_privileged(actor, "start a run")?;
+        self.run = RunRecord { state: RunState::Running, goal: goal.clone(), answer: None };
+        self.changes.push(Change::Run(self.run.clone()));
+        self.record(actor.name(), Event::RunStarted { goal }, now);
+        Ok(())
+    }
+
+    /// Ends the run with the leader's answer (SPEC §5.5); refused while work is open unless forced.
+    pub fn finish(
+        &mut self,
+        actor: &Actor,
+        answer: String,
+        force: bool,
+        success: bool,
+        now: Timestamp,
+    ) -> Outcome<()> {
+        require_privileged(actor, "finish the team")?;
+        if matches!(self.run.state, RunState::Finished | RunState::Failed) {
+            return Err(ErrorBody::with_details(
+                ErrorCode::InvalidState,
+                "the run is already finished",
+                json!({"run": self.run.state}),
+            ));
+        }
+        let open: Vec<u64> = self
+            .tasks
+            .values()
+            .filter(|t| matches!(t.status, TaskStatus::Pending | TaskStatus::InProgress))
+            .map(|t| t.id)
+            .collect();
+        if !open.is_empty() && !force {
+            return Err(ErrorBody::with_details(
+                ErrorCode::InvalidState,
+                format!("{} task(s) are still pending or in progress (use force to finish anyway)", open.len()),
+                json!({"open": open}),
+            ));
+        }
+        self.run.state = if success { RunState::Finished } else { RunState::Failed };
+        self.run.answer = Some(answer.clone());
+        self.changes.push(Change::Run(self.run.clone()));
+        self.record(actor.name(), Event::RunFinished { answer, success }, now);
+        Ok(())
+    }
+
+    /// Marks the run failed without an answer from the leader (e.g. the leader failed).
+    pub fn fail_run(&mut self, why: String, now: Timestamp) {
+        if self.run.state != RunState::Running {
+            return;
+        }
+        self.run.state = RunState::Failed;
+        self.run.answer = Some(why.clone());
+        self.changes.push(Change::Run(self.run.clone()));
+        self.record("daemon", Event::RunFinished { answer: why, success: false }, now);
+    }
+
+    /// Records an event an agent reports about itself (text, tool calls, errors).
+    pub fn emit(&mut self, actor: &Actor, event: Event, now: Timestamp) -> Outcome<u64> {
+        let allowed = matches!(
+            event,
+            Event::TextMessageContent { .. }
+                | Event::ToolCallStart { .. }
+                | Event::ToolCallResult { .. }
+                | Event::Error { .. }
+        );
+        if !allowed {
+            return Err(ErrorBody::with_details(
+                ErrorCode::BadRequest,
+                format!("{} events are recorded by the daemon, not emitted by clients", event.type_name()),
+                json!({"allowed": ["TEXT_MESSAGE_CONTENT", "TOOL_CALL_START", "TOOL_CALL_RESULT", "ERROR"]}),
+            ));
+        }
+        if let Some(name) = actor.agent() {
+            self.touch(name, now);
+        }
+        Ok(self.record(actor.name(), event, now))
+    }
+
+    /// A summary of the team.
+    pub fn counts(&self) -> (Vec<(AgentStatus, usize)>, Vec<(TaskStatus, usize)>) {
+        let mut agents: BTreeMap<&str, (AgentStatus, usize)> = BTreeMap::new();
+        for a in self.agents.values() {
+            agents.entry(a.info.status.as_str()).or_insert((a.info.status, 0)).1 += 1;
+        }
+        let mut tasks: BTreeMap<&str, (TaskStatus, usize)> = BTreeMap::new();
+        for t in self.tasks.values() {
+            tasks.entry(t.status.as_str()).or_insert((t.status, 0)).1 += 1;
+        }
+        (agents.into_values().collect(), tasks.into_values().collect())
+    }
+}
+
+pub(crate) fn require_privileged(actor: &Actor, what: &str) -> Outcome<()> {
+    if actor.is_privileged() {
+        Ok(())
+    } else {
+        Err(ErrorBody::with_details(
+            ErrorCode::PermissionDenied,
+            format!("only the leader or the operator may {what}"),
+            json!({"agent": actor.name()}),
+        ))
+    }
+}
+
+pub(crate) fn not_found_task(id: u64) -> ErrorBody {
+    ErrorBody::with_details(ErrorCode::NotFound, format!("no task {id}"), json!({"task": id}))
+}
+
+pub(crate) fn bad_request(message: impl Into<String>) -> ErrorBody {
+    ErrorBody::new(ErrorCode::BadRequest, message)
+}
+
+#[cfg(test)]
+mod tests;

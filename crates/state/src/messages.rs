@@ -1,0 +1,172 @@
+//! Mailboxes (SPEC §5.3): one copy per recipient, FIFO, bounded, with the sender stamped from the
+//! authenticated identity and delivery states that only move forward.
+
+use crate::{Actor, Change, Outcome, TeamState, bad_request};
+use agent_team_protocol::names::LEADER;
+use agent_team_protocol::*;
+use serde_json::json;
+
+impl TeamState {
+    /// Sends a message as `actor` to a name or to `*` (everyone else that is live).
+    pub fn send(
+        &mut self,
+        actor: &Actor,
+        to: &str,
+        body: String,
+        kind: MessageKind,
+        summary: Option<String>,
+        now: Timestamp,
+    ) -> Outcome<(Vec<u64>, Vec<String>)> {
+        if body.len() > MAX_BODY_LEN {
+            return Err(ErrorBody::with_details(
+                ErrorCode::BadRequest,
+                format!("message body of {} bytes exceeds the limit of {MAX_BODY_LEN} bytes", body.len()),
+                json!({"limit": MAX_BODY_LEN, "size": body.len()}),
+            ));
+        }
+        if summary.as_ref().is_some_and(|s| s.len() > 1024) {
+            return Err(bad_request("a message summary is limited to 1024 bytes"));
+        }
+        if matches!(kind, MessageKind::ShutdownRequest | MessageKind::Permission) && !actor.is_privileged() {
+            return Err(ErrorBody::with_details(
+                ErrorCode::PermissionDenied,
+                format!("only the leader or the operator may send {} messages", kind.as_str()),
+                json!({"agent": actor.name(), "kind": kind}),
+            ));
+        }
+        let sender = actor.name().to_string();
+        let recipients: Vec<String> = if to == "*" {
+            self.live_names().into_iter().filter(|n| *n != sender).collect()
+        } else {
+            let live = self.live_names();
+            if !live.iter().any(|n| n == to) {
+                return Err(ErrorBody::with_details(
+                    ErrorCode::NotFound,
+                    format!("no agent {to:?} can receive messages; valid names: {}", live.join(", ")),
+                    json!({"to": to, "valid": live}),
+                ));
+            }
+            vec![to.to_string()]
+        };
+        if let Some(name) = actor.agent() {
+            self.touch(name, now);
+        }
+        let ids = self.deliver(&sender, &recipients, kind, body, summary, now)?;
+        Ok((ids, recipients))
+    }
+
+    /// Stores one copy per recipient, all or nothing, and records one `MESSAGE_SENT` event.
+    pub(crate) fn deliver(
+        &mut self,
+        sender: &str,
+        recipients: &[String],
+        kind: MessageKind,
+        body: String,
+        summary: Option<String>,
+        now: Timestamp,
+    ) -> Outcome<Vec<u64>> {
+        let full: Vec<&String> = recipients
+            .iter()
+            .filter(|r| self.inboxes.get(r.as_str()).is_some_and(|q| q.len() >= self.inbox_limit))
+            .collect();
+        if !full.is_empty() {
+            return Err(ErrorBody::with_details(
+                ErrorCode::InboxFull,
+                format!(
+                    "inbox of {} is full ({} unread messages); nothing was sent",
+                    full.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                    self.inbox_limit
+                ),
+                json!({"recipients": full, "limit": self.inbox_limit}),
+            ));
+        }
+        let mut ids = Vec::with_capacity(recipients.len());
+        for r in recipients {
+            let id = self.next_message_id;
+            self.next_message_id += 1;
+            let m = Message {
+                id,
+                from: sender.to_string(),
+                to: r.clone(),
+                kind,
+                body: body.clone(),
+                summary: summary.clone(),
+                ts: now,
+                state: DeliveryState::Queued,
+            };
+            self.changes.push(Change::MessageNew(m.clone()));
+            self.inboxes.entry(r.clone()).or_default().push_back(m);
+            ids.push(id);
+        }
+        let to = if recipients.len() == 1 { recipients[0].clone() } else { "*".to_string() };
+        self.record(sender, Event::MessageSent { ids: ids.clone(), from: sender.to_string(), to, kind, summary }, now);
+        Ok(ids)
+    }
+
+    /// Moves the caller's own messages forward to `delivered` or `read`; other ids are ignored.
+    /// Returns how many changed.
+    pub fn ack(&mut self, actor: &Actor, ids: &[u64], state: DeliveryState, now: Timestamp) -> Outcome<usize> {
+        let Some(name) = actor.agent().map(str::to_string) else {
+            return Err(ErrorBody::new(ErrorCode::PermissionDenied, "only an agent acknowledges its messages"));
+        };
+        if state == DeliveryState::Queued {
+            return Err(bad_request("messages are acknowledged as delivered or read"));
+        }
+        let mut changed = 0;
+        if let Some(q) = self.inboxes.get_mut(&name) {
+            for id in ids {
+                // The queue is in id order, so a binary search finds the copy.
+                let Ok(pos) = q.binary_search_by_key(id, |m| m.id) else { continue };
+                if q[pos].state >= state {
+                    continue;
+                }
+                q[pos].state = state;
+                self.changes.push(Change::MessageState { id: *id, state });
+                changed += 1;
+                if state == DeliveryState::Read {
+                    q.remove(pos);
+                }
+            }
+        }
+        self.touch(&name, now);
+        Ok(changed)
+    }
+
+    /// Unread copies addressed to `name`, oldest first.
+    pub fn unread(&self, name: &str) -> Vec<Message> {
+        self.inboxes.get(name).map(|q| q.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    /// How many unread copies `name` has.
+    pub fn unread_count(&self, name: &str) -> usize {
+        self.inboxes.get(name).map_or(0, |q| q.len())
+    }
+
+    /// Checks that `actor` may read `whose` inbox: its own, or any for the leader and operator.
+    pub fn check_inbox_access(&self, actor: &Actor, whose: &str) -> Outcome<()> {
+        if !self.agents.contains_key(whose) {
+            return Err(ErrorBody::with_details(
+                ErrorCode::NotFound,
+                format!("no agent {whose:?}"),
+                json!({"agent": whose, "valid": self.agents.keys().collect::<Vec<_>>()}),
+            ));
+        }
+        if actor.is_privileged() || actor.agent() == Some(whose) {
+            return Ok(());
+        }
+        Err(ErrorBody::with_details(
+            ErrorCode::PermissionDenied,
+            format!("{} may not read the inbox of {whose}", actor.name()),
+            json!({"agent": actor.name(), "inbox": whose}),
+        ))
+    }
+
+    /// Whether a message from `from` comes before peers' (shutdown first, then leader, then peers).
+    pub fn priority(m: &Message) -> u8 {
+        match (m.kind, m.from.as_str()) {
+            (MessageKind::ShutdownRequest, _) => 0,
+            (_, LEADER) | (_, names::OPERATOR) | (_, "daemon") => 1,
+            _ => 2,
+        }
+    }
+}

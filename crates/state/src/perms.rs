@@ -1,0 +1,174 @@
+//! Permission requests (SPEC §5.4): raised by agents, answered once by the operator or the
+//! leader, a team rule when allowed "always", and an audit trail in the event log.
+
+use crate::{Actor, Change, Outcome, TeamState, bad_request};
+use agent_team_protocol::*;
+use serde_json::json;
+
+/// Whether `pattern` matches `input`: `*` matches any run of characters, everything else itself.
+pub fn rule_matches(pattern: &str, input: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == input;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !input.starts_with(first) || input.len() < first.len() + last.len() || !input.ends_with(last) {
+        return false;
+    }
+    let mut rest = &input[first.len()..input.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+impl TeamState {
+    /// Raises a permission request for the calling agent. A matching team rule allows it at once.
+    pub fn perm_request(
+        &mut self,
+        actor: &Actor,
+        tool: String,
+        input: String,
+        reason: String,
+        now: Timestamp,
+    ) -> Outcome<PermRequest> {
+        let Some(agent) = actor.agent().map(str::to_string) else {
+            return Err(ErrorBody::new(ErrorCode::PermissionDenied, "only an agent asks for permission"));
+        };
+        if tool.is_empty() || tool.len() > 128 {
+            return Err(bad_request("a permission request needs a tool name of 1-128 bytes"));
+        }
+        if input.len() > MAX_BODY_LEN || reason.len() > MAX_BODY_LEN {
+            return Err(bad_request(format!("permission input and reason are limited to {MAX_BODY_LEN} bytes")));
+        }
+        let id = self.next_perm_id;
+        self.next_perm_id += 1;
+        let rule = self.rules.iter().find(|r| r.tool == tool && rule_matches(&r.input, &input)).cloned();
+        let mut req =
+            PermRequest { id, agent: agent.clone(), tool, input, reason, ts: now, status: PermStatus::Pending, decision: None };
+        self.record(&agent, Event::PermissionRequested { request: req.clone() }, now);
+        if let Some(rule) = rule {
+            req.status = PermStatus::Allowed;
+            req.decision = Some(PermDecision {
+                allow: true,
+                always: true,
+                by: "rule".into(),
+                reason: Some(format!("team rule from request {}", rule.from_request)),
+                ts: now,
+            });
+            self.record(&agent, Event::PermissionDecided { request: req.clone() }, now);
+        }
+        self.changes.push(Change::Perm(req.clone()));
+        self.perms.insert(id, req.clone());
+        Ok(req)
+    }
+
+    /// Permission requests: pending ones, or all of them.
+    pub fn perms(&self, all: bool) -> Vec<PermRequest> {
+        self.perms.values().filter(|p| all || p.status == PermStatus::Pending).cloned().collect()
+    }
+
+    /// One permission request.
+    pub fn perm(&self, id: u64) -> Option<&PermRequest> {
+        self.perms.get(&id)
+    }
+
+    /// Decides a pending request once. `always` turns an allowance into a team rule (for
+    /// `pattern`, default the exact input) and resolves every other pending request it matches.
+    /// Returns every request resolved by this decision, the decided one first.
+    #[allow(clippy::too_many_arguments)]
+    pub fn perm_decide(
+        &mut self,
+        actor: &Actor,
+        id: u64,
+        allow: bool,
+        always: bool,
+        pattern: Option<String>,
+        reason: Option<String>,
+        now: Timestamp,
+    ) -> Outcome<Vec<PermRequest>> {
+        crate::require_privileged(actor, "decide permission requests")?;
+        let req = self.perms.get(&id).ok_or_else(|| {
+            ErrorBody::with_details(ErrorCode::NotFound, format!("no permission request {id}"), json!({"request": id}))
+        })?;
+        if req.status != PermStatus::Pending {
+            return Err(ErrorBody::with_details(
+                ErrorCode::InvalidState,
+                format!("permission request {id} was already decided"),
+                json!({"request": id, "status": req.status}),
+            ));
+        }
+        let tool = req.tool.clone();
+        let input = req.input.clone();
+        let decision = PermDecision { allow, always: always && allow, by: actor.name().to_string(), reason, ts: now };
+        let mut resolved = vec![self.resolve(id, decision.clone(), now)];
+        if always && allow {
+            let rule = PermRule { tool: tool.clone(), input: pattern.unwrap_or(input), from_request: id };
+            self.rules.push(rule.clone());
+            self.changes.push(Change::Rule(rule.clone()));
+            let others: Vec<u64> = self
+                .perms
+                .values()
+                .filter(|p| p.status == PermStatus::Pending && p.tool == tool && rule_matches(&rule.input, &p.input))
+                .map(|p| p.id)
+                .collect();
+            for other in others {
+                let d = PermDecision {
+                    allow: true,
+                    always: true,
+                    by: "rule".into(),
+                    reason: Some(format!("team rule from request {id}")),
+                    ts: now,
+                };
+                resolved.push(self.resolve(other, d, now));
+            }
+        }
+        Ok(resolved.into_iter().flatten().collect())
+    }
+
+    /// Denies a pending request for a reason that is not a person's decision (timeout, the
+    /// approver vanished, the requester died). Does nothing if it is no longer pending.
+    pub fn perm_expire(&mut self, id: u64, by: &str, reason: String, now: Timestamp) -> Option<PermRequest> {
+        if self.perms.get(&id)?.status != PermStatus::Pending {
+            return None;
+        }
+        let d = PermDecision { allow: false, always: false, by: by.to_string(), reason: Some(reason), ts: now };
+        self.resolve(id, d, now)
+    }
+
+    /// The team rules.
+    pub fn rules(&self) -> &[PermRule] {
+        &self.rules
+    }
+
+    fn resolve(&mut self, id: u64, decision: PermDecision, now: Timestamp) -> Option<PermRequest> {
+        let req = self.perms.get_mut(&id)?;
+        req.status = if decision.allow { PermStatus::Allowed } else { PermStatus::Denied };
+        req.decision = Some(decision);
+        let req = req.clone();
+        self.changes.push(Change::Perm(req.clone()));
+        self.record(&req.agent.clone(), Event::PermissionDecided { request: req.clone() }, now);
+        Some(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rule_matches;
+
+    #[test]
+    fn glob() {
+        assert!(rule_matches("cargo test*", "cargo test --all"));
+        assert!(rule_matches("cargo test*", "cargo test"));
+        assert!(!rule_matches("cargo test*", "cargo build"));
+        assert!(rule_matches("*", "anything"));
+        assert!(rule_matches("a*b*c", "aXXbYYc"));
+        assert!(!rule_matches("a*b*c", "aXXcYYb"));
+        assert!(rule_matches("exact", "exact"));
+        assert!(!rule_matches("exact", "exact2"));
+        assert!(!rule_matches("ab*ba", "aba"));
+    }
+}

@@ -1,0 +1,384 @@
+//! The task board (SPEC §5.2): creation with dependencies, atomic claims, assignment, release,
+//! completion, cancellation and retry, each refusing with the error the spec names.
+
+use crate::{Actor, Change, Outcome, TeamState, bad_request, not_found_task, require_privileged};
+use agent_team_protocol::*;
+use serde_json::json;
+
+/// The longest task title accepted.
+const MAX_TITLE: usize = 1024;
+
+/// What to create; mirrors the `task_add` request.
+#[derive(Debug, Clone, Default)]
+pub struct NewTask {
+    /// Short title.
+    pub title: String,
+    /// Longer description.
+    pub description: String,
+    /// Command for the exec provider.
+    pub run: Option<String>,
+    /// Blocking task ids.
+    pub blocked_by: Vec<u64>,
+    /// Assign at once to this agent.
+    pub assign: Option<String>,
+    /// Stable key.
+    pub key: Option<String>,
+}
+
+impl TeamState {
+    /// One task.
+    pub fn task(&self, id: u64) -> Outcome<&Task> {
+        self.tasks.get(&id).ok_or_else(|| not_found_task(id))
+    }
+
+    /// Tasks in id order, optionally of one status.
+    pub fn tasks(&self, status: Option<TaskStatus>) -> Vec<Task> {
+        self.tasks.values().filter(|t| status.is_none_or(|s| t.status == s)).cloned().collect()
+    }
+
+    /// The in-progress task an agent holds, if any.
+    pub fn held_task(&self, agent: &str) -> Option<u64> {
+        self.agents.get(agent).and_then(|a| a.info.current_task)
+    }
+
+    /// Creates a task (leader or operator), optionally assigning it.
+    pub fn task_add(&mut self, actor: &Actor, new: NewTask, now: Timestamp) -> Outcome<Task> {
+        require_privileged(actor, "create tasks")?;
+        let title = new.title.trim().to_string();
+        if title.is_empty() {
+            return Err(bad_request("a task needs a non-empty title"));
+        }
+        if title.len() > MAX_TITLE || new.description.len() > MAX_BODY_LEN {
+            return Err(bad_request(format!(
+                "task title is limited to {MAX_TITLE} bytes and description to {MAX_BODY_LEN} bytes"
+            )));
+        }
+        if let Some(run) = &new.run
+            && run.len() > MAX_BODY_LEN
+        {
+            return Err(bad_request(format!("task command is limited to {MAX_BODY_LEN} bytes")));
+        }
+        if let Some(key) = &new.key {
+            if key.is_empty() || key.len() > 128 {
+                return Err(bad_request("a task key must have 1-128 bytes"));
+            }
+            if let Some(id) = self.task_keys.get(key) {
+                return self.task(*id).cloned();
+            }
+        }
+        let mut blocked_by = new.blocked_by.clone();
+        blocked_by.sort_unstable();
+        blocked_by.dedup();
+        let missing: Vec<u64> =
+            blocked_by.iter().copied().filter(|b| !self.tasks.contains_key(b)).collect();
+        if !missing.is_empty() {
+            return Err(ErrorBody::with_details(
+                ErrorCode::NotFound,
+                format!("blocked_by names tasks that do not exist: {missing:?}"),
+                json!({"missing": missing}),
+            ));
+        }
+        if let Some(to) = &new.assign {
+            self.check_assignee(to)?;
+        }
+        let id = self.next_task_id;
+        self.next_task_id += 1;
+        let task = Task {
+            id,
+            key: new.key.clone(),
+            title,
+            description: new.description,
+            run: new.run,
+            status: TaskStatus::Pending,
+            owner: None,
+            blocked_by,
+            created_by: actor.name().to_string(),
+            result: None,
+            attempts: 0,
+            created_at: now,
+            updated_at: now,
+            started_at: None,
+            finished_at: None,
+        };
+        if let Some(k) = &task.key {
+            self.task_keys.insert(k.clone(), id);
+        }
+        self.pending.insert(id);
+        self.tasks.insert(id, task);
+        match new.assign {
+            Some(to) => self.assign_inner(actor, id, &to, now),
+            None => self.task_changed(actor.name(), id, now),
+        }
+    }
+
+    /// Claims a task for the calling agent: atomic, and refused unless it is pending, unowned
+    /// (or reserved for the caller), unblocked, and the caller holds nothing else.
+    pub fn task_claim(&mut self, actor: &Actor, id: u64, now: Timestamp) -> Outcome<Task> {
+        let agent = claimer(actor)?.to_string();
+        self.check_claimable(&agent, id)?;
+        self.check_not_busy(&agent, id)?;
+        self.start(actor.name(), id, &agent, now)
+    }
+
+    /// Claims the lowest-id task the calling agent may claim now, if any.
+    pub fn task_claim_next(&mut self, actor: &Actor, now: Timestamp) -> Outcome<Option<Task>> {
+        let agent = claimer(actor)?.to_string();
+        if let Some(held) = self.held_task(&agent) {
+            return Err(busy(&agent, held));
+        }
+        let found = self.pending.iter().copied().find(|id| self.check_claimable(&agent, *id).is_ok());
+        found.map(|id| self.start(actor.name(), id, &agent, now)).transpose()
+    }
+
+    /// Gives a pending task to an agent (leader or operator). It starts at once when the task
+    /// is unblocked and the agent holds nothing else; otherwise it stays pending, reserved for it.
+    pub fn task_assign(&mut self, actor: &Actor, id: u64, to: &str, now: Timestamp) -> Outcome<Task> {
+        require_privileged(actor, "assign tasks")?;
+        self.check_assignee(to)?;
+        self.assign_inner(actor, id, to, now)
+    }
+
+    fn assign_inner(&mut self, actor: &Actor, id: u64, to: &str, now: Timestamp) -> Outcome<Task> {
+        let task = self.task(id)?;
+        match task.status {
+            TaskStatus::Pending => {}
+            TaskStatus::InProgress => return Err(conflict(task)),
+            _ => return Err(invalid(task, TaskStatus::InProgress)),
+        }
+        let startable = self.unfinished_blockers(task).is_empty() && self.held_task(to).is_none();
+        if startable {
+            return self.start(actor.name(), id, to, now);
+        }
+        if let Some(t) = self.tasks.get_mut(&id) {
+            t.owner = Some(to.to_string());
+            t.updated_at = now;
+        }
+        self.task_changed(actor.name(), id, now)
+    }
+
+    /// Puts an in-progress task back to pending (its owner, the leader or the operator).
+    pub fn task_release(&mut self, actor: &Actor, id: u64, now: Timestamp) -> Outcome<Task> {
+        let task = self.task(id)?;
+        if task.status != TaskStatus::InProgress {
+            return Err(invalid(task, TaskStatus::Pending));
+        }
+        self.check_owner_or_privileged(actor, task)?;
+        self.release_inner(actor.name(), id, now)
+    }
+
+    /// Releases whatever task `agent` holds (its process died and will not be restarted).
+    pub fn release_held(&mut self, agent: &str, now: Timestamp) -> Option<Task> {
+        let id = self.held_task(agent)?;
+        self.release_inner("daemon", id, now).ok()
+    }
+
+    fn release_inner(&mut self, by: &str, id: u64, now: Timestamp) -> Outcome<Task> {
+        let owner = self.tasks.get(&id).and_then(|t| t.owner.clone());
+        if let Some(t) = self.tasks.get_mut(&id) {
+            t.status = TaskStatus::Pending;
+            t.owner = None;
+            t.updated_at = now;
+            t.started_at = None;
+        }
+        self.pending.insert(id);
+        if let Some(o) = owner {
+            self.set_current_task(&o, None);
+        }
+        self.task_changed(by, id, now)
+    }
+
+    /// Completes or fails an in-progress task (its owner, the leader or the operator).
+    pub fn task_finish(
+        &mut self,
+        actor: &Actor,
+        id: u64,
+        status: TaskStatus,
+        result: Option<String>,
+        now: Timestamp,
+    ) -> Outcome<Task> {
+        if !matches!(status, TaskStatus::Completed | TaskStatus::Failed) {
+            return Err(bad_request(format!(
+                "a task is finished as completed or failed, not {status}"
+            )));
+        }
+        if result.as_ref().is_some_and(|r| r.len() > MAX_BODY_LEN) {
+            return Err(bad_request(format!("a task result is limited to {MAX_BODY_LEN} bytes")));
+        }
+        let task = self.task(id)?;
+        if task.status != TaskStatus::InProgress {
+            return Err(invalid(task, status));
+        }
+        self.check_owner_or_privileged(actor, task)?;
+        let owner = task.owner.clone();
+        if let Some(t) = self.tasks.get_mut(&id) {
+            t.status = status;
+            t.result = result;
+            t.updated_at = now;
+            t.finished_at = Some(now);
+        }
+        if let Some(o) = owner {
+            self.set_current_task(&o, None);
+        }
+        self.task_changed(actor.name(), id, now)
+    }
+
+    /// Cancels a pending task (leader or operator).
+    pub fn task_cancel(&mut self, actor: &Actor, id: u64, now: Timestamp) -> Outcome<Task> {
+        require_privileged(actor, "cancel tasks")?;
+        let task = self.task(id)?;
+        if task.status != TaskStatus::Pending {
+            return Err(invalid(task, TaskStatus::Cancelled));
+        }
+        if let Some(t) = self.tasks.get_mut(&id) {
+            t.status = TaskStatus::Cancelled;
+            t.owner = None;
+            t.updated_at = now;
+            t.finished_at = Some(now);
+        }
+        self.pending.remove(&id);
+        self.task_changed(actor.name(), id, now)
+    }
+
+    /// Puts a failed task back to pending (leader or operator).
+    pub fn task_retry(&mut self, actor: &Actor, id: u64, now: Timestamp) -> Outcome<Task> {
+        require_privileged(actor, "retry tasks")?;
+        let task = self.task(id)?;
+        if task.status != TaskStatus::Failed {
+            return Err(invalid(task, TaskStatus::Pending));
+        }
+        if let Some(t) = self.tasks.get_mut(&id) {
+            t.status = TaskStatus::Pending;
+            t.owner = None;
+            t.updated_at = now;
+            t.finished_at = None;
+            t.started_at = None;
+        }
+        self.pending.insert(id);
+        self.task_changed(actor.name(), id, now)
+    }
+
+    /// Whether every task is completed, failed or cancelled (and there is at least one).
+    pub fn all_tasks_terminal(&self) -> bool {
+        !self.tasks.is_empty() && self.tasks.values().all(|t| t.status.is_terminal())
+    }
+
+    fn start(&mut self, by: &str, id: u64, agent: &str, now: Timestamp) -> Outcome<Task> {
+        if let Some(t) = self.tasks.get_mut(&id) {
+            t.status = TaskStatus::InProgress;
+            t.owner = Some(agent.to_string());
+            t.attempts += 1;
+            t.updated_at = now;
+            t.started_at = Some(now);
+        }
+        self.pending.remove(&id);
+        self.set_current_task(agent, Some(id));
+        self.touch(agent, now);
+        self.task_changed(by, id, now)
+    }
+
+    fn task_changed(&mut self, by: &str, id: u64, now: Timestamp) -> Outcome<Task> {
+        let task = self.task(id)?.clone();
+        if task.status != TaskStatus::Pending {
+            self.pending.remove(&id);
+        }
+        self.changes.push(Change::Task(task.clone()));
+        self.record(by, Event::TaskUpdated { task: task.clone() }, now);
+        Ok(task)
+    }
+
+    fn unfinished_blockers(&self, task: &Task) -> Vec<u64> {
+        task.blocked_by
+            .iter()
+            .copied()
+            .filter(|b| self.tasks.get(b).is_none_or(|t| t.status != TaskStatus::Completed))
+            .collect()
+    }
+
+    /// Every reason `agent` may not claim `id` except being busy.
+    fn check_claimable(&self, agent: &str, id: u64) -> Outcome<()> {
+        let task = self.task(id)?;
+        match task.status {
+            TaskStatus::Pending => {}
+            TaskStatus::InProgress => return Err(conflict(task)),
+            _ => return Err(invalid(task, TaskStatus::InProgress)),
+        }
+        if let Some(owner) = &task.owner
+            && owner != agent
+        {
+            return Err(conflict(task));
+        }
+        let blockers = self.unfinished_blockers(task);
+        if !blockers.is_empty() {
+            return Err(ErrorBody::with_details(
+                ErrorCode::Blocked,
+                format!("task {id} is blocked by unfinished task(s) {blockers:?}"),
+                json!({"task": id, "blockers": blockers}),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_not_busy(&self, agent: &str, id: u64) -> Outcome<()> {
+        match self.held_task(agent) {
+            Some(held) if held != id => Err(busy(agent, held)),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_owner_or_privileged(&self, actor: &Actor, task: &Task) -> Outcome<()> {
+        if actor.is_privileged() || actor.agent().is_some_and(|a| task.owner.as_deref() == Some(a)) {
+            return Ok(());
+        }
+        Err(ErrorBody::with_details(
+            ErrorCode::PermissionDenied,
+            format!("task {} belongs to {}", task.id, task.owner.as_deref().unwrap_or("nobody")),
+            json!({"task": task.id, "owner": task.owner}),
+        ))
+    }
+
+    fn check_assignee(&self, to: &str) -> Outcome<()> {
+        match self.agents.get(to) {
+            Some(a) if !a.info.status.is_down() || a.info.status == AgentStatus::Failed => Ok(()),
+            _ => Err(ErrorBody::with_details(
+                ErrorCode::NotFound,
+                format!("no agent {to:?} to assign to"),
+                json!({"agent": to, "valid": self.live_names()}),
+            )),
+        }
+    }
+}
+
+fn claimer(actor: &Actor) -> Outcome<&str> {
+    actor.agent().ok_or_else(|| {
+        ErrorBody::new(
+            ErrorCode::PermissionDenied,
+            "only an agent can claim a task; the operator assigns one with task assign",
+        )
+    })
+}
+
+fn conflict(task: &Task) -> ErrorBody {
+    let who = task.owner.as_deref().unwrap_or("someone");
+    let what = if task.status == TaskStatus::InProgress { "is in progress with" } else { "is reserved for" };
+    ErrorBody::with_details(
+        ErrorCode::Conflict,
+        format!("task {} {what} {who}", task.id),
+        json!({"task": task.id, "owner": task.owner, "status": task.status}),
+    )
+}
+
+fn busy(agent: &str, held: u64) -> ErrorBody {
+    ErrorBody::with_details(
+        ErrorCode::Busy,
+        format!("{agent} already holds task {held} in progress"),
+        json!({"agent": agent, "task": held}),
+    )
+}
+
+fn invalid(task: &Task, to: TaskStatus) -> ErrorBody {
+    ErrorBody::with_details(
+        ErrorCode::InvalidState,
+        format!("task {} cannot go from {} to {}", task.id, task.status, to),
+        json!({"task": task.id, "from": task.status, "to": to}),
+    )
+}

@@ -1,0 +1,336 @@
+//! Durable storage of one team's state in SQLite (WAL, `synchronous=FULL`).
+//!
+//! The daemon hands over the [`Change`]s of a whole batch of requests and [`Store::commit`]
+//! writes them in one transaction: one fsync covers the batch (group commit), and nothing is
+//! acknowledged before it returns. On start, [`Store::load`] rebuilds the in-memory state from
+//! the tables; read messages and the event log stay on disk and are queried on demand.
+
+use agent_team_protocol::*;
+use agent_team_state::{AgentRecord, Change, RunRecord, Snapshot};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
+
+/// The schema version this build writes; a newer one on disk is refused.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Why storage failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite refused an operation.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored row could not be decoded.
+    #[error("corrupt row in {table}: {source}")]
+    Corrupt {
+        /// The table.
+        table: &'static str,
+        /// The decoding failure.
+        source: serde_json::Error,
+    },
+    /// The database was written by a newer agent-team.
+    #[error("state schema version {found} is newer than this agent-team supports ({SCHEMA_VERSION}); upgrade agent-team")]
+    TooNew {
+        /// The version found on disk.
+        found: i64,
+    },
+    /// The database belongs to another team.
+    #[error("state database belongs to team {found:?}, not {expected:?}")]
+    WrongTeam {
+        /// The team recorded in the database.
+        found: String,
+        /// The team asked for.
+        expected: String,
+    },
+}
+
+/// The SQLite connection and the team it stores.
+pub struct Store {
+    conn: Connection,
+    team: String,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tasks (id INTEGER PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS agents (name TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    sender TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    summary TEXT,
+    ts INTEGER NOT NULL,
+    state INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_recipient ON messages(recipient, id);
+CREATE INDEX IF NOT EXISTS messages_unread ON messages(id) WHERE state < 2;
+CREATE TABLE IF NOT EXISTS perms (id INTEGER PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rules (id INTEGER PRIMARY KEY AUTOINCREMENT, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    agent TEXT NOT NULL,
+    role TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+";
+
+impl Store {
+    /// Opens (creating if needed) the database of `team` at `path`.
+    pub fn open(path: &Path, team: &str) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // WAL: readers never block the writer; FULL: every commit is fsynced before it returns.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "OFF")?;
+        conn.execute_batch(SCHEMA)?;
+        let store = Store { conn, team: team.to_string() };
+        store.check_meta()?;
+        Ok(store)
+    }
+
+    fn check_meta(&self) -> Result<(), StoreError> {
+        let version: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
+            .optional()?;
+        match version.and_then(|v| v.parse::<i64>().ok()) {
+            Some(v) if v > SCHEMA_VERSION => return Err(StoreError::TooNew { found: v }),
+            Some(_) => {}
+            None => {
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?1)",
+                    [SCHEMA_VERSION.to_string()],
+                )?;
+            }
+        }
+        let team: Option<String> =
+            self.conn.query_row("SELECT value FROM meta WHERE key = 'team'", [], |r| r.get(0)).optional()?;
+        match team {
+            Some(t) if t != self.team => Err(StoreError::WrongTeam { found: t, expected: self.team.clone() }),
+            Some(_) => Ok(()),
+            None => {
+                self.conn.execute("INSERT INTO meta (key, value) VALUES ('team', ?1)", [&self.team])?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Reads everything the in-memory state needs after a restart.
+    pub fn load(&self) -> Result<Snapshot, StoreError> {
+        let mut snap = Snapshot { tasks: self.load_json("tasks", "SELECT data FROM tasks ORDER BY id")?, ..Default::default() };
+        snap.max_task_id = self.max("SELECT max(id) FROM tasks")?;
+        if let Some(v) = self.meta("next_task_id")?.and_then(|v| v.parse::<u64>().ok()) {
+            snap.max_task_id = snap.max_task_id.max(v.saturating_sub(1));
+        }
+        snap.agents = self.load_json::<AgentRecord>("agents", "SELECT data FROM agents ORDER BY name")?;
+        snap.perms = self.load_json("perms", "SELECT data FROM perms ORDER BY id")?;
+        snap.rules = self.load_json("rules", "SELECT data FROM rules ORDER BY id")?;
+        snap.max_message_id = self.max("SELECT max(id) FROM messages")?;
+        snap.last_seq = self.max("SELECT max(seq) FROM events")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT id, sender, recipient, kind, body, summary, ts, state FROM messages \
+             WHERE state < 2 ORDER BY id",
+        )?;
+        snap.unread = stmt.query_map([], row_to_message)?.collect::<Result<Vec<_>, _>>()?;
+        if let Some(run) = self.meta("run")? {
+            snap.run = serde_json::from_str::<RunRecord>(&run)
+                .map_err(|source| StoreError::Corrupt { table: "meta", source })?;
+        }
+        Ok(snap)
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+    }
+
+    fn max(&self, sql: &str) -> Result<u64, StoreError> {
+        let v: Option<i64> = self.conn.query_row(sql, [], |r| r.get(0))?;
+        Ok(v.unwrap_or(0).max(0) as u64)
+    }
+
+    fn load_json<T: serde::de::DeserializeOwned>(&self, table: &'static str, sql: &str) -> Result<Vec<T>, StoreError> {
+        let mut stmt = self.conn.prepare(sql)?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let text = row?;
+            out.push(serde_json::from_str(&text).map_err(|source| StoreError::Corrupt { table, source })?);
+        }
+        Ok(out)
+    }
+
+    /// Writes a batch of changes in one transaction and returns once it is durable.
+    pub fn commit(&mut self, changes: &[Change]) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        {
+            let mut max_task = 0u64;
+            for change in changes {
+                match change {
+                    Change::Task(t) => {
+                        max_task = max_task.max(t.id);
+                        tx.prepare_cached("INSERT OR REPLACE INTO tasks (id, data) VALUES (?1, ?2)")?
+                            .execute(params![t.id as i64, to_json(t)])?;
+                    }
+                    Change::Agent(a) => {
+                        tx.prepare_cached("INSERT OR REPLACE INTO agents (name, data) VALUES (?1, ?2)")?
+                            .execute(params![a.info.name, to_json(a.as_ref())])?;
+                    }
+                    Change::AgentRemoved(name) => {
+                        tx.prepare_cached("DELETE FROM agents WHERE name = ?1")?.execute([name])?;
+                        tx.prepare_cached("DELETE FROM messages WHERE recipient = ?1")?.execute([name])?;
+                    }
+                    Change::MessageNew(m) => {
+                        tx.prepare_cached(
+                            "INSERT INTO messages (id, sender, recipient, kind, body, summary, ts, state) \
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                        )?
+                        .execute(params![
+                            m.id as i64,
+                            m.from,
+                            m.to,
+                            m.kind.as_str(),
+                            m.body,
+                            m.summary,
+                            m.ts.millis() as i64,
+                            m.state.code()
+                        ])?;
+                    }
+                    Change::MessageState { id, state } => {
+                        tx.prepare_cached("UPDATE messages SET state = ?2 WHERE id = ?1 AND state < ?2")?
+                            .execute(params![*id as i64, state.code()])?;
+                    }
+                    Change::Perm(p) => {
+                        tx.prepare_cached("INSERT OR REPLACE INTO perms (id, data) VALUES (?1, ?2)")?
+                            .execute(params![p.id as i64, to_json(p)])?;
+                    }
+                    Change::Rule(r) => {
+                        tx.prepare_cached("INSERT INTO rules (data) VALUES (?1)")?.execute([to_json(r)])?;
+                    }
+                    Change::Event(e) => {
+                        tx.prepare_cached(
+                            "INSERT INTO events (seq, ts, agent, role, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        )?
+                        .execute(params![e.seq as i64, e.ts.millis() as i64, e.agent_id, e.role_name, to_json(&e.event)])?;
+                    }
+                    Change::Run(r) => {
+                        tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('run', ?1)")?
+                            .execute([to_json(r)])?;
+                    }
+                }
+            }
+            if max_task > 0 {
+                // Kept beside the rows so ids are never reused even if rows were ever removed.
+                tx.prepare_cached(
+                    "INSERT INTO meta (key, value) VALUES ('next_task_id', ?1) \
+                     ON CONFLICT(key) DO UPDATE SET value = max(CAST(value AS INTEGER), CAST(?1 AS INTEGER))",
+                )?
+                .execute([(max_task + 1).to_string()])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// An agent's messages, oldest first (all of them, or only the unread).
+    pub fn inbox(&self, recipient: &str, unread_only: bool, limit: usize) -> Result<Vec<Message>, StoreError> {
+        let sql = if unread_only {
+            "SELECT id, sender, recipient, kind, body, summary, ts, state FROM messages \
+             WHERE recipient = ?1 AND state < 2 ORDER BY id DESC LIMIT ?2"
+        } else {
+            "SELECT id, sender, recipient, kind, body, summary, ts, state FROM messages \
+             WHERE recipient = ?1 ORDER BY id DESC LIMIT ?2"
+        };
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let mut v = stmt.query_map(params![recipient, limit as i64], row_to_message)?.collect::<Result<Vec<_>, _>>()?;
+        v.reverse();
+        Ok(v)
+    }
+
+    /// Events with a sequence number above `since`, oldest first.
+    pub fn events_since(&self, since: u64, limit: usize) -> Result<Vec<Envelope>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, ts, agent, role, data FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+        let rows = stmt.query_map(params![since as i64, limit as i64], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, ts, agent, role, data) = row?;
+            let event: Event =
+                serde_json::from_str(&data).map_err(|source| StoreError::Corrupt { table: "events", source })?;
+            out.push(Envelope {
+                seq: seq as u64,
+                ts: Timestamp(ts as u64),
+                team_id: self.team.clone(),
+                agent_id: agent,
+                role_name: role,
+                event,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    // Serializing our own plain data types cannot fail (no maps with non-string keys, no
+    // custom serializers that error); an empty object keeps the row readable if it ever did.
+    serde_json::to_string(v).unwrap_or_else(|_| "{}".to_string())
+}
+
+fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
+    let kind: String = r.get(3)?;
+    let state: i64 = r.get(7)?;
+    Ok(Message {
+        id: r.get::<_, i64>(0)? as u64,
+        from: r.get(1)?,
+        to: r.get(2)?,
+        kind: serde_json::from_value(serde_json::Value::String(kind)).unwrap_or_default(),
+        body: r.get(4)?,
+        summary: r.get(5)?,
+        ts: Timestamp(r.get::<_, i64>(6)? as u64),
+        state: DeliveryState::from_code(state).unwrap_or(DeliveryState::Queued),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agent_team_state::{Actor, TeamState, tasks::NewTask};
+
+    #[test]
+    fn state_survives_reopen_and_ids_continue() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let mut store = Store::open(&db, "t").unwrap();
+        let mut s = TeamState::restore("t", store.load().unwrap());
+        let now = Timestamp(5);
+        s.task_add(&Actor::Operator, NewTask { title: "a".into(), ..Default::default() }, now).unwrap();
+        s.task_add(&Actor::Operator, NewTask { title: "b".into(), ..Default::default() }, now).unwrap();
+        store.commit(&s.take_changes()).unwrap();
+        drop(store);
+
+        let store = Store::open(&db, "t").unwrap();
+        let mut s = TeamState::restore("t", store.load().unwrap());
+        assert_eq!(s.tasks(None).len(), 2);
+        let t = s.task_add(&Actor::Operator, NewTask { title: "c".into(), ..Default::default() }, now).unwrap();
+        assert_eq!(t.id, 3);
+        let events = store.events_since(0, 100).unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[1].seq, 2);
+    }
+
+    #[test]
+    fn another_teams_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        drop(Store::open(&db, "a").unwrap());
+        assert!(matches!(Store::open(&db, "b"), Err(StoreError::WrongTeam { .. })));
+    }
+}

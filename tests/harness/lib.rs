@@ -1,1 +1,150 @@
-//! placeholder
+//! Test support for the end-to-end suite: a private sandbox (temp `AGENT_TEAM_HOME` and
+//! `AGENT_TEAM_RUNTIME_DIR`, no `TMUX`), the real binaries, and cleanup that kills whatever the
+//! test started even when it fails.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use agent_team_client::Client;
+use agent_team_paths::{Paths, TeamPaths};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The directory holding the built binaries (`AGENT_TEAM_BIN_DIR`, else next to this test).
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("AGENT_TEAM_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/e2e-<hash> → target/<profile>
+    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
+}
+
+/// The path of one of our binaries; panics with a hint if it was not built.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(p.exists(), "{} is missing: run `cargo build --bins` first (or use `cargo xtask ci`)", p.display());
+    p
+}
+
+/// Waits until `cond` holds, polling, or panics with `what` after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// A private world for one test.
+pub struct Sandbox {
+    /// The temp dir everything lives in.
+    pub dir: tempfile::TempDir,
+    /// State and runtime roots inside it.
+    pub paths: Paths,
+    children: Vec<Child>,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sandbox {
+    /// A fresh sandbox.
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new().prefix("at-").tempdir().unwrap();
+        let paths = Paths::new(dir.path().join("home"), dir.path().join("run"));
+        Sandbox { dir, paths, children: Vec::new() }
+    }
+
+    /// The files of `team`.
+    pub fn team(&self, team: &str) -> TeamPaths {
+        self.paths.team(team).unwrap()
+    }
+
+    /// A command for one of our binaries with the sandbox's environment.
+    pub fn cmd(&self, name: &str) -> Command {
+        let mut c = Command::new(bin(name));
+        c.env("AGENT_TEAM_HOME", &self.paths.home)
+            .env("AGENT_TEAM_RUNTIME_DIR", &self.paths.runtime)
+            .env_remove("TMUX")
+            .env_remove("TMUX_PANE")
+            .env_remove("AGENT_TEAM_TEAM")
+            .current_dir(self.dir.path());
+        c
+    }
+
+    /// Runs `agent-team ARGS` to completion.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd("agent-team").args(args).stdin(Stdio::null()).output().unwrap()
+    }
+
+    /// Runs `agent-team ARGS` and returns stdout, panicking with stderr if it failed.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "agent-team {args:?} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Starts `agent-team daemon --foreground --team TEAM` as a child this test can SIGKILL.
+    pub fn spawn_daemon(&mut self, team: &str) -> u32 {
+        let log = std::fs::File::create(self.dir.path().join(format!("daemon-{team}-{}.log", self.children.len()))).unwrap();
+        let child = self
+            .cmd("agent-team")
+            .args(["daemon", "--foreground", "--team", team])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        self.children.push(child);
+        let tp = self.team(team);
+        wait_for("the daemon to answer", Duration::from_secs(20), || Client::operator(&tp).is_ok());
+        pid
+    }
+
+    /// SIGKILLs a child started by [`Sandbox::spawn_daemon`] and reaps it.
+    pub fn kill9(&mut self, pid: u32) {
+        if let Some(pos) = self.children.iter().position(|c| c.id() == pid) {
+            let mut c = self.children.remove(pos);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// An operator client for `team`.
+    pub fn operator(&self, team: &str) -> Client {
+        Client::operator(&self.team(team)).unwrap()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // Stop every daemon that has a lock file here, then anything we spawned directly.
+        if let Ok(rd) = std::fs::read_dir(&self.paths.runtime) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if let Some(team) = name.strip_suffix(".lock") {
+                    let _ = self.cmd("agent-team").args(["--team", team, "down"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+                    if let Some(pid) = std::fs::read_to_string(e.path()).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
+                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    }
+                }
+            }
+        }
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

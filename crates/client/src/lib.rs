@@ -207,24 +207,97 @@ impl Client {
         }
     }
 
-    /// The next push, waiting at most `timeout` (`None` = forever).
+    /// The next push, waiting at most `timeout` (`None` = forever) for it to start arriving.
+    /// A frame that has started arriving is always read whole, so a timeout never splits one.
     pub fn next_push(&mut self, timeout: Option<Duration>) -> Result<Push, ClientError> {
-        if let Some(p) = self.pushes.pop_front() {
-            return Ok(p);
-        }
-        self.reader.get_ref().set_read_timeout(timeout).map_err(|e| ClientError::Frame(FrameError::Io(e)))?;
-        let frame = self.read_frame();
-        let _ = self.reader.get_ref().set_read_timeout(None);
-        match frame {
-            Ok(ServerFrame::Push(p)) => Ok(p),
-            Ok(ServerFrame::Error { error }) => Err(ClientError::Server(error)),
-            Ok(other) => Err(ClientError::Unexpected(format!("{other:?}"))),
-            Err(ClientError::Frame(FrameError::Io(e)))
-                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
-            {
-                Err(ClientError::Timeout)
+        loop {
+            if let Some(p) = self.pushes.pop_front() {
+                return Ok(p);
             }
-            Err(e) => Err(e),
+            if let Some(t) = timeout
+                && self.reader.buffer().is_empty()
+                && !self.readable_within(t)?
+            {
+                return Err(ClientError::Timeout);
+            }
+            match self.read_frame()? {
+                ServerFrame::Push(p) => return Ok(p),
+                ServerFrame::Error { error } => return Err(ClientError::Server(error)),
+                _ => {}
+            }
+        }
+    }
+
+    fn readable_within(&self, t: Duration) -> Result<bool, ClientError> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        let fd = self.reader.get_ref().as_fd();
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        let ms = PollTimeout::try_from(t.as_millis().min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, ms) {
+            Ok(n) => Ok(n > 0),
+            Err(nix::errno::Errno::EINTR) => Ok(false),
+            Err(e) => Err(ClientError::Frame(FrameError::Io(e.into()))),
+        }
+    }
+
+    /// Every task (optionally of one status), fetching page after page.
+    pub fn all_tasks(&mut self, status: Option<TaskStatus>) -> Result<Vec<Task>, ClientError> {
+        self.pages(|after| Request::TaskList { status, after }, |r| match r {
+            Reply::Tasks { tasks } => Some(tasks),
+            _ => None,
+        }, |t| t.id)
+    }
+
+    /// Every message of an agent's inbox, page after page.
+    pub fn all_messages(&mut self, agent: &str, unread_only: bool) -> Result<Vec<Message>, ClientError> {
+        let agent = agent.to_string();
+        self.pages(
+            |after| Request::Inbox { agent: Some(agent.clone()), unread_only, after },
+            |r| match r {
+                Reply::Messages { messages } => Some(messages),
+                _ => None,
+            },
+            |m| m.id,
+        )
+    }
+
+    /// Every permission request (pending only unless `all`), page after page.
+    pub fn all_perms(&mut self, all: bool) -> Result<Vec<PermRequest>, ClientError> {
+        self.pages(|after| Request::PermList { all, after }, |r| match r {
+            Reply::Perms { requests } => Some(requests),
+            _ => None,
+        }, |p| p.id)
+    }
+
+    /// Every event after `since`, page after page.
+    pub fn all_events(&mut self, since: u64) -> Result<Vec<Envelope>, ClientError> {
+        self.pages(
+            |after| Request::Events { since: after.unwrap_or(since), limit: None },
+            |r| match r {
+                Reply::Events { events } => Some(events),
+                _ => None,
+            },
+            |e| e.seq,
+        )
+    }
+
+    fn pages<T>(
+        &mut self,
+        req: impl Fn(Option<u64>) -> Request,
+        items: impl Fn(Reply) -> Option<Vec<T>>,
+        key: impl Fn(&T) -> u64,
+    ) -> Result<Vec<T>, ClientError> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let reply = self.call(req(after))?;
+            let page = items(reply).ok_or_else(|| ClientError::Unexpected("wrong reply kind for a listing".into()))?;
+            match page.last() {
+                Some(last) => after = Some(key(last)),
+                None => return Ok(out),
+            }
+            out.extend(page);
         }
     }
 

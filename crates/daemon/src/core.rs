@@ -73,6 +73,25 @@ pub struct CoreConfig {
 
 /// The most requests applied before a commit; bounds the latency one batch adds.
 const MAX_BATCH: usize = 4096;
+/// The most items in one page of a listing.
+const PAGE_ITEMS: usize = 5000;
+/// The most bytes of items in one page, leaving room for the frame around them.
+const PAGE_BYTES: usize = 900 * 1024;
+
+/// Takes items while they fit in one reply frame; the client asks for the rest with `after`.
+fn page<T: serde::Serialize>(items: impl Iterator<Item = T>) -> Vec<T> {
+    let mut used = 0;
+    let mut out = Vec::new();
+    for item in items.take(PAGE_ITEMS) {
+        used += serde_json::to_vec(&item).map(|v| v.len() + 1).unwrap_or(0);
+        if used > PAGE_BYTES && !out.is_empty() {
+            break;
+        }
+        out.push(item);
+    }
+    out
+}
+
 /// The most backlog events sent to a catching-up subscriber per batch.
 const BACKLOG_CHUNK: usize = 2000;
 
@@ -416,7 +435,10 @@ impl Core {
                 let new = NewTask { title, description, run, blocked_by, assign, key };
                 s.task_add(actor, new, now).map(|task| Reply::Task { task })
             }
-            Request::TaskList { status } => Ok(Reply::Tasks { tasks: s.tasks(status) }),
+            Request::TaskList { status, after } => {
+                let after = after.unwrap_or(0);
+                Ok(Reply::Tasks { tasks: page(s.tasks(status).into_iter().filter(|t| t.id > after)) })
+            }
             Request::TaskShow { id } => s.task(id).cloned().map(|task| Reply::Task { task }),
             Request::TaskClaim { id } => s.task_claim(actor, id, now).map(|task| Reply::Task { task }),
             Request::TaskClaimNext => s.task_claim_next(actor, now).map(|task| Reply::MaybeTask { task }),
@@ -436,7 +458,7 @@ impl Core {
             Request::Send { to, body, kind, summary } => {
                 s.send(actor, &to, body, kind, summary, now).map(|(ids, recipients)| Reply::Sent { ids, recipients })
             }
-            Request::Inbox { agent, unread_only } => self.inbox(actor, agent, unread_only),
+            Request::Inbox { agent, unread_only, after } => self.inbox(actor, agent, unread_only, after.unwrap_or(0)),
             Request::Ack { ids, state } => s.ack(actor, &ids, state, now).map(|_| Reply::Done),
             Request::PermRequest { tool, input, reason } => {
                 let req = s.perm_request(actor, tool, input, reason, now)?;
@@ -447,7 +469,10 @@ impl Core {
                 }
                 Ok(Reply::Perm { request: req })
             }
-            Request::PermList { all } => Ok(Reply::Perms { requests: s.perms(all) }),
+            Request::PermList { all, after } => {
+                let after = after.unwrap_or(0);
+                Ok(Reply::Perms { requests: page(s.perms(all).into_iter().filter(|p| p.id > after)) })
+            }
             Request::PermDecide { id, allow, always, reason } => {
                 let resolved = s.perm_decide(actor, id, allow, always, None, reason, now)?;
                 self.after_perm_resolved(&resolved);
@@ -456,9 +481,9 @@ impl Core {
             }
             Request::Events { since, limit } => {
                 self.flush_for_read()?;
-                let limit = limit.unwrap_or(10_000).min(100_000) as usize;
+                let limit = limit.unwrap_or(PAGE_ITEMS as u32).min(PAGE_ITEMS as u32) as usize;
                 let events = self.store.events_since(since, limit).map_err(store_error)?;
-                Ok(Reply::Events { events })
+                Ok(Reply::Events { events: page(events.into_iter()) })
             }
             Request::Subscribe { since } => {
                 let last_seq = s.last_seq();
@@ -508,7 +533,7 @@ impl Core {
         Ok(())
     }
 
-    fn inbox(&mut self, actor: &Actor, agent: Option<String>, unread_only: bool) -> Result<Reply, ErrorBody> {
+    fn inbox(&mut self, actor: &Actor, agent: Option<String>, unread_only: bool, after: u64) -> Result<Reply, ErrorBody> {
         let whose = match (agent, actor) {
             (Some(a), _) => a,
             (None, Actor::Agent(n)) => n.clone(),
@@ -516,10 +541,11 @@ impl Core {
         };
         self.state.check_inbox_access(actor, &whose)?;
         if unread_only {
-            return Ok(Reply::Messages { messages: self.state.unread(&whose) });
+            let unread = self.state.unread(&whose).into_iter().filter(|m| m.id > after);
+            return Ok(Reply::Messages { messages: page(unread) });
         }
         self.flush_for_read()?;
-        let mut messages = self.store.inbox(&whose, false, 10_000).map_err(store_error)?;
+        let mut messages = self.store.inbox(&whose, after, PAGE_ITEMS).map_err(store_error)?;
         // The in-memory copy of an unread message is newer than the stored one.
         let unread: HashMap<u64, Message> = self.state.unread(&whose).into_iter().map(|m| (m.id, m)).collect();
         for m in &mut messages {
@@ -527,7 +553,7 @@ impl Core {
                 *m = u.clone();
             }
         }
-        Ok(Reply::Messages { messages })
+        Ok(Reply::Messages { messages: page(messages.into_iter()) })
     }
 
     fn register(&mut self, actor: &Actor, name: String, role: String, now: Timestamp) -> Result<Reply, ErrorBody> {

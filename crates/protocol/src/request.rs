@@ -35,11 +35,15 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<String>,
     },
-    /// List tasks, optionally of one status.
+    /// List tasks in id order, optionally of one status. Long lists come in pages: ask again
+    /// with `after` = the last id received until a page comes back empty.
     TaskList {
         /// Only tasks in this status.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         status: Option<TaskStatus>,
+        /// Only tasks with a higher id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
     },
     /// One task.
     TaskShow {
@@ -108,6 +112,9 @@ pub enum Request {
         /// Only messages not yet read.
         #[serde(default, skip_serializing_if = "is_false")]
         unread_only: bool,
+        /// Only messages with a higher id (paging, as for `task_list`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
     },
     /// Acknowledge messages pushed to the calling agent as delivered or read.
     Ack {
@@ -131,6 +138,9 @@ pub enum Request {
         /// Include decided requests.
         #[serde(default, skip_serializing_if = "is_false")]
         all: bool,
+        /// Only requests with a higher id (paging, as for `task_list`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
     },
     /// Decide a pending permission request (operator, or the leader when it is the approver).
     PermDecide {
@@ -145,7 +155,7 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
-    /// Events with a sequence number above `since`.
+    /// Events with a sequence number above `since` (one page; ask again after the last).
     Events {
         /// Return events after this sequence number.
         #[serde(default)]

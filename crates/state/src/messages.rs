@@ -40,11 +40,12 @@ impl TeamState {
         } else {
             let live = self.live_names();
             if !live.iter().any(|n| n == to) {
-                return Err(ErrorBody::with_details(
-                    ErrorCode::NotFound,
-                    format!("no agent {to:?} can receive messages; valid names: {}", live.join(", ")),
-                    json!({"to": to, "valid": live}),
-                ));
+                let message = if live.is_empty() {
+                    format!("no agent {to:?}: the team has no agent that can receive messages")
+                } else {
+                    format!("no agent {to:?} can receive messages; valid names: {}", live.join(", "))
+                };
+                return Err(ErrorBody::with_details(ErrorCode::NotFound, message, json!({"to": to, "valid": live})));
             }
             vec![to.to_string()]
         };

@@ -91,6 +91,16 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens an existing database for reading only (the CLI, when no daemon runs).
+    pub fn open_read_only(path: &Path, team: &str) -> Result<Self, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(Store { conn, team: team.to_string() })
+    }
+
     fn check_meta(&self) -> Result<(), StoreError> {
         let version: Option<String> = self
             .conn
@@ -237,19 +247,14 @@ impl Store {
         Ok(())
     }
 
-    /// An agent's messages, oldest first (all of them, or only the unread).
-    pub fn inbox(&self, recipient: &str, unread_only: bool, limit: usize) -> Result<Vec<Message>, StoreError> {
-        let sql = if unread_only {
+    /// Up to `limit` of an agent's messages with an id above `after`, oldest first.
+    pub fn inbox(&self, recipient: &str, after: u64, limit: usize) -> Result<Vec<Message>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
             "SELECT id, sender, recipient, kind, body, summary, ts, state FROM messages \
-             WHERE recipient = ?1 AND state < 2 ORDER BY id DESC LIMIT ?2"
-        } else {
-            "SELECT id, sender, recipient, kind, body, summary, ts, state FROM messages \
-             WHERE recipient = ?1 ORDER BY id DESC LIMIT ?2"
-        };
-        let mut stmt = self.conn.prepare_cached(sql)?;
-        let mut v = stmt.query_map(params![recipient, limit as i64], row_to_message)?.collect::<Result<Vec<_>, _>>()?;
-        v.reverse();
-        Ok(v)
+             WHERE recipient = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![recipient, after as i64, limit as i64], row_to_message)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
     /// Events with a sequence number above `since`, oldest first.

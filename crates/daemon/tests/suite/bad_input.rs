@@ -45,7 +45,7 @@ fn hello(t: &TestTeam) -> Value {
 
 fn snapshot(t: &TestTeam) -> (Vec<Task>, u64) {
     let mut op = t.operator();
-    let tasks = op.call(Request::TaskList { status: None }).tasks().unwrap();
+    let tasks = op.call(Request::TaskList { status: None, after: None }).tasks().unwrap();
     let seq = match op.call(Request::TeamInfo).unwrap() {
         Reply::Team { team } => team.last_seq,
         other => panic!("{other:?}"),
@@ -152,5 +152,5 @@ fn a_silent_or_broken_client_does_not_block_others() {
     for i in 0..20 {
         add_task(&mut op, &format!("t{i}"), &[]);
     }
-    assert_eq!(op.call(Request::TaskList { status: None }).tasks().unwrap().len(), 20);
+    assert_eq!(op.call(Request::TaskList { status: None, after: None }).tasks().unwrap().len(), 20);
 }

@@ -14,7 +14,7 @@ fn unknown_recipient_is_an_error_listing_valid_names() {
     assert_eq!(d["valid"], json!(["leader", "b1", "b2"]));
     let mut op = t.operator();
     for n in ["leader", "b1", "b2"] {
-        assert!(op.call(Request::Inbox { agent: Some(n.into()), unread_only: false }).messages().unwrap().is_empty());
+        assert!(op.call(Request::Inbox { agent: Some(n.into()), unread_only: false, after: None }).messages().unwrap().is_empty());
     }
 }
 
@@ -34,11 +34,11 @@ fn broadcast_gives_each_other_member_a_copy_and_never_the_sender() {
     }
     let mut op = t.operator();
     for n in ["leader", "b2", "b3"] {
-        let m = op.call(Request::Inbox { agent: Some(n.into()), unread_only: false }).messages().unwrap();
+        let m = op.call(Request::Inbox { agent: Some(n.into()), unread_only: false, after: None }).messages().unwrap();
         assert_eq!(m.len(), 1, "{n}");
         assert_eq!((m[0].from.as_str(), m[0].to.as_str(), m[0].body.as_str()), ("b1", n, "hello all"));
     }
-    assert!(op.call(Request::Inbox { agent: Some("b1".into()), unread_only: false }).messages().unwrap().is_empty());
+    assert!(op.call(Request::Inbox { agent: Some("b1".into()), unread_only: false, after: None }).messages().unwrap().is_empty());
 }
 
 #[test]
@@ -88,7 +88,7 @@ fn inbox_full_refuses_and_drops_nothing() {
     let (code, _) = err_code(send(&mut b1, "*", "all"));
     assert_eq!(code, ErrorCode::InboxFull);
     let mut op = t.operator();
-    assert!(op.call(Request::Inbox { agent: Some("leader".into()), unread_only: false }).messages().unwrap().is_empty());
+    assert!(op.call(Request::Inbox { agent: Some("leader".into()), unread_only: false, after: None }).messages().unwrap().is_empty());
     // Reading one frees a slot.
     let mut b2 = t.agent("b2");
     let got = pushed_messages(&mut b2, 5);
@@ -104,7 +104,7 @@ fn delivery_states_move_queued_delivered_read() {
     let mut op = t.operator();
     send(&mut leader, "b1", "task for you").unwrap();
     let state = |op: &mut agent_team_client::Client| {
-        op.call(Request::Inbox { agent: Some("b1".into()), unread_only: false }).messages().unwrap()[0].state
+        op.call(Request::Inbox { agent: Some("b1".into()), unread_only: false, after: None }).messages().unwrap()[0].state
     };
     assert_eq!(state(&mut op), DeliveryState::Queued);
     // Pushed when b1 connects, since it was queued while b1 was away.
@@ -150,7 +150,7 @@ fn oversized_body_is_refused() {
 fn agents_read_only_their_own_inbox() {
     let t = TestTeam::start().with_agents(&["leader", "b1", "b2"]);
     let mut b1 = t.agent("b1");
-    let (code, _) = err_code(b1.call(Request::Inbox { agent: Some("b2".into()), unread_only: false }));
+    let (code, _) = err_code(b1.call(Request::Inbox { agent: Some("b2".into()), unread_only: false, after: None }));
     assert_eq!(code, ErrorCode::PermissionDenied);
-    b1.call(Request::Inbox { agent: None, unread_only: false }).messages().unwrap();
+    b1.call(Request::Inbox { agent: None, unread_only: false, after: None }).messages().unwrap();
 }

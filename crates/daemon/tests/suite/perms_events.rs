@@ -18,7 +18,7 @@ fn operator_decides_once_and_the_requester_hears_it() {
     let req = perm(&mut b1, "bash", "make");
     assert_eq!(req.status, PermStatus::Pending);
     let mut op = t.operator();
-    match op.call(Request::PermList { all: false }).unwrap() {
+    match op.call(Request::PermList { all: false, after: None }).unwrap() {
         Reply::Perms { requests } => assert_eq!(requests.iter().map(|r| r.id).collect::<Vec<_>>(), vec![req.id]),
         other => panic!("{other:?}"),
     }
@@ -49,7 +49,7 @@ fn always_becomes_a_rule_for_every_teammate() {
     let mut op = t.operator();
     op.call(Request::PermDecide { id: r1.id, allow: true, always: true, reason: None }).unwrap();
     // b2's pending request was resolved by the new rule, and its next one needs no prompt.
-    match op.call(Request::PermList { all: true }).unwrap() {
+    match op.call(Request::PermList { all: true, after: None }).unwrap() {
         Reply::Perms { requests } => {
             let r2 = requests.iter().find(|r| r.id == r2.id).unwrap();
             assert_eq!(r2.status, PermStatus::Allowed);

@@ -18,7 +18,7 @@ fn everything_is_back_after_a_restart_and_ids_continue() {
         Reply::Perm { request } => request,
         other => panic!("{other:?}"),
     };
-    let tasks_before = op.call(Request::TaskList { status: None }).tasks().unwrap();
+    let tasks_before = op.call(Request::TaskList { status: None, after: None }).tasks().unwrap();
     let events_before = match op.call(Request::Events { since: 0, limit: None }).unwrap() {
         Reply::Events { events } => events,
         other => panic!("{other:?}"),
@@ -28,16 +28,16 @@ fn everything_is_back_after_a_restart_and_ids_continue() {
     t.restart();
 
     let mut op = t.operator();
-    assert_eq!(op.call(Request::TaskList { status: None }).tasks().unwrap(), tasks_before);
+    assert_eq!(op.call(Request::TaskList { status: None, after: None }).tasks().unwrap(), tasks_before);
     let events_after = match op.call(Request::Events { since: 0, limit: None }).unwrap() {
         Reply::Events { events } => events,
         other => panic!("{other:?}"),
     };
     assert_eq!(events_after[..events_before.len()], events_before[..]);
-    let inbox = op.call(Request::Inbox { agent: Some("b2".into()), unread_only: true }).messages().unwrap();
+    let inbox = op.call(Request::Inbox { agent: Some("b2".into()), unread_only: true, after: None }).messages().unwrap();
     assert_eq!(inbox.len(), 1);
     assert_eq!(inbox[0].body, "queued for b2");
-    match op.call(Request::PermList { all: false }).unwrap() {
+    match op.call(Request::PermList { all: false, after: None }).unwrap() {
         Reply::Perms { requests } => assert_eq!(requests[0].id, perm.id),
         other => panic!("{other:?}"),
     }

@@ -67,7 +67,7 @@ fn blocked_by_unknown_task_stores_nothing() {
         key: None,
     }));
     assert_eq!((code, d["missing"].clone()), (ErrorCode::NotFound, json!([41])));
-    assert!(op.call(Request::TaskList { status: None }).tasks().unwrap().is_empty());
+    assert!(op.call(Request::TaskList { status: None, after: None }).tasks().unwrap().is_empty());
 }
 
 #[test]
@@ -121,7 +121,7 @@ fn teammate_calling_leader_only_operations_is_denied_and_nothing_changes() {
     let mut op = t.operator();
     let id = add_task(&mut op, "x", &[]).id;
     let mut b1 = t.agent("b1");
-    let before = op.call(Request::TaskList { status: None }).tasks().unwrap();
+    let before = op.call(Request::TaskList { status: None, after: None }).tasks().unwrap();
     let events_before = match op.call(Request::Events { since: 0, limit: None }).unwrap() {
         Reply::Events { events } => events.len(),
         _ => unreachable!(),
@@ -140,7 +140,7 @@ fn teammate_calling_leader_only_operations_is_denied_and_nothing_changes() {
         let (code, _) = err_code(b1.call(req.clone()));
         assert_eq!(code, ErrorCode::PermissionDenied, "{req:?}");
     }
-    assert_eq!(op.call(Request::TaskList { status: None }).tasks().unwrap(), before);
+    assert_eq!(op.call(Request::TaskList { status: None, after: None }).tasks().unwrap(), before);
     let events_after = match op.call(Request::Events { since: 0, limit: None }).unwrap() {
         Reply::Events { events } => events.len(),
         _ => unreachable!(),

@@ -1,0 +1,199 @@
+//! The command-line grammar (SPEC §3), defined once with clap: help text comes from here.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Run a team of AI agents as supervised processes, one per tmux pane.
+#[derive(Debug, Parser)]
+#[command(name = "agent-team", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// The team to act on [default: the team of ./agent-team.toml, else the only running team, else `default`].
+    #[arg(long, global = true, env = "AGENT_TEAM_TEAM", value_name = "NAME")]
+    pub team: Option<String>,
+
+    /// The team file.
+    #[arg(short = 'f', long = "file", global = true, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the agents: status, backend, pid, pane, incarnation, restarts, task, last activity.
+    Ps(JsonFlag),
+    /// The shared task board.
+    #[command(subcommand)]
+    Task(TaskCmd),
+    /// Send a message to an agent (`*` for everyone) as the operator.
+    Send {
+        /// The recipient's name, or `*` for every agent.
+        to: String,
+        /// The message text.
+        text: String,
+        /// A one-line summary.
+        #[arg(long)]
+        summary: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show an agent's messages with their delivery state (queued, delivered, read).
+    Inbox {
+        /// The agent.
+        name: String,
+        /// Only messages not yet read.
+        #[arg(long)]
+        unread: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List permission requests waiting for a decision.
+    Perms {
+        /// Include decided requests.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Allow a pending permission request.
+    Approve {
+        /// The request id (see `agent-team perms`).
+        id: u64,
+        /// Allow this tool and input for every teammate from now on.
+        #[arg(long)]
+        always: bool,
+    },
+    /// Deny a pending permission request.
+    Deny {
+        /// The request id (see `agent-team perms`).
+        id: u64,
+        /// Why; the agent sees it.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Print the event log as NDJSON envelopes.
+    Events {
+        /// Keep printing new events as they happen.
+        #[arg(long)]
+        follow: bool,
+        /// Only events after this sequence number.
+        #[arg(long, default_value_t = 0, value_name = "SEQ")]
+        since: u64,
+    },
+    /// Teams on this machine.
+    #[command(subcommand)]
+    Teams(TeamsCmd),
+    /// Shut the team down: agents stopped, panes closed, daemon stopped; state kept on disk.
+    Down {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the team's supervisor daemon (normally started on demand).
+    Daemon {
+        /// Stay in the foreground instead of detaching.
+        #[arg(long)]
+        foreground: bool,
+        /// Seconds a permission request waits before it is denied.
+        #[arg(long, default_value_t = 300, value_name = "SECS", env = "AGENT_TEAM_PERMISSION_TIMEOUT")]
+        permission_timeout: u64,
+    },
+}
+
+/// Just `--json`.
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `agent-team task …`
+#[derive(Debug, Subcommand)]
+pub enum TaskCmd {
+    /// Add a task.
+    Add {
+        /// Short title.
+        title: String,
+        /// Longer description.
+        #[arg(long = "desc", value_name = "TEXT")]
+        desc: Option<String>,
+        /// Shell command the offline `exec` provider runs.
+        #[arg(long, value_name = "CMD")]
+        run: Option<String>,
+        /// A task that must complete first (repeatable).
+        #[arg(long = "blocked-by", value_name = "ID")]
+        blocked_by: Vec<u64>,
+        /// Give it to this agent at once.
+        #[arg(long, value_name = "NAME")]
+        assign: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tasks.
+    List {
+        /// Only tasks in this status (pending, in_progress, completed, failed, cancelled).
+        #[arg(long)]
+        status: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one task.
+    Show {
+        /// The task id.
+        id: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give a pending task to an agent.
+    Assign {
+        /// The task id.
+        id: u64,
+        /// The agent.
+        name: String,
+    },
+    /// Put an in-progress task back to pending.
+    Release {
+        /// The task id.
+        id: u64,
+    },
+    /// Cancel a pending task.
+    Cancel {
+        /// The task id.
+        id: u64,
+    },
+    /// Put a failed task back to pending.
+    Retry {
+        /// The task id.
+        id: u64,
+    },
+}
+
+/// `agent-team teams …`
+#[derive(Debug, Subcommand)]
+pub enum TeamsCmd {
+    /// List teams with their state on this machine.
+    List(JsonFlag),
+    /// Show one team.
+    Show {
+        /// The team.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a team's stored state (it must not be running).
+    Delete {
+        /// The team.
+        name: String,
+    },
+}

@@ -1,0 +1,229 @@
+//! The commands that read and steer the team's board: ps, task, send, inbox, perms, events.
+
+use crate::cli::TaskCmd;
+use crate::ctx::Ctx;
+use crate::output::{self, ago, opt, short};
+use agent_team_client::{Client, ReplyExt};
+use agent_team_protocol::*;
+use anyhow::{Result, bail};
+use std::process::ExitCode;
+
+/// `agent-team ps`
+pub fn ps(ctx: &Ctx, json: bool) -> Result<ExitCode> {
+    let agents = ctx.connect()?.call(Request::Agents).agents()?;
+    if json {
+        output::json(&agents);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if agents.is_empty() {
+        eprintln!("agent-team: team {} has no agents yet (start it with `agent-team up`)", ctx.team);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = agents
+        .iter()
+        .map(|a| {
+            let mut status = a.status.to_string();
+            if let Some(e) = &a.error {
+                status = format!("{status} ({})", short(e, 40));
+            }
+            vec![
+                a.name.clone(),
+                a.role.clone(),
+                status,
+                a.backend.clone(),
+                opt(&a.pid),
+                opt(&a.pane),
+                a.incarnation.to_string(),
+                a.restarts.to_string(),
+                opt(&a.current_task),
+                ago(a.last_activity),
+            ]
+        })
+        .collect();
+    output::table(&["NAME", "ROLE", "STATUS", "BACKEND", "PID", "PANE", "INC", "RESTARTS", "TASK", "ACTIVE"], &rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `agent-team task …`
+pub fn task(ctx: &Ctx, cmd: TaskCmd) -> Result<ExitCode> {
+    let mut c = ctx.connect()?;
+    let (reply, json) = match cmd {
+        TaskCmd::Add { title, desc, run, blocked_by, assign, json } => (
+            c.call(Request::TaskAdd { title, description: desc.unwrap_or_default(), run, blocked_by, assign, key: None }),
+            json,
+        ),
+        TaskCmd::List { status, json } => {
+            let status = match status {
+                Some(s) => match TaskStatus::parse(&s) {
+                    Some(st) => Some(st),
+                    None => bail!(crate::Hinted::new(
+                        format!("unknown task status {s:?}"),
+                        "use pending, in_progress, completed, failed or cancelled"
+                    )),
+                },
+                None => None,
+            };
+            let tasks = c.all_tasks(status)?;
+            if json {
+                output::json(&tasks);
+            } else {
+                print_tasks(&tasks);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        TaskCmd::Show { id, json } => (c.call(Request::TaskShow { id }), json),
+        TaskCmd::Assign { id, name } => (c.call(Request::TaskAssign { id, to: name }), false),
+        TaskCmd::Release { id } => (c.call(Request::TaskRelease { id }), false),
+        TaskCmd::Cancel { id } => (c.call(Request::TaskCancel { id }), false),
+        TaskCmd::Retry { id } => (c.call(Request::TaskRetry { id }), false),
+    };
+    let task = reply.task()?;
+    if json {
+        output::json(&task);
+    } else {
+        print_task(&task);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_tasks(tasks: &[Task]) {
+    let rows: Vec<Vec<String>> = tasks
+        .iter()
+        .map(|t| {
+            let blocked = if t.blocked_by.is_empty() {
+                "-".to_string()
+            } else {
+                t.blocked_by.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(",")
+            };
+            vec![t.id.to_string(), t.status.to_string(), opt(&t.owner), blocked, short(&t.title, 60)]
+        })
+        .collect();
+    output::table(&["ID", "STATUS", "OWNER", "BLOCKED_BY", "TITLE"], &rows);
+}
+
+fn print_task(t: &Task) {
+    output::line(&format!("task {}: {}", t.id, t.title));
+    output::line(&format!("  status:     {}", t.status));
+    output::line(&format!("  owner:      {}", opt(&t.owner)));
+    if !t.blocked_by.is_empty() {
+        output::line(&format!("  blocked_by: {:?}", t.blocked_by));
+    }
+    if let Some(r) = &t.run {
+        output::line(&format!("  run:        {r}"));
+    }
+    if !t.description.is_empty() {
+        output::line(&format!("  description: {}", t.description));
+    }
+    output::line(&format!("  created:    {} by {}", t.created_at, t.created_by));
+    if let Some(r) = &t.result {
+        output::line(&format!("  result:     {}", r.trim_end()));
+    }
+}
+
+/// `agent-team send`
+pub fn send(ctx: &Ctx, to: String, text: String, summary: Option<String>, json: bool) -> Result<ExitCode> {
+    let reply = ctx.connect()?.call(Request::Send { to, body: text, kind: MessageKind::Text, summary })?;
+    match reply {
+        Reply::Sent { ids, recipients } => {
+            if json {
+                output::json(&serde_json::json!({"ids": ids, "recipients": recipients}));
+            } else {
+                let pairs: Vec<String> = ids.iter().zip(&recipients).map(|(i, r)| format!("{r} (#{i})")).collect();
+                output::line(&format!("queued for {}", pairs.join(", ")));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        other => bail!("unexpected reply {other:?}"),
+    }
+}
+
+/// `agent-team inbox`
+pub fn inbox(ctx: &Ctx, name: String, unread: bool, json: bool) -> Result<ExitCode> {
+    let messages = ctx.connect()?.all_messages(&name, unread)?;
+    if json {
+        output::json(&messages);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = messages
+        .iter()
+        .map(|m| {
+            vec![
+                m.id.to_string(),
+                m.state.as_str().to_string(),
+                m.from.clone(),
+                m.kind.as_str().to_string(),
+                m.ts.to_string(),
+                short(m.summary.as_deref().unwrap_or(&m.body), 70),
+            ]
+        })
+        .collect();
+    output::table(&["ID", "STATE", "FROM", "KIND", "TIME", "TEXT"], &rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `agent-team perms`
+pub fn perms(ctx: &Ctx, all: bool, json: bool) -> Result<ExitCode> {
+    let requests = ctx.connect()?.all_perms(all)?;
+    if json {
+        output::json(&requests);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if requests.is_empty() {
+        eprintln!("agent-team: no {}permission requests", if all { "" } else { "pending " });
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = requests
+        .iter()
+        .map(|r| {
+            let status = match &r.decision {
+                Some(d) => format!("{} by {}", if d.allow { "allowed" } else { "denied" }, d.by),
+                None => "pending".into(),
+            };
+            vec![r.id.to_string(), r.agent.clone(), r.tool.clone(), short(&r.input, 50), status, short(&r.reason, 40)]
+        })
+        .collect();
+    output::table(&["ID", "AGENT", "TOOL", "INPUT", "STATUS", "REASON"], &rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `agent-team approve` / `deny`
+pub fn decide(ctx: &Ctx, id: u64, allow: bool, always: bool, reason: Option<String>) -> Result<ExitCode> {
+    let reply = ctx.connect()?.call(Request::PermDecide { id, allow, always, reason })?;
+    if let Reply::Perm { request } = reply {
+        let verb = if allow { if always { "allowed always" } else { "allowed once" } } else { "denied" };
+        output::line(&format!("request {} ({} {} for {}): {verb}", request.id, request.tool, short(&request.input, 60), request.agent));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `agent-team events [--follow] [--since SEQ]`
+pub fn events(ctx: &Ctx, follow: bool, since: u64) -> Result<ExitCode> {
+    let mut c: Client = ctx.connect()?;
+    if !follow {
+        let mut since = since;
+        loop {
+            let events = match c.call(Request::Events { since, limit: None })? {
+                Reply::Events { events } => events,
+                other => bail!("unexpected reply {other:?}"),
+            };
+            let Some(last) = events.last().map(|e| e.seq) else { break };
+            for e in &events {
+                output::line(&serde_json::to_string(e)?);
+            }
+            since = last;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    c.call(Request::Subscribe { since })?;
+    loop {
+        match c.next_push(None) {
+            Ok(Push::Event { envelope }) => output::line(&serde_json::to_string(&envelope)?),
+            Ok(_) => {}
+            Err(e) if e.is_disconnect() => {
+                eprintln!("agent-team: the daemon closed the connection");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

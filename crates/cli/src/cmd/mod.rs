@@ -1,0 +1,36 @@
+//! One function per subcommand.
+
+mod board;
+mod daemon;
+mod teams;
+
+use crate::cli::{Cli, Command};
+use crate::ctx::Ctx;
+use anyhow::Result;
+use std::process::ExitCode;
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let Cli { team, file, command } = cli;
+    if let Command::Teams(t) = command {
+        return teams::teams(t);
+    }
+    let ctx = Ctx::resolve(team, file)?;
+    match command {
+        Command::Ps(j) => board::ps(&ctx, j.json),
+        Command::Task(t) => board::task(&ctx, t),
+        Command::Send { to, text, summary, json } => board::send(&ctx, to, text, summary, json),
+        Command::Inbox { name, unread, json } => board::inbox(&ctx, name, unread, json),
+        Command::Perms { all, json } => board::perms(&ctx, all, json),
+        Command::Approve { id, always } => board::decide(&ctx, id, true, always, None),
+        Command::Deny { id, reason } => board::decide(&ctx, id, false, false, reason),
+        Command::Events { follow, since } => board::events(&ctx, follow, since),
+        Command::Down { json } => teams::down(&ctx, json),
+        Command::Daemon { foreground, permission_timeout } => daemon::daemon(&ctx, foreground, permission_timeout),
+        Command::Teams(_) => unreachable_teams(),
+    }
+}
+
+fn unreachable_teams() -> Result<ExitCode> {
+    Ok(ExitCode::SUCCESS)
+}

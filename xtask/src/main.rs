@@ -1,1 +1,67 @@
-fn main() {}
+//! `cargo xtask`: the project's automation, in Rust so it runs wherever cargo does.
+//!
+//! - `cargo xtask ci`: everything CI checks (format, lints, build, tests, docs).
+//! - `cargo xtask bench [--save]`: the performance figures of SPEC §6, each beside its floor
+//!   measured in the same run; `--save` writes them to docs/BENCHMARKS.md.
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = root();
+    match args.first().map(String::as_str) {
+        Some("ci") => ci(&root),
+        Some("bench") => bench(&root, &args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask <ci|bench [--save] [--quick]>");
+            eprintln!("  ci      format check, clippy -D warnings, build, the whole test suite, docs");
+            eprintln!("  bench   SPEC §6 figures beside their same-run floors (release build)");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    dir.parent().map(Path::to_path_buf).unwrap_or(dir)
+}
+
+fn cargo(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<()> {
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let status = cmd.status().with_context(|| format!("cannot run cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn ci(root: &Path) -> Result<()> {
+    let started = std::time::Instant::now();
+    cargo(root, &["fmt", "--all", "--check"], &[])?;
+    cargo(root, &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
+    // The end-to-end suite drives the real binaries, so they must exist first.
+    cargo(root, &["build", "--workspace", "--bins"], &[])?;
+    cargo(root, &["test", "--workspace", "--no-fail-fast"], &[])?;
+    cargo(root, &["doc", "--workspace", "--no-deps"], &[("RUSTDOCFLAGS", "-D warnings")])?;
+    eprintln!("xtask: ci passed in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn bench(root: &Path, args: &[String]) -> Result<()> {
+    cargo(root, &["build", "--release", "--bins", "-p", "agent-team-cli", "-p", "agent-team-bench"], &[])?;
+    let bin_dir = root.join("target").join("release");
+    let mut cmd = Command::new(bin_dir.join("agent-team-bench"));
+    cmd.current_dir(root).env("AGENT_TEAM_BIN_DIR", &bin_dir).args(args);
+    let status = cmd.status().context("cannot run the bench")?;
+    if !status.success() {
+        bail!("the bench failed ({status})");
+    }
+    Ok(())
+}

@@ -157,9 +157,11 @@ impl TeamState {
         }
     }
 
+    /// Records which task an agent holds. Memory only: it is derived from the tasks' owners on
+    /// restore, so a claim does not also rewrite the agent's row.
     pub(crate) fn set_current_task(&mut self, name: &str, task: Option<u64>) {
-        if self.agents.get(name).is_some_and(|a| a.info.current_task != task) {
-            self.update_agent(name, |a| a.info.current_task = task);
+        if let Some(a) = self.agents.get_mut(name) {
+            a.info.current_task = task;
         }
     }
 

@@ -186,8 +186,21 @@ impl TeamState {
             }
             s.tasks.insert(t.id, t);
         }
-        for a in snap.agents {
+        for mut a in snap.agents {
+            a.info.current_task = None;
             s.agents.insert(a.info.name.clone(), a);
+        }
+        // Who holds what follows from the tasks; the agents' rows may be older.
+        let held: Vec<(String, u64)> = s
+            .tasks
+            .values()
+            .filter(|t| t.status == TaskStatus::InProgress)
+            .filter_map(|t| t.owner.clone().map(|o| (o, t.id)))
+            .collect();
+        for (owner, id) in held {
+            if let Some(a) = s.agents.get_mut(&owner) {
+                a.info.current_task = Some(id);
+            }
         }
         for m in snap.unread {
             s.next_message_id = s.next_message_id.max(m.id + 1);

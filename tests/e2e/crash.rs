@@ -76,7 +76,7 @@ fn sigkill_under_load_loses_and_duplicates_nothing_acknowledged() {
                     let to = format!("r{}", (n as usize + i) % 2);
                     let body = format!("{s}-{n}");
                     n += 1;
-                    let Ok(id) = c.send(Request::Send { to: to.clone(), body: body.clone(), kind: MessageKind::Text, summary: None })
+                    let Ok(id) = c.send(Request::Send { to: to.clone(), body: body.clone(), kind: MessageKind::Text, summary: None, dedup: None })
                     else {
                         return;
                     };

@@ -118,7 +118,7 @@ impl Drop for BenchTeam {
 }
 
 fn send_req(to: &str, body: String) -> Request {
-    Request::Send { to: to.into(), body, kind: MessageKind::Text, summary: None }
+    Request::Send { to: to.into(), body, kind: MessageKind::Text, summary: None, dedup: None }
 }
 
 /// A thread that reads message pushes, acknowledges them as read in batches, and reports the

@@ -133,6 +133,7 @@ fn core(r: &mut Report, quick: bool) -> Result<()> {
             body: "x".repeat(200),
             kind: agent_team_protocol::MessageKind::Text,
             summary: None,
+            dedup: None,
         })?;
     }
     let (rss10, peak10) = rss(small.pid());

@@ -54,6 +54,10 @@ pub enum CoreMsg {
     },
     /// SIGTERM, SIGINT or a `shutdown` request: stop cleanly.
     Shutdown,
+    /// A blocking supervisor operation finished.
+    Sup(crate::supervisor::SupEvent),
+    /// SIGCHLD: a child may have exited; check now rather than at the next poll.
+    Poll,
 }
 
 /// Settings the core runs with.
@@ -104,21 +108,36 @@ struct Session {
     watch_tasks: bool,
 }
 
+/// Things that happen later, in the core's own time.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum Timer {
+pub(crate) enum Timer {
+    /// A permission request's time is up.
     PermTimeout(u64),
+    /// A spawned incarnation's connect-back deadline.
+    Connect(String, u64),
+    /// A backoff is over: start the next incarnation.
+    Restart(String, u64),
+    /// The grace after a shutdown request is over.
+    StopGrace(String, u64),
+    /// Check the agents' processes.
+    Poll,
+    /// Stop waiting for agents and exit.
+    ShutdownDeadline,
 }
 
 /// The core's state: the team, the store, and who is connected.
 pub struct Core {
-    cfg: CoreConfig,
-    state: TeamState,
+    pub(crate) cfg: CoreConfig,
+    pub(crate) state: TeamState,
     store: Store,
     sessions: HashMap<ConnId, Session>,
     agent_conn: HashMap<String, ConnId>,
     responses: Vec<(ConnId, Vec<u8>)>,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
-    stopping: bool,
+    pub(crate) stopping: bool,
+    pub(crate) sup: crate::supervisor::Supervisor,
+    pub(crate) self_tx: CoreTx,
+    force_exit: bool,
     daemon_pid: u32,
     /// Batches committed and core messages handled, for the log.
     stats: (u64, u64),
@@ -127,7 +146,7 @@ pub struct Core {
 
 impl Core {
     /// Builds the core from the stored state.
-    pub fn new(cfg: CoreConfig, store: Store, state: TeamState) -> Self {
+    pub fn new(cfg: CoreConfig, store: Store, state: TeamState, env: crate::supervisor::SupervisorEnv, self_tx: CoreTx) -> Self {
         let mut core = Core {
             cfg,
             state,
@@ -137,6 +156,9 @@ impl Core {
             responses: Vec::new(),
             timers: BinaryHeap::new(),
             stopping: false,
+            sup: crate::supervisor::Supervisor { env, ..Default::default() },
+            self_tx,
+            force_exit: false,
             daemon_pid: std::process::id(),
             stats: (0, 0),
             commit_time: Duration::ZERO,
@@ -158,6 +180,26 @@ impl Core {
             let age = Duration::from_millis(now.millis().saturating_sub(p.ts.millis()));
             let left = self.cfg.perm_timeout.saturating_sub(age);
             self.timers.push(Reverse((Instant::now() + left, Timer::PermTimeout(p.id))));
+        }
+        self.sup_recover();
+    }
+
+    /// Arranges for `timer` to fire after `after`.
+    pub(crate) fn schedule(&mut self, after: Duration, timer: Timer) {
+        self.timers.push(Reverse((Instant::now() + after, timer)));
+    }
+
+    /// Queues the answer to request `id` of `conn` (sent when the batch commits).
+    pub(crate) fn answer(&mut self, conn: ConnId, id: u64, outcome: Result<Reply, ErrorBody>) {
+        let frame = ServerFrame::response(id, outcome);
+        match frame::encode(&frame) {
+            Ok(bytes) => self.responses.push((conn, bytes)),
+            Err(e) => {
+                let err = ErrorBody::new(ErrorCode::Internal, format!("reply too large to send: {e}"));
+                if let Ok(bytes) = frame::encode(&ServerFrame::response(id, Err(err))) {
+                    self.responses.push((conn, bytes));
+                }
+            }
         }
     }
 
@@ -198,7 +240,7 @@ impl Core {
             self.stats.0 += 1;
             self.stats.1 += n as u64;
             self.flush()?;
-            if self.stopping {
+            if self.stopping && (self.all_down() || self.force_exit) {
                 break;
             }
             if rx.is_empty() {
@@ -206,6 +248,7 @@ impl Core {
             }
         }
         self.flush()?;
+        self.backend_shutdown();
         tracing::info!(batches = self.stats.0, messages = self.stats.1, commit_ms = self.commit_time.as_millis() as u64, "core stopped");
         for s in self.sessions.values() {
             s.handle.close();
@@ -227,6 +270,17 @@ impl Core {
                         self.after_perm_resolved(&[req]);
                     }
                 }
+                Timer::Connect(name, inc) => self.connect_deadline(&name, inc),
+                Timer::Restart(name, inc) => self.restart_due(&name, inc),
+                Timer::StopGrace(name, inc) => self.stop_grace_over(&name, inc),
+                Timer::Poll => {
+                    self.poll();
+                    self.schedule(crate::supervisor::POLL_EVERY, Timer::Poll);
+                }
+                Timer::ShutdownDeadline => {
+                    tracing::warn!("agents did not all stop in time; exiting anyway");
+                    self.force_exit = true;
+                }
             }
         }
     }
@@ -246,19 +300,20 @@ impl Core {
             }
             CoreMsg::Request { conn, id, req } => {
                 let Some(actor) = self.sessions.get(&conn).map(|s| s.actor.clone()) else { return };
-                let outcome = self.request(conn, &actor, req);
-                match frame::encode(&ServerFrame::response(id, outcome)) {
-                    Ok(bytes) => self.responses.push((conn, bytes)),
-                    Err(e) => {
-                        let err = ErrorBody::new(ErrorCode::Internal, format!("reply too large to send: {e}"));
-                        if let Ok(bytes) = frame::encode(&ServerFrame::response(id, Err(err))) {
-                            self.responses.push((conn, bytes));
-                        }
-                    }
+                let outcome = match req {
+                    Request::Spawn { role, name } => self.spawn_request(&actor, conn, id, role, name).transpose(),
+                    Request::Kill { name } => self.kill_request(&actor, conn, id, &name).transpose(),
+                    Request::Restart { name } => self.restart_request(&actor, conn, id, &name).transpose(),
+                    other => Some(self.request(conn, &actor, other)),
+                };
+                if let Some(outcome) = outcome {
+                    self.answer(conn, id, outcome);
                 }
             }
             CoreMsg::Closed { conn } => self.closed(conn),
-            CoreMsg::Shutdown => self.stopping = true,
+            CoreMsg::Shutdown => self.begin_shutdown(),
+            CoreMsg::Sup(ev) => self.sup_event(ev),
+            CoreMsg::Poll => self.poll(),
         }
     }
 
@@ -277,13 +332,15 @@ impl Core {
                 json!({"team": self.cfg.team}),
             ));
         }
-        let welcome = |identity: &str, role: &str, incarnation: u64| Welcome {
+        let team = self.cfg.team.clone();
+        let daemon_pid = self.daemon_pid;
+        let welcome = move |identity: &str, role: &str, incarnation: u64| Welcome {
             protocol: PROTOCOL_VERSION,
-            team: self.cfg.team.clone(),
+            team: team.clone(),
             identity: identity.to_string(),
             role: role.to_string(),
             incarnation,
-            daemon_pid: self.daemon_pid,
+            daemon_pid,
         };
         match hello.auth {
             Auth::Operator { secret } => {
@@ -326,6 +383,7 @@ impl Core {
                 if matches!(self.state.agent(&name).map(|a| a.info.status), Some(AgentStatus::Starting | AgentStatus::Backoff)) {
                     self.state.set_agent_status(&name, AgentStatus::Running, Some("connected".into()), now);
                 }
+                self.on_connected(&name);
                 // Everything not yet read goes out again; the worker drops ids it has seen.
                 for m in self.state.unread(&name) {
                     if let Ok(bytes) = frame::encode(&ServerFrame::Push(Push::Message { message: m })) {
@@ -473,9 +531,11 @@ impl Core {
                 }
                 Ok(Reply::Done)
             }
-            Request::Send { to, body, kind, summary } => {
-                s.send(actor, &to, body, kind, summary, now).map(|(ids, recipients)| Reply::Sent { ids, recipients })
+            Request::Send { to, body, kind, summary, dedup } => match dedup {
+                Some(key) => s.send_once(actor, key, &to, body, kind, summary, now),
+                None => s.send(actor, &to, body, kind, summary, now),
             }
+            .map(|(ids, recipients)| Reply::Sent { ids, recipients }),
             Request::Inbox { agent, unread_only, after } => self.inbox(actor, agent, unread_only, after.unwrap_or(0)),
             Request::Ack { ids, state } => s.ack(actor, &ids, state, now).map(|_| Reply::Done),
             Request::PermRequest { tool, input, reason } => {
@@ -515,19 +575,24 @@ impl Core {
             Request::Agents => Ok(Reply::Agents { agents: self.agents() }),
             Request::Register { name, role } => self.register(actor, name, role, now),
             Request::SetStatus { status, error } => s.report_status(actor, status, error, now).map(|agent| Reply::Agent { agent }),
-            Request::StartRun { goal } => s.start_run(actor, goal, now).map(|_| Reply::Done),
-            Request::Finish { answer, force, success } => s.finish(actor, answer, force, success, now).map(|_| Reply::Done),
+            Request::StartRun { goal } => self.start_run(actor, goal),
+            Request::Configure { config } => self.configure(actor, config),
+            Request::GetConfig => Ok(Reply::Config { config: s.config().cloned().unwrap_or(serde_json::Value::Null) }),
+            Request::Finish { answer, force, success } => {
+                s.finish(actor, answer, force, success, now)?;
+                self.finish_team();
+                Ok(Reply::Done)
+            }
             Request::Shutdown => {
                 if *actor != Actor::Operator {
                     return Err(ErrorBody::new(ErrorCode::PermissionDenied, "only the operator may shut the daemon down"));
                 }
-                self.stopping = true;
+                self.begin_shutdown();
                 Ok(Reply::Done)
             }
-            Request::Spawn { .. } | Request::Kill { .. } | Request::Restart { .. } => Err(ErrorBody::new(
-                ErrorCode::InvalidState,
-                "this daemon has no process supervisor configured",
-            )),
+            Request::Spawn { .. } | Request::Kill { .. } | Request::Restart { .. } => {
+                Err(ErrorBody::new(ErrorCode::Internal, "lifecycle requests are handled before dispatch"))
+            }
         }
     }
 

@@ -8,6 +8,9 @@
 pub mod conn;
 pub mod core;
 pub mod lock;
+pub mod supervisor;
+
+pub use supervisor::SupervisorEnv;
 
 use agent_team_paths::{Paths, TeamPaths};
 use agent_team_state::TeamState;
@@ -54,6 +57,8 @@ pub struct DaemonOptions {
     pub perm_timeout: Duration,
     /// The bound on an agent's unread messages.
     pub inbox_limit: usize,
+    /// How agents are launched.
+    pub env: SupervisorEnv,
 }
 
 impl DaemonOptions {
@@ -64,6 +69,7 @@ impl DaemonOptions {
             team: team.to_string(),
             perm_timeout: Duration::from_secs(300),
             inbox_limit: agent_team_protocol::DEFAULT_INBOX_LIMIT,
+            env: SupervisorEnv::default(),
         }
     }
 }
@@ -86,6 +92,8 @@ pub struct Prepared {
     paths: TeamPaths,
     core: Core,
     listener: interprocess::local_socket::tokio::Listener,
+    tx: mpsc::UnboundedSender<CoreMsg>,
+    rx: mpsc::UnboundedReceiver<CoreMsg>,
 }
 
 /// Takes the lock, cleans up a crashed daemon's leftovers, opens the state and binds the socket.
@@ -116,7 +124,8 @@ pub fn prepare(opts: &DaemonOptions) -> Result<Prepared, DaemonError> {
         perm_timeout: opts.perm_timeout,
         inbox_limit: opts.inbox_limit,
     };
-    let core = Core::new(cfg, store, state);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let core = Core::new(cfg, store, state, opts.env.clone(), tx.clone());
     let name = tp
         .socket
         .clone()
@@ -128,14 +137,24 @@ pub fn prepare(opts: &DaemonOptions) -> Result<Prepared, DaemonError> {
         .reclaim_name(true)
         .create_tokio()
         .map_err(|source| DaemonError::Io { what: format!("cannot listen on {}", tp.socket.display()), source })?;
-    Ok(Prepared { lock, paths: tp, core, listener })
+    Ok(Prepared { lock, paths: tp, core, listener, tx, rx })
 }
 
 /// Serves connections until `shutdown` resolves or a `shutdown` request arrives.
 pub async fn serve(prepared: Prepared, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
-    let Prepared { lock, paths, core, listener } = prepared;
-    let (tx, rx) = mpsc::unbounded_channel();
+    let Prepared { lock, paths, core, listener, tx, rx } = prepared;
     let core_task = tokio::spawn(core.run(rx));
+    // Children that exit are noticed at once, not at the next poll.
+    if let Ok(mut chld) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while chld.recv().await.is_some() {
+                if tx.send(CoreMsg::Poll).is_err() {
+                    break;
+                }
+            }
+        });
+    }
     tracing::info!(team = %paths.team, pid = std::process::id(), "daemon listening on {}", paths.socket.display());
     let accept_tx = tx.clone();
     let accept = async move {

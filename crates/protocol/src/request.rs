@@ -103,6 +103,10 @@ pub enum Request {
         /// One-line summary.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         summary: Option<String>,
+        /// An idempotency key: a retried `send` with the same key from the same sender returns
+        /// the first send's ids instead of sending again (workers retry across reconnects).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dedup: Option<String>,
     },
     /// An agent's messages with their delivery state (agents may read only their own).
     Inbox {
@@ -210,6 +214,13 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// Store the resolved team configuration (operator only; `up` sends it before `start_run`).
+    Configure {
+        /// The configuration, as `agent-team-config` serializes a `TeamConfig`.
+        config: serde_json::Value,
+    },
+    /// The stored team configuration (agents read their role from it).
+    GetConfig,
     /// Start a team run with a goal (operator only): starts the leader and the team file's teammates.
     StartRun {
         /// The goal given to the leader.
@@ -307,6 +318,11 @@ pub enum Reply {
     Agent {
         /// The agent.
         agent: AgentInfo,
+    },
+    /// The stored team configuration (null when none was stored yet).
+    Config {
+        /// The configuration.
+        config: serde_json::Value,
     },
     /// Answer to `register`: the secret the new agent authenticates with.
     Registered {

@@ -150,6 +150,7 @@ mod tests {
                 body: "hi".into(),
                 kind: MessageKind::Text,
                 summary: None,
+                dedup: None,
             },
         };
         assert_eq!(

@@ -85,6 +85,19 @@ pub enum Change {
     Event(Envelope),
     /// The run record changed.
     Run(RunRecord),
+    /// The team configuration was replaced.
+    Config(serde_json::Value),
+    /// A `send` with an idempotency key, remembered so a retry is answered, not repeated.
+    Dedup {
+        /// The sender.
+        sender: String,
+        /// The key.
+        key: String,
+        /// The ids the first send produced.
+        ids: Vec<u64>,
+        /// Its recipients.
+        recipients: Vec<String>,
+    },
 }
 
 /// The team run as stored: its state, goal and answer.
@@ -127,6 +140,10 @@ pub struct Snapshot {
     pub max_task_id: u64,
     /// The run record.
     pub run: RunRecord,
+    /// The stored team configuration.
+    pub config: Option<serde_json::Value>,
+    /// Remembered idempotency keys of sends: (sender, key, ids, recipients).
+    pub dedup: Vec<(String, String, Vec<u64>, Vec<String>)>,
 }
 
 /// The whole team: the only copy of the truth, owned by the daemon.
@@ -147,6 +164,8 @@ pub struct TeamState {
     rules: Vec<PermRule>,
     last_seq: u64,
     run: RunRecord,
+    config: Option<serde_json::Value>,
+    dedup: HashMap<(String, String), (Vec<u64>, Vec<String>)>,
     inbox_limit: usize,
     changes: Vec<Change>,
 }
@@ -173,6 +192,8 @@ impl TeamState {
             rules: snap.rules,
             last_seq: snap.last_seq,
             run: snap.run,
+            config: snap.config,
+            dedup: snap.dedup.into_iter().map(|(s, k, i, r)| ((s, k), (i, r))).collect(),
             inbox_limit: DEFAULT_INBOX_LIMIT,
             changes: Vec::new(),
         };
@@ -264,6 +285,21 @@ impl TeamState {
             Some(a) => a.info.role.clone(),
             None => name.to_string(),
         }
+    }
+
+    /// The stored team configuration.
+    pub fn config(&self) -> Option<&serde_json::Value> {
+        self.config.as_ref()
+    }
+
+    /// Replaces the team configuration (operator).
+    pub fn set_config(&mut self, actor: &Actor, config: serde_json::Value) -> Outcome<()> {
+        if *actor != Actor::Operator {
+            return Err(ErrorBody::new(ErrorCode::PermissionDenied, "only the operator configures the team"));
+        }
+        self.config = Some(config.clone());
+        self.changes.push(Change::Config(config));
+        Ok(())
     }
 
     /// Starts a run with a goal (operator).

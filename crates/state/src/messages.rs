@@ -56,6 +56,32 @@ impl TeamState {
         Ok((ids, recipients))
     }
 
+    /// [`TeamState::send`] with an idempotency key: a repeat of `(sender, key)` returns the first
+    /// send's ids and stores nothing.
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_once(
+        &mut self,
+        actor: &Actor,
+        key: String,
+        to: &str,
+        body: String,
+        kind: MessageKind,
+        summary: Option<String>,
+        now: Timestamp,
+    ) -> Outcome<(Vec<u64>, Vec<String>)> {
+        if key.is_empty() || key.len() > 256 {
+            return Err(bad_request("a dedup key has 1-256 bytes"));
+        }
+        let k = (actor.name().to_string(), key);
+        if let Some((ids, recipients)) = self.dedup.get(&k) {
+            return Ok((ids.clone(), recipients.clone()));
+        }
+        let (ids, recipients) = self.send(actor, to, body, kind, summary, now)?;
+        self.changes.push(Change::Dedup { sender: k.0.clone(), key: k.1.clone(), ids: ids.clone(), recipients: recipients.clone() });
+        self.dedup.insert(k, (ids.clone(), recipients.clone()));
+        Ok((ids, recipients))
+    }
+
     /// Stores one copy per recipient, all or nothing, and records one `MESSAGE_SENT` event.
     pub(crate) fn deliver(
         &mut self,

@@ -73,6 +73,12 @@ CREATE INDEX IF NOT EXISTS messages_by_recipient ON messages(recipient, id);
 
 CREATE TABLE IF NOT EXISTS perms (id INTEGER PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS rules (id INTEGER PRIMARY KEY AUTOINCREMENT, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS dedup (
+    sender TEXT NOT NULL,
+    key TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (sender, key)
+);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
     ts INTEGER NOT NULL,
@@ -158,6 +164,21 @@ impl Store {
              WHERE state < 2 ORDER BY id",
         )?;
         snap.unread = stmt.query_map([], row_to_message)?.collect::<Result<Vec<_>, _>>()?;
+        {
+            let mut stmt = self.conn.prepare("SELECT sender, key, data FROM dedup")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+            for row in rows {
+                let (sender, key, data) = row?;
+                let (ids, recipients): (Vec<u64>, Vec<String>) =
+                    serde_json::from_str(&data).map_err(|source| StoreError::Corrupt { table: "dedup", source })?;
+                snap.dedup.push((sender, key, ids, recipients));
+            }
+        }
+        if let Some(cfg) = self.meta("config")? {
+            snap.config = Some(
+                serde_json::from_str(&cfg).map_err(|source| StoreError::Corrupt { table: "meta", source })?,
+            );
+        }
         if let Some(run) = self.meta("run")? {
             snap.run = serde_json::from_str::<RunRecord>(&run)
                 .map_err(|source| StoreError::Corrupt { table: "meta", source })?;
@@ -249,6 +270,14 @@ impl Store {
                             "INSERT INTO events (seq, ts, agent, role, data) VALUES (?1, ?2, ?3, ?4, ?5)",
                         )?
                         .execute(params![e.seq as i64, e.ts.millis() as i64, e.agent_id, e.role_name, to_json(&e.event)])?;
+                    }
+                    Change::Dedup { sender, key, ids, recipients } => {
+                        tx.prepare_cached("INSERT OR REPLACE INTO dedup (sender, key, data) VALUES (?1, ?2, ?3)")?
+                            .execute(params![sender, key, to_json(&(ids, recipients))])?;
+                    }
+                    Change::Config(c) => {
+                        tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('config', ?1)")?
+                            .execute([to_json(c)])?;
                     }
                     Change::Run(r) => {
                         tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('run', ?1)")?

@@ -122,7 +122,7 @@ fn print_task(t: &Task) {
 
 /// `agent-team send`
 pub fn send(ctx: &Ctx, to: String, text: String, summary: Option<String>, json: bool) -> Result<ExitCode> {
-    let reply = ctx.connect()?.call(Request::Send { to, body: text, kind: MessageKind::Text, summary })?;
+    let reply = ctx.connect()?.call(Request::Send { to, body: text, kind: MessageKind::Text, summary, dedup: None })?;
     match reply {
         Reply::Sent { ids, recipients } => {
             if json {

@@ -52,7 +52,7 @@ fn messages_arrive_in_order_per_sender_and_sender_is_stamped() {
             std::thread::spawn(move || {
                 for i in 0..200 {
                     // Pipelined: all in flight at once, as fast as the daemon takes them.
-                    c.send(Request::Send { to: "r".into(), body: format!("{i}"), kind: MessageKind::Text, summary: None }).unwrap();
+                    c.send(Request::Send { to: "r".into(), body: format!("{i}"), kind: MessageKind::Text, summary: None, dedup: None }).unwrap();
                 }
                 c.flush().unwrap();
                 for _ in 0..200 {

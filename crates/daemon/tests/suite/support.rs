@@ -85,7 +85,7 @@ pub fn add_task(c: &mut Client, title: &str, blocked_by: &[u64]) -> Task {
 }
 
 pub fn send(c: &mut Client, to: &str, body: &str) -> Result<Reply, agent_team_client::ClientError> {
-    c.call(Request::Send { to: to.into(), body: body.into(), kind: MessageKind::Text, summary: None })
+    c.call(Request::Send { to: to.into(), body: body.into(), kind: MessageKind::Text, summary: None, dedup: None })
 }
 
 pub fn err_code(r: Result<Reply, agent_team_client::ClientError>) -> (ErrorCode, serde_json::Value) {

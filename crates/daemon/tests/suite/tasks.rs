@@ -134,7 +134,7 @@ fn teammate_calling_leader_only_operations_is_denied_and_nothing_changes() {
         Request::Finish { answer: "done".into(), force: true, success: true },
         Request::Register { name: "evil".into(), role: "worker".into() },
         Request::Shutdown,
-        Request::Send { to: "leader".into(), body: "stop".into(), kind: MessageKind::ShutdownRequest, summary: None },
+        Request::Send { to: "leader".into(), body: "stop".into(), kind: MessageKind::ShutdownRequest, summary: None, dedup: None },
     ];
     for req in denied {
         let (code, _) = err_code(b1.call(req.clone()));

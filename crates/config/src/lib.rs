@@ -1,0 +1,83 @@
+//! The team configuration: `agent-team.toml` (SPEC §4), role files in `.agent-team/agents/` and
+//! `.claude/agents/`, and the built-in roles, resolved into one [`TeamConfig`] that the daemon
+//! stores and every agent reads. Also the built-in offline demo team.
+
+mod builtin;
+mod demo;
+mod model;
+pub mod policy;
+mod teamfile;
+
+pub use builtin::{DECIDE_PERMISSION, LEADER_TOOLS, READ_ONLY_TOOLS, TEAMMATE_TOOLS, WORKSPACE_TOOLS, builtin_roles, is_known_tool};
+pub use demo::demo_team;
+pub use model::*;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A problem in a team or role file, located as precisely as the parser allows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// The line, from 1.
+    pub line: Option<usize>,
+    /// The column, from 1.
+    pub col: Option<usize>,
+    /// The field concerned.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+            if let Some(c) = self.col {
+                write!(f, ":{c}")?;
+            }
+        }
+        write!(f, ": ")?;
+        if let Some(field) = &self.field
+            && !self.message.contains(field.as_str())
+        {
+            write!(f, "field `{field}`: ")?;
+        }
+        write!(f, "{}", self.message)
+    }
+}
+
+/// Reads and resolves a team file.
+pub fn load(path: &Path) -> Result<TeamConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        line: None,
+        col: None,
+        field: None,
+        message: format!("cannot read: {e}"),
+    })?;
+    teamfile::parse_team_file(path, &text)
+}
+
+/// A team with no file: built-in roles only, working in `workspace`.
+pub fn empty_team(name: &str, workspace: &Path) -> TeamConfig {
+    TeamConfig {
+        name: name.to_string(),
+        goal: None,
+        backend: BackendKind::Auto,
+        layout: Layout::MainVertical,
+        max_teammates: 10,
+        approver: Approver::Human,
+        permission_timeout_secs: 300,
+        roles: builtin_roles(),
+        teammates: vec![],
+        tasks: vec![],
+        workspace: workspace.to_path_buf(),
+        source: None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,250 @@
+//! The resolved team configuration: what the daemon stores and hands to every agent.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Where an agent's process is placed (SPEC §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    /// tmux if usable, else iTerm2 if running in it with its tooling, else in-process.
+    #[default]
+    Auto,
+    /// One tmux pane per agent.
+    Tmux,
+    /// One iTerm2 pane per agent.
+    Iterm2,
+    /// A headless child process per agent with its output in a log file.
+    Process,
+    /// A task inside the daemon.
+    InProcess,
+}
+
+impl BackendKind {
+    /// The name as written in the team file and shown by `ps`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Auto => "auto",
+            BackendKind::Tmux => "tmux",
+            BackendKind::Iterm2 => "iterm2",
+            BackendKind::Process => "process",
+            BackendKind::InProcess => "in-process",
+        }
+    }
+
+    /// Parses a name as written on the command line.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "auto" => BackendKind::Auto,
+            "tmux" => BackendKind::Tmux,
+            "iterm2" => BackendKind::Iterm2,
+            "process" => BackendKind::Process,
+            "in-process" => BackendKind::InProcess,
+            _ => return None,
+        })
+    }
+}
+
+/// How tmux arranges the panes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layout {
+    /// The leader on the left, teammates stacked on the right.
+    #[default]
+    MainVertical,
+    /// An even grid.
+    Tiled,
+    /// One tmux window per agent.
+    Windows,
+}
+
+/// Which model API drives an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Provider {
+    /// The OpenAI chat-completions API or any server compatible with it.
+    Openai,
+    /// The Anthropic messages API.
+    Anthropic,
+    /// No model: run each task's `run` command (offline).
+    #[default]
+    Exec,
+}
+
+impl Provider {
+    /// The name as written in the team file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Openai => "openai",
+            Provider::Anthropic => "anthropic",
+            Provider::Exec => "exec",
+        }
+    }
+}
+
+/// When a dead agent is started again (SPEC §5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Never.
+    Never,
+    /// When it exits non-zero or is killed by a signal it did not ask for.
+    #[default]
+    OnFailure,
+    /// Whenever it exits, unless it was stopped or the team finished.
+    Always,
+}
+
+/// Whether teammates share the workspace or get their own git worktree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// Everyone works in the team's directory.
+    #[default]
+    Shared,
+    /// Each teammate gets `.agent-team/worktrees/NAME` on branch `agent-team/NAME`.
+    Worktree,
+}
+
+/// A permission policy decision (SPEC §5.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PermAction {
+    /// Run without asking.
+    Allow,
+    /// Ask the approver first.
+    Ask,
+    /// Refuse.
+    Deny,
+}
+
+/// Who answers `ask` requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Approver {
+    /// The human, in the leader's pane or with `agent-team approve/deny`.
+    #[default]
+    Human,
+    /// The leader's model, through its `decide_permission` tool.
+    Leader,
+}
+
+/// One policy rule: `bash = "ask"` or `"bash(cargo test*)" = "allow"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRule {
+    /// The tool.
+    pub tool: String,
+    /// A `*` pattern on the tool's input; none means every input.
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// What to do.
+    pub action: PermAction,
+}
+
+/// A role with every field resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Role {
+    /// The role's name.
+    pub name: String,
+    /// What it is for.
+    pub description: String,
+    /// Its system prompt.
+    pub system_prompt: String,
+    /// The model API.
+    pub provider: Provider,
+    /// The model name.
+    pub model: String,
+    /// The API base URL (OpenAI-compatible servers, proxies).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// The environment variable holding the API key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// The tools it may use.
+    pub tools: Vec<String>,
+    /// Its permission policy, most specific rule first.
+    pub permissions: Vec<PolicyRule>,
+    /// When it is restarted.
+    pub restart: RestartPolicy,
+    /// Shared workspace or own worktree.
+    pub isolation: Isolation,
+    /// The most model turns before it stops.
+    pub max_steps: u32,
+    /// A program to run instead of the built-in worker (it must speak the protocol).
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// Extra environment for its process.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// The model's context window in tokens, for trimming old tool output.
+    pub context_tokens: u32,
+}
+
+/// A teammate the team starts with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Teammate {
+    /// Its name.
+    pub name: String,
+    /// Its role.
+    pub role: String,
+}
+
+/// A task of the initial board.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// Its key (given, or `task-N` by position).
+    pub key: String,
+    /// Its title.
+    pub title: String,
+    /// Its description.
+    #[serde(default)]
+    pub description: String,
+    /// The command the exec provider runs.
+    #[serde(default)]
+    pub run: Option<String>,
+    /// Keys of tasks that must complete first.
+    #[serde(default)]
+    pub after: Vec<String>,
+    /// Assign it to this agent at creation.
+    #[serde(default)]
+    pub assign: Option<String>,
+}
+
+/// The whole resolved team.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TeamConfig {
+    /// The team's name.
+    pub name: String,
+    /// The default goal.
+    #[serde(default)]
+    pub goal: Option<String>,
+    /// The pane backend asked for.
+    pub backend: BackendKind,
+    /// The tmux layout.
+    pub layout: Layout,
+    /// The most teammates at once.
+    pub max_teammates: usize,
+    /// Who answers permission requests.
+    pub approver: Approver,
+    /// Seconds before an unanswered permission request is denied.
+    pub permission_timeout_secs: u64,
+    /// Every role by name (built-ins included).
+    pub roles: BTreeMap<String, Role>,
+    /// The teammates to start with.
+    pub teammates: Vec<Teammate>,
+    /// The initial board, in an order where blockers come first.
+    pub tasks: Vec<TaskSpec>,
+    /// Where agents work (the team file's directory).
+    pub workspace: PathBuf,
+    /// The team file it came from, if any.
+    #[serde(default)]
+    pub source: Option<PathBuf>,
+}
+
+impl TeamConfig {
+    /// A role by name.
+    pub fn role(&self, name: &str) -> Option<&Role> {
+        self.roles.get(name)
+    }
+}

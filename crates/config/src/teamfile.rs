@@ -1,0 +1,411 @@
+//! Reading `agent-team.toml` (SPEC §4) and role files, and resolving them into a [`TeamConfig`].
+//! Every error names the file, the line and the field.
+
+use crate::builtin::{builtin_roles, claude_tool, is_known_tool};
+use crate::model::*;
+use crate::policy::parse_key;
+use crate::ConfigError;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTeamFile {
+    name: Option<Spanned<String>>,
+    goal: Option<String>,
+    backend: Option<BackendKind>,
+    layout: Option<Layout>,
+    max_teammates: Option<usize>,
+    approver: Option<Approver>,
+    permission_timeout: Option<u64>,
+    #[serde(default)]
+    defaults: RawRole,
+    #[serde(default)]
+    roles: BTreeMap<String, Spanned<RawRole>>,
+    #[serde(default)]
+    teammates: Vec<Spanned<RawTeammate>>,
+    #[serde(default)]
+    tasks: Vec<Spanned<RawTask>>,
+}
+
+/// The fields of a role as written; everything optional so layers can be merged.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRole {
+    description: Option<String>,
+    system_prompt: Option<String>,
+    provider: Option<Provider>,
+    model: Option<String>,
+    base_url: Option<String>,
+    api_key_env: Option<String>,
+    tools: Option<Vec<String>>,
+    permissions: Option<BTreeMap<String, PermAction>>,
+    restart: Option<RestartPolicy>,
+    isolation: Option<Isolation>,
+    max_steps: Option<u32>,
+    command: Option<Vec<String>>,
+    env: Option<BTreeMap<String, String>>,
+    context_tokens: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTeammate {
+    name: Spanned<String>,
+    role: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTask {
+    key: Option<String>,
+    title: String,
+    #[serde(default)]
+    description: String,
+    run: Option<String>,
+    #[serde(default)]
+    after: Vec<String>,
+    assign: Option<String>,
+}
+
+/// Where a byte offset falls, as (line, column), both from 1.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(before.len(), |i| before.len() - i - 1) + 1;
+    (line, col)
+}
+
+struct Ctx<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, span: Option<std::ops::Range<usize>>, field: &str, message: impl Into<String>) -> ConfigError {
+        let (line, col) = span.map(|s| line_col(self.text, s.start)).map_or((None, None), |(l, c)| (Some(l), Some(c)));
+        ConfigError { file: self.path.to_path_buf(), line, col, field: Some(field.to_string()), message: message.into() }
+    }
+}
+
+/// Parses and resolves a team file. `workspace` defaults to the file's directory.
+pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigError> {
+    let cx = Ctx { path, text };
+    let raw: RawTeamFile = toml::from_str(text).map_err(|e| {
+        let field = e.message().split('`').nth(1).map(str::to_string);
+        let (line, col) = e.span().map(|s| line_col(text, s.start)).map_or((None, None), |(l, c)| (Some(l), Some(c)));
+        ConfigError { file: path.to_path_buf(), line, col, field, message: e.message().trim().to_string() }
+    })?;
+    let dir = path.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| PathBuf::from("."));
+    let workspace = std::fs::canonicalize(&dir).unwrap_or(dir);
+    let name = match &raw.name {
+        Some(n) => {
+            agent_team_protocol::names::validate("team", n.get_ref()).map_err(|m| cx.err(Some(n.span()), "name", m))?;
+            n.get_ref().clone()
+        }
+        None => "default".to_string(),
+    };
+
+    // Roles: built-ins, then role files, then [roles.X] over them; [defaults] under all.
+    let mut layers: BTreeMap<String, RawRole> = BTreeMap::new();
+    for (name, role) in load_role_files(&workspace)? {
+        layers.insert(name, role);
+    }
+    for (rname, r) in &raw.roles {
+        agent_team_protocol::names::validate("role", rname)
+            .map_err(|m| cx.err(Some(r.span()), &format!("roles.{rname}"), m))?;
+        let merged = match layers.remove(rname) {
+            Some(base) => overlay(base, r.get_ref().clone()),
+            None => r.get_ref().clone(),
+        };
+        layers.insert(rname.clone(), merged);
+    }
+    let mut roles = builtin_roles();
+    for (rname, layer) in layers {
+        let span = raw.roles.get(&rname).map(|r| r.span());
+        let base = roles.get(&rname).cloned();
+        let role = resolve_role(&cx, &rname, base, &raw.defaults, layer, span)?;
+        roles.insert(rname, role);
+    }
+    // Built-ins not overridden still take [defaults] (provider, model, …).
+    let overridden: HashSet<String> = raw.roles.keys().cloned().collect();
+    for (rname, role) in roles.iter_mut() {
+        if !overridden.contains(rname) {
+            *role = resolve_role(&cx, rname, Some(role.clone()), &raw.defaults, RawRole::default(), None)?;
+        }
+    }
+
+    let max_teammates = raw.max_teammates.unwrap_or(10);
+    let mut teammates = Vec::new();
+    let mut seen = HashSet::new();
+    for t in &raw.teammates {
+        let tm = t.get_ref();
+        let n = tm.name.get_ref();
+        agent_team_protocol::names::validate("agent", n).map_err(|m| cx.err(Some(tm.name.span()), "teammates.name", m))?;
+        if n == agent_team_protocol::names::LEADER {
+            return Err(cx.err(Some(tm.name.span()), "teammates.name", "the name `leader` is reserved for the leader"));
+        }
+        if !seen.insert(n.clone()) {
+            return Err(cx.err(Some(tm.name.span()), "teammates.name", format!("teammate {n:?} is listed twice")));
+        }
+        let role = tm.role.as_ref().map(|r| r.get_ref().clone()).unwrap_or_else(|| "worker".to_string());
+        if !roles.contains_key(&role) {
+            let span = tm.role.as_ref().map(|r| r.span()).unwrap_or(t.span());
+            let known: Vec<&String> = roles.keys().collect();
+            return Err(cx.err(Some(span), "teammates.role", format!("unknown role {role:?}; known roles: {known:?}")));
+        }
+        teammates.push(Teammate { name: n.clone(), role });
+    }
+    if teammates.len() > max_teammates {
+        return Err(cx.err(None, "teammates", format!("{} teammates listed but max_teammates is {max_teammates}", teammates.len())));
+    }
+
+    let tasks = resolve_tasks(&cx, &raw.tasks, &teammates)?;
+    Ok(TeamConfig {
+        name,
+        goal: raw.goal,
+        backend: raw.backend.unwrap_or_default(),
+        layout: raw.layout.unwrap_or_default(),
+        max_teammates,
+        approver: raw.approver.unwrap_or_default(),
+        permission_timeout_secs: raw.permission_timeout.unwrap_or(300),
+        roles,
+        teammates,
+        tasks,
+        workspace,
+        source: Some(path.to_path_buf()),
+    })
+}
+
+fn overlay(base: RawRole, top: RawRole) -> RawRole {
+    RawRole {
+        description: top.description.or(base.description),
+        system_prompt: top.system_prompt.or(base.system_prompt),
+        provider: top.provider.or(base.provider),
+        model: top.model.or(base.model),
+        base_url: top.base_url.or(base.base_url),
+        api_key_env: top.api_key_env.or(base.api_key_env),
+        tools: top.tools.or(base.tools),
+        permissions: top.permissions.or(base.permissions),
+        restart: top.restart.or(base.restart),
+        isolation: top.isolation.or(base.isolation),
+        max_steps: top.max_steps.or(base.max_steps),
+        command: top.command.or(base.command),
+        env: top.env.or(base.env),
+        context_tokens: top.context_tokens.or(base.context_tokens),
+    }
+}
+
+fn resolve_role(
+    cx: &Ctx<'_>,
+    name: &str,
+    base: Option<Role>,
+    defaults: &RawRole,
+    layer: RawRole,
+    span: Option<std::ops::Range<usize>>,
+) -> Result<Role, ConfigError> {
+    let r = overlay(defaults.clone(), layer);
+    let fallback = base.unwrap_or_else(|| Role {
+        name: name.to_string(),
+        description: String::new(),
+        system_prompt: String::new(),
+        provider: Provider::Exec,
+        model: String::new(),
+        base_url: None,
+        api_key_env: None,
+        tools: crate::builtin::WORKSPACE_TOOLS.iter().map(|s| s.to_string()).collect(),
+        permissions: vec![],
+        restart: RestartPolicy::OnFailure,
+        isolation: Isolation::Shared,
+        max_steps: 50,
+        command: None,
+        env: BTreeMap::new(),
+        context_tokens: 128_000,
+    });
+    let tools = match r.tools {
+        Some(t) => {
+            for tool in &t {
+                if !is_known_tool(tool) {
+                    return Err(cx.err(span.clone(), &format!("roles.{name}.tools"), format!("unknown tool {tool:?}")));
+                }
+            }
+            t
+        }
+        None => fallback.tools.clone(),
+    };
+    let permissions = match r.permissions {
+        Some(p) => {
+            let mut rules = Vec::new();
+            for (key, action) in p {
+                let Some((tool, pattern)) = parse_key(&key) else {
+                    return Err(cx.err(span.clone(), &format!("roles.{name}.permissions"), format!("bad rule {key:?}: use `tool` or `tool(pattern*)`")));
+                };
+                if tool != "*" && !is_known_tool(&tool) {
+                    return Err(cx.err(span.clone(), &format!("roles.{name}.permissions"), format!("unknown tool {tool:?} in rule {key:?}")));
+                }
+                rules.push(PolicyRule { tool, pattern, action });
+            }
+            rules
+        }
+        None => fallback.permissions.clone(),
+    };
+    if let Some(cmd) = &r.command
+        && cmd.is_empty()
+    {
+        return Err(cx.err(span, &format!("roles.{name}.command"), "command must name a program"));
+    }
+    Ok(Role {
+        name: name.to_string(),
+        description: r.description.unwrap_or(fallback.description),
+        system_prompt: r.system_prompt.unwrap_or(fallback.system_prompt),
+        provider: r.provider.unwrap_or(fallback.provider),
+        model: r.model.unwrap_or(fallback.model),
+        base_url: r.base_url.or(fallback.base_url),
+        api_key_env: r.api_key_env.or(fallback.api_key_env),
+        tools,
+        permissions,
+        restart: r.restart.unwrap_or(fallback.restart),
+        isolation: r.isolation.unwrap_or(fallback.isolation),
+        max_steps: r.max_steps.unwrap_or(fallback.max_steps),
+        command: r.command.or(fallback.command),
+        env: r.env.unwrap_or(fallback.env),
+        context_tokens: r.context_tokens.unwrap_or(fallback.context_tokens),
+    })
+}
+
+fn resolve_tasks(cx: &Ctx<'_>, raw: &[Spanned<RawTask>], teammates: &[Teammate]) -> Result<Vec<TaskSpec>, ConfigError> {
+    let mut specs: Vec<(TaskSpec, std::ops::Range<usize>)> = Vec::new();
+    let mut keys = HashMap::new();
+    for (i, t) in raw.iter().enumerate() {
+        let rt = t.get_ref();
+        let key = rt.key.clone().unwrap_or_else(|| format!("task-{}", i + 1));
+        if rt.title.trim().is_empty() {
+            return Err(cx.err(Some(t.span()), "tasks.title", "a task needs a non-empty title"));
+        }
+        if keys.insert(key.clone(), i).is_some() {
+            return Err(cx.err(Some(t.span()), "tasks.key", format!("task key {key:?} is used twice")));
+        }
+        if let Some(a) = &rt.assign
+            && a != agent_team_protocol::names::LEADER
+            && !teammates.iter().any(|m| &m.name == a)
+        {
+            return Err(cx.err(Some(t.span()), "tasks.assign", format!("no teammate {a:?} to assign to")));
+        }
+        specs.push((
+            TaskSpec {
+                key,
+                title: rt.title.clone(),
+                description: rt.description.clone(),
+                run: rt.run.clone(),
+                after: rt.after.clone(),
+                assign: rt.assign.clone(),
+            },
+            t.span(),
+        ));
+    }
+    for (s, span) in &specs {
+        for a in &s.after {
+            if !keys.contains_key(a) {
+                return Err(cx.err(Some(span.clone()), "tasks.after", format!("task {:?} waits for unknown key {a:?}", s.key)));
+            }
+        }
+    }
+    // Order so every task comes after its blockers; a cycle is an error.
+    let mut done: HashSet<String> = HashSet::new();
+    let mut ordered = Vec::new();
+    while ordered.len() < specs.len() {
+        let before = ordered.len();
+        for (s, _) in &specs {
+            if !done.contains(&s.key) && s.after.iter().all(|a| done.contains(a)) {
+                done.insert(s.key.clone());
+                ordered.push(s.clone());
+            }
+        }
+        if ordered.len() == before {
+            let (stuck, span) = specs.iter().find(|(s, _)| !done.contains(&s.key)).map(|(s, sp)| (s.key.clone(), sp.clone())).unwrap_or_default();
+            return Err(cx.err(Some(span), "tasks.after", format!("task {stuck:?} is part of a dependency cycle")));
+        }
+    }
+    Ok(ordered)
+}
+
+/// Front matter of a role file.
+#[derive(Debug, Deserialize)]
+struct FrontMatter {
+    name: Option<String>,
+    description: Option<String>,
+    tools: Option<serde_yaml_ng::Value>,
+    model: Option<String>,
+    #[serde(flatten)]
+    _other: BTreeMap<String, serde_yaml_ng::Value>,
+}
+
+/// Roles from `.claude/agents/*.md` then `.agent-team/agents/*.md` (the latter wins).
+fn load_role_files(workspace: &Path) -> Result<Vec<(String, RawRole)>, ConfigError> {
+    let mut out = Vec::new();
+    for sub in [".claude/agents", ".agent-team/agents"] {
+        let dir = workspace.join(sub);
+        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        let mut files: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "md")).collect();
+        files.sort();
+        for f in files {
+            out.push(parse_role_file(&f)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Parses one markdown role file: YAML front matter between `---` lines, then the prompt.
+pub(crate) fn parse_role_file(path: &Path) -> Result<(String, RawRole), ConfigError> {
+    let err = |line: Option<usize>, field: Option<&str>, message: String| ConfigError {
+        file: path.to_path_buf(),
+        line,
+        col: None,
+        field: field.map(str::to_string),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(None, None, format!("cannot read: {e}")))?;
+    let rest = text.strip_prefix("---\n").or_else(|| text.strip_prefix("---\r\n")).ok_or_else(|| {
+        err(Some(1), None, "a role file starts with `---` and YAML front matter (name, description, tools, model)".into())
+    })?;
+    let end = rest.find("\n---").ok_or_else(|| err(None, None, "the front matter is not closed with `---`".into()))?;
+    let (yaml, body) = (&rest[..end], &rest[end + 4..]);
+    let fm: FrontMatter = serde_yaml_ng::from_str(yaml).map_err(|e| {
+        err(e.location().map(|l| l.line() + 1), None, format!("bad front matter: {e}"))
+    })?;
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("role").to_string();
+    let name = fm.name.unwrap_or(stem);
+    agent_team_protocol::names::validate("role", &name).map_err(|m| err(Some(2), Some("name"), m))?;
+    let tools = match fm.tools {
+        None => None,
+        Some(serde_yaml_ng::Value::String(s)) => Some(s.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect::<Vec<_>>()),
+        Some(serde_yaml_ng::Value::Sequence(seq)) => Some(seq.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()),
+        Some(_) => return Err(err(None, Some("tools"), "tools is a list or a comma-separated string".into())),
+    };
+    let tools = match tools {
+        Some(list) => {
+            let mut mapped = Vec::new();
+            for t in list {
+                let ours = claude_tool(&t).map(str::to_string).unwrap_or(t.clone());
+                if !is_known_tool(&ours) {
+                    return Err(err(None, Some("tools"), format!("unknown tool {t:?}")));
+                }
+                if !mapped.contains(&ours) {
+                    mapped.push(ours);
+                }
+            }
+            Some(mapped)
+        }
+        None => None,
+    };
+    let role = RawRole {
+        description: fm.description,
+        system_prompt: Some(body.trim().to_string()).filter(|b| !b.is_empty()),
+        model: fm.model.filter(|m| m != "inherit"),
+        tools,
+        ..Default::default()
+    };
+    Ok((name, role))
+}

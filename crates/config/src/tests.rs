@@ -1,0 +1,128 @@
+//! Team file parsing and resolution.
+
+use super::*;
+use std::path::Path;
+
+fn parse(text: &str) -> Result<TeamConfig, ConfigError> {
+    crate::teamfile::parse_team_file(Path::new("agent-team.toml"), text)
+}
+
+#[test]
+fn spec_example_resolves() {
+    let cfg = parse(
+        r#"
+name = "webapp"
+goal = "Add input validation to every API endpoint"
+backend = "auto"
+layout = "main-vertical"
+max_teammates = 10
+
+[defaults]
+provider = "openai"
+model = "gpt-4.1-mini"
+base_url = "http://127.0.0.1:11434/v1"
+api_key_env = "OPENAI_API_KEY"
+restart = "on-failure"
+
+[roles.builder]
+description = "Implements code changes"
+system_prompt = "You are a careful Rust engineer."
+tools = ["read_file", "write_file", "edit_file", "list_files", "grep", "bash"]
+permissions = { bash = "ask", write_file = "allow", "bash(cargo test*)" = "allow" }
+isolation = "shared"
+
+[roles.leader]
+model = "gpt-4.1"
+
+[[teammates]]
+name = "builder-1"
+role = "builder"
+
+[[tasks]]
+key = "lint"
+title = "Run clippy"
+run = "cargo clippy"
+[[tasks]]
+title = "Run tests"
+run = "cargo test"
+after = ["lint"]
+"#,
+    )
+    .unwrap();
+    assert_eq!(cfg.name, "webapp");
+    let b = cfg.role("builder").unwrap();
+    assert_eq!(b.provider, Provider::Openai);
+    assert_eq!(b.model, "gpt-4.1-mini");
+    assert_eq!(policy::decide(&b.permissions, "bash", "cargo test -q"), PermAction::Allow);
+    assert_eq!(policy::decide(&b.permissions, "bash", "rm -rf /"), PermAction::Ask);
+    let l = cfg.role("leader").unwrap();
+    assert_eq!((l.model.as_str(), l.provider), ("gpt-4.1", Provider::Openai));
+    assert!(!l.system_prompt.is_empty(), "overriding one field keeps the built-in's others");
+    assert_eq!(cfg.tasks[1].after, vec!["lint"]);
+    assert_eq!(cfg.tasks[1].key, "task-2");
+}
+
+#[test]
+fn unknown_key_is_an_error_with_line_and_field() {
+    let e = parse("name = \"x\"\n\n[roles.builder]\ncolour = \"red\"\n").unwrap_err();
+    assert_eq!(e.line, Some(4), "{e}");
+    assert_eq!(e.field.as_deref(), Some("colour"), "{e}");
+    assert!(e.to_string().starts_with("agent-team.toml:4:"), "{e}");
+}
+
+#[test]
+fn semantic_errors_name_the_place() {
+    let e = parse("[[teammates]]\nname = \"b1\"\nrole = \"nope\"\n").unwrap_err();
+    assert_eq!((e.line, e.field.as_deref()), (Some(3), Some("teammates.role")), "{e}");
+    let e = parse("[[teammates]]\nname = \"Bad Name\"\n").unwrap_err();
+    assert_eq!(e.line, Some(2), "{e}");
+    let e = parse("[[tasks]]\nkey = \"a\"\ntitle = \"A\"\nafter = [\"b\"]\n[[tasks]]\nkey = \"b\"\ntitle = \"B\"\nafter = [\"a\"]\n").unwrap_err();
+    assert!(e.message.contains("cycle"), "{e}");
+    let e = parse("[[tasks]]\ntitle = \"A\"\nafter = [\"zzz\"]\n").unwrap_err();
+    assert!(e.message.contains("zzz"), "{e}");
+    let e = parse("[roles.x]\ntools = [\"teleport\"]\n").unwrap_err();
+    assert!(e.message.contains("teleport"), "{e}");
+    let e = parse("backend = \"screen\"\n").unwrap_err();
+    assert_eq!(e.line, Some(1), "{e}");
+}
+
+#[test]
+fn tasks_are_ordered_blockers_first() {
+    let cfg = parse("[[tasks]]\nkey = \"b\"\ntitle = \"B\"\nafter = [\"a\"]\n[[tasks]]\nkey = \"a\"\ntitle = \"A\"\n").unwrap();
+    assert_eq!(cfg.tasks.iter().map(|t| t.key.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+}
+
+#[test]
+fn role_files_claude_and_ours() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join(".claude/agents")).unwrap();
+    std::fs::create_dir_all(dir.path().join(".agent-team/agents")).unwrap();
+    std::fs::write(
+        dir.path().join(".claude/agents/auditor.md"),
+        "---\nname: auditor\ndescription: Audits code\ntools: Read, Grep, Glob\nmodel: inherit\n---\nYou audit.\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join(".agent-team/agents/tester.md"), "---\ndescription: Tests\ntools: [bash, read_file]\n---\nYou test.\n").unwrap();
+    std::fs::write(dir.path().join("agent-team.toml"), "[roles.tester]\nmodel = \"m\"\n").unwrap();
+    let cfg = load(&dir.path().join("agent-team.toml")).unwrap();
+    let a = cfg.role("auditor").unwrap();
+    assert_eq!(a.tools, vec!["read_file", "grep", "list_files"]);
+    assert_eq!(a.system_prompt, "You audit.");
+    let t = cfg.role("tester").unwrap();
+    assert_eq!((t.model.as_str(), t.system_prompt.as_str()), ("m", "You test."));
+
+    std::fs::write(dir.path().join(".agent-team/agents/bad.md"), "---\ntools: [warp]\n---\nx\n").unwrap();
+    let e = load(&dir.path().join("agent-team.toml")).unwrap_err();
+    assert!(e.file.ends_with("bad.md"), "{e}");
+    assert_eq!(e.field.as_deref(), Some("tools"));
+}
+
+#[test]
+fn demo_team_is_valid() {
+    let cfg = demo_team(Path::new("/tmp")).unwrap();
+    assert_eq!(cfg.teammates.len(), 3);
+    assert_eq!(cfg.tasks.len(), 8);
+    let w = cfg.role("worker").unwrap();
+    assert_eq!(policy::decide(&w.permissions, "bash", cfg.tasks.iter().find(|t| t.key == "publish").unwrap().run.as_deref().unwrap()), PermAction::Ask);
+    assert_eq!(policy::decide(&w.permissions, "bash", "wc -l x"), PermAction::Allow);
+}

@@ -1,0 +1,822 @@
+//! Agent lifecycle (SPEC §5.1): spawn with a connect-back deadline and roster rollback, exit
+//! detection, the restart policy with exponential backoff and `failed` after five quick
+//! failures, kill, restart in place, and the shutdown of the whole team.
+//!
+//! The core is the one owner of every agent's lifecycle: requests and process events are applied
+//! in order on its thread, and each incarnation is numbered so a late event from an old process
+//! cannot touch its successor. Blocking backend calls run on tokio's blocking pool and report
+//! back as [`SupEvent`]s.
+
+use crate::conn::ConnId;
+use crate::core::{Core, CoreMsg, Timer};
+use agent_team_config::{BackendKind, RestartPolicy, TeamConfig};
+use agent_team_pane::{ExitInfo, LaunchSpec, Launched, Liveness, PaneBackend, env};
+use agent_team_protocol::names::LEADER;
+use agent_team_protocol::*;
+use agent_team_state::{Actor, AgentRecord};
+use serde_json::json;
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a spawned agent has to connect back.
+pub const CONNECT_DEADLINE: Duration = Duration::from_secs(15);
+/// How long an agent gets between SIGTERM and SIGKILL.
+pub const KILL_GRACE: Duration = Duration::from_secs(5);
+/// How long an agent asked to shut down gets to exit on its own.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// The window in which failures count as quick.
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Quick failures after which an agent is `failed`.
+const MAX_QUICK_FAILURES: usize = 5;
+/// How often live agents are checked (exits of our own children are also noticed at SIGCHLD).
+pub const POLL_EVERY: Duration = Duration::from_millis(500);
+
+/// What the blocking pool reports back.
+#[derive(Debug)]
+pub enum SupEvent {
+    /// A launch finished.
+    Launched {
+        /// The agent.
+        name: String,
+        /// The incarnation launched.
+        incarnation: u64,
+        /// What happened.
+        result: Result<Launched, String>,
+    },
+    /// A stop finished.
+    Stopped {
+        /// The agent.
+        name: String,
+        /// The incarnation stopped.
+        incarnation: u64,
+        /// What happened.
+        result: Result<(), String>,
+    },
+    /// A liveness round finished.
+    Polled {
+        /// (agent, incarnation, finding)
+        results: Vec<(String, u64, Liveness)>,
+    },
+}
+
+/// Why an agent is being stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopReason {
+    /// `agent-team kill`.
+    Operator,
+    /// `agent-team down` or a signal to the daemon.
+    Shutdown,
+    /// The leader finished the team.
+    Finished,
+    /// `agent-team restart`: stop, then start again.
+    Restart,
+}
+
+/// A request answered only when the agent gets somewhere.
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    conn: ConnId,
+    id: u64,
+    until: Until,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Until {
+    Connected,
+    Down,
+}
+
+/// The supervisor's view of one agent.
+#[derive(Debug, Default)]
+pub(crate) struct Runtime {
+    /// The current process, if one runs.
+    launched: Option<Launched>,
+    /// The last place it ran (kept so a restart reuses its pane).
+    place: Option<Launched>,
+    /// A blocking launch or stop is in flight.
+    busy: bool,
+    stop: Option<StopReason>,
+    failures: VecDeque<Instant>,
+    waiters: Vec<Waiter>,
+    /// Not yet connected once: a failure now rolls the roster back.
+    first_spawn: bool,
+}
+
+/// Supervisor state held by the core.
+#[derive(Default)]
+pub struct Supervisor {
+    pub(crate) runtimes: HashMap<String, Runtime>,
+    pub(crate) backend: Option<Arc<dyn PaneBackend>>,
+    pub(crate) config: Option<TeamConfig>,
+    pub(crate) poll_busy: bool,
+    /// How to build backends and launch agents.
+    pub(crate) env: SupervisorEnv,
+}
+
+/// What the daemon was given to launch agents with.
+#[derive(Clone, Default)]
+pub struct SupervisorEnv {
+    /// The worker executable.
+    pub worker_exe: Option<PathBuf>,
+    /// Runs agents inside the daemon for the in-process backend.
+    pub runner: Option<Arc<dyn agent_team_pane::inprocess::AgentRunner>>,
+    /// Builds backends the pane crate cannot build alone (tmux, iTerm2), by kind.
+    pub factory: Option<Arc<dyn Fn(BackendKind, &TeamConfig) -> Result<Arc<dyn PaneBackend>, String> + Send + Sync>>,
+}
+
+impl std::fmt::Debug for SupervisorEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SupervisorEnv").field("worker_exe", &self.worker_exe).finish_non_exhaustive()
+    }
+}
+
+fn err(code: ErrorCode, msg: impl Into<String>) -> ErrorBody {
+    ErrorBody::new(code, msg)
+}
+
+impl Core {
+    /// Loads the stored configuration and re-adopts agents that were running before a restart.
+    pub(crate) fn sup_recover(&mut self) {
+        self.sup.config = self.state.config().and_then(|v| serde_json::from_value(v.clone()).ok());
+        let now = Timestamp::now();
+        let records: Vec<AgentRecord> = self.state.agent_records().cloned().collect();
+        for rec in records {
+            let info = &rec.info;
+            let rt = self.sup.runtimes.entry(info.name.clone()).or_default();
+            if info.backend == "external" {
+                continue;
+            }
+            let place = info.pid.map(|pid| Launched { pid, pgid: info.pgid, pane: info.pane.clone() });
+            rt.place = place.clone();
+            match info.status {
+                AgentStatus::Starting | AgentStatus::Running | AgentStatus::Idle | AgentStatus::Waiting => {
+                    // Maybe still alive: watch it, and give it the connect-back deadline again.
+                    rt.launched = place;
+                    if rt.launched.is_none() {
+                        // Crashed between adding and launching: start it.
+                        self.schedule(Duration::ZERO, Timer::Restart(info.name.clone(), info.incarnation));
+                    } else {
+                        self.schedule(CONNECT_DEADLINE, Timer::Connect(info.name.clone(), info.incarnation));
+                    }
+                }
+                AgentStatus::Backoff => {
+                    self.state.set_agent_status(&info.name, AgentStatus::Backoff, Some("daemon restarted".into()), now);
+                    self.schedule(Duration::from_millis(100), Timer::Restart(info.name.clone(), info.incarnation));
+                }
+                _ => {}
+            }
+        }
+        self.schedule(POLL_EVERY, Timer::Poll);
+    }
+
+    fn backend(&mut self) -> Result<Arc<dyn PaneBackend>, ErrorBody> {
+        if let Some(b) = &self.sup.backend {
+            return Ok(b.clone());
+        }
+        let cfg = self.sup.config.clone().ok_or_else(|| {
+            err(ErrorCode::InvalidState, "the team has no configuration yet; start it with `agent-team up`")
+        })?;
+        let backend: Arc<dyn PaneBackend> = match cfg.backend {
+            BackendKind::Process => Arc::new(agent_team_pane::process::ProcessBackend::new()),
+            BackendKind::InProcess => match &self.sup.env.runner {
+                Some(r) => Arc::new(agent_team_pane::inprocess::InProcessBackend::new(r.clone())),
+                None => return Err(err(ErrorCode::InvalidState, "this daemon cannot run agents in-process")),
+            },
+            kind => match &self.sup.env.factory {
+                Some(f) => f(kind, &cfg).map_err(|e| err(ErrorCode::InvalidState, e))?,
+                None => return Err(err(ErrorCode::InvalidState, format!("backend {} is not available in this daemon", kind.as_str()))),
+            },
+        };
+        self.sup.backend = Some(backend.clone());
+        Ok(backend)
+    }
+
+    /// `configure`: store the team configuration.
+    pub(crate) fn configure(&mut self, actor: &Actor, config: serde_json::Value) -> Result<Reply, ErrorBody> {
+        let parsed: TeamConfig = serde_json::from_value(config.clone())
+            .map_err(|e| err(ErrorCode::BadRequest, format!("invalid team configuration: {e}")))?;
+        if parsed.name != self.cfg.team {
+            return Err(err(ErrorCode::BadRequest, format!("the configuration is for team {:?}, not {:?}", parsed.name, self.cfg.team)));
+        }
+        if parsed.backend == BackendKind::Auto {
+            return Err(err(ErrorCode::BadRequest, "resolve backend `auto` before configuring the daemon"));
+        }
+        if let Some(current) = &self.sup.config
+            && current.backend != parsed.backend
+            && self.sup.runtimes.values().any(|r| r.launched.is_some())
+        {
+            return Err(ErrorBody::with_details(
+                ErrorCode::InvalidState,
+                format!("the team runs on the {} backend; `agent-team down` before switching to {}", current.backend.as_str(), parsed.backend.as_str()),
+                json!({"backend": current.backend.as_str()}),
+            ));
+        }
+        self.state.set_config(actor, config)?;
+        if self.sup.config.as_ref().map(|c| c.backend) != Some(parsed.backend) {
+            self.sup.backend = None;
+        }
+        self.sup.config = Some(parsed);
+        Ok(Reply::Done)
+    }
+
+    /// `start_run`: record the goal and start the leader.
+    pub(crate) fn start_run(&mut self, actor: &Actor, goal: Option<String>) -> Result<Reply, ErrorBody> {
+        let cfg = self.sup.config.clone().ok_or_else(|| err(ErrorCode::InvalidState, "configure the team before starting a run"))?;
+        let goal = goal.or(cfg.goal.clone());
+        self.state.start_run(actor, goal, Timestamp::now())?;
+        match self.state.agent(LEADER).map(|a| a.info.status) {
+            None => {
+                self.add_and_launch(LEADER, LEADER, None)?;
+            }
+            Some(s) if s.is_down() => self.restart_agent(LEADER, None)?,
+            Some(_) => {}
+        }
+        Ok(Reply::Done)
+    }
+
+    /// `spawn`: add a teammate and launch it; answered once it has connected.
+    pub(crate) fn spawn_request(&mut self, actor: &Actor, conn: ConnId, id: u64, role: String, name: Option<String>) -> Result<Option<Reply>, ErrorBody> {
+        if !actor.is_privileged() {
+            return Err(ErrorBody::with_details(ErrorCode::PermissionDenied, "only the leader or the operator may spawn teammates", json!({"agent": actor.name()})));
+        }
+        let cfg = self.sup.config.clone().ok_or_else(|| err(ErrorCode::InvalidState, "configure the team before spawning"))?;
+        if !cfg.roles.contains_key(&role) {
+            let known: Vec<&String> = cfg.roles.keys().collect();
+            return Err(ErrorBody::with_details(ErrorCode::NotFound, format!("no role {role:?}"), json!({"role": role, "valid": known})));
+        }
+        let name = match name {
+            Some(n) => n,
+            None => (1..).map(|i| format!("{role}-{i}")).find(|n| self.state.agent(n).is_none()).unwrap_or_default(),
+        };
+        if name == LEADER || role == LEADER {
+            return Err(err(ErrorCode::BadRequest, "the leader is started by `up`/`run`, not spawned"));
+        }
+        if let Some(existing) = self.state.agent(&name) {
+            // Idempotent for a teammate of the same role that is alive: the leader may ask twice.
+            if existing.info.role == role && !existing.info.status.is_down() {
+                return Ok(Some(Reply::Agent { agent: existing.info.clone() }));
+            }
+        }
+        if self.state.teammate_count() >= cfg.max_teammates {
+            return Err(ErrorBody::with_details(
+                ErrorCode::InvalidState,
+                format!("the team already has {} teammates (max_teammates = {})", self.state.teammate_count(), cfg.max_teammates),
+                json!({"max_teammates": cfg.max_teammates}),
+            ));
+        }
+        self.add_and_launch(&name, &role, Some((conn, id)))?;
+        Ok(None)
+    }
+
+    fn add_and_launch(&mut self, name: &str, role: &str, waiter: Option<(ConnId, u64)>) -> Result<(), ErrorBody> {
+        let backend = self.backend()?;
+        let secret = agent_team_paths::new_secret().map_err(|e| err(ErrorCode::Internal, format!("cannot make a secret: {e}")))?;
+        let now = Timestamp::now();
+        let info = AgentInfo {
+            name: name.to_string(),
+            role: role.to_string(),
+            status: AgentStatus::Starting,
+            backend: backend.kind().to_string(),
+            pid: None,
+            pgid: None,
+            pane: None,
+            incarnation: 0,
+            restarts: 0,
+            current_task: None,
+            last_activity: now,
+            connected: false,
+            last_exit: None,
+            error: None,
+        };
+        self.state.add_agent(&Actor::Daemon, AgentRecord { info, secret, spec: json!({"role": role}) }, now)?;
+        let rt = self.sup.runtimes.entry(name.to_string()).or_default();
+        *rt = Runtime { first_spawn: true, ..Default::default() };
+        if let Some((conn, id)) = waiter {
+            rt.waiters.push(Waiter { conn, id, until: Until::Connected });
+        }
+        self.launch(name);
+        Ok(())
+    }
+
+    /// Starts the next incarnation (in the same pane when there is one).
+    fn launch(&mut self, name: &str) {
+        let Some(rec) = self.state.agent(name).cloned() else { return };
+        let backend = match self.backend() {
+            Ok(b) => b,
+            Err(e) => return self.launch_failed(name, rec.info.incarnation + 1, e.message),
+        };
+        let incarnation = rec.info.incarnation + 1;
+        let spec = match self.launch_spec(&rec, incarnation) {
+            Ok(s) => s,
+            Err(e) => return self.launch_failed(name, incarnation, e),
+        };
+        let now = Timestamp::now();
+        self.state.update_agent(name, |a| {
+            a.info.incarnation = incarnation;
+            a.info.pid = None;
+            a.info.connected = false;
+        });
+        self.state.set_agent_status(name, AgentStatus::Starting, Some(format!("incarnation {incarnation}")), now);
+        let place = {
+            let rt = self.sup.runtimes.entry(name.to_string()).or_default();
+            rt.busy = true;
+            rt.place.clone()
+        };
+        let tx = self.self_tx.clone();
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || {
+            let result = match &place {
+                Some(p) if p.pane.is_some() => backend.respawn(&spec, p),
+                _ => backend.spawn(&spec),
+            };
+            let _ = tx.send(CoreMsg::Sup(SupEvent::Launched { name, incarnation, result: result.map_err(|e| e.to_string()) }));
+        });
+    }
+
+    fn launch_spec(&self, rec: &AgentRecord, incarnation: u64) -> Result<LaunchSpec, String> {
+        let cfg = self.sup.config.as_ref().ok_or("no team configuration")?;
+        let role = cfg.role(&rec.info.role).ok_or_else(|| format!("role {:?} is not in the configuration", rec.info.role))?;
+        let argv = match &role.command {
+            Some(c) => c.clone(),
+            None => {
+                let exe = self.sup.env.worker_exe.clone().ok_or("no worker executable configured")?;
+                vec![exe.display().to_string()]
+            }
+        };
+        let mut envs = vec![
+            (env::SOCKET.to_string(), self.cfg.paths.socket.display().to_string()),
+            (env::TEAM.to_string(), self.cfg.team.clone()),
+            (env::NAME.to_string(), rec.info.name.clone()),
+            (env::SECRET.to_string(), rec.secret.clone()),
+            (env::INCARNATION.to_string(), incarnation.to_string()),
+            (env::LOG_FILE.to_string(), self.cfg.paths.agent_log(&rec.info.name).display().to_string()),
+        ];
+        for (k, v) in &role.env {
+            envs.push((k.clone(), v.clone()));
+        }
+        Ok(LaunchSpec {
+            name: rec.info.name.clone(),
+            role: rec.info.role.clone(),
+            argv,
+            env: envs,
+            env_remove: vec!["TMUX".into(), "TMUX_PANE".into()],
+            cwd: cfg.workspace.clone(),
+            log: self.cfg.paths.agent_log(&rec.info.name),
+            title: format!("{} · {}", rec.info.name, rec.info.role),
+        })
+    }
+
+    fn launch_failed(&mut self, name: &str, incarnation: u64, why: String) {
+        tracing::warn!(agent = name, incarnation, "launch failed: {why}");
+        if let Some(rt) = self.sup.runtimes.get_mut(name) {
+            rt.busy = false;
+        }
+        self.failure(name, format!("could not start: {why}"));
+    }
+
+    /// A blocking operation reported back.
+    pub(crate) fn sup_event(&mut self, ev: SupEvent) {
+        match ev {
+            SupEvent::Launched { name, incarnation, result } => self.on_launched(&name, incarnation, result),
+            SupEvent::Stopped { name, incarnation, result } => self.on_stopped(&name, incarnation, result),
+            SupEvent::Polled { results } => {
+                self.sup.poll_busy = false;
+                for (name, incarnation, live) in results {
+                    if let Liveness::Exited(exit) = live {
+                        self.on_exit(&name, incarnation, exit);
+                    }
+                }
+            }
+        }
+    }
+
+    fn current_incarnation(&self, name: &str) -> Option<u64> {
+        self.state.agent(name).map(|a| a.info.incarnation)
+    }
+
+    fn on_launched(&mut self, name: &str, incarnation: u64, result: Result<Launched, String>) {
+        if self.current_incarnation(name) != Some(incarnation) {
+            return;
+        }
+        let launched = match result {
+            Ok(l) => l,
+            Err(e) => return self.launch_failed(name, incarnation, e),
+        };
+        self.state.update_agent(name, |a| {
+            a.info.pid = Some(launched.pid);
+            a.info.pgid = launched.pgid;
+            a.info.pane = launched.pane.clone();
+        });
+        let stop = {
+            let Some(rt) = self.sup.runtimes.get_mut(name) else { return };
+            rt.busy = false;
+            rt.launched = Some(launched.clone());
+            rt.place = Some(launched);
+            rt.stop
+        };
+        if let Some(reason) = stop {
+            self.begin_stop(name, reason);
+        } else {
+            self.schedule(CONNECT_DEADLINE, Timer::Connect(name.to_string(), incarnation));
+        }
+    }
+
+    /// An agent authenticated: it is up; answer whoever waited for that.
+    pub(crate) fn on_connected(&mut self, name: &str) {
+        let Some(rt) = self.sup.runtimes.get_mut(name) else { return };
+        rt.first_spawn = false;
+        let waiters: Vec<Waiter> = {
+            let (now, later): (Vec<Waiter>, Vec<Waiter>) = rt.waiters.drain(..).partition(|w| w.until == Until::Connected);
+            rt.waiters = later;
+            now
+        };
+        if let Some(agent) = self.state.agent(name).map(|a| a.info.clone()) {
+            for w in waiters {
+                self.answer(w.conn, w.id, Ok(Reply::Agent { agent: agent.clone() }));
+            }
+        }
+    }
+
+    /// The connect-back deadline passed.
+    pub(crate) fn connect_deadline(&mut self, name: &str, incarnation: u64) {
+        if self.current_incarnation(name) != Some(incarnation) {
+            return;
+        }
+        let connected = self.state.agent(name).is_some_and(|a| a.info.connected);
+        let launched = self.sup.runtimes.get(name).and_then(|r| r.launched.clone());
+        if connected || launched.is_none() {
+            return;
+        }
+        let why = format!("did not connect back within {} s", CONNECT_DEADLINE.as_secs());
+        tracing::warn!(agent = name, incarnation, "{why}");
+        self.state.update_agent(name, |a| a.info.error = Some(why.clone()));
+        // Stop the silent process; its exit then goes through the restart policy.
+        self.stop_process(name, incarnation, Duration::from_secs(1));
+    }
+
+    /// Process exits found by polling.
+    fn on_exit(&mut self, name: &str, incarnation: u64, exit: ExitInfo) {
+        if self.current_incarnation(name) != Some(incarnation) {
+            return;
+        }
+        let Some(rt) = self.sup.runtimes.get_mut(name) else { return };
+        let Some(launched) = rt.launched.take() else { return };
+        if rt.busy {
+            // A stop is in flight; it reports the outcome.
+            rt.launched = Some(launched);
+            return;
+        }
+        let reason = rt.stop;
+        tracing::info!(agent = name, incarnation, "exited: {exit}");
+        self.state.update_agent(name, |a| {
+            a.info.last_exit = Some(exit.to_string());
+            a.info.connected = false;
+        });
+        // Whatever it left behind in its process group goes too.
+        self.cleanup_group(name, incarnation, launched);
+        self.after_down(name, reason, Some(exit));
+    }
+
+    /// Decides what follows a process ending, given why it was stopped (if it was).
+    fn after_down(&mut self, name: &str, reason: Option<StopReason>, exit: Option<ExitInfo>) {
+        let now = Timestamp::now();
+        let detail = exit.map(|e| e.to_string());
+        let run_over = matches!(self.state.run().state, RunState::Finished | RunState::Failed);
+        match reason {
+            Some(StopReason::Restart) => {
+                if let Some(rt) = self.sup.runtimes.get_mut(name) {
+                    rt.stop = None;
+                }
+                self.launch(name);
+            }
+            Some(StopReason::Operator) | Some(StopReason::Shutdown) => {
+                self.state.set_agent_status(name, AgentStatus::Stopped, detail, now);
+                self.release_and_tell(name, "was stopped");
+                self.answer_down(name);
+            }
+            Some(StopReason::Finished) => {
+                self.state.set_agent_status(name, AgentStatus::Exited, detail, now);
+                self.answer_down(name);
+            }
+            None => {
+                let policy = self.restart_policy(name);
+                let clean = exit.is_some_and(|e| e.success());
+                let restart = !self.stopping
+                    && !(run_over && clean)
+                    && match policy {
+                        RestartPolicy::Never => false,
+                        RestartPolicy::OnFailure => !clean,
+                        RestartPolicy::Always => !(name == LEADER && run_over),
+                    };
+                if restart {
+                    self.failure(name, format!("died ({})", detail.clone().unwrap_or_else(|| "gone".into())));
+                } else if clean {
+                    self.state.set_agent_status(name, AgentStatus::Exited, detail, now);
+                    self.release_and_tell(name, "exited");
+                    self.answer_down(name);
+                } else {
+                    self.state.set_agent_status(name, AgentStatus::Failed, detail.clone(), now);
+                    self.release_and_tell(name, &format!("died ({}) and will not be restarted", detail.unwrap_or_default()));
+                    self.answer_down(name);
+                    if name == LEADER {
+                        self.state.fail_run("the leader failed".into(), now);
+                    }
+                }
+            }
+        }
+    }
+
+    fn restart_policy(&self, name: &str) -> RestartPolicy {
+        let role = self.state.agent(name).map(|a| a.info.role.clone()).unwrap_or_default();
+        self.sup.config.as_ref().and_then(|c| c.role(&role)).map(|r| r.restart).unwrap_or_default()
+    }
+
+    /// Counts a failure: back off and restart, or give up after too many quick ones. A first
+    /// spawn that fails is rolled back instead.
+    fn failure(&mut self, name: &str, why: String) {
+        let now = Timestamp::now();
+        let Some(rt) = self.sup.runtimes.get_mut(name) else { return };
+        if rt.first_spawn {
+            let waiters: Vec<Waiter> = rt.waiters.drain(..).collect();
+            self.sup.runtimes.remove(name);
+            self.state.remove_agent(name, &why, now);
+            for w in waiters {
+                self.answer(w.conn, w.id, Err(ErrorBody::with_details(ErrorCode::Internal, format!("{name} {why}; it was removed from the roster"), json!({"agent": name}))));
+            }
+            if name == LEADER {
+                self.state.fail_run(format!("the leader {why}"), now);
+            }
+            return;
+        }
+        let instant = Instant::now();
+        rt.failures.push_back(instant);
+        while rt.failures.front().is_some_and(|t| instant.duration_since(*t) > FAILURE_WINDOW) {
+            rt.failures.pop_front();
+        }
+        let n = rt.failures.len();
+        let incarnation = self.current_incarnation(name).unwrap_or(0);
+        if n >= MAX_QUICK_FAILURES {
+            self.state.set_agent_status(name, AgentStatus::Failed, Some(format!("{why}; {n} failures within 60 s")), now);
+            self.release_and_tell(name, &format!("{why} {n} times within 60 s and was given up"));
+            self.answer_down(name);
+            if name == LEADER {
+                self.state.fail_run("the leader kept failing".into(), now);
+            }
+            return;
+        }
+        let backoff = Duration::from_millis(500) * 2u32.pow((n as u32).saturating_sub(1)).min(60);
+        let backoff = backoff.min(Duration::from_secs(30));
+        self.state.update_agent(name, |a| a.info.restarts += 1);
+        self.state.set_agent_status(name, AgentStatus::Backoff, Some(format!("{why}; restarting in {} ms", backoff.as_millis())), now);
+        self.schedule(backoff, Timer::Restart(name.to_string(), incarnation));
+    }
+
+    /// The backoff of `name` is over.
+    pub(crate) fn restart_due(&mut self, name: &str, incarnation: u64) {
+        if self.current_incarnation(name) != Some(incarnation) || self.stopping {
+            return;
+        }
+        let status = self.state.agent(name).map(|a| a.info.status);
+        let idle_rt = self.sup.runtimes.get(name).is_some_and(|r| r.launched.is_none() && !r.busy);
+        if matches!(status, Some(AgentStatus::Backoff | AgentStatus::Starting)) && idle_rt {
+            self.launch(name);
+        }
+    }
+
+    /// `kill`: stop it for good; answered when it is down.
+    pub(crate) fn kill_request(&mut self, actor: &Actor, conn: ConnId, id: u64, name: &str) -> Result<Option<Reply>, ErrorBody> {
+        self.check_managed(actor, name, "stop agents")?;
+        let rt = self.sup.runtimes.entry(name.to_string()).or_default();
+        rt.waiters.push(Waiter { conn, id, until: Until::Down });
+        self.begin_stop(name, StopReason::Operator);
+        Ok(None)
+    }
+
+    /// `restart`: stop if running, then start a new incarnation in place; answered once connected.
+    pub(crate) fn restart_request(&mut self, actor: &Actor, conn: ConnId, id: u64, name: &str) -> Result<Option<Reply>, ErrorBody> {
+        self.check_managed(actor, name, "restart agents")?;
+        self.restart_agent(name, Some((conn, id)))?;
+        Ok(None)
+    }
+
+    fn restart_agent(&mut self, name: &str, waiter: Option<(ConnId, u64)>) -> Result<(), ErrorBody> {
+        self.backend()?;
+        let rt = self.sup.runtimes.entry(name.to_string()).or_default();
+        rt.failures.clear();
+        if let Some((conn, id)) = waiter {
+            rt.waiters.push(Waiter { conn, id, until: Until::Connected });
+        }
+        self.state.update_agent(name, |a| a.info.error = None);
+        if rt.launched.is_some() || rt.busy {
+            self.begin_stop(name, StopReason::Restart);
+        } else {
+            rt.stop = None;
+            self.launch(name);
+        }
+        Ok(())
+    }
+
+    fn check_managed(&self, actor: &Actor, name: &str, what: &str) -> Result<(), ErrorBody> {
+        if !actor.is_privileged() {
+            return Err(ErrorBody::with_details(ErrorCode::PermissionDenied, format!("only the leader or the operator may {what}"), json!({"agent": actor.name()})));
+        }
+        match self.state.agent(name) {
+            None => Err(ErrorBody::with_details(ErrorCode::NotFound, format!("no agent {name:?}"), json!({"agent": name, "valid": self.state.agents().iter().map(|a| a.name.clone()).collect::<Vec<_>>()}))),
+            Some(a) if a.info.backend == "external" => Err(err(ErrorCode::InvalidState, format!("{name} is run by someone else; the daemon cannot stop or start it"))),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Stops `name` for `reason`; once down, [`Core::after_down`] decides what follows.
+    pub(crate) fn begin_stop(&mut self, name: &str, reason: StopReason) {
+        let incarnation = self.current_incarnation(name).unwrap_or(0);
+        let Some(rt) = self.sup.runtimes.get_mut(name) else { return };
+        rt.stop = Some(reason);
+        if rt.busy {
+            return; // the launch or stop in flight sees `stop` when it reports back
+        }
+        match rt.launched.clone() {
+            Some(_) => self.stop_process(name, incarnation, KILL_GRACE),
+            None => self.after_down(name, Some(reason), None),
+        }
+    }
+
+    fn stop_process(&mut self, name: &str, incarnation: u64, grace: Duration) {
+        let Ok(backend) = self.backend() else { return };
+        let Some(rt) = self.sup.runtimes.get_mut(name) else { return };
+        let Some(target) = rt.launched.clone() else { return };
+        rt.busy = true;
+        let tx = self.self_tx.clone();
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || {
+            let result = backend.stop(&target, grace).map_err(|e| e.to_string());
+            let _ = tx.send(CoreMsg::Sup(SupEvent::Stopped { name, incarnation, result }));
+        });
+    }
+
+    fn cleanup_group(&mut self, name: &str, incarnation: u64, launched: Launched) {
+        let Ok(backend) = self.backend() else { return };
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = backend.stop(&launched, Duration::from_millis(500)) {
+                tracing::warn!(agent = %name, incarnation, "cleaning up the process group failed: {e}");
+            }
+        });
+    }
+
+    fn on_stopped(&mut self, name: &str, incarnation: u64, result: Result<(), String>) {
+        if let Err(e) = &result {
+            tracing::error!(agent = name, incarnation, "stop failed: {e}");
+            self.state.record("daemon", Event::Error { message: format!("stopping {name} failed: {e}") }, Timestamp::now());
+        }
+        let Some(rt) = self.sup.runtimes.get_mut(name) else { return };
+        rt.busy = false;
+        rt.launched = None;
+        let reason = rt.stop;
+        self.state.update_agent(name, |a| a.info.connected = false);
+        if self.current_incarnation(name) != Some(incarnation) {
+            return;
+        }
+        if reason.is_none() {
+            // Stopped because it never connected: a failure for the restart policy.
+            self.failure(name, "did not connect back".into());
+        } else {
+            self.after_down(name, reason, None);
+        }
+    }
+
+    /// Returns its task to the board and tells the leader, when `name` is down for good.
+    fn release_and_tell(&mut self, name: &str, what: &str) {
+        if self.stopping {
+            return;
+        }
+        let now = Timestamp::now();
+        let released = self.state.release_held(name, now);
+        if name == LEADER {
+            return;
+        }
+        let leader_up = self.state.agent(LEADER).is_some_and(|l| !l.info.status.is_down());
+        if !leader_up {
+            return;
+        }
+        let body = match &released {
+            Some(t) => format!("{name} {what}; its task {} ({}) went back to pending", t.id, t.title),
+            None => format!("{name} {what}"),
+        };
+        let _ = self.state.send(&Actor::Daemon, LEADER, body, MessageKind::TaskEvent, Some(format!("{name} is down")), now);
+    }
+
+    fn answer_down(&mut self, name: &str) {
+        let Some(rt) = self.sup.runtimes.get_mut(name) else { return };
+        let waiters: Vec<Waiter> = rt.waiters.drain(..).collect();
+        let Some(agent) = self.state.agent(name).map(|a| a.info.clone()) else { return };
+        for w in waiters {
+            let outcome = match w.until {
+                Until::Down => Ok(Reply::Agent { agent: agent.clone() }),
+                Until::Connected => Err(ErrorBody::with_details(
+                    ErrorCode::InvalidState,
+                    format!("{name} is {} ({})", agent.status, agent.last_exit.clone().unwrap_or_default()),
+                    json!({"agent": name, "status": agent.status}),
+                )),
+            };
+            self.answer(w.conn, w.id, outcome);
+        }
+    }
+
+    /// After `finish`: ask every teammate to shut down, and stop those that do not.
+    pub(crate) fn finish_team(&mut self) {
+        let now = Timestamp::now();
+        let teammates: Vec<String> = self.state.agents().into_iter().filter(|a| a.name != LEADER && a.backend != "external" && !a.status.is_down()).map(|a| a.name).collect();
+        for name in teammates {
+            if let Some(rt) = self.sup.runtimes.get_mut(&name) {
+                rt.stop = Some(StopReason::Finished);
+            }
+            let _ = self.state.send(&Actor::Agent(LEADER.into()), &name, "the team is finished; please exit".into(), MessageKind::ShutdownRequest, Some("shutdown".into()), now);
+            let inc = self.current_incarnation(&name).unwrap_or(0);
+            self.schedule(SHUTDOWN_GRACE, Timer::StopGrace(name, inc));
+        }
+    }
+
+    /// The grace after a shutdown request is over: stop it if it is still there.
+    pub(crate) fn stop_grace_over(&mut self, name: &str, incarnation: u64) {
+        if self.current_incarnation(name) != Some(incarnation) {
+            return;
+        }
+        let reason = self.sup.runtimes.get(name).and_then(|r| r.stop).unwrap_or(StopReason::Shutdown);
+        let running = self.sup.runtimes.get(name).is_some_and(|r| r.launched.is_some() && !r.busy);
+        if running {
+            self.begin_stop(name, reason);
+        }
+    }
+
+    /// `down` or a signal: ask everyone to exit, then stop whoever remains.
+    pub(crate) fn begin_shutdown(&mut self) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        let now = Timestamp::now();
+        let names: Vec<String> = self.sup.runtimes.keys().cloned().collect();
+        for name in names {
+            let (launched, busy) = match self.sup.runtimes.get(&name) {
+                Some(r) => (r.launched.is_some(), r.busy),
+                None => continue,
+            };
+            if launched || busy {
+                if let Some(rt) = self.sup.runtimes.get_mut(&name) {
+                    rt.stop = Some(StopReason::Shutdown);
+                }
+                let connected = self.state.agent(&name).is_some_and(|a| a.info.connected);
+                if connected {
+                    let _ = self.state.send(&Actor::Operator, &name, "the team is shutting down; please exit".into(), MessageKind::ShutdownRequest, Some("shutdown".into()), now);
+                    let inc = self.current_incarnation(&name).unwrap_or(0);
+                    self.schedule(SHUTDOWN_GRACE, Timer::StopGrace(name.clone(), inc));
+                } else {
+                    self.begin_stop(&name, StopReason::Shutdown);
+                }
+            } else if self.state.agent(&name).is_some_and(|a| matches!(a.info.status, AgentStatus::Backoff | AgentStatus::Starting)) {
+                self.state.set_agent_status(&name, AgentStatus::Stopped, Some("team shut down".into()), now);
+            }
+        }
+        self.schedule(SHUTDOWN_GRACE + KILL_GRACE + Duration::from_secs(5), Timer::ShutdownDeadline);
+    }
+
+    /// Whether the shutdown may complete: no process left, nothing in flight.
+    pub(crate) fn all_down(&self) -> bool {
+        self.sup.runtimes.values().all(|r| r.launched.is_none() && !r.busy)
+    }
+
+    /// Tears down what the backend built (tmux server), after every agent is down.
+    pub(crate) fn backend_shutdown(&mut self) {
+        if let Some(b) = self.sup.backend.clone() {
+            b.shutdown();
+        }
+    }
+
+    /// Checks every launched agent's process off the core thread.
+    pub(crate) fn poll(&mut self) {
+        if self.sup.poll_busy {
+            return;
+        }
+        let targets: Vec<(String, u64, Launched)> = self
+            .sup
+            .runtimes
+            .iter()
+            .filter(|(_, r)| !r.busy)
+            .filter_map(|(n, r)| r.launched.clone().map(|l| (n.clone(), l)))
+            .filter_map(|(n, l)| self.current_incarnation(&n).map(|i| (n, i, l)))
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        let Ok(backend) = self.backend() else { return };
+        self.sup.poll_busy = true;
+        let tx = self.self_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let results = targets.into_iter().map(|(n, i, l)| (n, i, backend.liveness(&l))).collect();
+            let _ = tx.send(CoreMsg::Sup(SupEvent::Polled { results }));
+        });
+    }
+}

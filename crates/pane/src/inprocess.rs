@@ -1,0 +1,89 @@
+//! The in-process backend: agents run as tasks inside the daemon (the fallback when there is no
+//! terminal multiplexer). The agent loop itself is injected, so this crate does not depend on it.
+
+use crate::{ExitInfo, LaunchSpec, Launched, Liveness, PaneBackend, PaneError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A running in-process agent.
+pub trait RunningAgent: Send + Sync {
+    /// Asks it to stop at once (abort the task, kill any command it runs).
+    fn abort(&self);
+    /// How it ended, once it has.
+    fn exit(&self) -> Option<ExitInfo>;
+}
+
+/// Starts the agent loop for a launch spec (the identity is in `spec.env`).
+pub trait AgentRunner: Send + Sync {
+    /// Starts one agent.
+    fn start(&self, spec: &LaunchSpec) -> Result<Arc<dyn RunningAgent>, PaneError>;
+}
+
+/// Agents as tasks; each gets a synthetic id since they share the daemon's pid.
+pub struct InProcessBackend {
+    runner: Arc<dyn AgentRunner>,
+    agents: Mutex<HashMap<String, Arc<dyn RunningAgent>>>,
+    next: Mutex<u64>,
+}
+
+impl InProcessBackend {
+    /// A backend that starts agents with `runner`.
+    pub fn new(runner: Arc<dyn AgentRunner>) -> Self {
+        InProcessBackend { runner, agents: Mutex::new(HashMap::new()), next: Mutex::new(0) }
+    }
+
+    fn get(&self, target: &Launched) -> Option<Arc<dyn RunningAgent>> {
+        let key = target.pane.clone()?;
+        self.agents.lock().ok()?.get(&key).cloned()
+    }
+}
+
+impl PaneBackend for InProcessBackend {
+    fn kind(&self) -> &'static str {
+        "in-process"
+    }
+
+    fn spawn(&self, spec: &LaunchSpec) -> Result<Launched, PaneError> {
+        let agent = self.runner.start(spec)?;
+        let n = self.next.lock().map(|mut n| {
+            *n += 1;
+            *n
+        });
+        let key = format!("task-{}", n.unwrap_or(0));
+        if let Ok(mut a) = self.agents.lock() {
+            a.insert(key.clone(), agent);
+        }
+        Ok(Launched { pid: std::process::id(), pgid: None, pane: Some(key) })
+    }
+
+    fn stop(&self, target: &Launched, grace: Duration) -> Result<(), PaneError> {
+        let Some(agent) = self.get(target) else { return Ok(()) };
+        agent.abort();
+        let deadline = Instant::now() + grace.max(Duration::from_secs(1));
+        while agent.exit().is_none() {
+            if Instant::now() > deadline {
+                return Err(PaneError::Tool(format!("in-process agent {} did not stop", target.pane.clone().unwrap_or_default())));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(())
+    }
+
+    fn liveness(&self, target: &Launched) -> Liveness {
+        match self.get(target) {
+            Some(a) => match a.exit() {
+                Some(e) => Liveness::Exited(e),
+                None => Liveness::Alive,
+            },
+            // After a daemon restart the tasks are gone with the old daemon.
+            None => Liveness::Exited(ExitInfo::default()),
+        }
+    }
+
+    fn forget(&self, target: &Launched) {
+        if let (Some(key), Ok(mut a)) = (&target.pane, self.agents.lock()) {
+            a.remove(key);
+        }
+    }
+}

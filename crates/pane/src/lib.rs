@@ -1,0 +1,162 @@
+//! Pane backends: the one layer that places agent processes somewhere (a tmux pane, an iTerm2
+//! pane, a headless child with a log file, a task inside the daemon) and stops them again.
+//!
+//! Every method is blocking; the daemon calls them off its async thread. The [`fake`] backend
+//! records calls for unit tests of the supervisor.
+
+pub mod fake;
+pub mod inprocess;
+pub mod process;
+pub mod procs;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Why a backend operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PaneError {
+    /// The program could not be started.
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// A file (log, working directory) could not be prepared.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// The backend's tool (tmux, it2) refused or failed.
+    #[error("{0}")]
+    Tool(String),
+    /// The processes would not die.
+    #[error("process group {pgid} still has members after SIGKILL")]
+    Unkillable {
+        /// The group.
+        pgid: u32,
+    },
+    /// The operation does not exist for this backend.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Everything needed to start one agent's process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchSpec {
+    /// The agent's name.
+    pub name: String,
+    /// Its role (for titles).
+    pub role: String,
+    /// The program and its arguments.
+    pub argv: Vec<String>,
+    /// Environment to add (the agent's identity travels here, never through a terminal).
+    pub env: Vec<(String, String)>,
+    /// Environment variables to remove (e.g. `TMUX`).
+    pub env_remove: Vec<String>,
+    /// The working directory.
+    pub cwd: PathBuf,
+    /// Where its output is kept.
+    pub log: PathBuf,
+    /// A title for panes: `name · role`.
+    pub title: String,
+}
+
+/// A started agent process.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Launched {
+    /// Its pid (the daemon's own pid for in-process agents).
+    pub pid: u32,
+    /// The process group that is signalled to stop it, if it has its own.
+    pub pgid: Option<u32>,
+    /// Its pane id, if it has one.
+    pub pane: Option<String>,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExitInfo {
+    /// The exit code, if it exited.
+    pub code: Option<i32>,
+    /// The signal, if one killed it.
+    pub signal: Option<i32>,
+}
+
+impl ExitInfo {
+    /// Whether it exited with code 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+impl fmt::Display for ExitInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.code, self.signal) {
+            (Some(c), _) => write!(f, "exit {c}"),
+            (None, Some(s)) => write!(f, "signal {s}"),
+            (None, None) => write!(f, "gone"),
+        }
+    }
+}
+
+/// What a liveness check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// Still running.
+    Alive,
+    /// Finished (as far as can be told).
+    Exited(ExitInfo),
+    /// The check itself failed or timed out: not proof of death.
+    Unknown,
+}
+
+/// A place to run agents.
+pub trait PaneBackend: Send + Sync {
+    /// The backend's name as `ps` shows it.
+    fn kind(&self) -> &'static str;
+
+    /// Starts an agent's process.
+    fn spawn(&self, spec: &LaunchSpec) -> Result<Launched, PaneError>;
+
+    /// Starts it again in the same place (same pane); the old process must already be stopped.
+    fn respawn(&self, spec: &LaunchSpec, _previous: &Launched) -> Result<Launched, PaneError> {
+        self.spawn(spec)
+    }
+
+    /// Stops it: SIGTERM to its process group, up to `grace` for it to exit, SIGKILL, then
+    /// confirms the group is empty.
+    fn stop(&self, target: &Launched, grace: Duration) -> Result<(), PaneError>;
+
+    /// Whether it still runs.
+    fn liveness(&self, target: &Launched) -> Liveness;
+
+    /// Forgets a finished agent (closes its pane, drops its handles).
+    fn forget(&self, _target: &Launched) {}
+
+    /// Refreshes what a pane shows about the agent (tmux border title).
+    fn set_title(&self, _target: &Launched, _title: &str) {}
+
+    /// Tears down what the backend built for the team (tmux session and server).
+    fn shutdown(&self) {}
+}
+
+/// The environment variable names an agent process reads its identity from.
+pub mod env {
+    /// The daemon's socket.
+    pub const SOCKET: &str = "AGENT_TEAM_SOCKET";
+    /// The team.
+    pub const TEAM: &str = "AGENT_TEAM_TEAM";
+    /// The agent's name.
+    pub const NAME: &str = "AGENT_TEAM_NAME";
+    /// The agent's secret.
+    pub const SECRET: &str = "AGENT_TEAM_SECRET";
+    /// The incarnation.
+    pub const INCARNATION: &str = "AGENT_TEAM_INCARNATION";
+    /// Where the agent appends its output (set for backends whose stdout is a pane).
+    pub const LOG_FILE: &str = "AGENT_TEAM_LOG_FILE";
+}

@@ -1,0 +1,69 @@
+//! Process-group plumbing shared by the backends: signalling a group and confirming it is empty.
+
+use crate::PaneError;
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use std::time::{Duration, Instant};
+
+/// Whether any process of group `pgid` still exists.
+pub fn group_alive(pgid: u32) -> bool {
+    match killpg(Pid::from_raw(pgid as i32), None) {
+        Ok(()) => true,
+        Err(Errno::ESRCH) => false,
+        Err(_) => true,
+    }
+}
+
+/// Whether process `pid` exists (a zombie counts until reaped).
+pub fn pid_alive(pid: u32) -> bool {
+    match kill(Pid::from_raw(pid as i32), None) {
+        Ok(()) => true,
+        Err(Errno::ESRCH) => false,
+        Err(_) => true,
+    }
+}
+
+/// Whether `pid` is a zombie (exited, not yet reaped by its parent).
+pub fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// SIGTERM to the group, up to `grace` for it to empty, then SIGKILL and a confirmation.
+/// `reap` is called while waiting so our own zombies do not keep the group alive.
+pub fn stop_group(pgid: u32, grace: Duration, mut reap: impl FnMut()) -> Result<(), PaneError> {
+    let pg = Pid::from_raw(pgid as i32);
+    if !group_alive(pgid) {
+        return Ok(());
+    }
+    let _ = killpg(pg, Signal::SIGTERM);
+    // A stopped process cannot act on SIGTERM until it is continued.
+    let _ = killpg(pg, Signal::SIGCONT);
+    if wait_empty(pgid, grace, &mut reap) {
+        return Ok(());
+    }
+    let _ = killpg(pg, Signal::SIGKILL);
+    if wait_empty(pgid, Duration::from_secs(5), &mut reap) {
+        return Ok(());
+    }
+    Err(PaneError::Unkillable { pgid })
+}
+
+fn wait_empty(pgid: u32, within: Duration, reap: &mut impl FnMut()) -> bool {
+    let deadline = Instant::now() + within;
+    let mut pause = Duration::from_micros(200);
+    loop {
+        reap();
+        if !group_alive(pgid) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}

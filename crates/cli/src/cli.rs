@@ -23,6 +23,45 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Start the team (daemon, leader, teammates), open its layout and attach to the leader.
+    Up(UpArgs),
+    /// Start the team, wait until the leader finishes it, print the answer, shut it down.
+    Run(RunArgs),
+    /// Stop one agent; it is not restarted and its task goes back to pending.
+    Kill {
+        /// The agent.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restart one agent in place (same pane, identity, inbox; keeps its task); clears `failed`.
+    Restart {
+        /// The agent.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a teammate from a role.
+    Spawn {
+        /// The role (see the team file, .agent-team/agents/, or the built-ins: worker, explorer, reviewer).
+        role: String,
+        /// Its name [default: ROLE-N].
+        #[arg(long)]
+        name: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show an agent's output.
+    Logs {
+        /// The agent.
+        name: String,
+        /// Keep printing new output.
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// Show the agents: status, backend, pid, pane, incarnation, restarts, task, last activity.
     Ps(JsonFlag),
     /// The shared task board.
@@ -104,6 +143,47 @@ pub enum Command {
         #[arg(long, default_value_t = 300, value_name = "SECS", env = "AGENT_TEAM_PERMISSION_TIMEOUT")]
         permission_timeout: u64,
     },
+}
+
+/// Arguments of `up`.
+#[derive(Debug, Args, Clone)]
+pub struct UpArgs {
+    /// The goal for the leader [default: the team file's `goal`].
+    pub goal: Option<String>,
+    /// Where agents run: auto, tmux, iterm2, process, in-process [default: the team file's, else auto].
+    #[arg(long, value_name = "B")]
+    pub backend: Option<String>,
+    /// Do not attach to the leader's pane.
+    #[arg(long)]
+    pub detach: bool,
+    /// Run the built-in offline demo team (a leader, 3 teammates, 8 shell tasks, one approval).
+    #[arg(long)]
+    pub demo: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `run`.
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// The goal for the leader [default: the team file's `goal`].
+    pub goal: Option<String>,
+    /// Where agents run: auto, tmux, iterm2, process, in-process [default: the team file's, else auto].
+    #[arg(long, value_name = "B")]
+    pub backend: Option<String>,
+    /// Run the built-in offline demo team.
+    #[arg(long)]
+    pub demo: bool,
+    /// Give up (and shut the team down) after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Do not print progress on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Just `--json`.

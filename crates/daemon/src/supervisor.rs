@@ -373,7 +373,7 @@ impl Core {
         if let Some(rt) = self.sup.runtimes.get_mut(name) {
             rt.busy = false;
         }
-        self.failure(name, format!("could not start: {why}"));
+        self.failure(name, format!("could not start: {why}"), true);
     }
 
     /// A blocking operation reported back.
@@ -511,7 +511,7 @@ impl Core {
                         RestartPolicy::Always => !(name == LEADER && run_over),
                     };
                 if restart {
-                    self.failure(name, format!("died ({})", detail.clone().unwrap_or_else(|| "gone".into())));
+                    self.failure(name, format!("died ({})", detail.clone().unwrap_or_else(|| "gone".into())), false);
                 } else if clean {
                     self.state.set_agent_status(name, AgentStatus::Exited, detail, now);
                     self.release_and_tell(name, "exited");
@@ -534,11 +534,13 @@ impl Core {
     }
 
     /// Counts a failure: back off and restart, or give up after too many quick ones. A first
-    /// spawn that fails is rolled back instead.
-    fn failure(&mut self, name: &str, why: String) {
+    /// spawn that could not be launched or never connected back is rolled back instead
+    /// (`rollback`); one that started and exited goes through the restart policy, so a
+    /// crash-looping agent ends `failed` and stays on the roster for `restart`.
+    fn failure(&mut self, name: &str, why: String, rollback: bool) {
         let now = Timestamp::now();
         let Some(rt) = self.sup.runtimes.get_mut(name) else { return };
-        if rt.first_spawn {
+        if rt.first_spawn && rollback {
             let waiters: Vec<Waiter> = rt.waiters.drain(..).collect();
             self.sup.runtimes.remove(name);
             self.state.remove_agent(name, &why, now);
@@ -681,7 +683,7 @@ impl Core {
         }
         if reason.is_none() {
             // Stopped because it never connected: a failure for the restart policy.
-            self.failure(name, "did not connect back".into());
+            self.failure(name, "did not connect back".into(), true);
         } else {
             self.after_down(name, reason, None);
         }

@@ -1,1 +1,115 @@
-//! placeholder
+//! The agent loop shared by the `agent-team-worker` binary (one process per agent) and the
+//! daemon's in-process backend (one task per agent).
+//!
+//! An agent connects with the identity it was given at spawn, keeps the connection alive across
+//! daemon restarts, takes its messages at idle points in priority order (shutdown, leader,
+//! peers), and works: the offline `exec` provider runs task commands; model providers come in
+//! their own module.
+
+pub mod exec;
+pub mod inprocess;
+pub mod leader;
+pub mod link;
+pub mod output;
+
+use agent_team_config::TeamConfig;
+use agent_team_pane::env;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Why an agent stopped working.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// An environment variable the identity needs is missing or bad.
+    #[error("{0} is not set: this program is started by the agent-team daemon, not by hand")]
+    MissingEnv(&'static str),
+    /// The daemon refused this identity for good (stale incarnation, stopped agent, bad secret).
+    #[error("the daemon refused {name}: {why}")]
+    Refused {
+        /// The agent.
+        name: String,
+        /// Why.
+        why: String,
+        /// A newer incarnation replaced this process, or the agent was stopped: not a failure.
+        superseded: bool,
+    },
+    /// The team's configuration is missing or does not name this agent's role.
+    #[error("configuration problem: {0}")]
+    Config(String),
+    /// A request failed in a way the agent cannot work around.
+    #[error("{0}")]
+    Daemon(String),
+}
+
+/// Who this agent is and where its daemon listens (from the environment the daemon set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentEnv {
+    /// The daemon's socket.
+    pub socket: PathBuf,
+    /// The team.
+    pub team: String,
+    /// The agent's name.
+    pub name: String,
+    /// Its secret.
+    pub secret: String,
+    /// Its incarnation.
+    pub incarnation: u64,
+    /// Where to append output when stdout is a pane.
+    pub log_file: Option<PathBuf>,
+}
+
+impl AgentEnv {
+    /// Reads the identity from `AGENT_TEAM_*` variables via `get`.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, AgentError> {
+        let need = |k: &'static str| get(k).filter(|v| !v.is_empty()).ok_or(AgentError::MissingEnv(k));
+        Ok(AgentEnv {
+            socket: PathBuf::from(need(env::SOCKET)?),
+            team: need(env::TEAM)?,
+            name: need(env::NAME)?,
+            secret: need(env::SECRET)?,
+            incarnation: get(env::INCARNATION).and_then(|v| v.parse().ok()).unwrap_or(0),
+            log_file: get(env::LOG_FILE).filter(|v| !v.is_empty()).map(PathBuf::from),
+        })
+    }
+
+    /// Reads the identity from the process environment.
+    pub fn from_process() -> Result<Self, AgentError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+}
+
+/// How task commands are placed: in the agent's own process group (a process per agent, killed
+/// as a group) or in a group of their own (agents inside the daemon, killed one by one).
+#[derive(Debug, Clone, Default)]
+pub struct CommandGroups {
+    /// Give each command its own process group and record it here so it can be killed.
+    pub own_group: Option<Arc<std::sync::Mutex<Option<u32>>>>,
+}
+
+/// Runs one agent until it is told to shut down (Ok) or cannot go on (Err).
+pub async fn run_agent(agent: AgentEnv, out: output::Output, groups: CommandGroups) -> Result<(), AgentError> {
+    let (link, inbound) = link::Link::start(agent.clone(), out.clone()).await?;
+    let config: TeamConfig = link.config().await?;
+    let role_name = link.welcome_role();
+    let role = config
+        .role(&role_name)
+        .cloned()
+        .ok_or_else(|| AgentError::Config(format!("role {role_name:?} of {} is not in the team configuration", agent.name)))?;
+    out.say(&format!(
+        "{} · {} · incarnation {} · provider {}",
+        agent.name,
+        role.name,
+        agent.incarnation,
+        role.provider.as_str()
+    ));
+    let result = if agent.name == agent_team_protocol::names::LEADER {
+        leader::run(&link, inbound, &config, &role, &out).await
+    } else {
+        exec::run(&link, inbound, &config, &role, &out, &groups).await
+    };
+    if let Err(e) = &result {
+        out.say(&format!("stopping: {e}"));
+        let _ = link.report_error(&e.to_string()).await;
+    }
+    result
+}

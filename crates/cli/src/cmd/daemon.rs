@@ -26,6 +26,7 @@ pub fn daemon(ctx: &Ctx, foreground: bool, permission_timeout: u64) -> Result<Ex
         .init();
     let mut opts = agent_team_daemon::DaemonOptions::new(ctx.paths.clone(), &ctx.team);
     opts.perm_timeout = Duration::from_secs(permission_timeout);
+    opts.env = crate::backend::supervisor_env()?;
     agent_team_daemon::run(opts)?;
     Ok(ExitCode::SUCCESS)
 }

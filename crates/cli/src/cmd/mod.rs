@@ -1,8 +1,10 @@
 //! One function per subcommand.
 
+mod agents;
 mod board;
 mod daemon;
-mod teams;
+pub(crate) mod teams;
+mod up;
 
 use crate::cli::{Cli, Command};
 use crate::ctx::Ctx;
@@ -15,8 +17,17 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Teams(t) = command {
         return teams::teams(t);
     }
-    let ctx = Ctx::resolve(team, file)?;
+    // The demo is its own team unless told otherwise.
+    let demo = matches!(&command, Command::Up(a) if a.demo) || matches!(&command, Command::Run(a) if a.demo);
+    let team = if demo && team.is_none() { Some("demo".to_string()) } else { team };
+    let ctx = Ctx::resolve(team, if demo { None } else { file })?;
     match command {
+        Command::Up(a) => up::up(&ctx, a),
+        Command::Run(a) => up::run(&ctx, a),
+        Command::Kill { name, json } => agents::lifecycle(&ctx, agent_team_protocol::Request::Kill { name }, json),
+        Command::Restart { name, json } => agents::lifecycle(&ctx, agent_team_protocol::Request::Restart { name }, json),
+        Command::Spawn { role, name, json } => agents::lifecycle(&ctx, agent_team_protocol::Request::Spawn { role, name }, json),
+        Command::Logs { name, follow } => agents::logs(&ctx, &name, follow),
         Command::Ps(j) => board::ps(&ctx, j.json),
         Command::Task(t) => board::task(&ctx, t),
         Command::Send { to, text, summary, json } => board::send(&ctx, to, text, summary, json),

@@ -174,8 +174,24 @@ pub fn down(ctx: &Ctx, json: bool) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     };
+    let pid = shutdown(ctx, &mut c)?;
+    if json {
+        output::json(&DownReport { team: ctx.team.clone(), was_running: true, daemon_pid: Some(pid) });
+    } else {
+        output::line(&format!("team {} is down (daemon pid {pid} stopped; state kept in {})", ctx.team, ctx.tp.dir.display()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Asks the daemon to stop every agent and itself, and waits until it has released its lock.
+pub fn shutdown(ctx: &Ctx, c: &mut agent_team_client::Client) -> Result<u32> {
     let pid = c.welcome().daemon_pid;
-    c.call(Request::Shutdown)?;
+    match c.call(Request::Shutdown) {
+        Ok(_) => {}
+        // Already gone: fine.
+        Err(e) if e.is_disconnect() => {}
+        Err(e) => return Err(e.into()),
+    }
     // Wait for the daemon to release its lock: only then is everything it owned stopped.
     let deadline = Instant::now() + Duration::from_secs(60);
     while agent_team_daemon::lock::DaemonLock::is_held(&ctx.tp.lock) {
@@ -187,10 +203,5 @@ pub fn down(ctx: &Ctx, json: bool) -> Result<ExitCode> {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    if json {
-        output::json(&DownReport { team: ctx.team.clone(), was_running: true, daemon_pid: Some(pid) });
-    } else {
-        output::line(&format!("team {} is down (daemon pid {pid} stopped; state kept in {})", ctx.team, ctx.tp.dir.display()));
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(pid)
 }

@@ -1,0 +1,34 @@
+//! `agent-team-worker`: one agent's process. Started by the daemon with its identity in the
+//! environment (`AGENT_TEAM_SOCKET`, `AGENT_TEAM_TEAM`, `AGENT_TEAM_NAME`, `AGENT_TEAM_SECRET`,
+//! `AGENT_TEAM_INCARNATION`), never by hand.
+
+use agent_team_worker::output::Output;
+use agent_team_worker::{AgentEnv, AgentError, CommandGroups, run_agent};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let agent = match AgentEnv::from_process() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("agent-team-worker: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let out = Output::for_process(agent.log_file.clone());
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("agent-team-worker: error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run_agent(agent, out, CommandGroups::default())) {
+        Ok(()) => ExitCode::SUCCESS,
+        // A newer incarnation took over, or the agent was stopped: nothing is wrong.
+        Err(AgentError::Refused { superseded: true, .. }) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("agent-team-worker: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! `agent-team up` and `agent-team run`.
+
+use crate::cli::{RunArgs, UpArgs};
+use crate::ctx::Ctx;
+use crate::output;
+use agent_team_client::{Client, ClientError};
+use agent_team_config::{BackendKind, TeamConfig};
+use agent_team_protocol::*;
+use anyhow::{Context, Result, bail};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// The team configuration `up`/`run` start from: the demo, the team file, or built-ins only.
+fn team_config(ctx: &Ctx, demo: bool, backend: Option<&str>) -> Result<(TeamConfig, String)> {
+    let mut cfg = if demo {
+        let ws = ctx.tp.dir.join("workspace");
+        std::fs::create_dir_all(&ws).with_context(|| format!("cannot create {}", ws.display()))?;
+        agent_team_config::demo_team(&ws)?
+    } else if let Some(f) = &ctx.file {
+        agent_team_config::load(f)?
+    } else {
+        let cwd = std::env::current_dir().context("cannot read the current directory")?;
+        agent_team_config::empty_team(&ctx.team, &cwd)
+    };
+    cfg.name = ctx.team.clone();
+    let requested = match backend {
+        Some(b) => BackendKind::parse(b).ok_or_else(|| {
+            crate::Hinted::new(format!("unknown backend {b:?}"), "use auto, tmux, iterm2, process or in-process")
+        })?,
+        None => cfg.backend,
+    };
+    let (kind, why) = crate::backend::resolve(requested)?;
+    cfg.backend = kind;
+    Ok((cfg, why))
+}
+
+/// Configures the daemon and starts the run; returns the event sequence number before it.
+fn start(ctx: &Ctx, c: &mut Client, cfg: &TeamConfig, goal: Option<String>) -> Result<u64> {
+    let last_seq = match c.call(Request::TeamInfo)? {
+        Reply::Team { team } => team.last_seq,
+        _ => 0,
+    };
+    let value = serde_json::to_value(cfg).context("cannot encode the team configuration")?;
+    c.call(Request::Configure { config: value })?;
+    c.call(Request::StartRun { goal })?;
+    let _ = ctx;
+    Ok(last_seq)
+}
+
+/// Waits until the leader is connected (or clearly failed), so `up` reports problems at once.
+fn wait_for_leader(c: &mut Client) -> Result<AgentInfo> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let agents = match c.call(Request::Agents)? {
+            Reply::Agents { agents } => agents,
+            _ => vec![],
+        };
+        if let Some(l) = agents.iter().find(|a| a.name == names::LEADER) {
+            if l.connected {
+                return Ok(l.clone());
+            }
+            if matches!(l.status, AgentStatus::Failed | AgentStatus::Exited | AgentStatus::Stopped) {
+                bail!(crate::Hinted::new(
+                    format!("the leader is {} ({})", l.status, l.last_exit.clone().or(l.error.clone()).unwrap_or_default()),
+                    "see `agent-team logs leader`"
+                ));
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(crate::Hinted::new("the leader did not start within 30 s", "see `agent-team logs leader` and the daemon log"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `agent-team up`
+pub fn up(ctx: &Ctx, args: UpArgs) -> Result<ExitCode> {
+    let (cfg, why) = team_config(ctx, args.demo, args.backend.as_deref())?;
+    eprintln!("agent-team: backend {} ({why})", cfg.backend.as_str());
+    let mut c = ctx.connect()?;
+    let already = match c.call(Request::TeamInfo)? {
+        Reply::Team { team } => team.run == RunState::Running,
+        _ => false,
+    };
+    if !already {
+        start(ctx, &mut c, &cfg, args.goal.clone())?;
+    }
+    let leader = wait_for_leader(&mut c)?;
+    let agents = match c.call(Request::Agents)? {
+        Reply::Agents { agents } => agents,
+        _ => vec![],
+    };
+    if args.json {
+        output::json(&serde_json::json!({"team": ctx.team, "backend": cfg.backend.as_str(), "already_running": already, "agents": agents}));
+    } else {
+        output::line(&format!(
+            "team {} is {} on the {} backend: leader (pid {}){}",
+            ctx.team,
+            if already { "already up" } else { "up" },
+            cfg.backend.as_str(),
+            output::opt(&leader.pid),
+            if cfg.teammates.is_empty() { String::new() } else { format!(" and {} teammate(s) starting", cfg.teammates.len()) }
+        ));
+        output::line(&format!("  watch:  agent-team --team {} ps   |   agent-team --team {} logs leader -f", ctx.team, ctx.team));
+        output::line(&format!("  stop:   agent-team --team {} down", ctx.team));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `agent-team run`
+pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
+    let started = Instant::now();
+    let (cfg, why) = team_config(ctx, args.demo, args.backend.as_deref())?;
+    if !args.quiet {
+        eprintln!("agent-team: backend {} ({why})", cfg.backend.as_str());
+    }
+    let mut c = ctx.connect()?;
+    let mut since = start(ctx, &mut c, &cfg, args.goal.clone())?;
+    let deadline = args.timeout.map(|s| started + Duration::from_secs(s));
+    let outcome = loop {
+        match follow_until_finished(ctx, &mut c, &mut since, deadline, args.quiet) {
+            Ok(Some(done)) => break Ok(done),
+            Ok(None) => break Err(crate::Hinted::new("the run did not finish in time", "raise --timeout, or look at `agent-team ps`")),
+            Err(e) if e.is_disconnect() => {
+                // The daemon went away (crash?): start it again; it re-adopts the agents.
+                if !args.quiet {
+                    eprintln!("agent-team: lost the daemon; restarting it and following from event {since}");
+                }
+                let exe = std::env::current_exe()?;
+                agent_team_client::ensure_daemon(&ctx.tp, &exe, &[])?;
+                c = Client::operator(&ctx.tp)?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    // Shut everything down whatever happened.
+    let _ = crate::cmd::teams::shutdown(ctx, &mut c);
+    let (answer, success) = match outcome {
+        Ok(x) => x,
+        Err(h) => bail!(h),
+    };
+    if args.json {
+        output::json(&serde_json::json!({"team": ctx.team, "success": success, "answer": answer, "seconds": started.elapsed().as_secs_f64()}));
+    } else {
+        output::line(&answer);
+    }
+    Ok(if success { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Follows events until `RUN_FINISHED`; `Ok(None)` on timeout.
+fn follow_until_finished(
+    ctx: &Ctx,
+    c: &mut Client,
+    since: &mut u64,
+    deadline: Option<Instant>,
+    quiet: bool,
+) -> Result<Option<(String, bool)>, ClientError> {
+    let _ = ctx;
+    c.call(Request::Subscribe { since: *since })?;
+    loop {
+        let wait = match deadline {
+            Some(d) => match d.checked_duration_since(Instant::now()) {
+                Some(left) => Some(left),
+                None => return Ok(None),
+            },
+            None => None,
+        };
+        let push = match c.next_push(wait) {
+            Ok(p) => p,
+            Err(ClientError::Timeout) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Push::Event { envelope } = push else { continue };
+        *since = envelope.seq;
+        match envelope.event {
+            Event::RunFinished { answer, success } => return Ok(Some((answer, success))),
+            ev if !quiet => progress(&envelope.agent_id, &ev),
+            _ => {}
+        }
+    }
+}
+
+fn progress(agent: &str, ev: &Event) {
+    match ev {
+        Event::TaskUpdated { task } if matches!(task.status, TaskStatus::InProgress | TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled) => {
+            eprintln!("  task {:>3} {:<11} {:<12} {}", task.id, task.status.as_str(), task.owner.as_deref().unwrap_or("-"), task.title);
+        }
+        Event::AgentStatus { status, detail, .. } if matches!(status, AgentStatus::Starting | AgentStatus::Backoff | AgentStatus::Failed | AgentStatus::Stopped | AgentStatus::Exited) => {
+            eprintln!("  agent {agent:<12} {}{}", status, detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default());
+        }
+        Event::PermissionRequested { request } => {
+            eprintln!("  permission request {} from {}: {} `{}` (agent-team approve {} / deny {})", request.id, request.agent, request.tool, request.input, request.id, request.id);
+        }
+        _ => {}
+    }
+}

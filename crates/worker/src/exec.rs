@@ -1,0 +1,340 @@
+//! The offline `exec` teammate: no model, real work. At every idle point it takes its messages
+//! (shutdown first, then the leader's, then peers'), then resumes the task it holds or claims the
+//! lowest-id claimable one, runs its `run` command with `sh -c` under the role's permission
+//! policy, completes it with the exit code and the tail of the output, and tells the leader.
+
+use crate::link::{CallError, Inbound, Link};
+use crate::output::Output;
+use crate::{AgentError, CommandGroups};
+use agent_team_config::{PermAction, Role, TeamConfig, policy};
+use agent_team_protocol::names::LEADER;
+use agent_team_protocol::*;
+use std::collections::VecDeque;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// Messages waiting for the next idle point, kept in delivery order.
+#[derive(Debug, Default)]
+pub struct Mailbox {
+    pending: Vec<Message>,
+}
+
+impl Mailbox {
+    /// Keeps a message for the next idle point.
+    pub fn push(&mut self, m: Message) {
+        self.pending.push(m);
+    }
+
+    /// Takes every waiting message: shutdown requests first, then the leader's (and the
+    /// operator's), then peers'; FIFO within each.
+    pub fn take(&mut self) -> Vec<Message> {
+        let mut v = std::mem::take(&mut self.pending);
+        v.sort_by_key(|m| (agent_team_state_priority(m), m.id));
+        v
+    }
+
+    /// Whether anything waits.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+/// Delivery priority (SPEC §5.3): 0 shutdown, 1 leader/operator/daemon, 2 peers.
+pub fn agent_team_state_priority(m: &Message) -> u8 {
+    match (m.kind, m.from.as_str()) {
+        (MessageKind::ShutdownRequest, _) => 0,
+        (_, LEADER) | (_, names::OPERATOR) | (_, "daemon") => 1,
+        _ => 2,
+    }
+}
+
+/// What the loop does after reading its messages.
+enum AfterMessages {
+    Continue,
+    Shutdown,
+}
+
+/// Runs an exec teammate until it is asked to shut down.
+pub async fn run(
+    link: &Arc<Link>,
+    mut inbound: UnboundedReceiver<Inbound>,
+    config: &TeamConfig,
+    role: &Role,
+    out: &Output,
+    groups: &CommandGroups,
+) -> Result<(), AgentError> {
+    let mut mailbox = Mailbox::default();
+    let mut resync = true;
+    let mut held: Option<u64> = None;
+    loop {
+        while let Ok(ev) = inbound.try_recv() {
+            absorb(ev, &mut mailbox, &mut resync)?;
+        }
+        if let AfterMessages::Shutdown = take_messages(link, &mut mailbox, out).await {
+            return Ok(());
+        }
+        if resync {
+            held = current_task(link).await;
+            resync = false;
+        }
+        let task = match held.take() {
+            Some(id) => match link.call_retry(Request::TaskShow { id }).await {
+                Ok(Reply::Task { task }) if task.status == TaskStatus::InProgress && task.owner.as_deref() == Some(link.name()) => {
+                    out.say(&format!("resuming task {} after a restart", task.id));
+                    Some(task)
+                }
+                _ => None,
+            },
+            None => match link.call(Request::TaskClaimNext).await {
+                Ok(Reply::MaybeTask { task }) => task,
+                Ok(_) => None,
+                // The claim may have happened before the connection dropped: look again.
+                Err(CallError::Disconnected) => {
+                    resync = true;
+                    continue;
+                }
+                Err(CallError::Server(e)) if e.code == ErrorCode::Busy => {
+                    resync = true;
+                    continue;
+                }
+                Err(CallError::Server(e)) => return Err(AgentError::Daemon(e.message)),
+                Err(CallError::Gone(why)) => return Err(AgentError::Daemon(why)),
+            },
+        };
+        match task {
+            Some(t) => {
+                link.set_status(AgentStatus::Running).await;
+                run_task(link, &mut inbound, &mut mailbox, config, role, out, groups, t).await?;
+            }
+            None => {
+                link.set_status(AgentStatus::Idle).await;
+                match inbound.recv().await {
+                    Some(ev) => absorb(ev, &mut mailbox, &mut resync)?,
+                    None => return Err(AgentError::Daemon("the link to the daemon closed".into())),
+                }
+            }
+        }
+    }
+}
+
+fn absorb(ev: Inbound, mailbox: &mut Mailbox, resync: &mut bool) -> Result<(), AgentError> {
+    match ev {
+        Inbound::Message(m) => mailbox.push(m),
+        Inbound::Reconnected => *resync = true,
+        Inbound::Fatal(why) => return Err(AgentError::Daemon(why)),
+        Inbound::Task(_) | Inbound::PermDecided(_) => {}
+    }
+    Ok(())
+}
+
+/// The task the daemon says this agent holds.
+async fn current_task(link: &Link) -> Option<u64> {
+    match link.call_retry(Request::Agents).await {
+        Ok(Reply::Agents { agents }) => agents.into_iter().find(|a| a.name == link.name()).and_then(|a| a.current_task),
+        _ => None,
+    }
+}
+
+async fn take_messages(link: &Arc<Link>, mailbox: &mut Mailbox, out: &Output) -> AfterMessages {
+    let msgs = mailbox.take();
+    if msgs.is_empty() {
+        return AfterMessages::Continue;
+    }
+    let mut read = Vec::new();
+    for m in msgs {
+        read.push(m.id);
+        match m.kind {
+            MessageKind::ShutdownRequest => {
+                out.say(&format!("shutdown requested by {}: {}", m.from, m.body));
+                link.read(read).await;
+                if m.from != names::OPERATOR && m.from != "daemon" {
+                    let _ = link
+                        .send_once(&m.from, format!("{} is shutting down", link.name()), MessageKind::ShutdownResponse, format!("shutdown-{}", m.id))
+                        .await;
+                }
+                return AfterMessages::Shutdown;
+            }
+            _ => out.say(&format!("✉ {} → {} [{}]: {}", m.from, link.name(), m.kind.as_str(), m.body)),
+        }
+    }
+    link.read(read).await;
+    AfterMessages::Continue
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_task(
+    link: &Arc<Link>,
+    inbound: &mut UnboundedReceiver<Inbound>,
+    mailbox: &mut Mailbox,
+    config: &TeamConfig,
+    role: &Role,
+    out: &Output,
+    groups: &CommandGroups,
+    task: Task,
+) -> Result<(), AgentError> {
+    out.say(&format!("▶ task {}: {}", task.id, task.title));
+    let Some(cmd) = task.run.clone() else {
+        let why = "the exec provider only runs tasks that have a `run` command".to_string();
+        out.say(&format!("✗ task {}: {why}", task.id));
+        return finish(link, &task, TaskStatus::Failed, why, out).await;
+    };
+    match policy::decide(&role.permissions, "bash", &cmd) {
+        PermAction::Allow => {}
+        PermAction::Deny => {
+            let why = format!("the role's policy denies `{cmd}`");
+            return finish(link, &task, TaskStatus::Failed, why, out).await;
+        }
+        PermAction::Ask => {
+            let reason = format!("task {}: {}", task.id, task.title);
+            let (allowed, why) = ask_permission(link, inbound, mailbox, "bash", &cmd, &reason, out).await?;
+            if !allowed {
+                let why = format!("permission denied: {why}");
+                out.say(&format!("✗ task {}: {why}", task.id));
+                return finish(link, &task, TaskStatus::Failed, why, out).await;
+            }
+        }
+    }
+    let call_id = format!("task-{}-{}", task.id, link.agent().incarnation);
+    link.fire(Request::Emit {
+        event: Event::ToolCallStart { tool_call_id: call_id.clone(), tool_name: "bash".into(), args: serde_json::json!({"command": cmd}) },
+    });
+    let (code, tail) = run_command(&cmd, &config.workspace, out, groups).await;
+    let result = format!("exit {code}\n{tail}").trim_end().to_string();
+    link.fire(Request::Emit { event: Event::ToolCallResult { tool_call_id: call_id, content: result.clone(), is_error: code != 0 } });
+    let status = if code == 0 { TaskStatus::Completed } else { TaskStatus::Failed };
+    out.say(&format!("{} task {}: exit {code}", if code == 0 { "✓" } else { "✗" }, task.id));
+    finish(link, &task, status, result, out).await
+}
+
+/// Asks for permission and waits for the decision; returns (allowed, reason).
+pub async fn ask_permission(
+    link: &Arc<Link>,
+    inbound: &mut UnboundedReceiver<Inbound>,
+    mailbox: &mut Mailbox,
+    tool: &str,
+    input: &str,
+    reason: &str,
+    out: &Output,
+) -> Result<(bool, String), AgentError> {
+    let req = match link.call_retry(Request::PermRequest { tool: tool.into(), input: input.into(), reason: reason.into() }).await {
+        Ok(Reply::Perm { request }) => request,
+        Ok(_) => return Err(AgentError::Daemon("unexpected reply to perm_request".into())),
+        Err(e) => return Err(AgentError::Daemon(e.to_string())),
+    };
+    if let Some(v) = verdict(&req) {
+        return Ok(v);
+    }
+    out.say(&format!("⏸ waiting for approval of request {}: {tool} `{input}` (agent-team approve {} / deny {})", req.id, req.id, req.id));
+    loop {
+        match inbound.recv().await {
+            Some(Inbound::PermDecided(r)) if r.id == req.id => {
+                if let Some(v) = verdict(&r) {
+                    return Ok(v);
+                }
+            }
+            Some(Inbound::Message(m)) => mailbox.push(m),
+            Some(Inbound::Reconnected) => {
+                // The decision may have been pushed while we were away.
+                if let Ok(Reply::Perms { requests }) = link.call_retry(Request::PermList { all: true, after: Some(req.id - 1) }).await
+                    && let Some(v) = requests.iter().find(|r| r.id == req.id).and_then(verdict)
+                {
+                    return Ok(v);
+                }
+            }
+            Some(Inbound::Fatal(why)) => return Err(AgentError::Daemon(why)),
+            Some(_) => {}
+            None => return Err(AgentError::Daemon("the link to the daemon closed".into())),
+        }
+    }
+}
+
+fn verdict(r: &PermRequest) -> Option<(bool, String)> {
+    match r.status {
+        PermStatus::Pending => None,
+        PermStatus::Allowed => Some((true, String::new())),
+        PermStatus::Denied => Some((
+            false,
+            r.decision.as_ref().and_then(|d| d.reason.clone().map(|x| format!("{x} (by {})", d.by))).unwrap_or_else(|| "denied".into()),
+        )),
+    }
+}
+
+async fn finish(link: &Arc<Link>, task: &Task, status: TaskStatus, result: String, out: &Output) -> Result<(), AgentError> {
+    let result: String = if result.len() > 4000 { result[result.len() - 4000..].to_string() } else { result };
+    match link.call_retry(Request::TaskFinish { id: task.id, status, result: Some(result.clone()) }).await {
+        Ok(_) => {}
+        // Already finished by our first attempt, before a reconnect: fine.
+        Err(CallError::Server(e)) if e.code == ErrorCode::InvalidState => {}
+        Err(CallError::Server(e)) => out.say(&format!("could not finish task {}: {}", task.id, e.message)),
+        Err(e) => return Err(AgentError::Daemon(e.to_string())),
+    }
+    let first_line = result.lines().next().unwrap_or_default().to_string();
+    let body = format!("task {} ({}) {}: {first_line}", task.id, task.title, status);
+    match link.send_once(LEADER, body, MessageKind::TaskEvent, format!("done-{}-{}", task.id, task.attempts)).await {
+        Ok(_) | Err(CallError::Server(_)) => Ok(()),
+        Err(e) => Err(AgentError::Daemon(e.to_string())),
+    }
+}
+
+/// Runs `sh -c cmd` in `cwd`, streaming its output lines; returns the exit code (128+signal
+/// when killed) and the last lines of output.
+pub async fn run_command(cmd: &str, cwd: &Path, out: &Output, groups: &CommandGroups) -> (i32, String) {
+    let mut c = tokio::process::Command::new("sh");
+    c.arg("-c").arg(cmd).current_dir(cwd).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    if groups.own_group.is_some() {
+        c.process_group(0);
+    }
+    let mut child = match c.spawn() {
+        Ok(ch) => ch,
+        Err(e) => return (127, format!("cannot run sh: {e}")),
+    };
+    if let (Some(slot), Some(pid)) = (&groups.own_group, child.id())
+        && let Ok(mut s) = slot.lock()
+    {
+        *s = Some(pid);
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    if let Some(so) = child.stdout.take() {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(so).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                let _ = tx.send(l);
+            }
+        });
+    }
+    if let Some(se) = child.stderr.take() {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(se).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                let _ = tx.send(l);
+            }
+        });
+    }
+    drop(tx);
+    let mut tail: VecDeque<String> = VecDeque::new();
+    while let Some(line) = rx.recv().await {
+        out.say(&format!("  │ {line}"));
+        tail.push_back(line);
+        if tail.len() > 30 {
+            tail.pop_front();
+        }
+    }
+    let code = match child.wait().await {
+        Ok(status) => {
+            use std::os::unix::process::ExitStatusExt;
+            status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+        }
+        Err(_) => 1,
+    };
+    if let Some(slot) = &groups.own_group
+        && let Ok(mut s) = slot.lock()
+    {
+        *s = None;
+    }
+    (code, tail.into_iter().collect::<Vec<_>>().join("\n"))
+}

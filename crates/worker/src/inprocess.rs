@@ -1,0 +1,64 @@
+//! The daemon's in-process backend runs agents with this runner: the same agent loop as the
+//! worker binary, as a task on the daemon's runtime, its output in the agent's log file.
+
+use crate::output::Output;
+use crate::{AgentEnv, CommandGroups, run_agent};
+use agent_team_pane::inprocess::{AgentRunner, RunningAgent};
+use agent_team_pane::{ExitInfo, LaunchSpec, PaneError};
+use std::sync::{Arc, Mutex};
+
+/// Starts agents as tasks on the runtime it is called from.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Runner;
+
+struct Running {
+    abort: tokio::task::AbortHandle,
+    exit: Arc<Mutex<Option<ExitInfo>>>,
+    command_group: Arc<Mutex<Option<u32>>>,
+}
+
+impl RunningAgent for Running {
+    fn abort(&self) {
+        // Kill the command it runs (its own process group), then the task.
+        if let Some(pgid) = self.command_group.lock().ok().and_then(|g| *g) {
+            let _ = agent_team_pane::procs::stop_group(pgid, std::time::Duration::from_millis(500), || {});
+        }
+        self.abort.abort();
+        if let Ok(mut e) = self.exit.lock()
+            && e.is_none()
+        {
+            *e = Some(ExitInfo { code: None, signal: Some(9) });
+        }
+    }
+
+    fn exit(&self) -> Option<ExitInfo> {
+        self.exit.lock().ok().and_then(|e| *e)
+    }
+}
+
+impl AgentRunner for Runner {
+    fn start(&self, spec: &LaunchSpec) -> Result<Arc<dyn RunningAgent>, PaneError> {
+        let handle = tokio::runtime::Handle::try_current()
+            .map_err(|e| PaneError::Unsupported(format!("no async runtime to run {} in: {e}", spec.name)))?;
+        let lookup = |k: &str| spec.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let agent = AgentEnv::from_lookup(lookup).map_err(|e| PaneError::Tool(e.to_string()))?;
+        let out = Output::to_file(&spec.log);
+        let exit = Arc::new(Mutex::new(None));
+        let command_group = Arc::new(Mutex::new(None));
+        let groups = CommandGroups { own_group: Some(command_group.clone()) };
+        let exit2 = exit.clone();
+        let task = handle.spawn(async move {
+            let code = match run_agent(agent, out.clone(), groups).await {
+                Ok(()) => 0,
+                Err(e) => {
+                    out.say(&format!("agent stopped: {e}"));
+                    1
+                }
+            };
+            if let Ok(mut e) = exit2.lock() {
+                *e = Some(ExitInfo { code: Some(code), signal: None });
+            }
+        });
+        Ok(Arc::new(Running { abort: task.abort_handle(), exit, command_group }))
+    }
+}

@@ -1,0 +1,272 @@
+//! The agent's connection to its daemon: authenticated as the agent's one identity, kept alive
+//! across daemon restarts with backoff, and turned into one stream of [`Inbound`] events.
+//! Messages are acknowledged as delivered on arrival and passed on exactly once per process.
+
+use crate::output::Output;
+use crate::{AgentEnv, AgentError};
+use agent_team_client::{AsyncClient, ClientError, agent_hello};
+use agent_team_protocol::*;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// What reaches the agent loop.
+#[derive(Debug, Clone)]
+pub enum Inbound {
+    /// A message, new to this process.
+    Message(Message),
+    /// A task changed.
+    Task(Task),
+    /// One of our permission requests was decided.
+    PermDecided(PermRequest),
+    /// (Re)connected: state may have changed while away, so look again.
+    Reconnected,
+    /// The daemon refused us for good, or stayed away too long.
+    Fatal(String),
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone)]
+pub enum CallError {
+    /// The daemon answered with an error.
+    Server(ErrorBody),
+    /// The connection dropped before the answer (the request may or may not have happened).
+    Disconnected,
+    /// The link is gone for good.
+    Gone(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Server(e) => write!(f, "{}", e.message),
+            CallError::Disconnected => write!(f, "the connection to the daemon dropped"),
+            CallError::Gone(why) => write!(f, "{why}"),
+        }
+    }
+}
+
+impl CallError {
+    /// The daemon's error code, if it answered.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            CallError::Server(e) => Some(e.code),
+            _ => None,
+        }
+    }
+}
+
+/// How long an agent keeps trying to reach a daemon that went away before it gives up (so a
+/// team whose daemon is never restarted leaves no process behind).
+const GIVE_UP_AFTER: Duration = Duration::from_secs(600);
+
+/// A connection that heals itself.
+pub struct Link {
+    agent: AgentEnv,
+    client: watch::Sender<Option<AsyncClient>>,
+    role: Mutex<String>,
+    seen: Mutex<HashSet<u64>>,
+    gone: Mutex<Option<String>>,
+}
+
+impl Link {
+    /// Connects (waiting for the daemon if needed) and starts the keeper task.
+    pub async fn start(agent: AgentEnv, out: Output) -> Result<(Arc<Link>, mpsc::UnboundedReceiver<Inbound>), AgentError> {
+        let (client, pushes) = connect(&agent, &out).await?;
+        let (ctx, _) = watch::channel(None);
+        let link = Arc::new(Link {
+            agent,
+            client: ctx,
+            role: Mutex::new(client.welcome().role.clone()),
+            seen: Mutex::new(HashSet::new()),
+            gone: Mutex::new(None),
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(keeper(link.clone(), out, client, pushes, tx));
+        Ok((link, rx))
+    }
+
+    /// The agent's name.
+    pub fn name(&self) -> &str {
+        &self.agent.name
+    }
+
+    /// The agent's role as the daemon knows it.
+    pub fn welcome_role(&self) -> String {
+        self.role.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// The agent's identity.
+    pub fn agent(&self) -> &AgentEnv {
+        &self.agent
+    }
+
+    async fn connected(&self) -> Result<AsyncClient, CallError> {
+        let mut rx = self.client.subscribe();
+        loop {
+            if let Some(why) = self.gone.lock().ok().and_then(|g| g.clone()) {
+                return Err(CallError::Gone(why));
+            }
+            if let Some(c) = rx.borrow_and_update().clone() {
+                return Ok(c);
+            }
+            if rx.changed().await.is_err() {
+                return Err(CallError::Gone("the link was closed".into()));
+            }
+        }
+    }
+
+    /// One attempt: waits for a connection, sends, waits for the answer.
+    pub async fn call(&self, req: Request) -> Result<Reply, CallError> {
+        let c = self.connected().await?;
+        match c.call(req).await {
+            Ok(r) => Ok(r),
+            Err(ClientError::Server(e)) => Err(CallError::Server(e)),
+            // The keeper notices the same drop and replaces the client.
+            Err(_) => Err(CallError::Disconnected),
+        }
+    }
+
+    /// Like [`Link::call`], but tries again after a reconnect. Use it for requests that are
+    /// safe to repeat (reads, acks, `send` with a dedup key, finishing a task).
+    pub async fn call_retry(&self, req: Request) -> Result<Reply, CallError> {
+        loop {
+            let mut rx = self.client.subscribe();
+            rx.borrow_and_update();
+            match self.call(req.clone()).await {
+                Err(CallError::Disconnected) => {
+                    // Wait for the keeper to replace the connection before trying again.
+                    if rx.changed().await.is_err() {
+                        return Err(CallError::Gone("the link was closed".into()));
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Sends without waiting for the answer (progress events, acks).
+    pub fn fire(self: &Arc<Self>, req: Request) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let _ = me.call(req).await;
+        });
+    }
+
+    /// The team configuration.
+    pub async fn config(&self) -> Result<agent_team_config::TeamConfig, AgentError> {
+        match self.call_retry(Request::GetConfig).await {
+            Ok(Reply::Config { config }) if !config.is_null() => {
+                serde_json::from_value(config).map_err(|e| AgentError::Config(format!("cannot read the team configuration: {e}")))
+            }
+            Ok(_) => Err(AgentError::Config("the team has no configuration".into())),
+            Err(e) => Err(AgentError::Daemon(e.to_string())),
+        }
+    }
+
+    /// Tells the daemon (and so `ps`) about an error that stops this agent.
+    pub async fn report_error(&self, error: &str) -> Result<(), CallError> {
+        self.call(Request::SetStatus { status: AgentStatus::Idle, error: Some(error.to_string()) }).await.map(|_| ())
+    }
+
+    /// Reports running / idle / waiting.
+    pub async fn set_status(&self, status: AgentStatus) {
+        let _ = self.call_retry(Request::SetStatus { status, error: None }).await;
+    }
+
+    /// Marks messages read.
+    pub async fn read(&self, ids: Vec<u64>) {
+        if !ids.is_empty() {
+            let _ = self.call_retry(Request::Ack { ids, state: DeliveryState::Read }).await;
+        }
+    }
+
+    /// Sends a message at most once per `key`, retrying across reconnects.
+    pub async fn send_once(&self, to: &str, body: String, kind: MessageKind, key: String) -> Result<Reply, CallError> {
+        self.call_retry(Request::Send { to: to.into(), body, kind, summary: None, dedup: Some(key) }).await
+    }
+}
+
+async fn connect(agent: &AgentEnv, out: &Output) -> Result<(AsyncClient, mpsc::UnboundedReceiver<Push>), AgentError> {
+    let hello = agent_hello(&agent.team, &agent.name, &agent.secret, agent.incarnation);
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(50);
+    let mut said = false;
+    loop {
+        match AsyncClient::connect(&agent.socket, &hello).await {
+            Ok(c) => return Ok(c),
+            Err(ClientError::Refused(e)) => {
+                let superseded = e.code == ErrorCode::InvalidState
+                    || (e.code == ErrorCode::Unauthorized && e.details.get("incarnation").is_some());
+                return Err(AgentError::Refused { name: agent.name.clone(), why: e.message, superseded });
+            }
+            Err(e) => {
+                if started.elapsed() > GIVE_UP_AFTER {
+                    return Err(AgentError::Daemon(format!("the daemon stayed unreachable for {} s: {e}", GIVE_UP_AFTER.as_secs())));
+                }
+                if !said {
+                    out.say(&format!("waiting for the daemon: {e}"));
+                    said = true;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+async fn keeper(
+    link: Arc<Link>,
+    out: Output,
+    mut client: AsyncClient,
+    mut pushes: mpsc::UnboundedReceiver<Push>,
+    tx: mpsc::UnboundedSender<Inbound>,
+) {
+    loop {
+        let _ = client.call(Request::WatchTasks).await;
+        link.client.send_replace(Some(client.clone()));
+        if tx.send(Inbound::Reconnected).is_err() {
+            return;
+        }
+        while let Some(p) = pushes.recv().await {
+            let inbound = match p {
+                Push::Message { message } => {
+                    let new = link.seen.lock().map(|mut s| s.insert(message.id)).unwrap_or(true);
+                    let c = client.clone();
+                    let id = message.id;
+                    tokio::spawn(async move {
+                        let _ = c.call(Request::Ack { ids: vec![id], state: DeliveryState::Delivered }).await;
+                    });
+                    if !new {
+                        continue;
+                    }
+                    Inbound::Message(message)
+                }
+                Push::Task { task } => Inbound::Task(task),
+                Push::PermissionDecided { request } => Inbound::PermDecided(request),
+                Push::Event { .. } => continue,
+            };
+            if tx.send(inbound).is_err() {
+                return;
+            }
+        }
+        link.client.send_replace(None);
+        out.say("lost the connection to the daemon; reconnecting");
+        match connect(&link.agent, &out).await {
+            Ok((c, p)) => {
+                out.say("reconnected");
+                client = c;
+                pushes = p;
+            }
+            Err(e) => {
+                if let Ok(mut g) = link.gone.lock() {
+                    *g = Some(e.to_string());
+                }
+                link.client.send_replace(None);
+                let _ = tx.send(Inbound::Fatal(e.to_string()));
+                return;
+            }
+        }
+    }
+}

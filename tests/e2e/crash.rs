@@ -11,7 +11,13 @@ use std::time::Duration;
 const WINDOW: usize = 32;
 
 fn register(op: &mut Client, name: &str, role: &str) -> String {
-    match op.call(Request::Register { name: name.into(), role: role.into() }).unwrap() {
+    match op
+        .call(Request::Register {
+            name: name.into(),
+            role: role.into(),
+        })
+        .unwrap()
+    {
         Reply::Registered { secret, .. } => secret,
         other => panic!("{other:?}"),
     }
@@ -29,7 +35,12 @@ fn sigkill_under_load_loses_and_duplicates_nothing_acknowledged() {
     for n in ["s0", "s1", "s2", "r0", "r1", "c0", "c1"] {
         secrets.insert(n.to_string(), register(&mut op, n, "worker"));
     }
-    let connect = |name: &str| Client::connect(&tp.socket, &agent_team_client::agent_hello(team, name, &secrets[name], 0));
+    let connect = |name: &str| {
+        Client::connect(
+            &tp.socket,
+            &agent_team_client::agent_hello(team, name, &secrets[name], 0),
+        )
+    };
 
     let stop = Arc::new(AtomicBool::new(false));
     let acked_msgs: Arc<Mutex<Vec<(String, String)>>> = Arc::default(); // (recipient, body)
@@ -57,7 +68,13 @@ fn sigkill_under_load_loses_and_duplicates_nothing_acknowledged() {
                         break;
                     }
                 }
-                if !ids.is_empty() && c.call(Request::Ack { ids, state: DeliveryState::Read }).is_err() {
+                if !ids.is_empty()
+                    && c.call(Request::Ack {
+                        ids,
+                        state: DeliveryState::Read,
+                    })
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -76,8 +93,13 @@ fn sigkill_under_load_loses_and_duplicates_nothing_acknowledged() {
                     let to = format!("r{}", (n as usize + i) % 2);
                     let body = format!("{s}-{n}");
                     n += 1;
-                    let Ok(id) = c.send(Request::Send { to: to.clone(), body: body.clone(), kind: MessageKind::Text, summary: None, dedup: None })
-                    else {
+                    let Ok(id) = c.send(Request::Send {
+                        to: to.clone(),
+                        body: body.clone(),
+                        kind: MessageKind::Text,
+                        summary: None,
+                        dedup: None,
+                    }) else {
                         return;
                     };
                     sent.insert(id, (to, body));
@@ -92,7 +114,9 @@ fn sigkill_under_load_loses_and_duplicates_nothing_acknowledged() {
                             count.fetch_add(1, Ordering::Relaxed);
                         }
                         // Back-pressure from a full inbox: nothing was stored, so nothing to check.
-                        Ok((_, Err(e))) if e.code == ErrorCode::InboxFull => std::thread::yield_now(),
+                        Ok((_, Err(e))) if e.code == ErrorCode::InboxFull => {
+                            std::thread::yield_now()
+                        }
                         Ok((_, Err(e))) => panic!("a send was refused: {e}"),
                         Err(_) => return,
                     }
@@ -127,7 +151,9 @@ fn sigkill_under_load_loses_and_duplicates_nothing_acknowledged() {
                 }
                 for _ in 0..8 {
                     match c.next_response() {
-                        Ok((id, Ok(Reply::Task { task }))) => acked.lock().unwrap().push((sent[&id].clone(), task.id)),
+                        Ok((id, Ok(Reply::Task { task }))) => {
+                            acked.lock().unwrap().push((sent[&id].clone(), task.id))
+                        }
                         Ok((_, other)) => panic!("task_add gave {other:?}"),
                         Err(_) => return,
                     }
@@ -145,7 +171,11 @@ fn sigkill_under_load_loses_and_duplicates_nothing_acknowledged() {
                 match c.call(Request::TaskClaimNext) {
                     Ok(Reply::MaybeTask { task: Some(t) }) => {
                         acked.lock().unwrap().push((a.to_string(), t.id, false));
-                        let done = c.call(Request::TaskFinish { id: t.id, status: TaskStatus::Completed, result: Some("ok".into()) });
+                        let done = c.call(Request::TaskFinish {
+                            id: t.id,
+                            status: TaskStatus::Completed,
+                            result: Some("ok".into()),
+                        });
                         match done {
                             Ok(_) => acked.lock().unwrap().push((a.to_string(), t.id, true)),
                             Err(_) => return,
@@ -183,44 +213,82 @@ fn sigkill_under_load_loses_and_duplicates_nothing_acknowledged() {
     assert_eq!(all.len(), unique.len(), "a message was stored twice");
     let acked_msgs = acked_msgs.lock().unwrap();
     for (to, body) in acked_msgs.iter() {
-        assert!(stored[to].contains(body), "acknowledged message {body} to {to} is missing");
+        assert!(
+            stored[to].contains(body),
+            "acknowledged message {body} to {to} is missing"
+        );
     }
     for r in ["r0", "r1"] {
         for s in ["s0", "s1", "s2"] {
             let ns: Vec<u64> = stored[r]
                 .iter()
-                .filter_map(|b| b.strip_prefix(&format!("{s}-")).and_then(|n| n.parse().ok()))
+                .filter_map(|b| {
+                    b.strip_prefix(&format!("{s}-"))
+                        .and_then(|n| n.parse().ok())
+                })
                 .collect();
-            assert!(ns.windows(2).all(|w| w[0] < w[1]), "FIFO broken from {s} to {r}");
+            assert!(
+                ns.windows(2).all(|w| w[0] < w[1]),
+                "FIFO broken from {s} to {r}"
+            );
         }
     }
 
     // Tasks: every acknowledged creation is there with its id; no id or key twice.
     let tasks = op.all_tasks(None).unwrap();
-    let by_key: HashMap<String, &Task> = tasks.iter().map(|t| (t.key.clone().unwrap(), t)).collect();
+    let by_key: HashMap<String, &Task> =
+        tasks.iter().map(|t| (t.key.clone().unwrap(), t)).collect();
     assert_eq!(by_key.len(), tasks.len(), "a key was stored twice");
     let ids: Vec<u64> = tasks.iter().map(|t| t.id).collect();
-    assert_eq!(ids, (1..=tasks.len() as u64).collect::<Vec<_>>(), "task ids have gaps or repeats");
+    assert_eq!(
+        ids,
+        (1..=tasks.len() as u64).collect::<Vec<_>>(),
+        "task ids have gaps or repeats"
+    );
     for (key, id) in acked_tasks.lock().unwrap().iter() {
-        assert_eq!(by_key.get(key).map(|t| t.id), Some(*id), "acknowledged task {key} missing or renumbered");
+        assert_eq!(
+            by_key.get(key).map(|t| t.id),
+            Some(*id),
+            "acknowledged task {key} missing or renumbered"
+        );
     }
     // Claims: each acknowledged claim holds, each acknowledged completion is completed, once.
     let by_id: HashMap<u64, &Task> = tasks.iter().map(|t| (t.id, t)).collect();
     for (agent, id, finished) in acked_claims.lock().unwrap().iter() {
         let t = by_id[id];
-        assert_eq!(t.owner.as_deref(), Some(agent.as_str()), "claim of {id} by {agent} lost");
+        assert_eq!(
+            t.owner.as_deref(),
+            Some(agent.as_str()),
+            "claim of {id} by {agent} lost"
+        );
         assert_eq!(t.attempts, 1, "task {id} was claimed twice");
         if *finished {
             assert_eq!(t.status, TaskStatus::Completed);
         } else {
-            assert!(matches!(t.status, TaskStatus::InProgress | TaskStatus::Completed));
+            assert!(matches!(
+                t.status,
+                TaskStatus::InProgress | TaskStatus::Completed
+            ));
         }
     }
     // The event log has no gaps, and ids continue after the crash.
     let events = op.all_events(0).unwrap();
-    assert!(events.iter().enumerate().all(|(i, e)| e.seq == i as u64 + 1), "event log has gaps");
+    assert!(
+        events
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.seq == i as u64 + 1),
+        "event log has gaps"
+    );
     let next = op
-        .call(Request::TaskAdd { title: "after".into(), description: String::new(), run: None, blocked_by: vec![], assign: None, key: None })
+        .call(Request::TaskAdd {
+            title: "after".into(),
+            description: String::new(),
+            run: None,
+            blocked_by: vec![],
+            assign: None,
+            key: None,
+        })
         .task()
         .unwrap();
     assert_eq!(next.id, tasks.len() as u64 + 1);

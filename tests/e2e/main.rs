@@ -1,4 +1,7 @@
 //! End-to-end tests: the real `agent-team` and `agent-team-worker` binaries in a sandbox.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod cli;
 mod crash;
+mod workers;

@@ -23,7 +23,11 @@ pub fn bin_dir() -> PathBuf {
 /// The path of one of our binaries; panics with a hint if it was not built.
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
-    assert!(p.exists(), "{} is missing: run `cargo build --bins` first (or use `cargo xtask ci`)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --bins` first (or use `cargo xtask ci`)",
+        p.display()
+    );
     p
 }
 
@@ -32,7 +36,10 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_millis(1);
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(50));
     }
@@ -58,7 +65,11 @@ impl Sandbox {
     pub fn new() -> Self {
         let dir = tempfile::Builder::new().prefix("at-").tempdir().unwrap();
         let paths = Paths::new(dir.path().join("home"), dir.path().join("run"));
-        Sandbox { dir, paths, children: Vec::new() }
+        Sandbox {
+            dir,
+            paths,
+            children: Vec::new(),
+        }
     }
 
     /// The files of `team`.
@@ -80,7 +91,11 @@ impl Sandbox {
 
     /// Runs `agent-team ARGS` to completion.
     pub fn run(&self, args: &[&str]) -> Output {
-        self.cmd("agent-team").args(args).stdin(Stdio::null()).output().unwrap()
+        self.cmd("agent-team")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
     }
 
     /// Runs `agent-team ARGS` and returns stdout, panicking with stderr if it failed.
@@ -97,7 +112,12 @@ impl Sandbox {
 
     /// Starts `agent-team daemon --foreground --team TEAM` as a child this test can SIGKILL.
     pub fn spawn_daemon(&mut self, team: &str) -> u32 {
-        let log = std::fs::File::create(self.dir.path().join(format!("daemon-{team}-{}.log", self.children.len()))).unwrap();
+        let log = std::fs::File::create(
+            self.dir
+                .path()
+                .join(format!("daemon-{team}-{}.log", self.children.len())),
+        )
+        .unwrap();
         let child = self
             .cmd("agent-team")
             .args(["daemon", "--foreground", "--team", team])
@@ -109,7 +129,9 @@ impl Sandbox {
         let pid = child.id();
         self.children.push(child);
         let tp = self.team(team);
-        wait_for("the daemon to answer", Duration::from_secs(20), || Client::operator(&tp).is_ok());
+        wait_for("the daemon to answer", Duration::from_secs(20), || {
+            Client::operator(&tp).is_ok()
+        });
         pid
     }
 
@@ -126,6 +148,128 @@ impl Sandbox {
     pub fn operator(&self, team: &str) -> Client {
         Client::operator(&self.team(team)).unwrap()
     }
+
+    /// Writes `agent-team.toml` into the sandbox's directory (the commands' working directory).
+    pub fn write_team_file(&self, text: &str) {
+        std::fs::write(self.dir.path().join("agent-team.toml"), text).unwrap();
+    }
+
+    /// A path inside the sandbox.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Starts `agent-team ARGS` in the background; it is killed at the end of the test.
+    pub fn spawn(&mut self, args: &[&str]) -> u32 {
+        let log = std::fs::File::create(
+            self.dir
+                .path()
+                .join(format!("cmd-{}.log", self.children.len())),
+        )
+        .unwrap();
+        let child = self
+            .cmd("agent-team")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        self.children.push(child);
+        pid
+    }
+
+    /// Waits for a background command started with [`Sandbox::spawn`] and returns its status
+    /// and combined output.
+    pub fn wait_child(
+        &mut self,
+        pid: u32,
+        timeout: Duration,
+    ) -> (std::process::ExitStatus, String) {
+        let pos = self
+            .children
+            .iter()
+            .position(|c| c.id() == pid)
+            .expect("no such child");
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(st) = self.children[pos].try_wait().unwrap() {
+                break st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "command {pid} did not finish within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let idx = pos;
+        let out = std::fs::read_to_string(self.dir.path().join(format!("cmd-{idx}.log")))
+            .unwrap_or_default();
+        // Already reaped by try_wait above; wait() returns the same status at once.
+        let _ = self.children.remove(pos).wait();
+        (status, out)
+    }
+
+    /// The roster of `team`.
+    pub fn agents(&self, team: &str) -> Vec<agent_team_protocol::AgentInfo> {
+        match self
+            .operator(team)
+            .call(agent_team_protocol::Request::Agents)
+            .unwrap()
+        {
+            agent_team_protocol::Reply::Agents { agents } => agents,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// One agent of `team`.
+    pub fn agent(&self, team: &str, name: &str) -> agent_team_protocol::AgentInfo {
+        self.agents(team)
+            .into_iter()
+            .find(|a| a.name == name)
+            .unwrap_or_else(|| panic!("no agent {name}"))
+    }
+
+    /// The board of `team`.
+    pub fn tasks(&self, team: &str) -> Vec<agent_team_protocol::Task> {
+        self.operator(team).all_tasks(None).unwrap()
+    }
+}
+
+/// (start, end) nanosecond timestamps per key from lines `start KEY NS` / `end KEY NS`.
+pub fn intervals(log: &str) -> std::collections::HashMap<String, Vec<(u128, Option<u128>)>> {
+    let mut m: std::collections::HashMap<String, Vec<(u128, Option<u128>)>> = Default::default();
+    for line in log.lines() {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        if parts.len() != 3 {
+            continue;
+        }
+        let ts: u128 = parts[2].parse().unwrap();
+        match parts[0] {
+            "start" => m.entry(parts[1].to_string()).or_default().push((ts, None)),
+            "end" => {
+                if let Some(last) = m.get_mut(parts[1]).and_then(|v| v.last_mut()) {
+                    last.1 = Some(ts);
+                }
+            }
+            _ => {}
+        }
+    }
+    m
+}
+
+/// A task command that records when it starts and ends in `log`, sleeping `secs` between.
+pub fn recorded(key: &str, log: &Path, secs: f64) -> String {
+    format!(
+        "echo start {key} $(date +%s%N) >> {l}; sleep {secs}; echo end {key} $(date +%s%N) >> {l}",
+        l = log.display()
+    )
+}
+
+/// Whether process group `pgid` has any member.
+pub fn group_alive(pgid: u32) -> bool {
+    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid as i32), None).is_ok()
 }
 
 impl Drop for Sandbox {
@@ -135,9 +279,20 @@ impl Drop for Sandbox {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().to_string();
                 if let Some(team) = name.strip_suffix(".lock") {
-                    let _ = self.cmd("agent-team").args(["--team", team, "down"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
-                    if let Some(pid) = std::fs::read_to_string(e.path()).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
-                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    let _ = self
+                        .cmd("agent-team")
+                        .args(["--team", team, "down"])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status();
+                    if let Some(pid) = std::fs::read_to_string(e.path())
+                        .ok()
+                        .and_then(|s| s.trim().parse::<i32>().ok())
+                    {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
                     }
                 }
             }

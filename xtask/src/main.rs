@@ -16,7 +16,9 @@ fn main() -> Result<()> {
         Some("bench") => bench(&root, &args[1..]),
         _ => {
             eprintln!("usage: cargo xtask <ci|bench [--save] [--quick]>");
-            eprintln!("  ci      format check, clippy -D warnings, build, the whole test suite, docs");
+            eprintln!(
+                "  ci      format check, clippy -D warnings, build, the whole test suite, docs"
+            );
             eprintln!("  bench   SPEC §6 figures beside their same-run floors (release build)");
             std::process::exit(2);
         }
@@ -35,7 +37,9 @@ fn cargo(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<()> {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let status = cmd.status().with_context(|| format!("cannot run cargo {}", args.join(" ")))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run cargo {}", args.join(" ")))?;
     if !status.success() {
         bail!("cargo {} failed ({status})", args.join(" "));
     }
@@ -45,20 +49,52 @@ fn cargo(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<()> {
 fn ci(root: &Path) -> Result<()> {
     let started = std::time::Instant::now();
     cargo(root, &["fmt", "--all", "--check"], &[])?;
-    cargo(root, &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
+    cargo(
+        root,
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
     // The end-to-end suite drives the real binaries, so they must exist first.
     cargo(root, &["build", "--workspace", "--bins"], &[])?;
     cargo(root, &["test", "--workspace", "--no-fail-fast"], &[])?;
-    cargo(root, &["doc", "--workspace", "--no-deps"], &[("RUSTDOCFLAGS", "-D warnings")])?;
-    eprintln!("xtask: ci passed in {:.0} s", started.elapsed().as_secs_f64());
+    cargo(
+        root,
+        &["doc", "--workspace", "--no-deps"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )?;
+    eprintln!(
+        "xtask: ci passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
 fn bench(root: &Path, args: &[String]) -> Result<()> {
-    cargo(root, &["build", "--release", "--bins", "-p", "agent-team-cli", "-p", "agent-team-bench"], &[])?;
+    cargo(
+        root,
+        &[
+            "build",
+            "--release",
+            "--bins",
+            "-p",
+            "agent-team-cli",
+            "-p",
+            "agent-team-bench",
+        ],
+        &[],
+    )?;
     let bin_dir = root.join("target").join("release");
     let mut cmd = Command::new(bin_dir.join("agent-team-bench"));
-    cmd.current_dir(root).env("AGENT_TEAM_BIN_DIR", &bin_dir).args(args);
+    cmd.current_dir(root)
+        .env("AGENT_TEAM_BIN_DIR", &bin_dir)
+        .args(args);
     let status = cmd.status().context("cannot run the bench")?;
     if !status.success() {
         bail!("the bench failed ({status})");

@@ -26,7 +26,11 @@ pub struct BenchTeam {
 pub fn bin_dir() -> PathBuf {
     std::env::var_os("AGENT_TEAM_BIN_DIR")
         .map(PathBuf::from)
-        .or_else(|| std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)))
+        .or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|e| e.parent().map(Path::to_path_buf))
+        })
         .unwrap_or_else(|| PathBuf::from("target/release"))
 }
 
@@ -35,7 +39,13 @@ impl BenchTeam {
     pub fn start(root: &Path, team: &str) -> Result<Self> {
         let paths = Paths::new(root.join("home"), root.join("run"));
         let tp = paths.team(team)?;
-        let mut t = BenchTeam { paths, tp, child: None, secrets: Default::default(), team: team.to_string() };
+        let mut t = BenchTeam {
+            paths,
+            tp,
+            child: None,
+            secrets: Default::default(),
+            team: team.to_string(),
+        };
         t.spawn()?;
         Ok(t)
     }
@@ -47,7 +57,10 @@ impl BenchTeam {
             .args(["daemon", "--foreground", "--team", &self.team])
             .env("AGENT_TEAM_HOME", &self.paths.home)
             .env("AGENT_TEAM_RUNTIME_DIR", &self.paths.runtime)
-            .env("AGENT_TEAM_LOG", std::env::var("AGENT_TEAM_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "AGENT_TEAM_LOG",
+                std::env::var("AGENT_TEAM_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
@@ -75,7 +88,10 @@ impl BenchTeam {
     /// Stops the daemon with SIGTERM and waits for it.
     pub fn stop(&mut self) -> Result<()> {
         if let Some(mut c) = self.child.take() {
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM)?;
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            )?;
             c.wait()?;
         }
         Ok(())
@@ -91,7 +107,10 @@ impl BenchTeam {
         let mut op = self.operator()?;
         for n in names {
             let role = if n == "leader" { "leader" } else { "worker" };
-            match op.call(Request::Register { name: n.clone(), role: role.into() })? {
+            match op.call(Request::Register {
+                name: n.clone(),
+                role: role.into(),
+            })? {
                 Reply::Registered { secret, .. } => {
                     self.secrets.insert(n.clone(), secret);
                 }
@@ -104,7 +123,10 @@ impl BenchTeam {
     /// A connection as agent `name`.
     pub fn agent(&self, name: &str) -> Result<Client> {
         let secret = self.secrets.get(name).context("agent not registered")?;
-        Ok(Client::connect(&self.tp.socket, &agent_hello(&self.team, name, secret, 0))?)
+        Ok(Client::connect(
+            &self.tp.socket,
+            &agent_hello(&self.team, name, secret, 0),
+        )?)
     }
 }
 
@@ -118,17 +140,31 @@ impl Drop for BenchTeam {
 }
 
 fn send_req(to: &str, body: String) -> Request {
-    Request::Send { to: to.into(), body, kind: MessageKind::Text, summary: None, dedup: None }
+    Request::Send {
+        to: to.into(),
+        body,
+        kind: MessageKind::Text,
+        summary: None,
+        dedup: None,
+    }
 }
 
 /// A thread that reads message pushes, acknowledges them as read in batches, and reports the
 /// arrival instant of each to `arrivals` (if given).
-fn receiver(mut c: Client, stop: Arc<AtomicBool>, arrivals: Option<std::sync::mpsc::Sender<Instant>>) -> std::thread::JoinHandle<u64> {
+fn receiver(
+    mut c: Client,
+    stop: Arc<AtomicBool>,
+    arrivals: Option<std::sync::mpsc::Sender<Instant>>,
+) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
         let mut seen = 0u64;
         let mut ids = Vec::new();
         while !stop.load(Ordering::Relaxed) {
-            match c.next_push(Some(Duration::from_millis(if ids.is_empty() { 50 } else { 0 }))) {
+            match c.next_push(Some(Duration::from_millis(if ids.is_empty() {
+                50
+            } else {
+                0
+            }))) {
                 Ok(Push::Message { message }) => {
                     if let Some(a) = &arrivals {
                         let _ = a.send(Instant::now());
@@ -145,7 +181,13 @@ fn receiver(mut c: Client, stop: Arc<AtomicBool>, arrivals: Option<std::sync::mp
             }
             if !ids.is_empty() {
                 let batch = std::mem::take(&mut ids);
-                if c.send(Request::Ack { ids: batch, state: DeliveryState::Read }).is_err() || c.flush().is_err() {
+                if c.send(Request::Ack {
+                    ids: batch,
+                    state: DeliveryState::Read,
+                })
+                .is_err()
+                    || c.flush().is_err()
+                {
                     break;
                 }
             }
@@ -168,7 +210,9 @@ pub fn message_latency(team: &mut BenchTeam, n: usize) -> Result<Vec<f64>> {
         let t0 = Instant::now();
         a.send(send_req("lat-b", body.clone()))?;
         a.flush()?;
-        let t1 = rx.recv_timeout(Duration::from_secs(10)).context("a message did not arrive")?;
+        let t1 = rx
+            .recv_timeout(Duration::from_secs(10))
+            .context("a message did not arrive")?;
         a.next_response()?.1.map_err(|e| anyhow::anyhow!("{e}"))?;
         if i >= 200 {
             out.push((t1 - t0).as_secs_f64());
@@ -181,10 +225,21 @@ pub fn message_latency(team: &mut BenchTeam, n: usize) -> Result<Vec<f64>> {
 
 /// Acknowledged durable messages per second with `senders` pipelining senders.
 pub fn message_throughput(team: &mut BenchTeam, senders: usize, secs: f64) -> Result<(f64, u64)> {
-    let names: Vec<String> = (0..senders).map(|i| format!("tp-s{i}")).chain((0..2).map(|i| format!("tp-r{i}"))).collect();
+    let names: Vec<String> = (0..senders)
+        .map(|i| format!("tp-s{i}"))
+        .chain((0..2).map(|i| format!("tp-r{i}")))
+        .collect();
     team.register(&names)?;
     let stop = Arc::new(AtomicBool::new(false));
-    let receivers: Vec<_> = (0..2).map(|i| Ok(receiver(team.agent(&format!("tp-r{i}"))?, stop.clone(), None))).collect::<Result<_>>()?;
+    let receivers: Vec<_> = (0..2)
+        .map(|i| {
+            Ok(receiver(
+                team.agent(&format!("tp-r{i}"))?,
+                stop.clone(),
+                None,
+            ))
+        })
+        .collect::<Result<_>>()?;
     let acked = Arc::new(AtomicU64::new(0));
     let full = Arc::new(AtomicU64::new(0));
     let barrier = Arc::new(Barrier::new(senders + 1));
@@ -192,10 +247,18 @@ pub fn message_throughput(team: &mut BenchTeam, senders: usize, secs: f64) -> Re
     let mut handles = Vec::new();
     for i in 0..senders {
         let mut c = team.agent(&format!("tp-s{i}"))?;
-        let (acked, full, barrier, deadline) = (acked.clone(), full.clone(), barrier.clone(), deadline.clone());
+        let (acked, full, barrier, deadline) = (
+            acked.clone(),
+            full.clone(),
+            barrier.clone(),
+            deadline.clone(),
+        );
         handles.push(std::thread::spawn(move || -> Result<()> {
             barrier.wait();
-            let end = deadline.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.unwrap_or_else(Instant::now);
+            let end = deadline
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .unwrap_or_else(Instant::now);
             let body = "x".repeat(100);
             let mut n = 0u64;
             while Instant::now() < end {
@@ -208,7 +271,9 @@ pub fn message_throughput(team: &mut BenchTeam, senders: usize, secs: f64) -> Re
                 for _ in 0..WINDOW {
                     match c.next_response()?.1 {
                         Ok(_) => acked.fetch_add(1, Ordering::Relaxed),
-                        Err(e) if e.code == ErrorCode::InboxFull => full.fetch_add(1, Ordering::Relaxed),
+                        Err(e) if e.code == ErrorCode::InboxFull => {
+                            full.fetch_add(1, Ordering::Relaxed)
+                        }
                         Err(e) => bail!("{e}"),
                     };
                 }
@@ -217,7 +282,8 @@ pub fn message_throughput(team: &mut BenchTeam, senders: usize, secs: f64) -> Re
         }));
     }
     let t0 = Instant::now();
-    *deadline.lock().map_err(|_| anyhow::anyhow!("poisoned"))? = Some(t0 + Duration::from_secs_f64(secs));
+    *deadline.lock().map_err(|_| anyhow::anyhow!("poisoned"))? =
+        Some(t0 + Duration::from_secs_f64(secs));
     barrier.wait();
     for h in handles {
         h.join().map_err(|_| anyhow::anyhow!("sender panicked"))??;
@@ -227,7 +293,10 @@ pub fn message_throughput(team: &mut BenchTeam, senders: usize, secs: f64) -> Re
     for r in receivers {
         let _ = r.join();
     }
-    Ok((acked.load(Ordering::Relaxed) as f64 / elapsed, full.load(Ordering::Relaxed)))
+    Ok((
+        acked.load(Ordering::Relaxed) as f64 / elapsed,
+        full.load(Ordering::Relaxed),
+    ))
 }
 
 /// Deliveries per second of pipelined broadcasts to `members` agents.
@@ -235,7 +304,10 @@ pub fn broadcast(team: &mut BenchTeam, members: usize, secs: f64) -> Result<f64>
     let names: Vec<String> = (0..members).map(|i| format!("bc-{i}")).collect();
     team.register(&names)?;
     let stop = Arc::new(AtomicBool::new(false));
-    let receivers: Vec<_> = names[1..].iter().map(|n| Ok(receiver(team.agent(n)?, stop.clone(), None))).collect::<Result<_>>()?;
+    let receivers: Vec<_> = names[1..]
+        .iter()
+        .map(|n| Ok(receiver(team.agent(n)?, stop.clone(), None)))
+        .collect::<Result<_>>()?;
     let mut c = team.agent(&names[0])?;
     let t0 = Instant::now();
     let end = t0 + Duration::from_secs_f64(secs);
@@ -272,7 +344,14 @@ pub fn racing_claims(team: &mut BenchTeam, claimers: usize, tasks: usize) -> Res
         for chunk in 0..tasks.div_ceil(256) {
             let n = 256.min(tasks - chunk * 256);
             for _ in 0..n {
-                op.send(Request::TaskAdd { title: "t".into(), description: String::new(), run: None, blocked_by: vec![], assign: None, key: None })?;
+                op.send(Request::TaskAdd {
+                    title: "t".into(),
+                    description: String::new(),
+                    run: None,
+                    blocked_by: vec![],
+                    assign: None,
+                    key: None,
+                })?;
             }
             op.flush()?;
             for _ in 0..n {
@@ -300,7 +379,11 @@ pub fn racing_claims(team: &mut BenchTeam, claimers: usize, tasks: usize) -> Res
                 match reply {
                     Reply::MaybeTask { task: Some(t) } => {
                         claimed += 1;
-                        let done = c.send(Request::TaskFinish { id: t.id, status: TaskStatus::Completed, result: None })?;
+                        let done = c.send(Request::TaskFinish {
+                            id: t.id,
+                            status: TaskStatus::Completed,
+                            result: None,
+                        })?;
                         let next = c.send(Request::TaskClaimNext)?;
                         c.flush()?;
                         c.wait(done)?;
@@ -315,12 +398,17 @@ pub fn racing_claims(team: &mut BenchTeam, claimers: usize, tasks: usize) -> Res
     let t0 = Instant::now();
     let mut total = 0;
     for h in handles {
-        total += h.join().map_err(|_| anyhow::anyhow!("claimer panicked"))??;
+        total += h
+            .join()
+            .map_err(|_| anyhow::anyhow!("claimer panicked"))??;
     }
     let elapsed = t0.elapsed().as_secs_f64();
     let all = op.all_tasks(None)?;
     let ours: Vec<&Task> = all.iter().filter(|t| t.id >= first).collect();
-    let once = ours.len() == tasks && ours.iter().all(|t| t.status == TaskStatus::Completed && t.attempts == 1);
+    let once = ours.len() == tasks
+        && ours
+            .iter()
+            .all(|t| t.status == TaskStatus::Completed && t.attempts == 1);
     if !once || total as usize != tasks {
         bail!("claims were not exactly once: {total} claims for {tasks} tasks");
     }
@@ -341,7 +429,11 @@ pub fn fill_store(tp: &TeamPaths, team: &str, tasks: usize, messages: usize) -> 
             title: format!("task {id}"),
             description: String::new(),
             run: Some("true".into()),
-            status: if id % 2 == 0 { TaskStatus::Completed } else { TaskStatus::Pending },
+            status: if id % 2 == 0 {
+                TaskStatus::Completed
+            } else {
+                TaskStatus::Pending
+            },
             owner: None,
             blocked_by: vec![],
             created_by: "operator".into(),
@@ -366,7 +458,11 @@ pub fn fill_store(tp: &TeamPaths, team: &str, tasks: usize, messages: usize) -> 
             body: "a message body of some length".into(),
             summary: None,
             ts: now,
-            state: if unread { DeliveryState::Queued } else { DeliveryState::Read },
+            state: if unread {
+                DeliveryState::Queued
+            } else {
+                DeliveryState::Read
+            },
         }));
         if changes.len() >= 100_000 {
             store.commit(&std::mem::take(&mut changes))?;
@@ -397,6 +493,9 @@ pub fn cpu_secs(pid: u32) -> f64 {
     let rest = text.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
     (ticks(11) + ticks(12)) / hz
 }

@@ -36,7 +36,10 @@ impl Relay {
     /// Starts `agent-team-bench relay` in its own process and connects both ends.
     pub fn start(dir: &Path) -> Result<Self> {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let sock = dir.join(format!("relay-{}.sock", N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+        let sock = dir.join(format!(
+            "relay-{}.sock",
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         let child = Command::new(std::env::current_exe()?)
             .arg("relay")
             .arg(&sock)
@@ -85,7 +88,9 @@ pub fn relay_latency(dir: &Path, n: usize, size: usize) -> Result<Vec<f64>> {
         let t1 = rx.recv()?;
         out.push((t1 - t0).as_secs_f64());
     }
-    reader.join().map_err(|_| anyhow::anyhow!("relay reader panicked"))??;
+    reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("relay reader panicked"))??;
     Ok(out)
 }
 
@@ -121,7 +126,10 @@ pub fn relay_throughput(dir: &Path, secs: f64, size: usize) -> Result<f64> {
 /// Latencies of `n` appends of `size` bytes, each followed by fdatasync, in seconds.
 pub fn fsync_latency(dir: &Path, n: usize, size: usize) -> Result<Vec<f64>> {
     let path = dir.join("fsync-floor.bin");
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
     let rec = vec![b'r'; size];
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
@@ -131,16 +139,5 @@ pub fn fsync_latency(dir: &Path, n: usize, size: usize) -> Result<Vec<f64>> {
         out.push(t0.elapsed().as_secs_f64());
     }
     let _ = std::fs::remove_file(&path);
-    Ok(out)
-}
-
-/// Wall time to spawn and reap `n` trivial processes, one after another, in seconds each.
-pub fn spawn_latency(n: usize) -> Result<Vec<f64>> {
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t0 = Instant::now();
-        Command::new("true").status()?;
-        out.push(t0.elapsed().as_secs_f64());
-    }
     Ok(out)
 }

@@ -4,6 +4,7 @@
 mod daemon_bench;
 mod floor;
 mod report;
+mod worker_bench;
 
 use anyhow::Result;
 use daemon_bench::*;
@@ -13,15 +14,27 @@ use std::time::{Duration, Instant};
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("relay") {
-        let sock = args.get(1).ok_or_else(|| anyhow::anyhow!("relay needs a socket path"))?;
+        let sock = args
+            .get(1)
+            .ok_or_else(|| anyhow::anyhow!("relay needs a socket path"))?;
         return floor::relay_main(std::path::Path::new(sock));
     }
     let save = args.iter().any(|a| a == "--save");
     let quick = args.iter().any(|a| a == "--quick");
     let mut r = Report::default();
     let started = Instant::now();
-    core(&mut r, quick)?;
-    println!("\nbench finished in {:.1} s", started.elapsed().as_secs_f64());
+    let only = std::env::var("BENCH_SECTION").ok();
+    if only.as_deref().is_none_or(|s| s == "core") {
+        core(&mut r, quick)?;
+    }
+    if only.as_deref().is_none_or(|s| s == "workers") {
+        let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;
+        worker_bench::run(&mut r, dir.path(), quick)?;
+    }
+    println!(
+        "\nbench finished in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     if save {
         save_report(&r)?;
     }
@@ -57,7 +70,12 @@ fn core(r: &mut Report, quick: bool) -> Result<()> {
     r.add(
         "durable message A→daemon→B, p50",
         dur(p50),
-        format!("{} (fsync {} + relay {})", dur(floor50), dur(fs50), dur(rl50)),
+        format!(
+            "{} (fsync {} + relay {})",
+            dur(floor50),
+            dur(fs50),
+            dur(rl50)
+        ),
         format!("{:.2}×", p50 / floor50),
         "≤ 2× floor",
         p50 <= 2.0 * floor50,
@@ -65,7 +83,12 @@ fn core(r: &mut Report, quick: bool) -> Result<()> {
     r.add(
         "durable message A→daemon→B, p99",
         dur(p99),
-        format!("{} (fsync {} + relay {})", dur(fs99 + rl99), dur(fs99), dur(rl99)),
+        format!(
+            "{} (fsync {} + relay {})",
+            dur(fs99 + rl99),
+            dur(fs99),
+            dur(rl99)
+        ),
         format!("{:.2}×", p99 / (fs99 + rl99)),
         "≤ 2 ms",
         p99 <= 0.002,
@@ -94,10 +117,19 @@ fn core(r: &mut Report, quick: bool) -> Result<()> {
         tp >= 100_000.0,
     );
     if full > 0 {
-        r.note(format!("{full} sends met inbox_full back-pressure during the throughput run (nothing dropped)"));
+        r.note(format!(
+            "{full} sends met inbox_full back-pressure during the throughput run (nothing dropped)"
+        ));
     }
     let bc = broadcast(&mut team, 100, secs)?;
-    r.add("broadcast to 100 agents, deliveries", rate(bc), format!("{} relay", rate(relay_tp)), format!("{:.2}×", bc / relay_tp), "≥ 200 k/s", bc >= 200_000.0);
+    r.add(
+        "broadcast to 100 agents, deliveries",
+        rate(bc),
+        format!("{} relay", rate(relay_tp)),
+        format!("{:.2}×", bc / relay_tp),
+        "≥ 200 k/s",
+        bc >= 200_000.0,
+    );
 
     let tasks = if quick { 2000 } else { 10_000 };
     let claims = racing_claims(&mut team, 10, tasks)?;
@@ -112,12 +144,22 @@ fn core(r: &mut Report, quick: bool) -> Result<()> {
     );
 
     let (rss_big, _) = rss(team.pid());
-    r.note(format!("daemon RSS after all the runs above (132 agents registered, ~10^5 messages): {:.1} MiB", rss_big as f64 / 1048576.0));
+    r.note(format!(
+        "daemon RSS after all the runs above (132 agents registered, ~10^5 messages): {:.1} MiB",
+        rss_big as f64 / 1048576.0
+    ));
     let cpu0 = cpu_secs(team.pid());
     let idle = Duration::from_secs(if quick { 1 } else { 3 });
     std::thread::sleep(idle);
     let cpu = (cpu_secs(team.pid()) - cpu0) / idle.as_secs_f64() * 100.0;
-    r.add("daemon idle CPU", format!("{cpu:.2} %"), "-".into(), "-".into(), "< 1 %", cpu < 1.0);
+    r.add(
+        "daemon idle CPU",
+        format!("{cpu:.2} %"),
+        "-".into(),
+        "-".into(),
+        "< 1 %",
+        cpu < 1.0,
+    );
     team.stop()?;
 
     // Memory with the team size of the spec: 10 agents connected, some traffic.
@@ -125,7 +167,10 @@ fn core(r: &mut Report, quick: bool) -> Result<()> {
     let (rss_fresh, _) = rss(small.pid());
     let names: Vec<String> = (0..10).map(|i| format!("w{i}")).collect();
     small.register(&names)?;
-    let clients: Vec<_> = names.iter().map(|n| small.agent(n)).collect::<Result<_>>()?;
+    let clients: Vec<_> = names
+        .iter()
+        .map(|n| small.agent(n))
+        .collect::<Result<_>>()?;
     let mut op = small.operator()?;
     for i in 0..1000 {
         op.call(agent_team_protocol::Request::Send {
@@ -149,7 +194,11 @@ fn core(r: &mut Report, quick: bool) -> Result<()> {
     small.stop()?;
 
     // Restart: an empty store versus 100 000 tasks and 1 000 000 messages.
-    let (big_tasks, big_msgs) = if quick { (10_000, 100_000) } else { (100_000, 1_000_000) };
+    let (big_tasks, big_msgs) = if quick {
+        (10_000, 100_000)
+    } else {
+        (100_000, 1_000_000)
+    };
     let mut empty = BenchTeam::start(dir.path(), "empty")?;
     empty.stop()?;
     let empty_start = empty.spawn()?;
@@ -165,11 +214,17 @@ fn core(r: &mut Report, quick: bool) -> Result<()> {
         &format!("daemon restart with {big_tasks} tasks + {big_msgs} messages, until serving"),
         dur(big_start.as_secs_f64()),
         format!("{} empty", dur(empty_start.as_secs_f64())),
-        format!("{:.1}×", big_start.as_secs_f64() / empty_start.as_secs_f64()),
+        format!(
+            "{:.1}×",
+            big_start.as_secs_f64() / empty_start.as_secs_f64()
+        ),
         "< 1 s",
         big_start < Duration::from_secs(1),
     );
-    r.note(format!("daemon RSS right after loading the big store: {:.1} MiB", big_rss as f64 / 1048576.0));
+    r.note(format!(
+        "daemon RSS right after loading the big store: {:.1} MiB",
+        big_rss as f64 / 1048576.0
+    ));
     Ok(())
 }
 
@@ -185,7 +240,9 @@ fn file_inbox_p50(dir: &std::path::Path, samples: usize) -> Result<f64> {
     let poller = std::thread::spawn(move || {
         let mut seen = 0u64;
         while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-            let len = std::fs::metadata(&poller_path).map(|m| m.len()).unwrap_or(0);
+            let len = std::fs::metadata(&poller_path)
+                .map(|m| m.len())
+                .unwrap_or(0);
             if len > seen {
                 seen = len;
                 let _ = tx.send(Instant::now());
@@ -211,8 +268,14 @@ fn file_inbox_p50(dir: &std::path::Path, samples: usize) -> Result<f64> {
 fn save_report(r: &Report) -> Result<()> {
     let root = std::env::current_dir()?;
     let path = root.join("docs").join("BENCHMARKS.md");
-    let uname = std::process::Command::new("uname").arg("-srm").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let uname = std::process::Command::new("uname")
+        .arg("-srm")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let date = agent_team_protocol::Timestamp::now().to_rfc3339();
     let text = format!(
         "# Benchmarks\n\nProduced by `cargo xtask bench --save` on {date} ({uname}, {cpus} CPUs).\n\

@@ -29,9 +29,27 @@ pub struct Report {
 
 impl Report {
     /// Adds a figure and prints it at once (long runs show progress).
-    pub fn add(&mut self, name: &str, value: String, floor: String, ratio: String, target: &str, ok: bool) {
-        println!("{name:<58} {value:>14}   floor {floor:>14}   ratio {ratio:>8}   target {target} {}", if ok { "ok" } else { "MISSED" });
-        self.figures.push(Figure { name: name.into(), value, floor, ratio, target: target.into(), ok });
+    pub fn add(
+        &mut self,
+        name: &str,
+        value: String,
+        floor: String,
+        ratio: String,
+        target: &str,
+        ok: bool,
+    ) {
+        println!(
+            "{name:<58} {value:>14}   floor {floor:>14}   ratio {ratio:>8}   target {target} {}",
+            if ok { "ok" } else { "MISSED" }
+        );
+        self.figures.push(Figure {
+            name: name.into(),
+            value,
+            floor,
+            ratio,
+            target: target.into(),
+            ok,
+        });
     }
 
     /// Adds a note.
@@ -42,9 +60,20 @@ impl Report {
 
     /// The report as a markdown table.
     pub fn markdown(&self) -> String {
-        let mut s = String::from("| figure | ours | floor (same run) | ratio | target | met |\n|---|---:|---:|---:|---|---|\n");
+        let mut s = String::from(
+            "| figure | ours | floor (same run) | ratio | target | met |\n|---|---:|---:|---:|---|---|\n",
+        );
         for f in &self.figures {
-            let _ = writeln!(s, "| {} | {} | {} | {} | {} | {} |", f.name, f.value, f.floor, f.ratio, f.target, if f.ok { "yes" } else { "**no**" });
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} |",
+                f.name,
+                f.value,
+                f.floor,
+                f.ratio,
+                f.target,
+                if f.ok { "yes" } else { "**no**" }
+            );
         }
         if !self.notes.is_empty() {
             s.push('\n');

@@ -33,9 +33,15 @@ pub fn resolve(requested: BackendKind) -> Result<(BackendKind, String)> {
                 return Ok((BackendKind::Tmux, format!("auto: {v} is usable")));
             }
             if in_iterm2() {
-                return Ok((BackendKind::Iterm2, "auto: no tmux, running in iTerm2".into()));
+                return Ok((
+                    BackendKind::Iterm2,
+                    "auto: no tmux, running in iTerm2".into(),
+                ));
             }
-            Ok((BackendKind::InProcess, "auto: no tmux on PATH and not in iTerm2, so agents run inside the daemon".into()))
+            Ok((
+                BackendKind::InProcess,
+                "auto: no tmux on PATH and not in iTerm2, so agents run inside the daemon".into(),
+            ))
         }
     }
 }
@@ -43,7 +49,9 @@ pub fn resolve(requested: BackendKind) -> Result<(BackendKind, String)> {
 /// `tmux -V` if tmux runs.
 pub fn tmux_version() -> Option<String> {
     let out = std::process::Command::new("tmux").arg("-V").output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 fn in_iterm2() -> bool {

@@ -140,7 +140,12 @@ pub enum Command {
         #[arg(long)]
         foreground: bool,
         /// Seconds a permission request waits before it is denied.
-        #[arg(long, default_value_t = 300, value_name = "SECS", env = "AGENT_TEAM_PERMISSION_TIMEOUT")]
+        #[arg(
+            long,
+            default_value_t = 300,
+            value_name = "SECS",
+            env = "AGENT_TEAM_PERMISSION_TIMEOUT"
+        )]
         permission_timeout: u64,
     },
 }

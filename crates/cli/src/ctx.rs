@@ -40,12 +40,21 @@ impl Ctx {
                 Some(f) => team_name_from_file(f)?,
                 None => {
                     let running = running_teams(&paths);
-                    if running.len() == 1 { running[0].clone() } else { "default".to_string() }
+                    if running.len() == 1 {
+                        running[0].clone()
+                    } else {
+                        "default".to_string()
+                    }
                 }
             },
         };
         let tp = paths.team(&team)?;
-        Ok(Ctx { paths, team, tp, file })
+        Ok(Ctx {
+            paths,
+            team,
+            tp,
+            file,
+        })
     }
 
     /// Connects as the operator, starting the daemon first if it is not running.
@@ -55,9 +64,13 @@ impl Ctx {
         }
         let exe = std::env::current_exe().context("cannot find the agent-team executable")?;
         if let Some(pid) = agent_team_client::ensure_daemon(&self.tp, &exe, &[])? {
-            eprintln!("agent-team: started the daemon for team {} (pid {pid})", self.team);
+            eprintln!(
+                "agent-team: started the daemon for team {} (pid {pid})",
+                self.team
+            );
         }
-        Client::operator(&self.tp).with_context(|| format!("cannot connect to the daemon of team {}", self.team))
+        Client::operator(&self.tp)
+            .with_context(|| format!("cannot connect to the daemon of team {}", self.team))
     }
 
     /// Connects as the operator if the daemon is running; `None` if it is not.
@@ -72,25 +85,38 @@ impl Ctx {
 
 /// Teams whose daemon answers on its socket right now.
 pub fn running_teams(paths: &Paths) -> Vec<String> {
-    let Ok(rd) = std::fs::read_dir(&paths.runtime) else { return vec![] };
+    let Ok(rd) = std::fs::read_dir(&paths.runtime) else {
+        return vec![];
+    };
     let mut v: Vec<String> = rd
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().into_string().ok())
         .filter_map(|n| n.strip_suffix(".sock").map(str::to_string))
-        .filter(|n| paths.team(n).is_ok_and(|tp| agent_team_client::daemon_running(&tp)))
+        .filter(|n| {
+            paths
+                .team(n)
+                .is_ok_and(|tp| agent_team_client::daemon_running(&tp))
+        })
         .collect();
     v.sort();
     v
 }
 
 fn team_name_from_file(path: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let value: toml::Table = toml::from_str(&text).map_err(|e| {
-        crate::Hinted::new(format!("{}: {}", path.display(), e.message()), "fix the team file")
+        crate::Hinted::new(
+            format!("{}: {}", path.display(), e.message()),
+            "fix the team file",
+        )
     })?;
     match value.get("name") {
         Some(toml::Value::String(s)) => Ok(s.clone()),
-        Some(_) => anyhow::bail!(crate::Hinted::new(format!("{}: field `name` must be a string", path.display()), "e.g. name = \"webapp\"")),
+        Some(_) => anyhow::bail!(crate::Hinted::new(
+            format!("{}: field `name` must be a string", path.display()),
+            "e.g. name = \"webapp\""
+        )),
         None => Ok("default".to_string()),
     }
 }

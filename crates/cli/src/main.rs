@@ -23,7 +23,10 @@ pub struct Hinted {
 impl Hinted {
     /// An error and its hint.
     pub fn new(what: impl Into<String>, hint: impl Into<String>) -> Self {
-        Hinted { what: what.into(), hint: hint.into() }
+        Hinted {
+            what: what.into(),
+            hint: hint.into(),
+        }
     }
 }
 
@@ -57,7 +60,10 @@ fn describe(e: &anyhow::Error) -> String {
                 format!("{} ({})", body.message, hint_for(body.code, &body.details))
             }
             ClientError::Connect { path, .. } => {
-                format!("no daemon answers on {} (start the team with `agent-team up`)", path.display())
+                format!(
+                    "no daemon answers on {} (start the team with `agent-team up`)",
+                    path.display()
+                )
             }
             other => format!("{other} (check `agent-team teams show` and the daemon log)"),
         };
@@ -71,12 +77,27 @@ fn hint_for(code: ErrorCode, details: &serde_json::Value) -> String {
         ErrorCode::NotFound if details.get("valid").is_some() => {
             let names: Vec<String> = details["valid"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default();
-            format!("valid names: {}", if names.is_empty() { "none".to_string() } else { names.join(", ") })
+            format!(
+                "valid names: {}",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            )
         }
-        ErrorCode::NotFound => "list what exists with `agent-team task list` or `agent-team ps`".into(),
-        ErrorCode::Blocked => "it starts once its blockers complete; see `agent-team task list`".into(),
+        ErrorCode::NotFound => {
+            "list what exists with `agent-team task list` or `agent-team ps`".into()
+        }
+        ErrorCode::Blocked => {
+            "it starts once its blockers complete; see `agent-team task list`".into()
+        }
         ErrorCode::Busy => "the agent must finish or release its current task first".into(),
         ErrorCode::Conflict => "someone else holds it; see `agent-team task show`".into(),
         ErrorCode::InvalidState => "see `agent-team task show` for its current state".into(),
@@ -84,7 +105,9 @@ fn hint_for(code: ErrorCode, details: &serde_json::Value) -> String {
         ErrorCode::InboxFull => "the recipient must read its messages first".into(),
         ErrorCode::BadRequest => "check the arguments".into(),
         ErrorCode::Unauthorized => "the credential is wrong or stale; restart the team".into(),
-        ErrorCode::UnsupportedVersion => "the daemon runs another agent-team version; `agent-team down` then retry".into(),
+        ErrorCode::UnsupportedVersion => {
+            "the daemon runs another agent-team version; `agent-team down` then retry".into()
+        }
         ErrorCode::Internal => "see the daemon log in the team's state directory".into(),
     }
 }

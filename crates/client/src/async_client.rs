@@ -30,29 +30,49 @@ struct Inner {
 impl AsyncClient {
     /// Connects, says hello, and returns the client and the channel pushes arrive on.
     /// The channel closes when the connection ends.
-    pub async fn connect(socket: &Path, hello: &Hello) -> Result<(Self, mpsc::UnboundedReceiver<Push>), ClientError> {
+    pub async fn connect(
+        socket: &Path,
+        hello: &Hello,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<Push>), ClientError> {
         let stream = UnixStream::connect(socket)
             .await
-            .map_err(|source| ClientError::Connect { path: socket.to_path_buf(), source })?;
+            .map_err(|source| ClientError::Connect {
+                path: socket.to_path_buf(),
+                source,
+            })?;
         let (r, w) = stream.into_split();
         let mut reader = BufReader::with_capacity(64 * 1024, r);
         let mut writer = BufWriter::with_capacity(64 * 1024, w);
         let hello_bytes = frame::encode(&ClientFrame::Hello(hello.clone()))?;
-        writer.write_all(&hello_bytes).await.map_err(FrameError::Io)?;
+        writer
+            .write_all(&hello_bytes)
+            .await
+            .map_err(FrameError::Io)?;
         writer.flush().await.map_err(FrameError::Io)?;
         let payload = frame::tokio_io::read_raw(&mut reader).await?;
-        let welcome = match serde_json::from_slice::<ServerFrame>(&payload).map_err(FrameError::Json)? {
-            ServerFrame::Welcome(w) => w,
-            ServerFrame::Error { error } => return Err(ClientError::Refused(error)),
-            other => return Err(ClientError::Unexpected(format!("{other:?}"))),
-        };
+        let welcome =
+            match serde_json::from_slice::<ServerFrame>(&payload).map_err(FrameError::Json)? {
+                ServerFrame::Welcome(w) => w,
+                ServerFrame::Error { error } => return Err(ClientError::Refused(error)),
+                other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+            };
         let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
         let (push_tx, push_rx) = mpsc::unbounded_channel();
         let (out_tx, out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
         tokio::spawn(read_loop(reader, pending.clone(), push_tx));
         tokio::spawn(write_loop(writer, out_rx));
-        let inner = Inner { next_id: AtomicU64::new(0), pending, out: out_tx, welcome };
-        Ok((AsyncClient { inner: Arc::new(inner) }, push_rx))
+        let inner = Inner {
+            next_id: AtomicU64::new(0),
+            pending,
+            out: out_tx,
+            welcome,
+        };
+        Ok((
+            AsyncClient {
+                inner: Arc::new(inner),
+            },
+            push_rx,
+        ))
     }
 
     /// The daemon's welcome.
@@ -101,7 +121,10 @@ async fn read_loop(
         };
         match serde_json::from_slice::<ServerFrame>(&payload) {
             Ok(ServerFrame::Response { id, ok, error }) => {
-                let tx = pending.lock().ok().and_then(|mut g| g.as_mut().and_then(|m| m.remove(&id)));
+                let tx = pending
+                    .lock()
+                    .ok()
+                    .and_then(|mut g| g.as_mut().and_then(|m| m.remove(&id)));
                 if let Some(tx) = tx {
                     let outcome = match (ok, error) {
                         (Some(r), _) => Ok(r),
@@ -123,7 +146,10 @@ async fn read_loop(
     }
 }
 
-async fn write_loop(mut w: BufWriter<tokio::net::unix::OwnedWriteHalf>, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
+async fn write_loop(
+    mut w: BufWriter<tokio::net::unix::OwnedWriteHalf>,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+) {
     while let Some(first) = rx.recv().await {
         if w.write_all(&first).await.is_err() {
             return;

@@ -49,11 +49,16 @@ pub fn daemon_running(tp: &TeamPaths) -> bool {
 
 /// Makes sure the team's daemon runs, starting `exe daemon --foreground --team T` detached
 /// (own session, output to the daemon log) if needed. Returns the new pid when it started one.
-pub fn ensure_daemon(tp: &TeamPaths, exe: &Path, extra_env: &[(String, String)]) -> Result<Option<u32>, StartError> {
+pub fn ensure_daemon(
+    tp: &TeamPaths,
+    exe: &Path,
+    extra_env: &[(String, String)],
+) -> Result<Option<u32>, StartError> {
     if daemon_running(tp) {
         return Ok(None);
     }
-    tp.ensure_dirs().map_err(|e| StartError::Io(e.to_string()))?;
+    tp.ensure_dirs()
+        .map_err(|e| StartError::Io(e.to_string()))?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -73,9 +78,16 @@ pub fn ensure_daemon(tp: &TeamPaths, exe: &Path, extra_env: &[(String, String)])
     // A new session: the daemon must outlive the terminal and the command that started it.
     #[allow(unsafe_code)]
     unsafe {
-        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
     }
-    let mut child = cmd.spawn().map_err(|source| StartError::Spawn { exe: exe.to_path_buf(), source })?;
+    let mut child = cmd.spawn().map_err(|source| StartError::Spawn {
+        exe: exe.to_path_buf(),
+        source,
+    })?;
     let pid = child.id();
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut pause = Duration::from_millis(1);
@@ -91,10 +103,18 @@ pub fn ensure_daemon(tp: &TeamPaths, exe: &Path, extra_env: &[(String, String)])
             if daemon_running(tp) {
                 return Ok(None);
             }
-            return Err(StartError::Exited { status: status.to_string(), log: tp.daemon_log.clone(), tail: tail(&tp.daemon_log) });
+            return Err(StartError::Exited {
+                status: status.to_string(),
+                log: tp.daemon_log.clone(),
+                tail: tail(&tp.daemon_log),
+            });
         }
         if Instant::now() > deadline {
-            return Err(StartError::Timeout { socket: tp.socket.clone(), secs: 10, log: tp.daemon_log.clone() });
+            return Err(StartError::Timeout {
+                socket: tp.socket.clone(),
+                secs: 10,
+                log: tp.daemon_log.clone(),
+            });
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(50));

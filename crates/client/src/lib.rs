@@ -80,8 +80,12 @@ impl ClientError {
 
 /// The hello for the operator of `team`, reading the credential from the runtime dir.
 pub fn operator_hello(tp: &TeamPaths) -> Result<Hello, ClientError> {
-    let secret = agent_team_paths::read_secret_file(&tp.operator_secret)
-        .map_err(|source| ClientError::Credential { path: tp.operator_secret.clone(), source })?;
+    let secret = agent_team_paths::read_secret_file(&tp.operator_secret).map_err(|source| {
+        ClientError::Credential {
+            path: tp.operator_secret.clone(),
+            source,
+        }
+    })?;
     Ok(Hello {
         protocol: PROTOCOL_VERSION,
         team: tp.team.clone(),
@@ -95,7 +99,11 @@ pub fn agent_hello(team: &str, name: &str, secret: &str, incarnation: u64) -> He
     Hello {
         protocol: PROTOCOL_VERSION,
         team: team.to_string(),
-        auth: Auth::Agent { name: name.to_string(), secret: secret.to_string(), incarnation },
+        auth: Auth::Agent {
+            name: name.to_string(),
+            secret: secret.to_string(),
+            incarnation,
+        },
         client: Some(format!("agent-team-worker/{}", env!("CARGO_PKG_VERSION"))),
     }
 }
@@ -112,9 +120,14 @@ pub struct Client {
 impl Client {
     /// Connects to `socket` and performs the handshake.
     pub fn connect(socket: &Path, hello: &Hello) -> Result<Self, ClientError> {
-        let stream = UnixStream::connect(socket)
-            .map_err(|source| ClientError::Connect { path: socket.to_path_buf(), source })?;
-        let read_half = stream.try_clone().map_err(|source| ClientError::Connect { path: socket.to_path_buf(), source })?;
+        let stream = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
+            path: socket.to_path_buf(),
+            source,
+        })?;
+        let read_half = stream.try_clone().map_err(|source| ClientError::Connect {
+            path: socket.to_path_buf(),
+            source,
+        })?;
         let mut c = Client {
             reader: BufReader::with_capacity(64 * 1024, read_half),
             writer: BufWriter::with_capacity(64 * 1024, stream),
@@ -166,7 +179,9 @@ impl Client {
 
     /// Sends queued requests.
     pub fn flush(&mut self) -> Result<(), ClientError> {
-        self.writer.flush().map_err(|e| ClientError::Frame(FrameError::Io(e)))
+        self.writer
+            .flush()
+            .map_err(|e| ClientError::Frame(FrameError::Io(e)))
     }
 
     /// Waits for the answer to request `id`.
@@ -233,7 +248,8 @@ impl Client {
         use std::os::fd::AsFd;
         let fd = self.reader.get_ref().as_fd();
         let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-        let ms = PollTimeout::try_from(t.as_millis().min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX);
+        let ms = PollTimeout::try_from(t.as_millis().min(i32::MAX as u128) as i32)
+            .unwrap_or(PollTimeout::MAX);
         match poll(&mut fds, ms) {
             Ok(n) => Ok(n > 0),
             Err(nix::errno::Errno::EINTR) => Ok(false),
@@ -243,17 +259,29 @@ impl Client {
 
     /// Every task (optionally of one status), fetching page after page.
     pub fn all_tasks(&mut self, status: Option<TaskStatus>) -> Result<Vec<Task>, ClientError> {
-        self.pages(|after| Request::TaskList { status, after }, |r| match r {
-            Reply::Tasks { tasks } => Some(tasks),
-            _ => None,
-        }, |t| t.id)
+        self.pages(
+            |after| Request::TaskList { status, after },
+            |r| match r {
+                Reply::Tasks { tasks } => Some(tasks),
+                _ => None,
+            },
+            |t| t.id,
+        )
     }
 
     /// Every message of an agent's inbox, page after page.
-    pub fn all_messages(&mut self, agent: &str, unread_only: bool) -> Result<Vec<Message>, ClientError> {
+    pub fn all_messages(
+        &mut self,
+        agent: &str,
+        unread_only: bool,
+    ) -> Result<Vec<Message>, ClientError> {
         let agent = agent.to_string();
         self.pages(
-            |after| Request::Inbox { agent: Some(agent.clone()), unread_only, after },
+            |after| Request::Inbox {
+                agent: Some(agent.clone()),
+                unread_only,
+                after,
+            },
             |r| match r {
                 Reply::Messages { messages } => Some(messages),
                 _ => None,
@@ -264,16 +292,23 @@ impl Client {
 
     /// Every permission request (pending only unless `all`), page after page.
     pub fn all_perms(&mut self, all: bool) -> Result<Vec<PermRequest>, ClientError> {
-        self.pages(|after| Request::PermList { all, after }, |r| match r {
-            Reply::Perms { requests } => Some(requests),
-            _ => None,
-        }, |p| p.id)
+        self.pages(
+            |after| Request::PermList { all, after },
+            |r| match r {
+                Reply::Perms { requests } => Some(requests),
+                _ => None,
+            },
+            |p| p.id,
+        )
     }
 
     /// Every event after `since`, page after page.
     pub fn all_events(&mut self, since: u64) -> Result<Vec<Envelope>, ClientError> {
         self.pages(
-            |after| Request::Events { since: after.unwrap_or(since), limit: None },
+            |after| Request::Events {
+                since: after.unwrap_or(since),
+                limit: None,
+            },
             |r| match r {
                 Reply::Events { events } => Some(events),
                 _ => None,
@@ -292,7 +327,8 @@ impl Client {
         let mut after = None;
         loop {
             let reply = self.call(req(after))?;
-            let page = items(reply).ok_or_else(|| ClientError::Unexpected("wrong reply kind for a listing".into()))?;
+            let page = items(reply)
+                .ok_or_else(|| ClientError::Unexpected("wrong reply kind for a listing".into()))?;
             match page.last() {
                 Some(last) => after = Some(key(last)),
                 None => return Ok(out),
@@ -307,7 +343,10 @@ impl Client {
 
     /// Sets a limit on how long any single read may block.
     pub fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<(), ClientError> {
-        self.reader.get_ref().set_read_timeout(timeout).map_err(|e| ClientError::Frame(FrameError::Io(e)))
+        self.reader
+            .get_ref()
+            .set_read_timeout(timeout)
+            .map_err(|e| ClientError::Frame(FrameError::Io(e)))
     }
 }
 

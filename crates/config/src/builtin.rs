@@ -4,7 +4,14 @@ use crate::model::*;
 use std::collections::BTreeMap;
 
 /// Tools that act on the workspace.
-pub const WORKSPACE_TOOLS: &[&str] = &["read_file", "write_file", "edit_file", "list_files", "grep", "bash"];
+pub const WORKSPACE_TOOLS: &[&str] = &[
+    "read_file",
+    "write_file",
+    "edit_file",
+    "list_files",
+    "grep",
+    "bash",
+];
 /// Read-only workspace tools.
 pub const READ_ONLY_TOOLS: &[&str] = &["read_file", "list_files", "grep"];
 /// Team tools every leader gets.

@@ -8,7 +8,10 @@ mod model;
 pub mod policy;
 mod teamfile;
 
-pub use builtin::{DECIDE_PERMISSION, LEADER_TOOLS, READ_ONLY_TOOLS, TEAMMATE_TOOLS, WORKSPACE_TOOLS, builtin_roles, is_known_tool};
+pub use builtin::{
+    DECIDE_PERMISSION, LEADER_TOOLS, READ_ONLY_TOOLS, TEAMMATE_TOOLS, WORKSPACE_TOOLS,
+    builtin_roles, is_known_tool,
+};
 pub use demo::demo_team;
 pub use model::*;
 

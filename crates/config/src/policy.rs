@@ -9,7 +9,8 @@ pub fn glob(pattern: &str, input: &str) -> bool {
         return pattern == input;
     }
     let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !input.starts_with(first) || input.len() < first.len() + last.len() || !input.ends_with(last) {
+    if !input.starts_with(first) || input.len() < first.len() + last.len() || !input.ends_with(last)
+    {
         return false;
     }
     let mut rest = &input[first.len()..input.len() - last.len()];
@@ -57,12 +58,20 @@ mod tests {
     use crate::model::PermAction::*;
 
     fn rule(tool: &str, pattern: Option<&str>, action: PermAction) -> PolicyRule {
-        PolicyRule { tool: tool.into(), pattern: pattern.map(str::to_string), action }
+        PolicyRule {
+            tool: tool.into(),
+            pattern: pattern.map(str::to_string),
+            action,
+        }
     }
 
     #[test]
     fn most_specific_rule_wins() {
-        let rules = vec![rule("bash", None, Ask), rule("bash", Some("cargo test*"), Allow), rule("bash", Some("rm *"), Deny)];
+        let rules = vec![
+            rule("bash", None, Ask),
+            rule("bash", Some("cargo test*"), Allow),
+            rule("bash", Some("rm *"), Deny),
+        ];
         assert_eq!(decide(&rules, "bash", "cargo test --all"), Allow);
         assert_eq!(decide(&rules, "bash", "rm -rf /"), Deny);
         assert_eq!(decide(&rules, "bash", "make"), Ask);
@@ -73,7 +82,10 @@ mod tests {
     #[test]
     fn keys() {
         assert_eq!(parse_key("bash"), Some(("bash".into(), None)));
-        assert_eq!(parse_key("bash(cargo test*)"), Some(("bash".into(), Some("cargo test*".into()))));
+        assert_eq!(
+            parse_key("bash(cargo test*)"),
+            Some(("bash".into(), Some("cargo test*".into())))
+        );
         assert_eq!(parse_key("bash(oops"), None);
     }
 }

@@ -1,10 +1,10 @@
 //! Reading `agent-team.toml` (SPEC §4) and role files, and resolving them into a [`TeamConfig`].
 //! Every error names the file, the line and the field.
 
+use crate::ConfigError;
 use crate::builtin::{builtin_roles, claude_tool, is_known_tool};
 use crate::model::*;
 use crate::policy::parse_key;
-use crate::ConfigError;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -74,7 +74,10 @@ struct RawTask {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let col = before.rfind('\n').map_or(before.len(), |i| before.len() - i - 1) + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |i| before.len() - i - 1)
+        + 1;
     (line, col)
 }
 
@@ -84,9 +87,22 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn err(&self, span: Option<std::ops::Range<usize>>, field: &str, message: impl Into<String>) -> ConfigError {
-        let (line, col) = span.map(|s| line_col(self.text, s.start)).map_or((None, None), |(l, c)| (Some(l), Some(c)));
-        ConfigError { file: self.path.to_path_buf(), line, col, field: Some(field.to_string()), message: message.into() }
+    fn err(
+        &self,
+        span: Option<std::ops::Range<usize>>,
+        field: &str,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let (line, col) = span
+            .map(|s| line_col(self.text, s.start))
+            .map_or((None, None), |(l, c)| (Some(l), Some(c)));
+        ConfigError {
+            file: self.path.to_path_buf(),
+            line,
+            col,
+            field: Some(field.to_string()),
+            message: message.into(),
+        }
     }
 }
 
@@ -95,14 +111,28 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
     let cx = Ctx { path, text };
     let raw: RawTeamFile = toml::from_str(text).map_err(|e| {
         let field = e.message().split('`').nth(1).map(str::to_string);
-        let (line, col) = e.span().map(|s| line_col(text, s.start)).map_or((None, None), |(l, c)| (Some(l), Some(c)));
-        ConfigError { file: path.to_path_buf(), line, col, field, message: e.message().trim().to_string() }
+        let (line, col) = e
+            .span()
+            .map(|s| line_col(text, s.start))
+            .map_or((None, None), |(l, c)| (Some(l), Some(c)));
+        ConfigError {
+            file: path.to_path_buf(),
+            line,
+            col,
+            field,
+            message: e.message().trim().to_string(),
+        }
     })?;
-    let dir = path.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| PathBuf::from("."));
+    let dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."));
     let workspace = std::fs::canonicalize(&dir).unwrap_or(dir);
     let name = match &raw.name {
         Some(n) => {
-            agent_team_protocol::names::validate("team", n.get_ref()).map_err(|m| cx.err(Some(n.span()), "name", m))?;
+            agent_team_protocol::names::validate("team", n.get_ref())
+                .map_err(|m| cx.err(Some(n.span()), "name", m))?;
             n.get_ref().clone()
         }
         None => "default".to_string(),
@@ -133,7 +163,14 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
     let overridden: HashSet<String> = raw.roles.keys().cloned().collect();
     for (rname, role) in roles.iter_mut() {
         if !overridden.contains(rname) {
-            *role = resolve_role(&cx, rname, Some(role.clone()), &raw.defaults, RawRole::default(), None)?;
+            *role = resolve_role(
+                &cx,
+                rname,
+                Some(role.clone()),
+                &raw.defaults,
+                RawRole::default(),
+                None,
+            )?;
         }
     }
 
@@ -143,23 +180,50 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
     for t in &raw.teammates {
         let tm = t.get_ref();
         let n = tm.name.get_ref();
-        agent_team_protocol::names::validate("agent", n).map_err(|m| cx.err(Some(tm.name.span()), "teammates.name", m))?;
+        agent_team_protocol::names::validate("agent", n)
+            .map_err(|m| cx.err(Some(tm.name.span()), "teammates.name", m))?;
         if n == agent_team_protocol::names::LEADER {
-            return Err(cx.err(Some(tm.name.span()), "teammates.name", "the name `leader` is reserved for the leader"));
+            return Err(cx.err(
+                Some(tm.name.span()),
+                "teammates.name",
+                "the name `leader` is reserved for the leader",
+            ));
         }
         if !seen.insert(n.clone()) {
-            return Err(cx.err(Some(tm.name.span()), "teammates.name", format!("teammate {n:?} is listed twice")));
+            return Err(cx.err(
+                Some(tm.name.span()),
+                "teammates.name",
+                format!("teammate {n:?} is listed twice"),
+            ));
         }
-        let role = tm.role.as_ref().map(|r| r.get_ref().clone()).unwrap_or_else(|| "worker".to_string());
+        let role = tm
+            .role
+            .as_ref()
+            .map(|r| r.get_ref().clone())
+            .unwrap_or_else(|| "worker".to_string());
         if !roles.contains_key(&role) {
             let span = tm.role.as_ref().map(|r| r.span()).unwrap_or(t.span());
             let known: Vec<&String> = roles.keys().collect();
-            return Err(cx.err(Some(span), "teammates.role", format!("unknown role {role:?}; known roles: {known:?}")));
+            return Err(cx.err(
+                Some(span),
+                "teammates.role",
+                format!("unknown role {role:?}; known roles: {known:?}"),
+            ));
         }
-        teammates.push(Teammate { name: n.clone(), role });
+        teammates.push(Teammate {
+            name: n.clone(),
+            role,
+        });
     }
     if teammates.len() > max_teammates {
-        return Err(cx.err(None, "teammates", format!("{} teammates listed but max_teammates is {max_teammates}", teammates.len())));
+        return Err(cx.err(
+            None,
+            "teammates",
+            format!(
+                "{} teammates listed but max_teammates is {max_teammates}",
+                teammates.len()
+            ),
+        ));
     }
 
     let tasks = resolve_tasks(&cx, &raw.tasks, &teammates)?;
@@ -215,7 +279,10 @@ fn resolve_role(
         model: String::new(),
         base_url: None,
         api_key_env: None,
-        tools: crate::builtin::WORKSPACE_TOOLS.iter().map(|s| s.to_string()).collect(),
+        tools: crate::builtin::WORKSPACE_TOOLS
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
         permissions: vec![],
         restart: RestartPolicy::OnFailure,
         isolation: Isolation::Shared,
@@ -228,7 +295,11 @@ fn resolve_role(
         Some(t) => {
             for tool in &t {
                 if !is_known_tool(tool) {
-                    return Err(cx.err(span.clone(), &format!("roles.{name}.tools"), format!("unknown tool {tool:?}")));
+                    return Err(cx.err(
+                        span.clone(),
+                        &format!("roles.{name}.tools"),
+                        format!("unknown tool {tool:?}"),
+                    ));
                 }
             }
             t
@@ -240,12 +311,24 @@ fn resolve_role(
             let mut rules = Vec::new();
             for (key, action) in p {
                 let Some((tool, pattern)) = parse_key(&key) else {
-                    return Err(cx.err(span.clone(), &format!("roles.{name}.permissions"), format!("bad rule {key:?}: use `tool` or `tool(pattern*)`")));
+                    return Err(cx.err(
+                        span.clone(),
+                        &format!("roles.{name}.permissions"),
+                        format!("bad rule {key:?}: use `tool` or `tool(pattern*)`"),
+                    ));
                 };
                 if tool != "*" && !is_known_tool(&tool) {
-                    return Err(cx.err(span.clone(), &format!("roles.{name}.permissions"), format!("unknown tool {tool:?} in rule {key:?}")));
+                    return Err(cx.err(
+                        span.clone(),
+                        &format!("roles.{name}.permissions"),
+                        format!("unknown tool {tool:?} in rule {key:?}"),
+                    ));
                 }
-                rules.push(PolicyRule { tool, pattern, action });
+                rules.push(PolicyRule {
+                    tool,
+                    pattern,
+                    action,
+                });
             }
             rules
         }
@@ -254,7 +337,11 @@ fn resolve_role(
     if let Some(cmd) = &r.command
         && cmd.is_empty()
     {
-        return Err(cx.err(span, &format!("roles.{name}.command"), "command must name a program"));
+        return Err(cx.err(
+            span,
+            &format!("roles.{name}.command"),
+            "command must name a program",
+        ));
     }
     Ok(Role {
         name: name.to_string(),
@@ -275,23 +362,39 @@ fn resolve_role(
     })
 }
 
-fn resolve_tasks(cx: &Ctx<'_>, raw: &[Spanned<RawTask>], teammates: &[Teammate]) -> Result<Vec<TaskSpec>, ConfigError> {
+fn resolve_tasks(
+    cx: &Ctx<'_>,
+    raw: &[Spanned<RawTask>],
+    teammates: &[Teammate],
+) -> Result<Vec<TaskSpec>, ConfigError> {
     let mut specs: Vec<(TaskSpec, std::ops::Range<usize>)> = Vec::new();
     let mut keys = HashMap::new();
     for (i, t) in raw.iter().enumerate() {
         let rt = t.get_ref();
         let key = rt.key.clone().unwrap_or_else(|| format!("task-{}", i + 1));
         if rt.title.trim().is_empty() {
-            return Err(cx.err(Some(t.span()), "tasks.title", "a task needs a non-empty title"));
+            return Err(cx.err(
+                Some(t.span()),
+                "tasks.title",
+                "a task needs a non-empty title",
+            ));
         }
         if keys.insert(key.clone(), i).is_some() {
-            return Err(cx.err(Some(t.span()), "tasks.key", format!("task key {key:?} is used twice")));
+            return Err(cx.err(
+                Some(t.span()),
+                "tasks.key",
+                format!("task key {key:?} is used twice"),
+            ));
         }
         if let Some(a) = &rt.assign
             && a != agent_team_protocol::names::LEADER
             && !teammates.iter().any(|m| &m.name == a)
         {
-            return Err(cx.err(Some(t.span()), "tasks.assign", format!("no teammate {a:?} to assign to")));
+            return Err(cx.err(
+                Some(t.span()),
+                "tasks.assign",
+                format!("no teammate {a:?} to assign to"),
+            ));
         }
         specs.push((
             TaskSpec {
@@ -308,7 +411,11 @@ fn resolve_tasks(cx: &Ctx<'_>, raw: &[Spanned<RawTask>], teammates: &[Teammate])
     for (s, span) in &specs {
         for a in &s.after {
             if !keys.contains_key(a) {
-                return Err(cx.err(Some(span.clone()), "tasks.after", format!("task {:?} waits for unknown key {a:?}", s.key)));
+                return Err(cx.err(
+                    Some(span.clone()),
+                    "tasks.after",
+                    format!("task {:?} waits for unknown key {a:?}", s.key),
+                ));
             }
         }
     }
@@ -324,8 +431,16 @@ fn resolve_tasks(cx: &Ctx<'_>, raw: &[Spanned<RawTask>], teammates: &[Teammate])
             }
         }
         if ordered.len() == before {
-            let (stuck, span) = specs.iter().find(|(s, _)| !done.contains(&s.key)).map(|(s, sp)| (s.key.clone(), sp.clone())).unwrap_or_default();
-            return Err(cx.err(Some(span), "tasks.after", format!("task {stuck:?} is part of a dependency cycle")));
+            let (stuck, span) = specs
+                .iter()
+                .find(|(s, _)| !done.contains(&s.key))
+                .map(|(s, sp)| (s.key.clone(), sp.clone()))
+                .unwrap_or_default();
+            return Err(cx.err(
+                Some(span),
+                "tasks.after",
+                format!("task {stuck:?} is part of a dependency cycle"),
+            ));
         }
     }
     Ok(ordered)
@@ -347,8 +462,13 @@ fn load_role_files(workspace: &Path) -> Result<Vec<(String, RawRole)>, ConfigErr
     let mut out = Vec::new();
     for sub in [".claude/agents", ".agent-team/agents"] {
         let dir = workspace.join(sub);
-        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
-        let mut files: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "md")).collect();
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut files: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "md"))
+            .collect();
         files.sort();
         for f in files {
             out.push(parse_role_file(&f)?);
@@ -366,23 +486,54 @@ pub(crate) fn parse_role_file(path: &Path) -> Result<(String, RawRole), ConfigEr
         field: field.map(str::to_string),
         message,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| err(None, None, format!("cannot read: {e}")))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| err(None, None, format!("cannot read: {e}")))?;
     let rest = text.strip_prefix("---\n").or_else(|| text.strip_prefix("---\r\n")).ok_or_else(|| {
         err(Some(1), None, "a role file starts with `---` and YAML front matter (name, description, tools, model)".into())
     })?;
-    let end = rest.find("\n---").ok_or_else(|| err(None, None, "the front matter is not closed with `---`".into()))?;
+    let end = rest.find("\n---").ok_or_else(|| {
+        err(
+            None,
+            None,
+            "the front matter is not closed with `---`".into(),
+        )
+    })?;
     let (yaml, body) = (&rest[..end], &rest[end + 4..]);
     let fm: FrontMatter = serde_yaml_ng::from_str(yaml).map_err(|e| {
-        err(e.location().map(|l| l.line() + 1), None, format!("bad front matter: {e}"))
+        err(
+            e.location().map(|l| l.line() + 1),
+            None,
+            format!("bad front matter: {e}"),
+        )
     })?;
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("role").to_string();
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("role")
+        .to_string();
     let name = fm.name.unwrap_or(stem);
-    agent_team_protocol::names::validate("role", &name).map_err(|m| err(Some(2), Some("name"), m))?;
+    agent_team_protocol::names::validate("role", &name)
+        .map_err(|m| err(Some(2), Some("name"), m))?;
     let tools = match fm.tools {
         None => None,
-        Some(serde_yaml_ng::Value::String(s)) => Some(s.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect::<Vec<_>>()),
-        Some(serde_yaml_ng::Value::Sequence(seq)) => Some(seq.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()),
-        Some(_) => return Err(err(None, Some("tools"), "tools is a list or a comma-separated string".into())),
+        Some(serde_yaml_ng::Value::String(s)) => Some(
+            s.split(',')
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+                .collect::<Vec<_>>(),
+        ),
+        Some(serde_yaml_ng::Value::Sequence(seq)) => Some(
+            seq.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+        ),
+        Some(_) => {
+            return Err(err(
+                None,
+                Some("tools"),
+                "tools is a list or a comma-separated string".into(),
+            ));
+        }
     };
     let tools = match tools {
         Some(list) => {

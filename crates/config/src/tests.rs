@@ -53,11 +53,23 @@ after = ["lint"]
     let b = cfg.role("builder").unwrap();
     assert_eq!(b.provider, Provider::Openai);
     assert_eq!(b.model, "gpt-4.1-mini");
-    assert_eq!(policy::decide(&b.permissions, "bash", "cargo test -q"), PermAction::Allow);
-    assert_eq!(policy::decide(&b.permissions, "bash", "rm -rf /"), PermAction::Ask);
+    assert_eq!(
+        policy::decide(&b.permissions, "bash", "cargo test -q"),
+        PermAction::Allow
+    );
+    assert_eq!(
+        policy::decide(&b.permissions, "bash", "rm -rf /"),
+        PermAction::Ask
+    );
     let l = cfg.role("leader").unwrap();
-    assert_eq!((l.model.as_str(), l.provider), ("gpt-4.1", Provider::Openai));
-    assert!(!l.system_prompt.is_empty(), "overriding one field keeps the built-in's others");
+    assert_eq!(
+        (l.model.as_str(), l.provider),
+        ("gpt-4.1", Provider::Openai)
+    );
+    assert!(
+        !l.system_prompt.is_empty(),
+        "overriding one field keeps the built-in's others"
+    );
     assert_eq!(cfg.tasks[1].after, vec!["lint"]);
     assert_eq!(cfg.tasks[1].key, "task-2");
 }
@@ -73,7 +85,11 @@ fn unknown_key_is_an_error_with_line_and_field() {
 #[test]
 fn semantic_errors_name_the_place() {
     let e = parse("[[teammates]]\nname = \"b1\"\nrole = \"nope\"\n").unwrap_err();
-    assert_eq!((e.line, e.field.as_deref()), (Some(3), Some("teammates.role")), "{e}");
+    assert_eq!(
+        (e.line, e.field.as_deref()),
+        (Some(3), Some("teammates.role")),
+        "{e}"
+    );
     let e = parse("[[teammates]]\nname = \"Bad Name\"\n").unwrap_err();
     assert_eq!(e.line, Some(2), "{e}");
     let e = parse("[[tasks]]\nkey = \"a\"\ntitle = \"A\"\nafter = [\"b\"]\n[[tasks]]\nkey = \"b\"\ntitle = \"B\"\nafter = [\"a\"]\n").unwrap_err();
@@ -89,7 +105,10 @@ fn semantic_errors_name_the_place() {
 #[test]
 fn tasks_are_ordered_blockers_first() {
     let cfg = parse("[[tasks]]\nkey = \"b\"\ntitle = \"B\"\nafter = [\"a\"]\n[[tasks]]\nkey = \"a\"\ntitle = \"A\"\n").unwrap();
-    assert_eq!(cfg.tasks.iter().map(|t| t.key.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(
+        cfg.tasks.iter().map(|t| t.key.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
 }
 
 #[test]
@@ -102,16 +121,31 @@ fn role_files_claude_and_ours() {
         "---\nname: auditor\ndescription: Audits code\ntools: Read, Grep, Glob\nmodel: inherit\n---\nYou audit.\n",
     )
     .unwrap();
-    std::fs::write(dir.path().join(".agent-team/agents/tester.md"), "---\ndescription: Tests\ntools: [bash, read_file]\n---\nYou test.\n").unwrap();
-    std::fs::write(dir.path().join("agent-team.toml"), "[roles.tester]\nmodel = \"m\"\n").unwrap();
+    std::fs::write(
+        dir.path().join(".agent-team/agents/tester.md"),
+        "---\ndescription: Tests\ntools: [bash, read_file]\n---\nYou test.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("agent-team.toml"),
+        "[roles.tester]\nmodel = \"m\"\n",
+    )
+    .unwrap();
     let cfg = load(&dir.path().join("agent-team.toml")).unwrap();
     let a = cfg.role("auditor").unwrap();
     assert_eq!(a.tools, vec!["read_file", "grep", "list_files"]);
     assert_eq!(a.system_prompt, "You audit.");
     let t = cfg.role("tester").unwrap();
-    assert_eq!((t.model.as_str(), t.system_prompt.as_str()), ("m", "You test."));
+    assert_eq!(
+        (t.model.as_str(), t.system_prompt.as_str()),
+        ("m", "You test.")
+    );
 
-    std::fs::write(dir.path().join(".agent-team/agents/bad.md"), "---\ntools: [warp]\n---\nx\n").unwrap();
+    std::fs::write(
+        dir.path().join(".agent-team/agents/bad.md"),
+        "---\ntools: [warp]\n---\nx\n",
+    )
+    .unwrap();
     let e = load(&dir.path().join("agent-team.toml")).unwrap_err();
     assert!(e.file.ends_with("bad.md"), "{e}");
     assert_eq!(e.field.as_deref(), Some("tools"));
@@ -123,6 +157,22 @@ fn demo_team_is_valid() {
     assert_eq!(cfg.teammates.len(), 3);
     assert_eq!(cfg.tasks.len(), 8);
     let w = cfg.role("worker").unwrap();
-    assert_eq!(policy::decide(&w.permissions, "bash", cfg.tasks.iter().find(|t| t.key == "publish").unwrap().run.as_deref().unwrap()), PermAction::Ask);
-    assert_eq!(policy::decide(&w.permissions, "bash", "wc -l x"), PermAction::Allow);
+    assert_eq!(
+        policy::decide(
+            &w.permissions,
+            "bash",
+            cfg.tasks
+                .iter()
+                .find(|t| t.key == "publish")
+                .unwrap()
+                .run
+                .as_deref()
+                .unwrap()
+        ),
+        PermAction::Ask
+    );
+    assert_eq!(
+        policy::decide(&w.permissions, "bash", "wc -l x"),
+        PermAction::Allow
+    );
 }

@@ -73,11 +73,18 @@ pub async fn serve(stream: Stream, id: ConnId, core: CoreTx) {
     #[allow(deprecated)]
     let (rx_half, tx_half) = stream.split();
     let (tx, rx) = mpsc::unbounded_channel();
-    let handle = ConnHandle { tx, queued: Arc::new(AtomicUsize::new(0)) };
+    let handle = ConnHandle {
+        tx,
+        queued: Arc::new(AtomicUsize::new(0)),
+    };
     let writer = tokio::spawn(write_loop(tx_half, rx, handle.queued.clone()));
 
     if peer_uid != Some(my_uid) {
-        tracing::warn!(conn = id, ?peer_uid, "refused a connection from another user");
+        tracing::warn!(
+            conn = id,
+            ?peer_uid,
+            "refused a connection from another user"
+        );
         handle.send_frame(&conn_error(
             ErrorCode::Unauthorized,
             format!("this daemon serves uid {my_uid} only"),
@@ -88,7 +95,10 @@ pub async fn serve(stream: Stream, id: ConnId, core: CoreTx) {
     }
 
     let mut reader = BufReader::with_capacity(64 * 1024, rx_half);
-    if handshake(&mut reader, id, &handle, peer_pid, &core).await.is_some() {
+    if handshake(&mut reader, id, &handle, peer_pid, &core)
+        .await
+        .is_some()
+    {
         read_loop(&mut reader, id, &handle, &core).await;
         let _ = core.send(CoreMsg::Closed { conn: id });
     }
@@ -114,15 +124,23 @@ async fn handshake<R: tokio::io::AsyncRead + Unpin>(
     let hello = match serde_json::from_slice::<ClientFrame>(&payload) {
         Ok(ClientFrame::Hello(h)) => h,
         Ok(ClientFrame::Request { .. }) => {
-            handle.send_frame(&conn_error(ErrorCode::Unauthorized, "the first frame must be a hello"));
+            handle.send_frame(&conn_error(
+                ErrorCode::Unauthorized,
+                "the first frame must be a hello",
+            ));
             return None;
         }
         Err(e) => {
             // A hello from another protocol version may not parse as ours: answer that first.
             let value: Option<serde_json::Value> = serde_json::from_slice(&payload).ok();
-            let version = value.as_ref().and_then(|v| v.get("protocol")).and_then(|p| p.as_u64());
+            let version = value
+                .as_ref()
+                .and_then(|v| v.get("protocol"))
+                .and_then(|p| p.as_u64());
             let code = match version {
-                Some(v) if v != u64::from(agent_team_protocol::PROTOCOL_VERSION) => ErrorCode::UnsupportedVersion,
+                Some(v) if v != u64::from(agent_team_protocol::PROTOCOL_VERSION) => {
+                    ErrorCode::UnsupportedVersion
+                }
                 _ => ErrorCode::BadRequest,
             };
             let message = if code == ErrorCode::UnsupportedVersion {
@@ -145,7 +163,16 @@ async fn handshake<R: tokio::io::AsyncRead + Unpin>(
         }
     };
     let (reply_tx, reply_rx) = oneshot::channel();
-    if core.send(CoreMsg::Hello { conn: id, hello, peer_pid, handle: handle.clone(), reply: reply_tx }).is_err() {
+    if core
+        .send(CoreMsg::Hello {
+            conn: id,
+            hello,
+            peer_pid,
+            handle: handle.clone(),
+            reply: reply_tx,
+        })
+        .is_err()
+    {
         return None;
     }
     match reply_rx.await {
@@ -158,7 +185,12 @@ async fn handshake<R: tokio::io::AsyncRead + Unpin>(
     }
 }
 
-async fn read_loop<R: tokio::io::AsyncRead + Unpin>(reader: &mut R, id: ConnId, handle: &ConnHandle, core: &CoreTx) {
+async fn read_loop<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut R,
+    id: ConnId,
+    handle: &ConnHandle,
+    core: &CoreTx,
+) {
     loop {
         let payload = match frame::tokio_io::read_raw(reader).await {
             Ok(p) => p,
@@ -169,12 +201,22 @@ async fn read_loop<R: tokio::io::AsyncRead + Unpin>(reader: &mut R, id: ConnId, 
         };
         match serde_json::from_slice::<ClientFrame>(&payload) {
             Ok(ClientFrame::Request { id: req_id, body }) => {
-                if core.send(CoreMsg::Request { conn: id, id: req_id, req: body }).is_err() {
+                if core
+                    .send(CoreMsg::Request {
+                        conn: id,
+                        id: req_id,
+                        req: body,
+                    })
+                    .is_err()
+                {
                     return;
                 }
             }
             Ok(ClientFrame::Hello(_)) => {
-                handle.send_frame(&conn_error(ErrorCode::BadRequest, "this connection already said hello"));
+                handle.send_frame(&conn_error(
+                    ErrorCode::BadRequest,
+                    "this connection already said hello",
+                ));
             }
             Err(e) => {
                 // Answer on the request id when one can be read, so the client can match it.
@@ -197,13 +239,18 @@ fn report_frame_error(handle: &ConnHandle, e: FrameError) {
         FrameError::Closed | FrameError::Truncated => {}
         FrameError::Io(err) => tracing::debug!("connection read failed: {err}"),
         other => {
-            handle.send_frame(&conn_error(ErrorCode::BadRequest, format!("{other}; closing the connection")));
+            handle.send_frame(&conn_error(
+                ErrorCode::BadRequest,
+                format!("{other}; closing the connection"),
+            ));
         }
     }
 }
 
 fn conn_error(code: ErrorCode, message: impl Into<String>) -> ServerFrame {
-    ServerFrame::Error { error: ErrorBody::new(code, message) }
+    ServerFrame::Error {
+        error: ErrorBody::new(code, message),
+    }
 }
 
 async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(

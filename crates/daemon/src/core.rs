@@ -146,7 +146,13 @@ pub struct Core {
 
 impl Core {
     /// Builds the core from the stored state.
-    pub fn new(cfg: CoreConfig, store: Store, state: TeamState, env: crate::supervisor::SupervisorEnv, self_tx: CoreTx) -> Self {
+    pub fn new(
+        cfg: CoreConfig,
+        store: Store,
+        state: TeamState,
+        env: crate::supervisor::SupervisorEnv,
+        self_tx: CoreTx,
+    ) -> Self {
         let mut core = Core {
             cfg,
             state,
@@ -156,7 +162,10 @@ impl Core {
             responses: Vec::new(),
             timers: BinaryHeap::new(),
             stopping: false,
-            sup: crate::supervisor::Supervisor { env, ..Default::default() },
+            sup: crate::supervisor::Supervisor {
+                env,
+                ..Default::default()
+            },
             self_tx,
             force_exit: false,
             daemon_pid: std::process::id(),
@@ -172,14 +181,19 @@ impl Core {
     /// re-arm the timers of pending permission requests.
     fn recover(&mut self) {
         let now = Timestamp::now();
-        let names: Vec<String> = self.state.agent_records().map(|a| a.info.name.clone()).collect();
+        let names: Vec<String> = self
+            .state
+            .agent_records()
+            .map(|a| a.info.name.clone())
+            .collect();
         for name in names {
             self.state.update_agent(&name, |a| a.info.connected = false);
         }
         for p in self.state.perms(false) {
             let age = Duration::from_millis(now.millis().saturating_sub(p.ts.millis()));
             let left = self.cfg.perm_timeout.saturating_sub(age);
-            self.timers.push(Reverse((Instant::now() + left, Timer::PermTimeout(p.id))));
+            self.timers
+                .push(Reverse((Instant::now() + left, Timer::PermTimeout(p.id))));
         }
         self.sup_recover();
     }
@@ -195,7 +209,8 @@ impl Core {
         match frame::encode(&frame) {
             Ok(bytes) => self.responses.push((conn, bytes)),
             Err(e) => {
-                let err = ErrorBody::new(ErrorCode::Internal, format!("reply too large to send: {e}"));
+                let err =
+                    ErrorBody::new(ErrorCode::Internal, format!("reply too large to send: {e}"));
                 if let Ok(bytes) = frame::encode(&ServerFrame::response(id, Err(err))) {
                     self.responses.push((conn, bytes));
                 }
@@ -204,7 +219,10 @@ impl Core {
     }
 
     /// Runs until shutdown; returns after the last batch is committed.
-    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<CoreMsg>) -> Result<(), agent_team_store::StoreError> {
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<CoreMsg>,
+    ) -> Result<(), agent_team_store::StoreError> {
         // Persist the recovery fix-ups before serving anyone.
         self.flush()?;
         loop {
@@ -249,7 +267,12 @@ impl Core {
         }
         self.flush()?;
         self.backend_shutdown();
-        tracing::info!(batches = self.stats.0, messages = self.stats.1, commit_ms = self.commit_time.as_millis() as u64, "core stopped");
+        tracing::info!(
+            batches = self.stats.0,
+            messages = self.stats.1,
+            commit_ms = self.commit_time.as_millis() as u64,
+            "core stopped"
+        );
         for s in self.sessions.values() {
             s.handle.close();
         }
@@ -262,11 +285,17 @@ impl Core {
             if *at > now {
                 break;
             }
-            let Some(Reverse((_, timer))) = self.timers.pop() else { break };
+            let Some(Reverse((_, timer))) = self.timers.pop() else {
+                break;
+            };
             match timer {
                 Timer::PermTimeout(id) => {
-                    let reason = format!("no decision within {} s", self.cfg.perm_timeout.as_secs());
-                    if let Some(req) = self.state.perm_expire(id, "timeout", reason, Timestamp::now()) {
+                    let reason =
+                        format!("no decision within {} s", self.cfg.perm_timeout.as_secs());
+                    if let Some(req) =
+                        self.state
+                            .perm_expire(id, "timeout", reason, Timestamp::now())
+                    {
                         self.after_perm_resolved(&[req]);
                     }
                 }
@@ -287,7 +316,13 @@ impl Core {
 
     fn handle(&mut self, msg: CoreMsg) {
         match msg {
-            CoreMsg::Hello { conn, hello, peer_pid, handle, reply } => {
+            CoreMsg::Hello {
+                conn,
+                hello,
+                peer_pid,
+                handle,
+                reply,
+            } => {
                 // The welcome goes out with the batch, ahead of any pushes queued behind it.
                 let mark = self.responses.len();
                 let verdict = self.hello(conn, hello, peer_pid, handle);
@@ -299,11 +334,19 @@ impl Core {
                 let _ = reply.send(verdict);
             }
             CoreMsg::Request { conn, id, req } => {
-                let Some(actor) = self.sessions.get(&conn).map(|s| s.actor.clone()) else { return };
+                let Some(actor) = self.sessions.get(&conn).map(|s| s.actor.clone()) else {
+                    return;
+                };
                 let outcome = match req {
-                    Request::Spawn { role, name } => self.spawn_request(&actor, conn, id, role, name).transpose(),
-                    Request::Kill { name } => self.kill_request(&actor, conn, id, &name).transpose(),
-                    Request::Restart { name } => self.restart_request(&actor, conn, id, &name).transpose(),
+                    Request::Spawn { role, name } => {
+                        self.spawn_request(&actor, conn, id, role, name).transpose()
+                    }
+                    Request::Kill { name } => {
+                        self.kill_request(&actor, conn, id, &name).transpose()
+                    }
+                    Request::Restart { name } => {
+                        self.restart_request(&actor, conn, id, &name).transpose()
+                    }
                     other => Some(self.request(conn, &actor, other)),
                 };
                 if let Some(outcome) = outcome {
@@ -317,18 +360,30 @@ impl Core {
         }
     }
 
-    fn hello(&mut self, conn: ConnId, hello: Hello, _peer_pid: Option<u32>, handle: ConnHandle) -> Result<Welcome, ErrorBody> {
+    fn hello(
+        &mut self,
+        conn: ConnId,
+        hello: Hello,
+        _peer_pid: Option<u32>,
+        handle: ConnHandle,
+    ) -> Result<Welcome, ErrorBody> {
         if hello.protocol != PROTOCOL_VERSION {
             return Err(ErrorBody::with_details(
                 ErrorCode::UnsupportedVersion,
-                format!("protocol version {} is not supported; this daemon speaks {PROTOCOL_VERSION}", hello.protocol),
+                format!(
+                    "protocol version {} is not supported; this daemon speaks {PROTOCOL_VERSION}",
+                    hello.protocol
+                ),
                 json!({"supported": [PROTOCOL_VERSION]}),
             ));
         }
         if hello.team != self.cfg.team {
             return Err(ErrorBody::with_details(
                 ErrorCode::NotFound,
-                format!("this daemon serves team {:?}, not {:?}", self.cfg.team, hello.team),
+                format!(
+                    "this daemon serves team {:?}, not {:?}",
+                    self.cfg.team, hello.team
+                ),
                 json!({"team": self.cfg.team}),
             ));
         }
@@ -347,11 +402,25 @@ impl Core {
                 if !secret_eq(&secret, &self.cfg.operator_secret) {
                     return Err(unauthorized("wrong operator credential"));
                 }
-                self.sessions.insert(conn, Session { handle, actor: Actor::Operator, sub: None, watch_tasks: false });
+                self.sessions.insert(
+                    conn,
+                    Session {
+                        handle,
+                        actor: Actor::Operator,
+                        sub: None,
+                        watch_tasks: false,
+                    },
+                );
                 Ok(welcome(OPERATOR, OPERATOR, 0))
             }
-            Auth::Agent { name, secret, incarnation } => {
-                let Some(rec) = self.state.agent(&name) else { return Err(unauthorized("unknown agent or wrong secret")) };
+            Auth::Agent {
+                name,
+                secret,
+                incarnation,
+            } => {
+                let Some(rec) = self.state.agent(&name) else {
+                    return Err(unauthorized("unknown agent or wrong secret"));
+                };
                 if !secret_eq(&secret, &rec.secret) {
                     return Err(unauthorized("unknown agent or wrong secret"));
                 }
@@ -359,11 +428,16 @@ impl Core {
                 if incarnation != 0 && incarnation != current {
                     return Err(ErrorBody::with_details(
                         ErrorCode::Unauthorized,
-                        format!("incarnation {incarnation} of {name} is stale; the current one is {current}"),
+                        format!(
+                            "incarnation {incarnation} of {name} is stale; the current one is {current}"
+                        ),
                         json!({"agent": name, "incarnation": current}),
                     ));
                 }
-                if matches!(rec.info.status, AgentStatus::Stopped | AgentStatus::Exited | AgentStatus::Failed) {
+                if matches!(
+                    rec.info.status,
+                    AgentStatus::Stopped | AgentStatus::Exited | AgentStatus::Failed
+                ) {
                     return Err(ErrorBody::with_details(
                         ErrorCode::InvalidState,
                         format!("{name} is {}; restart it first", rec.info.status),
@@ -377,16 +451,34 @@ impl Core {
                 {
                     s.handle.close();
                 }
-                self.sessions.insert(conn, Session { handle: handle.clone(), actor: Actor::Agent(name.clone()), sub: None, watch_tasks: false });
+                self.sessions.insert(
+                    conn,
+                    Session {
+                        handle: handle.clone(),
+                        actor: Actor::Agent(name.clone()),
+                        sub: None,
+                        watch_tasks: false,
+                    },
+                );
                 let now = Timestamp::now();
                 self.state.update_agent(&name, |a| a.info.connected = true);
-                if matches!(self.state.agent(&name).map(|a| a.info.status), Some(AgentStatus::Starting | AgentStatus::Backoff)) {
-                    self.state.set_agent_status(&name, AgentStatus::Running, Some("connected".into()), now);
+                if matches!(
+                    self.state.agent(&name).map(|a| a.info.status),
+                    Some(AgentStatus::Starting | AgentStatus::Backoff)
+                ) {
+                    self.state.set_agent_status(
+                        &name,
+                        AgentStatus::Running,
+                        Some("connected".into()),
+                        now,
+                    );
                 }
                 self.on_connected(&name);
                 // Everything not yet read goes out again; the worker drops ids it has seen.
                 for m in self.state.unread(&name) {
-                    if let Ok(bytes) = frame::encode(&ServerFrame::Push(Push::Message { message: m })) {
+                    if let Ok(bytes) =
+                        frame::encode(&ServerFrame::Push(Push::Message { message: m }))
+                    {
                         self.responses.push((conn, bytes));
                     }
                 }
@@ -396,7 +488,9 @@ impl Core {
     }
 
     fn closed(&mut self, conn: ConnId) {
-        let Some(session) = self.sessions.remove(&conn) else { return };
+        let Some(session) = self.sessions.remove(&conn) else {
+            return;
+        };
         if let Actor::Agent(name) = session.actor
             && self.agent_conn.get(&name) == Some(&conn)
         {
@@ -438,8 +532,13 @@ impl Core {
         for change in changes {
             match change {
                 Change::MessageNew(m) => {
-                    if let Some(s) = self.agent_conn.get(&m.to).and_then(|c| self.sessions.get(c)) {
-                        s.handle.send_frame(&ServerFrame::Push(Push::Message { message: m.clone() }));
+                    if let Some(s) = self
+                        .agent_conn
+                        .get(&m.to)
+                        .and_then(|c| self.sessions.get(c))
+                    {
+                        s.handle
+                            .send_frame(&ServerFrame::Push(Push::Message { message: m.clone() }));
                     }
                 }
                 Change::Event(env) => {
@@ -451,22 +550,33 @@ impl Core {
                             continue;
                         }
                         let b = bytes.get_or_insert_with(|| {
-                            frame::encode(&ServerFrame::Push(Push::Event { envelope: env.clone() })).unwrap_or_default()
+                            frame::encode(&ServerFrame::Push(Push::Event {
+                                envelope: env.clone(),
+                            }))
+                            .unwrap_or_default()
                         });
                         s.handle.send(b.clone());
                         s.sub = Some(env.seq);
                     }
                 }
                 Change::Perm(p) if p.status != PermStatus::Pending => {
-                    if let Some(s) = self.agent_conn.get(&p.agent).and_then(|c| self.sessions.get(c)) {
-                        s.handle.send_frame(&ServerFrame::Push(Push::PermissionDecided { request: p.clone() }));
+                    if let Some(s) = self
+                        .agent_conn
+                        .get(&p.agent)
+                        .and_then(|c| self.sessions.get(c))
+                    {
+                        s.handle
+                            .send_frame(&ServerFrame::Push(Push::PermissionDecided {
+                                request: p.clone(),
+                            }));
                     }
                 }
                 Change::Task(t) => {
                     let mut bytes = None;
                     for s in self.sessions.values().filter(|s| s.watch_tasks) {
                         let b = bytes.get_or_insert_with(|| {
-                            frame::encode(&ServerFrame::Push(Push::Task { task: t.clone() })).unwrap_or_default()
+                            frame::encode(&ServerFrame::Push(Push::Task { task: t.clone() }))
+                                .unwrap_or_default()
                         });
                         s.handle.send(b.clone());
                     }
@@ -479,14 +589,22 @@ impl Core {
     /// Sends subscribers that are behind the next chunk of their backlog from the store.
     fn catch_up_subscribers(&mut self) -> Result<(), agent_team_store::StoreError> {
         let last = self.state.last_seq();
-        let behind: Vec<(ConnId, u64)> =
-            self.sessions.iter().filter_map(|(c, s)| s.sub.filter(|sent| *sent < last).map(|sent| (*c, sent))).collect();
+        let behind: Vec<(ConnId, u64)> = self
+            .sessions
+            .iter()
+            .filter_map(|(c, s)| s.sub.filter(|sent| *sent < last).map(|sent| (*c, sent)))
+            .collect();
         for (conn, sent) in behind {
             let events = self.store.events_since(sent, BACKLOG_CHUNK)?;
-            let Some(s) = self.sessions.get_mut(&conn) else { continue };
+            let Some(s) = self.sessions.get_mut(&conn) else {
+                continue;
+            };
             for env in events {
                 let seq = env.seq;
-                if !s.handle.send_frame(&ServerFrame::Push(Push::Event { envelope: env })) {
+                if !s
+                    .handle
+                    .send_frame(&ServerFrame::Push(Push::Event { envelope: env }))
+                {
                     break;
                 }
                 s.sub = Some(seq);
@@ -498,47 +616,95 @@ impl Core {
     /// Whether a subscriber is still behind, so the loop should come round again soon.
     pub fn has_backlog(&self) -> bool {
         let last = self.state.last_seq();
-        self.sessions.values().any(|s| s.sub.is_some_and(|sent| sent < last))
+        self.sessions
+            .values()
+            .any(|s| s.sub.is_some_and(|sent| sent < last))
     }
 
     fn request(&mut self, conn: ConnId, actor: &Actor, req: Request) -> Result<Reply, ErrorBody> {
         let now = Timestamp::now();
         let s = &mut self.state;
         match req {
-            Request::Ping => Ok(Reply::Pong { daemon_pid: self.daemon_pid }),
-            Request::TeamInfo => Ok(Reply::Team { team: self.team_info() }),
-            Request::TaskAdd { title, description, run, blocked_by, assign, key } => {
-                let new = NewTask { title, description, run, blocked_by, assign, key };
+            Request::Ping => Ok(Reply::Pong {
+                daemon_pid: self.daemon_pid,
+            }),
+            Request::TeamInfo => Ok(Reply::Team {
+                team: self.team_info(),
+            }),
+            Request::TaskAdd {
+                title,
+                description,
+                run,
+                blocked_by,
+                assign,
+                key,
+            } => {
+                let new = NewTask {
+                    title,
+                    description,
+                    run,
+                    blocked_by,
+                    assign,
+                    key,
+                };
                 s.task_add(actor, new, now).map(|task| Reply::Task { task })
             }
             Request::TaskList { status, after } => {
                 let after = after.unwrap_or(0);
-                Ok(Reply::Tasks { tasks: page(s.tasks(status).into_iter().filter(|t| t.id > after)) })
+                Ok(Reply::Tasks {
+                    tasks: page(s.tasks(status).into_iter().filter(|t| t.id > after)),
+                })
             }
             Request::TaskShow { id } => s.task(id).cloned().map(|task| Reply::Task { task }),
-            Request::TaskClaim { id } => s.task_claim(actor, id, now).map(|task| Reply::Task { task }),
-            Request::TaskClaimNext => s.task_claim_next(actor, now).map(|task| Reply::MaybeTask { task }),
-            Request::TaskAssign { id, to } => s.task_assign(actor, id, &to, now).map(|task| Reply::Task { task }),
-            Request::TaskRelease { id } => s.task_release(actor, id, now).map(|task| Reply::Task { task }),
-            Request::TaskFinish { id, status, result } => {
-                s.task_finish(actor, id, status, result, now).map(|task| Reply::Task { task })
-            }
-            Request::TaskCancel { id } => s.task_cancel(actor, id, now).map(|task| Reply::Task { task }),
-            Request::TaskRetry { id } => s.task_retry(actor, id, now).map(|task| Reply::Task { task }),
+            Request::TaskClaim { id } => s
+                .task_claim(actor, id, now)
+                .map(|task| Reply::Task { task }),
+            Request::TaskClaimNext => s
+                .task_claim_next(actor, now)
+                .map(|task| Reply::MaybeTask { task }),
+            Request::TaskAssign { id, to } => s
+                .task_assign(actor, id, &to, now)
+                .map(|task| Reply::Task { task }),
+            Request::TaskRelease { id } => s
+                .task_release(actor, id, now)
+                .map(|task| Reply::Task { task }),
+            Request::TaskFinish { id, status, result } => s
+                .task_finish(actor, id, status, result, now)
+                .map(|task| Reply::Task { task }),
+            Request::TaskCancel { id } => s
+                .task_cancel(actor, id, now)
+                .map(|task| Reply::Task { task }),
+            Request::TaskRetry { id } => s
+                .task_retry(actor, id, now)
+                .map(|task| Reply::Task { task }),
             Request::WatchTasks => {
                 if let Some(sess) = self.sessions.get_mut(&conn) {
                     sess.watch_tasks = true;
                 }
                 Ok(Reply::Done)
             }
-            Request::Send { to, body, kind, summary, dedup } => match dedup {
+            Request::Send {
+                to,
+                body,
+                kind,
+                summary,
+                dedup,
+            } => match dedup {
                 Some(key) => s.send_once(actor, key, &to, body, kind, summary, now),
                 None => s.send(actor, &to, body, kind, summary, now),
             }
             .map(|(ids, recipients)| Reply::Sent { ids, recipients }),
-            Request::Inbox { agent, unread_only, after } => self.inbox(actor, agent, unread_only, after.unwrap_or(0)),
+            Request::Inbox {
+                agent,
+                unread_only,
+                after,
+            } => self.inbox(actor, agent, unread_only, after.unwrap_or(0)),
             Request::Ack { ids, state } => s.ack(actor, &ids, state, now).map(|_| Reply::Done),
-            Request::PermRequest { tool, input, reason } => {
+            Request::PermRequest {
+                tool,
+                input,
+                reason,
+            } => {
                 let req = s.perm_request(actor, tool, input, reason, now)?;
                 if req.status == PermStatus::Pending {
                     s.set_agent_status(&req.agent, AgentStatus::Waiting, None, now);
@@ -549,19 +715,31 @@ impl Core {
             }
             Request::PermList { all, after } => {
                 let after = after.unwrap_or(0);
-                Ok(Reply::Perms { requests: page(s.perms(all).into_iter().filter(|p| p.id > after)) })
+                Ok(Reply::Perms {
+                    requests: page(s.perms(all).into_iter().filter(|p| p.id > after)),
+                })
             }
-            Request::PermDecide { id, allow, always, reason } => {
+            Request::PermDecide {
+                id,
+                allow,
+                always,
+                reason,
+            } => {
                 let resolved = s.perm_decide(actor, id, allow, always, None, reason, now)?;
                 self.after_perm_resolved(&resolved);
-                let request = resolved.into_iter().next().ok_or_else(|| internal("decision resolved nothing"))?;
+                let request = resolved
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| internal("decision resolved nothing"))?;
                 Ok(Reply::Perm { request })
             }
             Request::Events { since, limit } => {
                 self.flush_for_read()?;
                 let limit = limit.unwrap_or(PAGE_ITEMS as u32).min(PAGE_ITEMS as u32) as usize;
                 let events = self.store.events_since(since, limit).map_err(store_error)?;
-                Ok(Reply::Events { events: page(events.into_iter()) })
+                Ok(Reply::Events {
+                    events: page(events.into_iter()),
+                })
             }
             Request::Subscribe { since } => {
                 let last_seq = s.last_seq();
@@ -572,26 +750,42 @@ impl Core {
                 Ok(Reply::Subscribed { last_seq })
             }
             Request::Emit { event } => s.emit(actor, event, now).map(|_| Reply::Done),
-            Request::Agents => Ok(Reply::Agents { agents: self.agents() }),
+            Request::Agents => Ok(Reply::Agents {
+                agents: self.agents(),
+            }),
             Request::Register { name, role } => self.register(actor, name, role, now),
-            Request::SetStatus { status, error } => s.report_status(actor, status, error, now).map(|agent| Reply::Agent { agent }),
+            Request::SetStatus { status, error } => s
+                .report_status(actor, status, error, now)
+                .map(|agent| Reply::Agent { agent }),
             Request::StartRun { goal } => self.start_run(actor, goal),
             Request::Configure { config } => self.configure(actor, config),
-            Request::GetConfig => Ok(Reply::Config { config: s.config().cloned().unwrap_or(serde_json::Value::Null) }),
-            Request::Finish { answer, force, success } => {
+            Request::GetConfig => Ok(Reply::Config {
+                config: s.config().cloned().unwrap_or(serde_json::Value::Null),
+            }),
+            Request::Finish {
+                answer,
+                force,
+                success,
+            } => {
                 s.finish(actor, answer, force, success, now)?;
                 self.finish_team();
                 Ok(Reply::Done)
             }
             Request::Shutdown => {
                 if *actor != Actor::Operator {
-                    return Err(ErrorBody::new(ErrorCode::PermissionDenied, "only the operator may shut the daemon down"));
+                    return Err(ErrorBody::new(
+                        ErrorCode::PermissionDenied,
+                        "only the operator may shut the daemon down",
+                    ));
                 }
                 self.begin_shutdown();
                 Ok(Reply::Done)
             }
             Request::Spawn { .. } | Request::Kill { .. } | Request::Restart { .. } => {
-                Err(ErrorBody::new(ErrorCode::Internal, "lifecycle requests are handled before dispatch"))
+                Err(ErrorBody::new(
+                    ErrorCode::Internal,
+                    "lifecycle requests are handled before dispatch",
+                ))
             }
         }
     }
@@ -600,8 +794,14 @@ impl Core {
         let now = Timestamp::now();
         for r in resolved {
             let still_waiting = self.state.perms(false).iter().any(|p| p.agent == r.agent);
-            if !still_waiting && self.state.agent(&r.agent).is_some_and(|a| a.info.status == AgentStatus::Waiting) {
-                self.state.set_agent_status(&r.agent, AgentStatus::Running, None, now);
+            if !still_waiting
+                && self
+                    .state
+                    .agent(&r.agent)
+                    .is_some_and(|a| a.info.status == AgentStatus::Waiting)
+            {
+                self.state
+                    .set_agent_status(&r.agent, AgentStatus::Running, None, now);
             }
         }
     }
@@ -616,37 +816,77 @@ impl Core {
         Ok(())
     }
 
-    fn inbox(&mut self, actor: &Actor, agent: Option<String>, unread_only: bool, after: u64) -> Result<Reply, ErrorBody> {
+    fn inbox(
+        &mut self,
+        actor: &Actor,
+        agent: Option<String>,
+        unread_only: bool,
+        after: u64,
+    ) -> Result<Reply, ErrorBody> {
         let whose = match (agent, actor) {
             (Some(a), _) => a,
             (None, Actor::Agent(n)) => n.clone(),
-            _ => return Err(ErrorBody::new(ErrorCode::BadRequest, "name the agent whose inbox to show")),
+            _ => {
+                return Err(ErrorBody::new(
+                    ErrorCode::BadRequest,
+                    "name the agent whose inbox to show",
+                ));
+            }
         };
         self.state.check_inbox_access(actor, &whose)?;
         if unread_only {
-            let unread = self.state.unread(&whose).into_iter().filter(|m| m.id > after);
-            return Ok(Reply::Messages { messages: page(unread) });
+            let unread = self
+                .state
+                .unread(&whose)
+                .into_iter()
+                .filter(|m| m.id > after);
+            return Ok(Reply::Messages {
+                messages: page(unread),
+            });
         }
         self.flush_for_read()?;
-        let mut messages = self.store.inbox(&whose, after, PAGE_ITEMS).map_err(store_error)?;
+        let mut messages = self
+            .store
+            .inbox(&whose, after, PAGE_ITEMS)
+            .map_err(store_error)?;
         // The in-memory copy of an unread message is newer than the stored one.
-        let unread: HashMap<u64, Message> = self.state.unread(&whose).into_iter().map(|m| (m.id, m)).collect();
+        let unread: HashMap<u64, Message> = self
+            .state
+            .unread(&whose)
+            .into_iter()
+            .map(|m| (m.id, m))
+            .collect();
         for m in &mut messages {
             if let Some(u) = unread.get(&m.id) {
                 *m = u.clone();
             }
         }
-        Ok(Reply::Messages { messages: page(messages.into_iter()) })
+        Ok(Reply::Messages {
+            messages: page(messages.into_iter()),
+        })
     }
 
-    fn register(&mut self, actor: &Actor, name: String, role: String, now: Timestamp) -> Result<Reply, ErrorBody> {
+    fn register(
+        &mut self,
+        actor: &Actor,
+        name: String,
+        role: String,
+        now: Timestamp,
+    ) -> Result<Reply, ErrorBody> {
         if *actor != Actor::Operator {
-            return Err(ErrorBody::new(ErrorCode::PermissionDenied, "only the operator registers external agents"));
+            return Err(ErrorBody::new(
+                ErrorCode::PermissionDenied,
+                "only the operator registers external agents",
+            ));
         }
         if (name == LEADER) != (role == LEADER) {
-            return Err(ErrorBody::new(ErrorCode::BadRequest, "the name `leader` is reserved for the leader role"));
+            return Err(ErrorBody::new(
+                ErrorCode::BadRequest,
+                "the name `leader` is reserved for the leader role",
+            ));
         }
-        let secret = agent_team_paths::new_secret().map_err(|e| internal(&format!("cannot make a secret: {e}")))?;
+        let secret = agent_team_paths::new_secret()
+            .map_err(|e| internal(&format!("cannot make a secret: {e}")))?;
         let info = AgentInfo {
             name,
             role,
@@ -663,7 +903,15 @@ impl Core {
             last_exit: None,
             error: None,
         };
-        let agent = self.state.add_agent(actor, AgentRecord { info, secret: secret.clone(), spec: serde_json::Value::Null }, now)?;
+        let agent = self.state.add_agent(
+            actor,
+            AgentRecord {
+                info,
+                secret: secret.clone(),
+                spec: serde_json::Value::Null,
+            },
+            now,
+        )?;
         Ok(Reply::Registered { agent, secret })
     }
 

@@ -79,7 +79,10 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|source| DaemonError::Io { what: "cannot start the async runtime".into(), source })?;
+        .map_err(|source| DaemonError::Io {
+            what: "cannot start the async runtime".into(),
+            source,
+        })?;
     rt.block_on(async {
         let prepared = prepare(&opts)?;
         serve(prepared, shutdown_signal()).await
@@ -106,14 +109,26 @@ pub fn prepare(opts: &DaemonOptions) -> Result<Prepared, DaemonError> {
     match std::fs::remove_file(&tp.socket) {
         Ok(()) => tracing::info!("removed a stale socket at {}", tp.socket.display()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => return Err(DaemonError::Io { what: format!("cannot remove stale socket {}", tp.socket.display()), source }),
+        Err(source) => {
+            return Err(DaemonError::Io {
+                what: format!("cannot remove stale socket {}", tp.socket.display()),
+                source,
+            });
+        }
     }
-    let operator_secret = agent_team_paths::new_secret()
-        .map_err(|source| DaemonError::Io { what: "cannot generate the operator credential".into(), source })?;
-    agent_team_paths::write_secret_file(&tp.operator_secret, &operator_secret).map_err(|source| DaemonError::Io {
-        what: format!("cannot write the operator credential {}", tp.operator_secret.display()),
+    let operator_secret = agent_team_paths::new_secret().map_err(|source| DaemonError::Io {
+        what: "cannot generate the operator credential".into(),
         source,
     })?;
+    agent_team_paths::write_secret_file(&tp.operator_secret, &operator_secret).map_err(
+        |source| DaemonError::Io {
+            what: format!(
+                "cannot write the operator credential {}",
+                tp.operator_secret.display()
+            ),
+            source,
+        },
+    )?;
     let store = Store::open(&tp.db, &opts.team)?;
     let snapshot = store.load()?;
     let state = TeamState::restore(&opts.team, snapshot);
@@ -130,19 +145,42 @@ pub fn prepare(opts: &DaemonOptions) -> Result<Prepared, DaemonError> {
         .socket
         .clone()
         .to_fs_name::<GenericFilePath>()
-        .map_err(|source| DaemonError::Io { what: format!("bad socket path {}", tp.socket.display()), source })?;
+        .map_err(|source| DaemonError::Io {
+            what: format!("bad socket path {}", tp.socket.display()),
+            source,
+        })?;
     let listener = ListenerOptions::new()
         .name(name)
         .mode(0o600)
         .reclaim_name(true)
         .create_tokio()
-        .map_err(|source| DaemonError::Io { what: format!("cannot listen on {}", tp.socket.display()), source })?;
-    Ok(Prepared { lock, paths: tp, core, listener, tx, rx })
+        .map_err(|source| DaemonError::Io {
+            what: format!("cannot listen on {}", tp.socket.display()),
+            source,
+        })?;
+    Ok(Prepared {
+        lock,
+        paths: tp,
+        core,
+        listener,
+        tx,
+        rx,
+    })
 }
 
 /// Serves connections until `shutdown` resolves or a `shutdown` request arrives.
-pub async fn serve(prepared: Prepared, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
-    let Prepared { lock, paths, core, listener, tx, rx } = prepared;
+pub async fn serve(
+    prepared: Prepared,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let Prepared {
+        lock,
+        paths,
+        core,
+        listener,
+        tx,
+        rx,
+    } = prepared;
     let core_task = tokio::spawn(core.run(rx));
     // Children that exit are noticed at once, not at the next poll.
     if let Ok(mut chld) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
@@ -187,14 +225,20 @@ pub async fn serve(prepared: Prepared, shutdown: impl Future<Output = ()>) -> Re
     match result {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.into()),
-        Err(join) => Err(DaemonError::Io { what: "the core task failed".into(), source: std::io::Error::other(join.to_string()) }),
+        Err(join) => Err(DaemonError::Io {
+            what: "the core task failed".into(),
+            source: std::io::Error::other(join.to_string()),
+        }),
     }
 }
 
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop the daemon with `agent-team down`");
         return std::future::pending().await;
     };
@@ -218,9 +262,13 @@ impl DaemonThread {
         let thread = std::thread::Builder::new()
             .name(format!("daemon-{}", opts.team))
             .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|source| {
-                    DaemonError::Io { what: "cannot start the async runtime".into(), source }
-                })?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|source| DaemonError::Io {
+                        what: "cannot start the async runtime".into(),
+                        source,
+                    })?;
                 rt.block_on(async move {
                     let prepared = match prepare(&opts) {
                         Ok(p) => {
@@ -239,12 +287,21 @@ impl DaemonThread {
                     .await
                 })
             })
-            .map_err(|source| DaemonError::Io { what: "cannot start the daemon thread".into(), source })?;
+            .map_err(|source| DaemonError::Io {
+                what: "cannot start the daemon thread".into(),
+                source,
+            })?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(DaemonThread { stop: Some(stop_tx), thread: Some(thread) }),
+            Ok(Ok(())) => Ok(DaemonThread {
+                stop: Some(stop_tx),
+                thread: Some(thread),
+            }),
             Ok(Err(_)) | Err(_) => match thread.join() {
                 Ok(Err(e)) => Err(e),
-                _ => Err(DaemonError::Io { what: "daemon thread failed".into(), source: std::io::Error::other("no result") }),
+                _ => Err(DaemonError::Io {
+                    what: "daemon thread failed".into(),
+                    source: std::io::Error::other("no result"),
+                }),
             },
         }
     }
@@ -260,7 +317,10 @@ impl DaemonThread {
         }
         match self.thread.take().map(|t| t.join()) {
             Some(Ok(r)) => r,
-            Some(Err(_)) => Err(DaemonError::Io { what: "daemon thread panicked".into(), source: std::io::Error::other("panic") }),
+            Some(Err(_)) => Err(DaemonError::Io {
+                what: "daemon thread panicked".into(),
+                source: std::io::Error::other("panic"),
+            }),
             None => Ok(()),
         }
     }

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     /// Another live daemon holds it.
-    #[error("a daemon for this team is already running (pid {pid}); use it, or stop it with `agent-team down`")]
+    #[error(
+        "a daemon for this team is already running (pid {pid}); use it, or stop it with `agent-team down`"
+    )]
     Held {
         /// The pid recorded by the holder, or 0 if unreadable.
         pid: u32,
@@ -35,15 +37,26 @@ pub struct DaemonLock {
 impl DaemonLock {
     /// Takes the lock without waiting and records this process's pid in the file.
     pub fn acquire(path: &Path) -> Result<Self, LockError> {
-        let io = |source| LockError::Io { path: path.to_path_buf(), source };
-        let mut file =
-            OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path).map_err(io)?;
+        let io = |source| LockError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(io)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let mut s = String::new();
                 let _ = file.read_to_string(&mut s);
-                return Err(LockError::Held { pid: s.trim().parse().unwrap_or(0) });
+                return Err(LockError::Held {
+                    pid: s.trim().parse().unwrap_or(0),
+                });
             }
             Err(TryLockError::Error(e)) => return Err(io(e)),
         }
@@ -51,12 +64,17 @@ impl DaemonLock {
         file.seek(SeekFrom::Start(0)).map_err(io)?;
         write!(file, "{}", std::process::id()).map_err(io)?;
         file.sync_all().map_err(io)?;
-        Ok(DaemonLock { file, path: path.to_path_buf() })
+        Ok(DaemonLock {
+            file,
+            path: path.to_path_buf(),
+        })
     }
 
     /// Whether a live daemon holds the lock at `path` right now (without taking it for long).
     pub fn is_held(path: &Path) -> bool {
-        let Ok(file) = OpenOptions::new().read(true).write(true).open(path) else { return false };
+        let Ok(file) = OpenOptions::new().read(true).write(true).open(path) else {
+            return false;
+        };
         match file.try_lock() {
             Ok(()) => {
                 let _ = file.unlock();

@@ -115,6 +115,10 @@ pub struct Supervisor {
     pub(crate) env: SupervisorEnv,
 }
 
+/// Builds a backend of a kind for a team (tmux, iTerm2 live outside the daemon crate).
+pub type BackendFactory =
+    Arc<dyn Fn(BackendKind, &TeamConfig) -> Result<Arc<dyn PaneBackend>, String> + Send + Sync>;
+
 /// What the daemon was given to launch agents with.
 #[derive(Clone, Default)]
 pub struct SupervisorEnv {
@@ -123,12 +127,14 @@ pub struct SupervisorEnv {
     /// Runs agents inside the daemon for the in-process backend.
     pub runner: Option<Arc<dyn agent_team_pane::inprocess::AgentRunner>>,
     /// Builds backends the pane crate cannot build alone (tmux, iTerm2), by kind.
-    pub factory: Option<Arc<dyn Fn(BackendKind, &TeamConfig) -> Result<Arc<dyn PaneBackend>, String> + Send + Sync>>,
+    pub factory: Option<BackendFactory>,
 }
 
 impl std::fmt::Debug for SupervisorEnv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SupervisorEnv").field("worker_exe", &self.worker_exe).finish_non_exhaustive()
+        f.debug_struct("SupervisorEnv")
+            .field("worker_exe", &self.worker_exe)
+            .finish_non_exhaustive()
     }
 }
 
@@ -139,7 +145,10 @@ fn err(code: ErrorCode, msg: impl Into<String>) -> ErrorBody {
 impl Core {
     /// Loads the stored configuration and re-adopts agents that were running before a restart.
     pub(crate) fn sup_recover(&mut self) {
-        self.sup.config = self.state.config().and_then(|v| serde_json::from_value(v.clone()).ok());
+        self.sup.config = self
+            .state
+            .config()
+            .and_then(|v| serde_json::from_value(v.clone()).ok());
         let now = Timestamp::now();
         let records: Vec<AgentRecord> = self.state.agent_records().cloned().collect();
         for rec in records {
@@ -148,22 +157,43 @@ impl Core {
             if info.backend == "external" {
                 continue;
             }
-            let place = info.pid.map(|pid| Launched { pid, pgid: info.pgid, pane: info.pane.clone() });
+            let place = info.pid.map(|pid| Launched {
+                pid,
+                pgid: info.pgid,
+                pane: info.pane.clone(),
+            });
             rt.place = place.clone();
             match info.status {
-                AgentStatus::Starting | AgentStatus::Running | AgentStatus::Idle | AgentStatus::Waiting => {
+                AgentStatus::Starting
+                | AgentStatus::Running
+                | AgentStatus::Idle
+                | AgentStatus::Waiting => {
                     // Maybe still alive: watch it, and give it the connect-back deadline again.
                     rt.launched = place;
                     if rt.launched.is_none() {
                         // Crashed between adding and launching: start it.
-                        self.schedule(Duration::ZERO, Timer::Restart(info.name.clone(), info.incarnation));
+                        self.schedule(
+                            Duration::ZERO,
+                            Timer::Restart(info.name.clone(), info.incarnation),
+                        );
                     } else {
-                        self.schedule(CONNECT_DEADLINE, Timer::Connect(info.name.clone(), info.incarnation));
+                        self.schedule(
+                            CONNECT_DEADLINE,
+                            Timer::Connect(info.name.clone(), info.incarnation),
+                        );
                     }
                 }
                 AgentStatus::Backoff => {
-                    self.state.set_agent_status(&info.name, AgentStatus::Backoff, Some("daemon restarted".into()), now);
-                    self.schedule(Duration::from_millis(100), Timer::Restart(info.name.clone(), info.incarnation));
+                    self.state.set_agent_status(
+                        &info.name,
+                        AgentStatus::Backoff,
+                        Some("daemon restarted".into()),
+                        now,
+                    );
+                    self.schedule(
+                        Duration::from_millis(100),
+                        Timer::Restart(info.name.clone(), info.incarnation),
+                    );
                 }
                 _ => {}
             }
@@ -176,17 +206,30 @@ impl Core {
             return Ok(b.clone());
         }
         let cfg = self.sup.config.clone().ok_or_else(|| {
-            err(ErrorCode::InvalidState, "the team has no configuration yet; start it with `agent-team up`")
+            err(
+                ErrorCode::InvalidState,
+                "the team has no configuration yet; start it with `agent-team up`",
+            )
         })?;
         let backend: Arc<dyn PaneBackend> = match cfg.backend {
             BackendKind::Process => Arc::new(agent_team_pane::process::ProcessBackend::new()),
             BackendKind::InProcess => match &self.sup.env.runner {
                 Some(r) => Arc::new(agent_team_pane::inprocess::InProcessBackend::new(r.clone())),
-                None => return Err(err(ErrorCode::InvalidState, "this daemon cannot run agents in-process")),
+                None => {
+                    return Err(err(
+                        ErrorCode::InvalidState,
+                        "this daemon cannot run agents in-process",
+                    ));
+                }
             },
             kind => match &self.sup.env.factory {
                 Some(f) => f(kind, &cfg).map_err(|e| err(ErrorCode::InvalidState, e))?,
-                None => return Err(err(ErrorCode::InvalidState, format!("backend {} is not available in this daemon", kind.as_str()))),
+                None => {
+                    return Err(err(
+                        ErrorCode::InvalidState,
+                        format!("backend {} is not available in this daemon", kind.as_str()),
+                    ));
+                }
             },
         };
         self.sup.backend = Some(backend.clone());
@@ -194,14 +237,31 @@ impl Core {
     }
 
     /// `configure`: store the team configuration.
-    pub(crate) fn configure(&mut self, actor: &Actor, config: serde_json::Value) -> Result<Reply, ErrorBody> {
-        let parsed: TeamConfig = serde_json::from_value(config.clone())
-            .map_err(|e| err(ErrorCode::BadRequest, format!("invalid team configuration: {e}")))?;
+    pub(crate) fn configure(
+        &mut self,
+        actor: &Actor,
+        config: serde_json::Value,
+    ) -> Result<Reply, ErrorBody> {
+        let parsed: TeamConfig = serde_json::from_value(config.clone()).map_err(|e| {
+            err(
+                ErrorCode::BadRequest,
+                format!("invalid team configuration: {e}"),
+            )
+        })?;
         if parsed.name != self.cfg.team {
-            return Err(err(ErrorCode::BadRequest, format!("the configuration is for team {:?}, not {:?}", parsed.name, self.cfg.team)));
+            return Err(err(
+                ErrorCode::BadRequest,
+                format!(
+                    "the configuration is for team {:?}, not {:?}",
+                    parsed.name, self.cfg.team
+                ),
+            ));
         }
         if parsed.backend == BackendKind::Auto {
-            return Err(err(ErrorCode::BadRequest, "resolve backend `auto` before configuring the daemon"));
+            return Err(err(
+                ErrorCode::BadRequest,
+                "resolve backend `auto` before configuring the daemon",
+            ));
         }
         if let Some(current) = &self.sup.config
             && current.backend != parsed.backend
@@ -209,7 +269,11 @@ impl Core {
         {
             return Err(ErrorBody::with_details(
                 ErrorCode::InvalidState,
-                format!("the team runs on the {} backend; `agent-team down` before switching to {}", current.backend.as_str(), parsed.backend.as_str()),
+                format!(
+                    "the team runs on the {} backend; `agent-team down` before switching to {}",
+                    current.backend.as_str(),
+                    parsed.backend.as_str()
+                ),
                 json!({"backend": current.backend.as_str()}),
             ));
         }
@@ -222,8 +286,17 @@ impl Core {
     }
 
     /// `start_run`: record the goal and start the leader.
-    pub(crate) fn start_run(&mut self, actor: &Actor, goal: Option<String>) -> Result<Reply, ErrorBody> {
-        let cfg = self.sup.config.clone().ok_or_else(|| err(ErrorCode::InvalidState, "configure the team before starting a run"))?;
+    pub(crate) fn start_run(
+        &mut self,
+        actor: &Actor,
+        goal: Option<String>,
+    ) -> Result<Reply, ErrorBody> {
+        let cfg = self.sup.config.clone().ok_or_else(|| {
+            err(
+                ErrorCode::InvalidState,
+                "configure the team before starting a run",
+            )
+        })?;
         let goal = goal.or(cfg.goal.clone());
         self.state.start_run(actor, goal, Timestamp::now())?;
         match self.state.agent(LEADER).map(|a| a.info.status) {
@@ -237,32 +310,64 @@ impl Core {
     }
 
     /// `spawn`: add a teammate and launch it; answered once it has connected.
-    pub(crate) fn spawn_request(&mut self, actor: &Actor, conn: ConnId, id: u64, role: String, name: Option<String>) -> Result<Option<Reply>, ErrorBody> {
+    pub(crate) fn spawn_request(
+        &mut self,
+        actor: &Actor,
+        conn: ConnId,
+        id: u64,
+        role: String,
+        name: Option<String>,
+    ) -> Result<Option<Reply>, ErrorBody> {
         if !actor.is_privileged() {
-            return Err(ErrorBody::with_details(ErrorCode::PermissionDenied, "only the leader or the operator may spawn teammates", json!({"agent": actor.name()})));
+            return Err(ErrorBody::with_details(
+                ErrorCode::PermissionDenied,
+                "only the leader or the operator may spawn teammates",
+                json!({"agent": actor.name()}),
+            ));
         }
-        let cfg = self.sup.config.clone().ok_or_else(|| err(ErrorCode::InvalidState, "configure the team before spawning"))?;
+        let cfg = self.sup.config.clone().ok_or_else(|| {
+            err(
+                ErrorCode::InvalidState,
+                "configure the team before spawning",
+            )
+        })?;
         if !cfg.roles.contains_key(&role) {
             let known: Vec<&String> = cfg.roles.keys().collect();
-            return Err(ErrorBody::with_details(ErrorCode::NotFound, format!("no role {role:?}"), json!({"role": role, "valid": known})));
+            return Err(ErrorBody::with_details(
+                ErrorCode::NotFound,
+                format!("no role {role:?}"),
+                json!({"role": role, "valid": known}),
+            ));
         }
         let name = match name {
             Some(n) => n,
-            None => (1..).map(|i| format!("{role}-{i}")).find(|n| self.state.agent(n).is_none()).unwrap_or_default(),
+            None => (1..)
+                .map(|i| format!("{role}-{i}"))
+                .find(|n| self.state.agent(n).is_none())
+                .unwrap_or_default(),
         };
         if name == LEADER || role == LEADER {
-            return Err(err(ErrorCode::BadRequest, "the leader is started by `up`/`run`, not spawned"));
+            return Err(err(
+                ErrorCode::BadRequest,
+                "the leader is started by `up`/`run`, not spawned",
+            ));
         }
         if let Some(existing) = self.state.agent(&name) {
             // Idempotent for a teammate of the same role that is alive: the leader may ask twice.
             if existing.info.role == role && !existing.info.status.is_down() {
-                return Ok(Some(Reply::Agent { agent: existing.info.clone() }));
+                return Ok(Some(Reply::Agent {
+                    agent: existing.info.clone(),
+                }));
             }
         }
         if self.state.teammate_count() >= cfg.max_teammates {
             return Err(ErrorBody::with_details(
                 ErrorCode::InvalidState,
-                format!("the team already has {} teammates (max_teammates = {})", self.state.teammate_count(), cfg.max_teammates),
+                format!(
+                    "the team already has {} teammates (max_teammates = {})",
+                    self.state.teammate_count(),
+                    cfg.max_teammates
+                ),
                 json!({"max_teammates": cfg.max_teammates}),
             ));
         }
@@ -270,9 +375,15 @@ impl Core {
         Ok(None)
     }
 
-    fn add_and_launch(&mut self, name: &str, role: &str, waiter: Option<(ConnId, u64)>) -> Result<(), ErrorBody> {
+    fn add_and_launch(
+        &mut self,
+        name: &str,
+        role: &str,
+        waiter: Option<(ConnId, u64)>,
+    ) -> Result<(), ErrorBody> {
         let backend = self.backend()?;
-        let secret = agent_team_paths::new_secret().map_err(|e| err(ErrorCode::Internal, format!("cannot make a secret: {e}")))?;
+        let secret = agent_team_paths::new_secret()
+            .map_err(|e| err(ErrorCode::Internal, format!("cannot make a secret: {e}")))?;
         let now = Timestamp::now();
         let info = AgentInfo {
             name: name.to_string(),
@@ -290,11 +401,26 @@ impl Core {
             last_exit: None,
             error: None,
         };
-        self.state.add_agent(&Actor::Daemon, AgentRecord { info, secret, spec: json!({"role": role}) }, now)?;
+        self.state.add_agent(
+            &Actor::Daemon,
+            AgentRecord {
+                info,
+                secret,
+                spec: json!({"role": role}),
+            },
+            now,
+        )?;
         let rt = self.sup.runtimes.entry(name.to_string()).or_default();
-        *rt = Runtime { first_spawn: true, ..Default::default() };
+        *rt = Runtime {
+            first_spawn: true,
+            ..Default::default()
+        };
         if let Some((conn, id)) = waiter {
-            rt.waiters.push(Waiter { conn, id, until: Until::Connected });
+            rt.waiters.push(Waiter {
+                conn,
+                id,
+                until: Until::Connected,
+            });
         }
         self.launch(name);
         Ok(())
@@ -302,7 +428,9 @@ impl Core {
 
     /// Starts the next incarnation (in the same pane when there is one).
     fn launch(&mut self, name: &str) {
-        let Some(rec) = self.state.agent(name).cloned() else { return };
+        let Some(rec) = self.state.agent(name).cloned() else {
+            return;
+        };
         let backend = match self.backend() {
             Ok(b) => b,
             Err(e) => return self.launch_failed(name, rec.info.incarnation + 1, e.message),
@@ -318,7 +446,12 @@ impl Core {
             a.info.pid = None;
             a.info.connected = false;
         });
-        self.state.set_agent_status(name, AgentStatus::Starting, Some(format!("incarnation {incarnation}")), now);
+        self.state.set_agent_status(
+            name,
+            AgentStatus::Starting,
+            Some(format!("incarnation {incarnation}")),
+            now,
+        );
         let place = {
             let rt = self.sup.runtimes.entry(name.to_string()).or_default();
             rt.busy = true;
@@ -331,27 +464,48 @@ impl Core {
                 Some(p) if p.pane.is_some() => backend.respawn(&spec, p),
                 _ => backend.spawn(&spec),
             };
-            let _ = tx.send(CoreMsg::Sup(SupEvent::Launched { name, incarnation, result: result.map_err(|e| e.to_string()) }));
+            let _ = tx.send(CoreMsg::Sup(SupEvent::Launched {
+                name,
+                incarnation,
+                result: result.map_err(|e| e.to_string()),
+            }));
         });
     }
 
     fn launch_spec(&self, rec: &AgentRecord, incarnation: u64) -> Result<LaunchSpec, String> {
         let cfg = self.sup.config.as_ref().ok_or("no team configuration")?;
-        let role = cfg.role(&rec.info.role).ok_or_else(|| format!("role {:?} is not in the configuration", rec.info.role))?;
+        let role = cfg
+            .role(&rec.info.role)
+            .ok_or_else(|| format!("role {:?} is not in the configuration", rec.info.role))?;
         let argv = match &role.command {
             Some(c) => c.clone(),
             None => {
-                let exe = self.sup.env.worker_exe.clone().ok_or("no worker executable configured")?;
+                let exe = self
+                    .sup
+                    .env
+                    .worker_exe
+                    .clone()
+                    .ok_or("no worker executable configured")?;
                 vec![exe.display().to_string()]
             }
         };
         let mut envs = vec![
-            (env::SOCKET.to_string(), self.cfg.paths.socket.display().to_string()),
+            (
+                env::SOCKET.to_string(),
+                self.cfg.paths.socket.display().to_string(),
+            ),
             (env::TEAM.to_string(), self.cfg.team.clone()),
             (env::NAME.to_string(), rec.info.name.clone()),
             (env::SECRET.to_string(), rec.secret.clone()),
             (env::INCARNATION.to_string(), incarnation.to_string()),
-            (env::LOG_FILE.to_string(), self.cfg.paths.agent_log(&rec.info.name).display().to_string()),
+            (
+                env::LOG_FILE.to_string(),
+                self.cfg
+                    .paths
+                    .agent_log(&rec.info.name)
+                    .display()
+                    .to_string(),
+            ),
         ];
         for (k, v) in &role.env {
             envs.push((k.clone(), v.clone()));
@@ -379,8 +533,16 @@ impl Core {
     /// A blocking operation reported back.
     pub(crate) fn sup_event(&mut self, ev: SupEvent) {
         match ev {
-            SupEvent::Launched { name, incarnation, result } => self.on_launched(&name, incarnation, result),
-            SupEvent::Stopped { name, incarnation, result } => self.on_stopped(&name, incarnation, result),
+            SupEvent::Launched {
+                name,
+                incarnation,
+                result,
+            } => self.on_launched(&name, incarnation, result),
+            SupEvent::Stopped {
+                name,
+                incarnation,
+                result,
+            } => self.on_stopped(&name, incarnation, result),
             SupEvent::Polled { results } => {
                 self.sup.poll_busy = false;
                 for (name, incarnation, live) in results {
@@ -410,7 +572,9 @@ impl Core {
             a.info.pane = launched.pane.clone();
         });
         let stop = {
-            let Some(rt) = self.sup.runtimes.get_mut(name) else { return };
+            let Some(rt) = self.sup.runtimes.get_mut(name) else {
+                return;
+            };
             rt.busy = false;
             rt.launched = Some(launched.clone());
             rt.place = Some(launched);
@@ -419,22 +583,36 @@ impl Core {
         if let Some(reason) = stop {
             self.begin_stop(name, reason);
         } else {
-            self.schedule(CONNECT_DEADLINE, Timer::Connect(name.to_string(), incarnation));
+            self.schedule(
+                CONNECT_DEADLINE,
+                Timer::Connect(name.to_string(), incarnation),
+            );
         }
     }
 
     /// An agent authenticated: it is up; answer whoever waited for that.
     pub(crate) fn on_connected(&mut self, name: &str) {
-        let Some(rt) = self.sup.runtimes.get_mut(name) else { return };
+        let Some(rt) = self.sup.runtimes.get_mut(name) else {
+            return;
+        };
         rt.first_spawn = false;
         let waiters: Vec<Waiter> = {
-            let (now, later): (Vec<Waiter>, Vec<Waiter>) = rt.waiters.drain(..).partition(|w| w.until == Until::Connected);
+            let (now, later): (Vec<Waiter>, Vec<Waiter>) = rt
+                .waiters
+                .drain(..)
+                .partition(|w| w.until == Until::Connected);
             rt.waiters = later;
             now
         };
         if let Some(agent) = self.state.agent(name).map(|a| a.info.clone()) {
             for w in waiters {
-                self.answer(w.conn, w.id, Ok(Reply::Agent { agent: agent.clone() }));
+                self.answer(
+                    w.conn,
+                    w.id,
+                    Ok(Reply::Agent {
+                        agent: agent.clone(),
+                    }),
+                );
             }
         }
     }
@@ -449,9 +627,13 @@ impl Core {
         if connected || launched.is_none() {
             return;
         }
-        let why = format!("did not connect back within {} s", CONNECT_DEADLINE.as_secs());
+        let why = format!(
+            "did not connect back within {} s",
+            CONNECT_DEADLINE.as_secs()
+        );
         tracing::warn!(agent = name, incarnation, "{why}");
-        self.state.update_agent(name, |a| a.info.error = Some(why.clone()));
+        self.state
+            .update_agent(name, |a| a.info.error = Some(why.clone()));
         // Stop the silent process; its exit then goes through the restart policy.
         self.stop_process(name, incarnation, Duration::from_secs(1));
     }
@@ -461,8 +643,12 @@ impl Core {
         if self.current_incarnation(name) != Some(incarnation) {
             return;
         }
-        let Some(rt) = self.sup.runtimes.get_mut(name) else { return };
-        let Some(launched) = rt.launched.take() else { return };
+        let Some(rt) = self.sup.runtimes.get_mut(name) else {
+            return;
+        };
+        let Some(launched) = rt.launched.take() else {
+            return;
+        };
         if rt.busy {
             // A stop is in flight; it reports the outcome.
             rt.launched = Some(launched);
@@ -483,7 +669,10 @@ impl Core {
     fn after_down(&mut self, name: &str, reason: Option<StopReason>, exit: Option<ExitInfo>) {
         let now = Timestamp::now();
         let detail = exit.map(|e| e.to_string());
-        let run_over = matches!(self.state.run().state, RunState::Finished | RunState::Failed);
+        let run_over = matches!(
+            self.state.run().state,
+            RunState::Finished | RunState::Failed
+        );
         match reason {
             Some(StopReason::Restart) => {
                 if let Some(rt) = self.sup.runtimes.get_mut(name) {
@@ -492,33 +681,46 @@ impl Core {
                 self.launch(name);
             }
             Some(StopReason::Operator) | Some(StopReason::Shutdown) => {
-                self.state.set_agent_status(name, AgentStatus::Stopped, detail, now);
+                self.state
+                    .set_agent_status(name, AgentStatus::Stopped, detail, now);
                 self.release_and_tell(name, "was stopped");
                 self.answer_down(name);
             }
             Some(StopReason::Finished) => {
-                self.state.set_agent_status(name, AgentStatus::Exited, detail, now);
+                self.state
+                    .set_agent_status(name, AgentStatus::Exited, detail, now);
                 self.answer_down(name);
             }
             None => {
                 let policy = self.restart_policy(name);
                 let clean = exit.is_some_and(|e| e.success());
-                let restart = !self.stopping
-                    && !(run_over && clean)
+                let restart = !(self.stopping || run_over && clean)
                     && match policy {
                         RestartPolicy::Never => false,
                         RestartPolicy::OnFailure => !clean,
                         RestartPolicy::Always => !(name == LEADER && run_over),
                     };
                 if restart {
-                    self.failure(name, format!("died ({})", detail.clone().unwrap_or_else(|| "gone".into())), false);
+                    self.failure(
+                        name,
+                        format!("died ({})", detail.clone().unwrap_or_else(|| "gone".into())),
+                        false,
+                    );
                 } else if clean {
-                    self.state.set_agent_status(name, AgentStatus::Exited, detail, now);
+                    self.state
+                        .set_agent_status(name, AgentStatus::Exited, detail, now);
                     self.release_and_tell(name, "exited");
                     self.answer_down(name);
                 } else {
-                    self.state.set_agent_status(name, AgentStatus::Failed, detail.clone(), now);
-                    self.release_and_tell(name, &format!("died ({}) and will not be restarted", detail.unwrap_or_default()));
+                    self.state
+                        .set_agent_status(name, AgentStatus::Failed, detail.clone(), now);
+                    self.release_and_tell(
+                        name,
+                        &format!(
+                            "died ({}) and will not be restarted",
+                            detail.unwrap_or_default()
+                        ),
+                    );
                     self.answer_down(name);
                     if name == LEADER {
                         self.state.fail_run("the leader failed".into(), now);
@@ -529,8 +731,17 @@ impl Core {
     }
 
     fn restart_policy(&self, name: &str) -> RestartPolicy {
-        let role = self.state.agent(name).map(|a| a.info.role.clone()).unwrap_or_default();
-        self.sup.config.as_ref().and_then(|c| c.role(&role)).map(|r| r.restart).unwrap_or_default()
+        let role = self
+            .state
+            .agent(name)
+            .map(|a| a.info.role.clone())
+            .unwrap_or_default();
+        self.sup
+            .config
+            .as_ref()
+            .and_then(|c| c.role(&role))
+            .map(|r| r.restart)
+            .unwrap_or_default()
     }
 
     /// Counts a failure: back off and restart, or give up after too many quick ones. A first
@@ -539,13 +750,23 @@ impl Core {
     /// crash-looping agent ends `failed` and stays on the roster for `restart`.
     fn failure(&mut self, name: &str, why: String, rollback: bool) {
         let now = Timestamp::now();
-        let Some(rt) = self.sup.runtimes.get_mut(name) else { return };
+        let Some(rt) = self.sup.runtimes.get_mut(name) else {
+            return;
+        };
         if rt.first_spawn && rollback {
             let waiters: Vec<Waiter> = rt.waiters.drain(..).collect();
             self.sup.runtimes.remove(name);
             self.state.remove_agent(name, &why, now);
             for w in waiters {
-                self.answer(w.conn, w.id, Err(ErrorBody::with_details(ErrorCode::Internal, format!("{name} {why}; it was removed from the roster"), json!({"agent": name}))));
+                self.answer(
+                    w.conn,
+                    w.id,
+                    Err(ErrorBody::with_details(
+                        ErrorCode::Internal,
+                        format!("{name} {why}; it was removed from the roster"),
+                        json!({"agent": name}),
+                    )),
+                );
             }
             if name == LEADER {
                 self.state.fail_run(format!("the leader {why}"), now);
@@ -554,14 +775,26 @@ impl Core {
         }
         let instant = Instant::now();
         rt.failures.push_back(instant);
-        while rt.failures.front().is_some_and(|t| instant.duration_since(*t) > FAILURE_WINDOW) {
+        while rt
+            .failures
+            .front()
+            .is_some_and(|t| instant.duration_since(*t) > FAILURE_WINDOW)
+        {
             rt.failures.pop_front();
         }
         let n = rt.failures.len();
         let incarnation = self.current_incarnation(name).unwrap_or(0);
         if n >= MAX_QUICK_FAILURES {
-            self.state.set_agent_status(name, AgentStatus::Failed, Some(format!("{why}; {n} failures within 60 s")), now);
-            self.release_and_tell(name, &format!("{why} {n} times within 60 s and was given up"));
+            self.state.set_agent_status(
+                name,
+                AgentStatus::Failed,
+                Some(format!("{why}; {n} failures within 60 s")),
+                now,
+            );
+            self.release_and_tell(
+                name,
+                &format!("{why} {n} times within 60 s and was given up"),
+            );
             self.answer_down(name);
             if name == LEADER {
                 self.state.fail_run("the leader kept failing".into(), now);
@@ -571,7 +804,12 @@ impl Core {
         let backoff = Duration::from_millis(500) * 2u32.pow((n as u32).saturating_sub(1)).min(60);
         let backoff = backoff.min(Duration::from_secs(30));
         self.state.update_agent(name, |a| a.info.restarts += 1);
-        self.state.set_agent_status(name, AgentStatus::Backoff, Some(format!("{why}; restarting in {} ms", backoff.as_millis())), now);
+        self.state.set_agent_status(
+            name,
+            AgentStatus::Backoff,
+            Some(format!("{why}; restarting in {} ms", backoff.as_millis())),
+            now,
+        );
         self.schedule(backoff, Timer::Restart(name.to_string(), incarnation));
     }
 
@@ -581,34 +819,62 @@ impl Core {
             return;
         }
         let status = self.state.agent(name).map(|a| a.info.status);
-        let idle_rt = self.sup.runtimes.get(name).is_some_and(|r| r.launched.is_none() && !r.busy);
+        let idle_rt = self
+            .sup
+            .runtimes
+            .get(name)
+            .is_some_and(|r| r.launched.is_none() && !r.busy);
         if matches!(status, Some(AgentStatus::Backoff | AgentStatus::Starting)) && idle_rt {
             self.launch(name);
         }
     }
 
     /// `kill`: stop it for good; answered when it is down.
-    pub(crate) fn kill_request(&mut self, actor: &Actor, conn: ConnId, id: u64, name: &str) -> Result<Option<Reply>, ErrorBody> {
+    pub(crate) fn kill_request(
+        &mut self,
+        actor: &Actor,
+        conn: ConnId,
+        id: u64,
+        name: &str,
+    ) -> Result<Option<Reply>, ErrorBody> {
         self.check_managed(actor, name, "stop agents")?;
         let rt = self.sup.runtimes.entry(name.to_string()).or_default();
-        rt.waiters.push(Waiter { conn, id, until: Until::Down });
+        rt.waiters.push(Waiter {
+            conn,
+            id,
+            until: Until::Down,
+        });
         self.begin_stop(name, StopReason::Operator);
         Ok(None)
     }
 
     /// `restart`: stop if running, then start a new incarnation in place; answered once connected.
-    pub(crate) fn restart_request(&mut self, actor: &Actor, conn: ConnId, id: u64, name: &str) -> Result<Option<Reply>, ErrorBody> {
+    pub(crate) fn restart_request(
+        &mut self,
+        actor: &Actor,
+        conn: ConnId,
+        id: u64,
+        name: &str,
+    ) -> Result<Option<Reply>, ErrorBody> {
         self.check_managed(actor, name, "restart agents")?;
         self.restart_agent(name, Some((conn, id)))?;
         Ok(None)
     }
 
-    fn restart_agent(&mut self, name: &str, waiter: Option<(ConnId, u64)>) -> Result<(), ErrorBody> {
+    fn restart_agent(
+        &mut self,
+        name: &str,
+        waiter: Option<(ConnId, u64)>,
+    ) -> Result<(), ErrorBody> {
         self.backend()?;
         let rt = self.sup.runtimes.entry(name.to_string()).or_default();
         rt.failures.clear();
         if let Some((conn, id)) = waiter {
-            rt.waiters.push(Waiter { conn, id, until: Until::Connected });
+            rt.waiters.push(Waiter {
+                conn,
+                id,
+                until: Until::Connected,
+            });
         }
         self.state.update_agent(name, |a| a.info.error = None);
         if rt.launched.is_some() || rt.busy {
@@ -622,11 +888,22 @@ impl Core {
 
     fn check_managed(&self, actor: &Actor, name: &str, what: &str) -> Result<(), ErrorBody> {
         if !actor.is_privileged() {
-            return Err(ErrorBody::with_details(ErrorCode::PermissionDenied, format!("only the leader or the operator may {what}"), json!({"agent": actor.name()})));
+            return Err(ErrorBody::with_details(
+                ErrorCode::PermissionDenied,
+                format!("only the leader or the operator may {what}"),
+                json!({"agent": actor.name()}),
+            ));
         }
         match self.state.agent(name) {
-            None => Err(ErrorBody::with_details(ErrorCode::NotFound, format!("no agent {name:?}"), json!({"agent": name, "valid": self.state.agents().iter().map(|a| a.name.clone()).collect::<Vec<_>>()}))),
-            Some(a) if a.info.backend == "external" => Err(err(ErrorCode::InvalidState, format!("{name} is run by someone else; the daemon cannot stop or start it"))),
+            None => Err(ErrorBody::with_details(
+                ErrorCode::NotFound,
+                format!("no agent {name:?}"),
+                json!({"agent": name, "valid": self.state.agents().iter().map(|a| a.name.clone()).collect::<Vec<_>>()}),
+            )),
+            Some(a) if a.info.backend == "external" => Err(err(
+                ErrorCode::InvalidState,
+                format!("{name} is run by someone else; the daemon cannot stop or start it"),
+            )),
             Some(_) => Ok(()),
         }
     }
@@ -634,7 +911,9 @@ impl Core {
     /// Stops `name` for `reason`; once down, [`Core::after_down`] decides what follows.
     pub(crate) fn begin_stop(&mut self, name: &str, reason: StopReason) {
         let incarnation = self.current_incarnation(name).unwrap_or(0);
-        let Some(rt) = self.sup.runtimes.get_mut(name) else { return };
+        let Some(rt) = self.sup.runtimes.get_mut(name) else {
+            return;
+        };
         rt.stop = Some(reason);
         if rt.busy {
             return; // the launch or stop in flight sees `stop` when it reports back
@@ -647,14 +926,22 @@ impl Core {
 
     fn stop_process(&mut self, name: &str, incarnation: u64, grace: Duration) {
         let Ok(backend) = self.backend() else { return };
-        let Some(rt) = self.sup.runtimes.get_mut(name) else { return };
-        let Some(target) = rt.launched.clone() else { return };
+        let Some(rt) = self.sup.runtimes.get_mut(name) else {
+            return;
+        };
+        let Some(target) = rt.launched.clone() else {
+            return;
+        };
         rt.busy = true;
         let tx = self.self_tx.clone();
         let name = name.to_string();
         tokio::task::spawn_blocking(move || {
             let result = backend.stop(&target, grace).map_err(|e| e.to_string());
-            let _ = tx.send(CoreMsg::Sup(SupEvent::Stopped { name, incarnation, result }));
+            let _ = tx.send(CoreMsg::Sup(SupEvent::Stopped {
+                name,
+                incarnation,
+                result,
+            }));
         });
     }
 
@@ -671,9 +958,17 @@ impl Core {
     fn on_stopped(&mut self, name: &str, incarnation: u64, result: Result<(), String>) {
         if let Err(e) = &result {
             tracing::error!(agent = name, incarnation, "stop failed: {e}");
-            self.state.record("daemon", Event::Error { message: format!("stopping {name} failed: {e}") }, Timestamp::now());
+            self.state.record(
+                "daemon",
+                Event::Error {
+                    message: format!("stopping {name} failed: {e}"),
+                },
+                Timestamp::now(),
+            );
         }
-        let Some(rt) = self.sup.runtimes.get_mut(name) else { return };
+        let Some(rt) = self.sup.runtimes.get_mut(name) else {
+            return;
+        };
         rt.busy = false;
         rt.launched = None;
         let reason = rt.stop;
@@ -699,27 +994,50 @@ impl Core {
         if name == LEADER {
             return;
         }
-        let leader_up = self.state.agent(LEADER).is_some_and(|l| !l.info.status.is_down());
+        let leader_up = self
+            .state
+            .agent(LEADER)
+            .is_some_and(|l| !l.info.status.is_down());
         if !leader_up {
             return;
         }
         let body = match &released {
-            Some(t) => format!("{name} {what}; its task {} ({}) went back to pending", t.id, t.title),
+            Some(t) => format!(
+                "{name} {what}; its task {} ({}) went back to pending",
+                t.id, t.title
+            ),
             None => format!("{name} {what}"),
         };
-        let _ = self.state.send(&Actor::Daemon, LEADER, body, MessageKind::TaskEvent, Some(format!("{name} is down")), now);
+        let _ = self.state.send(
+            &Actor::Daemon,
+            LEADER,
+            body,
+            MessageKind::TaskEvent,
+            Some(format!("{name} is down")),
+            now,
+        );
     }
 
     fn answer_down(&mut self, name: &str) {
-        let Some(rt) = self.sup.runtimes.get_mut(name) else { return };
+        let Some(rt) = self.sup.runtimes.get_mut(name) else {
+            return;
+        };
         let waiters: Vec<Waiter> = rt.waiters.drain(..).collect();
-        let Some(agent) = self.state.agent(name).map(|a| a.info.clone()) else { return };
+        let Some(agent) = self.state.agent(name).map(|a| a.info.clone()) else {
+            return;
+        };
         for w in waiters {
             let outcome = match w.until {
-                Until::Down => Ok(Reply::Agent { agent: agent.clone() }),
+                Until::Down => Ok(Reply::Agent {
+                    agent: agent.clone(),
+                }),
                 Until::Connected => Err(ErrorBody::with_details(
                     ErrorCode::InvalidState,
-                    format!("{name} is {} ({})", agent.status, agent.last_exit.clone().unwrap_or_default()),
+                    format!(
+                        "{name} is {} ({})",
+                        agent.status,
+                        agent.last_exit.clone().unwrap_or_default()
+                    ),
                     json!({"agent": name, "status": agent.status}),
                 )),
             };
@@ -730,12 +1048,25 @@ impl Core {
     /// After `finish`: ask every teammate to shut down, and stop those that do not.
     pub(crate) fn finish_team(&mut self) {
         let now = Timestamp::now();
-        let teammates: Vec<String> = self.state.agents().into_iter().filter(|a| a.name != LEADER && a.backend != "external" && !a.status.is_down()).map(|a| a.name).collect();
+        let teammates: Vec<String> = self
+            .state
+            .agents()
+            .into_iter()
+            .filter(|a| a.name != LEADER && a.backend != "external" && !a.status.is_down())
+            .map(|a| a.name)
+            .collect();
         for name in teammates {
             if let Some(rt) = self.sup.runtimes.get_mut(&name) {
                 rt.stop = Some(StopReason::Finished);
             }
-            let _ = self.state.send(&Actor::Agent(LEADER.into()), &name, "the team is finished; please exit".into(), MessageKind::ShutdownRequest, Some("shutdown".into()), now);
+            let _ = self.state.send(
+                &Actor::Agent(LEADER.into()),
+                &name,
+                "the team is finished; please exit".into(),
+                MessageKind::ShutdownRequest,
+                Some("shutdown".into()),
+                now,
+            );
             let inc = self.current_incarnation(&name).unwrap_or(0);
             self.schedule(SHUTDOWN_GRACE, Timer::StopGrace(name, inc));
         }
@@ -746,8 +1077,17 @@ impl Core {
         if self.current_incarnation(name) != Some(incarnation) {
             return;
         }
-        let reason = self.sup.runtimes.get(name).and_then(|r| r.stop).unwrap_or(StopReason::Shutdown);
-        let running = self.sup.runtimes.get(name).is_some_and(|r| r.launched.is_some() && !r.busy);
+        let reason = self
+            .sup
+            .runtimes
+            .get(name)
+            .and_then(|r| r.stop)
+            .unwrap_or(StopReason::Shutdown);
+        let running = self
+            .sup
+            .runtimes
+            .get(name)
+            .is_some_and(|r| r.launched.is_some() && !r.busy);
         if running {
             self.begin_stop(name, reason);
         }
@@ -772,22 +1112,42 @@ impl Core {
                 }
                 let connected = self.state.agent(&name).is_some_and(|a| a.info.connected);
                 if connected {
-                    let _ = self.state.send(&Actor::Operator, &name, "the team is shutting down; please exit".into(), MessageKind::ShutdownRequest, Some("shutdown".into()), now);
+                    let _ = self.state.send(
+                        &Actor::Operator,
+                        &name,
+                        "the team is shutting down; please exit".into(),
+                        MessageKind::ShutdownRequest,
+                        Some("shutdown".into()),
+                        now,
+                    );
                     let inc = self.current_incarnation(&name).unwrap_or(0);
                     self.schedule(SHUTDOWN_GRACE, Timer::StopGrace(name.clone(), inc));
                 } else {
                     self.begin_stop(&name, StopReason::Shutdown);
                 }
-            } else if self.state.agent(&name).is_some_and(|a| matches!(a.info.status, AgentStatus::Backoff | AgentStatus::Starting)) {
-                self.state.set_agent_status(&name, AgentStatus::Stopped, Some("team shut down".into()), now);
+            } else if self.state.agent(&name).is_some_and(|a| {
+                matches!(a.info.status, AgentStatus::Backoff | AgentStatus::Starting)
+            }) {
+                self.state.set_agent_status(
+                    &name,
+                    AgentStatus::Stopped,
+                    Some("team shut down".into()),
+                    now,
+                );
             }
         }
-        self.schedule(SHUTDOWN_GRACE + KILL_GRACE + Duration::from_secs(5), Timer::ShutdownDeadline);
+        self.schedule(
+            SHUTDOWN_GRACE + KILL_GRACE + Duration::from_secs(5),
+            Timer::ShutdownDeadline,
+        );
     }
 
     /// Whether the shutdown may complete: no process left, nothing in flight.
     pub(crate) fn all_down(&self) -> bool {
-        self.sup.runtimes.values().all(|r| r.launched.is_none() && !r.busy)
+        self.sup
+            .runtimes
+            .values()
+            .all(|r| r.launched.is_none() && !r.busy)
     }
 
     /// Tears down what the backend built (tmux server), after every agent is down.
@@ -817,7 +1177,10 @@ impl Core {
         self.sup.poll_busy = true;
         let tx = self.self_tx.clone();
         tokio::task::spawn_blocking(move || {
-            let results = targets.into_iter().map(|(n, i, l)| (n, i, backend.liveness(&l))).collect();
+            let results = targets
+                .into_iter()
+                .map(|(n, i, l)| (n, i, backend.liveness(&l)))
+                .collect();
             let _ = tx.send(CoreMsg::Sup(SupEvent::Polled { results }));
         });
     }

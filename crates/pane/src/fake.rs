@@ -28,7 +28,10 @@ pub struct FakeBackend {
 impl FakeBackend {
     /// A fake with no processes.
     pub fn new() -> Self {
-        FakeBackend { next_pid: Mutex::new(1000), ..Default::default() }
+        FakeBackend {
+            next_pid: Mutex::new(1000),
+            ..Default::default()
+        }
     }
 
     /// Makes process `pid` exit with `exit`.
@@ -53,7 +56,11 @@ impl FakeBackend {
         if let Ok(mut s) = self.state.lock() {
             s.insert(pid, Liveness::Alive);
         }
-        Launched { pid, pgid: Some(pid), pane: Some(format!("%{pid}")) }
+        Launched {
+            pid,
+            pgid: Some(pid),
+            pane: Some(format!("%{pid}")),
+        }
     }
 }
 
@@ -76,11 +83,21 @@ impl PaneBackend for FakeBackend {
 
     fn stop(&self, target: &Launched, _grace: Duration) -> Result<(), PaneError> {
         self.record(Call::Stop(target.pid));
-        self.exit(target.pid, ExitInfo { code: None, signal: Some(15) });
+        self.exit(
+            target.pid,
+            ExitInfo {
+                code: None,
+                signal: Some(15),
+            },
+        );
         Ok(())
     }
 
     fn liveness(&self, target: &Launched) -> Liveness {
-        self.state.lock().ok().and_then(|s| s.get(&target.pid).copied()).unwrap_or(Liveness::Unknown)
+        self.state
+            .lock()
+            .ok()
+            .and_then(|s| s.get(&target.pid).copied())
+            .unwrap_or(Liveness::Unknown)
     }
 }

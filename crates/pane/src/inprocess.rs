@@ -30,7 +30,11 @@ pub struct InProcessBackend {
 impl InProcessBackend {
     /// A backend that starts agents with `runner`.
     pub fn new(runner: Arc<dyn AgentRunner>) -> Self {
-        InProcessBackend { runner, agents: Mutex::new(HashMap::new()), next: Mutex::new(0) }
+        InProcessBackend {
+            runner,
+            agents: Mutex::new(HashMap::new()),
+            next: Mutex::new(0),
+        }
     }
 
     fn get(&self, target: &Launched) -> Option<Arc<dyn RunningAgent>> {
@@ -54,16 +58,25 @@ impl PaneBackend for InProcessBackend {
         if let Ok(mut a) = self.agents.lock() {
             a.insert(key.clone(), agent);
         }
-        Ok(Launched { pid: std::process::id(), pgid: None, pane: Some(key) })
+        Ok(Launched {
+            pid: std::process::id(),
+            pgid: None,
+            pane: Some(key),
+        })
     }
 
     fn stop(&self, target: &Launched, grace: Duration) -> Result<(), PaneError> {
-        let Some(agent) = self.get(target) else { return Ok(()) };
+        let Some(agent) = self.get(target) else {
+            return Ok(());
+        };
         agent.abort();
         let deadline = Instant::now() + grace.max(Duration::from_secs(1));
         while agent.exit().is_none() {
             if Instant::now() > deadline {
-                return Err(PaneError::Tool(format!("in-process agent {} did not stop", target.pane.clone().unwrap_or_default())));
+                return Err(PaneError::Tool(format!(
+                    "in-process agent {} did not stop",
+                    target.pane.clone().unwrap_or_default()
+                )));
             }
             std::thread::sleep(Duration::from_millis(2));
         }

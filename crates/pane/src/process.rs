@@ -27,7 +27,10 @@ impl ProcessBackend {
         match child.try_wait() {
             Ok(Some(status)) => {
                 children.remove(&pid);
-                Some(ExitInfo { code: status.code(), signal: status.signal() })
+                Some(ExitInfo {
+                    code: status.code(),
+                    signal: status.signal(),
+                })
             }
             _ => None,
         }
@@ -49,22 +52,39 @@ impl PaneBackend for ProcessBackend {
             .append(true)
             .open(&spec.log)
             .map_err(io(format!("cannot open {}", spec.log.display())))?;
-        let log_err = log.try_clone().map_err(io("cannot duplicate the log file".into()))?;
-        let (program, args) = spec.argv.split_first().ok_or_else(|| PaneError::Tool("empty command line".into()))?;
+        let log_err = log
+            .try_clone()
+            .map_err(io("cannot duplicate the log file".into()))?;
+        let (program, args) = spec
+            .argv
+            .split_first()
+            .ok_or_else(|| PaneError::Tool("empty command line".into()))?;
         let mut cmd = Command::new(program);
-        cmd.args(args).current_dir(&spec.cwd).stdin(Stdio::null()).stdout(log).stderr(log_err).process_group(0);
+        cmd.args(args)
+            .current_dir(&spec.cwd)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .process_group(0);
         for k in &spec.env_remove {
             cmd.env_remove(k);
         }
         for (k, v) in &spec.env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().map_err(|source| PaneError::Spawn { program: program.clone(), source })?;
+        let child = cmd.spawn().map_err(|source| PaneError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
         let pid = child.id();
         if let Ok(mut c) = self.children.lock() {
             c.insert(pid, child);
         }
-        Ok(Launched { pid, pgid: Some(pid), pane: None })
+        Ok(Launched {
+            pid,
+            pgid: Some(pid),
+            pane: None,
+        })
     }
 
     fn stop(&self, target: &Launched, grace: Duration) -> Result<(), PaneError> {
@@ -80,7 +100,11 @@ impl PaneBackend for ProcessBackend {
         if let Some(exit) = self.reap(target.pid) {
             return Liveness::Exited(exit);
         }
-        let ours = self.children.lock().map(|c| c.contains_key(&target.pid)).unwrap_or(false);
+        let ours = self
+            .children
+            .lock()
+            .map(|c| c.contains_key(&target.pid))
+            .unwrap_or(false);
         if ours {
             return Liveness::Alive;
         }
@@ -119,7 +143,9 @@ mod tests {
     fn output_goes_to_the_log_and_exit_is_seen() {
         let dir = tempfile::tempdir().unwrap();
         let b = ProcessBackend::new();
-        let l = b.spawn(&spec(dir.path(), "echo hello $X_TEST; exit 3")).unwrap();
+        let l = b
+            .spawn(&spec(dir.path(), "echo hello $X_TEST; exit 3"))
+            .unwrap();
         let exit = loop {
             if let Liveness::Exited(e) = b.liveness(&l) {
                 break e;
@@ -127,7 +153,10 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         };
         assert_eq!(exit.code, Some(3));
-        assert_eq!(std::fs::read_to_string(dir.path().join("logs/a.log")).unwrap(), "hello 42\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("logs/a.log")).unwrap(),
+            "hello 42\n"
+        );
     }
 
     #[test]
@@ -135,7 +164,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let b = ProcessBackend::new();
         // A child that ignores SIGTERM, with a grandchild in the same group.
-        let l = b.spawn(&spec(dir.path(), "trap '' TERM; sleep 30 & sleep 30")).unwrap();
+        let l = b
+            .spawn(&spec(dir.path(), "trap '' TERM; sleep 30 & sleep 30"))
+            .unwrap();
         let pgid = l.pgid.unwrap();
         assert!(group_alive(pgid));
         b.stop(&l, Duration::from_millis(100)).unwrap();

@@ -33,7 +33,9 @@ pub enum PathError {
         source: io::Error,
     },
     /// The runtime dir belongs to someone else, so its sockets cannot be trusted.
-    #[error("{path} is owned by uid {owner}, not by you (uid {me}); set {ENV_RUNTIME_DIR} to a private directory")]
+    #[error(
+        "{path} is owned by uid {owner}, not by you (uid {me}); set {ENV_RUNTIME_DIR} to a private directory"
+    )]
     NotOwner {
         /// The directory.
         path: PathBuf,
@@ -43,7 +45,9 @@ pub enum PathError {
         me: u32,
     },
     /// The socket path would not fit in a `sockaddr_un`.
-    #[error("socket path {0} is longer than {MAX_SOCKET_PATH} bytes; set {ENV_RUNTIME_DIR} to a shorter directory")]
+    #[error(
+        "socket path {0} is longer than {MAX_SOCKET_PATH} bytes; set {ENV_RUNTIME_DIR} to a shorter directory"
+    )]
     SocketPathTooLong(PathBuf),
     /// The team name is not valid.
     #[error("{0}")]
@@ -89,7 +93,9 @@ impl Paths {
             Some(h) if !h.is_empty() => PathBuf::from(h),
             _ => {
                 let base = directories::BaseDirs::new().ok_or(PathError::NoHome)?;
-                base.state_dir().unwrap_or_else(|| base.data_local_dir()).join("agent-team")
+                base.state_dir()
+                    .unwrap_or_else(|| base.data_local_dir())
+                    .join("agent-team")
             }
         };
         let runtime = match std::env::var_os(ENV_RUNTIME_DIR) {
@@ -104,7 +110,10 @@ impl Paths {
 
     /// Explicit locations (tests, benches).
     pub fn new(home: impl Into<PathBuf>, runtime: impl Into<PathBuf>) -> Self {
-        Paths { home: home.into(), runtime: runtime.into() }
+        Paths {
+            home: home.into(),
+            runtime: runtime.into(),
+        }
     }
 
     /// The directory holding every team's state.
@@ -178,15 +187,26 @@ pub fn current_uid() -> u32 {
 
 /// Creates `dir` (and parents) with mode 0700; an existing dir must be ours and is chmod'ed 0700.
 pub fn ensure_private_dir(dir: &Path) -> Result<(), PathError> {
-    let io_err = |source| PathError::Io { path: dir.to_path_buf(), source };
-    match fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+    let io_err = |source| PathError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    match fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
         Ok(()) => {}
         Err(e) => return Err(io_err(e)),
     }
     let meta = fs::metadata(dir).map_err(io_err)?;
     let me = current_uid();
     if meta.uid() != me {
-        return Err(PathError::NotOwner { path: dir.to_path_buf(), owner: meta.uid(), me });
+        return Err(PathError::NotOwner {
+            path: dir.to_path_buf(),
+            owner: meta.uid(),
+            me,
+        });
     }
     if meta.permissions().mode() & 0o777 != 0o700 {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err)?;
@@ -205,7 +225,11 @@ pub fn new_secret() -> Result<String, io::Error> {
 pub fn write_secret_file(path: &Path, secret: &str) -> Result<(), io::Error> {
     let tmp = path.with_extension("tmp");
     let _ = fs::remove_file(&tmp);
-    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(secret.as_bytes())?;
     f.sync_all()?;
     fs::rename(&tmp, path)
@@ -252,6 +276,9 @@ mod tests {
         let f = tmp.path().join("s");
         write_secret_file(&f, &a).unwrap();
         assert_eq!(read_secret_file(&f).unwrap(), a);
-        assert_eq!(fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 }

@@ -72,7 +72,11 @@ pub struct ErrorBody {
 impl ErrorBody {
     /// An error without details.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ErrorBody { code, message: message.into(), details: serde_json::Value::Null }
+        ErrorBody {
+            code,
+            message: message.into(),
+            details: serde_json::Value::Null,
+        }
     }
 
     /// An error with machine-readable details.
@@ -81,6 +85,10 @@ impl ErrorBody {
         message: impl Into<String>,
         details: serde_json::Value,
     ) -> Self {
-        ErrorBody { code, message: message.into(), details }
+        ErrorBody {
+            code,
+            message: message.into(),
+            details,
+        }
     }
 }

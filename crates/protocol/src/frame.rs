@@ -103,7 +103,11 @@ fn read_exact_or_closed(reader: &mut impl Read, buf: &mut [u8]) -> Result<(), Fr
 }
 
 fn truncated(e: io::Error) -> FrameError {
-    if e.kind() == io::ErrorKind::UnexpectedEof { FrameError::Truncated } else { e.into() }
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        FrameError::Truncated
+    } else {
+        e.into()
+    }
 }
 
 /// Async framing over tokio streams, used by the daemon and the async clients.
@@ -154,9 +158,18 @@ mod tests {
     #[test]
     fn truncated_and_closed_are_told_apart() {
         assert!(matches!(read_raw(&mut &[][..]), Err(FrameError::Closed)));
-        assert!(matches!(read_raw(&mut &[0, 0][..]), Err(FrameError::Truncated)));
-        assert!(matches!(read_raw(&mut &[0, 0, 0, 5, b'{'][..]), Err(FrameError::Truncated)));
-        assert!(matches!(read_raw(&mut &[0, 0, 0, 0][..]), Err(FrameError::Empty)));
+        assert!(matches!(
+            read_raw(&mut &[0, 0][..]),
+            Err(FrameError::Truncated)
+        ));
+        assert!(matches!(
+            read_raw(&mut &[0, 0, 0, 5, b'{'][..]),
+            Err(FrameError::Truncated)
+        ));
+        assert!(matches!(
+            read_raw(&mut &[0, 0, 0, 0][..]),
+            Err(FrameError::Empty)
+        ));
     }
 
     #[test]

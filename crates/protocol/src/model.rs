@@ -12,7 +12,10 @@ pub struct Timestamp(pub u64);
 impl Timestamp {
     /// The current wall-clock time.
     pub fn now() -> Self {
-        let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
         Timestamp(ms as u64)
     }
 
@@ -30,7 +33,9 @@ impl Timestamp {
     /// Parses the RFC 3339 form.
     pub fn parse_rfc3339(s: &str) -> Option<Self> {
         let t = humantime::parse_rfc3339_weak(s).ok()?;
-        Some(Timestamp(t.duration_since(UNIX_EPOCH).ok()?.as_millis() as u64))
+        Some(Timestamp(
+            t.duration_since(UNIX_EPOCH).ok()?.as_millis() as u64
+        ))
     }
 }
 
@@ -84,7 +89,10 @@ impl TaskStatus {
 
     /// Whether no further work will happen on the task without a retry.
     pub fn is_terminal(self) -> bool {
-        matches!(self, TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled)
+        matches!(
+            self,
+            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled
+        )
     }
 
     /// Parses the snake_case name.
@@ -294,7 +302,10 @@ impl AgentStatus {
 
     /// Whether the agent is finished for good unless the operator acts.
     pub fn is_down(self) -> bool {
-        matches!(self, AgentStatus::Stopped | AgentStatus::Exited | AgentStatus::Failed)
+        matches!(
+            self,
+            AgentStatus::Stopped | AgentStatus::Exited | AgentStatus::Failed
+        )
     }
 }
 

@@ -12,7 +12,9 @@ pub fn is_valid(name: &str) -> bool {
     !bytes.is_empty()
         && bytes.len() <= 32
         && bytes[0].is_ascii_lowercase()
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
 }
 
 /// Checks a name and says why it is refused.
@@ -33,10 +35,25 @@ mod tests {
 
     #[test]
     fn names() {
-        for ok in ["a", "builder-1", "leader", "x23456789012345678901234567890ab"] {
+        for ok in [
+            "a",
+            "builder-1",
+            "leader",
+            "x23456789012345678901234567890ab",
+        ] {
             assert!(is_valid(ok), "{ok}");
         }
-        for bad in ["", "1a", "-a", "A", "a/b", "..", "a.b", "a_b", "x234567890123456789012345678901ab"] {
+        for bad in [
+            "",
+            "1a",
+            "-a",
+            "A",
+            "a/b",
+            "..",
+            "a.b",
+            "a_b",
+            "x234567890123456789012345678901ab",
+        ] {
             assert!(!is_valid(bad), "{bad}");
         }
     }

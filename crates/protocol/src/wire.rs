@@ -129,8 +129,16 @@ impl ServerFrame {
     /// A response from a request's outcome.
     pub fn response(id: u64, outcome: Result<Reply, ErrorBody>) -> Self {
         match outcome {
-            Ok(reply) => ServerFrame::Response { id, ok: Some(reply), error: None },
-            Err(e) => ServerFrame::Response { id, ok: None, error: Some(e) },
+            Ok(reply) => ServerFrame::Response {
+                id,
+                ok: Some(reply),
+                error: None,
+            },
+            Err(e) => ServerFrame::Response {
+                id,
+                ok: None,
+                error: Some(e),
+            },
         }
     }
 }
@@ -168,7 +176,13 @@ mod tests {
     fn unit_requests_need_only_op() {
         let f: ClientFrame =
             serde_json::from_value(json!({"type":"request","id":1,"body":{"op":"ping"}})).unwrap();
-        assert_eq!(f, ClientFrame::Request { id: 1, body: Request::Ping });
+        assert_eq!(
+            f,
+            ClientFrame::Request {
+                id: 1,
+                body: Request::Ping
+            }
+        );
     }
 
     #[test]
@@ -191,7 +205,11 @@ mod tests {
     fn error_response_shape() {
         let f = ServerFrame::response(
             3,
-            Err(ErrorBody::with_details(ErrorCode::Busy, "x", json!({"task": 4}))),
+            Err(ErrorBody::with_details(
+                ErrorCode::Busy,
+                "x",
+                json!({"task": 4}),
+            )),
         );
         assert_eq!(
             serde_json::to_value(&f).unwrap(),

@@ -51,18 +51,29 @@ impl TeamState {
 
     /// How many agents other than the leader are on the roster and not down.
     pub fn teammate_count(&self) -> usize {
-        self.agents.values().filter(|a| a.info.name != LEADER && !a.info.status.is_down()).count()
+        self.agents
+            .values()
+            .filter(|a| a.info.name != LEADER && !a.info.status.is_down())
+            .count()
     }
 
     /// Adds an agent (leader or operator); the name must be valid and free.
-    pub fn add_agent(&mut self, actor: &Actor, record: AgentRecord, now: Timestamp) -> Outcome<AgentInfo> {
+    pub fn add_agent(
+        &mut self,
+        actor: &Actor,
+        record: AgentRecord,
+        now: Timestamp,
+    ) -> Outcome<AgentInfo> {
         crate::require_privileged(actor, "add agents")?;
         let name = record.info.name.clone();
         names::validate("agent", &name).map_err(bad_request)?;
         if let Some(existing) = self.agents.get(&name) {
             return Err(ErrorBody::with_details(
                 ErrorCode::Conflict,
-                format!("an agent named {name:?} already exists ({})", existing.info.status),
+                format!(
+                    "an agent named {name:?} already exists ({})",
+                    existing.info.status
+                ),
                 json!({"agent": name, "status": existing.info.status}),
             ));
         }
@@ -71,7 +82,11 @@ impl TeamState {
         self.persist_agent(&name);
         self.record(
             &name,
-            Event::AgentStatus { status: info.status, incarnation: info.incarnation, detail: Some("added".into()) },
+            Event::AgentStatus {
+                status: info.status,
+                incarnation: info.incarnation,
+                detail: Some("added".into()),
+            },
             now,
         );
         Ok(info)
@@ -84,14 +99,20 @@ impl TeamState {
             self.changes.push(Change::AgentRemoved(name.to_string()));
             self.record(
                 "daemon",
-                Event::Error { message: format!("{name} ({}) was rolled back: {why}", a.info.role) },
+                Event::Error {
+                    message: format!("{name} ({}) was rolled back: {why}", a.info.role),
+                },
                 now,
             );
         }
     }
 
     /// Changes an agent's record with `f` and persists it; `None` if there is no such agent.
-    pub fn update_agent<R>(&mut self, name: &str, f: impl FnOnce(&mut AgentRecord) -> R) -> Option<R> {
+    pub fn update_agent<R>(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(&mut AgentRecord) -> R,
+    ) -> Option<R> {
         let r = f(self.agents.get_mut(name)?);
         self.persist_agent(name);
         Some(r)
@@ -115,7 +136,15 @@ impl TeamState {
         let incarnation = a.info.incarnation;
         self.persist_agent(name);
         if old != status {
-            self.record(name, Event::AgentStatus { status, incarnation, detail }, now);
+            self.record(
+                name,
+                Event::AgentStatus {
+                    status,
+                    incarnation,
+                    detail,
+                },
+                now,
+            );
             if status == AgentStatus::Idle && old != AgentStatus::Idle {
                 self.notify_idle(name, now);
             }
@@ -132,9 +161,15 @@ impl TeamState {
         now: Timestamp,
     ) -> Outcome<AgentInfo> {
         let Some(name) = actor.agent().map(str::to_string) else {
-            return Err(ErrorBody::new(ErrorCode::PermissionDenied, "only an agent reports its own status"));
+            return Err(ErrorBody::new(
+                ErrorCode::PermissionDenied,
+                "only an agent reports its own status",
+            ));
         };
-        if !matches!(status, AgentStatus::Running | AgentStatus::Idle | AgentStatus::Waiting) {
+        if !matches!(
+            status,
+            AgentStatus::Running | AgentStatus::Idle | AgentStatus::Waiting
+        ) {
             return Err(bad_request(format!(
                 "an agent reports running, idle or waiting, not {status}"
             )));
@@ -145,9 +180,9 @@ impl TeamState {
             self.record(&name, Event::Error { message: e }, now);
         }
         self.set_agent_status(&name, status, None, now);
-        self.agent(&name).map(|a| a.info.clone()).ok_or_else(|| {
-            ErrorBody::new(ErrorCode::NotFound, format!("no agent {name:?}"))
-        })
+        self.agent(&name)
+            .map(|a| a.info.clone())
+            .ok_or_else(|| ErrorBody::new(ErrorCode::NotFound, format!("no agent {name:?}")))
     }
 
     /// Notes activity without persisting (it is saved with the agent's next change).
@@ -176,14 +211,17 @@ impl TeamState {
         if name == LEADER {
             return;
         }
-        let leader_live = self.agents.get(LEADER).is_some_and(|l| !l.info.status.is_down());
+        let leader_live = self
+            .agents
+            .get(LEADER)
+            .is_some_and(|l| !l.info.status.is_down());
         if !leader_live {
             return;
         }
-        let already = self
-            .inboxes
-            .get(LEADER)
-            .is_some_and(|q| q.iter().any(|m| m.kind == MessageKind::Idle && m.from == name));
+        let already = self.inboxes.get(LEADER).is_some_and(|q| {
+            q.iter()
+                .any(|m| m.kind == MessageKind::Idle && m.from == name)
+        });
         if already {
             return;
         }
@@ -193,6 +231,13 @@ impl TeamState {
         };
         // The leader is live, so delivery cannot fail for an unknown recipient; a full inbox
         // only drops this advisory note, which the leader can recompute from `agents`.
-        let _ = self.deliver(name, &[LEADER.to_string()], MessageKind::Idle, body, None, now);
+        let _ = self.deliver(
+            name,
+            &[LEADER.to_string()],
+            MessageKind::Idle,
+            body,
+            None,
+            now,
+        );
     }
 }

@@ -115,7 +115,11 @@ pub struct RunRecord {
 
 impl Default for RunRecord {
     fn default() -> Self {
-        RunRecord { state: RunState::Idle, goal: None, answer: None }
+        RunRecord {
+            state: RunState::Idle,
+            goal: None,
+            answer: None,
+        }
     }
 }
 
@@ -145,6 +149,9 @@ pub struct Snapshot {
     /// Remembered idempotency keys of sends: (sender, key, ids, recipients).
     pub dedup: Vec<(String, String, Vec<u64>, Vec<String>)>,
 }
+
+/// How many agents and tasks are in each status.
+pub type Counts = (Vec<(AgentStatus, usize)>, Vec<(TaskStatus, usize)>);
 
 /// The whole team: the only copy of the truth, owned by the daemon.
 #[derive(Debug)]
@@ -193,7 +200,11 @@ impl TeamState {
             last_seq: snap.last_seq,
             run: snap.run,
             config: snap.config,
-            dedup: snap.dedup.into_iter().map(|(s, k, i, r)| ((s, k), (i, r))).collect(),
+            dedup: snap
+                .dedup
+                .into_iter()
+                .map(|(s, k, i, r)| ((s, k), (i, r)))
+                .collect(),
             inbox_limit: DEFAULT_INBOX_LIMIT,
             changes: Vec::new(),
         };
@@ -295,7 +306,10 @@ impl TeamState {
     /// Replaces the team configuration (operator).
     pub fn set_config(&mut self, actor: &Actor, config: serde_json::Value) -> Outcome<()> {
         if *actor != Actor::Operator {
-            return Err(ErrorBody::new(ErrorCode::PermissionDenied, "only the operator configures the team"));
+            return Err(ErrorBody::new(
+                ErrorCode::PermissionDenied,
+                "only the operator configures the team",
+            ));
         }
         self.config = Some(config.clone());
         self.changes.push(Change::Config(config));
@@ -303,9 +317,18 @@ impl TeamState {
     }
 
     /// Starts a run with a goal (operator).
-    pub fn start_run(&mut self, actor: &Actor, goal: Option<String>, now: Timestamp) -> Outcome<()> {
+    pub fn start_run(
+        &mut self,
+        actor: &Actor,
+        goal: Option<String>,
+        now: Timestamp,
+    ) -> Outcome<()> {
         require_privileged(actor, "start a run")?;
-        self.run = RunRecord { state: RunState::Running, goal: goal.clone(), answer: None };
+        self.run = RunRecord {
+            state: RunState::Running,
+            goal: goal.clone(),
+            answer: None,
+        };
         self.changes.push(Change::Run(self.run.clone()));
         self.record(actor.name(), Event::RunStarted { goal }, now);
         Ok(())
@@ -337,11 +360,18 @@ impl TeamState {
         if !open.is_empty() && !force {
             return Err(ErrorBody::with_details(
                 ErrorCode::InvalidState,
-                format!("{} task(s) are still pending or in progress (use force to finish anyway)", open.len()),
+                format!(
+                    "{} task(s) are still pending or in progress (use force to finish anyway)",
+                    open.len()
+                ),
                 json!({"open": open}),
             ));
         }
-        self.run.state = if success { RunState::Finished } else { RunState::Failed };
+        self.run.state = if success {
+            RunState::Finished
+        } else {
+            RunState::Failed
+        };
         self.run.answer = Some(answer.clone());
         self.changes.push(Change::Run(self.run.clone()));
         self.record(actor.name(), Event::RunFinished { answer, success }, now);
@@ -356,7 +386,14 @@ impl TeamState {
         self.run.state = RunState::Failed;
         self.run.answer = Some(why.clone());
         self.changes.push(Change::Run(self.run.clone()));
-        self.record("daemon", Event::RunFinished { answer: why, success: false }, now);
+        self.record(
+            "daemon",
+            Event::RunFinished {
+                answer: why,
+                success: false,
+            },
+            now,
+        );
     }
 
     /// Records an event an agent reports about itself (text, tool calls, errors).
@@ -371,7 +408,10 @@ impl TeamState {
         if !allowed {
             return Err(ErrorBody::with_details(
                 ErrorCode::BadRequest,
-                format!("{} events are recorded by the daemon, not emitted by clients", event.type_name()),
+                format!(
+                    "{} events are recorded by the daemon, not emitted by clients",
+                    event.type_name()
+                ),
                 json!({"allowed": ["TEXT_MESSAGE_CONTENT", "TOOL_CALL_START", "TOOL_CALL_RESULT", "ERROR"]}),
             ));
         }
@@ -382,16 +422,22 @@ impl TeamState {
     }
 
     /// A summary of the team.
-    pub fn counts(&self) -> (Vec<(AgentStatus, usize)>, Vec<(TaskStatus, usize)>) {
+    pub fn counts(&self) -> Counts {
         let mut agents: BTreeMap<&str, (AgentStatus, usize)> = BTreeMap::new();
         for a in self.agents.values() {
-            agents.entry(a.info.status.as_str()).or_insert((a.info.status, 0)).1 += 1;
+            agents
+                .entry(a.info.status.as_str())
+                .or_insert((a.info.status, 0))
+                .1 += 1;
         }
         let mut tasks: BTreeMap<&str, (TaskStatus, usize)> = BTreeMap::new();
         for t in self.tasks.values() {
             tasks.entry(t.status.as_str()).or_insert((t.status, 0)).1 += 1;
         }
-        (agents.into_values().collect(), tasks.into_values().collect())
+        (
+            agents.into_values().collect(),
+            tasks.into_values().collect(),
+        )
     }
 }
 
@@ -408,7 +454,11 @@ pub(crate) fn require_privileged(actor: &Actor, what: &str) -> Outcome<()> {
 }
 
 pub(crate) fn not_found_task(id: u64) -> ErrorBody {
-    ErrorBody::with_details(ErrorCode::NotFound, format!("no task {id}"), json!({"task": id}))
+    ErrorBody::with_details(
+        ErrorCode::NotFound,
+        format!("no task {id}"),
+        json!({"task": id}),
+    )
 }
 
 pub(crate) fn bad_request(message: impl Into<String>) -> ErrorBody {

@@ -20,32 +20,50 @@ impl TeamState {
         if body.len() > MAX_BODY_LEN {
             return Err(ErrorBody::with_details(
                 ErrorCode::BadRequest,
-                format!("message body of {} bytes exceeds the limit of {MAX_BODY_LEN} bytes", body.len()),
+                format!(
+                    "message body of {} bytes exceeds the limit of {MAX_BODY_LEN} bytes",
+                    body.len()
+                ),
                 json!({"limit": MAX_BODY_LEN, "size": body.len()}),
             ));
         }
         if summary.as_ref().is_some_and(|s| s.len() > 1024) {
             return Err(bad_request("a message summary is limited to 1024 bytes"));
         }
-        if matches!(kind, MessageKind::ShutdownRequest | MessageKind::Permission) && !actor.is_privileged() {
+        if matches!(kind, MessageKind::ShutdownRequest | MessageKind::Permission)
+            && !actor.is_privileged()
+        {
             return Err(ErrorBody::with_details(
                 ErrorCode::PermissionDenied,
-                format!("only the leader or the operator may send {} messages", kind.as_str()),
+                format!(
+                    "only the leader or the operator may send {} messages",
+                    kind.as_str()
+                ),
                 json!({"agent": actor.name(), "kind": kind}),
             ));
         }
         let sender = actor.name().to_string();
         let recipients: Vec<String> = if to == "*" {
-            self.live_names().into_iter().filter(|n| *n != sender).collect()
+            self.live_names()
+                .into_iter()
+                .filter(|n| *n != sender)
+                .collect()
         } else {
             let live = self.live_names();
             if !live.iter().any(|n| n == to) {
                 let message = if live.is_empty() {
                     format!("no agent {to:?}: the team has no agent that can receive messages")
                 } else {
-                    format!("no agent {to:?} can receive messages; valid names: {}", live.join(", "))
+                    format!(
+                        "no agent {to:?} can receive messages; valid names: {}",
+                        live.join(", ")
+                    )
                 };
-                return Err(ErrorBody::with_details(ErrorCode::NotFound, message, json!({"to": to, "valid": live})));
+                return Err(ErrorBody::with_details(
+                    ErrorCode::NotFound,
+                    message,
+                    json!({"to": to, "valid": live}),
+                ));
             }
             vec![to.to_string()]
         };
@@ -77,7 +95,12 @@ impl TeamState {
             return Ok((ids.clone(), recipients.clone()));
         }
         let (ids, recipients) = self.send(actor, to, body, kind, summary, now)?;
-        self.changes.push(Change::Dedup { sender: k.0.clone(), key: k.1.clone(), ids: ids.clone(), recipients: recipients.clone() });
+        self.changes.push(Change::Dedup {
+            sender: k.0.clone(),
+            key: k.1.clone(),
+            ids: ids.clone(),
+            recipients: recipients.clone(),
+        });
         self.dedup.insert(k, (ids.clone(), recipients.clone()));
         Ok((ids, recipients))
     }
@@ -94,14 +117,21 @@ impl TeamState {
     ) -> Outcome<Vec<u64>> {
         let full: Vec<&String> = recipients
             .iter()
-            .filter(|r| self.inboxes.get(r.as_str()).is_some_and(|q| q.len() >= self.inbox_limit))
+            .filter(|r| {
+                self.inboxes
+                    .get(r.as_str())
+                    .is_some_and(|q| q.len() >= self.inbox_limit)
+            })
             .collect();
         if !full.is_empty() {
             return Err(ErrorBody::with_details(
                 ErrorCode::InboxFull,
                 format!(
                     "inbox of {} is full ({} unread messages); nothing was sent",
-                    full.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                    full.iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     self.inbox_limit
                 ),
                 json!({"recipients": full, "limit": self.inbox_limit}),
@@ -125,25 +155,52 @@ impl TeamState {
             self.inboxes.entry(r.clone()).or_default().push_back(m);
             ids.push(id);
         }
-        let to = if recipients.len() == 1 { recipients[0].clone() } else { "*".to_string() };
-        self.record(sender, Event::MessageSent { ids: ids.clone(), from: sender.to_string(), to, kind, summary }, now);
+        let to = if recipients.len() == 1 {
+            recipients[0].clone()
+        } else {
+            "*".to_string()
+        };
+        self.record(
+            sender,
+            Event::MessageSent {
+                ids: ids.clone(),
+                from: sender.to_string(),
+                to,
+                kind,
+                summary,
+            },
+            now,
+        );
         Ok(ids)
     }
 
     /// Moves the caller's own messages forward to `delivered` or `read`; other ids are ignored.
     /// Returns how many changed.
-    pub fn ack(&mut self, actor: &Actor, ids: &[u64], state: DeliveryState, now: Timestamp) -> Outcome<usize> {
+    pub fn ack(
+        &mut self,
+        actor: &Actor,
+        ids: &[u64],
+        state: DeliveryState,
+        now: Timestamp,
+    ) -> Outcome<usize> {
         let Some(name) = actor.agent().map(str::to_string) else {
-            return Err(ErrorBody::new(ErrorCode::PermissionDenied, "only an agent acknowledges its messages"));
+            return Err(ErrorBody::new(
+                ErrorCode::PermissionDenied,
+                "only an agent acknowledges its messages",
+            ));
         };
         if state == DeliveryState::Queued {
-            return Err(bad_request("messages are acknowledged as delivered or read"));
+            return Err(bad_request(
+                "messages are acknowledged as delivered or read",
+            ));
         }
         let mut changed = 0;
         if let Some(q) = self.inboxes.get_mut(&name) {
             for id in ids {
                 // The queue is in id order, so a binary search finds the copy.
-                let Ok(pos) = q.binary_search_by_key(id, |m| m.id) else { continue };
+                let Ok(pos) = q.binary_search_by_key(id, |m| m.id) else {
+                    continue;
+                };
                 if q[pos].state >= state {
                     continue;
                 }
@@ -161,7 +218,10 @@ impl TeamState {
 
     /// Unread copies addressed to `name`, oldest first.
     pub fn unread(&self, name: &str) -> Vec<Message> {
-        self.inboxes.get(name).map(|q| q.iter().cloned().collect()).unwrap_or_default()
+        self.inboxes
+            .get(name)
+            .map(|q| q.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// How many unread copies `name` has.

@@ -12,7 +12,8 @@ pub fn rule_matches(pattern: &str, input: &str) -> bool {
         return pattern == input;
     }
     let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !input.starts_with(first) || input.len() < first.len() + last.len() || !input.ends_with(last) {
+    if !input.starts_with(first) || input.len() < first.len() + last.len() || !input.ends_with(last)
+    {
         return false;
     }
     let mut rest = &input[first.len()..input.len() - last.len()];
@@ -36,20 +37,45 @@ impl TeamState {
         now: Timestamp,
     ) -> Outcome<PermRequest> {
         let Some(agent) = actor.agent().map(str::to_string) else {
-            return Err(ErrorBody::new(ErrorCode::PermissionDenied, "only an agent asks for permission"));
+            return Err(ErrorBody::new(
+                ErrorCode::PermissionDenied,
+                "only an agent asks for permission",
+            ));
         };
         if tool.is_empty() || tool.len() > 128 {
-            return Err(bad_request("a permission request needs a tool name of 1-128 bytes"));
+            return Err(bad_request(
+                "a permission request needs a tool name of 1-128 bytes",
+            ));
         }
         if input.len() > MAX_BODY_LEN || reason.len() > MAX_BODY_LEN {
-            return Err(bad_request(format!("permission input and reason are limited to {MAX_BODY_LEN} bytes")));
+            return Err(bad_request(format!(
+                "permission input and reason are limited to {MAX_BODY_LEN} bytes"
+            )));
         }
         let id = self.next_perm_id;
         self.next_perm_id += 1;
-        let rule = self.rules.iter().find(|r| r.tool == tool && rule_matches(&r.input, &input)).cloned();
-        let mut req =
-            PermRequest { id, agent: agent.clone(), tool, input, reason, ts: now, status: PermStatus::Pending, decision: None };
-        self.record(&agent, Event::PermissionRequested { request: req.clone() }, now);
+        let rule = self
+            .rules
+            .iter()
+            .find(|r| r.tool == tool && rule_matches(&r.input, &input))
+            .cloned();
+        let mut req = PermRequest {
+            id,
+            agent: agent.clone(),
+            tool,
+            input,
+            reason,
+            ts: now,
+            status: PermStatus::Pending,
+            decision: None,
+        };
+        self.record(
+            &agent,
+            Event::PermissionRequested {
+                request: req.clone(),
+            },
+            now,
+        );
         if let Some(rule) = rule {
             req.status = PermStatus::Allowed;
             req.decision = Some(PermDecision {
@@ -59,7 +85,13 @@ impl TeamState {
                 reason: Some(format!("team rule from request {}", rule.from_request)),
                 ts: now,
             });
-            self.record(&agent, Event::PermissionDecided { request: req.clone() }, now);
+            self.record(
+                &agent,
+                Event::PermissionDecided {
+                    request: req.clone(),
+                },
+                now,
+            );
         }
         self.changes.push(Change::Perm(req.clone()));
         self.perms.insert(id, req.clone());
@@ -68,7 +100,11 @@ impl TeamState {
 
     /// Permission requests: pending ones, or all of them.
     pub fn perms(&self, all: bool) -> Vec<PermRequest> {
-        self.perms.values().filter(|p| all || p.status == PermStatus::Pending).cloned().collect()
+        self.perms
+            .values()
+            .filter(|p| all || p.status == PermStatus::Pending)
+            .cloned()
+            .collect()
     }
 
     /// One permission request.
@@ -92,7 +128,11 @@ impl TeamState {
     ) -> Outcome<Vec<PermRequest>> {
         crate::require_privileged(actor, "decide permission requests")?;
         let req = self.perms.get(&id).ok_or_else(|| {
-            ErrorBody::with_details(ErrorCode::NotFound, format!("no permission request {id}"), json!({"request": id}))
+            ErrorBody::with_details(
+                ErrorCode::NotFound,
+                format!("no permission request {id}"),
+                json!({"request": id}),
+            )
         })?;
         if req.status != PermStatus::Pending {
             return Err(ErrorBody::with_details(
@@ -103,16 +143,30 @@ impl TeamState {
         }
         let tool = req.tool.clone();
         let input = req.input.clone();
-        let decision = PermDecision { allow, always: always && allow, by: actor.name().to_string(), reason, ts: now };
+        let decision = PermDecision {
+            allow,
+            always: always && allow,
+            by: actor.name().to_string(),
+            reason,
+            ts: now,
+        };
         let mut resolved = vec![self.resolve(id, decision.clone(), now)];
         if always && allow {
-            let rule = PermRule { tool: tool.clone(), input: pattern.unwrap_or(input), from_request: id };
+            let rule = PermRule {
+                tool: tool.clone(),
+                input: pattern.unwrap_or(input),
+                from_request: id,
+            };
             self.rules.push(rule.clone());
             self.changes.push(Change::Rule(rule.clone()));
             let others: Vec<u64> = self
                 .perms
                 .values()
-                .filter(|p| p.status == PermStatus::Pending && p.tool == tool && rule_matches(&rule.input, &p.input))
+                .filter(|p| {
+                    p.status == PermStatus::Pending
+                        && p.tool == tool
+                        && rule_matches(&rule.input, &p.input)
+                })
                 .map(|p| p.id)
                 .collect();
             for other in others {
@@ -131,11 +185,23 @@ impl TeamState {
 
     /// Denies a pending request for a reason that is not a person's decision (timeout, the
     /// approver vanished, the requester died). Does nothing if it is no longer pending.
-    pub fn perm_expire(&mut self, id: u64, by: &str, reason: String, now: Timestamp) -> Option<PermRequest> {
+    pub fn perm_expire(
+        &mut self,
+        id: u64,
+        by: &str,
+        reason: String,
+        now: Timestamp,
+    ) -> Option<PermRequest> {
         if self.perms.get(&id)?.status != PermStatus::Pending {
             return None;
         }
-        let d = PermDecision { allow: false, always: false, by: by.to_string(), reason: Some(reason), ts: now };
+        let d = PermDecision {
+            allow: false,
+            always: false,
+            by: by.to_string(),
+            reason: Some(reason),
+            ts: now,
+        };
         self.resolve(id, d, now)
     }
 
@@ -146,11 +212,21 @@ impl TeamState {
 
     fn resolve(&mut self, id: u64, decision: PermDecision, now: Timestamp) -> Option<PermRequest> {
         let req = self.perms.get_mut(&id)?;
-        req.status = if decision.allow { PermStatus::Allowed } else { PermStatus::Denied };
+        req.status = if decision.allow {
+            PermStatus::Allowed
+        } else {
+            PermStatus::Denied
+        };
         req.decision = Some(decision);
         let req = req.clone();
         self.changes.push(Change::Perm(req.clone()));
-        self.record(&req.agent.clone(), Event::PermissionDecided { request: req.clone() }, now);
+        self.record(
+            &req.agent.clone(),
+            Event::PermissionDecided {
+                request: req.clone(),
+            },
+            now,
+        );
         Some(req)
     }
 }

@@ -33,7 +33,11 @@ impl TeamState {
 
     /// Tasks in id order, optionally of one status.
     pub fn tasks(&self, status: Option<TaskStatus>) -> Vec<Task> {
-        self.tasks.values().filter(|t| status.is_none_or(|s| t.status == s)).cloned().collect()
+        self.tasks
+            .values()
+            .filter(|t| status.is_none_or(|s| t.status == s))
+            .cloned()
+            .collect()
     }
 
     /// The in-progress task an agent holds, if any.
@@ -56,7 +60,9 @@ impl TeamState {
         if let Some(run) = &new.run
             && run.len() > MAX_BODY_LEN
         {
-            return Err(bad_request(format!("task command is limited to {MAX_BODY_LEN} bytes")));
+            return Err(bad_request(format!(
+                "task command is limited to {MAX_BODY_LEN} bytes"
+            )));
         }
         if let Some(key) = &new.key {
             if key.is_empty() || key.len() > 128 {
@@ -69,8 +75,11 @@ impl TeamState {
         let mut blocked_by = new.blocked_by.clone();
         blocked_by.sort_unstable();
         blocked_by.dedup();
-        let missing: Vec<u64> =
-            blocked_by.iter().copied().filter(|b| !self.tasks.contains_key(b)).collect();
+        let missing: Vec<u64> = blocked_by
+            .iter()
+            .copied()
+            .filter(|b| !self.tasks.contains_key(b))
+            .collect();
         if !missing.is_empty() {
             return Err(ErrorBody::with_details(
                 ErrorCode::NotFound,
@@ -126,13 +135,25 @@ impl TeamState {
         if let Some(held) = self.held_task(&agent) {
             return Err(busy(&agent, held));
         }
-        let found = self.pending.iter().copied().find(|id| self.check_claimable(&agent, *id).is_ok());
-        found.map(|id| self.start(actor.name(), id, &agent, now)).transpose()
+        let found = self
+            .pending
+            .iter()
+            .copied()
+            .find(|id| self.check_claimable(&agent, *id).is_ok());
+        found
+            .map(|id| self.start(actor.name(), id, &agent, now))
+            .transpose()
     }
 
     /// Gives a pending task to an agent (leader or operator). It starts at once when the task
     /// is unblocked and the agent holds nothing else; otherwise it stays pending, reserved for it.
-    pub fn task_assign(&mut self, actor: &Actor, id: u64, to: &str, now: Timestamp) -> Outcome<Task> {
+    pub fn task_assign(
+        &mut self,
+        actor: &Actor,
+        id: u64,
+        to: &str,
+        now: Timestamp,
+    ) -> Outcome<Task> {
         require_privileged(actor, "assign tasks")?;
         self.check_assignee(to)?;
         self.assign_inner(actor, id, to, now)
@@ -202,7 +223,9 @@ impl TeamState {
             )));
         }
         if result.as_ref().is_some_and(|r| r.len() > MAX_BODY_LEN) {
-            return Err(bad_request(format!("a task result is limited to {MAX_BODY_LEN} bytes")));
+            return Err(bad_request(format!(
+                "a task result is limited to {MAX_BODY_LEN} bytes"
+            )));
         }
         let task = self.task(id)?;
         if task.status != TaskStatus::InProgress {
@@ -290,7 +313,11 @@ impl TeamState {
         task.blocked_by
             .iter()
             .copied()
-            .filter(|b| self.tasks.get(b).is_none_or(|t| t.status != TaskStatus::Completed))
+            .filter(|b| {
+                self.tasks
+                    .get(b)
+                    .is_none_or(|t| t.status != TaskStatus::Completed)
+            })
             .collect()
     }
 
@@ -326,12 +353,20 @@ impl TeamState {
     }
 
     fn check_owner_or_privileged(&self, actor: &Actor, task: &Task) -> Outcome<()> {
-        if actor.is_privileged() || actor.agent().is_some_and(|a| task.owner.as_deref() == Some(a)) {
+        if actor.is_privileged()
+            || actor
+                .agent()
+                .is_some_and(|a| task.owner.as_deref() == Some(a))
+        {
             return Ok(());
         }
         Err(ErrorBody::with_details(
             ErrorCode::PermissionDenied,
-            format!("task {} belongs to {}", task.id, task.owner.as_deref().unwrap_or("nobody")),
+            format!(
+                "task {} belongs to {}",
+                task.id,
+                task.owner.as_deref().unwrap_or("nobody")
+            ),
             json!({"task": task.id, "owner": task.owner}),
         ))
     }
@@ -359,7 +394,11 @@ fn claimer(actor: &Actor) -> Outcome<&str> {
 
 fn conflict(task: &Task) -> ErrorBody {
     let who = task.owner.as_deref().unwrap_or("someone");
-    let what = if task.status == TaskStatus::InProgress { "is in progress with" } else { "is reserved for" };
+    let what = if task.status == TaskStatus::InProgress {
+        "is in progress with"
+    } else {
+        "is reserved for"
+    };
     ErrorBody::with_details(
         ErrorCode::Conflict,
         format!("task {} {what} {who}", task.id),

@@ -12,7 +12,11 @@ fn team_with(names: &[&str]) -> TeamState {
     for n in names {
         let info = AgentInfo {
             name: n.to_string(),
-            role: if *n == "leader" { "leader".into() } else { "worker".into() },
+            role: if *n == "leader" {
+                "leader".into()
+            } else {
+                "worker".into()
+            },
             status: AgentStatus::Idle,
             backend: "external".into(),
             pid: None,
@@ -26,8 +30,16 @@ fn team_with(names: &[&str]) -> TeamState {
             last_exit: None,
             error: None,
         };
-        s.add_agent(&Actor::Operator, AgentRecord { info, secret: "s".into(), spec: serde_json::Value::Null }, now())
-            .unwrap();
+        s.add_agent(
+            &Actor::Operator,
+            AgentRecord {
+                info,
+                secret: "s".into(),
+                spec: serde_json::Value::Null,
+            },
+            now(),
+        )
+        .unwrap();
     }
     s.take_changes();
     s
@@ -36,7 +48,11 @@ fn team_with(names: &[&str]) -> TeamState {
 fn add(s: &mut TeamState, title: &str, blocked_by: &[u64]) -> u64 {
     s.task_add(
         &Actor::Operator,
-        NewTask { title: title.into(), blocked_by: blocked_by.to_vec(), ..Default::default() },
+        NewTask {
+            title: title.into(),
+            blocked_by: blocked_by.to_vec(),
+            ..Default::default()
+        },
         now(),
     )
     .unwrap()
@@ -67,10 +83,23 @@ fn claim_rules_name_what_is_wrong() {
     assert_eq!(e.code, ErrorCode::Busy);
     assert_eq!(e.details["task"], t1);
 
-    assert_eq!(s.task_claim(&a("b1"), 99, now()).unwrap_err().code, ErrorCode::NotFound);
+    assert_eq!(
+        s.task_claim(&a("b1"), 99, now()).unwrap_err().code,
+        ErrorCode::NotFound
+    );
 
-    s.task_finish(&a("b1"), t1, TaskStatus::Completed, Some("ok".into()), now()).unwrap();
-    assert_eq!(s.task_claim(&a("b2"), t2, now()).unwrap().owner.as_deref(), Some("b2"));
+    s.task_finish(
+        &a("b1"),
+        t1,
+        TaskStatus::Completed,
+        Some("ok".into()),
+        now(),
+    )
+    .unwrap();
+    assert_eq!(
+        s.task_claim(&a("b2"), t2, now()).unwrap().owner.as_deref(),
+        Some("b2")
+    );
     let e = s.task_claim(&a("b1"), t1, now()).unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidState);
 }
@@ -83,10 +112,17 @@ fn failed_or_cancelled_blockers_keep_dependents_blocked() {
     let t3 = add(&mut s, "three", &[]);
     let t4 = add(&mut s, "four", &[t3]);
     s.task_claim(&a("b1"), t1, now()).unwrap();
-    s.task_finish(&a("b1"), t1, TaskStatus::Failed, None, now()).unwrap();
-    assert_eq!(s.task_claim(&a("b1"), t2, now()).unwrap_err().code, ErrorCode::Blocked);
+    s.task_finish(&a("b1"), t1, TaskStatus::Failed, None, now())
+        .unwrap();
+    assert_eq!(
+        s.task_claim(&a("b1"), t2, now()).unwrap_err().code,
+        ErrorCode::Blocked
+    );
     s.task_cancel(&Actor::Operator, t3, now()).unwrap();
-    assert_eq!(s.task_claim(&a("b1"), t4, now()).unwrap_err().code, ErrorCode::Blocked);
+    assert_eq!(
+        s.task_claim(&a("b1"), t4, now()).unwrap_err().code,
+        ErrorCode::Blocked
+    );
     s.task_retry(&Actor::Operator, t1, now()).unwrap();
     assert_eq!(s.task(t1).unwrap().status, TaskStatus::Pending);
 }
@@ -95,16 +131,31 @@ fn failed_or_cancelled_blockers_keep_dependents_blocked() {
 fn transitions_outside_the_table_are_invalid_state() {
     let mut s = team_with(&["leader", "b1"]);
     let t = add(&mut s, "one", &[]);
-    assert_eq!(s.task_release(&Actor::Operator, t, now()).unwrap_err().code, ErrorCode::InvalidState);
     assert_eq!(
-        s.task_finish(&Actor::Operator, t, TaskStatus::Completed, None, now()).unwrap_err().code,
+        s.task_release(&Actor::Operator, t, now()).unwrap_err().code,
         ErrorCode::InvalidState
     );
-    assert_eq!(s.task_retry(&Actor::Operator, t, now()).unwrap_err().code, ErrorCode::InvalidState);
+    assert_eq!(
+        s.task_finish(&Actor::Operator, t, TaskStatus::Completed, None, now())
+            .unwrap_err()
+            .code,
+        ErrorCode::InvalidState
+    );
+    assert_eq!(
+        s.task_retry(&Actor::Operator, t, now()).unwrap_err().code,
+        ErrorCode::InvalidState
+    );
     s.task_claim(&a("b1"), t, now()).unwrap();
-    assert_eq!(s.task_cancel(&Actor::Operator, t, now()).unwrap_err().code, ErrorCode::InvalidState);
-    s.task_finish(&a("b1"), t, TaskStatus::Completed, None, now()).unwrap();
-    assert_eq!(s.task_cancel(&Actor::Operator, t, now()).unwrap_err().code, ErrorCode::InvalidState);
+    assert_eq!(
+        s.task_cancel(&Actor::Operator, t, now()).unwrap_err().code,
+        ErrorCode::InvalidState
+    );
+    s.task_finish(&a("b1"), t, TaskStatus::Completed, None, now())
+        .unwrap();
+    assert_eq!(
+        s.task_cancel(&Actor::Operator, t, now()).unwrap_err().code,
+        ErrorCode::InvalidState
+    );
 }
 
 #[test]
@@ -113,23 +164,57 @@ fn teammates_cannot_do_leader_things_and_nothing_changes() {
     let t = add(&mut s, "one", &[]);
     s.take_changes();
     let e = s
-        .task_add(&a("b1"), NewTask { title: "x".into(), ..Default::default() }, now())
+        .task_add(
+            &a("b1"),
+            NewTask {
+                title: "x".into(),
+                ..Default::default()
+            },
+            now(),
+        )
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::PermissionDenied);
-    assert_eq!(s.task_cancel(&a("b1"), t, now()).unwrap_err().code, ErrorCode::PermissionDenied);
-    assert_eq!(s.task_assign(&a("b1"), t, "b1", now()).unwrap_err().code, ErrorCode::PermissionDenied);
-    assert_eq!(s.finish(&a("b1"), "x".into(), true, true, now()).unwrap_err().code, ErrorCode::PermissionDenied);
+    assert_eq!(
+        s.task_cancel(&a("b1"), t, now()).unwrap_err().code,
+        ErrorCode::PermissionDenied
+    );
+    assert_eq!(
+        s.task_assign(&a("b1"), t, "b1", now()).unwrap_err().code,
+        ErrorCode::PermissionDenied
+    );
+    assert_eq!(
+        s.finish(&a("b1"), "x".into(), true, true, now())
+            .unwrap_err()
+            .code,
+        ErrorCode::PermissionDenied
+    );
     assert!(!s.has_changes());
     assert_eq!(s.tasks(None).len(), 1);
     // The leader may.
-    s.task_add(&a("leader"), NewTask { title: "y".into(), ..Default::default() }, now()).unwrap();
+    s.task_add(
+        &a("leader"),
+        NewTask {
+            title: "y".into(),
+            ..Default::default()
+        },
+        now(),
+    )
+    .unwrap();
 }
 
 #[test]
 fn blocked_by_must_exist_and_nothing_is_stored() {
     let mut s = team_with(&["leader"]);
     let e = s
-        .task_add(&Actor::Operator, NewTask { title: "x".into(), blocked_by: vec![5], ..Default::default() }, now())
+        .task_add(
+            &Actor::Operator,
+            NewTask {
+                title: "x".into(),
+                blocked_by: vec![5],
+                ..Default::default()
+            },
+            now(),
+        )
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::NotFound);
     assert!(s.tasks(None).is_empty());
@@ -145,11 +230,20 @@ fn assignment_starts_or_reserves() {
     let got = s.task_assign(&Actor::Operator, t1, "b1", now()).unwrap();
     assert_eq!(got.status, TaskStatus::InProgress);
     let got = s.task_assign(&Actor::Operator, t2, "b2", now()).unwrap();
-    assert_eq!((got.status, got.owner.as_deref()), (TaskStatus::Pending, Some("b2")));
-    s.task_finish(&a("b1"), t1, TaskStatus::Completed, None, now()).unwrap();
-    assert_eq!(s.task_claim(&a("b1"), t2, now()).unwrap_err().code, ErrorCode::Conflict);
+    assert_eq!(
+        (got.status, got.owner.as_deref()),
+        (TaskStatus::Pending, Some("b2"))
+    );
+    s.task_finish(&a("b1"), t1, TaskStatus::Completed, None, now())
+        .unwrap();
+    assert_eq!(
+        s.task_claim(&a("b1"), t2, now()).unwrap_err().code,
+        ErrorCode::Conflict
+    );
     assert_eq!(s.task_claim_next(&a("b2"), now()).unwrap().unwrap().id, t2);
-    let e = s.task_assign(&Actor::Operator, t1, "nobody", now()).unwrap_err();
+    let e = s
+        .task_assign(&Actor::Operator, t1, "nobody", now())
+        .unwrap_err();
     assert_eq!(e.code, ErrorCode::NotFound);
 }
 
@@ -159,9 +253,13 @@ fn claim_next_takes_the_lowest_claimable() {
     let t1 = add(&mut s, "one", &[]);
     let _t2 = add(&mut s, "two", &[t1]);
     let t3 = add(&mut s, "three", &[]);
-    s.task_assign(&Actor::Operator, t1, "leader", now()).unwrap();
+    s.task_assign(&Actor::Operator, t1, "leader", now())
+        .unwrap();
     assert_eq!(s.task_claim_next(&a("b1"), now()).unwrap().unwrap().id, t3);
-    assert_eq!(s.task_claim_next(&a("b1"), now()).unwrap_err().code, ErrorCode::Busy);
+    assert_eq!(
+        s.task_claim_next(&a("b1"), now()).unwrap_err().code,
+        ErrorCode::Busy
+    );
 }
 
 #[test]
@@ -170,7 +268,14 @@ fn ids_continue_after_restore() {
     add(&mut s, "a", &[]);
     add(&mut s, "b", &[]);
     let tasks = s.tasks(None);
-    let s2 = TeamState::restore("t", Snapshot { max_task_id: 2, tasks, ..Default::default() });
+    let s2 = TeamState::restore(
+        "t",
+        Snapshot {
+            max_task_id: 2,
+            tasks,
+            ..Default::default()
+        },
+    );
     let mut s2 = s2;
     assert_eq!(add(&mut s2, "c", &[]), 3);
 }
@@ -178,40 +283,110 @@ fn ids_continue_after_restore() {
 #[test]
 fn messages_unknown_recipient_broadcast_fifo_and_full() {
     let mut s = team_with(&["leader", "b1", "b2"]);
-    let e = s.send(&a("b1"), "nobody", "x".into(), MessageKind::Text, None, now()).unwrap_err();
+    let e = s
+        .send(
+            &a("b1"),
+            "nobody",
+            "x".into(),
+            MessageKind::Text,
+            None,
+            now(),
+        )
+        .unwrap_err();
     assert_eq!(e.code, ErrorCode::NotFound);
-    assert_eq!(e.details["valid"], serde_json::json!(["leader", "b1", "b2"]));
+    assert_eq!(
+        e.details["valid"],
+        serde_json::json!(["leader", "b1", "b2"])
+    );
 
-    let (ids, to) = s.send(&a("b1"), "*", "hello".into(), MessageKind::Text, None, now()).unwrap();
+    let (ids, to) = s
+        .send(
+            &a("b1"),
+            "*",
+            "hello".into(),
+            MessageKind::Text,
+            None,
+            now(),
+        )
+        .unwrap();
     assert_eq!(to, vec!["leader", "b2"]);
     assert_eq!(ids.len(), 2);
     assert!(s.unread("b1").is_empty());
     assert_eq!(s.unread("b2")[0].from, "b1");
 
     for i in 0..5 {
-        s.send(&a("leader"), "b2", format!("m{i}"), MessageKind::Text, None, now()).unwrap();
+        s.send(
+            &a("leader"),
+            "b2",
+            format!("m{i}"),
+            MessageKind::Text,
+            None,
+            now(),
+        )
+        .unwrap();
     }
     let bodies: Vec<String> = s.unread("b2").into_iter().map(|m| m.body).collect();
     assert_eq!(bodies, vec!["hello", "m0", "m1", "m2", "m3", "m4"]);
 
     s.set_inbox_limit(6);
-    let e = s.send(&a("b1"), "*", "x".into(), MessageKind::Text, None, now()).unwrap_err();
+    let e = s
+        .send(&a("b1"), "*", "x".into(), MessageKind::Text, None, now())
+        .unwrap_err();
     assert_eq!(e.code, ErrorCode::InboxFull);
-    assert_eq!(s.unread_count("leader"), 1, "all or nothing: the leader got no copy");
+    assert_eq!(
+        s.unread_count("leader"),
+        1,
+        "all or nothing: the leader got no copy"
+    );
     let ids: Vec<u64> = s.unread("b2").iter().map(|m| m.id).collect();
-    assert_eq!(s.ack(&a("b2"), &ids[..1], DeliveryState::Read, now()).unwrap(), 1);
-    s.send(&a("b1"), "b2", "fits".into(), MessageKind::Text, None, now()).unwrap();
+    assert_eq!(
+        s.ack(&a("b2"), &ids[..1], DeliveryState::Read, now())
+            .unwrap(),
+        1
+    );
+    s.send(
+        &a("b1"),
+        "b2",
+        "fits".into(),
+        MessageKind::Text,
+        None,
+        now(),
+    )
+    .unwrap();
 }
 
 #[test]
 fn acks_only_move_forward_and_only_for_the_owner() {
     let mut s = team_with(&["leader", "b1", "b2"]);
-    let (ids, _) = s.send(&a("leader"), "b1", "x".into(), MessageKind::Text, None, now()).unwrap();
-    assert_eq!(s.ack(&a("b2"), &ids, DeliveryState::Read, now()).unwrap(), 0);
-    assert_eq!(s.ack(&a("b1"), &ids, DeliveryState::Delivered, now()).unwrap(), 1);
-    assert_eq!(s.ack(&a("b1"), &ids, DeliveryState::Delivered, now()).unwrap(), 0);
+    let (ids, _) = s
+        .send(
+            &a("leader"),
+            "b1",
+            "x".into(),
+            MessageKind::Text,
+            None,
+            now(),
+        )
+        .unwrap();
+    assert_eq!(
+        s.ack(&a("b2"), &ids, DeliveryState::Read, now()).unwrap(),
+        0
+    );
+    assert_eq!(
+        s.ack(&a("b1"), &ids, DeliveryState::Delivered, now())
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.ack(&a("b1"), &ids, DeliveryState::Delivered, now())
+            .unwrap(),
+        0
+    );
     assert_eq!(s.unread("b1")[0].state, DeliveryState::Delivered);
-    assert_eq!(s.ack(&a("b1"), &ids, DeliveryState::Read, now()).unwrap(), 1);
+    assert_eq!(
+        s.ack(&a("b1"), &ids, DeliveryState::Read, now()).unwrap(),
+        1
+    );
     assert!(s.unread("b1").is_empty());
 }
 
@@ -222,37 +397,88 @@ fn idle_notifications_are_coalesced() {
     s.set_agent_status("b1", AgentStatus::Idle, None, now());
     s.set_agent_status("b1", AgentStatus::Running, None, now());
     s.set_agent_status("b1", AgentStatus::Idle, None, now());
-    let idle: Vec<_> = s.unread("leader").into_iter().filter(|m| m.kind == MessageKind::Idle).collect();
+    let idle: Vec<_> = s
+        .unread("leader")
+        .into_iter()
+        .filter(|m| m.kind == MessageKind::Idle)
+        .collect();
     assert_eq!(idle.len(), 1);
 }
 
 #[test]
 fn permissions_resolve_once_and_always_becomes_a_rule() {
     let mut s = team_with(&["leader", "b1", "b2"]);
-    let r1 = s.perm_request(&a("b1"), "bash".into(), "make".into(), "build".into(), now()).unwrap();
-    let r2 = s.perm_request(&a("b2"), "bash".into(), "make".into(), "build".into(), now()).unwrap();
+    let r1 = s
+        .perm_request(
+            &a("b1"),
+            "bash".into(),
+            "make".into(),
+            "build".into(),
+            now(),
+        )
+        .unwrap();
+    let r2 = s
+        .perm_request(
+            &a("b2"),
+            "bash".into(),
+            "make".into(),
+            "build".into(),
+            now(),
+        )
+        .unwrap();
     assert_eq!(r1.status, PermStatus::Pending);
-    assert_eq!(s.perm_decide(&a("b2"), r1.id, true, false, None, None, now()).unwrap_err().code, ErrorCode::PermissionDenied);
-    let resolved = s.perm_decide(&Actor::Operator, r1.id, true, true, None, None, now()).unwrap();
-    assert_eq!(resolved.iter().map(|r| r.id).collect::<Vec<_>>(), vec![r1.id, r2.id]);
-    let e = s.perm_decide(&Actor::Operator, r1.id, false, false, None, None, now()).unwrap_err();
+    assert_eq!(
+        s.perm_decide(&a("b2"), r1.id, true, false, None, None, now())
+            .unwrap_err()
+            .code,
+        ErrorCode::PermissionDenied
+    );
+    let resolved = s
+        .perm_decide(&Actor::Operator, r1.id, true, true, None, None, now())
+        .unwrap();
+    assert_eq!(
+        resolved.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![r1.id, r2.id]
+    );
+    let e = s
+        .perm_decide(&Actor::Operator, r1.id, false, false, None, None, now())
+        .unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidState);
-    let r3 = s.perm_request(&a("b2"), "bash".into(), "make".into(), "again".into(), now()).unwrap();
+    let r3 = s
+        .perm_request(
+            &a("b2"),
+            "bash".into(),
+            "make".into(),
+            "again".into(),
+            now(),
+        )
+        .unwrap();
     assert_eq!(r3.status, PermStatus::Allowed);
-    let r4 = s.perm_request(&a("b2"), "bash".into(), "rm -rf /".into(), "".into(), now()).unwrap();
+    let r4 = s
+        .perm_request(&a("b2"), "bash".into(), "rm -rf /".into(), "".into(), now())
+        .unwrap();
     assert_eq!(r4.status, PermStatus::Pending);
-    assert!(s.perm_expire(r4.id, "timeout", "no answer".into(), now()).is_some());
+    assert!(
+        s.perm_expire(r4.id, "timeout", "no answer".into(), now())
+            .is_some()
+    );
     assert_eq!(s.perm(r4.id).unwrap().status, PermStatus::Denied);
-    assert!(s.perm_expire(r4.id, "timeout", "again".into(), now()).is_none());
+    assert!(
+        s.perm_expire(r4.id, "timeout", "again".into(), now())
+            .is_none()
+    );
 }
 
 #[test]
 fn finish_refuses_open_work_unless_forced() {
     let mut s = team_with(&["leader"]);
     add(&mut s, "a", &[]);
-    let e = s.finish(&a("leader"), "done".into(), false, true, now()).unwrap_err();
+    let e = s
+        .finish(&a("leader"), "done".into(), false, true, now())
+        .unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidState);
-    s.finish(&a("leader"), "done".into(), true, true, now()).unwrap();
+    s.finish(&a("leader"), "done".into(), true, true, now())
+        .unwrap();
     assert_eq!(s.run().answer.as_deref(), Some("done"));
 }
 
@@ -260,11 +486,25 @@ fn finish_refuses_open_work_unless_forced() {
 fn event_sequence_has_no_gaps() {
     let mut s = team_with(&["leader", "b1"]);
     add(&mut s, "a", &[]);
-    s.send(&a("leader"), "b1", "x".into(), MessageKind::Text, None, now()).unwrap();
+    s.send(
+        &a("leader"),
+        "b1",
+        "x".into(),
+        MessageKind::Text,
+        None,
+        now(),
+    )
+    .unwrap();
     let seqs: Vec<u64> = s
         .take_changes()
         .into_iter()
-        .filter_map(|c| if let Change::Event(e) = c { Some(e.seq) } else { None })
+        .filter_map(|c| {
+            if let Change::Event(e) = c {
+                Some(e.seq)
+            } else {
+                None
+            }
+        })
         .collect();
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
 }

@@ -28,7 +28,9 @@ pub enum StoreError {
         source: serde_json::Error,
     },
     /// The database was written by a newer agent-team.
-    #[error("state schema version {found} is newer than this agent-team supports ({SCHEMA_VERSION}); upgrade agent-team")]
+    #[error(
+        "state schema version {found} is newer than this agent-team supports ({SCHEMA_VERSION}); upgrade agent-team"
+    )]
     TooNew {
         /// The version found on disk.
         found: i64,
@@ -104,9 +106,18 @@ impl Store {
         // Checkpoints run when the daemon is idle (see `checkpoint`), not inside a commit.
         conn.pragma_update(None, "wal_autocheckpoint", "0")?;
         conn.execute_batch(SCHEMA)?;
-        let mut store = Store { conn, team: team.to_string(), relaxed: false, next_task_id: 0, commits_since_checkpoint: 0 };
+        let mut store = Store {
+            conn,
+            team: team.to_string(),
+            relaxed: false,
+            next_task_id: 0,
+            commits_since_checkpoint: 0,
+        };
         store.check_meta()?;
-        store.next_task_id = store.meta("next_task_id")?.and_then(|v| v.parse().ok()).unwrap_or(0);
+        store.next_task_id = store
+            .meta("next_task_id")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         Ok(store)
     }
 
@@ -117,13 +128,21 @@ impl Store {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        Ok(Store { conn, team: team.to_string(), relaxed: false, next_task_id: 0, commits_since_checkpoint: 0 })
+        Ok(Store {
+            conn,
+            team: team.to_string(),
+            relaxed: false,
+            next_task_id: 0,
+            commits_since_checkpoint: 0,
+        })
     }
 
     fn check_meta(&self) -> Result<(), StoreError> {
         let version: Option<String> = self
             .conn
-            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                r.get(0)
+            })
             .optional()?;
         match version.and_then(|v| v.parse::<i64>().ok()) {
             Some(v) if v > SCHEMA_VERSION => return Err(StoreError::TooNew { found: v }),
@@ -135,13 +154,23 @@ impl Store {
                 )?;
             }
         }
-        let team: Option<String> =
-            self.conn.query_row("SELECT value FROM meta WHERE key = 'team'", [], |r| r.get(0)).optional()?;
+        let team: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'team'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
         match team {
-            Some(t) if t != self.team => Err(StoreError::WrongTeam { found: t, expected: self.team.clone() }),
+            Some(t) if t != self.team => Err(StoreError::WrongTeam {
+                found: t,
+                expected: self.team.clone(),
+            }),
             Some(_) => Ok(()),
             None => {
-                self.conn.execute("INSERT INTO meta (key, value) VALUES ('team', ?1)", [&self.team])?;
+                self.conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('team', ?1)",
+                    [&self.team],
+                )?;
                 Ok(())
             }
         }
@@ -149,12 +178,19 @@ impl Store {
 
     /// Reads everything the in-memory state needs after a restart.
     pub fn load(&self) -> Result<Snapshot, StoreError> {
-        let mut snap = Snapshot { tasks: self.load_json("tasks", "SELECT data FROM tasks ORDER BY id")?, ..Default::default() };
+        let mut snap = Snapshot {
+            tasks: self.load_json("tasks", "SELECT data FROM tasks ORDER BY id")?,
+            ..Default::default()
+        };
         snap.max_task_id = self.max("SELECT max(id) FROM tasks")?;
-        if let Some(v) = self.meta("next_task_id")?.and_then(|v| v.parse::<u64>().ok()) {
+        if let Some(v) = self
+            .meta("next_task_id")?
+            .and_then(|v| v.parse::<u64>().ok())
+        {
             snap.max_task_id = snap.max_task_id.max(v.saturating_sub(1));
         }
-        snap.agents = self.load_json::<AgentRecord>("agents", "SELECT data FROM agents ORDER BY name")?;
+        snap.agents =
+            self.load_json::<AgentRecord>("agents", "SELECT data FROM agents ORDER BY name")?;
         snap.perms = self.load_json("perms", "SELECT data FROM perms ORDER BY id")?;
         snap.rules = self.load_json("rules", "SELECT data FROM rules ORDER BY id")?;
         snap.max_message_id = self.max("SELECT max(id) FROM messages")?;
@@ -163,31 +199,52 @@ impl Store {
             "SELECT id, sender, recipient, kind, body, summary, ts, state FROM messages \
              WHERE state < 2 ORDER BY id",
         )?;
-        snap.unread = stmt.query_map([], row_to_message)?.collect::<Result<Vec<_>, _>>()?;
+        snap.unread = stmt
+            .query_map([], row_to_message)?
+            .collect::<Result<Vec<_>, _>>()?;
         {
             let mut stmt = self.conn.prepare("SELECT sender, key, data FROM dedup")?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })?;
             for row in rows {
                 let (sender, key, data) = row?;
-                let (ids, recipients): (Vec<u64>, Vec<String>) =
-                    serde_json::from_str(&data).map_err(|source| StoreError::Corrupt { table: "dedup", source })?;
+                let (ids, recipients): (Vec<u64>, Vec<String>) = serde_json::from_str(&data)
+                    .map_err(|source| StoreError::Corrupt {
+                        table: "dedup",
+                        source,
+                    })?;
                 snap.dedup.push((sender, key, ids, recipients));
             }
         }
         if let Some(cfg) = self.meta("config")? {
-            snap.config = Some(
-                serde_json::from_str(&cfg).map_err(|source| StoreError::Corrupt { table: "meta", source })?,
-            );
+            snap.config =
+                Some(
+                    serde_json::from_str(&cfg).map_err(|source| StoreError::Corrupt {
+                        table: "meta",
+                        source,
+                    })?,
+                );
         }
         if let Some(run) = self.meta("run")? {
-            snap.run = serde_json::from_str::<RunRecord>(&run)
-                .map_err(|source| StoreError::Corrupt { table: "meta", source })?;
+            snap.run =
+                serde_json::from_str::<RunRecord>(&run).map_err(|source| StoreError::Corrupt {
+                    table: "meta",
+                    source,
+                })?;
         }
         Ok(snap)
     }
 
     fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
     }
 
     fn max(&self, sql: &str) -> Result<u64, StoreError> {
@@ -195,13 +252,20 @@ impl Store {
         Ok(v.unwrap_or(0).max(0) as u64)
     }
 
-    fn load_json<T: serde::de::DeserializeOwned>(&self, table: &'static str, sql: &str) -> Result<Vec<T>, StoreError> {
+    fn load_json<T: serde::de::DeserializeOwned>(
+        &self,
+        table: &'static str,
+        sql: &str,
+    ) -> Result<Vec<T>, StoreError> {
         let mut stmt = self.conn.prepare(sql)?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
         let mut out = Vec::new();
         for row in rows {
             let text = row?;
-            out.push(serde_json::from_str(&text).map_err(|source| StoreError::Corrupt { table, source })?);
+            out.push(
+                serde_json::from_str(&text)
+                    .map_err(|source| StoreError::Corrupt { table, source })?,
+            );
         }
         Ok(out)
     }
@@ -215,9 +279,15 @@ impl Store {
         if changes.is_empty() {
             return Ok(());
         }
-        let acks_only = changes.iter().all(|c| matches!(c, Change::MessageState { .. }));
+        let acks_only = changes
+            .iter()
+            .all(|c| matches!(c, Change::MessageState { .. }));
         if acks_only != self.relaxed {
-            self.conn.pragma_update(None, "synchronous", if acks_only { "NORMAL" } else { "FULL" })?;
+            self.conn.pragma_update(
+                None,
+                "synchronous",
+                if acks_only { "NORMAL" } else { "FULL" },
+            )?;
             self.relaxed = acks_only;
         }
         let tx = self.conn.transaction()?;
@@ -227,16 +297,22 @@ impl Store {
                 match change {
                     Change::Task(t) => {
                         max_task = max_task.max(t.id);
-                        tx.prepare_cached("INSERT OR REPLACE INTO tasks (id, data) VALUES (?1, ?2)")?
-                            .execute(params![t.id as i64, to_json(t)])?;
+                        tx.prepare_cached(
+                            "INSERT OR REPLACE INTO tasks (id, data) VALUES (?1, ?2)",
+                        )?
+                        .execute(params![t.id as i64, to_json(t)])?;
                     }
                     Change::Agent(a) => {
-                        tx.prepare_cached("INSERT OR REPLACE INTO agents (name, data) VALUES (?1, ?2)")?
-                            .execute(params![a.info.name, to_json(a.as_ref())])?;
+                        tx.prepare_cached(
+                            "INSERT OR REPLACE INTO agents (name, data) VALUES (?1, ?2)",
+                        )?
+                        .execute(params![a.info.name, to_json(a.as_ref())])?;
                     }
                     Change::AgentRemoved(name) => {
-                        tx.prepare_cached("DELETE FROM agents WHERE name = ?1")?.execute([name])?;
-                        tx.prepare_cached("DELETE FROM messages WHERE recipient = ?1")?.execute([name])?;
+                        tx.prepare_cached("DELETE FROM agents WHERE name = ?1")?
+                            .execute([name])?;
+                        tx.prepare_cached("DELETE FROM messages WHERE recipient = ?1")?
+                            .execute([name])?;
                     }
                     Change::MessageNew(m) => {
                         tx.prepare_cached(
@@ -255,15 +331,20 @@ impl Store {
                         ])?;
                     }
                     Change::MessageState { id, state } => {
-                        tx.prepare_cached("UPDATE messages SET state = ?2 WHERE id = ?1 AND state < ?2")?
-                            .execute(params![*id as i64, state.code()])?;
+                        tx.prepare_cached(
+                            "UPDATE messages SET state = ?2 WHERE id = ?1 AND state < ?2",
+                        )?
+                        .execute(params![*id as i64, state.code()])?;
                     }
                     Change::Perm(p) => {
-                        tx.prepare_cached("INSERT OR REPLACE INTO perms (id, data) VALUES (?1, ?2)")?
-                            .execute(params![p.id as i64, to_json(p)])?;
+                        tx.prepare_cached(
+                            "INSERT OR REPLACE INTO perms (id, data) VALUES (?1, ?2)",
+                        )?
+                        .execute(params![p.id as i64, to_json(p)])?;
                     }
                     Change::Rule(r) => {
-                        tx.prepare_cached("INSERT INTO rules (data) VALUES (?1)")?.execute([to_json(r)])?;
+                        tx.prepare_cached("INSERT INTO rules (data) VALUES (?1)")?
+                            .execute([to_json(r)])?;
                     }
                     Change::Event(e) => {
                         tx.prepare_cached(
@@ -271,17 +352,32 @@ impl Store {
                         )?
                         .execute(params![e.seq as i64, e.ts.millis() as i64, e.agent_id, e.role_name, to_json(&e.event)])?;
                     }
-                    Change::Dedup { sender, key, ids, recipients } => {
-                        tx.prepare_cached("INSERT OR REPLACE INTO dedup (sender, key, data) VALUES (?1, ?2, ?3)")?
-                            .execute(params![sender, key, to_json(&(ids, recipients))])?;
+                    Change::Dedup {
+                        sender,
+                        key,
+                        ids,
+                        recipients,
+                    } => {
+                        tx.prepare_cached(
+                            "INSERT OR REPLACE INTO dedup (sender, key, data) VALUES (?1, ?2, ?3)",
+                        )?
+                        .execute(params![
+                            sender,
+                            key,
+                            to_json(&(ids, recipients))
+                        ])?;
                     }
                     Change::Config(c) => {
-                        tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('config', ?1)")?
-                            .execute([to_json(c)])?;
+                        tx.prepare_cached(
+                            "INSERT OR REPLACE INTO meta (key, value) VALUES ('config', ?1)",
+                        )?
+                        .execute([to_json(c)])?;
                     }
                     Change::Run(r) => {
-                        tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('run', ?1)")?
-                            .execute([to_json(r)])?;
+                        tx.prepare_cached(
+                            "INSERT OR REPLACE INTO meta (key, value) VALUES ('run', ?1)",
+                        )?
+                        .execute([to_json(r)])?;
                     }
                 }
             }
@@ -304,37 +400,56 @@ impl Store {
     /// so the work delays nobody; under sustained load it still runs every few thousand
     /// commits to bound the WAL's size.
     pub fn checkpoint(&mut self, idle: bool) -> Result<(), StoreError> {
-        let due = (idle && self.commits_since_checkpoint >= 64) || self.commits_since_checkpoint >= 4096;
+        let due =
+            (idle && self.commits_since_checkpoint >= 64) || self.commits_since_checkpoint >= 4096;
         if due {
-            self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
             self.commits_since_checkpoint = 0;
         }
         Ok(())
     }
 
     /// Up to `limit` of an agent's messages with an id above `after`, oldest first.
-    pub fn inbox(&self, recipient: &str, after: u64, limit: usize) -> Result<Vec<Message>, StoreError> {
+    pub fn inbox(
+        &self,
+        recipient: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, sender, recipient, kind, body, summary, ts, state FROM messages \
              WHERE recipient = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
         )?;
-        let rows = stmt.query_map(params![recipient, after as i64, limit as i64], row_to_message)?;
+        let rows = stmt.query_map(
+            params![recipient, after as i64, limit as i64],
+            row_to_message,
+        )?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
     /// Events with a sequence number above `since`, oldest first.
     pub fn events_since(&self, since: u64, limit: usize) -> Result<Vec<Envelope>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT seq, ts, agent, role, data FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, ts, agent, role, data FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
         let rows = stmt.query_map(params![since as i64, limit as i64], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+            ))
         })?;
         let mut out = Vec::new();
         for row in rows {
             let (seq, ts, agent, role, data) = row?;
             let event: Event =
-                serde_json::from_str(&data).map_err(|source| StoreError::Corrupt { table: "events", source })?;
+                serde_json::from_str(&data).map_err(|source| StoreError::Corrupt {
+                    table: "events",
+                    source,
+                })?;
             out.push(Envelope {
                 seq: seq as u64,
                 ts: Timestamp(ts as u64),
@@ -381,15 +496,40 @@ mod tests {
         let mut store = Store::open(&db, "t").unwrap();
         let mut s = TeamState::restore("t", store.load().unwrap());
         let now = Timestamp(5);
-        s.task_add(&Actor::Operator, NewTask { title: "a".into(), ..Default::default() }, now).unwrap();
-        s.task_add(&Actor::Operator, NewTask { title: "b".into(), ..Default::default() }, now).unwrap();
+        s.task_add(
+            &Actor::Operator,
+            NewTask {
+                title: "a".into(),
+                ..Default::default()
+            },
+            now,
+        )
+        .unwrap();
+        s.task_add(
+            &Actor::Operator,
+            NewTask {
+                title: "b".into(),
+                ..Default::default()
+            },
+            now,
+        )
+        .unwrap();
         store.commit(&s.take_changes()).unwrap();
         drop(store);
 
         let store = Store::open(&db, "t").unwrap();
         let mut s = TeamState::restore("t", store.load().unwrap());
         assert_eq!(s.tasks(None).len(), 2);
-        let t = s.task_add(&Actor::Operator, NewTask { title: "c".into(), ..Default::default() }, now).unwrap();
+        let t = s
+            .task_add(
+                &Actor::Operator,
+                NewTask {
+                    title: "c".into(),
+                    ..Default::default()
+                },
+                now,
+            )
+            .unwrap();
         assert_eq!(t.id, 3);
         let events = store.events_since(0, 100).unwrap();
         assert_eq!(events.len(), 2);
@@ -401,6 +541,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("s.db");
         drop(Store::open(&db, "a").unwrap());
-        assert!(matches!(Store::open(&db, "b"), Err(StoreError::WrongTeam { .. })));
+        assert!(matches!(
+            Store::open(&db, "b"),
+            Err(StoreError::WrongTeam { .. })
+        ));
     }
 }

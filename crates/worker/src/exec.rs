@@ -82,7 +82,10 @@ pub async fn run(
         }
         let task = match held.take() {
             Some(id) => match link.call_retry(Request::TaskShow { id }).await {
-                Ok(Reply::Task { task }) if task.status == TaskStatus::InProgress && task.owner.as_deref() == Some(link.name()) => {
+                Ok(Reply::Task { task })
+                    if task.status == TaskStatus::InProgress
+                        && task.owner.as_deref() == Some(link.name()) =>
+                {
                     out.say(&format!("resuming task {} after a restart", task.id));
                     Some(task)
                 }
@@ -107,7 +110,17 @@ pub async fn run(
         match task {
             Some(t) => {
                 link.set_status(AgentStatus::Running).await;
-                run_task(link, &mut inbound, &mut mailbox, config, role, out, groups, t).await?;
+                run_task(
+                    link,
+                    &mut inbound,
+                    &mut mailbox,
+                    config,
+                    role,
+                    out,
+                    groups,
+                    t,
+                )
+                .await?;
             }
             None => {
                 link.set_status(AgentStatus::Idle).await;
@@ -133,7 +146,10 @@ fn absorb(ev: Inbound, mailbox: &mut Mailbox, resync: &mut bool) -> Result<(), A
 /// The task the daemon says this agent holds.
 async fn current_task(link: &Link) -> Option<u64> {
     match link.call_retry(Request::Agents).await {
-        Ok(Reply::Agents { agents }) => agents.into_iter().find(|a| a.name == link.name()).and_then(|a| a.current_task),
+        Ok(Reply::Agents { agents }) => agents
+            .into_iter()
+            .find(|a| a.name == link.name())
+            .and_then(|a| a.current_task),
         _ => None,
     }
 }
@@ -152,12 +168,23 @@ async fn take_messages(link: &Arc<Link>, mailbox: &mut Mailbox, out: &Output) ->
                 link.read(read).await;
                 if m.from != names::OPERATOR && m.from != "daemon" {
                     let _ = link
-                        .send_once(&m.from, format!("{} is shutting down", link.name()), MessageKind::ShutdownResponse, format!("shutdown-{}", m.id))
+                        .send_once(
+                            &m.from,
+                            format!("{} is shutting down", link.name()),
+                            MessageKind::ShutdownResponse,
+                            format!("shutdown-{}", m.id),
+                        )
                         .await;
                 }
                 return AfterMessages::Shutdown;
             }
-            _ => out.say(&format!("✉ {} → {} [{}]: {}", m.from, link.name(), m.kind.as_str(), m.body)),
+            _ => out.say(&format!(
+                "✉ {} → {} [{}]: {}",
+                m.from,
+                link.name(),
+                m.kind.as_str(),
+                m.body
+            )),
         }
     }
     link.read(read).await;
@@ -189,7 +216,8 @@ async fn run_task(
         }
         PermAction::Ask => {
             let reason = format!("task {}: {}", task.id, task.title);
-            let (allowed, why) = ask_permission(link, inbound, mailbox, "bash", &cmd, &reason, out).await?;
+            let (allowed, why) =
+                ask_permission(link, inbound, mailbox, "bash", &cmd, &reason, out).await?;
             if !allowed {
                 let why = format!("permission denied: {why}");
                 out.say(&format!("✗ task {}: {why}", task.id));
@@ -199,13 +227,31 @@ async fn run_task(
     }
     let call_id = format!("task-{}-{}", task.id, link.agent().incarnation);
     link.fire(Request::Emit {
-        event: Event::ToolCallStart { tool_call_id: call_id.clone(), tool_name: "bash".into(), args: serde_json::json!({"command": cmd}) },
+        event: Event::ToolCallStart {
+            tool_call_id: call_id.clone(),
+            tool_name: "bash".into(),
+            args: serde_json::json!({"command": cmd}),
+        },
     });
     let (code, tail) = run_command(&cmd, &config.workspace, out, groups).await;
     let result = format!("exit {code}\n{tail}").trim_end().to_string();
-    link.fire(Request::Emit { event: Event::ToolCallResult { tool_call_id: call_id, content: result.clone(), is_error: code != 0 } });
-    let status = if code == 0 { TaskStatus::Completed } else { TaskStatus::Failed };
-    out.say(&format!("{} task {}: exit {code}", if code == 0 { "✓" } else { "✗" }, task.id));
+    link.fire(Request::Emit {
+        event: Event::ToolCallResult {
+            tool_call_id: call_id,
+            content: result.clone(),
+            is_error: code != 0,
+        },
+    });
+    let status = if code == 0 {
+        TaskStatus::Completed
+    } else {
+        TaskStatus::Failed
+    };
+    out.say(&format!(
+        "{} task {}: exit {code}",
+        if code == 0 { "✓" } else { "✗" },
+        task.id
+    ));
     finish(link, &task, status, result, out).await
 }
 
@@ -219,15 +265,29 @@ pub async fn ask_permission(
     reason: &str,
     out: &Output,
 ) -> Result<(bool, String), AgentError> {
-    let req = match link.call_retry(Request::PermRequest { tool: tool.into(), input: input.into(), reason: reason.into() }).await {
+    let req = match link
+        .call_retry(Request::PermRequest {
+            tool: tool.into(),
+            input: input.into(),
+            reason: reason.into(),
+        })
+        .await
+    {
         Ok(Reply::Perm { request }) => request,
-        Ok(_) => return Err(AgentError::Daemon("unexpected reply to perm_request".into())),
+        Ok(_) => {
+            return Err(AgentError::Daemon(
+                "unexpected reply to perm_request".into(),
+            ));
+        }
         Err(e) => return Err(AgentError::Daemon(e.to_string())),
     };
     if let Some(v) = verdict(&req) {
         return Ok(v);
     }
-    out.say(&format!("⏸ waiting for approval of request {}: {tool} `{input}` (agent-team approve {} / deny {})", req.id, req.id, req.id));
+    out.say(&format!(
+        "⏸ waiting for approval of request {}: {tool} `{input}` (agent-team approve {} / deny {})",
+        req.id, req.id, req.id
+    ));
     loop {
         match inbound.recv().await {
             Some(Inbound::PermDecided(r)) if r.id == req.id => {
@@ -238,7 +298,12 @@ pub async fn ask_permission(
             Some(Inbound::Message(m)) => mailbox.push(m),
             Some(Inbound::Reconnected) => {
                 // The decision may have been pushed while we were away.
-                if let Ok(Reply::Perms { requests }) = link.call_retry(Request::PermList { all: true, after: Some(req.id - 1) }).await
+                if let Ok(Reply::Perms { requests }) = link
+                    .call_retry(Request::PermList {
+                        all: true,
+                        after: Some(req.id - 1),
+                    })
+                    .await
                     && let Some(v) = requests.iter().find(|r| r.id == req.id).and_then(verdict)
                 {
                     return Ok(v);
@@ -257,23 +322,53 @@ fn verdict(r: &PermRequest) -> Option<(bool, String)> {
         PermStatus::Allowed => Some((true, String::new())),
         PermStatus::Denied => Some((
             false,
-            r.decision.as_ref().and_then(|d| d.reason.clone().map(|x| format!("{x} (by {})", d.by))).unwrap_or_else(|| "denied".into()),
+            r.decision
+                .as_ref()
+                .and_then(|d| d.reason.clone().map(|x| format!("{x} (by {})", d.by)))
+                .unwrap_or_else(|| "denied".into()),
         )),
     }
 }
 
-async fn finish(link: &Arc<Link>, task: &Task, status: TaskStatus, result: String, out: &Output) -> Result<(), AgentError> {
-    let result: String = if result.len() > 4000 { result[result.len() - 4000..].to_string() } else { result };
-    match link.call_retry(Request::TaskFinish { id: task.id, status, result: Some(result.clone()) }).await {
+async fn finish(
+    link: &Arc<Link>,
+    task: &Task,
+    status: TaskStatus,
+    result: String,
+    out: &Output,
+) -> Result<(), AgentError> {
+    let result: String = if result.len() > 4000 {
+        result[result.len() - 4000..].to_string()
+    } else {
+        result
+    };
+    match link
+        .call_retry(Request::TaskFinish {
+            id: task.id,
+            status,
+            result: Some(result.clone()),
+        })
+        .await
+    {
         Ok(_) => {}
         // Already finished by our first attempt, before a reconnect: fine.
         Err(CallError::Server(e)) if e.code == ErrorCode::InvalidState => {}
-        Err(CallError::Server(e)) => out.say(&format!("could not finish task {}: {}", task.id, e.message)),
+        Err(CallError::Server(e)) => {
+            out.say(&format!("could not finish task {}: {}", task.id, e.message))
+        }
         Err(e) => return Err(AgentError::Daemon(e.to_string())),
     }
     let first_line = result.lines().next().unwrap_or_default().to_string();
     let body = format!("task {} ({}) {}: {first_line}", task.id, task.title, status);
-    match link.send_once(LEADER, body, MessageKind::TaskEvent, format!("done-{}-{}", task.id, task.attempts)).await {
+    match link
+        .send_once(
+            LEADER,
+            body,
+            MessageKind::TaskEvent,
+            format!("done-{}-{}", task.id, task.attempts),
+        )
+        .await
+    {
         Ok(_) | Err(CallError::Server(_)) => Ok(()),
         Err(e) => Err(AgentError::Daemon(e.to_string())),
     }
@@ -281,9 +376,20 @@ async fn finish(link: &Arc<Link>, task: &Task, status: TaskStatus, result: Strin
 
 /// Runs `sh -c cmd` in `cwd`, streaming its output lines; returns the exit code (128+signal
 /// when killed) and the last lines of output.
-pub async fn run_command(cmd: &str, cwd: &Path, out: &Output, groups: &CommandGroups) -> (i32, String) {
+pub async fn run_command(
+    cmd: &str,
+    cwd: &Path,
+    out: &Output,
+    groups: &CommandGroups,
+) -> (i32, String) {
     let mut c = tokio::process::Command::new("sh");
-    c.arg("-c").arg(cmd).current_dir(cwd).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    c.arg("-c")
+        .arg(cmd)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
     if groups.own_group.is_some() {
         c.process_group(0);
     }
@@ -327,7 +433,9 @@ pub async fn run_command(cmd: &str, cwd: &Path, out: &Output, groups: &CommandGr
     let code = match child.wait().await {
         Ok(status) => {
             use std::os::unix::process::ExitStatusExt;
-            status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+            status
+                .code()
+                .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
         }
         Err(_) => 1,
     };

@@ -21,13 +21,20 @@ impl RunningAgent for Running {
     fn abort(&self) {
         // Kill the command it runs (its own process group), then the task.
         if let Some(pgid) = self.command_group.lock().ok().and_then(|g| *g) {
-            let _ = agent_team_pane::procs::stop_group(pgid, std::time::Duration::from_millis(500), || {});
+            let _ = agent_team_pane::procs::stop_group(
+                pgid,
+                std::time::Duration::from_millis(500),
+                || {},
+            );
         }
         self.abort.abort();
         if let Ok(mut e) = self.exit.lock()
             && e.is_none()
         {
-            *e = Some(ExitInfo { code: None, signal: Some(9) });
+            *e = Some(ExitInfo {
+                code: None,
+                signal: Some(9),
+            });
         }
     }
 
@@ -38,14 +45,22 @@ impl RunningAgent for Running {
 
 impl AgentRunner for Runner {
     fn start(&self, spec: &LaunchSpec) -> Result<Arc<dyn RunningAgent>, PaneError> {
-        let handle = tokio::runtime::Handle::try_current()
-            .map_err(|e| PaneError::Unsupported(format!("no async runtime to run {} in: {e}", spec.name)))?;
-        let lookup = |k: &str| spec.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let handle = tokio::runtime::Handle::try_current().map_err(|e| {
+            PaneError::Unsupported(format!("no async runtime to run {} in: {e}", spec.name))
+        })?;
+        let lookup = |k: &str| {
+            spec.env
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        };
         let agent = AgentEnv::from_lookup(lookup).map_err(|e| PaneError::Tool(e.to_string()))?;
         let out = Output::to_file(&spec.log);
         let exit = Arc::new(Mutex::new(None));
         let command_group = Arc::new(Mutex::new(None));
-        let groups = CommandGroups { own_group: Some(command_group.clone()) };
+        let groups = CommandGroups {
+            own_group: Some(command_group.clone()),
+        };
         let exit2 = exit.clone();
         let task = handle.spawn(async move {
             let code = match run_agent(agent, out.clone(), groups).await {
@@ -56,9 +71,16 @@ impl AgentRunner for Runner {
                 }
             };
             if let Ok(mut e) = exit2.lock() {
-                *e = Some(ExitInfo { code: Some(code), signal: None });
+                *e = Some(ExitInfo {
+                    code: Some(code),
+                    signal: None,
+                });
             }
         });
-        Ok(Arc::new(Running { abort: task.abort_handle(), exit, command_group }))
+        Ok(Arc::new(Running {
+            abort: task.abort_handle(),
+            exit,
+            command_group,
+        }))
     }
 }

@@ -2,10 +2,10 @@
 //! team file's tasks on the board, cancels work whose blockers failed, waits until every task is
 //! terminal, and finishes the team with a summary as its answer.
 
+use crate::AgentError;
 use crate::exec::Mailbox;
 use crate::link::{CallError, Inbound, Link};
 use crate::output::Output;
-use crate::AgentError;
 use agent_team_config::{Role, TeamConfig};
 use agent_team_protocol::*;
 use std::collections::HashMap;
@@ -39,7 +39,11 @@ pub async fn run(
         let tasks = all_tasks(link).await?;
         cancel_orphans(link, &tasks, out).await?;
         let tasks = all_tasks(link).await?;
-        let done = if tasks.is_empty() { config.tasks.is_empty() } else { tasks.iter().all(|t| t.status.is_terminal()) };
+        let done = if tasks.is_empty() {
+            config.tasks.is_empty()
+        } else {
+            tasks.iter().all(|t| t.status.is_terminal())
+        };
         if done {
             return finish(link, &tasks, out).await;
         }
@@ -61,18 +65,29 @@ fn absorb(ev: Inbound, mailbox: &mut Mailbox) -> Result<(), AgentError> {
 
 /// Starts the configured teammates and creates the configured tasks; safe to repeat after a
 /// restart (spawn and keyed task creation are idempotent).
-pub async fn bootstrap(link: &Arc<Link>, config: &TeamConfig, out: &Output) -> Result<(), AgentError> {
+pub async fn bootstrap(
+    link: &Arc<Link>,
+    config: &TeamConfig,
+    out: &Output,
+) -> Result<(), AgentError> {
     let mut spawns = tokio::task::JoinSet::new();
     for t in &config.teammates {
         let link = link.clone();
         let (name, role) = (t.name.clone(), t.role.clone());
         spawns.spawn(async move {
-            let r = link.call_retry(Request::Spawn { role: role.clone(), name: Some(name.clone()) }).await;
+            let r = link
+                .call_retry(Request::Spawn {
+                    role: role.clone(),
+                    name: Some(name.clone()),
+                })
+                .await;
             (name, role, r)
         });
     }
     while let Some(joined) = spawns.join_next().await {
-        let Ok((name, role, r)) = joined else { continue };
+        let Ok((name, role, r)) = joined else {
+            continue;
+        };
         match r {
             Ok(_) => out.say(&format!("started {name} ({role})")),
             Err(e) => out.say(&format!("could not start {name} ({role}): {e}")),
@@ -80,7 +95,11 @@ pub async fn bootstrap(link: &Arc<Link>, config: &TeamConfig, out: &Output) -> R
     }
     let mut ids: HashMap<String, u64> = HashMap::new();
     for spec in &config.tasks {
-        let blocked_by: Vec<u64> = spec.after.iter().filter_map(|k| ids.get(k).copied()).collect();
+        let blocked_by: Vec<u64> = spec
+            .after
+            .iter()
+            .filter_map(|k| ids.get(k).copied())
+            .collect();
         let req = Request::TaskAdd {
             title: spec.title.clone(),
             description: spec.description.clone(),
@@ -94,7 +113,12 @@ pub async fn bootstrap(link: &Arc<Link>, config: &TeamConfig, out: &Output) -> R
                 ids.insert(spec.key.clone(), task.id);
             }
             Ok(_) => {}
-            Err(e) => return Err(AgentError::Daemon(format!("cannot create task {:?}: {e}", spec.key))),
+            Err(e) => {
+                return Err(AgentError::Daemon(format!(
+                    "cannot create task {:?}: {e}",
+                    spec.key
+                )));
+            }
         }
     }
     if !config.tasks.is_empty() {
@@ -107,7 +131,13 @@ async fn all_tasks(link: &Link) -> Result<Vec<Task>, AgentError> {
     let mut out = Vec::new();
     let mut after = None;
     loop {
-        match link.call_retry(Request::TaskList { status: None, after }).await {
+        match link
+            .call_retry(Request::TaskList {
+                status: None,
+                after,
+            })
+            .await
+        {
             Ok(Reply::Tasks { tasks }) if tasks.is_empty() => return Ok(out),
             Ok(Reply::Tasks { tasks }) => {
                 after = tasks.last().map(|t| t.id);
@@ -123,9 +153,17 @@ async fn all_tasks(link: &Link) -> Result<Vec<Task>, AgentError> {
 async fn cancel_orphans(link: &Link, tasks: &[Task], out: &Output) -> Result<(), AgentError> {
     let status: HashMap<u64, TaskStatus> = tasks.iter().map(|t| (t.id, t.status)).collect();
     for t in tasks.iter().filter(|t| t.status == TaskStatus::Pending) {
-        let dead = t.blocked_by.iter().find(|b| matches!(status.get(b), Some(TaskStatus::Failed | TaskStatus::Cancelled)));
+        let dead = t.blocked_by.iter().find(|b| {
+            matches!(
+                status.get(b),
+                Some(TaskStatus::Failed | TaskStatus::Cancelled)
+            )
+        });
         if let Some(b) = dead {
-            out.say(&format!("cancelling task {} ({}): its blocker {b} did not complete", t.id, t.title));
+            out.say(&format!(
+                "cancelling task {} ({}): its blocker {b} did not complete",
+                t.id, t.title
+            ));
             match link.call_retry(Request::TaskCancel { id: t.id }).await {
                 Ok(_) | Err(CallError::Server(_)) => {}
                 Err(e) => return Err(AgentError::Daemon(e.to_string())),
@@ -147,19 +185,48 @@ pub fn summary(tasks: &[Task]) -> (String, bool) {
         count(TaskStatus::Cancelled)
     );
     for t in tasks {
-        let first = t.result.as_deref().and_then(|r| r.lines().next()).unwrap_or("");
-        s.push_str(&format!("\n- #{} {}: {}{}", t.id, t.title, t.status, if first.is_empty() { String::new() } else { format!(" ({first})") }));
+        let first = t
+            .result
+            .as_deref()
+            .and_then(|r| r.lines().next())
+            .unwrap_or("");
+        s.push_str(&format!(
+            "\n- #{} {}: {}{}",
+            t.id,
+            t.title,
+            t.status,
+            if first.is_empty() {
+                String::new()
+            } else {
+                format!(" ({first})")
+            }
+        ));
     }
     (s, success)
 }
 
 async fn finish(link: &Link, tasks: &[Task], out: &Output) -> Result<(), AgentError> {
-    let (answer, success) = if tasks.is_empty() { ("nothing to do: the board is empty".to_string(), true) } else { summary(tasks) };
+    let (answer, success) = if tasks.is_empty() {
+        ("nothing to do: the board is empty".to_string(), true)
+    } else {
+        summary(tasks)
+    };
     out.say(&format!("finishing the team:\n{answer}"));
-    match link.call_retry(Request::Finish { answer, force: false, success }).await {
+    match link
+        .call_retry(Request::Finish {
+            answer,
+            force: false,
+            success,
+        })
+        .await
+    {
         Ok(_) => Ok(()),
         // Already finished before a restart.
-        Err(CallError::Server(e)) if e.code == ErrorCode::InvalidState && e.details.get("run").is_some() => Ok(()),
+        Err(CallError::Server(e))
+            if e.code == ErrorCode::InvalidState && e.details.get("run").is_some() =>
+        {
+            Ok(())
+        }
         Err(e) => Err(AgentError::Daemon(format!("cannot finish: {e}"))),
     }
 }

@@ -61,14 +61,22 @@ pub struct AgentEnv {
 impl AgentEnv {
     /// Reads the identity from `AGENT_TEAM_*` variables via `get`.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, AgentError> {
-        let need = |k: &'static str| get(k).filter(|v| !v.is_empty()).ok_or(AgentError::MissingEnv(k));
+        let need = |k: &'static str| {
+            get(k)
+                .filter(|v| !v.is_empty())
+                .ok_or(AgentError::MissingEnv(k))
+        };
         Ok(AgentEnv {
             socket: PathBuf::from(need(env::SOCKET)?),
             team: need(env::TEAM)?,
             name: need(env::NAME)?,
             secret: need(env::SECRET)?,
-            incarnation: get(env::INCARNATION).and_then(|v| v.parse().ok()).unwrap_or(0),
-            log_file: get(env::LOG_FILE).filter(|v| !v.is_empty()).map(PathBuf::from),
+            incarnation: get(env::INCARNATION)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            log_file: get(env::LOG_FILE)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
         })
     }
 
@@ -87,14 +95,20 @@ pub struct CommandGroups {
 }
 
 /// Runs one agent until it is told to shut down (Ok) or cannot go on (Err).
-pub async fn run_agent(agent: AgentEnv, out: output::Output, groups: CommandGroups) -> Result<(), AgentError> {
+pub async fn run_agent(
+    agent: AgentEnv,
+    out: output::Output,
+    groups: CommandGroups,
+) -> Result<(), AgentError> {
     let (link, inbound) = link::Link::start(agent.clone(), out.clone()).await?;
     let config: TeamConfig = link.config().await?;
     let role_name = link.welcome_role();
-    let role = config
-        .role(&role_name)
-        .cloned()
-        .ok_or_else(|| AgentError::Config(format!("role {role_name:?} of {} is not in the team configuration", agent.name)))?;
+    let role = config.role(&role_name).cloned().ok_or_else(|| {
+        AgentError::Config(format!(
+            "role {role_name:?} of {} is not in the team configuration",
+            agent.name
+        ))
+    })?;
     out.say(&format!(
         "{} · {} · incarnation {} · provider {}",
         agent.name,

@@ -72,7 +72,10 @@ pub struct Link {
 
 impl Link {
     /// Connects (waiting for the daemon if needed) and starts the keeper task.
-    pub async fn start(agent: AgentEnv, out: Output) -> Result<(Arc<Link>, mpsc::UnboundedReceiver<Inbound>), AgentError> {
+    pub async fn start(
+        agent: AgentEnv,
+        out: Output,
+    ) -> Result<(Arc<Link>, mpsc::UnboundedReceiver<Inbound>), AgentError> {
         let (client, pushes) = connect(&agent, &out).await?;
         let (ctx, _) = watch::channel(None);
         let link = Arc::new(Link {
@@ -157,9 +160,10 @@ impl Link {
     /// The team configuration.
     pub async fn config(&self) -> Result<agent_team_config::TeamConfig, AgentError> {
         match self.call_retry(Request::GetConfig).await {
-            Ok(Reply::Config { config }) if !config.is_null() => {
-                serde_json::from_value(config).map_err(|e| AgentError::Config(format!("cannot read the team configuration: {e}")))
-            }
+            Ok(Reply::Config { config }) if !config.is_null() => serde_json::from_value(config)
+                .map_err(|e| {
+                    AgentError::Config(format!("cannot read the team configuration: {e}"))
+                }),
             Ok(_) => Err(AgentError::Config("the team has no configuration".into())),
             Err(e) => Err(AgentError::Daemon(e.to_string())),
         }
@@ -167,28 +171,59 @@ impl Link {
 
     /// Tells the daemon (and so `ps`) about an error that stops this agent.
     pub async fn report_error(&self, error: &str) -> Result<(), CallError> {
-        self.call(Request::SetStatus { status: AgentStatus::Idle, error: Some(error.to_string()) }).await.map(|_| ())
+        self.call(Request::SetStatus {
+            status: AgentStatus::Idle,
+            error: Some(error.to_string()),
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Reports running / idle / waiting.
     pub async fn set_status(&self, status: AgentStatus) {
-        let _ = self.call_retry(Request::SetStatus { status, error: None }).await;
+        let _ = self
+            .call_retry(Request::SetStatus {
+                status,
+                error: None,
+            })
+            .await;
     }
 
     /// Marks messages read.
     pub async fn read(&self, ids: Vec<u64>) {
         if !ids.is_empty() {
-            let _ = self.call_retry(Request::Ack { ids, state: DeliveryState::Read }).await;
+            let _ = self
+                .call_retry(Request::Ack {
+                    ids,
+                    state: DeliveryState::Read,
+                })
+                .await;
         }
     }
 
     /// Sends a message at most once per `key`, retrying across reconnects.
-    pub async fn send_once(&self, to: &str, body: String, kind: MessageKind, key: String) -> Result<Reply, CallError> {
-        self.call_retry(Request::Send { to: to.into(), body, kind, summary: None, dedup: Some(key) }).await
+    pub async fn send_once(
+        &self,
+        to: &str,
+        body: String,
+        kind: MessageKind,
+        key: String,
+    ) -> Result<Reply, CallError> {
+        self.call_retry(Request::Send {
+            to: to.into(),
+            body,
+            kind,
+            summary: None,
+            dedup: Some(key),
+        })
+        .await
     }
 }
 
-async fn connect(agent: &AgentEnv, out: &Output) -> Result<(AsyncClient, mpsc::UnboundedReceiver<Push>), AgentError> {
+async fn connect(
+    agent: &AgentEnv,
+    out: &Output,
+) -> Result<(AsyncClient, mpsc::UnboundedReceiver<Push>), AgentError> {
     let hello = agent_hello(&agent.team, &agent.name, &agent.secret, agent.incarnation);
     let started = Instant::now();
     let mut pause = Duration::from_millis(50);
@@ -198,12 +233,20 @@ async fn connect(agent: &AgentEnv, out: &Output) -> Result<(AsyncClient, mpsc::U
             Ok(c) => return Ok(c),
             Err(ClientError::Refused(e)) => {
                 let superseded = e.code == ErrorCode::InvalidState
-                    || (e.code == ErrorCode::Unauthorized && e.details.get("incarnation").is_some());
-                return Err(AgentError::Refused { name: agent.name.clone(), why: e.message, superseded });
+                    || (e.code == ErrorCode::Unauthorized
+                        && e.details.get("incarnation").is_some());
+                return Err(AgentError::Refused {
+                    name: agent.name.clone(),
+                    why: e.message,
+                    superseded,
+                });
             }
             Err(e) => {
                 if started.elapsed() > GIVE_UP_AFTER {
-                    return Err(AgentError::Daemon(format!("the daemon stayed unreachable for {} s: {e}", GIVE_UP_AFTER.as_secs())));
+                    return Err(AgentError::Daemon(format!(
+                        "the daemon stayed unreachable for {} s: {e}",
+                        GIVE_UP_AFTER.as_secs()
+                    )));
                 }
                 if !said {
                     out.say(&format!("waiting for the daemon: {e}"));
@@ -232,11 +275,20 @@ async fn keeper(
         while let Some(p) = pushes.recv().await {
             let inbound = match p {
                 Push::Message { message } => {
-                    let new = link.seen.lock().map(|mut s| s.insert(message.id)).unwrap_or(true);
+                    let new = link
+                        .seen
+                        .lock()
+                        .map(|mut s| s.insert(message.id))
+                        .unwrap_or(true);
                     let c = client.clone();
                     let id = message.id;
                     tokio::spawn(async move {
-                        let _ = c.call(Request::Ack { ids: vec![id], state: DeliveryState::Delivered }).await;
+                        let _ = c
+                            .call(Request::Ack {
+                                ids: vec![id],
+                                state: DeliveryState::Delivered,
+                            })
+                            .await;
                     });
                     if !new {
                         continue;

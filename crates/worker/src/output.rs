@@ -21,18 +21,34 @@ impl Output {
     /// already its log file writes once.
     pub fn for_process(log_file: Option<PathBuf>) -> Self {
         let is_tty = nix::unistd::isatty(std::io::stdout()).unwrap_or(false);
-        let file = if is_tty { log_file.and_then(|p| open(&p)) } else { None };
-        Output { inner: Arc::new(Mutex::new(Sink { stdout: true, file })) }
+        let file = if is_tty {
+            log_file.and_then(|p| open(&p))
+        } else {
+            None
+        };
+        Output {
+            inner: Arc::new(Mutex::new(Sink { stdout: true, file })),
+        }
     }
 
     /// Only the log file (agents inside the daemon).
     pub fn to_file(path: &std::path::Path) -> Self {
-        Output { inner: Arc::new(Mutex::new(Sink { stdout: false, file: open(path) })) }
+        Output {
+            inner: Arc::new(Mutex::new(Sink {
+                stdout: false,
+                file: open(path),
+            })),
+        }
     }
 
     /// Discards everything (tests).
     pub fn null() -> Self {
-        Output { inner: Arc::new(Mutex::new(Sink { stdout: false, file: None })) }
+        Output {
+            inner: Arc::new(Mutex::new(Sink {
+                stdout: false,
+                file: None,
+            })),
+        }
     }
 
     /// Writes one line.
@@ -66,5 +82,9 @@ fn open(p: &std::path::Path) -> Option<std::fs::File> {
     if let Some(d) = p.parent() {
         let _ = std::fs::create_dir_all(d);
     }
-    std::fs::OpenOptions::new().create(true).append(true).open(p).ok()
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(p)
+        .ok()
 }

@@ -15,7 +15,10 @@ fn main() -> ExitCode {
         }
     };
     let out = Output::for_process(agent.log_file.clone());
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("agent-team-worker: error: cannot start the async runtime: {e}");
@@ -25,7 +28,9 @@ fn main() -> ExitCode {
     match rt.block_on(run_agent(agent, out, CommandGroups::default())) {
         Ok(()) => ExitCode::SUCCESS,
         // A newer incarnation took over, or the agent was stopped: nothing is wrong.
-        Err(AgentError::Refused { superseded: true, .. }) => ExitCode::SUCCESS,
+        Err(AgentError::Refused {
+            superseded: true, ..
+        }) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("agent-team-worker: error: {e}");
             ExitCode::from(1)

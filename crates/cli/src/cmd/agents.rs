@@ -27,7 +27,11 @@ pub fn lifecycle(ctx: &Ctx, req: Request, json: bool) -> Result<ExitCode> {
                     agent.status,
                     agent.incarnation,
                     output::opt(&agent.pid),
-                    agent.pane.as_ref().map(|p| format!(", pane {p}")).unwrap_or_default()
+                    agent
+                        .pane
+                        .as_ref()
+                        .map(|p| format!(", pane {p}"))
+                        .unwrap_or_default()
                 ));
             }
             Ok(ExitCode::SUCCESS)
@@ -38,11 +42,18 @@ pub fn lifecycle(ctx: &Ctx, req: Request, json: bool) -> Result<ExitCode> {
 
 /// `agent-team logs NAME [--follow]`
 pub fn logs(ctx: &Ctx, name: &str, follow: bool) -> Result<ExitCode> {
-    agent_team_protocol::names::validate("agent", name).map_err(|m| crate::Hinted::new(m, "see `agent-team ps`"))?;
+    agent_team_protocol::names::validate("agent", name)
+        .map_err(|m| crate::Hinted::new(m, "see `agent-team ps`"))?;
     let path = ctx.tp.agent_log(name);
     let mut f = match std::fs::File::open(&path) {
         Ok(f) => f,
-        Err(_) => bail!(crate::Hinted::new(format!("no output recorded for {name} ({} is missing)", path.display()), "see `agent-team ps` for the agents")),
+        Err(_) => bail!(crate::Hinted::new(
+            format!(
+                "no output recorded for {name} ({} is missing)",
+                path.display()
+            ),
+            "see `agent-team ps` for the agents"
+        )),
     };
     let mut buf = String::new();
     f.read_to_string(&mut buf)?;

@@ -16,7 +16,10 @@ pub fn ps(ctx: &Ctx, json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if agents.is_empty() {
-        eprintln!("agent-team: team {} has no agents yet (start it with `agent-team up`)", ctx.team);
+        eprintln!(
+            "agent-team: team {} has no agents yet (start it with `agent-team up`)",
+            ctx.team
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let rows: Vec<Vec<String>> = agents
@@ -40,7 +43,12 @@ pub fn ps(ctx: &Ctx, json: bool) -> Result<ExitCode> {
             ]
         })
         .collect();
-    output::table(&["NAME", "ROLE", "STATUS", "BACKEND", "PID", "PANE", "INC", "RESTARTS", "TASK", "ACTIVE"], &rows);
+    output::table(
+        &[
+            "NAME", "ROLE", "STATUS", "BACKEND", "PID", "PANE", "INC", "RESTARTS", "TASK", "ACTIVE",
+        ],
+        &rows,
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -48,8 +56,22 @@ pub fn ps(ctx: &Ctx, json: bool) -> Result<ExitCode> {
 pub fn task(ctx: &Ctx, cmd: TaskCmd) -> Result<ExitCode> {
     let mut c = ctx.connect()?;
     let (reply, json) = match cmd {
-        TaskCmd::Add { title, desc, run, blocked_by, assign, json } => (
-            c.call(Request::TaskAdd { title, description: desc.unwrap_or_default(), run, blocked_by, assign, key: None }),
+        TaskCmd::Add {
+            title,
+            desc,
+            run,
+            blocked_by,
+            assign,
+            json,
+        } => (
+            c.call(Request::TaskAdd {
+                title,
+                description: desc.unwrap_or_default(),
+                run,
+                blocked_by,
+                assign,
+                key: None,
+            }),
             json,
         ),
         TaskCmd::List { status, json } => {
@@ -93,9 +115,19 @@ fn print_tasks(tasks: &[Task]) {
             let blocked = if t.blocked_by.is_empty() {
                 "-".to_string()
             } else {
-                t.blocked_by.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(",")
+                t.blocked_by
+                    .iter()
+                    .map(|b| b.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
             };
-            vec![t.id.to_string(), t.status.to_string(), opt(&t.owner), blocked, short(&t.title, 60)]
+            vec![
+                t.id.to_string(),
+                t.status.to_string(),
+                opt(&t.owner),
+                blocked,
+                short(&t.title, 60),
+            ]
         })
         .collect();
     output::table(&["ID", "STATUS", "OWNER", "BLOCKED_BY", "TITLE"], &rows);
@@ -114,21 +146,40 @@ fn print_task(t: &Task) {
     if !t.description.is_empty() {
         output::line(&format!("  description: {}", t.description));
     }
-    output::line(&format!("  created:    {} by {}", t.created_at, t.created_by));
+    output::line(&format!(
+        "  created:    {} by {}",
+        t.created_at, t.created_by
+    ));
     if let Some(r) = &t.result {
         output::line(&format!("  result:     {}", r.trim_end()));
     }
 }
 
 /// `agent-team send`
-pub fn send(ctx: &Ctx, to: String, text: String, summary: Option<String>, json: bool) -> Result<ExitCode> {
-    let reply = ctx.connect()?.call(Request::Send { to, body: text, kind: MessageKind::Text, summary, dedup: None })?;
+pub fn send(
+    ctx: &Ctx,
+    to: String,
+    text: String,
+    summary: Option<String>,
+    json: bool,
+) -> Result<ExitCode> {
+    let reply = ctx.connect()?.call(Request::Send {
+        to,
+        body: text,
+        kind: MessageKind::Text,
+        summary,
+        dedup: None,
+    })?;
     match reply {
         Reply::Sent { ids, recipients } => {
             if json {
                 output::json(&serde_json::json!({"ids": ids, "recipients": recipients}));
             } else {
-                let pairs: Vec<String> = ids.iter().zip(&recipients).map(|(i, r)| format!("{r} (#{i})")).collect();
+                let pairs: Vec<String> = ids
+                    .iter()
+                    .zip(&recipients)
+                    .map(|(i, r)| format!("{r} (#{i})"))
+                    .collect();
                 output::line(&format!("queued for {}", pairs.join(", ")));
             }
             Ok(ExitCode::SUCCESS)
@@ -169,7 +220,10 @@ pub fn perms(ctx: &Ctx, all: bool, json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if requests.is_empty() {
-        eprintln!("agent-team: no {}permission requests", if all { "" } else { "pending " });
+        eprintln!(
+            "agent-team: no {}permission requests",
+            if all { "" } else { "pending " }
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let rows: Vec<Vec<String>> = requests
@@ -179,7 +233,14 @@ pub fn perms(ctx: &Ctx, all: bool, json: bool) -> Result<ExitCode> {
                 Some(d) => format!("{} by {}", if d.allow { "allowed" } else { "denied" }, d.by),
                 None => "pending".into(),
             };
-            vec![r.id.to_string(), r.agent.clone(), r.tool.clone(), short(&r.input, 50), status, short(&r.reason, 40)]
+            vec![
+                r.id.to_string(),
+                r.agent.clone(),
+                r.tool.clone(),
+                short(&r.input, 50),
+                status,
+                short(&r.reason, 40),
+            ]
         })
         .collect();
     output::table(&["ID", "AGENT", "TOOL", "INPUT", "STATUS", "REASON"], &rows);
@@ -187,11 +248,36 @@ pub fn perms(ctx: &Ctx, all: bool, json: bool) -> Result<ExitCode> {
 }
 
 /// `agent-team approve` / `deny`
-pub fn decide(ctx: &Ctx, id: u64, allow: bool, always: bool, reason: Option<String>) -> Result<ExitCode> {
-    let reply = ctx.connect()?.call(Request::PermDecide { id, allow, always, reason })?;
+pub fn decide(
+    ctx: &Ctx,
+    id: u64,
+    allow: bool,
+    always: bool,
+    reason: Option<String>,
+) -> Result<ExitCode> {
+    let reply = ctx.connect()?.call(Request::PermDecide {
+        id,
+        allow,
+        always,
+        reason,
+    })?;
     if let Reply::Perm { request } = reply {
-        let verb = if allow { if always { "allowed always" } else { "allowed once" } } else { "denied" };
-        output::line(&format!("request {} ({} {} for {}): {verb}", request.id, request.tool, short(&request.input, 60), request.agent));
+        let verb = if allow {
+            if always {
+                "allowed always"
+            } else {
+                "allowed once"
+            }
+        } else {
+            "denied"
+        };
+        output::line(&format!(
+            "request {} ({} {} for {}): {verb}",
+            request.id,
+            request.tool,
+            short(&request.input, 60),
+            request.agent
+        ));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -206,7 +292,9 @@ pub fn events(ctx: &Ctx, follow: bool, since: u64) -> Result<ExitCode> {
                 Reply::Events { events } => events,
                 other => bail!("unexpected reply {other:?}"),
             };
-            let Some(last) = events.last().map(|e| e.seq) else { break };
+            let Some(last) = events.last().map(|e| e.seq) else {
+                break;
+            };
             for e in &events {
                 output::line(&serde_json::to_string(e)?);
             }

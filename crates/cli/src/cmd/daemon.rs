@@ -9,10 +9,19 @@ use std::time::Duration;
 pub fn daemon(ctx: &Ctx, foreground: bool, permission_timeout: u64) -> Result<ExitCode> {
     if !foreground {
         let exe = std::env::current_exe().context("cannot find the agent-team executable")?;
-        let extra = vec![("AGENT_TEAM_PERMISSION_TIMEOUT".to_string(), permission_timeout.to_string())];
+        let extra = vec![(
+            "AGENT_TEAM_PERMISSION_TIMEOUT".to_string(),
+            permission_timeout.to_string(),
+        )];
         match agent_team_client::ensure_daemon(&ctx.tp, &exe, &extra)? {
-            Some(pid) => eprintln!("agent-team: started the daemon for team {} (pid {pid})", ctx.team),
-            None => eprintln!("agent-team: the daemon for team {} is already running", ctx.team),
+            Some(pid) => eprintln!(
+                "agent-team: started the daemon for team {} (pid {pid})",
+                ctx.team
+            ),
+            None => eprintln!(
+                "agent-team: the daemon for team {} is already running",
+                ctx.team
+            ),
         }
         return Ok(ExitCode::SUCCESS);
     }

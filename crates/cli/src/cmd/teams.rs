@@ -33,7 +33,10 @@ pub fn teams(cmd: TeamsCmd) -> Result<ExitCode> {
                 }
             }
             names.sort();
-            let rows: Vec<TeamRow> = names.iter().filter_map(|n| team_row(&paths, n).ok()).collect();
+            let rows: Vec<TeamRow> = names
+                .iter()
+                .filter_map(|n| team_row(&paths, n).ok())
+                .collect();
             if j.json {
                 output::json(&rows);
             } else if rows.is_empty() {
@@ -44,39 +47,78 @@ pub fn teams(cmd: TeamsCmd) -> Result<ExitCode> {
                     .map(|r| {
                         vec![
                             r.name.clone(),
-                            if r.running { "running".into() } else { "stopped".into() },
+                            if r.running {
+                                "running".into()
+                            } else {
+                                "stopped".into()
+                            },
                             output::opt(&r.daemon_pid),
-                            r.run.map(|s| format!("{s:?}").to_lowercase()).unwrap_or_else(|| "-".into()),
+                            r.run
+                                .map(|s| format!("{s:?}").to_lowercase())
+                                .unwrap_or_else(|| "-".into()),
                             r.agents.to_string(),
                             r.tasks.to_string(),
                             r.state_dir.clone(),
                         ]
                     })
                     .collect();
-                output::table(&["TEAM", "DAEMON", "PID", "RUN", "AGENTS", "TASKS", "STATE"], &table);
+                output::table(
+                    &["TEAM", "DAEMON", "PID", "RUN", "AGENTS", "TASKS", "STATE"],
+                    &table,
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
         TeamsCmd::Show { name, json } => {
             let tp = paths.team(&name)?;
             if !tp.dir.exists() && !agent_team_client::daemon_running(&tp) {
-                bail!(crate::Hinted::new(format!("no team named {name:?}"), "see `agent-team teams list`"));
+                bail!(crate::Hinted::new(
+                    format!("no team named {name:?}"),
+                    "see `agent-team teams list`"
+                ));
             }
             let info = team_info(&paths, &name)?;
             if json {
                 output::json(&info);
             } else {
                 output::line(&format!("team {}", info.name));
-                output::line(&format!("  daemon:  {}", if info.daemon_pid > 0 { format!("running (pid {})", info.daemon_pid) } else { "stopped".into() }));
+                output::line(&format!(
+                    "  daemon:  {}",
+                    if info.daemon_pid > 0 {
+                        format!("running (pid {})", info.daemon_pid)
+                    } else {
+                        "stopped".into()
+                    }
+                ));
                 output::line(&format!("  state:   {}", info.state_dir));
                 output::line(&format!("  socket:  {}", info.socket));
-                output::line(&format!("  run:     {}", format!("{:?}", info.run).to_lowercase()));
+                output::line(&format!(
+                    "  run:     {}",
+                    format!("{:?}", info.run).to_lowercase()
+                ));
                 if let Some(g) = &info.goal {
                     output::line(&format!("  goal:    {g}"));
                 }
-                let counts = |v: Vec<String>| if v.is_empty() { "none".to_string() } else { v.join(", ") };
-                output::line(&format!("  agents:  {}", counts(info.agents.iter().map(|(s, n)| format!("{n} {s}")).collect())));
-                output::line(&format!("  tasks:   {}", counts(info.tasks.iter().map(|(s, n)| format!("{n} {s}")).collect())));
+                let counts = |v: Vec<String>| {
+                    if v.is_empty() {
+                        "none".to_string()
+                    } else {
+                        v.join(", ")
+                    }
+                };
+                output::line(&format!(
+                    "  agents:  {}",
+                    counts(
+                        info.agents
+                            .iter()
+                            .map(|(s, n)| format!("{n} {s}"))
+                            .collect()
+                    )
+                ));
+                output::line(&format!(
+                    "  tasks:   {}",
+                    counts(info.tasks.iter().map(|(s, n)| format!("{n} {s}")).collect())
+                ));
                 output::line(&format!("  events:  {}", info.last_seq));
                 if let Some(a) = &info.answer {
                     output::line(&format!("  answer:  {a}"));
@@ -93,9 +135,13 @@ pub fn teams(cmd: TeamsCmd) -> Result<ExitCode> {
                 ));
             }
             if !tp.dir.exists() {
-                bail!(crate::Hinted::new(format!("no team named {name:?}"), "see `agent-team teams list`"));
+                bail!(crate::Hinted::new(
+                    format!("no team named {name:?}"),
+                    "see `agent-team teams list`"
+                ));
             }
-            std::fs::remove_dir_all(&tp.dir).with_context(|| format!("cannot delete {}", tp.dir.display()))?;
+            std::fs::remove_dir_all(&tp.dir)
+                .with_context(|| format!("cannot delete {}", tp.dir.display()))?;
             for f in [&tp.lock, &tp.operator_secret, &tp.socket] {
                 let _ = std::fs::remove_file(f);
             }
@@ -168,7 +214,11 @@ struct DownReport {
 pub fn down(ctx: &Ctx, json: bool) -> Result<ExitCode> {
     let Some(mut c) = ctx.connect_existing()? else {
         if json {
-            output::json(&DownReport { team: ctx.team.clone(), was_running: false, daemon_pid: None });
+            output::json(&DownReport {
+                team: ctx.team.clone(),
+                was_running: false,
+                daemon_pid: None,
+            });
         } else {
             eprintln!("agent-team: team {} is not running", ctx.team);
         }
@@ -176,9 +226,17 @@ pub fn down(ctx: &Ctx, json: bool) -> Result<ExitCode> {
     };
     let pid = shutdown(ctx, &mut c)?;
     if json {
-        output::json(&DownReport { team: ctx.team.clone(), was_running: true, daemon_pid: Some(pid) });
+        output::json(&DownReport {
+            team: ctx.team.clone(),
+            was_running: true,
+            daemon_pid: Some(pid),
+        });
     } else {
-        output::line(&format!("team {} is down (daemon pid {pid} stopped; state kept in {})", ctx.team, ctx.tp.dir.display()));
+        output::line(&format!(
+            "team {} is down (daemon pid {pid} stopped; state kept in {})",
+            ctx.team,
+            ctx.tp.dir.display()
+        ));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -198,7 +256,20 @@ pub fn shutdown(ctx: &Ctx, c: &mut agent_team_client::Client) -> Result<u32> {
         if Instant::now() > deadline {
             bail!(crate::Hinted::new(
                 format!("the daemon (pid {pid}) did not stop within 60 s"),
-                format!("check {} and kill it if needed", ctx.tp.daemon_log.display())
+                format!(
+                    "check {} and kill it if needed",
+                    ctx.tp.daemon_log.display()
+                )
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Then for the process itself to be gone (it may still be tearing down its runtime).
+    while agent_team_pane::procs::pid_alive(pid) && !agent_team_pane::procs::is_zombie(pid) {
+        if Instant::now() > deadline {
+            bail!(crate::Hinted::new(
+                format!("the daemon (pid {pid}) released its lock but did not exit"),
+                "kill it"
             ));
         }
         std::thread::sleep(Duration::from_millis(5));

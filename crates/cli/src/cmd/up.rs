@@ -25,7 +25,10 @@ fn team_config(ctx: &Ctx, demo: bool, backend: Option<&str>) -> Result<(TeamConf
     cfg.name = ctx.team.clone();
     let requested = match backend {
         Some(b) => BackendKind::parse(b).ok_or_else(|| {
-            crate::Hinted::new(format!("unknown backend {b:?}"), "use auto, tmux, iterm2, process or in-process")
+            crate::Hinted::new(
+                format!("unknown backend {b:?}"),
+                "use auto, tmux, iterm2, process or in-process",
+            )
         })?,
         None => cfg.backend,
     };
@@ -59,15 +62,25 @@ fn wait_for_leader(c: &mut Client) -> Result<AgentInfo> {
             if l.connected {
                 return Ok(l.clone());
             }
-            if matches!(l.status, AgentStatus::Failed | AgentStatus::Exited | AgentStatus::Stopped) {
+            if matches!(
+                l.status,
+                AgentStatus::Failed | AgentStatus::Exited | AgentStatus::Stopped
+            ) {
                 bail!(crate::Hinted::new(
-                    format!("the leader is {} ({})", l.status, l.last_exit.clone().or(l.error.clone()).unwrap_or_default()),
+                    format!(
+                        "the leader is {} ({})",
+                        l.status,
+                        l.last_exit.clone().or(l.error.clone()).unwrap_or_default()
+                    ),
                     "see `agent-team logs leader`"
                 ));
             }
         }
         if Instant::now() > deadline {
-            bail!(crate::Hinted::new("the leader did not start within 30 s", "see `agent-team logs leader` and the daemon log"));
+            bail!(crate::Hinted::new(
+                "the leader did not start within 30 s",
+                "see `agent-team logs leader` and the daemon log"
+            ));
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -91,7 +104,9 @@ pub fn up(ctx: &Ctx, args: UpArgs) -> Result<ExitCode> {
         _ => vec![],
     };
     if args.json {
-        output::json(&serde_json::json!({"team": ctx.team, "backend": cfg.backend.as_str(), "already_running": already, "agents": agents}));
+        output::json(
+            &serde_json::json!({"team": ctx.team, "backend": cfg.backend.as_str(), "already_running": already, "agents": agents}),
+        );
     } else {
         output::line(&format!(
             "team {} is {} on the {} backend: leader (pid {}){}",
@@ -99,9 +114,16 @@ pub fn up(ctx: &Ctx, args: UpArgs) -> Result<ExitCode> {
             if already { "already up" } else { "up" },
             cfg.backend.as_str(),
             output::opt(&leader.pid),
-            if cfg.teammates.is_empty() { String::new() } else { format!(" and {} teammate(s) starting", cfg.teammates.len()) }
+            if cfg.teammates.is_empty() {
+                String::new()
+            } else {
+                format!(" and {} teammate(s) starting", cfg.teammates.len())
+            }
         ));
-        output::line(&format!("  watch:  agent-team --team {} ps   |   agent-team --team {} logs leader -f", ctx.team, ctx.team));
+        output::line(&format!(
+            "  watch:  agent-team --team {} ps   |   agent-team --team {} logs leader -f",
+            ctx.team, ctx.team
+        ));
         output::line(&format!("  stop:   agent-team --team {} down", ctx.team));
     }
     Ok(ExitCode::SUCCESS)
@@ -120,15 +142,20 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
     let outcome = loop {
         match follow_until_finished(ctx, &mut c, &mut since, deadline, args.quiet) {
             Ok(Some(done)) => break Ok(done),
-            Ok(None) => break Err(crate::Hinted::new("the run did not finish in time", "raise --timeout, or look at `agent-team ps`")),
+            Ok(None) => {
+                break Err(crate::Hinted::new(
+                    "the run did not finish in time",
+                    "raise --timeout, or look at `agent-team ps`",
+                ));
+            }
             Err(e) if e.is_disconnect() => {
                 // The daemon went away (crash?): start it again; it re-adopts the agents.
                 if !args.quiet {
-                    eprintln!("agent-team: lost the daemon; restarting it and following from event {since}");
+                    eprintln!(
+                        "agent-team: lost the daemon; restarting it and following from event {since}"
+                    );
                 }
-                let exe = std::env::current_exe()?;
-                agent_team_client::ensure_daemon(&ctx.tp, &exe, &[])?;
-                c = Client::operator(&ctx.tp)?;
+                c = reconnect(ctx)?;
             }
             Err(e) => return Err(e.into()),
         }
@@ -140,11 +167,38 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
         Err(h) => bail!(h),
     };
     if args.json {
-        output::json(&serde_json::json!({"team": ctx.team, "success": success, "answer": answer, "seconds": started.elapsed().as_secs_f64()}));
+        output::json(
+            &serde_json::json!({"team": ctx.team, "success": success, "answer": answer, "seconds": started.elapsed().as_secs_f64()}),
+        );
     } else {
         output::line(&answer);
     }
-    Ok(if success { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Starts the daemon again if needed and connects, retrying while a dying daemon still holds
+/// the socket or a new one is starting.
+fn reconnect(ctx: &Ctx) -> Result<Client> {
+    let exe = std::env::current_exe()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut pause = Duration::from_millis(5);
+    loop {
+        let attempt = agent_team_client::ensure_daemon(&ctx.tp, &exe, &[])
+            .map_err(anyhow::Error::from)
+            .and_then(|_| Client::operator(&ctx.tp).map_err(anyhow::Error::from));
+        match attempt {
+            Ok(c) => return Ok(c),
+            Err(e) if Instant::now() > deadline => return Err(e.context("cannot reach the daemon again")),
+            Err(_) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+        }
+    }
 }
 
 /// Follows events until `RUN_FINISHED`; `Ok(None)` on timeout.
@@ -170,7 +224,9 @@ fn follow_until_finished(
             Err(ClientError::Timeout) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let Push::Event { envelope } = push else { continue };
+        let Push::Event { envelope } = push else {
+            continue;
+        };
         *since = envelope.seq;
         match envelope.event {
             Event::RunFinished { answer, success } => return Ok(Some((answer, success))),
@@ -182,14 +238,47 @@ fn follow_until_finished(
 
 fn progress(agent: &str, ev: &Event) {
     match ev {
-        Event::TaskUpdated { task } if matches!(task.status, TaskStatus::InProgress | TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled) => {
-            eprintln!("  task {:>3} {:<11} {:<12} {}", task.id, task.status.as_str(), task.owner.as_deref().unwrap_or("-"), task.title);
+        Event::TaskUpdated { task }
+            if matches!(
+                task.status,
+                TaskStatus::InProgress
+                    | TaskStatus::Completed
+                    | TaskStatus::Failed
+                    | TaskStatus::Cancelled
+            ) =>
+        {
+            eprintln!(
+                "  task {:>3} {:<11} {:<12} {}",
+                task.id,
+                task.status.as_str(),
+                task.owner.as_deref().unwrap_or("-"),
+                task.title
+            );
         }
-        Event::AgentStatus { status, detail, .. } if matches!(status, AgentStatus::Starting | AgentStatus::Backoff | AgentStatus::Failed | AgentStatus::Stopped | AgentStatus::Exited) => {
-            eprintln!("  agent {agent:<12} {}{}", status, detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default());
+        Event::AgentStatus { status, detail, .. }
+            if matches!(
+                status,
+                AgentStatus::Starting
+                    | AgentStatus::Backoff
+                    | AgentStatus::Failed
+                    | AgentStatus::Stopped
+                    | AgentStatus::Exited
+            ) =>
+        {
+            eprintln!(
+                "  agent {agent:<12} {}{}",
+                status,
+                detail
+                    .as_ref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default()
+            );
         }
         Event::PermissionRequested { request } => {
-            eprintln!("  permission request {} from {}: {} `{}` (agent-team approve {} / deny {})", request.id, request.agent, request.tool, request.input, request.id, request.id);
+            eprintln!(
+                "  permission request {} from {}: {} `{}` (agent-team approve {} / deny {})",
+                request.id, request.agent, request.tool, request.input, request.id, request.id
+            );
         }
         _ => {}
     }

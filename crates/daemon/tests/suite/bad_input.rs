@@ -45,7 +45,13 @@ fn hello(t: &TestTeam) -> Value {
 
 fn snapshot(t: &TestTeam) -> (Vec<Task>, u64) {
     let mut op = t.operator();
-    let tasks = op.call(Request::TaskList { status: None, after: None }).tasks().unwrap();
+    let tasks = op
+        .call(Request::TaskList {
+            status: None,
+            after: None,
+        })
+        .tasks()
+        .unwrap();
     let seq = match op.call(Request::TeamInfo).unwrap() {
         Reply::Team { team } => team.last_seq,
         other => panic!("{other:?}"),
@@ -62,18 +68,29 @@ fn garbage_never_changes_state_and_the_daemon_keeps_serving() {
 
     // Random bytes: the header reads as a huge length, refused with an error, then closed.
     let mut s = raw(&t);
-    let junk: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 | 0x80).collect();
+    let junk: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 | 0x80)
+        .collect();
     s.write_all(&junk).unwrap();
     let e = read_frame(&mut s).unwrap();
-    assert_eq!((e["type"].as_str(), e["error"]["code"].as_str()), (Some("error"), Some("bad_request")));
+    assert_eq!(
+        (e["type"].as_str(), e["error"]["code"].as_str()),
+        (Some("error"), Some("bad_request"))
+    );
     assert!(closed(&mut s));
 
     // Oversized frame header.
     let mut s = raw(&t);
-    s.write_all(&((MAX_FRAME_LEN as u32) + 1).to_be_bytes()).unwrap();
+    s.write_all(&((MAX_FRAME_LEN as u32) + 1).to_be_bytes())
+        .unwrap();
     let e = read_frame(&mut s).unwrap();
     assert_eq!(e["error"]["code"], "bad_request");
-    assert!(e["error"]["message"].as_str().unwrap().contains("exceeds the limit"));
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exceeds the limit")
+    );
     assert!(closed(&mut s));
 
     // Truncated frame: the header promises more than arrives, then the client hangs up.
@@ -84,7 +101,10 @@ fn garbage_never_changes_state_and_the_daemon_keeps_serving() {
 
     // A request before the hello.
     let mut s = raw(&t);
-    s.write_all(&frame(&json!({"type":"request","id":1,"body":{"op":"ping"}}))).unwrap();
+    s.write_all(&frame(
+        &json!({"type":"request","id":1,"body":{"op":"ping"}}),
+    ))
+    .unwrap();
     assert_eq!(read_frame(&mut s).unwrap()["error"]["code"], "unauthorized");
     assert!(closed(&mut s));
 
@@ -96,16 +116,41 @@ fn garbage_never_changes_state_and_the_daemon_keeps_serving() {
     bad_json.extend(b"{not json");
     s.write_all(&bad_json).unwrap();
     let e = read_frame(&mut s).unwrap();
-    assert_eq!((e["type"].as_str(), e["error"]["code"].as_str()), (Some("error"), Some("bad_request")));
-    s.write_all(&frame(&json!({"type":"request","id":5,"body":{"op":"drop_all_tables"}}))).unwrap();
+    assert_eq!(
+        (e["type"].as_str(), e["error"]["code"].as_str()),
+        (Some("error"), Some("bad_request"))
+    );
+    s.write_all(&frame(
+        &json!({"type":"request","id":5,"body":{"op":"drop_all_tables"}}),
+    ))
+    .unwrap();
     let e = read_frame(&mut s).unwrap();
-    assert_eq!((e["type"].as_str(), e["id"].as_u64(), e["error"]["code"].as_str()), (Some("response"), Some(5), Some("bad_request")));
-    s.write_all(&frame(&json!({"type":"request","id":6,"body":{"op":"task_add"}}))).unwrap();
+    assert_eq!(
+        (
+            e["type"].as_str(),
+            e["id"].as_u64(),
+            e["error"]["code"].as_str()
+        ),
+        (Some("response"), Some(5), Some("bad_request"))
+    );
+    s.write_all(&frame(
+        &json!({"type":"request","id":6,"body":{"op":"task_add"}}),
+    ))
+    .unwrap();
     let e = read_frame(&mut s).unwrap();
-    assert_eq!((e["id"].as_u64(), e["error"]["code"].as_str()), (Some(6), Some("bad_request")));
-    s.write_all(&frame(&json!({"type":"request","id":7,"body":{"op":"ping"}}))).unwrap();
+    assert_eq!(
+        (e["id"].as_u64(), e["error"]["code"].as_str()),
+        (Some(6), Some("bad_request"))
+    );
+    s.write_all(&frame(
+        &json!({"type":"request","id":7,"body":{"op":"ping"}}),
+    ))
+    .unwrap();
     let ok = read_frame(&mut s).unwrap();
-    assert_eq!((ok["id"].as_u64(), ok["ok"]["kind"].as_str()), (Some(7), Some("pong")));
+    assert_eq!(
+        (ok["id"].as_u64(), ok["ok"]["kind"].as_str()),
+        (Some(7), Some("pong"))
+    );
 
     // A second hello on an authenticated connection.
     s.write_all(&frame(&hello(&t))).unwrap();
@@ -119,12 +164,30 @@ fn wrong_secrets_and_versions_are_refused() {
     let t = TestTeam::start().with_agents(&["leader", "b1"]);
     let before = snapshot(&t);
     let cases = [
-        (json!({"type":"hello","protocol":PROTOCOL_VERSION,"team":"t","auth":{"kind":"operator","secret":"guess"}}), "unauthorized"),
-        (json!({"type":"hello","protocol":PROTOCOL_VERSION,"team":"t","auth":{"kind":"agent","name":"b1","secret":"guess"}}), "unauthorized"),
-        (json!({"type":"hello","protocol":PROTOCOL_VERSION,"team":"t","auth":{"kind":"agent","name":"ghost","secret":"x"}}), "unauthorized"),
-        (json!({"type":"hello","protocol":99,"team":"t","auth":{"kind":"operator","secret":"x"}}), "unsupported_version"),
-        (json!({"type":"hello","protocol":99,"future_field":true}), "unsupported_version"),
-        (json!({"type":"hello","protocol":PROTOCOL_VERSION,"team":"other","auth":{"kind":"operator","secret":"x"}}), "not_found"),
+        (
+            json!({"type":"hello","protocol":PROTOCOL_VERSION,"team":"t","auth":{"kind":"operator","secret":"guess"}}),
+            "unauthorized",
+        ),
+        (
+            json!({"type":"hello","protocol":PROTOCOL_VERSION,"team":"t","auth":{"kind":"agent","name":"b1","secret":"guess"}}),
+            "unauthorized",
+        ),
+        (
+            json!({"type":"hello","protocol":PROTOCOL_VERSION,"team":"t","auth":{"kind":"agent","name":"ghost","secret":"x"}}),
+            "unauthorized",
+        ),
+        (
+            json!({"type":"hello","protocol":99,"team":"t","auth":{"kind":"operator","secret":"x"}}),
+            "unsupported_version",
+        ),
+        (
+            json!({"type":"hello","protocol":99,"future_field":true}),
+            "unsupported_version",
+        ),
+        (
+            json!({"type":"hello","protocol":PROTOCOL_VERSION,"team":"other","auth":{"kind":"operator","secret":"x"}}),
+            "not_found",
+        ),
     ];
     for (h, code) in cases {
         let mut s = raw(&t);
@@ -135,8 +198,11 @@ fn wrong_secrets_and_versions_are_refused() {
     }
     // A stale incarnation is refused too.
     let mut s = raw(&t);
-    s.write_all(&frame(&json!({"type":"hello","protocol":PROTOCOL_VERSION,"team":"t",
-        "auth":{"kind":"agent","name":"b1","secret":t.secret("b1"),"incarnation":7}}))).unwrap();
+    s.write_all(&frame(
+        &json!({"type":"hello","protocol":PROTOCOL_VERSION,"team":"t",
+        "auth":{"kind":"agent","name":"b1","secret":t.secret("b1"),"incarnation":7}}),
+    ))
+    .unwrap();
     assert_eq!(read_frame(&mut s).unwrap()["error"]["code"], "unauthorized");
     assert_eq!(snapshot(&t), before);
 }
@@ -152,5 +218,14 @@ fn a_silent_or_broken_client_does_not_block_others() {
     for i in 0..20 {
         add_task(&mut op, &format!("t{i}"), &[]);
     }
-    assert_eq!(op.call(Request::TaskList { status: None, after: None }).tasks().unwrap().len(), 20);
+    assert_eq!(
+        op.call(Request::TaskList {
+            status: None,
+            after: None
+        })
+        .tasks()
+        .unwrap()
+        .len(),
+        20
+    );
 }

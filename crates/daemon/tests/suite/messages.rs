@@ -14,7 +14,16 @@ fn unknown_recipient_is_an_error_listing_valid_names() {
     assert_eq!(d["valid"], json!(["leader", "b1", "b2"]));
     let mut op = t.operator();
     for n in ["leader", "b1", "b2"] {
-        assert!(op.call(Request::Inbox { agent: Some(n.into()), unread_only: false, after: None }).messages().unwrap().is_empty());
+        assert!(
+            op.call(Request::Inbox {
+                agent: Some(n.into()),
+                unread_only: false,
+                after: None
+            })
+            .messages()
+            .unwrap()
+            .is_empty()
+        );
     }
 }
 
@@ -34,11 +43,30 @@ fn broadcast_gives_each_other_member_a_copy_and_never_the_sender() {
     }
     let mut op = t.operator();
     for n in ["leader", "b2", "b3"] {
-        let m = op.call(Request::Inbox { agent: Some(n.into()), unread_only: false, after: None }).messages().unwrap();
+        let m = op
+            .call(Request::Inbox {
+                agent: Some(n.into()),
+                unread_only: false,
+                after: None,
+            })
+            .messages()
+            .unwrap();
         assert_eq!(m.len(), 1, "{n}");
-        assert_eq!((m[0].from.as_str(), m[0].to.as_str(), m[0].body.as_str()), ("b1", n, "hello all"));
+        assert_eq!(
+            (m[0].from.as_str(), m[0].to.as_str(), m[0].body.as_str()),
+            ("b1", n, "hello all")
+        );
     }
-    assert!(op.call(Request::Inbox { agent: Some("b1".into()), unread_only: false, after: None }).messages().unwrap().is_empty());
+    assert!(
+        op.call(Request::Inbox {
+            agent: Some("b1".into()),
+            unread_only: false,
+            after: None
+        })
+        .messages()
+        .unwrap()
+        .is_empty()
+    );
 }
 
 #[test]
@@ -52,7 +80,14 @@ fn messages_arrive_in_order_per_sender_and_sender_is_stamped() {
             std::thread::spawn(move || {
                 for i in 0..200 {
                     // Pipelined: all in flight at once, as fast as the daemon takes them.
-                    c.send(Request::Send { to: "r".into(), body: format!("{i}"), kind: MessageKind::Text, summary: None, dedup: None }).unwrap();
+                    c.send(Request::Send {
+                        to: "r".into(),
+                        body: format!("{i}"),
+                        kind: MessageKind::Text,
+                        summary: None,
+                        dedup: None,
+                    })
+                    .unwrap();
                 }
                 c.flush().unwrap();
                 for _ in 0..200 {
@@ -67,11 +102,18 @@ fn messages_arrive_in_order_per_sender_and_sender_is_stamped() {
     }
     let got = pushed_messages(&mut r, 600);
     for sender in ["leader", "b1", "b2"] {
-        let seq: Vec<u32> = got.iter().filter(|m| m.from == sender).map(|m| m.body.parse().unwrap()).collect();
+        let seq: Vec<u32> = got
+            .iter()
+            .filter(|m| m.from == sender)
+            .map(|m| m.body.parse().unwrap())
+            .collect();
         assert_eq!(seq, (0..200).collect::<Vec<_>>(), "from {sender}");
     }
     let ids: Vec<u64> = got.iter().map(|m| m.id).collect();
-    assert!(ids.windows(2).all(|w| w[0] < w[1]), "pushes follow id order");
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "pushes follow id order"
+    );
 }
 
 #[test]
@@ -83,17 +125,36 @@ fn inbox_full_refuses_and_drops_nothing() {
     }
     let (code, d) = err_code(send(&mut b1, "b2", "m5"));
     assert_eq!(code, ErrorCode::InboxFull);
-    assert_eq!((d["recipients"].clone(), d["limit"].clone()), (json!(["b2"]), json!(5)));
+    assert_eq!(
+        (d["recipients"].clone(), d["limit"].clone()),
+        (json!(["b2"]), json!(5))
+    );
     // A broadcast that would overflow one inbox delivers to nobody.
     let (code, _) = err_code(send(&mut b1, "*", "all"));
     assert_eq!(code, ErrorCode::InboxFull);
     let mut op = t.operator();
-    assert!(op.call(Request::Inbox { agent: Some("leader".into()), unread_only: false, after: None }).messages().unwrap().is_empty());
+    assert!(
+        op.call(Request::Inbox {
+            agent: Some("leader".into()),
+            unread_only: false,
+            after: None
+        })
+        .messages()
+        .unwrap()
+        .is_empty()
+    );
     // Reading one frees a slot.
     let mut b2 = t.agent("b2");
     let got = pushed_messages(&mut b2, 5);
-    assert_eq!(got.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["m0", "m1", "m2", "m3", "m4"]);
-    b2.call(Request::Ack { ids: vec![got[0].id], state: DeliveryState::Read }).unwrap();
+    assert_eq!(
+        got.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+        ["m0", "m1", "m2", "m3", "m4"]
+    );
+    b2.call(Request::Ack {
+        ids: vec![got[0].id],
+        state: DeliveryState::Read,
+    })
+    .unwrap();
     send(&mut b1, "b2", "m5").unwrap();
 }
 
@@ -104,16 +165,34 @@ fn delivery_states_move_queued_delivered_read() {
     let mut op = t.operator();
     send(&mut leader, "b1", "task for you").unwrap();
     let state = |op: &mut agent_team_client::Client| {
-        op.call(Request::Inbox { agent: Some("b1".into()), unread_only: false, after: None }).messages().unwrap()[0].state
+        op.call(Request::Inbox {
+            agent: Some("b1".into()),
+            unread_only: false,
+            after: None,
+        })
+        .messages()
+        .unwrap()[0]
+            .state
     };
     assert_eq!(state(&mut op), DeliveryState::Queued);
     // Pushed when b1 connects, since it was queued while b1 was away.
     let mut b1 = t.agent("b1");
     let m = pushed_messages(&mut b1, 1).remove(0);
-    assert_eq!((m.from.as_str(), m.body.as_str()), ("leader", "task for you"));
-    b1.call(Request::Ack { ids: vec![m.id], state: DeliveryState::Delivered }).unwrap();
+    assert_eq!(
+        (m.from.as_str(), m.body.as_str()),
+        ("leader", "task for you")
+    );
+    b1.call(Request::Ack {
+        ids: vec![m.id],
+        state: DeliveryState::Delivered,
+    })
+    .unwrap();
     assert_eq!(state(&mut op), DeliveryState::Delivered);
-    b1.call(Request::Ack { ids: vec![m.id], state: DeliveryState::Read }).unwrap();
+    b1.call(Request::Ack {
+        ids: vec![m.id],
+        state: DeliveryState::Read,
+    })
+    .unwrap();
     assert_eq!(state(&mut op), DeliveryState::Read);
     // A reconnect does not push what was read.
     drop(b1);
@@ -150,7 +229,17 @@ fn oversized_body_is_refused() {
 fn agents_read_only_their_own_inbox() {
     let t = TestTeam::start().with_agents(&["leader", "b1", "b2"]);
     let mut b1 = t.agent("b1");
-    let (code, _) = err_code(b1.call(Request::Inbox { agent: Some("b2".into()), unread_only: false, after: None }));
+    let (code, _) = err_code(b1.call(Request::Inbox {
+        agent: Some("b2".into()),
+        unread_only: false,
+        after: None,
+    }));
     assert_eq!(code, ErrorCode::PermissionDenied);
-    b1.call(Request::Inbox { agent: None, unread_only: false, after: None }).messages().unwrap();
+    b1.call(Request::Inbox {
+        agent: None,
+        unread_only: false,
+        after: None,
+    })
+    .messages()
+    .unwrap();
 }

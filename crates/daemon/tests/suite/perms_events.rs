@@ -5,7 +5,14 @@ use agent_team_protocol::*;
 use std::time::Duration;
 
 fn perm(c: &mut agent_team_client::Client, tool: &str, input: &str) -> PermRequest {
-    match c.call(Request::PermRequest { tool: tool.into(), input: input.into(), reason: "needed".into() }).unwrap() {
+    match c
+        .call(Request::PermRequest {
+            tool: tool.into(),
+            input: input.into(),
+            reason: "needed".into(),
+        })
+        .unwrap()
+    {
         Reply::Perm { request } => request,
         other => panic!("{other:?}"),
     }
@@ -18,20 +25,45 @@ fn operator_decides_once_and_the_requester_hears_it() {
     let req = perm(&mut b1, "bash", "make");
     assert_eq!(req.status, PermStatus::Pending);
     let mut op = t.operator();
-    match op.call(Request::PermList { all: false, after: None }).unwrap() {
-        Reply::Perms { requests } => assert_eq!(requests.iter().map(|r| r.id).collect::<Vec<_>>(), vec![req.id]),
+    match op
+        .call(Request::PermList {
+            all: false,
+            after: None,
+        })
+        .unwrap()
+    {
+        Reply::Perms { requests } => assert_eq!(
+            requests.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![req.id]
+        ),
         other => panic!("{other:?}"),
     }
     let agents = match op.call(Request::Agents).unwrap() {
         Reply::Agents { agents } => agents,
         other => panic!("{other:?}"),
     };
-    assert_eq!(agents.iter().find(|a| a.name == "b1").unwrap().status, AgentStatus::Waiting);
-    op.call(Request::PermDecide { id: req.id, allow: false, always: false, reason: Some("no".into()) }).unwrap();
-    let (code, _) = err_code(op.call(Request::PermDecide { id: req.id, allow: true, always: false, reason: None }));
+    assert_eq!(
+        agents.iter().find(|a| a.name == "b1").unwrap().status,
+        AgentStatus::Waiting
+    );
+    op.call(Request::PermDecide {
+        id: req.id,
+        allow: false,
+        always: false,
+        reason: Some("no".into()),
+    })
+    .unwrap();
+    let (code, _) = err_code(op.call(Request::PermDecide {
+        id: req.id,
+        allow: true,
+        always: false,
+        reason: None,
+    }));
     assert_eq!(code, ErrorCode::InvalidState);
     loop {
-        if let Push::PermissionDecided { request } = b1.next_push(Some(Duration::from_secs(10))).unwrap() {
+        if let Push::PermissionDecided { request } =
+            b1.next_push(Some(Duration::from_secs(10))).unwrap()
+        {
             assert_eq!(request.status, PermStatus::Denied);
             assert_eq!(request.decision.unwrap().reason.as_deref(), Some("no"));
             break;
@@ -47,25 +79,43 @@ fn always_becomes_a_rule_for_every_teammate() {
     let r1 = perm(&mut b1, "bash", "cargo test");
     let r2 = perm(&mut b2, "bash", "cargo test");
     let mut op = t.operator();
-    op.call(Request::PermDecide { id: r1.id, allow: true, always: true, reason: None }).unwrap();
+    op.call(Request::PermDecide {
+        id: r1.id,
+        allow: true,
+        always: true,
+        reason: None,
+    })
+    .unwrap();
     // b2's pending request was resolved by the new rule, and its next one needs no prompt.
-    match op.call(Request::PermList { all: true, after: None }).unwrap() {
+    match op
+        .call(Request::PermList {
+            all: true,
+            after: None,
+        })
+        .unwrap()
+    {
         Reply::Perms { requests } => {
             let r2 = requests.iter().find(|r| r.id == r2.id).unwrap();
             assert_eq!(r2.status, PermStatus::Allowed);
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(perm(&mut b2, "bash", "cargo test").status, PermStatus::Allowed);
+    assert_eq!(
+        perm(&mut b2, "bash", "cargo test").status,
+        PermStatus::Allowed
+    );
 }
 
 #[test]
 fn unanswered_requests_time_out_as_denied() {
-    let t = TestTeam::start_with(|o| o.perm_timeout = Duration::from_millis(100)).with_agents(&["leader", "b1"]);
+    let t = TestTeam::start_with(|o| o.perm_timeout = Duration::from_millis(100))
+        .with_agents(&["leader", "b1"]);
     let mut b1 = t.agent("b1");
     let r = perm(&mut b1, "bash", "rm -rf /");
     loop {
-        if let Push::PermissionDecided { request } = b1.next_push(Some(Duration::from_secs(10))).unwrap() {
+        if let Push::PermissionDecided { request } =
+            b1.next_push(Some(Duration::from_secs(10))).unwrap()
+        {
             assert_eq!(request.id, r.id);
             assert_eq!(request.status, PermStatus::Denied);
             assert_eq!(request.decision.unwrap().by, "timeout");
@@ -104,14 +154,36 @@ fn events_follow_gets_backlog_then_live_without_gaps() {
 fn agents_emit_their_own_events_tagged_with_their_identity() {
     let t = TestTeam::start().with_agents(&["leader", "b1"]);
     let mut b1 = t.agent("b1");
-    b1.call(Request::Emit { event: Event::TextMessageContent { delta: "thinking".into() } }).unwrap();
-    let (code, _) = err_code(b1.call(Request::Emit { event: Event::RunFinished { answer: "x".into(), success: true } }));
+    b1.call(Request::Emit {
+        event: Event::TextMessageContent {
+            delta: "thinking".into(),
+        },
+    })
+    .unwrap();
+    let (code, _) = err_code(b1.call(Request::Emit {
+        event: Event::RunFinished {
+            answer: "x".into(),
+            success: true,
+        },
+    }));
     assert_eq!(code, ErrorCode::BadRequest);
     let mut op = t.operator();
-    let events = match op.call(Request::Events { since: 0, limit: None }).unwrap() {
+    let events = match op
+        .call(Request::Events {
+            since: 0,
+            limit: None,
+        })
+        .unwrap()
+    {
         Reply::Events { events } => events,
         other => panic!("{other:?}"),
     };
-    let e = events.iter().find(|e| matches!(e.event, Event::TextMessageContent { .. })).unwrap();
-    assert_eq!((e.agent_id.as_str(), e.role_name.as_str()), ("b1", "worker"));
+    let e = events
+        .iter()
+        .find(|e| matches!(e.event, Event::TextMessageContent { .. }))
+        .unwrap();
+    assert_eq!(
+        (e.agent_id.as_str(), e.role_name.as_str()),
+        ("b1", "worker")
+    );
 }

@@ -16,7 +16,8 @@ fn send(s: &mut UnixStream, json: &str) {
 fn recv(s: &mut UnixStream) -> Value {
     let mut h = [0u8; 4];
     s.read_exact(&mut h).unwrap();
-    let n = ((h[0] as usize) << 24) | ((h[1] as usize) << 16) | ((h[2] as usize) << 8) | h[3] as usize;
+    let n =
+        ((h[0] as usize) << 24) | ((h[1] as usize) << 16) | ((h[2] as usize) << 8) | h[3] as usize;
     let mut body = vec![0u8; n];
     s.read_exact(&mut body).unwrap();
     serde_json::from_slice(&body).unwrap()
@@ -28,11 +29,27 @@ fn the_documented_session_works() {
     let secret = std::fs::read_to_string(t.tp().operator_secret).unwrap();
     let mut s = UnixStream::connect(t.tp().socket).unwrap();
 
-    send(&mut s, &format!(r#"{{"type":"hello","protocol":1,"team":"t","auth":{{"kind":"operator","secret":"{}"}}}}"#, secret.trim()));
+    send(
+        &mut s,
+        &format!(
+            r#"{{"type":"hello","protocol":1,"team":"t","auth":{{"kind":"operator","secret":"{}"}}}}"#,
+            secret.trim()
+        ),
+    );
     let w = recv(&mut s);
-    assert_eq!((w["type"].as_str(), w["identity"].as_str(), w["protocol"].as_u64()), (Some("welcome"), Some("operator"), Some(1)));
+    assert_eq!(
+        (
+            w["type"].as_str(),
+            w["identity"].as_str(),
+            w["protocol"].as_u64()
+        ),
+        (Some("welcome"), Some("operator"), Some(1))
+    );
 
-    send(&mut s, r#"{"type":"request","id":1,"body":{"op":"task_add","title":"Run tests","run":"cargo test"}}"#);
+    send(
+        &mut s,
+        r#"{"type":"request","id":1,"body":{"op":"task_add","title":"Run tests","run":"cargo test"}}"#,
+    );
     let r = recv(&mut s);
     assert_eq!(r["type"], "response");
     assert_eq!(r["id"], 1);
@@ -40,17 +57,29 @@ fn the_documented_session_works() {
     assert_eq!(r["ok"]["task"]["status"], "pending");
     let id = r["ok"]["task"]["id"].as_u64().unwrap();
 
-    send(&mut s, &format!(r#"{{"type":"request","id":2,"body":{{"op":"task_claim","id":{id}}}}}"#));
+    send(
+        &mut s,
+        &format!(r#"{{"type":"request","id":2,"body":{{"op":"task_claim","id":{id}}}}}"#),
+    );
     let r = recv(&mut s);
     assert_eq!(r["id"], 2);
     assert_eq!(r["error"]["code"], "permission_denied");
 
-    send(&mut s, r#"{"type":"request","id":3,"body":{"op":"send","to":"nobody","body":"hi"}}"#);
+    send(
+        &mut s,
+        r#"{"type":"request","id":3,"body":{"op":"send","to":"nobody","body":"hi"}}"#,
+    );
     let r = recv(&mut s);
     assert_eq!(r["error"]["code"], "not_found");
-    assert_eq!(r["error"]["details"]["valid"], serde_json::json!(["leader", "b1"]));
+    assert_eq!(
+        r["error"]["details"]["valid"],
+        serde_json::json!(["leader", "b1"])
+    );
 
-    send(&mut s, r#"{"type":"request","id":4,"body":{"op":"subscribe","since":0}}"#);
+    send(
+        &mut s,
+        r#"{"type":"request","id":4,"body":{"op":"subscribe","since":0}}"#,
+    );
     let r = recv(&mut s);
     assert_eq!(r["ok"]["kind"], "subscribed");
     let p = recv(&mut s);

@@ -2,7 +2,7 @@
 
 use super::support::*;
 use agent_team_client::ReplyExt;
-use agent_team_daemon::{DaemonThread, DaemonError, lock::LockError};
+use agent_team_daemon::{DaemonError, DaemonThread, lock::LockError};
 use agent_team_protocol::*;
 
 #[test]
@@ -14,12 +14,31 @@ fn everything_is_back_after_a_restart_and_ids_continue() {
     let mut b1 = t.agent("b1");
     b1.call(Request::TaskClaim { id: a }).task().unwrap();
     send(&mut b1, "b2", "queued for b2").unwrap();
-    let perm = match b1.call(Request::PermRequest { tool: "bash".into(), input: "ls".into(), reason: String::new() }).unwrap() {
+    let perm = match b1
+        .call(Request::PermRequest {
+            tool: "bash".into(),
+            input: "ls".into(),
+            reason: String::new(),
+        })
+        .unwrap()
+    {
         Reply::Perm { request } => request,
         other => panic!("{other:?}"),
     };
-    let tasks_before = op.call(Request::TaskList { status: None, after: None }).tasks().unwrap();
-    let events_before = match op.call(Request::Events { since: 0, limit: None }).unwrap() {
+    let tasks_before = op
+        .call(Request::TaskList {
+            status: None,
+            after: None,
+        })
+        .tasks()
+        .unwrap();
+    let events_before = match op
+        .call(Request::Events {
+            since: 0,
+            limit: None,
+        })
+        .unwrap()
+    {
         Reply::Events { events } => events,
         other => panic!("{other:?}"),
     };
@@ -28,16 +47,43 @@ fn everything_is_back_after_a_restart_and_ids_continue() {
     t.restart();
 
     let mut op = t.operator();
-    assert_eq!(op.call(Request::TaskList { status: None, after: None }).tasks().unwrap(), tasks_before);
-    let events_after = match op.call(Request::Events { since: 0, limit: None }).unwrap() {
+    assert_eq!(
+        op.call(Request::TaskList {
+            status: None,
+            after: None
+        })
+        .tasks()
+        .unwrap(),
+        tasks_before
+    );
+    let events_after = match op
+        .call(Request::Events {
+            since: 0,
+            limit: None,
+        })
+        .unwrap()
+    {
         Reply::Events { events } => events,
         other => panic!("{other:?}"),
     };
     assert_eq!(events_after[..events_before.len()], events_before[..]);
-    let inbox = op.call(Request::Inbox { agent: Some("b2".into()), unread_only: true, after: None }).messages().unwrap();
+    let inbox = op
+        .call(Request::Inbox {
+            agent: Some("b2".into()),
+            unread_only: true,
+            after: None,
+        })
+        .messages()
+        .unwrap();
     assert_eq!(inbox.len(), 1);
     assert_eq!(inbox[0].body, "queued for b2");
-    match op.call(Request::PermList { all: false, after: None }).unwrap() {
+    match op
+        .call(Request::PermList {
+            all: false,
+            after: None,
+        })
+        .unwrap()
+    {
         Reply::Perms { requests } => assert_eq!(requests[0].id, perm.id),
         other => panic!("{other:?}"),
     }
@@ -73,7 +119,10 @@ fn stale_socket_and_lock_after_a_crash_are_cleaned_up() {
     std::fs::write(&tp.lock, "999999").unwrap();
     assert!(std::os::unix::net::UnixStream::connect(&tp.socket).is_err());
     let d = DaemonThread::start(agent_team_daemon::DaemonOptions::new(paths.clone(), "t")).unwrap();
-    agent_team_client::Client::operator(&tp).unwrap().call(Request::Ping).unwrap();
+    agent_team_client::Client::operator(&tp)
+        .unwrap()
+        .call(Request::Ping)
+        .unwrap();
     d.stop().unwrap();
     assert!(!tp.socket.exists(), "a clean stop removes the socket");
 }

@@ -24,7 +24,12 @@ impl TestTeam {
         let mut opts = DaemonOptions::new(paths, "t");
         f(&mut opts);
         let daemon = DaemonThread::start(opts.clone()).unwrap();
-        TestTeam { _dir: dir, opts, daemon: Some(daemon), secrets: HashMap::new() }
+        TestTeam {
+            _dir: dir,
+            opts,
+            daemon: Some(daemon),
+            secrets: HashMap::new(),
+        }
     }
 
     pub fn tp(&self) -> TeamPaths {
@@ -40,7 +45,13 @@ impl TestTeam {
         let mut op = self.operator();
         for n in names {
             let role = if *n == "leader" { "leader" } else { "worker" };
-            match op.call(Request::Register { name: n.to_string(), role: role.into() }).unwrap() {
+            match op
+                .call(Request::Register {
+                    name: n.to_string(),
+                    role: role.into(),
+                })
+                .unwrap()
+            {
                 Reply::Registered { secret, .. } => {
                     self.secrets.insert(n.to_string(), secret);
                 }
@@ -85,10 +96,18 @@ pub fn add_task(c: &mut Client, title: &str, blocked_by: &[u64]) -> Task {
 }
 
 pub fn send(c: &mut Client, to: &str, body: &str) -> Result<Reply, agent_team_client::ClientError> {
-    c.call(Request::Send { to: to.into(), body: body.into(), kind: MessageKind::Text, summary: None, dedup: None })
+    c.call(Request::Send {
+        to: to.into(),
+        body: body.into(),
+        kind: MessageKind::Text,
+        summary: None,
+        dedup: None,
+    })
 }
 
-pub fn err_code(r: Result<Reply, agent_team_client::ClientError>) -> (ErrorCode, serde_json::Value) {
+pub fn err_code(
+    r: Result<Reply, agent_team_client::ClientError>,
+) -> (ErrorCode, serde_json::Value) {
     match r {
         Err(agent_team_client::ClientError::Server(e)) => (e.code, e.details),
         other => panic!("expected a server error, got {other:?}"),
@@ -99,9 +118,11 @@ pub fn err_code(r: Result<Reply, agent_team_client::ClientError>) -> (ErrorCode,
 pub fn pushed_messages(c: &mut Client, n: usize) -> Vec<Message> {
     let mut out = Vec::new();
     while out.len() < n {
-        match c.next_push(Some(std::time::Duration::from_secs(10))).unwrap() {
-            Push::Message { message } => out.push(message),
-            _ => {}
+        if let Push::Message { message } = c
+            .next_push(Some(std::time::Duration::from_secs(10)))
+            .unwrap()
+        {
+            out.push(message);
         }
     }
     out

@@ -17,13 +17,22 @@ fn refusals_carry_their_details() {
     let mut b2 = t.agent("b2");
 
     let (code, d) = err_code(b1.call(Request::TaskClaim { id: t2 }));
-    assert_eq!((code, d["blockers"].clone()), (ErrorCode::Blocked, json!([t1])));
+    assert_eq!(
+        (code, d["blockers"].clone()),
+        (ErrorCode::Blocked, json!([t1]))
+    );
 
     let got = b1.call(Request::TaskClaim { id: t1 }).task().unwrap();
-    assert_eq!((got.status, got.owner.as_deref()), (TaskStatus::InProgress, Some("b1")));
+    assert_eq!(
+        (got.status, got.owner.as_deref()),
+        (TaskStatus::InProgress, Some("b1"))
+    );
 
     let (code, d) = err_code(b2.call(Request::TaskClaim { id: t1 }));
-    assert_eq!((code, d["owner"].clone()), (ErrorCode::Conflict, json!("b1")));
+    assert_eq!(
+        (code, d["owner"].clone()),
+        (ErrorCode::Conflict, json!("b1"))
+    );
 
     let (code, d) = err_code(b1.call(Request::TaskClaim { id: t3 }));
     assert_eq!((code, d["task"].clone()), (ErrorCode::Busy, json!(t1)));
@@ -32,15 +41,39 @@ fn refusals_carry_their_details() {
     assert_eq!((code, d["task"].clone()), (ErrorCode::NotFound, json!(999)));
 
     // Only the owner (or leader/operator) may finish it.
-    let (code, _) = err_code(b2.call(Request::TaskFinish { id: t1, status: TaskStatus::Completed, result: None }));
+    let (code, _) = err_code(b2.call(Request::TaskFinish {
+        id: t1,
+        status: TaskStatus::Completed,
+        result: None,
+    }));
     assert_eq!(code, ErrorCode::PermissionDenied);
-    b1.call(Request::TaskFinish { id: t1, status: TaskStatus::Completed, result: Some("ok".into()) }).task().unwrap();
+    b1.call(Request::TaskFinish {
+        id: t1,
+        status: TaskStatus::Completed,
+        result: Some("ok".into()),
+    })
+    .task()
+    .unwrap();
 
     // Completing t1 unblocked t2.
-    assert_eq!(b2.call(Request::TaskClaim { id: t2 }).task().unwrap().owner.as_deref(), Some("b2"));
+    assert_eq!(
+        b2.call(Request::TaskClaim { id: t2 })
+            .task()
+            .unwrap()
+            .owner
+            .as_deref(),
+        Some("b2")
+    );
 
     let (code, d) = err_code(op.call(Request::TaskCancel { id: t1 }));
-    assert_eq!((code, d["from"].clone(), d["to"].clone()), (ErrorCode::InvalidState, json!("completed"), json!("cancelled")));
+    assert_eq!(
+        (code, d["from"].clone(), d["to"].clone()),
+        (
+            ErrorCode::InvalidState,
+            json!("completed"),
+            json!("cancelled")
+        )
+    );
     let (code, _) = err_code(op.call(Request::TaskRetry { id: t3 }));
     assert_eq!(code, ErrorCode::InvalidState);
     let (code, _) = err_code(op.call(Request::TaskRelease { id: t3 }));
@@ -50,8 +83,20 @@ fn refusals_carry_their_details() {
     let back = op.call(Request::TaskRelease { id: t2 }).task().unwrap();
     assert_eq!((back.status, back.owner), (TaskStatus::Pending, None));
     b2.call(Request::TaskClaim { id: t2 }).task().unwrap();
-    b2.call(Request::TaskFinish { id: t2, status: TaskStatus::Failed, result: Some("exit 1".into()) }).task().unwrap();
-    assert_eq!(op.call(Request::TaskRetry { id: t2 }).task().unwrap().status, TaskStatus::Pending);
+    b2.call(Request::TaskFinish {
+        id: t2,
+        status: TaskStatus::Failed,
+        result: Some("exit 1".into()),
+    })
+    .task()
+    .unwrap();
+    assert_eq!(
+        op.call(Request::TaskRetry { id: t2 })
+            .task()
+            .unwrap()
+            .status,
+        TaskStatus::Pending
+    );
 }
 
 #[test]
@@ -66,8 +111,19 @@ fn blocked_by_unknown_task_stores_nothing() {
         assign: None,
         key: None,
     }));
-    assert_eq!((code, d["missing"].clone()), (ErrorCode::NotFound, json!([41])));
-    assert!(op.call(Request::TaskList { status: None, after: None }).tasks().unwrap().is_empty());
+    assert_eq!(
+        (code, d["missing"].clone()),
+        (ErrorCode::NotFound, json!([41]))
+    );
+    assert!(
+        op.call(Request::TaskList {
+            status: None,
+            after: None
+        })
+        .tasks()
+        .unwrap()
+        .is_empty()
+    );
 }
 
 #[test]
@@ -78,7 +134,13 @@ fn failed_blocker_keeps_dependent_blocked() {
     let b = add_task(&mut op, "b", &[a]).id;
     let mut b1 = t.agent("b1");
     b1.call(Request::TaskClaim { id: a }).task().unwrap();
-    b1.call(Request::TaskFinish { id: a, status: TaskStatus::Failed, result: None }).task().unwrap();
+    b1.call(Request::TaskFinish {
+        id: a,
+        status: TaskStatus::Failed,
+        result: None,
+    })
+    .task()
+    .unwrap();
     let (code, _) = err_code(b1.call(Request::TaskClaim { id: b }));
     assert_eq!(code, ErrorCode::Blocked);
 }
@@ -86,7 +148,9 @@ fn failed_blocker_keeps_dependent_blocked() {
 #[test]
 fn ten_racing_claimers_exactly_one_wins() {
     let names: Vec<String> = (0..10).map(|i| format!("c{i}")).collect();
-    let refs: Vec<&str> = std::iter::once("leader").chain(names.iter().map(|s| s.as_str())).collect();
+    let refs: Vec<&str> = std::iter::once("leader")
+        .chain(names.iter().map(|s| s.as_str()))
+        .collect();
     let t = TestTeam::start().with_agents(&refs);
     let mut op = t.operator();
     let id = add_task(&mut op, "contested", &[]).id;
@@ -121,34 +185,89 @@ fn teammate_calling_leader_only_operations_is_denied_and_nothing_changes() {
     let mut op = t.operator();
     let id = add_task(&mut op, "x", &[]).id;
     let mut b1 = t.agent("b1");
-    let before = op.call(Request::TaskList { status: None, after: None }).tasks().unwrap();
-    let events_before = match op.call(Request::Events { since: 0, limit: None }).unwrap() {
+    let before = op
+        .call(Request::TaskList {
+            status: None,
+            after: None,
+        })
+        .tasks()
+        .unwrap();
+    let events_before = match op
+        .call(Request::Events {
+            since: 0,
+            limit: None,
+        })
+        .unwrap()
+    {
         Reply::Events { events } => events.len(),
         _ => unreachable!(),
     };
     let denied = [
-        Request::TaskAdd { title: "y".into(), description: String::new(), run: None, blocked_by: vec![], assign: None, key: None },
+        Request::TaskAdd {
+            title: "y".into(),
+            description: String::new(),
+            run: None,
+            blocked_by: vec![],
+            assign: None,
+            key: None,
+        },
         Request::TaskCancel { id },
-        Request::TaskAssign { id, to: "b1".into() },
+        Request::TaskAssign {
+            id,
+            to: "b1".into(),
+        },
         Request::TaskRetry { id },
-        Request::Finish { answer: "done".into(), force: true, success: true },
-        Request::Register { name: "evil".into(), role: "worker".into() },
+        Request::Finish {
+            answer: "done".into(),
+            force: true,
+            success: true,
+        },
+        Request::Register {
+            name: "evil".into(),
+            role: "worker".into(),
+        },
         Request::Shutdown,
-        Request::Send { to: "leader".into(), body: "stop".into(), kind: MessageKind::ShutdownRequest, summary: None, dedup: None },
+        Request::Send {
+            to: "leader".into(),
+            body: "stop".into(),
+            kind: MessageKind::ShutdownRequest,
+            summary: None,
+            dedup: None,
+        },
     ];
     for req in denied {
         let (code, _) = err_code(b1.call(req.clone()));
         assert_eq!(code, ErrorCode::PermissionDenied, "{req:?}");
     }
-    assert_eq!(op.call(Request::TaskList { status: None, after: None }).tasks().unwrap(), before);
-    let events_after = match op.call(Request::Events { since: 0, limit: None }).unwrap() {
+    assert_eq!(
+        op.call(Request::TaskList {
+            status: None,
+            after: None
+        })
+        .tasks()
+        .unwrap(),
+        before
+    );
+    let events_after = match op
+        .call(Request::Events {
+            since: 0,
+            limit: None,
+        })
+        .unwrap()
+    {
         Reply::Events { events } => events.len(),
         _ => unreachable!(),
     };
     assert_eq!(events_before, events_after);
     // The leader may do the same.
     let mut leader = t.agent("leader");
-    leader.call(Request::TaskAssign { id, to: "b1".into() }).task().unwrap();
+    leader
+        .call(Request::TaskAssign {
+            id,
+            to: "b1".into(),
+        })
+        .task()
+        .unwrap();
 }
 
 #[test]
@@ -172,7 +291,12 @@ fn keyed_creation_is_idempotent_and_claim_next_takes_lowest() {
         Reply::MaybeTask { task: Some(task) } => assert_eq!(task.id, a.id),
         other => panic!("{other:?}"),
     }
-    b1.call(Request::TaskFinish { id: a.id, status: TaskStatus::Completed, result: None }).unwrap();
+    b1.call(Request::TaskFinish {
+        id: a.id,
+        status: TaskStatus::Completed,
+        result: None,
+    })
+    .unwrap();
     match b1.call(Request::TaskClaimNext).unwrap() {
         Reply::MaybeTask { task: Some(task) } => assert_eq!(task.id, b.id),
         other => panic!("{other:?}"),

@@ -1,0 +1,356 @@
+//! Teammate workers as real processes (issue "workers"): runs, crashes, kills, restarts.
+
+use agent_team_e2e::*;
+use agent_team_protocol::*;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(60);
+
+/// A team of three exec teammates over a dependency graph whose commands record their intervals.
+fn graph_team(sb: &Sandbox, team: &str) -> String {
+    let log = sb.path("runs.log");
+    let task = |key: &str, after: &[&str]| {
+        format!(
+            "[[tasks]]\nkey = \"{key}\"\ntitle = \"task {key}\"\nrun = \"{}\"\nafter = [{}]\n",
+            recorded(key, &log, 0.4).replace('"', "\\\""),
+            after
+                .iter()
+                .map(|a| format!("\"{a}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let mut s = format!("name = \"{team}\"\n");
+    for n in ["b1", "b2", "b3"] {
+        s.push_str(&format!(
+            "[[teammates]]\nname = \"{n}\"\nrole = \"worker\"\n"
+        ));
+    }
+    s.push_str(&task("a", &[]));
+    s.push_str(&task("b", &["a"]));
+    s.push_str(&task("c", &["a"]));
+    s.push_str(&task("d", &["b", "c"]));
+    s.push_str(&task("e", &[]));
+    s.push_str(&task("f", &[]));
+    s
+}
+
+fn check_graph_run(sb: &Sandbox) {
+    let runs = intervals(&std::fs::read_to_string(sb.path("runs.log")).unwrap());
+    for k in ["a", "b", "c", "d", "e", "f"] {
+        assert_eq!(
+            runs.get(k).map(Vec::len),
+            Some(1),
+            "task {k} must run exactly once: {runs:?}"
+        );
+    }
+    let iv = |k: &str| {
+        let (s, e) = runs[k][0];
+        (s, e.unwrap_or_else(|| panic!("task {k} never ended")))
+    };
+    // Never before the blockers completed.
+    assert!(iv("b").0 >= iv("a").1 && iv("c").0 >= iv("a").1);
+    assert!(iv("d").0 >= iv("b").1 && iv("d").0 >= iv("c").1);
+    // Real parallelism: some two tasks' running intervals overlap.
+    let keys = ["a", "b", "c", "d", "e", "f"];
+    let overlap = keys.iter().any(|x| {
+        keys.iter()
+            .any(|y| x != y && iv(x).0 < iv(y).1 && iv(y).0 < iv(x).1)
+    });
+    assert!(overlap, "no two tasks overlapped: {runs:?}");
+}
+
+#[test]
+fn run_completes_a_dependency_graph_on_process_and_in_process_backends() {
+    for backend in ["process", "in-process"] {
+        let sb = Sandbox::new();
+        sb.write_team_file(&graph_team(&sb, "graph"));
+        let out = sb.run(&["run", "--backend", backend, "--timeout", "60"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{backend}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("6 task(s): 6 completed"),
+            "{backend}: {stdout}"
+        );
+        check_graph_run(&sb);
+        // The board agrees: each task claimed once.
+        let snap = agent_team_store::Store::open_read_only(&sb.team("graph").db, "graph")
+            .unwrap()
+            .load()
+            .unwrap();
+        assert!(
+            snap.tasks
+                .iter()
+                .all(|t| t.status == TaskStatus::Completed && t.attempts == 1),
+            "{backend}"
+        );
+        // Nothing of the team is left running.
+        for a in &snap.agents {
+            if let Some(pg) = a.info.pgid {
+                assert!(
+                    !group_alive(pg),
+                    "{backend}: {} left processes behind",
+                    a.info.name
+                );
+            }
+        }
+    }
+}
+
+/// Starts a team with the given tasks on the process backend and waits until the leader is up.
+fn up(sb: &Sandbox, team: &str, teammates: &[&str], tasks: &str, extra: &str) {
+    let mut s = format!("name = \"{team}\"\n{extra}\n");
+    for n in teammates {
+        s.push_str(&format!(
+            "[[teammates]]\nname = \"{n}\"\nrole = \"worker\"\n"
+        ));
+    }
+    s.push_str(tasks);
+    sb.write_team_file(&s);
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+}
+
+#[test]
+fn sigkill_of_a_teammate_mid_task_restarts_it_and_it_finishes_its_task_once() {
+    let sb = Sandbox::new();
+    let marker = sb.path("started");
+    let done = sb.path("done");
+    let cmd = format!(
+        "echo run >> {m}; sleep 1.5; echo done >> {d}",
+        m = marker.display(),
+        d = done.display()
+    );
+    up(
+        &sb,
+        "kill9",
+        &["b1"],
+        &format!("[[tasks]]\nkey = \"slow\"\ntitle = \"slow\"\nrun = \"{cmd}\"\n"),
+        "",
+    );
+    wait_for("the task to start", T, || marker.exists());
+    let before = sb.agent("kill9", "b1");
+    assert_eq!(before.current_task, Some(1));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(before.pid.unwrap() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_for("the task to complete", T, || {
+        sb.tasks("kill9")[0].status == TaskStatus::Completed
+    });
+    let after = sb.agent("kill9", "b1");
+    assert_eq!(after.incarnation, before.incarnation + 1, "restarted once");
+    assert_eq!(after.restarts, 1);
+    let task = &sb.tasks("kill9")[0];
+    assert_eq!(
+        (task.owner.as_deref(), task.attempts),
+        (Some("b1"), 1),
+        "kept its task: claimed once"
+    );
+    // The killed incarnation's command was killed with its process group: one completion.
+    assert_eq!(std::fs::read_to_string(&done).unwrap().lines().count(), 1);
+    sb.ok(&["--team", "kill9", "down"]);
+}
+
+#[test]
+fn killed_teammate_is_not_restarted_and_another_finishes_its_task() {
+    let sb = Sandbox::new();
+    let marker = sb.path("started");
+    let cmd = format!("echo run >> {m}; sleep 1", m = marker.display());
+    up(
+        &sb,
+        "killop",
+        &["b1"],
+        &format!("[[tasks]]\nkey = \"slow\"\ntitle = \"slow\"\nrun = \"{cmd}\"\n"),
+        "",
+    );
+    wait_for("the task to start", T, || marker.exists());
+    let out = sb.ok(&["--team", "killop", "kill", "b1", "--json"]);
+    let killed: AgentInfo = serde_json::from_str(&out).unwrap();
+    assert_eq!(killed.status, AgentStatus::Stopped);
+    assert!(
+        !group_alive(killed.pgid.unwrap()),
+        "kill leaves nothing of b1 running"
+    );
+    let task = &sb.tasks("killop")[0];
+    assert_eq!(
+        (task.status, task.owner.as_deref()),
+        (TaskStatus::Pending, None),
+        "its task was released"
+    );
+    // The leader was told.
+    let inbox = sb.operator("killop").all_messages("leader", false).unwrap();
+    assert!(
+        inbox
+            .iter()
+            .any(|m| m.body.contains("b1 was stopped") && m.body.contains("went back to pending")),
+        "{inbox:?}"
+    );
+    sb.ok(&["--team", "killop", "spawn", "worker", "--name", "b2"]);
+    wait_for("another teammate to complete it", T, || {
+        sb.tasks("killop")[0].status == TaskStatus::Completed
+    });
+    let task = &sb.tasks("killop")[0];
+    assert_eq!((task.owner.as_deref(), task.attempts), (Some("b2"), 2));
+    let b1 = sb.agent("killop", "b1");
+    assert_eq!(
+        (b1.status, b1.incarnation),
+        (AgentStatus::Stopped, killed.incarnation),
+        "never restarted"
+    );
+    sb.ok(&["--team", "killop", "down"]);
+}
+
+#[test]
+fn a_crash_looping_worker_ends_failed_after_five_tries_and_restart_revives_it() {
+    let sb = Sandbox::new();
+    let fixed = sb.path("fixed");
+    let worker = bin("agent-team-worker");
+    let extra = format!(
+        "[roles.flaky]\ncommand = [\"sh\", \"-c\", \"test -f {} && exec {} || exit 3\"]\n[[teammates]]\nname = \"f1\"\nrole = \"flaky\"\n",
+        fixed.display(),
+        worker.display()
+    );
+    up(&sb, "loop", &[], "", &extra);
+    wait_for("f1 to end failed", T, || {
+        sb.agent("loop", "f1").status == AgentStatus::Failed
+    });
+    let f1 = sb.agent("loop", "f1");
+    assert_eq!(f1.incarnation, 5, "five tries");
+    assert_eq!(f1.last_exit.as_deref(), Some("exit 3"));
+    std::fs::write(&fixed, "").unwrap();
+    let out = sb.ok(&["--team", "loop", "restart", "f1", "--json"]);
+    let revived: AgentInfo = serde_json::from_str(&out).unwrap();
+    assert!(revived.connected, "{revived:?}");
+    assert_eq!(revived.incarnation, 6);
+    assert!(matches!(
+        revived.status,
+        AgentStatus::Running | AgentStatus::Idle
+    ));
+    sb.ok(&["--team", "loop", "down"]);
+}
+
+#[test]
+fn sigkill_of_the_daemon_mid_run_loses_nothing() {
+    let mut sb = Sandbox::new();
+    let log = sb.path("runs.log");
+    let mut s = "name = \"dcrash\"\n".to_string();
+    for n in ["b1", "b2", "b3"] {
+        s.push_str(&format!("[[teammates]]\nname = \"{n}\"\n"));
+    }
+    for i in 0..9 {
+        s.push_str(&format!(
+            "[[tasks]]\nkey = \"t{i}\"\ntitle = \"t{i}\"\nrun = \"{}\"\n",
+            recorded(&format!("t{i}"), &log, 0.4)
+        ));
+    }
+    sb.write_team_file(&s);
+    let run = sb.spawn(&["run", "--backend", "process", "--timeout", "90"]);
+    let tp = sb.team("dcrash");
+    wait_for("some work to be done", T, || {
+        std::fs::read_to_string(&log)
+            .map(|l| l.lines().filter(|x| x.starts_with("end")).count() >= 2)
+            .unwrap_or(false)
+    });
+    let daemon = agent_team_daemon_pid(&tp);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let (status, out) = sb.wait_child(run, Duration::from_secs(120));
+    assert!(status.success(), "{out}");
+    assert!(out.contains("9 task(s): 9 completed"), "{out}");
+    let runs = intervals(&std::fs::read_to_string(&log).unwrap());
+    for i in 0..9 {
+        assert_eq!(
+            runs[&format!("t{i}")].len(),
+            1,
+            "t{i} ran more than once: {runs:?}"
+        );
+    }
+    let snap = agent_team_store::Store::open_read_only(&tp.db, "dcrash")
+        .unwrap()
+        .load()
+        .unwrap();
+    assert!(
+        snap.tasks
+            .iter()
+            .all(|t| t.status == TaskStatus::Completed && t.attempts == 1)
+    );
+    // Every completion reached the leader exactly once.
+    let store = agent_team_store::Store::open_read_only(&tp.db, "dcrash").unwrap();
+    let inbox = store.inbox("leader", 0, 10_000).unwrap();
+    for t in &snap.tasks {
+        let n = inbox
+            .iter()
+            .filter(|m| m.body.starts_with(&format!("task {} (", t.id)))
+            .count();
+        assert_eq!(
+            n, 1,
+            "task {} completion reported {n} times: {inbox:?}",
+            t.id
+        );
+    }
+    for a in &snap.agents {
+        if let Some(pg) = a.info.pgid {
+            assert!(!group_alive(pg), "{} left processes behind", a.info.name);
+        }
+    }
+}
+
+fn agent_team_daemon_pid(tp: &agent_team_paths::TeamPaths) -> u32 {
+    std::fs::read_to_string(&tp.lock)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn down_leaves_no_process_of_the_team() {
+    let sb = Sandbox::new();
+    let cmd = "sleep 30";
+    up(
+        &sb,
+        "downer",
+        &["b1", "b2"],
+        &format!(
+            "[[tasks]]\ntitle = \"long\"\nrun = \"{cmd}\"\n[[tasks]]\ntitle = \"long2\"\nrun = \"{cmd}\"\n"
+        ),
+        "",
+    );
+    wait_for("both tasks to run", T, || {
+        sb.tasks("downer")
+            .iter()
+            .all(|t| t.status == TaskStatus::InProgress)
+    });
+    let agents = sb.agents("downer");
+    let groups: Vec<u32> = agents.iter().filter_map(|a| a.pgid).collect();
+    assert_eq!(groups.len(), 3);
+    let daemon = agent_team_daemon_pid(&sb.team("downer"));
+    sb.ok(&["--team", "downer", "down"]);
+    for g in &groups {
+        assert!(!group_alive(*g), "process group {g} survived down");
+    }
+    let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon as i32), None).is_err()
+        || std::fs::read_to_string(format!("/proc/{daemon}/stat")).is_ok_and(|s| s.contains(") Z"));
+    assert!(gone, "the daemon survived down");
+    // The state is kept: the tasks are still there, in progress at the time of the shutdown.
+    let snap = agent_team_store::Store::open_read_only(&sb.team("downer").db, "downer")
+        .unwrap()
+        .load()
+        .unwrap();
+    assert_eq!(snap.tasks.len(), 2);
+    assert!(
+        snap.agents
+            .iter()
+            .all(|a| a.info.status == AgentStatus::Stopped),
+        "{:?}",
+        snap.agents
+    );
+}

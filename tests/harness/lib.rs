@@ -231,6 +231,28 @@ impl Sandbox {
             .unwrap_or_else(|| panic!("no agent {name}"))
     }
 
+    /// Runs `tmux -S SOCKET ARGS` on a server this test owns and returns stdout (trimmed).
+    pub fn tmux(&self, socket: &Path, args: &[&str]) -> Result<String, String> {
+        let out = Command::new("tmux")
+            .arg("-S")
+            .arg(socket)
+            .args(args)
+            .env_remove("TMUX")
+            .env_remove("TMUX_PANE")
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+
+    /// The socket of `team`'s private tmux server in this sandbox.
+    pub fn tmux_socket(&self, team: &str) -> PathBuf {
+        self.team(team).tmux_socket
+    }
+
     /// The board of `team`.
     pub fn tasks(&self, team: &str) -> Vec<agent_team_protocol::Task> {
         self.operator(team).all_tasks(None).unwrap()
@@ -274,6 +296,27 @@ pub fn group_alive(pgid: u32) -> bool {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
+        // On failure, show what the daemons and agents said: CI has nothing else to go on.
+        if std::thread::panicking()
+            && let Ok(rd) = std::fs::read_dir(self.paths.teams_dir())
+        {
+            {
+                for team in rd.flatten() {
+                    let mut logs = vec![team.path().join("daemon.log")];
+                    if let Ok(agents) = std::fs::read_dir(team.path().join("logs")) {
+                        logs.extend(agents.flatten().map(|e| e.path()));
+                    }
+                    for log in logs {
+                        let text = std::fs::read_to_string(&log).unwrap_or_default();
+                        let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                        eprintln!("----- {} (last {} lines)", log.display(), tail.len());
+                        for l in tail.iter().rev() {
+                            eprintln!("{l}");
+                        }
+                    }
+                }
+            }
+        }
         // Stop every daemon that has a lock file here, then anything we spawned directly.
         if let Ok(rd) = std::fs::read_dir(&self.paths.runtime) {
             for e in rd.flatten() {
@@ -300,6 +343,36 @@ impl Drop for Sandbox {
         for c in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        // Any tmux server whose socket lives in this sandbox is ours: kill it, and wait until it
+        // is gone (kill-server returns before the server exits), before the dir is removed.
+        for dir in [self.paths.runtime.clone(), self.dir.path().to_path_buf()] {
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.extension().is_some_and(|x| x == "tmux") {
+                    let _ = Command::new("tmux")
+                        .arg("-S")
+                        .arg(&p)
+                        .arg("kill-server")
+                        .env_remove("TMUX")
+                        .output();
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    while Instant::now() < deadline
+                        && Command::new("tmux")
+                            .arg("-S")
+                            .arg(&p)
+                            .arg("ls")
+                            .env_remove("TMUX")
+                            .output()
+                            .is_ok_and(|o| o.status.success())
+                    {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+            }
         }
     }
 }

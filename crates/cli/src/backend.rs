@@ -11,11 +11,11 @@ pub fn resolve(requested: BackendKind) -> Result<(BackendKind, String)> {
     match requested {
         BackendKind::Process => Ok((BackendKind::Process, "asked for".into())),
         BackendKind::InProcess => Ok((BackendKind::InProcess, "asked for".into())),
-        BackendKind::Tmux => match tmux_version() {
-            Some(v) => Ok((BackendKind::Tmux, format!("asked for; {v}"))),
-            None => bail!(crate::Hinted::new(
-                "the tmux backend was asked for but tmux is not installed",
-                "install it (Debian/Ubuntu: sudo apt-get install tmux; macOS: brew install tmux) or use --backend process"
+        BackendKind::Tmux => match agent_team_pane::tmux::version() {
+            Ok((_, _, v)) => Ok((BackendKind::Tmux, format!("asked for; {v}"))),
+            Err(e) => bail!(crate::Hinted::new(
+                format!("the tmux backend was asked for but {e}"),
+                "install tmux >= 3.2 (Debian/Ubuntu: sudo apt-get install tmux; macOS: brew install tmux) or use --backend process"
             )),
         },
         BackendKind::Iterm2 => {

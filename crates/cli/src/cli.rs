@@ -27,6 +27,11 @@ pub enum Command {
     Up(UpArgs),
     /// Start the team, wait until the leader finishes it, print the answer, shut it down.
     Run(RunArgs),
+    /// Put this terminal on an agent's pane (tmux: attach or switch, then select and zoom it).
+    Attach {
+        /// The agent.
+        name: String,
+    },
     /// Stop one agent; it is not restarted and its task goes back to pending.
     Kill {
         /// The agent.
@@ -164,6 +169,10 @@ pub struct UpArgs {
     /// Run the built-in offline demo team (a leader, 3 teammates, 8 shell tasks, one approval).
     #[arg(long)]
     pub demo: bool,
+    /// Inside tmux: put the team in a new window of your session instead of a private server
+    /// (your current pane is never split).
+    #[arg(long)]
+    pub here: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

@@ -79,6 +79,7 @@ pub fn empty_team(name: &str, workspace: &Path) -> TeamConfig {
         tasks: vec![],
         workspace: workspace.to_path_buf(),
         source: None,
+        tmux: None,
     }
 }
 

@@ -240,6 +240,21 @@ pub struct TeamConfig {
     /// The team file it came from, if any.
     #[serde(default)]
     pub source: Option<PathBuf>,
+    /// Where the tmux backend puts the panes (set by `up`).
+    #[serde(default)]
+    pub tmux: Option<TmuxPlace>,
+}
+
+/// The tmux server, session and (with `--here`) window of the team's panes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TmuxPlace {
+    /// The server's socket.
+    pub socket: PathBuf,
+    /// The session.
+    pub session: String,
+    /// A window of the user's own session (`up --here`); none means a private server.
+    #[serde(default)]
+    pub window: Option<String>,
 }
 
 impl TeamConfig {

@@ -240,6 +240,7 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
         tasks,
         workspace,
         source: Some(path.to_path_buf()),
+        tmux: None,
     })
 }
 

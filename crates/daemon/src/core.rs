@@ -473,7 +473,7 @@ impl Core {
                         now,
                     );
                 }
-                self.on_connected(&name);
+                self.on_connected(&name, _peer_pid);
                 // Everything not yet read goes out again; the worker drops ids it has seen.
                 for m in self.state.unread(&name) {
                     if let Ok(bytes) =
@@ -524,6 +524,7 @@ impl Core {
             }
         }
         self.route(&changes);
+        self.refresh_titles();
         self.catch_up_subscribers()
     }
 

@@ -102,6 +102,8 @@ pub(crate) struct Runtime {
     waiters: Vec<Waiter>,
     /// Not yet connected once: a failure now rolls the roster back.
     first_spawn: bool,
+    /// The pane title last set.
+    title: Option<String>,
 }
 
 /// Supervisor state held by the core.
@@ -111,6 +113,8 @@ pub struct Supervisor {
     pub(crate) backend: Option<Arc<dyn PaneBackend>>,
     pub(crate) config: Option<TeamConfig>,
     pub(crate) poll_busy: bool,
+    /// Feeds the thread that sets pane titles, in order.
+    pub(crate) titles: Option<std::sync::mpsc::Sender<(Launched, String)>>,
     /// How to build backends and launch agents.
     pub(crate) env: SupervisorEnv,
 }
@@ -211,26 +215,65 @@ impl Core {
                 "the team has no configuration yet; start it with `agent-team up`",
             )
         })?;
-        let backend: Arc<dyn PaneBackend> = match cfg.backend {
-            BackendKind::Process => Arc::new(agent_team_pane::process::ProcessBackend::new()),
-            BackendKind::InProcess => match &self.sup.env.runner {
-                Some(r) => Arc::new(agent_team_pane::inprocess::InProcessBackend::new(r.clone())),
-                None => {
+        let runtime = self
+            .cfg
+            .paths
+            .socket
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        let backend: Arc<dyn PaneBackend> = if let Some(f) = &self.sup.env.factory {
+            f(cfg.backend, &cfg).map_err(|e| err(ErrorCode::InvalidState, e))?
+        } else {
+            match cfg.backend {
+                BackendKind::Process => Arc::new(agent_team_pane::process::ProcessBackend::new()),
+                BackendKind::InProcess => match &self.sup.env.runner {
+                    Some(r) => {
+                        Arc::new(agent_team_pane::inprocess::InProcessBackend::new(r.clone()))
+                    }
+                    None => {
+                        return Err(err(
+                            ErrorCode::InvalidState,
+                            "this daemon cannot run agents in-process",
+                        ));
+                    }
+                },
+                BackendKind::Tmux => {
+                    use agent_team_pane::tmux::{Placement, TmuxBackend, TmuxLayout};
+                    let place = match &cfg.tmux {
+                        Some(t) => Placement {
+                            socket: t.socket.clone(),
+                            session: t.session.clone(),
+                            window: t.window.clone(),
+                            private_server: t.window.is_none(),
+                        },
+                        None => Placement {
+                            socket: self.cfg.paths.tmux_socket.clone(),
+                            session: self.cfg.team.clone(),
+                            window: None,
+                            private_server: true,
+                        },
+                    };
+                    let layout = match cfg.layout {
+                        agent_team_config::Layout::MainVertical => TmuxLayout::MainVertical,
+                        agent_team_config::Layout::Tiled => TmuxLayout::Tiled,
+                        agent_team_config::Layout::Windows => TmuxLayout::Windows,
+                    };
+                    let b = TmuxBackend::new(place, layout, &runtime)
+                        .map_err(|e| err(ErrorCode::InvalidState, e.to_string()))?;
+                    Arc::new(b)
+                }
+                BackendKind::Iterm2 => Arc::new(agent_team_pane::iterm::ItermBackend::new(
+                    agent_team_pane::iterm::RealOsascript,
+                    runtime,
+                )),
+                BackendKind::Auto => {
                     return Err(err(
                         ErrorCode::InvalidState,
-                        "this daemon cannot run agents in-process",
+                        "backend `auto` must be resolved by the CLI",
                     ));
                 }
-            },
-            kind => match &self.sup.env.factory {
-                Some(f) => f(kind, &cfg).map_err(|e| err(ErrorCode::InvalidState, e))?,
-                None => {
-                    return Err(err(
-                        ErrorCode::InvalidState,
-                        format!("backend {} is not available in this daemon", kind.as_str()),
-                    ));
-                }
-            },
+            }
         };
         self.sup.backend = Some(backend.clone());
         Ok(backend)
@@ -582,6 +625,9 @@ impl Core {
         };
         if let Some(reason) = stop {
             self.begin_stop(name, reason);
+        } else if self.state.agent(name).is_some_and(|a| a.info.connected) {
+            // It connected before its launch was recorded: answer its waiters now, with its pid.
+            self.on_connected(name, None);
         } else {
             self.schedule(
                 CONNECT_DEADLINE,
@@ -591,11 +637,32 @@ impl Core {
     }
 
     /// An agent authenticated: it is up; answer whoever waited for that.
-    pub(crate) fn on_connected(&mut self, name: &str) {
+    pub(crate) fn on_connected(&mut self, name: &str, peer_pid: Option<u32>) {
         let Some(rt) = self.sup.runtimes.get_mut(name) else {
             return;
         };
         rt.first_spawn = false;
+        // Backends that cannot tell a pane's pid (iTerm2) learn it from the peer credentials.
+        if let (Some(l), Some(pid)) = (rt.launched.as_mut(), peer_pid)
+            && l.pid == 0
+        {
+            l.pid = pid;
+            l.pgid = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32)))
+                .ok()
+                .map(|p| p.as_raw() as u32);
+            let (pid, pgid) = (l.pid, l.pgid);
+            self.state.update_agent(name, |a| {
+                a.info.pid = Some(pid);
+                a.info.pgid = pgid;
+            });
+        }
+        let Some(rt) = self.sup.runtimes.get_mut(name) else {
+            return;
+        };
+        if rt.busy && rt.launched.is_none() {
+            // The launch result is still on its way; `on_launched` answers then.
+            return;
+        }
         let waiters: Vec<Waiter> = {
             let (now, later): (Vec<Waiter>, Vec<Waiter>) = rt
                 .waiters
@@ -1177,11 +1244,65 @@ impl Core {
         self.sup.poll_busy = true;
         let tx = self.self_tx.clone();
         tokio::task::spawn_blocking(move || {
+            let places: Vec<Launched> = targets.iter().map(|(_, _, l)| l.clone()).collect();
+            let found = backend.poll(&places);
             let results = targets
                 .into_iter()
-                .map(|(n, i, l)| (n, i, backend.liveness(&l)))
+                .zip(found)
+                .map(|((n, i, _), live)| (n, i, live))
                 .collect();
             let _ = tx.send(CoreMsg::Sup(SupEvent::Polled { results }));
         });
+    }
+
+    /// Keeps pane titles (`name · role · status · task`) current, for backends that show them.
+    pub(crate) fn refresh_titles(&mut self) {
+        let Some(backend) = self.sup.backend.clone() else {
+            return;
+        };
+        if !matches!(backend.kind(), "tmux" | "iterm2") {
+            return;
+        }
+        let mut updates = Vec::new();
+        for (name, rt) in self.sup.runtimes.iter_mut() {
+            // A dead pane stays on screen, so its title keeps saying how it ended.
+            let Some(l) = rt.launched.as_ref().or(rt.place.as_ref()) else {
+                continue;
+            };
+            let Some(a) = self.state.agent(name) else {
+                continue;
+            };
+            let task = a
+                .info
+                .current_task
+                .map(|t| format!(" · task {t}"))
+                .unwrap_or_default();
+            let title = format!(
+                "{} · {} · {}{task}",
+                a.info.name, a.info.role, a.info.status
+            );
+            if rt.title.as_deref() != Some(title.as_str()) {
+                rt.title = Some(title.clone());
+                updates.push((l.clone(), title));
+            }
+        }
+        if updates.is_empty() {
+            return;
+        }
+        // One thread applies title changes in order, so a late "running" never overwrites a
+        // newer "idle".
+        let tx = self.sup.titles.get_or_insert_with(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<(Launched, String)>();
+            let b = backend.clone();
+            std::thread::spawn(move || {
+                while let Ok((l, t)) = rx.recv() {
+                    b.set_title(&l, &t);
+                }
+            });
+            tx
+        });
+        for u in updates {
+            let _ = tx.send(u);
+        }
     }
 }

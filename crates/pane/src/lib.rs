@@ -6,8 +6,10 @@
 
 pub mod fake;
 pub mod inprocess;
+pub mod iterm;
 pub mod process;
 pub mod procs;
+pub mod tmux;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -135,6 +137,11 @@ pub trait PaneBackend: Send + Sync {
     /// Whether it still runs.
     fn liveness(&self, target: &Launched) -> Liveness;
 
+    /// Checks several at once (one tmux query for all panes instead of one each).
+    fn poll(&self, targets: &[Launched]) -> Vec<Liveness> {
+        targets.iter().map(|t| self.liveness(t)).collect()
+    }
+
     /// Forgets a finished agent (closes its pane, drops its handles).
     fn forget(&self, _target: &Launched) {}
 
@@ -155,8 +162,64 @@ pub mod env {
     pub const NAME: &str = "AGENT_TEAM_NAME";
     /// The agent's secret.
     pub const SECRET: &str = "AGENT_TEAM_SECRET";
+    /// A file holding the agent's secret (for backends whose command lines others can see);
+    /// the agent deletes it once read.
+    pub const SECRET_FILE: &str = "AGENT_TEAM_SECRET_FILE";
     /// The incarnation.
     pub const INCARNATION: &str = "AGENT_TEAM_INCARNATION";
     /// Where the agent appends its output (set for backends whose stdout is a pane).
     pub const LOG_FILE: &str = "AGENT_TEAM_LOG_FILE";
+}
+
+/// Quotes `s` for `sh`: single quotes, with embedded single quotes escaped.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@%+".contains(&b))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// A command line for `sh -c` that runs `spec` with its environment, `TMUX`/`TMUX_PANE` removed,
+/// and the secret moved into a 0600 file under `secret_dir` so no command line shows it.
+pub fn exec_line(spec: &LaunchSpec, secret_dir: &std::path::Path) -> Result<String, PaneError> {
+    let mut parts = vec!["exec".to_string(), "env".to_string()];
+    for k in &spec.env_remove {
+        parts.push("-u".into());
+        parts.push(shell_quote(k));
+    }
+    for (k, v) in &spec.env {
+        if k == env::SECRET {
+            let file = secret_dir.join(format!(".{}.secret", spec.name));
+            write_private(&file, v).map_err(|source| PaneError::Io {
+                what: format!("cannot write {}", file.display()),
+                source,
+            })?;
+            parts.push(shell_quote(&format!(
+                "{}={}",
+                env::SECRET_FILE,
+                file.display()
+            )));
+        } else {
+            parts.push(shell_quote(&format!("{k}={v}")));
+        }
+    }
+    for a in &spec.argv {
+        parts.push(shell_quote(a));
+    }
+    Ok(parts.join(" "))
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())
 }

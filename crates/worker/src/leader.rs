@@ -22,6 +22,7 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     bootstrap(link, config, out).await?;
     let mut mailbox = Mailbox::default();
+    let mut said_waiting = false;
     link.set_status(AgentStatus::Running).await;
     loop {
         while let Ok(ev) = inbound.try_recv() {
@@ -39,13 +40,13 @@ pub async fn run(
         let tasks = all_tasks(link).await?;
         cancel_orphans(link, &tasks, out).await?;
         let tasks = all_tasks(link).await?;
-        let done = if tasks.is_empty() {
-            config.tasks.is_empty()
-        } else {
-            tasks.iter().all(|t| t.status.is_terminal())
-        };
-        if done {
+        // An empty board is not finished work: the operator may still add tasks.
+        if !tasks.is_empty() && tasks.iter().all(|t| t.status.is_terminal()) {
             return finish(link, &tasks, out).await;
+        }
+        if tasks.is_empty() && !said_waiting {
+            out.say("the board is empty; waiting for tasks (agent-team task add TITLE --run CMD)");
+            said_waiting = true;
         }
         match inbound.recv().await {
             Some(ev) => absorb(ev, &mut mailbox)?,

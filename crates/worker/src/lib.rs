@@ -66,11 +66,25 @@ impl AgentEnv {
                 .filter(|v| !v.is_empty())
                 .ok_or(AgentError::MissingEnv(k))
         };
+        // The secret comes in the environment, or (when a command line would show it) in a
+        // private file that is removed once read.
+        let secret = match get(env::SECRET).filter(|v| !v.is_empty()) {
+            Some(s) => s,
+            None => {
+                let file =
+                    need(env::SECRET_FILE).map_err(|_| AgentError::MissingEnv(env::SECRET))?;
+                let s = std::fs::read_to_string(&file).map_err(|e| {
+                    AgentError::Config(format!("cannot read the secret file {file}: {e}"))
+                })?;
+                let _ = std::fs::remove_file(&file);
+                s.trim().to_string()
+            }
+        };
         Ok(AgentEnv {
             socket: PathBuf::from(need(env::SOCKET)?),
             team: need(env::TEAM)?,
             name: need(env::NAME)?,
-            secret: need(env::SECRET)?,
+            secret,
             incarnation: get(env::INCARNATION)
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),

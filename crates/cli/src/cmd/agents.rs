@@ -81,3 +81,73 @@ pub fn logs(ctx: &Ctx, name: &str, follow: bool) -> Result<ExitCode> {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Where the team's tmux panes are, from the daemon's stored configuration.
+pub fn tmux_place(
+    ctx: &Ctx,
+    c: &mut agent_team_client::Client,
+) -> Result<Option<agent_team_config::TmuxPlace>> {
+    let cfg = match c.call(Request::GetConfig)? {
+        Reply::Config { config } if !config.is_null() => {
+            serde_json::from_value::<agent_team_config::TeamConfig>(config)?
+        }
+        _ => return Ok(None),
+    };
+    if cfg.backend != agent_team_config::BackendKind::Tmux {
+        return Ok(None);
+    }
+    Ok(Some(cfg.tmux.unwrap_or(agent_team_config::TmuxPlace {
+        socket: ctx.tp.tmux_socket.clone(),
+        session: ctx.team.clone(),
+        window: None,
+    })))
+}
+
+/// The command that attaches this terminal to `name`'s pane.
+pub fn attach_command(ctx: &Ctx, name: &str) -> Result<std::process::Command> {
+    let mut c = ctx.connect()?;
+    let Some(place) = tmux_place(ctx, &mut c)? else {
+        bail!(crate::Hinted::new(
+            format!(
+                "team {} does not run in tmux, so there is no pane to attach to",
+                ctx.team
+            ),
+            format!("follow the agent with `agent-team logs {name} -f`")
+        ));
+    };
+    let agents = match c.call(Request::Agents)? {
+        Reply::Agents { agents } => agents,
+        _ => vec![],
+    };
+    let Some(agent) = agents.iter().find(|a| a.name == name) else {
+        let names: Vec<String> = agents.iter().map(|a| a.name.clone()).collect();
+        bail!(crate::Hinted::new(
+            format!("no agent {name:?}"),
+            format!("valid names: {}", names.join(", "))
+        ));
+    };
+    let Some(pane) = &agent.pane else {
+        bail!(crate::Hinted::new(
+            format!("{name} has no pane right now ({})", agent.status),
+            "see `agent-team ps`"
+        ));
+    };
+    let inside = agent_team_pane::tmux::current_server().is_some_and(|s| s == place.socket);
+    Ok(agent_team_pane::tmux::attach_command(
+        &place.socket,
+        &place.session,
+        pane,
+        inside,
+    ))
+}
+
+/// `agent-team attach NAME`
+pub fn attach(ctx: &Ctx, name: &str) -> Result<ExitCode> {
+    let mut cmd = attach_command(ctx, name)?;
+    use std::os::unix::process::CommandExt;
+    let err = cmd.exec();
+    bail!(crate::Hinted::new(
+        format!("cannot run tmux: {err}"),
+        "is tmux installed?"
+    ))
+}

@@ -45,6 +45,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             json,
         ),
         Command::Logs { name, follow } => agents::logs(&ctx, &name, follow),
+        Command::Attach { name } => agents::attach(&ctx, &name),
         Command::Ps(j) => board::ps(&ctx, j.json),
         Command::Task(t) => board::task(&ctx, t),
         Command::Send {

@@ -11,7 +11,12 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 /// The team configuration `up`/`run` start from: the demo, the team file, or built-ins only.
-fn team_config(ctx: &Ctx, demo: bool, backend: Option<&str>) -> Result<(TeamConfig, String)> {
+fn team_config(
+    ctx: &Ctx,
+    demo: bool,
+    backend: Option<&str>,
+    here: bool,
+) -> Result<(TeamConfig, String)> {
     let mut cfg = if demo {
         let ws = ctx.tp.dir.join("workspace");
         std::fs::create_dir_all(&ws).with_context(|| format!("cannot create {}", ws.display()))?;
@@ -34,6 +39,33 @@ fn team_config(ctx: &Ctx, demo: bool, backend: Option<&str>) -> Result<(TeamConf
     };
     let (kind, why) = crate::backend::resolve(requested)?;
     cfg.backend = kind;
+    if kind == BackendKind::Tmux {
+        cfg.tmux = Some(if here {
+            let Some(socket) = agent_team_pane::tmux::current_server() else {
+                bail!(crate::Hinted::new(
+                    "--here needs to run inside tmux",
+                    "drop --here to use a private tmux server"
+                ));
+            };
+            let (window, session) = agent_team_pane::tmux::new_window_here(&socket, &ctx.team)?;
+            agent_team_config::TmuxPlace {
+                socket,
+                session,
+                window: Some(window),
+            }
+        } else {
+            agent_team_config::TmuxPlace {
+                socket: ctx.tp.tmux_socket.clone(),
+                session: ctx.team.clone(),
+                window: None,
+            }
+        });
+    } else if here {
+        bail!(crate::Hinted::new(
+            "--here only applies to the tmux backend",
+            "use --backend tmux"
+        ));
+    }
     Ok((cfg, why))
 }
 
@@ -88,15 +120,40 @@ fn wait_for_leader(c: &mut Client) -> Result<AgentInfo> {
 
 /// `agent-team up`
 pub fn up(ctx: &Ctx, args: UpArgs) -> Result<ExitCode> {
-    let (cfg, why) = team_config(ctx, args.demo, args.backend.as_deref())?;
-    eprintln!("agent-team: backend {} ({why})", cfg.backend.as_str());
     let mut c = ctx.connect()?;
     let already = match c.call(Request::TeamInfo)? {
         Reply::Team { team } => team.run == RunState::Running,
         _ => false,
     };
+    // A second `up` attaches to the running team (SPEC §3): keep its configuration.
+    let (cfg, why) = if already {
+        match c.call(Request::GetConfig)? {
+            Reply::Config { config } if !config.is_null() => (
+                serde_json::from_value::<TeamConfig>(config)?,
+                "already running".to_string(),
+            ),
+            _ => team_config(ctx, args.demo, args.backend.as_deref(), args.here)?,
+        }
+    } else {
+        team_config(ctx, args.demo, args.backend.as_deref(), args.here)?
+    };
+    eprintln!("agent-team: backend {} ({why})", cfg.backend.as_str());
     if !already {
         start(ctx, &mut c, &cfg, args.goal.clone())?;
+    } else if let Some(place) = &cfg.tmux
+        && cfg.backend == BackendKind::Tmux
+        && !agent_team_pane::tmux::session_exists(&agent_team_pane::tmux::Placement {
+            socket: place.socket.clone(),
+            session: place.session.clone(),
+            window: place.window.clone(),
+            private_server: place.window.is_none(),
+        })
+    {
+        // The tmux server was killed under a live team: bring every agent back into new panes.
+        eprintln!(
+            "agent-team: the team's tmux session is gone; restarting its agents in a new layout"
+        );
+        rebuild(&mut c)?;
     }
     let leader = wait_for_leader(&mut c)?;
     let agents = match c.call(Request::Agents)? {
@@ -120,19 +177,53 @@ pub fn up(ctx: &Ctx, args: UpArgs) -> Result<ExitCode> {
                 format!(" and {} teammate(s) starting", cfg.teammates.len())
             }
         ));
+        if let Some(place) = &cfg.tmux {
+            output::line(&format!(
+                "  attach: agent-team --team {} attach leader   (or: tmux -S {} attach -t {})",
+                ctx.team,
+                place.socket.display(),
+                place.session
+            ));
+        }
         output::line(&format!(
             "  watch:  agent-team --team {} ps   |   agent-team --team {} logs leader -f",
             ctx.team, ctx.team
         ));
         output::line(&format!("  stop:   agent-team --team {} down", ctx.team));
     }
+    // Attach to the leader's pane when a person is watching.
+    let tty = nix::unistd::isatty(std::io::stdout()).unwrap_or(false);
+    if cfg.backend == BackendKind::Tmux && !args.detach && !args.json && tty {
+        let mut cmd = crate::cmd::agents::attach_command(ctx, names::LEADER)?;
+        use std::os::unix::process::CommandExt;
+        let err = cmd.exec();
+        bail!(crate::Hinted::new(
+            format!("cannot attach: {err}"),
+            "attach later with `agent-team attach leader`"
+        ));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Restarts every agent that is not down (after its panes vanished with the tmux server).
+fn rebuild(c: &mut Client) -> Result<()> {
+    let agents = match c.call(Request::Agents)? {
+        Reply::Agents { agents } => agents,
+        _ => vec![],
+    };
+    // The roster lists the leader first, so it gets the main pane.
+    for a in agents.iter().filter(|a| !a.status.is_down()) {
+        let _ = c.call(Request::Restart {
+            name: a.name.clone(),
+        });
+    }
+    Ok(())
 }
 
 /// `agent-team run`
 pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
     let started = Instant::now();
-    let (cfg, why) = team_config(ctx, args.demo, args.backend.as_deref())?;
+    let (cfg, why) = team_config(ctx, args.demo, args.backend.as_deref(), false)?;
     if !args.quiet {
         eprintln!("agent-team: backend {} ({why})", cfg.backend.as_str());
     }
@@ -192,7 +283,9 @@ fn reconnect(ctx: &Ctx) -> Result<Client> {
             .and_then(|_| Client::operator(&ctx.tp).map_err(anyhow::Error::from));
         match attempt {
             Ok(c) => return Ok(c),
-            Err(e) if Instant::now() > deadline => return Err(e.context("cannot reach the daemon again")),
+            Err(e) if Instant::now() > deadline => {
+                return Err(e.context("cannot reach the daemon again"));
+            }
             Err(_) => {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(200));

@@ -1,0 +1,716 @@
+//! The tmux backend: one pane per agent in a session named after the team, by default on a
+//! private tmux server whose socket lives in the runtime dir (`AGENT_TEAM_TMUX_SOCKET` overrides
+//! it), or in a new window of the user's own session (`up --here`).
+//!
+//! Agents are launched by their command line (never `send-keys`), pane ids come back with
+//! `-P -F`, `remain-on-exit` keeps a dead pane with its exit status, and `respawn-pane -k`
+//! restarts in place with the same pane id. Commands are built with `tmux_interface` and run with
+//! a timeout: a query that times out is "unknown", never "dead".
+
+use crate::procs::stop_group;
+use crate::{ExitInfo, LaunchSpec, Launched, Liveness, PaneBackend, PaneError, exec_line};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::Duration;
+use tmux_interface::{
+    DisplayMessage, KillPane, KillServer, KillWindow, ListPanes, NewSession, NewWindow,
+    RespawnPane, SelectLayout, SelectPane, SetOption, SplitWindow, Tmux, TmuxCommands,
+};
+
+/// The pane option naming the agent a pane belongs to.
+const OWNER_OPTION: &str = "@agent-team-agent";
+
+/// What the `--here` window runs until the first agent replaces it.
+const PLACEHOLDER: &str = "sleep 86400";
+
+/// The oldest tmux this backend works with.
+pub const MIN_VERSION: (u32, u32) = (3, 2);
+/// How long one tmux command may take before its answer counts as unknown.
+const TIMEOUT: Duration = Duration::from_secs(3);
+/// The size given to detached sessions (tmux would otherwise use 80x24).
+pub const DETACHED_SIZE: (usize, usize) = (240, 64);
+
+/// How the panes are arranged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TmuxLayout {
+    /// The first pane (the leader) on the left, the others stacked on the right.
+    MainVertical,
+    /// An even grid.
+    Tiled,
+    /// One window per agent.
+    Windows,
+}
+
+/// Where the team's panes live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The tmux server's socket.
+    pub socket: PathBuf,
+    /// The session.
+    pub session: String,
+    /// With `--here`: the window in the user's session; the server is not ours.
+    pub window: Option<String>,
+    /// Whether the server is ours (private): `shutdown` kills it.
+    pub private_server: bool,
+}
+
+/// Why a tmux command failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TmuxFailure {
+    /// It did not answer within the timeout.
+    Timeout,
+    /// No server runs on the socket.
+    NoServer,
+    /// tmux said something else.
+    Failed(String),
+}
+
+impl std::fmt::Display for TmuxFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TmuxFailure::Timeout => write!(f, "tmux did not answer within {} s", TIMEOUT.as_secs()),
+            TmuxFailure::NoServer => write!(f, "no tmux server is running"),
+            TmuxFailure::Failed(m) => write!(f, "tmux: {m}"),
+        }
+    }
+}
+
+/// `tmux -V`, parsed, or an error saying what is missing or too old.
+pub fn version() -> Result<(u32, u32, String), PaneError> {
+    let out = std::process::Command::new("tmux")
+        .arg("-V")
+        .output()
+        .map_err(|e| {
+            PaneError::Tool(format!(
+                "tmux is not installed ({e}); install it (apt-get install tmux, brew install tmux)"
+            ))
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let v = parse_version(&text)
+        .ok_or_else(|| PaneError::Tool(format!("cannot understand `tmux -V`: {text:?}")))?;
+    if (v.0, v.1) < MIN_VERSION {
+        return Err(PaneError::Tool(format!(
+            "{text} is too old: agent-team needs tmux {}.{} or newer",
+            MIN_VERSION.0, MIN_VERSION.1
+        )));
+    }
+    Ok((v.0, v.1, text))
+}
+
+/// Parses `tmux 3.3a` / `tmux next-3.4` / `tmux master` into (major, minor).
+pub fn parse_version(text: &str) -> Option<(u32, u32)> {
+    let v = text.split_whitespace().nth(1)?;
+    if v == "master" {
+        return Some((99, 0));
+    }
+    let v = v.trim_start_matches("next-");
+    let mut it = v.split('.');
+    let major = it.next()?.parse().ok()?;
+    let minor_txt: String = it
+        .next()
+        .unwrap_or("0")
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    Some((major, minor_txt.parse().unwrap_or(0)))
+}
+
+/// Runs tmux commands on a server, with `TMUX`/`TMUX_PANE` removed and a timeout.
+pub fn run(
+    socket: &Path,
+    config: Option<&Path>,
+    commands: TmuxCommands<'_>,
+) -> Result<String, TmuxFailure> {
+    let mut tmux = Tmux::new().socket_path(socket.display().to_string());
+    if let Some(c) = config {
+        tmux = tmux.file(c.display().to_string());
+    }
+    let mut cmd = tmux.commands(commands).into_command();
+    cmd.env_remove("TMUX")
+        .env_remove("TMUX_PANE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd
+        .spawn()
+        .map_err(|e| TmuxFailure::Failed(format!("cannot run tmux: {e}")))?;
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(TIMEOUT) {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => return Err(TmuxFailure::Failed(e.to_string())),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            return Err(TmuxFailure::Timeout);
+        }
+    };
+    if out.status.success() {
+        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    if err.contains("no server running")
+        || err.contains("error connecting")
+        || err.contains("No such file")
+    {
+        Err(TmuxFailure::NoServer)
+    } else {
+        Err(TmuxFailure::Failed(err))
+    }
+}
+
+/// The agents' panes on one tmux server.
+pub struct TmuxBackend {
+    place: Placement,
+    layout: TmuxLayout,
+    config: PathBuf,
+    secret_dir: PathBuf,
+    /// Last title set per pane, so unchanged titles cost no tmux call.
+    titles: Mutex<HashMap<String, String>>,
+}
+
+impl TmuxBackend {
+    /// A backend for `place`; `runtime` holds its server config and the agents' secret files.
+    pub fn new(place: Placement, layout: TmuxLayout, runtime: &Path) -> Result<Self, PaneError> {
+        version()?;
+        let config = runtime.join(format!("{}.tmux.conf", place.session));
+        let conf = "\
+# Written by agent-team for its private tmux server.
+set -g remain-on-exit on
+set -g pane-border-status top
+set -g pane-border-format ' #{pane_title} '
+set -g allow-rename off
+set -g history-limit 20000
+set -g mouse on
+";
+        std::fs::write(&config, conf).map_err(|source| PaneError::Io {
+            what: format!("cannot write {}", config.display()),
+            source,
+        })?;
+        Ok(TmuxBackend {
+            place,
+            layout,
+            config,
+            secret_dir: runtime.to_path_buf(),
+            titles: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The placement.
+    pub fn placement(&self) -> &Placement {
+        &self.place
+    }
+
+    fn tmux(&self, commands: TmuxCommands<'_>) -> Result<String, TmuxFailure> {
+        run(&self.place.socket, Some(&self.config), commands)
+    }
+
+    fn window_target(&self) -> String {
+        match &self.place.window {
+            Some(w) => w.clone(),
+            None => format!("{}:", self.place.session),
+        }
+    }
+
+    fn parse_launch(out: &str) -> Result<Launched, PaneError> {
+        let mut it = out.split_whitespace();
+        let pane = it
+            .next()
+            .filter(|p| p.starts_with('%'))
+            .ok_or_else(|| PaneError::Tool(format!("tmux printed {out:?}, not a pane id")))?;
+        let pid: u32 = it
+            .next()
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| PaneError::Tool(format!("tmux printed {out:?}, not a pid")))?;
+        // tmux starts each pane's process in a session of its own: its group is its pid.
+        Ok(Launched {
+            pid,
+            pgid: Some(pid),
+            pane: Some(pane.to_string()),
+        })
+    }
+
+    /// Marks a pane as this agent's, so a later respawn never takes a pane that is not (pane
+    /// ids restart from %0 on a new server).
+    fn mark(&self, launched: &Launched, name: &str) {
+        if let Some(p) = &launched.pane {
+            let mut cmds = TmuxCommands::new();
+            cmds.push(
+                SetOption::new()
+                    .pane()
+                    .target_pane(p.as_str())
+                    .option(OWNER_OPTION)
+                    .value(name),
+            );
+            let _ = self.tmux(cmds);
+        }
+    }
+
+    /// Whether `pane` is marked as `name`'s.
+    fn owns(&self, pane: &str, name: &str) -> bool {
+        let mut cmds = TmuxCommands::new();
+        cmds.push(
+            DisplayMessage::new()
+                .print()
+                .target_pane(pane)
+                .message(format!("#{{{OWNER_OPTION}}}")),
+        );
+        self.tmux(cmds).is_ok_and(|o| o.trim() == name)
+    }
+
+    fn new_session(&self, line: &str, spec: &LaunchSpec) -> Result<Launched, PaneError> {
+        let (w, h) = DETACHED_SIZE;
+        let mut cmds = TmuxCommands::new();
+        cmds.push(
+            NewSession::new()
+                .detached()
+                .session_name(self.place.session.as_str())
+                .window_name(spec.name.as_str())
+                .width(w)
+                .height(h)
+                .print()
+                .format("#{pane_id} #{pane_pid}")
+                .start_directory(spec.cwd.display().to_string())
+                .shell_command(line),
+        );
+        cmds.push(
+            SelectPane::new()
+                .target_pane(format!("{}:", self.place.session))
+                .title(spec.title.as_str()),
+        );
+        let out = self
+            .tmux(cmds)
+            .map_err(|e| PaneError::Tool(e.to_string()))?;
+        Self::parse_launch(&out)
+    }
+
+    /// The `--here` window's placeholder pane, while it is still there.
+    fn placeholder_pane(&self, window: &str) -> Option<String> {
+        let mut cmds = TmuxCommands::new();
+        cmds.push(
+            ListPanes::new()
+                .target(window)
+                .format("#{pane_id} #{pane_start_command}"),
+        );
+        let out = self.tmux(cmds).ok()?;
+        out.lines()
+            .find(|l| l.contains(PLACEHOLDER))
+            .and_then(|l| l.split_whitespace().next())
+            .map(str::to_string)
+    }
+
+    /// Makes the session; if another agent's launch made it first, splits it after all.
+    fn new_session_or_split(
+        &self,
+        line: &str,
+        spec: &LaunchSpec,
+        split: TmuxCommands<'_>,
+    ) -> Result<Launched, PaneError> {
+        match self.new_session(line, spec) {
+            Err(PaneError::Tool(m)) if m.contains("duplicate session") => {
+                let out = self
+                    .tmux(split)
+                    .map_err(|e| PaneError::Tool(e.to_string()))?;
+                Self::parse_launch(&out)
+            }
+            other => other,
+        }
+    }
+
+    fn relayout(&self) {
+        let layout = match self.layout {
+            TmuxLayout::MainVertical => "main-vertical",
+            TmuxLayout::Tiled => "tiled",
+            TmuxLayout::Windows => return,
+        };
+        let mut cmds = TmuxCommands::new();
+        cmds.push(
+            SelectLayout::new()
+                .target_pane(self.window_target())
+                .layout_name(layout),
+        );
+        let _ = self.tmux(cmds);
+    }
+}
+
+impl PaneBackend for TmuxBackend {
+    fn kind(&self) -> &'static str {
+        "tmux"
+    }
+
+    fn spawn(&self, spec: &LaunchSpec) -> Result<Launched, PaneError> {
+        if let Some(w) = &self.place.window
+            && let Some(pane) = self.placeholder_pane(w)
+        {
+            return self.respawn(
+                spec,
+                &Launched {
+                    pid: 0,
+                    pgid: None,
+                    pane: Some(pane),
+                },
+            );
+        }
+        let line = exec_line(spec, &self.secret_dir)?;
+        let mut cmds = TmuxCommands::new();
+        let fmt = "#{pane_id} #{pane_pid}";
+        let cwd = spec.cwd.display().to_string();
+        if self.layout == TmuxLayout::Windows {
+            cmds.push(
+                NewWindow::new()
+                    .detached()
+                    .print()
+                    .format(fmt)
+                    .window_name(spec.name.as_str())
+                    .target_window(format!("{}:", self.place.session))
+                    .start_directory(cwd.as_str())
+                    .shell_command(line.as_str()),
+            );
+        } else {
+            cmds.push(
+                SplitWindow::new()
+                    .detached()
+                    .print()
+                    .format(fmt)
+                    .target_pane(self.window_target())
+                    .start_directory(cwd.as_str())
+                    .shell_command(line.as_str()),
+            );
+        }
+        let retry = cmds.clone();
+        let launched = match self.tmux(cmds) {
+            Ok(out) => Self::parse_launch(&out)?,
+            // No session (first agent, or the server was killed): make one.
+            Err(TmuxFailure::NoServer) => self.new_session_or_split(&line, spec, retry)?,
+            Err(TmuxFailure::Failed(m)) if m.contains("can't find") || m.contains("no such") => {
+                if self.place.window.is_some() {
+                    return Err(PaneError::Tool(format!("the team's window is gone: {m}")));
+                }
+                self.new_session_or_split(&line, spec, retry)?
+            }
+            Err(e) => return Err(PaneError::Tool(e.to_string())),
+        };
+        self.mark(&launched, &spec.name);
+        self.set_title(&launched, &spec.title);
+        self.relayout();
+        Ok(launched)
+    }
+
+    fn respawn(&self, spec: &LaunchSpec, previous: &Launched) -> Result<Launched, PaneError> {
+        let Some(pane) = previous.pane.clone() else {
+            return self.spawn(spec);
+        };
+        // After a server restart the id may name another agent's pane: only reuse our own
+        // (the `--here` placeholder is unmarked and ours to take).
+        if previous.pid != 0 && !self.owns(&pane, &spec.name) {
+            return self.spawn(spec);
+        }
+        let line = exec_line(spec, &self.secret_dir)?;
+        let mut cmds = TmuxCommands::new();
+        cmds.push(
+            RespawnPane::new()
+                .kill()
+                .target_pane(pane.as_str())
+                .start_directory(spec.cwd.display().to_string())
+                .shell_command(line.as_str()),
+        );
+        cmds.push(
+            DisplayMessage::new()
+                .print()
+                .target_pane(pane.as_str())
+                .message("#{pane_id} #{pane_pid}"),
+        );
+        match self.tmux(cmds) {
+            Ok(out) => {
+                let l = Self::parse_launch(&out)?;
+                self.mark(&l, &spec.name);
+                self.set_title(&l, &spec.title);
+                Ok(l)
+            }
+            // The pane was closed by hand or the server was killed: a new pane then.
+            Err(TmuxFailure::NoServer) | Err(TmuxFailure::Failed(_)) => self.spawn(spec),
+            Err(e) => Err(PaneError::Tool(e.to_string())),
+        }
+    }
+
+    fn stop(&self, target: &Launched, grace: Duration) -> Result<(), PaneError> {
+        // The pane stays (remain-on-exit) and shows the exit status.
+        stop_group(target.pgid.unwrap_or(target.pid), grace, || {})
+    }
+
+    fn liveness(&self, target: &Launched) -> Liveness {
+        self.poll(std::slice::from_ref(target))
+            .pop()
+            .unwrap_or(Liveness::Unknown)
+    }
+
+    fn poll(&self, targets: &[Launched]) -> Vec<Liveness> {
+        let mut cmds = TmuxCommands::new();
+        cmds.push(
+            ListPanes::new()
+                .all()
+                .format("#{pane_id} #{pane_pid} #{pane_dead} #{pane_dead_status}"),
+        );
+        let panes: HashMap<String, (u32, bool, Option<i32>)> = match self.tmux(cmds) {
+            Ok(out) => out
+                .lines()
+                .filter_map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    let pid = f.get(1)?.parse().ok()?;
+                    let dead = f.get(2).is_some_and(|d| *d == "1");
+                    let status = f.get(3).and_then(|s| s.parse().ok());
+                    Some((f.first()?.to_string(), (pid, dead, status)))
+                })
+                .collect(),
+            // The server is gone, so is every pane on it.
+            Err(TmuxFailure::NoServer) => HashMap::new(),
+            Err(_) => return targets.iter().map(|_| Liveness::Unknown).collect(),
+        };
+        targets
+            .iter()
+            .map(|t| {
+                let Some(pane) = &t.pane else {
+                    return Liveness::Unknown;
+                };
+                match panes.get(pane) {
+                    None => Liveness::Exited(ExitInfo::default()),
+                    Some((_, true, status)) => Liveness::Exited(ExitInfo {
+                        code: *status,
+                        signal: None,
+                    }),
+                    // A respawned pane has a new pid: the old incarnation is over.
+                    Some((pid, false, _)) if *pid != t.pid => Liveness::Exited(ExitInfo::default()),
+                    Some(_) => Liveness::Alive,
+                }
+            })
+            .collect()
+    }
+
+    fn set_title(&self, target: &Launched, title: &str) {
+        let Some(pane) = &target.pane else { return };
+        if let Ok(t) = self.titles.lock()
+            && t.get(pane).is_some_and(|old| old == title)
+        {
+            return;
+        }
+        let mut cmds = TmuxCommands::new();
+        cmds.push(SelectPane::new().target_pane(pane.as_str()).title(title));
+        if self.tmux(cmds).is_ok()
+            && let Ok(mut t) = self.titles.lock()
+        {
+            t.insert(pane.clone(), title.to_string());
+        }
+    }
+
+    fn forget(&self, target: &Launched) {
+        if let Some(p) = &target.pane {
+            let mut cmds = TmuxCommands::new();
+            cmds.push(KillPane::new().target_pane(p.as_str()));
+            let _ = self.tmux(cmds);
+        }
+    }
+
+    fn shutdown(&self) {
+        let mut cmds = TmuxCommands::new();
+        if self.place.private_server {
+            let mut pid_cmd = TmuxCommands::new();
+            pid_cmd.push(DisplayMessage::new().print().message("#{pid}"));
+            let server_pid: Option<u32> =
+                self.tmux(pid_cmd).ok().and_then(|o| o.trim().parse().ok());
+            cmds.push(KillServer::new());
+            let _ = self.tmux(cmds);
+            // kill-server returns before the server has exited: wait until the process is gone.
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while let Some(pid) = server_pid {
+                if !crate::procs::pid_alive(pid)
+                    || crate::procs::is_zombie(pid)
+                    || std::time::Instant::now() > deadline
+                {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = std::fs::remove_file(&self.place.socket);
+        } else if let Some(w) = &self.place.window {
+            cmds.push(KillWindow::new().target_window(w.as_str()));
+            let _ = self.tmux(cmds);
+        }
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+/// The command that puts this terminal on `pane`: attach from outside tmux, or switch the
+/// client when already inside the same server. The pane is selected and zoomed either way.
+pub fn attach_command(
+    socket: &Path,
+    session: &str,
+    pane: &str,
+    inside_same_server: bool,
+) -> std::process::Command {
+    let zoom =
+        format!("if-shell -F -t {pane} '#{{window_zoomed_flag}}' '' 'resize-pane -Z -t {pane}'");
+    let mut c = std::process::Command::new("tmux");
+    c.arg("-S").arg(socket);
+    c.args([
+        "select-window",
+        "-t",
+        pane,
+        ";",
+        "select-pane",
+        "-t",
+        pane,
+        ";",
+    ]);
+    c.args(zoom_args(&zoom));
+    if inside_same_server {
+        c.args([";", "switch-client", "-t", pane]);
+    } else {
+        c.env_remove("TMUX").env_remove("TMUX_PANE");
+        c.args([";", "attach-session", "-t", session]);
+    }
+    c
+}
+
+fn zoom_args(zoom: &str) -> Vec<String> {
+    // `if-shell -F -t PANE COND '' 'resize-pane -Z -t PANE'` as separate arguments.
+    let mut parts: Vec<String> = Vec::new();
+    let mut rest = zoom;
+    while !rest.is_empty() {
+        rest = rest.trim_start();
+        if let Some(stripped) = rest.strip_prefix('\'') {
+            let end = stripped.find('\'').unwrap_or(stripped.len());
+            parts.push(stripped[..end].to_string());
+            rest = stripped.get(end + 1..).unwrap_or("");
+        } else {
+            let end = rest.find(' ').unwrap_or(rest.len());
+            parts.push(rest[..end].to_string());
+            rest = &rest[end..];
+        }
+    }
+    parts
+}
+
+/// Whether the tmux session of a placement exists.
+pub fn session_exists(place: &Placement) -> bool {
+    let mut cmds = TmuxCommands::new();
+    cmds.push(
+        DisplayMessage::new()
+            .print()
+            .target_pane(format!("{}:", place.session))
+            .message("#{session_name}"),
+    );
+    run(&place.socket, None, cmds).is_ok()
+}
+
+/// The socket of the tmux server this process runs in (from `$TMUX`), if any.
+pub fn current_server() -> Option<PathBuf> {
+    let v = std::env::var("TMUX").ok()?;
+    v.split(',')
+        .next()
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+}
+
+/// `--here`: a new window in the user's current session for the team; returns its id (`@N`).
+pub fn new_window_here(socket: &Path, name: &str) -> Result<(String, String), PaneError> {
+    let mut cmds = TmuxCommands::new();
+    // A placeholder process holds the window until the first agent's launch replaces it.
+    cmds.push(
+        NewWindow::new()
+            .detached()
+            .print()
+            .format("#{window_id} #{session_name}")
+            .window_name(name)
+            .shell_command(PLACEHOLDER),
+    );
+    let out = run(socket, None, cmds).map_err(|e| PaneError::Tool(e.to_string()))?;
+    let mut it = out.split_whitespace();
+    let (w, s) = match (it.next(), it.next()) {
+        (Some(w), Some(s)) => (w.to_string(), s.to_string()),
+        _ => {
+            return Err(PaneError::Tool(format!(
+                "tmux printed {out:?}, not a window id"
+            )));
+        }
+    };
+    // Our options, on our window only: the user's other windows keep theirs.
+    let mut opts = TmuxCommands::new();
+    for (k, v) in [
+        ("remain-on-exit", "on"),
+        ("pane-border-status", "top"),
+        ("pane-border-format", " #{pane_title} "),
+    ] {
+        opts.push(
+            SetOption::new()
+                .window()
+                .target_pane(w.as_str())
+                .option(k)
+                .value(v),
+        );
+    }
+    run(socket, None, opts).map_err(|e| PaneError::Tool(e.to_string()))?;
+    Ok((w, s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(parse_version("tmux 3.3a"), Some((3, 3)));
+        assert_eq!(parse_version("tmux 3.2"), Some((3, 2)));
+        assert_eq!(parse_version("tmux next-3.4"), Some((3, 4)));
+        assert_eq!(parse_version("tmux master"), Some((99, 0)));
+        assert_eq!(parse_version("tmux 2.9a"), Some((2, 9)));
+        assert_eq!(parse_version("nonsense"), None);
+    }
+
+    #[test]
+    fn attach_selects_zooms_and_attaches() {
+        let c = attach_command(Path::new("/r/t.tmux"), "t", "%3", false);
+        let args: Vec<String> = c
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "-S",
+                "/r/t.tmux",
+                "select-window",
+                "-t",
+                "%3",
+                ";",
+                "select-pane",
+                "-t",
+                "%3",
+                ";",
+                "if-shell",
+                "-F",
+                "-t",
+                "%3",
+                "#{window_zoomed_flag}",
+                "",
+                "resize-pane -Z -t %3",
+                ";",
+                "attach-session",
+                "-t",
+                "t"
+            ]
+        );
+        let c = attach_command(Path::new("/r/t.tmux"), "t", "%3", true);
+        let args: Vec<String> = c
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(args[args.len() - 4..], [";", "switch-client", "-t", "%3"]);
+    }
+}

@@ -1,0 +1,336 @@
+//! The tmux backend on a private tmux server per test (TMUX unset, temp dirs): layout, titles,
+//! attach, kill/restart in place, deaths noticed, and nothing left after `down`.
+
+use agent_team_e2e::*;
+use agent_team_protocol::*;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(60);
+
+fn team_file(team: &str, tasks: &str) -> String {
+    let mut s = format!("name = \"{team}\"\nbackend = \"tmux\"\n");
+    for n in ["builder-1", "builder-2", "builder-3"] {
+        s.push_str(&format!(
+            "[[teammates]]\nname = \"{n}\"\nrole = \"worker\"\n"
+        ));
+    }
+    s.push_str(tasks);
+    s
+}
+
+fn panes(sb: &Sandbox, team: &str) -> Vec<(String, u32, String, bool)> {
+    let out = sb
+        .tmux(
+            &sb.tmux_socket(team),
+            &[
+                "list-panes",
+                "-a",
+                "-F",
+                "#{pane_id}\t#{pane_pid}\t#{pane_dead}\t#{pane_title}",
+            ],
+        )
+        .unwrap();
+    out.lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (
+                f[0].to_string(),
+                f[1].parse().unwrap(),
+                f[3].to_string(),
+                f[2] == "1",
+            )
+        })
+        .collect()
+}
+
+fn all_connected(sb: &Sandbox, team: &str, n: usize) -> bool {
+    let a = sb.agents(team);
+    a.len() == n && a.iter().all(|x| x.connected && x.pid.is_some())
+}
+
+#[test]
+fn up_detach_opens_one_pane_per_agent_with_titles_and_work() {
+    let sb = Sandbox::new();
+    let marker = sb.path("work");
+    // A second, long task keeps the team from finishing while the test looks at it.
+    sb.write_team_file(&team_file(
+        "panes",
+        &format!(
+            "[[tasks]]\ntitle = \"hello\"\nrun = \"echo hello-from-the-task > {}; echo visible-output\"\n[[tasks]]\ntitle = \"hold\"\nrun = \"sleep 60\"\n",
+            marker.display()
+        ),
+    ));
+    sb.ok(&["up", "--detach"]);
+    wait_for("4 connected agents", T, || all_connected(&sb, "panes", 4));
+    wait_for("the task to complete", T, || {
+        sb.tasks("panes")[0].status == TaskStatus::Completed
+    });
+    let agents = sb.agents("panes");
+    let p = panes(&sb, "panes");
+    assert_eq!(p.len(), 4, "{p:?}");
+    for a in &agents {
+        let pane = p
+            .iter()
+            .find(|x| Some(&x.0) == a.pane.as_ref())
+            .unwrap_or_else(|| panic!("no pane for {}", a.name));
+        assert_eq!(Some(pane.1), a.pid, "{} runs in its pane", a.name);
+        assert!(
+            pane.2.starts_with(&format!("{} · {} · ", a.name, a.role)),
+            "title {:?}",
+            pane.2
+        );
+    }
+    // The leader is the main pane on the left.
+    let layout = sb
+        .tmux(
+            &sb.tmux_socket("panes"),
+            &["display", "-p", "-t", "panes:", "#{window_layout}"],
+        )
+        .unwrap();
+    let leader_pane = agents
+        .iter()
+        .find(|a| a.name == "leader")
+        .unwrap()
+        .pane
+        .clone()
+        .unwrap();
+    let first = sb
+        .tmux(
+            &sb.tmux_socket("panes"),
+            &[
+                "list-panes",
+                "-t",
+                "panes:",
+                "-F",
+                "#{pane_id} #{pane_left}",
+            ],
+        )
+        .unwrap();
+    assert!(
+        first.lines().any(|l| l == format!("{leader_pane} 0")),
+        "leader not at the left: {first}\n{layout}"
+    );
+    // The worker that ran the task shows it in its pane.
+    let owner = sb.tasks("panes")[0].owner.clone().unwrap();
+    let pane = agents
+        .iter()
+        .find(|a| a.name == owner)
+        .unwrap()
+        .pane
+        .clone()
+        .unwrap();
+    let screen = sb
+        .tmux(
+            &sb.tmux_socket("panes"),
+            &["capture-pane", "-p", "-t", &pane],
+        )
+        .unwrap();
+    assert!(
+        screen.contains("visible-output") && screen.contains("task 1: hello"),
+        "{screen}"
+    );
+    // Titles follow the status.
+    wait_for("a title to say idle", T, || {
+        panes(&sb, "panes").iter().any(|x| x.2.contains("· idle"))
+    });
+    // TMUX is scrubbed from the agents' environment.
+    let leader_pid = agents
+        .iter()
+        .find(|a| a.name == "leader")
+        .unwrap()
+        .pid
+        .unwrap();
+    let environ = std::fs::read(format!("/proc/{leader_pid}/environ")).unwrap();
+    assert!(
+        !environ
+            .split(|b| *b == 0)
+            .any(|v| v.starts_with(b"TMUX=") || v.starts_with(b"TMUX_PANE="))
+    );
+    sb.ok(&["--team", "panes", "down"]);
+}
+
+#[test]
+fn attach_from_inside_another_tmux_selects_and_zooms_the_pane() {
+    let sb = Sandbox::new();
+    sb.write_team_file(&team_file("att", ""));
+    sb.ok(&["up", "--detach"]);
+    wait_for("4 connected agents", T, || all_connected(&sb, "att", 4));
+    let target = sb.agent("att", "builder-1").pane.unwrap();
+    // A separate tmux server, owned by this test, whose pane runs `agent-team attach`.
+    let outer = sb.path("outer.tmux");
+    let cmd = format!(
+        "env -u TMUX AGENT_TEAM_HOME={} AGENT_TEAM_RUNTIME_DIR={} {} --team att attach builder-1",
+        sb.paths.home.display(),
+        sb.paths.runtime.display(),
+        bin("agent-team").display()
+    );
+    sb.tmux(
+        &outer,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "outer",
+            "-x",
+            "200",
+            "-y",
+            "50",
+            &cmd,
+        ],
+    )
+    .unwrap();
+    let team_sock = sb.tmux_socket("att");
+    wait_for("a client on the team's server", T, || {
+        sb.tmux(&team_sock, &["list-clients"])
+            .is_ok_and(|c| !c.is_empty())
+    });
+    let state = sb
+        .tmux(
+            &team_sock,
+            &[
+                "display",
+                "-p",
+                "-t",
+                &target,
+                "#{pane_active} #{window_zoomed_flag}",
+            ],
+        )
+        .unwrap();
+    assert_eq!(state, "1 1", "builder-1's pane is active and zoomed");
+    sb.ok(&["--team", "att", "down"]);
+}
+
+#[test]
+fn kill_restart_keep_the_pane_and_deaths_are_noticed() {
+    let sb = Sandbox::new();
+    sb.write_team_file(&team_file("life", ""));
+    sb.ok(&["up", "--detach"]);
+    wait_for("4 connected agents", T, || all_connected(&sb, "life", 4));
+    let sock = sb.tmux_socket("life");
+    let b1 = sb.agent("life", "builder-1");
+    let pane = b1.pane.clone().unwrap();
+
+    // kill: stopped, not restarted, the pane stays and shows the exit.
+    sb.ok(&["--team", "life", "kill", "builder-1"]);
+    assert_eq!(sb.agent("life", "builder-1").status, AgentStatus::Stopped);
+    let dead = sb
+        .tmux(&sock, &["display", "-p", "-t", &pane, "#{pane_dead}"])
+        .unwrap();
+    assert_eq!(dead, "1", "the pane stays, dead");
+    // restart: same pane id, new incarnation, connected.
+    let out = sb.ok(&["--team", "life", "restart", "builder-1", "--json"]);
+    let again: AgentInfo = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (again.pane.as_deref(), again.incarnation),
+        (Some(pane.as_str()), b1.incarnation + 1)
+    );
+    assert!(again.connected);
+
+    // SIGKILL of the pane's process: restarted in the same pane (on-failure).
+    let b2 = sb.agent("life", "builder-2");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(b2.pid.unwrap() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_for("builder-2 back", T, || {
+        let a = sb.agent("life", "builder-2");
+        a.incarnation == b2.incarnation + 1 && a.connected
+    });
+    assert_eq!(
+        sb.agent("life", "builder-2").pane,
+        b2.pane,
+        "respawned in place"
+    );
+
+    // A pane closed by hand: noticed and restarted (in a new pane).
+    let b3 = sb.agent("life", "builder-3");
+    sb.tmux(&sock, &["kill-pane", "-t", b3.pane.as_deref().unwrap()])
+        .unwrap();
+    wait_for("builder-3 back", T, || {
+        let a = sb.agent("life", "builder-3");
+        a.incarnation == b3.incarnation + 1 && a.connected
+    });
+
+    // The tmux server killed: every agent is noticed dead and restarted on a new server.
+    let before = sb.agents("life");
+    sb.tmux(&sock, &["kill-server"]).unwrap();
+    wait_for("all agents restarted", T, || {
+        let now = sb.agents("life");
+        now.iter().all(|a| {
+            let old = before.iter().find(|b| b.name == a.name).unwrap();
+            a.incarnation > old.incarnation && a.connected
+        })
+    });
+    assert_eq!(panes(&sb, "life").len(), 4, "the layout was rebuilt");
+    sb.ok(&["--team", "life", "down"]);
+}
+
+#[test]
+fn down_leaves_no_tmux_server_session_or_process() {
+    let sb = Sandbox::new();
+    sb.write_team_file(&team_file(
+        "gone",
+        "[[tasks]]\ntitle = \"long\"\nrun = \"sleep 30\"\n",
+    ));
+    sb.ok(&["up", "--detach"]);
+    wait_for("4 connected agents", T, || all_connected(&sb, "gone", 4));
+    wait_for("the task to run", T, || {
+        sb.tasks("gone")[0].status == TaskStatus::InProgress
+    });
+    let groups: Vec<u32> = sb.agents("gone").iter().filter_map(|a| a.pgid).collect();
+    let sock = sb.tmux_socket("gone");
+    let server_pid: i32 = sb
+        .tmux(&sock, &["display", "-p", "#{pid}"])
+        .unwrap()
+        .parse()
+        .unwrap();
+    sb.ok(&["--team", "gone", "down"]);
+    assert!(sb.tmux(&sock, &["ls"]).is_err(), "the tmux server is gone");
+    assert!(!sock.exists(), "its socket is gone");
+    let server_gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(server_pid), None).is_err()
+        || std::fs::read_to_string(format!("/proc/{server_pid}/stat"))
+            .is_ok_and(|s| s.contains(") Z"));
+    assert!(server_gone, "the tmux server process is gone");
+    for g in groups {
+        assert!(!group_alive(g), "process group {g} survived down");
+    }
+}
+
+#[test]
+fn run_completes_a_dependency_graph_on_tmux() {
+    let sb = Sandbox::new();
+    let log = sb.path("runs.log");
+    let mut tasks = String::new();
+    for (k, after) in [
+        ("a", ""),
+        ("b", "\"a\""),
+        ("c", "\"a\""),
+        ("d", "\"b\", \"c\""),
+    ] {
+        tasks.push_str(&format!(
+            "[[tasks]]\nkey = \"{k}\"\ntitle = \"{k}\"\nrun = \"{}\"\nafter = [{after}]\n",
+            recorded(k, &log, 0.3)
+        ));
+    }
+    sb.write_team_file(&team_file("tgraph", &tasks));
+    let out = sb.run(&["run", "--timeout", "60"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("4 task(s): 4 completed"));
+    let runs = intervals(&std::fs::read_to_string(&log).unwrap());
+    let iv = |k: &str| (runs[k][0].0, runs[k][0].1.unwrap());
+    assert!(runs.values().all(|v| v.len() == 1));
+    assert!(iv("d").0 >= iv("b").1 && iv("d").0 >= iv("c").1 && iv("b").0 >= iv("a").1);
+    assert!(
+        iv("b").0 < iv("c").1 && iv("c").0 < iv("b").1,
+        "b and c ran in parallel"
+    );
+    assert!(
+        sb.tmux(&sb.tmux_socket("tgraph"), &["ls"]).is_err(),
+        "run leaves no tmux server"
+    );
+}

@@ -289,9 +289,27 @@ pub fn recorded(key: &str, log: &Path, secs: f64) -> String {
     )
 }
 
-/// Whether process group `pgid` has any member.
+/// Whether process group `pgid` has a member that still runs (a zombie has exited and only
+/// waits to be collected by its parent, e.g. init).
 pub fn group_alive(pgid: u32) -> bool {
-    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid as i32), None).is_ok()
+    if nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid as i32), None).is_err() {
+        return false;
+    }
+    std::fs::read_dir("/proc")
+        .map(|rd| {
+            rd.flatten().any(|e| {
+                let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                    return false;
+                };
+                let Some((_, rest)) = stat.rsplit_once(')') else {
+                    return false;
+                };
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                f.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid)
+                    && f.first() != Some(&"Z")
+            })
+        })
+        .unwrap_or(true)
 }
 
 impl Drop for Sandbox {

@@ -136,6 +136,15 @@ impl Drop for BenchTeam {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // A failed run must not leave the team's tmux server behind.
+        if self.tp.tmux_socket.exists() {
+            let _ = Command::new("tmux")
+                .arg("-S")
+                .arg(&self.tp.tmux_socket)
+                .arg("kill-server")
+                .env_remove("TMUX")
+                .output();
+        }
     }
 }
 

@@ -344,7 +344,23 @@ impl Core {
         self.state.start_run(actor, goal, Timestamp::now())?;
         match self.state.agent(LEADER).map(|a| a.info.status) {
             None => {
-                self.add_and_launch(LEADER, LEADER, None)?;
+                // The leader and the team file's teammates start together, the leader first so
+                // it gets the main pane; the leader's own spawn requests then find them there.
+                self.add_agent_record(LEADER, LEADER, None)?;
+                let mut names = vec![LEADER.to_string()];
+                for t in &cfg.teammates {
+                    if self.state.agent(&t.name).is_none()
+                        && self.state.teammate_count() < cfg.max_teammates
+                    {
+                        match self.add_agent_record(&t.name, &t.role, None) {
+                            Ok(()) => names.push(t.name.clone()),
+                            Err(e) => {
+                                tracing::warn!(agent = %t.name, "cannot start: {}", e.message)
+                            }
+                        }
+                    }
+                }
+                self.launch_many(&names);
             }
             Some(s) if s.is_down() => self.restart_agent(LEADER, None)?,
             Some(_) => {}
@@ -424,6 +440,18 @@ impl Core {
         role: &str,
         waiter: Option<(ConnId, u64)>,
     ) -> Result<(), ErrorBody> {
+        self.add_agent_record(name, role, waiter)?;
+        self.launch(name);
+        Ok(())
+    }
+
+    /// Puts a new agent on the roster (status `starting`), ready to launch.
+    fn add_agent_record(
+        &mut self,
+        name: &str,
+        role: &str,
+        waiter: Option<(ConnId, u64)>,
+    ) -> Result<(), ErrorBody> {
         let backend = self.backend()?;
         let secret = agent_team_paths::new_secret()
             .map_err(|e| err(ErrorCode::Internal, format!("cannot make a secret: {e}")))?;
@@ -465,23 +493,24 @@ impl Core {
                 until: Until::Connected,
             });
         }
-        self.launch(name);
         Ok(())
     }
 
-    /// Starts the next incarnation (in the same pane when there is one).
-    fn launch(&mut self, name: &str) {
-        let Some(rec) = self.state.agent(name).cloned() else {
-            return;
-        };
-        let backend = match self.backend() {
-            Ok(b) => b,
-            Err(e) => return self.launch_failed(name, rec.info.incarnation + 1, e.message),
-        };
+    /// Records the next incarnation of `name` and builds its launch; `None` if it failed (the
+    /// failure is already handled).
+    fn prepare_launch(&mut self, name: &str) -> Option<(u64, LaunchSpec, Option<Launched>)> {
+        let rec = self.state.agent(name).cloned()?;
         let incarnation = rec.info.incarnation + 1;
+        if let Err(e) = self.backend() {
+            self.launch_failed(name, incarnation, e.message);
+            return None;
+        }
         let spec = match self.launch_spec(&rec, incarnation) {
             Ok(s) => s,
-            Err(e) => return self.launch_failed(name, incarnation, e),
+            Err(e) => {
+                self.launch_failed(name, incarnation, e);
+                return None;
+            }
         };
         let now = Timestamp::now();
         self.state.update_agent(name, |a| {
@@ -495,11 +524,17 @@ impl Core {
             Some(format!("incarnation {incarnation}")),
             now,
         );
-        let place = {
-            let rt = self.sup.runtimes.entry(name.to_string()).or_default();
-            rt.busy = true;
-            rt.place.clone()
+        let rt = self.sup.runtimes.entry(name.to_string()).or_default();
+        rt.busy = true;
+        Some((incarnation, spec, rt.place.clone()))
+    }
+
+    /// Starts the next incarnation of one agent (in the same pane when there is one).
+    fn launch(&mut self, name: &str) {
+        let Some((incarnation, spec, place)) = self.prepare_launch(name) else {
+            return;
         };
+        let Ok(backend) = self.backend() else { return };
         let tx = self.self_tx.clone();
         let name = name.to_string();
         tokio::task::spawn_blocking(move || {
@@ -512,6 +547,32 @@ impl Core {
                 incarnation,
                 result: result.map_err(|e| e.to_string()),
             }));
+        });
+    }
+
+    /// Starts several new agents at once, in order (tmux: one command for all their panes).
+    fn launch_many(&mut self, names: &[String]) {
+        let mut batch = Vec::new();
+        for name in names {
+            if let Some((incarnation, spec, _)) = self.prepare_launch(name) {
+                batch.push((name.clone(), incarnation, spec));
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let Ok(backend) = self.backend() else { return };
+        let tx = self.self_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let specs: Vec<LaunchSpec> = batch.iter().map(|(_, _, s)| s.clone()).collect();
+            let results = backend.spawn_many(&specs);
+            for ((name, incarnation, _), result) in batch.into_iter().zip(results) {
+                let _ = tx.send(CoreMsg::Sup(SupEvent::Launched {
+                    name,
+                    incarnation,
+                    result: result.map_err(|e| e.to_string()),
+                }));
+            }
         });
     }
 
@@ -977,6 +1038,7 @@ impl Core {
 
     /// Stops `name` for `reason`; once down, [`Core::after_down`] decides what follows.
     pub(crate) fn begin_stop(&mut self, name: &str, reason: StopReason) {
+        tracing::debug!(agent = name, ?reason, "stopping");
         let incarnation = self.current_incarnation(name).unwrap_or(0);
         let Some(rt) = self.sup.runtimes.get_mut(name) else {
             return;
@@ -1023,6 +1085,7 @@ impl Core {
     }
 
     fn on_stopped(&mut self, name: &str, incarnation: u64, result: Result<(), String>) {
+        tracing::debug!(agent = name, incarnation, ?result, "stopped");
         if let Err(e) = &result {
             tracing::error!(agent = name, incarnation, "stop failed: {e}");
             self.state.record(
@@ -1295,8 +1358,15 @@ impl Core {
             let (tx, rx) = std::sync::mpsc::channel::<(Launched, String)>();
             let b = backend.clone();
             std::thread::spawn(move || {
-                while let Ok((l, t)) = rx.recv() {
-                    b.set_title(&l, &t);
+                // Everything queued while the last update ran goes out as one tmux command,
+                // keeping only the newest title of each pane.
+                while let Ok(first) = rx.recv() {
+                    let mut batch: Vec<(Launched, String)> = vec![first];
+                    while let Ok(more) = rx.try_recv() {
+                        batch.retain(|(l, _)| l.pane != more.0.pane);
+                        batch.push(more);
+                    }
+                    b.set_titles(&batch);
                 }
             });
             tx

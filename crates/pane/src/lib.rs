@@ -125,6 +125,11 @@ pub trait PaneBackend: Send + Sync {
     /// Starts an agent's process.
     fn spawn(&self, spec: &LaunchSpec) -> Result<Launched, PaneError>;
 
+    /// Starts several agents, in order (tmux creates all their panes with one command).
+    fn spawn_many(&self, specs: &[LaunchSpec]) -> Vec<Result<Launched, PaneError>> {
+        specs.iter().map(|s| self.spawn(s)).collect()
+    }
+
     /// Starts it again in the same place (same pane); the old process must already be stopped.
     fn respawn(&self, spec: &LaunchSpec, _previous: &Launched) -> Result<Launched, PaneError> {
         self.spawn(spec)
@@ -147,6 +152,13 @@ pub trait PaneBackend: Send + Sync {
 
     /// Refreshes what a pane shows about the agent (tmux border title).
     fn set_title(&self, _target: &Launched, _title: &str) {}
+
+    /// Refreshes several titles at once (tmux: one command for all).
+    fn set_titles(&self, titles: &[(Launched, String)]) {
+        for (t, title) in titles {
+            self.set_title(t, title);
+        }
+    }
 
     /// Tears down what the backend built for the team (tmux session and server).
     fn shutdown(&self) {}

@@ -6,13 +6,40 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use std::time::{Duration, Instant};
 
-/// Whether any process of group `pgid` still exists.
+/// Whether any process of group `pgid` still runs. Zombies do not count: they have exited and
+/// only wait for their parent (for a pane, the tmux server) to collect them.
 pub fn group_alive(pgid: u32) -> bool {
     match killpg(Pid::from_raw(pgid as i32), None) {
-        Ok(()) => true,
+        Ok(()) => match group_members(pgid) {
+            Some(members) => members.iter().any(|(_, state)| *state != 'Z'),
+            None => true,
+        },
         Err(Errno::ESRCH) => false,
         Err(_) => true,
     }
+}
+
+/// The processes of group `pgid` with their state letter, read from /proc (None without /proc).
+pub fn group_members(pgid: u32) -> Option<Vec<(u32, char)>> {
+    let rd = std::fs::read_dir("/proc").ok()?;
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the command name: state ppid pgrp ...
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid) {
+            out.push((pid, f.first().and_then(|s| s.chars().next()).unwrap_or('?')));
+        }
+    }
+    Some(out)
 }
 
 /// Whether process `pid` exists (a zombie counts until reaped).

@@ -174,6 +174,12 @@ pub struct TmuxBackend {
     secret_dir: PathBuf,
     /// Last title set per pane, so unchanged titles cost no tmux call.
     titles: Mutex<HashMap<String, String>>,
+    /// Held while a pane is being created.
+    spawning: Mutex<()>,
+    /// Panes marked as an agent's on the current server (cleared when a new server starts).
+    owned: Mutex<HashMap<String, String>>,
+    /// Marks (pane, agent, title) not yet written to tmux.
+    unmarked: Mutex<Vec<(String, String, String)>>,
 }
 
 impl TmuxBackend {
@@ -200,6 +206,9 @@ set -g mouse on
             config,
             secret_dir: runtime.to_path_buf(),
             titles: Mutex::new(HashMap::new()),
+            spawning: Mutex::new(()),
+            owned: Mutex::new(HashMap::new()),
+            unmarked: Mutex::new(Vec::new()),
         })
     }
 
@@ -239,22 +248,29 @@ set -g mouse on
 
     /// Marks a pane as this agent's, so a later respawn never takes a pane that is not (pane
     /// ids restart from %0 on a new server).
-    fn mark(&self, launched: &Launched, name: &str) {
-        if let Some(p) = &launched.pane {
-            let mut cmds = TmuxCommands::new();
-            cmds.push(
-                SetOption::new()
-                    .pane()
-                    .target_pane(p.as_str())
-                    .option(OWNER_OPTION)
-                    .value(name),
-            );
-            let _ = self.tmux(cmds);
+    /// Marks a pane as this agent's (so a respawn after a daemon restart never takes a pane
+    /// that is not: pane ids restart from %0 on a new server). The tmux option is written with
+    /// the next title update, off the launch path.
+    fn mark(&self, launched: &Launched, name: &str, title: &str) {
+        let Some(p) = &launched.pane else { return };
+        if let Ok(mut o) = self.owned.lock() {
+            o.insert(p.clone(), name.to_string());
+        }
+        if let Ok(mut u) = self.unmarked.lock() {
+            u.push((p.clone(), name.to_string(), title.to_string()));
         }
     }
 
     /// Whether `pane` is marked as `name`'s.
     fn owns(&self, pane: &str, name: &str) -> bool {
+        // Panes this process marked on the current server need no question.
+        if self
+            .owned
+            .lock()
+            .is_ok_and(|o| o.get(pane).is_some_and(|n| n == name))
+        {
+            return true;
+        }
         let mut cmds = TmuxCommands::new();
         cmds.push(
             DisplayMessage::new()
@@ -265,7 +281,19 @@ set -g mouse on
         self.tmux(cmds).is_ok_and(|o| o.trim() == name)
     }
 
+    /// A new session may be on a new server whose pane ids start again at %0: forget what we
+    /// knew about panes.
+    fn forget_server(&self) {
+        if let Ok(mut o) = self.owned.lock() {
+            o.clear();
+        }
+        if let Ok(mut t) = self.titles.lock() {
+            t.clear();
+        }
+    }
+
     fn new_session(&self, line: &str, spec: &LaunchSpec) -> Result<Launched, PaneError> {
+        self.forget_server();
         let (w, h) = DETACHED_SIZE;
         let mut cmds = TmuxCommands::new();
         cmds.push(
@@ -324,19 +352,12 @@ set -g mouse on
         }
     }
 
-    fn relayout(&self) {
-        let layout = match self.layout {
-            TmuxLayout::MainVertical => "main-vertical",
-            TmuxLayout::Tiled => "tiled",
-            TmuxLayout::Windows => return,
-        };
-        let mut cmds = TmuxCommands::new();
-        cmds.push(
-            SelectLayout::new()
-                .target_pane(self.window_target())
-                .layout_name(layout),
-        );
-        let _ = self.tmux(cmds);
+    fn layout_name(&self) -> Option<&'static str> {
+        match self.layout {
+            TmuxLayout::MainVertical => Some("main-vertical"),
+            TmuxLayout::Tiled => Some("tiled"),
+            TmuxLayout::Windows => None,
+        }
     }
 }
 
@@ -359,6 +380,9 @@ impl PaneBackend for TmuxBackend {
             );
         }
         let line = exec_line(spec, &self.secret_dir)?;
+        // One split at a time, each followed by the layout: concurrent splits of the same pane
+        // would run out of room ("no space for new pane").
+        let _one_at_a_time = self.spawning.lock();
         let mut cmds = TmuxCommands::new();
         let fmt = "#{pane_id} #{pane_pid}";
         let cwd = spec.cwd.display().to_string();
@@ -383,6 +407,13 @@ impl PaneBackend for TmuxBackend {
                     .start_directory(cwd.as_str())
                     .shell_command(line.as_str()),
             );
+            if let Some(layout) = self.layout_name() {
+                cmds.push(
+                    SelectLayout::new()
+                        .target_pane(self.window_target())
+                        .layout_name(layout),
+                );
+            }
         }
         let retry = cmds.clone();
         let launched = match self.tmux(cmds) {
@@ -397,10 +428,113 @@ impl PaneBackend for TmuxBackend {
             }
             Err(e) => return Err(PaneError::Tool(e.to_string())),
         };
-        self.mark(&launched, &spec.name);
-        self.set_title(&launched, &spec.title);
-        self.relayout();
+        self.mark(&launched, &spec.name, &spec.title);
         Ok(launched)
+    }
+
+    fn spawn_many(&self, specs: &[LaunchSpec]) -> Vec<Result<Launched, PaneError>> {
+        if specs.len() < 2 || self.place.window.is_some() {
+            return specs.iter().map(|s| self.spawn(s)).collect();
+        }
+        let lines: Vec<String> = match specs
+            .iter()
+            .map(|s| exec_line(s, &self.secret_dir))
+            .collect()
+        {
+            Ok(l) => l,
+            Err(e) => {
+                return specs
+                    .iter()
+                    .map(|_| Err(PaneError::Tool(e.to_string())))
+                    .collect();
+            }
+        };
+        let _one_at_a_time = self.spawning.lock();
+        let fmt = "#{pane_id} #{pane_pid}";
+        // All panes in one tmux command: into the existing session, or a new one.
+        let build = |with_session: bool| {
+            let mut cmds = TmuxCommands::new();
+            for (i, (spec, line)) in specs.iter().zip(&lines).enumerate() {
+                let cwd = spec.cwd.display().to_string();
+                if i == 0 && with_session {
+                    let (w, h) = DETACHED_SIZE;
+                    cmds.push(
+                        NewSession::new()
+                            .detached()
+                            .session_name(self.place.session.clone())
+                            .window_name(spec.name.clone())
+                            .width(w)
+                            .height(h)
+                            .print()
+                            .format(fmt)
+                            .start_directory(cwd)
+                            .shell_command(line.clone()),
+                    );
+                } else if self.layout == TmuxLayout::Windows {
+                    cmds.push(
+                        NewWindow::new()
+                            .detached()
+                            .print()
+                            .format(fmt)
+                            .window_name(spec.name.clone())
+                            .target_window(format!("{}:", self.place.session))
+                            .start_directory(cwd)
+                            .shell_command(line.clone()),
+                    );
+                } else {
+                    cmds.push(
+                        SplitWindow::new()
+                            .detached()
+                            .print()
+                            .format(fmt)
+                            .target_pane(self.window_target())
+                            .start_directory(cwd)
+                            .shell_command(line.clone()),
+                    );
+                    if let Some(layout) = self.layout_name() {
+                        cmds.push(
+                            SelectLayout::new()
+                                .target_pane(self.window_target())
+                                .layout_name(layout),
+                        );
+                    }
+                }
+            }
+            cmds
+        };
+        let out = match self.tmux(build(false)) {
+            Ok(out) => Ok(out),
+            Err(TmuxFailure::NoServer) => {
+                self.forget_server();
+                self.tmux(build(true))
+            }
+            Err(TmuxFailure::Failed(m)) if m.contains("can't find") || m.contains("no such") => {
+                self.forget_server();
+                self.tmux(build(true))
+            }
+            Err(e) => Err(e),
+        };
+        let out = match out {
+            Ok(o) => o,
+            Err(e) => {
+                return specs
+                    .iter()
+                    .map(|_| Err(PaneError::Tool(e.to_string())))
+                    .collect();
+            }
+        };
+        let mut launched: Vec<Result<Launched, PaneError>> =
+            out.lines().map(Self::parse_launch).collect();
+        while launched.len() < specs.len() {
+            launched.push(Err(PaneError::Tool("tmux did not report the pane".into())));
+        }
+        launched.truncate(specs.len());
+        for (l, spec) in launched.iter().zip(specs) {
+            if let Ok(l) = l {
+                self.mark(l, &spec.name, &spec.title);
+            }
+        }
+        launched
     }
 
     fn respawn(&self, spec: &LaunchSpec, previous: &Launched) -> Result<Launched, PaneError> {
@@ -430,8 +564,13 @@ impl PaneBackend for TmuxBackend {
         match self.tmux(cmds) {
             Ok(out) => {
                 let l = Self::parse_launch(&out)?;
-                self.mark(&l, &spec.name);
-                self.set_title(&l, &spec.title);
+                if !self
+                    .owned
+                    .lock()
+                    .is_ok_and(|o| o.get(&pane).is_some_and(|n| n == &spec.name))
+                {
+                    self.mark(&l, &spec.name, &spec.title);
+                }
                 Ok(l)
             }
             // The pane was closed by hand or the server was killed: a new pane then.
@@ -506,6 +645,48 @@ impl PaneBackend for TmuxBackend {
             && let Ok(mut t) = self.titles.lock()
         {
             t.insert(pane.clone(), title.to_string());
+        }
+    }
+
+    fn set_titles(&self, titles: &[(Launched, String)]) {
+        let marks: Vec<(String, String, String)> = self
+            .unmarked
+            .lock()
+            .map(|mut u| std::mem::take(&mut *u))
+            .unwrap_or_default();
+        let mut fresh: Vec<(String, String)> = {
+            let known = self.titles.lock().map(|t| t.clone()).unwrap_or_default();
+            titles
+                .iter()
+                .filter_map(|(l, t)| l.pane.clone().map(|p| (p, t.clone())))
+                .filter(|(p, t)| known.get(p) != Some(t))
+                .collect()
+        };
+        for (p, _, title) in &marks {
+            if !fresh.iter().any(|(q, _)| q == p) {
+                fresh.push((p.clone(), title.clone()));
+            }
+        }
+        if fresh.is_empty() && marks.is_empty() {
+            return;
+        }
+        let mut cmds = TmuxCommands::new();
+        for (p, name, _) in &marks {
+            cmds.push(
+                SetOption::new()
+                    .pane()
+                    .target_pane(p.as_str())
+                    .option(OWNER_OPTION)
+                    .value(name.as_str()),
+            );
+        }
+        for (p, t) in &fresh {
+            cmds.push(SelectPane::new().target_pane(p.as_str()).title(t.as_str()));
+        }
+        if self.tmux(cmds).is_ok()
+            && let Ok(mut known) = self.titles.lock()
+        {
+            known.extend(fresh);
         }
     }
 

@@ -28,15 +28,16 @@ pub async fn run(
         while let Ok(ev) = inbound.try_recv() {
             absorb(ev, &mut mailbox)?;
         }
-        let read: Vec<u64> = mailbox
-            .take()
-            .into_iter()
-            .map(|m| {
-                out.say(&format!("✉ {} [{}]: {}", m.from, m.kind.as_str(), m.body));
-                m.id
-            })
-            .collect();
-        link.read(read).await;
+        let msgs = mailbox.take();
+        let shutdown = msgs.iter().any(|m| m.kind == MessageKind::ShutdownRequest);
+        for m in &msgs {
+            out.say(&format!("✉ {} [{}]: {}", m.from, m.kind.as_str(), m.body));
+        }
+        link.read(msgs.iter().map(|m| m.id).collect()).await;
+        if shutdown {
+            out.say("shutting down");
+            return Ok(());
+        }
         let tasks = all_tasks(link).await?;
         cancel_orphans(link, &tasks, out).await?;
         let tasks = all_tasks(link).await?;

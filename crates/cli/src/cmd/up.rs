@@ -91,7 +91,7 @@ fn wait_for_leader(c: &mut Client) -> Result<AgentInfo> {
             _ => vec![],
         };
         if let Some(l) = agents.iter().find(|a| a.name == names::LEADER) {
-            if l.connected {
+            if l.connected && l.pid.is_some() {
                 return Ok(l.clone());
             }
             if matches!(
@@ -114,7 +114,7 @@ fn wait_for_leader(c: &mut Client) -> Result<AgentInfo> {
                 "see `agent-team logs leader` and the daemon log"
             ));
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 

@@ -195,6 +195,10 @@ pub struct RunArgs {
     /// Do not print progress on stderr.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Allow every permission request without asking (scripts, CI). Without it, `run` asks at
+    /// the terminal when it has one, else requests wait for `agent-team approve`.
+    #[arg(long)]
+    pub approve_all: bool,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

@@ -230,8 +230,15 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
     let mut c = ctx.connect()?;
     let mut since = start(ctx, &mut c, &cfg, args.goal.clone())?;
     let deadline = args.timeout.map(|s| started + Duration::from_secs(s));
+    let approvals = if args.approve_all {
+        Approvals::All
+    } else if nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
+        Approvals::Prompt
+    } else {
+        Approvals::Leave
+    };
     let outcome = loop {
-        match follow_until_finished(ctx, &mut c, &mut since, deadline, args.quiet) {
+        match follow_until_finished(approvals, &mut c, &mut since, deadline, args.quiet) {
             Ok(Some(done)) => break Ok(done),
             Ok(None) => {
                 break Err(crate::Hinted::new(
@@ -296,13 +303,12 @@ fn reconnect(ctx: &Ctx) -> Result<Client> {
 
 /// Follows events until `RUN_FINISHED`; `Ok(None)` on timeout.
 fn follow_until_finished(
-    ctx: &Ctx,
+    approvals: Approvals,
     c: &mut Client,
     since: &mut u64,
     deadline: Option<Instant>,
     quiet: bool,
 ) -> Result<Option<(String, bool)>, ClientError> {
-    let _ = ctx;
     c.call(Request::Subscribe { since: *since })?;
     loop {
         let wait = match deadline {
@@ -323,9 +329,62 @@ fn follow_until_finished(
         *since = envelope.seq;
         match envelope.event {
             Event::RunFinished { answer, success } => return Ok(Some((answer, success))),
+            Event::PermissionRequested { request } if request.status == PermStatus::Pending && approvals != Approvals::Leave => {
+                decide(approvals, c, &request)?;
+            }
             ev if !quiet => progress(&envelope.agent_id, &ev),
             _ => {}
         }
+    }
+}
+
+/// Who answers permission requests while `run` follows the team.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Approvals {
+    /// Ask the person at this terminal.
+    Prompt,
+    /// Allow everything (`--approve-all`).
+    All,
+    /// Leave them to `agent-team approve/deny` (no terminal).
+    Leave,
+}
+
+fn decide(approvals: Approvals, c: &mut Client, r: &PermRequest) -> Result<(), ClientError> {
+    let (allow, always, reason) = match approvals {
+        Approvals::All => (true, false, None),
+        Approvals::Leave => return Ok(()),
+        Approvals::Prompt => {
+            eprint!(
+                "agent-team: {} wants to run {} `{}`{}\n  allow? [y] once, [a] always, [n] deny: ",
+                r.agent,
+                r.tool,
+                r.input,
+                if r.reason.is_empty() { String::new() } else { format!(" ({})", r.reason) }
+            );
+            let mut line = String::new();
+            if std::io::stdin().read_line(&mut line).is_err() {
+                return Ok(());
+            }
+            match line.trim().to_lowercase().as_str() {
+                "y" | "yes" | "" => (true, false, None),
+                "a" | "always" => (true, true, None),
+                _ => {
+                    eprint!("  reason (optional): ");
+                    let mut why = String::new();
+                    let _ = std::io::stdin().read_line(&mut why);
+                    let why = why.trim();
+                    (false, false, Some(if why.is_empty() { "denied by the operator".to_string() } else { why.to_string() }))
+                }
+            }
+        }
+    };
+    match c.call(Request::PermDecide { id: r.id, allow, always, reason }) {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some(ErrorCode::InvalidState) => {
+            eprintln!("agent-team: request {} was already decided", r.id);
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
 }
 

@@ -81,6 +81,7 @@ pub fn builtin_roles() -> BTreeMap<String, Role> {
         command: None,
         env: BTreeMap::new(),
         context_tokens: 128_000,
+        stream: true,
     };
     let mut m = BTreeMap::new();
     m.insert(

@@ -179,6 +179,13 @@ pub struct Role {
     pub env: BTreeMap<String, String>,
     /// The model's context window in tokens, for trimming old tool output.
     pub context_tokens: u32,
+    /// Stream the model's answers (server-sent events) or wait for each whole.
+    #[serde(default = "yes")]
+    pub stream: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A teammate the team starts with.

@@ -48,6 +48,7 @@ pub(crate) struct RawRole {
     command: Option<Vec<String>>,
     env: Option<BTreeMap<String, String>>,
     context_tokens: Option<u32>,
+    stream: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -260,6 +261,7 @@ fn overlay(base: RawRole, top: RawRole) -> RawRole {
         command: top.command.or(base.command),
         env: top.env.or(base.env),
         context_tokens: top.context_tokens.or(base.context_tokens),
+        stream: top.stream.or(base.stream),
     }
 }
 
@@ -291,6 +293,7 @@ fn resolve_role(
         command: None,
         env: BTreeMap::new(),
         context_tokens: 128_000,
+        stream: true,
     });
     let tools = match r.tools {
         Some(t) => {
@@ -360,6 +363,7 @@ fn resolve_role(
         command: r.command.or(fallback.command),
         env: r.env.unwrap_or(fallback.env),
         context_tokens: r.context_tokens.unwrap_or(fallback.context_tokens),
+        stream: r.stream.unwrap_or(fallback.stream),
     })
 }
 

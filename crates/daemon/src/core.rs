@@ -496,6 +496,38 @@ impl Core {
         {
             self.agent_conn.remove(&name);
             self.state.update_agent(&name, |a| a.info.connected = false);
+            if name == LEADER && self.leader_approves() {
+                // The approver is gone: nobody can answer, so every waiting request is denied.
+                let now = Timestamp::now();
+                for p in self.state.perms(false) {
+                    if let Some(r) = self.state.perm_expire(p.id, "approver-gone", "the leader, who decides permissions, disconnected".into(), now) {
+                        self.after_perm_resolved(&[r]);
+                    }
+                }
+            }
+        }
+    }
+
+    fn leader_approves(&self) -> bool {
+        self.sup.config.as_ref().is_some_and(|c| c.approver == agent_team_config::Approver::Leader)
+    }
+
+    /// Shows a new request to whoever decides: a `permission` message to the leader (its pane
+    /// prompts the human, or its model decides when it is the approver). With the leader as
+    /// approver and not connected, the request is denied at once.
+    fn route_to_approver(&mut self, req: &PermRequest) {
+        let now = Timestamp::now();
+        let leader_connected = self.state.agent(LEADER).is_some_and(|l| l.info.connected);
+        if self.leader_approves() && !leader_connected {
+            if let Some(r) = self.state.perm_expire(req.id, "approver-gone", "the leader, who decides permissions, is not connected".into(), now) {
+                self.after_perm_resolved(&[r]);
+            }
+            return;
+        }
+        if self.state.live_names().iter().any(|n| n == LEADER) {
+            let reason = if req.reason.is_empty() { String::new() } else { format!(" ({})", req.reason) };
+            let body = format!("request {}: {} wants to run {} `{}`{reason}", req.id, req.agent, req.tool, req.input);
+            let _ = self.state.send(&Actor::Daemon, LEADER, body, MessageKind::Permission, Some(format!("permission request {}", req.id)), now);
         }
     }
 
@@ -711,8 +743,10 @@ impl Core {
                     s.set_agent_status(&req.agent, AgentStatus::Waiting, None, now);
                     let at = Instant::now() + self.cfg.perm_timeout;
                     self.timers.push(Reverse((at, Timer::PermTimeout(req.id))));
+                    self.route_to_approver(&req);
                 }
-                Ok(Reply::Perm { request: req })
+                let request = self.state.perm(req.id).cloned().unwrap_or(req);
+                Ok(Reply::Perm { request })
             }
             Request::PermList { all, after } => {
                 let after = after.unwrap_or(0);

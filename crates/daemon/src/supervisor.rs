@@ -149,10 +149,10 @@ fn err(code: ErrorCode, msg: impl Into<String>) -> ErrorBody {
 impl Core {
     /// Loads the stored configuration and re-adopts agents that were running before a restart.
     pub(crate) fn sup_recover(&mut self) {
-        self.sup.config = self
-            .state
-            .config()
-            .and_then(|v| serde_json::from_value(v.clone()).ok());
+        self.sup.config = self.state.config().and_then(|v| serde_json::from_value(v.clone()).ok());
+        if let Some(c) = &self.sup.config {
+            self.cfg.perm_timeout = Duration::from_secs(c.permission_timeout_secs);
+        }
         let now = Timestamp::now();
         let records: Vec<AgentRecord> = self.state.agent_records().cloned().collect();
         for rec in records {
@@ -321,6 +321,7 @@ impl Core {
             ));
         }
         self.state.set_config(actor, config)?;
+        self.cfg.perm_timeout = Duration::from_secs(parsed.permission_timeout_secs);
         if self.sup.config.as_ref().map(|c| c.backend) != Some(parsed.backend) {
             self.sup.backend = None;
         }
@@ -822,7 +823,9 @@ impl Core {
             None => {
                 let policy = self.restart_policy(name);
                 let clean = exit.is_some_and(|e| e.success());
-                let restart = !(self.stopping || run_over && clean)
+                // Exit code 78 (EX_CONFIG): a bad key, model or URL; restarting cannot help.
+                let config_error = exit.is_some_and(|e| e.code == Some(78));
+                let restart = !(self.stopping || run_over && clean || config_error)
                     && match policy {
                         RestartPolicy::Never => false,
                         RestartPolicy::OnFailure => !clean,

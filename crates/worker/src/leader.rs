@@ -23,15 +23,21 @@ pub async fn run(
     bootstrap(link, config, out).await?;
     let mut mailbox = Mailbox::default();
     let mut said_waiting = false;
+    let mut approvals = crate::prompt::Approvals::new(config.approver == agent_team_config::Approver::Human);
     link.set_status(AgentStatus::Running).await;
     loop {
         while let Ok(ev) = inbound.try_recv() {
             absorb(ev, &mut mailbox)?;
         }
+        approvals.answer_pending(link, out).await;
         let msgs = mailbox.take();
         let shutdown = msgs.iter().any(|m| m.kind == MessageKind::ShutdownRequest);
         for m in &msgs {
-            out.say(&format!("✉ {} [{}]: {}", m.from, m.kind.as_str(), m.body));
+            if m.kind == MessageKind::Permission && approvals.active() {
+                approvals.ask(m, out);
+            } else {
+                out.say(&format!("✉ {} [{}]: {}", m.from, m.kind.as_str(), m.body));
+            }
         }
         link.read(msgs.iter().map(|m| m.id).collect()).await;
         if shutdown {
@@ -49,9 +55,12 @@ pub async fn run(
             out.say("the board is empty; waiting for tasks (agent-team task add TITLE --run CMD)");
             said_waiting = true;
         }
-        match inbound.recv().await {
-            Some(ev) => absorb(ev, &mut mailbox)?,
-            None => return Err(AgentError::Daemon("the link to the daemon closed".into())),
+        tokio::select! {
+            ev = inbound.recv() => match ev {
+                Some(ev) => absorb(ev, &mut mailbox)?,
+                None => return Err(AgentError::Daemon("the link to the daemon closed".into())),
+            },
+            line = approvals.next_line() => approvals.take_line(line, link, out).await,
         }
     }
 }

@@ -6,11 +6,14 @@
 //! peers), and works: the offline `exec` provider runs task commands; model providers come in
 //! their own module.
 
+pub mod agent;
 pub mod exec;
 pub mod inprocess;
 pub mod leader;
 pub mod link;
 pub mod output;
+pub mod prompt;
+pub mod tools;
 
 use agent_team_config::TeamConfig;
 use agent_team_pane::env;
@@ -39,7 +42,14 @@ pub enum AgentError {
     /// A request failed in a way the agent cannot work around.
     #[error("{0}")]
     Daemon(String),
+    /// A configuration problem that restarting will not fix (bad API key, unknown model,
+    /// max_steps reached): the process exits with [`EXIT_CONFIG`] so it is not restarted.
+    #[error("{0}")]
+    Fatal(String),
 }
+
+/// The exit code (EX_CONFIG) that tells the daemon not to restart the agent.
+pub const EXIT_CONFIG: i32 = 78;
 
 /// Who this agent is and where its daemon listens (from the environment the daemon set).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,10 +140,10 @@ pub async fn run_agent(
         agent.incarnation,
         role.provider.as_str()
     ));
-    let result = if agent.name == agent_team_protocol::names::LEADER {
-        leader::run(&link, inbound, &config, &role, &out).await
-    } else {
-        exec::run(&link, inbound, &config, &role, &out, &groups).await
+    let result = match (role.provider, agent.name == agent_team_protocol::names::LEADER) {
+        (agent_team_config::Provider::Exec, true) => leader::run(&link, inbound, &config, &role, &out).await,
+        (agent_team_config::Provider::Exec, false) => exec::run(&link, inbound, &config, &role, &out, &groups).await,
+        _ => agent::run(&link, inbound, &config, &role, &out).await,
     };
     if let Err(e) = &result {
         out.say(&format!("stopping: {e}"));

@@ -1,0 +1,450 @@
+//! A scripted mock model server speaking the real OpenAI chat-completions and Anthropic
+//! messages wire formats, streamed or whole, for tests and benches: no network, no keys.
+//!
+//! Each request is matched to an agent by the line `Your name is NAME.` in its system prompt
+//! and answered with the next [`Step`] of that agent's script. Every request body is kept, so a
+//! test can check what the client sent.
+
+mod render;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::Value;
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Which API the server is addressed as: it decides [`MockModel::base_url`]. The server
+/// answers both APIs' paths either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// `POST /v1/chat/completions` (also `/chat/completions`).
+    OpenAi,
+    /// `POST /v1/messages`.
+    Anthropic,
+}
+
+/// One scripted answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// An assistant turn with only text; it ends the turn (`stop` / `end_turn`).
+    Text(String),
+    /// An assistant turn calling these tools (name, arguments); ids are `call_1`, `call_2`, …
+    /// and the turn stops for the tools (`tool_calls` / `tool_use`).
+    Tools(Vec<(String, Value)>),
+    /// Text followed by tool calls.
+    TextAndTools(String, Vec<(String, Value)>),
+    /// One tool call whose arguments are this raw text, valid JSON or not: (name, arguments).
+    RawToolArgs(String, String),
+    /// An HTTP error with this status and the body `{"error":{"message":…,"type":…}}`.
+    Status(u16, String),
+    /// Wait, then answer with the inner step.
+    Delay(Duration, Box<Step>),
+    /// Answer `then` (and move on) once the request contains every one of these strings
+    /// anywhere in its body; until then answer `meanwhile` and stay on this step. Lets a
+    /// script wait for events (a teammate's report) whose number of turns is not known.
+    Until {
+        /// Strings the request body must contain.
+        needles: Vec<String>,
+        /// The answer once they all appear.
+        then: Box<Step>,
+        /// The answer before that.
+        meanwhile: Box<Step>,
+    },
+}
+
+/// What the server has been told and has seen.
+#[derive(Debug, Default)]
+struct Inner {
+    /// The steps still to answer, per agent.
+    scripts: HashMap<String, VecDeque<Step>>,
+    /// Every request body, per agent.
+    requests: HashMap<String, Vec<Value>>,
+    /// When each request arrived, per agent.
+    times: HashMap<String, Vec<Instant>>,
+    /// Bodies that named no agent or found its script empty.
+    unmatched: Vec<Value>,
+}
+
+/// The state the handlers share with the [`MockModel`] handle.
+#[derive(Debug, Default)]
+struct Shared {
+    /// The scripts and the record.
+    inner: Mutex<Inner>,
+    /// The last tool-call id number handed out.
+    next_call: AtomicU64,
+    /// The last response id number handed out.
+    next_response: AtomicU64,
+}
+
+impl Shared {
+    /// The state, even if a panicking test thread poisoned the lock: the record is still useful.
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A running mock server; it stops when dropped.
+#[derive(Debug)]
+pub struct MockModel {
+    /// Which API the base URL is for.
+    wire: Wire,
+    /// Where it listens.
+    addr: SocketAddr,
+    /// The scripts and the record.
+    shared: Arc<Shared>,
+    /// Stops the accept loop.
+    shutdown: Option<oneshot::Sender<()>>,
+    /// The server's own thread, for [`MockModel::start_background`].
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MockModel {
+    /// Binds `127.0.0.1:0` and serves on the current tokio runtime.
+    pub async fn start(wire: Wire) -> std::io::Result<MockModel> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::default());
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(serve(listener, Arc::clone(&shared), rx));
+        Ok(MockModel {
+            wire,
+            addr,
+            shared,
+            shutdown: Some(tx),
+            thread: None,
+        })
+    }
+
+    /// Binds `127.0.0.1:0` and serves on a tokio runtime of its own, on a thread of its own,
+    /// for synchronous tests and benches.
+    pub fn start_background(wire: Wire) -> std::io::Result<MockModel> {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let shared = Arc::new(Shared::default());
+        let (tx, rx) = oneshot::channel();
+        let server_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("mockmodel".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    match tokio::net::TcpListener::from_std(std_listener) {
+                        Ok(listener) => serve(listener, server_shared, rx).await,
+                        Err(e) => tracing::error!(error = %e, "mock model cannot listen"),
+                    }
+                });
+                // Dropping the runtime here ends the connections still open.
+            })?;
+        Ok(MockModel {
+            wire,
+            addr,
+            shared,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// The base URL to configure the client with: `http://127.0.0.1:PORT/v1` for OpenAI,
+    /// `http://127.0.0.1:PORT` for Anthropic.
+    pub fn base_url(&self) -> String {
+        match self.wire {
+            Wire::OpenAi => format!("http://{}/v1", self.addr),
+            Wire::Anthropic => format!("http://{}", self.addr),
+        }
+    }
+
+    /// Appends steps to the script of the agent named `agent`.
+    pub fn script(&self, agent: &str, steps: Vec<Step>) {
+        self.shared
+            .lock()
+            .scripts
+            .entry(agent.to_string())
+            .or_default()
+            .extend(steps);
+    }
+
+    /// Every request body received for `agent`, in order.
+    pub fn requests(&self, agent: &str) -> Vec<Value> {
+        self.shared
+            .lock()
+            .requests
+            .get(agent)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// When each request for `agent` arrived, in order.
+    pub fn request_times(&self, agent: &str) -> Vec<Instant> {
+        self.shared
+            .lock()
+            .times
+            .get(agent)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The request bodies that named no agent or found the agent's script empty.
+    pub fn unmatched(&self) -> Vec<Value> {
+        self.shared.lock().unmatched.clone()
+    }
+}
+
+impl Drop for MockModel {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            // The server may already be gone; then there is nothing to stop.
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Serves until told to stop. Open keep-alive connections are not waited for (a graceful
+/// shutdown would wait on the client's idle pool forever).
+async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    stop: oneshot::Receiver<()>,
+) {
+    let app = Router::new()
+        .route("/v1/chat/completions", post(openai))
+        .route("/chat/completions", post(openai))
+        .route("/v1/messages", post(anthropic))
+        .with_state(shared);
+    tokio::select! {
+        r = axum::serve(listener, app).into_future() => {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "mock model server failed");
+            }
+        }
+        _ = stop => {}
+    }
+}
+
+/// Which format a request came in, so the answer goes out in the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Api {
+    /// Chat completions.
+    OpenAi,
+    /// Messages.
+    Anthropic,
+}
+
+/// `POST /v1/chat/completions`.
+async fn openai(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    handle(&shared, Api::OpenAi, &body).await
+}
+
+/// `POST /v1/messages`.
+async fn anthropic(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    handle(&shared, Api::Anthropic, &body).await
+}
+
+/// Records the request, takes the agent's next step and answers it.
+async fn handle(shared: &Shared, api: Api, body: &[u8]) -> Response {
+    let arrived = Instant::now();
+    let req: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return error_response(api, 400, &format!("the body is not JSON: {e}")),
+    };
+    let mut step = {
+        let mut inner = shared.lock();
+        let agent = agent_name(api, &req);
+        let text = req.to_string();
+        let step = agent.as_ref().and_then(|a| {
+            let queue = inner.scripts.get_mut(a)?;
+            match queue.front() {
+                Some(Step::Until { needles, meanwhile, .. }) if !needles.iter().all(|n| text.contains(n.as_str())) => {
+                    Some((**meanwhile).clone())
+                }
+                Some(Step::Until { .. }) => match queue.pop_front() {
+                    Some(Step::Until { then, .. }) => Some(*then),
+                    other => other,
+                },
+                _ => queue.pop_front(),
+            }
+        });
+        if let Some(agent) = &agent {
+            inner
+                .requests
+                .entry(agent.clone())
+                .or_default()
+                .push(req.clone());
+            inner.times.entry(agent.clone()).or_default().push(arrived);
+        }
+        match step {
+            Some(step) => step,
+            None => {
+                inner.unmatched.push(req.clone());
+                Step::Text("(script ended)".into())
+            }
+        }
+    };
+    while let Step::Delay(wait, inner) = step {
+        tokio::time::sleep(wait).await;
+        step = *inner;
+    }
+    let (text, calls) = match step {
+        Step::Status(status, message) => return error_response(api, status, &message),
+        Step::Text(text) => (text, vec![]),
+        Step::Tools(calls) => (
+            String::new(),
+            calls.into_iter().map(|(n, v)| (n, v.to_string())).collect(),
+        ),
+        Step::TextAndTools(text, calls) => (
+            text,
+            calls.into_iter().map(|(n, v)| (n, v.to_string())).collect(),
+        ),
+        Step::RawToolArgs(name, raw) => (String::new(), vec![(name, raw)]),
+        // The loop above unwrapped every delay, and `Until` was resolved when it was taken.
+        Step::Delay(..) | Step::Until { .. } => (String::new(), vec![]),
+    };
+    let answer = render::Answer {
+        id: shared.next_response.fetch_add(1, Ordering::Relaxed) + 1,
+        model: req
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or("mock")
+            .to_string(),
+        text,
+        calls: calls
+            .into_iter()
+            .map(|(name, args)| {
+                let id = format!(
+                    "call_{}",
+                    shared.next_call.fetch_add(1, Ordering::Relaxed) + 1
+                );
+                (id, name, args)
+            })
+            .collect(),
+        input_tokens: body.len() as u64 / 4 + 1,
+    };
+    if req.get("stream").and_then(Value::as_bool) == Some(true) {
+        let chunks = match api {
+            Api::OpenAi => render::openai_stream(&answer),
+            Api::Anthropic => render::anthropic_stream(&answer),
+        };
+        // Yielding before each chunk lets the server write it out on its own, so the client
+        // receives the answer piece by piece as from a real server.
+        let stream = futures_util::stream::unfold(chunks.into_iter(), |mut rest| async move {
+            let next = rest.next()?;
+            tokio::task::yield_now().await;
+            Some((Ok::<Bytes, Infallible>(next), rest))
+        });
+        (
+            [
+                (header::CONTENT_TYPE, "text/event-stream"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            Body::from_stream(stream),
+        )
+            .into_response()
+    } else {
+        let v = match api {
+            Api::OpenAi => render::openai_whole(&answer),
+            Api::Anthropic => render::anthropic_whole(&answer),
+        };
+        json_response(StatusCode::OK, &v)
+    }
+}
+
+/// A JSON answer.
+fn json_response(status: StatusCode, v: &Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+/// An error answer shaped like the API's own.
+fn error_response(api: Api, status: u16, message: &str) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let kind = match status {
+        400 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        529 => "overloaded_error",
+        _ => "api_error",
+    };
+    let body = match api {
+        Api::OpenAi => serde_json::json!({"error": {"message": message, "type": kind}}),
+        Api::Anthropic => {
+            serde_json::json!({"type": "error", "error": {"message": message, "type": kind}})
+        }
+    };
+    json_response(code, &body)
+}
+
+/// The agent a request is for: `NAME` from the line `Your name is NAME.` in its system prompt.
+fn agent_name(api: Api, req: &Value) -> Option<String> {
+    let system = match api {
+        Api::OpenAi => req
+            .get("messages")?
+            .as_array()?
+            .iter()
+            .find(|m| m.get("role").and_then(Value::as_str) == Some("system"))
+            .and_then(|m| m.get("content"))
+            .map(text_of)?,
+        Api::Anthropic => text_of(req.get("system")?),
+    };
+    let rest = &system[system.find("Your name is ")? + "Your name is ".len()..];
+    let end = rest.find(['.', '\n']).unwrap_or(rest.len());
+    let name = rest[..end].trim();
+    (!name.is_empty()).then(|| name.to_string())
+}
+
+/// Text from a string or from an array of text blocks.
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn names_from_both_system_shapes() {
+        let o = json!({"messages": [{"role": "user", "content": "x"}, {"role": "system", "content": "Hi.\nYour name is alice.\nBe good."}]});
+        assert_eq!(agent_name(Api::OpenAi, &o), Some("alice".into()));
+        let a = json!({"system": [{"type": "text", "text": "Your name is bob-2."}]});
+        assert_eq!(agent_name(Api::Anthropic, &a), Some("bob-2".into()));
+        let a = json!({"system": "Your name is carol"});
+        assert_eq!(agent_name(Api::Anthropic, &a), Some("carol".into()));
+        assert_eq!(agent_name(Api::Anthropic, &json!({"messages": []})), None);
+        assert_eq!(
+            agent_name(
+                Api::OpenAi,
+                &json!({"messages": [{"role": "system", "content": "nobody"}]})
+            ),
+            None
+        );
+    }
+}

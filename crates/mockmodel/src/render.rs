@@ -1,0 +1,303 @@
+//! Answers in each API's exact shape, whole or as server-sent events.
+
+use axum::body::Bytes;
+use serde_json::{Value, json};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// One answer, independent of the API.
+#[derive(Debug, Clone)]
+pub(crate) struct Answer {
+    /// A number for the response id.
+    pub id: u64,
+    /// The model the request named.
+    pub model: String,
+    /// The text (may be empty).
+    pub text: String,
+    /// The tool calls: (id, name, raw arguments).
+    pub calls: Vec<(String, String, String)>,
+    /// A plausible prompt-token count.
+    pub input_tokens: u64,
+}
+
+impl Answer {
+    /// A plausible completion-token count: about four characters a token.
+    fn output_tokens(&self) -> u64 {
+        let chars = self.text.len()
+            + self
+                .calls
+                .iter()
+                .map(|(_, n, a)| n.len() + a.len())
+                .sum::<usize>();
+        chars as u64 / 4 + 1
+    }
+}
+
+/// Seconds since the epoch, for OpenAI's `created`.
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Splits text into `n` pieces of about equal length at character boundaries; pieces may be
+/// empty when the text is shorter than `n`.
+pub(crate) fn pieces(text: &str, n: usize) -> Vec<&str> {
+    let n = n.max(1);
+    let bounds: Vec<usize> = text
+        .char_indices()
+        .map(|(i, _)| i)
+        .chain([text.len()])
+        .collect();
+    let chars = bounds.len() - 1;
+    (0..n)
+        .map(|k| &text[bounds[chars * k / n]..bounds[chars * (k + 1) / n]])
+        .collect()
+}
+
+/// How many pieces text is streamed in: a few, but not more than it has characters.
+fn text_pieces(text: &str) -> Vec<&str> {
+    pieces(text, text.chars().count().clamp(1, 3))
+}
+
+/// How many pieces tool arguments are streamed in: always at least two.
+fn arg_pieces(args: &str) -> Vec<&str> {
+    pieces(args, if args.chars().count() >= 3 { 3 } else { 2 })
+}
+
+/// A tool input for the messages API: the arguments parsed. Raw text that is not JSON cannot be
+/// an input object, so it is sent as a JSON string, which the client takes as the text itself.
+fn anthropic_input(args: &str) -> Value {
+    serde_json::from_str(args).unwrap_or_else(|_| Value::String(args.to_string()))
+}
+
+/// The whole chat-completions answer.
+pub(crate) fn openai_whole(a: &Answer) -> Value {
+    let mut message = json!({"role": "assistant", "content": a.text});
+    if !a.calls.is_empty() {
+        if a.text.is_empty() {
+            message["content"] = Value::Null;
+        }
+        message["tool_calls"] = a
+            .calls
+            .iter()
+            .map(|(id, name, args)| json!({"id": id, "type": "function", "function": {"name": name, "arguments": args}}))
+            .collect();
+    }
+    let finish = if a.calls.is_empty() {
+        "stop"
+    } else {
+        "tool_calls"
+    };
+    json!({
+        "id": format!("chatcmpl-mock{}", a.id),
+        "object": "chat.completion",
+        "created": now(),
+        "model": a.model,
+        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
+        "usage": {
+            "prompt_tokens": a.input_tokens,
+            "completion_tokens": a.output_tokens(),
+            "total_tokens": a.input_tokens + a.output_tokens(),
+        },
+    })
+}
+
+/// The whole messages answer.
+pub(crate) fn anthropic_whole(a: &Answer) -> Value {
+    let mut content = Vec::new();
+    if !a.text.is_empty() {
+        content.push(json!({"type": "text", "text": a.text}));
+    }
+    for (id, name, args) in &a.calls {
+        content.push(
+            json!({"type": "tool_use", "id": id, "name": name, "input": anthropic_input(args)}),
+        );
+    }
+    let stop = if a.calls.is_empty() {
+        "end_turn"
+    } else {
+        "tool_use"
+    };
+    json!({
+        "id": format!("msg_mock{}", a.id),
+        "type": "message",
+        "role": "assistant",
+        "model": a.model,
+        "content": content,
+        "stop_reason": stop,
+        "stop_sequence": null,
+        "usage": {"input_tokens": a.input_tokens, "output_tokens": a.output_tokens()},
+    })
+}
+
+/// One event's text split in two body chunks, so the client must join lines across chunks.
+fn split_event(event: String, out: &mut Vec<Bytes>) {
+    let parts = pieces(&event, 2);
+    for p in parts.into_iter().filter(|p| !p.is_empty()) {
+        out.push(Bytes::from(p.to_string()));
+    }
+}
+
+/// The chat-completions answer as `chat.completion.chunk` events ending with `[DONE]`.
+pub(crate) fn openai_stream(a: &Answer) -> Vec<Bytes> {
+    let id = format!("chatcmpl-mock{}", a.id);
+    let created = now();
+    let chunk = |delta: Value, finish: Value| {
+        json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": a.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+        })
+    };
+    let mut events = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
+    if !a.text.is_empty() {
+        for piece in text_pieces(&a.text) {
+            events.push(chunk(json!({"content": piece}), Value::Null));
+        }
+    }
+    for (index, (call_id, name, args)) in a.calls.iter().enumerate() {
+        events.push(chunk(
+            json!({"tool_calls": [{"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}]}),
+            Value::Null,
+        ));
+        for piece in arg_pieces(args) {
+            events.push(chunk(
+                json!({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}),
+                Value::Null,
+            ));
+        }
+    }
+    let finish = if a.calls.is_empty() {
+        "stop"
+    } else {
+        "tool_calls"
+    };
+    events.push(chunk(json!({}), json!(finish)));
+    // The usage chunk OpenAI sends with `stream_options.include_usage`: no choices.
+    events.push(json!({
+        "id": id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": a.model,
+        "choices": [],
+        "usage": {
+            "prompt_tokens": a.input_tokens,
+            "completion_tokens": a.output_tokens(),
+            "total_tokens": a.input_tokens + a.output_tokens(),
+        },
+    }));
+    let mut out = Vec::new();
+    for e in events {
+        split_event(format!("data: {e}\n\n"), &mut out);
+    }
+    out.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    out
+}
+
+/// The messages answer as named events from `message_start` to `message_stop`.
+pub(crate) fn anthropic_stream(a: &Answer) -> Vec<Bytes> {
+    let mut events: Vec<(&str, Value)> = vec![(
+        "message_start",
+        json!({"type": "message_start", "message": {
+            "id": format!("msg_mock{}", a.id),
+            "type": "message",
+            "role": "assistant",
+            "model": a.model,
+            "content": [],
+            "stop_reason": null,
+            "stop_sequence": null,
+            "usage": {"input_tokens": a.input_tokens, "output_tokens": 1},
+        }}),
+    )];
+    events.push(("ping", json!({"type": "ping"})));
+    let mut index = 0;
+    if !a.text.is_empty() {
+        events.push((
+            "content_block_start",
+            json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}),
+        ));
+        for piece in text_pieces(&a.text) {
+            events.push((
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece}}),
+            ));
+        }
+        events.push((
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": index}),
+        ));
+        index += 1;
+    }
+    for (call_id, name, args) in &a.calls {
+        events.push((
+            "content_block_start",
+            json!({"type": "content_block_start", "index": index, "content_block": {"type": "tool_use", "id": call_id, "name": name, "input": {}}}),
+        ));
+        for piece in arg_pieces(args) {
+            events.push((
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": piece}}),
+            ));
+        }
+        events.push((
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": index}),
+        ));
+        index += 1;
+    }
+    let stop = if a.calls.is_empty() {
+        "end_turn"
+    } else {
+        "tool_use"
+    };
+    events.push((
+        "message_delta",
+        json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": a.output_tokens()}}),
+    ));
+    events.push(("message_stop", json!({"type": "message_stop"})));
+    let mut out = Vec::new();
+    for (name, data) in events {
+        split_event(format!("event: {name}\ndata: {data}\n\n"), &mut out);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_cover_the_text() {
+        assert_eq!(pieces("abcdef", 3), vec!["ab", "cd", "ef"]);
+        assert_eq!(pieces("ab", 2), vec!["a", "b"]);
+        assert_eq!(pieces("", 2), vec!["", ""]);
+        assert_eq!(pieces("héllo", 2).concat(), "héllo");
+        assert_eq!(arg_pieces("{}").len(), 2);
+        assert_eq!(text_pieces("x"), vec!["x"]);
+    }
+
+    #[test]
+    fn streams_end_properly() {
+        let a = Answer {
+            id: 1,
+            model: "m".into(),
+            text: "hello".into(),
+            calls: vec![],
+            input_tokens: 3,
+        };
+        let o: Vec<u8> = openai_stream(&a).concat();
+        assert!(String::from_utf8(o).unwrap().ends_with("data: [DONE]\n\n"));
+        let s: Vec<u8> = anthropic_stream(&a).concat();
+        assert!(
+            String::from_utf8(s)
+                .unwrap()
+                .ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n")
+        );
+    }
+}

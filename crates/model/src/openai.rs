@@ -1,0 +1,611 @@
+//! The OpenAI chat-completions wire format, spoken by OpenAI and by most local servers.
+
+use crate::client::{Failure, StreamDecoder, Wire, temperature_json};
+use crate::sse::SseEvent;
+use crate::{ChatRole, ModelConfig, StreamEvent, ToolCall, Turn, TurnRequest, Usage};
+use serde_json::{Map, Value, json};
+
+/// `POST {base_url}/chat/completions`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct OpenAi;
+
+impl Wire for OpenAi {
+    type Decoder = OpenAiStream;
+
+    fn name(&self) -> &'static str {
+        "openai"
+    }
+
+    fn default_base(&self) -> &'static str {
+        "https://api.openai.com/v1"
+    }
+
+    fn endpoint(&self, base: &str) -> String {
+        format!("{base}/chat/completions")
+    }
+
+    fn authorize(&self, rb: reqwest::RequestBuilder, key: Option<&str>) -> reqwest::RequestBuilder {
+        match key {
+            Some(key) => rb.bearer_auth(key),
+            None => rb,
+        }
+    }
+
+    fn body(&self, cfg: &ModelConfig, req: &TurnRequest) -> Value {
+        build_body(cfg, req)
+    }
+
+    fn parse(&self, v: &Value) -> Result<Turn, Failure> {
+        parse_response(v)
+    }
+}
+
+/// The request body.
+pub(crate) fn build_body(cfg: &ModelConfig, req: &TurnRequest) -> Value {
+    let messages: Vec<Value> = req
+        .messages
+        .iter()
+        .map(|m| match m.role {
+            ChatRole::System => json!({"role": "system", "content": m.content}),
+            ChatRole::User => json!({"role": "user", "content": m.content}),
+            ChatRole::Assistant => {
+                let mut msg = Map::new();
+                msg.insert("role".into(), "assistant".into());
+                // A turn that only called tools has no text; the API wants `null` there.
+                let content = if m.content.is_empty() && !m.tool_calls.is_empty() {
+                    Value::Null
+                } else {
+                    Value::String(m.content.clone())
+                };
+                msg.insert("content".into(), content);
+                if !m.tool_calls.is_empty() {
+                    let calls: Vec<Value> = m
+                        .tool_calls
+                        .iter()
+                        .map(|c| {
+                            json!({
+                                "id": c.id,
+                                "type": "function",
+                                "function": {"name": c.name, "arguments": c.arguments},
+                            })
+                        })
+                        .collect();
+                    msg.insert("tool_calls".into(), Value::Array(calls));
+                }
+                Value::Object(msg)
+            }
+            ChatRole::Tool => json!({
+                "role": "tool",
+                "tool_call_id": m.tool_call_id.clone().unwrap_or_default(),
+                "content": m.content,
+            }),
+        })
+        .collect();
+    let mut body = Map::new();
+    body.insert("model".into(), cfg.model.clone().into());
+    body.insert("messages".into(), Value::Array(messages));
+    if !req.tools.is_empty() {
+        let tools: Vec<Value> = req
+            .tools
+            .iter()
+            .map(|t| {
+                json!({
+                    "type": "function",
+                    "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+                })
+            })
+            .collect();
+        body.insert("tools".into(), Value::Array(tools));
+    }
+    body.insert("max_tokens".into(), cfg.max_tokens.into());
+    if let Some(t) = cfg.temperature {
+        body.insert("temperature".into(), temperature_json(t));
+    }
+    body.insert("stream".into(), cfg.stream.into());
+    Value::Object(body)
+}
+
+/// Reads a whole answer.
+pub(crate) fn parse_response(v: &Value) -> Result<Turn, Failure> {
+    if let Some(e) = v.get("error").filter(|e| !e.is_null()) {
+        return Err(Failure::Protocol(format!(
+            "the answer is an error: {}",
+            error_text(e)
+        )));
+    }
+    let choice = v
+        .get("choices")
+        .and_then(Value::as_array)
+        .and_then(|c| c.first())
+        .ok_or_else(|| Failure::Protocol(format!("the answer has no `choices`: {}", short(v))))?;
+    let message = choice.get("message").unwrap_or(&Value::Null);
+    let text = content_text(message.get("content"));
+    let mut tool_calls = Vec::new();
+    if let Some(calls) = message.get("tool_calls").and_then(Value::as_array) {
+        for (i, c) in calls.iter().enumerate() {
+            let function = c.get("function").unwrap_or(&Value::Null);
+            tool_calls.push(ToolCall {
+                id: c
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .map_or_else(|| fallback_id(i), str::to_string),
+                name: function
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                arguments: arguments_text(function.get("arguments")),
+            });
+        }
+    }
+    Ok(Turn {
+        text,
+        tool_calls,
+        stop_reason: choice
+            .get("finish_reason")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        usage: v.get("usage").and_then(parse_usage),
+    })
+}
+
+/// `content` as text: a string, or the text parts of an array of parts; `null` is empty.
+fn content_text(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .concat(),
+        _ => String::new(),
+    }
+}
+
+/// Arguments as the model wrote them: normally a string; a server that sends an object gets it
+/// serialized back to text.
+fn arguments_text(args: Option<&Value>) -> String {
+    match args {
+        Some(Value::String(s)) => s.clone(),
+        None | Some(Value::Null) => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// An id for a tool call the server sent without one, so the result can still answer it.
+fn fallback_id(index: usize) -> String {
+    format!("call_{index}")
+}
+
+/// `usage.prompt_tokens` / `completion_tokens`, when present.
+fn parse_usage(u: &Value) -> Option<Usage> {
+    let input = u.get("prompt_tokens").and_then(Value::as_u64);
+    let output = u.get("completion_tokens").and_then(Value::as_u64);
+    if input.is_none() && output.is_none() {
+        return None;
+    }
+    Some(Usage {
+        input_tokens: input.unwrap_or(0),
+        output_tokens: output.unwrap_or(0),
+    })
+}
+
+/// An error object's message, or the object itself.
+fn error_text(e: &Value) -> String {
+    e.get("message")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| e.as_str().map(str::to_string))
+        .unwrap_or_else(|| e.to_string())
+}
+
+/// A JSON value cut short for an error message.
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    match s.char_indices().nth(300) {
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+        None => s,
+    }
+}
+
+/// One tool call being assembled from fragments.
+#[derive(Debug, Default)]
+struct PartialCall {
+    /// The fragment index the server gave it.
+    index: u64,
+    /// Its id.
+    id: String,
+    /// The tool's name.
+    name: String,
+    /// The arguments so far.
+    arguments: String,
+    /// Whether [`StreamEvent::ToolCallStart`] was sent for it.
+    announced: bool,
+}
+
+/// Accumulates `chat.completion.chunk` events.
+#[derive(Debug, Default)]
+pub(crate) struct OpenAiStream {
+    /// The text so far.
+    text: String,
+    /// The tool calls so far, in the order they began.
+    calls: Vec<PartialCall>,
+    /// The finish reason, once sent.
+    finish: Option<String>,
+    /// Token counts, if a chunk carried them.
+    usage: Option<Usage>,
+}
+
+impl StreamDecoder for OpenAiStream {
+    fn on_event(
+        &mut self,
+        ev: &SseEvent,
+        emit: &mut dyn FnMut(StreamEvent),
+    ) -> Result<bool, Failure> {
+        let data = ev.data.trim();
+        if data == "[DONE]" {
+            return Ok(true);
+        }
+        if data.is_empty() {
+            return Ok(false);
+        }
+        let v: Value = serde_json::from_str(data).map_err(|e| {
+            Failure::Protocol(format!("a streamed chunk is not JSON ({e}): {data}"))
+        })?;
+        if let Some(e) = v.get("error").filter(|e| !e.is_null()) {
+            return Err(Failure::Protocol(format!(
+                "the stream reported an error: {}",
+                error_text(e)
+            )));
+        }
+        if let Some(u) = v.get("usage").and_then(parse_usage) {
+            self.usage = Some(u);
+        }
+        let Some(choice) = v
+            .get("choices")
+            .and_then(Value::as_array)
+            .and_then(|c| c.first())
+        else {
+            // The usage-only chunk some servers send last has no choices.
+            return Ok(false);
+        };
+        let delta = choice.get("delta").unwrap_or(&Value::Null);
+        if let Some(text) = delta
+            .get("content")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+        {
+            self.text.push_str(text);
+            emit(StreamEvent::Text(text.to_string()));
+        }
+        if let Some(fragments) = delta.get("tool_calls").and_then(Value::as_array) {
+            for f in fragments {
+                self.tool_fragment(f, emit);
+            }
+        }
+        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+            self.finish = Some(reason.to_string());
+        }
+        Ok(false)
+    }
+
+    fn finish(self, complete: bool) -> Result<Turn, Failure> {
+        // Servers that close without `[DONE]` after a finish reason still gave a whole answer.
+        if !complete && self.finish.is_none() {
+            return Err(Failure::Connect(
+                "the stream ended before the answer was complete".into(),
+            ));
+        }
+        let tool_calls = self
+            .calls
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| ToolCall {
+                id: if c.id.is_empty() {
+                    fallback_id(i)
+                } else {
+                    c.id
+                },
+                name: c.name,
+                arguments: c.arguments,
+            })
+            .collect();
+        Ok(Turn {
+            text: self.text,
+            tool_calls,
+            stop_reason: self.finish.unwrap_or_default(),
+            usage: self.usage,
+        })
+    }
+}
+
+impl OpenAiStream {
+    /// Folds one `delta.tool_calls[]` fragment into its call.
+    fn tool_fragment(&mut self, f: &Value, emit: &mut dyn FnMut(StreamEvent)) {
+        let id = f
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty());
+        let slot = match f.get("index").and_then(Value::as_u64) {
+            Some(index) => self.calls.iter().position(|c| c.index == index),
+            // Without an index, a fragment with a new id begins a call; others continue the last.
+            None => match id {
+                Some(id) if !self.calls.iter().any(|c| c.id == id) => None,
+                Some(id) => self.calls.iter().position(|c| c.id == id),
+                None => self.calls.len().checked_sub(1),
+            },
+        };
+        let slot = match slot {
+            Some(slot) => slot,
+            None => {
+                let index = f
+                    .get("index")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(self.calls.len() as u64);
+                self.calls.push(PartialCall {
+                    index,
+                    ..PartialCall::default()
+                });
+                self.calls.len() - 1
+            }
+        };
+        let call = &mut self.calls[slot];
+        if let Some(id) = id
+            && call.id.is_empty()
+        {
+            call.id = id.to_string();
+        }
+        let function = f.get("function").unwrap_or(&Value::Null);
+        if let Some(name) = function
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            && call.name.is_empty()
+        {
+            call.name = name.to_string();
+        }
+        match function.get("arguments") {
+            Some(Value::String(s)) => call.arguments.push_str(s),
+            None | Some(Value::Null) => {}
+            Some(other) => call.arguments.push_str(&other.to_string()),
+        }
+        if !call.announced && !call.name.is_empty() {
+            if call.id.is_empty() {
+                call.id = fallback_id(slot);
+            }
+            call.announced = true;
+            emit(StreamEvent::ToolCallStart {
+                id: call.id.clone(),
+                name: call.name.clone(),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ApiKind, ChatMessage, ToolSpec};
+    use std::time::Duration;
+
+    fn cfg(stream: bool) -> ModelConfig {
+        ModelConfig {
+            api: ApiKind::OpenAi,
+            model: "gpt-test".into(),
+            base_url: None,
+            api_key: Some("k".into()),
+            stream,
+            timeout: Duration::from_secs(5),
+            max_retries: 0,
+            max_tokens: 100,
+            temperature: Some(0.2),
+        }
+    }
+
+    #[test]
+    fn body_has_every_role() {
+        let req = TurnRequest {
+            messages: vec![
+                ChatMessage::system("be brief"),
+                ChatMessage::user("hi"),
+                ChatMessage::assistant(
+                    "",
+                    vec![ToolCall {
+                        id: "call_1".into(),
+                        name: "read".into(),
+                        arguments: "{\"path\":\"a\"}".into(),
+                    }],
+                ),
+                ChatMessage::tool("call_1", "contents", false),
+                ChatMessage::assistant("done", vec![]),
+            ],
+            tools: vec![ToolSpec {
+                name: "read".into(),
+                description: "reads a file".into(),
+                parameters: json!({"type": "object"}),
+            }],
+        };
+        let body = build_body(&cfg(true), &req);
+        assert_eq!(
+            body,
+            json!({
+                "model": "gpt-test",
+                "messages": [
+                    {"role": "system", "content": "be brief"},
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": null, "tool_calls": [
+                        {"id": "call_1", "type": "function", "function": {"name": "read", "arguments": "{\"path\":\"a\"}"}}
+                    ]},
+                    {"role": "tool", "tool_call_id": "call_1", "content": "contents"},
+                    {"role": "assistant", "content": "done"},
+                ],
+                "tools": [{"type": "function", "function": {"name": "read", "description": "reads a file", "parameters": {"type": "object"}}}],
+                "max_tokens": 100,
+                "temperature": 0.2,
+                "stream": true,
+            })
+        );
+    }
+
+    #[test]
+    fn body_omits_empty_tools_and_unset_temperature() {
+        let mut c = cfg(false);
+        c.temperature = None;
+        let body = build_body(
+            &c,
+            &TurnRequest {
+                messages: vec![ChatMessage::user("x")],
+                tools: vec![],
+            },
+        );
+        assert!(body.get("tools").is_none());
+        assert!(body.get("temperature").is_none());
+        assert_eq!(body["stream"], json!(false));
+    }
+
+    #[test]
+    fn parses_whole_answer() {
+        let v = json!({
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "ls", "arguments": "{\"a\":"}}
+            ]}, "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 3}
+        });
+        let t = parse_response(&v).unwrap();
+        assert_eq!(t.text, "");
+        assert_eq!(
+            t.tool_calls,
+            vec![ToolCall {
+                id: "c1".into(),
+                name: "ls".into(),
+                arguments: "{\"a\":".into()
+            }]
+        );
+        assert_eq!(t.stop_reason, "tool_calls");
+        assert_eq!(
+            t.usage,
+            Some(Usage {
+                input_tokens: 12,
+                output_tokens: 3
+            })
+        );
+    }
+
+    #[test]
+    fn parses_answer_without_usage() {
+        let v = json!({"choices": [{"message": {"content": "hi"}}]});
+        let t = parse_response(&v).unwrap();
+        assert_eq!(t.text, "hi");
+        assert_eq!(t.usage, None);
+        assert!(matches!(
+            parse_response(&json!({"choices": []})),
+            Err(Failure::Protocol(_))
+        ));
+    }
+
+    fn data(v: Value) -> SseEvent {
+        SseEvent {
+            event: None,
+            data: v.to_string(),
+        }
+    }
+
+    #[test]
+    fn stream_accumulates_text_and_tool_fragments() {
+        let mut d = OpenAiStream::default();
+        let mut events = Vec::new();
+        let mut emit = |e: StreamEvent| events.push(e);
+        let chunks = [
+            json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]}),
+            json!({"choices": [{"index": 0, "delta": {"content": "Hel"}, "finish_reason": null}]}),
+            json!({"choices": [{"index": 0, "delta": {"content": "lo"}, "finish_reason": null}]}),
+            json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "a", "type": "function", "function": {"name": "f", "arguments": ""}}]}}]}),
+            json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 1, "id": "b", "type": "function", "function": {"name": "g", "arguments": "{\"y\""}}]}}]}),
+            json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"x\":"}}]}}]}),
+            json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}}]}),
+            json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 1, "function": {"arguments": ":2}"}}]}}]}),
+            json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
+            json!({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 7}}),
+        ];
+        for c in chunks {
+            assert!(!d.on_event(&data(c), &mut emit).unwrap());
+        }
+        assert!(
+            d.on_event(
+                &SseEvent {
+                    event: None,
+                    data: "[DONE]".into()
+                },
+                &mut emit
+            )
+            .unwrap()
+        );
+        let t = d.finish(true).unwrap();
+        assert_eq!(
+            events,
+            vec![
+                StreamEvent::Text("Hel".into()),
+                StreamEvent::Text("lo".into()),
+                StreamEvent::ToolCallStart {
+                    id: "a".into(),
+                    name: "f".into()
+                },
+                StreamEvent::ToolCallStart {
+                    id: "b".into(),
+                    name: "g".into()
+                },
+            ]
+        );
+        assert_eq!(t.text, "Hello");
+        assert_eq!(
+            t.tool_calls,
+            vec![
+                ToolCall {
+                    id: "a".into(),
+                    name: "f".into(),
+                    arguments: "{\"x\":1}".into()
+                },
+                ToolCall {
+                    id: "b".into(),
+                    name: "g".into(),
+                    arguments: "{\"y\":2}".into()
+                },
+            ]
+        );
+        assert_eq!(t.stop_reason, "tool_calls");
+        assert_eq!(
+            t.usage,
+            Some(Usage {
+                input_tokens: 5,
+                output_tokens: 7
+            })
+        );
+    }
+
+    #[test]
+    fn stream_cut_short_is_a_connection_failure() {
+        let mut d = OpenAiStream::default();
+        let mut emit = |_e: StreamEvent| {};
+        d.on_event(
+            &data(json!({"choices": [{"delta": {"content": "x"}}]})),
+            &mut emit,
+        )
+        .unwrap();
+        assert!(matches!(d.finish(false), Err(Failure::Connect(_))));
+    }
+
+    #[test]
+    fn stream_error_chunk_fails() {
+        let mut d = OpenAiStream::default();
+        let mut emit = |_e: StreamEvent| {};
+        let r = d.on_event(&data(json!({"error": {"message": "boom"}})), &mut emit);
+        assert_eq!(
+            r,
+            Err(Failure::Protocol(
+                "the stream reported an error: boom".into()
+            ))
+        );
+    }
+}

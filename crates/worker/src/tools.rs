@@ -1,0 +1,568 @@
+//! Every tool an agent can have, defined once: the definition gives the model's JSON schema,
+//! the documentation (`agent-team tools`), and the code that runs it.
+//!
+//! Team tools are requests to the daemon (which still enforces leader-only operations). Workspace
+//! tools act on files under the agent's workspace only: a path that escapes it is refused.
+
+use crate::link::{CallError, Link};
+use agent_team_config::{DECIDE_PERMISSION, LEADER_TOOLS, Role, TEAMMATE_TOOLS};
+use agent_team_model::ToolSpec;
+use agent_team_protocol::*;
+use serde_json::{Value, json};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One tool: its name, what the model is told, and its argument schema.
+#[derive(Debug, Clone, Copy)]
+pub struct ToolDef {
+    /// The name the model calls.
+    pub name: &'static str,
+    /// What it does, for the model and the docs.
+    pub description: &'static str,
+    /// The JSON schema of its arguments.
+    pub schema: fn() -> Value,
+}
+
+fn obj(props: Value, required: &[&str]) -> Value {
+    json!({"type": "object", "properties": props, "required": required, "additionalProperties": false})
+}
+
+/// The catalogue.
+pub const TOOLS: &[ToolDef] = &[
+    ToolDef {
+        name: "spawn_teammate",
+        description: "Start a new teammate from a role. Returns its name once it is connected.",
+        schema: || obj(json!({"role": {"type": "string", "description": "a role of the team (e.g. worker, explorer, reviewer)"}, "name": {"type": "string", "description": "its name; lower-case letters, digits and '-'"}}), &["role"]),
+    },
+    ToolDef {
+        name: "create_task",
+        description: "Put a task on the shared board. Teammates claim it once its blockers are completed.",
+        schema: || obj(json!({
+            "title": {"type": "string"},
+            "description": {"type": "string", "description": "what exactly to do and how to tell it is done"},
+            "blocked_by": {"type": "array", "items": {"type": "integer"}, "description": "ids of tasks that must complete first"},
+            "assign": {"type": "string", "description": "give it to this teammate at once"}
+        }), &["title"]),
+    },
+    ToolDef {
+        name: "assign_task",
+        description: "Give a pending task to a teammate.",
+        schema: || obj(json!({"id": {"type": "integer"}, "to": {"type": "string"}}), &["id", "to"]),
+    },
+    ToolDef {
+        name: "send_message",
+        description: "Send a message to one teammate (or the leader). It arrives when they are between steps.",
+        schema: || obj(json!({"to": {"type": "string"}, "text": {"type": "string"}, "summary": {"type": "string", "description": "one line"}}), &["to", "text"]),
+    },
+    ToolDef {
+        name: "broadcast",
+        description: "Send a message to every other member of the team.",
+        schema: || obj(json!({"text": {"type": "string"}}), &["text"]),
+    },
+    ToolDef {
+        name: "list_teammates",
+        description: "The team's members with their role, status and current task.",
+        schema: || obj(json!({}), &[]),
+    },
+    ToolDef {
+        name: "list_tasks",
+        description: "The task board: id, status, owner, blockers, title.",
+        schema: || obj(json!({"status": {"type": "string", "enum": ["pending", "in_progress", "completed", "failed", "cancelled"]}}), &[]),
+    },
+    ToolDef {
+        name: "finish_team",
+        description: "End the team's run with your final answer for the user. Refused while tasks are pending or in progress unless force is true.",
+        schema: || obj(json!({"answer": {"type": "string"}, "force": {"type": "boolean"}}), &["answer"]),
+    },
+    ToolDef {
+        name: "decide_permission",
+        description: "Allow or deny a teammate's pending permission request (you are the approver).",
+        schema: || obj(json!({"id": {"type": "integer"}, "allow": {"type": "boolean"}, "always": {"type": "boolean"}, "reason": {"type": "string"}}), &["id", "allow"]),
+    },
+    ToolDef {
+        name: "claim_task",
+        description: "Take a pending task whose blockers are completed. You can hold one task at a time.",
+        schema: || obj(json!({"id": {"type": "integer"}}), &["id"]),
+    },
+    ToolDef {
+        name: "update_task_status",
+        description: "Finish the task you hold: completed or failed, with a short result.",
+        schema: || obj(json!({"id": {"type": "integer"}, "status": {"type": "string", "enum": ["completed", "failed"]}, "result": {"type": "string"}}), &["id", "status"]),
+    },
+    ToolDef {
+        name: "release_task",
+        description: "Give back a task you hold so someone else can take it.",
+        schema: || obj(json!({"id": {"type": "integer"}}), &["id"]),
+    },
+    ToolDef {
+        name: "read_file",
+        description: "Read a text file of the workspace (up to 64 KiB from `offset`).",
+        schema: || obj(json!({"path": {"type": "string"}, "offset": {"type": "integer"}}), &["path"]),
+    },
+    ToolDef {
+        name: "write_file",
+        description: "Create or replace a file of the workspace.",
+        schema: || obj(json!({"path": {"type": "string"}, "content": {"type": "string"}}), &["path", "content"]),
+    },
+    ToolDef {
+        name: "edit_file",
+        description: "Replace exactly one occurrence of old_string with new_string in a file (all of them with replace_all).",
+        schema: || obj(json!({"path": {"type": "string"}, "old_string": {"type": "string"}, "new_string": {"type": "string"}, "replace_all": {"type": "boolean"}}), &["path", "old_string", "new_string"]),
+    },
+    ToolDef {
+        name: "list_files",
+        description: "List files under a directory of the workspace (recursive, .git skipped), optionally only names containing `contains`.",
+        schema: || obj(json!({"path": {"type": "string"}, "contains": {"type": "string"}}), &[]),
+    },
+    ToolDef {
+        name: "grep",
+        description: "Search the workspace's files for a regular expression; returns file:line: text.",
+        schema: || obj(json!({"pattern": {"type": "string"}, "path": {"type": "string"}}), &["pattern"]),
+    },
+    ToolDef {
+        name: "bash",
+        description: "Run a shell command in the workspace (sh -c). Output is capped at 16 KiB; default timeout 60 s.",
+        schema: || obj(json!({"command": {"type": "string"}, "timeout_secs": {"type": "integer"}}), &["command"]),
+    },
+];
+
+/// A tool by name.
+pub fn def(name: &str) -> Option<&'static ToolDef> {
+    TOOLS.iter().find(|t| t.name == name)
+}
+
+/// The tools an agent gets: its team tools (leader or teammate), its role's workspace tools, and
+/// `decide_permission` for a leader that approves.
+pub fn tool_names(role: &Role, is_leader: bool, leader_approves: bool) -> Vec<&'static str> {
+    let team: &[&str] = if is_leader { LEADER_TOOLS } else { TEAMMATE_TOOLS };
+    let mut names: Vec<&'static str> = TOOLS
+        .iter()
+        .map(|t| t.name)
+        .filter(|n| team.contains(n) || role.tools.iter().any(|r| r == n))
+        .collect();
+    if is_leader && leader_approves && !names.contains(&DECIDE_PERMISSION) {
+        names.push(DECIDE_PERMISSION);
+    }
+    names
+}
+
+/// The model's view of those tools.
+pub fn specs(names: &[&str]) -> Vec<ToolSpec> {
+    names
+        .iter()
+        .filter_map(|n| def(n))
+        .map(|t| ToolSpec { name: t.name.to_string(), description: t.description.to_string(), parameters: (t.schema)() })
+        .collect()
+}
+
+/// The catalogue as markdown (for `agent-team tools` and the docs).
+pub fn markdown() -> String {
+    let mut s = String::from("| tool | leader | teammate | what it does |\n|---|---|---|---|\n");
+    for t in TOOLS {
+        let l = if LEADER_TOOLS.contains(&t.name) || t.name == DECIDE_PERMISSION { "yes" } else { "role" };
+        let m = if TEAMMATE_TOOLS.contains(&t.name) { "yes" } else if LEADER_TOOLS.contains(&t.name) || t.name == DECIDE_PERMISSION { "no" } else { "role" };
+        s.push_str(&format!("| `{}` | {l} | {m} | {} |\n", t.name, t.description));
+    }
+    s
+}
+
+/// What a tool call produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolOutcome {
+    /// The text the model gets back.
+    pub content: String,
+    /// Whether it failed.
+    pub is_error: bool,
+    /// The answer, when `finish_team` succeeded.
+    pub finished: Option<String>,
+}
+
+impl ToolOutcome {
+    fn ok(content: impl Into<String>) -> Self {
+        ToolOutcome { content: content.into(), is_error: false, finished: None }
+    }
+    /// A failure the model is told about.
+    pub fn err(content: impl Into<String>) -> Self {
+        ToolOutcome { content: content.into(), is_error: true, finished: None }
+    }
+}
+
+/// What the policy looks at for a call: the command for `bash`, the path for file tools, the
+/// arguments otherwise.
+pub fn policy_input(name: &str, args: &Value) -> String {
+    let field = |k: &str| args.get(k).and_then(Value::as_str).map(str::to_string);
+    match name {
+        "bash" => field("command"),
+        "read_file" | "write_file" | "edit_file" | "list_files" => field("path"),
+        "grep" => field("pattern"),
+        _ => None,
+    }
+    .unwrap_or_else(|| args.to_string())
+}
+
+/// Where a tool runs.
+pub struct ToolCtx {
+    /// The agent's link to its daemon.
+    pub link: Arc<Link>,
+    /// The workspace root (canonical).
+    pub root: PathBuf,
+}
+
+/// Runs one tool call with already-parsed arguments.
+pub async fn run(ctx: &ToolCtx, name: &str, args: &Value) -> ToolOutcome {
+    match run_inner(ctx, name, args).await {
+        Ok(o) => o,
+        Err(e) => ToolOutcome::err(e),
+    }
+}
+
+fn arg_str<'a>(args: &'a Value, k: &str) -> Result<&'a str, String> {
+    args.get(k).and_then(Value::as_str).ok_or_else(|| format!("missing string argument `{k}`"))
+}
+
+fn arg_u64(args: &Value, k: &str) -> Result<u64, String> {
+    args.get(k).and_then(Value::as_u64).ok_or_else(|| format!("missing integer argument `{k}`"))
+}
+
+async fn daemon(ctx: &ToolCtx, req: Request) -> Result<Reply, String> {
+    match ctx.link.call_retry(req).await {
+        Ok(r) => Ok(r),
+        Err(CallError::Server(e)) => {
+            let details = if e.details.is_null() { String::new() } else { format!(" {}", e.details) };
+            Err(format!("{}: {}{details}", e.code, e.message))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
+
+async fn run_inner(ctx: &ToolCtx, name: &str, args: &Value) -> Result<ToolOutcome, String> {
+    Ok(match name {
+        "spawn_teammate" => {
+            let req = Request::Spawn { role: arg_str(args, "role")?.to_string(), name: args.get("name").and_then(Value::as_str).map(str::to_string) };
+            match daemon(ctx, req).await? {
+                Reply::Agent { agent } => ToolOutcome::ok(format!("{} ({}) is {}", agent.name, agent.role, agent.status)),
+                other => ToolOutcome::ok(to_json(&other)),
+            }
+        }
+        "create_task" => {
+            let blocked_by = args.get("blocked_by").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default();
+            let req = Request::TaskAdd {
+                title: arg_str(args, "title")?.to_string(),
+                description: args.get("description").and_then(Value::as_str).unwrap_or_default().to_string(),
+                run: None,
+                blocked_by,
+                assign: args.get("assign").and_then(Value::as_str).map(str::to_string),
+                key: None,
+            };
+            match daemon(ctx, req).await? {
+                Reply::Task { task } => ToolOutcome::ok(format!("created task {} ({}), {}", task.id, task.title, task.status)),
+                other => ToolOutcome::ok(to_json(&other)),
+            }
+        }
+        "assign_task" => task_reply(daemon(ctx, Request::TaskAssign { id: arg_u64(args, "id")?, to: arg_str(args, "to")?.to_string() }).await?),
+        "claim_task" => task_reply(daemon(ctx, Request::TaskClaim { id: arg_u64(args, "id")? }).await?),
+        "release_task" => task_reply(daemon(ctx, Request::TaskRelease { id: arg_u64(args, "id")? }).await?),
+        "update_task_status" => {
+            let status = match arg_str(args, "status")? {
+                "completed" => TaskStatus::Completed,
+                "failed" => TaskStatus::Failed,
+                other => return Err(format!("status must be completed or failed, not {other:?}")),
+            };
+            let result = args.get("result").and_then(Value::as_str).map(str::to_string);
+            task_reply(daemon(ctx, Request::TaskFinish { id: arg_u64(args, "id")?, status, result }).await?)
+        }
+        "send_message" | "broadcast" => {
+            let to = if name == "broadcast" { "*".to_string() } else { arg_str(args, "to")?.to_string() };
+            let req = Request::Send {
+                to,
+                body: arg_str(args, "text")?.to_string(),
+                kind: MessageKind::Text,
+                summary: args.get("summary").and_then(Value::as_str).map(str::to_string),
+                dedup: None,
+            };
+            match daemon(ctx, req).await? {
+                Reply::Sent { recipients, .. } => ToolOutcome::ok(format!("sent to {}", recipients.join(", "))),
+                other => ToolOutcome::ok(to_json(&other)),
+            }
+        }
+        "list_teammates" => match daemon(ctx, Request::Agents).await? {
+            Reply::Agents { agents } => {
+                let rows: Vec<Value> = agents
+                    .iter()
+                    .map(|a| json!({"name": a.name, "role": a.role, "status": a.status, "current_task": a.current_task}))
+                    .collect();
+                ToolOutcome::ok(to_json(&rows))
+            }
+            other => ToolOutcome::ok(to_json(&other)),
+        },
+        "list_tasks" => {
+            let status = match args.get("status").and_then(Value::as_str) {
+                Some(s) => Some(TaskStatus::parse(s).ok_or_else(|| format!("unknown status {s:?}"))?),
+                None => None,
+            };
+            match daemon(ctx, Request::TaskList { status, after: None }).await? {
+                Reply::Tasks { tasks } => {
+                    let rows: Vec<Value> = tasks
+                        .iter()
+                        .map(|t| json!({"id": t.id, "title": t.title, "status": t.status, "owner": t.owner, "blocked_by": t.blocked_by, "description": t.description, "result": t.result}))
+                        .collect();
+                    ToolOutcome::ok(to_json(&rows))
+                }
+                other => ToolOutcome::ok(to_json(&other)),
+            }
+        }
+        "finish_team" => {
+            let answer = arg_str(args, "answer")?.to_string();
+            let force = args.get("force").and_then(Value::as_bool).unwrap_or(false);
+            daemon(ctx, Request::Finish { answer: answer.clone(), force, success: true }).await?;
+            ToolOutcome { content: "the team is finished".into(), is_error: false, finished: Some(answer) }
+        }
+        "decide_permission" => {
+            let req = Request::PermDecide {
+                id: arg_u64(args, "id")?,
+                allow: args.get("allow").and_then(Value::as_bool).ok_or("missing boolean argument `allow`")?,
+                always: args.get("always").and_then(Value::as_bool).unwrap_or(false),
+                reason: args.get("reason").and_then(Value::as_str).map(str::to_string),
+            };
+            match daemon(ctx, req).await? {
+                Reply::Perm { request } => ToolOutcome::ok(format!("request {} is {:?}", request.id, request.status).to_lowercase()),
+                other => ToolOutcome::ok(to_json(&other)),
+            }
+        }
+        "read_file" => {
+            let path = confine(&ctx.root, arg_str(args, "path")?)?;
+            let bytes = tokio::fs::read(&path).await.map_err(|e| format!("cannot read {}: {e}", display(&ctx.root, &path)))?;
+            let offset = args.get("offset").and_then(Value::as_u64).unwrap_or(0) as usize;
+            let slice = bytes.get(offset.min(bytes.len())..).unwrap_or_default();
+            let cap = 64 * 1024;
+            let text = String::from_utf8_lossy(&slice[..slice.len().min(cap)]).into_owned();
+            if slice.len() > cap {
+                ToolOutcome::ok(format!("{text}\n[... {} more bytes; read on with offset {}]", slice.len() - cap, offset + cap))
+            } else {
+                ToolOutcome::ok(text)
+            }
+        }
+        "write_file" => {
+            let path = confine(&ctx.root, arg_str(args, "path")?)?;
+            let content = arg_str(args, "content")?;
+            if let Some(dir) = path.parent() {
+                tokio::fs::create_dir_all(dir).await.map_err(|e| format!("cannot create {}: {e}", display(&ctx.root, dir)))?;
+            }
+            tokio::fs::write(&path, content).await.map_err(|e| format!("cannot write {}: {e}", display(&ctx.root, &path)))?;
+            ToolOutcome::ok(format!("wrote {} bytes to {}", content.len(), display(&ctx.root, &path)))
+        }
+        "edit_file" => {
+            let path = confine(&ctx.root, arg_str(args, "path")?)?;
+            let (old, new) = (arg_str(args, "old_string")?, arg_str(args, "new_string")?);
+            let all = args.get("replace_all").and_then(Value::as_bool).unwrap_or(false);
+            let text = tokio::fs::read_to_string(&path).await.map_err(|e| format!("cannot read {}: {e}", display(&ctx.root, &path)))?;
+            let n = text.matches(old).count();
+            if old.is_empty() || n == 0 {
+                return Err(format!("old_string was not found in {}", display(&ctx.root, &path)));
+            }
+            if n > 1 && !all {
+                return Err(format!("old_string occurs {n} times in {}; give more context or set replace_all", display(&ctx.root, &path)));
+            }
+            let out = if all { text.replace(old, new) } else { text.replacen(old, new, 1) };
+            tokio::fs::write(&path, out).await.map_err(|e| format!("cannot write {}: {e}", display(&ctx.root, &path)))?;
+            ToolOutcome::ok(format!("replaced {} occurrence(s) in {}", if all { n } else { 1 }, display(&ctx.root, &path)))
+        }
+        "list_files" => {
+            let dir = confine(&ctx.root, args.get("path").and_then(Value::as_str).unwrap_or("."))?;
+            let contains = args.get("contains").and_then(Value::as_str).map(str::to_string);
+            let root = ctx.root.clone();
+            let list = tokio::task::spawn_blocking(move || {
+                let mut out = Vec::new();
+                for e in walkdir::WalkDir::new(&dir).into_iter().filter_entry(|e| e.file_name() != ".git").flatten() {
+                    if e.file_type().is_file() {
+                        let rel = display(&root, e.path());
+                        if contains.as_ref().is_none_or(|c| rel.contains(c.as_str())) {
+                            out.push(rel);
+                        }
+                    }
+                    if out.len() >= 500 {
+                        out.push("[... more files not shown]".into());
+                        break;
+                    }
+                }
+                out
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            ToolOutcome::ok(if list.is_empty() { "no files".to_string() } else { list.join("\n") })
+        }
+        "grep" => {
+            let re = regex::Regex::new(arg_str(args, "pattern")?).map_err(|e| format!("invalid regular expression: {e}"))?;
+            let dir = confine(&ctx.root, args.get("path").and_then(Value::as_str).unwrap_or("."))?;
+            let root = ctx.root.clone();
+            let hits = tokio::task::spawn_blocking(move || {
+                let mut out = Vec::new();
+                for e in walkdir::WalkDir::new(&dir).into_iter().filter_entry(|e| e.file_name() != ".git").flatten() {
+                    if !e.file_type().is_file() {
+                        continue;
+                    }
+                    let Ok(text) = std::fs::read_to_string(e.path()) else { continue };
+                    for (i, line) in text.lines().enumerate() {
+                        if re.is_match(line) {
+                            out.push(format!("{}:{}: {}", display(&root, e.path()), i + 1, line.chars().take(300).collect::<String>()));
+                            if out.len() >= 200 {
+                                out.push("[... more matches not shown]".into());
+                                return out;
+                            }
+                        }
+                    }
+                }
+                out
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            ToolOutcome::ok(if hits.is_empty() { "no matches".to_string() } else { hits.join("\n") })
+        }
+        "bash" => {
+            let cmd = arg_str(args, "command")?;
+            let secs = args.get("timeout_secs").and_then(Value::as_u64).unwrap_or(60).clamp(1, 600);
+            bash(&ctx.root, cmd, Duration::from_secs(secs)).await
+        }
+        other => return Err(format!("unknown tool {other:?}")),
+    })
+}
+
+fn task_reply(r: Reply) -> ToolOutcome {
+    match r {
+        Reply::Task { task } => ToolOutcome::ok(format!("task {} ({}) is {}{}", task.id, task.title, task.status, task.owner.map(|o| format!(", owner {o}")).unwrap_or_default())),
+        other => ToolOutcome::ok(to_json(&other)),
+    }
+}
+
+/// Runs a command with a timeout; output (stdout then stderr) capped to its last 16 KiB.
+async fn bash(root: &Path, cmd: &str, timeout: Duration) -> ToolOutcome {
+    let mut c = tokio::process::Command::new("sh");
+    c.arg("-c").arg(cmd).current_dir(root).stdin(std::process::Stdio::null()).kill_on_drop(true).process_group(0);
+    let child = match c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn() {
+        Ok(ch) => ch,
+        Err(e) => return ToolOutcome::err(format!("cannot run sh: {e}")),
+    };
+    let pid = child.id();
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(Ok(out)) => {
+            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let err = String::from_utf8_lossy(&out.stderr);
+            if !err.is_empty() {
+                text.push_str(&err);
+            }
+            let cap = 16 * 1024;
+            if text.len() > cap {
+                let cut = text.len() - cap;
+                let cut = (cut..text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(text.len());
+                text = format!("[... {cut} bytes cut]\n{}", &text[cut..]);
+            }
+            let code = out.status.code().unwrap_or(-1);
+            let body = format!("exit {code}\n{text}");
+            if out.status.success() { ToolOutcome::ok(body) } else { ToolOutcome::err(body) }
+        }
+        Ok(Err(e)) => ToolOutcome::err(format!("the command failed to run: {e}")),
+        Err(_) => {
+            // The command and everything it started go together.
+            if let Some(pid) = pid {
+                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+            }
+            ToolOutcome::err(format!("the command did not finish within {} s and was killed", timeout.as_secs()))
+        }
+    }
+}
+
+/// `path` (relative to `root`, or absolute inside it) resolved to a path inside `root`;
+/// anything that escapes, lexically or through a symlink, is refused.
+pub fn confine(root: &Path, path: &str) -> Result<PathBuf, String> {
+    let refuse = || format!("{path:?} is outside the workspace; use a path inside {}", root.display());
+    let p = Path::new(path);
+    let joined = if p.is_absolute() { p.to_path_buf() } else { root.join(p) };
+    let mut clean = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            Component::ParentDir => {
+                if !clean.pop() {
+                    return Err(refuse());
+                }
+            }
+            Component::CurDir => {}
+            other => clean.push(other),
+        }
+    }
+    if !clean.starts_with(root) {
+        return Err(refuse());
+    }
+    // The deepest existing ancestor must resolve inside the root too (no symlink escapes).
+    let mut probe = clean.as_path();
+    loop {
+        if let Ok(real) = probe.canonicalize() {
+            if !real.starts_with(root) {
+                return Err(refuse());
+            }
+            break;
+        }
+        match probe.parent() {
+            Some(parent) => probe = parent,
+            None => break,
+        }
+    }
+    Ok(clean)
+}
+
+fn display(root: &Path, p: &Path) -> String {
+    p.strip_prefix(root).map(|r| r.display().to_string()).unwrap_or_else(|_| p.display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_confined() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        assert_eq!(confine(&root, "a/b.txt").unwrap(), root.join("a/b.txt"));
+        assert_eq!(confine(&root, "a/../c").unwrap(), root.join("c"));
+        assert!(confine(&root, "../x").is_err());
+        assert!(confine(&root, "a/../../x").is_err());
+        assert!(confine(&root, "/etc/passwd").is_err());
+        assert!(confine(&root, &root.join("ok").display().to_string()).is_ok());
+        std::os::unix::fs::symlink("/etc", root.join("link")).unwrap();
+        assert!(confine(&root, "link/passwd").is_err(), "a symlink out of the workspace is refused");
+    }
+
+    #[test]
+    fn every_configured_tool_has_a_definition_and_an_object_schema() {
+        for n in agent_team_config::LEADER_TOOLS.iter().chain(agent_team_config::TEAMMATE_TOOLS).chain(agent_team_config::WORKSPACE_TOOLS) {
+            let d = def(n).unwrap_or_else(|| panic!("no definition for {n}"));
+            assert_eq!((d.schema)()["type"], "object");
+        }
+        assert!(markdown().contains("`bash`"));
+    }
+
+    #[test]
+    fn role_limits_workspace_tools_not_team_tools() {
+        let cfg = agent_team_config::builtin_roles();
+        let explorer = &cfg["explorer"];
+        let names = tool_names(explorer, false, false);
+        assert!(names.contains(&"claim_task") && names.contains(&"read_file"));
+        assert!(!names.contains(&"bash") && !names.contains(&"write_file"));
+        let leader = tool_names(&cfg["leader"], true, true);
+        assert!(leader.contains(&"spawn_teammate") && leader.contains(&"decide_permission"));
+        assert!(!leader.contains(&"claim_task"));
+    }
+
+    #[tokio::test]
+    async fn bash_times_out_and_caps_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = bash(dir.path(), "sleep 5", Duration::from_millis(200)).await;
+        assert!(o.is_error && o.content.contains("did not finish"), "{o:?}");
+        let o = bash(dir.path(), "head -c 40000 /dev/zero | tr '\\0' x; exit 3", Duration::from_secs(10)).await;
+        assert!(o.is_error && o.content.starts_with("exit 3") && o.content.len() < 17 * 1024, "{}", o.content.len());
+    }
+}

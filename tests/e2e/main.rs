@@ -4,5 +4,6 @@
 
 mod cli;
 mod crash;
+mod models;
 mod panes;
 mod workers;

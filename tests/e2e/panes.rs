@@ -334,3 +334,40 @@ fn run_completes_a_dependency_graph_on_tmux() {
         "run leaves no tmux server"
     );
 }
+
+#[test]
+fn the_leader_pane_prompts_and_its_answer_decides() {
+    let sb = Sandbox::new();
+    let mut s = team_file(
+        "ask",
+        "[[tasks]]\ntitle = \"guarded\"\nrun = \"echo guarded-ran\"\n",
+    );
+    s.push_str("[roles.worker]\npermissions = { bash = \"ask\" }\n");
+    sb.write_team_file(&s);
+    sb.ok(&["up", "--detach"]);
+    wait_for("a permission request", T, || {
+        let mut c = sb.operator("ask");
+        !c.all_perms(false).unwrap().is_empty()
+    });
+    let leader_pane = sb.agent("ask", "leader").pane.unwrap();
+    let sock = sb.tmux_socket("ask");
+    wait_for("the prompt in the leader's pane", T, || {
+        sb.tmux(&sock, &["capture-pane", "-p", "-t", &leader_pane])
+            .is_ok_and(|t| t.contains("allow? [y] once"))
+    });
+    // A person answers in the pane (the test types for them).
+    sb.tmux(&sock, &["send-keys", "-t", &leader_pane, "y", "Enter"])
+        .unwrap();
+    wait_for("the task to complete", T, || {
+        sb.tasks("ask")[0].status == TaskStatus::Completed
+    });
+    let mut c = sb.operator("ask");
+    let req = c.all_perms(true).unwrap().remove(0);
+    assert_eq!(req.status, PermStatus::Allowed);
+    assert_eq!(
+        req.decision.unwrap().by,
+        "leader",
+        "decided in the leader's pane"
+    );
+    sb.ok(&["--team", "ask", "down"]);
+}

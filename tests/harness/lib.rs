@@ -52,6 +52,8 @@ pub struct Sandbox {
     /// State and runtime roots inside it.
     pub paths: Paths,
     children: Vec<Child>,
+    /// Extra environment for every command (e.g. a mock model's API key variable).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Sandbox {
@@ -69,6 +71,7 @@ impl Sandbox {
             dir,
             paths,
             children: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -86,6 +89,9 @@ impl Sandbox {
             .env_remove("TMUX_PANE")
             .env_remove("AGENT_TEAM_TEAM")
             .current_dir(self.dir.path());
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
         c
     }
 

@@ -500,7 +500,12 @@ impl Core {
                 // The approver is gone: nobody can answer, so every waiting request is denied.
                 let now = Timestamp::now();
                 for p in self.state.perms(false) {
-                    if let Some(r) = self.state.perm_expire(p.id, "approver-gone", "the leader, who decides permissions, disconnected".into(), now) {
+                    if let Some(r) = self.state.perm_expire(
+                        p.id,
+                        "approver-gone",
+                        "the leader, who decides permissions, disconnected".into(),
+                        now,
+                    ) {
                         self.after_perm_resolved(&[r]);
                     }
                 }
@@ -509,7 +514,10 @@ impl Core {
     }
 
     fn leader_approves(&self) -> bool {
-        self.sup.config.as_ref().is_some_and(|c| c.approver == agent_team_config::Approver::Leader)
+        self.sup
+            .config
+            .as_ref()
+            .is_some_and(|c| c.approver == agent_team_config::Approver::Leader)
     }
 
     /// Shows a new request to whoever decides: a `permission` message to the leader (its pane
@@ -519,15 +527,34 @@ impl Core {
         let now = Timestamp::now();
         let leader_connected = self.state.agent(LEADER).is_some_and(|l| l.info.connected);
         if self.leader_approves() && !leader_connected {
-            if let Some(r) = self.state.perm_expire(req.id, "approver-gone", "the leader, who decides permissions, is not connected".into(), now) {
+            if let Some(r) = self.state.perm_expire(
+                req.id,
+                "approver-gone",
+                "the leader, who decides permissions, is not connected".into(),
+                now,
+            ) {
                 self.after_perm_resolved(&[r]);
             }
             return;
         }
         if self.state.live_names().iter().any(|n| n == LEADER) {
-            let reason = if req.reason.is_empty() { String::new() } else { format!(" ({})", req.reason) };
-            let body = format!("request {}: {} wants to run {} `{}`{reason}", req.id, req.agent, req.tool, req.input);
-            let _ = self.state.send(&Actor::Daemon, LEADER, body, MessageKind::Permission, Some(format!("permission request {}", req.id)), now);
+            let reason = if req.reason.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", req.reason)
+            };
+            let body = format!(
+                "request {}: {} wants to run {} `{}`{reason}",
+                req.id, req.agent, req.tool, req.input
+            );
+            let _ = self.state.send(
+                &Actor::Daemon,
+                LEADER,
+                body,
+                MessageKind::Permission,
+                Some(format!("permission request {}", req.id)),
+                now,
+            );
         }
     }
 

@@ -149,7 +149,10 @@ fn err(code: ErrorCode, msg: impl Into<String>) -> ErrorBody {
 impl Core {
     /// Loads the stored configuration and re-adopts agents that were running before a restart.
     pub(crate) fn sup_recover(&mut self) {
-        self.sup.config = self.state.config().and_then(|v| serde_json::from_value(v.clone()).ok());
+        self.sup.config = self
+            .state
+            .config()
+            .and_then(|v| serde_json::from_value(v.clone()).ok());
         if let Some(c) = &self.sup.config {
             self.cfg.perm_timeout = Duration::from_secs(c.permission_timeout_secs);
         }

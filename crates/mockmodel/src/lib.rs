@@ -269,7 +269,9 @@ async fn handle(shared: &Shared, api: Api, body: &[u8]) -> Response {
         let step = agent.as_ref().and_then(|a| {
             let queue = inner.scripts.get_mut(a)?;
             match queue.front() {
-                Some(Step::Until { needles, meanwhile, .. }) if !needles.iter().all(|n| text.contains(n.as_str())) => {
+                Some(Step::Until {
+                    needles, meanwhile, ..
+                }) if !needles.iter().all(|n| text.contains(n.as_str())) => {
                     Some((**meanwhile).clone())
                 }
                 Some(Step::Until { .. }) => match queue.pop_front() {

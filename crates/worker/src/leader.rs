@@ -23,7 +23,8 @@ pub async fn run(
     bootstrap(link, config, out).await?;
     let mut mailbox = Mailbox::default();
     let mut said_waiting = false;
-    let mut approvals = crate::prompt::Approvals::new(config.approver == agent_team_config::Approver::Human);
+    let mut approvals =
+        crate::prompt::Approvals::new(config.approver == agent_team_config::Approver::Human);
     link.set_status(AgentStatus::Running).await;
     loop {
         while let Ok(ev) = inbound.try_recv() {

@@ -140,9 +140,16 @@ pub async fn run_agent(
         agent.incarnation,
         role.provider.as_str()
     ));
-    let result = match (role.provider, agent.name == agent_team_protocol::names::LEADER) {
-        (agent_team_config::Provider::Exec, true) => leader::run(&link, inbound, &config, &role, &out).await,
-        (agent_team_config::Provider::Exec, false) => exec::run(&link, inbound, &config, &role, &out, &groups).await,
+    let result = match (
+        role.provider,
+        agent.name == agent_team_protocol::names::LEADER,
+    ) {
+        (agent_team_config::Provider::Exec, true) => {
+            leader::run(&link, inbound, &config, &role, &out).await
+        }
+        (agent_team_config::Provider::Exec, false) => {
+            exec::run(&link, inbound, &config, &role, &out, &groups).await
+        }
         _ => agent::run(&link, inbound, &config, &role, &out).await,
     };
     if let Err(e) = &result {

@@ -20,7 +20,10 @@ impl Approvals {
     pub fn new(wanted: bool) -> Self {
         let tty = nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
         if !(wanted && tty) {
-            return Approvals { lines: None, open: VecDeque::new() };
+            return Approvals {
+                lines: None,
+                open: VecDeque::new(),
+            };
         }
         let (tx, rx) = mpsc::unbounded_channel();
         std::thread::spawn(move || {
@@ -32,7 +35,10 @@ impl Approvals {
                 line.clear();
             }
         });
-        Approvals { lines: Some(rx), open: VecDeque::new() }
+        Approvals {
+            lines: Some(rx),
+            open: VecDeque::new(),
+        }
     }
 
     /// Whether this pane prompts.
@@ -42,9 +48,14 @@ impl Approvals {
 
     /// Shows a `permission` message from the daemon as a prompt.
     pub fn ask(&mut self, m: &Message, out: &Output) {
-        let Some(id) = request_id(&m.body) else { return };
+        let Some(id) = request_id(&m.body) else {
+            return;
+        };
         self.open.push_back(id);
-        out.say(&format!("⚖ permission {}\n  allow? [y] once, [a] always, [n REASON] deny: ", m.body));
+        out.say(&format!(
+            "⚖ permission {}\n  allow? [y] once, [a] always, [n REASON] deny: ",
+            m.body
+        ));
     }
 
     /// The next line typed at the terminal (never resolves when not prompting).
@@ -78,16 +89,45 @@ impl Approvals {
         let (allow, always, reason) = match word.to_lowercase().as_str() {
             "y" | "yes" | "" => (true, false, None),
             "a" | "always" => (true, true, None),
-            "n" | "no" => (false, false, Some(if rest.trim().is_empty() { "denied in the leader's pane".to_string() } else { rest.trim().to_string() })),
+            "n" | "no" => (
+                false,
+                false,
+                Some(if rest.trim().is_empty() {
+                    "denied in the leader's pane".to_string()
+                } else {
+                    rest.trim().to_string()
+                }),
+            ),
             _ => {
                 out.say("  answer y, a or n REASON");
                 self.open.push_front(id);
                 return;
             }
         };
-        match link.call_retry(Request::PermDecide { id, allow, always, reason }).await {
-            Ok(_) => out.say(&format!("  request {id}: {}", if allow { if always { "allowed always" } else { "allowed once" } } else { "denied" })),
-            Err(CallError::Server(e)) if e.code == ErrorCode::InvalidState => out.say(&format!("  request {id} was already decided")),
+        match link
+            .call_retry(Request::PermDecide {
+                id,
+                allow,
+                always,
+                reason,
+            })
+            .await
+        {
+            Ok(_) => out.say(&format!(
+                "  request {id}: {}",
+                if allow {
+                    if always {
+                        "allowed always"
+                    } else {
+                        "allowed once"
+                    }
+                } else {
+                    "denied"
+                }
+            )),
+            Err(CallError::Server(e)) if e.code == ErrorCode::InvalidState => {
+                out.say(&format!("  request {id} was already decided"))
+            }
             Err(e) => out.say(&format!("  could not decide request {id}: {e}")),
         }
     }
@@ -95,14 +135,22 @@ impl Approvals {
 
 /// The id in a daemon `permission` message: `request 12: ...`.
 pub fn request_id(body: &str) -> Option<u64> {
-    body.strip_prefix("request ")?.split(':').next()?.trim().parse().ok()
+    body.strip_prefix("request ")?
+        .split(':')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn ids() {
-        assert_eq!(super::request_id("request 12: b1 wants to run bash `ls`"), Some(12));
+        assert_eq!(
+            super::request_id("request 12: b1 wants to run bash `ls`"),
+            Some(12)
+        );
         assert_eq!(super::request_id("hello"), None);
     }
 }

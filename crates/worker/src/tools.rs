@@ -33,27 +33,47 @@ pub const TOOLS: &[ToolDef] = &[
     ToolDef {
         name: "spawn_teammate",
         description: "Start a new teammate from a role. Returns its name once it is connected.",
-        schema: || obj(json!({"role": {"type": "string", "description": "a role of the team (e.g. worker, explorer, reviewer)"}, "name": {"type": "string", "description": "its name; lower-case letters, digits and '-'"}}), &["role"]),
+        schema: || {
+            obj(
+                json!({"role": {"type": "string", "description": "a role of the team (e.g. worker, explorer, reviewer)"}, "name": {"type": "string", "description": "its name; lower-case letters, digits and '-'"}}),
+                &["role"],
+            )
+        },
     },
     ToolDef {
         name: "create_task",
         description: "Put a task on the shared board. Teammates claim it once its blockers are completed.",
-        schema: || obj(json!({
-            "title": {"type": "string"},
-            "description": {"type": "string", "description": "what exactly to do and how to tell it is done"},
-            "blocked_by": {"type": "array", "items": {"type": "integer"}, "description": "ids of tasks that must complete first"},
-            "assign": {"type": "string", "description": "give it to this teammate at once"}
-        }), &["title"]),
+        schema: || {
+            obj(
+                json!({
+                    "title": {"type": "string"},
+                    "description": {"type": "string", "description": "what exactly to do and how to tell it is done"},
+                    "blocked_by": {"type": "array", "items": {"type": "integer"}, "description": "ids of tasks that must complete first"},
+                    "assign": {"type": "string", "description": "give it to this teammate at once"}
+                }),
+                &["title"],
+            )
+        },
     },
     ToolDef {
         name: "assign_task",
         description: "Give a pending task to a teammate.",
-        schema: || obj(json!({"id": {"type": "integer"}, "to": {"type": "string"}}), &["id", "to"]),
+        schema: || {
+            obj(
+                json!({"id": {"type": "integer"}, "to": {"type": "string"}}),
+                &["id", "to"],
+            )
+        },
     },
     ToolDef {
         name: "send_message",
         description: "Send a message to one teammate (or the leader). It arrives when they are between steps.",
-        schema: || obj(json!({"to": {"type": "string"}, "text": {"type": "string"}, "summary": {"type": "string", "description": "one line"}}), &["to", "text"]),
+        schema: || {
+            obj(
+                json!({"to": {"type": "string"}, "text": {"type": "string"}, "summary": {"type": "string", "description": "one line"}}),
+                &["to", "text"],
+            )
+        },
     },
     ToolDef {
         name: "broadcast",
@@ -68,17 +88,32 @@ pub const TOOLS: &[ToolDef] = &[
     ToolDef {
         name: "list_tasks",
         description: "The task board: id, status, owner, blockers, title.",
-        schema: || obj(json!({"status": {"type": "string", "enum": ["pending", "in_progress", "completed", "failed", "cancelled"]}}), &[]),
+        schema: || {
+            obj(
+                json!({"status": {"type": "string", "enum": ["pending", "in_progress", "completed", "failed", "cancelled"]}}),
+                &[],
+            )
+        },
     },
     ToolDef {
         name: "finish_team",
         description: "End the team's run with your final answer for the user. Refused while tasks are pending or in progress unless force is true.",
-        schema: || obj(json!({"answer": {"type": "string"}, "force": {"type": "boolean"}}), &["answer"]),
+        schema: || {
+            obj(
+                json!({"answer": {"type": "string"}, "force": {"type": "boolean"}}),
+                &["answer"],
+            )
+        },
     },
     ToolDef {
         name: "decide_permission",
         description: "Allow or deny a teammate's pending permission request (you are the approver).",
-        schema: || obj(json!({"id": {"type": "integer"}, "allow": {"type": "boolean"}, "always": {"type": "boolean"}, "reason": {"type": "string"}}), &["id", "allow"]),
+        schema: || {
+            obj(
+                json!({"id": {"type": "integer"}, "allow": {"type": "boolean"}, "always": {"type": "boolean"}, "reason": {"type": "string"}}),
+                &["id", "allow"],
+            )
+        },
     },
     ToolDef {
         name: "claim_task",
@@ -88,7 +123,12 @@ pub const TOOLS: &[ToolDef] = &[
     ToolDef {
         name: "update_task_status",
         description: "Finish the task you hold: completed or failed, with a short result.",
-        schema: || obj(json!({"id": {"type": "integer"}, "status": {"type": "string", "enum": ["completed", "failed"]}, "result": {"type": "string"}}), &["id", "status"]),
+        schema: || {
+            obj(
+                json!({"id": {"type": "integer"}, "status": {"type": "string", "enum": ["completed", "failed"]}, "result": {"type": "string"}}),
+                &["id", "status"],
+            )
+        },
     },
     ToolDef {
         name: "release_task",
@@ -98,32 +138,62 @@ pub const TOOLS: &[ToolDef] = &[
     ToolDef {
         name: "read_file",
         description: "Read a text file of the workspace (up to 64 KiB from `offset`).",
-        schema: || obj(json!({"path": {"type": "string"}, "offset": {"type": "integer"}}), &["path"]),
+        schema: || {
+            obj(
+                json!({"path": {"type": "string"}, "offset": {"type": "integer"}}),
+                &["path"],
+            )
+        },
     },
     ToolDef {
         name: "write_file",
         description: "Create or replace a file of the workspace.",
-        schema: || obj(json!({"path": {"type": "string"}, "content": {"type": "string"}}), &["path", "content"]),
+        schema: || {
+            obj(
+                json!({"path": {"type": "string"}, "content": {"type": "string"}}),
+                &["path", "content"],
+            )
+        },
     },
     ToolDef {
         name: "edit_file",
         description: "Replace exactly one occurrence of old_string with new_string in a file (all of them with replace_all).",
-        schema: || obj(json!({"path": {"type": "string"}, "old_string": {"type": "string"}, "new_string": {"type": "string"}, "replace_all": {"type": "boolean"}}), &["path", "old_string", "new_string"]),
+        schema: || {
+            obj(
+                json!({"path": {"type": "string"}, "old_string": {"type": "string"}, "new_string": {"type": "string"}, "replace_all": {"type": "boolean"}}),
+                &["path", "old_string", "new_string"],
+            )
+        },
     },
     ToolDef {
         name: "list_files",
         description: "List files under a directory of the workspace (recursive, .git skipped), optionally only names containing `contains`.",
-        schema: || obj(json!({"path": {"type": "string"}, "contains": {"type": "string"}}), &[]),
+        schema: || {
+            obj(
+                json!({"path": {"type": "string"}, "contains": {"type": "string"}}),
+                &[],
+            )
+        },
     },
     ToolDef {
         name: "grep",
         description: "Search the workspace's files for a regular expression; returns file:line: text.",
-        schema: || obj(json!({"pattern": {"type": "string"}, "path": {"type": "string"}}), &["pattern"]),
+        schema: || {
+            obj(
+                json!({"pattern": {"type": "string"}, "path": {"type": "string"}}),
+                &["pattern"],
+            )
+        },
     },
     ToolDef {
         name: "bash",
         description: "Run a shell command in the workspace (sh -c). Output is capped at 16 KiB; default timeout 60 s.",
-        schema: || obj(json!({"command": {"type": "string"}, "timeout_secs": {"type": "integer"}}), &["command"]),
+        schema: || {
+            obj(
+                json!({"command": {"type": "string"}, "timeout_secs": {"type": "integer"}}),
+                &["command"],
+            )
+        },
     },
 ];
 
@@ -135,7 +205,11 @@ pub fn def(name: &str) -> Option<&'static ToolDef> {
 /// The tools an agent gets: its team tools (leader or teammate), its role's workspace tools, and
 /// `decide_permission` for a leader that approves.
 pub fn tool_names(role: &Role, is_leader: bool, leader_approves: bool) -> Vec<&'static str> {
-    let team: &[&str] = if is_leader { LEADER_TOOLS } else { TEAMMATE_TOOLS };
+    let team: &[&str] = if is_leader {
+        LEADER_TOOLS
+    } else {
+        TEAMMATE_TOOLS
+    };
     let mut names: Vec<&'static str> = TOOLS
         .iter()
         .map(|t| t.name)
@@ -152,7 +226,11 @@ pub fn specs(names: &[&str]) -> Vec<ToolSpec> {
     names
         .iter()
         .filter_map(|n| def(n))
-        .map(|t| ToolSpec { name: t.name.to_string(), description: t.description.to_string(), parameters: (t.schema)() })
+        .map(|t| ToolSpec {
+            name: t.name.to_string(),
+            description: t.description.to_string(),
+            parameters: (t.schema)(),
+        })
         .collect()
 }
 
@@ -160,9 +238,22 @@ pub fn specs(names: &[&str]) -> Vec<ToolSpec> {
 pub fn markdown() -> String {
     let mut s = String::from("| tool | leader | teammate | what it does |\n|---|---|---|---|\n");
     for t in TOOLS {
-        let l = if LEADER_TOOLS.contains(&t.name) || t.name == DECIDE_PERMISSION { "yes" } else { "role" };
-        let m = if TEAMMATE_TOOLS.contains(&t.name) { "yes" } else if LEADER_TOOLS.contains(&t.name) || t.name == DECIDE_PERMISSION { "no" } else { "role" };
-        s.push_str(&format!("| `{}` | {l} | {m} | {} |\n", t.name, t.description));
+        let l = if LEADER_TOOLS.contains(&t.name) || t.name == DECIDE_PERMISSION {
+            "yes"
+        } else {
+            "role"
+        };
+        let m = if TEAMMATE_TOOLS.contains(&t.name) {
+            "yes"
+        } else if LEADER_TOOLS.contains(&t.name) || t.name == DECIDE_PERMISSION {
+            "no"
+        } else {
+            "role"
+        };
+        s.push_str(&format!(
+            "| `{}` | {l} | {m} | {} |\n",
+            t.name, t.description
+        ));
     }
     s
 }
@@ -180,11 +271,19 @@ pub struct ToolOutcome {
 
 impl ToolOutcome {
     fn ok(content: impl Into<String>) -> Self {
-        ToolOutcome { content: content.into(), is_error: false, finished: None }
+        ToolOutcome {
+            content: content.into(),
+            is_error: false,
+            finished: None,
+        }
     }
     /// A failure the model is told about.
     pub fn err(content: impl Into<String>) -> Self {
-        ToolOutcome { content: content.into(), is_error: true, finished: None }
+        ToolOutcome {
+            content: content.into(),
+            is_error: true,
+            finished: None,
+        }
     }
 }
 
@@ -218,18 +317,26 @@ pub async fn run(ctx: &ToolCtx, name: &str, args: &Value) -> ToolOutcome {
 }
 
 fn arg_str<'a>(args: &'a Value, k: &str) -> Result<&'a str, String> {
-    args.get(k).and_then(Value::as_str).ok_or_else(|| format!("missing string argument `{k}`"))
+    args.get(k)
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("missing string argument `{k}`"))
 }
 
 fn arg_u64(args: &Value, k: &str) -> Result<u64, String> {
-    args.get(k).and_then(Value::as_u64).ok_or_else(|| format!("missing integer argument `{k}`"))
+    args.get(k)
+        .and_then(Value::as_u64)
+        .ok_or_else(|| format!("missing integer argument `{k}`"))
 }
 
 async fn daemon(ctx: &ToolCtx, req: Request) -> Result<Reply, String> {
     match ctx.link.call_retry(req).await {
         Ok(r) => Ok(r),
         Err(CallError::Server(e)) => {
-            let details = if e.details.is_null() { String::new() } else { format!(" {}", e.details) };
+            let details = if e.details.is_null() {
+                String::new()
+            } else {
+                format!(" {}", e.details)
+            };
             Err(format!("{}: {}{details}", e.code, e.message))
         }
         Err(e) => Err(e.to_string()),
@@ -243,50 +350,117 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
 async fn run_inner(ctx: &ToolCtx, name: &str, args: &Value) -> Result<ToolOutcome, String> {
     Ok(match name {
         "spawn_teammate" => {
-            let req = Request::Spawn { role: arg_str(args, "role")?.to_string(), name: args.get("name").and_then(Value::as_str).map(str::to_string) };
+            let req = Request::Spawn {
+                role: arg_str(args, "role")?.to_string(),
+                name: args.get("name").and_then(Value::as_str).map(str::to_string),
+            };
             match daemon(ctx, req).await? {
-                Reply::Agent { agent } => ToolOutcome::ok(format!("{} ({}) is {}", agent.name, agent.role, agent.status)),
+                Reply::Agent { agent } => ToolOutcome::ok(format!(
+                    "{} ({}) is {}",
+                    agent.name, agent.role, agent.status
+                )),
                 other => ToolOutcome::ok(to_json(&other)),
             }
         }
         "create_task" => {
-            let blocked_by = args.get("blocked_by").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default();
+            let blocked_by = args
+                .get("blocked_by")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_u64).collect())
+                .unwrap_or_default();
             let req = Request::TaskAdd {
                 title: arg_str(args, "title")?.to_string(),
-                description: args.get("description").and_then(Value::as_str).unwrap_or_default().to_string(),
+                description: args
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
                 run: None,
                 blocked_by,
-                assign: args.get("assign").and_then(Value::as_str).map(str::to_string),
+                assign: args
+                    .get("assign")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
                 key: None,
             };
             match daemon(ctx, req).await? {
-                Reply::Task { task } => ToolOutcome::ok(format!("created task {} ({}), {}", task.id, task.title, task.status)),
+                Reply::Task { task } => ToolOutcome::ok(format!(
+                    "created task {} ({}), {}",
+                    task.id, task.title, task.status
+                )),
                 other => ToolOutcome::ok(to_json(&other)),
             }
         }
-        "assign_task" => task_reply(daemon(ctx, Request::TaskAssign { id: arg_u64(args, "id")?, to: arg_str(args, "to")?.to_string() }).await?),
-        "claim_task" => task_reply(daemon(ctx, Request::TaskClaim { id: arg_u64(args, "id")? }).await?),
-        "release_task" => task_reply(daemon(ctx, Request::TaskRelease { id: arg_u64(args, "id")? }).await?),
+        "assign_task" => task_reply(
+            daemon(
+                ctx,
+                Request::TaskAssign {
+                    id: arg_u64(args, "id")?,
+                    to: arg_str(args, "to")?.to_string(),
+                },
+            )
+            .await?,
+        ),
+        "claim_task" => task_reply(
+            daemon(
+                ctx,
+                Request::TaskClaim {
+                    id: arg_u64(args, "id")?,
+                },
+            )
+            .await?,
+        ),
+        "release_task" => task_reply(
+            daemon(
+                ctx,
+                Request::TaskRelease {
+                    id: arg_u64(args, "id")?,
+                },
+            )
+            .await?,
+        ),
         "update_task_status" => {
             let status = match arg_str(args, "status")? {
                 "completed" => TaskStatus::Completed,
                 "failed" => TaskStatus::Failed,
                 other => return Err(format!("status must be completed or failed, not {other:?}")),
             };
-            let result = args.get("result").and_then(Value::as_str).map(str::to_string);
-            task_reply(daemon(ctx, Request::TaskFinish { id: arg_u64(args, "id")?, status, result }).await?)
+            let result = args
+                .get("result")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            task_reply(
+                daemon(
+                    ctx,
+                    Request::TaskFinish {
+                        id: arg_u64(args, "id")?,
+                        status,
+                        result,
+                    },
+                )
+                .await?,
+            )
         }
         "send_message" | "broadcast" => {
-            let to = if name == "broadcast" { "*".to_string() } else { arg_str(args, "to")?.to_string() };
+            let to = if name == "broadcast" {
+                "*".to_string()
+            } else {
+                arg_str(args, "to")?.to_string()
+            };
             let req = Request::Send {
                 to,
                 body: arg_str(args, "text")?.to_string(),
                 kind: MessageKind::Text,
-                summary: args.get("summary").and_then(Value::as_str).map(str::to_string),
+                summary: args
+                    .get("summary")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
                 dedup: None,
             };
             match daemon(ctx, req).await? {
-                Reply::Sent { recipients, .. } => ToolOutcome::ok(format!("sent to {}", recipients.join(", "))),
+                Reply::Sent { recipients, .. } => {
+                    ToolOutcome::ok(format!("sent to {}", recipients.join(", ")))
+                }
                 other => ToolOutcome::ok(to_json(&other)),
             }
         }
@@ -302,10 +476,20 @@ async fn run_inner(ctx: &ToolCtx, name: &str, args: &Value) -> Result<ToolOutcom
         },
         "list_tasks" => {
             let status = match args.get("status").and_then(Value::as_str) {
-                Some(s) => Some(TaskStatus::parse(s).ok_or_else(|| format!("unknown status {s:?}"))?),
+                Some(s) => {
+                    Some(TaskStatus::parse(s).ok_or_else(|| format!("unknown status {s:?}"))?)
+                }
                 None => None,
             };
-            match daemon(ctx, Request::TaskList { status, after: None }).await? {
+            match daemon(
+                ctx,
+                Request::TaskList {
+                    status,
+                    after: None,
+                },
+            )
+            .await?
+            {
                 Reply::Tasks { tasks } => {
                     let rows: Vec<Value> = tasks
                         .iter()
@@ -319,30 +503,56 @@ async fn run_inner(ctx: &ToolCtx, name: &str, args: &Value) -> Result<ToolOutcom
         "finish_team" => {
             let answer = arg_str(args, "answer")?.to_string();
             let force = args.get("force").and_then(Value::as_bool).unwrap_or(false);
-            daemon(ctx, Request::Finish { answer: answer.clone(), force, success: true }).await?;
-            ToolOutcome { content: "the team is finished".into(), is_error: false, finished: Some(answer) }
+            daemon(
+                ctx,
+                Request::Finish {
+                    answer: answer.clone(),
+                    force,
+                    success: true,
+                },
+            )
+            .await?;
+            ToolOutcome {
+                content: "the team is finished".into(),
+                is_error: false,
+                finished: Some(answer),
+            }
         }
         "decide_permission" => {
             let req = Request::PermDecide {
                 id: arg_u64(args, "id")?,
-                allow: args.get("allow").and_then(Value::as_bool).ok_or("missing boolean argument `allow`")?,
+                allow: args
+                    .get("allow")
+                    .and_then(Value::as_bool)
+                    .ok_or("missing boolean argument `allow`")?,
                 always: args.get("always").and_then(Value::as_bool).unwrap_or(false),
-                reason: args.get("reason").and_then(Value::as_str).map(str::to_string),
+                reason: args
+                    .get("reason")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
             };
             match daemon(ctx, req).await? {
-                Reply::Perm { request } => ToolOutcome::ok(format!("request {} is {:?}", request.id, request.status).to_lowercase()),
+                Reply::Perm { request } => ToolOutcome::ok(
+                    format!("request {} is {:?}", request.id, request.status).to_lowercase(),
+                ),
                 other => ToolOutcome::ok(to_json(&other)),
             }
         }
         "read_file" => {
             let path = confine(&ctx.root, arg_str(args, "path")?)?;
-            let bytes = tokio::fs::read(&path).await.map_err(|e| format!("cannot read {}: {e}", display(&ctx.root, &path)))?;
+            let bytes = tokio::fs::read(&path)
+                .await
+                .map_err(|e| format!("cannot read {}: {e}", display(&ctx.root, &path)))?;
             let offset = args.get("offset").and_then(Value::as_u64).unwrap_or(0) as usize;
             let slice = bytes.get(offset.min(bytes.len())..).unwrap_or_default();
             let cap = 64 * 1024;
             let text = String::from_utf8_lossy(&slice[..slice.len().min(cap)]).into_owned();
             if slice.len() > cap {
-                ToolOutcome::ok(format!("{text}\n[... {} more bytes; read on with offset {}]", slice.len() - cap, offset + cap))
+                ToolOutcome::ok(format!(
+                    "{text}\n[... {} more bytes; read on with offset {}]",
+                    slice.len() - cap,
+                    offset + cap
+                ))
             } else {
                 ToolOutcome::ok(text)
             }
@@ -351,34 +561,73 @@ async fn run_inner(ctx: &ToolCtx, name: &str, args: &Value) -> Result<ToolOutcom
             let path = confine(&ctx.root, arg_str(args, "path")?)?;
             let content = arg_str(args, "content")?;
             if let Some(dir) = path.parent() {
-                tokio::fs::create_dir_all(dir).await.map_err(|e| format!("cannot create {}: {e}", display(&ctx.root, dir)))?;
+                tokio::fs::create_dir_all(dir)
+                    .await
+                    .map_err(|e| format!("cannot create {}: {e}", display(&ctx.root, dir)))?;
             }
-            tokio::fs::write(&path, content).await.map_err(|e| format!("cannot write {}: {e}", display(&ctx.root, &path)))?;
-            ToolOutcome::ok(format!("wrote {} bytes to {}", content.len(), display(&ctx.root, &path)))
+            tokio::fs::write(&path, content)
+                .await
+                .map_err(|e| format!("cannot write {}: {e}", display(&ctx.root, &path)))?;
+            ToolOutcome::ok(format!(
+                "wrote {} bytes to {}",
+                content.len(),
+                display(&ctx.root, &path)
+            ))
         }
         "edit_file" => {
             let path = confine(&ctx.root, arg_str(args, "path")?)?;
             let (old, new) = (arg_str(args, "old_string")?, arg_str(args, "new_string")?);
-            let all = args.get("replace_all").and_then(Value::as_bool).unwrap_or(false);
-            let text = tokio::fs::read_to_string(&path).await.map_err(|e| format!("cannot read {}: {e}", display(&ctx.root, &path)))?;
+            let all = args
+                .get("replace_all")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let text = tokio::fs::read_to_string(&path)
+                .await
+                .map_err(|e| format!("cannot read {}: {e}", display(&ctx.root, &path)))?;
             let n = text.matches(old).count();
             if old.is_empty() || n == 0 {
-                return Err(format!("old_string was not found in {}", display(&ctx.root, &path)));
+                return Err(format!(
+                    "old_string was not found in {}",
+                    display(&ctx.root, &path)
+                ));
             }
             if n > 1 && !all {
-                return Err(format!("old_string occurs {n} times in {}; give more context or set replace_all", display(&ctx.root, &path)));
+                return Err(format!(
+                    "old_string occurs {n} times in {}; give more context or set replace_all",
+                    display(&ctx.root, &path)
+                ));
             }
-            let out = if all { text.replace(old, new) } else { text.replacen(old, new, 1) };
-            tokio::fs::write(&path, out).await.map_err(|e| format!("cannot write {}: {e}", display(&ctx.root, &path)))?;
-            ToolOutcome::ok(format!("replaced {} occurrence(s) in {}", if all { n } else { 1 }, display(&ctx.root, &path)))
+            let out = if all {
+                text.replace(old, new)
+            } else {
+                text.replacen(old, new, 1)
+            };
+            tokio::fs::write(&path, out)
+                .await
+                .map_err(|e| format!("cannot write {}: {e}", display(&ctx.root, &path)))?;
+            ToolOutcome::ok(format!(
+                "replaced {} occurrence(s) in {}",
+                if all { n } else { 1 },
+                display(&ctx.root, &path)
+            ))
         }
         "list_files" => {
-            let dir = confine(&ctx.root, args.get("path").and_then(Value::as_str).unwrap_or("."))?;
-            let contains = args.get("contains").and_then(Value::as_str).map(str::to_string);
+            let dir = confine(
+                &ctx.root,
+                args.get("path").and_then(Value::as_str).unwrap_or("."),
+            )?;
+            let contains = args
+                .get("contains")
+                .and_then(Value::as_str)
+                .map(str::to_string);
             let root = ctx.root.clone();
             let list = tokio::task::spawn_blocking(move || {
                 let mut out = Vec::new();
-                for e in walkdir::WalkDir::new(&dir).into_iter().filter_entry(|e| e.file_name() != ".git").flatten() {
+                for e in walkdir::WalkDir::new(&dir)
+                    .into_iter()
+                    .filter_entry(|e| e.file_name() != ".git")
+                    .flatten()
+                {
                     if e.file_type().is_file() {
                         let rel = display(&root, e.path());
                         if contains.as_ref().is_none_or(|c| rel.contains(c.as_str())) {
@@ -394,22 +643,41 @@ async fn run_inner(ctx: &ToolCtx, name: &str, args: &Value) -> Result<ToolOutcom
             })
             .await
             .map_err(|e| e.to_string())?;
-            ToolOutcome::ok(if list.is_empty() { "no files".to_string() } else { list.join("\n") })
+            ToolOutcome::ok(if list.is_empty() {
+                "no files".to_string()
+            } else {
+                list.join("\n")
+            })
         }
         "grep" => {
-            let re = regex::Regex::new(arg_str(args, "pattern")?).map_err(|e| format!("invalid regular expression: {e}"))?;
-            let dir = confine(&ctx.root, args.get("path").and_then(Value::as_str).unwrap_or("."))?;
+            let re = regex::Regex::new(arg_str(args, "pattern")?)
+                .map_err(|e| format!("invalid regular expression: {e}"))?;
+            let dir = confine(
+                &ctx.root,
+                args.get("path").and_then(Value::as_str).unwrap_or("."),
+            )?;
             let root = ctx.root.clone();
             let hits = tokio::task::spawn_blocking(move || {
                 let mut out = Vec::new();
-                for e in walkdir::WalkDir::new(&dir).into_iter().filter_entry(|e| e.file_name() != ".git").flatten() {
+                for e in walkdir::WalkDir::new(&dir)
+                    .into_iter()
+                    .filter_entry(|e| e.file_name() != ".git")
+                    .flatten()
+                {
                     if !e.file_type().is_file() {
                         continue;
                     }
-                    let Ok(text) = std::fs::read_to_string(e.path()) else { continue };
+                    let Ok(text) = std::fs::read_to_string(e.path()) else {
+                        continue;
+                    };
                     for (i, line) in text.lines().enumerate() {
                         if re.is_match(line) {
-                            out.push(format!("{}:{}: {}", display(&root, e.path()), i + 1, line.chars().take(300).collect::<String>()));
+                            out.push(format!(
+                                "{}:{}: {}",
+                                display(&root, e.path()),
+                                i + 1,
+                                line.chars().take(300).collect::<String>()
+                            ));
                             if out.len() >= 200 {
                                 out.push("[... more matches not shown]".into());
                                 return out;
@@ -421,11 +689,19 @@ async fn run_inner(ctx: &ToolCtx, name: &str, args: &Value) -> Result<ToolOutcom
             })
             .await
             .map_err(|e| e.to_string())?;
-            ToolOutcome::ok(if hits.is_empty() { "no matches".to_string() } else { hits.join("\n") })
+            ToolOutcome::ok(if hits.is_empty() {
+                "no matches".to_string()
+            } else {
+                hits.join("\n")
+            })
         }
         "bash" => {
             let cmd = arg_str(args, "command")?;
-            let secs = args.get("timeout_secs").and_then(Value::as_u64).unwrap_or(60).clamp(1, 600);
+            let secs = args
+                .get("timeout_secs")
+                .and_then(Value::as_u64)
+                .unwrap_or(60)
+                .clamp(1, 600);
             bash(&ctx.root, cmd, Duration::from_secs(secs)).await
         }
         other => return Err(format!("unknown tool {other:?}")),
@@ -434,7 +710,15 @@ async fn run_inner(ctx: &ToolCtx, name: &str, args: &Value) -> Result<ToolOutcom
 
 fn task_reply(r: Reply) -> ToolOutcome {
     match r {
-        Reply::Task { task } => ToolOutcome::ok(format!("task {} ({}) is {}{}", task.id, task.title, task.status, task.owner.map(|o| format!(", owner {o}")).unwrap_or_default())),
+        Reply::Task { task } => ToolOutcome::ok(format!(
+            "task {} ({}) is {}{}",
+            task.id,
+            task.title,
+            task.status,
+            task.owner
+                .map(|o| format!(", owner {o}"))
+                .unwrap_or_default()
+        )),
         other => ToolOutcome::ok(to_json(&other)),
     }
 }
@@ -442,8 +726,17 @@ fn task_reply(r: Reply) -> ToolOutcome {
 /// Runs a command with a timeout; output (stdout then stderr) capped to its last 16 KiB.
 async fn bash(root: &Path, cmd: &str, timeout: Duration) -> ToolOutcome {
     let mut c = tokio::process::Command::new("sh");
-    c.arg("-c").arg(cmd).current_dir(root).stdin(std::process::Stdio::null()).kill_on_drop(true).process_group(0);
-    let child = match c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn() {
+    c.arg("-c")
+        .arg(cmd)
+        .current_dir(root)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .process_group(0);
+    let child = match c
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
         Ok(ch) => ch,
         Err(e) => return ToolOutcome::err(format!("cannot run sh: {e}")),
     };
@@ -458,20 +751,32 @@ async fn bash(root: &Path, cmd: &str, timeout: Duration) -> ToolOutcome {
             let cap = 16 * 1024;
             if text.len() > cap {
                 let cut = text.len() - cap;
-                let cut = (cut..text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(text.len());
+                let cut = (cut..text.len())
+                    .find(|i| text.is_char_boundary(*i))
+                    .unwrap_or(text.len());
                 text = format!("[... {cut} bytes cut]\n{}", &text[cut..]);
             }
             let code = out.status.code().unwrap_or(-1);
             let body = format!("exit {code}\n{text}");
-            if out.status.success() { ToolOutcome::ok(body) } else { ToolOutcome::err(body) }
+            if out.status.success() {
+                ToolOutcome::ok(body)
+            } else {
+                ToolOutcome::err(body)
+            }
         }
         Ok(Err(e)) => ToolOutcome::err(format!("the command failed to run: {e}")),
         Err(_) => {
             // The command and everything it started go together.
             if let Some(pid) = pid {
-                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
-            ToolOutcome::err(format!("the command did not finish within {} s and was killed", timeout.as_secs()))
+            ToolOutcome::err(format!(
+                "the command did not finish within {} s and was killed",
+                timeout.as_secs()
+            ))
         }
     }
 }
@@ -479,9 +784,18 @@ async fn bash(root: &Path, cmd: &str, timeout: Duration) -> ToolOutcome {
 /// `path` (relative to `root`, or absolute inside it) resolved to a path inside `root`;
 /// anything that escapes, lexically or through a symlink, is refused.
 pub fn confine(root: &Path, path: &str) -> Result<PathBuf, String> {
-    let refuse = || format!("{path:?} is outside the workspace; use a path inside {}", root.display());
+    let refuse = || {
+        format!(
+            "{path:?} is outside the workspace; use a path inside {}",
+            root.display()
+        )
+    };
     let p = Path::new(path);
-    let joined = if p.is_absolute() { p.to_path_buf() } else { root.join(p) };
+    let joined = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        root.join(p)
+    };
     let mut clean = PathBuf::new();
     for c in joined.components() {
         match c {
@@ -515,7 +829,9 @@ pub fn confine(root: &Path, path: &str) -> Result<PathBuf, String> {
 }
 
 fn display(root: &Path, p: &Path) -> String {
-    p.strip_prefix(root).map(|r| r.display().to_string()).unwrap_or_else(|_| p.display().to_string())
+    p.strip_prefix(root)
+        .map(|r| r.display().to_string())
+        .unwrap_or_else(|_| p.display().to_string())
 }
 
 #[cfg(test)]
@@ -533,12 +849,19 @@ mod tests {
         assert!(confine(&root, "/etc/passwd").is_err());
         assert!(confine(&root, &root.join("ok").display().to_string()).is_ok());
         std::os::unix::fs::symlink("/etc", root.join("link")).unwrap();
-        assert!(confine(&root, "link/passwd").is_err(), "a symlink out of the workspace is refused");
+        assert!(
+            confine(&root, "link/passwd").is_err(),
+            "a symlink out of the workspace is refused"
+        );
     }
 
     #[test]
     fn every_configured_tool_has_a_definition_and_an_object_schema() {
-        for n in agent_team_config::LEADER_TOOLS.iter().chain(agent_team_config::TEAMMATE_TOOLS).chain(agent_team_config::WORKSPACE_TOOLS) {
+        for n in agent_team_config::LEADER_TOOLS
+            .iter()
+            .chain(agent_team_config::TEAMMATE_TOOLS)
+            .chain(agent_team_config::WORKSPACE_TOOLS)
+        {
             let d = def(n).unwrap_or_else(|| panic!("no definition for {n}"));
             assert_eq!((d.schema)()["type"], "object");
         }
@@ -562,7 +885,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let o = bash(dir.path(), "sleep 5", Duration::from_millis(200)).await;
         assert!(o.is_error && o.content.contains("did not finish"), "{o:?}");
-        let o = bash(dir.path(), "head -c 40000 /dev/zero | tr '\\0' x; exit 3", Duration::from_secs(10)).await;
-        assert!(o.is_error && o.content.starts_with("exit 3") && o.content.len() < 17 * 1024, "{}", o.content.len());
+        let o = bash(
+            dir.path(),
+            "head -c 40000 /dev/zero | tr '\\0' x; exit 3",
+            Duration::from_secs(10),
+        )
+        .await;
+        assert!(
+            o.is_error && o.content.starts_with("exit 3") && o.content.len() < 17 * 1024,
+            "{}",
+            o.content.len()
+        );
     }
 }

@@ -31,6 +31,11 @@ fn main() -> ExitCode {
         Err(AgentError::Refused {
             superseded: true, ..
         }) => ExitCode::SUCCESS,
+        // Restarting cannot fix a bad key, model or URL: say so and ask not to be restarted.
+        Err(AgentError::Fatal(e)) => {
+            eprintln!("agent-team-worker: error: {e}");
+            ExitCode::from(agent_team_worker::EXIT_CONFIG as u8)
+        }
         Err(e) => {
             eprintln!("agent-team-worker: error: {e}");
             ExitCode::from(1)

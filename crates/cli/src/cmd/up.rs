@@ -329,7 +329,9 @@ fn follow_until_finished(
         *since = envelope.seq;
         match envelope.event {
             Event::RunFinished { answer, success } => return Ok(Some((answer, success))),
-            Event::PermissionRequested { request } if request.status == PermStatus::Pending && approvals != Approvals::Leave => {
+            Event::PermissionRequested { request }
+                if request.status == PermStatus::Pending && approvals != Approvals::Leave =>
+            {
                 decide(approvals, c, &request)?;
             }
             ev if !quiet => progress(&envelope.agent_id, &ev),
@@ -359,7 +361,11 @@ fn decide(approvals: Approvals, c: &mut Client, r: &PermRequest) -> Result<(), C
                 r.agent,
                 r.tool,
                 r.input,
-                if r.reason.is_empty() { String::new() } else { format!(" ({})", r.reason) }
+                if r.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", r.reason)
+                }
             );
             let mut line = String::new();
             if std::io::stdin().read_line(&mut line).is_err() {
@@ -373,12 +379,25 @@ fn decide(approvals: Approvals, c: &mut Client, r: &PermRequest) -> Result<(), C
                     let mut why = String::new();
                     let _ = std::io::stdin().read_line(&mut why);
                     let why = why.trim();
-                    (false, false, Some(if why.is_empty() { "denied by the operator".to_string() } else { why.to_string() }))
+                    (
+                        false,
+                        false,
+                        Some(if why.is_empty() {
+                            "denied by the operator".to_string()
+                        } else {
+                            why.to_string()
+                        }),
+                    )
                 }
             }
         }
     };
-    match c.call(Request::PermDecide { id: r.id, allow, always, reason }) {
+    match c.call(Request::PermDecide {
+        id: r.id,
+        allow,
+        always,
+        reason,
+    }) {
         Ok(_) => Ok(()),
         Err(e) if e.code() == Some(ErrorCode::InvalidState) => {
             eprintln!("agent-team: request {} was already decided", r.id);

@@ -1,0 +1,449 @@
+//! Model-driven agents against a local mock server that speaks the real OpenAI and Anthropic
+//! wire formats (no network, no keys): tools, permissions, errors, message order.
+
+use agent_team_e2e::*;
+use agent_team_mockmodel::{MockModel, Step, Wire};
+use agent_team_protocol::*;
+use serde_json::json;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(60);
+
+fn tools(calls: &[(&str, serde_json::Value)]) -> Step {
+    Step::Tools(
+        calls
+            .iter()
+            .map(|(n, a)| (n.to_string(), a.clone()))
+            .collect(),
+    )
+}
+
+fn until(needles: &[&str], then: Step, meanwhile: &str) -> Step {
+    Step::Until {
+        needles: needles.iter().map(|s| s.to_string()).collect(),
+        then: Box::new(then),
+        meanwhile: Box::new(Step::Text(meanwhile.into())),
+    }
+}
+
+fn sandbox_for(mock: &MockModel, provider: &str, extra: &str) -> Sandbox {
+    let mut sb = Sandbox::new();
+    sb.env.push(("MOCK_API_KEY".into(), "test-key".into()));
+    sb.write_team_file(&format!(
+        "name = \"mt\"\n[defaults]\nprovider = \"{provider}\"\nmodel = \"mock-1\"\nbase_url = \"{}\"\napi_key_env = \"MOCK_API_KEY\"\n{extra}",
+        mock.base_url()
+    ));
+    sb
+}
+
+fn events(sb: &Sandbox) -> Vec<Envelope> {
+    let store = agent_team_store::Store::open_read_only(&sb.team("mt").db, "mt").unwrap();
+    store.events_since(0, 100_000).unwrap()
+}
+
+fn pending_from(sb: &Sandbox, agent: &str) -> Option<PermRequest> {
+    let tp = sb.team("mt");
+    let mut c = agent_team_client::Client::operator(&tp).ok()?;
+    c.all_perms(false)
+        .ok()?
+        .into_iter()
+        .find(|p| p.agent == agent)
+}
+
+#[test]
+fn a_model_leader_runs_a_team_with_files_approvals_and_an_answer() {
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    mock.script(
+        "leader",
+        vec![
+            tools(&[
+                ("create_task", json!({"title": "write a.txt"})),
+                ("create_task", json!({"title": "write b.txt"})),
+                ("create_task", json!({"title": "check a.txt"})),
+            ]),
+            tools(&[
+                ("spawn_teammate", json!({"role": "worker", "name": "b1"})),
+                ("spawn_teammate", json!({"role": "worker", "name": "b2"})),
+            ]),
+            Step::Text("The board is ready; waiting for the team.".into()),
+            until(
+                &[
+                    "b1 finished task 1",
+                    "b2 finished task 2",
+                    "b1 finished task 3",
+                ],
+                tools(&[(
+                    "finish_team",
+                    json!({"answer": "All done: a.txt and b.txt are written and checked."}),
+                )]),
+                "Still waiting.",
+            ),
+        ],
+    );
+    mock.script(
+        "b1",
+        vec![
+            tools(&[("claim_task", json!({"id": 1}))]),
+            tools(&[("write_file", json!({"path": "a.txt", "content": "alpha\n"}))]),
+            tools(&[
+                (
+                    "update_task_status",
+                    json!({"id": 1, "status": "completed", "result": "wrote a.txt"}),
+                ),
+                (
+                    "send_message",
+                    json!({"to": "leader", "text": "b1 finished task 1"}),
+                ),
+            ]),
+            tools(&[("claim_task", json!({"id": 3}))]),
+            tools(&[("bash", json!({"command": "cat a.txt"}))]),
+            tools(&[
+                (
+                    "update_task_status",
+                    json!({"id": 3, "status": "completed", "result": "a.txt reads alpha"}),
+                ),
+                (
+                    "send_message",
+                    json!({"to": "leader", "text": "b1 finished task 3"}),
+                ),
+            ]),
+            Step::Text("Nothing left for me.".into()),
+        ],
+    );
+    mock.script(
+        "b2",
+        vec![
+            tools(&[("claim_task", json!({"id": 2}))]),
+            tools(&[("write_file", json!({"path": "b.txt", "content": "beta\n"}))]),
+            tools(&[("bash", json!({"command": "rm -rf out"}))]),
+            tools(&[
+                ("update_task_status", json!({"id": 2, "status": "completed", "result": "wrote b.txt; cleanup was denied"})),
+                ("send_message", json!({"to": "leader", "text": "b2 finished task 2 (my bash was denied)"})),
+            ]),
+            Step::Text("Done here.".into()),
+        ],
+    );
+    let mut sb = sandbox_for(
+        &mock,
+        "openai",
+        "[roles.worker]\npermissions = { bash = \"ask\" }\n",
+    );
+    let run = sb.spawn(&["run", "--backend", "process", "--timeout", "60", "--quiet"]);
+    // One bash is approved with the CLI, the other denied.
+    wait_for("b1's bash request", T, || pending_from(&sb, "b1").is_some());
+    let b1_req = pending_from(&sb, "b1").unwrap();
+    assert_eq!(
+        (b1_req.tool.as_str(), b1_req.input.as_str()),
+        ("bash", "cat a.txt")
+    );
+    sb.ok(&["--team", "mt", "approve", &b1_req.id.to_string()]);
+    wait_for("b2's bash request", T, || pending_from(&sb, "b2").is_some());
+    let b2_req = pending_from(&sb, "b2").unwrap();
+    sb.ok(&[
+        "--team",
+        "mt",
+        "deny",
+        &b2_req.id.to_string(),
+        "--reason",
+        "no deleting",
+    ]);
+    let (status, out) = sb.wait_child(run, T);
+    assert!(status.success(), "{out}");
+    assert!(
+        out.contains("All done: a.txt and b.txt are written and checked."),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(sb.path("a.txt")).unwrap(),
+        "alpha\n"
+    );
+    assert_eq!(std::fs::read_to_string(sb.path("b.txt")).unwrap(), "beta\n");
+    // The denial reached b2's model as a tool error with the reason.
+    let b2 = mock.requests("b2");
+    assert!(
+        b2.iter()
+            .any(|r| r.to_string().contains("permission denied: no deleting")),
+        "{b2:?}"
+    );
+    // The approved command really ran.
+    assert!(
+        mock.requests("b1")
+            .iter()
+            .any(|r| r.to_string().contains("exit 0\\nalpha"))
+    );
+    // The event log shows each agent's text and tool calls, tagged with its id.
+    let ev = events(&sb);
+    for agent in ["leader", "b1", "b2"] {
+        assert!(ev.iter().any(|e| e.agent_id == agent && matches!(e.event, Event::TextMessageContent { .. })), "no text from {agent}");
+        assert!(
+            ev.iter()
+                .any(|e| e.agent_id == agent && matches!(e.event, Event::ToolCallStart { .. })),
+            "no tool call from {agent}"
+        );
+    }
+    assert!(ev.iter().any(|e| e.agent_id == "b1" && matches!(&e.event, Event::ToolCallStart { tool_name, args, .. } if tool_name == "write_file" && args["path"] == "a.txt")));
+    assert!(ev.iter().any(|e| matches!(&e.event, Event::PermissionDecided { request } if request.agent == "b2" && request.status == PermStatus::Denied)));
+    assert!(
+        ev.iter()
+            .any(|e| matches!(&e.event, Event::RunFinished { success: true, .. }))
+    );
+    assert!(mock.unmatched().is_empty(), "{:?}", mock.unmatched());
+}
+
+#[test]
+fn always_reaches_a_second_teammate_without_a_new_prompt() {
+    let mock = MockModel::start_background(Wire::Anthropic).unwrap();
+    mock.script(
+        "leader",
+        vec![
+            tools(&[
+                ("spawn_teammate", json!({"role": "worker", "name": "b1"})),
+                ("spawn_teammate", json!({"role": "worker", "name": "b2"})),
+            ]),
+            Step::Text("Started.".into()),
+            until(
+                &["b1 ran it", "b2 ran it"],
+                tools(&[(
+                    "finish_team",
+                    json!({"answer": "both ran make check", "force": true}),
+                )]),
+                "Waiting.",
+            ),
+        ],
+    );
+    mock.script(
+        "b1",
+        vec![
+            tools(&[("bash", json!({"command": "echo checked"}))]),
+            tools(&[("send_message", json!({"to": "leader", "text": "b1 ran it"}))]),
+            Step::Text("ok".into()),
+        ],
+    );
+    // b2 asks only after b1's request was allowed always.
+    mock.script(
+        "b2",
+        vec![
+            Step::Delay(
+                Duration::from_millis(10),
+                Box::new(Step::Text("ready".into())),
+            ),
+            tools(&[("bash", json!({"command": "echo checked"}))]),
+            tools(&[("send_message", json!({"to": "leader", "text": "b2 ran it"}))]),
+            Step::Text("ok".into()),
+        ],
+    );
+    let mut sb = sandbox_for(
+        &mock,
+        "anthropic",
+        "[roles.worker]\nstream = false\npermissions = { bash = \"ask\" }\n",
+    );
+    let run = sb.spawn(&["run", "--backend", "process", "--timeout", "60", "--quiet"]);
+    wait_for("b1's request", T, || pending_from(&sb, "b1").is_some());
+    let r = pending_from(&sb, "b1").unwrap();
+    // Allow this command for every teammate from now on.
+    let out = sb.run(&["--team", "mt", "approve", &r.id.to_string(), "--always"]);
+    assert!(out.status.success());
+    // b2 is woken by a message so it gets a second turn, where it runs bash.
+    sb.ok(&["--team", "mt", "send", "b2", "go ahead"]);
+    let (status, out) = sb.wait_child(run, T);
+    assert!(status.success(), "{out}");
+    let ev = events(&sb);
+    let decided: Vec<PermRequest> = ev
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::PermissionDecided { request } => Some(request.clone()),
+            _ => None,
+        })
+        .collect();
+    let b2: Vec<&PermRequest> = decided.iter().filter(|r| r.agent == "b2").collect();
+    assert_eq!(b2.len(), 1, "{decided:?}");
+    assert_eq!(b2[0].status, PermStatus::Allowed);
+    assert_eq!(
+        b2[0].decision.as_ref().unwrap().by,
+        "rule",
+        "b2 was allowed by the team rule, not by a person"
+    );
+    assert!(
+        mock.requests("b2")
+            .iter()
+            .any(|r| r.to_string().contains("exit 0\\nchecked")),
+        "b2's bash ran"
+    );
+}
+
+#[test]
+fn bad_tool_calls_come_back_as_errors_and_server_errors_are_retried() {
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    mock.script(
+        "leader",
+        vec![
+            Step::RawToolArgs(
+                "write_file".into(),
+                "{\"path\": \"x.txt\", \"content\": ".into(),
+            ),
+            tools(&[("teleport", json!({"to": "mars"}))]),
+            tools(&[("read_file", json!({"path": "../../../etc/passwd"}))]),
+            Step::Status(500, "the model server hiccuped".into()),
+            tools(&[("write_file", json!({"path": "ok.txt", "content": "fine"}))]),
+            tools(&[(
+                "finish_team",
+                json!({"answer": "recovered from every error"}),
+            )]),
+        ],
+    );
+    let sb = sandbox_for(
+        &mock,
+        "openai",
+        "[roles.leader]\nstream = false\ntools = [\"read_file\", \"write_file\"]\n",
+    );
+    let out = sb.run(&["run", "--backend", "process", "--timeout", "60", "--quiet"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("recovered from every error"));
+    let reqs: Vec<String> = mock
+        .requests("leader")
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    // 6 scripted answers, one of them a 500 that the client retried: 6 requests reached the mock.
+    assert_eq!(reqs.len(), 6, "{reqs:#?}");
+    assert!(
+        reqs[1].contains("are not valid JSON"),
+        "malformed arguments are a tool error"
+    );
+    assert!(
+        reqs[2].contains("unknown tool \\\"teleport\\\""),
+        "{}",
+        reqs[2]
+    );
+    assert!(reqs[3].contains("is outside the workspace"), "{}", reqs[3]);
+    assert_eq!(
+        reqs[3], reqs[4],
+        "the retry after the 500 sent the same conversation"
+    );
+    assert!(reqs[5].contains("wrote 4 bytes to ok.txt"), "{}", reqs[5]);
+    assert_eq!(std::fs::read_to_string(sb.path("ok.txt")).unwrap(), "fine");
+    assert!(!sb.path("x.txt").exists());
+}
+
+#[test]
+fn a_refused_key_ends_the_agent_with_a_clear_error_in_ps_and_its_pane() {
+    let mock = MockModel::start_background(Wire::Anthropic).unwrap();
+    mock.script(
+        "leader",
+        vec![Step::Status(401, "invalid x-api-key".into())],
+    );
+    let sb = sandbox_for(&mock, "anthropic", "");
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    wait_for("the leader to fail", T, || {
+        let l = sb.agent("mt", "leader");
+        l.status == AgentStatus::Failed
+    });
+    let leader = sb.agent("mt", "leader");
+    let error = leader.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("refused the credentials")
+            && error.contains("invalid x-api-key")
+            && error.contains("$MOCK_API_KEY"),
+        "{error}"
+    );
+    assert_eq!(
+        leader.incarnation, 1,
+        "a bad key is not retried by restarting"
+    );
+    assert_eq!(mock.requests("leader").len(), 1, "a 401 is not retried");
+    let ps = sb.ok(&["--team", "mt", "ps"]);
+    assert!(ps.contains("refused the credentials"), "{ps}");
+    let log = std::fs::read_to_string(sb.team("mt").agent_log("leader")).unwrap();
+    assert!(log.contains("invalid x-api-key"), "{log}");
+    sb.ok(&["--team", "mt", "down"]);
+}
+
+#[test]
+fn messages_sent_mid_turn_arrive_after_the_turn_leaders_first() {
+    let mock = MockModel::start_background(Wire::Anthropic).unwrap();
+    mock.script(
+        "leader",
+        vec![
+            tools(&[
+                ("spawn_teammate", json!({"role": "worker", "name": "b1"})),
+                ("spawn_teammate", json!({"role": "worker", "name": "b2"})),
+            ]),
+            Step::Delay(
+                Duration::from_millis(600),
+                Box::new(tools(&[(
+                    "send_message",
+                    json!({"to": "b1", "text": "leader says hi"}),
+                )])),
+            ),
+            Step::Text("Sent.".into()),
+            until(
+                &["ack from b1"],
+                tools(&[(
+                    "finish_team",
+                    json!({"answer": "order kept", "force": true}),
+                )]),
+                "Waiting.",
+            ),
+        ],
+    );
+    // b1's first turn takes long; the others write to it meanwhile (the peer first).
+    mock.script(
+        "b1",
+        vec![
+            Step::Delay(
+                Duration::from_millis(2500),
+                Box::new(Step::Text("thinking for a while".into())),
+            ),
+            tools(&[(
+                "send_message",
+                json!({"to": "leader", "text": "ack from b1"}),
+            )]),
+            Step::Text("ok".into()),
+        ],
+    );
+    mock.script(
+        "b2",
+        vec![
+            Step::Delay(
+                Duration::from_millis(300),
+                Box::new(tools(&[(
+                    "send_message",
+                    json!({"to": "b1", "text": "peer says hi"}),
+                )])),
+            ),
+            Step::Text("done".into()),
+        ],
+    );
+    let sb = sandbox_for(&mock, "anthropic", "");
+    let out = sb.run(&["run", "--backend", "process", "--timeout", "60", "--quiet"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b1 = mock.requests("b1");
+    assert!(b1.len() >= 2, "{b1:?}");
+    let first = b1[0].to_string();
+    assert!(
+        !first.contains("says hi"),
+        "nothing was injected into the turn in progress"
+    );
+    let second = b1[1].to_string();
+    let (l, p) = (
+        second.find("[message from leader] leader says hi"),
+        second.find("[message from b2] peer says hi"),
+    );
+    assert!(l.is_some() && p.is_some(), "{second}");
+    assert!(l < p, "the leader's message comes first: {second}");
+    // They were really sent while b1's first turn was in progress.
+    let sent: Vec<Timestamp> = events(&sb)
+        .iter()
+        .filter(|e| matches!(&e.event, Event::MessageSent { to, kind: MessageKind::Text, .. } if to == "b1"))
+        .map(|e| e.ts)
+        .collect();
+    assert_eq!(sent.len(), 2);
+}

@@ -226,6 +226,11 @@ async fn serve(
         .route("/chat/completions", post(openai))
         .route("/v1/messages", post(anthropic))
         .with_state(shared);
+    // Small SSE chunks must leave at once: with Nagle's algorithm each would wait for the
+    // client's delayed ACK (40 ms).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::select! {
         r = axum::serve(listener, app).into_future() => {
             if let Err(e) = r {

@@ -118,12 +118,17 @@ impl<W: Wire> HttpModel<W> {
             });
         }
         let mut builder = reqwest::Client::builder()
+            .tcp_nodelay(true)
             .connect_timeout(cfg.timeout)
             .user_agent(concat!("agent-team/", env!("CARGO_PKG_VERSION")));
         // A model on this machine (Ollama, llama.cpp, a test server) is never behind the proxy
         // that HTTP_PROXY names for the outside world.
         if is_loopback(&parsed) {
             builder = builder.no_proxy();
+        }
+        // Plain http needs no certificate store: not loading it keeps every agent smaller.
+        if parsed.scheme() == "http" {
+            builder = builder.tls_built_in_root_certs(false);
         }
         let http = builder.build().map_err(|e| ModelError::Connect {
             url: url.clone(),

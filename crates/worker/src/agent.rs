@@ -216,14 +216,21 @@ pub async fn run(
                     }
                 }
             }
-            link.read(msgs.iter().map(|m| m.id).collect()).await;
+            // Acknowledged on the way (in order on the connection); the model need not wait.
+            link.fire(Request::Ack {
+                ids: msgs.iter().map(|m| m.id).collect(),
+                state: DeliveryState::Read,
+            });
             if !text.is_empty() {
                 messages.push(ChatMessage::user(text.join("\n\n")));
                 pending = true;
             }
         }
         if !pending {
-            link.set_status(AgentStatus::Idle).await;
+            link.fire(Request::SetStatus {
+                status: AgentStatus::Idle,
+                error: None,
+            });
             tokio::select! {
                 ev = inbound.recv() => match ev {
                     Some(ev) => pending |= absorb(ev, &name, &mut mailbox, &mut messages)?,
@@ -240,7 +247,10 @@ pub async fn run(
             )));
         }
         steps += 1;
-        link.set_status(AgentStatus::Running).await;
+        link.fire(Request::SetStatus {
+            status: AgentStatus::Running,
+            error: None,
+        });
         trim(&mut messages, role.context_tokens as usize);
         let req = TurnRequest {
             messages: messages.clone(),

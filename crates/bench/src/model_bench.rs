@@ -1,0 +1,289 @@
+//! Figures of model-driven teams (issue "models"), against the scripted mock model server: the
+//! task SPEC §6 measured for Qwen Code's agent team (a leader and 2 teammates, 2 tasks, a file
+//! each, a message each to the leader, finish).
+
+use crate::daemon_bench::bin_dir;
+use crate::report::*;
+use agent_team_mockmodel::{MockModel, Step, Wire};
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Qwen Code's figures for the same run (SPEC §6, measured on this machine's kind).
+const PEER_WALL: f64 = 4.8;
+const PEER_RSS_MB: f64 = 357.0;
+const PEER_SPAWN: f64 = 0.7;
+const PEER_DELIVERY: f64 = 0.278;
+
+fn tools(calls: &[(&str, serde_json::Value)]) -> Step {
+    Step::Tools(
+        calls
+            .iter()
+            .map(|(n, a)| (n.to_string(), a.clone()))
+            .collect(),
+    )
+}
+
+fn script(mock: &MockModel) {
+    mock.script(
+        "leader",
+        vec![
+            tools(&[
+                ("create_task", json!({"title": "write a.txt"})),
+                ("create_task", json!({"title": "write b.txt"})),
+            ]),
+            tools(&[
+                ("spawn_teammate", json!({"role": "worker", "name": "b1"})),
+                ("spawn_teammate", json!({"role": "worker", "name": "b2"})),
+            ]),
+            Step::Text("Waiting for the team.".into()),
+            Step::Until {
+                needles: vec!["b1 done".into(), "b2 done".into()],
+                then: Box::new(tools(&[(
+                    "finish_team",
+                    json!({"answer": "a.txt and b.txt are written"}),
+                )])),
+                meanwhile: Box::new(Step::Text("Still waiting.".into())),
+            },
+        ],
+    );
+    for (me, id, file) in [("b1", 1, "a.txt"), ("b2", 2, "b.txt")] {
+        mock.script(
+            me,
+            vec![
+                tools(&[("claim_task", json!({"id": id}))]),
+                tools(&[(
+                    "write_file",
+                    json!({"path": file, "content": format!("{me}\n")}),
+                )]),
+                tools(&[
+                    (
+                        "update_task_status",
+                        json!({"id": id, "status": "completed", "result": format!("wrote {file}")}),
+                    ),
+                    (
+                        "send_message",
+                        json!({"to": "leader", "text": format!("{me} done")}),
+                    ),
+                ]),
+                Step::Text("Nothing left.".into()),
+            ],
+        );
+    }
+}
+
+/// Pids of `root` and all its descendants.
+fn tree(root: u32) -> HashSet<u32> {
+    let mut parent: HashMap<u32, u32> = HashMap::new();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            if let Some(pp) = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()) {
+                parent.insert(pid, pp);
+            }
+        }
+    }
+    let mut out: HashSet<u32> = [root].into();
+    let mut grew = true;
+    while grew {
+        grew = false;
+        for (pid, pp) in &parent {
+            if out.contains(pp) && out.insert(*pid) {
+                grew = true;
+            }
+        }
+    }
+    out
+}
+
+/// Proportional set size: shared pages (one binary mapped by three workers) counted once
+/// across the tree instead of once per process.
+fn pss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Pss:"))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+struct Outcome {
+    wall: Duration,
+    peak_rss_kb: u64,
+    peak_pss_kb: u64,
+    spawn_to_first_request: Duration,
+    delivery: Duration,
+}
+
+fn one_run(dir: &Path, i: usize) -> Result<Outcome> {
+    let mock = MockModel::start_background(Wire::OpenAi)?;
+    script(&mock);
+    let ws = dir.join(format!("model{i}"));
+    std::fs::create_dir_all(&ws)?;
+    std::fs::write(
+        ws.join("agent-team.toml"),
+        format!(
+            "name = \"model{i}\"\n[defaults]\nprovider = \"openai\"\nmodel = \"mock\"\nbase_url = \"{}\"\napi_key_env = \"MOCK_KEY\"\n",
+            mock.base_url()
+        ),
+    )?;
+    let t0 = Instant::now();
+    let mut child = Command::new(bin_dir().join("agent-team"))
+        .args(["run", "--backend", "process", "--quiet", "--timeout", "60"])
+        .current_dir(&ws)
+        .env("AGENT_TEAM_HOME", dir.join("home"))
+        .env("AGENT_TEAM_RUNTIME_DIR", dir.join("run"))
+        .env("MOCK_KEY", "k")
+        .env_remove("TMUX")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let root = child.id();
+    let mut peak = 0;
+    let mut peak_pss = 0;
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        let members = tree(root);
+        let total: u64 = members.iter().map(|p| rss_kb(*p)).sum();
+        let proportional: u64 = members.iter().map(|p| pss_kb(*p)).sum();
+        peak_pss = peak_pss.max(proportional);
+        peak = peak.max(total);
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let wall = t0.elapsed();
+    if !status.success() {
+        bail!(
+            "the model team run failed ({status}); unmatched requests: {:?}",
+            mock.unmatched()
+        );
+    }
+    // The leader's second request is answered with the spawn calls.
+    let leader = mock.request_times("leader");
+    let b1 = mock.request_times("b1");
+    let spawn = *b1.first().context("b1 made no request")?
+        - *leader.get(1).context("the leader made no second request")?;
+    // b1's third request is answered with its send_message; the leader's next request that
+    // carries the message is the delivery.
+    let sent = *b1.get(2).context("b1 made no third request")?;
+    let bodies = mock.requests("leader");
+    let got = leader
+        .iter()
+        .zip(&bodies)
+        .find(|(t, body)| **t > sent && body.to_string().contains("b1 done"))
+        .map(|(t, _)| *t)
+        .context("the leader never saw b1's message")?;
+    if std::env::var_os("BENCH_DEBUG").is_some() {
+        let paths = agent_team_paths::Paths::new(dir.join("home"), dir.join("run"));
+        let tp = paths.team(&format!("model{i}"))?;
+        let store = agent_team_store::Store::open_read_only(&tp.db, &format!("model{i}"))?;
+        let evs = store.events_since(0, 100_000)?;
+        let t0 = evs.first().map(|e| e.ts.millis()).unwrap_or(0);
+        for e in evs {
+            println!(
+                "{:>6} {:<8} {}",
+                e.ts.millis() - t0,
+                e.agent_id,
+                serde_json::to_string(&e.event)?
+                    .chars()
+                    .take(120)
+                    .collect::<String>()
+            );
+        }
+        let lt: Vec<u128> = leader
+            .iter()
+            .map(|t| t.duration_since(leader[0]).as_millis())
+            .collect();
+        println!(
+            "leader request times (ms from first): {lt:?}; b1 sent at {} ms",
+            sent.duration_since(leader[0]).as_millis()
+        );
+    }
+    Ok(Outcome {
+        wall,
+        peak_rss_kb: peak,
+        peak_pss_kb: peak_pss,
+        spawn_to_first_request: spawn,
+        delivery: got - sent,
+    })
+}
+
+/// Runs the figures.
+pub fn run(r: &mut Report, dir: &Path, quick: bool) -> Result<()> {
+    println!("== model-driven team against the mock server (issue 5) ==");
+    let rounds = if quick { 2 } else { 5 };
+    let runs: Vec<Outcome> = (0..rounds)
+        .map(|i| one_run(dir, i))
+        .collect::<Result<_>>()?;
+    let mut wall: Vec<f64> = runs.iter().map(|o| o.wall.as_secs_f64()).collect();
+    let mut spawn: Vec<f64> = runs
+        .iter()
+        .map(|o| o.spawn_to_first_request.as_secs_f64())
+        .collect();
+    let mut deliv: Vec<f64> = runs.iter().map(|o| o.delivery.as_secs_f64()).collect();
+    let rss_mb = runs.iter().map(|o| o.peak_rss_kb).max().unwrap_or(0) as f64 / 1024.0;
+    let pss_mb = runs.iter().map(|o| o.peak_pss_kb).max().unwrap_or(0) as f64 / 1024.0;
+    let (w, s, d) = (
+        pct(&mut wall, 50.0),
+        pct(&mut spawn, 50.0),
+        pct(&mut deliv, 50.0),
+    );
+    r.add(
+        "model team run: leader + 2 teammates, 2 files, finish (median wall)",
+        dur(w),
+        format!("{} Qwen Code", dur(PEER_WALL)),
+        format!("1/{:.0}", PEER_WALL / w),
+        "≤ 1/10",
+        w * 10.0 <= PEER_WALL,
+    );
+    r.add(
+        "  whole process tree, peak PSS (shared pages counted once)",
+        format!("{pss_mb:.1} MiB"),
+        format!("{PEER_RSS_MB:.0} MB Qwen Code"),
+        format!("1/{:.0}", PEER_RSS_MB / pss_mb),
+        "≤ 1/10",
+        pss_mb * 10.0 <= PEER_RSS_MB,
+    );
+    r.note(format!(
+        "model run: the tree is the `run` CLI, the daemon and 3 worker processes; summing their RSS (which counts the shared binary pages once per process) gives {rss_mb:.1} MiB ({:.1}× under the peer)",
+        PEER_RSS_MB / rss_mb
+    ));
+    r.add(
+        "  spawn call → the teammate's first model request (median)",
+        dur(s),
+        format!("{} Qwen Code", dur(PEER_SPAWN)),
+        format!("1/{:.0}", PEER_SPAWN / s),
+        "≤ 1/10",
+        s * 10.0 <= PEER_SPAWN,
+    );
+    r.add(
+        "  teammate send_message → leader's next model request (median)",
+        dur(d),
+        format!("{} Qwen Code", dur(PEER_DELIVERY)),
+        format!("1/{:.0}", PEER_DELIVERY / d),
+        "≤ 1/50",
+        d * 50.0 <= PEER_DELIVERY,
+    );
+    Ok(())
+}

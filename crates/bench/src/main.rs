@@ -62,6 +62,13 @@ fn core(r: &mut Report, quick: bool) -> Result<()> {
     let (rl50, rl99) = (pct(&mut relay, 50.0), pct(&mut relay, 99.0));
 
     let mut team = BenchTeam::start(dir.path(), "bench")?;
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("latency") {
+        let mut fs = floor::fsync_latency(dir.path(), 500, 300)?;
+        let mut lat = message_latency(&mut team, 2000)?;
+        println!("latency p50 {} (fsync p50 {})", dur(pct(&mut lat, 50.0)), dur(pct(&mut fs, 50.0)));
+        team.stop()?;
+        return Ok(());
+    }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("claims") {
         let c = racing_claims(&mut team, 10, 5000)?;
         println!("claims {c:.0}/s");

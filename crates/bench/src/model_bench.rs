@@ -194,32 +194,6 @@ fn one_run(dir: &Path, i: usize) -> Result<Outcome> {
         .find(|(t, body)| **t > sent && body.to_string().contains("b1 done"))
         .map(|(t, _)| *t)
         .context("the leader never saw b1's message")?;
-    if std::env::var_os("BENCH_DEBUG").is_some() {
-        let paths = agent_team_paths::Paths::new(dir.join("home"), dir.join("run"));
-        let tp = paths.team(&format!("model{i}"))?;
-        let store = agent_team_store::Store::open_read_only(&tp.db, &format!("model{i}"))?;
-        let evs = store.events_since(0, 100_000)?;
-        let t0 = evs.first().map(|e| e.ts.millis()).unwrap_or(0);
-        for e in evs {
-            println!(
-                "{:>6} {:<8} {}",
-                e.ts.millis() - t0,
-                e.agent_id,
-                serde_json::to_string(&e.event)?
-                    .chars()
-                    .take(120)
-                    .collect::<String>()
-            );
-        }
-        let lt: Vec<u128> = leader
-            .iter()
-            .map(|t| t.duration_since(leader[0]).as_millis())
-            .collect();
-        println!(
-            "leader request times (ms from first): {lt:?}; b1 sent at {} ms",
-            sent.duration_since(leader[0]).as_millis()
-        );
-    }
     Ok(Outcome {
         wall,
         peak_rss_kb: peak,

@@ -65,7 +65,11 @@ fn core(r: &mut Report, quick: bool) -> Result<()> {
     if std::env::var("BENCH_ONLY").as_deref() == Ok("latency") {
         let mut fs = floor::fsync_latency(dir.path(), 500, 300)?;
         let mut lat = message_latency(&mut team, 2000)?;
-        println!("latency p50 {} (fsync p50 {})", dur(pct(&mut lat, 50.0)), dur(pct(&mut fs, 50.0)));
+        println!(
+            "latency p50 {} (fsync p50 {})",
+            dur(pct(&mut lat, 50.0)),
+            dur(pct(&mut fs, 50.0))
+        );
         team.stop()?;
         return Ok(());
     }

@@ -880,6 +880,24 @@ mod tests {
         assert!(!leader.contains(&"claim_task"));
     }
 
+    /// docs/TOOLS.md is generated from the definitions; `UPDATE_DOCS=1 cargo test` rewrites it.
+    #[test]
+    fn tools_doc_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/TOOLS.md");
+        let want = format!(
+            "# Agent tools\n\nGenerated from `crates/worker/src/tools.rs`: the same definitions give the models their schemas.\nRegenerate with `UPDATE_DOCS=1 cargo test -p agent-team-worker tools_doc`. \"role\" means the role's `tools` list decides.\n\n{}",
+            markdown()
+        );
+        if std::env::var_os("UPDATE_DOCS").is_some() {
+            std::fs::write(&path, &want).unwrap();
+        }
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap_or_default(),
+            want,
+            "docs/TOOLS.md is stale: run UPDATE_DOCS=1 cargo test -p agent-team-worker tools_doc"
+        );
+    }
+
     #[tokio::test]
     async fn bash_times_out_and_caps_output() {
         let dir = tempfile::tempdir().unwrap();

@@ -63,17 +63,18 @@ fn strs(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
-/// The built-in roles: `leader`, `worker`, `explorer` (read-only) and `reviewer`.
-pub fn builtin_roles() -> BTreeMap<String, Role> {
-    let base = |name: &str, description: &str, prompt: &str, tools: Vec<String>| Role {
+/// A role with every field at its default: offline `exec`, all workspace tools, restart on
+/// failure, no policy rules.
+pub fn default_role(name: &str) -> Role {
+    Role {
         name: name.into(),
-        description: description.into(),
-        system_prompt: prompt.into(),
+        description: String::new(),
+        system_prompt: String::new(),
         provider: Provider::Exec,
         model: String::new(),
         base_url: None,
         api_key_env: None,
-        tools,
+        tools: strs(WORKSPACE_TOOLS),
         permissions: vec![],
         restart: RestartPolicy::OnFailure,
         isolation: Isolation::Shared,
@@ -82,6 +83,16 @@ pub fn builtin_roles() -> BTreeMap<String, Role> {
         env: BTreeMap::new(),
         context_tokens: 128_000,
         stream: true,
+    }
+}
+
+/// The built-in roles: `leader`, `worker`, `explorer` (read-only) and `reviewer`.
+pub fn builtin_roles() -> BTreeMap<String, Role> {
+    let base = |name: &str, description: &str, prompt: &str, tools: Vec<String>| Role {
+        description: description.into(),
+        system_prompt: prompt.into(),
+        tools,
+        ..default_role(name)
     };
     let mut m = BTreeMap::new();
     m.insert(

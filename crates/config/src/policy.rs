@@ -2,26 +2,7 @@
 
 use crate::model::{PermAction, PolicyRule};
 
-/// Whether `pattern` matches `input`: `*` matches any run of characters.
-pub fn glob(pattern: &str, input: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == input;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !input.starts_with(first) || input.len() < first.len() + last.len() || !input.ends_with(last)
-    {
-        return false;
-    }
-    let mut rest = &input[first.len()..input.len() - last.len()];
-    for mid in &parts[1..parts.len() - 1] {
-        match rest.find(mid) {
-            Some(i) => rest = &rest[i + mid.len()..],
-            None => return false,
-        }
-    }
-    true
-}
+pub use agent_team_protocol::names::pattern_matches as glob;
 
 /// The action for `tool` with `input`: the matching rule with the longest pattern wins, then a
 /// rule for the whole tool, then `allow`.

@@ -274,27 +274,7 @@ fn resolve_role(
     span: Option<std::ops::Range<usize>>,
 ) -> Result<Role, ConfigError> {
     let r = overlay(defaults.clone(), layer);
-    let fallback = base.unwrap_or_else(|| Role {
-        name: name.to_string(),
-        description: String::new(),
-        system_prompt: String::new(),
-        provider: Provider::Exec,
-        model: String::new(),
-        base_url: None,
-        api_key_env: None,
-        tools: crate::builtin::WORKSPACE_TOOLS
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        permissions: vec![],
-        restart: RestartPolicy::OnFailure,
-        isolation: Isolation::Shared,
-        max_steps: 50,
-        command: None,
-        env: BTreeMap::new(),
-        context_tokens: 128_000,
-        stream: true,
-    });
+    let fallback = base.unwrap_or_else(|| crate::builtin::default_role(name));
     let tools = match r.tools {
         Some(t) => {
             for tool in &t {

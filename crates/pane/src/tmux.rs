@@ -292,33 +292,6 @@ set -g mouse on
         }
     }
 
-    fn new_session(&self, line: &str, spec: &LaunchSpec) -> Result<Launched, PaneError> {
-        self.forget_server();
-        let (w, h) = DETACHED_SIZE;
-        let mut cmds = TmuxCommands::new();
-        cmds.push(
-            NewSession::new()
-                .detached()
-                .session_name(self.place.session.as_str())
-                .window_name(spec.name.as_str())
-                .width(w)
-                .height(h)
-                .print()
-                .format("#{pane_id} #{pane_pid}")
-                .start_directory(spec.cwd.display().to_string())
-                .shell_command(line),
-        );
-        cmds.push(
-            SelectPane::new()
-                .target_pane(format!("{}:", self.place.session))
-                .title(spec.title.as_str()),
-        );
-        let out = self
-            .tmux(cmds)
-            .map_err(|e| PaneError::Tool(e.to_string()))?;
-        Self::parse_launch(&out)
-    }
-
     /// The `--here` window's placeholder pane, while it is still there.
     fn placeholder_pane(&self, window: &str) -> Option<String> {
         let mut cmds = TmuxCommands::new();
@@ -334,124 +307,27 @@ set -g mouse on
             .map(str::to_string)
     }
 
-    /// Makes the session; if another agent's launch made it first, splits it after all.
-    fn new_session_or_split(
-        &self,
-        line: &str,
-        spec: &LaunchSpec,
-        split: TmuxCommands<'_>,
-    ) -> Result<Launched, PaneError> {
-        match self.new_session(line, spec) {
-            Err(PaneError::Tool(m)) if m.contains("duplicate session") => {
-                let out = self
-                    .tmux(split)
-                    .map_err(|e| PaneError::Tool(e.to_string()))?;
-                Self::parse_launch(&out)
-            }
-            other => other,
-        }
-    }
-
-    fn layout_name(&self) -> Option<&'static str> {
-        match self.layout {
-            TmuxLayout::MainVertical => Some("main-vertical"),
-            TmuxLayout::Tiled => Some("tiled"),
-            TmuxLayout::Windows => None,
-        }
-    }
-}
-
-impl PaneBackend for TmuxBackend {
-    fn kind(&self) -> &'static str {
-        "tmux"
-    }
-
-    fn spawn(&self, spec: &LaunchSpec) -> Result<Launched, PaneError> {
-        if let Some(w) = &self.place.window
-            && let Some(pane) = self.placeholder_pane(w)
-        {
-            return self.respawn(
-                spec,
-                &Launched {
-                    pid: 0,
-                    pgid: None,
-                    pane: Some(pane),
-                },
-            );
-        }
-        let line = exec_line(spec, &self.secret_dir)?;
-        // One split at a time, each followed by the layout: concurrent splits of the same pane
-        // would run out of room ("no space for new pane").
-        let _one_at_a_time = self.spawning.lock();
-        let mut cmds = TmuxCommands::new();
-        let fmt = "#{pane_id} #{pane_pid}";
-        let cwd = spec.cwd.display().to_string();
-        if self.layout == TmuxLayout::Windows {
-            cmds.push(
-                NewWindow::new()
-                    .detached()
-                    .print()
-                    .format(fmt)
-                    .window_name(spec.name.as_str())
-                    .target_window(format!("{}:", self.place.session))
-                    .start_directory(cwd.as_str())
-                    .shell_command(line.as_str()),
-            );
-        } else {
-            cmds.push(
-                SplitWindow::new()
-                    .detached()
-                    .print()
-                    .format(fmt)
-                    .target_pane(self.window_target())
-                    .start_directory(cwd.as_str())
-                    .shell_command(line.as_str()),
-            );
-            if let Some(layout) = self.layout_name() {
-                cmds.push(
-                    SelectLayout::new()
-                        .target_pane(self.window_target())
-                        .layout_name(layout),
-                );
-            }
-        }
-        let retry = cmds.clone();
-        let launched = match self.tmux(cmds) {
-            Ok(out) => Self::parse_launch(&out)?,
-            // No session (first agent, or the server was killed): make one.
-            Err(TmuxFailure::NoServer) => self.new_session_or_split(&line, spec, retry)?,
-            Err(TmuxFailure::Failed(m)) if m.contains("can't find") || m.contains("no such") => {
-                if self.place.window.is_some() {
-                    return Err(PaneError::Tool(format!("the team's window is gone: {m}")));
-                }
-                self.new_session_or_split(&line, spec, retry)?
-            }
-            Err(e) => return Err(PaneError::Tool(e.to_string())),
+    /// Creates the panes of `specs` with one tmux command: splits (or windows) of the team's
+    /// session, or a new session first when there is none (first start, or the server was
+    /// killed). One creation at a time, each split followed by the layout: concurrent splits of
+    /// the same pane would run out of room ("no space for new pane").
+    fn create_panes(&self, specs: &[LaunchSpec]) -> Vec<Result<Launched, PaneError>> {
+        let fail_all = |e: String| {
+            specs
+                .iter()
+                .map(|_| Err(PaneError::Tool(e.clone())))
+                .collect()
         };
-        self.mark(&launched, &spec.name, &spec.title);
-        Ok(launched)
-    }
-
-    fn spawn_many(&self, specs: &[LaunchSpec]) -> Vec<Result<Launched, PaneError>> {
-        if specs.len() < 2 || self.place.window.is_some() {
-            return specs.iter().map(|s| self.spawn(s)).collect();
-        }
         let lines: Vec<String> = match specs
             .iter()
             .map(|s| exec_line(s, &self.secret_dir))
             .collect()
         {
             Ok(l) => l,
-            Err(e) => {
-                return specs
-                    .iter()
-                    .map(|_| Err(PaneError::Tool(e.to_string())))
-                    .collect();
-            }
+            Err(e) => return fail_all(e.to_string()),
         };
         let _one_at_a_time = self.spawning.lock();
         let fmt = "#{pane_id} #{pane_pid}";
-        // All panes in one tmux command: into the existing session, or a new one.
         let build = |with_session: bool| {
             let mut cmds = TmuxCommands::new();
             for (i, (spec, line)) in specs.iter().zip(&lines).enumerate() {
@@ -504,37 +380,80 @@ impl PaneBackend for TmuxBackend {
         };
         let out = match self.tmux(build(false)) {
             Ok(out) => Ok(out),
-            Err(TmuxFailure::NoServer) => {
-                self.forget_server();
-                self.tmux(build(true))
+            Err(e) => {
+                let missing = match &e {
+                    TmuxFailure::NoServer => true,
+                    TmuxFailure::Failed(m) => m.contains("can't find") || m.contains("no such"),
+                    TmuxFailure::Timeout => false,
+                };
+                match (missing, self.place.window.is_some()) {
+                    // `--here`: the user's window is gone; do not make a session of our own there.
+                    (true, true) => {
+                        return fail_all(format!("the team's tmux window is gone ({e})"));
+                    }
+                    (true, false) => {
+                        self.forget_server();
+                        self.tmux(build(true))
+                    }
+                    (false, _) => Err(e),
+                }
             }
-            Err(TmuxFailure::Failed(m)) if m.contains("can't find") || m.contains("no such") => {
-                self.forget_server();
-                self.tmux(build(true))
-            }
-            Err(e) => Err(e),
         };
         let out = match out {
             Ok(o) => o,
-            Err(e) => {
-                return specs
-                    .iter()
-                    .map(|_| Err(PaneError::Tool(e.to_string())))
-                    .collect();
-            }
+            Err(e) => return fail_all(e.to_string()),
         };
         let mut launched: Vec<Result<Launched, PaneError>> =
             out.lines().map(Self::parse_launch).collect();
-        while launched.len() < specs.len() {
-            launched.push(Err(PaneError::Tool("tmux did not report the pane".into())));
-        }
-        launched.truncate(specs.len());
+        launched.resize_with(specs.len(), || {
+            Err(PaneError::Tool("tmux did not report the pane".into()))
+        });
         for (l, spec) in launched.iter().zip(specs) {
             if let Ok(l) = l {
                 self.mark(l, &spec.name, &spec.title);
             }
         }
         launched
+    }
+
+    fn layout_name(&self) -> Option<&'static str> {
+        match self.layout {
+            TmuxLayout::MainVertical => Some("main-vertical"),
+            TmuxLayout::Tiled => Some("tiled"),
+            TmuxLayout::Windows => None,
+        }
+    }
+}
+
+impl PaneBackend for TmuxBackend {
+    fn kind(&self) -> &'static str {
+        "tmux"
+    }
+
+    fn spawn(&self, spec: &LaunchSpec) -> Result<Launched, PaneError> {
+        // `--here`: the first agent takes the window's placeholder pane.
+        if let Some(w) = &self.place.window
+            && let Some(pane) = self.placeholder_pane(w)
+        {
+            return self.respawn(
+                spec,
+                &Launched {
+                    pid: 0,
+                    pgid: None,
+                    pane: Some(pane),
+                },
+            );
+        }
+        self.create_panes(std::slice::from_ref(spec))
+            .pop()
+            .unwrap_or_else(|| Err(PaneError::Tool("tmux did not report the pane".into())))
+    }
+
+    fn spawn_many(&self, specs: &[LaunchSpec]) -> Vec<Result<Launched, PaneError>> {
+        if self.place.window.is_some() {
+            return specs.iter().map(|s| self.spawn(s)).collect();
+        }
+        self.create_panes(specs)
     }
 
     fn respawn(&self, spec: &LaunchSpec, previous: &Launched) -> Result<Launched, PaneError> {

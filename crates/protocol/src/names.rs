@@ -29,9 +29,44 @@ pub fn validate(kind: &str, name: &str) -> Result<(), String> {
     }
 }
 
+/// Whether a permission pattern matches an input: `*` matches any run of characters, every
+/// other character itself (`cargo test*`, `*.rs`, `rm -rf *`). Policies and team rules share it.
+pub fn pattern_matches(pattern: &str, input: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == input;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !input.starts_with(first) || input.len() < first.len() + last.len() || !input.ends_with(last)
+    {
+        return false;
+    }
+    let mut rest = &input[first.len()..input.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patterns() {
+        assert!(pattern_matches("cargo test*", "cargo test --all"));
+        assert!(pattern_matches("cargo test*", "cargo test"));
+        assert!(!pattern_matches("cargo test*", "cargo build"));
+        assert!(pattern_matches("*", "anything"));
+        assert!(pattern_matches("a*b*c", "aXXbYYc"));
+        assert!(!pattern_matches("a*b*c", "aXXcYYb"));
+        assert!(pattern_matches("exact", "exact"));
+        assert!(!pattern_matches("exact", "exact2"));
+        assert!(!pattern_matches("ab*ba", "aba"));
+    }
 
     #[test]
     fn names() {

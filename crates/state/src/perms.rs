@@ -5,25 +5,9 @@ use crate::{Actor, Change, Outcome, TeamState, bad_request};
 use agent_team_protocol::*;
 use serde_json::json;
 
-/// Whether `pattern` matches `input`: `*` matches any run of characters, everything else itself.
+/// Whether a team rule's pattern matches an input (see [`names::pattern_matches`]).
 pub fn rule_matches(pattern: &str, input: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == input;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !input.starts_with(first) || input.len() < first.len() + last.len() || !input.ends_with(last)
-    {
-        return false;
-    }
-    let mut rest = &input[first.len()..input.len() - last.len()];
-    for mid in &parts[1..parts.len() - 1] {
-        match rest.find(mid) {
-            Some(i) => rest = &rest[i + mid.len()..],
-            None => return false,
-        }
-    }
-    true
+    names::pattern_matches(pattern, input)
 }
 
 impl TeamState {
@@ -228,23 +212,5 @@ impl TeamState {
             now,
         );
         Some(req)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::rule_matches;
-
-    #[test]
-    fn glob() {
-        assert!(rule_matches("cargo test*", "cargo test --all"));
-        assert!(rule_matches("cargo test*", "cargo test"));
-        assert!(!rule_matches("cargo test*", "cargo build"));
-        assert!(rule_matches("*", "anything"));
-        assert!(rule_matches("a*b*c", "aXXbYYc"));
-        assert!(!rule_matches("a*b*c", "aXXcYYb"));
-        assert!(rule_matches("exact", "exact"));
-        assert!(!rule_matches("exact", "exact2"));
-        assert!(!rule_matches("ab*ba", "aba"));
     }
 }

@@ -380,18 +380,26 @@ async fn run_call(
     call: &agent_team_model::ToolCall,
     out: &Output,
 ) -> Result<ToolOutcome, AgentError> {
-    let args: serde_json::Value = match serde_json::from_str(if call.arguments.trim().is_empty() {
+    let raw = if call.arguments.trim().is_empty() {
         "{}"
     } else {
-        &call.arguments
-    }) {
-        Ok(v @ serde_json::Value::Object(_)) => v,
-        Ok(_) => serde_json::Value::Null,
-        Err(e) => {
-            let o = ToolOutcome::err(format!(
-                "the arguments of {} are not valid JSON ({e}); send a JSON object",
-                call.name
-            ));
+        call.arguments.as_str()
+    };
+    let parsed = match serde_json::from_str::<serde_json::Value>(raw) {
+        Ok(v @ serde_json::Value::Object(_)) => Ok(v),
+        Ok(_) => Err(format!(
+            "the arguments of {} must be a JSON object",
+            call.name
+        )),
+        Err(e) => Err(format!(
+            "the arguments of {} are not valid JSON ({e}); send a JSON object",
+            call.name
+        )),
+    };
+    let args = match parsed {
+        Ok(a) => a,
+        Err(msg) => {
+            let o = ToolOutcome::err(msg);
             report(
                 link,
                 call,
@@ -402,20 +410,6 @@ async fn run_call(
             return Ok(o);
         }
     };
-    if args.is_null() {
-        let o = ToolOutcome::err(format!(
-            "the arguments of {} must be a JSON object",
-            call.name
-        ));
-        report(
-            link,
-            call,
-            &serde_json::Value::String(call.arguments.clone()),
-            &o,
-            out,
-        );
-        return Ok(o);
-    }
     if !tool_names.contains(&call.name.as_str()) {
         let o = ToolOutcome::err(format!(
             "unknown tool {:?}; your tools are: {}",

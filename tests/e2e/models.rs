@@ -447,3 +447,87 @@ fn messages_sent_mid_turn_arrive_after_the_turn_leaders_first() {
         .collect();
     assert_eq!(sent.len(), 2);
 }
+
+#[test]
+fn a_leader_model_can_be_the_approver() {
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    mock.script(
+        "leader",
+        vec![
+            tools(&[("spawn_teammate", json!({"role": "worker", "name": "b1"}))]),
+            Step::Text("Started b1.".into()),
+            until(
+                &["request 1: b1 wants to run bash `echo approved-by-leader`"],
+                tools(&[("decide_permission", json!({"id": 1, "allow": true}))]),
+                "Waiting.",
+            ),
+            until(
+                &["b1 ran it"],
+                tools(&[("finish_team", json!({"answer": "done", "force": true}))]),
+                "Waiting.",
+            ),
+        ],
+    );
+    mock.script(
+        "b1",
+        vec![
+            tools(&[("bash", json!({"command": "echo approved-by-leader"}))]),
+            tools(&[("send_message", json!({"to": "leader", "text": "b1 ran it"}))]),
+            Step::Text("ok".into()),
+        ],
+    );
+    let mut sb = Sandbox::new();
+    sb.env.push(("MOCK_API_KEY".into(), "test-key".into()));
+    sb.write_team_file(&format!(
+        "name = \"mt\"\napprover = \"leader\"\n[defaults]\nprovider = \"openai\"\nmodel = \"mock-1\"\nbase_url = \"{}\"\napi_key_env = \"MOCK_API_KEY\"\n[roles.worker]\npermissions = {{ bash = \"ask\" }}\n",
+        mock.base_url()
+    ));
+    let out = sb.run(&["run", "--backend", "process", "--timeout", "60", "--quiet"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let decided: Vec<PermRequest> = events(&sb)
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::PermissionDecided { request } => Some(request.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(decided.len(), 1);
+    assert_eq!(
+        (
+            decided[0].status,
+            decided[0].decision.as_ref().unwrap().by.as_str()
+        ),
+        (PermStatus::Allowed, "leader")
+    );
+    assert!(
+        mock.requests("b1")
+            .iter()
+            .any(|r| r.to_string().contains("exit 0\\napproved-by-leader"))
+    );
+}
+
+#[test]
+fn max_steps_stops_an_agent_for_good() {
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    mock.script(
+        "leader",
+        vec![
+            tools(&[("list_tasks", json!({}))]),
+            tools(&[("list_tasks", json!({}))]),
+            tools(&[("list_tasks", json!({}))]),
+        ],
+    );
+    let sb = sandbox_for(&mock, "openai", "[roles.leader]\nmax_steps = 2\n");
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    wait_for("the leader to fail", T, || {
+        sb.agent("mt", "leader").status == AgentStatus::Failed
+    });
+    let l = sb.agent("mt", "leader");
+    assert!(l.error.unwrap_or_default().contains("max_steps = 2"));
+    assert_eq!(mock.requests("leader").len(), 2);
+    sb.ok(&["--team", "mt", "down"]);
+}

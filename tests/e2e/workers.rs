@@ -354,3 +354,144 @@ fn down_leaves_no_process_of_the_team() {
         snap.agents
     );
 }
+
+#[test]
+fn sigterm_stops_the_daemon_cleanly_and_the_state_stays() {
+    let mut sb = Sandbox::new();
+    let pid = sb.spawn_daemon("term");
+    sb.ok(&["--team", "term", "task", "add", "survives"]);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let tp = sb.team("term");
+    // The socket and the credential go with the daemon; the lock is released.
+    wait_for("the daemon to exit", T, || {
+        !agent_team_client::daemon_running(&tp)
+            && !tp.socket.exists()
+            && !tp.operator_secret.exists()
+    });
+    let (status, _) = sb.wait_daemon(pid, T);
+    assert!(status.success(), "exit status {status}");
+    let tasks: serde_json::Value =
+        serde_json::from_str(&sb.ok(&["--team", "term", "task", "list", "--json"])).unwrap();
+    assert_eq!(tasks[0]["title"], "survives");
+}
+
+#[test]
+fn spawn_limits_rollback_and_logs() {
+    let mut sb = Sandbox::new();
+    sb.env
+        .push(("AGENT_TEAM_CONNECT_DEADLINE_MS".into(), "700".into()));
+    let extra = "max_teammates = 2\n[roles.ghost]\ncommand = [\"/nonexistent/agent\"]\n[roles.silent]\ncommand = [\"sleep\", \"30\"]\n";
+    // A second, long task keeps the team from finishing while the test goes on.
+    let tasks = "[[tasks]]\ntitle = \"hello\"\nrun = \"echo hello from the task\"\n[[tasks]]\ntitle = \"hold\"\nrun = \"sleep 60\"\n";
+    up(&sb, "limits", &[], tasks, extra);
+    // A program that cannot start: an error, and the roster is rolled back.
+    let out = sb.run(&["--team", "limits", "spawn", "ghost"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("removed from the roster"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(sb.agents("limits").iter().all(|a| a.name != "ghost-1"));
+    // A program that never connects back: an error after the deadline, rolled back, killed.
+    let out = sb.run(&["--team", "limits", "spawn", "silent"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did not connect back"));
+    assert!(sb.agents("limits").iter().all(|a| a.name != "silent-1"));
+    let sleepers = std::process::Command::new("pgrep")
+        .args(["-f", "^sleep 30$"])
+        .output()
+        .unwrap();
+    assert!(sleepers.stdout.is_empty(), "the silent process was killed");
+    // max_teammates.
+    sb.ok(&["--team", "limits", "spawn", "worker", "--name", "w1"]);
+    sb.ok(&["--team", "limits", "spawn", "worker", "--name", "w2"]);
+    let out = sb.run(&["--team", "limits", "spawn", "worker", "--name", "w3"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_teammates = 2"));
+    // logs show an agent's work.
+    wait_for("the task to complete", T, || {
+        sb.tasks("limits")[0].status == TaskStatus::Completed
+    });
+    let owner = sb.tasks("limits")[0].owner.clone().unwrap();
+    let log = sb.ok(&["--team", "limits", "logs", &owner]);
+    assert!(
+        log.contains("▶ task 1: hello") && log.contains("hello from the task"),
+        "{log}"
+    );
+    sb.ok(&["--team", "limits", "down"]);
+}
+
+/// Processes whose environment names this agent of this team.
+fn processes_of(team: &str, agent: &str) -> Vec<u32> {
+    let want_team = format!("AGENT_TEAM_TEAM={team}");
+    let want_name = format!("AGENT_TEAM_NAME={agent}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+                return false;
+            };
+            let vars: Vec<&[u8]> = env.split(|b| *b == 0).collect();
+            vars.contains(&want_team.as_bytes()) && vars.contains(&want_name.as_bytes())
+        })
+        .filter(|pid| {
+            !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z")
+        })
+        .collect()
+}
+
+#[test]
+fn concurrent_restarts_leave_exactly_one_process() {
+    let mut sb = Sandbox::new();
+    up(&sb, "onecopy", &["b1"], "", "");
+    wait_for("b1 up", T, || sb.agent("onecopy", "b1").connected);
+    let runs: Vec<u32> = (0..5)
+        .map(|_| sb.spawn(&["--team", "onecopy", "restart", "b1"]))
+        .collect();
+    for r in runs {
+        sb.wait_child(r, T);
+    }
+    wait_for("b1 connected", T, || sb.agent("onecopy", "b1").connected);
+    let procs = processes_of("onecopy", "b1");
+    assert_eq!(procs.len(), 1, "exactly one b1 process: {procs:?}");
+    assert_eq!(Some(procs[0]), sb.agent("onecopy", "b1").pid);
+    sb.ok(&["--team", "onecopy", "down"]);
+}
+
+#[test]
+fn asking_for_tmux_without_tmux_is_an_error_with_the_install_hint() {
+    let sb = Sandbox::new();
+    sb.write_team_file("name = \"notmux\"\n");
+    let empty = sb.path("empty-bin");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = sb
+        .cmd("agent-team")
+        .args(["up", "--backend", "tmux", "--detach"])
+        .env("PATH", &empty)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tmux") && err.contains("apt-get install tmux"),
+        "{err}"
+    );
+    assert!(
+        !agent_team_client::daemon_running(&sb.team("notmux")),
+        "nothing was started"
+    );
+}

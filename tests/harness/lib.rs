@@ -141,6 +141,27 @@ impl Sandbox {
         pid
     }
 
+    /// Waits for a daemon started by [`Sandbox::spawn_daemon`] to exit by itself.
+    pub fn wait_daemon(&mut self, pid: u32, timeout: Duration) -> (std::process::ExitStatus, ()) {
+        let pos = self
+            .children
+            .iter()
+            .position(|c| c.id() == pid)
+            .expect("no such daemon");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.children[pos].try_wait().unwrap() {
+                let _ = self.children.remove(pos).wait();
+                return (st, ());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon {pid} did not exit within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// SIGKILLs a child started by [`Sandbox::spawn_daemon`] and reaps it.
     pub fn kill9(&mut self, pid: u32) {
         if let Some(pos) = self.children.iter().position(|c| c.id() == pid) {

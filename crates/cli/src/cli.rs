@@ -63,8 +63,8 @@ pub enum Command {
     Logs {
         /// The agent.
         name: String,
-        /// Keep printing new output.
-        #[arg(short, long)]
+        /// Keep printing new output (`-f` is the team file, so no short form).
+        #[arg(long)]
         follow: bool,
     },
     /// Show the agents: status, backend, pid, pane, incarnation, restarts, task, last activity.
@@ -294,4 +294,16 @@ pub enum TeamsCmd {
         /// The team.
         name: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Catches clashing flags (like two `-f`) at test time instead of at the user's first run.
+    #[test]
+    fn the_grammar_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

@@ -20,8 +20,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How long a spawned agent has to connect back.
-pub const CONNECT_DEADLINE: Duration = Duration::from_secs(15);
+/// How long a spawned agent has to connect back (`AGENT_TEAM_CONNECT_DEADLINE_MS` overrides it,
+/// for tests of the deadline itself).
+pub fn connect_timeout() -> Duration {
+    std::env::var("AGENT_TEAM_CONNECT_DEADLINE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(Duration::from_secs(15))
+}
 /// How long an agent gets between SIGTERM and SIGKILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
 /// How long an agent asked to shut down gets to exit on its own.
@@ -185,7 +192,7 @@ impl Core {
                         );
                     } else {
                         self.schedule(
-                            CONNECT_DEADLINE,
+                            connect_timeout(),
                             Timer::Connect(info.name.clone(), info.incarnation),
                         );
                     }
@@ -695,7 +702,7 @@ impl Core {
             self.on_connected(name, None);
         } else {
             self.schedule(
-                CONNECT_DEADLINE,
+                connect_timeout(),
                 Timer::Connect(name.to_string(), incarnation),
             );
         }
@@ -761,7 +768,7 @@ impl Core {
         }
         let why = format!(
             "did not connect back within {} s",
-            CONNECT_DEADLINE.as_secs()
+            connect_timeout().as_secs_f64()
         );
         tracing::warn!(agent = name, incarnation, "{why}");
         self.state

@@ -495,3 +495,26 @@ fn short(s: &str, n: usize) -> String {
         format!("{}…", s.chars().take(n).collect::<String>())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trimming_replaces_the_oldest_tool_output_first() {
+        let big = "x".repeat(4000);
+        let mut m = vec![
+            ChatMessage::system("s"),
+            ChatMessage::tool("1", big.clone(), false),
+            ChatMessage::tool("2", big.clone(), false),
+            ChatMessage::user("keep me"),
+        ];
+        // 8000 bytes is ~2000 tokens; a 2000-token window allows 1600: one output must go.
+        trim(&mut m, 2000);
+        assert!(m[1].content.starts_with("[output of 4000 bytes trimmed"));
+        assert_eq!(m[2].content, big, "the newer output stays");
+        assert_eq!(m[3].content, "keep me");
+        trim(&mut m, 100_000);
+        assert_eq!(m[2].content, big, "nothing is trimmed when it fits");
+    }
+}

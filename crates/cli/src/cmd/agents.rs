@@ -112,7 +112,7 @@ pub fn attach_command(ctx: &Ctx, name: &str) -> Result<std::process::Command> {
                 "team {} does not run in tmux, so there is no pane to attach to",
                 ctx.team
             ),
-            format!("follow the agent with `agent-team logs {name} -f`")
+            format!("follow the agent with `agent-team logs {name} --follow`")
         ));
     };
     let agents = match c.call(Request::Agents)? {

@@ -120,22 +120,31 @@ fn wait_for_leader(c: &mut Client) -> Result<AgentInfo> {
 
 /// `agent-team up`
 pub fn up(ctx: &Ctx, args: UpArgs) -> Result<ExitCode> {
-    let mut c = ctx.connect()?;
-    let already = match c.call(Request::TeamInfo)? {
-        Reply::Team { team } => team.run == RunState::Running,
-        _ => false,
-    };
-    // A second `up` attaches to the running team (SPEC §3): keep its configuration.
-    let (cfg, why) = if already {
-        match c.call(Request::GetConfig)? {
-            Reply::Config { config } if !config.is_null() => (
-                serde_json::from_value::<TeamConfig>(config)?,
-                "already running".to_string(),
-            ),
-            _ => team_config(ctx, args.demo, args.backend.as_deref(), args.here)?,
+    // A second `up` attaches to the running team (SPEC §3) and keeps its configuration.
+    let running = match ctx.connect_existing()? {
+        Some(mut c) => {
+            let run = match c.call(Request::TeamInfo)? {
+                Reply::Team { team } => team.run == RunState::Running,
+                _ => false,
+            };
+            let cfg = match c.call(Request::GetConfig)? {
+                Reply::Config { config } if run && !config.is_null() => {
+                    Some(serde_json::from_value::<TeamConfig>(config)?)
+                }
+                _ => None,
+            };
+            cfg.map(|cfg| (c, cfg))
         }
-    } else {
-        team_config(ctx, args.demo, args.backend.as_deref(), args.here)?
+        None => None,
+    };
+    let already = running.is_some();
+    // Otherwise the configuration (and the backend) is checked before any daemon starts.
+    let (mut c, cfg, why) = match running {
+        Some((c, cfg)) => (c, cfg, "already running".to_string()),
+        None => {
+            let (cfg, why) = team_config(ctx, args.demo, args.backend.as_deref(), args.here)?;
+            (ctx.connect()?, cfg, why)
+        }
     };
     eprintln!("agent-team: backend {} ({why})", cfg.backend.as_str());
     if !already {
@@ -186,7 +195,7 @@ pub fn up(ctx: &Ctx, args: UpArgs) -> Result<ExitCode> {
             ));
         }
         output::line(&format!(
-            "  watch:  agent-team --team {} ps   |   agent-team --team {} logs leader -f",
+            "  watch:  agent-team --team {} ps   |   agent-team --team {} logs leader --follow",
             ctx.team, ctx.team
         ));
         output::line(&format!("  stop:   agent-team --team {} down", ctx.team));

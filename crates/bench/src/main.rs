@@ -79,6 +79,12 @@ fn core(r: &mut Report, quick: bool) -> Result<()> {
         team.stop()?;
         return Ok(());
     }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("broadcast") {
+        let bc = broadcast(&mut team, 100, 5.0)?;
+        println!("broadcast {bc:.0} deliveries/s");
+        team.stop()?;
+        return Ok(());
+    }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("throughput") {
         let (tp, _) = message_throughput(&mut team, 4, 5.0)?;
         println!("throughput {tp:.0}/s");

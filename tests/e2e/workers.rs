@@ -495,3 +495,74 @@ fn asking_for_tmux_without_tmux_is_an_error_with_the_install_hint() {
         "nothing was started"
     );
 }
+
+#[test]
+fn worktree_isolation_gives_each_teammate_its_own_checkout() {
+    let sb = Sandbox::new();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(sb.dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    git(&["init", "-q"]);
+    std::fs::write(sb.path("README"), "base\n").unwrap();
+    git(&["add", "README"]);
+    git(&[
+        "-c",
+        "user.email=t@t",
+        "-c",
+        "user.name=t",
+        "commit",
+        "-qm",
+        "base",
+    ]);
+    let extra = "[roles.worker]\nisolation = \"worktree\"\n";
+    // Both teammates write the same file name; each lands in its own checkout.
+    let tasks = "[[tasks]]\ntitle = \"one\"\nrun = \"pwd > where.txt\"\n[[tasks]]\ntitle = \"two\"\nrun = \"pwd > where.txt\"\n[[tasks]]\ntitle = \"hold\"\nrun = \"sleep 60\"\nafter = [\"task-1\", \"task-2\"]\n";
+    up(&sb, "wt", &["b1", "b2"], tasks, extra);
+    wait_for("both tasks to complete", T, || {
+        sb.tasks("wt")
+            .iter()
+            .filter(|t| t.status == TaskStatus::Completed)
+            .count()
+            == 2
+    });
+    for t in sb
+        .tasks("wt")
+        .iter()
+        .filter(|t| t.status == TaskStatus::Completed)
+    {
+        let owner = t.owner.clone().unwrap();
+        let dir = sb
+            .dir
+            .path()
+            .canonicalize()
+            .unwrap()
+            .join(".agent-team/worktrees")
+            .join(&owner);
+        let written = std::fs::read_to_string(dir.join("where.txt")).unwrap();
+        assert_eq!(
+            written.trim(),
+            dir.display().to_string(),
+            "{owner} worked in its worktree"
+        );
+    }
+    assert!(
+        !sb.path("where.txt").exists(),
+        "nothing was written to the shared checkout"
+    );
+    let branches = git(&["branch", "--list", "agent-team/*"]);
+    assert!(
+        branches.contains("agent-team/b1") && branches.contains("agent-team/b2"),
+        "{branches}"
+    );
+    sb.ok(&["--team", "wt", "down"]);
+}

@@ -9,6 +9,7 @@ pub mod conn;
 pub mod core;
 pub mod lock;
 pub mod supervisor;
+pub mod worktree;
 
 pub use supervisor::SupervisorEnv;
 

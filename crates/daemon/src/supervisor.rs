@@ -40,6 +40,17 @@ const MAX_QUICK_FAILURES: usize = 5;
 /// How often live agents are checked (exits of our own children are also noticed at SIGCHLD).
 pub const POLL_EVERY: Duration = Duration::from_millis(500);
 
+/// The environment variable naming an agent's own workspace when it is not the team's.
+pub const WORKSPACE_ENV: &str = "AGENT_TEAM_WORKSPACE";
+
+/// Creates a worktree-isolated agent's checkout before its process starts.
+fn prepare_workspace(spec: &LaunchSpec, team_workspace: &std::path::Path) -> Result<(), String> {
+    if spec.cwd != team_workspace && spec.env.iter().any(|(k, _)| k == WORKSPACE_ENV) {
+        crate::worktree::ensure(team_workspace, &spec.name)?;
+    }
+    Ok(())
+}
+
 /// What the blocking pool reports back.
 #[derive(Debug)]
 pub enum SupEvent {
@@ -548,10 +559,19 @@ impl Core {
         let Ok(backend) = self.backend() else { return };
         let tx = self.self_tx.clone();
         let name = name.to_string();
+        let team_ws = self
+            .sup
+            .config
+            .as_ref()
+            .map(|c| c.workspace.clone())
+            .unwrap_or_default();
         tokio::task::spawn_blocking(move || {
-            let result = match &place {
-                Some(p) if p.pane.is_some() => backend.respawn(&spec, p),
-                _ => backend.spawn(&spec),
+            let result = match prepare_workspace(&spec, &team_ws) {
+                Err(e) => Err(agent_team_pane::PaneError::Tool(e)),
+                Ok(()) => match &place {
+                    Some(p) if p.pane.is_some() => backend.respawn(&spec, p),
+                    _ => backend.spawn(&spec),
+                },
             };
             let _ = tx.send(CoreMsg::Sup(SupEvent::Launched {
                 name,
@@ -574,7 +594,31 @@ impl Core {
         }
         let Ok(backend) = self.backend() else { return };
         let tx = self.self_tx.clone();
+        let team_ws = self
+            .sup
+            .config
+            .as_ref()
+            .map(|c| c.workspace.clone())
+            .unwrap_or_default();
         tokio::task::spawn_blocking(move || {
+            // Worktrees first; an agent whose worktree fails is reported and not launched.
+            let mut failed = Vec::new();
+            batch.retain(
+                |(name, incarnation, spec)| match prepare_workspace(spec, &team_ws) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        failed.push((name.clone(), *incarnation, e));
+                        false
+                    }
+                },
+            );
+            for (name, incarnation, e) in failed {
+                let _ = tx.send(CoreMsg::Sup(SupEvent::Launched {
+                    name,
+                    incarnation,
+                    result: Err(e),
+                }));
+            }
             let specs: Vec<LaunchSpec> = batch.iter().map(|(_, _, s)| s.clone()).collect();
             let results = backend.spawn_many(&specs);
             for ((name, incarnation, _), result) in batch.into_iter().zip(results) {
@@ -625,13 +669,22 @@ impl Core {
         for (k, v) in &role.env {
             envs.push((k.clone(), v.clone()));
         }
+        // A worktree-isolated teammate works in its own checkout (created at launch).
+        let cwd = match role.isolation {
+            agent_team_config::Isolation::Worktree if rec.info.name != LEADER => {
+                let dir = crate::worktree::path(&cfg.workspace, &rec.info.name);
+                envs.push((WORKSPACE_ENV.to_string(), dir.display().to_string()));
+                dir
+            }
+            _ => cfg.workspace.clone(),
+        };
         Ok(LaunchSpec {
             name: rec.info.name.clone(),
             role: rec.info.role.clone(),
             argv,
             env: envs,
             env_remove: vec!["TMUX".into(), "TMUX_PANE".into()],
-            cwd: cfg.workspace.clone(),
+            cwd,
             log: self.cfg.paths.agent_log(&rec.info.name),
             title: format!("{} · {}", rec.info.name, rec.info.role),
         })

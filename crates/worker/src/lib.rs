@@ -66,6 +66,8 @@ pub struct AgentEnv {
     pub incarnation: u64,
     /// Where to append output when stdout is a pane.
     pub log_file: Option<PathBuf>,
+    /// The agent's own workspace (a git worktree) when it is not the team's.
+    pub workspace: Option<PathBuf>,
 }
 
 impl AgentEnv {
@@ -101,6 +103,9 @@ impl AgentEnv {
             log_file: get(env::LOG_FILE)
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from),
+            workspace: get("AGENT_TEAM_WORKSPACE")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
         })
     }
 
@@ -125,7 +130,11 @@ pub async fn run_agent(
     groups: CommandGroups,
 ) -> Result<(), AgentError> {
     let (link, inbound) = link::Link::start(agent.clone(), out.clone()).await?;
-    let config: TeamConfig = link.config().await?;
+    let mut config: TeamConfig = link.config().await?;
+    // A worktree-isolated agent reads and writes its own checkout, not the team's directory.
+    if let Some(ws) = &agent.workspace {
+        config.workspace = ws.clone();
+    }
     let role_name = link.welcome_role();
     let role = config.role(&role_name).cloned().ok_or_else(|| {
         AgentError::Config(format!(

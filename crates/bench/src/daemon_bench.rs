@@ -321,6 +321,7 @@ pub fn broadcast(team: &mut BenchTeam, members: usize, secs: f64) -> Result<f64>
     let t0 = Instant::now();
     let end = t0 + Duration::from_secs_f64(secs);
     let mut deliveries = 0u64;
+    let mut refused = 0u64;
     let body = "x".repeat(100);
     while Instant::now() < end {
         for _ in 0..16 {
@@ -331,7 +332,7 @@ pub fn broadcast(team: &mut BenchTeam, members: usize, secs: f64) -> Result<f64>
             match c.next_response()?.1 {
                 Ok(Reply::Sent { ids, .. }) => deliveries += ids.len() as u64,
                 Ok(_) => {}
-                Err(e) if e.code == ErrorCode::InboxFull => {}
+                Err(e) if e.code == ErrorCode::InboxFull => refused += 1,
                 Err(e) => bail!("{e}"),
             }
         }
@@ -340,6 +341,9 @@ pub fn broadcast(team: &mut BenchTeam, members: usize, secs: f64) -> Result<f64>
     stop.store(true, Ordering::Relaxed);
     for r in receivers {
         let _ = r.join();
+    }
+    if refused > 0 {
+        println!("  ({refused} broadcasts met inbox_full back-pressure)");
     }
     Ok(deliveries as f64 / elapsed)
 }

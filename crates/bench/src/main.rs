@@ -148,7 +148,11 @@ fn core(r: &mut Report, quick: bool) -> Result<()> {
             "{full} sends met inbox_full back-pressure during the throughput run (nothing dropped)"
         ));
     }
-    let bc = broadcast(&mut team, 100, secs)?;
+    // Its own team: every member connected (a disconnected member's full inbox would refuse
+    // whole broadcasts, as it should, and measure that instead).
+    let mut bteam = BenchTeam::start(dir.path(), "bcast")?;
+    let bc = broadcast(&mut bteam, 100, secs)?;
+    bteam.stop()?;
     r.add(
         "broadcast to 100 agents, deliveries",
         rate(bc),

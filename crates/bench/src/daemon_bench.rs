@@ -105,7 +105,13 @@ impl BenchTeam {
     /// Registers external agents.
     pub fn register(&mut self, names: &[String]) -> Result<()> {
         let mut op = self.operator()?;
-        for n in names {
+        for n in names
+            .iter()
+            .filter(|n| !self.secrets.contains_key(*n))
+            .cloned()
+            .collect::<Vec<_>>()
+            .iter()
+        {
             let role = if n == "leader" { "leader" } else { "worker" };
             match op.call(Request::Register {
                 name: n.clone(),

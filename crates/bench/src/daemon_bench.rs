@@ -80,6 +80,11 @@ impl BenchTeam {
         }
     }
 
+    /// How many agents this bench registered.
+    pub fn registered(&self) -> usize {
+        self.secrets.len()
+    }
+
     /// The daemon's pid.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)

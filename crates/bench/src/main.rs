@@ -180,7 +180,8 @@ fn core(r: &mut Report, quick: bool) -> Result<()> {
 
     let (rss_big, _) = rss(team.pid());
     r.note(format!(
-        "daemon RSS after all the runs above (132 agents registered, ~10^5 messages): {:.1} MiB",
+        "daemon RSS after the runs above ({} agents registered, ~10^5 messages stored): {:.1} MiB",
+        team.registered(),
         rss_big as f64 / 1048576.0
     ));
     let cpu0 = cpu_secs(team.pid());
@@ -300,6 +301,25 @@ fn file_inbox_p50(dir: &std::path::Path, samples: usize) -> Result<f64> {
     Ok(pct(&mut out, 50.0))
 }
 
+/// Why the figures that miss their target miss it (kept with the figures).
+const GAPS: &str = "
+## Where the targets are missed, and why
+
+- **Sustained messages, broadcast deliveries, racing claims.** Every message is a row in
+  SQLite plus a `MESSAGE_SENT` event row, and its read-acknowledgement an update; every claim and
+  completion rewrites the task row and appends a `TASK_UPDATED` event with the whole task. Profiles
+  of the daemon under these loads (`perf record`) show SQLite's row work at roughly half the core
+  thread's time and JSON encoding/decoding with allocation at most of the rest; group commit already
+  puts hundreds of messages under one fsync. Reaching the targets would take a different storage
+  layout (an append-only log beside SQLite, or per-batch multi-row records), not tuning.
+- **Racing claims** are also bound by the claimers' round trips: ten claimers can put at most ten
+  claims into one commit, so one commit cycle (fsync, wake-ups of ten client threads on two cores)
+  bounds the rate.
+- The p50 message latency and the restart ratio sit close to their targets (≤ 2× and ≤ 4×); on
+  this shared machine single runs have landed on either side, which is why each floor is now
+  measured in rounds interleaved with ours.
+";
+
 fn save_report(r: &Report) -> Result<()> {
     let root = std::env::current_dir()?;
     let path = root.join("docs").join("BENCHMARKS.md");
@@ -315,7 +335,7 @@ fn save_report(r: &Report) -> Result<()> {
     let text = format!(
         "# Benchmarks\n\nProduced by `cargo xtask bench --save` on {date} ({uname}, {cpus} CPUs).\n\
          Each figure is printed beside a floor measured in the same run on the same machine, so the\n\
-         ratio is what to compare across machines; absolute numbers move with load.\n\n{}\n",
+         ratio is what to compare across machines; absolute numbers move with load.\n\n{}\n{GAPS}",
         r.markdown()
     );
     std::fs::write(&path, text)?;

@@ -531,3 +531,60 @@ fn max_steps_stops_an_agent_for_good() {
     assert_eq!(mock.requests("leader").len(), 2);
     sb.ok(&["--team", "mt", "down"]);
 }
+
+#[test]
+fn a_team_shut_down_mid_turn_runs_again_without_the_old_shutdown_request() {
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    mock.script(
+        "leader",
+        vec![
+            // The first incarnation is mid-turn when `down` comes, so it never reads the
+            // shutdown request and is stopped by signal.
+            Step::Delay(
+                Duration::from_secs(60),
+                Box::new(Step::Text("too late".into())),
+            ),
+            // The second incarnation: a first step slow enough that any message pushed at
+            // its connect is in hand at the next idle point, where a shutdown would end it.
+            Step::Delay(
+                Duration::from_millis(500),
+                Box::new(tools(&[("list_tasks", json!({}))])),
+            ),
+            tools(&[("finish_team", json!({"answer": "second run done"}))]),
+        ],
+    );
+    let sb = sandbox_for(&mock, "openai", "");
+    sb.ok(&["up", "--backend", "process", "--detach", "do it"]);
+    wait_for("the leader's first request", T, || {
+        !mock.requests("leader").is_empty()
+    });
+    sb.ok(&["--team", "mt", "down"]);
+    // The precondition that makes this test mean something: the request is still unread.
+    let snap = agent_team_store::Store::open_read_only(&sb.team("mt").db, "mt")
+        .unwrap()
+        .load()
+        .unwrap();
+    assert!(
+        snap.unread
+            .iter()
+            .any(|m| m.to == "leader" && m.kind == MessageKind::ShutdownRequest),
+        "{:?}",
+        snap.unread
+    );
+    let out = sb.run(&[
+        "run",
+        "--backend",
+        "process",
+        "--timeout",
+        "60",
+        "do it again",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("second run done"), "{stdout}");
+    assert_eq!(mock.requests("leader").len(), 3);
+}

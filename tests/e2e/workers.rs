@@ -353,6 +353,28 @@ fn down_leaves_no_process_of_the_team() {
         "{:?}",
         snap.agents
     );
+    // `up` again brings the same team back: the leader is not fooled by the shutdown request
+    // the last `down` left unread, and the team-file teammates return with it.
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    wait_for("the team to be back", T, || {
+        let agents = sb.agents("downer");
+        agents.len() == 3
+            && agents
+                .iter()
+                .all(|a| a.status == AgentStatus::Running && a.connected)
+            && sb
+                .tasks("downer")
+                .iter()
+                .all(|t| t.status == TaskStatus::InProgress)
+    });
+    let again: Vec<u32> = sb.agents("downer").iter().filter_map(|a| a.pgid).collect();
+    sb.ok(&["--team", "downer", "down"]);
+    for g in &again {
+        assert!(
+            !group_alive(*g),
+            "process group {g} survived the second down"
+        );
+    }
 }
 
 #[test]

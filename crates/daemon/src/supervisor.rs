@@ -384,7 +384,20 @@ impl Core {
                 }
                 self.launch_many(&names);
             }
-            Some(s) if s.is_down() => self.restart_agent(LEADER, None)?,
+            Some(s) if s.is_down() => {
+                // A new run of a team that ran before: its leader and its team-file teammates
+                // come back (same names, same inboxes).
+                self.restart_agent(LEADER, None)?;
+                for t in &cfg.teammates {
+                    if self
+                        .state
+                        .agent(&t.name)
+                        .is_some_and(|a| a.info.status.is_down())
+                    {
+                        self.restart_agent(&t.name, None)?;
+                    }
+                }
+            }
             Some(_) => {}
         }
         Ok(Reply::Done)
@@ -905,6 +918,12 @@ impl Core {
                         .set_agent_status(name, AgentStatus::Exited, detail, now);
                     self.release_and_tell(name, "exited");
                     self.answer_down(name);
+                    if name == LEADER && !run_over && !self.stopping {
+                        // Nobody is left to finish the run; say so rather than leave `run`
+                        // waiting for ever.
+                        self.state
+                            .fail_run("the leader exited without finishing".into(), now);
+                    }
                 } else {
                     self.state
                         .set_agent_status(name, AgentStatus::Failed, detail.clone(), now);
@@ -1071,6 +1090,18 @@ impl Core {
             });
         }
         self.state.update_agent(name, |a| a.info.error = None);
+        if self
+            .state
+            .agent(name)
+            .is_some_and(|a| a.info.status.is_down())
+        {
+            // A shutdown request the stopped incarnation never read is not for the new one.
+            let dropped = self.state.drop_stale_shutdowns(name);
+            if dropped > 0 {
+                tracing::info!(agent = %name, dropped, "dropped stale shutdown requests");
+            }
+        }
+        let rt = self.sup.runtimes.entry(name.to_string()).or_default();
         if rt.launched.is_some() || rt.busy {
             self.begin_stop(name, StopReason::Restart);
         } else {

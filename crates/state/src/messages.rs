@@ -216,6 +216,28 @@ impl TeamState {
         Ok(changed)
     }
 
+    /// Marks `name`'s unread shutdown requests read: they were meant for an incarnation that has
+    /// already stopped, and would make a fresh start exit at once. Returns how many.
+    pub fn drop_stale_shutdowns(&mut self, name: &str) -> usize {
+        let Some(q) = self.inboxes.get_mut(name) else {
+            return 0;
+        };
+        let mut dropped = 0;
+        q.retain(|m| {
+            if m.kind == MessageKind::ShutdownRequest {
+                self.changes.push(Change::MessageState {
+                    id: m.id,
+                    state: DeliveryState::Read,
+                });
+                dropped += 1;
+                false
+            } else {
+                true
+            }
+        });
+        dropped
+    }
+
     /// Unread copies addressed to `name`, oldest first.
     pub fn unread(&self, name: &str) -> Vec<Message> {
         self.inboxes

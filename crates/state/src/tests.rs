@@ -508,3 +508,28 @@ fn event_sequence_has_no_gaps() {
         .collect();
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
 }
+
+#[test]
+fn stale_shutdowns_are_dropped_and_other_messages_kept() {
+    let mut s = team_with(&["leader", "b1"]);
+    let send = |s: &mut TeamState, kind: MessageKind, body: &str| {
+        s.send(&Actor::Operator, "b1", body.into(), kind, None, now())
+            .unwrap()
+    };
+    send(&mut s, MessageKind::Text, "keep me");
+    send(&mut s, MessageKind::ShutdownRequest, "exit");
+    s.take_changes();
+    assert_eq!(s.drop_stale_shutdowns("b1"), 1);
+    let left: Vec<String> = s.unread("b1").into_iter().map(|m| m.body).collect();
+    assert_eq!(left, vec!["keep me".to_string()]);
+    // The store hears about it, so a restarted daemon does not bring the request back.
+    assert!(s.take_changes().iter().any(|c| matches!(
+        c,
+        Change::MessageState {
+            state: DeliveryState::Read,
+            ..
+        }
+    )));
+    assert_eq!(s.drop_stale_shutdowns("b1"), 0);
+    assert_eq!(s.drop_stale_shutdowns("nobody"), 0);
+}

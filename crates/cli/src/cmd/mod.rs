@@ -18,9 +18,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         file,
         command,
     } = cli;
-    if let Command::Teams(t) = command {
-        return teams::teams(t);
-    }
+    // `teams` is about every team, so it resolves none.
+    let command = match command {
+        Command::Teams(t) => return teams::teams(t),
+        other => other,
+    };
     // The demo is its own team unless told otherwise.
     let demo = matches!(&command, Command::Up(a) if a.demo)
         || matches!(&command, Command::Run(a) if a.demo);
@@ -30,6 +32,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         team
     };
     let ctx = Ctx::resolve(team, if demo { None } else { file })?;
+    if demo {
+        fresh_demo(&ctx)?;
+    }
     match command {
         Command::Up(a) => up::up(&ctx, a),
         Command::Run(a) => up::run(&ctx, a),
@@ -64,10 +69,18 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             foreground,
             permission_timeout,
         } => daemon::daemon(&ctx, foreground, permission_timeout),
-        Command::Teams(_) => unreachable_teams(),
+        // Handled above.
+        Command::Teams(t) => teams::teams(t),
     }
 }
 
-fn unreachable_teams() -> Result<ExitCode> {
-    Ok(ExitCode::SUCCESS)
+/// The demo starts from an empty board each time it is not already running, so a second
+/// `run --demo` shows the team at work again rather than the last run's results.
+fn fresh_demo(ctx: &Ctx) -> Result<()> {
+    if agent_team_client::daemon_running(&ctx.tp) || !ctx.tp.dir.exists() {
+        return Ok(());
+    }
+    eprintln!("agent-team: starting the demo team {} afresh", ctx.team);
+    std::fs::remove_dir_all(&ctx.tp.dir)
+        .map_err(|e| anyhow::anyhow!("cannot clear {}: {e}", ctx.tp.dir.display()))
 }

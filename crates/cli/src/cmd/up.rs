@@ -70,7 +70,7 @@ fn team_config(
 }
 
 /// Configures the daemon and starts the run; returns the event sequence number before it.
-fn start(ctx: &Ctx, c: &mut Client, cfg: &TeamConfig, goal: Option<String>) -> Result<u64> {
+fn start(c: &mut Client, cfg: &TeamConfig, goal: Option<String>) -> Result<u64> {
     let last_seq = match c.call(Request::TeamInfo)? {
         Reply::Team { team } => team.last_seq,
         _ => 0,
@@ -78,7 +78,6 @@ fn start(ctx: &Ctx, c: &mut Client, cfg: &TeamConfig, goal: Option<String>) -> R
     let value = serde_json::to_value(cfg).context("cannot encode the team configuration")?;
     c.call(Request::Configure { config: value })?;
     c.call(Request::StartRun { goal })?;
-    let _ = ctx;
     Ok(last_seq)
 }
 
@@ -148,7 +147,7 @@ pub fn up(ctx: &Ctx, args: UpArgs) -> Result<ExitCode> {
     };
     eprintln!("agent-team: backend {} ({why})", cfg.backend.as_str());
     if !already {
-        start(ctx, &mut c, &cfg, args.goal.clone())?;
+        start(&mut c, &cfg, args.goal.clone())?;
     } else if let Some(place) = &cfg.tmux
         && cfg.backend == BackendKind::Tmux
         && !agent_team_pane::tmux::session_exists(&agent_team_pane::tmux::Placement {
@@ -237,7 +236,7 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
         eprintln!("agent-team: backend {} ({why})", cfg.backend.as_str());
     }
     let mut c = ctx.connect()?;
-    let mut since = start(ctx, &mut c, &cfg, args.goal.clone())?;
+    let mut since = start(&mut c, &cfg, args.goal.clone())?;
     let deadline = args.timeout.map(|s| started + Duration::from_secs(s));
     let approvals = if args.approve_all {
         Approvals::All

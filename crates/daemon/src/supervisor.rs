@@ -564,6 +564,15 @@ impl Core {
         Some((incarnation, spec, rt.place.clone()))
     }
 
+    /// The team's workspace directory (where worktrees are made), from the team file.
+    fn team_workspace(&self) -> std::path::PathBuf {
+        self.sup
+            .config
+            .as_ref()
+            .map(|c| c.workspace.clone())
+            .unwrap_or_default()
+    }
+
     /// Starts the next incarnation of one agent (in the same pane when there is one).
     fn launch(&mut self, name: &str) {
         let Some((incarnation, spec, place)) = self.prepare_launch(name) else {
@@ -572,12 +581,7 @@ impl Core {
         let Ok(backend) = self.backend() else { return };
         let tx = self.self_tx.clone();
         let name = name.to_string();
-        let team_ws = self
-            .sup
-            .config
-            .as_ref()
-            .map(|c| c.workspace.clone())
-            .unwrap_or_default();
+        let team_ws = self.team_workspace();
         tokio::task::spawn_blocking(move || {
             let result = match prepare_workspace(&spec, &team_ws) {
                 Err(e) => Err(agent_team_pane::PaneError::Tool(e)),
@@ -607,12 +611,7 @@ impl Core {
         }
         let Ok(backend) = self.backend() else { return };
         let tx = self.self_tx.clone();
-        let team_ws = self
-            .sup
-            .config
-            .as_ref()
-            .map(|c| c.workspace.clone())
-            .unwrap_or_default();
+        let team_ws = self.team_workspace();
         tokio::task::spawn_blocking(move || {
             // Worktrees first; an agent whose worktree fails is reported and not launched.
             let mut failed = Vec::new();

@@ -371,3 +371,107 @@ fn the_leader_pane_prompts_and_its_answer_decides() {
     );
     sb.ok(&["--team", "ask", "down"]);
 }
+
+#[test]
+fn up_here_opens_a_window_in_the_users_session_and_down_closes_only_it() {
+    let mut sb = Sandbox::new();
+    // The "user's" tmux server, owned by this test: one session, one pane.
+    let user = sb.path("user.tmux");
+    sb.tmux(
+        &user,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "work",
+            "-x",
+            "200",
+            "-y",
+            "50",
+            "sleep 600",
+        ],
+    )
+    .unwrap();
+    let info = sb
+        .tmux(
+            &user,
+            &[
+                "display",
+                "-p",
+                "-t",
+                "work",
+                "#{pid} #{pane_id} #{pane_pid}",
+            ],
+        )
+        .unwrap();
+    let f: Vec<&str> = info.split(' ').collect();
+    let (server_pid, user_pane, user_pid) = (f[0].to_string(), f[1].to_string(), f[2].to_string());
+    // `up` runs "inside" that pane, as it would from the user's shell.
+    sb.env
+        .push(("TMUX".into(), format!("{},{server_pid},0", user.display())));
+    sb.env.push(("TMUX_PANE".into(), user_pane.clone()));
+    sb.write_team_file(&team_file("here", ""));
+    sb.ok(&["up", "--here", "--detach"]);
+    wait_for("4 connected agents", T, || all_connected(&sb, "here", 4));
+
+    let list = |args: &[&str]| sb.tmux(&user, args).unwrap();
+    let windows = list(&[
+        "list-windows",
+        "-t",
+        "work",
+        "-F",
+        "#{window_id} #{window_name}",
+    ]);
+    assert_eq!(windows.lines().count(), 2, "{windows}");
+    let team_window = windows
+        .lines()
+        .find(|l| l.ends_with(" here"))
+        .unwrap_or_else(|| panic!("no window named after the team: {windows}"))
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let team_panes = list(&["list-panes", "-t", &team_window, "-F", "#{pane_id}"]);
+    let mut ids: Vec<&str> = team_panes.lines().collect();
+    ids.sort();
+    let mut agents: Vec<String> = sb
+        .agents("here")
+        .into_iter()
+        .map(|a| a.pane.unwrap())
+        .collect();
+    agents.sort();
+    assert_eq!(ids, agents, "every agent has a pane in the team's window");
+    // The user's own pane was not split or replaced.
+    let mine = list(&[
+        "list-panes",
+        "-t",
+        &user_pane,
+        "-F",
+        "#{pane_id} #{pane_pid}",
+    ]);
+    assert_eq!(mine, format!("{user_pane} {user_pid}"));
+    // Nothing of ours on a private server.
+    assert!(sb.tmux(&sb.tmux_socket("here"), &["ls"]).is_err());
+
+    let groups: Vec<u32> = sb.agents("here").iter().filter_map(|a| a.pgid).collect();
+    sb.ok(&["--team", "here", "down"]);
+    let windows = list(&["list-windows", "-t", "work", "-F", "#{window_id}"]);
+    assert!(
+        !windows.contains(&team_window),
+        "the team's window is closed: {windows}"
+    );
+    assert_eq!(
+        list(&[
+            "display",
+            "-p",
+            "-t",
+            &user_pane,
+            "#{pane_pid} #{pane_dead}"
+        ]),
+        format!("{user_pid} 0"),
+        "the user's pane and server live on"
+    );
+    for g in groups {
+        assert!(!group_alive(g), "process group {g} survived down");
+    }
+}

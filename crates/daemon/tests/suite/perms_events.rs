@@ -187,3 +187,44 @@ fn agents_emit_their_own_events_tagged_with_their_identity() {
         ("b1", "worker")
     );
 }
+
+#[test]
+fn a_leader_approver_that_disconnects_denies_what_waits_and_what_comes() {
+    let t = TestTeam::start().with_agents(&["leader", "b1"]);
+    let mut cfg = agent_team_config::empty_team("t", std::path::Path::new("/tmp"));
+    cfg.backend = agent_team_config::BackendKind::Process;
+    cfg.approver = agent_team_config::Approver::Leader;
+    let mut op = t.operator();
+    op.call(Request::Configure {
+        config: serde_json::to_value(&cfg).unwrap(),
+    })
+    .unwrap();
+    let leader = t.agent("leader");
+    let mut b1 = t.agent("b1");
+    let waiting = perm(&mut b1, "bash", "make");
+    assert_eq!(waiting.status, PermStatus::Pending);
+    // The approver goes away: the waiting request is denied, and the requester hears it.
+    drop(leader);
+    loop {
+        if let Push::PermissionDecided { request } =
+            b1.next_push(Some(Duration::from_secs(10))).unwrap()
+        {
+            assert_eq!(request.id, waiting.id);
+            assert_eq!(request.status, PermStatus::Denied);
+            assert_eq!(request.decision.unwrap().by, "approver-gone");
+            break;
+        }
+    }
+    // A request made while no approver is connected is denied at once, not left hanging.
+    let late = perm(&mut b1, "bash", "make install");
+    let all = match op.call(Request::PermList {
+        all: true,
+        after: None,
+    }) {
+        Ok(Reply::Perms { requests }) => requests,
+        other => panic!("{other:?}"),
+    };
+    let late = all.iter().find(|r| r.id == late.id).unwrap();
+    assert_eq!(late.status, PermStatus::Denied);
+    assert_eq!(late.decision.as_ref().unwrap().by, "approver-gone");
+}

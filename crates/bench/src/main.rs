@@ -314,7 +314,15 @@ const GAPS: &str = "
   layout (an append-only log beside SQLite, or per-batch multi-row records), not tuning.
 - **Racing claims** are also bound by the claimers' round trips: ten claimers can put at most ten
   claims into one commit, so one commit cycle (fsync, wake-ups of ten client threads on two cores)
-  bounds the rate.
+  bounds the rate. Counted with `perf stat`/`perf trace` on the daemon: about 9 claims per
+  commit, about 50 `pwrite` calls per commit (two per 1 KiB WAL frame), the core thread busy only
+  ~20 % of the time.
+- **Tried and not taken** (BENCH_ONLY runs, three interleaved rounds each): 4 KiB pages gave
+  ~+10 % messages/s and ~+5 % broadcast but ~+10 % p50 latency, which is already at its limit;
+  8 KiB pages were worse on all four; mimalloc as the daemon's allocator moved every figure by
+  less than the run-to-run noise; no fsync at all (`synchronous=NORMAL`, an upper bound for
+  moving the fsync off the core thread) gave only ~+10 % messages/s, so the core's CPU per
+  message, not the fsync wait, is the limit.
 - The p50 message latency and the restart ratio sit close to their targets (≤ 2× and ≤ 4×); on
   this shared machine single runs have landed on either side, which is why each floor is now
   measured in rounds interleaved with ours.

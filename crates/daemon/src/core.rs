@@ -121,6 +121,9 @@ pub(crate) enum Timer {
     StopGrace(String, u64),
     /// Check the agents' processes.
     Poll,
+    /// Check once more soon after an agent's connection dropped (its pane may not have been
+    /// marked dead yet at the first look).
+    PollAfterDisconnect,
     /// Stop waiting for agents and exit.
     ShutdownDeadline,
 }
@@ -306,6 +309,7 @@ impl Core {
                     self.poll();
                     self.schedule(crate::supervisor::POLL_EVERY, Timer::Poll);
                 }
+                Timer::PollAfterDisconnect => self.poll(),
                 Timer::ShutdownDeadline => {
                     tracing::warn!("agents did not all stop in time; exiting anyway");
                     self.force_exit = true;
@@ -496,6 +500,15 @@ impl Core {
         {
             self.agent_conn.remove(&name);
             self.state.update_agent(&name, |a| a.info.connected = false);
+            if !self.stopping {
+                // A dropped connection is often a death: look now, and once more shortly, rather
+                // than at the next periodic poll.
+                self.poll();
+                self.schedule(
+                    crate::supervisor::RECHECK_AFTER_DISCONNECT,
+                    Timer::PollAfterDisconnect,
+                );
+            }
             if name == LEADER && self.leader_approves() {
                 // The approver is gone: nobody can answer, so every waiting request is denied.
                 let now = Timestamp::now();

@@ -39,6 +39,8 @@ const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 const MAX_QUICK_FAILURES: usize = 5;
 /// How often live agents are checked (exits of our own children are also noticed at SIGCHLD).
 pub const POLL_EVERY: Duration = Duration::from_millis(500);
+/// When to look again after an agent's connection dropped and the first look found it alive.
+pub const RECHECK_AFTER_DISCONNECT: Duration = Duration::from_millis(50);
 
 /// The environment variable naming an agent's own workspace when it is not the team's.
 pub const WORKSPACE_ENV: &str = "AGENT_TEAM_WORKSPACE";
@@ -131,6 +133,8 @@ pub struct Supervisor {
     pub(crate) backend: Option<Arc<dyn PaneBackend>>,
     pub(crate) config: Option<TeamConfig>,
     pub(crate) poll_busy: bool,
+    /// A poll was asked for while one was running: run another when it ends.
+    pub(crate) poll_again: bool,
     /// Feeds the thread that sets pane titles, in order.
     pub(crate) titles: Option<std::sync::mpsc::Sender<(Launched, String)>>,
     /// How to build backends and launch agents.
@@ -729,6 +733,9 @@ impl Core {
                     if let Liveness::Exited(exit) = live {
                         self.on_exit(&name, incarnation, exit);
                     }
+                }
+                if std::mem::take(&mut self.sup.poll_again) {
+                    self.poll();
                 }
             }
         }
@@ -1386,6 +1393,7 @@ impl Core {
     /// Checks every launched agent's process off the core thread.
     pub(crate) fn poll(&mut self) {
         if self.sup.poll_busy {
+            self.sup.poll_again = true;
             return;
         }
         let targets: Vec<(String, u64, Launched)> = self

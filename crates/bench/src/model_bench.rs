@@ -206,7 +206,7 @@ fn one_run(dir: &Path, i: usize) -> Result<Outcome> {
 /// Runs the figures.
 pub fn run(r: &mut Report, dir: &Path, quick: bool) -> Result<()> {
     println!("== model-driven team against the mock server (issue 5) ==");
-    let rounds = if quick { 2 } else { 5 };
+    let rounds = if quick { 2 } else { 9 };
     let runs: Vec<Outcome> = (0..rounds)
         .map(|i| one_run(dir, i))
         .collect::<Result<_>>()?;

@@ -1086,15 +1086,6 @@ impl Core {
         waiter: Option<(ConnId, u64)>,
     ) -> Result<(), ErrorBody> {
         self.backend()?;
-        let rt = self.sup.runtimes.entry(name.to_string()).or_default();
-        rt.failures.clear();
-        if let Some((conn, id)) = waiter {
-            rt.waiters.push(Waiter {
-                conn,
-                id,
-                until: Until::Connected,
-            });
-        }
         self.state.update_agent(name, |a| a.info.error = None);
         if self
             .state
@@ -1108,6 +1099,14 @@ impl Core {
             }
         }
         let rt = self.sup.runtimes.entry(name.to_string()).or_default();
+        rt.failures.clear();
+        if let Some((conn, id)) = waiter {
+            rt.waiters.push(Waiter {
+                conn,
+                id,
+                until: Until::Connected,
+            });
+        }
         if rt.launched.is_some() || rt.busy {
             self.begin_stop(name, StopReason::Restart);
         } else {

@@ -243,7 +243,9 @@ fn always_reaches_a_second_teammate_without_a_new_prompt() {
     // Allow this command for every teammate from now on.
     let out = sb.run(&["--team", "mt", "approve", &r.id.to_string(), "--always"]);
     assert!(out.status.success());
-    // b2 is woken by a message so it gets a second turn, where it runs bash.
+    // b2 is woken by a message so it gets a second turn, where it runs bash. The message must
+    // not reach b2 before its first turn starts, or that turn would read it.
+    wait_for("b2's first turn", T, || !mock.requests("b2").is_empty());
     sb.ok(&["--team", "mt", "send", "b2", "go ahead"]);
     let (status, out) = sb.wait_child(run, T);
     assert!(status.success(), "{out}");

@@ -63,7 +63,7 @@ fn up_detach_opens_one_pane_per_agent_with_titles_and_work() {
     sb.ok(&["up", "--detach"]);
     wait_for("4 connected agents", T, || all_connected(&sb, "panes", 4));
     wait_for("the task to complete", T, || {
-        sb.tasks("panes")[0].status == TaskStatus::Completed
+        sb.task_is("panes", 1, TaskStatus::Completed)
     });
     let agents = sb.agents("panes");
     let p = panes(&sb, "panes");
@@ -276,7 +276,7 @@ fn down_leaves_no_tmux_server_session_or_process() {
     sb.ok(&["up", "--detach"]);
     wait_for("4 connected agents", T, || all_connected(&sb, "gone", 4));
     wait_for("the task to run", T, || {
-        sb.tasks("gone")[0].status == TaskStatus::InProgress
+        sb.task_is("gone", 1, TaskStatus::InProgress)
     });
     let groups: Vec<u32> = sb.agents("gone").iter().filter_map(|a| a.pgid).collect();
     let sock = sb.tmux_socket("gone");
@@ -359,7 +359,7 @@ fn the_leader_pane_prompts_and_its_answer_decides() {
     sb.tmux(&sock, &["send-keys", "-t", &leader_pane, "y", "Enter"])
         .unwrap();
     wait_for("the task to complete", T, || {
-        sb.tasks("ask")[0].status == TaskStatus::Completed
+        sb.task_is("ask", 1, TaskStatus::Completed)
     });
     let mut c = sb.operator("ask");
     let req = c.all_perms(true).unwrap().remove(0);

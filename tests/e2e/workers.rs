@@ -140,7 +140,7 @@ fn sigkill_of_a_teammate_mid_task_restarts_it_and_it_finishes_its_task_once() {
     )
     .unwrap();
     wait_for("the task to complete", T, || {
-        sb.tasks("kill9")[0].status == TaskStatus::Completed
+        sb.task_is("kill9", 1, TaskStatus::Completed)
     });
     let after = sb.agent("kill9", "b1");
     assert_eq!(after.incarnation, before.incarnation + 1, "restarted once");
@@ -192,7 +192,7 @@ fn killed_teammate_is_not_restarted_and_another_finishes_its_task() {
     );
     sb.ok(&["--team", "killop", "spawn", "worker", "--name", "b2"]);
     wait_for("another teammate to complete it", T, || {
-        sb.tasks("killop")[0].status == TaskStatus::Completed
+        sb.task_is("killop", 1, TaskStatus::Completed)
     });
     let task = &sb.tasks("killop")[0];
     assert_eq!((task.owner.as_deref(), task.attempts), (Some("b2"), 2));
@@ -429,11 +429,8 @@ fn spawn_limits_rollback_and_logs() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("did not connect back"));
     assert!(sb.agents("limits").iter().all(|a| a.name != "silent-1"));
-    let sleepers = std::process::Command::new("pgrep")
-        .args(["-f", "^sleep 30$"])
-        .output()
-        .unwrap();
-    assert!(sleepers.stdout.is_empty(), "the silent process was killed");
+    let left = processes_of("limits", "silent-1");
+    assert!(left.is_empty(), "the silent process was killed: {left:?}");
     // max_teammates.
     sb.ok(&["--team", "limits", "spawn", "worker", "--name", "w1"]);
     sb.ok(&["--team", "limits", "spawn", "worker", "--name", "w2"]);
@@ -442,7 +439,7 @@ fn spawn_limits_rollback_and_logs() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_teammates = 2"));
     // logs show an agent's work.
     wait_for("the task to complete", T, || {
-        sb.tasks("limits")[0].status == TaskStatus::Completed
+        sb.task_is("limits", 1, TaskStatus::Completed)
     });
     let owner = sb.tasks("limits")[0].owner.clone().unwrap();
     let log = sb.ok(&["--team", "limits", "logs", &owner]);

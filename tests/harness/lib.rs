@@ -284,6 +284,13 @@ impl Sandbox {
     pub fn tasks(&self, team: &str) -> Vec<agent_team_protocol::Task> {
         self.operator(team).all_tasks(None).unwrap()
     }
+
+    /// Whether task `id` of `team` exists and has `status`; the leader may not have created it yet.
+    pub fn task_is(&self, team: &str, id: u64, status: agent_team_protocol::TaskStatus) -> bool {
+        self.tasks(team)
+            .iter()
+            .any(|t| t.id == id && t.status == status)
+    }
 }
 
 /// (start, end) nanosecond timestamps per key from lines `start KEY NS` / `end KEY NS`.

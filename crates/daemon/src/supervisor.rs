@@ -807,6 +807,11 @@ impl Core {
             // The launch result is still on its way; `on_launched` answers then.
             return;
         }
+        if rt.stop.is_some() {
+            // A restart (or kill) came in since this incarnation was launched: whoever waits is
+            // answered by the next incarnation, or by `answer_down`.
+            return;
+        }
         let waiters: Vec<Waiter> = {
             let (now, later): (Vec<Waiter>, Vec<Waiter>) = rt
                 .waiters

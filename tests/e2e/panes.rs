@@ -213,10 +213,11 @@ fn kill_restart_keep_the_pane_and_deaths_are_noticed() {
     // kill: stopped, not restarted, the pane stays and shows the exit.
     sb.ok(&["--team", "life", "kill", "builder-1"]);
     assert_eq!(sb.agent("life", "builder-1").status, AgentStatus::Stopped);
-    let dead = sb
-        .tmux(&sock, &["display", "-p", "-t", &pane, "#{pane_dead}"])
-        .unwrap();
-    assert_eq!(dead, "1", "the pane stays, dead");
+    // tmux marks the pane dead once it has collected the process, which may be just after.
+    wait_for("the pane to stay, dead", T, || {
+        sb.tmux(&sock, &["display", "-p", "-t", &pane, "#{pane_dead}"])
+            .is_ok_and(|d| d == "1")
+    });
     // restart: same pane id, new incarnation, connected.
     let out = sb.ok(&["--team", "life", "restart", "builder-1", "--json"]);
     let again: AgentInfo = serde_json::from_str(&out).unwrap();
@@ -302,14 +303,23 @@ fn run_completes_a_dependency_graph_on_tmux() {
     let sb = Sandbox::new();
     let log = sb.path("runs.log");
     let mut tasks = String::new();
-    for (k, after) in [
-        ("a", ""),
-        ("b", "\"a\""),
-        ("c", "\"a\""),
-        ("d", "\"b\", \"c\""),
+    // b and c wait (up to 10 s) for each other before they record: when the team runs them in
+    // parallel they overlap however slowly the machine starts them; when it runs them one after
+    // the other they cannot.
+    let meet = |me: &str, other: &str| {
+        format!(
+            "touch {d}/{me}.up; i=0; while [ ! -f {d}/{other}.up ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; ",
+            d = sb.dir.path().display()
+        )
+    };
+    for (k, after, first) in [
+        ("a", "", String::new()),
+        ("b", "\"a\"", meet("b", "c")),
+        ("c", "\"a\"", meet("c", "b")),
+        ("d", "\"b\", \"c\"", String::new()),
     ] {
         tasks.push_str(&format!(
-            "[[tasks]]\nkey = \"{k}\"\ntitle = \"{k}\"\nrun = \"{}\"\nafter = [{after}]\n",
+            "[[tasks]]\nkey = \"{k}\"\ntitle = \"{k}\"\nrun = \"{first}{}\"\nafter = [{after}]\n",
             recorded(k, &log, 0.3)
         ));
     }

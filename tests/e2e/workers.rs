@@ -120,7 +120,8 @@ fn sigkill_of_a_teammate_mid_task_restarts_it_and_it_finishes_its_task_once() {
     let marker = sb.path("started");
     let done = sb.path("done");
     let cmd = format!(
-        "echo run >> {m}; sleep 1.5; echo done >> {d}",
+        // Only the first run blocks: the kill lands inside it however slow the machine is.
+        "echo run >> {m}; [ $(wc -l < {m}) -gt 1 ] || sleep 30; echo done >> {d}",
         m = marker.display(),
         d = done.display()
     );
@@ -142,6 +143,9 @@ fn sigkill_of_a_teammate_mid_task_restarts_it_and_it_finishes_its_task_once() {
     wait_for("the task to complete", T, || {
         sb.task_is("kill9", 1, TaskStatus::Completed)
     });
+    wait_for("the killed incarnation's group to be gone", T, || {
+        !group_alive(before.pgid.unwrap())
+    });
     let after = sb.agent("kill9", "b1");
     assert_eq!(after.incarnation, before.incarnation + 1, "restarted once");
     assert_eq!(after.restarts, 1);
@@ -160,7 +164,11 @@ fn sigkill_of_a_teammate_mid_task_restarts_it_and_it_finishes_its_task_once() {
 fn killed_teammate_is_not_restarted_and_another_finishes_its_task() {
     let sb = Sandbox::new();
     let marker = sb.path("started");
-    let cmd = format!("echo run >> {m}; sleep 1", m = marker.display());
+    // Only the first run blocks, so the kill lands inside it however slow the machine is.
+    let cmd = format!(
+        "echo run >> {m}; [ $(wc -l < {m}) -gt 1 ] || sleep 30",
+        m = marker.display()
+    );
     up(
         &sb,
         "killop",
@@ -325,9 +333,8 @@ fn down_leaves_no_process_of_the_team() {
         "",
     );
     wait_for("both tasks to run", T, || {
-        sb.tasks("downer")
-            .iter()
-            .all(|t| t.status == TaskStatus::InProgress)
+        let t = sb.tasks("downer");
+        t.len() == 2 && t.iter().all(|t| t.status == TaskStatus::InProgress)
     });
     let agents = sb.agents("downer");
     let groups: Vec<u32> = agents.iter().filter_map(|a| a.pgid).collect();
@@ -405,7 +412,7 @@ fn sigterm_stops_the_daemon_cleanly_and_the_state_stays() {
 fn spawn_limits_rollback_and_logs() {
     let mut sb = Sandbox::new();
     sb.env
-        .push(("AGENT_TEAM_CONNECT_DEADLINE_MS".into(), "700".into()));
+        .push(("AGENT_TEAM_CONNECT_DEADLINE_MS".into(), "3000".into()));
     let extra = "max_teammates = 2\n[roles.ghost]\ncommand = [\"/nonexistent/agent\"]\n[roles.silent]\ncommand = [\"sleep\", \"30\"]\n";
     // A second, long task keeps the team from finishing while the test goes on.
     let tasks = "[[tasks]]\ntitle = \"hello\"\nrun = \"echo hello from the task\"\n[[tasks]]\ntitle = \"hold\"\nrun = \"sleep 60\"\n";
@@ -429,7 +436,7 @@ fn spawn_limits_rollback_and_logs() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("did not connect back"));
     assert!(sb.agents("limits").iter().all(|a| a.name != "silent-1"));
-    let left = processes_of("limits", "silent-1");
+    let left = processes_of(&sb, "limits", "silent-1");
     assert!(left.is_empty(), "the silent process was killed: {left:?}");
     // max_teammates.
     sb.ok(&["--team", "limits", "spawn", "worker", "--name", "w1"]);
@@ -450,10 +457,11 @@ fn spawn_limits_rollback_and_logs() {
     sb.ok(&["--team", "limits", "down"]);
 }
 
-/// Processes whose environment names this agent of this team.
-fn processes_of(team: &str, agent: &str) -> Vec<u32> {
+/// Processes whose environment names this agent of this team of this sandbox.
+fn processes_of(sb: &Sandbox, team: &str, agent: &str) -> Vec<u32> {
     let want_team = format!("AGENT_TEAM_TEAM={team}");
     let want_name = format!("AGENT_TEAM_NAME={agent}");
+    let want_sock = format!("AGENT_TEAM_SOCKET={}", sb.team(team).socket.display());
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
@@ -463,7 +471,9 @@ fn processes_of(team: &str, agent: &str) -> Vec<u32> {
                 return false;
             };
             let vars: Vec<&[u8]> = env.split(|b| *b == 0).collect();
-            vars.contains(&want_team.as_bytes()) && vars.contains(&want_name.as_bytes())
+            vars.contains(&want_team.as_bytes())
+                && vars.contains(&want_name.as_bytes())
+                && vars.contains(&want_sock.as_bytes())
         })
         .filter(|pid| {
             !std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -485,7 +495,7 @@ fn concurrent_restarts_leave_exactly_one_process() {
         sb.wait_child(r, T);
     }
     wait_for("b1 connected", T, || sb.agent("onecopy", "b1").connected);
-    let procs = processes_of("onecopy", "b1");
+    let procs = processes_of(&sb, "onecopy", "b1");
     assert_eq!(procs.len(), 1, "exactly one b1 process: {procs:?}");
     assert_eq!(Some(procs[0]), sb.agent("onecopy", "b1").pid);
     sb.ok(&["--team", "onecopy", "down"]);

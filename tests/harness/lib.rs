@@ -51,7 +51,10 @@ pub struct Sandbox {
     pub dir: tempfile::TempDir,
     /// State and runtime roots inside it.
     pub paths: Paths,
-    children: Vec<Child>,
+    /// Background commands and the log each writes to.
+    children: Vec<(Child, PathBuf)>,
+    /// Names the next background command's log (never reused, so no log is overwritten).
+    next_log: usize,
     /// Extra environment for every command (e.g. a mock model's API key variable).
     pub env: Vec<(String, String)>,
 }
@@ -71,6 +74,7 @@ impl Sandbox {
             dir,
             paths,
             children: Vec::new(),
+            next_log: 0,
             env: Vec::new(),
         }
     }
@@ -83,11 +87,17 @@ impl Sandbox {
     /// A command for one of our binaries with the sandbox's environment.
     pub fn cmd(&self, name: &str) -> Command {
         let mut c = Command::new(bin(name));
+        // Nothing of the environment the tests run in may leak in: no agent-team setting (a
+        // tmux socket, a team, a timeout) and no tmux the test did not start.
+        for (k, _) in std::env::vars_os() {
+            if k.to_str().is_some_and(|k| k.starts_with("AGENT_TEAM_")) {
+                c.env_remove(k);
+            }
+        }
         c.env("AGENT_TEAM_HOME", &self.paths.home)
             .env("AGENT_TEAM_RUNTIME_DIR", &self.paths.runtime)
             .env_remove("TMUX")
             .env_remove("TMUX_PANE")
-            .env_remove("AGENT_TEAM_TEAM")
             .current_dir(self.dir.path());
         for (k, v) in &self.env {
             c.env(k, v);
@@ -118,22 +128,7 @@ impl Sandbox {
 
     /// Starts `agent-team daemon --foreground --team TEAM` as a child this test can SIGKILL.
     pub fn spawn_daemon(&mut self, team: &str) -> u32 {
-        let log = std::fs::File::create(
-            self.dir
-                .path()
-                .join(format!("daemon-{team}-{}.log", self.children.len())),
-        )
-        .unwrap();
-        let child = self
-            .cmd("agent-team")
-            .args(["daemon", "--foreground", "--team", team])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        self.children.push(child);
+        let pid = self.start(&["daemon", "--foreground", "--team", team], "daemon");
         let tp = self.team(team);
         wait_for("the daemon to answer", Duration::from_secs(20), || {
             Client::operator(&tp).is_ok()
@@ -146,12 +141,12 @@ impl Sandbox {
         let pos = self
             .children
             .iter()
-            .position(|c| c.id() == pid)
+            .position(|c| c.0.id() == pid)
             .expect("no such daemon");
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(st) = self.children[pos].try_wait().unwrap() {
-                let _ = self.children.remove(pos).wait();
+            if let Some(st) = self.children[pos].0.try_wait().unwrap() {
+                let _ = self.children.remove(pos).0.wait();
                 return (st, ());
             }
             assert!(
@@ -164,8 +159,8 @@ impl Sandbox {
 
     /// SIGKILLs a child started by [`Sandbox::spawn_daemon`] and reaps it.
     pub fn kill9(&mut self, pid: u32) {
-        if let Some(pos) = self.children.iter().position(|c| c.id() == pid) {
-            let mut c = self.children.remove(pos);
+        if let Some(pos) = self.children.iter().position(|c| c.0.id() == pid) {
+            let (mut c, _) = self.children.remove(pos);
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -188,12 +183,17 @@ impl Sandbox {
 
     /// Starts `agent-team ARGS` in the background; it is killed at the end of the test.
     pub fn spawn(&mut self, args: &[&str]) -> u32 {
-        let log = std::fs::File::create(
-            self.dir
-                .path()
-                .join(format!("cmd-{}.log", self.children.len())),
-        )
-        .unwrap();
+        self.start(args, "cmd")
+    }
+
+    /// Starts `agent-team ARGS` with its output in a log of its own; returns its pid.
+    fn start(&mut self, args: &[&str], what: &str) -> u32 {
+        let path = self
+            .dir
+            .path()
+            .join(format!("{what}-{}.log", self.next_log));
+        self.next_log += 1;
+        let log = std::fs::File::create(&path).unwrap();
         let child = self
             .cmd("agent-team")
             .args(args)
@@ -203,7 +203,7 @@ impl Sandbox {
             .spawn()
             .unwrap();
         let pid = child.id();
-        self.children.push(child);
+        self.children.push((child, path));
         pid
     }
 
@@ -217,11 +217,11 @@ impl Sandbox {
         let pos = self
             .children
             .iter()
-            .position(|c| c.id() == pid)
+            .position(|c| c.0.id() == pid)
             .expect("no such child");
         let deadline = Instant::now() + timeout;
         let status = loop {
-            if let Some(st) = self.children[pos].try_wait().unwrap() {
+            if let Some(st) = self.children[pos].0.try_wait().unwrap() {
                 break st;
             }
             assert!(
@@ -230,11 +230,10 @@ impl Sandbox {
             );
             std::thread::sleep(Duration::from_millis(20));
         };
-        let idx = pos;
-        let out = std::fs::read_to_string(self.dir.path().join(format!("cmd-{idx}.log")))
-            .unwrap_or_default();
+        let (mut child, log) = self.children.remove(pos);
+        let out = std::fs::read_to_string(&log).unwrap_or_default();
         // Already reaped by try_wait above; wait() returns the same status at once.
-        let _ = self.children.remove(pos).wait();
+        let _ = child.wait();
         (status, out)
     }
 
@@ -277,7 +276,9 @@ impl Sandbox {
 
     /// The socket of `team`'s private tmux server in this sandbox.
     pub fn tmux_socket(&self, team: &str) -> PathBuf {
-        self.team(team).tmux_socket
+        // Not `TeamPaths::tmux_socket`: that honours AGENT_TEAM_TMUX_SOCKET of the test's own
+        // environment, which the commands never see (`Sandbox::cmd`).
+        self.paths.runtime.join(format!("{team}.tmux"))
     }
 
     /// The board of `team`.
@@ -392,7 +393,7 @@ impl Drop for Sandbox {
                 }
             }
         }
-        for c in &mut self.children {
+        for (c, _) in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();
         }

@@ -18,7 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::future::IntoFuture;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -32,6 +32,37 @@ pub enum Wire {
     /// `POST /v1/messages`.
     Anthropic,
 }
+
+/// A switch a test opens to release answers held by [`Step::Gate`]: lets a test order a
+/// script against other agents' actions without guessing delays.
+#[derive(Debug, Clone, Default)]
+pub struct Gate(Arc<AtomicBool>);
+
+impl Gate {
+    /// A closed gate.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Opens the gate for good.
+    pub fn open(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`Gate::open`] was called.
+    pub fn is_open(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl PartialEq for Gate {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// How long a [`Step::Gate`] holds an answer at most.
+const GATE_LIMIT: Duration = Duration::from_secs(60);
 
 /// One scripted answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +80,8 @@ pub enum Step {
     Status(u16, String),
     /// Wait, then answer with the inner step.
     Delay(Duration, Box<Step>),
+    /// Hold the answer until the gate is open (at most a minute), then answer the inner step.
+    Gate(Gate, Box<Step>),
     /// Answer `then` (and move on) once the request contains every one of these strings
     /// anywhere in its body; until then answer `meanwhile` and stay on this step. Lets a
     /// script wait for events (a teammate's report) whose number of turns is not known.
@@ -302,10 +335,22 @@ async fn handle(shared: &Shared, api: Api, body: &[u8]) -> Response {
             }
         }
     };
-    while let Step::Delay(wait, inner) = step {
-        tokio::time::sleep(wait).await;
-        step = *inner;
-    }
+    let step = loop {
+        match step {
+            Step::Delay(wait, inner) => {
+                tokio::time::sleep(wait).await;
+                step = *inner;
+            }
+            Step::Gate(gate, inner) => {
+                let until = Instant::now() + GATE_LIMIT;
+                while !gate.is_open() && Instant::now() < until {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                step = *inner;
+            }
+            other => break other,
+        }
+    };
     let (text, calls) = match step {
         Step::Status(status, message) => return error_response(api, status, &message),
         Step::Text(text) => (text, vec![]),
@@ -318,8 +363,9 @@ async fn handle(shared: &Shared, api: Api, body: &[u8]) -> Response {
             calls.into_iter().map(|(n, v)| (n, v.to_string())).collect(),
         ),
         Step::RawToolArgs(name, raw) => (String::new(), vec![(name, raw)]),
-        // The loop above unwrapped every delay, and `Until` was resolved when it was taken.
-        Step::Delay(..) | Step::Until { .. } => (String::new(), vec![]),
+        // The loop above unwrapped every delay and gate, and `Until` was resolved when it was
+        // taken.
+        Step::Delay(..) | Step::Gate(..) | Step::Until { .. } => (String::new(), vec![]),
     };
     let answer = render::Answer {
         id: shared.next_response.fetch_add(1, Ordering::Relaxed) + 1,

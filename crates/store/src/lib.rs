@@ -57,6 +57,18 @@ pub struct Store {
     commits_since_checkpoint: u32,
 }
 
+/// The statement in `slot`, prepared (through the connection's cache) on first use.
+fn stmt<'s, 'c>(
+    tx: &'c rusqlite::Transaction<'_>,
+    slot: &'s mut Option<rusqlite::CachedStatement<'c>>,
+    sql: &str,
+) -> Result<&'s mut rusqlite::CachedStatement<'c>, rusqlite::Error> {
+    match slot {
+        Some(s) => Ok(s),
+        None => Ok(slot.insert(tx.prepare_cached(sql)?)),
+    }
+}
+
 /// How much of the WAL file a checkpoint keeps on disk. Commits that overwrite WAL space
 /// already allocated wait less for their fsync than ones that grow the file (measured on ext4:
 /// ~75 µs against ~108 µs), so the file is rewound rather than truncated, up to this size.
@@ -306,12 +318,18 @@ impl Store {
         }
         let tx = self.conn.transaction()?;
         {
+            // The statements every message, ack, event and task change runs are looked up once
+            // per commit, not once per row (the cache lookup showed in profiles at ~3 %).
+            let (mut ins_task, mut ins_msg, mut set_state, mut ins_event) =
+                (None, None, None, None);
             let mut max_task = 0u64;
             for change in changes {
                 match change {
                     Change::Task(t) => {
                         max_task = max_task.max(t.id);
-                        tx.prepare_cached(
+                        stmt(
+                            &tx,
+                            &mut ins_task,
                             "INSERT OR REPLACE INTO tasks (id, data) VALUES (?1, ?2)",
                         )?
                         .execute(params![t.id as i64, to_json(t)])?;
@@ -329,7 +347,9 @@ impl Store {
                             .execute([name])?;
                     }
                     Change::MessageNew(m) => {
-                        tx.prepare_cached(
+                        stmt(
+                            &tx,
+                            &mut ins_msg,
                             "INSERT INTO messages (id, sender, recipient, kind, body, summary, ts, state) \
                              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                         )?
@@ -345,7 +365,9 @@ impl Store {
                         ])?;
                     }
                     Change::MessageState { id, state } => {
-                        tx.prepare_cached(
+                        stmt(
+                            &tx,
+                            &mut set_state,
                             "UPDATE messages SET state = ?2 WHERE id = ?1 AND state < ?2",
                         )?
                         .execute(params![*id as i64, state.code()])?;
@@ -361,7 +383,9 @@ impl Store {
                             .execute([to_json(r)])?;
                     }
                     Change::Event(e) => {
-                        tx.prepare_cached(
+                        stmt(
+                            &tx,
+                            &mut ins_event,
                             "INSERT INTO events (seq, ts, agent, role, data) VALUES (?1, ?2, ?3, ?4, ?5)",
                         )?
                         .execute(params![e.seq as i64, e.ts.millis() as i64, e.agent_id, e.role_name, to_json(&e.event)])?;

@@ -307,25 +307,31 @@ const GAPS: &str = "
 
 - **Sustained messages, broadcast deliveries, racing claims.** Every message is a row in
   SQLite plus a `MESSAGE_SENT` event row, and its read-acknowledgement an update; every claim and
-  completion rewrites the task row and appends a `TASK_UPDATED` event with the whole task. Profiles
-  of the daemon under these loads (`perf record`) show SQLite's row work at roughly half the core
-  thread's time and JSON encoding/decoding with allocation at most of the rest; group commit already
-  puts hundreds of messages under one fsync. Reaching the targets would take a different storage
-  layout (an append-only log beside SQLite, or per-batch multi-row records), not tuning.
+  completion rewrites the task row and appends a `TASK_UPDATED` event with the whole task. The
+  daemon serves everything on one thread; under the sustained-message load that thread is ~80 %
+  busy (per-thread CPU from `/proc`), and `perf record` puts SQLite (row work, WAL frame writes,
+  checkpoints) at ~40 % of it, malloc/free at ~13 %, JSON at ~10 %. Group commit already puts
+  hundreds of messages under one fsync. Reaching the targets would take a different storage
+  layout (one body row per broadcast with small per-recipient rows, events derived from the
+  message and task rows instead of stored twice, or an append-only log beside SQLite).
 - **Racing claims** are also bound by the claimers' round trips: ten claimers can put at most ten
   claims into one commit, so one commit cycle (fsync, wake-ups of ten client threads on two cores)
-  bounds the rate. Counted with `perf stat`/`perf trace` on the daemon: about 9 claims per
-  commit, about 50 `pwrite` calls per commit (two per 1 KiB WAL frame), the core thread busy only
-  ~20 % of the time.
-- **Tried and not taken** (BENCH_ONLY runs, three interleaved rounds each): 4 KiB pages gave
-  ~+10 % messages/s and ~+5 % broadcast but ~+10 % p50 latency, which is already at its limit;
-  8 KiB pages were worse on all four; mimalloc as the daemon's allocator moved every figure by
-  less than the run-to-run noise; no fsync at all (`synchronous=NORMAL`, an upper bound for
-  moving the fsync off the core thread) gave only ~+10 % messages/s, so the core's CPU per
-  message, not the fsync wait, is the limit.
-- The p50 message latency and the restart ratio sit close to their targets (≤ 2× and ≤ 4×); on
-  this shared machine single runs have landed on either side, which is why each floor is now
-  measured in rounds interleaved with ours.
+  bounds the rate.
+- **What moved the figures** (same-session A/B, BENCH_ONLY runs): a checkpoint now rewinds the
+  WAL instead of truncating it, so commits overwrite blocks already allocated and their
+  fdatasync does not also commit a size change: p50 227 → ~177 µs, messages +15 %, broadcast
+  +27 %, claims +20 %. Looking the hot statements up once per commit instead of once per row:
+  messages +6 %.
+- **The fsync floor overwrites in place**, as the WAL now does; on this disk an append with
+  fdatasync costs ~40 % more (~108 µs against ~75 µs), so this floor is the stricter one.
+- **Tried and not taken:** 4 KiB pages (with the rewound WAL: claims about equal, p50 ~200 µs
+  against ~177 µs; before it, ~+10 % messages/s but worse p50); 8 KiB pages (worse on all four);
+  mimalloc (within noise); checkpointing after 256 or 512 idle commits instead of 64 (slightly
+  worse); a sliding send window in the throughput bench instead of 128-message rounds (72 k/s
+  against 85 k/s: smaller batches); no fsync at all (`synchronous=NORMAL`, an upper bound for
+  moving the fsync off the core thread: only ~+10 % messages/s).
+- The p50 message latency sits close to its target (≤ 2×); on this shared machine single runs
+  have landed on either side, which is why each floor is measured in rounds interleaved with ours.
 ";
 
 fn save_report(r: &Report) -> Result<()> {

@@ -484,6 +484,48 @@ fn processes_of(sb: &Sandbox, team: &str, agent: &str) -> Vec<u32> {
 }
 
 #[test]
+fn a_restart_while_another_is_stopping_answers_with_the_incarnation_after_it() {
+    let mut sb = Sandbox::new();
+    // The incarnation started right after `slow` is created ignores SIGTERM (so stopping it
+    // takes the whole kill grace) and connects only after a second, in the middle of that stop.
+    let slow = sb.path("slow");
+    let extra = format!(
+        "[roles.slow]\ncommand = [\"sh\", \"-c\", \"if [ -f {f} ]; then rm {f}; trap '' TERM; sleep 1; fi; exec {w}\"]\n",
+        f = slow.display(),
+        w = bin("agent-team-worker").display()
+    );
+    up(&sb, "overlap", &[], "", &extra);
+    sb.ok(&["--team", "overlap", "spawn", "slow", "--name", "b1"]);
+    let first = sb.agent("overlap", "b1");
+    std::fs::write(&slow, "").unwrap();
+    let a = sb.spawn(&["--team", "overlap", "restart", "b1"]);
+    wait_for(
+        "the next incarnation launched, not connected yet",
+        T,
+        || {
+            let b = sb.agent("overlap", "b1");
+            b.incarnation == first.incarnation + 1
+                && b.pid.is_some()
+                && b.pid != first.pid
+                && !b.connected
+        },
+    );
+    let b = sb.spawn(&["--team", "overlap", "restart", "b1"]);
+    let (status, out) = sb.wait_child(b, T);
+    assert!(status.success(), "{out}");
+    // The second restart is answered by the incarnation it started, not by the one it stopped
+    // (which connected while it was being stopped).
+    let now = sb.agent("overlap", "b1");
+    assert_eq!(now.incarnation, first.incarnation + 2, "{now:?}");
+    assert!(now.connected);
+    let procs = processes_of(&sb, "overlap", "b1");
+    assert_eq!(procs, vec![now.pid.unwrap()]);
+    let (status, out) = sb.wait_child(a, T);
+    assert!(status.success(), "{out}");
+    sb.ok(&["--team", "overlap", "down"]);
+}
+
+#[test]
 fn concurrent_restarts_leave_exactly_one_process() {
     let mut sb = Sandbox::new();
     up(&sb, "onecopy", &["b1"], "", "");
@@ -492,9 +534,12 @@ fn concurrent_restarts_leave_exactly_one_process() {
         .map(|_| sb.spawn(&["--team", "onecopy", "restart", "b1"]))
         .collect();
     for r in runs {
-        sb.wait_child(r, T);
+        let (status, out) = sb.wait_child(r, T);
+        assert!(status.success(), "{out}");
     }
-    wait_for("b1 connected", T, || sb.agent("onecopy", "b1").connected);
+    // Each restart answers only once an incarnation launched after it is connected with no
+    // other stop pending, so when the last one returns the agent has settled: no waiting here.
+    assert!(sb.agent("onecopy", "b1").connected);
     let procs = processes_of(&sb, "onecopy", "b1");
     assert_eq!(procs.len(), 1, "exactly one b1 process: {procs:?}");
     assert_eq!(Some(procs[0]), sb.agent("onecopy", "b1").pid);

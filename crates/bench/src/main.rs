@@ -328,8 +328,9 @@ const GAPS: &str = "
   against ~177 µs; before it, ~+10 % messages/s but worse p50); 8 KiB pages (worse on all four);
   mimalloc (within noise); checkpointing after 256 or 512 idle commits instead of 64 (slightly
   worse); a sliding send window in the throughput bench instead of 128-message rounds (72 k/s
-  against 85 k/s: smaller batches); no fsync at all (`synchronous=NORMAL`, an upper bound for
-  moving the fsync off the core thread: only ~+10 % messages/s).
+  against 85 k/s: smaller batches). No fsync at all (`synchronous=NORMAL`), the upper bound
+  for moving the fsync off the core thread: messages and broadcast unchanged, claims 15 k →
+  19.5 k/s, still short of 20 k/s, so that pipeline was not built.
 - The p50 message latency sits close to its target (≤ 2×); on this shared machine single runs
   have landed on either side, which is why each floor is measured in rounds interleaved with ours.
 ";

@@ -235,7 +235,7 @@ fn always_reaches_a_second_teammate_without_a_new_prompt() {
                 Duration::from_millis(10),
                 Box::new(Step::Text("ready".into())),
             ),
-            tools(&[("bash", json!({"command": "echo checked"}))]),
+            tools(&[("bash", json!({"command": "echo checked by b2"}))]),
             tools(&[("send_message", json!({"to": "leader", "text": "b2 ran it"}))]),
             Step::Text("ok".into()),
         ],
@@ -248,9 +248,22 @@ fn always_reaches_a_second_teammate_without_a_new_prompt() {
     let run = sb.spawn(&["run", "--backend", "process", "--timeout", "60", "--quiet"]);
     wait_for("b1's request", T, || pending_from(&sb, "b1").is_some());
     let r = pending_from(&sb, "b1").unwrap();
-    // Allow this command for every teammate from now on.
-    let out = sb.run(&["--team", "mt", "approve", &r.id.to_string(), "--always"]);
-    assert!(out.status.success());
+    // Allow every `echo checked…` for every teammate from now on.
+    let out = sb.run(&[
+        "--team",
+        "mt",
+        "approve",
+        &r.id.to_string(),
+        "--always",
+        "--pattern",
+        "echo checked*",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("every input matching"));
     // b2 is woken by a message so it gets a second turn, where it runs bash. The message must
     // not reach b2 before its first turn starts, or that turn would read it.
     wait_for("b2's first turn", T, || !mock.requests("b2").is_empty());
@@ -276,7 +289,7 @@ fn always_reaches_a_second_teammate_without_a_new_prompt() {
     assert!(
         mock.requests("b2")
             .iter()
-            .any(|r| r.to_string().contains("exit 0\\nchecked")),
+            .any(|r| r.to_string().contains("exit 0\\nchecked by b2")),
         "b2's bash ran"
     );
 }

@@ -197,6 +197,7 @@ fn run_demo(dir: &Path) -> Result<Duration> {
                 id: p.id,
                 allow: true,
                 always: false,
+                pattern: None,
                 reason: None,
             })?;
             approved = true;

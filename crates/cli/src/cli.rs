@@ -112,6 +112,11 @@ pub enum Command {
         /// Allow this tool and input for every teammate from now on.
         #[arg(long)]
         always: bool,
+        /// With --always: allow every input matching this pattern instead of exactly this
+        /// input (`*` matches any run of characters, e.g. 'cargo test*'; it must match this
+        /// request's input).
+        #[arg(long, value_name = "GLOB", requires = "always")]
+        pattern: Option<String>,
     },
     /// Deny a pending permission request.
     Deny {

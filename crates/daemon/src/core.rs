@@ -798,9 +798,10 @@ impl Core {
                 id,
                 allow,
                 always,
+                pattern,
                 reason,
             } => {
-                let resolved = s.perm_decide(actor, id, allow, always, None, reason, now)?;
+                let resolved = s.perm_decide(actor, id, allow, always, pattern, reason, now)?;
                 self.after_perm_resolved(&resolved);
                 let request = resolved
                     .into_iter()

@@ -412,10 +412,27 @@ pub struct PermRequest {
 pub struct PermRule {
     /// The tool it applies to.
     pub tool: String,
-    /// The exact input it allows, or `*` for every input of the tool.
+    /// The input it allows: exactly this text, or, when `glob` is set, a pattern in which `*`
+    /// matches any run of characters.
     pub input: String,
+    /// Whether `input` is a pattern. An exact input is never read as one: allowing `echo *`
+    /// always must not allow `echo $(rm -rf ~)`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub glob: bool,
     /// The request that created it.
     pub from_request: u64,
+}
+
+impl PermRule {
+    /// Whether this rule allows `tool` with `input`.
+    pub fn allows(&self, tool: &str, input: &str) -> bool {
+        self.tool == tool
+            && if self.glob {
+                crate::names::pattern_matches(&self.input, input)
+            } else {
+                self.input == input
+            }
+    }
 }
 
 /// One entry of the team's event log (SPEC §5.6); the `type` tag names it.

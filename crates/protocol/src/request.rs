@@ -155,6 +155,11 @@ pub enum Request {
         /// Make the allowance a team rule.
         #[serde(default, skip_serializing_if = "is_false")]
         always: bool,
+        /// With `always`: the rule allows every input matching this pattern (`*` matches any
+        /// run of characters; it must match the request's own input) instead of exactly the
+        /// request's input.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pattern: Option<String>,
         /// Why it was denied.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,

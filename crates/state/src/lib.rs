@@ -16,7 +16,6 @@ use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 pub use agents::AgentRecord;
-pub use perms::rule_matches;
 
 /// The result of a rule check: the value, or the structured error the client gets.
 pub type Outcome<T> = Result<T, ErrorBody>;

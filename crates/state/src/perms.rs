@@ -5,11 +5,6 @@ use crate::{Actor, Change, Outcome, TeamState, bad_request};
 use agent_team_protocol::*;
 use serde_json::json;
 
-/// Whether a team rule's pattern matches an input (see [`names::pattern_matches`]).
-pub fn rule_matches(pattern: &str, input: &str) -> bool {
-    names::pattern_matches(pattern, input)
-}
-
 impl TeamState {
     /// Raises a permission request for the calling agent. A matching team rule allows it at once.
     pub fn perm_request(
@@ -38,11 +33,7 @@ impl TeamState {
         }
         let id = self.next_perm_id;
         self.next_perm_id += 1;
-        let rule = self
-            .rules
-            .iter()
-            .find(|r| r.tool == tool && rule_matches(&r.input, &input))
-            .cloned();
+        let rule = self.rules.iter().find(|r| r.allows(&tool, &input)).cloned();
         let mut req = PermRequest {
             id,
             agent: agent.clone(),
@@ -127,6 +118,18 @@ impl TeamState {
         }
         let tool = req.tool.clone();
         let input = req.input.clone();
+        if let Some(p) = &pattern {
+            if !(always && allow) {
+                return Err(bad_request("a pattern is only for allowing always"));
+            }
+            if !names::pattern_matches(p, &input) {
+                return Err(ErrorBody::with_details(
+                    ErrorCode::BadRequest,
+                    format!("the pattern {p:?} does not match the request's input {input:?}"),
+                    json!({"pattern": p, "input": input}),
+                ));
+            }
+        }
         let decision = PermDecision {
             allow,
             always: always && allow,
@@ -138,6 +141,7 @@ impl TeamState {
         if always && allow {
             let rule = PermRule {
                 tool: tool.clone(),
+                glob: pattern.is_some(),
                 input: pattern.unwrap_or(input),
                 from_request: id,
             };
@@ -146,11 +150,7 @@ impl TeamState {
             let others: Vec<u64> = self
                 .perms
                 .values()
-                .filter(|p| {
-                    p.status == PermStatus::Pending
-                        && p.tool == tool
-                        && rule_matches(&rule.input, &p.input)
-                })
+                .filter(|p| p.status == PermStatus::Pending && rule.allows(&p.tool, &p.input))
                 .map(|p| p.id)
                 .collect();
             for other in others {

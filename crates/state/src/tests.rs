@@ -469,6 +469,85 @@ fn permissions_resolve_once_and_always_becomes_a_rule() {
     );
 }
 
+/// Raises a bash request from b1 for `input`.
+fn ask(s: &mut TeamState, input: &str) -> PermRequest {
+    s.perm_request(&a("b1"), "bash".into(), input.into(), "".into(), now())
+        .unwrap()
+}
+
+#[test]
+fn an_always_rule_allows_exactly_its_input_even_when_it_has_a_star() {
+    let mut s = team_with(&["leader", "b1"]);
+    let r = ask(&mut s, "echo *");
+    s.perm_decide(&Actor::Operator, r.id, true, true, None, None, now())
+        .unwrap();
+    assert_eq!(ask(&mut s, "echo *").status, PermStatus::Allowed);
+    for other in ["echo $(rm -rf ~)", "echo ", "echo *x"] {
+        assert_eq!(ask(&mut s, other).status, PermStatus::Pending, "{other}");
+    }
+    // Rules stored before `glob` existed are exact ones.
+    let old: PermRule =
+        serde_json::from_str(r#"{"tool":"bash","input":"ls *","from_request":1}"#).unwrap();
+    assert!(old.allows("bash", "ls *") && !old.allows("bash", "ls /etc"));
+}
+
+#[test]
+fn an_always_rule_with_a_pattern_allows_every_match_and_no_more() {
+    let mut s = team_with(&["leader", "b1"]);
+    let r = ask(&mut s, "cargo test --lib");
+    let waiting = ask(&mut s, "cargo test --all");
+    let other = ask(&mut s, "cargo build");
+    // The pattern must cover the request it answers, and only goes with "always".
+    let e = s
+        .perm_decide(
+            &Actor::Operator,
+            r.id,
+            true,
+            true,
+            Some("make*".into()),
+            None,
+            now(),
+        )
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::BadRequest);
+    let e = s
+        .perm_decide(
+            &Actor::Operator,
+            r.id,
+            true,
+            false,
+            Some("cargo test*".into()),
+            None,
+            now(),
+        )
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::BadRequest);
+    assert_eq!(s.perm(r.id).unwrap().status, PermStatus::Pending);
+    let resolved = s
+        .perm_decide(
+            &Actor::Operator,
+            r.id,
+            true,
+            true,
+            Some("cargo test*".into()),
+            None,
+            now(),
+        )
+        .unwrap();
+    assert_eq!(
+        resolved.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![r.id, waiting.id],
+        "the waiting match is allowed too"
+    );
+    assert_eq!(s.perm(other.id).unwrap().status, PermStatus::Pending);
+    assert_eq!(ask(&mut s, "cargo test").status, PermStatus::Allowed);
+    assert_eq!(
+        ask(&mut s, "cargo build --release").status,
+        PermStatus::Pending
+    );
+    assert!(s.rules()[0].glob);
+}
+
 #[test]
 fn finish_refuses_open_work_unless_forced() {
     let mut s = team_with(&["leader"]);

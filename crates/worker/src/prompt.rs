@@ -109,6 +109,7 @@ impl Approvals {
                 id,
                 allow,
                 always,
+                pattern: None,
                 reason,
             })
             .await

@@ -107,10 +107,10 @@ pub const TOOLS: &[ToolDef] = &[
     },
     ToolDef {
         name: "decide_permission",
-        description: "Allow or deny a teammate's pending permission request (you are the approver).",
+        description: "Allow or deny a teammate's pending permission request (you are the approver). `always` makes the allowance a team rule for exactly this input, or, with `pattern`, for every input matching it (`*` matches any run of characters, e.g. `cargo test*`).",
         schema: || {
             obj(
-                json!({"id": {"type": "integer"}, "allow": {"type": "boolean"}, "always": {"type": "boolean"}, "reason": {"type": "string"}}),
+                json!({"id": {"type": "integer"}, "allow": {"type": "boolean"}, "always": {"type": "boolean"}, "pattern": {"type": "string"}, "reason": {"type": "string"}}),
                 &["id", "allow"],
             )
         },
@@ -526,6 +526,10 @@ async fn run_inner(ctx: &ToolCtx, name: &str, args: &Value) -> Result<ToolOutcom
                     .and_then(Value::as_bool)
                     .ok_or("missing boolean argument `allow`")?,
                 always: args.get("always").and_then(Value::as_bool).unwrap_or(false),
+                pattern: args
+                    .get("pattern")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
                 reason: args
                     .get("reason")
                     .and_then(Value::as_str)

@@ -253,24 +253,23 @@ pub fn decide(
     id: u64,
     allow: bool,
     always: bool,
+    pattern: Option<String>,
     reason: Option<String>,
 ) -> Result<ExitCode> {
+    let verb = match (allow, always, &pattern) {
+        (false, _, _) => "denied".to_string(),
+        (true, false, _) => "allowed once".to_string(),
+        (true, true, None) => "allowed always (this exact input)".to_string(),
+        (true, true, Some(p)) => format!("allowed always (every input matching {p:?})"),
+    };
     let reply = ctx.connect()?.call(Request::PermDecide {
         id,
         allow,
         always,
+        pattern,
         reason,
     })?;
     if let Reply::Perm { request } = reply {
-        let verb = if allow {
-            if always {
-                "allowed always"
-            } else {
-                "allowed once"
-            }
-        } else {
-            "denied"
-        };
         output::line(&format!(
             "request {} ({} {} for {}): {verb}",
             request.id,

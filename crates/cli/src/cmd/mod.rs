@@ -61,8 +61,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         } => board::send(&ctx, to, text, summary, json),
         Command::Inbox { name, unread, json } => board::inbox(&ctx, name, unread, json),
         Command::Perms { all, json } => board::perms(&ctx, all, json),
-        Command::Approve { id, always } => board::decide(&ctx, id, true, always, None),
-        Command::Deny { id, reason } => board::decide(&ctx, id, false, false, reason),
+        Command::Approve {
+            id,
+            always,
+            pattern,
+        } => board::decide(&ctx, id, true, always, pattern, None),
+        Command::Deny { id, reason } => board::decide(&ctx, id, false, false, None, reason),
         Command::Events { follow, since } => board::events(&ctx, follow, since),
         Command::Down { json } => teams::down(&ctx, json),
         Command::Daemon {

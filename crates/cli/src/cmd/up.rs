@@ -404,6 +404,7 @@ fn decide(approvals: Approvals, c: &mut Client, r: &PermRequest) -> Result<(), C
         id: r.id,
         allow,
         always,
+        pattern: None,
         reason,
     }) {
         Ok(_) => Ok(()),

@@ -50,6 +50,7 @@ fn operator_decides_once_and_the_requester_hears_it() {
         id: req.id,
         allow: false,
         always: false,
+        pattern: None,
         reason: Some("no".into()),
     })
     .unwrap();
@@ -57,6 +58,7 @@ fn operator_decides_once_and_the_requester_hears_it() {
         id: req.id,
         allow: true,
         always: false,
+        pattern: None,
         reason: None,
     }));
     assert_eq!(code, ErrorCode::InvalidState);
@@ -83,6 +85,7 @@ fn always_becomes_a_rule_for_every_teammate() {
         id: r1.id,
         allow: true,
         always: true,
+        pattern: None,
         reason: None,
     })
     .unwrap();
@@ -103,6 +106,45 @@ fn always_becomes_a_rule_for_every_teammate() {
     assert_eq!(
         perm(&mut b2, "bash", "cargo test").status,
         PermStatus::Allowed
+    );
+}
+
+#[test]
+fn an_always_pattern_rule_allows_matches_only_and_survives_a_restart() {
+    let mut t = TestTeam::start().with_agents(&["leader", "b1"]);
+    let mut b1 = t.agent("b1");
+    let r = perm(&mut b1, "bash", "cargo test --lib");
+    let mut op = t.operator();
+    let decide = |op: &mut agent_team_client::Client, pattern: &str| {
+        op.call(Request::PermDecide {
+            id: r.id,
+            allow: true,
+            always: true,
+            pattern: Some(pattern.into()),
+            reason: None,
+        })
+    };
+    // A pattern that does not cover the request is refused, and nothing is decided.
+    assert_eq!(err_code(decide(&mut op, "make*")).0, ErrorCode::BadRequest);
+    decide(&mut op, "cargo test*").unwrap();
+    assert_eq!(
+        perm(&mut b1, "bash", "cargo test --all").status,
+        PermStatus::Allowed
+    );
+    assert_eq!(
+        perm(&mut b1, "bash", "cargo build").status,
+        PermStatus::Pending
+    );
+    drop((b1, op));
+    t.restart();
+    let mut b1 = t.agent("b1");
+    assert_eq!(
+        perm(&mut b1, "bash", "cargo test x").status,
+        PermStatus::Allowed
+    );
+    assert_eq!(
+        perm(&mut b1, "bash", "cargo tes").status,
+        PermStatus::Pending
     );
 }
 

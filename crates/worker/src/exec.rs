@@ -13,7 +13,6 @@ use std::collections::VecDeque;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Messages waiting for the next idle point, kept in delivery order.
@@ -330,6 +329,68 @@ fn verdict(r: &PermRequest) -> Option<(bool, String)> {
     }
 }
 
+/// The last `max` bytes of `s`, cut at a character boundary.
+fn tail_of(s: String, max: usize) -> String {
+    if s.len() <= max {
+        return s;
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    s[start..].to_string()
+}
+
+/// The longest line kept of a command's output; the rest of a longer line is dropped.
+const MAX_LINE: usize = 4096;
+
+/// Sends each line of `r` to `tx` until end of file, whatever the bytes: invalid UTF-8 is
+/// replaced, and an over-long line is cut to [`MAX_LINE`] bytes, so neither ends the reading
+/// early (which would leave the command writing into a closed pipe) nor grows without bound.
+async fn pump_lines(
+    mut r: impl tokio::io::AsyncRead + Unpin,
+    tx: tokio::sync::mpsc::UnboundedSender<String>,
+) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 8192];
+    let mut line: Vec<u8> = Vec::new();
+    let mut cut = false;
+    let emit = |line: &mut Vec<u8>, cut: &mut bool| {
+        let mut text = String::from_utf8_lossy(line).into_owned();
+        if *cut {
+            text.push_str(" …");
+        }
+        line.clear();
+        *cut = false;
+        let _ = tx.send(text);
+    };
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        for piece in buf[..n].split_inclusive(|b| *b == b'\n') {
+            let (body, ends) = match piece.strip_suffix(b"\n") {
+                Some(b) => (b, true),
+                None => (piece, false),
+            };
+            let room = MAX_LINE.saturating_sub(line.len());
+            if body.len() > room {
+                line.extend_from_slice(&body[..room]);
+                cut = true;
+            } else {
+                line.extend_from_slice(body);
+            }
+            if ends {
+                emit(&mut line, &mut cut);
+            }
+        }
+    }
+    if !line.is_empty() || cut {
+        emit(&mut line, &mut cut);
+    }
+}
+
 async fn finish(
     link: &Arc<Link>,
     task: &Task,
@@ -337,11 +398,7 @@ async fn finish(
     result: String,
     out: &Output,
 ) -> Result<(), AgentError> {
-    let result: String = if result.len() > 4000 {
-        result[result.len() - 4000..].to_string()
-    } else {
-        result
-    };
+    let result = tail_of(result, 4000);
     match link
         .call_retry(Request::TaskFinish {
             id: task.id,
@@ -404,22 +461,10 @@ pub async fn run_command(
     }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     if let Some(so) = child.stdout.take() {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(so).lines();
-            while let Ok(Some(l)) = lines.next_line().await {
-                let _ = tx.send(l);
-            }
-        });
+        tokio::spawn(pump_lines(so, tx.clone()));
     }
     if let Some(se) = child.stderr.take() {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(se).lines();
-            while let Ok(Some(l)) = lines.next_line().await {
-                let _ = tx.send(l);
-            }
-        });
+        tokio::spawn(pump_lines(se, tx.clone()));
     }
     drop(tx);
     let mut tail: VecDeque<String> = VecDeque::new();
@@ -445,4 +490,35 @@ pub async fn run_command(
         *s = None;
     }
     (code, tail.into_iter().collect::<Vec<_>>().join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tail_is_cut_at_a_character_boundary() {
+        let s = "✓".repeat(2000); // 3 bytes each: 4000 is not a boundary
+        let t = tail_of(s, 4000);
+        assert!(t.len() <= 4000 && t.chars().all(|c| c == '✓'));
+        assert_eq!(tail_of("short".into(), 4000), "short");
+    }
+
+    #[tokio::test]
+    async fn lines_survive_bad_bytes_long_lines_and_no_final_newline() {
+        let mut input: Vec<u8> = b"ok\n\xff\xfebad\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', MAX_LINE * 3));
+        input.extend(b"\nlast");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        pump_lines(&input[..], tx).await;
+        let mut lines = Vec::new();
+        while let Ok(l) = rx.try_recv() {
+            lines.push(l);
+        }
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert_eq!(lines[0], "ok");
+        assert_eq!(lines[1], "\u{fffd}\u{fffd}bad");
+        assert_eq!(lines[2], format!("{} …", "x".repeat(MAX_LINE)));
+        assert_eq!(lines[3], "last");
+    }
 }

@@ -415,8 +415,9 @@ pub struct PermRule {
     /// The input it allows: exactly this text, or, when `glob` is set, a pattern in which `*`
     /// matches any run of characters.
     pub input: String,
-    /// Whether `input` is a pattern. An exact input is never read as one: allowing `echo *`
-    /// always must not allow `echo $(rm -rf ~)`.
+    /// Whether `input` is a pattern (see [`crate::names::pattern_allows`]: for the shell, every
+    /// command of the line must match it). An exact input is never read as one: allowing
+    /// `echo *` always must not allow `echo $(rm -rf ~)`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub glob: bool,
     /// The request that created it.
@@ -428,7 +429,7 @@ impl PermRule {
     pub fn allows(&self, tool: &str, input: &str) -> bool {
         self.tool == tool
             && if self.glob {
-                crate::names::pattern_matches(&self.input, input)
+                crate::names::pattern_allows(tool, &self.input, input)
             } else {
                 self.input == input
             }

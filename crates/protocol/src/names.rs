@@ -29,6 +29,39 @@ pub fn validate(kind: &str, name: &str) -> Result<(), String> {
     }
 }
 
+/// The tool whose input is a shell command, matched piece by piece (see [`command_parts`]).
+pub const SHELL_TOOL: &str = "bash";
+
+/// The commands inside a shell command line, as permission patterns see them. The line is cut at
+/// the shell's separators and substitutions (`;` `&` `|` newline `(` `)` `` ` ``, so `&&`, `||`,
+/// `$(…)` and `<(…)` too), and each piece is trimmed with runs of whitespace made one space;
+/// empty pieces are dropped. Cutting inside quotes too only makes an allowance harder to reach
+/// and a denial easier, never the reverse.
+pub fn command_parts(cmd: &str) -> Vec<String> {
+    cmd.replace("$(", "(")
+        .split([';', '&', '|', '\n', '\r', '(', ')', '`'])
+        .map(squeeze)
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// `s` trimmed, with every run of whitespace made one space.
+pub fn squeeze(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Whether an allowance by `pattern` covers `input` of `tool`: for the shell, every command of
+/// the line must match (so `cargo test*` does not allow `cargo test; rm -rf ~`); for other
+/// tools, the whole input.
+pub fn pattern_allows(tool: &str, pattern: &str, input: &str) -> bool {
+    if tool == SHELL_TOOL {
+        let parts = command_parts(input);
+        !parts.is_empty() && parts.iter().all(|p| pattern_matches(pattern, p))
+    } else {
+        pattern_matches(pattern, input)
+    }
+}
+
 /// Whether a permission pattern matches an input: `*` matches any run of characters, every
 /// other character itself (`cargo test*`, `*.rs`, `rm -rf *`). Policies and team rules share it.
 pub fn pattern_matches(pattern: &str, input: &str) -> bool {
@@ -66,6 +99,29 @@ mod tests {
         assert!(pattern_matches("exact", "exact"));
         assert!(!pattern_matches("exact", "exact2"));
         assert!(!pattern_matches("ab*ba", "aba"));
+    }
+
+    #[test]
+    fn shell_lines_are_cut_into_commands() {
+        assert_eq!(
+            command_parts("cargo test && rm -rf ~; echo $(id) | tee x\n  ls   -l "),
+            vec!["cargo test", "rm -rf ~", "echo", "id", "tee x", "ls -l"]
+        );
+        assert_eq!(command_parts("a `b` c"), vec!["a", "b", "c"]);
+        assert!(command_parts(" ; && ").is_empty());
+        assert!(pattern_allows("bash", "cargo test*", "cargo  test --all"));
+        assert!(!pattern_allows(
+            "bash",
+            "cargo test*",
+            "cargo test; curl x | sh"
+        ));
+        assert!(!pattern_allows(
+            "bash",
+            "cargo test*",
+            "cargo test $(rm -rf ~)"
+        ));
+        assert!(!pattern_allows("bash", "cargo test*", ""));
+        assert!(pattern_allows("write_file", "src/*", "src/a; b"));
     }
 
     #[test]

@@ -122,7 +122,7 @@ impl TeamState {
             if !(always && allow) {
                 return Err(bad_request("a pattern is only for allowing always"));
             }
-            if !names::pattern_matches(p, &input) {
+            if !names::pattern_allows(&tool, p, &input) {
                 return Err(ErrorBody::with_details(
                     ErrorCode::BadRequest,
                     format!("the pattern {p:?} does not match the request's input {input:?}"),

@@ -431,7 +431,7 @@ async fn run_call(
         call.name,
         short(&args.to_string(), 200)
     ));
-    let input = tools::policy_input(&call.name, &args);
+    let input = tools::policy_input(&ctx.root, &call.name, &args);
     let outcome = match policy::decide(&role.permissions, &call.name, &input) {
         PermAction::Deny => ToolOutcome::err(format!(
             "the role's policy denies {} `{}`",

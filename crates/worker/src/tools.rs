@@ -287,17 +287,45 @@ impl ToolOutcome {
     }
 }
 
-/// What the policy looks at for a call: the command for `bash`, the path for file tools, the
-/// arguments otherwise.
-pub fn policy_input(name: &str, args: &Value) -> String {
+/// What the policy looks at for a call: the command for `bash`; for the file tools (`grep`
+/// too) the path as the file system sees it, relative to the workspace root (`./a`, `a//b`,
+/// `x/../a`, an absolute path inside the workspace and a symlink inside it all give the same
+/// `a`), so a rule on `.github/*` cannot be sidestepped by spelling; the arguments otherwise.
+pub fn policy_input(root: &Path, name: &str, args: &Value) -> String {
     let field = |k: &str| args.get(k).and_then(Value::as_str).map(str::to_string);
     match name {
         "bash" => field("command"),
-        "read_file" | "write_file" | "edit_file" | "list_files" => field("path"),
-        "grep" => field("pattern"),
+        "read_file" | "write_file" | "edit_file" | "list_files" | "grep" => {
+            let path = field("path").unwrap_or_else(|| ".".into());
+            Some(workspace_path(root, &path).unwrap_or(path))
+        }
         _ => None,
     }
     .unwrap_or_else(|| args.to_string())
+}
+
+/// `path` relative to `root` with `.`/`..` and symlinks resolved, or `None` when it is outside
+/// (the tool then refuses it anyway).
+fn workspace_path(root: &Path, path: &str) -> Option<String> {
+    let clean = confine(root, path).ok()?;
+    // Resolve the part that exists (links included); what does not exist yet is appended.
+    let mut existing = clean.as_path();
+    let mut rest = Vec::new();
+    let real = loop {
+        if let Ok(r) = existing.canonicalize() {
+            break r;
+        }
+        rest.push(existing.file_name()?.to_owned());
+        existing = existing.parent()?;
+    };
+    let mut full = real;
+    full.extend(rest.iter().rev());
+    let rel = full.strip_prefix(root).ok()?;
+    Some(if rel.as_os_str().is_empty() {
+        ".".into()
+    } else {
+        rel.display().to_string()
+    })
 }
 
 /// Where a tool runs.
@@ -544,18 +572,18 @@ async fn run_inner(ctx: &ToolCtx, name: &str, args: &Value) -> Result<ToolOutcom
         }
         "read_file" => {
             let path = confine(&ctx.root, arg_str(args, "path")?)?;
-            let bytes = tokio::fs::read(&path)
+            let offset = args.get("offset").and_then(Value::as_u64).unwrap_or(0);
+            let cap = 64 * 1024;
+            // Only the window asked for is read: a huge file costs no more than a small one.
+            let (bytes, len) = read_window(&path, offset, cap)
                 .await
                 .map_err(|e| format!("cannot read {}: {e}", display(&ctx.root, &path)))?;
-            let offset = args.get("offset").and_then(Value::as_u64).unwrap_or(0) as usize;
-            let slice = bytes.get(offset.min(bytes.len())..).unwrap_or_default();
-            let cap = 64 * 1024;
-            let text = String::from_utf8_lossy(&slice[..slice.len().min(cap)]).into_owned();
-            if slice.len() > cap {
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let end = offset.min(len) + bytes.len() as u64;
+            if end < len {
                 ToolOutcome::ok(format!(
-                    "{text}\n[... {} more bytes; read on with offset {}]",
-                    slice.len() - cap,
-                    offset + cap
+                    "{text}\n[... {} more bytes; read on with offset {end}]",
+                    len - end
                 ))
             } else {
                 ToolOutcome::ok(text)
@@ -569,7 +597,7 @@ async fn run_inner(ctx: &ToolCtx, name: &str, args: &Value) -> Result<ToolOutcom
                     .await
                     .map_err(|e| format!("cannot create {}: {e}", display(&ctx.root, dir)))?;
             }
-            tokio::fs::write(&path, content)
+            write_no_follow(&path, content.as_bytes())
                 .await
                 .map_err(|e| format!("cannot write {}: {e}", display(&ctx.root, &path)))?;
             ToolOutcome::ok(format!(
@@ -606,7 +634,7 @@ async fn run_inner(ctx: &ToolCtx, name: &str, args: &Value) -> Result<ToolOutcom
             } else {
                 text.replacen(old, new, 1)
             };
-            tokio::fs::write(&path, out)
+            write_no_follow(&path, out.as_bytes())
                 .await
                 .map_err(|e| format!("cannot write {}: {e}", display(&ctx.root, &path)))?;
             ToolOutcome::ok(format!(
@@ -668,7 +696,9 @@ async fn run_inner(ctx: &ToolCtx, name: &str, args: &Value) -> Result<ToolOutcom
                     .filter_entry(|e| e.file_name() != ".git")
                     .flatten()
                 {
-                    if !e.file_type().is_file() {
+                    // Huge files (logs, data) are skipped rather than read into memory whole.
+                    if !e.file_type().is_file() || e.metadata().map_or(true, |m| m.len() > 8 << 20)
+                    {
                         continue;
                     }
                     let Ok(text) = std::fs::read_to_string(e.path()) else {
@@ -812,24 +842,51 @@ pub fn confine(root: &Path, path: &str) -> Result<PathBuf, String> {
             other => clean.push(other),
         }
     }
-    if !clean.starts_with(root) {
+    let Ok(rel) = clean.strip_prefix(root) else {
         return Err(refuse());
-    }
-    // The deepest existing ancestor must resolve inside the root too (no symlink escapes).
-    let mut probe = clean.as_path();
-    loop {
-        if let Ok(real) = probe.canonicalize() {
-            if !real.starts_with(root) {
-                return Err(refuse());
-            }
-            break;
-        }
-        match probe.parent() {
-            Some(parent) => probe = parent,
-            None => break,
+    };
+    // Every symlink on the way must resolve inside the root. A dangling one is refused too:
+    // writing through it would create its target wherever it points.
+    let mut cur = root.to_path_buf();
+    for c in rel.components() {
+        cur.push(c);
+        match std::fs::symlink_metadata(&cur) {
+            // Nothing below a missing component exists, so nothing below can be a link.
+            Err(_) => break,
+            Ok(m) if m.file_type().is_symlink() => match cur.canonicalize() {
+                Ok(real) if real.starts_with(root) => {}
+                _ => return Err(refuse()),
+            },
+            Ok(_) => {}
         }
     }
     Ok(clean)
+}
+
+/// Up to `cap` bytes of `path` from `offset`, and the file's length.
+async fn read_window(path: &Path, offset: u64, cap: usize) -> std::io::Result<(Vec<u8>, u64)> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut f = tokio::fs::File::open(path).await?;
+    let len = f.metadata().await?.len();
+    f.seek(std::io::SeekFrom::Start(offset.min(len))).await?;
+    let mut buf = Vec::with_capacity(cap.min(len as usize));
+    f.take(cap as u64).read_to_end(&mut buf).await?;
+    Ok((buf, len))
+}
+
+/// Writes `bytes` to `path`, refusing to follow a symlink in its last component, so a link
+/// swapped in after [`confine`] looked cannot redirect the write.
+async fn write_no_follow(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut f = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(path)
+        .await?;
+    f.write_all(bytes).await?;
+    f.flush().await
 }
 
 fn display(root: &Path, p: &Path) -> String {
@@ -857,6 +914,67 @@ mod tests {
             confine(&root, "link/passwd").is_err(),
             "a symlink out of the workspace is refused"
         );
+        // A dangling link is refused: writing through it would create its target outside.
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("authorized_keys");
+        std::os::unix::fs::symlink(&target, root.join("ak")).unwrap();
+        assert!(confine(&root, "ak").is_err());
+        // A link that stays inside is fine, as is a path below it.
+        std::fs::create_dir(root.join("real")).unwrap();
+        std::os::unix::fs::symlink(root.join("real"), root.join("alias")).unwrap();
+        assert_eq!(confine(&root, "alias/f").unwrap(), root.join("alias/f"));
+    }
+
+    #[test]
+    fn file_rules_see_the_path_however_it_is_spelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join(".github/workflows")).unwrap();
+        std::os::unix::fs::symlink(root.join(".github/workflows"), root.join("ci")).unwrap();
+        let abs = root.join(".github/workflows/ci.yml").display().to_string();
+        for spelling in [
+            ".github/workflows/ci.yml",
+            "./.github/workflows/ci.yml",
+            ".github//workflows/ci.yml",
+            "src/../.github/workflows/ci.yml",
+            abs.as_str(),
+            "ci/ci.yml",
+        ] {
+            let args = serde_json::json!({"path": spelling, "content": "x"});
+            assert_eq!(
+                policy_input(&root, "write_file", &args),
+                ".github/workflows/ci.yml",
+                "{spelling}"
+            );
+        }
+        assert_eq!(
+            policy_input(&root, "grep", &serde_json::json!({"pattern": "x"})),
+            "."
+        );
+        assert_eq!(
+            policy_input(&root, "bash", &serde_json::json!({"command": "ls"})),
+            "ls"
+        );
+    }
+
+    #[tokio::test]
+    async fn reads_are_windowed_and_writes_do_not_follow_a_last_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, "0123456789").unwrap();
+        assert_eq!(read_window(&f, 0, 4).await.unwrap(), (b"0123".to_vec(), 10));
+        assert_eq!(read_window(&f, 8, 4).await.unwrap(), (b"89".to_vec(), 10));
+        assert_eq!(read_window(&f, 99, 4).await.unwrap(), (vec![], 10));
+        let outside = dir.path().join("outside");
+        std::os::unix::fs::symlink(&outside, dir.path().join("link")).unwrap();
+        assert!(
+            write_no_follow(&dir.path().join("link"), b"x")
+                .await
+                .is_err()
+        );
+        assert!(!outside.exists(), "nothing was written through the link");
+        write_no_follow(&f, b"new").await.unwrap();
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "new");
     }
 
     #[test]

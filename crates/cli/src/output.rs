@@ -70,7 +70,7 @@ pub fn ago(ts: agent_team_protocol::Timestamp) -> String {
 
 /// Shortens text to `n` characters for a table cell.
 pub fn short(s: &str, n: usize) -> String {
-    let one_line = s.replace('\n', " ");
+    let one_line = agent_team_protocol::text::printable(&s.replace('\n', " "));
     if one_line.chars().count() <= n {
         one_line
     } else {

@@ -9,6 +9,7 @@ pub mod frame;
 pub mod model;
 pub mod names;
 pub mod request;
+pub mod text;
 pub mod wire;
 
 pub use error::{ErrorBody, ErrorCode};

@@ -54,7 +54,7 @@ impl Approvals {
         self.open.push_back(id);
         out.say(&format!(
             "⚖ permission {}\n  allow? [y] once, [a] always, [n REASON] deny: ",
-            m.body
+            agent_team_protocol::text::printable(&m.body)
         ));
     }
 

@@ -237,7 +237,13 @@ pub fn perms(ctx: &Ctx, all: bool, json: bool) -> Result<ExitCode> {
                 r.id.to_string(),
                 r.agent.clone(),
                 r.tool.clone(),
-                short(&r.input, 50),
+                // What waits for a decision is shown whole: a cut could hide the part that
+                // matters (`cargo test … ; curl … | sh`).
+                if r.status == PermStatus::Pending {
+                    agent_team_protocol::text::printable(&r.input)
+                } else {
+                    short(&r.input, 50)
+                },
                 status,
                 short(&r.reason, 40),
             ]

@@ -360,6 +360,7 @@ enum Approvals {
 }
 
 fn decide(approvals: Approvals, c: &mut Client, r: &PermRequest) -> Result<(), ClientError> {
+    use agent_team_protocol::text::printable;
     let (allow, always, reason) = match approvals {
         Approvals::All => (true, false, None),
         Approvals::Leave => return Ok(()),
@@ -368,11 +369,11 @@ fn decide(approvals: Approvals, c: &mut Client, r: &PermRequest) -> Result<(), C
                 "agent-team: {} wants to run {} `{}`{}\n  allow? [y] once, [a] always, [n] deny: ",
                 r.agent,
                 r.tool,
-                r.input,
+                printable(&r.input),
                 if r.reason.is_empty() {
                     String::new()
                 } else {
-                    format!(" ({})", r.reason)
+                    format!(" ({})", printable(&r.reason))
                 }
             );
             let mut line = String::new();

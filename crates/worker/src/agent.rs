@@ -146,6 +146,7 @@ pub async fn run(
     config: &TeamConfig,
     role: &Role,
     out: &Output,
+    groups: &crate::CommandGroups,
 ) -> Result<(), AgentError> {
     let name = link.name().to_string();
     let is_leader = name == LEADER;
@@ -161,6 +162,7 @@ pub async fn run(
     let ctx = ToolCtx {
         link: link.clone(),
         root,
+        groups: groups.clone(),
     };
     let members = match link.call_retry(Request::Agents).await {
         Ok(Reply::Agents { agents }) => agents,

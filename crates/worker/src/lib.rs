@@ -159,7 +159,7 @@ pub async fn run_agent(
         (agent_team_config::Provider::Exec, false) => {
             exec::run(&link, inbound, &config, &role, &out, &groups).await
         }
-        _ => agent::run(&link, inbound, &config, &role, &out).await,
+        _ => agent::run(&link, inbound, &config, &role, &out, &groups).await,
     };
     if let Err(e) = &result {
         out.say(&format!("stopping: {e}"));

@@ -334,6 +334,8 @@ pub struct ToolCtx {
     pub link: Arc<Link>,
     /// The workspace root (canonical).
     pub root: PathBuf,
+    /// Where `bash` commands are placed, so stopping the agent stops them too.
+    pub groups: crate::CommandGroups,
 }
 
 /// Runs one tool call with already-parsed arguments.
@@ -736,7 +738,7 @@ async fn run_inner(ctx: &ToolCtx, name: &str, args: &Value) -> Result<ToolOutcom
                 .and_then(Value::as_u64)
                 .unwrap_or(60)
                 .clamp(1, 600);
-            bash(&ctx.root, cmd, Duration::from_secs(secs)).await
+            bash(&ctx.root, cmd, Duration::from_secs(secs), &ctx.groups).await
         }
         other => return Err(format!("unknown tool {other:?}")),
     })
@@ -758,14 +760,27 @@ fn task_reply(r: Reply) -> ToolOutcome {
 }
 
 /// Runs a command with a timeout; output (stdout then stderr) capped to its last 16 KiB.
-async fn bash(root: &Path, cmd: &str, timeout: Duration) -> ToolOutcome {
+/// Runs a command with a timeout; output (stdout then stderr) capped to its last 16 KiB.
+///
+/// An agent that is a process of its own keeps the command in its process group, so stopping
+/// the agent (the daemon kills that group) stops the command and anything it left running; on a
+/// timeout the command's process tree is killed. An agent inside the daemon gives the command a
+/// group of its own, recorded in `groups` for the daemon to kill.
+async fn bash(
+    root: &Path,
+    cmd: &str,
+    timeout: Duration,
+    groups: &crate::CommandGroups,
+) -> ToolOutcome {
     let mut c = tokio::process::Command::new("sh");
     c.arg("-c")
         .arg(cmd)
         .current_dir(root)
         .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .process_group(0);
+        .kill_on_drop(true);
+    if groups.own_group.is_some() {
+        c.process_group(0);
+    }
     let child = match c
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -774,45 +789,114 @@ async fn bash(root: &Path, cmd: &str, timeout: Duration) -> ToolOutcome {
         Ok(ch) => ch,
         Err(e) => return ToolOutcome::err(format!("cannot run sh: {e}")),
     };
+    let own = groups.own_group.as_ref();
+    if let (Some(slot), Some(pid)) = (own, child.id())
+        && let Ok(mut s) = slot.lock()
+    {
+        *s = Some(pid);
+    }
+    let outcome = run_bash(child, timeout, own.is_some()).await;
+    if let Some(slot) = own
+        && let Ok(mut s) = slot.lock()
+    {
+        *s = None;
+    }
+    outcome
+}
+
+/// How much of a command's output the model sees: the last 16 KiB.
+const BASH_OUTPUT_CAP: usize = 16 * 1024;
+
+async fn run_bash(
+    mut child: tokio::process::Child,
+    timeout: Duration,
+    own_group: bool,
+) -> ToolOutcome {
     let pid = child.id();
-    match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Ok(Ok(out)) => {
-            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-            let err = String::from_utf8_lossy(&out.stderr);
-            if !err.is_empty() {
-                text.push_str(&err);
+    let (so, se) = (child.stdout.take(), child.stderr.take());
+    // The pipes are read as the command writes, keeping only the last bytes: a command that
+    // prints gigabytes costs no memory.
+    let work = async {
+        tokio::join!(
+            last_bytes(so, BASH_OUTPUT_CAP),
+            last_bytes(se, BASH_OUTPUT_CAP),
+            child.wait()
+        )
+    };
+    let ((out, out_total), (err, err_total), status) =
+        match tokio::time::timeout(timeout, work).await {
+            Ok(done) => done,
+            Err(_) => {
+                // The command and everything it started go together (the child is still ours,
+                // so its descendants can still be found).
+                if let Some(pid) = pid {
+                    if own_group {
+                        let _ = nix::sys::signal::killpg(
+                            nix::unistd::Pid::from_raw(pid as i32),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    } else {
+                        kill_tree(pid);
+                    }
+                }
+                return ToolOutcome::err(format!(
+                    "the command did not finish within {} s and was killed",
+                    timeout.as_secs()
+                ));
             }
-            let cap = 16 * 1024;
-            if text.len() > cap {
-                let cut = text.len() - cap;
-                let cut = (cut..text.len())
-                    .find(|i| text.is_char_boundary(*i))
-                    .unwrap_or(text.len());
-                text = format!("[... {cut} bytes cut]\n{}", &text[cut..]);
+        };
+    let status = match status {
+        Ok(s) => s,
+        Err(e) => return ToolOutcome::err(format!("the command failed to run: {e}")),
+    };
+    let mut bytes = out;
+    bytes.extend_from_slice(&err);
+    let mut dropped = out_total + err_total - bytes.len();
+    if bytes.len() > BASH_OUTPUT_CAP {
+        dropped += bytes.len() - BASH_OUTPUT_CAP;
+        bytes.drain(..bytes.len() - BASH_OUTPUT_CAP);
+    }
+    let mut text = String::from_utf8_lossy(&bytes).into_owned();
+    // A cut inside a character leaves a replacement character at the start; drop it.
+    if dropped > 0 {
+        text = format!(
+            "[... {dropped} bytes cut]\n{}",
+            text.trim_start_matches('\u{fffd}')
+        );
+    }
+    let code = status.code().unwrap_or(-1);
+    let body = format!("exit {code}\n{text}");
+    if status.success() {
+        ToolOutcome::ok(body)
+    } else {
+        ToolOutcome::err(body)
+    }
+}
+
+/// Reads `r` to its end, keeping only its last `cap` bytes; returns them and the total read.
+async fn last_bytes(r: Option<impl tokio::io::AsyncRead + Unpin>, cap: usize) -> (Vec<u8>, usize) {
+    use tokio::io::AsyncReadExt;
+    let Some(mut r) = r else {
+        return (Vec::new(), 0);
+    };
+    let (mut keep, mut total) = (Vec::new(), 0usize);
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                total += n;
+                keep.extend_from_slice(&buf[..n]);
+                if keep.len() > 2 * cap {
+                    keep.drain(..keep.len() - cap);
+                }
             }
-            let code = out.status.code().unwrap_or(-1);
-            let body = format!("exit {code}\n{text}");
-            if out.status.success() {
-                ToolOutcome::ok(body)
-            } else {
-                ToolOutcome::err(body)
-            }
-        }
-        Ok(Err(e)) => ToolOutcome::err(format!("the command failed to run: {e}")),
-        Err(_) => {
-            // The command and everything it started go together.
-            if let Some(pid) = pid {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            ToolOutcome::err(format!(
-                "the command did not finish within {} s and was killed",
-                timeout.as_secs()
-            ))
         }
     }
+    if keep.len() > cap {
+        keep.drain(..keep.len() - cap);
+    }
+    (keep, total)
 }
 
 /// `path` (relative to `root`, or absolute inside it) resolved to a path inside `root`;
@@ -861,6 +945,38 @@ pub fn confine(root: &Path, path: &str) -> Result<PathBuf, String> {
         }
     }
     Ok(clean)
+}
+
+/// SIGKILLs `pid` and every process descended from it (found through `/proc`), children
+/// first seen, all before any can fork again unnoticed for long.
+fn kill_tree(pid: u32) {
+    let mut parents: std::collections::HashMap<u32, Vec<u32>> = Default::default();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            // The parent is the 2nd field after the `(comm)`, which may contain spaces.
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+                continue;
+            };
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|x| x.parse::<u32>().ok());
+            if let Some(pp) = ppid {
+                parents.entry(pp).or_default().push(p);
+            }
+        }
+    }
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        todo.extend(parents.get(&p).into_iter().flatten());
+    }
 }
 
 /// Up to `cap` bytes of `path` from `offset`, and the file's length.
@@ -958,6 +1074,69 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn bash_commands_go_where_stopping_the_agent_reaches_them() {
+        let dir = tempfile::tempdir().unwrap();
+        // A process-backed agent: the command is in the agent's own group, which the daemon
+        // kills when it stops the agent.
+        let groups = crate::CommandGroups::default();
+        let o = bash(
+            dir.path(),
+            "ps -o pgid= -p $$",
+            Duration::from_secs(10),
+            &groups,
+        )
+        .await;
+        let ours = nix::unistd::getpgrp().as_raw().to_string();
+        assert_eq!(
+            o.content.lines().nth(1).map(str::trim),
+            Some(ours.as_str()),
+            "{o:?}"
+        );
+        // A timeout kills what the command started in the background too.
+        let pidfile = dir.path().join("bg.pid");
+        let o = bash(
+            dir.path(),
+            &format!("sleep 30 & echo $! > {}; sleep 30", pidfile.display()),
+            Duration::from_millis(500),
+            &groups,
+        )
+        .await;
+        assert!(o.content.contains("did not finish"), "{o:?}");
+        let bg: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{bg}/stat")).unwrap_or_default();
+            if stat.is_empty() || stat.contains(") Z") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the background sleep survived"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // An agent inside the daemon: the command has a group of its own, recorded while it runs.
+        let slot = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let groups = crate::CommandGroups {
+            own_group: Some(slot.clone()),
+        };
+        let o = bash(
+            dir.path(),
+            "ps -o pgid= -p $$; echo $$",
+            Duration::from_secs(10),
+            &groups,
+        )
+        .await;
+        let lines: Vec<&str> = o.content.lines().map(str::trim).collect();
+        assert_eq!(lines[1], lines[2], "its own group: {o:?}");
+        assert_eq!(*slot.lock().unwrap(), None, "forgotten once it ended");
+    }
+
+    #[tokio::test]
     async fn reads_are_windowed_and_writes_do_not_follow_a_last_link() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("f");
@@ -1023,12 +1202,14 @@ mod tests {
     #[tokio::test]
     async fn bash_times_out_and_caps_output() {
         let dir = tempfile::tempdir().unwrap();
-        let o = bash(dir.path(), "sleep 5", Duration::from_millis(200)).await;
+        let groups = crate::CommandGroups::default();
+        let o = bash(dir.path(), "sleep 5", Duration::from_millis(200), &groups).await;
         assert!(o.is_error && o.content.contains("did not finish"), "{o:?}");
         let o = bash(
             dir.path(),
             "head -c 40000 /dev/zero | tr '\\0' x; exit 3",
             Duration::from_secs(10),
+            &groups,
         )
         .await;
         assert!(
@@ -1036,5 +1217,7 @@ mod tests {
             "{}",
             o.content.len()
         );
+        assert!(o.content.contains("[... 23616 bytes cut]\nxxx"));
+        assert!(o.content.ends_with(&"x".repeat(16 * 1024)));
     }
 }

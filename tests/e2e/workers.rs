@@ -556,6 +556,24 @@ fn a_command_waiting_for_approval_is_shown_whole_and_cannot_hide_itself() {
 }
 
 #[test]
+fn task_commands_do_not_get_the_agents_secret() {
+    let sb = Sandbox::new();
+    up(
+        &sb,
+        "nosecret",
+        &["b1"],
+        "[[tasks]]\ntitle = \"env\"\nrun = \"echo secret=[$AGENT_TEAM_SECRET] name=$AGENT_TEAM_NAME\"\n",
+        "",
+    );
+    wait_for("the task to complete", T, || {
+        sb.task_is("nosecret", 1, TaskStatus::Completed)
+    });
+    let result = sb.tasks("nosecret")[0].result.clone().unwrap_or_default();
+    assert!(result.contains("secret=[] name=b1"), "{result}");
+    sb.ok(&["--team", "nosecret", "down"]);
+}
+
+#[test]
 fn concurrent_restarts_leave_exactly_one_process() {
     let mut sb = Sandbox::new();
     up(&sb, "onecopy", &["b1"], "", "");

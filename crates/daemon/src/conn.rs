@@ -29,6 +29,9 @@ pub enum Outbound {
 pub struct ConnHandle {
     tx: mpsc::UnboundedSender<Outbound>,
     queued: Arc<AtomicUsize>,
+    /// Set when the client fell hopelessly behind: the connection is cut at once, without
+    /// waiting for the backlog (which the client is not reading) to be written first.
+    cut: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// A client that lets this many frames pile up unread is disconnected rather than let the
@@ -36,13 +39,37 @@ pub struct ConnHandle {
 const MAX_QUEUED_FRAMES: usize = 200_000;
 
 impl ConnHandle {
-    /// Queues an encoded frame; returns false if the connection is gone or hopelessly behind.
+    fn new(tx: mpsc::UnboundedSender<Outbound>) -> Self {
+        ConnHandle {
+            tx,
+            queued: Arc::new(AtomicUsize::new(0)),
+            cut: Arc::new(tokio::sync::watch::channel(false).0),
+        }
+    }
+
+    /// Queues an encoded frame; returns false if the connection is gone or hopelessly behind
+    /// (which cuts it).
     pub fn send(&self, bytes: Vec<u8>) -> bool {
+        if *self.cut.borrow() {
+            return false;
+        }
         if self.queued.fetch_add(1, Ordering::Relaxed) > MAX_QUEUED_FRAMES {
-            let _ = self.tx.send(Outbound::Close);
+            tracing::warn!("a client stopped reading; cutting its connection");
+            self.cut.send_replace(true);
             return false;
         }
         self.tx.send(Outbound::Frame(bytes)).is_ok()
+    }
+
+    /// Frames queued and not yet written.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once the connection is cut.
+    async fn cut_off(&self) {
+        let mut rx = self.cut.subscribe();
+        let _ = rx.wait_for(|c| *c).await;
     }
 
     /// Encodes and queues a frame.
@@ -73,11 +100,8 @@ pub async fn serve(stream: Stream, id: ConnId, core: CoreTx) {
     #[allow(deprecated)]
     let (rx_half, tx_half) = stream.split();
     let (tx, rx) = mpsc::unbounded_channel();
-    let handle = ConnHandle {
-        tx,
-        queued: Arc::new(AtomicUsize::new(0)),
-    };
-    let writer = tokio::spawn(write_loop(tx_half, rx, handle.queued.clone()));
+    let handle = ConnHandle::new(tx);
+    let writer = tokio::spawn(write_loop(tx_half, rx, handle.clone()));
 
     if peer_uid != Some(my_uid) {
         tracing::warn!(
@@ -99,7 +123,10 @@ pub async fn serve(stream: Stream, id: ConnId, core: CoreTx) {
         .await
         .is_some()
     {
-        read_loop(&mut reader, id, &handle, &core).await;
+        tokio::select! {
+            _ = read_loop(&mut reader, id, &handle, &core) => {}
+            _ = handle.cut_off() => {}
+        }
         let _ = core.send(CoreMsg::Closed { conn: id });
     }
     handle.close();
@@ -255,8 +282,21 @@ fn conn_error(code: ErrorCode, message: impl Into<String>) -> ServerFrame {
 
 async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(
     w: W,
+    rx: mpsc::UnboundedReceiver<Outbound>,
+    handle: ConnHandle,
+) {
+    // Whatever the writer is waiting for (the next frame, or a client that does not read),
+    // cutting the connection ends it; dropping the write half closes the socket.
+    tokio::select! {
+        _ = write_frames(w, rx, &handle.queued) => {}
+        _ = handle.cut_off() => {}
+    }
+}
+
+async fn write_frames<W: tokio::io::AsyncWrite + Unpin>(
+    w: W,
     mut rx: mpsc::UnboundedReceiver<Outbound>,
-    queued: Arc<AtomicUsize>,
+    queued: &AtomicUsize,
 ) {
     let mut w = BufWriter::with_capacity(64 * 1024, w);
     while let Some(first) = rx.recv().await {

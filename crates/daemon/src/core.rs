@@ -98,6 +98,10 @@ fn page<T: serde::Serialize>(items: impl Iterator<Item = T>) -> Vec<T> {
 
 /// The most backlog events sent to a catching-up subscriber per batch.
 const BACKLOG_CHUNK: usize = 2000;
+/// A subscriber gets more of its backlog only while fewer frames than this wait unread.
+const SUBSCRIBER_ROOM: usize = 2 * BACKLOG_CHUNK;
+/// How soon a subscriber with a full queue is looked at again.
+const ROOM_RECHECK: Duration = Duration::from_millis(20);
 
 #[derive(Debug)]
 struct Session {
@@ -126,6 +130,8 @@ pub(crate) enum Timer {
     PollAfterDisconnect,
     /// Stop waiting for agents and exit.
     ShutdownDeadline,
+    /// See whether a subscriber that was not reading has made room for more of its backlog.
+    SubscriberRoom,
 }
 
 /// The core's state: the team, the store, and who is connected.
@@ -136,6 +142,8 @@ pub struct Core {
     sessions: HashMap<ConnId, Session>,
     agent_conn: HashMap<String, ConnId>,
     responses: Vec<(ConnId, Vec<u8>)>,
+    /// A [`Timer::SubscriberRoom`] is scheduled.
+    room_timer: bool,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     pub(crate) stopping: bool,
     pub(crate) sup: crate::supervisor::Supervisor,
@@ -163,6 +171,7 @@ impl Core {
             sessions: HashMap::new(),
             agent_conn: HashMap::new(),
             responses: Vec::new(),
+            room_timer: false,
             timers: BinaryHeap::new(),
             stopping: false,
             sup: crate::supervisor::Supervisor {
@@ -310,6 +319,7 @@ impl Core {
                     self.schedule(crate::supervisor::POLL_EVERY, Timer::Poll);
                 }
                 Timer::PollAfterDisconnect => self.poll(),
+                Timer::SubscriberRoom => self.room_timer = false,
                 Timer::ShutdownDeadline => {
                     tracing::warn!("agents did not all stop in time; exiting anyway");
                     self.force_exit = true;
@@ -665,8 +675,15 @@ impl Core {
         let behind: Vec<(ConnId, u64)> = self
             .sessions
             .iter()
+            .filter(|(_, s)| s.handle.queued() < SUBSCRIBER_ROOM)
             .filter_map(|(c, s)| s.sub.filter(|sent| *sent < last).map(|sent| (*c, sent)))
             .collect();
+        if self.waiting_for_room() && !self.room_timer {
+            // Someone is behind but has not read what it was sent: look again a little later
+            // instead of spinning.
+            self.room_timer = true;
+            self.schedule(ROOM_RECHECK, Timer::SubscriberRoom);
+        }
         for (conn, sent) in behind {
             let events = self.store.events_since(sent, BACKLOG_CHUNK)?;
             let Some(s) = self.sessions.get_mut(&conn) else {
@@ -686,12 +703,21 @@ impl Core {
         Ok(())
     }
 
-    /// Whether a subscriber is still behind, so the loop should come round again soon.
+    /// Whether a subscriber with room in its queue is still behind, so the loop should come
+    /// round again at once.
     pub fn has_backlog(&self) -> bool {
         let last = self.state.last_seq();
         self.sessions
             .values()
-            .any(|s| s.sub.is_some_and(|sent| sent < last))
+            .any(|s| s.sub.is_some_and(|sent| sent < last) && s.handle.queued() < SUBSCRIBER_ROOM)
+    }
+
+    /// Whether a subscriber is behind but still has a full queue of events it has not read.
+    fn waiting_for_room(&self) -> bool {
+        let last = self.state.last_seq();
+        self.sessions
+            .values()
+            .any(|s| s.sub.is_some_and(|sent| sent < last) && s.handle.queued() >= SUBSCRIBER_ROOM)
     }
 
     fn request(&mut self, conn: ConnId, actor: &Actor, req: Request) -> Result<Reply, ErrorBody> {

@@ -443,6 +443,8 @@ pub async fn run_command(
     c.arg("-c")
         .arg(cmd)
         .current_dir(cwd)
+        // The agent's credential is not the command's to use.
+        .env_remove(agent_team_pane::env::SECRET)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -776,6 +776,8 @@ async fn bash(
     c.arg("-c")
         .arg(cmd)
         .current_dir(root)
+        // The agent's credential is not the command's to use.
+        .env_remove(agent_team_pane::env::SECRET)
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
     if groups.own_group.is_some() {

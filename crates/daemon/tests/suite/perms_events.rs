@@ -270,3 +270,57 @@ fn a_leader_approver_that_disconnects_denies_what_waits_and_what_comes() {
     assert_eq!(late.status, PermStatus::Denied);
     assert_eq!(late.decision.as_ref().unwrap().by, "approver-gone");
 }
+
+/// CPU time (user + system) of this whole test process, daemon thread included, from
+/// `/proc/self/stat` (in clock ticks of 10 ms).
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let rest = stat.rsplit_once(')').unwrap().1;
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    Duration::from_millis((f[0] + f[1]) * 10)
+}
+
+#[test]
+fn a_subscriber_that_stops_reading_costs_the_daemon_nothing() {
+    let t = TestTeam::start();
+    let mut op = t.operator();
+    // A backlog far larger than what is pushed ahead of the reader.
+    for _ in 0..10 {
+        for _ in 0..1000 {
+            op.send(Request::TaskAdd {
+                title: "t".into(),
+                description: String::new(),
+                run: None,
+                blocked_by: vec![],
+                assign: None,
+                key: None,
+            })
+            .unwrap();
+        }
+        op.flush().unwrap();
+        for _ in 0..1000 {
+            op.next_response().unwrap();
+        }
+    }
+    let mut sub = t.operator();
+    sub.call(Request::Subscribe { since: 0 }).unwrap();
+    // The subscriber reads nothing more: its queue fills and the rest of its backlog must wait
+    // without the daemon spinning on it. Over the next second the process must stay mostly
+    // idle (a spinning core loop takes the whole second); on a loaded machine this can miss a
+    // regression, but it cannot fail a correct daemon.
+    let (cpu0, wall0) = (process_cpu(), std::time::Instant::now());
+    std::thread::sleep(Duration::from_secs(1));
+    let (cpu, wall) = (process_cpu() - cpu0, wall0.elapsed());
+    assert!(cpu < wall / 2, "the daemon used {cpu:?} of CPU in {wall:?}");
+    // And it still serves everyone else.
+    assert!(matches!(
+        op.call(Request::Ping).unwrap(),
+        Reply::Pong { .. }
+    ));
+    drop(sub);
+}

@@ -52,8 +52,13 @@ impl Approvals {
             return;
         };
         self.open.push_back(id);
+        let hint = if self.open.len() > 1 {
+            format!(" (several wait: add the id, e.g. `y {id}`)")
+        } else {
+            String::new()
+        };
         out.say(&format!(
-            "⚖ permission {}\n  allow? [y] once, [a] always, [n REASON] deny: ",
+            "⚖ permission {}\n  allow? [y] once, [a] always, [n REASON] deny{hint}: ",
             agent_team_protocol::text::printable(&m.body)
         ));
     }
@@ -73,37 +78,40 @@ impl Approvals {
         }
     }
 
-    /// Applies one typed line to the oldest open prompt.
+    /// Applies one typed line to the open prompt it is for: the only one, or the one whose id
+    /// it names when several wait. Requests decided elsewhere (the CLI, a timeout) are dropped
+    /// first, so an answer never lands on a stale prompt.
     pub async fn take_line(&mut self, line: Option<String>, link: &Link, out: &Output) {
         let Some(line) = line else {
             self.lines = None; // stdin closed: stop prompting
             return;
         };
-        let Some(id) = self.open.pop_front() else {
-            if !line.is_empty() {
-                out.say("(no permission request is waiting for an answer)");
-            }
-            return;
-        };
-        let (word, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
-        let (allow, always, reason) = match word.to_lowercase().as_str() {
-            "y" | "yes" | "" => (true, false, None),
-            "a" | "always" => (true, true, None),
-            "n" | "no" => (
-                false,
-                false,
-                Some(if rest.trim().is_empty() {
-                    "denied in the leader's pane".to_string()
-                } else {
-                    rest.trim().to_string()
-                }),
-            ),
-            _ => {
-                out.say("  answer y, a or n REASON");
-                self.open.push_front(id);
+        if let Ok(Reply::Perms { requests }) = link
+            .call_retry(Request::PermList {
+                all: false,
+                after: None,
+            })
+            .await
+        {
+            self.open.retain(|id| requests.iter().any(|r| r.id == *id));
+        }
+        let open: Vec<u64> = self.open.iter().copied().collect();
+        let answer = match parse_answer(&line, &open) {
+            Ok(a) => a,
+            Err(why) => {
+                if !why.is_empty() {
+                    out.say(&format!("  {why}"));
+                }
                 return;
             }
         };
+        self.open.retain(|id| *id != answer.id);
+        let Answer {
+            id,
+            allow,
+            always,
+            reason,
+        } = answer;
         match link
             .call_retry(Request::PermDecide {
                 id,
@@ -131,7 +139,71 @@ impl Approvals {
             }
             Err(e) => out.say(&format!("  could not decide request {id}: {e}")),
         }
+        if !self.open.is_empty() {
+            let ids: Vec<String> = self.open.iter().map(u64::to_string).collect();
+            out.say(&format!("  still waiting: request {}", ids.join(", ")));
+        }
     }
+}
+
+/// A decision typed in the pane.
+#[derive(Debug, PartialEq)]
+struct Answer {
+    id: u64,
+    allow: bool,
+    always: bool,
+    reason: Option<String>,
+}
+
+/// Reads `y [ID]`, `a [ID]` or `n [ID] [REASON]` against the `open` request ids. The id may be
+/// left out when one request is open. The error is what to tell the person (empty: nothing).
+fn parse_answer(line: &str, open: &[u64]) -> Result<Answer, String> {
+    let mut words = line.split_whitespace();
+    let word = words.next().unwrap_or("").to_lowercase();
+    let rest: Vec<&str> = words.collect();
+    let (allow, always) = match word.as_str() {
+        "y" | "yes" | "" => (true, false),
+        "a" | "always" => (true, true),
+        "n" | "no" => (false, false),
+        _ => return Err("answer y, a or n REASON (with the request id when several wait)".into()),
+    };
+    if open.is_empty() {
+        return Err(if line.trim().is_empty() {
+            String::new()
+        } else {
+            "no permission request is waiting for an answer".into()
+        });
+    }
+    let named = rest
+        .first()
+        .and_then(|w| w.trim_start_matches('#').parse::<u64>().ok())
+        .filter(|id| open.contains(id));
+    let (id, reason_words) = match (named, open) {
+        (Some(id), _) => (id, &rest[1..]),
+        (None, [only]) => (*only, &rest[..]),
+        (None, _) => {
+            let ids: Vec<String> = open.iter().map(u64::to_string).collect();
+            return Err(format!(
+                "several requests wait ({}): answer with the id, e.g. `{word} {}`",
+                ids.join(", "),
+                open[open.len() - 1]
+            ));
+        }
+    };
+    let reason = (!allow).then(|| {
+        let r = reason_words.join(" ");
+        if r.is_empty() {
+            "denied in the leader's pane".to_string()
+        } else {
+            r
+        }
+    });
+    Ok(Answer {
+        id,
+        allow,
+        always,
+        reason,
+    })
 }
 
 /// The id in a daemon `permission` message: `request 12: ...`.
@@ -146,6 +218,57 @@ pub fn request_id(body: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_goes_to_the_request_it_names_or_the_only_one() {
+        let a = |line: &str, open: &[u64]| parse_answer(line, open);
+        assert_eq!(
+            a("y", &[7]),
+            Ok(Answer {
+                id: 7,
+                allow: true,
+                always: false,
+                reason: None
+            })
+        );
+        assert_eq!(a("", &[7]).map(|x| x.allow), Ok(true));
+        assert_eq!(
+            a("n not on main", &[7]),
+            Ok(Answer {
+                id: 7,
+                allow: false,
+                always: false,
+                reason: Some("not on main".into())
+            })
+        );
+        // With several waiting, the id decides; without it nothing is decided.
+        assert_eq!(
+            a("a 13", &[12, 13]).map(|x| (x.id, x.always)),
+            Ok((13, true))
+        );
+        assert_eq!(
+            a("n #12 too risky", &[12, 13]).map(|x| (x.id, x.reason)),
+            Ok((12, Some("too risky".into())))
+        );
+        assert!(
+            a("y", &[12, 13])
+                .unwrap_err()
+                .contains("several requests wait (12, 13)")
+        );
+        // A number that is not an open id is part of the reason.
+        assert_eq!(
+            a("n 3 times failed", &[7]).map(|x| x.reason),
+            Ok(Some("3 times failed".into()))
+        );
+        assert_eq!(
+            a("y", &[]),
+            Err("no permission request is waiting for an answer".into())
+        );
+        assert_eq!(a("", &[]), Err(String::new()));
+        assert!(a("maybe", &[7]).is_err());
+    }
+
     #[test]
     fn ids() {
         assert_eq!(

@@ -32,18 +32,21 @@ pub struct ConnHandle {
     /// Set when the client fell hopelessly behind: the connection is cut at once, without
     /// waiting for the backlog (which the client is not reading) to be written first.
     cut: Arc<tokio::sync::watch::Sender<bool>>,
+    /// How many unread frames cut the connection.
+    limit: usize,
 }
 
-/// A client that lets this many frames pile up unread is disconnected rather than let the
-/// daemon's memory grow without bound.
-const MAX_QUEUED_FRAMES: usize = 200_000;
+/// By default, a client that lets this many frames pile up unread is disconnected rather than
+/// let the daemon's memory grow without bound.
+pub const MAX_QUEUED_FRAMES: usize = 200_000;
 
 impl ConnHandle {
-    fn new(tx: mpsc::UnboundedSender<Outbound>) -> Self {
+    fn new(tx: mpsc::UnboundedSender<Outbound>, limit: usize) -> Self {
         ConnHandle {
             tx,
             queued: Arc::new(AtomicUsize::new(0)),
             cut: Arc::new(tokio::sync::watch::channel(false).0),
+            limit,
         }
     }
 
@@ -53,7 +56,7 @@ impl ConnHandle {
         if *self.cut.borrow() {
             return false;
         }
-        if self.queued.fetch_add(1, Ordering::Relaxed) > MAX_QUEUED_FRAMES {
+        if self.queued.fetch_add(1, Ordering::Relaxed) > self.limit {
             tracing::warn!("a client stopped reading; cutting its connection");
             self.cut.send_replace(true);
             return false;
@@ -90,7 +93,7 @@ impl ConnHandle {
 }
 
 /// Serves one accepted connection until it closes.
-pub async fn serve(stream: Stream, id: ConnId, core: CoreTx) {
+pub async fn serve(stream: Stream, id: ConnId, core: CoreTx, max_queued: usize) {
     let my_uid = nix::unistd::geteuid().as_raw();
     let peer = stream.peer_creds().ok();
     let peer_uid = peer.as_ref().and_then(|c| c.euid());
@@ -100,7 +103,7 @@ pub async fn serve(stream: Stream, id: ConnId, core: CoreTx) {
     #[allow(deprecated)]
     let (rx_half, tx_half) = stream.split();
     let (tx, rx) = mpsc::unbounded_channel();
-    let handle = ConnHandle::new(tx);
+    let handle = ConnHandle::new(tx, max_queued);
     let writer = tokio::spawn(write_loop(tx_half, rx, handle.clone()));
 
     if peer_uid != Some(my_uid) {

@@ -73,6 +73,8 @@ pub struct CoreConfig {
     pub perm_timeout: Duration,
     /// The unread-message bound per agent.
     pub inbox_limit: usize,
+    /// Unread frames that cut a client off (see [`crate::conn::MAX_QUEUED_FRAMES`]).
+    pub max_queued_frames: usize,
 }
 
 /// The most requests applied before a commit; bounds the latency one batch adds.
@@ -98,7 +100,8 @@ fn page<T: serde::Serialize>(items: impl Iterator<Item = T>) -> Vec<T> {
 
 /// The most backlog events sent to a catching-up subscriber per batch.
 const BACKLOG_CHUNK: usize = 2000;
-/// A subscriber gets more of its backlog only while fewer frames than this wait unread.
+/// A subscriber gets more of its backlog only up to this many unread frames (or half the
+/// frames that would cut it off, if fewer).
 const SUBSCRIBER_ROOM: usize = 2 * BACKLOG_CHUNK;
 /// How soon a subscriber with a full queue is looked at again.
 const ROOM_RECHECK: Duration = Duration::from_millis(20);
@@ -672,11 +675,17 @@ impl Core {
     /// Sends subscribers that are behind the next chunk of their backlog from the store.
     fn catch_up_subscribers(&mut self) -> Result<(), agent_team_store::StoreError> {
         let last = self.state.last_seq();
-        let behind: Vec<(ConnId, u64)> = self
+        let room = self.subscriber_room();
+        // Each gets at most what fits in its room, so a catch-up alone never cuts a slow reader.
+        let behind: Vec<(ConnId, u64, usize)> = self
             .sessions
             .iter()
-            .filter(|(_, s)| s.handle.queued() < SUBSCRIBER_ROOM)
-            .filter_map(|(c, s)| s.sub.filter(|sent| *sent < last).map(|sent| (*c, sent)))
+            .filter_map(|(c, s)| {
+                let free = room.saturating_sub(s.handle.queued());
+                s.sub
+                    .filter(|sent| *sent < last && free > 0)
+                    .map(|sent| (*c, sent, free.min(BACKLOG_CHUNK)))
+            })
             .collect();
         if self.waiting_for_room() && !self.room_timer {
             // Someone is behind but has not read what it was sent: look again a little later
@@ -684,8 +693,8 @@ impl Core {
             self.room_timer = true;
             self.schedule(ROOM_RECHECK, Timer::SubscriberRoom);
         }
-        for (conn, sent) in behind {
-            let events = self.store.events_since(sent, BACKLOG_CHUNK)?;
+        for (conn, sent, chunk) in behind {
+            let events = self.store.events_since(sent, chunk)?;
             let Some(s) = self.sessions.get_mut(&conn) else {
                 continue;
             };
@@ -707,17 +716,23 @@ impl Core {
     /// round again at once.
     pub fn has_backlog(&self) -> bool {
         let last = self.state.last_seq();
-        self.sessions
-            .values()
-            .any(|s| s.sub.is_some_and(|sent| sent < last) && s.handle.queued() < SUBSCRIBER_ROOM)
+        self.sessions.values().any(|s| {
+            s.sub.is_some_and(|sent| sent < last) && s.handle.queued() < self.subscriber_room()
+        })
+    }
+
+    /// How many unread frames a subscriber may have before it gets more of its backlog:
+    /// a catch-up never pushes a slow reader past the limit that would cut it off.
+    fn subscriber_room(&self) -> usize {
+        SUBSCRIBER_ROOM.min(self.cfg.max_queued_frames / 2).max(1)
     }
 
     /// Whether a subscriber is behind but still has a full queue of events it has not read.
     fn waiting_for_room(&self) -> bool {
         let last = self.state.last_seq();
-        self.sessions
-            .values()
-            .any(|s| s.sub.is_some_and(|sent| sent < last) && s.handle.queued() >= SUBSCRIBER_ROOM)
+        self.sessions.values().any(|s| {
+            s.sub.is_some_and(|sent| sent < last) && s.handle.queued() >= self.subscriber_room()
+        })
     }
 
     fn request(&mut self, conn: ConnId, actor: &Actor, req: Request) -> Result<Reply, ErrorBody> {

@@ -58,6 +58,8 @@ pub struct DaemonOptions {
     pub perm_timeout: Duration,
     /// The bound on an agent's unread messages.
     pub inbox_limit: usize,
+    /// A client that lets this many frames pile up unread is cut off.
+    pub max_queued_frames: usize,
     /// How agents are launched.
     pub env: SupervisorEnv,
 }
@@ -70,6 +72,7 @@ impl DaemonOptions {
             team: team.to_string(),
             perm_timeout: Duration::from_secs(300),
             inbox_limit: agent_team_protocol::DEFAULT_INBOX_LIMIT,
+            max_queued_frames: conn::MAX_QUEUED_FRAMES,
             env: SupervisorEnv::default(),
         }
     }
@@ -98,6 +101,7 @@ pub struct Prepared {
     listener: interprocess::local_socket::tokio::Listener,
     tx: mpsc::UnboundedSender<CoreMsg>,
     rx: mpsc::UnboundedReceiver<CoreMsg>,
+    max_queued: usize,
 }
 
 /// Takes the lock, cleans up a crashed daemon's leftovers, opens the state and binds the socket.
@@ -139,6 +143,7 @@ pub fn prepare(opts: &DaemonOptions) -> Result<Prepared, DaemonError> {
         operator_secret,
         perm_timeout: opts.perm_timeout,
         inbox_limit: opts.inbox_limit,
+        max_queued_frames: opts.max_queued_frames,
     };
     let (tx, rx) = mpsc::unbounded_channel();
     let core = Core::new(cfg, store, state, opts.env.clone(), tx.clone());
@@ -166,6 +171,7 @@ pub fn prepare(opts: &DaemonOptions) -> Result<Prepared, DaemonError> {
         listener,
         tx,
         rx,
+        max_queued: opts.max_queued_frames,
     })
 }
 
@@ -181,6 +187,7 @@ pub async fn serve(
         listener,
         tx,
         rx,
+        max_queued,
     } = prepared;
     let core_task = tokio::spawn(core.run(rx));
     // Children that exit are noticed at once, not at the next poll.
@@ -202,7 +209,7 @@ pub async fn serve(
             match listener.accept().await {
                 Ok(stream) => {
                     next_id += 1;
-                    tokio::spawn(conn::serve(stream, next_id, accept_tx.clone()));
+                    tokio::spawn(conn::serve(stream, next_id, accept_tx.clone(), max_queued));
                 }
                 Err(e) => {
                     tracing::warn!("accept failed: {e}");

@@ -19,8 +19,16 @@ pub fn group_alive(pgid: u32) -> bool {
     }
 }
 
-/// The processes of group `pgid` with their state letter, read from /proc (None without /proc).
-pub fn group_members(pgid: u32) -> Option<Vec<(u32, char)>> {
+/// One line of /proc: pid, state letter, parent pid, process group.
+struct ProcEntry {
+    pid: u32,
+    state: char,
+    ppid: u32,
+    pgrp: u32,
+}
+
+/// Every process in /proc (None without /proc).
+fn proc_table() -> Option<Vec<ProcEntry>> {
     let rd = std::fs::read_dir("/proc").ok()?;
     let mut out = Vec::new();
     for e in rd.flatten() {
@@ -30,16 +38,48 @@ pub fn group_members(pgid: u32) -> Option<Vec<(u32, char)>> {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
-        // Fields after the command name: state ppid pgrp ...
+        // Fields after the command name (which may hold spaces): state ppid pgrp ...
         let Some((_, rest)) = stat.rsplit_once(')') else {
             continue;
         };
         let f: Vec<&str> = rest.split_whitespace().collect();
-        if f.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid) {
-            out.push((pid, f.first().and_then(|s| s.chars().next()).unwrap_or('?')));
-        }
+        let num = |i: usize| f.get(i).and_then(|x| x.parse::<u32>().ok());
+        let (Some(ppid), Some(pgrp)) = (num(1), num(2)) else {
+            continue;
+        };
+        out.push(ProcEntry {
+            pid,
+            state: f.first().and_then(|s| s.chars().next()).unwrap_or('?'),
+            ppid,
+            pgrp,
+        });
     }
     Some(out)
+}
+
+/// The processes of group `pgid` with their state letter, read from /proc (None without /proc).
+pub fn group_members(pgid: u32) -> Option<Vec<(u32, char)>> {
+    Some(
+        proc_table()?
+            .into_iter()
+            .filter(|p| p.pgrp == pgid)
+            .map(|p| (p.pid, p.state))
+            .collect(),
+    )
+}
+
+/// Every process descended from `pid` (children, their children, ...), read from /proc.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let table = proc_table().unwrap_or_default();
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(parent) = todo.pop() {
+        for p in table.iter().filter(|p| p.ppid == parent) {
+            out.push(p.pid);
+            todo.push(p.pid);
+        }
+    }
+    out
 }
 
 /// Whether process `pid` exists (a zombie counts until reaped).

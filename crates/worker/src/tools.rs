@@ -949,35 +949,13 @@ pub fn confine(root: &Path, path: &str) -> Result<PathBuf, String> {
     Ok(clean)
 }
 
-/// SIGKILLs `pid` and every process descended from it (found through `/proc`), children
-/// first seen, all before any can fork again unnoticed for long.
+/// SIGKILLs `pid` and every process descended from it.
 fn kill_tree(pid: u32) {
-    let mut parents: std::collections::HashMap<u32, Vec<u32>> = Default::default();
-    if let Ok(rd) = std::fs::read_dir("/proc") {
-        for e in rd.flatten() {
-            let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-                continue;
-            };
-            // The parent is the 2nd field after the `(comm)`, which may contain spaces.
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-                continue;
-            };
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .and_then(|x| x.parse::<u32>().ok());
-            if let Some(pp) = ppid {
-                parents.entry(pp).or_default().push(p);
-            }
-        }
-    }
-    let mut todo = vec![pid];
-    while let Some(p) = todo.pop() {
+    for p in std::iter::once(pid).chain(agent_team_pane::procs::descendants(pid)) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(p as i32),
             nix::sys::signal::Signal::SIGKILL,
         );
-        todo.extend(parents.get(&p).into_iter().flatten());
     }
 }
 

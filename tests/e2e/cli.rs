@@ -66,3 +66,143 @@ fn cli_starts_the_daemon_and_speaks_json_and_clear_errors() {
     sb.ok(&["teams", "delete", "web"]);
     assert!(!tp.dir.exists());
 }
+
+#[test]
+fn read_only_commands_never_create_a_team_and_read_a_stopped_one() {
+    let sb = Sandbox::new();
+    // No team at all: each read fails with a hint and leaves nothing behind.
+    for args in [
+        &["ps"][..],
+        &["task", "list"],
+        &["perms"],
+        &["inbox", "leader"],
+        &["events"],
+        &["task", "show", "1"],
+    ] {
+        let out = sb.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("agent-team up"), "{args:?}: {err}");
+    }
+    assert!(!sb.team("default").dir.exists(), "a read created the team");
+    assert!(!agent_team_client::daemon_running(&sb.team("default")));
+
+    // A stopped team: reads answer from its stored state and start no daemon.
+    sb.ok(&["--team", "web", "task", "add", "lint"]);
+    sb.ok(&["--team", "web", "down"]);
+    let tasks: serde_json::Value =
+        serde_json::from_str(&sb.ok(&["--team", "web", "task", "list", "--json"])).unwrap();
+    assert_eq!(tasks[0]["title"], "lint");
+    let task: serde_json::Value =
+        serde_json::from_str(&sb.ok(&["--team", "web", "task", "show", "1", "--json"])).unwrap();
+    assert_eq!(task["title"], "lint");
+    let perms: serde_json::Value =
+        serde_json::from_str(&sb.ok(&["--team", "web", "perms", "--json"])).unwrap();
+    assert_eq!(perms, serde_json::json!([]));
+    assert!(sb.ok(&["--team", "web", "events"]).lines().count() >= 1);
+    assert!(
+        !agent_team_client::daemon_running(&sb.team("web")),
+        "a read started the daemon"
+    );
+}
+
+#[test]
+fn concurrent_commands_against_a_stopped_or_crashed_team_all_succeed() {
+    let sb = Sandbox::new();
+    // Every command waits at a FIFO and all are let go at once, so they really race.
+    let gate = sb.path("gate");
+    nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let run_many = |sb: &Sandbox, n: usize, tag: &str| {
+        let children: Vec<_> = (0..n)
+            .map(|i| {
+                let c = sb.cmd("agent-team");
+                let script = format!(
+                    "cat {} >/dev/null; exec \"$0\" --team web task add {tag}-{i}",
+                    gate.display()
+                );
+                let exe = c.get_program().to_owned();
+                let mut c = std::process::Command::new("sh");
+                c.arg("-c").arg(script).arg(exe);
+                for (k, v) in sb.cmd("agent-team").get_envs() {
+                    match v {
+                        Some(v) => c.env(k, v),
+                        None => c.env_remove(k),
+                    };
+                }
+                c.current_dir(sb.dir.path())
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        // Once every command waits at the FIFO, opening it for writing releases them all
+        // together, and closing it lets each go on.
+        let want = format!("cat\0{}\0", gate.display());
+        wait_for(
+            "the commands to wait at the gate",
+            std::time::Duration::from_secs(30),
+            || {
+                let waiting = std::fs::read_dir("/proc")
+                    .unwrap()
+                    .flatten()
+                    .filter(|e| {
+                        std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want.as_bytes())
+                    })
+                    .count();
+                waiting == n
+            },
+        );
+        drop(std::fs::OpenOptions::new().write(true).open(&gate).unwrap());
+        let mut started = 0;
+        for c in children {
+            let out = c.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr).to_string();
+            assert!(out.status.success(), "a concurrent command failed: {err}");
+            started += usize::from(err.contains("started the daemon"));
+        }
+        started
+    };
+    // A team that does not exist yet (its daemon creates the database), then a stopped one.
+    let started = run_many(&sb, 24, "new");
+    assert_eq!(started, 1, "exactly one command says it started the daemon");
+    sb.ok(&["--team", "web", "down"]);
+    let started = run_many(&sb, 24, "stopped");
+    assert_eq!(started, 1, "exactly one command says it started the daemon");
+    // Right after the daemon was SIGKILLed (stale socket and lock file left behind).
+    let pid: u32 = std::fs::read_to_string(&sb.team("web").lock)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_for(
+        "the killed daemon to be gone",
+        std::time::Duration::from_secs(10),
+        || !agent_team_client::daemon_running(&sb.team("web")),
+    );
+    run_many(&sb, 40, "crashed");
+    let tasks: serde_json::Value =
+        serde_json::from_str(&sb.ok(&["--team", "web", "task", "list", "--json"])).unwrap();
+    assert_eq!(tasks.as_array().unwrap().len(), 24 + 24 + 40);
+    sb.ok(&["--team", "web", "down"]);
+}
+
+#[test]
+fn error_hints_are_not_repeated() {
+    let sb = Sandbox::new();
+    sb.ok(&["--team", "web", "task", "add", "x"]);
+    let out = sb.run(&["--team", "web", "send", "ghost", "hi"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("valid names").count(), 1, "{err}");
+    let out = sb.run(&["--team", "web", "task", "show", "99"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("agent-team --help").count(), 0, "{err}");
+    assert_eq!(err.matches('(').count(), err.matches(')').count(), "{err}");
+    sb.ok(&["--team", "web", "down"]);
+}

@@ -103,6 +103,22 @@ fn run_completes_a_dependency_graph_on_process_and_in_process_backends() {
 
 /// Starts a team with the given tasks on the process backend and waits until the leader is up.
 fn up(sb: &Sandbox, team: &str, teammates: &[&str], tasks: &str, extra: &str) {
+    up_on(sb, "process", team, teammates, tasks, extra);
+}
+
+/// The backends a lifecycle test runs on: process and in-process always, tmux when present.
+fn backends() -> Vec<&'static str> {
+    let mut v = vec!["process", "in-process"];
+    if agent_team_pane::tmux::version().is_ok() {
+        v.push("tmux");
+    } else {
+        eprintln!("tmux >= 3.2 not found: the tmux case is skipped");
+    }
+    v
+}
+
+/// [`up`] on a given backend.
+fn up_on(sb: &Sandbox, backend: &str, team: &str, teammates: &[&str], tasks: &str, extra: &str) {
     let mut s = format!("name = \"{team}\"\n{extra}\n");
     for n in teammates {
         s.push_str(&format!(
@@ -111,7 +127,7 @@ fn up(sb: &Sandbox, team: &str, teammates: &[&str], tasks: &str, extra: &str) {
     }
     s.push_str(tasks);
     sb.write_team_file(&s);
-    sb.ok(&["up", "--backend", "process", "--detach"]);
+    sb.ok(&["up", "--backend", backend, "--detach"]);
 }
 
 #[test]
@@ -162,33 +178,53 @@ fn sigkill_of_a_teammate_mid_task_restarts_it_and_it_finishes_its_task_once() {
 
 #[test]
 fn killed_teammate_is_not_restarted_and_another_finishes_its_task() {
+    for backend in backends() {
+        killed_teammate_on(backend);
+    }
+}
+
+fn killed_teammate_on(backend: &str) {
     let sb = Sandbox::new();
     let marker = sb.path("started");
+    let pidfile = sb.path("cmd.pid");
     // Only the first run blocks, so the kill lands inside it however slow the machine is.
     let cmd = format!(
-        "echo run >> {m}; [ $(wc -l < {m}) -gt 1 ] || sleep 30",
+        "echo $$ > {p}; echo run >> {m}; [ $(wc -l < {m}) -gt 1 ] || sleep 30",
+        p = pidfile.display(),
         m = marker.display()
     );
-    up(
+    up_on(
         &sb,
+        backend,
         "killop",
         &["b1"],
         &format!("[[tasks]]\nkey = \"slow\"\ntitle = \"slow\"\nrun = \"{cmd}\"\n"),
         "",
     );
     wait_for("the task to start", T, || marker.exists());
+    let command_pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let out = sb.ok(&["--team", "killop", "kill", "b1", "--json"]);
     let killed: AgentInfo = serde_json::from_str(&out).unwrap();
-    assert_eq!(killed.status, AgentStatus::Stopped);
-    assert!(
-        !group_alive(killed.pgid.unwrap()),
-        "kill leaves nothing of b1 running"
-    );
+    assert_eq!(killed.status, AgentStatus::Stopped, "{backend}");
+    if let Some(pg) = killed.pgid {
+        assert!(
+            !group_alive(pg),
+            "{backend}: kill leaves nothing of b1 running"
+        );
+    }
+    wait_for("the task command to be gone", T, || {
+        !agent_team_pane::procs::pid_alive(command_pid as u32)
+            || agent_team_pane::procs::is_zombie(command_pid as u32)
+    });
     let task = &sb.tasks("killop")[0];
     assert_eq!(
         (task.status, task.owner.as_deref()),
         (TaskStatus::Pending, None),
-        "its task was released"
+        "{backend}: its task was released, not failed"
     );
     // The leader was told.
     let inbox = sb.operator("killop").all_messages("leader", false).unwrap();
@@ -196,21 +232,103 @@ fn killed_teammate_is_not_restarted_and_another_finishes_its_task() {
         inbox
             .iter()
             .any(|m| m.body.contains("b1 was stopped") && m.body.contains("went back to pending")),
-        "{inbox:?}"
+        "{backend}: {inbox:?}"
     );
     sb.ok(&["--team", "killop", "spawn", "worker", "--name", "b2"]);
+    // A second spawn of a live name is a conflict, not a silent success.
+    let again = sb.run(&["--team", "killop", "spawn", "worker", "--name", "b2"]);
+    assert_eq!(again.status.code(), Some(1), "{backend}");
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already on the team"),
+        "{backend}: {}",
+        String::from_utf8_lossy(&again.stderr)
+    );
     wait_for("another teammate to complete it", T, || {
         sb.task_is("killop", 1, TaskStatus::Completed)
     });
     let task = &sb.tasks("killop")[0];
-    assert_eq!((task.owner.as_deref(), task.attempts), (Some("b2"), 2));
+    assert_eq!(
+        (task.owner.as_deref(), task.attempts),
+        (Some("b2"), 2),
+        "{backend}"
+    );
     let b1 = sb.agent("killop", "b1");
     assert_eq!(
         (b1.status, b1.incarnation),
         (AgentStatus::Stopped, killed.incarnation),
-        "never restarted"
+        "{backend}: never restarted"
     );
     sb.ok(&["--team", "killop", "down"]);
+}
+
+/// Live `sleep 3599` processes started for `team` of this sandbox (a task command's child).
+fn sleepers(sb: &Sandbox, team: &str) -> Vec<u32> {
+    let sock = sb.team(team).socket.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == b"sleep\x003599\x00")
+                && std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                    env.split(|b| *b == 0)
+                        .any(|kv| kv.ends_with(sock.as_bytes()))
+                })
+                && !agent_team_pane::procs::is_zombie(*pid)
+        })
+        .collect()
+}
+
+#[test]
+fn a_daemon_killed_mid_task_leaves_no_task_command_running_on_any_backend() {
+    for backend in backends() {
+        let sb = Sandbox::new();
+        let started = sb.path("started");
+        // The command's own child is what must not be orphaned.
+        let cmd = format!("touch {}; sleep 3599; true", started.display());
+        up_on(
+            &sb,
+            backend,
+            "orphan",
+            &["b1"],
+            &format!("[[tasks]]\nkey = \"long\"\ntitle = \"long\"\nrun = \"{cmd}\"\n"),
+            "",
+        );
+        wait_for("the task command to start", T, || {
+            sleepers(&sb, "orphan").len() == 1
+        });
+        let first = sleepers(&sb, "orphan");
+        let daemon = agent_team_daemon_pid(&sb.team("orphan"));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(daemon as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        if backend == "in-process" {
+            // The agent died with the daemon, so what its command started must not run on.
+            wait_for("the orphaned command to die", T, || {
+                !first.iter().any(|p| agent_team_pane::procs::pid_alive(*p))
+                    || sleepers(&sb, "orphan").is_empty()
+            });
+        }
+        // A command brings the daemon back; never more than one copy of the task runs, and
+        // `down` stops all of it.
+        sb.ok(&["--team", "orphan", "task", "add", "poke"]);
+        wait_for("the task to run (again)", T, || {
+            sleepers(&sb, "orphan").len() == 1
+        });
+        assert_eq!(
+            sleepers(&sb, "orphan").len(),
+            1,
+            "{backend}: one copy of the task runs"
+        );
+        sb.ok(&["--team", "orphan", "down"]);
+        assert!(
+            sleepers(&sb, "orphan").is_empty(),
+            "{backend}: task commands outlived `down`: {:?}",
+            sleepers(&sb, "orphan")
+        );
+    }
 }
 
 #[test]

@@ -8,10 +8,19 @@ use std::sync::Arc;
 
 /// The backend to use for `requested`, and why.
 pub fn resolve(requested: BackendKind) -> Result<(BackendKind, String)> {
+    resolve_with(requested, agent_team_pane::tmux::version, in_iterm2())
+}
+
+/// [`resolve`] with the tmux check and the iTerm2 answer given (so it is tested without them).
+fn resolve_with(
+    requested: BackendKind,
+    tmux: impl Fn() -> Result<(u32, u32, String), agent_team_pane::PaneError>,
+    iterm2: bool,
+) -> Result<(BackendKind, String)> {
     match requested {
         BackendKind::Process => Ok((BackendKind::Process, "asked for".into())),
         BackendKind::InProcess => Ok((BackendKind::InProcess, "asked for".into())),
-        BackendKind::Tmux => match agent_team_pane::tmux::version() {
+        BackendKind::Tmux => match tmux() {
             Ok((_, _, v)) => Ok((BackendKind::Tmux, format!("asked for; {v}"))),
             Err(e) => bail!(crate::Hinted::new(
                 format!("the tmux backend was asked for but {e}"),
@@ -19,7 +28,7 @@ pub fn resolve(requested: BackendKind) -> Result<(BackendKind, String)> {
             )),
         },
         BackendKind::Iterm2 => {
-            if in_iterm2() {
+            if iterm2 {
                 Ok((BackendKind::Iterm2, "asked for".into()))
             } else {
                 bail!(crate::Hinted::new(
@@ -29,29 +38,25 @@ pub fn resolve(requested: BackendKind) -> Result<(BackendKind, String)> {
             }
         }
         BackendKind::Auto => {
-            if let Some(v) = tmux_version() {
-                return Ok((BackendKind::Tmux, format!("auto: {v} is usable")));
-            }
-            if in_iterm2() {
+            // The same check as `--backend tmux`: a tmux too old for the pane crate is not usable.
+            let why_not = match tmux() {
+                Ok((_, _, v)) => return Ok((BackendKind::Tmux, format!("auto: {v} is usable"))),
+                Err(e) => e.to_string(),
+            };
+            if iterm2 {
                 return Ok((
                     BackendKind::Iterm2,
-                    "auto: no tmux, running in iTerm2".into(),
+                    format!("auto: no usable tmux ({why_not}), running in iTerm2"),
                 ));
             }
             Ok((
                 BackendKind::InProcess,
-                "auto: no tmux on PATH and not in iTerm2, so agents run inside the daemon".into(),
+                format!(
+                    "auto: no usable tmux ({why_not}) and not in iTerm2, so agents run inside the daemon"
+                ),
             ))
         }
     }
-}
-
-/// `tmux -V` if tmux runs.
-pub fn tmux_version() -> Option<String> {
-    let out = std::process::Command::new("tmux").arg("-V").output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 fn in_iterm2() -> bool {
@@ -81,4 +86,37 @@ pub fn supervisor_env() -> Result<agent_team_daemon::SupervisorEnv> {
         runner: Some(Arc::new(agent_team_worker::inprocess::Runner)),
         factory: None,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use agent_team_pane::PaneError;
+
+    fn tmux_is(text: &'static str) -> impl Fn() -> Result<(u32, u32, String), PaneError> {
+        move || {
+            let v = agent_team_pane::tmux::parse_version(text).unwrap();
+            if v < agent_team_pane::tmux::MIN_VERSION {
+                Err(PaneError::Tool(format!("{text} is too old")))
+            } else {
+                Ok((v.0, v.1, text.to_string()))
+            }
+        }
+    }
+
+    #[test]
+    fn auto_refuses_a_tmux_older_than_the_pane_crate_accepts() {
+        let (kind, why) = resolve_with(BackendKind::Auto, tmux_is("tmux 3.1c"), false).unwrap();
+        assert_eq!(kind, BackendKind::InProcess, "{why}");
+        assert!(why.contains("too old"), "{why}");
+        let (kind, _) = resolve_with(BackendKind::Auto, tmux_is("tmux 3.1c"), true).unwrap();
+        assert_eq!(kind, BackendKind::Iterm2);
+        let (kind, why) = resolve_with(BackendKind::Auto, tmux_is("tmux 3.3a"), false).unwrap();
+        assert_eq!(
+            (kind, why.as_str()),
+            (BackendKind::Tmux, "auto: tmux 3.3a is usable")
+        );
+        assert!(resolve_with(BackendKind::Tmux, tmux_is("tmux 3.0"), false).is_err());
+    }
 }

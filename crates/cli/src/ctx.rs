@@ -1,9 +1,16 @@
 //! Which team a command acts on, and the connection to its daemon (started on demand).
 
-use agent_team_client::{Client, ClientError};
+use agent_team_client::{Client, ClientError, ReplyExt};
 use agent_team_paths::{Paths, TeamPaths};
+use agent_team_protocol::*;
+use agent_team_state::TeamState;
+use agent_team_store::Store;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long a command keeps retrying a request whose daemon went away mid-call.
+const RETRY_FOR: Duration = Duration::from_secs(20);
 
 /// The resolved team and where its files are.
 pub struct Ctx {
@@ -73,6 +80,58 @@ impl Ctx {
             .with_context(|| format!("cannot connect to the daemon of team {}", self.team))
     }
 
+    /// Makes one request as the operator, starting the daemon if needed. If the connection
+    /// drops before the answer (the daemon crashed or was restarted), it reconnects and sends
+    /// the same request again under the same request id, so it is applied exactly once.
+    pub fn call(&self, req: Request) -> Result<Reply> {
+        let rid = req.is_mutating().then(agent_team_client::new_rid);
+        let deadline = Instant::now() + RETRY_FOR;
+        let mut said = false;
+        loop {
+            let mut c = self.connect()?;
+            match c.call_with_rid(req.clone(), rid.clone()) {
+                Err(e) if e.is_disconnect() && Instant::now() < deadline => {
+                    if !said {
+                        eprintln!(
+                            "agent-team: lost the daemon of team {}; retrying",
+                            self.team
+                        );
+                        said = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    /// Where a read-only command reads: the running daemon, else the stopped team's stored
+    /// state. A read never starts a daemon or creates a team: with no team it fails with a hint.
+    pub fn reader(&self) -> Result<Reader> {
+        if let Some(c) = self.connect_existing()? {
+            return Ok(Reader::Live(c));
+        }
+        if !self.tp.db.exists() {
+            anyhow::bail!(crate::Hinted::new(
+                format!("there is no team {:?} here", self.team),
+                "start one with `agent-team up`, or name one with --team (see `agent-team teams list`)",
+            ));
+        }
+        let store = Store::open_read_only(&self.tp.db, &self.team)
+            .with_context(|| format!("cannot read the state of team {}", self.team))?;
+        let snap = store
+            .load()
+            .with_context(|| format!("cannot read the state of team {}", self.team))?;
+        eprintln!(
+            "agent-team: team {} is not running; showing its stored state (start it with `agent-team up`)",
+            self.team
+        );
+        Ok(Reader::Stored {
+            state: Box::new(TeamState::restore(&self.team, snap)),
+            store,
+        })
+    }
+
     /// Connects as the operator if the daemon is running; `None` if it is not.
     pub fn connect_existing(&self) -> Result<Option<Client>> {
         match Client::operator(&self.tp) {
@@ -118,5 +177,97 @@ fn team_name_from_file(path: &Path) -> Result<String> {
             "e.g. name = \"webapp\""
         )),
         None => Ok("default".to_string()),
+    }
+}
+
+/// What a read-only command reads from: the live daemon, or a stopped team's database.
+pub enum Reader {
+    /// The team's daemon answers.
+    Live(Client),
+    /// The team is stopped: its state as stored.
+    Stored {
+        /// The state rebuilt from the store.
+        state: Box<TeamState>,
+        /// The database, opened read-only (for message history and events).
+        store: Store,
+    },
+}
+
+/// The most rows read from a stopped team's database per query.
+const STORED_PAGE: usize = 5000;
+
+impl Reader {
+    /// Every agent on the roster.
+    pub fn agents(&mut self) -> Result<Vec<AgentInfo>> {
+        Ok(match self {
+            Reader::Live(c) => c.call(Request::Agents).agents()?,
+            Reader::Stored { state, .. } => state.agents(),
+        })
+    }
+
+    /// Every task, optionally of one status.
+    pub fn tasks(&mut self, status: Option<TaskStatus>) -> Result<Vec<Task>> {
+        Ok(match self {
+            Reader::Live(c) => c.all_tasks(status)?,
+            Reader::Stored { state, .. } => state.tasks(status),
+        })
+    }
+
+    /// One task.
+    pub fn task(&mut self, id: u64) -> Result<Task> {
+        Ok(match self {
+            Reader::Live(c) => c.call(Request::TaskShow { id }).task()?,
+            Reader::Stored { state, .. } => state.task(id).cloned().map_err(ClientError::Server)?,
+        })
+    }
+
+    /// An agent's messages (only the unread ones with `unread`).
+    pub fn messages(&mut self, name: &str, unread: bool) -> Result<Vec<Message>> {
+        Ok(match self {
+            Reader::Live(c) => c.all_messages(name, unread)?,
+            Reader::Stored { state, store } => {
+                if unread {
+                    state.unread(name)
+                } else {
+                    let mut out: Vec<Message> = Vec::new();
+                    loop {
+                        let after = out.last().map(|m| m.id).unwrap_or(0);
+                        let page = store.inbox(name, after, STORED_PAGE)?;
+                        let done = page.len() < STORED_PAGE;
+                        out.extend(page);
+                        if done {
+                            break out;
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    /// Permission requests (pending only, unless `all`).
+    pub fn perms(&mut self, all: bool) -> Result<Vec<PermRequest>> {
+        Ok(match self {
+            Reader::Live(c) => c.all_perms(all)?,
+            Reader::Stored { state, .. } => state.perms(all),
+        })
+    }
+
+    /// Events after `since`.
+    pub fn events(&mut self, since: u64) -> Result<Vec<Envelope>> {
+        Ok(match self {
+            Reader::Live(c) => c.all_events(since)?,
+            Reader::Stored { store, .. } => {
+                let mut out: Vec<Envelope> = Vec::new();
+                loop {
+                    let after = out.last().map(|e| e.seq).unwrap_or(since);
+                    let page = store.events_since(after, STORED_PAGE)?;
+                    let done = page.len() < STORED_PAGE;
+                    out.extend(page);
+                    if done {
+                        break out;
+                    }
+                }
+            }
+        })
     }
 }

@@ -57,7 +57,11 @@ fn describe(e: &anyhow::Error) -> String {
     if let Some(ce) = e.chain().find_map(|c| c.downcast_ref::<ClientError>()) {
         return match ce {
             ClientError::Server(body) | ClientError::Refused(body) => {
-                format!("{} ({})", body.message, hint_for(body.code, &body.details))
+                format!(
+                    "{} ({})",
+                    body.message,
+                    hint_for(body.code, &body.message, &body.details)
+                )
             }
             ClientError::Connect { path, .. } => {
                 format!(
@@ -68,12 +72,28 @@ fn describe(e: &anyhow::Error) -> String {
             other => format!("{other} (check `agent-team teams show` and the daemon log)"),
         };
     }
-    let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-    format!("{} (see `agent-team --help`)", chain.join(": "))
+    // A context often repeats its cause's text: keep each part once.
+    let mut chain: Vec<String> = Vec::new();
+    for part in e.chain().map(|c| c.to_string()) {
+        if !chain.iter().any(|p| p.contains(&part)) {
+            chain.push(part);
+        }
+    }
+    let text = chain.join(": ");
+    if text.ends_with(')') {
+        // It carries its own hint already.
+        text
+    } else {
+        format!("{text} (see `agent-team --help`)")
+    }
 }
 
-fn hint_for(code: ErrorCode, details: &serde_json::Value) -> String {
+fn hint_for(code: ErrorCode, message: &str, details: &serde_json::Value) -> String {
     match code {
+        // The daemon's message already lists the valid names.
+        ErrorCode::NotFound if message.contains("valid names") => {
+            "check the spelling; `agent-team ps` lists the team".into()
+        }
         ErrorCode::NotFound if details.get("valid").is_some() => {
             let names: Vec<String> = details["valid"]
                 .as_array()
@@ -99,8 +119,17 @@ fn hint_for(code: ErrorCode, details: &serde_json::Value) -> String {
             "it starts once its blockers complete; see `agent-team task list`".into()
         }
         ErrorCode::Busy => "the agent must finish or release its current task first".into(),
+        ErrorCode::Conflict if details.get("agent").is_some() => {
+            "pick another name, or `agent-team restart` that agent".into()
+        }
         ErrorCode::Conflict => "someone else holds it; see `agent-team task show`".into(),
-        ErrorCode::InvalidState => "see `agent-team task show` for its current state".into(),
+        ErrorCode::InvalidState if details.get("max_teammates").is_some() => {
+            "raise max_teammates in the team file, or `agent-team kill` a teammate first".into()
+        }
+        ErrorCode::InvalidState if details.get("task").is_some() => {
+            "see `agent-team task show` for its current state".into()
+        }
+        ErrorCode::InvalidState => "see `agent-team ps` and `agent-team task list`".into(),
         ErrorCode::PermissionDenied => "only the leader or the operator may do that".into(),
         ErrorCode::InboxFull => "the recipient must read its messages first".into(),
         ErrorCode::BadRequest => "check the arguments".into(),

@@ -80,10 +80,22 @@ impl AsyncClient {
         &self.inner.welcome
     }
 
-    /// Makes one request and waits for its answer.
+    /// Makes one request and waits for its answer. A mutating request carries a fresh request
+    /// id; to retry one safely after a reconnect use [`AsyncClient::call_with_rid`].
     pub async fn call(&self, req: Request) -> Result<Reply, ClientError> {
+        let rid = req.is_mutating().then(crate::new_rid);
+        self.call_with_rid(req, rid).await
+    }
+
+    /// Makes one request under request id `rid`: the daemon applies a mutating request with a
+    /// given id once, and answers every repeat of it with the first reply.
+    pub async fn call_with_rid(
+        &self,
+        req: Request,
+        rid: Option<String>,
+    ) -> Result<Reply, ClientError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let bytes = frame::encode(&ClientFrame::Request { id, body: req })?;
+        let bytes = frame::encode(&ClientFrame::Request { id, body: req, rid })?;
         let (tx, rx) = oneshot::channel();
         {
             let mut guard = self.inner.pending.lock().map_err(|_| closed())?;

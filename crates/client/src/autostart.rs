@@ -59,6 +59,11 @@ pub fn ensure_daemon(
     }
     tp.ensure_dirs()
         .map_err(|e| StartError::Io(e.to_string()))?;
+    let deadline = Instant::now() + START_DEADLINE;
+    // Another command is starting it right now: wait for that one instead of racing it.
+    if lock_held(&tp.lock) && wait_for_winner(tp, deadline) {
+        return Ok(None);
+    }
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -89,18 +94,21 @@ pub fn ensure_daemon(
         source,
     })?;
     let pid = child.id();
-    let deadline = Instant::now() + Duration::from_secs(10);
     let mut pause = Duration::from_millis(1);
     loop {
         if daemon_running(tp) {
             // The daemon lives on in its own session; a thread reaps it should it exit while
             // this process still runs, so it never lingers as a zombie.
             std::thread::spawn(move || child.wait());
-            return Ok(Some(pid));
+            // Several starters may race: only the one whose daemon took the lock started it.
+            let holder = std::fs::read_to_string(&tp.lock)
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok());
+            return Ok((holder == Some(pid)).then_some(pid));
         }
         if let Ok(Some(status)) = child.try_wait() {
-            // Lost a race with another starter? Then the other daemon answers now.
-            if daemon_running(tp) {
+            // Lost the race for the lock to another starter: its daemon answers soon.
+            if daemon_running(tp) || (lock_held(&tp.lock) && wait_for_winner(tp, deadline)) {
                 return Ok(None);
             }
             return Err(StartError::Exited {
@@ -112,13 +120,52 @@ pub fn ensure_daemon(
         if Instant::now() > deadline {
             return Err(StartError::Timeout {
                 socket: tp.socket.clone(),
-                secs: 10,
+                secs: START_DEADLINE.as_secs(),
                 log: tp.daemon_log.clone(),
             });
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(50));
     }
+}
+
+/// How long a starting daemon has to answer on its socket.
+const START_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Whether some process holds the team's daemon lock right now (a daemon running or starting).
+fn lock_held(lock: &Path) -> bool {
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(lock)
+    else {
+        return false;
+    };
+    match file.try_lock() {
+        Ok(()) => {
+            let _ = file.unlock();
+            false
+        }
+        Err(std::fs::TryLockError::WouldBlock) => true,
+        Err(std::fs::TryLockError::Error(_)) => false,
+    }
+}
+
+/// Waits until the daemon that holds the lock answers, or the lock is let go (that daemon
+/// failed to start, or exited), or `deadline` passes. True when it answers.
+fn wait_for_winner(tp: &TeamPaths, deadline: Instant) -> bool {
+    let mut pause = Duration::from_millis(1);
+    while Instant::now() < deadline {
+        if daemon_running(tp) {
+            return true;
+        }
+        if !lock_held(&tp.lock) {
+            return daemon_running(tp);
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+    false
 }
 
 fn tail(path: &Path) -> String {

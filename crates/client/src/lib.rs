@@ -55,6 +55,25 @@ pub enum ClientError {
     Timeout,
 }
 
+/// A fresh request id (`rid`): 128 random bits in hex, unique across processes and restarts.
+pub fn new_rid() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        // No entropy source: time, pid and a counter are still unique on this machine.
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        b[..8].copy_from_slice(&t.to_le_bytes());
+        let tail = (u64::from(std::process::id()) << 32)
+            | (N.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff);
+        b[8..].copy_from_slice(&tail.to_le_bytes());
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 impl ClientError {
     /// The server's error code, when the daemon refused the request or the handshake.
     pub fn code(&self) -> Option<ErrorCode> {
@@ -169,11 +188,34 @@ impl Client {
         self.wait(id)
     }
 
+    /// Makes one request under request id `rid` and waits for its answer: the daemon applies
+    /// a mutating request with a given id once and answers every repeat with the first reply,
+    /// so a caller that lost its connection may send it again on a new one.
+    pub fn call_with_rid(
+        &mut self,
+        req: Request,
+        rid: Option<String>,
+    ) -> Result<Reply, ClientError> {
+        let id = self.send_with_rid(req, rid)?;
+        self.flush()?;
+        self.wait(id)
+    }
+
     /// Queues a request without waiting (pipelining); returns its id. Call [`Client::flush`].
+    /// A mutating request carries a fresh request id.
     pub fn send(&mut self, req: Request) -> Result<u64, ClientError> {
+        let rid = req.is_mutating().then(new_rid);
+        self.send_with_rid(req, rid)
+    }
+
+    /// Queues a request under request id `rid` (see [`Client::call_with_rid`]).
+    pub fn send_with_rid(&mut self, req: Request, rid: Option<String>) -> Result<u64, ClientError> {
         self.next_id += 1;
         let id = self.next_id;
-        frame::write(&mut self.writer, &ClientFrame::Request { id, body: req })?;
+        frame::write(
+            &mut self.writer,
+            &ClientFrame::Request { id, body: req, rid },
+        )?;
         Ok(id)
     }
 

@@ -230,12 +230,17 @@ async fn read_loop<R: tokio::io::AsyncRead + Unpin>(
             }
         };
         match serde_json::from_slice::<ClientFrame>(&payload) {
-            Ok(ClientFrame::Request { id: req_id, body }) => {
+            Ok(ClientFrame::Request {
+                id: req_id,
+                body,
+                rid,
+            }) => {
                 if core
                     .send(CoreMsg::Request {
                         conn: id,
                         id: req_id,
                         req: body,
+                        rid,
                     })
                     .is_err()
                 {

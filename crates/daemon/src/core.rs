@@ -46,6 +46,8 @@ pub enum CoreMsg {
         id: u64,
         /// The request.
         req: Request,
+        /// The client's request id, for answering a retry with the first reply.
+        rid: Option<String>,
     },
     /// A connection closed.
     Closed {
@@ -56,8 +58,13 @@ pub enum CoreMsg {
     Shutdown,
     /// A blocking supervisor operation finished.
     Sup(crate::supervisor::SupEvent),
-    /// SIGCHLD: a child may have exited; check now rather than at the next poll.
+    /// An agent may have ended (an in-process agent said so): check now rather than at the
+    /// next poll.
     Poll,
+    /// SIGCHLD: one of our children exited. Only an agent when the backend's agents are our
+    /// children; with tmux it is one of our own tmux commands, and polling on it would run
+    /// another tmux command whose exit is the next SIGCHLD (a busy loop).
+    ChildExited,
 }
 
 /// Settings the core runs with.
@@ -75,6 +82,11 @@ pub struct CoreConfig {
     pub inbox_limit: usize,
     /// Unread frames that cut a client off (see [`crate::conn::MAX_QUEUED_FRAMES`]).
     pub max_queued_frames: usize,
+}
+
+/// A request's outcome as it is remembered for retries.
+fn outcome_json(outcome: &Result<Reply, ErrorBody>) -> String {
+    serde_json::to_string(outcome).unwrap_or_else(|_| "null".into())
 }
 
 /// The most requests applied before a commit; bounds the latency one batch adds.
@@ -156,6 +168,11 @@ pub struct Core {
     /// Batches committed and core messages handled, for the log.
     stats: (u64, u64),
     commit_time: Duration,
+    /// Requests with a request id still waiting for their (asynchronous) answer, by the
+    /// connection and frame id they will be answered on: whose request id it was.
+    rid_pending: HashMap<(ConnId, u64), (String, String)>,
+    /// Retries that arrived while their original was still in flight, answered with it.
+    rid_retries: HashMap<(String, String), Vec<(ConnId, u64)>>,
 }
 
 impl Core {
@@ -186,6 +203,8 @@ impl Core {
             daemon_pid: std::process::id(),
             stats: (0, 0),
             commit_time: Duration::ZERO,
+            rid_pending: HashMap::new(),
+            rid_retries: HashMap::new(),
         };
         core.state.set_inbox_limit(core.cfg.inbox_limit);
         core.recover();
@@ -220,6 +239,21 @@ impl Core {
 
     /// Queues the answer to request `id` of `conn` (sent when the batch commits).
     pub(crate) fn answer(&mut self, conn: ConnId, id: u64, outcome: Result<Reply, ErrorBody>) {
+        if let Some((identity, rid)) = self.rid_pending.remove(&(conn, id)) {
+            self.state
+                .remember_reply(&identity, &rid, outcome_json(&outcome));
+            for (c, i) in self
+                .rid_retries
+                .remove(&(identity, rid))
+                .unwrap_or_default()
+            {
+                self.queue_response(c, i, outcome.clone());
+            }
+        }
+        self.queue_response(conn, id, outcome);
+    }
+
+    fn queue_response(&mut self, conn: ConnId, id: u64, outcome: Result<Reply, ErrorBody>) {
         let frame = ServerFrame::response(id, outcome);
         match frame::encode(&frame) {
             Ok(bytes) => self.responses.push((conn, bytes)),
@@ -350,10 +384,33 @@ impl Core {
                 }
                 let _ = reply.send(verdict);
             }
-            CoreMsg::Request { conn, id, req } => {
+            CoreMsg::Request { conn, id, req, rid } => {
                 let Some(actor) = self.sessions.get(&conn).map(|s| s.actor.clone()) else {
                     return;
                 };
+                // A mutating request with a request id is applied once: a retry is answered
+                // with the first reply (remembered durably), or joins it while in flight.
+                let rid = rid.filter(|_| req.is_mutating());
+                if let Some(r) = &rid {
+                    if r.is_empty() || r.len() > MAX_RID_LEN {
+                        let e = ErrorBody::new(
+                            ErrorCode::BadRequest,
+                            format!("a request id (rid) has 1-{MAX_RID_LEN} bytes"),
+                        );
+                        return self.answer(conn, id, Err(e));
+                    }
+                    if let Some(json) = self.state.replay(actor.name(), r) {
+                        let outcome = serde_json::from_str(json).unwrap_or_else(|e| {
+                            Err(internal(&format!("cannot read the remembered reply: {e}")))
+                        });
+                        return self.answer(conn, id, outcome);
+                    }
+                    let key = (actor.name().to_string(), r.clone());
+                    if let Some(retries) = self.rid_retries.get_mut(&key) {
+                        retries.push((conn, id));
+                        return;
+                    }
+                }
                 let outcome = match req {
                     Request::Spawn { role, name } => {
                         self.spawn_request(&actor, conn, id, role, name).transpose()
@@ -366,14 +423,35 @@ impl Core {
                     }
                     other => Some(self.request(conn, &actor, other)),
                 };
-                if let Some(outcome) = outcome {
-                    self.answer(conn, id, outcome);
+                match (outcome, rid) {
+                    (Some(outcome), Some(rid)) => {
+                        self.state
+                            .remember_reply(actor.name(), &rid, outcome_json(&outcome));
+                        self.answer(conn, id, outcome);
+                    }
+                    (Some(outcome), None) => self.answer(conn, id, outcome),
+                    (None, Some(rid)) => {
+                        let key = (actor.name().to_string(), rid);
+                        self.rid_retries.insert(key.clone(), Vec::new());
+                        self.rid_pending.insert((conn, id), key);
+                    }
+                    (None, None) => {}
                 }
             }
             CoreMsg::Closed { conn } => self.closed(conn),
             CoreMsg::Shutdown => self.begin_shutdown(),
             CoreMsg::Sup(ev) => self.sup_event(ev),
             CoreMsg::Poll => self.poll(),
+            CoreMsg::ChildExited => {
+                if self
+                    .sup
+                    .backend
+                    .as_ref()
+                    .is_some_and(|b| b.agents_are_children())
+                {
+                    self.poll();
+                }
+            }
         }
     }
 

@@ -195,7 +195,7 @@ pub async fn serve(
         let tx = tx.clone();
         tokio::spawn(async move {
             while chld.recv().await.is_some() {
-                if tx.send(CoreMsg::Poll).is_err() {
+                if tx.send(CoreMsg::ChildExited).is_err() {
                     break;
                 }
             }

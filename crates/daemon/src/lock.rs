@@ -52,11 +52,20 @@ impl DaemonLock {
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                let mut s = String::new();
-                let _ = file.read_to_string(&mut s);
-                return Err(LockError::Held {
-                    pid: s.trim().parse().unwrap_or(0),
-                });
+                // The holder writes its pid just after taking the lock: give it that moment,
+                // so the refusal names a real process rather than "pid 0".
+                let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+                let pid = loop {
+                    let mut s = String::new();
+                    let _ = file.seek(SeekFrom::Start(0));
+                    let _ = file.read_to_string(&mut s);
+                    match s.trim().parse::<u32>() {
+                        Ok(pid) if pid != 0 => break pid,
+                        _ if std::time::Instant::now() > deadline => break 0,
+                        _ => std::thread::sleep(std::time::Duration::from_millis(1)),
+                    }
+                };
+                return Err(LockError::Held { pid });
             }
             Err(TryLockError::Error(e)) => return Err(io(e)),
         }

@@ -171,6 +171,13 @@ fn err(code: ErrorCode, msg: impl Into<String>) -> ErrorBody {
 impl Core {
     /// Loads the stored configuration and re-adopts agents that were running before a restart.
     pub(crate) fn sup_recover(&mut self) {
+        // Task commands of in-process agents of a crashed predecessor are orphans now: the
+        // agents that ran them died with it, so they go too (their tasks are run again).
+        let reaped =
+            agent_team_pane::procs::reap_marked(&self.cfg.paths.socket.display().to_string());
+        if reaped > 0 {
+            tracing::warn!(reaped, "killed task commands left by the previous daemon");
+        }
         self.sup.config = self
             .state
             .config()
@@ -300,6 +307,11 @@ impl Core {
                 }
             }
         };
+        // An agent that ends wakes the core at once (in-process agents; others need no help).
+        let tx = self.self_tx.clone();
+        backend.watch_exits(Arc::new(move || {
+            let _ = tx.send(CoreMsg::Poll);
+        }));
         self.sup.backend = Some(backend.clone());
         Ok(backend)
     }
@@ -450,13 +462,19 @@ impl Core {
                 "the leader is started by `up`/`run`, not spawned",
             ));
         }
-        if let Some(existing) = self.state.agent(&name) {
-            // Idempotent for a teammate of the same role that is alive: the leader may ask twice.
-            if existing.info.role == role && !existing.info.status.is_down() {
-                return Ok(Some(Reply::Agent {
-                    agent: existing.info.clone(),
-                }));
-            }
+        if let Some(existing) = self.state.agent(&name)
+            && !existing.info.status.is_down()
+        {
+            // A retry of the same spawn is answered from its request id; a second spawn of a
+            // live name is a mistake the caller must hear about.
+            return Err(ErrorBody::with_details(
+                ErrorCode::Conflict,
+                format!(
+                    "{name} is already on the team ({}, {})",
+                    existing.info.role, existing.info.status
+                ),
+                json!({"agent": name, "role": existing.info.role, "status": existing.info.status}),
+            ));
         }
         if self.state.teammate_count() >= cfg.max_teammates {
             return Err(ErrorBody::with_details(
@@ -1337,6 +1355,12 @@ impl Core {
         }
         self.stopping = true;
         let now = Timestamp::now();
+        // Whoever waits for the run (`agent-team run`) hears that it will not finish.
+        self.state.fail_run(
+            "the team was stopped (`agent-team down` or a signal to its daemon) before the run finished"
+                .into(),
+            now,
+        );
         let names: Vec<String> = self.sup.runtimes.keys().cloned().collect();
         for name in names {
             let (launched, busy) = match self.sup.runtimes.get(&name) {

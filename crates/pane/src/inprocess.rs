@@ -1,7 +1,7 @@
 //! The in-process backend: agents run as tasks inside the daemon (the fallback when there is no
 //! terminal multiplexer). The agent loop itself is injected, so this crate does not depend on it.
 
-use crate::{ExitInfo, LaunchSpec, Launched, Liveness, PaneBackend, PaneError};
+use crate::{ExitInfo, ExitNotify, LaunchSpec, Launched, Liveness, PaneBackend, PaneError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,8 +16,12 @@ pub trait RunningAgent: Send + Sync {
 
 /// Starts the agent loop for a launch spec (the identity is in `spec.env`).
 pub trait AgentRunner: Send + Sync {
-    /// Starts one agent.
-    fn start(&self, spec: &LaunchSpec) -> Result<Arc<dyn RunningAgent>, PaneError>;
+    /// Starts one agent; `on_exit` is called once it has ended (its exit recorded).
+    fn start(
+        &self,
+        spec: &LaunchSpec,
+        on_exit: Option<ExitNotify>,
+    ) -> Result<Arc<dyn RunningAgent>, PaneError>;
 }
 
 /// Agents as tasks; each gets a synthetic id since they share the daemon's pid.
@@ -25,6 +29,7 @@ pub struct InProcessBackend {
     runner: Arc<dyn AgentRunner>,
     agents: Mutex<HashMap<String, Arc<dyn RunningAgent>>>,
     next: Mutex<u64>,
+    on_exit: Mutex<Option<ExitNotify>>,
 }
 
 impl InProcessBackend {
@@ -34,6 +39,7 @@ impl InProcessBackend {
             runner,
             agents: Mutex::new(HashMap::new()),
             next: Mutex::new(0),
+            on_exit: Mutex::new(None),
         }
     }
 
@@ -49,7 +55,8 @@ impl PaneBackend for InProcessBackend {
     }
 
     fn spawn(&self, spec: &LaunchSpec) -> Result<Launched, PaneError> {
-        let agent = self.runner.start(spec)?;
+        let notify = self.on_exit.lock().ok().and_then(|n| n.clone());
+        let agent = self.runner.start(spec, notify)?;
         let n = self.next.lock().map(|mut n| {
             *n += 1;
             *n
@@ -91,6 +98,12 @@ impl PaneBackend for InProcessBackend {
             },
             // After a daemon restart the tasks are gone with the old daemon.
             None => Liveness::Exited(ExitInfo::default()),
+        }
+    }
+
+    fn watch_exits(&self, notify: ExitNotify) {
+        if let Ok(mut n) = self.on_exit.lock() {
+            *n = Some(notify);
         }
     }
 

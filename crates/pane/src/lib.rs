@@ -162,7 +162,20 @@ pub trait PaneBackend: Send + Sync {
 
     /// Tears down what the backend built for the team (tmux session and server).
     fn shutdown(&self) {}
+
+    /// Asks to be told at once when an agent ends, for backends whose agents' ends no signal
+    /// reports (in-process tasks); others rely on SIGCHLD or polling and ignore it.
+    fn watch_exits(&self, _notify: ExitNotify) {}
+
+    /// Whether the agents are this process's own children, so SIGCHLD means one may have
+    /// ended (headless processes). For tmux a SIGCHLD is only one of our tmux commands ending.
+    fn agents_are_children(&self) -> bool {
+        false
+    }
 }
+
+/// Called when an agent ends (see [`PaneBackend::watch_exits`]).
+pub type ExitNotify = std::sync::Arc<dyn Fn() + Send + Sync>;
 
 /// The environment variable names an agent process reads its identity from.
 pub mod env {

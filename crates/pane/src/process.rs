@@ -38,6 +38,10 @@ impl ProcessBackend {
 }
 
 impl PaneBackend for ProcessBackend {
+    fn agents_are_children(&self) -> bool {
+        true
+    }
+
     fn kind(&self) -> &'static str {
         "process"
     }

@@ -137,3 +137,53 @@ fn wait_empty(pgid: u32, within: Duration, reap: &mut impl FnMut()) -> bool {
         pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
+
+/// The environment variable that marks a task command started by an agent inside a daemon,
+/// with the daemon's socket path as its value; every process the command starts inherits it.
+pub const COMMAND_MARKER: &str = "AGENT_TEAM_COMMAND_OF";
+
+/// Kills the process groups of every process still marked with `COMMAND_MARKER=value`: the
+/// task commands a crashed daemon's in-process agents left behind. Returns how many groups
+/// were killed. Only processes of this user can be read, which are the only ones it could
+/// have started.
+pub fn reap_marked(value: &str) -> usize {
+    let needle = format!("{COMMAND_MARKER}={value}");
+    let me = std::process::id();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut groups = std::collections::BTreeSet::new();
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes())
+            && let Ok(pgid) = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32)))
+        {
+            groups.insert(pgid.as_raw());
+        }
+    }
+    let mine = nix::unistd::getpgrp().as_raw();
+    let mut n = 0;
+    for g in groups {
+        // Never our own group (a command that did not get a group of its own).
+        if g == mine || g <= 1 {
+            continue;
+        }
+        if nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(g),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .is_ok()
+        {
+            n += 1;
+        }
+    }
+    n
+}

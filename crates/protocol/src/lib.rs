@@ -16,7 +16,7 @@ pub use error::{ErrorBody, ErrorCode};
 pub use frame::{FrameError, MAX_FRAME_LEN};
 pub use model::*;
 pub use request::{Reply, Request};
-pub use wire::{Auth, ClientFrame, Hello, Push, ServerFrame, Welcome};
+pub use wire::{Auth, ClientFrame, Hello, MAX_RID_LEN, Push, ServerFrame, Welcome};
 
 /// The protocol version this build speaks; a hello with another version gets `unsupported_version`.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -247,6 +247,29 @@ pub enum Request {
     Shutdown,
 }
 
+impl Request {
+    /// Whether the request changes team state, so a retry of it must be answered from the
+    /// daemon's record of its request id (`rid`) instead of being applied again.
+    pub fn is_mutating(&self) -> bool {
+        !matches!(
+            self,
+            Request::Ping
+                | Request::TeamInfo
+                | Request::TaskList { .. }
+                | Request::TaskShow { .. }
+                | Request::WatchTasks
+                | Request::Inbox { .. }
+                | Request::PermList { .. }
+                | Request::Events { .. }
+                | Request::Subscribe { .. }
+                | Request::Agents
+                | Request::GetConfig
+                // An acknowledgement only moves a message forward: repeating it changes nothing.
+                | Request::Ack { .. }
+        )
+    }
+}
+
 fn default_true() -> bool {
     true
 }

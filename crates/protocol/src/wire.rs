@@ -70,8 +70,16 @@ pub enum ClientFrame {
         id: u64,
         /// The operation.
         body: Request,
+        /// A client-chosen id that names this operation across retries and connections: a
+        /// mutating request repeated with the same `rid` by the same identity is answered with
+        /// the original reply instead of being applied again (exactly once across reconnects).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rid: Option<String>,
     },
 }
+
+/// The longest request id (`rid`) the daemon accepts.
+pub const MAX_RID_LEN: usize = 128;
 
 /// Something the daemon pushes without being asked.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -160,6 +168,7 @@ mod tests {
                 summary: None,
                 dedup: None,
             },
+            rid: None,
         };
         assert_eq!(
             serde_json::to_value(&f).unwrap(),
@@ -180,9 +189,25 @@ mod tests {
             f,
             ClientFrame::Request {
                 id: 1,
-                body: Request::Ping
+                body: Request::Ping,
+                rid: None,
             }
         );
+    }
+
+    #[test]
+    fn rid_travels_only_when_set() {
+        let f = ClientFrame::Request {
+            id: 2,
+            body: Request::TaskClaimNext,
+            rid: Some("ab12".into()),
+        };
+        let v = serde_json::to_value(&f).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"request","id":2,"body":{"op":"task_claim_next"},"rid":"ab12"})
+        );
+        assert_eq!(serde_json::from_value::<ClientFrame>(v).unwrap(), f);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 mod agents;
 mod messages;
 mod perms;
+pub mod replies;
 pub mod tasks;
 
 use agent_team_protocol::names::{LEADER, OPERATOR};
@@ -97,6 +98,24 @@ pub enum Change {
         /// Its recipients.
         recipients: Vec<String>,
     },
+    /// The outcome of a request that carried a request id, remembered for its retries.
+    Reply {
+        /// Who made the request.
+        identity: String,
+        /// The client's request id.
+        rid: String,
+        /// Its place in the order replies were remembered (for pruning).
+        n: u64,
+        /// The outcome, as JSON (`{"Ok": reply}` or `{"Err": error}`).
+        outcome: String,
+    },
+    /// An identity's remembered replies numbered below `below` are forgotten.
+    RepliesPruned {
+        /// Whose.
+        identity: String,
+        /// The first sequence number kept.
+        below: u64,
+    },
 }
 
 /// The team run as stored: its state, goal and answer.
@@ -147,6 +166,8 @@ pub struct Snapshot {
     pub config: Option<serde_json::Value>,
     /// Remembered idempotency keys of sends: (sender, key, ids, recipients).
     pub dedup: Vec<(String, String, Vec<u64>, Vec<String>)>,
+    /// Remembered replies to requests with a request id, oldest first.
+    pub replies: Vec<replies::StoredReply>,
 }
 
 /// How many agents and tasks are in each status.
@@ -172,6 +193,8 @@ pub struct TeamState {
     run: RunRecord,
     config: Option<serde_json::Value>,
     dedup: HashMap<(String, String), (Vec<u64>, Vec<String>)>,
+    replies: HashMap<String, replies::ReplyLog>,
+    next_reply_seq: u64,
     inbox_limit: usize,
     changes: Vec<Change>,
 }
@@ -204,9 +227,12 @@ impl TeamState {
                 .into_iter()
                 .map(|(s, k, i, r)| ((s, k), (i, r)))
                 .collect(),
+            replies: HashMap::new(),
+            next_reply_seq: 0,
             inbox_limit: DEFAULT_INBOX_LIMIT,
             changes: Vec::new(),
         };
+        s.restore_replies(snap.replies);
         for t in snap.tasks {
             s.next_task_id = s.next_task_id.max(t.id + 1);
             if let Some(k) = &t.key {

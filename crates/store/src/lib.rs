@@ -100,6 +100,13 @@ CREATE TABLE IF NOT EXISTS dedup (
     data TEXT NOT NULL,
     PRIMARY KEY (sender, key)
 );
+-- Replies to requests that carried a request id, so a retry is answered, not applied again.
+CREATE TABLE IF NOT EXISTS replies (
+    n INTEGER PRIMARY KEY,
+    identity TEXT NOT NULL,
+    rid TEXT NOT NULL,
+    outcome TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
     ts INTEGER NOT NULL,
@@ -245,6 +252,22 @@ impl Store {
                         source,
                     })?;
                 snap.dedup.push((sender, key, ids, recipients));
+            }
+        }
+        {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT identity, rid, n, outcome FROM replies ORDER BY n")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)? as u64,
+                    r.get::<_, String>(3)?,
+                ))
+            })?;
+            for row in rows {
+                snap.replies.push(row?);
             }
         }
         if let Some(cfg) = self.meta("config")? {
@@ -404,6 +427,21 @@ impl Store {
                             key,
                             to_json(&(ids, recipients))
                         ])?;
+                    }
+                    Change::Reply {
+                        identity,
+                        rid,
+                        n,
+                        outcome,
+                    } => {
+                        tx.prepare_cached(
+                            "INSERT OR REPLACE INTO replies (n, identity, rid, outcome) VALUES (?1, ?2, ?3, ?4)",
+                        )?
+                        .execute(params![*n as i64, identity, rid, outcome])?;
+                    }
+                    Change::RepliesPruned { identity, below } => {
+                        tx.prepare_cached("DELETE FROM replies WHERE identity = ?1 AND n < ?2")?
+                            .execute(params![identity, *below as i64])?;
                     }
                     Change::Config(c) => {
                         tx.prepare_cached(

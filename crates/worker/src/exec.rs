@@ -11,7 +11,6 @@ use agent_team_protocol::names::LEADER;
 use agent_team_protocol::*;
 use std::collections::VecDeque;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -439,23 +438,11 @@ pub async fn run_command(
     out: &Output,
     groups: &CommandGroups,
 ) -> (i32, String) {
-    let mut c = tokio::process::Command::new("sh");
-    c.arg("-c")
-        .arg(cmd)
-        .current_dir(cwd)
-        // The agent's credential is not the command's to use.
-        .env_remove(agent_team_pane::env::SECRET)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    if groups.own_group.is_some() {
-        c.process_group(0);
-    }
-    let mut child = match c.spawn() {
-        Ok(ch) => ch,
-        Err(e) => return (127, format!("cannot run sh: {e}")),
-    };
+    let (mut child, _guard) =
+        match crate::command::spawn(&mut crate::command::shell(cmd, cwd, groups), groups) {
+            Ok(ch) => ch,
+            Err(e) => return (127, format!("cannot run sh: {e}")),
+        };
     if let (Some(slot), Some(pid)) = (&groups.own_group, child.id())
         && let Ok(mut s) = slot.lock()
     {

@@ -4,7 +4,7 @@
 use crate::output::Output;
 use crate::{AgentEnv, CommandGroups, run_agent};
 use agent_team_pane::inprocess::{AgentRunner, RunningAgent};
-use agent_team_pane::{ExitInfo, LaunchSpec, PaneError};
+use agent_team_pane::{ExitInfo, ExitNotify, LaunchSpec, PaneError};
 use std::sync::{Arc, Mutex};
 
 /// Starts agents as tasks on the runtime it is called from.
@@ -19,7 +19,10 @@ struct Running {
 
 impl RunningAgent for Running {
     fn abort(&self) {
-        // Kill the command it runs (its own process group), then the task.
+        // Stop the task first, then kill the command it runs (its own process group): in the
+        // other order the task could see its command die and report the task `failed` before
+        // the abort, where a stopped agent's task must go back to the board.
+        self.abort.abort();
         if let Some(pgid) = self.command_group.lock().ok().and_then(|g| *g) {
             let _ = agent_team_pane::procs::stop_group(
                 pgid,
@@ -27,7 +30,6 @@ impl RunningAgent for Running {
                 || {},
             );
         }
-        self.abort.abort();
         if let Ok(mut e) = self.exit.lock()
             && e.is_none()
         {
@@ -44,7 +46,11 @@ impl RunningAgent for Running {
 }
 
 impl AgentRunner for Runner {
-    fn start(&self, spec: &LaunchSpec) -> Result<Arc<dyn RunningAgent>, PaneError> {
+    fn start(
+        &self,
+        spec: &LaunchSpec,
+        on_exit: Option<ExitNotify>,
+    ) -> Result<Arc<dyn RunningAgent>, PaneError> {
         let handle = tokio::runtime::Handle::try_current().map_err(|e| {
             PaneError::Unsupported(format!("no async runtime to run {} in: {e}", spec.name))
         })?;
@@ -60,21 +66,24 @@ impl AgentRunner for Runner {
         let command_group = Arc::new(Mutex::new(None));
         let groups = CommandGroups {
             own_group: Some(command_group.clone()),
+            marker: Some(agent.socket.display().to_string()),
         };
         let exit2 = exit.clone();
         let task = handle.spawn(async move {
-            let code = match run_agent(agent, out.clone(), groups).await {
-                Ok(()) => 0,
-                Err(e) => {
-                    out.say(&format!("agent stopped: {e}"));
-                    1
-                }
-            };
+            let result = run_agent(agent, out.clone(), groups).await;
+            let code = crate::exit_code(&result);
+            if let Err(e) = &result {
+                out.say(&format!("agent stopped: {e}"));
+            }
             if let Ok(mut e) = exit2.lock() {
                 *e = Some(ExitInfo {
                     code: Some(code),
                     signal: None,
                 });
+            }
+            // Tell the supervisor now rather than at its next poll.
+            if let Some(notify) = on_exit {
+                notify();
             }
         });
         Ok(Arc::new(Running {

@@ -76,7 +76,8 @@ fn absorb(ev: Inbound, mailbox: &mut Mailbox) -> Result<(), AgentError> {
 }
 
 /// Starts the configured teammates and creates the configured tasks; safe to repeat after a
-/// restart (spawn and keyed task creation are idempotent).
+/// restart (a teammate already on the team answers `conflict`; keyed task creation is
+/// idempotent).
 pub async fn bootstrap(
     link: &Arc<Link>,
     config: &TeamConfig,
@@ -102,6 +103,9 @@ pub async fn bootstrap(
         };
         match r {
             Ok(_) => out.say(&format!("started {name} ({role})")),
+            Err(e) if e.code() == Some(ErrorCode::Conflict) => {
+                out.say(&format!("{name} ({role}) is already on the team"))
+            }
             Err(e) => out.say(&format!("could not start {name} ({role}): {e}")),
         }
     }

@@ -7,6 +7,7 @@
 //! their own module.
 
 pub mod agent;
+pub mod command;
 pub mod exec;
 pub mod inprocess;
 pub mod leader;
@@ -50,6 +51,20 @@ pub enum AgentError {
 
 /// The exit code (EX_CONFIG) that tells the daemon not to restart the agent.
 pub const EXIT_CONFIG: i32 = 78;
+
+/// How an agent's end is reported, the same for a worker process and an in-process agent:
+/// 0 for a clean end or when a newer incarnation took over, [`EXIT_CONFIG`] for a problem a
+/// restart cannot fix, 1 otherwise.
+pub fn exit_code(result: &Result<(), AgentError>) -> i32 {
+    match result {
+        Ok(()) => 0,
+        Err(AgentError::Refused {
+            superseded: true, ..
+        }) => 0,
+        Err(AgentError::Fatal(_)) => EXIT_CONFIG,
+        Err(_) => 1,
+    }
+}
 
 /// Who this agent is and where its daemon listens (from the environment the daemon set).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +136,10 @@ impl AgentEnv {
 pub struct CommandGroups {
     /// Give each command its own process group and record it here so it can be killed.
     pub own_group: Option<Arc<std::sync::Mutex<Option<u32>>>>,
+    /// Mark each command (and all it starts) with this value of
+    /// [`agent_team_pane::procs::COMMAND_MARKER`], so a daemon restarted after a crash finds
+    /// and kills what its predecessor's in-process agents left running.
+    pub marker: Option<String>,
 }
 
 /// Runs one agent until it is told to shut down (Ok) or cannot go on (Err).

@@ -122,8 +122,13 @@ impl Link {
 
     /// One attempt: waits for a connection, sends, waits for the answer.
     pub async fn call(&self, req: Request) -> Result<Reply, CallError> {
+        let rid = req.is_mutating().then(agent_team_client::new_rid);
+        self.call_once(req, rid).await
+    }
+
+    async fn call_once(&self, req: Request, rid: Option<String>) -> Result<Reply, CallError> {
         let c = self.connected().await?;
-        match c.call(req).await {
+        match c.call_with_rid(req, rid).await {
             Ok(r) => Ok(r),
             Err(ClientError::Server(e)) => Err(CallError::Server(e)),
             // The keeper notices the same drop and replaces the client.
@@ -131,13 +136,15 @@ impl Link {
         }
     }
 
-    /// Like [`Link::call`], but tries again after a reconnect. Use it for requests that are
-    /// safe to repeat (reads, acks, `send` with a dedup key, finishing a task).
+    /// Like [`Link::call`], but tries again after a reconnect. Every attempt carries the same
+    /// request id, so the daemon applies a mutating request once however often it is sent:
+    /// a retry whose original was committed gets the original reply.
     pub async fn call_retry(&self, req: Request) -> Result<Reply, CallError> {
+        let rid = req.is_mutating().then(agent_team_client::new_rid);
         loop {
             let mut rx = self.client.subscribe();
             rx.borrow_and_update();
-            match self.call(req.clone()).await {
+            match self.call_once(req.clone(), rid.clone()).await {
                 Err(CallError::Disconnected) => {
                     // Wait for the keeper to replace the connection before trying again.
                     if rx.changed().await.is_err() {

@@ -1103,6 +1103,7 @@ mod tests {
         let slot = std::sync::Arc::new(std::sync::Mutex::new(None));
         let groups = crate::CommandGroups {
             own_group: Some(slot.clone()),
+            ..Default::default()
         };
         let o = bash(
             dir.path(),

@@ -3,7 +3,7 @@
 //! `AGENT_TEAM_INCARNATION`), never by hand.
 
 use agent_team_worker::output::Output;
-use agent_team_worker::{AgentEnv, AgentError, CommandGroups, run_agent};
+use agent_team_worker::{AgentEnv, CommandGroups, run_agent};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -25,20 +25,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(run_agent(agent, out, CommandGroups::default())) {
-        Ok(()) => ExitCode::SUCCESS,
-        // A newer incarnation took over, or the agent was stopped: nothing is wrong.
-        Err(AgentError::Refused {
-            superseded: true, ..
-        }) => ExitCode::SUCCESS,
-        // Restarting cannot fix a bad key, model or URL: say so and ask not to be restarted.
-        Err(AgentError::Fatal(e)) => {
-            eprintln!("agent-team-worker: error: {e}");
-            ExitCode::from(agent_team_worker::EXIT_CONFIG as u8)
-        }
-        Err(e) => {
-            eprintln!("agent-team-worker: error: {e}");
-            ExitCode::from(1)
-        }
+    let result = rt.block_on(run_agent(agent, out, CommandGroups::default()));
+    if let Err(e) = &result
+        && agent_team_worker::exit_code(&result) != 0
+    {
+        eprintln!("agent-team-worker: error: {e}");
     }
+    ExitCode::from(agent_team_worker::exit_code(&result) as u8)
 }

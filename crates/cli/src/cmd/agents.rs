@@ -15,8 +15,7 @@ pub fn lifecycle(ctx: &Ctx, req: Request, json: bool) -> Result<ExitCode> {
         Request::Restart { .. } => "restarted",
         _ => "started",
     };
-    let mut c = ctx.connect()?;
-    match c.call(req)? {
+    match ctx.call(req)? {
         Reply::Agent { agent } => {
             if json {
                 output::json(&agent);

@@ -1,16 +1,16 @@
 //! The commands that read and steer the team's board: ps, task, send, inbox, perms, events.
 
 use crate::cli::TaskCmd;
-use crate::ctx::Ctx;
+use crate::ctx::{Ctx, Reader};
 use crate::output::{self, ago, opt, short};
-use agent_team_client::{Client, ReplyExt};
+use agent_team_client::Client;
 use agent_team_protocol::*;
 use anyhow::{Result, bail};
 use std::process::ExitCode;
 
 /// `agent-team ps`
 pub fn ps(ctx: &Ctx, json: bool) -> Result<ExitCode> {
-    let agents = ctx.connect()?.call(Request::Agents).agents()?;
+    let agents = ctx.reader()?.agents()?;
     if json {
         output::json(&agents);
         return Ok(ExitCode::SUCCESS);
@@ -54,8 +54,7 @@ pub fn ps(ctx: &Ctx, json: bool) -> Result<ExitCode> {
 
 /// `agent-team task …`
 pub fn task(ctx: &Ctx, cmd: TaskCmd) -> Result<ExitCode> {
-    let mut c = ctx.connect()?;
-    let (reply, json) = match cmd {
+    let (req, json) = match cmd {
         TaskCmd::Add {
             title,
             desc,
@@ -64,14 +63,14 @@ pub fn task(ctx: &Ctx, cmd: TaskCmd) -> Result<ExitCode> {
             assign,
             json,
         } => (
-            c.call(Request::TaskAdd {
+            Request::TaskAdd {
                 title,
                 description: desc.unwrap_or_default(),
                 run,
                 blocked_by,
                 assign,
                 key: None,
-            }),
+            },
             json,
         ),
         TaskCmd::List { status, json } => {
@@ -85,7 +84,7 @@ pub fn task(ctx: &Ctx, cmd: TaskCmd) -> Result<ExitCode> {
                 },
                 None => None,
             };
-            let tasks = c.all_tasks(status)?;
+            let tasks = ctx.reader()?.tasks(status)?;
             if json {
                 output::json(&tasks);
             } else {
@@ -93,19 +92,30 @@ pub fn task(ctx: &Ctx, cmd: TaskCmd) -> Result<ExitCode> {
             }
             return Ok(ExitCode::SUCCESS);
         }
-        TaskCmd::Show { id, json } => (c.call(Request::TaskShow { id }), json),
-        TaskCmd::Assign { id, name } => (c.call(Request::TaskAssign { id, to: name }), false),
-        TaskCmd::Release { id } => (c.call(Request::TaskRelease { id }), false),
-        TaskCmd::Cancel { id } => (c.call(Request::TaskCancel { id }), false),
-        TaskCmd::Retry { id } => (c.call(Request::TaskRetry { id }), false),
+        TaskCmd::Show { id, json } => {
+            let task = ctx.reader()?.task(id)?;
+            show_task(&task, json);
+            return Ok(ExitCode::SUCCESS);
+        }
+        TaskCmd::Assign { id, name } => (Request::TaskAssign { id, to: name }, false),
+        TaskCmd::Release { id } => (Request::TaskRelease { id }, false),
+        TaskCmd::Cancel { id } => (Request::TaskCancel { id }, false),
+        TaskCmd::Retry { id } => (Request::TaskRetry { id }, false),
     };
-    let task = reply.task()?;
-    if json {
-        output::json(&task);
-    } else {
-        print_task(&task);
-    }
+    let task = match ctx.call(req)? {
+        Reply::Task { task } => task,
+        other => bail!("unexpected reply {other:?}"),
+    };
+    show_task(&task, json);
     Ok(ExitCode::SUCCESS)
+}
+
+fn show_task(task: &Task, json: bool) {
+    if json {
+        output::json(task);
+    } else {
+        print_task(task);
+    }
 }
 
 fn print_tasks(tasks: &[Task]) {
@@ -163,7 +173,7 @@ pub fn send(
     summary: Option<String>,
     json: bool,
 ) -> Result<ExitCode> {
-    let reply = ctx.connect()?.call(Request::Send {
+    let reply = ctx.call(Request::Send {
         to,
         body: text,
         kind: MessageKind::Text,
@@ -190,7 +200,7 @@ pub fn send(
 
 /// `agent-team inbox`
 pub fn inbox(ctx: &Ctx, name: String, unread: bool, json: bool) -> Result<ExitCode> {
-    let messages = ctx.connect()?.all_messages(&name, unread)?;
+    let messages = ctx.reader()?.messages(&name, unread)?;
     if json {
         output::json(&messages);
         return Ok(ExitCode::SUCCESS);
@@ -214,7 +224,7 @@ pub fn inbox(ctx: &Ctx, name: String, unread: bool, json: bool) -> Result<ExitCo
 
 /// `agent-team perms`
 pub fn perms(ctx: &Ctx, all: bool, json: bool) -> Result<ExitCode> {
-    let requests = ctx.connect()?.all_perms(all)?;
+    let requests = ctx.reader()?.perms(all)?;
     if json {
         output::json(&requests);
         return Ok(ExitCode::SUCCESS);
@@ -268,7 +278,7 @@ pub fn decide(
         (true, true, None) => "allowed always (this exact input)".to_string(),
         (true, true, Some(p)) => format!("allowed always (every input matching {p:?})"),
     };
-    let reply = ctx.connect()?.call(Request::PermDecide {
+    let reply = ctx.call(Request::PermDecide {
         id,
         allow,
         always,
@@ -289,7 +299,17 @@ pub fn decide(
 
 /// `agent-team events [--follow] [--since SEQ]`
 pub fn events(ctx: &Ctx, follow: bool, since: u64) -> Result<ExitCode> {
-    let mut c: Client = ctx.connect()?;
+    let mut c: Client = match ctx.reader()? {
+        Reader::Live(c) => c,
+        stored => {
+            // A stopped team: its stored log, and nothing more will come.
+            let mut stored = stored;
+            for e in stored.events(since)? {
+                output::line(&serde_json::to_string(&e)?);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     if !follow {
         let mut since = since;
         loop {

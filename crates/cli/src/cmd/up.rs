@@ -236,6 +236,8 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
         eprintln!("agent-team: backend {} ({why})", cfg.backend.as_str());
     }
     let mut c = ctx.connect()?;
+    // From here on an interrupted `run` stops the team it started, like `down`, and says so.
+    stop_on_signal(ctx)?;
     let mut since = start(&mut c, &cfg, args.goal.clone())?;
     let deadline = args.timeout.map(|s| started + Duration::from_secs(s));
     let approvals = if args.approve_all {
@@ -252,6 +254,12 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
                 break Err(crate::Hinted::new(
                     "the run did not finish in time",
                     "raise --timeout, or look at `agent-team ps`",
+                ));
+            }
+            Err(e) if e.is_disconnect() && stopped_cleanly(ctx) => {
+                break Err(crate::Hinted::new(
+                    format!("team {} was stopped before the run finished", ctx.team),
+                    "someone ran `agent-team down` or signalled its daemon; `agent-team up` starts it again",
                 ));
             }
             Err(e) if e.is_disconnect() => {
@@ -284,6 +292,61 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Whether the daemon that went away was stopped on purpose (`down`, SIGTERM) rather than
+/// crashed: a clean stop removes the operator credential before it lets go of its lock; a
+/// crash leaves the credential behind.
+fn stopped_cleanly(ctx: &Ctx) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while agent_team_daemon::lock::DaemonLock::is_held(&ctx.tp.lock) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    !ctx.tp.operator_secret.exists()
+}
+
+/// On SIGINT, SIGTERM or SIGHUP: stop the team the way `down` does, say so, and exit 130.
+/// A thread waits for the signal, so it works wherever the main thread is blocked (reading
+/// events, or a prompt on the terminal).
+fn stop_on_signal(ctx: &Ctx) -> Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("cannot watch for Ctrl-C")?;
+    let (team, tp) = (ctx.team.clone(), ctx.tp.clone());
+    let paths = ctx.paths.clone();
+    let file = ctx.file.clone();
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            let name = match sig {
+                SIGINT => "interrupted",
+                SIGTERM => "terminated",
+                _ => "hung up",
+            };
+            eprintln!("agent-team: {name}; stopping team {team}");
+            let ctx = Ctx {
+                paths,
+                team: team.clone(),
+                tp,
+                file,
+            };
+            let stopped = match ctx.connect_existing() {
+                Ok(Some(mut c)) => crate::cmd::teams::shutdown(&ctx, &mut c).map(|_| ()),
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            };
+            match stopped {
+                Ok(()) => eprintln!(
+                    "agent-team: team {team} is down (state kept; `agent-team up` starts it again)"
+                ),
+                Err(e) => eprintln!("agent-team: could not stop team {team}: {e}"),
+            }
+            std::process::exit(130);
+        }
+    });
+    Ok(())
 }
 
 /// Starts the daemon again if needed and connects, retrying while a dying daemon still holds

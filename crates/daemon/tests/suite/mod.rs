@@ -1,4 +1,5 @@
 mod bad_input;
+mod exactly_once;
 mod messages;
 mod perms_events;
 mod protocol_doc;

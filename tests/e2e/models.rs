@@ -354,8 +354,8 @@ fn bad_tool_calls_come_back_as_errors_and_server_errors_are_retried() {
 
 /// `up --detach` of a leader that fails within a few requests: `up` may see it connected, or
 /// already failed, depending on how the machine schedules it; both are right.
-fn up_with_a_leader_that_fails(sb: &Sandbox) {
-    let out = sb.run(&["up", "--backend", "process", "--detach"]);
+fn up_with_a_leader_that_fails(sb: &Sandbox, backend: &str) {
+    let out = sb.run(&["up", "--backend", backend, "--detach"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success() || err.contains("the leader is failed"),
@@ -365,13 +365,20 @@ fn up_with_a_leader_that_fails(sb: &Sandbox) {
 
 #[test]
 fn a_refused_key_ends_the_agent_with_a_clear_error_in_ps_and_its_pane() {
+    // The same rule for an agent process and an agent inside the daemon.
+    for backend in ["process", "in-process"] {
+        refused_key_on(backend);
+    }
+}
+
+fn refused_key_on(backend: &str) {
     let mock = MockModel::start_background(Wire::Anthropic).unwrap();
     mock.script(
         "leader",
         vec![Step::Status(401, "invalid x-api-key".into())],
     );
     let sb = sandbox_for(&mock, "anthropic", "");
-    up_with_a_leader_that_fails(&sb);
+    up_with_a_leader_that_fails(&sb, backend);
     wait_for("the leader to fail", T, || {
         let l = sb.agent("mt", "leader");
         l.status == AgentStatus::Failed
@@ -386,11 +393,15 @@ fn a_refused_key_ends_the_agent_with_a_clear_error_in_ps_and_its_pane() {
     );
     assert_eq!(
         leader.incarnation, 1,
-        "a bad key is not retried by restarting"
+        "{backend}: a bad key is not retried by restarting"
     );
-    assert_eq!(mock.requests("leader").len(), 1, "a 401 is not retried");
+    assert_eq!(
+        mock.requests("leader").len(),
+        1,
+        "{backend}: a 401 is not retried"
+    );
     let ps = sb.ok(&["--team", "mt", "ps"]);
-    assert!(ps.contains("refused the credentials"), "{ps}");
+    assert!(ps.contains("refused the credentials"), "{backend}: {ps}");
     let log = std::fs::read_to_string(sb.team("mt").agent_log("leader")).unwrap();
     assert!(log.contains("invalid x-api-key"), "{log}");
     sb.ok(&["--team", "mt", "down"]);
@@ -565,7 +576,7 @@ fn max_steps_stops_an_agent_for_good() {
         ],
     );
     let sb = sandbox_for(&mock, "openai", "[roles.leader]\nmax_steps = 2\n");
-    up_with_a_leader_that_fails(&sb);
+    up_with_a_leader_that_fails(&sb, "process");
     wait_for("the leader to fail", T, || {
         sb.agent("mt", "leader").status == AgentStatus::Failed
     });

@@ -806,3 +806,64 @@ fn worktree_isolation_gives_each_teammate_its_own_checkout() {
     );
     sb.ok(&["--team", "wt", "down"]);
 }
+
+/// A team whose one task blocks, started by `agent-team run` in the background; returns the
+/// run's pid once the task command runs.
+fn run_blocked(sb: &mut Sandbox, team: &str) -> u32 {
+    let started = sb.path("started");
+    sb.write_team_file(&format!(
+        "name = \"{team}\"\n[[teammates]]\nname = \"b1\"\nrole = \"worker\"\n\
+         [[tasks]]\nkey = \"long\"\ntitle = \"long\"\nrun = \"touch {}; sleep 3599; true\"\n",
+        started.display()
+    ));
+    let run = sb.spawn(&["run", "--backend", "process", "--timeout", "120"]);
+    wait_for("the task to start", T, || started.exists());
+    run
+}
+
+#[test]
+fn an_interrupted_run_stops_its_team_says_so_and_exits_130() {
+    use nix::sys::signal::Signal;
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        let mut sb = Sandbox::new();
+        let run = run_blocked(&mut sb, "intr");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(run as i32), sig).unwrap();
+        let (status, out) = sb.wait_child(run, Duration::from_secs(60));
+        assert_eq!(status.code(), Some(130), "{sig}: {out}");
+        assert!(out.contains("stopping team intr"), "{sig}: {out}");
+        assert!(out.contains("team intr is down"), "{sig}: {out}");
+        let tp = sb.team("intr");
+        assert!(
+            !agent_team_daemon_pid_alive(&tp),
+            "{sig}: the daemon is still running"
+        );
+        assert!(
+            sleepers(&sb, "intr").is_empty(),
+            "{sig}: the task command is still running"
+        );
+    }
+}
+
+#[test]
+fn a_run_whose_team_is_stopped_ends_with_exit_1_and_says_so() {
+    let mut sb = Sandbox::new();
+    let run = run_blocked(&mut sb, "stopped");
+    sb.ok(&["--team", "stopped", "down"]);
+    let (status, out) = sb.wait_child(run, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains("was stopped"), "{out}");
+    // It did not start the team again.
+    assert!(!agent_team_daemon_pid_alive(&sb.team("stopped")), "{out}");
+}
+
+/// Whether a daemon holds the team's lock.
+fn agent_team_daemon_pid_alive(tp: &agent_team_paths::TeamPaths) -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&tp.lock)
+        .is_ok_and(|f| match f.try_lock() {
+            Ok(()) => false,
+            Err(_) => true,
+        })
+}

@@ -288,14 +288,19 @@ impl Client {
     fn readable_within(&self, t: Duration) -> Result<bool, ClientError> {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         use std::os::fd::AsFd;
-        let fd = self.reader.get_ref().as_fd();
-        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-        let ms = PollTimeout::try_from(t.as_millis().min(i32::MAX as u128) as i32)
-            .unwrap_or(PollTimeout::MAX);
-        match poll(&mut fds, ms) {
-            Ok(n) => Ok(n > 0),
-            Err(nix::errno::Errno::EINTR) => Ok(false),
-            Err(e) => Err(ClientError::Frame(FrameError::Io(e.into()))),
+        let deadline = std::time::Instant::now() + t;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let fd = self.reader.get_ref().as_fd();
+            let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+            let ms = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
+                .unwrap_or(PollTimeout::MAX);
+            match poll(&mut fds, ms) {
+                Ok(n) => return Ok(n > 0),
+                // A signal is not a timeout: wait out the rest of the time.
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(ClientError::Frame(FrameError::Io(e.into()))),
+            }
         }
     }
 

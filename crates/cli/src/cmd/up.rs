@@ -228,8 +228,22 @@ fn rebuild(c: &mut Client) -> Result<()> {
     Ok(())
 }
 
+/// Set once `run` was told to stop by a signal: the thread stopping the team then owns the
+/// exit (130), and the main thread must not end the process first with another outcome.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// `agent-team run`
 pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
+    let outcome = run_team(ctx, args);
+    if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+        loop {
+            std::thread::park();
+        }
+    }
+    outcome
+}
+
+fn run_team(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let (cfg, why) = team_config(ctx, args.demo, args.backend.as_deref(), false)?;
     if !args.quiet {
@@ -320,6 +334,7 @@ fn stop_on_signal(ctx: &Ctx) -> Result<()> {
     let file = ctx.file.clone();
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
+            INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
             let name = match sig {
                 SIGINT => "interrupted",
                 SIGTERM => "terminated",

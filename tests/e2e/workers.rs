@@ -132,6 +132,13 @@ fn up_on(sb: &Sandbox, backend: &str, team: &str, teammates: &[&str], tasks: &st
 
 #[test]
 fn sigkill_of_a_teammate_mid_task_restarts_it_and_it_finishes_its_task_once() {
+    // An agent inside the daemon has no process of its own to kill: see the daemon-kill test.
+    for backend in backends().into_iter().filter(|b| *b != "in-process") {
+        sigkill_teammate_on(backend);
+    }
+}
+
+fn sigkill_teammate_on(backend: &str) {
     let sb = Sandbox::new();
     let marker = sb.path("started");
     let done = sb.path("done");
@@ -141,8 +148,9 @@ fn sigkill_of_a_teammate_mid_task_restarts_it_and_it_finishes_its_task_once() {
         m = marker.display(),
         d = done.display()
     );
-    up(
+    up_on(
         &sb,
+        backend,
         "kill9",
         &["b1"],
         &format!("[[tasks]]\nkey = \"slow\"\ntitle = \"slow\"\nrun = \"{cmd}\"\n"),
@@ -163,8 +171,8 @@ fn sigkill_of_a_teammate_mid_task_restarts_it_and_it_finishes_its_task_once() {
         !group_alive(before.pgid.unwrap())
     });
     let after = sb.agent("kill9", "b1");
-    assert_eq!(after.incarnation, before.incarnation + 1, "restarted once");
-    assert_eq!(after.restarts, 1);
+    assert_eq!(after.incarnation, before.incarnation + 1, "{backend}: restarted once");
+    assert_eq!(after.restarts, 1, "{backend}");
     let task = &sb.tasks("kill9")[0];
     assert_eq!(
         (task.owner.as_deref(), task.attempts),
@@ -693,8 +701,14 @@ fn task_commands_do_not_get_the_agents_secret() {
 
 #[test]
 fn concurrent_restarts_leave_exactly_one_process() {
+    for backend in backends() {
+        concurrent_restarts_on(backend);
+    }
+}
+
+fn concurrent_restarts_on(backend: &str) {
     let mut sb = Sandbox::new();
-    up(&sb, "onecopy", &["b1"], "", "");
+    up_on(&sb, backend, "onecopy", &["b1"], "", "");
     wait_for("b1 up", T, || sb.agent("onecopy", "b1").connected);
     let runs: Vec<u32> = (0..5)
         .map(|_| sb.spawn(&["--team", "onecopy", "restart", "b1"]))
@@ -705,10 +719,14 @@ fn concurrent_restarts_leave_exactly_one_process() {
     }
     // Each restart answers only once an incarnation launched after it is connected with no
     // other stop pending, so when the last one returns the agent has settled: no waiting here.
-    assert!(sb.agent("onecopy", "b1").connected);
-    let procs = processes_of(&sb, "onecopy", "b1");
-    assert_eq!(procs.len(), 1, "exactly one b1 process: {procs:?}");
-    assert_eq!(Some(procs[0]), sb.agent("onecopy", "b1").pid);
+    let b1 = sb.agent("onecopy", "b1");
+    assert!(b1.connected, "{backend}: {b1:?}");
+    assert!(b1.incarnation >= 2, "{backend}: {b1:?}");
+    if backend != "in-process" {
+        let procs = processes_of(&sb, "onecopy", "b1");
+        assert_eq!(procs.len(), 1, "{backend}: exactly one b1 process: {procs:?}");
+        assert_eq!(Some(procs[0]), b1.pid, "{backend}");
+    }
     sb.ok(&["--team", "onecopy", "down"]);
 }
 

@@ -350,6 +350,12 @@ fn bad_tool_calls_come_back_as_errors_and_server_errors_are_retried() {
     assert!(reqs[5].contains("wrote 4 bytes to ok.txt"), "{}", reqs[5]);
     assert_eq!(std::fs::read_to_string(sb.path("ok.txt")).unwrap(), "fine");
     assert!(!sb.path("x.txt").exists());
+    // The model client's retry warning reached the agent's own log.
+    let log = std::fs::read_to_string(sb.team("mt").agent_log("leader")).unwrap();
+    assert!(
+        log.contains("model request failed; retrying"),
+        "no retry warning in the leader's log:\n{log}"
+    );
 }
 
 /// `up --detach` of a leader that fails within a few requests: `up` may see it connected, or

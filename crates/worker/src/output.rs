@@ -88,3 +88,21 @@ fn open(p: &std::path::Path) -> Option<std::fs::File> {
         .open(p)
         .ok()
 }
+
+/// An [`std::io::Write`] into an [`Output`], so the agent's log messages (e.g. the model
+/// client's retry warnings, through a tracing subscriber) land where its other output goes.
+pub struct LineWriter(pub Output);
+
+impl Write for LineWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        for line in text.lines() {
+            self.0.say(line);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -15,6 +15,17 @@ fn main() -> ExitCode {
         }
     };
     let out = Output::for_process(agent.log_file.clone());
+    // Warnings of the libraries (the model client's retries) go where the agent's output goes.
+    let log = out.clone();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AGENT_TEAM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_ansi(false)
+        .with_target(false)
+        .with_writer(move || agent_team_worker::output::LineWriter(log.clone()))
+        .init();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

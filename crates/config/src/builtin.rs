@@ -1,50 +1,15 @@
-//! Built-in roles and the names of every tool an agent can have.
+//! Built-in roles, and the tool names (from the one catalogue in `agent-team-tools`) as the
+//! configuration knows them.
 
 use crate::model::*;
 use std::collections::BTreeMap;
 
-/// Tools that act on the workspace.
-pub const WORKSPACE_TOOLS: &[&str] = &[
-    "read_file",
-    "write_file",
-    "edit_file",
-    "list_files",
-    "grep",
-    "bash",
-];
-/// Read-only workspace tools.
-pub const READ_ONLY_TOOLS: &[&str] = &["read_file", "list_files", "grep"];
-/// Team tools every leader gets.
-pub const LEADER_TOOLS: &[&str] = &[
-    "spawn_teammate",
-    "create_task",
-    "assign_task",
-    "send_message",
-    "broadcast",
-    "list_teammates",
-    "list_tasks",
-    "finish_team",
-];
-/// Team tools every teammate gets.
-pub const TEAMMATE_TOOLS: &[&str] = &[
-    "send_message",
-    "broadcast",
-    "list_teammates",
-    "list_tasks",
-    "claim_task",
-    "update_task_status",
-    "release_task",
-];
-/// The leader's tool for deciding permission requests when it is the approver.
-pub const DECIDE_PERMISSION: &str = "decide_permission";
-
-/// Whether `name` is a tool agent-team knows.
-pub fn is_known_tool(name: &str) -> bool {
-    WORKSPACE_TOOLS.contains(&name)
-        || LEADER_TOOLS.contains(&name)
-        || TEAMMATE_TOOLS.contains(&name)
-        || name == DECIDE_PERMISSION
-}
+// The tool names come from the one catalogue (`agent-team-tools`); they are re-exported here
+// for the callers that know them as part of the configuration.
+pub use agent_team_tools::{
+    DECIDE_PERMISSION, LEADER_TOOLS, READ_ONLY_TOOLS, TEAMMATE_TOOLS, WORKSPACE_TOOLS,
+    is_known_tool,
+};
 
 /// Maps Claude Code tool names in `.claude/agents/*.md` to ours.
 pub fn claude_tool(name: &str) -> Option<&'static str> {

@@ -433,23 +433,30 @@ async fn run_call(
         call.name,
         short(&args.to_string(), 200)
     ));
-    let input = tools::policy_input(&ctx.root, &call.name, &args);
-    let outcome = match policy::decide(&role.permissions, &call.name, &input) {
-        PermAction::Deny => ToolOutcome::err(format!(
-            "the role's policy denies {} `{}`",
-            call.name,
-            short(&input, 200)
-        )),
-        PermAction::Ask => {
-            let (allowed, why) =
-                ask_permission(link, inbound, mailbox, &call.name, &input, "", out).await?;
-            if allowed {
-                tools::run(ctx, &call.name, &args).await
-            } else {
-                ToolOutcome::err(format!("permission denied: {why}"))
+    // Arguments the tool cannot take are refused before the policy: nothing is asked for a
+    // call that could not run.
+    let outcome = match tools::ToolCall::parse(&call.name, &args) {
+        Err(e) => ToolOutcome::err(e.to_string()),
+        Ok(parsed) => {
+            let input = tools::policy_input(&ctx.root, &parsed, &args);
+            match policy::decide(&role.permissions, &call.name, &input) {
+                PermAction::Deny => ToolOutcome::err(format!(
+                    "the role's policy denies {} `{}`",
+                    call.name,
+                    short(&input, 200)
+                )),
+                PermAction::Ask => {
+                    let (allowed, why) =
+                        ask_permission(link, inbound, mailbox, &call.name, &input, "", out).await?;
+                    if allowed {
+                        tools::run(ctx, &parsed).await
+                    } else {
+                        ToolOutcome::err(format!("permission denied: {why}"))
+                    }
+                }
+                PermAction::Allow => tools::run(ctx, &parsed).await,
             }
         }
-        PermAction::Allow => tools::run(ctx, &call.name, &args).await,
     };
     link.fire(Request::Emit {
         event: Event::ToolCallResult {

@@ -1,0 +1,275 @@
+//! Every tool an agent can have, defined once, as data: its name, what the model is told, who
+//! gets it, and its arguments as a Rust type whose JSON schema the models see. The worker runs
+//! the tools, the configuration checks role files against the names, and `docs/TOOLS.md` is
+//! generated from here; the MCP and HTTP front ends are to use the same catalogue.
+//!
+//! Pure data: no I/O, no knowledge of the daemon or of the workspace.
+
+mod files;
+mod messages;
+mod parse;
+mod schema;
+mod shell;
+mod tasks;
+mod team;
+
+pub use files::{EditFile, Grep, ListFiles, ReadFile, WriteFile};
+pub use messages::{Broadcast, SendMessage};
+pub use parse::{ToolArgError, parse};
+pub use schema::model_schema;
+pub use shell::Bash;
+pub use tasks::{
+    AssignTask, BoardStatus, ClaimTask, CreateTask, FinishedStatus, ListTasks, ReleaseTask,
+    UpdateTaskStatus,
+};
+pub use team::{DecidePermission, FinishTeam, ListTeammates, SpawnTeammate};
+
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Who gets a tool, so agents are given their tools by kind and role files can be checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// A team tool (a request to the daemon), given by the agent's place in the team; a role
+    /// may still list it to get it where the flag is false.
+    Team {
+        /// Every leader gets it.
+        leader: bool,
+        /// Every teammate gets it.
+        teammate: bool,
+    },
+    /// A tool acting on the workspace, given only when the role's `tools` list names it.
+    Workspace {
+        /// It changes nothing (the built-in read-only roles get these).
+        read_only: bool,
+    },
+    /// `decide_permission`: the leader gets it when it is the team's approver.
+    Approver,
+}
+
+impl Audience {
+    /// A team tool of the leader only.
+    pub const LEADER: Audience = Audience::Team {
+        leader: true,
+        teammate: false,
+    };
+    /// A team tool of teammates only.
+    pub const TEAMMATE: Audience = Audience::Team {
+        leader: false,
+        teammate: true,
+    };
+    /// A team tool of the leader and of teammates.
+    pub const EVERYONE: Audience = Audience::Team {
+        leader: true,
+        teammate: true,
+    };
+    /// A workspace tool that changes nothing.
+    pub const READ_ONLY: Audience = Audience::Workspace { read_only: true };
+    /// A workspace tool that may change the workspace (or run anything).
+    pub const WRITES: Audience = Audience::Workspace { read_only: false };
+
+    /// Whether it is in `list`.
+    const fn in_list(self, list: List) -> bool {
+        match (self, list) {
+            (Audience::Team { leader, .. }, List::Leader) => leader,
+            (Audience::Team { teammate, .. }, List::Teammate) => teammate,
+            (Audience::Workspace { .. }, List::Workspace) => true,
+            (Audience::Workspace { read_only }, List::ReadOnly) => read_only,
+            (Audience::Approver, List::Approver) => true,
+            _ => false,
+        }
+    }
+}
+
+/// One tool's definition: implemented by its argument type, in the module of its family.
+pub trait Tool: DeserializeOwned + JsonSchema {
+    /// The name the model calls.
+    const NAME: &'static str;
+    /// What it does, for the model and the docs.
+    const DESCRIPTION: &'static str;
+    /// Who gets it.
+    const AUDIENCE: Audience;
+}
+
+/// A catalogue entry: a [`Tool`] seen without its type, for lists, lookups and schemas.
+#[derive(Debug, Clone, Copy)]
+pub struct ToolDef {
+    /// The name the model calls.
+    pub name: &'static str,
+    /// What it does, for the model and the docs.
+    pub description: &'static str,
+    /// Who gets it.
+    pub audience: Audience,
+    schema: fn() -> Value,
+}
+
+impl ToolDef {
+    /// The entry of tool `T`.
+    pub const fn of<T: Tool>() -> ToolDef {
+        ToolDef {
+            name: T::NAME,
+            description: T::DESCRIPTION,
+            audience: T::AUDIENCE,
+            schema: model_schema::<T>,
+        }
+    }
+
+    /// The JSON schema of its arguments as the models get it (see [`model_schema`]).
+    pub fn schema(&self) -> Value {
+        (self.schema)()
+    }
+}
+
+/// Lists the catalogue and the call type from one list of argument types, so a tool cannot be
+/// in one and missing from the other.
+macro_rules! catalogue {
+    ($($tool:ident),+ $(,)?) => {
+        /// Every tool, in the order the docs and the name lists show them.
+        pub const CATALOGUE: &[ToolDef] = &[$(ToolDef::of::<$tool>()),+];
+
+        /// A call of any tool with its arguments parsed, ready to run.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum ToolCall {
+            $(
+                #[doc = concat!("A call of [`", stringify!($tool), "`].")]
+                $tool($tool),
+            )+
+        }
+
+        impl ToolCall {
+            /// Parses the arguments of a call of tool `name` (see [`parse`]).
+            pub fn parse(name: &str, args: &Value) -> Result<ToolCall, ToolArgError> {
+                $(
+                    if name == <$tool as Tool>::NAME {
+                        return parse::<$tool>(name, args).map(ToolCall::$tool);
+                    }
+                )+
+                Err(ToolArgError::unknown_tool(name))
+            }
+
+            /// The tool's name.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(ToolCall::$tool(_) => <$tool as Tool>::NAME,)+
+                }
+            }
+        }
+    };
+}
+
+catalogue!(
+    SpawnTeammate,
+    CreateTask,
+    AssignTask,
+    SendMessage,
+    Broadcast,
+    ListTeammates,
+    ListTasks,
+    FinishTeam,
+    DecidePermission,
+    ClaimTask,
+    UpdateTaskStatus,
+    ReleaseTask,
+    ReadFile,
+    WriteFile,
+    EditFile,
+    ListFiles,
+    Grep,
+    Bash,
+);
+
+/// The name lists derived from audiences.
+#[derive(Debug, Clone, Copy)]
+enum List {
+    Leader,
+    Teammate,
+    Workspace,
+    ReadOnly,
+    Approver,
+}
+
+const fn count(list: List) -> usize {
+    let (mut i, mut n) = (0, 0);
+    while i < CATALOGUE.len() {
+        if CATALOGUE[i].audience.in_list(list) {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+}
+
+const fn names<const N: usize>(list: List) -> [&'static str; N] {
+    let mut out = [""; N];
+    let (mut i, mut n) = (0, 0);
+    while i < CATALOGUE.len() {
+        if CATALOGUE[i].audience.in_list(list) {
+            out[n] = CATALOGUE[i].name;
+            n += 1;
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Tools that act on the workspace.
+pub const WORKSPACE_TOOLS: &[&str] = &names::<{ count(List::Workspace) }>(List::Workspace);
+/// Read-only workspace tools.
+pub const READ_ONLY_TOOLS: &[&str] = &names::<{ count(List::ReadOnly) }>(List::ReadOnly);
+/// Team tools every leader gets.
+pub const LEADER_TOOLS: &[&str] = &names::<{ count(List::Leader) }>(List::Leader);
+/// Team tools every teammate gets.
+pub const TEAMMATE_TOOLS: &[&str] = &names::<{ count(List::Teammate) }>(List::Teammate);
+/// The leader's tool for deciding permission requests when it is the approver.
+pub const DECIDE_PERMISSION: &str = names::<1>(List::Approver)[0];
+
+/// A tool by name.
+pub fn lookup(name: &str) -> Option<&'static ToolDef> {
+    CATALOGUE.iter().find(|t| t.name == name)
+}
+
+/// Whether `name` is a tool agent-team knows.
+pub fn is_known_tool(name: &str) -> bool {
+    lookup(name).is_some()
+}
+
+/// The catalogue as a markdown table: who gets each tool and what it does. "role" means the
+/// role's `tools` list decides.
+pub fn markdown() -> String {
+    let mut s = String::from("| tool | leader | teammate | what it does |\n|---|---|---|---|\n");
+    for t in CATALOGUE {
+        let (leader, teammate) = match t.audience {
+            Audience::Team { leader, teammate } => (
+                if leader { "yes" } else { "role" },
+                match (teammate, leader) {
+                    (true, _) => "yes",
+                    (false, true) => "no",
+                    (false, false) => "role",
+                },
+            ),
+            Audience::Workspace { .. } => ("role", "role"),
+            Audience::Approver => ("yes", "no"),
+        };
+        s.push_str(&format!(
+            "| `{}` | {leader} | {teammate} | {} |\n",
+            t.name, t.description
+        ));
+    }
+    s
+}
+
+/// The whole of `docs/TOOLS.md`: its prose and [`markdown`]'s table.
+pub fn tools_doc() -> String {
+    format!(
+        "# Agent tools\n\n\
+         Generated from `crates/tools` (the catalogue of `agent-team-tools`): the same definitions give \
+         the models their schemas and the worker its argument types.\n\
+         Regenerate with `UPDATE_DOCS=1 cargo test -p agent-team-tools tools_doc`. \
+         \"role\" means the role's `tools` list decides.\n\n{}",
+        markdown()
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,197 @@
+//! The team tools: requests to the daemon, answered in a line the model can read.
+
+use super::{ToolCtx, ToolOutcome, daemon, to_json};
+use agent_team_protocol::*;
+use agent_team_tools::{
+    AssignTask, BoardStatus, Broadcast, ClaimTask, CreateTask, DecidePermission, FinishTeam,
+    FinishedStatus, ListTasks, ReleaseTask, SendMessage, SpawnTeammate, UpdateTaskStatus,
+};
+use serde_json::{Value, json};
+
+pub(super) async fn spawn_teammate(
+    ctx: &ToolCtx,
+    a: &SpawnTeammate,
+) -> Result<ToolOutcome, String> {
+    let req = Request::Spawn {
+        role: a.role.clone(),
+        name: a.name.clone(),
+    };
+    Ok(match daemon(ctx, req).await? {
+        Reply::Agent { agent } => ToolOutcome::ok(format!(
+            "{} ({}) is {}",
+            agent.name, agent.role, agent.status
+        )),
+        other => ToolOutcome::ok(to_json(&other)),
+    })
+}
+
+pub(super) async fn create_task(ctx: &ToolCtx, a: &CreateTask) -> Result<ToolOutcome, String> {
+    let req = Request::TaskAdd {
+        title: a.title.clone(),
+        description: a.description.clone().unwrap_or_default(),
+        run: None,
+        blocked_by: a.blocked_by.clone().unwrap_or_default(),
+        assign: a.assign.clone(),
+        key: None,
+    };
+    Ok(match daemon(ctx, req).await? {
+        Reply::Task { task } => ToolOutcome::ok(format!(
+            "created task {} ({}), {}",
+            task.id, task.title, task.status
+        )),
+        other => ToolOutcome::ok(to_json(&other)),
+    })
+}
+
+pub(super) async fn assign_task(ctx: &ToolCtx, a: &AssignTask) -> Result<ToolOutcome, String> {
+    let req = Request::TaskAssign {
+        id: a.id,
+        to: a.to.clone(),
+    };
+    Ok(task_reply(daemon(ctx, req).await?))
+}
+
+pub(super) async fn claim_task(ctx: &ToolCtx, a: &ClaimTask) -> Result<ToolOutcome, String> {
+    Ok(task_reply(
+        daemon(ctx, Request::TaskClaim { id: a.id }).await?,
+    ))
+}
+
+pub(super) async fn release_task(ctx: &ToolCtx, a: &ReleaseTask) -> Result<ToolOutcome, String> {
+    Ok(task_reply(
+        daemon(ctx, Request::TaskRelease { id: a.id }).await?,
+    ))
+}
+
+pub(super) async fn update_task_status(
+    ctx: &ToolCtx,
+    a: &UpdateTaskStatus,
+) -> Result<ToolOutcome, String> {
+    let status = match a.status {
+        FinishedStatus::Completed => TaskStatus::Completed,
+        FinishedStatus::Failed => TaskStatus::Failed,
+    };
+    let req = Request::TaskFinish {
+        id: a.id,
+        status,
+        result: a.result.clone(),
+    };
+    Ok(task_reply(daemon(ctx, req).await?))
+}
+
+pub(super) async fn send_message(ctx: &ToolCtx, a: &SendMessage) -> Result<ToolOutcome, String> {
+    send(ctx, a.to.clone(), &a.text, a.summary.clone()).await
+}
+
+pub(super) async fn broadcast(ctx: &ToolCtx, a: &Broadcast) -> Result<ToolOutcome, String> {
+    send(ctx, "*".to_string(), &a.text, None).await
+}
+
+async fn send(
+    ctx: &ToolCtx,
+    to: String,
+    text: &str,
+    summary: Option<String>,
+) -> Result<ToolOutcome, String> {
+    let req = Request::Send {
+        to,
+        body: text.to_string(),
+        kind: MessageKind::Text,
+        summary,
+        dedup: None,
+    };
+    Ok(match daemon(ctx, req).await? {
+        Reply::Sent { recipients, .. } => {
+            ToolOutcome::ok(format!("sent to {}", recipients.join(", ")))
+        }
+        other => ToolOutcome::ok(to_json(&other)),
+    })
+}
+
+pub(super) async fn list_teammates(ctx: &ToolCtx) -> Result<ToolOutcome, String> {
+    Ok(match daemon(ctx, Request::Agents).await? {
+        Reply::Agents { agents } => {
+            let rows: Vec<Value> = agents
+                .iter()
+                .map(|a| json!({"name": a.name, "role": a.role, "status": a.status, "current_task": a.current_task}))
+                .collect();
+            ToolOutcome::ok(to_json(&rows))
+        }
+        other => ToolOutcome::ok(to_json(&other)),
+    })
+}
+
+pub(super) async fn list_tasks(ctx: &ToolCtx, a: &ListTasks) -> Result<ToolOutcome, String> {
+    let status = a.status.map(|s| match s {
+        BoardStatus::Pending => TaskStatus::Pending,
+        BoardStatus::InProgress => TaskStatus::InProgress,
+        BoardStatus::Completed => TaskStatus::Completed,
+        BoardStatus::Failed => TaskStatus::Failed,
+        BoardStatus::Cancelled => TaskStatus::Cancelled,
+    });
+    let req = Request::TaskList {
+        status,
+        after: None,
+    };
+    Ok(match daemon(ctx, req).await? {
+        Reply::Tasks { tasks } => {
+            let rows: Vec<Value> = tasks
+                .iter()
+                .map(|t| json!({"id": t.id, "title": t.title, "status": t.status, "owner": t.owner, "blocked_by": t.blocked_by, "description": t.description, "result": t.result}))
+                .collect();
+            ToolOutcome::ok(to_json(&rows))
+        }
+        other => ToolOutcome::ok(to_json(&other)),
+    })
+}
+
+pub(super) async fn finish_team(ctx: &ToolCtx, a: &FinishTeam) -> Result<ToolOutcome, String> {
+    daemon(
+        ctx,
+        Request::Finish {
+            answer: a.answer.clone(),
+            force: a.force.unwrap_or(false),
+            success: true,
+        },
+    )
+    .await?;
+    Ok(ToolOutcome {
+        content: "the team is finished".into(),
+        is_error: false,
+        finished: Some(a.answer.clone()),
+    })
+}
+
+pub(super) async fn decide_permission(
+    ctx: &ToolCtx,
+    a: &DecidePermission,
+) -> Result<ToolOutcome, String> {
+    let req = Request::PermDecide {
+        id: a.id,
+        allow: a.allow,
+        always: a.always.unwrap_or(false),
+        pattern: a.pattern.clone(),
+        reason: a.reason.clone(),
+    };
+    Ok(match daemon(ctx, req).await? {
+        Reply::Perm { request } => ToolOutcome::ok(
+            format!("request {} is {:?}", request.id, request.status).to_lowercase(),
+        ),
+        other => ToolOutcome::ok(to_json(&other)),
+    })
+}
+
+fn task_reply(r: Reply) -> ToolOutcome {
+    match r {
+        Reply::Task { task } => ToolOutcome::ok(format!(
+            "task {} ({}) is {}{}",
+            task.id,
+            task.title,
+            task.status,
+            task.owner
+                .map(|o| format!(", owner {o}"))
+                .unwrap_or_default()
+        )),
+        other => ToolOutcome::ok(to_json(&other)),
+    }
+}

@@ -92,8 +92,10 @@ impl TeamState {
         Ok(info)
     }
 
-    /// Removes an agent that never came up (spawn rollback); its inbox goes with it.
+    /// Removes an agent that never came up (spawn rollback); its inbox goes with it, and a task
+    /// it was given goes back to pending instead of staying in progress with nobody.
     pub fn remove_agent(&mut self, name: &str, why: &str, now: Timestamp) {
+        self.release_held(name, now);
         if let Some(a) = self.agents.remove(name) {
             self.inboxes.remove(name);
             self.changes.push(Change::AgentRemoved(name.to_string()));

@@ -612,3 +612,25 @@ fn stale_shutdowns_are_dropped_and_other_messages_kept() {
     assert_eq!(s.drop_stale_shutdowns("b1"), 0);
     assert_eq!(s.drop_stale_shutdowns("nobody"), 0);
 }
+
+/// Regression (found by `crates/store/tests/prop_state.rs`): a spawn rolled back after its
+/// agent was given a task left the task in progress with an owner no longer on the roster.
+#[test]
+fn a_rolled_back_agent_gives_its_task_back() {
+    let mut s = team_with(&["leader", "w4"]);
+    let t = add(&mut s, "one", &[]);
+    let claimed = s.task_claim(&a("w4"), t, now()).unwrap();
+    assert_eq!(claimed.status, TaskStatus::InProgress);
+    s.take_changes();
+
+    s.remove_agent("w4", "did not connect back", now());
+    let task = s.task(t).unwrap();
+    assert_eq!(task.status, TaskStatus::Pending);
+    assert_eq!(task.owner, None);
+    assert!(
+        s.take_changes()
+            .iter()
+            .any(|c| matches!(c, Change::Task(t) if t.status == TaskStatus::Pending)),
+        "the release is persisted"
+    );
+}

@@ -227,6 +227,12 @@ impl Store {
         snap.perms = self.load_json("perms", "SELECT data FROM perms ORDER BY id")?;
         snap.rules = self.load_json("rules", "SELECT data FROM rules ORDER BY id")?;
         snap.max_message_id = self.max("SELECT max(id) FROM messages")?;
+        if let Some(v) = self
+            .meta("max_message_id")?
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            snap.max_message_id = snap.max_message_id.max(v);
+        }
         snap.last_seq = self.max("SELECT max(seq) FROM events")?;
         let mut stmt = self.conn.prepare(
             "SELECT id, sender, recipient, kind, body, summary, ts, state FROM messages \
@@ -366,6 +372,15 @@ impl Store {
                     Change::AgentRemoved(name) => {
                         tx.prepare_cached("DELETE FROM agents WHERE name = ?1")?
                             .execute([name])?;
+                        // Its messages may hold the highest id issued: remember it before they
+                        // go, so ids are not handed out again after a restart.
+                        tx.prepare_cached(
+                            "INSERT INTO meta (key, value) \
+                             SELECT 'max_message_id', coalesce(max(id), 0) FROM messages WHERE true \
+                             ON CONFLICT(key) DO UPDATE SET \
+                             value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+                        )?
+                        .execute([])?;
                         tx.prepare_cached("DELETE FROM messages WHERE recipient = ?1")?
                             .execute([name])?;
                     }
@@ -657,6 +672,70 @@ mod tests {
         let store = Store::open(&db, "t").unwrap();
         let s = TeamState::restore("t", store.load().unwrap());
         assert_eq!(s.tasks(None).len(), 71);
+    }
+
+    /// Regression (found by `tests/prop_state.rs`): the messages of a rolled-back agent are
+    /// deleted with it, and the next id was taken from what was left, so after a restart a
+    /// new message got the id of one already acknowledged to its sender and in the event log.
+    #[test]
+    fn message_ids_of_a_rolled_back_agent_are_not_reused_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let mut store = Store::open(&db, "t").unwrap();
+        let mut s = TeamState::restore("t", store.load().unwrap());
+        let now = Timestamp(5);
+        for name in ["w1", "w4"] {
+            let info = AgentInfo {
+                name: name.into(),
+                role: "worker".into(),
+                status: AgentStatus::Starting,
+                backend: "external".into(),
+                pid: None,
+                pgid: None,
+                pane: None,
+                incarnation: 1,
+                restarts: 0,
+                current_task: None,
+                last_activity: now,
+                connected: false,
+                last_exit: None,
+                error: None,
+            };
+            let rec = AgentRecord {
+                info,
+                secret: "s".into(),
+                spec: serde_json::Value::Null,
+            };
+            s.add_agent(&Actor::Operator, rec, now).unwrap();
+        }
+        let (ids, _) = s
+            .send(
+                &Actor::Operator,
+                "w4",
+                "hi".into(),
+                MessageKind::Text,
+                None,
+                now,
+            )
+            .unwrap();
+        assert_eq!(ids, vec![1]);
+        s.remove_agent("w4", "did not connect back", now);
+        store.commit(&s.take_changes()).unwrap();
+        drop(store);
+
+        let store = Store::open(&db, "t").unwrap();
+        let mut s = TeamState::restore("t", store.load().unwrap());
+        let (ids, _) = s
+            .send(
+                &Actor::Operator,
+                "w1",
+                "hi".into(),
+                MessageKind::Text,
+                None,
+                now,
+            )
+            .unwrap();
+        assert_eq!(ids, vec![2], "message id 1 was already issued");
     }
 
     #[test]

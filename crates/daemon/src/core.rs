@@ -173,6 +173,8 @@ pub struct Core {
     rid_pending: HashMap<(ConnId, u64), (String, String)>,
     /// Retries that arrived while their original was still in flight, answered with it.
     rid_retries: HashMap<(String, String), Vec<(ConnId, u64)>>,
+    /// The time for timers and the restart policy (a fake one in tests).
+    pub(crate) clock: std::sync::Arc<dyn crate::clock::Clock>,
 }
 
 impl Core {
@@ -183,6 +185,25 @@ impl Core {
         state: TeamState,
         env: crate::supervisor::SupervisorEnv,
         self_tx: CoreTx,
+    ) -> Self {
+        Self::with_clock(
+            cfg,
+            store,
+            state,
+            env,
+            self_tx,
+            std::sync::Arc::new(crate::clock::SystemClock),
+        )
+    }
+
+    /// [`Core::new`] on a given clock.
+    pub fn with_clock(
+        cfg: CoreConfig,
+        store: Store,
+        state: TeamState,
+        env: crate::supervisor::SupervisorEnv,
+        self_tx: CoreTx,
+        clock: std::sync::Arc<dyn crate::clock::Clock>,
     ) -> Self {
         let mut core = Core {
             cfg,
@@ -205,6 +226,7 @@ impl Core {
             commit_time: Duration::ZERO,
             rid_pending: HashMap::new(),
             rid_retries: HashMap::new(),
+            clock,
         };
         core.state.set_inbox_limit(core.cfg.inbox_limit);
         core.recover();
@@ -227,14 +249,14 @@ impl Core {
             let age = Duration::from_millis(now.millis().saturating_sub(p.ts.millis()));
             let left = self.cfg.perm_timeout.saturating_sub(age);
             self.timers
-                .push(Reverse((Instant::now() + left, Timer::PermTimeout(p.id))));
+                .push(Reverse((self.clock.now() + left, Timer::PermTimeout(p.id))));
         }
         self.sup_recover();
     }
 
     /// Arranges for `timer` to fire after `after`.
     pub(crate) fn schedule(&mut self, after: Duration, timer: Timer) {
-        self.timers.push(Reverse((Instant::now() + after, timer)));
+        self.timers.push(Reverse((self.clock.now() + after, timer)));
     }
 
     /// Queues the answer to request `id` of `conn` (sent when the batch commits).
@@ -328,8 +350,8 @@ impl Core {
         Ok(())
     }
 
-    fn fire_timers(&mut self) {
-        let now = Instant::now();
+    pub(crate) fn fire_timers(&mut self) {
+        let now = self.clock.now();
         while let Some(Reverse((at, _))) = self.timers.peek() {
             if *at > now {
                 break;
@@ -365,7 +387,7 @@ impl Core {
         }
     }
 
-    fn handle(&mut self, msg: CoreMsg) {
+    pub(crate) fn handle(&mut self, msg: CoreMsg) {
         match msg {
             CoreMsg::Hello {
                 conn,
@@ -663,7 +685,7 @@ impl Core {
     }
 
     /// Commits the batch, then releases its responses and pushes.
-    fn flush(&mut self) -> Result<(), agent_team_store::StoreError> {
+    pub(crate) fn flush(&mut self) -> Result<(), agent_team_store::StoreError> {
         let changes = self.state.take_changes();
         let t0 = Instant::now();
         let committed = self.store.commit(&changes);
@@ -900,7 +922,7 @@ impl Core {
                 let req = s.perm_request(actor, tool, input, reason, now)?;
                 if req.status == PermStatus::Pending {
                     s.set_agent_status(&req.agent, AgentStatus::Waiting, None, now);
-                    let at = Instant::now() + self.cfg.perm_timeout;
+                    let at = self.clock.now() + self.cfg.perm_timeout;
                     self.timers.push(Reverse((at, Timer::PermTimeout(req.id))));
                     self.route_to_approver(&req);
                 }

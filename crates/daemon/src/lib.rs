@@ -5,9 +5,11 @@
 //! request. Connections are read on their own tasks; every request is applied by the single
 //! [`core`] task, which commits each batch before it answers.
 
+pub mod clock;
 pub mod conn;
 pub mod core;
 pub mod lock;
+pub mod policy;
 pub mod supervisor;
 pub mod worktree;
 

@@ -15,10 +15,10 @@ use agent_team_protocol::names::LEADER;
 use agent_team_protocol::*;
 use agent_team_state::{Actor, AgentRecord};
 use serde_json::json;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long a spawned agent has to connect back (`AGENT_TEAM_CONNECT_DEADLINE_MS` overrides it,
 /// for tests of the deadline itself).
@@ -33,10 +33,6 @@ pub fn connect_timeout() -> Duration {
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
 /// How long an agent asked to shut down gets to exit on its own.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
-/// The window in which failures count as quick.
-const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// Quick failures after which an agent is `failed`.
-const MAX_QUICK_FAILURES: usize = 5;
 /// How often live agents are checked (exits of our own children are also noticed at SIGCHLD).
 pub const POLL_EVERY: Duration = Duration::from_millis(500);
 /// When to look again after an agent's connection dropped and the first look found it alive.
@@ -118,7 +114,7 @@ pub(crate) struct Runtime {
     /// A blocking launch or stop is in flight.
     busy: bool,
     stop: Option<StopReason>,
-    failures: VecDeque<Instant>,
+    failures: crate::policy::Failures,
     waiters: Vec<Waiter>,
     /// Not yet connected once: a failure now rolls the roster back.
     first_spawn: bool,
@@ -926,46 +922,46 @@ impl Core {
                 self.answer_down(name);
             }
             None => {
-                let policy = self.restart_policy(name);
-                let clean = exit.is_some_and(|e| e.success());
-                // Exit code 78 (EX_CONFIG): a bad key, model or URL; restarting cannot help.
-                let config_error = exit.is_some_and(|e| e.code == Some(78));
-                let restart = !(self.stopping || run_over && clean || config_error)
-                    && match policy {
-                        RestartPolicy::Never => false,
-                        RestartPolicy::OnFailure => !clean,
-                        RestartPolicy::Always => !(name == LEADER && run_over),
-                    };
-                if restart {
-                    self.failure(
+                use crate::policy::AfterExit;
+                let decision = crate::policy::after_exit(
+                    self.restart_policy(name),
+                    exit,
+                    self.stopping,
+                    run_over,
+                    name == LEADER,
+                );
+                match decision {
+                    AfterExit::Restart => self.failure(
                         name,
                         format!("died ({})", detail.clone().unwrap_or_else(|| "gone".into())),
                         false,
-                    );
-                } else if clean {
-                    self.state
-                        .set_agent_status(name, AgentStatus::Exited, detail, now);
-                    self.release_and_tell(name, "exited");
-                    self.answer_down(name);
-                    if name == LEADER && !run_over && !self.stopping {
-                        // Nobody is left to finish the run; say so rather than leave `run`
-                        // waiting for ever.
+                    ),
+                    AfterExit::Exited => {
                         self.state
-                            .fail_run("the leader exited without finishing".into(), now);
+                            .set_agent_status(name, AgentStatus::Exited, detail, now);
+                        self.release_and_tell(name, "exited");
+                        self.answer_down(name);
+                        if name == LEADER && !run_over && !self.stopping {
+                            // Nobody is left to finish the run; say so rather than leave `run`
+                            // waiting for ever.
+                            self.state
+                                .fail_run("the leader exited without finishing".into(), now);
+                        }
                     }
-                } else {
-                    self.state
-                        .set_agent_status(name, AgentStatus::Failed, detail.clone(), now);
-                    self.release_and_tell(
-                        name,
-                        &format!(
-                            "died ({}) and will not be restarted",
-                            detail.unwrap_or_default()
-                        ),
-                    );
-                    self.answer_down(name);
-                    if name == LEADER {
-                        self.state.fail_run("the leader failed".into(), now);
+                    AfterExit::Failed => {
+                        self.state
+                            .set_agent_status(name, AgentStatus::Failed, detail.clone(), now);
+                        self.release_and_tell(
+                            name,
+                            &format!(
+                                "died ({}) and will not be restarted",
+                                detail.unwrap_or_default()
+                            ),
+                        );
+                        self.answer_down(name);
+                        if name == LEADER {
+                            self.state.fail_run("the leader failed".into(), now);
+                        }
                     }
                 }
             }
@@ -1015,36 +1011,28 @@ impl Core {
             }
             return;
         }
-        let instant = Instant::now();
-        rt.failures.push_back(instant);
-        while rt
-            .failures
-            .front()
-            .is_some_and(|t| instant.duration_since(*t) > FAILURE_WINDOW)
-        {
-            rt.failures.pop_front();
-        }
-        let n = rt.failures.len();
+        let verdict = rt.failures.record(self.clock.now());
         let incarnation = self.current_incarnation(name).unwrap_or(0);
-        if n >= MAX_QUICK_FAILURES {
-            self.state.set_agent_status(
-                name,
-                AgentStatus::Failed,
-                Some(format!("{why}; {n} failures within 60 s")),
-                now,
-            );
-            self.release_and_tell(
-                name,
-                &format!("{why} {n} times within 60 s and was given up"),
-            );
-            self.answer_down(name);
-            if name == LEADER {
-                self.state.fail_run("the leader kept failing".into(), now);
+        let backoff = match verdict {
+            crate::policy::Verdict::GiveUp { n } => {
+                self.state.set_agent_status(
+                    name,
+                    AgentStatus::Failed,
+                    Some(format!("{why}; {n} failures within 60 s")),
+                    now,
+                );
+                self.release_and_tell(
+                    name,
+                    &format!("{why} {n} times within 60 s and was given up"),
+                );
+                self.answer_down(name);
+                if name == LEADER {
+                    self.state.fail_run("the leader kept failing".into(), now);
+                }
+                return;
             }
-            return;
-        }
-        let backoff = Duration::from_millis(500) * 2u32.pow((n as u32).saturating_sub(1)).min(60);
-        let backoff = backoff.min(Duration::from_secs(30));
+            crate::policy::Verdict::Restart { after, .. } => after,
+        };
         self.state.update_agent(name, |a| a.info.restarts += 1);
         self.state.set_agent_status(
             name,
@@ -1508,3 +1496,7 @@ impl Core {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "supervisor_tests.rs"]
+mod tests;

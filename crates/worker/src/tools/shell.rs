@@ -29,25 +29,11 @@ async fn bash(
     timeout: Duration,
     groups: &crate::CommandGroups,
 ) -> ToolOutcome {
-    let mut c = tokio::process::Command::new("sh");
-    c.arg("-c")
-        .arg(cmd)
-        .current_dir(root)
-        // The agent's credential is not the command's to use.
-        .env_remove(agent_team_pane::env::SECRET)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    if groups.own_group.is_some() {
-        c.process_group(0);
-    }
-    let child = match c
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-    {
-        Ok(ch) => ch,
-        Err(e) => return ToolOutcome::err(format!("cannot run sh: {e}")),
-    };
+    let (child, _guard) =
+        match crate::command::spawn(&mut crate::command::shell(cmd, root, groups), groups) {
+            Ok(ch) => ch,
+            Err(e) => return ToolOutcome::err(format!("cannot run sh: {e}")),
+        };
     let own = groups.own_group.as_ref();
     if let (Some(slot), Some(pid)) = (own, child.id())
         && let Ok(mut s) = slot.lock()

@@ -3,6 +3,11 @@
 //! - `cargo xtask ci`: everything CI checks (format, lints, build, tests, docs).
 //! - `cargo xtask bench [--save]`: the performance figures of SPEC §6, each beside its floor
 //!   measured in the same run; `--save` writes them to docs/BENCHMARKS.md.
+//! - `cargo xtask soak [--seconds N] [--backend B] [--seed S]`: the real binaries under load
+//!   while the daemon, agents and panes are SIGKILLed; checks nothing is lost, duplicated or
+//!   left behind (docs/RELIABILITY.md).
+
+mod soak;
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -14,12 +19,18 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("ci") => ci(&root),
         Some("bench") => bench(&root, &args[1..]),
+        Some("soak") => soak::soak(&root, &args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci|bench [--save] [--quick]>");
+            eprintln!(
+                "usage: cargo xtask <ci|bench [--save] [--quick]|soak [--seconds N] [--backend B] [--seed S]>"
+            );
             eprintln!(
                 "  ci      format check, clippy -D warnings, build, the whole test suite, docs"
             );
             eprintln!("  bench   SPEC §6 figures beside their same-run floors (release build)");
+            eprintln!(
+                "  soak    kill the daemon, agents and panes under load; check nothing is lost"
+            );
             std::process::exit(2);
         }
     }

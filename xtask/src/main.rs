@@ -1,6 +1,6 @@
 //! `cargo xtask`: the project's automation, in Rust so it runs wherever cargo does.
 //!
-//! - `cargo xtask ci`: everything CI checks (format, lints, build, tests, docs).
+//! - `cargo xtask ci`: everything CI checks (format, lints, build, tests, a 30 s soak, docs).
 //! - `cargo xtask bench [--save]`: the performance figures of SPEC §6, each beside its floor
 //!   measured in the same run; `--save` writes them to docs/BENCHMARKS.md.
 //! - `cargo xtask soak [--seconds N] [--backend B] [--seed S]`: the real binaries under load
@@ -25,7 +25,7 @@ fn main() -> Result<()> {
                 "usage: cargo xtask <ci|bench [--save] [--quick]|soak [--seconds N] [--backend B] [--seed S]>"
             );
             eprintln!(
-                "  ci      format check, clippy -D warnings, build, the whole test suite, docs"
+                "  ci      format check, clippy -D warnings, build, the whole test suite, a 30 s soak, docs"
             );
             eprintln!("  bench   SPEC §6 figures beside their same-run floors (release build)");
             eprintln!(
@@ -75,6 +75,8 @@ fn ci(root: &Path) -> Result<()> {
     // The end-to-end suite drives the real binaries, so they must exist first.
     cargo(root, &["build", "--workspace", "--bins"], &[])?;
     cargo(root, &["test", "--workspace", "--no-fail-fast"], &[])?;
+    // A short soak (kills under load); `cargo xtask soak --seconds 600` is the long one.
+    soak::soak(root, &["--seconds".to_string(), "30".to_string()])?;
     cargo(
         root,
         &["doc", "--workspace", "--no-deps"],

@@ -171,7 +171,11 @@ fn sigkill_teammate_on(backend: &str) {
         !group_alive(before.pgid.unwrap())
     });
     let after = sb.agent("kill9", "b1");
-    assert_eq!(after.incarnation, before.incarnation + 1, "{backend}: restarted once");
+    assert_eq!(
+        after.incarnation,
+        before.incarnation + 1,
+        "{backend}: restarted once"
+    );
     assert_eq!(after.restarts, 1, "{backend}");
     let task = &sb.tasks("kill9")[0];
     assert_eq!(
@@ -724,7 +728,11 @@ fn concurrent_restarts_on(backend: &str) {
     assert!(b1.incarnation >= 2, "{backend}: {b1:?}");
     if backend != "in-process" {
         let procs = processes_of(&sb, "onecopy", "b1");
-        assert_eq!(procs.len(), 1, "{backend}: exactly one b1 process: {procs:?}");
+        assert_eq!(
+            procs.len(),
+            1,
+            "{backend}: exactly one b1 process: {procs:?}"
+        );
         assert_eq!(Some(procs[0]), b1.pid, "{backend}");
     }
     sb.ok(&["--team", "onecopy", "down"]);

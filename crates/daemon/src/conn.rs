@@ -180,7 +180,7 @@ async fn handshake<R: tokio::io::AsyncRead + Unpin>(
                     agent_team_protocol::PROTOCOL_VERSION
                 )
             } else {
-                format!("invalid hello: {e}")
+                format!("invalid hello: {}", clip(&e.to_string()))
             };
             handle.send_frame(&ServerFrame::Error {
                 error: ErrorBody::with_details(
@@ -258,7 +258,10 @@ async fn read_loop<R: tokio::io::AsyncRead + Unpin>(
                 let req_id = serde_json::from_slice::<serde_json::Value>(&payload)
                     .ok()
                     .and_then(|v| v.get("id").and_then(|i| i.as_u64()));
-                let error = ErrorBody::new(ErrorCode::BadRequest, format!("invalid request: {e}"));
+                let error = ErrorBody::new(
+                    ErrorCode::BadRequest,
+                    format!("invalid request: {}", clip(&e.to_string())),
+                );
                 let frame = match req_id {
                     Some(rid) => ServerFrame::response(rid, Err(error)),
                     None => ServerFrame::Error { error },
@@ -267,6 +270,22 @@ async fn read_loop<R: tokio::io::AsyncRead + Unpin>(
             }
         }
     }
+}
+
+/// The longest parse error quoted back: serde quotes the offending input, which can be nearly
+/// a whole frame, and an answer over the frame limit would never be sent.
+const MAX_ERROR_TEXT: usize = 1024;
+
+/// Cuts `text` to [`MAX_ERROR_TEXT`] bytes at a character boundary.
+fn clip(text: &str) -> String {
+    if text.len() <= MAX_ERROR_TEXT {
+        return text.to_string();
+    }
+    let mut end = MAX_ERROR_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &text[..end], text.len())
 }
 
 fn report_frame_error(handle: &ConnHandle, e: FrameError) {

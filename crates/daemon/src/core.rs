@@ -5,7 +5,7 @@
 //! Running on a single thread keeps the routing path free of thread hand-offs, and makes the
 //! batch boundary the natural place for the one fsync the durability promise needs.
 
-use crate::conn::{ConnHandle, ConnId};
+use crate::outbox::{ConnHandle, ConnId};
 use agent_team_paths::TeamPaths;
 use agent_team_protocol::frame;
 use agent_team_protocol::names::{LEADER, OPERATOR};
@@ -80,7 +80,7 @@ pub struct CoreConfig {
     pub perm_timeout: Duration,
     /// The unread-message bound per agent.
     pub inbox_limit: usize,
-    /// Unread frames that cut a client off (see [`crate::conn::MAX_QUEUED_FRAMES`]).
+    /// Unread frames that cut a client off (see [`crate::outbox::MAX_QUEUED_FRAMES`]).
     pub max_queued_frames: usize,
 }
 

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod conn;
 pub mod core;
 pub mod lock;
+pub mod outbox;
 pub mod policy;
 pub mod supervisor;
 pub mod worktree;
@@ -74,7 +75,7 @@ impl DaemonOptions {
             team: team.to_string(),
             perm_timeout: Duration::from_secs(300),
             inbox_limit: agent_team_protocol::DEFAULT_INBOX_LIMIT,
-            max_queued_frames: conn::MAX_QUEUED_FRAMES,
+            max_queued_frames: outbox::MAX_QUEUED_FRAMES,
             env: SupervisorEnv::default(),
         }
     }

@@ -7,8 +7,8 @@
 //! cannot touch its successor. Blocking backend calls run on tokio's blocking pool and report
 //! back as [`SupEvent`]s.
 
-use crate::conn::ConnId;
 use crate::core::{Core, CoreMsg, Timer};
+use crate::outbox::ConnId;
 use agent_team_config::{BackendKind, RestartPolicy, TeamConfig};
 use agent_team_pane::{ExitInfo, LaunchSpec, Launched, Liveness, PaneBackend, env};
 use agent_team_protocol::names::LEADER;

@@ -1,0 +1,136 @@
+//! The sending side of a connection: what the core queues for a client and the task that writes
+//! it, with the cut-off for a client that stops reading. The core holds only this, never the
+//! connection's reader, so the core and the connection tasks do not depend on each other.
+
+use agent_team_protocol::ServerFrame;
+use agent_team_protocol::frame;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::sync::mpsc;
+
+/// Identifies a connection inside the daemon.
+pub type ConnId = u64;
+
+/// What the core sends to a connection's writer.
+#[derive(Debug)]
+pub enum Outbound {
+    /// An encoded frame.
+    Frame(Vec<u8>),
+    /// Flush and close the connection.
+    Close,
+}
+
+/// The sending side of a connection, held by the core.
+#[derive(Debug, Clone)]
+pub struct ConnHandle {
+    tx: mpsc::UnboundedSender<Outbound>,
+    queued: Arc<AtomicUsize>,
+    /// Set when the client fell hopelessly behind: the connection is cut at once, without
+    /// waiting for the backlog (which the client is not reading) to be written first.
+    cut: Arc<tokio::sync::watch::Sender<bool>>,
+    /// How many unread frames cut the connection.
+    limit: usize,
+}
+
+/// By default, a client that lets this many frames pile up unread is disconnected rather than
+/// let the daemon's memory grow without bound.
+pub const MAX_QUEUED_FRAMES: usize = 200_000;
+
+impl ConnHandle {
+    pub(crate) fn new(tx: mpsc::UnboundedSender<Outbound>, limit: usize) -> Self {
+        ConnHandle {
+            tx,
+            queued: Arc::new(AtomicUsize::new(0)),
+            cut: Arc::new(tokio::sync::watch::channel(false).0),
+            limit,
+        }
+    }
+
+    /// Queues an encoded frame; returns false if the connection is gone or hopelessly behind
+    /// (which cuts it).
+    pub fn send(&self, bytes: Vec<u8>) -> bool {
+        if *self.cut.borrow() {
+            return false;
+        }
+        if self.queued.fetch_add(1, Ordering::Relaxed) > self.limit {
+            tracing::warn!("a client stopped reading; cutting its connection");
+            self.cut.send_replace(true);
+            return false;
+        }
+        self.tx.send(Outbound::Frame(bytes)).is_ok()
+    }
+
+    /// Frames queued and not yet written.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once the connection is cut.
+    pub(crate) async fn cut_off(&self) {
+        let mut rx = self.cut.subscribe();
+        let _ = rx.wait_for(|c| *c).await;
+    }
+
+    /// Encodes and queues a frame.
+    pub fn send_frame(&self, frame: &ServerFrame) -> bool {
+        match frame::encode(frame) {
+            Ok(b) => self.send(b),
+            Err(e) => {
+                tracing::error!("cannot encode a frame: {e}");
+                false
+            }
+        }
+    }
+
+    /// Asks the writer to flush and close.
+    pub fn close(&self) {
+        let _ = self.tx.send(Outbound::Close);
+    }
+}
+
+/// Writes what the core queued for one connection until it closes or is cut.
+pub(crate) async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(
+    w: W,
+    rx: mpsc::UnboundedReceiver<Outbound>,
+    handle: ConnHandle,
+) {
+    // Whatever the writer is waiting for (the next frame, or a client that does not read),
+    // cutting the connection ends it; dropping the write half closes the socket.
+    tokio::select! {
+        _ = write_frames(w, rx, &handle.queued) => {}
+        _ = handle.cut_off() => {}
+    }
+}
+
+async fn write_frames<W: tokio::io::AsyncWrite + Unpin>(
+    w: W,
+    mut rx: mpsc::UnboundedReceiver<Outbound>,
+    queued: &AtomicUsize,
+) {
+    let mut w = BufWriter::with_capacity(64 * 1024, w);
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        // Write everything already queued, then flush once.
+        while let Some(out) = next.take() {
+            match out {
+                Outbound::Frame(bytes) => {
+                    queued.fetch_sub(1, Ordering::Relaxed);
+                    if w.write_all(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+                Outbound::Close => {
+                    let _ = w.flush().await;
+                    let _ = w.shutdown().await;
+                    return;
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        if w.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = w.flush().await;
+}

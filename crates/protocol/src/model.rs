@@ -255,6 +255,18 @@ pub struct Message {
     pub state: DeliveryState,
 }
 
+impl Message {
+    /// Its place in the order an agent reads what waits at an idle point (SPEC §5.3): 0 a
+    /// shutdown request, 1 the leader, the operator or the daemon, 2 peers; FIFO within each.
+    pub fn priority(&self) -> u8 {
+        match (self.kind, self.from.as_str()) {
+            (MessageKind::ShutdownRequest, _) => 0,
+            (_, crate::names::LEADER) | (_, crate::names::OPERATOR) | (_, "daemon") => 1,
+            _ => 2,
+        }
+    }
+}
+
 /// An agent's lifecycle state (SPEC §5.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -604,4 +616,29 @@ pub struct TeamInfo {
     /// The pane backend the team uses.
     #[serde(default)]
     pub backend: Option<String>,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod message_order_tests {
+    use super::*;
+
+    #[test]
+    fn shutdown_first_then_leader_operator_daemon_then_peers() {
+        let m = |from: &str, kind| Message {
+            id: 0,
+            from: from.into(),
+            to: "b1".into(),
+            kind,
+            body: String::new(),
+            summary: None,
+            ts: Timestamp::now(),
+            state: DeliveryState::Queued,
+        };
+        assert_eq!(m("b2", MessageKind::ShutdownRequest).priority(), 0);
+        for from in ["leader", "operator", "daemon"] {
+            assert_eq!(m(from, MessageKind::Text).priority(), 1, "{from}");
+        }
+        assert_eq!(m("b2", MessageKind::Text).priority(), 2);
+    }
 }

@@ -2,7 +2,6 @@
 //! authenticated identity and delivery states that only move forward.
 
 use crate::{Actor, Change, Outcome, TeamState, bad_request};
-use agent_team_protocol::names::LEADER;
 use agent_team_protocol::*;
 use serde_json::json;
 
@@ -268,14 +267,5 @@ impl TeamState {
             format!("{} may not read the inbox of {whose}", actor.name()),
             json!({"agent": actor.name(), "inbox": whose}),
         ))
-    }
-
-    /// Whether a message from `from` comes before peers' (shutdown first, then leader, then peers).
-    pub fn priority(m: &Message) -> u8 {
-        match (m.kind, m.from.as_str()) {
-            (MessageKind::ShutdownRequest, _) => 0,
-            (_, LEADER) | (_, names::OPERATOR) | (_, "daemon") => 1,
-            _ => 2,
-        }
     }
 }

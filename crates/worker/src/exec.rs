@@ -30,22 +30,13 @@ impl Mailbox {
     /// operator's), then peers'; FIFO within each.
     pub fn take(&mut self) -> Vec<Message> {
         let mut v = std::mem::take(&mut self.pending);
-        v.sort_by_key(|m| (agent_team_state_priority(m), m.id));
+        v.sort_by_key(|m| (m.priority(), m.id));
         v
     }
 
     /// Whether anything waits.
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()
-    }
-}
-
-/// Delivery priority (SPEC §5.3): 0 shutdown, 1 leader/operator/daemon, 2 peers.
-pub fn agent_team_state_priority(m: &Message) -> u8 {
-    match (m.kind, m.from.as_str()) {
-        (MessageKind::ShutdownRequest, _) => 0,
-        (_, LEADER) | (_, names::OPERATOR) | (_, "daemon") => 1,
-        _ => 2,
     }
 }
 

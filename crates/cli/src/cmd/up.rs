@@ -438,46 +438,27 @@ enum Approvals {
 }
 
 fn decide(approvals: Approvals, c: &mut Client, r: &PermRequest) -> Result<(), ClientError> {
-    use agent_team_protocol::text::printable;
+    use agent_team_worker::prompt::{Answer, parse_answer, question};
     let (allow, always, reason) = match approvals {
         Approvals::All => (true, false, None),
         Approvals::Leave => return Ok(()),
-        Approvals::Prompt => {
-            eprint!(
-                "agent-team: {} wants to run {} `{}`{}\n  allow? [y] once, [a] always, [n] deny: ",
-                r.agent,
-                r.tool,
-                printable(&r.input),
-                if r.reason.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", printable(&r.reason))
-                }
-            );
+        // The same question and the same answers as the leader's pane.
+        Approvals::Prompt => loop {
+            eprint!("agent-team: {}", question(r));
             let mut line = String::new();
-            if std::io::stdin().read_line(&mut line).is_err() {
-                return Ok(());
+            if std::io::stdin().read_line(&mut line).unwrap_or(0) == 0 {
+                return Ok(()); // stdin closed: leave it to `agent-team approve/deny`
             }
-            match line.trim().to_lowercase().as_str() {
-                "y" | "yes" | "" => (true, false, None),
-                "a" | "always" => (true, true, None),
-                _ => {
-                    eprint!("  reason (optional): ");
-                    let mut why = String::new();
-                    let _ = std::io::stdin().read_line(&mut why);
-                    let why = why.trim();
-                    (
-                        false,
-                        false,
-                        Some(if why.is_empty() {
-                            "denied by the operator".to_string()
-                        } else {
-                            why.to_string()
-                        }),
-                    )
-                }
+            match parse_answer(&line, &[r.id]) {
+                Ok(Answer {
+                    allow,
+                    always,
+                    reason,
+                    ..
+                }) => break (allow, always, reason),
+                Err(why) => eprintln!("  {why}"),
             }
-        }
+        },
     };
     match c.call(Request::PermDecide {
         id: r.id,

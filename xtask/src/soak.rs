@@ -21,6 +21,8 @@ const AGENTS: [&str; 5] = ["leader", "w1", "w2", "w3", "m1"];
 const WORKERS: [&str; 3] = ["w1", "w2", "w3"];
 /// How many load-generating threads run at once (concurrent CLIs race to restart the daemon).
 const LOAD_THREADS: u64 = 3;
+/// How many acknowledged tasks may wait to run before the load stops adding more.
+const MAX_BACKLOG: usize = 24;
 /// How long one CLI command may take before it is killed and counted as failed.
 const COMMAND_LIMIT: Duration = Duration::from_secs(30);
 /// How long a request is retried (the CLI restarts the daemon) before it is given up.
@@ -571,7 +573,12 @@ fn load(sb: &Sandbox, rec: &Mutex<Record>, mut rng: Rng, seed: u64, thread: u64,
     let mut n = 0u64;
     while Instant::now() < end {
         n += 1;
-        let roll = rng.below(100);
+        let mut roll = rng.below(100);
+        // Tasks are added no faster than three workers run them: a board that only grows
+        // could not drain in the time the end allows. Over the bound, a message is sent instead.
+        if (45..80).contains(&roll) && backlog(sb, rec) >= MAX_BACKLOG {
+            roll = 0;
+        }
         if roll < 45 {
             let to = *rng.pick(&AGENTS).unwrap_or(&"w1");
             let body = format!("soak-msg-{seed}-{thread}-{n}");
@@ -656,6 +663,17 @@ fn load(sb: &Sandbox, rec: &Mutex<Record>, mut rng: Rng, seed: u64, thread: u64,
         }
         std::thread::sleep(Duration::from_millis(rng.between(10, 120)));
     }
+}
+
+/// How many acknowledged tasks have not yet run to their end (their token is not in the file).
+fn backlog(sb: &Sandbox, rec: &Mutex<Record>) -> usize {
+    let text = std::fs::read_to_string(sb.tokens()).unwrap_or_default();
+    let done: std::collections::HashSet<&str> = text.lines().map(str::trim).collect();
+    let r = locked(rec);
+    r.tasks
+        .iter()
+        .filter(|t| !done.contains(t.token.as_str()))
+        .count()
 }
 
 /// Restarts agents the restart policy gave up on (`failed` after quick deaths): the operator
@@ -1170,24 +1188,35 @@ fn check(sb: &Sandbox, record: Record) -> Report {
     }
 
     // What the exec teammates printed: a message taken twice shows twice in its log.
-    let mut seen: HashMap<String, u64> = HashMap::new();
+    // Each printing is kept with the two log lines before it, as evidence.
+    let mut seen: HashMap<String, Vec<String>> = HashMap::new();
     for w in WORKERS {
         let log = std::fs::read_to_string(sb.team_dir().join("logs").join(format!("{w}.log")))
             .unwrap_or_default();
-        for l in log.lines() {
+        let lines: Vec<&str> = log.lines().collect();
+        for (n, l) in lines.iter().enumerate() {
             if let Some(i) = l.find("soak-msg-") {
                 let body: String = l[i..]
                     .chars()
                     .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
                     .collect();
-                *seen.entry(body).or_default() += 1;
+                let context = lines[n.saturating_sub(2)..=n].join(" | ");
+                seen.entry(body)
+                    .or_default()
+                    .push(format!("{w}.log:{}: {context}", n + 1));
             }
         }
     }
     let mut twice: Vec<String> = seen
         .into_iter()
-        .filter(|(_, n)| *n > 1)
-        .map(|(b, n)| format!("{b} printed {n} times"))
+        .filter(|(_, places)| places.len() > 1)
+        .map(|(b, places)| {
+            format!(
+                "{b} printed {} times: {}",
+                places.len(),
+                places.join(" || ")
+            )
+        })
         .collect();
     twice.sort();
     rep.redelivered = twice;

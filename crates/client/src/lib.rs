@@ -55,23 +55,26 @@ pub enum ClientError {
     Timeout,
 }
 
-/// A fresh request id (`rid`): 128 random bits in hex, unique across processes and restarts.
+/// A fresh request id (`rid`): 64 random bits drawn once per process, then a counter, so ids
+/// are unique across processes and restarts and cost no system call each.
 pub fn new_rid() -> String {
-    let mut b = [0u8; 16];
-    if getrandom::fill(&mut b).is_err() {
-        // No entropy source: time, pid and a counter are still unique on this machine.
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static N: AtomicU64 = AtomicU64::new(0);
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        b[..8].copy_from_slice(&t.to_le_bytes());
-        let tail = (u64::from(std::process::id()) << 32)
-            | (N.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff);
-        b[8..].copy_from_slice(&tail.to_le_bytes());
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static N: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        let mut b = [0u8; 8];
+        if getrandom::fill(&mut b).is_err() {
+            // No entropy source: time and pid are still unique on this machine.
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            b = (t ^ (u64::from(std::process::id()) << 40)).to_le_bytes();
+        }
+        u64::from_le_bytes(b)
+    });
+    format!("{prefix:016x}-{:x}", N.fetch_add(1, Ordering::Relaxed))
 }
 
 impl ClientError {

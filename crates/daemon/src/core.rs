@@ -427,10 +427,12 @@ impl Core {
                         });
                         return self.answer(conn, id, outcome);
                     }
-                    let key = (actor.name().to_string(), r.clone());
-                    if let Some(retries) = self.rid_retries.get_mut(&key) {
-                        retries.push((conn, id));
-                        return;
+                    if !self.rid_retries.is_empty() {
+                        let key = (actor.name().to_string(), r.clone());
+                        if let Some(retries) = self.rid_retries.get_mut(&key) {
+                            retries.push((conn, id));
+                            return;
+                        }
                     }
                 }
                 let outcome = match req {

@@ -101,11 +101,13 @@ CREATE TABLE IF NOT EXISTS dedup (
     PRIMARY KEY (sender, key)
 );
 -- Replies to requests that carried a request id, so a retry is answered, not applied again.
-CREATE TABLE IF NOT EXISTS replies (
+-- One row per identity per commit (a JSON array of [rid, n, outcome]): a row per request cost
+-- a third of the message throughput.
+CREATE TABLE IF NOT EXISTS reply_batches (
     n INTEGER PRIMARY KEY,
     identity TEXT NOT NULL,
-    rid TEXT NOT NULL,
-    outcome TEXT NOT NULL
+    last_n INTEGER NOT NULL,
+    data TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
@@ -263,17 +265,20 @@ impl Store {
         {
             let mut stmt = self
                 .conn
-                .prepare("SELECT identity, rid, n, outcome FROM replies ORDER BY n")?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)? as u64,
-                    r.get::<_, String>(3)?,
-                ))
-            })?;
+                .prepare("SELECT identity, data FROM reply_batches ORDER BY n")?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
             for row in rows {
-                snap.replies.push(row?);
+                let (identity, data) = row?;
+                let entries: Vec<(String, u64, serde_json::Value)> = serde_json::from_str(&data)
+                    .map_err(|source| StoreError::Corrupt {
+                        table: "reply_batches",
+                        source,
+                    })?;
+                for (rid, n, outcome) in entries {
+                    snap.replies
+                        .push((identity.clone(), rid, n, outcome.to_string()));
+                }
             }
         }
         if let Some(cfg) = self.meta("config")? {
@@ -352,6 +357,8 @@ impl Store {
             let (mut ins_task, mut ins_msg, mut set_state, mut ins_event) =
                 (None, None, None, None);
             let mut max_task = 0u64;
+            // (identity, first n, last n, JSON array so far) of this commit's remembered replies.
+            let mut replies: Vec<(&str, u64, u64, String)> = Vec::new();
             for change in changes {
                 match change {
                     Change::Task(t) => {
@@ -449,14 +456,31 @@ impl Store {
                         n,
                         outcome,
                     } => {
-                        tx.prepare_cached(
-                            "INSERT OR REPLACE INTO replies (n, identity, rid, outcome) VALUES (?1, ?2, ?3, ?4)",
-                        )?
-                        .execute(params![*n as i64, identity, rid, outcome])?;
+                        // Gathered per identity and written as one row each after the loop.
+                        let batch = match replies.iter_mut().find(|(i, ..)| i == identity) {
+                            Some(b) => b,
+                            None => {
+                                replies.push((identity.as_str(), *n, *n, String::from("[")));
+                                let Some(b) = replies.last_mut() else {
+                                    continue;
+                                };
+                                b
+                            }
+                        };
+                        if batch.3.len() > 1 {
+                            batch.3.push(',');
+                        }
+                        batch
+                            .3
+                            .push_str(&format!("[{},{n},{outcome}]", to_json(rid)));
+                        batch.1 = batch.1.min(*n);
+                        batch.2 = batch.2.max(*n);
                     }
                     Change::RepliesPruned { identity, below } => {
-                        tx.prepare_cached("DELETE FROM replies WHERE identity = ?1 AND n < ?2")?
-                            .execute(params![identity, *below as i64])?;
+                        tx.prepare_cached(
+                            "DELETE FROM reply_batches WHERE identity = ?1 AND last_n < ?2",
+                        )?
+                        .execute(params![identity, *below as i64])?;
                     }
                     Change::Config(c) => {
                         tx.prepare_cached(
@@ -471,6 +495,14 @@ impl Store {
                         .execute([to_json(r)])?;
                     }
                 }
+            }
+            for (identity, first, last, mut data) in replies {
+                data.push(']');
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO reply_batches (n, identity, last_n, data) \
+                     VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![first as i64, identity, last as i64, data])?;
             }
             if max_task >= self.next_task_id {
                 self.next_task_id = max_task + 1;

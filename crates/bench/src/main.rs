@@ -338,6 +338,35 @@ const GAPS: &str = "
   19.5 k/s, still short of 20 k/s, so that pipeline was not built.
 - The p50 message latency sits close to its target (≤ 2×); on this shared machine single runs
   have landed on either side, which is why each floor is measured in rounds interleaved with ours.
+
+## Issue 11 (foundation): before and after, same session
+
+`before` is commit 9bfd6e8 (the code before issue 11), built in a worktree and run with its own
+bench right before two `after` runs (the table at the top is the second, `cargo xtask bench --save`), on the same machine with
+nothing else running. Run-to-run spread on this machine: about ±10 % on the throughput figures.
+
+| figure | before | after | change |
+|---|---:|---:|---|
+| durable message p50 | 197.7 µs (2.04× floor) | 203.9 µs (2.04× floor) | same ratio |
+| sustained durable messages | 85.0 k/s | 64.8 k/s; 63.6 k/s | **−24 %** |
+| broadcast deliveries | 120.0 k/s | 116.6 k/s | within spread |
+| racing claims | 12.0 k/s | 8.0 k/s; 7.5 k/s | **−35 %** |
+| daemon restart, 100 k tasks + 1 M messages | 307 ms | 293 ms | within spread |
+| `up` 11 agents in tmux (ratio to floor) | 2.3× | 1.9× | within spread |
+| model team wall | 60.5 ms | 66.8 ms | within spread |
+| send_message → leader's next request | 3.02 ms | 5.19 ms | worse; single-sample noise is ±2 ms here |
+
+- **Why messages and claims are slower: request ids.** Every mutating request now carries a
+  request id and its reply is stored in the same commit, so a retry after a reconnect is
+  answered instead of applied twice (docs/PROTOCOL.md). BENCH_ONLY=throughput A/B in the same
+  session (before / after, three rounds each): a row per request cost ~32 %; one row per identity
+  per commit plus a per-process id prefix brought it to ~15 % (72 k/s against 60 k/s). Claims pay
+  more because each stored reply holds the whole task. Making that cheaper (storing a reference
+  to the task row instead of the reply) is not done.
+- **New figures:** the daemon's CPU with the tmux backend while teammates run commands was 73.5 %
+  of a core before the SIGCHLD fix (a poll's own tmux client exiting triggered the next poll) and
+  is 0.4–0.8 points above the process backend now. `run` on the in-process backend took 2.27× the
+  process backend's wall before an agent's end woke the supervisor, and 0.9–1.2× now.
 ";
 
 fn save_report(r: &Report) -> Result<()> {

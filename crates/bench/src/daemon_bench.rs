@@ -512,6 +512,15 @@ pub fn rss(pid: u32) -> (u64, u64) {
 
 /// CPU seconds (user + system) a process has used, from /proc.
 pub fn cpu_secs(pid: u32) -> f64 {
+    stat_cpu(pid, false)
+}
+
+/// CPU seconds of a process plus those of the children it has reaped (e.g. its tmux commands).
+pub fn cpu_secs_with_children(pid: u32) -> f64 {
+    stat_cpu(pid, true)
+}
+
+fn stat_cpu(pid: u32, children: bool) -> f64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may contain spaces) start after the last ')'.
     let rest = text.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
@@ -521,5 +530,7 @@ pub fn cpu_secs(pid: u32) -> f64 {
         .ok()
         .flatten()
         .unwrap_or(100) as f64;
-    (ticks(11) + ticks(12)) / hz
+    let own = ticks(11) + ticks(12);
+    let reaped = if children { ticks(13) + ticks(14) } else { 0.0 };
+    (own + reaped) / hz
 }

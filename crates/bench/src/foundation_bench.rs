@@ -3,7 +3,7 @@
 //! `agent-team run` takes on the in-process backend beside the process backend (an agent's end
 //! once waited for the next 500 ms poll).
 
-use crate::daemon_bench::{bin_dir, cpu_secs};
+use crate::daemon_bench::{bin_dir, cpu_secs, cpu_secs_with_children as cpu_with_children};
 use crate::report::*;
 use anyhow::{Context, Result, bail};
 use std::path::Path;
@@ -22,19 +22,6 @@ fn cli(home: &Path, run: &Path, cwd: &Path, args: &[&str]) -> Command {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     c
-}
-
-/// CPU seconds of a process plus the children it has reaped (its tmux commands).
-fn cpu_with_children(pid: u32) -> f64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = text.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
-    (ticks(11) + ticks(12) + ticks(13) + ticks(14)) / hz
 }
 
 /// Starts a team of 2 exec teammates each running `sleep`, on `backend`; once both commands

@@ -113,6 +113,13 @@ fn concurrent_commands_against_a_stopped_or_crashed_team_all_succeed() {
     let gate = sb.path("gate");
     nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::S_IRWXU).unwrap();
     let run_many = |sb: &Sandbox, n: usize, tag: &str| {
+        // Held open for reading and writing, the FIFO lets every command's `cat` open it at
+        // once and then wait in read() until this end is closed.
+        let hold = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&gate)
+            .unwrap();
         let children: Vec<_> = (0..n)
             .map(|i| {
                 let c = sb.cmd("agent-team");
@@ -137,9 +144,10 @@ fn concurrent_commands_against_a_stopped_or_crashed_team_all_succeed() {
                     .unwrap()
             })
             .collect();
-        // Once every command waits at the FIFO, opening it for writing releases them all
-        // together, and closing it lets each go on.
+        // Once every command's `cat` has the FIFO open, closing our end releases them all
+        // together (each reads end of file).
         let want = format!("cat\0{}\0", gate.display());
+        let gate_path = gate.clone();
         wait_for(
             "the commands to wait at the gate",
             std::time::Duration::from_secs(30),
@@ -149,12 +157,17 @@ fn concurrent_commands_against_a_stopped_or_crashed_team_all_succeed() {
                     .flatten()
                     .filter(|e| {
                         std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want.as_bytes())
+                            && std::fs::read_dir(e.path().join("fd")).is_ok_and(|fds| {
+                                fds.flatten().any(|fd| {
+                                    std::fs::read_link(fd.path()).is_ok_and(|l| l == gate_path)
+                                })
+                            })
                     })
                     .count();
                 waiting == n
             },
         );
-        drop(std::fs::OpenOptions::new().write(true).open(&gate).unwrap());
+        drop(hold);
         let mut started = 0;
         for c in children {
             let out = c.wait_with_output().unwrap();

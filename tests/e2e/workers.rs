@@ -860,7 +860,7 @@ fn an_interrupted_run_stops_its_team_says_so_and_exits_130() {
         assert!(out.contains("team intr is down"), "{sig}: {out}");
         let tp = sb.team("intr");
         assert!(
-            !agent_team_daemon_pid_alive(&tp),
+            !agent_team_paths::lock_held(&tp.lock),
             "{sig}: the daemon is still running"
         );
         assert!(
@@ -879,17 +879,8 @@ fn a_run_whose_team_is_stopped_ends_with_exit_1_and_says_so() {
     assert_eq!(status.code(), Some(1), "{out}");
     assert!(out.contains("was stopped"), "{out}");
     // It did not start the team again.
-    assert!(!agent_team_daemon_pid_alive(&sb.team("stopped")), "{out}");
-}
-
-/// Whether a daemon holds the team's lock.
-fn agent_team_daemon_pid_alive(tp: &agent_team_paths::TeamPaths) -> bool {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&tp.lock)
-        .is_ok_and(|f| match f.try_lock() {
-            Ok(()) => false,
-            Err(_) => true,
-        })
+    assert!(
+        !agent_team_paths::lock_held(&sb.team("stopped").lock),
+        "{out}"
+    );
 }

@@ -229,16 +229,7 @@ impl Reader {
                 if unread {
                     state.unread(name)
                 } else {
-                    let mut out: Vec<Message> = Vec::new();
-                    loop {
-                        let after = out.last().map(|m| m.id).unwrap_or(0);
-                        let page = store.inbox(name, after, STORED_PAGE)?;
-                        let done = page.len() < STORED_PAGE;
-                        out.extend(page);
-                        if done {
-                            break out;
-                        }
-                    }
+                    stored_pages(0, |after| store.inbox(name, after, STORED_PAGE), |m| m.id)?
                 }
             }
         })
@@ -256,18 +247,28 @@ impl Reader {
     pub fn events(&mut self, since: u64) -> Result<Vec<Envelope>> {
         Ok(match self {
             Reader::Live(c) => c.all_events(since)?,
-            Reader::Stored { store, .. } => {
-                let mut out: Vec<Envelope> = Vec::new();
-                loop {
-                    let after = out.last().map(|e| e.seq).unwrap_or(since);
-                    let page = store.events_since(after, STORED_PAGE)?;
-                    let done = page.len() < STORED_PAGE;
-                    out.extend(page);
-                    if done {
-                        break out;
-                    }
-                }
-            }
+            Reader::Stored { store, .. } => stored_pages(
+                since,
+                |after| store.events_since(after, STORED_PAGE),
+                |e| e.seq,
+            )?,
         })
+    }
+}
+
+/// Reads a stopped team's rows page after page, from `after` on, until a short page.
+fn stored_pages<T>(
+    after: u64,
+    mut page: impl FnMut(u64) -> Result<Vec<T>, agent_team_store::StoreError>,
+    key: impl Fn(&T) -> u64,
+) -> Result<Vec<T>> {
+    let mut out: Vec<T> = Vec::new();
+    loop {
+        let next = page(out.last().map(&key).unwrap_or(after))?;
+        let done = next.len() < STORED_PAGE;
+        out.extend(next);
+        if done {
+            return Ok(out);
+        }
     }
 }

@@ -61,7 +61,7 @@ pub fn ensure_daemon(
         .map_err(|e| StartError::Io(e.to_string()))?;
     let deadline = Instant::now() + START_DEADLINE;
     // Another command is starting it right now: wait for that one instead of racing it.
-    if lock_held(&tp.lock) && wait_for_winner(tp, deadline) {
+    if agent_team_paths::lock_held(&tp.lock) && wait_for_winner(tp, deadline) {
         return Ok(None);
     }
     let log = std::fs::OpenOptions::new()
@@ -108,7 +108,9 @@ pub fn ensure_daemon(
         }
         if let Ok(Some(status)) = child.try_wait() {
             // Lost the race for the lock to another starter: its daemon answers soon.
-            if daemon_running(tp) || (lock_held(&tp.lock) && wait_for_winner(tp, deadline)) {
+            if daemon_running(tp)
+                || (agent_team_paths::lock_held(&tp.lock) && wait_for_winner(tp, deadline))
+            {
                 return Ok(None);
             }
             return Err(StartError::Exited {
@@ -132,25 +134,6 @@ pub fn ensure_daemon(
 /// How long a starting daemon has to answer on its socket.
 const START_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Whether some process holds the team's daemon lock right now (a daemon running or starting).
-fn lock_held(lock: &Path) -> bool {
-    let Ok(file) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(lock)
-    else {
-        return false;
-    };
-    match file.try_lock() {
-        Ok(()) => {
-            let _ = file.unlock();
-            false
-        }
-        Err(std::fs::TryLockError::WouldBlock) => true,
-        Err(std::fs::TryLockError::Error(_)) => false,
-    }
-}
-
 /// Waits until the daemon that holds the lock answers, or the lock is let go (that daemon
 /// failed to start, or exited), or `deadline` passes. True when it answers.
 fn wait_for_winner(tp: &TeamPaths, deadline: Instant) -> bool {
@@ -159,7 +142,7 @@ fn wait_for_winner(tp: &TeamPaths, deadline: Instant) -> bool {
         if daemon_running(tp) {
             return true;
         }
-        if !lock_held(&tp.lock) {
+        if !agent_team_paths::lock_held(&tp.lock) {
             return daemon_running(tp);
         }
         std::thread::sleep(pause);

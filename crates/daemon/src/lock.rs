@@ -81,16 +81,7 @@ impl DaemonLock {
 
     /// Whether a live daemon holds the lock at `path` right now (without taking it for long).
     pub fn is_held(path: &Path) -> bool {
-        let Ok(file) = OpenOptions::new().read(true).write(true).open(path) else {
-            return false;
-        };
-        match file.try_lock() {
-            Ok(()) => {
-                let _ = file.unlock();
-                false
-            }
-            Err(_) => true,
-        }
+        agent_team_paths::lock_held(path)
     }
 
     /// The pid recorded in the lock file at `path`, if any.

@@ -221,6 +221,21 @@ pub fn new_secret() -> Result<String, io::Error> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// Whether some process holds the exclusive lock on the file at `path` right now (a team's
+/// daemon running or starting). Takes the lock for an instant if it is free.
+pub fn lock_held(path: &Path) -> bool {
+    let Ok(file) = fs::OpenOptions::new().read(true).write(true).open(path) else {
+        return false;
+    };
+    match file.try_lock() {
+        Ok(()) => {
+            let _ = file.unlock();
+            false
+        }
+        Err(_) => true,
+    }
+}
+
 /// Writes a secret file readable only by the owner (0600), replacing any old one atomically.
 pub fn write_secret_file(path: &Path, secret: &str) -> Result<(), io::Error> {
     let tmp = path.with_extension("tmp");

@@ -6,12 +6,12 @@
 //! batch boundary the natural place for the one fsync the durability promise needs.
 
 use crate::outbox::{ConnHandle, ConnId};
+use crate::supervisor::{Action, Step, SupTimer, Supervisor};
 use agent_team_paths::TeamPaths;
 use agent_team_protocol::frame;
 use agent_team_protocol::names::{LEADER, OPERATOR};
 use agent_team_protocol::*;
-use agent_team_state::tasks::NewTask;
-use agent_team_state::{Actor, AgentRecord, Change, TeamState};
+use agent_team_state::{Actor, Change, TeamState};
 use agent_team_store::Store;
 use serde_json::json;
 use std::cmp::Reverse;
@@ -91,25 +91,6 @@ fn outcome_json(outcome: &Result<Reply, ErrorBody>) -> String {
 
 /// The most requests applied before a commit; bounds the latency one batch adds.
 const MAX_BATCH: usize = 4096;
-/// The most items in one page of a listing.
-const PAGE_ITEMS: usize = 5000;
-/// The most bytes of items in one page, leaving room for the frame around them.
-const PAGE_BYTES: usize = 900 * 1024;
-
-/// Takes items while they fit in one reply frame; the client asks for the rest with `after`.
-fn page<T: serde::Serialize>(items: impl Iterator<Item = T>) -> Vec<T> {
-    let mut used = 0;
-    let mut out = Vec::new();
-    for item in items.take(PAGE_ITEMS) {
-        used += serde_json::to_vec(&item).map(|v| v.len() + 1).unwrap_or(0);
-        if used > PAGE_BYTES && !out.is_empty() {
-            break;
-        }
-        out.push(item);
-    }
-    out
-}
-
 /// The most backlog events sent to a catching-up subscriber per batch.
 const BACKLOG_CHUNK: usize = 2000;
 /// A subscriber gets more of its backlog only up to this many unread frames (or half the
@@ -132,19 +113,8 @@ struct Session {
 pub(crate) enum Timer {
     /// A permission request's time is up.
     PermTimeout(u64),
-    /// A spawned incarnation's connect-back deadline.
-    Connect(String, u64),
-    /// A backoff is over: start the next incarnation.
-    Restart(String, u64),
-    /// The grace after a shutdown request is over.
-    StopGrace(String, u64),
-    /// Check the agents' processes.
-    Poll,
-    /// Check once more soon after an agent's connection dropped (its pane may not have been
-    /// marked dead yet at the first look).
-    PollAfterDisconnect,
-    /// Stop waiting for agents and exit.
-    ShutdownDeadline,
+    /// One the supervisor asked for.
+    Sup(SupTimer),
     /// See whether a subscriber that was not reading has made room for more of its backlog.
     SubscriberRoom,
 }
@@ -153,18 +123,17 @@ pub(crate) enum Timer {
 pub struct Core {
     pub(crate) cfg: CoreConfig,
     pub(crate) state: TeamState,
-    store: Store,
+    pub(crate) store: Store,
     sessions: HashMap<ConnId, Session>,
     agent_conn: HashMap<String, ConnId>,
     responses: Vec<(ConnId, Vec<u8>)>,
     /// A [`Timer::SubscriberRoom`] is scheduled.
     room_timer: bool,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
-    pub(crate) stopping: bool,
-    pub(crate) sup: crate::supervisor::Supervisor,
+    pub(crate) sup: Supervisor,
     pub(crate) self_tx: CoreTx,
     force_exit: bool,
-    daemon_pid: u32,
+    pub(crate) daemon_pid: u32,
     /// Batches committed and core messages handled, for the log.
     stats: (u64, u64),
     commit_time: Duration,
@@ -205,6 +174,12 @@ impl Core {
         self_tx: CoreTx,
         clock: std::sync::Arc<dyn crate::clock::Clock>,
     ) -> Self {
+        let (team, paths) = (cfg.team.clone(), cfg.paths.clone());
+        // An agent that ends wakes the core at once (in-process agents; others need no help).
+        let wake_tx = self_tx.clone();
+        let wake: agent_team_pane::ExitNotify = std::sync::Arc::new(move || {
+            let _ = wake_tx.send(CoreMsg::Poll);
+        });
         let mut core = Core {
             cfg,
             state,
@@ -214,11 +189,7 @@ impl Core {
             responses: Vec::new(),
             room_timer: false,
             timers: BinaryHeap::new(),
-            stopping: false,
-            sup: crate::supervisor::Supervisor {
-                env,
-                ..Default::default()
-            },
+            sup: Supervisor::new(env, team, paths, clock.clone(), wake),
             self_tx,
             force_exit: false,
             daemon_pid: std::process::id(),
@@ -247,11 +218,39 @@ impl Core {
         }
         for p in self.state.perms(false) {
             let age = Duration::from_millis(now.millis().saturating_sub(p.ts.millis()));
-            let left = self.cfg.perm_timeout.saturating_sub(age);
+            let left = self.perm_timeout().saturating_sub(age);
             self.timers
                 .push(Reverse((self.clock.now() + left, Timer::PermTimeout(p.id))));
         }
-        self.sup_recover();
+        self.supervise(|s| s.sup_recover());
+    }
+
+    /// Runs `f` on the supervisor and carries out the actions it asks for.
+    pub(crate) fn supervise<R>(&mut self, f: impl FnOnce(&mut Step<'_>) -> R) -> R {
+        let mut step = self.sup.step(&mut self.state);
+        let r = f(&mut step);
+        let actions = step.finish();
+        for action in actions {
+            match action {
+                Action::Schedule { after, timer } => self.schedule(after, Timer::Sup(timer)),
+                Action::Answer { conn, id, outcome } => self.answer(conn, id, outcome),
+                Action::Run(job) => {
+                    let tx = self.self_tx.clone();
+                    tokio::task::spawn_blocking(move || {
+                        job.run(&|ev| {
+                            let _ = tx.send(CoreMsg::Sup(ev));
+                        })
+                    });
+                }
+                Action::ForceExit => self.force_exit = true,
+            }
+        }
+        r
+    }
+
+    /// How long a permission request waits for a decision.
+    pub(crate) fn perm_timeout(&self) -> Duration {
+        self.sup.perm_timeout().unwrap_or(self.cfg.perm_timeout)
     }
 
     /// Arranges for `timer` to fire after `after`.
@@ -317,7 +316,7 @@ impl Core {
                 tokio::task::yield_now().await;
             }
             let mut n = 1;
-            while n < MAX_BATCH && !self.stopping {
+            while n < MAX_BATCH && !self.sup.stopping() {
                 match rx.try_recv() {
                     Ok(m) => {
                         self.handle(m);
@@ -329,7 +328,7 @@ impl Core {
             self.stats.0 += 1;
             self.stats.1 += n as u64;
             self.flush()?;
-            if self.stopping && (self.all_down() || self.force_exit) {
+            if self.sup.stopping() && (self.sup.all_down() || self.force_exit) {
                 break;
             }
             if rx.is_empty() {
@@ -337,7 +336,7 @@ impl Core {
             }
         }
         self.flush()?;
-        self.backend_shutdown();
+        self.sup.backend_shutdown();
         tracing::info!(
             batches = self.stats.0,
             messages = self.stats.1,
@@ -361,8 +360,7 @@ impl Core {
             };
             match timer {
                 Timer::PermTimeout(id) => {
-                    let reason =
-                        format!("no decision within {} s", self.cfg.perm_timeout.as_secs());
+                    let reason = format!("no decision within {} s", self.perm_timeout().as_secs());
                     if let Some(req) =
                         self.state
                             .perm_expire(id, "timeout", reason, Timestamp::now())
@@ -370,19 +368,8 @@ impl Core {
                         self.after_perm_resolved(&[req]);
                     }
                 }
-                Timer::Connect(name, inc) => self.connect_deadline(&name, inc),
-                Timer::Restart(name, inc) => self.restart_due(&name, inc),
-                Timer::StopGrace(name, inc) => self.stop_grace_over(&name, inc),
-                Timer::Poll => {
-                    self.poll();
-                    self.schedule(crate::supervisor::POLL_EVERY, Timer::Poll);
-                }
-                Timer::PollAfterDisconnect => self.poll(),
+                Timer::Sup(t) => self.supervise(|s| s.timer(t)),
                 Timer::SubscriberRoom => self.room_timer = false,
-                Timer::ShutdownDeadline => {
-                    tracing::warn!("agents did not all stop in time; exiting anyway");
-                    self.force_exit = true;
-                }
             }
         }
     }
@@ -436,15 +423,15 @@ impl Core {
                     }
                 }
                 let outcome = match req {
-                    Request::Spawn { role, name } => {
-                        self.spawn_request(&actor, conn, id, role, name).transpose()
-                    }
-                    Request::Kill { name } => {
-                        self.kill_request(&actor, conn, id, &name).transpose()
-                    }
-                    Request::Restart { name } => {
-                        self.restart_request(&actor, conn, id, &name).transpose()
-                    }
+                    Request::Spawn { role, name } => self
+                        .supervise(|s| s.spawn_request(&actor, conn, id, role, name))
+                        .transpose(),
+                    Request::Kill { name } => self
+                        .supervise(|s| s.kill_request(&actor, conn, id, &name))
+                        .transpose(),
+                    Request::Restart { name } => self
+                        .supervise(|s| s.restart_request(&actor, conn, id, &name))
+                        .transpose(),
                     other => Some(self.request(conn, &actor, other)),
                 };
                 match (outcome, rid) {
@@ -463,19 +450,10 @@ impl Core {
                 }
             }
             CoreMsg::Closed { conn } => self.closed(conn),
-            CoreMsg::Shutdown => self.begin_shutdown(),
-            CoreMsg::Sup(ev) => self.sup_event(ev),
-            CoreMsg::Poll => self.poll(),
-            CoreMsg::ChildExited => {
-                if self
-                    .sup
-                    .backend
-                    .as_ref()
-                    .is_some_and(|b| b.agents_are_children())
-                {
-                    self.poll();
-                }
-            }
+            CoreMsg::Shutdown => self.supervise(|s| s.begin_shutdown()),
+            CoreMsg::Sup(ev) => self.supervise(|s| s.sup_event(ev)),
+            CoreMsg::Poll => self.supervise(|s| s.poll()),
+            CoreMsg::ChildExited => self.supervise(|s| s.child_exited()),
         }
     }
 
@@ -483,7 +461,7 @@ impl Core {
         &mut self,
         conn: ConnId,
         hello: Hello,
-        _peer_pid: Option<u32>,
+        peer_pid: Option<u32>,
         handle: ConnHandle,
     ) -> Result<Welcome, ErrorBody> {
         if hello.protocol != PROTOCOL_VERSION {
@@ -592,7 +570,7 @@ impl Core {
                         now,
                     );
                 }
-                self.on_connected(&name, _peer_pid);
+                self.supervise(|s| s.on_connected(&name, peer_pid));
                 // Everything not yet read goes out again; the worker drops ids it has seen.
                 for m in self.state.unread(&name) {
                     if let Ok(bytes) =
@@ -615,16 +593,8 @@ impl Core {
         {
             self.agent_conn.remove(&name);
             self.state.update_agent(&name, |a| a.info.connected = false);
-            if !self.stopping {
-                // A dropped connection is often a death: look now, and once more shortly, rather
-                // than at the next periodic poll.
-                self.poll();
-                self.schedule(
-                    crate::supervisor::RECHECK_AFTER_DISCONNECT,
-                    Timer::PollAfterDisconnect,
-                );
-            }
-            if name == LEADER && self.leader_approves() {
+            self.supervise(|s| s.disconnected());
+            if name == LEADER && self.sup.leader_approves() {
                 // The approver is gone: nobody can answer, so every waiting request is denied.
                 let now = Timestamp::now();
                 for p in self.state.perms(false) {
@@ -638,51 +608,6 @@ impl Core {
                     }
                 }
             }
-        }
-    }
-
-    fn leader_approves(&self) -> bool {
-        self.sup
-            .config
-            .as_ref()
-            .is_some_and(|c| c.approver == agent_team_config::Approver::Leader)
-    }
-
-    /// Shows a new request to whoever decides: a `permission` message to the leader (its pane
-    /// prompts the human, or its model decides when it is the approver). With the leader as
-    /// approver and not connected, the request is denied at once.
-    fn route_to_approver(&mut self, req: &PermRequest) {
-        let now = Timestamp::now();
-        let leader_connected = self.state.agent(LEADER).is_some_and(|l| l.info.connected);
-        if self.leader_approves() && !leader_connected {
-            if let Some(r) = self.state.perm_expire(
-                req.id,
-                "approver-gone",
-                "the leader, who decides permissions, is not connected".into(),
-                now,
-            ) {
-                self.after_perm_resolved(&[r]);
-            }
-            return;
-        }
-        if self.state.live_names().iter().any(|n| n == LEADER) {
-            let reason = if req.reason.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", req.reason)
-            };
-            let body = format!(
-                "request {}: {} wants to run {} `{}`{reason}",
-                req.id, req.agent, req.tool, req.input
-            );
-            let _ = self.state.send(
-                &Actor::Daemon,
-                LEADER,
-                body,
-                MessageKind::Permission,
-                Some(format!("permission request {}", req.id)),
-                now,
-            );
         }
     }
 
@@ -711,12 +636,12 @@ impl Core {
             }
         }
         self.route(&changes);
-        self.refresh_titles();
+        self.supervise(|s| s.refresh_titles());
         self.catch_up_subscribers()
     }
 
     /// Pushes what the committed changes mean to the connected parties.
-    fn route(&mut self, changes: &[Change]) {
+    pub(crate) fn route(&mut self, changes: &[Change]) {
         for change in changes {
             match change {
                 Change::MessageNew(m) => {
@@ -829,332 +754,26 @@ impl Core {
         SUBSCRIBER_ROOM.min(self.cfg.max_queued_frames / 2).max(1)
     }
 
+    /// Sends this connection every change to the task board from now on.
+    pub(crate) fn watch_tasks(&mut self, conn: ConnId) {
+        if let Some(sess) = self.sessions.get_mut(&conn) {
+            sess.watch_tasks = true;
+        }
+    }
+
+    /// Makes this connection a subscriber that has been sent events up to `sent`.
+    pub(crate) fn subscribe(&mut self, conn: ConnId, sent: u64) {
+        if let Some(sess) = self.sessions.get_mut(&conn) {
+            sess.sub = Some(sent);
+        }
+    }
+
     /// Whether a subscriber is behind but still has a full queue of events it has not read.
     fn waiting_for_room(&self) -> bool {
         let last = self.state.last_seq();
         self.sessions.values().any(|s| {
             s.sub.is_some_and(|sent| sent < last) && s.handle.queued() >= self.subscriber_room()
         })
-    }
-
-    fn request(&mut self, conn: ConnId, actor: &Actor, req: Request) -> Result<Reply, ErrorBody> {
-        let now = Timestamp::now();
-        let s = &mut self.state;
-        match req {
-            Request::Ping => Ok(Reply::Pong {
-                daemon_pid: self.daemon_pid,
-            }),
-            Request::TeamInfo => Ok(Reply::Team {
-                team: self.team_info(),
-            }),
-            Request::TaskAdd {
-                title,
-                description,
-                run,
-                blocked_by,
-                assign,
-                key,
-            } => {
-                let new = NewTask {
-                    title,
-                    description,
-                    run,
-                    blocked_by,
-                    assign,
-                    key,
-                };
-                s.task_add(actor, new, now).map(|task| Reply::Task { task })
-            }
-            Request::TaskList { status, after } => {
-                let after = after.unwrap_or(0);
-                Ok(Reply::Tasks {
-                    tasks: page(s.tasks(status).into_iter().filter(|t| t.id > after)),
-                })
-            }
-            Request::TaskShow { id } => s.task(id).cloned().map(|task| Reply::Task { task }),
-            Request::TaskClaim { id } => s
-                .task_claim(actor, id, now)
-                .map(|task| Reply::Task { task }),
-            Request::TaskClaimNext => s
-                .task_claim_next(actor, now)
-                .map(|task| Reply::MaybeTask { task }),
-            Request::TaskAssign { id, to } => s
-                .task_assign(actor, id, &to, now)
-                .map(|task| Reply::Task { task }),
-            Request::TaskRelease { id } => s
-                .task_release(actor, id, now)
-                .map(|task| Reply::Task { task }),
-            Request::TaskFinish { id, status, result } => s
-                .task_finish(actor, id, status, result, now)
-                .map(|task| Reply::Task { task }),
-            Request::TaskCancel { id } => s
-                .task_cancel(actor, id, now)
-                .map(|task| Reply::Task { task }),
-            Request::TaskRetry { id } => s
-                .task_retry(actor, id, now)
-                .map(|task| Reply::Task { task }),
-            Request::WatchTasks => {
-                if let Some(sess) = self.sessions.get_mut(&conn) {
-                    sess.watch_tasks = true;
-                }
-                Ok(Reply::Done)
-            }
-            Request::Send {
-                to,
-                body,
-                kind,
-                summary,
-                dedup,
-            } => match dedup {
-                Some(key) => s.send_once(actor, key, &to, body, kind, summary, now),
-                None => s.send(actor, &to, body, kind, summary, now),
-            }
-            .map(|(ids, recipients)| Reply::Sent { ids, recipients }),
-            Request::Inbox {
-                agent,
-                unread_only,
-                after,
-            } => self.inbox(actor, agent, unread_only, after.unwrap_or(0)),
-            Request::Ack { ids, state } => s.ack(actor, &ids, state, now).map(|_| Reply::Done),
-            Request::PermRequest {
-                tool,
-                input,
-                reason,
-            } => {
-                let req = s.perm_request(actor, tool, input, reason, now)?;
-                if req.status == PermStatus::Pending {
-                    s.set_agent_status(&req.agent, AgentStatus::Waiting, None, now);
-                    let at = self.clock.now() + self.cfg.perm_timeout;
-                    self.timers.push(Reverse((at, Timer::PermTimeout(req.id))));
-                    self.route_to_approver(&req);
-                }
-                let request = self.state.perm(req.id).cloned().unwrap_or(req);
-                Ok(Reply::Perm { request })
-            }
-            Request::PermList { all, after } => {
-                let after = after.unwrap_or(0);
-                Ok(Reply::Perms {
-                    requests: page(s.perms(all).into_iter().filter(|p| p.id > after)),
-                })
-            }
-            Request::PermDecide {
-                id,
-                allow,
-                always,
-                pattern,
-                reason,
-            } => {
-                let resolved = s.perm_decide(actor, id, allow, always, pattern, reason, now)?;
-                self.after_perm_resolved(&resolved);
-                let request = resolved
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| internal("decision resolved nothing"))?;
-                Ok(Reply::Perm { request })
-            }
-            Request::Events { since, limit } => {
-                self.flush_for_read()?;
-                let limit = limit.unwrap_or(PAGE_ITEMS as u32).min(PAGE_ITEMS as u32) as usize;
-                let events = self.store.events_since(since, limit).map_err(store_error)?;
-                Ok(Reply::Events {
-                    events: page(events.into_iter()),
-                })
-            }
-            Request::Subscribe { since } => {
-                let last_seq = s.last_seq();
-                if let Some(sess) = self.sessions.get_mut(&conn) {
-                    // The backlog (and anything newer) is sent after this batch commits.
-                    sess.sub = Some(since.min(last_seq));
-                }
-                Ok(Reply::Subscribed { last_seq })
-            }
-            Request::Emit { event } => s.emit(actor, event, now).map(|_| Reply::Done),
-            Request::Agents => Ok(Reply::Agents {
-                agents: self.agents(),
-            }),
-            Request::Register { name, role } => self.register(actor, name, role, now),
-            Request::SetStatus { status, error } => s
-                .report_status(actor, status, error, now)
-                .map(|agent| Reply::Agent { agent }),
-            Request::StartRun { goal } => self.start_run(actor, goal),
-            Request::Configure { config } => self.configure(actor, config),
-            Request::GetConfig => Ok(Reply::Config {
-                config: s.config().cloned().unwrap_or(serde_json::Value::Null),
-            }),
-            Request::Finish {
-                answer,
-                force,
-                success,
-            } => {
-                s.finish(actor, answer, force, success, now)?;
-                self.finish_team();
-                Ok(Reply::Done)
-            }
-            Request::Shutdown => {
-                if *actor != Actor::Operator {
-                    return Err(ErrorBody::new(
-                        ErrorCode::PermissionDenied,
-                        "only the operator may shut the daemon down",
-                    ));
-                }
-                self.begin_shutdown();
-                Ok(Reply::Done)
-            }
-            Request::Spawn { .. } | Request::Kill { .. } | Request::Restart { .. } => {
-                Err(ErrorBody::new(
-                    ErrorCode::Internal,
-                    "lifecycle requests are handled before dispatch",
-                ))
-            }
-        }
-    }
-
-    fn after_perm_resolved(&mut self, resolved: &[PermRequest]) {
-        let now = Timestamp::now();
-        for r in resolved {
-            let still_waiting = self.state.perms(false).iter().any(|p| p.agent == r.agent);
-            if !still_waiting
-                && self
-                    .state
-                    .agent(&r.agent)
-                    .is_some_and(|a| a.info.status == AgentStatus::Waiting)
-            {
-                self.state
-                    .set_agent_status(&r.agent, AgentStatus::Running, None, now);
-            }
-        }
-    }
-
-    fn flush_for_read(&mut self) -> Result<(), ErrorBody> {
-        if self.state.has_changes() {
-            let changes = self.state.take_changes();
-            self.store.commit(&changes).map_err(store_error)?;
-            // Responses wait for the batch's end; pushes of these changes go out now.
-            self.route(&changes);
-        }
-        Ok(())
-    }
-
-    fn inbox(
-        &mut self,
-        actor: &Actor,
-        agent: Option<String>,
-        unread_only: bool,
-        after: u64,
-    ) -> Result<Reply, ErrorBody> {
-        let whose = match (agent, actor) {
-            (Some(a), _) => a,
-            (None, Actor::Agent(n)) => n.clone(),
-            _ => {
-                return Err(ErrorBody::new(
-                    ErrorCode::BadRequest,
-                    "name the agent whose inbox to show",
-                ));
-            }
-        };
-        self.state.check_inbox_access(actor, &whose)?;
-        if unread_only {
-            let unread = self
-                .state
-                .unread(&whose)
-                .into_iter()
-                .filter(|m| m.id > after);
-            return Ok(Reply::Messages {
-                messages: page(unread),
-            });
-        }
-        self.flush_for_read()?;
-        let mut messages = self
-            .store
-            .inbox(&whose, after, PAGE_ITEMS)
-            .map_err(store_error)?;
-        // The in-memory copy of an unread message is newer than the stored one.
-        let unread: HashMap<u64, Message> = self
-            .state
-            .unread(&whose)
-            .into_iter()
-            .map(|m| (m.id, m))
-            .collect();
-        for m in &mut messages {
-            if let Some(u) = unread.get(&m.id) {
-                *m = u.clone();
-            }
-        }
-        Ok(Reply::Messages {
-            messages: page(messages.into_iter()),
-        })
-    }
-
-    fn register(
-        &mut self,
-        actor: &Actor,
-        name: String,
-        role: String,
-        now: Timestamp,
-    ) -> Result<Reply, ErrorBody> {
-        if *actor != Actor::Operator {
-            return Err(ErrorBody::new(
-                ErrorCode::PermissionDenied,
-                "only the operator registers external agents",
-            ));
-        }
-        if (name == LEADER) != (role == LEADER) {
-            return Err(ErrorBody::new(
-                ErrorCode::BadRequest,
-                "the name `leader` is reserved for the leader role",
-            ));
-        }
-        let secret = agent_team_paths::new_secret()
-            .map_err(|e| internal(&format!("cannot make a secret: {e}")))?;
-        let info = AgentInfo {
-            name,
-            role,
-            status: AgentStatus::Starting,
-            backend: "external".into(),
-            pid: None,
-            pgid: None,
-            pane: None,
-            incarnation: 1,
-            restarts: 0,
-            current_task: None,
-            last_activity: now,
-            connected: false,
-            last_exit: None,
-            error: None,
-        };
-        let agent = self.state.add_agent(
-            actor,
-            AgentRecord {
-                info,
-                secret: secret.clone(),
-                spec: serde_json::Value::Null,
-            },
-            now,
-        )?;
-        Ok(Reply::Registered { agent, secret })
-    }
-
-    fn agents(&self) -> Vec<AgentInfo> {
-        self.state.agents()
-    }
-
-    fn team_info(&self) -> TeamInfo {
-        let (agents, tasks) = self.state.counts();
-        let run = self.state.run();
-        TeamInfo {
-            name: self.cfg.team.clone(),
-            daemon_pid: self.daemon_pid,
-            protocol: PROTOCOL_VERSION,
-            state_dir: self.cfg.paths.dir.display().to_string(),
-            socket: self.cfg.paths.socket.display().to_string(),
-            goal: run.goal.clone(),
-            run: run.state,
-            answer: run.answer.clone(),
-            agents,
-            tasks,
-            last_seq: self.state.last_seq(),
-            backend: None,
-        }
     }
 }
 
@@ -1177,8 +796,4 @@ fn unauthorized(msg: &str) -> ErrorBody {
 
 fn internal(msg: &str) -> ErrorBody {
     ErrorBody::new(ErrorCode::Internal, msg)
-}
-
-fn store_error(e: agent_team_store::StoreError) -> ErrorBody {
-    ErrorBody::new(ErrorCode::Internal, format!("storage failed: {e}"))
 }

@@ -8,6 +8,7 @@
 pub mod clock;
 pub mod conn;
 pub mod core;
+mod handlers;
 pub mod lock;
 pub mod outbox;
 pub mod policy;

@@ -1,176 +1,16 @@
-//! Agent lifecycle (SPEC §5.1): spawn with a connect-back deadline and roster rollback, exit
-//! detection, the restart policy with exponential backoff and `failed` after five quick
-//! failures, kill, restart in place, and the shutdown of the whole team.
-//!
-//! The core is the one owner of every agent's lifecycle: requests and process events are applied
-//! in order on its thread, and each incarnation is numbered so a late event from an old process
-//! cannot touch its successor. Blocking backend calls run on tokio's blocking pool and report
-//! back as [`SupEvent`]s.
+//! The agents' lifecycle on a [`Step`]: recovery after a daemon restart, configuration, the
+//! run's start, spawn with a connect-back deadline and roster rollback, exits and the restart
+//! policy, kill, restart in place, the team's finish and shutdown, polling and pane titles.
 
-use crate::core::{Core, CoreMsg, Timer};
-use crate::outbox::ConnId;
-use agent_team_config::{BackendKind, RestartPolicy, TeamConfig};
-use agent_team_pane::{ExitInfo, LaunchSpec, Launched, Liveness, PaneBackend, env};
-use agent_team_protocol::names::LEADER;
-use agent_team_protocol::*;
-use agent_team_state::{Actor, AgentRecord};
-use serde_json::json;
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use super::*;
 
-/// How long a spawned agent has to connect back (`AGENT_TEAM_CONNECT_DEADLINE_MS` overrides it,
-/// for tests of the deadline itself).
-pub fn connect_timeout() -> Duration {
-    std::env::var("AGENT_TEAM_CONNECT_DEADLINE_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_millis)
-        .unwrap_or(Duration::from_secs(15))
-}
-/// How long an agent gets between SIGTERM and SIGKILL.
-pub const KILL_GRACE: Duration = Duration::from_secs(5);
-/// How long an agent asked to shut down gets to exit on its own.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
-/// How often live agents are checked (exits of our own children are also noticed at SIGCHLD).
-pub const POLL_EVERY: Duration = Duration::from_millis(500);
-/// When to look again after an agent's connection dropped and the first look found it alive.
-pub const RECHECK_AFTER_DISCONNECT: Duration = Duration::from_millis(50);
-
-/// The environment variable naming an agent's own workspace when it is not the team's.
-pub const WORKSPACE_ENV: &str = env::WORKSPACE;
-
-/// Creates a worktree-isolated agent's checkout before its process starts.
-fn prepare_workspace(spec: &LaunchSpec, team_workspace: &std::path::Path) -> Result<(), String> {
-    if spec.cwd != team_workspace && spec.env.iter().any(|(k, _)| k == WORKSPACE_ENV) {
-        crate::worktree::ensure(team_workspace, &spec.name)?;
-    }
-    Ok(())
-}
-
-/// What the blocking pool reports back.
-#[derive(Debug)]
-pub enum SupEvent {
-    /// A launch finished.
-    Launched {
-        /// The agent.
-        name: String,
-        /// The incarnation launched.
-        incarnation: u64,
-        /// What happened.
-        result: Result<Launched, String>,
-    },
-    /// A stop finished.
-    Stopped {
-        /// The agent.
-        name: String,
-        /// The incarnation stopped.
-        incarnation: u64,
-        /// What happened.
-        result: Result<(), String>,
-    },
-    /// A liveness round finished.
-    Polled {
-        /// (agent, incarnation, finding)
-        results: Vec<(String, u64, Liveness)>,
-    },
-}
-
-/// Why an agent is being stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StopReason {
-    /// `agent-team kill`.
-    Operator,
-    /// `agent-team down` or a signal to the daemon.
-    Shutdown,
-    /// The leader finished the team.
-    Finished,
-    /// `agent-team restart`: stop, then start again.
-    Restart,
-}
-
-/// A request answered only when the agent gets somewhere.
-#[derive(Debug)]
-pub(crate) struct Waiter {
-    conn: ConnId,
-    id: u64,
-    until: Until,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Until {
-    Connected,
-    Down,
-}
-
-/// The supervisor's view of one agent.
-#[derive(Debug, Default)]
-pub(crate) struct Runtime {
-    /// The current process, if one runs.
-    launched: Option<Launched>,
-    /// The last place it ran (kept so a restart reuses its pane).
-    place: Option<Launched>,
-    /// A blocking launch or stop is in flight.
-    busy: bool,
-    stop: Option<StopReason>,
-    failures: crate::policy::Failures,
-    waiters: Vec<Waiter>,
-    /// Not yet connected once: a failure now rolls the roster back.
-    first_spawn: bool,
-    /// The pane title last set.
-    title: Option<String>,
-}
-
-/// Supervisor state held by the core.
-#[derive(Default)]
-pub struct Supervisor {
-    pub(crate) runtimes: HashMap<String, Runtime>,
-    pub(crate) backend: Option<Arc<dyn PaneBackend>>,
-    pub(crate) config: Option<TeamConfig>,
-    pub(crate) poll_busy: bool,
-    /// A poll was asked for while one was running: run another when it ends.
-    pub(crate) poll_again: bool,
-    /// Feeds the thread that sets pane titles, in order.
-    pub(crate) titles: Option<std::sync::mpsc::Sender<(Launched, String)>>,
-    /// How to build backends and launch agents.
-    pub(crate) env: SupervisorEnv,
-}
-
-/// Builds a backend of a kind for a team (tmux, iTerm2 live outside the daemon crate).
-pub type BackendFactory =
-    Arc<dyn Fn(BackendKind, &TeamConfig) -> Result<Arc<dyn PaneBackend>, String> + Send + Sync>;
-
-/// What the daemon was given to launch agents with.
-#[derive(Clone, Default)]
-pub struct SupervisorEnv {
-    /// The worker executable.
-    pub worker_exe: Option<PathBuf>,
-    /// Runs agents inside the daemon for the in-process backend.
-    pub runner: Option<Arc<dyn agent_team_pane::inprocess::AgentRunner>>,
-    /// Builds backends the pane crate cannot build alone (tmux, iTerm2), by kind.
-    pub factory: Option<BackendFactory>,
-}
-
-impl std::fmt::Debug for SupervisorEnv {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SupervisorEnv")
-            .field("worker_exe", &self.worker_exe)
-            .finish_non_exhaustive()
-    }
-}
-
-fn err(code: ErrorCode, msg: impl Into<String>) -> ErrorBody {
-    ErrorBody::new(code, msg)
-}
-
-impl Core {
+impl Step<'_> {
     /// Loads the stored configuration and re-adopts agents that were running before a restart.
     pub(crate) fn sup_recover(&mut self) {
         // Task commands of in-process agents of a crashed predecessor are orphans now: the
         // agents that ran them died with it, so they go too (their tasks are run again).
         let reaped =
-            agent_team_pane::procs::reap_marked(&self.cfg.paths.socket.display().to_string());
+            agent_team_pane::procs::reap_marked(&self.sup.paths.socket.display().to_string());
         if reaped > 0 {
             tracing::warn!(reaped, "killed task commands left by the previous daemon");
         }
@@ -178,9 +18,6 @@ impl Core {
             .state
             .config()
             .and_then(|v| serde_json::from_value(v.clone()).ok());
-        if let Some(c) = &self.sup.config {
-            self.cfg.perm_timeout = Duration::from_secs(c.permission_timeout_secs);
-        }
         let now = Timestamp::now();
         let records: Vec<AgentRecord> = self.state.agent_records().cloned().collect();
         for rec in records {
@@ -206,12 +43,12 @@ impl Core {
                         // Crashed between adding and launching: start it.
                         self.schedule(
                             Duration::ZERO,
-                            Timer::Restart(info.name.clone(), info.incarnation),
+                            SupTimer::Restart(info.name.clone(), info.incarnation),
                         );
                     } else {
                         self.schedule(
                             connect_timeout(),
-                            Timer::Connect(info.name.clone(), info.incarnation),
+                            SupTimer::Connect(info.name.clone(), info.incarnation),
                         );
                     }
                 }
@@ -224,13 +61,13 @@ impl Core {
                     );
                     self.schedule(
                         Duration::from_millis(100),
-                        Timer::Restart(info.name.clone(), info.incarnation),
+                        SupTimer::Restart(info.name.clone(), info.incarnation),
                     );
                 }
                 _ => {}
             }
         }
-        self.schedule(POLL_EVERY, Timer::Poll);
+        self.schedule(POLL_EVERY, SupTimer::Poll);
     }
 
     fn backend(&mut self) -> Result<Arc<dyn PaneBackend>, ErrorBody> {
@@ -244,7 +81,7 @@ impl Core {
             )
         })?;
         let runtime = self
-            .cfg
+            .sup
             .paths
             .socket
             .parent()
@@ -276,8 +113,8 @@ impl Core {
                             private_server: t.window.is_none(),
                         },
                         None => Placement {
-                            socket: self.cfg.paths.tmux_socket.clone(),
-                            session: self.cfg.team.clone(),
+                            socket: self.sup.paths.tmux_socket.clone(),
+                            session: self.sup.team.clone(),
                             window: None,
                             private_server: true,
                         },
@@ -304,10 +141,7 @@ impl Core {
             }
         };
         // An agent that ends wakes the core at once (in-process agents; others need no help).
-        let tx = self.self_tx.clone();
-        backend.watch_exits(Arc::new(move || {
-            let _ = tx.send(CoreMsg::Poll);
-        }));
+        backend.watch_exits(self.sup.wake.clone());
         self.sup.backend = Some(backend.clone());
         Ok(backend)
     }
@@ -324,12 +158,12 @@ impl Core {
                 format!("invalid team configuration: {e}"),
             )
         })?;
-        if parsed.name != self.cfg.team {
+        if parsed.name != self.sup.team {
             return Err(err(
                 ErrorCode::BadRequest,
                 format!(
                     "the configuration is for team {:?}, not {:?}",
-                    parsed.name, self.cfg.team
+                    parsed.name, self.sup.team
                 ),
             ));
         }
@@ -354,7 +188,6 @@ impl Core {
             ));
         }
         self.state.set_config(actor, config)?;
-        self.cfg.perm_timeout = Duration::from_secs(parsed.permission_timeout_secs);
         if self.sup.config.as_ref().map(|c| c.backend) != Some(parsed.backend) {
             self.sup.backend = None;
         }
@@ -597,22 +430,14 @@ impl Core {
             return;
         };
         let Ok(backend) = self.backend() else { return };
-        let tx = self.self_tx.clone();
-        let name = name.to_string();
         let team_ws = self.team_workspace();
-        tokio::task::spawn_blocking(move || {
-            let result = match prepare_workspace(&spec, &team_ws) {
-                Err(e) => Err(agent_team_pane::PaneError::Tool(e)),
-                Ok(()) => match &place {
-                    Some(p) if p.pane.is_some() => backend.respawn(&spec, p),
-                    _ => backend.spawn(&spec),
-                },
-            };
-            let _ = tx.send(CoreMsg::Sup(SupEvent::Launched {
-                name,
-                incarnation,
-                result: result.map_err(|e| e.to_string()),
-            }));
+        self.run(Job::Launch {
+            name: name.to_string(),
+            incarnation,
+            spec,
+            place,
+            team_ws,
+            backend,
         });
     }
 
@@ -628,36 +453,11 @@ impl Core {
             return;
         }
         let Ok(backend) = self.backend() else { return };
-        let tx = self.self_tx.clone();
         let team_ws = self.team_workspace();
-        tokio::task::spawn_blocking(move || {
-            // Worktrees first; an agent whose worktree fails is reported and not launched.
-            let mut failed = Vec::new();
-            batch.retain(
-                |(name, incarnation, spec)| match prepare_workspace(spec, &team_ws) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        failed.push((name.clone(), *incarnation, e));
-                        false
-                    }
-                },
-            );
-            for (name, incarnation, e) in failed {
-                let _ = tx.send(CoreMsg::Sup(SupEvent::Launched {
-                    name,
-                    incarnation,
-                    result: Err(e),
-                }));
-            }
-            let specs: Vec<LaunchSpec> = batch.iter().map(|(_, _, s)| s.clone()).collect();
-            let results = backend.spawn_many(&specs);
-            for ((name, incarnation, _), result) in batch.into_iter().zip(results) {
-                let _ = tx.send(CoreMsg::Sup(SupEvent::Launched {
-                    name,
-                    incarnation,
-                    result: result.map_err(|e| e.to_string()),
-                }));
-            }
+        self.run(Job::LaunchMany {
+            batch,
+            team_ws,
+            backend,
         });
     }
 
@@ -681,15 +481,15 @@ impl Core {
         let mut envs = vec![
             (
                 env::SOCKET.to_string(),
-                self.cfg.paths.socket.display().to_string(),
+                self.sup.paths.socket.display().to_string(),
             ),
-            (env::TEAM.to_string(), self.cfg.team.clone()),
+            (env::TEAM.to_string(), self.sup.team.clone()),
             (env::NAME.to_string(), rec.info.name.clone()),
             (env::SECRET.to_string(), rec.secret.clone()),
             (env::INCARNATION.to_string(), incarnation.to_string()),
             (
                 env::LOG_FILE.to_string(),
-                self.cfg
+                self.sup
                     .paths
                     .agent_log(&rec.info.name)
                     .display()
@@ -715,7 +515,7 @@ impl Core {
             env: envs,
             env_remove: vec!["TMUX".into(), "TMUX_PANE".into()],
             cwd,
-            log: self.cfg.paths.agent_log(&rec.info.name),
+            log: self.sup.paths.agent_log(&rec.info.name),
             title: format!("{} · {}", rec.info.name, rec.info.role),
         })
     }
@@ -789,7 +589,7 @@ impl Core {
         } else {
             self.schedule(
                 connect_timeout(),
-                Timer::Connect(name.to_string(), incarnation),
+                SupTimer::Connect(name.to_string(), incarnation),
             );
         }
     }
@@ -926,7 +726,7 @@ impl Core {
                 let decision = crate::policy::after_exit(
                     self.restart_policy(name),
                     exit,
-                    self.stopping,
+                    self.sup.stopping,
                     run_over,
                     name == LEADER,
                 );
@@ -941,7 +741,7 @@ impl Core {
                             .set_agent_status(name, AgentStatus::Exited, detail, now);
                         self.release_and_tell(name, "exited");
                         self.answer_down(name);
-                        if name == LEADER && !run_over && !self.stopping {
+                        if name == LEADER && !run_over && !self.sup.stopping {
                             // Nobody is left to finish the run; say so rather than leave `run`
                             // waiting for ever.
                             self.state
@@ -1011,7 +811,7 @@ impl Core {
             }
             return;
         }
-        let verdict = rt.failures.record(self.clock.now());
+        let verdict = rt.failures.record(self.sup.clock.now());
         let incarnation = self.current_incarnation(name).unwrap_or(0);
         let backoff = match verdict {
             crate::policy::Verdict::GiveUp { n } => {
@@ -1040,12 +840,12 @@ impl Core {
             Some(format!("{why}; restarting in {} ms", backoff.as_millis())),
             now,
         );
-        self.schedule(backoff, Timer::Restart(name.to_string(), incarnation));
+        self.schedule(backoff, SupTimer::Restart(name.to_string(), incarnation));
     }
 
     /// The backoff of `name` is over.
     pub(crate) fn restart_due(&mut self, name: &str, incarnation: u64) {
-        if self.current_incarnation(name) != Some(incarnation) || self.stopping {
+        if self.current_incarnation(name) != Some(incarnation) || self.sup.stopping {
             return;
         }
         let status = self.state.agent(name).map(|a| a.info.status);
@@ -1149,7 +949,7 @@ impl Core {
         }
     }
 
-    /// Stops `name` for `reason`; once down, [`Core::after_down`] decides what follows.
+    /// Stops `name` for `reason`; once down, [`Step::after_down`] decides what follows.
     pub(crate) fn begin_stop(&mut self, name: &str, reason: StopReason) {
         tracing::debug!(agent = name, ?reason, "stopping");
         let incarnation = self.current_incarnation(name).unwrap_or(0);
@@ -1175,25 +975,22 @@ impl Core {
             return;
         };
         rt.busy = true;
-        let tx = self.self_tx.clone();
-        let name = name.to_string();
-        tokio::task::spawn_blocking(move || {
-            let result = backend.stop(&target, grace).map_err(|e| e.to_string());
-            let _ = tx.send(CoreMsg::Sup(SupEvent::Stopped {
-                name,
-                incarnation,
-                result,
-            }));
+        self.run(Job::Stop {
+            name: name.to_string(),
+            incarnation,
+            target,
+            grace,
+            backend,
         });
     }
 
     fn cleanup_group(&mut self, name: &str, incarnation: u64, launched: Launched) {
         let Ok(backend) = self.backend() else { return };
-        let name = name.to_string();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = backend.stop(&launched, Duration::from_millis(500)) {
-                tracing::warn!(agent = %name, incarnation, "cleaning up the process group failed: {e}");
-            }
+        self.run(Job::Cleanup {
+            name: name.to_string(),
+            incarnation,
+            launched,
+            backend,
         });
     }
 
@@ -1229,7 +1026,7 @@ impl Core {
 
     /// Returns its task to the board and tells the leader, when `name` is down for good.
     fn release_and_tell(&mut self, name: &str, what: &str) {
-        if self.stopping {
+        if self.sup.stopping {
             return;
         }
         let now = Timestamp::now();
@@ -1311,7 +1108,7 @@ impl Core {
                 now,
             );
             let inc = self.current_incarnation(&name).unwrap_or(0);
-            self.schedule(SHUTDOWN_GRACE, Timer::StopGrace(name, inc));
+            self.schedule(SHUTDOWN_GRACE, SupTimer::StopGrace(name, inc));
         }
     }
 
@@ -1338,10 +1135,10 @@ impl Core {
 
     /// `down` or a signal: ask everyone to exit, then stop whoever remains.
     pub(crate) fn begin_shutdown(&mut self) {
-        if self.stopping {
+        if self.sup.stopping {
             return;
         }
-        self.stopping = true;
+        self.sup.stopping = true;
         let now = Timestamp::now();
         // Whoever waits for the run (`agent-team run`) hears that it will not finish.
         self.state.fail_run(
@@ -1370,7 +1167,7 @@ impl Core {
                         now,
                     );
                     let inc = self.current_incarnation(&name).unwrap_or(0);
-                    self.schedule(SHUTDOWN_GRACE, Timer::StopGrace(name.clone(), inc));
+                    self.schedule(SHUTDOWN_GRACE, SupTimer::StopGrace(name.clone(), inc));
                 } else {
                     self.begin_stop(&name, StopReason::Shutdown);
                 }
@@ -1387,23 +1184,8 @@ impl Core {
         }
         self.schedule(
             SHUTDOWN_GRACE + KILL_GRACE + Duration::from_secs(5),
-            Timer::ShutdownDeadline,
+            SupTimer::ShutdownDeadline,
         );
-    }
-
-    /// Whether the shutdown may complete: no process left, nothing in flight.
-    pub(crate) fn all_down(&self) -> bool {
-        self.sup
-            .runtimes
-            .values()
-            .all(|r| r.launched.is_none() && !r.busy)
-    }
-
-    /// Tears down what the backend built (tmux server), after every agent is down.
-    pub(crate) fn backend_shutdown(&mut self) {
-        if let Some(b) = self.sup.backend.clone() {
-            b.shutdown();
-        }
     }
 
     /// Checks every launched agent's process off the core thread.
@@ -1425,17 +1207,7 @@ impl Core {
         }
         let Ok(backend) = self.backend() else { return };
         self.sup.poll_busy = true;
-        let tx = self.self_tx.clone();
-        tokio::task::spawn_blocking(move || {
-            let places: Vec<Launched> = targets.iter().map(|(_, _, l)| l.clone()).collect();
-            let found = backend.poll(&places);
-            let results = targets
-                .into_iter()
-                .zip(found)
-                .map(|((n, i, _), live)| (n, i, live))
-                .collect();
-            let _ = tx.send(CoreMsg::Sup(SupEvent::Polled { results }));
-        });
+        self.run(Job::Poll { targets, backend });
     }
 
     /// Keeps pane titles (`name · role · status · task`) current, for backends that show them.
@@ -1496,7 +1268,3 @@ impl Core {
         }
     }
 }
-
-#[cfg(test)]
-#[path = "supervisor_tests.rs"]
-mod tests;

@@ -1,0 +1,141 @@
+//! The roster's and the run's requests: who is on the team, external agents, status reports,
+//! the team's configuration, starting and finishing a run, and stopping the daemon. Spawn, kill
+//! and restart are answered by the supervisor once the agent gets somewhere.
+
+use super::{internal, misrouted};
+use crate::core::Core;
+use agent_team_protocol::names::LEADER;
+use agent_team_protocol::{
+    AgentInfo, AgentStatus, ErrorBody, ErrorCode, PROTOCOL_VERSION, Reply, Request, TeamInfo,
+    Timestamp,
+};
+use agent_team_state::{Actor, AgentRecord};
+
+impl Core {
+    /// Applies a roster or run request.
+    pub(super) fn agent_request(
+        &mut self,
+        actor: &Actor,
+        req: Request,
+        now: Timestamp,
+    ) -> Result<Reply, ErrorBody> {
+        match req {
+            Request::Ping => Ok(Reply::Pong {
+                daemon_pid: self.daemon_pid,
+            }),
+            Request::TeamInfo => Ok(Reply::Team {
+                team: self.team_info(),
+            }),
+            Request::Agents => Ok(Reply::Agents {
+                agents: self.state.agents(),
+            }),
+            Request::Register { name, role } => self.register(actor, name, role, now),
+            Request::SetStatus { status, error } => self
+                .state
+                .report_status(actor, status, error, now)
+                .map(|agent| Reply::Agent { agent }),
+            Request::StartRun { goal } => self.supervise(|s| s.start_run(actor, goal)),
+            Request::Configure { config } => self.supervise(|s| s.configure(actor, config)),
+            Request::GetConfig => Ok(Reply::Config {
+                config: self
+                    .state
+                    .config()
+                    .cloned()
+                    .unwrap_or(serde_json::Value::Null),
+            }),
+            Request::Finish {
+                answer,
+                force,
+                success,
+            } => {
+                self.state.finish(actor, answer, force, success, now)?;
+                self.supervise(|s| s.finish_team());
+                Ok(Reply::Done)
+            }
+            Request::Shutdown => {
+                if *actor != Actor::Operator {
+                    return Err(ErrorBody::new(
+                        ErrorCode::PermissionDenied,
+                        "only the operator may shut the daemon down",
+                    ));
+                }
+                self.supervise(|s| s.begin_shutdown());
+                Ok(Reply::Done)
+            }
+            Request::Spawn { .. } | Request::Kill { .. } | Request::Restart { .. } => {
+                Err(internal("lifecycle requests are handled before dispatch"))
+            }
+            other => Err(misrouted(&other)),
+        }
+    }
+
+    /// `register`: an agent run by someone else joins the roster and gets its secret.
+    fn register(
+        &mut self,
+        actor: &Actor,
+        name: String,
+        role: String,
+        now: Timestamp,
+    ) -> Result<Reply, ErrorBody> {
+        if *actor != Actor::Operator {
+            return Err(ErrorBody::new(
+                ErrorCode::PermissionDenied,
+                "only the operator registers external agents",
+            ));
+        }
+        if (name == LEADER) != (role == LEADER) {
+            return Err(ErrorBody::new(
+                ErrorCode::BadRequest,
+                "the name `leader` is reserved for the leader role",
+            ));
+        }
+        let secret = agent_team_paths::new_secret()
+            .map_err(|e| internal(&format!("cannot make a secret: {e}")))?;
+        let info = AgentInfo {
+            name,
+            role,
+            status: AgentStatus::Starting,
+            backend: "external".into(),
+            pid: None,
+            pgid: None,
+            pane: None,
+            incarnation: 1,
+            restarts: 0,
+            current_task: None,
+            last_activity: now,
+            connected: false,
+            last_exit: None,
+            error: None,
+        };
+        let agent = self.state.add_agent(
+            actor,
+            AgentRecord {
+                info,
+                secret: secret.clone(),
+                spec: serde_json::Value::Null,
+            },
+            now,
+        )?;
+        Ok(Reply::Registered { agent, secret })
+    }
+
+    /// The team at a glance (`agent-team status`).
+    fn team_info(&self) -> TeamInfo {
+        let (agents, tasks) = self.state.counts();
+        let run = self.state.run();
+        TeamInfo {
+            name: self.cfg.team.clone(),
+            daemon_pid: self.daemon_pid,
+            protocol: PROTOCOL_VERSION,
+            state_dir: self.cfg.paths.dir.display().to_string(),
+            socket: self.cfg.paths.socket.display().to_string(),
+            goal: run.goal.clone(),
+            run: run.state,
+            answer: run.answer.clone(),
+            agents,
+            tasks,
+            last_seq: self.state.last_seq(),
+            backend: None,
+        }
+    }
+}

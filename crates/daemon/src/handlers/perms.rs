@@ -1,0 +1,116 @@
+//! Permission requests: ask, list, decide, and showing a new request to whoever decides.
+
+use super::{internal, misrouted, page};
+use crate::core::{Core, Timer};
+use agent_team_protocol::names::LEADER;
+use agent_team_protocol::{
+    AgentStatus, ErrorBody, MessageKind, PermRequest, PermStatus, Reply, Request, Timestamp,
+};
+use agent_team_state::Actor;
+
+impl Core {
+    /// Applies a permission request.
+    pub(super) fn perm_request(
+        &mut self,
+        actor: &Actor,
+        req: Request,
+        now: Timestamp,
+    ) -> Result<Reply, ErrorBody> {
+        match req {
+            Request::PermRequest {
+                tool,
+                input,
+                reason,
+            } => {
+                let req = self.state.perm_request(actor, tool, input, reason, now)?;
+                if req.status == PermStatus::Pending {
+                    self.state
+                        .set_agent_status(&req.agent, AgentStatus::Waiting, None, now);
+                    self.schedule(self.perm_timeout(), Timer::PermTimeout(req.id));
+                    self.route_to_approver(&req);
+                }
+                let request = self.state.perm(req.id).cloned().unwrap_or(req);
+                Ok(Reply::Perm { request })
+            }
+            Request::PermList { all, after } => {
+                let after = after.unwrap_or(0);
+                Ok(Reply::Perms {
+                    requests: page(self.state.perms(all).into_iter().filter(|p| p.id > after)),
+                })
+            }
+            Request::PermDecide {
+                id,
+                allow,
+                always,
+                pattern,
+                reason,
+            } => {
+                let resolved = self
+                    .state
+                    .perm_decide(actor, id, allow, always, pattern, reason, now)?;
+                self.after_perm_resolved(&resolved);
+                let request = resolved
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| internal("decision resolved nothing"))?;
+                Ok(Reply::Perm { request })
+            }
+            other => Err(misrouted(&other)),
+        }
+    }
+
+    /// An agent whose last request was decided is running again.
+    pub(crate) fn after_perm_resolved(&mut self, resolved: &[PermRequest]) {
+        let now = Timestamp::now();
+        for r in resolved {
+            let still_waiting = self.state.perms(false).iter().any(|p| p.agent == r.agent);
+            if !still_waiting
+                && self
+                    .state
+                    .agent(&r.agent)
+                    .is_some_and(|a| a.info.status == AgentStatus::Waiting)
+            {
+                self.state
+                    .set_agent_status(&r.agent, AgentStatus::Running, None, now);
+            }
+        }
+    }
+
+    /// Shows a new request to whoever decides: a `permission` message to the leader (its pane
+    /// prompts the human, or its model decides when it is the approver). With the leader as
+    /// approver and not connected, the request is denied at once.
+    pub(crate) fn route_to_approver(&mut self, req: &PermRequest) {
+        let now = Timestamp::now();
+        let leader_connected = self.state.agent(LEADER).is_some_and(|l| l.info.connected);
+        if self.sup.leader_approves() && !leader_connected {
+            if let Some(r) = self.state.perm_expire(
+                req.id,
+                "approver-gone",
+                "the leader, who decides permissions, is not connected".into(),
+                now,
+            ) {
+                self.after_perm_resolved(&[r]);
+            }
+            return;
+        }
+        if self.state.live_names().iter().any(|n| n == LEADER) {
+            let reason = if req.reason.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", req.reason)
+            };
+            let body = format!(
+                "request {}: {} wants to run {} `{}`{reason}",
+                req.id, req.agent, req.tool, req.input
+            );
+            let _ = self.state.send(
+                &Actor::Daemon,
+                LEADER,
+                body,
+                MessageKind::Permission,
+                Some(format!("permission request {}", req.id)),
+                now,
+            );
+        }
+    }
+}

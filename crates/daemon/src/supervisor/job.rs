@@ -1,0 +1,189 @@
+//! Blocking backend work (launch, stop, clean up, poll), run off the core's thread; each
+//! outcome comes back as a [`SupEvent`].
+
+use super::{SupEvent, WORKSPACE_ENV};
+use agent_team_pane::{LaunchSpec, Launched, PaneBackend};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Creates a worktree-isolated agent's checkout before its process starts.
+fn prepare_workspace(spec: &LaunchSpec, team_workspace: &std::path::Path) -> Result<(), String> {
+    if spec.cwd != team_workspace && spec.env.iter().any(|(k, _)| k == WORKSPACE_ENV) {
+        crate::worktree::ensure(team_workspace, &spec.name)?;
+    }
+    Ok(())
+}
+
+/// Blocking backend work, carried out on the blocking pool.
+pub enum Job {
+    /// Start one incarnation (in its old pane when there is one).
+    Launch {
+        /// The agent.
+        name: String,
+        /// Its new incarnation.
+        incarnation: u64,
+        /// How to start it.
+        spec: LaunchSpec,
+        /// Where it ran before.
+        place: Option<Launched>,
+        /// The team's workspace (for worktrees).
+        team_ws: PathBuf,
+        /// The backend to start it on.
+        backend: Arc<dyn PaneBackend>,
+    },
+    /// Start several new agents at once, in order.
+    LaunchMany {
+        /// (agent, incarnation, spec) each.
+        batch: Vec<(String, u64, LaunchSpec)>,
+        /// The team's workspace (for worktrees).
+        team_ws: PathBuf,
+        /// The backend to start them on.
+        backend: Arc<dyn PaneBackend>,
+    },
+    /// Stop an incarnation, SIGKILL after `grace`.
+    Stop {
+        /// The agent.
+        name: String,
+        /// The incarnation.
+        incarnation: u64,
+        /// Its process.
+        target: Launched,
+        /// Time between SIGTERM and SIGKILL.
+        grace: Duration,
+        /// The backend it runs on.
+        backend: Arc<dyn PaneBackend>,
+    },
+    /// Kill what an ended agent left in its process group; reports nothing.
+    Cleanup {
+        /// The agent.
+        name: String,
+        /// The incarnation.
+        incarnation: u64,
+        /// Its process.
+        launched: Launched,
+        /// The backend it ran on.
+        backend: Arc<dyn PaneBackend>,
+    },
+    /// Check which launched agents are still alive.
+    Poll {
+        /// (agent, incarnation, process) each.
+        targets: Vec<(String, u64, Launched)>,
+        /// The backend they run on.
+        backend: Arc<dyn PaneBackend>,
+    },
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Job::Launch {
+                name, incarnation, ..
+            } => write!(f, "Launch({name}, {incarnation})"),
+            Job::LaunchMany { batch, .. } => write!(f, "LaunchMany({})", batch.len()),
+            Job::Stop {
+                name, incarnation, ..
+            } => write!(f, "Stop({name}, {incarnation})"),
+            Job::Cleanup {
+                name, incarnation, ..
+            } => write!(f, "Cleanup({name}, {incarnation})"),
+            Job::Poll { targets, .. } => write!(f, "Poll({})", targets.len()),
+        }
+    }
+}
+
+impl Job {
+    /// Does the work (blocking); each outcome goes to `report` as it is known.
+    pub fn run(self, report: &dyn Fn(SupEvent)) {
+        match self {
+            Job::Launch {
+                name,
+                incarnation,
+                spec,
+                place,
+                team_ws,
+                backend,
+            } => {
+                let result = match prepare_workspace(&spec, &team_ws) {
+                    Err(e) => Err(agent_team_pane::PaneError::Tool(e)),
+                    Ok(()) => match &place {
+                        Some(p) if p.pane.is_some() => backend.respawn(&spec, p),
+                        _ => backend.spawn(&spec),
+                    },
+                };
+                report(SupEvent::Launched {
+                    name,
+                    incarnation,
+                    result: result.map_err(|e| e.to_string()),
+                });
+            }
+            Job::LaunchMany {
+                mut batch,
+                team_ws,
+                backend,
+            } => {
+                // Worktrees first; an agent whose worktree fails is reported and not launched.
+                let mut failed = Vec::new();
+                batch.retain(
+                    |(name, incarnation, spec)| match prepare_workspace(spec, &team_ws) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            failed.push((name.clone(), *incarnation, e));
+                            false
+                        }
+                    },
+                );
+                for (name, incarnation, e) in failed {
+                    report(SupEvent::Launched {
+                        name,
+                        incarnation,
+                        result: Err(e),
+                    });
+                }
+                let specs: Vec<LaunchSpec> = batch.iter().map(|(_, _, s)| s.clone()).collect();
+                let results = backend.spawn_many(&specs);
+                for ((name, incarnation, _), result) in batch.into_iter().zip(results) {
+                    report(SupEvent::Launched {
+                        name,
+                        incarnation,
+                        result: result.map_err(|e| e.to_string()),
+                    });
+                }
+            }
+            Job::Stop {
+                name,
+                incarnation,
+                target,
+                grace,
+                backend,
+            } => {
+                let result = backend.stop(&target, grace).map_err(|e| e.to_string());
+                report(SupEvent::Stopped {
+                    name,
+                    incarnation,
+                    result,
+                });
+            }
+            Job::Cleanup {
+                name,
+                incarnation,
+                launched,
+                backend,
+            } => {
+                if let Err(e) = backend.stop(&launched, Duration::from_millis(500)) {
+                    tracing::warn!(agent = %name, incarnation, "cleaning up the process group failed: {e}");
+                }
+            }
+            Job::Poll { targets, backend } => {
+                let places: Vec<Launched> = targets.iter().map(|(_, _, l)| l.clone()).collect();
+                let found = backend.poll(&places);
+                let results = targets
+                    .into_iter()
+                    .zip(found)
+                    .map(|((n, i, _), live)| (n, i, live))
+                    .collect();
+                report(SupEvent::Polled { results });
+            }
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! Agent lifecycle (SPEC §5.1): spawn with a connect-back deadline and roster rollback, exit
+//! detection, the restart policy with exponential backoff and `failed` after five quick
+//! failures, kill, restart in place, and the shutdown of the whole team.
+//!
+//! The [`Supervisor`] owns the agents' runtimes, the backend and the restart policy. It never
+//! touches a connection, a timer or a thread: each call goes through a [`Step`] (the supervisor
+//! plus the team state it updates) and returns [`Action`]s (answer a waiter, schedule a timer,
+//! run a blocking backend [`Job`]) that the core carries out. Requests and process events are
+//! applied in order on the core's thread, and each incarnation is numbered so a late event from
+//! an old process cannot touch its successor. Jobs report back as [`SupEvent`]s.
+
+use crate::clock::Clock;
+use crate::outbox::ConnId;
+use agent_team_config::{BackendKind, RestartPolicy, TeamConfig};
+use agent_team_pane::{ExitInfo, LaunchSpec, Launched, Liveness, PaneBackend, env};
+use agent_team_paths::TeamPaths;
+use agent_team_protocol::names::LEADER;
+use agent_team_protocol::*;
+use agent_team_state::{Actor, AgentRecord, TeamState};
+use serde_json::json;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a spawned agent has to connect back (`AGENT_TEAM_CONNECT_DEADLINE_MS` overrides it,
+/// for tests of the deadline itself).
+pub fn connect_timeout() -> Duration {
+    std::env::var("AGENT_TEAM_CONNECT_DEADLINE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(Duration::from_secs(15))
+}
+/// How long an agent gets between SIGTERM and SIGKILL.
+pub const KILL_GRACE: Duration = Duration::from_secs(5);
+/// How long an agent asked to shut down gets to exit on its own.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// How often live agents are checked (exits of our own children are also noticed at SIGCHLD).
+pub const POLL_EVERY: Duration = Duration::from_millis(500);
+/// When to look again after an agent's connection dropped and the first look found it alive.
+pub const RECHECK_AFTER_DISCONNECT: Duration = Duration::from_millis(50);
+
+/// The environment variable naming an agent's own workspace when it is not the team's.
+pub const WORKSPACE_ENV: &str = env::WORKSPACE;
+
+/// What the blocking pool reports back.
+#[derive(Debug)]
+pub enum SupEvent {
+    /// A launch finished.
+    Launched {
+        /// The agent.
+        name: String,
+        /// The incarnation launched.
+        incarnation: u64,
+        /// What happened.
+        result: Result<Launched, String>,
+    },
+    /// A stop finished.
+    Stopped {
+        /// The agent.
+        name: String,
+        /// The incarnation stopped.
+        incarnation: u64,
+        /// What happened.
+        result: Result<(), String>,
+    },
+    /// A liveness round finished.
+    Polled {
+        /// (agent, incarnation, finding)
+        results: Vec<(String, u64, Liveness)>,
+    },
+}
+
+/// Why an agent is being stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopReason {
+    /// `agent-team kill`.
+    Operator,
+    /// `agent-team down` or a signal to the daemon.
+    Shutdown,
+    /// The leader finished the team.
+    Finished,
+    /// `agent-team restart`: stop, then start again.
+    Restart,
+}
+
+/// A request answered only when the agent gets somewhere.
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    conn: ConnId,
+    id: u64,
+    until: Until,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Until {
+    Connected,
+    Down,
+}
+
+/// The supervisor's view of one agent.
+#[derive(Debug, Default)]
+pub(crate) struct Runtime {
+    /// The current process, if one runs.
+    launched: Option<Launched>,
+    /// The last place it ran (kept so a restart reuses its pane).
+    place: Option<Launched>,
+    /// A blocking launch or stop is in flight.
+    busy: bool,
+    stop: Option<StopReason>,
+    failures: crate::policy::Failures,
+    waiters: Vec<Waiter>,
+    /// Not yet connected once: a failure now rolls the roster back.
+    first_spawn: bool,
+    /// The pane title last set.
+    title: Option<String>,
+}
+
+/// The agents' runtimes, the backend and the restart policy of one team.
+pub struct Supervisor {
+    pub(crate) runtimes: HashMap<String, Runtime>,
+    pub(crate) backend: Option<Arc<dyn PaneBackend>>,
+    pub(crate) config: Option<TeamConfig>,
+    pub(crate) poll_busy: bool,
+    /// A poll was asked for while one was running: run another when it ends.
+    pub(crate) poll_again: bool,
+    /// Feeds the thread that sets pane titles, in order.
+    pub(crate) titles: Option<std::sync::mpsc::Sender<(Launched, String)>>,
+    /// How to build backends and launch agents.
+    pub(crate) env: SupervisorEnv,
+    /// The team is shutting down: nothing restarts.
+    pub(crate) stopping: bool,
+    /// The team's name.
+    team: String,
+    /// The team's files (socket, logs, tmux socket).
+    paths: TeamPaths,
+    /// The time for the failure window.
+    clock: Arc<dyn Clock>,
+    /// Wakes the core when an agent ends (given to backends that can tell).
+    wake: agent_team_pane::ExitNotify,
+}
+
+impl Supervisor {
+    /// A supervisor for `team` with nothing running yet; `wake` asks the core to poll now.
+    pub fn new(
+        env: SupervisorEnv,
+        team: String,
+        paths: TeamPaths,
+        clock: Arc<dyn Clock>,
+        wake: agent_team_pane::ExitNotify,
+    ) -> Self {
+        Supervisor {
+            runtimes: HashMap::new(),
+            backend: None,
+            config: None,
+            poll_busy: false,
+            poll_again: false,
+            titles: None,
+            env,
+            stopping: false,
+            team,
+            paths,
+            clock,
+            wake,
+        }
+    }
+
+    /// One step: the supervisor and the team state it updates; [`Step::finish`] says what the
+    /// core must do next.
+    pub fn step<'a>(&'a mut self, state: &'a mut TeamState) -> Step<'a> {
+        Step {
+            sup: self,
+            state,
+            out: Vec::new(),
+        }
+    }
+
+    /// How long a permission request waits, from the configuration.
+    pub fn perm_timeout(&self) -> Option<Duration> {
+        self.config
+            .as_ref()
+            .map(|c| Duration::from_secs(c.permission_timeout_secs))
+    }
+
+    /// Whether the team is shutting down.
+    pub fn stopping(&self) -> bool {
+        self.stopping
+    }
+
+    /// Whether an agent's end shows up as SIGCHLD of this process (process backend).
+    pub fn agents_are_children(&self) -> bool {
+        self.backend
+            .as_ref()
+            .is_some_and(|b| b.agents_are_children())
+    }
+
+    /// Whether the shutdown may complete: no process left, nothing in flight.
+    pub fn all_down(&self) -> bool {
+        self.runtimes
+            .values()
+            .all(|r| r.launched.is_none() && !r.busy)
+    }
+
+    /// Tears down what the backend built (tmux server), after every agent is down.
+    pub fn backend_shutdown(&self) {
+        if let Some(b) = &self.backend {
+            b.shutdown();
+        }
+    }
+
+    /// Whether the leader decides permission requests.
+    pub fn leader_approves(&self) -> bool {
+        self.config
+            .as_ref()
+            .is_some_and(|c| c.approver == agent_team_config::Approver::Leader)
+    }
+}
+
+/// Later events the supervisor asks the core's timer wheel for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SupTimer {
+    /// A spawned incarnation's connect-back deadline.
+    Connect(String, u64),
+    /// A backoff is over: start the next incarnation.
+    Restart(String, u64),
+    /// The grace after a shutdown request is over.
+    StopGrace(String, u64),
+    /// Check the agents' processes (and schedule the next check).
+    Poll,
+    /// Check once more soon after an agent's connection dropped (its pane may not have been
+    /// marked dead yet at the first look).
+    PollAfterDisconnect,
+    /// Stop waiting for agents and exit.
+    ShutdownDeadline,
+}
+
+/// What the supervisor asks the core to do.
+#[derive(Debug)]
+pub enum Action {
+    /// Call [`Step::timer`] with `timer` after `after`.
+    Schedule {
+        /// How long from now.
+        after: Duration,
+        /// What then.
+        timer: SupTimer,
+    },
+    /// Answer request `id` of connection `conn` (a spawn, kill or restart that waited).
+    Answer {
+        /// The connection.
+        conn: ConnId,
+        /// The request id.
+        id: u64,
+        /// The reply.
+        outcome: Result<Reply, ErrorBody>,
+    },
+    /// Run blocking backend work off the core's thread; it reports back through [`Job::run`].
+    Run(Job),
+    /// Stop the core: the agents did not all stop in time.
+    ForceExit,
+}
+
+/// The supervisor at work on the team state; collects the actions its calls ask for.
+pub struct Step<'a> {
+    pub(crate) sup: &'a mut Supervisor,
+    pub(crate) state: &'a mut TeamState,
+    out: Vec<Action>,
+}
+
+impl Step<'_> {
+    /// What the core must do for the calls made on this step.
+    pub fn finish(self) -> Vec<Action> {
+        self.out
+    }
+
+    fn schedule(&mut self, after: Duration, timer: SupTimer) {
+        self.out.push(Action::Schedule { after, timer });
+    }
+
+    fn answer(&mut self, conn: ConnId, id: u64, outcome: Result<Reply, ErrorBody>) {
+        self.out.push(Action::Answer { conn, id, outcome });
+    }
+
+    fn run(&mut self, job: Job) {
+        self.out.push(Action::Run(job));
+    }
+
+    /// A timer the supervisor scheduled is due.
+    pub fn timer(&mut self, timer: SupTimer) {
+        match timer {
+            SupTimer::Connect(name, inc) => self.connect_deadline(&name, inc),
+            SupTimer::Restart(name, inc) => self.restart_due(&name, inc),
+            SupTimer::StopGrace(name, inc) => self.stop_grace_over(&name, inc),
+            SupTimer::Poll => {
+                self.poll();
+                self.schedule(POLL_EVERY, SupTimer::Poll);
+            }
+            SupTimer::PollAfterDisconnect => self.poll(),
+            SupTimer::ShutdownDeadline => {
+                tracing::warn!("agents did not all stop in time; exiting anyway");
+                self.out.push(Action::ForceExit);
+            }
+        }
+    }
+
+    /// An agent's connection dropped: look now, and once more shortly, rather than at the next
+    /// periodic poll (a dropped connection is often a death).
+    pub fn disconnected(&mut self) {
+        if !self.sup.stopping {
+            self.poll();
+            self.schedule(RECHECK_AFTER_DISCONNECT, SupTimer::PollAfterDisconnect);
+        }
+    }
+
+    /// SIGCHLD: poll if our children are the agents.
+    pub fn child_exited(&mut self) {
+        if self.sup.agents_are_children() {
+            self.poll();
+        }
+    }
+}
+
+/// Builds a backend of a kind for a team (tmux, iTerm2 live outside the daemon crate).
+pub type BackendFactory =
+    Arc<dyn Fn(BackendKind, &TeamConfig) -> Result<Arc<dyn PaneBackend>, String> + Send + Sync>;
+
+/// What the daemon was given to launch agents with.
+#[derive(Clone, Default)]
+pub struct SupervisorEnv {
+    /// The worker executable.
+    pub worker_exe: Option<PathBuf>,
+    /// Runs agents inside the daemon for the in-process backend.
+    pub runner: Option<Arc<dyn agent_team_pane::inprocess::AgentRunner>>,
+    /// Builds backends the pane crate cannot build alone (tmux, iTerm2), by kind.
+    pub factory: Option<BackendFactory>,
+}
+
+impl std::fmt::Debug for SupervisorEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SupervisorEnv")
+            .field("worker_exe", &self.worker_exe)
+            .finish_non_exhaustive()
+    }
+}
+
+fn err(code: ErrorCode, msg: impl Into<String>) -> ErrorBody {
+    ErrorBody::new(code, msg)
+}
+
+mod job;
+mod lifecycle;
+
+pub use job::Job;
+
+#[cfg(test)]
+#[path = "../supervisor_tests.rs"]
+mod tests;

@@ -797,3 +797,7 @@ fn unauthorized(msg: &str) -> ErrorBody {
 fn internal(msg: &str) -> ErrorBody {
     ErrorBody::new(ErrorCode::Internal, msg)
 }
+
+#[cfg(test)]
+#[path = "core_tests.rs"]
+mod tests;

@@ -209,6 +209,20 @@ impl Supervisor {
         }
     }
 
+    /// Whether `name` has a launched process and nothing in flight.
+    pub fn is_settled_running(&self, name: &str) -> bool {
+        self.runtimes
+            .get(name)
+            .is_some_and(|r| r.launched.is_some() && !r.busy)
+    }
+
+    /// Whether `name` has no process (never launched, exited or stopped).
+    pub fn has_no_process(&self, name: &str) -> bool {
+        self.runtimes
+            .get(name)
+            .is_some_and(|r| r.launched.is_none())
+    }
+
     /// Whether the leader decides permission requests.
     pub fn leader_approves(&self) -> bool {
         self.config

@@ -1,0 +1,331 @@
+//! The core driving the supervisor on the fake backend with a fake clock: the restart policy,
+//! the connect-back deadline, kill and stale incarnations, in milliseconds and without processes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use super::*;
+use crate::clock::FakeClock;
+use crate::supervisor::*;
+use agent_team_config::BackendKind;
+use agent_team_pane::PaneBackend;
+use agent_team_pane::fake::{Call, FakeBackend};
+use agent_team_pane::{ExitInfo, Liveness};
+use agent_team_state::TeamState;
+use agent_team_store::Store;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// A core on a fake backend and a fake clock, driven by hand.
+struct Harness {
+    core: Core,
+    rx: mpsc::UnboundedReceiver<CoreMsg>,
+    clock: FakeClock,
+    backend: Arc<FakeBackend>,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = agent_team_paths::Paths::new(dir.path().join("home"), dir.path().join("run"));
+        let tp = paths.team("t").unwrap();
+        tp.ensure_dirs().unwrap();
+        let store = Store::open(&tp.db, "t").unwrap();
+        let backend = Arc::new(FakeBackend::new());
+        let b = backend.clone();
+        let env = SupervisorEnv {
+            worker_exe: Some("/bin/true".into()),
+            runner: None,
+            factory: Some(Arc::new(move |_, _| Ok(b.clone() as Arc<dyn PaneBackend>))),
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let clock = FakeClock::default();
+        let cfg = CoreConfig {
+            team: "t".into(),
+            paths: tp,
+            operator_secret: "s".into(),
+            perm_timeout: Duration::from_secs(300),
+            inbox_limit: 100,
+            max_queued_frames: 1000,
+        };
+        let mut core = Core::with_clock(
+            cfg,
+            store,
+            TeamState::new("t"),
+            env,
+            tx,
+            Arc::new(clock.clone()),
+        );
+        let mut team = agent_team_config::empty_team("t", dir.path());
+        team.backend = BackendKind::Process;
+        core.supervise(|s| s.configure(&Actor::Operator, serde_json::to_value(&team).unwrap()))
+            .unwrap();
+        Harness {
+            core,
+            rx,
+            clock,
+            backend,
+            _dir: dir,
+        }
+    }
+
+    /// Applies what the blocking pool reports (launches, stops, polls) until `done` holds.
+    async fn settle_until(&mut self, what: &str, done: impl Fn(&Harness) -> bool) {
+        while !done(self) {
+            let msg = tokio::time::timeout(Duration::from_secs(10), self.rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+                .expect("the channel is open");
+            self.core.handle(msg);
+            self.core.flush().unwrap();
+        }
+    }
+
+    /// Whether `name`'s current incarnation has been launched and nothing is in flight.
+    fn launched(&self, name: &str) -> bool {
+        self.core.sup.is_settled_running(name)
+    }
+
+    /// Moves the clock and fires what is due.
+    fn advance(&mut self, by: Duration) {
+        self.clock.advance(by);
+        self.core.fire_timers();
+        self.core.flush().unwrap();
+    }
+
+    fn agent(&self, name: &str) -> AgentInfo {
+        self.core.state.agent(name).unwrap().info.clone()
+    }
+
+    fn spawns(&self) -> usize {
+        self.backend
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| matches!(c, Call::Spawn(_) | Call::Respawn(_)))
+            .count()
+    }
+
+    /// The agent's process connects back.
+    fn connect(&mut self, name: &str) {
+        self.core
+            .state
+            .update_agent(name, |a| a.info.connected = true);
+        self.core.supervise(|s| s.on_connected(name, None));
+        self.core.flush().unwrap();
+    }
+
+    /// Its process exits with `code`; the next poll finds it and the policy decides.
+    async fn exits(&mut self, name: &str, code: i32) {
+        let pid = self.agent(name).pid.unwrap();
+        self.backend.exit(
+            pid,
+            ExitInfo {
+                code: Some(code),
+                signal: None,
+            },
+        );
+        self.core.supervise(|s| s.poll());
+        let n = name.to_string();
+        self.settle_until("the exit to be noticed", move |h| {
+            h.core.sup.has_no_process(&n)
+        })
+        .await;
+    }
+
+    async fn spawn_connected(&mut self, name: &str) {
+        let r = self
+            .core
+            .supervise(|s| {
+                s.spawn_request(&Actor::Operator, 1, 1, "worker".into(), Some(name.into()))
+            })
+            .unwrap();
+        assert!(r.is_none(), "answered once connected");
+        let n = name.to_string();
+        self.settle_until("the launch", move |h| h.launched(&n))
+            .await;
+        self.connect(name);
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn backoff_doubles_then_five_quick_failures_end_failed_and_a_manual_restart_revives() {
+    let mut h = Harness::new();
+    h.spawn_connected("b1").await;
+    assert_eq!(h.spawns(), 1);
+    let mut waits = Vec::new();
+    for n in 1..=4usize {
+        h.exits("b1", 1).await;
+        let a = h.agent("b1");
+        assert_eq!(a.status, AgentStatus::Backoff, "failure {n}");
+        let wait = crate::policy::backoff(n);
+        waits.push(wait.as_millis());
+        // Not a moment before its backoff is over…
+        h.advance(wait - Duration::from_millis(1));
+        assert_eq!(
+            h.agent("b1").incarnation,
+            n as u64,
+            "restarted early after failure {n}"
+        );
+        // …and at once when it is.
+        h.advance(Duration::from_millis(1));
+        assert_eq!(
+            h.agent("b1").incarnation,
+            n as u64 + 1,
+            "not restarted after failure {n}"
+        );
+        h.settle_until("the relaunch", |h| h.launched("b1")).await;
+        h.connect("b1");
+    }
+    assert_eq!(waits, [500, 1000, 2000, 4000]);
+    // The fifth failure within 60 s gives up.
+    h.exits("b1", 1).await;
+    let a = h.agent("b1");
+    assert_eq!((a.status, a.incarnation), (AgentStatus::Failed, 5));
+    h.advance(Duration::from_secs(120));
+    assert_eq!(
+        h.agent("b1").incarnation,
+        5,
+        "a failed agent is not started again"
+    );
+    // A manual restart clears the count: it gets five more tries.
+    h.core
+        .supervise(|s| s.restart_request(&Actor::Operator, 1, 2, "b1"))
+        .unwrap();
+    h.settle_until("the manual restart", |h| h.launched("b1"))
+        .await;
+    h.connect("b1");
+    assert_eq!((h.agent("b1").incarnation, h.spawns()), (6, 6));
+    h.exits("b1", 1).await;
+    assert_eq!(h.agent("b1").status, AgentStatus::Backoff);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn failures_spread_over_more_than_a_minute_never_give_up() {
+    let mut h = Harness::new();
+    h.spawn_connected("b1").await;
+    for i in 0..8 {
+        h.exits("b1", 1).await;
+        assert_eq!(h.agent("b1").status, AgentStatus::Backoff, "failure {i}");
+        // Well after the backoff, and far enough apart that the window holds few failures.
+        h.advance(Duration::from_secs(31));
+        h.settle_until("the relaunch", |h| h.launched("b1")).await;
+        h.connect("b1");
+    }
+    assert_eq!(h.spawns(), 9);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_first_spawn_that_never_connects_is_rolled_back_at_the_deadline() {
+    let mut h = Harness::new();
+    h.core
+        .supervise(|s| s.spawn_request(&Actor::Operator, 1, 1, "worker".into(), Some("b1".into())))
+        .unwrap();
+    h.settle_until("the launch", |h| h.launched("b1")).await;
+    h.advance(connect_timeout() - Duration::from_millis(1));
+    let stops = |h: &Harness| {
+        h.backend
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| matches!(c, Call::Stop(_)))
+            .count()
+    };
+    assert!(
+        h.launched("b1") && stops(&h) == 0,
+        "nothing before the deadline"
+    );
+    h.advance(Duration::from_millis(1));
+    // The silent process is stopped, then the spawn rolled back.
+    h.settle_until("the rollback", |h| h.core.state.agent("b1").is_none())
+        .await;
+    assert_eq!(stops(&h), 1);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn kill_stops_for_good_and_releases_the_task() {
+    let mut h = Harness::new();
+    h.spawn_connected("b1").await;
+    let now = Timestamp::now();
+    let task = h
+        .core
+        .state
+        .task_add(
+            &Actor::Operator,
+            agent_team_state::tasks::NewTask {
+                title: "x".into(),
+                description: String::new(),
+                run: None,
+                blocked_by: vec![],
+                assign: None,
+                key: None,
+            },
+            now,
+        )
+        .unwrap();
+    h.core
+        .state
+        .task_claim(&Actor::Agent("b1".into()), task.id, now)
+        .unwrap();
+    assert!(
+        h.core
+            .supervise(|s| s.kill_request(&Actor::Operator, 1, 3, "b1"))
+            .unwrap()
+            .is_none()
+    );
+    h.settle_until("the stop", |h| h.agent("b1").status == AgentStatus::Stopped)
+        .await;
+    let a = h.agent("b1");
+    assert_eq!(a.status, AgentStatus::Stopped);
+    let t = h.core.state.task(task.id).unwrap().clone();
+    assert_eq!((t.status, t.owner), (TaskStatus::Pending, None));
+    h.advance(Duration::from_secs(120));
+    assert_eq!(h.spawns(), 1, "a killed agent is not restarted");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn reports_about_an_old_incarnation_are_ignored() {
+    let mut h = Harness::new();
+    h.spawn_connected("b1").await;
+    let old = h.agent("b1");
+    h.core
+        .supervise(|s| s.restart_request(&Actor::Operator, 1, 4, "b1"))
+        .unwrap();
+    h.settle_until("stopped, then launched again", |h| {
+        h.launched("b1") && h.agent("b1").incarnation == old.incarnation + 1
+    })
+    .await;
+    h.connect("b1");
+    let new = h.agent("b1");
+    assert_eq!(new.incarnation, old.incarnation + 1);
+    // A late poll result says the old incarnation died: nothing happens to the new one.
+    h.core.handle(CoreMsg::Sup(SupEvent::Polled {
+        results: vec![(
+            "b1".into(),
+            old.incarnation,
+            Liveness::Exited(ExitInfo {
+                code: Some(1),
+                signal: None,
+            }),
+        )],
+    }));
+    h.core.handle(CoreMsg::Sup(SupEvent::Launched {
+        name: "b1".into(),
+        incarnation: old.incarnation,
+        result: Err("late".into()),
+    }));
+    h.core.flush().unwrap();
+    let after = h.agent("b1");
+    assert_eq!(after.incarnation, new.incarnation);
+    assert!(
+        matches!(
+            after.status,
+            AgentStatus::Running | AgentStatus::Idle | AgentStatus::Starting
+        ),
+        "{after:?}"
+    );
+    assert_eq!(after.restarts, new.restarts);
+}

@@ -219,3 +219,78 @@ fn error_hints_are_not_repeated() {
     assert_eq!(err.matches('(').count(), err.matches(')').count(), "{err}");
     sb.ok(&["--team", "web", "down"]);
 }
+
+#[test]
+fn oversized_input_and_an_empty_team_file_are_refused_before_any_daemon_starts() {
+    let sb = Sandbox::new();
+    let big = "g".repeat(5 * 1024 * 1024);
+    let goal_file = sb.path("goal.txt");
+    std::fs::write(&goal_file, &big).unwrap();
+    // A 5 MB goal: too large for the daemon, so no daemon is started for it.
+    let out = sb
+        .cmd("agent-team")
+        .args(["--team", "big", "run", "--backend", "process", "--quiet"])
+        .arg(&big[..70 * 1024])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("goal") && err.contains("limit"), "{err}");
+    assert!(!agent_team_client::daemon_running(&sb.team("big")));
+    let out = sb.run(&["--team", "big", "send", "leader", &big[..70 * 1024]]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("body"));
+    assert!(!agent_team_client::daemon_running(&sb.team("big")));
+    assert!(!sb.team("big").db.exists(), "no team was created");
+
+    // An empty team file is a mistake, not team `default`.
+    sb.write_team_file("# to do\n");
+    let out = sb.run(&["up", "--backend", "process", "--detach"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("empty"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!agent_team_client::daemon_running(&sb.team("default")));
+}
+
+#[test]
+fn up_without_a_team_file_keeps_the_configuration_the_team_has() {
+    let sb = Sandbox::new();
+    sb.write_team_file(
+        "name = \"kept\"\n[[teammates]]\nname = \"b1\"\nrole = \"worker\"\n[roles.worker]\ndescription = \"kept role\"\n",
+    );
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    sb.ok(&["--team", "kept", "down"]);
+    // From a directory without a team file, `up` brings back the same team, b1 included.
+    let elsewhere = sb.path("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let out = sb
+        .cmd("agent-team")
+        .args(["--team", "kept", "up", "--backend", "process", "--detach"])
+        .current_dir(&elsewhere)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg = match sb
+        .operator("kept")
+        .call(agent_team_protocol::Request::GetConfig)
+        .unwrap()
+    {
+        agent_team_protocol::Reply::Config { config } => config,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(cfg["teammates"][0]["name"], "b1", "{cfg}");
+    assert_eq!(cfg["roles"]["worker"]["description"], "kept role");
+    wait_for("b1 back", std::time::Duration::from_secs(60), || {
+        sb.agent("kept", "b1").connected
+    });
+    sb.ok(&["--team", "kept", "down"]);
+}

@@ -4,6 +4,7 @@
 mod daemon_bench;
 mod floor;
 mod foundation_bench;
+mod hardening_bench;
 mod model_bench;
 mod pane_bench;
 mod report;
@@ -41,6 +42,10 @@ fn main() -> Result<()> {
     if only.as_deref().is_none_or(|s| s == "foundation") {
         let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;
         foundation_bench::run(&mut r, dir.path(), quick)?;
+    }
+    if only.as_deref().is_none_or(|s| s == "hardening") {
+        let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;
+        hardening_bench::run(&mut r, dir.path(), quick)?;
     }
     if only.as_deref().is_none_or(|s| s == "models") {
         let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;

@@ -138,5 +138,9 @@ fn hint_for(code: ErrorCode, message: &str, details: &serde_json::Value) -> Stri
             "the daemon runs another agent-team version; `agent-team down` then retry".into()
         }
         ErrorCode::Internal => "see the daemon log in the team's state directory".into(),
+        ErrorCode::LimitExceeded => {
+            "see the [limits] of the team file (docs/SECURITY.md lists them)".into()
+        }
+        ErrorCode::StorageFull => "free some disk space; the team resumes by itself".into(),
     }
 }

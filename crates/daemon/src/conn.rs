@@ -2,17 +2,21 @@
 //! queue and writing what the core sends back. Bad input gets a structured error, never a panic.
 
 use crate::core::{CoreMsg, CoreTx};
+use crate::gate::{Admission, Counted, Gate};
 use crate::outbox::{ConnHandle, ConnId, write_loop};
 use agent_team_protocol::frame::{self, FrameError};
 use agent_team_protocol::{ClientFrame, ErrorBody, ErrorCode, ServerFrame, Welcome};
 use interprocess::local_socket::tokio::Stream;
 use interprocess::local_socket::traits::StreamCommon as _;
 use interprocess::local_socket::traits::tokio::Stream as _;
+use std::sync::Arc;
 use tokio::io::BufReader;
 use tokio::sync::{mpsc, oneshot};
 
 /// Serves one accepted connection until it closes.
-pub async fn serve(stream: Stream, id: ConnId, core: CoreTx, max_queued: usize) {
+pub async fn serve(stream: Stream, id: ConnId, core: CoreTx, gate: Arc<Gate>) {
+    let _counted = Counted::new(gate.clone(), id);
+    let admission = gate.admit(id);
     let my_uid = nix::unistd::geteuid().as_raw();
     let peer = stream.peer_creds().ok();
     let peer_uid = peer.as_ref().and_then(|c| c.euid());
@@ -22,8 +26,28 @@ pub async fn serve(stream: Stream, id: ConnId, core: CoreTx, max_queued: usize) 
     #[allow(deprecated)]
     let (rx_half, tx_half) = stream.split();
     let (tx, rx) = mpsc::unbounded_channel();
-    let handle = ConnHandle::new(tx, max_queued);
+    let handle = ConnHandle::new(tx, gate.max_unread_bytes());
     let writer = tokio::spawn(write_loop(tx_half, rx, handle.clone()));
+
+    let evicted = match admission {
+        Admission::Admitted { evicted } => evicted,
+        Admission::Refused { open, max } => {
+            tracing::warn!(conn = id, open, max, "refused a connection: at the cap");
+            handle.send_frame(&ServerFrame::Error {
+                error: ErrorBody::with_details(
+                    ErrorCode::LimitExceeded,
+                    format!(
+                        "the daemon already serves {open} connections (limits.max_connections \
+                         = {max}); try again later"
+                    ),
+                    serde_json::json!({"limit": "max_connections", "max": max}),
+                ),
+            });
+            handle.close();
+            let _ = writer.await;
+            return;
+        }
+    };
 
     if peer_uid != Some(my_uid) {
         tracing::warn!(
@@ -40,11 +64,41 @@ pub async fn serve(stream: Stream, id: ConnId, core: CoreTx, max_queued: usize) 
         return;
     }
 
-    let mut reader = BufReader::with_capacity(64 * 1024, rx_half);
-    if handshake(&mut reader, id, &handle, peer_pid, &core)
-        .await
-        .is_some()
-    {
+    // The hello is read through a small buffer (a connection that never says hello costs
+    // little), within the deadline; at the connection cap, the oldest without a hello makes room.
+    let mut small = BufReader::with_capacity(4 * 1024, rx_half);
+    let deadline = gate.hello_timeout();
+    let welcomed = tokio::select! {
+        w = handshake(&mut small, id, &handle, peer_pid, &core) => w.is_some(),
+        _ = tokio::time::sleep(deadline) => {
+            handle.send_frame(&ServerFrame::Error {
+                error: ErrorBody::with_details(
+                    ErrorCode::LimitExceeded,
+                    format!(
+                        "no hello within {} s (limits.hello_timeout_secs); closing",
+                        deadline.as_secs_f64()
+                    ),
+                    serde_json::json!({"limit": "hello_timeout_secs"}),
+                ),
+            });
+            false
+        }
+        _ = evicted.notified() => {
+            handle.send_frame(&ServerFrame::Error {
+                error: ErrorBody::with_details(
+                    ErrorCode::LimitExceeded,
+                    "closed without a hello to make room for a new connection \
+                     (limits.max_connections)",
+                    serde_json::json!({"limit": "max_connections"}),
+                ),
+            });
+            false
+        }
+    };
+    if welcomed {
+        gate.said_hello(id);
+        // Whatever the small buffer already holds is read first; larger reads go past it.
+        let mut reader = BufReader::with_capacity(64 * 1024, small);
         tokio::select! {
             _ = read_loop(&mut reader, id, &handle, &core) => {}
             _ = handle.cut_off() => {}

@@ -80,8 +80,11 @@ pub struct CoreConfig {
     pub perm_timeout: Duration,
     /// The unread-message bound per agent.
     pub inbox_limit: usize,
-    /// Unread frames that cut a client off (see [`crate::outbox::MAX_QUEUED_FRAMES`]).
+    /// Unread frames that pace a subscriber's catch-up (see
+    /// [`crate::outbox::MAX_QUEUED_FRAMES`]).
     pub max_queued_frames: usize,
+    /// The connection limits, updated when the team file changes.
+    pub gate: std::sync::Arc<crate::gate::Gate>,
 }
 
 /// A request's outcome as it is remembered for retries.
@@ -399,6 +402,9 @@ impl Core {
                 };
                 // A mutating request with a request id is applied once: a retry is answered
                 // with the first reply (remembered durably), or joins it while in flight.
+                if let Err(e) = req.check_sizes() {
+                    return self.answer(conn, id, Err(e));
+                }
                 let rid = rid.filter(|_| req.is_mutating());
                 if let Some(r) = &rid {
                     if r.is_empty() || r.len() > MAX_RID_LEN {

@@ -48,6 +48,7 @@ impl Harness {
             perm_timeout: Duration::from_secs(300),
             inbox_limit: 100,
             max_queued_frames: 1000,
+            gate: crate::gate::Gate::new(&Default::default()),
         };
         let mut core = Core::with_clock(
             cfg,

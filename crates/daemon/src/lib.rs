@@ -8,6 +8,7 @@
 pub mod clock;
 pub mod conn;
 pub mod core;
+pub mod gate;
 mod handlers;
 pub mod lock;
 pub mod outbox;
@@ -62,8 +63,10 @@ pub struct DaemonOptions {
     pub perm_timeout: Duration,
     /// The bound on an agent's unread messages.
     pub inbox_limit: usize,
-    /// A client that lets this many frames pile up unread is cut off.
+    /// Unread frames that pace a subscriber's catch-up.
     pub max_queued_frames: usize,
+    /// Connection limits until the team file gives its own.
+    pub limits: agent_team_config::Limits,
     /// How agents are launched.
     pub env: SupervisorEnv,
 }
@@ -77,6 +80,7 @@ impl DaemonOptions {
             perm_timeout: Duration::from_secs(300),
             inbox_limit: agent_team_protocol::DEFAULT_INBOX_LIMIT,
             max_queued_frames: outbox::MAX_QUEUED_FRAMES,
+            limits: agent_team_config::Limits::default(),
             env: SupervisorEnv::default(),
         }
     }
@@ -91,6 +95,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             what: "cannot start the async runtime".into(),
             source,
         })?;
+    gate::raise_fd_limit();
     rt.block_on(async {
         let prepared = prepare(&opts)?;
         serve(prepared, shutdown_signal()).await
@@ -105,7 +110,7 @@ pub struct Prepared {
     listener: interprocess::local_socket::tokio::Listener,
     tx: mpsc::UnboundedSender<CoreMsg>,
     rx: mpsc::UnboundedReceiver<CoreMsg>,
-    max_queued: usize,
+    gate: std::sync::Arc<gate::Gate>,
 }
 
 /// Takes the lock, cleans up a crashed daemon's leftovers, opens the state and binds the socket.
@@ -141,6 +146,13 @@ pub fn prepare(opts: &DaemonOptions) -> Result<Prepared, DaemonError> {
     let store = Store::open(&tp.db, &opts.team)?;
     let snapshot = store.load()?;
     let state = TeamState::restore(&opts.team, snapshot);
+    // The stored team file's limits hold from the first connection on.
+    let limits = state
+        .config()
+        .and_then(|v| v.get("limits").cloned())
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or(opts.limits);
+    let gate = gate::Gate::new(&limits);
     let cfg = CoreConfig {
         team: opts.team.clone(),
         paths: tp.clone(),
@@ -148,6 +160,7 @@ pub fn prepare(opts: &DaemonOptions) -> Result<Prepared, DaemonError> {
         perm_timeout: opts.perm_timeout,
         inbox_limit: opts.inbox_limit,
         max_queued_frames: opts.max_queued_frames,
+        gate: gate.clone(),
     };
     let (tx, rx) = mpsc::unbounded_channel();
     let core = Core::new(cfg, store, state, opts.env.clone(), tx.clone());
@@ -175,7 +188,7 @@ pub fn prepare(opts: &DaemonOptions) -> Result<Prepared, DaemonError> {
         listener,
         tx,
         rx,
-        max_queued: opts.max_queued_frames,
+        gate,
     })
 }
 
@@ -191,7 +204,7 @@ pub async fn serve(
         listener,
         tx,
         rx,
-        max_queued,
+        gate,
     } = prepared;
     let core_task = tokio::spawn(core.run(rx));
     // Children that exit are noticed at once, not at the next poll.
@@ -213,10 +226,18 @@ pub async fn serve(
             match listener.accept().await {
                 Ok(stream) => {
                     next_id += 1;
-                    tokio::spawn(conn::serve(stream, next_id, accept_tx.clone(), max_queued));
+                    tokio::spawn(conn::serve(
+                        stream,
+                        next_id,
+                        accept_tx.clone(),
+                        gate.clone(),
+                    ));
                 }
                 Err(e) => {
-                    tracing::warn!("accept failed: {e}");
+                    // Out of descriptors (EMFILE, ENFILE): the oldest connection without a hello
+                    // goes, so real clients still get in; the failure is logged once a second.
+                    gate.accept_failed(&e);
+                    gate.evict_oldest_pending();
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }

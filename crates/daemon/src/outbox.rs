@@ -26,22 +26,25 @@ pub enum Outbound {
 pub struct ConnHandle {
     tx: mpsc::UnboundedSender<Outbound>,
     queued: Arc<AtomicUsize>,
+    /// Bytes queued and not yet written.
+    queued_bytes: Arc<AtomicUsize>,
     /// Set when the client fell hopelessly behind: the connection is cut at once, without
     /// waiting for the backlog (which the client is not reading) to be written first.
     cut: Arc<tokio::sync::watch::Sender<bool>>,
-    /// How many unread frames cut the connection.
+    /// How many unread bytes cut the connection.
     limit: usize,
 }
 
-/// By default, a client that lets this many frames pile up unread is disconnected rather than
-/// let the daemon's memory grow without bound.
+/// The unread frames that pace a subscriber's catch-up (half of it at most is sent at once).
 pub const MAX_QUEUED_FRAMES: usize = 200_000;
 
 impl ConnHandle {
+    /// A handle that cuts the connection when more than `limit` bytes are unread.
     pub(crate) fn new(tx: mpsc::UnboundedSender<Outbound>, limit: usize) -> Self {
         ConnHandle {
             tx,
             queued: Arc::new(AtomicUsize::new(0)),
+            queued_bytes: Arc::new(AtomicUsize::new(0)),
             cut: Arc::new(tokio::sync::watch::channel(false).0),
             limit,
         }
@@ -53,11 +56,17 @@ impl ConnHandle {
         if *self.cut.borrow() {
             return false;
         }
-        if self.queued.fetch_add(1, Ordering::Relaxed) > self.limit {
-            tracing::warn!("a client stopped reading; cutting its connection");
+        let unread = self.queued_bytes.fetch_add(bytes.len(), Ordering::Relaxed) + bytes.len();
+        if unread > self.limit {
+            tracing::warn!(
+                unread,
+                limit = self.limit,
+                "a client left more than limits.max_unread_bytes unread; cutting its connection"
+            );
             self.cut.send_replace(true);
             return false;
         }
+        self.queued.fetch_add(1, Ordering::Relaxed);
         self.tx.send(Outbound::Frame(bytes)).is_ok()
     }
 
@@ -98,7 +107,7 @@ pub(crate) async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(
     // Whatever the writer is waiting for (the next frame, or a client that does not read),
     // cutting the connection ends it; dropping the write half closes the socket.
     tokio::select! {
-        _ = write_frames(w, rx, &handle.queued) => {}
+        _ = write_frames(w, rx, &handle.queued, &handle.queued_bytes) => {}
         _ = handle.cut_off() => {}
     }
 }
@@ -107,15 +116,24 @@ async fn write_frames<W: tokio::io::AsyncWrite + Unpin>(
     w: W,
     mut rx: mpsc::UnboundedReceiver<Outbound>,
     queued: &AtomicUsize,
+    queued_bytes: &AtomicUsize,
 ) {
+    // The buffer is made when there is something to write: a connection that never gets a
+    // frame (one that never says hello) costs no buffer.
+    let Some(first) = rx.recv().await else { return };
     let mut w = BufWriter::with_capacity(64 * 1024, w);
-    while let Some(first) = rx.recv().await {
+    let mut first = Some(first);
+    while let Some(first) = match first.take() {
+        Some(f) => Some(f),
+        None => rx.recv().await,
+    } {
         let mut next = Some(first);
         // Write everything already queued, then flush once.
         while let Some(out) = next.take() {
             match out {
                 Outbound::Frame(bytes) => {
                     queued.fetch_sub(1, Ordering::Relaxed);
+                    queued_bytes.fetch_sub(bytes.len(), Ordering::Relaxed);
                     if w.write_all(&bytes).await.is_err() {
                         return;
                     }

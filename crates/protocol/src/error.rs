@@ -29,6 +29,11 @@ pub enum ErrorCode {
     UnsupportedVersion,
     /// Something failed inside the daemon (storage, process spawn); the request had no effect.
     Internal,
+    /// A limit of the team file's `[limits]` was reached (connections, hello deadline, unread
+    /// bytes, sizes); `details.limit` names it.
+    LimitExceeded,
+    /// The disk holding the team's state is full; nothing was changed. Reads still work.
+    StorageFull,
 }
 
 impl ErrorCode {
@@ -46,6 +51,8 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::UnsupportedVersion => "unsupported_version",
             ErrorCode::Internal => "internal",
+            ErrorCode::LimitExceeded => "limit_exceeded",
+            ErrorCode::StorageFull => "storage_full",
         }
     }
 }

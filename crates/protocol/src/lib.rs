@@ -24,5 +24,8 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// The largest message body the daemon accepts (64 KiB), per SPEC §5.7.
 pub const MAX_BODY_LEN: usize = 64 * 1024;
 
+/// The longest task title accepted.
+pub const MAX_TITLE_LEN: usize = 1024;
+
 /// The default bound on an agent's unread messages before `inbox_full` (SPEC §5.3).
 pub const DEFAULT_INBOX_LIMIT: usize = 1000;

@@ -248,6 +248,47 @@ pub enum Request {
 }
 
 impl Request {
+    /// Checks the sizes the daemon accepts (SPEC §5): message bodies, goals, task texts,
+    /// permission inputs. The CLI runs it before it starts or reaches a daemon, the daemon
+    /// before it applies anything, so both refuse the same way (`bad_request` with `field`,
+    /// `limit` and `size` in the details).
+    pub fn check_sizes(&self) -> Result<(), crate::ErrorBody> {
+        let body = crate::MAX_BODY_LEN;
+        let mut fields: Vec<(&str, usize, usize)> = Vec::new();
+        match self {
+            Request::Send { body: b, .. } => fields.push(("body", b.len(), body)),
+            Request::StartRun { goal: Some(g) } => fields.push(("goal", g.len(), body)),
+            Request::TaskAdd {
+                title,
+                description,
+                run,
+                ..
+            } => {
+                fields.push(("title", title.len(), crate::MAX_TITLE_LEN));
+                fields.push(("description", description.len(), body));
+                if let Some(r) = run {
+                    fields.push(("run", r.len(), body));
+                }
+            }
+            Request::TaskFinish {
+                result: Some(r), ..
+            } => fields.push(("result", r.len(), body)),
+            Request::PermRequest { input, reason, .. } => {
+                fields.push(("input", input.len(), body));
+                fields.push(("reason", reason.len(), body));
+            }
+            _ => {}
+        }
+        match fields.into_iter().find(|(_, size, limit)| size > limit) {
+            None => Ok(()),
+            Some((field, size, limit)) => Err(crate::ErrorBody::with_details(
+                crate::ErrorCode::BadRequest,
+                format!("the {field} has {size} bytes; the limit is {limit}"),
+                serde_json::json!({"field": field, "limit": limit, "size": size}),
+            )),
+        }
+    }
+
     /// Whether the request changes team state, so a retry of it must be answered from the
     /// daemon's record of its request id (`rid`) instead of being applied again.
     pub fn is_mutating(&self) -> bool {

@@ -58,9 +58,9 @@ pub struct Welcome {
     pub daemon_pid: u32,
 }
 
-/// A frame from a client.
+/// A frame from a client. Unknown fields are refused, as docs/PROTOCOL.md says.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientFrame {
     /// The handshake; must be the first frame.
     Hello(Hello),
@@ -156,6 +156,17 @@ mod tests {
     use super::*;
     use crate::{ErrorCode, MessageKind};
     use serde_json::json;
+
+    #[test]
+    fn unknown_fields_of_a_frame_are_refused() {
+        let ok = json!({"type":"request","id":1,"body":{"op":"ping"}});
+        assert!(serde_json::from_value::<ClientFrame>(ok).is_ok());
+        let extra = json!({"type":"request","id":1,"body":{"op":"ping"},"sudo":true});
+        let e = serde_json::from_value::<ClientFrame>(extra).unwrap_err();
+        assert!(e.to_string().contains("sudo"), "{e}");
+        let hello = json!({"type":"hello","protocol":1,"team":"t","auth":{"kind":"operator","secret":"s"},"x":1});
+        assert!(serde_json::from_value::<ClientFrame>(hello).is_err());
+    }
 
     #[test]
     fn request_shape_is_stable() {

@@ -114,12 +114,17 @@ impl TeamState {
         summary: Option<String>,
         now: Timestamp,
     ) -> Outcome<Vec<u64>> {
+        // A permission request's notice and a shutdown request are never refused for a full
+        // inbox: dropping them would leave an asker waiting for ever or a teammate running.
+        let capped = !matches!(kind, MessageKind::Permission | MessageKind::ShutdownRequest);
         let full: Vec<&String> = recipients
             .iter()
             .filter(|r| {
-                self.inboxes
-                    .get(r.as_str())
-                    .is_some_and(|q| q.len() >= self.inbox_limit)
+                capped
+                    && self
+                        .inboxes
+                        .get(r.as_str())
+                        .is_some_and(|q| q.len() >= self.inbox_limit)
             })
             .collect();
         if !full.is_empty() {
@@ -191,6 +196,39 @@ impl TeamState {
         if state == DeliveryState::Queued {
             return Err(bad_request(
                 "messages are acknowledged as delivered or read",
+            ));
+        }
+        // Someone else's unread message is not the caller's to acknowledge: refused, and
+        // nothing changes. (An id already read, by anyone, is no longer known here and is let
+        // through, so a retried acknowledgement of one's own read message still succeeds.)
+        let own = self.inboxes.get(&name);
+        let foreign: Vec<(u64, String)> = ids
+            .iter()
+            .filter(|id| own.is_none_or(|q| q.binary_search_by_key(*id, |m| m.id).is_err()))
+            .filter_map(|id| {
+                self.inboxes
+                    .iter()
+                    .find(|(who, q)| **who != name && q.binary_search_by_key(id, |m| m.id).is_ok())
+                    .map(|(who, _)| (*id, who.clone()))
+            })
+            .collect();
+        if let Some((id, whose)) = foreign.first() {
+            return Err(ErrorBody::with_details(
+                ErrorCode::PermissionDenied,
+                format!("message {id} is for {whose}, not {name}; nothing was acknowledged"),
+                json!({"agent": name, "message": id, "to": whose}),
+            ));
+        }
+        let unknown: Vec<u64> = ids
+            .iter()
+            .copied()
+            .filter(|id| *id == 0 || *id >= self.next_message_id)
+            .collect();
+        if !unknown.is_empty() {
+            return Err(ErrorBody::with_details(
+                ErrorCode::NotFound,
+                format!("no message {unknown:?}; nothing was acknowledged"),
+                json!({"missing": unknown}),
             ));
         }
         let mut changed = 0;

@@ -6,7 +6,7 @@ use agent_team_protocol::*;
 use serde_json::json;
 
 /// The longest task title accepted.
-const MAX_TITLE: usize = 1024;
+const MAX_TITLE: usize = MAX_TITLE_LEN;
 
 /// What to create; mirrors the `task_add` request.
 #[derive(Debug, Clone, Default)]

@@ -23,6 +23,9 @@ fn team_config(
         agent_team_config::demo_team(&ws)?
     } else if let Some(f) = &ctx.file {
         agent_team_config::load(f)?
+    } else if let Some(stored) = stored_config(ctx) {
+        // No team file here: the team keeps the configuration its last `up` gave it.
+        stored
     } else {
         let cwd = std::env::current_dir().context("cannot read the current directory")?;
         agent_team_config::empty_team(&ctx.team, &cwd)
@@ -69,8 +72,39 @@ fn team_config(
     Ok((cfg, why))
 }
 
+/// Refuses a goal or a team configuration the daemon would refuse, before any daemon starts.
+fn check_before_start(cfg: &TeamConfig, goal: Option<&str>) -> Result<()> {
+    let goal = goal.or(cfg.goal.as_deref()).map(str::to_string);
+    Request::StartRun { goal }
+        .check_sizes()
+        .map_err(ClientError::Server)?;
+    let size = serde_json::to_vec(cfg).map(|v| v.len()).unwrap_or(0);
+    if size + 1024 > MAX_FRAME_LEN {
+        bail!(crate::Hinted::new(
+            format!("the team configuration has {size} bytes; the limit is {MAX_FRAME_LEN}"),
+            "shorten the role prompts in the team file"
+        ));
+    }
+    Ok(())
+}
+
+/// The configuration a team that ran before has stored, if it has one.
+fn stored_config(ctx: &Ctx) -> Option<TeamConfig> {
+    let value = ctx.reader().ok()?.config().ok()??;
+    serde_json::from_value(value).ok()
+}
+
+/// One line on stderr for each way task commands will not be confined as the team file asks
+/// (no Landlock in this kernel, a state dir inside the workspace); see `agent-team doctor`.
+fn warn_sandbox(ctx: &Ctx, cfg: &TeamConfig) {
+    for w in agent_team_worker::command::sandbox_warnings(cfg, &ctx.paths) {
+        eprintln!("agent-team: warning: {w}");
+    }
+}
+
 /// Configures the daemon and starts the run; returns the event sequence number before it.
 fn start(c: &mut Client, cfg: &TeamConfig, goal: Option<String>) -> Result<u64> {
+    check_before_start(cfg, goal.as_deref())?;
     let last_seq = match c.call(Request::TeamInfo)? {
         Reply::Team { team } => team.last_seq,
         _ => 0,
@@ -142,10 +176,12 @@ pub fn up(ctx: &Ctx, args: UpArgs) -> Result<ExitCode> {
         Some((c, cfg)) => (c, cfg, "already running".to_string()),
         None => {
             let (cfg, why) = team_config(ctx, args.demo, args.backend.as_deref(), args.here)?;
+            check_before_start(&cfg, args.goal.as_deref())?;
             (ctx.connect()?, cfg, why)
         }
     };
     eprintln!("agent-team: backend {} ({why})", cfg.backend.as_str());
+    warn_sandbox(ctx, &cfg);
     if !already {
         start(&mut c, &cfg, args.goal.clone())?;
     } else if let Some(place) = &cfg.tmux
@@ -248,7 +284,9 @@ fn run_team(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
     let (cfg, why) = team_config(ctx, args.demo, args.backend.as_deref(), false)?;
     if !args.quiet {
         eprintln!("agent-team: backend {} ({why})", cfg.backend.as_str());
+        warn_sandbox(ctx, &cfg);
     }
+    check_before_start(&cfg, args.goal.as_deref())?;
     let mut c = ctx.connect()?;
     // From here on an interrupted `run` stops the team it started, like `down`, and says so.
     stop_on_signal(ctx)?;
@@ -368,21 +406,17 @@ fn stop_on_signal(ctx: &Ctx) -> Result<()> {
 /// the socket or a new one is starting.
 fn reconnect(ctx: &Ctx) -> Result<Client> {
     let exe = std::env::current_exe()?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut pause = Duration::from_millis(5);
+    let mut pauses =
+        agent_team_backoff::Backoff::new(Duration::from_millis(5), Duration::from_millis(200))
+            .deadline(Instant::now() + Duration::from_secs(30));
     loop {
         let attempt = agent_team_client::ensure_daemon(&ctx.tp, &exe, &[])
             .map_err(anyhow::Error::from)
             .and_then(|_| Client::operator(&ctx.tp).map_err(anyhow::Error::from));
-        match attempt {
-            Ok(c) => return Ok(c),
-            Err(e) if Instant::now() > deadline => {
-                return Err(e.context("cannot reach the daemon again"));
-            }
-            Err(_) => {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(200));
-            }
+        match (attempt, pauses.next()) {
+            (Ok(c), _) => return Ok(c),
+            (Err(_), Some(pause)) => std::thread::sleep(pause),
+            (Err(e), None) => return Err(e.context("cannot reach the daemon again")),
         }
     }
 }

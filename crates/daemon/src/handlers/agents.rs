@@ -35,7 +35,13 @@ impl Core {
                 .report_status(actor, status, error, now)
                 .map(|agent| Reply::Agent { agent }),
             Request::StartRun { goal } => self.supervise(|s| s.start_run(actor, goal)),
-            Request::Configure { config } => self.supervise(|s| s.configure(actor, config)),
+            Request::Configure { config } => {
+                let reply = self.supervise(|s| s.configure(actor, config))?;
+                if let Some(c) = &self.sup.config {
+                    self.cfg.gate.set(&c.limits);
+                }
+                Ok(reply)
+            }
             Request::GetConfig => Ok(Reply::Config {
                 config: self
                     .state

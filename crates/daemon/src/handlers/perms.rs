@@ -103,14 +103,18 @@ impl Core {
                 "request {}: {} wants to run {} `{}`{reason}",
                 req.id, req.agent, req.tool, req.input
             );
-            let _ = self.state.send(
+            // Never refused for a full inbox (see `deliver`); should it fail anyway, the request
+            // is not left waiting unseen: it still shows in `agent-team perms`, and the log says.
+            if let Err(e) = self.state.send(
                 &Actor::Daemon,
                 LEADER,
                 body,
                 MessageKind::Permission,
                 Some(format!("permission request {}", req.id)),
                 now,
-            );
+            ) {
+                tracing::warn!(request = req.id, "could not tell the leader: {}", e.message);
+            }
         }
     }
 }

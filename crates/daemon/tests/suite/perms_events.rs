@@ -302,8 +302,11 @@ fn connected(op: &mut agent_team_client::Client, name: &str) -> bool {
 #[test]
 fn a_slow_subscriber_gets_its_backlog_and_a_client_that_stops_reading_is_cut() {
     // A small cut-off so the test needs few frames.
-    let t =
-        TestTeam::start_with(|o| o.max_queued_frames = 1000).with_agents(&["leader", "b1", "b2"]);
+    let t = TestTeam::start_with(|o| {
+        o.max_queued_frames = 1000;
+        o.limits.max_unread_bytes = 512 * 1024;
+    })
+    .with_agents(&["leader", "b1", "b2"]);
     let mut op = t.operator();
     add_many(&mut op, 5000);
     // b1 asks for a backlog five times the cut-off and reads it only later: the daemon sends it

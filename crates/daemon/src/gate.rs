@@ -1,0 +1,238 @@
+//! Who may hold a connection (the `[limits]` of the team file): the connection cap, the hello
+//! deadline and the unread-bytes cap. At the cap, the oldest connection that has not said hello
+//! yet is closed to make room (so idle connections cannot lock real clients out); with none, a
+//! new one is refused. Running out of file descriptors does the same.
+
+use crate::outbox::ConnId;
+use agent_team_config::Limits;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// The connection limits in force and the connections they count.
+#[derive(Debug, Default)]
+pub struct Gate {
+    hello_ms: AtomicU64,
+    max_connections: AtomicUsize,
+    max_unread_bytes: AtomicUsize,
+    live: Mutex<Live>,
+    /// When an accept failure was last logged, and how many were not logged since.
+    accept_log: Mutex<(Option<Instant>, u64)>,
+}
+
+#[derive(Debug, Default)]
+struct Live {
+    /// Connections that have not said hello yet, oldest first, with what closes them.
+    pending: BTreeMap<ConnId, Arc<Notify>>,
+    /// Connections that said hello.
+    open: HashSet<ConnId>,
+}
+
+/// Whether a new connection may stay.
+#[derive(Debug)]
+pub enum Admission {
+    /// It may; it is closed early when `evicted` is notified.
+    Admitted {
+        /// Notified when the connection must make room.
+        evicted: Arc<Notify>,
+    },
+    /// Every slot is taken by a connection that said hello.
+    Refused {
+        /// Connections open.
+        open: usize,
+        /// The cap.
+        max: usize,
+    },
+}
+
+impl Gate {
+    /// A gate with `limits` in force.
+    pub fn new(limits: &Limits) -> Arc<Self> {
+        let gate = Arc::new(Gate::default());
+        gate.set(limits);
+        gate
+    }
+
+    /// Puts new limits in force (a team file's `[limits]`); open connections stay.
+    pub fn set(&self, limits: &Limits) {
+        self.hello_ms.store(
+            limits.hello_timeout_secs.saturating_mul(1000),
+            Ordering::Relaxed,
+        );
+        self.max_connections
+            .store(limits.max_connections.max(1), Ordering::Relaxed);
+        self.max_unread_bytes
+            .store(limits.max_unread_bytes.max(1), Ordering::Relaxed);
+    }
+
+    /// How long a new connection has to say hello.
+    pub fn hello_timeout(&self) -> Duration {
+        Duration::from_millis(self.hello_ms.load(Ordering::Relaxed))
+    }
+
+    /// How many unread bytes cut a client off.
+    pub fn max_unread_bytes(&self) -> usize {
+        self.max_unread_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Counts a new connection in, closing the oldest one without a hello if the cap is
+    /// reached.
+    pub fn admit(&self, id: ConnId) -> Admission {
+        let max = self.max_connections.load(Ordering::Relaxed);
+        let Ok(mut live) = self.live.lock() else {
+            return Admission::Refused { open: 0, max };
+        };
+        while live.pending.len() + live.open.len() >= max {
+            match live.pending.pop_first() {
+                Some((_, evict)) => evict.notify_one(),
+                None => {
+                    return Admission::Refused {
+                        open: live.open.len(),
+                        max,
+                    };
+                }
+            }
+        }
+        let evicted = Arc::new(Notify::new());
+        live.pending.insert(id, evicted.clone());
+        Admission::Admitted { evicted }
+    }
+
+    /// Closes the oldest connection without a hello (out of file descriptors); whether there
+    /// was one.
+    pub fn evict_oldest_pending(&self) -> bool {
+        let Ok(mut live) = self.live.lock() else {
+            return false;
+        };
+        match live.pending.pop_first() {
+            Some((_, evict)) => {
+                evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The connection said hello: it is no longer the first to go.
+    pub fn said_hello(&self, id: ConnId) {
+        if let Ok(mut live) = self.live.lock()
+            && live.pending.remove(&id).is_some()
+        {
+            live.open.insert(id);
+        }
+    }
+
+    /// The connection closed.
+    pub fn closed(&self, id: ConnId) {
+        if let Ok(mut live) = self.live.lock() {
+            live.pending.remove(&id);
+            live.open.remove(&id);
+        }
+    }
+
+    /// (connections with a hello, connections without one yet).
+    pub fn counts(&self) -> (usize, usize) {
+        self.live
+            .lock()
+            .map(|l| (l.open.len(), l.pending.len()))
+            .unwrap_or_default()
+    }
+
+    /// Logs an accept failure at most once a second, saying how many were not logged.
+    pub fn accept_failed(&self, e: &std::io::Error) {
+        let Ok(mut log) = self.accept_log.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        match log.0 {
+            Some(last) if now.duration_since(last) < Duration::from_secs(1) => log.1 += 1,
+            _ => {
+                let (open, pending) = self.counts();
+                tracing::warn!(
+                    suppressed = log.1,
+                    open,
+                    pending,
+                    "accepting a connection failed: {e}"
+                );
+                *log = (Some(now), 0);
+            }
+        }
+    }
+}
+
+/// Takes a connection out of the count when it ends, however it ends.
+#[derive(Debug)]
+pub struct Counted {
+    gate: Arc<Gate>,
+    id: ConnId,
+}
+
+impl Counted {
+    /// Counts `id` out of `gate` on drop.
+    pub fn new(gate: Arc<Gate>, id: ConnId) -> Self {
+        Counted { gate, id }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.gate.closed(self.id);
+    }
+}
+
+/// Lets the daemon hold as many descriptors as the hard limit allows (the soft limit is often
+/// 1024, which a busy team's clients can reach).
+pub fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::debug!("cannot raise the descriptor limit from {soft} to {hard}: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn gate(max: usize) -> Arc<Gate> {
+        Gate::new(&Limits {
+            max_connections: max,
+            ..Limits::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn at_the_cap_the_oldest_without_a_hello_makes_room() {
+        let g = gate(3);
+        let Admission::Admitted { evicted: first } = g.admit(1) else {
+            panic!()
+        };
+        assert!(matches!(g.admit(2), Admission::Admitted { .. }));
+        g.said_hello(2);
+        assert!(matches!(g.admit(3), Admission::Admitted { .. }));
+        // Full: 4 pushes out 1 (the oldest without a hello), not 2 (which said hello).
+        assert!(matches!(g.admit(4), Admission::Admitted { .. }));
+        tokio::time::timeout(Duration::from_secs(1), first.notified())
+            .await
+            .unwrap();
+        g.closed(1);
+        assert_eq!(g.counts(), (1, 2));
+    }
+
+    #[test]
+    fn when_everyone_said_hello_a_new_one_is_refused_until_one_leaves() {
+        let g = gate(2);
+        for id in [1, 2] {
+            assert!(matches!(g.admit(id), Admission::Admitted { .. }));
+            g.said_hello(id);
+        }
+        assert!(matches!(g.admit(3), Admission::Refused { open: 2, max: 2 }));
+        drop(Counted::new(g.clone(), 1));
+        assert!(matches!(g.admit(4), Admission::Admitted { .. }));
+    }
+}

@@ -1,0 +1,184 @@
+//! The `[limits]`: the hello deadline, the connection cap (idle connections make room, real
+//! clients get in), the unread-bytes cap, and permission notices that a full inbox cannot drop.
+
+use super::support::*;
+use agent_team_config::Limits;
+use agent_team_protocol::*;
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+fn raw(t: &TestTeam) -> UnixStream {
+    let s = UnixStream::connect(t.tp().socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+fn frame(v: &Value) -> Vec<u8> {
+    let body = serde_json::to_vec(v).unwrap();
+    let mut out = (body.len() as u32).to_be_bytes().to_vec();
+    out.extend(body);
+    out
+}
+
+fn read_frame(s: &mut UnixStream) -> Option<Value> {
+    let mut header = [0u8; 4];
+    s.read_exact(&mut header).ok()?;
+    let mut body = vec![0u8; u32::from_be_bytes(header) as usize];
+    s.read_exact(&mut body).ok()?;
+    serde_json::from_slice(&body).ok()
+}
+
+fn hello(t: &TestTeam) -> Value {
+    let secret = std::fs::read_to_string(t.tp().operator_secret).unwrap();
+    json!({"type":"hello","protocol":PROTOCOL_VERSION,"team":"t","auth":{"kind":"operator","secret":secret.trim()}})
+}
+
+fn with_limits(l: Limits) -> TestTeam {
+    TestTeam::start_with(move |o| o.limits = l)
+}
+
+#[test]
+fn a_connection_that_never_says_hello_is_closed_at_the_deadline() {
+    let t = with_limits(Limits {
+        hello_timeout_secs: 1,
+        ..Limits::default()
+    });
+    let mut s = raw(&t);
+    let answer = read_frame(&mut s).expect("an error before the close");
+    assert_eq!(answer["error"]["code"], "limit_exceeded", "{answer}");
+    assert_eq!(answer["error"]["details"]["limit"], "hello_timeout_secs");
+    assert!(read_frame(&mut s).is_none(), "closed after the error");
+    // A client that says hello in time is served.
+    assert!(matches!(
+        t.operator().call(Request::Ping).unwrap(),
+        Reply::Pong { .. }
+    ));
+}
+
+#[test]
+fn at_the_cap_idle_connections_make_room_and_clients_that_said_hello_are_kept() {
+    let t = with_limits(Limits {
+        max_connections: 8,
+        ..Limits::default()
+    });
+    let mut op = t.operator();
+    let mut idle: Vec<UnixStream> = (0..40).map(|_| raw(&t)).collect();
+    // Every new client still gets in, pushing out the oldest idle ones…
+    for i in 0..5 {
+        let mut c = t.operator();
+        add_task(&mut c, &format!("t{i}"), &[]);
+    }
+    // …and the one that said hello first was never pushed out.
+    assert!(matches!(
+        op.call(Request::Ping).unwrap(),
+        Reply::Pong { .. }
+    ));
+    let first = read_frame(&mut idle[0]).expect("the oldest idle one was told");
+    assert_eq!(first["error"]["code"], "limit_exceeded", "{first}");
+    assert_eq!(first["error"]["details"]["limit"], "max_connections");
+    idle.clear();
+}
+
+#[test]
+fn when_every_slot_said_hello_a_new_client_is_refused_with_a_structured_error() {
+    let t = with_limits(Limits {
+        max_connections: 8,
+        ..Limits::default()
+    });
+    let held: Vec<_> = (0..8).map(|_| t.operator()).collect();
+    let mut s = raw(&t);
+    let answer = read_frame(&mut s).expect("an answer");
+    assert_eq!(answer["error"]["code"], "limit_exceeded", "{answer}");
+    assert_eq!(answer["error"]["details"]["max"], 8);
+    drop(s);
+    drop(held);
+    // Once they are gone, clients get in again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let served = agent_team_client::Client::operator(&t.tp())
+            .map(|mut c| c.call(Request::Ping).is_ok())
+            .unwrap_or(false);
+        if served {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never let in again");
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn a_client_that_never_reads_its_replies_is_cut_at_the_byte_cap_and_others_are_served() {
+    let t = with_limits(Limits {
+        max_unread_bytes: 2 * 1024 * 1024,
+        ..Limits::default()
+    });
+    let mut op = t.operator();
+    for i in 0..50 {
+        add_task(&mut op, &format!("{i}-{}", "x".repeat(1000)), &[]);
+    }
+    // Each reply is ~60 KB; the client pipelines requests and reads nothing.
+    let mut s = raw(&t);
+    s.write_all(&frame(&hello(&t))).unwrap();
+    assert_eq!(read_frame(&mut s).unwrap()["type"], "welcome");
+    s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    let list = frame(&json!({"type":"request","id":1,"body":{"op":"task_list"}}));
+    let mut sent = 0;
+    let cut = loop {
+        if s.write_all(&list).is_err() {
+            break true;
+        }
+        sent += 1;
+        if sent > 20_000 {
+            break false;
+        }
+    };
+    assert!(cut, "never cut off after {sent} requests");
+    assert!(matches!(
+        op.call(Request::Ping).unwrap(),
+        Reply::Pong { .. }
+    ));
+}
+
+#[test]
+fn a_permission_request_reaches_a_leader_whose_inbox_is_full() {
+    let t = TestTeam::start_with(|o| o.inbox_limit = 3).with_agents(&["leader", "b1"]);
+    let mut b1 = t.agent("b1");
+    for i in 0..3 {
+        send(&mut b1, "leader", &format!("m{i}")).unwrap();
+    }
+    assert_eq!(
+        err_code(send(&mut b1, "leader", "one too many")).0,
+        ErrorCode::InboxFull
+    );
+    let req = match b1
+        .call(Request::PermRequest {
+            tool: "bash".into(),
+            input: "rm -rf build".into(),
+            reason: String::new(),
+        })
+        .unwrap()
+    {
+        Reply::Perm { request } => request,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(req.status, PermStatus::Pending);
+    let mut op = t.operator();
+    let inbox = op
+        .call(Request::Inbox {
+            agent: Some("leader".into()),
+            unread_only: true,
+            after: None,
+        })
+        .unwrap();
+    let Reply::Messages { messages } = inbox else {
+        panic!("{inbox:?}")
+    };
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.kind == MessageKind::Permission && m.body.contains("rm -rf build")),
+        "{messages:?}"
+    );
+}

@@ -6,4 +6,5 @@ mod cli;
 mod crash;
 mod models;
 mod panes;
+mod perms;
 mod workers;

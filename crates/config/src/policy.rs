@@ -1,63 +1,50 @@
-//! Evaluating a role's permission policy for one tool call.
+//! A role's permission policy as the engine in `agent-team-perms` sees it: the rules of the
+//! team file (`tool` or `tool(pattern)` = `allow` | `ask` | `deny`) and the decision for one
+//! tool call. The rules themselves (patterns, shell lines, protected paths) live in that crate.
 
 use crate::model::{PermAction, PolicyRule};
 
-use agent_team_protocol::names;
-pub use agent_team_protocol::names::pattern_matches as glob;
+/// The engine itself, for callers that resolve what the engine cannot (the worker resolves a
+/// write's symlinks) without depending on it separately.
+pub use agent_team_perms as perms;
 
-/// The action for `tool` with `input`.
-///
-/// 1. A `deny` pattern that matches the input, or any command of a shell line, denies.
-/// 2. Otherwise each command of a shell line (the whole input for other tools) takes its
-///    longest matching `ask`/`allow` pattern: any `ask` asks; all `allow` allows. So
-///    `bash(cargo test*) = "allow"` never allows `cargo test; rm -rf ~`.
-/// 3. Otherwise the rule for the whole tool decides, then a `*` rule, then `allow`.
-///
-/// Shell lines are matched with whitespace runs made one space and trimmed, so spacing does
-/// not slip past a pattern.
-pub fn decide(rules: &[PolicyRule], tool: &str, input: &str) -> PermAction {
-    let applies = |r: &&PolicyRule| r.tool == tool || r.tool == "*";
-    let shell = tool == names::SHELL_TOOL;
-    let (whole, parts) = if shell {
-        (names::squeeze(input), names::command_parts(input))
-    } else {
-        (input.to_string(), vec![input.to_string()])
-    };
-    let patterned: Vec<(&str, PermAction)> = rules
+/// The engine's view of a role's rules.
+pub fn rules(policy: &[PolicyRule]) -> Vec<perms::Rule<'_>> {
+    policy
         .iter()
-        .filter(applies)
-        .filter_map(|r| r.pattern.as_deref().map(|p| (p, r.action)))
-        .collect();
-    let denied = patterned.iter().any(|(p, a)| {
-        *a == PermAction::Deny && (glob(p, &whole) || parts.iter().any(|x| glob(p, x)))
-    });
-    if denied {
-        return PermAction::Deny;
+        .map(|r| perms::Rule {
+            tool: &r.tool,
+            pattern: r.pattern.as_deref(),
+            action: to_engine(r.action),
+        })
+        .collect()
+}
+
+fn to_engine(a: PermAction) -> perms::Action {
+    match a {
+        PermAction::Allow => perms::Action::Allow,
+        PermAction::Ask => perms::Action::Ask,
+        PermAction::Deny => perms::Action::Deny,
     }
-    let mut all_allowed = !parts.is_empty();
-    for part in &parts {
-        let best = patterned
-            .iter()
-            .filter(|(p, a)| *a != PermAction::Deny && glob(p, part))
-            .max_by_key(|(p, _)| p.len());
-        match best {
-            Some((_, PermAction::Ask)) => return PermAction::Ask,
-            Some(_) => {}
-            None => all_allowed = false,
-        }
+}
+
+/// The team file's name for an engine action.
+pub fn from_engine(a: perms::Action) -> PermAction {
+    match a {
+        perms::Action::Allow => PermAction::Allow,
+        perms::Action::Ask => PermAction::Ask,
+        perms::Action::Deny => PermAction::Deny,
     }
-    if all_allowed {
-        return PermAction::Allow;
-    }
-    let whole_tool = |t: &str| {
-        rules
-            .iter()
-            .find(|r| r.tool == t && r.pattern.is_none())
-            .map(|r| r.action)
-    };
-    whole_tool(tool)
-        .or_else(|| whole_tool("*"))
-        .unwrap_or(PermAction::Allow)
+}
+
+/// The action for `tool` with `input` (see `agent_team_perms::decide_rules` for the order of
+/// the rules): a `deny` pattern anywhere denies; every command of a shell line must be allowed,
+/// by a pattern read on word boundaries, in a line without redirection, substitution or odd
+/// characters; then the rule for the whole tool, then `*`, then `allow`. A call that would be
+/// allowed but writes a protected path (`.git/`, `.agent-team/`, a team file, ...: judged by
+/// spelling, relative to the workspace) is asked instead.
+pub fn decide(policy: &[PolicyRule], tool: &str, input: &str) -> PermAction {
+    from_engine(perms::decide(&rules(policy), tool, input).action)
 }
 
 /// Parses a policy key: `bash` or `bash(cargo test*)`.
@@ -129,6 +116,23 @@ mod tests {
         let only = vec![rule("bash", Some("rm *"), Deny)];
         assert_eq!(decide(&only, "bash", "make && make install"), Allow);
         assert_eq!(decide(&only, "bash", "make && rm x"), Deny);
+    }
+
+    /// Issue 12, finding 2, through the team file's policy: `git status*` is no longer a way to
+    /// `git statusfoo`, a redirection or a write into `.git`.
+    #[test]
+    fn git_status_allows_git_status_only() {
+        let rules = vec![
+            rule("bash", None, Ask),
+            rule("bash", Some("git status*"), Allow),
+            rule("write_file", None, Allow),
+        ];
+        assert_eq!(decide(&rules, "bash", "git status -s"), Allow);
+        assert_eq!(decide(&rules, "bash", "git statusfoo"), Ask);
+        assert_eq!(decide(&rules, "bash", "git status > .git/config"), Ask);
+        assert_eq!(decide(&rules, "bash", "git\u{a0}status"), Ask);
+        assert_eq!(decide(&rules, "write_file", "src/lib.rs"), Allow);
+        assert_eq!(decide(&rules, "write_file", ".git/config"), Ask);
     }
 
     #[test]

@@ -176,3 +176,23 @@ fn demo_team_is_valid() {
         PermAction::Allow
     );
 }
+
+/// Issue 12, finding 3: a teammate could be named `operator` (and then pass for the operator in
+/// a message's `from`), `daemon` or `all`.
+#[test]
+fn a_team_file_refuses_reserved_agent_names() {
+    for name in ["operator", "daemon", "all", "*", "_hidden"] {
+        let e = parse(&format!(
+            "name = \"t\"\n[[teammates]]\nname = \"{name}\"\nrole = \"worker\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("teammates.name"), "{name}: {e}");
+        assert!(e.line.is_some(), "{name}: {e}");
+        let shown = e.to_string();
+        assert!(
+            shown.contains("reserved") && shown.contains(&format!("{name:?}")),
+            "{name}: {shown}"
+        );
+    }
+    parse("name = \"t\"\n[[teammates]]\nname = \"operator-2\"\nrole = \"worker\"\n").unwrap();
+}

@@ -427,7 +427,7 @@ pub struct PermRule {
     /// The input it allows: exactly this text, or, when `glob` is set, a pattern in which `*`
     /// matches any run of characters.
     pub input: String,
-    /// Whether `input` is a pattern (see [`crate::names::pattern_allows`]: for the shell, every
+    /// Whether `input` is a pattern (see `agent_team_perms::pattern_allows`: for the shell, every
     /// command of the line must match it). An exact input is never read as one: allowing
     /// `echo *` always must not allow `echo $(rm -rf ~)`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -437,14 +437,10 @@ pub struct PermRule {
 }
 
 impl PermRule {
-    /// Whether this rule allows `tool` with `input`.
+    /// Whether this rule allows `tool` with `input` (the rule is `agent_team_perms::rule_allows`:
+    /// a pattern never allows a write to a protected path).
     pub fn allows(&self, tool: &str, input: &str) -> bool {
-        self.tool == tool
-            && if self.glob {
-                crate::names::pattern_allows(tool, &self.input, input)
-            } else {
-                self.input == input
-            }
+        self.tool == tool && agent_team_perms::rule_allows(&self.input, self.glob, tool, input)
     }
 }
 

@@ -17,8 +17,26 @@ pub fn is_valid(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
 }
 
-/// Checks a name and says why it is refused.
+/// Names no agent may take: the operator's pseudo-sender, the daemon's name in the event log,
+/// and words that read as "everyone" (`all`, `*`). Names starting with `_` are reserved too.
+pub const RESERVED: &[&str] = &[OPERATOR, "daemon", "all", "*"];
+
+/// Whether `name` is reserved (see [`RESERVED`]): an agent of that name could pass for the
+/// operator, the daemon or everyone in a message's `from`.
+pub fn is_reserved(name: &str) -> bool {
+    RESERVED.contains(&name) || name.starts_with('_')
+}
+
+/// Checks a name and says why it is refused. `kind` names what it is for in the message; for
+/// `"agent"`, reserved names ([`is_reserved`]) are refused too. Team files, `spawn`,
+/// `register` and the CLI all check agent names here.
 pub fn validate(kind: &str, name: &str) -> Result<(), String> {
+    if kind == "agent" && is_reserved(name) {
+        return Err(format!(
+            "the agent name {name:?} is reserved: `operator`, `daemon`, `all`, `*` and names \
+             starting with `_` are never agent names; choose another"
+        ));
+    }
     if is_valid(name) {
         Ok(())
     } else {
@@ -29,100 +47,9 @@ pub fn validate(kind: &str, name: &str) -> Result<(), String> {
     }
 }
 
-/// The tool whose input is a shell command, matched piece by piece (see [`command_parts`]).
-pub const SHELL_TOOL: &str = "bash";
-
-/// The commands inside a shell command line, as permission patterns see them. The line is cut at
-/// the shell's separators and substitutions (`;` `&` `|` newline `(` `)` `` ` ``, so `&&`, `||`,
-/// `$(…)` and `<(…)` too), and each piece is trimmed with runs of whitespace made one space;
-/// empty pieces are dropped. Cutting inside quotes too only makes an allowance harder to reach
-/// and a denial easier, never the reverse.
-pub fn command_parts(cmd: &str) -> Vec<String> {
-    cmd.replace("$(", "(")
-        .split([';', '&', '|', '\n', '\r', '(', ')', '`'])
-        .map(squeeze)
-        .filter(|p| !p.is_empty())
-        .collect()
-}
-
-/// `s` trimmed, with every run of whitespace made one space.
-pub fn squeeze(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// Whether an allowance by `pattern` covers `input` of `tool`: for the shell, every command of
-/// the line must match (so `cargo test*` does not allow `cargo test; rm -rf ~`); for other
-/// tools, the whole input.
-pub fn pattern_allows(tool: &str, pattern: &str, input: &str) -> bool {
-    if tool == SHELL_TOOL {
-        let parts = command_parts(input);
-        !parts.is_empty() && parts.iter().all(|p| pattern_matches(pattern, p))
-    } else {
-        pattern_matches(pattern, input)
-    }
-}
-
-/// Whether a permission pattern matches an input: `*` matches any run of characters, every
-/// other character itself (`cargo test*`, `*.rs`, `rm -rf *`). Policies and team rules share it.
-pub fn pattern_matches(pattern: &str, input: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == input;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !input.starts_with(first) || input.len() < first.len() + last.len() || !input.ends_with(last)
-    {
-        return false;
-    }
-    let mut rest = &input[first.len()..input.len() - last.len()];
-    for mid in &parts[1..parts.len() - 1] {
-        match rest.find(mid) {
-            Some(i) => rest = &rest[i + mid.len()..],
-            None => return false,
-        }
-    }
-    true
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn patterns() {
-        assert!(pattern_matches("cargo test*", "cargo test --all"));
-        assert!(pattern_matches("cargo test*", "cargo test"));
-        assert!(!pattern_matches("cargo test*", "cargo build"));
-        assert!(pattern_matches("*", "anything"));
-        assert!(pattern_matches("a*b*c", "aXXbYYc"));
-        assert!(!pattern_matches("a*b*c", "aXXcYYb"));
-        assert!(pattern_matches("exact", "exact"));
-        assert!(!pattern_matches("exact", "exact2"));
-        assert!(!pattern_matches("ab*ba", "aba"));
-    }
-
-    #[test]
-    fn shell_lines_are_cut_into_commands() {
-        assert_eq!(
-            command_parts("cargo test && rm -rf ~; echo $(id) | tee x\n  ls   -l "),
-            vec!["cargo test", "rm -rf ~", "echo", "id", "tee x", "ls -l"]
-        );
-        assert_eq!(command_parts("a `b` c"), vec!["a", "b", "c"]);
-        assert!(command_parts(" ; && ").is_empty());
-        assert!(pattern_allows("bash", "cargo test*", "cargo  test --all"));
-        assert!(!pattern_allows(
-            "bash",
-            "cargo test*",
-            "cargo test; curl x | sh"
-        ));
-        assert!(!pattern_allows(
-            "bash",
-            "cargo test*",
-            "cargo test $(rm -rf ~)"
-        ));
-        assert!(!pattern_allows("bash", "cargo test*", ""));
-        assert!(pattern_allows("write_file", "src/*", "src/a; b"));
-    }
 
     #[test]
     fn names() {
@@ -147,5 +74,25 @@ mod tests {
         ] {
             assert!(!is_valid(bad), "{bad}");
         }
+    }
+
+    /// Issue 12, finding 3: these were accepted as agent names.
+    #[test]
+    fn reserved_agent_names_are_refused_with_the_reason() {
+        for name in ["operator", "daemon", "all", "*", "_x", "_"] {
+            let e = validate("agent", name).unwrap_err();
+            assert!(e.contains("reserved"), "{name}: {e}");
+        }
+        validate("agent", "leader").unwrap();
+        validate("agent", "builder-1").unwrap();
+        validate("agent", "operators").unwrap();
+        // Only agent names: a team or a role may be called `all`.
+        validate("team", "all").unwrap();
+        validate("role", "daemon").unwrap();
+        assert!(
+            validate("agent", "Bad")
+                .unwrap_err()
+                .contains("invalid agent name")
+        );
     }
 }

@@ -5,6 +5,20 @@ use crate::{Actor, Change, Outcome, TeamState, bad_request};
 use agent_team_protocol::*;
 use serde_json::json;
 
+/// Why `pattern` cannot become a team rule for a request with `input`.
+fn pattern_refusal(pattern: &str, tool: &str, input: &str) -> String {
+    let exact = "allow it always without a pattern to allow exactly this input";
+    if tool == agent_team_perms::SHELL_TOOL
+        && let Some(h) = agent_team_perms::hazard(input)
+    {
+        format!("no pattern allows a command with {h}; {exact}")
+    } else if let Some(f) = agent_team_perms::protected_write(tool, input) {
+        format!("no pattern allows a call that {f}; {exact}")
+    } else {
+        format!("the pattern {pattern:?} does not match the request's input {input:?}")
+    }
+}
+
 impl TeamState {
     /// Raises a permission request for the calling agent. A matching team rule allows it at once.
     pub fn perm_request(
@@ -122,10 +136,10 @@ impl TeamState {
             if !(always && allow) {
                 return Err(bad_request("a pattern is only for allowing always"));
             }
-            if !names::pattern_allows(&tool, p, &input) {
+            if !agent_team_perms::rule_allows(p, true, &tool, &input) {
                 return Err(ErrorBody::with_details(
                     ErrorCode::BadRequest,
-                    format!("the pattern {p:?} does not match the request's input {input:?}"),
+                    pattern_refusal(p, &tool, &input),
                     json!({"pattern": p, "input": input}),
                 ));
             }
@@ -212,5 +226,75 @@ impl TeamState {
             now,
         );
         Some(req)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn ask(s: &mut TeamState, tool: &str, input: &str) -> PermRequest {
+        let b1 = Actor::Agent("b1".into());
+        s.perm_request(&b1, tool.into(), input.into(), "".into(), Timestamp(1))
+            .unwrap()
+    }
+
+    fn always(s: &mut TeamState, id: u64, pattern: &str) -> Result<Vec<PermRequest>, ErrorBody> {
+        let p = Some(pattern.to_string());
+        s.perm_decide(&Actor::Operator, id, true, true, p, None, Timestamp(2))
+    }
+
+    /// Issue 12, finding 2, for "allow always" rules: a pattern rule is read like a role's.
+    #[test]
+    fn a_pattern_rule_holds_at_word_boundaries_hazards_and_protected_paths() {
+        let mut s = TeamState::new("t");
+        let r = ask(&mut s, "bash", "git status -s");
+        always(&mut s, r.id, "git status*").unwrap();
+        assert_eq!(
+            ask(&mut s, "bash", "git status").status,
+            PermStatus::Allowed
+        );
+        for pending in [
+            "git statusfoo",
+            "git status > notes",
+            "git status $(id)",
+            "git\u{a0}status",
+        ] {
+            assert_eq!(
+                ask(&mut s, "bash", pending).status,
+                PermStatus::Pending,
+                "{pending:?}"
+            );
+        }
+        let r = ask(&mut s, "write_file", "src/a.rs");
+        always(&mut s, r.id, "*").unwrap();
+        assert_eq!(
+            ask(&mut s, "write_file", "src/b.rs").status,
+            PermStatus::Allowed
+        );
+        assert_eq!(
+            ask(&mut s, "write_file", ".git/config").status,
+            PermStatus::Pending
+        );
+    }
+
+    #[test]
+    fn a_pattern_that_could_never_cover_its_request_is_refused_with_the_reason() {
+        let mut s = TeamState::new("t");
+        let r = ask(&mut s, "bash", "echo x > out.txt");
+        let e = always(&mut s, r.id, "echo *").unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert!(e.message.contains("redirection"), "{}", e.message);
+        let r = ask(&mut s, "edit_file", ".agent-team/agents/b.md");
+        let e = always(&mut s, r.id, "*").unwrap_err();
+        assert!(e.message.contains("protected"), "{}", e.message);
+        // Without a pattern, exactly the input becomes the rule.
+        s.perm_decide(&Actor::Operator, r.id, true, true, None, None, Timestamp(3))
+            .unwrap();
+        assert_eq!(
+            ask(&mut s, "edit_file", ".agent-team/agents/b.md").status,
+            PermStatus::Allowed
+        );
     }
 }

@@ -9,7 +9,7 @@ use crate::link::{Inbound, Link};
 use crate::output::Output;
 use crate::prompt::Approvals;
 use crate::tools::{self, ToolCtx, ToolOutcome};
-use agent_team_config::{Approver, PermAction, Provider, Role, TeamConfig, policy};
+use agent_team_config::{Approver, PermAction, Provider, Role, TeamConfig};
 use agent_team_model::{
     ApiKind, ChatMessage, ChatRole, Model, ModelConfig, StreamEvent, TurnRequest,
 };
@@ -163,6 +163,7 @@ pub async fn run(
         link: link.clone(),
         root,
         groups: groups.clone(),
+        team_file: tools::team_file(config),
     };
     let members = match link.call_retry(Request::Agents).await {
         Ok(Reply::Agents { agents }) => agents,
@@ -438,8 +439,12 @@ async fn run_call(
     let outcome = match tools::ToolCall::parse(&call.name, &args) {
         Err(e) => ToolOutcome::err(e.to_string()),
         Ok(parsed) => {
-            let input = tools::policy_input(&ctx.root, &parsed, &args);
-            match policy::decide(&role.permissions, &call.name, &input) {
+            let tools::Checked {
+                input,
+                action,
+                reason,
+            } = tools::check(ctx, &role.permissions, &parsed, &args);
+            match action {
                 PermAction::Deny => ToolOutcome::err(format!(
                     "the role's policy denies {} `{}`",
                     call.name,
@@ -447,7 +452,8 @@ async fn run_call(
                 )),
                 PermAction::Ask => {
                     let (allowed, why) =
-                        ask_permission(link, inbound, mailbox, &call.name, &input, "", out).await?;
+                        ask_permission(link, inbound, mailbox, &call.name, &input, &reason, out)
+                            .await?;
                     if allowed {
                         tools::run(ctx, &parsed).await
                     } else {

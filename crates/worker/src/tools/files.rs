@@ -180,6 +180,38 @@ pub(super) fn workspace_path(root: &Path, path: &str) -> Option<String> {
     })
 }
 
+/// Where a write to `path` lands: relative to `dir` (or absolute), with the longest part that
+/// exists resolved as the kernel would (symlinks and the `..` after them) and the rest, which
+/// does not exist yet, appended with `.` and `..` taken lexically. Unlike [`confine`] it
+/// refuses nothing: it says where a shell command's write would go, inside the workspace or not.
+pub fn landing(dir: &Path, path: &Path) -> PathBuf {
+    let full = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        dir.join(path)
+    };
+    let comps: Vec<Component> = full.components().collect();
+    // The longest leading part that exists, as the kernel resolves it (a `..` after a link
+    // goes up from the link's target).
+    let (mut out, rest) = (0..=comps.len())
+        .rev()
+        .find_map(|n| {
+            let prefix: PathBuf = comps[..n].iter().collect();
+            prefix.canonicalize().ok().map(|real| (real, &comps[n..]))
+        })
+        .unwrap_or_else(|| (PathBuf::new(), &comps[..]));
+    for c in rest {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// `path` (relative to `root`, or absolute inside it) resolved to a path inside `root`;
 /// anything that escapes, lexically or through a symlink, is refused.
 pub fn confine(root: &Path, path: &str) -> Result<PathBuf, String> {
@@ -288,6 +320,24 @@ mod tests {
         std::fs::create_dir(root.join("real")).unwrap();
         std::os::unix::fs::symlink(root.join("real"), root.join("alias")).unwrap();
         assert_eq!(confine(&root, "alias/f").unwrap(), root.join("alias/f"));
+    }
+
+    #[test]
+    fn a_landing_follows_links_and_dot_dots() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join(".git/hooks")).unwrap();
+        std::fs::create_dir(root.join("sub")).unwrap();
+        std::os::unix::fs::symlink(root.join(".git"), root.join("g")).unwrap();
+        std::os::unix::fs::symlink(root.join(".git/hooks"), root.join("sub/h")).unwrap();
+        let at = |p: &str| landing(&root, Path::new(p));
+        assert_eq!(at("g/config"), root.join(".git/config"));
+        assert_eq!(at("sub/../.git/config"), root.join(".git/config"));
+        // `h/..` is the link's parent as the kernel sees it: `.git`, not `sub`.
+        assert_eq!(at("sub/h/../config"), root.join(".git/config"));
+        assert_eq!(at("new/dir/../x"), root.join("new/x"));
+        assert_eq!(at("src/a.rs"), root.join("src/a.rs"));
+        assert_eq!(at("/dev/null"), PathBuf::from("/dev/null"));
     }
 
     #[tokio::test]

@@ -10,10 +10,11 @@ mod shell;
 mod team;
 
 pub use agent_team_tools::{ToolArgError, ToolCall, markdown};
-pub use files::confine;
+pub use files::{confine, landing};
 
 use crate::link::{CallError, Link};
-use agent_team_config::Role;
+use agent_team_config::policy::{self, perms};
+use agent_team_config::{PermAction, PolicyRule, Role, TeamConfig};
 use agent_team_model::ToolSpec;
 use agent_team_protocol::*;
 use agent_team_tools::{CATALOGUE, DECIDE_PERMISSION, LEADER_TOOLS, TEAMMATE_TOOLS, lookup};
@@ -109,6 +110,137 @@ pub struct ToolCtx {
     pub root: PathBuf,
     /// Where `bash` commands are placed, so stopping the agent stops them too.
     pub groups: crate::CommandGroups,
+    /// The team file the team was started from (canonical), protected whatever its name.
+    pub team_file: Option<PathBuf>,
+}
+
+/// The file `config` was loaded from, canonical: a relative source is taken in the workspace
+/// (the team file's directory), whatever the worker's current directory is.
+pub fn team_file(config: &TeamConfig) -> Option<PathBuf> {
+    let source = config.source.as_ref()?;
+    let path = if source.is_absolute() {
+        source.clone()
+    } else {
+        config.workspace.join(source.file_name()?)
+    };
+    path.canonicalize().ok()
+}
+
+/// What the role's policy makes of a call once protected paths are taken into account.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    /// What the policy and the approver see (see [`policy_input`]).
+    pub input: String,
+    /// What to do.
+    pub action: PermAction,
+    /// Why it is asked when a protected write is the reason (for the approver), else empty.
+    pub reason: String,
+}
+
+/// The permission check of a call: the role's rules (`agent-team-perms`), then, for a call they
+/// allow, its writes: a write by `write_file`/`edit_file` or a shell line's visible write
+/// (redirections, `tee`, `cp`, `mv`, `git config`, ...) to a protected path (`.git`,
+/// `.agent-team`, `.claude`, a team file, git's home configuration) is asked instead. Paths are
+/// resolved from the workspace as the write would go: `..` and symlinks included.
+pub fn check(ctx: &ToolCtx, rules: &[PolicyRule], call: &ToolCall, args: &Value) -> Checked {
+    let input = policy_input(&ctx.root, call, args);
+    let action = perms::decide_rules(&policy::rules(rules), call.name(), &input);
+    let found = match action {
+        perms::Action::Allow => protected_write(&ctx.root, ctx.team_file.as_deref(), call, &input),
+        _ => None,
+    };
+    let d = perms::guard(action, found);
+    Checked {
+        input,
+        action: policy::from_engine(d.action),
+        reason: d.protected.map(|f| f.to_string()).unwrap_or_default(),
+    }
+}
+
+/// The first protected path `call` writes, with `input` its [`policy_input`], `root` the
+/// workspace and `team_file` the file the team was started from (both canonical).
+pub fn protected_write(
+    root: &Path,
+    team_file: Option<&Path>,
+    call: &ToolCall,
+    input: &str,
+) -> Option<perms::Finding> {
+    match call {
+        // The input is already the landing place relative to the workspace (or, outside it, the
+        // path as given: the tool refuses it anyway).
+        ToolCall::WriteFile(_) | ToolCall::EditFile(_) => {
+            perms::protect::check_path(input, perms::WordKind::Literal)
+                .or_else(|| team_file_finding(team_file, &root.join(input), input))
+        }
+        ToolCall::Bash(a) => perms::write_targets(&a.command)
+            .iter()
+            .find_map(|w| protected_target(root, team_file, w)),
+        _ => None,
+    }
+}
+
+/// Whether a shell write target is protected: by its spelling, then where it lands.
+fn protected_target(
+    root: &Path,
+    team_file: Option<&Path>,
+    w: &perms::Word,
+) -> Option<perms::Finding> {
+    if let Some(f) = perms::protect::check_word(w) {
+        return Some(f);
+    }
+    if w.kind != perms::WordKind::Literal {
+        return None;
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let path = match (w.text.strip_prefix('~'), &home) {
+        (Some(""), Some(h)) => h.clone(),
+        (Some(rest), Some(h)) if rest.starts_with('/') => h.join(rest.trim_start_matches('/')),
+        // `~user/...` or no home: judged by spelling alone (done above).
+        (Some(_), _) => return None,
+        (None, _) => PathBuf::from(&w.text),
+    };
+    let real = landing(root, &path);
+    let shown = match real.strip_prefix(root) {
+        Ok(rel) if rel.as_os_str().is_empty() => ".".to_string(),
+        Ok(rel) => rel.display().to_string(),
+        Err(_) => real.display().to_string(),
+    };
+    let via = |f: perms::Finding| perms::Finding {
+        path: if shown == w.text {
+            f.path
+        } else {
+            format!("{} (lands on {shown})", w.text)
+        },
+        why: f.why,
+    };
+    if let Some(f) = perms::protect::check_path(&shown, perms::WordKind::Literal) {
+        return Some(via(f));
+    }
+    if let Some(h) = &home {
+        let config = std::env::var_os("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| h.join(".config"));
+        let h = h.canonicalize().unwrap_or_else(|_| h.clone());
+        let config = config.canonicalize().unwrap_or(config);
+        if real == h.join(".gitconfig") || real.starts_with(config.join("git")) {
+            return Some(via(perms::Finding {
+                path: shown.clone(),
+                why: "it is git's configuration for every repository: git runs commands named \
+                      there"
+                    .into(),
+            }));
+        }
+    }
+    team_file_finding(team_file, &real, &w.text)
+}
+
+fn team_file_finding(team_file: Option<&Path>, real: &Path, shown: &str) -> Option<perms::Finding> {
+    (team_file == Some(real)).then(|| perms::Finding {
+        path: shown.to_string(),
+        why: "it is the file the team was started from: it says which roles, permissions and \
+              commands the team has"
+            .into(),
+    })
 }
 
 /// Runs one tool call with already-parsed arguments.
@@ -215,6 +347,70 @@ mod tests {
             ),
             r#"{"text":"hi","to":"b1"}"#
         );
+    }
+
+    /// What [`protected_write`] finds for a call of `name` with `args` in `root`.
+    fn protected(root: &Path, team_file: Option<&Path>, name: &str, args: Value) -> Option<String> {
+        let call = ToolCall::parse(name, &args).unwrap();
+        let input = policy_input(root, &call, &args);
+        protected_write(root, team_file, &call, &input).map(|f| f.to_string())
+    }
+
+    /// Issue 12, "Protected paths": writes into `.git` and the team's own files are found however
+    /// they are spelled: `..`, a symlink, a shell redirection, `tee`, `cp`, `git config`.
+    #[test]
+    fn protected_writes_are_found_through_dot_dots_and_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join(".git/hooks")).unwrap();
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("team.toml"), "name = \"t\"\n").unwrap();
+        std::os::unix::fs::symlink(root.join(".git"), root.join("g")).unwrap();
+        std::os::unix::fs::symlink(root.join("team.toml"), root.join("t")).unwrap();
+        let team = root.join("team.toml");
+        let team = Some(team.as_path());
+        let file = |p: &str| serde_json::json!({"path": p, "content": "x"});
+        let sh = |c: &str| serde_json::json!({"command": c});
+        for (name, args) in [
+            ("write_file", file(".git/config")),
+            ("write_file", file("sub/../.git/config")),
+            ("write_file", file("g/config")),
+            ("write_file", file("g/hooks/pre-commit")),
+            ("write_file", file("team.toml")),
+            ("write_file", file("agent-team.toml")),
+            ("write_file", file(".agent-team/agents/x.md")),
+            (
+                "edit_file",
+                serde_json::json!({"path": "g/config", "old_string": "a", "new_string": "b"}),
+            ),
+            ("bash", sh("echo '[core]' >> g/config")),
+            ("bash", sh("echo x > sub/../.git/config")),
+            ("bash", sh("cat x | tee sub/../g/hooks/post-checkout")),
+            ("bash", sh("cd sub && cp x ../g/config")),
+            ("bash", sh("echo x > t")),
+            ("bash", sh("git config core.fsmonitor ./x")),
+            ("bash", sh("git status > \"$OUT\"")),
+        ] {
+            assert!(
+                protected(&root, team, name, args.clone()).is_some(),
+                "{name} {args}"
+            );
+        }
+        for (name, args) in [
+            ("write_file", file("src/main.rs")),
+            ("write_file", file("sub/gx")),
+            ("read_file", serde_json::json!({"path": "g/config"})),
+            ("bash", sh("cargo test > out.txt 2>&1")),
+            ("bash", sh("cat g/config")),
+            ("bash", sh("git status -s")),
+        ] {
+            assert!(
+                protected(&root, team, name, args.clone()).is_none(),
+                "{name} {args}"
+            );
+        }
+        let why = protected(&root, team, "bash", sh("echo x > g/config")).unwrap();
+        assert!(why.contains("g/config (lands on .git/config)"), "{why}");
     }
 
     #[test]

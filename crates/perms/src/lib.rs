@@ -1,0 +1,24 @@
+//! The permission engine, in one place: how a shell line is cut into commands
+//! ([`shell::command_parts`]), what a permission pattern matches ([`pattern`]), which writes need
+//! a decision whatever the rules say ([`protect`]), and the decision for a tool call against a
+//! role's rules ([`decide`]).
+//!
+//! Pure: no I/O, no clock, no other agent-team crate. The caller resolves what needs the file
+//! system (the worker resolves symlinks of a write's target) and hands the findings in.
+//! docs/PERMISSIONS.md is its prose twin.
+
+pub mod pattern;
+pub mod policy;
+pub mod protect;
+pub mod shell;
+
+pub use pattern::{command_allows, glob, pattern_allows};
+pub use policy::{Action, Decision, Rule, decide, decide_rules, guard, rule_allows};
+pub use protect::{Finding, protected_write};
+pub use shell::{Hazard, Word, WordKind, command_parts, hazard, squeeze, write_targets};
+
+/// The tool whose input is a shell command, matched command by command.
+pub const SHELL_TOOL: &str = "bash";
+
+/// The tools whose input is the path of the file they write.
+pub const WRITE_TOOLS: &[&str] = &["write_file", "edit_file"];

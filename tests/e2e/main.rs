@@ -4,6 +4,7 @@
 
 mod cli;
 mod crash;
+mod disk;
 mod models;
 mod panes;
 mod perms;

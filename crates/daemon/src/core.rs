@@ -129,7 +129,11 @@ pub struct Core {
     pub(crate) store: Store,
     sessions: HashMap<ConnId, Session>,
     agent_conn: HashMap<String, ConnId>,
-    responses: Vec<(ConnId, Vec<u8>)>,
+    /// This batch's frames, sent once it is committed: (connection, the request id a response
+    /// answers, the frame).
+    responses: Vec<(ConnId, Option<u64>, Vec<u8>)>,
+    /// The disk holding the state was found full: writes are refused until space returns.
+    storage_full: bool,
     /// A [`Timer::SubscriberRoom`] is scheduled.
     room_timer: bool,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
@@ -190,6 +194,7 @@ impl Core {
             sessions: HashMap::new(),
             agent_conn: HashMap::new(),
             responses: Vec::new(),
+            storage_full: false,
             room_timer: false,
             timers: BinaryHeap::new(),
             sup: Supervisor::new(env, team, paths, clock.clone(), wake),
@@ -280,12 +285,12 @@ impl Core {
     fn queue_response(&mut self, conn: ConnId, id: u64, outcome: Result<Reply, ErrorBody>) {
         let frame = ServerFrame::response(id, outcome);
         match frame::encode(&frame) {
-            Ok(bytes) => self.responses.push((conn, bytes)),
+            Ok(bytes) => self.responses.push((conn, Some(id), bytes)),
             Err(e) => {
                 let err =
                     ErrorBody::new(ErrorCode::Internal, format!("reply too large to send: {e}"));
                 if let Ok(bytes) = frame::encode(&ServerFrame::response(id, Err(err))) {
-                    self.responses.push((conn, bytes));
+                    self.responses.push((conn, Some(id), bytes));
                 }
             }
         }
@@ -334,8 +339,13 @@ impl Core {
             if self.sup.stopping() && (self.sup.all_down() || self.force_exit) {
                 break;
             }
-            if rx.is_empty() {
-                self.store.checkpoint(true)?;
+            if rx.is_empty()
+                && let Err(e) = self.store.checkpoint(true)
+            {
+                // A full disk can keep the WAL from being copied back; it is tried again later.
+                if !self.disk_is_full(&e) {
+                    return Err(e);
+                }
             }
         }
         self.flush()?;
@@ -392,7 +402,7 @@ impl Core {
                 if let Ok(w) = &verdict
                     && let Ok(bytes) = frame::encode(&ServerFrame::Welcome(w.clone()))
                 {
-                    self.responses.insert(mark, (conn, bytes));
+                    self.responses.insert(mark, (conn, None, bytes));
                 }
                 let _ = reply.send(verdict);
             }
@@ -403,6 +413,10 @@ impl Core {
                 // A mutating request with a request id is applied once: a retry is answered
                 // with the first reply (remembered durably), or joins it while in flight.
                 if let Err(e) = req.check_sizes() {
+                    return self.answer(conn, id, Err(e));
+                }
+                if self.storage_full && req.is_mutating() && self.low_disk() {
+                    let e = self.storage_full_error();
                     return self.answer(conn, id, Err(e));
                 }
                 let rid = rid.filter(|_| req.is_mutating());
@@ -582,7 +596,7 @@ impl Core {
                     if let Ok(bytes) =
                         frame::encode(&ServerFrame::Push(Push::Message { message: m }))
                     {
-                        self.responses.push((conn, bytes));
+                        self.responses.push((conn, None, bytes));
                     }
                 }
                 Ok(welcome(&name, &role, current))
@@ -617,6 +631,73 @@ impl Core {
         }
     }
 
+    /// Whether a store failure is the disk being full (SQLite says so, or hardly a byte is
+    /// left), which the daemon survives, rather than a failure it must stop for.
+    pub(crate) fn disk_is_full(&self, e: &agent_team_store::StoreError) -> bool {
+        e.is_disk_full() || self.low_disk()
+    }
+
+    /// Whether the disk holding the state has less than [`agent_team_paths::LOW_DISK_BYTES`].
+    fn low_disk(&self) -> bool {
+        agent_team_paths::free_bytes(&self.cfg.paths.dir)
+            .is_some_and(|free| free < agent_team_paths::LOW_DISK_BYTES)
+    }
+
+    /// The error a write gets while the disk is full.
+    fn storage_full_error(&self) -> ErrorBody {
+        let free = agent_team_paths::free_bytes(&self.cfg.paths.dir);
+        let path = self.cfg.paths.db.display().to_string();
+        ErrorBody::with_details(
+            ErrorCode::StorageFull,
+            format!(
+                "the disk holding {path} is full ({} bytes free); nothing was changed",
+                free.map_or("?".to_string(), |f| f.to_string())
+            ),
+            json!({"path": path, "free_bytes": free}),
+        )
+    }
+
+    /// The batch could not be stored because the disk is full: the state goes back to what is
+    /// stored, every request of the batch is answered `storage_full`, and the daemon goes on
+    /// serving (reads work; writes are tried again once there is room).
+    pub(crate) fn refuse_batch_for_full_disk(
+        &mut self,
+    ) -> Result<(), agent_team_store::StoreError> {
+        if !self.storage_full {
+            tracing::error!(
+                "the disk holding {} is full: refusing writes until space returns",
+                self.cfg.paths.db.display()
+            );
+        }
+        self.storage_full = true;
+        let error = self.storage_full_error();
+        let snapshot = self.store.load()?;
+        let mut state = TeamState::restore(&self.cfg.team, snapshot);
+        state.set_inbox_limit(self.cfg.inbox_limit);
+        // Who is connected is a fact of the sockets, not of the disk.
+        for s in self.sessions.values() {
+            if let Actor::Agent(name) = &s.actor {
+                state.update_agent(name, |a| a.info.connected = true);
+            }
+        }
+        self.state = state;
+        for (conn, id, bytes) in std::mem::take(&mut self.responses) {
+            let Some(s) = self.sessions.get(&conn) else {
+                continue;
+            };
+            match id {
+                Some(id) => {
+                    s.handle
+                        .send_frame(&ServerFrame::response(id, Err(error.clone())));
+                }
+                None => {
+                    s.handle.send(bytes);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Commits the batch, then releases its responses and pushes.
     pub(crate) fn flush(&mut self) -> Result<(), agent_team_store::StoreError> {
         let changes = self.state.take_changes();
@@ -624,10 +705,13 @@ impl Core {
         let committed = self.store.commit(&changes);
         self.commit_time += t0.elapsed();
         if let Err(e) = committed {
+            if self.disk_is_full(&e) {
+                return self.refuse_batch_for_full_disk();
+            }
             // The in-memory state is now ahead of the disk: answer nobody with success, and stop,
             // so the restarted daemon serves what is really stored.
             tracing::error!("commit failed, stopping: {e}");
-            for (conn, _) in self.responses.drain(..) {
+            for (conn, _, _) in self.responses.drain(..) {
                 if let Some(s) = self.sessions.get(&conn) {
                     s.handle.send_frame(&ServerFrame::Error {
                         error: ErrorBody::new(ErrorCode::Internal, format!("storage failed: {e}")),
@@ -636,7 +720,10 @@ impl Core {
             }
             return Err(e);
         }
-        for (conn, bytes) in self.responses.drain(..) {
+        if std::mem::take(&mut self.storage_full) {
+            tracing::warn!("the disk has room again: writes are accepted");
+        }
+        for (conn, _, bytes) in self.responses.drain(..) {
             if let Some(s) = self.sessions.get(&conn) {
                 s.handle.send(bytes);
             }

@@ -42,6 +42,20 @@ pub enum DaemonError {
     /// The state database failed.
     #[error(transparent)]
     Store(#[from] agent_team_store::StoreError),
+    /// The disk holding the team's state is full, so the daemon cannot start (exit code
+    /// [`EXIT_STORAGE_FULL`]).
+    #[error(
+        "cannot start: the disk holding {} is full ({free} bytes free); free some space and start again ({cause})",
+        dir.display()
+    )]
+    StorageFull {
+        /// The team's state directory.
+        dir: std::path::PathBuf,
+        /// Bytes free there.
+        free: u64,
+        /// What failed.
+        cause: String,
+    },
     /// The socket or a file could not be set up.
     #[error("{what}: {source}")]
     Io {
@@ -50,6 +64,20 @@ pub enum DaemonError {
         /// The failure.
         source: std::io::Error,
     },
+}
+
+/// The daemon's exit code when it cannot start because the state's disk is full (EX_TEMPFAIL:
+/// starting again once there is room works).
+pub const EXIT_STORAGE_FULL: u8 = 75;
+
+impl DaemonError {
+    /// The exit code the daemon's process ends with for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DaemonError::StorageFull { .. } => EXIT_STORAGE_FULL,
+            _ => 1,
+        }
+    }
 }
 
 /// How to run one team's daemon.
@@ -114,7 +142,26 @@ pub struct Prepared {
 }
 
 /// Takes the lock, cleans up a crashed daemon's leftovers, opens the state and binds the socket.
+/// A failure on a full disk says so ([`DaemonError::StorageFull`]).
 pub fn prepare(opts: &DaemonOptions) -> Result<Prepared, DaemonError> {
+    prepare_inner(opts).map_err(|e| {
+        let dir = opts
+            .paths
+            .team(&opts.team)
+            .map(|tp| tp.dir)
+            .unwrap_or_else(|_| opts.paths.home.clone());
+        match agent_team_paths::free_bytes(&dir) {
+            Some(free) if free < agent_team_paths::LOW_DISK_BYTES => DaemonError::StorageFull {
+                dir,
+                free,
+                cause: e.to_string(),
+            },
+            _ => e,
+        }
+    })
+}
+
+fn prepare_inner(opts: &DaemonOptions) -> Result<Prepared, DaemonError> {
     let tp = opts.paths.team(&opts.team)?;
     opts.paths.ensure_runtime()?;
     tp.ensure_dirs()?;

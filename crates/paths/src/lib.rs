@@ -221,6 +221,17 @@ pub fn new_secret() -> Result<String, io::Error> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// Below this many free bytes the disk holding a team's state counts as full.
+pub const LOW_DISK_BYTES: u64 = 1024 * 1024;
+
+/// Bytes an unprivileged writer may still use on the filesystem holding `path` (the nearest
+/// existing ancestor's), or `None` if it cannot be told.
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    let existing = path.ancestors().find(|p| p.exists())?;
+    let st = nix::sys::statvfs::statvfs(existing).ok()?;
+    Some((st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64))
+}
+
 /// Whether some process holds the exclusive lock on the file at `path` right now (a team's
 /// daemon running or starting). Takes the lock for an instant if it is free.
 pub fn lock_held(path: &Path) -> bool {

@@ -36,6 +36,12 @@ pub fn daemon(ctx: &Ctx, foreground: bool, permission_timeout: u64) -> Result<Ex
     let mut opts = agent_team_daemon::DaemonOptions::new(ctx.paths.clone(), &ctx.team);
     opts.perm_timeout = Duration::from_secs(permission_timeout);
     opts.env = crate::backend::supervisor_env()?;
-    agent_team_daemon::run(opts)?;
-    Ok(ExitCode::SUCCESS)
+    match agent_team_daemon::run(opts) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            // Said on stderr (the starter shows it; the log may be on the full disk).
+            eprintln!("agent-team: error: {e}");
+            Ok(ExitCode::from(e.exit_code()))
+        }
+    }
 }

@@ -124,9 +124,15 @@ impl Core {
     fn flush_for_read(&mut self) -> Result<(), ErrorBody> {
         if self.state.has_changes() {
             let changes = self.state.take_changes();
-            self.store.commit(&changes).map_err(store_error)?;
-            // Responses wait for the batch's end; pushes of these changes go out now.
-            self.route(&changes);
+            match self.store.commit(&changes) {
+                // Responses wait for the batch's end; pushes of these changes go out now.
+                Ok(()) => self.route(&changes),
+                // The batch so far is refused and the state is what is stored: the read goes on.
+                Err(e) if self.disk_is_full(&e) => {
+                    self.refuse_batch_for_full_disk().map_err(store_error)?
+                }
+                Err(e) => return Err(store_error(e)),
+            }
         }
         Ok(())
     }

@@ -1,0 +1,112 @@
+//! A full disk (a small tmpfs as the state dir): writes are refused with `storage_full`, reads
+//! go on, the team recovers by itself when space returns, and a start on the full disk says why
+//! and exits with its documented code. Needs the right to mount a tmpfs; skips (saying so)
+//! without it.
+
+use agent_team_e2e::*;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A tmpfs mounted for the test, unmounted however the test ends.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        ok.then(|| Tmpfs(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the filesystem of `dir` with one file, up to the last byte.
+fn fill(dir: &Path) -> PathBuf {
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while f.write_all(&chunk).is_ok() {}
+    let small = [0u8; 512];
+    while f.write_all(&small).is_ok() {}
+    path
+}
+
+#[test]
+fn a_full_disk_refuses_writes_serves_reads_recovers_and_a_start_says_why() {
+    let sb = Sandbox::new();
+    // Down before unmount (fields drop in order: the team is stopped first).
+    let Some(_fs) = Tmpfs::mount(&sb.paths.home, "3m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN)");
+        return;
+    };
+    struct Down<'a>(&'a Sandbox);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(self.0.paths.home.join("filler"));
+            let _ = self.0.run(&["--team", "full", "down"]);
+        }
+    }
+    let _down = Down(&sb);
+    sb.ok(&["--team", "full", "task", "add", "first"]);
+    let filler = fill(&sb.paths.home);
+    let desc = "d".repeat(30_000);
+    let mut refused = None;
+    for i in 0..200 {
+        let out = sb.run(&[
+            "--team",
+            "full",
+            "task",
+            "add",
+            &format!("t{i}"),
+            "--desc",
+            &desc,
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!err.contains("panicked"), "{err}");
+        if !out.status.success() {
+            refused = Some(err);
+            break;
+        }
+    }
+    let err = refused.expect("the disk never filled up");
+    assert!(err.contains("is full") && err.contains("state.db"), "{err}");
+    // Reads go on, and the daemon is still there.
+    let list = sb.ok(&["--team", "full", "task", "list"]);
+    assert!(list.contains("first"), "{list}");
+    assert!(agent_team_client::daemon_running(&sb.team("full")));
+    // Space returns: writes work again without anyone restarting anything.
+    std::fs::remove_file(&filler).unwrap();
+    sb.ok(&["--team", "full", "task", "add", "after"]);
+    let tasks = sb.tasks("full");
+    let titles: Vec<&str> = tasks.iter().map(|t| t.title.as_str()).collect();
+    assert_eq!(
+        titles.iter().filter(|t| **t == "after").count(),
+        1,
+        "{titles:?}"
+    );
+    let mut ids: Vec<u64> = tasks.iter().map(|t| t.id).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), tasks.len(), "ids are never reused");
+
+    // A start on a full disk says why, with its own exit code.
+    sb.ok(&["--team", "full", "down"]);
+    let filler = fill(&sb.paths.home);
+    let out = sb.run(&["--team", "full", "task", "add", "x"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("exit status: 75") && err.contains("is full"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    std::fs::remove_file(&filler).unwrap();
+}

@@ -294,3 +294,33 @@ fn up_without_a_team_file_keeps_the_configuration_the_team_has() {
     });
     sb.ok(&["--team", "kept", "down"]);
 }
+
+#[test]
+fn the_daemon_log_rotates_by_size_and_never_holds_a_message_body() {
+    let mut sb = Sandbox::new();
+    sb.env
+        .push(("AGENT_TEAM_LOG_CAP_BYTES".into(), "2048".into()));
+    sb.env.push(("AGENT_TEAM_LOG".into(), "debug".into()));
+    sb.write_team_file("name = \"logs\"\n[[teammates]]\nname = \"b1\"\nrole = \"worker\"\n");
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    let secret_body = "the-body-that-must-not-be-logged-7f3a";
+    sb.ok(&["--team", "logs", "send", "b1", secret_body]);
+    for _ in 0..12 {
+        sb.ok(&["--team", "logs", "restart", "b1"]);
+    }
+    sb.ok(&["--team", "logs", "down"]);
+    let log = sb.team("logs").daemon_log;
+    let rotated = |i: u32| std::path::PathBuf::from(format!("{}.{i}", log.display()));
+    assert!(rotated(1).exists(), "the log never rotated");
+    assert!(!rotated(4).exists(), "more than three old logs kept");
+    let mut all = String::new();
+    for p in [log.clone(), rotated(1), rotated(2), rotated(3)] {
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        if p == log {
+            assert!(text.len() <= 2048 + 512, "{} bytes", text.len());
+        }
+        all.push_str(&text);
+    }
+    assert!(all.contains("stopping"), "{all}");
+    assert!(!all.contains(secret_body), "a message body reached the log");
+}

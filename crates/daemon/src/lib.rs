@@ -11,6 +11,7 @@ pub mod core;
 pub mod gate;
 mod handlers;
 pub mod lock;
+pub mod logfile;
 pub mod outbox;
 pub mod policy;
 pub mod supervisor;

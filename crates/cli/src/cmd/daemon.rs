@@ -25,14 +25,31 @@ pub fn daemon(ctx: &Ctx, foreground: bool, permission_timeout: u64) -> Result<Ex
         }
         return Ok(ExitCode::SUCCESS);
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("AGENT_TEAM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AGENT_TEAM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Started by the CLI, stderr is daemon.log: the daemon then writes it itself, rotated by
+    // size. Run by hand in a terminal, it logs to the terminal.
+    use agent_team_daemon::logfile::{LOG_CAP_BYTES, LOG_KEEP, RotatingLog};
+    let log = &ctx.tp.daemon_log;
+    let cap = std::env::var("AGENT_TEAM_LOG_CAP_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(LOG_CAP_BYTES);
+    match RotatingLog::stderr_is(log)
+        .then(|| RotatingLog::open(log, cap, LOG_KEEP, true).ok())
+        .flatten()
+    {
+        Some(file) => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(move || file.clone())
+            .with_ansi(false)
+            .init(),
+        None => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init(),
+    }
     let mut opts = agent_team_daemon::DaemonOptions::new(ctx.paths.clone(), &ctx.team);
     opts.perm_timeout = Duration::from_secs(permission_timeout);
     opts.env = crate::backend::supervisor_env()?;

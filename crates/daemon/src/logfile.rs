@@ -1,0 +1,142 @@
+//! The daemon's log file, rotated by size: `daemon.log` grows to a cap, then becomes
+//! `daemon.log.1` (the older ones shift to `.2`, `.3`; the oldest goes), so the log never takes
+//! more than (keep + 1) × cap bytes. The daemon's stderr follows the current file, so a panic
+//! or a stray `eprintln!` lands where the log is read.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The size at which `daemon.log` is rotated.
+pub const LOG_CAP_BYTES: u64 = 8 * 1024 * 1024;
+/// How many rotated files are kept beside the current one.
+pub const LOG_KEEP: u32 = 3;
+
+/// A size-rotated log file, shared by every writer of the process.
+#[derive(Debug, Clone)]
+pub struct RotatingLog {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    cap: u64,
+    keep: u32,
+    /// Whether fd 2 is the log and must follow each rotation.
+    stderr: bool,
+}
+
+impl RotatingLog {
+    /// Opens (appending) the log at `path`, rotated at `cap` bytes with `keep` old files;
+    /// `stderr` makes fd 2 follow the current file.
+    pub fn open(path: &Path, cap: u64, keep: u32, stderr: bool) -> std::io::Result<Self> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let size = file.metadata()?.len();
+        Ok(RotatingLog {
+            inner: Arc::new(Mutex::new(Inner {
+                path: path.to_path_buf(),
+                file,
+                size,
+                cap: cap.max(1024),
+                keep,
+                stderr,
+            })),
+        })
+    }
+
+    /// Whether this process's stderr is the file at `path` (the daemon was started by the CLI,
+    /// which points its stderr at `daemon.log`).
+    pub fn stderr_is(path: &Path) -> bool {
+        let (Ok(log), Ok(err)) = (
+            std::fs::metadata(path),
+            nix::sys::stat::fstat(std::io::stderr()),
+        ) else {
+            return false;
+        };
+        log.dev() == err.st_dev as u64 && log.ino() == err.st_ino as u64
+    }
+}
+
+impl Inner {
+    fn rotate(&mut self) -> std::io::Result<()> {
+        for i in (1..self.keep).rev() {
+            let from = numbered(&self.path, i);
+            if from.exists() {
+                std::fs::rename(&from, numbered(&self.path, i + 1))?;
+            }
+        }
+        if self.keep == 0 {
+            std::fs::remove_file(&self.path)?;
+        } else {
+            std::fs::rename(&self.path, numbered(&self.path, 1))?;
+        }
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        self.size = 0;
+        if self.stderr {
+            let _ = nix::unistd::dup2_stderr(&self.file);
+        }
+        Ok(())
+    }
+}
+
+fn numbered(path: &Path, i: u32) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{i}"));
+    PathBuf::from(s)
+}
+
+impl Write for RotatingLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let Ok(mut inner) = self.inner.lock() else {
+            return Ok(buf.len());
+        };
+        if inner.size > 0 && inner.size + buf.len() as u64 > inner.cap {
+            // A rotation that fails (a full disk) keeps writing to the current file.
+            let _ = inner.rotate();
+        }
+        let n = inner.file.write(buf)?;
+        inner.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.inner.lock() {
+            Ok(mut inner) => inner.file.flush(),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_log_rotates_at_its_cap_and_keeps_a_bounded_number_of_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("daemon.log");
+        let mut log = RotatingLog::open(&path, 1024, 2, false).unwrap();
+        let line = [b'x'; 100];
+        for _ in 0..100 {
+            log.write_all(&line).unwrap();
+        }
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        assert!(size(&path) <= 1024);
+        assert!(size(&numbered(&path, 1)) > 0 && size(&numbered(&path, 2)) > 0);
+        assert!(!numbered(&path, 3).exists(), "only two old files are kept");
+        let total: u64 = [path.clone(), numbered(&path, 1), numbered(&path, 2)]
+            .iter()
+            .map(|p| size(p))
+            .sum();
+        assert!(total <= 3 * 1024, "{total}");
+    }
+}

@@ -1,5 +1,6 @@
 //! Which team a command acts on, and the connection to its daemon (started on demand).
 
+use agent_team_backoff::Backoff;
 use agent_team_client::{Client, ClientError, ReplyExt};
 use agent_team_paths::{Paths, TeamPaths};
 use agent_team_protocol::*;
@@ -11,6 +12,9 @@ use std::time::{Duration, Instant};
 
 /// How long a command keeps retrying a request whose daemon went away mid-call.
 const RETRY_FOR: Duration = Duration::from_secs(20);
+
+/// How long a command waits before trying again after losing the daemon.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// The resolved team and where its files are.
 pub struct Ctx {
@@ -85,21 +89,22 @@ impl Ctx {
     /// the same request again under the same request id, so it is applied exactly once.
     pub fn call(&self, req: Request) -> Result<Reply> {
         let rid = req.is_mutating().then(agent_team_client::new_rid);
-        let deadline = Instant::now() + RETRY_FOR;
-        let mut said = false;
+        let mut pauses = Backoff::constant(RETRY_PAUSE).deadline(Instant::now() + RETRY_FOR);
         loop {
             let mut c = self.connect()?;
             match c.call_with_rid(req.clone(), rid.clone()) {
-                Err(e) if e.is_disconnect() && Instant::now() < deadline => {
-                    if !said {
-                        eprintln!(
-                            "agent-team: lost the daemon of team {}; retrying",
-                            self.team
-                        );
-                        said = true;
+                Err(e) if e.is_disconnect() => match pauses.next() {
+                    Some(pause) => {
+                        if pauses.retries() == 1 {
+                            eprintln!(
+                                "agent-team: lost the daemon of team {}; retrying",
+                                self.team
+                            );
+                        }
+                        std::thread::sleep(pause);
                     }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
+                    None => return Err(e.into()),
+                },
                 other => return Ok(other?),
             }
         }

@@ -1,5 +1,6 @@
 //! Starting a team's daemon on demand, the way the CLI does before its first request.
 
+use agent_team_backoff::Backoff;
 use agent_team_paths::TeamPaths;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -94,7 +95,8 @@ pub fn ensure_daemon(
         source,
     })?;
     let pid = child.id();
-    let mut pause = Duration::from_millis(1);
+    let mut pauses =
+        Backoff::new(Duration::from_millis(1), Duration::from_millis(50)).deadline(deadline);
     loop {
         if daemon_running(tp) {
             // The daemon lives on in its own session; a thread reaps it should it exit while
@@ -119,15 +121,16 @@ pub fn ensure_daemon(
                 tail: tail(&tp.daemon_log),
             });
         }
-        if Instant::now() > deadline {
-            return Err(StartError::Timeout {
-                socket: tp.socket.clone(),
-                secs: START_DEADLINE.as_secs(),
-                log: tp.daemon_log.clone(),
-            });
+        match pauses.next() {
+            Some(pause) => std::thread::sleep(pause),
+            None => {
+                return Err(StartError::Timeout {
+                    socket: tp.socket.clone(),
+                    secs: START_DEADLINE.as_secs(),
+                    log: tp.daemon_log.clone(),
+                });
+            }
         }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 
@@ -137,18 +140,20 @@ const START_DEADLINE: Duration = Duration::from_secs(10);
 /// Waits until the daemon that holds the lock answers, or the lock is let go (that daemon
 /// failed to start, or exited), or `deadline` passes. True when it answers.
 fn wait_for_winner(tp: &TeamPaths, deadline: Instant) -> bool {
-    let mut pause = Duration::from_millis(1);
-    while Instant::now() < deadline {
+    let mut pauses =
+        Backoff::new(Duration::from_millis(1), Duration::from_millis(20)).deadline(deadline);
+    loop {
         if daemon_running(tp) {
             return true;
         }
         if !agent_team_paths::lock_held(&tp.lock) {
             return daemon_running(tp);
         }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
+        match pauses.next() {
+            Some(pause) => std::thread::sleep(pause),
+            None => return false,
+        }
     }
-    false
 }
 
 fn tail(path: &Path) -> String {

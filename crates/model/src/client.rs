@@ -4,8 +4,9 @@
 
 use crate::sse::{SseEvent, SseParser};
 use crate::{Model, ModelConfig, ModelError, StreamEvent, Turn, TurnFuture, TurnRequest};
+use agent_team_backoff::Backoff;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The first wait before a retry; each later wait doubles it.
 const BACKOFF_START: Duration = Duration::from_millis(200);
@@ -152,6 +153,7 @@ impl<W: Wire> HttpModel<W> {
     ) -> Result<Turn, ModelError> {
         let body = serde_json::to_vec(&self.wire.body(&self.cfg, req))
             .map_err(|e| ModelError::Protocol(format!("cannot encode the request: {e}")))?;
+        let mut backoff = retry_backoff(self.cfg.max_retries);
         let mut attempts = 0u32;
         loop {
             attempts += 1;
@@ -163,15 +165,15 @@ impl<W: Wire> HttpModel<W> {
                 Err(_) => Failure::Timeout,
             };
             // Once text reached the caller a retry would show it twice, so the failure stands.
-            if !failure.retryable() || delivered || attempts > self.cfg.max_retries {
+            if !failure.retryable() || delivered {
                 return Err(self.error(failure, attempts));
             }
-            let wait = match &failure {
-                Failure::Status {
-                    retry_after: Some(wait),
-                    ..
-                } => (*wait).min(BACKOFF_CAP),
-                _ => backoff(attempts),
+            let server_wait = match &failure {
+                Failure::Status { retry_after, .. } => *retry_after,
+                _ => None,
+            };
+            let Some(wait) = backoff.next_after(Instant::now(), server_wait) else {
+                return Err(self.error(failure, attempts));
             };
             tracing::warn!(
                 model = %self.describe(),
@@ -313,23 +315,21 @@ impl<W: Wire> Model for HttpModel<W> {
     }
 }
 
-/// The wait before retry number `attempt` (1-based): 200 ms, 400 ms, 800 ms, … up to 30 s.
-pub(crate) fn backoff(attempt: u32) -> Duration {
-    let factor = 1u32
-        .checked_shl(attempt.saturating_sub(1))
-        .unwrap_or(u32::MAX);
-    BACKOFF_START
-        .checked_mul(factor)
-        .unwrap_or(BACKOFF_CAP)
-        .min(BACKOFF_CAP)
+/// The waits before up to `max_retries` retries: 200 ms, 400 ms, 800 ms, … up to 30 s, each
+/// shortened by up to a quarter (agents sharing a key that were refused together do not come
+/// back together); a server's `retry-after` replaces the computed wait, capped at 30 s too.
+fn retry_backoff(max_retries: u32) -> Backoff {
+    Backoff::new(BACKOFF_START, BACKOFF_CAP)
+        .jitter(0.25)
+        .max_retries(max_retries)
 }
 
-/// The `retry-after` header in seconds (HTTP dates are rare from APIs and are ignored).
+/// The `retry-after` header in seconds (HTTP dates are rare from APIs and are ignored); the
+/// backoff caps what it asks for.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     let secs: f64 = v.parse().ok()?;
-    (secs.is_finite() && secs >= 0.0)
-        .then(|| Duration::from_secs_f64(secs.min(BACKOFF_CAP.as_secs_f64())))
+    Duration::try_from_secs_f64(secs).ok()
 }
 
 /// The server's explanation in an error body: `error.message` (both APIs), an `error` string
@@ -415,16 +415,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_and_caps() {
-        assert_eq!(backoff(1), Duration::from_millis(200));
-        assert_eq!(backoff(2), Duration::from_millis(400));
-        assert_eq!(backoff(3), Duration::from_millis(800));
-        assert_eq!(backoff(20), BACKOFF_CAP);
-        assert_eq!(backoff(100), BACKOFF_CAP);
+    fn retries_back_off_within_bounds_and_honour_retry_after() {
+        let now = Instant::now();
+        let mut b = retry_backoff(4);
+        for nominal in [200, 400, 800] {
+            let d = b.next_after(now, None).unwrap();
+            let nominal = Duration::from_millis(nominal);
+            assert!(
+                d <= nominal && d >= nominal * 3 / 4,
+                "{d:?} for {nominal:?}"
+            );
+        }
+        assert_eq!(
+            b.next_after(now, Some(Duration::from_secs(3600))),
+            Some(BACKOFF_CAP)
+        );
+        assert_eq!(b.next_after(now, None), None, "four retries at most");
     }
 
     #[test]
-    fn retry_after_seconds_capped() {
+    fn retry_after_seconds() {
         let mut h = HeaderMap::new();
         assert_eq!(retry_after(&h), None);
         h.insert(RETRY_AFTER, "2".parse().unwrap());
@@ -432,7 +442,9 @@ mod tests {
         h.insert(RETRY_AFTER, "0.5".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_millis(500)));
         h.insert(RETRY_AFTER, "3600".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(BACKOFF_CAP));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3600)));
+        h.insert(RETRY_AFTER, "-1".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
         h.insert(
             RETRY_AFTER,
             "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),

@@ -4,11 +4,13 @@
 //! oldest tool output trimmed when the context nears its limit.
 
 use crate::AgentError;
-use crate::exec::{Mailbox, ask_permission};
+use crate::exec::ask_permission;
+use crate::idle::{self, Acted, Inbox, Taken, Woken};
 use crate::link::{Inbound, Link};
 use crate::output::Output;
 use crate::prompt::Approvals;
 use crate::tools::{self, ToolCtx, ToolOutcome};
+use agent_team_backoff::Backoff;
 use agent_team_config::{Approver, PermAction, Provider, Role, TeamConfig};
 use agent_team_model::{
     ApiKind, ChatMessage, ChatRole, Model, ModelConfig, StreamEvent, TurnRequest,
@@ -142,12 +144,13 @@ pub fn trim(messages: &mut [ChatMessage], context_tokens: usize) {
 /// cannot go on.
 pub async fn run(
     link: &Arc<Link>,
-    mut inbound: UnboundedReceiver<Inbound>,
+    inbound: UnboundedReceiver<Inbound>,
     config: &TeamConfig,
     role: &Role,
     out: &Output,
     groups: &crate::CommandGroups,
 ) -> Result<(), AgentError> {
+    let mut inbox = Inbox::new(inbound);
     let name = link.name().to_string();
     let is_leader = name == LEADER;
     let model = model_for(role)?;
@@ -191,41 +194,36 @@ pub async fn run(
         ));
     }
     let mut approvals = Approvals::new(is_leader && !leader_approves);
-    let mut mailbox = Mailbox::default();
     let mut pending = true;
+    // Messages given to the model, marked read once a turn that saw them is over.
+    let mut seen = Acted::default();
     let mut steps = 0u32;
-    let mut failures = 0u32;
+    // A turn that failed after the model client's own retries is tried again twice, 2 s and
+    // 4 s later; a success starts over.
+    let mut retry = Backoff::new(Duration::from_secs(2), Duration::from_secs(4)).max_retries(2);
     loop {
         // Idle point: take what arrived, in priority order.
-        while let Ok(ev) = inbound.try_recv() {
-            pending |= absorb(ev, &name, &mut mailbox, &mut messages)?;
+        for ev in inbox.poll()? {
+            pending |= absorb(ev, &name, &mut messages);
         }
         approvals.answer_pending(link, out).await;
-        let msgs = mailbox.take();
-        if !msgs.is_empty() {
-            let mut text = Vec::new();
-            for m in &msgs {
-                match m.kind {
-                    MessageKind::ShutdownRequest => {
-                        out.say(&format!("shutdown requested by {}", m.from));
-                        link.read(msgs.iter().map(|m| m.id).collect()).await;
-                        return Ok(());
-                    }
-                    MessageKind::Permission if approvals.active() => approvals.ask(m, out),
-                    MessageKind::Permission if !leader_approves => {}
-                    _ => {
-                        out.say(&format!("✉ {} → {}: {}", m.from, name, m.body));
-                        text.push(format!("[message from {}] {}", m.from, m.body));
-                    }
+        let mut text = Vec::new();
+        let taken = inbox
+            .take(link.as_ref(), out, |m| match m.kind {
+                MessageKind::Permission if approvals.active() => approvals.ask(m, out),
+                MessageKind::Permission if !leader_approves => {}
+                _ => {
+                    idle::show(&name, m, out);
+                    text.push(format!("[message from {}] {}", m.from, m.body));
                 }
-            }
-            // Acknowledged on the way (in order on the connection); the model need not wait.
-            link.fire(Request::Ack {
-                ids: msgs.iter().map(|m| m.id).collect(),
-                state: DeliveryState::Read,
-            });
-            if !text.is_empty() {
+            })
+            .await;
+        match taken {
+            Taken::Shutdown => return Ok(()),
+            Taken::Work(acted) if text.is_empty() => acted.ack(link.as_ref()).await,
+            Taken::Work(acted) => {
                 messages.push(ChatMessage::user(text.join("\n\n")));
+                seen.extend(acted);
                 pending = true;
             }
         }
@@ -234,12 +232,10 @@ pub async fn run(
                 status: AgentStatus::Idle,
                 error: None,
             });
-            tokio::select! {
-                ev = inbound.recv() => match ev {
-                    Some(ev) => pending |= absorb(ev, &name, &mut mailbox, &mut messages)?,
-                    None => return Err(AgentError::Daemon("the link to the daemon closed".into())),
-                },
-                line = approvals.next_line() => approvals.take_line(line, link, out).await,
+            match inbox.wait(Some(&mut approvals)).await? {
+                Woken::Event(ev) => pending |= absorb(ev, &name, &mut messages),
+                Woken::Line(line) => approvals.take_line(line, link, out).await,
+                Woken::Message => {}
             }
             continue;
         }
@@ -271,12 +267,13 @@ pub async fn run(
         };
         let turn = match model.turn(&req, &mut on_event).await {
             Ok(t) => {
-                failures = 0;
+                retry.reset();
+                // The model has read them: now they are read.
+                std::mem::take(&mut seen).ack(link.as_ref()).await;
                 t
             }
             Err(e) if e.is_config() => return Err(AgentError::Fatal(e.to_string())),
             Err(e) => {
-                failures += 1;
                 out.say(&format!("\nmodel error: {e}"));
                 let _ = link
                     .call(Request::Emit {
@@ -285,11 +282,11 @@ pub async fn run(
                         },
                     })
                     .await;
-                if failures >= 3 {
+                let Some(wait) = retry.next() else {
                     return Err(AgentError::Daemon(format!("the model kept failing: {e}")));
-                }
+                };
                 steps -= 1;
-                tokio::time::sleep(Duration::from_secs(2u64.pow(failures))).await;
+                tokio::time::sleep(wait).await;
                 continue;
             }
         };
@@ -311,17 +308,7 @@ pub async fn run(
         pending = !turn.tool_calls.is_empty();
         let mut finished = None;
         for call in &turn.tool_calls {
-            let outcome = run_call(
-                link,
-                &mut inbound,
-                &mut mailbox,
-                role,
-                &ctx,
-                &tool_names,
-                call,
-                out,
-            )
-            .await?;
+            let outcome = run_call(link, &mut inbox, role, &ctx, &tool_names, call, out).await?;
             if outcome.finished.is_some() {
                 finished = outcome.finished.clone();
             }
@@ -338,18 +325,10 @@ pub async fn run(
     }
 }
 
-/// Takes one inbound event; returns whether it gives the model something new to do.
-fn absorb(
-    ev: Inbound,
-    name: &str,
-    mailbox: &mut Mailbox,
-    messages: &mut Vec<ChatMessage>,
-) -> Result<bool, AgentError> {
-    Ok(match ev {
-        Inbound::Message(m) => {
-            mailbox.push(m);
-            false
-        }
+/// Takes one event other than a message; returns whether it gives the model something new
+/// to do.
+fn absorb(ev: Inbound, name: &str, messages: &mut Vec<ChatMessage>) -> bool {
+    match ev {
         Inbound::Task(t)
             if t.owner.as_deref() == Some(name)
                 && t.status == TaskStatus::InProgress
@@ -362,21 +341,19 @@ fn absorb(
             );
             if !messages.iter().any(|m| m.content == note) {
                 messages.push(ChatMessage::user(note));
-                return Ok(true);
+                return true;
             }
             false
         }
-        Inbound::Fatal(why) => return Err(AgentError::Daemon(why)),
         _ => false,
-    })
+    }
 }
 
 /// One tool call: arguments parsed, the tool known, the policy satisfied, then run.
 #[allow(clippy::too_many_arguments)]
 async fn run_call(
     link: &Arc<Link>,
-    inbound: &mut UnboundedReceiver<Inbound>,
-    mailbox: &mut Mailbox,
+    inbox: &mut Inbox,
     role: &Role,
     ctx: &ToolCtx,
     tool_names: &[&str],
@@ -452,8 +429,7 @@ async fn run_call(
                 )),
                 PermAction::Ask => {
                     let (allowed, why) =
-                        ask_permission(link, inbound, mailbox, &call.name, &input, &reason, out)
-                            .await?;
+                        ask_permission(link, inbox, &call.name, &input, &reason, out).await?;
                     if allowed {
                         tools::run(ctx, &parsed).await
                     } else {

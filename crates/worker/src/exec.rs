@@ -3,6 +3,7 @@
 //! lowest-id claimable one, runs its `run` command with `sh -c` under the role's permission
 //! policy, completes it with the exit code and the tail of the output, and tells the leader.
 
+use crate::idle::{self, Inbox, Taken, Woken};
 use crate::link::{CallError, Inbound, Link};
 use crate::output::Output;
 use crate::{AgentError, CommandGroups};
@@ -14,56 +15,29 @@ use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-/// Messages waiting for the next idle point, kept in delivery order.
-#[derive(Debug, Default)]
-pub struct Mailbox {
-    pending: Vec<Message>,
-}
-
-impl Mailbox {
-    /// Keeps a message for the next idle point.
-    pub fn push(&mut self, m: Message) {
-        self.pending.push(m);
-    }
-
-    /// Takes every waiting message: shutdown requests first, then the leader's (and the
-    /// operator's), then peers'; FIFO within each.
-    pub fn take(&mut self) -> Vec<Message> {
-        let mut v = std::mem::take(&mut self.pending);
-        v.sort_by_key(|m| (m.priority(), m.id));
-        v
-    }
-
-    /// Whether anything waits.
-    pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
-    }
-}
-
-/// What the loop does after reading its messages.
-enum AfterMessages {
-    Continue,
-    Shutdown,
-}
-
 /// Runs an exec teammate until it is asked to shut down.
 pub async fn run(
     link: &Arc<Link>,
-    mut inbound: UnboundedReceiver<Inbound>,
+    inbound: UnboundedReceiver<Inbound>,
     config: &TeamConfig,
     role: &Role,
     out: &Output,
     groups: &CommandGroups,
 ) -> Result<(), AgentError> {
-    let mut mailbox = Mailbox::default();
+    let mut inbox = Inbox::new(inbound);
     let mut resync = true;
     let mut held: Option<u64> = None;
     loop {
-        while let Ok(ev) = inbound.try_recv() {
-            absorb(ev, &mut mailbox, &mut resync)?;
+        // Idle point: what arrived, then the messages in priority order.
+        for ev in inbox.poll()? {
+            absorb(ev, &mut resync);
         }
-        if let AfterMessages::Shutdown = take_messages(link, &mut mailbox, out).await {
-            return Ok(());
+        match inbox
+            .take(link.as_ref(), out, |m| idle::show(link.name(), m, out))
+            .await
+        {
+            Taken::Shutdown => return Ok(()),
+            Taken::Work(acted) => acted.ack(link.as_ref()).await,
         }
         if resync {
             held = current_task(link).await;
@@ -99,37 +73,23 @@ pub async fn run(
         match task {
             Some(t) => {
                 link.set_status(AgentStatus::Running).await;
-                run_task(
-                    link,
-                    &mut inbound,
-                    &mut mailbox,
-                    config,
-                    role,
-                    out,
-                    groups,
-                    t,
-                )
-                .await?;
+                run_task(link, &mut inbox, config, role, out, groups, t).await?;
             }
             None => {
                 link.set_status(AgentStatus::Idle).await;
-                match inbound.recv().await {
-                    Some(ev) => absorb(ev, &mut mailbox, &mut resync)?,
-                    None => return Err(AgentError::Daemon("the link to the daemon closed".into())),
+                if let Woken::Event(ev) = inbox.wait(None).await? {
+                    absorb(ev, &mut resync);
                 }
             }
         }
     }
 }
 
-fn absorb(ev: Inbound, mailbox: &mut Mailbox, resync: &mut bool) -> Result<(), AgentError> {
-    match ev {
-        Inbound::Message(m) => mailbox.push(m),
-        Inbound::Reconnected => *resync = true,
-        Inbound::Fatal(why) => return Err(AgentError::Daemon(why)),
-        Inbound::Task(_) | Inbound::PermDecided(_) => {}
+/// A reconnect means the board may have changed while away: look again.
+fn absorb(ev: Inbound, resync: &mut bool) {
+    if let Inbound::Reconnected = ev {
+        *resync = true;
     }
-    Ok(())
 }
 
 /// The task the daemon says this agent holds.
@@ -143,48 +103,10 @@ async fn current_task(link: &Link) -> Option<u64> {
     }
 }
 
-async fn take_messages(link: &Arc<Link>, mailbox: &mut Mailbox, out: &Output) -> AfterMessages {
-    let msgs = mailbox.take();
-    if msgs.is_empty() {
-        return AfterMessages::Continue;
-    }
-    let mut read = Vec::new();
-    for m in msgs {
-        read.push(m.id);
-        match m.kind {
-            MessageKind::ShutdownRequest => {
-                out.say(&format!("shutdown requested by {}: {}", m.from, m.body));
-                link.read(read).await;
-                if m.from != names::OPERATOR && m.from != "daemon" {
-                    let _ = link
-                        .send_once(
-                            &m.from,
-                            format!("{} is shutting down", link.name()),
-                            MessageKind::ShutdownResponse,
-                            format!("shutdown-{}", m.id),
-                        )
-                        .await;
-                }
-                return AfterMessages::Shutdown;
-            }
-            _ => out.say(&format!(
-                "✉ {} → {} [{}]: {}",
-                m.from,
-                link.name(),
-                m.kind.as_str(),
-                m.body
-            )),
-        }
-    }
-    link.read(read).await;
-    AfterMessages::Continue
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn run_task(
     link: &Arc<Link>,
-    inbound: &mut UnboundedReceiver<Inbound>,
-    mailbox: &mut Mailbox,
+    inbox: &mut Inbox,
     config: &TeamConfig,
     role: &Role,
     out: &Output,
@@ -205,8 +127,7 @@ async fn run_task(
         }
         PermAction::Ask => {
             let reason = format!("task {}: {}", task.id, task.title);
-            let (allowed, why) =
-                ask_permission(link, inbound, mailbox, "bash", &cmd, &reason, out).await?;
+            let (allowed, why) = ask_permission(link, inbox, "bash", &cmd, &reason, out).await?;
             if !allowed {
                 let why = format!("permission denied: {why}");
                 out.say(&format!("✗ task {}: {why}", task.id));
@@ -244,11 +165,11 @@ async fn run_task(
     finish(link, &task, status, result, out).await
 }
 
-/// Asks for permission and waits for the decision; returns (allowed, reason).
+/// Asks for permission and waits for the decision; returns (allowed, reason). Messages that
+/// arrive meanwhile wait for the next idle point.
 pub async fn ask_permission(
     link: &Arc<Link>,
-    inbound: &mut UnboundedReceiver<Inbound>,
-    mailbox: &mut Mailbox,
+    inbox: &mut Inbox,
     tool: &str,
     input: &str,
     reason: &str,
@@ -278,14 +199,13 @@ pub async fn ask_permission(
         req.id, req.id, req.id
     ));
     loop {
-        match inbound.recv().await {
-            Some(Inbound::PermDecided(r)) if r.id == req.id => {
+        match inbox.wait(None).await? {
+            Woken::Event(Inbound::PermDecided(r)) if r.id == req.id => {
                 if let Some(v) = verdict(&r) {
                     return Ok(v);
                 }
             }
-            Some(Inbound::Message(m)) => mailbox.push(m),
-            Some(Inbound::Reconnected) => {
+            Woken::Event(Inbound::Reconnected) => {
                 // The decision may have been pushed while we were away.
                 if let Ok(Reply::Perms { requests }) = link
                     .call_retry(Request::PermList {
@@ -298,9 +218,7 @@ pub async fn ask_permission(
                     return Ok(v);
                 }
             }
-            Some(Inbound::Fatal(why)) => return Err(AgentError::Daemon(why)),
-            Some(_) => {}
-            None => return Err(AgentError::Daemon("the link to the daemon closed".into())),
+            _ => {}
         }
     }
 }

@@ -3,7 +3,7 @@
 //! terminal, and finishes the team with a summary as its answer.
 
 use crate::AgentError;
-use crate::exec::Mailbox;
+use crate::idle::{self, Inbox, Taken, Woken};
 use crate::link::{CallError, Inbound, Link};
 use crate::output::Output;
 use agent_team_config::{Role, TeamConfig};
@@ -15,35 +15,34 @@ use tokio::sync::mpsc::UnboundedReceiver;
 /// Runs the leader until the team is finished.
 pub async fn run(
     link: &Arc<Link>,
-    mut inbound: UnboundedReceiver<Inbound>,
+    inbound: UnboundedReceiver<Inbound>,
     config: &TeamConfig,
     _role: &Role,
     out: &Output,
 ) -> Result<(), AgentError> {
+    let mut inbox = Inbox::new(inbound);
     bootstrap(link, config, out).await?;
-    let mut mailbox = Mailbox::default();
     let mut said_waiting = false;
     let mut approvals =
         crate::prompt::Approvals::new(config.approver == agent_team_config::Approver::Human);
     link.set_status(AgentStatus::Running).await;
     loop {
-        while let Ok(ev) = inbound.try_recv() {
-            absorb(ev, &mut mailbox)?;
-        }
+        // Idle point: what arrived (only messages matter here), then the messages in priority
+        // order.
+        inbox.poll()?;
         approvals.answer_pending(link, out).await;
-        let msgs = mailbox.take();
-        let shutdown = msgs.iter().any(|m| m.kind == MessageKind::ShutdownRequest);
-        for m in &msgs {
-            if m.kind == MessageKind::Permission && approvals.active() {
-                approvals.ask(m, out);
-            } else {
-                out.say(&format!("✉ {} [{}]: {}", m.from, m.kind.as_str(), m.body));
-            }
-        }
-        link.read(msgs.iter().map(|m| m.id).collect()).await;
-        if shutdown {
-            out.say("shutting down");
-            return Ok(());
+        let taken = inbox
+            .take(link.as_ref(), out, |m| {
+                if m.kind == MessageKind::Permission && approvals.active() {
+                    approvals.ask(m, out);
+                } else {
+                    idle::show(link.name(), m, out);
+                }
+            })
+            .await;
+        match taken {
+            Taken::Shutdown => return Ok(()),
+            Taken::Work(acted) => acted.ack(link.as_ref()).await,
         }
         let tasks = all_tasks(link).await?;
         cancel_orphans(link, &tasks, out).await?;
@@ -56,23 +55,10 @@ pub async fn run(
             out.say("the board is empty; waiting for tasks (agent-team task add TITLE --run CMD)");
             said_waiting = true;
         }
-        tokio::select! {
-            ev = inbound.recv() => match ev {
-                Some(ev) => absorb(ev, &mut mailbox)?,
-                None => return Err(AgentError::Daemon("the link to the daemon closed".into())),
-            },
-            line = approvals.next_line() => approvals.take_line(line, link, out).await,
+        if let Woken::Line(line) = inbox.wait(Some(&mut approvals)).await? {
+            approvals.take_line(line, link, out).await;
         }
     }
-}
-
-fn absorb(ev: Inbound, mailbox: &mut Mailbox) -> Result<(), AgentError> {
-    match ev {
-        Inbound::Message(m) => mailbox.push(m),
-        Inbound::Fatal(why) => return Err(AgentError::Daemon(why)),
-        _ => {}
-    }
-    Ok(())
 }
 
 /// Starts the configured teammates and creates the configured tasks; safe to repeat after a

@@ -3,12 +3,13 @@
 //!
 //! An agent connects with the identity it was given at spawn, keeps the connection alive across
 //! daemon restarts, takes its messages at idle points in priority order (shutdown, leader,
-//! peers), and works: the offline `exec` provider runs task commands; model providers come in
-//! their own module.
+//! peers; one implementation for every loop, in [`idle`]), and works: the offline `exec`
+//! provider runs task commands; model providers come in their own module.
 
 pub mod agent;
 pub mod command;
 pub mod exec;
+pub mod idle;
 pub mod inprocess;
 pub mod leader;
 pub mod link;

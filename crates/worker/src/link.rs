@@ -4,6 +4,7 @@
 
 use crate::output::Output;
 use crate::{AgentEnv, AgentError};
+use agent_team_backoff::Backoff;
 use agent_team_client::{AsyncClient, ClientError, agent_hello};
 use agent_team_protocol::*;
 use std::collections::HashSet;
@@ -60,6 +61,15 @@ impl CallError {
 /// How long an agent keeps trying to reach a daemon that went away before it gives up (so a
 /// team whose daemon is never restarted leaves no process behind).
 const GIVE_UP_AFTER: Duration = Duration::from_secs(600);
+
+/// The waits between tries to reach the daemon: 50 ms doubling to 2 s, each shortened by up
+/// to a quarter (the agents of a team whose daemon restarted do not all knock at once), until
+/// [`GIVE_UP_AFTER`].
+fn reconnect_backoff(started: Instant) -> Backoff {
+    Backoff::new(Duration::from_millis(50), Duration::from_secs(2))
+        .jitter(0.25)
+        .deadline(started + GIVE_UP_AFTER)
+}
 
 /// A connection that heals itself.
 pub struct Link {
@@ -138,7 +148,9 @@ impl Link {
 
     /// Like [`Link::call`], but tries again after a reconnect. Every attempt carries the same
     /// request id, so the daemon applies a mutating request once however often it is sent:
-    /// a retry whose original was committed gets the original reply.
+    /// a retry whose original was committed gets the original reply. It has no delays of its
+    /// own: it waits for the keeper's next connection (with backoff) and
+    /// ends when the keeper gives up.
     pub async fn call_retry(&self, req: Request) -> Result<Reply, CallError> {
         let rid = req.is_mutating().then(agent_team_client::new_rid);
         loop {
@@ -232,8 +244,7 @@ async fn connect(
     out: &Output,
 ) -> Result<(AsyncClient, mpsc::UnboundedReceiver<Push>), AgentError> {
     let hello = agent_hello(&agent.team, &agent.name, &agent.secret, agent.incarnation);
-    let started = Instant::now();
-    let mut pause = Duration::from_millis(50);
+    let mut backoff = reconnect_backoff(Instant::now());
     let mut said = false;
     loop {
         match AsyncClient::connect(&agent.socket, &hello).await {
@@ -249,18 +260,17 @@ async fn connect(
                 });
             }
             Err(e) => {
-                if started.elapsed() > GIVE_UP_AFTER {
+                let Some(pause) = backoff.next() else {
                     return Err(AgentError::Daemon(format!(
                         "the daemon stayed unreachable for {} s: {e}",
                         GIVE_UP_AFTER.as_secs()
                     )));
-                }
+                };
                 if !said {
                     out.say(&format!("waiting for the daemon: {e}"));
                     said = true;
                 }
                 tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(2));
             }
         }
     }

@@ -1,0 +1,403 @@
+//! The three agent loops (exec teammate, exec leader, model agent) against a fake daemon on a
+//! Unix socket: each answers a shutdown request the same way, through the one idle point.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use agent_team_config::{Provider, Role, TeamConfig, builtin_roles, demo_team};
+use agent_team_mockmodel::{MockModel, Step, Wire};
+use agent_team_protocol::frame;
+use agent_team_protocol::*;
+use agent_team_worker::output::Output;
+use agent_team_worker::{AgentEnv, AgentError, CommandGroups, agent, exec, leader, link};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+/// A daemon that welcomes one agent, pushes it the given messages (and more on demand),
+/// answers every request with something harmless, and records the requests in order.
+struct FakeDaemon {
+    socket: PathBuf,
+    requests: Arc<Mutex<Vec<Request>>>,
+    writer: Arc<Mutex<Option<mpsc::UnboundedSender<Vec<u8>>>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl FakeDaemon {
+    fn start(name: &str, role: &str, pushes: Vec<Message>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("d.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let requests: Arc<Mutex<Vec<Request>>> = Arc::default();
+        let writer: Arc<Mutex<Option<mpsc::UnboundedSender<Vec<u8>>>>> = Arc::default();
+        let (seen, current) = (requests.clone(), writer.clone());
+        let welcome = Welcome {
+            protocol: PROTOCOL_VERSION,
+            team: "t".into(),
+            identity: name.into(),
+            role: role.into(),
+            incarnation: 1,
+            daemon_pid: std::process::id(),
+        };
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (r, mut w) = stream.into_split();
+                let mut r = tokio::io::BufReader::new(r);
+                frame::tokio_io::read_raw(&mut r).await.unwrap();
+                let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+                tokio::spawn(async move {
+                    while let Some(bytes) = rx.recv().await {
+                        if w.write_all(&bytes).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                tx.send(frame::encode(&ServerFrame::Welcome(welcome.clone())).unwrap())
+                    .unwrap();
+                for m in &pushes {
+                    tx.send(push(m)).unwrap();
+                }
+                *current.lock().unwrap() = Some(tx.clone());
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    while let Ok(raw) = frame::tokio_io::read_raw(&mut r).await {
+                        let Ok(ClientFrame::Request { id, body, .. }) =
+                            serde_json::from_slice(&raw)
+                        else {
+                            continue;
+                        };
+                        let reply = answer(&body);
+                        seen.lock().unwrap().push(body);
+                        let frame = ServerFrame::Response {
+                            id,
+                            ok: Some(reply),
+                            error: None,
+                        };
+                        if tx.send(frame::encode(&frame).unwrap()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        FakeDaemon {
+            socket,
+            requests,
+            writer,
+            _dir: dir,
+        }
+    }
+
+    fn env(&self, name: &str) -> AgentEnv {
+        AgentEnv {
+            socket: self.socket.clone(),
+            team: "t".into(),
+            name: name.into(),
+            secret: "s".into(),
+            incarnation: 1,
+            log_file: None,
+            workspace: None,
+        }
+    }
+
+    fn requests(&self) -> Vec<Request> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// Pushes a message on the current connection.
+    fn push(&self, m: &Message) {
+        let w = self.writer.lock().unwrap().clone().expect("connected");
+        w.send(push(m)).unwrap();
+    }
+}
+
+fn push(m: &Message) -> Vec<u8> {
+    frame::encode(&ServerFrame::Push(Push::Message { message: m.clone() })).unwrap()
+}
+
+fn answer(req: &Request) -> Reply {
+    match req {
+        Request::Agents => Reply::Agents { agents: vec![] },
+        Request::TaskClaimNext => Reply::MaybeTask { task: None },
+        Request::TaskList { .. } => Reply::Tasks { tasks: vec![] },
+        Request::Send { to, .. } => Reply::Sent {
+            ids: vec![1000],
+            recipients: vec![to.clone()],
+        },
+        _ => Reply::Done,
+    }
+}
+
+fn msg(id: u64, from: &str, to: &str, kind: MessageKind) -> Message {
+    Message {
+        id,
+        from: from.into(),
+        to: to.into(),
+        kind,
+        body: format!("message {id}"),
+        summary: None,
+        ts: Timestamp::now(),
+        state: DeliveryState::Delivered,
+    }
+}
+
+/// A built-in role.
+fn default_role(name: &str) -> Role {
+    builtin_roles()[name].clone()
+}
+
+/// A team with no teammates and no tasks, in a scratch workspace.
+fn config(dir: &std::path::Path) -> TeamConfig {
+    let mut c = demo_team(dir).unwrap();
+    c.teammates.clear();
+    c.tasks.clear();
+    c
+}
+
+/// The messages marked read, in order.
+fn reads(requests: &[Request]) -> Vec<Vec<u64>> {
+    requests
+        .iter()
+        .filter_map(|r| match r {
+            Request::Ack {
+                ids,
+                state: DeliveryState::Read,
+            } => Some(ids.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The shutdown responses sent, with their dedup keys.
+fn responses(requests: &[Request]) -> Vec<(String, Option<String>)> {
+    requests
+        .iter()
+        .filter_map(|r| match r {
+            Request::Send {
+                to,
+                kind: MessageKind::ShutdownResponse,
+                dedup,
+                ..
+            } => Some((to.clone(), dedup.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs a loop to its end, with a deadline.
+async fn ends<F: std::future::Future<Output = Result<(), AgentError>>>(f: F) {
+    match tokio::time::timeout(Duration::from_secs(30), f).await {
+        Ok(r) => r.unwrap(),
+        Err(_) => panic!("the loop did not end on the shutdown request"),
+    }
+}
+
+/// The leader's shutdown request (3) is answered to the leader, then marked read; the peer's
+/// message (1), pushed after it, was never acted on and stays unread.
+fn check_answered(requests: &[Request]) {
+    assert_eq!(
+        responses(requests),
+        [("leader".to_string(), Some("shutdown-3".to_string()))],
+        "{requests:#?}"
+    );
+    let answer_at = requests
+        .iter()
+        .position(|r| {
+            matches!(
+                r,
+                Request::Send {
+                    kind: MessageKind::ShutdownResponse,
+                    ..
+                }
+            )
+        })
+        .unwrap();
+    let read_at = requests
+        .iter()
+        .position(
+            |r| matches!(r, Request::Ack { ids, state: DeliveryState::Read } if ids.contains(&3)),
+        )
+        .expect("the shutdown request is marked read");
+    assert!(answer_at < read_at, "answered before it is marked read");
+    assert!(
+        reads(requests).iter().all(|ids| !ids.contains(&1)),
+        "the peer's message was not acted on: {requests:#?}"
+    );
+}
+
+#[tokio::test]
+async fn an_exec_teammate_answers_a_shutdown_request() {
+    let d = FakeDaemon::start(
+        "b1",
+        "worker",
+        vec![
+            msg(3, "leader", "b1", MessageKind::ShutdownRequest),
+            msg(1, "b2", "b1", MessageKind::Text),
+        ],
+    );
+    let ws = tempfile::tempdir().unwrap();
+    let (link, inbound) = link::Link::start(d.env("b1"), Output::null())
+        .await
+        .unwrap();
+    let role = default_role("worker");
+    ends(exec::run(
+        &link,
+        inbound,
+        &config(ws.path()),
+        &role,
+        &Output::null(),
+        &CommandGroups::default(),
+    ))
+    .await;
+    check_answered(&d.requests());
+}
+
+#[tokio::test]
+async fn a_model_agent_answers_a_shutdown_request() {
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    mock.script("b1", vec![Step::Text("ready".into())]);
+    let d = FakeDaemon::start(
+        "b1",
+        "worker",
+        vec![
+            msg(3, "leader", "b1", MessageKind::ShutdownRequest),
+            msg(1, "b2", "b1", MessageKind::Text),
+        ],
+    );
+    let ws = tempfile::tempdir().unwrap();
+    let (link, inbound) = link::Link::start(d.env("b1"), Output::null())
+        .await
+        .unwrap();
+    let role = Role {
+        provider: Provider::Openai,
+        model: "mock".into(),
+        base_url: Some(mock.base_url()),
+        api_key_env: Some("AGENT_TEAM_TEST_NO_SUCH_KEY".into()),
+        stream: false,
+        ..default_role("worker")
+    };
+    ends(agent::run(
+        &link,
+        inbound,
+        &config(ws.path()),
+        &role,
+        &Output::null(),
+        &CommandGroups::default(),
+    ))
+    .await;
+    check_answered(&d.requests());
+}
+
+/// Polls `cond` every 10 ms until it holds, failing after 30 s or if `run` ends first.
+async fn until<F: std::future::Future>(
+    what: &str,
+    run: &mut std::pin::Pin<&mut F>,
+    mut cond: impl FnMut() -> bool,
+) where
+    F::Output: std::fmt::Debug,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::select! {
+            r = run.as_mut() => panic!("the loop ended early ({what}): {r:?}"),
+            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_model_agent_marks_messages_read_only_after_the_turn_that_took_them() {
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    // The turn that takes the message is held open until the test lets it finish.
+    let gate = agent_team_mockmodel::Gate::new();
+    mock.script(
+        "b1",
+        vec![
+            Step::Text("first".into()),
+            Step::Gate(gate.clone(), Box::new(Step::Text("took it".into()))),
+        ],
+    );
+    let d = FakeDaemon::start("b1", "worker", vec![]);
+    let ws = tempfile::tempdir().unwrap();
+    let (link, inbound) = link::Link::start(d.env("b1"), Output::null())
+        .await
+        .unwrap();
+    let role = Role {
+        provider: Provider::Openai,
+        model: "mock".into(),
+        base_url: Some(mock.base_url()),
+        api_key_env: Some("AGENT_TEAM_TEST_NO_SUCH_KEY".into()),
+        stream: false,
+        ..default_role("worker")
+    };
+    let cfg = config(ws.path());
+    let out = Output::null();
+    let groups = CommandGroups::default();
+    let run = agent::run(&link, inbound, &cfg, &role, &out, &groups);
+    tokio::pin!(run);
+    until("the first turn is over", &mut run, || {
+        d.requests().iter().any(|r| {
+            matches!(
+                r,
+                Request::SetStatus {
+                    status: AgentStatus::Idle,
+                    ..
+                }
+            )
+        })
+    })
+    .await;
+    d.push(&msg(5, "leader", "b1", MessageKind::Text));
+    until("a turn takes message 5", &mut run, || {
+        mock.requests("b1")
+            .iter()
+            .any(|r| r.to_string().contains("[message from leader] message 5"))
+    })
+    .await;
+    assert!(
+        reads(&d.requests()).iter().all(|ids| !ids.contains(&5)),
+        "not read while the turn that took it is open"
+    );
+    gate.open();
+    until("message 5 is marked read after its turn", &mut run, || {
+        reads(&d.requests()).iter().any(|ids| ids.contains(&5))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_exec_leader_ends_on_the_operators_shutdown_without_answering_it() {
+    let d = FakeDaemon::start(
+        "leader",
+        "leader",
+        vec![
+            msg(4, "operator", "leader", MessageKind::ShutdownRequest),
+            msg(2, "b1", "leader", MessageKind::Text),
+        ],
+    );
+    let ws = tempfile::tempdir().unwrap();
+    let (link, inbound) = link::Link::start(d.env("leader"), Output::null())
+        .await
+        .unwrap();
+    let role = default_role("leader");
+    ends(leader::run(
+        &link,
+        inbound,
+        &config(ws.path()),
+        &role,
+        &Output::null(),
+    ))
+    .await;
+    let requests = d.requests();
+    assert!(
+        responses(&requests).is_empty(),
+        "the operator is not an agent"
+    );
+    assert!(reads(&requests).contains(&vec![4]), "{requests:#?}");
+    assert!(
+        reads(&requests).iter().all(|ids| !ids.contains(&2)),
+        "the teammate's message was not acted on: {requests:#?}"
+    );
+}

@@ -58,7 +58,7 @@ impl RotatingLog {
         ) else {
             return false;
         };
-        log.dev() == err.st_dev as u64 && log.ino() == err.st_ino as u64
+        log.dev() == err.st_dev && log.ino() == err.st_ino
     }
 }
 

@@ -80,6 +80,8 @@ pub fn empty_team(name: &str, workspace: &Path) -> TeamConfig {
         workspace: workspace.to_path_buf(),
         source: None,
         tmux: None,
+        sandbox: SandboxMode::On,
+        limits: Limits::default(),
     }
 }
 

@@ -59,6 +59,29 @@ pub enum Layout {
     Windows,
 }
 
+/// Whether task commands run in the sandbox (docs/SECURITY.md): on Linux a Landlock ruleset
+/// that keeps them out of the team's runtime and state dirs and writing only in the working
+/// dir and temp. `off` is the team file's explicit opt-out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SandboxMode {
+    /// Confine task commands (where the kernel can).
+    #[default]
+    On,
+    /// Run task commands unconfined (their environment is still scrubbed).
+    Off,
+}
+
+impl SandboxMode {
+    /// The name as written in the team file.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SandboxMode::On => "on",
+            SandboxMode::Off => "off",
+        }
+    }
+}
+
 /// Which model API drives an agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -250,6 +273,36 @@ pub struct TeamConfig {
     /// Where the tmux backend puts the panes (set by `up`).
     #[serde(default)]
     pub tmux: Option<TmuxPlace>,
+    /// Whether task commands are confined (`sandbox = "off"` opts out).
+    #[serde(default)]
+    pub sandbox: SandboxMode,
+    /// The daemon's limits on its clients (`[limits]`).
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// The daemon's limits on its clients (`[limits]` in the team file; docs/SECURITY.md has the
+/// table). Each is refused with a structured error when reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Seconds a new connection has to send its hello before it is closed.
+    pub hello_timeout_secs: u64,
+    /// The most connections at once; at the cap, the oldest connection that has not said hello
+    /// yet is closed to make room, and with none a new one is refused (`limit_exceeded`).
+    pub max_connections: usize,
+    /// The most bytes of replies and pushes a client may leave unread before it is cut off.
+    pub max_unread_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            hello_timeout_secs: 5,
+            max_connections: 1024,
+            max_unread_bytes: 16 * 1024 * 1024,
+        }
+    }
 }
 
 /// The tmux server, session and (with `--here`) window of the team's panes.

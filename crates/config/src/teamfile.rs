@@ -20,6 +20,9 @@ struct RawTeamFile {
     max_teammates: Option<usize>,
     approver: Option<Approver>,
     permission_timeout: Option<u64>,
+    sandbox: Option<SandboxMode>,
+    #[serde(default)]
+    limits: Limits,
     #[serde(default)]
     defaults: RawRole,
     #[serde(default)]
@@ -110,6 +113,17 @@ impl Ctx<'_> {
 /// Parses and resolves a team file. `workspace` defaults to the file's directory.
 pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigError> {
     let cx = Ctx { path, text };
+    // An empty file is more likely a mistake than a wish for team `default` with built-ins.
+    if text
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+    {
+        return Err(cx.err(
+            None,
+            "name",
+            "the team file is empty; it needs at least a name, e.g. name = \"webapp\"",
+        ));
+    }
     let raw: RawTeamFile = toml::from_str(text).map_err(|e| {
         let field = e.message().split('`').nth(1).map(str::to_string);
         let (line, col) = e
@@ -216,6 +230,28 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
             role,
         });
     }
+    let l = raw.limits;
+    for (field, value, min) in [
+        (
+            "limits.hello_timeout_secs",
+            l.hello_timeout_secs as usize,
+            1,
+        ),
+        ("limits.max_connections", l.max_connections, 8),
+        (
+            "limits.max_unread_bytes",
+            l.max_unread_bytes,
+            2 * 1024 * 1024,
+        ),
+    ] {
+        if value < min {
+            return Err(cx.err(
+                None,
+                field,
+                format!("{field} = {value} is too small; the least is {min}"),
+            ));
+        }
+    }
     if teammates.len() > max_teammates {
         return Err(cx.err(
             None,
@@ -242,6 +278,8 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
         workspace,
         source: Some(path.to_path_buf()),
         tmux: None,
+        sandbox: raw.sandbox.unwrap_or_default(),
+        limits: raw.limits,
     })
 }
 
@@ -544,4 +582,60 @@ pub(crate) fn parse_role_file(path: &Path) -> Result<(String, RawRole), ConfigEr
         ..Default::default()
     };
     Ok((name, role))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod limits_tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<TeamConfig, ConfigError> {
+        parse_team_file(Path::new("/w/agent-team.toml"), text)
+    }
+
+    #[test]
+    fn an_empty_team_file_is_refused_not_taken_for_team_default() {
+        for text in ["", "\n  \n", "# nothing yet\n"] {
+            let e = parse(text).unwrap_err();
+            assert!(e.to_string().contains("empty"), "{e}");
+        }
+    }
+
+    #[test]
+    fn limits_have_defaults_can_be_set_and_refuse_nonsense() {
+        assert_eq!(parse("name = \"a\"\n").unwrap().limits, Limits::default());
+        let l = parse("name = \"a\"\n[limits]\nmax_connections = 64\n")
+            .unwrap()
+            .limits;
+        assert_eq!((l.max_connections, l.hello_timeout_secs), (64, 5));
+        let e = parse("name = \"a\"\n[limits]\nhello_timeout_secs = 0\n").unwrap_err();
+        assert!(e.to_string().contains("limits.hello_timeout_secs"), "{e}");
+        let e = parse("name = \"a\"\n[limits]\nmax_conns = 5\n").unwrap_err();
+        assert!(e.to_string().contains("max_conns"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod sandbox_tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<TeamConfig, ConfigError> {
+        parse_team_file(Path::new("agent-team.toml"), text)
+    }
+
+    #[test]
+    fn sandbox_is_on_unless_the_team_file_opts_out() {
+        assert_eq!(parse("name = \"a\"\n").unwrap().sandbox, SandboxMode::On);
+        assert_eq!(
+            parse("name = \"a\"\nsandbox = \"on\"\n").unwrap().sandbox,
+            SandboxMode::On
+        );
+        assert_eq!(
+            parse("name = \"a\"\nsandbox = \"off\"\n").unwrap().sandbox,
+            SandboxMode::Off
+        );
+        let e = parse("name = \"a\"\nsandbox = \"maybe\"\n").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("sandbox"), "{e}");
+        assert_eq!(e.line, Some(2), "{e}");
+    }
 }

@@ -111,6 +111,20 @@ impl Backoff {
         self.next = self.base;
     }
 
+    /// The delay before retry number `n` (1-based) as configured, without jitter, limits or
+    /// state: for a caller that counts its failures itself (a restart policy counting the
+    /// failures in a window).
+    pub fn delay_for(&self, n: u32) -> Duration {
+        let mut d = self.base;
+        for _ in 1..n {
+            if d >= self.cap || self.factor == 1 {
+                break;
+            }
+            d = d.checked_mul(self.factor).unwrap_or(self.cap).min(self.cap);
+        }
+        d.min(self.cap)
+    }
+
     /// The delay before the next retry, if one is allowed at `now`.
     pub fn next_at(&mut self, now: Instant) -> Option<Duration> {
         self.next_after(now, None)
@@ -208,6 +222,20 @@ mod tests {
         let mut c = Backoff::constant(50 * MS);
         assert_eq!(seq(&mut c, now, 3), [Some(50 * MS); 3]);
         assert_eq!(c.retries(), 3);
+    }
+
+    #[test]
+    fn the_nth_delay_matches_the_sequence() {
+        let now = Instant::now();
+        let b = Backoff::new(500 * MS, 30_000 * MS);
+        let mut seq_b = Backoff::new(500 * MS, 30_000 * MS);
+        for n in 1..=12 {
+            assert_eq!(Some(b.delay_for(n)), seq_b.next_at(now), "retry {n}");
+        }
+        assert_eq!(b.delay_for(0), 500 * MS);
+        assert_eq!(b.delay_for(u32::MAX), 30_000 * MS);
+        let flat = Backoff::new(MS, 1000 * MS).factor(1);
+        assert_eq!(flat.delay_for(u32::MAX), MS);
     }
 
     #[test]

@@ -53,9 +53,95 @@ fn raise_fd_limit() -> u64 {
     }
 }
 
+/// An agent record for the state the message figure fills.
+fn agent(name: &str) -> agent_team_state::AgentRecord {
+    use agent_team_protocol::*;
+    agent_team_state::AgentRecord {
+        info: AgentInfo {
+            name: name.into(),
+            role: if name == "leader" { "leader" } else { "worker" }.into(),
+            status: AgentStatus::Idle,
+            backend: "external".into(),
+            pid: None,
+            pgid: None,
+            pane: None,
+            incarnation: 1,
+            restarts: 0,
+            current_task: None,
+            last_activity: Timestamp::now(),
+            connected: true,
+            last_exit: None,
+            error: None,
+        },
+        secret: "s".into(),
+        spec: serde_json::Value::Null,
+    }
+}
+
+/// `n` messages sent, delivered and read through the team state's own rules and stored batch
+/// by batch as the daemon stores them; then the state's files before and after `gc`.
+fn gc_figure(dir: &Path, n: usize) -> Result<(u64, u64, f64)> {
+    use agent_team_protocol::*;
+    use agent_team_state::{Actor, TeamState};
+    let db = dir.join("gc.db");
+    let mut store = agent_team_store::Store::open(&db, "gc")?;
+    let mut state = TeamState::new("gc");
+    for name in ["leader", "w1", "w2", "w3"] {
+        state
+            .add_agent(&Actor::Operator, agent(name), Timestamp::now())
+            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    }
+    store.commit(&state.take_changes())?;
+    let batch = 2000;
+    let mut sent = 0;
+    while sent < n {
+        let mut ids = Vec::new();
+        for i in 0..batch.min(n - sent) {
+            let to = ["w1", "w2", "w3"][i % 3];
+            let (id, _) = state
+                .send(
+                    &Actor::Agent("leader".into()),
+                    to,
+                    format!("message {} to {to}: a body of an ordinary length", sent + i),
+                    MessageKind::Text,
+                    None,
+                    Timestamp::now(),
+                )
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            ids.push((to, id[0]));
+        }
+        store.commit(&state.take_changes())?;
+        for state_to in [DeliveryState::Delivered, DeliveryState::Read] {
+            for to in ["w1", "w2", "w3"] {
+                let mine: Vec<u64> = ids.iter().filter(|(t, _)| *t == to).map(|(_, i)| *i).collect();
+                state
+                    .ack(&Actor::Agent(to.into()), &mine, state_to, Timestamp::now())
+                    .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            }
+            store.commit(&state.take_changes())?;
+        }
+        sent += batch.min(n - sent);
+    }
+    store.checkpoint(true)?;
+    let t0 = Instant::now();
+    let report = store.compact(&db, Timestamp(Timestamp::now().0 + 1), &[], true)?;
+    Ok((report.bytes_before, report.bytes_after, t0.elapsed().as_secs_f64()))
+}
+
 /// Runs the figures.
 pub fn run(r: &mut Report, dir: &Path, quick: bool) -> Result<()> {
     println!("== hardening (issue 12) ==");
+    let n = if quick { 100_000 } else { 1_000_000 };
+    let (before, after, took) = gc_figure(dir, n)?;
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    r.add(
+        &format!("state files after {n} messages sent, delivered and read, after `gc` ({} to compact)", dur(took)),
+        format!("{:.1} MiB", mib(after)),
+        format!("{:.1} MiB before", mib(before)),
+        format!("{:.3}×", after as f64 / before.max(1) as f64),
+        "≤ 5 % of before",
+        after * 20 <= before,
+    );
     let team = "flood";
     let ws = dir.join(team);
     std::fs::create_dir_all(&ws)?;
@@ -114,7 +200,6 @@ pub fn run(r: &mut Report, dir: &Path, quick: bool) -> Result<()> {
         "< 100 ms",
         flood_ps < 0.1,
     );
-    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
     r.add(
         &format!("daemon RSS with {hold} connections held open that never say hello"),
         format!("{:.1} MiB", mib(flood_rss)),

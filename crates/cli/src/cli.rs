@@ -138,6 +138,19 @@ pub enum Command {
     /// Teams on this machine.
     #[command(subcommand)]
     Teams(TeamsCmd),
+    /// Check what this machine offers a team: the task-command sandbox (Landlock), tmux.
+    Doctor(JsonFlag),
+    /// Compact the team's state now: remove read messages, finished tasks nothing waits on
+    /// and events older than --older-than, and give the space back (the daemon also does this
+    /// every few hours for what is older than `limits.retention_days`).
+    Gc {
+        /// Age in days of what is removed; 0 removes everything done.
+        #[arg(long, default_value_t = 0, value_name = "DAYS")]
+        older_than: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Shut the team down: agents stopped, panes closed, daemon stopped; state kept on disk.
     Down {
         /// Print JSON.

@@ -293,6 +293,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// The most bytes of replies and pushes a client may leave unread before it is cut off.
     pub max_unread_bytes: usize,
+    /// Days read messages, finished tasks and events are kept; the daemon compacts older ones
+    /// every few hours (`agent-team gc` does it at once). 0 keeps everything.
+    pub retention_days: u64,
 }
 
 impl Default for Limits {
@@ -301,6 +304,7 @@ impl Default for Limits {
             hello_timeout_secs: 5,
             max_connections: 1024,
             max_unread_bytes: 16 * 1024 * 1024,
+            retention_days: 7,
         }
     }
 }

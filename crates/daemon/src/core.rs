@@ -94,6 +94,9 @@ fn outcome_json(outcome: &Result<Reply, ErrorBody>) -> String {
 
 /// The most requests applied before a commit; bounds the latency one batch adds.
 const MAX_BATCH: usize = 4096;
+/// How often the retention window is applied.
+const RETENTION_EVERY: Duration = Duration::from_secs(6 * 3600);
+
 /// The most backlog events sent to a catching-up subscriber per batch.
 const BACKLOG_CHUNK: usize = 2000;
 /// A subscriber gets more of its backlog only up to this many unread frames (or half the
@@ -118,6 +121,8 @@ pub(crate) enum Timer {
     PermTimeout(u64),
     /// One the supervisor asked for.
     Sup(SupTimer),
+    /// Compact what is older than the retention window.
+    Retention,
     /// See whether a subscriber that was not reading has made room for more of its backlog.
     SubscriberRoom,
 }
@@ -231,6 +236,31 @@ impl Core {
                 .push(Reverse((self.clock.now() + left, Timer::PermTimeout(p.id))));
         }
         self.supervise(|s| s.sup_recover());
+        // The first compaction a minute after start (not in the way of a start), then every
+        // few hours.
+        self.schedule(Duration::from_secs(60), Timer::Retention);
+    }
+
+    /// Compacts what is older than the team file's retention window (`limits.retention_days`).
+    fn apply_retention(&mut self) {
+        let days = self
+            .sup
+            .config
+            .as_ref()
+            .map_or(agent_team_config::Limits::default().retention_days, |c| {
+                c.limits.retention_days
+            });
+        if days == 0 {
+            return;
+        }
+        let before = Timestamp(
+            Timestamp::now()
+                .millis()
+                .saturating_sub(days.saturating_mul(86_400_000)),
+        );
+        if let Err(e) = self.compact(before, false) {
+            tracing::warn!("compacting the state failed: {}", e.message);
+        }
     }
 
     /// Runs `f` on the supervisor and carries out the actions it asks for.
@@ -383,6 +413,10 @@ impl Core {
                 }
                 Timer::Sup(t) => self.supervise(|s| s.timer(t)),
                 Timer::SubscriberRoom => self.room_timer = false,
+                Timer::Retention => {
+                    self.apply_retention();
+                    self.schedule(RETENTION_EVERY, Timer::Retention);
+                }
             }
         }
     }

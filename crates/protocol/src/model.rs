@@ -614,6 +614,21 @@ pub struct TeamInfo {
     pub backend: Option<String>,
 }
 
+/// What a compaction removed, and the state dir's size around it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compacted {
+    /// Read messages removed.
+    pub messages: u64,
+    /// Finished tasks removed.
+    pub tasks: u64,
+    /// Events removed.
+    pub events: u64,
+    /// Bytes of the database files before.
+    pub bytes_before: u64,
+    /// Bytes of the database files after.
+    pub bytes_after: u64,
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod message_order_tests {

@@ -245,6 +245,13 @@ pub enum Request {
     },
     /// Stop every agent and the daemon (operator only); state stays on disk.
     Shutdown,
+    /// Remove what is done and older than `older_than_secs` (read messages, finished tasks no
+    /// open task waits on, events) and give the space back to the system (operator only).
+    Gc {
+        /// Age in seconds; 0 removes everything done.
+        #[serde(default)]
+        older_than_secs: u64,
+    },
 }
 
 impl Request {
@@ -319,6 +326,11 @@ fn default_true() -> bool {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Reply {
+    /// What `gc` removed.
+    Compacted {
+        /// The counts and sizes.
+        report: crate::Compacted,
+    },
     /// Done, nothing to return.
     Done,
     /// Answer to `ping`.

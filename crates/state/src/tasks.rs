@@ -4,6 +4,7 @@
 use crate::{Actor, Change, Outcome, TeamState, bad_request, not_found_task, require_privileged};
 use agent_team_protocol::*;
 use serde_json::json;
+use std::collections::BTreeSet;
 
 /// The longest task title accepted.
 const MAX_TITLE: usize = MAX_TITLE_LEN;
@@ -23,6 +24,38 @@ pub struct NewTask {
     pub assign: Option<String>,
     /// Stable key.
     pub key: Option<String>,
+}
+
+impl TeamState {
+    /// Finished tasks (completed, failed, cancelled) last changed before `before` that no
+    /// unfinished task waits on: what a compaction may remove from the store and from memory.
+    pub fn compactable_tasks(&self, before: Timestamp) -> Vec<u64> {
+        let needed: BTreeSet<u64> = self
+            .tasks
+            .values()
+            .filter(|t| !t.status.is_terminal())
+            .flat_map(|t| t.blocked_by.iter().copied())
+            .collect();
+        self.tasks
+            .values()
+            .filter(|t| t.status.is_terminal() && t.updated_at < before && !needed.contains(&t.id))
+            .map(|t| t.id)
+            .collect()
+    }
+
+    /// Forgets tasks a compaction removed from the store (their keys go too; ids are never
+    /// handed out again).
+    pub fn forget_tasks(&mut self, ids: &[u64]) {
+        for id in ids {
+            if let Some(t) = self.tasks.remove(id)
+                && let Some(k) = t.key
+                && self.task_keys.get(&k) == Some(id)
+            {
+                self.task_keys.remove(&k);
+            }
+            self.pending.remove(id);
+        }
+    }
 }
 
 impl TeamState {

@@ -3,6 +3,7 @@
 mod agents;
 mod board;
 mod daemon;
+mod doctor;
 pub(crate) mod teams;
 mod up;
 
@@ -21,6 +22,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     // `teams` is about every team, so it resolves none.
     let command = match command {
         Command::Teams(t) => return teams::teams(t),
+        Command::Doctor(j) => return doctor::doctor(j.json),
         other => other,
     };
     // The demo is its own team unless told otherwise.
@@ -69,12 +71,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Deny { id, reason } => board::decide(&ctx, id, false, false, None, reason),
         Command::Events { follow, since } => board::events(&ctx, follow, since),
         Command::Down { json } => teams::down(&ctx, json),
+        Command::Gc { older_than, json } => teams::gc(&ctx, older_than, json),
         Command::Daemon {
             foreground,
             permission_timeout,
         } => daemon::daemon(&ctx, foreground, permission_timeout),
         // Handled above.
         Command::Teams(t) => teams::teams(t),
+        Command::Doctor(j) => doctor::doctor(j.json),
     }
 }
 

@@ -210,6 +210,30 @@ struct DownReport {
     daemon_pid: Option<u32>,
 }
 
+/// `agent-team gc`: compact the team's state now (through its daemon, started if needed).
+pub fn gc(ctx: &Ctx, older_than_days: u64, json: bool) -> Result<ExitCode> {
+    let reply = ctx.call(Request::Gc {
+        older_than_secs: older_than_days.saturating_mul(86_400),
+    })?;
+    let Reply::Compacted { report } = reply else {
+        bail!("unexpected reply {reply:?}");
+    };
+    if json {
+        output::json(&report);
+    } else {
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        output::line(&format!(
+            "removed {} read message(s), {} finished task(s), {} event(s); state {:.1} MiB → {:.1} MiB",
+            report.messages,
+            report.tasks,
+            report.events,
+            mib(report.bytes_before),
+            mib(report.bytes_after)
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `agent-team down`: stop agents and the daemon, keep the state.
 pub fn down(ctx: &Ctx, json: bool) -> Result<ExitCode> {
     let Some(mut c) = ctx.connect_existing()? else {

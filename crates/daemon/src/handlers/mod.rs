@@ -7,6 +7,7 @@ mod events;
 mod messages;
 mod perms;
 mod tasks;
+mod upkeep;
 
 use crate::core::Core;
 use crate::outbox::ConnId;
@@ -40,6 +41,7 @@ enum Area {
     Perms,
     Events,
     Agents,
+    Upkeep,
 }
 
 /// Every request has one area; a new request kind must be given one here.
@@ -74,6 +76,7 @@ fn area(req: &Request) -> Area {
         | Request::Spawn { .. }
         | Request::Kill { .. }
         | Request::Restart { .. } => Area::Agents,
+        Request::Gc { .. } => Area::Upkeep,
     }
 }
 
@@ -117,6 +120,7 @@ impl Core {
             Area::Perms => self.perm_request(actor, req, now),
             Area::Events => self.event_request(conn, actor, req, now),
             Area::Agents => self.agent_request(actor, req, now),
+            Area::Upkeep => self.upkeep_request(actor, req, now),
         }
     }
 

@@ -1,5 +1,6 @@
 mod bad_input;
 mod exactly_once;
+mod gc;
 mod limits;
 mod messages;
 mod perms_events;

@@ -1,0 +1,60 @@
+//! The store's upkeep: `gc` on demand, and the retention window applied on a timer, so the
+//! state dir does not grow without bound.
+
+use super::{misrouted, store_error};
+use crate::core::Core;
+use agent_team_protocol::{Compacted, ErrorBody, ErrorCode, Reply, Request, Timestamp};
+use agent_team_state::Actor;
+
+impl Core {
+    /// Applies an upkeep request.
+    pub(super) fn upkeep_request(
+        &mut self,
+        actor: &Actor,
+        req: Request,
+        now: Timestamp,
+    ) -> Result<Reply, ErrorBody> {
+        match req {
+            Request::Gc { older_than_secs } => {
+                if *actor != Actor::Operator {
+                    return Err(ErrorBody::new(
+                        ErrorCode::PermissionDenied,
+                        "only the operator compacts the team's state",
+                    ));
+                }
+                // Everything done up to now, or up to the age asked for.
+                let before =
+                    Timestamp((now.0 + 1).saturating_sub(older_than_secs.saturating_mul(1000)));
+                self.compact(before, true)
+                    .map(|report| Reply::Compacted { report })
+            }
+            other => Err(misrouted(&other)),
+        }
+    }
+
+    /// Removes what is done and older than `before` from the store and from memory; with
+    /// `vacuum` the file shrinks too (it blocks the daemon while SQLite rewrites the file).
+    pub(crate) fn compact(
+        &mut self,
+        before: Timestamp,
+        vacuum: bool,
+    ) -> Result<Compacted, ErrorBody> {
+        // What this batch changed so far is stored first, so nothing is compacted twice.
+        self.flush_for_read()?;
+        let tasks = self.state.compactable_tasks(before);
+        let report = self
+            .store
+            .compact(&self.cfg.paths.db, before, &tasks, vacuum)
+            .map_err(store_error)?;
+        self.state.forget_tasks(&tasks);
+        tracing::info!(
+            messages = report.messages,
+            tasks = report.tasks,
+            events = report.events,
+            bytes_before = report.bytes_before,
+            bytes_after = report.bytes_after,
+            "compacted the state"
+        );
+        Ok(report)
+    }
+}

@@ -181,3 +181,30 @@ fn reserved_agent_names_are_refused_by_the_team_file_spawn_and_register() {
     assert_eq!(names, vec!["leader"], "nothing reserved reached the roster");
     sb.ok(&["--team", "rn", "down"]);
 }
+
+#[test]
+fn an_exec_teammate_allowed_every_command_is_asked_before_writing_git_config_through_a_symlink() {
+    let sb = Sandbox::new();
+    let ws = sb.path("");
+    std::fs::create_dir_all(ws.join(".git")).unwrap();
+    std::fs::write(ws.join(".git/config"), "[core]\n").unwrap();
+    std::os::unix::fs::symlink(".git", ws.join("gitdir")).unwrap();
+    sb.write_team_file(
+        "name = \"px\"\n[roles.worker]\npermissions = { bash = \"allow\" }\n\
+         [[teammates]]\nname = \"b1\"\nrole = \"worker\"\n\
+         [[tasks]]\ntitle = \"sneak\"\nrun = \"echo '[alias] st = !touch pwned' >> gitdir/config\"\n",
+    );
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    wait_for("the request", T, || {
+        agent_team_client::Client::operator(&sb.team("px"))
+            .ok()
+            .and_then(|mut c| c.all_perms(false).ok())
+            .is_some_and(|p| p.iter().any(|r| r.agent == "b1" && r.input.contains("gitdir/config")))
+    });
+    assert_eq!(
+        std::fs::read_to_string(ws.join(".git/config")).unwrap(),
+        "[core]\n",
+        "written before anyone decided"
+    );
+    sb.ok(&["--team", "px", "down"]);
+}

@@ -119,14 +119,41 @@ async fn run_task(
         out.say(&format!("✗ task {}: {why}", task.id));
         return finish(link, &task, TaskStatus::Failed, why, out).await;
     };
-    match policy::decide(&role.permissions, "bash", &cmd) {
+    // The same check as a model's `bash` call: the role's rules, then, for an allowed line, its
+    // writes to protected paths resolved from the workspace (`..` and symlinks included).
+    let perms_action = policy::perms::decide_rules(&policy::rules(&role.permissions), "bash", &cmd);
+    let found = match perms_action {
+        policy::perms::Action::Allow => {
+            let root = config
+                .workspace
+                .canonicalize()
+                .unwrap_or_else(|_| config.workspace.clone());
+            let call = crate::tools::ToolCall::Bash(agent_team_tools::Bash {
+                command: cmd.clone(),
+                timeout_secs: None,
+            });
+            crate::tools::protected_write(
+                &root,
+                crate::tools::team_file(config).as_deref(),
+                &call,
+                &cmd,
+            )
+        }
+        _ => None,
+    };
+    let decided = policy::perms::guard(perms_action, found);
+    let protected_reason = decided.protected.map(|f| f.to_string());
+    match policy::from_engine(decided.action) {
         PermAction::Allow => {}
         PermAction::Deny => {
             let why = format!("the role's policy denies `{cmd}`");
             return finish(link, &task, TaskStatus::Failed, why, out).await;
         }
         PermAction::Ask => {
-            let reason = format!("task {}: {}", task.id, task.title);
+            let reason = match &protected_reason {
+                Some(p) => format!("task {}: {} ({p})", task.id, task.title),
+                None => format!("task {}: {}", task.id, task.title),
+            };
             let (allowed, why) = ask_permission(link, inbox, "bash", &cmd, &reason, out).await?;
             if !allowed {
                 let why = format!("permission denied: {why}");

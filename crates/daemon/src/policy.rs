@@ -16,8 +16,8 @@ pub const EXIT_CONFIG: i32 = 78;
 
 /// The wait before the `n`-th restart within the window (1-based): 0.5 s, 1 s, 2 s, … ≤ 30 s.
 pub fn backoff(n: usize) -> Duration {
-    let doublings = (n.max(1) - 1).min(6) as u32;
-    (Duration::from_millis(500) * 2u32.pow(doublings)).min(Duration::from_secs(30))
+    agent_team_backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(30))
+        .delay_for(u32::try_from(n.max(1)).unwrap_or(u32::MAX))
 }
 
 /// What to do after a failure.

@@ -8,4 +8,5 @@ mod disk;
 mod models;
 mod panes;
 mod perms;
+mod sandbox;
 mod workers;

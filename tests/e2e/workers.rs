@@ -274,18 +274,17 @@ fn killed_teammate_on(backend: &str) {
 }
 
 /// Live `sleep 3599` processes started for `team` of this sandbox (a task command's child).
-fn sleepers(sb: &Sandbox, team: &str) -> Vec<u32> {
-    let sock = sb.team(team).socket.display().to_string();
+fn sleepers(sb: &Sandbox, _team: &str) -> Vec<u32> {
+    // A task command's environment no longer names the team's socket (issue 12): it is known
+    // by its working dir, the sandbox's own directory.
+    let ws = sb.dir.path().canonicalize().unwrap();
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == b"sleep\x003599\x00")
-                && std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
-                    env.split(|b| *b == 0)
-                        .any(|kv| kv.ends_with(sock.as_bytes()))
-                })
+                && std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|d| d == ws)
                 && !agent_team_pane::procs::is_zombie(*pid)
         })
         .collect()

@@ -196,6 +196,20 @@ pub mod env {
     pub const LOG_FILE: &str = "AGENT_TEAM_LOG_FILE";
     /// The agent's own workspace when it is not the team's (a worktree-isolated teammate).
     pub const WORKSPACE: &str = "AGENT_TEAM_WORKSPACE";
+
+    /// What every agent-team variable starts with (these and the paths crate's
+    /// `AGENT_TEAM_HOME`, `AGENT_TEAM_RUNTIME_DIR`, `AGENT_TEAM_TMUX_SOCKET`).
+    pub const PREFIX: &str = "AGENT_TEAM_";
+
+    /// The only agent-team variables a task command sees: who it works for. Everything else
+    /// with [`PREFIX`] locates the control plane (socket, runtime and state dirs, secrets,
+    /// log file) and is removed from a task command's environment.
+    pub const VISIBLE_TO_COMMANDS: [&str; 2] = [NAME, TEAM];
+
+    /// Whether a task command must not inherit the variable `key` (see [`VISIBLE_TO_COMMANDS`]).
+    pub fn hidden_from_commands(key: &str) -> bool {
+        key.starts_with(PREFIX) && !VISIBLE_TO_COMMANDS.contains(&key)
+    }
 }
 
 /// Quotes `s` for `sh`: single quotes, with embedded single quotes escaped.

@@ -74,7 +74,16 @@ impl PaneBackend for ProcessBackend {
             cmd.env_remove(k);
         }
         for (k, v) in &spec.env {
-            cmd.env(k, v);
+            if k == crate::env::SECRET {
+                // The secret goes in a 0600 file the agent removes once read, never in its
+                // environment: its task commands could read that in /proc/PID/environ.
+                let file = spec.log.with_file_name(format!(".{}.secret", spec.name));
+                crate::write_private(&file, v)
+                    .map_err(io(format!("cannot write {}", file.display())))?;
+                cmd.env(crate::env::SECRET_FILE, &file);
+            } else {
+                cmd.env(k, v);
+            }
         }
         let child = cmd.spawn().map_err(|source| PaneError::Spawn {
             program: program.clone(),

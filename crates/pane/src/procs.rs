@@ -139,15 +139,28 @@ fn wait_empty(pgid: u32, within: Duration, reap: &mut impl FnMut()) -> bool {
 }
 
 /// The environment variable that marks a task command started by an agent inside a daemon,
-/// with the daemon's socket path as its value; every process the command starts inherits it.
+/// with [`marker_token`] of the daemon's socket path as its value; every process the command
+/// starts inherits it.
 pub const COMMAND_MARKER: &str = "AGENT_TEAM_COMMAND_OF";
+
+/// The value of [`COMMAND_MARKER`] for a daemon known by `value` (its socket path): a hash, so
+/// a task command's environment does not tell it where the team's control plane lives.
+pub fn marker_token(value: &str) -> String {
+    // FNV-1a, 64 bits: stable across builds and processes, which the reaping daemon needs.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in value.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
 
 /// Kills the process groups of every process still marked with `COMMAND_MARKER=value`: the
 /// task commands a crashed daemon's in-process agents left behind. Returns how many groups
 /// were killed. Only processes of this user can be read, which are the only ones it could
 /// have started.
 pub fn reap_marked(value: &str) -> usize {
-    let needle = format!("{COMMAND_MARKER}={value}");
+    let needle = format!("{COMMAND_MARKER}={}", marker_token(value));
     let me = std::process::id();
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return 0;

@@ -67,6 +67,7 @@ impl AgentRunner for Runner {
         let groups = CommandGroups {
             own_group: Some(command_group.clone()),
             marker: Some(agent.socket.display().to_string()),
+            ..Default::default()
         };
         let exit2 = exit.clone();
         let task = handle.spawn(async move {

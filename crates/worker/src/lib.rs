@@ -141,6 +141,9 @@ pub struct CommandGroups {
     /// [`agent_team_pane::procs::COMMAND_MARKER`], so a daemon restarted after a crash finds
     /// and kills what its predecessor's in-process agents left running.
     pub marker: Option<String>,
+    /// What keeps each command away from the team's control plane (set by [`run_agent`] once
+    /// the team configuration is known; none in unit tests: environment scrubbed only).
+    pub confinement: Option<Arc<command::Confinement>>,
 }
 
 /// Runs one agent until it is told to shut down (Ok) or cannot go on (Err).
@@ -151,6 +154,10 @@ pub async fn run_agent(
 ) -> Result<(), AgentError> {
     let (link, inbound) = link::Link::start(agent.clone(), out.clone()).await?;
     let mut config: TeamConfig = link.config().await?;
+    let groups = CommandGroups {
+        confinement: Some(Arc::new(command::Confinement::for_agent(&agent, &config))),
+        ..groups
+    };
     // A worktree-isolated agent reads and writes its own checkout, not the team's directory.
     if let Some(ws) = &agent.workspace {
         config.workspace = ws.clone();

@@ -1,0 +1,289 @@
+//! Task commands cannot reach the team's control plane (issue 12, finding 1): an exec
+//! teammate's command that tries to read the operator credential, to act as the operator
+//! through the socket (approve its team's pending request, stop the team), or to write outside
+//! its working dir fails, and the team goes on as if nothing happened. The Landlock parts are
+//! skipped, with the reason printed, on a kernel without Landlock; the scrubbed environment is
+//! checked everywhere.
+
+use agent_team_e2e::*;
+use agent_team_protocol::*;
+use std::path::Path;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(60);
+
+fn backends() -> Vec<&'static str> {
+    let mut v = vec!["process", "in-process"];
+    if agent_team_pane::tmux::version().is_ok() {
+        v.push("tmux");
+    } else {
+        eprintln!("tmux >= 3.2 not found: the tmux case is skipped");
+    }
+    v
+}
+
+/// The Landlock ABI task commands run under, or why they are not sandboxed here (from
+/// `agent-team doctor`).
+fn landlock_abi(sb: &Sandbox) -> Result<u32, String> {
+    match no_sandbox(sb) {
+        Some(why) => Err(why),
+        None => {
+            let out = sb.ok(&["doctor"]);
+            let abi = out
+                .split("Landlock ABI ")
+                .nth(1)
+                .and_then(|r| r.split(':').next())
+                .and_then(|n| n.parse().ok());
+            abi.ok_or(out)
+        }
+    }
+}
+
+/// `None` when task commands are sandboxed here, else why not (from `agent-team doctor`).
+fn no_sandbox(sb: &Sandbox) -> Option<String> {
+    let doctor: serde_json::Value = serde_json::from_str(&sb.ok(&["doctor", "--json"])).unwrap();
+    let check = doctor["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "sandbox")
+        .unwrap()
+        .clone();
+    (check["ok"] != true).then(|| check["detail"].as_str().unwrap_or_default().to_string())
+}
+
+/// Writes the team file into `ws/` (so the team's state and runtime dirs, in the sandbox's
+/// directory, are outside the workspace) and starts the team on `backend`.
+fn up_in_ws(sb: &Sandbox, backend: &str, text: &str) -> String {
+    let ws = sb.path("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    std::fs::write(ws.join("agent-team.toml"), text).unwrap();
+    let out = sb.run(&[
+        "-f",
+        "ws/agent-team.toml",
+        "up",
+        "--backend",
+        backend,
+        "--detach",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "up on {backend}: {err}");
+    err
+}
+
+fn pending(sb: &Sandbox, team: &str) -> Vec<PermRequest> {
+    agent_team_client::Client::operator(&sb.team(team))
+        .unwrap()
+        .all_perms(false)
+        .unwrap()
+}
+
+/// Adds a task with command `run` for `agent` and returns its result once it completed.
+fn run_task(sb: &Sandbox, team: &str, agent: &str, run: &str) -> String {
+    let before = sb.tasks(team).len();
+    sb.ok(&[
+        "--team", team, "task", "add", "probe", "--run", run, "--assign", agent,
+    ]);
+    let id = before as u64 + 1;
+    wait_for("the probe task to end", T, || {
+        sb.tasks(team)
+            .iter()
+            .any(|t| t.id == id && matches!(t.status, TaskStatus::Completed | TaskStatus::Failed))
+    });
+    let t = sb.tasks(team).into_iter().find(|t| t.id == id).unwrap();
+    assert_eq!(t.status, TaskStatus::Completed, "{t:?}");
+    t.result.unwrap_or_default()
+}
+
+const TEAM: &str = "guard";
+
+fn team_file(extra: &str) -> String {
+    format!(
+        "name = \"{TEAM}\"\n{extra}\n[roles.worker]\npermissions = {{ bash = \"allow\", \"bash(*deploy*)\" = \"ask\" }}\n\
+         [[teammates]]\nname = \"b1\"\nrole = \"worker\"\n[[teammates]]\nname = \"b2\"\nrole = \"worker\"\n\
+         [[tasks]]\nkey = \"deploy\"\ntitle = \"deploy\"\nrun = \"echo deployed\"\nassign = \"b1\"\n"
+    )
+}
+
+/// The attack: each line prints `LEAK:…` only if it got through.
+fn attack(sb: &Sandbox, outside: &Path, abi: u32) -> String {
+    let tp = sb.team(TEAM);
+    let env = format!(
+        "AGENT_TEAM_HOME={} AGENT_TEAM_RUNTIME_DIR={}",
+        sb.paths.home.display(),
+        sb.paths.runtime.display()
+    );
+    let at = bin("agent-team");
+    [
+        format!(
+            "cat {} && echo LEAK:credential",
+            tp.operator_secret.display()
+        ),
+        format!("ls {} && echo LEAK:runtime-dir", sb.paths.runtime.display()),
+        format!("cat {} >/dev/null && echo LEAK:state", tp.db.display()),
+        "tr '\\0' '\\n' < /proc/$PPID/environ | grep AGENT_TEAM_SECRET= && echo LEAK:parent-env"
+            .into(),
+        format!(
+            "{env} {} --team {TEAM} approve 1 && echo LEAK:approved",
+            at.display()
+        ),
+        // (`down` that cannot see the team's lock says it is not running: whether it stopped
+        // anything is checked from outside.)
+        format!("{env} {} --team {TEAM} down", at.display()),
+        format!(
+            "echo pwned > {}/victim.txt && echo LEAK:overwrote",
+            outside.display()
+        ),
+        format!("touch {}/new.txt && echo LEAK:created", outside.display()),
+        // From Landlock ABI 6 on, not even a signal reaches the agent or the daemon.
+        if abi >= 6 {
+            "kill -TERM $PPID && echo LEAK:signalled".into()
+        } else {
+            String::new()
+        },
+        "echo inside > made-here.txt && echo OK:wrote-workspace".into(),
+        // (No write to a file named at run time: the permission check would ask for it.)
+        "echo OK:temp=$(mktemp)".into(),
+        "echo ENV: $(env | grep '^AGENT_TEAM_' | sort)".into(),
+        "echo FINISHED".into(),
+    ]
+    .join("\n")
+}
+
+fn env_line(result: &str) -> String {
+    result
+        .lines()
+        .find(|l| l.starts_with("ENV:"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Only the agent's identity (and an opaque marker inside the daemon) is in the environment.
+fn check_env(backend: &str, result: &str) {
+    let env = env_line(result);
+    let vars: Vec<&str> = env.split_whitespace().skip(1).collect();
+    for v in &vars {
+        let ok = *v == "AGENT_TEAM_NAME=b2"
+            || *v == format!("AGENT_TEAM_TEAM={TEAM}")
+            || (v.starts_with("AGENT_TEAM_COMMAND_OF=") && !v.contains('/'));
+        assert!(ok, "{backend}: a task command sees {v}: {result}");
+    }
+    assert!(vars.contains(&"AGENT_TEAM_NAME=b2"), "{backend}: {result}");
+}
+
+#[test]
+fn a_task_command_cannot_read_the_credential_act_as_operator_or_write_outside_its_workspace() {
+    for backend in backends() {
+        attack_on(backend);
+    }
+}
+
+fn attack_on(backend: &str) {
+    let sb = Sandbox::new();
+    let outside = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::fs::write(outside.path().join("victim.txt"), "original").unwrap();
+    let abi = landlock_abi(&sb);
+    let why_not = abi.clone().err();
+    let err = up_in_ws(&sb, backend, &team_file(""));
+    // Without Landlock the team says so when it starts; with it, nothing is said.
+    assert_eq!(
+        err.contains("task commands run without the sandbox"),
+        why_not.is_some(),
+        "{err}"
+    );
+    wait_for("b1's deploy request", T, || !pending(&sb, TEAM).is_empty());
+    let req = pending(&sb, TEAM).remove(0);
+    assert_eq!((req.id, req.agent.as_str()), (1, "b1"));
+
+    let Some(result) = (match &why_not {
+        None => Some(run_task(
+            &sb,
+            TEAM,
+            "b2",
+            &attack(&sb, outside.path(), abi.clone().unwrap_or(0)),
+        )),
+        Some(why) => {
+            eprintln!("{backend}: the Landlock checks are skipped: {why}");
+            check_env(
+                backend,
+                &run_task(
+                    &sb,
+                    TEAM,
+                    "b2",
+                    "echo ENV: $(env | grep '^AGENT_TEAM_' | sort)",
+                ),
+            );
+            None
+        }
+    }) else {
+        sb.ok(&["--team", TEAM, "down"]);
+        return;
+    };
+    assert!(result.contains("FINISHED"), "{backend}: {result}");
+    assert!(!result.contains("LEAK:"), "{backend}: {result}");
+    assert!(
+        result.contains("OK:wrote-workspace") && result.contains("OK:temp=/"),
+        "{backend}: the command could not work where it may: {result}"
+    );
+    check_env(backend, &result);
+    let made = result
+        .split("OK:temp=")
+        .nth(1)
+        .and_then(|r| r.lines().next())
+        .unwrap_or_default();
+    assert!(
+        Path::new(made).is_file(),
+        "{backend}: mktemp made nothing: {result}"
+    );
+    let _ = std::fs::remove_file(made);
+    assert_eq!(
+        std::fs::read_to_string(outside.path().join("victim.txt")).unwrap(),
+        "original"
+    );
+    assert!(!outside.path().join("new.txt").exists());
+    assert!(sb.path("ws/made-here.txt").exists());
+
+    // The team is untouched: the daemon answers, the request still waits, b1 waits on it.
+    assert!(
+        agent_team_paths::lock_held(&sb.team(TEAM).lock),
+        "{backend}: the daemon is gone"
+    );
+    let still = pending(&sb, TEAM);
+    assert_eq!(still.len(), 1, "{backend}: {still:?}");
+    assert_eq!(still[0].status, PermStatus::Pending);
+    assert_eq!(
+        sb.agent(TEAM, "b1").status,
+        AgentStatus::Waiting,
+        "{backend}"
+    );
+    // The operator's own approval still works, and the waiting task then runs.
+    sb.ok(&["--team", TEAM, "approve", "1"]);
+    wait_for("the deploy task to complete", T, || {
+        sb.task_is(TEAM, 1, TaskStatus::Completed)
+    });
+    sb.ok(&["--team", TEAM, "down"]);
+}
+
+#[test]
+fn sandbox_off_in_the_team_file_lets_task_commands_read_the_runtime_dir() {
+    let sb = Sandbox::new();
+    if let Some(why) = no_sandbox(&sb) {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let err = up_in_ws(&sb, "process", &team_file("sandbox = \"off\""));
+    assert!(!err.contains("warning"), "{err}");
+    let result = run_task(
+        &sb,
+        TEAM,
+        "b2",
+        &format!(
+            "ls {} >/dev/null && echo READ; echo ENV: $(env | grep '^AGENT_TEAM_' | sort)",
+            sb.paths.runtime.display()
+        ),
+    );
+    assert!(result.contains("READ"), "{result}");
+    // The environment is scrubbed all the same.
+    check_env("process", &result);
+    sb.ok(&["--team", TEAM, "down"]);
+}

@@ -113,7 +113,11 @@ fn gc_figure(dir: &Path, n: usize) -> Result<(u64, u64, f64)> {
         store.commit(&state.take_changes())?;
         for state_to in [DeliveryState::Delivered, DeliveryState::Read] {
             for to in ["w1", "w2", "w3"] {
-                let mine: Vec<u64> = ids.iter().filter(|(t, _)| *t == to).map(|(_, i)| *i).collect();
+                let mine: Vec<u64> = ids
+                    .iter()
+                    .filter(|(t, _)| *t == to)
+                    .map(|(_, i)| *i)
+                    .collect();
                 state
                     .ack(&Actor::Agent(to.into()), &mine, state_to, Timestamp::now())
                     .map_err(|e| anyhow::anyhow!("{}", e.message))?;
@@ -125,7 +129,11 @@ fn gc_figure(dir: &Path, n: usize) -> Result<(u64, u64, f64)> {
     store.checkpoint(true)?;
     let t0 = Instant::now();
     let report = store.compact(&db, Timestamp(Timestamp::now().0 + 1), &[], true)?;
-    Ok((report.bytes_before, report.bytes_after, t0.elapsed().as_secs_f64()))
+    Ok((
+        report.bytes_before,
+        report.bytes_after,
+        t0.elapsed().as_secs_f64(),
+    ))
 }
 
 /// Runs the figures.
@@ -135,7 +143,10 @@ pub fn run(r: &mut Report, dir: &Path, quick: bool) -> Result<()> {
     let (before, after, took) = gc_figure(dir, n)?;
     let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
     r.add(
-        &format!("state files after {n} messages sent, delivered and read, after `gc` ({} to compact)", dur(took)),
+        &format!(
+            "state files after {n} messages sent, delivered and read, after `gc` ({} to compact)",
+            dur(took)
+        ),
         format!("{:.1} MiB", mib(after)),
         format!("{:.1} MiB before", mib(before)),
         format!("{:.3}×", after as f64 / before.max(1) as f64),
@@ -184,7 +195,7 @@ pub fn run(r: &mut Report, dir: &Path, quick: bool) -> Result<()> {
     }
     let flood_ps = ps_wall(&home, &rundir, &ws, team, runs)?;
     // The peak, not the moment after: the flood's worst is what counts.
-    let flood_rss = rss(daemon).1;
+    let (flood_now, flood_rss) = rss(daemon);
     drop(held);
     let _ = cli(&home, &rundir, &ws, &["--team", team, "down"]).status();
     if hold < want {
@@ -201,8 +212,8 @@ pub fn run(r: &mut Report, dir: &Path, quick: bool) -> Result<()> {
         flood_ps < 0.1,
     );
     r.add(
-        &format!("daemon RSS with {hold} connections held open that never say hello"),
-        format!("{:.1} MiB", mib(flood_rss)),
+        &format!("daemon peak RSS with {hold} connections held open that never say hello"),
+        format!("{:.1} MiB (now {:.1})", mib(flood_rss), mib(flood_now)),
         format!("{:.1} MiB without them", mib(calm_rss)),
         format!("{:.2}×", flood_rss as f64 / calm_rss.max(1) as f64),
         "< 64 MiB",

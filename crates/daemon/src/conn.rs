@@ -14,9 +14,16 @@ use tokio::io::BufReader;
 use tokio::sync::{mpsc, oneshot};
 
 /// Serves one accepted connection until it closes.
-pub async fn serve(stream: Stream, id: ConnId, core: CoreTx, gate: Arc<Gate>) {
+/// `admission` is the gate's verdict, taken when the connection was accepted (so a flood is
+/// counted, and idle connections closed, before any task runs).
+pub async fn serve(
+    stream: Stream,
+    id: ConnId,
+    core: CoreTx,
+    gate: Arc<Gate>,
+    admission: Admission,
+) {
     let _counted = Counted::new(gate.clone(), id);
-    let admission = gate.admit(id);
     let my_uid = nix::unistd::geteuid().as_raw();
     let peer = stream.peer_creds().ok();
     let peer_uid = peer.as_ref().and_then(|c| c.euid());

@@ -18,6 +18,8 @@ pub struct Gate {
     max_connections: AtomicUsize,
     max_unread_bytes: AtomicUsize,
     live: Mutex<Live>,
+    /// Accepted connections whose task has not ended yet (closed ones included until then).
+    sockets: AtomicUsize,
     /// When an accept failure was last logged, and how many were not logged since.
     accept_log: Mutex<(Option<Instant>, u64)>,
 }
@@ -81,6 +83,7 @@ impl Gate {
     /// reached.
     pub fn admit(&self, id: ConnId) -> Admission {
         let max = self.max_connections.load(Ordering::Relaxed);
+        self.sockets.fetch_add(1, Ordering::Relaxed);
         let Ok(mut live) = self.live.lock() else {
             return Admission::Refused { open: 0, max };
         };
@@ -122,6 +125,12 @@ impl Gate {
         {
             live.open.insert(id);
         }
+    }
+
+    /// Whether so many accepted connections are still winding down that the accept loop should
+    /// let them end before it takes more (bounds the memory a flood can take).
+    pub fn backed_up(&self) -> bool {
+        self.sockets.load(Ordering::Relaxed) > 2 * self.max_connections.load(Ordering::Relaxed) + 64
     }
 
     /// The connection closed.
@@ -178,6 +187,12 @@ impl Counted {
 
 impl Drop for Counted {
     fn drop(&mut self) {
+        let _ = self
+            .gate
+            .sockets
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            });
         self.gate.closed(self.id);
     }
 }

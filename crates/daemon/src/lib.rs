@@ -274,12 +274,18 @@ pub async fn serve(
             match listener.accept().await {
                 Ok(stream) => {
                     next_id += 1;
+                    let admission = gate.admit(next_id);
                     tokio::spawn(conn::serve(
                         stream,
                         next_id,
                         accept_tx.clone(),
                         gate.clone(),
+                        admission,
                     ));
+                    // A flood: let the connections closed to make room end before taking more.
+                    while gate.backed_up() {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
                 }
                 Err(e) => {
                     // Out of descriptors (EMFILE, ENFILE): the oldest connection without a hello

@@ -6,7 +6,7 @@ use agent_team_protocol::ServerFrame;
 use agent_team_protocol::frame;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 /// Identifies a connection inside the daemon.
@@ -113,42 +113,57 @@ pub(crate) async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(
 }
 
 async fn write_frames<W: tokio::io::AsyncWrite + Unpin>(
-    w: W,
+    mut w: W,
     mut rx: mpsc::UnboundedReceiver<Outbound>,
     queued: &AtomicUsize,
     queued_bytes: &AtomicUsize,
 ) {
-    // The buffer is made when there is something to write: a connection that never gets a
-    // frame (one that never says hello) costs no buffer.
-    let Some(first) = rx.recv().await else { return };
-    let mut w = BufWriter::with_capacity(64 * 1024, w);
-    let mut first = Some(first);
-    while let Some(first) = match first.take() {
-        Some(f) => Some(f),
-        None => rx.recv().await,
-    } {
+    // Frames already queued go out in one write; the buffer grows only as far as a batch needs
+    // (a connection that never gets a frame, or gets one error, costs almost nothing) and is
+    // given back when a batch made it large.
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(first) = rx.recv().await {
         let mut next = Some(first);
-        // Write everything already queued, then flush once.
+        let mut close = false;
         while let Some(out) = next.take() {
             match out {
                 Outbound::Frame(bytes) => {
                     queued.fetch_sub(1, Ordering::Relaxed);
                     queued_bytes.fetch_sub(bytes.len(), Ordering::Relaxed);
-                    if w.write_all(&bytes).await.is_err() {
-                        return;
+                    if buf.is_empty() && bytes.len() >= BATCH_BYTES {
+                        if w.write_all(&bytes).await.is_err() {
+                            return;
+                        }
+                    } else {
+                        buf.extend_from_slice(&bytes);
                     }
                 }
-                Outbound::Close => {
-                    let _ = w.flush().await;
-                    let _ = w.shutdown().await;
-                    return;
-                }
+                Outbound::Close => close = true,
+            }
+            if buf.len() >= BATCH_BYTES || close {
+                break;
             }
             next = rx.try_recv().ok();
         }
+        if !buf.is_empty() {
+            if w.write_all(&buf).await.is_err() {
+                return;
+            }
+            buf.clear();
+            if buf.capacity() > 4 * BATCH_BYTES {
+                buf.shrink_to(BATCH_BYTES);
+            }
+        }
         if w.flush().await.is_err() {
+            return;
+        }
+        if close {
+            let _ = w.shutdown().await;
             return;
         }
     }
     let _ = w.flush().await;
 }
+
+/// Bytes gathered from queued frames before they are written in one go.
+const BATCH_BYTES: usize = 64 * 1024;

@@ -88,6 +88,8 @@ impl Ctx {
     /// drops before the answer (the daemon crashed or was restarted), it reconnects and sends
     /// the same request again under the same request id, so it is applied exactly once.
     pub fn call(&self, req: Request) -> Result<Reply> {
+        // Too large is refused here, before a daemon is started or reached.
+        req.check_sizes().map_err(ClientError::Server)?;
         let rid = req.is_mutating().then(agent_team_client::new_rid);
         let mut pauses = Backoff::constant(RETRY_PAUSE).deadline(Instant::now() + RETRY_FOR);
         loop {
@@ -175,6 +177,12 @@ fn team_name_from_file(path: &Path) -> Result<String> {
             "fix the team file",
         )
     })?;
+    if value.is_empty() {
+        anyhow::bail!(crate::Hinted::new(
+            format!("{} is empty", path.display()),
+            "a team file needs at least a name, e.g. name = \"webapp\""
+        ));
+    }
     match value.get("name") {
         Some(toml::Value::String(s)) => Ok(s.clone()),
         Some(_) => anyhow::bail!(crate::Hinted::new(
@@ -245,6 +253,17 @@ impl Reader {
         Ok(match self {
             Reader::Live(c) => c.all_perms(all)?,
             Reader::Stored { state, .. } => state.perms(all),
+        })
+    }
+
+    /// The team's stored configuration (what its last `up` or `run` gave it), if any.
+    pub fn config(&mut self) -> Result<Option<serde_json::Value>> {
+        Ok(match self {
+            Reader::Live(c) => match c.call(Request::GetConfig)? {
+                Reply::Config { config } if !config.is_null() => Some(config),
+                _ => None,
+            },
+            Reader::Stored { state, .. } => state.config().cloned(),
         })
     }
 

@@ -118,7 +118,7 @@ pub fn ensure_daemon(
             return Err(StartError::Exited {
                 status: status.to_string(),
                 log: tp.daemon_log.clone(),
-                tail: tail(&tp.daemon_log),
+                tail: with_disk_note(tail(&tp.daemon_log), &tp.dir),
             });
         }
         match pauses.next() {
@@ -160,4 +160,16 @@ fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(8)..].join("\n")
+}
+
+/// The log's tail, with a note when the state's disk is full: the daemon could not have
+/// written its reason there.
+fn with_disk_note(tail: String, dir: &Path) -> String {
+    match agent_team_paths::free_bytes(dir) {
+        Some(free) if free < agent_team_paths::LOW_DISK_BYTES => format!(
+            "{tail}\nthe disk holding {} is full ({free} bytes free): free some space and retry",
+            dir.display()
+        ),
+        _ => tail,
+    }
 }

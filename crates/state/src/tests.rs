@@ -369,8 +369,11 @@ fn acks_only_move_forward_and_only_for_the_owner() {
         )
         .unwrap();
     assert_eq!(
-        s.ack(&a("b2"), &ids, DeliveryState::Read, now()).unwrap(),
-        0
+        s.ack(&a("b2"), &ids, DeliveryState::Read, now())
+            .unwrap_err()
+            .code,
+        ErrorCode::PermissionDenied,
+        "not b2's to acknowledge"
     );
     assert_eq!(
         s.ack(&a("b1"), &ids, DeliveryState::Delivered, now())
@@ -632,5 +635,71 @@ fn a_rolled_back_agent_gives_its_task_back() {
             .iter()
             .any(|c| matches!(c, Change::Task(t) if t.status == TaskStatus::Pending)),
         "the release is persisted"
+    );
+}
+
+#[test]
+fn permission_notices_and_shutdown_requests_get_through_a_full_inbox() {
+    let mut s = team_with(&["leader", "b1"]);
+    s.set_inbox_limit(2);
+    for i in 0..2 {
+        s.send(
+            &a("b1"),
+            "leader",
+            format!("m{i}"),
+            MessageKind::Text,
+            None,
+            now(),
+        )
+        .unwrap();
+    }
+    let e = s
+        .send(
+            &Actor::Daemon,
+            "leader",
+            "x".into(),
+            MessageKind::TaskEvent,
+            None,
+            now(),
+        )
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::InboxFull);
+    for kind in [MessageKind::Permission, MessageKind::ShutdownRequest] {
+        s.send(&Actor::Daemon, "leader", "notice".into(), kind, None, now())
+            .unwrap();
+    }
+    assert_eq!(s.unread_count("leader"), 4);
+}
+
+#[test]
+fn acknowledging_another_agents_message_is_refused_and_changes_nothing() {
+    let mut s = team_with(&["leader", "b1", "b2"]);
+    let (ids, _) = s
+        .send(
+            &a("b1"),
+            "b2",
+            "for b2".into(),
+            MessageKind::Text,
+            None,
+            now(),
+        )
+        .unwrap();
+    let e = s
+        .ack(&a("b1"), &ids, DeliveryState::Read, now())
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::PermissionDenied, "{e:?}");
+    assert_eq!(s.unread_count("b2"), 1, "still unread for b2");
+    let e = s
+        .ack(&a("b2"), &[ids[0] + 100], DeliveryState::Read, now())
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotFound, "{e:?}");
+    // Its own, twice (a retry after a reconnect): fine both times.
+    assert_eq!(
+        s.ack(&a("b2"), &ids, DeliveryState::Read, now()).unwrap(),
+        1
+    );
+    assert_eq!(
+        s.ack(&a("b2"), &ids, DeliveryState::Read, now()).unwrap(),
+        0
     );
 }

@@ -608,6 +608,25 @@ impl Model {
         if state == DeliveryState::Queued {
             return err(ErrorCode::BadRequest);
         }
+        // Someone else's unread copy is refused; an id never issued is not found; both change
+        // nothing.
+        let own = |id: &u64| {
+            self.inboxes
+                .get(name)
+                .is_some_and(|q| q.iter().any(|m| m.id == *id))
+        };
+        if ids.iter().any(|id| {
+            !own(id)
+                && self
+                    .inboxes
+                    .iter()
+                    .any(|(n, q)| n != name && q.iter().any(|m| m.id == *id))
+        }) {
+            return err(ErrorCode::PermissionDenied);
+        }
+        if ids.iter().any(|id| *id == 0 || *id >= self.next_msg) {
+            return err(ErrorCode::NotFound);
+        }
         let mut changed = 0;
         if let Some(q) = self.inboxes.get_mut(name) {
             for id in ids {
@@ -1141,7 +1160,7 @@ impl Run {
                     own.iter().map(|i| mine[i % mine.len()]).collect()
                 };
                 if foreign {
-                    // Someone else's unread copy, and an id never issued: both ignored.
+                    // Someone else's unread copy (refused), and an id never issued (not found).
                     let other = self
                         .model
                         .inboxes

@@ -71,52 +71,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn most_specific_rule_wins() {
-        let rules = vec![
-            rule("bash", None, Ask),
-            rule("bash", Some("cargo test*"), Allow),
-            rule("bash", Some("rm *"), Deny),
-        ];
-        assert_eq!(decide(&rules, "bash", "cargo test --all"), Allow);
-        assert_eq!(decide(&rules, "bash", "rm -rf /"), Deny);
-        assert_eq!(decide(&rules, "bash", "make"), Ask);
-        assert_eq!(decide(&rules, "write_file", "x"), Allow);
-        assert_eq!(decide(&[rule("*", None, Ask)], "write_file", "x"), Ask);
-    }
-
-    #[test]
-    fn a_shell_line_is_allowed_only_when_every_command_is() {
-        let rules = vec![
-            rule("bash", None, Ask),
-            rule("bash", Some("cargo test*"), Allow),
-            rule("bash", Some("ls*"), Allow),
-            rule("bash", Some("*rm -rf*"), Deny),
-            rule("bash", Some("git push*"), Deny),
-        ];
-        assert_eq!(decide(&rules, "bash", "cargo test && ls -l"), Allow);
-        for asks in [
-            "cargo test; curl x | sh",
-            "cargo test $(curl x)",
-            "cargo test `id`",
-            "cargo test\nmake",
-        ] {
-            assert_eq!(decide(&rules, "bash", asks), Ask, "{asks}");
-        }
-        // A deny anywhere wins, even against a longer allow pattern, and spacing does not help.
-        for denied in [
-            "cargo test && rm -rf ~",
-            "  git   push origin",
-            "ls; git push",
-            "echo $(rm -rf /)",
-        ] {
-            assert_eq!(decide(&rules, "bash", denied), Deny, "{denied}");
-        }
-        // Without a rule for the whole tool, what no pattern covers is allowed, as before.
-        let only = vec![rule("bash", Some("rm *"), Deny)];
-        assert_eq!(decide(&only, "bash", "make && make install"), Allow);
-        assert_eq!(decide(&only, "bash", "make && rm x"), Deny);
-    }
+    // The engine's own rules (most specific wins, every command of a line) are tested in
+    // agent-team-perms; here only what the team file's policy adds to them.
 
     /// Issue 12, finding 2, through the team file's policy: `git status*` is no longer a way to
     /// `git statusfoo`, a redirection or a write into `.git`.

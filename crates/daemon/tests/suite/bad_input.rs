@@ -4,43 +4,13 @@
 use super::support::*;
 use agent_team_client::ReplyExt;
 use agent_team_protocol::*;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
-
-fn raw(t: &TestTeam) -> UnixStream {
-    let s = UnixStream::connect(t.tp().socket).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s
-}
-
-fn frame(v: &Value) -> Vec<u8> {
-    let body = serde_json::to_vec(v).unwrap();
-    let mut out = (body.len() as u32).to_be_bytes().to_vec();
-    out.extend(body);
-    out
-}
-
-/// Reads one frame, or None if the daemon closed the connection.
-fn read_frame(s: &mut UnixStream) -> Option<Value> {
-    let mut header = [0u8; 4];
-    if s.read_exact(&mut header).is_err() {
-        return None;
-    }
-    let mut body = vec![0u8; u32::from_be_bytes(header) as usize];
-    s.read_exact(&mut body).ok()?;
-    Some(serde_json::from_slice(&body).unwrap())
-}
 
 fn closed(s: &mut UnixStream) -> bool {
     let mut b = [0u8; 1];
     matches!(s.read(&mut b), Ok(0))
-}
-
-fn hello(t: &TestTeam) -> Value {
-    let secret = std::fs::read_to_string(t.tp().operator_secret).unwrap();
-    json!({"type":"hello","protocol":PROTOCOL_VERSION,"team":"t","auth":{"kind":"operator","secret":secret.trim()}})
 }
 
 fn snapshot(t: &TestTeam) -> (Vec<Task>, u64) {
@@ -110,7 +80,7 @@ fn garbage_never_changes_state_and_the_daemon_keeps_serving() {
 
     // After a good hello: invalid JSON, an unknown op, a missing field; the connection lives on.
     let mut s = raw(&t);
-    s.write_all(&frame(&hello(&t))).unwrap();
+    s.write_all(&frame(&operator_hello(&t))).unwrap();
     assert_eq!(read_frame(&mut s).unwrap()["type"], "welcome");
     let mut bad_json = 9u32.to_be_bytes().to_vec();
     bad_json.extend(b"{not json");
@@ -153,7 +123,7 @@ fn garbage_never_changes_state_and_the_daemon_keeps_serving() {
     );
 
     // A second hello on an authenticated connection.
-    s.write_all(&frame(&hello(&t))).unwrap();
+    s.write_all(&frame(&operator_hello(&t))).unwrap();
     assert_eq!(read_frame(&mut s).unwrap()["error"]["code"], "bad_request");
 
     assert_eq!(snapshot(&t), before);
@@ -236,7 +206,7 @@ fn a_huge_unknown_op_still_gets_its_answer() {
     // the answer too big to send, and the client waited for ever.
     let t = TestTeam::start();
     let mut s = raw(&t);
-    s.write_all(&frame(&hello(&t))).unwrap();
+    s.write_all(&frame(&operator_hello(&t))).unwrap();
     assert_eq!(read_frame(&mut s).unwrap()["type"], "welcome");
     let op = "x".repeat(1024 * 1024 - 200);
     s.write_all(&frame(&json!({"type":"request","id":9,"body":{"op": op}})))

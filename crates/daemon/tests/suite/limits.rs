@@ -4,36 +4,10 @@
 use super::support::*;
 use agent_team_config::Limits;
 use agent_team_protocol::*;
-use serde_json::{Value, json};
-use std::io::{Read, Write};
+use serde_json::json;
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
-
-fn raw(t: &TestTeam) -> UnixStream {
-    let s = UnixStream::connect(t.tp().socket).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s
-}
-
-fn frame(v: &Value) -> Vec<u8> {
-    let body = serde_json::to_vec(v).unwrap();
-    let mut out = (body.len() as u32).to_be_bytes().to_vec();
-    out.extend(body);
-    out
-}
-
-fn read_frame(s: &mut UnixStream) -> Option<Value> {
-    let mut header = [0u8; 4];
-    s.read_exact(&mut header).ok()?;
-    let mut body = vec![0u8; u32::from_be_bytes(header) as usize];
-    s.read_exact(&mut body).ok()?;
-    serde_json::from_slice(&body).ok()
-}
-
-fn hello(t: &TestTeam) -> Value {
-    let secret = std::fs::read_to_string(t.tp().operator_secret).unwrap();
-    json!({"type":"hello","protocol":PROTOCOL_VERSION,"team":"t","auth":{"kind":"operator","secret":secret.trim()}})
-}
 
 fn with_limits(l: Limits) -> TestTeam {
     TestTeam::start_with(move |o| o.limits = l)
@@ -120,7 +94,7 @@ fn a_client_that_never_reads_its_replies_is_cut_at_the_byte_cap_and_others_are_s
     }
     // Each reply is ~60 KB; the client pipelines requests and reads nothing.
     let mut s = raw(&t);
-    s.write_all(&frame(&hello(&t))).unwrap();
+    s.write_all(&frame(&operator_hello(&t))).unwrap();
     assert_eq!(read_frame(&mut s).unwrap()["type"], "welcome");
     s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
     let list = frame(&json!({"type":"request","id":1,"body":{"op":"task_list"}}));

@@ -127,3 +127,35 @@ pub fn pushed_messages(c: &mut Client, n: usize) -> Vec<Message> {
     }
     out
 }
+
+/// A raw connection to the team's socket, for speaking the wire format by hand.
+pub fn raw(t: &TestTeam) -> std::os::unix::net::UnixStream {
+    let s = std::os::unix::net::UnixStream::connect(t.tp().socket).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    s
+}
+
+/// `v` as one frame: a 4-byte big-endian length, then the JSON.
+pub fn frame(v: &serde_json::Value) -> Vec<u8> {
+    let body = serde_json::to_vec(v).unwrap();
+    let mut out = (body.len() as u32).to_be_bytes().to_vec();
+    out.extend(body);
+    out
+}
+
+/// Reads one frame, or None if the daemon closed the connection.
+pub fn read_frame(s: &mut std::os::unix::net::UnixStream) -> Option<serde_json::Value> {
+    use std::io::Read;
+    let mut header = [0u8; 4];
+    s.read_exact(&mut header).ok()?;
+    let mut body = vec![0u8; u32::from_be_bytes(header) as usize];
+    s.read_exact(&mut body).ok()?;
+    serde_json::from_slice(&body).ok()
+}
+
+/// The operator's hello as JSON.
+pub fn operator_hello(t: &TestTeam) -> serde_json::Value {
+    let secret = std::fs::read_to_string(t.tp().operator_secret).unwrap();
+    serde_json::json!({"type":"hello","protocol":PROTOCOL_VERSION,"team":"t","auth":{"kind":"operator","secret":secret.trim()}})
+}

@@ -100,19 +100,19 @@ pub enum Change {
     },
     /// The outcome of a request that carried a request id, remembered for its retries.
     Reply {
-        /// Who made the request.
-        identity: String,
+        /// Who made the request (shared by all of that identity's changes).
+        identity: std::sync::Arc<str>,
         /// The client's request id.
-        rid: String,
+        rid: std::sync::Arc<str>,
         /// Its place in the order replies were remembered (for pruning).
         n: u64,
-        /// The outcome, as JSON (`{"Ok": reply}` or `{"Err": error}`).
-        outcome: String,
+        /// The outcome; the store writes it as JSON (`{"Ok": reply}` or `{"Err": error}`).
+        outcome: replies::ReplyOutcome,
     },
     /// An identity's remembered replies numbered below `below` are forgotten.
     RepliesPruned {
         /// Whose.
-        identity: String,
+        identity: std::sync::Arc<str>,
         /// The first sequence number kept.
         below: u64,
     },

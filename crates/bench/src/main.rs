@@ -361,13 +361,43 @@ nothing else running. Run-to-run spread on this machine: about ±10 % on the thr
 | model team wall | 60.5 ms | 66.8 ms | within spread |
 | send_message → leader's next request | 3.02 ms | 5.19 ms | worse; single-sample noise is ±2 ms here |
 
-- **Why messages and claims are slower: request ids.** Every mutating request now carries a
+- **Why messages and claims are slower: request ids.** Every mutating request carries a
   request id and its reply is stored in the same commit, so a retry after a reconnect is
-  answered instead of applied twice (docs/PROTOCOL.md). BENCH_ONLY=throughput A/B in the same
-  session (before / after, three rounds each): a row per request cost ~32 %; one row per identity
-  per commit plus a per-process id prefix brought it to ~15 % (72 k/s against 60 k/s). Claims pay
-  more because each stored reply holds the whole task. Making that cheaper (storing a reference
-  to the task row instead of the reply) is not done.
+  answered instead of applied twice (docs/PROTOCOL.md). Where the time goes, measured without
+  the daemon by `cargo run --release -p agent-team-store --example reply_cost -- claims|messages`
+  (the state and the store under the bench's two loads in one thread, the thread's CPU time from
+  /proc per request): racing claims ~26 µs without request ids, ~42 µs with the reply serialised
+  to JSON when remembered, of which ~4 µs is the in-memory record and the rest the store: the
+  extra WAL pages of the reply rows (each claim and finish reply held the whole task) and a
+  prune `DELETE` that read the whole `reply_batches` table; sustained messages ~9 µs against
+  ~14 µs. Changed: the reply is kept typed and written as JSON once, at commit; a task reply is
+  stored as a reference to the `TASK_UPDATED` event of the same commit (a few bytes instead of
+  the task; resolved on load); an index on `(identity, last_n)` makes the prune read only that
+  identity's rows. In the example that took claims to ~38–47 µs (from ~42–57 µs in the same
+  runs), messages unchanged within noise.
+- **Issue 11 before/after, re-measured (2026-11-23, 11:47–12:00).** `BENCH_ONLY=throughput` and
+  `BENCH_ONLY=claims` (`BENCH_SECTION=core`, release builds each with its own target dir, binaries
+  run directly with `AGENT_TEAM_BIN_DIR`), four builds run in turn, four rounds each:
+  `9bfd6e8` (no request ids), `3522710` (request ids, the HEAD this work started from),
+  `d70ddd0` (the daemon split, replies as before) and `d70ddd0` with this change (the core calls
+  `remember_outcome`). **Other engineers were building on this 2-core machine at the same time**
+  (load average 1.3–1.9 in the quietest set, 3–4 in the others), so absolute figures are about
+  half of the table above and single runs spread ±20 %; medians of the quietest set:
+
+  | figure | 9bfd6e8 | 3522710 | d70ddd0 | d70ddd0 + this |
+  |---|---:|---:|---:|---:|
+  | sustained messages (median; min–max) | 45.3 k/s (39.0–53.6) | 38.1 k/s (34.0–41.5) | 35.0 k/s (32.2–37.9) | 34.9 k/s (33.5–37.2) |
+  | racing claims (median; min–max) | 9.2 k/s (7.5–10.8) | 6.7 k/s (5.1–7.4) | 6.6 k/s (5.9–6.8) | 7.0 k/s (6.1–7.6) |
+
+  Two noisier sets (load 3–4) ordered the builds the same way (messages 33.9 / 29.8 / 26.3 /
+  25.0 and 29.9 / 28.5 / 25.8 / 23.3 k/s; claims 7.1 / 5.2 / 5.5 / 5.5 and 5.9 / 4.3 / 5.1 /
+  5.0 k/s). **Not closed:** against the code without request ids, messages are still ~20–25 %
+  and claims ~20–25 % lower, more than the run-to-run spread; this change is within noise of the
+  code it replaces on messages and at most a few per cent better on claims. What remains is
+  per request: the id parsed and hashed, the outcome kept (an allocation and a copy), a
+  reply row per identity per commit and its share of the WAL, and freeing what the prune
+  forgets. Not tried yet: a faster hasher for the ids, storing send replies as the message
+  ids only, measuring on a quiet machine.
 - **New figures:** the daemon's CPU with the tmux backend while teammates run commands was 73.5 %
   of a core before the SIGCHLD fix (a poll's own tmux client exiting triggered the next poll) and
   is 0.4–0.8 points above the process backend now. `run` on the in-process backend took 2.27× the

@@ -87,11 +87,6 @@ pub struct CoreConfig {
     pub gate: std::sync::Arc<crate::gate::Gate>,
 }
 
-/// A request's outcome as it is remembered for retries.
-fn outcome_json(outcome: &Result<Reply, ErrorBody>) -> String {
-    serde_json::to_string(outcome).unwrap_or_else(|_| "null".into())
-}
-
 /// The most requests applied before a commit; bounds the latency one batch adds.
 const MAX_BATCH: usize = 4096;
 /// How often the retention window is applied.
@@ -299,8 +294,7 @@ impl Core {
     /// Queues the answer to request `id` of `conn` (sent when the batch commits).
     pub(crate) fn answer(&mut self, conn: ConnId, id: u64, outcome: Result<Reply, ErrorBody>) {
         if let Some((identity, rid)) = self.rid_pending.remove(&(conn, id)) {
-            self.state
-                .remember_reply(&identity, &rid, outcome_json(&outcome));
+            self.state.remember_outcome(&identity, &rid, &outcome);
             for (c, i) in self
                 .rid_retries
                 .remove(&(identity, rid))
@@ -462,10 +456,7 @@ impl Core {
                         );
                         return self.answer(conn, id, Err(e));
                     }
-                    if let Some(json) = self.state.replay(actor.name(), r) {
-                        let outcome = serde_json::from_str(json).unwrap_or_else(|e| {
-                            Err(internal(&format!("cannot read the remembered reply: {e}")))
-                        });
+                    if let Some(outcome) = self.state.replay_outcome(actor.name(), r) {
                         return self.answer(conn, id, outcome);
                     }
                     if !self.rid_retries.is_empty() {
@@ -490,8 +481,7 @@ impl Core {
                 };
                 match (outcome, rid) {
                     (Some(outcome), Some(rid)) => {
-                        self.state
-                            .remember_reply(actor.name(), &rid, outcome_json(&outcome));
+                        self.state.remember_outcome(actor.name(), &rid, &outcome);
                         self.answer(conn, id, outcome);
                     }
                     (Some(outcome), None) => self.answer(conn, id, outcome),
@@ -919,10 +909,6 @@ fn secret_eq(a: &str, b: &str) -> bool {
 
 fn unauthorized(msg: &str) -> ErrorBody {
     ErrorBody::new(ErrorCode::Unauthorized, msg)
-}
-
-fn internal(msg: &str) -> ErrorBody {
-    ErrorBody::new(ErrorCode::Internal, msg)
 }
 
 #[cfg(test)]

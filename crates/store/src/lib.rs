@@ -698,7 +698,30 @@ impl Store {
             "DELETE FROM messages WHERE state >= ?1 AND ts < ?2",
             params![read, before.0 as i64],
         )? as u64;
-        out.events = tx.execute("DELETE FROM events WHERE ts < ?1", [before.0 as i64])? as u64;
+        // A remembered task reply points at its TASK_UPDATED event: those events stay (and so
+        // does everything after the oldest of them), so a retry is still answered after a gc.
+        let keep_from = {
+            let mut stmt = tx.prepare("SELECT data FROM reply_batches")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            let mut oldest = u64::MAX;
+            for row in rows {
+                let entries: Vec<(String, u64, serde_json::Value)> =
+                    serde_json::from_str(&row?).unwrap_or_default();
+                for (_, _, outcome) in &entries {
+                    if let Some((seq, _)) = task_event_ref(outcome) {
+                        oldest = oldest.min(seq);
+                    }
+                }
+            }
+            oldest
+        };
+        out.events = tx.execute(
+            "DELETE FROM events WHERE ts < ?1 AND seq < ?2",
+            params![
+                before.0 as i64,
+                i64::try_from(keep_from).unwrap_or(i64::MAX)
+            ],
+        )? as u64;
         {
             let mut del = tx.prepare("DELETE FROM tasks WHERE id = ?1")?;
             for id in tasks {

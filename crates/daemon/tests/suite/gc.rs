@@ -99,3 +99,23 @@ fn gc_removes_what_is_done_keeps_what_is_not_and_never_reuses_an_id() {
         ErrorCode::PermissionDenied
     );
 }
+
+#[test]
+fn a_task_reply_remembered_for_a_retry_survives_gc_and_a_restart() {
+    let mut t = TestTeam::start().with_agents(&["leader", "b1"]);
+    let mut op = t.operator();
+    let task = add_task(&mut op, "claimed", &[]);
+    let mut b1 = t.agent("b1");
+    let first = b1
+        .call_with_rid(Request::TaskClaim { id: task.id }, Some("claim-1".into()))
+        .unwrap();
+    // Its TASK_UPDATED event is what the remembered reply points at: gc keeps it.
+    gc(&mut op);
+    drop((op, b1));
+    t.restart();
+    let mut b1 = t.agent("b1");
+    let again = b1
+        .call_with_rid(Request::TaskClaim { id: task.id }, Some("claim-1".into()))
+        .unwrap();
+    assert_eq!(again, first, "the retry is answered with the first reply");
+}

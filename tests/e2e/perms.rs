@@ -199,7 +199,10 @@ fn an_exec_teammate_allowed_every_command_is_asked_before_writing_git_config_thr
         agent_team_client::Client::operator(&sb.team("px"))
             .ok()
             .and_then(|mut c| c.all_perms(false).ok())
-            .is_some_and(|p| p.iter().any(|r| r.agent == "b1" && r.input.contains("gitdir/config")))
+            .is_some_and(|p| {
+                p.iter()
+                    .any(|r| r.agent == "b1" && r.input.contains("gitdir/config"))
+            })
     });
     assert_eq!(
         std::fs::read_to_string(ws.join(".git/config")).unwrap(),

@@ -80,11 +80,13 @@ fn pending(sb: &Sandbox, team: &str) -> Vec<PermRequest> {
 
 /// Adds a task with command `run` for `agent` and returns its result once it completed.
 fn run_task(sb: &Sandbox, team: &str, agent: &str, run: &str) -> String {
-    let before = sb.tasks(team).len();
-    sb.ok(&[
-        "--team", team, "task", "add", "probe", "--run", run, "--assign", agent,
+    // The id from the answer: the team file's own tasks may still be arriving.
+    let out = sb.ok(&[
+        "--team", team, "task", "add", "probe", "--run", run, "--assign", agent, "--json",
     ]);
-    let id = before as u64 + 1;
+    let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"]
+        .as_u64()
+        .unwrap();
     wait_for("the probe task to end", T, || {
         sb.tasks(team)
             .iter()

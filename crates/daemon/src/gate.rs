@@ -149,14 +149,21 @@ impl Gate {
             .unwrap_or_default()
     }
 
-    /// Logs an accept failure at most once a second, saying how many were not logged.
-    pub fn accept_failed(&self, e: &std::io::Error) {
+    /// Logs an accept failure at most once a second, saying how many were not logged; whether
+    /// this one was.
+    pub fn accept_failed(&self, e: &std::io::Error) -> bool {
+        self.accept_failed_at(e, Instant::now())
+    }
+
+    fn accept_failed_at(&self, e: &std::io::Error, now: Instant) -> bool {
         let Ok(mut log) = self.accept_log.lock() else {
-            return;
+            return false;
         };
-        let now = Instant::now();
         match log.0 {
-            Some(last) if now.duration_since(last) < Duration::from_secs(1) => log.1 += 1,
+            Some(last) if now.duration_since(last) < Duration::from_secs(1) => {
+                log.1 += 1;
+                false
+            }
             _ => {
                 let (open, pending) = self.counts();
                 tracing::warn!(
@@ -166,6 +173,7 @@ impl Gate {
                     "accepting a connection failed: {e}"
                 );
                 *log = (Some(now), 0);
+                true
             }
         }
     }
@@ -237,6 +245,22 @@ mod tests {
             .unwrap();
         g.closed(1);
         assert_eq!(g.counts(), (1, 2));
+    }
+
+    #[test]
+    fn accept_failures_are_logged_at_most_once_a_second() {
+        let g = gate(8);
+        let e = std::io::Error::from_raw_os_error(24); // EMFILE
+        let t0 = Instant::now();
+        let logged: Vec<bool> = (0..2000u64)
+            .map(|ms| g.accept_failed_at(&e, t0 + Duration::from_millis(ms)))
+            .collect();
+        assert_eq!(
+            logged.iter().filter(|l| **l).count(),
+            2,
+            "at 0 s and at 1 s"
+        );
+        assert!(logged[0] && logged[1000]);
     }
 
     #[test]

@@ -290,7 +290,7 @@ pub async fn serve(
                 Err(e) => {
                     // Out of descriptors (EMFILE, ENFILE): the oldest connection without a hello
                     // goes, so real clients still get in; the failure is logged once a second.
-                    gate.accept_failed(&e);
+                    let _ = gate.accept_failed(&e);
                     gate.evict_oldest_pending();
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }

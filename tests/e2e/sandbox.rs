@@ -129,9 +129,12 @@ fn attack(sb: &Sandbox, outside: &Path, abi: u32) -> String {
             "{env} {} --team {TEAM} approve 1 && echo LEAK:approved",
             at.display()
         ),
-        // (`down` that cannot see the team's lock says it is not running: whether it stopped
-        // anything is checked from outside.)
-        format!("{env} {} --team {TEAM} down", at.display()),
+        // `down` says it may not act as the operator (it once said "not running"); whether it
+        // stopped anything is checked from outside too.
+        format!(
+            "{env} {} --team {TEAM} down 2>&1 | grep -q 'operator credential' && echo OK:down-refused",
+            at.display()
+        ),
         format!(
             "echo pwned > {}/victim.txt && echo LEAK:overwrote",
             outside.display()
@@ -223,6 +226,10 @@ fn attack_on(backend: &str) {
     };
     assert!(result.contains("FINISHED"), "{backend}: {result}");
     assert!(!result.contains("LEAK:"), "{backend}: {result}");
+    assert!(
+        result.contains("OK:down-refused"),
+        "{backend}: `down` from a task command did not say it may not act as the operator: {result}"
+    );
     assert!(
         result.contains("OK:wrote-workspace") && result.contains("OK:temp=/"),
         "{backend}: the command could not work where it may: {result}"

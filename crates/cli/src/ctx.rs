@@ -143,6 +143,19 @@ impl Ctx {
     pub fn connect_existing(&self) -> Result<Option<Client>> {
         match Client::operator(&self.tp) {
             Ok(c) => Ok(Some(c)),
+            // Not "not running": this process may not read the credential (a sandboxed task
+            // command), so it may not act as the operator.
+            Err(ClientError::Credential { path, source })
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                anyhow::bail!(crate::Hinted::new(
+                    format!(
+                        "cannot read the operator credential {}: {source}",
+                        path.display()
+                    ),
+                    "only the operator may do this; task commands run sandboxed"
+                ))
+            }
             Err(ClientError::Connect { .. }) | Err(ClientError::Credential { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }

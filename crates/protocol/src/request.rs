@@ -261,31 +261,31 @@ impl Request {
     /// `limit` and `size` in the details).
     pub fn check_sizes(&self) -> Result<(), crate::ErrorBody> {
         let body = crate::MAX_BODY_LEN;
-        let mut fields: Vec<(&str, usize, usize)> = Vec::new();
-        match self {
-            Request::Send { body: b, .. } => fields.push(("body", b.len(), body)),
-            Request::StartRun { goal: Some(g) } => fields.push(("goal", g.len(), body)),
+        // (field, size, limit); no allocation: this runs on every request.
+        let none = ("", 0, 0);
+        let fields: [(&str, usize, usize); 3] = match self {
+            Request::Send { body: b, .. } => [("body", b.len(), body), none, none],
+            Request::StartRun { goal: Some(g) } => [("goal", g.len(), body), none, none],
             Request::TaskAdd {
                 title,
                 description,
                 run,
                 ..
-            } => {
-                fields.push(("title", title.len(), crate::MAX_TITLE_LEN));
-                fields.push(("description", description.len(), body));
-                if let Some(r) = run {
-                    fields.push(("run", r.len(), body));
-                }
-            }
+            } => [
+                ("title", title.len(), crate::MAX_TITLE_LEN),
+                ("description", description.len(), body),
+                ("run", run.as_ref().map_or(0, String::len), body),
+            ],
             Request::TaskFinish {
                 result: Some(r), ..
-            } => fields.push(("result", r.len(), body)),
-            Request::PermRequest { input, reason, .. } => {
-                fields.push(("input", input.len(), body));
-                fields.push(("reason", reason.len(), body));
-            }
-            _ => {}
-        }
+            } => [("result", r.len(), body), none, none],
+            Request::PermRequest { input, reason, .. } => [
+                ("input", input.len(), body),
+                ("reason", reason.len(), body),
+                none,
+            ],
+            _ => return Ok(()),
+        };
         match fields.into_iter().find(|(_, size, limit)| size > limit) {
             None => Ok(()),
             Some((field, size, limit)) => Err(crate::ErrorBody::with_details(

@@ -398,6 +398,19 @@ nothing else running. Run-to-run spread on this machine: about ±10 % on the thr
   reply row per identity per commit and its share of the WAL, and freeing what the prune
   forgets. Not tried yet: a faster hasher for the ids, storing send replies as the message
   ids only, measuring on a quiet machine.
+- **After issues 11 and 12 (2026-11-23, 12:31–12:40, no other work on the machine).** This
+  table's run: sustained messages 43.9 k/s and broadcast deliveries 70.1 k/s against 63.6 k/s and
+  99.1 k/s in the morning's saved run, but the relay floor of the same runs fell from 12.29 to
+  9.35 M/s (the VM was slower this afternoon): measured against its own run's floor, sustained
+  messages are ~9 % lower than in the morning, broadcast ~7 % lower; racing claims are unchanged
+  (7.5 k/s both). Interleaved `BENCH_ONLY=throughput` runs of three release builds (k/s):
+  `9bfd6e8` (no request ids) 59.0, 48.6, 47.6; `3522710` (this session's start) 43.8, 48.5, 35.9,
+  38.8, 34.9, 46.0; HEAD 42.2, 38.8, 36.7, 28.5, 31.2, 38.8: medians ~49 / ~41 / ~38, with one
+  binary's runs spreading 35–48. So the split and the hardening cost at most ~8 % of sustained
+  messages, about the spread of these runs, and request ids still ~20–25 % (not closed). The new
+  hardening figures: 19 936 idle connections held open leave `ps` at 10 ms (4 ms without) and the
+  daemon at a 27.5 MiB peak RSS (10 MiB without); 1 M messages sent, delivered and read take
+  561.5 MiB of state files, and `gc` brings them to a few KiB in 3–4 s.
 - **New figures:** the daemon's CPU with the tmux backend while teammates run commands was 73.5 %
   of a core before the SIGCHLD fix (a poll's own tmux client exiting triggered the next poll) and
   is 0.4–0.8 points above the process backend now. `run` on the in-process backend took 2.27× the

@@ -408,7 +408,7 @@ nothing else running. Run-to-run spread on this machine: about ±10 % on the thr
   38.8, 34.9, 46.0; HEAD 42.2, 38.8, 36.7, 28.5, 31.2, 38.8: medians ~49 / ~41 / ~38, with one
   binary's runs spreading 35–48. So the split and the hardening cost at most ~8 % of sustained
   messages, about the spread of these runs, and request ids still ~20–25 % (not closed). The new
-  hardening figures: 19 936 idle connections held open leave `ps` at 10 ms (4 ms without) and the
+  hardening figures: 19 936 idle connections held open leave `ps` at 8.4 ms (2.4 ms without) and the
   daemon at a 27.5 MiB peak RSS (10 MiB without); 1 M messages sent, delivered and read take
   561.5 MiB of state files, and `gc` brings them to a few KiB in 3–4 s.
 - **New figures:** the daemon's CPU with the tmux backend while teammates run commands was 73.5 %

@@ -58,20 +58,15 @@ fn agent(name: &str) -> agent_team_state::AgentRecord {
     use agent_team_protocol::*;
     agent_team_state::AgentRecord {
         info: AgentInfo {
-            name: name.into(),
-            role: if name == "leader" { "leader" } else { "worker" }.into(),
             status: AgentStatus::Idle,
-            backend: "external".into(),
-            pid: None,
-            pgid: None,
-            pane: None,
-            incarnation: 1,
-            restarts: 0,
-            current_task: None,
-            last_activity: Timestamp::now(),
             connected: true,
-            last_exit: None,
-            error: None,
+            ..AgentInfo::new(
+                name,
+                if name == "leader" { "leader" } else { "worker" },
+                "external",
+                1,
+                Timestamp::now(),
+            )
         },
         secret: "s".into(),
         spec: serde_json::Value::Null,

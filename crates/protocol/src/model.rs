@@ -367,6 +367,28 @@ pub struct AgentInfo {
     pub error: Option<String>,
 }
 
+impl AgentInfo {
+    /// A new roster entry: `starting`, incarnation `incarnation`, no process, no task yet.
+    pub fn new(name: &str, role: &str, backend: &str, incarnation: u64, now: Timestamp) -> Self {
+        AgentInfo {
+            name: name.to_string(),
+            role: role.to_string(),
+            status: AgentStatus::Starting,
+            backend: backend.to_string(),
+            pid: None,
+            pgid: None,
+            pane: None,
+            incarnation,
+            restarts: 0,
+            current_task: None,
+            last_activity: now,
+            connected: false,
+            last_exit: None,
+            error: None,
+        }
+    }
+}
+
 /// Where a permission request stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -10,25 +10,10 @@ fn now() -> Timestamp {
 fn team_with(names: &[&str]) -> TeamState {
     let mut s = TeamState::new("t");
     for n in names {
+        let role = if *n == "leader" { "leader" } else { "worker" };
         let info = AgentInfo {
-            name: n.to_string(),
-            role: if *n == "leader" {
-                "leader".into()
-            } else {
-                "worker".into()
-            },
             status: AgentStatus::Idle,
-            backend: "external".into(),
-            pid: None,
-            pgid: None,
-            pane: None,
-            incarnation: 1,
-            restarts: 0,
-            current_task: None,
-            last_activity: now(),
-            connected: false,
-            last_exit: None,
-            error: None,
+            ..AgentInfo::new(n, role, "external", 1, now())
         };
         s.add_agent(
             &Actor::Operator,

@@ -6,8 +6,7 @@ use super::{internal, misrouted};
 use crate::core::Core;
 use agent_team_protocol::names::LEADER;
 use agent_team_protocol::{
-    AgentInfo, AgentStatus, ErrorBody, ErrorCode, PROTOCOL_VERSION, Reply, Request, TeamInfo,
-    Timestamp,
+    AgentInfo, ErrorBody, ErrorCode, PROTOCOL_VERSION, Reply, Request, TeamInfo, Timestamp,
 };
 use agent_team_state::{Actor, AgentRecord};
 
@@ -97,22 +96,7 @@ impl Core {
         }
         let secret = agent_team_paths::new_secret()
             .map_err(|e| internal(&format!("cannot make a secret: {e}")))?;
-        let info = AgentInfo {
-            name,
-            role,
-            status: AgentStatus::Starting,
-            backend: "external".into(),
-            pid: None,
-            pgid: None,
-            pane: None,
-            incarnation: 1,
-            restarts: 0,
-            current_task: None,
-            last_activity: now,
-            connected: false,
-            last_exit: None,
-            error: None,
-        };
+        let info = AgentInfo::new(&name, &role, "external", 1, now);
         let agent = self.state.add_agent(
             actor,
             AgentRecord {

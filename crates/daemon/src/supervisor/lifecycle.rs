@@ -342,22 +342,7 @@ impl Step<'_> {
         let secret = agent_team_paths::new_secret()
             .map_err(|e| err(ErrorCode::Internal, format!("cannot make a secret: {e}")))?;
         let now = Timestamp::now();
-        let info = AgentInfo {
-            name: name.to_string(),
-            role: role.to_string(),
-            status: AgentStatus::Starting,
-            backend: backend.kind().to_string(),
-            pid: None,
-            pgid: None,
-            pane: None,
-            incarnation: 0,
-            restarts: 0,
-            current_task: None,
-            last_activity: now,
-            connected: false,
-            last_exit: None,
-            error: None,
-        };
+        let info = AgentInfo::new(name, role, backend.kind(), 0, now);
         self.state.add_agent(
             &Actor::Daemon,
             AgentRecord {

@@ -183,9 +183,37 @@ fn a_task_command_cannot_read_the_credential_act_as_operator_or_write_outside_it
     }
 }
 
+/// A directory outside the workspace and outside every temp dir (which task commands may write):
+/// the build's own temp dir, else one in the home dir (removed afterwards).
+fn outside_dir() -> tempfile::TempDir {
+    let temp_roots: Vec<std::path::PathBuf> = [
+        Some(std::env::temp_dir()),
+        Some("/tmp".into()),
+        Some("/var/tmp".into()),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|p| p.canonicalize().ok())
+    .collect();
+    let candidates = [
+        Some(std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))),
+        std::env::var_os("HOME").map(std::path::PathBuf::from),
+    ];
+    for c in candidates.into_iter().flatten() {
+        let Ok(real) = c.canonicalize() else { continue };
+        if temp_roots.iter().any(|t| real.starts_with(t)) {
+            continue;
+        }
+        if let Ok(d) = tempfile::Builder::new().prefix(".at-outside-").tempdir_in(&real) {
+            return d;
+        }
+    }
+    panic!("no directory outside the temp dirs to check writes against (build dir and HOME are in temp)");
+}
+
 fn attack_on(backend: &str) {
     let sb = Sandbox::new();
-    let outside = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let outside = outside_dir();
     std::fs::write(outside.path().join("victim.txt"), "original").unwrap();
     let abi = landlock_abi(&sb);
     let why_not = abi.clone().err();

@@ -204,11 +204,16 @@ fn outside_dir() -> tempfile::TempDir {
         if temp_roots.iter().any(|t| real.starts_with(t)) {
             continue;
         }
-        if let Ok(d) = tempfile::Builder::new().prefix(".at-outside-").tempdir_in(&real) {
+        if let Ok(d) = tempfile::Builder::new()
+            .prefix(".at-outside-")
+            .tempdir_in(&real)
+        {
             return d;
         }
     }
-    panic!("no directory outside the temp dirs to check writes against (build dir and HOME are in temp)");
+    panic!(
+        "no directory outside the temp dirs to check writes against (build dir and HOME are in temp)"
+    );
 }
 
 fn attack_on(backend: &str) {

@@ -75,8 +75,11 @@ pub async fn serve(
     // little), within the deadline; at the connection cap, the oldest without a hello makes room.
     let mut small = BufReader::with_capacity(4 * 1024, rx_half);
     let deadline = gate.hello_timeout();
-    let welcomed = tokio::select! {
-        w = handshake(&mut small, id, &handle, peer_pid, &core) => w.is_some(),
+    // Only the wait for the first frame is cut short: once a hello is in, the connection is no
+    // longer idle, and the core's verdict on it is always awaited (a session the core opened is
+    // always closed again).
+    let first = tokio::select! {
+        p = frame::tokio_io::read_raw(&mut small) => Some(p),
         _ = tokio::time::sleep(deadline) => {
             handle.send_frame(&ServerFrame::Error {
                 error: ErrorBody::with_details(
@@ -88,7 +91,7 @@ pub async fn serve(
                     serde_json::json!({"limit": "hello_timeout_secs"}),
                 ),
             });
-            false
+            None
         }
         _ = evicted.notified() => {
             handle.send_frame(&ServerFrame::Error {
@@ -99,11 +102,19 @@ pub async fn serve(
                     serde_json::json!({"limit": "max_connections"}),
                 ),
             });
-            false
+            None
         }
     };
+    let welcomed = match first {
+        Some(payload) => {
+            gate.said_hello(id);
+            handshake(payload, id, &handle, peer_pid, &core)
+                .await
+                .is_some()
+        }
+        None => false,
+    };
     if welcomed {
-        gate.said_hello(id);
         // Whatever the small buffer already holds is read first; larger reads go past it.
         let mut reader = BufReader::with_capacity(64 * 1024, small);
         tokio::select! {
@@ -116,15 +127,15 @@ pub async fn serve(
     let _ = writer.await;
 }
 
-/// Reads the hello and lets the core judge it; returns the welcome on success.
-async fn handshake<R: tokio::io::AsyncRead + Unpin>(
-    reader: &mut R,
+/// Judges the first frame (it must be a hello) with the core; returns the welcome on success.
+async fn handshake(
+    first: Result<Vec<u8>, FrameError>,
     id: ConnId,
     handle: &ConnHandle,
     peer_pid: Option<u32>,
     core: &CoreTx,
 ) -> Option<Welcome> {
-    let payload = match frame::tokio_io::read_raw(reader).await {
+    let payload = match first {
         Ok(p) => p,
         Err(e) => {
             report_frame_error(handle, e);

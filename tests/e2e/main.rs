@@ -9,4 +9,5 @@ mod models;
 mod panes;
 mod perms;
 mod sandbox;
+mod service;
 mod workers;

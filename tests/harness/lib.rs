@@ -207,6 +207,15 @@ impl Sandbox {
         pid
     }
 
+    /// The log a background command started with [`Sandbox::spawn`] writes its output to.
+    pub fn log_of(&self, pid: u32) -> PathBuf {
+        self.children
+            .iter()
+            .find(|c| c.0.id() == pid)
+            .map(|c| c.1.clone())
+            .expect("no such child")
+    }
+
     /// Waits for a background command started with [`Sandbox::spawn`] and returns its status
     /// and combined output.
     pub fn wait_child(

@@ -157,6 +157,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the teams over HTTP: REST, live event streams (SSE), NexAU's `POST /team/stream`
+    /// and a web board at `/`. Every request needs `Authorization: Bearer TOKEN`
+    /// (`AGENT_TEAM_API_TOKEN`, else a token kept in the runtime dir and printed at start).
+    /// Ctrl-C stops the server, not the teams.
+    Serve(ServeArgs),
     /// Run the team's supervisor daemon (normally started on demand).
     Daemon {
         /// Stay in the foreground instead of detaching.
@@ -171,6 +176,20 @@ pub enum Command {
         )]
         permission_timeout: u64,
     },
+}
+
+/// Arguments of `serve`.
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    /// Where to listen: HOST:PORT (port 0 picks a free one) or unix:PATH.
+    #[arg(long, default_value = "127.0.0.1:8000", value_name = "ADDR")]
+    pub listen: String,
+    /// Allow a non-loopback address (put TLS in front: the token travels in every request).
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// A value for `{{KEY}}` placeholders of every team this server starts (repeatable).
+    #[arg(long = "var", value_name = "KEY=VALUE")]
+    pub vars: Vec<String>,
 }
 
 /// Arguments of `up`.

@@ -115,6 +115,12 @@ impl Ctx {
     /// Where a read-only command reads: the running daemon, else the stopped team's stored
     /// state. A read never starts a daemon or creates a team: with no team it fails with a hint.
     pub fn reader(&self) -> Result<Reader> {
+        self.reader_noting(true)
+    }
+
+    /// [`Ctx::reader`], saying on stderr when it reads a stopped team's stored state only if
+    /// `note` (a server reading on every request would fill its log with it).
+    pub fn reader_noting(&self, note: bool) -> Result<Reader> {
         if let Some(c) = self.connect_existing()? {
             return Ok(Reader::Live(c));
         }
@@ -129,10 +135,12 @@ impl Ctx {
         let snap = store
             .load()
             .with_context(|| format!("cannot read the state of team {}", self.team))?;
-        eprintln!(
-            "agent-team: team {} is not running; showing its stored state (start it with `agent-team up`)",
-            self.team
-        );
+        if note {
+            eprintln!(
+                "agent-team: team {} is not running; showing its stored state (start it with `agent-team up`)",
+                self.team
+            );
+        }
         Ok(Reader::Stored {
             state: Box::new(TeamState::restore(&self.team, snap)),
             store,

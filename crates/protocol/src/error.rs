@@ -5,6 +5,7 @@ use std::fmt;
 
 /// The closed set of error codes a request can fail with (SPEC, issue "Core").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The named task, agent, message or request does not exist.
@@ -65,6 +66,7 @@ impl fmt::Display for ErrorCode {
 
 /// A failed request: a code to branch on, a sentence for humans, and machine-readable details.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[error("{code}: {message}")]
 pub struct ErrorBody {
     /// What kind of failure this is.

@@ -59,8 +59,21 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
+/// On the wire a timestamp is an RFC 3339 string, so that is its schema.
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for Timestamp {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Timestamp".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "format": "date-time"})
+    }
+}
+
 /// A task's place in its lifecycle (SPEC §5.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
     /// Waiting to be claimed or assigned.
@@ -116,6 +129,7 @@ impl fmt::Display for TaskStatus {
 
 /// One entry of the shared task board.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Task {
     /// Sequential id, never reused, also across daemon restarts.
     pub id: u64,
@@ -160,6 +174,7 @@ pub struct Task {
 
 /// What a message is for (SPEC §5.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum MessageKind {
     /// Free text between agents.
@@ -193,6 +208,7 @@ impl MessageKind {
 
 /// How far a message copy has travelled towards its recipient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryState {
     /// Durable in the daemon, not yet acknowledged by the recipient's process.
@@ -235,6 +251,7 @@ impl DeliveryState {
 
 /// One recipient's copy of a message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Message {
     /// Unique id; per-recipient order follows it.
     pub id: u64,
@@ -269,6 +286,7 @@ impl Message {
 
 /// An agent's lifecycle state (SPEC §5.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AgentStatus {
     /// Launched, not yet connected back.
@@ -329,6 +347,7 @@ impl fmt::Display for AgentStatus {
 
 /// One member of the roster as `ps` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AgentInfo {
     /// Unique name in the team (`leader` for the leader).
     pub name: String,
@@ -391,6 +410,7 @@ impl AgentInfo {
 
 /// Where a permission request stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PermStatus {
     /// Waiting for a decision.
@@ -403,6 +423,7 @@ pub enum PermStatus {
 
 /// A decision on a permission request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PermDecision {
     /// Whether the tool call may go ahead.
     pub allow: bool,
@@ -420,6 +441,7 @@ pub struct PermDecision {
 
 /// A tool call waiting for a human (or the leader) to allow or deny it (SPEC §5.4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PermRequest {
     /// Sequential id.
     pub id: u64,
@@ -443,6 +465,7 @@ pub struct PermRequest {
 
 /// A team rule created by an "allow always" decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PermRule {
     /// The tool it applies to.
     pub tool: String,
@@ -468,6 +491,7 @@ impl PermRule {
 
 /// One entry of the team's event log (SPEC §5.6); the `type` tag names it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Event {
     /// The team run began.
@@ -575,6 +599,7 @@ impl Event {
 
 /// An event with its place in the log and who it came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Envelope {
     /// Position in the team's log, from 1, without gaps.
     pub seq: u64,
@@ -592,6 +617,7 @@ pub struct Envelope {
 
 /// How the team run as a whole stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
     /// No run has been started.
@@ -606,6 +632,7 @@ pub enum RunState {
 
 /// A summary of the team as `teams show` prints it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TeamInfo {
     /// The team's name.
     pub name: String,
@@ -638,6 +665,7 @@ pub struct TeamInfo {
 
 /// What a compaction removed, and the state dir's size around it.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Compacted {
     /// Read messages removed.
     pub messages: u64,

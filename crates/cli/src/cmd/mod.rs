@@ -4,8 +4,9 @@ mod agents;
 mod board;
 mod daemon;
 mod doctor;
+mod serve;
 pub(crate) mod teams;
-mod up;
+pub(crate) mod up;
 
 use crate::cli::{Cli, Command};
 use crate::ctx::Ctx;
@@ -71,6 +72,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Deny { id, reason } => board::decide(&ctx, id, false, false, None, reason),
         Command::Events { follow, since } => board::events(&ctx, follow, since),
         Command::Down { json } => teams::down(&ctx, json),
+        Command::Serve(a) => serve::serve(ctx, a),
         Command::Gc { older_than, json } => teams::gc(&ctx, older_than, json),
         Command::Daemon {
             foreground,

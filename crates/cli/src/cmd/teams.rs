@@ -165,7 +165,7 @@ fn team_row(paths: &Paths, name: &str) -> Result<TeamRow> {
 }
 
 /// The team's summary: from its daemon if it runs, else read from its stored state.
-fn team_info(paths: &Paths, name: &str) -> Result<TeamInfo> {
+pub(crate) fn team_info(paths: &Paths, name: &str) -> Result<TeamInfo> {
     let tp = paths.team(name)?;
     if let Ok(mut c) = agent_team_client::Client::operator(&tp)
         && let Ok(Reply::Team { team }) = c.call(Request::TeamInfo)

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 /// The team configuration `up`/`run` start from: the demo, the team file, or built-ins only.
-fn team_config(
+pub(crate) fn team_config(
     ctx: &Ctx,
     demo: bool,
     backend: Option<&str>,
@@ -72,6 +72,22 @@ fn team_config(
     Ok((cfg, why))
 }
 
+/// Fills the `{{KEY}}` placeholders of a configuration and goal with `variables` (over the
+/// team file's).
+pub(crate) fn with_variables(
+    cfg: TeamConfig,
+    goal: Option<String>,
+    variables: &std::collections::BTreeMap<String, String>,
+) -> Result<(TeamConfig, Option<String>)> {
+    if !variables.is_empty() {
+        bail!(crate::Hinted::new(
+            "variables are not supported yet",
+            "leave `variables` out"
+        ));
+    }
+    Ok((cfg, goal))
+}
+
 /// Refuses a goal or a team configuration the daemon would refuse, before any daemon starts.
 fn check_before_start(cfg: &TeamConfig, goal: Option<&str>) -> Result<()> {
     let goal = goal.or(cfg.goal.as_deref()).map(str::to_string);
@@ -103,7 +119,7 @@ fn warn_sandbox(ctx: &Ctx, cfg: &TeamConfig) {
 }
 
 /// Configures the daemon and starts the run; returns the event sequence number before it.
-fn start(c: &mut Client, cfg: &TeamConfig, goal: Option<String>) -> Result<u64> {
+pub(crate) fn start(c: &mut Client, cfg: &TeamConfig, goal: Option<String>) -> Result<u64> {
     check_before_start(cfg, goal.as_deref())?;
     let last_seq = match c.call(Request::TeamInfo)? {
         Reply::Team { team } => team.last_seq,
@@ -349,7 +365,7 @@ fn run_team(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
 /// Whether the daemon that went away was stopped on purpose (`down`, SIGTERM) rather than
 /// crashed: a clean stop removes the operator credential before it lets go of its lock; a
 /// crash leaves the credential behind.
-fn stopped_cleanly(ctx: &Ctx) -> bool {
+pub(crate) fn stopped_cleanly(ctx: &Ctx) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
     while agent_team_daemon::lock::DaemonLock::is_held(&ctx.tp.lock) {
         if Instant::now() > deadline {
@@ -404,7 +420,7 @@ fn stop_on_signal(ctx: &Ctx) -> Result<()> {
 
 /// Starts the daemon again if needed and connects, retrying while a dying daemon still holds
 /// the socket or a new one is starting.
-fn reconnect(ctx: &Ctx) -> Result<Client> {
+pub(crate) fn reconnect(ctx: &Ctx) -> Result<Client> {
     let exe = std::env::current_exe()?;
     let mut pauses =
         agent_team_backoff::Backoff::new(Duration::from_millis(5), Duration::from_millis(200))

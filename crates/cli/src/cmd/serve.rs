@@ -1,0 +1,400 @@
+//! `agent-team serve`: the teams on this machine over HTTP. The HTTP layer is the
+//! `agent-team-http` crate; this module gives it the teams ([`LocalTeams`]) the way the other
+//! commands reach them: reads never start a daemon, actions start it on demand and retry
+//! under one request id, `up` starts a run from the served team file.
+
+use crate::cli::ServeArgs;
+use crate::ctx::{Ctx, Reader};
+use agent_team_client::{Client, ClientError};
+use agent_team_http::{Follow, Listen, Settings, TeamSummary, Teams, Token, TokenSource};
+use agent_team_paths::Paths;
+use agent_team_protocol::*;
+use anyhow::{Context, Result};
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The teams of this machine as the HTTP API sees them.
+struct LocalTeams {
+    paths: Paths,
+    /// The served team file: new teams (sessions, `up`) are made from it.
+    file: Option<PathBuf>,
+}
+
+/// An error of the CLI's kind as the API reports it.
+fn body(e: anyhow::Error) -> ErrorBody {
+    if let Some(ClientError::Server(b) | ClientError::Refused(b)) =
+        e.chain().find_map(|c| c.downcast_ref::<ClientError>())
+    {
+        return b.clone();
+    }
+    if let Some(ce) = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<agent_team_config::ConfigError>())
+    {
+        return ErrorBody::new(ErrorCode::BadRequest, ce.to_string());
+    }
+    ErrorBody::new(ErrorCode::Internal, crate::describe(&e))
+}
+
+fn not_found(team: &str) -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::NotFound,
+        format!(
+            "there is no team {team:?} on this machine (start it with POST /v1/teams/{team}/up)"
+        ),
+    )
+}
+
+impl LocalTeams {
+    fn ctx(&self, team: &str) -> Result<Ctx, ErrorBody> {
+        let tp = self
+            .paths
+            .team(team)
+            .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, e.to_string()))?;
+        Ok(Ctx {
+            paths: self.paths.clone(),
+            team: team.to_string(),
+            tp,
+            file: self.file.clone(),
+        })
+    }
+
+    /// The team's context, `not_found` when it has no state on this machine.
+    fn existing(&self, team: &str) -> Result<Ctx, ErrorBody> {
+        let ctx = self.ctx(team)?;
+        if !ctx.tp.db.exists() {
+            return Err(not_found(team));
+        }
+        Ok(ctx)
+    }
+}
+
+/// Answers a read from a stopped team's stored state, as the daemon would.
+fn stored_reply(
+    state: &agent_team_state::TeamState,
+    store: &agent_team_store::Store,
+    req: Request,
+) -> Result<Reply, ErrorBody> {
+    let after_id = |after: Option<u64>| move |id: u64| id > after.unwrap_or(0);
+    Ok(match req {
+        Request::Agents => Reply::Agents {
+            agents: state.agents(),
+        },
+        Request::TaskList { status, after } => Reply::Tasks {
+            tasks: state
+                .tasks(status)
+                .into_iter()
+                .filter(|t| after_id(after)(t.id))
+                .collect(),
+        },
+        Request::TaskShow { id } => Reply::Task {
+            task: state.task(id).cloned()?,
+        },
+        Request::PermList { all, after } => Reply::Perms {
+            requests: state
+                .perms(all)
+                .into_iter()
+                .filter(|r| after_id(after)(r.id))
+                .collect(),
+        },
+        Request::Inbox {
+            agent,
+            unread_only,
+            after,
+        } => {
+            let name = agent.unwrap_or_default();
+            let messages = if unread_only {
+                state.unread(&name)
+            } else {
+                store
+                    .inbox(&name, after.unwrap_or(0), 5000)
+                    .map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()))?
+            };
+            Reply::Messages {
+                messages: messages
+                    .into_iter()
+                    .filter(|m| after_id(after)(m.id))
+                    .collect(),
+            }
+        }
+        other => {
+            return Err(ErrorBody::new(
+                ErrorCode::BadRequest,
+                format!("{other:?} is not a read"),
+            ));
+        }
+    })
+}
+
+impl Teams for LocalTeams {
+    fn list(&self) -> Result<Vec<TeamSummary>, ErrorBody> {
+        Ok(self
+            .paths
+            .list_teams()
+            .into_iter()
+            .map(|name| {
+                let running = self
+                    .paths
+                    .team(&name)
+                    .map(|tp| agent_team_daemon::lock::DaemonLock::is_held(&tp.lock))
+                    .unwrap_or(false);
+                let info = crate::cmd::teams::team_info(&self.paths, &name).ok();
+                TeamSummary {
+                    running,
+                    run: info.as_ref().map(|i| i.run),
+                    goal: info.and_then(|i| i.goal),
+                    name,
+                }
+            })
+            .collect())
+    }
+
+    fn read(&self, team: &str, req: Request) -> Result<Reply, ErrorBody> {
+        let ctx = self.existing(team)?;
+        if let Request::TeamInfo = req {
+            return crate::cmd::teams::team_info(&self.paths, team)
+                .map(|team| Reply::Team { team })
+                .map_err(body);
+        }
+        match ctx.reader_noting(false).map_err(body)? {
+            Reader::Live(mut c) => c.call(req).map_err(|e| body(e.into())),
+            Reader::Stored { state, store } => stored_reply(&state, &store, req),
+        }
+    }
+
+    fn call(&self, team: &str, req: Request) -> Result<Reply, ErrorBody> {
+        self.existing(team)?.call(req).map_err(body)
+    }
+
+    fn up(
+        &self,
+        team: &str,
+        goal: Option<String>,
+        variables: &BTreeMap<String, String>,
+    ) -> Result<u64, ErrorBody> {
+        let ctx = self.ctx(team)?;
+        if ctx.file.is_none() && !ctx.tp.db.exists() {
+            return Err(ErrorBody::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "team {team:?} has no stored configuration and this server has no team file \
+                     (start `agent-team serve -f FILE`)"
+                ),
+            ));
+        }
+        let (cfg, _) = crate::cmd::up::team_config(&ctx, false, None, false).map_err(body)?;
+        let (cfg, goal) = crate::cmd::up::with_variables(cfg, goal, variables).map_err(body)?;
+        let mut c = ctx.connect().map_err(body)?;
+        crate::cmd::up::start(&mut c, &cfg, goal).map_err(body)
+    }
+
+    fn down(&self, team: &str) -> Result<bool, ErrorBody> {
+        let ctx = self.existing(team)?;
+        match ctx.connect_existing().map_err(body)? {
+            Some(mut c) => {
+                crate::cmd::teams::shutdown(&ctx, &mut c).map_err(body)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn follow(&self, team: &str, since: u64) -> Result<Box<dyn Follow>, ErrorBody> {
+        let ctx = self.existing(team)?;
+        let mut f = LocalFollow {
+            ctx,
+            client: None,
+            last: since,
+            backlog: VecDeque::new(),
+        };
+        f.attach()?;
+        Ok(Box::new(f))
+    }
+}
+
+/// Follows one team's log: live through a subscription, or a stopped team's stored backlog.
+struct LocalFollow {
+    ctx: Ctx,
+    client: Option<Client>,
+    last: u64,
+    backlog: VecDeque<Envelope>,
+}
+
+impl LocalFollow {
+    /// Subscribes to the running daemon from `last`, or loads the stored backlog.
+    fn attach(&mut self) -> Result<(), ErrorBody> {
+        match self.ctx.connect_existing().map_err(body)? {
+            Some(mut c) => {
+                c.call(Request::Subscribe { since: self.last })
+                    .map_err(|e| body(e.into()))?;
+                self.client = Some(c);
+            }
+            None => {
+                let mut r = self.ctx.reader_noting(false).map_err(body)?;
+                self.backlog = r.events(self.last).map_err(body)?.into();
+            }
+        }
+        Ok(())
+    }
+
+    fn stopped(&self) -> ErrorBody {
+        ErrorBody::new(
+            ErrorCode::InvalidState,
+            format!(
+                "team {} is not running (start it with POST /v1/teams/{}/up)",
+                self.ctx.team, self.ctx.team
+            ),
+        )
+    }
+}
+
+impl Follow for LocalFollow {
+    fn next(&mut self, wait: Duration) -> Result<Option<Envelope>, ErrorBody> {
+        if let Some(e) = self.backlog.pop_front() {
+            self.last = e.seq;
+            return Ok(Some(e));
+        }
+        let deadline = Instant::now() + wait;
+        loop {
+            let Some(c) = self.client.as_mut() else {
+                return Err(self.stopped());
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            match c.next_push(Some(left)) {
+                Ok(Push::Event { envelope }) => {
+                    self.last = envelope.seq;
+                    return Ok(Some(envelope));
+                }
+                Ok(_) => {
+                    if Instant::now() >= deadline {
+                        return Ok(None);
+                    }
+                }
+                Err(ClientError::Timeout) => return Ok(None),
+                Err(e) if e.is_disconnect() => {
+                    self.client = None;
+                    if crate::cmd::up::stopped_cleanly(&self.ctx) {
+                        return Err(self.stopped());
+                    }
+                    // A crash: start the daemon again (it re-adopts the agents) and go on
+                    // from the last envelope given out.
+                    let mut c = crate::cmd::up::reconnect(&self.ctx).map_err(body)?;
+                    c.call(Request::Subscribe { since: self.last })
+                        .map_err(|e| body(e.into()))?;
+                    self.client = Some(c);
+                }
+                Err(e) => return Err(body(e.into())),
+            }
+        }
+    }
+}
+
+/// Parses `KEY=VALUE` arguments.
+pub(crate) fn parse_vars(vars: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for v in vars {
+        let Some((k, val)) = v.split_once('=') else {
+            anyhow::bail!(crate::Hinted::new(
+                format!("--var {v:?} is not KEY=VALUE"),
+                "e.g. --var lang=rust"
+            ));
+        };
+        out.insert(k.to_string(), val.to_string());
+    }
+    Ok(out)
+}
+
+/// `agent-team serve`
+pub fn serve(ctx: Ctx, args: ServeArgs) -> Result<ExitCode> {
+    let listen = Listen::parse(&args.listen, args.allow_remote)?;
+    let variables = parse_vars(&args.vars)?;
+    ctx.paths.ensure_runtime()?;
+    let (token, source) = Token::load_or_create(&ctx.paths.runtime.join("serve.token"))?;
+    if let Some(f) = &ctx.file {
+        // A broken team file is reported now, not at the first request.
+        agent_team_config::load(f)?;
+    }
+    let teams = Arc::new(LocalTeams {
+        paths: ctx.paths.clone(),
+        file: ctx.file.clone(),
+    });
+    let settings = Settings {
+        token: token.clone(),
+        base_team: ctx.team.clone(),
+        variables,
+        poll: Duration::from_millis(500),
+    };
+    let app = agent_team_http::router(teams, settings);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the server's runtime")?;
+    let outcome = rt.block_on(async move {
+        let (served, addr) = match &listen {
+            Listen::Tcp(addr) => {
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr}"))?;
+                let at = Listen::Tcp(l.local_addr()?);
+                (tokio::spawn(async move { axum::serve(l, app).await }), at)
+            }
+            Listen::Unix(path) => {
+                if path.exists() && std::os::unix::net::UnixStream::connect(path).is_err() {
+                    // A stale socket of a server that is gone.
+                    let _ = std::fs::remove_file(path);
+                }
+                let l = tokio::net::UnixListener::bind(path)
+                    .with_context(|| format!("cannot listen on {}", path.display()))?;
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+                (
+                    tokio::spawn(async move { axum::serve(l, app).await }),
+                    listen.clone(),
+                )
+            }
+        };
+        println!(
+            "agent-team: serving {addr} (board at /, API at /v1, NexAU stream at POST /team/stream)"
+        );
+        match source {
+            TokenSource::Env => println!("agent-team: token from ${}", agent_team_http::TOKEN_ENV),
+            TokenSource::File | TokenSource::Generated => println!(
+                "agent-team: token {} (kept in {})",
+                token.as_str(),
+                ctx.paths.runtime.join("serve.token").display()
+            ),
+        }
+        let served_team = match &ctx.file {
+            Some(f) => format!(
+                "sessions and new teams are made from {} ({})",
+                f.display(),
+                ctx.team
+            ),
+            None => "no team file: only teams that ran before can be started".to_string(),
+        };
+        println!("agent-team: {served_team}; Ctrl-C stops the server, not the teams");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = served => match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(anyhow::Error::from(e).context("the server stopped")),
+                Err(e) => Err(anyhow::Error::from(e).context("the server failed")),
+            },
+            _ = tokio::signal::ctrl_c() => Ok(()),
+            _ = term.recv() => Ok(()),
+        }
+        .map(|()| addr)
+    });
+    // Streams still open end with the process; the teams keep running.
+    rt.shutdown_timeout(Duration::from_millis(200));
+    let addr = outcome?;
+    if let Listen::Unix(p) = &addr {
+        let _ = std::fs::remove_file(p);
+    }
+    eprintln!("agent-team: stopped serving; the teams keep running (`agent-team teams list`)");
+    Ok(ExitCode::SUCCESS)
+}

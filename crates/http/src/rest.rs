@@ -1,0 +1,527 @@
+//! The `/v1` REST routes: each one is one protocol request (or a page loop of them) to one
+//! team, made through [`crate::Teams`] off the async threads.
+
+use crate::error::{ApiError, Body, OptBody, Query};
+use crate::{App, TeamSummary, Teams};
+use agent_team_protocol::*;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// `GET /v1/teams`
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct TeamList {
+    /// The teams, by name.
+    pub teams: Vec<TeamSummary>,
+}
+
+/// `GET /v1/teams/{team}/agents`
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct AgentList {
+    /// The roster, leader first.
+    pub agents: Vec<AgentInfo>,
+}
+
+/// `GET /v1/teams/{team}/tasks`
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct TaskList {
+    /// The tasks, by id.
+    pub tasks: Vec<Task>,
+}
+
+/// `GET /v1/teams/{team}/permissions`
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct PermList {
+    /// The requests, by id.
+    pub permissions: Vec<PermRequest>,
+}
+
+/// `GET /v1/teams/{team}/agents/{name}/messages`
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct MessageList {
+    /// The messages, oldest first, with their delivery state.
+    pub messages: Vec<Message>,
+}
+
+/// `POST /v1/teams/{team}/tasks`
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTask {
+    /// Short title.
+    pub title: String,
+    /// Longer description.
+    #[serde(default)]
+    pub description: String,
+    /// A shell command: the task is done when it exits 0 (exec teammates).
+    #[serde(default)]
+    pub run: Option<String>,
+    /// Ids of tasks that must complete first.
+    #[serde(default)]
+    pub blocked_by: Vec<u64>,
+    /// Give it to this agent at once.
+    #[serde(default)]
+    pub assign: Option<String>,
+    /// A stable key: adding a task whose key exists returns the existing task.
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+/// `POST /v1/teams/{team}/messages`
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewMessage {
+    /// The recipient, or `*` for every agent.
+    pub to: String,
+    /// The text (at most 64 KiB).
+    pub text: String,
+    /// A one-line summary.
+    #[serde(default)]
+    pub summary: Option<String>,
+}
+
+/// The answer to `POST /v1/teams/{team}/messages`: one copy per recipient.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Sent {
+    /// The ids of the copies.
+    pub ids: Vec<u64>,
+    /// Their recipients, in the same order.
+    pub recipients: Vec<String>,
+}
+
+/// What the operator decides about a permission request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionKind {
+    /// Allow this once.
+    Allow,
+    /// Allow, and make it a team rule.
+    Always,
+    /// Deny.
+    Deny,
+}
+
+/// `POST /v1/teams/{team}/permissions/{id}`
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Decision {
+    /// `allow`, `always` or `deny`.
+    pub decision: DecisionKind,
+    /// Why (told to the agent on a denial).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// With `always`: the rule allows every input matching this pattern (`*` matches any run
+    /// of characters) instead of exactly this request's input.
+    #[serde(default)]
+    pub pattern: Option<String>,
+}
+
+/// `POST /v1/teams/{team}/up`
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Up {
+    /// The goal for the leader (default: the team file's).
+    #[serde(default)]
+    pub goal: Option<String>,
+    /// Values for `{{KEY}}` placeholders, over the team file's and `serve --var`'s.
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+}
+
+/// The answer to `POST /v1/teams/{team}/up`.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Started {
+    /// The team.
+    pub team: String,
+    /// The newest event before the run: follow `/events?since=` this to see all of it.
+    pub since: u64,
+}
+
+/// The answer to `POST /v1/teams/{team}/down`.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Stopped {
+    /// The team.
+    pub team: String,
+    /// Whether its daemon was running.
+    pub was_running: bool,
+}
+
+/// The answer to requests that return nothing else.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Ok {
+    /// Always true.
+    pub ok: bool,
+}
+
+/// `?status=` of the task list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TaskFilter {
+    status: Option<String>,
+}
+
+/// `?all=` of the permission list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PermFilter {
+    #[serde(default)]
+    all: bool,
+}
+
+/// `?unread=` of an inbox.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct InboxFilter {
+    #[serde(default)]
+    unread: bool,
+}
+
+type Shared = State<Arc<App>>;
+
+/// Every route of [`crate::openapi::routes`], the API's behind the token check, all behind
+/// the body limit.
+pub(crate) fn routes(app: Arc<App>) -> Router {
+    let mut by_path: Vec<(&'static str, MethodRouter<Arc<App>>)> = Vec::new();
+    for route in crate::openapi::routes() {
+        let handler = (route.handler)();
+        match by_path.iter_mut().find(|(p, _)| *p == route.path) {
+            Some((_, mr)) => *mr = std::mem::take(mr).merge(handler),
+            None => by_path.push((route.path, handler)),
+        }
+    }
+    let mut open = Router::new();
+    let mut api = Router::new();
+    for (path, mr) in by_path {
+        if path == "/" {
+            open = open.route(path, mr);
+        } else {
+            api = api.route(path, mr);
+        }
+    }
+    let api = api
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            crate::auth::require_token,
+        ));
+    open.merge(api)
+        .layer(DefaultBodyLimit::max(crate::MAX_BODY_BYTES))
+        .with_state(app)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route (see /v1/openapi.json)")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        body: ErrorBody::new(
+            ErrorCode::BadRequest,
+            "this route does not take that method (see /v1/openapi.json)",
+        ),
+    }
+}
+
+/// Runs `f` on a blocking thread with the teams.
+pub(crate) async fn blocking<T, F>(app: &Arc<App>, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn Teams) -> Result<T, ErrorBody> + Send + 'static,
+{
+    let teams = app.teams.clone();
+    match tokio::task::spawn_blocking(move || f(&*teams)).await {
+        Ok(r) => r.map_err(ApiError::from),
+        Err(e) => Err(ApiError::new(
+            ErrorCode::Internal,
+            format!("the request failed inside the server: {e}"),
+        )),
+    }
+}
+
+/// A name from the path, checked like the CLI checks it.
+pub(crate) fn checked(kind: &str, name: &str) -> Result<String, ApiError> {
+    names::validate(kind, name).map_err(ApiError::bad_request)?;
+    Ok(name.to_string())
+}
+
+fn unexpected(reply: Reply) -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::Internal,
+        format!("unexpected reply from the daemon: {reply:?}"),
+    )
+}
+
+pub(crate) async fn openapi() -> Response {
+    axum::Json(crate::openapi::document()).into_response()
+}
+
+pub(crate) async fn list_teams(State(app): Shared) -> Result<axum::Json<TeamList>, ApiError> {
+    let teams = blocking(&app, |t| t.list()).await?;
+    Ok(axum::Json(TeamList { teams }))
+}
+
+pub(crate) async fn team_info(
+    State(app): Shared,
+    Path(team): Path<String>,
+) -> Result<axum::Json<TeamInfo>, ApiError> {
+    let team = checked("team", &team)?;
+    blocking(&app, move |t| match t.read(&team, Request::TeamInfo)? {
+        Reply::Team { team } => Ok(axum::Json(team)),
+        r => Err(unexpected(r)),
+    })
+    .await
+}
+
+pub(crate) async fn agents(
+    State(app): Shared,
+    Path(team): Path<String>,
+) -> Result<axum::Json<AgentList>, ApiError> {
+    let team = checked("team", &team)?;
+    blocking(&app, move |t| match t.read(&team, Request::Agents)? {
+        Reply::Agents { agents } => Ok(axum::Json(AgentList { agents })),
+        r => Err(unexpected(r)),
+    })
+    .await
+}
+
+/// Every page of a paged list request.
+fn all_pages<T>(
+    mut page: impl FnMut(Option<u64>) -> Result<Vec<T>, ErrorBody>,
+    id: impl Fn(&T) -> u64,
+) -> Result<Vec<T>, ErrorBody> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let got = page(after)?;
+        match got.last() {
+            Some(last) => after = Some(id(last)),
+            None => return Ok(all),
+        }
+        all.extend(got);
+    }
+}
+
+pub(crate) async fn tasks(
+    State(app): Shared,
+    Path(team): Path<String>,
+    Query(f): Query<TaskFilter>,
+) -> Result<axum::Json<TaskList>, ApiError> {
+    let team = checked("team", &team)?;
+    let status = match f.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(TaskStatus::parse(s).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "unknown task status {s:?}: use pending, in_progress, completed, failed or cancelled"
+            ))
+        })?),
+    };
+    blocking(&app, move |t| {
+        let tasks = all_pages(
+            |after| match t.read(&team, Request::TaskList { status, after })? {
+                Reply::Tasks { tasks } => Ok(tasks),
+                r => Err(unexpected(r)),
+            },
+            |t| t.id,
+        )?;
+        Ok(axum::Json(TaskList { tasks }))
+    })
+    .await
+}
+
+pub(crate) async fn task(
+    State(app): Shared,
+    Path((team, id)): Path<(String, u64)>,
+) -> Result<axum::Json<Task>, ApiError> {
+    let team = checked("team", &team)?;
+    blocking(&app, move |t| {
+        match t.read(&team, Request::TaskShow { id })? {
+            Reply::Task { task } => Ok(axum::Json(task)),
+            r => Err(unexpected(r)),
+        }
+    })
+    .await
+}
+
+pub(crate) async fn add_task(
+    State(app): Shared,
+    Path(team): Path<String>,
+    Body(b): Body<NewTask>,
+) -> Result<(StatusCode, axum::Json<Task>), ApiError> {
+    let team = checked("team", &team)?;
+    let req = Request::TaskAdd {
+        title: b.title,
+        description: b.description,
+        run: b.run,
+        blocked_by: b.blocked_by,
+        assign: b.assign,
+        key: b.key,
+    };
+    req.check_sizes()?;
+    blocking(&app, move |t| match t.call(&team, req)? {
+        Reply::Task { task } => Ok((StatusCode::CREATED, axum::Json(task))),
+        r => Err(unexpected(r)),
+    })
+    .await
+}
+
+pub(crate) async fn perms(
+    State(app): Shared,
+    Path(team): Path<String>,
+    Query(f): Query<PermFilter>,
+) -> Result<axum::Json<PermList>, ApiError> {
+    let team = checked("team", &team)?;
+    blocking(&app, move |t| {
+        let permissions = all_pages(
+            |after| match t.read(&team, Request::PermList { all: f.all, after })? {
+                Reply::Perms { requests } => Ok(requests),
+                r => Err(unexpected(r)),
+            },
+            |r| r.id,
+        )?;
+        Ok(axum::Json(PermList { permissions }))
+    })
+    .await
+}
+
+pub(crate) async fn decide(
+    State(app): Shared,
+    Path((team, id)): Path<(String, u64)>,
+    Body(d): Body<Decision>,
+) -> Result<axum::Json<PermRequest>, ApiError> {
+    let team = checked("team", &team)?;
+    let req = Request::PermDecide {
+        id,
+        allow: d.decision != DecisionKind::Deny,
+        always: d.decision == DecisionKind::Always,
+        pattern: d.pattern,
+        reason: d.reason,
+    };
+    blocking(&app, move |t| match t.call(&team, req)? {
+        Reply::Perm { request } => Ok(axum::Json(request)),
+        Reply::Done => match t.read(
+            &team,
+            Request::PermList {
+                all: true,
+                after: Some(id - 1),
+            },
+        )? {
+            Reply::Perms { requests } => requests
+                .into_iter()
+                .find(|r| r.id == id)
+                .map(axum::Json)
+                .ok_or_else(|| ErrorBody::new(ErrorCode::NotFound, format!("no request {id}"))),
+            r => Err(unexpected(r)),
+        },
+        r => Err(unexpected(r)),
+    })
+    .await
+}
+
+pub(crate) async fn inbox(
+    State(app): Shared,
+    Path((team, name)): Path<(String, String)>,
+    Query(f): Query<InboxFilter>,
+) -> Result<axum::Json<MessageList>, ApiError> {
+    let team = checked("team", &team)?;
+    let name = checked("agent", &name)?;
+    blocking(&app, move |t| {
+        let messages = all_pages(
+            |after| {
+                let req = Request::Inbox {
+                    agent: Some(name.clone()),
+                    unread_only: f.unread,
+                    after,
+                };
+                match t.read(&team, req)? {
+                    Reply::Messages { messages } => Ok(messages),
+                    r => Err(unexpected(r)),
+                }
+            },
+            |m| m.id,
+        )?;
+        Ok(axum::Json(MessageList { messages }))
+    })
+    .await
+}
+
+pub(crate) async fn send(
+    State(app): Shared,
+    Path(team): Path<String>,
+    Body(m): Body<NewMessage>,
+) -> Result<axum::Json<Sent>, ApiError> {
+    let team = checked("team", &team)?;
+    let req = Request::Send {
+        to: m.to,
+        body: m.text,
+        kind: MessageKind::Text,
+        summary: m.summary,
+        dedup: None,
+    };
+    req.check_sizes()?;
+    blocking(&app, move |t| match t.call(&team, req)? {
+        Reply::Sent { ids, recipients } => Ok(axum::Json(Sent { ids, recipients })),
+        r => Err(unexpected(r)),
+    })
+    .await
+}
+
+async fn agent_op(app: Arc<App>, team: String, req: Request) -> Result<Response, ApiError> {
+    blocking(&app, move |t| match t.call(&team, req)? {
+        Reply::Agent { agent } => Ok(axum::Json(agent).into_response()),
+        Reply::Done => Ok(axum::Json(Ok { ok: true }).into_response()),
+        r => Err(unexpected(r)),
+    })
+    .await
+}
+
+pub(crate) async fn restart(
+    State(app): Shared,
+    Path((team, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let team = checked("team", &team)?;
+    let name = checked("agent", &name)?;
+    agent_op(app, team, Request::Restart { name }).await
+}
+
+pub(crate) async fn kill(
+    State(app): Shared,
+    Path((team, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let team = checked("team", &team)?;
+    let name = checked("agent", &name)?;
+    agent_op(app, team, Request::Kill { name }).await
+}
+
+pub(crate) async fn up(
+    State(app): Shared,
+    Path(team): Path<String>,
+    OptBody(Up { goal, variables }): OptBody<Up>,
+) -> Result<axum::Json<Started>, ApiError> {
+    let team = checked("team", &team)?;
+    let mut vars = app.settings.variables.clone();
+    vars.extend(variables);
+    blocking(&app, move |t| {
+        let since = t.up(&team, goal, &vars)?;
+        Ok(axum::Json(Started { team, since }))
+    })
+    .await
+}
+
+pub(crate) async fn down(
+    State(app): Shared,
+    Path(team): Path<String>,
+) -> Result<axum::Json<Stopped>, ApiError> {
+    let team = checked("team", &team)?;
+    blocking(&app, move |t| {
+        let was_running = t.down(&team)?;
+        Ok(axum::Json(Stopped { team, was_running }))
+    })
+    .await
+}

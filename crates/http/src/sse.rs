@@ -1,0 +1,293 @@
+//! Event streams as Server-Sent Events: one team's log (`GET /v1/teams/{team}/events`) and
+//! the NexAU-compatible session stream (`POST /team/stream`). A thread per stream follows the
+//! log through [`crate::Follow`] and hands events to the response; it ends when the client
+//! goes away, so nothing keeps following for nobody.
+
+use crate::error::{ApiError, Body, Query};
+use crate::rest::{blocking, checked};
+use crate::{App, Follow};
+use agent_team_protocol::*;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Events buffered per stream before the follower waits for the client.
+const BUFFER: usize = 256;
+
+/// The response header that names the team a session stream belongs to.
+pub const TEAM_HEADER: &str = "x-agent-team-team";
+
+/// `POST /team/stream` (NexAU's request).
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct StreamRequest {
+    /// Who is talking; with `session_id` it names one team.
+    pub user_id: String,
+    /// The conversation; with `user_id` it names one team.
+    pub session_id: String,
+    /// The goal of a new run, or a message to the leader of a running one. Not sent again
+    /// when the request resumes with `Last-Event-ID`.
+    pub message: String,
+    /// Values for `{{KEY}}` placeholders of this run.
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+}
+
+/// One line of a session stream, as NexAU's clients read it.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StreamItem {
+    /// An event of any agent of the team.
+    TeamEvent {
+        /// The event with its place in the log and its agent.
+        envelope: Box<Envelope>,
+    },
+    /// The run ended: the leader's answer.
+    Complete {
+        /// The answer.
+        result: String,
+        /// Whether the run succeeded.
+        success: bool,
+    },
+    /// The stream cannot go on (the team was stopped, the daemon cannot be reached).
+    Error {
+        /// What went wrong.
+        error: ErrorBody,
+    },
+}
+
+/// `?since=` of an event stream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Since {
+    #[serde(default)]
+    since: Option<u64>,
+}
+
+/// `Last-Event-ID`, when the client sent a valid one.
+fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    match headers.get("last-event-id") {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .map(Some)
+            .ok_or_else(|| ApiError::bad_request("Last-Event-ID must be an event sequence number")),
+    }
+}
+
+fn sse_response(rx: mpsc::Receiver<SseEvent>, team: &str) -> Response {
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|ev| (Ok::<_, Infallible>(ev), rx))
+    });
+    let mut resp = Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(team) {
+        resp.headers_mut().insert(TEAM_HEADER, v);
+    }
+    // Proxies must not hold the stream back.
+    resp.headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
+}
+
+fn json_data<T: Serialize>(v: &T) -> SseEvent {
+    SseEvent::default().data(serde_json::to_string(v).unwrap_or_else(|e| {
+        format!(r#"{{"type":"error","error":{{"code":"internal","message":"{e}"}}}}"#)
+    }))
+}
+
+/// `GET /v1/teams/{team}/events`: every envelope after `Last-Event-ID` (or `?since=`) as
+/// `id: SEQ` / `data: ENVELOPE`, then each new one as it is recorded. A team that is stopped
+/// gives its stored backlog, then an `error` event, and the stream ends.
+pub(crate) async fn events(
+    State(app): State<Arc<App>>,
+    Path(team): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<Since>,
+) -> Result<Response, ApiError> {
+    let team = checked("team", &team)?;
+    let since = last_event_id(&headers)?.or(q.since).unwrap_or(0);
+    let t = team.clone();
+    let follow = blocking(&app, move |teams| teams.follow(&t, since)).await?;
+    let (tx, rx) = mpsc::channel(BUFFER);
+    let poll = app.settings.poll;
+    spawn_pump(&team, move || {
+        pump(follow, &tx, poll, |env| {
+            let ev = json_data(env).id(env.seq.to_string());
+            (ev, false)
+        });
+    });
+    Ok(sse_response(rx, &team))
+}
+
+/// Follows until the client leaves, `each` says the stream is done, or the follow fails
+/// (then an `error` event ends the stream). `each` turns an envelope into the SSE event to
+/// send and whether it was the last.
+fn pump(
+    mut follow: Box<dyn Follow>,
+    tx: &mpsc::Sender<SseEvent>,
+    poll: Duration,
+    mut each: impl FnMut(&Envelope) -> (SseEvent, bool),
+) {
+    loop {
+        match follow.next(poll) {
+            Ok(Some(env)) => {
+                let (ev, last) = each(&env);
+                if tx.blocking_send(ev).is_err() || last {
+                    return;
+                }
+            }
+            Ok(None) => {
+                if tx.is_closed() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = tx.blocking_send(json_data(&StreamItem::Error { error: e }).event("error"));
+                return;
+            }
+        }
+    }
+}
+
+fn spawn_pump(team: &str, f: impl FnOnce() + Send + 'static) {
+    if let Err(e) = std::thread::Builder::new()
+        .name(format!("sse-{team}"))
+        .spawn(f)
+    {
+        tracing::warn!("cannot start a stream thread: {e}");
+    }
+}
+
+/// `POST /team/stream`: the (user_id, session_id) pair names one team, made from the served
+/// team file on first use. A new or finished team starts a run with `message` as its goal;
+/// a running one gets `message` as a message to its leader. The answer streams every envelope
+/// from that point as `{"type":"team_event","envelope":…}`, then `{"type":"complete",…}`.
+/// With `Last-Event-ID` the request resumes: nothing is sent, the stream goes on after it.
+pub(crate) async fn team_stream(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Body(req): Body<StreamRequest>,
+) -> Result<Response, ApiError> {
+    for (field, v) in [("user_id", &req.user_id), ("session_id", &req.session_id)] {
+        if v.is_empty() || v.len() > 256 || v.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(format!(
+                "{field} must be 1-256 printable characters"
+            )));
+        }
+    }
+    let resume = last_event_id(&headers)?;
+    if resume.is_none() && req.message.trim().is_empty() {
+        return Err(ApiError::bad_request("message is empty"));
+    }
+    let team = crate::session_team(&app.settings.base_team, &req.user_id, &req.session_id);
+    let mut vars = app.settings.variables.clone();
+    vars.extend(req.variables);
+    let t = team.clone();
+    let (follow, since) = blocking(&app, move |teams| {
+        let since = match resume {
+            Some(seq) => seq,
+            None => start_or_send(teams, &t, req.message, &vars)?,
+        };
+        Ok((teams.follow(&t, since)?, since))
+    })
+    .await?;
+    let (tx, rx) = mpsc::channel(BUFFER);
+    let poll = app.settings.poll;
+    let teams = app.teams.clone();
+    let t = team.clone();
+    spawn_pump(&team, move || {
+        let mut last = since;
+        let mut follow = follow;
+        loop {
+            match follow.next(poll) {
+                Ok(Some(env)) => {
+                    last = env.seq;
+                    let finished = match &env.event {
+                        Event::RunFinished { answer, success } => Some(StreamItem::Complete {
+                            result: answer.clone(),
+                            success: *success,
+                        }),
+                        _ => None,
+                    };
+                    let ev = json_data(&StreamItem::TeamEvent {
+                        envelope: Box::new(env),
+                    })
+                    .id(last.to_string());
+                    if tx.blocking_send(ev).is_err() {
+                        return;
+                    }
+                    if let Some(done) = finished {
+                        let _ = tx.blocking_send(json_data(&done));
+                        return;
+                    }
+                }
+                Ok(None) => {
+                    if tx.is_closed() {
+                        return;
+                    }
+                    // Caught up with a run that already ended (a resume after the end).
+                    if let Ok(Reply::Team { team }) = teams.read(&t, Request::TeamInfo)
+                        && team.last_seq <= last
+                        && matches!(team.run, RunState::Finished | RunState::Failed)
+                    {
+                        let done = StreamItem::Complete {
+                            result: team.answer.unwrap_or_default(),
+                            success: team.run == RunState::Finished,
+                        };
+                        let _ = tx.blocking_send(json_data(&done));
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(json_data(&StreamItem::Error { error: e }));
+                    return;
+                }
+            }
+        }
+    });
+    Ok(sse_response(rx, &team))
+}
+
+/// A new or ended team starts a run with `message` as its goal; a running one gets it as a
+/// message to its leader. Returns the sequence number to stream after.
+fn start_or_send(
+    teams: &dyn crate::Teams,
+    team: &str,
+    message: String,
+    vars: &BTreeMap<String, String>,
+) -> Result<u64, ErrorBody> {
+    let info = match teams.read(team, Request::TeamInfo) {
+        Ok(Reply::Team { team }) => Some(team),
+        Ok(_) => None,
+        Err(e) if e.code == ErrorCode::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    match info {
+        Some(info) if info.run == RunState::Running => {
+            let since = info.last_seq;
+            teams.call(
+                team,
+                Request::Send {
+                    to: names::LEADER.to_string(),
+                    body: message,
+                    kind: MessageKind::Text,
+                    summary: None,
+                    dedup: None,
+                },
+            )?;
+            Ok(since)
+        }
+        _ => teams.up(team, Some(message), vars),
+    }
+}

@@ -1,0 +1,657 @@
+//! The HTTP layer against a fake team: auth, errors, limits, routes, streams, the document.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use crate::*;
+use agent_team_protocol::*;
+use axum::body::Body;
+use axum::http::{Request as HttpRequest, StatusCode};
+use http_body_util::BodyExt;
+use std::sync::{Condvar, Mutex};
+use tower::ServiceExt;
+
+const TOKEN: &str = "test-token-0123456789";
+
+/// One team in memory: its run, its log, and every request made to it.
+#[derive(Default)]
+struct Fake {
+    calls: Mutex<Vec<String>>,
+    log: Arc<(Mutex<Vec<Envelope>>, Condvar)>,
+    run: Mutex<Option<RunState>>,
+}
+
+fn env(seq: u64, agent: &str, event: Event) -> Envelope {
+    Envelope {
+        seq,
+        ts: Timestamp(seq),
+        team_id: "t".into(),
+        agent_id: agent.into(),
+        role_name: agent.into(),
+        event,
+    }
+}
+
+impl Fake {
+    fn push(&self, agent: &str, event: Event) -> u64 {
+        let (log, cv) = &*self.log;
+        let mut log = log.lock().unwrap();
+        let seq = log.len() as u64 + 1;
+        log.push(env(seq, agent, event));
+        cv.notify_all();
+        seq
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn info(&self) -> TeamInfo {
+        let log = self.log.0.lock().unwrap();
+        let answer = log.iter().find_map(|e| match &e.event {
+            Event::RunFinished { answer, .. } => Some(answer.clone()),
+            _ => None,
+        });
+        TeamInfo {
+            name: "t".into(),
+            daemon_pid: 1,
+            protocol: 1,
+            state_dir: String::new(),
+            socket: String::new(),
+            goal: None,
+            run: self.run.lock().unwrap().unwrap_or(RunState::Idle),
+            answer,
+            agents: vec![],
+            tasks: vec![],
+            last_seq: log.len() as u64,
+            backend: None,
+        }
+    }
+}
+
+struct FakeFollow {
+    log: Arc<(Mutex<Vec<Envelope>>, Condvar)>,
+    at: u64,
+}
+
+impl Follow for FakeFollow {
+    fn next(&mut self, wait: Duration) -> Result<Option<Envelope>, ErrorBody> {
+        let (log, cv) = &*self.log;
+        let mut log = log.lock().unwrap();
+        if log.len() as u64 <= self.at {
+            log = cv.wait_timeout(log, wait).unwrap().0;
+        }
+        match log.get(self.at as usize) {
+            Some(e) => {
+                self.at += 1;
+                Ok(Some(e.clone()))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+impl Teams for Fake {
+    fn list(&self) -> Result<Vec<TeamSummary>, ErrorBody> {
+        Ok(vec![TeamSummary {
+            name: "t".into(),
+            running: true,
+            run: None,
+            goal: None,
+        }])
+    }
+
+    fn read(&self, team: &str, req: Request) -> Result<Reply, ErrorBody> {
+        self.calls.lock().unwrap().push(format!(
+            "read {team} {}",
+            serde_json::to_string(&req).unwrap()
+        ));
+        if self.run.lock().unwrap().is_none() {
+            return Err(ErrorBody::new(
+                ErrorCode::NotFound,
+                format!("no team {team}"),
+            ));
+        }
+        match req {
+            Request::TeamInfo => Ok(Reply::Team { team: self.info() }),
+            Request::TaskList { after: None, .. } => Ok(Reply::Tasks { tasks: vec![] }),
+            Request::TaskList { .. } => Ok(Reply::Tasks { tasks: vec![] }),
+            _ => Err(ErrorBody::new(ErrorCode::NotFound, "nothing here")),
+        }
+    }
+
+    fn call(&self, team: &str, req: Request) -> Result<Reply, ErrorBody> {
+        self.calls.lock().unwrap().push(format!(
+            "call {team} {}",
+            serde_json::to_string(&req).unwrap()
+        ));
+        match req {
+            Request::Send { to, .. } => Ok(Reply::Sent {
+                ids: vec![7],
+                recipients: vec![to],
+            }),
+            Request::PermDecide { id, .. } => Err(ErrorBody::new(
+                ErrorCode::InvalidState,
+                format!("request {id} was already decided"),
+            )),
+            _ => Ok(Reply::Done),
+        }
+    }
+
+    fn up(
+        &self,
+        team: &str,
+        goal: Option<String>,
+        variables: &BTreeMap<String, String>,
+    ) -> Result<u64, ErrorBody> {
+        self.calls.lock().unwrap().push(format!(
+            "up {team} {} {}",
+            goal.clone().unwrap_or_default(),
+            serde_json::to_string(variables).unwrap()
+        ));
+        *self.run.lock().unwrap() = Some(RunState::Running);
+        let before = self.log.0.lock().unwrap().len() as u64;
+        self.push("daemon", Event::RunStarted { goal });
+        Ok(before)
+    }
+
+    fn down(&self, _team: &str) -> Result<bool, ErrorBody> {
+        Ok(true)
+    }
+
+    fn follow(&self, team: &str, since: u64) -> Result<Box<dyn Follow>, ErrorBody> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("follow {team} {since}"));
+        Ok(Box::new(FakeFollow {
+            log: self.log.clone(),
+            at: since,
+        }))
+    }
+}
+
+fn app(fake: Arc<Fake>) -> Router {
+    let mut variables = BTreeMap::new();
+    variables.insert("who".to_string(), "serve".to_string());
+    router(
+        fake,
+        Settings {
+            token: Token::new(TOKEN),
+            base_team: "svc".into(),
+            variables,
+            poll: Duration::from_millis(20),
+        },
+    )
+}
+
+fn req(method: &str, uri: &str, token: Option<&str>, body: Option<&str>) -> HttpRequest<Body> {
+    let mut b = HttpRequest::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    if body.is_some() {
+        b = b.header("content-type", "application/json");
+    }
+    b.body(body.map(|s| Body::from(s.to_string())).unwrap_or_default())
+        .unwrap()
+}
+
+async fn send(app: &Router, r: HttpRequest<Body>) -> (StatusCode, serde_json::Value) {
+    let resp = app.clone().oneshot(r).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn every_request_but_the_page_needs_the_token_and_gets_only_401_without_it() {
+    let fake = Arc::new(Fake::default());
+    let app = app(fake.clone());
+    for (method, uri) in [
+        ("GET", "/v1/teams"),
+        ("GET", "/v1/teams/t/agents"),
+        ("POST", "/v1/teams/t/down"),
+        ("POST", "/team/stream"),
+        ("GET", "/v1/openapi.json"),
+        ("GET", "/no/such/route"),
+    ] {
+        for token in [None, Some("wrong-token-0123456789"), Some("")] {
+            let (status, body) = send(&app, req(method, uri, token, None)).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri} {token:?}");
+            assert_eq!(body["error"]["code"], "unauthorized");
+        }
+    }
+    // Nothing reached the team.
+    assert!(fake.calls().is_empty(), "{:?}", fake.calls());
+    // The board's page is served without the token; it holds no data.
+    let resp = app
+        .clone()
+        .oneshot(req("GET", "/", None, None))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let html = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&html).contains("agent-team board"));
+}
+
+#[tokio::test]
+async fn errors_are_json_with_the_protocols_codes_and_fitting_statuses() {
+    let fake = Arc::new(Fake::default());
+    let app = app(fake.clone());
+    // No such team: the reader's not_found.
+    let (status, body) = send(&app, req("GET", "/v1/teams/nope", Some(TOKEN), None)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "not_found");
+    assert!(body["error"]["message"].as_str().unwrap().contains("nope"));
+    // A bad name never reaches the team.
+    let (status, body) = send(&app, req("GET", "/v1/teams/..%2Fetc", Some(TOKEN), None)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "bad_request");
+    // A state conflict is 409.
+    let (status, body) = send(
+        &app,
+        req(
+            "POST",
+            "/v1/teams/t/permissions/3",
+            Some(TOKEN),
+            Some(r#"{"decision":"deny","reason":"no"}"#),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["error"]["code"], "invalid_state");
+    // Bad JSON and unknown fields are 400 bad_request.
+    for bad in [
+        r#"{"decision":"maybe"}"#,
+        "{",
+        r#"{"decision":"allow","extra":1}"#,
+    ] {
+        let (status, body) = send(
+            &app,
+            req("POST", "/v1/teams/t/permissions/3", Some(TOKEN), Some(bad)),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(body["error"]["code"], "bad_request", "{bad}");
+    }
+    // An unknown route is a JSON 404 too.
+    let (status, body) = send(&app, req("GET", "/v1/nothing", Some(TOKEN), None)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "not_found");
+}
+
+#[tokio::test]
+async fn a_body_over_one_mib_is_413_and_never_reaches_the_team() {
+    let fake = Arc::new(Fake::default());
+    let app = app(fake.clone());
+    let big = format!(
+        r#"{{"to":"leader","text":"{}"}}"#,
+        "x".repeat(MAX_BODY_BYTES)
+    );
+    let (status, body) = send(
+        &app,
+        req("POST", "/v1/teams/t/messages", Some(TOKEN), Some(&big)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(body["error"]["code"], "limit_exceeded");
+    let (status, _) = send(&app, req("POST", "/v1/teams/t/up", Some(TOKEN), Some(&big))).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    // A message over the protocol's 64 KiB is refused before the team too.
+    let long = format!(r#"{{"to":"leader","text":"{}"}}"#, "x".repeat(70 * 1024));
+    let (status, body) = send(
+        &app,
+        req("POST", "/v1/teams/t/messages", Some(TOKEN), Some(&long)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "bad_request");
+    assert!(fake.calls().is_empty(), "{:?}", fake.calls());
+}
+
+#[tokio::test]
+async fn decisions_and_messages_become_the_protocols_requests() {
+    let fake = Arc::new(Fake::default());
+    let app = app(fake.clone());
+    for (d, allow, always) in [
+        ("allow", true, false),
+        ("always", true, true),
+        ("deny", false, false),
+    ] {
+        send(
+            &app,
+            req(
+                "POST",
+                "/v1/teams/t/permissions/9",
+                Some(TOKEN),
+                Some(&format!(r#"{{"decision":"{d}"}}"#)),
+            ),
+        )
+        .await;
+        let last = fake.calls().pop().unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(last.trim_start_matches("call t ")).unwrap();
+        assert_eq!(v["op"], "perm_decide");
+        assert_eq!(v["id"], 9);
+        assert_eq!(v["allow"], allow, "{d}");
+        assert_eq!(
+            v.get("always").and_then(|a| a.as_bool()).unwrap_or(false),
+            always,
+            "{d}"
+        );
+    }
+    let (status, body) = send(
+        &app,
+        req(
+            "POST",
+            "/v1/teams/t/messages",
+            Some(TOKEN),
+            Some(r#"{"to":"leader","text":"hi"}"#),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        serde_json::json!({"ids": [7], "recipients": ["leader"]})
+    );
+}
+
+#[tokio::test]
+async fn the_document_lists_exactly_the_served_routes_with_the_wire_types() {
+    let fake = Arc::new(Fake::default());
+    let app = app(fake.clone());
+    let (status, doc) = send(&app, req("GET", "/v1/openapi.json", Some(TOKEN), None)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for ty in [
+        "Envelope",
+        "Event",
+        "AgentInfo",
+        "Task",
+        "PermRequest",
+        "StreamItem",
+        "ErrorBody",
+    ] {
+        assert!(
+            schemas.contains_key(ty),
+            "{ty} missing from {:?}",
+            schemas.keys()
+        );
+    }
+    // Every route in the document is served (not the router's "no such route").
+    let paths = doc["paths"].as_object().unwrap();
+    assert_eq!(
+        paths
+            .values()
+            .map(|p| p.as_object().unwrap().len())
+            .sum::<usize>(),
+        openapi::routes().len()
+    );
+    for (path, ops) in paths {
+        for method in ops.as_object().unwrap().keys() {
+            let uri = path
+                .replace("{team}", "t")
+                .replace("{name}", "leader")
+                .replace("{id}", "1");
+            let resp = app
+                .clone()
+                .oneshot(req(&method.to_uppercase(), &uri, Some(TOKEN), None))
+                .await
+                .unwrap();
+            let status = resp.status();
+            if status == StatusCode::NOT_FOUND || status == StatusCode::METHOD_NOT_ALLOWED {
+                let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+                let text = String::from_utf8_lossy(&bytes);
+                assert!(
+                    !text.contains("no such route") && !text.contains("does not take"),
+                    "{method} {path}: {text}"
+                );
+            }
+        }
+    }
+    // And a served route that is not in the document would be: check a few known ones.
+    for route in [
+        "/v1/teams/{team}/events",
+        "/team/stream",
+        "/v1/teams/{team}/permissions/{id}",
+    ] {
+        assert!(paths.contains_key(route), "{route}");
+    }
+}
+
+/// Reads an SSE body until `until` says stop; returns the `data:` payloads and the ids.
+async fn read_sse(
+    resp: axum::response::Response,
+    mut until: impl FnMut(&serde_json::Value) -> bool,
+) -> Vec<(Option<u64>, serde_json::Value)> {
+    let mut body = resp.into_body();
+    let mut buf = String::new();
+    let mut out = vec![];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let frame = tokio::time::timeout_at(deadline, body.frame())
+            .await
+            .expect("stream timed out");
+        let Some(frame) = frame else { return out };
+        let frame = frame.unwrap();
+        if let Some(data) = frame.data_ref() {
+            buf.push_str(&String::from_utf8_lossy(data));
+        }
+        while let Some(cut) = buf.find("\n\n") {
+            let block: String = buf.drain(..cut + 2).collect();
+            let mut id = None;
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().parse().ok();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            if data.is_empty() {
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_str(&data).unwrap();
+            let stop = until(&v);
+            out.push((id, v));
+            if stop {
+                return out;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_event_stream_resumes_after_last_event_id() {
+    let fake = Arc::new(Fake::default());
+    *fake.run.lock().unwrap() = Some(RunState::Running);
+    for i in 0..5 {
+        fake.push(
+            "leader",
+            Event::TextMessageContent {
+                delta: format!("d{i}"),
+            },
+        );
+    }
+    let app = app(fake.clone());
+    let mut r = req("GET", "/v1/teams/t/events", Some(TOKEN), None);
+    r.headers_mut()
+        .insert("last-event-id", "3".parse().unwrap());
+    let resp = app.clone().oneshot(r).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let f2 = fake.clone();
+    let later = tokio::task::spawn_blocking(move || {
+        f2.push(
+            "b1",
+            Event::TextMessageContent {
+                delta: "live".into(),
+            },
+        )
+    });
+    let got = read_sse(resp, |v| v["seq"] == 6).await;
+    later.await.unwrap();
+    let seqs: Vec<u64> = got
+        .iter()
+        .map(|(_, v)| v["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![4, 5, 6]);
+    assert!(got.iter().all(|(id, v)| *id == v["seq"].as_u64()));
+    assert_eq!(got[2].1["agent_id"], "b1");
+}
+
+#[tokio::test]
+async fn a_session_starts_a_team_then_messages_its_leader_then_resumes_without_sending() {
+    let fake = Arc::new(Fake::default());
+    let app = app(fake.clone());
+    let body =
+        r#"{"user_id":"alice","session_id":"s1","message":"build it","variables":{"lang":"rust"}}"#;
+    let team = session_team("svc", "alice", "s1");
+    // First use: the team is made and started with the message as its goal.
+    let resp = app
+        .clone()
+        .oneshot(req("POST", "/team/stream", Some(TOKEN), Some(body)))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()[crate::sse::TEAM_HEADER], team.as_str());
+    let f2 = fake.clone();
+    tokio::task::spawn_blocking(move || {
+        f2.push(
+            "leader",
+            Event::TextMessageContent {
+                delta: "working".into(),
+            },
+        );
+        f2.push(
+            "leader",
+            Event::RunFinished {
+                answer: "done: 42".into(),
+                success: true,
+            },
+        );
+    });
+    let got = read_sse(resp, |v| v["type"] == "complete").await;
+    let types: Vec<&str> = got
+        .iter()
+        .map(|(_, v)| v["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        ["team_event", "team_event", "team_event", "complete"]
+    );
+    assert_eq!(got[0].1["envelope"]["event"]["type"], "RUN_STARTED");
+    assert_eq!(
+        got[3].1,
+        serde_json::json!({"type":"complete","result":"done: 42","success":true})
+    );
+    let calls = fake.calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c == &format!(r#"up {team} build it {{"lang":"rust","who":"serve"}}"#)),
+        "{calls:?}"
+    );
+
+    // While the team runs, a POST is a message to its leader and streams from that point.
+    *fake.run.lock().unwrap() = Some(RunState::Running);
+    let before = fake.calls().len();
+    let body2 = r#"{"user_id":"alice","session_id":"s1","message":"also test it"}"#;
+    let resp = app
+        .clone()
+        .oneshot(req("POST", "/team/stream", Some(TOKEN), Some(body2)))
+        .await
+        .unwrap();
+    let f2 = fake.clone();
+    tokio::task::spawn_blocking(move || {
+        f2.push(
+            "leader",
+            Event::RunFinished {
+                answer: "tested".into(),
+                success: true,
+            },
+        )
+    });
+    let got = read_sse(resp, |v| v["type"] == "complete").await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0].1["envelope"]["seq"], 4);
+    let calls = fake.calls()[before..].to_vec();
+    assert!(
+        calls.iter().any(|c| c.starts_with(&format!("call {team}"))
+            && c.contains(r#""op":"send""#)
+            && c.contains("also test it")),
+        "{calls:?}"
+    );
+    assert!(!calls.iter().any(|c| c.starts_with("up ")), "{calls:?}");
+
+    // A resume sends nothing and gets exactly what came after Last-Event-ID.
+    *fake.run.lock().unwrap() = Some(RunState::Finished);
+    let before = fake.calls().len();
+    let mut r = req("POST", "/team/stream", Some(TOKEN), Some(body2));
+    r.headers_mut()
+        .insert("last-event-id", "1".parse().unwrap());
+    let resp = app.clone().oneshot(r).await.unwrap();
+    let got = read_sse(resp, |v| v["type"] == "complete").await;
+    let seqs: Vec<u64> = got.iter().filter_map(|(id, _)| *id).collect();
+    assert_eq!(seqs, vec![2, 3]);
+    assert_eq!(got.last().unwrap().1["result"], "done: 42");
+    let calls = fake.calls()[before..].to_vec();
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.contains(r#""op":"send""#) || c.starts_with("up ")),
+        "{calls:?}"
+    );
+}
+
+#[test]
+fn listen_addresses_are_loopback_unless_allowed() {
+    assert_eq!(
+        Listen::parse("127.0.0.1:8000", false),
+        Ok(Listen::Tcp("127.0.0.1:8000".parse().unwrap()))
+    );
+    assert!(matches!(
+        Listen::parse("[::1]:9", false),
+        Ok(Listen::Tcp(_))
+    ));
+    assert!(matches!(
+        Listen::parse("localhost:9", false),
+        Ok(Listen::Tcp(_))
+    ));
+    assert!(matches!(
+        Listen::parse("0.0.0.0:8000", false),
+        Err(ListenError::Remote(_))
+    ));
+    assert!(matches!(
+        Listen::parse("0.0.0.0:8000", true),
+        Ok(Listen::Tcp(_))
+    ));
+    assert_eq!(
+        Listen::parse("unix:/tmp/x.sock", false),
+        Ok(Listen::Unix("/tmp/x.sock".into()))
+    );
+    assert!(matches!(
+        Listen::parse("nonsense", false),
+        Err(ListenError::Parse(_))
+    ));
+}
+
+#[test]
+fn session_teams_are_valid_stable_and_distinct() {
+    let a = session_team("a-very-long-team-name-indeed", "alice", "s1");
+    assert!(names::validate("team", &a).is_ok(), "{a}");
+    assert_eq!(
+        a,
+        session_team("a-very-long-team-name-indeed", "alice", "s1")
+    );
+    assert_ne!(
+        a,
+        session_team("a-very-long-team-name-indeed", "alice", "s2")
+    );
+    assert_ne!(session_team("t", "ab", "c"), session_team("t", "a", "bc"));
+}

@@ -1,0 +1,788 @@
+//! `agent-team serve` through the real binary (issue "the team as a service"): the NexAU
+//! stream of an exec team and of a model team, resume with Last-Event-ID, the token, REST
+//! actions (approve, message, kill, restart, up, down), a daemon killed mid-session, and
+//! the web board in a real headless browser.
+
+use agent_team_e2e::*;
+use agent_team_mockmodel::{MockModel, Step, Wire};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(60);
+const TOKEN: &str = "e2e-token-0123456789abcdef";
+
+/// A running `agent-team serve` of this sandbox.
+struct Server {
+    base: String,
+    http: reqwest::blocking::Client,
+}
+
+impl Server {
+    /// Starts `serve -f agent-team.toml` on a free port with the test token.
+    fn start(sb: &mut Sandbox) -> Server {
+        sb.env.push(("AGENT_TEAM_API_TOKEN".into(), TOKEN.into()));
+        let pid = sb.spawn(&["-f", "agent-team.toml", "serve", "--listen", "127.0.0.1:0"]);
+        let log = sb.log_of(pid);
+        let mut base = String::new();
+        wait_for("serve to print its address", T, || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            match text.split_whitespace().find(|w| w.starts_with("http://")) {
+                Some(url) => {
+                    base = url.to_string();
+                    true
+                }
+                None => false,
+            }
+        });
+        Server {
+            base,
+            http: reqwest::blocking::Client::builder()
+                .timeout(None)
+                .build()
+                .unwrap(),
+        }
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    }
+
+    fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    }
+
+    /// `POST /team/stream`, optionally resuming; returns the team header and the open stream.
+    fn stream(&self, body: Value, last_event_id: Option<u64>) -> (String, Sse) {
+        let mut req = self
+            .http
+            .post(format!("{}/team/stream", self.base))
+            .bearer_auth(TOKEN)
+            .json(&body);
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id.to_string());
+        }
+        let resp = req.send().unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.text());
+        assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        let team = resp.headers()["x-agent-team-team"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        (team, Sse::new(resp))
+    }
+}
+
+/// A server-sent event stream read line by line.
+struct Sse {
+    lines: std::io::Lines<BufReader<reqwest::blocking::Response>>,
+}
+
+impl Sse {
+    fn new(resp: reqwest::blocking::Response) -> Sse {
+        Sse {
+            lines: BufReader::new(resp).lines(),
+        }
+    }
+
+    /// The next event's id and data; `None` at the end of the stream.
+    fn next_event(&mut self) -> Option<(Option<u64>, Value)> {
+        let (mut id, mut data) = (None, String::new());
+        loop {
+            let line = self.lines.next()?.unwrap();
+            if line.is_empty() {
+                if !data.is_empty() {
+                    return Some((id, serde_json::from_str(&data).unwrap()));
+                }
+                continue;
+            }
+            if let Some(v) = line.strip_prefix("id:") {
+                id = v.trim().parse().ok();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.trim_start());
+            }
+        }
+    }
+
+    /// Every event up to and including the first `complete` or `error`.
+    fn until_done(&mut self) -> Vec<(Option<u64>, Value)> {
+        let mut out = vec![];
+        while let Some(ev) = self.next_event() {
+            let done = matches!(ev.1["type"].as_str(), Some("complete" | "error"));
+            out.push(ev);
+            if done {
+                return out;
+            }
+        }
+        panic!("the stream ended without complete: {out:?}");
+    }
+}
+
+/// An exec team: b1 runs two tasks, the second after the first.
+fn exec_team(sb: &Sandbox, extra: &str) {
+    sb.write_team_file(&format!(
+        "name = \"svc\"\nbackend = \"process\"\n[defaults]\nprovider = \"exec\"\n[[teammates]]\nname = \"b1\"\nrole = \"worker\"\n\
+         [[tasks]]\nkey = \"a\"\ntitle = \"task a\"\nrun = \"echo alpha > a.txt\"\n\
+         [[tasks]]\nkey = \"b\"\ntitle = \"task b\"\nrun = \"cat a.txt\"\nafter = [\"a\"]\n{extra}"
+    ));
+}
+
+/// Checks the shape of a finished session stream and returns its envelopes.
+fn check_stream(team: &str, items: &[(Option<u64>, Value)]) -> Vec<Value> {
+    let (last, events) = items.split_last().unwrap();
+    assert_eq!(last.1["type"], "complete", "{last:?}");
+    assert!(last.0.is_none());
+    let mut prev = None;
+    let mut envs = vec![];
+    for (id, item) in events {
+        assert_eq!(item["type"], "team_event", "{item}");
+        let env = &item["envelope"];
+        let seq = env["seq"].as_u64().unwrap();
+        assert_eq!(*id, Some(seq), "the SSE id is the envelope's seq");
+        if let Some(p) = prev {
+            assert_eq!(seq, p + 1, "no gap and no repeat in the stream");
+        }
+        prev = Some(seq);
+        assert_eq!(env["team_id"], team);
+        assert!(
+            env["agent_id"].as_str().is_some_and(|s| !s.is_empty()),
+            "{env}"
+        );
+        assert!(
+            env["role_name"].as_str().is_some_and(|s| !s.is_empty()),
+            "{env}"
+        );
+        assert!(env["ts"].as_str().is_some(), "{env}");
+        assert!(env["event"]["type"].as_str().is_some(), "{env}");
+        envs.push(env.clone());
+    }
+    envs
+}
+
+#[test]
+fn a_session_streams_its_exec_team_resumes_and_each_user_gets_a_team() {
+    let mut sb = Sandbox::new();
+    exec_team(&sb, "");
+    let srv = Server::start(&mut sb);
+
+    // No token, a wrong token: 401 and nothing else, no team made.
+    for auth in [None, Some("Bearer nope-nope-nope-nope")] {
+        let mut r = srv
+            .http
+            .post(format!("{}/team/stream", srv.base))
+            .json(&json!({"user_id": "alice", "session_id": "s1", "message": "go"}));
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        let resp = r.send().unwrap();
+        assert_eq!(resp.status().as_u16(), 401);
+        let body: Value = resp.json().unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+    assert_eq!(srv.get("/v1/teams").1["teams"], json!([]));
+
+    let (team, mut sse) = srv.stream(
+        json!({"user_id": "alice", "session_id": "s1", "message": "build the report"}),
+        None,
+    );
+    let items = sse.until_done();
+    let envs = check_stream(&team, &items);
+    assert_eq!(envs[0]["event"]["type"], "RUN_STARTED");
+    assert_eq!(envs[0]["event"]["goal"], "build the report");
+    let done = &items.last().unwrap().1;
+    assert_eq!(done["success"], true);
+    assert!(
+        done["result"].as_str().unwrap().contains("2 completed"),
+        "{done}"
+    );
+    // The answer is the leader's own, as RUN_FINISHED says.
+    let finished = envs
+        .iter()
+        .find(|e| e["event"]["type"] == "RUN_FINISHED")
+        .unwrap();
+    assert_eq!(finished["event"]["answer"], done["result"]);
+    assert!(sb.path("a.txt").exists());
+    // Every agent's events are tagged with it.
+    for agent in ["leader", "b1"] {
+        assert!(envs.iter().any(|e| e["agent_id"] == agent), "{agent}");
+    }
+
+    // A reconnect with Last-Event-ID gets exactly the events after it, then complete.
+    let mid = envs[envs.len() / 2]["seq"].as_u64().unwrap();
+    let (again, mut sse) = srv.stream(
+        json!({"user_id": "alice", "session_id": "s1", "message": "not sent"}),
+        Some(mid),
+    );
+    assert_eq!(again, team, "the same pair names the same team");
+    let resumed = sse.until_done();
+    let want: Vec<&Value> = envs
+        .iter()
+        .filter(|e| e["seq"].as_u64().unwrap() > mid)
+        .collect();
+    let got: Vec<&Value> = resumed[..resumed.len() - 1]
+        .iter()
+        .map(|(_, v)| &v["envelope"])
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(resumed.last().unwrap().1, *done);
+    // The resume sent nothing: no second run started.
+    let (_, info) = srv.get(&format!("/v1/teams/{team}"));
+    assert_eq!(info["goal"], "build the report");
+
+    // Another user (and another session) gets another team of its own.
+    let (bob, mut sse) = srv.stream(
+        json!({"user_id": "bob", "session_id": "s1", "message": "bob's goal"}),
+        None,
+    );
+    assert_ne!(bob, team);
+    check_stream(&bob, &sse.until_done());
+    let (_, teams) = srv.get("/v1/teams");
+    let names: Vec<&str> = teams["teams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&team.as_str()) && names.contains(&bob.as_str()),
+        "{names:?}"
+    );
+
+    // The same session again, after its run finished: a new run with the new message.
+    let (same, mut sse) = srv.stream(
+        json!({"user_id": "alice", "session_id": "s1", "message": "second turn"}),
+        None,
+    );
+    assert_eq!(same, team);
+    let envs2 = check_stream(&team, &sse.until_done());
+    assert!(envs2[0]["seq"].as_u64().unwrap() > envs.last().unwrap()["seq"].as_u64().unwrap());
+    assert_eq!(envs2[0]["event"]["goal"], "second turn");
+}
+
+#[test]
+fn rest_approves_messages_kills_restarts_and_stops_a_team() {
+    let mut sb = Sandbox::new();
+    sb.write_team_file(
+        "name = \"rt\"\nbackend = \"process\"\n[defaults]\nprovider = \"exec\"\n\
+         [roles.worker]\npermissions = { bash = \"allow\", \"bash(*approved*)\" = \"ask\" }\n\
+         [[teammates]]\nname = \"b1\"\nrole = \"worker\"\n\
+         [[tasks]]\nkey = \"w\"\ntitle = \"write it\"\nrun = \"echo approved > ok.txt\"\n\
+         [[tasks]]\nkey = \"h\"\ntitle = \"hold the team open\"\nrun = \"sleep 600\"\n",
+    );
+    let srv = Server::start(&mut sb);
+    // Unknown team: a JSON 404 with the protocol's code.
+    let (status, body) = srv.get("/v1/teams/nope/agents");
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "not_found");
+
+    let (status, started) = srv.post("/v1/teams/rt/up", json!({"goal": "write ok.txt"}));
+    assert_eq!(status, 200, "{started}");
+    // The teammate asks before its command runs; approve it over HTTP.
+    let mut pending = Value::Null;
+    wait_for("a pending permission request", T, || {
+        let (_, perms) = srv.get("/v1/teams/rt/permissions");
+        pending = perms["permissions"][0].clone();
+        !pending.is_null()
+    });
+    assert_eq!(pending["agent"], "b1");
+    assert!(!sb.path("ok.txt").exists());
+    let id = pending["id"].as_u64().unwrap();
+    let (status, decided) = srv.post(
+        &format!("/v1/teams/rt/permissions/{id}"),
+        json!({"decision": "allow"}),
+    );
+    assert_eq!(status, 200, "{decided}");
+    assert_eq!(decided["status"], "allowed");
+    wait_for("the approved task to complete", T, || {
+        let (_, tasks) = srv.get("/v1/teams/rt/tasks?status=completed");
+        tasks["tasks"].as_array().is_some_and(|t| t.len() == 1)
+    });
+    wait_for("b1 to hold the second task", T, || {
+        let (_, tasks) = srv.get("/v1/teams/rt/tasks?status=in_progress");
+        tasks["tasks"][0]["key"] == "h"
+    });
+    assert_eq!(
+        std::fs::read_to_string(sb.path("ok.txt")).unwrap(),
+        "approved\n"
+    );
+    // Deciding it again is a conflict.
+    let (status, body) = srv.post(
+        &format!("/v1/teams/rt/permissions/{id}"),
+        json!({"decision": "deny"}),
+    );
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_state");
+
+    // A task and a message as the operator.
+    let (status, task) = srv.post(
+        "/v1/teams/rt/tasks",
+        json!({"title": "later", "blocked_by": [2]}),
+    );
+    assert_eq!(status, 201, "{task}");
+    assert_eq!(
+        (task["title"].clone(), task["blocked_by"].clone()),
+        (json!("later"), json!([2]))
+    );
+    let (status, body) = srv.post(
+        "/v1/teams/rt/tasks",
+        json!({"title": "x", "assign": "nobody"}),
+    );
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (404, json!("not_found"))
+    );
+    let (status, sent) = srv.post(
+        "/v1/teams/rt/messages",
+        json!({"to": "b1", "text": "hello b1"}),
+    );
+    assert_eq!(status, 200, "{sent}");
+    let (_, inbox) = srv.get("/v1/teams/rt/agents/b1/messages");
+    assert!(
+        inbox["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["body"] == "hello b1" && m["from"] == "operator"),
+        "{inbox}"
+    );
+    // A body over 1 MiB is refused with 413.
+    let (status, body) = srv.post(
+        "/v1/teams/rt/messages",
+        json!({"to": "b1", "text": "x".repeat(1 << 20)}),
+    );
+    assert_eq!(status, 413);
+    assert_eq!(body["error"]["code"], "limit_exceeded");
+
+    // Kill and restart one agent.
+    let (status, killed) = srv.post("/v1/teams/rt/agents/b1/kill", json!(null));
+    assert_eq!(status, 200, "{killed}");
+    wait_for("b1 to be stopped and its task released", T, || {
+        srv.get("/v1/teams/rt/agents").1["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == "b1" && a["status"] == "stopped")
+            && srv.get("/v1/teams/rt/tasks/2").1["status"] == "pending"
+    });
+    let (status, _) = srv.post("/v1/teams/rt/agents/b1/restart", json!(null));
+    assert_eq!(status, 200);
+    wait_for("b1 to be back", T, || {
+        srv.get("/v1/teams/rt/agents").1["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == "b1" && a["connected"] == true)
+    });
+
+    // Down: the daemon stops; reads still answer from the stored state.
+    let daemon = srv.get("/v1/teams/rt").1["daemon_pid"].as_u64().unwrap() as u32;
+    assert!(daemon > 0 && agent_team_pane::procs::pid_alive(daemon));
+    let (status, down) = srv.post("/v1/teams/rt/down", json!(null));
+    assert_eq!((status, down["was_running"].clone()), (200, json!(true)));
+    assert!(
+        !agent_team_pane::procs::pid_alive(daemon) || agent_team_pane::procs::is_zombie(daemon)
+    );
+    let (status, agents) = srv.get("/v1/teams/rt/agents");
+    assert_eq!(status, 200);
+    assert!(
+        agents["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["status"] != "running")
+    );
+    let (_, down) = srv.post("/v1/teams/rt/down", json!(null));
+    assert_eq!(down["was_running"], false);
+}
+
+#[test]
+fn a_daemon_killed_mid_session_loses_nothing_the_stream_sent() {
+    let mut sb = Sandbox::new();
+    let gate = sb.path("gate");
+    exec_team(
+        &sb,
+        &format!(
+            "[[tasks]]\nkey = \"g\"\ntitle = \"wait for the gate\"\nrun = \"while [ ! -f {} ]; do sleep 0.05; done; echo through\"\n",
+            gate.display()
+        ),
+    );
+    let srv = Server::start(&mut sb);
+    let (team, mut sse) = srv.stream(
+        json!({"user_id": "carol", "session_id": "k", "message": "survive"}),
+        None,
+    );
+    // Read until the gated task runs.
+    let mut before = vec![];
+    loop {
+        let (_, item) = sse.next_event().expect("stream ended");
+        let env = item["envelope"].clone();
+        let running = env["event"]["type"] == "TASK_UPDATED"
+            && env["event"]["task"]["key"] == "g"
+            && env["event"]["task"]["status"] == "in_progress";
+        before.push(env);
+        if running {
+            break;
+        }
+    }
+    let tp = sb.team(&team);
+    let pid: i32 = std::fs::read_to_string(&tp.lock)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    std::fs::write(&gate, "open").unwrap();
+    let mut items: Vec<(Option<u64>, Value)> = before
+        .iter()
+        .map(|e| {
+            (
+                e["seq"].as_u64(),
+                json!({"type": "team_event", "envelope": e}),
+            )
+        })
+        .collect();
+    items.extend(sse.until_done());
+    let envs = check_stream(&team, &items);
+    assert_eq!(
+        items.last().unwrap().1["success"],
+        true,
+        "{:?}",
+        items.last()
+    );
+    // A new daemon answered the rest of the run.
+    let now: i32 = std::fs::read_to_string(&tp.lock)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_ne!(now, pid);
+    // Everything the stream sent before the kill is in the log as it was sent.
+    let stored: Vec<Value> = sb
+        .ok(&["--team", &team, "events"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for env in &before {
+        assert!(stored.contains(env), "lost after the crash: {env}");
+    }
+    for env in &envs {
+        assert!(stored.contains(env), "streamed but not stored: {env}");
+    }
+}
+
+#[test]
+fn a_session_streams_a_model_teams_text_and_answer() {
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    let tools = |calls: &[(&str, Value)]| {
+        Step::Tools(
+            calls
+                .iter()
+                .map(|(n, a)| (n.to_string(), a.clone()))
+                .collect(),
+        )
+    };
+    mock.script(
+        "leader",
+        vec![
+            Step::TextAndTools(
+                "Planning the work.".into(),
+                vec![
+                    ("create_task".into(), json!({"title": "say hello"})),
+                    (
+                        "spawn_teammate".into(),
+                        json!({"role": "worker", "name": "w1"}),
+                    ),
+                ],
+            ),
+            Step::Until {
+                needles: vec!["w1 said hello".into()],
+                then: Box::new(tools(&[(
+                    "finish_team",
+                    json!({"answer": "The answer is 42."}),
+                )])),
+                meanwhile: Box::new(Step::Text("Waiting for w1.".into())),
+            },
+        ],
+    );
+    mock.script(
+        "w1",
+        vec![
+            tools(&[("claim_task", json!({"id": 1}))]),
+            Step::TextAndTools(
+                "Hello from w1.".into(),
+                vec![
+                    (
+                        "update_task_status".into(),
+                        json!({"id": 1, "status": "completed", "result": "hello"}),
+                    ),
+                    (
+                        "send_message".into(),
+                        json!({"to": "leader", "text": "w1 said hello"}),
+                    ),
+                ],
+            ),
+            Step::Text("Done.".into()),
+        ],
+    );
+    let mut sb = Sandbox::new();
+    sb.env.push(("MOCK_API_KEY".into(), "test-key".into()));
+    sb.write_team_file(&format!(
+        "name = \"mt\"\nbackend = \"process\"\n[defaults]\nprovider = \"openai\"\nmodel = \"mock-1\"\nbase_url = \"{}\"\napi_key_env = \"MOCK_API_KEY\"\n",
+        mock.base_url()
+    ));
+    let srv = Server::start(&mut sb);
+    let (team, mut sse) = srv.stream(
+        json!({"user_id": "dave", "session_id": "m", "message": "greet"}),
+        None,
+    );
+    let items = sse.until_done();
+    let envs = check_stream(&team, &items);
+    let done = &items.last().unwrap().1;
+    assert_eq!(done["result"], "The answer is 42.");
+    assert_eq!(done["success"], true);
+    let text_of = |agent: &str| -> String {
+        envs.iter()
+            .filter(|e| e["agent_id"] == agent && e["event"]["type"] == "TEXT_MESSAGE_CONTENT")
+            .map(|e| e["event"]["delta"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(text_of("leader").contains("Planning the work."), "{envs:?}");
+    assert!(text_of("w1").contains("Hello from w1."), "{envs:?}");
+    assert!(
+        envs.iter()
+            .any(|e| e["agent_id"] == "w1" && e["role_name"] == "worker")
+    );
+}
+
+/// A minimal WebDriver client for chromedriver (W3C protocol over HTTP+JSON).
+struct Browser {
+    http: reqwest::blocking::Client,
+    session: String,
+    driver: std::process::Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn start() -> Browser {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let driver = std::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("chromedriver is needed for the board test (apt-get install chromium-driver; .ci/run installs it)");
+        let http = reqwest::blocking::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        wait_for("chromedriver to answer", T, || {
+            http.get(format!("{base}/status")).send().is_ok()
+        });
+        let profile = tempfile::tempdir().unwrap();
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         format!("--user-data-dir={}", profile.path().display())],
+            }
+        }}});
+        let resp: Value = http
+            .post(format!("{base}/session"))
+            .json(&caps)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let session = resp["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no browser session: {resp}"))
+            .to_string();
+        Browser {
+            http,
+            session: format!("{base}/session/{session}"),
+            driver,
+            _profile: profile,
+        }
+    }
+
+    fn cmd(&self, method: &str, path: &str, body: Value) -> Value {
+        let url = format!("{}{path}", self.session);
+        let req = match method {
+            "GET" => self.http.get(url),
+            "DELETE" => self.http.delete(url),
+            // WebDriver wants an object, also for commands without parameters.
+            _ if body.is_null() => self.http.post(url).json(&json!({})),
+            _ => self.http.post(url).json(&body),
+        };
+        let v: Value = req.send().unwrap().json().unwrap();
+        v["value"].clone()
+    }
+
+    fn find(&self, css: &str) -> Option<String> {
+        let v = self.cmd(
+            "POST",
+            "/element",
+            json!({"using": "css selector", "value": css}),
+        );
+        v.as_object()?
+            .iter()
+            .find(|(k, _)| k.starts_with("element-"))
+            .and_then(|(_, id)| id.as_str().map(str::to_string))
+    }
+
+    fn text(&self, css: &str) -> String {
+        match self.find(css) {
+            Some(id) => self
+                .cmd("GET", &format!("/element/{id}/text"), Value::Null)
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            None => String::new(),
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.http.delete(&self.session).send();
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+#[test]
+fn the_web_board_shows_a_running_team_and_allow_lets_the_teammate_go_on() {
+    let mut sb = Sandbox::new();
+    sb.write_team_file(
+        "name = \"web\"\nbackend = \"process\"\n[defaults]\nprovider = \"exec\"\n\
+         [roles.worker]\npermissions = { bash = \"ask\" }\n\
+         [[teammates]]\nname = \"b1\"\nrole = \"worker\"\n\
+         [[tasks]]\nkey = \"w\"\ntitle = \"publish the page\"\nrun = \"echo published > page.txt\"\n",
+    );
+    let srv = Server::start(&mut sb);
+    let (status, _) = srv.post("/v1/teams/web/up", json!({}));
+    assert_eq!(status, 200);
+    wait_for("a pending request", T, || {
+        !srv.get("/v1/teams/web/permissions").1["permissions"][0].is_null()
+    });
+
+    let b = Browser::start();
+    b.cmd(
+        "POST",
+        "/url",
+        json!({"url": format!("{}/?team=web", srv.base)}),
+    );
+    // The page asks for the token once.
+    let input = b.find("#token").expect("the token form");
+    b.cmd(
+        "POST",
+        &format!("/element/{input}/value"),
+        json!({"text": TOKEN}),
+    );
+    let submit = b.find("#login-form button").unwrap();
+    b.cmd("POST", &format!("/element/{submit}/click"), Value::Null);
+    // The agents of the running team, with their status.
+    let deadline = std::time::Instant::now() + T;
+    while !(b.text("#agents-body").contains("leader") && b.text("#agents-body").contains("b1")) {
+        if std::time::Instant::now() > deadline {
+            let src = b.cmd("POST", "/execute/sync", json!({"script": "return JSON.stringify([document.getElementById('app').hidden, document.getElementById('login').hidden, document.getElementById('agents-body').innerHTML, localStorage.getItem('agent-team-token'), document.getElementById('team').innerHTML, location.href, document.getElementById('error').textContent, document.getElementById('token').value])", "args": []}));
+            let logs = b.cmd("POST", "/se/log", json!({"type": "browser"}));
+            panic!(
+                "the board shows no agents; error: {:?}\nlogs: {logs}\n{}",
+                b.text("#error"),
+                src.as_str()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(3000)
+                    .collect::<String>()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_for("the board to show the task and the request", T, || {
+        b.text("#tasks-body").contains("publish the page")
+            && b.text("#perms-body").contains("echo published")
+    });
+    // Events arrive live from the stream, tagged with their agent.
+    wait_for("the event log", T, || {
+        b.text("#log").contains("RUN_STARTED")
+    });
+    assert!(!sb.path("page.txt").exists());
+    // `AGENT_TEAM_SCREENSHOT=docs/board.png` keeps a picture of the board for the README.
+    if let Some(path) = std::env::var_os("AGENT_TEAM_SCREENSHOT") {
+        b.cmd(
+            "POST",
+            "/window/rect",
+            json!({"width": 1200, "height": 800}),
+        );
+        wait_for("the text of the agents", T, || {
+            b.text("#log").contains("AGENT_STATUS")
+        });
+        let png = b.cmd("GET", "/screenshot", Value::Null);
+        let bytes = base64_decode(png.as_str().unwrap());
+        std::fs::write(path, bytes).unwrap();
+    }
+    let allow = b
+        .find("button[data-decide=allow]")
+        .expect("an Allow button");
+    b.cmd("POST", &format!("/element/{allow}/click"), Value::Null);
+    wait_for("the teammate to go on and finish the task", T, || {
+        sb.path("page.txt").exists()
+    });
+    wait_for("the board to show it completed", T, || {
+        b.text("#tasks-body").contains("completed")
+            && b.text("#perms-body").contains("nothing waiting")
+    });
+    // A page reload keeps the token: no second prompt.
+    b.cmd("POST", "/refresh", Value::Null);
+    wait_for("the board to come back after a reload", T, || {
+        b.text("#agents-body").contains("b1")
+    });
+    assert!(
+        b.text("#login").trim().is_empty(),
+        "asked for the token again"
+    );
+}
+
+/// Decodes standard base64 (the screenshot WebDriver returns).
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let bytes: Vec<u8> = s
+        .bytes()
+        .filter(|c| *c != b'=' && !c.is_ascii_whitespace())
+        .collect();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, c)| n | (u32::from(val(*c)) << (18 - 6 * i)));
+        out.extend(&n.to_be_bytes()[1..chunk.len()]);
+    }
+    out
+}

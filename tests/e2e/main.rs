@@ -9,4 +9,5 @@ mod models;
 mod panes;
 mod perms;
 mod sandbox;
+mod vars;
 mod workers;

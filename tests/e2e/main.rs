@@ -10,4 +10,5 @@ mod panes;
 mod perms;
 mod sandbox;
 mod service;
+mod vars;
 mod workers;

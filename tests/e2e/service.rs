@@ -175,7 +175,10 @@ fn check_stream(team: &str, items: &[(Option<u64>, Value)]) -> Vec<Value> {
 #[test]
 fn a_session_streams_its_exec_team_resumes_and_each_user_gets_a_team() {
     let mut sb = Sandbox::new();
-    exec_team(&sb, "");
+    exec_team(
+        &sb,
+        "[variables]\nwho = \"the file\"\n[[tasks]]\nkey = \"v\"\ntitle = \"greet {{who}}\"\nrun = \"echo {{who}} > who.txt\"\n",
+    );
     let srv = Server::start(&mut sb);
 
     // No token, a wrong token: 401 and nothing else, no team made.
@@ -195,17 +198,22 @@ fn a_session_streams_its_exec_team_resumes_and_each_user_gets_a_team() {
     assert_eq!(srv.get("/v1/teams").1["teams"], json!([]));
 
     let (team, mut sse) = srv.stream(
-        json!({"user_id": "alice", "session_id": "s1", "message": "build the report"}),
+        json!({"user_id": "alice", "session_id": "s1", "message": "build the report for {{who}}", "variables": {"who": "alice"}}),
         None,
     );
     let items = sse.until_done();
+    // The request's variables fill the goal and the tasks, over the file's.
+    assert_eq!(
+        std::fs::read_to_string(sb.path("who.txt")).unwrap(),
+        "alice\n"
+    );
     let envs = check_stream(&team, &items);
     assert_eq!(envs[0]["event"]["type"], "RUN_STARTED");
-    assert_eq!(envs[0]["event"]["goal"], "build the report");
+    assert_eq!(envs[0]["event"]["goal"], "build the report for alice");
     let done = &items.last().unwrap().1;
     assert_eq!(done["success"], true);
     assert!(
-        done["result"].as_str().unwrap().contains("2 completed"),
+        done["result"].as_str().unwrap().contains("3 completed"),
         "{done}"
     );
     // The answer is the leader's own, as RUN_FINISHED says.
@@ -240,7 +248,7 @@ fn a_session_streams_its_exec_team_resumes_and_each_user_gets_a_team() {
     assert_eq!(resumed.last().unwrap().1, *done);
     // The resume sent nothing: no second run started.
     let (_, info) = srv.get(&format!("/v1/teams/{team}"));
-    assert_eq!(info["goal"], "build the report");
+    assert_eq!(info["goal"], "build the report for alice");
 
     // Another user (and another session) gets another team of its own.
     let (bob, mut sse) = srv.stream(
@@ -249,6 +257,25 @@ fn a_session_streams_its_exec_team_resumes_and_each_user_gets_a_team() {
     );
     assert_ne!(bob, team);
     check_stream(&bob, &sse.until_done());
+    assert_eq!(
+        std::fs::read_to_string(sb.path("who.txt")).unwrap(),
+        "the file\n"
+    );
+    // An unknown placeholder is refused before anything starts.
+    let resp = srv
+        .http
+        .post(format!("{}/team/stream", srv.base))
+        .bearer_auth(TOKEN)
+        .json(&json!({"user_id": "erin", "session_id": "x", "message": "{{nope}}"}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: Value = resp.json().unwrap();
+    assert_eq!(body["error"]["code"], "bad_request");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("nope"),
+        "{body}"
+    );
     let (_, teams) = srv.get("/v1/teams");
     let names: Vec<&str> = teams["teams"]
         .as_array()

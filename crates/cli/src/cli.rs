@@ -187,9 +187,10 @@ pub struct ServeArgs {
     /// Allow a non-loopback address (put TLS in front: the token travels in every request).
     #[arg(long)]
     pub allow_remote: bool,
-    /// A value for `{{KEY}}` placeholders of every team this server starts (repeatable).
-    #[arg(long = "var", value_name = "KEY=VALUE")]
-    pub vars: Vec<String>,
+    /// `--var` and `--secret` for every run this server starts (a request's `variables` go
+    /// over them).
+    #[command(flatten)]
+    pub vars: VarArgs,
 }
 
 /// Arguments of `up`.
@@ -213,6 +214,40 @@ pub struct UpArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// `--var` and `--secret`.
+    #[command(flatten)]
+    pub vars: VarArgs,
+}
+
+/// `--var` and `--secret` of `up` and `run`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct VarArgs {
+    /// Fill `{{KEY}}` with VALUE in the goal, the system prompts and the tasks (repeatable;
+    /// over the team file's `[variables]`).
+    #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
+    /// Put KEY=VALUE into the environment of the agents' commands and nowhere else: never a
+    /// prompt, the store or a log (repeatable; `--secret KEY` takes the value of $KEY here,
+    /// which keeps it off this command line).
+    #[arg(long = "secret", value_name = "KEY[=VALUE]", value_parser = parse_secret)]
+    pub secrets: Vec<(String, String)>,
+}
+
+fn parse_var(arg: &str) -> Result<(String, String), String> {
+    agent_team_config::parse_assignment(arg)
+}
+
+fn parse_secret(arg: &str) -> Result<(String, String), String> {
+    if arg.contains('=') {
+        return agent_team_config::parse_assignment(arg);
+    }
+    agent_team_config::check_key(arg)?;
+    match std::env::var(arg) {
+        Ok(v) => Ok((arg.to_string(), v)),
+        Err(_) => Err(format!(
+            "the environment variable {arg} is not set (give --secret {arg}=VALUE, or export it)"
+        )),
+    }
 }
 
 /// Arguments of `run`.
@@ -236,9 +271,17 @@ pub struct RunArgs {
     /// the terminal when it has one, else requests wait for `agent-team approve`.
     #[arg(long)]
     pub approve_all: bool,
-    /// Print the result as JSON.
+    /// Print only the result, as one JSON object (`{"type":"complete","result":…}`, or
+    /// `{"type":"error",…}` when the run stops without an answer).
     #[arg(long)]
     pub json: bool,
+    /// Print every event of the run as it happens, one JSON envelope a line (as `agent-team
+    /// events` does), then the result object of --json as the last line.
+    #[arg(long, conflicts_with = "json")]
+    pub stream: bool,
+    /// `--var` and `--secret`.
+    #[command(flatten)]
+    pub vars: VarArgs,
 }
 
 /// Just `--json`.

@@ -7,6 +7,7 @@ mod demo;
 mod model;
 pub mod policy;
 mod teamfile;
+mod vars;
 
 pub use builtin::{
     DECIDE_PERMISSION, LEADER_TOOLS, READ_ONLY_TOOLS, TEAMMATE_TOOLS, WORKSPACE_TOOLS,
@@ -14,6 +15,11 @@ pub use builtin::{
 };
 pub use demo::demo_team;
 pub use model::*;
+pub use vars::{
+    BUILTIN_VARIABLES, MIN_MASKED_SECRET, Origin, Origins, SecretSource, Secrets, SecretsFileError,
+    apply_variables, apply_variables_on, check_key, fill_goal, fill_prompt, fill_task_text,
+    is_valid_key, local_date, parse_assignment, placeholders, resolve_secrets, team_goal,
+};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -35,14 +41,17 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some(l) = self.line {
-            write!(f, ":{l}")?;
-            if let Some(c) = self.col {
-                write!(f, ":{c}")?;
+        // An error about the command line (a `--var`, a goal given as an argument) has no file.
+        if !self.file.as_os_str().is_empty() {
+            write!(f, "{}", self.file.display())?;
+            if let Some(l) = self.line {
+                write!(f, ":{l}")?;
+                if let Some(c) = self.col {
+                    write!(f, ":{c}")?;
+                }
             }
+            write!(f, ": ")?;
         }
-        write!(f, ": ")?;
         if let Some(field) = &self.field
             && !self.message.contains(field.as_str())
         {
@@ -82,6 +91,9 @@ pub fn empty_team(name: &str, workspace: &Path) -> TeamConfig {
         tmux: None,
         sandbox: SandboxMode::On,
         limits: Limits::default(),
+        variables: Default::default(),
+        secrets: Default::default(),
+        origins: Origins::default(),
     }
 }
 

@@ -279,6 +279,17 @@ pub struct TeamConfig {
     /// The daemon's limits on its clients (`[limits]`).
     #[serde(default)]
     pub limits: Limits,
+    /// The values of `{{KEY}}` placeholders: `[variables]`, then `--var` over them, and
+    /// `date` as fixed at start (see the `vars` module for where each text is filled).
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+    /// The names of the team's secrets and where their values come from; never a value
+    /// (those reach task commands without the store: docs/SECURITY.md).
+    #[serde(default)]
+    pub secrets: BTreeMap<String, crate::SecretSource>,
+    /// Where each text field came from, for error messages (not stored).
+    #[serde(skip)]
+    pub origins: crate::Origins,
 }
 
 /// The daemon's limits on its clients (`[limits]` in the team file; docs/SECURITY.md has the

@@ -5,6 +5,7 @@ use crate::ConfigError;
 use crate::builtin::{builtin_roles, claude_tool, is_known_tool};
 use crate::model::*;
 use crate::policy::parse_key;
+use crate::vars::{Origins, SecretSource, check_key, is_valid_key};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 struct RawTeamFile {
     name: Option<Spanned<String>>,
-    goal: Option<String>,
+    goal: Option<Spanned<String>>,
     backend: Option<BackendKind>,
     layout: Option<Layout>,
     max_teammates: Option<usize>,
@@ -31,6 +32,17 @@ struct RawTeamFile {
     teammates: Vec<Spanned<RawTeammate>>,
     #[serde(default)]
     tasks: Vec<Spanned<RawTask>>,
+    #[serde(default)]
+    variables: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    secrets: BTreeMap<String, Spanned<RawSecret>>,
+}
+
+/// `[secrets] KEY = { env = "NAME" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecret {
+    env: String,
 }
 
 /// The fields of a role as written; everything optional so layers can be merged.
@@ -38,7 +50,10 @@ struct RawTeamFile {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRole {
     description: Option<String>,
-    system_prompt: Option<String>,
+    system_prompt: Option<Spanned<String>>,
+    /// Where `system_prompt` came from when not from the team file (a role file).
+    #[serde(skip)]
+    prompt_origin: Option<(PathBuf, usize)>,
     provider: Option<Provider>,
     model: Option<String>,
     base_url: Option<String>,
@@ -65,10 +80,9 @@ struct RawTeammate {
 #[serde(deny_unknown_fields)]
 struct RawTask {
     key: Option<String>,
-    title: String,
-    #[serde(default)]
-    description: String,
-    run: Option<String>,
+    title: Spanned<String>,
+    description: Option<Spanned<String>>,
+    run: Option<Spanned<String>>,
     #[serde(default)]
     after: Vec<String>,
     assign: Option<String>,
@@ -91,6 +105,18 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// The line the string value at `span` starts on (a multi-line string's first line break
+    /// is not part of its value).
+    fn value_line(&self, span: std::ops::Range<usize>) -> usize {
+        let (line, _) = line_col(self.text, span.start);
+        let raw = self.text.get(span.start..).unwrap_or_default();
+        let skips_newline = ["\"", "'"].iter().any(|q| {
+            raw.strip_prefix(q.repeat(3).as_str())
+                .is_some_and(|r| r.starts_with('\n') || r.starts_with("\r\n"))
+        });
+        line + usize::from(skips_newline)
+    }
+
     fn err(
         &self,
         span: Option<std::ops::Range<usize>>,
@@ -168,10 +194,11 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
         layers.insert(rname.clone(), merged);
     }
     let mut roles = builtin_roles();
+    let mut origins = Origins::default();
     for (rname, layer) in layers {
         let span = raw.roles.get(&rname).map(|r| r.span());
         let base = roles.get(&rname).cloned();
-        let role = resolve_role(&cx, &rname, base, &raw.defaults, layer, span)?;
+        let role = resolve_role(&cx, &rname, base, &raw.defaults, layer, span, &mut origins)?;
         roles.insert(rname, role);
     }
     // Built-ins not overridden still take [defaults] (provider, model, …).
@@ -185,6 +212,7 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
                 &raw.defaults,
                 RawRole::default(),
                 None,
+                &mut origins,
             )?;
         }
     }
@@ -263,10 +291,46 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
         ));
     }
 
-    let tasks = resolve_tasks(&cx, &raw.tasks, &teammates)?;
+    let tasks = resolve_tasks(&cx, &raw.tasks, &teammates, &mut origins)?;
+    let mut variables = BTreeMap::new();
+    for (k, v) in &raw.variables {
+        let field = format!("variables.{k}");
+        check_key(k).map_err(|m| cx.err(Some(v.span()), &field, format!("{field}: {m}")))?;
+        variables.insert(k.clone(), v.get_ref().clone());
+    }
+    let mut secrets = BTreeMap::new();
+    for (k, v) in &raw.secrets {
+        let field = format!("secrets.{k}");
+        check_key(k).map_err(|m| cx.err(Some(v.span()), &field, format!("{field}: {m}")))?;
+        if variables.contains_key(k) {
+            return Err(cx.err(
+                Some(v.span()),
+                &field,
+                format!("{field}: {k:?} is both a variable and a secret; rename one"),
+            ));
+        }
+        let env = &v.get_ref().env;
+        if !is_valid_key(env) {
+            return Err(cx.err(
+                Some(v.span()),
+                &field,
+                format!("{field}: {env:?} is not an environment variable name"),
+            ));
+        }
+        origins.set(field, path, cx.value_line(v.span()));
+        secrets.insert(
+            k.clone(),
+            SecretSource {
+                env: Some(env.clone()),
+            },
+        );
+    }
+    if let Some(g) = &raw.goal {
+        origins.set("goal".into(), path, cx.value_line(g.span()));
+    }
     Ok(TeamConfig {
         name,
-        goal: raw.goal,
+        goal: raw.goal.map(Spanned::into_inner),
         backend: raw.backend.unwrap_or_default(),
         layout: raw.layout.unwrap_or_default(),
         max_teammates,
@@ -280,12 +344,21 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
         tmux: None,
         sandbox: raw.sandbox.unwrap_or_default(),
         limits: raw.limits,
+        variables,
+        secrets,
+        origins,
     })
 }
 
 fn overlay(base: RawRole, top: RawRole) -> RawRole {
     RawRole {
         description: top.description.or(base.description),
+        // The prompt and where it came from go together.
+        prompt_origin: if top.system_prompt.is_some() {
+            top.prompt_origin
+        } else {
+            base.prompt_origin
+        },
         system_prompt: top.system_prompt.or(base.system_prompt),
         provider: top.provider.or(base.provider),
         model: top.model.or(base.model),
@@ -310,8 +383,16 @@ fn resolve_role(
     defaults: &RawRole,
     layer: RawRole,
     span: Option<std::ops::Range<usize>>,
+    origins: &mut Origins,
 ) -> Result<Role, ConfigError> {
     let r = overlay(defaults.clone(), layer);
+    if let Some(p) = &r.system_prompt {
+        let field = format!("roles.{name}.system_prompt");
+        match &r.prompt_origin {
+            Some((file, line)) => origins.set(field, file, *line),
+            None => origins.set(field, cx.path, cx.value_line(p.span())),
+        }
+    }
     let fallback = base.unwrap_or_else(|| crate::builtin::default_role(name));
     let tools = match r.tools {
         Some(t) => {
@@ -368,7 +449,10 @@ fn resolve_role(
     Ok(Role {
         name: name.to_string(),
         description: r.description.unwrap_or(fallback.description),
-        system_prompt: r.system_prompt.unwrap_or(fallback.system_prompt),
+        system_prompt: r
+            .system_prompt
+            .map(Spanned::into_inner)
+            .unwrap_or(fallback.system_prompt),
         provider: r.provider.unwrap_or(fallback.provider),
         model: r.model.unwrap_or(fallback.model),
         base_url: r.base_url.or(fallback.base_url),
@@ -389,13 +473,14 @@ fn resolve_tasks(
     cx: &Ctx<'_>,
     raw: &[Spanned<RawTask>],
     teammates: &[Teammate],
+    origins: &mut Origins,
 ) -> Result<Vec<TaskSpec>, ConfigError> {
     let mut specs: Vec<(TaskSpec, std::ops::Range<usize>)> = Vec::new();
     let mut keys = HashMap::new();
     for (i, t) in raw.iter().enumerate() {
         let rt = t.get_ref();
         let key = rt.key.clone().unwrap_or_else(|| format!("task-{}", i + 1));
-        if rt.title.trim().is_empty() {
+        if rt.title.get_ref().trim().is_empty() {
             return Err(cx.err(
                 Some(t.span()),
                 "tasks.title",
@@ -419,12 +504,31 @@ fn resolve_tasks(
                 format!("no teammate {a:?} to assign to"),
             ));
         }
+        origins.set(
+            format!("tasks.{key}.title"),
+            cx.path,
+            cx.value_line(rt.title.span()),
+        );
+        if let Some(d) = &rt.description {
+            origins.set(
+                format!("tasks.{key}.description"),
+                cx.path,
+                cx.value_line(d.span()),
+            );
+        }
+        if let Some(r) = &rt.run {
+            origins.set(format!("tasks.{key}.run"), cx.path, cx.value_line(r.span()));
+        }
         specs.push((
             TaskSpec {
                 key,
-                title: rt.title.clone(),
-                description: rt.description.clone(),
-                run: rt.run.clone(),
+                title: rt.title.get_ref().clone(),
+                description: rt
+                    .description
+                    .as_ref()
+                    .map(|d| d.get_ref().clone())
+                    .unwrap_or_default(),
+                run: rt.run.as_ref().map(|r| r.get_ref().clone()),
                 after: rt.after.clone(),
                 assign: rt.assign.clone(),
             },
@@ -522,6 +626,9 @@ pub(crate) fn parse_role_file(path: &Path) -> Result<(String, RawRole), ConfigEr
         )
     })?;
     let (yaml, body) = (&rest[..end], &rest[end + 4..]);
+    // The line the prompt starts on, for errors about its placeholders.
+    let body_at = text.len() - body.len() + (body.len() - body.trim_start().len());
+    let body_line = text[..body_at].matches('\n').count() + 1;
     let fm: FrontMatter = serde_yaml_ng::from_str(yaml).map_err(|e| {
         err(
             e.location().map(|l| l.line() + 1),
@@ -576,7 +683,10 @@ pub(crate) fn parse_role_file(path: &Path) -> Result<(String, RawRole), ConfigEr
     };
     let role = RawRole {
         description: fm.description,
-        system_prompt: Some(body.trim().to_string()).filter(|b| !b.is_empty()),
+        system_prompt: Some(body.trim().to_string())
+            .filter(|b| !b.is_empty())
+            .map(|b| Spanned::new(0..0, b)),
+        prompt_origin: Some((path.to_path_buf(), body_line)),
         model: fm.model.filter(|m| m != "inherit"),
         tools,
         ..Default::default()

@@ -308,6 +308,9 @@ pub async fn serve(
     };
     // The listener (and with it the socket file) is gone once `accept` is dropped.
     let _ = std::fs::remove_file(&paths.operator_secret);
+    // The team's agents are stopped: their secrets go too (a crash leaves them for the agents
+    // the next daemon re-adopts or restarts).
+    let _ = std::fs::remove_file(&paths.secrets);
     drop(lock);
     match result {
         Ok(Ok(())) => Ok(()),

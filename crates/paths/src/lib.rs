@@ -84,6 +84,15 @@ pub struct TeamPaths {
     pub operator_secret: PathBuf,
     /// The socket of the team's private tmux server.
     pub tmux_socket: PathBuf,
+    /// The values of the team's secrets (0600, JSON), written by whoever starts the team and
+    /// read by each agent as it starts; never in the state dir (docs/SECURITY.md).
+    pub secrets: PathBuf,
+}
+
+/// The secrets file of `team` whose runtime dir is `runtime` (see [`TeamPaths::secrets`]); an
+/// agent finds it beside its daemon's socket.
+pub fn secrets_file(runtime: &Path, team: &str) -> PathBuf {
+    runtime.join(format!("{team}.secrets.json"))
 }
 
 impl Paths {
@@ -141,6 +150,7 @@ impl Paths {
             dir,
             lock: self.runtime.join(format!("{team}.lock")),
             operator_secret: self.runtime.join(format!("{team}.operator")),
+            secrets: secrets_file(&self.runtime, team),
             socket,
             tmux_socket,
         })

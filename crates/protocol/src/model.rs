@@ -679,6 +679,62 @@ pub struct Compacted {
     pub bytes_after: u64,
 }
 
+/// How a run ended, as `agent-team run --json` prints it and as the last line of
+/// `agent-team run --stream` (and the last event of the HTTP stream): one JSON object tagged by
+/// `type`, `complete` with the leader's answer or `error` when the run stopped before finishing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RunOutcome {
+    /// The leader finished the team: `{"type":"complete","result":…,"success":…,…}`.
+    Complete(RunResult),
+    /// The run ended without an answer (timeout, team stopped, daemon unreachable):
+    /// `{"type":"error","error":{"code":…,"message":…}}`.
+    Error {
+        /// What went wrong.
+        error: RunFailure,
+    },
+}
+
+/// The leader's answer to a finished run. `result` and `success` are the NexAU names;
+/// `answer`, `team` and `seconds` are what `run --json` printed before and stay for scripts
+/// (`answer` is always equal to `result`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    /// The leader's final answer.
+    pub result: String,
+    /// Whether the leader finished the team as a success.
+    pub success: bool,
+    /// The same answer as `result` (the name `run --json` used first).
+    pub answer: String,
+    /// The team that ran.
+    pub team: String,
+    /// Seconds from the start of `run` to the answer.
+    pub seconds: f64,
+}
+
+impl RunResult {
+    /// The result of `team`'s run that ended with `answer` after `seconds`.
+    pub fn new(team: &str, answer: String, success: bool, seconds: f64) -> Self {
+        RunResult {
+            result: answer.clone(),
+            success,
+            answer,
+            team: team.to_string(),
+            seconds,
+        }
+    }
+}
+
+/// Why a run ended without an answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunFailure {
+    /// A snake_case code: `timeout`, `stopped`, a protocol [`crate::ErrorCode`] name, or
+    /// `failed` for anything else.
+    pub code: String,
+    /// What happened, in words.
+    pub message: String,
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod message_order_tests {
@@ -701,5 +757,27 @@ mod message_order_tests {
             assert_eq!(m(from, MessageKind::Text).priority(), 1, "{from}");
         }
         assert_eq!(m("b2", MessageKind::Text).priority(), 2);
+    }
+
+    #[test]
+    fn a_run_outcome_is_one_object_tagged_by_type() {
+        let done = RunOutcome::Complete(RunResult::new("web", "42".into(), true, 1.5));
+        let v = serde_json::to_value(&done).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type": "complete", "result": "42", "success": true,
+                "answer": "42", "team": "web", "seconds": 1.5})
+        );
+        assert_eq!(serde_json::from_value::<RunOutcome>(v).unwrap(), done);
+        let failed = RunOutcome::Error {
+            error: RunFailure {
+                code: "timeout".into(),
+                message: "too slow".into(),
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&failed).unwrap(),
+            serde_json::json!({"type": "error", "error": {"code": "timeout", "message": "too slow"}})
+        );
     }
 }

@@ -70,7 +70,13 @@ fn system_prompt(
         .collect();
     let mut s = String::new();
     if !role.system_prompt.is_empty() {
-        s.push_str(&role.system_prompt);
+        // `{{agent}}`, `{{role}}`, `{{workspace}}` and the team's variables, for this agent.
+        s.push_str(&agent_team_config::fill_prompt(
+            config,
+            role,
+            name,
+            &config.workspace,
+        ));
         s.push_str("\n\n");
     }
     s.push_str(&format!(

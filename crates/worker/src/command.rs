@@ -2,10 +2,12 @@
 //! command is placed where stopping the agent reaches it, dies with whoever started it, and
 //! cannot reach the team's control plane: its environment names no socket, dir or secret of
 //! the team, and on Linux it runs under a Landlock ruleset that keeps it out of the runtime and
-//! state dirs and lets it write only in its working dir and temp (docs/SECURITY.md).
+//! state dirs and lets it write only in its working dir and temp (docs/SECURITY.md). The
+//! team's secrets (`--secret`, `[secrets]`) are in its environment, and nowhere else an agent
+//! writes: [`Confinement::mask`] hides them in what the agent reads back.
 
 use crate::{AgentEnv, CommandGroups};
-use agent_team_config::{SandboxMode, TeamConfig};
+use agent_team_config::{SandboxMode, Secrets, TeamConfig};
 use agent_team_pane::env;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -27,6 +29,9 @@ pub struct Confinement {
     pub writable: Vec<PathBuf>,
     /// Whether commands run under Landlock (the team file's `sandbox`, on by default).
     pub landlock: bool,
+    /// The team's secrets, each given to every command as an environment variable of its
+    /// name (read from the team's secrets file when the agent starts; see [`load_secrets`]).
+    pub secrets: Secrets,
 }
 
 impl Confinement {
@@ -64,7 +69,37 @@ impl Confinement {
             deny: canonical_dirs(deny),
             writable: vec![config.workspace.clone()],
             landlock: config.sandbox == SandboxMode::On,
+            secrets: Secrets::default(),
         }
+    }
+
+    /// `text` (a command's output) with the secrets' values masked, for the agent's log, a
+    /// task's result and what a model reads.
+    pub fn mask<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        self.secrets.mask(text)
+    }
+}
+
+/// The team's secrets for `agent`'s commands: the 0600 file beside its daemon's socket that
+/// whoever started the team wrote (none when it has no secrets). Read at every agent start, so
+/// an agent restarted after its daemon was killed still gets them.
+pub fn load_secrets(agent: &AgentEnv) -> Result<Secrets, String> {
+    let Some(runtime) = agent.socket.parent() else {
+        return Ok(Secrets::default());
+    };
+    let file = agent_team_paths::secrets_file(runtime, &agent.team);
+    match std::fs::read_to_string(&file) {
+        Ok(text) => Secrets::from_file_text(&text).map_err(|e| format!("{}: {e}", file.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Secrets::default()),
+        Err(e) => Err(format!("cannot read {}: {e}", file.display())),
+    }
+}
+
+/// `text` with the secrets of `groups` masked (unchanged when it has none).
+pub fn mask<'a>(groups: &CommandGroups, text: &'a str) -> std::borrow::Cow<'a, str> {
+    match &groups.confinement {
+        Some(c) => c.mask(text),
+        None => std::borrow::Cow::Borrowed(text),
     }
 }
 
@@ -121,6 +156,9 @@ pub fn shell(cmd: &str, cwd: &Path, groups: &CommandGroups) -> tokio::process::C
     die_with_parent(&mut c);
     if let Some(conf) = &groups.confinement {
         c.env(env::NAME, &conf.name).env(env::TEAM, &conf.team);
+        for (k, v) in conf.secrets.iter() {
+            c.env(k, v);
+        }
         if conf.landlock {
             sandbox::confine(&mut c, cwd, conf);
         }
@@ -495,6 +533,7 @@ mod tests {
                 deny: canonical_dirs(deny),
                 writable: vec![],
                 landlock,
+                secrets: Secrets::default(),
             })),
             ..Default::default()
         }
@@ -548,6 +587,41 @@ mod tests {
         got.sort();
         assert_eq!(got, want);
         assert!(!out.contains("agent-team/web.sock"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn a_command_gets_the_teams_secrets_and_the_agent_reads_them_back_masked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut groups = confined("b1", vec![], false);
+        if let Some(c) = groups.confinement.as_mut().and_then(Arc::get_mut) {
+            c.secrets = Secrets::from_map(
+                [("API".to_string(), "v4lue-of-api".to_string())]
+                    .into_iter()
+                    .collect(),
+            );
+        }
+        let (code, out, err) = run("printf %s \"$API\"", dir.path(), &groups).await;
+        assert_eq!((code, out.as_str()), (0, "v4lue-of-api"), "{err}");
+        assert_eq!(mask(&groups, "got v4lue-of-api"), "got [secret API]");
+        assert!(!format!("{:?}", groups.confinement).contains("v4lue"));
+        // The file whoever started the team wrote, found beside the agent's socket.
+        let agent = AgentEnv {
+            socket: dir.path().join("t.sock"),
+            team: "t".into(),
+            name: "b1".into(),
+            secret: String::new(),
+            incarnation: 1,
+            log_file: None,
+            workspace: None,
+        };
+        assert!(load_secrets(&agent).unwrap().is_empty());
+        let secrets = groups.confinement.as_ref().unwrap().secrets.clone();
+        std::fs::write(
+            agent_team_paths::secrets_file(dir.path(), "t"),
+            secrets.to_file_text(),
+        )
+        .unwrap();
+        assert_eq!(load_secrets(&agent).unwrap(), secrets);
     }
 
     #[tokio::test]

@@ -394,6 +394,8 @@ pub async fn run_command(
     drop(tx);
     let mut tail: VecDeque<String> = VecDeque::new();
     while let Some(line) = rx.recv().await {
+        // The team's secrets never reach the log, the task's result or the event log.
+        let line = crate::command::mask(groups, &line).into_owned();
         out.say(&format!("  │ {line}"));
         tail.push_back(line);
         if tail.len() > 30 {

@@ -154,8 +154,12 @@ pub async fn run_agent(
 ) -> Result<(), AgentError> {
     let (link, inbound) = link::Link::start(agent.clone(), out.clone()).await?;
     let mut config: TeamConfig = link.config().await?;
+    let mut confinement = command::Confinement::for_agent(&agent, &config);
+    // The team's secrets go to its commands only; a file that cannot be read stops the agent
+    // (its commands would run without what they need).
+    confinement.secrets = command::load_secrets(&agent).map_err(AgentError::Config)?;
     let groups = CommandGroups {
-        confinement: Some(Arc::new(command::Confinement::for_agent(&agent, &config))),
+        confinement: Some(Arc::new(confinement)),
         ..groups
     };
     // A worktree-isolated agent reads and writes its own checkout, not the team's directory.

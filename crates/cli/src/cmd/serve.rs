@@ -21,6 +21,8 @@ struct LocalTeams {
     paths: Paths,
     /// The served team file: new teams (sessions, `up`) are made from it.
     file: Option<PathBuf>,
+    /// `serve --secret`: for the commands of every run this server starts.
+    secrets: BTreeMap<String, String>,
 }
 
 /// An error of the CLI's kind as the API reports it.
@@ -186,9 +188,10 @@ impl Teams for LocalTeams {
             ));
         }
         let (cfg, _) = crate::cmd::up::team_config(&ctx, false, None, false).map_err(body)?;
-        let (cfg, goal) = crate::cmd::up::with_variables(cfg, goal, variables).map_err(body)?;
+        let (cfg, goal, secrets) =
+            crate::cmd::up::with_variables(cfg, goal, variables, &self.secrets).map_err(body)?;
         let mut c = ctx.connect().map_err(body)?;
-        crate::cmd::up::start(&mut c, &cfg, goal).map_err(body)
+        crate::cmd::up::start(&ctx, &mut c, &cfg, goal, &secrets).map_err(body)
     }
 
     fn down(&self, team: &str) -> Result<bool, ErrorBody> {
@@ -292,25 +295,11 @@ impl Follow for LocalFollow {
     }
 }
 
-/// Parses `KEY=VALUE` arguments.
-pub(crate) fn parse_vars(vars: &[String]) -> Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for v in vars {
-        let Some((k, val)) = v.split_once('=') else {
-            anyhow::bail!(crate::Hinted::new(
-                format!("--var {v:?} is not KEY=VALUE"),
-                "e.g. --var lang=rust"
-            ));
-        };
-        out.insert(k.to_string(), val.to_string());
-    }
-    Ok(out)
-}
-
 /// `agent-team serve`
 pub fn serve(ctx: Ctx, args: ServeArgs) -> Result<ExitCode> {
     let listen = Listen::parse(&args.listen, args.allow_remote)?;
-    let variables = parse_vars(&args.vars)?;
+    let variables: BTreeMap<String, String> = args.vars.vars.iter().cloned().collect();
+    let secrets: BTreeMap<String, String> = args.vars.secrets.iter().cloned().collect();
     ctx.paths.ensure_runtime()?;
     let (token, source) = Token::load_or_create(&ctx.paths.runtime.join("serve.token"))?;
     if let Some(f) = &ctx.file {
@@ -320,6 +309,7 @@ pub fn serve(ctx: Ctx, args: ServeArgs) -> Result<ExitCode> {
     let teams = Arc::new(LocalTeams {
         paths: ctx.paths.clone(),
         file: ctx.file.clone(),
+        secrets,
     });
     let settings = Settings {
         token: token.clone(),

@@ -1,12 +1,13 @@
 //! `agent-team up` and `agent-team run`.
 
-use crate::cli::{RunArgs, UpArgs};
+use crate::cli::{RunArgs, UpArgs, VarArgs};
 use crate::ctx::Ctx;
 use crate::output;
 use agent_team_client::{Client, ClientError};
-use agent_team_config::{BackendKind, TeamConfig};
+use agent_team_config::{BackendKind, Secrets, TeamConfig};
 use agent_team_protocol::*;
 use anyhow::{Context, Result, bail};
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -73,24 +74,59 @@ pub(crate) fn team_config(
 }
 
 /// Fills the `{{KEY}}` placeholders of a configuration and goal with `variables` (over the
-/// team file's).
+/// team file's `[variables]`) and resolves its secrets (`serve --secret`, then `[secrets]` from
+/// this process's environment):
+/// what `serve` does for each run it starts.
 pub(crate) fn with_variables(
-    cfg: TeamConfig,
+    mut cfg: TeamConfig,
     goal: Option<String>,
-    variables: &std::collections::BTreeMap<String, String>,
-) -> Result<(TeamConfig, Option<String>)> {
-    if !variables.is_empty() {
-        bail!(crate::Hinted::new(
-            "variables are not supported yet",
-            "leave `variables` out"
-        ));
+    variables: &BTreeMap<String, String>,
+    secrets: &BTreeMap<String, String>,
+) -> Result<(TeamConfig, Option<String>, Secrets)> {
+    let secrets = agent_team_config::resolve_secrets(&mut cfg, secrets, |k| std::env::var(k).ok())?;
+    agent_team_config::apply_variables(&mut cfg, variables)?;
+    let goal = run_goal(&cfg, goal.as_deref())?;
+    Ok((cfg, goal, secrets))
+}
+
+/// Applies `--secret` and `--var` to the configuration (after `[secrets]` and `[variables]`)
+/// and checks every placeholder; returns the secrets' values, which go to the agents through
+/// the runtime dir's secrets file and never into the configuration.
+fn apply_vars(cfg: &mut TeamConfig, args: &VarArgs) -> Result<Secrets> {
+    let given: BTreeMap<String, String> = args.secrets.iter().cloned().collect();
+    let secrets = agent_team_config::resolve_secrets(cfg, &given, |k| std::env::var(k).ok())?;
+    let extra: BTreeMap<String, String> = args.vars.iter().cloned().collect();
+    agent_team_config::apply_variables(cfg, &extra)?;
+    Ok(secrets)
+}
+
+/// The run's goal with its placeholders filled: the one given, else the team file's.
+fn run_goal(cfg: &TeamConfig, given: Option<&str>) -> Result<Option<String>> {
+    Ok(match given {
+        Some(g) => Some(agent_team_config::fill_goal(cfg, g)?),
+        None => agent_team_config::team_goal(cfg)?,
+    })
+}
+
+/// Writes the team's secrets file (0600, runtime dir) for its agents to read as they start,
+/// or removes an old one when there are none.
+fn write_secrets(ctx: &Ctx, secrets: &Secrets) -> Result<()> {
+    let file = &ctx.tp.secrets;
+    if secrets.is_empty() {
+        match std::fs::remove_file(file) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("cannot remove {}", file.display())),
+        }
+    } else {
+        agent_team_paths::write_secret_file(file, &secrets.to_file_text())
+            .with_context(|| format!("cannot write {}", file.display()))
     }
-    Ok((cfg, goal))
 }
 
 /// Refuses a goal or a team configuration the daemon would refuse, before any daemon starts.
 fn check_before_start(cfg: &TeamConfig, goal: Option<&str>) -> Result<()> {
-    let goal = goal.or(cfg.goal.as_deref()).map(str::to_string);
+    let goal = goal.map(str::to_string);
     Request::StartRun { goal }
         .check_sizes()
         .map_err(ClientError::Server)?;
@@ -118,13 +154,21 @@ fn warn_sandbox(ctx: &Ctx, cfg: &TeamConfig) {
     }
 }
 
-/// Configures the daemon and starts the run; returns the event sequence number before it.
-pub(crate) fn start(c: &mut Client, cfg: &TeamConfig, goal: Option<String>) -> Result<u64> {
+/// Hands the agents their secrets, configures the daemon and starts the run with `goal`
+/// (filled); returns the event sequence number before it.
+pub(crate) fn start(
+    ctx: &Ctx,
+    c: &mut Client,
+    cfg: &TeamConfig,
+    goal: Option<String>,
+    secrets: &Secrets,
+) -> Result<u64> {
     check_before_start(cfg, goal.as_deref())?;
     let last_seq = match c.call(Request::TeamInfo)? {
         Reply::Team { team } => team.last_seq,
         _ => 0,
     };
+    write_secrets(ctx, secrets)?;
     let value = serde_json::to_value(cfg).context("cannot encode the team configuration")?;
     c.call(Request::Configure { config: value })?;
     c.call(Request::StartRun { goal })?;
@@ -188,18 +232,28 @@ pub fn up(ctx: &Ctx, args: UpArgs) -> Result<ExitCode> {
     };
     let already = running.is_some();
     // Otherwise the configuration (and the backend) is checked before any daemon starts.
-    let (mut c, cfg, why) = match running {
-        Some((c, cfg)) => (c, cfg, "already running".to_string()),
+    let (mut c, cfg, why, goal, secrets) = match running {
+        Some((c, cfg)) => {
+            if !args.vars.vars.is_empty() || !args.vars.secrets.is_empty() {
+                eprintln!(
+                    "agent-team: warning: the team is already running with its variables and                      secrets; --var and --secret apply at its next start (`agent-team down` first)"
+                );
+            }
+            let why = "already running".to_string();
+            (c, cfg, why, None, Secrets::default())
+        }
         None => {
-            let (cfg, why) = team_config(ctx, args.demo, args.backend.as_deref(), args.here)?;
-            check_before_start(&cfg, args.goal.as_deref())?;
-            (ctx.connect()?, cfg, why)
+            let (mut cfg, why) = team_config(ctx, args.demo, args.backend.as_deref(), args.here)?;
+            let secrets = apply_vars(&mut cfg, &args.vars)?;
+            let goal = run_goal(&cfg, args.goal.as_deref())?;
+            check_before_start(&cfg, goal.as_deref())?;
+            (ctx.connect()?, cfg, why, goal, secrets)
         }
     };
     eprintln!("agent-team: backend {} ({why})", cfg.backend.as_str());
     warn_sandbox(ctx, &cfg);
     if !already {
-        start(&mut c, &cfg, args.goal.clone())?;
+        start(ctx, &mut c, &cfg, goal, &secrets)?;
     } else if let Some(place) = &cfg.tmux
         && cfg.backend == BackendKind::Tmux
         && !agent_team_pane::tmux::session_exists(&agent_team_pane::tmux::Placement {
@@ -284,29 +338,131 @@ fn rebuild(c: &mut Client) -> Result<()> {
 /// exit (130), and the main thread must not end the process first with another outcome.
 static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Set by `run --json` and `run --stream`: the result object goes to stdout even when a
+/// signal stops the run.
+static RESULT_ON_STDOUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// How `run` reports: the answer as text, one result object (`--json`), or every event and
+/// then the result object (`--stream`, NDJSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Report {
+    Text,
+    Json,
+    Stream,
+}
+
+/// A run that ended without an answer, with the code its result object carries.
+#[derive(Debug)]
+struct RunStopped {
+    code: &'static str,
+    why: crate::Hinted,
+}
+
+impl std::fmt::Display for RunStopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.why.fmt(f)
+    }
+}
+
+impl std::error::Error for RunStopped {}
+
+/// The `code` of the result object for a run that failed with `e`.
+fn failure_code(e: &anyhow::Error) -> String {
+    if let Some(s) = e.downcast_ref::<RunStopped>() {
+        return s.code.to_string();
+    }
+    if let Some(ClientError::Server(body) | ClientError::Refused(body)) =
+        e.chain().find_map(|c| c.downcast_ref::<ClientError>())
+    {
+        return body.code.as_str().to_string();
+    }
+    if e.chain()
+        .any(|c| c.downcast_ref::<agent_team_config::ConfigError>().is_some())
+    {
+        return ErrorCode::BadRequest.as_str().to_string();
+    }
+    "failed".to_string()
+}
+
+/// Prints a result object: pretty for `--json`, one line for `--stream`.
+fn print_outcome(report: Report, outcome: &RunOutcome) {
+    if report == Report::Stream {
+        match serde_json::to_string(outcome) {
+            Ok(line) => output::line(&line),
+            Err(e) => eprintln!("agent-team: error: cannot encode JSON: {e}"),
+        }
+    } else {
+        output::json(outcome);
+    }
+}
+
 /// `agent-team run`
 pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
-    let outcome = run_team(ctx, args);
+    let report = if args.stream {
+        Report::Stream
+    } else if args.json {
+        Report::Json
+    } else {
+        Report::Text
+    };
+    if report != Report::Text {
+        RESULT_ON_STDOUT.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    let started = Instant::now();
+    let outcome = run_team(ctx, args, report, started);
     if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
         loop {
             std::thread::park();
         }
     }
-    outcome
+    match (report, outcome) {
+        (Report::Text, Ok((answer, success))) => {
+            output::line(&answer);
+            Ok(exit_for(success))
+        }
+        (Report::Text, Err(e)) => Err(e),
+        (_, Ok((answer, success))) => {
+            let result =
+                RunResult::new(&ctx.team, answer, success, started.elapsed().as_secs_f64());
+            print_outcome(report, &RunOutcome::Complete(result));
+            Ok(exit_for(success))
+        }
+        (_, Err(e)) => {
+            // The reason on stderr as for any failure, and as the last object on stdout.
+            let message = crate::describe(&e);
+            eprintln!("agent-team: error: {message}");
+            let error = RunFailure {
+                code: failure_code(&e),
+                message,
+            };
+            print_outcome(report, &RunOutcome::Error { error });
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
-fn run_team(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
-    let started = Instant::now();
-    let (cfg, why) = team_config(ctx, args.demo, args.backend.as_deref(), false)?;
+fn exit_for(success: bool) -> ExitCode {
+    if success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Starts the team, follows it to its answer and shuts it down: (answer, success).
+fn run_team(ctx: &Ctx, args: RunArgs, report: Report, started: Instant) -> Result<(String, bool)> {
+    let (mut cfg, why) = team_config(ctx, args.demo, args.backend.as_deref(), false)?;
     if !args.quiet {
         eprintln!("agent-team: backend {} ({why})", cfg.backend.as_str());
         warn_sandbox(ctx, &cfg);
     }
-    check_before_start(&cfg, args.goal.as_deref())?;
+    let secrets = apply_vars(&mut cfg, &args.vars)?;
+    let goal = run_goal(&cfg, args.goal.as_deref())?;
+    check_before_start(&cfg, goal.as_deref())?;
     let mut c = ctx.connect()?;
     // From here on an interrupted `run` stops the team it started, like `down`, and says so.
     stop_on_signal(ctx)?;
-    let mut since = start(&mut c, &cfg, args.goal.clone())?;
+    let mut since = start(ctx, &mut c, &cfg, goal, &secrets)?;
     let deadline = args.timeout.map(|s| started + Duration::from_secs(s));
     let approvals = if args.approve_all {
         Approvals::All
@@ -315,20 +471,27 @@ fn run_team(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
     } else {
         Approvals::Leave
     };
+    let stream = report == Report::Stream;
     let outcome = loop {
-        match follow_until_finished(approvals, &mut c, &mut since, deadline, args.quiet) {
+        match follow_until_finished(approvals, &mut c, &mut since, deadline, args.quiet, stream) {
             Ok(Some(done)) => break Ok(done),
             Ok(None) => {
-                break Err(crate::Hinted::new(
-                    "the run did not finish in time",
-                    "raise --timeout, or look at `agent-team ps`",
-                ));
+                break Err(RunStopped {
+                    code: "timeout",
+                    why: crate::Hinted::new(
+                        "the run did not finish in time",
+                        "raise --timeout, or look at `agent-team ps`",
+                    ),
+                });
             }
             Err(e) if e.is_disconnect() && stopped_cleanly(ctx) => {
-                break Err(crate::Hinted::new(
-                    format!("team {} was stopped before the run finished", ctx.team),
-                    "someone ran `agent-team down` or signalled its daemon; `agent-team up` starts it again",
-                ));
+                break Err(RunStopped {
+                    code: "stopped",
+                    why: crate::Hinted::new(
+                        format!("team {} was stopped before the run finished", ctx.team),
+                        "someone ran `agent-team down` or signalled its daemon; `agent-team up` starts it again",
+                    ),
+                });
             }
             Err(e) if e.is_disconnect() => {
                 // The daemon went away (crash?): start it again; it re-adopts the agents.
@@ -344,22 +507,7 @@ fn run_team(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
     };
     // Shut everything down whatever happened.
     let _ = crate::cmd::teams::shutdown(ctx, &mut c);
-    let (answer, success) = match outcome {
-        Ok(x) => x,
-        Err(h) => bail!(h),
-    };
-    if args.json {
-        output::json(
-            &serde_json::json!({"team": ctx.team, "success": success, "answer": answer, "seconds": started.elapsed().as_secs_f64()}),
-        );
-    } else {
-        output::line(&answer);
-    }
-    Ok(if success {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(outcome?)
 }
 
 /// Whether the daemon that went away was stopped on purpose (`down`, SIGTERM) rather than
@@ -395,6 +543,7 @@ fn stop_on_signal(ctx: &Ctx) -> Result<()> {
                 _ => "hung up",
             };
             eprintln!("agent-team: {name}; stopping team {team}");
+            let result_on_stdout = RESULT_ON_STDOUT.load(std::sync::atomic::Ordering::SeqCst);
             let ctx = Ctx {
                 paths,
                 team: team.clone(),
@@ -411,6 +560,16 @@ fn stop_on_signal(ctx: &Ctx) -> Result<()> {
                     "agent-team: team {team} is down (state kept; `agent-team up` starts it again)"
                 ),
                 Err(e) => eprintln!("agent-team: could not stop team {team}: {e}"),
+            }
+            if result_on_stdout {
+                let error = RunFailure {
+                    code: "interrupted".into(),
+                    message: format!("{name}; team {team} was stopped"),
+                };
+                // One line: with --json it is still a single object.
+                if let Ok(line) = serde_json::to_string(&RunOutcome::Error { error }) {
+                    output::line(&line);
+                }
             }
             std::process::exit(130);
         }
@@ -437,13 +596,15 @@ pub(crate) fn reconnect(ctx: &Ctx) -> Result<Client> {
     }
 }
 
-/// Follows events until `RUN_FINISHED`; `Ok(None)` on timeout.
+/// Follows events until `RUN_FINISHED`; `Ok(None)` on timeout. With `stream`, every envelope
+/// goes to stdout as one JSON line as it arrives (progress lines stay on stderr).
 fn follow_until_finished(
     approvals: Approvals,
     c: &mut Client,
     since: &mut u64,
     deadline: Option<Instant>,
     quiet: bool,
+    stream: bool,
 ) -> Result<Option<(String, bool)>, ClientError> {
     c.call(Request::Subscribe { since: *since })?;
     loop {
@@ -462,7 +623,17 @@ fn follow_until_finished(
         let Push::Event { envelope } = push else {
             continue;
         };
+        // A reconnect subscribes from the last seen event: nothing is printed twice.
+        if envelope.seq <= *since {
+            continue;
+        }
         *since = envelope.seq;
+        if stream {
+            match serde_json::to_string(&envelope) {
+                Ok(line) => output::line(&line),
+                Err(e) => eprintln!("agent-team: cannot encode event {}: {e}", envelope.seq),
+            }
+        }
         match envelope.event {
             Event::RunFinished { answer, success } => return Ok(Some((answer, success))),
             Event::PermissionRequested { request }

@@ -4,7 +4,8 @@
 use super::{misrouted, page};
 use crate::core::Core;
 use crate::outbox::ConnId;
-use agent_team_protocol::{ErrorBody, Reply, Request, Timestamp};
+use agent_team_config::TeamConfig;
+use agent_team_protocol::{ErrorBody, ErrorCode, Reply, Request, Timestamp};
 use agent_team_state::Actor;
 use agent_team_state::tasks::NewTask;
 
@@ -27,6 +28,12 @@ impl Core {
                 assign,
                 key,
             } => {
+                // Every task is filled here, whoever adds it (the team file's through the
+                // leader, `task add`, `create_task`): `{{KEY}}` from the team's variables.
+                let (title, description, run) = match &self.sup.config {
+                    Some(cfg) => fill_task(cfg, title, description, run)?,
+                    None => (title, description, run),
+                };
                 let new = NewTask {
                     title,
                     description,
@@ -72,4 +79,25 @@ impl Core {
             other => Err(misrouted(&other)),
         }
     }
+}
+
+/// A new task's title, description and `run` command with the team's variables filled; an
+/// unknown placeholder or one naming a secret is a `bad_request` naming the field.
+fn fill_task(
+    cfg: &TeamConfig,
+    title: String,
+    description: String,
+    run: Option<String>,
+) -> Result<(String, String, Option<String>), ErrorBody> {
+    let fill = |field: &str, text: &str| {
+        agent_team_config::fill_task_text(cfg, field, text)
+            .map_err(|m| ErrorBody::new(ErrorCode::BadRequest, m))
+    };
+    let title = fill("title", &title)?;
+    let description = fill("description", &description)?;
+    let run = match run {
+        Some(r) => Some(fill("run", &r)?),
+        None => None,
+    };
+    Ok((title, description, run))
 }

@@ -207,7 +207,12 @@ impl Step<'_> {
                 "configure the team before starting a run",
             )
         })?;
-        let goal = goal.or(cfg.goal.clone());
+        // A goal given here was filled by whoever sent it; the team file's is filled now.
+        let goal = match goal {
+            Some(g) => Some(g),
+            None => agent_team_config::team_goal(&cfg)
+                .map_err(|e| err(ErrorCode::BadRequest, e.to_string()))?,
+        };
         self.state.start_run(actor, goal, Timestamp::now())?;
         match self.state.agent(LEADER).map(|a| a.info.status) {
             None => {

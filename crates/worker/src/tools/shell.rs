@@ -41,6 +41,11 @@ async fn bash(
         *s = Some(pid);
     }
     let outcome = run_bash(child, timeout, own.is_some()).await;
+    // The team's secrets never reach the model (nor the agent's log or the events).
+    let outcome = ToolOutcome {
+        content: crate::command::mask(groups, &outcome.content).into_owned(),
+        ..outcome
+    };
     if let Some(slot) = own
         && let Ok(mut s) = slot.lock()
     {

@@ -1,0 +1,881 @@
+//! Variables and secrets of a team: `[variables]` and `--var` fill `{{KEY}}` placeholders in
+//! text (the goal, system prompts, tasks' titles, descriptions and `run` commands);
+//! `[secrets]` and `--secret` reach only the environment of task commands and are never put
+//! into text.
+//!
+//! The syntax: `{{KEY}}` (spaces or tabs around `KEY` allowed, `{{ KEY }}`) where `KEY` is
+//! `[A-Za-z_][A-Za-z0-9_]*`; `{{{{` is a literal `{{`; any other `{{` (e.g. `${{ a.b }}`) is
+//! plain text. Built-ins: `date` (YYYY-MM-DD, the local date when the team was started),
+//! `team`, `workspace`, and in system prompts only `agent` and `role`.
+//!
+//! Where each text is filled (and so what keeps working after a daemon restart): the goal by
+//! whoever starts the run ([`fill_goal`], [`team_goal`]); every task as the daemon creates it
+//! ([`fill_task_text`]: the team file's tasks, `agent-team task add`, the leader's
+//! `create_task`); a system prompt by the agent that uses it ([`fill_prompt`]). The stored
+//! configuration keeps the templates and the values ([`TeamConfig::variables`]); every
+//! placeholder is checked when the team starts ([`apply_variables`]).
+
+use crate::{ConfigError, Role, TeamConfig};
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The built-in variables, in the order error messages list them.
+pub const BUILTIN_VARIABLES: [&str; 5] = ["date", "team", "workspace", "agent", "role"];
+
+/// The built-ins known only per agent (in system prompts).
+const PER_AGENT: [&str; 2] = ["agent", "role"];
+
+/// Secret values shorter than this are not masked in command output (masking `1` or `ab`
+/// would garble every line).
+pub const MIN_MASKED_SECRET: usize = 4;
+
+/// Whether `key` may name a variable or secret: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn is_valid_key(key: &str) -> bool {
+    let mut b = key.bytes();
+    b.next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+}
+
+/// Why `key` cannot name a user variable or secret, if it cannot.
+pub fn check_key(key: &str) -> Result<(), String> {
+    if !is_valid_key(key) {
+        return Err(format!(
+            "invalid variable name {key:?}: use letters, digits and `_`, not starting with a digit"
+        ));
+    }
+    if BUILTIN_VARIABLES.contains(&key) {
+        return Err(format!(
+            "{key:?} is a built-in variable ({}); choose another name",
+            BUILTIN_VARIABLES.join(", ")
+        ));
+    }
+    if key.starts_with("AGENT_TEAM_") {
+        return Err(format!(
+            "{key:?}: names starting with AGENT_TEAM_ belong to agent-team"
+        ));
+    }
+    Ok(())
+}
+
+/// Splits a `KEY=VALUE` argument (`--var`, `--secret`); the key is checked with [`check_key`].
+pub fn parse_assignment(arg: &str) -> Result<(String, String), String> {
+    let Some((k, v)) = arg.split_once('=') else {
+        return Err(format!("expected KEY=VALUE, got {arg:?}"));
+    };
+    check_key(k)?;
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// One part of a template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Piece<'a> {
+    /// Text as it is.
+    Text(&'a str),
+    /// A placeholder naming a variable, at this byte offset of the template.
+    Var(&'a str, usize),
+}
+
+/// The placeholder starting at byte `i` of `text` (which starts with `{{` there): its name and
+/// the offset just after its `}}`.
+fn placeholder_at(text: &str, i: usize) -> Option<(&str, usize)> {
+    let b = text.as_bytes();
+    let mut j = i + 2;
+    while matches!(b.get(j), Some(b' ' | b'\t')) {
+        j += 1;
+    }
+    let start = j;
+    if !b
+        .get(j)
+        .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_')
+    {
+        return None;
+    }
+    while b
+        .get(j)
+        .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')
+    {
+        j += 1;
+    }
+    let end_name = j;
+    while matches!(b.get(j), Some(b' ' | b'\t')) {
+        j += 1;
+    }
+    if b.get(j) == Some(&b'}') && b.get(j + 1) == Some(&b'}') {
+        Some((&text[start..end_name], j + 2))
+    } else {
+        None
+    }
+}
+
+/// Cuts a template into text and placeholders (`{{{{` becomes a literal `{{`).
+fn pieces(text: &str) -> Vec<Piece<'_>> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let (mut i, mut start) = (0, 0);
+    while i + 1 < b.len() {
+        if b[i] == b'{' && b[i + 1] == b'{' {
+            if text[i..].starts_with("{{{{") {
+                out.push(Piece::Text(&text[start..i]));
+                out.push(Piece::Text("{{"));
+                i += 4;
+                start = i;
+                continue;
+            }
+            if let Some((name, end)) = placeholder_at(text, i) {
+                out.push(Piece::Text(&text[start..i]));
+                out.push(Piece::Var(name, i));
+                i = end;
+                start = i;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    out.push(Piece::Text(&text[start..]));
+    out.retain(|p| *p != Piece::Text(""));
+    out
+}
+
+/// The names of the placeholders in `text`, each with its byte offset.
+pub fn placeholders(text: &str) -> Vec<(String, usize)> {
+    pieces(text)
+        .into_iter()
+        .filter_map(|p| match p {
+            Piece::Var(n, at) => Some((n.to_string(), at)),
+            Piece::Text(_) => None,
+        })
+        .collect()
+}
+
+/// Why a placeholder has no value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Missing {
+    /// No variable of that name.
+    Unknown,
+    /// It names a secret: secrets never go into text.
+    Secret,
+    /// `agent` or `role` outside a system prompt.
+    PerAgent,
+}
+
+/// Who a text is filled for: the whole team, or one agent (system prompts).
+#[derive(Debug, Clone, Copy)]
+enum Scope<'a> {
+    Team,
+    Agent {
+        agent: &'a str,
+        role: &'a str,
+        workspace: &'a Path,
+    },
+}
+
+fn lookup(cfg: &TeamConfig, scope: Scope<'_>, name: &str) -> Result<String, Missing> {
+    if cfg.secrets.contains_key(name) {
+        return Err(Missing::Secret);
+    }
+    if let Some(v) = cfg.variables.get(name) {
+        return Ok(v.clone());
+    }
+    match (name, scope) {
+        ("date", _) => Ok(local_date()),
+        ("team", _) => Ok(cfg.name.clone()),
+        ("workspace", Scope::Agent { workspace, .. }) => Ok(workspace.display().to_string()),
+        ("workspace", Scope::Team) => Ok(cfg.workspace.display().to_string()),
+        ("agent", Scope::Agent { agent, .. }) => Ok(agent.to_string()),
+        ("role", Scope::Agent { role, .. }) => Ok(role.to_string()),
+        ("agent" | "role", Scope::Team) => Err(Missing::PerAgent),
+        _ => Err(Missing::Unknown),
+    }
+}
+
+/// The names a text of `scope` may use, for error messages.
+fn known(cfg: &TeamConfig, scope: Scope<'_>) -> String {
+    let mut names: Vec<String> = BUILTIN_VARIABLES
+        .iter()
+        .filter(|b| matches!(scope, Scope::Agent { .. }) || !PER_AGENT.contains(b))
+        .map(|b| b.to_string())
+        .collect();
+    let user: BTreeSet<&String> = cfg
+        .variables
+        .keys()
+        .filter(|k| !BUILTIN_VARIABLES.contains(&k.as_str()))
+        .collect();
+    names.extend(user.into_iter().cloned());
+    names.join(", ")
+}
+
+fn explain(cfg: &TeamConfig, scope: Scope<'_>, name: &str, why: &Missing) -> String {
+    match why {
+        Missing::Unknown => format!(
+            "unknown variable {{{{{name}}}}} (known: {}; write {{{{{{{{ for a literal {{{{)",
+            known(cfg, scope)
+        ),
+        Missing::Secret => format!(
+            "{{{{{name}}}}} names a secret, and secrets are never put into text (prompts, goals, \
+             tasks); a task command reads it from its environment as ${name}"
+        ),
+        Missing::PerAgent => format!(
+            "{{{{{name}}}}} is known only in system prompts (filled for each agent); known here: {}",
+            known(cfg, scope)
+        ),
+    }
+}
+
+/// Fills `text` for `scope`; on a placeholder without a value, its name, offset and why.
+fn render(
+    cfg: &TeamConfig,
+    scope: Scope<'_>,
+    text: &str,
+) -> Result<String, (String, usize, Missing)> {
+    let mut out = String::with_capacity(text.len());
+    for p in pieces(text) {
+        match p {
+            Piece::Text(t) => out.push_str(t),
+            Piece::Var(name, at) => match lookup(cfg, scope, name) {
+                Ok(v) => out.push_str(&v),
+                Err(why) => return Err((name.to_string(), at, why)),
+            },
+        }
+    }
+    Ok(out)
+}
+
+/// Where a text field of the team came from (for error messages; never stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The file.
+    pub file: PathBuf,
+    /// The line its value starts on, from 1.
+    pub line: usize,
+}
+
+/// Where each text field of a team came from, by field name (`goal`,
+/// `roles.NAME.system_prompt`, `tasks.KEY.title`, `secrets.KEY`, …). Filled when a team file
+/// is read; empty for a stored configuration. Not part of a configuration's identity: two
+/// configurations that differ only here are equal.
+#[derive(Debug, Clone, Default)]
+pub struct Origins(BTreeMap<String, Origin>);
+
+impl PartialEq for Origins {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Origins {
+    /// Records where `field` starts.
+    pub fn set(&mut self, field: String, file: &Path, line: usize) {
+        self.0.insert(
+            field,
+            Origin {
+                file: file.to_path_buf(),
+                line,
+            },
+        );
+    }
+
+    /// Where `field` starts, if known.
+    pub fn get(&self, field: &str) -> Option<&Origin> {
+        self.0.get(field)
+    }
+}
+
+/// An error about `field`, located at the line of byte `at` of its value `text`.
+fn field_error(
+    cfg: &TeamConfig,
+    field: &str,
+    text: &str,
+    at: usize,
+    message: String,
+) -> ConfigError {
+    let (file, line) = match cfg.origins.get(field) {
+        Some(o) => (
+            o.file.clone(),
+            Some(o.line + text[..at.min(text.len())].matches('\n').count()),
+        ),
+        None => (PathBuf::new(), None),
+    };
+    ConfigError {
+        file,
+        line,
+        col: None,
+        field: Some(field.to_string()),
+        message: format!("{field}: {message}"),
+    }
+}
+
+fn check_text(
+    cfg: &TeamConfig,
+    scope: Scope<'_>,
+    field: &str,
+    text: &str,
+) -> Result<(), ConfigError> {
+    match render(cfg, scope, text) {
+        Ok(_) => Ok(()),
+        Err((name, at, why)) => Err(field_error(
+            cfg,
+            field,
+            text,
+            at,
+            explain(cfg, scope, &name, &why),
+        )),
+    }
+}
+
+/// Merges `extra` (`--var`, the `variables` of an HTTP request) over the team's variables
+/// (`[variables]`, or those a stored configuration kept), fixes `{{date}}` to today's local
+/// date, and checks every placeholder of the goal, the system prompts and the team file's
+/// tasks: an unknown variable, a secret or `{{agent}}` outside a prompt is an error naming
+/// the file, the line and the field. Call it once the team's name, workspace and secrets
+/// ([`resolve_secrets`]) are final; nothing is filled here (see the module docs).
+pub fn apply_variables(
+    cfg: &mut TeamConfig,
+    extra: &BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    apply_variables_on(cfg, extra, &local_date())
+}
+
+/// [`apply_variables`] with `{{date}}` given (tests).
+pub fn apply_variables_on(
+    cfg: &mut TeamConfig,
+    extra: &BTreeMap<String, String>,
+    date: &str,
+) -> Result<(), ConfigError> {
+    for (k, v) in extra {
+        check_key(k).map_err(|m| ConfigError {
+            file: PathBuf::new(),
+            line: None,
+            col: None,
+            field: None,
+            message: format!("--var {k}: {m}"),
+        })?;
+        cfg.variables.insert(k.clone(), v.clone());
+    }
+    cfg.variables.insert("date".into(), date.to_string());
+    if let Some(k) = cfg.variables.keys().find(|k| cfg.secrets.contains_key(*k)) {
+        return Err(ConfigError {
+            file: cfg
+                .origins
+                .get(&format!("secrets.{k}"))
+                .map(|o| o.file.clone())
+                .unwrap_or_default(),
+            line: cfg.origins.get(&format!("secrets.{k}")).map(|o| o.line),
+            col: None,
+            field: Some(format!("secrets.{k}")),
+            message: format!("{k:?} is both a variable and a secret; rename one"),
+        });
+    }
+    check_all(cfg)
+}
+
+/// Checks every placeholder of the team's texts (see [`apply_variables`]).
+fn check_all(cfg: &TeamConfig) -> Result<(), ConfigError> {
+    if let Some(goal) = &cfg.goal {
+        check_text(cfg, Scope::Team, "goal", goal)?;
+    }
+    for (name, role) in &cfg.roles {
+        let scope = Scope::Agent {
+            agent: name,
+            role: name,
+            workspace: &cfg.workspace,
+        };
+        check_text(
+            cfg,
+            scope,
+            &format!("roles.{name}.system_prompt"),
+            &role.system_prompt,
+        )?;
+    }
+    for t in &cfg.tasks {
+        check_text(
+            cfg,
+            Scope::Team,
+            &format!("tasks.{}.title", t.key),
+            &t.title,
+        )?;
+        check_text(
+            cfg,
+            Scope::Team,
+            &format!("tasks.{}.description", t.key),
+            &t.description,
+        )?;
+        if let Some(run) = &t.run {
+            check_text(cfg, Scope::Team, &format!("tasks.{}.run", t.key), run)?;
+        }
+    }
+    Ok(())
+}
+
+/// A goal given on the command line or in a request, filled; an error names the field `goal`.
+pub fn fill_goal(cfg: &TeamConfig, goal: &str) -> Result<String, ConfigError> {
+    render(cfg, Scope::Team, goal).map_err(|(name, _, why)| ConfigError {
+        file: PathBuf::new(),
+        line: None,
+        col: None,
+        field: Some("goal".into()),
+        message: format!("goal: {}", explain(cfg, Scope::Team, &name, &why)),
+    })
+}
+
+/// The team file's `goal`, filled (an error names its file and line).
+pub fn team_goal(cfg: &TeamConfig) -> Result<Option<String>, ConfigError> {
+    let Some(goal) = &cfg.goal else {
+        return Ok(None);
+    };
+    render(cfg, Scope::Team, goal)
+        .map(Some)
+        .map_err(|(name, at, why)| {
+            field_error(
+                cfg,
+                "goal",
+                goal,
+                at,
+                explain(cfg, Scope::Team, &name, &why),
+            )
+        })
+}
+
+/// A task's title, description or `run` command (`field` names which, for the message),
+/// filled as the daemon creates the task.
+pub fn fill_task_text(cfg: &TeamConfig, field: &str, text: &str) -> Result<String, String> {
+    render(cfg, Scope::Team, text)
+        .map_err(|(name, _, why)| format!("{field}: {}", explain(cfg, Scope::Team, &name, &why)))
+}
+
+/// `role`'s system prompt filled for `agent` working in `workspace`. A placeholder without a
+/// value (a configuration stored before the variable was removed) stays as written.
+pub fn fill_prompt(cfg: &TeamConfig, role: &Role, agent: &str, workspace: &Path) -> String {
+    let scope = Scope::Agent {
+        agent,
+        role: &role.name,
+        workspace,
+    };
+    render(cfg, scope, &role.system_prompt).unwrap_or_else(|_| role.system_prompt.clone())
+}
+
+/// Where a secret's value comes from. Only names are kept: never a value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    /// The environment variable of the CLI that holds it (`[secrets] KEY = { env = "NAME" }`);
+    /// none for a `--secret` given at start.
+    #[serde(default)]
+    pub env: Option<String>,
+}
+
+/// Secret values by name: what task commands get in their environment. Its `Debug` shows
+/// names only, so a value never reaches a log by accident; it is never serialised with the
+/// team's configuration.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secrets(BTreeMap<String, String>);
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+/// A secrets file that cannot be read back.
+#[derive(Debug, thiserror::Error)]
+#[error("bad secrets file: {0}")]
+pub struct SecretsFileError(String);
+
+impl Secrets {
+    /// Secrets from name/value pairs.
+    pub fn from_map(map: BTreeMap<String, String>) -> Self {
+        Secrets(map)
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The names.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
+    /// Name and value of each.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// The text of the team's secrets file (JSON), written 0600 into the runtime dir.
+    pub fn to_file_text(&self) -> String {
+        serde_json::to_string(&self.0).unwrap_or_else(|_| "{}".into())
+    }
+
+    /// Reads the text [`Secrets::to_file_text`] wrote.
+    pub fn from_file_text(text: &str) -> Result<Self, SecretsFileError> {
+        serde_json::from_str(text)
+            .map(Secrets)
+            .map_err(|e| SecretsFileError(e.to_string()))
+    }
+
+    /// `text` with every secret value of at least [`MIN_MASKED_SECRET`] bytes replaced by
+    /// `[secret KEY]`: what agents read back from their commands (task results, the `bash`
+    /// tool's output, the agent's log).
+    pub fn mask<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let mut out = Cow::Borrowed(text);
+        for (k, v) in &self.0 {
+            if v.len() >= MIN_MASKED_SECRET && out.contains(v.as_str()) {
+                out = Cow::Owned(out.replace(v.as_str(), &format!("[secret {k}]")));
+            }
+        }
+        out
+    }
+}
+
+/// Resolves the team's secrets: `given` (`--secret`) over the team file's `[secrets]`, whose
+/// values are read with `env` (the CLI's environment) now. Records every name in
+/// [`TeamConfig::secrets`] (so a placeholder naming one is refused) and returns the values,
+/// which the caller hands to the agents without the store (docs/SECURITY.md). A `--secret`
+/// of an earlier start that is not given again is dropped.
+pub fn resolve_secrets(
+    cfg: &mut TeamConfig,
+    given: &BTreeMap<String, String>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Secrets, ConfigError> {
+    cfg.secrets.retain(|_, s| s.env.is_some());
+    let mut values = BTreeMap::new();
+    for (k, s) in &cfg.secrets {
+        if given.contains_key(k) {
+            continue;
+        }
+        let Some(name) = &s.env else { continue };
+        let field = format!("secrets.{k}");
+        let origin = cfg.origins.get(&field);
+        match env(name) {
+            Some(v) => {
+                values.insert(k.clone(), v);
+            }
+            None => {
+                return Err(ConfigError {
+                    file: origin.map(|o| o.file.clone()).unwrap_or_default(),
+                    line: origin.map(|o| o.line),
+                    col: None,
+                    field: Some(field.clone()),
+                    message: format!(
+                        "{field}: the environment variable {name} is not set (export it before \
+                         starting the team)"
+                    ),
+                });
+            }
+        }
+    }
+    for (k, v) in given {
+        check_key(k).map_err(|m| ConfigError {
+            file: PathBuf::new(),
+            line: None,
+            col: None,
+            field: None,
+            message: format!("--secret {k}: {m}"),
+        })?;
+        cfg.secrets
+            .entry(k.clone())
+            .or_insert(SecretSource { env: None });
+        values.insert(k.clone(), v.clone());
+    }
+    Ok(Secrets(values))
+}
+
+/// Today's date in the local time zone, as YYYY-MM-DD.
+pub fn local_date() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let t = now + utc_offset(now);
+    civil_date(t.div_euclid(86_400))
+}
+
+/// The local time zone's offset from UTC in seconds at `unix` (0 when it cannot be told).
+#[allow(unsafe_code)]
+fn utc_offset(unix: i64) -> i64 {
+    let t: libc::time_t = unix as libc::time_t;
+    // SAFETY: localtime_r writes only into the zeroed `tm` we own and reads only `t`.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let ok = unsafe { !libc::localtime_r(&t, &mut tm).is_null() };
+    if ok { tm.tm_gmtoff as i64 } else { 0 }
+}
+
+/// The proleptic Gregorian date of day `days` since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_date(days: i64) -> String {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::teamfile::parse_team_file;
+
+    fn parse(text: &str) -> TeamConfig {
+        parse_team_file(Path::new("/w/team.toml"), text).unwrap()
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const TEAM: &str = r#"name = "web"
+goal = "Ship {{ feature }} by {{date}}"
+
+[variables]
+feature = "login"
+env = "staging"
+
+[roles.builder]
+system_prompt = """
+You are {{agent}}, a {{role}} of team {{team}}.
+Deploy to {{env}} from {{workspace}}; write {{{{literal}} and ${{ matrix.os }}."""
+
+[[teammates]]
+name = "b1"
+role = "builder"
+
+[[tasks]]
+key = "deploy"
+title = "Deploy {{feature}}"
+description = "to {{env}}"
+run = "echo {{env}} > out.txt"
+"#;
+
+    #[test]
+    fn placeholders_are_filled_per_field_and_per_agent() {
+        let mut cfg = parse(TEAM);
+        apply_variables_on(&mut cfg, &BTreeMap::new(), "2030-01-02").unwrap();
+        assert_eq!(
+            team_goal(&cfg).unwrap().unwrap(),
+            "Ship login by 2030-01-02"
+        );
+        let role = cfg.role("builder").unwrap().clone();
+        let ws = cfg.workspace.clone();
+        assert_eq!(
+            fill_prompt(&cfg, &role, "b1", &ws),
+            format!(
+                "You are b1, a builder of team web.\nDeploy to staging from {}; write \
+                 {{{{literal}}}} and ${{{{ matrix.os }}}}.",
+                ws.display()
+            )
+        );
+        let t = &cfg.tasks[0];
+        assert_eq!(
+            fill_task_text(&cfg, "title", &t.title).unwrap(),
+            "Deploy login"
+        );
+        assert_eq!(
+            fill_task_text(&cfg, "run", t.run.as_deref().unwrap()).unwrap(),
+            "echo staging > out.txt"
+        );
+        assert_eq!(fill_goal(&cfg, "{{team}}-{{env}}").unwrap(), "web-staging");
+        // The stored configuration keeps the templates and the values.
+        assert_eq!(cfg.tasks[0].title, "Deploy {{feature}}");
+        assert_eq!(cfg.variables["date"], "2030-01-02");
+    }
+
+    #[test]
+    fn var_overrides_the_team_file_and_keys_are_checked() {
+        let mut cfg = parse(TEAM);
+        apply_variables_on(&mut cfg, &vars(&[("env", "prod")]), "d").unwrap();
+        assert_eq!(
+            fill_goal(&cfg, "{{env}}/{{feature}}").unwrap(),
+            "prod/login"
+        );
+        for bad in ["1x", "a-b", "", "date", "agent", "AGENT_TEAM_SOCKET"] {
+            let mut cfg = parse(TEAM);
+            let e = apply_variables_on(&mut cfg, &vars(&[(bad, "v")]), "d").unwrap_err();
+            assert!(e.to_string().starts_with(&format!("--var {bad}: ")), "{e}");
+        }
+        assert_eq!(
+            parse_assignment("k_1=a=b").unwrap(),
+            ("k_1".into(), "a=b".into())
+        );
+        assert!(parse_assignment("novalue").is_err());
+        assert!(parse_assignment("9=x").is_err());
+        let e = parse_team_file(
+            Path::new("/w/team.toml"),
+            "name = \"web\"\n[variables]\nok = \"1\"\n\"bad-key\" = \"2\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(
+            e.to_string()
+                .contains("variables.bad-key: invalid variable name"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_placeholder_names_file_line_and_field() {
+        // Line 11 of the file is the prompt's second line.
+        let text = TEAM.replace("Deploy to {{env}}", "Deploy to {{foo}}");
+        let mut cfg = parse(&text);
+        let e = apply_variables_on(&mut cfg, &BTreeMap::new(), "d").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/w/team.toml:11: roles.builder.system_prompt: unknown variable {{foo}} (known: \
+             date, team, workspace, agent, role, env, feature; write {{{{ for a literal {{)"
+        );
+        // A task's run command, on its own line.
+        let text = TEAM.replace("echo {{env}}", "echo {{ nope }}");
+        let e = apply_variables_on(&mut parse(&text), &BTreeMap::new(), "d").unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "/w/team.toml:21: tasks.deploy.run: unknown variable {{nope}} (known: date, \
+                 team, workspace, env, feature;"
+            ),
+            "{e}"
+        );
+        // `--var` supplies what the file lacks.
+        let mut cfg = parse(&text);
+        apply_variables_on(&mut cfg, &vars(&[("nope", "x")]), "d").unwrap();
+        // A goal from the command line has no file.
+        let e = fill_goal(&cfg, "do {{what}}").unwrap_err();
+        assert!(
+            e.to_string().starts_with("goal: unknown variable {{what}}"),
+            "{e}"
+        );
+        // {{agent}} is per agent: not in a task.
+        let text = TEAM.replace("Deploy {{feature}}", "Deploy as {{agent}}");
+        let e = apply_variables_on(&mut parse(&text), &BTreeMap::new(), "d").unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "/w/team.toml:19: tasks.deploy.title: {{agent}} is known only in system prompts"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_role_file_prompt_is_located_in_its_own_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let agents = dir.path().join(".agent-team/agents");
+        std::fs::create_dir_all(&agents).unwrap();
+        std::fs::write(
+            agents.join("rev.md"),
+            "---\nname: rev\ndescription: reviews\n---\n\nYou review.\nAsk {{whom}}.\n",
+        )
+        .unwrap();
+        let file = dir.path().join("agent-team.toml");
+        std::fs::write(&file, "name = \"t\"\n").unwrap();
+        let mut cfg = crate::load(&file).unwrap();
+        let e = apply_variables_on(&mut cfg, &BTreeMap::new(), "d").unwrap_err();
+        assert_eq!(
+            e.file,
+            std::fs::canonicalize(&agents).unwrap().join("rev.md")
+        );
+        assert_eq!(e.line, Some(7), "{e}");
+        assert_eq!(e.field.as_deref(), Some("roles.rev.system_prompt"));
+    }
+
+    #[test]
+    fn templates_escapes_and_non_placeholders() {
+        let cfg = {
+            let mut c = parse("name = \"t\"\n[variables]\nx = \"X\"\n");
+            apply_variables_on(&mut c, &BTreeMap::new(), "d").unwrap();
+            c
+        };
+        let f = |t: &str| fill_task_text(&cfg, "title", t);
+        assert_eq!(f("{{x}}{{ x }}{{\tx\t}}").unwrap(), "XXX");
+        assert_eq!(f("{{{{x}}").unwrap(), "{{x}}");
+        assert_eq!(f("{{{x}}}").unwrap(), "{X}");
+        assert_eq!(
+            f("${{ a.b }} {{}} {{ 1 }} {{x").unwrap(),
+            "${{ a.b }} {{}} {{ 1 }} {{x"
+        );
+        assert_eq!(f("é{{x}}ü").unwrap(), "éXü");
+        assert!(
+            f("{{y}}")
+                .unwrap_err()
+                .starts_with("title: unknown variable {{y}}")
+        );
+        assert_eq!(
+            placeholders("a {{x}} b {{ y }}"),
+            vec![("x".to_string(), 2), ("y".to_string(), 10)]
+        );
+    }
+
+    #[test]
+    fn secrets_reach_no_text_and_no_stored_configuration() {
+        let text = "name = \"t\"\n[secrets]\nTOKEN = { env = \"MY_TOKEN\" }\n[[tasks]]\ntitle = \"t\"\nrun = \"curl -H $TOKEN x\"\n";
+        let mut cfg = parse(text);
+        let env = |k: &str| (k == "MY_TOKEN").then(|| "s3cr3t-from-env".to_string());
+        let secrets = resolve_secrets(&mut cfg, &vars(&[("API", "s3cr3t-given")]), env).unwrap();
+        apply_variables_on(&mut cfg, &BTreeMap::new(), "d").unwrap();
+        assert_eq!(
+            secrets.iter().collect::<Vec<_>>(),
+            vec![("API", "s3cr3t-given"), ("TOKEN", "s3cr3t-from-env")]
+        );
+        let stored = serde_json::to_string(&cfg).unwrap();
+        assert!(!stored.contains("s3cr3t"), "{stored}");
+        assert!(stored.contains("MY_TOKEN"), "the source is kept: {stored}");
+        assert!(!format!("{secrets:?} {cfg:?}").contains("s3cr3t"));
+        // The file text carries them; masking hides them in command output.
+        let back = Secrets::from_file_text(&secrets.to_file_text()).unwrap();
+        assert_eq!(back, secrets);
+        assert_eq!(
+            secrets.mask("got s3cr3t-given and s3cr3t-from-env"),
+            "got [secret API] and [secret TOKEN]"
+        );
+        // A placeholder naming a secret is refused everywhere.
+        let e = fill_goal(&cfg, "use {{TOKEN}}").unwrap_err();
+        assert!(e.to_string().contains("{{TOKEN}} names a secret"), "{e}");
+        assert!(fill_task_text(&cfg, "run", "echo {{API}}").is_err());
+        let with_prompt = text.replace(
+            "[secrets]",
+            "[roles.worker]\nsystem_prompt = \"key {{TOKEN}}\"\n[secrets]",
+        );
+        let mut c = parse(&with_prompt);
+        resolve_secrets(&mut c, &BTreeMap::new(), env).unwrap();
+        let e = apply_variables_on(&mut c, &BTreeMap::new(), "d").unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "/w/team.toml:3: roles.worker.system_prompt: {{TOKEN}} names a secret"
+            ),
+            "{e}"
+        );
+        // A missing environment variable is named; a `--secret` of an earlier start is not kept.
+        let mut c = parse(text);
+        let e = resolve_secrets(&mut c, &BTreeMap::new(), |_| None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/w/team.toml:3: secrets.TOKEN: the environment variable MY_TOKEN is not set \
+             (export it before starting the team)"
+        );
+        let mut again: TeamConfig = serde_json::from_str(&stored).unwrap();
+        let s = resolve_secrets(&mut again, &BTreeMap::new(), env).unwrap();
+        assert_eq!(s.keys().collect::<Vec<_>>(), vec!["TOKEN"]);
+        assert!(!again.secrets.contains_key("API"));
+        // A name both a variable and a secret is refused.
+        let mut c = parse(text);
+        resolve_secrets(&mut c, &BTreeMap::new(), env).unwrap();
+        assert!(apply_variables_on(&mut c, &vars(&[("TOKEN", "x")]), "d").is_err());
+    }
+
+    #[test]
+    fn dates_are_civil() {
+        assert_eq!(civil_date(0), "1970-01-01");
+        assert_eq!(civil_date(19_782), "2024-02-29");
+        assert_eq!(civil_date(-1), "1969-12-31");
+        let today = local_date();
+        assert_eq!(today.len(), 10, "{today}");
+    }
+}

@@ -9,7 +9,7 @@ pub mod policy;
 mod teamfile;
 
 pub use builtin::{
-    DECIDE_PERMISSION, LEADER_TOOLS, READ_ONLY_TOOLS, TEAMMATE_TOOLS, WORKSPACE_TOOLS,
+    DECIDE_PERMISSION, LEADER_TOOLS, MEMORY_SET, READ_ONLY_TOOLS, TEAMMATE_TOOLS, WORKSPACE_TOOLS,
     builtin_roles, is_known_tool,
 };
 pub use demo::demo_team;

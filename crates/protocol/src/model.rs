@@ -552,6 +552,31 @@ pub enum Event {
         /// What went wrong.
         message: String,
     },
+    /// A key of the team's memory was written or deleted (once per change).
+    MemoryUpdated {
+        /// The key.
+        key: String,
+        /// Its version after the change (a deletion counts as a change).
+        version: u64,
+        /// Whether the key was deleted.
+        deleted: bool,
+        /// Who changed it.
+        by: String,
+        /// The new value when its JSON has at most 1 KiB (`MEMORY_EVENT_VALUE_LEN`); absent for
+        /// a deletion and for larger values (read those with `memory_get`). A null value is
+        /// present as `null`.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "present_value"
+        )]
+        value: Option<serde_json::Value>,
+    },
+}
+
+/// A field that is present is `Some`, even when it is `null` (absent is `None` by `default`).
+fn present_value<'de, D: Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
 }
 
 impl Event {
@@ -569,8 +594,25 @@ impl Event {
             Event::PermissionRequested { .. } => "PERMISSION_REQUESTED",
             Event::PermissionDecided { .. } => "PERMISSION_DECIDED",
             Event::Error { .. } => "ERROR",
+            Event::MemoryUpdated { .. } => "MEMORY_UPDATED",
         }
     }
+}
+
+/// One key of the team's memory: a JSON value with who wrote it last, when, and how often.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemoryEntry {
+    /// The key (`outputs/builder`; see `memory::key_problem` for the rules).
+    pub key: String,
+    /// The value: any JSON, at most 64 KiB as compact JSON.
+    pub value: serde_json::Value,
+    /// 1 when the key was created, one more for each write since; a key deleted and written
+    /// again starts at 1.
+    pub version: u64,
+    /// Who wrote it last (`operator`, an agent's name, `daemon`).
+    pub updated_by: String,
+    /// When it was written last.
+    pub updated_at: Timestamp,
 }
 
 /// An event with its place in the log and who it came from.

@@ -4,6 +4,7 @@ mod agents;
 mod board;
 mod daemon;
 mod doctor;
+mod memory;
 pub(crate) mod teams;
 mod up;
 
@@ -55,6 +56,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Attach { name } => agents::attach(&ctx, &name),
         Command::Ps(j) => board::ps(&ctx, j.json),
         Command::Task(t) => board::task(&ctx, t),
+        Command::Memory(m) => memory::memory(&ctx, m),
         Command::Send {
             to,
             text,

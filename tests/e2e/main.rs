@@ -5,6 +5,7 @@
 mod cli;
 mod crash;
 mod disk;
+mod memory;
 mod models;
 mod panes;
 mod perms;

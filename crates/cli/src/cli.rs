@@ -72,6 +72,9 @@ pub enum Command {
     /// The shared task board.
     #[command(subcommand)]
     Task(TaskCmd),
+    /// The team's shared memory: JSON values by key that every agent can read.
+    #[command(subcommand)]
+    Memory(MemoryCmd),
     /// Send a message to an agent (`*` for everyone) as the operator.
     Send {
         /// The recipient's name, or `*` for every agent.
@@ -353,6 +356,50 @@ pub enum TaskCmd {
     Retry {
         /// The task id.
         id: u64,
+    },
+}
+
+/// `agent-team memory …`
+#[derive(Debug, Subcommand)]
+pub enum MemoryCmd {
+    /// List the keys with their version, writer and value (in key order).
+    List {
+        /// Only keys starting with this text (e.g. `outputs/`).
+        #[arg(long, value_name = "P")]
+        prefix: Option<String>,
+        /// Print JSON: every entry with its whole value.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one key's value (a string as it is, anything else as JSON).
+    Get {
+        /// The key.
+        key: String,
+        /// Print the whole entry as JSON: key, value, version, updated_by, updated_at.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a key. VALUE is taken as JSON when it parses as JSON (`42`, `true`, `{"a":1}`,
+    /// `"quoted"`), else stored as a string.
+    Set {
+        /// The key (e.g. `outputs/builder`; `/` separates parts).
+        key: String,
+        /// The value.
+        value: String,
+        /// Store VALUE as a string even when it parses as JSON.
+        #[arg(long)]
+        string: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a key.
+    Delete {
+        /// The key.
+        key: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -288,6 +288,30 @@ impl Reader {
         })
     }
 
+    /// The team's memory in key order (only keys starting with `prefix`, if given).
+    pub fn memory(&mut self, prefix: Option<&str>) -> Result<Vec<MemoryEntry>> {
+        Ok(match self {
+            Reader::Live(c) => c.all_memory(prefix)?,
+            Reader::Stored { state, .. } => state.memory_list(prefix, None).cloned().collect(),
+        })
+    }
+
+    /// One key of the team's memory.
+    pub fn memory_get(&mut self, key: &str) -> Result<MemoryEntry> {
+        Ok(match self {
+            Reader::Live(c) => match c.call(Request::MemoryGet {
+                key: key.to_string(),
+            })? {
+                Reply::Memory { entry } => entry,
+                other => anyhow::bail!("unexpected reply {other:?}"),
+            },
+            Reader::Stored { state, .. } => state
+                .memory_get(key)
+                .cloned()
+                .map_err(ClientError::Server)?,
+        })
+    }
+
     /// Events after `since`.
     pub fn events(&mut self, since: u64) -> Result<Vec<Envelope>> {
         Ok(match self {

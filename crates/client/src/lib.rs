@@ -384,6 +384,23 @@ impl Client {
         )
     }
 
+    /// Every key of the team's memory (only those starting with `prefix`, if given), in key
+    /// order, page after page.
+    pub fn all_memory(&mut self, prefix: Option<&str>) -> Result<Vec<MemoryEntry>, ClientError> {
+        let mut out: Vec<MemoryEntry> = Vec::new();
+        loop {
+            let req = Request::MemoryList {
+                prefix: prefix.map(str::to_string),
+                after: out.last().map(|e| e.key.clone()),
+            };
+            match self.call(req)? {
+                Reply::MemoryEntries { entries } if entries.is_empty() => return Ok(out),
+                Reply::MemoryEntries { entries } => out.extend(entries),
+                other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+            }
+        }
+    }
+
     fn pages<T>(
         &mut self,
         req: impl Fn(Option<u64>) -> Request,

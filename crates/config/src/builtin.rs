@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 // The tool names come from the one catalogue (`agent-team-tools`); they are re-exported here
 // for the callers that know them as part of the configuration.
 pub use agent_team_tools::{
-    DECIDE_PERMISSION, LEADER_TOOLS, READ_ONLY_TOOLS, TEAMMATE_TOOLS, WORKSPACE_TOOLS,
+    DECIDE_PERMISSION, LEADER_TOOLS, MEMORY_SET, READ_ONLY_TOOLS, TEAMMATE_TOOLS, WORKSPACE_TOOLS,
     is_known_tool,
 };
 
@@ -51,7 +51,9 @@ pub fn default_role(name: &str) -> Role {
     }
 }
 
-/// The built-in roles: `leader`, `worker`, `explorer` (read-only) and `reviewer`.
+/// The built-in roles: `leader`, `worker`, `explorer` (read-only) and `reviewer`. Every agent
+/// reads the team's memory; the leader and `worker` write it, `explorer` and `reviewer` only
+/// read it.
 pub fn builtin_roles() -> BTreeMap<String, Role> {
     let base = |name: &str, description: &str, prompt: &str, tools: Vec<String>| Role {
         description: description.into(),
@@ -78,7 +80,8 @@ pub fn builtin_roles() -> BTreeMap<String, Role> {
             "Implements tasks from the board",
             "You are a careful engineer on a team. Claim a task, do it with your tools, mark it \
              completed or failed with a short result, and tell the leader.",
-            strs(WORKSPACE_TOOLS),
+            // Workers also write the team's memory (every role reads it).
+            [strs(WORKSPACE_TOOLS), strs(&[MEMORY_SET])].concat(),
         ),
     );
     m.insert(

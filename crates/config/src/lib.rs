@@ -10,7 +10,7 @@ mod teamfile;
 mod vars;
 
 pub use builtin::{
-    DECIDE_PERMISSION, LEADER_TOOLS, READ_ONLY_TOOLS, TEAMMATE_TOOLS, WORKSPACE_TOOLS,
+    DECIDE_PERMISSION, LEADER_TOOLS, MEMORY_SET, READ_ONLY_TOOLS, TEAMMATE_TOOLS, WORKSPACE_TOOLS,
     builtin_roles, is_known_tool,
 };
 pub use demo::demo_team;

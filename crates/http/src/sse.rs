@@ -49,13 +49,8 @@ pub enum StreamItem {
         /// The event with its place in the log and its agent.
         envelope: Box<Envelope>,
     },
-    /// The run ended: the leader's answer.
-    Complete {
-        /// The answer.
-        result: String,
-        /// Whether the run succeeded.
-        success: bool,
-    },
+    /// The run ended: the leader's answer (the same object as `run --stream`'s last line).
+    Complete(RunResult),
     /// The stream cannot go on (the team was stopped, the daemon cannot be reached).
     Error {
         /// What went wrong.
@@ -206,6 +201,16 @@ pub(crate) async fn team_stream(
     let poll = app.settings.poll;
     let teams = app.teams.clone();
     let t = team.clone();
+    let started = std::time::Instant::now();
+    let result = move |answer: String, success: bool| {
+        StreamItem::Complete(RunResult::new(
+            &t,
+            answer,
+            success,
+            started.elapsed().as_secs_f64(),
+        ))
+    };
+    let t = team.clone();
     spawn_pump(&team, move || {
         let mut last = since;
         let mut follow = follow;
@@ -214,10 +219,9 @@ pub(crate) async fn team_stream(
                 Ok(Some(env)) => {
                     last = env.seq;
                     let finished = match &env.event {
-                        Event::RunFinished { answer, success } => Some(StreamItem::Complete {
-                            result: answer.clone(),
-                            success: *success,
-                        }),
+                        Event::RunFinished { answer, success } => {
+                            Some(result(answer.clone(), *success))
+                        }
                         _ => None,
                     };
                     let ev = json_data(&StreamItem::TeamEvent {
@@ -241,10 +245,10 @@ pub(crate) async fn team_stream(
                         && team.last_seq <= last
                         && matches!(team.run, RunState::Finished | RunState::Failed)
                     {
-                        let done = StreamItem::Complete {
-                            result: team.answer.unwrap_or_default(),
-                            success: team.run == RunState::Finished,
-                        };
+                        let done = result(
+                            team.answer.unwrap_or_default(),
+                            team.run == RunState::Finished,
+                        );
                         let _ = tx.blocking_send(json_data(&done));
                         return;
                     }

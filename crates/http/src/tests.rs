@@ -7,6 +7,7 @@ use agent_team_protocol::*;
 use axum::body::Body;
 use axum::http::{Request as HttpRequest, StatusCode};
 use http_body_util::BodyExt;
+use serde_json::json;
 use std::sync::{Condvar, Mutex};
 use tower::ServiceExt;
 
@@ -546,9 +547,14 @@ async fn a_session_starts_a_team_then_messages_its_leader_then_resumes_without_s
         ["team_event", "team_event", "team_event", "complete"]
     );
     assert_eq!(got[0].1["envelope"]["event"]["type"], "RUN_STARTED");
+    let done = &got[3].1;
     assert_eq!(
-        got[3].1,
-        serde_json::json!({"type":"complete","result":"done: 42","success":true})
+        (&done["type"], &done["result"], &done["success"]),
+        (&json!("complete"), &json!("done: 42"), &json!(true))
+    );
+    assert_eq!(
+        (&done["team"], &done["answer"]),
+        (&json!(team), &json!("done: 42"))
     );
     let calls = fake.calls();
     assert!(

@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod frame;
+pub mod memory;
 pub mod model;
 pub mod names;
 pub mod request;

@@ -576,6 +576,31 @@ pub enum Event {
         /// What went wrong.
         message: String,
     },
+    /// A key of the team's memory was written or deleted (once per change).
+    MemoryUpdated {
+        /// The key.
+        key: String,
+        /// Its version after the change (a deletion counts as a change).
+        version: u64,
+        /// Whether the key was deleted.
+        deleted: bool,
+        /// Who changed it.
+        by: String,
+        /// The new value when its JSON has at most 1 KiB (`MEMORY_EVENT_VALUE_LEN`); absent for
+        /// a deletion and for larger values (read those with `memory_get`). A null value is
+        /// present as `null`.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "present_value"
+        )]
+        value: Option<serde_json::Value>,
+    },
+}
+
+/// A field that is present is `Some`, even when it is `null` (absent is `None` by `default`).
+fn present_value<'de, D: Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
 }
 
 impl Event {
@@ -593,8 +618,26 @@ impl Event {
             Event::PermissionRequested { .. } => "PERMISSION_REQUESTED",
             Event::PermissionDecided { .. } => "PERMISSION_DECIDED",
             Event::Error { .. } => "ERROR",
+            Event::MemoryUpdated { .. } => "MEMORY_UPDATED",
         }
     }
+}
+
+/// One key of the team's memory: a JSON value with who wrote it last, when, and how often.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct MemoryEntry {
+    /// The key (`outputs/builder`; see `memory::key_problem` for the rules).
+    pub key: String,
+    /// The value: any JSON, at most 64 KiB as compact JSON.
+    pub value: serde_json::Value,
+    /// 1 when the key was created, one more for each write since; a key deleted and written
+    /// again starts at 1.
+    pub version: u64,
+    /// Who wrote it last (`operator`, an agent's name, `daemon`).
+    pub updated_by: String,
+    /// When it was written last.
+    pub updated_at: Timestamp,
 }
 
 /// An event with its place in the log and who it came from.
@@ -683,6 +726,7 @@ pub struct Compacted {
 /// `agent-team run --stream` (and the last event of the HTTP stream): one JSON object tagged by
 /// `type`, `complete` with the leader's answer or `error` when the run stopped before finishing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum RunOutcome {
     /// The leader finished the team: `{"type":"complete","result":…,"success":…,…}`.
@@ -699,6 +743,7 @@ pub enum RunOutcome {
 /// `answer`, `team` and `seconds` are what `run --json` printed before and stay for scripts
 /// (`answer` is always equal to `result`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RunResult {
     /// The leader's final answer.
     pub result: String,
@@ -727,6 +772,7 @@ impl RunResult {
 
 /// Why a run ended without an answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RunFailure {
     /// A snake_case code: `timeout`, `stopped`, a protocol [`crate::ErrorCode`] name, or
     /// `failed` for anything else.

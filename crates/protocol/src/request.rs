@@ -245,6 +245,34 @@ pub enum Request {
     },
     /// Stop every agent and the daemon (operator only); state stays on disk.
     Shutdown,
+    /// Write one key of the team's memory (the operator, the leader, and agents whose role
+    /// lists `memory_set`); creates it at version 1 or adds one to its version.
+    MemorySet {
+        /// The key: 1-256 printable bytes, `/`-separated segments, no `.` or `..` segment.
+        key: String,
+        /// Any JSON value, at most 64 KiB as compact JSON.
+        value: serde_json::Value,
+    },
+    /// One key of the team's memory (anyone); `not_found` when it is not set.
+    MemoryGet {
+        /// The key.
+        key: String,
+    },
+    /// Keys of the team's memory with their values, in key order. Long lists come in pages:
+    /// ask again with `after` = the last key received until a page comes back empty.
+    MemoryList {
+        /// Only keys that start with this text.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prefix: Option<String>,
+        /// Only keys after this one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+    },
+    /// Delete one key of the team's memory (who may write it); `not_found` when it is not set.
+    MemoryDelete {
+        /// The key.
+        key: String,
+    },
     /// Remove what is done and older than `older_than_secs` (read messages, finished tasks no
     /// open task waits on, events) and give the space back to the system (operator only).
     Gc {
@@ -256,7 +284,7 @@ pub enum Request {
 
 impl Request {
     /// Checks the sizes the daemon accepts (SPEC §5): message bodies, goals, task texts,
-    /// permission inputs. The CLI runs it before it starts or reaches a daemon, the daemon
+    /// permission inputs, memory keys (and their other rules) and values. The CLI runs it before it starts or reaches a daemon, the daemon
     /// before it applies anything, so both refuse the same way (`bad_request` with `field`,
     /// `limit` and `size` in the details).
     pub fn check_sizes(&self) -> Result<(), crate::ErrorBody> {
@@ -284,6 +312,10 @@ impl Request {
                 ("reason", reason.len(), body),
                 none,
             ],
+            Request::MemorySet { key, value } => {
+                crate::memory::check_key(key)?;
+                return crate::memory::check_value(value).map(|_| ());
+            }
             _ => return Ok(()),
         };
         match fields.into_iter().find(|(_, size, limit)| size > limit) {
@@ -312,6 +344,8 @@ impl Request {
                 | Request::Subscribe { .. }
                 | Request::Agents
                 | Request::GetConfig
+                | Request::MemoryGet { .. }
+                | Request::MemoryList { .. }
                 // An acknowledgement only moves a message forward: repeating it changes nothing.
                 | Request::Ack { .. }
         )
@@ -404,6 +438,26 @@ pub enum Reply {
     Config {
         /// The configuration.
         config: serde_json::Value,
+    },
+    /// Answer to `memory_get`: one key of the team's memory.
+    Memory {
+        /// The entry.
+        entry: MemoryEntry,
+    },
+    /// Answer to `memory_list`: entries in key order.
+    MemoryEntries {
+        /// The entries.
+        entries: Vec<MemoryEntry>,
+    },
+    /// Answer to `memory_set` and `memory_delete`: the key's version after the change (the
+    /// value is not echoed back, so a remembered reply stays small).
+    MemoryWritten {
+        /// The key.
+        key: String,
+        /// Its version after the change.
+        version: u64,
+        /// Whether the change deleted it.
+        deleted: bool,
     },
     /// Answer to `register`: the secret the new agent authenticates with.
     Registered {

@@ -221,6 +221,22 @@ fn event() -> impl Strategy<Value = Event> {
         }),
         text().prop_map(|message| Event::Error { message }),
         opt_text().prop_map(|goal| Event::RunStarted { goal }),
+        // A present null value must read back as present (`Some(null)`), not as absent.
+        (
+            text(),
+            any::<u64>(),
+            any::<bool>(),
+            text(),
+            prop::option::of(json())
+        )
+            .prop_map(|(key, version, deleted, by, value)| Event::MemoryUpdated {
+                key,
+                version,
+                deleted,
+                by,
+                value,
+            })
+            .boxed(),
     ]
 }
 
@@ -342,8 +358,25 @@ fn team_requests() -> impl Strategy<Value = Request> {
     ]
 }
 
+/// Boxed: one more arm of nested unions made the generator's frames deep enough to overflow
+/// a test thread's stack in debug builds.
+fn memory_requests() -> BoxedStrategy<Request> {
+    prop_oneof![
+        (text(), json()).prop_map(|(key, value)| Request::MemorySet { key, value }),
+        text().prop_map(|key| Request::MemoryGet { key }),
+        (opt_text(), opt_text()).prop_map(|(prefix, after)| Request::MemoryList { prefix, after }),
+        text().prop_map(|key| Request::MemoryDelete { key }),
+    ]
+    .boxed()
+}
+
 fn request() -> impl Strategy<Value = Request> {
-    prop_oneof![task_requests(), message_requests(), team_requests()]
+    prop_oneof![
+        task_requests(),
+        message_requests(),
+        team_requests(),
+        memory_requests()
+    ]
 }
 
 fn client_frame() -> impl Strategy<Value = ClientFrame> {

@@ -5,6 +5,7 @@
 //! reads a clock, a socket or a file, so the rules are tested directly and deterministically.
 
 mod agents;
+mod memory;
 mod messages;
 mod perms;
 pub mod replies;
@@ -87,6 +88,10 @@ pub enum Change {
     Run(RunRecord),
     /// The team configuration was replaced.
     Config(serde_json::Value),
+    /// Insert or replace a key of the team's memory.
+    Memory(MemoryEntry),
+    /// A key of the team's memory was deleted.
+    MemoryDeleted(String),
     /// A `send` with an idempotency key, remembered so a retry is answered, not repeated.
     Dedup {
         /// The sender.
@@ -168,6 +173,8 @@ pub struct Snapshot {
     pub dedup: Vec<(String, String, Vec<u64>, Vec<String>)>,
     /// Remembered replies to requests with a request id, oldest first.
     pub replies: Vec<replies::StoredReply>,
+    /// The team's memory.
+    pub memory: Vec<MemoryEntry>,
 }
 
 /// How many agents and tasks are in each status.
@@ -195,6 +202,10 @@ pub struct TeamState {
     dedup: HashMap<(String, String), (Vec<u64>, Vec<String>)>,
     replies: HashMap<String, replies::ReplyLog>,
     next_reply_seq: u64,
+    /// The team's memory by key (ordered, so a prefix is one range).
+    memory: BTreeMap<String, MemoryEntry>,
+    /// What the memory counts against its byte limit (see `memory::entry_bytes`).
+    memory_bytes: usize,
     inbox_limit: usize,
     changes: Vec<Change>,
 }
@@ -229,10 +240,16 @@ impl TeamState {
                 .collect(),
             replies: HashMap::new(),
             next_reply_seq: 0,
+            memory: BTreeMap::new(),
+            memory_bytes: 0,
             inbox_limit: DEFAULT_INBOX_LIMIT,
             changes: Vec::new(),
         };
         s.restore_replies(snap.replies);
+        for e in snap.memory {
+            s.memory_bytes += memory::entry_bytes(&e);
+            s.memory.insert(e.key.clone(), e);
+        }
         for t in snap.tasks {
             s.next_task_id = s.next_task_id.max(t.id + 1);
             if let Some(k) = &t.key {

@@ -125,6 +125,8 @@ CREATE TABLE IF NOT EXISTS reply_batches (
 -- DELETE read the whole table (every identity's rows, mostly outside the page cache), which
 -- cost racing claimers ~10 us of the daemon's CPU per request.
 CREATE INDEX IF NOT EXISTS reply_batches_by_identity ON reply_batches (identity, last_n);
+-- The team's memory: one row per key, the entry (key, value, version, writer, time) as JSON.
+CREATE TABLE IF NOT EXISTS memory (key TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
     ts INTEGER NOT NULL,
@@ -303,6 +305,11 @@ impl Store {
                 }
             }
         }
+        // A database written before memory existed has no table for it; opened read-only (the
+        // CLI reading a stopped team) it cannot get one, and its memory is simply empty.
+        if self.has_table("memory")? {
+            snap.memory = self.load_json("memory", "SELECT data FROM memory ORDER BY key")?;
+        }
         if let Some(cfg) = self.meta("config")? {
             snap.config =
                 Some(
@@ -355,6 +362,18 @@ impl Store {
             )),
         };
         Ok(to_json(&outcome))
+    }
+
+    fn has_table(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                [name],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
     }
 
     fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
@@ -560,6 +579,16 @@ impl Store {
                         )?
                         .execute([to_json(r)])?;
                     }
+                    Change::Memory(e) => {
+                        tx.prepare_cached(
+                            "INSERT OR REPLACE INTO memory (key, data) VALUES (?1, ?2)",
+                        )?
+                        .execute(params![e.key, to_json(e)])?;
+                    }
+                    Change::MemoryDeleted(key) => {
+                        tx.prepare_cached("DELETE FROM memory WHERE key = ?1")?
+                            .execute([key])?;
+                    }
                 }
             }
             for (identity, first, last, mut data) in replies {
@@ -660,7 +689,8 @@ impl Store {
 
 impl Store {
     /// Removes what is done and older than `before`: read messages, the finished tasks named in
-    /// `tasks` (the caller knows which ones nothing open depends on), and events. The highest
+    /// `tasks` (the caller knows which ones nothing open depends on), and events; the team's
+    /// memory is never compacted (it is kept until deleted, whatever its age). The highest
     /// message id and event sequence number are remembered first, so none is handed out again.
     /// With `vacuum` the file is rewritten to give the space back to the system (slow on a big
     /// file, and it needs free space as large as the file); without, SQLite reuses the freed
@@ -1005,6 +1035,98 @@ mod tests {
             )
             .unwrap();
         assert!(plan.contains("reply_batches_by_identity"), "{plan}");
+    }
+
+    /// Team memory is stored with its batch: a value, its version and writer come back after a
+    /// reopen, a deletion stays deleted, versions go on from where they were, a compaction
+    /// (which removes what is old and done) leaves memory alone, and a database from before
+    /// memory existed reads as an empty memory, also read-only.
+    #[test]
+    fn memory_survives_reopen_deletes_stay_deleted_and_gc_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let mut store = Store::open(&db, "t").unwrap();
+        let mut s = TeamState::restore("t", store.load().unwrap());
+        let op = Actor::Operator;
+        let b1 = Actor::Agent("b1".into());
+        let big = serde_json::json!({"text": "x".repeat(2000)});
+        s.memory_set(
+            &op,
+            "plan".into(),
+            serde_json::json!({"steps": [1, 2]}),
+            Timestamp(5),
+        )
+        .unwrap();
+        s.memory_set(&b1, "outputs/b1".into(), big.clone(), Timestamp(6))
+            .unwrap();
+        s.memory_set(&b1, "outputs/b1".into(), big.clone(), Timestamp(7))
+            .unwrap();
+        s.memory_set(&op, "gone".into(), serde_json::json!(null), Timestamp(8))
+            .unwrap();
+        store.commit(&s.take_changes()).unwrap();
+        s.memory_delete(&op, "gone", Timestamp(9)).unwrap();
+        store.commit(&s.take_changes()).unwrap();
+        drop(store);
+
+        let mut store = Store::open(&db, "t").unwrap();
+        let mut s = TeamState::restore("t", store.load().unwrap());
+        let e = s.memory_get("outputs/b1").unwrap();
+        assert_eq!(
+            (&e.value, e.version, e.updated_by.as_str(), e.updated_at),
+            (&big, 2, "b1", Timestamp(7))
+        );
+        assert_eq!(
+            s.memory_get("plan").unwrap().value,
+            serde_json::json!({"steps": [1, 2]})
+        );
+        assert_eq!(
+            s.memory_get("gone").unwrap_err().code,
+            ErrorCode::NotFound,
+            "a deletion survives the reopen"
+        );
+        let keys: Vec<&str> = s.memory_list(None, None).map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["outputs/b1", "plan"]);
+        let (n, bytes) = s.memory_usage();
+        assert_eq!(n, 2);
+        assert!(bytes > 2000, "the byte count is rebuilt: {bytes}");
+        let e = s
+            .memory_set(
+                &op,
+                "outputs/b1".into(),
+                serde_json::json!(1),
+                Timestamp(10),
+            )
+            .unwrap();
+        assert_eq!(e.version, 3, "versions go on after a reopen");
+        store.commit(&s.take_changes()).unwrap();
+
+        let report = store
+            .compact(&db, Timestamp(u64::MAX / 2), &[], true)
+            .unwrap();
+        assert!(report.events > 0, "{report:?}");
+        let s = TeamState::restore("t", store.load().unwrap());
+        assert_eq!(s.memory_usage().0, 2, "gc keeps memory");
+        assert_eq!(
+            s.memory_get("outputs/b1").unwrap().value,
+            serde_json::json!(1)
+        );
+        drop(store);
+
+        // A database written before memory existed (no `memory` table), read-only and not.
+        let old = dir.path().join("old.db");
+        drop(Store::open(&old, "t").unwrap());
+        let c = Connection::open(&old).unwrap();
+        c.execute_batch("DROP TABLE memory").unwrap();
+        drop(c);
+        let ro = Store::open_read_only(&old, "t").unwrap();
+        assert!(ro.load().unwrap().memory.is_empty());
+        drop(ro);
+        let mut store = Store::open(&old, "t").unwrap();
+        let mut s = TeamState::restore("t", store.load().unwrap());
+        s.memory_set(&op, "k".into(), serde_json::json!("v"), Timestamp(1))
+            .unwrap();
+        store.commit(&s.take_changes()).unwrap();
+        assert_eq!(store.load().unwrap().memory.len(), 1);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! Pure data: no I/O, no knowledge of the daemon or of the workspace.
 
 mod files;
+mod memory;
 mod messages;
 mod parse;
 mod schema;
@@ -14,6 +15,7 @@ mod tasks;
 mod team;
 
 pub use files::{EditFile, Grep, ListFiles, ReadFile, WriteFile};
+pub use memory::{MemoryGet, MemoryList, MemorySet};
 pub use messages::{Broadcast, SendMessage};
 pub use parse::{ToolArgError, parse};
 pub use schema::model_schema;
@@ -46,6 +48,9 @@ pub enum Audience {
     },
     /// `decide_permission`: the leader gets it when it is the team's approver.
     Approver,
+    /// A team tool every leader gets and a teammate gets when its role's `tools` list names it
+    /// (`memory_set`: the daemon lets a teammate write only when its role lists it).
+    LeaderAndRole,
 }
 
 impl Audience {
@@ -73,6 +78,7 @@ impl Audience {
     const fn in_list(self, list: List) -> bool {
         match (self, list) {
             (Audience::Team { leader, .. }, List::Leader) => leader,
+            (Audience::LeaderAndRole, List::Leader) => true,
             (Audience::Team { teammate, .. }, List::Teammate) => teammate,
             (Audience::Workspace { .. }, List::Workspace) => true,
             (Audience::Workspace { read_only }, List::ReadOnly) => read_only,
@@ -171,6 +177,9 @@ catalogue!(
     ClaimTask,
     UpdateTaskStatus,
     ReleaseTask,
+    MemorySet,
+    MemoryGet,
+    MemoryList,
     ReadFile,
     WriteFile,
     EditFile,
@@ -224,6 +233,10 @@ pub const TEAMMATE_TOOLS: &[&str] = &names::<{ count(List::Teammate) }>(List::Te
 /// The leader's tool for deciding permission requests when it is the approver.
 pub const DECIDE_PERMISSION: &str = names::<1>(List::Approver)[0];
 
+/// The tool that writes the team's memory: the daemon lets an agent write only when it is the
+/// leader or its role lists this tool.
+pub const MEMORY_SET: &str = <MemorySet as Tool>::NAME;
+
 /// A tool by name.
 pub fn lookup(name: &str) -> Option<&'static ToolDef> {
     CATALOGUE.iter().find(|t| t.name == name)
@@ -250,6 +263,7 @@ pub fn markdown() -> String {
             ),
             Audience::Workspace { .. } => ("role", "role"),
             Audience::Approver => ("yes", "no"),
+            Audience::LeaderAndRole => ("yes", "role"),
         };
         s.push_str(&format!(
             "| `{}` | {leader} | {teammate} | {} |\n",

@@ -192,7 +192,7 @@ fn expected(schema: &Value) -> String {
             }
             None => "an array".into(),
         },
-        _ => "a value".into(),
+        _ => "any JSON value".into(),
     }
 }
 

@@ -4,6 +4,7 @@ mod agents;
 mod board;
 mod daemon;
 mod doctor;
+mod memory;
 mod serve;
 pub(crate) mod teams;
 pub(crate) mod up;
@@ -56,6 +57,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Attach { name } => agents::attach(&ctx, &name),
         Command::Ps(j) => board::ps(&ctx, j.json),
         Command::Task(t) => board::task(&ctx, t),
+        Command::Memory(m) => memory::memory(&ctx, m),
         Command::Send {
             to,
             text,

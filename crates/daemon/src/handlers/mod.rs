@@ -1,9 +1,10 @@
-//! Request handlers, one module per area (tasks, messages, permissions, events, agents), as
-//! pueue keeps one handler per request kind. The core owns the loop, the sessions and the
-//! commit; a handler applies one request to the team state and says what to answer.
+//! Request handlers, one module per area (tasks, messages, permissions, events, agents,
+//! memory), as pueue keeps one handler per request kind. The core owns the loop, the sessions
+//! and the commit; a handler applies one request to the team state and says what to answer.
 
 mod agents;
 mod events;
+mod memory;
 mod messages;
 mod perms;
 mod tasks;
@@ -41,6 +42,7 @@ enum Area {
     Perms,
     Events,
     Agents,
+    Memory,
     Upkeep,
 }
 
@@ -76,6 +78,10 @@ fn area(req: &Request) -> Area {
         | Request::Spawn { .. }
         | Request::Kill { .. }
         | Request::Restart { .. } => Area::Agents,
+        Request::MemorySet { .. }
+        | Request::MemoryGet { .. }
+        | Request::MemoryList { .. }
+        | Request::MemoryDelete { .. } => Area::Memory,
         Request::Gc { .. } => Area::Upkeep,
     }
 }
@@ -120,6 +126,7 @@ impl Core {
             Area::Perms => self.perm_request(actor, req, now),
             Area::Events => self.event_request(conn, actor, req, now),
             Area::Agents => self.agent_request(actor, req, now),
+            Area::Memory => self.memory_request(actor, req, now),
             Area::Upkeep => self.upkeep_request(actor, req, now),
         }
     }

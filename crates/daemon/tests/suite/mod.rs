@@ -2,6 +2,7 @@ mod bad_input;
 mod exactly_once;
 mod gc;
 mod limits;
+mod memory;
 mod messages;
 mod perms_events;
 mod protocol_doc;

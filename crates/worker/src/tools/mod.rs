@@ -6,6 +6,7 @@
 //! tools act on files under the agent's workspace only: a path that escapes it is refused.
 
 mod files;
+mod memory;
 mod shell;
 mod team;
 
@@ -267,6 +268,9 @@ async fn run_inner(ctx: &ToolCtx, call: &ToolCall) -> Result<ToolOutcome, String
         ToolCall::ClaimTask(a) => team::claim_task(ctx, a).await,
         ToolCall::UpdateTaskStatus(a) => team::update_task_status(ctx, a).await,
         ToolCall::ReleaseTask(a) => team::release_task(ctx, a).await,
+        ToolCall::MemorySet(a) => memory::memory_set(ctx, a).await,
+        ToolCall::MemoryGet(a) => memory::memory_get(ctx, a).await,
+        ToolCall::MemoryList(a) => memory::memory_list(ctx, a).await,
         ToolCall::ReadFile(a) => files::read_file(ctx, a).await,
         ToolCall::WriteFile(a) => files::write_file(ctx, a).await,
         ToolCall::EditFile(a) => files::edit_file(ctx, a).await,
@@ -441,5 +445,19 @@ mod tests {
         let leader = tool_names(&cfg["leader"], true, true);
         assert!(leader.contains(&"spawn_teammate") && leader.contains(&"decide_permission"));
         assert!(!leader.contains(&"claim_task"));
+        // Everyone reads the team's memory; the leader and workers write it.
+        for (role, is_leader, writes) in [
+            ("leader", true, true),
+            ("worker", false, true),
+            ("explorer", false, false),
+            ("reviewer", false, false),
+        ] {
+            let names = tool_names(&cfg[role], is_leader, false);
+            assert!(
+                names.contains(&"memory_get") && names.contains(&"memory_list"),
+                "{role}: {names:?}"
+            );
+            assert_eq!(names.contains(&"memory_set"), writes, "{role}: {names:?}");
+        }
     }
 }

@@ -817,3 +817,145 @@ fn base64_decode(s: &str) -> Vec<u8> {
     }
     out
 }
+
+/// One HTTP/1.1 request over a Unix socket; returns the status and the body.
+fn unix_request(sock: &std::path::Path, req: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    (status, body)
+}
+
+#[test]
+fn serve_on_a_unix_socket_with_a_generated_token_refuses_remote_and_ctrl_c_leaves_the_teams() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut sb = Sandbox::new();
+    exec_team(
+        &sb,
+        "[[tasks]]\nkey = \"h\"\ntitle = \"hold\"\nrun = \"sleep 600\"\n",
+    );
+    // A non-loopback address is refused without --allow-remote, before anything listens.
+    let out = sb.run(&["serve", "--listen", "0.0.0.0:0"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not a loopback address") && err.contains("--allow-remote"),
+        "{err}"
+    );
+    assert!(!sb.paths.runtime.join("serve.token").exists());
+
+    // No AGENT_TEAM_API_TOKEN: a token is generated into the runtime dir (0600) and printed.
+    let sock = sb.path("api.sock");
+    let listen = format!("unix:{}", sock.display());
+    let pid = sb.spawn(&["-f", "agent-team.toml", "serve", "--listen", &listen]);
+    let log = sb.log_of(pid);
+    wait_for("serve to listen", T, || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("token ")
+    });
+    let token_file = sb.paths.runtime.join("serve.token");
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    assert_eq!(
+        std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains(&format!("token {token} "))
+    );
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let get = |path: &str, auth: &str| {
+        unix_request(
+            &sock,
+            &format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"),
+        )
+    };
+    let (status, _) = get("/v1/teams", "");
+    assert_eq!(status, 401);
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    let body = r#"{"goal":"hold on"}"#;
+    let (status, started) = unix_request(
+        &sock,
+        &format!(
+            "POST /v1/teams/svc/up HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert_eq!(status, 200, "{started}");
+    wait_for("the team to run its hold task", T, || {
+        get("/v1/teams/svc/tasks?status=in_progress", &auth)
+            .1
+            .contains("hold")
+    });
+    let daemon: u32 = std::fs::read_to_string(&sb.team("svc").lock)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+
+    // Ctrl-C stops the server, not the teams.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let (status, out) = sb.wait_child(pid, T);
+    assert!(status.success(), "{status}: {out}");
+    assert!(out.contains("the teams keep running"), "{out}");
+    assert!(!sock.exists(), "the socket is removed at exit");
+    assert!(agent_team_pane::procs::pid_alive(daemon));
+    assert!(sb.ok(&["--team", "svc", "ps"]).contains("b1"));
+}
+
+#[test]
+fn serve_outlives_a_closed_stdout() {
+    // `agent-team serve | head -1`: the reader is gone before the start-up lines are out.
+    let sb = Sandbox::new();
+    exec_team(&sb, "");
+    let sock = sb.path("api.sock");
+    let mut child = sb
+        .cmd("agent-team")
+        .args(["-f", "agent-team.toml", "serve", "--listen"])
+        .arg(format!("unix:{}", sock.display()))
+        .env("AGENT_TEAM_API_TOKEN", TOKEN)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    wait_for("the socket", T, || sock.exists());
+    let auth = format!("Authorization: Bearer {TOKEN}\r\n");
+    let get = || {
+        unix_request(
+            &sock,
+            &format!("GET /v1/teams HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"),
+        )
+    };
+    // Still serving well after it wrote to the closed pipe.
+    for _ in 0..20 {
+        let (status, body) = get();
+        assert_eq!(status, 200, "{body}");
+    }
+    // It stops cleanly when told to (it did not die on the closed pipe, with 101).
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status}");
+}

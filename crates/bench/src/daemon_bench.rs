@@ -19,7 +19,8 @@ pub struct BenchTeam {
     pub tp: TeamPaths,
     child: Option<Child>,
     secrets: std::collections::HashMap<String, String>,
-    team: String,
+    /// The team's name.
+    pub team: String,
 }
 
 /// The directory of the release binaries.

@@ -8,6 +8,7 @@ mod hardening_bench;
 mod model_bench;
 mod pane_bench;
 mod report;
+mod service_bench;
 mod worker_bench;
 
 use anyhow::Result;
@@ -46,6 +47,10 @@ fn main() -> Result<()> {
     if only.as_deref().is_none_or(|s| s == "hardening") {
         let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;
         hardening_bench::run(&mut r, dir.path(), quick)?;
+    }
+    if only.as_deref().is_none_or(|s| s == "service") {
+        let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;
+        service_bench::run(&mut r, dir.path(), quick)?;
     }
     if only.as_deref().is_none_or(|s| s == "models") {
         let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;

@@ -7,9 +7,9 @@ use crate::error::{ApiError, Body, Query};
 use crate::rest::{blocking, checked};
 use crate::{App, Follow};
 use agent_team_protocol::*;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -79,26 +79,52 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     }
 }
 
-fn sse_response(rx: mpsc::Receiver<SseEvent>, team: &str) -> Response {
+fn sse_response(rx: mpsc::Receiver<Bytes>, team: &str) -> Response {
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|ev| (Ok::<_, Infallible>(ev), rx))
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, Infallible>(chunk), rx))
     });
-    let mut resp = Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response();
-    if let Ok(v) = HeaderValue::from_str(team) {
-        resp.headers_mut().insert(TEAM_HEADER, v);
-    }
+    let mut resp = axum::body::Body::from_stream(stream).into_response();
+    let headers = resp.headers_mut();
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(
+        axum::http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
     // Proxies must not hold the stream back.
-    resp.headers_mut()
-        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    if let Ok(v) = HeaderValue::from_str(team) {
+        headers.insert(TEAM_HEADER, v);
+    }
     resp
 }
 
-fn json_data<T: Serialize>(v: &T) -> SseEvent {
-    SseEvent::default().data(serde_json::to_string(v).unwrap_or_else(|e| {
-        format!(r#"{{"type":"error","error":{{"code":"internal","message":"{e}"}}}}"#)
-    }))
+/// Appends one server-sent event: `data:` (one line: JSON has no raw newline), then `id:` and
+/// `event:` when given, then the blank line that ends it.
+fn frame<T: Serialize>(out: &mut String, v: &T, id: Option<u64>, event: Option<&str>) {
+    use std::fmt::Write;
+    out.push_str("data: ");
+    match serde_json::to_string(v) {
+        Ok(json) => out.push_str(&json),
+        Err(e) => {
+            let _ = write!(
+                out,
+                r#"{{"type":"error","error":{{"code":"internal","message":"{e}"}}}}"#
+            );
+        }
+    }
+    out.push('\n');
+    if let Some(id) = id {
+        let _ = writeln!(out, "id: {id}");
+    }
+    if let Some(event) = event {
+        let _ = writeln!(out, "event: {event}");
+    }
+    out.push('\n');
 }
 
 /// `GET /v1/teams/{team}/events`: every envelope after `Last-Event-ID` (or `?since=`) as
@@ -117,38 +143,81 @@ pub(crate) async fn events(
     let (tx, rx) = mpsc::channel(BUFFER);
     let poll = app.settings.poll;
     spawn_pump(&team, move || {
-        pump(follow, &tx, poll, |env| {
-            let ev = json_data(env).id(env.seq.to_string());
-            (ev, false)
-        });
+        pump(
+            follow,
+            &tx,
+            poll,
+            |env, out| {
+                frame(out, &env, Some(env.seq), None);
+                false
+            },
+            |_| false,
+            |e, out| frame(out, &StreamItem::Error { error: e }, None, Some("error")),
+        );
     });
     Ok(sse_response(rx, &team))
 }
 
-/// Follows until the client leaves, `each` says the stream is done, or the follow fails
-/// (then an `error` event ends the stream). `each` turns an envelope into the SSE event to
-/// send and whether it was the last.
+/// A keep-alive comment goes out after this long without an event.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Most bytes gathered into one chunk before it is handed to the client.
+const CHUNK: usize = 64 * 1024;
+
+/// Follows until the client leaves, a closure says the stream is done, or the follow fails.
+/// Events that are already there are gathered into one chunk (a burst costs one write, not
+/// one per event). `each` writes an envelope's frames and says whether it was the last;
+/// `idle` runs when nothing came within `poll` and may write a last frame; `fail` writes the
+/// frame that ends the stream on an error.
 fn pump(
     mut follow: Box<dyn Follow>,
-    tx: &mpsc::Sender<SseEvent>,
+    tx: &mpsc::Sender<Bytes>,
     poll: Duration,
-    mut each: impl FnMut(&Envelope) -> (SseEvent, bool),
+    mut each: impl FnMut(Envelope, &mut String) -> bool,
+    mut idle: impl FnMut(&mut String) -> bool,
+    fail: impl FnOnce(ErrorBody, &mut String),
 ) {
+    let mut buf = String::new();
+    let mut quiet_since = std::time::Instant::now();
+    let send = |buf: &mut String| tx.blocking_send(Bytes::from(std::mem::take(buf))).is_ok();
     loop {
-        match follow.next(poll) {
+        let wait = if buf.is_empty() { poll } else { Duration::ZERO };
+        match follow.next(wait) {
             Ok(Some(env)) => {
-                let (ev, last) = each(&env);
-                if tx.blocking_send(ev).is_err() || last {
+                let last = each(env, &mut buf);
+                if last {
+                    send(&mut buf);
                     return;
                 }
+                if buf.len() >= CHUNK && !send(&mut buf) {
+                    return;
+                }
+            }
+            Ok(None) if !buf.is_empty() => {
+                if !send(&mut buf) {
+                    return;
+                }
+                quiet_since = std::time::Instant::now();
             }
             Ok(None) => {
                 if tx.is_closed() {
                     return;
                 }
+                if idle(&mut buf) {
+                    send(&mut buf);
+                    return;
+                }
+                if quiet_since.elapsed() >= KEEP_ALIVE {
+                    buf.push_str(":\n\n");
+                    if !send(&mut buf) {
+                        return;
+                    }
+                    quiet_since = std::time::Instant::now();
+                }
             }
             Err(e) => {
-                let _ = tx.blocking_send(json_data(&StreamItem::Error { error: e }).event("error"));
+                fail(e, &mut buf);
+                send(&mut buf);
                 return;
             }
         }
@@ -212,53 +281,53 @@ pub(crate) async fn team_stream(
     };
     let t = team.clone();
     spawn_pump(&team, move || {
-        let mut last = since;
-        let mut follow = follow;
-        loop {
-            match follow.next(poll) {
-                Ok(Some(env)) => {
-                    last = env.seq;
-                    let finished = match &env.event {
-                        Event::RunFinished { answer, success } => {
-                            Some(result(answer.clone(), *success))
-                        }
-                        _ => None,
-                    };
-                    let ev = json_data(&StreamItem::TeamEvent {
+        let last = std::cell::Cell::new(since);
+        pump(
+            follow,
+            &tx,
+            poll,
+            |env, out| {
+                last.set(env.seq);
+                let done = match &env.event {
+                    Event::RunFinished { answer, success } => {
+                        Some(result(answer.clone(), *success))
+                    }
+                    _ => None,
+                };
+                let seq = env.seq;
+                frame(
+                    out,
+                    &StreamItem::TeamEvent {
                         envelope: Box::new(env),
-                    })
-                    .id(last.to_string());
-                    if tx.blocking_send(ev).is_err() {
-                        return;
+                    },
+                    Some(seq),
+                    None,
+                );
+                match done {
+                    Some(done) => {
+                        frame(out, &done, None, None);
+                        true
                     }
-                    if let Some(done) = finished {
-                        let _ = tx.blocking_send(json_data(&done));
-                        return;
-                    }
+                    None => false,
                 }
-                Ok(None) => {
-                    if tx.is_closed() {
-                        return;
-                    }
-                    // Caught up with a run that already ended (a resume after the end).
-                    if let Ok(Reply::Team { team }) = teams.read(&t, Request::TeamInfo)
-                        && team.last_seq <= last
-                        && matches!(team.run, RunState::Finished | RunState::Failed)
-                    {
-                        let done = result(
-                            team.answer.unwrap_or_default(),
-                            team.run == RunState::Finished,
-                        );
-                        let _ = tx.blocking_send(json_data(&done));
-                        return;
-                    }
+            },
+            // Caught up with a run that already ended (a resume after the end).
+            |out| match teams.read(&t, Request::TeamInfo) {
+                Ok(Reply::Team { team })
+                    if team.last_seq <= last.get()
+                        && matches!(team.run, RunState::Finished | RunState::Failed) =>
+                {
+                    let done = result(
+                        team.answer.unwrap_or_default(),
+                        team.run == RunState::Finished,
+                    );
+                    frame(out, &done, None, None);
+                    true
                 }
-                Err(e) => {
-                    let _ = tx.blocking_send(json_data(&StreamItem::Error { error: e }));
-                    return;
-                }
-            }
-        }
+                _ => false,
+            },
+            |e, out| frame(out, &StreamItem::Error { error: e }, None, None),
+        );
     });
     Ok(sse_response(rx, &team))
 }

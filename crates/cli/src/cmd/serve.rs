@@ -295,6 +295,14 @@ impl Follow for LocalFollow {
     }
 }
 
+/// One line on stdout. A server outlives whoever reads its start-up lines: a closed stdout
+/// (`agent-team serve | head -1`) must not stop it, so write errors are ignored.
+fn say(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+}
+
 /// `agent-team serve`
 pub fn serve(ctx: Ctx, args: ServeArgs) -> Result<ExitCode> {
     let listen = Listen::parse(&args.listen, args.allow_remote)?;
@@ -347,16 +355,23 @@ pub fn serve(ctx: Ctx, args: ServeArgs) -> Result<ExitCode> {
                 )
             }
         };
-        println!(
+        // Ctrl-C and SIGTERM are ours from here: a signal right after start-up stops the server
+        // cleanly instead of killing it.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        say(&format!(
             "agent-team: serving {addr} (board at /, API at /v1, NexAU stream at POST /team/stream)"
-        );
+        ));
         match source {
-            TokenSource::Env => println!("agent-team: token from ${}", agent_team_http::TOKEN_ENV),
-            TokenSource::File | TokenSource::Generated => println!(
+            TokenSource::Env => say(&format!(
+                "agent-team: token from ${}",
+                agent_team_http::TOKEN_ENV
+            )),
+            TokenSource::File | TokenSource::Generated => say(&format!(
                 "agent-team: token {} (kept in {})",
                 token.as_str(),
                 ctx.paths.runtime.join("serve.token").display()
-            ),
+            )),
         }
         let served_team = match &ctx.file {
             Some(f) => format!(
@@ -366,15 +381,16 @@ pub fn serve(ctx: Ctx, args: ServeArgs) -> Result<ExitCode> {
             ),
             None => "no team file: only teams that ran before can be started".to_string(),
         };
-        println!("agent-team: {served_team}; Ctrl-C stops the server, not the teams");
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        say(&format!(
+            "agent-team: {served_team}; Ctrl-C stops the server, not the teams"
+        ));
         tokio::select! {
             r = served => match r {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(anyhow::Error::from(e).context("the server stopped")),
                 Err(e) => Err(anyhow::Error::from(e).context("the server failed")),
             },
-            _ = tokio::signal::ctrl_c() => Ok(()),
+            _ = int.recv() => Ok(()),
             _ = term.recv() => Ok(()),
         }
         .map(|()| addr)
@@ -385,6 +401,10 @@ pub fn serve(ctx: Ctx, args: ServeArgs) -> Result<ExitCode> {
     if let Listen::Unix(p) = &addr {
         let _ = std::fs::remove_file(p);
     }
-    eprintln!("agent-team: stopped serving; the teams keep running (`agent-team teams list`)");
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "agent-team: stopped serving; the teams keep running (`agent-team teams list`)"
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -11,5 +11,6 @@ mod panes;
 mod perms;
 mod sandbox;
 mod service;
+mod tui;
 mod vars;
 mod workers;

@@ -66,7 +66,10 @@ fn up_detach_opens_one_pane_per_agent_with_titles_and_work() {
         sb.task_is("panes", 1, TaskStatus::Completed)
     });
     let agents = sb.agents("panes");
-    let p = panes(&sb, "panes");
+    let all = panes(&sb, "panes");
+    // One pane per agent, and the live board beside them (`board = false` turns it off).
+    assert_eq!(all.iter().filter(|x| x.2 == "board").count(), 1, "{all:?}");
+    let p: Vec<_> = all.into_iter().filter(|x| x.2 != "board").collect();
     assert_eq!(p.len(), 4, "{p:?}");
     for a in &agents {
         let pane = p
@@ -441,8 +444,24 @@ fn up_here_opens_a_window_in_the_users_session_and_down_closes_only_it() {
         .next()
         .unwrap()
         .to_string();
-    let team_panes = list(&["list-panes", "-t", &team_window, "-F", "#{pane_id}"]);
-    let mut ids: Vec<&str> = team_panes.lines().collect();
+    let team_panes = list(&[
+        "list-panes",
+        "-t",
+        &team_window,
+        "-F",
+        "#{pane_id} #{pane_title}",
+    ]);
+    // The board has a pane of its own in the team's window too.
+    assert_eq!(
+        team_panes.lines().filter(|l| l.ends_with(" board")).count(),
+        1,
+        "{team_panes}"
+    );
+    let mut ids: Vec<&str> = team_panes
+        .lines()
+        .filter(|l| !l.ends_with(" board"))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
     ids.sort();
     let mut agents: Vec<String> = sb
         .agents("here")

@@ -3,6 +3,8 @@
 //! - `cargo xtask ci`: everything CI checks (format, lints, build, tests, a 30 s soak, docs).
 //! - `cargo xtask bench [--save]`: the performance figures of SPEC §6, each beside its floor
 //!   measured in the same run; `--save` writes them to docs/BENCHMARKS.md.
+//! - `cargo xtask man`: writes the man page, generated from the CLI's one clap definition, to
+//!   docs/man/agent-team.1.
 //! - `cargo xtask soak [--seconds N] [--backend B] [--seed S]`: the real binaries under load
 //!   while the daemon, agents and panes are SIGKILLed; checks nothing is lost, duplicated or
 //!   left behind (docs/RELIABILITY.md).
@@ -20,14 +22,16 @@ fn main() -> Result<()> {
         Some("ci") => ci(&root),
         Some("bench") => bench(&root, &args[1..]),
         Some("soak") => soak::soak(&root, &args[1..]),
+        Some("man") => man(&root),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|bench [--save] [--quick]|soak [--seconds N] [--backend B] [--seed S]>"
+                "usage: cargo xtask <ci|bench [--save] [--quick]|man|soak [--seconds N] [--backend B] [--seed S]>"
             );
             eprintln!(
                 "  ci      format check, clippy -D warnings, build, the whole test suite, a 30 s soak, docs"
             );
             eprintln!("  bench   SPEC §6 figures beside their same-run floors (release build)");
+            eprintln!("  man     write docs/man/agent-team.1 from the CLI's clap definition");
             eprintln!(
                 "  soak    kill the daemon, agents and panes under load; check nothing is lost"
             );
@@ -85,6 +89,33 @@ fn ci(root: &Path) -> Result<()> {
     eprintln!(
         "xtask: ci passed in {:.0} s",
         started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Builds the CLI and writes its man page (the hidden `agent-team man`) to docs/man/.
+fn man(root: &Path) -> Result<()> {
+    cargo(
+        root,
+        &["build", "--bin", "agent-team", "-p", "agent-team-cli"],
+        &[],
+    )?;
+    let out = Command::new(root.join("target").join("debug").join("agent-team"))
+        .arg("man")
+        .output()
+        .context("cannot run agent-team man")?;
+    if !out.status.success() {
+        bail!("agent-team man failed ({})", out.status);
+    }
+    let dir = root.join("docs").join("man");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let file = dir.join("agent-team.1");
+    std::fs::write(&file, &out.stdout)
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    eprintln!(
+        "xtask: wrote {} (read it with `man {}`)",
+        file.display(),
+        file.display()
     );
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `agent-team-bench`: the SPEC §6 figures, each printed beside a floor measured in the same run.
 //! Run it through `cargo xtask bench` (release build); `--save` writes docs/BENCHMARKS.md.
 
+mod board_bench;
 mod daemon_bench;
 mod floor;
 mod foundation_bench;
@@ -51,6 +52,10 @@ fn main() -> Result<()> {
     if only.as_deref().is_none_or(|s| s == "service") {
         let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;
         service_bench::run(&mut r, dir.path(), quick)?;
+    }
+    if only.as_deref().is_none_or(|s| s == "board") {
+        let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;
+        board_bench::run(&mut r, dir.path(), quick)?;
     }
     if only.as_deref().is_none_or(|s| s == "models") {
         let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;

@@ -69,6 +69,19 @@ pub enum Command {
     },
     /// Show the agents: status, backend, pid, pane, incarnation, restarts, task, last activity.
     Ps(JsonFlag),
+    /// Follow the team live in the terminal: agents, tasks, pending approvals, events; allow
+    /// (`a`, `A` always) or deny (`d`) the selected request, restart (`r`) or kill (`k`) the
+    /// selected agent, Enter jumps to its pane, `q` quits.
+    Board,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell), e.g.
+    /// `source <(agent-team completions bash)`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff); `cargo xtask man` writes it to docs/man/.
+    #[command(hide = true)]
+    Man,
     /// The shared task board.
     #[command(subcommand)]
     Task(TaskCmd),

@@ -90,6 +90,7 @@ pub fn empty_team(name: &str, workspace: &Path) -> TeamConfig {
         source: None,
         tmux: None,
         sandbox: SandboxMode::On,
+        board: true,
         limits: Limits::default(),
         variables: Default::default(),
         secrets: Default::default(),

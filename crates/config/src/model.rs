@@ -276,6 +276,10 @@ pub struct TeamConfig {
     /// Whether task commands are confined (`sandbox = "off"` opts out).
     #[serde(default)]
     pub sandbox: SandboxMode,
+    /// Whether `up` on tmux opens the live board (`agent-team board`) in a pane beside the
+    /// leader (`board = false` turns it off).
+    #[serde(default = "yes")]
+    pub board: bool,
     /// The daemon's limits on its clients (`[limits]`).
     #[serde(default)]
     pub limits: Limits,

@@ -22,6 +22,7 @@ struct RawTeamFile {
     approver: Option<Approver>,
     permission_timeout: Option<u64>,
     sandbox: Option<SandboxMode>,
+    board: Option<bool>,
     #[serde(default)]
     limits: Limits,
     #[serde(default)]
@@ -343,6 +344,7 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
         source: Some(path.to_path_buf()),
         tmux: None,
         sandbox: raw.sandbox.unwrap_or_default(),
+        board: raw.board.unwrap_or(true),
         limits: raw.limits,
         variables,
         secrets,

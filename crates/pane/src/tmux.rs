@@ -117,6 +117,43 @@ pub fn parse_version(text: &str) -> Option<(u32, u32)> {
     Some((major, minor_txt.parse().unwrap_or(0)))
 }
 
+/// Opens a pane in the team's window that runs `command` (the live board) and is titled
+/// `title`; it is no agent's, and goes with the window when the team is stopped. Returns its
+/// pane id.
+pub fn open_side_pane(
+    place: &Placement,
+    cwd: &Path,
+    command: &str,
+    title: &str,
+) -> Result<String, PaneError> {
+    let target = match &place.window {
+        Some(w) => w.clone(),
+        None => format!("{}:", place.session),
+    };
+    let mut cmds = TmuxCommands::new();
+    cmds.push(
+        SplitWindow::new()
+            .detached()
+            .horizontal()
+            .print()
+            .format("#{pane_id}")
+            .target_pane(target)
+            .start_directory(cwd.display().to_string())
+            .shell_command(command),
+    );
+    let out = run(&place.socket, None, cmds).map_err(|e| PaneError::Tool(e.to_string()))?;
+    let pane = out.trim().to_string();
+    if !pane.starts_with('%') {
+        return Err(PaneError::Tool(format!(
+            "tmux printed {out:?}, not a pane id"
+        )));
+    }
+    let mut cmds = TmuxCommands::new();
+    cmds.push(SelectPane::new().target_pane(pane.as_str()).title(title));
+    run(&place.socket, None, cmds).map_err(|e| PaneError::Tool(e.to_string()))?;
+    Ok(pane)
+}
+
 /// Runs tmux commands on a server, with `TMUX`/`TMUX_PANE` removed and a timeout.
 pub fn run(
     socket: &Path,

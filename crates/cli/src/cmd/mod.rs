@@ -7,11 +7,12 @@ mod doctor;
 mod memory;
 mod serve;
 pub(crate) mod teams;
+mod tui;
 pub(crate) mod up;
 
 use crate::cli::{Cli, Command};
 use crate::ctx::Ctx;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::process::ExitCode;
 
 /// Runs the parsed command line.
@@ -25,6 +26,18 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     let command = match command {
         Command::Teams(t) => return teams::teams(t),
         Command::Doctor(j) => return doctor::doctor(j.json),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "agent-team", &mut std::io::stdout());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd)
+                .render(&mut std::io::stdout())
+                .context("cannot write the man page")?;
+            return Ok(ExitCode::SUCCESS);
+        }
         other => other,
     };
     // The demo is its own team unless told otherwise.
@@ -56,6 +69,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Logs { name, follow } => agents::logs(&ctx, &name, follow),
         Command::Attach { name } => agents::attach(&ctx, &name),
         Command::Ps(j) => board::ps(&ctx, j.json),
+        Command::Board => tui::board(&ctx),
         Command::Task(t) => board::task(&ctx, t),
         Command::Memory(m) => memory::memory(&ctx, m),
         Command::Send {
@@ -83,6 +97,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         // Handled above.
         Command::Teams(t) => teams::teams(t),
         Command::Doctor(j) => doctor::doctor(j.json),
+        Command::Completions { .. } | Command::Man => Ok(ExitCode::SUCCESS),
     }
 }
 

@@ -270,6 +270,9 @@ pub fn up(ctx: &Ctx, args: UpArgs) -> Result<ExitCode> {
         rebuild(&mut c)?;
     }
     let leader = wait_for_leader(&mut c)?;
+    if !already {
+        open_board(ctx, &cfg);
+    }
     let agents = match c.call(Request::Agents)? {
         Reply::Agents { agents } => agents,
         _ => vec![],
@@ -317,6 +320,33 @@ pub fn up(ctx: &Ctx, args: UpArgs) -> Result<ExitCode> {
         ));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Opens the live board in a pane beside the leader (tmux, unless `board = false`). A board
+/// that cannot be opened is a warning: the team runs without it.
+fn open_board(ctx: &Ctx, cfg: &TeamConfig) {
+    let Some(place) = cfg.tmux.as_ref().filter(|_| cfg.board) else {
+        return;
+    };
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let command = format!(
+        "{} --team {} board",
+        agent_team_pane::shell_quote(&exe.display().to_string()),
+        agent_team_pane::shell_quote(&ctx.team)
+    );
+    let placement = agent_team_pane::tmux::Placement {
+        socket: place.socket.clone(),
+        session: place.session.clone(),
+        window: place.window.clone(),
+        private_server: place.window.is_none(),
+    };
+    if let Err(e) =
+        agent_team_pane::tmux::open_side_pane(&placement, &cfg.workspace, &command, "board")
+    {
+        eprintln!("agent-team: warning: cannot open the board pane: {e}");
+    }
 }
 
 /// Restarts every agent that is not down (after its panes vanished with the tmux server).

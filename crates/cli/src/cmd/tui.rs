@@ -1,0 +1,862 @@
+//! `agent-team board`: the team at a glance in the terminal (ratatui over crossterm): agents,
+//! the task board, pending approvals and the last events, followed live; keys to decide
+//! requests and to restart, kill or jump to an agent.
+//!
+//! [`View`] is the screen's state and its key handling, pure and tested against ratatui's
+//! test backend; [`board`] is the loop around it: it follows the event log on a thread,
+//! refreshes the snapshot when something changed, draws only when needed and carries out
+//! what a key asked for.
+
+use crate::ctx::{Ctx, Reader};
+use crate::output::ago;
+use agent_team_protocol::*;
+use anyhow::{Context, Result};
+use ratatui::Frame;
+use ratatui::crossterm::event::{self, Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
+use ratatui::layout::{Constraint, Direction, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Cell, List, ListItem, Paragraph, Row, Table, Wrap};
+use std::collections::VecDeque;
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How many events the board keeps for its event pane.
+const EVENTS_KEPT: usize = 200;
+
+/// The colours agents get, in roster order.
+const PALETTE: [Color; 6] = [
+    Color::Cyan,
+    Color::Green,
+    Color::Yellow,
+    Color::Magenta,
+    Color::Blue,
+    Color::LightRed,
+];
+
+/// Which list the arrow keys move in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Focus {
+    /// The agents.
+    Agents,
+    /// The pending permission requests.
+    Approvals,
+}
+
+/// What a key asks the loop to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Decide a permission request.
+    Decide {
+        /// The request.
+        id: u64,
+        /// Allow or deny.
+        allow: bool,
+        /// Make it a team rule.
+        always: bool,
+        /// Why (denials).
+        reason: Option<String>,
+    },
+    /// Restart an agent.
+    Restart(String),
+    /// Kill an agent.
+    Kill(String),
+    /// Put the terminal on an agent's pane.
+    Jump(String),
+    /// Leave the board.
+    Quit,
+}
+
+/// The screen's state: the latest snapshot of the team and what the user selected.
+#[derive(Debug)]
+pub struct View {
+    /// The team's name.
+    pub team: String,
+    /// Whether its daemon answers (else the stored state is shown).
+    pub live: bool,
+    /// The roster.
+    pub agents: Vec<AgentInfo>,
+    /// The board.
+    pub tasks: Vec<Task>,
+    /// Pending permission requests.
+    pub perms: Vec<PermRequest>,
+    /// The last events, oldest first.
+    pub events: VecDeque<Envelope>,
+    /// Where the arrows move.
+    pub focus: Focus,
+    /// The selected agent.
+    pub agent_sel: usize,
+    /// The selected request.
+    pub perm_sel: usize,
+    /// A denial's reason being typed, for that request.
+    pub reason: Option<(u64, String)>,
+    /// The last action's outcome or error, shown in the status line.
+    pub status: String,
+    /// Whether to use colour (not with `NO_COLOR`).
+    pub colour: bool,
+}
+
+impl View {
+    /// An empty board for `team`.
+    pub fn new(team: &str, colour: bool) -> Self {
+        View {
+            team: team.to_string(),
+            live: false,
+            agents: vec![],
+            tasks: vec![],
+            perms: vec![],
+            events: VecDeque::new(),
+            focus: Focus::Agents,
+            agent_sel: 0,
+            perm_sel: 0,
+            reason: None,
+            status: String::new(),
+            colour,
+        }
+    }
+
+    /// Adds an event to the event pane.
+    pub fn push_event(&mut self, env: Envelope) {
+        self.events.push_back(env);
+        while self.events.len() > EVENTS_KEPT {
+            self.events.pop_front();
+        }
+    }
+
+    /// Keeps the selections inside the lists after a refresh.
+    fn clamp(&mut self) {
+        self.agent_sel = self.agent_sel.min(self.agents.len().saturating_sub(1));
+        self.perm_sel = self.perm_sel.min(self.perms.len().saturating_sub(1));
+    }
+
+    fn selected_agent(&self) -> Option<&AgentInfo> {
+        self.agents.get(self.agent_sel)
+    }
+
+    fn selected_perm(&self) -> Option<&PermRequest> {
+        self.perms.get(self.perm_sel)
+    }
+
+    /// What `key` does: moves the selection, or returns an action for the loop.
+    pub fn key(&mut self, key: KeyEvent) -> Option<Action> {
+        if let Some((id, text)) = &mut self.reason {
+            match key.code {
+                KeyCode::Enter => {
+                    let (id, text) = (*id, text.trim().to_string());
+                    self.reason = None;
+                    return Some(Action::Decide {
+                        id,
+                        allow: false,
+                        always: false,
+                        reason: (!text.is_empty()).then_some(text),
+                    });
+                }
+                KeyCode::Esc => self.reason = None,
+                KeyCode::Backspace => {
+                    text.pop();
+                }
+                KeyCode::Char(c) => text.push(c),
+                _ => {}
+            }
+            return None;
+        }
+        if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+            return Some(Action::Quit);
+        }
+        match key.code {
+            KeyCode::Char('q') | KeyCode::Esc => Some(Action::Quit),
+            KeyCode::Tab | KeyCode::BackTab => {
+                self.focus = match self.focus {
+                    Focus::Agents => Focus::Approvals,
+                    Focus::Approvals => Focus::Agents,
+                };
+                None
+            }
+            KeyCode::Up | KeyCode::Char('K') => {
+                match self.focus {
+                    Focus::Agents => self.agent_sel = self.agent_sel.saturating_sub(1),
+                    Focus::Approvals => self.perm_sel = self.perm_sel.saturating_sub(1),
+                }
+                None
+            }
+            KeyCode::Down | KeyCode::Char('J') => {
+                match self.focus {
+                    Focus::Agents => self.agent_sel += 1,
+                    Focus::Approvals => self.perm_sel += 1,
+                }
+                self.clamp();
+                None
+            }
+            KeyCode::Char(c @ ('a' | 'A')) => self.selected_perm().map(|p| Action::Decide {
+                id: p.id,
+                allow: true,
+                always: c == 'A',
+                reason: None,
+            }),
+            KeyCode::Char('d') => {
+                if let Some(p) = self.selected_perm() {
+                    self.reason = Some((p.id, String::new()));
+                }
+                None
+            }
+            KeyCode::Char('r') => self
+                .selected_agent()
+                .map(|a| Action::Restart(a.name.clone())),
+            KeyCode::Char('k') => self.selected_agent().map(|a| Action::Kill(a.name.clone())),
+            KeyCode::Enter => self.selected_agent().map(|a| Action::Jump(a.name.clone())),
+            _ => None,
+        }
+    }
+
+    fn style(&self, colour: Color) -> Style {
+        if self.colour {
+            Style::default().fg(colour)
+        } else {
+            Style::default()
+        }
+    }
+
+    fn agent_colour(&self, name: &str) -> Color {
+        let i = self.agents.iter().position(|a| a.name == name).unwrap_or(0);
+        PALETTE[i % PALETTE.len()]
+    }
+
+    fn status_colour(status: &str) -> Color {
+        match status {
+            "running" | "completed" => Color::Green,
+            "idle" | "pending" | "waiting" => Color::Cyan,
+            "starting" | "backoff" | "in_progress" => Color::Yellow,
+            _ => Color::Red,
+        }
+    }
+
+    /// Draws the board; fits 80×24 and grows with the terminal.
+    pub fn draw(&self, f: &mut Frame) {
+        let area = f.area();
+        let rows = Layout::default()
+            .direction(Direction::Vertical)
+            .constraints([
+                Constraint::Length(1),
+                Constraint::Min(6),
+                Constraint::Min(5),
+                Constraint::Min(4),
+                Constraint::Length(1),
+            ])
+            .split(area);
+        self.draw_title(f, rows[0]);
+        let top = Layout::default()
+            .direction(Direction::Horizontal)
+            .constraints([Constraint::Percentage(58), Constraint::Percentage(42)])
+            .split(rows[1]);
+        self.draw_agents(f, top[0]);
+        self.draw_perms(f, top[1]);
+        self.draw_tasks(f, rows[2]);
+        self.draw_events(f, rows[3]);
+        self.draw_help(f, rows[4]);
+    }
+
+    fn draw_title(&self, f: &mut Frame, r: Rect) {
+        let state = if self.live {
+            "live"
+        } else {
+            "not running (stored state)"
+        };
+        let line = Line::from(vec![
+            Span::styled(
+                format!(" agent-team board · {} ", self.team),
+                Style::default().add_modifier(Modifier::BOLD),
+            ),
+            Span::raw(format!("· {state} ")),
+            Span::styled(self.status.clone(), self.style(Color::Yellow)),
+        ]);
+        f.render_widget(Paragraph::new(line), r);
+    }
+
+    fn block(&self, title: &str, focused: bool) -> Block<'static> {
+        let b = Block::default()
+            .borders(Borders::ALL)
+            .title(title.to_string());
+        if focused {
+            b.border_style(self.style(Color::White).add_modifier(Modifier::BOLD))
+        } else {
+            b
+        }
+    }
+
+    fn draw_agents(&self, f: &mut Frame, r: Rect) {
+        let rows = self.agents.iter().enumerate().map(|(i, a)| {
+            let mut status = a.status.to_string();
+            if let Some(e) = &a.error {
+                status = format!("{status}: {e}");
+            }
+            let mut row = Row::new(vec![
+                Cell::from(a.name.clone()).style(self.style(self.agent_colour(&a.name))),
+                Cell::from(status).style(self.style(Self::status_colour(a.status.as_str()))),
+                Cell::from(a.current_task.map(|t| t.to_string()).unwrap_or("-".into())),
+                Cell::from(ago(a.last_activity)),
+            ]);
+            if i == self.agent_sel && self.focus == Focus::Agents {
+                row = row.style(Style::default().add_modifier(Modifier::REVERSED));
+            }
+            row
+        });
+        let table = Table::new(
+            rows,
+            [
+                Constraint::Length(12),
+                Constraint::Min(8),
+                Constraint::Length(5),
+                Constraint::Length(7),
+            ],
+        )
+        .header(
+            Row::new(vec!["NAME", "STATUS", "TASK", "ACTIVE"])
+                .style(Style::default().add_modifier(Modifier::BOLD)),
+        )
+        .block(self.block(
+            &format!("Agents ({})", self.agents.len()),
+            self.focus == Focus::Agents,
+        ));
+        f.render_widget(table, r);
+    }
+
+    fn draw_perms(&self, f: &mut Frame, r: Rect) {
+        let items: Vec<ListItem> = if self.perms.is_empty() {
+            vec![ListItem::new("nothing waiting")]
+        } else {
+            self.perms
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let line = Line::from(vec![
+                        Span::raw(format!("#{} ", p.id)),
+                        Span::styled(p.agent.clone(), self.style(self.agent_colour(&p.agent))),
+                        Span::raw(format!(" {}: {}", p.tool, p.input)),
+                    ]);
+                    let item = ListItem::new(line);
+                    if i == self.perm_sel && self.focus == Focus::Approvals {
+                        item.style(Style::default().add_modifier(Modifier::REVERSED))
+                    } else {
+                        item
+                    }
+                })
+                .collect()
+        };
+        let title = format!("Approvals ({})", self.perms.len());
+        f.render_widget(
+            List::new(items).block(self.block(&title, self.focus == Focus::Approvals)),
+            r,
+        );
+    }
+
+    fn draw_tasks(&self, f: &mut Frame, r: Rect) {
+        // Open work first, then the newest finished.
+        let mut tasks: Vec<&Task> = self.tasks.iter().collect();
+        tasks.sort_by_key(|t| (t.status.is_terminal(), std::cmp::Reverse(t.updated_at)));
+        let rows = tasks.iter().map(|t| {
+            Row::new(vec![
+                Cell::from(t.id.to_string()),
+                Cell::from(t.status.as_str())
+                    .style(self.style(Self::status_colour(t.status.as_str()))),
+                Cell::from(t.owner.clone().unwrap_or("-".into())),
+                Cell::from(if t.blocked_by.is_empty() {
+                    "-".to_string()
+                } else {
+                    t.blocked_by
+                        .iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                }),
+                Cell::from(t.title.clone()),
+            ])
+        });
+        let open = self
+            .tasks
+            .iter()
+            .filter(|t| !t.status.is_terminal())
+            .count();
+        let table = Table::new(
+            rows,
+            [
+                Constraint::Length(4),
+                Constraint::Length(11),
+                Constraint::Length(12),
+                Constraint::Length(8),
+                Constraint::Min(10),
+            ],
+        )
+        .header(
+            Row::new(vec!["ID", "STATUS", "OWNER", "BLOCKED", "TITLE"])
+                .style(Style::default().add_modifier(Modifier::BOLD)),
+        )
+        .block(self.block(
+            &format!("Tasks ({open} open, {} in all)", self.tasks.len()),
+            false,
+        ));
+        f.render_widget(table, r);
+    }
+
+    fn draw_events(&self, f: &mut Frame, r: Rect) {
+        let height = r.height.saturating_sub(2) as usize;
+        let lines: Vec<Line> = self
+            .events
+            .iter()
+            .rev()
+            .take(height)
+            .rev()
+            .map(|e| {
+                Line::from(vec![
+                    Span::styled(
+                        format!("{:<10} ", e.agent_id),
+                        self.style(self.agent_colour(&e.agent_id)),
+                    ),
+                    Span::raw(event_text(&e.event)),
+                ])
+            })
+            .collect();
+        f.render_widget(
+            Paragraph::new(lines)
+                .wrap(Wrap { trim: true })
+                .block(self.block("Events", false)),
+            r,
+        );
+    }
+
+    fn draw_help(&self, f: &mut Frame, r: Rect) {
+        let text = match &self.reason {
+            Some((id, text)) => format!(" deny #{id}, reason (Enter sends, Esc cancels): {text}_"),
+            None => "↑↓ Tab · a allow · A always · d deny · r restart · k kill · ⏎ pane · q quit"
+                .to_string(),
+        };
+        f.render_widget(Paragraph::new(text), r);
+    }
+}
+
+/// One line for an event in the event pane.
+fn event_text(ev: &Event) -> String {
+    let one_line = |s: &str| s.replace('\n', " ");
+    match ev {
+        Event::TextMessageContent { delta } => one_line(delta),
+        Event::ToolCallStart { tool_name, .. } => format!("→ {tool_name}"),
+        Event::ToolCallResult {
+            is_error, content, ..
+        } => {
+            format!(
+                "{} {}",
+                if *is_error { "✗" } else { "✓" },
+                one_line(content)
+            )
+        }
+        Event::AgentStatus { status, detail, .. } => match detail {
+            Some(d) => format!("{status} ({d})"),
+            None => status.to_string(),
+        },
+        Event::TaskUpdated { task } => {
+            format!("task {} {} {}", task.id, task.status.as_str(), task.title)
+        }
+        Event::MessageSent {
+            from, to, summary, ..
+        } => {
+            format!(
+                "{from} → {to}{}",
+                summary
+                    .as_ref()
+                    .map(|s| format!(": {s}"))
+                    .unwrap_or_default()
+            )
+        }
+        Event::PermissionRequested { request } => {
+            format!(
+                "asks #{} {} {}",
+                request.id,
+                request.tool,
+                one_line(&request.input)
+            )
+        }
+        Event::PermissionDecided { request } => format!("#{} {:?}", request.id, request.status),
+        Event::RunStarted { goal } => format!("run started: {}", goal.as_deref().unwrap_or("")),
+        Event::RunFinished { answer, success } => {
+            format!(
+                "run {}: {}",
+                if *success { "finished" } else { "failed" },
+                one_line(answer)
+            )
+        }
+        Event::Error { message } => format!("error: {message}"),
+        other => other.type_name().to_string(),
+    }
+}
+
+/// Whether an event changes what the snapshot shows (text and tool calls do not).
+fn changes_snapshot(ev: &Event) -> bool {
+    !matches!(
+        ev,
+        Event::TextMessageContent { .. }
+            | Event::ToolCallStart { .. }
+            | Event::ToolCallResult { .. }
+    )
+}
+
+/// Follows the team's events on a thread: each envelope goes to `tx`; a lost or missing
+/// daemon is tried again every second (the board never starts one).
+fn follow(ctx: Ctx, tx: mpsc::Sender<Envelope>) {
+    std::thread::spawn(move || {
+        let mut since = 0u64;
+        // Start with the recent past, not the whole log.
+        if let Ok(mut r) = ctx.reader_noting(false)
+            && let Ok(events) = r.events(0)
+        {
+            since = events.last().map(|e| e.seq).unwrap_or(0);
+            for e in events.into_iter().rev().take(EVENTS_KEPT).rev() {
+                if tx.send(e).is_err() {
+                    return;
+                }
+            }
+        }
+        loop {
+            if let Ok(Some(mut c)) = ctx.connect_existing()
+                && c.call(Request::Subscribe { since }).is_ok()
+            {
+                loop {
+                    match c.next_push(None) {
+                        Ok(Push::Event { envelope }) => {
+                            since = envelope.seq;
+                            if tx.send(envelope).is_err() {
+                                return;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+}
+
+/// Reads the snapshot (the live daemon, else the stored state).
+fn refresh(ctx: &Ctx, view: &mut View) {
+    match ctx.reader_noting(false) {
+        Ok(mut r) => {
+            view.live = matches!(r, Reader::Live(_));
+            if let Ok(a) = r.agents() {
+                view.agents = a;
+            }
+            if let Ok(t) = r.tasks(None) {
+                view.tasks = t;
+            }
+            if let Ok(p) = r.perms(false) {
+                view.perms = p;
+            }
+            view.clamp();
+        }
+        Err(e) => {
+            view.live = false;
+            view.status = crate::describe(&e);
+        }
+    }
+}
+
+/// Carries out an action; returns the status line to show.
+fn act(ctx: &Ctx, action: &Action) -> String {
+    let req = match action {
+        Action::Decide {
+            id,
+            allow,
+            always,
+            reason,
+        } => Request::PermDecide {
+            id: *id,
+            allow: *allow,
+            always: *always,
+            pattern: None,
+            reason: reason.clone(),
+        },
+        Action::Restart(name) => Request::Restart { name: name.clone() },
+        Action::Kill(name) => Request::Kill { name: name.clone() },
+        Action::Jump(_) | Action::Quit => return String::new(),
+    };
+    match ctx.call(req) {
+        Ok(_) => match action {
+            Action::Decide {
+                id,
+                allow: true,
+                always,
+                ..
+            } => {
+                format!("allowed #{id}{}", if *always { " always" } else { "" })
+            }
+            Action::Decide { id, .. } => format!("denied #{id}"),
+            Action::Restart(n) => format!("restarting {n}"),
+            Action::Kill(n) => format!("killed {n}"),
+            _ => String::new(),
+        },
+        Err(e) => crate::describe(&e),
+    }
+}
+
+/// `agent-team board`
+pub fn board(ctx: &Ctx) -> Result<ExitCode> {
+    if !nix::unistd::isatty(std::io::stdout()).unwrap_or(false) {
+        anyhow::bail!(crate::Hinted::new(
+            "the board needs a terminal",
+            "run it in a terminal, or use `agent-team ps` / `agent-team events --follow` in scripts"
+        ));
+    }
+    let colour = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let mut view = View::new(&ctx.team, colour);
+    refresh(ctx, &mut view);
+    let (tx, rx) = mpsc::channel();
+    follow(
+        Ctx {
+            paths: ctx.paths.clone(),
+            team: ctx.team.clone(),
+            tp: ctx.tp.clone(),
+            file: ctx.file.clone(),
+        },
+        tx,
+    );
+    let mut terminal = ratatui::init();
+    let outcome = run_loop(ctx, &mut terminal, &mut view, &rx);
+    ratatui::restore();
+    outcome?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_loop(
+    ctx: &Ctx,
+    terminal: &mut ratatui::DefaultTerminal,
+    view: &mut View,
+    rx: &mpsc::Receiver<Envelope>,
+) -> Result<()> {
+    let mut dirty = true;
+    let mut stale = false;
+    let mut last_refresh = Instant::now();
+    loop {
+        while let Ok(env) = rx.try_recv() {
+            stale |= changes_snapshot(&env.event);
+            view.push_event(env);
+            dirty = true;
+        }
+        // At most 10 snapshots a second however busy the team; every 5 s anyway (a daemon
+        // that came up or went away, the "ago" column).
+        if (stale && last_refresh.elapsed() >= Duration::from_millis(100))
+            || last_refresh.elapsed() >= Duration::from_secs(5)
+        {
+            refresh(ctx, view);
+            stale = false;
+            last_refresh = Instant::now();
+            dirty = true;
+        }
+        if dirty {
+            terminal
+                .draw(|f| view.draw(f))
+                .context("cannot draw the board")?;
+            dirty = false;
+        }
+        // Keys are answered at once; the wait only bounds how late an event is drawn.
+        if !event::poll(Duration::from_millis(150)).context("cannot read the terminal")? {
+            continue;
+        }
+        match event::read().context("cannot read the terminal")? {
+            TermEvent::Key(k) if k.kind == event::KeyEventKind::Press => {
+                dirty = true;
+                match view.key(k) {
+                    Some(Action::Quit) => return Ok(()),
+                    Some(Action::Jump(name)) => {
+                        view.status = jump(ctx, terminal, &name);
+                    }
+                    Some(a) => {
+                        view.status = act(ctx, &a);
+                        refresh(ctx, view);
+                        last_refresh = Instant::now();
+                    }
+                    None => {}
+                }
+            }
+            TermEvent::Resize(..) => dirty = true,
+            _ => {}
+        }
+    }
+}
+
+/// Puts the terminal on an agent's pane: inside the team's tmux that is a switch; outside,
+/// the board steps aside while tmux is attached and comes back after.
+fn jump(ctx: &Ctx, terminal: &mut ratatui::DefaultTerminal, name: &str) -> String {
+    let mut cmd = match crate::cmd::agents::attach_command(ctx, name) {
+        Ok(c) => c,
+        Err(e) => return crate::describe(&e),
+    };
+    ratatui::restore();
+    let st = cmd.status();
+    *terminal = ratatui::init();
+    let _ = terminal.clear();
+    match st {
+        Ok(s) if s.success() => format!("on {name}'s pane"),
+        Ok(s) => format!("tmux: {s}"),
+        Err(e) => format!("cannot run tmux: {e}"),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    fn sample() -> View {
+        let mut v = View::new("demo", false);
+        v.live = true;
+        let now = Timestamp::now();
+        for (name, status) in [
+            ("leader", AgentStatus::Running),
+            ("builder-1", AgentStatus::Waiting),
+        ] {
+            let mut a = AgentInfo::new(name, "worker", "tmux", 1, now);
+            a.status = status;
+            v.agents.push(a);
+        }
+        v.agents[1].current_task = Some(3);
+        v.tasks.push(Task {
+            id: 3,
+            key: None,
+            title: "Publish the report".into(),
+            description: String::new(),
+            run: None,
+            status: TaskStatus::InProgress,
+            owner: Some("builder-1".into()),
+            blocked_by: vec![1, 2],
+            created_by: "leader".into(),
+            result: None,
+            attempts: 1,
+            created_at: now,
+            updated_at: now,
+            started_at: Some(now),
+            finished_at: None,
+        });
+        v.perms.push(PermRequest {
+            id: 7,
+            agent: "builder-1".into(),
+            tool: "bash".into(),
+            input: "./publish.sh".into(),
+            reason: String::new(),
+            ts: now,
+            status: PermStatus::Pending,
+            decision: None,
+        });
+        v.push_event(Envelope {
+            seq: 1,
+            ts: now,
+            team_id: "demo".into(),
+            agent_id: "builder-1".into(),
+            role_name: "worker".into(),
+            event: Event::TextMessageContent {
+                delta: "Publishing now".into(),
+            },
+        });
+        v
+    }
+
+    fn screen(v: &View, w: u16, h: u16) -> String {
+        let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+        t.draw(|f| v.draw(f)).unwrap();
+        let buf = t.backend().buffer().clone();
+        let mut out = String::new();
+        for y in 0..h {
+            for x in 0..w {
+                out.push_str(buf[(x, y)].symbol());
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    #[test]
+    fn everything_fits_at_80_by_24() {
+        let s = screen(&sample(), 80, 24);
+        for needle in [
+            "agent-team board · demo",
+            "leader",
+            "builder-1",
+            "waiting",
+            "#7 builder-1 bash: ./publish.sh",
+            "in_progress",
+            "Publish the report",
+            "1,2",
+            "Publishing now",
+            "q quit",
+        ] {
+            assert!(s.contains(needle), "{needle:?} missing from\n{s}");
+        }
+    }
+
+    #[test]
+    fn keys_select_and_decide() {
+        let mut v = sample();
+        let k = |c| KeyEvent::new(c, KeyModifiers::NONE);
+        assert_eq!(
+            v.key(k(KeyCode::Char('a'))),
+            Some(Action::Decide {
+                id: 7,
+                allow: true,
+                always: false,
+                reason: None
+            })
+        );
+        assert_eq!(
+            v.key(k(KeyCode::Char('A'))),
+            Some(Action::Decide {
+                id: 7,
+                allow: true,
+                always: true,
+                reason: None
+            })
+        );
+        // Deny asks for a reason first.
+        assert_eq!(v.key(k(KeyCode::Char('d'))), None);
+        for c in "no!".chars() {
+            assert_eq!(v.key(k(KeyCode::Char(c))), None);
+        }
+        assert!(screen(&v, 80, 24).contains("deny #7, reason"));
+        assert_eq!(
+            v.key(k(KeyCode::Enter)),
+            Some(Action::Decide {
+                id: 7,
+                allow: false,
+                always: false,
+                reason: Some("no!".into())
+            })
+        );
+        // Agents: down selects builder-1 (and not past the end).
+        v.key(k(KeyCode::Down));
+        v.key(k(KeyCode::Down));
+        assert_eq!(
+            v.key(k(KeyCode::Char('r'))),
+            Some(Action::Restart("builder-1".into()))
+        );
+        assert_eq!(
+            v.key(k(KeyCode::Char('k'))),
+            Some(Action::Kill("builder-1".into()))
+        );
+        assert_eq!(
+            v.key(k(KeyCode::Enter)),
+            Some(Action::Jump("builder-1".into()))
+        );
+        assert_eq!(v.key(k(KeyCode::Char('q'))), Some(Action::Quit));
+        // Nothing pending: a/A/d do nothing.
+        v.perms.clear();
+        v.clamp();
+        assert_eq!(v.key(k(KeyCode::Char('a'))), None);
+    }
+
+    #[test]
+    fn a_narrow_or_short_terminal_does_not_panic() {
+        for (w, h) in [(20, 5), (80, 10), (200, 60), (1, 1)] {
+            screen(&sample(), w, h);
+        }
+    }
+}

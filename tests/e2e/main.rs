@@ -11,5 +11,6 @@ mod panes;
 mod perms;
 mod sandbox;
 mod service;
+mod strategies;
 mod vars;
 mod workers;

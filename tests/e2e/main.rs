@@ -11,6 +11,7 @@ mod panes;
 mod perms;
 mod sandbox;
 mod service;
+mod strategies;
 mod tui;
 mod vars;
 mod workers;

@@ -230,9 +230,18 @@ pub struct UpArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// How the team works: leader, coordinator or collaborate [default: the team file's
+    /// `strategy`, else leader].
+    #[arg(long, value_name = "S", value_parser = parse_strategy)]
+    pub strategy: Option<agent_team_protocol::TeamStrategy>,
     /// `--var` and `--secret`.
     #[command(flatten)]
     pub vars: VarArgs,
+}
+
+fn parse_strategy(s: &str) -> Result<agent_team_protocol::TeamStrategy, String> {
+    agent_team_protocol::TeamStrategy::parse(s)
+        .ok_or_else(|| format!("unknown strategy {s:?}; use leader, coordinator or collaborate"))
 }
 
 /// `--var` and `--secret` of `up` and `run`.
@@ -295,6 +304,10 @@ pub struct RunArgs {
     /// events` does), then the result object of --json as the last line.
     #[arg(long, conflicts_with = "json")]
     pub stream: bool,
+    /// How the team works: leader, coordinator or collaborate [default: the team file's
+    /// `strategy`, else leader].
+    #[arg(long, value_name = "S", value_parser = parse_strategy)]
+    pub strategy: Option<agent_team_protocol::TeamStrategy>,
     /// `--var` and `--secret`.
     #[command(flatten)]
     pub vars: VarArgs,

@@ -7,8 +7,10 @@ mod demo;
 mod model;
 pub mod policy;
 mod teamfile;
+pub use teamfile::check_strategy;
 mod vars;
 
+pub use agent_team_protocol::TeamStrategy;
 pub use builtin::{
     DECIDE_PERMISSION, LEADER_TOOLS, MEMORY_SET, READ_ONLY_TOOLS, TEAMMATE_TOOLS, WORKSPACE_TOOLS,
     builtin_roles, is_known_tool,
@@ -17,8 +19,9 @@ pub use demo::demo_team;
 pub use model::*;
 pub use vars::{
     BUILTIN_VARIABLES, MIN_MASKED_SECRET, Origin, Origins, SecretSource, Secrets, SecretsFileError,
-    apply_variables, apply_variables_on, check_key, fill_goal, fill_prompt, fill_task_text,
-    is_valid_key, local_date, parse_assignment, placeholders, resolve_secrets, team_goal,
+    apply_variables, apply_variables_on, check_key, escape_placeholders, fill_coordinator_prompt,
+    fill_goal, fill_prompt, fill_task_text, is_valid_key, local_date, parse_assignment,
+    placeholders, resolve_secrets, team_goal,
 };
 
 use std::fmt;
@@ -94,6 +97,10 @@ pub fn empty_team(name: &str, workspace: &Path) -> TeamConfig {
         limits: Limits::default(),
         variables: Default::default(),
         secrets: Default::default(),
+        strategy: Default::default(),
+        max_rounds: DEFAULT_MAX_ROUNDS,
+        coordinator_prompt: DEFAULT_COORDINATOR_PROMPT.to_string(),
+        collaborate_order: CollaborateOrder::Parallel,
         origins: Origins::default(),
     }
 }

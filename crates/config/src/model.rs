@@ -165,6 +165,58 @@ pub struct PolicyRule {
     pub action: PermAction,
 }
 
+/// In which order the workers of a `collaborate` run work on the goal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum CollaborateOrder {
+    /// All at once, each on the goal alone.
+    #[default]
+    Parallel,
+    /// One after another in the order of `[[teammates]]`, each given the outputs so far.
+    Sequential,
+}
+
+impl CollaborateOrder {
+    /// The name as written in the team file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CollaborateOrder::Parallel => "parallel",
+            CollaborateOrder::Sequential => "sequential",
+        }
+    }
+}
+
+/// The coordinator's prompt when the team file gives none. `{{worker_descriptions}}`,
+/// `{{task}}` and `{{prior_outputs}}` are filled each round, with the team's variables.
+pub const DEFAULT_COORDINATOR_PROMPT: &str = "You coordinate a team of workers. Each round you \
+give the task to one worker, or end the work with the final answer.
+
+Workers:
+{{worker_descriptions}}
+
+Task:
+{{task}}
+
+Outputs so far:
+{{prior_outputs}}
+
+Answer with exactly one of these on the first line:
+ROUTE: <worker name>
+DONE: <the final answer>
+After a ROUTE line, write the instructions for that worker on the following lines. Say DONE \
+as soon as the outputs answer the task.";
+
+/// The default of `max_rounds`.
+pub const DEFAULT_MAX_ROUNDS: u32 = 5;
+
+fn default_max_rounds() -> u32 {
+    DEFAULT_MAX_ROUNDS
+}
+
+fn default_coordinator_prompt() -> String {
+    DEFAULT_COORDINATOR_PROMPT.to_string()
+}
+
 /// A role with every field resolved.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Role {
@@ -291,6 +343,19 @@ pub struct TeamConfig {
     /// (those reach task commands without the store: docs/SECURITY.md).
     #[serde(default)]
     pub secrets: BTreeMap<String, crate::SecretSource>,
+    /// How the team works: the leader's model with tools, a coordinator routing rounds to
+    /// one worker, or every worker at once and a synthesis (`strategy`, `--strategy`).
+    #[serde(default)]
+    pub strategy: agent_team_protocol::TeamStrategy,
+    /// The most coordinator rounds before the run ends without success.
+    #[serde(default = "default_max_rounds")]
+    pub max_rounds: u32,
+    /// The coordinator's prompt template (see [`DEFAULT_COORDINATOR_PROMPT`]).
+    #[serde(default = "default_coordinator_prompt")]
+    pub coordinator_prompt: String,
+    /// Whether `collaborate` workers work at once or one after another.
+    #[serde(default)]
+    pub collaborate_order: CollaborateOrder,
     /// Where each text field came from, for error messages (not stored).
     #[serde(skip)]
     pub origins: crate::Origins,

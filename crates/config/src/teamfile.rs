@@ -6,6 +6,7 @@ use crate::builtin::{builtin_roles, claude_tool, is_known_tool};
 use crate::model::*;
 use crate::policy::parse_key;
 use crate::vars::{Origins, SecretSource, check_key, is_valid_key};
+use agent_team_protocol::TeamStrategy;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -23,6 +24,10 @@ struct RawTeamFile {
     permission_timeout: Option<u64>,
     sandbox: Option<SandboxMode>,
     board: Option<bool>,
+    strategy: Option<Spanned<String>>,
+    max_rounds: Option<Spanned<u32>>,
+    coordinator_prompt: Option<Spanned<String>>,
+    collaborate_order: Option<CollaborateOrder>,
     #[serde(default)]
     limits: Limits,
     #[serde(default)]
@@ -329,7 +334,34 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
     if let Some(g) = &raw.goal {
         origins.set("goal".into(), path, cx.value_line(g.span()));
     }
-    Ok(TeamConfig {
+    let strategy = match &raw.strategy {
+        Some(st) => TeamStrategy::parse(st.get_ref()).ok_or_else(|| {
+            cx.err(
+                Some(st.span()),
+                "strategy",
+                format!(
+                    "unknown strategy {:?}; use leader, coordinator or collaborate",
+                    st.get_ref()
+                ),
+            )
+        })?,
+        None => TeamStrategy::Leader,
+    };
+    let max_rounds = match &raw.max_rounds {
+        Some(m) if *m.get_ref() == 0 => {
+            return Err(cx.err(
+                Some(m.span()),
+                "max_rounds",
+                "max_rounds must be at least 1",
+            ));
+        }
+        Some(m) => *m.get_ref(),
+        None => DEFAULT_MAX_ROUNDS,
+    };
+    if let Some(p) = &raw.coordinator_prompt {
+        origins.set("coordinator_prompt".into(), path, cx.value_line(p.span()));
+    }
+    let cfg = TeamConfig {
         name,
         goal: raw.goal.map(Spanned::into_inner),
         backend: raw.backend.unwrap_or_default(),
@@ -348,8 +380,63 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
         limits: raw.limits,
         variables,
         secrets,
+        strategy,
+        max_rounds,
+        coordinator_prompt: raw
+            .coordinator_prompt
+            .map(Spanned::into_inner)
+            .unwrap_or_else(|| DEFAULT_COORDINATOR_PROMPT.to_string()),
+        collaborate_order: raw.collaborate_order.unwrap_or_default(),
         origins,
-    })
+    };
+    check_strategy(&cfg).map_err(|mut e| {
+        if e.file.as_os_str().is_empty() {
+            e.file = path.to_path_buf();
+            e.line = raw
+                .strategy
+                .as_ref()
+                .map(|st| line_col(text, st.span().start).0);
+        }
+        e
+    })?;
+    Ok(cfg)
+}
+
+/// Whether the team can work with its `strategy`: `coordinator` and `collaborate` need at
+/// least one `[[teammates]]` (the workers), a leader whose role drives a model (it routes or
+/// synthesises), and no `[[tasks]]` (the leader puts the workers' tasks on the board). Called
+/// when a team file is read and again after `--strategy`.
+pub fn check_strategy(cfg: &TeamConfig) -> Result<(), ConfigError> {
+    let s = cfg.strategy;
+    if s == TeamStrategy::Leader {
+        return Ok(());
+    }
+    let err = |message: String| ConfigError {
+        file: PathBuf::new(),
+        line: None,
+        col: None,
+        field: Some("strategy".into()),
+        message,
+    };
+    if cfg.teammates.is_empty() {
+        return Err(err(format!(
+            "strategy {s} needs workers: list them as [[teammates]]"
+        )));
+    }
+    if !cfg.tasks.is_empty() {
+        return Err(err(format!(
+            "strategy {s} puts the workers' tasks on the board itself; [[tasks]] are for \
+             strategy leader"
+        )));
+    }
+    let leader_role = cfg.roles.get(agent_team_protocol::names::LEADER);
+    if leader_role.is_none_or(|r| r.provider == Provider::Exec) {
+        return Err(err(format!(
+            "strategy {s} needs a leader that drives a model (give roles.leader or [defaults] a \
+             provider and model)"
+        )));
+    }
+    Ok(())
 }
 
 fn overlay(base: RawRole, top: RawRole) -> RawRole {

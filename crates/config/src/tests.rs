@@ -196,3 +196,60 @@ fn a_team_file_refuses_reserved_agent_names() {
     }
     parse("name = \"t\"\n[[teammates]]\nname = \"operator-2\"\nrole = \"worker\"\n").unwrap();
 }
+
+#[test]
+fn strategies_default_to_leader_and_are_checked_against_the_team() {
+    let cfg = parse("name = \"a\"\n").unwrap();
+    assert_eq!(cfg.strategy, TeamStrategy::Leader);
+    assert_eq!(cfg.max_rounds, DEFAULT_MAX_ROUNDS);
+    assert_eq!(cfg.coordinator_prompt, DEFAULT_COORDINATOR_PROMPT);
+    assert_eq!(cfg.collaborate_order, CollaborateOrder::Parallel);
+    let model_team = "name = \"a\"\n[defaults]\nprovider = \"openai\"\nmodel = \"m\"\n\
+                      [[teammates]]\nname = \"b1\"\n";
+    let cfg = parse(&format!(
+        "strategy = \"coordinator\"\nmax_rounds = 3\ncollaborate_order = \"sequential\"\n\
+         coordinator_prompt = \"{{{{task}}}} for {{{{worker_descriptions}}}}\"\n{model_team}"
+    ))
+    .unwrap();
+    assert_eq!(
+        (cfg.strategy, cfg.max_rounds, cfg.collaborate_order),
+        (TeamStrategy::Coordinator, 3, CollaborateOrder::Sequential)
+    );
+    assert_eq!(
+        fill_coordinator_prompt(&cfg, "- b1: worker", "sum", "none"),
+        "sum for - b1: worker"
+    );
+    // The check of every placeholder knows the coordinator's own.
+    let mut checked = cfg.clone();
+    apply_variables(&mut checked, &Default::default()).unwrap();
+    checked.coordinator_prompt = "{{task}} {{nope}}".into();
+    let e = apply_variables(&mut checked, &Default::default()).unwrap_err();
+    assert!(e.to_string().contains("coordinator_prompt"), "{e}");
+    assert!(e.to_string().contains("prior_outputs"), "{e}");
+    // Errors name the field and the line.
+    let e = parse("name = \"a\"\nstrategy = \"vote\"\n").unwrap_err();
+    assert_eq!(
+        (e.field.as_deref(), e.line),
+        (Some("strategy"), Some(2)),
+        "{e}"
+    );
+    let e = parse("name = \"a\"\nmax_rounds = 0\n").unwrap_err();
+    assert!(e.to_string().contains("at least 1"), "{e}");
+    let e = parse("name = \"a\"\nstrategy = \"collaborate\"\n").unwrap_err();
+    assert!(e.to_string().contains("needs workers"), "{e}");
+    assert_eq!(e.line, Some(2), "{e}");
+    let e = parse(&format!(
+        "strategy = \"collaborate\"\n{model_team}[[tasks]]\ntitle = \"x\"\n"
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("[[tasks]]"), "{e}");
+    let e = parse("strategy = \"coordinator\"\nname = \"a\"\n[[teammates]]\nname = \"b1\"\n")
+        .unwrap_err();
+    assert!(e.to_string().contains("drives a model"), "{e}");
+    // Text put into a task is escaped so filling it gives it back.
+    let t = "keep {{this}} and {{{{ that";
+    assert_eq!(
+        fill_task_text(&cfg, "description", &escape_placeholders(t)).unwrap(),
+        t
+    );
+}

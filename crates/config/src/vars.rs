@@ -171,11 +171,23 @@ enum Scope<'a> {
         role: &'a str,
         workspace: &'a Path,
     },
+    /// The coordinator's prompt: the team's variables and the round's own values.
+    Coordinator {
+        values: &'a [(&'a str, &'a str)],
+    },
 }
+
+/// The placeholders the coordinator's prompt has besides the team's variables.
+pub const COORDINATOR_PLACEHOLDERS: [&str; 3] = ["worker_descriptions", "task", "prior_outputs"];
 
 fn lookup(cfg: &TeamConfig, scope: Scope<'_>, name: &str) -> Result<String, Missing> {
     if cfg.secrets.contains_key(name) {
         return Err(Missing::Secret);
+    }
+    if let Scope::Coordinator { values } = scope
+        && let Some((_, v)) = values.iter().find(|(k, _)| *k == name)
+    {
+        return Ok(v.to_string());
     }
     if let Some(v) = cfg.variables.get(name) {
         return Ok(v.clone());
@@ -184,10 +196,12 @@ fn lookup(cfg: &TeamConfig, scope: Scope<'_>, name: &str) -> Result<String, Miss
         ("date", _) => Ok(local_date()),
         ("team", _) => Ok(cfg.name.clone()),
         ("workspace", Scope::Agent { workspace, .. }) => Ok(workspace.display().to_string()),
-        ("workspace", Scope::Team) => Ok(cfg.workspace.display().to_string()),
+        ("workspace", Scope::Team | Scope::Coordinator { .. }) => {
+            Ok(cfg.workspace.display().to_string())
+        }
         ("agent", Scope::Agent { agent, .. }) => Ok(agent.to_string()),
         ("role", Scope::Agent { role, .. }) => Ok(role.to_string()),
-        ("agent" | "role", Scope::Team) => Err(Missing::PerAgent),
+        ("agent" | "role", Scope::Team | Scope::Coordinator { .. }) => Err(Missing::PerAgent),
         _ => Err(Missing::Unknown),
     }
 }
@@ -199,6 +213,9 @@ fn known(cfg: &TeamConfig, scope: Scope<'_>) -> String {
         .filter(|b| matches!(scope, Scope::Agent { .. }) || !PER_AGENT.contains(b))
         .map(|b| b.to_string())
         .collect();
+    if let Scope::Coordinator { values } = scope {
+        names.extend(values.iter().map(|(k, _)| k.to_string()));
+    }
     let user: BTreeSet<&String> = cfg
         .variables
         .keys()
@@ -390,6 +407,13 @@ fn check_all(cfg: &TeamConfig) -> Result<(), ConfigError> {
             &role.system_prompt,
         )?;
     }
+    let blanks: Vec<(&str, &str)> = COORDINATOR_PLACEHOLDERS.iter().map(|k| (*k, "")).collect();
+    check_text(
+        cfg,
+        Scope::Coordinator { values: &blanks },
+        "coordinator_prompt",
+        &cfg.coordinator_prompt,
+    )?;
     for t in &cfg.tasks {
         check_text(
             cfg,
@@ -455,6 +479,35 @@ pub fn fill_prompt(cfg: &TeamConfig, role: &Role, agent: &str, workspace: &Path)
         workspace,
     };
     render(cfg, scope, &role.system_prompt).unwrap_or_else(|_| role.system_prompt.clone())
+}
+
+/// The coordinator's prompt for one round: the team's `coordinator_prompt` with
+/// `{{worker_descriptions}}`, `{{task}}` and `{{prior_outputs}}` filled from these values and
+/// the team's variables. A placeholder without a value (a configuration stored before the
+/// variable was removed) stays as written.
+pub fn fill_coordinator_prompt(
+    cfg: &TeamConfig,
+    worker_descriptions: &str,
+    task: &str,
+    prior_outputs: &str,
+) -> String {
+    let values = [
+        ("worker_descriptions", worker_descriptions),
+        ("task", task),
+        ("prior_outputs", prior_outputs),
+    ];
+    render(
+        cfg,
+        Scope::Coordinator { values: &values },
+        &cfg.coordinator_prompt,
+    )
+    .unwrap_or_else(|_| cfg.coordinator_prompt.clone())
+}
+
+/// `text` written so that filling it gives `text` back (every `{{` doubled): for text that is
+/// not a template (a model's output) put where placeholders are filled (a task's description).
+pub fn escape_placeholders(text: &str) -> String {
+    text.replace("{{", "{{{{")
 }
 
 /// Where a secret's value comes from. Only names are kept: never a value.

@@ -271,13 +271,13 @@ pub(crate) async fn team_stream(
     let teams = app.teams.clone();
     let t = team.clone();
     let started = std::time::Instant::now();
+    let reader = app.teams.clone();
     let result = move |answer: String, success: bool| {
-        StreamItem::Complete(RunResult::new(
-            &t,
-            answer,
-            success,
-            started.elapsed().as_secs_f64(),
-        ))
+        let (details, tasks) = run_record(reader.as_ref(), &t);
+        StreamItem::Complete(
+            RunResult::new(&t, answer, success, started.elapsed().as_secs_f64())
+                .with_details(details, tasks),
+        )
     };
     let t = team.clone();
     spawn_pump(&team, move || {
@@ -330,6 +330,30 @@ pub(crate) async fn team_stream(
         );
     });
     Ok(sse_response(rx, &team))
+}
+
+/// What a finished run recorded (strategy, rounds, workers' outputs) and the board, for the
+/// `complete` line; what cannot be read is left out rather than failing the stream.
+fn run_record(teams: &dyn crate::Teams, team: &str) -> (Option<RunDetails>, Vec<Task>) {
+    let details = match teams.read(team, Request::TeamInfo) {
+        Ok(Reply::Team { team }) => team.details,
+        _ => None,
+    };
+    let mut tasks: Vec<Task> = Vec::new();
+    loop {
+        let after = tasks.last().map(|t| t.id);
+        match teams.read(
+            team,
+            Request::TaskList {
+                status: None,
+                after,
+            },
+        ) {
+            Ok(Reply::Tasks { tasks: page }) if !page.is_empty() => tasks.extend(page),
+            _ => break,
+        }
+    }
+    (details, tasks)
 }
 
 /// A new or ended team starts a run with `message` as its goal; a running one gets it as a

@@ -65,6 +65,7 @@ impl Fake {
             tasks: vec![],
             last_seq: log.len() as u64,
             backend: None,
+            details: None,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! requests, events and their envelopes.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -596,6 +597,39 @@ pub enum Event {
         )]
         value: Option<serde_json::Value>,
     },
+    /// A worker was given its part of a `coordinator` or `collaborate` run (recorded by the
+    /// leader when it puts the worker's task on the board).
+    WorkerStarted {
+        /// The worker (a teammate).
+        worker: String,
+        /// The round, from 1 (`collaborate`: 1 in parallel, the worker's place in sequence).
+        round: u32,
+    },
+    /// A worker's task of a `coordinator` or `collaborate` run ended; `output` is its result.
+    WorkerFinished {
+        /// The worker.
+        worker: String,
+        /// The round, as in `WORKER_STARTED`.
+        round: u32,
+        /// The task's result (what the worker produced, or why it failed).
+        output: String,
+    },
+    /// The coordinator's answer in a round: `route` (to `worker`), `done`, or `invalid` (an
+    /// unknown worker or an answer that is neither `ROUTE:` nor `DONE:`).
+    CoordinatorDecision {
+        /// `route`, `done` or `invalid`.
+        decision: String,
+        /// The worker routed to (only for `route`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        worker: Option<String>,
+        /// The round, from 1.
+        round: u32,
+    },
+    /// The final answer of a `coordinator` or `collaborate` run, just before `RUN_FINISHED`.
+    FinalAnswer {
+        /// The answer.
+        answer: String,
+    },
 }
 
 /// A field that is present is `Some`, even when it is `null` (absent is `None` by `default`).
@@ -619,6 +653,10 @@ impl Event {
             Event::PermissionDecided { .. } => "PERMISSION_DECIDED",
             Event::Error { .. } => "ERROR",
             Event::MemoryUpdated { .. } => "MEMORY_UPDATED",
+            Event::WorkerStarted { .. } => "WORKER_STARTED",
+            Event::WorkerFinished { .. } => "WORKER_FINISHED",
+            Event::CoordinatorDecision { .. } => "COORDINATOR_DECISION",
+            Event::FinalAnswer { .. } => "FINAL_ANSWER",
         }
     }
 }
@@ -704,6 +742,9 @@ pub struct TeamInfo {
     /// The pane backend the team uses.
     #[serde(default)]
     pub backend: Option<String>,
+    /// How the finished run went (strategy, rounds, workers' outputs), once it has finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<RunDetails>,
 }
 
 /// What a compaction removed, and the state dir's size around it.
@@ -741,7 +782,8 @@ pub enum RunOutcome {
 
 /// The leader's answer to a finished run. `result` and `success` are the NexAU names;
 /// `answer`, `team` and `seconds` are what `run --json` printed before and stay for scripts
-/// (`answer` is always equal to `result`).
+/// (`answer` is always equal to `result`). `strategy`, `rounds`, `worker_outputs` and `tasks`
+/// say how the team got there.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RunResult {
@@ -755,10 +797,25 @@ pub struct RunResult {
     pub team: String,
     /// Seconds from the start of `run` to the answer.
     pub seconds: f64,
+    /// How the team worked.
+    #[serde(default)]
+    pub strategy: TeamStrategy,
+    /// `leader`: the leader's model turns; `coordinator`: the coordinator's rounds;
+    /// `collaborate`: 1 in parallel, the number of workers in sequence.
+    #[serde(default)]
+    pub rounds: u32,
+    /// Each worker's (last) output by name; for `leader`, each teammate's last completed
+    /// task result.
+    #[serde(default)]
+    pub worker_outputs: BTreeMap<String, String>,
+    /// The task board at the end, in id order.
+    #[serde(default)]
+    pub tasks: Vec<Task>,
 }
 
 impl RunResult {
-    /// The result of `team`'s run that ended with `answer` after `seconds`.
+    /// The result of `team`'s run that ended with `answer` after `seconds` (strategy `leader`,
+    /// no rounds, outputs or tasks: add them with [`RunResult::with_details`]).
     pub fn new(team: &str, answer: String, success: bool, seconds: f64) -> Self {
         RunResult {
             result: answer.clone(),
@@ -766,8 +823,108 @@ impl RunResult {
             answer,
             team: team.to_string(),
             seconds,
+            strategy: TeamStrategy::Leader,
+            rounds: 0,
+            worker_outputs: BTreeMap::new(),
+            tasks: Vec::new(),
         }
     }
+
+    /// Adds what the finished run recorded (`TeamInfo::details`) and the board: for the
+    /// `leader` strategy the workers' outputs come from the board
+    /// ([`teammate_outputs`]), for the others from the run's record.
+    pub fn with_details(mut self, details: Option<RunDetails>, tasks: Vec<Task>) -> Self {
+        if let Some(d) = details {
+            self.strategy = d.strategy;
+            self.rounds = d.rounds;
+            self.worker_outputs = d.worker_outputs;
+        }
+        if self.strategy == TeamStrategy::Leader && self.worker_outputs.is_empty() {
+            self.worker_outputs = teammate_outputs(&tasks);
+        }
+        self.tasks = tasks;
+        self
+    }
+}
+
+/// Each teammate's last completed task result (by task id), the leader's own tasks left out:
+/// the `worker_outputs` of a `leader` run.
+pub fn teammate_outputs(tasks: &[Task]) -> BTreeMap<String, String> {
+    let mut done: Vec<&Task> = tasks
+        .iter()
+        .filter(|t| t.status == TaskStatus::Completed)
+        .filter(|t| {
+            t.owner
+                .as_deref()
+                .is_some_and(|o| o != crate::names::LEADER)
+        })
+        .collect();
+    done.sort_by_key(|t| t.id);
+    let mut out = BTreeMap::new();
+    for t in done {
+        if let Some(owner) = &t.owner {
+            out.insert(owner.clone(), t.result.clone().unwrap_or_default());
+        }
+    }
+    out
+}
+
+/// How a team works on its goal (`strategy` in the team file, `--strategy` of `up`/`run`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum TeamStrategy {
+    /// The leader's model plans with tools (create_task, spawn_teammate, finish_team).
+    #[default]
+    Leader,
+    /// Each round the leader's model routes the goal to one worker (`ROUTE: name`) or ends
+    /// the run (`DONE: answer`).
+    Coordinator,
+    /// Every worker works on the goal, then the leader's model writes the answer from all
+    /// their outputs.
+    Collaborate,
+}
+
+impl TeamStrategy {
+    /// The name as written in the team file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TeamStrategy::Leader => "leader",
+            TeamStrategy::Coordinator => "coordinator",
+            TeamStrategy::Collaborate => "collaborate",
+        }
+    }
+
+    /// Parses the name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "leader" => TeamStrategy::Leader,
+            "coordinator" => TeamStrategy::Coordinator,
+            "collaborate" => TeamStrategy::Collaborate,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for TeamStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the leader records with `finish` about how the run went; kept with the run's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct RunDetails {
+    /// The strategy the run used.
+    #[serde(default)]
+    pub strategy: TeamStrategy,
+    /// Rounds (see [`RunResult::rounds`]).
+    #[serde(default)]
+    pub rounds: u32,
+    /// Each worker's last output (empty for `leader`: taken from the board).
+    #[serde(default)]
+    pub worker_outputs: BTreeMap<String, String>,
 }
 
 /// Why a run ended without an answer.
@@ -806,13 +963,72 @@ mod message_order_tests {
     }
 
     #[test]
+    fn a_result_takes_the_run_details_and_for_a_leader_run_the_boards_outputs() {
+        let task = |id: u64, owner: &str, status: TaskStatus, result: &str| Task {
+            id,
+            key: None,
+            title: format!("t{id}"),
+            description: String::new(),
+            run: None,
+            status,
+            owner: Some(owner.into()),
+            blocked_by: vec![],
+            created_by: "leader".into(),
+            result: Some(result.into()),
+            attempts: 1,
+            created_at: Timestamp(0),
+            updated_at: Timestamp(0),
+            started_at: None,
+            finished_at: None,
+        };
+        let board = vec![
+            task(1, "b1", TaskStatus::Completed, "first"),
+            task(2, "b2", TaskStatus::Failed, "broke"),
+            task(3, "b1", TaskStatus::Completed, "second"),
+            task(4, "leader", TaskStatus::Completed, "mine"),
+        ];
+        let leader = RunResult::new("t", "a".into(), true, 1.0).with_details(
+            Some(RunDetails {
+                strategy: TeamStrategy::Leader,
+                rounds: 7,
+                worker_outputs: BTreeMap::new(),
+            }),
+            board.clone(),
+        );
+        assert_eq!((leader.strategy, leader.rounds), (TeamStrategy::Leader, 7));
+        assert_eq!(
+            leader.worker_outputs,
+            [("b1".to_string(), "second".to_string())].into()
+        );
+        assert_eq!(leader.tasks.len(), 4);
+        let coord = RunResult::new("t", "a".into(), true, 1.0).with_details(
+            Some(RunDetails {
+                strategy: TeamStrategy::Coordinator,
+                rounds: 2,
+                worker_outputs: [("b2".to_string(), "x".to_string())].into(),
+            }),
+            board,
+        );
+        assert_eq!(
+            coord.worker_outputs,
+            [("b2".to_string(), "x".to_string())].into()
+        );
+        let v = serde_json::to_value(&coord).unwrap();
+        assert_eq!(
+            (v["strategy"].as_str(), v["rounds"].as_u64()),
+            (Some("coordinator"), Some(2))
+        );
+    }
+
+    #[test]
     fn a_run_outcome_is_one_object_tagged_by_type() {
         let done = RunOutcome::Complete(RunResult::new("web", "42".into(), true, 1.5));
         let v = serde_json::to_value(&done).unwrap();
         assert_eq!(
             v,
             serde_json::json!({"type": "complete", "result": "42", "success": true,
-                "answer": "42", "team": "web", "seconds": 1.5})
+                "answer": "42", "team": "web", "seconds": 1.5, "strategy": "leader",
+                "rounds": 0, "worker_outputs": {}, "tasks": []})
         );
         assert_eq!(serde_json::from_value::<RunOutcome>(v).unwrap(), done);
         let failed = RunOutcome::Error {

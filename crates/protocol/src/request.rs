@@ -242,6 +242,9 @@ pub enum Request {
         /// Whether the run succeeded.
         #[serde(default = "default_true")]
         success: bool,
+        /// How the run went (strategy, rounds, workers' outputs), kept with the run.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        details: Option<crate::RunDetails>,
     },
     /// Stop every agent and the daemon (operator only); state stays on disk.
     Shutdown,

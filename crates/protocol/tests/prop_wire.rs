@@ -352,6 +352,7 @@ fn team_requests() -> impl Strategy<Value = Request> {
                 answer,
                 force,
                 success,
+                details: None,
             }
         }),
         Just(Request::Shutdown),

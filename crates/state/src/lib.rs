@@ -134,6 +134,10 @@ pub struct RunRecord {
     /// The leader's answer once finished.
     #[serde(default)]
     pub answer: Option<String>,
+    /// How the finished run went (strategy, rounds, workers' outputs), as the leader said
+    /// with `finish`; the strategy of the stored configuration when it said nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<RunDetails>,
 }
 
 impl Default for RunRecord {
@@ -142,6 +146,7 @@ impl Default for RunRecord {
             state: RunState::Idle,
             goal: None,
             answer: None,
+            details: None,
         }
     }
 }
@@ -317,6 +322,21 @@ impl TeamState {
         &self.run
     }
 
+    /// What a run that ends without the leader's details records: the strategy of the stored
+    /// configuration, no rounds, no outputs.
+    fn default_details(&self) -> RunDetails {
+        let strategy = self
+            .config
+            .as_ref()
+            .and_then(|c| c.get("strategy"))
+            .and_then(|s| serde_json::from_value(s.clone()).ok())
+            .unwrap_or_default();
+        RunDetails {
+            strategy,
+            ..RunDetails::default()
+        }
+    }
+
     /// Appends an event to the log as `actor_name` (whose role is looked up).
     pub fn record(&mut self, actor_name: &str, event: Event, now: Timestamp) -> u64 {
         let role_name = self.role_of(actor_name);
@@ -370,6 +390,7 @@ impl TeamState {
             state: RunState::Running,
             goal: goal.clone(),
             answer: None,
+            details: None,
         };
         self.changes.push(Change::Run(self.run.clone()));
         self.record(actor.name(), Event::RunStarted { goal }, now);
@@ -383,6 +404,7 @@ impl TeamState {
         answer: String,
         force: bool,
         success: bool,
+        details: Option<RunDetails>,
         now: Timestamp,
     ) -> Outcome<()> {
         require_privileged(actor, "finish the team")?;
@@ -415,6 +437,7 @@ impl TeamState {
             RunState::Failed
         };
         self.run.answer = Some(answer.clone());
+        self.run.details = Some(details.unwrap_or_else(|| self.default_details()));
         self.changes.push(Change::Run(self.run.clone()));
         self.record(actor.name(), Event::RunFinished { answer, success }, now);
         Ok(())
@@ -427,6 +450,7 @@ impl TeamState {
         }
         self.run.state = RunState::Failed;
         self.run.answer = Some(why.clone());
+        self.run.details = Some(self.default_details());
         self.changes.push(Change::Run(self.run.clone()));
         self.record(
             "daemon",
@@ -440,13 +464,21 @@ impl TeamState {
 
     /// Records an event an agent reports about itself (text, tool calls, errors).
     pub fn emit(&mut self, actor: &Actor, event: Event, now: Timestamp) -> Outcome<u64> {
+        // The events of a strategy run are the leader's account of its own loop.
+        let strategy_event = matches!(
+            event,
+            Event::WorkerStarted { .. }
+                | Event::WorkerFinished { .. }
+                | Event::CoordinatorDecision { .. }
+                | Event::FinalAnswer { .. }
+        );
         let allowed = matches!(
             event,
             Event::TextMessageContent { .. }
                 | Event::ToolCallStart { .. }
                 | Event::ToolCallResult { .. }
                 | Event::Error { .. }
-        );
+        ) || (strategy_event && actor.is_privileged());
         if !allowed {
             return Err(ErrorBody::with_details(
                 ErrorCode::BadRequest,
@@ -454,7 +486,8 @@ impl TeamState {
                     "{} events are recorded by the daemon, not emitted by clients",
                     event.type_name()
                 ),
-                json!({"allowed": ["TEXT_MESSAGE_CONTENT", "TOOL_CALL_START", "TOOL_CALL_RESULT", "ERROR"]}),
+                json!({"allowed": ["TEXT_MESSAGE_CONTENT", "TOOL_CALL_START", "TOOL_CALL_RESULT", "ERROR"],
+                    "leader_only": ["WORKER_STARTED", "WORKER_FINISHED", "COORDINATOR_DECISION", "FINAL_ANSWER"]}),
             ));
         }
         if let Some(name) = actor.agent() {

@@ -168,7 +168,7 @@ fn teammates_cannot_do_leader_things_and_nothing_changes() {
         ErrorCode::PermissionDenied
     );
     assert_eq!(
-        s.finish(&a("b1"), "x".into(), true, true, now())
+        s.finish(&a("b1"), "x".into(), true, true, None, now())
             .unwrap_err()
             .code,
         ErrorCode::PermissionDenied
@@ -541,10 +541,10 @@ fn finish_refuses_open_work_unless_forced() {
     let mut s = team_with(&["leader"]);
     add(&mut s, "a", &[]);
     let e = s
-        .finish(&a("leader"), "done".into(), false, true, now())
+        .finish(&a("leader"), "done".into(), false, true, None, now())
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidState);
-    s.finish(&a("leader"), "done".into(), true, true, now())
+    s.finish(&a("leader"), "done".into(), true, true, None, now())
         .unwrap();
     assert_eq!(s.run().answer.as_deref(), Some("done"));
 }
@@ -687,4 +687,49 @@ fn acknowledging_another_agents_message_is_refused_and_changes_nothing() {
         s.ack(&a("b2"), &ids, DeliveryState::Read, now()).unwrap(),
         0
     );
+}
+
+#[test]
+fn strategy_events_come_from_the_leader_and_finish_keeps_the_run_details() {
+    let mut s = team_with(&["leader", "b1"]);
+    let started = Event::WorkerStarted {
+        worker: "b1".into(),
+        round: 1,
+    };
+    s.emit(&a("leader"), started.clone(), now()).unwrap();
+    let e = s.emit(&a("b1"), started, now()).unwrap_err();
+    assert_eq!(e.code, ErrorCode::BadRequest);
+    // A finish with details keeps them; without, the stored configuration's strategy.
+    s.set_config(
+        &Actor::Operator,
+        serde_json::json!({"strategy": "collaborate"}),
+    )
+    .unwrap();
+    s.start_run(&Actor::Operator, None, now()).unwrap();
+    s.finish(&a("leader"), "x".into(), true, true, None, now())
+        .unwrap();
+    let d = s.run().details.clone().unwrap();
+    assert_eq!((d.strategy, d.rounds), (TeamStrategy::Collaborate, 0));
+    s.start_run(&Actor::Operator, None, now()).unwrap();
+    assert_eq!(s.run().details, None, "a new run starts without details");
+    let given = RunDetails {
+        strategy: TeamStrategy::Coordinator,
+        rounds: 3,
+        worker_outputs: [("b1".to_string(), "out".to_string())].into(),
+    };
+    s.finish(
+        &a("leader"),
+        "y".into(),
+        true,
+        false,
+        Some(given.clone()),
+        now(),
+    )
+    .unwrap();
+    assert_eq!(s.run().details, Some(given.clone()));
+    // The record is stored as JSON and read back with them.
+    let stored: RunRecord = serde_json::from_value(serde_json::to_value(s.run()).unwrap()).unwrap();
+    assert_eq!(stored.details, Some(given));
+    let old: RunRecord = serde_json::from_str(r#"{"state":"finished","answer":"a"}"#).unwrap();
+    assert_eq!(old.details, None, "a record stored before details loads");
 }

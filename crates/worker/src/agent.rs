@@ -173,7 +173,12 @@ pub async fn run(
         root,
         groups: groups.clone(),
         team_file: tools::team_file(config),
+        turns: Arc::new(std::sync::atomic::AtomicU32::new(0)),
     };
+    // A worker of a coordinator or collaborate run whose turn ends with text only has
+    // answered the task it was given: the text is the task's result.
+    let text_answers = !is_leader && config.strategy != agent_team_config::TeamStrategy::Leader;
+    let mut given: Vec<u64> = Vec::new();
     let members = match link.call_retry(Request::Agents).await {
         Ok(Reply::Agents { agents }) => agents,
         _ => vec![],
@@ -210,7 +215,7 @@ pub async fn run(
     loop {
         // Idle point: take what arrived, in priority order.
         for ev in inbox.poll()? {
-            pending |= absorb(ev, &name, &mut messages);
+            pending |= absorb(ev, &name, &mut messages, &mut given);
         }
         approvals.answer_pending(link, out).await;
         let mut text = Vec::new();
@@ -239,7 +244,7 @@ pub async fn run(
                 error: None,
             });
             match inbox.wait(Some(&mut approvals)).await? {
-                Woken::Event(ev) => pending |= absorb(ev, &name, &mut messages),
+                Woken::Event(ev) => pending |= absorb(ev, &name, &mut messages, &mut given),
                 Woken::Line(line) => approvals.take_line(line, link, out).await,
                 Woken::Message => {}
             }
@@ -252,6 +257,7 @@ pub async fn run(
             )));
         }
         steps += 1;
+        ctx.turns.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         link.fire(Request::SetStatus {
             status: AgentStatus::Running,
             error: None,
@@ -312,6 +318,9 @@ pub async fn run(
             turn.tool_calls.clone(),
         ));
         pending = !turn.tool_calls.is_empty();
+        if text_answers && turn.tool_calls.is_empty() {
+            answer_given(link, &mut given, &turn.text, out).await;
+        }
         let mut finished = None;
         for call in &turn.tool_calls {
             let outcome = run_call(link, &mut inbox, role, &ctx, &tool_names, call, out).await?;
@@ -331,15 +340,44 @@ pub async fn run(
     }
 }
 
+/// Completes the tasks the leader gave a worker of a coordinator or collaborate run with the
+/// text of the turn that answered them (a task the model already finished itself is left as
+/// it is).
+async fn answer_given(link: &Arc<Link>, given: &mut Vec<u64>, text: &str, out: &Output) {
+    for id in std::mem::take(given) {
+        let still_open = matches!(
+            link.call_retry(Request::TaskShow { id }).await,
+            Ok(Reply::Task { task }) if task.status == TaskStatus::InProgress
+        );
+        if !still_open {
+            continue;
+        }
+        match link
+            .call_retry(Request::TaskFinish {
+                id,
+                status: TaskStatus::Completed,
+                result: Some(text.trim().to_string()),
+            })
+            .await
+        {
+            Ok(_) => out.say(&format!("task {id} answered")),
+            Err(e) => out.say(&format!("cannot complete task {id}: {e}")),
+        }
+    }
+}
+
 /// Takes one event other than a message; returns whether it gives the model something new
-/// to do.
-fn absorb(ev: Inbound, name: &str, messages: &mut Vec<ChatMessage>) -> bool {
+/// to do. A task the leader assigned to this agent is noted in `given`.
+fn absorb(ev: Inbound, name: &str, messages: &mut Vec<ChatMessage>, given: &mut Vec<u64>) -> bool {
     match ev {
         Inbound::Task(t)
             if t.owner.as_deref() == Some(name)
                 && t.status == TaskStatus::InProgress
                 && t.created_by != name =>
         {
+            if !given.contains(&t.id) {
+                given.push(t.id);
+            }
             // Assigned by the leader: that is work for us even though no message said so.
             let note = format!(
                 "[task board] Task {} ({}) is now yours. {}",

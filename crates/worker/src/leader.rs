@@ -219,6 +219,8 @@ async fn finish(link: &Link, tasks: &[Task], out: &Output) -> Result<(), AgentEr
             answer,
             force: false,
             success,
+            // No model: no rounds; the workers' outputs are read from the board.
+            details: Some(RunDetails::default()),
         })
         .await
     {

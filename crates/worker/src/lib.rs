@@ -15,6 +15,7 @@ pub mod leader;
 pub mod link;
 pub mod output;
 pub mod prompt;
+pub mod strategy;
 pub mod tools;
 
 use agent_team_config::TeamConfig;
@@ -180,10 +181,12 @@ pub async fn run_agent(
         agent.incarnation,
         role.provider.as_str()
     ));
-    let result = match (
-        role.provider,
-        agent.name == agent_team_protocol::names::LEADER,
-    ) {
+    let is_leader = agent.name == agent_team_protocol::names::LEADER;
+    let result = match (role.provider, is_leader) {
+        // A coordinator or collaborate run: the leader drives its own loop (`strategy`).
+        (_, true) if config.strategy != agent_team_config::TeamStrategy::Leader => {
+            strategy::run(&link, inbound, &config, &role, &out).await
+        }
         (agent_team_config::Provider::Exec, true) => {
             leader::run(&link, inbound, &config, &role, &out).await
         }

@@ -200,6 +200,7 @@ pub(crate) fn team_info(paths: &Paths, name: &str) -> Result<TeamInfo> {
         tasks,
         last_seq: snap.last_seq,
         backend: None,
+        details: snap.run.details,
     })
 }
 

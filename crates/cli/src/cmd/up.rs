@@ -73,6 +73,16 @@ pub(crate) fn team_config(
     Ok((cfg, why))
 }
 
+/// `--strategy` over the team file's `strategy`, checked against the team (workers, a model
+/// leader, no `[[tasks]]` for coordinator and collaborate).
+fn set_strategy(cfg: &mut TeamConfig, strategy: Option<TeamStrategy>) -> Result<()> {
+    if let Some(s) = strategy {
+        cfg.strategy = s;
+        agent_team_config::check_strategy(cfg)?;
+    }
+    Ok(())
+}
+
 /// Fills the `{{KEY}}` placeholders of a configuration and goal with `variables` (over the
 /// team file's `[variables]`) and resolves its secrets (`serve --secret`, then `[secrets]` from
 /// this process's environment):
@@ -244,6 +254,7 @@ pub fn up(ctx: &Ctx, args: UpArgs) -> Result<ExitCode> {
         }
         None => {
             let (mut cfg, why) = team_config(ctx, args.demo, args.backend.as_deref(), args.here)?;
+            set_strategy(&mut cfg, args.strategy)?;
             let secrets = apply_vars(&mut cfg, &args.vars)?;
             let goal = run_goal(&cfg, args.goal.as_deref())?;
             check_before_start(&cfg, goal.as_deref())?;
@@ -446,14 +457,20 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
         }
     }
     match (report, outcome) {
-        (Report::Text, Ok((answer, success))) => {
-            output::line(&answer);
-            Ok(exit_for(success))
+        (Report::Text, Ok(done)) => {
+            output::line(&done.answer);
+            Ok(exit_for(done.success))
         }
         (Report::Text, Err(e)) => Err(e),
-        (_, Ok((answer, success))) => {
-            let result =
-                RunResult::new(&ctx.team, answer, success, started.elapsed().as_secs_f64());
+        (_, Ok(done)) => {
+            let success = done.success;
+            let result = RunResult::new(
+                &ctx.team,
+                done.answer,
+                success,
+                started.elapsed().as_secs_f64(),
+            )
+            .with_details(done.details, done.tasks);
             print_outcome(report, &RunOutcome::Complete(result));
             Ok(exit_for(success))
         }
@@ -479,9 +496,20 @@ fn exit_for(success: bool) -> ExitCode {
     }
 }
 
-/// Starts the team, follows it to its answer and shuts it down: (answer, success).
-fn run_team(ctx: &Ctx, args: RunArgs, report: Report, started: Instant) -> Result<(String, bool)> {
+/// How a followed run finished: the answer, and what the result object adds to it.
+struct Finished {
+    answer: String,
+    success: bool,
+    /// What the run's record says about it (strategy, rounds, workers' outputs).
+    details: Option<RunDetails>,
+    /// The board at the end.
+    tasks: Vec<Task>,
+}
+
+/// Starts the team, follows it to its answer and shuts it down.
+fn run_team(ctx: &Ctx, args: RunArgs, report: Report, started: Instant) -> Result<Finished> {
     let (mut cfg, why) = team_config(ctx, args.demo, args.backend.as_deref(), false)?;
+    set_strategy(&mut cfg, args.strategy)?;
     if !args.quiet {
         eprintln!("agent-team: backend {} ({why})", cfg.backend.as_str());
         warn_sandbox(ctx, &cfg);
@@ -627,7 +655,8 @@ pub(crate) fn reconnect(ctx: &Ctx) -> Result<Client> {
 }
 
 /// Follows events until `RUN_FINISHED`; `Ok(None)` on timeout. With `stream`, every envelope
-/// goes to stdout as one JSON line as it arrives (progress lines stay on stderr).
+/// goes to stdout as one JSON line as it arrives (progress lines stay on stderr). The run's
+/// record (committed with `RUN_FINISHED`) and the board are read before the team goes down.
 fn follow_until_finished(
     approvals: Approvals,
     c: &mut Client,
@@ -635,7 +664,7 @@ fn follow_until_finished(
     deadline: Option<Instant>,
     quiet: bool,
     stream: bool,
-) -> Result<Option<(String, bool)>, ClientError> {
+) -> Result<Option<Finished>, ClientError> {
     c.call(Request::Subscribe { since: *since })?;
     loop {
         let wait = match deadline {
@@ -665,7 +694,19 @@ fn follow_until_finished(
             }
         }
         match envelope.event {
-            Event::RunFinished { answer, success } => return Ok(Some((answer, success))),
+            Event::RunFinished { answer, success } => {
+                let details = match c.call(Request::TeamInfo)? {
+                    Reply::Team { team } => team.details,
+                    _ => None,
+                };
+                let tasks = c.all_tasks(None)?;
+                return Ok(Some(Finished {
+                    answer,
+                    success,
+                    details,
+                    tasks,
+                }));
+            }
             Event::PermissionRequested { request }
                 if request.status == PermStatus::Pending && approvals != Approvals::Leave =>
             {

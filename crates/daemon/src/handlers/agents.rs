@@ -52,8 +52,10 @@ impl Core {
                 answer,
                 force,
                 success,
+                details,
             } => {
-                self.state.finish(actor, answer, force, success, now)?;
+                self.state
+                    .finish(actor, answer, force, success, details, now)?;
                 self.supervise(|s| s.finish_team());
                 Ok(Reply::Done)
             }
@@ -126,6 +128,7 @@ impl Core {
             tasks,
             last_seq: self.state.last_seq(),
             backend: None,
+            details: run.details.clone(),
         }
     }
 }

@@ -221,6 +221,7 @@ fn teammate_calling_leader_only_operations_is_denied_and_nothing_changes() {
             answer: "done".into(),
             force: true,
             success: true,
+            details: None,
         },
         Request::Register {
             name: "evil".into(),

@@ -113,6 +113,9 @@ pub struct ToolCtx {
     pub groups: crate::CommandGroups,
     /// The team file the team was started from (canonical), protected whatever its name.
     pub team_file: Option<PathBuf>,
+    /// The agent's model turns so far (the leader's `finish_team` reports them as the run's
+    /// rounds).
+    pub turns: Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// The file `config` was loaded from, canonical: a relative source is taken in the workspace

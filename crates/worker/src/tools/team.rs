@@ -152,6 +152,13 @@ pub(super) async fn finish_team(ctx: &ToolCtx, a: &FinishTeam) -> Result<ToolOut
             answer: a.answer.clone(),
             force: a.force.unwrap_or(false),
             success: true,
+            // The leader strategy: its rounds are the leader's model turns; the workers'
+            // outputs are read from the board.
+            details: Some(RunDetails {
+                strategy: TeamStrategy::Leader,
+                rounds: ctx.turns.load(std::sync::atomic::Ordering::SeqCst),
+                worker_outputs: Default::default(),
+            }),
         },
     )
     .await?;

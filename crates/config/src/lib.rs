@@ -7,6 +7,7 @@ mod demo;
 mod model;
 pub mod policy;
 mod teamfile;
+mod usage;
 mod vars;
 
 pub use builtin::{
@@ -15,6 +16,7 @@ pub use builtin::{
 };
 pub use demo::demo_team;
 pub use model::*;
+pub use usage::{BUILTIN_PRICES, Notify, PICO_PER_USD, Price, price_for};
 pub use vars::{
     BUILTIN_VARIABLES, MIN_MASKED_SECRET, Origin, Origins, SecretSource, Secrets, SecretsFileError,
     apply_variables, apply_variables_on, check_key, fill_goal, fill_prompt, fill_task_text,
@@ -93,6 +95,10 @@ pub fn empty_team(name: &str, workspace: &Path) -> TeamConfig {
         limits: Limits::default(),
         variables: Default::default(),
         secrets: Default::default(),
+        budget: Default::default(),
+        role_budgets: Default::default(),
+        prices: Default::default(),
+        notify: Default::default(),
         origins: Origins::default(),
     }
 }

@@ -384,6 +384,10 @@ pub struct AgentInfo {
     /// The last error it reported (e.g. a model API refusing its key).
     #[serde(default)]
     pub error: Option<String>,
+    /// Its model usage so far (tokens, requests, spend); absent before its first model
+    /// response. Filled in when the roster is read, not stored with the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::UsageFigures>,
 }
 
 impl AgentInfo {
@@ -404,6 +408,7 @@ impl AgentInfo {
             connected: false,
             last_exit: None,
             error: None,
+            usage: None,
         }
     }
 }
@@ -596,6 +601,22 @@ pub enum Event {
         )]
         value: Option<serde_json::Value>,
     },
+    /// An agent's model response was counted (one per response; the envelope's `agent_id` is
+    /// the agent).
+    UsageUpdated {
+        /// The model that answered.
+        model: String,
+        /// This response's figures (`requests` is 1).
+        usage: crate::UsageFigures,
+        /// The agent's figures so far, every model together.
+        total: crate::UsageFigures,
+    },
+    /// A budget passed 80 % (`level: warning`) or 100 % (`level: exceeded`) of what it allows;
+    /// once per crossing (raising the budget rearms it). The leader gets a message too.
+    BudgetWarning {
+        /// The budget and what is spent.
+        budget: crate::BudgetStatus,
+    },
 }
 
 /// A field that is present is `Some`, even when it is `null` (absent is `None` by `default`).
@@ -619,6 +640,8 @@ impl Event {
             Event::PermissionDecided { .. } => "PERMISSION_DECIDED",
             Event::Error { .. } => "ERROR",
             Event::MemoryUpdated { .. } => "MEMORY_UPDATED",
+            Event::UsageUpdated { .. } => "USAGE_UPDATED",
+            Event::BudgetWarning { .. } => "BUDGET_WARNING",
         }
     }
 }
@@ -755,6 +778,10 @@ pub struct RunResult {
     pub team: String,
     /// Seconds from the start of `run` to the answer.
     pub seconds: f64,
+    /// The team's model usage when the run ended: per agent, per role, the team's and the
+    /// run's totals, the budgets (absent when it could not be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::UsageReport>,
 }
 
 impl RunResult {
@@ -766,6 +793,7 @@ impl RunResult {
             answer,
             team: team.to_string(),
             seconds,
+            usage: None,
         }
     }
 }

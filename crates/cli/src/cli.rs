@@ -67,8 +67,15 @@ pub enum Command {
         #[arg(long)]
         follow: bool,
     },
-    /// Show the agents: status, backend, pid, pane, incarnation, restarts, task, last activity.
+    /// Show the agents: status, backend, pid, pane, incarnation, restarts, task, last activity,
+    /// tokens (input + output) and cost.
     Ps(JsonFlag),
+    /// Show the model usage: tokens, requests and cost per agent, per role and in total, and
+    /// the budgets.
+    Usage(JsonFlag),
+    /// Budgets of tokens or dollars, per role or for the whole team.
+    #[command(subcommand)]
+    Budget(BudgetCmd),
     /// The shared task board.
     #[command(subcommand)]
     Task(TaskCmd),
@@ -178,6 +185,35 @@ pub enum Command {
             env = "AGENT_TEAM_PERMISSION_TIMEOUT"
         )]
         permission_timeout: u64,
+    },
+}
+
+/// `agent-team budget …`
+#[derive(Debug, Subcommand)]
+pub enum BudgetCmd {
+    /// Set (or raise) a budget at run time, over the team file's; stored with the team. An
+    /// agent stopped by a spent budget goes on after `agent-team restart NAME`.
+    Set {
+        /// The role whose budget to set.
+        #[arg(
+            long,
+            value_name = "ROLE",
+            conflicts_with = "team",
+            required_unless_present = "team"
+        )]
+        role: Option<String>,
+        /// Set the team's budget.
+        #[arg(long)]
+        team: bool,
+        /// The most input + output tokens (0 removes the limit).
+        #[arg(long, value_name = "N", required_unless_present = "usd")]
+        tokens: Option<u64>,
+        /// The most US dollars (0 removes the limit).
+        #[arg(long, value_name = "X")]
+        usd: Option<f64>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 

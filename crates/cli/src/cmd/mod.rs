@@ -8,6 +8,7 @@ mod memory;
 mod serve;
 pub(crate) mod teams;
 pub(crate) mod up;
+mod usage;
 
 use crate::cli::{Cli, Command};
 use crate::ctx::Ctx;
@@ -56,6 +57,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Logs { name, follow } => agents::logs(&ctx, &name, follow),
         Command::Attach { name } => agents::attach(&ctx, &name),
         Command::Ps(j) => board::ps(&ctx, j.json),
+        Command::Usage(j) => usage::usage(&ctx, j.json),
+        Command::Budget(b) => usage::budget(&ctx, b),
         Command::Task(t) => board::task(&ctx, t),
         Command::Memory(m) => memory::memory(&ctx, m),
         Command::Send {

@@ -416,14 +416,26 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
         }
     }
     match (report, outcome) {
-        (Report::Text, Ok((answer, success))) => {
+        (Report::Text, Ok((answer, success, usage))) => {
+            if let Some(u) = usage.filter(|u| u.run.requests > 0) {
+                eprintln!(
+                    "agent-team: the run used {} tokens ({} input, {} cached, {} output) in {} model requests, cost {}",
+                    u.run.tokens(),
+                    u.run.input_tokens,
+                    u.run.cached_tokens,
+                    u.run.output_tokens,
+                    u.run.requests,
+                    crate::cmd::usage::cost(u.run.cost_usd)
+                );
+            }
             output::line(&answer);
             Ok(exit_for(success))
         }
         (Report::Text, Err(e)) => Err(e),
-        (_, Ok((answer, success))) => {
-            let result =
+        (_, Ok((answer, success, usage))) => {
+            let mut result =
                 RunResult::new(&ctx.team, answer, success, started.elapsed().as_secs_f64());
+            result.usage = usage;
             print_outcome(report, &RunOutcome::Complete(result));
             Ok(exit_for(success))
         }
@@ -449,8 +461,14 @@ fn exit_for(success: bool) -> ExitCode {
     }
 }
 
-/// Starts the team, follows it to its answer and shuts it down: (answer, success).
-fn run_team(ctx: &Ctx, args: RunArgs, report: Report, started: Instant) -> Result<(String, bool)> {
+/// Starts the team, follows it to its answer and shuts it down: (answer, success, the team's
+/// usage report when the run ended).
+fn run_team(
+    ctx: &Ctx,
+    args: RunArgs,
+    report: Report,
+    started: Instant,
+) -> Result<(String, bool, Option<UsageReport>)> {
     let (mut cfg, why) = team_config(ctx, args.demo, args.backend.as_deref(), false)?;
     if !args.quiet {
         eprintln!("agent-team: backend {} ({why})", cfg.backend.as_str());
@@ -505,9 +523,15 @@ fn run_team(ctx: &Ctx, args: RunArgs, report: Report, started: Instant) -> Resul
             Err(e) => return Err(e.into()),
         }
     };
+    // The figures as the run ended, before the team goes down.
+    let usage = match c.call(Request::Usage) {
+        Ok(Reply::Usage { report }) => Some(report),
+        _ => None,
+    };
     // Shut everything down whatever happened.
     let _ = crate::cmd::teams::shutdown(ctx, &mut c);
-    Ok(outcome?)
+    let (answer, success) = outcome?;
+    Ok((answer, success, usage))
 }
 
 /// Whether the daemon that went away was stopped on purpose (`down`, SIGTERM) rather than

@@ -11,5 +11,6 @@ mod panes;
 mod perms;
 mod sandbox;
 mod service;
+mod usage;
 mod vars;
 mod workers;

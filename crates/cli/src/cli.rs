@@ -192,19 +192,12 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum BudgetCmd {
     /// Set (or raise) a budget at run time, over the team file's; stored with the team. An
-    /// agent stopped by a spent budget goes on after `agent-team restart NAME`.
+    /// agent stopped by a spent budget goes on after `agent-team restart NAME`. Without
+    /// `--role` it is the whole team's budget (`--team` names the team, as everywhere).
     Set {
-        /// The role whose budget to set.
-        #[arg(
-            long,
-            value_name = "ROLE",
-            conflicts_with = "team",
-            required_unless_present = "team"
-        )]
+        /// The role whose budget to set [default: the whole team's].
+        #[arg(long, value_name = "ROLE")]
         role: Option<String>,
-        /// Set the team's budget.
-        #[arg(long)]
-        team: bool,
         /// The most input + output tokens (0 removes the limit).
         #[arg(long, value_name = "N", required_unless_present = "usd")]
         tokens: Option<u64>,

@@ -195,15 +195,15 @@ impl TeamState {
         );
         let scope = status.scope();
         let flag = match &role {
-            Some(r) => format!("--role {r}"),
-            None => "--team".to_string(),
+            Some(r) => format!(" --role {r}"),
+            None => String::new(),
         };
         let (summary, body) = match (status.level, &role) {
             (BudgetLevel::Exceeded, Some(_)) => (
                 format!("budget of {scope} spent"),
                 format!(
                     "The budget of {scope} is spent ({}): its agents stop before their next model \
-                     request. The operator can raise it with `agent-team budget set {flag} …` and \
+                     request. The operator can raise it with `agent-team budget set{flag} …` and \
                      restart them.",
                     spent(&status)
                 ),

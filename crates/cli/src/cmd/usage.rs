@@ -92,17 +92,10 @@ fn print_report(r: &UsageReport) {
 pub fn budget(ctx: &Ctx, cmd: BudgetCmd) -> Result<ExitCode> {
     let BudgetCmd::Set {
         role,
-        team,
         tokens,
         usd,
         json,
     } = cmd;
-    if role.is_none() && !team {
-        bail!(crate::Hinted::new(
-            "say whose budget to set",
-            "use --role ROLE or --team"
-        ));
-    }
     if tokens.is_none() && usd.is_none() {
         bail!(crate::Hinted::new(
             "give a limit",

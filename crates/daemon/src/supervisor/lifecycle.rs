@@ -784,12 +784,16 @@ impl Step<'_> {
             .agent(name)
             .map(|a| a.info.role.clone())
             .unwrap_or_default();
+        let raise = if why.contains("of the team") {
+            "agent-team budget set --tokens N".to_string()
+        } else {
+            format!("agent-team budget set --role {role} --tokens N")
+        };
         self.release_and_tell(
             name,
             &format!(
                 "stopped before its next model request: {why}. It is not restarted; the operator \
-                 can raise the budget (`agent-team budget set --role {role} …` or `--team`) and \
-                 `agent-team restart {name}`"
+                 can raise the budget (`{raise}`) and `agent-team restart {name}`"
             ),
         );
         self.answer_down(name);

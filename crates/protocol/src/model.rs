@@ -781,7 +781,7 @@ pub struct RunResult {
     /// The team's model usage when the run ended: per agent, per role, the team's and the
     /// run's totals, the budgets (absent when it could not be read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub usage: Option<crate::UsageReport>,
+    pub usage: Option<Box<crate::UsageReport>>,
 }
 
 impl RunResult {

@@ -435,7 +435,7 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
         (_, Ok((answer, success, usage))) => {
             let mut result =
                 RunResult::new(&ctx.team, answer, success, started.elapsed().as_secs_f64());
-            result.usage = usage;
+            result.usage = usage.map(Box::new);
             print_outcome(report, &RunOutcome::Complete(result));
             Ok(exit_for(success))
         }

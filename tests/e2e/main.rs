@@ -13,5 +13,6 @@ mod sandbox;
 mod service;
 mod strategies;
 mod tui;
+mod usage;
 mod vars;
 mod workers;

@@ -67,7 +67,8 @@ pub enum Command {
         #[arg(long)]
         follow: bool,
     },
-    /// Show the agents: status, backend, pid, pane, incarnation, restarts, task, last activity.
+    /// Show the agents: status, backend, pid, pane, incarnation, restarts, task, last activity,
+    /// tokens (input + output) and cost.
     Ps(JsonFlag),
     /// Follow the team live in the terminal: agents, tasks, pending approvals, events; allow
     /// (`a`, `A` always) or deny (`d`) the selected request, restart (`r`) or kill (`k`) the
@@ -82,6 +83,12 @@ pub enum Command {
     /// Print the man page (roff); `cargo xtask man` writes it to docs/man/.
     #[command(hide = true)]
     Man,
+    /// Show the model usage: tokens, requests and cost per agent, per role and in total, and
+    /// the budgets.
+    Usage(JsonFlag),
+    /// Budgets of tokens or dollars, per role or for the whole team.
+    #[command(subcommand)]
+    Budget(BudgetCmd),
     /// The shared task board.
     #[command(subcommand)]
     Task(TaskCmd),
@@ -191,6 +198,28 @@ pub enum Command {
             env = "AGENT_TEAM_PERMISSION_TIMEOUT"
         )]
         permission_timeout: u64,
+    },
+}
+
+/// `agent-team budget …`
+#[derive(Debug, Subcommand)]
+pub enum BudgetCmd {
+    /// Set (or raise) a budget at run time, over the team file's; stored with the team. An
+    /// agent stopped by a spent budget goes on after `agent-team restart NAME`. Without
+    /// `--role` it is the whole team's budget (`--team` names the team, as everywhere).
+    Set {
+        /// The role whose budget to set [default: the whole team's].
+        #[arg(long, value_name = "ROLE")]
+        role: Option<String>,
+        /// The most input + output tokens (0 removes the limit).
+        #[arg(long, value_name = "N", required_unless_present = "usd")]
+        tokens: Option<u64>,
+        /// The most US dollars (0 removes the limit).
+        #[arg(long, value_name = "X")]
+        usd: Option<f64>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 

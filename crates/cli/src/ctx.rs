@@ -312,6 +312,29 @@ impl Reader {
         })
     }
 
+    /// The team's usage report (per agent, per role, totals, budgets).
+    pub fn usage(&mut self) -> Result<UsageReport> {
+        Ok(match self {
+            Reader::Live(c) => match c.call(Request::Usage)? {
+                Reply::Usage { report } => report,
+                other => anyhow::bail!("unexpected reply {other:?}"),
+            },
+            Reader::Stored { state, .. } => {
+                let budgets =
+                    match state.config().cloned().and_then(|v| {
+                        serde_json::from_value::<agent_team_config::TeamConfig>(v).ok()
+                    }) {
+                        Some(c) => agent_team_state::BudgetConfig {
+                            team: c.budget,
+                            roles: c.role_budgets,
+                        },
+                        None => agent_team_state::BudgetConfig::default(),
+                    };
+                state.usage_report(&budgets)
+            }
+        })
+    }
+
     /// Events after `since`.
     pub fn events(&mut self, since: u64) -> Result<Vec<Envelope>> {
         Ok(match self {

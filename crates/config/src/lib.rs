@@ -8,6 +8,7 @@ mod model;
 pub mod policy;
 mod teamfile;
 pub use teamfile::check_strategy;
+mod usage;
 mod vars;
 
 pub use agent_team_protocol::TeamStrategy;
@@ -17,6 +18,7 @@ pub use builtin::{
 };
 pub use demo::demo_team;
 pub use model::*;
+pub use usage::{BUILTIN_PRICES, Notify, PICO_PER_USD, Price, price_for};
 pub use vars::{
     BUILTIN_VARIABLES, MIN_MASKED_SECRET, Origin, Origins, SecretSource, Secrets, SecretsFileError,
     apply_variables, apply_variables_on, check_key, escape_placeholders, fill_coordinator_prompt,
@@ -101,6 +103,10 @@ pub fn empty_team(name: &str, workspace: &Path) -> TeamConfig {
         max_rounds: DEFAULT_MAX_ROUNDS,
         coordinator_prompt: DEFAULT_COORDINATOR_PROMPT.to_string(),
         collaborate_order: CollaborateOrder::Parallel,
+        budget: Default::default(),
+        role_budgets: Default::default(),
+        prices: Default::default(),
+        notify: Default::default(),
         origins: Origins::default(),
     }
 }

@@ -356,6 +356,19 @@ pub struct TeamConfig {
     /// Whether `collaborate` workers work at once or one after another.
     #[serde(default)]
     pub collaborate_order: CollaborateOrder,
+    /// The team's budget (`budget_tokens` / `budget_usd` at the top level).
+    #[serde(default)]
+    pub budget: agent_team_protocol::BudgetLimit,
+    /// Each role's budget (`budget_tokens` / `budget_usd` in `[roles.X]`),
+    /// only for roles that set one.
+    #[serde(default)]
+    pub role_budgets: BTreeMap<String, agent_team_protocol::BudgetLimit>,
+    /// The team file's `[prices]`, by model name (over [`crate::BUILTIN_PRICES`]).
+    #[serde(default)]
+    pub prices: BTreeMap<String, crate::Price>,
+    /// `[notify]`.
+    #[serde(default)]
+    pub notify: crate::Notify,
     /// Where each text field came from, for error messages (not stored).
     #[serde(skip)]
     pub origins: crate::Origins,
@@ -405,5 +418,10 @@ impl TeamConfig {
     /// A role by name.
     pub fn role(&self, name: &str) -> Option<&Role> {
         self.roles.get(name)
+    }
+
+    /// The price of `model` (see [`crate::price_for`]).
+    pub fn price(&self, model: &str) -> Option<crate::Price> {
+        crate::price_for(&self.prices, model)
     }
 }

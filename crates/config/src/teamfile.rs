@@ -42,6 +42,12 @@ struct RawTeamFile {
     variables: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     secrets: BTreeMap<String, Spanned<RawSecret>>,
+    budget_tokens: Option<u64>,
+    budget_usd: Option<f64>,
+    #[serde(default)]
+    prices: BTreeMap<String, crate::Price>,
+    #[serde(default)]
+    notify: crate::Notify,
 }
 
 /// `[secrets] KEY = { env = "NAME" }`.
@@ -73,6 +79,8 @@ pub(crate) struct RawRole {
     env: Option<BTreeMap<String, String>>,
     context_tokens: Option<u32>,
     stream: Option<bool>,
+    budget_tokens: Option<u64>,
+    budget_usd: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -199,10 +207,28 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
         };
         layers.insert(rname.clone(), merged);
     }
+    if raw.defaults.budget_tokens.is_some() || raw.defaults.budget_usd.is_some() {
+        return Err(cx.err(
+            None,
+            "defaults.budget_tokens",
+            "a budget is set per role in [roles.NAME] or for the whole team at the top level, \
+             not in [defaults]",
+        ));
+    }
     let mut roles = builtin_roles();
     let mut origins = Origins::default();
+    let mut role_budgets = BTreeMap::new();
     for (rname, layer) in layers {
         let span = raw.roles.get(&rname).map(|r| r.span());
+        let budget = budget_limit(
+            &cx,
+            &format!("roles.{rname}"),
+            layer.budget_tokens,
+            layer.budget_usd,
+        )?;
+        if budget.is_set() {
+            role_budgets.insert(rname.clone(), budget);
+        }
         let base = roles.get(&rname).cloned();
         let role = resolve_role(&cx, &rname, base, &raw.defaults, layer, span, &mut origins)?;
         roles.insert(rname, role);
@@ -334,6 +360,31 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
     if let Some(g) = &raw.goal {
         origins.set("goal".into(), path, cx.value_line(g.span()));
     }
+    let budget = budget_limit(&cx, "", raw.budget_tokens, raw.budget_usd)?;
+    for (model, p) in &raw.prices {
+        for (what, v) in [
+            ("input", Some(p.input)),
+            ("output", Some(p.output)),
+            ("cached_input", p.cached_input),
+        ] {
+            if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
+                return Err(cx.err(
+                    None,
+                    &format!("prices.{model}.{what}"),
+                    format!(
+                        "prices.{model}.{what} must be a price in dollars per million tokens, 0 or more"
+                    ),
+                ));
+            }
+        }
+    }
+    if raw.notify.timeout_secs == 0 {
+        return Err(cx.err(
+            None,
+            "notify.timeout_secs",
+            "notify.timeout_secs must be at least 1",
+        ));
+    }
     let strategy = match &raw.strategy {
         Some(st) => TeamStrategy::parse(st.get_ref()).ok_or_else(|| {
             cx.err(
@@ -387,6 +438,10 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
             .map(Spanned::into_inner)
             .unwrap_or_else(|| DEFAULT_COORDINATOR_PROMPT.to_string()),
         collaborate_order: raw.collaborate_order.unwrap_or_default(),
+        budget,
+        role_budgets,
+        prices: raw.prices,
+        notify: raw.notify,
         origins,
     };
     check_strategy(&cfg).map_err(|mut e| {
@@ -439,6 +494,41 @@ pub fn check_strategy(cfg: &TeamConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// A budget as written (`budget_tokens`, `budget_usd` under `prefix`), checked: a dollar
+/// figure must be a positive number, a token figure more than 0.
+fn budget_limit(
+    cx: &Ctx<'_>,
+    prefix: &str,
+    tokens: Option<u64>,
+    usd: Option<f64>,
+) -> Result<agent_team_protocol::BudgetLimit, ConfigError> {
+    let field = |f: &str| {
+        if prefix.is_empty() {
+            f.to_string()
+        } else {
+            format!("{prefix}.{f}")
+        }
+    };
+    if tokens == Some(0) {
+        return Err(cx.err(
+            None,
+            &field("budget_tokens"),
+            format!("{} must be more than 0", field("budget_tokens")),
+        ));
+    }
+    if usd.is_some_and(|u| !u.is_finite() || u <= 0.0) {
+        return Err(cx.err(
+            None,
+            &field("budget_usd"),
+            format!(
+                "{} must be a number of dollars above 0",
+                field("budget_usd")
+            ),
+        ));
+    }
+    Ok(agent_team_protocol::BudgetLimit { tokens, usd })
+}
+
 fn overlay(base: RawRole, top: RawRole) -> RawRole {
     RawRole {
         description: top.description.or(base.description),
@@ -462,6 +552,8 @@ fn overlay(base: RawRole, top: RawRole) -> RawRole {
         env: top.env.or(base.env),
         context_tokens: top.context_tokens.or(base.context_tokens),
         stream: top.stream.or(base.stream),
+        budget_tokens: top.budget_tokens.or(base.budget_tokens),
+        budget_usd: top.budget_usd.or(base.budget_usd),
     }
 }
 
@@ -836,5 +928,93 @@ mod sandbox_tests {
         let e = parse("name = \"a\"\nsandbox = \"maybe\"\n").unwrap_err();
         assert!(e.to_string().contains("expected `on` or `off`"), "{e}");
         assert_eq!(e.line, Some(2), "{e}");
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod usage_tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<TeamConfig, ConfigError> {
+        parse_team_file(Path::new("/w/agent-team.toml"), text)
+    }
+
+    #[test]
+    fn budgets_prices_and_notify_are_read() {
+        let c = parse(
+            r#"
+name = "t"
+budget_tokens = 100000
+budget_usd = 2.5
+
+[roles.worker]
+budget_tokens = 5000
+
+[roles.scout]
+provider = "openai"
+model = "m"
+budget_usd = 0.5
+
+[prices]
+"my-model" = { input = 3.0, output = 15.0, cached_input = 0.3 }
+
+[notify]
+command = "cat > /tmp/x"
+timeout_secs = 3
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.budget.tokens, Some(100_000));
+        assert_eq!(c.budget.usd, Some(2.5));
+        assert_eq!(c.role_budgets["worker"].tokens, Some(5000));
+        assert_eq!(c.role_budgets["scout"].usd, Some(0.5));
+        assert!(!c.role_budgets.contains_key("reviewer"));
+        let p = c.price("my-model").unwrap();
+        assert_eq!((p.input, p.output, p.cached_input), (3.0, 15.0, Some(0.3)));
+        assert_eq!(c.notify.command.as_deref(), Some("cat > /tmp/x"));
+        assert_eq!(c.notify.timeout_secs, 3);
+        assert!(c.notify.bell);
+        // The stored configuration keeps them.
+        let back: TeamConfig = serde_json::from_value(serde_json::to_value(&c).unwrap()).unwrap();
+        assert_eq!(back.role_budgets, c.role_budgets);
+        assert_eq!(back.prices, c.prices);
+        assert_eq!(back.notify, c.notify);
+        // A configuration stored before these existed has none.
+        let mut old = serde_json::to_value(&c).unwrap();
+        for k in ["budget", "role_budgets", "prices", "notify"] {
+            old.as_object_mut().unwrap().remove(k);
+        }
+        let old: TeamConfig = serde_json::from_value(old).unwrap();
+        assert!(!old.budget.is_set() && old.role_budgets.is_empty());
+        assert_eq!(old.notify, crate::Notify::default());
+    }
+
+    #[test]
+    fn bad_budgets_and_prices_are_refused_with_the_field() {
+        for (text, field) in [
+            ("name = \"t\"\nbudget_tokens = 0\n", "budget_tokens"),
+            ("name = \"t\"\nbudget_usd = -1.0\n", "budget_usd"),
+            (
+                "name = \"t\"\n[roles.worker]\nbudget_usd = 0.0\n",
+                "roles.worker.budget_usd",
+            ),
+            (
+                "name = \"t\"\n[defaults]\nbudget_tokens = 5\n",
+                "defaults.budget_tokens",
+            ),
+            (
+                "name = \"t\"\n[prices]\nm = { input = -1.0, output = 1.0 }\n",
+                "prices.m.input",
+            ),
+            (
+                "name = \"t\"\n[notify]\ntimeout_secs = 0\n",
+                "notify.timeout_secs",
+            ),
+            ("name = \"t\"\n[notify]\ncmd = \"x\"\n", "cmd"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.to_string().contains(field), "{text}: {e}");
+        }
     }
 }

@@ -151,6 +151,8 @@ pub struct Core {
     rid_retries: HashMap<(String, String), Vec<(ConnId, u64)>>,
     /// The time for timers and the restart policy (a fake one in tests).
     pub(crate) clock: std::sync::Arc<dyn crate::clock::Clock>,
+    /// Runs `[notify]` off the core.
+    notifier: crate::notify::Notifier,
 }
 
 impl Core {
@@ -206,6 +208,7 @@ impl Core {
             rid_pending: HashMap::new(),
             rid_retries: HashMap::new(),
             clock,
+            notifier: crate::notify::Notifier::default(),
         };
         core.state.set_inbox_limit(core.cfg.inbox_limit);
         core.recover();
@@ -758,6 +761,33 @@ impl Core {
     }
 
     /// Pushes what the committed changes mean to the connected parties.
+    /// Hands a committed event to `[notify]`: the team file's command, or the leader's bell
+    /// and the desktop. Only queues it; the notification thread does the work.
+    fn notify(&mut self, env: &Envelope) {
+        use crate::notify::{Job, Target};
+        let Some(cfg) = &self.sup.config else { return };
+        let target = match &cfg.notify.command {
+            Some(line) if !line.trim().is_empty() => Target::Command {
+                line: line.clone(),
+                timeout: Duration::from_secs(cfg.notify.timeout_secs.max(1)),
+                dir: cfg.workspace.clone(),
+            },
+            _ if cfg.notify.bell => Target::Bell {
+                pane: self.sup.pane_of(agent_team_protocol::names::LEADER),
+            },
+            _ => return,
+        };
+        let Ok(envelope) = serde_json::to_string(env) else {
+            return;
+        };
+        self.notifier.send(Job {
+            envelope,
+            kind: crate::notify::kind(&env.event),
+            summary: crate::notify::summary(env),
+            target,
+        });
+    }
+
     pub(crate) fn route(&mut self, changes: &[Change]) {
         for change in changes {
             match change {
@@ -772,6 +802,9 @@ impl Core {
                     }
                 }
                 Change::Event(env) => {
+                    if crate::notify::wanted(&env.event) {
+                        self.notify(env);
+                    }
                     let mut bytes = None;
                     for s in self.sessions.values_mut() {
                         let Some(sent) = s.sub else { continue };

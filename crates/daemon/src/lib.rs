@@ -12,6 +12,7 @@ pub mod gate;
 mod handlers;
 pub mod lock;
 pub mod logfile;
+mod notify;
 pub mod outbox;
 pub mod policy;
 pub mod supervisor;

@@ -13,6 +13,14 @@ pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 pub const MAX_QUICK_FAILURES: usize = 5;
 /// The exit code (EX_CONFIG) of an agent whose configuration is wrong: restarting cannot help.
 pub const EXIT_CONFIG: i32 = 78;
+/// The exit code of an agent that stopped because its role's or the team's budget is spent:
+/// restarting cannot help until the budget is raised (`failed: budget`).
+pub const EXIT_BUDGET: i32 = 79;
+
+/// Whether an exit is an agent stopping for a spent budget.
+pub fn is_budget_stop(exit: Option<ExitInfo>) -> bool {
+    exit.is_some_and(|e| e.code == Some(EXIT_BUDGET))
+}
 
 /// The wait before the `n`-th restart within the window (1-based): 0.5 s, 1 s, 2 s, … ≤ 30 s.
 pub fn backoff(n: usize) -> Duration {
@@ -89,7 +97,7 @@ pub fn after_exit(
     is_leader: bool,
 ) -> AfterExit {
     let clean = exit.is_some_and(|e| e.success());
-    let config_error = exit.is_some_and(|e| e.code == Some(EXIT_CONFIG));
+    let config_error = exit.is_some_and(|e| e.code == Some(EXIT_CONFIG)) || is_budget_stop(exit);
     let restart = !(team_stopping || run_over && clean || config_error)
         && match policy {
             RestartPolicy::Never => false,

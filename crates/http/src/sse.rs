@@ -274,10 +274,13 @@ pub(crate) async fn team_stream(
     let reader = app.teams.clone();
     let result = move |answer: String, success: bool| {
         let (details, tasks) = run_record(reader.as_ref(), &t);
-        StreamItem::Complete(
-            RunResult::new(&t, answer, success, started.elapsed().as_secs_f64())
-                .with_details(details, tasks),
-        )
+        let mut result = RunResult::new(&t, answer, success, started.elapsed().as_secs_f64())
+            .with_details(details, tasks);
+        result.usage = match reader.read(&t, Request::Usage) {
+            Ok(Reply::Usage { report }) => Some(Box::new(report)),
+            _ => None,
+        };
+        StreamItem::Complete(result)
     };
     let t = team.clone();
     spawn_pump(&team, move || {

@@ -82,6 +82,9 @@ pub enum Step {
     Delay(Duration, Box<Step>),
     /// Hold the answer until the gate is open (at most a minute), then answer the inner step.
     Gate(Gate, Box<Step>),
+    /// Answer the inner step reporting exactly these token counts instead of the plausible
+    /// ones made up from the sizes (each API in its own fields: see [`MockUsage`]).
+    WithUsage(MockUsage, Box<Step>),
     /// Answer `then` (and move on) once the request contains every one of these strings
     /// anywhere in its body; until then answer `meanwhile` and stay on this step. Lets a
     /// script wait for events (a teammate's report) whose number of turns is not known.
@@ -93,6 +96,41 @@ pub enum Step {
         /// The answer before that.
         meanwhile: Box<Step>,
     },
+}
+
+/// Token counts a scripted answer reports, in the meaning of `agent_team_model::Usage`:
+/// `input` counts every prompt token, `cached` (cache reads) and `cache_write` included.
+///
+/// OpenAI gets `prompt_tokens = input`, `prompt_tokens_details.cached_tokens = cached`;
+/// Anthropic `input_tokens = input - cached - cache_write`, `cache_read_input_tokens =
+/// cached`, `cache_creation_input_tokens = cache_write`. Streamed, OpenAI's come in the last
+/// chunk (only when the request asked with `stream_options.include_usage`, as the real API
+/// does), Anthropic's input side in `message_start` and the output in `message_delta`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MockUsage {
+    /// Every prompt token.
+    pub input: u64,
+    /// Completion tokens.
+    pub output: u64,
+    /// Prompt tokens read from the cache (part of `input`).
+    pub cached: u64,
+    /// Prompt tokens written to the cache (part of `input`; Anthropic only).
+    pub cache_write: u64,
+}
+
+impl Step {
+    /// This step, reporting `input`, `output` and `cached` tokens.
+    pub fn with_usage(self, input: u64, output: u64, cached: u64) -> Step {
+        Step::WithUsage(
+            MockUsage {
+                input,
+                output,
+                cached,
+                cache_write: 0,
+            },
+            Box::new(self),
+        )
+    }
 }
 
 /// What the server has been told and has seen.
@@ -335,8 +373,13 @@ async fn handle(shared: &Shared, api: Api, body: &[u8]) -> Response {
             }
         }
     };
+    let mut usage = None;
     let step = loop {
         match step {
+            Step::WithUsage(u, inner) => {
+                usage = Some(u);
+                step = *inner;
+            }
             Step::Delay(wait, inner) => {
                 tokio::time::sleep(wait).await;
                 step = *inner;
@@ -365,7 +408,9 @@ async fn handle(shared: &Shared, api: Api, body: &[u8]) -> Response {
         Step::RawToolArgs(name, raw) => (String::new(), vec![(name, raw)]),
         // The loop above unwrapped every delay and gate, and `Until` was resolved when it was
         // taken.
-        Step::Delay(..) | Step::Gate(..) | Step::Until { .. } => (String::new(), vec![]),
+        Step::Delay(..) | Step::Gate(..) | Step::Until { .. } | Step::WithUsage(..) => {
+            (String::new(), vec![])
+        }
     };
     let answer = render::Answer {
         id: shared.next_response.fetch_add(1, Ordering::Relaxed) + 1,
@@ -386,10 +431,15 @@ async fn handle(shared: &Shared, api: Api, body: &[u8]) -> Response {
             })
             .collect(),
         input_tokens: body.len() as u64 / 4 + 1,
+        usage,
     };
     if req.get("stream").and_then(Value::as_bool) == Some(true) {
+        let include_usage = req
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            == Some(true);
         let chunks = match api {
-            Api::OpenAi => render::openai_stream(&answer),
+            Api::OpenAi => render::openai_stream(&answer, include_usage),
             Api::Anthropic => render::anthropic_stream(&answer),
         };
         // Yielding before each chunk lets the server write it out on its own, so the client

@@ -17,9 +17,46 @@ pub(crate) struct Answer {
     pub calls: Vec<(String, String, String)>,
     /// A plausible prompt-token count.
     pub input_tokens: u64,
+    /// The exact counts a script gave, over the plausible ones.
+    pub usage: Option<crate::MockUsage>,
 }
 
 impl Answer {
+    /// The counts to report: the script's, or plausible ones from the sizes.
+    fn counts(&self) -> crate::MockUsage {
+        self.usage.unwrap_or(crate::MockUsage {
+            input: self.input_tokens,
+            output: self.output_tokens(),
+            cached: 0,
+            cache_write: 0,
+        })
+    }
+
+    /// The chat-completions `usage` object.
+    fn openai_usage(&self) -> Value {
+        let u = self.counts();
+        json!({
+            "prompt_tokens": u.input,
+            "completion_tokens": u.output,
+            "total_tokens": u.input + u.output,
+            "prompt_tokens_details": {"cached_tokens": u.cached, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+        })
+    }
+
+    /// The messages API's `usage` object with `output_tokens` as given (the stream's
+    /// `message_start` says 1).
+    fn anthropic_usage(&self, output: u64) -> Value {
+        let u = self.counts();
+        json!({
+            "input_tokens": u.input.saturating_sub(u.cached + u.cache_write),
+            "cache_creation_input_tokens": u.cache_write,
+            "cache_read_input_tokens": u.cached,
+            "output_tokens": output,
+        })
+    }
+
     /// A plausible completion-token count: about four characters a token.
     fn output_tokens(&self) -> u64 {
         let chars = self.text.len()
@@ -95,11 +132,7 @@ pub(crate) fn openai_whole(a: &Answer) -> Value {
         "created": now(),
         "model": a.model,
         "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
-        "usage": {
-            "prompt_tokens": a.input_tokens,
-            "completion_tokens": a.output_tokens(),
-            "total_tokens": a.input_tokens + a.output_tokens(),
-        },
+        "usage": a.openai_usage(),
     })
 }
 
@@ -127,7 +160,7 @@ pub(crate) fn anthropic_whole(a: &Answer) -> Value {
         "content": content,
         "stop_reason": stop,
         "stop_sequence": null,
-        "usage": {"input_tokens": a.input_tokens, "output_tokens": a.output_tokens()},
+        "usage": a.anthropic_usage(a.counts().output),
     })
 }
 
@@ -139,8 +172,9 @@ fn split_event(event: String, out: &mut Vec<Bytes>) {
     }
 }
 
-/// The chat-completions answer as `chat.completion.chunk` events ending with `[DONE]`.
-pub(crate) fn openai_stream(a: &Answer) -> Vec<Bytes> {
+/// The chat-completions answer as `chat.completion.chunk` events ending with `[DONE]`; the
+/// usage chunk only when the request asked for it (`include_usage`).
+pub(crate) fn openai_stream(a: &Answer, include_usage: bool) -> Vec<Bytes> {
     let id = format!("chatcmpl-mock{}", a.id);
     let created = now();
     let chunk = |delta: Value, finish: Value| {
@@ -180,18 +214,16 @@ pub(crate) fn openai_stream(a: &Answer) -> Vec<Bytes> {
     };
     events.push(chunk(json!({}), json!(finish)));
     // The usage chunk OpenAI sends with `stream_options.include_usage`: no choices.
-    events.push(json!({
-        "id": id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": a.model,
-        "choices": [],
-        "usage": {
-            "prompt_tokens": a.input_tokens,
-            "completion_tokens": a.output_tokens(),
-            "total_tokens": a.input_tokens + a.output_tokens(),
-        },
-    }));
+    if include_usage {
+        events.push(json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": a.model,
+            "choices": [],
+            "usage": a.openai_usage(),
+        }));
+    }
     let mut out = Vec::new();
     for e in events {
         split_event(format!("data: {e}\n\n"), &mut out);
@@ -212,7 +244,7 @@ pub(crate) fn anthropic_stream(a: &Answer) -> Vec<Bytes> {
             "content": [],
             "stop_reason": null,
             "stop_sequence": null,
-            "usage": {"input_tokens": a.input_tokens, "output_tokens": 1},
+            "usage": a.anthropic_usage(1),
         }}),
     )];
     events.push(("ping", json!({"type": "ping"})));
@@ -258,7 +290,7 @@ pub(crate) fn anthropic_stream(a: &Answer) -> Vec<Bytes> {
     };
     events.push((
         "message_delta",
-        json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": a.output_tokens()}}),
+        json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": a.counts().output}}),
     ));
     events.push(("message_stop", json!({"type": "message_stop"})));
     let mut out = Vec::new();
@@ -290,8 +322,9 @@ mod tests {
             text: "hello".into(),
             calls: vec![],
             input_tokens: 3,
+            usage: None,
         };
-        let o: Vec<u8> = openai_stream(&a).concat();
+        let o: Vec<u8> = openai_stream(&a, true).concat();
         assert!(String::from_utf8(o).unwrap().ends_with("data: [DONE]\n\n"));
         let s: Vec<u8> = anthropic_stream(&a).concat();
         assert!(

@@ -577,3 +577,56 @@ fn background_server_serves_synchronous_callers() {
     // Dropping the mock stops its thread even though the client keeps its connection open.
     drop(mock);
 }
+
+/// Token counts a script gives come back through the real client exactly, cache reads and
+/// writes included, in every wire format, streamed or whole (OpenAI's streamed counts only
+/// because the client asks for them with `stream_options.include_usage`).
+#[tokio::test]
+async fn scripted_usage_comes_through_exactly() {
+    use agent_team_mockmodel::MockUsage;
+    for (wire, stream) in COMBOS {
+        let at = label(wire, stream);
+        let mock = MockModel::start(wire).await.unwrap();
+        let figures = MockUsage {
+            input: 5000,
+            output: 321,
+            cached: 4000,
+            cache_write: if wire == Wire::Anthropic { 600 } else { 0 },
+        };
+        mock.script(
+            "alice",
+            vec![
+                Step::WithUsage(figures, Box::new(Step::Text("hi".into()))),
+                Step::Tools(vec![("read_file".into(), json!({"path": "a"}))]).with_usage(10, 2, 0),
+            ],
+        );
+        let model = client(&mock, wire, stream);
+        let (first, _) = turn(model.as_ref(), &request("alice", "go")).await;
+        let u = first
+            .unwrap()
+            .usage
+            .unwrap_or_else(|| panic!("{at}: no usage"));
+        assert_eq!(
+            (u.input_tokens, u.output_tokens, u.cached_tokens),
+            (5000, 321, 4000),
+            "{at}"
+        );
+        let (second, _) = turn(model.as_ref(), &request("alice", "go")).await;
+        let u = second.unwrap().usage.unwrap();
+        assert_eq!(
+            (u.input_tokens, u.output_tokens, u.cached_tokens),
+            (10, 2, 0),
+            "{at}"
+        );
+        let sent = &mock.requests("alice")[0];
+        if wire == Wire::OpenAi && stream {
+            assert_eq!(
+                sent["stream_options"],
+                json!({"include_usage": true}),
+                "{at}"
+            );
+        } else {
+            assert!(sent.get("stream_options").is_none(), "{at}");
+        }
+    }
+}

@@ -194,14 +194,51 @@ pub(crate) fn parse_response(v: &Value) -> Result<Turn, Failure> {
         .unwrap_or_default()
         .to_string();
     turn.usage = v.get("usage").and_then(|u| {
-        let input = u.get("input_tokens").and_then(Value::as_u64);
-        let output = u.get("output_tokens").and_then(Value::as_u64);
-        (input.is_some() || output.is_some()).then(|| Usage {
-            input_tokens: input.unwrap_or(0),
-            output_tokens: output.unwrap_or(0),
-        })
+        let mut counts = Counts::default();
+        counts.take(u);
+        counts.usage()
     });
     Ok(turn)
+}
+
+/// The token counts of a messages answer as the API gives them: `input_tokens` leaves out
+/// the prompt-cache reads and writes, which have fields of their own.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    /// `input_tokens`: prompt tokens after the last cache breakpoint.
+    input: Option<u64>,
+    /// `output_tokens`.
+    output: Option<u64>,
+    /// `cache_read_input_tokens`.
+    cache_read: Option<u64>,
+    /// `cache_creation_input_tokens`.
+    cache_creation: Option<u64>,
+}
+
+impl Counts {
+    /// Takes the fields present in a `usage` object; a later event's figure replaces an
+    /// earlier one (`message_delta` carries running totals).
+    fn take(&mut self, u: &Value) {
+        let field = |k: &str| u.get(k).and_then(Value::as_u64);
+        self.input = field("input_tokens").or(self.input);
+        self.output = field("output_tokens").or(self.output);
+        self.cache_read = field("cache_read_input_tokens").or(self.cache_read);
+        self.cache_creation = field("cache_creation_input_tokens").or(self.cache_creation);
+    }
+
+    /// The counts in the crate's meaning (every prompt token in `input_tokens`, cache reads
+    /// in `cached_tokens`); none when the answer gave no figure at all.
+    fn usage(&self) -> Option<Usage> {
+        if self.input.is_none() && self.output.is_none() {
+            return None;
+        }
+        let read = self.cache_read.unwrap_or(0);
+        Some(Usage {
+            input_tokens: self.input.unwrap_or(0) + read + self.cache_creation.unwrap_or(0),
+            output_tokens: self.output.unwrap_or(0),
+            cached_tokens: read,
+        })
+    }
 }
 
 /// A tool input as argument text. The API sends an object; an input that arrives as a string
@@ -265,7 +302,7 @@ pub(crate) struct AnthropicStream {
     /// The stop reason, once sent.
     stop: Option<String>,
     /// Token counts from `message_start` and `message_delta`.
-    usage: Option<Usage>,
+    counts: Counts,
 }
 
 impl StreamDecoder for AnthropicStream {
@@ -396,7 +433,7 @@ impl StreamDecoder for AnthropicStream {
         }
         let mut turn = Turn {
             stop_reason: self.stop.unwrap_or_default(),
-            usage: self.usage,
+            usage: self.counts.usage(),
             ..Turn::default()
         };
         let mut blocks = self.blocks;
@@ -425,15 +462,10 @@ impl StreamDecoder for AnthropicStream {
 }
 
 impl AnthropicStream {
-    /// Takes the counts an event reports; `output_tokens` in `message_delta` is the running total.
+    /// Takes the counts an event reports (`message_start` has the input side, `message_delta`
+    /// running totals of the output and, from newer servers, the input side again).
     fn add_usage(&mut self, u: &Value) {
-        let usage = self.usage.get_or_insert_with(Usage::default);
-        if let Some(n) = u.get("input_tokens").and_then(Value::as_u64) {
-            usage.input_tokens = n;
-        }
-        if let Some(n) = u.get("output_tokens").and_then(Value::as_u64) {
-            usage.output_tokens = n;
-        }
+        self.counts.take(u);
     }
 }
 
@@ -566,7 +598,8 @@ mod tests {
             t.usage,
             Some(Usage {
                 input_tokens: 20,
-                output_tokens: 9
+                output_tokens: 9,
+                cached_tokens: 0,
             })
         );
     }
@@ -673,9 +706,91 @@ mod tests {
             t.usage,
             Some(Usage {
                 input_tokens: 11,
-                output_tokens: 30
+                output_tokens: 30,
+                cached_tokens: 0,
             })
         );
+    }
+
+    /// A real messages answer with prompt caching: `input_tokens` leaves out the cache reads
+    /// and writes; the accounting counts all three as input and the reads as cached.
+    #[test]
+    fn whole_answer_usage_counts_cache_reads_and_writes() {
+        let v = json!({
+            "id": "msg_01XFDUDYJgAACzvnptvVoYEL", "type": "message", "role": "assistant",
+            "model": "claude-sonnet-4-5-20250929",
+            "content": [{"type": "text", "text": "Hello!"}],
+            "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": 12, "cache_creation_input_tokens": 200,
+                "cache_read_input_tokens": 1800, "output_tokens": 6,
+                "cache_creation": {"ephemeral_5m_input_tokens": 200, "ephemeral_1h_input_tokens": 0},
+                "service_tier": "standard"}
+        });
+        assert_eq!(
+            parse_response(&v).unwrap().usage,
+            Some(Usage {
+                input_tokens: 2012,
+                output_tokens: 6,
+                cached_tokens: 1800,
+            })
+        );
+    }
+
+    /// Streaming: `message_start` has the input side (and one output token), `message_delta`
+    /// the running output total; a newer server repeats the input side there, which must not
+    /// be counted twice.
+    #[test]
+    fn stream_usage_from_message_start_and_delta() {
+        let start = ev(
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "msg_1", "type": "message",
+                "role": "assistant", "content": [], "model": "claude-sonnet-4-5",
+                "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": 25, "cache_creation_input_tokens": 0,
+                    "cache_read_input_tokens": 4000, "output_tokens": 1}}}),
+        );
+        let text = [
+            ev(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ),
+            ev(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "ok"}}),
+            ),
+            ev(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 0}),
+            ),
+        ];
+        let stop = ev("message_stop", json!({"type": "message_stop"}));
+        for delta_usage in [
+            json!({"output_tokens": 15}),
+            json!({"input_tokens": 25, "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 4000, "output_tokens": 15}),
+        ] {
+            let mut d = AnthropicStream::default();
+            let mut emit = |_e: StreamEvent| {};
+            d.on_event(&start, &mut emit).unwrap();
+            for e in &text {
+                d.on_event(e, &mut emit).unwrap();
+            }
+            let delta = ev(
+                "message_delta",
+                json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": delta_usage}),
+            );
+            d.on_event(&delta, &mut emit).unwrap();
+            assert!(d.on_event(&stop, &mut emit).unwrap());
+            assert_eq!(
+                d.finish(true).unwrap().usage,
+                Some(Usage {
+                    input_tokens: 4025,
+                    output_tokens: 15,
+                    cached_tokens: 4000,
+                }),
+                "{delta_usage}"
+            );
+        }
     }
 
     #[test]

@@ -169,13 +169,20 @@ pub struct TurnRequest {
     pub tools: Vec<ToolSpec>,
 }
 
-/// Token counts, when the provider reports them.
+/// Token counts, when the provider reports them, in one meaning for both APIs (the team's
+/// usage accounting and its prices rely on it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Usage {
-    /// Prompt tokens.
+    /// Every prompt token, cached or not: OpenAI's `prompt_tokens`; Anthropic's
+    /// `input_tokens` + `cache_read_input_tokens` + `cache_creation_input_tokens`.
     pub input_tokens: u64,
     /// Completion tokens.
     pub output_tokens: u64,
+    /// The part of `input_tokens` read from the provider's prompt cache (billed at the cached
+    /// price): OpenAI's `prompt_tokens_details.cached_tokens`, Anthropic's
+    /// `cache_read_input_tokens`.
+    #[serde(default)]
+    pub cached_tokens: u64,
 }
 
 /// The model's answer to one request.

@@ -102,6 +102,10 @@ pub(crate) fn build_body(cfg: &ModelConfig, req: &TurnRequest) -> Value {
         body.insert("temperature".into(), temperature_json(t));
     }
     body.insert("stream".into(), cfg.stream.into());
+    if cfg.stream {
+        // Without it a streamed answer carries no token counts (the final chunk has them).
+        body.insert("stream_options".into(), json!({"include_usage": true}));
+    }
     Value::Object(body)
 }
 
@@ -179,16 +183,22 @@ fn fallback_id(index: usize) -> String {
     format!("call_{index}")
 }
 
-/// `usage.prompt_tokens` / `completion_tokens`, when present.
+/// `usage.prompt_tokens` / `completion_tokens` and `prompt_tokens_details.cached_tokens`, when
+/// present (`prompt_tokens` already counts the cached ones).
 fn parse_usage(u: &Value) -> Option<Usage> {
     let input = u.get("prompt_tokens").and_then(Value::as_u64);
     let output = u.get("completion_tokens").and_then(Value::as_u64);
     if input.is_none() && output.is_none() {
         return None;
     }
+    let cached = u
+        .pointer("/prompt_tokens_details/cached_tokens")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
     Some(Usage {
         input_tokens: input.unwrap_or(0),
         output_tokens: output.unwrap_or(0),
+        cached_tokens: cached,
     })
 }
 
@@ -445,6 +455,7 @@ mod tests {
                 "max_tokens": 100,
                 "temperature": 0.2,
                 "stream": true,
+                "stream_options": {"include_usage": true},
             })
         );
     }
@@ -463,6 +474,10 @@ mod tests {
         assert!(body.get("tools").is_none());
         assert!(body.get("temperature").is_none());
         assert_eq!(body["stream"], json!(false));
+        assert!(
+            body.get("stream_options").is_none(),
+            "only a stream asks for usage"
+        );
     }
 
     #[test]
@@ -488,7 +503,8 @@ mod tests {
             t.usage,
             Some(Usage {
                 input_tokens: 12,
-                output_tokens: 3
+                output_tokens: 3,
+                cached_tokens: 0,
             })
         );
     }
@@ -579,7 +595,65 @@ mod tests {
             t.usage,
             Some(Usage {
                 input_tokens: 5,
-                output_tokens: 7
+                output_tokens: 7,
+                cached_tokens: 0,
+            })
+        );
+    }
+
+    /// A real chat.completion with a prompt-cache hit: `prompt_tokens` counts the cached
+    /// tokens, which come in `prompt_tokens_details`.
+    #[test]
+    fn whole_answer_usage_has_cached_tokens() {
+        let v = json!({
+            "id": "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG",
+            "object": "chat.completion",
+            "created": 1741570283,
+            "model": "gpt-4o-2024-08-06",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi.",
+                "refusal": null, "annotations": []}, "logprobs": null, "finish_reason": "stop"}],
+            "usage": {
+                "prompt_tokens": 1117, "completion_tokens": 46, "total_tokens": 1163,
+                "prompt_tokens_details": {"cached_tokens": 1024, "audio_tokens": 0},
+                "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                    "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}
+            },
+            "service_tier": "default",
+            "system_fingerprint": "fp_fc9f1d7035"
+        });
+        assert_eq!(
+            parse_response(&v).unwrap().usage,
+            Some(Usage {
+                input_tokens: 1117,
+                output_tokens: 46,
+                cached_tokens: 1024,
+            })
+        );
+    }
+
+    /// With `stream_options.include_usage`, the last chunk before `[DONE]` has no choices and
+    /// the whole answer's usage; the chunks before it carry `"usage": null`.
+    #[test]
+    fn stream_usage_comes_in_the_last_chunk() {
+        let mut d = OpenAiStream::default();
+        let mut emit = |_e: StreamEvent| {};
+        let chunks = [
+            json!({"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"role": "assistant", "content": "", "refusal": null}, "logprobs": null, "finish_reason": null}], "usage": null}),
+            json!({"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "Hi"}, "logprobs": null, "finish_reason": null}], "usage": null}),
+            json!({"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "logprobs": null, "finish_reason": "stop"}], "usage": null}),
+            json!({"id": "c", "object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": 2006, "completion_tokens": 300, "total_tokens": 2306, "prompt_tokens_details": {"cached_tokens": 1920, "audio_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}}}),
+        ];
+        for c in chunks {
+            d.on_event(&data(c), &mut emit).unwrap();
+        }
+        let t = d.finish(true).unwrap();
+        assert_eq!(t.text, "Hi");
+        assert_eq!(
+            t.usage,
+            Some(Usage {
+                input_tokens: 2006,
+                output_tokens: 300,
+                cached_tokens: 1920,
             })
         );
     }

@@ -160,6 +160,11 @@ pub trait PaneBackend: Send + Sync {
         }
     }
 
+    /// Draws the user's attention to an agent's pane: a terminal bell in it and `message` on
+    /// the tmux status line. Backends without a pane the user looks at do nothing. Blocking:
+    /// call it off the daemon's core.
+    fn bell(&self, _target: &Launched, _message: &str) {}
+
     /// Tears down what the backend built for the team (tmux session and server).
     fn shutdown(&self) {}
 

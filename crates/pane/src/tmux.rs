@@ -604,6 +604,36 @@ impl PaneBackend for TmuxBackend {
         }
     }
 
+    fn bell(&self, target: &Launched, message: &str) {
+        let Some(pane) = &target.pane else { return };
+        // A BEL written to the pane's terminal is output of that pane: tmux rings the bell of
+        // the terminals attached to it (and flags the window) as its `bell-action` says.
+        let mut cmds = TmuxCommands::new();
+        cmds.push(
+            DisplayMessage::new()
+                .print()
+                .target_pane(pane.as_str())
+                .message("#{pane_tty}"),
+        );
+        if let Ok(tty) = self.tmux(cmds) {
+            let tty = tty.trim();
+            if tty.starts_with("/dev/")
+                && let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(tty)
+            {
+                use std::io::Write as _;
+                let _ = f.write_all(b"\x07");
+            }
+        }
+        let mut cmds = TmuxCommands::new();
+        // `#` would start a format: the message is shown as written.
+        cmds.push(
+            DisplayMessage::new()
+                .target_pane(pane.as_str())
+                .message(message.replace('#', "##")),
+        );
+        let _ = self.tmux(cmds);
+    }
+
     fn set_titles(&self, titles: &[(Launched, String)]) {
         let marks: Vec<(String, String, String)> = self
             .unmarked

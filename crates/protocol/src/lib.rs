@@ -11,12 +11,14 @@ pub mod model;
 pub mod names;
 pub mod request;
 pub mod text;
+pub mod usage;
 pub mod wire;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use frame::{FrameError, MAX_FRAME_LEN};
 pub use model::*;
 pub use request::{Reply, Request};
+pub use usage::{BudgetLevel, BudgetLimit, BudgetStatus, UsageFigures, UsageLine, UsageReport};
 pub use wire::{Auth, ClientFrame, Hello, MAX_RID_LEN, Push, ServerFrame, Welcome};
 
 /// The protocol version this build speaks; a hello with another version gets `unsupported_version`.

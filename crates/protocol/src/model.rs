@@ -385,6 +385,10 @@ pub struct AgentInfo {
     /// The last error it reported (e.g. a model API refusing its key).
     #[serde(default)]
     pub error: Option<String>,
+    /// Its model usage so far (tokens, requests, spend); absent before its first model
+    /// response. Filled in when the roster is read, not stored with the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::UsageFigures>,
 }
 
 impl AgentInfo {
@@ -405,6 +409,7 @@ impl AgentInfo {
             connected: false,
             last_exit: None,
             error: None,
+            usage: None,
         }
     }
 }
@@ -630,6 +635,22 @@ pub enum Event {
         /// The answer.
         answer: String,
     },
+    /// An agent's model response was counted (one per response; the envelope's `agent_id` is
+    /// the agent).
+    UsageUpdated {
+        /// The model that answered.
+        model: String,
+        /// This response's figures (`requests` is 1).
+        usage: crate::UsageFigures,
+        /// The agent's figures so far, every model together.
+        total: crate::UsageFigures,
+    },
+    /// A budget passed 80 % (`level: warning`) or 100 % (`level: exceeded`) of what it allows;
+    /// once per crossing (raising the budget rearms it). The leader gets a message too.
+    BudgetWarning {
+        /// The budget and what is spent.
+        budget: crate::BudgetStatus,
+    },
 }
 
 /// A field that is present is `Some`, even when it is `null` (absent is `None` by `default`).
@@ -657,6 +678,8 @@ impl Event {
             Event::WorkerFinished { .. } => "WORKER_FINISHED",
             Event::CoordinatorDecision { .. } => "COORDINATOR_DECISION",
             Event::FinalAnswer { .. } => "FINAL_ANSWER",
+            Event::UsageUpdated { .. } => "USAGE_UPDATED",
+            Event::BudgetWarning { .. } => "BUDGET_WARNING",
         }
     }
 }
@@ -811,6 +834,10 @@ pub struct RunResult {
     /// The task board at the end, in id order.
     #[serde(default)]
     pub tasks: Vec<Task>,
+    /// The team's model usage when the run ended: per agent, per role, the team's and the
+    /// run's totals, the budgets (absent when it could not be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Box<crate::UsageReport>>,
 }
 
 impl RunResult {
@@ -827,6 +854,7 @@ impl RunResult {
             rounds: 0,
             worker_outputs: BTreeMap::new(),
             tasks: Vec::new(),
+            usage: None,
         }
     }
 

@@ -276,6 +276,39 @@ pub enum Request {
         /// The key.
         key: String,
     },
+    /// Count one model response of the calling agent (agents only; send it once per response,
+    /// under a request id, so a retry is not counted twice).
+    ReportUsage {
+        /// The model that answered.
+        model: String,
+        /// Prompt tokens, cached ones included.
+        #[serde(default)]
+        input_tokens: u64,
+        /// Completion tokens.
+        #[serde(default)]
+        output_tokens: u64,
+        /// The part of `input_tokens` read from the prompt cache.
+        #[serde(default)]
+        cached_tokens: u64,
+    },
+    /// Whether the calling agent may make its next model request (agents only): a spent
+    /// budget of its role or of the team says `stop`.
+    BudgetCheck,
+    /// The team's usage report: per agent, per role, totals and budgets.
+    Usage,
+    /// Set a budget at run time (operator only), over the team file's: a role's with `role`,
+    /// else the team's. A limit not given stays as it was; 0 removes it.
+    BudgetSet {
+        /// The role; none for the team.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<String>,
+        /// The most input + output tokens.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tokens: Option<u64>,
+        /// The most US dollars.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usd: Option<f64>,
+    },
     /// Remove what is done and older than `older_than_secs` (read messages, finished tasks no
     /// open task waits on, events) and give the space back to the system (operator only).
     Gc {
@@ -349,6 +382,8 @@ impl Request {
                 | Request::GetConfig
                 | Request::MemoryGet { .. }
                 | Request::MemoryList { .. }
+                | Request::BudgetCheck
+                | Request::Usage
                 // An acknowledgement only moves a message forward: repeating it changes nothing.
                 | Request::Ack { .. }
         )
@@ -461,6 +496,17 @@ pub enum Reply {
         version: u64,
         /// Whether the change deleted it.
         deleted: bool,
+    },
+    /// Answer to `usage` and `budget_set`: the team's usage report.
+    Usage {
+        /// The report.
+        report: crate::UsageReport,
+    },
+    /// Answer to `budget_check`: why the agent must stop, or nothing when it may go on.
+    Budget {
+        /// The spent budget, in words; none when the agent may make its request.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stop: Option<String>,
     },
     /// Answer to `register`: the secret the new agent authenticates with.
     Registered {

@@ -25,9 +25,16 @@ impl TeamState {
         self.agents.get(name)
     }
 
-    /// Every agent, leader first, then by name.
+    /// Every agent, leader first, then by name, with its model usage.
     pub fn agents(&self) -> Vec<AgentInfo> {
-        let mut v: Vec<AgentInfo> = self.agents.values().map(|a| a.info.clone()).collect();
+        let mut v: Vec<AgentInfo> = self
+            .agents
+            .values()
+            .map(|a| AgentInfo {
+                usage: self.agent_usage(&a.info.name),
+                ..a.info.clone()
+            })
+            .collect();
         v.sort_by_key(|a| (a.name != LEADER, a.name.clone()));
         v
     }

@@ -10,6 +10,7 @@ mod messages;
 mod perms;
 pub mod replies;
 pub mod tasks;
+mod usage;
 
 use agent_team_protocol::names::{LEADER, OPERATOR};
 use agent_team_protocol::*;
@@ -18,6 +19,7 @@ use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 pub use agents::AgentRecord;
+pub use usage::{BudgetConfig, BudgetRecord, Response, UsageRecord, UsageSum};
 
 /// The result of a rule check: the value, or the structured error the client gets.
 pub type Outcome<T> = Result<T, ErrorBody>;
@@ -92,6 +94,10 @@ pub enum Change {
     Memory(MemoryEntry),
     /// A key of the team's memory was deleted.
     MemoryDeleted(String),
+    /// Insert or replace one agent's usage of one model.
+    Usage(UsageRecord),
+    /// Insert or replace a budget's override and reported level.
+    Budget(BudgetRecord),
     /// A `send` with an idempotency key, remembered so a retry is answered, not repeated.
     Dedup {
         /// The sender.
@@ -138,6 +144,9 @@ pub struct RunRecord {
     /// with `finish`; the strategy of the stored configuration when it said nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<RunDetails>,
+    /// The model usage since the run started.
+    #[serde(default)]
+    pub usage: UsageSum,
 }
 
 impl Default for RunRecord {
@@ -147,6 +156,7 @@ impl Default for RunRecord {
             goal: None,
             answer: None,
             details: None,
+            usage: UsageSum::default(),
         }
     }
 }
@@ -180,6 +190,10 @@ pub struct Snapshot {
     pub replies: Vec<replies::StoredReply>,
     /// The team's memory.
     pub memory: Vec<MemoryEntry>,
+    /// The agents' model usage, one record per agent and model.
+    pub usage: Vec<UsageRecord>,
+    /// Budget overrides and reported levels.
+    pub budgets: Vec<BudgetRecord>,
 }
 
 /// How many agents and tasks are in each status.
@@ -211,6 +225,10 @@ pub struct TeamState {
     memory: BTreeMap<String, MemoryEntry>,
     /// What the memory counts against its byte limit (see `memory::entry_bytes`).
     memory_bytes: usize,
+    /// Model usage by (agent, model).
+    usage: BTreeMap<(String, String), UsageRecord>,
+    /// Budget overrides and reported levels by role (none: the team's).
+    budgets: BTreeMap<Option<String>, BudgetRecord>,
     inbox_limit: usize,
     changes: Vec<Change>,
 }
@@ -247,6 +265,16 @@ impl TeamState {
             next_reply_seq: 0,
             memory: BTreeMap::new(),
             memory_bytes: 0,
+            usage: snap
+                .usage
+                .into_iter()
+                .map(|r| ((r.agent.clone(), r.model.clone()), r))
+                .collect(),
+            budgets: snap
+                .budgets
+                .into_iter()
+                .map(|b| (b.role.clone(), b))
+                .collect(),
             inbox_limit: DEFAULT_INBOX_LIMIT,
             changes: Vec::new(),
         };
@@ -391,6 +419,7 @@ impl TeamState {
             goal: goal.clone(),
             answer: None,
             details: None,
+            usage: UsageSum::default(),
         };
         self.changes.push(Change::Run(self.run.clone()));
         self.record(actor.name(), Event::RunStarted { goal }, now);

@@ -27,6 +27,7 @@ fn main() {
             connected: true,
             last_exit: None,
             error: None,
+            usage: None,
         },
         secret: "s".into(),
         spec: serde_json::Value::Null,

@@ -58,6 +58,7 @@ fn agent(name: &str, now: Timestamp) -> AgentRecord {
             connected: true,
             last_exit: None,
             error: None,
+            usage: None,
         },
         secret: "s".into(),
         spec: serde_json::Value::Null,

@@ -127,6 +127,16 @@ CREATE TABLE IF NOT EXISTS reply_batches (
 CREATE INDEX IF NOT EXISTS reply_batches_by_identity ON reply_batches (identity, last_n);
 -- The team's memory: one row per key, the entry (key, value, version, writer, time) as JSON.
 CREATE TABLE IF NOT EXISTS memory (key TEXT PRIMARY KEY, data TEXT NOT NULL);
+-- Model usage: one row per agent and model (tokens, requests, picodollars) as JSON; never
+-- compacted, so the figures and the budgets that count them survive a gc.
+CREATE TABLE IF NOT EXISTS usage (
+    agent TEXT NOT NULL,
+    model TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (agent, model)
+);
+-- Budgets set at run time and the level last reported, one row per role ('' for the team).
+CREATE TABLE IF NOT EXISTS budgets (scope TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
     ts INTEGER NOT NULL,
@@ -309,6 +319,13 @@ impl Store {
         // CLI reading a stopped team) it cannot get one, and its memory is simply empty.
         if self.has_table("memory")? {
             snap.memory = self.load_json("memory", "SELECT data FROM memory ORDER BY key")?;
+        }
+        // Older databases have no usage or budget tables: nothing was counted yet.
+        if self.has_table("usage")? {
+            snap.usage = self.load_json("usage", "SELECT data FROM usage ORDER BY agent, model")?;
+        }
+        if self.has_table("budgets")? {
+            snap.budgets = self.load_json("budgets", "SELECT data FROM budgets ORDER BY scope")?;
         }
         if let Some(cfg) = self.meta("config")? {
             snap.config =
@@ -588,6 +605,18 @@ impl Store {
                     Change::MemoryDeleted(key) => {
                         tx.prepare_cached("DELETE FROM memory WHERE key = ?1")?
                             .execute([key])?;
+                    }
+                    Change::Usage(u) => {
+                        tx.prepare_cached(
+                            "INSERT OR REPLACE INTO usage (agent, model, data) VALUES (?1, ?2, ?3)",
+                        )?
+                        .execute(params![u.agent, u.model, to_json(u)])?;
+                    }
+                    Change::Budget(b) => {
+                        tx.prepare_cached(
+                            "INSERT OR REPLACE INTO budgets (scope, data) VALUES (?1, ?2)",
+                        )?
+                        .execute(params![b.role.as_deref().unwrap_or(""), to_json(b)])?;
                     }
                 }
             }
@@ -934,6 +963,7 @@ mod tests {
                 connected: false,
                 last_exit: None,
                 error: None,
+                usage: None,
             };
             let rec = AgentRecord {
                 info,
@@ -1127,6 +1157,107 @@ mod tests {
             .unwrap();
         store.commit(&s.take_changes()).unwrap();
         assert_eq!(store.load().unwrap().memory.len(), 1);
+    }
+
+    /// Usage and budgets are stored with their batch: per-agent figures, the run's, the
+    /// levels already reported (no second warning after a restart) and a budget raised at run
+    /// time all come back after a reopen, and a gc leaves them alone.
+    #[test]
+    fn usage_and_budgets_survive_reopen_and_gc() {
+        use agent_team_state::{BudgetConfig, Response};
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let mut store = Store::open(&db, "t").unwrap();
+        let mut s = TeamState::restore("t", store.load().unwrap());
+        let op = Actor::Operator;
+        for (n, role) in [("leader", "leader"), ("w1", "worker")] {
+            let info = AgentInfo {
+                status: AgentStatus::Idle,
+                ..AgentInfo::new(n, role, "external", 1, Timestamp(1))
+            };
+            s.add_agent(
+                &op,
+                AgentRecord {
+                    info,
+                    secret: "s".into(),
+                    spec: serde_json::Value::Null,
+                },
+                Timestamp(1),
+            )
+            .unwrap();
+        }
+        s.start_run(&op, None, Timestamp(1)).unwrap();
+        let mut budgets = BudgetConfig::default();
+        budgets.roles.insert(
+            "worker".into(),
+            BudgetLimit {
+                tokens: Some(100),
+                usd: None,
+            },
+        );
+        let w1 = Actor::Agent("w1".into());
+        let resp = |input, cost| Response {
+            model: "m".into(),
+            input_tokens: input,
+            output_tokens: 5,
+            cached_tokens: 3,
+            cost_pico: cost,
+        };
+        s.record_usage(&w1, resp(80, Some(10)), &budgets, Timestamp(2))
+            .unwrap();
+        store.commit(&s.take_changes()).unwrap();
+        s.set_budget(
+            &op,
+            None,
+            BudgetLimit {
+                tokens: Some(5000),
+                usd: Some(1.5),
+            },
+            &budgets,
+        )
+        .unwrap();
+        store.commit(&s.take_changes()).unwrap();
+        let before = s.usage_report(&budgets);
+        assert_eq!(before.budgets.len(), 2);
+        drop(store);
+
+        let mut store = Store::open(&db, "t").unwrap();
+        let mut s = TeamState::restore("t", store.load().unwrap());
+        let after = s.usage_report(&budgets);
+        assert_eq!(after, before);
+        assert_eq!(after.agents[0].usage.input_tokens, 80);
+        assert_eq!(after.agents[0].usage.cost_usd, Some(1e-11));
+        assert_eq!(after.run.requests, 1);
+        assert_eq!(
+            after.budgets[0].budget_usd,
+            Some(1.5),
+            "the team's override"
+        );
+        assert_eq!(after.budgets[1].level, BudgetLevel::Warning);
+        // The warning was reported before the restart: staying above 80 % says nothing new.
+        s.record_usage(&w1, resp(1, None), &budgets, Timestamp(3))
+            .unwrap();
+        let changes = s.take_changes();
+        assert!(
+            !changes
+                .iter()
+                .any(|c| matches!(c, Change::Event(e) if e.event.type_name() == "BUDGET_WARNING"))
+        );
+        store.commit(&changes).unwrap();
+        store
+            .compact(&db, Timestamp(u64::MAX / 2), &[], false)
+            .unwrap();
+        let s = TeamState::restore("t", store.load().unwrap());
+        assert_eq!(s.agent_usage("w1").unwrap().requests, 2, "gc keeps usage");
+        // A database from before usage existed reads as no usage, also read-only.
+        drop(store);
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch("DROP TABLE usage; DROP TABLE budgets")
+            .unwrap();
+        drop(c);
+        let ro = Store::open_read_only(&db, "t").unwrap();
+        let snap = ro.load().unwrap();
+        assert!(snap.usage.is_empty() && snap.budgets.is_empty());
     }
 
     #[test]

@@ -753,6 +753,7 @@ fn record(name: &str, status: AgentStatus, now: Timestamp) -> AgentRecord {
             connected: false,
             last_exit: None,
             error: None,
+            usage: None,
         },
         secret: "s".into(),
         spec: serde_json::Value::Null,

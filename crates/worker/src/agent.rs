@@ -1,7 +1,8 @@
 //! The model-driven agent loop: a system prompt from the role and the team, the model's turns
 //! streamed to the pane and the event log, tool calls run under the permission policy, team
-//! messages injected only between turns (shutdown first, then the leader, then peers), and the
-//! oldest tool output trimmed when the context nears its limit.
+//! messages injected only between turns (shutdown first, then the leader, then peers), the
+//! oldest tool output trimmed when the context nears its limit, and each response's token usage
+//! reported to the daemon, which is asked before each request whether a budget is spent.
 
 use crate::AgentError;
 use crate::exec::ask_permission;
@@ -250,6 +251,10 @@ pub async fn run(
             }
             continue;
         }
+        // The daemon keeps the budgets: a spent one stops the agent before it spends more.
+        if let Ok(Reply::Budget { stop: Some(why) }) = link.call_retry(Request::BudgetCheck).await {
+            return Err(AgentError::Budget(why));
+        }
         if steps >= role.max_steps {
             return Err(AgentError::Fatal(format!(
                 "stopped after max_steps = {} model turns",
@@ -280,6 +285,19 @@ pub async fn run(
         let turn = match model.turn(&req, &mut on_event).await {
             Ok(t) => {
                 retry.reset();
+                // Counted once per response: the request id stays the same across retries.
+                let u = t.usage.unwrap_or_default();
+                if let Err(e) = link
+                    .call_retry(Request::ReportUsage {
+                        model: role.model.clone(),
+                        input_tokens: u.input_tokens,
+                        output_tokens: u.output_tokens,
+                        cached_tokens: u.cached_tokens,
+                    })
+                    .await
+                {
+                    out.say(&format!("\ncannot report the model usage: {e}"));
+                }
                 // The model has read them: now they are read.
                 std::mem::take(&mut seen).ack(link.as_ref()).await;
                 t

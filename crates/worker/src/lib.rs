@@ -49,14 +49,22 @@ pub enum AgentError {
     /// max_steps reached): the process exits with [`EXIT_CONFIG`] so it is not restarted.
     #[error("{0}")]
     Fatal(String),
+    /// The agent's role's or the team's budget is spent: it stopped before its next model
+    /// request and exits with [`EXIT_BUDGET`] (`failed: budget`, not restarted).
+    #[error("stopped before the next model request: {0}")]
+    Budget(String),
 }
 
 /// The exit code (EX_CONFIG) that tells the daemon not to restart the agent.
 pub const EXIT_CONFIG: i32 = 78;
 
+/// The exit code that tells the daemon the agent stopped for a spent budget (`failed: budget`,
+/// not restarted until someone restarts it).
+pub const EXIT_BUDGET: i32 = 79;
+
 /// How an agent's end is reported, the same for a worker process and an in-process agent:
 /// 0 for a clean end or when a newer incarnation took over, [`EXIT_CONFIG`] for a problem a
-/// restart cannot fix, 1 otherwise.
+/// restart cannot fix, [`EXIT_BUDGET`] for a spent budget, 1 otherwise.
 pub fn exit_code(result: &Result<(), AgentError>) -> i32 {
     match result {
         Ok(()) => 0,
@@ -64,6 +72,7 @@ pub fn exit_code(result: &Result<(), AgentError>) -> i32 {
             superseded: true, ..
         }) => 0,
         Err(AgentError::Fatal(_)) => EXIT_CONFIG,
+        Err(AgentError::Budget(_)) => EXIT_BUDGET,
         Err(_) => 1,
     }
 }

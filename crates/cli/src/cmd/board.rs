@@ -26,7 +26,9 @@ pub fn ps(ctx: &Ctx, json: bool) -> Result<ExitCode> {
         .iter()
         .map(|a| {
             let mut status = a.status.to_string();
-            if let Some(e) = &a.error {
+            if a.status == AgentStatus::Failed && a.last_exit.as_deref() == Some("budget") {
+                status = "failed: budget".to_string();
+            } else if let Some(e) = &a.error {
                 status = format!("{status} ({})", short(e, 40));
             }
             vec![
@@ -40,12 +42,17 @@ pub fn ps(ctx: &Ctx, json: bool) -> Result<ExitCode> {
                 a.restarts.to_string(),
                 opt(&a.current_task),
                 ago(a.last_activity),
+                a.usage
+                    .as_ref()
+                    .map_or_else(|| "-".to_string(), |u| u.tokens().to_string()),
+                crate::cmd::usage::cost(a.usage.as_ref().and_then(|u| u.cost_usd)),
             ]
         })
         .collect();
     output::table(
         &[
-            "NAME", "ROLE", "STATUS", "BACKEND", "PID", "PANE", "INC", "RESTARTS", "TASK", "ACTIVE",
+            "NAME", "ROLE", "STATUS", "BACKEND", "PID", "PANE", "INC", "RESTARTS", "TASK",
+            "ACTIVE", "TOKENS", "COST",
         ],
         &rows,
     );

@@ -9,6 +9,7 @@ mod serve;
 pub(crate) mod teams;
 mod tui;
 pub(crate) mod up;
+mod usage;
 
 use crate::cli::{Cli, Command};
 use crate::ctx::Ctx;
@@ -70,6 +71,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Attach { name } => agents::attach(&ctx, &name),
         Command::Ps(j) => board::ps(&ctx, j.json),
         Command::Board => tui::board(&ctx),
+        Command::Usage(j) => usage::usage(&ctx, j.json),
+        Command::Budget(b) => usage::budget(&ctx, b),
         Command::Task(t) => board::task(&ctx, t),
         Command::Memory(m) => memory::memory(&ctx, m),
         Command::Send {

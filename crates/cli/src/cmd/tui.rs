@@ -290,10 +290,16 @@ impl View {
             if let Some(e) = &a.error {
                 status = format!("{status}: {e}");
             }
+            let (tokens, cost) = match &a.usage {
+                Some(u) => (short_count(u.tokens()), crate::cmd::usage::cost(u.cost_usd)),
+                None => ("-".to_string(), "-".to_string()),
+            };
             let mut row = Row::new(vec![
                 Cell::from(a.name.clone()).style(self.style(self.agent_colour(&a.name))),
                 Cell::from(status).style(self.style(Self::status_colour(a.status.as_str()))),
                 Cell::from(a.current_task.map(|t| t.to_string()).unwrap_or("-".into())),
+                Cell::from(tokens),
+                Cell::from(cost),
                 Cell::from(ago(a.last_activity)),
             ]);
             if i == self.agent_sel && self.focus == Focus::Agents {
@@ -304,14 +310,16 @@ impl View {
         let table = Table::new(
             rows,
             [
-                Constraint::Length(12),
-                Constraint::Min(8),
-                Constraint::Length(5),
+                Constraint::Length(11),
+                Constraint::Min(7),
+                Constraint::Length(4),
+                Constraint::Length(6),
+                Constraint::Length(7),
                 Constraint::Length(7),
             ],
         )
         .header(
-            Row::new(vec!["NAME", "STATUS", "TASK", "ACTIVE"])
+            Row::new(vec!["NAME", "STATUS", "TASK", "TOKENS", "COST", "ACTIVE"])
                 .style(Style::default().add_modifier(Modifier::BOLD)),
         )
         .block(self.block(
@@ -431,6 +439,15 @@ impl View {
                 .to_string(),
         };
         f.render_widget(Paragraph::new(text), r);
+    }
+}
+
+/// A token count in at most 6 characters (`950`, `12.3k`, `4.1M`).
+fn short_count(n: u64) -> String {
+    match n {
+        0..1_000 => n.to_string(),
+        1_000..1_000_000 => format!("{:.1}k", n as f64 / 1e3),
+        _ => format!("{:.1}M", n as f64 / 1e6),
     }
 }
 
@@ -721,6 +738,13 @@ mod tests {
             v.agents.push(a);
         }
         v.agents[1].current_task = Some(3);
+        v.agents[1].usage = Some(UsageFigures {
+            input_tokens: 12_000,
+            output_tokens: 345,
+            cached_tokens: 0,
+            requests: 3,
+            cost_usd: Some(0.0413),
+        });
         v.tasks.push(Task {
             id: 3,
             key: None,
@@ -783,6 +807,8 @@ mod tests {
             "leader",
             "builder-1",
             "waiting",
+            "12.3k",
+            "$0.0413",
             "#7 builder-1 bash: ./publish.sh",
             "in_progress",
             "Publish the report",

@@ -458,19 +458,31 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
     }
     match (report, outcome) {
         (Report::Text, Ok(done)) => {
+            if let Some(u) = done.usage.as_ref().filter(|u| u.run.requests > 0) {
+                eprintln!(
+                    "agent-team: the run used {} tokens ({} input, {} cached, {} output) in {} model requests, cost {}",
+                    u.run.tokens(),
+                    u.run.input_tokens,
+                    u.run.cached_tokens,
+                    u.run.output_tokens,
+                    u.run.requests,
+                    crate::cmd::usage::cost(u.run.cost_usd)
+                );
+            }
             output::line(&done.answer);
             Ok(exit_for(done.success))
         }
         (Report::Text, Err(e)) => Err(e),
         (_, Ok(done)) => {
             let success = done.success;
-            let result = RunResult::new(
+            let mut result = RunResult::new(
                 &ctx.team,
                 done.answer,
                 success,
                 started.elapsed().as_secs_f64(),
             )
             .with_details(done.details, done.tasks);
+            result.usage = done.usage.map(Box::new);
             print_outcome(report, &RunOutcome::Complete(result));
             Ok(exit_for(success))
         }
@@ -504,6 +516,8 @@ struct Finished {
     details: Option<RunDetails>,
     /// The board at the end.
     tasks: Vec<Task>,
+    /// The team's model usage when the run ended.
+    usage: Option<UsageReport>,
 }
 
 /// Starts the team, follows it to its answer and shuts it down.
@@ -563,9 +577,16 @@ fn run_team(ctx: &Ctx, args: RunArgs, report: Report, started: Instant) -> Resul
             Err(e) => return Err(e.into()),
         }
     };
+    // The figures as the run ended, before the team goes down.
+    let usage = match c.call(Request::Usage) {
+        Ok(Reply::Usage { report }) => Some(report),
+        _ => None,
+    };
     // Shut everything down whatever happened.
     let _ = crate::cmd::teams::shutdown(ctx, &mut c);
-    Ok(outcome?)
+    let mut done = outcome?;
+    done.usage = usage;
+    Ok(done)
 }
 
 /// Whether the daemon that went away was stopped on purpose (`down`, SIGTERM) rather than
@@ -705,6 +726,7 @@ fn follow_until_finished(
                     success,
                     details,
                     tasks,
+                    usage: None,
                 }));
             }
             Event::PermissionRequested { request }

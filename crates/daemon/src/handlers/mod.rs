@@ -1,5 +1,5 @@
 //! Request handlers, one module per area (tasks, messages, permissions, events, agents,
-//! memory), as pueue keeps one handler per request kind. The core owns the loop, the sessions
+//! memory, usage), as pueue keeps one handler per request kind. The core owns the loop, the sessions
 //! and the commit; a handler applies one request to the team state and says what to answer.
 
 mod agents;
@@ -9,6 +9,7 @@ mod messages;
 mod perms;
 mod tasks;
 mod upkeep;
+mod usage;
 
 use crate::core::Core;
 use crate::outbox::ConnId;
@@ -43,6 +44,7 @@ enum Area {
     Events,
     Agents,
     Memory,
+    Usage,
     Upkeep,
 }
 
@@ -82,6 +84,10 @@ fn area(req: &Request) -> Area {
         | Request::MemoryGet { .. }
         | Request::MemoryList { .. }
         | Request::MemoryDelete { .. } => Area::Memory,
+        Request::ReportUsage { .. }
+        | Request::BudgetCheck
+        | Request::Usage
+        | Request::BudgetSet { .. } => Area::Usage,
         Request::Gc { .. } => Area::Upkeep,
     }
 }
@@ -127,6 +133,7 @@ impl Core {
             Area::Events => self.event_request(conn, actor, req, now),
             Area::Agents => self.agent_request(actor, req, now),
             Area::Memory => self.memory_request(actor, req, now),
+            Area::Usage => self.usage_request(actor, req, now),
             Area::Upkeep => self.upkeep_request(actor, req, now),
         }
     }

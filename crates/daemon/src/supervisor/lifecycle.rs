@@ -738,6 +738,9 @@ impl Step<'_> {
                                 .fail_run("the leader exited without finishing".into(), now);
                         }
                     }
+                    AfterExit::Failed if crate::policy::is_budget_stop(exit) => {
+                        self.budget_stopped(name, now)
+                    }
                     AfterExit::Failed => {
                         self.state
                             .set_agent_status(name, AgentStatus::Failed, detail.clone(), now);
@@ -755,6 +758,48 @@ impl Step<'_> {
                     }
                 }
             }
+        }
+    }
+
+    /// An agent stopped before a model request because its role's or the team's budget is
+    /// spent: `failed` with `last_exit = "budget"` (`ps` shows `failed: budget`), not restarted,
+    /// and the leader is told how to let it go on.
+    fn budget_stopped(&mut self, name: &str, now: Timestamp) {
+        let why = self
+            .state
+            .budget_stop(name, &self.sup.budgets())
+            .unwrap_or_else(|| "its budget is spent".into());
+        self.state.update_agent(name, |a| {
+            a.info.last_exit = Some("budget".into());
+            a.info.error = Some(format!("budget: {why}"));
+        });
+        self.state.set_agent_status(
+            name,
+            AgentStatus::Failed,
+            Some(format!("budget: {why}")),
+            now,
+        );
+        let role = self
+            .state
+            .agent(name)
+            .map(|a| a.info.role.clone())
+            .unwrap_or_default();
+        let raise = if why.contains("of the team") {
+            "agent-team budget set --tokens N".to_string()
+        } else {
+            format!("agent-team budget set --role {role} --tokens N")
+        };
+        self.release_and_tell(
+            name,
+            &format!(
+                "stopped before its next model request: {why}. It is not restarted; the operator \
+                 can raise the budget (`{raise}`) and `agent-team restart {name}`"
+            ),
+        );
+        self.answer_down(name);
+        if name == LEADER {
+            self.state
+                .fail_run(format!("the leader stopped: {why}"), now);
         }
     }
 

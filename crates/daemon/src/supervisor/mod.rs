@@ -202,6 +202,24 @@ impl Supervisor {
             .all(|r| r.launched.is_none() && !r.busy)
     }
 
+    /// The backend and the place of an agent's process (its pane), for the notification bell.
+    pub(crate) fn pane_of(&self, name: &str) -> Option<(Arc<dyn PaneBackend>, Launched)> {
+        let rt = self.runtimes.get(name)?;
+        let place = rt.launched.clone().or_else(|| rt.place.clone())?;
+        Some((self.backend.clone()?, place))
+    }
+
+    /// The budgets of the stored team configuration (none before one is stored).
+    pub(crate) fn budgets(&self) -> agent_team_state::BudgetConfig {
+        match &self.config {
+            Some(c) => agent_team_state::BudgetConfig {
+                team: c.budget,
+                roles: c.role_budgets.clone(),
+            },
+            None => agent_team_state::BudgetConfig::default(),
+        }
+    }
+
     /// Tears down what the backend built (tmux server), after every agent is down.
     pub fn backend_shutdown(&self) {
         if let Some(b) = &self.backend {

@@ -1,0 +1,333 @@
+//! Notifications (`[notify]` in the team file): when someone should look (a permission request,
+//! an agent that failed, a budget warning, the end of the run), the team file's command runs
+//! with the event's envelope as JSON on stdin; without one, the leader's pane rings its bell and
+//! `notify-send` shows a desktop notification when it is on the PATH.
+//!
+//! The core only queues a job (never waits): one thread of its own runs them in order, each
+//! bounded by the timeout. A full queue drops the job with a log line rather than hold the core.
+
+use agent_team_pane::{Launched, PaneBackend};
+use agent_team_protocol::{AgentStatus, Envelope, Event};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::time::{Duration, Instant};
+
+/// Jobs waiting for the notification thread at most.
+const QUEUE: usize = 256;
+
+/// How long `notify-send` may take.
+const DESKTOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether an event is one to notify about.
+pub(crate) fn wanted(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::PermissionRequested { .. }
+            | Event::BudgetWarning { .. }
+            | Event::RunFinished { .. }
+            | Event::AgentStatus {
+                status: AgentStatus::Failed,
+                ..
+            }
+    )
+}
+
+/// The event's kind as `[notify]` documents it (`permission_requested`, `agent_failed`,
+/// `budget_warning`, `run_finished`).
+pub(crate) fn kind(event: &Event) -> &'static str {
+    match event {
+        Event::PermissionRequested { .. } => "permission_requested",
+        Event::BudgetWarning { .. } => "budget_warning",
+        Event::RunFinished { .. } => "run_finished",
+        Event::AgentStatus { .. } => "agent_failed",
+        _ => "event",
+    }
+}
+
+/// One line saying what happened, for the bell's status message and the desktop.
+pub(crate) fn summary(env: &Envelope) -> String {
+    let text = match &env.event {
+        Event::PermissionRequested { request } => format!(
+            "{} asks to run {}: {}",
+            request.agent,
+            request.tool,
+            agent_team_protocol::text::printable(&short(&request.input, 120))
+        ),
+        Event::BudgetWarning { budget } => format!(
+            "the budget of {} is at {} %",
+            budget.scope(),
+            budget.percent
+        ),
+        Event::RunFinished { success: true, .. } => "the run finished".to_string(),
+        Event::RunFinished { answer, .. } => format!("the run failed: {}", short(answer, 120)),
+        Event::AgentStatus { detail, .. } => format!(
+            "{} failed{}",
+            env.agent_id,
+            detail
+                .as_deref()
+                .map(|d| format!(": {}", short(d, 120)))
+                .unwrap_or_default()
+        ),
+        other => other.type_name().to_string(),
+    };
+    format!("agent-team {}: {text}", env.team_id)
+}
+
+fn short(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(n).collect::<String>())
+    }
+}
+
+/// Where a notification goes.
+pub(crate) enum Target {
+    /// The team file's command, given the envelope on stdin.
+    Command {
+        /// The `sh -c` line.
+        line: String,
+        /// How long it may run.
+        timeout: Duration,
+        /// Where it runs (the team's workspace).
+        dir: PathBuf,
+    },
+    /// The leader's pane's bell (when it has one) and the desktop.
+    Bell {
+        /// The backend and the leader's pane.
+        pane: Option<(Arc<dyn PaneBackend>, Launched)>,
+    },
+}
+
+/// One notification to give.
+pub(crate) struct Job {
+    /// The event, as JSON.
+    pub envelope: String,
+    /// Its kind (see [`kind`]).
+    pub kind: &'static str,
+    /// One line about it.
+    pub summary: String,
+    /// Where it goes.
+    pub target: Target,
+}
+
+/// The queue to the notification thread, started at the first job.
+#[derive(Default)]
+pub(crate) struct Notifier {
+    tx: Option<SyncSender<Job>>,
+}
+
+impl Notifier {
+    /// Queues a job without waiting; drops it (with a log line) when the queue is full or the
+    /// thread cannot be started.
+    pub(crate) fn send(&mut self, job: Job) {
+        if self.tx.is_none() {
+            let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+            match std::thread::Builder::new()
+                .name("notify".into())
+                .spawn(move || serve(rx))
+            {
+                Ok(_) => self.tx = Some(tx),
+                Err(e) => {
+                    tracing::warn!("cannot start the notification thread: {e}");
+                    return;
+                }
+            }
+        }
+        if let Some(tx) = &self.tx {
+            match tx.try_send(job) {
+                Ok(()) => {}
+                Err(TrySendError::Full(job)) => {
+                    tracing::warn!(kind = job.kind, "notifications are backed up; one dropped")
+                }
+                Err(TrySendError::Disconnected(_)) => self.tx = None,
+            }
+        }
+    }
+}
+
+/// The notification thread: runs jobs in order until the core goes away.
+fn serve(rx: Receiver<Job>) {
+    while let Ok(job) = rx.recv() {
+        match &job.target {
+            Target::Command { line, timeout, dir } => {
+                if let Err(e) = run_command(line, &job, *timeout, dir) {
+                    tracing::warn!(kind = job.kind, "the [notify] command failed: {e}");
+                }
+            }
+            Target::Bell { pane } => {
+                if let Some((backend, leader)) = pane {
+                    backend.bell(leader, &job.summary);
+                }
+                if let Some(exe) = on_path("notify-send") {
+                    let mut cmd = Command::new(exe);
+                    cmd.args(["-a", "agent-team", "agent-team", &job.summary]);
+                    if let Err(e) = run_bounded(cmd, None, DESKTOP_TIMEOUT) {
+                        tracing::debug!("notify-send failed: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs the `[notify]` command with the envelope on stdin and `AGENT_TEAM_NOTIFY` set to the
+/// event's kind.
+fn run_command(line: &str, job: &Job, timeout: Duration, dir: &Path) -> std::io::Result<()> {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(line).env("AGENT_TEAM_NOTIFY", job.kind);
+    if dir.is_dir() {
+        cmd.current_dir(dir);
+    }
+    run_bounded(cmd, Some(job.envelope.as_bytes()), timeout)
+}
+
+/// Runs a command in a process group of its own with `input` on stdin (none: no stdin), and
+/// kills the group when it runs past `timeout`.
+fn run_bounded(mut cmd: Command, input: Option<&[u8]>, timeout: Duration) -> std::io::Result<()> {
+    use std::os::unix::process::CommandExt as _;
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .process_group(0);
+    let mut child = cmd.spawn()?;
+    let pid = child.id();
+    if let (Some(mut stdin), Some(input)) = (child.stdin.take(), input) {
+        // A command that does not read its stdin must not hold this thread past the timeout:
+        // the writer has a thread of its own and gets EPIPE once the command is gone.
+        let input = input.to_vec();
+        let _ = std::thread::Builder::new()
+            .name("notify-stdin".into())
+            .spawn(move || {
+                let _ = stdin.write_all(&input);
+            });
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait()? {
+            Some(status) if status.success() => return Ok(()),
+            Some(status) => {
+                return Err(std::io::Error::other(format!("it ended with {status}")));
+            }
+            None if Instant::now() >= deadline => {
+                if let Ok(pgid) = i32::try_from(pid) {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pgid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                let _ = child.wait();
+                return Err(std::io::Error::other(format!(
+                    "it ran longer than {} s and was killed",
+                    timeout.as_secs()
+                )));
+            }
+            None => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+/// A program's path when it is on the PATH.
+fn on_path(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(program))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use agent_team_protocol::Timestamp;
+
+    fn env(event: Event) -> Envelope {
+        Envelope {
+            seq: 7,
+            ts: Timestamp(1),
+            team_id: "t".into(),
+            agent_id: "w1".into(),
+            role_name: "worker".into(),
+            event,
+        }
+    }
+
+    #[test]
+    fn the_four_kinds_are_wanted_and_nothing_else() {
+        let failed = Event::AgentStatus {
+            status: AgentStatus::Failed,
+            incarnation: 1,
+            detail: Some("exit 1".into()),
+        };
+        assert!(wanted(&failed));
+        assert_eq!(kind(&failed), "agent_failed");
+        assert!(summary(&env(failed)).contains("w1 failed: exit 1"));
+        let done = Event::RunFinished {
+            answer: "42".into(),
+            success: true,
+        };
+        assert!(wanted(&done));
+        assert_eq!(kind(&done), "run_finished");
+        assert!(!wanted(&Event::AgentStatus {
+            status: AgentStatus::Idle,
+            incarnation: 1,
+            detail: None,
+        }));
+        assert!(!wanted(&Event::Error {
+            message: "x".into()
+        }));
+    }
+
+    #[test]
+    fn a_command_gets_the_envelope_on_stdin_and_a_slow_one_is_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("got");
+        let job = |line: String| {
+            Job {
+                envelope: "{\"seq\":7}".into(),
+                kind: "run_finished",
+                summary: "s".into(),
+                target: Target::Bell { pane: None },
+            }
+            .with_line(line)
+        };
+        let j = job(format!(
+            "cat > {}; echo $AGENT_TEAM_NOTIFY >> {}",
+            out.display(),
+            out.display()
+        ));
+        let Target::Command { line, timeout, .. } = &j.target else {
+            unreachable!()
+        };
+        run_command(line, &j, *timeout, dir.path()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "{\"seq\":7}run_finished\n"
+        );
+        let started = Instant::now();
+        let e = run_command("sleep 30", &j, Duration::from_millis(200), dir.path()).unwrap_err();
+        assert!(e.to_string().contains("killed"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(run_command("exit 3", &j, Duration::from_secs(5), dir.path()).is_err());
+    }
+
+    impl Job {
+        fn with_line(mut self, line: String) -> Job {
+            self.target = Target::Command {
+                line,
+                timeout: Duration::from_secs(5),
+                dir: PathBuf::from("/"),
+            };
+            self
+        }
+    }
+}

@@ -529,3 +529,53 @@ fn a_strategy_needs_workers_and_a_model_leader() {
         "{err}"
     );
 }
+
+#[test]
+fn a_worker_that_connects_after_its_task_was_given_still_does_it() {
+    // The leader gives b1 its task as soon as the run starts; b1's process connects only
+    // after that (a gate), so no task push can tell it: it must find the task on the board.
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    const GOAL: &str = "Plan a picnic";
+    mock.script("b1", vec![on(GOAL, text("bring bread"))]);
+    mock.script("b2", vec![on(GOAL, text("bring cheese"))]);
+    mock.script("leader", vec![text("Bread and cheese.")]);
+    let probe = Sandbox::new();
+    let gate = probe.path("gate");
+    let sb = sandbox(
+        &mock,
+        &format!(
+            "strategy = \"collaborate\"\ncollaborate_order = \"sequential\"\n\
+             [roles.worker]\ncommand = [\"sh\", \"-c\", \"while [ ! -f {} ]; do sleep 0.02; done; exec {}\"]",
+            gate.display(),
+            bin("agent-team-worker").display()
+        ),
+    );
+    let opener = {
+        let (home, run, gate) = (
+            sb.paths.home.clone(),
+            sb.paths.runtime.clone(),
+            gate.clone(),
+        );
+        std::thread::spawn(move || {
+            // Open the gate once task 1 is on the board, given to b1.
+            let tp = agent_team_paths::Paths::new(home, run).team("st").unwrap();
+            wait_for("task 1 given to b1", T, || {
+                agent_team_client::Client::operator(&tp)
+                    .ok()
+                    .and_then(|mut c| c.all_tasks(None).ok())
+                    .is_some_and(|t| {
+                        t.iter()
+                            .any(|t| t.id == 1 && t.owner.as_deref() == Some("b1"))
+                    })
+            });
+            std::fs::write(&gate, "open").unwrap();
+        })
+    };
+    let (ok, r) = run_json(&sb, GOAL, &[]);
+    opener.join().unwrap();
+    assert!(ok && r.success, "{r:?}");
+    assert_eq!(
+        r.worker_outputs.get("b1").map(String::as_str),
+        Some("bring bread")
+    );
+}

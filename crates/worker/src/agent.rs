@@ -216,7 +216,7 @@ pub async fn run(
     loop {
         // Idle point: take what arrived, in priority order.
         for ev in inbox.poll()? {
-            pending |= absorb(ev, &name, &mut messages, &mut given);
+            pending |= take_event(link, ev, &name, &mut messages, &mut given).await;
         }
         approvals.answer_pending(link, out).await;
         let mut text = Vec::new();
@@ -245,7 +245,9 @@ pub async fn run(
                 error: None,
             });
             match inbox.wait(Some(&mut approvals)).await? {
-                Woken::Event(ev) => pending |= absorb(ev, &name, &mut messages, &mut given),
+                Woken::Event(ev) => {
+                    pending |= take_event(link, ev, &name, &mut messages, &mut given).await
+                }
                 Woken::Line(line) => approvals.take_line(line, link, out).await,
                 Woken::Message => {}
             }
@@ -380,6 +382,37 @@ async fn answer_given(link: &Arc<Link>, given: &mut Vec<u64>, text: &str, out: &
         {
             Ok(_) => out.say(&format!("task {id} answered")),
             Err(e) => out.say(&format!("cannot complete task {id}: {e}")),
+        }
+    }
+}
+
+/// Takes one event other than a message (see [`absorb`]). On (re)connecting, which is also
+/// when the task watch starts, the board is read for tasks given to this agent before then:
+/// a task the leader assigned while this agent was starting has no push of its own.
+async fn take_event(
+    link: &Arc<Link>,
+    ev: Inbound,
+    name: &str,
+    messages: &mut Vec<ChatMessage>,
+    given: &mut Vec<u64>,
+) -> bool {
+    if !matches!(ev, Inbound::Reconnected) {
+        return absorb(ev, name, messages, given);
+    }
+    let mut new = false;
+    let mut after = None;
+    loop {
+        let req = Request::TaskList {
+            status: Some(TaskStatus::InProgress),
+            after,
+        };
+        let tasks = match link.call_retry(req).await {
+            Ok(Reply::Tasks { tasks }) if !tasks.is_empty() => tasks,
+            _ => return new,
+        };
+        after = tasks.last().map(|t| t.id);
+        for t in tasks {
+            new |= absorb(Inbound::Task(t), name, messages, given);
         }
     }
 }

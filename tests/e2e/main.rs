@@ -9,6 +9,7 @@ mod memory;
 mod models;
 mod panes;
 mod perms;
+mod roles;
 mod sandbox;
 mod service;
 mod strategies;

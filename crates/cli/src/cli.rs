@@ -50,7 +50,7 @@ pub enum Command {
     },
     /// Add a teammate from a role.
     Spawn {
-        /// The role (see the team file, .agent-team/agents/, or the built-ins: worker, explorer, reviewer).
+        /// The role (see `agent-team roles`: the built-ins, the team file, role files).
         role: String,
         /// Its name [default: ROLE-N].
         #[arg(long)]
@@ -161,6 +161,10 @@ pub enum Command {
     /// Teams on this machine.
     #[command(subcommand)]
     Teams(TeamsCmd),
+    /// List the roles the team can use: the built-ins, the team file's `[roles.NAME]` and the
+    /// role files in `.agent-team/agents`, `.claude/agents` and `.nyzhi/agents`, each with its
+    /// description, tools and source; role files' warnings go to stderr.
+    Roles(JsonFlag),
     /// Check what this machine offers a team: the task-command sandbox (Landlock), tmux.
     Doctor(JsonFlag),
     /// Compact the team's state now: remove read messages, finished tasks nothing waits on

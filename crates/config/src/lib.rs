@@ -13,8 +13,9 @@ mod vars;
 
 pub use agent_team_protocol::TeamStrategy;
 pub use builtin::{
-    DECIDE_PERMISSION, LEADER_TOOLS, MEMORY_SET, READ_ONLY_TOOLS, TEAMMATE_TOOLS, WORKSPACE_TOOLS,
-    builtin_roles, is_known_tool,
+    BUILTIN_SOURCE, DECIDE_PERMISSION, LEADER_TOOLS, MEMORY_SET, READ_ONLY_ROLES, READ_ONLY_TOOLS,
+    ROLE_DIRS, TEAM_FILE_SOURCE, TEAMMATE_TOOLS, WORKSPACE_TOOLS, builtin_roles, claude_tool,
+    is_known_tool,
 };
 pub use demo::demo_team;
 pub use model::*;
@@ -108,7 +109,19 @@ pub fn empty_team(name: &str, workspace: &Path) -> TeamConfig {
         prices: Default::default(),
         notify: Default::default(),
         origins: Origins::default(),
+        warnings: Vec::new(),
     }
+}
+
+/// A team with no file that still takes the workspace's role files (`.claude/agents`,
+/// `.nyzhi/agents`, `.agent-team/agents`) over the built-in roles, with their warnings: what
+/// `agent-team roles` lists where there is no team file.
+pub fn workspace_team(name: &str, workspace: &Path) -> Result<TeamConfig, ConfigError> {
+    let mut cfg = empty_team(name, workspace);
+    let (roles, warnings) = teamfile::workspace_roles(workspace)?;
+    cfg.roles = roles;
+    cfg.warnings = warnings;
+    Ok(cfg)
 }
 
 #[cfg(test)]

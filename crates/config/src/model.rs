@@ -257,6 +257,10 @@ pub struct Role {
     /// Stream the model's answers (server-sent events) or wait for each whole.
     #[serde(default = "yes")]
     pub stream: bool,
+    /// Where it comes from, for `agent-team roles`: `built-in`, `team file`, or the role file
+    /// relative to the workspace (`.claude/agents/x.md`, `.nyzhi/agents/x.md`, ...).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
 }
 
 fn yes() -> bool {
@@ -372,6 +376,10 @@ pub struct TeamConfig {
     /// Where each text field came from, for error messages (not stored).
     #[serde(skip)]
     pub origins: crate::Origins,
+    /// What was read but not understood, each naming its file (a role file's tool with no
+    /// counterpart here); `up`, `run` and `roles` print them. Not stored.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 /// The daemon's limits on its clients (`[limits]` in the team file; docs/SECURITY.md has the

@@ -2,7 +2,7 @@
 //! Every error names the file, the line and the field.
 
 use crate::ConfigError;
-use crate::builtin::{builtin_roles, claude_tool, is_known_tool};
+use crate::builtin::{ROLE_DIRS, TEAM_FILE_SOURCE, builtin_roles, claude_tool, is_known_tool};
 use crate::model::*;
 use crate::policy::parse_key;
 use crate::vars::{Origins, SecretSource, check_key, is_valid_key};
@@ -66,6 +66,9 @@ pub(crate) struct RawRole {
     /// Where `system_prompt` came from when not from the team file (a role file).
     #[serde(skip)]
     prompt_origin: Option<(PathBuf, usize)>,
+    /// Where the role comes from (`team file`, a role file's path), for `agent-team roles`.
+    #[serde(skip)]
+    source: Option<String>,
     provider: Option<Provider>,
     model: Option<String>,
     base_url: Option<String>,
@@ -195,15 +198,20 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
 
     // Roles: built-ins, then role files, then [roles.X] over them; [defaults] under all.
     let mut layers: BTreeMap<String, RawRole> = BTreeMap::new();
-    for (name, role) in load_role_files(&workspace)? {
+    let (files, warnings) = load_role_files(&workspace)?;
+    for (name, role) in files {
         layers.insert(name, role);
     }
     for (rname, r) in &raw.roles {
         agent_team_protocol::names::validate("role", rname)
             .map_err(|m| cx.err(Some(r.span()), &format!("roles.{rname}"), m))?;
+        let top = RawRole {
+            source: Some(TEAM_FILE_SOURCE.to_string()),
+            ..r.get_ref().clone()
+        };
         let merged = match layers.remove(rname) {
-            Some(base) => overlay(base, r.get_ref().clone()),
-            None => r.get_ref().clone(),
+            Some(base) => overlay(base, top),
+            None => top,
         };
         layers.insert(rname.clone(), merged);
     }
@@ -443,6 +451,7 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
         prices: raw.prices,
         notify: raw.notify,
         origins,
+        warnings,
     };
     check_strategy(&cfg).map_err(|mut e| {
         if e.file.as_os_str().is_empty() {
@@ -554,6 +563,7 @@ fn overlay(base: RawRole, top: RawRole) -> RawRole {
         stream: top.stream.or(base.stream),
         budget_tokens: top.budget_tokens.or(base.budget_tokens),
         budget_usd: top.budget_usd.or(base.budget_usd),
+        source: top.source.or(base.source),
     }
 }
 
@@ -647,6 +657,7 @@ fn resolve_role(
         env: r.env.unwrap_or(fallback.env),
         context_tokens: r.context_tokens.unwrap_or(fallback.context_tokens),
         stream: r.stream.unwrap_or(fallback.stream),
+        source: r.source.unwrap_or(fallback.source),
     })
 }
 
@@ -765,10 +776,47 @@ struct FrontMatter {
     _other: BTreeMap<String, serde_yaml_ng::Value>,
 }
 
-/// Roles from `.claude/agents/*.md` then `.agent-team/agents/*.md` (the latter wins).
-fn load_role_files(workspace: &Path) -> Result<Vec<(String, RawRole)>, ConfigError> {
+/// The built-in roles with the workspace's role files over them (no team file, no
+/// `[defaults]`), and the files' warnings.
+pub(crate) fn workspace_roles(
+    workspace: &Path,
+) -> Result<(BTreeMap<String, Role>, Vec<String>), ConfigError> {
+    let cx = Ctx {
+        path: workspace,
+        text: "",
+    };
+    let (files, warnings) = load_role_files(workspace)?;
+    let mut roles = builtin_roles();
+    let mut origins = Origins::default();
+    let mut layers: BTreeMap<String, RawRole> = BTreeMap::new();
+    for (name, role) in files {
+        layers.insert(name, role);
+    }
+    for (name, layer) in layers {
+        let base = roles.get(&name).cloned();
+        let role = resolve_role(
+            &cx,
+            &name,
+            base,
+            &RawRole::default(),
+            layer,
+            None,
+            &mut origins,
+        )?;
+        roles.insert(name, role);
+    }
+    Ok((roles, warnings))
+}
+
+/// Roles read from files, by name, in the order they are layered.
+type RoleLayers = Vec<(String, RawRole)>;
+
+/// Roles from `.claude/agents/*.md`, then `.nyzhi/agents/*.md`, then `.agent-team/agents/*.md`
+/// (a later one wins for the same name), and the warnings their files gave.
+fn load_role_files(workspace: &Path) -> Result<(RoleLayers, Vec<String>), ConfigError> {
     let mut out = Vec::new();
-    for sub in [".claude/agents", ".agent-team/agents"] {
+    let mut warnings = Vec::new();
+    for sub in ROLE_DIRS {
         let dir = workspace.join(sub);
         let Ok(rd) = std::fs::read_dir(&dir) else {
             continue;
@@ -779,14 +827,26 @@ fn load_role_files(workspace: &Path) -> Result<Vec<(String, RawRole)>, ConfigErr
             .collect();
         files.sort();
         for f in files {
-            out.push(parse_role_file(&f)?);
+            let (name, mut role, w) = parse_role_file(&f)?;
+            let shown = f
+                .file_name()
+                .map(|n| format!("{sub}/{}", n.to_string_lossy()))
+                .unwrap_or_else(|| f.display().to_string());
+            role.source = Some(shown);
+            warnings.extend(w);
+            out.push((name, role));
         }
     }
-    Ok(out)
+    Ok((out, warnings))
 }
 
-/// Parses one markdown role file: YAML front matter between `---` lines, then the prompt.
-pub(crate) fn parse_role_file(path: &Path) -> Result<(String, RawRole), ConfigError> {
+/// Parses one markdown role file. With YAML front matter between `---` lines (`name`,
+/// `description`, `tools`, `model`), the rest is the prompt; without, it is plain Markdown
+/// (Nyzhi's form): the file name is the role's name, the first `# Heading` its description,
+/// the whole text its prompt. Tool names may be ours or Claude Code's (`Read`, `Write`, `Edit`,
+/// `MultiEdit`, `Glob`, `Grep`, `LS`, `Bash`, `WebFetch`, `TodoWrite`); a name with no
+/// counterpart is left out with a warning naming the file and the tool.
+pub(crate) fn parse_role_file(path: &Path) -> Result<(String, RawRole, Vec<String>), ConfigError> {
     let err = |line: Option<usize>, field: Option<&str>, message: String| ConfigError {
         file: path.to_path_buf(),
         line,
@@ -796,9 +856,37 @@ pub(crate) fn parse_role_file(path: &Path) -> Result<(String, RawRole), ConfigEr
     };
     let text =
         std::fs::read_to_string(path).map_err(|e| err(None, None, format!("cannot read: {e}")))?;
-    let rest = text.strip_prefix("---\n").or_else(|| text.strip_prefix("---\r\n")).ok_or_else(|| {
-        err(Some(1), None, "a role file starts with `---` and YAML front matter (name, description, tools, model)".into())
-    })?;
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("role")
+        .to_string();
+    let Some(rest) = text
+        .strip_prefix("---\n")
+        .or_else(|| text.strip_prefix("---\r\n"))
+    else {
+        // Plain Markdown: the name from the file, the description from the first heading.
+        agent_team_protocol::names::validate("role", &stem)
+            .map_err(|m| err(None, Some("name"), format!("the file name: {m}")))?;
+        let description = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("# "))
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty());
+        let body_line = text
+            .lines()
+            .position(|l| !l.trim().is_empty())
+            .map_or(1, |n| n + 1);
+        let role = RawRole {
+            description,
+            system_prompt: Some(text.trim().to_string())
+                .filter(|b| !b.is_empty())
+                .map(|b| Spanned::new(0..0, b)),
+            prompt_origin: Some((path.to_path_buf(), body_line)),
+            ..Default::default()
+        };
+        return Ok((stem, role, Vec::new()));
+    };
     let end = rest.find("\n---").ok_or_else(|| {
         err(
             None,
@@ -817,11 +905,6 @@ pub(crate) fn parse_role_file(path: &Path) -> Result<(String, RawRole), ConfigEr
             format!("bad front matter: {e}"),
         )
     })?;
-    let stem = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("role")
-        .to_string();
     let name = fm.name.unwrap_or(stem);
     agent_team_protocol::names::validate("role", &name)
         .map_err(|m| err(Some(2), Some("name"), m))?;
@@ -846,22 +929,17 @@ pub(crate) fn parse_role_file(path: &Path) -> Result<(String, RawRole), ConfigEr
             ));
         }
     };
-    let tools = match tools {
-        Some(list) => {
-            let mut mapped = Vec::new();
-            for t in list {
-                let ours = claude_tool(&t).map(str::to_string).unwrap_or(t.clone());
-                if !is_known_tool(&ours) {
-                    return Err(err(None, Some("tools"), format!("unknown tool {t:?}")));
-                }
-                if !mapped.contains(&ours) {
-                    mapped.push(ours);
-                }
-            }
-            Some(mapped)
+    let mut warnings = Vec::new();
+    let tools = tools.map(|list| {
+        let (mapped, unknown) = map_tools(&list);
+        for t in unknown {
+            warnings.push(format!(
+                "{}: tool {t:?} has no counterpart in agent-team; the role runs without it",
+                path.display()
+            ));
         }
-        None => None,
-    };
+        mapped
+    });
     let role = RawRole {
         description: fm.description,
         system_prompt: Some(body.trim().to_string())
@@ -872,7 +950,22 @@ pub(crate) fn parse_role_file(path: &Path) -> Result<(String, RawRole), ConfigEr
         tools,
         ..Default::default()
     };
-    Ok((name, role))
+    Ok((name, role, warnings))
+}
+
+/// A role file's tool names as ours (Claude Code's names mapped, ours kept, each once), and
+/// the names with no counterpart.
+pub(crate) fn map_tools(list: &[String]) -> (Vec<String>, Vec<String>) {
+    let (mut mapped, mut unknown) = (Vec::new(), Vec::new());
+    for t in list {
+        let ours = claude_tool(t).unwrap_or(t.as_str());
+        if !is_known_tool(ours) {
+            unknown.push(t.clone());
+        } else if !mapped.iter().any(|m| m == ours) {
+            mapped.push(ours.to_string());
+        }
+    }
+    (mapped, unknown)
 }
 
 #[cfg(test)]

@@ -133,22 +133,233 @@ fn role_files_claude_and_ours() {
     .unwrap();
     let cfg = load(&dir.path().join("agent-team.toml")).unwrap();
     let a = cfg.role("auditor").unwrap();
-    assert_eq!(a.tools, vec!["read_file", "grep", "list_files"]);
+    assert_eq!(a.tools, vec!["read_file", "grep", "glob"]);
     assert_eq!(a.system_prompt, "You audit.");
+    assert_eq!(a.source, ".claude/agents/auditor.md");
     let t = cfg.role("tester").unwrap();
     assert_eq!(
         (t.model.as_str(), t.system_prompt.as_str()),
         ("m", "You test.")
     );
 
+    // [roles.tester] over the role file: the team file is where it now comes from.
+    assert_eq!(t.source, "team file");
+    assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+
+    // A tool with no counterpart is a warning naming the file and the tool, not a failure.
+    std::fs::write(
+        dir.path().join(".agent-team/agents/odd.md"),
+        "---\ntools: [warp, read_file]\n---\nx\n",
+    )
+    .unwrap();
+    let cfg = load(&dir.path().join("agent-team.toml")).unwrap();
+    assert_eq!(cfg.role("odd").unwrap().tools, vec!["read_file"]);
+    assert_eq!(cfg.warnings.len(), 1, "{:?}", cfg.warnings);
+    assert!(
+        cfg.warnings[0].contains("odd.md") && cfg.warnings[0].contains("\"warp\""),
+        "{:?}",
+        cfg.warnings
+    );
+    // Bad front matter is still an error in its file.
     std::fs::write(
         dir.path().join(".agent-team/agents/bad.md"),
-        "---\ntools: [warp]\n---\nx\n",
+        "---\ntools: 7\n---\nx\n",
     )
     .unwrap();
     let e = load(&dir.path().join("agent-team.toml")).unwrap_err();
     assert!(e.file.ends_with("bad.md"), "{e}");
     assert_eq!(e.field.as_deref(), Some("tools"));
+}
+
+/// The 15 built-in roles, each with a description, a prompt of its own and the tool set its
+/// job needs; the read-only ones can neither write files nor run the shell.
+#[test]
+fn the_builtin_roles_are_nyzhis_set_and_the_leader() {
+    let roles = builtin_roles();
+    let names: Vec<&str> = roles.keys().map(String::as_str).collect();
+    let mut want = vec![
+        "default",
+        "explorer",
+        "worker",
+        "reviewer",
+        "planner",
+        "architect",
+        "debugger",
+        "security-reviewer",
+        "quality-reviewer",
+        "test-engineer",
+        "build-fixer",
+        "deep-executor",
+        "document-specialist",
+        "code-simplifier",
+        "leader",
+    ];
+    want.sort();
+    assert_eq!(names, want);
+    let mut prompts = std::collections::HashSet::new();
+    for (name, r) in &roles {
+        assert_eq!(&r.name, name);
+        assert_eq!(r.source, BUILTIN_SOURCE, "{name}");
+        assert!(!r.description.is_empty(), "{name}");
+        assert!(r.system_prompt.len() > 200, "{name}: {}", r.system_prompt);
+        assert!(
+            prompts.insert(r.system_prompt.clone()),
+            "{name}'s prompt is not its own"
+        );
+        for t in &r.tools {
+            assert!(is_known_tool(t), "{name}: {t}");
+        }
+        let read_only = READ_ONLY_ROLES.contains(&name.as_str());
+        let writes = ["write_file", "edit_file", "bash"]
+            .iter()
+            .any(|w| r.tools.iter().any(|t| t == w));
+        assert_eq!(writes, !read_only, "{name}: {:?}", r.tools);
+        assert!(r.tools.iter().any(|t| t == "read_file"), "{name} reads");
+    }
+    assert_eq!(READ_ONLY_ROLES.len(), 7);
+    let tools = |n: &str| roles[n].tools.clone();
+    assert_eq!(
+        tools("explorer"),
+        ["read_file", "list_files", "grep", "glob"]
+    );
+    assert_eq!(tools("reviewer"), tools("explorer"));
+    assert_eq!(tools("security-reviewer"), tools("explorer"));
+    assert_eq!(tools("quality-reviewer"), tools("explorer"));
+    assert_eq!(
+        tools("planner"),
+        ["read_file", "list_files", "grep", "glob", "memory_set"]
+    );
+    assert_eq!(tools("architect"), tools("planner"));
+    for n in [
+        "debugger",
+        "test-engineer",
+        "build-fixer",
+        "code-simplifier",
+    ] {
+        assert_eq!(
+            tools(n),
+            [
+                "read_file",
+                "write_file",
+                "edit_file",
+                "list_files",
+                "grep",
+                "glob",
+                "bash"
+            ],
+            "{n}"
+        );
+    }
+    assert_eq!(tools("default"), WORKSPACE_TOOLS);
+    assert!(tools("worker").contains(&"memory_set".to_string()));
+    assert!(tools("worker").contains(&"web_fetch".to_string()));
+    let doc = tools("document-specialist");
+    assert!(doc.contains(&"write_file".to_string()) && doc.contains(&"web_fetch".to_string()));
+    assert!(
+        !doc.contains(&"bash".to_string()),
+        "documents, runs nothing"
+    );
+    assert!(tools("deep-executor").contains(&"memory_set".to_string()));
+    // web_fetch is asked in every role, built-in or not, unless a rule allows it.
+    for (name, r) in &roles {
+        assert_eq!(
+            policy::decide(&r.permissions, "web_fetch", "http://x/"),
+            PermAction::Ask,
+            "{name}"
+        );
+    }
+    let c =
+        parse("name = \"a\"\n[roles.worker]\npermissions = { web_fetch = \"allow\" }\n").unwrap();
+    assert_eq!(
+        policy::decide(&c.roles["worker"].permissions, "web_fetch", "http://x/"),
+        PermAction::Allow
+    );
+}
+
+/// Nyzhi's role file: plain Markdown without front matter. The file name is the role's name,
+/// the first heading its description, the whole text its prompt; it comes from `.nyzhi/agents`.
+#[test]
+fn a_plain_markdown_role_file_is_a_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let agents = dir.path().join(".nyzhi/agents");
+    std::fs::create_dir_all(&agents).unwrap();
+    let text = "# Frontend Specialist\n\nYou are a frontend development expert. Focus on:\n- Component architecture\n- Accessibility (WCAG 2.1 AA)\n";
+    std::fs::write(agents.join("frontend-specialist.md"), text).unwrap();
+    std::fs::write(dir.path().join("agent-team.toml"), "name = \"t\"\n").unwrap();
+    let cfg = load(&dir.path().join("agent-team.toml")).unwrap();
+    let r = cfg.role("frontend-specialist").unwrap();
+    assert_eq!(r.description, "Frontend Specialist");
+    assert_eq!(r.system_prompt, text.trim());
+    assert_eq!(r.source, ".nyzhi/agents/frontend-specialist.md");
+    assert_eq!(
+        r.tools, WORKSPACE_TOOLS,
+        "no tools named: every workspace tool"
+    );
+    assert_eq!(cfg.roles.len(), 16);
+    // Without a team file, `roles` sees the same.
+    let ws = workspace_team("t", dir.path()).unwrap();
+    assert_eq!(ws.roles["frontend-specialist"], *r);
+    assert_eq!(ws.roles["explorer"].source, BUILTIN_SOURCE);
+    // `.agent-team/agents` wins over `.nyzhi/agents` for the same name.
+    std::fs::create_dir_all(dir.path().join(".agent-team/agents")).unwrap();
+    std::fs::write(
+        dir.path().join(".agent-team/agents/frontend-specialist.md"),
+        "# Ours\nmine",
+    )
+    .unwrap();
+    let ws = workspace_team("t", dir.path()).unwrap();
+    assert_eq!(ws.roles["frontend-specialist"].description, "Ours");
+    // A file name that is not a role name is refused, naming the file.
+    std::fs::write(agents.join("bad name.md"), "# X\n").unwrap();
+    let e = workspace_team("t", dir.path()).unwrap_err();
+    assert!(e.file.ends_with("bad name.md"), "{e}");
+}
+
+/// Claude Code's tool names map to ours; WebFetch and TodoWrite no longer stop the team, and
+/// a name with no counterpart is a warning naming the file and the tool.
+#[test]
+fn claude_tool_names_map_and_unknown_ones_warn() {
+    for (claude, ours) in [
+        ("Read", "read_file"),
+        ("Write", "write_file"),
+        ("Edit", "edit_file"),
+        ("MultiEdit", "edit_file"),
+        ("Glob", "glob"),
+        ("Grep", "grep"),
+        ("LS", "list_files"),
+        ("Bash", "bash"),
+        ("WebFetch", "web_fetch"),
+        ("TodoWrite", "todo_write"),
+    ] {
+        assert_eq!(claude_tool(claude), Some(ours));
+        assert!(is_known_tool(ours), "{ours}");
+    }
+    assert_eq!(claude_tool("NotebookEdit"), None);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join(".claude/agents")).unwrap();
+    std::fs::write(
+        dir.path().join(".claude/agents/researcher.md"),
+        "---\nname: researcher\ndescription: Looks things up\ntools: Read, Grep, WebFetch, TodoWrite, WebSearch, MultiEdit, Edit\n---\nYou research.\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("agent-team.toml"), "name = \"t\"\n").unwrap();
+    let cfg = load(&dir.path().join("agent-team.toml")).unwrap();
+    let r = cfg.role("researcher").unwrap();
+    assert_eq!(
+        r.tools,
+        ["read_file", "grep", "web_fetch", "todo_write", "edit_file"]
+    );
+    assert_eq!(cfg.warnings.len(), 1, "{:?}", cfg.warnings);
+    assert!(
+        cfg.warnings[0].contains("researcher.md"),
+        "{:?}",
+        cfg.warnings
+    );
+    assert!(
+        cfg.warnings[0].contains("\"WebSearch\""),
+        "{:?}",
+        cfg.warnings
+    );
 }
 
 #[test]

@@ -1,10 +1,10 @@
 //! The decision for one tool call against a role's rules, and whether a team rule (an "allow
 //! always" decision) covers a request.
 
-use crate::SHELL_TOOL;
 use crate::pattern::{command_allows, glob, pattern_allows};
 use crate::protect::{Finding, protected_write};
 use crate::shell::{command_parts, hazard, squeeze};
+use crate::{ASK_BY_DEFAULT, SHELL_TOOL};
 
 /// What to do with a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +47,9 @@ pub struct Decision {
 ///    (redirection, substitution, odd whitespace or control characters; see
 ///    [`crate::pattern`]), so `bash(cargo test*) = "allow"` allows neither
 ///    `cargo test; rm -rf ~` nor `cargo test > .git/config`.
-/// 3. Otherwise the rule for the whole tool decides, then a `*` rule, then `allow`.
+/// 3. Otherwise the rule for the whole tool decides, then a `*` rule, then `allow`; except
+///    for the tools in [`ASK_BY_DEFAULT`] (`web_fetch`), which a `*` rule can deny but not
+///    allow: without a rule naming them they are asked.
 ///
 /// Shell lines and shell patterns are matched with whitespace runs made one space and trimmed,
 /// so spacing does not slip past a pattern.
@@ -101,9 +103,12 @@ pub fn decide_rules(rules: &[Rule<'_>], tool: &str, input: &str) -> Action {
             .find(|r| r.tool == t && r.pattern.is_none())
             .map(|r| r.action)
     };
-    whole_tool(tool)
-        .or_else(|| whole_tool("*"))
-        .unwrap_or(Action::Allow)
+    match (whole_tool(tool), whole_tool("*")) {
+        (Some(a), _) => a,
+        (None, Some(Action::Deny)) => Action::Deny,
+        (None, _) if ASK_BY_DEFAULT.contains(&tool) => Action::Ask,
+        (None, star) => star.unwrap_or(Action::Allow),
+    }
 }
 
 /// `action` with a protected write taken into account: an allowance of a call that writes a
@@ -155,6 +160,42 @@ mod tests {
             pattern,
             action,
         }
+    }
+
+    /// `web_fetch` is asked unless a rule names it; `*` may deny it but not allow it.
+    #[test]
+    fn web_fetch_is_asked_unless_a_rule_names_it() {
+        let url = "http://example.com/";
+        assert_eq!(decide_rules(&[], "web_fetch", url), Ask);
+        assert_eq!(decide_rules(&[], "read_file", "a"), Allow);
+        assert_eq!(
+            decide_rules(&[rule("*", None, Allow)], "web_fetch", url),
+            Ask
+        );
+        assert_eq!(
+            decide_rules(&[rule("*", None, Deny)], "web_fetch", url),
+            Deny
+        );
+        assert_eq!(
+            decide_rules(&[rule("web_fetch", None, Allow)], "web_fetch", url),
+            Allow
+        );
+        assert_eq!(
+            decide_rules(
+                &[rule("web_fetch", Some("http://example.com/*"), Allow)],
+                "web_fetch",
+                url
+            ),
+            Allow
+        );
+        assert_eq!(
+            decide_rules(
+                &[rule("web_fetch", Some("https://docs.rs/*"), Allow)],
+                "web_fetch",
+                url
+            ),
+            Ask
+        );
     }
 
     fn act(rules: &[Rule<'_>], tool: &str, input: &str) -> Action {

@@ -30,5 +30,8 @@ pub const MAX_BODY_LEN: usize = 64 * 1024;
 /// The longest task title accepted.
 pub const MAX_TITLE_LEN: usize = 1024;
 
+/// The most items of an agent's checklist (`set_todos`).
+pub const MAX_TODOS: usize = 100;
+
 /// The default bound on an agent's unread messages before `inbox_full` (SPEC §5.3).
 pub const DEFAULT_INBOX_LIMIT: usize = 1000;

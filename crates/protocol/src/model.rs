@@ -389,6 +389,32 @@ pub struct AgentInfo {
     /// response. Filled in when the roster is read, not stored with the agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<crate::UsageFigures>,
+    /// Its own checklist as it last wrote it with `todo_write` (empty when it never did).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub todos: Vec<TodoItem>,
+}
+
+/// Where one item of an agent's checklist stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum TodoStatus {
+    /// Not started.
+    Pending,
+    /// Being worked on now.
+    InProgress,
+    /// Done.
+    Completed,
+}
+
+/// One item of an agent's checklist (`todo_write`, `set_todos`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct TodoItem {
+    /// What is to be done.
+    pub content: String,
+    /// Where it stands.
+    pub status: TodoStatus,
 }
 
 impl AgentInfo {
@@ -410,6 +436,7 @@ impl AgentInfo {
             last_exit: None,
             error: None,
             usage: None,
+            todos: Vec::new(),
         }
     }
 }

@@ -219,6 +219,13 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// Replace the calling agent's own checklist (agents only; `todo_write`): at most
+    /// [`crate::MAX_TODOS`] items, each content at most [`crate::MAX_TITLE_LEN`] bytes.
+    SetTodos {
+        /// The whole list, in order; empty clears it.
+        #[serde(default)]
+        items: Vec<crate::TodoItem>,
+    },
     /// Store the resolved team configuration (operator only; `up` sends it before `start_run`).
     Configure {
         /// The configuration, as `agent-team-config` serializes a `TeamConfig`.
@@ -348,6 +355,21 @@ impl Request {
                 ("reason", reason.len(), body),
                 none,
             ],
+            Request::SetTodos { items } => {
+                if items.len() > crate::MAX_TODOS {
+                    return Err(crate::ErrorBody::with_details(
+                        crate::ErrorCode::BadRequest,
+                        format!(
+                            "the checklist has {} items; the limit is {}",
+                            items.len(),
+                            crate::MAX_TODOS
+                        ),
+                        serde_json::json!({"field": "items", "limit": crate::MAX_TODOS, "size": items.len()}),
+                    ));
+                }
+                let longest = items.iter().map(|i| i.content.len()).max().unwrap_or(0);
+                [("content", longest, crate::MAX_TITLE_LEN), none, none]
+            }
             Request::MemorySet { key, value } => {
                 crate::memory::check_key(key)?;
                 return crate::memory::check_value(value).map(|_| ());

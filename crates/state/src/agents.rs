@@ -194,6 +194,30 @@ impl TeamState {
             .ok_or_else(|| ErrorBody::new(ErrorCode::NotFound, format!("no agent {name:?}")))
     }
 
+    /// `set_todos`: an agent replaces its own checklist (kept with its record, so it survives
+    /// a restart of the daemon and of the agent).
+    pub fn set_todos(
+        &mut self,
+        actor: &Actor,
+        items: Vec<TodoItem>,
+        now: Timestamp,
+    ) -> Outcome<AgentInfo> {
+        let Some(name) = actor.agent().map(str::to_string) else {
+            return Err(ErrorBody::new(
+                ErrorCode::PermissionDenied,
+                "only an agent writes its own checklist",
+            ));
+        };
+        self.update_agent(&name, |a| {
+            a.info.todos = items;
+            a.info.last_activity = now;
+        })
+        .ok_or_else(|| ErrorBody::new(ErrorCode::NotFound, format!("no agent {name:?}")))?;
+        self.agent(&name)
+            .map(|a| a.info.clone())
+            .ok_or_else(|| ErrorBody::new(ErrorCode::NotFound, format!("no agent {name:?}")))
+    }
+
     /// Notes activity without persisting (it is saved with the agent's next change).
     pub(crate) fn touch(&mut self, name: &str, now: Timestamp) {
         if let Some(a) = self.agents.get_mut(name) {

@@ -733,3 +733,38 @@ fn strategy_events_come_from_the_leader_and_finish_keeps_the_run_details() {
     let old: RunRecord = serde_json::from_str(r#"{"state":"finished","answer":"a"}"#).unwrap();
     assert_eq!(old.details, None, "a record stored before details loads");
 }
+
+/// `set_todos`: an agent replaces its own checklist, which is stored with its record; the
+/// operator has none to set.
+#[test]
+fn an_agent_sets_its_own_checklist_and_it_is_stored() {
+    let mut s = team_with(&["leader", "w1"]);
+    let items = vec![
+        TodoItem {
+            content: "read".into(),
+            status: TodoStatus::Completed,
+        },
+        TodoItem {
+            content: "fix".into(),
+            status: TodoStatus::InProgress,
+        },
+    ];
+    let info = s.set_todos(&a("w1"), items.clone(), now()).unwrap();
+    assert_eq!(info.todos, items);
+    let changes = s.take_changes();
+    assert!(
+        changes
+            .iter()
+            .any(|c| matches!(c, Change::Agent(a) if a.info.name == "w1" && a.info.todos == items)),
+        "the record with its list is persisted"
+    );
+    assert_eq!(
+        s.agents().iter().find(|a| a.name == "w1").unwrap().todos,
+        items
+    );
+    // A new list replaces the old one; an empty one clears it.
+    s.set_todos(&a("w1"), vec![], now()).unwrap();
+    assert!(s.agent("w1").unwrap().info.todos.is_empty());
+    let e = s.set_todos(&Actor::Operator, items, now()).unwrap_err();
+    assert_eq!(e.code, ErrorCode::PermissionDenied);
+}

@@ -28,6 +28,7 @@ fn main() {
             last_exit: None,
             error: None,
             usage: None,
+            todos: Vec::new(),
         },
         secret: "s".into(),
         spec: serde_json::Value::Null,

@@ -59,6 +59,7 @@ fn agent(name: &str, now: Timestamp) -> AgentRecord {
             last_exit: None,
             error: None,
             usage: None,
+            todos: Vec::new(),
         },
         secret: "s".into(),
         spec: serde_json::Value::Null,

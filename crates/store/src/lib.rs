@@ -964,6 +964,7 @@ mod tests {
                 last_exit: None,
                 error: None,
                 usage: None,
+                todos: Vec::new(),
             };
             let rec = AgentRecord {
                 info,

@@ -754,6 +754,7 @@ fn record(name: &str, status: AgentStatus, now: Timestamp) -> AgentRecord {
             last_exit: None,
             error: None,
             usage: None,
+            todos: Vec::new(),
         },
         secret: "s".into(),
         spec: serde_json::Value::Null,

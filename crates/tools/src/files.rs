@@ -90,3 +90,18 @@ impl Tool for Grep {
         "Search the workspace's files for a regular expression; returns file:line: text.";
     const AUDIENCE: Audience = Audience::READ_ONLY;
 }
+
+/// Arguments of `glob`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Glob {
+    /// a pattern relative to the workspace: `*` and `?` within a name, `**` across directories,
+    /// `{a,b}` alternatives, `[abc]` classes; e.g. src/**/*.rs
+    pub pattern: String,
+}
+
+impl Tool for Glob {
+    const NAME: &'static str = "glob";
+    const DESCRIPTION: &'static str = "Find the workspace's files whose path matches a glob pattern (e.g. src/**/*.rs), sorted, at most 1000 (.git skipped).";
+    const AUDIENCE: Audience = Audience::READ_ONLY;
+}

@@ -13,8 +13,10 @@ mod schema;
 mod shell;
 mod tasks;
 mod team;
+mod todos;
+mod web;
 
-pub use files::{EditFile, Grep, ListFiles, ReadFile, WriteFile};
+pub use files::{EditFile, Glob, Grep, ListFiles, ReadFile, WriteFile};
 pub use memory::{MemoryGet, MemoryList, MemorySet};
 pub use messages::{Broadcast, SendMessage};
 pub use parse::{ToolArgError, parse};
@@ -25,6 +27,8 @@ pub use tasks::{
     UpdateTaskStatus,
 };
 pub use team::{DecidePermission, FinishTeam, ListTeammates, SpawnTeammate};
+pub use todos::{TodoItem, TodoStatus, TodoWrite};
+pub use web::WebFetch;
 
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
@@ -180,11 +184,14 @@ catalogue!(
     MemorySet,
     MemoryGet,
     MemoryList,
+    TodoWrite,
     ReadFile,
     WriteFile,
     EditFile,
     ListFiles,
     Grep,
+    Glob,
+    WebFetch,
     Bash,
 );
 

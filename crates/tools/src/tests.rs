@@ -117,7 +117,7 @@ fn names_are_unique_and_known() {
         assert!(is_known_tool(t.name));
         assert_eq!(lookup(t.name).map(|d| d.name), Some(t.name));
     }
-    assert_eq!(CATALOGUE.len(), 21);
+    assert_eq!(CATALOGUE.len(), 24);
     assert!(!is_known_tool("teleport"));
     assert!(!is_known_tool("Bash"));
 }
@@ -134,10 +134,15 @@ fn the_audience_lists_are_the_ones_agents_always_had() {
             "edit_file",
             "list_files",
             "grep",
+            "glob",
+            "web_fetch",
             "bash"
         ]
     );
-    assert_eq!(READ_ONLY_TOOLS, ["read_file", "list_files", "grep"]);
+    assert_eq!(
+        READ_ONLY_TOOLS,
+        ["read_file", "list_files", "grep", "glob", "web_fetch"]
+    );
     assert_eq!(
         LEADER_TOOLS,
         [
@@ -152,6 +157,7 @@ fn the_audience_lists_are_the_ones_agents_always_had() {
             "memory_set",
             "memory_get",
             "memory_list",
+            "todo_write",
         ]
     );
     assert_eq!(
@@ -166,6 +172,7 @@ fn the_audience_lists_are_the_ones_agents_always_had() {
             "release_task",
             "memory_get",
             "memory_list",
+            "todo_write",
         ]
     );
     assert_eq!(DECIDE_PERMISSION, "decide_permission");
@@ -196,6 +203,14 @@ fn sample(p: &Value) -> Value {
         "integer" => json!(1),
         "boolean" => json!(true),
         "array" => json!([sample(&p["items"])]),
+        "object" => {
+            let mut m = serde_json::Map::new();
+            for r in p["required"].as_array().into_iter().flatten() {
+                let r = r.as_str().unwrap();
+                m.insert(r.to_string(), sample(&p["properties"][r]));
+            }
+            Value::Object(m)
+        }
         other => panic!("no sample for {other}"),
     }
 }
@@ -425,5 +440,47 @@ fn memory_set_takes_any_json_value() {
         v.keys().map(String::as_str).collect::<Vec<_>>(),
         ["description"],
         "{s}"
+    );
+}
+
+/// `todo_write` takes the whole list; a status outside the three, or an item without content,
+/// is refused naming the field.
+#[test]
+fn todo_write_parses_the_list_and_refuses_bad_items() {
+    let call = ToolCall::parse(
+        "todo_write",
+        &json!({"items": [
+            {"content": "read the code", "status": "completed"},
+            {"content": "write the fix", "status": "in_progress"},
+            {"content": "run the tests", "status": "pending"}
+        ]}),
+    )
+    .unwrap();
+    let ToolCall::TodoWrite(w) = call else {
+        panic!("not todo_write: {call:?}")
+    };
+    assert_eq!(w.items.len(), 3);
+    assert_eq!(w.items[1].content, "write the fix");
+    assert_eq!(
+        w.items.iter().map(|i| i.status).collect::<Vec<_>>(),
+        [
+            TodoStatus::Completed,
+            TodoStatus::InProgress,
+            TodoStatus::Pending
+        ]
+    );
+    let e = ToolCall::parse(
+        "todo_write",
+        &json!({"items": [{"content": "x", "status": "done"}]}),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("`done`"), "{e}");
+    let e = ToolCall::parse("todo_write", &json!({"items": [{"status": "pending"}]})).unwrap_err();
+    assert!(e.to_string().contains("content"), "{e}");
+    // The model sees the three words.
+    let schema = lookup("todo_write").unwrap().schema();
+    assert_eq!(
+        schema["properties"]["items"]["items"]["properties"]["status"]["enum"],
+        json!(["pending", "in_progress", "completed"])
     );
 }

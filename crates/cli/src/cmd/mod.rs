@@ -5,6 +5,7 @@ mod board;
 mod daemon;
 mod doctor;
 mod memory;
+pub(crate) mod roles;
 mod serve;
 pub(crate) mod teams;
 mod tui;
@@ -27,6 +28,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     let command = match command {
         Command::Teams(t) => return teams::teams(t),
         Command::Doctor(j) => return doctor::doctor(j.json),
+        Command::Roles(j) => return roles::roles(file, j.json),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "agent-team", &mut std::io::stdout());
@@ -100,6 +102,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         // Handled above.
         Command::Teams(t) => teams::teams(t),
         Command::Doctor(j) => doctor::doctor(j.json),
+        Command::Roles(j) => roles::roles(ctx.file.clone(), j.json),
         Command::Completions { .. } | Command::Man => Ok(ExitCode::SUCCESS),
     }
 }

@@ -23,7 +23,9 @@ pub(crate) fn team_config(
         std::fs::create_dir_all(&ws).with_context(|| format!("cannot create {}", ws.display()))?;
         agent_team_config::demo_team(&ws)?
     } else if let Some(f) = &ctx.file {
-        agent_team_config::load(f)?
+        let cfg = agent_team_config::load(f)?;
+        super::roles::print_warnings(&cfg.warnings);
+        cfg
     } else if let Some(stored) = stored_config(ctx) {
         // No team file here: the team keeps the configuration its last `up` gave it.
         stored

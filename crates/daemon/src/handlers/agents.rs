@@ -33,6 +33,10 @@ impl Core {
                 .state
                 .report_status(actor, status, error, now)
                 .map(|agent| Reply::Agent { agent }),
+            Request::SetTodos { items } => self
+                .state
+                .set_todos(actor, items, now)
+                .map(|agent| Reply::Agent { agent }),
             Request::StartRun { goal } => self.supervise(|s| s.start_run(actor, goal)),
             Request::Configure { config } => {
                 let reply = self.supervise(|s| s.configure(actor, config))?;

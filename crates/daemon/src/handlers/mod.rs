@@ -72,6 +72,7 @@ fn area(req: &Request) -> Area {
         | Request::Agents
         | Request::Register { .. }
         | Request::SetStatus { .. }
+        | Request::SetTodos { .. }
         | Request::StartRun { .. }
         | Request::Configure { .. }
         | Request::GetConfig

@@ -2,7 +2,7 @@
 //! workspace, lexically or through a symlink, is refused.
 
 use super::{ToolCtx, ToolOutcome};
-use agent_team_tools::{EditFile, Grep, ListFiles, ReadFile, WriteFile};
+use agent_team_tools::{EditFile, Glob, Grep, ListFiles, ReadFile, WriteFile};
 use std::path::{Component, Path, PathBuf};
 
 pub(super) async fn read_file(ctx: &ToolCtx, a: &ReadFile) -> Result<ToolOutcome, String> {
@@ -156,6 +156,131 @@ pub(super) async fn grep(ctx: &ToolCtx, a: &Grep) -> Result<ToolOutcome, String>
     }))
 }
 
+/// The most paths `glob` returns.
+pub const GLOB_CAP: usize = 1000;
+
+pub(super) async fn glob(ctx: &ToolCtx, a: &Glob) -> Result<ToolOutcome, String> {
+    let (base, re) = glob_regex(&a.pattern)?;
+    // The walk starts at the pattern's literal directory, confined like every path.
+    let dir = confine(&ctx.root, if base.is_empty() { "." } else { &base })?;
+    let root = ctx.root.clone();
+    let (list, more) = tokio::task::spawn_blocking(move || glob_walk(&root, &dir, &re, GLOB_CAP))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(ToolOutcome::ok(if list.is_empty() {
+        format!("no files match {}", a.pattern)
+    } else if more > 0 {
+        format!(
+            "{}\n[... {more} more paths not shown; narrow the pattern]",
+            list.join("\n")
+        )
+    } else {
+        list.join("\n")
+    }))
+}
+
+/// The files under `dir` (`.git` skipped, links not followed out) whose path relative to
+/// `root` matches `re`: the first `cap` in sorted order, and how many more there are.
+pub(crate) fn glob_walk(
+    root: &Path,
+    dir: &Path,
+    re: &regex::Regex,
+    cap: usize,
+) -> (Vec<String>, usize) {
+    let mut out: Vec<String> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_entry(|e| e.file_name() != ".git")
+        .flatten()
+        .filter(|e| e.file_type().is_file() || e.path_is_symlink())
+        .filter_map(|e| {
+            let rel = e.path().strip_prefix(root).ok()?.to_str()?.to_string();
+            re.is_match(&rel).then_some(rel)
+        })
+        .collect();
+    out.sort();
+    let more = out.len().saturating_sub(cap);
+    out.truncate(cap);
+    (out, more)
+}
+
+/// A glob pattern as a regular expression on paths relative to the workspace, with the
+/// pattern's leading directories that hold no wildcard (where the walk can start). `*` and `?`
+/// stay within a name, `**` crosses directories, `{a,b}` and `[abc]`/`[!abc]` as in shells.
+/// An absolute pattern or one with a `..` component is refused: a glob never leaves the
+/// workspace.
+pub(crate) fn glob_regex(pattern: &str) -> Result<(String, regex::Regex), String> {
+    let p = pattern.trim().trim_start_matches("./");
+    if p.is_empty() {
+        return Err("the pattern is empty; e.g. **/*.rs".into());
+    }
+    if p.starts_with('/') || p.split('/').any(|c| c == "..") {
+        return Err(format!(
+            "{pattern:?} leaves the workspace; a pattern is relative to the workspace, without .."
+        ));
+    }
+    let parts: Vec<&str> = p.split('/').collect();
+    let literal = |c: &str| !c.contains(['*', '?', '[', '{']);
+    let n = parts[..parts.len() - 1]
+        .iter()
+        .take_while(|c| literal(c))
+        .count();
+    let base = parts[..n].join("/");
+    let mut re = String::from("^");
+    let chars: Vec<char> = p.chars().collect();
+    let (mut i, mut depth) = (0, 0usize);
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '*' if chars.get(i + 1) == Some(&'*') => {
+                let at_start = i == 0 || chars[i - 1] == '/';
+                if at_start && chars.get(i + 2) == Some(&'/') {
+                    re.push_str("(?:[^/]+/)*");
+                    i += 3;
+                } else {
+                    re.push_str(".*");
+                    i += 2;
+                }
+                continue;
+            }
+            '*' => re.push_str("[^/]*"),
+            '?' => re.push_str("[^/]"),
+            '[' => {
+                let close = chars[i + 1..]
+                    .iter()
+                    .position(|&x| x == ']')
+                    .map(|n| i + 1 + n)
+                    .ok_or_else(|| format!("{pattern:?}: `[` is not closed with `]`"))?;
+                let mut class: String = chars[i + 1..close].iter().collect();
+                if let Some(r) = class.strip_prefix('!') {
+                    class = format!("^{r}");
+                }
+                re.push('[');
+                re.push_str(&class.replace('\\', "\\\\").replace('[', "\\["));
+                re.push(']');
+                i = close + 1;
+                continue;
+            }
+            '{' => {
+                depth += 1;
+                re.push_str("(?:");
+            }
+            '}' if depth > 0 => {
+                depth -= 1;
+                re.push(')');
+            }
+            ',' if depth > 0 => re.push('|'),
+            c => re.push_str(&regex::escape(&c.to_string())),
+        }
+        i += 1;
+    }
+    if depth > 0 {
+        return Err(format!("{pattern:?}: `{{` is not closed with `}}`"));
+    }
+    re.push('$');
+    let re = regex::Regex::new(&re).map_err(|e| format!("bad pattern {pattern:?}: {e}"))?;
+    Ok((base, re))
+}
+
 /// `path` relative to `root` with `.`/`..` and symlinks resolved, or `None` when it is outside
 /// (the tool then refuses it anyway).
 pub(super) fn workspace_path(root: &Path, path: &str) -> Option<String> {
@@ -295,6 +420,79 @@ fn display(root: &Path, p: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `root/path` with content `x`, its directories made.
+    fn touch(root: &Path, path: &str) {
+        let f = root.join(path);
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(f, "x").unwrap();
+    }
+
+    fn matches(pattern: &str, path: &str) -> bool {
+        glob_regex(pattern).unwrap().1.is_match(path)
+    }
+
+    #[test]
+    fn glob_patterns_match_like_a_shell() {
+        assert!(matches("*.rs", "main.rs"));
+        assert!(!matches("*.rs", "src/main.rs"), "* stays in a name");
+        assert!(matches("**/*.rs", "main.rs"));
+        assert!(matches("**/*.rs", "src/a/b/main.rs"));
+        assert!(matches("src/**", "src/a/b.txt"));
+        assert!(matches("src/*.{rs,toml}", "src/lib.toml"));
+        assert!(!matches("src/*.{rs,toml}", "src/lib.md"));
+        assert!(matches("file?.txt", "file1.txt"));
+        assert!(!matches("file?.txt", "file10.txt"));
+        assert!(matches("[ab].txt", "b.txt"));
+        assert!(!matches("[!ab].txt", "b.txt"));
+        assert!(
+            matches("a+b (1).txt", "a+b (1).txt"),
+            "regex characters are literal"
+        );
+        assert!(!matches("a.txt", "abtxt"));
+        assert_eq!(glob_regex("src/deep/**/*.rs").unwrap().0, "src/deep");
+        assert_eq!(glob_regex("./*.md").unwrap().0, "");
+        assert!(glob_regex("[oops").is_err());
+        assert!(glob_regex("{a,b").is_err());
+    }
+
+    #[test]
+    fn a_glob_never_leaves_the_workspace() {
+        for bad in ["../*", "/etc/*", "src/../../x/*", "a/../*", "..", ""] {
+            assert!(glob_regex(bad).is_err(), "{bad:?} was accepted");
+        }
+        // A link inside the workspace pointing out is not walked into.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        touch(outside.path(), "secret.txt");
+        std::os::unix::fs::symlink(outside.path(), root.join("out")).unwrap();
+        touch(&root, "in.txt");
+        let (_, re) = glob_regex("**/*.txt").unwrap();
+        let (list, more) = glob_walk(&root, &root, &re, GLOB_CAP);
+        assert_eq!((list, more), (vec!["in.txt".to_string()], 0));
+        assert!(confine(&root, "out").is_err(), "the base is confined too");
+    }
+
+    #[test]
+    fn glob_results_are_sorted_capped_and_skip_git() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        for i in (0..25).rev() {
+            touch(&root, &format!("src/m{i:02}.rs"));
+        }
+        touch(&root, "src/notes.md");
+        touch(&root, ".git/x.rs");
+        let (_, re) = glob_regex("**/*.rs").unwrap();
+        let (list, more) = glob_walk(&root, &root, &re, 10);
+        assert_eq!(list.len(), 10);
+        assert_eq!(more, 15);
+        assert_eq!(list[0], "src/m00.rs");
+        assert_eq!(list[9], "src/m09.rs");
+        assert!(list.iter().all(|p| !p.starts_with(".git")));
+        let (all, more) = glob_walk(&root, &root.join("src"), &re, GLOB_CAP);
+        assert_eq!((all.len(), more), (25, 0));
+    }
 
     #[test]
     fn paths_are_confined() {

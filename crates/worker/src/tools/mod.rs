@@ -9,9 +9,12 @@ mod files;
 mod memory;
 mod shell;
 mod team;
+mod todos;
+mod web;
 
 pub use agent_team_tools::{ToolArgError, ToolCall, markdown};
 pub use files::{confine, landing};
+pub use web::html_to_text;
 
 use crate::link::{CallError, Link};
 use agent_team_config::policy::{self, perms};
@@ -92,6 +95,8 @@ impl ToolOutcome {
 pub fn policy_input(root: &Path, call: &ToolCall, args: &Value) -> String {
     let path = match call {
         ToolCall::Bash(a) => return a.command.clone(),
+        ToolCall::WebFetch(a) => return a.url.trim().to_string(),
+        ToolCall::Glob(a) => return a.pattern.clone(),
         ToolCall::ReadFile(a) => Some(&a.path),
         ToolCall::WriteFile(a) => Some(&a.path),
         ToolCall::EditFile(a) => Some(&a.path),
@@ -279,6 +284,9 @@ async fn run_inner(ctx: &ToolCtx, call: &ToolCall) -> Result<ToolOutcome, String
         ToolCall::EditFile(a) => files::edit_file(ctx, a).await,
         ToolCall::ListFiles(a) => files::list_files(ctx, a).await,
         ToolCall::Grep(a) => files::grep(ctx, a).await,
+        ToolCall::Glob(a) => files::glob(ctx, a).await,
+        ToolCall::WebFetch(a) => web::web_fetch(ctx, a).await,
+        ToolCall::TodoWrite(a) => todos::todo_write(ctx, a).await,
         ToolCall::Bash(a) => Ok(shell::run(ctx, a).await),
     }
 }

@@ -1,0 +1,365 @@
+//! `web_fetch`: one HTTP(S) GET, its body read up to 1 MiB within 30 s, HTML reduced to text.
+//! The permission check (asked by default) happens before, like every tool's.
+
+use super::{ToolCtx, ToolOutcome};
+use agent_team_tools::WebFetch;
+use std::time::Duration;
+
+/// The most body bytes read.
+pub const BODY_CAP: usize = 1 << 20;
+/// The most text the model gets back.
+const TEXT_CAP: usize = 64 * 1024;
+/// The whole request's deadline.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(super) async fn web_fetch(_ctx: &ToolCtx, a: &WebFetch) -> Result<ToolOutcome, String> {
+    let url = check_url(&a.url)?;
+    let client = reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .redirect(reqwest::redirect::Policy::limited(5))
+        .user_agent(concat!("agent-team/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
+    let mut resp = client
+        .get(url.clone())
+        .send()
+        .await
+        .map_err(|e| format!("cannot fetch {url}: {e}"))?;
+    let status = resp.status();
+    let ctype = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let mut body = Vec::new();
+    let mut cut = false;
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| format!("cannot read {url}: {e}"))?
+    {
+        let room = BODY_CAP - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            cut = true;
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let raw = String::from_utf8_lossy(&body);
+    let is_html = ctype.contains("html")
+        || (ctype.is_empty()
+            && raw
+                .trim_start()
+                .to_ascii_lowercase()
+                .starts_with("<!doctype html"))
+        || (ctype.is_empty() && raw.trim_start().to_ascii_lowercase().starts_with("<html"));
+    let textual = is_html
+        || ctype.is_empty()
+        || ctype.starts_with("text/")
+        || ctype.contains("json")
+        || ctype.contains("xml")
+        || ctype.contains("javascript");
+    if !textual {
+        return Err(format!(
+            "{url} answered {status} with {ctype} ({} bytes): not text",
+            body.len()
+        ));
+    }
+    let mut text = if is_html {
+        html_to_text(&raw)
+    } else {
+        raw.into_owned()
+    };
+    let mut notes = Vec::new();
+    if cut {
+        notes.push(format!("the body was cut at {BODY_CAP} bytes"));
+    }
+    if text.len() > TEXT_CAP {
+        let mut end = TEXT_CAP;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        notes.push(format!(
+            "{} more characters of text not shown",
+            text.len() - end
+        ));
+        text.truncate(end);
+    }
+    let head = format!(
+        "{url} ({status}{})",
+        if ctype.is_empty() {
+            String::new()
+        } else {
+            format!(", {ctype}")
+        }
+    );
+    let tail = if notes.is_empty() {
+        String::new()
+    } else {
+        format!("\n[... {}]", notes.join("; "))
+    };
+    let out = format!("{head}\n\n{text}{tail}");
+    Ok(if status.is_success() {
+        ToolOutcome::ok(out)
+    } else {
+        ToolOutcome::err(out)
+    })
+}
+
+/// The address, if it is http or https.
+pub(super) fn check_url(url: &str) -> Result<reqwest::Url, String> {
+    let u = reqwest::Url::parse(url.trim()).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    match u.scheme() {
+        "http" | "https" => Ok(u),
+        s => Err(format!(
+            "web_fetch reads http:// and https:// addresses only, not {s}:"
+        )),
+    }
+}
+
+/// Elements whose content is not text for a reader.
+const SKIPPED: &[&str] = &[
+    "script", "style", "noscript", "template", "svg", "iframe", "object",
+];
+/// Elements that start a new line.
+const BLOCKS: &[&str] = &[
+    "p",
+    "div",
+    "br",
+    "li",
+    "ul",
+    "ol",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "tr",
+    "table",
+    "section",
+    "article",
+    "header",
+    "footer",
+    "nav",
+    "main",
+    "aside",
+    "pre",
+    "blockquote",
+    "hr",
+    "title",
+    "dd",
+    "dt",
+    "dl",
+    "form",
+    "figure",
+    "figcaption",
+    "address",
+    "details",
+    "summary",
+];
+
+/// The readable text of an HTML page: tags removed, the content of scripts, styles and
+/// comments dropped, block elements on lines of their own (list items as `- `), character
+/// references decoded, runs of spaces made one and of blank lines at most one.
+pub fn html_to_text(html: &str) -> String {
+    let mut out = String::with_capacity(html.len() / 2);
+    let lower = html.to_ascii_lowercase();
+    let mut i = 0;
+    while i < html.len() {
+        let rest = &html[i..];
+        if !rest.starts_with('<') {
+            let next = rest.find('<').map_or(html.len(), |n| i + n);
+            out.push_str(&decode_entities(&html[i..next]));
+            i = next;
+            continue;
+        }
+        if rest.starts_with("<!--") {
+            i = lower[i + 4..]
+                .find("-->")
+                .map_or(html.len(), |n| i + 4 + n + 3);
+            continue;
+        }
+        // A `<` not followed by a name, `/`, `!` or `?` is text (`a < b`).
+        if !rest[1..].starts_with(|c: char| c.is_ascii_alphabetic() || "/!?".contains(c)) {
+            out.push('<');
+            i += 1;
+            continue;
+        }
+        // A tag: its name, whether it closes, and where it ends.
+        let Some(end) = rest.find('>').map(|n| i + n + 1) else {
+            break;
+        };
+        let inner = &lower[i + 1..end - 1];
+        let closing = inner.starts_with('/');
+        let name: String = inner
+            .trim_start_matches('/')
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect();
+        if name.is_empty() {
+            // `<!doctype>`, `<?xml>` or a lone `<`: not text.
+            if inner.starts_with('!') || inner.starts_with('?') {
+                i = end;
+            } else {
+                out.push('<');
+                i += 1;
+            }
+            continue;
+        }
+        i = end;
+        if !closing && SKIPPED.contains(&name.as_str()) && !inner.trim_end().ends_with('/') {
+            let close = format!("</{name}");
+            i = lower[i..]
+                .find(&close)
+                .and_then(|n| lower[i + n..].find('>').map(|m| i + n + m + 1))
+                .unwrap_or(html.len());
+            continue;
+        }
+        if name == "li" {
+            if !closing {
+                out.push_str("\n- ");
+            }
+        } else if BLOCKS.contains(&name.as_str()) {
+            out.push('\n');
+        } else if matches!(name.as_str(), "td" | "th") && !closing {
+            out.push(' ');
+        }
+    }
+    tidy(&out)
+}
+
+/// Runs of whitespace in a line made one space; lines trimmed; at most one blank line in a row.
+fn tidy(s: &str) -> String {
+    let mut out = String::new();
+    let mut blank = true;
+    for line in s.lines() {
+        let line = line.split_whitespace().collect::<Vec<_>>().join(" ");
+        if line.is_empty() {
+            if !blank {
+                out.push('\n');
+            }
+            blank = true;
+            continue;
+        }
+        out.push_str(&line);
+        out.push('\n');
+        blank = false;
+    }
+    out.trim_end().to_string()
+}
+
+/// `&amp;`, `&lt;`, `&gt;`, `&quot;`, `&apos;`/`&#39;`, `&nbsp;` and numeric references; an
+/// unknown one is left as written.
+fn decode_entities(s: &str) -> String {
+    if !s.contains('&') {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let Some(semi) = rest[..rest.len().min(12)].find(';') else {
+            out.push('&');
+            rest = &rest[1..];
+            continue;
+        };
+        let name = &rest[1..semi];
+        let ch = match name {
+            "amp" => Some('&'),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            "nbsp" => Some(' '),
+            _ => name
+                .strip_prefix("#x")
+                .or_else(|| name.strip_prefix("#X"))
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                .or_else(|| name.strip_prefix('#').and_then(|d| d.parse().ok()))
+                .and_then(char::from_u32),
+        };
+        match ch {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[semi + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_becomes_readable_text() {
+        let html = r#"<!DOCTYPE html>
+<html><head><title>The  Page</title>
+<style>body { color: red; }</style>
+<script type="text/javascript">var secret = "<p>not text</p>";</script>
+</head>
+<body>
+<!-- a comment <p>hidden</p> -->
+<h1>Hello&nbsp;&amp; welcome</h1>
+<p>First   paragraph with <b>bold</b> and <a href="x">a link</a>.</p>
+<ul><li>one</li><li>two &lt;3&gt; &#65;&#x42;</li></ul>
+<noscript>enable js</noscript>
+<table><tr><td>a</td><td>b</td></tr></table>
+</body></html>"#;
+        let text = html_to_text(html);
+        assert_eq!(
+            text,
+            "The Page\n\nHello & welcome\n\nFirst paragraph with bold and a link.\n\n- one\n- two <3> AB\n\na b"
+        );
+        for gone in [
+            "color",
+            "secret",
+            "not text",
+            "hidden",
+            "enable js",
+            "<",
+            "href",
+        ] {
+            assert!(
+                !text.contains(gone) || gone == "<" && text.contains("<3>"),
+                "{gone:?} in {text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn odd_markup_does_not_lose_text_or_loop() {
+        assert_eq!(html_to_text("a < b and c"), "a < b and c");
+        assert_eq!(html_to_text("x <script>never closed"), "x");
+        assert_eq!(
+            html_to_text("tom &amp jerry &bogus; &"),
+            "tom &amp jerry &bogus; &"
+        );
+        assert_eq!(html_to_text("<p>unclosed <b"), "unclosed");
+        assert_eq!(html_to_text(""), "");
+    }
+
+    #[test]
+    fn only_http_and_https_are_fetched() {
+        assert!(check_url("http://127.0.0.1:8080/x").is_ok());
+        assert!(check_url("https://example.com").is_ok());
+        for bad in [
+            "file:///etc/passwd",
+            "ftp://example.com/",
+            "gopher://x",
+            "not a url",
+        ] {
+            assert!(check_url(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -389,6 +389,10 @@ pub struct AgentInfo {
     /// response. Filled in when the roster is read, not stored with the agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<crate::UsageFigures>,
+    /// Its colour in panes, `ps` and the boards: a colour name (`cyan`) or `#rrggbb`, given in
+    /// the team file or assigned from [`crate::PALETTE`] in roster order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub color: Option<String>,
 }
 
 impl AgentInfo {
@@ -410,6 +414,7 @@ impl AgentInfo {
             last_exit: None,
             error: None,
             usage: None,
+            color: None,
         }
     }
 }

@@ -24,7 +24,10 @@ pub use tasks::{
     AssignTask, BoardStatus, ClaimTask, CreateTask, FinishedStatus, ListTasks, ReleaseTask,
     UpdateTaskStatus,
 };
-pub use team::{DecidePermission, FinishTeam, ListTeammates, SpawnTeammate};
+pub use team::{
+    CloseTeammate, DecidePermission, FinishTeam, ListTeammates, ResumeTeammate, SpawnTeam,
+    SpawnTeammate, TeamMember, WaitFor,
+};
 
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
@@ -166,6 +169,10 @@ macro_rules! catalogue {
 
 catalogue!(
     SpawnTeammate,
+    SpawnTeam,
+    WaitFor,
+    CloseTeammate,
+    ResumeTeammate,
     CreateTask,
     AssignTask,
     SendMessage,
@@ -241,6 +248,9 @@ pub const MEMORY_SET: &str = <MemorySet as Tool>::NAME;
 pub fn lookup(name: &str) -> Option<&'static ToolDef> {
     CATALOGUE.iter().find(|t| t.name == name)
 }
+
+/// The tools that start teammates: a teammate calling one is told the team is one level deep.
+pub const SPAWN_TOOLS: &[&str] = &[<SpawnTeammate as Tool>::NAME, <SpawnTeam as Tool>::NAME];
 
 /// Whether `name` is a tool agent-team knows.
 pub fn is_known_tool(name: &str) -> bool {

@@ -5,6 +5,7 @@
 mod cli;
 mod crash;
 mod disk;
+mod lifecycle;
 mod memory;
 mod models;
 mod panes;

@@ -78,11 +78,34 @@ fn up_detach_opens_one_pane_per_agent_with_titles_and_work() {
             .unwrap_or_else(|| panic!("no pane for {}", a.name));
         assert_eq!(Some(pane.1), a.pid, "{} runs in its pane", a.name);
         assert!(
-            pane.2.starts_with(&format!("{} · {} · ", a.name, a.role)),
+            pane.2
+                .starts_with(&format!("{}@panes · {} · ", a.name, a.role)),
             "title {:?}",
             pane.2
         );
+        // The border draws the title in the agent's colour (a pane option the format reads).
+        let colour = a.color.clone().unwrap();
+        wait_for("the pane's colour", T, || {
+            sb.tmux(
+                &sb.tmux_socket("panes"),
+                &[
+                    "display-message",
+                    "-p",
+                    "-t",
+                    &pane.0,
+                    "#{@agent-team-color}",
+                ],
+            )
+            .is_ok_and(|o| o.trim() == colour)
+        });
     }
+    let border = sb
+        .tmux(
+            &sb.tmux_socket("panes"),
+            &["show-options", "-gv", "pane-border-format"],
+        )
+        .unwrap();
+    assert!(border.contains("#{@agent-team-color}"), "{border}");
     // The leader is the main pane on the left.
     let layout = sb
         .tmux(

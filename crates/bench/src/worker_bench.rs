@@ -28,6 +28,9 @@ pub fn spawn_connected(team: &BenchTeam, prefix: &str, n: usize) -> Result<Durat
         op.send(Request::Spawn {
             role: "worker".into(),
             name: Some(format!("{prefix}{i}")),
+            instructions: None,
+            model: None,
+            message: None,
         })?;
     }
     op.flush()?;
@@ -71,6 +74,7 @@ pub fn run(r: &mut Report, dir: &Path, quick: bool) -> Result<()> {
             for i in 0..10 {
                 op.call(Request::Kill {
                     name: format!("r{round}w{i}"),
+                    reason: None,
                 })?;
             }
         }

@@ -267,6 +267,10 @@ pub struct UpArgs {
     /// `strategy`, else leader].
     #[arg(long, value_name = "S", value_parser = parse_strategy)]
     pub strategy: Option<agent_team_protocol::TeamStrategy>,
+    /// Add N teammates of the default role (`worker`) named worker-1..N (names the team file
+    /// already uses are skipped), besides the team file's own.
+    #[arg(short = 'n', long = "workers", value_name = "N")]
+    pub workers: Option<usize>,
     /// `--var` and `--secret`.
     #[command(flatten)]
     pub vars: VarArgs,
@@ -341,6 +345,10 @@ pub struct RunArgs {
     /// `strategy`, else leader].
     #[arg(long, value_name = "S", value_parser = parse_strategy)]
     pub strategy: Option<agent_team_protocol::TeamStrategy>,
+    /// Add N teammates of the default role (`worker`) named worker-1..N (names the team file
+    /// already uses are skipped), besides the team file's own.
+    #[arg(short = 'n', long = "workers", value_name = "N")]
+    pub workers: Option<usize>,
     /// `--var` and `--secret`.
     #[command(flatten)]
     pub vars: VarArgs,

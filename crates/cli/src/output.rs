@@ -20,6 +20,12 @@ pub fn json<T: serde::Serialize>(value: &T) {
 
 /// Prints rows as a table with a header; columns are padded to their widest cell.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    table_painted(header, rows, &[]);
+}
+
+/// [`table`], with the first cell of row `i` drawn in colour `first_colors[i]` (an agent's
+/// colour; see [`paint`]) when there is one; padding counts the plain text only.
+pub fn table_painted(header: &[&str], rows: &[Vec<String>], first_colors: &[Option<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -28,24 +34,82 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
             }
         }
     }
-    let fmt_row = |cells: Vec<String>| {
+    let fmt_row = |cells: Vec<String>, color: Option<&String>| {
         let last = cells.len().saturating_sub(1);
         cells
             .into_iter()
             .enumerate()
             .map(|(i, c)| {
-                if i == last {
+                let cell = if i == last {
                     c
                 } else {
                     format!("{c:<w$}", w = widths[i])
+                };
+                match (i, color) {
+                    (0, Some(col)) => paint(col, &cell),
+                    _ => cell,
                 }
             })
             .collect::<Vec<_>>()
             .join("  ")
     };
-    line(&fmt_row(header.iter().map(|h| h.to_string()).collect()));
-    for r in rows {
-        line(&fmt_row(r.clone()));
+    line(&fmt_row(
+        header.iter().map(|h| h.to_string()).collect(),
+        None,
+    ));
+    for (i, r) in rows.iter().enumerate() {
+        line(&fmt_row(
+            r.clone(),
+            first_colors.get(i).and_then(|c| c.as_ref()),
+        ));
+    }
+}
+
+/// Whether stdout gets colour: a terminal, and `NO_COLOR` unset or empty.
+pub fn color_on_stdout() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// Whether stderr gets colour: a terminal, and `NO_COLOR` unset or empty.
+pub fn color_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// The ANSI foreground code of an agent colour: a colour name (`cyan`, `brightred`, `grey`)
+/// or `#rrggbb`; `None` for one the terminal has no code for.
+pub fn ansi_code(color: &str) -> Option<String> {
+    if let Some(hex) = color.strip_prefix('#') {
+        let n = u32::from_str_radix(hex, 16)
+            .ok()
+            .filter(|_| hex.len() == 6)?;
+        return Some(format!("38;2;{};{};{}", n >> 16, (n >> 8) & 0xff, n & 0xff));
+    }
+    let (bright, base) = match color.strip_prefix("bright") {
+        Some(b) => (true, b),
+        None => (false, color),
+    };
+    let n = match base {
+        "black" => 0,
+        "red" => 1,
+        "green" => 2,
+        "yellow" => 3,
+        "blue" => 4,
+        "magenta" => 5,
+        "cyan" => 6,
+        "white" => 7,
+        "grey" | "gray" => return Some("90".into()),
+        _ => return None,
+    };
+    Some(format!("{}", if bright { 90 + n } else { 30 + n }))
+}
+
+/// `text` in `color` (ANSI); unchanged for a colour without a code.
+pub fn paint(color: &str, text: &str) -> String {
+    match ansi_code(color) {
+        Some(code) => format!("\x1b[{code}m{text}\x1b[0m"),
+        None => text.to_string(),
     }
 }
 

@@ -268,12 +268,33 @@ fn yes() -> bool {
 }
 
 /// A teammate the team starts with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Teammate {
     /// Its name.
     pub name: String,
     /// Its role.
     pub role: String,
+    /// Text appended to its role's system prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<String>,
+    /// The model it uses instead of its role's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The provider it uses instead of its role's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<Provider>,
+    /// Its colour (a colour name or `#rrggbb`); assigned from the palette when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub color: Option<String>,
+}
+
+/// Whether `c` is a colour agent-team can show everywhere: a plain colour name (`cyan`,
+/// `brightred`) or `#rrggbb`.
+pub fn valid_color(c: &str) -> bool {
+    match c.strip_prefix('#') {
+        Some(hex) => hex.len() == 6 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        None => !c.is_empty() && c.len() <= 20 && c.bytes().all(|b| b.is_ascii_lowercase()),
+    }
 }
 
 /// A task of the initial board.

@@ -91,6 +91,10 @@ pub(crate) struct RawRole {
 struct RawTeammate {
     name: Spanned<String>,
     role: Option<Spanned<String>>,
+    instructions: Option<String>,
+    model: Option<String>,
+    provider: Option<Provider>,
+    color: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -293,9 +297,25 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
                 format!("unknown role {role:?}; known roles: {known:?}"),
             ));
         }
+        if let Some(c) = &tm.color
+            && !crate::model::valid_color(c.get_ref())
+        {
+            return Err(cx.err(
+                Some(c.span()),
+                "teammates.color",
+                format!(
+                    "color {:?} is neither a colour name (e.g. \"cyan\") nor #rrggbb",
+                    c.get_ref()
+                ),
+            ));
+        }
         teammates.push(Teammate {
             name: n.clone(),
             role,
+            instructions: tm.instructions.clone().filter(|s| !s.trim().is_empty()),
+            model: tm.model.clone().filter(|s| !s.is_empty()),
+            provider: tm.provider,
+            color: tm.color.as_ref().map(|c| c.get_ref().clone()),
         });
     }
     let l = raw.limits;

@@ -471,11 +471,36 @@ impl Core {
                     }
                 }
                 let outcome = match req {
-                    Request::Spawn { role, name } => self
-                        .supervise(|s| s.spawn_request(&actor, conn, id, role, name))
+                    Request::Spawn {
+                        role,
+                        name,
+                        instructions,
+                        model,
+                        message,
+                    } => {
+                        let m = SpawnMember {
+                            name: name.unwrap_or_default(),
+                            role,
+                            instructions,
+                            model,
+                            message,
+                            ..Default::default()
+                        };
+                        self.supervise(|s| s.spawn_request(&actor, conn, id, m))
+                            .transpose()
+                    }
+                    Request::Kill { name, reason } => self
+                        .supervise(|s| s.kill_request(&actor, conn, id, &name, reason))
                         .transpose(),
-                    Request::Kill { name } => self
-                        .supervise(|s| s.kill_request(&actor, conn, id, &name))
+                    Request::Resume { name, message } => self
+                        .supervise(|s| s.resume_request(&actor, conn, id, &name, message))
+                        .transpose(),
+                    Request::WaitFor {
+                        agents,
+                        tasks,
+                        timeout_ms,
+                    } => self
+                        .supervise(|s| s.wait_request(conn, id, agents, tasks, timeout_ms))
                         .transpose(),
                     Request::Restart { name } => self
                         .supervise(|s| s.restart_request(&actor, conn, id, &name))
@@ -727,6 +752,8 @@ impl Core {
 
     /// Commits the batch, then releases its responses and pushes.
     pub(crate) fn flush(&mut self) -> Result<(), agent_team_store::StoreError> {
+        // `wait_for`s this batch settled are answered with it.
+        self.supervise(|s| s.check_waits());
         let changes = self.state.take_changes();
         let t0 = Instant::now();
         let committed = self.store.commit(&changes);

@@ -139,9 +139,7 @@ impl Harness {
     async fn spawn_connected(&mut self, name: &str) {
         let r = self
             .core
-            .supervise(|s| {
-                s.spawn_request(&Actor::Operator, 1, 1, "worker".into(), Some(name.into()))
-            })
+            .supervise(|s| s.spawn_request(&Actor::Operator, 1, 1, worker_named(name)))
             .unwrap();
         assert!(r.is_none(), "answered once connected");
         let n = name.to_string();
@@ -222,7 +220,7 @@ async fn failures_spread_over_more_than_a_minute_never_give_up() {
 async fn a_first_spawn_that_never_connects_is_rolled_back_at_the_deadline() {
     let mut h = Harness::new();
     h.core
-        .supervise(|s| s.spawn_request(&Actor::Operator, 1, 1, "worker".into(), Some("b1".into())))
+        .supervise(|s| s.spawn_request(&Actor::Operator, 1, 1, worker_named("b1")))
         .unwrap();
     h.settle_until("the launch", |h| h.launched("b1")).await;
     h.advance(connect_timeout() - Duration::from_millis(1));
@@ -273,7 +271,7 @@ async fn kill_stops_for_good_and_releases_the_task() {
         .unwrap();
     assert!(
         h.core
-            .supervise(|s| s.kill_request(&Actor::Operator, 1, 3, "b1"))
+            .supervise(|s| s.kill_request(&Actor::Operator, 1, 3, "b1", None))
             .unwrap()
             .is_none()
     );
@@ -329,4 +327,13 @@ async fn reports_about_an_old_incarnation_are_ignored() {
         "{after:?}"
     );
     assert_eq!(after.restarts, new.restarts);
+}
+
+/// A spawn of a `worker` named `name`, without overrides.
+fn worker_named(name: &str) -> agent_team_protocol::SpawnMember {
+    agent_team_protocol::SpawnMember {
+        name: name.to_string(),
+        role: "worker".to_string(),
+        ..Default::default()
+    }
 }

@@ -64,7 +64,7 @@ fn a_spawn_asks_for_a_launch_then_a_connect_deadline_and_answers_when_connected(
     let (mut sup, mut state, backend, _dir) = bare();
     let mut step = sup.step(&mut state);
     let r = step
-        .spawn_request(&Actor::Operator, 7, 1, "worker".into(), Some("b1".into()))
+        .spawn_request(&Actor::Operator, 7, 1, worker_named("b1"))
         .unwrap();
     assert!(r.is_none(), "answered later");
     let actions = step.finish();
@@ -94,7 +94,7 @@ fn a_spawn_asks_for_a_launch_then_a_connect_deadline_and_answers_when_connected(
 fn a_failure_asks_for_a_restart_timer_with_the_backoff_and_nothing_else() {
     let (mut sup, mut state, backend, _dir) = bare();
     let mut step = sup.step(&mut state);
-    step.spawn_request(&Actor::Operator, 7, 1, "worker".into(), Some("b1".into()))
+    step.spawn_request(&Actor::Operator, 7, 1, worker_named("b1"))
         .unwrap();
     let actions = step.finish();
     drive(&mut sup, &mut state, actions);
@@ -128,4 +128,313 @@ fn the_shutdown_deadline_asks_the_core_to_exit() {
     let mut step = sup.step(&mut state);
     step.timer(SupTimer::ShutdownDeadline);
     assert!(matches!(step.finish().as_slice(), [Action::ForceExit]));
+}
+
+/// A spawn of a `worker` named `name`, without overrides.
+fn worker_named(name: &str) -> agent_team_protocol::SpawnMember {
+    agent_team_protocol::SpawnMember {
+        name: name.to_string(),
+        role: "worker".to_string(),
+        ..Default::default()
+    }
+}
+
+/// A member of a `spawn_team` request.
+fn member(name: &str, role: &str) -> agent_team_protocol::SpawnMember {
+    agent_team_protocol::SpawnMember {
+        name: name.to_string(),
+        role: role.to_string(),
+        ..Default::default()
+    }
+}
+
+/// Issue 15: one bad member and nothing is spawned; the error names it.
+#[test]
+fn spawn_team_is_all_or_nothing_and_names_the_bad_member() {
+    let (mut sup, mut state, backend, _dir) = bare();
+    let bad_sets: Vec<(Vec<SpawnMember>, &str, &str)> = vec![
+        (
+            vec![
+                member("a1", "worker"),
+                member("a2", "no-such-role"),
+                member("a3", "worker"),
+            ],
+            "a2",
+            "no role",
+        ),
+        (
+            vec![member("a1", "worker"), member("a1", "reviewer")],
+            "a1",
+            "given twice",
+        ),
+        (
+            vec![member("a1", "worker"), member("Bad Name", "worker")],
+            "Bad Name",
+            "member 2",
+        ),
+        (vec![member("leader", "worker")], "leader", "leader"),
+        (
+            vec![SpawnMember {
+                color: Some("not a colour!".into()),
+                ..member("a1", "worker")
+            }],
+            "a1",
+            "color",
+        ),
+    ];
+    for (members, bad, says) in bad_sets {
+        let mut step = sup.step(&mut state);
+        let e = step
+            .spawn_team_request(&Actor::Agent(LEADER.into()), members)
+            .unwrap_err();
+        assert!(step.finish().is_empty(), "nothing launched for {bad}");
+        assert_eq!(e.details["member"], bad, "{e:?}");
+        assert!(
+            e.message.contains(bad) && e.message.contains(says),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message.contains("no teammate was spawned"),
+            "{}",
+            e.message
+        );
+        assert!(state.agents().is_empty(), "the roster is unchanged: {bad}");
+    }
+    // max_teammates: 2 allowed, 3 asked for.
+    let mut team = sup.config.clone().unwrap();
+    team.max_teammates = 2;
+    let mut step = sup.step(&mut state);
+    step.configure(&Actor::Operator, serde_json::to_value(&team).unwrap())
+        .unwrap();
+    let e = step
+        .spawn_team_request(
+            &Actor::Operator,
+            vec![
+                member("a1", "worker"),
+                member("a2", "worker"),
+                member("a3", "worker"),
+            ],
+        )
+        .unwrap_err();
+    assert!(e.message.contains("max_teammates = 2"), "{}", e.message);
+    assert_eq!(e.details["member"], "a3");
+    assert!(step.finish().is_empty());
+    assert!(state.agents().is_empty());
+    assert!(backend.calls.lock().unwrap().is_empty(), "no launch at all");
+}
+
+/// Issue 15: a good `spawn_team` adds every member at once, with its own model, instructions
+/// and colour, launches them together and queues each one's first message.
+#[test]
+fn spawn_team_launches_every_member_with_its_own_settings() {
+    let (mut sup, mut state, _backend, _dir) = bare();
+    let members = vec![
+        member("a1", "worker"),
+        SpawnMember {
+            model: Some("special-model".into()),
+            instructions: Some("Always answer in French.".into()),
+            message: Some("start with the parser".into()),
+            ..member("a2", "reviewer")
+        },
+        SpawnMember {
+            color: Some("#ff8800".into()),
+            ..member("a3", "worker")
+        },
+    ];
+    let mut step = sup.step(&mut state);
+    let reply = step
+        .spawn_team_request(&Actor::Agent(LEADER.into()), members)
+        .unwrap();
+    let Reply::Agents { agents } = reply else {
+        panic!("{reply:?}")
+    };
+    let names: Vec<&str> = agents.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["a1", "a2", "a3"]);
+    // Palette colours in roster order, a given one kept.
+    let colours: Vec<Option<&str>> = agents.iter().map(|a| a.color.as_deref()).collect();
+    assert_eq!(colours, [Some("cyan"), Some("green"), Some("#ff8800")]);
+    let actions = step.finish();
+    let [Action::Run(Job::LaunchMany { batch, .. })] = actions.as_slice() else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(batch.len(), 3);
+    let env_of = |i: usize, k: &str| {
+        batch[i]
+            .2
+            .env
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(env_of(1, env::MODEL).as_deref(), Some("special-model"));
+    assert_eq!(
+        env_of(1, env::INSTRUCTIONS).as_deref(),
+        Some("Always answer in French.")
+    );
+    assert_eq!(env_of(0, env::MODEL), None, "a1 keeps its role's model");
+    assert_eq!(batch[1].2.title, "a2@t · reviewer");
+    assert_eq!(batch[2].2.color.as_deref(), Some("#ff8800"));
+    let inbox = state.unread("a2");
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(inbox[0].body, "start with the parser");
+    assert_eq!(inbox[0].from, LEADER);
+}
+
+/// Issue 15: the team is one level deep; a teammate's spawn says so.
+#[test]
+fn a_teammate_cannot_spawn_max_depth_one() {
+    let (mut sup, mut state, _backend, _dir) = bare();
+    let mut step = sup.step(&mut state);
+    let e = step
+        .spawn_team_request(&Actor::Agent("b1".into()), vec![member("x", "worker")])
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::PermissionDenied);
+    assert!(e.message.contains("max_depth 1"), "{}", e.message);
+    let e = step
+        .spawn_request(&Actor::Agent("b1".into()), 1, 1, worker_named("x"))
+        .unwrap_err();
+    assert!(e.message.contains("max_depth 1"), "{}", e.message);
+    assert!(step.finish().is_empty());
+}
+
+/// Issue 15: `wait_for` answers at once when everything is settled, after the change that
+/// settles it, or at its deadline with `done: false`.
+#[test]
+fn wait_for_answers_when_settled_or_at_the_deadline() {
+    let (mut sup, mut state, _backend, _dir) = bare();
+    let now = Timestamp::now();
+    let t = state
+        .task_add(
+            &Actor::Operator,
+            agent_team_state::tasks::NewTask {
+                title: "t".into(),
+                description: String::new(),
+                run: None,
+                blocked_by: vec![],
+                assign: None,
+                key: None,
+            },
+            now,
+        )
+        .unwrap();
+    let mut step = sup.step(&mut state);
+    assert!(
+        step.wait_request(1, 1, vec![], vec![99], 1000).is_err(),
+        "no task 99"
+    );
+    let r = step.wait_request(1, 2, vec![], vec![t.id], 5000).unwrap();
+    assert!(r.is_none(), "pending: answered later");
+    let actions = step.finish();
+    let [
+        Action::Schedule {
+            after,
+            timer: SupTimer::WaitDeadline(key),
+        },
+    ] = actions.as_slice()
+    else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(*after, Duration::from_millis(5000));
+    let key = *key;
+    // Nothing changed: checking answers nobody.
+    let mut step = sup.step(&mut state);
+    step.check_waits();
+    assert!(step.finish().is_empty());
+    state.task_cancel(&Actor::Operator, t.id, now).unwrap();
+    let mut step = sup.step(&mut state);
+    step.check_waits();
+    let answered = step.finish();
+    assert!(
+        matches!(answered.as_slice(), [Action::Answer { conn: 1, id: 2, outcome: Ok(Reply::Waited { done: true, tasks, .. }) }]
+            if tasks[0].status == TaskStatus::Cancelled),
+        "{answered:?}"
+    );
+    // Its deadline then finds nothing to answer.
+    let mut step = sup.step(&mut state);
+    step.timer(SupTimer::WaitDeadline(key));
+    assert!(step.finish().is_empty());
+    // Settled already: answered at once.
+    let mut step = sup.step(&mut state);
+    assert!(matches!(
+        step.wait_request(1, 3, vec![], vec![t.id], 5000),
+        Ok(Some(Reply::Waited { done: true, .. }))
+    ));
+    // A teammate still starting: the deadline answers `done: false` with its state.
+    step.spawn_request(&Actor::Operator, 7, 1, worker_named("b1"))
+        .unwrap();
+    assert!(
+        step.wait_request(1, 4, vec!["b1".into()], vec![], 10)
+            .unwrap()
+            .is_none()
+    );
+    step.finish();
+    let key = sup.next_wait - 1;
+    let mut step = sup.step(&mut state);
+    step.timer(SupTimer::WaitDeadline(key));
+    let answered = step.finish();
+    assert!(
+        matches!(answered.as_slice(), [Action::Answer { id: 4, outcome: Ok(Reply::Waited { done: false, agents, .. }), .. }]
+            if agents[0].name == "b1" && agents[0].status == AgentStatus::Starting),
+        "{answered:?}"
+    );
+    // The cap: at most 600 s.
+    let mut step = sup.step(&mut state);
+    step.wait_request(1, 5, vec!["b1".into()], vec![], 10_000_000)
+        .unwrap();
+    assert!(matches!(
+        step.finish().as_slice(),
+        [Action::Schedule { after, .. }] if *after == Duration::from_secs(600)
+    ));
+}
+
+/// Issue 15: `resume` refuses a live teammate, and for a stopped one queues the message first
+/// and launches it again.
+#[test]
+fn resume_refuses_a_live_teammate_and_restarts_a_closed_one_with_its_message() {
+    let (mut sup, mut state, _backend, _dir) = bare();
+    let mut step = sup.step(&mut state);
+    step.spawn_request(&Actor::Operator, 7, 1, worker_named("b1"))
+        .unwrap();
+    let actions = step.finish();
+    drive(&mut sup, &mut state, actions);
+    let mut step = sup.step(&mut state);
+    let e = step
+        .resume_request(&Actor::Agent(LEADER.into()), 1, 2, "b1", None)
+        .unwrap_err();
+    assert!(e.message.contains("nothing to resume"), "{}", e.message);
+    step.finish();
+    // Closed with a reason: stopped, the reason in its status.
+    let mut step = sup.step(&mut state);
+    step.kill_request(
+        &Actor::Agent(LEADER.into()),
+        1,
+        3,
+        "b1",
+        Some("done for now".into()),
+    )
+    .unwrap();
+    let actions = step.finish();
+    drive(&mut sup, &mut state, actions);
+    let b1 = state.agent("b1").unwrap().info.clone();
+    assert_eq!(b1.status, AgentStatus::Stopped);
+    assert_eq!(state.teammate_count(), 0, "its slot is free");
+    let mut step = sup.step(&mut state);
+    let r = step
+        .resume_request(
+            &Actor::Agent(LEADER.into()),
+            1,
+            4,
+            "b1",
+            Some("welcome back".into()),
+        )
+        .unwrap();
+    assert!(r.is_none(), "answered once connected");
+    let actions = step.finish();
+    assert!(
+        matches!(actions.as_slice(), [Action::Run(Job::Launch { name, incarnation: 2, .. })] if name == "b1"),
+        "{actions:?}"
+    );
+    let inbox = state.unread("b1");
+    assert_eq!(inbox.last().unwrap().body, "welcome back");
 }

@@ -496,7 +496,7 @@ pub(crate) async fn kill(
 ) -> Result<Response, ApiError> {
     let team = checked("team", &team)?;
     let name = checked("agent", &name)?;
-    agent_op(app, team, Request::Kill { name }).await
+    agent_op(app, team, Request::Kill { name, reason: None }).await
 }
 
 pub(crate) async fn up(

@@ -209,6 +209,7 @@ mod tests {
             cwd: "/w".into(),
             log: "/w/log".into(),
             title: format!("{name} · worker"),
+            color: None,
         }
     }
 

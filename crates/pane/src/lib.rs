@@ -65,8 +65,10 @@ pub struct LaunchSpec {
     pub cwd: PathBuf,
     /// Where its output is kept.
     pub log: PathBuf,
-    /// A title for panes: `name · role`.
+    /// A title for panes: `name@team · role`.
     pub title: String,
+    /// The agent's colour (a colour name or `#rrggbb`), for pane borders.
+    pub color: Option<String>,
 }
 
 /// A started agent process.
@@ -201,6 +203,12 @@ pub mod env {
     pub const LOG_FILE: &str = "AGENT_TEAM_LOG_FILE";
     /// The agent's own workspace when it is not the team's (a worktree-isolated teammate).
     pub const WORKSPACE: &str = "AGENT_TEAM_WORKSPACE";
+    /// The model this member uses instead of its role's (a team-file or spawned member's own).
+    pub const MODEL: &str = "AGENT_TEAM_MODEL";
+    /// The provider this member uses instead of its role's.
+    pub const PROVIDER: &str = "AGENT_TEAM_PROVIDER";
+    /// Text appended to the role's system prompt for this member.
+    pub const INSTRUCTIONS: &str = "AGENT_TEAM_INSTRUCTIONS";
 
     /// What every agent-team variable starts with (these and the paths crate's
     /// `AGENT_TEAM_HOME`, `AGENT_TEAM_RUNTIME_DIR`, `AGENT_TEAM_TMUX_SOCKET`).

@@ -149,6 +149,7 @@ mod tests {
             cwd: dir.to_path_buf(),
             log: dir.join("logs/a.log"),
             title: "a".into(),
+            color: None,
         }
     }
 

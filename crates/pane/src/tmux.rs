@@ -21,6 +21,13 @@ use tmux_interface::{
 
 /// The pane option naming the agent a pane belongs to.
 const OWNER_OPTION: &str = "@agent-team-agent";
+/// A pane's owner mark not yet written: (pane, agent, title, colour).
+type Mark = (String, String, String, Option<String>);
+/// The pane option holding the agent's colour, which the border format draws its title in.
+const COLOR_OPTION: &str = "@agent-team-color";
+/// The pane border: the pane's title, in the agent's colour when it has one.
+const BORDER_FORMAT: &str =
+    " #{?@agent-team-color,#[fg=#{@agent-team-color}],}#{pane_title}#[default] ";
 
 /// What the `--here` window runs until the first agent replaces it.
 const PLACEHOLDER: &str = "sleep 86400";
@@ -215,8 +222,8 @@ pub struct TmuxBackend {
     spawning: Mutex<()>,
     /// Panes marked as an agent's on the current server (cleared when a new server starts).
     owned: Mutex<HashMap<String, String>>,
-    /// Marks (pane, agent, title) not yet written to tmux.
-    unmarked: Mutex<Vec<(String, String, String)>>,
+    /// Marks (pane, agent, title, colour) not yet written to tmux.
+    unmarked: Mutex<Vec<Mark>>,
 }
 
 impl TmuxBackend {
@@ -224,15 +231,17 @@ impl TmuxBackend {
     pub fn new(place: Placement, layout: TmuxLayout, runtime: &Path) -> Result<Self, PaneError> {
         version()?;
         let config = runtime.join(format!("{}.tmux.conf", place.session));
-        let conf = "\
+        let conf = format!(
+            "\
 # Written by agent-team for its private tmux server.
 set -g remain-on-exit on
 set -g pane-border-status top
-set -g pane-border-format ' #{pane_title} '
+set -g pane-border-format '{BORDER_FORMAT}'
 set -g allow-rename off
 set -g history-limit 20000
 set -g mouse on
-";
+"
+        );
         std::fs::write(&config, conf).map_err(|source| PaneError::Io {
             what: format!("cannot write {}", config.display()),
             source,
@@ -288,13 +297,18 @@ set -g mouse on
     /// Marks a pane as this agent's (so a respawn after a daemon restart never takes a pane
     /// that is not: pane ids restart from %0 on a new server). The tmux option is written with
     /// the next title update, off the launch path.
-    fn mark(&self, launched: &Launched, name: &str, title: &str) {
+    fn mark(&self, launched: &Launched, spec: &LaunchSpec) {
         let Some(p) = &launched.pane else { return };
         if let Ok(mut o) = self.owned.lock() {
-            o.insert(p.clone(), name.to_string());
+            o.insert(p.clone(), spec.name.clone());
         }
         if let Ok(mut u) = self.unmarked.lock() {
-            u.push((p.clone(), name.to_string(), title.to_string()));
+            u.push((
+                p.clone(),
+                spec.name.clone(),
+                spec.title.clone(),
+                spec.color.clone(),
+            ));
         }
     }
 
@@ -447,7 +461,7 @@ set -g mouse on
         });
         for (l, spec) in launched.iter().zip(specs) {
             if let Ok(l) = l {
-                self.mark(l, &spec.name, &spec.title);
+                self.mark(l, spec);
             }
         }
         launched
@@ -525,7 +539,7 @@ impl PaneBackend for TmuxBackend {
                     .lock()
                     .is_ok_and(|o| o.get(&pane).is_some_and(|n| n == &spec.name))
                 {
-                    self.mark(&l, &spec.name, &spec.title);
+                    self.mark(&l, spec);
                 }
                 Ok(l)
             }
@@ -635,7 +649,7 @@ impl PaneBackend for TmuxBackend {
     }
 
     fn set_titles(&self, titles: &[(Launched, String)]) {
-        let marks: Vec<(String, String, String)> = self
+        let marks: Vec<Mark> = self
             .unmarked
             .lock()
             .map(|mut u| std::mem::take(&mut *u))
@@ -648,7 +662,7 @@ impl PaneBackend for TmuxBackend {
                 .filter(|(p, t)| known.get(p) != Some(t))
                 .collect()
         };
-        for (p, _, title) in &marks {
+        for (p, _, title, _) in &marks {
             if !fresh.iter().any(|(q, _)| q == p) {
                 fresh.push((p.clone(), title.clone()));
             }
@@ -657,7 +671,7 @@ impl PaneBackend for TmuxBackend {
             return;
         }
         let mut cmds = TmuxCommands::new();
-        for (p, name, _) in &marks {
+        for (p, name, _, color) in &marks {
             cmds.push(
                 SetOption::new()
                     .pane()
@@ -665,6 +679,15 @@ impl PaneBackend for TmuxBackend {
                     .option(OWNER_OPTION)
                     .value(name.as_str()),
             );
+            if let Some(c) = color {
+                cmds.push(
+                    SetOption::new()
+                        .pane()
+                        .target_pane(p.as_str())
+                        .option(COLOR_OPTION)
+                        .value(c.as_str()),
+                );
+            }
         }
         for (p, t) in &fresh {
             cmds.push(SelectPane::new().target_pane(p.as_str()).title(t.as_str()));
@@ -812,7 +835,7 @@ pub fn new_window_here(socket: &Path, name: &str) -> Result<(String, String), Pa
     for (k, v) in [
         ("remain-on-exit", "on"),
         ("pane-border-status", "top"),
-        ("pane-border-format", " #{pane_title} "),
+        ("pane-border-format", BORDER_FORMAT),
     ] {
         opts.push(
             SetOption::new()

@@ -17,7 +17,7 @@ pub mod wire;
 pub use error::{ErrorBody, ErrorCode};
 pub use frame::{FrameError, MAX_FRAME_LEN};
 pub use model::*;
-pub use request::{Reply, Request};
+pub use request::{DEFAULT_WAIT_MS, MAX_WAIT_MS, Reply, Request, SpawnMember};
 pub use usage::{BudgetLevel, BudgetLimit, BudgetStatus, UsageFigures, UsageLine, UsageReport};
 pub use wire::{Auth, ClientFrame, Hello, MAX_RID_LEN, Push, ServerFrame, Welcome};
 
@@ -35,3 +35,12 @@ pub const MAX_TODOS: usize = 100;
 
 /// The default bound on an agent's unread messages before `inbox_full` (SPEC §5.3).
 pub const DEFAULT_INBOX_LIMIT: usize = 1000;
+
+/// The colours agents get when the team file gives none, in roster order (the leader first):
+/// names every terminal, tmux, ratatui and CSS know.
+pub const PALETTE: &[&str] = &["cyan", "green", "yellow", "magenta", "blue", "red"];
+
+/// The colour of the `index`-th agent of the roster (0 is the leader) when none is given.
+pub fn palette_color(index: usize) -> &'static str {
+    PALETTE[index % PALETTE.len()]
+}

@@ -389,6 +389,10 @@ pub struct AgentInfo {
     /// response. Filled in when the roster is read, not stored with the agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<crate::UsageFigures>,
+    /// Its colour in panes, `ps` and the boards: a colour name (`cyan`) or `#rrggbb`, given in
+    /// the team file or assigned from [`crate::PALETTE`] in roster order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub color: Option<String>,
     /// Its own checklist as it last wrote it with `todo_write` (empty when it never did).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub todos: Vec<TodoItem>,
@@ -437,6 +441,7 @@ impl AgentInfo {
             error: None,
             usage: None,
             todos: Vec::new(),
+            color: None,
         }
     }
 }

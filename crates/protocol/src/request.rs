@@ -200,11 +200,53 @@ pub enum Request {
         /// Its name; defaults to the role name with the next free number.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+        /// Text appended to the role's system prompt for this member.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instructions: Option<String>,
+        /// The model this member uses instead of its role's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<String>,
+        /// Its first input: a message from the caller, queued before it starts.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    /// Start several teammates at once, all or nothing (leader and operator only): every
+    /// member is checked first and none is started when one is refused (the error names it).
+    /// Answered at once with the new roster entries (`starting`).
+    SpawnTeam {
+        /// The members, in order.
+        members: Vec<SpawnMember>,
+    },
+    /// Wait until each named teammate is settled (`idle`, `exited`, `stopped`, `failed`) and
+    /// each named task is finished (`completed`, `failed`, `cancelled`), or until the timeout;
+    /// answered with their states. Neither named: every teammate.
+    WaitFor {
+        /// Agents to wait for.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        agents: Vec<String>,
+        /// Tasks to wait for.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tasks: Vec<u64>,
+        /// How long to wait at most, in milliseconds (at most 600000).
+        #[serde(default = "default_wait_ms")]
+        timeout_ms: u64,
     },
     /// Stop one agent; it is not restarted and its task is released.
     Kill {
         /// The agent's name.
         name: String,
+        /// Why (recorded with its status and told to the leader).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Start a stopped, exited or failed teammate again (leader and operator only), with its
+    /// inbox; `message` is queued first from the caller. Answered once it has connected.
+    Resume {
+        /// The agent's name.
+        name: String,
+        /// A message for it, queued before it starts.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
     },
     /// Restart one agent in place, keeping its identity, inbox and task; clears `failed`.
     Restart {
@@ -336,6 +378,35 @@ impl Request {
         let none = ("", 0, 0);
         let fields: [(&str, usize, usize); 3] = match self {
             Request::Send { body: b, .. } => [("body", b.len(), body), none, none],
+            Request::Spawn {
+                instructions,
+                message,
+                ..
+            } => [
+                (
+                    "instructions",
+                    instructions.as_ref().map_or(0, String::len),
+                    body,
+                ),
+                ("message", message.as_ref().map_or(0, String::len), body),
+                none,
+            ],
+            Request::Resume {
+                message: Some(m), ..
+            } => [("message", m.len(), body), none, none],
+            Request::SpawnTeam { members } => {
+                for m in members {
+                    Request::Spawn {
+                        role: String::new(),
+                        name: None,
+                        instructions: m.instructions.clone(),
+                        model: None,
+                        message: m.message.clone(),
+                    }
+                    .check_sizes()?;
+                }
+                return Ok(());
+            }
             Request::StartRun { goal: Some(g) } => [("goal", g.len(), body), none, none],
             Request::TaskAdd {
                 title,
@@ -406,6 +477,7 @@ impl Request {
                 | Request::MemoryList { .. }
                 | Request::BudgetCheck
                 | Request::Usage
+                | Request::WaitFor { .. }
                 // An acknowledgement only moves a message forward: repeating it changes nothing.
                 | Request::Ack { .. }
         )
@@ -414,6 +486,40 @@ impl Request {
 
 fn default_true() -> bool {
     true
+}
+
+/// How long `wait_for` waits when no timeout is given: 60 s.
+pub const DEFAULT_WAIT_MS: u64 = 60_000;
+/// The longest `wait_for`: 600 s.
+pub const MAX_WAIT_MS: u64 = 600_000;
+
+fn default_wait_ms() -> u64 {
+    DEFAULT_WAIT_MS
+}
+
+/// One member of a `spawn_team` request.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpawnMember {
+    /// Its name.
+    pub name: String,
+    /// The role to start it from.
+    pub role: String,
+    /// Text appended to the role's system prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<String>,
+    /// The model it uses instead of its role's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The provider it uses instead of its role's (`openai`, `anthropic`, `exec`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Its colour (a colour name or `#rrggbb`); assigned from the palette when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub color: Option<String>,
+    /// Its first input, queued from the caller before it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// A successful answer; the `kind` field names its shape.
@@ -529,6 +635,16 @@ pub enum Reply {
         /// The spent budget, in words; none when the agent may make its request.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         stop: Option<String>,
+    },
+    /// Answer to `wait_for`: whether everything waited for got there (false: the timeout came
+    /// first), and the states of the agents and tasks waited for.
+    Waited {
+        /// Everything waited for is settled or finished.
+        done: bool,
+        /// The agents waited for.
+        agents: Vec<AgentInfo>,
+        /// The tasks waited for.
+        tasks: Vec<Task>,
     },
     /// Answer to `register`: the secret the new agent authenticates with.
     Registered {

@@ -339,8 +339,14 @@ fn team_requests() -> impl Strategy<Value = Request> {
         Just(Request::TeamInfo),
         Just(Request::Agents),
         (text(), text()).prop_map(|(name, role)| Request::Register { name, role }),
-        (text(), opt_text()).prop_map(|(role, name)| Request::Spawn { role, name }),
-        text().prop_map(|name| Request::Kill { name }),
+        (text(), opt_text(), opt_text()).prop_map(|(role, name, message)| Request::Spawn {
+            role,
+            name,
+            instructions: None,
+            model: None,
+            message,
+        }),
+        (text(), opt_text()).prop_map(|(name, reason)| Request::Kill { name, reason }),
         text().prop_map(|name| Request::Restart { name }),
         (agent_status(), opt_text())
             .prop_map(|(status, error)| Request::SetStatus { status, error }),

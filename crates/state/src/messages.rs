@@ -49,7 +49,14 @@ impl TeamState {
                 .collect()
         } else {
             let live = self.live_names();
-            if !live.iter().any(|n| n == to) {
+            // A teammate the leader closed (or that exited) keeps its inbox for its resume: the
+            // leader and the operator may still write to it; anyone else is told it is gone.
+            let resumable = actor.is_privileged()
+                && to != names::LEADER
+                && self.agents.get(to).is_some_and(|a| {
+                    matches!(a.info.status, AgentStatus::Stopped | AgentStatus::Exited)
+                });
+            if !resumable && !live.iter().any(|n| n == to) {
                 let message = if live.is_empty() {
                     format!("no agent {to:?}: the team has no agent that can receive messages")
                 } else {

@@ -29,6 +29,7 @@ fn main() {
             error: None,
             usage: None,
             todos: Vec::new(),
+            color: None,
         },
         secret: "s".into(),
         spec: serde_json::Value::Null,

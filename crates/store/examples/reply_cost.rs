@@ -60,6 +60,7 @@ fn agent(name: &str, now: Timestamp) -> AgentRecord {
             error: None,
             usage: None,
             todos: Vec::new(),
+            color: None,
         },
         secret: "s".into(),
         spec: serde_json::Value::Null,

@@ -965,6 +965,7 @@ mod tests {
                 error: None,
                 usage: None,
                 todos: Vec::new(),
+                color: None,
             };
             let rec = AgentRecord {
                 info,

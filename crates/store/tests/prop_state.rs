@@ -755,6 +755,7 @@ fn record(name: &str, status: AgentStatus, now: Timestamp) -> AgentRecord {
             error: None,
             usage: None,
             todos: Vec::new(),
+            color: None,
         },
         secret: "s".into(),
         spec: serde_json::Value::Null,

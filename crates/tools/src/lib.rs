@@ -26,7 +26,10 @@ pub use tasks::{
     AssignTask, BoardStatus, ClaimTask, CreateTask, FinishedStatus, ListTasks, ReleaseTask,
     UpdateTaskStatus,
 };
-pub use team::{DecidePermission, FinishTeam, ListTeammates, SpawnTeammate};
+pub use team::{
+    CloseTeammate, DecidePermission, FinishTeam, ListTeammates, ResumeTeammate, SpawnTeam,
+    SpawnTeammate, TeamMember, WaitFor,
+};
 pub use todos::{TodoItem, TodoStatus, TodoWrite};
 pub use web::WebFetch;
 
@@ -170,6 +173,10 @@ macro_rules! catalogue {
 
 catalogue!(
     SpawnTeammate,
+    SpawnTeam,
+    WaitFor,
+    CloseTeammate,
+    ResumeTeammate,
     CreateTask,
     AssignTask,
     SendMessage,
@@ -248,6 +255,9 @@ pub const MEMORY_SET: &str = <MemorySet as Tool>::NAME;
 pub fn lookup(name: &str) -> Option<&'static ToolDef> {
     CATALOGUE.iter().find(|t| t.name == name)
 }
+
+/// The tools that start teammates: a teammate calling one is told the team is one level deep.
+pub const SPAWN_TOOLS: &[&str] = &[<SpawnTeammate as Tool>::NAME, <SpawnTeam as Tool>::NAME];
 
 /// Whether `name` is a tool agent-team knows.
 pub fn is_known_tool(name: &str) -> bool {

@@ -160,6 +160,18 @@ fn check_value(schema: &Value, v: &Value, at: &str) -> Result<(), (String, Strin
             format!("field `{at}` must be at least {min}, not {v}"),
         ));
     }
+    // An object inside the arguments (a `spawn_team` member): its fields are checked the same
+    // way, named by their place (`members[1].role`).
+    if schema.get("properties").is_some() && v.is_object() {
+        check_object(schema, v).map_err(|(field, msg)| {
+            let inner = field.unwrap_or_default();
+            let place = format!("{at}.{inner}");
+            let msg = msg
+                .replace(&format!("field `{inner}`"), &format!("field `{place}`"))
+                .replace(&format!("`{inner}` ("), &format!("`{place}` ("));
+            (place, msg)
+        })?;
+    }
     if let (Some(items), Value::Array(list)) = (schema.get("items"), v) {
         for (i, x) in list.iter().enumerate() {
             check_value(items, x, &format!("{at}[{i}]"))?;

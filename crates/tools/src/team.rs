@@ -1,5 +1,6 @@
-//! The team tools about the team itself: starting teammates, seeing who is there, ending the
-//! run, and the approver-leader's permission decisions.
+//! The team tools about the team itself: starting teammates (one or a whole team), waiting
+//! for them, closing and resuming them, seeing who is there, ending the run, and the
+//! approver-leader's permission decisions.
 
 use crate::{Audience, Tool};
 use schemars::JsonSchema;
@@ -13,12 +14,102 @@ pub struct SpawnTeammate {
     pub role: String,
     /// its name; lower-case letters, digits and '-'
     pub name: Option<String>,
+    /// extra instructions appended to the role's system prompt for this teammate
+    pub instructions: Option<String>,
+    /// the model it uses instead of its role's
+    pub model: Option<String>,
+    /// its first input: a message from you it reads before anything else
+    pub message: Option<String>,
 }
 
 impl Tool for SpawnTeammate {
     const NAME: &'static str = "spawn_teammate";
-    const DESCRIPTION: &'static str =
-        "Start a new teammate from a role. Returns its name once it is connected.";
+    const DESCRIPTION: &'static str = "Start a new teammate from a role, optionally with its own instructions (appended to the role's prompt), its own model and a first message. Returns its name once it is connected.";
+    const AUDIENCE: Audience = Audience::LEADER;
+}
+
+/// One member of a `spawn_team` call.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TeamMember {
+    /// its name; lower-case letters, digits and '-'
+    pub name: String,
+    /// a role of the team (e.g. worker, explorer, reviewer)
+    pub role: String,
+    /// extra instructions appended to the role's system prompt
+    pub instructions: Option<String>,
+    /// the model it uses instead of its role's
+    pub model: Option<String>,
+}
+
+/// Arguments of `spawn_team`: several teammates in one call, all or nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpawnTeam {
+    /// the teammates to start
+    pub members: Vec<TeamMember>,
+}
+
+impl Tool for SpawnTeam {
+    const NAME: &'static str = "spawn_team";
+    const DESCRIPTION: &'static str = "Start several teammates in one call, all or nothing: if one member cannot be spawned (bad or taken name, unknown role, max_teammates exceeded) none is, and the error names it. Returns their names at once (they start in the background; use wait_for).";
+    const AUDIENCE: Audience = Audience::LEADER;
+}
+
+/// Arguments of `wait_for`: the leader waits for teammates or tasks to settle.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitFor {
+    /// teammates to wait for until each is idle, exited, stopped or failed
+    pub teammates: Option<Vec<String>>,
+    /// task ids to wait for until each is completed, failed or cancelled
+    pub tasks: Option<Vec<u64>>,
+    /// give up after this many seconds (default 60, at most 600)
+    pub timeout_s: Option<u64>,
+}
+
+impl WaitFor {
+    /// The timeout asked for, in milliseconds: 60 s when not given, at most 600 s.
+    pub fn timeout_ms(&self) -> u64 {
+        self.timeout_s.unwrap_or(60).min(600) * 1000
+    }
+}
+
+impl Tool for WaitFor {
+    const NAME: &'static str = "wait_for";
+    const DESCRIPTION: &'static str = "Wait until each named teammate is idle/exited/stopped/failed and each named task is completed/failed/cancelled, or until the timeout (default 60 s, at most 600 s); returns their states. With neither, waits for every teammate.";
+    const AUDIENCE: Audience = Audience::LEADER;
+}
+
+/// Arguments of `close_teammate`: the leader stops a teammate and frees its slot.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloseTeammate {
+    /// the teammate's name
+    pub name: String,
+    /// why, recorded with its status
+    pub reason: Option<String>,
+}
+
+impl Tool for CloseTeammate {
+    const NAME: &'static str = "close_teammate";
+    const DESCRIPTION: &'static str = "Stop a teammate: its task in progress goes back to pending and its slot is free (it no longer counts toward max_teammates). It keeps its inbox; resume_teammate starts it again.";
+    const AUDIENCE: Audience = Audience::LEADER;
+}
+
+/// Arguments of `resume_teammate`: the leader starts a closed or exited teammate again.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeTeammate {
+    /// the teammate's name
+    pub name: String,
+    /// a message for it, delivered first
+    pub message: Option<String>,
+}
+
+impl Tool for ResumeTeammate {
+    const NAME: &'static str = "resume_teammate";
+    const DESCRIPTION: &'static str = "Start a stopped or exited teammate again, with the messages sent to it while it was down; optionally with a new message first. Returns once it is connected.";
     const AUDIENCE: Audience = Audience::LEADER;
 }
 

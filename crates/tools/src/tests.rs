@@ -117,7 +117,7 @@ fn names_are_unique_and_known() {
         assert!(is_known_tool(t.name));
         assert_eq!(lookup(t.name).map(|d| d.name), Some(t.name));
     }
-    assert_eq!(CATALOGUE.len(), 24);
+    assert_eq!(CATALOGUE.len(), 28);
     assert!(!is_known_tool("teleport"));
     assert!(!is_known_tool("Bash"));
 }
@@ -147,6 +147,10 @@ fn the_audience_lists_are_the_ones_agents_always_had() {
         LEADER_TOOLS,
         [
             "spawn_teammate",
+            "spawn_team",
+            "wait_for",
+            "close_teammate",
+            "resume_teammate",
             "create_task",
             "assign_task",
             "send_message",
@@ -474,7 +478,10 @@ fn todo_write_parses_the_list_and_refuses_bad_items() {
         &json!({"items": [{"content": "x", "status": "done"}]}),
     )
     .unwrap_err();
-    assert!(e.to_string().contains("`done`"), "{e}");
+    assert!(
+        e.to_string().contains("\"done\"") && e.to_string().contains("status"),
+        "{e}"
+    );
     let e = ToolCall::parse("todo_write", &json!({"items": [{"status": "pending"}]})).unwrap_err();
     assert!(e.to_string().contains("content"), "{e}");
     // The model sees the three words.
@@ -483,4 +490,86 @@ fn todo_write_parses_the_list_and_refuses_bad_items() {
         schema["properties"]["items"]["items"]["properties"]["status"]["enum"],
         json!(["pending", "in_progress", "completed"])
     );
+}
+
+/// Issue 15: the leader's lifecycle tools take their arguments as documented.
+#[test]
+fn lifecycle_tools_parse_their_arguments() {
+    let t: SpawnTeam = parse(
+        "spawn_team",
+        &json!({"members": [
+            {"name": "a1", "role": "worker"},
+            {"name": "a2", "role": "reviewer", "instructions": "be strict", "model": "m-2"},
+        ]}),
+    )
+    .unwrap();
+    assert_eq!(t.members.len(), 2);
+    assert_eq!(
+        t.members[1],
+        TeamMember {
+            name: "a2".into(),
+            role: "reviewer".into(),
+            instructions: Some("be strict".into()),
+            model: Some("m-2".into()),
+        }
+    );
+    // A member without its role is refused, naming the member's place and the field.
+    let (field, text) = error(
+        "spawn_team",
+        json!({"members": [{"name": "a1", "role": "worker"}, {"name": "a2"}]}),
+    );
+    assert_eq!(field.as_deref(), Some("members[1].role"), "{text}");
+    assert!(text.contains("`members[1].role`"), "{text}");
+    let (field, _) = error(
+        "spawn_team",
+        json!({"members": [{"name": "a1", "role": "worker", "colour": "red"}]}),
+    );
+    assert_eq!(field.as_deref(), Some("members[0].colour"));
+    let (field, _) = error("spawn_team", json!({"members": [{"name": 3, "role": "w"}]}));
+    assert_eq!(field.as_deref(), Some("members[0].name"));
+
+    let s: SpawnTeammate = parse(
+        "spawn_teammate",
+        &json!({"role": "worker", "name": "b1", "instructions": "i", "model": "m", "message": "go"}),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            s.instructions.as_deref(),
+            s.model.as_deref(),
+            s.message.as_deref()
+        ),
+        (Some("i"), Some("m"), Some("go"))
+    );
+
+    let w: WaitFor = parse("wait_for", &json!({"teammates": ["a1"], "tasks": [3]})).unwrap();
+    assert_eq!(w.teammates, Some(vec!["a1".to_string()]));
+    assert_eq!(w.tasks, Some(vec![3]));
+    assert_eq!(w.timeout_ms(), 60_000, "60 s when not given");
+    let w: WaitFor = parse("wait_for", &json!({"timeout_s": 5000})).unwrap();
+    assert_eq!(w.timeout_ms(), 600_000, "at most 600 s");
+    let (field, _) = error("wait_for", json!({"tasks": ["3"]}));
+    assert_eq!(field.as_deref(), Some("tasks[0]"));
+
+    let c: CloseTeammate =
+        parse("close_teammate", &json!({"name": "a1", "reason": "done"})).unwrap();
+    assert_eq!((c.name.as_str(), c.reason.as_deref()), ("a1", Some("done")));
+    let (field, _) = error("close_teammate", json!({"reason": "x"}));
+    assert_eq!(field.as_deref(), Some("name"));
+    let r: ResumeTeammate =
+        parse("resume_teammate", &json!({"name": "a1", "message": "back"})).unwrap();
+    assert_eq!(r.message.as_deref(), Some("back"));
+    assert!(SPAWN_TOOLS.contains(&"spawn_team") && SPAWN_TOOLS.contains(&"spawn_teammate"));
+    // The leader gets them all; teammates none.
+    for n in [
+        "spawn_team",
+        "wait_for",
+        "close_teammate",
+        "resume_teammate",
+    ] {
+        assert!(
+            LEADER_TOOLS.contains(&n) && !TEAMMATE_TOOLS.contains(&n),
+            "{n}"
+        );
+    }
 }

@@ -486,11 +486,22 @@ async fn run_call(
         }
     };
     if !tool_names.contains(&call.name.as_str()) {
-        let o = ToolOutcome::err(format!(
-            "unknown tool {:?}; your tools are: {}",
-            call.name,
-            tool_names.join(", ")
-        ));
+        let o = ToolOutcome::err(
+            if agent_team_tools::SPAWN_TOOLS.contains(&call.name.as_str()) {
+                // The team is one level deep: only the leader starts teammates.
+                format!(
+                    "{} refused: teammates cannot spawn teammates (max_depth 1); ask the leader \
+                     with send_message if the team needs more hands",
+                    call.name
+                )
+            } else {
+                format!(
+                    "unknown tool {:?}; your tools are: {}",
+                    call.name,
+                    tool_names.join(", ")
+                )
+            },
+        );
         report(link, call, &args, &o, out);
         return Ok(o);
     }

@@ -613,6 +613,7 @@ mod tests {
             incarnation: 1,
             log_file: None,
             workspace: None,
+            member: Default::default(),
         };
         assert!(load_secrets(&agent).unwrap().is_empty());
         let secrets = groups.confinement.as_ref().unwrap().secrets.clone();

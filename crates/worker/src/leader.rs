@@ -78,6 +78,9 @@ pub async fn bootstrap(
                 .call_retry(Request::Spawn {
                     role: role.clone(),
                     name: Some(name.clone()),
+                    instructions: None,
+                    model: None,
+                    message: None,
                 })
                 .await;
             (name, role, r)

@@ -94,6 +94,41 @@ pub struct AgentEnv {
     pub log_file: Option<PathBuf>,
     /// The agent's own workspace (a git worktree) when it is not the team's.
     pub workspace: Option<PathBuf>,
+    /// What this member sets over its role (team file or spawn).
+    pub member: MemberOverrides,
+}
+
+/// A member's own settings over its role's: given in `[[teammates]]` or by the leader's
+/// spawn, kept on the roster and handed to each launch in `AGENT_TEAM_MODEL`,
+/// `AGENT_TEAM_PROVIDER` and `AGENT_TEAM_INSTRUCTIONS`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemberOverrides {
+    /// The model instead of the role's.
+    pub model: Option<String>,
+    /// The provider instead of the role's (`openai`, `anthropic`, `exec`).
+    pub provider: Option<String>,
+    /// Text appended to the role's system prompt.
+    pub instructions: Option<String>,
+}
+
+impl MemberOverrides {
+    /// `role` as this member runs it.
+    pub fn apply(&self, role: &mut agent_team_config::Role) -> Result<(), AgentError> {
+        if let Some(m) = &self.model {
+            role.model = m.clone();
+        }
+        if let Some(p) = &self.provider {
+            role.provider = serde_json::from_value(serde_json::json!(p))
+                .map_err(|_| AgentError::Config(format!("unknown provider {p:?}")))?;
+        }
+        if let Some(i) = &self.instructions {
+            if !role.system_prompt.is_empty() {
+                role.system_prompt.push_str("\n\n");
+            }
+            role.system_prompt.push_str(i);
+        }
+        Ok(())
+    }
 }
 
 impl AgentEnv {
@@ -132,6 +167,11 @@ impl AgentEnv {
             workspace: get(agent_team_pane::env::WORKSPACE)
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from),
+            member: MemberOverrides {
+                model: get(agent_team_pane::env::MODEL).filter(|v| !v.is_empty()),
+                provider: get(agent_team_pane::env::PROVIDER).filter(|v| !v.is_empty()),
+                instructions: get(agent_team_pane::env::INSTRUCTIONS).filter(|v| !v.is_empty()),
+            },
         })
     }
 
@@ -177,12 +217,14 @@ pub async fn run_agent(
         config.workspace = ws.clone();
     }
     let role_name = link.welcome_role();
-    let role = config.role(&role_name).cloned().ok_or_else(|| {
+    let mut role = config.role(&role_name).cloned().ok_or_else(|| {
         AgentError::Config(format!(
             "role {role_name:?} of {} is not in the team configuration",
             agent.name
         ))
     })?;
+    // This member's own model, provider and instructions.
+    agent.member.apply(&mut role)?;
     out.say(&format!(
         "{} · {} · incarnation {} · provider {}",
         agent.name,

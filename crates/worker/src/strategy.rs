@@ -778,10 +778,12 @@ mod tests {
             agent_team_config::Teammate {
                 name: "b1".into(),
                 role: "worker".into(),
+                ..Default::default()
             },
             agent_team_config::Teammate {
                 name: "r1".into(),
                 role: "reviewer".into(),
+                ..Default::default()
             },
         ];
         cfg

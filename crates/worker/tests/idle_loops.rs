@@ -98,6 +98,7 @@ impl FakeDaemon {
             incarnation: 1,
             log_file: None,
             workspace: None,
+            member: Default::default(),
         }
     }
 

@@ -32,7 +32,7 @@ pub fn ps(ctx: &Ctx, json: bool) -> Result<ExitCode> {
                 status = format!("{status} ({})", short(e, 40));
             }
             vec![
-                a.name.clone(),
+                format!("{}@{}", a.name, ctx.team),
                 a.role.clone(),
                 status,
                 a.backend.clone(),
@@ -49,12 +49,19 @@ pub fn ps(ctx: &Ctx, json: bool) -> Result<ExitCode> {
             ]
         })
         .collect();
-    output::table(
+    // Each agent's name in its colour, on a terminal only and never with NO_COLOR.
+    let colors: Vec<Option<String>> = if output::color_on_stdout() {
+        agents.iter().map(|a| a.color.clone()).collect()
+    } else {
+        Vec::new()
+    };
+    output::table_painted(
         &[
             "NAME", "ROLE", "STATUS", "BACKEND", "PID", "PANE", "INC", "RESTARTS", "TASK",
             "ACTIVE", "TOKENS", "COST",
         ],
         &rows,
+        &colors,
     );
     Ok(ExitCode::SUCCESS)
 }

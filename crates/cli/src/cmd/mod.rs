@@ -58,15 +58,23 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match command {
         Command::Up(a) => up::up(&ctx, a),
         Command::Run(a) => up::run(&ctx, a),
-        Command::Kill { name, json } => {
-            agents::lifecycle(&ctx, agent_team_protocol::Request::Kill { name }, json)
-        }
+        Command::Kill { name, json } => agents::lifecycle(
+            &ctx,
+            agent_team_protocol::Request::Kill { name, reason: None },
+            json,
+        ),
         Command::Restart { name, json } => {
             agents::lifecycle(&ctx, agent_team_protocol::Request::Restart { name }, json)
         }
         Command::Spawn { role, name, json } => agents::lifecycle(
             &ctx,
-            agent_team_protocol::Request::Spawn { role, name },
+            agent_team_protocol::Request::Spawn {
+                role,
+                name,
+                instructions: None,
+                model: None,
+                message: None,
+            },
             json,
         ),
         Command::Logs { name, follow } => agents::logs(&ctx, &name, follow),

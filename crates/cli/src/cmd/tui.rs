@@ -217,9 +217,21 @@ impl View {
         }
     }
 
+    /// The agent's own colour (from the roster); the palette by position for an agent
+    /// without one or with one ratatui cannot draw.
     fn agent_colour(&self, name: &str) -> Color {
         let i = self.agents.iter().position(|a| a.name == name).unwrap_or(0);
-        PALETTE[i % PALETTE.len()]
+        self.agents
+            .get(i)
+            .filter(|a| a.name == name)
+            .and_then(|a| a.color.as_deref())
+            .and_then(|c| {
+                let c = c
+                    .strip_prefix("bright")
+                    .map_or_else(|| c.to_string(), |b| format!("light{b}"));
+                c.parse::<Color>().ok()
+            })
+            .unwrap_or(PALETTE[i % PALETTE.len()])
     }
 
     fn status_colour(status: &str) -> Color {
@@ -593,7 +605,10 @@ fn act(ctx: &Ctx, action: &Action) -> String {
             reason: reason.clone(),
         },
         Action::Restart(name) => Request::Restart { name: name.clone() },
-        Action::Kill(name) => Request::Kill { name: name.clone() },
+        Action::Kill(name) => Request::Kill {
+            name: name.clone(),
+            reason: None,
+        },
         Action::Jump(_) | Action::Quit => return String::new(),
     };
     match ctx.call(req) {

@@ -77,6 +77,45 @@ pub(crate) fn team_config(
 
 /// `--strategy` over the team file's `strategy`, checked against the team (workers, a model
 /// leader, no `[[tasks]]` for coordinator and collaborate).
+/// `-n N`: N more teammates of the default role, `worker-1..N`, skipping names the team file
+/// already uses, within `max_teammates`.
+pub(crate) fn add_workers(cfg: &mut TeamConfig, n: Option<usize>) -> Result<()> {
+    const ROLE: &str = "worker";
+    let Some(n) = n.filter(|n| *n > 0) else {
+        return Ok(());
+    };
+    if !cfg.roles.contains_key(ROLE) {
+        bail!("-n adds teammates of the role `{ROLE}`, which this team does not have");
+    }
+    if cfg.teammates.len() + n > cfg.max_teammates {
+        bail!(crate::Hinted::new(
+            format!(
+                "-n {n} and the team file's {} teammates exceed max_teammates = {}",
+                cfg.teammates.len(),
+                cfg.max_teammates
+            ),
+            "raise max_teammates in the team file or ask for fewer"
+        ));
+    }
+    let mut added = 0;
+    for i in 1.. {
+        if added == n {
+            break;
+        }
+        let name = format!("{ROLE}-{i}");
+        if cfg.teammates.iter().any(|t| t.name == name) {
+            continue;
+        }
+        cfg.teammates.push(agent_team_config::Teammate {
+            name,
+            role: ROLE.to_string(),
+            ..Default::default()
+        });
+        added += 1;
+    }
+    Ok(())
+}
+
 fn set_strategy(cfg: &mut TeamConfig, strategy: Option<TeamStrategy>) -> Result<()> {
     if let Some(s) = strategy {
         cfg.strategy = s;
@@ -256,6 +295,7 @@ pub fn up(ctx: &Ctx, args: UpArgs) -> Result<ExitCode> {
         }
         None => {
             let (mut cfg, why) = team_config(ctx, args.demo, args.backend.as_deref(), args.here)?;
+            add_workers(&mut cfg, args.workers)?;
             set_strategy(&mut cfg, args.strategy)?;
             let secrets = apply_vars(&mut cfg, &args.vars)?;
             let goal = run_goal(&cfg, args.goal.as_deref())?;
@@ -525,6 +565,7 @@ struct Finished {
 /// Starts the team, follows it to its answer and shuts it down.
 fn run_team(ctx: &Ctx, args: RunArgs, report: Report, started: Instant) -> Result<Finished> {
     let (mut cfg, why) = team_config(ctx, args.demo, args.backend.as_deref(), false)?;
+    add_workers(&mut cfg, args.workers)?;
     set_strategy(&mut cfg, args.strategy)?;
     if !args.quiet {
         eprintln!("agent-team: backend {} ({why})", cfg.backend.as_str());
@@ -689,6 +730,8 @@ fn follow_until_finished(
     stream: bool,
 ) -> Result<Option<Finished>, ClientError> {
     c.call(Request::Subscribe { since: *since })?;
+    let paint = output::color_on_stderr();
+    let mut colors: std::collections::HashMap<String, String> = Default::default();
     loop {
         let wait = match deadline {
             Some(d) => match d.checked_duration_since(Instant::now()) {
@@ -736,7 +779,28 @@ fn follow_until_finished(
             {
                 decide(approvals, c, &request)?;
             }
-            ev if !quiet => progress(&envelope.agent_id, &ev),
+            ev if !quiet => {
+                // Names in their agents' colours, on a terminal without NO_COLOR; the roster is
+                // read again when a name not seen yet shows up.
+                if paint {
+                    let who = [Some(envelope.agent_id.as_str()), event_owner(&ev)];
+                    if who.iter().flatten().any(|n| !colors.contains_key(*n))
+                        && let Ok(Reply::Agents { agents }) = c.call(Request::Agents)
+                    {
+                        for a in agents {
+                            colors.insert(a.name, a.color.unwrap_or_default());
+                        }
+                    }
+                }
+                let name = |n: &str, width: usize| {
+                    let padded = format!("{n:<width$}");
+                    match colors.get(n).filter(|c| paint && !c.is_empty()) {
+                        Some(c) => output::paint(c, &padded),
+                        None => padded,
+                    }
+                };
+                progress(&envelope.agent_id, &ev, &name)
+            }
             _ => {}
         }
     }
@@ -792,7 +856,17 @@ fn decide(approvals: Approvals, c: &mut Client, r: &PermRequest) -> Result<(), C
     }
 }
 
-fn progress(agent: &str, ev: &Event) {
+/// The agent a progress line names besides the event's own (a task's owner).
+fn event_owner(ev: &Event) -> Option<&str> {
+    match ev {
+        Event::TaskUpdated { task } => task.owner.as_deref(),
+        _ => None,
+    }
+}
+
+/// One line on stderr for the events `run` reports; `name` draws an agent's name padded to a
+/// width (in its colour when `run` paints).
+fn progress(agent: &str, ev: &Event, name: &dyn Fn(&str, usize) -> String) {
     match ev {
         Event::TaskUpdated { task }
             if matches!(
@@ -804,10 +878,10 @@ fn progress(agent: &str, ev: &Event) {
             ) =>
         {
             eprintln!(
-                "  task {:>3} {:<11} {:<12} {}",
+                "  task {:>3} {:<11} {} {}",
                 task.id,
                 task.status.as_str(),
-                task.owner.as_deref().unwrap_or("-"),
+                name(task.owner.as_deref().unwrap_or("-"), 12),
                 task.title
             );
         }
@@ -822,7 +896,8 @@ fn progress(agent: &str, ev: &Event) {
             ) =>
         {
             eprintln!(
-                "  agent {agent:<12} {}{}",
+                "  agent {} {}{}",
+                name(agent, 12),
                 status,
                 detail
                     .as_ref()
@@ -833,7 +908,12 @@ fn progress(agent: &str, ev: &Event) {
         Event::PermissionRequested { request } => {
             eprintln!(
                 "  permission request {} from {}: {} `{}` (agent-team approve {} / deny {})",
-                request.id, request.agent, request.tool, request.input, request.id, request.id
+                request.id,
+                name(&request.agent, 0),
+                request.tool,
+                request.input,
+                request.id,
+                request.id
             );
         }
         _ => {}

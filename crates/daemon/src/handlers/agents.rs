@@ -73,7 +73,14 @@ impl Core {
                 self.supervise(|s| s.begin_shutdown());
                 Ok(Reply::Done)
             }
-            Request::Spawn { .. } | Request::Kill { .. } | Request::Restart { .. } => {
+            Request::SpawnTeam { members } => {
+                self.supervise(|s| s.spawn_team_request(actor, members))
+            }
+            Request::Spawn { .. }
+            | Request::Kill { .. }
+            | Request::Resume { .. }
+            | Request::WaitFor { .. }
+            | Request::Restart { .. } => {
                 Err(internal("lifecycle requests are handled before dispatch"))
             }
             other => Err(misrouted(&other)),

@@ -79,7 +79,10 @@ fn area(req: &Request) -> Area {
         | Request::Finish { .. }
         | Request::Shutdown
         | Request::Spawn { .. }
+        | Request::SpawnTeam { .. }
         | Request::Kill { .. }
+        | Request::Resume { .. }
+        | Request::WaitFor { .. }
         | Request::Restart { .. } => Area::Agents,
         Request::MemorySet { .. }
         | Request::MemoryGet { .. }

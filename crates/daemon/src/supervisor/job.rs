@@ -24,7 +24,7 @@ pub enum Job {
         /// Its new incarnation.
         incarnation: u64,
         /// How to start it.
-        spec: LaunchSpec,
+        spec: Box<LaunchSpec>,
         /// Where it ran before.
         place: Option<Launched>,
         /// The team's workspace (for worktrees).

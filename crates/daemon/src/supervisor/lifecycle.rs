@@ -70,7 +70,7 @@ impl Step<'_> {
         self.schedule(POLL_EVERY, SupTimer::Poll);
     }
 
-    fn backend(&mut self) -> Result<Arc<dyn PaneBackend>, ErrorBody> {
+    pub(super) fn backend(&mut self) -> Result<Arc<dyn PaneBackend>, ErrorBody> {
         if let Some(b) = &self.sup.backend {
             return Ok(b.clone());
         }
@@ -218,13 +218,22 @@ impl Step<'_> {
             None => {
                 // The leader and the team file's teammates start together, the leader first so
                 // it gets the main pane; the leader's own spawn requests then find them there.
-                self.add_agent_record(LEADER, LEADER, None)?;
+                self.add_agent_record(&member(LEADER, LEADER), None)?;
                 let mut names = vec![LEADER.to_string()];
                 for t in &cfg.teammates {
                     if self.state.agent(&t.name).is_none()
                         && self.state.teammate_count() < cfg.max_teammates
                     {
-                        match self.add_agent_record(&t.name, &t.role, None) {
+                        let m = SpawnMember {
+                            name: t.name.clone(),
+                            role: t.role.clone(),
+                            instructions: t.instructions.clone(),
+                            model: t.model.clone(),
+                            provider: t.provider.map(|p| p.as_str().to_string()),
+                            color: t.color.clone(),
+                            message: None,
+                        };
+                        match self.add_agent_record(&m, None) {
                             Ok(()) => names.push(t.name.clone()),
                             Err(e) => {
                                 tracing::warn!(agent = %t.name, "cannot start: {}", e.message)
@@ -259,16 +268,11 @@ impl Step<'_> {
         actor: &Actor,
         conn: ConnId,
         id: u64,
-        role: String,
-        name: Option<String>,
+        mut m: SpawnMember,
     ) -> Result<Option<Reply>, ErrorBody> {
-        if !actor.is_privileged() {
-            return Err(ErrorBody::with_details(
-                ErrorCode::PermissionDenied,
-                "only the leader or the operator may spawn teammates",
-                json!({"agent": actor.name()}),
-            ));
-        }
+        check_may_spawn(actor)?;
+        let (role, name) = (m.role.clone(), m.name.clone());
+        let name = (!name.is_empty()).then_some(name);
         let cfg = self.sup.config.clone().ok_or_else(|| {
             err(
                 ErrorCode::InvalidState,
@@ -321,42 +325,60 @@ impl Step<'_> {
                 json!({"max_teammates": cfg.max_teammates}),
             ));
         }
-        self.add_and_launch(&name, &role, Some((conn, id)))?;
+        m.name = name.clone();
+        self.add_agent_record(&m, Some((conn, id)))?;
+        self.first_message(actor, &m);
+        self.launch(&name);
         Ok(None)
     }
 
-    fn add_and_launch(
-        &mut self,
-        name: &str,
-        role: &str,
-        waiter: Option<(ConnId, u64)>,
-    ) -> Result<(), ErrorBody> {
-        self.add_agent_record(name, role, waiter)?;
-        self.launch(name);
-        Ok(())
+    /// Queues a member's first input, from whoever spawned or resumed it, before it starts.
+    pub(super) fn first_message(&mut self, actor: &Actor, m: &SpawnMember) {
+        if let Some(text) = m.message.as_ref().filter(|t| !t.trim().is_empty())
+            && let Err(e) = self.state.send(
+                actor,
+                &m.name,
+                text.clone(),
+                MessageKind::Text,
+                None,
+                Timestamp::now(),
+            )
+        {
+            tracing::warn!(agent = %m.name, "first message not queued: {}", e.message);
+        }
     }
 
-    /// Puts a new agent on the roster (status `starting`), ready to launch.
-    fn add_agent_record(
+    /// Puts a new agent on the roster (status `starting`), ready to launch: its own
+    /// instructions, model and provider are kept with it (they reach its worker at each
+    /// launch), its colour given or the palette's next.
+    pub(super) fn add_agent_record(
         &mut self,
-        name: &str,
-        role: &str,
+        m: &SpawnMember,
         waiter: Option<(ConnId, u64)>,
     ) -> Result<(), ErrorBody> {
+        let (name, role) = (m.name.as_str(), m.role.as_str());
         let backend = self.backend()?;
         let secret = agent_team_paths::new_secret()
             .map_err(|e| err(ErrorCode::Internal, format!("cannot make a secret: {e}")))?;
         let now = Timestamp::now();
-        let info = AgentInfo::new(name, role, backend.kind(), 0, now);
-        self.state.add_agent(
-            &Actor::Daemon,
-            AgentRecord {
-                info,
-                secret,
-                spec: json!({"role": role}),
-            },
-            now,
-        )?;
+        let mut info = AgentInfo::new(name, role, backend.kind(), 0, now);
+        info.color = Some(
+            m.color
+                .clone()
+                .unwrap_or_else(|| palette_color(self.state.agents().len()).to_string()),
+        );
+        let mut spec = json!({"role": role});
+        for (k, v) in [
+            ("instructions", &m.instructions),
+            ("model", &m.model),
+            ("provider", &m.provider),
+        ] {
+            if let Some(v) = v {
+                spec[k] = json!(v);
+            }
+        }
+        self.state
+            .add_agent(&Actor::Daemon, AgentRecord { info, secret, spec }, now)?;
         let rt = self.sup.runtimes.entry(name.to_string()).or_default();
         *rt = Runtime {
             first_spawn: true,
@@ -424,7 +446,7 @@ impl Step<'_> {
         self.run(Job::Launch {
             name: name.to_string(),
             incarnation,
-            spec,
+            spec: Box::new(spec),
             place,
             team_ws,
             backend,
@@ -432,7 +454,7 @@ impl Step<'_> {
     }
 
     /// Starts several new agents at once, in order (tmux: one command for all their panes).
-    fn launch_many(&mut self, names: &[String]) {
+    pub(super) fn launch_many(&mut self, names: &[String]) {
         let mut batch = Vec::new();
         for name in names {
             if let Some((incarnation, spec, _)) = self.prepare_launch(name) {
@@ -489,6 +511,16 @@ impl Step<'_> {
         for (k, v) in &role.env {
             envs.push((k.clone(), v.clone()));
         }
+        // The member's own model, provider and instructions (team file or spawn).
+        for (key, var) in [
+            ("model", env::MODEL),
+            ("provider", env::PROVIDER),
+            ("instructions", env::INSTRUCTIONS),
+        ] {
+            if let Some(v) = rec.spec.get(key).and_then(|v| v.as_str()) {
+                envs.push((var.to_string(), v.to_string()));
+            }
+        }
         // A worktree-isolated teammate works in its own checkout (created at launch).
         let cwd = match role.isolation {
             agent_team_config::Isolation::Worktree if rec.info.name != LEADER => {
@@ -506,7 +538,8 @@ impl Step<'_> {
             env_remove: vec!["TMUX".into(), "TMUX_PANE".into()],
             cwd,
             log: self.sup.paths.agent_log(&rec.info.name),
-            title: format!("{} · {}", rec.info.name, rec.info.role),
+            title: format!("{}@{} · {}", rec.info.name, self.sup.team, rec.info.role),
+            color: rec.info.color.clone(),
         })
     }
 
@@ -701,9 +734,18 @@ impl Step<'_> {
                 self.launch(name);
             }
             Some(StopReason::Operator) | Some(StopReason::Shutdown) => {
+                let why = self
+                    .sup
+                    .runtimes
+                    .get_mut(name)
+                    .and_then(|r| r.close_reason.take());
+                let (detail, what) = match &why {
+                    Some(r) => (Some(format!("closed: {r}")), format!("was closed ({r})")),
+                    None => (detail, "was stopped".to_string()),
+                };
                 self.state
                     .set_agent_status(name, AgentStatus::Stopped, detail, now);
-                self.release_and_tell(name, "was stopped");
+                self.release_and_tell(name, &what);
                 self.answer_down(name);
             }
             Some(StopReason::Finished) => {
@@ -901,9 +943,11 @@ impl Step<'_> {
         conn: ConnId,
         id: u64,
         name: &str,
+        reason: Option<String>,
     ) -> Result<Option<Reply>, ErrorBody> {
         self.check_managed(actor, name, "stop agents")?;
         let rt = self.sup.runtimes.entry(name.to_string()).or_default();
+        rt.close_reason = reason.filter(|r| !r.trim().is_empty());
         rt.waiters.push(Waiter {
             conn,
             id,
@@ -926,7 +970,7 @@ impl Step<'_> {
         Ok(None)
     }
 
-    fn restart_agent(
+    pub(super) fn restart_agent(
         &mut self,
         name: &str,
         waiter: Option<(ConnId, u64)>,
@@ -962,7 +1006,12 @@ impl Step<'_> {
         Ok(())
     }
 
-    fn check_managed(&self, actor: &Actor, name: &str, what: &str) -> Result<(), ErrorBody> {
+    pub(super) fn check_managed(
+        &self,
+        actor: &Actor,
+        name: &str,
+        what: &str,
+    ) -> Result<(), ErrorBody> {
         if !actor.is_privileged() {
             return Err(ErrorBody::with_details(
                 ErrorCode::PermissionDenied,
@@ -1268,8 +1317,8 @@ impl Step<'_> {
                 .map(|t| format!(" · task {t}"))
                 .unwrap_or_default();
             let title = format!(
-                "{} · {} · {}{task}",
-                a.info.name, a.info.role, a.info.status
+                "{}@{} · {} · {}{task}",
+                a.info.name, self.sup.team, a.info.role, a.info.status
             );
             if rt.title.as_deref() != Some(title.as_str()) {
                 rt.title = Some(title.clone());
@@ -1302,4 +1351,26 @@ impl Step<'_> {
             let _ = tx.send(u);
         }
     }
+}
+
+/// The overrides-free member `name` of `role` (the leader, a bare spawn).
+fn member(name: &str, role: &str) -> SpawnMember {
+    SpawnMember {
+        name: name.to_string(),
+        role: role.to_string(),
+        ..Default::default()
+    }
+}
+
+/// Refuses a spawn by a teammate: the team is one level deep.
+pub(super) fn check_may_spawn(actor: &Actor) -> Result<(), ErrorBody> {
+    if actor.is_privileged() {
+        return Ok(());
+    }
+    Err(ErrorBody::with_details(
+        ErrorCode::PermissionDenied,
+        "teammates cannot spawn teammates (max_depth 1): only the leader or the operator may \
+         spawn; ask the leader with send_message",
+        json!({"agent": actor.name(), "max_depth": 1}),
+    ))
 }

@@ -115,6 +115,8 @@ pub(crate) struct Runtime {
     first_spawn: bool,
     /// The pane title last set.
     title: Option<String>,
+    /// Why the leader or operator closed it (`kill` with a reason), for its status.
+    close_reason: Option<String>,
 }
 
 /// The agents' runtimes, the backend and the restart policy of one team.
@@ -139,6 +141,10 @@ pub struct Supervisor {
     clock: Arc<dyn Clock>,
     /// Wakes the core when an agent ends (given to backends that can tell).
     wake: agent_team_pane::ExitNotify,
+    /// `wait_for` requests not answered yet, by key.
+    pub(crate) waits: std::collections::BTreeMap<u64, team::Wait>,
+    /// The key of the next `wait_for`.
+    pub(crate) next_wait: u64,
 }
 
 impl Supervisor {
@@ -163,6 +169,8 @@ impl Supervisor {
             paths,
             clock,
             wake,
+            waits: Default::default(),
+            next_wait: 0,
         }
     }
 
@@ -265,9 +273,14 @@ pub enum SupTimer {
     PollAfterDisconnect,
     /// Stop waiting for agents and exit.
     ShutdownDeadline,
+    /// A `wait_for`'s timeout.
+    WaitDeadline(u64),
 }
 
 /// What the supervisor asks the core to do.
+// A step makes a handful of actions and the core consumes each once: boxing the reply would
+// cost an allocation per answer for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Action {
     /// Call [`Step::timer`] with `timer` after `after`.
@@ -328,6 +341,7 @@ impl Step<'_> {
                 self.schedule(POLL_EVERY, SupTimer::Poll);
             }
             SupTimer::PollAfterDisconnect => self.poll(),
+            SupTimer::WaitDeadline(key) => self.wait_deadline(key),
             SupTimer::ShutdownDeadline => {
                 tracing::warn!("agents did not all stop in time; exiting anyway");
                 self.out.push(Action::ForceExit);
@@ -381,6 +395,7 @@ fn err(code: ErrorCode, msg: impl Into<String>) -> ErrorBody {
 
 mod job;
 mod lifecycle;
+mod team;
 
 pub use job::Job;
 

@@ -265,6 +265,10 @@ pub async fn run(ctx: &ToolCtx, call: &ToolCall) -> ToolOutcome {
 async fn run_inner(ctx: &ToolCtx, call: &ToolCall) -> Result<ToolOutcome, String> {
     match call {
         ToolCall::SpawnTeammate(a) => team::spawn_teammate(ctx, a).await,
+        ToolCall::SpawnTeam(a) => team::spawn_team(ctx, a).await,
+        ToolCall::WaitFor(a) => team::wait_for(ctx, a).await,
+        ToolCall::CloseTeammate(a) => team::close_teammate(ctx, a).await,
+        ToolCall::ResumeTeammate(a) => team::resume_teammate(ctx, a).await,
         ToolCall::CreateTask(a) => team::create_task(ctx, a).await,
         ToolCall::AssignTask(a) => team::assign_task(ctx, a).await,
         ToolCall::SendMessage(a) => team::send_message(ctx, a).await,

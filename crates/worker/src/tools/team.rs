@@ -3,8 +3,9 @@
 use super::{ToolCtx, ToolOutcome, daemon, to_json};
 use agent_team_protocol::*;
 use agent_team_tools::{
-    AssignTask, BoardStatus, Broadcast, ClaimTask, CreateTask, DecidePermission, FinishTeam,
-    FinishedStatus, ListTasks, ReleaseTask, SendMessage, SpawnTeammate, UpdateTaskStatus,
+    AssignTask, BoardStatus, Broadcast, ClaimTask, CloseTeammate, CreateTask, DecidePermission,
+    FinishTeam, FinishedStatus, ListTasks, ReleaseTask, ResumeTeammate, SendMessage, SpawnTeam,
+    SpawnTeammate, UpdateTaskStatus, WaitFor,
 };
 use serde_json::{Value, json};
 
@@ -15,10 +16,107 @@ pub(super) async fn spawn_teammate(
     let req = Request::Spawn {
         role: a.role.clone(),
         name: a.name.clone(),
+        instructions: a.instructions.clone(),
+        model: a.model.clone(),
+        message: a.message.clone(),
     };
     Ok(match daemon(ctx, req).await? {
         Reply::Agent { agent } => ToolOutcome::ok(format!(
             "{} ({}) is {}",
+            agent.name, agent.role, agent.status
+        )),
+        other => ToolOutcome::ok(to_json(&other)),
+    })
+}
+
+pub(super) async fn spawn_team(ctx: &ToolCtx, a: &SpawnTeam) -> Result<ToolOutcome, String> {
+    let members = a
+        .members
+        .iter()
+        .map(|m| SpawnMember {
+            name: m.name.clone(),
+            role: m.role.clone(),
+            instructions: m.instructions.clone(),
+            model: m.model.clone(),
+            ..Default::default()
+        })
+        .collect();
+    Ok(match daemon(ctx, Request::SpawnTeam { members }).await? {
+        Reply::Agents { agents } => {
+            let names: Vec<String> = agents
+                .iter()
+                .map(|a| format!("{} ({})", a.name, a.role))
+                .collect();
+            ToolOutcome::ok(format!(
+                "spawned {}; they are starting (wait_for them to see when they are idle)",
+                names.join(", ")
+            ))
+        }
+        other => ToolOutcome::ok(to_json(&other)),
+    })
+}
+
+pub(super) async fn wait_for(ctx: &ToolCtx, a: &WaitFor) -> Result<ToolOutcome, String> {
+    let req = Request::WaitFor {
+        agents: a.teammates.clone().unwrap_or_default(),
+        tasks: a.tasks.clone().unwrap_or_default(),
+        timeout_ms: a.timeout_ms(),
+    };
+    Ok(match daemon(ctx, req).await? {
+        Reply::Waited {
+            done,
+            agents,
+            tasks,
+        } => {
+            let agents: Vec<Value> = agents
+                .iter()
+                .map(
+                    |a| json!({"name": a.name, "status": a.status, "current_task": a.current_task}),
+                )
+                .collect();
+            let tasks: Vec<Value> = tasks
+                .iter()
+                .map(|t| json!({"id": t.id, "title": t.title, "status": t.status, "owner": t.owner, "result": t.result}))
+                .collect();
+            ToolOutcome::ok(to_json(&json!({
+                "done": done,
+                "timed_out": !done,
+                "teammates": agents,
+                "tasks": tasks,
+            })))
+        }
+        other => ToolOutcome::ok(to_json(&other)),
+    })
+}
+
+pub(super) async fn close_teammate(
+    ctx: &ToolCtx,
+    a: &CloseTeammate,
+) -> Result<ToolOutcome, String> {
+    let req = Request::Kill {
+        name: a.name.clone(),
+        reason: a.reason.clone(),
+    };
+    Ok(match daemon(ctx, req).await? {
+        Reply::Agent { agent } => ToolOutcome::ok(format!(
+            "{} is {}; its slot is free and its task (if any) went back to pending",
+            agent.name, agent.status
+        )),
+        other => ToolOutcome::ok(to_json(&other)),
+    })
+}
+
+pub(super) async fn resume_teammate(
+    ctx: &ToolCtx,
+    a: &ResumeTeammate,
+) -> Result<ToolOutcome, String> {
+    let req = Request::Resume {
+        name: a.name.clone(),
+        message: a.message.clone(),
+    };
+    Ok(match daemon(ctx, req).await? {
+        Reply::Agent { agent } => ToolOutcome::ok(format!(
+            "{} ({}) is back: {}",
             agent.name, agent.role, agent.status
         )),
         other => ToolOutcome::ok(to_json(&other)),

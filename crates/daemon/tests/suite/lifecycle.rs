@@ -1,0 +1,135 @@
+//! Issue 15's requests: `spawn_team` all or nothing, the one-level depth, `wait_for` answered
+//! when its tasks finish or at its timeout.
+
+use super::support::*;
+use agent_team_protocol::*;
+use std::time::{Duration, Instant};
+
+fn configured(t: &TestTeam) {
+    let mut cfg = agent_team_config::empty_team("t", std::path::Path::new("/tmp"));
+    cfg.backend = agent_team_config::BackendKind::Process;
+    t.operator()
+        .call(Request::Configure {
+            config: serde_json::to_value(&cfg).unwrap(),
+        })
+        .unwrap();
+}
+
+fn member(name: &str, role: &str) -> SpawnMember {
+    SpawnMember {
+        name: name.into(),
+        role: role.into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_bad_spawn_team_spawns_nobody_and_names_the_member() {
+    let t = TestTeam::start().with_agents(&["leader", "b1"]);
+    configured(&t);
+    let mut leader = t.agent("leader");
+    let before = leader.call(Request::Agents).unwrap();
+    let e = leader
+        .call(Request::SpawnTeam {
+            members: vec![
+                member("c1", "worker"),
+                member("c2", "worker"),
+                member("c3", "no-such-role"),
+            ],
+        })
+        .unwrap_err();
+    let body = e.body().unwrap();
+    assert_eq!(body.code, ErrorCode::BadRequest);
+    assert_eq!(body.details["member"], "c3");
+    assert!(body.message.contains("member 3 (c3)"), "{}", body.message);
+    // A name already on the roster is refused the same way.
+    let e = leader
+        .call(Request::SpawnTeam {
+            members: vec![member("c1", "worker"), member("b1", "worker")],
+        })
+        .unwrap_err();
+    assert_eq!(e.body().unwrap().details["member"], "b1");
+    assert_eq!(
+        leader.call(Request::Agents).unwrap(),
+        before,
+        "nothing was added"
+    );
+    // A teammate cannot spawn: the team is one level deep.
+    let mut b1 = t.agent("b1");
+    for req in [
+        Request::SpawnTeam {
+            members: vec![member("c1", "worker")],
+        },
+        Request::Spawn {
+            role: "worker".into(),
+            name: Some("c1".into()),
+            instructions: None,
+            model: None,
+            message: None,
+        },
+    ] {
+        let body = b1.call(req).unwrap_err().body().unwrap().clone();
+        assert_eq!(body.code, ErrorCode::PermissionDenied);
+        assert!(body.message.contains("max_depth 1"), "{}", body.message);
+    }
+}
+
+#[test]
+fn wait_for_answers_when_its_task_finishes_or_at_its_timeout() {
+    let t = TestTeam::start().with_agents(&["leader", "b1"]);
+    let mut op = t.operator();
+    let task = add_task(&mut op, "x", &[]);
+    // The timeout: answered with the states as they are.
+    let t0 = Instant::now();
+    match op
+        .call(Request::WaitFor {
+            agents: vec![],
+            tasks: vec![task.id],
+            timeout_ms: 200,
+        })
+        .unwrap()
+    {
+        Reply::Waited { done, tasks, .. } => {
+            assert!(!done);
+            assert_eq!(tasks[0].status, TaskStatus::Pending);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(t0.elapsed() >= Duration::from_millis(200));
+    // A long wait ends as soon as the task is finished by someone else.
+    let mut waiter = t.operator();
+    let id = task.id;
+    let h = std::thread::spawn(move || {
+        waiter.call(Request::WaitFor {
+            agents: vec![],
+            tasks: vec![id],
+            timeout_ms: 60_000,
+        })
+    });
+    let mut b1 = t.agent("b1");
+    b1.call(Request::TaskClaim { id }).unwrap();
+    b1.call(Request::TaskFinish {
+        id,
+        status: TaskStatus::Completed,
+        result: Some("done".into()),
+    })
+    .unwrap();
+    let t0 = Instant::now();
+    match h.join().unwrap().unwrap() {
+        Reply::Waited { done, tasks, .. } => {
+            assert!(done);
+            assert_eq!(tasks[0].status, TaskStatus::Completed);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(t0.elapsed() < Duration::from_secs(30), "not at the timeout");
+    // Unknown names are refused.
+    let e = op
+        .call(Request::WaitFor {
+            agents: vec!["nobody".into()],
+            tasks: vec![],
+            timeout_ms: 10,
+        })
+        .unwrap_err();
+    assert_eq!(e.body().unwrap().code, ErrorCode::NotFound);
+}

@@ -72,6 +72,11 @@ pub fn check_key(key: &str) -> Result<(), ErrorBody> {
 
 /// The length of `v` as compact JSON, counted without building the text.
 pub fn value_len(v: &serde_json::Value) -> usize {
+    json_len(v)
+}
+
+/// The exact length of `v` serialised as compact JSON, counted without keeping the text.
+pub fn json_len<T: serde::Serialize + ?Sized>(v: &T) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -83,7 +88,7 @@ pub fn value_len(v: &serde_json::Value) -> usize {
         }
     }
     let mut c = Count(0);
-    // Writing a `Value` cannot fail (string keys only); a failure would count as what was written.
+    // Writing to a counter cannot fail; a failure would count as what was written.
     let _ = serde_json::to_writer(&mut c, v);
     c.0
 }

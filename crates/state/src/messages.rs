@@ -49,14 +49,9 @@ impl TeamState {
                 .collect()
         } else {
             let live = self.live_names();
-            // A teammate the leader closed (or that exited) keeps its inbox for its resume: the
-            // leader and the operator may still write to it; anyone else is told it is gone.
-            let resumable = actor.is_privileged()
-                && to != names::LEADER
-                && self.agents.get(to).is_some_and(|a| {
-                    matches!(a.info.status, AgentStatus::Stopped | AgentStatus::Exited)
-                });
-            if !resumable && !live.iter().any(|n| n == to) {
+            // SPEC §5.3: a stopped or exited recipient is `not_found`, for everyone; what it
+            // should hear when it comes back goes with `resume` (its `message`).
+            if !live.iter().any(|n| n == to) {
                 let message = if live.is_empty() {
                     format!("no agent {to:?}: the team has no agent that can receive messages")
                 } else {

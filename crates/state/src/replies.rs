@@ -123,19 +123,7 @@ fn value_len(v: &serde_json::Value) -> usize {
 
 /// The exact JSON length of `v`, counted without keeping the text.
 fn json_len<T: serde::Serialize>(v: &T) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut c = Count(0);
-    let _ = serde_json::to_writer(&mut c, v);
-    c.0
+    agent_team_protocol::memory::json_len(v)
 }
 
 /// One remembered reply.

@@ -109,7 +109,7 @@ pub struct ResumeTeammate {
 
 impl Tool for ResumeTeammate {
     const NAME: &'static str = "resume_teammate";
-    const DESCRIPTION: &'static str = "Start a stopped or exited teammate again, with the messages sent to it while it was down; optionally with a new message first. Returns once it is connected.";
+    const DESCRIPTION: &'static str = "Start a stopped or exited teammate again with its unread messages, and `message` as what it reads first (messages cannot be sent to a stopped teammate). Returns once it is connected.";
     const AUDIENCE: Audience = Audience::LEADER;
 }
 

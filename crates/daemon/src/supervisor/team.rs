@@ -202,8 +202,10 @@ impl Step<'_> {
             message,
             ..Default::default()
         };
-        self.first_message(actor, &m);
+        // Started first: a stopped recipient is `not_found` (SPEC §5.3); a starting one has
+        // the message waiting when it connects.
         self.restart_agent(name, Some((conn, id)))?;
+        self.first_message(actor, &m);
         Ok(None)
     }
 

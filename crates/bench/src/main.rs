@@ -421,6 +421,17 @@ nothing else running. Run-to-run spread on this machine: about ±10 % on the thr
   hardening figures: 19 936 idle connections held open leave `ps` at 8.4 ms (2.4 ms without) and the
   daemon at a 27.5 MiB peak RSS (10 MiB without); 1 M messages sent, delivered and read take
   561.5 MiB of state files, and `gc` brings them to a few KiB in 3–4 s.
+- **After issues 13, 14, 15 (part) and 17 (2026-11-23, 15:11).** Saved while one helper
+  session was still compiling beside it, so the machine was loaded: the durable-message p50
+  (2.43× its floor) and the tmux-backend CPU figure (1.60 % of a core) missed, where the
+  quiet runs of the morning had them at 2.04× and 0.4–0.8 points. The tmux figure's team also
+  had the new board pane (`up` opens it); that bench now sets `board = false`, since the
+  board's own cost is its section's (idle 0.00 %, 1.0–1.5 % with 10 agents streaming). New
+  sections: `service` (an event from the daemon to an SSE client of `serve`, p50 1.31× and p99
+  1.33× the same event read on the daemon's socket; events/s to 10 SSE clients 0.90× 10 socket
+  subscribers, after bursts were gathered into one chunk: 0.23× with a chunk per event) and
+  `board`. Re-run `cargo xtask bench --save` on a quiet machine before reading the MISSED rows
+  as regressions.
 - **New figures:** the daemon's CPU with the tmux backend while teammates run commands was 73.5 %
   of a core before the SIGCHLD fix (a poll's own tmux client exiting triggered the next poll) and
   is 0.4–0.8 points above the process backend now. `run` on the in-process backend took 2.27× the

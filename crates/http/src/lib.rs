@@ -91,17 +91,26 @@ pub struct Settings {
     pub variables: BTreeMap<String, String>,
     /// How long a stream waits for an event before it checks its client and the team again.
     pub poll: Duration,
+    /// At most this many event streams at once (each holds a thread and a daemon
+    /// connection); one more is refused with 429 `limit_exceeded`.
+    pub max_streams: usize,
 }
 
 /// Shared by every request handler.
 struct App {
     teams: Arc<dyn Teams>,
     settings: Settings,
+    /// Event streams open now.
+    streams: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The whole API as an axum router (auth, body limit, JSON errors included).
 pub fn router(teams: Arc<dyn Teams>, settings: Settings) -> Router {
-    let app = Arc::new(App { teams, settings });
+    let app = Arc::new(App {
+        teams,
+        settings,
+        streams: Arc::default(),
+    });
     rest::routes(app)
 }
 

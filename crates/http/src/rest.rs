@@ -292,7 +292,7 @@ pub(crate) async fn agents(
 }
 
 /// Every page of a paged list request.
-fn all_pages<T>(
+pub(crate) fn all_pages<T>(
     mut page: impl FnMut(Option<u64>) -> Result<Vec<T>, ErrorBody>,
     id: impl Fn(&T) -> u64,
 ) -> Result<Vec<T>, ErrorBody> {

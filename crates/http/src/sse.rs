@@ -138,11 +138,13 @@ pub(crate) async fn events(
 ) -> Result<Response, ApiError> {
     let team = checked("team", &team)?;
     let since = last_event_id(&headers)?.or(q.since).unwrap_or(0);
+    let slot = Slot::take(&app)?;
     let t = team.clone();
     let follow = blocking(&app, move |teams| teams.follow(&t, since)).await?;
     let (tx, rx) = mpsc::channel(BUFFER);
     let poll = app.settings.poll;
     spawn_pump(&team, move || {
+        let _slot = slot;
         pump(
             follow,
             &tx,
@@ -224,6 +226,36 @@ fn pump(
     }
 }
 
+/// One of the server's event-stream slots, given back when the stream's thread ends.
+pub(crate) struct Slot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Slot {
+    /// A slot, or 429 `limit_exceeded` when every one is taken.
+    pub(crate) fn take(app: &App) -> Result<Slot, ApiError> {
+        use std::sync::atomic::Ordering;
+        let max = app.settings.max_streams;
+        let taken = app
+            .streams
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            });
+        match taken {
+            Ok(_) => Ok(Slot(app.streams.clone())),
+            Err(_) => Err(ApiError::from(ErrorBody::with_details(
+                ErrorCode::LimitExceeded,
+                format!("{max} event streams are open already; close one and try again"),
+                serde_json::json!({"limit": "max_streams", "max": max}),
+            ))),
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 fn spawn_pump(team: &str, f: impl FnOnce() + Send + 'static) {
     if let Err(e) = std::thread::Builder::new()
         .name(format!("sse-{team}"))
@@ -254,6 +286,7 @@ pub(crate) async fn team_stream(
     if resume.is_none() && req.message.trim().is_empty() {
         return Err(ApiError::bad_request("message is empty"));
     }
+    let slot = Slot::take(&app)?;
     let team = crate::session_team(&app.settings.base_team, &req.user_id, &req.session_id);
     let mut vars = app.settings.variables.clone();
     vars.extend(req.variables);
@@ -284,6 +317,7 @@ pub(crate) async fn team_stream(
     };
     let t = team.clone();
     spawn_pump(&team, move || {
+        let _slot = slot;
         let last = std::cell::Cell::new(since);
         pump(
             follow,
@@ -342,20 +376,21 @@ fn run_record(teams: &dyn crate::Teams, team: &str) -> (Option<RunDetails>, Vec<
         Ok(Reply::Team { team }) => team.details,
         _ => None,
     };
-    let mut tasks: Vec<Task> = Vec::new();
-    loop {
-        let after = tasks.last().map(|t| t.id);
-        match teams.read(
+    let tasks = crate::rest::all_pages(
+        |after| match teams.read(
             team,
             Request::TaskList {
                 status: None,
                 after,
             },
         ) {
-            Ok(Reply::Tasks { tasks: page }) if !page.is_empty() => tasks.extend(page),
-            _ => break,
-        }
-    }
+            Ok(Reply::Tasks { tasks }) => Ok(tasks),
+            Ok(_) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        },
+        |t| t.id,
+    )
+    .unwrap_or_default();
     (details, tasks)
 }
 

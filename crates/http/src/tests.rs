@@ -182,6 +182,7 @@ fn app(fake: Arc<Fake>) -> Router {
             base_team: "svc".into(),
             variables,
             poll: Duration::from_millis(20),
+            max_streams: 2,
         },
     )
 }
@@ -661,4 +662,35 @@ fn session_teams_are_valid_stable_and_distinct() {
         session_team("a-very-long-team-name-indeed", "alice", "s2")
     );
     assert_ne!(session_team("t", "ab", "c"), session_team("t", "a", "bc"));
+}
+
+#[tokio::test]
+async fn event_streams_are_bounded_and_a_closed_one_gives_its_slot_back() {
+    let fake = Arc::new(Fake::default());
+    *fake.run.lock().unwrap() = Some(RunState::Running);
+    let app = app(fake.clone());
+    let open = || {
+        app.clone()
+            .oneshot(req("GET", "/v1/teams/t/events", Some(TOKEN), None))
+    };
+    let a = open().await.unwrap();
+    let b = open().await.unwrap();
+    assert_eq!((a.status(), b.status()), (StatusCode::OK, StatusCode::OK));
+    let (status, body) = send(&app, req("GET", "/v1/teams/t/events", Some(TOKEN), None)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(body["error"]["code"], "limit_exceeded");
+    // A client that leaves frees its slot once its stream notices (at its next poll).
+    drop(a);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = open().await.unwrap();
+        if r.status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

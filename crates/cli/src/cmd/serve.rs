@@ -324,6 +324,7 @@ pub fn serve(ctx: Ctx, args: ServeArgs) -> Result<ExitCode> {
         base_team: ctx.team.clone(),
         variables,
         poll: Duration::from_millis(500),
+        max_streams: 256,
     };
     let app = agent_team_http::router(teams, settings);
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -438,3 +438,43 @@ fn resume_refuses_a_live_teammate_and_restarts_a_closed_one_with_its_message() {
     let inbox = state.unread("b1");
     assert_eq!(inbox.last().unwrap().body, "welcome back");
 }
+
+/// How many ticks of the periodic poll, out of `ticks`, looked at the processes.
+fn looks_in(sup: &mut Supervisor, state: &mut TeamState, ticks: u32) -> usize {
+    let mut looks = 0;
+    for _ in 0..ticks {
+        let mut step = sup.step(state);
+        step.timer(SupTimer::Poll);
+        let actions = step.finish();
+        looks += actions
+            .iter()
+            .filter(|a| matches!(a, Action::Run(Job::Poll { .. })))
+            .count();
+        drive(sup, state, actions);
+    }
+    looks
+}
+
+#[test]
+fn the_periodic_poll_looks_rarely_while_every_agent_is_connected() {
+    let (mut sup, mut state, _backend, _dir) = bare();
+    let mut step = sup.step(&mut state);
+    step.spawn_request(&Actor::Operator, 7, 1, worker_named("b1"))
+        .unwrap();
+    let actions = step.finish();
+    drive(&mut sup, &mut state, actions);
+    // Launched, not yet connected: every tick looks.
+    assert_eq!(looks_in(&mut sup, &mut state, 4), 4);
+    state.update_agent("b1", |a| a.info.connected = true);
+    let mut step = sup.step(&mut state);
+    step.on_connected("b1", None);
+    step.finish();
+    // Connected: one look per CONNECTED_POLL_TICKS ticks (its death drops the connection).
+    assert_eq!(
+        looks_in(&mut sup, &mut state, 3 * CONNECTED_POLL_TICKS),
+        3
+    );
+    // The connection dropped: every tick looks again.
+    state.update_agent("b1", |a| a.info.connected = false);
+    assert_eq!(looks_in(&mut sup, &mut state, 4), 4);
+}

@@ -1272,6 +1272,21 @@ impl Step<'_> {
         );
     }
 
+    /// The periodic check: looks at the processes at every tick while some launched agent is
+    /// not connected (starting, or its connection just dropped), else at every
+    /// [`super::CONNECTED_POLL_TICKS`]th tick.
+    pub(crate) fn tick(&mut self) {
+        let all_connected = self.sup.runtimes.iter().all(|(name, rt)| {
+            rt.launched.is_none() || self.state.agent(name).is_some_and(|a| a.info.connected)
+        });
+        if all_connected && self.sup.quiet_ticks + 1 < super::CONNECTED_POLL_TICKS {
+            self.sup.quiet_ticks += 1;
+            return;
+        }
+        self.sup.quiet_ticks = 0;
+        self.poll();
+    }
+
     /// Checks every launched agent's process off the core thread.
     pub(crate) fn poll(&mut self) {
         if self.sup.poll_busy {

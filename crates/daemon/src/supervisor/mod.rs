@@ -38,6 +38,11 @@ pub const KILL_GRACE: Duration = Duration::from_secs(5);
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// How often live agents are checked (exits of our own children are also noticed at SIGCHLD).
 pub const POLL_EVERY: Duration = Duration::from_millis(500);
+/// While every launched agent is connected, only every this many ticks of [`POLL_EVERY`] looks
+/// at the processes: a connected agent's death drops its connection, which looks at once. On
+/// tmux each look is a `tmux` client process, which is what an idle team's daemon spent its
+/// CPU on.
+pub const CONNECTED_POLL_TICKS: u32 = 10;
 /// When to look again after an agent's connection dropped and the first look found it alive.
 pub const RECHECK_AFTER_DISCONNECT: Duration = Duration::from_millis(50);
 
@@ -127,6 +132,8 @@ pub struct Supervisor {
     pub(crate) poll_busy: bool,
     /// A poll was asked for while one was running: run another when it ends.
     pub(crate) poll_again: bool,
+    /// Ticks skipped since the last look while every launched agent was connected.
+    pub(crate) quiet_ticks: u32,
     /// Feeds the thread that sets pane titles, in order.
     pub(crate) titles: Option<std::sync::mpsc::Sender<(Launched, String)>>,
     /// How to build backends and launch agents.
@@ -162,6 +169,7 @@ impl Supervisor {
             config: None,
             poll_busy: false,
             poll_again: false,
+            quiet_ticks: 0,
             titles: None,
             env,
             stopping: false,
@@ -337,7 +345,7 @@ impl Step<'_> {
             SupTimer::Restart(name, inc) => self.restart_due(&name, inc),
             SupTimer::StopGrace(name, inc) => self.stop_grace_over(&name, inc),
             SupTimer::Poll => {
-                self.poll();
+                self.tick();
                 self.schedule(POLL_EVERY, SupTimer::Poll);
             }
             SupTimer::PollAfterDisconnect => self.poll(),

@@ -189,6 +189,11 @@ pub enum Command {
     /// (`AGENT_TEAM_API_TOKEN`, else a token kept in the runtime dir and printed at start).
     /// Ctrl-C stops the server, not the teams.
     Serve(ServeArgs),
+    /// Serve this agent's team tools over MCP on stdin/stdout, for an external agent CLI
+    /// (Claude Code, Codex, Qwen Code) that the supervisor started as a teammate. The identity
+    /// comes from the `AGENT_TEAM_*` environment the supervisor gives the CLI, never from tool
+    /// arguments; run by hand it fails with the variable it misses.
+    Mcp,
     /// Run the team's supervisor daemon (normally started on demand).
     Daemon {
         /// Stay in the foreground instead of detaching.

@@ -93,6 +93,14 @@ pub enum Provider {
     /// No model: run each task's `run` command (offline).
     #[default]
     Exec,
+    /// Claude Code (`claude`) in the agent's pane, with the team tools over MCP.
+    ClaudeCode,
+    /// Codex (`codex`) in the agent's pane, with the team tools over MCP.
+    Codex,
+    /// Qwen Code (`qwen`) in the agent's pane, with the team tools over MCP.
+    QwenCode,
+    /// Any other MCP-capable agent CLI, started from the role's `command` template.
+    Cli,
 }
 
 impl Provider {
@@ -102,7 +110,20 @@ impl Provider {
             Provider::Openai => "openai",
             Provider::Anthropic => "anthropic",
             Provider::Exec => "exec",
+            Provider::ClaudeCode => "claude-code",
+            Provider::Codex => "codex",
+            Provider::QwenCode => "qwen-code",
+            Provider::Cli => "cli",
         }
+    }
+
+    /// An external agent CLI rather than our own agent loop: the worker prepares its private
+    /// configuration and runs it, and the CLI reaches the team through `agent-team mcp`.
+    pub fn is_external(self) -> bool {
+        matches!(
+            self,
+            Provider::ClaudeCode | Provider::Codex | Provider::QwenCode | Provider::Cli
+        )
     }
 }
 

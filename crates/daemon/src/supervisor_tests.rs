@@ -470,10 +470,7 @@ fn the_periodic_poll_looks_rarely_while_every_agent_is_connected() {
     step.on_connected("b1", None);
     step.finish();
     // Connected: one look per CONNECTED_POLL_TICKS ticks (its death drops the connection).
-    assert_eq!(
-        looks_in(&mut sup, &mut state, 3 * CONNECTED_POLL_TICKS),
-        3
-    );
+    assert_eq!(looks_in(&mut sup, &mut state, 3 * CONNECTED_POLL_TICKS), 3);
     // The connection dropped: every tick looks again.
     state.update_agent("b1", |a| a.info.connected = false);
     assert_eq!(looks_in(&mut sup, &mut state, 4), 4);

@@ -209,6 +209,13 @@ pub mod env {
     pub const PROVIDER: &str = "AGENT_TEAM_PROVIDER";
     /// Text appended to the role's system prompt for this member.
     pub const INSTRUCTIONS: &str = "AGENT_TEAM_INSTRUCTIONS";
+    /// Set (to the provider's name) when the agent is an external CLI: the worker prepares and
+    /// runs that CLI instead of its own loop.
+    pub const EXTERNAL: &str = "AGENT_TEAM_EXTERNAL";
+    /// The MCP configuration (`{"mcpServers": {"team": …}}`) an external CLI is given.
+    pub const MCP_CONFIG: &str = "AGENT_TEAM_MCP_CONFIG";
+    /// The file holding an external CLI's first input (role prompt, team context, first task).
+    pub const PROMPT_FILE: &str = "AGENT_TEAM_PROMPT_FILE";
 
     /// What every agent-team variable starts with (these and the paths crate's
     /// `AGENT_TEAM_HOME`, `AGENT_TEAM_RUNTIME_DIR`, `AGENT_TEAM_TMUX_SOCKET`).

@@ -188,6 +188,13 @@ impl TeamPaths {
     pub fn agent_log(&self, agent: &str) -> PathBuf {
         self.logs.join(format!("{agent}.log"))
     }
+
+    /// The private home of an external agent CLI teammate (its `HOME` and config dir, seeded
+    /// before each launch), so the user's own `~/.claude`, `~/.codex`, `~/.qwen` are never
+    /// read or written.
+    pub fn cli_home(&self, agent: &str) -> PathBuf {
+        self.dir.join("clis").join(agent)
+    }
 }
 
 /// The real uid of this process.

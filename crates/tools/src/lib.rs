@@ -18,7 +18,7 @@ mod web;
 
 pub use files::{EditFile, Glob, Grep, ListFiles, ReadFile, WriteFile};
 pub use memory::{MemoryGet, MemoryList, MemorySet};
-pub use messages::{Broadcast, SendMessage};
+pub use messages::{Broadcast, SendMessage, WaitForMessages};
 pub use parse::{ToolArgError, parse};
 pub use schema::model_schema;
 pub use shell::Bash;
@@ -236,6 +236,10 @@ const fn names<const N: usize>(list: List) -> [&'static str; N] {
     out
 }
 
+/// Tools only the MCP front end (`agent-team mcp`) offers, beside the agent's team tools:
+/// an external agent CLI has no daemon connection of its own to have messages pushed to.
+pub const MCP_ONLY: &[ToolDef] = &[ToolDef::of::<WaitForMessages>()];
+
 /// Tools that act on the workspace.
 pub const WORKSPACE_TOOLS: &[&str] = &names::<{ count(List::Workspace) }>(List::Workspace);
 /// Read-only workspace tools.
@@ -298,8 +302,21 @@ pub fn tools_doc() -> String {
          the models their schemas and the worker its argument types.\n\
          Regenerate with `UPDATE_DOCS=1 cargo test -p agent-team-tools tools_doc`. \
          \"role\" means the role's `tools` list decides.\n\n{}",
-        markdown()
-    )
+        markdown(),
+    ) + &mcp_markdown()
+}
+
+/// The section of `docs/TOOLS.md` on what `agent-team mcp` adds for external agent CLIs.
+fn mcp_markdown() -> String {
+    let mut s = String::from(
+        "\n## Over MCP only\n\n`agent-team mcp` serves an external agent CLI (Claude Code, Codex, \
+         Qwen Code, ...) its team tools from the table above (the leader's or a teammate's), plus:\n\n\
+         | tool | what it does |\n|---|---|\n",
+    );
+    for t in MCP_ONLY {
+        s.push_str(&format!("| `{}` | {} |\n", t.name, t.description));
+    }
+    s
 }
 
 #[cfg(test)]

@@ -28,6 +28,12 @@ pub fn model_for(role: &Role) -> Result<Arc<dyn Model>, AgentError> {
         Provider::Openai => (ApiKind::OpenAi, "OPENAI_API_KEY"),
         Provider::Anthropic => (ApiKind::Anthropic, "ANTHROPIC_API_KEY"),
         Provider::Exec => return Err(AgentError::Config("the exec provider has no model".into())),
+        p @ (Provider::ClaudeCode | Provider::Codex | Provider::QwenCode | Provider::Cli) => {
+            return Err(AgentError::Config(format!(
+                "the {} provider is an external CLI, not a model API",
+                p.as_str()
+            )));
+        }
     };
     let key_env = role
         .api_key_env

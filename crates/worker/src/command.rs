@@ -614,6 +614,7 @@ mod tests {
             log_file: None,
             workspace: None,
             member: Default::default(),
+            external: false,
         };
         assert!(load_secrets(&agent).unwrap().is_empty());
         let secrets = groups.confinement.as_ref().unwrap().secrets.clone();

@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod command;
 pub mod exec;
+pub mod external;
 pub mod idle;
 pub mod inprocess;
 pub mod leader;
@@ -96,6 +97,8 @@ pub struct AgentEnv {
     pub workspace: Option<PathBuf>,
     /// What this member sets over its role (team file or spawn).
     pub member: MemberOverrides,
+    /// The agent is an external CLI ([`external`]): run it instead of our own loop.
+    pub external: bool,
 }
 
 /// A member's own settings over its role's: given in `[[teammates]]` or by the leader's
@@ -172,6 +175,7 @@ impl AgentEnv {
                 provider: get(agent_team_pane::env::PROVIDER).filter(|v| !v.is_empty()),
                 instructions: get(agent_team_pane::env::INSTRUCTIONS).filter(|v| !v.is_empty()),
             },
+            external: get(agent_team_pane::env::EXTERNAL).is_some_and(|v| !v.is_empty()),
         })
     }
 
@@ -202,6 +206,9 @@ pub async fn run_agent(
     out: output::Output,
     groups: CommandGroups,
 ) -> Result<(), AgentError> {
+    if agent.external {
+        return external::run(agent, out).await;
+    }
     let (link, inbound) = link::Link::start(agent.clone(), out.clone()).await?;
     let mut config: TeamConfig = link.config().await?;
     let mut confinement = command::Confinement::for_agent(&agent, &config);

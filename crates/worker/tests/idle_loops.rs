@@ -99,6 +99,7 @@ impl FakeDaemon {
             log_file: None,
             workspace: None,
             member: Default::default(),
+            external: false,
         }
     }
 

@@ -29,6 +29,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Teams(t) => return teams::teams(t),
         Command::Doctor(j) => return doctor::doctor(j.json),
         Command::Roles(j) => return roles::roles(file, j.json),
+        Command::Mcp => return mcp(),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "agent-team", &mut std::io::stdout());
@@ -111,8 +112,19 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Teams(t) => teams::teams(t),
         Command::Doctor(j) => doctor::doctor(j.json),
         Command::Roles(j) => roles::roles(ctx.file.clone(), j.json),
-        Command::Completions { .. } | Command::Man => Ok(ExitCode::SUCCESS),
+        Command::Completions { .. } | Command::Man | Command::Mcp => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// `agent-team mcp`: the agent's team tools over MCP on stdio, until the client leaves.
+fn mcp() -> Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(agent_team_mcp::serve_from_env())
+        .context("agent-team mcp")?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The demo starts from an empty board each time it is not already running, so a second

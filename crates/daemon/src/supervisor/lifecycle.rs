@@ -478,9 +478,16 @@ impl Step<'_> {
         let role = cfg
             .role(&rec.info.role)
             .ok_or_else(|| format!("role {:?} is not in the configuration", rec.info.role))?;
+        // An external agent CLI (role or member provider) is run by our worker, which writes
+        // its private configuration first; its `command` names the CLI, not the agent program.
+        let provider = rec
+            .spec
+            .get("provider")
+            .and_then(|v| serde_json::from_value::<agent_team_config::Provider>(v.clone()).ok())
+            .unwrap_or(role.provider);
         let argv = match &role.command {
-            Some(c) => c.clone(),
-            None => {
+            Some(c) if !provider.is_external() => c.clone(),
+            _ => {
                 let exe = self
                     .sup
                     .env
@@ -510,6 +517,9 @@ impl Step<'_> {
         ];
         for (k, v) in &role.env {
             envs.push((k.clone(), v.clone()));
+        }
+        if provider.is_external() {
+            envs.push((env::EXTERNAL.to_string(), provider.as_str().to_string()));
         }
         // The member's own model, provider and instructions (team file or spawn).
         for (key, var) in [

@@ -1,0 +1,519 @@
+//! External agent CLIs as teammates (Claude Code, Codex, Qwen Code, or any MCP-capable command):
+//! the worker reads the agent's role once, writes the CLI's private configuration (its own
+//! `HOME` and config dir under the team's state, never the user's), registers `agent-team mcp`
+//! as the CLI's `team` MCP server for this launch only, and runs the CLI in the agent's pane
+//! with the role prompt, the team context and the first instruction as its first input. The
+//! CLI then reaches the team only through that MCP server, which is the agent's one daemon
+//! connection.
+//!
+//! [`plan`] is pure (argv, environment, files), so each adapter's launch command is tested
+//! without the CLI; [`run`] carries a plan out.
+
+use crate::output::Output;
+use crate::{AgentEnv, AgentError};
+use agent_team_client::{AsyncClient, agent_hello};
+use agent_team_config::{Provider, Role, TeamConfig};
+use agent_team_pane::env;
+use agent_team_protocol::{Reply, Request};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+/// What it takes to start one external CLI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launch {
+    /// The program (a name looked up on `PATH`, or a path).
+    pub program: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Its environment, over the worker's own (which loses the agent's secret).
+    pub env: Vec<(String, String)>,
+    /// Files written (mode 0600, directories 0700) before it starts: path and contents.
+    pub files: Vec<(PathBuf, String)>,
+    /// Where it runs.
+    pub cwd: PathBuf,
+}
+
+/// The npm package that provides a provider's CLI, for the error when it is missing.
+pub fn npm_package(p: Provider) -> Option<&'static str> {
+    match p {
+        Provider::ClaudeCode => Some("@anthropic-ai/claude-code"),
+        Provider::Codex => Some("@openai/codex"),
+        Provider::QwenCode => Some("@qwen-code/qwen-code"),
+        _ => None,
+    }
+}
+
+/// The program a role's CLI runs: the role's `command` (its first word), else the provider's
+/// usual name on `PATH`.
+pub fn program(role: &Role) -> Option<String> {
+    if let Some(first) = role.command.as_ref().and_then(|c| c.first()) {
+        return Some(first.clone());
+    }
+    match role.provider {
+        Provider::ClaudeCode => Some("claude".into()),
+        Provider::Codex => Some("codex".into()),
+        Provider::QwenCode => Some("qwen".into()),
+        _ => None,
+    }
+}
+
+/// Where `program` would be found (a path with a `/` is taken as it is).
+pub fn find_program(program: &str, path_var: Option<&str>) -> Option<PathBuf> {
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return is_executable(&p).then_some(p);
+    }
+    std::env::split_paths(path_var.unwrap_or_default())
+        .map(|d| d.join(program))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The MCP configuration that starts `agent-team mcp` as this agent (Claude Code's
+/// `--mcp-config` shape, also read by the `cli` provider's commands).
+fn mcp_servers(agent: &AgentEnv, agent_team: &Path) -> serde_json::Value {
+    json!({
+        "mcpServers": {
+            "team": {
+                "command": agent_team.display().to_string(),
+                "args": ["mcp"],
+                "env": mcp_env(agent),
+            }
+        }
+    })
+}
+
+/// The environment `agent-team mcp` needs to join as this agent.
+fn mcp_env(agent: &AgentEnv) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert(
+        env::SOCKET.into(),
+        json!(agent.socket.display().to_string()),
+    );
+    m.insert(env::TEAM.into(), json!(agent.team));
+    m.insert(env::NAME.into(), json!(agent.name));
+    m.insert(env::SECRET.into(), json!(agent.secret));
+    m.insert(
+        env::INCARNATION.into(),
+        json!(agent.incarnation.to_string()),
+    );
+    if let Some(l) = &agent.log_file {
+        m.insert(env::LOG_FILE.into(), json!(l.display().to_string()));
+    }
+    m
+}
+
+/// The first input: the role's prompt, who the agent is and how it reaches the team.
+pub fn first_input(agent: &AgentEnv, config: &TeamConfig, role: &Role) -> String {
+    let mut s = String::new();
+    if !role.system_prompt.trim().is_empty() {
+        s.push_str(role.system_prompt.trim());
+        s.push_str("\n\n");
+    }
+    s.push_str(&format!(
+        "You are {name}, a {role} in the agent team {team}. The team's tools are on the MCP \
+         server `team` (list_tasks, claim_task, update_task_status, release_task, send_message, \
+         broadcast, list_teammates, wait_for_messages). Claim a pending task, do it with your \
+         own tools, mark it completed with a short result, and message the leader. When you \
+         have nothing to do, call wait_for_messages.",
+        name = agent.name,
+        role = role.name,
+        team = agent.team,
+    ));
+    if let Some(goal) = config.goal.as_deref().filter(|g| !g.trim().is_empty()) {
+        s.push_str(&format!("\n\nThe team's goal: {}", goal.trim()));
+    }
+    s
+}
+
+/// Replaces `{mcp_config}`, `{prompt_file}`, `{prompt}`, `{name}`, `{team}`, `{model}` and
+/// `{workspace}` in one word of a `cli` command template.
+fn fill(word: &str, vars: &[(&str, &str)]) -> String {
+    let mut out = word.to_string();
+    for (k, v) in vars {
+        out = out.replace(&format!("{{{k}}}"), v);
+    }
+    out
+}
+
+/// Everything that starts `role`'s CLI for `agent`: `home` is the agent's private CLI home
+/// ([`agent_team_paths::TeamPaths::cli_home`]), `agent_team` the `agent-team` binary that serves
+/// MCP.
+pub fn plan(
+    agent: &AgentEnv,
+    config: &TeamConfig,
+    role: &Role,
+    home: &Path,
+    agent_team: &Path,
+) -> Result<Launch, AgentError> {
+    let cwd = agent
+        .workspace
+        .clone()
+        .unwrap_or_else(|| config.workspace.clone());
+    let prompt = first_input(agent, config, role);
+    let mcp_file = home.join("mcp.json");
+    let prompt_file = home.join("prompt.md");
+    let mcp = mcp_servers(agent, agent_team);
+    let mut files = vec![
+        (mcp_file.clone(), pretty(&mcp)),
+        (prompt_file.clone(), prompt.clone()),
+    ];
+    let mut envs: Vec<(String, String)> = vec![
+        (env::MCP_CONFIG.into(), mcp_file.display().to_string()),
+        (env::PROMPT_FILE.into(), prompt_file.display().to_string()),
+    ];
+    let key = |default: &str| {
+        let var = role.api_key_env.clone().unwrap_or_else(|| default.into());
+        std::env::var(&var).ok()
+    };
+    let (program_name, mut args) = match role.provider {
+        Provider::Cli => {
+            let Some(template) = role.command.as_ref().filter(|c| !c.is_empty()) else {
+                return Err(AgentError::Config(format!(
+                    "role {:?} has provider \"cli\" but no `command` to run",
+                    role.name
+                )));
+            };
+            let (mcp_s, prompt_s, ws) = (
+                mcp_file.display().to_string(),
+                prompt_file.display().to_string(),
+                cwd.display().to_string(),
+            );
+            let vars = [
+                ("mcp_config", mcp_s.as_str()),
+                ("prompt_file", prompt_s.as_str()),
+                ("prompt", prompt.as_str()),
+                ("name", agent.name.as_str()),
+                ("team", agent.team.as_str()),
+                ("model", role.model.as_str()),
+                ("workspace", ws.as_str()),
+            ];
+            let words: Vec<String> = template.iter().map(|w| fill(w, &vars)).collect();
+            (words[0].clone(), words[1..].to_vec())
+        }
+        Provider::ClaudeCode => {
+            let config_dir = home.join(".claude");
+            let settings = home.join("settings.json");
+            let api_key = key("ANTHROPIC_API_KEY").unwrap_or_default();
+            let tail: String = api_key
+                .chars()
+                .rev()
+                .take(20)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            // No onboarding, theme, key or folder-trust screen (CLIS.md).
+            let seeded = json!({
+                "hasCompletedOnboarding": true,
+                "theme": "dark",
+                "bypassPermissionsModeAccepted": true,
+                "customApiKeyResponses": {"approved": [tail], "rejected": []},
+                "projects": {
+                    cwd.display().to_string(): {
+                        "hasTrustDialogAccepted": true,
+                        "hasCompletedProjectOnboarding": true,
+                        "allowedTools": [],
+                    }
+                }
+            });
+            files.push((config_dir.join(".claude.json"), pretty(&seeded)));
+            files.push((settings.clone(), pretty(&json!({}))));
+            envs.extend([
+                ("HOME".into(), home.display().to_string()),
+                ("CLAUDE_CONFIG_DIR".into(), config_dir.display().to_string()),
+                ("ANTHROPIC_API_KEY".into(), api_key),
+                ("ANTHROPIC_MODEL".into(), role.model.clone()),
+                ("IS_SANDBOX".into(), "1".into()),
+            ]);
+            for quiet in [
+                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
+                "DISABLE_AUTOUPDATER",
+                "DISABLE_TELEMETRY",
+                "DISABLE_ERROR_REPORTING",
+                "CLAUDE_CODE_DISABLE_FEATURE_FLAGS",
+                "CLAUDE_CODE_DISABLE_OFFICIAL_MARKETPLACE_AUTOINSTALL",
+            ] {
+                envs.push((quiet.into(), "1".into()));
+            }
+            if let Some(url) = &role.base_url {
+                envs.push(("ANTHROPIC_BASE_URL".into(), url.clone()));
+            }
+            let mut args = vec![
+                "--mcp-config".into(),
+                mcp_file.display().to_string(),
+                "--strict-mcp-config".into(),
+                "--settings".into(),
+                settings.display().to_string(),
+                "--model".into(),
+                role.model.clone(),
+                "--allowedTools".into(),
+                team_tools(agent).join(","),
+            ];
+            args.extend(extra_args(role));
+            args.push(prompt.clone());
+            ("claude".to_string(), args)
+        }
+        Provider::Codex => {
+            let codex_home = home.join(".codex");
+            let key_var = role
+                .api_key_env
+                .clone()
+                .unwrap_or_else(|| "OPENAI_API_KEY".into());
+            let base = role
+                .base_url
+                .clone()
+                .unwrap_or_else(|| "https://api.openai.com/v1".into());
+            let mut toml = format!(
+                "model = {model}\nmodel_provider = \"team\"\napproval_policy = \"never\"\n\
+                 sandbox_mode = \"workspace-write\"\ncheck_for_update_on_startup = false\n\n\
+                 [model_providers.team]\nname = \"team\"\nbase_url = {base}\n\
+                 wire_api = \"responses\"\nenv_key = {key}\nrequest_max_retries = 0\n\
+                 stream_max_retries = 0\n\n[mcp_servers.team]\ncommand = {cmd}\nargs = [\"mcp\"]\n\
+                 default_tools_approval_mode = \"approve\"\n\n[mcp_servers.team.env]\n",
+                model = toml_str(&role.model),
+                base = toml_str(&base),
+                key = toml_str(&key_var),
+                cmd = toml_str(&agent_team.display().to_string()),
+            );
+            for (k, v) in mcp_env(agent) {
+                toml.push_str(&format!(
+                    "{k} = {}\n",
+                    toml_str(v.as_str().unwrap_or_default())
+                ));
+            }
+            toml.push_str(&format!(
+                "\n[analytics]\nenabled = false\n\n[feedback]\nenabled = false\n\n\
+                 [features]\nplugins = false\ndaemon_auto_start = false\n\n\
+                 [projects.{}]\ntrust_level = \"trusted\"\n",
+                toml_str(&cwd.display().to_string())
+            ));
+            files.push((codex_home.join("config.toml"), toml));
+            envs.extend([
+                ("HOME".into(), home.display().to_string()),
+                ("CODEX_HOME".into(), codex_home.display().to_string()),
+            ]);
+            if let Some(k) = key("OPENAI_API_KEY") {
+                envs.push((key_var, k));
+            }
+            let mut args = vec!["--dangerously-bypass-hook-trust".into()];
+            args.extend(extra_args(role));
+            args.push(prompt.clone());
+            ("codex".to_string(), args)
+        }
+        Provider::QwenCode => {
+            let qwen_home = home.join(".qwen");
+            let settings = json!({
+                "security": {"auth": {"selectedType": "openai"}, "folderTrust": {"enabled": false}},
+                "model": {"name": role.model},
+                "mcpServers": {"team": {
+                    "command": agent_team.display().to_string(),
+                    "args": ["mcp"],
+                    "env": mcp_env(agent),
+                    "trust": true,
+                }},
+                "privacy": {"usageStatisticsEnabled": false},
+                "telemetry": {"enabled": false},
+                "general": {"enableAutoUpdate": false},
+            });
+            files.push((qwen_home.join("settings.json"), pretty(&settings)));
+            envs.extend([
+                ("HOME".into(), home.display().to_string()),
+                ("QWEN_HOME".into(), qwen_home.display().to_string()),
+                ("OPENAI_MODEL".into(), role.model.clone()),
+                ("QWEN_CODE_NO_RELAUNCH".into(), "1".into()),
+            ]);
+            if let Some(url) = &role.base_url {
+                envs.push(("OPENAI_BASE_URL".into(), url.clone()));
+            }
+            if let Some(k) = key("OPENAI_API_KEY") {
+                envs.push(("OPENAI_API_KEY".into(), k));
+            }
+            let mut args = extra_args(role);
+            args.extend(["-i".to_string(), prompt.clone()]);
+            ("qwen".to_string(), args)
+        }
+        p => {
+            return Err(AgentError::Config(format!(
+                "the {} provider is not an external CLI",
+                p.as_str()
+            )));
+        }
+    };
+    // The role's `command` names the program (a path, or another name); a `cli` template was
+    // filled above.
+    let program = match role.provider {
+        Provider::Cli => program_name,
+        _ => program(role).unwrap_or(program_name),
+    };
+    if role.provider != Provider::Cli {
+        // Words after the first in `command` are extra arguments before the prompt.
+        let extra: Vec<String> = role
+            .command
+            .as_ref()
+            .map(|c| c.iter().skip(1).cloned().collect())
+            .unwrap_or_default();
+        if !extra.is_empty() {
+            let at = args.len().saturating_sub(1);
+            args.splice(at..at, extra);
+        }
+    }
+    for (k, v) in &role.env {
+        envs.push((k.clone(), v.clone()));
+    }
+    Ok(Launch {
+        program,
+        args,
+        env: envs,
+        files,
+        cwd,
+    })
+}
+
+/// The team tools as Claude Code names them (`mcp__team__<tool>`), allowed without asking.
+fn team_tools(agent: &AgentEnv) -> Vec<String> {
+    let is_leader = agent.name == agent_team_protocol::names::LEADER;
+    let team: &[&str] = if is_leader {
+        agent_team_tools::LEADER_TOOLS
+    } else {
+        agent_team_tools::TEAMMATE_TOOLS
+    };
+    team.iter()
+        .copied()
+        .chain(agent_team_tools::MCP_ONLY.iter().map(|t| t.name))
+        .map(|t| format!("mcp__team__{t}"))
+        .collect()
+}
+
+/// Arguments a role adds for its CLI (`env` `AGENT_TEAM_CLI_ARGS`, whitespace-separated), none
+/// by default.
+fn extra_args(role: &Role) -> Vec<String> {
+    role.env
+        .get("AGENT_TEAM_CLI_ARGS")
+        .map(|a| a.split_whitespace().map(String::from).collect())
+        .unwrap_or_default()
+}
+
+fn pretty(v: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+}
+
+/// A TOML basic string.
+fn toml_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// Writes the plan's files: directories 0700, files 0600 (they hold the agent's secret).
+pub fn write_files(launch: &Launch) -> Result<(), AgentError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    for (path, contents) in &launch.files {
+        if let Some(dir) = path.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| AgentError::Config(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let _ = std::fs::remove_file(path);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| AgentError::Config(format!("cannot write {}: {e}", path.display())))?;
+        std::io::Write::write_all(&mut f, contents.as_bytes())
+            .map_err(|e| AgentError::Config(format!("cannot write {}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// Runs the external CLI of this agent: reads its role once (a short connection that ends
+/// before the CLI starts, so the CLI's MCP server is the agent's one connection), writes the
+/// private configuration, starts the CLI in this pane and waits for it. Its exit status is the
+/// agent's: 0 is a finished agent, anything else a failure the restart policy sees.
+pub async fn run(agent: AgentEnv, out: Output) -> Result<(), AgentError> {
+    let hello = agent_hello(&agent.team, &agent.name, &agent.secret, agent.incarnation);
+    let (client, _pushes) = AsyncClient::connect(&agent.socket, &hello)
+        .await
+        .map_err(|e| AgentError::Daemon(e.to_string()))?;
+    let role_name = client.welcome().role.clone();
+    let config: TeamConfig = match client.call(Request::GetConfig).await {
+        Ok(Reply::Config { config }) if !config.is_null() => serde_json::from_value(config)
+            .map_err(|e| AgentError::Config(format!("cannot read the team configuration: {e}")))?,
+        Ok(_) => return Err(AgentError::Config("the team has no configuration".into())),
+        Err(e) => return Err(AgentError::Daemon(e.to_string())),
+    };
+    drop(client);
+    let mut role = config.role(&role_name).cloned().ok_or_else(|| {
+        AgentError::Config(format!(
+            "role {role_name:?} of {} is not in the team configuration",
+            agent.name
+        ))
+    })?;
+    agent.member.apply(&mut role)?;
+    let paths =
+        agent_team_paths::Paths::from_env().map_err(|e| AgentError::Config(e.to_string()))?;
+    let home = paths
+        .team(&agent.team)
+        .map_err(|e| AgentError::Config(e.to_string()))?
+        .cli_home(&agent.name);
+    let agent_team = agent_team_exe();
+    let launch = plan(&agent, &config, &role, &home, &agent_team)?;
+    write_files(&launch)?;
+    let path_var = std::env::var("PATH").ok();
+    let Some(exe) = find_program(&launch.program, path_var.as_deref()) else {
+        let hint = npm_package(role.provider)
+            .map(|p| format!(" (install it: npm install -g {p})"))
+            .unwrap_or_default();
+        return Err(AgentError::Config(format!(
+            "{} was not found on PATH{hint}",
+            launch.program
+        )));
+    };
+    out.say(&format!(
+        "{} · {} · incarnation {} · {} ({})",
+        agent.name,
+        role.name,
+        agent.incarnation,
+        role.provider.as_str(),
+        exe.display()
+    ));
+    let mut cmd = tokio::process::Command::new(&exe);
+    cmd.args(&launch.args)
+        .current_dir(&launch.cwd)
+        // The secret reaches only the MCP server, through its private configuration.
+        .env_remove(env::SECRET)
+        .env_remove(env::SECRET_FILE)
+        .env_remove(env::EXTERNAL)
+        .kill_on_drop(true);
+    for (k, v) in &launch.env {
+        cmd.env(k, v);
+    }
+    let status = cmd
+        .status()
+        .await
+        .map_err(|e| AgentError::Config(format!("cannot start {}: {e}", exe.display())))?;
+    match status.code() {
+        Some(0) => Ok(()),
+        _ => Err(AgentError::Config(format!(
+            "{} ended: {status}",
+            launch.program
+        ))),
+    }
+}
+
+/// The `agent-team` binary beside this worker's (they are built together), else on `PATH`.
+fn agent_team_exe() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("agent-team")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("agent-team"))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,252 @@
+//! Each adapter's launch command, environment and private files, without the CLI.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use super::*;
+
+fn agent() -> AgentEnv {
+    AgentEnv {
+        socket: "/run/t.sock".into(),
+        team: "t".into(),
+        name: "cc".into(),
+        secret: "s3cret".into(),
+        incarnation: 2,
+        log_file: Some("/logs/cc.log".into()),
+        workspace: None,
+        member: Default::default(),
+        external: true,
+    }
+}
+
+fn role(provider: Provider) -> Role {
+    let mut r = agent_team_config::builtin_roles()
+        .get("worker")
+        .cloned()
+        .unwrap();
+    r.provider = provider;
+    r.model = "m-1".into();
+    r.base_url = Some("http://127.0.0.1:9/v1".into());
+    r
+}
+
+fn config() -> TeamConfig {
+    let mut c = agent_team_config::empty_team("t", Path::new("/ws"));
+    c.goal = Some("ship it".into());
+    c
+}
+
+fn file<'a>(l: &'a Launch, name: &str) -> &'a str {
+    l.files
+        .iter()
+        .find(|(p, _)| p.ends_with(name))
+        .map(|(_, c)| c.as_str())
+        .unwrap_or_else(|| panic!("no {name} in {:?}", l.files))
+}
+
+fn env_of<'a>(l: &'a Launch, k: &str) -> Option<&'a str> {
+    l.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn the_mcp_config_starts_agent_team_mcp_as_this_agent() {
+    let l = plan(
+        &agent(),
+        &config(),
+        &role(Provider::ClaudeCode),
+        Path::new("/home/cc"),
+        Path::new("/bin/agent-team"),
+    )
+    .unwrap();
+    let mcp: serde_json::Value = serde_json::from_str(file(&l, "mcp.json")).unwrap();
+    let team = &mcp["mcpServers"]["team"];
+    assert_eq!(team["command"], "/bin/agent-team");
+    assert_eq!(team["args"], serde_json::json!(["mcp"]));
+    assert_eq!(team["env"]["AGENT_TEAM_NAME"], "cc");
+    assert_eq!(team["env"]["AGENT_TEAM_SECRET"], "s3cret");
+    assert_eq!(team["env"]["AGENT_TEAM_INCARNATION"], "2");
+    assert_eq!(team["env"]["AGENT_TEAM_SOCKET"], "/run/t.sock");
+    // The secret is in no argument and no variable of the CLI itself.
+    assert!(!l.args.iter().any(|a| a.contains("s3cret")));
+    assert!(!l.env.iter().any(|(_, v)| v.contains("s3cret")));
+}
+
+#[test]
+fn claude_code_gets_a_private_seeded_home_its_mcp_server_only_and_the_prompt() {
+    let l = plan(
+        &agent(),
+        &config(),
+        &role(Provider::ClaudeCode),
+        Path::new("/home/cc"),
+        Path::new("/bin/agent-team"),
+    )
+    .unwrap();
+    assert_eq!(l.program, "claude");
+    let at = |flag: &str| l.args.iter().position(|a| a == flag).unwrap();
+    assert_eq!(l.args[at("--mcp-config") + 1], "/home/cc/mcp.json");
+    assert!(l.args.contains(&"--strict-mcp-config".to_string()));
+    assert_eq!(l.args[at("--model") + 1], "m-1");
+    assert!(l.args[at("--allowedTools") + 1].contains("mcp__team__claim_task"));
+    assert!(l.args[at("--allowedTools") + 1].contains("mcp__team__wait_for_messages"));
+    let prompt = l.args.last().unwrap();
+    assert!(
+        prompt.contains("You are cc") && prompt.contains("ship it"),
+        "{prompt}"
+    );
+    assert_eq!(env_of(&l, "HOME"), Some("/home/cc"));
+    assert_eq!(env_of(&l, "CLAUDE_CONFIG_DIR"), Some("/home/cc/.claude"));
+    assert_eq!(
+        env_of(&l, "ANTHROPIC_BASE_URL"),
+        Some("http://127.0.0.1:9/v1")
+    );
+    assert_eq!(
+        env_of(&l, "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"),
+        Some("1")
+    );
+    let seeded: serde_json::Value = serde_json::from_str(file(&l, ".claude.json")).unwrap();
+    assert_eq!(seeded["hasCompletedOnboarding"], true);
+    assert_eq!(seeded["projects"]["/ws"]["hasTrustDialogAccepted"], true);
+    assert_eq!(l.cwd, PathBuf::from("/ws"));
+}
+
+#[test]
+fn codex_gets_a_responses_provider_the_team_server_and_no_daemon() {
+    let l = plan(
+        &agent(),
+        &config(),
+        &role(Provider::Codex),
+        Path::new("/home/cc"),
+        Path::new("/bin/agent-team"),
+    )
+    .unwrap();
+    assert_eq!(l.program, "codex");
+    assert_eq!(env_of(&l, "CODEX_HOME"), Some("/home/cc/.codex"));
+    let toml = file(&l, "config.toml");
+    for want in [
+        "model = \"m-1\"",
+        "wire_api = \"responses\"",
+        "base_url = \"http://127.0.0.1:9/v1\"",
+        "[mcp_servers.team]",
+        "command = \"/bin/agent-team\"",
+        "default_tools_approval_mode = \"approve\"",
+        "AGENT_TEAM_NAME = \"cc\"",
+        "daemon_auto_start = false",
+        "plugins = false",
+        "[projects.\"/ws\"]",
+    ] {
+        assert!(toml.contains(want), "{want} missing from\n{toml}");
+    }
+    let parsed: toml_check::Value = toml_check::parse(toml);
+    assert!(parsed.0, "config.toml does not parse: {toml}");
+    assert!(
+        l.args
+            .contains(&"--dangerously-bypass-hook-trust".to_string())
+    );
+}
+
+/// A tiny TOML well-formedness check without a TOML dependency in this crate: every line is
+/// blank, a table header or `key = value` with a JSON-compatible value.
+mod toml_check {
+    pub struct Value(pub bool);
+    pub fn parse(s: &str) -> Value {
+        Value(s.lines().all(|l| {
+            let l = l.trim();
+            l.is_empty()
+                || (l.starts_with('[') && l.ends_with(']'))
+                || l.split_once(" = ")
+                    .is_some_and(|(_, v)| serde_json::from_str::<serde_json::Value>(v).is_ok())
+        }))
+    }
+}
+
+#[test]
+fn qwen_code_gets_its_settings_with_a_trusted_team_server() {
+    let l = plan(
+        &agent(),
+        &config(),
+        &role(Provider::QwenCode),
+        Path::new("/home/cc"),
+        Path::new("/bin/agent-team"),
+    )
+    .unwrap();
+    assert_eq!(l.program, "qwen");
+    let s: serde_json::Value = serde_json::from_str(file(&l, "settings.json")).unwrap();
+    assert_eq!(s["mcpServers"]["team"]["trust"], true);
+    assert_eq!(s["mcpServers"]["team"]["args"], serde_json::json!(["mcp"]));
+    assert_eq!(s["security"]["auth"]["selectedType"], "openai");
+    assert_eq!(env_of(&l, "OPENAI_BASE_URL"), Some("http://127.0.0.1:9/v1"));
+    assert_eq!(env_of(&l, "QWEN_HOME"), Some("/home/cc/.qwen"));
+    assert_eq!(l.args[l.args.len() - 2], "-i");
+}
+
+#[test]
+fn a_cli_template_is_filled_and_a_missing_one_is_an_error() {
+    let mut r = role(Provider::Cli);
+    r.command = Some(vec![
+        "node".into(),
+        "fake.js".into(),
+        "--mcp={mcp_config}".into(),
+        "{prompt_file}".into(),
+        "{name}@{team}".into(),
+    ]);
+    let l = plan(
+        &agent(),
+        &config(),
+        &r,
+        Path::new("/home/cc"),
+        Path::new("/bin/agent-team"),
+    )
+    .unwrap();
+    assert_eq!(l.program, "node");
+    assert_eq!(
+        l.args,
+        vec![
+            "fake.js",
+            "--mcp=/home/cc/mcp.json",
+            "/home/cc/prompt.md",
+            "cc@t"
+        ]
+    );
+    assert_eq!(
+        env_of(&l, "AGENT_TEAM_MCP_CONFIG"),
+        Some("/home/cc/mcp.json")
+    );
+    r.command = None;
+    let e = plan(
+        &agent(),
+        &config(),
+        &r,
+        Path::new("/home/cc"),
+        Path::new("/bin/agent-team"),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("no `command`"), "{e}");
+}
+
+#[test]
+fn a_role_command_names_the_program_and_adds_arguments() {
+    let mut r = role(Provider::ClaudeCode);
+    r.command = Some(vec!["/opt/claude/bin/claude".into(), "--verbose".into()]);
+    let l = plan(
+        &agent(),
+        &config(),
+        &r,
+        Path::new("/home/cc"),
+        Path::new("/bin/agent-team"),
+    )
+    .unwrap();
+    assert_eq!(l.program, "/opt/claude/bin/claude");
+    assert_eq!(l.args[l.args.len() - 2], "--verbose");
+}
+
+#[test]
+fn programs_are_found_on_the_path_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("claude");
+    std::fs::write(&exe, "#!/bin/sh\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("/nonexistent:{}", dir.path().display());
+    assert_eq!(find_program("claude", Some(&path)), Some(exe));
+    assert_eq!(find_program("codex", Some(&path)), None);
+    assert_eq!(npm_package(Provider::Codex), Some("@openai/codex"));
+}

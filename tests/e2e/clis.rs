@@ -1,0 +1,133 @@
+//! External agent CLIs as teammates: a `cli`-provider teammate whose command is a scripted
+//! MCP client (tests/e2e/fixtures/fake-cli.js, run by Node) joins the team through
+//! `agent-team mcp` and works on the board with the team tools, on each backend.
+
+use agent_team_e2e::*;
+use agent_team_protocol::*;
+use std::path::Path;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(60);
+
+fn fixture() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("e2e/fixtures/fake-cli.js")
+        .display()
+        .to_string()
+}
+
+fn team(out: &Path) -> String {
+    format!(
+        r#"name = "clis"
+board = false
+
+[roles.fake]
+description = "a scripted MCP client standing in for an agent CLI"
+provider = "cli"
+model = "none"
+command = ["node", "{fixture}", "{out}"]
+restart = "never"
+
+[[teammates]]
+name = "cc"
+role = "fake"
+
+[[tasks]]
+key = "one"
+title = "Write work.txt"
+"#,
+        fixture = fixture(),
+        out = out.display(),
+    )
+}
+
+fn cli_teammate_works_through_mcp(backend: &str) {
+    let sb = Sandbox::new();
+    let out = sb.path("out");
+    sb.write_team_file(&team(&out));
+    let up = sb.run(&["up", "--backend", backend, "--detach"]);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let read = |f: &str| std::fs::read_to_string(out.join(f)).unwrap_or_default();
+    wait_for("the CLI to finish its script", T, || {
+        out.join("ready").exists() || out.join("error.txt").exists()
+    });
+    assert_eq!(read("error.txt"), "", "the fake CLI failed");
+    // It was served as the agent the supervisor launched, with the teammate's team tools.
+    assert!(
+        read("server.json").contains("agent-team"),
+        "{}",
+        read("server.json")
+    );
+    let tools: Vec<String> = read("tools.txt").lines().map(String::from).collect();
+    for t in [
+        "claim_task",
+        "update_task_status",
+        "release_task",
+        "send_message",
+        "broadcast",
+        "list_teammates",
+        "list_tasks",
+        "wait_for_messages",
+    ] {
+        assert!(tools.iter().any(|x| x == t), "{t} missing from {tools:?}");
+    }
+    assert!(
+        !tools
+            .iter()
+            .any(|x| x == "spawn_teammate" || x == "write_file"),
+        "leader or workspace tools offered to a teammate CLI: {tools:?}"
+    );
+    // The board: task 1 completed by cc, with the CLI's result; the file is there.
+    let task = sb.tasks("clis").into_iter().find(|t| t.id == 1).unwrap();
+    assert_eq!(task.status, TaskStatus::Completed, "{task:?}");
+    assert_eq!(task.owner.as_deref(), Some("cc"));
+    assert_eq!(task.result.as_deref(), Some("wrote work.txt"));
+    assert_eq!(read("work.txt"), "written by the CLI\n");
+    // A daemon error is an MCP tool error carrying the daemon's message.
+    let bad: serde_json::Value = serde_json::from_str(&read("bad.json")).unwrap();
+    assert_eq!(bad["isError"], true, "{bad}");
+    assert!(
+        bad["text"].as_str().unwrap_or_default().contains("999"),
+        "{bad}"
+    );
+    // The leader got the CLI's message, from cc.
+    let inbox = sb.ok(&["inbox", "leader", "--json"]);
+    assert!(
+        inbox.contains("task 1 done by the CLI") && inbox.contains("\"cc\""),
+        "{inbox}"
+    );
+    // A message to the CLI reaches it through wait_for_messages, and is then read.
+    sb.ok(&["send", "cc", "hello cli"]);
+    wait_for("the CLI to get its message", T, || {
+        read("inbox.txt").contains("hello cli")
+    });
+    let msgs: Vec<Message> =
+        serde_json::from_str(&sb.ok(&["inbox", "cc", "--json"])).unwrap_or_default();
+    let m = msgs.iter().find(|m| m.body == "hello cli").unwrap();
+    wait_for("the message to be marked read", T, || {
+        let msgs: Vec<Message> =
+            serde_json::from_str(&sb.ok(&["inbox", "cc", "--json"])).unwrap_or_default();
+        msgs.iter()
+            .any(|x| x.id == m.id && x.state == DeliveryState::Read)
+    });
+    // The CLI exits 0 when its script ends: the teammate is exited, not restarted.
+    wait_for("cc to exit", T, || {
+        sb.agent("clis", "cc").status == AgentStatus::Exited
+    });
+    let down = sb.run(&["down"]);
+    assert!(down.status.success());
+}
+
+#[test]
+fn a_cli_teammate_works_through_mcp_on_the_process_backend() {
+    cli_teammate_works_through_mcp("process");
+}
+
+#[test]
+fn a_cli_teammate_works_through_mcp_in_a_tmux_pane() {
+    cli_teammate_works_through_mcp("tmux");
+}

@@ -5,6 +5,7 @@
 mod cli;
 mod crash;
 mod disk;
+mod hooks;
 mod lifecycle;
 mod memory;
 mod models;

@@ -6,6 +6,7 @@ mod cli;
 mod clis;
 mod crash;
 mod disk;
+mod hooks;
 mod lifecycle;
 mod memory;
 mod models;

@@ -4,6 +4,7 @@
 
 mod builtin;
 mod demo;
+mod hooks;
 mod model;
 pub mod policy;
 mod teamfile;
@@ -18,6 +19,7 @@ pub use builtin::{
     is_known_tool,
 };
 pub use demo::demo_team;
+pub use hooks::{DEFAULT_HOOK_TIMEOUT_SECS, Hook, HookEvent, Hooks};
 pub use model::*;
 pub use usage::{BUILTIN_PRICES, Notify, PICO_PER_USD, Price, price_for};
 pub use vars::{
@@ -108,6 +110,8 @@ pub fn empty_team(name: &str, workspace: &Path) -> TeamConfig {
         role_budgets: Default::default(),
         prices: Default::default(),
         notify: Default::default(),
+        hooks: Default::default(),
+        role_hooks: Default::default(),
         origins: Origins::default(),
         warnings: Vec::new(),
     }

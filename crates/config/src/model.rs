@@ -415,6 +415,13 @@ pub struct TeamConfig {
     /// `[notify]`.
     #[serde(default)]
     pub notify: crate::Notify,
+    /// The team's `[hooks]`, for every agent's events (see the `hooks` module).
+    #[serde(default, skip_serializing_if = "crate::Hooks::is_empty")]
+    pub hooks: crate::Hooks,
+    /// Each role's hooks (`[roles.X.hooks]`, a role file's `hooks:`), only for roles that set
+    /// some; they run in addition to the team's for events of agents with that role.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub role_hooks: BTreeMap<String, crate::Hooks>,
     /// Where each text field came from, for error messages (not stored).
     #[serde(skip)]
     pub origins: crate::Origins,

@@ -48,6 +48,8 @@ struct RawTeamFile {
     prices: BTreeMap<String, crate::Price>,
     #[serde(default)]
     notify: crate::Notify,
+    #[serde(default)]
+    hooks: crate::Hooks,
 }
 
 /// `[secrets] KEY = { env = "NAME" }`.
@@ -84,6 +86,7 @@ pub(crate) struct RawRole {
     stream: Option<bool>,
     budget_tokens: Option<u64>,
     budget_usd: Option<f64>,
+    hooks: Option<crate::Hooks>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -230,6 +233,15 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
     let mut roles = builtin_roles();
     let mut origins = Origins::default();
     let mut role_budgets = BTreeMap::new();
+    let mut role_hooks = BTreeMap::new();
+    if raw.defaults.hooks.is_some() {
+        return Err(cx.err(
+            None,
+            "defaults.hooks",
+            "hooks are set for the whole team in [hooks] or per role in [roles.NAME.hooks], \
+             not in [defaults]",
+        ));
+    }
     for (rname, layer) in layers {
         let span = raw.roles.get(&rname).map(|r| r.span());
         let budget = budget_limit(
@@ -240,6 +252,10 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
         )?;
         if budget.is_set() {
             role_budgets.insert(rname.clone(), budget);
+        }
+        if let Some(h) = layer.hooks.as_ref().filter(|h| !h.is_empty()) {
+            check_hooks(&cx, &format!("roles.{rname}.hooks"), h)?;
+            role_hooks.insert(rname.clone(), h.clone());
         }
         let base = roles.get(&rname).cloned();
         let role = resolve_role(&cx, &rname, base, &raw.defaults, layer, span, &mut origins)?;
@@ -406,6 +422,7 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
             }
         }
     }
+    check_hooks(&cx, "hooks", &raw.hooks)?;
     if raw.notify.timeout_secs == 0 {
         return Err(cx.err(
             None,
@@ -470,6 +487,8 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
         role_budgets,
         prices: raw.prices,
         notify: raw.notify,
+        hooks: raw.hooks,
+        role_hooks,
         origins,
         warnings,
     };
@@ -484,6 +503,17 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
         e
     })?;
     Ok(cfg)
+}
+
+/// A `[hooks]` table's hooks can run: each command non-empty, each timeout at least 1 s.
+fn check_hooks(cx: &Ctx<'_>, prefix: &str, hooks: &crate::Hooks) -> Result<(), ConfigError> {
+    match hooks.problem() {
+        Some((event, why)) => {
+            let field = format!("{prefix}.{event}");
+            Err(cx.err(None, &field, format!("{field}: {why}")))
+        }
+        None => Ok(()),
+    }
 }
 
 /// Whether the team can work with its `strategy`: `coordinator` and `collaborate` need at
@@ -583,6 +613,7 @@ fn overlay(base: RawRole, top: RawRole) -> RawRole {
         stream: top.stream.or(base.stream),
         budget_tokens: top.budget_tokens.or(base.budget_tokens),
         budget_usd: top.budget_usd.or(base.budget_usd),
+        hooks: top.hooks.or(base.hooks),
         source: top.source.or(base.source),
     }
 }
@@ -792,6 +823,7 @@ struct FrontMatter {
     description: Option<String>,
     tools: Option<serde_yaml_ng::Value>,
     model: Option<String>,
+    hooks: Option<crate::Hooks>,
     #[serde(flatten)]
     _other: BTreeMap<String, serde_yaml_ng::Value>,
 }
@@ -968,6 +1000,7 @@ pub(crate) fn parse_role_file(path: &Path) -> Result<(String, RawRole, Vec<Strin
         prompt_origin: Some((path.to_path_buf(), body_line)),
         model: fm.model.filter(|m| m != "inherit"),
         tools,
+        hooks: fm.hooks,
         ..Default::default()
     };
     Ok((name, role, warnings))

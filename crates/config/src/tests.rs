@@ -464,3 +464,76 @@ fn strategies_default_to_leader_and_are_checked_against_the_team() {
         t
     );
 }
+
+#[test]
+fn hooks_come_from_the_team_file_roles_and_role_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join(".agent-team/agents")).unwrap();
+    std::fs::write(
+        dir.path().join(".agent-team/agents/tester.md"),
+        "---\ndescription: Tests\nhooks:\n  teammate_idle: ./more.sh\n---\nYou test.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("agent-team.toml"),
+        r#"name = "h"
+[hooks]
+task_completed = "./check.sh"
+run_finished = { command = "./done.sh", timeout_secs = 5 }
+
+[roles.builder.hooks]
+task_completed = { command = "cargo test" }
+"#,
+    )
+    .unwrap();
+    let cfg = load(&dir.path().join("agent-team.toml")).unwrap();
+    let tc = cfg.hooks_for(HookEvent::TaskCompleted, Some("builder"));
+    assert_eq!(
+        tc.iter()
+            .map(|h| (h.command.as_str(), h.timeout_secs))
+            .collect::<Vec<_>>(),
+        [("./check.sh", 30), ("cargo test", 30)]
+    );
+    assert_eq!(
+        cfg.hooks_for(HookEvent::TaskCompleted, Some("tester"))
+            .len(),
+        1
+    );
+    assert_eq!(
+        cfg.hooks_for(HookEvent::RunFinished, None)[0].timeout_secs,
+        5
+    );
+    let idle = cfg.hooks_for(HookEvent::TeammateIdle, Some("tester"));
+    assert_eq!(idle.len(), 1);
+    assert_eq!(idle[0].command, "./more.sh");
+    assert!(
+        cfg.hooks_for(HookEvent::TaskCreated, Some("builder"))
+            .is_empty()
+    );
+    // The stored configuration keeps them.
+    let back: TeamConfig = serde_json::from_value(serde_json::to_value(&cfg).unwrap()).unwrap();
+    assert_eq!((back.hooks, back.role_hooks), (cfg.hooks, cfg.role_hooks));
+}
+
+#[test]
+fn bad_hooks_are_errors_naming_the_place() {
+    let e = parse("name = \"x\"\n[hooks]\ntask_done = \"x\"\n").unwrap_err();
+    assert_eq!(e.line, Some(3), "{e}");
+    assert!(e.to_string().starts_with("agent-team.toml:3:"), "{e}");
+    assert!(e.message.contains("task_done"), "{e}");
+    let e = parse("name = \"x\"\n\n[roles.b.hooks]\nidle = \"x\"\n").unwrap_err();
+    assert_eq!(e.line, Some(4), "{e}");
+    let e = parse("name = \"x\"\n[hooks]\nrun_finished = { command = \"x\", timeout_secs = 0 }\n")
+        .unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("hooks.run_finished"), "{e}");
+    let e = parse("name = \"x\"\n[roles.b.hooks]\nagent_failed = \" \"\n").unwrap_err();
+    assert_eq!(
+        e.field.as_deref(),
+        Some("roles.b.hooks.agent_failed"),
+        "{e}"
+    );
+    let e = parse("name = \"x\"\n[hooks]\nrun_finished = { cmd = \"x\" }\n").unwrap_err();
+    assert_eq!(e.line, Some(3), "{e}");
+    let e = parse("name = \"x\"\n[defaults.hooks]\nrun_finished = \"x\"\n").unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("defaults.hooks"), "{e}");
+}

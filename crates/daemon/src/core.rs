@@ -65,6 +65,13 @@ pub enum CoreMsg {
     /// children; with tmux it is one of our own tmux commands, and polling on it would run
     /// another tmux command whose exit is the next SIGCHLD (a busy loop).
     ChildExited,
+    /// A hook (`[hooks]`) ended.
+    HookDone {
+        /// The hook run.
+        id: u64,
+        /// What its process did.
+        outcome: crate::hooks::HookOutcome,
+    },
 }
 
 /// Settings the core runs with.
@@ -153,6 +160,8 @@ pub struct Core {
     pub(crate) clock: std::sync::Arc<dyn crate::clock::Clock>,
     /// Runs `[notify]` off the core.
     notifier: crate::notify::Notifier,
+    /// The hook runs under way and the completions waiting for them.
+    pub(crate) hooks: crate::hooks::HookState,
 }
 
 impl Core {
@@ -184,6 +193,9 @@ impl Core {
         clock: std::sync::Arc<dyn crate::clock::Clock>,
     ) -> Self {
         let (team, paths) = (cfg.team.clone(), cfg.paths.clone());
+        let hooks = crate::hooks::HookState::new(std::sync::Arc::new(crate::hooks::ShellRunner {
+            team: team.clone(),
+        }));
         // An agent that ends wakes the core at once (in-process agents; others need no help).
         let wake_tx = self_tx.clone();
         let wake: agent_team_pane::ExitNotify = std::sync::Arc::new(move || {
@@ -209,6 +221,7 @@ impl Core {
             rid_retries: HashMap::new(),
             clock,
             notifier: crate::notify::Notifier::default(),
+            hooks,
         };
         core.state.set_inbox_limit(core.cfg.inbox_limit);
         core.recover();
@@ -234,6 +247,9 @@ impl Core {
                 .push(Reverse((self.clock.now() + left, Timer::PermTimeout(p.id))));
         }
         self.supervise(|s| s.sup_recover());
+        // Hook runs a crash left: pending ones start after the first commit, started ones
+        // are reported and not run again.
+        self.recover_hooks();
         // The first compaction a minute after start (not in the way of a start), then every
         // few hours.
         self.schedule(Duration::from_secs(60), Timer::Retention);
@@ -505,6 +521,14 @@ impl Core {
                     Request::Restart { name } => self
                         .supervise(|s| s.restart_request(&actor, conn, id, &name))
                         .transpose(),
+                    // A completion with `task_completed` hooks waits for them.
+                    Request::TaskFinish {
+                        id: task,
+                        status: TaskStatus::Completed,
+                        result,
+                    } if self.completion_is_hooked(task) => {
+                        self.hold_completion(&actor, conn, id, task, result, rid.clone())
+                    }
                     other => Some(self.request(conn, &actor, other)),
                 };
                 match (outcome, rid) {
@@ -526,6 +550,7 @@ impl Core {
             CoreMsg::Sup(ev) => self.supervise(|s| s.sup_event(ev)),
             CoreMsg::Poll => self.supervise(|s| s.poll()),
             CoreMsg::ChildExited => self.supervise(|s| s.child_exited()),
+            CoreMsg::HookDone { id, outcome } => self.hook_done(id, outcome),
         }
     }
 
@@ -733,6 +758,7 @@ impl Core {
             }
         }
         self.state = state;
+        self.drop_lost_holds(&error);
         for (conn, id, bytes) in std::mem::take(&mut self.responses) {
             let Some(s) = self.sessions.get(&conn) else {
                 continue;
@@ -754,7 +780,10 @@ impl Core {
     pub(crate) fn flush(&mut self) -> Result<(), agent_team_store::StoreError> {
         // `wait_for`s this batch settled are answered with it.
         self.supervise(|s| s.check_waits());
-        let changes = self.state.take_changes();
+        let mut changes = self.state.take_changes();
+        // Hook runs for this batch's events are stored with them.
+        self.plan_hooks(&changes);
+        changes.extend(self.state.take_changes());
         let t0 = Instant::now();
         let committed = self.store.commit(&changes);
         self.commit_time += t0.elapsed();
@@ -784,6 +813,7 @@ impl Core {
         }
         self.route(&changes);
         self.supervise(|s| s.refresh_titles());
+        self.start_hooks()?;
         self.catch_up_subscribers()
     }
 
@@ -974,3 +1004,7 @@ fn unauthorized(msg: &str) -> ErrorBody {
 #[cfg(test)]
 #[path = "core_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "hooks_tests.rs"]
+mod hooks_tests;

@@ -10,6 +10,7 @@ pub mod conn;
 pub mod core;
 pub mod gate;
 mod handlers;
+pub mod hooks;
 pub mod lock;
 pub mod logfile;
 mod notify;

@@ -683,6 +683,29 @@ pub enum Event {
         /// The budget and what is spent.
         budget: crate::BudgetStatus,
     },
+    /// A hook (`[hooks]` in the team file) failed: it exited with a code other than 0 (or 2,
+    /// which blocks, for `task_completed` and `teammate_idle`), was killed at its timeout,
+    /// could not start, or was interrupted by a daemon restart (and is not run again).
+    HookFailed {
+        /// The hook's event (`task_completed`, `run_finished`, ...).
+        hook: String,
+        /// The event it ran for (none for `task_completed`, which runs before its event).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        event_seq: Option<u64>,
+        /// The hook's command line.
+        command: String,
+        /// Its exit code, when it exited.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
+        /// The signal that ended it, when one did (9 after its timeout).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signal: Option<i32>,
+        /// What happened, in words.
+        reason: String,
+        /// The end of its stderr (at most 2 KiB).
+        #[serde(default)]
+        stderr: String,
+    },
 }
 
 /// A field that is present is `Some`, even when it is `null` (absent is `None` by `default`).
@@ -712,6 +735,7 @@ impl Event {
             Event::FinalAnswer { .. } => "FINAL_ANSWER",
             Event::UsageUpdated { .. } => "USAGE_UPDATED",
             Event::BudgetWarning { .. } => "BUDGET_WARNING",
+            Event::HookFailed { .. } => "HOOK_FAILED",
         }
     }
 }

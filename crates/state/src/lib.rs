@@ -5,6 +5,7 @@
 //! reads a clock, a socket or a file, so the rules are tested directly and deterministically.
 
 mod agents;
+pub mod hooks;
 mod memory;
 mod messages;
 mod perms;
@@ -19,6 +20,7 @@ use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 pub use agents::AgentRecord;
+pub use hooks::{HeldCompletion, HookRun, HookRunState};
 pub use usage::{BudgetConfig, BudgetRecord, Response, UsageRecord, UsageSum};
 
 /// The result of a rule check: the value, or the structured error the client gets.
@@ -120,6 +122,10 @@ pub enum Change {
         /// The outcome; the store writes it as JSON (`{"Ok": reply}` or `{"Err": error}`).
         outcome: replies::ReplyOutcome,
     },
+    /// Insert or replace a hook run the daemon owes.
+    HookRun(HookRun),
+    /// A hook run's outcome was applied: it is forgotten.
+    HookRunDone(u64),
     /// An identity's remembered replies numbered below `below` are forgotten.
     RepliesPruned {
         /// Whose.
@@ -194,6 +200,8 @@ pub struct Snapshot {
     pub usage: Vec<UsageRecord>,
     /// Budget overrides and reported levels.
     pub budgets: Vec<BudgetRecord>,
+    /// Hook runs not yet finished.
+    pub hook_runs: Vec<HookRun>,
 }
 
 /// How many agents and tasks are in each status.
@@ -229,6 +237,9 @@ pub struct TeamState {
     usage: BTreeMap<(String, String), UsageRecord>,
     /// Budget overrides and reported levels by role (none: the team's).
     budgets: BTreeMap<Option<String>, BudgetRecord>,
+    /// Hook runs not yet finished, by id.
+    hook_runs: BTreeMap<u64, HookRun>,
+    next_hook_run: u64,
     inbox_limit: usize,
     changes: Vec<Change>,
 }
@@ -275,6 +286,8 @@ impl TeamState {
                 .into_iter()
                 .map(|b| (b.role.clone(), b))
                 .collect(),
+            next_hook_run: snap.hook_runs.iter().map(|r| r.id + 1).max().unwrap_or(1),
+            hook_runs: snap.hook_runs.into_iter().map(|r| (r.id, r)).collect(),
             inbox_limit: DEFAULT_INBOX_LIMIT,
             changes: Vec::new(),
         };

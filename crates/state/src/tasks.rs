@@ -250,22 +250,8 @@ impl TeamState {
         result: Option<String>,
         now: Timestamp,
     ) -> Outcome<Task> {
-        if !matches!(status, TaskStatus::Completed | TaskStatus::Failed) {
-            return Err(bad_request(format!(
-                "a task is finished as completed or failed, not {status}"
-            )));
-        }
-        if result.as_ref().is_some_and(|r| r.len() > MAX_BODY_LEN) {
-            return Err(bad_request(format!(
-                "a task result is limited to {MAX_BODY_LEN} bytes"
-            )));
-        }
-        let task = self.task(id)?;
-        if task.status != TaskStatus::InProgress {
-            return Err(invalid(task, status));
-        }
-        self.check_owner_or_privileged(actor, task)?;
-        let owner = task.owner.clone();
+        let after = self.task_finish_check(actor, id, status, result.as_deref(), now)?;
+        let owner = after.owner.clone();
         if let Some(t) = self.tasks.get_mut(&id) {
             t.status = status;
             t.result = result;
@@ -276,6 +262,39 @@ impl TeamState {
             self.set_current_task(&o, None);
         }
         self.task_changed(actor.name(), id, now)
+    }
+
+    /// Whether `actor` may finish task `id` as `status` with `result` now, changing nothing:
+    /// the task as it would be afterwards (the daemon asks before a `task_completed` hook).
+    pub fn task_finish_check(
+        &self,
+        actor: &Actor,
+        id: u64,
+        status: TaskStatus,
+        result: Option<&str>,
+        now: Timestamp,
+    ) -> Outcome<Task> {
+        if !matches!(status, TaskStatus::Completed | TaskStatus::Failed) {
+            return Err(bad_request(format!(
+                "a task is finished as completed or failed, not {status}"
+            )));
+        }
+        if result.is_some_and(|r| r.len() > MAX_BODY_LEN) {
+            return Err(bad_request(format!(
+                "a task result is limited to {MAX_BODY_LEN} bytes"
+            )));
+        }
+        let task = self.task(id)?;
+        if task.status != TaskStatus::InProgress {
+            return Err(invalid(task, status));
+        }
+        self.check_owner_or_privileged(actor, task)?;
+        let mut after = task.clone();
+        after.status = status;
+        after.result = result.map(str::to_string);
+        after.updated_at = now;
+        after.finished_at = Some(now);
+        Ok(after)
     }
 
     /// Cancels a pending task (leader or operator).

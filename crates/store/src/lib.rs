@@ -137,6 +137,9 @@ CREATE TABLE IF NOT EXISTS usage (
 );
 -- Budgets set at run time and the level last reported, one row per role ('' for the team).
 CREATE TABLE IF NOT EXISTS budgets (scope TEXT PRIMARY KEY, data TEXT NOT NULL);
+-- Hook runs the daemon owes ([hooks]): recorded with their event (pending) and again before
+-- the process starts (started), deleted once the outcome is applied; never compacted.
+CREATE TABLE IF NOT EXISTS hook_runs (id INTEGER PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
     ts INTEGER NOT NULL,
@@ -326,6 +329,10 @@ impl Store {
         }
         if self.has_table("budgets")? {
             snap.budgets = self.load_json("budgets", "SELECT data FROM budgets ORDER BY scope")?;
+        }
+        if self.has_table("hook_runs")? {
+            snap.hook_runs =
+                self.load_json("hook_runs", "SELECT data FROM hook_runs ORDER BY id")?;
         }
         if let Some(cfg) = self.meta("config")? {
             snap.config =
@@ -617,6 +624,16 @@ impl Store {
                             "INSERT OR REPLACE INTO budgets (scope, data) VALUES (?1, ?2)",
                         )?
                         .execute(params![b.role.as_deref().unwrap_or(""), to_json(b)])?;
+                    }
+                    Change::HookRun(r) => {
+                        tx.prepare_cached(
+                            "INSERT OR REPLACE INTO hook_runs (id, data) VALUES (?1, ?2)",
+                        )?
+                        .execute(params![r.id as i64, to_json(r)])?;
+                    }
+                    Change::HookRunDone(id) => {
+                        tx.prepare_cached("DELETE FROM hook_runs WHERE id = ?1")?
+                            .execute([*id as i64])?;
                     }
                 }
             }

@@ -145,7 +145,9 @@ impl Core {
     /// Commits what this batch changed so far, so a read from the store sees it.
     fn flush_for_read(&mut self) -> Result<(), ErrorBody> {
         if self.state.has_changes() {
-            let changes = self.state.take_changes();
+            let mut changes = self.state.take_changes();
+            self.plan_hooks(&changes);
+            changes.extend(self.state.take_changes());
             match self.store.commit(&changes) {
                 // Responses wait for the batch's end; pushes of these changes go out now.
                 Ok(()) => self.route(&changes),

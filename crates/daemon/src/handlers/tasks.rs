@@ -42,7 +42,14 @@ impl Core {
                     assign,
                     key,
                 };
-                s.task_add(actor, new, now).map(|task| Reply::Task { task })
+                let before = s.last_seq();
+                let task = s.task_add(actor, new, now)?;
+                // A new task records one event (an existing key's task none): `task_created`.
+                let seq = s.last_seq();
+                if seq > before {
+                    self.task_created_at(seq);
+                }
+                Ok(Reply::Task { task })
             }
             Request::TaskList { status, after } => {
                 let after = after.unwrap_or(0);

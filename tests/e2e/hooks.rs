@@ -1,0 +1,244 @@
+//! `[hooks]` through the real binaries: a `task_completed` hook that blocks once (its stderr
+//! reaches the teammate's model) and then passes, a hook's stdin and environment, and a hook
+//! that is not run again after the daemon is SIGKILLed while it runs.
+
+use agent_team_e2e::*;
+use agent_team_mockmodel::{MockModel, Step, Wire};
+use agent_team_protocol::*;
+use serde_json::json;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(60);
+
+fn tools(calls: &[(&str, serde_json::Value)]) -> Step {
+    Step::Tools(
+        calls
+            .iter()
+            .map(|(n, a)| (n.to_string(), a.clone()))
+            .collect(),
+    )
+}
+
+fn until(needles: &[&str], then: Step, meanwhile: &str) -> Step {
+    Step::Until {
+        needles: needles.iter().map(|s| s.to_string()).collect(),
+        then: Box::new(then),
+        meanwhile: Box::new(Step::Text(meanwhile.into())),
+    }
+}
+
+fn events(sb: &Sandbox, team: &str) -> Vec<Envelope> {
+    let store = agent_team_store::Store::open_read_only(&sb.team(team).db, team).unwrap();
+    store.events_since(0, 100_000).unwrap()
+}
+
+/// A hook that blocks the first completion (exit 2 with a reason on stderr) and passes the
+/// second, counting its runs in `count`.
+const CHECK: &str = r#"n=$(cat count 2>/dev/null || echo 0)
+n=$((n + 1))
+echo "$n" > count
+if [ "$n" -eq 1 ]; then
+  echo "HOOK SAYS: the docs need an example" >&2
+  exit 2
+fi
+exit 0
+"#;
+
+#[test]
+fn a_task_completed_hook_that_exits_2_keeps_the_task_in_progress_and_its_stderr_reaches_the_agent()
+{
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    mock.script(
+        "leader",
+        vec![
+            tools(&[("create_task", json!({"title": "write the docs"}))]),
+            tools(&[("spawn_teammate", json!({"role": "worker", "name": "b1"}))]),
+            Step::Text("Waiting for b1.".into()),
+            until(
+                &["b1 finished task 1"],
+                tools(&[("finish_team", json!({"answer": "The docs are written."}))]),
+                "Still waiting.",
+            ),
+        ],
+    );
+    mock.script(
+        "b1",
+        vec![
+            tools(&[("claim_task", json!({"id": 1}))]),
+            tools(&[(
+                "update_task_status",
+                json!({"id": 1, "status": "completed", "result": "docs v1"}),
+            )]),
+            until(
+                &["HOOK SAYS: the docs need an example"],
+                Step::TextAndTools(
+                    "Added an example; completing again.".into(),
+                    vec![
+                        (
+                            "update_task_status".into(),
+                            json!({"id": 1, "status": "completed", "result": "docs v2"}),
+                        ),
+                        (
+                            "send_message".into(),
+                            json!({"to": "leader", "text": "b1 finished task 1"}),
+                        ),
+                    ],
+                ),
+                "Thinking.",
+            ),
+            Step::Text("Nothing left for me.".into()),
+            Step::Text("Noted.".into()),
+            Step::Text("Noted.".into()),
+        ],
+    );
+    let mut sb = Sandbox::new();
+    sb.env.push(("MOCK_API_KEY".into(), "test-key".into()));
+    std::fs::write(sb.path("check.sh"), CHECK).unwrap();
+    sb.write_team_file(&format!(
+        r#"name = "hk"
+[defaults]
+provider = "openai"
+model = "mock-1"
+base_url = "{}"
+api_key_env = "MOCK_API_KEY"
+
+[hooks]
+task_completed = "sh check.sh"
+task_created = {{ command = "cat > created.json; env | grep '^AGENT_TEAM_' | sort > created.env", timeout_secs = 10 }}
+"#,
+        mock.base_url()
+    ));
+    let run = sb.spawn(&["run", "--backend", "process", "--timeout", "60", "--quiet"]);
+    let (status, out) = sb.wait_child(run, T);
+    assert!(status.success(), "{out}");
+    assert!(out.contains("The docs are written."), "{out}");
+
+    // The hook ran exactly twice: blocked once, passed once.
+    assert_eq!(
+        std::fs::read_to_string(sb.path("count")).unwrap().trim(),
+        "2"
+    );
+    // The model's request after the blocked completion carries the hook's stderr (the tool's
+    // error), and the request is the one right after that call.
+    let b1: Vec<String> = mock.requests("b1").iter().map(|r| r.to_string()).collect();
+    let after_block = b1
+        .iter()
+        .find(|r| r.contains("docs v1"))
+        .expect("a request after the first completion");
+    assert!(
+        after_block.contains("HOOK SAYS: the docs need an example")
+            && after_block.contains("blocked"),
+        "{after_block}"
+    );
+    let ev = events(&sb, "hk");
+    // The task stayed in progress at the block, and ended completed with the second result.
+    let task1: Vec<&Task> = ev
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::TaskUpdated { task } if task.id == 1 => Some(task),
+            _ => None,
+        })
+        .collect();
+    let done: Vec<&&Task> = task1
+        .iter()
+        .filter(|t| t.status == TaskStatus::Completed)
+        .collect();
+    assert_eq!(done.len(), 1, "{task1:?}");
+    assert_eq!(done[0].result.as_deref(), Some("docs v2"));
+    // The owner was also told by message, from the daemon.
+    assert!(
+        ev.iter().any(|e| matches!(&e.event,
+            Event::MessageSent { from, to, .. } if from == "daemon" && to == "b1")),
+        "no message from the daemon to b1"
+    );
+    assert!(
+        !ev.iter()
+            .any(|e| matches!(e.event, Event::HookFailed { .. })),
+        "no hook failed"
+    );
+
+    // task_created got the envelope on stdin and the team, agent and task in its environment.
+    let created: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sb.path("created.json")).unwrap()).unwrap();
+    assert_eq!(created["event"]["type"], "TASK_UPDATED", "{created}");
+    assert_eq!(created["event"]["task"]["title"], "write the docs");
+    assert_eq!(created["agent_id"], "leader");
+    assert_eq!(created["team_id"], "hk");
+    let seq = created["seq"].as_u64().unwrap();
+    assert!(seq > 0);
+    let env = std::fs::read_to_string(sb.path("created.env")).unwrap();
+    for line in [
+        "AGENT_TEAM_AGENT=leader".to_string(),
+        format!("AGENT_TEAM_EVENT_SEQ={seq}"),
+        "AGENT_TEAM_HOOK_EVENT=task_created".to_string(),
+        "AGENT_TEAM_TASK_ID=1".to_string(),
+        "AGENT_TEAM_TEAM=hk".to_string(),
+    ] {
+        assert!(env.lines().any(|l| l == line), "{line} missing in:\n{env}");
+    }
+}
+
+#[test]
+fn a_hook_running_when_the_daemon_is_killed_is_not_run_again() {
+    let mut sb = Sandbox::new();
+    // Task 1's hook records itself and then runs long; task 2's returns at once.
+    sb.write_team_file(
+        r#"name = "hr"
+backend = "process"
+[hooks.task_created]
+command = '''echo $$ >> hook.pids; echo "$AGENT_TEAM_TASK_ID" >> side.txt; if [ "$AGENT_TEAM_TASK_ID" = 1 ]; then sleep 60; fi'''
+timeout_secs = 120
+"#,
+    );
+    let cfg = agent_team_config::load(&sb.path("agent-team.toml")).unwrap();
+    let add = |op: &mut agent_team_client::Client, title: &str| {
+        op.call(Request::TaskAdd {
+            title: title.into(),
+            description: String::new(),
+            run: None,
+            blocked_by: vec![],
+            assign: None,
+            key: None,
+        })
+        .unwrap();
+    };
+    let pid = sb.spawn_daemon("hr");
+    let mut op = sb.operator("hr");
+    op.call(Request::Configure {
+        config: serde_json::to_value(&cfg).unwrap(),
+    })
+    .unwrap();
+    add(&mut op, "one");
+    let side_path = sb.path("side.txt");
+    let side = || std::fs::read_to_string(&side_path).unwrap_or_default();
+    wait_for("task 1's hook to start", T, || side() == "1\n");
+    drop(op);
+    sb.kill9(pid);
+
+    let pid = sb.spawn_daemon("hr");
+    let mut op = sb.operator("hr");
+    // The interrupted run is reported, not run again.
+    wait_for("the interrupted hook to be reported", T, || {
+        op.all_events(0).unwrap().iter().any(|e| {
+            matches!(&e.event, Event::HookFailed { hook, reason, .. }
+                if hook == "task_created" && reason.contains("interrupted by a daemon restart"))
+        })
+    });
+    // Hooks still run after the restart; task 1's never again.
+    add(&mut op, "two");
+    wait_for("task 2's hook", T, || side().contains("2\n"));
+    drop(op);
+    sb.kill9(pid);
+    assert_eq!(side(), "1\n2\n");
+    // The long hook of the first daemon is still sleeping: end it.
+    for pgid in std::fs::read_to_string(sb.path("hook.pids"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.trim().parse::<i32>().ok())
+    {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pgid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}

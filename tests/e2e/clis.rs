@@ -131,3 +131,33 @@ fn a_cli_teammate_works_through_mcp_on_the_process_backend() {
 fn a_cli_teammate_works_through_mcp_in_a_tmux_pane() {
     cli_teammate_works_through_mcp("tmux");
 }
+
+#[test]
+fn a_missing_cli_stops_up_before_any_agent_starts_and_names_its_npm_package() {
+    let sb = Sandbox::new();
+    sb.write_team_file(
+        "name = \"nocli\"\nboard = false\n\n[roles.claude]\ndescription = \"Claude Code\"\n\
+         provider = \"claude-code\"\nmodel = \"claude-sonnet-4-5\"\n\n\
+         [[teammates]]\nname = \"cc\"\nrole = \"claude\"\n",
+    );
+    let empty = sb.path("empty-path");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = sb
+        .cmd("agent-team")
+        .args(["up", "--backend", "process", "--detach"])
+        .env("PATH", format!("{}:/usr/bin:/bin", empty.display()))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cc runs claude") && err.contains("npm install -g @anthropic-ai/claude-code"),
+        "{err}"
+    );
+    // Refused before anything started: no daemon, so no agent.
+    assert!(!sb.team("nocli").socket.exists());
+    assert!(
+        !sb.team("nocli").lock.exists() || !agent_team_paths::lock_held(&sb.team("nocli").lock)
+    );
+}

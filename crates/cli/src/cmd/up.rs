@@ -188,6 +188,56 @@ fn check_before_start(cfg: &TeamConfig, goal: Option<&str>) -> Result<()> {
             "shorten the role prompts in the team file"
         ));
     }
+    check_clis(cfg, std::env::var("PATH").ok().as_deref())
+}
+
+/// Every external agent CLI the team's members run (Claude Code, Codex, Qwen Code, a `cli`
+/// command) is installed, before any agent starts; a missing one names its npm package.
+fn check_clis(cfg: &TeamConfig, path: Option<&str>) -> Result<()> {
+    use agent_team_worker::external::{find_program, npm_package, program};
+    let members = std::iter::once((names::LEADER.to_string(), names::LEADER.to_string(), None))
+        .chain(
+            cfg.teammates
+                .iter()
+                .map(|t| (t.name.clone(), t.role.clone(), t.provider)),
+        );
+    for (name, role, provider) in members {
+        let Some(mut role) = cfg.role(&role).cloned() else {
+            continue;
+        };
+        if let Some(p) = provider {
+            role.provider = p;
+        }
+        if !role.provider.is_external() {
+            continue;
+        }
+        let Some(prog) = program(&role) else {
+            bail!(crate::Hinted::new(
+                format!(
+                    "{name} has provider {:?} but its role {:?} gives no `command`",
+                    role.provider.as_str(),
+                    role.name
+                ),
+                "give the role a command, e.g. command = [\"my-agent\", \"--mcp-config\", \"{mcp_config}\"]"
+            ));
+        };
+        if find_program(&prog, path).is_none() {
+            let hint = match npm_package(role.provider) {
+                Some(pkg) => format!(
+                    "install it with `npm install -g {pkg}`, or give the role's `command` its path"
+                ),
+                None => "install it, or give the role's `command` its full path".to_string(),
+            };
+            bail!(crate::Hinted::new(
+                format!(
+                    "{name} runs {} ({}), which is not on PATH",
+                    prog,
+                    role.provider.as_str()
+                ),
+                hint
+            ));
+        }
+    }
     Ok(())
 }
 

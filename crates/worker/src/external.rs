@@ -115,7 +115,7 @@ pub fn first_input(agent: &AgentEnv, config: &TeamConfig, role: &Role) -> String
         s.push_str("\n\n");
     }
     s.push_str(&format!(
-        "You are {name}, a {role} in the agent team {team}. The team's tools are on the MCP \
+        "Your name is {name}. You are a {role} in the agent team {team}. The team's tools are on the MCP \
          server `team` (list_tasks, claim_task, update_task_status, release_task, send_message, \
          broadcast, list_teammates, wait_for_messages). Claim a pending task, do it with your \
          own tools, mark it completed with a short result, and message the leader. When you \

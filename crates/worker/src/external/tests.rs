@@ -89,7 +89,7 @@ fn claude_code_gets_a_private_seeded_home_its_mcp_server_only_and_the_prompt() {
     assert!(l.args[at("--allowedTools") + 1].contains("mcp__team__wait_for_messages"));
     let prompt = l.args.last().unwrap();
     assert!(
-        prompt.contains("You are cc") && prompt.contains("ship it"),
+        prompt.contains("Your name is cc.") && prompt.contains("ship it"),
         "{prompt}"
     );
     assert_eq!(env_of(&l, "HOME"), Some("/home/cc"));

@@ -8,6 +8,7 @@ mod agents;
 mod memory;
 mod messages;
 mod perms;
+mod plans;
 pub mod replies;
 pub mod tasks;
 mod usage;

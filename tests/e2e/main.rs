@@ -12,6 +12,7 @@ mod memory;
 mod models;
 mod panes;
 mod perms;
+mod plans;
 mod roles;
 mod sandbox;
 mod service;

@@ -95,6 +95,10 @@ pub enum Command {
     /// The team's shared memory: JSON values by key that every agent can read.
     #[command(subcommand)]
     Memory(MemoryCmd),
+    /// Plans of plan-required teammates (`plan_required`): they work read-only until their
+    /// plan is approved; list, show, approve or reject them.
+    #[command(subcommand)]
+    Plan(PlanCmd),
     /// Send a message to an agent (`*` for everyone) as the operator.
     Send {
         /// The recipient's name, or `*` for every agent.
@@ -469,6 +473,45 @@ pub enum MemoryCmd {
     Delete {
         /// The key.
         key: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `agent-team plan …`
+#[derive(Debug, Subcommand)]
+pub enum PlanCmd {
+    /// List the teammates whose plan is required, with where their plan stands (planning,
+    /// submitted, approved).
+    List(JsonFlag),
+    /// Print a teammate's plan and the last decision on it.
+    Show {
+        /// The teammate.
+        name: String,
+        /// Print JSON: the plan state, the plan, when it was submitted, the last feedback.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a teammate's submitted plan: it gets its full tool set (and is told so).
+    Approve {
+        /// The teammate.
+        name: String,
+        /// A note for the teammate.
+        #[arg(long, value_name = "TEXT")]
+        feedback: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reject a teammate's submitted plan: it stays read-only and gets the feedback to
+    /// revise the plan.
+    Reject {
+        /// The teammate.
+        name: String,
+        /// What must change; the teammate's model reads it.
+        #[arg(long, value_name = "TEXT")]
+        feedback: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,

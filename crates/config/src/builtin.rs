@@ -62,6 +62,7 @@ pub fn default_role(name: &str) -> Role {
         context_tokens: 128_000,
         stream: true,
         source: String::new(),
+        plan_required: false,
     }
 }
 

@@ -282,6 +282,10 @@ pub struct Role {
     /// relative to the workspace (`.claude/agents/x.md`, `.nyzhi/agents/x.md`, ...).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub source: String,
+    /// Its members start read-only and must have a plan approved (`submit_plan`, then
+    /// `decide_plan` or `agent-team plan approve`) before they may write or run the shell.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub plan_required: bool,
 }
 
 fn yes() -> bool {
@@ -307,6 +311,10 @@ pub struct Teammate {
     /// Its colour (a colour name or `#rrggbb`); assigned from the palette when not given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub color: Option<String>,
+    /// Whether it must have a plan approved before it changes anything, over its role's
+    /// `plan_required`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_required: Option<bool>,
 }
 
 /// Whether `c` is a colour agent-team can show everywhere: a plain colour name (`cyan`,
@@ -475,6 +483,27 @@ impl TeamConfig {
     /// A role by name.
     pub fn role(&self, name: &str) -> Option<&Role> {
         self.roles.get(name)
+    }
+
+    /// Whether agent `name` of role `role` must have its plan approved before it changes
+    /// anything: its `[[teammates]]` entry's `plan_required` when it says, else its role's.
+    /// Never the leader.
+    pub fn plan_required(&self, name: &str, role: &str) -> bool {
+        if name == agent_team_protocol::names::LEADER {
+            return false;
+        }
+        let member = self
+            .teammates
+            .iter()
+            .find(|t| t.name == name && t.role == role);
+        let provider = member
+            .and_then(|t| t.provider)
+            .or_else(|| self.role(role).map(|r| r.provider));
+        // An exec agent runs its tasks' commands: it writes no plan.
+        provider.is_some_and(|p| p != Provider::Exec)
+            && member
+                .and_then(|t| t.plan_required)
+                .unwrap_or_else(|| self.role(role).is_some_and(|r| r.plan_required))
     }
 
     /// The price of `model` (see [`crate::price_for`]).

@@ -87,6 +87,7 @@ pub(crate) struct RawRole {
     budget_tokens: Option<u64>,
     budget_usd: Option<f64>,
     hooks: Option<crate::Hooks>,
+    plan_required: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,6 +99,7 @@ struct RawTeammate {
     model: Option<String>,
     provider: Option<Provider>,
     color: Option<Spanned<String>>,
+    plan_required: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -332,6 +334,7 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
             model: tm.model.clone().filter(|s| !s.is_empty()),
             provider: tm.provider,
             color: tm.color.as_ref().map(|c| c.get_ref().clone()),
+            plan_required: tm.plan_required,
         });
     }
     let l = raw.limits;
@@ -353,6 +356,34 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
                 None,
                 field,
                 format!("{field} = {value} is too small; the least is {min}"),
+            ));
+        }
+    }
+    if roles
+        .get(agent_team_protocol::names::LEADER)
+        .is_some_and(|r| r.plan_required)
+    {
+        return Err(cx.err(
+            raw.roles
+                .get(agent_team_protocol::names::LEADER)
+                .map(|r| r.span()),
+            "roles.leader.plan_required",
+            "the leader needs no plan approval: plan_required is for teammates' roles",
+        ));
+    }
+    for t in &teammates {
+        let provider = t
+            .provider
+            .or_else(|| roles.get(&t.role).map(|r| r.provider));
+        if t.plan_required == Some(true) && provider == Some(Provider::Exec) {
+            return Err(cx.err(
+                None,
+                "teammates.plan_required",
+                format!(
+                    "teammate {:?} uses the exec provider, which runs its tasks' commands and \
+                     writes no plan; plan_required is for teammates driven by a model",
+                    t.name
+                ),
             ));
         }
     }
@@ -614,6 +645,7 @@ fn overlay(base: RawRole, top: RawRole) -> RawRole {
         budget_tokens: top.budget_tokens.or(base.budget_tokens),
         budget_usd: top.budget_usd.or(base.budget_usd),
         hooks: top.hooks.or(base.hooks),
+        plan_required: top.plan_required.or(base.plan_required),
         source: top.source.or(base.source),
     }
 }
@@ -709,6 +741,7 @@ fn resolve_role(
         context_tokens: r.context_tokens.unwrap_or(fallback.context_tokens),
         stream: r.stream.unwrap_or(fallback.stream),
         source: r.source.unwrap_or(fallback.source),
+        plan_required: r.plan_required.unwrap_or(fallback.plan_required),
     })
 }
 
@@ -824,6 +857,7 @@ struct FrontMatter {
     tools: Option<serde_yaml_ng::Value>,
     model: Option<String>,
     hooks: Option<crate::Hooks>,
+    plan_required: Option<bool>,
     #[serde(flatten)]
     _other: BTreeMap<String, serde_yaml_ng::Value>,
 }
@@ -1001,6 +1035,7 @@ pub(crate) fn parse_role_file(path: &Path) -> Result<(String, RawRole, Vec<Strin
         model: fm.model.filter(|m| m != "inherit"),
         tools,
         hooks: fm.hooks,
+        plan_required: fm.plan_required,
         ..Default::default()
     };
     Ok((name, role, warnings))

@@ -537,3 +537,78 @@ fn bad_hooks_are_errors_naming_the_place() {
     let e = parse("name = \"x\"\n[defaults.hooks]\nrun_finished = \"x\"\n").unwrap_err();
     assert_eq!(e.field.as_deref(), Some("defaults.hooks"), "{e}");
 }
+
+/// Issue 15 item 7: `plan_required` on a role (team file or a role file's front matter) and on
+/// a `[[teammates]]` member, the member's word over its role's; never the leader, never an
+/// exec agent.
+#[test]
+fn plan_required_comes_from_the_member_or_its_role() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join(".claude/agents")).unwrap();
+    std::fs::write(
+        dir.path().join(".claude/agents/careful.md"),
+        "---\nname: careful\nplan_required: true\ntools: Read, Write\n---\nYou plan first.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("agent-team.toml"),
+        r#"
+[defaults]
+provider = "openai"
+model = "m"
+
+[roles.planned]
+plan_required = true
+
+[[teammates]]
+name = "a"
+role = "planned"
+
+[[teammates]]
+name = "b"
+role = "planned"
+plan_required = false
+
+[[teammates]]
+name = "c"
+role = "worker"
+plan_required = true
+
+[[teammates]]
+name = "d"
+role = "careful"
+"#,
+    )
+    .unwrap();
+    let cfg = load(&dir.path().join("agent-team.toml")).unwrap();
+    assert!(cfg.role("planned").unwrap().plan_required);
+    assert!(
+        cfg.role("careful").unwrap().plan_required,
+        "from the front matter"
+    );
+    assert!(!cfg.role("worker").unwrap().plan_required);
+    for (name, role, want) in [
+        ("a", "planned", true),
+        ("b", "planned", false),
+        ("c", "worker", true),
+        ("d", "careful", true),
+        // Spawned later from a role: the role says.
+        ("planned-1", "planned", true),
+        ("worker-1", "worker", false),
+        ("leader", "leader", false),
+    ] {
+        assert_eq!(cfg.plan_required(name, role), want, "{name} ({role})");
+    }
+
+    // The leader plans nothing; an exec teammate writes no plan.
+    let e = parse("[roles.leader]\nplan_required = true\n").unwrap_err();
+    assert_eq!(
+        e.field.as_deref(),
+        Some("roles.leader.plan_required"),
+        "{e}"
+    );
+    let e = parse("[[teammates]]\nname = \"x\"\nrole = \"worker\"\nplan_required = true\n")
+        .unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("teammates.plan_required"), "{e}");
+    assert!(e.message.contains("exec"), "{e}");
+}

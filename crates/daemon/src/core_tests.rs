@@ -337,3 +337,195 @@ fn worker_named(name: &str) -> agent_team_protocol::SpawnMember {
         ..Default::default()
     }
 }
+
+/// Issue 15 item 7 through the core: a teammate of a plan-required role starts planning; its
+/// `plan_submit` and the operator's and the leader's `plan_decide` answer as documented, emit
+/// `PLAN_SUBMITTED`/`PLAN_DECIDED`, the feedback reaches the teammate's inbox, and the plan
+/// state outlives a restart of the teammate.
+#[tokio::test(flavor = "current_thread")]
+async fn plan_approval_through_the_core() {
+    let mut h = Harness::new();
+    let mut team = agent_team_config::empty_team("t", std::path::Path::new("/w"));
+    team.backend = BackendKind::Process;
+    let mut planned = team.roles["worker"].clone();
+    planned.name = "planned".into();
+    planned.provider = agent_team_config::Provider::Openai;
+    planned.model = "m".into();
+    planned.plan_required = true;
+    team.roles.insert("planned".into(), planned);
+    h.core
+        .supervise(|s| s.configure(&Actor::Operator, serde_json::to_value(&team).unwrap()))
+        .unwrap();
+    let r = h
+        .core
+        .supervise(|s| {
+            s.spawn_request(
+                &Actor::Operator,
+                1,
+                1,
+                agent_team_protocol::SpawnMember {
+                    name: "p1".into(),
+                    role: "planned".into(),
+                    ..Default::default()
+                },
+            )
+        })
+        .unwrap();
+    assert!(r.is_none());
+    h.settle_until("the launch", |h| h.launched("p1")).await;
+    h.connect("p1");
+    h.spawn_connected("w1").await;
+    assert_eq!(
+        h.agent("p1").plan.map(|p| p.state),
+        Some(PlanState::Planning)
+    );
+    assert!(h.agent("w1").plan.is_none(), "a worker needs no plan");
+
+    let p1 = Actor::Agent("p1".into());
+    let op = Actor::Operator;
+    let call = |h: &mut Harness, actor: &Actor, req: Request| {
+        let r = h.core.request(1, actor, req);
+        h.core.flush().unwrap();
+        r
+    };
+    // Errors: a decision before any plan, a plan from a teammate that needs none.
+    let e = call(
+        &mut h,
+        &op,
+        Request::PlanDecide {
+            agent: "p1".into(),
+            approve: true,
+            feedback: None,
+        },
+    )
+    .unwrap_err();
+    assert_eq!(e.code, ErrorCode::Conflict);
+    let e = call(
+        &mut h,
+        &Actor::Agent("w1".into()),
+        Request::PlanSubmit { plan: "x".into() },
+    )
+    .unwrap_err();
+    assert_eq!(e.code, ErrorCode::Conflict);
+    let e = call(
+        &mut h,
+        &op,
+        Request::PlanDecide {
+            agent: "ghost".into(),
+            approve: true,
+            feedback: None,
+        },
+    )
+    .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotFound);
+
+    let r = call(
+        &mut h,
+        &p1,
+        Request::PlanSubmit {
+            plan: "step 1".into(),
+        },
+    )
+    .unwrap();
+    assert!(
+        matches!(&r, Reply::Agent { agent } if agent.plan.as_ref().is_some_and(|p| p.state == PlanState::Submitted)),
+        "{r:?}"
+    );
+    call(
+        &mut h,
+        &op,
+        Request::PlanDecide {
+            agent: "p1".into(),
+            approve: false,
+            feedback: Some("add tests".into()),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        h.agent("p1").plan.map(|p| p.state),
+        Some(PlanState::Planning)
+    );
+    let Reply::Messages { messages } = call(
+        &mut h,
+        &op,
+        Request::Inbox {
+            agent: Some("p1".into()),
+            unread_only: false,
+            after: None,
+        },
+    )
+    .unwrap() else {
+        panic!("not messages")
+    };
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.from == "operator" && m.body.contains("add tests")),
+        "{messages:?}"
+    );
+
+    // A restart of the teammate keeps it planning.
+    h.core
+        .supervise(|s| s.restart_request(&Actor::Operator, 1, 9, "p1"))
+        .unwrap();
+    h.settle_until("the restart", |h| {
+        h.launched("p1") && h.agent("p1").incarnation == 2
+    })
+    .await;
+    h.connect("p1");
+    assert!(h.agent("p1").is_planning());
+
+    call(
+        &mut h,
+        &p1,
+        Request::PlanSubmit {
+            plan: "step 1, tests".into(),
+        },
+    )
+    .unwrap();
+    call(
+        &mut h,
+        &op,
+        Request::PlanDecide {
+            agent: "p1".into(),
+            approve: true,
+            feedback: None,
+        },
+    )
+    .unwrap();
+    assert!(!h.agent("p1").is_planning());
+
+    let Reply::Events { events } = call(
+        &mut h,
+        &op,
+        Request::Events {
+            since: 0,
+            limit: None,
+        },
+    )
+    .unwrap() else {
+        panic!("not events")
+    };
+    let plan_events: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::PlanSubmitted { agent, plan } => Some(format!("submitted {agent}: {plan}")),
+            Event::PlanDecided {
+                agent,
+                approved,
+                feedback,
+                by,
+            } => Some(format!("decided {agent} {approved} {feedback:?} by {by}")),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        plan_events,
+        [
+            "submitted p1: step 1",
+            "decided p1 false Some(\"add tests\") by operator",
+            "submitted p1: step 1, tests",
+            "decided p1 true None by operator",
+        ]
+    );
+}

@@ -181,6 +181,14 @@ pub fn routes() -> Vec<Route> {
         ),
         r(
             "POST",
+            "/v1/teams/{team}/plans/{agent}",
+            "Approve or reject a plan-required teammate's submitted plan (the plans are in the agents list).",
+            Some((schema::<PlanDecision>, false)),
+            Answer::Json(200, schema::<AgentInfo>),
+            || post(decide_plan),
+        ),
+        r(
+            "POST",
             "/v1/teams/{team}/messages",
             "Send a message as the operator (`*` for everyone).",
             Some((schema::<NewMessage>, false)),

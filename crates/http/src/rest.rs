@@ -121,6 +121,17 @@ pub struct Decision {
     pub pattern: Option<String>,
 }
 
+/// `POST /v1/teams/{team}/plans/{agent}`: approve or reject a teammate's submitted plan.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanDecision {
+    /// Approve (it gets its full tool set) or reject (it stays read-only).
+    pub approve: bool,
+    /// What to tell the teammate (it reaches its model as a message).
+    #[serde(default)]
+    pub feedback: Option<String>,
+}
+
 /// `POST /v1/teams/{team}/up`
 #[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -488,6 +499,25 @@ pub(crate) async fn restart(
     let team = checked("team", &team)?;
     let name = checked("agent", &name)?;
     agent_op(app, team, Request::Restart { name }).await
+}
+
+pub(crate) async fn decide_plan(
+    State(app): Shared,
+    Path((team, agent)): Path<(String, String)>,
+    Body(d): Body<PlanDecision>,
+) -> Result<axum::Json<AgentInfo>, ApiError> {
+    let team = checked("team", &team)?;
+    let agent = checked("agent", &agent)?;
+    let req = Request::PlanDecide {
+        agent,
+        approve: d.approve,
+        feedback: d.feedback,
+    };
+    blocking(&app, move |t| match t.call(&team, req)? {
+        Reply::Agent { agent } => Ok(axum::Json(agent)),
+        r => Err(unexpected(r)),
+    })
+    .await
 }
 
 pub(crate) async fn kill(

@@ -131,6 +131,13 @@ impl Teams for Fake {
                 ids: vec![7],
                 recipients: vec![to],
             }),
+            Request::PlanDecide { agent, .. } if agent == "ghost" => Err(ErrorBody::new(
+                ErrorCode::NotFound,
+                format!("no agent {agent:?}"),
+            )),
+            Request::PlanDecide { agent, .. } => Ok(Reply::Agent {
+                agent: AgentInfo::new(&agent, "worker", "process", 1, Timestamp(1)),
+            }),
             Request::PermDecide { id, .. } => Err(ErrorBody::new(
                 ErrorCode::InvalidState,
                 format!("request {id} was already decided"),
@@ -400,6 +407,7 @@ async fn the_document_lists_exactly_the_served_routes_with_the_wire_types() {
             let uri = path
                 .replace("{team}", "t")
                 .replace("{name}", "leader")
+                .replace("{agent}", "leader")
                 .replace("{id}", "1");
             let resp = app
                 .clone()
@@ -693,4 +701,55 @@ async fn event_streams_are_bounded_and_a_closed_one_gives_its_slot_back() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Issue 15 item 7: `POST /v1/teams/{team}/plans/{agent}` is a `plan_decide` as the operator,
+/// with the body's approve and feedback; the daemon's refusal keeps its code.
+#[tokio::test]
+async fn a_plan_is_decided_over_http() {
+    let fake = Arc::new(Fake::default());
+    let app = app(fake.clone());
+    let (status, body) = send(
+        &app,
+        req(
+            "POST",
+            "/v1/teams/t/plans/p1",
+            Some(TOKEN),
+            Some(r#"{"approve":false,"feedback":"add tests"}"#),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["name"], "p1");
+    let calls = fake.calls();
+    assert!(
+        calls.iter().any(|c| c.contains(r#""op":"plan_decide""#)
+            && c.contains(r#""agent":"p1""#)
+            && c.contains(r#""approve":false"#)
+            && c.contains("add tests")),
+        "{calls:?}"
+    );
+    let (status, body) = send(
+        &app,
+        req(
+            "POST",
+            "/v1/teams/t/plans/ghost",
+            Some(TOKEN),
+            Some(r#"{"approve":true}"#),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "not_found");
+    let (status, _) = send(
+        &app,
+        req(
+            "POST",
+            "/v1/teams/t/plans/p1",
+            Some(TOKEN),
+            Some(r#"{"feedback":"x"}"#),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "approve is required");
 }

@@ -27,3 +27,31 @@ pub const ASK_BY_DEFAULT: &[&str] = &["web_fetch"];
 
 /// The tools whose input is the path of the file they write.
 pub const WRITE_TOOLS: &[&str] = &["write_file", "edit_file"];
+
+/// Whether an agent whose plan is required and not yet approved (`plan_required`) may call
+/// `tool`: every tool but those that change the workspace ([`WRITE_TOOLS`] and the shell). The
+/// worker offers and runs only these while it plans; the daemon refuses a permission request
+/// for any other.
+pub fn allowed_while_planning(tool: &str) -> bool {
+    tool != SHELL_TOOL && !WRITE_TOOLS.contains(&tool)
+}
+
+#[cfg(test)]
+mod plan_tests {
+    #[test]
+    fn planning_agents_cannot_write_or_run_the_shell() {
+        for t in ["write_file", "edit_file", "bash"] {
+            assert!(!super::allowed_while_planning(t), "{t}");
+        }
+        for t in [
+            "read_file",
+            "grep",
+            "glob",
+            "list_files",
+            "submit_plan",
+            "send_message",
+        ] {
+            assert!(super::allowed_while_planning(t), "{t}");
+        }
+    }
+}

@@ -396,6 +396,87 @@ pub struct AgentInfo {
     /// Its own checklist as it last wrote it with `todo_write` (empty when it never did).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub todos: Vec<TodoItem>,
+    /// Its plan when it must have one approved before it changes anything (`plan_required`);
+    /// absent for an agent that needs no plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanInfo>,
+}
+
+impl AgentInfo {
+    /// Whether it still works read-only: its plan is required and not yet approved (`ps`
+    /// shows it as `planning`).
+    pub fn is_planning(&self) -> bool {
+        self.plan
+            .as_ref()
+            .is_some_and(|p| p.state != PlanState::Approved)
+    }
+}
+
+/// Where the plan of a plan-required teammate stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum PlanState {
+    /// No plan yet, or the last one was rejected: it works read-only and writes a plan.
+    Planning,
+    /// A plan waits for the leader's or the operator's decision; still read-only.
+    Submitted,
+    /// The plan was approved: it has its full tool set.
+    Approved,
+}
+
+impl PlanState {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlanState::Planning => "planning",
+            PlanState::Submitted => "submitted",
+            PlanState::Approved => "approved",
+        }
+    }
+}
+
+impl std::fmt::Display for PlanState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A plan-required teammate's plan (`submit_plan`) and the last decision on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct PlanInfo {
+    /// Where it stands.
+    pub state: PlanState,
+    /// The plan as last submitted (kept after a decision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    /// When it was last submitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_at: Option<Timestamp>,
+    /// The feedback of the last decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<String>,
+    /// Who made the last decision (`leader`, `operator`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    /// How many plans were submitted so far.
+    #[serde(default)]
+    pub submissions: u32,
+}
+
+impl PlanInfo {
+    /// A plan-required teammate's start: planning, no plan yet.
+    pub fn required() -> Self {
+        PlanInfo {
+            state: PlanState::Planning,
+            plan: None,
+            submitted_at: None,
+            feedback: None,
+            decided_by: None,
+            submissions: 0,
+        }
+    }
 }
 
 /// Where one item of an agent's checklist stands.
@@ -442,6 +523,7 @@ impl AgentInfo {
             usage: None,
             todos: Vec::new(),
             color: None,
+            plan: None,
         }
     }
 }
@@ -677,6 +759,25 @@ pub enum Event {
         /// The agent's figures so far, every model together.
         total: crate::UsageFigures,
     },
+    /// A plan-required teammate submitted a plan (`submit_plan`); it waits for a decision.
+    PlanSubmitted {
+        /// The teammate.
+        agent: String,
+        /// The plan.
+        plan: String,
+    },
+    /// The leader or the operator decided a submitted plan.
+    PlanDecided {
+        /// The teammate.
+        agent: String,
+        /// Approved (it gets its full tool set) or rejected (it stays read-only).
+        approved: bool,
+        /// What the decider said (sent to the teammate as a message).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        feedback: Option<String>,
+        /// Who decided (`leader`, `operator`).
+        by: String,
+    },
     /// A budget passed 80 % (`level: warning`) or 100 % (`level: exceeded`) of what it allows;
     /// once per crossing (raising the budget rearms it). The leader gets a message too.
     BudgetWarning {
@@ -736,6 +837,8 @@ impl Event {
             Event::UsageUpdated { .. } => "USAGE_UPDATED",
             Event::BudgetWarning { .. } => "BUDGET_WARNING",
             Event::HookFailed { .. } => "HOOK_FAILED",
+            Event::PlanSubmitted { .. } => "PLAN_SUBMITTED",
+            Event::PlanDecided { .. } => "PLAN_DECIDED",
         }
     }
 }

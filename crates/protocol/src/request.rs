@@ -268,6 +268,25 @@ pub enum Request {
         #[serde(default)]
         items: Vec<crate::TodoItem>,
     },
+    /// Submit the calling teammate's plan (agents whose plan is required, while not approved;
+    /// `submit_plan`): replaces an earlier plan and waits for the leader's or the operator's
+    /// decision. At most 64 KiB.
+    PlanSubmit {
+        /// The plan.
+        plan: String,
+    },
+    /// Approve or reject a teammate's submitted plan (leader and operator only;
+    /// `decide_plan`, `agent-team plan approve|reject`). The feedback reaches the teammate as
+    /// a message; on approval it gets its full tool set.
+    PlanDecide {
+        /// The teammate.
+        agent: String,
+        /// Approve (true) or reject (false).
+        approve: bool,
+        /// What to tell the teammate (at most 64 KiB).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        feedback: Option<String>,
+    },
     /// Store the resolved team configuration (operator only; `up` sends it before `start_run`).
     Configure {
         /// The configuration, as `agent-team-config` serializes a `TeamConfig`.
@@ -408,6 +427,10 @@ impl Request {
                 return Ok(());
             }
             Request::StartRun { goal: Some(g) } => [("goal", g.len(), body), none, none],
+            Request::PlanSubmit { plan } => [("plan", plan.len(), body), none, none],
+            Request::PlanDecide {
+                feedback: Some(f), ..
+            } => [("feedback", f.len(), body), none, none],
             Request::TaskAdd {
                 title,
                 description,

@@ -9,6 +9,7 @@ pub mod hooks;
 mod memory;
 mod messages;
 mod perms;
+mod plans;
 pub mod replies;
 pub mod tasks;
 mod usage;

@@ -45,6 +45,7 @@ impl TeamState {
                 "permission input and reason are limited to {MAX_BODY_LEN} bytes"
             )));
         }
+        self.check_plan_allows(&agent, &tool)?;
         let id = self.next_perm_id;
         self.next_perm_id += 1;
         let rule = self.rules.iter().find(|r| r.allows(&tool, &input)).cloned();

@@ -768,3 +768,199 @@ fn an_agent_sets_its_own_checklist_and_it_is_stored() {
     let e = s.set_todos(&Actor::Operator, items, now()).unwrap_err();
     assert_eq!(e.code, ErrorCode::PermissionDenied);
 }
+
+/// A team with a leader and a plan-required teammate `p1` (and `w1`, who needs no plan).
+fn team_with_planner() -> TeamState {
+    let mut s = team_with(&["leader", "w1"]);
+    let info = AgentInfo {
+        status: AgentStatus::Idle,
+        plan: Some(PlanInfo::required()),
+        ..AgentInfo::new("p1", "worker", "external", 1, now())
+    };
+    s.add_agent(
+        &Actor::Operator,
+        AgentRecord {
+            info,
+            secret: "s".into(),
+            spec: serde_json::Value::Null,
+        },
+        now(),
+    )
+    .unwrap();
+    s.take_changes();
+    s
+}
+
+fn event_types(changes: &[Change]) -> Vec<Event> {
+    changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Event(e) => Some(e.event.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Issue 15 item 7: planning → submitted → rejected (planning, feedback to the teammate) →
+/// submitted → approved, each step persisted with an event, and the state comes back after a
+/// restore.
+#[test]
+fn a_plan_goes_from_planning_to_approved_and_survives_a_restore() {
+    let mut s = team_with_planner();
+    assert!(s.agent("p1").unwrap().info.is_planning());
+    // Nothing waits yet: no decision is possible.
+    let e = s
+        .decide_plan(&Actor::Operator, "p1", true, None, now())
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::Conflict);
+    assert!(e.message.contains("has not submitted"), "{}", e.message);
+
+    let info = s
+        .submit_plan(&a("p1"), "1. read\n2. write".into(), now())
+        .unwrap();
+    let plan = info.plan.unwrap();
+    assert_eq!(plan.state, PlanState::Submitted);
+    assert_eq!(plan.plan.as_deref(), Some("1. read\n2. write"));
+    assert_eq!((plan.submissions, plan.submitted_at), (1, Some(now())));
+    let changes = s.take_changes();
+    assert!(changes.iter().any(
+        |c| matches!(c, Change::Agent(r) if r.info.name == "p1" && r.info.plan.as_ref().is_some_and(|p| p.state == PlanState::Submitted))
+    ));
+    assert!(event_types(&changes).iter().any(
+        |e| matches!(e, Event::PlanSubmitted { agent, plan } if agent == "p1" && plan.contains("2. write"))
+    ));
+    // The leader is told, with the plan.
+    let to_leader: Vec<_> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::MessageNew(m) if m.to == "leader" => Some(m.body.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        to_leader.len() == 1
+            && to_leader[0].contains("decide_plan")
+            && to_leader[0].contains("2. write"),
+        "{to_leader:?}"
+    );
+
+    // Rejected: planning again, the feedback goes to the teammate from the decider.
+    let info = s
+        .decide_plan(
+            &Actor::Operator,
+            "p1",
+            false,
+            Some("add tests".into()),
+            now(),
+        )
+        .unwrap();
+    assert_eq!(info.plan.as_ref().unwrap().state, PlanState::Planning);
+    assert!(info.is_planning());
+    let changes = s.take_changes();
+    assert!(event_types(&changes).iter().any(|e| matches!(
+        e,
+        Event::PlanDecided { agent, approved: false, feedback: Some(f), by } if agent == "p1" && f == "add tests" && by == "operator"
+    )));
+    assert!(changes.iter().any(|c| matches!(
+        c,
+        Change::MessageNew(m) if m.to == "p1" && m.from == "operator" && m.body.contains("add tests") && m.body.contains("rejected")
+    )));
+    // Deciding again without a new plan: nothing waits.
+    let e = s
+        .decide_plan(&a("leader"), "p1", true, None, now())
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::Conflict);
+
+    s.submit_plan(&a("p1"), "1. read\n2. write\n3. test".into(), now())
+        .unwrap();
+    let info = s
+        .decide_plan(&a("leader"), "p1", true, None, now())
+        .unwrap();
+    let plan = info.plan.clone().unwrap();
+    assert_eq!(
+        (plan.state, plan.submissions, plan.decided_by.as_deref()),
+        (PlanState::Approved, 2, Some("leader"))
+    );
+    assert!(!info.is_planning());
+    let changes = s.take_changes();
+    assert!(changes.iter().any(|c| matches!(
+        c,
+        Change::MessageNew(m) if m.to == "p1" && m.from == "leader" && m.body.contains("full tool set")
+    )));
+    // Approved is final: no more plans.
+    let e = s.submit_plan(&a("p1"), "again".into(), now()).unwrap_err();
+    assert_eq!(e.code, ErrorCode::Conflict);
+
+    // A restore (the daemon restarted) gives the same plan state back.
+    let agents: Vec<AgentRecord> = s.agent_records().cloned().collect();
+    let s2 = TeamState::restore(
+        "t",
+        Snapshot {
+            agents,
+            ..Default::default()
+        },
+    );
+    assert_eq!(s2.agent("p1").unwrap().info.plan, Some(plan));
+    assert_eq!(s2.agent("w1").unwrap().info.plan, None);
+}
+
+/// The refusals: a teammate that needs no plan, an empty plan, the operator submitting, a
+/// teammate deciding, an unknown teammate; and a planning teammate cannot be asked permission
+/// for a tool that writes.
+#[test]
+fn plan_refusals_are_clear_and_change_nothing() {
+    let mut s = team_with_planner();
+    let e = s.submit_plan(&a("w1"), "x".into(), now()).unwrap_err();
+    assert_eq!(e.code, ErrorCode::Conflict);
+    assert!(e.message.contains("plan_required"), "{}", e.message);
+    let e = s.submit_plan(&a("p1"), "  ".into(), now()).unwrap_err();
+    assert_eq!(e.code, ErrorCode::BadRequest);
+    let e = s
+        .submit_plan(&Actor::Operator, "x".into(), now())
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::PermissionDenied);
+    s.submit_plan(&a("p1"), "plan".into(), now()).unwrap();
+    s.take_changes();
+    let e = s
+        .decide_plan(&a("w1"), "p1", true, None, now())
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::PermissionDenied);
+    let e = s
+        .decide_plan(&Actor::Operator, "nobody", true, None, now())
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotFound);
+    assert_eq!(e.details["valid"], serde_json::json!(["p1"]));
+    let e = s
+        .decide_plan(&Actor::Operator, "w1", true, None, now())
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::Conflict);
+    assert!(s.take_changes().is_empty(), "refusals store nothing");
+
+    // Permission for a write while planning: refused by the daemon's rules too.
+    for tool in ["write_file", "edit_file", "bash"] {
+        let e = s
+            .perm_request(&a("p1"), tool.into(), "x".into(), String::new(), now())
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::Conflict, "{tool}");
+    }
+    assert!(
+        s.perm_request(
+            &a("p1"),
+            "web_fetch".into(),
+            "https://x".into(),
+            String::new(),
+            now()
+        )
+        .is_ok()
+    );
+    assert!(
+        s.perm_request(&a("w1"), "bash".into(), "ls".into(), String::new(), now())
+            .is_ok()
+    );
+    s.decide_plan(&Actor::Operator, "p1", true, None, now())
+        .unwrap();
+    assert!(
+        s.perm_request(&a("p1"), "bash".into(), "ls".into(), String::new(), now())
+            .is_ok()
+    );
+}

@@ -30,6 +30,7 @@ fn main() {
             usage: None,
             todos: Vec::new(),
             color: None,
+            plan: None,
         },
         secret: "s".into(),
         spec: serde_json::Value::Null,

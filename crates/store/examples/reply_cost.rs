@@ -61,6 +61,7 @@ fn agent(name: &str, now: Timestamp) -> AgentRecord {
             usage: None,
             todos: Vec::new(),
             color: None,
+            plan: None,
         },
         secret: "s".into(),
         spec: serde_json::Value::Null,

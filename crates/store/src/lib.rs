@@ -954,6 +954,64 @@ mod tests {
         assert_eq!(s.tasks(None).len(), 71);
     }
 
+    /// Issue 15 item 7: an agent's plan state (planning, the submitted plan, the decision) is
+    /// stored with its record and comes back after the daemon reopens the store.
+    #[test]
+    fn a_plan_state_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let mut store = Store::open(&db, "t").unwrap();
+        let mut s = TeamState::restore("t", store.load().unwrap());
+        let now = Timestamp(5);
+        for (name, plan) in [("leader", None), ("p1", Some(PlanInfo::required()))] {
+            let info = AgentInfo {
+                status: AgentStatus::Idle,
+                plan,
+                ..AgentInfo::new(name, "worker", "external", 1, now)
+            };
+            let rec = AgentRecord {
+                info,
+                secret: "s".into(),
+                spec: serde_json::Value::Null,
+            };
+            s.add_agent(&Actor::Operator, rec, now).unwrap();
+        }
+        store.commit(&s.take_changes()).unwrap();
+        let reopen = |store: Store| {
+            drop(store);
+            let store = Store::open(&db, "t").unwrap();
+            let s = TeamState::restore("t", store.load().unwrap());
+            (store, s)
+        };
+        let (mut store, mut s) = reopen(store);
+        assert_eq!(
+            s.agent("p1").unwrap().info.plan,
+            Some(PlanInfo::required()),
+            "planning after a restart"
+        );
+        s.submit_plan(&Actor::Agent("p1".into()), "read, then write".into(), now)
+            .unwrap();
+        store.commit(&s.take_changes()).unwrap();
+        let (mut store, mut s) = reopen(store);
+        let plan = s.agent("p1").unwrap().info.plan.clone().unwrap();
+        assert_eq!(plan.state, PlanState::Submitted);
+        assert_eq!(plan.plan.as_deref(), Some("read, then write"));
+        s.decide_plan(&Actor::Operator, "p1", true, Some("fine".into()), now)
+            .unwrap();
+        store.commit(&s.take_changes()).unwrap();
+        let (_store, s) = reopen(store);
+        let plan = s.agent("p1").unwrap().info.plan.clone().unwrap();
+        assert_eq!(
+            (
+                plan.state,
+                plan.feedback.as_deref(),
+                plan.decided_by.as_deref()
+            ),
+            (PlanState::Approved, Some("fine"), Some("operator"))
+        );
+        assert!(s.agent("leader").unwrap().info.plan.is_none());
+    }
+
     /// Regression (found by `tests/prop_state.rs`): the messages of a rolled-back agent are
     /// deleted with it, and the next id was taken from what was left, so after a restart a
     /// new message got the id of one already acknowledged to its sender and in the event log.
@@ -983,6 +1041,7 @@ mod tests {
                 usage: None,
                 todos: Vec::new(),
                 color: None,
+                plan: None,
             };
             let rec = AgentRecord {
                 info,

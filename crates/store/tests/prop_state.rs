@@ -756,6 +756,7 @@ fn record(name: &str, status: AgentStatus, now: Timestamp) -> AgentRecord {
             usage: None,
             todos: Vec::new(),
             color: None,
+            plan: None,
         },
         secret: "s".into(),
         spec: serde_json::Value::Null,

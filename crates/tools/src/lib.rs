@@ -9,6 +9,7 @@ mod files;
 mod memory;
 mod messages;
 mod parse;
+mod plans;
 mod schema;
 mod shell;
 mod tasks;
@@ -20,6 +21,7 @@ pub use files::{EditFile, Glob, Grep, ListFiles, ReadFile, WriteFile};
 pub use memory::{MemoryGet, MemoryList, MemorySet};
 pub use messages::{Broadcast, SendMessage, WaitForMessages};
 pub use parse::{ToolArgError, parse};
+pub use plans::{DecidePlan, SubmitPlan};
 pub use schema::model_schema;
 pub use shell::Bash;
 pub use tasks::{
@@ -58,6 +60,8 @@ pub enum Audience {
     /// A team tool every leader gets and a teammate gets when its role's `tools` list names it
     /// (`memory_set`: the daemon lets a teammate write only when its role lists it).
     LeaderAndRole,
+    /// `submit_plan`: a teammate whose plan is required gets it until its plan is approved.
+    Planner,
 }
 
 impl Audience {
@@ -185,9 +189,11 @@ catalogue!(
     ListTasks,
     FinishTeam,
     DecidePermission,
+    DecidePlan,
     ClaimTask,
     UpdateTaskStatus,
     ReleaseTask,
+    SubmitPlan,
     MemorySet,
     MemoryGet,
     MemoryList,
@@ -260,6 +266,10 @@ pub fn lookup(name: &str) -> Option<&'static ToolDef> {
     CATALOGUE.iter().find(|t| t.name == name)
 }
 
+/// The tool a plan-required teammate submits its plan with: it gets it until the plan is
+/// approved.
+pub const SUBMIT_PLAN: &str = <SubmitPlan as Tool>::NAME;
+
 /// The tools that start teammates: a teammate calling one is told the team is one level deep.
 pub const SPAWN_TOOLS: &[&str] = &[<SpawnTeammate as Tool>::NAME, <SpawnTeam as Tool>::NAME];
 
@@ -285,6 +295,7 @@ pub fn markdown() -> String {
             Audience::Workspace { .. } => ("role", "role"),
             Audience::Approver => ("yes", "no"),
             Audience::LeaderAndRole => ("yes", "role"),
+            Audience::Planner => ("no", "plan"),
         };
         s.push_str(&format!(
             "| `{}` | {leader} | {teammate} | {} |\n",
@@ -301,7 +312,8 @@ pub fn tools_doc() -> String {
          Generated from `crates/tools` (the catalogue of `agent-team-tools`): the same definitions give \
          the models their schemas and the worker its argument types.\n\
          Regenerate with `UPDATE_DOCS=1 cargo test -p agent-team-tools tools_doc`. \
-         \"role\" means the role's `tools` list decides.\n\n{}",
+         \"role\" means the role's `tools` list decides; \"plan\" means a teammate whose plan is \
+         required (`plan_required`) gets it until the plan is approved.\n\n{}",
         markdown(),
     ) + &mcp_markdown()
 }

@@ -117,7 +117,7 @@ fn names_are_unique_and_known() {
         assert!(is_known_tool(t.name));
         assert_eq!(lookup(t.name).map(|d| d.name), Some(t.name));
     }
-    assert_eq!(CATALOGUE.len(), 28);
+    assert_eq!(CATALOGUE.len(), 30);
     assert!(!is_known_tool("teleport"));
     assert!(!is_known_tool("Bash"));
 }
@@ -158,6 +158,7 @@ fn the_audience_lists_are_the_ones_agents_always_had() {
             "list_teammates",
             "list_tasks",
             "finish_team",
+            "decide_plan",
             "memory_set",
             "memory_get",
             "memory_list",
@@ -186,7 +187,8 @@ fn the_audience_lists_are_the_ones_agents_always_had() {
             WORKSPACE_TOOLS.contains(&t.name)
                 || LEADER_TOOLS.contains(&t.name)
                 || TEAMMATE_TOOLS.contains(&t.name)
-                || t.name == DECIDE_PERMISSION,
+                || t.name == DECIDE_PERMISSION
+                || t.name == SUBMIT_PLAN,
             "{}",
             t.name
         );

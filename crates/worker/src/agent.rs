@@ -69,6 +69,7 @@ fn system_prompt(
     config: &TeamConfig,
     members: &[AgentInfo],
     tool_names: &[&str],
+    planning: bool,
 ) -> String {
     let others: Vec<String> = members
         .iter()
@@ -112,6 +113,15 @@ fn system_prompt(
         }
     ));
     s.push_str(&format!("Your tools: {}.\n", tool_names.join(", ")));
+    if planning {
+        s.push_str(
+            "Your plan must be approved before you change anything: for now you work read-only. \
+             Look at the task board and the workspace, write a plan (what you will change, where, \
+             and how you will check it) and call submit_plan with it, then end your turn. The \
+             decision reaches you as a message: approved, you get your full tool set; rejected, \
+             revise the plan with the feedback and submit it again.\n",
+        );
+    }
     s.push_str(&format!(
         "Your workspace is {}; file paths are relative to it.\n",
         config.workspace.display()
@@ -169,8 +179,10 @@ pub async fn run(
     let model = model_for(role)?;
     out.say(&format!("model: {}", model.describe()));
     let leader_approves = config.approver == Approver::Leader;
-    let tool_names = tools::tool_names(role, is_leader, leader_approves);
-    let specs = tools::specs(&tool_names);
+    // Its whole set; while its plan is required and not approved it gets the read-only part
+    // of it and `submit_plan` (the daemon keeps the plan state, read at start and before each
+    // model request until it is approved).
+    let full_names = tools::tool_names(role, is_leader, leader_approves);
     let root = config
         .workspace
         .canonicalize()
@@ -190,12 +202,30 @@ pub async fn run(
         Ok(Reply::Agents { agents }) => agents,
         _ => vec![],
     };
+    let own_plan = members
+        .iter()
+        .find(|a| a.name == name)
+        .and_then(|a| a.plan.clone());
+    let plan_required = own_plan.is_some();
+    let mut planning = own_plan
+        .as_ref()
+        .is_some_and(|p| p.state != PlanState::Approved);
+    let names_for = |planning: bool| {
+        if plan_required {
+            tools::plan_gate(&full_names, planning)
+        } else {
+            full_names.clone()
+        }
+    };
+    let mut tool_names = names_for(planning);
+    let mut specs = tools::specs(&tool_names);
     let mut messages = vec![ChatMessage::system(system_prompt(
         &name,
         role,
         config,
         &members,
         &tool_names,
+        planning,
     ))];
     if is_leader {
         let goal = match link.call_retry(Request::TeamInfo).await {
@@ -206,6 +236,21 @@ pub async fn run(
             "Goal: {}",
             goal.unwrap_or_else(|| "(no goal was given; ask the operator)".into())
         )));
+    } else if planning {
+        let mut first = "You have joined the team. Check the task board, look at the workspace \
+                         and submit your plan with submit_plan."
+            .to_string();
+        match &own_plan {
+            Some(p) if p.state == PlanState::Submitted => first.push_str(
+                " You already submitted a plan: wait for the decision, which reaches you as a \
+                 message.",
+            ),
+            Some(PlanInfo {
+                feedback: Some(f), ..
+            }) => first.push_str(&format!(" Your last plan was rejected. Feedback: {f}")),
+            _ => {}
+        }
+        messages.push(ChatMessage::user(first));
     } else {
         messages.push(ChatMessage::user(
             "You have joined the team. Check the task board and start.",
@@ -262,6 +307,23 @@ pub async fn run(
         // The daemon keeps the budgets: a spent one stops the agent before it spends more.
         if let Ok(Reply::Budget { stop: Some(why) }) = link.call_retry(Request::BudgetCheck).await {
             return Err(AgentError::Budget(why));
+        }
+        // A decision on its plan arrives as a message; the state itself is the daemon's.
+        if planning {
+            planning = still_planning(link).await;
+            if !planning {
+                tool_names = names_for(false);
+                specs = tools::specs(&tool_names);
+                messages[0] = ChatMessage::system(system_prompt(
+                    &name,
+                    role,
+                    config,
+                    &members,
+                    &tool_names,
+                    false,
+                ));
+                out.say("plan approved: full tool set");
+            }
         }
         if steps >= role.max_steps {
             return Err(AgentError::Fatal(format!(
@@ -349,7 +411,16 @@ pub async fn run(
         }
         let mut finished = None;
         for call in &turn.tool_calls {
-            let outcome = run_call(link, &mut inbox, role, &ctx, &tool_names, call, out).await?;
+            let outcome = run_call(
+                link,
+                &mut inbox,
+                role,
+                &ctx,
+                (&tool_names, &full_names),
+                call,
+                out,
+            )
+            .await?;
             if outcome.finished.is_some() {
                 finished = outcome.finished.clone();
             }
@@ -363,6 +434,18 @@ pub async fn run(
             out.say(&format!("finished the team:\n{answer}"));
             return Ok(());
         }
+    }
+}
+
+/// Whether the agent's plan is still not approved, as the daemon says (a failed read keeps it
+/// read-only).
+async fn still_planning(link: &Arc<Link>) -> bool {
+    match link.call_retry(Request::Agents).await {
+        Ok(Reply::Agents { agents }) => agents
+            .iter()
+            .find(|a| a.name == link.name())
+            .is_none_or(AgentInfo::is_planning),
+        _ => true,
     }
 }
 
@@ -450,14 +533,16 @@ fn absorb(ev: Inbound, name: &str, messages: &mut Vec<ChatMessage>, given: &mut 
     }
 }
 
-/// One tool call: arguments parsed, the tool known, the policy satisfied, then run.
+/// One tool call: arguments parsed, the tool known (one of `tool_names`, the tools it has
+/// now; a tool of `full` it lacks now is held back until its plan is approved), the policy
+/// satisfied, then run.
 #[allow(clippy::too_many_arguments)]
 async fn run_call(
     link: &Arc<Link>,
     inbox: &mut Inbox,
     role: &Role,
     ctx: &ToolCtx,
-    tool_names: &[&str],
+    (tool_names, full): (&[&str], &[&str]),
     call: &agent_team_model::ToolCall,
     out: &Output,
 ) -> Result<ToolOutcome, AgentError> {
@@ -491,23 +576,27 @@ async fn run_call(
             return Ok(o);
         }
     };
+    let held_back = full
+        .contains(&call.name.as_str())
+        .then(|| tools::refused_while_planning(&call.name))
+        .flatten();
     if !tool_names.contains(&call.name.as_str()) {
-        let o = ToolOutcome::err(
-            if agent_team_tools::SPAWN_TOOLS.contains(&call.name.as_str()) {
-                // The team is one level deep: only the leader starts teammates.
-                format!(
-                    "{} refused: teammates cannot spawn teammates (max_depth 1); ask the leader \
+        let o = ToolOutcome::err(if let Some(why) = held_back {
+            why
+        } else if agent_team_tools::SPAWN_TOOLS.contains(&call.name.as_str()) {
+            // The team is one level deep: only the leader starts teammates.
+            format!(
+                "{} refused: teammates cannot spawn teammates (max_depth 1); ask the leader \
                      with send_message if the team needs more hands",
-                    call.name
-                )
-            } else {
-                format!(
-                    "unknown tool {:?}; your tools are: {}",
-                    call.name,
-                    tool_names.join(", ")
-                )
-            },
-        );
+                call.name
+            )
+        } else {
+            format!(
+                "unknown tool {:?}; your tools are: {}",
+                call.name,
+                tool_names.join(", ")
+            )
+        });
         report(link, call, &args, &o, out);
         return Ok(o);
     }

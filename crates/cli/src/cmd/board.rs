@@ -26,6 +26,13 @@ pub fn ps(ctx: &Ctx, json: bool) -> Result<ExitCode> {
         .iter()
         .map(|a| {
             let mut status = a.status.to_string();
+            // A live teammate whose plan is not approved yet works read-only: `planning`.
+            if a.is_planning() && a.status.is_live() {
+                status = match a.plan.as_ref().map(|p| p.state) {
+                    Some(PlanState::Submitted) => "planning (submitted)".to_string(),
+                    _ => "planning".to_string(),
+                };
+            }
             if a.status == AgentStatus::Failed && a.last_exit.as_deref() == Some("budget") {
                 status = "failed: budget".to_string();
             } else if let Some(e) = &a.error {

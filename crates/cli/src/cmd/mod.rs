@@ -5,6 +5,7 @@ mod board;
 mod daemon;
 mod doctor;
 mod memory;
+mod plan;
 pub(crate) mod roles;
 mod serve;
 pub(crate) mod teams;
@@ -86,6 +87,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Budget(b) => usage::budget(&ctx, b),
         Command::Task(t) => board::task(&ctx, t),
         Command::Memory(m) => memory::memory(&ctx, m),
+        Command::Plan(p) => plan::plan(&ctx, p),
         Command::Send {
             to,
             text,

@@ -299,6 +299,9 @@ impl View {
     fn draw_agents(&self, f: &mut Frame, r: Rect) {
         let rows = self.agents.iter().enumerate().map(|(i, a)| {
             let mut status = a.status.to_string();
+            if a.is_planning() && a.status.is_live() {
+                status = "planning".to_string();
+            }
             if let Some(e) = &a.error {
                 status = format!("{status}: {e}");
             }
@@ -505,6 +508,22 @@ fn event_text(ev: &Event) -> String {
             )
         }
         Event::PermissionDecided { request } => format!("#{} {:?}", request.id, request.status),
+        Event::PlanSubmitted { agent, plan } => {
+            format!("{agent} submitted a plan: {}", one_line(plan))
+        }
+        Event::PlanDecided {
+            agent,
+            approved,
+            feedback,
+            by,
+        } => format!(
+            "plan of {agent} {} by {by}{}",
+            if *approved { "approved" } else { "rejected" },
+            feedback
+                .as_deref()
+                .map(|f| format!(": {}", one_line(f)))
+                .unwrap_or_default()
+        ),
         Event::RunStarted { goal } => format!("run started: {}", goal.as_deref().unwrap_or("")),
         Event::RunFinished { answer, success } => {
             format!(

@@ -37,6 +37,18 @@ impl Core {
                 .state
                 .set_todos(actor, items, now)
                 .map(|agent| Reply::Agent { agent }),
+            Request::PlanSubmit { plan } => self
+                .state
+                .submit_plan(actor, plan, now)
+                .map(|agent| Reply::Agent { agent }),
+            Request::PlanDecide {
+                agent,
+                approve,
+                feedback,
+            } => self
+                .state
+                .decide_plan(actor, &agent, approve, feedback, now)
+                .map(|agent| Reply::Agent { agent }),
             Request::StartRun { goal } => self.supervise(|s| s.start_run(actor, goal)),
             Request::Configure { config } => {
                 let reply = self.supervise(|s| s.configure(actor, config))?;

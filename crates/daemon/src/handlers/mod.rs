@@ -73,6 +73,8 @@ fn area(req: &Request) -> Area {
         | Request::Register { .. }
         | Request::SetStatus { .. }
         | Request::SetTodos { .. }
+        | Request::PlanSubmit { .. }
+        | Request::PlanDecide { .. }
         | Request::StartRun { .. }
         | Request::Configure { .. }
         | Request::GetConfig

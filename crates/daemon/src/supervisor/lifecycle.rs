@@ -367,6 +367,18 @@ impl Step<'_> {
                 .clone()
                 .unwrap_or_else(|| palette_color(self.state.agents().len()).to_string()),
         );
+        // A plan-required teammate starts read-only, planning (its member entry or its role
+        // says; an exec member writes no plan).
+        let exec = m.provider.as_deref() == Some(agent_team_config::Provider::Exec.as_str());
+        if !exec
+            && self
+                .sup
+                .config
+                .as_ref()
+                .is_some_and(|c| c.plan_required(name, role))
+        {
+            info.plan = Some(agent_team_protocol::PlanInfo::required());
+        }
         let mut spec = json!({"role": role});
         for (k, v) in [
             ("instructions", &m.instructions),

@@ -7,6 +7,7 @@
 
 mod files;
 mod memory;
+mod plans;
 mod shell;
 mod team;
 mod todos;
@@ -21,7 +22,9 @@ use agent_team_config::policy::{self, perms};
 use agent_team_config::{PermAction, PolicyRule, Role, TeamConfig};
 use agent_team_model::ToolSpec;
 use agent_team_protocol::*;
-use agent_team_tools::{CATALOGUE, DECIDE_PERMISSION, LEADER_TOOLS, TEAMMATE_TOOLS, lookup};
+use agent_team_tools::{
+    CATALOGUE, DECIDE_PERMISSION, LEADER_TOOLS, SUBMIT_PLAN, TEAMMATE_TOOLS, lookup,
+};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -43,6 +46,34 @@ pub fn tool_names(role: &Role, is_leader: bool, leader_approves: bool) -> Vec<&'
         names.push(DECIDE_PERMISSION);
     }
     names
+}
+
+/// The tools of an agent whose plan is required, from its full set `names`: while it plans
+/// (`planning`), only those that change nothing in the workspace
+/// (`agent_team_perms::allowed_while_planning`) and `submit_plan`; once approved, the full set
+/// without `submit_plan`.
+pub fn plan_gate(names: &[&'static str], planning: bool) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = names
+        .iter()
+        .copied()
+        .filter(|n| *n != SUBMIT_PLAN && (!planning || perms::allowed_while_planning(n)))
+        .collect();
+    if planning {
+        out.push(SUBMIT_PLAN);
+    }
+    out
+}
+
+/// Why a call of `tool` is refused while the agent's plan is not approved, when it is one of
+/// its tools once approved.
+pub fn refused_while_planning(tool: &str) -> Option<String> {
+    (!perms::allowed_while_planning(tool)).then(|| {
+        format!(
+            "{tool} refused: your plan is not approved yet, so you work read-only. Write your \
+             plan and call submit_plan; once the leader or the operator approves it you get \
+             {tool} and the rest of your tools"
+        )
+    })
 }
 
 /// The model's view of those tools.
@@ -277,6 +308,8 @@ async fn run_inner(ctx: &ToolCtx, call: &ToolCall) -> Result<ToolOutcome, String
         ToolCall::ListTasks(a) => team::list_tasks(ctx, a).await,
         ToolCall::FinishTeam(a) => team::finish_team(ctx, a).await,
         ToolCall::DecidePermission(a) => team::decide_permission(ctx, a).await,
+        ToolCall::DecidePlan(a) => plans::decide_plan(ctx, a).await,
+        ToolCall::SubmitPlan(a) => plans::submit_plan(ctx, a).await,
         ToolCall::ClaimTask(a) => team::claim_task(ctx, a).await,
         ToolCall::UpdateTaskStatus(a) => team::update_task_status(ctx, a).await,
         ToolCall::ReleaseTask(a) => team::release_task(ctx, a).await,
@@ -448,6 +481,32 @@ mod tests {
         }
         assert!(specs(&["teleport"]).is_empty());
         assert!(markdown().contains("`bash`"));
+    }
+
+    /// A planning agent is offered no tool that changes the workspace, and `submit_plan`;
+    /// the catalogue's writing tools (audience `WRITES`) are exactly those the gate holds back.
+    #[test]
+    fn planning_hides_every_writing_tool_and_offers_submit_plan() {
+        let cfg = agent_team_config::builtin_roles();
+        let full = tool_names(&cfg["worker"], false, false);
+        assert!(full.contains(&"write_file") && !full.contains(&SUBMIT_PLAN));
+        let planning = plan_gate(&full, true);
+        for t in CATALOGUE {
+            let writes = t.audience == agent_team_tools::Audience::WRITES;
+            assert_eq!(
+                refused_while_planning(t.name).is_some(),
+                writes,
+                "{}: the plan gate must hold back exactly the writing tools",
+                t.name
+            );
+            if writes {
+                assert!(!planning.contains(&t.name), "{}", t.name);
+            }
+        }
+        assert!(planning.contains(&SUBMIT_PLAN) && planning.contains(&"read_file"));
+        assert!(planning.contains(&"send_message") && planning.contains(&"claim_task"));
+        let approved = plan_gate(&full, false);
+        assert_eq!(approved, full);
     }
 
     #[test]

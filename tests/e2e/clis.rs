@@ -161,3 +161,155 @@ fn a_missing_cli_stops_up_before_any_agent_starts_and_names_its_npm_package() {
         !sb.team("nocli").lock.exists() || !agent_team_paths::lock_held(&sb.team("nocli").lock)
     );
 }
+
+/// The pinned agent CLIs, installed with npm into a cache under `target/` (never globally):
+/// the path of the installed command. A CLI that cannot be installed fails the test.
+fn installed(package: &str, version: &str, bin: &str) -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let dir = target
+        .join("clis")
+        .join(format!("{}@{version}", package.replace('/', "+")));
+    let exe = dir.join("node_modules/.bin").join(bin);
+    if exe.exists() {
+        return exe;
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = std::process::Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--prefix"])
+        .arg(&dir)
+        .arg(format!("{package}@{version}"))
+        .output()
+        .unwrap_or_else(|e| panic!("npm is needed to install {package}: {e}"));
+    assert!(
+        out.status.success() && exe.exists(),
+        "npm install {package}@{version} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
+#[test]
+fn a_claude_code_teammate_claims_writes_completes_and_reports_headless() {
+    use agent_team_mockmodel::{MockModel, Step, Wire};
+    use serde_json::json;
+    let claude = installed("@anthropic-ai/claude-code", "2.1.197", "claude");
+    let mock = MockModel::start_background(Wire::Anthropic).unwrap();
+    let mut sb = Sandbox::new();
+    sb.env.push((
+        "AT_TEST_ANTHROPIC_KEY".into(),
+        "sk-ant-test-0123456789abcdefghij".into(),
+    ));
+    let file = sb.path("cc.txt");
+    mock.script(
+        "cc",
+        vec![
+            Step::Tools(vec![("mcp__team__claim_task".into(), json!({"id": 1}))]),
+            Step::Tools(vec![(
+                "Write".into(),
+                json!({"file_path": file.display().to_string(), "content": "written by Claude Code\n"}),
+            )]),
+            // The message first: an exec leader ends the run once the board is done.
+            Step::Tools(vec![(
+                "mcp__team__send_message".into(),
+                json!({"to": "leader", "text": "cc finished task 1"}),
+            )]),
+            Step::Tools(vec![(
+                "mcp__team__update_task_status".into(),
+                json!({"id": 1, "status": "completed", "result": "wrote cc.txt"}),
+            )]),
+            Step::Text("All done.".into()),
+        ],
+    );
+    sb.write_team_file(&format!(
+        r#"name = "ccteam"
+board = false
+
+[roles.claude]
+description = "Claude Code"
+provider = "claude-code"
+model = "claude-sonnet-4-5"
+base_url = "{base}"
+api_key_env = "AT_TEST_ANTHROPIC_KEY"
+command = ["{claude}"]
+restart = "never"
+
+[[teammates]]
+name = "cc"
+role = "claude"
+
+[[tasks]]
+key = "one"
+title = "Write cc.txt"
+"#,
+        base = mock.base_url(),
+        claude = claude.display(),
+    ));
+    let up = sb.run(&["up", "--backend", "process", "--detach"]);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    wait_for("cc to finish", Duration::from_secs(120), || {
+        matches!(
+            sb.agent("ccteam", "cc").status,
+            AgentStatus::Exited | AgentStatus::Failed | AgentStatus::Backoff
+        )
+    });
+    let log = std::fs::read_to_string(sb.team("ccteam").logs.join("cc.log")).unwrap_or_default();
+    let reqs = mock.requests("cc");
+    assert!(
+        !reqs.is_empty(),
+        "Claude Code never asked the mock: {log}\nunmatched: {:?}",
+        mock.unmatched().len()
+    );
+    // It asked with the member's model, and saw the team tools over MCP.
+    assert_eq!(reqs[0]["model"], "claude-sonnet-4-5");
+    let tools: Vec<String> = reqs[0]["tools"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        tools.iter().any(|t| t == "mcp__team__claim_task"),
+        "no team tools in {tools:?}\n{log}"
+    );
+    assert_eq!(
+        sb.agent("ccteam", "cc").status,
+        AgentStatus::Exited,
+        "{log}"
+    );
+    let task = sb.tasks("ccteam").into_iter().find(|t| t.id == 1).unwrap();
+    assert_eq!(task.status, TaskStatus::Completed, "{task:?}\n{log}");
+    assert_eq!(task.owner.as_deref(), Some("cc"));
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap_or_default(),
+        "written by Claude Code\n"
+    );
+    let inbox = sb.ok(&["inbox", "leader", "--json"]);
+    let last: Vec<String> = mock
+        .requests("cc")
+        .iter()
+        .map(|r| {
+            r["messages"]
+                .as_array()
+                .and_then(|m| m.last())
+                .map(|m| m.to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert!(inbox.contains("cc finished task 1"), "{inbox}\n{last:#?}");
+    // Its private home, not the user's.
+    assert!(
+        sb.team("ccteam")
+            .dir
+            .join("clis/cc/.claude/.claude.json")
+            .exists()
+    );
+    let _ = sb.run(&["down"]);
+}

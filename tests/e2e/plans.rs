@@ -302,3 +302,96 @@ fn the_leader_approves_a_plan_with_decide_plan() {
     assert_eq!(p1["plan"]["decided_by"], "leader", "{p1}");
     assert!(mock.unmatched().is_empty(), "{:?}", mock.unmatched());
 }
+
+/// The leader's pane puts a submitted plan to the person watching it (the approver is the
+/// human), and `reject NAME FEEDBACK` then `approve NAME` typed there decide it: the tmux
+/// backend, the exec leader's prompt, the keys sent with `send-keys`.
+#[test]
+fn the_leader_pane_puts_a_plan_to_the_person_and_their_answer_decides_it() {
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    mock.script(
+        "p1",
+        vec![
+            tools(&[("submit_plan", json!({"plan": "plan v1: write out.txt"}))]),
+            Step::Text("Waiting for approval.".into()),
+            after(
+                &["more tests"],
+                tools(&[("submit_plan", json!({"plan": "plan v2: with more tests"}))]),
+            ),
+            Step::Text("Waiting for approval.".into()),
+            after(&["Your plan was approved"], Step::Text("Working.".into())),
+        ],
+    );
+    let mut sb = Sandbox::new();
+    sb.env.push(("MOCK_API_KEY".into(), "test-key".into()));
+    sb.write_team_file(&format!(
+        "name = \"pp\"\nboard = false\n\n[roles.worker]\nprovider = \"openai\"\nmodel = \"mock-1\"\n\
+         base_url = \"{}\"\napi_key_env = \"MOCK_API_KEY\"\n\n[[teammates]]\nname = \"p1\"\n\
+         role = \"worker\"\nplan_required = true\n",
+        mock.base_url()
+    ));
+    sb.ok(&["up", "--backend", "tmux", "--detach"]);
+    let sock = sb.tmux_socket("pp");
+    let leader_pane = sb.agent("pp", "leader").pane.unwrap();
+    let screen = |sb: &Sandbox| {
+        sb.tmux(&sock, &["capture-pane", "-p", "-J", "-t", &leader_pane])
+            .unwrap_or_default()
+    };
+    wait_for("the plan prompt in the leader's pane", T, || {
+        screen(&sb).contains("plan from p1: approve?")
+    });
+    assert!(
+        screen(&sb).contains("plan v1: write out.txt"),
+        "{}",
+        screen(&sb)
+    );
+    // The person rejects it with feedback, typed in the pane.
+    sb.tmux(
+        &sock,
+        &[
+            "send-keys",
+            "-t",
+            &leader_pane,
+            "-l",
+            "reject p1 more tests please",
+        ],
+    )
+    .unwrap();
+    sb.tmux(&sock, &["send-keys", "-t", &leader_pane, "Enter"])
+        .unwrap();
+    wait_for("the second plan", T, || {
+        ps_agent(&sb, "pp", "p1")["plan"]["submissions"] == 2
+    });
+    let plan = ps_agent(&sb, "pp", "p1")["plan"].clone();
+    assert_eq!(plan["plan"], "plan v2: with more tests", "{plan}");
+    assert_eq!(plan["feedback"], "more tests please", "{plan}");
+    assert_eq!(
+        plan["decided_by"], "leader",
+        "decided in the leader's pane: {plan}"
+    );
+    assert!(
+        mock.requests("p1")
+            .iter()
+            .any(|r| r.to_string().contains("more tests please")),
+        "the feedback reached the model"
+    );
+    wait_for("the second prompt", T, || {
+        screen(&sb).matches("plan from p1: approve?").count() >= 2
+    });
+    sb.tmux(
+        &sock,
+        &["send-keys", "-t", &leader_pane, "-l", "approve p1"],
+    )
+    .unwrap();
+    sb.tmux(&sock, &["send-keys", "-t", &leader_pane, "Enter"])
+        .unwrap();
+    wait_for("the plan approved", T, || {
+        ps_agent(&sb, "pp", "p1")["plan"]["state"] == "approved"
+    });
+    assert!(
+        screen(&sb).contains("plan of p1: approved"),
+        "{}",
+        screen(&sb)
+    );
+    sb.ok(&["--team", "pp", "down"]);
+}

@@ -497,9 +497,31 @@ fn error_response(api: Api, status: u16, message: &str) -> Response {
     json_response(code, &body)
 }
 
-/// The agent a request is for: `NAME` from the line `Your name is NAME.` in its system prompt.
+/// The agent a request is for: `NAME` from the line `Your name is NAME.` in its system prompt,
+/// else in its first message (an external agent CLI such as Claude Code has a system prompt of
+/// its own and gets ours as its first input).
 fn agent_name(api: Api, req: &Value) -> Option<String> {
-    let system = match api {
+    name_in(&system_text(api, req).unwrap_or_default()).or_else(|| {
+        let first = req
+            .get("messages")?
+            .as_array()?
+            .iter()
+            .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))?;
+        name_in(&text_of(first.get("content")?))
+    })
+}
+
+/// `NAME` from `Your name is NAME.` in `text`.
+fn name_in(text: &str) -> Option<String> {
+    let rest = &text[text.find("Your name is ")? + "Your name is ".len()..];
+    let end = rest.find(['.', '\n']).unwrap_or(rest.len());
+    let name = rest[..end].trim();
+    (!name.is_empty()).then(|| name.to_string())
+}
+
+/// The system prompt of a request.
+fn system_text(api: Api, req: &Value) -> Option<String> {
+    Some(match api {
         Api::OpenAi => req
             .get("messages")?
             .as_array()?
@@ -508,11 +530,7 @@ fn agent_name(api: Api, req: &Value) -> Option<String> {
             .and_then(|m| m.get("content"))
             .map(text_of)?,
         Api::Anthropic => text_of(req.get("system")?),
-    };
-    let rest = &system[system.find("Your name is ")? + "Your name is ".len()..];
-    let end = rest.find(['.', '\n']).unwrap_or(rest.len());
-    let name = rest[..end].trim();
-    (!name.is_empty()).then(|| name.to_string())
+    })
 }
 
 /// Text from a string or from an array of text blocks.
@@ -542,6 +560,12 @@ mod tests {
         let a = json!({"system": "Your name is carol"});
         assert_eq!(agent_name(Api::Anthropic, &a), Some("carol".into()));
         assert_eq!(agent_name(Api::Anthropic, &json!({"messages": []})), None);
+        // An agent CLI's own system prompt, ours in its first user message.
+        let c = json!({"system": "You are Claude Code.", "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "<reminder/>"},
+                                         {"type": "text", "text": "Your name is cc. Work."}]},
+            {"role": "assistant", "content": "ok"}]});
+        assert_eq!(agent_name(Api::Anthropic, &c), Some("cc".into()));
         assert_eq!(
             agent_name(
                 Api::OpenAi,

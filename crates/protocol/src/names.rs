@@ -5,6 +5,8 @@ pub const LEADER: &str = "leader";
 
 /// The pseudo-sender stamped on messages the operator sends from the CLI.
 pub const OPERATOR: &str = "operator";
+/// The sender of what the daemon itself says (hooks' feedback, budget warnings, plans).
+pub const DAEMON: &str = "daemon";
 
 /// Whether `name` is a valid team or agent name.
 pub fn is_valid(name: &str) -> bool {
@@ -19,7 +21,7 @@ pub fn is_valid(name: &str) -> bool {
 
 /// Names no agent may take: the operator's pseudo-sender, the daemon's name in the event log,
 /// and words that read as "everyone" (`all`, `*`). Names starting with `_` are reserved too.
-pub const RESERVED: &[&str] = &[OPERATOR, "daemon", "all", "*"];
+pub const RESERVED: &[&str] = &[OPERATOR, DAEMON, "all", "*"];
 
 /// Whether `name` is reserved (see [`RESERVED`]): an agent of that name could pass for the
 /// operator, the daemon or everyone in a message's `from`.

@@ -277,6 +277,7 @@ pub async fn run(
                 MessageKind::Permission if !leader_approves => {}
                 _ => {
                     idle::show(&name, m, out);
+                    approvals.offer_plan(m, out);
                     text.push(format!("[message from {}] {}", m.from, m.body));
                 }
             })

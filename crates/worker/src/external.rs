@@ -143,12 +143,15 @@ fn fill(word: &str, vars: &[(&str, &str)]) -> String {
 /// Everything that starts `role`'s CLI for `agent`: `home` is the agent's private CLI home
 /// ([`agent_team_paths::TeamPaths::cli_home`]), `agent_team` the `agent-team` binary that serves
 /// MCP.
+/// `headless` when there is no terminal to show the CLI's own screen (the `process` backend):
+/// the CLIs that have a one-shot mode use it.
 pub fn plan(
     agent: &AgentEnv,
     config: &TeamConfig,
     role: &Role,
     home: &Path,
     agent_team: &Path,
+    headless: bool,
 ) -> Result<Launch, AgentError> {
     let cwd = agent
         .workspace
@@ -243,7 +246,15 @@ pub fn plan(
             if let Some(url) = &role.base_url {
                 envs.push(("ANTHROPIC_BASE_URL".into(), url.clone()));
             }
-            let mut args = vec![
+            let (allowed, disallowed) = claude_tools(role);
+            // The prompt comes first: `--allowedTools` and `--disallowedTools` take every
+            // word after them, so a prompt after them would be read as tool names.
+            let mut args: Vec<String> = Vec::new();
+            if headless {
+                args.push("-p".into());
+            }
+            args.push(prompt.clone());
+            args.extend([
                 "--mcp-config".into(),
                 mcp_file.display().to_string(),
                 "--strict-mcp-config".into(),
@@ -252,10 +263,16 @@ pub fn plan(
                 "--model".into(),
                 role.model.clone(),
                 "--allowedTools".into(),
-                team_tools(agent).join(","),
-            ];
+                team_tools(agent)
+                    .into_iter()
+                    .chain(allowed)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ]);
+            if !disallowed.is_empty() {
+                args.extend(["--disallowedTools".into(), disallowed.join(",")]);
+            }
             args.extend(extra_args(role));
-            args.push(prompt.clone());
             ("claude".to_string(), args)
         }
         Provider::Codex => {
@@ -300,7 +317,12 @@ pub fn plan(
             if let Some(k) = key("OPENAI_API_KEY") {
                 envs.push((key_var, k));
             }
-            let mut args = vec!["--dangerously-bypass-hook-trust".into()];
+            let mut args: Vec<String> = if headless {
+                vec!["exec".into(), "--skip-git-repo-check".into()]
+            } else {
+                Vec::new()
+            };
+            args.push("--dangerously-bypass-hook-trust".into());
             args.extend(extra_args(role));
             args.push(prompt.clone());
             ("codex".to_string(), args)
@@ -334,7 +356,8 @@ pub fn plan(
                 envs.push(("OPENAI_API_KEY".into(), k));
             }
             let mut args = extra_args(role);
-            args.extend(["-i".to_string(), prompt.clone()]);
+            let flag = if headless { "-p" } else { "-i" };
+            args.extend([flag.to_string(), prompt.clone()]);
             ("qwen".to_string(), args)
         }
         p => {
@@ -358,7 +381,12 @@ pub fn plan(
             .map(|c| c.iter().skip(1).cloned().collect())
             .unwrap_or_default();
         if !extra.is_empty() {
-            let at = args.len().saturating_sub(1);
+            // Before the prompt where it is last; Claude Code's comes first.
+            let at = if role.provider == Provider::ClaudeCode {
+                args.len()
+            } else {
+                args.len().saturating_sub(1)
+            };
             args.splice(at..at, extra);
         }
     }
@@ -372,6 +400,54 @@ pub fn plan(
         files,
         cwd,
     })
+}
+
+/// Claude Code's own tools for `role`: those whose counterpart the role has and its policy
+/// allows outright (no `ask`, no pattern rule) are allowed without asking; those whose
+/// counterpart it lacks are disallowed (a read-only role's Claude cannot write). The rest
+/// are left to Claude's own permission prompt.
+fn claude_tools(role: &Role) -> (Vec<String>, Vec<String>) {
+    use agent_team_config::policy::{self, perms};
+    let rules = policy::rules(&role.permissions);
+    let (mut allowed, mut disallowed) = (Vec::new(), Vec::new());
+    for name in [
+        "Read",
+        "Write",
+        "Edit",
+        "MultiEdit",
+        "Glob",
+        "LS",
+        "Grep",
+        "Bash",
+        "WebFetch",
+        "TodoWrite",
+    ] {
+        let Some(ours) = agent_team_config::claude_tool(name) else {
+            continue;
+        };
+        if !role.tools.iter().any(|t| t == ours) {
+            disallowed.push(name.to_string());
+            continue;
+        }
+        let patterned = role
+            .permissions
+            .iter()
+            .any(|r| (r.tool == ours || r.tool == "*") && r.pattern.is_some());
+        if !patterned && perms::decide_rules(&rules, ours, "") == perms::Action::Allow {
+            allowed.push(name.to_string());
+        }
+    }
+    // Claude Code's own task list and messages would be a second board beside the team's.
+    for own in [
+        "TaskCreate",
+        "TaskGet",
+        "TaskList",
+        "TaskUpdate",
+        "SendMessage",
+    ] {
+        disallowed.push(own.to_string());
+    }
+    (allowed, disallowed)
 }
 
 /// The team tools as Claude Code names them (`mcp__team__<tool>`), allowed without asking.
@@ -462,7 +538,8 @@ pub async fn run(agent: AgentEnv, out: Output) -> Result<(), AgentError> {
         .map_err(|e| AgentError::Config(e.to_string()))?
         .cli_home(&agent.name);
     let agent_team = agent_team_exe();
-    let launch = plan(&agent, &config, &role, &home, &agent_team)?;
+    let headless = !nix::unistd::isatty(std::io::stdout()).unwrap_or(false);
+    let launch = plan(&agent, &config, &role, &home, &agent_team, headless)?;
     write_files(&launch)?;
     let path_var = std::env::var("PATH").ok();
     let Some(exe) = find_program(&launch.program, path_var.as_deref()) else {

@@ -15,13 +15,10 @@ use crate::AgentError;
 use crate::link::{Inbound, Link};
 use crate::output::Output;
 use crate::prompt::Approvals;
-use agent_team_protocol::names::OPERATOR;
+use agent_team_protocol::names::{DAEMON, OPERATOR};
 use agent_team_protocol::*;
 use std::future::Future;
 use tokio::sync::mpsc::UnboundedReceiver;
-
-/// The pseudo-sender of the daemon's own messages (not an agent: it is not answered).
-const DAEMON: &str = "daemon";
 
 /// What the idle point needs from the daemon: [`Link`] in the agent, a fake in the tests.
 pub trait Daemon: Sync {

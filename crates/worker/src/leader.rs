@@ -37,6 +37,7 @@ pub async fn run(
                     approvals.ask(m, out);
                 } else {
                     idle::show(link.name(), m, out);
+                    approvals.offer_plan(m, out);
                 }
             })
             .await;

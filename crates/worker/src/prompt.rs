@@ -3,10 +3,13 @@
 //! terminal. Each request is shown the same way ([`question`]) and answered with the same words
 //! ([`parse_answer`]): `y` (once), `a` (always) or `n REASON` (deny), with the request id when
 //! several wait. `agent-team approve/deny` from any terminal works at the same time; whichever
-//! answers first decides.
+//! answers first decides. A teammate's submitted plan is put to the same person the same way
+//! and answered `approve NAME [FEEDBACK]` or `reject NAME FEEDBACK` (as `agent-team plan`
+//! does).
 
 use crate::link::{CallError, Link};
 use crate::output::Output;
+use agent_team_protocol::names::DAEMON;
 use agent_team_protocol::*;
 use std::collections::VecDeque;
 use tokio::sync::mpsc;
@@ -15,6 +18,8 @@ use tokio::sync::mpsc;
 pub struct Approvals {
     lines: Option<mpsc::UnboundedReceiver<String>>,
     open: VecDeque<u64>,
+    /// Teammates whose plans wait for an answer here.
+    plans: Vec<String>,
 }
 
 impl Approvals {
@@ -25,6 +30,7 @@ impl Approvals {
             return Approvals {
                 lines: None,
                 open: VecDeque::new(),
+                plans: Vec::new(),
             };
         }
         let (tx, rx) = mpsc::unbounded_channel();
@@ -40,7 +46,24 @@ impl Approvals {
         Approvals {
             lines: Some(rx),
             open: VecDeque::new(),
+            plans: Vec::new(),
         }
+    }
+
+    /// Puts a submitted plan (the daemon's `plan from NAME` message, shown as usual by the
+    /// caller) to the person at this prompt; does nothing for other messages or when not
+    /// prompting.
+    pub fn offer_plan(&mut self, m: &Message, out: &Output) {
+        let Some(name) = plan_author(m) else { return };
+        if !self.active() {
+            return;
+        }
+        if !self.plans.iter().any(|p| p == name) {
+            self.plans.push(name.to_string());
+        }
+        out.say(&format!(
+            "📋 plan from {name}: approve? [approve {name} [FEEDBACK]] or [reject {name} FEEDBACK]: "
+        ));
     }
 
     /// Whether this pane prompts.
@@ -97,6 +120,10 @@ impl Approvals {
         {
             self.open.retain(|id| requests.iter().any(|r| r.id == *id));
         }
+        if let Some(plan) = parse_plan_answer(&line) {
+            self.decide_plan(plan, link, out).await;
+            return;
+        }
         let open: Vec<u64> = self.open.iter().copied().collect();
         let answer = match parse_answer(&line, &open) {
             Ok(a) => a,
@@ -146,6 +173,78 @@ impl Approvals {
             out.say(&format!("  still waiting: request {}", ids.join(", ")));
         }
     }
+}
+
+impl Approvals {
+    /// Sends a plan decision typed here; the daemon says whether the plan was waiting.
+    async fn decide_plan(&mut self, plan: PlanAnswer, link: &Link, out: &Output) {
+        let PlanAnswer {
+            agent,
+            approve,
+            feedback,
+        } = plan;
+        if !approve && feedback.is_none() {
+            out.say(&format!(
+                "  a rejection needs feedback: `reject {agent} WHAT TO CHANGE`"
+            ));
+            return;
+        }
+        match link
+            .call_retry(Request::PlanDecide {
+                agent: agent.clone(),
+                approve,
+                feedback,
+            })
+            .await
+        {
+            Ok(_) => {
+                self.plans.retain(|p| *p != agent);
+                out.say(&format!(
+                    "  plan of {agent}: {}",
+                    if approve { "approved" } else { "rejected" }
+                ));
+            }
+            Err(e) => out.say(&format!("  could not decide the plan of {agent}: {e}")),
+        }
+    }
+}
+
+/// A plan decision typed at the prompt.
+#[derive(Debug, PartialEq)]
+pub struct PlanAnswer {
+    /// The teammate whose plan it decides.
+    pub agent: String,
+    /// Approved or rejected.
+    pub approve: bool,
+    /// What to change (required to reject), or a note with an approval.
+    pub feedback: Option<String>,
+}
+
+/// Reads `approve NAME [FEEDBACK]` or `reject NAME FEEDBACK`; anything else is not a plan
+/// answer (it may be a permission answer).
+pub fn parse_plan_answer(line: &str) -> Option<PlanAnswer> {
+    let mut words = line.split_whitespace();
+    let approve = match words.next()?.to_lowercase().as_str() {
+        "approve" => true,
+        "reject" => false,
+        _ => return None,
+    };
+    let agent = words.next()?.to_string();
+    let feedback = words.collect::<Vec<_>>().join(" ");
+    Some(PlanAnswer {
+        agent,
+        approve,
+        feedback: (!feedback.is_empty()).then_some(feedback),
+    })
+}
+
+/// The teammate a daemon message about a submitted plan is from (its summary is
+/// `plan from NAME`).
+pub fn plan_author(m: &Message) -> Option<&str> {
+    if m.from != DAEMON {
+        return None;
+    }
+    m.summary.as_deref()?.strip_prefix("plan from ")
 }
 
 /// The choices, as every prompt shows them.
@@ -245,6 +344,41 @@ pub fn request_id(body: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plan_answers_name_the_teammate_and_carry_the_feedback() {
+        assert_eq!(
+            parse_plan_answer("approve p1"),
+            Some(PlanAnswer {
+                agent: "p1".into(),
+                approve: true,
+                feedback: None
+            })
+        );
+        assert_eq!(
+            parse_plan_answer("reject p1 add tests first"),
+            Some(PlanAnswer {
+                agent: "p1".into(),
+                approve: false,
+                feedback: Some("add tests first".into())
+            })
+        );
+        assert_eq!(parse_plan_answer("reject"), None);
+        assert_eq!(parse_plan_answer("y 12"), None);
+        let mut m = Message {
+            id: 1,
+            from: DAEMON.into(),
+            to: "leader".into(),
+            kind: MessageKind::Text,
+            body: "p1 submitted a plan".into(),
+            summary: Some("plan from p1".into()),
+            ts: Timestamp::now(),
+            state: DeliveryState::Queued,
+        };
+        assert_eq!(plan_author(&m), Some("p1"));
+        m.from = "b1".into();
+        assert_eq!(plan_author(&m), None, "only the daemon announces plans");
+    }
 
     #[test]
     fn an_answer_goes_to_the_request_it_names_or_the_only_one() {

@@ -614,6 +614,7 @@ impl Leader<'_> {
                     approvals.ask(m, out);
                 } else {
                     idle::show(&name, m, out);
+                    approvals.offer_plan(m, out);
                 }
             })
             .await;

@@ -55,6 +55,7 @@ fn the_mcp_config_starts_agent_team_mcp_as_this_agent() {
         &role(Provider::ClaudeCode),
         Path::new("/home/cc"),
         Path::new("/bin/agent-team"),
+        false,
     )
     .unwrap();
     let mcp: serde_json::Value = serde_json::from_str(file(&l, "mcp.json")).unwrap();
@@ -78,6 +79,7 @@ fn claude_code_gets_a_private_seeded_home_its_mcp_server_only_and_the_prompt() {
         &role(Provider::ClaudeCode),
         Path::new("/home/cc"),
         Path::new("/bin/agent-team"),
+        false,
     )
     .unwrap();
     assert_eq!(l.program, "claude");
@@ -87,7 +89,8 @@ fn claude_code_gets_a_private_seeded_home_its_mcp_server_only_and_the_prompt() {
     assert_eq!(l.args[at("--model") + 1], "m-1");
     assert!(l.args[at("--allowedTools") + 1].contains("mcp__team__claim_task"));
     assert!(l.args[at("--allowedTools") + 1].contains("mcp__team__wait_for_messages"));
-    let prompt = l.args.last().unwrap();
+    // The prompt comes before the variadic tool lists, which would swallow it.
+    let prompt = &l.args[0];
     assert!(
         prompt.contains("Your name is cc.") && prompt.contains("ship it"),
         "{prompt}"
@@ -116,6 +119,7 @@ fn codex_gets_a_responses_provider_the_team_server_and_no_daemon() {
         &role(Provider::Codex),
         Path::new("/home/cc"),
         Path::new("/bin/agent-team"),
+        false,
     )
     .unwrap();
     assert_eq!(l.program, "codex");
@@ -166,6 +170,7 @@ fn qwen_code_gets_its_settings_with_a_trusted_team_server() {
         &role(Provider::QwenCode),
         Path::new("/home/cc"),
         Path::new("/bin/agent-team"),
+        false,
     )
     .unwrap();
     assert_eq!(l.program, "qwen");
@@ -194,6 +199,7 @@ fn a_cli_template_is_filled_and_a_missing_one_is_an_error() {
         &r,
         Path::new("/home/cc"),
         Path::new("/bin/agent-team"),
+        false,
     )
     .unwrap();
     assert_eq!(l.program, "node");
@@ -217,6 +223,7 @@ fn a_cli_template_is_filled_and_a_missing_one_is_an_error() {
         &r,
         Path::new("/home/cc"),
         Path::new("/bin/agent-team"),
+        false,
     )
     .unwrap_err();
     assert!(e.to_string().contains("no `command`"), "{e}");
@@ -232,10 +239,11 @@ fn a_role_command_names_the_program_and_adds_arguments() {
         &r,
         Path::new("/home/cc"),
         Path::new("/bin/agent-team"),
+        false,
     )
     .unwrap();
     assert_eq!(l.program, "/opt/claude/bin/claude");
-    assert_eq!(l.args[l.args.len() - 2], "--verbose");
+    assert_eq!(l.args.last().map(String::as_str), Some("--verbose"));
 }
 
 #[test]
@@ -249,4 +257,83 @@ fn programs_are_found_on_the_path_given() {
     assert_eq!(find_program("claude", Some(&path)), Some(exe));
     assert_eq!(find_program("codex", Some(&path)), None);
     assert_eq!(npm_package(Provider::Codex), Some("@openai/codex"));
+}
+
+#[test]
+fn headless_launches_use_each_clis_one_shot_mode() {
+    let run = |p| {
+        plan(
+            &agent(),
+            &config(),
+            &role(p),
+            Path::new("/home/cc"),
+            Path::new("/bin/agent-team"),
+            true,
+        )
+        .unwrap()
+        .args
+    };
+    let c = run(Provider::ClaudeCode);
+    assert_eq!(c[0], "-p");
+    assert!(c[1].contains("Your name is cc."), "{c:?}");
+    assert_eq!(
+        &run(Provider::Codex)[..2],
+        ["exec", "--skip-git-repo-check"]
+    );
+    let q = run(Provider::QwenCode);
+    assert_eq!(q[q.len() - 2], "-p");
+}
+
+#[test]
+fn claude_codes_own_tools_follow_the_roles_tools_and_policy() {
+    let flag = |l: &Launch, f: &str| {
+        l.args
+            .iter()
+            .position(|a| a == f)
+            .map(|i| l.args[i + 1].clone())
+            .unwrap_or_default()
+    };
+    let launch = |r: &Role| {
+        plan(
+            &agent(),
+            &config(),
+            r,
+            Path::new("/home/cc"),
+            Path::new("/bin/agent-team"),
+            true,
+        )
+        .unwrap()
+    };
+    // The worker role writes and runs the shell: allowed without asking.
+    let l = launch(&role(Provider::ClaudeCode));
+    let allowed = flag(&l, "--allowedTools");
+    for t in ["Read", "Write", "Edit", "Bash", "mcp__team__claim_task"] {
+        assert!(allowed.split(',').any(|x| x == t), "{t} not in {allowed}");
+    }
+    // A read-only role's Claude may not write or run the shell.
+    let mut ro = agent_team_config::builtin_roles()
+        .get("reviewer")
+        .cloned()
+        .unwrap();
+    ro.provider = Provider::ClaudeCode;
+    let l = launch(&ro);
+    let denied = flag(&l, "--disallowedTools");
+    for t in ["Write", "Edit", "Bash"] {
+        assert!(denied.split(',').any(|x| x == t), "{t} not in {denied}");
+    }
+    assert!(!flag(&l, "--allowedTools").split(',').any(|x| x == "Write"));
+    // `ask` leaves the call to a permission prompt: neither allowed nor disallowed.
+    let mut asking = role(Provider::ClaudeCode);
+    asking.permissions.push(agent_team_config::PolicyRule {
+        tool: "bash".into(),
+        pattern: None,
+        action: agent_team_config::PermAction::Ask,
+    });
+    let l = launch(&asking);
+    assert!(!flag(&l, "--allowedTools").split(',').any(|x| x == "Bash"));
+    assert!(
+        !flag(&l, "--disallowedTools")
+            .split(',')
+            .any(|x| x == "Bash")
+    );
 }

@@ -313,3 +313,179 @@ title = "Write cc.txt"
     );
     let _ = sb.run(&["down"]);
 }
+
+/// The issue's mixed team: a Claude Code teammate and a Qwen Code teammate, each against the
+/// mock model in its own wire format (Anthropic messages, streamed; chat completions), each
+/// claiming one task over MCP, writing a file with its own write tool, completing the task and
+/// messaging the leader. Headless (the `process` backend).
+#[test]
+fn a_mixed_team_of_claude_code_and_qwen_code_shares_one_board() {
+    use agent_team_mockmodel::{MockModel, Step, Wire};
+    use serde_json::json;
+    let claude = installed("@anthropic-ai/claude-code", "2.1.197", "claude");
+    let qwen = installed("@qwen-code/qwen-code", "0.15.10", "qwen");
+    let anthropic = MockModel::start_background(Wire::Anthropic).unwrap();
+    let openai = MockModel::start_background(Wire::OpenAi).unwrap();
+    let mut sb = Sandbox::new();
+    sb.env.push((
+        "AT_TEST_ANTHROPIC_KEY".into(),
+        "sk-ant-test-0123456789abcdefghij".into(),
+    ));
+    sb.env
+        .push(("AT_TEST_OPENAI_KEY".into(), "sk-test-qwen".into()));
+    let (cc_file, qw_file) = (sb.path("cc.txt"), sb.path("qw.txt"));
+    let call = |name: &str, args: serde_json::Value| Step::Tools(vec![(name.into(), args)]);
+    anthropic.script(
+        "cc",
+        vec![
+            call("mcp__team__claim_task", json!({"id": 1})),
+            call(
+                "Write",
+                json!({"file_path": cc_file.display().to_string(), "content": "claude\n"}),
+            ),
+            call(
+                "mcp__team__send_message",
+                json!({"to": "leader", "text": "cc finished task 1"}),
+            ),
+            call(
+                "mcp__team__update_task_status",
+                json!({"id": 1, "status": "completed", "result": "cc.txt"}),
+            ),
+            Step::Text("Done.".into()),
+        ],
+    );
+    // Qwen Code defers MCP tools behind its tool_search: the model selects them first.
+    openai.script(
+        "qw",
+        vec![
+            call(
+                "tool_search",
+                json!({"query": "select:mcp__team__claim_task,mcp__team__update_task_status,mcp__team__send_message"}),
+            ),
+            call("mcp__team__claim_task", json!({"id": 2})),
+            call(
+                "write_file",
+                json!({"file_path": qw_file.display().to_string(), "content": "qwen\n"}),
+            ),
+            call(
+                "mcp__team__send_message",
+                json!({"to": "leader", "text": "qw finished task 2"}),
+            ),
+            call(
+                "mcp__team__update_task_status",
+                json!({"id": 2, "status": "completed", "result": "qw.txt"}),
+            ),
+            Step::Text("Done.".into()),
+        ],
+    );
+    sb.write_team_file(&format!(
+        r#"name = "mixed"
+board = false
+
+[roles.claude]
+description = "Claude Code"
+provider = "claude-code"
+model = "claude-sonnet-4-5"
+base_url = "{anthropic}"
+api_key_env = "AT_TEST_ANTHROPIC_KEY"
+command = ["{claude}"]
+restart = "never"
+
+[roles.qwen]
+description = "Qwen Code"
+provider = "qwen-code"
+model = "qwen3-coder"
+base_url = "{openai}"
+api_key_env = "AT_TEST_OPENAI_KEY"
+command = ["{qwen}"]
+restart = "never"
+
+[[teammates]]
+name = "cc"
+role = "claude"
+
+[[teammates]]
+name = "qw"
+role = "qwen"
+
+[[tasks]]
+key = "one"
+title = "Claude's file"
+
+[[tasks]]
+key = "two"
+title = "Qwen's file"
+"#,
+        anthropic = anthropic.base_url(),
+        openai = openai.base_url(),
+        claude = claude.display(),
+        qwen = qwen.display(),
+    ));
+    let up = sb.run(&["up", "--backend", "process", "--detach"]);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let logs = |sb: &Sandbox| {
+        ["cc", "qw"]
+            .iter()
+            .map(|n| {
+                std::fs::read_to_string(sb.team("mixed").logs.join(format!("{n}.log")))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    wait_for("both CLIs to finish", Duration::from_secs(120), || {
+        ["cc", "qw"].iter().all(|n| {
+            matches!(
+                sb.agent("mixed", n).status,
+                AgentStatus::Exited | AgentStatus::Failed | AgentStatus::Backoff
+            )
+        })
+    });
+    let tasks = sb.tasks("mixed");
+    let qw_reqs: Vec<String> = openai
+        .requests("qw")
+        .iter()
+        .map(|r| {
+            let tools: Vec<&str> = r["tools"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t["function"]["name"].as_str())
+                .collect();
+            let last = r["messages"]
+                .as_array()
+                .and_then(|m| m.last())
+                .map(|m| m.to_string())
+                .unwrap_or_default();
+            format!("tools {tools:?}\nlast {}", &last[..last.len().min(600)])
+        })
+        .collect();
+    for (id, owner, file, text) in [
+        (1, "cc", &cc_file, "claude\n"),
+        (2, "qw", &qw_file, "qwen\n"),
+    ] {
+        let t = tasks.iter().find(|t| t.id == id).unwrap();
+        assert_eq!(
+            t.status,
+            TaskStatus::Completed,
+            "{t:?}\n{}\nqwen's requests:\n{}",
+            logs(&sb),
+            qw_reqs.join("\n\n")
+        );
+        assert_eq!(t.owner.as_deref(), Some(owner));
+        assert_eq!(std::fs::read_to_string(file).unwrap_or_default(), text);
+    }
+    let inbox = sb.ok(&["inbox", "leader", "--json"]);
+    assert!(
+        inbox.contains("cc finished task 1") && inbox.contains("qw finished task 2"),
+        "{inbox}"
+    );
+    // Each asked its own wire with its member's model.
+    assert_eq!(anthropic.requests("cc")[0]["model"], "claude-sonnet-4-5");
+    assert_eq!(openai.requests("qw")[0]["model"], "qwen3-coder");
+    let _ = sb.run(&["down"]);
+}

@@ -498,7 +498,7 @@ fn error_response(api: Api, status: u16, message: &str) -> Response {
 }
 
 /// The agent a request is for: `NAME` from the line `Your name is NAME.` in its system prompt,
-/// else in its first message (an external agent CLI such as Claude Code has a system prompt of
+/// else in its first user message (an external agent CLI such as Claude Code has a system prompt of
 /// its own and gets ours as its first input).
 fn agent_name(api: Api, req: &Value) -> Option<String> {
     name_in(&system_text(api, req).unwrap_or_default()).or_else(|| {

@@ -331,7 +331,15 @@ pub fn plan(
             let qwen_home = home.join(".qwen");
             let settings = json!({
                 "security": {"auth": {"selectedType": "openai"}, "folderTrust": {"enabled": false}},
-                "model": {"name": role.model},
+                // No side requests of its own (next-speaker checks, memory extraction, a
+                // startup-context turn): every model request is the teammate's own work.
+                "model": {
+                    "name": role.model,
+                    "skipNextSpeakerCheck": true,
+                    "skipLoopDetection": true,
+                    "skipStartupContext": true,
+                },
+                "memory": {"enableManagedAutoMemory": false},
                 "mcpServers": {"team": {
                     "command": agent_team.display().to_string(),
                     "args": ["mcp"],
@@ -355,7 +363,11 @@ pub fn plan(
             if let Some(k) = key("OPENAI_API_KEY") {
                 envs.push(("OPENAI_API_KEY".into(), k));
             }
-            let mut args = extra_args(role);
+            let mut args = vec![
+                "--approval-mode".to_string(),
+                qwen_approval_mode(role).to_string(),
+            ];
+            args.extend(extra_args(role));
             let flag = if headless { "-p" } else { "-i" };
             args.extend([flag.to_string(), prompt.clone()]);
             ("qwen".to_string(), args)
@@ -407,8 +419,6 @@ pub fn plan(
 /// counterpart it lacks are disallowed (a read-only role's Claude cannot write). The rest
 /// are left to Claude's own permission prompt.
 fn claude_tools(role: &Role) -> (Vec<String>, Vec<String>) {
-    use agent_team_config::policy::{self, perms};
-    let rules = policy::rules(&role.permissions);
     let (mut allowed, mut disallowed) = (Vec::new(), Vec::new());
     for name in [
         "Read",
@@ -429,11 +439,7 @@ fn claude_tools(role: &Role) -> (Vec<String>, Vec<String>) {
             disallowed.push(name.to_string());
             continue;
         }
-        let patterned = role
-            .permissions
-            .iter()
-            .any(|r| (r.tool == ours || r.tool == "*") && r.pattern.is_some());
-        if !patterned && perms::decide_rules(&rules, ours, "") == perms::Action::Allow {
+        if allowed_outright(role, ours) {
             allowed.push(name.to_string());
         }
     }
@@ -448,6 +454,32 @@ fn claude_tools(role: &Role) -> (Vec<String>, Vec<String>) {
         disallowed.push(own.to_string());
     }
     (allowed, disallowed)
+}
+
+/// Whether `role` has our tool `ours` and its policy allows every call of it without asking
+/// (no `ask` or `deny`, and no pattern rule that would judge single calls).
+fn allowed_outright(role: &Role, ours: &str) -> bool {
+    use agent_team_config::policy::{self, perms};
+    if !role.tools.iter().any(|t| t == ours) {
+        return false;
+    }
+    let patterned = role
+        .permissions
+        .iter()
+        .any(|r| (r.tool == ours || r.tool == "*") && r.pattern.is_some());
+    !patterned
+        && perms::decide_rules(&policy::rules(&role.permissions), ours, "") == perms::Action::Allow
+}
+
+/// Qwen Code's approval mode for `role`: `yolo` when the role may write and run the shell
+/// without asking, `auto-edit` when it may write, else `default` (Qwen asks).
+fn qwen_approval_mode(role: &Role) -> &'static str {
+    let writes = allowed_outright(role, "write_file") && allowed_outright(role, "edit_file");
+    match (writes, allowed_outright(role, "bash")) {
+        (true, true) => "yolo",
+        (true, false) => "auto-edit",
+        _ => "default",
+    }
 }
 
 /// The team tools as Claude Code names them (`mcp__team__<tool>`), allowed without asking.

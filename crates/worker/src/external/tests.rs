@@ -181,6 +181,8 @@ fn qwen_code_gets_its_settings_with_a_trusted_team_server() {
     assert_eq!(env_of(&l, "OPENAI_BASE_URL"), Some("http://127.0.0.1:9/v1"));
     assert_eq!(env_of(&l, "QWEN_HOME"), Some("/home/cc/.qwen"));
     assert_eq!(l.args[l.args.len() - 2], "-i");
+    // The worker role writes and runs the shell without asking.
+    assert_eq!(&l.args[..2], ["--approval-mode", "yolo"]);
 }
 
 #[test]

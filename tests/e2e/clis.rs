@@ -489,3 +489,113 @@ title = "Qwen's file"
     assert_eq!(openai.requests("qw")[0]["model"], "qwen3-coder");
     let _ = sb.run(&["down"]);
 }
+
+/// A message sent to a busy Claude Code teammate arrives after its turn: the `Stop` hook
+/// (`agent-team hook stop`) hands it back as the next instruction, without a keystroke, and it
+/// is marked read only then.
+#[test]
+fn a_message_to_a_busy_claude_code_teammate_arrives_at_its_turns_end() {
+    use agent_team_mockmodel::{Gate, MockModel, Step, Wire};
+    use serde_json::json;
+    let claude = installed("@anthropic-ai/claude-code", "2.1.197", "claude");
+    let mock = MockModel::start_background(Wire::Anthropic).unwrap();
+    let mut sb = Sandbox::new();
+    sb.env.push((
+        "AT_TEST_ANTHROPIC_KEY".into(),
+        "sk-ant-test-0123456789abcdefghij".into(),
+    ));
+    let extra = sb.path("extra.txt");
+    let gate = Gate::new();
+    let call = |name: &str, args: serde_json::Value| Step::Tools(vec![(name.into(), args)]);
+    mock.script(
+        "cc",
+        vec![
+            call("mcp__team__claim_task", json!({"id": 1})),
+            // Busy until the test has sent its message; then the turn ends.
+            Step::Gate(
+                gate.clone(),
+                Box::new(Step::Text("Claimed; pausing.".into())),
+            ),
+            Step::Until {
+                needles: vec!["also write extra.txt".into()],
+                then: Box::new(call(
+                    "Write",
+                    json!({"file_path": extra.display().to_string(), "content": "extra\n"}),
+                )),
+                meanwhile: Box::new(Step::Text("Nothing new.".into())),
+            },
+            call(
+                "mcp__team__update_task_status",
+                json!({"id": 1, "status": "completed", "result": "extra.txt"}),
+            ),
+            Step::Text("All done.".into()),
+        ],
+    );
+    sb.write_team_file(&format!(
+        r#"name = "busy"
+board = false
+
+[roles.claude]
+description = "Claude Code"
+provider = "claude-code"
+model = "claude-sonnet-4-5"
+base_url = "{base}"
+api_key_env = "AT_TEST_ANTHROPIC_KEY"
+command = ["{claude}"]
+restart = "never"
+
+[[teammates]]
+name = "cc"
+role = "claude"
+
+[[tasks]]
+key = "one"
+title = "Work"
+"#,
+        base = mock.base_url(),
+        claude = claude.display(),
+    ));
+    let up = sb.run(&["up", "--backend", "process", "--detach"]);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    wait_for("cc to claim task 1", T, || {
+        sb.tasks("busy")
+            .iter()
+            .any(|t| t.id == 1 && t.owner.as_deref() == Some("cc"))
+    });
+    sb.ok(&["send", "cc", "also write extra.txt"]);
+    let state = |sb: &Sandbox| {
+        let msgs: Vec<Message> =
+            serde_json::from_str(&sb.ok(&["inbox", "cc", "--json"])).unwrap_or_default();
+        msgs.iter()
+            .find(|m| m.body == "also write extra.txt")
+            .map(|m| m.state)
+    };
+    wait_for("the message to reach cc's MCP server", T, || {
+        state(&sb) == Some(DeliveryState::Delivered)
+    });
+    gate.open();
+    wait_for("cc to exit", Duration::from_secs(120), || {
+        matches!(
+            sb.agent("busy", "cc").status,
+            AgentStatus::Exited | AgentStatus::Failed | AgentStatus::Backoff
+        )
+    });
+    let log = std::fs::read_to_string(sb.team("busy").logs.join("cc.log")).unwrap_or_default();
+    assert_eq!(
+        std::fs::read_to_string(&extra).unwrap_or_default(),
+        "extra\n",
+        "{log}"
+    );
+    assert_eq!(state(&sb), Some(DeliveryState::Read));
+    assert!(
+        sb.task_is("busy", 1, TaskStatus::Completed),
+        "{:?}",
+        sb.tasks("busy")
+    );
+    assert_eq!(sb.agent("busy", "cc").status, AgentStatus::Exited, "{log}");
+    let _ = sb.run(&["down"]);
+}

@@ -198,6 +198,19 @@ pub enum Command {
     /// comes from the `AGENT_TEAM_*` environment the supervisor gives the CLI, never from tool
     /// arguments; run by hand it fails with the variable it misses.
     Mcp,
+    /// The turn-end hook of an external agent CLI (Claude Code's and Qwen Code's `Stop`):
+    /// hands the messages queued for the agent back as its next instruction
+    /// (`{"decision":"block","reason":…}` on stdout), or lets the turn end. Written into the
+    /// CLI's private settings by the worker; not for use by hand.
+    #[command(hide = true)]
+    Hook {
+        /// The hook: `stop`.
+        #[arg(value_parser = ["stop"])]
+        event: String,
+        /// The agent's MCP server's hook socket.
+        #[arg(long, value_name = "PATH", env = "AGENT_TEAM_HOOK_SOCKET")]
+        socket: std::path::PathBuf,
+    },
     /// Run the team's supervisor daemon (normally started on demand).
     Daemon {
         /// Stay in the foreground instead of detaching.

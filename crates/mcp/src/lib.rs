@@ -136,6 +136,79 @@ impl TeamServer {
         }
     }
 
+    /// Answers the CLI's turn-end hook (`agent-team hook stop`) on `socket`: each connection
+    /// sends one line `stop` and gets one JSON line `{"messages": [TEXT, ...]}` with what is
+    /// queued for the agent (then marked read: the CLI takes it as its next instruction); with
+    /// nothing queued the agent is reported idle.
+    pub fn serve_hooks(&self, socket: &std::path::Path) -> Result<(), McpError> {
+        let _ = std::fs::remove_file(socket);
+        let listener = tokio::net::UnixListener::bind(socket).map_err(|e| {
+            McpError::Session(format!("cannot listen on {}: {e}", socket.display()))
+        })?;
+        let me = self.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let me = me.clone();
+                tokio::spawn(async move {
+                    let _ = me.answer_hook(stream).await;
+                });
+            }
+        });
+        Ok(())
+    }
+
+    async fn answer_hook(&self, stream: tokio::net::UnixStream) -> std::io::Result<()> {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let (r, mut w) = stream.into_split();
+        let mut line = String::new();
+        tokio::io::BufReader::new(r).read_line(&mut line).await?;
+        if line.trim() != "stop" {
+            return w.write_all(b"{\"error\":\"unknown hook\"}\n").await;
+        }
+        let messages = self.take_queued().await;
+        if messages.is_empty() {
+            self.ctx
+                .link
+                .set_status(agent_team_protocol::AgentStatus::Idle)
+                .await;
+        } else {
+            self.ctx
+                .link
+                .set_status(agent_team_protocol::AgentStatus::Running)
+                .await;
+        }
+        let texts: Vec<String> = messages.iter().map(render).collect();
+        let mut out = serde_json::to_vec(&serde_json::json!({ "messages": texts }))
+            .unwrap_or_else(|_| b"{}".to_vec());
+        out.push(b'\n');
+        w.write_all(&out).await
+    }
+
+    /// What is queued for the agent now, marked read (the caller hands it to the CLI).
+    async fn take_queued(&self) -> Vec<Message> {
+        let mut inbox = self.inbox.lock().await;
+        inbox.drain();
+        let messages = std::mem::take(&mut inbox.queued);
+        drop(inbox);
+        self.mark_read(&messages).await;
+        messages
+    }
+
+    async fn mark_read(&self, messages: &[Message]) {
+        if messages.is_empty() {
+            return;
+        }
+        let ids: Vec<u64> = messages.iter().map(|m| m.id).collect();
+        let _ = self
+            .ctx
+            .link
+            .call_retry(Request::Ack {
+                ids,
+                state: DeliveryState::Read,
+            })
+            .await;
+    }
+
     /// Serves MCP on stdin/stdout until the client closes it.
     pub async fn serve_stdio(self) -> Result<(), McpError> {
         let running = self
@@ -179,20 +252,8 @@ impl TeamServer {
         if messages.is_empty() {
             return CallToolResult::success(vec![Content::text("no messages")]);
         }
-        let ids: Vec<u64> = messages.iter().map(|m| m.id).collect();
-        let _ = self
-            .ctx
-            .link
-            .call_retry(Request::Ack {
-                ids,
-                state: DeliveryState::Read,
-            })
-            .await;
-        let text = messages
-            .iter()
-            .map(|m| format!("[message {} from {}] {}", m.id, m.from, m.body))
-            .collect::<Vec<_>>()
-            .join("\n");
+        self.mark_read(&messages).await;
+        let text = messages.iter().map(render).collect::<Vec<_>>().join("\n");
         CallToolResult::success(vec![Content::text(text)])
     }
 }
@@ -248,8 +309,57 @@ impl ServerHandler for TeamServer {
     }
 }
 
-/// `agent-team mcp`: serves the agent named by the environment the supervisor set.
+/// One message as the CLI is given it.
+fn render(m: &Message) -> String {
+    format!("[message {} from {}] {}", m.id, m.from, m.body)
+}
+
+/// The variable naming the socket the CLI's turn-end hook reaches this server on.
+pub const HOOK_SOCKET_ENV: &str = "AGENT_TEAM_HOOK_SOCKET";
+
+/// `agent-team mcp`: serves the agent named by the environment the supervisor set (and its
+/// turn-end hook, when `AGENT_TEAM_HOOK_SOCKET` names a socket).
 pub async fn serve_from_env() -> Result<(), McpError> {
     let agent = AgentEnv::from_process()?;
-    TeamServer::connect(agent).await?.serve_stdio().await
+    let server = TeamServer::connect(agent).await?;
+    if let Some(sock) = std::env::var_os(HOOK_SOCKET_ENV).filter(|v| !v.is_empty()) {
+        server.serve_hooks(std::path::Path::new(&sock))?;
+    }
+    server.serve_stdio().await
+}
+
+/// `agent-team hook stop`: asks the agent's MCP server (on `socket`) for the messages queued
+/// for it; returns the Claude Code / Qwen Code hook answer to print (`{"decision":"block",
+/// "reason":…}` hands them back as the next instruction), or `None` to let the turn end.
+pub async fn stop_hook(socket: &std::path::Path) -> Result<Option<String>, McpError> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let fail = |e: std::io::Error| {
+        McpError::Session(format!("the team server on {}: {e}", socket.display()))
+    };
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .map_err(fail)?;
+    let (r, mut w) = stream.into_split();
+    w.write_all(b"stop\n").await.map_err(fail)?;
+    let mut line = String::new();
+    tokio::io::BufReader::new(r)
+        .read_line(&mut line)
+        .await
+        .map_err(fail)?;
+    let v: Value = serde_json::from_str(line.trim())
+        .map_err(|e| McpError::Session(format!("a bad answer from the team server: {e}")))?;
+    let texts: Vec<&str> = v["messages"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if texts.is_empty() {
+        return Ok(None);
+    }
+    let reason = format!(
+        "New messages from your team; act on them now:\n{}",
+        texts.join("\n")
+    );
+    Ok(Some(
+        serde_json::json!({"decision": "block", "reason": reason}).to_string(),
+    ))
 }

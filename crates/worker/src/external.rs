@@ -75,20 +75,27 @@ fn is_executable(p: &Path) -> bool {
 
 /// The MCP configuration that starts `agent-team mcp` as this agent (Claude Code's
 /// `--mcp-config` shape, also read by the `cli` provider's commands).
-fn mcp_servers(agent: &AgentEnv, agent_team: &Path) -> serde_json::Value {
+fn mcp_servers(
+    agent: &AgentEnv,
+    agent_team: &Path,
+    hook_socket: Option<&Path>,
+) -> serde_json::Value {
     json!({
         "mcpServers": {
             "team": {
                 "command": agent_team.display().to_string(),
                 "args": ["mcp"],
-                "env": mcp_env(agent),
+                "env": mcp_env(agent, hook_socket),
             }
         }
     })
 }
 
 /// The environment `agent-team mcp` needs to join as this agent.
-fn mcp_env(agent: &AgentEnv) -> serde_json::Map<String, serde_json::Value> {
+fn mcp_env(
+    agent: &AgentEnv,
+    hook_socket: Option<&Path>,
+) -> serde_json::Map<String, serde_json::Value> {
     let mut m = serde_json::Map::new();
     m.insert(
         env::SOCKET.into(),
@@ -104,7 +111,42 @@ fn mcp_env(agent: &AgentEnv) -> serde_json::Map<String, serde_json::Value> {
     if let Some(l) = &agent.log_file {
         m.insert(env::LOG_FILE.into(), json!(l.display().to_string()));
     }
+    if let Some(h) = hook_socket {
+        m.insert(HOOK_SOCKET_ENV.into(), json!(h.display().to_string()));
+    }
     m
+}
+
+/// The variable telling `agent-team mcp` where to answer the CLI's turn-end hook.
+pub const HOOK_SOCKET_ENV: &str = "AGENT_TEAM_HOOK_SOCKET";
+
+/// The `Stop` hook (Claude Code's settings shape, which Qwen Code reads too): at each turn's
+/// end, `agent-team hook stop` hands the queued messages back as the next instruction.
+fn stop_hooks(agent_team: &Path, socket: &Path) -> serde_json::Value {
+    json!({
+        "Stop": [{
+            "matcher": "",
+            "hooks": [{
+                "type": "command",
+                "command": format!(
+                    "{} hook stop --socket {}",
+                    shell_word(&agent_team.display().to_string()),
+                    shell_word(&socket.display().to_string())
+                ),
+            }],
+        }],
+    })
+}
+
+/// `s` quoted for `sh` when it needs it.
+fn shell_word(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+@=:".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 /// The first input: the role's prompt, who the agent is and how it reaches the team.
@@ -160,7 +202,9 @@ pub fn plan(
     let prompt = first_input(agent, config, role);
     let mcp_file = home.join("mcp.json");
     let prompt_file = home.join("prompt.md");
-    let mcp = mcp_servers(agent, agent_team);
+    let hook_socket = home.join("hook.sock");
+    let hooked = matches!(role.provider, Provider::ClaudeCode | Provider::QwenCode);
+    let mcp = mcp_servers(agent, agent_team, hooked.then_some(hook_socket.as_path()));
     let mut files = vec![
         (mcp_file.clone(), pretty(&mcp)),
         (prompt_file.clone(), prompt.clone()),
@@ -225,7 +269,10 @@ pub fn plan(
                 }
             });
             files.push((config_dir.join(".claude.json"), pretty(&seeded)));
-            files.push((settings.clone(), pretty(&json!({}))));
+            files.push((
+                settings.clone(),
+                pretty(&json!({"hooks": stop_hooks(agent_team, &hook_socket)})),
+            ));
             envs.extend([
                 ("HOME".into(), home.display().to_string()),
                 ("CLAUDE_CONFIG_DIR".into(), config_dir.display().to_string()),
@@ -297,7 +344,7 @@ pub fn plan(
                 key = toml_str(&key_var),
                 cmd = toml_str(&agent_team.display().to_string()),
             );
-            for (k, v) in mcp_env(agent) {
+            for (k, v) in mcp_env(agent, None) {
                 toml.push_str(&format!(
                     "{k} = {}\n",
                     toml_str(v.as_str().unwrap_or_default())
@@ -343,9 +390,10 @@ pub fn plan(
                 "mcpServers": {"team": {
                     "command": agent_team.display().to_string(),
                     "args": ["mcp"],
-                    "env": mcp_env(agent),
+                    "env": mcp_env(agent, Some(&hook_socket)),
                     "trust": true,
                 }},
+                "hooks": stop_hooks(agent_team, &hook_socket),
                 "privacy": {"usageStatisticsEnabled": false},
                 "telemetry": {"enabled": false},
                 "general": {"enableAutoUpdate": false},

@@ -31,6 +31,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Doctor(j) => return doctor::doctor(j.json),
         Command::Roles(j) => return roles::roles(file, j.json),
         Command::Mcp => return mcp(),
+        Command::Hook { socket, .. } => return stop_hook(&socket),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "agent-team", &mut std::io::stdout());
@@ -114,7 +115,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Teams(t) => teams::teams(t),
         Command::Doctor(j) => doctor::doctor(j.json),
         Command::Roles(j) => roles::roles(ctx.file.clone(), j.json),
-        Command::Completions { .. } | Command::Man | Command::Mcp => Ok(ExitCode::SUCCESS),
+        Command::Completions { .. } | Command::Man | Command::Mcp | Command::Hook { .. } => {
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -126,6 +129,22 @@ fn mcp() -> Result<ExitCode> {
         .context("cannot start the async runtime")?;
     rt.block_on(agent_team_mcp::serve_from_env())
         .context("agent-team mcp")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `agent-team hook stop`: the CLI's turn-end hook. Its stdin (the CLI's hook input) is not
+/// needed: the agent's MCP server knows what is queued.
+fn stop_hook(socket: &std::path::Path) -> Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    if let Some(answer) = rt
+        .block_on(agent_team_mcp::stop_hook(socket))
+        .context("agent-team hook stop")?
+    {
+        println!("{answer}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

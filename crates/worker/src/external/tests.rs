@@ -105,6 +105,17 @@ fn claude_code_gets_a_private_seeded_home_its_mcp_server_only_and_the_prompt() {
         env_of(&l, "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"),
         Some("1")
     );
+    // The turn-end hook reaches the agent's MCP server on its private socket.
+    let settings: serde_json::Value = serde_json::from_str(file(&l, "settings.json")).unwrap();
+    assert_eq!(
+        settings["hooks"]["Stop"][0]["hooks"][0]["command"],
+        "/bin/agent-team hook stop --socket /home/cc/hook.sock"
+    );
+    let mcp: serde_json::Value = serde_json::from_str(file(&l, "mcp.json")).unwrap();
+    assert_eq!(
+        mcp["mcpServers"]["team"]["env"]["AGENT_TEAM_HOOK_SOCKET"],
+        "/home/cc/hook.sock"
+    );
     let seeded: serde_json::Value = serde_json::from_str(file(&l, ".claude.json")).unwrap();
     assert_eq!(seeded["hasCompletedOnboarding"], true);
     assert_eq!(seeded["projects"]["/ws"]["hasTrustDialogAccepted"], true);

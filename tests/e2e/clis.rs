@@ -599,3 +599,183 @@ title = "Work"
     assert_eq!(sb.agent("busy", "cc").status, AgentStatus::Exited, "{log}");
     let _ = sb.run(&["down"]);
 }
+
+/// The issue's own pair: a Claude Code teammate and a Codex teammate in one team file, each
+/// against the mock in its own wire format (Anthropic messages; the Responses API, where
+/// Codex sees the team tools as the `mcp__team` namespace), on one board. Codex writes its file
+/// with its shell tool in its own sandbox.
+#[test]
+fn claude_code_and_codex_share_one_board() {
+    use agent_team_mockmodel::{MockModel, Step, Wire};
+    use serde_json::json;
+    let claude = installed("@anthropic-ai/claude-code", "2.1.197", "claude");
+    let codex = installed("@openai/codex", "0.169.0", "codex");
+    let anthropic = MockModel::start_background(Wire::Anthropic).unwrap();
+    let responses = MockModel::start_background(Wire::OpenAi).unwrap();
+    let mut sb = Sandbox::new();
+    sb.env.push((
+        "AT_TEST_ANTHROPIC_KEY".into(),
+        "sk-ant-test-0123456789abcdefghij".into(),
+    ));
+    sb.env
+        .push(("AT_TEST_OPENAI_KEY".into(), "sk-test-codex".into()));
+    let (cc_file, cx_file) = (sb.path("cc.txt"), sb.path("cx.txt"));
+    let call = |name: &str, args: serde_json::Value| Step::Tools(vec![(name.into(), args)]);
+    anthropic.script(
+        "cc",
+        vec![
+            call("mcp__team__claim_task", json!({"id": 1})),
+            call(
+                "Write",
+                json!({"file_path": cc_file.display().to_string(), "content": "claude\n"}),
+            ),
+            call(
+                "mcp__team__send_message",
+                json!({"to": "leader", "text": "cc finished task 1"}),
+            ),
+            call(
+                "mcp__team__update_task_status",
+                json!({"id": 1, "status": "completed", "result": "cc.txt"}),
+            ),
+            Step::Text("Done.".into()),
+        ],
+    );
+    responses.script(
+        "cx",
+        vec![
+            call("mcp__team__claim_task", json!({"id": 2})),
+            call(
+                "exec_command",
+                json!({"cmd": format!("printf 'codex\\n' > {}", cx_file.display())}),
+            ),
+            call(
+                "mcp__team__send_message",
+                json!({"to": "leader", "text": "cx finished task 2"}),
+            ),
+            call(
+                "mcp__team__update_task_status",
+                json!({"id": 2, "status": "completed", "result": "cx.txt"}),
+            ),
+            Step::Text("Done.".into()),
+        ],
+    );
+    sb.write_team_file(&format!(
+        r#"name = "cxteam"
+board = false
+
+[roles.claude]
+description = "Claude Code"
+provider = "claude-code"
+model = "claude-sonnet-4-5"
+base_url = "{anthropic}"
+api_key_env = "AT_TEST_ANTHROPIC_KEY"
+command = ["{claude}"]
+restart = "never"
+
+[roles.codex]
+description = "Codex"
+provider = "codex"
+model = "gpt-5-codex"
+base_url = "{responses}"
+api_key_env = "AT_TEST_OPENAI_KEY"
+command = ["{codex}"]
+restart = "never"
+
+[[teammates]]
+name = "cc"
+role = "claude"
+
+[[teammates]]
+name = "cx"
+role = "codex"
+
+[[tasks]]
+key = "one"
+title = "Claude's file"
+
+[[tasks]]
+key = "two"
+title = "Codex's file"
+"#,
+        anthropic = anthropic.base_url(),
+        responses = responses.base_url(),
+        claude = claude.display(),
+        codex = codex.display(),
+    ));
+    let up = sb.run(&["up", "--backend", "process", "--detach"]);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let logs = |sb: &Sandbox| {
+        ["cc", "cx"]
+            .iter()
+            .map(|n| {
+                std::fs::read_to_string(sb.team("cxteam").logs.join(format!("{n}.log")))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    wait_for("both CLIs to finish", Duration::from_secs(120), || {
+        ["cc", "cx"].iter().all(|n| {
+            matches!(
+                sb.agent("cxteam", n).status,
+                AgentStatus::Exited | AgentStatus::Failed | AgentStatus::Backoff
+            )
+        })
+    });
+    let tasks = sb.tasks("cxteam");
+    for (id, owner, file, text) in [
+        (1, "cc", &cc_file, "claude\n"),
+        (2, "cx", &cx_file, "codex\n"),
+    ] {
+        let t = tasks.iter().find(|t| t.id == id).unwrap();
+        assert_eq!(
+            t.status,
+            TaskStatus::Completed,
+            "{t:?}\n{}\nunmatched: {}",
+            logs(&sb),
+            responses.unmatched().len()
+        );
+        assert_eq!(t.owner.as_deref(), Some(owner));
+        assert_eq!(
+            std::fs::read_to_string(file).unwrap_or_default(),
+            text,
+            "{}",
+            logs(&sb)
+        );
+    }
+    let inbox = sb.ok(&["inbox", "leader", "--json"]);
+    assert!(
+        inbox.contains("cc finished task 1") && inbox.contains("cx finished task 2"),
+        "{inbox}"
+    );
+    let cx_req = &responses.requests("cx")[0];
+    assert_eq!(cx_req["model"], "gpt-5-codex");
+    assert!(
+        cx_req["tools"].to_string().contains("\"mcp__team\""),
+        "Codex saw no team tools: {}",
+        cx_req["tools"]
+    );
+    // No process of either CLI outlives the team (Codex's app-server daemon is off): none has
+    // an environment pointing into the team's private CLI homes.
+    let _ = sb.run(&["down"]);
+    let homes = sb.team("cxteam").dir.join("clis").display().to_string();
+    wait_for("no CLI process left", T, || left_with(&homes).is_empty());
+}
+
+/// The pids of processes whose environment mentions `needle` (the CLIs' private homes).
+fn left_with(needle: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| String::from_utf8_lossy(&env).contains(needle))
+        })
+        .collect()
+}

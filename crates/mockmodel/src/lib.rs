@@ -296,6 +296,8 @@ async fn serve(
         .route("/v1/chat/completions", post(openai))
         .route("/chat/completions", post(openai))
         .route("/v1/messages", post(anthropic))
+        .route("/v1/responses", post(responses))
+        .route("/responses", post(responses))
         .with_state(shared);
     // Small SSE chunks must leave at once: with Nagle's algorithm each would wait for the
     // client's delayed ACK (40 ms).
@@ -319,6 +321,8 @@ pub(crate) enum Api {
     OpenAi,
     /// Messages.
     Anthropic,
+    /// OpenAI's Responses API (Codex).
+    Responses,
 }
 
 /// `POST /v1/chat/completions`.
@@ -329,6 +333,11 @@ async fn openai(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
 /// `POST /v1/messages`.
 async fn anthropic(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     handle(&shared, Api::Anthropic, &body).await
+}
+
+/// `POST /v1/responses`.
+async fn responses(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    handle(&shared, Api::Responses, &body).await
 }
 
 /// Records the request, takes the agent's next step and answers it.
@@ -441,6 +450,7 @@ async fn handle(shared: &Shared, api: Api, body: &[u8]) -> Response {
         let chunks = match api {
             Api::OpenAi => render::openai_stream(&answer, include_usage),
             Api::Anthropic => render::anthropic_stream(&answer),
+            Api::Responses => render::responses_stream(&answer),
         };
         // Yielding before each chunk lets the server write it out on its own, so the client
         // receives the answer piece by piece as from a real server.
@@ -461,6 +471,7 @@ async fn handle(shared: &Shared, api: Api, body: &[u8]) -> Response {
         let v = match api {
             Api::OpenAi => render::openai_whole(&answer),
             Api::Anthropic => render::anthropic_whole(&answer),
+            Api::Responses => render::responses_whole(&answer),
         };
         json_response(StatusCode::OK, &v)
     }
@@ -489,7 +500,9 @@ fn error_response(api: Api, status: u16, message: &str) -> Response {
         _ => "api_error",
     };
     let body = match api {
-        Api::OpenAi => serde_json::json!({"error": {"message": message, "type": kind}}),
+        Api::OpenAi | Api::Responses => {
+            serde_json::json!({"error": {"message": message, "type": kind}})
+        }
         Api::Anthropic => {
             serde_json::json!({"type": "error", "error": {"message": message, "type": kind}})
         }
@@ -498,16 +511,17 @@ fn error_response(api: Api, status: u16, message: &str) -> Response {
 }
 
 /// The agent a request is for: `NAME` from the line `Your name is NAME.` in its system prompt,
-/// else in its first user message (an external agent CLI such as Claude Code has a system prompt of
+/// else in the first user message that has it (an external agent CLI such as Claude Code has a system prompt of
 /// its own and gets ours as its first input).
 fn agent_name(api: Api, req: &Value) -> Option<String> {
     name_in(&system_text(api, req).unwrap_or_default()).or_else(|| {
-        let first = req
-            .get("messages")?
+        // Chat messages, or the Responses API's input items.
+        let items = req.get("messages").or_else(|| req.get("input"))?;
+        items
             .as_array()?
             .iter()
-            .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))?;
-        name_in(&text_of(first.get("content")?))
+            .filter(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+            .find_map(|m| name_in(&text_of(m.get("content")?)))
     })
 }
 
@@ -530,6 +544,7 @@ fn system_text(api: Api, req: &Value) -> Option<String> {
             .and_then(|m| m.get("content"))
             .map(text_of)?,
         Api::Anthropic => text_of(req.get("system")?),
+        Api::Responses => text_of(req.get("instructions")?),
     })
 }
 
@@ -566,6 +581,12 @@ mod tests {
                                          {"type": "text", "text": "Your name is cc. Work."}]},
             {"role": "assistant", "content": "ok"}]});
         assert_eq!(agent_name(Api::Anthropic, &c), Some("cc".into()));
+        // Codex: Responses API input items, its environment context first.
+        let r = json!({"instructions": null, "input": [
+            {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "You are Codex."}]},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "<environment_context/>"}]},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Your name is cx. Go."}]}]});
+        assert_eq!(agent_name(Api::Responses, &r), Some("cx".into()));
         assert_eq!(
             agent_name(
                 Api::OpenAi,

@@ -334,3 +334,119 @@ mod tests {
         );
     }
 }
+
+/// A Responses API tool name: an MCP tool named `mcp__SERVER__TOOL` in a script is the function
+/// `TOOL` in the namespace `mcp__SERVER` (as Codex lists and calls it); others have none.
+fn namespaced(name: &str) -> (Option<&str>, &str) {
+    if let Some(rest) = name.strip_prefix("mcp__")
+        && let Some(at) = rest.find("__")
+    {
+        return (Some(&name[..5 + at]), &rest[at + 2..]);
+    }
+    (None, name)
+}
+
+/// The Responses API's output items of an answer: a message with the text, then one
+/// `function_call` per call.
+fn responses_items(a: &Answer) -> Vec<Value> {
+    let mut items = Vec::new();
+    if !a.text.is_empty() {
+        items.push(json!({
+            "type": "message",
+            "id": format!("msg_mock{}", a.id),
+            "role": "assistant",
+            "status": "completed",
+            "content": [{"type": "output_text", "text": a.text, "annotations": []}],
+        }));
+    }
+    for (call_id, name, args) in &a.calls {
+        let (namespace, name) = namespaced(name);
+        let mut item = json!({
+            "type": "function_call",
+            "id": format!("fc_{call_id}"),
+            "call_id": call_id,
+            "name": name,
+            "arguments": args,
+            "status": "completed",
+        });
+        if let Some(ns) = namespace {
+            item["namespace"] = json!(ns);
+        }
+        items.push(item);
+    }
+    items
+}
+
+/// The Responses API's `usage` object.
+fn responses_usage(a: &Answer) -> Value {
+    let u = a.counts();
+    json!({
+        "input_tokens": u.input,
+        "input_tokens_details": {"cached_tokens": u.cached},
+        "output_tokens": u.output,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": u.input + u.output,
+    })
+}
+
+/// A whole Responses API answer.
+pub(crate) fn responses_whole(a: &Answer) -> Value {
+    json!({
+        "id": format!("resp_mock{}", a.id),
+        "object": "response",
+        "created_at": now(),
+        "status": "completed",
+        "model": a.model,
+        "output": responses_items(a),
+        "usage": responses_usage(a),
+    })
+}
+
+/// A streamed Responses API answer: `response.created`, each item added, its text in deltas,
+/// done, then `response.completed` with the usage.
+pub(crate) fn responses_stream(a: &Answer) -> Vec<Bytes> {
+    let id = format!("resp_mock{}", a.id);
+    let mut events: Vec<Value> = vec![json!({
+        "type": "response.created",
+        "response": {"id": id, "object": "response", "status": "in_progress", "model": a.model},
+    })];
+    for (index, item) in responses_items(a).into_iter().enumerate() {
+        let mut added = item.clone();
+        if item["type"] == "message" {
+            added["content"] = json!([]);
+        }
+        events.push(
+            json!({"type": "response.output_item.added", "output_index": index, "item": added}),
+        );
+        if item["type"] == "message" {
+            for piece in text_pieces(&a.text) {
+                events.push(json!({
+                    "type": "response.output_text.delta",
+                    "item_id": item["id"],
+                    "output_index": index,
+                    "content_index": 0,
+                    "delta": piece,
+                }));
+            }
+        }
+        events.push(
+            json!({"type": "response.output_item.done", "output_index": index, "item": item}),
+        );
+    }
+    events.push(json!({
+        "type": "response.completed",
+        "response": {
+            "id": id,
+            "object": "response",
+            "status": "completed",
+            "model": a.model,
+            "usage": responses_usage(a),
+        },
+    }));
+    let mut out = Vec::new();
+    for data in events {
+        let name = data["type"].as_str().unwrap_or("message").to_string();
+        split_event(format!("event: {name}\ndata: {data}\n\n"), &mut out);
+    }
+    out
+}

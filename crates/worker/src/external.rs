@@ -647,6 +647,10 @@ pub async fn run(agent: AgentEnv, out: Output) -> Result<(), AgentError> {
         .env_remove(env::SECRET_FILE)
         .env_remove(env::EXTERNAL)
         .kill_on_drop(true);
+    if headless {
+        // A one-shot CLI may read its stdin for more input (`codex exec` does): there is none.
+        cmd.stdin(std::process::Stdio::null());
+    }
     for (k, v) in &launch.env {
         cmd.env(k, v);
     }

@@ -422,7 +422,7 @@ nothing else running. Run-to-run spread on this machine: about ±10 % on the thr
   daemon at a 27.5 MiB peak RSS (10 MiB without); 1 M messages sent, delivered and read take
   561.5 MiB of state files, and `gc` brings them to a few KiB in 3–4 s.
 - **After issues 13, 14, 15 (part) and 17 (2026-11-23, 15:57, nothing else running).** The
-  table above. Against the morning's quiet run several figures are worse by more than the
+  table of that run (since replaced). Against the morning's quiet run several figures are worse by more than the
   run-to-run spread, beside floors that also fell (relay 5.32 M/s against 9.35 M/s: the VM is
   slower this afternoon), so part of it is the machine and part is not: the durable-message p50
   is 2.61× its floor (2.04× in the morning), racing claims 0.6× their fsync floor (1.0×),
@@ -436,6 +436,29 @@ nothing else running. Run-to-run spread on this machine: about ±10 % on the thr
   1.11× the same event read on the daemon's socket; events/s to 10 SSE clients 0.70× 10 socket
   subscribers, 0.23× before bursts were gathered into one chunk) and `board` (0.20 % idle,
   1.2 % with 10 agents streaming, beside `events --follow`'s 0.8 %).
+- **After issues 15 and 16 (2026-11-23, 17:49; the table above).** The 15:57 figures that
+  looked worse did not come from the code. Interleaved runs of two release builds on one
+  machine, the morning's saved commit `e65e9d8` and this session's HEAD, timed with
+  `perf stat -e task-clock` (CPU per message; this VM has no instruction counter). Each
+  build ran twice in turn, with a helper compiling beside it:
+  - sustained messages: e65e9d8 37.6 and 32.8 µs of CPU per message (27.6 and 32.5 k/s);
+    HEAD 36.3 and 34.9 µs (29.0 and 30.4 k/s);
+  - racing claims: e65e9d8 6.4 and 6.7 k/s; HEAD 6.9 and 7.5 k/s;
+  - p50: 335.5 µs against 341.7 µs, with fsync at 135 and 133 µs.
+
+  So the 15:57 run measured the machine. This run, quiet, has p50 at 2.00× its floor,
+  sustained messages at 47.2 k/s and claims at 0.8× the fsync floor, back to the morning's
+  figures.
+
+  The tmux-backend daemon CPU was real: +1.60 points, now **+0.40**. The periodic process
+  check ran every 500 ms, and on tmux each check is a `tmux list-panes` client: 20 clients
+  per 10 s. It now looks only every 5 s while every launched agent is connected. A connected
+  agent's death drops its connection, which looks at once. Hand check (debug build, 2
+  teammates running `sleep`): the daemon used 10 CPU ticks per 10 s before, 2 after, and a
+  SIGKILLed worker and a killed pane were still noticed within 0.3 s.
+
+  Request ids still cost about 20–25 % of sustained messages and claims against the code
+  without them (`9bfd6e8`). That gap is not closed.
 - **New figures:** the daemon's CPU with the tmux backend while teammates run commands was 73.5 %
   of a core before the SIGCHLD fix (a poll's own tmux client exiting triggered the next poll) and
   is 0.4–0.8 points above the process backend now. `run` on the in-process backend took 2.27× the

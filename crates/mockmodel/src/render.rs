@@ -300,41 +300,6 @@ pub(crate) fn anthropic_stream(a: &Answer) -> Vec<Bytes> {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pieces_cover_the_text() {
-        assert_eq!(pieces("abcdef", 3), vec!["ab", "cd", "ef"]);
-        assert_eq!(pieces("ab", 2), vec!["a", "b"]);
-        assert_eq!(pieces("", 2), vec!["", ""]);
-        assert_eq!(pieces("héllo", 2).concat(), "héllo");
-        assert_eq!(arg_pieces("{}").len(), 2);
-        assert_eq!(text_pieces("x"), vec!["x"]);
-    }
-
-    #[test]
-    fn streams_end_properly() {
-        let a = Answer {
-            id: 1,
-            model: "m".into(),
-            text: "hello".into(),
-            calls: vec![],
-            input_tokens: 3,
-            usage: None,
-        };
-        let o: Vec<u8> = openai_stream(&a, true).concat();
-        assert!(String::from_utf8(o).unwrap().ends_with("data: [DONE]\n\n"));
-        let s: Vec<u8> = anthropic_stream(&a).concat();
-        assert!(
-            String::from_utf8(s)
-                .unwrap()
-                .ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n")
-        );
-    }
-}
-
 /// A Responses API tool name: an MCP tool named `mcp__SERVER__TOOL` in a script is the function
 /// `TOOL` in the namespace `mcp__SERVER` (as Codex lists and calls it); others have none.
 fn namespaced(name: &str) -> (Option<&str>, &str) {
@@ -449,4 +414,64 @@ pub(crate) fn responses_stream(a: &Answer) -> Vec<Bytes> {
         split_event(format!("event: {name}\ndata: {data}\n\n"), &mut out);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mcp_tools_are_namespaced_for_the_responses_api() {
+        assert_eq!(
+            namespaced("mcp__team__claim_task"),
+            (Some("mcp__team"), "claim_task")
+        );
+        assert_eq!(namespaced("exec_command"), (None, "exec_command"));
+        let a = Answer {
+            id: 1,
+            model: "m".into(),
+            text: "hi".into(),
+            calls: vec![("call_1".into(), "mcp__team__claim_task".into(), "{}".into())],
+            input_tokens: 3,
+            usage: None,
+        };
+        let items = responses_items(&a);
+        assert_eq!(items[0]["type"], "message");
+        assert_eq!(items[1]["namespace"], "mcp__team");
+        assert_eq!(items[1]["name"], "claim_task");
+        let stream: Vec<u8> = responses_stream(&a).concat();
+        let text = String::from_utf8(stream).unwrap();
+        assert!(text.starts_with("event: response.created\n"));
+        assert!(text.contains("event: response.completed\n"));
+    }
+
+    #[test]
+    fn pieces_cover_the_text() {
+        assert_eq!(pieces("abcdef", 3), vec!["ab", "cd", "ef"]);
+        assert_eq!(pieces("ab", 2), vec!["a", "b"]);
+        assert_eq!(pieces("", 2), vec!["", ""]);
+        assert_eq!(pieces("héllo", 2).concat(), "héllo");
+        assert_eq!(arg_pieces("{}").len(), 2);
+        assert_eq!(text_pieces("x"), vec!["x"]);
+    }
+
+    #[test]
+    fn streams_end_properly() {
+        let a = Answer {
+            id: 1,
+            model: "m".into(),
+            text: "hello".into(),
+            calls: vec![],
+            input_tokens: 3,
+            usage: None,
+        };
+        let o: Vec<u8> = openai_stream(&a, true).concat();
+        assert!(String::from_utf8(o).unwrap().ends_with("data: [DONE]\n\n"));
+        let s: Vec<u8> = anthropic_stream(&a).concat();
+        assert!(
+            String::from_utf8(s)
+                .unwrap()
+                .ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n")
+        );
+    }
 }

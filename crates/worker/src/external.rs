@@ -287,6 +287,11 @@ pub fn plan(
                 "DISABLE_ERROR_REPORTING",
                 "CLAUDE_CODE_DISABLE_FEATURE_FLAGS",
                 "CLAUDE_CODE_DISABLE_OFFICIAL_MARKETPLACE_AUTOINSTALL",
+                // No side requests of its own (a session title, memory, a survey): every
+                // model request is the teammate's own work.
+                "CLAUDE_CODE_DISABLE_TERMINAL_TITLE",
+                "CLAUDE_CODE_DISABLE_AUTO_MEMORY",
+                "CLAUDE_CODE_DISABLE_FEEDBACK_SURVEY",
             ] {
                 envs.push((quiet.into(), "1".into()));
             }

@@ -779,3 +779,118 @@ fn left_with(needle: &str) -> Vec<u32> {
         })
         .collect()
 }
+
+/// Claude Code interactive in its own tmux pane (the issue's main scene): no first-run screen
+/// blocks it; its first instruction is typed into the pane (a bracketed paste) once its team
+/// server has listed the tools, so its first turn has them; it works on the board; its turn's
+/// end marks it idle (the `Stop` hook); `kill` stops its process, `restart` brings it back in
+/// the same pane, and `down` leaves no process of it.
+#[test]
+fn claude_code_works_interactively_in_its_tmux_pane() {
+    use agent_team_mockmodel::{MockModel, Step, Wire};
+    use serde_json::json;
+    let claude = installed("@anthropic-ai/claude-code", "2.1.197", "claude");
+    let mock = MockModel::start_background(Wire::Anthropic).unwrap();
+    let mut sb = Sandbox::new();
+    sb.env.push((
+        "AT_TEST_ANTHROPIC_KEY".into(),
+        "sk-ant-test-0123456789abcdefghij".into(),
+    ));
+    let file = sb.path("pane.txt");
+    let call = |name: &str, args: serde_json::Value| Step::Tools(vec![(name.into(), args)]);
+    mock.script(
+        "cc",
+        vec![
+            call("mcp__team__claim_task", json!({"id": 1})),
+            call(
+                "Write",
+                json!({"file_path": file.display().to_string(), "content": "from the pane\n"}),
+            ),
+            call(
+                "mcp__team__update_task_status",
+                json!({"id": 1, "status": "completed", "result": "pane.txt"}),
+            ),
+            Step::Text("Finished the task in my pane.".into()),
+        ],
+    );
+    sb.write_team_file(&format!(
+        r#"name = "ccpane"
+board = false
+
+[roles.claude]
+description = "Claude Code"
+provider = "claude-code"
+model = "claude-sonnet-4-5"
+base_url = "{base}"
+api_key_env = "AT_TEST_ANTHROPIC_KEY"
+command = ["{claude}"]
+
+[[teammates]]
+name = "cc"
+role = "claude"
+
+[[tasks]]
+key = "one"
+title = "Write pane.txt"
+
+[[tasks]]
+key = "two"
+title = "Left for later"
+"#,
+        base = mock.base_url(),
+        claude = claude.display(),
+    ));
+    sb.ok(&["up", "--backend", "tmux", "--detach"]);
+    let sock = sb.tmux_socket("ccpane");
+    let pane = sb.agent("ccpane", "cc").pane.unwrap();
+    let screen = |sb: &Sandbox| {
+        sb.tmux(&sock, &["capture-pane", "-p", "-J", "-t", &pane])
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !sb.task_is("ccpane", 1, TaskStatus::Completed) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "task 1 not completed from the pane; its screen:\n{}\nlast messages: {:#?}",
+            screen(&sb),
+            mock.requests("cc")
+                .iter()
+                .map(|r| r["messages"]
+                    .as_array()
+                    .and_then(|m| m.last())
+                    .map(|m| m.to_string())
+                    .unwrap_or_default())
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap_or_default(),
+        "from the pane\n"
+    );
+    wait_for("Claude Code's answer on its screen", T, || {
+        screen(&sb).contains("Finished the task in my pane")
+    });
+    // Its turn ended: the Stop hook found nothing queued and reported it idle.
+    wait_for("cc idle", T, || {
+        sb.agent("ccpane", "cc").status == AgentStatus::Idle
+    });
+    let first_pid = sb.agent("ccpane", "cc").pid.unwrap();
+    sb.ok(&["kill", "cc"]);
+    wait_for("cc stopped", T, || {
+        sb.agent("ccpane", "cc").status == AgentStatus::Stopped
+    });
+    wait_for("cc's process gone", T, || {
+        !Path::new(&format!("/proc/{first_pid}")).exists()
+    });
+    sb.ok(&["restart", "cc"]);
+    wait_for("cc back in the same pane", T, || {
+        let a = sb.agent("ccpane", "cc");
+        a.pid.is_some_and(|p| p != first_pid) && a.pane.as_deref() == Some(pane.as_str())
+    });
+    let homes = sb.team("ccpane").dir.join("clis").display().to_string();
+    sb.ok(&["down"]);
+    wait_for("no Claude Code process left", T, || {
+        left_with(&homes).is_empty()
+    });
+}

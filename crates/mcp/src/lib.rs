@@ -43,6 +43,10 @@ pub struct TeamServer {
     ctx: Arc<ToolCtx>,
     names: Arc<Vec<&'static str>>,
     inbox: Arc<Mutex<Inbox>>,
+    /// The CLI's first instruction, typed into its pane once it has listed the tools (an
+    /// interactive CLI connects its MCP servers in the background, so an instruction given at
+    /// its start could reach the model before the team tools exist).
+    first_input: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// Messages that reached this agent and were not yet handed to the client.
@@ -133,6 +137,15 @@ impl TeamServer {
                 rx,
                 queued: Vec::new(),
             })),
+            first_input: Arc::new(std::sync::Mutex::new(None)),
+        }
+    }
+
+    /// Types `text` into the agent's pane once the CLI has listed the tools (see
+    /// [`FIRST_INPUT_ENV`]).
+    pub fn first_input_after_listing(&self, text: String) {
+        if let Ok(mut f) = self.first_input.lock() {
+            *f = Some(text);
         }
     }
 
@@ -269,8 +282,18 @@ impl ServerHandler for TeamServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
+        let tools = self.names.iter().filter_map(|n| mcp_tool(n)).collect();
+        // The first listing: the CLI has the tools now, so its first instruction may go in.
+        if let Some(text) = self.first_input.lock().ok().and_then(|mut f| f.take()) {
+            let link = self.ctx.link.clone();
+            tokio::spawn(async move {
+                if let Err(e) = link.call_retry(Request::PaneInput { text }).await {
+                    tracing::warn!("could not give the CLI its first instruction: {e}");
+                }
+            });
+        }
         Ok(ListToolsResult {
-            tools: self.names.iter().filter_map(|n| mcp_tool(n)).collect(),
+            tools,
             ..Default::default()
         })
     }
@@ -317,6 +340,10 @@ fn render(m: &Message) -> String {
 /// The variable naming the socket the CLI's turn-end hook reaches this server on.
 pub const HOOK_SOCKET_ENV: &str = "AGENT_TEAM_HOOK_SOCKET";
 
+/// The variable naming a file whose text is typed into the agent's pane once the CLI has
+/// listed the tools: an interactive CLI's first instruction.
+pub const FIRST_INPUT_ENV: &str = "AGENT_TEAM_FIRST_INPUT_FILE";
+
 /// `agent-team mcp`: serves the agent named by the environment the supervisor set (and its
 /// turn-end hook, when `AGENT_TEAM_HOOK_SOCKET` names a socket).
 pub async fn serve_from_env() -> Result<(), McpError> {
@@ -324,6 +351,14 @@ pub async fn serve_from_env() -> Result<(), McpError> {
     let server = TeamServer::connect(agent).await?;
     if let Some(sock) = std::env::var_os(HOOK_SOCKET_ENV).filter(|v| !v.is_empty()) {
         server.serve_hooks(std::path::Path::new(&sock))?;
+    }
+    if let Some(file) = std::env::var_os(FIRST_INPUT_ENV).filter(|v| !v.is_empty()) {
+        // Once per launch: a restarted MCP server of the same CLI does not type it again.
+        let path = std::path::Path::new(&file);
+        if let Ok(text) = std::fs::read_to_string(path) {
+            let _ = std::fs::remove_file(path);
+            server.first_input_after_listing(text.trim().to_string());
+        }
     }
     server.serve_stdio().await
 }

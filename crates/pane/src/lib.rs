@@ -167,6 +167,15 @@ pub trait PaneBackend: Send + Sync {
     /// call it off the daemon's core.
     fn bell(&self, _target: &Launched, _message: &str) {}
 
+    /// Types `text` into the agent's pane as one bracketed paste, then Enter (an interactive
+    /// CLI's input). Backends without panes refuse. Blocking: call it off the daemon's core.
+    fn paste(&self, _target: &Launched, _text: &str) -> Result<(), PaneError> {
+        Err(PaneError::Tool(format!(
+            "the {} backend has no pane to type into",
+            self.kind()
+        )))
+    }
+
     /// Tears down what the backend built for the team (tmux session and server).
     fn shutdown(&self) {}
 

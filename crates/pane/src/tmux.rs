@@ -14,9 +14,13 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::Duration;
+/// How long a pasted line is left to settle in an interactive program before its Enter.
+const PASTE_SETTLE: Duration = Duration::from_millis(300);
+
 use tmux_interface::{
     DisplayMessage, KillPane, KillServer, KillWindow, ListPanes, NewSession, NewWindow,
-    RespawnPane, SelectLayout, SelectPane, SetOption, SplitWindow, Tmux, TmuxCommands,
+    PasteBuffer, RespawnPane, SelectLayout, SelectPane, SendKeys, SetBuffer, SetOption,
+    SplitWindow, Tmux, TmuxCommands,
 };
 
 /// The pane option naming the agent a pane belongs to.
@@ -616,6 +620,34 @@ impl PaneBackend for TmuxBackend {
         {
             t.insert(pane.clone(), title.to_string());
         }
+    }
+
+    fn paste(&self, target: &Launched, text: &str) -> Result<(), PaneError> {
+        let Some(pane) = &target.pane else {
+            return Err(PaneError::Tool("the agent has no pane".into()));
+        };
+        // One buffer per pane, pasted bracketed (the program sees a paste, not keystrokes that
+        // could be key bindings) and deleted, then Enter: all in one tmux command.
+        let buffer = format!("agent-team-input-{}", pane.trim_start_matches('%'));
+        let mut cmds = TmuxCommands::new();
+        cmds.push(SetBuffer::new().buffer_name(buffer.as_str()).data(text));
+        cmds.push(
+            PasteBuffer::new()
+                .bracket_codes()
+                .delete()
+                .buffer_name(buffer.as_str())
+                .target_pane(pane.as_str()),
+        );
+        self.tmux(cmds)
+            .map_err(|e| PaneError::Tool(e.to_string()))?;
+        // A TUI takes a paste in as a unit before it reads keys again: an Enter in the same
+        // burst can be swallowed with the paste, so it follows on its own a moment later.
+        std::thread::sleep(PASTE_SETTLE);
+        let mut enter = TmuxCommands::new();
+        enter.push(SendKeys::new().target_pane(pane.as_str()).key("Enter"));
+        self.tmux(enter)
+            .map(|_| ())
+            .map_err(|e| PaneError::Tool(e.to_string()))
     }
 
     fn bell(&self, target: &Launched, message: &str) {

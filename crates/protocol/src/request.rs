@@ -261,6 +261,14 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// Type `text` into the calling agent's own pane as one bracketed paste, then Enter (agents
+    /// only): how an external CLI's MCP server gives an interactive CLI its first instruction
+    /// once the team tools are listed. At most 64 KiB. `invalid_state` where the agent has no
+    /// pane (the process and in-process backends).
+    PaneInput {
+        /// What to type.
+        text: String,
+    },
     /// Replace the calling agent's own checklist (agents only; `todo_write`): at most
     /// [`crate::MAX_TODOS`] items, each content at most [`crate::MAX_TITLE_LEN`] bytes.
     SetTodos {
@@ -444,6 +452,7 @@ impl Request {
             Request::TaskFinish {
                 result: Some(r), ..
             } => [("result", r.len(), body), none, none],
+            Request::PaneInput { text } => [("text", text.len(), body), none, none],
             Request::PermRequest { input, reason, .. } => [
                 ("input", input.len(), body),
                 ("reason", reason.len(), body),

@@ -79,13 +79,14 @@ fn mcp_servers(
     agent: &AgentEnv,
     agent_team: &Path,
     hook_socket: Option<&Path>,
+    first_input: Option<&Path>,
 ) -> serde_json::Value {
     json!({
         "mcpServers": {
             "team": {
                 "command": agent_team.display().to_string(),
                 "args": ["mcp"],
-                "env": mcp_env(agent, hook_socket),
+                "env": mcp_env(agent, hook_socket, first_input),
             }
         }
     })
@@ -95,6 +96,7 @@ fn mcp_servers(
 fn mcp_env(
     agent: &AgentEnv,
     hook_socket: Option<&Path>,
+    first_input: Option<&Path>,
 ) -> serde_json::Map<String, serde_json::Value> {
     let mut m = serde_json::Map::new();
     m.insert(
@@ -114,8 +116,15 @@ fn mcp_env(
     if let Some(h) = hook_socket {
         m.insert(HOOK_SOCKET_ENV.into(), json!(h.display().to_string()));
     }
+    if let Some(f) = first_input {
+        m.insert(FIRST_INPUT_ENV.into(), json!(f.display().to_string()));
+    }
     m
 }
+
+/// The variable telling `agent-team mcp` which file holds the first instruction to type into
+/// the pane once the CLI has listed the tools.
+pub const FIRST_INPUT_ENV: &str = "AGENT_TEAM_FIRST_INPUT_FILE";
 
 /// The variable telling `agent-team mcp` where to answer the CLI's turn-end hook.
 pub const HOOK_SOCKET_ENV: &str = "AGENT_TEAM_HOOK_SOCKET";
@@ -204,7 +213,17 @@ pub fn plan(
     let prompt_file = home.join("prompt.md");
     let hook_socket = home.join("hook.sock");
     let hooked = matches!(role.provider, Provider::ClaudeCode | Provider::QwenCode);
-    let mcp = mcp_servers(agent, agent_team, hooked.then_some(hook_socket.as_path()));
+    // Interactive Claude Code connects its MCP servers in the background: its first
+    // instruction is typed into the pane by the team server once the tools are listed, not
+    // given on the command line.
+    let first_input_file = home.join("first-input.md");
+    let typed = role.provider == Provider::ClaudeCode && !headless;
+    let mcp = mcp_servers(
+        agent,
+        agent_team,
+        hooked.then_some(hook_socket.as_path()),
+        typed.then_some(first_input_file.as_path()),
+    );
     let mut files = vec![
         (mcp_file.clone(), pretty(&mcp)),
         (prompt_file.clone(), prompt.clone()),
@@ -304,8 +323,10 @@ pub fn plan(
             let mut args: Vec<String> = Vec::new();
             if headless {
                 args.push("-p".into());
+                args.push(prompt.clone());
+            } else {
+                files.push((first_input_file.clone(), prompt.clone()));
             }
-            args.push(prompt.clone());
             args.extend([
                 "--mcp-config".into(),
                 mcp_file.display().to_string(),
@@ -349,7 +370,7 @@ pub fn plan(
                 key = toml_str(&key_var),
                 cmd = toml_str(&agent_team.display().to_string()),
             );
-            for (k, v) in mcp_env(agent, None) {
+            for (k, v) in mcp_env(agent, None, None) {
                 toml.push_str(&format!(
                     "{k} = {}\n",
                     toml_str(v.as_str().unwrap_or_default())
@@ -395,7 +416,7 @@ pub fn plan(
                 "mcpServers": {"team": {
                     "command": agent_team.display().to_string(),
                     "args": ["mcp"],
-                    "env": mcp_env(agent, Some(&hook_socket)),
+                    "env": mcp_env(agent, Some(&hook_socket), None),
                     "trust": true,
                 }},
                 "hooks": stop_hooks(agent_team, &hook_socket),

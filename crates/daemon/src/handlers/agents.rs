@@ -33,6 +33,7 @@ impl Core {
                 .state
                 .report_status(actor, status, error, now)
                 .map(|agent| Reply::Agent { agent }),
+            Request::PaneInput { text } => self.pane_input(actor, text),
             Request::SetTodos { items } => self
                 .state
                 .set_todos(actor, items, now)
@@ -97,6 +98,29 @@ impl Core {
             }
             other => Err(misrouted(&other)),
         }
+    }
+
+    /// `pane_input`: types into the calling agent's own pane, off the core (a tmux command).
+    fn pane_input(&mut self, actor: &Actor, text: String) -> Result<Reply, ErrorBody> {
+        let Actor::Agent(name) = actor else {
+            return Err(ErrorBody::new(
+                ErrorCode::PermissionDenied,
+                "only an agent types into its own pane",
+            ));
+        };
+        let Some((backend, target)) = self.sup.pane_of(name).filter(|(_, t)| t.pane.is_some())
+        else {
+            return Err(ErrorBody::new(
+                ErrorCode::InvalidState,
+                format!("{name} has no pane to type into on this backend"),
+            ));
+        };
+        std::thread::spawn(move || {
+            if let Err(e) = backend.paste(&target, &text) {
+                tracing::warn!("could not type into a pane: {e}");
+            }
+        });
+        Ok(Reply::Done)
     }
 
     /// `register`: an agent run by someone else joins the roster and gets its secret.

@@ -73,6 +73,7 @@ fn area(req: &Request) -> Area {
         | Request::Register { .. }
         | Request::SetStatus { .. }
         | Request::SetTodos { .. }
+        | Request::PaneInput { .. }
         | Request::PlanSubmit { .. }
         | Request::PlanDecide { .. }
         | Request::StartRun { .. }

@@ -89,11 +89,18 @@ fn claude_code_gets_a_private_seeded_home_its_mcp_server_only_and_the_prompt() {
     assert_eq!(l.args[at("--model") + 1], "m-1");
     assert!(l.args[at("--allowedTools") + 1].contains("mcp__team__claim_task"));
     assert!(l.args[at("--allowedTools") + 1].contains("mcp__team__wait_for_messages"));
-    // The prompt comes before the variadic tool lists, which would swallow it.
-    let prompt = &l.args[0];
+    // Interactive: the prompt is typed into the pane by the team server once the tools are
+    // listed, not given on the command line.
+    let prompt = file(&l, "first-input.md");
     assert!(
         prompt.contains("Your name is cc.") && prompt.contains("ship it"),
         "{prompt}"
+    );
+    assert!(!l.args.iter().any(|a| a.contains("Your name is")));
+    let mcp_env: serde_json::Value = serde_json::from_str(file(&l, "mcp.json")).unwrap();
+    assert_eq!(
+        mcp_env["mcpServers"]["team"]["env"]["AGENT_TEAM_FIRST_INPUT_FILE"],
+        "/home/cc/first-input.md"
     );
     assert_eq!(env_of(&l, "HOME"), Some("/home/cc"));
     assert_eq!(env_of(&l, "CLAUDE_CONFIG_DIR"), Some("/home/cc/.claude"));

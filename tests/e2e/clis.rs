@@ -314,182 +314,6 @@ title = "Write cc.txt"
     let _ = sb.run(&["down"]);
 }
 
-/// The issue's mixed team: a Claude Code teammate and a Qwen Code teammate, each against the
-/// mock model in its own wire format (Anthropic messages, streamed; chat completions), each
-/// claiming one task over MCP, writing a file with its own write tool, completing the task and
-/// messaging the leader. Headless (the `process` backend).
-#[test]
-fn a_mixed_team_of_claude_code_and_qwen_code_shares_one_board() {
-    use agent_team_mockmodel::{MockModel, Step, Wire};
-    use serde_json::json;
-    let claude = installed("@anthropic-ai/claude-code", "2.1.197", "claude");
-    let qwen = installed("@qwen-code/qwen-code", "0.15.10", "qwen");
-    let anthropic = MockModel::start_background(Wire::Anthropic).unwrap();
-    let openai = MockModel::start_background(Wire::OpenAi).unwrap();
-    let mut sb = Sandbox::new();
-    sb.env.push((
-        "AT_TEST_ANTHROPIC_KEY".into(),
-        "sk-ant-test-0123456789abcdefghij".into(),
-    ));
-    sb.env
-        .push(("AT_TEST_OPENAI_KEY".into(), "sk-test-qwen".into()));
-    let (cc_file, qw_file) = (sb.path("cc.txt"), sb.path("qw.txt"));
-    let call = |name: &str, args: serde_json::Value| Step::Tools(vec![(name.into(), args)]);
-    anthropic.script(
-        "cc",
-        vec![
-            call("mcp__team__claim_task", json!({"id": 1})),
-            call(
-                "Write",
-                json!({"file_path": cc_file.display().to_string(), "content": "claude\n"}),
-            ),
-            call(
-                "mcp__team__send_message",
-                json!({"to": "leader", "text": "cc finished task 1"}),
-            ),
-            call(
-                "mcp__team__update_task_status",
-                json!({"id": 1, "status": "completed", "result": "cc.txt"}),
-            ),
-            Step::Text("Done.".into()),
-        ],
-    );
-    // Qwen Code defers MCP tools behind its tool_search: the model selects them first.
-    openai.script(
-        "qw",
-        vec![
-            call(
-                "tool_search",
-                json!({"query": "select:mcp__team__claim_task,mcp__team__update_task_status,mcp__team__send_message"}),
-            ),
-            call("mcp__team__claim_task", json!({"id": 2})),
-            call(
-                "write_file",
-                json!({"file_path": qw_file.display().to_string(), "content": "qwen\n"}),
-            ),
-            call(
-                "mcp__team__send_message",
-                json!({"to": "leader", "text": "qw finished task 2"}),
-            ),
-            call(
-                "mcp__team__update_task_status",
-                json!({"id": 2, "status": "completed", "result": "qw.txt"}),
-            ),
-            Step::Text("Done.".into()),
-        ],
-    );
-    sb.write_team_file(&format!(
-        r#"name = "mixed"
-board = false
-
-[roles.claude]
-description = "Claude Code"
-provider = "claude-code"
-model = "claude-sonnet-4-5"
-base_url = "{anthropic}"
-api_key_env = "AT_TEST_ANTHROPIC_KEY"
-command = ["{claude}"]
-restart = "never"
-
-[roles.qwen]
-description = "Qwen Code"
-provider = "qwen-code"
-model = "qwen3-coder"
-base_url = "{openai}"
-api_key_env = "AT_TEST_OPENAI_KEY"
-command = ["{qwen}"]
-restart = "never"
-
-[[teammates]]
-name = "cc"
-role = "claude"
-
-[[teammates]]
-name = "qw"
-role = "qwen"
-
-[[tasks]]
-key = "one"
-title = "Claude's file"
-
-[[tasks]]
-key = "two"
-title = "Qwen's file"
-"#,
-        anthropic = anthropic.base_url(),
-        openai = openai.base_url(),
-        claude = claude.display(),
-        qwen = qwen.display(),
-    ));
-    let up = sb.run(&["up", "--backend", "process", "--detach"]);
-    assert!(
-        up.status.success(),
-        "{}",
-        String::from_utf8_lossy(&up.stderr)
-    );
-    let logs = |sb: &Sandbox| {
-        ["cc", "qw"]
-            .iter()
-            .map(|n| {
-                std::fs::read_to_string(sb.team("mixed").logs.join(format!("{n}.log")))
-                    .unwrap_or_default()
-            })
-            .collect::<Vec<_>>()
-            .join("\n---\n")
-    };
-    wait_for("both CLIs to finish", Duration::from_secs(120), || {
-        ["cc", "qw"].iter().all(|n| {
-            matches!(
-                sb.agent("mixed", n).status,
-                AgentStatus::Exited | AgentStatus::Failed | AgentStatus::Backoff
-            )
-        })
-    });
-    let tasks = sb.tasks("mixed");
-    let qw_reqs: Vec<String> = openai
-        .requests("qw")
-        .iter()
-        .map(|r| {
-            let tools: Vec<&str> = r["tools"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|t| t["function"]["name"].as_str())
-                .collect();
-            let last = r["messages"]
-                .as_array()
-                .and_then(|m| m.last())
-                .map(|m| m.to_string())
-                .unwrap_or_default();
-            format!("tools {tools:?}\nlast {}", &last[..last.len().min(600)])
-        })
-        .collect();
-    for (id, owner, file, text) in [
-        (1, "cc", &cc_file, "claude\n"),
-        (2, "qw", &qw_file, "qwen\n"),
-    ] {
-        let t = tasks.iter().find(|t| t.id == id).unwrap();
-        assert_eq!(
-            t.status,
-            TaskStatus::Completed,
-            "{t:?}\n{}\nqwen's requests:\n{}",
-            logs(&sb),
-            qw_reqs.join("\n\n")
-        );
-        assert_eq!(t.owner.as_deref(), Some(owner));
-        assert_eq!(std::fs::read_to_string(file).unwrap_or_default(), text);
-    }
-    let inbox = sb.ok(&["inbox", "leader", "--json"]);
-    assert!(
-        inbox.contains("cc finished task 1") && inbox.contains("qw finished task 2"),
-        "{inbox}"
-    );
-    // Each asked its own wire with its member's model.
-    assert_eq!(anthropic.requests("cc")[0]["model"], "claude-sonnet-4-5");
-    assert_eq!(openai.requests("qw")[0]["model"], "qwen3-coder");
-    let _ = sb.run(&["down"]);
-}
-
 /// A message sent to a busy Claude Code teammate arrives after its turn: the `Stop` hook
 /// (`agent-team hook stop`) hands it back as the next instruction, without a keystroke, and it
 /// is marked read only then.
@@ -598,172 +422,6 @@ title = "Work"
     );
     assert_eq!(sb.agent("busy", "cc").status, AgentStatus::Exited, "{log}");
     let _ = sb.run(&["down"]);
-}
-
-/// The issue's own pair: a Claude Code teammate and a Codex teammate in one team file, each
-/// against the mock in its own wire format (Anthropic messages; the Responses API, where
-/// Codex sees the team tools as the `mcp__team` namespace), on one board. Codex writes its file
-/// with its shell tool in its own sandbox.
-#[test]
-fn claude_code_and_codex_share_one_board() {
-    use agent_team_mockmodel::{MockModel, Step, Wire};
-    use serde_json::json;
-    let claude = installed("@anthropic-ai/claude-code", "2.1.197", "claude");
-    let codex = installed("@openai/codex", "0.169.0", "codex");
-    let anthropic = MockModel::start_background(Wire::Anthropic).unwrap();
-    let responses = MockModel::start_background(Wire::OpenAi).unwrap();
-    let mut sb = Sandbox::new();
-    sb.env.push((
-        "AT_TEST_ANTHROPIC_KEY".into(),
-        "sk-ant-test-0123456789abcdefghij".into(),
-    ));
-    sb.env
-        .push(("AT_TEST_OPENAI_KEY".into(), "sk-test-codex".into()));
-    let (cc_file, cx_file) = (sb.path("cc.txt"), sb.path("cx.txt"));
-    let call = |name: &str, args: serde_json::Value| Step::Tools(vec![(name.into(), args)]);
-    anthropic.script(
-        "cc",
-        vec![
-            call("mcp__team__claim_task", json!({"id": 1})),
-            call(
-                "Write",
-                json!({"file_path": cc_file.display().to_string(), "content": "claude\n"}),
-            ),
-            call(
-                "mcp__team__send_message",
-                json!({"to": "leader", "text": "cc finished task 1"}),
-            ),
-            call(
-                "mcp__team__update_task_status",
-                json!({"id": 1, "status": "completed", "result": "cc.txt"}),
-            ),
-            Step::Text("Done.".into()),
-        ],
-    );
-    responses.script(
-        "cx",
-        vec![
-            call("mcp__team__claim_task", json!({"id": 2})),
-            call(
-                "exec_command",
-                json!({"cmd": format!("printf 'codex\\n' > {}", cx_file.display())}),
-            ),
-            call(
-                "mcp__team__send_message",
-                json!({"to": "leader", "text": "cx finished task 2"}),
-            ),
-            call(
-                "mcp__team__update_task_status",
-                json!({"id": 2, "status": "completed", "result": "cx.txt"}),
-            ),
-            Step::Text("Done.".into()),
-        ],
-    );
-    sb.write_team_file(&format!(
-        r#"name = "cxteam"
-board = false
-
-[roles.claude]
-description = "Claude Code"
-provider = "claude-code"
-model = "claude-sonnet-4-5"
-base_url = "{anthropic}"
-api_key_env = "AT_TEST_ANTHROPIC_KEY"
-command = ["{claude}"]
-restart = "never"
-
-[roles.codex]
-description = "Codex"
-provider = "codex"
-model = "gpt-5-codex"
-base_url = "{responses}"
-api_key_env = "AT_TEST_OPENAI_KEY"
-command = ["{codex}"]
-restart = "never"
-
-[[teammates]]
-name = "cc"
-role = "claude"
-
-[[teammates]]
-name = "cx"
-role = "codex"
-
-[[tasks]]
-key = "one"
-title = "Claude's file"
-
-[[tasks]]
-key = "two"
-title = "Codex's file"
-"#,
-        anthropic = anthropic.base_url(),
-        responses = responses.base_url(),
-        claude = claude.display(),
-        codex = codex.display(),
-    ));
-    let up = sb.run(&["up", "--backend", "process", "--detach"]);
-    assert!(
-        up.status.success(),
-        "{}",
-        String::from_utf8_lossy(&up.stderr)
-    );
-    let logs = |sb: &Sandbox| {
-        ["cc", "cx"]
-            .iter()
-            .map(|n| {
-                std::fs::read_to_string(sb.team("cxteam").logs.join(format!("{n}.log")))
-                    .unwrap_or_default()
-            })
-            .collect::<Vec<_>>()
-            .join("\n---\n")
-    };
-    wait_for("both CLIs to finish", Duration::from_secs(120), || {
-        ["cc", "cx"].iter().all(|n| {
-            matches!(
-                sb.agent("cxteam", n).status,
-                AgentStatus::Exited | AgentStatus::Failed | AgentStatus::Backoff
-            )
-        })
-    });
-    let tasks = sb.tasks("cxteam");
-    for (id, owner, file, text) in [
-        (1, "cc", &cc_file, "claude\n"),
-        (2, "cx", &cx_file, "codex\n"),
-    ] {
-        let t = tasks.iter().find(|t| t.id == id).unwrap();
-        assert_eq!(
-            t.status,
-            TaskStatus::Completed,
-            "{t:?}\n{}\nunmatched: {}",
-            logs(&sb),
-            responses.unmatched().len()
-        );
-        assert_eq!(t.owner.as_deref(), Some(owner));
-        assert_eq!(
-            std::fs::read_to_string(file).unwrap_or_default(),
-            text,
-            "{}",
-            logs(&sb)
-        );
-    }
-    let inbox = sb.ok(&["inbox", "leader", "--json"]);
-    assert!(
-        inbox.contains("cc finished task 1") && inbox.contains("cx finished task 2"),
-        "{inbox}"
-    );
-    let cx_req = &responses.requests("cx")[0];
-    assert_eq!(cx_req["model"], "gpt-5-codex");
-    assert!(
-        cx_req["tools"].to_string().contains("\"mcp__team\""),
-        "Codex saw no team tools: {}",
-        cx_req["tools"]
-    );
-    // No process of either CLI outlives the team (Codex's app-server daemon is off): none has
-    // an environment pointing into the team's private CLI homes.
-    let _ = sb.run(&["down"]);
-    let homes = sb.team("cxteam").dir.join("clis").display().to_string();
-    wait_for("no CLI process left", T, || left_with(&homes).is_empty());
 }
 
 /// The pids of processes whose environment mentions `needle` (the CLIs' private homes).
@@ -893,4 +551,298 @@ title = "Left for later"
     wait_for("no Claude Code process left", T, || {
         left_with(&homes).is_empty()
     });
+}
+
+/// The key variable and value the sandbox gives the Anthropic-wire CLIs.
+const ANTHROPIC_KEY: (&str, &str) = ("AT_TEST_ANTHROPIC_KEY", "sk-ant-test-0123456789abcdefghij");
+/// The key variable and value the sandbox gives the OpenAI-wire CLIs.
+const OPENAI_KEY: (&str, &str) = ("AT_TEST_OPENAI_KEY", "sk-test-openai");
+
+/// A `[roles.NAME]` section for an external CLI against a mock model.
+fn cli_role(name: &str, provider: &str, model: &str, base: &str, key: &str, exe: &Path) -> String {
+    format!(
+        "[roles.{name}]\ndescription = \"{provider}\"\nprovider = \"{provider}\"\n\
+         model = \"{model}\"\nbase_url = \"{base}\"\napi_key_env = \"{key}\"\n\
+         command = [\"{}\"]\nrestart = \"never\"\n\n",
+        exe.display()
+    )
+}
+
+/// What a CLI teammate's model does on the board: claim task `id`, `write` (its own tool),
+/// message the leader (before completing: an exec leader ends the run once the board is
+/// done), complete the task, and end its turn.
+fn board_script(
+    name: &str,
+    id: u64,
+    write: agent_team_mockmodel::Step,
+) -> Vec<agent_team_mockmodel::Step> {
+    use agent_team_mockmodel::Step;
+    use serde_json::json;
+    let call = |tool: &str, args: serde_json::Value| Step::Tools(vec![(tool.into(), args)]);
+    vec![
+        call("mcp__team__claim_task", json!({"id": id})),
+        write,
+        call(
+            "mcp__team__send_message",
+            json!({"to": "leader", "text": format!("{name} finished task {id}")}),
+        ),
+        call(
+            "mcp__team__update_task_status",
+            json!({"id": id, "status": "completed", "result": "done"}),
+        ),
+        Step::Text("Done.".into()),
+    ]
+}
+
+/// Two CLI teammates of a team, each with its own script, run headless until both end; then
+/// each task is completed by its owner with its file written, the leader has both messages,
+/// each model was asked with its member's model, and `down` leaves no process of either CLI.
+struct Pair<'a> {
+    team: &'a str,
+    /// (name, role section, the model it must ask with, its mock, the file it writes and
+    /// what it writes)
+    members: [(
+        &'a str,
+        String,
+        &'a str,
+        &'a agent_team_mockmodel::MockModel,
+        std::path::PathBuf,
+        &'a str,
+    ); 2],
+}
+
+impl Pair<'_> {
+    fn run(&self, sb: &Sandbox) {
+        let mut file = format!("name = \"{}\"\nboard = false\n\n", self.team);
+        for (_, role, ..) in &self.members {
+            file.push_str(role);
+        }
+        for (i, (name, role, ..)) in self.members.iter().enumerate() {
+            let role = role
+                .strip_prefix("[roles.")
+                .and_then(|r| r.split(']').next())
+                .unwrap_or_default();
+            file.push_str(&format!(
+                "[[teammates]]\nname = \"{name}\"\nrole = \"{role}\"\n\n[[tasks]]\nkey = \"t{i}\"\ntitle = \"{name}'s file\"\n\n"
+            ));
+        }
+        sb.write_team_file(&file);
+        let up = sb.run(&["up", "--backend", "process", "--detach"]);
+        assert!(
+            up.status.success(),
+            "{}",
+            String::from_utf8_lossy(&up.stderr)
+        );
+        let names: Vec<&str> = self.members.iter().map(|m| m.0).collect();
+        let logs = || {
+            names
+                .iter()
+                .map(|n| {
+                    std::fs::read_to_string(sb.team(self.team).logs.join(format!("{n}.log")))
+                        .unwrap_or_default()
+                })
+                .collect::<Vec<_>>()
+                .join("\n---\n")
+        };
+        wait_for("both CLIs to finish", Duration::from_secs(120), || {
+            names.iter().all(|n| {
+                matches!(
+                    sb.agent(self.team, n).status,
+                    AgentStatus::Exited | AgentStatus::Failed | AgentStatus::Backoff
+                )
+            })
+        });
+        let tasks = sb.tasks(self.team);
+        let inbox = sb.ok(&["inbox", "leader", "--json"]);
+        for (i, (name, _, model, mock, path, text)) in self.members.iter().enumerate() {
+            let id = i as u64 + 1;
+            let t = tasks.iter().find(|t| t.id == id).unwrap();
+            let asked: Vec<String> = mock
+                .requests(name)
+                .iter()
+                .map(|r| {
+                    let last = r["messages"]
+                        .as_array()
+                        .or_else(|| r["input"].as_array())
+                        .and_then(|m| m.last())
+                        .map(|m| m.to_string())
+                        .unwrap_or_default();
+                    last[..last.len().min(600)].to_string()
+                })
+                .collect();
+            assert_eq!(
+                t.status,
+                TaskStatus::Completed,
+                "{t:?}\n{}\n{name}'s requests:\n{}",
+                logs(),
+                asked.join("\n")
+            );
+            assert_eq!(t.owner.as_deref(), Some(*name));
+            assert_eq!(std::fs::read_to_string(path).unwrap_or_default(), *text);
+            assert!(
+                inbox.contains(&format!("{name} finished task {id}")),
+                "{inbox}"
+            );
+            assert_eq!(mock.requests(name)[0]["model"], *model);
+        }
+        let homes = sb.team(self.team).dir.join("clis").display().to_string();
+        let _ = sb.run(&["down"]);
+        wait_for("no CLI process left", T, || left_with(&homes).is_empty());
+    }
+}
+
+/// The issue's mixed team: a Claude Code teammate and a Qwen Code teammate, each against the
+/// mock model in its own wire format (Anthropic messages, streamed; chat completions), on one
+/// board, headless. Qwen Code first selects the team tools through its `tool_search`.
+#[test]
+fn a_mixed_team_of_claude_code_and_qwen_code_shares_one_board() {
+    use agent_team_mockmodel::{MockModel, Step, Wire};
+    use serde_json::json;
+    let claude = installed("@anthropic-ai/claude-code", "2.1.197", "claude");
+    let qwen = installed("@qwen-code/qwen-code", "0.15.10", "qwen");
+    let anthropic = MockModel::start_background(Wire::Anthropic).unwrap();
+    let openai = MockModel::start_background(Wire::OpenAi).unwrap();
+    let mut sb = Sandbox::new();
+    for (k, v) in [ANTHROPIC_KEY, OPENAI_KEY] {
+        sb.env.push((k.into(), v.into()));
+    }
+    let (cc_file, qw_file) = (sb.path("cc.txt"), sb.path("qw.txt"));
+    let write = |tool: &str, path: &Path, text: &str| {
+        Step::Tools(vec![(
+            tool.into(),
+            json!({"file_path": path.display().to_string(), "content": text}),
+        )])
+    };
+    anthropic.script(
+        "cc",
+        board_script("cc", 1, write("Write", &cc_file, "claude\n")),
+    );
+    let mut qw = vec![Step::Tools(vec![(
+        "tool_search".into(),
+        json!({"query": "select:mcp__team__claim_task,mcp__team__update_task_status,mcp__team__send_message"}),
+    )])];
+    qw.extend(board_script(
+        "qw",
+        2,
+        write("write_file", &qw_file, "qwen\n"),
+    ));
+    openai.script("qw", qw);
+    Pair {
+        team: "mixed",
+        members: [
+            (
+                "cc",
+                cli_role(
+                    "claude",
+                    "claude-code",
+                    "claude-sonnet-4-5",
+                    &anthropic.base_url(),
+                    ANTHROPIC_KEY.0,
+                    &claude,
+                ),
+                "claude-sonnet-4-5",
+                &anthropic,
+                cc_file.clone(),
+                "claude\n",
+            ),
+            (
+                "qw",
+                cli_role(
+                    "qwen",
+                    "qwen-code",
+                    "qwen3-coder",
+                    &openai.base_url(),
+                    OPENAI_KEY.0,
+                    &qwen,
+                ),
+                "qwen3-coder",
+                &openai,
+                qw_file.clone(),
+                "qwen\n",
+            ),
+        ],
+    }
+    .run(&sb);
+}
+
+/// The issue's own pair: a Claude Code teammate and a Codex teammate in one team file, each
+/// against the mock in its own wire format (Anthropic messages; the Responses API, where Codex
+/// sees the team tools as the `mcp__team` namespace), on one board, headless. Codex writes its
+/// file with its shell tool in its own sandbox.
+#[test]
+fn claude_code_and_codex_share_one_board() {
+    use agent_team_mockmodel::{MockModel, Step, Wire};
+    use serde_json::json;
+    let claude = installed("@anthropic-ai/claude-code", "2.1.197", "claude");
+    let codex = installed("@openai/codex", "0.169.0", "codex");
+    let anthropic = MockModel::start_background(Wire::Anthropic).unwrap();
+    let responses = MockModel::start_background(Wire::OpenAi).unwrap();
+    let mut sb = Sandbox::new();
+    for (k, v) in [ANTHROPIC_KEY, OPENAI_KEY] {
+        sb.env.push((k.into(), v.into()));
+    }
+    let (cc_file, cx_file) = (sb.path("cc.txt"), sb.path("cx.txt"));
+    anthropic.script(
+        "cc",
+        board_script(
+            "cc",
+            1,
+            Step::Tools(vec![(
+                "Write".into(),
+                json!({"file_path": cc_file.display().to_string(), "content": "claude\n"}),
+            )]),
+        ),
+    );
+    responses.script(
+        "cx",
+        board_script(
+            "cx",
+            2,
+            Step::Tools(vec![(
+                "exec_command".into(),
+                json!({"cmd": format!("printf 'codex\\n' > {}", cx_file.display())}),
+            )]),
+        ),
+    );
+    Pair {
+        team: "cxteam",
+        members: [
+            (
+                "cc",
+                cli_role(
+                    "claude",
+                    "claude-code",
+                    "claude-sonnet-4-5",
+                    &anthropic.base_url(),
+                    ANTHROPIC_KEY.0,
+                    &claude,
+                ),
+                "claude-sonnet-4-5",
+                &anthropic,
+                cc_file.clone(),
+                "claude\n",
+            ),
+            (
+                "cx",
+                cli_role(
+                    "codex",
+                    "codex",
+                    "gpt-5-codex",
+                    &responses.base_url(),
+                    OPENAI_KEY.0,
+                    &codex,
+                ),
+                "gpt-5-codex",
+                &responses,
+                cx_file.clone(),
+                "codex\n",
+            ),
+        ],
+    }
+    .run(&sb);
+    let tools = responses.requests("cx")[0]["tools"].to_string();
+    assert!(
+        tools.contains("\"mcp__team\""),
+        "Codex saw no team tools: {tools}"
+    );
 }

@@ -197,10 +197,8 @@ fn a_claude_code_teammate_claims_writes_completes_and_reports_headless() {
     let claude = installed("@anthropic-ai/claude-code", "2.1.197", "claude");
     let mock = MockModel::start_background(Wire::Anthropic).unwrap();
     let mut sb = Sandbox::new();
-    sb.env.push((
-        "AT_TEST_ANTHROPIC_KEY".into(),
-        "sk-ant-test-0123456789abcdefghij".into(),
-    ));
+    sb.env
+        .push((ANTHROPIC_KEY.0.into(), ANTHROPIC_KEY.1.into()));
     let file = sb.path("cc.txt");
     mock.script(
         "cc",
@@ -226,16 +224,7 @@ fn a_claude_code_teammate_claims_writes_completes_and_reports_headless() {
         r#"name = "ccteam"
 board = false
 
-[roles.claude]
-description = "Claude Code"
-provider = "claude-code"
-model = "claude-sonnet-4-5"
-base_url = "{base}"
-api_key_env = "AT_TEST_ANTHROPIC_KEY"
-command = ["{claude}"]
-restart = "never"
-
-[[teammates]]
+{role}[[teammates]]
 name = "cc"
 role = "claude"
 
@@ -243,8 +232,14 @@ role = "claude"
 key = "one"
 title = "Write cc.txt"
 "#,
-        base = mock.base_url(),
-        claude = claude.display(),
+        role = cli_role(
+            "claude",
+            "claude-code",
+            "claude-sonnet-4-5",
+            &mock.base_url(),
+            ANTHROPIC_KEY.0,
+            &claude
+        ),
     ));
     let up = sb.run(&["up", "--backend", "process", "--detach"]);
     assert!(
@@ -324,10 +319,8 @@ fn a_message_to_a_busy_claude_code_teammate_arrives_at_its_turns_end() {
     let claude = installed("@anthropic-ai/claude-code", "2.1.197", "claude");
     let mock = MockModel::start_background(Wire::Anthropic).unwrap();
     let mut sb = Sandbox::new();
-    sb.env.push((
-        "AT_TEST_ANTHROPIC_KEY".into(),
-        "sk-ant-test-0123456789abcdefghij".into(),
-    ));
+    sb.env
+        .push((ANTHROPIC_KEY.0.into(), ANTHROPIC_KEY.1.into()));
     let extra = sb.path("extra.txt");
     let gate = Gate::new();
     let call = |name: &str, args: serde_json::Value| Step::Tools(vec![(name.into(), args)]);
@@ -359,16 +352,7 @@ fn a_message_to_a_busy_claude_code_teammate_arrives_at_its_turns_end() {
         r#"name = "busy"
 board = false
 
-[roles.claude]
-description = "Claude Code"
-provider = "claude-code"
-model = "claude-sonnet-4-5"
-base_url = "{base}"
-api_key_env = "AT_TEST_ANTHROPIC_KEY"
-command = ["{claude}"]
-restart = "never"
-
-[[teammates]]
+{role}[[teammates]]
 name = "cc"
 role = "claude"
 
@@ -376,8 +360,14 @@ role = "claude"
 key = "one"
 title = "Work"
 "#,
-        base = mock.base_url(),
-        claude = claude.display(),
+        role = cli_role(
+            "claude",
+            "claude-code",
+            "claude-sonnet-4-5",
+            &mock.base_url(),
+            ANTHROPIC_KEY.0,
+            &claude
+        ),
     ));
     let up = sb.run(&["up", "--backend", "process", "--detach"]);
     assert!(
@@ -450,10 +440,8 @@ fn claude_code_works_interactively_in_its_tmux_pane() {
     let claude = installed("@anthropic-ai/claude-code", "2.1.197", "claude");
     let mock = MockModel::start_background(Wire::Anthropic).unwrap();
     let mut sb = Sandbox::new();
-    sb.env.push((
-        "AT_TEST_ANTHROPIC_KEY".into(),
-        "sk-ant-test-0123456789abcdefghij".into(),
-    ));
+    sb.env
+        .push((ANTHROPIC_KEY.0.into(), ANTHROPIC_KEY.1.into()));
     let file = sb.path("pane.txt");
     let call = |name: &str, args: serde_json::Value| Step::Tools(vec![(name.into(), args)]);
     mock.script(
@@ -475,15 +463,7 @@ fn claude_code_works_interactively_in_its_tmux_pane() {
         r#"name = "ccpane"
 board = false
 
-[roles.claude]
-description = "Claude Code"
-provider = "claude-code"
-model = "claude-sonnet-4-5"
-base_url = "{base}"
-api_key_env = "AT_TEST_ANTHROPIC_KEY"
-command = ["{claude}"]
-
-[[teammates]]
+{role}[[teammates]]
 name = "cc"
 role = "claude"
 
@@ -495,8 +475,14 @@ title = "Write pane.txt"
 key = "two"
 title = "Left for later"
 "#,
-        base = mock.base_url(),
-        claude = claude.display(),
+        role = cli_role(
+            "claude",
+            "claude-code",
+            "claude-sonnet-4-5",
+            &mock.base_url(),
+            ANTHROPIC_KEY.0,
+            &claude
+        ),
     ));
     sb.ok(&["up", "--backend", "tmux", "--detach"]);
     let sock = sb.tmux_socket("ccpane");

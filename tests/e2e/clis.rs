@@ -443,6 +443,7 @@ fn claude_code_works_interactively_in_its_tmux_pane() {
     sb.env
         .push((ANTHROPIC_KEY.0.into(), ANTHROPIC_KEY.1.into()));
     let file = sb.path("pane.txt");
+    let extra = sb.path("extra.txt");
     let call = |name: &str, args: serde_json::Value| Step::Tools(vec![(name.into(), args)]);
     mock.script(
         "cc",
@@ -457,6 +458,16 @@ fn claude_code_works_interactively_in_its_tmux_pane() {
                 json!({"id": 1, "status": "completed", "result": "pane.txt"}),
             ),
             Step::Text("Finished the task in my pane.".into()),
+            // Woken while idle by a message typed into its pane.
+            Step::Until {
+                needles: vec!["please also write extra.txt".into()],
+                then: Box::new(call(
+                    "Write",
+                    json!({"file_path": extra.display().to_string(), "content": "woken\n"}),
+                )),
+                meanwhile: Box::new(Step::Text("Nothing new.".into())),
+            },
+            Step::Text("Wrote extra.txt.".into()),
         ],
     );
     sb.write_team_file(&format!(
@@ -517,6 +528,21 @@ title = "Left for later"
     });
     // Its turn ended: the Stop hook found nothing queued and reported it idle.
     wait_for("cc idle", T, || {
+        sb.agent("ccpane", "cc").status == AgentStatus::Idle
+    });
+    // A message to the idle CLI wakes it: typed into its pane, then marked read.
+    sb.ok(&["send", "cc", "please also write extra.txt"]);
+    wait_for("the woken CLI to write extra.txt", T, || {
+        std::fs::read_to_string(&extra).is_ok_and(|t| t == "woken\n")
+    });
+    let msgs: Vec<Message> =
+        serde_json::from_str(&sb.ok(&["inbox", "cc", "--json"])).unwrap_or_default();
+    assert!(
+        msgs.iter()
+            .any(|m| m.body == "please also write extra.txt" && m.state == DeliveryState::Read),
+        "{msgs:?}"
+    );
+    wait_for("cc idle again", T, || {
         sb.agent("ccpane", "cc").status == AgentStatus::Idle
     });
     let first_pid = sb.agent("ccpane", "cc").pid.unwrap();

@@ -23,7 +23,7 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
 use serde_json::Value;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use tokio::sync::{Mutex, mpsc};
 
 /// Why the MCP server could not serve.
@@ -47,6 +47,12 @@ pub struct TeamServer {
     /// interactive CLI connects its MCP servers in the background, so an instruction given at
     /// its start could reach the model before the team tools exist).
     first_input: Arc<std::sync::Mutex<Option<String>>>,
+    /// The CLI runs interactively in a pane (its first instruction is typed there).
+    interactive: Arc<AtomicBool>,
+    /// The CLI ended a turn with nothing queued and has not called a tool since.
+    idle: Arc<AtomicBool>,
+    /// A task is waiting to wake the idle CLI with the next messages.
+    waking: Arc<AtomicBool>,
 }
 
 /// Messages that reached this agent and were not yet handed to the client.
@@ -138,6 +144,9 @@ impl TeamServer {
                 queued: Vec::new(),
             })),
             first_input: Arc::new(std::sync::Mutex::new(None)),
+            interactive: Arc::new(AtomicBool::new(false)),
+            idle: Arc::new(AtomicBool::new(false)),
+            waking: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -147,6 +156,50 @@ impl TeamServer {
         if let Ok(mut f) = self.first_input.lock() {
             *f = Some(text);
         }
+        self.interactive.store(true, Ordering::SeqCst);
+    }
+
+    /// While the interactive CLI is idle, waits for messages and types them into its pane,
+    /// which starts its next turn (they are marked read then). Holds the inbox a second at a
+    /// time, so a tool call of a CLI woken some other way is never kept waiting.
+    fn wake_when_messages_come(&self) {
+        if self.waking.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            while me.idle.load(Ordering::SeqCst) {
+                let mut inbox = me.inbox.lock().await;
+                inbox.drain();
+                if inbox.queued.is_empty()
+                    && let Ok(Some(i)) =
+                        tokio::time::timeout(std::time::Duration::from_secs(1), inbox.rx.recv())
+                            .await
+                {
+                    inbox.take(i);
+                    inbox.drain();
+                }
+                if inbox.queued.is_empty() || !me.idle.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let messages = std::mem::take(&mut inbox.queued);
+                drop(inbox);
+                me.idle.store(false, Ordering::SeqCst);
+                me.mark_read(&messages).await;
+                me.ctx
+                    .link
+                    .set_status(agent_team_protocol::AgentStatus::Running)
+                    .await;
+                let text = format!(
+                    "New messages from your team; act on them now:\n{}",
+                    messages.iter().map(render).collect::<Vec<_>>().join("\n")
+                );
+                if let Err(e) = me.ctx.link.call_retry(Request::PaneInput { text }).await {
+                    tracing::warn!("could not wake the CLI: {e}");
+                }
+            }
+            me.waking.store(false, Ordering::SeqCst);
+        });
     }
 
     /// Answers the CLI's turn-end hook (`agent-team hook stop`) on `socket`: each connection
@@ -184,6 +237,10 @@ impl TeamServer {
                 .link
                 .set_status(agent_team_protocol::AgentStatus::Idle)
                 .await;
+            if self.interactive.load(Ordering::SeqCst) {
+                self.idle.store(true, Ordering::SeqCst);
+                self.wake_when_messages_come();
+            }
         } else {
             self.ctx
                 .link
@@ -303,6 +360,8 @@ impl ServerHandler for TeamServer {
         request: CallToolRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
+        // A tool call: the CLI is at work, not idle.
+        self.idle.store(false, Ordering::SeqCst);
         let name = request.name.as_ref();
         if !self.names.contains(&name) {
             return Err(ErrorData::invalid_params(

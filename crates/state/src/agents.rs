@@ -183,6 +183,13 @@ impl TeamState {
                 "an agent reports running, idle or waiting, not {status}"
             )));
         }
+        // A report from a process the supervisor already stopped (a turn that ended while it
+        // was being closed) changes nothing: a stopped agent stays stopped until resumed.
+        if let Some(a) = self.agent(&name)
+            && a.info.status.is_down()
+        {
+            return Ok(a.info.clone());
+        }
         if let Some(e) = &error {
             let e = e.chars().take(2000).collect::<String>();
             self.update_agent(&name, |a| a.info.error = Some(e.clone()));

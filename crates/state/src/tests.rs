@@ -964,3 +964,28 @@ fn plan_refusals_are_clear_and_change_nothing() {
             .is_ok()
     );
 }
+
+/// A teammate closed while its turn was still ending reports `idle` from its dying process:
+/// it stays stopped (resumable), and nobody is told it is idle.
+#[test]
+fn a_stopped_agent_reporting_idle_stays_stopped() {
+    let mut s = team_with(&["leader", "w1"]);
+    s.set_agent_status("w1", AgentStatus::Stopped, Some("closed".into()), now());
+    s.take_changes();
+    let info = s
+        .report_status(&a("w1"), AgentStatus::Idle, None, now())
+        .unwrap();
+    assert_eq!(info.status, AgentStatus::Stopped);
+    assert_eq!(s.agent("w1").unwrap().info.status, AgentStatus::Stopped);
+    assert!(
+        s.unread("leader")
+            .iter()
+            .all(|m| m.kind != MessageKind::Idle),
+        "an idle notice went out for a stopped agent"
+    );
+    // A running one still reports as before.
+    let info = s
+        .report_status(&a("leader"), AgentStatus::Running, None, now())
+        .unwrap();
+    assert_eq!(info.status, AgentStatus::Running);
+}

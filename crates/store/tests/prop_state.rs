@@ -686,6 +686,10 @@ impl Model {
         ) {
             return err(ErrorCode::BadRequest);
         }
+        // A stopped (or exited, failed) agent's late report changes nothing.
+        if let Some(now) = self.roster.get(name).filter(|s| s.is_down()) {
+            return Ok(Res::Status(*now));
+        }
         self.set_status(name, status);
         Ok(Res::Status(status))
     }

@@ -224,10 +224,17 @@ impl TeamServer {
     }
 
     async fn answer_hook(&self, stream: tokio::net::UnixStream) -> std::io::Result<()> {
-        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
         let (r, mut w) = stream.into_split();
         let mut line = String::new();
-        tokio::io::BufReader::new(r).read_line(&mut line).await?;
+        // One short word, soon: a peer that sends more or nothing gets no more than this.
+        let mut reader = tokio::io::BufReader::new(r.take(HOOK_LINE_MAX));
+        if tokio::time::timeout(HOOK_READ_TIMEOUT, reader.read_line(&mut line))
+            .await
+            .is_err()
+        {
+            return Ok(());
+        }
         if line.trim() != "stop" {
             return w.write_all(b"{\"error\":\"unknown hook\"}\n").await;
         }
@@ -395,6 +402,11 @@ impl ServerHandler for TeamServer {
 fn render(m: &Message) -> String {
     format!("[message {} from {}] {}", m.id, m.from, m.body)
 }
+
+/// The longest request line the hook socket reads.
+const HOOK_LINE_MAX: u64 = 64;
+/// How long the hook socket waits for a request line.
+const HOOK_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The variable naming the socket the CLI's turn-end hook reaches this server on.
 pub const HOOK_SOCKET_ENV: &str = "AGENT_TEAM_HOOK_SOCKET";

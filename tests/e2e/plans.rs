@@ -190,11 +190,10 @@ fn a_plan_required_teammate_cannot_write_until_its_plan_is_approved_and_hears_a_
 
     let out = sb.ok(&["--team", "pt", "plan", "approve", "p1"]);
     assert!(out.contains("approved the plan of p1"), "{out}");
-    wait_for("the approved write", T, || sb.path("out.txt").exists());
-    assert_eq!(
-        std::fs::read_to_string(sb.path("out.txt")).unwrap(),
-        "approved work"
-    );
+    // The file exists a moment before its content is in: wait for the content.
+    wait_for("the approved write", T, || {
+        std::fs::read_to_string(sb.path("out.txt")).is_ok_and(|t| t == "approved work")
+    });
     let plan = plan_of(&sb);
     assert_eq!(plan["state"], "approved", "{plan}");
     let table = sb.ok(&["--team", "pt", "ps"]);

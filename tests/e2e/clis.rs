@@ -164,29 +164,42 @@ fn a_missing_cli_stops_up_before_any_agent_starts_and_names_its_npm_package() {
 
 /// The pinned agent CLIs, installed with npm into a cache under `target/` (never globally):
 /// the path of the installed command. A CLI that cannot be installed fails the test.
+///
+/// Tests run in parallel and several need the same CLI: one install runs at a time, into a
+/// staging directory that is renamed into place only once npm (and its postinstall, which
+/// writes Claude Code's native binary) has finished. Without that a test could exec a binary
+/// another test's npm was still writing (ETXTBSY, seen on a fresh clone in CI).
 fn installed(package: &str, version: &str, bin: &str) -> std::path::PathBuf {
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let dir = target
-        .join("clis")
-        .join(format!("{}@{version}", package.replace('/', "+")));
+    let name = format!("{}@{version}", package.replace('/', "+"));
+    let dir = target.join("clis").join(&name);
     let exe = dir.join("node_modules/.bin").join(bin);
+    let _one_at_a_time = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
     if exe.exists() {
         return exe;
     }
-    std::fs::create_dir_all(&dir).unwrap();
+    let staging = target
+        .join("clis")
+        .join(format!(".{name}.partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).unwrap();
     let out = std::process::Command::new("npm")
         .args(["install", "--no-audit", "--no-fund", "--prefix"])
-        .arg(&dir)
+        .arg(&staging)
         .arg(format!("{package}@{version}"))
         .output()
         .unwrap_or_else(|e| panic!("npm is needed to install {package}: {e}"));
     assert!(
-        out.status.success() && exe.exists(),
+        out.status.success() && staging.join("node_modules/.bin").join(bin).exists(),
         "npm install {package}@{version} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // An earlier, interrupted install may have left an incomplete directory behind.
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&staging, &dir).unwrap();
     exe
 }
 

@@ -322,6 +322,154 @@ title = "Write cc.txt"
     let _ = sb.run(&["down"]);
 }
 
+/// A call of Claude Code's own `Bash` that the role marks `ask` becomes one of the team's
+/// permission requests (through the `PreToolUse` hook and the agent's MCP server): it waits
+/// for `agent-team approve` and then runs; a call denied with `agent-team deny` never runs and
+/// Claude's model is told why.
+#[test]
+fn a_claude_code_bash_call_the_role_marks_ask_waits_for_agent_team_approve() {
+    use agent_team_mockmodel::{MockModel, Wire};
+    let claude = installed("@anthropic-ai/claude-code", "2.1.197", "claude");
+    let mock = MockModel::start_background(Wire::Anthropic).unwrap();
+    let role = cli_role(
+        "claude",
+        "claude-code",
+        "claude-sonnet-4-5",
+        &mock.base_url(),
+        ANTHROPIC_KEY.0,
+        &claude,
+    );
+    shell_waits_for_approval(&mock, ANTHROPIC_KEY, &role, Vec::new(), "Bash");
+}
+
+/// The same for Qwen Code's `run_shell_command`: Qwen runs in `yolo` mode and the hook's
+/// deny is what stops a call (a hook's allow cannot grant Qwen a permission).
+#[test]
+fn a_qwen_code_shell_call_the_role_marks_ask_waits_for_agent_team_approve() {
+    use agent_team_mockmodel::{MockModel, Step, Wire};
+    let qwen = installed("@qwen-code/qwen-code", "0.15.10", "qwen");
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    let role = cli_role(
+        "claude",
+        "qwen-code",
+        "qwen3-coder",
+        &mock.base_url(),
+        OPENAI_KEY.0,
+        &qwen,
+    );
+    // Qwen defers MCP tools behind its `tool_search`.
+    let select = Step::Tools(vec![(
+        "tool_search".into(),
+        serde_json::json!({"query": "select:mcp__team__claim_task,mcp__team__update_task_status"}),
+    )]);
+    shell_waits_for_approval(&mock, OPENAI_KEY, &role, vec![select], "run_shell_command");
+}
+
+/// One CLI teammate (`role`, named `claude` in the team file, asking `mock`) whose role marks
+/// `bash` `ask`: after `prefix`, it claims task 1 and calls its shell tool `shell` twice; the
+/// first call waits for `agent-team approve` and runs, the second is denied and never runs.
+fn shell_waits_for_approval(
+    mock: &agent_team_mockmodel::MockModel,
+    key: (&str, &str),
+    role: &str,
+    prefix: Vec<agent_team_mockmodel::Step>,
+    shell: &str,
+) {
+    use agent_team_mockmodel::Step;
+    use serde_json::json;
+    let mut sb = Sandbox::new();
+    sb.env.push((key.0.into(), key.1.into()));
+    let call = |cmd: &str| Step::Tools(vec![(shell.into(), json!({"command": cmd}))]);
+    let before = prefix.len();
+    let mut script = prefix;
+    script.extend([
+        Step::Tools(vec![("mcp__team__claim_task".into(), json!({"id": 1}))]),
+        call("echo approved > approved.txt"),
+        call("echo refused > refused.txt"),
+        Step::Tools(vec![(
+            "mcp__team__update_task_status".into(),
+            json!({"id": 1, "status": "completed", "result": "ran what was approved"}),
+        )]),
+        Step::Text("All done.".into()),
+    ]);
+    mock.script("cc", script);
+    sb.write_team_file(&format!(
+        "name = \"ccperm\"\nboard = false\n\n{role}\npermissions = {{ bash = \"ask\" }}\n\n\
+         [[teammates]]\nname = \"cc\"\nrole = \"claude\"\n\n\
+         [[tasks]]\nkey = \"one\"\ntitle = \"Run two commands\"\n",
+        role = role.trim_end(),
+    ));
+    let up = sb.run(&["up", "--backend", "process", "--detach"]);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let log = || std::fs::read_to_string(sb.team("ccperm").logs.join("cc.log")).unwrap_or_default();
+    let pending = || {
+        agent_team_client::Client::operator(&sb.team("ccperm"))
+            .ok()?
+            .all_perms(false)
+            .ok()?
+            .into_iter()
+            .find(|p| p.agent == "cc")
+    };
+    let mut first = None;
+    wait_for("the first shell call to wait for a decision", T, || {
+        first = pending();
+        first.is_some()
+    });
+    let first = first.unwrap();
+    assert_eq!(
+        (first.tool.as_str(), first.input.as_str()),
+        ("bash", "echo approved > approved.txt"),
+        "{}",
+        log()
+    );
+    // Waiting: the command has not run, and the CLI has not asked its model again.
+    assert!(!sb.path("approved.txt").exists());
+    assert_eq!(mock.requests("cc").len(), before + 2, "{}", log());
+    sb.ok(&["--team", "ccperm", "approve", &first.id.to_string()]);
+    wait_for("the approved command to run", T, || {
+        std::fs::read_to_string(sb.path("approved.txt")).unwrap_or_default() == "approved\n"
+    });
+    let mut second = None;
+    wait_for("the second shell call to wait for a decision", T, || {
+        second = pending().filter(|p| p.id != first.id);
+        second.is_some()
+    });
+    let second = second.unwrap();
+    assert_eq!(second.input, "echo refused > refused.txt");
+    sb.ok(&["--team", "ccperm", "deny", &second.id.to_string()]);
+    wait_for("cc to finish", T, || {
+        matches!(
+            sb.agent("ccperm", "cc").status,
+            AgentStatus::Exited | AgentStatus::Failed | AgentStatus::Backoff
+        )
+    });
+    assert_eq!(
+        sb.agent("ccperm", "cc").status,
+        AgentStatus::Exited,
+        "{}",
+        log()
+    );
+    assert!(!sb.path("refused.txt").exists(), "a denied command ran");
+    // The model was told of the refusal in the tool result of its next request.
+    let after_deny = mock
+        .requests("cc")
+        .get(before + 3)
+        .map(|r| r["messages"].to_string())
+        .unwrap_or_default();
+    assert!(
+        after_deny.contains("denied"),
+        "no refusal in the request after the denied call: {after_deny}\n{}",
+        log()
+    );
+    let task = sb.tasks("ccperm").into_iter().find(|t| t.id == 1).unwrap();
+    assert_eq!(task.status, TaskStatus::Completed, "{task:?}\n{}", log());
+    let _ = sb.run(&["down"]);
+}
+
 /// A message sent to a busy Claude Code teammate arrives after its turn: the `Stop` hook
 /// (`agent-team hook stop`) hands it back as the next instruction, without a keystroke, and it
 /// is marked read only then.

@@ -198,14 +198,17 @@ pub enum Command {
     /// comes from the `AGENT_TEAM_*` environment the supervisor gives the CLI, never from tool
     /// arguments; run by hand it fails with the variable it misses.
     Mcp,
-    /// The turn-end hook of an external agent CLI (Claude Code's and Qwen Code's `Stop`):
+    /// The hooks of an external agent CLI (Claude Code's and Qwen Code's), written into the
+    /// CLI's private settings by the worker; not for use by hand. `stop` (the turn's end)
     /// hands the messages queued for the agent back as its next instruction
-    /// (`{"decision":"block","reason":…}` on stdout), or lets the turn end. Written into the
-    /// CLI's private settings by the worker; not for use by hand.
+    /// (`{"decision":"block","reason":…}` on stdout), or lets the turn end. `pre-tool-use`
+    /// has a call of the CLI's own tool judged by the role's policy, asking the team
+    /// (`agent-team approve`) where the policy says `ask`; with no decision it exits 2, which
+    /// refuses the call.
     #[command(hide = true)]
     Hook {
-        /// The hook: `stop`.
-        #[arg(value_parser = ["stop"])]
+        /// The hook: `stop` or `pre-tool-use`.
+        #[arg(value_parser = ["stop", "pre-tool-use"])]
         event: String,
         /// The agent's MCP server's hook socket.
         #[arg(long, value_name = "PATH", env = "AGENT_TEAM_HOOK_SOCKET")]

@@ -7,7 +7,10 @@
 //!
 //! rmcp, the official Rust SDK, is confined to this crate.
 
-use agent_team_protocol::{DeliveryState, Message, Request};
+pub mod permission;
+
+use agent_team_config::Role;
+use agent_team_protocol::{DeliveryState, Message, PermRequest, Reply, Request};
 use agent_team_tools::{
     LEADER_TOOLS, MCP_ONLY, TEAMMATE_TOOLS, Tool, ToolCall, WaitForMessages, lookup,
 };
@@ -24,7 +27,7 @@ use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
 use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 
 /// Why the MCP server could not serve.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +45,9 @@ pub enum McpError {
 pub struct TeamServer {
     ctx: Arc<ToolCtx>,
     names: Arc<Vec<&'static str>>,
-    inbox: Arc<Mutex<Inbox>>,
+    inbox: Arc<Inbox>,
+    /// The agent's role (its tools and policy), for judging the CLI's own tool calls.
+    role: Arc<Option<Role>>,
     /// The CLI's first instruction, typed into its pane once it has listed the tools (an
     /// interactive CLI connects its MCP servers in the background, so an instruction given at
     /// its start could reach the model before the team tools exist).
@@ -55,25 +60,83 @@ pub struct TeamServer {
     waking: Arc<AtomicBool>,
 }
 
-/// Messages that reached this agent and were not yet handed to the client.
+/// What the daemon pushed to this agent, sorted as it arrives by one task ([`route`]):
+/// messages wait in `queued` until the client is handed them; permission decisions go to
+/// whoever waits for them.
 struct Inbox {
-    rx: mpsc::UnboundedReceiver<Inbound>,
-    queued: Vec<Message>,
+    queued: std::sync::Mutex<Vec<Message>>,
+    /// A message was queued, or the link is gone.
+    arrived: Notify,
+    /// The link to the daemon is gone for good.
+    gone: AtomicBool,
+    /// Decisions of this agent's permission requests, and reconnects (after which a decision
+    /// may have been missed).
+    decided: broadcast::Sender<Decided>,
+}
+
+/// What a permission waiter hears.
+#[derive(Clone, Debug)]
+enum Decided {
+    One(PermRequest),
+    Reconnected,
 }
 
 impl Inbox {
-    /// Moves what already arrived into `queued`, without waiting.
-    fn drain(&mut self) {
-        while let Ok(i) = self.rx.try_recv() {
-            self.take(i);
-        }
+    /// What is queued, now (the caller hands it to the client).
+    fn take(&self) -> Vec<Message> {
+        std::mem::take(&mut *self.queued.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    fn take(&mut self, i: Inbound) {
-        if let Inbound::Message(m) = i {
-            self.queued.push(m);
+    fn is_empty(&self) -> bool {
+        self.queued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
+    /// Waits until something is queued, the link is gone, or `deadline`; true when
+    /// something is queued.
+    async fn wait_until(&self, deadline: tokio::time::Instant) -> bool {
+        loop {
+            let arrived = self.arrived.notified();
+            tokio::pin!(arrived);
+            // Registered before looking, so a message queued in between still wakes us.
+            arrived.as_mut().enable();
+            if !self.is_empty() {
+                return true;
+            }
+            if self.gone.load(Ordering::SeqCst)
+                || tokio::time::timeout_at(deadline, arrived).await.is_err()
+            {
+                return !self.is_empty();
+            }
         }
     }
+}
+
+/// Sorts what the link receives into the inbox until the link ends.
+async fn route(mut rx: mpsc::UnboundedReceiver<Inbound>, inbox: Arc<Inbox>) {
+    while let Some(i) = rx.recv().await {
+        match i {
+            Inbound::Message(m) => {
+                inbox
+                    .queued
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(m);
+                inbox.arrived.notify_waiters();
+            }
+            Inbound::PermDecided(r) => {
+                let _ = inbox.decided.send(Decided::One(r));
+            }
+            Inbound::Reconnected => {
+                let _ = inbox.decided.send(Decided::Reconnected);
+            }
+            Inbound::Task(_) | Inbound::Fatal(_) => {}
+        }
+    }
+    inbox.gone.store(true, Ordering::SeqCst);
+    inbox.arrived.notify_waiters();
 }
 
 /// The tool names an agent gets over MCP: its team tools (the leader's or a teammate's) and
@@ -115,16 +178,30 @@ impl TeamServer {
         let (link, rx) = Link::start(agent, out).await?;
         let config = link.config().await?;
         let is_leader = link.name() == agent_team_protocol::names::LEADER;
-        Ok(Self::new(link, rx, &config, is_leader))
+        let mut role = config.role(&link.welcome_role()).cloned();
+        if let Some(r) = role.as_mut() {
+            link.agent().member.apply(r)?;
+        }
+        Ok(Self::new(link, rx, &config, role, is_leader))
     }
 
-    /// A server over an established link (tests build one this way too).
+    /// A server over an established link, for an agent of `role` (tests build one this way
+    /// too). Must be called within a tokio runtime: it starts the task that sorts what the
+    /// link receives.
     pub fn new(
         link: Arc<Link>,
         rx: mpsc::UnboundedReceiver<Inbound>,
         config: &agent_team_config::TeamConfig,
+        role: Option<Role>,
         is_leader: bool,
     ) -> Self {
+        let inbox = Arc::new(Inbox {
+            queued: std::sync::Mutex::new(Vec::new()),
+            arrived: Notify::new(),
+            gone: AtomicBool::new(false),
+            decided: broadcast::channel(64).0,
+        });
+        tokio::spawn(route(rx, inbox.clone()));
         let root = config
             .workspace
             .canonicalize()
@@ -139,10 +216,8 @@ impl TeamServer {
         TeamServer {
             ctx: Arc::new(ctx),
             names: Arc::new(tool_names(is_leader)),
-            inbox: Arc::new(Mutex::new(Inbox {
-                rx,
-                queued: Vec::new(),
-            })),
+            inbox,
+            role: Arc::new(role),
             first_input: Arc::new(std::sync::Mutex::new(None)),
             interactive: Arc::new(AtomicBool::new(false)),
             idle: Arc::new(AtomicBool::new(false)),
@@ -160,30 +235,23 @@ impl TeamServer {
     }
 
     /// While the interactive CLI is idle, waits for messages and types them into its pane,
-    /// which starts its next turn (they are marked read then). Holds the inbox a second at a
-    /// time, so a tool call of a CLI woken some other way is never kept waiting.
+    /// which starts its next turn (they are marked read then). Looks again each second
+    /// whether the CLI is still idle (a tool call or a hook ends that).
     fn wake_when_messages_come(&self) {
         if self.waking.swap(true, Ordering::SeqCst) {
             return;
         }
         let me = self.clone();
         tokio::spawn(async move {
-            while me.idle.load(Ordering::SeqCst) {
-                let mut inbox = me.inbox.lock().await;
-                inbox.drain();
-                if inbox.queued.is_empty()
-                    && let Ok(Some(i)) =
-                        tokio::time::timeout(std::time::Duration::from_secs(1), inbox.rx.recv())
-                            .await
-                {
-                    inbox.take(i);
-                    inbox.drain();
-                }
-                if inbox.queued.is_empty() || !me.idle.load(Ordering::SeqCst) {
+            while me.idle.load(Ordering::SeqCst) && !me.inbox.gone.load(Ordering::SeqCst) {
+                let soon = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+                if !me.inbox.wait_until(soon).await || !me.idle.load(Ordering::SeqCst) {
                     continue;
                 }
-                let messages = std::mem::take(&mut inbox.queued);
-                drop(inbox);
+                let messages = me.inbox.take();
+                if messages.is_empty() {
+                    continue;
+                }
                 me.idle.store(false, Ordering::SeqCst);
                 me.mark_read(&messages).await;
                 me.ctx
@@ -227,17 +295,38 @@ impl TeamServer {
         use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
         let (r, mut w) = stream.into_split();
         let mut line = String::new();
-        // One short word, soon: a peer that sends more or nothing gets no more than this.
-        let mut reader = tokio::io::BufReader::new(r.take(HOOK_LINE_MAX));
+        // One line, soon: a peer that sends more or nothing gets no more than this.
+        let mut reader = tokio::io::BufReader::new(r.take(permission::PERMISSION_LINE_MAX));
         if tokio::time::timeout(HOOK_READ_TIMEOUT, reader.read_line(&mut line))
             .await
             .is_err()
         {
             return Ok(());
         }
-        if line.trim() != "stop" {
-            return w.write_all(b"{\"error\":\"unknown hook\"}\n").await;
-        }
+        let answer = match line.trim_end().split_once(' ') {
+            None if line.trim() == "stop" => self.answer_stop().await,
+            Some(("permission", call)) => {
+                let (allow, reason) = match serde_json::from_str::<Value>(call) {
+                    Ok(v) => {
+                        self.judge(
+                            v["tool"].as_str().unwrap_or_default(),
+                            v.get("args").cloned().unwrap_or(Value::Null),
+                        )
+                        .await
+                    }
+                    Err(e) => (false, format!("a bad permission request: {e}")),
+                };
+                serde_json::json!({"allow": allow, "reason": reason})
+            }
+            _ => serde_json::json!({"error": "unknown hook"}),
+        };
+        let mut out = serde_json::to_vec(&answer).unwrap_or_else(|_| b"{}".to_vec());
+        out.push(b'\n');
+        w.write_all(&out).await
+    }
+
+    /// The turn-end hook: what is queued (now read), or the agent is idle.
+    async fn answer_stop(&self) -> Value {
         let messages = self.take_queued().await;
         if messages.is_empty() {
             self.ctx
@@ -255,18 +344,92 @@ impl TeamServer {
                 .await;
         }
         let texts: Vec<String> = messages.iter().map(render).collect();
-        let mut out = serde_json::to_vec(&serde_json::json!({ "messages": texts }))
-            .unwrap_or_else(|_| b"{}".to_vec());
-        out.push(b'\n');
-        w.write_all(&out).await
+        serde_json::json!({ "messages": texts })
+    }
+
+    /// Judges a call of the CLI's own tool, given as our tool `tool` with `args`, by the
+    /// agent's role: a tool the role lacks or its policy denies is refused; one it allows
+    /// goes ahead; one it asks about becomes a permission request of the team, and this
+    /// waits for its decision (the daemon denies it after its timeout). Returns (allowed,
+    /// why not).
+    pub async fn judge(&self, tool: &str, args: Value) -> (bool, String) {
+        use agent_team_config::PermAction;
+        let Some(role) = self.role.as_ref() else {
+            return (false, "the agent's role is not in the team".into());
+        };
+        if !role.tools.iter().any(|t| t == tool) {
+            return (false, format!("the role {} has no {tool}", role.name));
+        }
+        let call = match ToolCall::parse(tool, &args) {
+            Ok(c) => c,
+            Err(e) => return (false, e.to_string()),
+        };
+        let checked = tools::check(&self.ctx, &role.permissions, &call, &args);
+        match checked.action {
+            PermAction::Allow => (true, String::new()),
+            PermAction::Deny => (
+                false,
+                format!("the role's policy denies {tool} `{}`", checked.input),
+            ),
+            PermAction::Ask => self.ask(tool, &checked.input, &checked.reason).await,
+        }
+    }
+
+    /// Raises a permission request and waits for its decision.
+    async fn ask(&self, tool: &str, input: &str, reason: &str) -> (bool, String) {
+        use agent_team_worker::exec::verdict;
+        // Listening before asking: a decision made at once is not missed.
+        let mut decided = self.inbox.decided.subscribe();
+        let req = match self
+            .ctx
+            .link
+            .call_retry(Request::PermRequest {
+                tool: tool.into(),
+                input: input.into(),
+                reason: reason.into(),
+            })
+            .await
+        {
+            Ok(Reply::Perm { request }) => request,
+            Ok(_) => return (false, "an unexpected reply to perm_request".into()),
+            Err(e) => return (false, format!("the team could not be asked: {e}")),
+        };
+        if let Some(v) = verdict(&req) {
+            return v;
+        }
+        loop {
+            match decided.recv().await {
+                Ok(Decided::One(r)) if r.id == req.id => {
+                    if let Some(v) = verdict(&r) {
+                        return v;
+                    }
+                }
+                Ok(Decided::One(_)) => {}
+                // Away, or too slow to hear everything: the decision may have been missed.
+                Ok(Decided::Reconnected) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    if let Ok(Reply::Perms { requests }) = self
+                        .ctx
+                        .link
+                        .call_retry(Request::PermList {
+                            all: true,
+                            after: Some(req.id - 1),
+                        })
+                        .await
+                        && let Some(v) = requests.iter().find(|r| r.id == req.id).and_then(verdict)
+                    {
+                        return v;
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    return (false, "the connection to the team is gone".into());
+                }
+            }
+        }
     }
 
     /// What is queued for the agent now, marked read (the caller hands it to the CLI).
     async fn take_queued(&self) -> Vec<Message> {
-        let mut inbox = self.inbox.lock().await;
-        inbox.drain();
-        let messages = std::mem::take(&mut inbox.queued);
-        drop(inbox);
+        let messages = self.inbox.take();
         self.mark_read(&messages).await;
         messages
     }
@@ -302,30 +465,13 @@ impl TeamServer {
     /// `wait_for_messages`: what is queued, else the first messages to arrive within the
     /// timeout; they are marked read, since the client now has them.
     async fn wait_for_messages(&self, args: &WaitForMessages) -> CallToolResult {
-        let mut inbox = self.inbox.lock().await;
-        inbox.drain();
-        if inbox.queued.is_empty() {
-            let deadline = tokio::time::Instant::now() + args.timeout();
-            loop {
-                match tokio::time::timeout_at(deadline, inbox.rx.recv()).await {
-                    Ok(Some(i)) => {
-                        inbox.take(i);
-                        inbox.drain();
-                        if !inbox.queued.is_empty() {
-                            break;
-                        }
-                    }
-                    Ok(None) => {
-                        return CallToolResult::error(vec![Content::text(
-                            "the connection to the team is gone",
-                        )]);
-                    }
-                    Err(_) => break,
-                }
-            }
+        let deadline = tokio::time::Instant::now() + args.timeout();
+        if !self.inbox.wait_until(deadline).await && self.inbox.gone.load(Ordering::SeqCst) {
+            return CallToolResult::error(vec![Content::text(
+                "the connection to the team is gone",
+            )]);
         }
-        let messages = std::mem::take(&mut inbox.queued);
-        drop(inbox);
+        let messages = self.inbox.take();
         if messages.is_empty() {
             return CallToolResult::success(vec![Content::text("no messages")]);
         }
@@ -403,8 +549,6 @@ fn render(m: &Message) -> String {
     format!("[message {} from {}] {}", m.id, m.from, m.body)
 }
 
-/// The longest request line the hook socket reads.
-const HOOK_LINE_MAX: u64 = 64;
 /// How long the hook socket waits for a request line.
 const HOOK_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -434,10 +578,8 @@ pub async fn serve_from_env() -> Result<(), McpError> {
     server.serve_stdio().await
 }
 
-/// `agent-team hook stop`: asks the agent's MCP server (on `socket`) for the messages queued
-/// for it; returns the Claude Code / Qwen Code hook answer to print (`{"decision":"block",
-/// "reason":…}` hands them back as the next instruction), or `None` to let the turn end.
-pub async fn stop_hook(socket: &std::path::Path) -> Result<Option<String>, McpError> {
+/// One request line to the agent's MCP server on `socket`, and its one-line JSON answer.
+async fn ask_server(socket: &std::path::Path, line: &str) -> Result<Value, McpError> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     let fail = |e: std::io::Error| {
         McpError::Session(format!("the team server on {}: {e}", socket.display()))
@@ -446,14 +588,21 @@ pub async fn stop_hook(socket: &std::path::Path) -> Result<Option<String>, McpEr
         .await
         .map_err(fail)?;
     let (r, mut w) = stream.into_split();
-    w.write_all(b"stop\n").await.map_err(fail)?;
-    let mut line = String::new();
+    w.write_all(line.as_bytes()).await.map_err(fail)?;
+    let mut answer = String::new();
     tokio::io::BufReader::new(r)
-        .read_line(&mut line)
+        .read_line(&mut answer)
         .await
         .map_err(fail)?;
-    let v: Value = serde_json::from_str(line.trim())
-        .map_err(|e| McpError::Session(format!("a bad answer from the team server: {e}")))?;
+    serde_json::from_str(answer.trim())
+        .map_err(|e| McpError::Session(format!("a bad answer from the team server: {e}")))
+}
+
+/// `agent-team hook stop`: asks the agent's MCP server (on `socket`) for the messages queued
+/// for it; returns the Claude Code / Qwen Code hook answer to print (`{"decision":"block",
+/// "reason":…}` hands them back as the next instruction), or `None` to let the turn end.
+pub async fn stop_hook(socket: &std::path::Path) -> Result<Option<String>, McpError> {
+    let v = ask_server(socket, "stop\n").await?;
     let texts: Vec<&str> = v["messages"]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_str).collect())
@@ -468,4 +617,24 @@ pub async fn stop_hook(socket: &std::path::Path) -> Result<Option<String>, McpEr
     Ok(Some(
         serde_json::json!({"decision": "block", "reason": reason}).to_string(),
     ))
+}
+
+/// `agent-team hook pre-tool-use`: the CLI's hook input `input` (JSON with `tool_name` and
+/// `tool_input`) judged by the agent's MCP server on `socket`, which may wait for a person's
+/// decision. Returns (allowed, the hook answer to print). An error means no decision: the
+/// caller must refuse the call (the hook exits 2), never let it through.
+pub async fn pre_tool_use_hook(
+    socket: &std::path::Path,
+    input: &str,
+) -> Result<(bool, String), McpError> {
+    let input: Value = serde_json::from_str(input)
+        .map_err(|e| McpError::Session(format!("the hook input is not JSON: {e}")))?;
+    let line = match permission::request_line(&input) {
+        Ok(l) => l,
+        Err(why) => return Ok((false, permission::hook_answer(false, &why))),
+    };
+    let v = ask_server(socket, &line).await?;
+    let allow = v["allow"].as_bool().unwrap_or(false);
+    let reason = v["reason"].as_str().unwrap_or_default();
+    Ok((allow, permission::hook_answer(allow, reason)))
 }

@@ -250,7 +250,8 @@ pub async fn ask_permission(
     }
 }
 
-fn verdict(r: &PermRequest) -> Option<(bool, String)> {
+/// A decided request as (allowed, why it was denied); `None` while it is pending.
+pub fn verdict(r: &PermRequest) -> Option<(bool, String)> {
     match r.status {
         PermStatus::Pending => None,
         PermStatus::Allowed => Some((true, String::new())),

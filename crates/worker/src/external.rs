@@ -129,23 +129,52 @@ pub const FIRST_INPUT_ENV: &str = "AGENT_TEAM_FIRST_INPUT_FILE";
 /// The variable telling `agent-team mcp` where to answer the CLI's turn-end hook.
 pub const HOOK_SOCKET_ENV: &str = "AGENT_TEAM_HOOK_SOCKET";
 
-/// The `Stop` hook (Claude Code's settings shape, which Qwen Code reads too): at each turn's
-/// end, `agent-team hook stop` hands the queued messages back as the next instruction.
-fn stop_hooks(agent_team: &Path, socket: &Path) -> serde_json::Value {
-    json!({
+/// The hooks (Claude Code's settings shape, which Qwen Code reads too): at each turn's end
+/// (`Stop`), `agent-team hook stop` hands the queued messages back as the next instruction;
+/// before a call of one of `asked` (the CLI's own tools the role's policy must judge call by
+/// call), `agent-team hook pre-tool-use` has it judged, asking the team where the policy
+/// says `ask`. That hook may wait for a person, so its timeout is the daemon's to apply.
+fn cli_hooks(agent_team: &Path, socket: &Path, asked: &[String]) -> serde_json::Value {
+    let command = |event: &str| {
+        format!(
+            "{} hook {event} --socket {}",
+            shell_word(&agent_team.display().to_string()),
+            shell_word(&socket.display().to_string())
+        )
+    };
+    let mut hooks = json!({
         "Stop": [{
             "matcher": "",
+            "hooks": [{"type": "command", "command": command("stop")}],
+        }],
+    });
+    if !asked.is_empty() {
+        hooks["PreToolUse"] = json!([{
+            "matcher": asked.join("|"),
             "hooks": [{
                 "type": "command",
-                "command": format!(
-                    "{} hook stop --socket {}",
-                    shell_word(&agent_team.display().to_string()),
-                    shell_word(&socket.display().to_string())
-                ),
+                "command": command("pre-tool-use"),
+                "timeout": PERMISSION_HOOK_TIMEOUT_SECS,
             }],
-        }],
-    })
+        }]);
+    }
+    hooks
 }
+
+/// Qwen Code reads the hooks in Claude Code's shape, with two differences: a matcher is an
+/// unanchored regular expression (so each list is anchored), and a timeout is in milliseconds.
+fn qwen_hooks(mut hooks: serde_json::Value) -> serde_json::Value {
+    if let Some(pre) = hooks["PreToolUse"].get_mut(0) {
+        let list = pre["matcher"].as_str().unwrap_or_default().to_string();
+        pre["matcher"] = json!(format!("^({list})$"));
+        pre["hooks"][0]["timeout"] = json!(PERMISSION_HOOK_TIMEOUT_SECS * 1000);
+    }
+    hooks
+}
+
+/// The CLI's timeout for the permission hook: a day, so the daemon's permission timeout (which
+/// denies a request nobody decided) is the one that applies.
+const PERMISSION_HOOK_TIMEOUT_SECS: u64 = 24 * 60 * 60;
 
 /// `s` quoted for `sh` when it needs it.
 fn shell_word(s: &str) -> String {
@@ -288,9 +317,10 @@ pub fn plan(
                 }
             });
             files.push((config_dir.join(".claude.json"), pretty(&seeded)));
+            let tools = claude_tools(role);
             files.push((
                 settings.clone(),
-                pretty(&json!({"hooks": stop_hooks(agent_team, &hook_socket)})),
+                pretty(&json!({"hooks": cli_hooks(agent_team, &hook_socket, &tools.asked)})),
             ));
             envs.extend([
                 ("HOME".into(), home.display().to_string()),
@@ -317,7 +347,11 @@ pub fn plan(
             if let Some(url) = &role.base_url {
                 envs.push(("ANTHROPIC_BASE_URL".into(), url.clone()));
             }
-            let (allowed, disallowed) = claude_tools(role);
+            let ClaudeTools {
+                allowed,
+                disallowed,
+                ..
+            } = tools;
             // The prompt comes first: `--allowedTools` and `--disallowedTools` take every
             // word after them, so a prompt after them would be read as tool names.
             let mut args: Vec<String> = Vec::new();
@@ -419,7 +453,7 @@ pub fn plan(
                     "env": mcp_env(agent, Some(&hook_socket), None),
                     "trust": true,
                 }},
-                "hooks": stop_hooks(agent_team, &hook_socket),
+                "hooks": qwen_hooks(cli_hooks(agent_team, &hook_socket, &qwen_judged(role))),
                 "privacy": {"usageStatisticsEnabled": false},
                 "telemetry": {"enabled": false},
                 "general": {"enableAutoUpdate": false},
@@ -437,10 +471,7 @@ pub fn plan(
             if let Some(k) = key("OPENAI_API_KEY") {
                 envs.push(("OPENAI_API_KEY".into(), k));
             }
-            let mut args = vec![
-                "--approval-mode".to_string(),
-                qwen_approval_mode(role).to_string(),
-            ];
+            let mut args = vec!["--approval-mode".to_string(), "yolo".to_string()];
             args.extend(extra_args(role));
             let flag = if headless { "-p" } else { "-i" };
             args.extend([flag.to_string(), prompt.clone()]);
@@ -488,12 +519,22 @@ pub fn plan(
     })
 }
 
-/// Claude Code's own tools for `role`: those whose counterpart the role has and its policy
-/// allows outright (no `ask`, no pattern rule) are allowed without asking; those whose
-/// counterpart it lacks are disallowed (a read-only role's Claude cannot write). The rest
-/// are left to Claude's own permission prompt.
-fn claude_tools(role: &Role) -> (Vec<String>, Vec<String>) {
-    let (mut allowed, mut disallowed) = (Vec::new(), Vec::new());
+/// Claude Code's own tools for a role, by how a call of each is decided.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ClaudeTools {
+    /// The role has the counterpart and its policy allows it outright: no asking.
+    pub allowed: Vec<String>,
+    /// The role lacks the counterpart (a read-only role's Claude cannot write), or it would
+    /// be a second board beside the team's.
+    pub disallowed: Vec<String>,
+    /// The role's policy judges each call (`ask`, `deny` or a pattern): the `PreToolUse`
+    /// hook has each call judged, and asks the team where the policy says `ask`.
+    pub asked: Vec<String>,
+}
+
+/// Claude Code's own tools for `role` (see [`ClaudeTools`]).
+pub fn claude_tools(role: &Role) -> ClaudeTools {
+    let (mut allowed, mut disallowed, mut asked) = (Vec::new(), Vec::new(), Vec::new());
     for name in [
         "Read",
         "Write",
@@ -515,6 +556,8 @@ fn claude_tools(role: &Role) -> (Vec<String>, Vec<String>) {
         }
         if allowed_outright(role, ours) {
             allowed.push(name.to_string());
+        } else {
+            asked.push(name.to_string());
         }
     }
     // Claude Code's own task list and messages would be a second board beside the team's.
@@ -527,7 +570,11 @@ fn claude_tools(role: &Role) -> (Vec<String>, Vec<String>) {
     ] {
         disallowed.push(own.to_string());
     }
-    (allowed, disallowed)
+    ClaudeTools {
+        allowed,
+        disallowed,
+        asked,
+    }
 }
 
 /// Whether `role` has our tool `ours` and its policy allows every call of it without asking
@@ -545,15 +592,40 @@ fn allowed_outright(role: &Role, ours: &str) -> bool {
         && perms::decide_rules(&policy::rules(&role.permissions), ours, "") == perms::Action::Allow
 }
 
-/// Qwen Code's approval mode for `role`: `yolo` when the role may write and run the shell
-/// without asking, `auto-edit` when it may write, else `default` (Qwen asks).
-fn qwen_approval_mode(role: &Role) -> &'static str {
-    let writes = allowed_outright(role, "write_file") && allowed_outright(role, "edit_file");
-    match (writes, allowed_outright(role, "bash")) {
-        (true, true) => "yolo",
-        (true, false) => "auto-edit",
-        _ => "default",
-    }
+/// Qwen Code's own tools that the `PreToolUse` hook must judge for `role`: each whose
+/// counterpart the role lacks or does not allow outright, and Qwen's own subagents, messages
+/// and schedules (a second team beside ours), which the hook always refuses. Qwen runs in
+/// `yolo` mode, since a `PreToolUse` allow cannot grant it a permission (CLIS.md) while a deny
+/// is obeyed: every call it would have asked about passes through this hook instead.
+pub fn qwen_judged(role: &Role) -> Vec<String> {
+    let mut judged: Vec<String> = [
+        ("run_shell_command", "bash"),
+        ("write_file", "write_file"),
+        ("edit", "edit_file"),
+        ("read_file", "read_file"),
+        ("glob", "glob"),
+        ("grep_search", "grep"),
+        ("list_directory", "list_files"),
+        ("web_fetch", "web_fetch"),
+        ("todo_write", "todo_write"),
+    ]
+    .into_iter()
+    .filter(|(_, ours)| !allowed_outright(role, ours))
+    .map(|(qwen, _)| qwen.to_string())
+    .collect();
+    judged.extend(
+        [
+            "agent",
+            "send_message",
+            "cron_create",
+            "cron_list",
+            "cron_delete",
+            "monitor",
+            "task_stop",
+        ]
+        .map(String::from),
+    );
+    judged
 }
 
 /// The team tools as Claude Code names them (`mcp__team__<tool>`), allowed without asking.

@@ -31,6 +31,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Doctor(j) => return doctor::doctor(j.json),
         Command::Roles(j) => return roles::roles(file, j.json),
         Command::Mcp => return mcp(),
+        Command::Hook { socket, event } if event == "pre-tool-use" => {
+            return pre_tool_use_hook(&socket);
+        }
         Command::Hook { socket, .. } => return stop_hook(&socket),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -146,6 +149,39 @@ fn stop_hook(socket: &std::path::Path) -> Result<ExitCode> {
         println!("{answer}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `agent-team hook pre-tool-use`: the CLI's hook input on stdin, judged by the agent's MCP
+/// server; prints the decision. Exits 2 (the CLI refuses the call and tells its model why, from
+/// stderr) when no decision could be had: a call is never let through by a failure.
+fn pre_tool_use_hook(socket: &std::path::Path) -> Result<ExitCode> {
+    use std::io::Read;
+    let refuse = |why: String| {
+        eprintln!("agent-team: no permission decision, the call is refused: {why}");
+        Ok(ExitCode::from(2))
+    };
+    let mut input = String::new();
+    // A hook input is small; a longer one is refused, not read without end.
+    if let Err(e) = std::io::stdin()
+        .take(agent_team_mcp::permission::PERMISSION_LINE_MAX * 4)
+        .read_to_string(&mut input)
+    {
+        return refuse(format!("cannot read the hook input: {e}"));
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return refuse(format!("cannot start the async runtime: {e}")),
+    };
+    match rt.block_on(agent_team_mcp::pre_tool_use_hook(socket, &input)) {
+        Ok((_, answer)) => {
+            println!("{answer}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => refuse(e.to_string()),
+    }
 }
 
 /// The demo starts from an empty board each time it is not already running, so a second

@@ -199,8 +199,37 @@ fn qwen_code_gets_its_settings_with_a_trusted_team_server() {
     assert_eq!(env_of(&l, "OPENAI_BASE_URL"), Some("http://127.0.0.1:9/v1"));
     assert_eq!(env_of(&l, "QWEN_HOME"), Some("/home/cc/.qwen"));
     assert_eq!(l.args[l.args.len() - 2], "-i");
-    // The worker role writes and runs the shell without asking.
+    // Qwen never asks by itself: the `PreToolUse` hook judges what the role does not allow
+    // outright (none of the worker role's own tools here) and refuses Qwen's second team.
     assert_eq!(&l.args[..2], ["--approval-mode", "yolo"]);
+    let pre = &s["hooks"]["PreToolUse"][0];
+    let matcher = pre["matcher"].as_str().unwrap();
+    assert!(
+        matcher.starts_with("^(") && matcher.ends_with(")$"),
+        "{matcher}"
+    );
+    let judged: Vec<&str> = matcher[2..matcher.len() - 2].split('|').collect();
+    assert!(judged.contains(&"agent") && judged.contains(&"send_message"));
+    assert!(!judged.contains(&"write_file"), "{judged:?}");
+    assert_eq!(
+        pre["hooks"][0]["timeout"], 86_400_000,
+        "milliseconds for Qwen"
+    );
+    // A role that must ask before the shell, and lacks the web: both judged.
+    let mut asking = role(Provider::QwenCode);
+    asking.permissions.push(agent_team_config::PolicyRule {
+        tool: "bash".into(),
+        pattern: None,
+        action: agent_team_config::PermAction::Ask,
+    });
+    asking.tools.retain(|t| t != "web_fetch");
+    let judged = qwen_judged(&asking);
+    assert!(
+        judged.iter().any(|t| t == "run_shell_command"),
+        "{judged:?}"
+    );
+    assert!(judged.iter().any(|t| t == "web_fetch"), "{judged:?}");
+    assert!(!judged.iter().any(|t| t == "write_file"), "{judged:?}");
 }
 
 #[test]
@@ -342,7 +371,9 @@ fn claude_codes_own_tools_follow_the_roles_tools_and_policy() {
         assert!(denied.split(',').any(|x| x == t), "{t} not in {denied}");
     }
     assert!(!flag(&l, "--allowedTools").split(',').any(|x| x == "Write"));
-    // `ask` leaves the call to a permission prompt: neither allowed nor disallowed.
+    assert!(!file(&l, "settings.json").contains("PreToolUse"));
+    // `ask` leaves each call to the `PreToolUse` hook, which has the team decide: neither
+    // allowed nor disallowed, and the hook waits as long as the daemon lets a request wait.
     let mut asking = role(Provider::ClaudeCode);
     asking.permissions.push(agent_team_config::PolicyRule {
         tool: "bash".into(),
@@ -355,5 +386,21 @@ fn claude_codes_own_tools_follow_the_roles_tools_and_policy() {
         !flag(&l, "--disallowedTools")
             .split(',')
             .any(|x| x == "Bash")
+    );
+    let settings: serde_json::Value = serde_json::from_str(file(&l, "settings.json")).unwrap();
+    let pre = &settings["hooks"]["PreToolUse"][0];
+    let matcher = pre["matcher"].as_str().unwrap();
+    assert!(matcher.split('|').any(|t| t == "Bash"), "{matcher}");
+    assert!(!matcher.split('|').any(|t| t == "Write"), "{matcher}");
+    let hook = &pre["hooks"][0];
+    assert_eq!(
+        hook["command"],
+        "/bin/agent-team hook pre-tool-use --socket /home/cc/hook.sock"
+    );
+    assert!(hook["timeout"].as_u64().unwrap() >= 3600);
+    assert_eq!(
+        claude_tools(&asking).asked.join("|"),
+        matcher,
+        "the hooked tools are the judged ones"
     );
 }

@@ -1,0 +1,160 @@
+//! Permission escalation for external CLIs: a CLI's `PreToolUse` hook (`agent-team hook
+//! pre-tool-use`) hands each call of one of its own tools to the agent's MCP server, which
+//! judges it by the role's policy as our workers do and, where the policy says `ask`, raises
+//! one of the team's permission requests and waits for `agent-team approve` / `deny` (or the
+//! leader). The CLI's own permission prompt is never what decides.
+//!
+//! [`our_call`] (a CLI's tool call as ours) and [`hook_answer`] (the hook's answer) are pure.
+
+use serde_json::{Value, json};
+
+/// The longest request line the hook socket reads (a shell command is judged whole; a
+/// longer one is refused rather than cut).
+pub const PERMISSION_LINE_MAX: u64 = 64 * 1024;
+
+/// A CLI's tool call as the tool of ours it stands for, with the arguments our policy judges
+/// (the text a write would put is left out: only where it goes matters). `None` for a tool
+/// with no counterpart of ours. Claude Code's names (`Bash`, `Write`, …) and Qwen Code's
+/// (`run_shell_command`, `write_file`, …) both map.
+pub fn our_call(tool: &str, input: &Value) -> Option<(&'static str, Value)> {
+    let s = |k: &str| input.get(k).and_then(Value::as_str).unwrap_or_default();
+    let path = || {
+        ["file_path", "absolute_path", "path"]
+            .iter()
+            .map(|k| s(k))
+            .find(|p| !p.is_empty())
+            .unwrap_or_default()
+            .to_string()
+    };
+    Some(match tool {
+        "Bash" | "run_shell_command" => ("bash", json!({"command": s("command")})),
+        "Write" | "write_file" => ("write_file", json!({"path": path(), "content": ""})),
+        "Edit" | "MultiEdit" | "edit" | "replace" => (
+            "edit_file",
+            json!({"path": path(), "old_string": "", "new_string": ""}),
+        ),
+        "Read" | "read_file" | "read_many_files" => ("read_file", json!({"path": path()})),
+        "Glob" | "glob" => ("glob", json!({"pattern": s("pattern")})),
+        "Grep" | "grep_search" | "search_file_content" => (
+            "grep",
+            json!({"pattern": s("pattern"), "path": input.get("path")}),
+        ),
+        "LS" | "list_directory" => ("list_files", json!({"path": input.get("path")})),
+        "WebFetch" | "web_fetch" => ("web_fetch", json!({"url": s("url")})),
+        "TodoWrite" | "todo_write" => ("todo_write", json!({"items": []})),
+        _ => return None,
+    })
+}
+
+/// The hook's answer in the shape Claude Code and Qwen Code read from a `PreToolUse` hook:
+/// the call goes ahead, or it is refused with `reason` (the model is told why).
+pub fn hook_answer(allow: bool, reason: &str) -> String {
+    json!({
+        "hookSpecificOutput": {
+            "hookEventName": "PreToolUse",
+            "permissionDecision": if allow { "allow" } else { "deny" },
+            "permissionDecisionReason": reason,
+        }
+    })
+    .to_string()
+}
+
+/// The request line the hook sends the MCP server for the CLI's hook input `input` (its
+/// `tool_name` and `tool_input`): `permission {"tool":…,"args":…}`, or why none can be made.
+pub fn request_line(input: &Value) -> Result<String, String> {
+    let name = input
+        .get("tool_name")
+        .and_then(Value::as_str)
+        .ok_or("the hook input has no tool_name")?;
+    let tool_input = input.get("tool_input").cloned().unwrap_or(Value::Null);
+    let (tool, args) = our_call(name, &tool_input)
+        .ok_or_else(|| format!("{name} is not a tool this team's policy knows"))?;
+    let line = format!("permission {}\n", json!({"tool": tool, "args": args}));
+    if line.len() as u64 > PERMISSION_LINE_MAX {
+        return Err(format!(
+            "the {name} call is too long to be judged ({} bytes)",
+            line.len()
+        ));
+    }
+    Ok(line)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claude_and_qwen_calls_map_to_ours_with_what_the_policy_judges() {
+        let bash = our_call("Bash", &json!({"command": "rm -rf build", "timeout": 5})).unwrap();
+        assert_eq!(bash, ("bash", json!({"command": "rm -rf build"})));
+        let q = our_call("run_shell_command", &json!({"command": "ls"})).unwrap();
+        assert_eq!(q.0, "bash");
+        let w = our_call(
+            "Write",
+            &json!({"file_path": "/w/a.txt", "content": "a huge text"}),
+        )
+        .unwrap();
+        assert_eq!(
+            w,
+            ("write_file", json!({"path": "/w/a.txt", "content": ""}))
+        );
+        assert_eq!(
+            our_call("write_file", &json!({"file_path": "b"}))
+                .unwrap()
+                .1["path"],
+            "b"
+        );
+        assert_eq!(
+            our_call("MultiEdit", &json!({"file_path": "c", "edits": []}))
+                .unwrap()
+                .0,
+            "edit_file"
+        );
+        assert_eq!(
+            our_call("WebFetch", &json!({"url": "http://x", "prompt": "p"})).unwrap(),
+            ("web_fetch", json!({"url": "http://x"}))
+        );
+        assert!(our_call("NotebookEdit", &json!({})).is_none());
+    }
+
+    #[test]
+    fn every_mapped_call_parses_as_our_tool() {
+        for (tool, input) in [
+            ("Bash", json!({"command": "ls"})),
+            ("Write", json!({"file_path": "a", "content": "x"})),
+            (
+                "Edit",
+                json!({"file_path": "a", "old_string": "x", "new_string": "y"}),
+            ),
+            ("Read", json!({"file_path": "a"})),
+            ("Glob", json!({"pattern": "*.rs"})),
+            ("Grep", json!({"pattern": "x"})),
+            ("LS", json!({"path": "."})),
+            ("WebFetch", json!({"url": "http://x"})),
+            ("TodoWrite", json!({"todos": []})),
+        ] {
+            let (ours, args) = our_call(tool, &input).unwrap();
+            agent_team_tools::ToolCall::parse(ours, &args)
+                .unwrap_or_else(|e| panic!("{tool} → {ours} {args}: {e}"));
+        }
+    }
+
+    #[test]
+    fn the_request_line_is_one_bounded_line_and_the_answer_is_the_hook_shape() {
+        let line = request_line(&json!({"tool_name": "Bash", "tool_input": {"command": "ls\nls"}}))
+            .unwrap();
+        assert!(line.starts_with("permission {") && line.ends_with('\n'));
+        assert_eq!(line.matches('\n').count(), 1);
+        let huge = "x".repeat(PERMISSION_LINE_MAX as usize);
+        assert!(
+            request_line(&json!({"tool_name": "Bash", "tool_input": {"command": huge}}))
+                .unwrap_err()
+                .contains("too long")
+        );
+        assert!(request_line(&json!({"tool_name": "Task"})).is_err());
+        let a: Value = serde_json::from_str(&hook_answer(false, "no")).unwrap();
+        assert_eq!(a["hookSpecificOutput"]["permissionDecision"], "deny");
+        assert_eq!(a["hookSpecificOutput"]["permissionDecisionReason"], "no");
+    }
+}

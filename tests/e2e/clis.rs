@@ -365,6 +365,24 @@ fn a_qwen_code_shell_call_the_role_marks_ask_waits_for_agent_team_approve() {
     shell_waits_for_approval(&mock, OPENAI_KEY, &role, vec![select], "run_shell_command");
 }
 
+/// The same for Codex's `exec_command`: Codex obeys only a hook's deny, so an approved call
+/// gets no answer from the hook and runs in Codex's own sandbox.
+#[test]
+fn a_codex_shell_call_the_role_marks_ask_waits_for_agent_team_approve() {
+    use agent_team_mockmodel::{MockModel, Wire};
+    let codex = installed("@openai/codex", "0.169.0", "codex");
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    let role = cli_role(
+        "claude",
+        "codex",
+        "gpt-5-codex",
+        &mock.base_url(),
+        OPENAI_KEY.0,
+        &codex,
+    );
+    shell_waits_for_approval(&mock, OPENAI_KEY, &role, Vec::new(), "exec_command");
+}
+
 /// One CLI teammate (`role`, named `claude` in the team file, asking `mock`) whose role marks
 /// `bash` `ask`: after `prefix`, it claims task 1 and calls its shell tool `shell` twice; the
 /// first call waits for `agent-team approve` and runs, the second is denied and never runs.
@@ -379,7 +397,14 @@ fn shell_waits_for_approval(
     use serde_json::json;
     let mut sb = Sandbox::new();
     sb.env.push((key.0.into(), key.1.into()));
-    let call = |cmd: &str| Step::Tools(vec![(shell.into(), json!({"command": cmd}))]);
+    let call = |cmd: &str| {
+        let args = if shell == "exec_command" {
+            json!({ "cmd": cmd })
+        } else {
+            json!({ "command": cmd })
+        };
+        Step::Tools(vec![(shell.into(), args)])
+    };
     let before = prefix.len();
     let mut script = prefix;
     script.extend([
@@ -458,7 +483,7 @@ fn shell_waits_for_approval(
     let after_deny = mock
         .requests("cc")
         .get(before + 3)
-        .map(|r| r["messages"].to_string())
+        .map(|r| r.to_string())
         .unwrap_or_default();
     assert!(
         after_deny.contains("denied"),

@@ -210,6 +210,10 @@ pub enum Command {
         /// The hook: `stop` or `pre-tool-use`.
         #[arg(value_parser = ["stop", "pre-tool-use"])]
         event: String,
+        /// `pre-tool-use`: print nothing for an allowed call (Codex obeys a deny only and
+        /// takes an allow as an error).
+        #[arg(long)]
+        deny_only: bool,
         /// The agent's MCP server's hook socket.
         #[arg(long, value_name = "PATH", env = "AGENT_TEAM_HOOK_SOCKET")]
         socket: std::path::PathBuf,

@@ -14,8 +14,8 @@ pub const PERMISSION_LINE_MAX: u64 = 64 * 1024;
 
 /// A CLI's tool call as the tool of ours it stands for, with the arguments our policy judges
 /// (the text a write would put is left out: only where it goes matters). `None` for a tool
-/// with no counterpart of ours. Claude Code's names (`Bash`, `Write`, …) and Qwen Code's
-/// (`run_shell_command`, `write_file`, …) both map.
+/// with no counterpart of ours. Claude Code's names (`Bash`, `Write`, …; Codex's hooks name its
+/// shell `Bash` too) and Qwen Code's (`run_shell_command`, `write_file`, …) both map.
 pub fn our_call(tool: &str, input: &Value) -> Option<(&'static str, Value)> {
     let s = |k: &str| input.get(k).and_then(Value::as_str).unwrap_or_default();
     let path = || {

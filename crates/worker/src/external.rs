@@ -161,6 +161,17 @@ fn cli_hooks(agent_team: &Path, socket: &Path, asked: &[String]) -> serde_json::
     hooks
 }
 
+/// Codex's own tools that its `PreToolUse` hook must judge for `role`: the shell when the role
+/// lacks it or does not allow it outright. Codex runs with `approval_policy = "never"` in its
+/// workspace-write sandbox; the hook's deny is what stops a call.
+pub fn codex_judged(role: &Role) -> Vec<String> {
+    if allowed_outright(role, "bash") {
+        return Vec::new();
+    }
+    // Codex's hooks name its shell `Bash`, with the command in `command` (seen in 0.169.0).
+    vec!["Bash".into()]
+}
+
 /// Qwen Code reads the hooks in Claude Code's shape, with two differences: a matcher is an
 /// unanchored regular expression (so each list is anchored), and a timeout is in milliseconds.
 fn qwen_hooks(mut hooks: serde_json::Value) -> serde_json::Value {
@@ -404,10 +415,25 @@ pub fn plan(
                 key = toml_str(&key_var),
                 cmd = toml_str(&agent_team.display().to_string()),
             );
-            for (k, v) in mcp_env(agent, None, None) {
+            for (k, v) in mcp_env(agent, Some(&hook_socket), None) {
                 toml.push_str(&format!(
                     "{k} = {}\n",
                     toml_str(v.as_str().unwrap_or_default())
+                ));
+            }
+            let judged = codex_judged(role);
+            if !judged.is_empty() {
+                // Codex obeys a hook's deny only (an allow is an error there): the hook
+                // answers nothing for an allowed call.
+                toml.push_str(&format!(
+                    "\n[[hooks.PreToolUse]]\nmatcher = {}\n\n[[hooks.PreToolUse.hooks]]\n\
+                     type = \"command\"\ncommand = {}\ntimeout = {PERMISSION_HOOK_TIMEOUT_SECS}\n",
+                    toml_str(&format!("^({})$", judged.join("|"))),
+                    toml_str(&format!(
+                        "{} hook pre-tool-use --deny-only --socket {}",
+                        shell_word(&agent_team.display().to_string()),
+                        shell_word(&hook_socket.display().to_string())
+                    )),
                 ));
             }
             toml.push_str(&format!(

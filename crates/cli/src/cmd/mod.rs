@@ -31,8 +31,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Doctor(j) => return doctor::doctor(j.json),
         Command::Roles(j) => return roles::roles(file, j.json),
         Command::Mcp => return mcp(),
-        Command::Hook { socket, event } if event == "pre-tool-use" => {
-            return pre_tool_use_hook(&socket);
+        Command::Hook {
+            socket,
+            event,
+            deny_only,
+        } if event == "pre-tool-use" => {
+            return pre_tool_use_hook(&socket, deny_only);
         }
         Command::Hook { socket, .. } => return stop_hook(&socket),
         Command::Completions { shell } => {
@@ -154,7 +158,7 @@ fn stop_hook(socket: &std::path::Path) -> Result<ExitCode> {
 /// `agent-team hook pre-tool-use`: the CLI's hook input on stdin, judged by the agent's MCP
 /// server; prints the decision. Exits 2 (the CLI refuses the call and tells its model why, from
 /// stderr) when no decision could be had: a call is never let through by a failure.
-fn pre_tool_use_hook(socket: &std::path::Path) -> Result<ExitCode> {
+fn pre_tool_use_hook(socket: &std::path::Path, deny_only: bool) -> Result<ExitCode> {
     use std::io::Read;
     let refuse = |why: String| {
         eprintln!("agent-team: no permission decision, the call is refused: {why}");
@@ -176,8 +180,10 @@ fn pre_tool_use_hook(socket: &std::path::Path) -> Result<ExitCode> {
         Err(e) => return refuse(format!("cannot start the async runtime: {e}")),
     };
     match rt.block_on(agent_team_mcp::pre_tool_use_hook(socket, &input)) {
-        Ok((_, answer)) => {
-            println!("{answer}");
+        Ok((allowed, answer)) => {
+            if !(allowed && deny_only) {
+                println!("{answer}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => refuse(e.to_string()),

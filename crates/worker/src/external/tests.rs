@@ -163,6 +163,37 @@ fn codex_gets_a_responses_provider_the_team_server_and_no_daemon() {
         l.args
             .contains(&"--dangerously-bypass-hook-trust".to_string())
     );
+    // The worker role runs the shell outright: no permission hook.
+    assert!(!toml.contains("PreToolUse"), "{toml}");
+    // A role that asks before the shell: Codex's `Bash` passes the deny-only hook.
+    let mut asking = role(Provider::Codex);
+    asking.permissions.push(agent_team_config::PolicyRule {
+        tool: "bash".into(),
+        pattern: None,
+        action: agent_team_config::PermAction::Ask,
+    });
+    let l = plan(
+        &agent(),
+        &config(),
+        &asking,
+        Path::new("/home/cc"),
+        Path::new("/bin/agent-team"),
+        true,
+    )
+    .unwrap();
+    let toml = file(&l, "config.toml");
+    for want in [
+        "[[hooks.PreToolUse]]",
+        "matcher = \"^(Bash)$\"",
+        "hook pre-tool-use --deny-only --socket /home/cc/hook.sock",
+        "AGENT_TEAM_HOOK_SOCKET = \"/home/cc/hook.sock\"",
+    ] {
+        assert!(toml.contains(want), "{want} missing from\n{toml}");
+    }
+    assert!(
+        toml_check::parse(toml).0,
+        "config.toml does not parse: {toml}"
+    );
 }
 
 /// A tiny TOML well-formedness check without a TOML dependency in this crate: every line is

@@ -647,13 +647,23 @@ fn claude_code_works_interactively_in_its_tmux_pane() {
             // Woken while idle by a message typed into its pane.
             Step::Until {
                 needles: vec!["please also write extra.txt".into()],
-                then: Box::new(call(
-                    "Write",
-                    json!({"file_path": extra.display().to_string(), "content": "woken\n"}),
-                )),
+                // It takes task 2 on as well, so its kill has a task to release.
+                then: Box::new(Step::Tools(vec![
+                    ("mcp__team__claim_task".into(), json!({"id": 2})),
+                    (
+                        "Write".into(),
+                        json!({"file_path": extra.display().to_string(), "content": "woken\n"}),
+                    ),
+                ])),
                 meanwhile: Box::new(Step::Text("Nothing new.".into())),
             },
             Step::Text("Wrote extra.txt.".into()),
+            // Restarted: it resumes its own conversation and is told to carry on.
+            Step::Until {
+                needles: vec!["You were restarted".into()],
+                then: Box::new(Step::Text("Resumed.".into())),
+                meanwhile: Box::new(Step::Text("Not yet.".into())),
+            },
         ],
     );
     sb.write_team_file(&format!(
@@ -731,11 +741,20 @@ title = "Left for later"
     wait_for("cc idle again", T, || {
         sb.agent("ccpane", "cc").status == AgentStatus::Idle
     });
+    let owned = sb.tasks("ccpane").into_iter().find(|t| t.id == 2).unwrap();
+    assert_eq!(owned.owner.as_deref(), Some("cc"), "{owned:?}");
     let first_pid = sb.agent("ccpane", "cc").pid.unwrap();
     sb.ok(&["kill", "cc"]);
     wait_for("cc stopped", T, || {
         sb.agent("ccpane", "cc").status == AgentStatus::Stopped
     });
+    // The kill released its task for someone else.
+    let released = sb.tasks("ccpane").into_iter().find(|t| t.id == 2).unwrap();
+    assert_eq!(
+        (released.status, released.owner.as_deref()),
+        (TaskStatus::Pending, None),
+        "{released:?}"
+    );
     wait_for("cc's process gone", T, || {
         !Path::new(&format!("/proc/{first_pid}")).exists()
     });
@@ -744,11 +763,86 @@ title = "Left for later"
         let a = sb.agent("ccpane", "cc");
         a.pid.is_some_and(|p| p != first_pid) && a.pane.as_deref() == Some(pane.as_str())
     });
+    // Claude Code resumed its own conversation (`--resume`): the restarted CLI's request
+    // carries what the first one was told, then the instruction to carry on.
+    let mut resumed = String::new();
+    wait_for("the restarted Claude Code to ask its model", T, || {
+        resumed = mock
+            .requests("cc")
+            .iter()
+            .map(|r| r["messages"].to_string())
+            .find(|m| m.contains("You were restarted"))
+            .unwrap_or_default();
+        !resumed.is_empty()
+    });
+    assert!(
+        resumed.contains("please also write extra.txt") && resumed.contains("Your name is cc"),
+        "the restarted CLI did not resume its conversation: {resumed}"
+    );
+    wait_for("Claude Code's resumed answer on its screen", T, || {
+        screen(&sb).contains("Resumed.")
+    });
     let homes = sb.team("ccpane").dir.join("clis").display().to_string();
     sb.ok(&["down"]);
     wait_for("no Claude Code process left", T, || {
         left_with(&homes).is_empty()
     });
+}
+
+/// A restarted Qwen Code teammate resumes its own conversation (`--resume` with the id it was
+/// started under), headless: the restarted CLI's first request carries the first run's turn.
+#[test]
+fn a_restarted_qwen_code_teammate_resumes_its_conversation() {
+    use agent_team_mockmodel::{MockModel, Step, Wire};
+    let qwen = installed("@qwen-code/qwen-code", "0.15.10", "qwen");
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    let mut sb = Sandbox::new();
+    sb.env.push((OPENAI_KEY.0.into(), OPENAI_KEY.1.into()));
+    mock.script(
+        "qw",
+        vec![
+            Step::Text("First run, remembered as a blue parrot.".into()),
+            Step::Until {
+                needles: vec!["You were restarted".into()],
+                then: Box::new(Step::Text("Resumed.".into())),
+                meanwhile: Box::new(Step::Text("Not yet.".into())),
+            },
+        ],
+    );
+    sb.write_team_file(&format!(
+        "name = \"qwresume\"\nboard = false\n\n{role}[[teammates]]\nname = \"qw\"\nrole = \"qwen\"\n",
+        role = cli_role(
+            "qwen",
+            "qwen-code",
+            "qwen3-coder",
+            &mock.base_url(),
+            OPENAI_KEY.0,
+            &qwen
+        ),
+    ));
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    let log =
+        || std::fs::read_to_string(sb.team("qwresume").logs.join("qw.log")).unwrap_or_default();
+    wait_for("qw's first run to end", Duration::from_secs(120), || {
+        sb.agent("qwresume", "qw").status == AgentStatus::Exited
+    });
+    sb.ok(&["restart", "qw"]);
+    let mut resumed = String::new();
+    wait_for("the restarted Qwen Code to ask its model", T, || {
+        resumed = mock
+            .requests("qw")
+            .iter()
+            .map(|r| r["messages"].to_string())
+            .find(|m| m.contains("You were restarted"))
+            .unwrap_or_default();
+        !resumed.is_empty()
+    });
+    assert!(
+        resumed.contains("blue parrot") && resumed.contains("Your name is qw"),
+        "the restarted CLI did not resume its conversation: {resumed}\n{}",
+        log()
+    );
+    let _ = sb.run(&["down"]);
 }
 
 /// The key variable and value the sandbox gives the Anthropic-wire CLIs.

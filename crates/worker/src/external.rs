@@ -231,11 +231,110 @@ fn fill(word: &str, vars: &[(&str, &str)]) -> String {
     out
 }
 
+/// Which conversation a Claude Code or Qwen Code launch holds: a new one under an id chosen
+/// here (recorded in the agent's CLI home), or the recorded one, resumed after a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Session {
+    /// Start the conversation with this id (`--session-id`).
+    New(String),
+    /// Resume this conversation (`--resume`): the CLI's own context survives the restart.
+    Resume(String),
+}
+
+/// The file in the agent's CLI home that records its conversation's id.
+pub const SESSION_FILE: &str = "session-id";
+
+/// The instruction a resumed CLI is given instead of its first one.
+pub const RESUMED_INPUT: &str = "You were restarted. Carry on where you left off: look at the \
+     board (list_tasks) and your messages (wait_for_messages) on the `team` MCP server.";
+
+/// The session a launch of `provider` in `home` should hold: the recorded conversation when
+/// the CLI's own transcript of it exists (so a resume cannot fail on a conversation the CLI
+/// never wrote), else a new one with a fresh id. `None` for a CLI without session ids.
+pub fn session_for(provider: Provider, home: &Path) -> Option<Session> {
+    let config_dir = match provider {
+        Provider::ClaudeCode => home.join(".claude"),
+        Provider::QwenCode => home.join(".qwen"),
+        _ => return None,
+    };
+    let recorded = std::fs::read_to_string(home.join(SESSION_FILE))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| is_session_id(s));
+    if let Some(id) = recorded
+        && transcript_exists(&config_dir, &format!("{id}.jsonl"), 5)
+    {
+        return Some(Session::Resume(id));
+    }
+    Some(Session::New(new_session_id()))
+}
+
+/// A session id as we write them: a UUID (only hex digits and dashes reach a command line).
+fn is_session_id(s: &str) -> bool {
+    s.len() == 36 && s.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+}
+
+/// Whether a file named `name` is under `dir`, at most `depth` levels down.
+fn transcript_exists(dir: &Path, name: &str, depth: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let path = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() => depth > 0 && transcript_exists(&path, name, depth - 1),
+            Ok(_) => e.file_name() == name,
+            Err(_) => false,
+        }
+    })
+}
+
+/// A random (version 4) UUID.
+fn new_session_id() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        // No randomness: the time and pid still make the id unique to this launch.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        b = (t ^ (u128::from(std::process::id()) << 64)).to_le_bytes();
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// The arguments that start or resume `session`, and the file recording a new one's id.
+fn session_args(
+    session: Option<&Session>,
+    home: &Path,
+) -> (Vec<String>, Option<(PathBuf, String)>) {
+    match session {
+        Some(Session::New(id)) => (
+            vec!["--session-id".into(), id.clone()],
+            Some((home.join(SESSION_FILE), id.clone())),
+        ),
+        Some(Session::Resume(id)) => (vec!["--resume".into(), id.clone()], None),
+        None => (Vec::new(), None),
+    }
+}
+
 /// Everything that starts `role`'s CLI for `agent`: `home` is the agent's private CLI home
 /// ([`agent_team_paths::TeamPaths::cli_home`]), `agent_team` the `agent-team` binary that serves
 /// MCP.
 /// `headless` when there is no terminal to show the CLI's own screen (the `process` backend):
-/// the CLIs that have a one-shot mode use it.
+/// the CLIs that have a one-shot mode use it. `session` is the conversation a Claude Code or
+/// Qwen Code launch holds ([`session_for`]); a resumed one is told to carry on instead of
+/// being given its first instruction again.
 pub fn plan(
     agent: &AgentEnv,
     config: &TeamConfig,
@@ -243,12 +342,17 @@ pub fn plan(
     home: &Path,
     agent_team: &Path,
     headless: bool,
+    session: Option<&Session>,
 ) -> Result<Launch, AgentError> {
     let cwd = agent
         .workspace
         .clone()
         .unwrap_or_else(|| config.workspace.clone());
-    let prompt = first_input(agent, config, role);
+    let prompt = match session {
+        Some(Session::Resume(_)) => RESUMED_INPUT.to_string(),
+        _ => first_input(agent, config, role),
+    };
+    let (resume_args, session_file) = session_args(session, home);
     let mcp_file = home.join("mcp.json");
     let prompt_file = home.join("prompt.md");
     let hook_socket = home.join("hook.sock");
@@ -372,6 +476,8 @@ pub fn plan(
             } else {
                 files.push((first_input_file.clone(), prompt.clone()));
             }
+            args.extend(resume_args.clone());
+            files.extend(session_file.clone());
             args.extend([
                 "--mcp-config".into(),
                 mcp_file.display().to_string(),
@@ -498,6 +604,8 @@ pub fn plan(
                 envs.push(("OPENAI_API_KEY".into(), k));
             }
             let mut args = vec!["--approval-mode".to_string(), "yolo".to_string()];
+            args.extend(resume_args.clone());
+            files.extend(session_file.clone());
             args.extend(extra_args(role));
             let flag = if headless { "-p" } else { "-i" };
             args.extend([flag.to_string(), prompt.clone()]);
@@ -743,7 +851,16 @@ pub async fn run(agent: AgentEnv, out: Output) -> Result<(), AgentError> {
         .cli_home(&agent.name);
     let agent_team = agent_team_exe();
     let headless = !nix::unistd::isatty(std::io::stdout()).unwrap_or(false);
-    let launch = plan(&agent, &config, &role, &home, &agent_team, headless)?;
+    let session = session_for(role.provider, &home);
+    let launch = plan(
+        &agent,
+        &config,
+        &role,
+        &home,
+        &agent_team,
+        headless,
+        session.as_ref(),
+    )?;
     write_files(&launch)?;
     let path_var = std::env::var("PATH").ok();
     let Some(exe) = find_program(&launch.program, path_var.as_deref()) else {

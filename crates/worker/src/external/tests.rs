@@ -56,6 +56,7 @@ fn the_mcp_config_starts_agent_team_mcp_as_this_agent() {
         Path::new("/home/cc"),
         Path::new("/bin/agent-team"),
         false,
+        None,
     )
     .unwrap();
     let mcp: serde_json::Value = serde_json::from_str(file(&l, "mcp.json")).unwrap();
@@ -80,6 +81,7 @@ fn claude_code_gets_a_private_seeded_home_its_mcp_server_only_and_the_prompt() {
         Path::new("/home/cc"),
         Path::new("/bin/agent-team"),
         false,
+        None,
     )
     .unwrap();
     assert_eq!(l.program, "claude");
@@ -138,6 +140,7 @@ fn codex_gets_a_responses_provider_the_team_server_and_no_daemon() {
         Path::new("/home/cc"),
         Path::new("/bin/agent-team"),
         false,
+        None,
     )
     .unwrap();
     assert_eq!(l.program, "codex");
@@ -179,6 +182,7 @@ fn codex_gets_a_responses_provider_the_team_server_and_no_daemon() {
         Path::new("/home/cc"),
         Path::new("/bin/agent-team"),
         true,
+        None,
     )
     .unwrap();
     let toml = file(&l, "config.toml");
@@ -220,6 +224,7 @@ fn qwen_code_gets_its_settings_with_a_trusted_team_server() {
         Path::new("/home/cc"),
         Path::new("/bin/agent-team"),
         false,
+        None,
     )
     .unwrap();
     assert_eq!(l.program, "qwen");
@@ -280,6 +285,7 @@ fn a_cli_template_is_filled_and_a_missing_one_is_an_error() {
         Path::new("/home/cc"),
         Path::new("/bin/agent-team"),
         false,
+        None,
     )
     .unwrap();
     assert_eq!(l.program, "node");
@@ -304,6 +310,7 @@ fn a_cli_template_is_filled_and_a_missing_one_is_an_error() {
         Path::new("/home/cc"),
         Path::new("/bin/agent-team"),
         false,
+        None,
     )
     .unwrap_err();
     assert!(e.to_string().contains("no `command`"), "{e}");
@@ -320,6 +327,7 @@ fn a_role_command_names_the_program_and_adds_arguments() {
         Path::new("/home/cc"),
         Path::new("/bin/agent-team"),
         false,
+        None,
     )
     .unwrap();
     assert_eq!(l.program, "/opt/claude/bin/claude");
@@ -349,6 +357,7 @@ fn headless_launches_use_each_clis_one_shot_mode() {
             Path::new("/home/cc"),
             Path::new("/bin/agent-team"),
             true,
+            None,
         )
         .unwrap()
         .args
@@ -381,6 +390,7 @@ fn claude_codes_own_tools_follow_the_roles_tools_and_policy() {
             Path::new("/home/cc"),
             Path::new("/bin/agent-team"),
             true,
+            None,
         )
         .unwrap()
     };
@@ -434,4 +444,82 @@ fn claude_codes_own_tools_follow_the_roles_tools_and_policy() {
         matcher,
         "the hooked tools are the judged ones"
     );
+}
+
+#[test]
+fn claude_and_qwen_start_a_recorded_session_and_resume_it_only_when_its_transcript_exists() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    // Nothing recorded: a new session with a fresh UUID.
+    let Some(Session::New(id)) = session_for(Provider::ClaudeCode, home) else {
+        panic!("no new session")
+    };
+    assert_eq!(id.len(), 36);
+    assert_eq!(&id[14..15], "4", "a version 4 UUID: {id}");
+    assert_ne!(
+        session_for(Provider::ClaudeCode, home),
+        Some(Session::New(id.clone())),
+        "ids are fresh"
+    );
+    // The launch starts it under that id and records it.
+    let launch = |r: &Role, s: &Session| {
+        plan(
+            &agent(),
+            &config(),
+            r,
+            home,
+            Path::new("/bin/agent-team"),
+            true,
+            Some(s),
+        )
+        .unwrap()
+    };
+    let l = launch(&role(Provider::ClaudeCode), &Session::New(id.clone()));
+    let at = l.args.iter().position(|a| a == "--session-id").unwrap();
+    assert_eq!(l.args[at + 1], id);
+    assert_eq!(file(&l, SESSION_FILE), id);
+    write_files(&l).unwrap();
+    // Recorded but never written by the CLI (it died first): a new session, not a resume
+    // that would fail.
+    assert!(matches!(
+        session_for(Provider::ClaudeCode, home),
+        Some(Session::New(n)) if n != id
+    ));
+    // Once Claude wrote its transcript, a restart resumes it and is told to carry on.
+    let project = home.join(".claude/projects/-ws");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(project.join(format!("{id}.jsonl")), "{}\n").unwrap();
+    let resume = session_for(Provider::ClaudeCode, home).unwrap();
+    assert_eq!(resume, Session::Resume(id.clone()));
+    let l = launch(&role(Provider::ClaudeCode), &resume);
+    let at = l.args.iter().position(|a| a == "--resume").unwrap();
+    assert_eq!(l.args[at + 1], id);
+    assert_eq!(
+        l.args[l.args.iter().position(|a| a == "-p").unwrap() + 1],
+        RESUMED_INPUT
+    );
+    assert!(!l.args.contains(&"--session-id".to_string()));
+    // Qwen Code: the same flags; its transcript lives under its own home.
+    assert!(matches!(
+        session_for(Provider::QwenCode, home),
+        Some(Session::New(_))
+    ));
+    let chats = home.join(".qwen/projects/x/chats");
+    std::fs::create_dir_all(&chats).unwrap();
+    std::fs::write(chats.join(format!("{id}.jsonl")), "{}\n").unwrap();
+    let q = launch(&role(Provider::QwenCode), &Session::Resume(id.clone()));
+    assert!(q.args.windows(2).any(|w| w[0] == "--resume" && w[1] == id));
+    assert_eq!(q.args.last().map(String::as_str), Some(RESUMED_INPUT));
+    assert_eq!(
+        session_for(Provider::QwenCode, home),
+        Some(Session::Resume(id))
+    );
+    // A recorded id that is not a UUID never reaches a command line.
+    std::fs::write(home.join(SESSION_FILE), "--dangerous").unwrap();
+    assert!(matches!(
+        session_for(Provider::ClaudeCode, home),
+        Some(Session::New(_))
+    ));
+    // Codex and other CLIs: no session ids.
+    assert_eq!(session_for(Provider::Codex, home), None);
 }

@@ -175,7 +175,9 @@ impl TeamServer {
             Some(p) => Output::to_file(p),
             None => Output::null(),
         };
-        let (link, rx) = Link::start(agent, out).await?;
+        // A message is `delivered` only once the CLI has it: it is marked read as it is handed
+        // over (a hook's answer, a paste, `wait_for_messages`), not when this server gets it.
+        let (link, rx) = Link::start_with(agent, out, false).await?;
         let config = link.config().await?;
         let is_leader = link.name() == agent_team_protocol::names::LEADER;
         let mut role = config.role(&link.welcome_role()).cloned();

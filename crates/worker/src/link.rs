@@ -78,6 +78,9 @@ pub struct Link {
     role: Mutex<String>,
     seen: Mutex<HashSet<u64>>,
     gone: Mutex<Option<String>>,
+    /// Acknowledge a message as `delivered` as soon as it arrives (our workers hold it in
+    /// their inbox); an agent's MCP server does not: the CLI has it only once handed over.
+    ack_on_receipt: bool,
 }
 
 impl Link {
@@ -85,6 +88,16 @@ impl Link {
     pub async fn start(
         agent: AgentEnv,
         out: Output,
+    ) -> Result<(Arc<Link>, mpsc::UnboundedReceiver<Inbound>), AgentError> {
+        Self::start_with(agent, out, true).await
+    }
+
+    /// [`Link::start`], choosing whether an arriving message is acknowledged as `delivered`
+    /// at once (`false`: the caller acknowledges it when it hands the message on).
+    pub async fn start_with(
+        agent: AgentEnv,
+        out: Output,
+        ack_on_receipt: bool,
     ) -> Result<(Arc<Link>, mpsc::UnboundedReceiver<Inbound>), AgentError> {
         let (client, pushes) = connect(&agent, &out).await?;
         let (ctx, _) = watch::channel(None);
@@ -94,6 +107,7 @@ impl Link {
             role: Mutex::new(client.welcome().role.clone()),
             seen: Mutex::new(HashSet::new()),
             gone: Mutex::new(None),
+            ack_on_receipt,
         });
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(keeper(link.clone(), out, client, pushes, tx));
@@ -297,16 +311,18 @@ async fn keeper(
                         .lock()
                         .map(|mut s| s.insert(message.id))
                         .unwrap_or(true);
-                    let c = client.clone();
-                    let id = message.id;
-                    tokio::spawn(async move {
-                        let _ = c
-                            .call(Request::Ack {
-                                ids: vec![id],
-                                state: DeliveryState::Delivered,
-                            })
-                            .await;
-                    });
+                    if link.ack_on_receipt {
+                        let c = client.clone();
+                        let id = message.id;
+                        tokio::spawn(async move {
+                            let _ = c
+                                .call(Request::Ack {
+                                    ids: vec![id],
+                                    state: DeliveryState::Delivered,
+                                })
+                                .await;
+                        });
+                    }
                     if !new {
                         continue;
                     }

@@ -500,13 +500,61 @@ fn shell_waits_for_approval(
 /// is marked read only then.
 #[test]
 fn a_message_to_a_busy_claude_code_teammate_arrives_at_its_turns_end() {
-    use agent_team_mockmodel::{Gate, MockModel, Step, Wire};
-    use serde_json::json;
+    use agent_team_mockmodel::{MockModel, Wire};
     let claude = installed("@anthropic-ai/claude-code", "2.1.197", "claude");
     let mock = MockModel::start_background(Wire::Anthropic).unwrap();
+    let role = cli_role(
+        "claude",
+        "claude-code",
+        "claude-sonnet-4-5",
+        &mock.base_url(),
+        ANTHROPIC_KEY.0,
+        &claude,
+    );
+    busy_message_arrives_at_turns_end(&mock, ANTHROPIC_KEY, &role, |path| {
+        (
+            "Write".into(),
+            serde_json::json!({"file_path": path.display().to_string(), "content": "extra\n"}),
+        )
+    });
+}
+
+/// The same for Codex, whose `Stop` hook hands the message back the same way.
+#[test]
+fn a_message_to_a_busy_codex_teammate_arrives_at_its_turns_end() {
+    use agent_team_mockmodel::{MockModel, Wire};
+    let codex = installed("@openai/codex", "0.169.0", "codex");
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    let role = cli_role(
+        "claude",
+        "codex",
+        "gpt-5-codex",
+        &mock.base_url(),
+        OPENAI_KEY.0,
+        &codex,
+    );
+    busy_message_arrives_at_turns_end(&mock, OPENAI_KEY, &role, |path| {
+        (
+            "exec_command".into(),
+            serde_json::json!({"cmd": format!("printf 'extra\\n' > {}", path.display())}),
+        )
+    });
+}
+
+/// One CLI teammate `cc` (its `role` section named `claude`) claims task 1 and stays busy
+/// until a message has been sent to it; the message stays queued (not delivered: the CLI does
+/// not have it) until the turn ends, when the `Stop` hook hands it back; the CLI then writes
+/// extra.txt with the call `write` makes, completes the task and exits.
+fn busy_message_arrives_at_turns_end(
+    mock: &agent_team_mockmodel::MockModel,
+    key: (&str, &str),
+    role: &str,
+    write: impl Fn(&Path) -> (String, serde_json::Value),
+) {
+    use agent_team_mockmodel::{Gate, Step};
+    use serde_json::json;
     let mut sb = Sandbox::new();
-    sb.env
-        .push((ANTHROPIC_KEY.0.into(), ANTHROPIC_KEY.1.into()));
+    sb.env.push((key.0.into(), key.1.into()));
     let extra = sb.path("extra.txt");
     let gate = Gate::new();
     let call = |name: &str, args: serde_json::Value| Step::Tools(vec![(name.into(), args)]);
@@ -521,10 +569,7 @@ fn a_message_to_a_busy_claude_code_teammate_arrives_at_its_turns_end() {
             ),
             Step::Until {
                 needles: vec!["also write extra.txt".into()],
-                then: Box::new(call(
-                    "Write",
-                    json!({"file_path": extra.display().to_string(), "content": "extra\n"}),
-                )),
+                then: Box::new(Step::Tools(vec![write(&extra)])),
                 meanwhile: Box::new(Step::Text("Nothing new.".into())),
             },
             call(
@@ -535,25 +580,8 @@ fn a_message_to_a_busy_claude_code_teammate_arrives_at_its_turns_end() {
         ],
     );
     sb.write_team_file(&format!(
-        r#"name = "busy"
-board = false
-
-{role}[[teammates]]
-name = "cc"
-role = "claude"
-
-[[tasks]]
-key = "one"
-title = "Work"
-"#,
-        role = cli_role(
-            "claude",
-            "claude-code",
-            "claude-sonnet-4-5",
-            &mock.base_url(),
-            ANTHROPIC_KEY.0,
-            &claude
-        ),
+        "name = \"busy\"\nboard = false\n\n{role}[[teammates]]\nname = \"cc\"\nrole = \"claude\"\n\n\
+         [[tasks]]\nkey = \"one\"\ntitle = \"Work\"\n"
     ));
     let up = sb.run(&["up", "--backend", "process", "--detach"]);
     assert!(

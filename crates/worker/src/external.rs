@@ -527,6 +527,16 @@ pub fn plan(
                     toml_str(v.as_str().unwrap_or_default())
                 ));
             }
+            // At each turn's end the queued messages are handed back as the next instruction,
+            // as for Claude Code and Qwen Code.
+            toml.push_str(&format!(
+                "\n[[hooks.Stop]]\n\n[[hooks.Stop.hooks]]\ntype = \"command\"\ncommand = {}\n",
+                toml_str(&format!(
+                    "{} hook stop --socket {}",
+                    shell_word(&agent_team.display().to_string()),
+                    shell_word(&hook_socket.display().to_string())
+                )),
+            ));
             let judged = codex_judged(role);
             if !judged.is_empty() {
                 // Codex obeys a hook's deny only (an allow is an error there): the hook

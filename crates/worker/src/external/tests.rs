@@ -166,8 +166,12 @@ fn codex_gets_a_responses_provider_the_team_server_and_no_daemon() {
         l.args
             .contains(&"--dangerously-bypass-hook-trust".to_string())
     );
-    // The worker role runs the shell outright: no permission hook.
+    // The worker role runs the shell outright: no permission hook; the turn-end hook always.
     assert!(!toml.contains("PreToolUse"), "{toml}");
+    assert!(
+        toml.contains("[[hooks.Stop]]") && toml.contains("hook stop --socket /home/cc/hook.sock"),
+        "{toml}"
+    );
     // A role that asks before the shell: Codex's `Bash` passes the deny-only hook.
     let mut asking = role(Provider::Codex);
     asking.permissions.push(agent_team_config::PolicyRule {

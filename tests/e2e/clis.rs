@@ -921,6 +921,8 @@ fn board_script(
 /// each model was asked with its member's model, and `down` leaves no process of either CLI.
 struct Pair<'a> {
     team: &'a str,
+    /// Interactive, each CLI in its own tmux pane (else headless on the process backend).
+    tmux: bool,
     /// (name, role section, the model it must ask with, its mock, the file it writes and
     /// what it writes)
     members: [(
@@ -949,7 +951,8 @@ impl Pair<'_> {
             ));
         }
         sb.write_team_file(&file);
-        let up = sb.run(&["up", "--backend", "process", "--detach"]);
+        let backend = if self.tmux { "tmux" } else { "process" };
+        let up = sb.run(&["up", "--backend", backend, "--detach"]);
         assert!(
             up.status.success(),
             "{}",
@@ -966,14 +969,81 @@ impl Pair<'_> {
                 .collect::<Vec<_>>()
                 .join("\n---\n")
         };
-        wait_for("both CLIs to finish", Duration::from_secs(120), || {
-            names.iter().all(|n| {
-                matches!(
-                    sb.agent(self.team, n).status,
-                    AgentStatus::Exited | AgentStatus::Failed | AgentStatus::Backoff
-                )
-            })
-        });
+        if self.tmux {
+            // Interactive CLIs do not exit by themselves: they work in their panes until the
+            // leader ends the run once the board is done.
+            let sock = sb.tmux_socket(self.team);
+            let screen = |n: &str| {
+                sb.agent(self.team, n)
+                    .pane
+                    .and_then(|p| sb.tmux(&sock, &["capture-pane", "-p", "-J", "-t", &p]).ok())
+                    .unwrap_or_default()
+            };
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            loop {
+                let tasks = sb.tasks(self.team);
+                if tasks.len() == names.len()
+                    && tasks.iter().all(|t| t.status == TaskStatus::Completed)
+                    // Each screen shows its CLI's own view of the team tool calls.
+                    && names.iter().all(|n| screen(n).contains("Called team"))
+                {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the CLIs did not finish in their panes: {tasks:?}\n{}\n{}",
+                    names
+                        .iter()
+                        .map(|n| {
+                            let reqs = self
+                                .members
+                                .iter()
+                                .find(|m| m.0 == *n)
+                                .map(|m| m.3.requests(n))
+                                .unwrap_or_default();
+                            let last = reqs
+                                .iter()
+                                .map(|r| {
+                                    let input = r["input"]
+                                        .as_array()
+                                        .or_else(|| r["messages"].as_array())
+                                        .and_then(|m| m.last())
+                                        .map(|m| m.to_string())
+                                        .unwrap_or_default();
+                                    format!(
+                                        "\n  [{} tools] {}",
+                                        r["tools"].as_array().map_or(0, Vec::len),
+                                        &input[..input.len().min(300)]
+                                    )
+                                })
+                                .collect::<String>();
+                            format!(
+                                "--- {n}'s screen:\n{}\n--- {n}'s {} requests, the last: {}",
+                                screen(n),
+                                reqs.len(),
+                                last
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    logs()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            for n in &names {
+                let a = sb.agent(self.team, n);
+                assert!(a.pane.is_some(), "{n} has no pane: {a:?}");
+            }
+        } else {
+            wait_for("both CLIs to finish", Duration::from_secs(120), || {
+                names.iter().all(|n| {
+                    matches!(
+                        sb.agent(self.team, n).status,
+                        AgentStatus::Exited | AgentStatus::Failed | AgentStatus::Backoff
+                    )
+                })
+            });
+        }
         let tasks = sb.tasks(self.team);
         let inbox = sb.ok(&["inbox", "leader", "--json"]);
         for (i, (name, _, model, mock, path, text)) in self.members.iter().enumerate() {
@@ -1013,6 +1083,85 @@ impl Pair<'_> {
     }
 }
 
+/// The "done when": a Claude Code teammate and a Codex teammate in one team file,
+/// each working interactively in its own tmux pane on one board; `down` leaves no process of
+/// either CLI (Codex's TUI starts no detached daemon).
+#[test]
+fn claude_code_and_codex_work_in_their_tmux_panes_on_one_board() {
+    use agent_team_mockmodel::{MockModel, Step, Wire};
+    use serde_json::json;
+    let claude = installed("@anthropic-ai/claude-code", "2.1.197", "claude");
+    let codex = installed("@openai/codex", "0.169.0", "codex");
+    let anthropic = MockModel::start_background(Wire::Anthropic).unwrap();
+    let responses = MockModel::start_background(Wire::OpenAi).unwrap();
+    let mut sb = Sandbox::new();
+    for (k, v) in [ANTHROPIC_KEY, OPENAI_KEY] {
+        sb.env.push((k.into(), v.into()));
+    }
+    let (cc_file, cx_file) = (sb.path("cc.txt"), sb.path("cx.txt"));
+    anthropic.script(
+        "cc",
+        board_script(
+            "cc",
+            1,
+            Step::Tools(vec![(
+                "Write".into(),
+                json!({"file_path": cc_file.display().to_string(), "content": "claude\n"}),
+            )]),
+        ),
+    );
+    responses.script(
+        "cx",
+        board_script(
+            "cx",
+            2,
+            Step::Tools(vec![(
+                "exec_command".into(),
+                json!({"cmd": format!("printf 'codex\\n' > {}", cx_file.display())}),
+            )]),
+        ),
+    );
+    // Codex's TUI asks its model for a session title beside the turn.
+    responses.answer_aside("Generate a concise, single-line task title", "Codex task");
+    Pair {
+        tmux: true,
+        team: "cxpanes",
+        members: [
+            (
+                "cc",
+                cli_role(
+                    "claude",
+                    "claude-code",
+                    "claude-sonnet-4-5",
+                    &anthropic.base_url(),
+                    ANTHROPIC_KEY.0,
+                    &claude,
+                ),
+                "claude-sonnet-4-5",
+                &anthropic,
+                cc_file.clone(),
+                "claude\n",
+            ),
+            (
+                "cx",
+                cli_role(
+                    "codex",
+                    "codex",
+                    "gpt-5-codex",
+                    &responses.base_url(),
+                    OPENAI_KEY.0,
+                    &codex,
+                ),
+                "gpt-5-codex",
+                &responses,
+                cx_file.clone(),
+                "codex\n",
+            ),
+        ],
+    }
+    .run(&sb);
+}
+
 /// The mixed team: a Claude Code teammate and a Qwen Code teammate, each against the
 /// mock model in its own wire format (Anthropic messages, streamed; chat completions), on one
 /// board, headless. Qwen Code first selects the team tools through its `tool_search`.
@@ -1050,6 +1199,7 @@ fn a_mixed_team_of_claude_code_and_qwen_code_shares_one_board() {
     ));
     openai.script("qw", qw);
     Pair {
+        tmux: false,
         team: "mixed",
         members: [
             (
@@ -1127,6 +1277,7 @@ fn claude_code_and_codex_share_one_board() {
         ),
     );
     Pair {
+        tmux: false,
         team: "cxteam",
         members: [
             (

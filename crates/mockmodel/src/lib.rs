@@ -144,6 +144,11 @@ struct Inner {
     times: HashMap<String, Vec<Instant>>,
     /// Bodies that named no agent or found its script empty.
     unmatched: Vec<Value>,
+    /// Side requests a CLI makes of its own (a session title, say): a request containing the
+    /// needle is answered with the text, takes no step and is kept apart from `requests`.
+    asides: Vec<(String, String)>,
+    /// The side requests answered.
+    aside_requests: Vec<Value>,
 }
 
 /// The state the handlers share with the [`MockModel`] handle.
@@ -271,6 +276,21 @@ impl MockModel {
     pub fn unmatched(&self) -> Vec<Value> {
         self.shared.lock().unmatched.clone()
     }
+
+    /// Answers every request containing `needle` with `text`, outside any script: for a CLI's
+    /// own side requests (Codex's TUI asks for a session title), which would otherwise take
+    /// the agent's next step.
+    pub fn answer_aside(&self, needle: &str, text: &str) {
+        self.shared
+            .lock()
+            .asides
+            .push((needle.to_string(), text.to_string()));
+    }
+
+    /// The side requests [`MockModel::answer_aside`] answered.
+    pub fn aside_requests(&self) -> Vec<Value> {
+        self.shared.lock().aside_requests.clone()
+    }
 }
 
 impl Drop for MockModel {
@@ -349,8 +369,17 @@ async fn handle(shared: &Shared, api: Api, body: &[u8]) -> Response {
     };
     let mut step = {
         let mut inner = shared.lock();
-        let agent = agent_name(api, &req);
         let text = req.to_string();
+        let aside = inner
+            .asides
+            .iter()
+            .find(|(needle, _)| text.contains(needle.as_str()))
+            .map(|(_, answer)| answer.clone());
+        // A side request names no agent here: it takes no step and is kept apart.
+        let agent = match aside {
+            Some(_) => None,
+            None => agent_name(api, &req),
+        };
         let step = agent.as_ref().and_then(|a| {
             let queue = inner.scripts.get_mut(a)?;
             match queue.front() {
@@ -374,9 +403,13 @@ async fn handle(shared: &Shared, api: Api, body: &[u8]) -> Response {
                 .push(req.clone());
             inner.times.entry(agent.clone()).or_default().push(arrived);
         }
-        match step {
-            Some(step) => step,
-            None => {
+        match (step, aside) {
+            (_, Some(answer)) => {
+                inner.aside_requests.push(req.clone());
+                Step::Text(answer)
+            }
+            (Some(step), None) => step,
+            (None, None) => {
                 inner.unmatched.push(req.clone());
                 Step::Text("(script ended)".into())
             }

@@ -630,3 +630,24 @@ async fn scripted_usage_comes_through_exactly() {
         }
     }
 }
+
+/// A side request a CLI makes of its own is answered apart and takes no step of the agent's
+/// script, which the next real request still gets.
+#[tokio::test]
+async fn an_aside_takes_no_step() {
+    let mock = MockModel::start(Wire::OpenAi).await.unwrap();
+    mock.script("alice", vec![Step::Text("the real answer".into())]);
+    mock.answer_aside("Generate a title", "A title");
+    let model = client(&mock, Wire::OpenAi, false);
+    let (aside, _) = turn(
+        model.as_ref(),
+        &request("alice", "Generate a title for this session"),
+    )
+    .await;
+    assert_eq!(aside.unwrap().text, "A title");
+    let (real, _) = turn(model.as_ref(), &request("alice", "say hello")).await;
+    assert_eq!(real.unwrap().text, "the real answer");
+    assert_eq!(mock.requests("alice").len(), 1);
+    assert_eq!(mock.aside_requests().len(), 1);
+    assert!(mock.unmatched().is_empty());
+}

@@ -985,7 +985,10 @@ impl Pair<'_> {
                 if tasks.len() == names.len()
                     && tasks.iter().all(|t| t.status == TaskStatus::Completed)
                     // Each screen shows its CLI's own view of the team tool calls.
-                    && names.iter().all(|n| screen(n).contains("Called team"))
+                    && names.iter().all(|n| {
+                        let s = screen(n);
+                        s.contains("Called team") || s.contains("claim_task")
+                    })
                 {
                     break;
                 }
@@ -1201,6 +1204,79 @@ fn a_mixed_team_of_claude_code_and_qwen_code_shares_one_board() {
     Pair {
         tmux: false,
         team: "mixed",
+        members: [
+            (
+                "cc",
+                cli_role(
+                    "claude",
+                    "claude-code",
+                    "claude-sonnet-4-5",
+                    &anthropic.base_url(),
+                    ANTHROPIC_KEY.0,
+                    &claude,
+                ),
+                "claude-sonnet-4-5",
+                &anthropic,
+                cc_file.clone(),
+                "claude\n",
+            ),
+            (
+                "qw",
+                cli_role(
+                    "qwen",
+                    "qwen-code",
+                    "qwen3-coder",
+                    &openai.base_url(),
+                    OPENAI_KEY.0,
+                    &qwen,
+                ),
+                "qwen3-coder",
+                &openai,
+                qw_file.clone(),
+                "qwen\n",
+            ),
+        ],
+    }
+    .run(&sb);
+}
+
+/// The same mixed team interactive, each CLI in its own tmux pane.
+#[test]
+fn claude_code_and_qwen_code_work_in_their_tmux_panes_on_one_board() {
+    use agent_team_mockmodel::{MockModel, Step, Wire};
+    use serde_json::json;
+    let claude = installed("@anthropic-ai/claude-code", "2.1.197", "claude");
+    let qwen = installed("@qwen-code/qwen-code", "0.15.10", "qwen");
+    let anthropic = MockModel::start_background(Wire::Anthropic).unwrap();
+    let openai = MockModel::start_background(Wire::OpenAi).unwrap();
+    let mut sb = Sandbox::new();
+    for (k, v) in [ANTHROPIC_KEY, OPENAI_KEY] {
+        sb.env.push((k.into(), v.into()));
+    }
+    let (cc_file, qw_file) = (sb.path("cc.txt"), sb.path("qw.txt"));
+    let write = |tool: &str, path: &Path, text: &str| {
+        Step::Tools(vec![(
+            tool.into(),
+            json!({"file_path": path.display().to_string(), "content": text}),
+        )])
+    };
+    anthropic.script(
+        "cc",
+        board_script("cc", 1, write("Write", &cc_file, "claude\n")),
+    );
+    let mut qw = vec![Step::Tools(vec![(
+        "tool_search".into(),
+        json!({"query": "select:mcp__team__claim_task,mcp__team__update_task_status,mcp__team__send_message"}),
+    )])];
+    qw.extend(board_script(
+        "qw",
+        2,
+        write("write_file", &qw_file, "qwen\n"),
+    ));
+    openai.script("qw", qw);
+    Pair {
+        tmux: true,
+        team: "mixedpanes",
         members: [
             (
                 "cc",

@@ -529,3 +529,73 @@ async fn plan_approval_through_the_core() {
         ]
     );
 }
+
+/// Only an external CLI's team server types into its pane, a bounded text, in order.
+#[tokio::test(flavor = "current_thread")]
+async fn pane_input_is_for_external_clis_with_a_pane_and_bounded() {
+    let mut h = Harness::new();
+    h.spawn_connected("w1").await;
+    let r = h
+        .core
+        .supervise(|s| {
+            s.spawn_request(
+                &Actor::Operator,
+                1,
+                1,
+                agent_team_protocol::SpawnMember {
+                    name: "cc".into(),
+                    role: "worker".into(),
+                    provider: Some("claude-code".into()),
+                    ..Default::default()
+                },
+            )
+        })
+        .unwrap();
+    assert!(r.is_none());
+    h.settle_until("the launch", |h| h.launched("cc")).await;
+    h.connect("cc");
+    let mut input = |who: &str, text: String| {
+        let r = h
+            .core
+            .request(1, &Actor::Agent(who.into()), Request::PaneInput { text });
+        h.core.flush().unwrap();
+        r
+    };
+    // Our own worker has no business typing into panes.
+    let e = input("w1", "hello".into()).unwrap_err();
+    assert_eq!(e.code, ErrorCode::PermissionDenied, "{e:?}");
+    // Too much for one paste.
+    let e = input("cc", "x".repeat(300 * 1024)).unwrap_err();
+    assert_eq!(e.code, ErrorCode::BadRequest, "{e:?}");
+    // Typed into cc's own pane, off the core, in order.
+    input("cc", "first".into()).unwrap();
+    input("cc", "second".into()).unwrap();
+    let pane = h.agent("cc").pane.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let pasted = loop {
+        let pasted: Vec<(String, String)> = h
+            .backend
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|c| match c {
+                Call::Paste(p, t) => Some((p.clone(), t.clone())),
+                _ => None,
+            })
+            .collect();
+        if pasted.len() == 2 || std::time::Instant::now() > deadline {
+            break pasted;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(
+        pasted,
+        vec![(pane.clone(), "first".into()), (pane, "second".into())]
+    );
+    let e = h
+        .core
+        .request(1, &Actor::Operator, Request::PaneInput { text: "x".into() })
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::PermissionDenied);
+}

@@ -52,6 +52,11 @@ pub struct TeamServer {
     /// interactive CLI connects its MCP servers in the background, so an instruction given at
     /// its start could reach the model before the team tools exist).
     first_input: Arc<std::sync::Mutex<Option<String>>>,
+    /// The first instruction as typed, until the CLI calls one of the team tools: if its
+    /// first turn ends without one, the tools were not yet its own when it began (Claude
+    /// Code registers them a moment after listing them), and the turn-end hook gives the
+    /// instruction again, once.
+    unconfirmed_first: Arc<std::sync::Mutex<Option<String>>>,
     /// The CLI runs interactively in a pane (its first instruction is typed there).
     interactive: Arc<AtomicBool>,
     /// The CLI ended a turn with nothing queued and has not called a tool since.
@@ -221,6 +226,7 @@ impl TeamServer {
             inbox,
             role: Arc::new(role),
             first_input: Arc::new(std::sync::Mutex::new(None)),
+            unconfirmed_first: Arc::new(std::sync::Mutex::new(None)),
             interactive: Arc::new(AtomicBool::new(false)),
             idle: Arc::new(AtomicBool::new(false)),
             waking: Arc::new(AtomicBool::new(false)),
@@ -327,8 +333,19 @@ impl TeamServer {
         w.write_all(&out).await
     }
 
-    /// The turn-end hook: what is queued (now read), or the agent is idle.
+    /// The turn-end hook: what is queued (now read), or the agent is idle. A first turn
+    /// that called no team tool gets its instruction again first.
     async fn answer_stop(&self) -> Value {
+        let again = self
+            .unconfirmed_first
+            .lock()
+            .ok()
+            .and_then(|mut u| u.take());
+        if let Some(text) = again {
+            return serde_json::json!({ "messages": [format!(
+                "The team's tools are connected now; start again with them. {text}"
+            )] });
+        }
         let messages = self.take_queued().await;
         if messages.is_empty() {
             self.ctx
@@ -498,7 +515,12 @@ impl ServerHandler for TeamServer {
         // The first listing: the CLI has the tools now, so its first instruction may go in.
         if let Some(text) = self.first_input.lock().ok().and_then(|mut f| f.take()) {
             let link = self.ctx.link.clone();
+            if let Ok(mut u) = self.unconfirmed_first.lock() {
+                *u = Some(text.clone());
+            }
             tokio::spawn(async move {
+                // The CLI makes the listed tools its own a moment after listing them.
+                tokio::time::sleep(FIRST_INPUT_SETTLE).await;
                 if let Err(e) = link.call_retry(Request::PaneInput { text }).await {
                     tracing::warn!("could not give the CLI its first instruction: {e}");
                 }
@@ -515,8 +537,11 @@ impl ServerHandler for TeamServer {
         request: CallToolRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
-        // A tool call: the CLI is at work, not idle.
+        // A tool call: the CLI is at work, not idle, and it has the team tools.
         self.idle.store(false, Ordering::SeqCst);
+        if let Ok(mut u) = self.unconfirmed_first.lock() {
+            *u = None;
+        }
         let name = request.name.as_ref();
         if !self.names.contains(&name) {
             return Err(ErrorData::invalid_params(
@@ -550,6 +575,9 @@ impl ServerHandler for TeamServer {
 fn render(m: &Message) -> String {
     format!("[message {} from {}] {}", m.id, m.from, m.body)
 }
+
+/// How long after its first tool listing a CLI's first instruction is typed.
+const FIRST_INPUT_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long the hook socket waits for a request line.
 const HOOK_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

@@ -14,6 +14,8 @@ pub enum Call {
     Respawn(String),
     /// `stop` of a pid.
     Stop(u32),
+    /// `paste` into a pane: the pane and the text.
+    Paste(String, String),
 }
 
 /// Fake processes whose fate the test decides.
@@ -90,6 +92,14 @@ impl PaneBackend for FakeBackend {
                 signal: Some(15),
             },
         );
+        Ok(())
+    }
+
+    fn paste(&self, target: &Launched, text: &str) -> Result<(), PaneError> {
+        self.record(Call::Paste(
+            target.pane.clone().unwrap_or_default(),
+            text.to_string(),
+        ));
         Ok(())
     }
 

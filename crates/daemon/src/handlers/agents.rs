@@ -108,6 +108,26 @@ impl Core {
                 "only an agent types into its own pane",
             ));
         };
+        if text.len() > MAX_PANE_INPUT {
+            return Err(ErrorBody::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "{} bytes is more than one paste takes ({MAX_PANE_INPUT})",
+                    text.len()
+                ),
+            ));
+        }
+        let external = self
+            .state
+            .agent(name)
+            .and_then(|rec| self.sup.provider_of(rec))
+            .is_some_and(|p| p.is_external());
+        if !external {
+            return Err(ErrorBody::new(
+                ErrorCode::PermissionDenied,
+                "only an external agent CLI's team server types into its pane",
+            ));
+        }
         let Some((backend, target)) = self.sup.pane_of(name).filter(|(_, t)| t.pane.is_some())
         else {
             return Err(ErrorBody::new(
@@ -115,11 +135,12 @@ impl Core {
                 format!("{name} has no pane to type into on this backend"),
             ));
         };
-        std::thread::spawn(move || {
-            if let Err(e) = backend.paste(&target, &text) {
-                tracing::warn!("could not type into a pane: {e}");
-            }
-        });
+        if !self.sup.paste(backend, target, text) {
+            return Err(ErrorBody::new(
+                ErrorCode::Busy,
+                "too many pastes are waiting; try again",
+            ));
+        }
         Ok(Reply::Done)
     }
 
@@ -179,3 +200,7 @@ impl Core {
         }
     }
 }
+
+/// The longest text one `pane_input` types (a CLI's first instruction, or the messages that
+/// wake it; the messages are bounded by the inbox limit long before this).
+const MAX_PANE_INPUT: usize = 256 * 1024;

@@ -492,11 +492,7 @@ impl Step<'_> {
             .ok_or_else(|| format!("role {:?} is not in the configuration", rec.info.role))?;
         // An external agent CLI (role or member provider) is run by our worker, which writes
         // its private configuration first; its `command` names the CLI, not the agent program.
-        let provider = rec
-            .spec
-            .get("provider")
-            .and_then(|v| serde_json::from_value::<agent_team_config::Provider>(v.clone()).ok())
-            .unwrap_or(role.provider);
+        let provider = self.sup.provider_of(rec).unwrap_or(role.provider);
         let argv = match &role.command {
             Some(c) if !provider.is_external() => c.clone(),
             _ => {

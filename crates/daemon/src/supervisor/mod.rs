@@ -124,6 +124,12 @@ pub(crate) struct Runtime {
     close_reason: Option<String>,
 }
 
+/// One paste for the paste thread: where, and what.
+pub(crate) type Paste = (Arc<dyn PaneBackend>, Launched, String);
+
+/// The most pastes waiting for the paste thread.
+pub(crate) const PASTE_QUEUE: usize = 64;
+
 /// The agents' runtimes, the backend and the restart policy of one team.
 pub struct Supervisor {
     pub(crate) runtimes: HashMap<String, Runtime>,
@@ -136,6 +142,8 @@ pub struct Supervisor {
     pub(crate) quiet_ticks: u32,
     /// Feeds the thread that sets pane titles, in order.
     pub(crate) titles: Option<std::sync::mpsc::Sender<(Launched, String)>>,
+    /// Feeds the thread that types into panes, one paste at a time (see [`Supervisor::paste`]).
+    pub(crate) pastes: Option<std::sync::mpsc::SyncSender<Paste>>,
     /// How to build backends and launch agents.
     pub(crate) env: SupervisorEnv,
     /// The team is shutting down: nothing restarts.
@@ -171,6 +179,7 @@ impl Supervisor {
             poll_again: false,
             quiet_ticks: 0,
             titles: None,
+            pastes: None,
             env,
             stopping: false,
             team,
@@ -223,6 +232,41 @@ impl Supervisor {
         let rt = self.runtimes.get(name)?;
         let place = rt.launched.clone().or_else(|| rt.place.clone())?;
         Some((self.backend.clone()?, place))
+    }
+
+    /// The provider an agent runs with: its member's own (team file or spawn), else its
+    /// role's. `None` without a configuration or with an unknown role.
+    pub(crate) fn provider_of(&self, rec: &AgentRecord) -> Option<agent_team_config::Provider> {
+        let role = self.config.as_ref()?.role(&rec.info.role)?;
+        Some(
+            rec.spec
+                .get("provider")
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or(role.provider),
+        )
+    }
+
+    /// Types `text` into a pane on the one paste thread (each paste takes a moment: the
+    /// text, a pause for the CLI to take it, then Enter), so pastes never overlap and never
+    /// hold up the core. False when [`PASTE_QUEUE`] pastes are already waiting.
+    pub(crate) fn paste(
+        &mut self,
+        backend: Arc<dyn PaneBackend>,
+        target: Launched,
+        text: String,
+    ) -> bool {
+        let tx = self.pastes.get_or_insert_with(|| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Paste>(PASTE_QUEUE);
+            std::thread::spawn(move || {
+                while let Ok((backend, target, text)) = rx.recv() {
+                    if let Err(e) = backend.paste(&target, &text) {
+                        tracing::warn!("could not type into a pane: {e}");
+                    }
+                }
+            });
+            tx
+        });
+        tx.try_send((backend, target, text)).is_ok()
     }
 
     /// The budgets of the stored team configuration (none before one is stored).

@@ -134,7 +134,12 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
         ],
         &[],
     )?;
-    let bin_dir = root.join("target").join("release");
+    // Where cargo just built them: CARGO_TARGET_DIR when set (as for the soak).
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|t| if t.is_relative() { root.join(t) } else { t })
+        .unwrap_or_else(|| root.join("target"));
+    let bin_dir = target.join("release");
     let mut cmd = Command::new(bin_dir.join("agent-team-bench"));
     cmd.current_dir(root)
         .env("AGENT_TEAM_BIN_DIR", &bin_dir)

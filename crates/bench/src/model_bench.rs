@@ -76,7 +76,7 @@ fn script(mock: &MockModel) {
 }
 
 /// Pids of `root` and all its descendants.
-fn tree(root: u32) -> HashSet<u32> {
+pub(crate) fn tree(root: u32) -> HashSet<u32> {
     let mut parent: HashMap<u32, u32> = HashMap::new();
     if let Ok(rd) = std::fs::read_dir("/proc") {
         for e in rd.flatten() {
@@ -109,7 +109,7 @@ fn tree(root: u32) -> HashSet<u32> {
 
 /// Proportional set size: shared pages (one binary mapped by three workers) counted once
 /// across the tree instead of once per process.
-fn pss_kb(pid: u32) -> u64 {
+pub(crate) fn pss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
         .unwrap_or_default()
         .lines()
@@ -118,7 +118,8 @@ fn pss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn rss_kb(pid: u32) -> u64 {
+/// Resident set size in KiB.
+pub(crate) fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()

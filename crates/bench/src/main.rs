@@ -471,59 +471,59 @@ nothing else running. Run-to-run spread on this machine: about ±10 % on the thr
 
 ## Agent CLIs as teammates (issue 16)
 
-`BENCH_SECTION=clis cargo xtask bench` (section `clis`, crates/bench/src/clis_bench.rs), run on
-2026-11-23 at 20:47 UTC (Linux 6.18.44-fc-v782 x86_64, 2 CPUs), **with two other engineers
-compiling on the machine (load average 5.2–5.4)**. The pinned CLIs of the end-to-end tests
-(Claude Code 2.1.197, Codex 0.169.0, Qwen Code 0.15.10, from `<target>/clis`, installed there
-with npm when missing) against the mock model on 127.0.0.1, release binaries, the process
-backend, a temp `AGENT_TEAM_HOME` and runtime dir. *Alone* is the worker's own launch plan
-(`external::plan`: the same argv, private home and settings) with the team MCP server and the
-`Stop` hook taken out, spawned by the bench; *as a teammate* is `agent-team up` of a team file
-with one such teammate, from the supervisor's `starting` event to the teammate's first request
-at the mock. Five runs of each, alternated. Memory is sampled from /proc while the mock holds
-the first answer for 500 ms, and until the CLI has ended (so the `Stop` hook is caught).
+`CARGO_TARGET_DIR=… BENCH_SECTION=clis cargo xtask bench` (section `clis`,
+crates/bench/src/clis_bench.rs), run on 2026-11-23 at 21:01 UTC (Linux 6.18.44-fc-v782 x86_64,
+2 CPUs; load average 2.0–3.0: one other engineer was building). The pinned CLIs of the
+end-to-end tests (Claude Code 2.1.197, Codex 0.169.0, Qwen Code 0.15.10, from `<target>/clis`,
+installed there with npm when missing) against the mock model on 127.0.0.1, release binaries,
+the process backend, a temp `AGENT_TEAM_HOME` and runtime dir. *Alone* is the worker's own
+launch plan (`external::plan`: the same argv, private home and settings) with the team MCP
+server and the hooks taken out, spawned by the bench; *as a teammate* is `agent-team up` of a
+team file with one such teammate, from the supervisor's `starting` event to the teammate's
+first request at the mock. Five runs of each, alternated. Memory is sampled from /proc while
+the mock holds the first answer for 500 ms, and until the CLI has ended (so the `Stop` hook is
+caught).
 
 | figure | Claude Code | Codex | Qwen Code | goal |
 |---|---:|---:|---:|---|
-| alone: spawn → first model request (median of 5) | 1.87 s | 862.9 ms | 2.75 s | |
-| as a teammate: spawn → first model request (median of 5) | 2.25 s | 1.02 s | 2.32 s | |
-| difference (as % of alone) | +373 ms (+19.9 %) | +157 ms (+18.2 %) | −425 ms (−15.5 %) | ≤ +5 % |
-| `up` → first model request (median) | 2.40 s | 1.11 s | 2.47 s | |
-| our processes, peak PSS (worker, `agent-team mcp`, hook) | 11.8 MiB | 9.8 MiB | 11.7 MiB | ≤ 5 MiB |
-| of which `agent-team mcp` / worker / `agent-team hook stop` | 6.9 / 3.2 / 2.7 MiB | 6.8 / 3.1 / – | 7.0 / 3.1 / 1.9 MiB | |
-| the CLI's own tree, peak PSS (as a teammate; alone) | 202.3 MiB (189.4) | 185.9 MiB (181.9) | 255.9 MiB (255.7) | |
-| `send` → next model request carrying it, idle in `wait_for_messages` (median of 3) | 60.2 ms | 71.9 ms | 43.9 ms | |
-| the CLI's own tool round trip (a `wait_for_messages` that returns at once) | 107.6 ms | 47.6 ms | 100.6 ms | floor |
-| busy: the turn's end → next model request carrying it (Stop hook; median of 3) | 88.4 ms | n/a | 82.3 ms | |
-| busy: `send` → that request (the mock held the turn until the message was at the MCP server) | 99.0 ms | n/a | 90.5 ms | |
+| alone: spawn → first model request (median of 5) | 692.3 ms | 323.8 ms | 1.68 s | |
+| as a teammate: spawn → first model request (median of 5) | 752.3 ms | 315.8 ms | 1.72 s | |
+| difference (as % of alone) | +60 ms (+8.7 %) | −8 ms (−2.5 %) | +44 ms (+2.6 %) | ≤ +5 % |
+| `up` → first model request (median) | 773.5 ms | 337.3 ms | 1.77 s | |
+| our processes, peak PSS (`agent-team mcp`, hook) | 9.3 MiB | 7.2 MiB | 7.2 MiB | ≤ 5 MiB |
+| of which `agent-team mcp` / `agent-team hook stop` (+ its shell) | 7.3 / 2.7 (+0.4) MiB | 7.2 / – | 7.2 / not caught | |
+| the CLI's own tree, peak PSS as a teammate | 203.2 MiB | 188.6 MiB | 256.2 MiB | |
+| `send` → next model request carrying it, idle in `wait_for_messages` (median of 3) | 21.1 ms | 32.8 ms | 36.4 ms | |
+| the CLI's own tool round trip (a `wait_for_messages` that returns at once) | 50.4 ms | 33.1 ms | 128.2 ms | floor |
+| busy: the turn's end → next model request carrying it (`Stop` hook; median of 3) | 30.8 ms | 38.1 ms | 52.7 ms | |
 | processes left after `down` (18 teams, all three CLIs) | 0 | 0 | 0 | 0 |
 
-- **Busy Codex: n/a.** Codex has no turn-end hook: a message sent mid-turn waits at its MCP
-  server until its model calls `wait_for_messages` (measured idle above).
+- **Since the first run of this section (20:47, load 5.2–5.4):** the worker now `exec`s the
+  CLI instead of waiting beside it (its 3.1–3.2 MiB are gone: the agent's process *is* the
+  CLI), and Codex has the `Stop` hook too, so its busy figure exists (it was n/a).
+- A message sent to a busy CLI stays `queued` at the CLI's MCP server until the CLI has it, so
+  the bench cannot watch it arrive there: it waits 200 ms after `send` before it lets the held
+  turn end, and times the turn's end → the request (the figure above).
 - **Where the spawn time goes** (the daemon's events of the first run, ms from the spawn):
-  the worker has connected, read the role and starts the CLI at +12 to +18 ms; the rest is the
-  CLI's start, which includes starting its MCP server (`agent-team mcp`, which joins the team)
-  and the MCP handshake, before its first request.
+  the worker has connected, read the role and starts the CLI at +3 ms (`running`); the rest is
+  the CLI's start, which includes starting its MCP server (`agent-team mcp`, which joins the
+  team) and the MCP handshake before its first request.
 
 ### Goals missed, and why
 
-- **Supervision time ≤ 5 % of the CLI's start: not shown either way on this machine.** Our own
-  part before the CLI runs is 12–18 ms (under 1 % of each start). The CLIs' own starts spread
-  far more than 5 % between runs on the loaded machine: five runs of this section today (the
-  first stopped after Claude Code; 3 or 5 runs of each CLI in each, the same measurement) gave teammate − alone of +223, +784,
-  −312, +232 and +373 ms for Claude Code, −52, −20, +183 and +157 ms for Codex, and +1357, −54,
-  +1022 and −425 ms for Qwen Code. What a teammate adds beside that is our MCP server's start
-  and handshake inside the CLI's start: Claude Code and Codex have the team tools in their
-  first request (the end-to-end tests check it), so they wait for it. It was not separated
-  from the noise here. To settle it: a quiet machine, more runs, and a floor of the same CLI with a
-  trivial stdio MCP server.
-- **Our memory ≤ 5 MiB: missed, 9.8–11.8 MiB PSS** (17–24 MiB summed RSS) beside 186–256 MiB of
-  the CLI's own tree (4–6 %). Measured per process: `agent-team mcp` 6.8–7.0 MiB (the `agent-team`
-  binary with the tokio runtime, rmcp and the worker's tool handlers), the worker that waits for
-  the CLI 3.1–3.2 MiB, and at a turn's end `agent-team hook stop` 1.9–2.7 MiB (plus its shell,
-  0.4–0.5 MiB) for a moment. Ways down, not tried: the worker `exec`ing the CLI instead of waiting
-  for it (its job then is only the launch; exit handling would move to the supervisor), and a
-  smaller hook client than the whole `agent-team` binary.
+- **Supervision time ≤ 5 % of the CLI's start: met for Codex and Qwen Code, +8.7 % (60 ms)
+  for Claude Code in this run; not settled.** Our own part before the CLI runs is 3 ms. The
+  CLIs' own starts spread more than 5 % between runs: six runs of this section today gave
+  teammate − alone of +223, +784, −312, +232, +373 and +60 ms for Claude Code, −52, −20, +183,
+  +157 and −8 ms for Codex, and +1357, −54, +1022, −425 and +44 ms for Qwen Code. What a
+  teammate adds is our MCP server's start and handshake inside the CLI's start (Claude Code and
+  Codex wait for it: their first request has the team tools). To settle it: a quiet machine,
+  more runs, and a floor of the same CLI with a trivial stdio MCP server.
+- **Our memory ≤ 5 MiB: missed, 7.2–9.3 MiB PSS** beside 189–256 MiB of the CLI's own tree
+  (2.8–4.6 %). `agent-team mcp` is 7.2–7.3 MiB (the whole `agent-team` binary with the tokio
+  runtime, rmcp and the worker's tool handlers), and at a turn's end `agent-team hook stop`
+  adds 2.7 MiB for a moment. Not tried: a small MCP binary with only the team tools, and a hook
+  client smaller than the whole `agent-team` binary.
 ";
 
 fn save_report(r: &Report) -> Result<()> {

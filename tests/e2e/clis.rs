@@ -785,9 +785,15 @@ title = "Left for later"
         (TaskStatus::Pending, None),
         "{released:?}"
     );
-    wait_for("cc's process gone", T, || {
-        !Path::new(&format!("/proc/{first_pid}")).exists()
-    });
+    let deadline = std::time::Instant::now() + T;
+    while Path::new(&format!("/proc/{first_pid}")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cc's process {first_pid} is still there after its kill: {}",
+            std::fs::read_to_string(format!("/proc/{first_pid}/status")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     sb.ok(&["restart", "cc"]);
     wait_for("cc back in the same pane", T, || {
         let a = sb.agent("ccpane", "cc");

@@ -831,7 +831,7 @@ pub fn write_files(launch: &Launch) -> Result<(), AgentError> {
 
 /// Runs the external CLI of this agent: reads its role once (a short connection that ends
 /// before the CLI starts, so the CLI's MCP server is the agent's one connection), writes the
-/// private configuration, and becomes the CLI in this pane (exec). Its exit status is the
+/// private configuration, starts the CLI in this pane and waits for it. Its exit status is the
 /// agent's: 0 is a finished agent, anything else a failure the restart policy sees.
 pub async fn run(agent: AgentEnv, out: Output) -> Result<(), AgentError> {
     let hello = agent_hello(&agent.team, &agent.name, &agent.secret, agent.incarnation);
@@ -890,15 +890,14 @@ pub async fn run(agent: AgentEnv, out: Output) -> Result<(), AgentError> {
         role.provider.as_str(),
         exe.display()
     ));
-    // The worker becomes the CLI (exec): the supervisor's process is the CLI itself, its exit
-    // status is the agent's, and no waiting worker stays beside it (3 MiB measured).
-    let mut cmd = std::process::Command::new(&exe);
+    let mut cmd = tokio::process::Command::new(&exe);
     cmd.args(&launch.args)
         .current_dir(&launch.cwd)
         // The secret reaches only the MCP server, through its private configuration.
         .env_remove(env::SECRET)
         .env_remove(env::SECRET_FILE)
-        .env_remove(env::EXTERNAL);
+        .env_remove(env::EXTERNAL)
+        .kill_on_drop(true);
     if headless {
         // A one-shot CLI may read its stdin for more input (`codex exec` does): there is none.
         cmd.stdin(std::process::Stdio::null());
@@ -906,11 +905,17 @@ pub async fn run(agent: AgentEnv, out: Output) -> Result<(), AgentError> {
     for (k, v) in &launch.env {
         cmd.env(k, v);
     }
-    let err = std::os::unix::process::CommandExt::exec(&mut cmd);
-    Err(AgentError::Config(format!(
-        "cannot start {}: {err}",
-        exe.display()
-    )))
+    let status = cmd
+        .status()
+        .await
+        .map_err(|e| AgentError::Config(format!("cannot start {}: {e}", exe.display())))?;
+    match status.code() {
+        Some(0) => Ok(()),
+        _ => Err(AgentError::Config(format!(
+            "{} ended: {status}",
+            launch.program
+        ))),
+    }
 }
 
 /// The `agent-team` binary beside this worker's (they are built together), else on `PATH`.

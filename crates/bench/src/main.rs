@@ -464,6 +464,32 @@ nothing else running. Run-to-run spread on this machine: about ±10 % on the thr
 
   Request ids still cost about 20–25 % of sustained messages and claims against the code
   without them (`9bfd6e8`). That gap is not closed.
+- **Issue 11's last gap, request ids (2026-11-23, 20:30–21:20).** Profiled with `perf record`
+  (DWARF call graphs) under `BENCH_ONLY=throughput` at `cf9d96d` against `9bfd6e8`: the daemon
+  spent ~26 µs of CPU per sustained message against ~20 µs, the extra in `remember_outcome`
+  (2.2 µs, of which 0.9 µs freeing what the prune forgot: five allocations a reply), the
+  commit (+1.8 µs: serde writing each reply, copying the rows, their WAL pages), dropping a
+  `Change::Reply` per request (+0.5 µs) and SipHash (~0.5 µs); `malloc`/`free`/`memmove` were
+  most of it. Changed: a reply's stored form is written once, when it is remembered, straight
+  into its identity's row of the batch (one `Change::Replies` per identity per commit instead
+  of a change per request); `done` keeps nothing and `sent` keeps its stored form (one
+  allocation); `sent` is stored short, `{\"Sent\":[ids,recipients]}` (about half the bytes; not
+  the ids alone, since a `gc` may delete read messages a reply would point at); the id maps use
+  foldhash. In `reply_cost` (interleaved, medians of 6) request ids now add 22 % to a message's
+  CPU (8.3 → 10.1 µs; 47 % before, 10.2 → 15.1 µs) and still ~34 % to a claim's (19.7 → 26.5
+  µs; 31 % before: unchanged). Interleaved bench runs of `9bfd6e8` and this build, load
+  1.4–2.1 (another engineer's build was idle), 5 each: sustained messages 68.2 k/s (60.0–76.6)
+  against 59.5 k/s (43.8–60.9), −13 % by medians, −19 % by the median of same-round pairs;
+  racing claims 11.6 k/s (9.3–13.5) against 9.2 k/s (6.7–9.8), −21 %. A second set at load
+  2.6–3.4 (4 each): messages 36.3 against 30.5 k/s (pairs −13 to −21 %), claims 4.7 against 4.6
+  k/s with pairs from −39 % to +11 %. **Not closed:** messages are now ~13–20 % below the code
+  without request ids (from 20–25 %), claims still ~20 %. What is left on claims is the store,
+  not the CPU of remembering: a claim commit writes one `reply_batches` row per claimer, and
+  each row's entry in the `(identity, last_n)` index lands in a different leaf page (ten
+  claimers, ten more 1 KiB WAL pages a commit), and a prune deletes an identity's rows that
+  lie interleaved with everyone else's (a page each). The next step is one row per commit,
+  deleted when all its entries are forgotten (no index, deletes at the table's left edge); it
+  needs a way to move a quiet identity's still-kept entries forward, or their old rows stay.
 - **New figures:** the daemon's CPU with the tmux backend while teammates run commands was 73.5 %
   of a core before the SIGCHLD fix (a poll's own tmux client exiting triggered the next poll) and
   is 0.4–0.8 points above the process backend now. `run` on the in-process backend took 2.27× the

@@ -112,16 +112,18 @@ pub enum Change {
         /// Its recipients.
         recipients: Vec<String>,
     },
-    /// The outcome of a request that carried a request id, remembered for its retries.
-    Reply {
-        /// Who made the request (shared by all of that identity's changes).
-        identity: std::sync::Arc<str>,
-        /// The client's request id.
-        rid: std::sync::Arc<str>,
-        /// Its place in the order replies were remembered (for pruning).
-        n: u64,
-        /// The outcome; the store writes it as JSON (`{"Ok": reply}` or `{"Err": error}`).
-        outcome: replies::ReplyOutcome,
+    /// One identity's replies remembered in a batch (requests that carried a request id),
+    /// written as one row: `entries` is a JSON array of `[rid, n, outcome]`, each outcome in a
+    /// stored form (see the `replies` module).
+    Replies {
+        /// Who made the requests.
+        identity: String,
+        /// The lowest `n` among the entries (the row's key).
+        first: u64,
+        /// The highest `n` among them (for pruning).
+        last: u64,
+        /// The entries as JSON.
+        entries: String,
     },
     /// Insert or replace a hook run the daemon owes.
     HookRun(HookRun),
@@ -228,8 +230,10 @@ pub struct TeamState {
     run: RunRecord,
     config: Option<serde_json::Value>,
     dedup: HashMap<(String, String), (Vec<u64>, Vec<String>)>,
-    replies: HashMap<String, replies::ReplyLog>,
+    replies: HashMap<String, replies::ReplyLog, foldhash::fast::RandomState>,
     next_reply_seq: u64,
+    /// The identities with replies remembered since the last `take_changes`, in order.
+    replies_in_batch: Vec<String>,
     /// The team's memory by key (ordered, so a prefix is one range).
     memory: BTreeMap<String, MemoryEntry>,
     /// What the memory counts against its byte limit (see `memory::entry_bytes`).
@@ -273,8 +277,9 @@ impl TeamState {
                 .into_iter()
                 .map(|(s, k, i, r)| ((s, k), (i, r)))
                 .collect(),
-            replies: HashMap::new(),
+            replies: HashMap::default(),
             next_reply_seq: 0,
+            replies_in_batch: Vec::new(),
             memory: BTreeMap::new(),
             memory_bytes: 0,
             usage: snap
@@ -346,12 +351,13 @@ impl TeamState {
 
     /// Takes the changes accumulated since the last call; the caller persists them.
     pub fn take_changes(&mut self) -> Vec<Change> {
+        self.flush_replies();
         std::mem::take(&mut self.changes)
     }
 
     /// Whether mutations are waiting to be persisted.
     pub fn has_changes(&self) -> bool {
-        !self.changes.is_empty()
+        !self.changes.is_empty() || !self.replies_in_batch.is_empty()
     }
 
     /// The newest event sequence number.

@@ -2,15 +2,25 @@
 //! the original outcome instead of being applied twice (exactly once across reconnects).
 //!
 //! Every mutating request with a request id passes through here, so the hot path is kept
-//! cheap: [`TeamState::remember_outcome`] keeps the typed outcome (one shared copy for the
-//! log and the [`Change`]), and it is turned into JSON only once, by the store at commit
-//! ([`ReplyOutcome::write_json`]). Each identity keeps its last [`KEEP_PER_IDENTITY`] replies
-//! and at most about [`KEEP_BYTES_PER_IDENTITY`] bytes of them; the oldest go first.
+//! cheap (measured in docs/BENCHMARKS.md, issue 11): [`TeamState::remember_outcome`] writes
+//! the reply's stored form once, straight into its identity's row of the batch (one
+//! [`Change::Replies`] per identity per commit), and keeps in memory only what a replay needs:
+//! nothing for `done`, the short stored form of a `sent` reply, the outcome itself otherwise.
+//! Ids are hashed with foldhash, not SipHash. Each identity keeps its last
+//! [`KEEP_PER_IDENTITY`] replies and at most about [`KEEP_BYTES_PER_IDENTITY`] bytes of them;
+//! the oldest go first.
+//!
+//! The stored forms of an outcome (one JSON value each):
+//! - `{"Ok": reply}` or `{"Err": error}`: the outcome as JSON;
+//! - `{"Sent": [ids, recipients]}`: a `sent` reply, without its field names;
+//! - `{"TaskEvent": [seq, maybe]}`: a task reply (`maybe_task` when `maybe`) whose task is the
+//!   one in the `TASK_UPDATED` event `seq` of the same commit; the store resolves it on load.
 
 use crate::{Change, TeamState};
 use agent_team_protocol::{ErrorBody, Reply, Task};
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, OnceLock};
+use std::fmt::Write as _;
+use std::sync::Arc;
 
 /// How many recent request ids are kept per identity.
 pub const KEEP_PER_IDENTITY: usize = 1024;
@@ -23,72 +33,163 @@ pub const KEEP_BYTES_PER_IDENTITY: usize = 4 << 20;
 /// Bytes are forgotten in steps of at least this many (as ids are), for the same reason.
 const PRUNE_BYTES_STEP: usize = 1 << 20;
 
-/// A request's outcome as it is remembered and stored.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ReplyOutcome {
-    /// The outcome as the daemon produced it (shared by the log and the change).
-    Typed(Arc<Result<Reply, ErrorBody>>),
-    /// The outcome as JSON (`{"Ok": reply}` or `{"Err": error}`): loaded from the store, or
-    /// given to [`TeamState::remember_reply`].
-    Json(String),
-    /// A task reply (`task`, or `maybe_task` when `maybe`) whose task is the one in the
-    /// `TASK_UPDATED` event `seq` of the same commit: the store writes only the reference
-    /// (`{"TaskEvent":[seq,maybe]}`, a few bytes instead of the task) and resolves it on load.
-    TaskEvent {
-        /// The event holding the task.
-        seq: u64,
-        /// Whether the reply is `maybe_task` (a claim of the next task) rather than `task`.
-        maybe: bool,
-        /// The reply itself, for replays while the daemon runs.
-        outcome: Arc<Result<Reply, ErrorBody>>,
-    },
+/// The stored form of `Ok(done)` (what serde writes for it; a test checks).
+const DONE_JSON: &str = r#"{"Ok":{"kind":"done"}}"#;
+
+/// A map keyed by request ids or identities: foldhash (seeded per process) is several times
+/// cheaper than the default SipHash on these short keys, and every map here is bounded, so
+/// a client choosing colliding ids can only slow its own lookups.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// What is kept in memory of one remembered outcome.
+#[derive(Debug)]
+enum Kept {
+    /// `Ok(done)`: nothing to hold.
+    Done,
+    /// The outcome in a stored form (module docs): a `sent` reply's short form, or JSON
+    /// loaded from the store or given to [`TeamState::remember_reply`].
+    Stored(Box<str>),
+    /// The outcome as the daemon produced it (task replies, errors, the rarer replies).
+    Typed(Box<Result<Reply, ErrorBody>>),
 }
 
-impl ReplyOutcome {
-    /// Appends the outcome as it is stored to `out`: its JSON, or for
-    /// [`ReplyOutcome::TaskEvent`] the reference `{"TaskEvent":[seq,maybe]}`.
-    pub fn write_stored(&self, out: &mut Vec<u8>) {
-        match self {
-            ReplyOutcome::TaskEvent { seq, maybe, .. } => {
-                use std::io::Write as _;
-                let _ = write!(out, "{{\"TaskEvent\":[{seq},{maybe}]}}");
+/// One remembered reply.
+#[derive(Debug)]
+struct Entry {
+    /// Its place in the order replies were remembered.
+    n: u64,
+    /// What it counts against the identity's byte budget.
+    bytes: usize,
+    kept: Kept,
+}
+
+/// The replies of one identity's recent requests, oldest first.
+#[derive(Debug, Default)]
+pub(crate) struct ReplyLog {
+    order: VecDeque<(u64, Arc<str>)>,
+    by_rid: FastMap<Arc<str>, Entry>,
+    /// The sum of the kept replies' `bytes`.
+    bytes: usize,
+    /// This batch's entries as stored, `[rid,n,outcome]` separated by commas (no brackets),
+    /// and the first and last `n` among them: the row [`TeamState::take_changes`] hands over.
+    batch: String,
+    batch_first: u64,
+    batch_last: u64,
+    /// How long the last batch's row was, to size the next one's buffer at once.
+    last_batch_len: usize,
+}
+
+impl ReplyLog {
+    /// Forgets the oldest replies while more than `keep` or more than `keep_bytes` are kept
+    /// (never the newest one); returns the first sequence number still kept, if any went.
+    fn trim(&mut self, keep: usize, keep_bytes: usize) -> Option<u64> {
+        let mut below = None;
+        while self.order.len() > keep.max(1) || (self.bytes > keep_bytes && self.order.len() > 1) {
+            let Some((n, rid)) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(k) = self.by_rid.remove(&rid) {
+                self.bytes = self.bytes.saturating_sub(k.bytes);
             }
-            other => other.write_json(out),
+            below = Some(n + 1);
         }
+        below
     }
 
-    /// Appends the outcome as JSON (`{"Ok": reply}` or `{"Err": error}`) to `out`.
-    pub fn write_json(&self, out: &mut Vec<u8>) {
-        match self {
-            ReplyOutcome::Json(s) => out.extend_from_slice(s.as_bytes()),
-            ReplyOutcome::Typed(o) | ReplyOutcome::TaskEvent { outcome: o, .. } => {
-                if serde_json::to_writer(&mut *out, o.as_ref()).is_err() {
-                    // Our own plain data always serialises; keep the row readable if not.
-                    out.extend_from_slice(b"null");
-                }
-            }
+    /// Whether the log has grown past its bounds by a whole pruning step.
+    fn over(&self) -> bool {
+        self.order.len() >= KEEP_PER_IDENTITY + PRUNE_STEP
+            || self.bytes > KEEP_BYTES_PER_IDENTITY + PRUNE_BYTES_STEP
+    }
+}
+
+/// One remembered reply as stored: (identity, rid, sequence number, outcome in a stored form
+/// (module docs), a task reference already resolved to JSON by the store).
+pub type StoredReply = (String, String, u64, String);
+
+/// The stored forms as they are read back (a task reference is resolved by the store).
+#[derive(serde::Deserialize)]
+enum StoredForm {
+    Ok(Box<Reply>),
+    Err(ErrorBody),
+    Sent(Vec<u64>, Vec<String>),
+}
+
+/// The outcome a stored form (module docs) stands for.
+pub fn decode_stored(stored: &str) -> Result<Result<Reply, ErrorBody>, serde_json::Error> {
+    Ok(match serde_json::from_str::<StoredForm>(stored)? {
+        StoredForm::Ok(r) => Ok(*r),
+        StoredForm::Err(e) => Err(e),
+        StoredForm::Sent(ids, recipients) => Ok(Reply::Sent { ids, recipients }),
+    })
+}
+
+/// Appends `s` as a JSON string (plain text, the usual case, is copied as it is).
+fn push_json_str(out: &mut String, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        match serde_json::to_string(s) {
+            Ok(j) => out.push_str(&j),
+            // A string always serialises; keep the row readable if not.
+            Err(_) => out.push_str("\"\""),
         }
     }
+}
 
-    /// About how many bytes [`ReplyOutcome::write_json`] writes (exact for JSON; an estimate
-    /// that errs on the large side for the common typed replies, so the byte budget holds).
-    pub fn approx_len(&self) -> usize {
-        match self {
-            ReplyOutcome::Json(s) => s.len(),
-            // The task is counted although only a reference is stored: it is kept in memory.
-            ReplyOutcome::Typed(o) | ReplyOutcome::TaskEvent { outcome: o, .. } => match o.as_ref()
-            {
-                Ok(Reply::Done) => 24,
-                Ok(Reply::MaybeTask { task: None }) => 40,
-                Ok(Reply::MaybeTask { task: Some(t) }) | Ok(Reply::Task { task: t }) => task_len(t),
-                Ok(Reply::Sent { ids, recipients }) => {
-                    48 + ids.len() * 21 + recipients.iter().map(|r| r.len() * 6 + 3).sum::<usize>()
+/// Appends the stored form of `outcome` (module docs): `task_event` is the `TASK_UPDATED`
+/// event of the same commit that holds a task reply's task.
+fn write_stored(
+    out: &mut String,
+    outcome: &Result<Reply, ErrorBody>,
+    task_event: Option<(u64, bool)>,
+) {
+    if let Some((seq, maybe)) = task_event {
+        let _ = write!(out, "{{\"TaskEvent\":[{seq},{maybe}]}}");
+        return;
+    }
+    match outcome {
+        Ok(Reply::Done) => out.push_str(DONE_JSON),
+        Ok(Reply::Sent { ids, recipients }) => {
+            out.push_str("{\"Sent\":[[");
+            for (i, id) in ids.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
                 }
-                Err(e) => 48 + e.message.len() * 6 + value_len(&e.details),
-                // Rare replies (registrations, spawns, decisions): measured exactly.
-                Ok(other) => json_len(other) + 8,
-            },
+                let _ = write!(out, "{id}");
+            }
+            out.push_str("],[");
+            for (i, r) in recipients.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_json_str(out, r);
+            }
+            out.push_str("]]}");
         }
+        other => match serde_json::to_string(other) {
+            Ok(j) => out.push_str(&j),
+            // Our own plain data always serialises; keep the row readable if not.
+            Err(_) => out.push_str("null"),
+        },
+    }
+}
+
+/// About how many bytes the JSON of a typed outcome takes (an estimate that errs on the large
+/// side for the common replies, so the byte budget holds).
+fn approx_len(o: &Result<Reply, ErrorBody>) -> usize {
+    match o {
+        Ok(Reply::Done) => DONE_JSON.len(),
+        Ok(Reply::MaybeTask { task: None }) => 40,
+        Ok(Reply::MaybeTask { task: Some(t) }) | Ok(Reply::Task { task: t }) => task_len(t),
+        Ok(Reply::Sent { ids, recipients }) => {
+            48 + ids.len() * 21 + recipients.iter().map(|r| r.len() * 6 + 3).sum::<usize>()
+        }
+        Err(e) => 48 + e.message.len() * 6 + value_len(&e.details),
+        // Rare replies (registrations, spawns, decisions): measured exactly.
+        Ok(other) => json_len(other) + 8,
     }
 }
 
@@ -126,79 +227,21 @@ fn json_len<T: serde::Serialize>(v: &T) -> usize {
     agent_team_protocol::memory::json_len(v)
 }
 
-/// One remembered reply.
-#[derive(Debug)]
-struct Kept {
-    /// Its place in the order replies were remembered.
-    n: u64,
-    outcome: ReplyOutcome,
-    /// What it counts against the identity's byte budget.
-    bytes: usize,
-    /// The JSON of a typed outcome, made on the first [`TeamState::replay`] (rare: retries).
-    json: OnceLock<String>,
-}
-
-/// The replies of one identity's recent requests, oldest first.
-#[derive(Debug, Default)]
-pub(crate) struct ReplyLog {
-    /// The identity, shared with every change that names it.
-    identity: Option<Arc<str>>,
-    order: VecDeque<(u64, Arc<str>)>,
-    by_rid: HashMap<Arc<str>, Kept>,
-    /// The sum of the kept replies' `bytes`.
-    bytes: usize,
-}
-
-impl ReplyLog {
-    /// Forgets the oldest replies while more than `keep` or more than `keep_bytes` are kept
-    /// (never the newest one); returns the first sequence number still kept, if any went.
-    fn trim(&mut self, keep: usize, keep_bytes: usize) -> Option<u64> {
-        let mut below = None;
-        while self.order.len() > keep.max(1) || (self.bytes > keep_bytes && self.order.len() > 1) {
-            let Some((n, rid)) = self.order.pop_front() else {
-                break;
-            };
-            if let Some(k) = self.by_rid.remove(&rid) {
-                self.bytes = self.bytes.saturating_sub(k.bytes);
-            }
-            below = Some(n + 1);
-        }
-        below
-    }
-
-    /// Whether the log has grown past its bounds by a whole pruning step.
-    fn over(&self) -> bool {
-        self.order.len() >= KEEP_PER_IDENTITY + PRUNE_STEP
-            || self.bytes > KEEP_BYTES_PER_IDENTITY + PRUNE_BYTES_STEP
-    }
-}
-
-/// One remembered reply as stored: (identity, rid, sequence number, outcome as JSON).
-pub type StoredReply = (String, String, u64, String);
-
 impl TeamState {
     /// The outcome (as JSON, `{"Ok": reply}` or `{"Err": error}`) first given to `identity`'s
     /// request `rid`, if it is remembered.
-    pub fn replay(&self, identity: &str, rid: &str) -> Option<&str> {
-        let kept = self.replies.get(identity)?.by_rid.get(rid)?;
-        Some(match &kept.outcome {
-            ReplyOutcome::Json(s) => s.as_str(),
-            typed => kept.json.get_or_init(|| {
-                let mut out = Vec::new();
-                typed.write_json(&mut out);
-                String::from_utf8(out).unwrap_or_else(|_| "null".into())
-            }),
-        })
+    pub fn replay(&self, identity: &str, rid: &str) -> Option<String> {
+        let outcome = self.replay_outcome(identity, rid)?;
+        Some(serde_json::to_string(&outcome).unwrap_or_else(|_| "null".into()))
     }
 
     /// The outcome first given to `identity`'s request `rid`, if it is remembered.
     pub fn replay_outcome(&self, identity: &str, rid: &str) -> Option<Result<Reply, ErrorBody>> {
-        let kept = self.replies.get(identity)?.by_rid.get(rid)?;
-        Some(match &kept.outcome {
-            ReplyOutcome::Typed(o) | ReplyOutcome::TaskEvent { outcome: o, .. } => {
-                o.as_ref().clone()
-            }
-            ReplyOutcome::Json(s) => serde_json::from_str(s).unwrap_or_else(|e| {
+        let entry = self.replies.get(identity)?.by_rid.get(rid)?;
+        Some(match &entry.kept {
+            Kept::Done => Ok(Reply::Done),
+            Kept::Typed(o) => o.as_ref().clone(),
+            Kept::Stored(s) => decode_stored(s).unwrap_or_else(|e| {
                 Err(ErrorBody::new(
                     agent_team_protocol::ErrorCode::Internal,
                     format!("cannot read the remembered reply: {e}"),
@@ -207,24 +250,29 @@ impl TeamState {
         })
     }
 
-    /// Remembers the outcome of `identity`'s request `rid` (persisted with the batch). The
-    /// outcome is kept as it is and written as JSON only by the store, at commit.
+    /// Remembers the outcome of `identity`'s request `rid` (persisted with the batch): its
+    /// stored form is written into the identity's row of this batch now, and only what a
+    /// replay needs is kept (module docs).
     pub fn remember_outcome(
         &mut self,
         identity: &str,
         rid: &str,
         outcome: &Result<Reply, ErrorBody>,
     ) {
-        let outcome = Arc::new(outcome.clone());
-        let kept = match self.task_event_of(&outcome) {
-            Some((seq, maybe)) => ReplyOutcome::TaskEvent {
-                seq,
-                maybe,
-                outcome,
-            },
-            None => ReplyOutcome::Typed(outcome),
-        };
-        self.remember(identity, rid, kept);
+        let task_event = self.task_event_of(outcome);
+        self.remember_with(identity, rid, |row| {
+            let start = row.len();
+            write_stored(row, outcome, task_event);
+            match outcome {
+                Ok(Reply::Done) => (Kept::Done, DONE_JSON.len()),
+                Ok(Reply::Sent { .. }) => {
+                    let stored = &row[start..];
+                    (Kept::Stored(Box::from(stored)), stored.len())
+                }
+                // A task is counted although only a reference is stored: it is kept in memory.
+                other => (Kept::Typed(Box::new(other.clone())), approx_len(other)),
+            }
+        });
     }
 
     /// For a task reply, the `TASK_UPDATED` event just recorded (among the last few changes,
@@ -246,13 +294,26 @@ impl TeamState {
         })
     }
 
-    /// Remembers the outcome of `identity`'s request `rid`, given as JSON (`{"Ok": reply}` or
-    /// `{"Err": error}`). [`TeamState::remember_outcome`] does the same without the JSON.
+    /// Remembers the outcome of `identity`'s request `rid`, given in a stored form (module
+    /// docs; `{"Ok": reply}` or `{"Err": error}` as JSON). [`TeamState::remember_outcome`]
+    /// does the same from the outcome itself.
     pub fn remember_reply(&mut self, identity: &str, rid: &str, outcome: String) {
-        self.remember(identity, rid, ReplyOutcome::Json(outcome));
+        self.remember_with(identity, rid, |row| {
+            row.push_str(&outcome);
+            let bytes = outcome.len();
+            (Kept::Stored(outcome.into_boxed_str()), bytes)
+        });
     }
 
-    fn remember(&mut self, identity: &str, rid: &str, outcome: ReplyOutcome) {
+    /// Numbers the next reply of `identity`, appends its entry (`[rid,n,outcome]`) to the
+    /// identity's row of this batch, `write` giving the outcome's stored form and what to keep
+    /// of it (with what that counts against the byte budget), and keeps it.
+    fn remember_with(
+        &mut self,
+        identity: &str,
+        rid: &str,
+        write: impl FnOnce(&mut String) -> (Kept, usize),
+    ) {
         self.next_reply_seq += 1;
         let n = self.next_reply_seq;
         if !self.replies.contains_key(identity) {
@@ -262,20 +323,23 @@ impl TeamState {
         let Some(log) = self.replies.get_mut(identity) else {
             return;
         };
-        let who = log
-            .identity
-            .get_or_insert_with(|| Arc::from(identity))
-            .clone();
+        if log.batch.is_empty() {
+            log.batch.push('[');
+            log.batch_first = n;
+            self.replies_in_batch.push(identity.to_string());
+        } else {
+            log.batch.push(',');
+        }
+        log.batch.push('[');
+        push_json_str(&mut log.batch, rid);
+        let _ = write!(log.batch, ",{n},");
+        let (kept, bytes) = write(&mut log.batch);
+        log.batch.push(']');
+        log.batch_last = n;
         let rid: Arc<str> = Arc::from(rid);
-        let bytes = outcome.approx_len() + rid.len() + 24;
-        let kept = Kept {
-            n,
-            outcome: outcome.clone(),
-            bytes,
-            json: OnceLock::new(),
-        };
+        let bytes = bytes + rid.len() + 24;
         log.bytes += bytes;
-        if let Some(old) = log.by_rid.insert(rid.clone(), kept) {
+        if let Some(old) = log.by_rid.insert(rid.clone(), Entry { n, bytes, kept }) {
             // The same id again (only a caller that skipped `replay` does this): the newer
             // reply replaces the older in place, keeping the older's place in the order.
             log.bytes = log.bytes.saturating_sub(old.bytes);
@@ -283,20 +347,36 @@ impl TeamState {
                 k.n = old.n;
             }
         } else {
-            log.order.push_back((n, rid.clone()));
+            log.order.push_back((n, rid));
         }
-        self.changes.push(Change::Reply {
-            identity: who.clone(),
-            rid,
-            n,
-            outcome,
-        });
         if log.over()
             && let Some(below) = log.trim(KEEP_PER_IDENTITY, KEEP_BYTES_PER_IDENTITY)
         {
             self.changes.push(Change::RepliesPruned {
-                identity: who,
+                identity: Arc::from(identity),
                 below,
+            });
+        }
+    }
+
+    /// Hands each identity's replies of this batch to the changes, one row each.
+    pub(crate) fn flush_replies(&mut self) {
+        for identity in std::mem::take(&mut self.replies_in_batch) {
+            let Some(log) = self.replies.get_mut(&identity) else {
+                continue;
+            };
+            let mut entries = std::mem::replace(
+                &mut log.batch,
+                String::with_capacity(log.last_batch_len.max(64)),
+            );
+            entries.push(']');
+            log.last_batch_len = entries.len();
+            let (first, last) = (log.batch_first, log.batch_last);
+            self.changes.push(Change::Replies {
+                identity,
+                first,
+                last,
+                entries,
             });
         }
     }
@@ -307,13 +387,16 @@ impl TeamState {
             let log = self.replies.entry(identity).or_default();
             let rid: Arc<str> = Arc::from(rid);
             let bytes = outcome.len() + rid.len() + 24;
-            let kept = Kept {
-                n,
-                outcome: ReplyOutcome::Json(outcome),
-                bytes,
-                json: OnceLock::new(),
+            let kept = if outcome == DONE_JSON {
+                Kept::Done
+            } else {
+                Kept::Stored(outcome.into_boxed_str())
             };
-            if log.by_rid.insert(rid.clone(), kept).is_none() {
+            if log
+                .by_rid
+                .insert(rid.clone(), Entry { n, bytes, kept })
+                .is_none()
+            {
                 log.order.push_back((n, rid));
                 log.bytes += bytes;
             }
@@ -368,8 +451,11 @@ mod tests {
     #[test]
     fn a_remembered_reply_is_found_per_identity_and_old_ones_are_pruned() {
         let mut s = TeamState::new("t");
-        s.remember_reply("leader", "r1", "\"one\"".into());
-        assert_eq!(s.replay("leader", "r1"), Some("\"one\""));
+        s.remember_reply("leader", "r1", r#"{"Ok":{"kind":"done"}}"#.into());
+        assert_eq!(
+            s.replay("leader", "r1").as_deref(),
+            Some(r#"{"Ok":{"kind":"done"}}"#)
+        );
         assert_eq!(s.replay("operator", "r1"), None);
         let _ = s.take_changes();
         for i in 0..(KEEP_PER_IDENTITY + PRUNE_STEP) {
@@ -412,25 +498,103 @@ mod tests {
             s.remember_outcome("w1", &rid, o);
             assert_eq!(s.replay_outcome("w1", &rid).as_ref(), Some(o));
             let json = s.replay("w1", &rid).unwrap();
-            let parsed: Result<Reply, ErrorBody> = serde_json::from_str(json).unwrap();
+            let parsed: Result<Reply, ErrorBody> = serde_json::from_str(&json).unwrap();
             assert_eq!(&parsed, o);
             assert_eq!(json, serde_json::to_string(o).unwrap());
             // The estimate that the byte budget counts is not below the real size.
-            let stored = ReplyOutcome::Typed(Arc::new(o.clone()));
-            assert!(stored.approx_len() >= json.len(), "{json}");
+            assert!(approx_len(o) >= json.len(), "{json}");
         }
-        // The change carries what the store writes.
+        // One row for the identity's batch, each entry in its stored form, which reads back
+        // as the same outcome (after a restart, `restore_replies` gets these texts).
         let changes = s.take_changes();
-        let Some(Change::Reply { outcome, rid, .. }) = changes.last() else {
-            panic!("{changes:?}");
-        };
-        let mut out = Vec::new();
-        outcome.write_json(&mut out);
+        let rows: Vec<_> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Replies {
+                    identity,
+                    first,
+                    last,
+                    entries,
+                } => Some((identity.clone(), *first, *last, entries.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(rows.len(), 1, "{changes:?}");
+        let (identity, first, last, entries) = &rows[0];
+        assert_eq!(identity, "w1");
+        let entries: Vec<(String, u64, serde_json::Value)> = serde_json::from_str(entries).unwrap();
+        assert_eq!(entries.len(), outcomes.len());
+        assert_eq!((*first, *last), (entries[0].1, entries[5].1));
+        for ((rid, _, stored), o) in entries.iter().zip(&outcomes) {
+            assert_eq!(&decode_stored(&stored.to_string()).unwrap(), o, "{rid}");
+        }
+        // `done` and `sent` are stored short; the sent reply without its field names.
+        assert_eq!(entries[0].2.to_string(), DONE_JSON);
         assert_eq!(
-            String::from_utf8(out).unwrap(),
-            serde_json::to_string(&outcomes[5]).unwrap()
+            entries[4].2,
+            serde_json::json!({"Sent": [[7, 8], ["a", "b"]]})
         );
-        assert_eq!(&**rid, "r5");
+        assert_eq!(
+            serde_json::to_string(&Ok::<Reply, ErrorBody>(Reply::Done)).unwrap(),
+            DONE_JSON
+        );
+        assert!(!s.has_changes(), "the row went with the changes");
+    }
+
+    #[test]
+    fn a_sent_reply_stored_short_is_the_same_reply_after_a_restart() {
+        let mut s = TeamState::new("t");
+        // Names that need escaping take the slow path and still read back.
+        let outcomes = [
+            Ok(Reply::Sent {
+                ids: vec![41],
+                recipients: vec!["tp-r0".into()],
+            }),
+            Ok(Reply::Sent {
+                ids: vec![1, 2, 3],
+                recipients: vec!["a\"b".into(), "c\\d\n".into(), "é".into()],
+            }),
+            Ok(Reply::Sent {
+                ids: vec![],
+                recipients: vec![],
+            }),
+            Ok(Reply::Done),
+        ];
+        for (i, o) in outcomes.iter().enumerate() {
+            s.remember_outcome("w\"1", &format!("r\"{i}"), o);
+        }
+        let changes = s.take_changes();
+        // What the store keeps and gives back at load: (identity, rid, n, stored outcome).
+        let mut stored = Vec::new();
+        for c in &changes {
+            if let Change::Replies {
+                identity, entries, ..
+            } = c
+            {
+                let entries: Vec<(String, u64, serde_json::Value)> =
+                    serde_json::from_str(entries).unwrap();
+                for (rid, n, outcome) in entries {
+                    stored.push((identity.clone(), rid, n, outcome.to_string()));
+                }
+            }
+        }
+        assert_eq!(stored.len(), outcomes.len());
+        assert!(stored[0].3.len() < 30, "short: {}", stored[0].3);
+        let restored = TeamState::restore(
+            "t",
+            crate::Snapshot {
+                replies: stored,
+                ..Default::default()
+            },
+        );
+        for (i, o) in outcomes.iter().enumerate() {
+            let rid = format!("r\"{i}");
+            assert_eq!(restored.replay_outcome("w\"1", &rid).as_ref(), Some(o));
+            assert_eq!(
+                restored.replay("w\"1", &rid).unwrap(),
+                serde_json::to_string(o).unwrap()
+            );
+        }
     }
 
     #[test]
@@ -438,10 +602,9 @@ mod tests {
         let mut s = TeamState::new("t");
         // Replies of ~100 KiB each: the count bound (1024) is far away, the byte bound is not.
         let big = "x".repeat(100 * 1024);
-        let per = ReplyOutcome::Typed(Arc::new(Ok(Reply::Task {
+        let per = approx_len(&Ok(Reply::Task {
             task: task(1, &big),
-        })))
-        .approx_len();
+        }));
         let fit = KEEP_BYTES_PER_IDENTITY / per;
         let mut prunes = Vec::new();
         for i in 0..(3 * fit) {

@@ -3,7 +3,10 @@
 //! thread's CPU time (from /proc, so other processes on the machine do not count) is reported
 //! per request for each way of remembering replies:
 //!
-//! `cargo run --release -p agent-team-store --example reply_cost -- [claims|messages] [rounds]`
+//! `cargo run --release -p agent-team-store --example reply_cost -- [claims|messages] [rounds] [modes] [reps]`
+//!
+//! (`modes` is a comma-separated list of the ones below, all by default; `reps` how many
+//! times each runs, interleaved; the median and range per mode are printed at the end.)
 //!
 //! - `none`: no request ids (the code before issue 11);
 //! - `json`: the reply serialised to a JSON string when it is remembered (`remember_reply`);
@@ -143,7 +146,7 @@ fn run(load: &str, mode: Mode, rounds: usize) -> Result<(u64, u64), Box<dyn std:
             changes.retain(|c| {
                 !matches!(
                     c,
-                    agent_team_state::Change::Reply { .. }
+                    agent_team_state::Change::Replies { .. }
                         | agent_team_state::Change::RepliesPruned { .. }
                 )
             });
@@ -162,17 +165,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or("claims")
         .to_string();
     let rounds: usize = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(2000);
-    for rep in 0..3 {
-        for mode in [Mode::None, Mode::Json, Mode::Typed, Mode::Memory] {
-            if let Some(only) = args.get(2)
-                && !format!("{mode:?}").eq_ignore_ascii_case(only)
-            {
-                continue;
-            }
-            let (n, ns) = run(&load, mode, rounds)?;
+    // Modes to run (comma-separated; all by default) and how many times each, interleaved so
+    // a machine that gets busier or quieter moves every mode alike.
+    let modes: Vec<Mode> = [Mode::None, Mode::Json, Mode::Typed, Mode::Memory]
+        .into_iter()
+        .filter(|m| {
+            args.get(2).is_none_or(|only| {
+                only.split(',')
+                    .any(|o| format!("{m:?}").eq_ignore_ascii_case(o))
+            })
+        })
+        .collect();
+    let reps: usize = args.get(3).and_then(|r| r.parse().ok()).unwrap_or(3);
+    let mut per_mode: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+    for rep in 0..reps {
+        for (i, mode) in modes.iter().enumerate() {
+            let (n, ns) = run(&load, *mode, rounds)?;
+            let us = ns as f64 / n as f64 / 1000.0;
+            per_mode[i].push(us);
+            println!("{load} round {rep} {mode:?}: {us:.2} µs CPU per request ({n} requests)");
+        }
+    }
+    for (mode, mut v) in modes.iter().zip(per_mode) {
+        v.sort_by(f64::total_cmp);
+        if let (Some(min), Some(max)) = (v.first(), v.last()) {
             println!(
-                "{load} round {rep} {mode:?}: {:.2} µs CPU per request ({n} requests)",
-                ns as f64 / n as f64 / 1000.0
+                "{load} {mode:?}: median {:.2} µs, min {min:.2}, max {max:.2} ({} runs)",
+                v[v.len() / 2],
+                v.len()
             );
         }
     }

@@ -498,8 +498,8 @@ nothing else running. Run-to-run spread on this machine: about ±10 % on the thr
 ## Agent CLIs as teammates (issue 16)
 
 `CARGO_TARGET_DIR=… BENCH_SECTION=clis cargo xtask bench` (section `clis`,
-crates/bench/src/clis_bench.rs), run on 2026-11-23 at 21:01 UTC (Linux 6.18.44-fc-v782 x86_64,
-2 CPUs; load average 2.0–3.0: one other engineer was building). The pinned CLIs of the
+crates/bench/src/clis_bench.rs), run on 2026-11-23 at 21:21 UTC (Linux 6.18.44-fc-v782 x86_64,
+2 CPUs; load average 3.2–3.7: another engineer was building). The pinned CLIs of the
 end-to-end tests (Claude Code 2.1.197, Codex 0.169.0, Qwen Code 0.15.10, from `<target>/clis`,
 installed there with npm when missing) against the mock model on 127.0.0.1, release binaries,
 the process backend, a temp `AGENT_TEAM_HOME` and runtime dir. *Alone* is the worker's own
@@ -512,44 +512,49 @@ caught).
 
 | figure | Claude Code | Codex | Qwen Code | goal |
 |---|---:|---:|---:|---|
-| alone: spawn → first model request (median of 5) | 692.3 ms | 323.8 ms | 1.68 s | |
-| as a teammate: spawn → first model request (median of 5) | 752.3 ms | 315.8 ms | 1.72 s | |
-| difference (as % of alone) | +60 ms (+8.7 %) | −8 ms (−2.5 %) | +44 ms (+2.6 %) | ≤ +5 % |
-| `up` → first model request (median) | 773.5 ms | 337.3 ms | 1.77 s | |
-| our processes, peak PSS (`agent-team mcp`, hook) | 9.3 MiB | 7.2 MiB | 7.2 MiB | ≤ 5 MiB |
-| of which `agent-team mcp` / `agent-team hook stop` (+ its shell) | 7.3 / 2.7 (+0.4) MiB | 7.2 / – | 7.2 / not caught | |
-| the CLI's own tree, peak PSS as a teammate | 203.2 MiB | 188.6 MiB | 256.2 MiB | |
-| `send` → next model request carrying it, idle in `wait_for_messages` (median of 3) | 21.1 ms | 32.8 ms | 36.4 ms | |
-| the CLI's own tool round trip (a `wait_for_messages` that returns at once) | 50.4 ms | 33.1 ms | 128.2 ms | floor |
-| busy: the turn's end → next model request carrying it (`Stop` hook; median of 3) | 30.8 ms | 38.1 ms | 52.7 ms | |
+| alone: spawn → first model request (median of 5) | 1.18 s | 568.6 ms | 2.87 s | |
+| as a teammate: spawn → first model request (median of 5) | 1.46 s | 662.8 ms | 2.69 s | |
+| difference (as % of alone) | +279 ms (+23.6 %) | +94 ms (+16.6 %) | −188 ms (−6.5 %) | ≤ +5 % |
+| `up` → first model request (median) | 1.59 s | 794.6 ms | 2.88 s | |
+| our processes, peak PSS (worker, `agent-team mcp`, hook) | 10.4 MiB | 11.9 MiB | 12.0 MiB | ≤ 5 MiB |
+| of which `agent-team mcp` / worker / `agent-team hook stop` | 7.3 / 3.2 / 0.2 MiB | 7.0 / 3.1 / 2.6 MiB | 7.0 / 3.1 / 2.2 MiB | |
+| the CLI's own tree, peak PSS as a teammate | 203.0 MiB | 188.5 MiB | 256.4 MiB | |
+| `send` → next model request carrying it, idle in `wait_for_messages` (median of 3) | 41.6 ms | 43.4 ms | 52.0 ms | |
+| the CLI's own tool round trip (a `wait_for_messages` that returns at once) | 78.1 ms | 40.8 ms | 84.1 ms | floor |
+| busy: the turn's end → next model request carrying it (`Stop` hook; median of 3) | 74.8 ms | 47.9 ms | 80.9 ms | |
 | processes left after `down` (18 teams, all three CLIs) | 0 | 0 | 0 | 0 |
 
-- **Since the first run of this section (20:47, load 5.2–5.4):** the worker now `exec`s the
-  CLI instead of waiting beside it (its 3.1–3.2 MiB are gone: the agent's process *is* the
-  CLI), and Codex has the `Stop` hook too, so its busy figure exists (it was n/a).
+- Codex has the `Stop` hook now, so its busy figure exists (the first run of this section, at
+  20:47, had it n/a).
 - A message sent to a busy CLI stays `queued` at the CLI's MCP server until the CLI has it, so
   the bench cannot watch it arrive there: it waits 200 ms after `send` before it lets the held
   turn end, and times the turn's end → the request (the figure above).
 - **Where the spawn time goes** (the daemon's events of the first run, ms from the spawn):
-  the worker has connected, read the role and starts the CLI at +3 ms (`running`); the rest is
-  the CLI's start, which includes starting its MCP server (`agent-team mcp`, which joins the
-  team) and the MCP handshake before its first request.
+  the worker has connected, read the role and starts the CLI at +7 to +14 ms (`running`); the
+  rest is the CLI's start, which includes starting its MCP server (`agent-team mcp`, which
+  joins the team) and the MCP handshake before its first request.
+- **Tried and not kept: the worker `exec`ing the CLI.** At 21:01 a run with it measured ours
+  at 7.2–9.3 MiB (the waiting worker's 3.1–3.2 MiB gone). But in one full parallel e2e run the
+  killed interactive Claude Code, then the agent's own pid, was still there 60 s after its
+  kill (not reproduced in four more runs, not understood), so the known-good model (the worker
+  waits, and its process group is what a kill stops) stays.
 
 ### Goals missed, and why
 
-- **Supervision time ≤ 5 % of the CLI's start: met for Codex and Qwen Code, +8.7 % (60 ms)
-  for Claude Code in this run; not settled.** Our own part before the CLI runs is 3 ms. The
-  CLIs' own starts spread more than 5 % between runs: six runs of this section today gave
-  teammate − alone of +223, +784, −312, +232, +373 and +60 ms for Claude Code, −52, −20, +183,
-  +157 and −8 ms for Codex, and +1357, −54, +1022, −425 and +44 ms for Qwen Code. What a
-  teammate adds is our MCP server's start and handshake inside the CLI's start (Claude Code and
-  Codex wait for it: their first request has the team tools). To settle it: a quiet machine,
-  more runs, and a floor of the same CLI with a trivial stdio MCP server.
-- **Our memory ≤ 5 MiB: missed, 7.2–9.3 MiB PSS** beside 189–256 MiB of the CLI's own tree
-  (2.8–4.6 %). `agent-team mcp` is 7.2–7.3 MiB (the whole `agent-team` binary with the tokio
-  runtime, rmcp and the worker's tool handlers), and at a turn's end `agent-team hook stop`
-  adds 2.7 MiB for a moment. Not tried: a small MCP binary with only the team tools, and a hook
-  client smaller than the whole `agent-team` binary.
+- **Supervision time ≤ 5 % of the CLI's start: not settled.** Our own part before the CLI
+  runs is 7–14 ms. The CLIs' own starts spread more than 5 % between runs: seven runs of this
+  section today gave teammate − alone of +223, +784, −312, +232, +373, +60 and +279 ms for
+  Claude Code, −52, −20, +183, +157, −8 and +94 ms for Codex, and +1357, −54, +1022, −425, +44
+  and −188 ms for Qwen Code; the quietest run (21:01) had Codex −2.5 % and Qwen Code +2.6 %.
+  What a teammate adds is our MCP server's start and handshake inside the CLI's start (Claude
+  Code and Codex wait for it: their first request has the team tools). To settle it: a quiet
+  machine, more runs, and a floor of the same CLI with a trivial stdio MCP server.
+- **Our memory ≤ 5 MiB: missed, 10.4–12.0 MiB PSS** beside 189–256 MiB of the CLI's own tree
+  (4.7–6.3 %). `agent-team mcp` is 7.0–7.3 MiB (the whole `agent-team` binary with the tokio
+  runtime, rmcp and the worker's tool handlers), the waiting worker 3.1–3.2 MiB, and at a
+  turn's end `agent-team hook stop` adds 2.2–2.6 MiB for a moment. Not tried: a small MCP binary
+  with only the team tools, a hook client smaller than the whole `agent-team` binary, and an
+  `exec`ing worker once the kill above is understood.
 ";
 
 fn save_report(r: &Report) -> Result<()> {

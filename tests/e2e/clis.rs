@@ -1097,78 +1097,7 @@ impl Pair<'_> {
 /// either CLI (Codex's TUI starts no detached daemon).
 #[test]
 fn claude_code_and_codex_work_in_their_tmux_panes_on_one_board() {
-    use agent_team_mockmodel::{MockModel, Step, Wire};
-    use serde_json::json;
-    let claude = installed("@anthropic-ai/claude-code", "2.1.197", "claude");
-    let codex = installed("@openai/codex", "0.169.0", "codex");
-    let anthropic = MockModel::start_background(Wire::Anthropic).unwrap();
-    let responses = MockModel::start_background(Wire::OpenAi).unwrap();
-    let mut sb = Sandbox::new();
-    for (k, v) in [ANTHROPIC_KEY, OPENAI_KEY] {
-        sb.env.push((k.into(), v.into()));
-    }
-    let (cc_file, cx_file) = (sb.path("cc.txt"), sb.path("cx.txt"));
-    anthropic.script(
-        "cc",
-        board_script(
-            "cc",
-            1,
-            Step::Tools(vec![(
-                "Write".into(),
-                json!({"file_path": cc_file.display().to_string(), "content": "claude\n"}),
-            )]),
-        ),
-    );
-    responses.script(
-        "cx",
-        board_script(
-            "cx",
-            2,
-            Step::Tools(vec![(
-                "exec_command".into(),
-                json!({"cmd": format!("printf 'codex\\n' > {}", cx_file.display())}),
-            )]),
-        ),
-    );
-    // Codex's TUI asks its model for a session title beside the turn.
-    responses.answer_aside("Generate a concise, single-line task title", "Codex task");
-    Pair {
-        tmux: true,
-        team: "cxpanes",
-        members: [
-            (
-                "cc",
-                cli_role(
-                    "claude",
-                    "claude-code",
-                    "claude-sonnet-4-5",
-                    &anthropic.base_url(),
-                    ANTHROPIC_KEY.0,
-                    &claude,
-                ),
-                "claude-sonnet-4-5",
-                &anthropic,
-                cc_file.clone(),
-                "claude\n",
-            ),
-            (
-                "cx",
-                cli_role(
-                    "codex",
-                    "codex",
-                    "gpt-5-codex",
-                    &responses.base_url(),
-                    OPENAI_KEY.0,
-                    &codex,
-                ),
-                "gpt-5-codex",
-                &responses,
-                cx_file.clone(),
-                "codex\n",
-            ),
-        ],
-    }
-    .run(&sb);
+    claude_and_codex_pair(true, "cxpanes");
 }
 
 /// The mixed team: a Claude Code teammate and a Qwen Code teammate, each against the
@@ -1176,79 +1105,17 @@ fn claude_code_and_codex_work_in_their_tmux_panes_on_one_board() {
 /// board, headless. Qwen Code first selects the team tools through its `tool_search`.
 #[test]
 fn a_mixed_team_of_claude_code_and_qwen_code_shares_one_board() {
-    use agent_team_mockmodel::{MockModel, Step, Wire};
-    use serde_json::json;
-    let claude = installed("@anthropic-ai/claude-code", "2.1.197", "claude");
-    let qwen = installed("@qwen-code/qwen-code", "0.15.10", "qwen");
-    let anthropic = MockModel::start_background(Wire::Anthropic).unwrap();
-    let openai = MockModel::start_background(Wire::OpenAi).unwrap();
-    let mut sb = Sandbox::new();
-    for (k, v) in [ANTHROPIC_KEY, OPENAI_KEY] {
-        sb.env.push((k.into(), v.into()));
-    }
-    let (cc_file, qw_file) = (sb.path("cc.txt"), sb.path("qw.txt"));
-    let write = |tool: &str, path: &Path, text: &str| {
-        Step::Tools(vec![(
-            tool.into(),
-            json!({"file_path": path.display().to_string(), "content": text}),
-        )])
-    };
-    anthropic.script(
-        "cc",
-        board_script("cc", 1, write("Write", &cc_file, "claude\n")),
-    );
-    let mut qw = vec![Step::Tools(vec![(
-        "tool_search".into(),
-        json!({"query": "select:mcp__team__claim_task,mcp__team__update_task_status,mcp__team__send_message"}),
-    )])];
-    qw.extend(board_script(
-        "qw",
-        2,
-        write("write_file", &qw_file, "qwen\n"),
-    ));
-    openai.script("qw", qw);
-    Pair {
-        tmux: false,
-        team: "mixed",
-        members: [
-            (
-                "cc",
-                cli_role(
-                    "claude",
-                    "claude-code",
-                    "claude-sonnet-4-5",
-                    &anthropic.base_url(),
-                    ANTHROPIC_KEY.0,
-                    &claude,
-                ),
-                "claude-sonnet-4-5",
-                &anthropic,
-                cc_file.clone(),
-                "claude\n",
-            ),
-            (
-                "qw",
-                cli_role(
-                    "qwen",
-                    "qwen-code",
-                    "qwen3-coder",
-                    &openai.base_url(),
-                    OPENAI_KEY.0,
-                    &qwen,
-                ),
-                "qwen3-coder",
-                &openai,
-                qw_file.clone(),
-                "qwen\n",
-            ),
-        ],
-    }
-    .run(&sb);
+    claude_and_qwen_pair(false, "mixed");
 }
 
 /// The same mixed team interactive, each CLI in its own tmux pane.
 #[test]
 fn claude_code_and_qwen_code_work_in_their_tmux_panes_on_one_board() {
+    claude_and_qwen_pair(true, "mixedpanes");
+}
+
+/// A Claude Code teammate and a Qwen Code teammate (see [`Pair`]), headless or in tmux panes.
+fn claude_and_qwen_pair(tmux: bool, team: &str) {
     use agent_team_mockmodel::{MockModel, Step, Wire};
     use serde_json::json;
     let claude = installed("@anthropic-ai/claude-code", "2.1.197", "claude");
@@ -1281,8 +1148,8 @@ fn claude_code_and_qwen_code_work_in_their_tmux_panes_on_one_board() {
     ));
     openai.script("qw", qw);
     Pair {
-        tmux: true,
-        team: "mixedpanes",
+        tmux,
+        team,
         members: [
             (
                 "cc",
@@ -1325,6 +1192,12 @@ fn claude_code_and_qwen_code_work_in_their_tmux_panes_on_one_board() {
 /// file with its shell tool in its own sandbox.
 #[test]
 fn claude_code_and_codex_share_one_board() {
+    claude_and_codex_pair(false, "cxteam");
+}
+
+/// A Claude Code teammate and a Codex teammate (see [`Pair`]), headless or in tmux panes; Codex
+/// saw the team tools as the `mcp__team` namespace.
+fn claude_and_codex_pair(tmux: bool, team: &str) {
     use agent_team_mockmodel::{MockModel, Step, Wire};
     use serde_json::json;
     let claude = installed("@anthropic-ai/claude-code", "2.1.197", "claude");
@@ -1358,9 +1231,11 @@ fn claude_code_and_codex_share_one_board() {
             )]),
         ),
     );
+    // Codex's TUI asks its model for a session title beside the turn.
+    responses.answer_aside("Generate a concise, single-line task title", "Codex task");
     Pair {
-        tmux: false,
-        team: "cxteam",
+        tmux,
+        team,
         members: [
             (
                 "cc",

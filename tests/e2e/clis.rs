@@ -511,7 +511,7 @@ fn a_message_to_a_busy_claude_code_teammate_arrives_at_its_turns_end() {
         ANTHROPIC_KEY.0,
         &claude,
     );
-    busy_message_arrives_at_turns_end(&mock, ANTHROPIC_KEY, &role, |path| {
+    busy_message_arrives_at_turns_end(&mock, ANTHROPIC_KEY, &role, Vec::new(), |path| {
         (
             "Write".into(),
             serde_json::json!({"file_path": path.display().to_string(), "content": "extra\n"}),
@@ -533,10 +533,37 @@ fn a_message_to_a_busy_codex_teammate_arrives_at_its_turns_end() {
         OPENAI_KEY.0,
         &codex,
     );
-    busy_message_arrives_at_turns_end(&mock, OPENAI_KEY, &role, |path| {
+    busy_message_arrives_at_turns_end(&mock, OPENAI_KEY, &role, Vec::new(), |path| {
         (
             "exec_command".into(),
             serde_json::json!({"cmd": format!("printf 'extra\\n' > {}", path.display())}),
+        )
+    });
+}
+
+/// The same for Qwen Code, whose `Stop` hook is Claude Code's shape.
+#[test]
+fn a_message_to_a_busy_qwen_code_teammate_arrives_at_its_turns_end() {
+    use agent_team_mockmodel::{MockModel, Step, Wire};
+    let qwen = installed("@qwen-code/qwen-code", "0.15.10", "qwen");
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    let role = cli_role(
+        "claude",
+        "qwen-code",
+        "qwen3-coder",
+        &mock.base_url(),
+        OPENAI_KEY.0,
+        &qwen,
+    );
+    // Qwen defers MCP tools behind its `tool_search`.
+    let select = Step::Tools(vec![(
+        "tool_search".into(),
+        serde_json::json!({"query": "select:mcp__team__claim_task,mcp__team__update_task_status"}),
+    )]);
+    busy_message_arrives_at_turns_end(&mock, OPENAI_KEY, &role, vec![select], |path| {
+        (
+            "write_file".into(),
+            serde_json::json!({"file_path": path.display().to_string(), "content": "extra\n"}),
         )
     });
 }
@@ -549,6 +576,7 @@ fn busy_message_arrives_at_turns_end(
     mock: &agent_team_mockmodel::MockModel,
     key: (&str, &str),
     role: &str,
+    prefix: Vec<agent_team_mockmodel::Step>,
     write: impl Fn(&Path) -> (String, serde_json::Value),
 ) {
     use agent_team_mockmodel::{Gate, Step};
@@ -558,27 +586,26 @@ fn busy_message_arrives_at_turns_end(
     let extra = sb.path("extra.txt");
     let gate = Gate::new();
     let call = |name: &str, args: serde_json::Value| Step::Tools(vec![(name.into(), args)]);
-    mock.script(
-        "cc",
-        vec![
-            call("mcp__team__claim_task", json!({"id": 1})),
-            // Busy until the test has sent its message; then the turn ends.
-            Step::Gate(
-                gate.clone(),
-                Box::new(Step::Text("Claimed; pausing.".into())),
-            ),
-            Step::Until {
-                needles: vec!["also write extra.txt".into()],
-                then: Box::new(Step::Tools(vec![write(&extra)])),
-                meanwhile: Box::new(Step::Text("Nothing new.".into())),
-            },
-            call(
-                "mcp__team__update_task_status",
-                json!({"id": 1, "status": "completed", "result": "extra.txt"}),
-            ),
-            Step::Text("All done.".into()),
-        ],
-    );
+    let mut script = prefix;
+    script.extend([
+        call("mcp__team__claim_task", json!({"id": 1})),
+        // Busy until the test has sent its message; then the turn ends.
+        Step::Gate(
+            gate.clone(),
+            Box::new(Step::Text("Claimed; pausing.".into())),
+        ),
+        Step::Until {
+            needles: vec!["also write extra.txt".into()],
+            then: Box::new(Step::Tools(vec![write(&extra)])),
+            meanwhile: Box::new(Step::Text("Nothing new.".into())),
+        },
+        call(
+            "mcp__team__update_task_status",
+            json!({"id": 1, "status": "completed", "result": "extra.txt"}),
+        ),
+        Step::Text("All done.".into()),
+    ]);
+    mock.script("cc", script);
     sb.write_team_file(&format!(
         "name = \"busy\"\nboard = false\n\n{role}[[teammates]]\nname = \"cc\"\nrole = \"claude\"\n\n\
          [[tasks]]\nkey = \"one\"\ntitle = \"Work\"\n"

@@ -384,8 +384,9 @@ fn a_codex_shell_call_the_role_marks_ask_waits_for_agent_team_approve() {
 }
 
 /// One CLI teammate (`role`, named `claude` in the team file, asking `mock`) whose role marks
-/// `bash` `ask`: after `prefix`, it claims task 1 and calls its shell tool `shell` twice; the
-/// first call waits for `agent-team approve` and runs, the second is denied and never runs.
+/// `bash` `ask`: after `prefix`, it claims task 1 and calls its shell tool `shell` three times;
+/// the first call waits for `agent-team approve --always` and runs, the second is denied and
+/// never runs, the third (the first again) runs at once under the team rule "always" made.
 fn shell_waits_for_approval(
     mock: &agent_team_mockmodel::MockModel,
     key: (&str, &str),
@@ -409,8 +410,9 @@ fn shell_waits_for_approval(
     let mut script = prefix;
     script.extend([
         Step::Tools(vec![("mcp__team__claim_task".into(), json!({"id": 1}))]),
-        call("echo approved > approved.txt"),
+        call("echo approved >> approved.txt"),
         call("echo refused > refused.txt"),
+        call("echo approved >> approved.txt"),
         Step::Tools(vec![(
             "mcp__team__update_task_status".into(),
             json!({"id": 1, "status": "completed", "result": "ran what was approved"}),
@@ -447,14 +449,20 @@ fn shell_waits_for_approval(
     let first = first.unwrap();
     assert_eq!(
         (first.tool.as_str(), first.input.as_str()),
-        ("bash", "echo approved > approved.txt"),
+        ("bash", "echo approved >> approved.txt"),
         "{}",
         log()
     );
     // Waiting: the command has not run, and the CLI has not asked its model again.
     assert!(!sb.path("approved.txt").exists());
     assert_eq!(mock.requests("cc").len(), before + 2, "{}", log());
-    sb.ok(&["--team", "ccperm", "approve", &first.id.to_string()]);
+    sb.ok(&[
+        "--team",
+        "ccperm",
+        "approve",
+        "--always",
+        &first.id.to_string(),
+    ]);
     wait_for("the approved command to run", T, || {
         std::fs::read_to_string(sb.path("approved.txt")).unwrap_or_default() == "approved\n"
     });
@@ -479,6 +487,14 @@ fn shell_waits_for_approval(
         log()
     );
     assert!(!sb.path("refused.txt").exists(), "a denied command ran");
+    // The same command again ran under the team rule, asking nobody.
+    assert_eq!(
+        std::fs::read_to_string(sb.path("approved.txt")).unwrap_or_default(),
+        "approved\napproved\n",
+        "{}",
+        log()
+    );
+    assert!(pending().is_none(), "{:?}", pending());
     // The model was told of the refusal in the tool result of its next request.
     let after_deny = mock
         .requests("cc")

@@ -137,15 +137,21 @@ impl Harness {
     }
 
     async fn spawn_connected(&mut self, name: &str) {
+        self.spawn_member_connected(worker_named(name)).await;
+    }
+
+    /// Spawns `member` as the operator and has it connect once launched.
+    async fn spawn_member_connected(&mut self, member: agent_team_protocol::SpawnMember) {
+        let name = member.name.clone();
         let r = self
             .core
-            .supervise(|s| s.spawn_request(&Actor::Operator, 1, 1, worker_named(name)))
+            .supervise(|s| s.spawn_request(&Actor::Operator, 1, 1, member))
             .unwrap();
         assert!(r.is_none(), "answered once connected");
-        let n = name.to_string();
+        let n = name.clone();
         self.settle_until("the launch", move |h| h.launched(&n))
             .await;
-        self.connect(name);
+        self.connect(&name);
     }
 }
 
@@ -535,25 +541,13 @@ async fn plan_approval_through_the_core() {
 async fn pane_input_is_for_external_clis_with_a_pane_and_bounded() {
     let mut h = Harness::new();
     h.spawn_connected("w1").await;
-    let r = h
-        .core
-        .supervise(|s| {
-            s.spawn_request(
-                &Actor::Operator,
-                1,
-                1,
-                agent_team_protocol::SpawnMember {
-                    name: "cc".into(),
-                    role: "worker".into(),
-                    provider: Some("claude-code".into()),
-                    ..Default::default()
-                },
-            )
-        })
-        .unwrap();
-    assert!(r.is_none());
-    h.settle_until("the launch", |h| h.launched("cc")).await;
-    h.connect("cc");
+    h.spawn_member_connected(agent_team_protocol::SpawnMember {
+        name: "cc".into(),
+        role: "worker".into(),
+        provider: Some("claude-code".into()),
+        ..Default::default()
+    })
+    .await;
     let mut input = |who: &str, text: String| {
         let r = h
             .core

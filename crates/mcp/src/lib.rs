@@ -10,7 +10,7 @@
 pub mod permission;
 
 use agent_team_config::Role;
-use agent_team_protocol::{DeliveryState, Message, PermRequest, Reply, Request};
+use agent_team_protocol::{DeliveryState, Message, PermRequest, Request};
 use agent_team_tools::{
     LEADER_TOOLS, MCP_ONLY, TEAMMATE_TOOLS, Tool, ToolCall, WaitForMessages, lookup,
 };
@@ -288,11 +288,18 @@ impl TeamServer {
             McpError::Session(format!("cannot listen on {}: {e}", socket.display()))
         })?;
         let me = self.clone();
+        // A permission hook may wait for a person: at most this many are answered at once; one
+        // more is closed unanswered, which its hook takes as a refusal.
+        let slots = Arc::new(tokio::sync::Semaphore::new(HOOK_CONNECTIONS_MAX));
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    continue;
+                };
                 let me = me.clone();
                 tokio::spawn(async move {
                     let _ = me.answer_hook(stream).await;
+                    drop(slot);
                 });
             }
         });
@@ -396,21 +403,11 @@ impl TeamServer {
 
     /// Raises a permission request and waits for its decision.
     async fn ask(&self, tool: &str, input: &str, reason: &str) -> (bool, String) {
-        use agent_team_worker::exec::verdict;
+        use agent_team_worker::exec::{decided_meanwhile, raise_permission, verdict};
         // Listening before asking: a decision made at once is not missed.
         let mut decided = self.inbox.decided.subscribe();
-        let req = match self
-            .ctx
-            .link
-            .call_retry(Request::PermRequest {
-                tool: tool.into(),
-                input: input.into(),
-                reason: reason.into(),
-            })
-            .await
-        {
-            Ok(Reply::Perm { request }) => request,
-            Ok(_) => return (false, "an unexpected reply to perm_request".into()),
+        let req = match raise_permission(&self.ctx.link, tool, input, reason).await {
+            Ok(r) => r,
             Err(e) => return (false, format!("the team could not be asked: {e}")),
         };
         if let Some(v) = verdict(&req) {
@@ -426,16 +423,7 @@ impl TeamServer {
                 Ok(Decided::One(_)) => {}
                 // Away, or too slow to hear everything: the decision may have been missed.
                 Ok(Decided::Reconnected) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    if let Ok(Reply::Perms { requests }) = self
-                        .ctx
-                        .link
-                        .call_retry(Request::PermList {
-                            all: true,
-                            after: Some(req.id - 1),
-                        })
-                        .await
-                        && let Some(v) = requests.iter().find(|r| r.id == req.id).and_then(verdict)
-                    {
+                    if let Some(v) = decided_meanwhile(&self.ctx.link, req.id).await {
                         return v;
                     }
                 }
@@ -578,6 +566,10 @@ fn render(m: &Message) -> String {
 
 /// How long after its first tool listing a CLI's first instruction is typed.
 const FIRST_INPUT_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The most hook connections answered at once (a CLI runs one hook at a time per tool call;
+/// Claude Code may run a few tool calls in parallel).
+const HOOK_CONNECTIONS_MAX: usize = 32;
 
 /// How long the hook socket waits for a request line.
 const HOOK_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

@@ -202,22 +202,9 @@ pub async fn ask_permission(
     reason: &str,
     out: &Output,
 ) -> Result<(bool, String), AgentError> {
-    let req = match link
-        .call_retry(Request::PermRequest {
-            tool: tool.into(),
-            input: input.into(),
-            reason: reason.into(),
-        })
+    let req = raise_permission(link, tool, input, reason)
         .await
-    {
-        Ok(Reply::Perm { request }) => request,
-        Ok(_) => {
-            return Err(AgentError::Daemon(
-                "unexpected reply to perm_request".into(),
-            ));
-        }
-        Err(e) => return Err(AgentError::Daemon(e.to_string())),
-    };
+        .map_err(AgentError::Daemon)?;
     if let Some(v) = verdict(&req) {
         return Ok(v);
     }
@@ -234,19 +221,49 @@ pub async fn ask_permission(
             }
             Woken::Event(Inbound::Reconnected) => {
                 // The decision may have been pushed while we were away.
-                if let Ok(Reply::Perms { requests }) = link
-                    .call_retry(Request::PermList {
-                        all: true,
-                        after: Some(req.id - 1),
-                    })
-                    .await
-                    && let Some(v) = requests.iter().find(|r| r.id == req.id).and_then(verdict)
-                {
+                if let Some(v) = decided_meanwhile(link, req.id).await {
                     return Ok(v);
                 }
             }
             _ => {}
         }
+    }
+}
+
+/// Raises a permission request for `tool` with `input`: the request as the daemon holds it
+/// (already decided when a team rule covers it), or why it could not be raised.
+pub async fn raise_permission(
+    link: &Link,
+    tool: &str,
+    input: &str,
+    reason: &str,
+) -> Result<PermRequest, String> {
+    match link
+        .call_retry(Request::PermRequest {
+            tool: tool.into(),
+            input: input.into(),
+            reason: reason.into(),
+        })
+        .await
+    {
+        Ok(Reply::Perm { request }) => Ok(request),
+        Ok(_) => Err("unexpected reply to perm_request".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The verdict on request `id` if it was decided while its push could have been missed (a
+/// reconnect, a lagging listener).
+pub async fn decided_meanwhile(link: &Link, id: u64) -> Option<(bool, String)> {
+    match link
+        .call_retry(Request::PermList {
+            all: true,
+            after: Some(id.saturating_sub(1)),
+        })
+        .await
+    {
+        Ok(Reply::Perms { requests }) => requests.iter().find(|r| r.id == id).and_then(verdict),
+        _ => None,
     }
 }
 

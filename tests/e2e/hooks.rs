@@ -242,3 +242,114 @@ timeout_secs = 120
         );
     }
 }
+
+/// `teammate_idle` exiting 2 sends the teammate back to work: its stderr arrives as a message
+/// and the teammate's model acts on it (here it asks to run a command, which raises a
+/// permission request). `permission_requested` and `agent_failed` hooks run with the agent
+/// in their environment; a second idle passes (exit 0) and nothing is run twice.
+#[test]
+fn teammate_idle_exit_2_sends_the_teammate_back_and_permission_and_failure_hooks_run() {
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    mock.script("leader", vec![Step::Text("Leading.".into())]);
+    mock.script(
+        "b1",
+        vec![
+            Step::Text("All done, nothing left.".into()),
+            until(
+                &["HOOK SAYS: update the changelog too"],
+                tools(&[("bash", json!({"command": "echo changelog >> CHANGES"}))]),
+                "Thinking.",
+            ),
+            Step::Text("Changelog left to the operator.".into()),
+            Step::Text("Noted.".into()),
+            Step::Text("Noted.".into()),
+        ],
+    );
+    let mut sb = Sandbox::new();
+    sb.env.push(("MOCK_API_KEY".into(), "test-key".into()));
+    let idle = "n=$(cat idle.count 2>/dev/null || echo 0); n=$((n + 1)); echo \"$n\" > idle.count\n\
+                if [ \"$n\" -eq 1 ]; then echo 'HOOK SAYS: update the changelog too' >&2; exit 2; fi\n";
+    std::fs::write(sb.path("idle.sh"), idle).unwrap();
+    sb.write_team_file(&format!(
+        r#"name = "hi"
+[defaults]
+provider = "openai"
+model = "mock-1"
+base_url = "{}"
+api_key_env = "MOCK_API_KEY"
+
+[roles.worker]
+permissions = {{ bash = "ask" }}
+
+[roles.broken]
+description = "A teammate whose process exits 78 (bad configuration): failed at once"
+command = ["sh", "-c", "exit 78"]
+
+[[teammates]]
+name = "b1"
+role = "worker"
+
+[[teammates]]
+name = "f1"
+role = "broken"
+
+[hooks]
+teammate_idle = "sh idle.sh"
+permission_requested = "env | grep '^AGENT_TEAM_' | sort > perm.env"
+agent_failed = "env | grep '^AGENT_TEAM_' | sort > failed.env"
+"#,
+        mock.base_url()
+    ));
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    // The first idle was blocked; the message made b1's model ask to run a command.
+    wait_for("b1's permission request", T, || {
+        sb.operator("hi")
+            .all_perms(false)
+            .map(|p| p.len() == 1)
+            .unwrap_or(false)
+    });
+    let perm = &sb.operator("hi").all_perms(false).unwrap()[0];
+    assert_eq!(perm.agent, "b1");
+    assert!(perm.input.contains("echo changelog"), "{perm:?}");
+    assert!(
+        mock.requests("b1").iter().any(|r| r
+            .to_string()
+            .contains("teammate_idle hook sent you back to work")),
+        "the hook's message reached b1's model"
+    );
+    wait_for("the permission_requested hook", T, || {
+        std::fs::read_to_string(sb.path("perm.env"))
+            .is_ok_and(|s| s.contains("AGENT_TEAM_AGENT=b1"))
+    });
+    let env = std::fs::read_to_string(sb.path("perm.env")).unwrap();
+    assert!(
+        env.lines()
+            .any(|l| l == "AGENT_TEAM_HOOK_EVENT=permission_requested"),
+        "{env}"
+    );
+    wait_for("the agent_failed hook", T, || {
+        std::fs::read_to_string(sb.path("failed.env"))
+            .is_ok_and(|s| s.contains("AGENT_TEAM_AGENT=f1"))
+    });
+    // Deny the command: b1 ends its turn and idles again; this time the hook passes.
+    sb.ok(&["--team", "hi", "deny", &perm.id.to_string()]);
+    wait_for("b1 idle again", T, || {
+        std::fs::read_to_string(sb.path("idle.count")).is_ok_and(|s| s.trim() == "2")
+            && sb.agent("hi", "b1").status == AgentStatus::Idle
+    });
+    assert!(!sb.path("CHANGES").exists(), "the denied command never ran");
+    sb.ok(&["--team", "hi", "down"]);
+    let ev = events(&sb, "hi");
+    assert!(
+        !ev.iter()
+            .any(|e| matches!(e.event, Event::HookFailed { .. })),
+        "no hook failed"
+    );
+    // Nothing ran twice: two idles of b1, one request, one failure.
+    assert_eq!(
+        std::fs::read_to_string(sb.path("idle.count"))
+            .unwrap()
+            .trim(),
+        "2"
+    );
+}

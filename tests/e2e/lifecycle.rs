@@ -247,3 +247,97 @@ fn up_n_adds_workers_beside_the_team_files_members_with_their_own_settings() {
     assert!(!system_of(&mock.requests("worker-1")[0]).contains("FILE-INSTRUCTION-42"));
     sb.ok(&["--team", "lc", "down"]);
 }
+
+/// `spawn_teammate {message}` is the new teammate's first input, and a message it had not
+/// read when `close_teammate` stopped it (it was busy in a model call) reaches it once
+/// `resume_teammate` brings it back: a resumed teammate comes back with its inbox.
+#[test]
+fn a_spawned_teammates_first_message_and_its_unread_inbox_survive_close_and_resume() {
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    let busy = Gate::new();
+    let send = Gate::new();
+    mock.script(
+        "leader",
+        vec![
+            tools(&[(
+                "spawn_teammate",
+                json!({"role": "worker", "name": "w1", "message": "FIRST-INPUT-ABC"}),
+            )]),
+            // Held until w1 is inside its first model call (busy: the message stays unread).
+            Step::Gate(
+                send.clone(),
+                Box::new(tools(&[(
+                    "send_message",
+                    json!({"to": "w1", "text": "UNREAD-BEFORE-CLOSE"}),
+                )])),
+            ),
+            tools(&[("close_teammate", json!({"name": "w1", "reason": "pause"}))]),
+            tools(&[("resume_teammate", json!({"name": "w1"}))]),
+            Step::Until {
+                needles: vec!["w1 read it".into()],
+                then: Box::new(tools(&[(
+                    "finish_team",
+                    json!({"answer": "inbox kept", "force": true}),
+                )])),
+                meanwhile: Box::new(Step::Text("Waiting for w1.".into())),
+            },
+        ],
+    );
+    mock.script(
+        "w1",
+        vec![
+            // Its first call is held: w1 is busy when the message comes and when it is closed.
+            Step::Gate(busy.clone(), Box::new(Step::Text("working".into()))),
+            Step::Until {
+                needles: vec!["UNREAD-BEFORE-CLOSE".into()],
+                then: Box::new(tools(&[(
+                    "send_message",
+                    json!({"to": "leader", "text": "w1 read it"}),
+                )])),
+                meanwhile: Box::new(Step::Text("nothing new".into())),
+            },
+            Step::Text("ok".into()),
+        ],
+    );
+    let mut sb = sandbox_for(&mock, "");
+    let run = sb.spawn(&[
+        "run",
+        "--backend",
+        "process",
+        "--timeout",
+        "80",
+        "--quiet",
+        "keep the inbox",
+    ]);
+    wait_for("w1's first model call", T, || {
+        !mock.requests("w1").is_empty()
+    });
+    let first = mock.requests("w1")[0].to_string();
+    assert!(first.contains("FIRST-INPUT-ABC"), "{first}");
+    assert!(!first.contains("UNREAD-BEFORE-CLOSE"), "{first}");
+    send.open();
+    // Closed while its first call is still held.
+    wait_for("w1 closed", T, || {
+        let out = sb.run(&["--team", "lc", "ps", "--json"]);
+        out.status.success()
+            && serde_json::from_slice::<Vec<Value>>(&out.stdout).is_ok_and(|a| {
+                agent(&a, "w1").is_some_and(|w| w["status"] == "stopped" || w["incarnation"] == 2)
+            })
+    });
+    busy.open();
+    let (status, out) = sb.wait_child(run, T);
+    assert!(status.success(), "{out}");
+    assert!(out.contains("inbox kept"), "{out}");
+    let w1: Vec<String> = mock.requests("w1").iter().map(|r| r.to_string()).collect();
+    // The resumed w1 was given the message it had not read, once.
+    let with = w1
+        .iter()
+        .filter(|r| r.contains("UNREAD-BEFORE-CLOSE"))
+        .count();
+    assert!(with >= 1, "{w1:?}");
+    assert_eq!(
+        agent(&roster(&sb), "w1").unwrap()["incarnation"],
+        2,
+        "closed and resumed once"
+    );
+}

@@ -394,3 +394,99 @@ fn the_leader_pane_puts_a_plan_to_the_person_and_their_answer_decides_it() {
     );
     sb.ok(&["--team", "pp", "down"]);
 }
+
+/// The terminal board (`agent-team board`, issue 17's pane) lists a submitted plan among its
+/// approvals: `d` with typed feedback rejects it (the feedback reaches the model), `a`
+/// approves the next one. Keys sent with `send-keys` to a board in the team's tmux.
+#[test]
+fn the_terminal_board_rejects_and_approves_a_plan_with_keys() {
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    mock.script(
+        "p1",
+        vec![
+            tools(&[("submit_plan", json!({"plan": "plan v1: write out.txt"}))]),
+            Step::Text("Waiting for approval.".into()),
+            after(
+                &["split it up"],
+                tools(&[("submit_plan", json!({"plan": "plan v2: in two steps"}))]),
+            ),
+            Step::Text("Waiting for approval.".into()),
+            after(&["Your plan was approved"], Step::Text("Working.".into())),
+        ],
+    );
+    let mut sb = Sandbox::new();
+    sb.env.push(("MOCK_API_KEY".into(), "test-key".into()));
+    sb.write_team_file(&format!(
+        "name = \"pb\"\nboard = false\n\n[roles.worker]\nprovider = \"openai\"\nmodel = \"mock-1\"\n\
+         base_url = \"{}\"\napi_key_env = \"MOCK_API_KEY\"\n\n[[teammates]]\nname = \"p1\"\n\
+         role = \"worker\"\nplan_required = true\n",
+        mock.base_url()
+    ));
+    sb.ok(&["up", "--backend", "tmux", "--detach"]);
+    let sock = sb.tmux_socket("pb");
+    sb.tmux(
+        &sock,
+        &[
+            "new-window",
+            "-d",
+            "-n",
+            "kb",
+            &format!("{} --team pb board", bin("agent-team").display()),
+        ],
+    )
+    .unwrap();
+    sb.tmux(
+        &sock,
+        &["resize-window", "-t", "pb:kb", "-x", "100", "-y", "30"],
+    )
+    .unwrap();
+    let screen = |sb: &Sandbox| {
+        sb.tmux(&sock, &["capture-pane", "-p", "-t", "pb:kb"])
+            .unwrap_or_default()
+    };
+    let keys = |sb: &Sandbox, k: &[&str]| {
+        let mut args = vec!["send-keys", "-t", "pb:kb"];
+        args.extend_from_slice(k);
+        sb.tmux(&sock, &args).unwrap();
+    };
+    wait_for("the plan on the board", T, || {
+        screen(&sb).contains("plan of p1: plan v1")
+    });
+    // Tab to the approvals; `d` asks for feedback, Enter sends it.
+    keys(&sb, &["Tab"]);
+    keys(&sb, &["d"]);
+    wait_for("the feedback prompt", T, || {
+        screen(&sb).contains("reject p1's plan, feedback")
+    });
+    keys(&sb, &["-l", "split it up"]);
+    keys(&sb, &["Enter"]);
+    wait_for("the second plan", T, || {
+        ps_agent(&sb, "pb", "p1")["plan"]["submissions"] == 2
+    });
+    let plan = ps_agent(&sb, "pb", "p1")["plan"].clone();
+    assert_eq!(plan["feedback"], "split it up", "{plan}");
+    assert_eq!(plan["decided_by"], "operator", "{plan}");
+    assert!(
+        mock.requests("p1")
+            .iter()
+            .any(|r| r.to_string().contains("split it up")),
+        "the feedback reached the model"
+    );
+    wait_for("the second plan on the board", T, || {
+        screen(&sb).contains("plan of p1: plan v2")
+    });
+    keys(&sb, &["a"]);
+    wait_for("the plan approved", T, || {
+        ps_agent(&sb, "pb", "p1")["plan"]["state"] == "approved"
+    });
+    wait_for("the board to say so", T, || {
+        let s = screen(&sb);
+        s.contains("approved p1's plan") && s.contains("nothing waiting")
+    });
+    wait_for("the approval to reach the model", T, || {
+        mock.requests("p1")
+            .iter()
+            .any(|r| r.to_string().contains("Your plan was approved"))
+    });
+    sb.ok(&["--team", "pb", "down"]);
+}

@@ -1,6 +1,7 @@
 //! `agent-team board`: the team at a glance in the terminal (ratatui over crossterm): agents,
-//! the task board, pending approvals and the last events, followed live; keys to decide
-//! requests and to restart, kill or jump to an agent.
+//! the task board, pending approvals (permission requests and submitted plans) and the last
+//! events, followed live; keys to decide requests and plans and to restart, kill or jump to
+//! an agent.
 //!
 //! [`View`] is the screen's state and its key handling, pure and tested against ratatui's
 //! test backend; [`board`] is the loop around it: it follows the event log on a thread,
@@ -40,8 +41,26 @@ const PALETTE: [Color; 6] = [
 pub enum Focus {
     /// The agents.
     Agents,
-    /// The pending permission requests.
+    /// The pending permission requests and submitted plans.
     Approvals,
+}
+
+/// What a typed reason or feedback is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Denying a permission request.
+    Perm(u64),
+    /// Rejecting a teammate's submitted plan.
+    Plan(String),
+}
+
+/// One item of the approvals list: a permission request or a plan waiting for a decision.
+#[derive(Debug, Clone, Copy)]
+enum Pending<'a> {
+    /// A permission request.
+    Perm(&'a PermRequest),
+    /// A teammate whose plan is submitted.
+    Plan(&'a AgentInfo),
 }
 
 /// What a key asks the loop to do.
@@ -57,6 +76,15 @@ pub enum Action {
         always: bool,
         /// Why (denials).
         reason: Option<String>,
+    },
+    /// Approve or reject a teammate's submitted plan.
+    DecidePlan {
+        /// The teammate.
+        agent: String,
+        /// Approve (full tools) or reject (stays read-only).
+        approve: bool,
+        /// What it should change (rejections).
+        feedback: Option<String>,
     },
     /// Restart an agent.
     Restart(String),
@@ -87,10 +115,10 @@ pub struct View {
     pub focus: Focus,
     /// The selected agent.
     pub agent_sel: usize,
-    /// The selected request.
+    /// The selected item of the approvals list (requests first, then plans).
     pub perm_sel: usize,
-    /// A denial's reason being typed, for that request.
-    pub reason: Option<(u64, String)>,
+    /// A denial's reason or a rejection's feedback being typed, and what for.
+    pub reason: Option<(Target, String)>,
     /// The last action's outcome or error, shown in the status line.
     pub status: String,
     /// Whether to use colour (not with `NO_COLOR`).
@@ -127,29 +155,52 @@ impl View {
     /// Keeps the selections inside the lists after a refresh.
     fn clamp(&mut self) {
         self.agent_sel = self.agent_sel.min(self.agents.len().saturating_sub(1));
-        self.perm_sel = self.perm_sel.min(self.perms.len().saturating_sub(1));
+        self.perm_sel = self.perm_sel.min(self.pending().len().saturating_sub(1));
+    }
+
+    /// The approvals list: pending permission requests, then the submitted plans.
+    fn pending(&self) -> Vec<Pending<'_>> {
+        let plans = self.agents.iter().filter(|a| {
+            a.plan
+                .as_ref()
+                .is_some_and(|p| p.state == PlanState::Submitted)
+        });
+        self.perms
+            .iter()
+            .map(Pending::Perm)
+            .chain(plans.map(Pending::Plan))
+            .collect()
     }
 
     fn selected_agent(&self) -> Option<&AgentInfo> {
         self.agents.get(self.agent_sel)
     }
 
-    fn selected_perm(&self) -> Option<&PermRequest> {
-        self.perms.get(self.perm_sel)
+    fn selected_pending(&self) -> Option<Pending<'_>> {
+        self.pending().get(self.perm_sel).copied()
     }
 
     /// What `key` does: moves the selection, or returns an action for the loop.
     pub fn key(&mut self, key: KeyEvent) -> Option<Action> {
-        if let Some((id, text)) = &mut self.reason {
+        if let Some((target, text)) = &mut self.reason {
             match key.code {
                 KeyCode::Enter => {
-                    let (id, text) = (*id, text.trim().to_string());
+                    let text = text.trim().to_string();
+                    let text = (!text.is_empty()).then_some(text);
+                    let target = target.clone();
                     self.reason = None;
-                    return Some(Action::Decide {
-                        id,
-                        allow: false,
-                        always: false,
-                        reason: (!text.is_empty()).then_some(text),
+                    return Some(match target {
+                        Target::Perm(id) => Action::Decide {
+                            id,
+                            allow: false,
+                            always: false,
+                            reason: text,
+                        },
+                        Target::Plan(agent) => Action::DecidePlan {
+                            agent,
+                            approve: false,
+                            feedback: text,
+                        },
                     });
                 }
                 KeyCode::Esc => self.reason = None,
@@ -188,15 +239,27 @@ impl View {
                 self.clamp();
                 None
             }
-            KeyCode::Char(c @ ('a' | 'A')) => self.selected_perm().map(|p| Action::Decide {
-                id: p.id,
-                allow: true,
-                always: c == 'A',
-                reason: None,
+            // On a plan, `A` approves it as `a` does: a plan has no rule to remember.
+            KeyCode::Char(c @ ('a' | 'A')) => self.selected_pending().map(|p| match p {
+                Pending::Perm(p) => Action::Decide {
+                    id: p.id,
+                    allow: true,
+                    always: c == 'A',
+                    reason: None,
+                },
+                Pending::Plan(a) => Action::DecidePlan {
+                    agent: a.name.clone(),
+                    approve: true,
+                    feedback: None,
+                },
             }),
             KeyCode::Char('d') => {
-                if let Some(p) = self.selected_perm() {
-                    self.reason = Some((p.id, String::new()));
+                let target = self.selected_pending().map(|p| match p {
+                    Pending::Perm(p) => Target::Perm(p.id),
+                    Pending::Plan(a) => Target::Plan(a.name.clone()),
+                });
+                if let Some(target) = target {
+                    self.reason = Some((target, String::new()));
                 }
                 None
             }
@@ -345,18 +408,32 @@ impl View {
     }
 
     fn draw_perms(&self, f: &mut Frame, r: Rect) {
-        let items: Vec<ListItem> = if self.perms.is_empty() {
+        let pending = self.pending();
+        let items: Vec<ListItem> = if pending.is_empty() {
             vec![ListItem::new("nothing waiting")]
         } else {
-            self.perms
+            pending
                 .iter()
                 .enumerate()
                 .map(|(i, p)| {
-                    let line = Line::from(vec![
-                        Span::raw(format!("#{} ", p.id)),
-                        Span::styled(p.agent.clone(), self.style(self.agent_colour(&p.agent))),
-                        Span::raw(format!(" {}: {}", p.tool, p.input)),
-                    ]);
+                    let line = match p {
+                        Pending::Perm(p) => Line::from(vec![
+                            Span::raw(format!("#{} ", p.id)),
+                            Span::styled(p.agent.clone(), self.style(self.agent_colour(&p.agent))),
+                            Span::raw(format!(" {}: {}", p.tool, p.input)),
+                        ]),
+                        Pending::Plan(a) => {
+                            let plan = a.plan.as_ref().and_then(|p| p.plan.as_deref());
+                            Line::from(vec![
+                                Span::raw("plan of "),
+                                Span::styled(
+                                    a.name.clone(),
+                                    self.style(self.agent_colour(&a.name)),
+                                ),
+                                Span::raw(format!(": {}", plan.unwrap_or("").replace('\n', " "))),
+                            ])
+                        }
+                    };
                     let item = ListItem::new(line);
                     if i == self.perm_sel && self.focus == Focus::Approvals {
                         item.style(Style::default().add_modifier(Modifier::REVERSED))
@@ -366,7 +443,7 @@ impl View {
                 })
                 .collect()
         };
-        let title = format!("Approvals ({})", self.perms.len());
+        let title = format!("Approvals ({})", pending.len());
         f.render_widget(
             List::new(items).block(self.block(&title, self.focus == Focus::Approvals)),
             r,
@@ -449,7 +526,12 @@ impl View {
 
     fn draw_help(&self, f: &mut Frame, r: Rect) {
         let text = match &self.reason {
-            Some((id, text)) => format!(" deny #{id}, reason (Enter sends, Esc cancels): {text}_"),
+            Some((Target::Perm(id), text)) => {
+                format!(" deny #{id}, reason (Enter sends, Esc cancels): {text}_")
+            }
+            Some((Target::Plan(name), text)) => {
+                format!(" reject {name}'s plan, feedback (Enter sends, Esc cancels): {text}_")
+            }
             None => "↑↓ Tab · a allow · A always · d deny · r restart · k kill · ⏎ pane · q quit"
                 .to_string(),
         };
@@ -623,6 +705,15 @@ fn act(ctx: &Ctx, action: &Action) -> String {
             pattern: None,
             reason: reason.clone(),
         },
+        Action::DecidePlan {
+            agent,
+            approve,
+            feedback,
+        } => Request::PlanDecide {
+            agent: agent.clone(),
+            approve: *approve,
+            feedback: feedback.clone(),
+        },
         Action::Restart(name) => Request::Restart { name: name.clone() },
         Action::Kill(name) => Request::Kill {
             name: name.clone(),
@@ -641,6 +732,12 @@ fn act(ctx: &Ctx, action: &Action) -> String {
                 format!("allowed #{id}{}", if *always { " always" } else { "" })
             }
             Action::Decide { id, .. } => format!("denied #{id}"),
+            Action::DecidePlan {
+                agent,
+                approve: true,
+                ..
+            } => format!("approved {agent}'s plan"),
+            Action::DecidePlan { agent, .. } => format!("rejected {agent}'s plan"),
             Action::Restart(n) => format!("restarting {n}"),
             Action::Kill(n) => format!("killed {n}"),
             _ => String::new(),
@@ -911,6 +1008,63 @@ mod tests {
         v.perms.clear();
         v.clamp();
         assert_eq!(v.key(k(KeyCode::Char('a'))), None);
+    }
+
+    #[test]
+    fn a_submitted_plan_is_approved_or_rejected_from_the_approvals_list() {
+        let mut v = sample();
+        let now = Timestamp::now();
+        let mut a = AgentInfo::new("planner-1", "architect", "tmux", 1, now);
+        a.plan = Some(PlanInfo {
+            state: PlanState::Submitted,
+            plan: Some("1. read\n2. write report.md".into()),
+            submitted_at: Some(now),
+            feedback: None,
+            decided_by: None,
+            submissions: 1,
+        });
+        v.agents.push(a);
+        // A teammate still planning (no plan submitted) is not in the list.
+        let mut b = AgentInfo::new("planner-2", "architect", "tmux", 1, now);
+        b.plan = Some(PlanInfo::required());
+        v.agents.push(b);
+        let s = screen(&v, 100, 24);
+        assert!(s.contains("Approvals (2)"), "{s}");
+        assert!(s.contains("plan of planner-1: 1. read 2. write"), "{s}");
+        let k = |c| KeyEvent::new(c, KeyModifiers::NONE);
+        // The request comes first, the plan second.
+        v.key(k(KeyCode::Tab));
+        v.key(k(KeyCode::Down));
+        v.key(k(KeyCode::Down));
+        let approve = Some(Action::DecidePlan {
+            agent: "planner-1".into(),
+            approve: true,
+            feedback: None,
+        });
+        assert_eq!(v.key(k(KeyCode::Char('a'))), approve);
+        assert_eq!(v.key(k(KeyCode::Char('A'))), approve);
+        // Reject asks for feedback first.
+        assert_eq!(v.key(k(KeyCode::Char('d'))), None);
+        for c in "add tests".chars() {
+            assert_eq!(v.key(k(KeyCode::Char(c))), None);
+        }
+        assert!(screen(&v, 100, 24).contains("reject planner-1's plan, feedback"));
+        assert_eq!(
+            v.key(k(KeyCode::Enter)),
+            Some(Action::DecidePlan {
+                agent: "planner-1".into(),
+                approve: false,
+                feedback: Some("add tests".into()),
+            })
+        );
+        // Once decided the plan leaves the list and the selection stays inside it.
+        v.agents[2].plan.as_mut().unwrap().state = PlanState::Approved;
+        v.clamp();
+        assert!(screen(&v, 100, 24).contains("Approvals (1)"));
+        assert!(matches!(
+            v.key(k(KeyCode::Char('a'))),
+            Some(Action::Decide { id: 7, .. })
+        ));
     }
 
     #[test]

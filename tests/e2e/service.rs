@@ -668,6 +668,43 @@ impl Browser {
         v["value"].clone()
     }
 
+    /// Opens the board of `team` on `srv` and gives it the token.
+    fn open_board(&self, srv: &Server, team: &str) {
+        self.cmd(
+            "POST",
+            "/url",
+            json!({"url": format!("{}/?team={team}", srv.base)}),
+        );
+        let input = self.find("#token").expect("the token form");
+        self.cmd(
+            "POST",
+            &format!("/element/{input}/value"),
+            json!({"text": TOKEN}),
+        );
+        let submit = self.find("#login-form button").unwrap();
+        self.cmd("POST", &format!("/element/{submit}/click"), Value::Null);
+    }
+
+    /// Clicks the element `css` selects; again if the board redrew it between finding and
+    /// clicking (a stale element).
+    fn click(&self, css: &str) {
+        wait_for(&format!("a click on {css}"), T, || {
+            self.find(css).is_some_and(|id| {
+                self.cmd("POST", &format!("/element/{id}/click"), Value::Null)
+                    .is_null()
+            })
+        });
+    }
+
+    /// Answers the page's `prompt()` with `text` once it is shown.
+    fn answer_prompt(&self, text: &str) {
+        wait_for("the page's prompt", T, || {
+            self.cmd("GET", "/alert/text", Value::Null).is_string()
+        });
+        self.cmd("POST", "/alert/text", json!({"text": text}));
+        self.cmd("POST", "/alert/accept", Value::Null);
+    }
+
     fn find(&self, css: &str) -> Option<String> {
         let v = self.cmd(
             "POST",
@@ -717,20 +754,8 @@ fn the_web_board_shows_a_running_team_and_allow_lets_the_teammate_go_on() {
     });
 
     let b = Browser::start();
-    b.cmd(
-        "POST",
-        "/url",
-        json!({"url": format!("{}/?team=web", srv.base)}),
-    );
     // The page asks for the token once.
-    let input = b.find("#token").expect("the token form");
-    b.cmd(
-        "POST",
-        &format!("/element/{input}/value"),
-        json!({"text": TOKEN}),
-    );
-    let submit = b.find("#login-form button").unwrap();
-    b.cmd("POST", &format!("/element/{submit}/click"), Value::Null);
+    b.open_board(&srv, "web");
     // The agents of the running team, with their status.
     let deadline = std::time::Instant::now() + T;
     while !(b.text("#agents-body").contains("leader") && b.text("#agents-body").contains("b1")) {
@@ -792,6 +817,119 @@ fn the_web_board_shows_a_running_team_and_allow_lets_the_teammate_go_on() {
         b.text("#login").trim().is_empty(),
         "asked for the token again"
     );
+}
+
+/// The web board decides plans and shows checklists and colours (issue 15): a plan-required
+/// model teammate writes its checklist with `todo_write` and submits a plan; in headless
+/// chromium the operator clicks Reject and types the feedback (it reaches the model), then
+/// Approve on the second plan; the teammate is then approved in `ps --json`.
+#[test]
+fn the_web_board_rejects_and_approves_a_plan_and_shows_the_checklist() {
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    let tools = |calls: &[(&str, Value)]| {
+        Step::Tools(
+            calls
+                .iter()
+                .map(|(n, a)| (n.to_string(), a.clone()))
+                .collect(),
+        )
+    };
+    let after = |needle: &str, then: Step| Step::Until {
+        needles: vec![needle.to_string()],
+        then: Box::new(then),
+        meanwhile: Box::new(Step::Text("Waiting.".into())),
+    };
+    mock.script(
+        "p1",
+        vec![
+            tools(&[(
+                "todo_write",
+                json!({"items": [
+                    {"content": "read the code", "status": "completed"},
+                    {"content": "write the plan", "status": "in_progress"},
+                ]}),
+            )]),
+            tools(&[("submit_plan", json!({"plan": "plan v1: write out.txt"}))]),
+            Step::Text("Waiting for approval.".into()),
+            after(
+                "split it in two",
+                tools(&[("submit_plan", json!({"plan": "plan v2: two steps"}))]),
+            ),
+            Step::Text("Waiting for approval.".into()),
+            after("Your plan was approved", Step::Text("Working.".into())),
+        ],
+    );
+    let mut sb = Sandbox::new();
+    sb.env.push(("MOCK_API_KEY".into(), "test-key".into()));
+    sb.write_team_file(&format!(
+        "name = \"wp\"\nbackend = \"process\"\n[roles.worker]\nprovider = \"openai\"\n\
+         model = \"mock-1\"\nbase_url = \"{}\"\napi_key_env = \"MOCK_API_KEY\"\n\
+         [[teammates]]\nname = \"p1\"\nrole = \"worker\"\nplan_required = true\ncolor = \"magenta\"\n",
+        mock.base_url()
+    ));
+    let srv = Server::start(&mut sb);
+    let (status, _) = srv.post("/v1/teams/wp/up", json!({}));
+    assert_eq!(status, 200);
+    let b = Browser::start();
+    b.open_board(&srv, "wp");
+    wait_for("the plan and the checklist on the board", T, || {
+        b.text("#plans-body").contains("plan v1: write out.txt")
+            && b.text("#todos-body").contains("write the plan")
+    });
+    assert!(
+        b.text("#todos-body").contains("1/2"),
+        "{}",
+        b.text("#todos-body")
+    );
+    assert!(
+        b.text("#agents-body").contains("planning"),
+        "{}",
+        b.text("#agents-body")
+    );
+    // p1's name is drawn in its own colour.
+    let style = b.cmd(
+        "POST",
+        "/execute/sync",
+        json!({"script": "return document.querySelector('tr[data-agent=p1] td').getAttribute('style')", "args": []}),
+    );
+    assert!(
+        style.as_str().unwrap_or_default().contains("magenta"),
+        "{style}"
+    );
+
+    b.click("button[data-plan-decide=reject]");
+    b.answer_prompt("split it in two");
+    wait_for("the second plan", T, || {
+        b.text("#plans-body").contains("plan v2: two steps")
+    });
+    assert!(
+        mock.requests("p1")
+            .iter()
+            .any(|r| r.to_string().contains("split it in two")),
+        "the feedback reached the model"
+    );
+    b.click("button[data-plan-decide=approve]");
+    b.answer_prompt("");
+    wait_for("the plan approved", T, || {
+        let ps: Value = serde_json::from_str(&sb.ok(&["--team", "wp", "ps", "--json"])).unwrap();
+        ps.as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == "p1" && a["plan"]["state"] == "approved")
+    });
+    wait_for("the board to show it decided", T, || {
+        !b.text("#plans-body").contains("plan v2")
+            && b.text("#perms-body").contains("nothing waiting")
+    });
+    let ps: Value = serde_json::from_str(&sb.ok(&["--team", "wp", "ps", "--json"])).unwrap();
+    let p1 = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "p1")
+        .unwrap();
+    assert_eq!(p1["plan"]["decided_by"], "operator", "{p1}");
+    sb.ok(&["--team", "wp", "down"]);
 }
 
 /// Decodes standard base64 (the screenshot WebDriver returns).

@@ -186,8 +186,8 @@ fn a_hook_running_when_the_daemon_is_killed_is_not_run_again() {
         r#"name = "hr"
 backend = "process"
 [hooks.task_created]
-command = '''echo $$ >> hook.pids; echo "$AGENT_TEAM_TASK_ID" >> side.txt; if [ "$AGENT_TEAM_TASK_ID" = 1 ]; then sleep 60; fi'''
-timeout_secs = 120
+command = '''echo $$ >> hook.pids; echo "$AGENT_TEAM_TASK_ID" >> side.txt; if [ "$AGENT_TEAM_TASK_ID" = 1 ]; then sleep 300; fi'''
+timeout_secs = 600
 "#,
     );
     let cfg = agent_team_config::load(&sb.path("agent-team.toml")).unwrap();
@@ -212,8 +212,19 @@ timeout_secs = 120
     let side_path = sb.path("side.txt");
     let side = || std::fs::read_to_string(&side_path).unwrap_or_default();
     wait_for("task 1's hook to start", T, || side() == "1\n");
+    let hook_group: u32 = std::fs::read_to_string(sb.path("hook.pids"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let group_alive = |pgid: u32| agent_team_pane::procs::group_alive(pgid);
+    assert!(group_alive(hook_group));
     drop(op);
     sb.kill9(pid);
+    // The hook (its shell and its `sleep`) died with the daemon: nothing of it is left.
+    wait_for("the hook's processes to die with the daemon", T, || {
+        !group_alive(hook_group)
+    });
 
     let pid = sb.spawn_daemon("hr");
     let mut op = sb.operator("hr");
@@ -230,17 +241,6 @@ timeout_secs = 120
     drop(op);
     sb.kill9(pid);
     assert_eq!(side(), "1\n2\n");
-    // The long hook of the first daemon is still sleeping: end it.
-    for pgid in std::fs::read_to_string(sb.path("hook.pids"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.trim().parse::<i32>().ok())
-    {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pgid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
 }
 
 /// `teammate_idle` exiting 2 sends the teammate back to work: its stderr arrives as a message

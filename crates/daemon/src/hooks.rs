@@ -128,6 +128,15 @@ pub fn run_hook(team: &str, run: &HookRun) -> HookOutcome {
         }
     };
     let pid = child.id();
+    // The hook's whole group dies with this thread's daemon, even by SIGKILL (a restarted daemon
+    // reports the interrupted hook and never runs it again, so nothing may go on running).
+    let _watchdog = match agent_team_pane::procs::watch_group(pid) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(hook = %run.hook, "no watchdog for the hook's group: {e}");
+            None
+        }
+    };
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that does not read its stdin must not hold this thread past its timeout.
         let input = run.input.clone().into_bytes();

@@ -186,7 +186,8 @@ fn run_command(line: &str, job: &Job, timeout: Duration, dir: &Path) -> std::io:
 }
 
 /// Runs a command in a process group of its own with `input` on stdin (none: no stdin), and
-/// kills the group when it runs past `timeout`.
+/// kills the group when it runs past `timeout`, when it is done (what it left running) or when
+/// the daemon dies.
 fn run_bounded(mut cmd: Command, input: Option<&[u8]>, timeout: Duration) -> std::io::Result<()> {
     use std::os::unix::process::CommandExt as _;
     cmd.stdin(if input.is_some() {
@@ -199,6 +200,10 @@ fn run_bounded(mut cmd: Command, input: Option<&[u8]>, timeout: Duration) -> std
     .process_group(0);
     let mut child = cmd.spawn()?;
     let pid = child.id();
+    // The group dies with the daemon too, even by SIGKILL: nothing of it is left behind.
+    let _watchdog = agent_team_pane::procs::watch_group(pid)
+        .inspect_err(|e| tracing::debug!("no watchdog for the notify command: {e}"))
+        .ok();
     if let (Some(mut stdin), Some(input)) = (child.stdin.take(), input) {
         // A command that does not read its stdin must not hold this thread past the timeout:
         // the writer has a thread of its own and gets EPIPE once the command is gone.

@@ -200,3 +200,79 @@ pub fn reap_marked(value: &str) -> usize {
     }
     n
 }
+
+/// Kills a whole process group when dropped or when the process holding it dies, even by
+/// SIGKILL: a watchdog process inside the group reads a pipe whose only writer is this value,
+/// and at end of file kills its group. So nothing a task command or a hook started outlives
+/// the worker or the daemon that ran it (a parent-death signal reaches only the direct child).
+#[derive(Debug)]
+pub struct GroupWatchdog {
+    writer: Option<std::os::fd::OwnedFd>,
+    watchdog: Option<std::process::Child>,
+}
+
+/// Starts the [`GroupWatchdog`] of process group `pgid` (a group that exists: its leader runs).
+pub fn watch_group(pgid: u32) -> std::io::Result<GroupWatchdog> {
+    use std::os::unix::process::CommandExt as _;
+    let pgid = i32::try_from(pgid).map_err(|_| std::io::Error::other("pgid out of range"))?;
+    let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // `read` returns at end of file: the holder let go or died. Then the whole group goes.
+    let watchdog = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("read _; kill -KILL 0")
+        .stdin(std::process::Stdio::from(reader))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(pgid)
+        .spawn()?;
+    Ok(GroupWatchdog {
+        writer: Some(writer),
+        watchdog: Some(watchdog),
+    })
+}
+
+impl Drop for GroupWatchdog {
+    fn drop(&mut self) {
+        // Closing the pipe ends the watchdog (and what is left of its group); it is reaped here
+        // or, if it has not ended yet, by a short-lived thread, so it leaves no zombie.
+        self.writer.take();
+        if let Some(mut w) = self.watchdog.take()
+            && !matches!(w.try_wait(), Ok(Some(_)))
+        {
+            // Without a thread the zombie stays until this process ends: nothing else is lost.
+            let _ = std::thread::Builder::new()
+                .name("watchdog-reap".into())
+                .spawn(move || {
+                    let _ = w.wait();
+                });
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod watchdog_tests {
+    use super::*;
+    use std::os::unix::process::CommandExt as _;
+
+    #[test]
+    fn dropping_the_watchdog_kills_the_whole_group() {
+        // A shell that starts a grandchild and waits: the grandchild is in the same group.
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("sleep 60 & wait")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = child.id();
+        let dog = watch_group(pgid).unwrap();
+        assert!(group_alive(pgid));
+        drop(dog);
+        let _ = child.wait();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while group_alive(pgid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!group_alive(pgid), "the sleep outlived the watchdog");
+    }
+}

@@ -191,15 +191,11 @@ fn die_with_parent(c: &mut tokio::process::Command) {
 #[cfg(not(target_os = "linux"))]
 fn die_with_parent(_c: &mut tokio::process::Command) {}
 
-/// Keeps a command's process group alive only while it is held: a watchdog process in the
-/// command's group reads a pipe whose only writer is this value, and kills the whole group when
-/// the pipe closes, that is when this is dropped or when the process holding it dies (even by
-/// SIGKILL). So nothing a task command started outlives the daemon that ran it.
-#[derive(Debug)]
-pub struct GroupGuard {
-    _writer: std::os::fd::OwnedFd,
-    _watchdog: tokio::process::Child,
-}
+/// Keeps a command's process group alive only while it is held (the shared
+/// [`agent_team_pane::procs::GroupWatchdog`]): dropped, or the process holding it dead even by
+/// SIGKILL, the whole group is killed. So nothing a task command started outlives the daemon
+/// or the worker that ran it.
+pub type GroupGuard = agent_team_pane::procs::GroupWatchdog;
 
 /// Starts `c` (built by [`shell`]); when the command has a process group of its own, also
 /// starts its [`GroupGuard`]. Hold the guard until the command is done.
@@ -209,7 +205,7 @@ pub fn spawn(
 ) -> std::io::Result<(tokio::process::Child, Option<GroupGuard>)> {
     let child = c.spawn()?;
     let guard = match (&groups.own_group, child.id()) {
-        (Some(_), Some(pgid)) => match guard_group(pgid) {
+        (Some(_), Some(pgid)) => match agent_team_pane::procs::watch_group(pgid) {
             Ok(g) => Some(g),
             Err(e) => {
                 tracing::warn!("no watchdog for command group {pgid}: {e}");
@@ -219,24 +215,6 @@ pub fn spawn(
         _ => None,
     };
     Ok((child, guard))
-}
-
-fn guard_group(pgid: u32) -> std::io::Result<GroupGuard> {
-    let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let mut w = tokio::process::Command::new("sh");
-    // `read` returns at end of file: the holder let go or died. Then the whole group goes.
-    w.arg("-c")
-        .arg("read _; kill -KILL 0")
-        .stdin(Stdio::from(reader))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(pgid as i32)
-        .kill_on_drop(false);
-    let watchdog = w.spawn()?;
-    Ok(GroupGuard {
-        _writer: writer,
-        _watchdog: watchdog,
-    })
 }
 
 /// Whether this machine can confine task commands, for `agent-team doctor` and the warning

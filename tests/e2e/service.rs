@@ -21,8 +21,15 @@ struct Server {
 impl Server {
     /// Starts `serve -f agent-team.toml` on a free port with the test token.
     fn start(sb: &mut Sandbox) -> Server {
+        Server::start_with(sb, &[])
+    }
+
+    /// [`Server::start`] with more arguments for `serve`.
+    fn start_with(sb: &mut Sandbox, extra: &[&str]) -> Server {
         sb.env.push(("AGENT_TEAM_API_TOKEN".into(), TOKEN.into()));
-        let pid = sb.spawn(&["-f", "agent-team.toml", "serve", "--listen", "127.0.0.1:0"]);
+        let mut args = vec!["-f", "agent-team.toml", "serve", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let pid = sb.spawn(&args);
         let log = sb.log_of(pid);
         let mut base = String::new();
         wait_for("serve to print its address", T, || {
@@ -301,6 +308,76 @@ fn a_session_streams_its_exec_team_resumes_and_each_user_gets_a_team() {
     let envs2 = check_stream(&team, &sse.until_done());
     assert!(envs2[0]["seq"].as_u64().unwrap() > envs.last().unwrap()["seq"].as_u64().unwrap());
     assert_eq!(envs2[0]["event"]["goal"], "second turn");
+}
+
+/// A session team whose run ended is stopped once nobody has streamed it for
+/// `--session-idle` (before, every session left a daemon up for good); a resume still gets the
+/// events after its Last-Event-ID and `complete` from the stored state, and the session's next
+/// message starts the team again.
+#[test]
+fn an_idle_session_team_is_stopped_and_its_session_goes_on() {
+    let mut sb = Sandbox::new();
+    exec_team(&sb, "");
+    let srv = Server::start_with(&mut sb, &["--session-idle", "1"]);
+    let (team, mut sse) = srv.stream(
+        json!({"user_id": "carol", "session_id": "s1", "message": "first"}),
+        None,
+    );
+    let items = sse.until_done();
+    let envs = check_stream(&team, &items);
+    let done = items.last().unwrap().1.clone();
+    let running = |srv: &Server| {
+        srv.get("/v1/teams").1["teams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == team.as_str() && t["running"] == true)
+    };
+    // `running` is whether the team's daemon holds its lock.
+    wait_for("the idle session team to be stopped", T, || !running(&srv));
+    // A resume reads the stopped team's stored log: the events after it, then complete.
+    let mid = envs[envs.len() / 2]["seq"].as_u64().unwrap();
+    let (_, mut sse) = srv.stream(
+        json!({"user_id": "carol", "session_id": "s1", "message": "not sent"}),
+        Some(mid),
+    );
+    let resumed = sse.until_done();
+    let want: Vec<&Value> = envs
+        .iter()
+        .filter(|e| e["seq"].as_u64().unwrap() > mid)
+        .collect();
+    let got: Vec<&Value> = resumed[..resumed.len() - 1]
+        .iter()
+        .map(|(_, v)| &v["envelope"])
+        .collect();
+    assert_eq!(got, want);
+    let end = &resumed.last().unwrap().1;
+    assert_eq!(
+        (&end["type"], &end["result"]),
+        (&json!("complete"), &done["result"])
+    );
+    // Resumed after the end of the log (the agents' exits and the stop came after the run's
+    // end): just complete.
+    let last = srv.get(&format!("/v1/teams/{team}")).1["last_seq"]
+        .as_u64()
+        .unwrap();
+    assert!(last >= envs.last().unwrap()["seq"].as_u64().unwrap());
+    let (_, mut sse) = srv.stream(
+        json!({"user_id": "carol", "session_id": "s1", "message": "not sent"}),
+        Some(last),
+    );
+    let tail = sse.until_done();
+    assert_eq!(tail.len(), 1, "{tail:?}");
+    assert_eq!(tail[0].1["type"], "complete");
+    // The next message starts the team again: a second run, then it is stopped again.
+    let (_, mut sse) = srv.stream(
+        json!({"user_id": "carol", "session_id": "s1", "message": "second"}),
+        None,
+    );
+    let envs2 = check_stream(&team, &sse.until_done());
+    assert_eq!(envs2[0]["event"]["goal"], "second");
+    assert!(envs2[0]["seq"].as_u64().unwrap() > last);
+    wait_for("the session team to be stopped again", T, || !running(&srv));
 }
 
 #[test]

@@ -265,6 +265,11 @@ pub struct ServeArgs {
     /// Allow a non-loopback address (put TLS in front: the token travels in every request).
     #[arg(long)]
     pub allow_remote: bool,
+    /// Stop the daemon of a `POST /team/stream` session team whose run has ended once nobody
+    /// has streamed it for this many seconds (its state is kept; the session's next message
+    /// starts it again). 0: never.
+    #[arg(long, default_value_t = 600, value_name = "SECS")]
+    pub session_idle: u64,
     /// `--var` and `--secret` for every run this server starts (a request's `variables` go
     /// over them).
     #[command(flatten)]

@@ -12,6 +12,7 @@ mod board;
 mod error;
 pub mod openapi;
 mod rest;
+mod sessions;
 mod sse;
 #[cfg(test)]
 mod tests;
@@ -94,6 +95,10 @@ pub struct Settings {
     /// At most this many event streams at once (each holds a thread and a daemon
     /// connection); one more is refused with 429 `limit_exceeded`.
     pub max_streams: usize,
+    /// How long a session team of `POST /team/stream` whose run has ended may go unstreamed
+    /// before the server stops its daemon (state kept; its next message starts it again).
+    /// `None`: never.
+    pub session_idle: Option<Duration>,
 }
 
 /// Shared by every request handler.
@@ -102,15 +107,22 @@ struct App {
     settings: Settings,
     /// Event streams open now.
     streams: Arc<std::sync::atomic::AtomicUsize>,
+    /// The session teams streamed, for stopping the idle ones.
+    sessions: Arc<sessions::Sessions>,
 }
 
 /// The whole API as an axum router (auth, body limit, JSON errors included).
 pub fn router(teams: Arc<dyn Teams>, settings: Settings) -> Router {
+    let idle = settings.session_idle;
     let app = Arc::new(App {
         teams,
         settings,
         streams: Arc::default(),
+        sessions: Arc::default(),
     });
+    if let Some(idle) = idle {
+        sessions::start_reaper(Arc::downgrade(&app), idle);
+    }
     rest::routes(app)
 }
 

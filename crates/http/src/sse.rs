@@ -169,8 +169,8 @@ const CHUNK: usize = 64 * 1024;
 /// Follows until the client leaves, a closure says the stream is done, or the follow fails.
 /// Events that are already there are gathered into one chunk (a burst costs one write, not
 /// one per event). `each` writes an envelope's frames and says whether it was the last;
-/// `idle` runs when nothing came within `poll` and may write a last frame; `fail` writes the
-/// frame that ends the stream on an error.
+/// `idle` runs when nothing came within `poll` and may write a last frame; when the follow
+/// fails it runs once more, and `fail` writes the frame that ends the stream unless it did.
 fn pump(
     mut follow: Box<dyn Follow>,
     tx: &mpsc::Sender<Bytes>,
@@ -218,7 +218,11 @@ fn pump(
                 }
             }
             Err(e) => {
-                fail(e, &mut buf);
+                // A team stopped after its run ended (an idle session team) still ends a
+                // resumed stream with its last frame, read from its stored state.
+                if !idle(&mut buf) {
+                    fail(e, &mut buf);
+                }
                 send(&mut buf);
                 return;
             }
@@ -316,8 +320,10 @@ pub(crate) async fn team_stream(
         StreamItem::Complete(result)
     };
     let t = team.clone();
+    let session = app.sessions.open(&team);
     spawn_pump(&team, move || {
         let _slot = slot;
+        let _session = session;
         let last = std::cell::Cell::new(since);
         pump(
             follow,

@@ -163,7 +163,8 @@ impl Teams for Fake {
         Ok(before)
     }
 
-    fn down(&self, _team: &str) -> Result<bool, ErrorBody> {
+    fn down(&self, team: &str) -> Result<bool, ErrorBody> {
+        self.calls.lock().unwrap().push(format!("down {team}"));
         Ok(true)
     }
 
@@ -190,6 +191,7 @@ fn app(fake: Arc<Fake>) -> Router {
             variables,
             poll: Duration::from_millis(20),
             max_streams: 2,
+            session_idle: None,
         },
     )
 }
@@ -752,4 +754,98 @@ async fn a_plan_is_decided_over_http() {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "approve is required");
+}
+
+/// The idle-session rule itself, with the clock given: a session team is stopped only when
+/// nobody streams it, it was last used `idle` ago or more, and its run is not running.
+#[test]
+fn a_quiet_session_team_is_stopped_only_when_its_run_ended_and_nobody_streams_it() {
+    let fake = Arc::new(Fake::default());
+    let app = crate::App {
+        teams: fake.clone(),
+        settings: Settings {
+            token: Token::new(TOKEN),
+            base_team: "svc".into(),
+            variables: BTreeMap::new(),
+            poll: Duration::from_millis(20),
+            max_streams: 2,
+            session_idle: Some(Duration::from_secs(600)),
+        },
+        streams: Arc::default(),
+        sessions: Arc::default(),
+    };
+    let idle = Duration::from_secs(600);
+    let team = session_team("svc", "alice", "s1");
+    let downs = || {
+        fake.calls()
+            .iter()
+            .filter(|c| c.starts_with("down "))
+            .count()
+    };
+    let now = std::time::Instant::now();
+    let later = now + Duration::from_secs(3600);
+    *fake.run.lock().unwrap() = Some(RunState::Running);
+    let open = app.sessions.open(&team);
+    // Streamed right now: never, whatever the run.
+    assert!(crate::sessions::reap(&app, later, idle).is_empty());
+    drop(open);
+    // Not streamed, but used just now: not yet.
+    assert!(crate::sessions::reap(&app, std::time::Instant::now(), idle).is_empty());
+    // Quiet for an hour but its run still runs: kept.
+    assert!(crate::sessions::reap(&app, later, idle).is_empty());
+    assert_eq!(downs(), 0);
+    // The run ended: stopped, once.
+    *fake.run.lock().unwrap() = Some(RunState::Finished);
+    assert_eq!(crate::sessions::reap(&app, later, idle), vec![team.clone()]);
+    assert_eq!(fake.calls().last().unwrap(), &format!("down {team}"));
+    assert!(crate::sessions::reap(&app, later, idle).is_empty());
+    assert_eq!(downs(), 1);
+}
+
+/// Wired into the server: a session whose run completed and whose stream closed has its
+/// team stopped after `session_idle`.
+#[tokio::test]
+async fn serve_stops_an_idle_session_team_after_its_run() {
+    let fake = Arc::new(Fake::default());
+    let app = router(
+        fake.clone(),
+        Settings {
+            token: Token::new(TOKEN),
+            base_team: "svc".into(),
+            variables: BTreeMap::new(),
+            poll: Duration::from_millis(20),
+            max_streams: 2,
+            session_idle: Some(Duration::from_millis(50)),
+        },
+    );
+    let team = session_team("svc", "bob", "s9");
+    let body = r#"{"user_id":"bob","session_id":"s9","message":"go"}"#;
+    let resp = app
+        .clone()
+        .oneshot(req("POST", "/team/stream", Some(TOKEN), Some(body)))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let f2 = fake.clone();
+    tokio::task::spawn_blocking(move || {
+        f2.push(
+            "leader",
+            Event::RunFinished {
+                answer: "done".into(),
+                success: true,
+            },
+        );
+        *f2.run.lock().unwrap() = Some(RunState::Finished);
+    });
+    let got = read_sse(resp, |v| v["type"] == "complete").await;
+    assert_eq!(got.last().unwrap().1["type"], "complete");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !fake.calls().contains(&format!("down {team}")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle session team was not stopped: {:?}",
+            fake.calls()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

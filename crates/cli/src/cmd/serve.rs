@@ -325,6 +325,7 @@ pub fn serve(ctx: Ctx, args: ServeArgs) -> Result<ExitCode> {
         variables,
         poll: Duration::from_millis(500),
         max_streams: 256,
+        session_idle: (args.session_idle > 0).then(|| Duration::from_secs(args.session_idle)),
     };
     let app = agent_team_http::router(teams, settings);
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -490,6 +490,39 @@ nothing else running. Run-to-run spread on this machine: about ±10 % on the thr
   lie interleaved with everyone else's (a page each). The next step is one row per commit,
   deleted when all its entries are forgotten (no index, deletes at the table's left edge); it
   needs a way to move a quiet identity's still-kept entries forward, or their old rows stay.
+- **Issue 11's last gap, the store's share of racing claims (2026-11-23, 23:10–23:38).**
+  Changed: the `(identity, last_n)` index on `reply_batches` is gone (an existing database
+  drops it on open). The state knows each identity's stored rows (key and last `n`, rebuilt on
+  load) and a prune names the rows whose replies are all forgotten, which the store deletes by
+  primary key. A commit's reply rows now land together at the table's right edge instead of
+  one index leaf page per claimer. Measured on this 2-core machine with another engineer's
+  builds running beside it. `reply_cost`, interleaved with `02c1bba` (the HEAD this started
+  from), 5 runs each at load 1.5–3.8: a claim's CPU 33.5 µs (27.2–37.2) before, 24.8 µs
+  (21.0–29.3) now, same-run pairs −21 %; without request ids 22.7 µs (13.5–28.0, ten runs of
+  the same code, so that range is the noise). A message's CPU: 13.5 µs before, 12.1 µs now,
+  10.0 µs without ids (within noise of each other). File system writes of 2000 claim commits
+  (`ru_oublock`, two runs each, equal to 0.1 %): 95.6 MiB without request ids, 132.7 MiB
+  before (+39 %), 104.3 MiB now (+9 %); messages unchanged (607.5 and 605.4 MiB). The daemon:
+  `BENCH_SECTION=core BENCH_ONLY=throughput` and `BENCH_ONLY=claims`, three release builds
+  (`9bfd6e8` without request ids, `02c1bba`, this change), each run by its own bench binary
+  with `AGENT_TEAM_BIN_DIR`, order rotated each round, 22 rounds in three sets at load 1.3–3.4:
+
+  | figure | 9bfd6e8 | 02c1bba | this change |
+  |---|---:|---:|---:|
+  | sustained messages (median; min–max) | 42.9 k/s (26.3–64.4) | 34.2 k/s (22.1–52.7) | 36.3 k/s (21.8–54.3) |
+  | racing claims (median; min–max) | 7.0 k/s (3.3–12.2) | 5.8 k/s (3.8–8.7) | 6.4 k/s (3.2–10.1) |
+
+  Same-round pair ratios (median; range): claims this change / `02c1bba` 1.10 (0.71–1.44;
+  1.03, 1.13 and 1.09 in the three sets), this change / `9bfd6e8` 0.86 (0.56–1.32), `02c1bba` /
+  `9bfd6e8` 0.78; messages this change / `02c1bba` 1.01 (0.76–1.62), this change / `9bfd6e8`
+  0.88 (0.63–1.33). **Not closed:** the index was worth ~10 % of racing claims and a fifth of
+  their bytes written; against the code without request ids claims are now ~14 % lower and
+  messages ~12 % lower by the median pair: less than the single-run spread at this load, but
+  the same in each set (claims 0.86, 0.87, 0.85; messages 0.90, 0.86, 0.85). One row per
+  commit for all identities (design b) was not built: a claim commit's reply rows now cost 9 %
+  more bytes than no rows at all, so merging ten small rows into one could save little. What is left is CPU per request (in `reply_cost`
+  a claim's CPU is ~2–4 µs above the code without ids, a message's ~2–3 µs): the id parsed and
+  hashed, a task reply's task cloned to be kept, the entry written and freed at the prune.
 - **New figures:** the daemon's CPU with the tmux backend while teammates run commands was 73.5 %
   of a core before the SIGCHLD fix (a poll's own tmux client exiting triggered the next poll) and
   is 0.4–0.8 points above the process backend now. `run` on the in-process backend took 2.27× the

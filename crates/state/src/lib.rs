@@ -120,7 +120,7 @@ pub enum Change {
         identity: String,
         /// The lowest `n` among the entries (the row's key).
         first: u64,
-        /// The highest `n` among them (for pruning).
+        /// The highest `n` among them (stored beside the row, for older readers).
         last: u64,
         /// The entries as JSON.
         entries: String,
@@ -129,12 +129,11 @@ pub enum Change {
     HookRun(HookRun),
     /// A hook run's outcome was applied: it is forgotten.
     HookRunDone(u64),
-    /// An identity's remembered replies numbered below `below` are forgotten.
+    /// Rows of remembered replies whose entries are all forgotten: delete them by key (the
+    /// `first` of their [`Change::Replies`]), so a reload does not bring them back.
     RepliesPruned {
-        /// Whose.
-        identity: std::sync::Arc<str>,
-        /// The first sequence number kept.
-        below: u64,
+        /// The rows' keys.
+        rows: Vec<u64>,
     },
 }
 

@@ -10,6 +10,10 @@
 //! [`KEEP_PER_IDENTITY`] replies and at most about [`KEEP_BYTES_PER_IDENTITY`] bytes of them;
 //! the oldest go first.
 //!
+//! Each identity also knows its stored rows (key and last `n`), so forgetting replies names
+//! the rows to delete by key ([`Change::RepliesPruned`]): the store needs no index on
+//! identity, whose entries cost a claim commit one more WAL page per claimer.
+//!
 //! The stored forms of an outcome (one JSON value each):
 //! - `{"Ok": reply}` or `{"Err": error}`: the outcome as JSON;
 //! - `{"Sent": [ids, recipients]}`: a `sent` reply, without its field names;
@@ -67,6 +71,9 @@ struct Entry {
 #[derive(Debug, Default)]
 pub(crate) struct ReplyLog {
     order: VecDeque<(u64, Arc<str>)>,
+    /// The identity's stored rows, oldest first: (key, the last `n` in it). A row goes once
+    /// its last entry is forgotten.
+    rows: VecDeque<(u64, u64)>,
     by_rid: FastMap<Arc<str>, Entry>,
     /// The sum of the kept replies' `bytes`.
     bytes: usize,
@@ -96,6 +103,19 @@ impl ReplyLog {
         below
     }
 
+    /// Takes the keys of the rows whose entries all lie below `below` (all forgotten).
+    fn forget_rows(&mut self, below: u64) -> Vec<u64> {
+        let mut gone = Vec::new();
+        while let Some(&(key, last)) = self.rows.front() {
+            if last >= below {
+                break;
+            }
+            gone.push(key);
+            self.rows.pop_front();
+        }
+        gone
+    }
+
     /// Whether the log has grown past its bounds by a whole pruning step.
     fn over(&self) -> bool {
         self.order.len() >= KEEP_PER_IDENTITY + PRUNE_STEP
@@ -103,9 +123,22 @@ impl ReplyLog {
     }
 }
 
-/// One remembered reply as stored: (identity, rid, sequence number, outcome in a stored form
-/// (module docs), a task reference already resolved to JSON by the store).
-pub type StoredReply = (String, String, u64, String);
+/// One remembered reply as the store gives it back at load.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredReply {
+    /// Who made the request.
+    pub identity: String,
+    /// The key of the row it is stored in (the `first` of its [`Change::Replies`]), so a
+    /// later prune can delete the row by key.
+    pub row: u64,
+    /// The request id.
+    pub rid: String,
+    /// Its place in the order replies were remembered.
+    pub n: u64,
+    /// The outcome in a stored form (module docs), a task reference already resolved to JSON
+    /// by the store.
+    pub outcome: String,
+}
 
 /// The stored forms as they are read back (a task reference is resolved by the store).
 #[derive(serde::Deserialize)]
@@ -352,10 +385,10 @@ impl TeamState {
         if log.over()
             && let Some(below) = log.trim(KEEP_PER_IDENTITY, KEEP_BYTES_PER_IDENTITY)
         {
-            self.changes.push(Change::RepliesPruned {
-                identity: Arc::from(identity),
-                below,
-            });
+            let rows = log.forget_rows(below);
+            if !rows.is_empty() {
+                self.changes.push(Change::RepliesPruned { rows });
+            }
         }
     }
 
@@ -372,6 +405,7 @@ impl TeamState {
             entries.push(']');
             log.last_batch_len = entries.len();
             let (first, last) = (log.batch_first, log.batch_last);
+            log.rows.push_back((first, last));
             self.changes.push(Change::Replies {
                 identity,
                 first,
@@ -381,10 +415,23 @@ impl TeamState {
         }
     }
 
+    /// Rebuilds the remembered replies and each identity's rows from what the store loaded
+    /// (in row order).
     pub(crate) fn restore_replies(&mut self, stored: Vec<StoredReply>) {
-        for (identity, rid, n, outcome) in stored {
+        for StoredReply {
+            identity,
+            row,
+            rid,
+            n,
+            outcome,
+        } in stored
+        {
             self.next_reply_seq = self.next_reply_seq.max(n);
             let log = self.replies.entry(identity).or_default();
+            match log.rows.back_mut() {
+                Some((key, last)) if *key == row => *last = (*last).max(n),
+                _ => log.rows.push_back((row, n)),
+            }
             let rid: Arc<str> = Arc::from(rid);
             let bytes = outcome.len() + rid.len() + 24;
             let kept = if outcome == DONE_JSON {
@@ -402,7 +449,7 @@ impl TeamState {
             }
         }
         // Rows hold several replies, so a pruned store can give back a few beyond the bounds;
-        // forget them here too (their rows go with the next prune).
+        // forget them here too (their rows stay listed and go with the next prune).
         for log in self.replies.values_mut() {
             log.trim(
                 KEEP_PER_IDENTITY + PRUNE_STEP - 1,
@@ -438,14 +485,43 @@ mod tests {
         }
     }
 
+    /// The keys of the rows the changes delete.
     fn pruned(changes: &[Change]) -> Vec<u64> {
         changes
             .iter()
             .filter_map(|c| match c {
-                Change::RepliesPruned { below, .. } => Some(*below),
+                Change::RepliesPruned { rows } => Some(rows.iter().copied()),
                 _ => None,
             })
+            .flatten()
             .collect()
+    }
+
+    /// The rows the changes write, as the store gives them back at load (in row order).
+    fn stored_rows(changes: &[Change]) -> Vec<StoredReply> {
+        let mut stored = Vec::new();
+        for c in changes {
+            if let Change::Replies {
+                identity,
+                first,
+                entries,
+                ..
+            } = c
+            {
+                let entries: Vec<(String, u64, serde_json::Value)> =
+                    serde_json::from_str(entries).unwrap();
+                for (rid, n, outcome) in entries {
+                    stored.push(StoredReply {
+                        identity: identity.clone(),
+                        row: *first,
+                        rid,
+                        n,
+                        outcome: outcome.to_string(),
+                    });
+                }
+            }
+        }
+        stored
     }
 
     #[test]
@@ -471,6 +547,76 @@ mod tests {
                 .is_some()
         );
         assert_eq!(pruned(&s.take_changes()).len(), 1);
+    }
+
+    /// The store's rows as the changes leave them (key to its stored replies) after several
+    /// prune steps of interleaved identities: every row left holds a kept reply, and the
+    /// rows restore every kept reply (and the rows of a restored state are pruned in turn).
+    #[test]
+    fn pruned_rows_are_named_by_key_and_no_row_outlives_its_replies() {
+        use std::collections::BTreeMap;
+        fn apply(table: &mut BTreeMap<u64, Vec<StoredReply>>, changes: &[Change]) -> usize {
+            let mut prunes = 0;
+            for c in changes {
+                if let Change::RepliesPruned { rows } = c {
+                    prunes += 1;
+                    for key in rows {
+                        assert!(table.remove(key).is_some(), "row {key} was stored");
+                    }
+                }
+            }
+            for r in stored_rows(changes) {
+                table.entry(r.row).or_default().push(r);
+            }
+            prunes
+        }
+        let mut table = BTreeMap::new();
+        let mut s = TeamState::new("t");
+        let mut prunes = 0;
+        let mut rid = 0;
+        for batch in 0..900 {
+            for (who, per) in [("a", 2), ("b", 3), ("c", 7)] {
+                if who == "c" && batch % 2 == 1 {
+                    continue;
+                }
+                for _ in 0..per {
+                    rid += 1;
+                    s.remember_outcome(who, &format!("r{rid}"), &Ok(Reply::Done));
+                }
+            }
+            prunes += apply(&mut table, &s.take_changes());
+            if batch == 450 {
+                let stored = table.values().flatten().cloned().collect();
+                s = TeamState::restore(
+                    "t",
+                    crate::Snapshot {
+                        replies: stored,
+                        ..Default::default()
+                    },
+                );
+            }
+        }
+        assert!(prunes >= 9, "{prunes}");
+        for (key, row) in &table {
+            assert!(
+                row.iter()
+                    .any(|r| s.replay_outcome(&r.identity, &r.rid).is_some()),
+                "row {key} holds only forgotten replies"
+            );
+        }
+        let restored = TeamState::restore(
+            "t",
+            crate::Snapshot {
+                replies: table.values().flatten().cloned().collect(),
+                ..Default::default()
+            },
+        );
+        for (who, log) in &s.replies {
+            assert!(log.order.len() >= KEEP_PER_IDENTITY, "{who}");
+            for (_, rid) in &log.order {
+                assert_eq!(restored.replay_outcome(who, rid), Some(Ok(Reply::Done)));
+            }
+        }
     }
 
     #[test]
@@ -564,22 +710,10 @@ mod tests {
             s.remember_outcome("w\"1", &format!("r\"{i}"), o);
         }
         let changes = s.take_changes();
-        // What the store keeps and gives back at load: (identity, rid, n, stored outcome).
-        let mut stored = Vec::new();
-        for c in &changes {
-            if let Change::Replies {
-                identity, entries, ..
-            } = c
-            {
-                let entries: Vec<(String, u64, serde_json::Value)> =
-                    serde_json::from_str(entries).unwrap();
-                for (rid, n, outcome) in entries {
-                    stored.push((identity.clone(), rid, n, outcome.to_string()));
-                }
-            }
-        }
+        // What the store keeps and gives back at load.
+        let stored = stored_rows(&changes);
         assert_eq!(stored.len(), outcomes.len());
-        assert!(stored[0].3.len() < 30, "short: {}", stored[0].3);
+        assert!(stored[0].outcome.len() < 30, "short: {}", stored[0].outcome);
         let restored = TeamState::restore(
             "t",
             crate::Snapshot {
@@ -657,13 +791,12 @@ mod tests {
     #[test]
     fn restored_replies_are_trimmed_to_the_bounds() {
         let stored: Vec<StoredReply> = (1..=(KEEP_PER_IDENTITY + PRUNE_STEP + 10) as u64)
-            .map(|n| {
-                (
-                    "w1".into(),
-                    format!("r{n}"),
-                    n,
-                    "{\"Ok\":{\"kind\":\"done\"}}".into(),
-                )
+            .map(|n| StoredReply {
+                identity: "w1".into(),
+                row: n,
+                rid: format!("r{n}"),
+                n,
+                outcome: "{\"Ok\":{\"kind\":\"done\"}}".into(),
             })
             .collect();
         let s = TeamState::restore(

@@ -6,7 +6,7 @@
 //! the tables; read messages and the event log stay on disk and are queried on demand.
 
 use agent_team_protocol::*;
-use agent_team_state::{AgentRecord, Change, RunRecord, Snapshot};
+use agent_team_state::{AgentRecord, Change, RunRecord, Snapshot, replies::StoredReply};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 
@@ -113,17 +113,19 @@ CREATE TABLE IF NOT EXISTS dedup (
 );
 -- Replies to requests that carried a request id, so a retry is answered, not applied again.
 -- One row per identity per commit (a JSON array of [rid, n, outcome]): a row per request cost
--- a third of the message throughput.
+-- a third of the message throughput. Rows are keyed by their first n, so a commit's rows land
+-- together at the table's right edge; the state knows each identity's rows and forgets old
+-- ones by key. No index on identity: its entries scattered over the index's leaf pages, one
+-- more WAL page per identity per commit (ten racing claimers, ten pages).
 CREATE TABLE IF NOT EXISTS reply_batches (
     n INTEGER PRIMARY KEY,
     identity TEXT NOT NULL,
+    -- The row's highest n (builds from before rows were pruned by key delete by it).
     last_n INTEGER NOT NULL,
     data TEXT NOT NULL
 );
--- Forgetting an identity's oldest replies reads only its own rows: without this index the
--- DELETE read the whole table (every identity's rows, mostly outside the page cache), which
--- cost racing claimers ~10 us of the daemon's CPU per request.
-CREATE INDEX IF NOT EXISTS reply_batches_by_identity ON reply_batches (identity, last_n);
+-- Databases written before rows were pruned by key have this index; nothing reads it now.
+DROP INDEX IF EXISTS reply_batches_by_identity;
 -- The team's memory: one row per key, the entry (key, value, version, writer, time) as JSON.
 CREATE TABLE IF NOT EXISTS memory (key TEXT PRIMARY KEY, data TEXT NOT NULL);
 -- Model usage: one row per agent and model (tokens, requests, picodollars) as JSON; never
@@ -298,11 +300,16 @@ impl Store {
         {
             let mut stmt = self
                 .conn
-                .prepare("SELECT identity, data FROM reply_batches ORDER BY n")?;
-            let rows =
-                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+                .prepare("SELECT n, identity, data FROM reply_batches ORDER BY n")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })?;
             for row in rows {
-                let (identity, data) = row?;
+                let (key, identity, data) = row?;
                 let entries: Vec<(String, u64, serde_json::Value)> = serde_json::from_str(&data)
                     .map_err(|source| StoreError::Corrupt {
                         table: "reply_batches",
@@ -313,7 +320,13 @@ impl Store {
                         Some((seq, maybe)) => self.task_reply_from_event(seq, maybe)?,
                         None => outcome.to_string(),
                     };
-                    snap.replies.push((identity.clone(), rid, n, outcome));
+                    snap.replies.push(StoredReply {
+                        identity: identity.clone(),
+                        row: key as u64,
+                        rid,
+                        n,
+                        outcome,
+                    });
                 }
             }
         }
@@ -567,12 +580,13 @@ impl Store {
                             entries
                         ])?;
                     }
-                    Change::RepliesPruned { identity, below } => {
-                        // Through `reply_batches_by_identity`: only this identity's rows.
-                        tx.prepare_cached(
-                            "DELETE FROM reply_batches WHERE identity = ?1 AND last_n < ?2",
-                        )?
-                        .execute(params![&**identity, *below as i64])?;
+                    Change::RepliesPruned { rows } => {
+                        // By key: the state knows which rows hold only forgotten replies.
+                        let mut del =
+                            tx.prepare_cached("DELETE FROM reply_batches WHERE n = ?1")?;
+                        for key in rows {
+                            del.execute([*key as i64])?;
+                        }
                     }
                     Change::Config(c) => {
                         tx.prepare_cached(
@@ -833,7 +847,7 @@ fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use agent_team_state::{Actor, TeamState, tasks::NewTask};
+    use agent_team_state::{Actor, TeamState, replies::KEEP_PER_IDENTITY, tasks::NewTask};
 
     #[test]
     fn state_survives_reopen_and_ids_continue() {
@@ -1056,7 +1070,7 @@ mod tests {
 
     /// A task reply is stored as a reference to its `TASK_UPDATED` event and comes back whole
     /// after a restart, as it was then (not as the task is now); other replies are stored as
-    /// they are; the remembered replies of an identity are pruned by its own rows.
+    /// they are; a pruned row is deleted by its key.
     #[test]
     fn remembered_replies_survive_reopen_and_task_replies_are_stored_by_reference() {
         let dir = tempfile::tempdir().unwrap();
@@ -1134,12 +1148,209 @@ mod tests {
         let plan: String = store
             .conn
             .query_row(
-                "EXPLAIN QUERY PLAN DELETE FROM reply_batches WHERE identity = ?1 AND last_n < ?2",
-                params!["operator", 5],
+                "EXPLAIN QUERY PLAN DELETE FROM reply_batches WHERE n = ?1",
+                params![5],
                 |r| r.get(3),
             )
             .unwrap();
-        assert!(plan.contains("reply_batches_by_identity"), "{plan}");
+        assert!(plan.contains("INTEGER PRIMARY KEY"), "{plan}");
+    }
+
+    /// The rows of `reply_batches`: key, identity and the request ids in it.
+    fn reply_rows(store: &Store) -> Vec<(u64, String, Vec<String>)> {
+        let mut stmt = store
+            .conn
+            .prepare("SELECT n, identity, data FROM reply_batches ORDER BY n")
+            .unwrap();
+        stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
+        .unwrap()
+        .map(|row| {
+            let (n, identity, data) = row.unwrap();
+            let entries: Vec<(String, u64, serde_json::Value)> =
+                serde_json::from_str(&data).unwrap();
+            (n, identity, entries.into_iter().map(|e| e.0).collect())
+        })
+        .collect()
+    }
+
+    /// Forgotten replies are deleted by row key: after several prune steps of identities
+    /// interleaved in one commit stream (with a reload in between), every row left holds a
+    /// reply still kept, a reload answers every kept id with its reply, and an id whose row
+    /// went is not answered (no resurrected rows).
+    #[test]
+    fn pruned_reply_rows_are_deleted_by_key_and_stay_pruned_after_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let open = || {
+            let store = Store::open(&db, "t").unwrap();
+            // No fsync per commit: this test is about which rows are stored, not durability.
+            store
+                .conn
+                .pragma_update(None, "synchronous", "OFF")
+                .unwrap();
+            let s = TeamState::restore("t", store.load().unwrap());
+            (store, s)
+        };
+        let (mut store, mut s) = open();
+        // Per commit: w1 two replies, w2 five, w3 nine but only in two commits of three.
+        let shape = [("w1", 1usize, 2usize), ("w2", 1, 5), ("w3", 3, 9)];
+        let mut issued: Vec<(&str, String)> = Vec::new();
+        let mut prunes = 0;
+        let mut rid = 0u64;
+        let commits = 1100;
+        for c in 0..commits {
+            for (who, every, per) in shape {
+                if c % every == every - 1 && every > 1 {
+                    continue;
+                }
+                for _ in 0..per {
+                    rid += 1;
+                    let id = format!("r{rid}");
+                    let outcome = Ok(Reply::Sent {
+                        ids: vec![rid],
+                        recipients: vec![who.to_string()],
+                    });
+                    s.remember_outcome(who, &id, &outcome);
+                    issued.push((who, id));
+                }
+            }
+            let changes = s.take_changes();
+            prunes += changes
+                .iter()
+                .filter(|c| matches!(c, Change::RepliesPruned { .. }))
+                .count();
+            store.commit(&changes).unwrap();
+            if c == commits / 2 {
+                drop(store);
+                (store, s) = open();
+            }
+        }
+        // w1 alone went through 3 prune steps (2200 replies: over 1280, then every 256).
+        assert!(prunes >= 3 * shape.len(), "{prunes} prunes");
+        let kept = |s: &TeamState| -> Vec<(&str, &str)> {
+            issued
+                .iter()
+                .filter(|(who, id)| s.replay_outcome(who, id).is_some())
+                .map(|(who, id)| (*who, id.as_str()))
+                .collect()
+        };
+        let live = kept(&s);
+        for who in ["w1", "w2", "w3"] {
+            let n = live.iter().filter(|(w, _)| *w == who).count();
+            assert!(
+                (KEEP_PER_IDENTITY..KEEP_PER_IDENTITY + 256).contains(&n),
+                "{who}: {n} kept"
+            );
+        }
+        let rows = reply_rows(&store);
+        let live_set: std::collections::HashSet<(&str, &str)> = live.iter().copied().collect();
+        for (key, who, ids) in &rows {
+            assert!(
+                ids.iter()
+                    .any(|id| live_set.contains(&(who.as_str(), id.as_str()))),
+                "row {key} of {who} holds only forgotten replies: {ids:?}"
+            );
+        }
+        let stored: std::collections::HashSet<(&str, &str)> = rows
+            .iter()
+            .flat_map(|(_, who, ids)| ids.iter().map(move |id| (who.as_str(), id.as_str())))
+            .collect();
+        drop(store);
+
+        let (_store, reloaded) = open();
+        for (who, id) in &live {
+            assert_eq!(
+                reloaded.replay_outcome(who, id),
+                s.replay_outcome(who, id),
+                "{who} {id} after a reload"
+            );
+        }
+        for (who, id) in &issued {
+            if reloaded.replay_outcome(who, id).is_some() {
+                assert!(
+                    stored.contains(&(*who, id.as_str())),
+                    "{who} {id} answered but its row was deleted"
+                );
+            }
+        }
+        // Forgotten ids that come back are only those sharing a row with a kept one (fewer
+        // than one row's worth per identity).
+        let back = kept(&reloaded).len();
+        assert!(back >= live.len() && back < live.len() + 3 * 9, "{back}");
+    }
+
+    /// A database written before rows were pruned by key (with the identity index) loads as
+    /// it is: the index is dropped on open and its old rows are pruned by key like new ones.
+    #[test]
+    fn a_database_with_the_old_reply_index_loads_and_prunes_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let mut store = Store::open(&db, "t").unwrap();
+        store
+            .conn
+            .execute_batch(
+                "CREATE INDEX reply_batches_by_identity ON reply_batches (identity, last_n)",
+            )
+            .unwrap();
+        // Rows as the code before wrote them (one row per identity per commit), fewer than
+        // a prune step beyond the bounds.
+        let mut s = TeamState::restore("t", store.load().unwrap());
+        for i in 0..250u64 {
+            for k in 0..5 {
+                s.remember_outcome("w1", &format!("a{i}-{k}"), &Ok(Reply::Done));
+            }
+            store.commit(&s.take_changes()).unwrap();
+        }
+        drop(store);
+        let ro = Store::open_read_only(&db, "t").unwrap();
+        assert_eq!(
+            ro.load().unwrap().replies.len(),
+            1250,
+            "read-only, index and all"
+        );
+        drop(ro);
+
+        let mut store = Store::open(&db, "t").unwrap();
+        let index: Option<String> = store
+            .conn
+            .query_row(
+                "SELECT name FROM sqlite_master WHERE name = 'reply_batches_by_identity'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .unwrap();
+        assert_eq!(index, None);
+        let mut s = TeamState::restore("t", store.load().unwrap());
+        assert!(s.replay("w1", "a0-0").is_some());
+        assert!(s.replay("w1", "a249-4").is_some());
+        // Going over the bounds forgets the oldest, and their rows go, by key.
+        let mut pruned = Vec::new();
+        for k in 0..30 {
+            s.remember_outcome("w1", &format!("b{k}"), &Ok(Reply::Done));
+            let changes = s.take_changes();
+            for c in &changes {
+                if let Change::RepliesPruned { rows } = c {
+                    pruned.extend(rows.iter().copied());
+                }
+            }
+            store.commit(&changes).unwrap();
+        }
+        assert_eq!(pruned.len(), 51, "{pruned:?}");
+        let rows = reply_rows(&store);
+        assert_eq!(rows.len(), 250 + 30 - 51);
+        assert!(rows.iter().all(|(key, _, _)| !pruned.contains(key)));
+        let s = TeamState::restore("t", store.load().unwrap());
+        assert_eq!(s.replay("w1", "a0-0"), None);
+        assert_eq!(s.replay("w1", "a50-4"), None);
+        assert!(s.replay("w1", "a51-4").is_some());
+        assert!(s.replay("w1", "b29").is_some());
     }
 
     /// Team memory is stored with its batch: a value, its version and writer come back after a

@@ -523,6 +523,16 @@ nothing else running. Run-to-run spread on this machine: about ±10 % on the thr
   more bytes than no rows at all, so merging ten small rows into one could save little. What is left is CPU per request (in `reply_cost`
   a claim's CPU is ~2–4 µs above the code without ids, a message's ~2–3 µs): the id parsed and
   hashed, a task reply's task cloned to be kept, the entry written and freed at the prune.
+- **Where issue 11's remaining gap is (2026-11-23, 23:58–00:01).** Three release builds
+  interleaved, 12 rounds (order rotated), load 1.3–2.8 (a helper's build beside it):
+  `9bfd6e8`, HEAD `579efc6`, and HEAD's own daemon driven by a bench whose client sends no
+  request ids (a throwaway patch, not committed). Sustained messages 75.9 k/s (60.3–86.5),
+  61.9 k/s (47.1–74.3) and 75.3 k/s (68.1–85.1); racing claims 12.9 k/s (10.9–13.8), 10.9 k/s
+  (9.8–12.4) and 13.0 k/s (11.0–14.0). Same-round pairs: HEAD / `9bfd6e8` 0.85 and 0.89, HEAD
+  without ids / `9bfd6e8` 1.03 and 1.01, HEAD / HEAD without ids 0.83 and 0.87. So everything
+  since `9bfd6e8` (the split, hardening, service, strategies, lifecycle, CLIs, budgets) costs
+  nothing measurable on these two figures; the whole remaining gap, ~13–17 %, is remembering
+  replies by request id. **Not closed.**
 - **New figures:** the daemon's CPU with the tmux backend while teammates run commands was 73.5 %
   of a core before the SIGCHLD fix (a poll's own tmux client exiting triggered the next poll) and
   is 0.4–0.8 points above the process backend now. `run` on the in-process backend took 2.27× the

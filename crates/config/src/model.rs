@@ -125,6 +125,26 @@ impl Provider {
             Provider::ClaudeCode | Provider::Codex | Provider::QwenCode | Provider::Cli
         )
     }
+
+    /// Whether a teammate on this provider can be held to an approved plan: only our own agent
+    /// loop offers `submit_plan` and withholds the writing tools while it plans. An exec agent
+    /// writes no plan, and an external CLI's own tools are not ours to withhold.
+    pub fn can_plan(self) -> bool {
+        matches!(self, Provider::Openai | Provider::Anthropic)
+    }
+}
+
+/// Why `plan_required` cannot hold for a teammate on `provider` (see [`Provider::can_plan`]).
+pub fn cannot_plan_reason(provider: Provider) -> String {
+    let why = match provider {
+        Provider::Exec => "runs its tasks' commands and writes no plan",
+        _ => "is an agent CLI whose own tools cannot be withheld until a plan is approved",
+    };
+    format!(
+        "the {} provider {why}; plan_required is for teammates our worker drives with the \
+         openai or anthropic provider",
+        provider.as_str()
+    )
 }
 
 /// When a dead agent is started again (SPEC §5.1).
@@ -499,8 +519,8 @@ impl TeamConfig {
         let provider = member
             .and_then(|t| t.provider)
             .or_else(|| self.role(role).map(|r| r.provider));
-        // An exec agent runs its tasks' commands: it writes no plan.
-        provider.is_some_and(|p| p != Provider::Exec)
+        // Only our own agent loop can plan (the team file refuses plan_required elsewhere).
+        provider.is_some_and(Provider::can_plan)
             && member
                 .and_then(|t| t.plan_required)
                 .unwrap_or_else(|| self.role(role).is_some_and(|r| r.plan_required))

@@ -371,18 +371,35 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
             "the leader needs no plan approval: plan_required is for teammates' roles",
         ));
     }
+    // A role that requires a plan but whose own provider cannot plan would leave every
+    // teammate spawned from it ungated without a word.
+    for (name, r) in &roles {
+        if r.plan_required && !r.provider.can_plan() {
+            return Err(cx.err(
+                raw.roles.get(name).map(|r| r.span()),
+                &format!("roles.{name}.plan_required"),
+                format!(
+                    "role {name:?} requires a plan, but {} (set provider on the role)",
+                    crate::model::cannot_plan_reason(r.provider)
+                ),
+            ));
+        }
+    }
     for t in &teammates {
         let provider = t
             .provider
             .or_else(|| roles.get(&t.role).map(|r| r.provider));
-        if t.plan_required == Some(true) && provider == Some(Provider::Exec) {
+        let required = t
+            .plan_required
+            .unwrap_or_else(|| roles.get(&t.role).is_some_and(|r| r.plan_required));
+        if let Some(p) = provider.filter(|p| required && !p.can_plan()) {
             return Err(cx.err(
                 None,
                 "teammates.plan_required",
                 format!(
-                    "teammate {:?} uses the exec provider, which runs its tasks' commands and \
-                     writes no plan; plan_required is for teammates driven by a model",
-                    t.name
+                    "teammate {:?} must have its plan approved, but {}",
+                    t.name,
+                    crate::model::cannot_plan_reason(p)
                 ),
             ));
         }

@@ -612,3 +612,58 @@ role = "careful"
     assert_eq!(e.field.as_deref(), Some("teammates.plan_required"), "{e}");
     assert!(e.message.contains("exec"), "{e}");
 }
+
+/// `plan_required` is never silently ignored: on a role whose provider cannot plan (exec, or
+/// an agent CLI whose own tools cannot be withheld) it is an error naming the role, and on a
+/// member of such a role or with such a provider an error naming the member.
+#[test]
+fn plan_required_where_no_plan_can_be_held_is_an_error() {
+    // The audit's case: a role-level plan_required with the default exec provider.
+    let e = parse(
+        "[roles.careful]\nplan_required = true\n[[teammates]]\nname = \"c1\"\nrole = \"careful\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.field.as_deref(),
+        Some("roles.careful.plan_required"),
+        "{e}"
+    );
+    assert!(
+        e.message.contains("exec") && e.message.contains("openai"),
+        "{e}"
+    );
+    // Even when no member uses it yet (the leader could spawn one).
+    let e = parse("[roles.careful]\nplan_required = true\n").unwrap_err();
+    assert_eq!(
+        e.field.as_deref(),
+        Some("roles.careful.plan_required"),
+        "{e}"
+    );
+    for provider in ["claude-code", "codex", "qwen-code"] {
+        let e = parse(&format!(
+            "[roles.cc]\nprovider = \"{provider}\"\nplan_required = true\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("roles.cc.plan_required"), "{e}");
+        assert!(e.message.contains("agent CLI"), "{provider}: {e}");
+        let e = parse(&format!(
+            "[roles.cc]\nprovider = \"{provider}\"\n[[teammates]]\nname = \"x\"\nrole = \"cc\"\nplan_required = true\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("teammates.plan_required"), "{e}");
+        assert!(e.message.contains("\"x\""), "{provider}: {e}");
+    }
+    // A member overriding a planning role's provider to a CLI is refused too.
+    let e = parse(
+        "[roles.p]\nprovider = \"openai\"\nmodel = \"m\"\nplan_required = true\n\
+         [[teammates]]\nname = \"y\"\nrole = \"p\"\nprovider = \"codex\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("teammates.plan_required"), "{e}");
+    // What can plan still loads.
+    parse(
+        "[roles.p]\nprovider = \"anthropic\"\nmodel = \"m\"\nplan_required = true\n\
+         [[teammates]]\nname = \"y\"\nrole = \"p\"\n",
+    )
+    .unwrap();
+}

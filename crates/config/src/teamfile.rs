@@ -88,6 +88,10 @@ pub(crate) struct RawRole {
     budget_usd: Option<f64>,
     hooks: Option<crate::Hooks>,
     plan_required: Option<bool>,
+    /// Tools a role file takes away (Claude Code's `disallowedTools`), from its `tools` or from
+    /// the set it would have without them.
+    #[serde(skip)]
+    disallowed: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -664,6 +668,7 @@ fn overlay(base: RawRole, top: RawRole) -> RawRole {
         hooks: top.hooks.or(base.hooks),
         plan_required: top.plan_required.or(base.plan_required),
         source: top.source.or(base.source),
+        disallowed: top.disallowed.or(base.disallowed),
     }
 }
 
@@ -685,7 +690,7 @@ fn resolve_role(
         }
     }
     let fallback = base.unwrap_or_else(|| crate::builtin::default_role(name));
-    let tools = match r.tools {
+    let mut tools = match r.tools {
         Some(t) => {
             for tool in &t {
                 if !is_known_tool(tool) {
@@ -700,6 +705,9 @@ fn resolve_role(
         }
         None => fallback.tools.clone(),
     };
+    if let Some(gone) = &r.disallowed {
+        tools.retain(|t| !gone.contains(t));
+    }
     let permissions = match r.permissions {
         Some(p) => {
             let mut rules = Vec::new();
@@ -872,12 +880,24 @@ struct FrontMatter {
     name: Option<String>,
     description: Option<String>,
     tools: Option<serde_yaml_ng::Value>,
+    /// Claude Code's: tools taken away from the role.
+    #[serde(rename = "disallowedTools")]
+    disallowed_tools: Option<serde_yaml_ng::Value>,
     model: Option<String>,
-    hooks: Option<crate::Hooks>,
+    /// Ours (`teammate_idle: CMD`, ...); a Claude Code subagent's own hooks (`PreToolUse` with
+    /// matchers) are Claude Code's and are left out with a warning.
+    hooks: Option<serde_yaml_ng::Value>,
     plan_required: Option<bool>,
+    /// Claude Code's colour for the subagent in its own UI: nothing to do here.
+    #[serde(rename = "color")]
+    _color: Option<serde_yaml_ng::Value>,
+    /// Anything else (Claude Code's `permissionMode`, `mcpServers`, ...): a warning each.
     #[serde(flatten)]
-    _other: BTreeMap<String, serde_yaml_ng::Value>,
+    other: BTreeMap<String, serde_yaml_ng::Value>,
 }
+
+/// Claude Code's model aliases: a subagent file may name one, but no model API knows them.
+const CLAUDE_MODEL_ALIASES: [&str; 4] = ["opus", "sonnet", "haiku", "opusplan"];
 
 /// The built-in roles with the workspace's role files over them (no team file, no
 /// `[defaults]`), and the files' warnings.
@@ -1011,47 +1031,91 @@ pub(crate) fn parse_role_file(path: &Path) -> Result<(String, RawRole, Vec<Strin
     let name = fm.name.unwrap_or(stem);
     agent_team_protocol::names::validate("role", &name)
         .map_err(|m| err(Some(2), Some("name"), m))?;
-    let tools = match fm.tools {
-        None => None,
-        Some(serde_yaml_ng::Value::String(s)) => Some(
+    let tool_list = |field: &str, v: Option<serde_yaml_ng::Value>| match v {
+        None => Ok(None),
+        Some(serde_yaml_ng::Value::String(s)) => Ok(Some(
             s.split(',')
                 .map(|t| t.trim().to_string())
                 .filter(|t| !t.is_empty())
                 .collect::<Vec<_>>(),
-        ),
-        Some(serde_yaml_ng::Value::Sequence(seq)) => Some(
+        )),
+        Some(serde_yaml_ng::Value::Sequence(seq)) => Ok(Some(
             seq.iter()
                 .filter_map(|v| v.as_str().map(str::to_string))
                 .collect(),
-        ),
-        Some(_) => {
-            return Err(err(
-                None,
-                Some("tools"),
-                "tools is a list or a comma-separated string".into(),
-            ));
-        }
+        )),
+        Some(_) => Err(err(
+            None,
+            Some(field),
+            format!("{field} is a list or a comma-separated string"),
+        )),
     };
+    let tools = tool_list("tools", fm.tools)?;
+    let disallowed = tool_list("disallowedTools", fm.disallowed_tools)?;
     let mut warnings = Vec::new();
-    let tools = tools.map(|list| {
+    let mut mapped = |list: Vec<String>, what: &str| {
         let (mapped, unknown) = map_tools(&list);
         for t in unknown {
             warnings.push(format!(
-                "{}: tool {t:?} has no counterpart in agent-team; the role runs without it",
+                "{}: tool {t:?} has no counterpart in agent-team; {what}",
                 path.display()
             ));
         }
         mapped
-    });
+    };
+    let tools = tools.map(|l| mapped(l, "the role runs without it"));
+    let disallowed = disallowed.map(|l| mapped(l, "there is nothing to take away"));
+    let claude_file = path.parent().is_some_and(|d| d.ends_with(".claude/agents"));
+    let hooks = match fm.hooks {
+        None => None,
+        Some(v) => match serde_yaml_ng::from_value::<crate::Hooks>(v) {
+            Ok(h) => Some(h),
+            // Claude Code's own hook shape in its own subagent file: not ours to run.
+            Err(_) if claude_file => {
+                warnings.push(format!(
+                    "{}: hooks: Claude Code's hooks are not agent-team's (see [hooks] in the \
+                     team file); left out",
+                    path.display()
+                ));
+                None
+            }
+            Err(e) => {
+                return Err(err(
+                    None,
+                    Some("hooks"),
+                    format!("bad front matter: hooks: {e}"),
+                ));
+            }
+        },
+    };
+    let model = match fm.model {
+        Some(m) if m == "inherit" => None,
+        Some(m) if CLAUDE_MODEL_ALIASES.contains(&m.as_str()) => {
+            warnings.push(format!(
+                "{}: model {m:?} is a Claude Code alias, not a model name; the role uses the \
+                 team's model",
+                path.display()
+            ));
+            None
+        }
+        m => m,
+    };
+    for key in fm.other.keys() {
+        warnings.push(format!(
+            "{}: front matter {key:?} is not used by agent-team; left out",
+            path.display()
+        ));
+    }
     let role = RawRole {
         description: fm.description,
         system_prompt: Some(body.trim().to_string())
             .filter(|b| !b.is_empty())
             .map(|b| Spanned::new(0..0, b)),
         prompt_origin: Some((path.to_path_buf(), body_line)),
-        model: fm.model.filter(|m| m != "inherit"),
+        model,
         tools,
-        hooks: fm.hooks,
+        disallowed,
+        hooks,
         plan_required: fm.plan_required,
         ..Default::default()
     };

@@ -362,6 +362,78 @@ fn claude_tool_names_map_and_unknown_ones_warn() {
     );
 }
 
+/// A Claude Code subagent file that Claude Code accepts starts here too, and never gains a
+/// tool: its own hooks, a model alias and keys we have no use for are warnings, and
+/// `disallowedTools` takes tools away (from the default set when there is no `tools:`).
+#[test]
+fn claude_subagent_files_with_their_own_keys_load_without_widening_the_role() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join(".claude/agents")).unwrap();
+    std::fs::write(
+        dir.path().join(".claude/agents/cr.md"),
+        "---\nname: cr\ndescription: Reviews code\ndisallowedTools: Write, Edit, Bash, NotebookEdit\n\
+         model: opus\ncolor: blue\npermissionMode: plan\nhooks:\n  PreToolUse:\n    - matcher: Bash\n      \
+         hooks:\n        - type: command\n          command: ./check.sh\n---\nYou review.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join(".claude/agents/pick.md"),
+        "---\nname: pick\ntools: Read, Write, Bash\ndisallowedTools: [Bash]\nmodel: claude-sonnet-4-5\n---\nYou pick.\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("agent-team.toml"), "name = \"t\"\n").unwrap();
+    let cfg = load(&dir.path().join("agent-team.toml")).unwrap();
+    let cr = cfg.role("cr").unwrap();
+    assert!(!cr.tools.is_empty(), "it keeps the default tools");
+    for gone in ["write_file", "edit_file", "bash"] {
+        assert!(
+            !cr.tools.iter().any(|t| t == gone),
+            "{gone} in {:?}",
+            cr.tools
+        );
+    }
+    assert!(cr.tools.iter().any(|t| t == "read_file"), "{:?}", cr.tools);
+    assert_eq!(
+        cr.model,
+        cfg.role("worker").unwrap().model,
+        "the alias is dropped"
+    );
+    let pick = cfg.role("pick").unwrap();
+    assert_eq!(pick.tools, ["read_file", "write_file"]);
+    assert_eq!(pick.model, "claude-sonnet-4-5");
+    let w = cfg.warnings.join("\n");
+    for needle in [
+        "\"NotebookEdit\"",
+        "hooks",
+        "\"opus\"",
+        "\"permissionMode\"",
+    ] {
+        assert!(w.contains(needle), "{needle} missing from:\n{w}");
+    }
+    assert!(!w.contains("color"), "{w}");
+    assert!(cfg.warnings.iter().all(|l| l.contains("cr.md")), "{w}");
+    // Our own hooks shape in an agent-team role file still works, and a broken one is an error.
+    std::fs::create_dir_all(dir.path().join(".agent-team/agents")).unwrap();
+    std::fs::write(
+        dir.path().join(".agent-team/agents/ours.md"),
+        "---\nname: ours\nhooks:\n  teammate_idle: ./idle.sh\n---\nOurs.\n",
+    )
+    .unwrap();
+    let cfg = load(&dir.path().join("agent-team.toml")).unwrap();
+    assert!(
+        cfg.role_hooks.contains_key("ours"),
+        "{:?}",
+        cfg.role_hooks.keys()
+    );
+    std::fs::write(
+        dir.path().join(".agent-team/agents/ours.md"),
+        "---\nname: ours\nhooks:\n  PreToolUse: x\n---\nOurs.\n",
+    )
+    .unwrap();
+    let e = load(&dir.path().join("agent-team.toml")).unwrap_err();
+    assert!(e.to_string().contains("hooks"), "{e}");
+}
+
 #[test]
 fn demo_team_is_valid() {
     let cfg = demo_team(Path::new("/tmp")).unwrap();

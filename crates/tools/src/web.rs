@@ -15,6 +15,6 @@ pub struct WebFetch {
 
 impl Tool for WebFetch {
     const NAME: &'static str = "web_fetch";
-    const DESCRIPTION: &'static str = "Fetch a web page with an HTTP(S) GET and return its text (HTML reduced to text; the first 1 MiB of the body; 30 s timeout). Asks for permission unless the role's policy allows web_fetch.";
+    const DESCRIPTION: &'static str = "Fetch a web page with an HTTP(S) GET and return its text (HTML reduced to text; the first 1 MiB of the body, at most 64 KiB of text; 30 s timeout). A redirect to another site is not followed: its address comes back for a web_fetch of its own. Asks for permission unless the role's policy allows web_fetch.";
     const AUDIENCE: Audience = Audience::READ_ONLY;
 }

@@ -1,5 +1,8 @@
 //! `web_fetch`: one HTTP(S) GET, its body read up to 1 MiB within 30 s, HTML reduced to text.
-//! The permission check (asked by default) happens before, like every tool's.
+//! The permission check (asked by default) happens before, like every tool's, on the address
+//! the model gave: so a redirect is followed only within the same origin (scheme, host, port),
+//! and one to another site is answered with its address for a `web_fetch` of its own, which
+//! the permission rules judge again.
 
 use super::{ToolCtx, ToolOutcome};
 use agent_team_tools::WebFetch;
@@ -12,11 +15,35 @@ const TEXT_CAP: usize = 64 * 1024;
 /// The whole request's deadline.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The most redirects followed within one origin.
+const MAX_REDIRECTS: usize = 5;
+
 pub(super) async fn web_fetch(_ctx: &ToolCtx, a: &WebFetch) -> Result<ToolOutcome, String> {
-    let url = check_url(&a.url)?;
+    fetch(&a.url).await
+}
+
+/// Whether two addresses share an origin (scheme, host and port).
+fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// Fetches `url` (see the module docs).
+async fn fetch(url: &str) -> Result<ToolOutcome, String> {
+    let url = check_url(url)?;
     let client = reqwest::Client::builder()
         .timeout(TIMEOUT)
-        .redirect(reqwest::redirect::Policy::limited(5))
+        .redirect(reqwest::redirect::Policy::custom(|attempt| {
+            let first = attempt.previous().first().cloned();
+            if attempt.previous().len() > MAX_REDIRECTS {
+                attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+            } else if first.is_some_and(|f| same_origin(&f, attempt.url())) {
+                attempt.follow()
+            } else {
+                attempt.stop()
+            }
+        }))
         .user_agent(concat!("agent-team/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
@@ -26,6 +53,22 @@ pub(super) async fn web_fetch(_ctx: &ToolCtx, a: &WebFetch) -> Result<ToolOutcom
         .await
         .map_err(|e| format!("cannot fetch {url}: {e}"))?;
     let status = resp.status();
+    if status.is_redirection()
+        && let Some(to) = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+    {
+        let to = resp
+            .url()
+            .join(to)
+            .map_or(to.to_string(), |u| u.to_string());
+        return Ok(ToolOutcome::ok(format!(
+            "{} ({status}) redirects to another site: {to}\nNot followed: fetch it with a \
+             web_fetch call of its own (the permission rules judge that address).",
+            resp.url()
+        )));
+    }
     let ctype = resp
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
@@ -347,6 +390,67 @@ mod tests {
         );
         assert_eq!(html_to_text("<p>unclosed <b"), "unclosed");
         assert_eq!(html_to_text(""), "");
+    }
+
+    /// A one-request-at-a-time HTTP server on 127.0.0.1 answering every request with
+    /// `answer(path)`; returns its base address.
+    fn serve(answer: impl Fn(&str) -> String + Send + 'static) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", l.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut first = String::new();
+                r.read_line(&mut first).unwrap();
+                let path = first.split(' ').nth(1).unwrap_or("/").to_string();
+                let mut line = String::new();
+                while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let _ = (&s).write_all(answer(&path).as_bytes());
+            }
+        });
+        base
+    }
+
+    fn redirect(to: &str) -> String {
+        format!(
+            "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+    }
+
+    fn page(text: &str) -> String {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+            text.len()
+        )
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_followed_within_its_origin_only() {
+        let other = serve(|_| page("OTHER SITE SECRET"));
+        let to_other = format!("{other}/x");
+        let home = serve(move |path| match path {
+            "/moved" => redirect("/here"),
+            "/here" => page("same site text"),
+            "/away" => redirect(&to_other),
+            _ => page("?"),
+        });
+        let same = fetch(&format!("{home}/moved")).await.unwrap();
+        assert!(!same.is_error, "{}", same.content);
+        assert!(same.content.contains("same site text"), "{}", same.content);
+        let away = fetch(&format!("{home}/away")).await.unwrap();
+        assert!(
+            !away.content.contains("OTHER SITE SECRET"),
+            "{}",
+            away.content
+        );
+        assert!(
+            away.content.contains(&format!("{other}/x")) && away.content.contains("Not followed"),
+            "{}",
+            away.content
+        );
     }
 
     #[test]

@@ -223,7 +223,17 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
             ..r.get_ref().clone()
         };
         let merged = match layers.remove(rname) {
-            Some(base) => overlay(base, top),
+            // A role file's role that the team file only adds to still comes from that file.
+            Some(base) => {
+                let source = base
+                    .source
+                    .as_ref()
+                    .map(|f| format!("{f} + {TEAM_FILE_SOURCE}"));
+                RawRole {
+                    source: source.or(top.source.clone()),
+                    ..overlay(base, top)
+                }
+            }
             None => top,
         };
         layers.insert(rname.clone(), merged);

@@ -142,8 +142,8 @@ fn role_files_claude_and_ours() {
         ("m", "You test.")
     );
 
-    // [roles.tester] over the role file: the team file is where it now comes from.
-    assert_eq!(t.source, "team file");
+    // [roles.tester] over the role file: both say where it comes from.
+    assert_eq!(t.source, ".agent-team/agents/tester.md + team file");
     assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
 
     // A tool with no counterpart is a warning naming the file and the tool, not a failure.
@@ -412,6 +412,19 @@ fn claude_subagent_files_with_their_own_keys_load_without_widening_the_role() {
     }
     assert!(!w.contains("color"), "{w}");
     assert!(cfg.warnings.iter().all(|l| l.contains("cr.md")), "{w}");
+    assert_eq!(cr.source, ".claude/agents/cr.md");
+    // The team file adding to a role file's role keeps the file as its source.
+    std::fs::write(
+        dir.path().join("agent-team.toml"),
+        "name = \"t\"\n[roles.cr]\nmax_steps = 5\n[roles.mine]\ndescription = \"Mine\"\n",
+    )
+    .unwrap();
+    let cfg = load(&dir.path().join("agent-team.toml")).unwrap();
+    assert_eq!(
+        cfg.role("cr").unwrap().source,
+        ".claude/agents/cr.md + team file"
+    );
+    assert_eq!(cfg.role("mine").unwrap().source, "team file");
     // Our own hooks shape in an agent-team role file still works, and a broken one is an error.
     std::fs::create_dir_all(dir.path().join(".agent-team/agents")).unwrap();
     std::fs::write(

@@ -302,11 +302,10 @@ fn the_leader_approves_a_plan_with_decide_plan() {
     assert!(mock.unmatched().is_empty(), "{:?}", mock.unmatched());
 }
 
-/// The leader's pane puts a submitted plan to the person watching it (the approver is the
-/// human), and `reject NAME FEEDBACK` then `approve NAME` typed there decide it: the tmux
-/// backend, the exec leader's prompt, the keys sent with `send-keys`.
-#[test]
-fn the_leader_pane_puts_a_plan_to_the_person_and_their_answer_decides_it() {
+/// A tmux team `team` whose plan-required teammate p1 submits "plan v1: write out.txt", then,
+/// once a request of its carries `feedback`, `second`; its model says "Working." once
+/// approved. No board pane (the tests drive their own).
+fn plan_team_in_tmux(team: &str, feedback: &str, second: &str) -> (MockModel, Sandbox) {
     let mock = MockModel::start_background(Wire::OpenAi).unwrap();
     mock.script(
         "p1",
@@ -314,8 +313,8 @@ fn the_leader_pane_puts_a_plan_to_the_person_and_their_answer_decides_it() {
             tools(&[("submit_plan", json!({"plan": "plan v1: write out.txt"}))]),
             Step::Text("Waiting for approval.".into()),
             after(
-                &["more tests"],
-                tools(&[("submit_plan", json!({"plan": "plan v2: with more tests"}))]),
+                &[feedback],
+                tools(&[("submit_plan", json!({"plan": second}))]),
             ),
             Step::Text("Waiting for approval.".into()),
             after(&["Your plan was approved"], Step::Text("Working.".into())),
@@ -324,12 +323,21 @@ fn the_leader_pane_puts_a_plan_to_the_person_and_their_answer_decides_it() {
     let mut sb = Sandbox::new();
     sb.env.push(("MOCK_API_KEY".into(), "test-key".into()));
     sb.write_team_file(&format!(
-        "name = \"pp\"\nboard = false\n\n[roles.worker]\nprovider = \"openai\"\nmodel = \"mock-1\"\n\
+        "name = \"{team}\"\nboard = false\n\n[roles.worker]\nprovider = \"openai\"\nmodel = \"mock-1\"\n\
          base_url = \"{}\"\napi_key_env = \"MOCK_API_KEY\"\n\n[[teammates]]\nname = \"p1\"\n\
          role = \"worker\"\nplan_required = true\n",
         mock.base_url()
     ));
     sb.ok(&["up", "--backend", "tmux", "--detach"]);
+    (mock, sb)
+}
+
+/// The leader's pane puts a submitted plan to the person watching it (the approver is the
+/// human), and `reject NAME FEEDBACK` then `approve NAME` typed there decide it: the tmux
+/// backend, the exec leader's prompt, the keys sent with `send-keys`.
+#[test]
+fn the_leader_pane_puts_a_plan_to_the_person_and_their_answer_decides_it() {
+    let (mock, sb) = plan_team_in_tmux("pp", "more tests", "plan v2: with more tests");
     let sock = sb.tmux_socket("pp");
     let leader_pane = sb.agent("pp", "leader").pane.unwrap();
     let screen = |sb: &Sandbox| {
@@ -400,29 +408,7 @@ fn the_leader_pane_puts_a_plan_to_the_person_and_their_answer_decides_it() {
 /// approves the next one. Keys sent with `send-keys` to a board in the team's tmux.
 #[test]
 fn the_terminal_board_rejects_and_approves_a_plan_with_keys() {
-    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
-    mock.script(
-        "p1",
-        vec![
-            tools(&[("submit_plan", json!({"plan": "plan v1: write out.txt"}))]),
-            Step::Text("Waiting for approval.".into()),
-            after(
-                &["split it up"],
-                tools(&[("submit_plan", json!({"plan": "plan v2: in two steps"}))]),
-            ),
-            Step::Text("Waiting for approval.".into()),
-            after(&["Your plan was approved"], Step::Text("Working.".into())),
-        ],
-    );
-    let mut sb = Sandbox::new();
-    sb.env.push(("MOCK_API_KEY".into(), "test-key".into()));
-    sb.write_team_file(&format!(
-        "name = \"pb\"\nboard = false\n\n[roles.worker]\nprovider = \"openai\"\nmodel = \"mock-1\"\n\
-         base_url = \"{}\"\napi_key_env = \"MOCK_API_KEY\"\n\n[[teammates]]\nname = \"p1\"\n\
-         role = \"worker\"\nplan_required = true\n",
-        mock.base_url()
-    ));
-    sb.ok(&["up", "--backend", "tmux", "--detach"]);
+    let (mock, sb) = plan_team_in_tmux("pb", "split it up", "plan v2: in two steps");
     let sock = sb.tmux_socket("pb");
     sb.tmux(
         &sock,

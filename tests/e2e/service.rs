@@ -179,6 +179,28 @@ fn check_stream(team: &str, items: &[(Option<u64>, Value)]) -> Vec<Value> {
     envs
 }
 
+/// Resumes `user`'s session s1 with Last-Event-ID at the middle of `envs` (its first stream's
+/// envelopes), checks that exactly the envelopes after it come again, and returns the team
+/// and the closing `complete` item.
+fn resume_from_the_middle(srv: &Server, user: &str, envs: &[Value]) -> (String, Value) {
+    let mid = envs[envs.len() / 2]["seq"].as_u64().unwrap();
+    let (team, mut sse) = srv.stream(
+        json!({"user_id": user, "session_id": "s1", "message": "not sent"}),
+        Some(mid),
+    );
+    let resumed = sse.until_done();
+    let want: Vec<&Value> = envs
+        .iter()
+        .filter(|e| e["seq"].as_u64().unwrap() > mid)
+        .collect();
+    let got: Vec<&Value> = resumed[..resumed.len() - 1]
+        .iter()
+        .map(|(_, v)| &v["envelope"])
+        .collect();
+    assert_eq!(got, want);
+    (team, resumed.last().unwrap().1.clone())
+}
+
 #[test]
 fn a_session_streams_its_exec_team_resumes_and_each_user_gets_a_team() {
     let mut sb = Sandbox::new();
@@ -236,23 +258,8 @@ fn a_session_streams_its_exec_team_resumes_and_each_user_gets_a_team() {
     }
 
     // A reconnect with Last-Event-ID gets exactly the events after it, then complete.
-    let mid = envs[envs.len() / 2]["seq"].as_u64().unwrap();
-    let (again, mut sse) = srv.stream(
-        json!({"user_id": "alice", "session_id": "s1", "message": "not sent"}),
-        Some(mid),
-    );
+    let (again, end) = resume_from_the_middle(&srv, "alice", &envs);
     assert_eq!(again, team, "the same pair names the same team");
-    let resumed = sse.until_done();
-    let want: Vec<&Value> = envs
-        .iter()
-        .filter(|e| e["seq"].as_u64().unwrap() > mid)
-        .collect();
-    let got: Vec<&Value> = resumed[..resumed.len() - 1]
-        .iter()
-        .map(|(_, v)| &v["envelope"])
-        .collect();
-    assert_eq!(got, want);
-    let end = &resumed.last().unwrap().1;
     assert_eq!(
         (&end["type"], &end["result"], &end["success"]),
         (&done["type"], &done["result"], &done["success"])
@@ -336,22 +343,7 @@ fn an_idle_session_team_is_stopped_and_its_session_goes_on() {
     // `running` is whether the team's daemon holds its lock.
     wait_for("the idle session team to be stopped", T, || !running(&srv));
     // A resume reads the stopped team's stored log: the events after it, then complete.
-    let mid = envs[envs.len() / 2]["seq"].as_u64().unwrap();
-    let (_, mut sse) = srv.stream(
-        json!({"user_id": "carol", "session_id": "s1", "message": "not sent"}),
-        Some(mid),
-    );
-    let resumed = sse.until_done();
-    let want: Vec<&Value> = envs
-        .iter()
-        .filter(|e| e["seq"].as_u64().unwrap() > mid)
-        .collect();
-    let got: Vec<&Value> = resumed[..resumed.len() - 1]
-        .iter()
-        .map(|(_, v)| &v["envelope"])
-        .collect();
-    assert_eq!(got, want);
-    let end = &resumed.last().unwrap().1;
+    let (_, end) = resume_from_the_middle(&srv, "carol", &envs);
     assert_eq!(
         (&end["type"], &end["result"]),
         (&json!("complete"), &done["result"])

@@ -6,7 +6,7 @@
 //! its `write_file` now lands. The leader's `decide_plan` does the same from its model.
 
 use agent_team_e2e::*;
-use agent_team_mockmodel::{MockModel, Step, Wire};
+use agent_team_mockmodel::{Gate, MockModel, Step, Wire};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -62,14 +62,19 @@ fn team_file(mock: &MockModel, team: &str) -> String {
 #[test]
 fn a_plan_required_teammate_cannot_write_until_its_plan_is_approved_and_hears_a_rejection() {
     let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    // The run ends (and the team stops) only once the test has read `ps` after the approval.
+    let finish = Gate::new();
     mock.script(
         "leader",
         vec![after(
             &["p1 done"],
-            tools(&[(
-                "finish_team",
-                json!({"answer": "the plan was followed", "force": true}),
-            )]),
+            Step::Gate(
+                finish.clone(),
+                Box::new(tools(&[(
+                    "finish_team",
+                    json!({"answer": "the plan was followed", "force": true}),
+                )])),
+            ),
         )],
     );
     let write =
@@ -203,6 +208,7 @@ fn a_plan_required_teammate_cannot_write_until_its_plan_is_approved_and_hears_a_
             .any(|l| l.starts_with("p1@") && l.contains("planning")),
         "{table}"
     );
+    finish.open();
 
     let (status, out) = sb.wait_child(run, T);
     assert!(status.success(), "{out}");

@@ -105,7 +105,7 @@ impl BenchTeam {
 
     /// An operator connection.
     pub fn operator(&self) -> Result<Client> {
-        Ok(Client::operator(&self.tp)?)
+        Ok(no_rids(Client::operator(&self.tp)?))
     }
 
     /// Registers external agents.
@@ -135,10 +135,20 @@ impl BenchTeam {
     /// A connection as agent `name`.
     pub fn agent(&self, name: &str) -> Result<Client> {
         let secret = self.secrets.get(name).context("agent not registered")?;
-        Ok(Client::connect(
+        Ok(no_rids(Client::connect(
             &self.tp.socket,
             &agent_hello(&self.team, name, secret, 0),
-        )?)
+        )?))
+    }
+}
+
+/// With `BENCH_NO_RID=1` the bench's clients send no request ids, to measure what remembering
+/// replies costs the daemon (docs/BENCHMARKS.md, issue 11).
+fn no_rids(c: Client) -> Client {
+    if std::env::var_os("BENCH_NO_RID").is_some_and(|v| v == "1") {
+        c.without_request_ids()
+    } else {
+        c
     }
 }
 

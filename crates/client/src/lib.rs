@@ -56,13 +56,14 @@ pub enum ClientError {
 }
 
 /// A fresh request id (`rid`): 64 random bits drawn once per process, then a counter, so ids
-/// are unique across processes and restarts and cost no system call each.
+/// are unique across processes and restarts and cost no system call each
+/// (`<16 hex digits>-<counter in hex>`; written by hand, as every mutating request makes one).
 pub fn new_rid() -> String {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
-    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static PREFIX: OnceLock<String> = OnceLock::new();
     static N: AtomicU64 = AtomicU64::new(0);
-    let prefix = *PREFIX.get_or_init(|| {
+    let prefix = PREFIX.get_or_init(|| {
         let mut b = [0u8; 8];
         if getrandom::fill(&mut b).is_err() {
             // No entropy source: time and pid are still unique on this machine.
@@ -72,9 +73,17 @@ pub fn new_rid() -> String {
                 .unwrap_or(0);
             b = (t ^ (u64::from(std::process::id()) << 40)).to_le_bytes();
         }
-        u64::from_le_bytes(b)
+        format!("{:016x}-", u64::from_le_bytes(b))
     });
-    format!("{prefix:016x}-{:x}", N.fetch_add(1, Ordering::Relaxed))
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let mut rid = String::with_capacity(prefix.len() + 16);
+    rid.push_str(prefix);
+    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1);
+    for i in (0..digits).rev() {
+        let d = ((n >> (i * 4)) & 0xf) as u8;
+        rid.push(char::from(if d < 10 { b'0' + d } else { b'a' + d - 10 }));
+    }
+    rid
 }
 
 impl ClientError {
@@ -137,6 +146,8 @@ pub struct Client {
     next_id: u64,
     pushes: VecDeque<Push>,
     welcome: Welcome,
+    /// Whether [`Client::send`] gives a mutating request a fresh request id.
+    request_ids: bool,
 }
 
 impl Client {
@@ -154,6 +165,7 @@ impl Client {
             reader: BufReader::with_capacity(64 * 1024, read_half),
             writer: BufWriter::with_capacity(64 * 1024, stream),
             next_id: 0,
+            request_ids: true,
             pushes: VecDeque::new(),
             welcome: Welcome {
                 protocol: 0,
@@ -221,10 +233,17 @@ impl Client {
         self.wait(id)
     }
 
+    /// Sends requests without request ids from now on: a retry could then be applied twice.
+    /// Only for measuring what remembering replies costs the daemon (`cargo xtask bench`).
+    pub fn without_request_ids(mut self) -> Self {
+        self.request_ids = false;
+        self
+    }
+
     /// Queues a request without waiting (pipelining); returns its id. Call [`Client::flush`].
     /// A mutating request carries a fresh request id.
     pub fn send(&mut self, req: Request) -> Result<u64, ClientError> {
-        let rid = req.is_mutating().then(new_rid);
+        let rid = (self.request_ids && req.is_mutating()).then(new_rid);
         self.send_with_rid(req, rid)
     }
 
@@ -469,6 +488,30 @@ impl ReplyExt for Result<Reply, ClientError> {
         match self? {
             Reply::Agents { agents } => Ok(agents),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::new_rid;
+
+    /// Ids share the process's prefix and count up in lower-case hex, as `{:x}` writes.
+    #[test]
+    fn request_ids_are_the_prefix_and_a_hex_counter() {
+        let ids: Vec<String> = (0..300).map(|_| new_rid()).collect();
+        let prefix = &ids[0][..17];
+        assert!(prefix.ends_with('-'), "{prefix}");
+        assert!(prefix[..16].bytes().all(|b| b.is_ascii_hexdigit()));
+        let mut last = None;
+        for id in &ids {
+            let (p, n) = id.split_at(17);
+            assert_eq!(p, prefix);
+            let v = u64::from_str_radix(n, 16).unwrap();
+            assert_eq!(n, format!("{v:x}"), "{id}");
+            assert!(last.is_none_or(|l| v > l), "{id} after {last:?}");
+            last = Some(v);
         }
     }
 }

@@ -312,20 +312,32 @@ impl Core {
 
     /// Queues the answer to request `id` of `conn` (sent when the batch commits).
     pub(crate) fn answer(&mut self, conn: ConnId, id: u64, outcome: Result<Reply, ErrorBody>) {
-        if let Some((identity, rid)) = self.rid_pending.remove(&(conn, id)) {
-            self.state.remember_outcome(&identity, &rid, &outcome);
-            for (c, i) in self
-                .rid_retries
-                .remove(&(identity, rid))
-                .unwrap_or_default()
-            {
-                self.queue_response(c, i, outcome.clone());
-            }
+        // Most answers have no request waiting on them by request id: skip hashing the key.
+        let pending = if self.rid_pending.is_empty() {
+            None
+        } else {
+            self.rid_pending.remove(&(conn, id))
+        };
+        let Some(key) = pending else {
+            let _ = self.queue_response(conn, id, outcome);
+            return;
+        };
+        for (c, i) in self.rid_retries.remove(&key).unwrap_or_default() {
+            let _ = self.queue_response(c, i, outcome.clone());
         }
-        self.queue_response(conn, id, outcome);
+        let outcome = self.queue_response(conn, id, outcome);
+        let (identity, rid) = key;
+        self.state.remember_outcome(&identity, rid, outcome);
     }
 
-    fn queue_response(&mut self, conn: ConnId, id: u64, outcome: Result<Reply, ErrorBody>) {
+    /// Queues the response frame for request `id` of `conn` (sent when the batch commits) and
+    /// gives the outcome back, so a caller can remember it by its request id without a copy.
+    fn queue_response(
+        &mut self,
+        conn: ConnId,
+        id: u64,
+        outcome: Result<Reply, ErrorBody>,
+    ) -> Result<Reply, ErrorBody> {
         let frame = ServerFrame::response(id, outcome);
         match frame::encode(&frame) {
             Ok(bytes) => self.responses.push((conn, Some(id), bytes)),
@@ -337,6 +349,12 @@ impl Core {
                 }
             }
         }
+        frame.into_outcome().unwrap_or_else(|| {
+            Err(ErrorBody::new(
+                ErrorCode::Internal,
+                "a response frame without its outcome",
+            ))
+        })
     }
 
     /// Runs until shutdown; returns after the last batch is committed.
@@ -533,8 +551,9 @@ impl Core {
                 };
                 match (outcome, rid) {
                     (Some(outcome), Some(rid)) => {
-                        self.state.remember_outcome(actor.name(), &rid, &outcome);
-                        self.answer(conn, id, outcome);
+                        // Answered first, then remembered: the outcome moves, not copied.
+                        let outcome = self.queue_response(conn, id, outcome);
+                        self.state.remember_outcome(actor.name(), rid, outcome);
                     }
                     (Some(outcome), None) => self.answer(conn, id, outcome),
                     (None, Some(rid)) => {

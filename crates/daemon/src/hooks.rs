@@ -535,10 +535,12 @@ impl Core {
     /// retry of one that nobody waits for any more).
     fn resolve_held(&mut self, held: &HeldCompletion, outcome: Result<Reply, ErrorBody>) {
         let waiters = self.hooks.waiters.remove(&held.task).unwrap_or_default();
-        if waiters.is_empty()
-            && let Some(rid) = &held.rid
-        {
-            self.state.remember_outcome(&held.actor, rid, &outcome);
+        if waiters.is_empty() {
+            if let Some(rid) = &held.rid {
+                self.state
+                    .remember_outcome(&held.actor, rid.clone(), outcome);
+            }
+            return;
         }
         for (conn, id) in waiters {
             self.answer(conn, id, outcome.clone());

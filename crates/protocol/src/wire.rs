@@ -149,6 +149,16 @@ impl ServerFrame {
             },
         }
     }
+
+    /// The outcome a response frame carries (`None` for other frames, or a response with
+    /// neither a reply nor an error), the inverse of [`ServerFrame::response`].
+    pub fn into_outcome(self) -> Option<Result<Reply, ErrorBody>> {
+        match self {
+            ServerFrame::Response { ok: Some(r), .. } => Some(Ok(r)),
+            ServerFrame::Response { error: Some(e), .. } => Some(Err(e)),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

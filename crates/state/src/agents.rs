@@ -44,16 +44,24 @@ impl TeamState {
         self.agents.values()
     }
 
-    /// Names that can receive messages: every agent that is not stopped or exited.
+    /// Names that can receive messages: every agent that is not stopped or exited, the
+    /// leader first.
     pub fn live_names(&self) -> Vec<String> {
         let mut v: Vec<String> = self
             .agents
             .values()
-            .filter(|a| !matches!(a.info.status, AgentStatus::Stopped | AgentStatus::Exited))
+            .filter(|a| receives(a))
             .map(|a| a.info.name.clone())
             .collect();
-        v.sort_by_key(|n| (n != LEADER, n.clone()));
+        // The roster is ordered by name already; only the leader moves to the front.
+        v.sort_by_key(|n| n != LEADER);
         v
+    }
+
+    /// Whether `name` can receive messages (see [`TeamState::live_names`]): the check a direct
+    /// send makes, without listing the roster.
+    pub fn can_receive(&self, name: &str) -> bool {
+        self.agents.get(name).is_some_and(receives)
     }
 
     /// How many agents other than the leader are on the roster and not down.
@@ -280,4 +288,9 @@ impl TeamState {
             now,
         );
     }
+}
+
+/// Whether an agent can receive messages: it is not stopped or exited.
+fn receives(a: &AgentRecord) -> bool {
+    !matches!(a.info.status, AgentStatus::Stopped | AgentStatus::Exited)
 }

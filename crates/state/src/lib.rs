@@ -112,12 +112,9 @@ pub enum Change {
         /// Its recipients.
         recipients: Vec<String>,
     },
-    /// One identity's replies remembered in a batch (requests that carried a request id),
-    /// written as one row: `entries` is a JSON array of `[rid, n, outcome]`, each outcome in a
-    /// stored form (see the `replies` module).
+    /// The replies remembered in a batch (requests that carried a request id), every
+    /// identity's, written as one row (its format is in the `replies` module docs).
     Replies {
-        /// Who made the requests.
-        identity: String,
         /// The lowest `n` among the entries (the row's key).
         first: u64,
         /// The highest `n` among them (stored beside the row, for older readers).
@@ -129,7 +126,7 @@ pub enum Change {
     HookRun(HookRun),
     /// A hook run's outcome was applied: it is forgotten.
     HookRunDone(u64),
-    /// Rows of remembered replies whose entries are all forgotten: delete them by key (the
+    /// Rows of remembered replies that no identity remembers any more: delete them by key (the
     /// `first` of their [`Change::Replies`]), so a reload does not bring them back.
     RepliesPruned {
         /// The rows' keys.
@@ -229,10 +226,10 @@ pub struct TeamState {
     run: RunRecord,
     config: Option<serde_json::Value>,
     dedup: HashMap<(String, String), (Vec<u64>, Vec<String>)>,
-    replies: HashMap<String, replies::ReplyLog, foldhash::fast::RandomState>,
+    replies: replies::Logs,
     next_reply_seq: u64,
-    /// The identities with replies remembered since the last `take_changes`, in order.
-    replies_in_batch: Vec<String>,
+    /// This batch's reply row and the stored rows' holders.
+    reply_batch: replies::Batch,
     /// The team's memory by key (ordered, so a prefix is one range).
     memory: BTreeMap<String, MemoryEntry>,
     /// What the memory counts against its byte limit (see `memory::entry_bytes`).
@@ -276,9 +273,9 @@ impl TeamState {
                 .into_iter()
                 .map(|(s, k, i, r)| ((s, k), (i, r)))
                 .collect(),
-            replies: HashMap::default(),
+            replies: replies::Logs::default(),
             next_reply_seq: 0,
-            replies_in_batch: Vec::new(),
+            reply_batch: replies::Batch::default(),
             memory: BTreeMap::new(),
             memory_bytes: 0,
             usage: snap
@@ -356,7 +353,7 @@ impl TeamState {
 
     /// Whether mutations are waiting to be persisted.
     pub fn has_changes(&self) -> bool {
-        !self.changes.is_empty() || !self.replies_in_batch.is_empty()
+        !self.changes.is_empty() || !self.reply_batch.is_empty()
     }
 
     /// The newest event sequence number.

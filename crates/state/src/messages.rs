@@ -48,10 +48,10 @@ impl TeamState {
                 .filter(|n| *n != sender)
                 .collect()
         } else {
-            let live = self.live_names();
             // SPEC §5.3: a stopped or exited recipient is `not_found`, for everyone; what it
             // should hear when it comes back goes with `resume` (its `message`).
-            if !live.iter().any(|n| n == to) {
+            if !self.can_receive(to) {
+                let live = self.live_names();
                 let message = if live.is_empty() {
                     format!("no agent {to:?}: the team has no agent that can receive messages")
                 } else {

@@ -33,14 +33,15 @@ enum Mode {
     Memory,
 }
 
-fn remember(s: &mut TeamState, mode: Mode, who: &str, rid: &str, o: &Result<Reply, ErrorBody>) {
+/// Remembers `o` as the daemon does: it has answered with it already, so it moves in.
+fn remember(s: &mut TeamState, mode: Mode, who: &str, rid: &str, o: Result<Reply, ErrorBody>) {
     match mode {
         Mode::None => {}
         Mode::Json => {
-            let json = serde_json::to_string(o).unwrap_or_else(|_| "null".into());
+            let json = serde_json::to_string(&o).unwrap_or_else(|_| "null".into());
             s.remember_reply(who, rid, json);
         }
-        Mode::Typed | Mode::Memory => s.remember_outcome(who, rid, o),
+        Mode::Typed | Mode::Memory => s.remember_outcome(who, rid.to_owned(), o),
     }
 }
 
@@ -112,14 +113,14 @@ fn run(load: &str, mode: Mode, rounds: usize) -> Result<(u64, u64), Box<dyn std:
                         .task_finish(&actor, id, TaskStatus::Completed, None, now)
                         .map(|task| Reply::Task { task });
                     rid += 1;
-                    remember(&mut s, mode, n, &format!("p.{rid}"), &o);
+                    remember(&mut s, mode, n, &format!("p.{rid}"), o);
                     requests += 1;
                 }
                 let o = s.task_claim_next(&actor, now);
                 held[i] = o.as_ref().ok().and_then(|t| t.as_ref().map(|t| t.id));
                 let o = o.map(|task| Reply::MaybeTask { task });
                 rid += 1;
-                remember(&mut s, mode, n, &format!("p.{rid}"), &o);
+                remember(&mut s, mode, n, &format!("p.{rid}"), o);
                 requests += 1;
             }
         } else {
@@ -132,7 +133,7 @@ fn run(load: &str, mode: Mode, rounds: usize) -> Result<(u64, u64), Box<dyn std:
                         .send(&actor, to, "x".repeat(100), MessageKind::Text, None, now)
                         .map(|(ids, recipients)| Reply::Sent { ids, recipients });
                     rid += 1;
-                    remember(&mut s, mode, sender, &format!("p.{rid}"), &o);
+                    remember(&mut s, mode, sender, &format!("p.{rid}"), o);
                     requests += 1;
                 }
             }

@@ -533,6 +533,45 @@ nothing else running. Run-to-run spread on this machine: about ±10 % on the thr
   since `9bfd6e8` (the split, hardening, service, strategies, lifecycle, CLIs, budgets) costs
   nothing measurable on these two figures; the whole remaining gap, ~13–17 %, is remembering
   replies by request id. **Not closed.**
+- **Issue 11's last gap, down to the run-to-run spread (2026-11-24, 02:30–03:33).** First
+  measured where the rest was: the bench's clients can now send no request ids
+  (`BENCH_NO_RID=1`), and the daemon's CPU and `write_bytes` per request come from `/proc`.
+  Before this change a sustained message cost the daemon 10.4 µs of CPU against 8.8 µs
+  without ids and 865 B written against 765 B; a throwaway build that stored no reply rows at
+  all reached 83.5 k/s against 76 k/s and 90 k/s: about half the gap was the rows (one per
+  identity per commit, each with its own part-filled page, written to the WAL and again at
+  the checkpoint), half CPU. Changed:
+  - **one reply row per commit** for every identity, written compactly (each identity's part
+    names it and the prefix its ids share, then per entry the rest of the id, `n` as a
+    difference, and nothing for `done`, `[id, to]` for a one-recipient `sent`, `[seq, maybe]`
+    for a task reply); a row goes when no identity remembers a reply in it; older builds'
+    rows still load;
+  - the outcome and the request id **move** into the reply table (a hashbrown `HashTable`
+    keyed by the id's hash) instead of being copied; a task reply's task is no longer cloned;
+  - answering no longer hashes a `(conn, id)` key into an empty pending map (SipHash, ~0.25 µs
+    a message); the clients write request ids by hand instead of with `format!`;
+  - not request-id work, but on the same path: a direct send checks its recipient with one
+    map lookup instead of listing and sorting the roster (every send is cheaper, with or
+    without ids).
+
+  10 interleaved rounds of three release builds, load 1.6–2.2 (`BENCH_SECTION=core`,
+  `BENCH_ONLY=throughput|claims`, each build with its own bench binary):
+
+  | figure | `9bfd6e8` | `76ae13d` (this change) | `76ae13d`, no request ids |
+  |---|---:|---:|---:|
+  | sustained messages (median; min–max) | 87.7 k/s (71.2–89.6) | 82.0 k/s (76.7–85.5) | 93.0 k/s (91.1–94.2) |
+  | racing claims (median; min–max) | 14.5 k/s (13.3–15.5) | 13.5 k/s (12.1–14.1) | 14.8 k/s (14.4–15.3) |
+
+  Against `9bfd6e8`: sustained messages −6.5 % by medians (−4.7 % by same-round pairs), racing
+  claims −7 % (−8 %); each inside the spread of `9bfd6e8`'s own ten runs (−19 % to +2 % and
+  −8 % to +7 % around their medians). Without request ids the same code is 1.06× and 1.02×
+  `9bfd6e8`: the split and all later work cost nothing here. The table saved at 03:38 (the
+  same commit) has sustained messages at 84.3 k/s and racing claims at 1.1× their fsync floor.
+  In `reply_cost` (state and store only) request ids now add 1.6 µs of CPU to a claim request
+  (13.4 against 11.8 µs; 2.8 µs before) and 0.5 µs to a message (6.0 against 5.5 µs). What is
+  left is not one thing: a claim commit writes about eleven pages and the reply row is one
+  more; per request the id is parsed, hashed, written and freed at the prune. Taking the rest
+  would mean keeping request ids in the message and event rows a commit writes anyway.
 - **New figures:** the daemon's CPU with the tmux backend while teammates run commands was 73.5 %
   of a core before the SIGCHLD fix (a poll's own tmux client exiting triggered the next poll) and
   is 0.4–0.8 points above the process backend now. `run` on the in-process backend took 2.27× the

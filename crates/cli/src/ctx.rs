@@ -121,8 +121,12 @@ impl Ctx {
     /// [`Ctx::reader`], saying on stderr when it reads a stopped team's stored state only if
     /// `note` (a server reading on every request would fill its log with it).
     pub fn reader_noting(&self, note: bool) -> Result<Reader> {
+        let at = StoredAt {
+            db: self.tp.db.clone(),
+            team: self.team.clone(),
+        };
         if let Some(c) = self.connect_existing()? {
-            return Ok(Reader::Live(c));
+            return Ok(Reader::Live(c, at));
         }
         if !self.tp.db.exists() {
             anyhow::bail!(crate::Hinted::new(
@@ -130,21 +134,14 @@ impl Ctx {
                 "start one with `agent-team up`, or name one with --team (see `agent-team teams list`)",
             ));
         }
-        let store = Store::open_read_only(&self.tp.db, &self.team)
-            .with_context(|| format!("cannot read the state of team {}", self.team))?;
-        let snap = store
-            .load()
-            .with_context(|| format!("cannot read the state of team {}", self.team))?;
+        let reader = at.open()?;
         if note {
             eprintln!(
                 "agent-team: team {} is not running; showing its stored state (start it with `agent-team up`)",
                 self.team
             );
         }
-        Ok(Reader::Stored {
-            state: Box::new(TeamState::restore(&self.team, snap)),
-            store,
-        })
+        Ok(reader)
     }
 
     /// Connects as the operator if the daemon is running; `None` if it is not.
@@ -216,8 +213,9 @@ fn team_name_from_file(path: &Path) -> Result<String> {
 
 /// What a read-only command reads from: the live daemon, or a stopped team's database.
 pub enum Reader {
-    /// The team's daemon answers.
-    Live(Client),
+    /// The team's daemon answers; if it goes away meanwhile (a `down` racing the read), the
+    /// reader reads the state it left where [`StoredAt`] says.
+    Live(Client, StoredAt),
     /// The team is stopped: its state as stored.
     Stored {
         /// The state rebuilt from the store.
@@ -227,99 +225,137 @@ pub enum Reader {
     },
 }
 
+/// Where a team's state is stored, for a reader whose daemon goes away.
+pub struct StoredAt {
+    db: PathBuf,
+    team: String,
+}
+
+impl StoredAt {
+    /// A reader of the stored state.
+    pub(crate) fn open(&self) -> Result<Reader> {
+        let store = Store::open_read_only(&self.db, &self.team)
+            .with_context(|| format!("cannot read the state of team {}", self.team))?;
+        let snap = store
+            .load()
+            .with_context(|| format!("cannot read the state of team {}", self.team))?;
+        Ok(Reader::Stored {
+            state: Box::new(TeamState::restore(&self.team, snap)),
+            store,
+        })
+    }
+}
+
 /// The most rows read from a stopped team's database per query.
 const STORED_PAGE: usize = 5000;
 
 impl Reader {
+    /// Reads with `live` from the daemon, or with `stored` from the stored state: also when
+    /// the daemon goes away during the read (it was stopping), which then reads what it left.
+    fn read<T>(
+        &mut self,
+        live: impl FnOnce(&mut Client) -> Result<T, ClientError>,
+        stored: impl FnOnce(&TeamState, &Store) -> Result<T>,
+    ) -> Result<T> {
+        if let Reader::Live(c, at) = self {
+            match live(c) {
+                Err(e) if e.is_disconnect() => *self = at.open()?,
+                other => return Ok(other?),
+            }
+        }
+        match self {
+            Reader::Stored { state, store } => stored(state, store),
+            Reader::Live(..) => anyhow::bail!("the team's daemon went away during the read"),
+        }
+    }
+
     /// Every agent on the roster.
     pub fn agents(&mut self) -> Result<Vec<AgentInfo>> {
-        Ok(match self {
-            Reader::Live(c) => c.call(Request::Agents).agents()?,
-            Reader::Stored { state, .. } => state.agents(),
-        })
+        self.read(
+            |c| c.call(Request::Agents).agents(),
+            |state, _| Ok(state.agents()),
+        )
     }
 
     /// Every task, optionally of one status.
     pub fn tasks(&mut self, status: Option<TaskStatus>) -> Result<Vec<Task>> {
-        Ok(match self {
-            Reader::Live(c) => c.all_tasks(status)?,
-            Reader::Stored { state, .. } => state.tasks(status),
-        })
+        self.read(|c| c.all_tasks(status), |state, _| Ok(state.tasks(status)))
     }
 
     /// One task.
     pub fn task(&mut self, id: u64) -> Result<Task> {
-        Ok(match self {
-            Reader::Live(c) => c.call(Request::TaskShow { id }).task()?,
-            Reader::Stored { state, .. } => state.task(id).cloned().map_err(ClientError::Server)?,
-        })
+        self.read(
+            |c| c.call(Request::TaskShow { id }).task(),
+            |state, _| Ok(state.task(id).cloned().map_err(ClientError::Server)?),
+        )
     }
 
     /// An agent's messages (only the unread ones with `unread`).
     pub fn messages(&mut self, name: &str, unread: bool) -> Result<Vec<Message>> {
-        Ok(match self {
-            Reader::Live(c) => c.all_messages(name, unread)?,
-            Reader::Stored { state, store } => {
+        self.read(
+            |c| c.all_messages(name, unread),
+            |state, store| {
                 if unread {
-                    state.unread(name)
+                    Ok(state.unread(name))
                 } else {
-                    stored_pages(0, |after| store.inbox(name, after, STORED_PAGE), |m| m.id)?
+                    stored_pages(0, |after| store.inbox(name, after, STORED_PAGE), |m| m.id)
                 }
-            }
-        })
+            },
+        )
     }
 
     /// Permission requests (pending only, unless `all`).
     pub fn perms(&mut self, all: bool) -> Result<Vec<PermRequest>> {
-        Ok(match self {
-            Reader::Live(c) => c.all_perms(all)?,
-            Reader::Stored { state, .. } => state.perms(all),
-        })
+        self.read(|c| c.all_perms(all), |state, _| Ok(state.perms(all)))
     }
 
     /// The team's stored configuration (what its last `up` or `run` gave it), if any.
     pub fn config(&mut self) -> Result<Option<serde_json::Value>> {
-        Ok(match self {
-            Reader::Live(c) => match c.call(Request::GetConfig)? {
-                Reply::Config { config } if !config.is_null() => Some(config),
-                _ => None,
+        self.read(
+            |c| {
+                Ok(match c.call(Request::GetConfig)? {
+                    Reply::Config { config } if !config.is_null() => Some(config),
+                    _ => None,
+                })
             },
-            Reader::Stored { state, .. } => state.config().cloned(),
-        })
+            |state, _| Ok(state.config().cloned()),
+        )
     }
 
     /// The team's memory in key order (only keys starting with `prefix`, if given).
     pub fn memory(&mut self, prefix: Option<&str>) -> Result<Vec<MemoryEntry>> {
-        Ok(match self {
-            Reader::Live(c) => c.all_memory(prefix)?,
-            Reader::Stored { state, .. } => state.memory_list(prefix, None).cloned().collect(),
-        })
+        self.read(
+            |c| c.all_memory(prefix),
+            |state, _| Ok(state.memory_list(prefix, None).cloned().collect()),
+        )
     }
 
     /// One key of the team's memory.
     pub fn memory_get(&mut self, key: &str) -> Result<MemoryEntry> {
-        Ok(match self {
-            Reader::Live(c) => match c.call(Request::MemoryGet {
+        self.read(
+            |c| match c.call(Request::MemoryGet {
                 key: key.to_string(),
             })? {
-                Reply::Memory { entry } => entry,
-                other => anyhow::bail!("unexpected reply {other:?}"),
+                Reply::Memory { entry } => Ok(entry),
+                other => Err(ClientError::Unexpected(format!("{other:?}"))),
             },
-            Reader::Stored { state, .. } => state
-                .memory_get(key)
-                .cloned()
-                .map_err(ClientError::Server)?,
-        })
+            |state, _| {
+                Ok(state
+                    .memory_get(key)
+                    .cloned()
+                    .map_err(ClientError::Server)?)
+            },
+        )
     }
 
     /// The team's usage report (per agent, per role, totals, budgets).
     pub fn usage(&mut self) -> Result<UsageReport> {
-        Ok(match self {
-            Reader::Live(c) => match c.call(Request::Usage)? {
-                Reply::Usage { report } => report,
-                other => anyhow::bail!("unexpected reply {other:?}"),
+        self.read(
+            |c| match c.call(Request::Usage)? {
+                Reply::Usage { report } => Ok(report),
+                other => Err(ClientError::Unexpected(format!("{other:?}"))),
             },
-            Reader::Stored { state, .. } => {
+            |state, _| {
                 let budgets =
                     match state.config().cloned().and_then(|v| {
                         serde_json::from_value::<agent_team_config::TeamConfig>(v).ok()
@@ -330,21 +366,23 @@ impl Reader {
                         },
                         None => agent_team_state::BudgetConfig::default(),
                     };
-                state.usage_report(&budgets)
-            }
-        })
+                Ok(state.usage_report(&budgets))
+            },
+        )
     }
 
     /// Events after `since`.
     pub fn events(&mut self, since: u64) -> Result<Vec<Envelope>> {
-        Ok(match self {
-            Reader::Live(c) => c.all_events(since)?,
-            Reader::Stored { store, .. } => stored_pages(
-                since,
-                |after| store.events_since(after, STORED_PAGE),
-                |e| e.seq,
-            )?,
-        })
+        self.read(
+            |c| c.all_events(since),
+            |_, store| {
+                stored_pages(
+                    since,
+                    |after| store.events_since(after, STORED_PAGE),
+                    |e| e.seq,
+                )
+            },
+        )
     }
 }
 
@@ -362,5 +400,42 @@ fn stored_pages<T>(
         if done {
             return Ok(out);
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use agent_team_daemon::{DaemonOptions, DaemonThread};
+
+    /// A read whose daemon stops between the connect and the request (a `down` racing `ps`)
+    /// answers from the state the daemon left instead of failing with "connection closed".
+    #[test]
+    fn a_reader_whose_daemon_stops_reads_the_stored_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path().join("home"), dir.path().join("run"));
+        let daemon = DaemonThread::start(DaemonOptions::new(paths.clone(), "t")).unwrap();
+        let tp = paths.team("t").unwrap();
+        let mut op = Client::operator(&tp).unwrap();
+        op.call(Request::Register {
+            name: "w1".into(),
+            role: "worker".into(),
+        })
+        .unwrap();
+        let mut reader = Reader::Live(
+            Client::operator(&tp).unwrap(),
+            StoredAt {
+                db: tp.db.clone(),
+                team: "t".into(),
+            },
+        );
+        assert!(reader.agents().unwrap().iter().any(|a| a.name == "w1"));
+        daemon.stop().unwrap();
+        let agents = reader.agents().unwrap();
+        assert!(agents.iter().any(|a| a.name == "w1"), "{agents:?}");
+        assert!(matches!(reader, Reader::Stored { .. }));
+        // Later reads go to the stored state at once.
+        assert!(reader.tasks(None).unwrap().is_empty());
     }
 }

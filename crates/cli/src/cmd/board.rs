@@ -321,7 +321,7 @@ pub fn decide(
 /// `agent-team events [--follow] [--since SEQ]`
 pub fn events(ctx: &Ctx, follow: bool, since: u64) -> Result<ExitCode> {
     let mut c: Client = match ctx.reader()? {
-        Reader::Live(c) => c,
+        Reader::Live(c, _) => c,
         stored => {
             // A stopped team: its stored log, and nothing more will come.
             let mut stored = stored;

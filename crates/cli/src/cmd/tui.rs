@@ -671,7 +671,7 @@ fn follow(ctx: Ctx, tx: mpsc::Sender<Envelope>) {
 fn refresh(ctx: &Ctx, view: &mut View) {
     match ctx.reader_noting(false) {
         Ok(mut r) => {
-            view.live = matches!(r, Reader::Live(_));
+            view.live = matches!(r, Reader::Live(..));
             if let Ok(a) = r.agents() {
                 view.agents = a;
             }

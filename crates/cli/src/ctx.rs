@@ -134,14 +134,14 @@ impl Ctx {
                 "start one with `agent-team up`, or name one with --team (see `agent-team teams list`)",
             ));
         }
-        let reader = at.open()?;
+        let (state, store) = at.open()?;
         if note {
             eprintln!(
                 "agent-team: team {} is not running; showing its stored state (start it with `agent-team up`)",
                 self.team
             );
         }
-        Ok(reader)
+        Ok(Reader::Stored { state, store })
     }
 
     /// Connects as the operator if the daemon is running; `None` if it is not.
@@ -232,17 +232,14 @@ pub struct StoredAt {
 }
 
 impl StoredAt {
-    /// A reader of the stored state.
-    pub(crate) fn open(&self) -> Result<Reader> {
+    /// The stored state, and the database opened read-only.
+    pub(crate) fn open(&self) -> Result<(Box<TeamState>, Store)> {
         let store = Store::open_read_only(&self.db, &self.team)
             .with_context(|| format!("cannot read the state of team {}", self.team))?;
         let snap = store
             .load()
             .with_context(|| format!("cannot read the state of team {}", self.team))?;
-        Ok(Reader::Stored {
-            state: Box::new(TeamState::restore(&self.team, snap)),
-            store,
-        })
+        Ok((Box::new(TeamState::restore(&self.team, snap)), store))
     }
 }
 
@@ -259,7 +256,10 @@ impl Reader {
     ) -> Result<T> {
         if let Reader::Live(c, at) = self {
             match live(c) {
-                Err(e) if e.is_disconnect() => *self = at.open()?,
+                Err(e) if e.is_disconnect() => {
+                    let (state, store) = at.open()?;
+                    *self = Reader::Stored { state, store };
+                }
                 other => return Ok(other?),
             }
         }

@@ -3,11 +3,12 @@
 //!
 //! Every mutating request with a request id passes through here, so the hot path is kept
 //! cheap (measured in docs/BENCHMARKS.md, issue 11): [`TeamState::remember_outcome`] writes
-//! the reply's stored form once, straight into its identity's row of the batch (one
-//! [`Change::Replies`] per identity per commit), and keeps in memory only what a replay needs:
-//! nothing for `done`, a one-recipient `sent` reply's id and recipient, the outcome itself
-//! otherwise, moved in rather than copied, as is the request id. Ids are hashed with foldhash, not SipHash, once, and an entry keeps its hash,
-//! so forgetting it needs no copy of the id. Each identity keeps its last
+//! the reply's stored form once, straight into its identity's part of the batch's row (one
+//! [`Change::Replies`] per commit), and keeps in memory only what a replay needs: nothing for
+//! `done`, a one-recipient `sent` reply's id and recipient, the outcome itself otherwise,
+//! moved in rather than copied, as is the request id. Ids are hashed with foldhash, not
+//! SipHash, once, and an entry keeps its hash, so forgetting it needs no copy of the id.
+//! Each identity keeps its last
 //! [`KEEP_PER_IDENTITY`] replies and at most about [`KEEP_BYTES_PER_IDENTITY`] bytes of them;
 //! the oldest go first.
 //!
@@ -26,13 +27,14 @@
 //! row per identity per commit, each with its half-filled last page, cost a tenth of the
 //! sustained message rate: `[{"i": identity, "p": prefix, "e": [entry, ...]}, ...]`, each
 //! entry `[rid, dn]` for `done`, `[rid, dn, [id, "to"]]` for a one-recipient `sent`,
-//! `[rid, dn, [seq, maybe]]` for `{"TaskEvent": [seq, maybe]}`, `[rid, dn, stored]` otherwise. `rid` is the request id without `prefix` (a client's ids
-//! share one), or `[rid]` whole when it lacks it; `dn` is `n` less the identity's previous
-//! entry's (the first's, less the row's key). [`decode_row`] reads these and the
-//! `[[rid, n, stored], ...]` rows of older builds (one identity's, named by the row).
+//! `[rid, dn, [seq, maybe]]` for `{"TaskEvent": [seq, maybe]}`, `[rid, dn, stored]` otherwise.
+//! `rid` is the request id without `prefix` (a client's ids share one), or `[rid]` whole when
+//! it lacks it; `dn` is `n` less the identity's previous entry's (the first's, less the row's
+//! key). [`decode_row`] reads these and the `[[rid, n, stored], ...]` rows of older builds
+//! (one identity's, named by the row).
 //!
 //! A row is deleted once no identity remembers a reply in it, so an identity that stays quiet
-//! keeps the rows of its last replies (at most [`KEEP_PER_IDENTITY`] rows each).
+//! keeps the rows of its last replies (at most one row per reply it still remembers).
 
 use crate::{Change, TeamState};
 use agent_team_protocol::{ErrorBody, Reply, Task};
@@ -294,7 +296,9 @@ pub fn decode_row(
                 .next()
                 .and_then(|v| v.as_u64())
                 .ok_or_else(|| bad("a reply entry has no number"))?;
-            n += dn;
+            n = n
+                .checked_add(dn)
+                .ok_or_else(|| bad("a reply entry's number is out of range"))?;
             let outcome = match it.next() {
                 None => serde_json::json!({"Ok": {"kind": "done"}}),
                 Some(Value::Array(short)) => match short.as_slice() {
@@ -927,6 +931,11 @@ mod tests {
         assert!(decode_row(7, "", r#"[{"i":"a","p":"","e":[[1,0]]}]"#).is_err());
         assert!(decode_row(7, "", r#"[{"i":"a","p":"","e":[["x",0,[1]]]}]"#).is_err());
         assert_eq!(decode_row(7, "a", "[]").unwrap(), vec![]);
+        let huge = format!(r#"[{{"i":"a","p":"","e":[["x",{}]]}}]"#, u64::MAX);
+        assert!(
+            decode_row(7, "", &huge).is_err(),
+            "a number out of range is an error"
+        );
         // And what `remember_outcome` writes is such a row: a whole id where the prefix differs.
         let mut s = TeamState::new("t");
         s.remember_outcome("w1", "c1-5".into(), Ok(Reply::Done));

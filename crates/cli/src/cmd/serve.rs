@@ -161,19 +161,16 @@ impl Teams for LocalTeams {
                 .map(|team| Reply::Team { team })
                 .map_err(body);
         }
-        let reader = match ctx.reader_noting(false).map_err(body)? {
+        match ctx.reader_noting(false).map_err(body)? {
             Reader::Live(mut c, at) => match c.call(req.clone()) {
                 // The daemon went away during the read (it was stopping): read what it left.
-                Err(e) if e.is_disconnect() => at.open().map_err(body)?,
-                other => return other.map_err(|e| body(e.into())),
+                Err(e) if e.is_disconnect() => {
+                    let (state, store) = at.open().map_err(body)?;
+                    stored_reply(&state, &store, req)
+                }
+                other => other.map_err(|e| body(e.into())),
             },
-            stored => stored,
-        };
-        match reader {
             Reader::Stored { state, store } => stored_reply(&state, &store, req),
-            Reader::Live(..) => Err(body(anyhow::anyhow!(
-                "the team's daemon went away during the read"
-            ))),
         }
     }
 

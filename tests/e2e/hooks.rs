@@ -186,7 +186,7 @@ fn a_hook_running_when_the_daemon_is_killed_is_not_run_again() {
         r#"name = "hr"
 backend = "process"
 [hooks.task_created]
-command = '''echo $$ >> hook.pids; echo "$AGENT_TEAM_TASK_ID" >> side.txt; if [ "$AGENT_TEAM_TASK_ID" = 1 ]; then sleep 300; fi'''
+command = '''echo "$AGENT_TEAM_TASK_ID" >> side.txt; if [ "$AGENT_TEAM_TASK_ID" = 1 ]; then sleep 300.4217; fi'''
 timeout_secs = 600
 "#,
     );
@@ -212,18 +212,15 @@ timeout_secs = 600
     let side_path = sb.path("side.txt");
     let side = || std::fs::read_to_string(&side_path).unwrap_or_default();
     wait_for("task 1's hook to start", T, || side() == "1\n");
-    let hook_group: u32 = std::fs::read_to_string(sb.path("hook.pids"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let group_alive = |pgid: u32| agent_team_pane::procs::group_alive(pgid);
-    assert!(group_alive(hook_group));
+    // The hook runs in the team's sandbox (its own `$$` is a pid of its namespace): it is
+    // found by its `sleep`.
+    let sleeping = || procs_with_cmdline(&["sleep", "300.4217"]);
+    wait_for("the hook's sleep", T, || !sleeping().is_empty());
     drop(op);
     sb.kill9(pid);
     // The hook (its shell and its `sleep`) died with the daemon: nothing of it is left.
     wait_for("the hook's processes to die with the daemon", T, || {
-        !group_alive(hook_group)
+        sleeping().is_empty()
     });
 
     let pid = sb.spawn_daemon("hr");

@@ -108,7 +108,7 @@ fn team_file(extra: &str) -> String {
 }
 
 /// The attack: each line prints `LEAK:…` only if it got through.
-fn attack(sb: &Sandbox, outside: &Path, abi: u32) -> String {
+fn attack(sb: &Sandbox, outside: &Path, abi: u32, agent_pid: u32) -> String {
     let tp = sb.team(TEAM);
     let env = format!(
         "AGENT_TEAM_HOME={} AGENT_TEAM_RUNTIME_DIR={}",
@@ -121,7 +121,11 @@ fn attack(sb: &Sandbox, outside: &Path, abi: u32) -> String {
             "cat {} && echo LEAK:credential",
             tp.operator_secret.display()
         ),
-        format!("ls {} && echo LEAK:runtime-dir", sb.paths.runtime.display()),
+        // Hidden: not there at all (an empty dir in a namespace; refused under Landlock).
+        format!(
+            "ls -A {} | grep -q . && echo LEAK:runtime-dir",
+            sb.paths.runtime.display()
+        ),
         format!("cat {} >/dev/null && echo LEAK:state", tp.db.display()),
         "tr '\\0' '\\n' < /proc/$PPID/environ | grep AGENT_TEAM_SECRET= && echo LEAK:parent-env"
             .into(),
@@ -135,14 +139,22 @@ fn attack(sb: &Sandbox, outside: &Path, abi: u32) -> String {
             "{env} {} --team {TEAM} down 2>&1 | grep -q 'operator credential' && echo OK:down-refused",
             at.display()
         ),
+        // A write command would start a daemon for a team that is not running: a stray team
+        // in the default location (issue 25). It says where it is instead.
+        format!(
+            "{} --team stray task add x 2>&1 | grep -q \"inside team {TEAM}'s sandbox\" && echo OK:no-stray",
+            at.display()
+        ),
         format!(
             "echo pwned > {}/victim.txt && echo LEAK:overwrote",
             outside.display()
         ),
         format!("touch {}/new.txt && echo LEAK:created", outside.display()),
         // From Landlock ABI 6 on, not even a signal reaches the agent or the daemon.
+        // Not its own parent (in a namespace that is the sandbox's own init): the agent's real
+        // process, or the daemon's for an agent inside it.
         if abi >= 6 {
-            "kill -TERM $PPID && echo LEAK:signalled".into()
+            format!("kill -TERM {agent_pid} && echo LEAK:signalled")
         } else {
             String::new()
         },
@@ -238,7 +250,12 @@ fn attack_on(backend: &str) {
             &sb,
             TEAM,
             "b2",
-            &attack(&sb, outside.path(), abi.clone().unwrap_or(0)),
+            &attack(
+                &sb,
+                outside.path(),
+                abi.clone().unwrap_or(0),
+                sb.agent(TEAM, "b2").pid.unwrap_or(0),
+            ),
         )),
         Some(why) => {
             eprintln!("{backend}: the Landlock checks are skipped: {why}");
@@ -259,6 +276,14 @@ fn attack_on(backend: &str) {
     };
     assert!(result.contains("FINISHED"), "{backend}: {result}");
     assert!(!result.contains("LEAK:"), "{backend}: {result}");
+    assert!(
+        result.contains("OK:no-stray"),
+        "{backend}: a task command's `task add` did not say it runs in the sandbox: {result}"
+    );
+    assert!(
+        !sb.paths.home.join("teams/stray").exists(),
+        "{backend}: a stray team"
+    );
     assert!(
         result.contains("OK:down-refused"),
         "{backend}: `down` from a task command did not say it may not act as the operator: {result}"

@@ -438,3 +438,21 @@ impl Drop for Sandbox {
         }
     }
 }
+
+/// Live processes (not zombies) whose command line is exactly `argv` (NUL-separated, as in
+/// `/proc/PID/cmdline`): how a test finds what a sandboxed command started, whose own `$$` is a
+/// pid inside its namespace.
+pub fn procs_with_cmdline(argv: &[&str]) -> Vec<u32> {
+    let want: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    std::fs::read_dir("/proc")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|pid| {
+                    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want)
+                        && !agent_team_pane::procs::is_zombie(*pid)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -186,12 +186,106 @@ impl crate::TeamConfig {
         }
         out
     }
+
+    /// The team file and every workspace file a `[hooks]`, role hook or `[notify]` command
+    /// runs: what the daemon runs later, so agents' commands may only read them. A file runs
+    /// when it is a simple command's program, or the script given to an interpreter (`sh x`,
+    /// `python3 x`, `. x`); a file the command only writes or reads (`>> log.txt`) is not one.
+    pub fn files_that_run_later(&self) -> Vec<std::path::PathBuf> {
+        let mut commands: Vec<&str> = Vec::new();
+        for hooks in std::iter::once(&self.hooks).chain(self.role_hooks.values()) {
+            commands.extend(
+                HookEvent::ALL
+                    .iter()
+                    .filter_map(|e| hooks.get(*e))
+                    .map(|h| h.command.as_str()),
+            );
+        }
+        commands.extend(self.notify.command.as_deref());
+        let mut files: Vec<std::path::PathBuf> = self.source.iter().cloned().collect();
+        for line in commands {
+            for word in programs_of(line) {
+                let p = self.workspace.join(word);
+                if p.is_file() {
+                    files.push(p);
+                }
+            }
+        }
+        files
+    }
+}
+
+/// Programs that run the file given as their first argument that is not an option.
+const INTERPRETERS: &[&str] = &[
+    "sh", "bash", "dash", "zsh", "ksh", "fish", "python", "python3", "node", "perl", "ruby", "php",
+    "lua", "deno", "bun", "tsx", "ts-node", "source", ".", "exec", "env", "nohup", "timeout",
+    "xargs", "nice",
+];
+
+/// The words of a shell line that name what runs: each simple command's program (after
+/// `VAR=value` assignments) and, for an interpreter, its script. Quotes are dropped; a
+/// redirection's target is never one.
+fn programs_of(line: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    for simple in line.split(|c: char| ";&|()`\n{}".contains(c)) {
+        let mut words = simple
+            .split_whitespace()
+            .map(|w| w.trim_matches(|c| c == '\'' || c == '"'))
+            .filter(|w| !w.is_empty());
+        let mut program = None;
+        for w in words.by_ref() {
+            if w.starts_with('>') || w.starts_with('<') || w.contains('=') && !w.starts_with('-') {
+                continue;
+            }
+            program = Some(w);
+            break;
+        }
+        let Some(mut program) = program else { continue };
+        out.push(program);
+        // `sh script`, `timeout 5 python3 x.py`, `env A=1 ./x`: follow the chain.
+        loop {
+            let base = program.rsplit('/').next().unwrap_or(program);
+            if !INTERPRETERS.contains(&base) {
+                break;
+            }
+            let Some(next) = words.by_ref().find(|w| {
+                !w.starts_with('-')
+                    && !w.starts_with('>')
+                    && !w.starts_with('<')
+                    && !w.contains('=')
+                    && !w
+                        .chars()
+                        .all(|c| c.is_ascii_digit() || c == '.' || c == 's')
+            }) else {
+                break;
+            };
+            out.push(next);
+            program = next;
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_files_a_hook_runs_are_its_programs_and_scripts_not_what_it_writes() {
+        assert_eq!(
+            programs_of("echo \"$ID\" >> side.txt; ./scripts/check.sh --fast && sh ci/x.sh"),
+            ["echo", "./scripts/check.sh", "sh", "ci/x.sh"]
+        );
+        assert_eq!(
+            programs_of("FOO=1 timeout 30 python3 -u tools/gate.py > out.log"),
+            ["timeout", "python3", "tools/gate.py"]
+        );
+        assert_eq!(
+            programs_of(". ./env.sh | tee log"),
+            [".", "./env.sh", "tee"]
+        );
+    }
 
     #[test]
     fn a_hook_is_a_line_or_a_table_and_round_trips() {

@@ -98,6 +98,7 @@ pub fn empty_team(name: &str, workspace: &Path) -> TeamConfig {
         source: None,
         tmux: None,
         sandbox: SandboxMode::On,
+        sandbox_paths: SandboxPaths::default(),
         board: true,
         limits: Limits::default(),
         variables: Default::default(),

@@ -72,6 +72,13 @@ pub enum SandboxMode {
     Off,
 }
 
+impl SandboxPaths {
+    /// Whether it adds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.write.is_empty() && self.read_deny.is_empty()
+    }
+}
+
 impl SandboxMode {
     /// The name as written in the team file.
     pub fn as_str(&self) -> &'static str {
@@ -80,6 +87,19 @@ impl SandboxMode {
             SandboxMode::Off => "off",
         }
     }
+}
+
+/// `[sandbox] write = [...]` and `read_deny = [...]`: what the team file adds to the sandbox's
+/// rule (docs/SECURITY.md), as absolute paths (`~/` is the home dir, others are relative to the
+/// workspace).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SandboxPaths {
+    /// More dirs agents' commands may write.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub write: Vec<PathBuf>,
+    /// More dirs agents' commands cannot see at all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read_deny: Vec<PathBuf>,
 }
 
 /// Which model API drives an agent.
@@ -402,6 +422,9 @@ pub struct TeamConfig {
     /// Whether task commands are confined (`sandbox = "off"` opts out).
     #[serde(default)]
     pub sandbox: SandboxMode,
+    /// The team file's additions to the sandbox's paths (`[sandbox] write`, `read_deny`).
+    #[serde(default, skip_serializing_if = "crate::model::SandboxPaths::is_empty")]
+    pub sandbox_paths: SandboxPaths,
     /// Whether `up` on tmux opens the live board (`agent-team board`) in a pane beside the
     /// leader (`board = false` turns it off).
     #[serde(default = "yes")]

@@ -12,6 +12,64 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use toml::Spanned;
 
+/// `sandbox = "on" | "off"`, or the `[sandbox]` table: `mode`, `write`, `read_deny`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawSandbox {
+    Mode(SandboxMode),
+    Table(RawSandboxTable),
+}
+
+/// The `[sandbox]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSandboxTable {
+    #[serde(default)]
+    mode: SandboxMode,
+    #[serde(default)]
+    write: Vec<String>,
+    #[serde(default)]
+    read_deny: Vec<String>,
+}
+
+impl RawSandbox {
+    fn mode(&self) -> SandboxMode {
+        match self {
+            RawSandbox::Mode(m) => *m,
+            RawSandbox::Table(t) => t.mode,
+        }
+    }
+
+    /// The table's paths made absolute: `~/` is the home dir, others are relative to the
+    /// workspace; an empty one is an error naming the field.
+    fn paths(&self, cx: &Ctx, workspace: &Path) -> Result<SandboxPaths, ConfigError> {
+        let RawSandbox::Table(t) = self else {
+            return Ok(SandboxPaths::default());
+        };
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let resolve = |field: &str, list: &[String]| -> Result<Vec<PathBuf>, ConfigError> {
+            list.iter()
+                .map(|p| match (p.strip_prefix("~/"), &home) {
+                    _ if p.trim().is_empty() => {
+                        Err(cx.err(None, &format!("sandbox.{field}"), "an empty path"))
+                    }
+                    (Some(rest), Some(h)) => Ok(h.join(rest)),
+                    (Some(_), None) => Err(cx.err(
+                        None,
+                        &format!("sandbox.{field}"),
+                        format!("{p} needs HOME to be set"),
+                    )),
+                    (None, _) => Ok(workspace.join(p)),
+                })
+                .collect()
+        };
+        Ok(SandboxPaths {
+            write: resolve("write", &t.write)?,
+            read_deny: resolve("read_deny", &t.read_deny)?,
+        })
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTeamFile {
@@ -22,7 +80,7 @@ struct RawTeamFile {
     max_teammates: Option<usize>,
     approver: Option<Approver>,
     permission_timeout: Option<u64>,
-    sandbox: Option<SandboxMode>,
+    sandbox: Option<RawSandbox>,
     board: Option<bool>,
     strategy: Option<Spanned<String>>,
     max_rounds: Option<Spanned<u32>>,
@@ -519,6 +577,10 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
     if let Some(p) = &raw.coordinator_prompt {
         origins.set("coordinator_prompt".into(), path, cx.value_line(p.span()));
     }
+    let sandbox_paths = match &raw.sandbox {
+        Some(s) => s.paths(&cx, &workspace)?,
+        None => SandboxPaths::default(),
+    };
     let cfg = TeamConfig {
         name,
         goal: raw.goal.map(Spanned::into_inner),
@@ -533,7 +595,12 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
         workspace,
         source: Some(path.to_path_buf()),
         tmux: None,
-        sandbox: raw.sandbox.unwrap_or_default(),
+        sandbox: raw
+            .sandbox
+            .as_ref()
+            .map(RawSandbox::mode)
+            .unwrap_or_default(),
+        sandbox_paths,
         board: raw.board.unwrap_or(true),
         limits: raw.limits,
         variables,

@@ -847,6 +847,7 @@ impl Core {
                 line: line.clone(),
                 timeout: Duration::from_secs(cfg.notify.timeout_secs.max(1)),
                 dir: cfg.workspace.clone(),
+                sandbox: crate::confine::boundary(cfg, &self.cfg.paths),
             },
             _ if cfg.notify.bell => Target::Bell {
                 pane: self.sup.pane_of(agent_team_protocol::names::LEADER),

@@ -31,7 +31,7 @@ use agent_team_state::{Actor, Change, HeldCompletion, HookRun, HookRunState};
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::io::{Read as _, Write as _};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -60,8 +60,14 @@ pub type HookDone = Box<dyn FnOnce(HookOutcome) + Send>;
 
 /// Runs hooks off the core; the core's unit tests use a fake.
 pub trait HookRunner: Send + Sync {
-    /// Starts `run` without waiting; `done` is called once with its outcome.
-    fn start(&self, run: HookRun, done: HookDone);
+    /// Starts `run` inside `sandbox` (none: `sandbox = "off"`) without waiting; `done` is
+    /// called once with its outcome.
+    fn start(
+        &self,
+        run: HookRun,
+        sandbox: Option<Arc<agent_team_sandbox::Boundary>>,
+        done: HookDone,
+    );
 }
 
 /// The real runner: a thread per hook, `sh -c` in a process group of its own.
@@ -71,14 +77,19 @@ pub struct ShellRunner {
 }
 
 impl HookRunner for ShellRunner {
-    fn start(&self, run: HookRun, done: HookDone) {
+    fn start(
+        &self,
+        run: HookRun,
+        sandbox: Option<Arc<agent_team_sandbox::Boundary>>,
+        done: HookDone,
+    ) {
         let slot = Arc::new(Mutex::new(Some(done)));
         let theirs = slot.clone();
         let team = self.team.clone();
         let spawned = std::thread::Builder::new()
             .name("hook".into())
             .spawn(move || {
-                let outcome = run_hook(&team, &run);
+                let outcome = run_hook(&team, &run, sandbox.as_deref());
                 if let Some(done) = theirs.lock().ok().and_then(|mut d| d.take()) {
                     done(outcome);
                 }
@@ -94,13 +105,16 @@ impl HookRunner for ShellRunner {
     }
 }
 
-/// Runs one hook to its end or its timeout.
-pub fn run_hook(team: &str, run: &HookRun) -> HookOutcome {
+/// Runs one hook to its end or its timeout, inside `sandbox` with a clean environment (a hook
+/// script is a workspace file, which agents write).
+pub fn run_hook(
+    team: &str,
+    run: &HookRun,
+    sandbox: Option<&agent_team_sandbox::Boundary>,
+) -> HookOutcome {
     use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(&run.command)
-        .env("AGENT_TEAM_TEAM", team)
+    let mut cmd = crate::confine::shell(&run.command, std::path::Path::new(&run.dir), sandbox);
+    cmd.env("AGENT_TEAM_TEAM", team)
         .env("AGENT_TEAM_AGENT", run.agent.as_deref().unwrap_or(""))
         .env(
             "AGENT_TEAM_TASK_ID",
@@ -115,9 +129,6 @@ pub fn run_hook(team: &str, run: &HookRun) -> HookOutcome {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .process_group(0);
-    if std::path::Path::new(&run.dir).is_dir() {
-        cmd.current_dir(&run.dir);
-    }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -359,11 +370,17 @@ impl Core {
             return Ok(());
         }
         self.route(&changes);
+        let sandbox = self
+            .sup
+            .config
+            .as_ref()
+            .and_then(|cfg| crate::confine::boundary(cfg, &self.cfg.paths));
         for run in runs {
             let (id, tx) = (run.id, self.self_tx.clone());
             tracing::info!(hook = %run.hook, id, command = %run.command, "running a hook");
             self.hooks.runner.start(
                 run,
+                sandbox.clone(),
                 Box::new(move |outcome| {
                     let _ = tx.send(CoreMsg::HookDone { id, outcome });
                 }),
@@ -655,7 +672,12 @@ pub(crate) struct FakeRunner {
 
 #[cfg(test)]
 impl HookRunner for FakeRunner {
-    fn start(&self, run: HookRun, done: HookDone) {
+    fn start(
+        &self,
+        run: HookRun,
+        _sandbox: Option<Arc<agent_team_sandbox::Boundary>>,
+        done: HookDone,
+    ) {
         if let Ok(mut s) = self.started.lock() {
             s.push((run, Some(done)));
         }
@@ -695,6 +717,7 @@ mod tests {
                 5,
                 dir.path(),
             ),
+            None,
         );
         assert_eq!(out.exit_code, Some(2));
         assert_eq!(out.stderr, "nope\n");
@@ -708,11 +731,15 @@ mod tests {
     fn a_slow_hook_is_killed_with_its_group() {
         let dir = tempfile::tempdir().unwrap();
         let started = Instant::now();
-        let out = run_hook("t", &run("sleep 30 & sleep 30", 1, dir.path()));
+        let out = run_hook("t", &run("sleep 30 & sleep 30", 1, dir.path()), None);
         assert!(out.timed_out, "{out:?}");
         assert_eq!(out.signal, Some(9));
         assert!(started.elapsed() < Duration::from_secs(10));
-        let out = run_hook("t", &run("exit 0", 1, std::path::Path::new("/nonexistent")));
+        let out = run_hook(
+            "t",
+            &run("exit 0", 1, std::path::Path::new("/nonexistent")),
+            None,
+        );
         assert_eq!(out.exit_code, Some(0));
     }
 }

@@ -6,6 +6,7 @@
 //! [`core`] task, which commits each batch before it answers.
 
 pub mod clock;
+pub mod confine;
 pub mod conn;
 pub mod core;
 pub mod gate;

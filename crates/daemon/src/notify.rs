@@ -94,6 +94,8 @@ pub(crate) enum Target {
         timeout: Duration,
         /// Where it runs (the team's workspace).
         dir: PathBuf,
+        /// The team's sandbox (none: `sandbox = "off"`).
+        sandbox: Option<std::sync::Arc<agent_team_sandbox::Boundary>>,
     },
     /// The leader's pane's bell (when it has one) and the desktop.
     Bell {
@@ -153,8 +155,13 @@ impl Notifier {
 fn serve(rx: Receiver<Job>) {
     while let Ok(job) = rx.recv() {
         match &job.target {
-            Target::Command { line, timeout, dir } => {
-                if let Err(e) = run_command(line, &job, *timeout, dir) {
+            Target::Command {
+                line,
+                timeout,
+                dir,
+                sandbox,
+            } => {
+                if let Err(e) = run_command(line, &job, *timeout, dir, sandbox.as_deref()) {
                     tracing::warn!(kind = job.kind, "the [notify] command failed: {e}");
                 }
             }
@@ -174,14 +181,18 @@ fn serve(rx: Receiver<Job>) {
     }
 }
 
-/// Runs the `[notify]` command with the envelope on stdin and `AGENT_TEAM_NOTIFY` set to the
-/// event's kind.
-fn run_command(line: &str, job: &Job, timeout: Duration, dir: &Path) -> std::io::Result<()> {
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c").arg(line).env("AGENT_TEAM_NOTIFY", job.kind);
-    if dir.is_dir() {
-        cmd.current_dir(dir);
-    }
+/// Runs the `[notify]` command in the team's sandbox (a script it names is a workspace file)
+/// with a clean environment, the envelope on stdin and `AGENT_TEAM_NOTIFY` set to the event's
+/// kind.
+fn run_command(
+    line: &str,
+    job: &Job,
+    timeout: Duration,
+    dir: &Path,
+    sandbox: Option<&agent_team_sandbox::Boundary>,
+) -> std::io::Result<()> {
+    let mut cmd = crate::confine::shell(line, dir, sandbox);
+    cmd.env("AGENT_TEAM_NOTIFY", job.kind);
     run_bounded(cmd, Some(job.envelope.as_bytes()), timeout)
 }
 
@@ -313,13 +324,14 @@ mod tests {
         let Target::Command { line, timeout, .. } = &j.target else {
             unreachable!()
         };
-        run_command(line, &j, *timeout, dir.path()).unwrap();
+        run_command(line, &j, *timeout, dir.path(), None).unwrap();
         assert_eq!(
             std::fs::read_to_string(&out).unwrap(),
             "{\"seq\":7}run_finished\n"
         );
         let started = Instant::now();
-        let e = run_command("sleep 30", &j, Duration::from_millis(200), dir.path()).unwrap_err();
+        let e =
+            run_command("sleep 30", &j, Duration::from_millis(200), dir.path(), None).unwrap_err();
         assert!(e.to_string().contains("killed"), "{e}");
         assert!(started.elapsed() < Duration::from_secs(5));
         assert!(run_command("exit 3", &j, Duration::from_secs(5), dir.path()).is_err());
@@ -331,6 +343,7 @@ mod tests {
                 line,
                 timeout: Duration::from_secs(5),
                 dir: PathBuf::from("/"),
+                sandbox: None,
             };
             self
         }

@@ -3,7 +3,6 @@
 //! other's files. Created before the agent's first launch, reused by its restarts.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// Where `name`'s worktree lives in the repository at `repo`.
 pub fn path(repo: &Path, name: &str) -> PathBuf {
@@ -16,10 +15,10 @@ pub fn ensure(repo: &Path, name: &str) -> Result<PathBuf, String> {
     if dir.join(".git").exists() {
         return Ok(dir);
     }
+    // Hooks and fsmonitor off, a clean environment: `.git/` is the workspace's, which agents
+    // write.
     let git = |args: &[&str]| {
-        Command::new("git")
-            .arg("-C")
-            .arg(repo)
+        crate::confine::git(repo)
             .args(args)
             .output()
             .map_err(|e| format!("cannot run git: {e}"))

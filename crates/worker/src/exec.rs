@@ -434,7 +434,16 @@ pub async fn run_command(
     {
         *s = None;
     }
-    (code, tail.into_iter().collect::<Vec<_>>().join("\n"))
+    let mut text = tail.into_iter().collect::<Vec<_>>().join("\n");
+    // A write the sandbox refused says so, with the setting that would allow it.
+    if code != 0
+        && let Some(note) = crate::command::refusal_note(groups, &text)
+    {
+        out.say(&format!("  │ {note}"));
+        text.push('\n');
+        text.push_str(&note);
+    }
+    (code, text)
 }
 
 #[cfg(test)]

@@ -77,6 +77,7 @@ fn is_executable(p: &Path) -> bool {
 /// `--mcp-config` shape, also read by the `cli` provider's commands).
 fn mcp_servers(
     agent: &AgentEnv,
+    home: &Path,
     agent_team: &Path,
     hook_socket: Option<&Path>,
     first_input: Option<&Path>,
@@ -86,26 +87,35 @@ fn mcp_servers(
             "team": {
                 "command": agent_team.display().to_string(),
                 "args": ["mcp"],
-                "env": mcp_env(agent, hook_socket, first_input),
+                "env": mcp_env(agent, home, hook_socket, first_input),
             }
         }
     })
 }
 
+/// The relay's socket in the CLI's private home `home` (see [`crate::relay`]).
+pub fn link_socket(home: &Path) -> PathBuf {
+    home.join("link.sock")
+}
+
 /// The environment `agent-team mcp` needs to join as this agent.
 fn mcp_env(
     agent: &AgentEnv,
+    home: &Path,
     hook_socket: Option<&Path>,
     first_input: Option<&Path>,
 ) -> serde_json::Map<String, serde_json::Value> {
     let mut m = serde_json::Map::new();
+    // The CLI runs in the team's sandbox: its MCP server reaches the daemon through the relay
+    // in its private home, which puts the agent's secret into the hello; the secret itself is
+    // in no file the CLI or its tools can read.
     m.insert(
         env::SOCKET.into(),
-        json!(agent.socket.display().to_string()),
+        json!(link_socket(home).display().to_string()),
     );
     m.insert(env::TEAM.into(), json!(agent.team));
     m.insert(env::NAME.into(), json!(agent.name));
-    m.insert(env::SECRET.into(), json!(agent.secret));
+    m.insert(env::SECRET.into(), json!(crate::relay::PLACEHOLDER_SECRET));
     m.insert(
         env::INCARNATION.into(),
         json!(agent.incarnation.to_string()),
@@ -364,6 +374,7 @@ pub fn plan(
     let typed = role.provider == Provider::ClaudeCode && !headless;
     let mcp = mcp_servers(
         agent,
+        home,
         agent_team,
         hooked.then_some(hook_socket.as_path()),
         typed.then_some(first_input_file.as_path()),
@@ -521,7 +532,7 @@ pub fn plan(
                 key = toml_str(&key_var),
                 cmd = toml_str(&agent_team.display().to_string()),
             );
-            for (k, v) in mcp_env(agent, Some(&hook_socket), None) {
+            for (k, v) in mcp_env(agent, home, Some(&hook_socket), None) {
                 toml.push_str(&format!(
                     "{k} = {}\n",
                     toml_str(v.as_str().unwrap_or_default())
@@ -592,7 +603,7 @@ pub fn plan(
                 "mcpServers": {"team": {
                     "command": agent_team.display().to_string(),
                     "args": ["mcp"],
-                    "env": mcp_env(agent, Some(&hook_socket), None),
+                    "env": mcp_env(agent, home, Some(&hook_socket), None),
                     "trust": true,
                 }},
                 "hooks": qwen_hooks(cli_hooks(agent_team, &hook_socket, &qwen_judged(role))),
@@ -890,14 +901,42 @@ pub async fn run(agent: AgentEnv, out: Output) -> Result<(), AgentError> {
         role.provider.as_str(),
         exe.display()
     ));
-    let mut cmd = tokio::process::Command::new(&exe);
-    cmd.args(&launch.args)
-        .current_dir(&launch.cwd)
-        // The secret reaches only the MCP server, through its private configuration.
-        .env_remove(env::SECRET)
-        .env_remove(env::SECRET_FILE)
-        .env_remove(env::EXTERNAL)
-        .kill_on_drop(true);
+    // The CLI's MCP server reaches the daemon through this relay, as this agent and no other.
+    let _relay = crate::relay::start(&link_socket(&home), &agent).map_err(|e| {
+        AgentError::Config(format!(
+            "cannot listen on {}: {e}",
+            link_socket(&home).display()
+        ))
+    })?;
+    let args: Vec<std::ffi::OsString> = launch.args.iter().map(Into::into).collect();
+    // The CLI and everything it runs (its own tools, its hooks, its MCP servers) work in the
+    // team's sandbox: its private home and its log are all of the state dir it sees.
+    let mut cmd = if config.sandbox == agent_team_config::SandboxMode::On {
+        let mut expose = vec![home.clone()];
+        expose.extend(agent.log_file.clone());
+        let boundary = agent_team_sandbox::Boundary::for_work(&crate::command::work_of(
+            &agent, &config, expose,
+        ));
+        tokio::process::Command::from(agent_team_sandbox::command(
+            &boundary,
+            &launch.cwd,
+            &exe,
+            &args,
+            agent_team_sandbox::Options {
+                interactive: !headless,
+            },
+        ))
+    } else {
+        let mut c = tokio::process::Command::new(&exe);
+        c.args(&args).current_dir(&launch.cwd);
+        c
+    };
+    // No variable locating the team (socket, dirs, secret, a token `serve` held) reaches the
+    // CLI: only its name and team, and what the launch sets below.
+    for k in crate::command::hidden_vars(std::env::vars_os()) {
+        cmd.env_remove(k);
+    }
+    cmd.kill_on_drop(true);
     if headless {
         // A one-shot CLI may read its stdin for more input (`codex exec` does): there is none.
         cmd.stdin(std::process::Stdio::null());

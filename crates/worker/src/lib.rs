@@ -16,6 +16,7 @@ pub mod leader;
 pub mod link;
 pub mod output;
 pub mod prompt;
+pub mod relay;
 pub mod strategy;
 pub mod tools;
 

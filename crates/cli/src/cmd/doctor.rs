@@ -3,40 +3,74 @@
 
 use crate::output;
 use agent_team_paths::Paths;
-use agent_team_worker::command::{SandboxSupport, sandbox_support};
 use anyhow::Result;
 use std::process::ExitCode;
 
-/// Prints each check as `name: ok|missing — detail`; exits 0 either way (it informs).
+/// Prints each check as `name: ok|missing — detail`; exits 0 either way (it informs). The
+/// `sandbox` check says which mechanism confines agents' commands, CLI teammates, hooks and
+/// notify commands; `namespace` and `landlock` say which layers this machine has and why not.
 pub fn doctor(json: bool) -> Result<ExitCode> {
     let paths = Paths::from_env()?;
-    let (sandbox_ok, sandbox) = match sandbox_support() {
-        SandboxSupport::Landlock(abi) => (
+    let support = agent_team_sandbox::support();
+    let hidden = format!("{} and {}", paths.runtime.display(), paths.home.display());
+    let (sandbox_ok, sandbox) = match support.mechanism() {
+        agent_team_sandbox::Mechanism::Namespace(bwrap) => (
             true,
             format!(
-                "Landlock ABI {abi}: task commands cannot read {} or {} and write only in their working dir and temp{}",
-                paths.runtime.display(),
-                paths.home.display(),
-                if abi >= 6 {
-                    "; they cannot signal the daemon or the agents"
-                } else {
+                "a mount and PID namespace ({}): agents' commands, CLI teammates, hooks and notify \
+                 commands cannot see {hidden} or any process outside, and write only in the \
+                 workspace, temp and the package caches",
+                bwrap.display()
+            ),
+        ),
+        agent_team_sandbox::Mechanism::Landlock(abi) => (
+            true,
+            format!(
+                "Landlock only (ABI {abi}): agents' commands cannot read {hidden}; files that run \
+                 later are not protected{}",
+                if abi >= 9 {
                     ""
+                } else {
+                    ", and they can connect to the team's tmux socket (install bubblewrap)"
                 }
             ),
         ),
-        SandboxSupport::Unavailable(why) => (
+        agent_team_sandbox::Mechanism::None(why) => (
             false,
             format!(
-                "{why}: task commands run unsandboxed and can read the operator credential in {}",
+                "{why}: agents' commands run unsandboxed and can read the operator credential in {}",
                 paths.runtime.display()
             ),
         ),
+    };
+    let namespace = match &support.namespace {
+        Ok(p) => (true, format!("bubblewrap at {}", p.display())),
+        Err(why) => (false, why.clone()),
+    };
+    let landlock = match support.landlock {
+        Ok(abi) => (
+            true,
+            format!(
+                "Landlock ABI {abi}: {}",
+                if support.namespace.is_ok() {
+                    "not needed while the namespace works"
+                } else {
+                    "the fallback in use"
+                }
+            ),
+        ),
+        Err(ref why) => (false, why.clone()),
     };
     let tmux = match agent_team_pane::tmux::version() {
         Ok((_, _, v)) => (true, v),
         Err(e) => (false, e.to_string()),
     };
-    let checks = [("sandbox", sandbox_ok, sandbox), ("tmux", tmux.0, tmux.1)];
+    let checks = [
+        ("sandbox", sandbox_ok, sandbox),
+        ("namespace", namespace.0, namespace.1),
+        ("landlock", landlock.0, landlock.1),
+        ("tmux", tmux.0, tmux.1),
+    ];
     if json {
         let v: Vec<serde_json::Value> = checks
             .iter()

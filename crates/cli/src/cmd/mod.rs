@@ -18,7 +18,29 @@ use crate::ctx::Ctx;
 use anyhow::{Context, Result};
 use std::process::ExitCode;
 
-/// Runs the parsed command line.
+/// Refuses every team command run by an agent's command (a task command, a `bash` call, a CLI
+/// teammate's tool, a hook): they carry the agent's name and team and nothing else, have no
+/// operator credential, and must never start a daemon of their own (a stray team in the
+/// sandbox's empty runtime dir). Agents act through their team tools.
+fn inside_an_agents_sandbox() -> Result<()> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    if let (Some(name), Some(team)) = (
+        var(agent_team_pane::env::NAME),
+        var(agent_team_pane::env::TEAM),
+    ) {
+        return Err(crate::Hinted::new(
+            format!(
+                "this runs inside team {team}'s sandbox, as agent {name}'s command: it has no \
+                 operator credential and starts no daemon"
+            ),
+            "agents act through their team tools; ask the leader or the operator",
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Runs one parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let Cli {
         team,
@@ -53,6 +75,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         other => other,
     };
+    inside_an_agents_sandbox()?;
     // The demo is its own team unless told otherwise.
     let demo = matches!(&command, Command::Up(a) if a.demo)
         || matches!(&command, Command::Run(a) if a.demo);

@@ -64,12 +64,18 @@ fn the_mcp_config_starts_agent_team_mcp_as_this_agent() {
     assert_eq!(team["command"], "/bin/agent-team");
     assert_eq!(team["args"], serde_json::json!(["mcp"]));
     assert_eq!(team["env"]["AGENT_TEAM_NAME"], "cc");
-    assert_eq!(team["env"]["AGENT_TEAM_SECRET"], "s3cret");
+    // The MCP server reaches the daemon through the relay, which holds the secret: it is in
+    // no file, argument or variable of the CLI (its tools run in the sandbox, where neither
+    // the daemon's socket nor the runtime dir is).
+    assert_eq!(
+        team["env"]["AGENT_TEAM_SECRET"],
+        crate::relay::PLACEHOLDER_SECRET
+    );
     assert_eq!(team["env"]["AGENT_TEAM_INCARNATION"], "2");
-    assert_eq!(team["env"]["AGENT_TEAM_SOCKET"], "/run/t.sock");
-    // The secret is in no argument and no variable of the CLI itself.
+    assert_eq!(team["env"]["AGENT_TEAM_SOCKET"], "/home/cc/link.sock");
     assert!(!l.args.iter().any(|a| a.contains("s3cret")));
     assert!(!l.env.iter().any(|(_, v)| v.contains("s3cret")));
+    assert!(!l.files.iter().any(|(_, text)| text.contains("s3cret")));
 }
 
 #[test]

@@ -42,10 +42,15 @@ async fn bash(
     }
     let outcome = run_bash(child, timeout, own.is_some()).await;
     // The team's secrets never reach the model (nor the agent's log or the events).
-    let outcome = ToolOutcome {
-        content: crate::command::mask(groups, &outcome.content).into_owned(),
-        ..outcome
-    };
+    let mut content = crate::command::mask(groups, &outcome.content).into_owned();
+    // A write the sandbox refused says so, with the setting that would allow it.
+    if outcome.is_error
+        && let Some(note) = crate::command::refusal_note(groups, &content)
+    {
+        content.push('\n');
+        content.push_str(&note);
+    }
+    let outcome = ToolOutcome { content, ..outcome };
     if let Some(slot) = own
         && let Ok(mut s) = slot.lock()
     {

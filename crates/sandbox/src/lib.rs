@@ -1,0 +1,524 @@
+//! The one boundary around everything an agent can influence: task commands, our agents' `bash`
+//! tool, agent CLI teammates with their whole process tree, `[hooks]` and `[notify]` commands
+//! (docs/SECURITY.md). Whatever a model or a teammate can write, choose or run starts through
+//! [`command`], wherever it executes.
+//!
+//! The rule ([`Boundary::for_work`]) is stated once: the team's control plane (the runtime dir
+//! with its sockets, locks and credentials, the state dirs, the tmux servers' sockets) is not
+//! there at all; reads are allowed everywhere else; writes only in the work dir (a worktree
+//! teammate: its own worktree and its git metadata), temp and the package-manager caches; and
+//! what runs code later (`.git/hooks`, `.git/config`, `.agent-team/`, `.claude/`, the team file,
+//! the files a hook names, shell start-up files) is read-only even inside a writable dir.
+//!
+//! Two mechanisms carry it out:
+//! - **a mount and PID namespace** through bubblewrap (`bwrap`) where it is installed and works:
+//!   it can say "everything but these dirs", `/tmp` stays fully writable, and the sandbox sees
+//!   no process outside it (so no `/proc/PID/environ` of the daemon or a worker, even as root,
+//!   and no signal to them); when its first process ends, everything it started ends too;
+//! - **Landlock** as the fallback (Linux 5.13+), which can only allow: the hidden dirs are left
+//!   out of what it grants, the read-only paths inside writable dirs are not enforced, and before
+//!   ABI 9 it does not restrict `connect()` (docs/SECURITY.md says what that leaves open).
+
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+#[cfg(target_os = "linux")]
+mod landlock_rules;
+
+/// The package-manager caches under the home dir that sandboxed commands may write (created
+/// when missing for the first two, bound when they exist for the others), so `npm install`,
+/// `cargo build`, `pip download`, `go build`, Maven, Gradle, pnpm and yarn work.
+pub const CACHE_DIRS: &[&str] = &[
+    ".npm",
+    ".cache",
+    ".cargo",
+    "go/pkg/mod",
+    ".m2/repository",
+    ".gradle/caches",
+    ".gradle/wrapper",
+    ".local/share/pnpm",
+    ".pnpm-store",
+    ".yarn/berry",
+    ".bun/install/cache",
+];
+
+/// Files and dirs under the home dir that run code later or hold the user's keys: read-only in
+/// the sandbox even where a writable dir (a cache, a workspace that is the home dir) contains
+/// them.
+pub const HOME_PROTECTED: &[&str] = &[
+    ".bashrc",
+    ".bash_profile",
+    ".bash_login",
+    ".bash_logout",
+    ".profile",
+    ".zshrc",
+    ".zshenv",
+    ".zprofile",
+    ".zlogin",
+    ".config/fish",
+    ".ssh",
+    ".gitconfig",
+    ".config/git",
+    ".local/bin",
+    ".npmrc",
+    ".cargo/bin",
+    ".cargo/config",
+    ".cargo/config.toml",
+    ".cargo/env",
+    ".cargo/credentials",
+    ".cargo/credentials.toml",
+    ".config/agent-team",
+];
+
+/// Paths inside a workspace that run code later or configure the team: read-only in the
+/// sandbox (objects, refs and the index stay writable, so `git add` and `git commit` work).
+pub const WORKSPACE_PROTECTED: &[&str] = &[
+    ".git/hooks",
+    ".git/config",
+    ".git/info",
+    ".agent-team",
+    ".claude",
+    ".nyzhi",
+    ".codex",
+    ".qwen",
+    ".mcp.json",
+    ".envrc",
+];
+
+/// What one sandboxed process may see and write. Every path is absolute and canonical.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Boundary {
+    /// Not there at all (an empty, read-only dir in its place): the runtime and state dirs, the
+    /// tmux sockets' dirs, `[sandbox] read_deny`.
+    pub hide: Vec<PathBuf>,
+    /// Writable: the work dir, temp, the caches, `[sandbox] write`.
+    pub write: Vec<PathBuf>,
+    /// Read-only even inside a writable dir: what runs code later.
+    pub read_only: Vec<PathBuf>,
+    /// Put back, writable, inside a hidden dir: a CLI teammate's own private home.
+    pub expose: Vec<PathBuf>,
+}
+
+/// What [`Boundary::for_work`] builds the rule from: where the team keeps its control plane
+/// and where an agent works.
+#[derive(Debug, Clone, Default)]
+pub struct Work {
+    /// The team's workspace (the team file's dir).
+    pub workspace: PathBuf,
+    /// A worktree teammate's own worktree (inside the workspace's `.agent-team/worktrees`):
+    /// then only it and its git metadata are writable, not the workspace.
+    pub worktree: Option<PathBuf>,
+    /// The dirs of the control plane: the runtime dir, the state root and the team's state dir.
+    pub control: Vec<PathBuf>,
+    /// The team file and every file a `[hooks]`/`[notify]` command names.
+    pub protected_files: Vec<PathBuf>,
+    /// `[sandbox] write`: more writable dirs.
+    pub extra_write: Vec<PathBuf>,
+    /// `[sandbox] read_deny`: more hidden dirs.
+    pub read_deny: Vec<PathBuf>,
+    /// A CLI teammate's private home, put back inside the hidden state dir.
+    pub expose: Vec<PathBuf>,
+    /// The user's home dir (the caches and the protected start-up files are under it).
+    pub home: Option<PathBuf>,
+}
+
+impl Boundary {
+    /// The boundary of agent-influenced code doing `work` (the one rule; see the module docs).
+    pub fn for_work(work: &Work) -> Boundary {
+        let mut b = Boundary::default();
+        b.hide.extend(work.control.iter().cloned());
+        b.hide.extend(tmux_dirs());
+        b.hide.extend(work.read_deny.iter().cloned());
+        match &work.worktree {
+            Some(tree) => {
+                b.write.push(tree.clone());
+                b.read_only.push(tree.join(".git"));
+                if let Some(common) = git_common_dir(tree) {
+                    for d in ["objects", "refs", "logs"] {
+                        b.write.push(common.join(d));
+                    }
+                    if let Some(name) = tree.file_name() {
+                        let meta = common.join("worktrees").join(name);
+                        b.write.push(meta.clone());
+                        // Where git finds the repository from this worktree.
+                        b.read_only.push(meta.join("commondir"));
+                        b.read_only.push(meta.join("gitdir"));
+                    }
+                }
+            }
+            None => b.write.push(work.workspace.clone()),
+        }
+        for p in WORKSPACE_PROTECTED {
+            b.read_only.push(work.workspace.join(p));
+            if let Some(tree) = &work.worktree {
+                b.read_only.push(tree.join(p));
+            }
+        }
+        b.read_only.extend(work.protected_files.iter().cloned());
+        b.write.extend(temp_dirs());
+        if let Some(home) = &work.home {
+            for (i, c) in CACHE_DIRS.iter().enumerate() {
+                let dir = home.join(c);
+                // The two every package manager family shares are made when missing.
+                if i < 2 && !dir.exists() {
+                    let _ = std::fs::create_dir_all(&dir);
+                }
+                b.write.push(dir);
+            }
+            for p in HOME_PROTECTED {
+                b.read_only.push(home.join(p));
+            }
+        }
+        b.write.extend(work.extra_write.iter().cloned());
+        b.expose.extend(work.expose.iter().cloned());
+        b.normalise()
+    }
+
+    /// Every path canonical and existing, each once; read-only paths only where something
+    /// writable contains them (elsewhere the read-only root already covers them).
+    fn normalise(mut self) -> Boundary {
+        let canon = |v: Vec<PathBuf>| -> Vec<PathBuf> {
+            let mut v: Vec<PathBuf> = v
+                .into_iter()
+                .filter_map(|p| std::fs::canonicalize(p).ok())
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        self.hide = canon(self.hide);
+        self.hide.retain(|p| p.is_dir());
+        self.write = canon(self.write);
+        self.expose = canon(self.expose);
+        self.read_only = canon(self.read_only);
+        let writable = |p: &Path| {
+            self.write
+                .iter()
+                .chain(self.expose.iter())
+                .any(|w| p.starts_with(w))
+        };
+        let ro: Vec<PathBuf> = self
+            .read_only
+            .iter()
+            .filter(|p| writable(p))
+            .cloned()
+            .collect();
+        self.read_only = ro;
+        self
+    }
+
+    /// The mount operations in the order bubblewrap must apply them: outer paths before the
+    /// paths inside them, so a hidden dir inside `/tmp` stays hidden and a read-only file
+    /// inside the workspace stays read-only.
+    fn mounts(&self) -> Vec<(Mount, &Path)> {
+        let mut ops: Vec<(Mount, &Path)> = Vec::new();
+        ops.extend(self.write.iter().map(|p| (Mount::Write, p.as_path())));
+        ops.extend(self.hide.iter().map(|p| (Mount::Hide, p.as_path())));
+        ops.extend(
+            self.read_only
+                .iter()
+                .map(|p| (Mount::ReadOnly, p.as_path())),
+        );
+        ops.extend(self.expose.iter().map(|p| (Mount::Write, p.as_path())));
+        // A write inside another write with nothing between them adds nothing.
+        let covered = |op: &(Mount, &Path)| {
+            op.0 == Mount::Write
+                && ops.iter().any(|(m, q)| {
+                    *m == Mount::Write
+                        && *q != op.1
+                        && op.1.starts_with(q)
+                        && !ops.iter().any(|(k, h)| {
+                            *k != Mount::Write && h.starts_with(q) && op.1.starts_with(h)
+                        })
+                })
+        };
+        let keep: Vec<bool> = ops.iter().map(|op| !covered(op)).collect();
+        let mut ops: Vec<(Mount, &Path)> = ops
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(op, k)| k.then_some(op))
+            .collect();
+        ops.sort_by_key(|(m, p)| (p.components().count(), *m));
+        ops
+    }
+
+    /// bubblewrap's arguments (before `--` and the program) for a process in `cwd`.
+    pub fn bwrap_args(&self, cwd: &Path, interactive: bool) -> Vec<OsString> {
+        let mut a: Vec<OsString> = Vec::new();
+        let mut push = |parts: &[&OsStr]| a.extend(parts.iter().map(|s| s.to_os_string()));
+        push(&[
+            "--die-with-parent".as_ref(),
+            "--unshare-pid".as_ref(),
+            "--ro-bind".as_ref(),
+            "/".as_ref(),
+            "/".as_ref(),
+            "--dev-bind".as_ref(),
+            "/dev".as_ref(),
+            "/dev".as_ref(),
+            "--proc".as_ref(),
+            "/proc".as_ref(),
+        ]);
+        if !interactive {
+            // No controlling terminal: nothing can be typed into the pane it runs in.
+            push(&["--new-session".as_ref()]);
+        }
+        for (m, p) in self.mounts() {
+            let p = p.as_os_str();
+            match m {
+                Mount::Write => push(&["--bind".as_ref(), p, p]),
+                Mount::Hide => push(&["--perms".as_ref(), "0500".as_ref(), "--tmpfs".as_ref(), p]),
+                Mount::ReadOnly => push(&["--ro-bind".as_ref(), p, p]),
+            }
+        }
+        // Read-only once whatever is put back inside them is mounted.
+        for p in &self.hide {
+            push(&["--remount-ro".as_ref(), p.as_os_str()]);
+        }
+        push(&["--chdir".as_ref(), cwd.as_os_str()]);
+        a
+    }
+
+    /// The writable dirs (Landlock's grants, and what a refused write is explained against).
+    pub fn writable(&self) -> impl Iterator<Item = &Path> {
+        self.write
+            .iter()
+            .chain(self.expose.iter())
+            .map(PathBuf::as_path)
+    }
+}
+
+/// The kinds of mount, in the order they apply at one depth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Mount {
+    Write,
+    Hide,
+    ReadOnly,
+}
+
+/// The temp dirs (`$TMPDIR`, `/tmp`, `/var/tmp`) and the shared memory dir.
+fn temp_dirs() -> Vec<PathBuf> {
+    vec![
+        std::env::temp_dir(),
+        PathBuf::from("/tmp"),
+        PathBuf::from("/var/tmp"),
+    ]
+}
+
+/// Where tmux servers of this uid keep their sockets (`$TMUX_TMPDIR` or `/tmp`, then
+/// `tmux-UID`): the user's own server and any team server started without our runtime dir.
+fn tmux_dirs() -> Vec<PathBuf> {
+    let uid = nix::unistd::getuid().as_raw();
+    let mut v = vec![PathBuf::from(format!("/tmp/tmux-{uid}"))];
+    if let Some(d) = std::env::var_os("TMUX_TMPDIR").filter(|d| !d.is_empty()) {
+        v.push(PathBuf::from(d).join(format!("tmux-{uid}")));
+    }
+    v
+}
+
+/// The common git dir of the worktree at `tree` (from its `.git` file's `gitdir:` line, two
+/// levels up from `.git/worktrees/NAME`).
+fn git_common_dir(tree: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(tree.join(".git")).ok()?;
+    let gitdir = text.lines().find_map(|l| l.strip_prefix("gitdir:"))?.trim();
+    let gitdir = tree.join(gitdir);
+    let common = gitdir.parent()?.parent()?;
+    Some(common.to_path_buf())
+}
+
+/// Which layers this machine offers, asked once per process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Support {
+    /// bubblewrap that starts a namespace here, or why not.
+    pub namespace: Result<PathBuf, String>,
+    /// The kernel's Landlock ABI, or why there is none.
+    pub landlock: Result<i32, String>,
+}
+
+impl Support {
+    /// The mechanism commands run under: the namespace where it works, else Landlock, else
+    /// none (with why).
+    pub fn mechanism(&self) -> Mechanism {
+        match (&self.namespace, &self.landlock) {
+            (Ok(p), _) => Mechanism::Namespace(p.clone()),
+            (Err(_), Ok(abi)) => Mechanism::Landlock(*abi),
+            (Err(n), Err(l)) => Mechanism::None(format!("{n}; {l}")),
+        }
+    }
+}
+
+/// How a sandboxed process is confined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mechanism {
+    /// A mount and PID namespace through bubblewrap at this path.
+    Namespace(PathBuf),
+    /// A Landlock ruleset of this ABI (the fallback).
+    Landlock(i32),
+    /// Nothing: the environment is scrubbed only. Why, in words.
+    None(String),
+}
+
+/// The variable that picks the bubblewrap binary (`none` turns the namespace layer off, for
+/// tests of the fallback); read by whoever starts a sandboxed process.
+pub const ENV_BWRAP: &str = "AGENT_TEAM_BWRAP";
+
+/// What this machine offers (asked once: a trial run of bubblewrap, Landlock's version).
+pub fn support() -> &'static Support {
+    static SUPPORT: OnceLock<Support> = OnceLock::new();
+    SUPPORT.get_or_init(|| Support {
+        namespace: probe_bwrap(),
+        landlock: landlock_abi(),
+    })
+}
+
+/// bubblewrap, found and tried: `bwrap` on `PATH` (or [`ENV_BWRAP`]) running `true` in a
+/// namespace like the ones we make.
+fn probe_bwrap() -> Result<PathBuf, String> {
+    let exe = match std::env::var_os(ENV_BWRAP).filter(|v| !v.is_empty()) {
+        Some(v) if v == "none" => return Err(format!("{ENV_BWRAP}=none")),
+        Some(v) => PathBuf::from(v),
+        None => find_on_path("bwrap").ok_or_else(|| {
+            "bubblewrap is not installed (apt-get install bubblewrap)".to_string()
+        })?,
+    };
+    let out = std::process::Command::new(&exe)
+        .args([
+            "--die-with-parent",
+            "--unshare-pid",
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev-bind",
+            "/dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--tmpfs",
+            "/tmp",
+            "--",
+            "true",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+    if out.status.success() {
+        Ok(exe)
+    } else {
+        Err(format!(
+            "{} cannot make a namespace here: {}",
+            exe.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// `name` in a dir of `PATH`, if it is there.
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+#[cfg(target_os = "linux")]
+fn landlock_abi() -> Result<i32, String> {
+    landlock_rules::abi()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn landlock_abi() -> Result<i32, String> {
+    Err("Landlock is Linux only".to_string())
+}
+
+/// How [`command`] starts a process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Keep the controlling terminal (an agent CLI working in its pane); otherwise the process
+    /// gets a session of its own.
+    pub interactive: bool,
+}
+
+/// `program args` in `cwd`, inside `boundary` by the best mechanism this machine has
+/// ([`support`]). The caller sets the environment (scrubbed), stdio and groups on the result.
+/// With Landlock the ruleset is built now and applied in the child before exec; if it cannot
+/// be built the process does not start (fail closed).
+pub fn command(
+    boundary: &Boundary,
+    cwd: &Path,
+    program: impl AsRef<OsStr>,
+    args: &[OsString],
+    opts: Options,
+) -> std::process::Command {
+    match support().mechanism() {
+        Mechanism::Namespace(bwrap) => {
+            let mut c = std::process::Command::new(bwrap);
+            c.args(boundary.bwrap_args(cwd, opts.interactive))
+                .arg("--")
+                .arg(program)
+                .args(args)
+                .current_dir(cwd);
+            c
+        }
+        #[cfg(target_os = "linux")]
+        Mechanism::Landlock(_) => {
+            let mut c = std::process::Command::new(program);
+            c.args(args).current_dir(cwd);
+            landlock_rules::confine(&mut c, cwd, boundary);
+            c
+        }
+        _ => {
+            let mut c = std::process::Command::new(program);
+            c.args(args).current_dir(cwd);
+            c
+        }
+    }
+}
+
+/// The note added to a failed command's result when its output shows a write the sandbox
+/// refused: the path when it can be read from the output, and the setting that would allow it.
+pub fn explain_refusal(output: &str, boundary: &Boundary) -> Option<String> {
+    let refused = [
+        "Read-only file system",
+        "Permission denied",
+        "EROFS",
+        "EACCES",
+    ];
+    let line = output
+        .lines()
+        .find(|l| refused.iter().any(|r| l.contains(r)))?;
+    let path = line
+        .split(|c: char| c == '\'' || c == '"' || c == '`' || c.is_whitespace() || c == ',')
+        .map(|w| w.trim_end_matches(':'))
+        .find(|w| w.starts_with('/') || w.starts_with("~/"))
+        .map(str::to_string);
+    let inside_writable = |p: &str| boundary.writable().any(|w| Path::new(p).starts_with(w));
+    let hidden = |p: &str| boundary.hide.iter().any(|h| Path::new(p).starts_with(h));
+    let protected = |p: &str| {
+        boundary
+            .read_only
+            .iter()
+            .any(|r| Path::new(p).starts_with(r))
+    };
+    Some(match path {
+        Some(p) if hidden(&p) => format!(
+            "agent-team sandbox: {p} is the team's control plane, hidden from agents' commands"
+        ),
+        Some(p) if protected(&p) => format!(
+            "agent-team sandbox: {p} is read-only for agents' commands (it runs code later or \
+             configures the team); a person must change it"
+        ),
+        Some(p) if !inside_writable(&p) => format!(
+            "agent-team sandbox: writing {p} was refused; commands may write only in the \
+             workspace, temp and the package caches (`[sandbox] write = [\"{p}\"]` in the team \
+             file allows it)"
+        ),
+        Some(_) => return None,
+        None => "agent-team sandbox: a write may have been refused; commands may write only in \
+                 the workspace, temp and the package caches (`[sandbox] write = [\"DIR\"]` in the \
+                 team file allows more)"
+            .to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,365 @@
+use super::*;
+use std::process::Stdio;
+
+/// A team laid out as the daemon lays it out, under a temp dir: a workspace that is a git
+/// repository, a runtime dir with a credential, a state dir, a user home.
+struct Layout {
+    _dir: tempfile::TempDir,
+    base: PathBuf,
+}
+
+impl Layout {
+    fn new() -> Layout {
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(dir.path()).unwrap();
+        for d in [
+            "ws/.git/hooks",
+            "ws/.git/objects",
+            "ws/.git/refs",
+            "ws/src",
+            "run",
+            "state/teams/t/clis/cc",
+            "home/.cargo/bin",
+        ] {
+            std::fs::create_dir_all(base.join(d)).unwrap();
+        }
+        std::fs::write(base.join("ws/.git/config"), "[core]\n").unwrap();
+        std::fs::write(base.join("ws/agent-team.toml"), "name = \"t\"\n").unwrap();
+        std::fs::write(base.join("ws/check.sh"), "echo ok\n").unwrap();
+        std::fs::write(base.join("run/t.operator"), "credential").unwrap();
+        std::fs::write(base.join("state/teams/t/state.db"), "state").unwrap();
+        std::fs::write(base.join("home/.bashrc"), "# rc\n").unwrap();
+        Layout { _dir: dir, base }
+    }
+
+    fn work(&self) -> Work {
+        Work {
+            workspace: self.base.join("ws"),
+            control: vec![self.base.join("run"), self.base.join("state")],
+            protected_files: vec![
+                self.base.join("ws/agent-team.toml"),
+                self.base.join("ws/check.sh"),
+            ],
+            home: Some(self.base.join("home")),
+            ..Work::default()
+        }
+    }
+
+    /// Runs `sh -c cmd` in the workspace inside `b`: (exit code, stdout + stderr).
+    fn run(&self, b: &Boundary, cmd: &str) -> (i32, String) {
+        let out = command(
+            b,
+            &self.base.join("ws"),
+            "sh",
+            &["-c".into(), cmd.into()],
+            Options::default(),
+        )
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+}
+
+fn namespace_or_skip() -> bool {
+    match &support().namespace {
+        Ok(_) => true,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            false
+        }
+    }
+}
+
+#[test]
+fn the_rule_hides_the_control_plane_and_protects_what_runs_code_later() {
+    let l = Layout::new();
+    let b = Boundary::for_work(&l.work());
+    assert!(b.hide.contains(&l.base.join("run")));
+    assert!(b.hide.contains(&l.base.join("state")));
+    assert!(b.write.contains(&l.base.join("ws")));
+    assert!(
+        b.write.contains(&l.base.join("home/.npm")),
+        "made when missing"
+    );
+    assert!(b.write.contains(&l.base.join("home/.cargo")));
+    for p in [
+        "ws/.git/hooks",
+        "ws/.git/config",
+        "ws/agent-team.toml",
+        "ws/check.sh",
+        "home/.cargo/bin",
+    ] {
+        assert!(b.read_only.contains(&l.base.join(p)), "{p}: {b:?}");
+    }
+    // Under a writable dir (this layout is in /tmp), the start-up files get a mount of their
+    // own; a read-only path under nothing writable needs none.
+    assert!(b.read_only.contains(&l.base.join("home/.bashrc")));
+    assert!(!b.read_only.iter().any(|p| p.starts_with("/usr")));
+    // Outer paths come before the paths inside them.
+    let mounts = b.mounts();
+    let at = |p: &Path| mounts.iter().position(|(_, q)| *q == p).unwrap();
+    let tmp = std::fs::canonicalize("/tmp").unwrap();
+    assert!(at(&tmp) < at(&l.base.join("run")));
+    assert!(at(&tmp) < at(&l.base.join("ws/.git/hooks")));
+    // The workspace is inside /tmp here, with nothing hidden between: no mount of its own.
+    assert!(!mounts.iter().any(|(_, q)| *q == l.base.join("ws")));
+}
+
+#[test]
+fn a_worktree_teammate_writes_its_tree_and_its_git_metadata_only() {
+    let l = Layout::new();
+    let tree = l.base.join("ws/.agent-team/worktrees/b1");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::create_dir_all(l.base.join("ws/.git/worktrees/b1")).unwrap();
+    std::fs::create_dir_all(l.base.join("ws/.git/logs")).unwrap();
+    std::fs::write(
+        tree.join(".git"),
+        format!(
+            "gitdir: {}\n",
+            l.base.join("ws/.git/worktrees/b1").display()
+        ),
+    )
+    .unwrap();
+    let b = Boundary::for_work(&Work {
+        worktree: Some(tree.clone()),
+        ..l.work()
+    });
+    assert!(b.write.contains(&tree));
+    assert!(!b.write.contains(&l.base.join("ws")));
+    for p in [
+        "ws/.git/objects",
+        "ws/.git/refs",
+        "ws/.git/logs",
+        "ws/.git/worktrees/b1",
+    ] {
+        assert!(b.write.contains(&l.base.join(p)), "{p}");
+    }
+    assert!(b.read_only.contains(&tree.join(".git")));
+}
+
+#[test]
+fn inside_the_namespace_the_control_plane_is_gone_and_ordinary_writes_work() {
+    if !namespace_or_skip() {
+        return;
+    }
+    let l = Layout::new();
+    let b = Boundary::for_work(&l.work());
+    let run = |cmd: &str| l.run(&b, cmd);
+    let refused = [
+        format!("cat {}/run/t.operator", l.base.display()),
+        format!("cat {}/state/teams/t/state.db", l.base.display()),
+        format!("echo x > {}/run/planted", l.base.display()),
+        "echo '#!/bin/sh' > .git/hooks/post-checkout".to_string(),
+        "echo '[core] hooksPath = /tmp' >> .git/config".to_string(),
+        "echo 'cp x y' >> check.sh".to_string(),
+        "echo x >> agent-team.toml".to_string(),
+        "rm -f check.sh".to_string(),
+        format!("echo x >> {}/home/.bashrc", l.base.display()),
+        format!("echo x > {}/home/.cargo/bin/cargo", l.base.display()),
+    ];
+    for cmd in &refused {
+        let (code, out) = run(cmd);
+        assert_ne!(code, 0, "{cmd} was allowed: {out}");
+    }
+    assert!(!l.base.join("run/planted").exists());
+    assert!(!l.base.join("ws/.git/hooks/post-checkout").exists());
+    assert_eq!(
+        std::fs::read_to_string(l.base.join("ws/check.sh")).unwrap(),
+        "echo ok\n"
+    );
+    let (_, listing) = run(&format!(
+        "ls -A {}/run {}/state",
+        l.base.display(),
+        l.base.display()
+    ));
+    assert!(
+        !listing.contains("operator") && !listing.contains("teams"),
+        "{listing}"
+    );
+    // Ordinary work: the workspace, git's objects, a new file in /tmp, mktemp, the caches.
+    let name = format!("agent-team-sandbox-test-{}", std::process::id());
+    for cmd in [
+        "echo made > src/new.txt".to_string(),
+        "echo obj > .git/objects/o && echo ref > .git/refs/r".to_string(),
+        format!("echo x > /tmp/{name} && cat /tmp/{name}"),
+        "f=$(mktemp) && echo t > $f && rm $f".to_string(),
+        format!("echo c > {}/home/.npm/c", l.base.display()),
+    ] {
+        let (code, out) = run(&cmd);
+        assert_eq!(code, 0, "{cmd} was refused: {out}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(Path::new("/tmp").join(&name)).unwrap(),
+        "x\n",
+        "the real /tmp, not a private copy"
+    );
+    let _ = std::fs::remove_file(Path::new("/tmp").join(&name));
+    // No process outside: not our environ, no signal to us, even as root.
+    let me = std::process::id();
+    let (code, out) = run(&format!("cat /proc/{me}/environ || kill -0 {me}"));
+    assert_ne!(code, 0, "reached the parent: {out}");
+}
+
+#[test]
+fn a_cli_home_put_back_inside_the_hidden_state_dir_is_the_only_thing_there() {
+    if !namespace_or_skip() {
+        return;
+    }
+    let l = Layout::new();
+    let cli = l.base.join("state/teams/t/clis/cc");
+    std::fs::write(cli.join("settings.json"), "{}").unwrap();
+    let b = Boundary::for_work(&Work {
+        expose: vec![cli.clone()],
+        ..l.work()
+    });
+    let (code, out) = l.run(
+        &b,
+        &format!(
+            "cat {c}/settings.json && echo w > {c}/w && ls {s}/teams/t && cat {s}/teams/t/state.db",
+            c = cli.display(),
+            s = l.base.join("state").display()
+        ),
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(out.starts_with("{}clis\n"), "{out}");
+    assert!(cli.join("w").exists());
+}
+
+#[test]
+fn what_a_command_starts_in_the_background_ends_with_it() {
+    if !namespace_or_skip() {
+        return;
+    }
+    let l = Layout::new();
+    let b = Boundary::for_work(&l.work());
+    let marker = l.base.join("ws/alive");
+    let (code, out) = l.run(
+        &b,
+        &format!(
+            "setsid -f sh -c 'sleep 0.5; echo escaped > {}' ; echo started",
+            marker.display()
+        ),
+    );
+    assert_eq!((code, out.as_str()), (0, "started\n"));
+    // The command ended, so its namespace did: the escaped process was killed with it. Wait
+    // past its own deadline (bounded) and check it never wrote.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < deadline && !marker.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!marker.exists(), "a setsid -f child outlived its command");
+}
+
+#[test]
+fn a_refused_write_is_explained_with_the_setting_that_allows_it() {
+    let l = Layout::new();
+    let b = Boundary::for_work(&l.work());
+    let note = explain_refusal(
+        "sh: 1: cannot create /usr/local/lib/x.txt: Read-only file system",
+        &b,
+    )
+    .unwrap();
+    assert!(
+        note.contains("[sandbox] write = [\"/usr/local/lib/x.txt\"]"),
+        "{note}"
+    );
+    let bashrc = l.base.join("home/.bashrc");
+    let note = explain_refusal(
+        &format!(
+            "sh: 1: cannot create {}: Read-only file system",
+            bashrc.display()
+        ),
+        &b,
+    )
+    .unwrap();
+    assert!(note.contains(".bashrc is read-only"), "{note}");
+    let hook = l.base.join("ws/.git/hooks/pre-commit");
+    let note = explain_refusal(
+        &format!(
+            "sh: cannot create {}: Read-only file system",
+            hook.display()
+        ),
+        &b,
+    )
+    .unwrap();
+    assert!(note.contains("read-only for agents"), "{note}");
+    assert_eq!(explain_refusal("all good", &b), None);
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn landlock_keeps_a_command_out_of_the_hidden_dirs_and_writing_only_where_it_works() {
+    let abi = match landlock_abi() {
+        Ok(abi) => abi,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let l = Layout::new();
+    std::fs::create_dir_all(l.base.join("other")).unwrap();
+    std::fs::write(l.base.join("other/kept.txt"), "kept").unwrap();
+    let b = Boundary {
+        hide: vec![l.base.join("run"), l.base.join("state")],
+        write: vec![l.base.join("ws"), std::env::temp_dir()],
+        ..Boundary::default()
+    };
+    let run = |cmd: &str| {
+        let mut c = std::process::Command::new("sh");
+        c.args(["-c", cmd]).current_dir(l.base.join("ws"));
+        landlock_rules::confine(&mut c, &l.base.join("ws"), &b);
+        let out = c.output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for cmd in [
+        "cat ../run/t.operator",
+        "ls ../run",
+        "cat ../state/teams/t/state.db",
+        "echo x > ../run/planted",
+        "echo x > ../escape",
+    ] {
+        let (code, err) = run(cmd);
+        assert_ne!(code, 0, "{cmd} was allowed");
+        assert!(err.contains("Permission denied"), "{cmd}: {err}");
+    }
+    for cmd in [
+        "cat ../other/kept.txt",
+        "echo made > inside.txt",
+        "f=$(mktemp) && echo t > $f && rm $f",
+    ] {
+        let (code, err) = run(cmd);
+        assert_eq!(code, 0, "{cmd} was refused: {err}");
+    }
+    if abi >= 6 {
+        let (code, _) = run("kill -0 $PPID");
+        assert_ne!(code, 0, "signalled its parent");
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_landlock_cover_leaves_out_exactly_the_hidden_dirs() {
+    let l = Layout::new();
+    let base = &l.base;
+    for d in ["a/deny", "a/keep", "b"] {
+        std::fs::create_dir_all(base.join(d)).unwrap();
+    }
+    std::fs::write(base.join("a/file"), "").unwrap();
+    std::os::unix::fs::symlink(base.join("a/deny"), base.join("a/link")).unwrap();
+    let mut out = Vec::new();
+    landlock_rules::cover(&base.join("a"), &[base.join("a/deny")], &mut out);
+    out.sort();
+    let want: Vec<PathBuf> = ["a/file", "a/keep"].iter().map(|p| base.join(p)).collect();
+    assert_eq!(out, want, "symlinks and the denied dir left out");
+}

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 
-fn backends() -> Vec<&'static str> {
+pub(crate) fn backends() -> Vec<&'static str> {
     let mut v = vec!["process", "in-process"];
     if agent_team_pane::tmux::version().is_ok() {
         v.push("tmux");
@@ -54,7 +54,7 @@ fn no_sandbox(sb: &Sandbox) -> Option<String> {
 
 /// Writes the team file into `ws/` (so the team's state and runtime dirs, in the sandbox's
 /// directory, are outside the workspace) and starts the team on `backend`.
-fn up_in_ws(sb: &Sandbox, backend: &str, text: &str) -> String {
+pub(crate) fn up_in_ws(sb: &Sandbox, backend: &str, text: &str) -> String {
     let ws = sb.path("ws");
     std::fs::create_dir_all(&ws).unwrap();
     std::fs::write(ws.join("agent-team.toml"), text).unwrap();
@@ -71,7 +71,7 @@ fn up_in_ws(sb: &Sandbox, backend: &str, text: &str) -> String {
     err
 }
 
-fn pending(sb: &Sandbox, team: &str) -> Vec<PermRequest> {
+pub(crate) fn pending(sb: &Sandbox, team: &str) -> Vec<PermRequest> {
     agent_team_client::Client::operator(&sb.team(team))
         .unwrap()
         .all_perms(false)
@@ -79,7 +79,7 @@ fn pending(sb: &Sandbox, team: &str) -> Vec<PermRequest> {
 }
 
 /// Adds a task with command `run` for `agent` and returns its result once it completed.
-fn run_task(sb: &Sandbox, team: &str, agent: &str, run: &str) -> String {
+pub(crate) fn run_task(sb: &Sandbox, team: &str, agent: &str, run: &str) -> String {
     // The id from the answer: the team file's own tasks may still be arriving.
     let out = sb.ok(&[
         "--team", team, "task", "add", "probe", "--run", run, "--assign", agent, "--json",
@@ -97,9 +97,9 @@ fn run_task(sb: &Sandbox, team: &str, agent: &str, run: &str) -> String {
     t.result.unwrap_or_default()
 }
 
-const TEAM: &str = "guard";
+pub(crate) const TEAM: &str = "guard";
 
-fn team_file(extra: &str) -> String {
+pub(crate) fn team_file(extra: &str) -> String {
     format!(
         "name = \"{TEAM}\"\n{extra}\n[roles.worker]\npermissions = {{ bash = \"allow\", \"bash(*deploy*)\" = \"ask\" }}\n\
          [[teammates]]\nname = \"b1\"\nrole = \"worker\"\n[[teammates]]\nname = \"b2\"\nrole = \"worker\"\n\

@@ -202,7 +202,15 @@ impl crate::TeamConfig {
             );
         }
         commands.extend(self.notify.command.as_deref());
-        let mut files: Vec<std::path::PathBuf> = self.source.iter().cloned().collect();
+        // A relative source is the team file's name in the workspace (its directory).
+        let mut files: Vec<std::path::PathBuf> = self
+            .source
+            .iter()
+            .filter_map(|s| match s.is_absolute() {
+                true => Some(s.clone()),
+                false => s.file_name().map(|n| self.workspace.join(n)),
+            })
+            .collect();
         for line in commands {
             for word in programs_of(line) {
                 let p = self.workspace.join(word);

@@ -218,6 +218,7 @@ impl TeamServer {
             root,
             groups: CommandGroups::default(),
             team_file: tools::team_file(config),
+            runs_later: tools::runs_later(config),
             turns: Arc::new(AtomicU32::new(0)),
         };
         TeamServer {

@@ -74,6 +74,7 @@ pub const HOME_PROTECTED: &[&str] = &[
 /// Paths inside a workspace that run code later or configure the team: read-only in the
 /// sandbox (objects, refs and the index stay writable, so `git add` and `git commit` work).
 pub const WORKSPACE_PROTECTED: &[&str] = &[
+    "agent-team.toml",
     ".git/hooks",
     ".git/config",
     ".git/info",
@@ -98,6 +99,9 @@ pub struct Boundary {
     pub read_only: Vec<PathBuf>,
     /// Put back, writable, inside a hidden dir: a CLI teammate's own private home.
     pub expose: Vec<PathBuf>,
+    /// Every protected path, mounted or not (outside writable dirs the read-only root covers
+    /// them), to explain a refused write.
+    pub protected: Vec<PathBuf>,
 }
 
 /// What [`Boundary::for_work`] builds the rule from: where the team keeps its control plane
@@ -132,6 +136,8 @@ impl Boundary {
         b.hide.extend(work.read_deny.iter().cloned());
         match &work.worktree {
             Some(tree) => {
+                // Not the team's workspace (read-only even where a writable dir holds it).
+                b.read_only.push(work.workspace.clone());
                 b.write.push(tree.clone());
                 b.read_only.push(tree.join(".git"));
                 if let Some(common) = git_common_dir(tree) {
@@ -191,6 +197,10 @@ impl Boundary {
         self.hide.retain(|p| p.is_dir());
         self.write = canon(self.write);
         self.expose = canon(self.expose);
+        self.protected = self.read_only.clone();
+        self.protected.extend(canon(self.read_only.clone()));
+        self.protected.sort();
+        self.protected.dedup();
         self.read_only = canon(self.read_only);
         let writable = |p: &Path| {
             self.write
@@ -475,42 +485,59 @@ pub fn command(
 }
 
 /// The note added to a failed command's result when its output shows a write the sandbox
-/// refused: the path when it can be read from the output, and the setting that would allow it.
-pub fn explain_refusal(output: &str, boundary: &Boundary) -> Option<String> {
-    let refused = [
-        "Read-only file system",
-        "Permission denied",
-        "EROFS",
-        "EACCES",
-    ];
-    let line = output
+/// refused: the path when it can be read from the output (relative ones taken from `cwd`), and
+/// the setting that would allow it.
+pub fn explain_refusal(output: &str, boundary: &Boundary, cwd: &Path) -> Option<String> {
+    let refused = ["Read-only file system", "Permission denied"];
+    let (line, phrase) = output
         .lines()
-        .find(|l| refused.iter().any(|r| l.contains(r)))?;
-    let path = line
-        .split(|c: char| c == '\'' || c == '"' || c == '`' || c.is_whitespace() || c == ',')
-        .map(|w| w.trim_end_matches(':'))
-        .find(|w| w.starts_with('/') || w.starts_with("~/"))
-        .map(str::to_string);
-    let inside_writable = |p: &str| boundary.writable().any(|w| Path::new(p).starts_with(w));
-    let hidden = |p: &str| boundary.hide.iter().any(|h| Path::new(p).starts_with(h));
-    let protected = |p: &str| {
-        boundary
-            .read_only
-            .iter()
-            .any(|r| Path::new(p).starts_with(r))
+        .find_map(|l| refused.iter().find(|r| l.contains(**r)).map(|r| (l, *r)))?;
+    let before = line.split(phrase).next().unwrap_or_default();
+    let unquote = |w: &str| {
+        w.trim_end_matches(':')
+            .trim_matches(|c| c == '\'' || c == '"' || c == '`' || c == '‘' || c == '’')
+            .to_string()
     };
+    // `sh: 1: cannot create X: …`, `touch: cannot touch 'X': …`, `X: …`: the word before the
+    // phrase; else any absolute path on the line.
+    let named = before
+        .trim_end()
+        .trim_end_matches(':')
+        .split_whitespace()
+        .last()
+        .map(unquote)
+        .filter(|w| {
+            !w.is_empty() && !["sh", "bash"].contains(&w.as_str()) && w.parse::<u32>().is_err()
+        })
+        .or_else(|| {
+            line.split_whitespace()
+                .map(unquote)
+                .find(|w| w.starts_with('/'))
+        });
+    let path = named.map(|w| {
+        if Path::new(&w).is_absolute() {
+            PathBuf::from(w)
+        } else {
+            cwd.join(w)
+        }
+    });
+    let under = |p: &Path, list: &[PathBuf]| list.iter().any(|r| p.starts_with(r));
+    let writable: Vec<PathBuf> = boundary.writable().map(Path::to_path_buf).collect();
     Some(match path {
-        Some(p) if hidden(&p) => format!(
-            "agent-team sandbox: {p} is the team's control plane, hidden from agents' commands"
+        Some(p) if under(&p, &boundary.hide) => format!(
+            "agent-team sandbox: {} is the team's control plane, hidden from agents' commands",
+            p.display()
         ),
-        Some(p) if protected(&p) => format!(
-            "agent-team sandbox: {p} is read-only for agents' commands (it runs code later or \
-             configures the team); a person must change it"
+        Some(p) if under(&p, &boundary.protected) => format!(
+            "agent-team sandbox: {} is read-only for agents' commands (it runs code later or \
+             configures the team); a person must change it",
+            p.display()
         ),
-        Some(p) if !inside_writable(&p) => format!(
+        Some(p) if !under(&p, &writable) => format!(
             "agent-team sandbox: writing {p} was refused; commands may write only in the \
              workspace, temp and the package caches (`[sandbox] write = [\"{p}\"]` in the team \
-             file allows it)"
+             file allows it)",
+            p = p.display()
         ),
         Some(_) => return None,
         None => "agent-team sandbox: a write may have been refused; commands may write only in \

@@ -262,9 +262,11 @@ fn what_a_command_starts_in_the_background_ends_with_it() {
 fn a_refused_write_is_explained_with_the_setting_that_allows_it() {
     let l = Layout::new();
     let b = Boundary::for_work(&l.work());
+    let ws = l.base.join("ws");
     let note = explain_refusal(
         "sh: 1: cannot create /usr/local/lib/x.txt: Read-only file system",
         &b,
+        &ws,
     )
     .unwrap();
     assert!(
@@ -272,26 +274,31 @@ fn a_refused_write_is_explained_with_the_setting_that_allows_it() {
         "{note}"
     );
     let bashrc = l.base.join("home/.bashrc");
-    let note = explain_refusal(
-        &format!(
-            "sh: 1: cannot create {}: Read-only file system",
-            bashrc.display()
-        ),
-        &b,
-    )
-    .unwrap();
+    let out = format!(
+        "sh: 1: cannot create {}: Read-only file system",
+        bashrc.display()
+    );
+    let note = explain_refusal(&out, &b, &ws).unwrap();
     assert!(note.contains(".bashrc is read-only"), "{note}");
-    let hook = l.base.join("ws/.git/hooks/pre-commit");
+    // Relative, as sh says it, and quoted, as touch says it.
+    for out in [
+        "w.sh: 1: cannot create .git/hooks/pre-commit: Read-only file system",
+        "touch: cannot touch '.git/hooks/pre-commit': Read-only file system",
+    ] {
+        let note = explain_refusal(out, &b, &ws).unwrap();
+        assert!(
+            note.contains(".git/hooks/pre-commit is read-only for agents"),
+            "{out}: {note}"
+        );
+    }
+    // A file whose name ends like a shell's is still the file.
     let note = explain_refusal(
-        &format!(
-            "sh: cannot create {}: Read-only file system",
-            hook.display()
-        ),
+        "w.sh: 1: cannot create check.sh: Read-only file system",
         &b,
-    )
-    .unwrap();
-    assert!(note.contains("read-only for agents"), "{note}");
-    assert_eq!(explain_refusal("all good", &b), None);
+        &ws,
+    );
+    assert!(note.unwrap().contains("check.sh is read-only for agents"));
+    assert_eq!(explain_refusal("all good", &b, &ws), None);
 }
 
 #[cfg(target_os = "linux")]

@@ -192,6 +192,7 @@ pub async fn run(
         root,
         groups: groups.clone(),
         team_file: tools::team_file(config),
+        runs_later: tools::runs_later(config),
         turns: Arc::new(std::sync::atomic::AtomicU32::new(0)),
     };
     // A worker of a coordinator or collaborate run whose turn ends with text only has

@@ -118,9 +118,9 @@ pub fn work_of(
 
 /// The note for a failed command whose output shows a write the sandbox refused (with the
 /// path when it can be read, and the setting that would allow it); none when not sandboxed.
-pub fn refusal_note(groups: &CommandGroups, output: &str) -> Option<String> {
+pub fn refusal_note(groups: &CommandGroups, output: &str, cwd: &Path) -> Option<String> {
     let conf = groups.confinement.as_ref().filter(|c| c.sandboxed)?;
-    agent_team_sandbox::explain_refusal(output, &conf.boundary)
+    agent_team_sandbox::explain_refusal(output, &conf.boundary, cwd)
 }
 
 /// `text` with the secrets of `groups` masked (unchanged when it has none).
@@ -425,12 +425,12 @@ mod tests {
         assert!(!out.contains("credential"));
         let (code, _, err2) = run("echo x > /usr/agent-team-test", &base.join("ws"), &groups).await;
         assert_ne!(code, 0);
-        let note = refusal_note(&groups, &err2).unwrap();
+        let note = refusal_note(&groups, &err2, &base.join("ws")).unwrap();
         assert!(note.contains("[sandbox] write"), "{note} ({err})");
         // Off: the same read works.
         let off = confined("b1", vec![base.join("run")], false);
         let (code, out, _) = run("cat ../run/t.operator", &base.join("ws"), &off).await;
         assert_eq!((code, out.as_str()), (0, "credential"));
-        assert_eq!(refusal_note(&off, &err2), None);
+        assert_eq!(refusal_note(&off, &err2, &base.join("ws")), None);
     }
 }

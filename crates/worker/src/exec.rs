@@ -437,7 +437,7 @@ pub async fn run_command(
     let mut text = tail.into_iter().collect::<Vec<_>>().join("\n");
     // A write the sandbox refused says so, with the setting that would allow it.
     if code != 0
-        && let Some(note) = crate::command::refusal_note(groups, &text)
+        && let Some(note) = crate::command::refusal_note(groups, &text, cwd)
     {
         out.say(&format!("  │ {note}"));
         text.push('\n');

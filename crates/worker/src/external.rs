@@ -570,9 +570,15 @@ pub fn plan(
                 toml_str(&cwd.display().to_string())
             ));
             files.push((codex_home.join("config.toml"), toml));
+            // Codex makes the helper it runs its own sandbox through (`codex-linux-sandbox`,
+            // under bubblewrap) in CODEX_HOME, and refuses to when CODEX_HOME is inside the temp
+            // dir (a state dir under /tmp): a temp dir of its own keeps it out of that case.
+            let tmp = home.join("tmp");
+            files.push((tmp.join(".keep"), String::new()));
             envs.extend([
                 ("HOME".into(), home.display().to_string()),
                 ("CODEX_HOME".into(), codex_home.display().to_string()),
+                ("TMPDIR".into(), tmp.display().to_string()),
             ]);
             if let Some(k) = key("OPENAI_API_KEY") {
                 envs.push((key_var, k));

@@ -149,6 +149,9 @@ pub struct ToolCtx {
     pub groups: crate::CommandGroups,
     /// The team file the team was started from (canonical), protected whatever its name.
     pub team_file: Option<PathBuf>,
+    /// The scripts the team's `[hooks]` and `[notify]` commands run (canonical): the daemon
+    /// runs them later, so writing one is asked whatever the rules say.
+    pub runs_later: Vec<PathBuf>,
     /// The agent's model turns so far (the leader's `finish_team` reports them as the run's
     /// rounds).
     pub turns: Arc<std::sync::atomic::AtomicU32>,
@@ -164,6 +167,39 @@ pub fn team_file(config: &TeamConfig) -> Option<PathBuf> {
         config.workspace.join(source.file_name()?)
     };
     path.canonicalize().ok()
+}
+
+/// The scripts `config`'s hooks and notify command run, canonical (see [`ToolCtx::runs_later`]).
+pub fn runs_later(config: &TeamConfig) -> Vec<PathBuf> {
+    config
+        .files_that_run_later()
+        .into_iter()
+        .filter_map(|p| p.canonicalize().ok())
+        .collect()
+}
+
+/// A write of `call` (with `input` its [`policy_input`]) to a script in `runs_later`.
+fn runs_later_write(
+    root: &Path,
+    runs_later: &[PathBuf],
+    call: &ToolCall,
+    input: &str,
+) -> Option<perms::Finding> {
+    let hit = |shown: &str, path: &Path| {
+        let real = landing(root, path);
+        runs_later.contains(&real).then(|| perms::Finding {
+            path: shown.to_string(),
+            why: "the team's [hooks] or [notify] run it: what is written there runs later".into(),
+        })
+    };
+    match call {
+        ToolCall::WriteFile(_) | ToolCall::EditFile(_) => hit(input, &root.join(input)),
+        ToolCall::Bash(a) => perms::write_targets(&a.command)
+            .iter()
+            .filter(|w| w.kind == perms::WordKind::Literal)
+            .find_map(|w| hit(&w.text, Path::new(&w.text))),
+        _ => None,
+    }
 }
 
 /// What the role's policy makes of a call once protected paths are taken into account.
@@ -186,7 +222,8 @@ pub fn check(ctx: &ToolCtx, rules: &[PolicyRule], call: &ToolCall, args: &Value)
     let input = policy_input(&ctx.root, call, args);
     let action = perms::decide_rules(&policy::rules(rules), call.name(), &input);
     let found = match action {
-        perms::Action::Allow => protected_write(&ctx.root, ctx.team_file.as_deref(), call, &input),
+        perms::Action::Allow => protected_write(&ctx.root, ctx.team_file.as_deref(), call, &input)
+            .or_else(|| runs_later_write(&ctx.root, &ctx.runs_later, call, &input)),
         _ => None,
     };
     let d = perms::guard(action, found);
@@ -406,6 +443,36 @@ mod tests {
         let call = ToolCall::parse(name, &args).unwrap();
         let input = policy_input(root, &call, &args);
         protected_write(root, team_file, &call, &input).map(|f| f.to_string())
+    }
+
+    /// Issue 25: a script the team's hooks run is protected like the team file: a model's
+    /// `write_file`, `edit_file` or shell redirection to it is asked whatever the rules say.
+    #[test]
+    fn a_write_to_a_script_a_hook_runs_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join("scripts")).unwrap();
+        std::fs::write(root.join("scripts/check.sh"), "true\n").unwrap();
+        std::fs::write(root.join("notes.txt"), "n\n").unwrap();
+        let runs_later = vec![root.join("scripts/check.sh")];
+        let found = |name: &str, args: Value| {
+            let call = ToolCall::parse(name, &args).unwrap();
+            let input = policy_input(&root, &call, &args);
+            runs_later_write(&root, &runs_later, &call, &input).map(|f| f.to_string())
+        };
+        let file = |p: &str| serde_json::json!({"path": p, "content": "x"});
+        for (name, args) in [
+            ("write_file", file("scripts/check.sh")),
+            ("write_file", file("scripts/../scripts/check.sh")),
+            (
+                "bash",
+                serde_json::json!({"command": "echo 'cat ~/x' >> scripts/check.sh"}),
+            ),
+        ] {
+            let f = found(name, args.clone()).unwrap_or_default();
+            assert!(f.contains("[hooks]"), "{name} {args}: {f}");
+        }
+        assert_eq!(found("write_file", file("notes.txt")), None);
     }
 
     /// Issue 12, "Protected paths": writes into `.git` and the team's own files are found however

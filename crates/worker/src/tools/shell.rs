@@ -45,7 +45,7 @@ async fn bash(
     let mut content = crate::command::mask(groups, &outcome.content).into_owned();
     // A write the sandbox refused says so, with the setting that would allow it.
     if outcome.is_error
-        && let Some(note) = crate::command::refusal_note(groups, &content)
+        && let Some(note) = crate::command::refusal_note(groups, &content, root)
     {
         content.push('\n');
         content.push_str(&note);

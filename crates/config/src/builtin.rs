@@ -37,6 +37,33 @@ pub fn claude_tool(name: &str) -> Option<&'static str> {
     })
 }
 
+/// Maps a Nyzhi tool name (in `.nyzhi/agents/*.md` and other role files) to ours; `None` for a
+/// name with no counterpart. Nyzhi's read-only git tools ([`NYZHI_GIT_TOOLS`]) have none:
+/// agent-team has no git tool, the read tools cannot tell what git tracks or changed, and the
+/// one way to run git is `bash`, which also writes and runs anything, so mapping them to it
+/// would widen a role. In an allow list they are left out (the role runs without them, with a
+/// warning); in a deny list there is nothing of ours to take away, which keeps the role as
+/// narrow as Nyzhi would (denying `git_diff` there leaves `bash` too).
+pub fn nyzhi_tool(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "read" => "read_file",
+        "write" => "write_file",
+        "edit" => "edit_file",
+        "list_dir" | "directory_tree" => "list_files",
+        "todowrite" => "todo_write",
+        _ => return None,
+    })
+}
+
+/// Nyzhi's read-only git tools: no counterpart in agent-team (see [`nyzhi_tool`]).
+pub const NYZHI_GIT_TOOLS: &[&str] = &[
+    "git_status",
+    "git_diff",
+    "git_log",
+    "git_show",
+    "git_branch",
+];
+
 fn strs(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }

@@ -1,6 +1,7 @@
-//! The team configuration: `agent-team.toml` (SPEC §4), role files in `.agent-team/agents/` and
-//! `.claude/agents/`, and the built-in roles, resolved into one [`TeamConfig`] that the daemon
-//! stores and every agent reads. Also the built-in offline demo team.
+//! The team configuration: `agent-team.toml` (SPEC §4), role files in `.claude/agents/`,
+//! `.nyzhi/agents/` and `.agent-team/agents/`, and the built-in roles, resolved into one
+//! [`TeamConfig`] that the daemon stores and every agent reads. Also the built-in offline demo
+//! team.
 
 mod builtin;
 mod demo;
@@ -14,9 +15,9 @@ mod vars;
 
 pub use agent_team_protocol::TeamStrategy;
 pub use builtin::{
-    BUILTIN_SOURCE, DECIDE_PERMISSION, LEADER_TOOLS, MEMORY_SET, READ_ONLY_ROLES, READ_ONLY_TOOLS,
-    ROLE_DIRS, TEAM_FILE_SOURCE, TEAMMATE_TOOLS, WORKSPACE_TOOLS, builtin_roles, claude_tool,
-    is_known_tool,
+    BUILTIN_SOURCE, DECIDE_PERMISSION, LEADER_TOOLS, MEMORY_SET, NYZHI_GIT_TOOLS, READ_ONLY_ROLES,
+    READ_ONLY_TOOLS, ROLE_DIRS, TEAM_FILE_SOURCE, TEAMMATE_TOOLS, WORKSPACE_TOOLS, builtin_roles,
+    claude_tool, is_known_tool, nyzhi_tool,
 };
 pub use demo::demo_team;
 pub use hooks::{DEFAULT_HOOK_TIMEOUT_SECS, Hook, HookEvent, Hooks};

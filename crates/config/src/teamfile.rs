@@ -2,12 +2,16 @@
 //! Every error names the file, the line and the field.
 
 use crate::ConfigError;
-use crate::builtin::{ROLE_DIRS, TEAM_FILE_SOURCE, builtin_roles, claude_tool, is_known_tool};
+use crate::builtin::{
+    NYZHI_GIT_TOOLS, READ_ONLY_TOOLS, ROLE_DIRS, TEAM_FILE_SOURCE, builtin_roles, claude_tool,
+    is_known_tool, nyzhi_tool,
+};
 use crate::model::*;
 use crate::policy::parse_key;
 use crate::vars::{Origins, SecretSource, check_key, is_valid_key};
 use agent_team_protocol::TeamStrategy;
 use serde::Deserialize;
+use serde_yaml_ng::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use toml::Spanned;
@@ -134,6 +138,9 @@ pub(crate) struct RawRole {
     base_url: Option<String>,
     api_key_env: Option<String>,
     tools: Option<Vec<String>>,
+    /// Nyzhi's name for `tools`: the same list; giving both is an error naming the role. Read
+    /// into `tools` (see [`allowed_tools_alias`]) before the layers are merged.
+    allowed_tools: Option<Vec<String>>,
     permissions: Option<BTreeMap<String, PermAction>>,
     restart: Option<RestartPolicy>,
     isolation: Option<Isolation>,
@@ -150,6 +157,10 @@ pub(crate) struct RawRole {
     /// the set it would have without them.
     #[serde(skip)]
     disallowed: Option<Vec<String>>,
+    /// A role file's `read_only: true` (or Claude Code's `permissionMode: plan`): the role
+    /// keeps only the tools that change nothing ([`READ_ONLY_TOOLS`]), whatever `tools` says.
+    #[serde(skip)]
+    read_only: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -267,6 +278,8 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
         None => "default".to_string(),
     };
 
+    let mut raw = raw;
+    allowed_tools_alias(&cx, "defaults", None, &mut raw.defaults)?;
     // Roles: built-ins, then role files, then [roles.X] over them; [defaults] under all.
     let mut layers: BTreeMap<String, RawRole> = BTreeMap::new();
     let (files, warnings) = load_role_files(&workspace)?;
@@ -276,10 +289,11 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
     for (rname, r) in &raw.roles {
         agent_team_protocol::names::validate("role", rname)
             .map_err(|m| cx.err(Some(r.span()), &format!("roles.{rname}"), m))?;
-        let top = RawRole {
+        let mut top = RawRole {
             source: Some(TEAM_FILE_SOURCE.to_string()),
             ..r.get_ref().clone()
         };
+        allowed_tools_alias(&cx, &format!("roles.{rname}"), Some(r.span()), &mut top)?;
         let merged = match layers.remove(rname) {
             // A role file's role that the team file only adds to still comes from that file.
             Some(base) => {
@@ -316,6 +330,7 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
              not in [defaults]",
         ));
     }
+    let resolved: HashSet<String> = layers.keys().cloned().collect();
     for (rname, layer) in layers {
         let span = raw.roles.get(&rname).map(|r| r.span());
         let budget = budget_limit(
@@ -335,10 +350,11 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
         let role = resolve_role(&cx, &rname, base, &raw.defaults, layer, span, &mut origins)?;
         roles.insert(rname, role);
     }
-    // Built-ins not overridden still take [defaults] (provider, model, …).
-    let overridden: HashSet<String> = raw.roles.keys().cloned().collect();
+    // Built-ins not overridden still take [defaults] (provider, model, …). A role from a role
+    // file took them under its own keys above; taking them again over it would put [defaults]'s
+    // `tools` over the file's and lose its `read_only` and `disallowedTools`.
     for (rname, role) in roles.iter_mut() {
-        if !overridden.contains(rname) {
+        if !resolved.contains(rname) {
             *role = resolve_role(
                 &cx,
                 rname,
@@ -746,7 +762,43 @@ fn overlay(base: RawRole, top: RawRole) -> RawRole {
         plan_required: top.plan_required.or(base.plan_required),
         source: top.source.or(base.source),
         disallowed: top.disallowed.or(base.disallowed),
+        allowed_tools: top.allowed_tools.or(base.allowed_tools),
+        // A restriction of either layer stays: the team file cannot set it, and a layer
+        // saying `false` does not undo one saying `true`.
+        read_only: match (top.read_only, base.read_only) {
+            (Some(true), _) | (_, Some(true)) => Some(true),
+            (t, b) => t.or(b),
+        },
     }
+}
+
+/// `allowed_tools` in `[roles.NAME]` or `[defaults]` (`prefix`) is another name for `tools`:
+/// moved into `tools`; both given is an error naming the role.
+fn allowed_tools_alias(
+    cx: &Ctx<'_>,
+    prefix: &str,
+    span: Option<std::ops::Range<usize>>,
+    role: &mut RawRole,
+) -> Result<(), ConfigError> {
+    let Some(allowed) = role.allowed_tools.take() else {
+        return Ok(());
+    };
+    if role.tools.is_some() {
+        let field = format!("{prefix}.allowed_tools");
+        let whose = prefix
+            .strip_prefix("roles.")
+            .map_or_else(|| "[defaults]".to_string(), |n| format!("role {n:?}"));
+        return Err(cx.err(
+            span,
+            &field,
+            format!(
+                "{whose} gives both tools and allowed_tools; allowed_tools is another name for \
+                 tools, so give the list once"
+            ),
+        ));
+    }
+    role.tools = Some(allowed);
+    Ok(())
 }
 
 fn resolve_role(
@@ -784,6 +836,9 @@ fn resolve_role(
     };
     if let Some(gone) = &r.disallowed {
         tools.retain(|t| !gone.contains(t));
+    }
+    if r.read_only == Some(true) {
+        tools.retain(|t| READ_ONLY_TOOLS.contains(&t.as_str()));
     }
     let permissions = match r.permissions {
         Some(p) => {
@@ -951,27 +1006,30 @@ fn resolve_tasks(
     Ok(ordered)
 }
 
-/// Front matter of a role file.
-#[derive(Debug, Deserialize)]
-struct FrontMatter {
-    name: Option<String>,
-    description: Option<String>,
-    tools: Option<serde_yaml_ng::Value>,
-    /// Claude Code's: tools taken away from the role.
-    #[serde(rename = "disallowedTools")]
-    disallowed_tools: Option<serde_yaml_ng::Value>,
-    model: Option<String>,
-    /// Ours (`teammate_idle: CMD`, ...); a Claude Code subagent's own hooks (`PreToolUse` with
-    /// matchers) are Claude Code's and are left out with a warning.
-    hooks: Option<serde_yaml_ng::Value>,
-    plan_required: Option<bool>,
-    /// Claude Code's colour for the subagent in its own UI: nothing to do here.
-    #[serde(rename = "color")]
-    _color: Option<serde_yaml_ng::Value>,
-    /// Anything else (Claude Code's `permissionMode`, `mcpServers`, ...): a warning each.
-    #[serde(flatten)]
-    other: BTreeMap<String, serde_yaml_ng::Value>,
-}
+/// The front matter keys agent-team reads, each under the name used in messages and the
+/// spellings that mean it. A key is matched without case, `_` or `-`, so Nyzhi's snake_case
+/// (`read_only`, `allowed_tools`, `disallowed_tools`, `max_steps`) and Claude Code's camelCase
+/// (`disallowedTools`, `maxTurns`, `permissionMode`) both work; two spellings of one key in a
+/// file (`tools` and `allowed_tools`, `max_steps` and `maxTurns`) are an error.
+const FRONT_MATTER_KEYS: &[(&str, &[&str])] = &[
+    ("name", &["name"]),
+    ("description", &["description"]),
+    ("tools", &["tools", "allowedtools"]),
+    ("disallowed_tools", &["disallowedtools"]),
+    ("read_only", &["readonly"]),
+    ("max_steps", &["maxsteps", "maxturns"]),
+    ("model", &["model"]),
+    ("hooks", &["hooks"]),
+    ("plan_required", &["planrequired"]),
+    ("permission_mode", &["permissionmode"]),
+    ("isolation", &["isolation"]),
+    // Claude Code's colour for the subagent in its own UI: nothing to do here.
+    ("color", &["color", "colour"]),
+];
+
+/// Claude Code's hook events that run before a tool call and can refuse it: a subagent file's
+/// hooks for them restrict the role, and agent-team cannot run them, so they are an error.
+const CLAUDE_BLOCKING_HOOKS: &[&str] = &["PreToolUse", "PermissionRequest"];
 
 /// Claude Code's model aliases: a subagent file may name one, but no model API knows them.
 const CLAUDE_MODEL_ALIASES: [&str; 4] = ["opus", "sonnet", "haiku", "opusplan"];
@@ -1040,12 +1098,23 @@ fn load_role_files(workspace: &Path) -> Result<(RoleLayers, Vec<String>), Config
     Ok((out, warnings))
 }
 
-/// Parses one markdown role file. With YAML front matter between `---` lines (`name`,
-/// `description`, `tools`, `model`), the rest is the prompt; without, it is plain Markdown
-/// (Nyzhi's form): the file name is the role's name, the first `# Heading` its description,
-/// the whole text its prompt. Tool names may be ours or Claude Code's (`Read`, `Write`, `Edit`,
-/// `MultiEdit`, `Glob`, `Grep`, `LS`, `Bash`, `WebFetch`, `TodoWrite`); a name with no
-/// counterpart is left out with a warning naming the file and the tool.
+/// Parses one markdown role file. With YAML front matter between `---` lines, the rest is the
+/// prompt; without, it is plain Markdown (Nyzhi's form): the file name is the role's name, the
+/// first `# Heading` its description, the whole text its prompt.
+///
+/// The front matter never widens a role: every key that restricts one is honoured or is an
+/// error naming the file and the key. `tools` (or `allowed_tools`) lists the role's tools,
+/// `disallowed_tools` takes tools away, `read_only: true` (or Claude Code's
+/// `permissionMode: plan`) keeps only the tools that change nothing, `max_steps` (or
+/// `maxTurns`) caps the model turns, `isolation: worktree` gives each teammate its own
+/// worktree. Tool names may be ours, Claude Code's ([`claude_tool`]) or Nyzhi's
+/// ([`nyzhi_tool`]); a name with no counterpart is left out of `tools` with a warning (the
+/// role runs without it) and of `disallowed_tools` with a warning (there is nothing to take
+/// away), but a pattern such as `Bash(rm *)` in `disallowed_tools` is an error, since taking
+/// part of a tool away is for `permissions` in the team file. Keys that cannot restrict the
+/// role (Claude Code's `mcpServers`, `skills`, a `permissionMode` that only asks less, hooks
+/// that do not run before a call) are left out with a warning; `color` silently; a key
+/// agent-team does not know is a warning too.
 pub(crate) fn parse_role_file(path: &Path) -> Result<(String, RawRole, Vec<String>), ConfigError> {
     let err = |line: Option<usize>, field: Option<&str>, message: String| ConfigError {
         file: path.to_path_buf(),
@@ -1098,74 +1167,184 @@ pub(crate) fn parse_role_file(path: &Path) -> Result<(String, RawRole, Vec<Strin
     // The line the prompt starts on, for errors about its placeholders.
     let body_at = text.len() - body.len() + (body.len() - body.trim_start().len());
     let body_line = text[..body_at].matches('\n').count() + 1;
-    let fm: FrontMatter = serde_yaml_ng::from_str(yaml).map_err(|e| {
-        err(
-            e.location().map(|l| l.line() + 1),
-            None,
-            format!("bad front matter: {e}"),
-        )
-    })?;
-    let name = fm.name.unwrap_or(stem);
+    let mut fm = FrontMatter::read(path, yaml)?;
+    let mut warnings = Vec::new();
+
+    let name = fm.text("name")?.unwrap_or(stem);
     agent_team_protocol::names::validate("role", &name)
         .map_err(|m| err(Some(2), Some("name"), m))?;
-    let tool_list = |field: &str, v: Option<serde_yaml_ng::Value>| match v {
-        None => Ok(None),
-        Some(serde_yaml_ng::Value::String(s)) => Ok(Some(
-            s.split(',')
-                .map(|t| t.trim().to_string())
-                .filter(|t| !t.is_empty())
-                .collect::<Vec<_>>(),
-        )),
-        Some(serde_yaml_ng::Value::Sequence(seq)) => Ok(Some(
-            seq.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect(),
-        )),
-        Some(_) => Err(err(
-            None,
-            Some(field),
-            format!("{field} is a list or a comma-separated string"),
-        )),
+    let tools = fm.tools("tools")?;
+    let disallowed = fm.tools("disallowed_tools")?;
+    let mut read_only = match fm.take("read_only") {
+        None => false,
+        Some((_, Value::Bool(b))) => b,
+        // Nyzhi reads its front matter as text: `read_only: "true"` means the same there.
+        Some((_, Value::String(s))) if s == "true" || s == "false" => s == "true",
+        Some((key, v)) => {
+            return Err(fm.err(
+                &key,
+                format!(
+                    "{key} is true or false, not {}; agent-team cannot tell whether it makes the \
+                     role read-only",
+                    show(&v)
+                ),
+            ));
+        }
     };
-    let tools = tool_list("tools", fm.tools)?;
-    let disallowed = tool_list("disallowedTools", fm.disallowed_tools)?;
-    let mut warnings = Vec::new();
-    let mut mapped = |list: Vec<String>, what: &str| {
+    let max_steps = match fm.take("max_steps") {
+        None => None,
+        Some((key, v)) => {
+            let n = match &v {
+                Value::Number(n) => n.as_u64(),
+                Value::String(s) => s.trim().parse::<u64>().ok(),
+                _ => None,
+            };
+            match n.and_then(|n| u32::try_from(n).ok()).filter(|n| *n >= 1) {
+                Some(n) => Some(n),
+                None => {
+                    return Err(fm.err(
+                        &key,
+                        format!(
+                            "{key} is the most model turns the role may take, a whole number of \
+                             at least 1, not {}",
+                            show(&v)
+                        ),
+                    ));
+                }
+            }
+        }
+    };
+    match fm.take("permission_mode") {
+        None => {}
+        Some((key, Value::String(mode))) => match mode.as_str() {
+            // Claude Code's plan mode reads and changes nothing.
+            "plan" => read_only = true,
+            // The host's own rules: here, the team's permission policy.
+            "default" => {}
+            // These only let Claude Code ask less: leaving them out narrows, never widens.
+            "acceptEdits" | "bypassPermissions" => warnings.push(format!(
+                "{}: {key} {mode:?} only lets Claude Code ask less; left out, the role keeps \
+                 the team's permission policy",
+                path.display()
+            )),
+            _ => {
+                return Err(fm.err(
+                    &key,
+                    format!(
+                        "{key} {mode:?} makes Claude Code refuse or ask before tool calls it \
+                         would otherwise run, and agent-team cannot take that from a role file; \
+                         remove it and give the role `permissions` in [roles.{name}] of the team \
+                         file (e.g. bash = \"ask\" or \"deny\")"
+                    ),
+                ));
+            }
+        },
+        Some((key, v)) => {
+            return Err(fm.err(
+                &key,
+                format!("{key} is a mode such as plan, not {}", show(&v)),
+            ));
+        }
+    }
+    let isolation = match fm.take("isolation") {
+        None => None,
+        Some((key, v)) => Some(serde_yaml_ng::from_value::<Isolation>(v.clone()).map_err(
+            |_| {
+                fm.err(
+                    &key,
+                    format!("{key} is shared or worktree, not {}", show(&v)),
+                )
+            },
+        )?),
+    };
+
+    // Taking part of a tool away (`Bash(rm *)`) is a rule for `permissions`: refused rather
+    // than ignored, which would leave the whole tool.
+    if let Some((key, list)) = &disallowed {
+        for t in list {
+            let Some((b, pattern)) = t.split_once('(') else {
+                continue;
+            };
+            let ours = our_tool(b.trim());
+            if is_known_tool(&ours) {
+                let pattern = pattern.strip_suffix(')').unwrap_or(pattern);
+                return Err(fm.err(
+                    key,
+                    format!(
+                        "{key}: {t:?} takes part of {ours} away, which a role file cannot do; \
+                         take all of it away, or deny the pattern with `permissions` in \
+                         [roles.{name}] of the team file (\"{ours}({pattern})\" = \"deny\")"
+                    ),
+                ));
+            }
+        }
+    }
+    let mut mapped = |list: Vec<String>, key: &str, what: &str| {
         let (mapped, unknown) = map_tools(&list);
         for t in unknown {
+            let why = if NYZHI_GIT_TOOLS.contains(&t.as_str()) {
+                "agent-team has no git tool and never gives bash in its place"
+            } else {
+                "it has no counterpart in agent-team"
+            };
             warnings.push(format!(
-                "{}: tool {t:?} has no counterpart in agent-team; {what}",
+                "{}: {key}: tool {t:?}: {why}; {what}",
                 path.display()
             ));
         }
         mapped
     };
-    let tools = tools.map(|l| mapped(l, "the role runs without it"));
-    let disallowed = disallowed.map(|l| mapped(l, "there is nothing to take away"));
+    let tools = tools.map(|(key, l)| mapped(l, &key, "the role runs without it"));
+    let disallowed = disallowed.map(|(key, l)| mapped(l, &key, "there is nothing to take away"));
+    if read_only && let Some(listed) = &tools {
+        let gone: Vec<&str> = listed
+            .iter()
+            .map(String::as_str)
+            .filter(|t| !READ_ONLY_TOOLS.contains(t))
+            .collect();
+        if !gone.is_empty() {
+            warnings.push(format!(
+                "{}: the role is read-only, so it runs without {}",
+                path.display(),
+                gone.join(", ")
+            ));
+        }
+    }
     let claude_file = path.parent().is_some_and(|d| d.ends_with(".claude/agents"));
-    let hooks = match fm.hooks {
+    let hooks = match fm.take("hooks") {
         None => None,
-        Some(v) => match serde_yaml_ng::from_value::<crate::Hooks>(v) {
+        Some((key, v)) => match serde_yaml_ng::from_value::<crate::Hooks>(v.clone()) {
             Ok(h) => Some(h),
-            // Claude Code's own hook shape in its own subagent file: not ours to run.
+            // Claude Code's own hook shape in its own subagent file: not ours to run. One that
+            // can refuse a tool call restricts the role, so leaving it out would widen it.
             Err(_) if claude_file => {
+                let blocking = CLAUDE_BLOCKING_HOOKS
+                    .iter()
+                    .find(|e| v.get(*e).is_some_and(|h| !h.is_null()));
+                if let Some(event) = blocking {
+                    return Err(fm.err(
+                        &key,
+                        format!(
+                            "{key}: Claude Code's {event} hooks can refuse a tool call, and \
+                             agent-team cannot run them; remove them and restrict the role \
+                             with `disallowedTools` or with `permissions` in [roles.{name}] of \
+                             the team file"
+                        ),
+                    ));
+                }
                 warnings.push(format!(
-                    "{}: hooks: Claude Code's hooks are not agent-team's (see [hooks] in the \
+                    "{}: {key}: Claude Code's hooks are not agent-team's (see [hooks] in the \
                      team file); left out",
                     path.display()
                 ));
                 None
             }
             Err(e) => {
-                return Err(err(
-                    None,
-                    Some("hooks"),
-                    format!("bad front matter: hooks: {e}"),
-                ));
+                return Err(fm.err(&key, format!("bad front matter: {key}: {e}")));
             }
         },
     };
-    let model = match fm.model {
+    let model = match fm.text("model")? {
         Some(m) if m == "inherit" => None,
         Some(m) if CLAUDE_MODEL_ALIASES.contains(&m.as_str()) => {
             warnings.push(format!(
@@ -1177,14 +1356,23 @@ pub(crate) fn parse_role_file(path: &Path) -> Result<(String, RawRole, Vec<Strin
         }
         m => m,
     };
-    for key in fm.other.keys() {
+    let plan_required = match fm.take("plan_required") {
+        None => None,
+        Some((_, Value::Bool(b))) => Some(b),
+        Some((key, v)) => {
+            return Err(fm.err(&key, format!("{key} is true or false, not {}", show(&v))));
+        }
+    };
+    let description = fm.text("description")?;
+    fm.take("color");
+    for key in fm.other {
         warnings.push(format!(
             "{}: front matter {key:?} is not used by agent-team; left out",
             path.display()
         ));
     }
     let role = RawRole {
-        description: fm.description,
+        description,
         system_prompt: Some(body.trim().to_string())
             .filter(|b| !b.is_empty())
             .map(|b| Spanned::new(0..0, b)),
@@ -1192,23 +1380,188 @@ pub(crate) fn parse_role_file(path: &Path) -> Result<(String, RawRole, Vec<Strin
         model,
         tools,
         disallowed,
+        read_only: read_only.then_some(true),
+        max_steps,
+        isolation,
         hooks,
-        plan_required: fm.plan_required,
+        plan_required,
         ..Default::default()
     };
     Ok((name, role, warnings))
 }
 
-/// A role file's tool names as ours (Claude Code's names mapped, ours kept, each once), and
-/// the names with no counterpart.
+/// A role file's front matter, by key (see [`FRONT_MATTER_KEYS`]): each known key with the
+/// spelling it was written in, and the keys agent-team does not know.
+struct FrontMatter {
+    path: PathBuf,
+    yaml: String,
+    known: BTreeMap<&'static str, (String, Value)>,
+    other: Vec<String>,
+}
+
+impl FrontMatter {
+    /// Reads the front matter's keys; YAML that is not a mapping, or one key written twice in
+    /// two spellings, is an error.
+    fn read(path: &Path, yaml: &str) -> Result<FrontMatter, ConfigError> {
+        let err = |line: Option<usize>, field: Option<&str>, message: String| ConfigError {
+            file: path.to_path_buf(),
+            line,
+            col: None,
+            field: field.map(str::to_string),
+            message,
+        };
+        let value: Value = serde_yaml_ng::from_str(yaml).map_err(|e| {
+            err(
+                e.location().map(|l| l.line() + 1),
+                None,
+                format!("bad front matter: {e}"),
+            )
+        })?;
+        let mapping = match value {
+            Value::Null => serde_yaml_ng::Mapping::new(),
+            Value::Mapping(m) => m,
+            _ => {
+                return Err(err(
+                    Some(2),
+                    None,
+                    "bad front matter: it is `key: value` lines".into(),
+                ));
+            }
+        };
+        let mut known: BTreeMap<&'static str, (String, Value)> = BTreeMap::new();
+        let mut other = Vec::new();
+        for (k, v) in mapping {
+            let Some(k) = k.as_str().map(str::to_string) else {
+                return Err(err(
+                    None,
+                    None,
+                    format!("bad front matter: the key {} is not a name", show(&k)),
+                ));
+            };
+            let plain: String = k
+                .chars()
+                .filter(|c| !matches!(c, '_' | '-'))
+                .flat_map(char::to_lowercase)
+                .collect();
+            let Some((canon, _)) = FRONT_MATTER_KEYS
+                .iter()
+                .find(|(_, forms)| forms.contains(&plain.as_str()))
+            else {
+                other.push(k);
+                continue;
+            };
+            if let Some((first, _)) = known.get(canon) {
+                return Err(err(
+                    key_line(yaml, &k),
+                    Some(&k),
+                    format!("{first} and {k} are the same key; give it once"),
+                ));
+            }
+            known.insert(canon, (k, v));
+        }
+        Ok(FrontMatter {
+            path: path.to_path_buf(),
+            yaml: yaml.to_string(),
+            known,
+            other,
+        })
+    }
+
+    /// The key (as written) and its value; an empty value (`key:`) is as if it were absent.
+    fn take(&mut self, canon: &str) -> Option<(String, Value)> {
+        self.known.remove(canon).filter(|(_, v)| !v.is_null())
+    }
+
+    fn err(&self, key: &str, message: String) -> ConfigError {
+        ConfigError {
+            file: self.path.clone(),
+            line: key_line(&self.yaml, key),
+            col: None,
+            field: Some(key.to_string()),
+            message,
+        }
+    }
+
+    /// A key whose value is text.
+    fn text(&mut self, canon: &str) -> Result<Option<String>, ConfigError> {
+        match self.take(canon) {
+            None => Ok(None),
+            Some((_, Value::String(s))) => Ok(Some(s)),
+            Some((key, v)) => Err(self.err(&key, format!("{key} is text, not {}", show(&v)))),
+        }
+    }
+
+    /// A list of tool names, as a YAML list or a comma-separated string, with the key as
+    /// written.
+    fn tools(&mut self, canon: &str) -> Result<Option<(String, Vec<String>)>, ConfigError> {
+        let Some((key, v)) = self.take(canon) else {
+            return Ok(None);
+        };
+        let bad = |v: &Value| {
+            self.err(
+                &key,
+                format!(
+                    "{key} is a list or a comma-separated string of tool names, not {}",
+                    show(v)
+                ),
+            )
+        };
+        let list = match &v {
+            Value::String(s) => s
+                .split(',')
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+                .collect(),
+            Value::Sequence(seq) => seq
+                .iter()
+                .map(|t| {
+                    t.as_str()
+                        .map(|t| t.trim().to_string())
+                        .ok_or_else(|| bad(t))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            _ => return Err(bad(&v)),
+        };
+        Ok(Some((key, list)))
+    }
+}
+
+/// The line (from 1, counting the opening `---`) of the front matter where `key` is written.
+fn key_line(yaml: &str, key: &str) -> Option<usize> {
+    yaml.lines()
+        .position(|l| {
+            l.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with(':'))
+        })
+        .map(|i| i + 2)
+}
+
+/// A YAML value as a message shows it.
+fn show(v: &Value) -> String {
+    serde_yaml_ng::to_string(v)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "that".to_string())
+}
+
+/// A role file's tool name as ours: Claude Code's and Nyzhi's names mapped, ours (and names
+/// with no counterpart) as written.
+fn our_tool(name: &str) -> String {
+    claude_tool(name)
+        .or_else(|| nyzhi_tool(name))
+        .unwrap_or(name)
+        .to_string()
+}
+
+/// A role file's tool names as ours (Claude Code's and Nyzhi's names mapped, ours kept, each
+/// once), and the names with no counterpart.
 pub(crate) fn map_tools(list: &[String]) -> (Vec<String>, Vec<String>) {
     let (mut mapped, mut unknown) = (Vec::new(), Vec::new());
     for t in list {
-        let ours = claude_tool(t).unwrap_or(t.as_str());
-        if !is_known_tool(ours) {
+        let ours = our_tool(t);
+        if !is_known_tool(&ours) {
             unknown.push(t.clone());
-        } else if !mapped.iter().any(|m| m == ours) {
-            mapped.push(ours.to_string());
+        } else if !mapped.contains(&ours) {
+            mapped.push(ours);
         }
     }
     (mapped, unknown)

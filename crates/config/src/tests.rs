@@ -363,8 +363,9 @@ fn claude_tool_names_map_and_unknown_ones_warn() {
 }
 
 /// A Claude Code subagent file that Claude Code accepts starts here too, and never gains a
-/// tool: its own hooks, a model alias and keys we have no use for are warnings, and
-/// `disallowedTools` takes tools away (from the default set when there is no `tools:`).
+/// tool: its own hooks that cannot refuse a call, a model alias, a `permissionMode` that only
+/// asks less and keys we have no use for are warnings, and `disallowedTools` takes tools away
+/// (from the default set when there is no `tools:`).
 #[test]
 fn claude_subagent_files_with_their_own_keys_load_without_widening_the_role() {
     let dir = tempfile::tempdir().unwrap();
@@ -372,7 +373,7 @@ fn claude_subagent_files_with_their_own_keys_load_without_widening_the_role() {
     std::fs::write(
         dir.path().join(".claude/agents/cr.md"),
         "---\nname: cr\ndescription: Reviews code\ndisallowedTools: Write, Edit, Bash, NotebookEdit\n\
-         model: opus\ncolor: blue\npermissionMode: plan\nhooks:\n  PreToolUse:\n    - matcher: Bash\n      \
+         model: opus\ncolor: blue\npermissionMode: bypassPermissions\nskills: [x]\nhooks:\n  PostToolUse:\n    - matcher: Bash\n      \
          hooks:\n        - type: command\n          command: ./check.sh\n---\nYou review.\n",
     )
     .unwrap();
@@ -406,7 +407,8 @@ fn claude_subagent_files_with_their_own_keys_load_without_widening_the_role() {
         "\"NotebookEdit\"",
         "hooks",
         "\"opus\"",
-        "\"permissionMode\"",
+        "permissionMode \"bypassPermissions\"",
+        "\"skills\"",
     ] {
         assert!(w.contains(needle), "{needle} missing from:\n{w}");
     }
@@ -751,4 +753,290 @@ fn plan_required_where_no_plan_can_be_held_is_an_error() {
          [[teammates]]\nname = \"y\"\nrole = \"p\"\n",
     )
     .unwrap();
+}
+
+/// A workspace with these role files (path under the workspace, text) and team file, loaded.
+fn load_with(
+    files: &[(&str, &str)],
+    team: &str,
+) -> (tempfile::TempDir, Result<TeamConfig, ConfigError>) {
+    let dir = tempfile::tempdir().unwrap();
+    for (path, text) in files {
+        let p = dir.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    std::fs::write(dir.path().join("agent-team.toml"), team).unwrap();
+    let cfg = load(&dir.path().join("agent-team.toml"));
+    (dir, cfg)
+}
+
+fn has(r: &Role, tool: &str) -> bool {
+    r.tools.iter().any(|t| t == tool)
+}
+
+/// Issue 25, item 5: Nyzhi's `read_only: true` was dropped with a warning and the "read-only"
+/// role got `write_file` and `bash`. It keeps only the tools that change nothing, in every
+/// spelling and every role directory, and `[defaults]`' tools do not undo it.
+#[test]
+fn a_nyzhi_read_only_role_file_gets_neither_write_file_nor_bash() {
+    let (_d, cfg) = load_with(
+        &[
+            (
+                ".nyzhi/agents/scout.md",
+                "---\nname: scout\ndescription: Reads only\nread_only: true\n---\nYou read.\n",
+            ),
+            (
+                ".agent-team/agents/camel.md",
+                "---\nreadOnly: \"true\"\n---\nYou read.\n",
+            ),
+            (
+                ".claude/agents/planish.md",
+                "---\nname: planish\npermissionMode: plan\n---\nYou plan.\n",
+            ),
+        ],
+        "name = \"t\"\n",
+    );
+    let cfg = cfg.unwrap();
+    for name in ["scout", "camel", "planish"] {
+        let r = cfg.role(name).unwrap();
+        for gone in ["write_file", "edit_file", "bash", "memory_set"] {
+            assert!(!has(r, gone), "{name} has {gone}: {:?}", r.tools);
+        }
+        assert!(has(r, "read_file"), "{name}: {:?}", r.tools);
+        assert!(
+            r.tools
+                .iter()
+                .all(|t| READ_ONLY_TOOLS.contains(&t.as_str())),
+            "{name}: {:?}",
+            r.tools
+        );
+    }
+    assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+
+    // An allow list with writing tools in a read-only role: they are left out, with a warning.
+    // `[defaults]` tools and `[roles.NAME]` tools go under the restriction too.
+    let (_d, cfg) = load_with(
+        &[(
+            ".nyzhi/agents/scout.md",
+            "---\nread_only: true\nallowed_tools: [read, write, bash, grep]\n---\nYou read.\n",
+        )],
+        "name = \"t\"\n[defaults]\ntools = [\"read_file\", \"write_file\", \"bash\"]\n\
+         [roles.other]\nmax_steps = 3\n",
+    );
+    let cfg = cfg.unwrap();
+    assert_eq!(cfg.role("scout").unwrap().tools, ["read_file", "grep"]);
+    let w = cfg.warnings.join("\n");
+    assert!(
+        w.contains("scout.md") && w.contains("write_file") && w.contains("bash"),
+        "{w}"
+    );
+    let (_d, cfg) = load_with(
+        &[(
+            ".nyzhi/agents/scout.md",
+            "---\nread_only: true\n---\nYou read.\n",
+        )],
+        "name = \"t\"\n[defaults]\ntools = [\"read_file\", \"write_file\", \"bash\"]\n",
+    );
+    assert_eq!(cfg.unwrap().role("scout").unwrap().tools, ["read_file"]);
+    let (_d, cfg) = load_with(
+        &[(
+            ".nyzhi/agents/scout.md",
+            "---\nread_only: true\n---\nYou read.\n",
+        )],
+        "name = \"t\"\n[roles.scout]\ntools = [\"read_file\", \"bash\"]\n",
+    );
+    assert_eq!(cfg.unwrap().role("scout").unwrap().tools, ["read_file"]);
+}
+
+/// Nyzhi's `allowed_tools` lists the role's tools and `disallowed_tools` takes tools away, with
+/// Nyzhi's tool names; its git tools have no counterpart and never bring `bash` in.
+#[test]
+fn nyzhi_allowed_and_disallowed_tools_are_honoured() {
+    let (_d, cfg) = load_with(
+        &[
+            (
+                ".nyzhi/agents/narrow.md",
+                "---\nallowed_tools: [read, grep, glob, edit, list_dir, git_status, git_diff]\n---\nx\n",
+            ),
+            (
+                ".nyzhi/agents/nowrite.md",
+                "---\ndisallowed_tools: write, edit, bash\n---\nx\n",
+            ),
+            (
+                ".agent-team/agents/camel.md",
+                "---\nallowedTools: Read, Grep\ndisallowedTools: [grep]\n---\nx\n",
+            ),
+        ],
+        "name = \"t\"\n",
+    );
+    let cfg = cfg.unwrap();
+    assert_eq!(
+        cfg.role("narrow").unwrap().tools,
+        ["read_file", "grep", "glob", "edit_file", "list_files"]
+    );
+    let nowrite = cfg.role("nowrite").unwrap();
+    for gone in ["write_file", "edit_file", "bash"] {
+        assert!(!has(nowrite, gone), "{gone}: {:?}", nowrite.tools);
+    }
+    assert!(has(nowrite, "read_file"), "{:?}", nowrite.tools);
+    assert_eq!(cfg.role("camel").unwrap().tools, ["read_file"]);
+    let w = cfg.warnings.join("\n");
+    for git in ["\"git_status\"", "\"git_diff\""] {
+        assert!(w.contains(git), "{git} missing from:\n{w}");
+    }
+    assert_eq!(cfg.warnings.len(), 2, "{w}");
+
+    for nyzhi in ["read", "write", "edit", "grep", "glob", "bash"] {
+        let (ours, unknown) = crate::teamfile::map_tools(&[nyzhi.to_string()]);
+        assert!(unknown.is_empty() && ours.len() == 1, "{nyzhi}");
+        assert!(is_known_tool(&ours[0]), "{nyzhi}");
+    }
+    assert_eq!(nyzhi_tool("read"), Some("read_file"));
+    assert_eq!(nyzhi_tool("write"), Some("write_file"));
+    assert_eq!(nyzhi_tool("edit"), Some("edit_file"));
+    for git in NYZHI_GIT_TOOLS {
+        assert_eq!(nyzhi_tool(git), None, "{git}");
+    }
+
+    // Giving the list twice, or taking part of a tool away, is an error in that file.
+    for (text, key) in [
+        (
+            "---\ntools: [read]\nallowed_tools: [grep]\n---\nx\n",
+            "allowed_tools",
+        ),
+        (
+            "---\ndisallowed_tools: [\"Bash(rm *)\"]\n---\nx\n",
+            "disallowed_tools",
+        ),
+        ("---\nallowed_tools: 7\n---\nx\n", "allowed_tools"),
+    ] {
+        let (_d, cfg) = load_with(&[(".nyzhi/agents/bad.md", text)], "name = \"t\"\n");
+        let e = cfg.unwrap_err();
+        assert!(e.file.ends_with("bad.md"), "{e}");
+        assert_eq!(e.field.as_deref(), Some(key), "{e}");
+        assert!(e.line.is_some(), "{e}");
+    }
+}
+
+/// Nyzhi's `max_steps` (Claude Code's `maxTurns`) caps the role's model turns.
+#[test]
+fn max_steps_from_a_role_file_is_honoured() {
+    let (_d, cfg) = load_with(
+        &[
+            (".nyzhi/agents/short.md", "---\nmax_steps: 7\n---\nx\n"),
+            (
+                ".claude/agents/turns.md",
+                "---\nname: turns\nmaxTurns: 9\n---\nx\n",
+            ),
+            (".nyzhi/agents/over.md", "---\nmax_steps: 7\n---\nx\n"),
+        ],
+        "name = \"t\"\n[defaults]\nmax_steps = 40\n[roles.over]\nmax_steps = 12\n",
+    );
+    let cfg = cfg.unwrap();
+    assert_eq!(cfg.role("short").unwrap().max_steps, 7);
+    assert_eq!(cfg.role("turns").unwrap().max_steps, 9);
+    assert_eq!(
+        cfg.role("over").unwrap().max_steps,
+        12,
+        "the team file says last"
+    );
+    assert_eq!(cfg.role("worker").unwrap().max_steps, 40);
+    assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    for (text, key) in [
+        ("---\nmax_steps: 0\n---\nx\n", "max_steps"),
+        ("---\nmax_steps: many\n---\nx\n", "max_steps"),
+        ("---\nmax_steps: 3\nmaxTurns: 4\n---\nx\n", "maxTurns"),
+    ] {
+        let (_d, cfg) = load_with(&[(".nyzhi/agents/bad.md", text)], "name = \"t\"\n");
+        let e = cfg.unwrap_err();
+        assert!(e.file.ends_with("bad.md"), "{e}");
+        assert_eq!(e.field.as_deref(), Some(key), "{e}");
+    }
+}
+
+/// A front matter key that would restrict the role but that agent-team cannot honour stops
+/// the load, naming the file, the key and why; keys that cannot restrict stay warnings, and
+/// `isolation` is honoured.
+#[test]
+fn a_restricting_key_a_role_file_cannot_honour_is_an_error() {
+    for (path, text, key, why) in [
+        (
+            ".claude/agents/ask.md",
+            "---\nname: ask\npermissionMode: dontAsk\n---\nx\n",
+            "permissionMode",
+            "refuse or ask",
+        ),
+        (
+            ".claude/agents/gate.md",
+            "---\nname: gate\nhooks:\n  PreToolUse:\n    - matcher: Bash\n      hooks:\n        \
+             - type: command\n          command: ./check.sh\n---\nx\n",
+            "hooks",
+            "PreToolUse",
+        ),
+        (
+            ".nyzhi/agents/maybe.md",
+            "---\nread_only: maybe\n---\nx\n",
+            "read_only",
+            "true or false",
+        ),
+        (
+            ".nyzhi/agents/iso.md",
+            "---\nisolation: sandboxed\n---\nx\n",
+            "isolation",
+            "shared or worktree",
+        ),
+    ] {
+        let (_d, cfg) = load_with(&[(path, text)], "name = \"t\"\n");
+        let e = cfg.unwrap_err();
+        let shown = e.to_string();
+        assert!(e.file.ends_with(path), "{shown}");
+        assert_eq!(e.field.as_deref(), Some(key), "{shown}");
+        assert!(shown.contains(key) && shown.contains(why), "{shown}");
+        assert!(e.line.is_some(), "{shown}");
+    }
+    let (_d, cfg) = load_with(
+        &[(
+            ".claude/agents/apart.md",
+            "---\nname: apart\nisolation: worktree\npermissionMode: default\nmcpServers: [gh]\n\
+             color: red\n---\nx\n",
+        )],
+        "name = \"t\"\n",
+    );
+    let cfg = cfg.unwrap();
+    assert_eq!(cfg.role("apart").unwrap().isolation, Isolation::Worktree);
+    assert_eq!(cfg.warnings.len(), 1, "{:?}", cfg.warnings);
+    assert!(
+        cfg.warnings[0].contains("\"mcpServers\""),
+        "{:?}",
+        cfg.warnings
+    );
+}
+
+/// `allowed_tools` in `[roles.NAME]` (and `[defaults]`) is another name for `tools`; both is
+/// an error naming the role.
+#[test]
+fn allowed_tools_is_an_alias_of_tools_in_the_team_file() {
+    let cfg = parse(
+        "name = \"t\"\n[roles.scout]\nallowed_tools = [\"read_file\", \"grep\"]\n\
+         [defaults]\nallowed_tools = [\"read_file\"]\n",
+    )
+    .unwrap();
+    assert_eq!(cfg.role("scout").unwrap().tools, ["read_file", "grep"]);
+    assert_eq!(cfg.role("default").unwrap().tools, ["read_file"]);
+    let e =
+        parse("name = \"t\"\n[roles.scout]\ntools = [\"read_file\"]\nallowed_tools = [\"grep\"]\n")
+            .unwrap_err();
+    let shown = e.to_string();
+    assert_eq!(
+        e.field.as_deref(),
+        Some("roles.scout.allowed_tools"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("\"scout\"") && shown.contains("tools"),
+        "{shown}"
+    );
+    let e = parse("name = \"t\"\n[roles.scout]\nallowed_tools = [\"warp\"]\n").unwrap_err();
+    assert!(e.to_string().contains("warp"), "{e}");
 }

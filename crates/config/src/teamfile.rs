@@ -17,11 +17,36 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 /// `sandbox = "on" | "off"`, or the `[sandbox]` table: `mode`, `write`, `read_deny`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 enum RawSandbox {
     Mode(SandboxMode),
     Table(RawSandboxTable),
+}
+
+impl<'de> Deserialize<'de> for RawSandbox {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawSandbox;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`on` or `off`, or a [sandbox] table")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawSandbox, E> {
+                match v {
+                    "on" => Ok(RawSandbox::Mode(SandboxMode::On)),
+                    "off" => Ok(RawSandbox::Mode(SandboxMode::Off)),
+                    other => Err(E::custom(format!(
+                        "unknown variant `{other}`, expected `on` or `off`"
+                    ))),
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<RawSandbox, A::Error> {
+                RawSandboxTable::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(RawSandbox::Table)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// The `[sandbox]` table.
@@ -1620,6 +1645,24 @@ mod sandbox_tests {
         let e = parse("name = \"a\"\nsandbox = \"maybe\"\n").unwrap_err();
         assert!(e.to_string().contains("expected `on` or `off`"), "{e}");
         assert_eq!(e.line, Some(2), "{e}");
+    }
+
+    #[test]
+    fn the_sandbox_table_adds_write_and_read_deny_paths() {
+        let c = parse(
+            "name = \"a\"\n[sandbox]\nwrite = [\"out\", \"/var/cache/x\"]\nread_deny = [\"secrets\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.sandbox, SandboxMode::On);
+        assert_eq!(
+            c.sandbox_paths.write,
+            [c.workspace.join("out"), PathBuf::from("/var/cache/x")]
+        );
+        assert_eq!(c.sandbox_paths.read_deny, [c.workspace.join("secrets")]);
+        let off = parse("name = \"a\"\n[sandbox]\nmode = \"off\"\n").unwrap();
+        assert_eq!(off.sandbox, SandboxMode::Off);
+        let e = parse("name = \"a\"\n[sandbox]\nwrites = []\n").unwrap_err();
+        assert!(e.to_string().contains("writes"), "{e}");
     }
 }
 

@@ -440,3 +440,29 @@ fn ordinary_work_just_works_in_the_default_sandbox() {
     assert!(!ws.join(".git/hooks/pre-commit").exists());
     sb.ok(&["--team", TEAM, "down"]);
 }
+
+/// `serve`'s token never reaches a daemon (a command of its agents could read it in the
+/// daemon's `/proc/PID/environ` where the kernel lets it): a daemon started by a command that
+/// has `AGENT_TEAM_API_TOKEN` in its environment has none in its own.
+#[test]
+fn a_daemon_started_with_the_api_token_in_the_environment_does_not_hold_it() {
+    let mut sb = Sandbox::new();
+    sb.env.push((
+        "AGENT_TEAM_API_TOKEN".into(),
+        "tok-should-not-travel".into(),
+    ));
+    sb.write_team_file("name = \"tk\"\n");
+    sb.ok(&["task", "add", "one"]);
+    let pid: u32 = std::fs::read_to_string(sb.team("tk").lock)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&environ).contains("tok-should-not-travel"),
+        "the daemon holds serve's token"
+    );
+    assert!(String::from_utf8_lossy(&environ).contains("AGENT_TEAM_HOME="));
+    sb.ok(&["down"]);
+}

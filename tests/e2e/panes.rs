@@ -389,10 +389,20 @@ fn the_leader_pane_prompts_and_its_answer_decides() {
     let sock = sb.tmux_socket("ask");
     wait_for("the prompt in the leader's pane", T, || {
         sb.tmux(&sock, &["capture-pane", "-p", "-t", &leader_pane])
-            .is_ok_and(|t| t.contains("allow? [y] once"))
+            .is_ok_and(|t| t.contains("allow? [y 1] once"))
     });
-    // A person answers in the pane (the test types for them).
+    // A blind `y` approves nothing (issue 25: anything that reaches the tmux server could type
+    // it); the prompt asks for the id.
     sb.tmux(&sock, &["send-keys", "-t", &leader_pane, "y", "Enter"])
+        .unwrap();
+    wait_for("the prompt to ask for the id", T, || {
+        sb.tmux(&sock, &["capture-pane", "-p", "-t", &leader_pane])
+            .is_ok_and(|t| t.contains("allowing needs the request's id"))
+    });
+    assert!(!sb.task_is("ask", 1, TaskStatus::Completed));
+    assert_eq!(sb.operator("ask").all_perms(false).unwrap().len(), 1);
+    // A person answers in the pane with the id (the test types for them).
+    sb.tmux(&sock, &["send-keys", "-t", &leader_pane, "y 1", "Enter"])
         .unwrap();
     wait_for("the task to complete", T, || {
         sb.task_is("ask", 1, TaskStatus::Completed)

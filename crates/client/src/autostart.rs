@@ -77,7 +77,9 @@ pub fn ensure_daemon(
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(log_err))
         .env_remove("TMUX")
-        .env_remove("TMUX_PANE");
+        .env_remove("TMUX_PANE")
+        // `serve`'s token is the operator's over HTTP: the daemon has no use for it.
+        .env_remove(agent_team_paths::ENV_API_TOKEN);
     for (k, v) in extra_env {
         cmd.env(k, v);
     }

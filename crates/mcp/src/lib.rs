@@ -92,6 +92,18 @@ impl Inbox {
         std::mem::take(&mut *self.queued.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// Messages taken but not handed over (the hook went away before its answer): first again.
+    fn put_back(&self, mut messages: Vec<Message>) {
+        if messages.is_empty() {
+            return;
+        }
+        let mut q = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+        messages.append(&mut q);
+        *q = messages;
+        drop(q);
+        self.arrived.notify_waiters();
+    }
+
     fn is_empty(&self) -> bool {
         self.queued
             .lock()
@@ -285,10 +297,19 @@ impl TeamServer {
     /// nothing queued the agent is reported idle.
     pub fn serve_hooks(&self, socket: &std::path::Path) -> Result<(), McpError> {
         let _ = std::fs::remove_file(socket);
+        // The hook answers only its CLI: a caller must present this launch's key (in a 0600
+        // file beside the socket) and descend from the CLI that started this server.
+        let key = agent_team_paths::new_secret()
+            .map_err(|e| McpError::Session(format!("cannot make the hook key: {e}")))?;
+        let key_file = hook_key_file(socket);
+        agent_team_paths::write_secret_file(&key_file, &key)
+            .map_err(|e| McpError::Session(format!("cannot write {}: {e}", key_file.display())))?;
+        let cli = nix::unistd::getppid().as_raw();
         let listener = tokio::net::UnixListener::bind(socket).map_err(|e| {
             McpError::Session(format!("cannot listen on {}: {e}", socket.display()))
         })?;
         let me = self.clone();
+        let key = Arc::new(key);
         // A permission hook may wait for a person: at most this many are answered at once; one
         // more is closed unanswered, which its hook takes as a refusal.
         let slots = Arc::new(tokio::sync::Semaphore::new(HOOK_CONNECTIONS_MAX));
@@ -297,9 +318,9 @@ impl TeamServer {
                 let Ok(slot) = slots.clone().try_acquire_owned() else {
                     continue;
                 };
-                let me = me.clone();
+                let (me, key) = (me.clone(), key.clone());
                 tokio::spawn(async move {
-                    let _ = me.answer_hook(stream).await;
+                    let _ = me.answer_hook(stream, &key, cli).await;
                     drop(slot);
                 });
             }
@@ -307,8 +328,14 @@ impl TeamServer {
         Ok(())
     }
 
-    async fn answer_hook(&self, stream: tokio::net::UnixStream) -> std::io::Result<()> {
+    async fn answer_hook(
+        &self,
+        stream: tokio::net::UnixStream,
+        key: &str,
+        cli: i32,
+    ) -> std::io::Result<()> {
         use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        let caller = stream.peer_cred().ok().and_then(|c| c.pid());
         let (r, mut w) = stream.into_split();
         let mut line = String::new();
         // One line, soon: a peer that sends more or nothing gets no more than this.
@@ -319,8 +346,36 @@ impl TeamServer {
         {
             return Ok(());
         }
+        let refuse = |why: &str| {
+            let mut out = serde_json::to_vec(&serde_json::json!({ "error": why }))
+                .unwrap_or_else(|_| b"{}".to_vec());
+            out.push(b'\n');
+            out
+        };
+        let Some(line) = line.strip_prefix(key).and_then(|l| l.strip_prefix(' ')) else {
+            return w.write_all(&refuse("not this launch's hook key")).await;
+        };
+        if !caller.is_some_and(|pid| descends_from(pid, cli)) {
+            return w
+                .write_all(&refuse("the caller is not a process of this agent's CLI"))
+                .await;
+        }
+        let line = line.to_string();
+        if line.trim() == "stop" {
+            // Messages are marked read only once the hook has its answer.
+            let (answer, taken) = self.answer_stop().await;
+            let mut out = serde_json::to_vec(&answer).unwrap_or_else(|_| b"{}".to_vec());
+            out.push(b'\n');
+            match w.write_all(&out).await {
+                Ok(()) => self.mark_read(&taken).await,
+                Err(e) => {
+                    self.inbox.put_back(taken);
+                    return Err(e);
+                }
+            }
+            return Ok(());
+        }
         let answer = match line.trim_end().split_once(' ') {
-            None if line.trim() == "stop" => self.answer_stop().await,
             Some(("permission", call)) => {
                 let (allow, reason) = match serde_json::from_str::<Value>(call) {
                     Ok(v) => {
@@ -341,20 +396,24 @@ impl TeamServer {
         w.write_all(&out).await
     }
 
-    /// The turn-end hook: what is queued (now read), or the agent is idle. A first turn
-    /// that called no team tool gets its instruction again first.
-    async fn answer_stop(&self) -> Value {
+    /// The turn-end hook: what is queued (returned with the answer, to be marked read once
+    /// the answer is written), or the agent is idle. A first turn that called no team tool
+    /// gets its instruction again first.
+    async fn answer_stop(&self) -> (Value, Vec<Message>) {
         let again = self
             .unconfirmed_first
             .lock()
             .ok()
             .and_then(|mut u| u.take());
         if let Some(text) = again {
-            return serde_json::json!({ "messages": [format!(
-                "The team's tools are connected now; start again with them. {text}"
-            )] });
+            return (
+                serde_json::json!({ "messages": [format!(
+                    "The team's tools are connected now; start again with them. {text}"
+                )] }),
+                Vec::new(),
+            );
         }
-        let messages = self.take_queued().await;
+        let messages = self.inbox.take();
         if messages.is_empty() {
             self.ctx
                 .link
@@ -371,7 +430,7 @@ impl TeamServer {
                 .await;
         }
         let texts: Vec<String> = messages.iter().map(render).collect();
-        serde_json::json!({ "messages": texts })
+        (serde_json::json!({ "messages": texts }), messages)
     }
 
     /// Judges a call of the CLI's own tool, given as our tool `tool` with `args`, by the
@@ -436,12 +495,6 @@ impl TeamServer {
     }
 
     /// What is queued for the agent now, marked read (the caller hands it to the CLI).
-    async fn take_queued(&self) -> Vec<Message> {
-        let messages = self.inbox.take();
-        self.mark_read(&messages).await;
-        messages
-    }
-
     async fn mark_read(&self, messages: &[Message]) {
         if messages.is_empty() {
             return;
@@ -607,11 +660,14 @@ async fn ask_server(socket: &std::path::Path, line: &str) -> Result<Value, McpEr
     let fail = |e: std::io::Error| {
         McpError::Session(format!("the team server on {}: {e}", socket.display()))
     };
+    let key = agent_team_paths::read_secret_file(&hook_key_file(socket)).map_err(fail)?;
     let stream = tokio::net::UnixStream::connect(socket)
         .await
         .map_err(fail)?;
     let (r, mut w) = stream.into_split();
-    w.write_all(line.as_bytes()).await.map_err(fail)?;
+    w.write_all(format!("{} {line}", key.trim()).as_bytes())
+        .await
+        .map_err(fail)?;
     let mut answer = String::new();
     tokio::io::BufReader::new(r)
         .read_line(&mut answer)
@@ -619,6 +675,38 @@ async fn ask_server(socket: &std::path::Path, line: &str) -> Result<Value, McpEr
         .map_err(fail)?;
     serde_json::from_str(answer.trim())
         .map_err(|e| McpError::Session(format!("a bad answer from the team server: {e}")))
+}
+
+/// The file holding the hook key of the server listening on `socket` (beside it, 0600).
+pub fn hook_key_file(socket: &std::path::Path) -> std::path::PathBuf {
+    socket.with_file_name("hook.key")
+}
+
+/// Whether process `pid` is `ancestor` or descends from it (read from `/proc`, at most 64
+/// generations up).
+fn descends_from(pid: i32, ancestor: i32) -> bool {
+    let mut p = pid;
+    for _ in 0..64 {
+        if p == ancestor {
+            return true;
+        }
+        if p <= 1 {
+            return false;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            return false;
+        };
+        // `pid (comm) state ppid …`: comm may hold spaces and parentheses.
+        let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|n| n.parse().ok())
+        else {
+            return false;
+        };
+        p = ppid;
+    }
+    false
 }
 
 /// `agent-team hook stop`: asks the agent's MCP server (on `socket`) for the messages queued
@@ -658,6 +746,10 @@ pub async fn pre_tool_use_hook(
     };
     let v = ask_server(socket, &line).await?;
     let allow = v["allow"].as_bool().unwrap_or(false);
-    let reason = v["reason"].as_str().unwrap_or_default();
+    // A refused caller gets the server's `error` as the reason.
+    let reason = v["reason"]
+        .as_str()
+        .or_else(|| v["error"].as_str())
+        .unwrap_or_default();
     Ok((allow, permission::hook_answer(allow, reason)))
 }

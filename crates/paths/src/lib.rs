@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 pub const ENV_HOME: &str = "AGENT_TEAM_HOME";
 /// Environment variable overriding the runtime dir.
 pub const ENV_RUNTIME_DIR: &str = "AGENT_TEAM_RUNTIME_DIR";
+/// Environment variable holding `agent-team serve`'s bearer token: never passed on to a
+/// daemon (whose agents' commands must not find it in `/proc/PID/environ`).
+pub const ENV_API_TOKEN: &str = "AGENT_TEAM_API_TOKEN";
 /// Environment variable overriding the tmux socket path of the team's private tmux server.
 pub const ENV_TMUX_SOCKET: &str = "AGENT_TEAM_TMUX_SOCKET";
 

@@ -1,8 +1,9 @@
 //! The approval prompt, one for every place a person answers a permission request: the leader's
 //! pane (when a person watches it and the approver is the human) and `agent-team run` at a
 //! terminal. Each request is shown the same way ([`question`]) and answered with the same words
-//! ([`parse_answer`]): `y` (once), `a` (always) or `n REASON` (deny), with the request id when
-//! several wait. `agent-team approve/deny` from any terminal works at the same time; whichever
+//! ([`parse_answer`]): `y ID` (once), `a ID` (always) or `n [ID] REASON` (deny). Allowing always
+//! names the request: a keystroke typed blind into the pane (`y` Enter through the tmux
+//! server's socket) approves nothing. `agent-team approve/deny` from any terminal works at the same time; whichever
 //! answers first decides. A teammate's submitted plan is put to the same person the same way
 //! and answered `approve NAME [FEEDBACK]` or `reject NAME FEEDBACK` (as `agent-team plan`
 //! does).
@@ -77,14 +78,10 @@ impl Approvals {
             return;
         };
         self.open.push_back(id);
-        let hint = if self.open.len() > 1 {
-            format!(" (several wait: add the id, e.g. `y {id}`)")
-        } else {
-            String::new()
-        };
         out.say(&format!(
-            "⚖ permission {}\n  allow? {ANSWERS}{hint}: ",
-            agent_team_protocol::text::printable(&m.body)
+            "⚖ permission {}\n  allow? {}: ",
+            agent_team_protocol::text::printable(&m.body),
+            answers(id)
         ));
     }
 
@@ -247,15 +244,17 @@ pub fn plan_author(m: &Message) -> Option<&str> {
     m.summary.as_deref()?.strip_prefix("plan from ")
 }
 
-/// The choices, as every prompt shows them.
-pub const ANSWERS: &str = "[y] once, [a] always, [n REASON] deny";
+/// The choices for request `id`, as every prompt shows them.
+pub fn answers(id: u64) -> String {
+    format!("[y {id}] once, [a {id}] always, [n {id} REASON] deny")
+}
 
 /// How a request is put to a person: who wants to run what, and why; control characters are
 /// shown escaped so nothing can hide part of the command.
 pub fn question(r: &PermRequest) -> String {
     use agent_team_protocol::text::printable;
     format!(
-        "{} wants to run {} `{}`{}\n  allow? {ANSWERS}: ",
+        "{} wants to run {} `{}`{}\n  allow? {}: ",
         r.agent,
         r.tool,
         printable(&r.input),
@@ -263,7 +262,8 @@ pub fn question(r: &PermRequest) -> String {
             String::new()
         } else {
             format!(" ({})", printable(&r.reason))
-        }
+        },
+        answers(r.id)
     )
 }
 
@@ -280,37 +280,49 @@ pub struct Answer {
     pub reason: Option<String>,
 }
 
-/// Reads `y [ID]`, `a [ID]` or `n [ID] [REASON]` against the `open` request ids. The id may be
-/// left out when one request is open. The error is what to tell the person (empty: nothing).
+/// Reads `y ID`, `a ID` or `n [ID] [REASON]` against the `open` request ids. Allowing needs the
+/// id of an open request, so nothing typed blind approves; a denial may leave it out when one
+/// request is open. The error is what to tell the person (empty: nothing).
 pub fn parse_answer(line: &str, open: &[u64]) -> Result<Answer, String> {
     let mut words = line.split_whitespace();
     let word = words.next().unwrap_or("").to_lowercase();
     let rest: Vec<&str> = words.collect();
+    if word.is_empty() {
+        return Err(String::new());
+    }
     let (allow, always) = match word.as_str() {
-        "y" | "yes" | "" => (true, false),
+        "y" | "yes" => (true, false),
         "a" | "always" => (true, true),
         "n" | "no" => (false, false),
-        _ => return Err("answer y, a or n REASON (with the request id when several wait)".into()),
+        _ => return Err("answer y ID, a ID or n ID REASON".into()),
     };
     if open.is_empty() {
-        return Err(if line.trim().is_empty() {
-            String::new()
-        } else {
-            "no permission request is waiting for an answer".into()
-        });
+        return Err("no permission request is waiting for an answer".into());
     }
     let named = rest
         .first()
         .and_then(|w| w.trim_start_matches('#').parse::<u64>().ok())
         .filter(|id| open.contains(id));
+    let ids = || {
+        open.iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let (id, reason_words) = match (named, open) {
         (Some(id), _) => (id, &rest[1..]),
+        (None, _) if allow => {
+            return Err(format!(
+                "allowing needs the request's id: `{word} {}` (waiting: {})",
+                open[open.len() - 1],
+                ids()
+            ));
+        }
         (None, [only]) => (*only, &rest[..]),
         (None, _) => {
-            let ids: Vec<String> = open.iter().map(u64::to_string).collect();
             return Err(format!(
                 "several requests wait ({}): answer with the id, e.g. `{word} {}`",
-                ids.join(", "),
+                ids(),
                 open[open.len() - 1]
             ));
         }
@@ -381,10 +393,10 @@ mod tests {
     }
 
     #[test]
-    fn an_answer_goes_to_the_request_it_names_or_the_only_one() {
+    fn an_answer_goes_to_the_request_it_names_and_allowing_needs_the_id() {
         let a = |line: &str, open: &[u64]| parse_answer(line, open);
         assert_eq!(
-            a("y", &[7]),
+            a("y 7", &[7]),
             Ok(Answer {
                 id: 7,
                 allow: true,
@@ -392,7 +404,13 @@ mod tests {
                 reason: None
             })
         );
-        assert_eq!(a("", &[7]).map(|x| x.allow), Ok(true));
+        // Issue 25: a blind `y` Enter (or Enter alone), typed into the pane through the tmux
+        // socket by something that cannot see the id, approves nothing.
+        assert!(a("y", &[7]).unwrap_err().contains("`y 7`"));
+        assert!(a("a", &[7]).unwrap_err().contains("`a 7`"));
+        assert_eq!(a("", &[7]), Err(String::new()));
+        assert!(a("y 8", &[7]).is_err(), "not an open id");
+        // Denying needs no id when one request waits.
         assert_eq!(
             a("n not on main", &[7]),
             Ok(Answer {
@@ -412,20 +430,19 @@ mod tests {
             Ok((12, Some("too risky".into())))
         );
         assert!(
-            a("y", &[12, 13])
+            a("n", &[12, 13])
                 .unwrap_err()
                 .contains("several requests wait (12, 13)")
         );
-        // A number that is not an open id is part of the reason.
+        // A number that is not an open id is part of a denial's reason.
         assert_eq!(
             a("n 3 times failed", &[7]).map(|x| x.reason),
             Ok(Some("3 times failed".into()))
         );
         assert_eq!(
-            a("y", &[]),
+            a("y 1", &[]),
             Err("no permission request is waiting for an answer".into())
         );
-        assert_eq!(a("", &[]), Err(String::new()));
         assert!(a("maybe", &[7]).is_err());
     }
 
@@ -448,7 +465,10 @@ mod tests {
             "nothing of the input is hidden: {q}"
         );
         assert!(!q.contains('\r') && !q.contains('\u{1b}'), "{q}");
-        assert!(q.contains("(run the tests)") && q.contains(ANSWERS), "{q}");
+        assert!(
+            q.contains("(run the tests)") && q.contains(&answers(3)),
+            "{q}"
+        );
     }
 
     #[test]

@@ -237,7 +237,7 @@ fn attack_on(backend: &str) {
     let err = up_in_ws(&sb, backend, &team_file(""));
     // Without Landlock the team says so when it starts; with it, nothing is said.
     assert_eq!(
-        err.contains("task commands run without the sandbox"),
+        err.contains("agents' commands run without the sandbox"),
         why_not.is_some(),
         "{err}"
     );

@@ -10,6 +10,7 @@ mod hardening_bench;
 mod model_bench;
 mod pane_bench;
 mod report;
+mod sandbox_bench;
 mod service_bench;
 mod worker_bench;
 
@@ -61,6 +62,10 @@ fn main() -> Result<()> {
     if only.as_deref().is_none_or(|s| s == "models") {
         let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;
         model_bench::run(&mut r, dir.path(), quick)?;
+    }
+    if only.as_deref().is_none_or(|s| s == "sandbox") {
+        let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;
+        sandbox_bench::run(&mut r, dir.path(), quick)?;
     }
     if only.as_deref().is_none_or(|s| s == "clis") {
         let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;

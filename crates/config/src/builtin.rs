@@ -90,6 +90,7 @@ pub fn default_role(name: &str) -> Role {
         stream: true,
         source: String::new(),
         plan_required: false,
+        sandbox: Default::default(),
     }
 }
 

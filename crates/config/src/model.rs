@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Where an agent's process is placed (SPEC §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -77,6 +77,25 @@ impl SandboxPaths {
     pub fn is_empty(&self) -> bool {
         self.write.is_empty() && self.read_deny.is_empty()
     }
+
+    /// The paths made absolute: `~/` is `home`, a relative one is in `workspace`.
+    pub fn resolved(&self, workspace: &Path, home: Option<&Path>) -> SandboxPaths {
+        let abs = |p: &PathBuf| match (p.strip_prefix("~"), home) {
+            (Ok(rest), Some(h)) => h.join(rest),
+            _ => workspace.join(p),
+        };
+        SandboxPaths {
+            write: self.write.iter().map(abs).collect(),
+            read_deny: self.read_deny.iter().map(abs).collect(),
+        }
+    }
+
+    /// Both lists, `other`'s after these.
+    pub fn and(mut self, other: SandboxPaths) -> SandboxPaths {
+        self.write.extend(other.write);
+        self.read_deny.extend(other.read_deny);
+        self
+    }
 }
 
 impl SandboxMode {
@@ -93,6 +112,7 @@ impl SandboxMode {
 /// rule (docs/SECURITY.md), as absolute paths (`~/` is the home dir, others are relative to the
 /// workspace).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct SandboxPaths {
     /// More dirs agents' commands may write.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -326,6 +346,10 @@ pub struct Role {
     /// `decide_plan` or `agent-team plan approve`) before they may write or run the shell.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub plan_required: bool,
+    /// `[roles.X.sandbox]`: what this role's members add to the sandbox's paths, as written
+    /// (see [`SandboxPaths::resolved`]).
+    #[serde(default, skip_serializing_if = "SandboxPaths::is_empty")]
+    pub sandbox: SandboxPaths,
 }
 
 fn yes() -> bool {

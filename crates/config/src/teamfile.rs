@@ -178,6 +178,8 @@ pub(crate) struct RawRole {
     budget_usd: Option<f64>,
     hooks: Option<crate::Hooks>,
     plan_required: Option<bool>,
+    /// `[roles.X.sandbox]`: `write` and `read_deny` for this role's members.
+    sandbox: Option<SandboxPaths>,
     /// Tools a role file takes away (Claude Code's `disallowedTools`), from its `tools` or from
     /// the set it would have without them.
     #[serde(skip)]
@@ -785,6 +787,7 @@ fn overlay(base: RawRole, top: RawRole) -> RawRole {
         budget_usd: top.budget_usd.or(base.budget_usd),
         hooks: top.hooks.or(base.hooks),
         plan_required: top.plan_required.or(base.plan_required),
+        sandbox: top.sandbox.or(base.sandbox),
         source: top.source.or(base.source),
         disallowed: top.disallowed.or(base.disallowed),
         allowed_tools: top.allowed_tools.or(base.allowed_tools),
@@ -924,6 +927,7 @@ fn resolve_role(
         stream: r.stream.unwrap_or(fallback.stream),
         source: r.source.unwrap_or(fallback.source),
         plan_required: r.plan_required.unwrap_or(fallback.plan_required),
+        sandbox: r.sandbox.unwrap_or(fallback.sandbox),
     })
 }
 
@@ -1663,6 +1667,17 @@ mod sandbox_tests {
         assert_eq!(off.sandbox, SandboxMode::Off);
         let e = parse("name = \"a\"\n[sandbox]\nwrites = []\n").unwrap_err();
         assert!(e.to_string().contains("writes"), "{e}");
+        // A role adds its own, resolved against the workspace when used.
+        let c = parse(
+            "name = \"a\"\n[roles.worker.sandbox]\nwrite = [\"~/.gem\", \"build\"]\nread_deny = [\"keys\"]\n",
+        )
+        .unwrap();
+        let r = c.role("worker").unwrap();
+        let home = PathBuf::from("/home/u");
+        let got = r.sandbox.resolved(&c.workspace, Some(&home));
+        assert_eq!(got.write, [home.join(".gem"), c.workspace.join("build")]);
+        assert_eq!(got.read_deny, [c.workspace.join("keys")]);
+        assert!(c.role("reviewer").unwrap().sandbox.is_empty());
     }
 }
 

@@ -334,7 +334,7 @@ mod tests {
             run_command("sleep 30", &j, Duration::from_millis(200), dir.path(), None).unwrap_err();
         assert!(e.to_string().contains("killed"), "{e}");
         assert!(started.elapsed() < Duration::from_secs(5));
-        assert!(run_command("exit 3", &j, Duration::from_secs(5), dir.path()).is_err());
+        assert!(run_command("exit 3", &j, Duration::from_secs(5), dir.path(), None).is_err());
     }
 
     impl Job {

@@ -459,7 +459,19 @@ pub fn command(
     args: &[OsString],
     opts: Options,
 ) -> std::process::Command {
-    match support().mechanism() {
+    command_with(&support().mechanism(), boundary, cwd, program, args, opts)
+}
+
+/// [`command`] by a given mechanism (the bench compares them; everything else uses the best).
+pub fn command_with(
+    mechanism: &Mechanism,
+    boundary: &Boundary,
+    cwd: &Path,
+    program: impl AsRef<OsStr>,
+    args: &[OsString],
+    opts: Options,
+) -> std::process::Command {
+    match mechanism {
         Mechanism::Namespace(bwrap) => {
             let mut c = std::process::Command::new(bwrap);
             c.args(boundary.bwrap_args(cwd, opts.interactive))

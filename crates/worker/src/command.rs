@@ -8,7 +8,7 @@
 //! writes: [`Confinement::mask`] hides them in what the agent reads back.
 
 use crate::{AgentEnv, CommandGroups};
-use agent_team_config::{SandboxMode, Secrets, TeamConfig};
+use agent_team_config::{Role, SandboxMode, Secrets, TeamConfig};
 use agent_team_pane::env;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -33,13 +33,18 @@ pub struct Confinement {
 }
 
 impl Confinement {
-    /// The confinement of `agent`'s commands in the team `config` (read before a worktree
-    /// teammate's workspace replaces the team's).
-    pub fn for_agent(agent: &AgentEnv, config: &TeamConfig) -> Self {
+    /// The confinement of `agent`'s commands, a member of `role`, in the team `config` (read
+    /// before a worktree teammate's workspace replaces the team's).
+    pub fn for_agent(agent: &AgentEnv, config: &TeamConfig, role: &Role) -> Self {
         Confinement {
             name: agent.name.clone(),
             team: agent.team.clone(),
-            boundary: agent_team_sandbox::Boundary::for_work(&work_of(agent, config, Vec::new())),
+            boundary: agent_team_sandbox::Boundary::for_work(&work_of(
+                agent,
+                config,
+                role,
+                Vec::new(),
+            )),
             sandboxed: config.sandbox == SandboxMode::On,
             secrets: Secrets::default(),
         }
@@ -70,10 +75,11 @@ pub fn load_secrets(agent: &AgentEnv) -> Result<Secrets, String> {
 /// What `agent` works on and what it must not reach, for the sandbox's rule: the team's
 /// control plane (the runtime dir beside its socket, the state dirs beside its log and the
 /// environment's), its workspace or worktree, the files that configure the team or run later,
-/// the team file's `[sandbox]` paths, and `expose` (a CLI teammate's private home).
+/// the team file's and the role's `[sandbox]` paths, and `expose` (a CLI teammate's private home).
 pub fn work_of(
     agent: &AgentEnv,
     config: &TeamConfig,
+    role: &Role,
     expose: Vec<PathBuf>,
 ) -> agent_team_sandbox::Work {
     let mut control: Vec<PathBuf> = Vec::new();
@@ -102,17 +108,23 @@ pub fn work_of(
         control.push(p.home);
     }
     let worktree = agent.workspace.clone().filter(|w| *w != config.workspace);
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from);
+    // The team file's `[sandbox]` paths, then the role's.
+    let paths = config
+        .sandbox_paths
+        .clone()
+        .and(role.sandbox.resolved(&config.workspace, home.as_deref()));
     agent_team_sandbox::Work {
         workspace: config.workspace.clone(),
         worktree,
         control,
         protected_files: config.files_that_run_later(),
-        extra_write: config.sandbox_paths.write.clone(),
-        read_deny: config.sandbox_paths.read_deny.clone(),
+        extra_write: paths.write,
+        read_deny: paths.read_deny,
         expose,
-        home: std::env::var_os("HOME")
-            .filter(|h| !h.is_empty())
-            .map(PathBuf::from),
+        home,
     }
 }
 

@@ -921,7 +921,7 @@ pub async fn run(agent: AgentEnv, out: Output) -> Result<(), AgentError> {
         let mut expose = vec![home.clone()];
         expose.extend(agent.log_file.clone());
         let boundary = agent_team_sandbox::Boundary::for_work(&crate::command::work_of(
-            &agent, &config, expose,
+            &agent, &config, &role, expose,
         ));
         tokio::process::Command::from(agent_team_sandbox::command(
             &boundary,

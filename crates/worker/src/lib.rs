@@ -212,7 +212,16 @@ pub async fn run_agent(
     }
     let (link, inbound) = link::Link::start(agent.clone(), out.clone()).await?;
     let mut config: TeamConfig = link.config().await?;
-    let mut confinement = command::Confinement::for_agent(&agent, &config);
+    let role_name = link.welcome_role();
+    let mut role = config.role(&role_name).cloned().ok_or_else(|| {
+        AgentError::Config(format!(
+            "role {role_name:?} of {} is not in the team configuration",
+            agent.name
+        ))
+    })?;
+    // This member's own model, provider and instructions.
+    agent.member.apply(&mut role)?;
+    let mut confinement = command::Confinement::for_agent(&agent, &config, &role);
     // The team's secrets go to its commands only; a file that cannot be read stops the agent
     // (its commands would run without what they need).
     confinement.secrets = command::load_secrets(&agent).map_err(AgentError::Config)?;
@@ -224,15 +233,6 @@ pub async fn run_agent(
     if let Some(ws) = &agent.workspace {
         config.workspace = ws.clone();
     }
-    let role_name = link.welcome_role();
-    let mut role = config.role(&role_name).cloned().ok_or_else(|| {
-        AgentError::Config(format!(
-            "role {role_name:?} of {} is not in the team configuration",
-            agent.name
-        ))
-    })?;
-    // This member's own model, provider and instructions.
-    agent.member.apply(&mut role)?;
     out.say(&format!(
         "{} · {} · incarnation {} · provider {}",
         agent.name,

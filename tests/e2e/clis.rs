@@ -1364,3 +1364,81 @@ fn claude_and_codex_pair(tmux: bool, team: &str) {
         "Codex saw no team tools: {tools}"
     );
 }
+
+/// Issue 25, route 1: a prompt-injected Claude Code teammate whose role allows `Bash` outright
+/// (so no hook even sees the call) runs, through its own Bash tool, what an attacker would: it
+/// finds no operator credential, no runtime dir, no agent-team variable but its name and team,
+/// no process outside its sandbox, and no tmux server; the team's pending request stays
+/// pending.
+#[test]
+fn a_prompt_injected_claude_code_bash_cannot_reach_the_operator() {
+    use agent_team_mockmodel::{MockModel, Step, Wire};
+    use serde_json::json;
+    let claude = installed("@anthropic-ai/claude-code", "2.1.197", "claude");
+    let mock = MockModel::start_background(Wire::Anthropic).unwrap();
+    let mut sb = Sandbox::new();
+    sb.env
+        .push((ANTHROPIC_KEY.0.into(), ANTHROPIC_KEY.1.into()));
+    let out = sb.path("loot");
+    std::fs::create_dir_all(&out).unwrap();
+    let rt = sb.paths.runtime.display().to_string();
+    let attack = format!(
+        "cat {rt}/inj.operator > {o}/cred.txt 2>/dev/null; ls -A {rt} > {o}/ls.txt 2>&1; \
+         env | grep '^AGENT_TEAM_' > {o}/env.txt; \
+         for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < $f; done 2>/dev/null | grep '^AGENT_TEAM_' > {o}/proc.txt; \
+         tmux -S {rt}/inj.tmux list-panes > {o}/tmux.txt 2>&1; echo $? > {o}/tmux.rc; echo done > {o}/done",
+        o = out.display()
+    );
+    mock.script(
+        "cc",
+        vec![
+            Step::Tools(vec![("Bash".into(), json!({"command": attack}))]),
+            Step::Text("All done.".into()),
+        ],
+    );
+    sb.write_team_file(&format!(
+        "name = \"inj\"\nboard = false\n\n{role}permissions = {{ bash = \"allow\" }}\n\n\
+         [roles.worker]\npermissions = {{ bash = \"ask\" }}\n\n\
+         [[teammates]]\nname = \"cc\"\nrole = \"claude\"\n\n[[teammates]]\nname = \"b1\"\nrole = \"worker\"\n\n\
+         [[tasks]]\nkey = \"deploy\"\ntitle = \"deploy\"\nrun = \"echo deployed\"\nassign = \"b1\"\n",
+        role = cli_role(
+            "claude",
+            "claude-code",
+            "claude-sonnet-4-5",
+            &mock.base_url(),
+            ANTHROPIC_KEY.0,
+            &claude
+        ),
+    ));
+    let up = sb.run(&["up", "--backend", "process", "--detach"]);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    wait_for("the Bash call to run", Duration::from_secs(120), || {
+        out.join("done").exists()
+    });
+    let read = |f: &str| std::fs::read_to_string(out.join(f)).unwrap_or_default();
+    assert_eq!(read("cred.txt"), "", "the operator credential was read");
+    assert_eq!(read("ls.txt"), "", "the runtime dir is visible");
+    for line in read("env.txt").lines().chain(read("proc.txt").lines()) {
+        assert!(
+            line.starts_with("AGENT_TEAM_NAME=") || line.starts_with("AGENT_TEAM_TEAM="),
+            "the Bash call saw {line}"
+        );
+    }
+    assert_ne!(
+        read("tmux.rc").trim(),
+        "0",
+        "reached the team's tmux server: {}",
+        read("tmux.txt")
+    );
+    let mut op = sb.operator("inj");
+    let pending = op.all_perms(false).unwrap();
+    assert!(
+        pending.iter().all(|r| r.status == PermStatus::Pending),
+        "{pending:?}"
+    );
+    let _ = sb.run(&["down"]);
+}

@@ -198,11 +198,10 @@ fn killed_teammate_is_not_restarted_and_another_finishes_its_task() {
 fn killed_teammate_on(backend: &str) {
     let sb = Sandbox::new();
     let marker = sb.path("started");
-    let pidfile = sb.path("cmd.pid");
-    // Only the first run blocks, so the kill lands inside it however slow the machine is.
+    // Only the first run blocks, so the kill lands inside it however slow the machine is. The
+    // command runs in the sandbox's PID namespace: it is found by its `sleep`, not its `$$`.
     let cmd = format!(
-        "echo $$ > {p}; echo run >> {m}; [ $(wc -l < {m}) -gt 1 ] || sleep 30",
-        p = pidfile.display(),
+        "echo run >> {m}; [ $(wc -l < {m}) -gt 1 ] || sleep 30.5123",
         m = marker.display()
     );
     up_on(
@@ -214,11 +213,8 @@ fn killed_teammate_on(backend: &str) {
         "",
     );
     wait_for("the task to start", T, || marker.exists());
-    let command_pid: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let sleeping = || procs_with_cmdline(&["sleep", "30.5123"]);
+    wait_for("the task command's sleep", T, || !sleeping().is_empty());
     let out = sb.ok(&["--team", "killop", "kill", "b1", "--json"]);
     let killed: AgentInfo = serde_json::from_str(&out).unwrap();
     assert_eq!(killed.status, AgentStatus::Stopped, "{backend}");
@@ -228,10 +224,7 @@ fn killed_teammate_on(backend: &str) {
             "{backend}: kill leaves nothing of b1 running"
         );
     }
-    wait_for("the task command to be gone", T, || {
-        !agent_team_pane::procs::pid_alive(command_pid as u32)
-            || agent_team_pane::procs::is_zombie(command_pid as u32)
-    });
+    wait_for("the task command to be gone", T, || sleeping().is_empty());
     let task = &sb.tasks("killop")[0];
     assert_eq!(
         (task.status, task.owner.as_deref()),

@@ -307,7 +307,10 @@ impl Core {
 
     /// Arranges for `timer` to fire after `after`.
     pub(crate) fn schedule(&mut self, after: Duration, timer: Timer) {
-        self.timers.push(Reverse((self.clock.now() + after, timer)));
+        self.timers.push(Reverse((
+            crate::clock::deadline(self.clock.now(), after),
+            timer,
+        )));
     }
 
     /// Queues the answer to request `id` of `conn` (sent when the batch commits).

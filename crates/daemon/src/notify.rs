@@ -225,7 +225,7 @@ fn run_bounded(mut cmd: Command, input: Option<&[u8]>, timeout: Duration) -> std
                 let _ = stdin.write_all(&input);
             });
     }
-    let deadline = Instant::now() + timeout;
+    let deadline = crate::clock::deadline(Instant::now(), timeout);
     loop {
         match child.try_wait()? {
             Some(status) if status.success() => return Ok(()),
@@ -334,7 +334,7 @@ mod tests {
             run_command("sleep 30", &j, Duration::from_millis(200), dir.path(), None).unwrap_err();
         assert!(e.to_string().contains("killed"), "{e}");
         assert!(started.elapsed() < Duration::from_secs(5));
-        assert!(run_command("exit 3", &j, Duration::from_secs(5), dir.path()).is_err());
+        assert!(run_command("exit 3", &j, Duration::from_secs(5), dir.path(), None).is_err());
     }
 
     impl Job {

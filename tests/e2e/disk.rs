@@ -114,7 +114,7 @@ fn a_full_disk_refuses_writes_serves_reads_recovers_and_a_start_says_why() {
 /// Reads persist nothing: `ps`, `task list` and `inbox` keep working on a full disk.
 #[test]
 fn reads_work_on_a_full_disk() {
-    let mut sb = Sandbox::new();
+    let sb = Sandbox::new();
     let Some(_fs) = Tmpfs::mount(&sb.paths.home, "3m") else {
         eprintln!("skipped: cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN)");
         return;

@@ -110,3 +110,70 @@ fn a_full_disk_refuses_writes_serves_reads_recovers_and_a_start_says_why() {
     assert!(!err.contains("panicked"), "{err}");
     std::fs::remove_file(&filler).unwrap();
 }
+
+/// Reads persist nothing: `ps`, `task list` and `inbox` keep working on a full disk.
+#[test]
+fn reads_work_on_a_full_disk() {
+    let sb = Sandbox::new();
+    let Some(_fs) = Tmpfs::mount(&sb.paths.home, "3m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN)");
+        return;
+    };
+    struct Down<'a>(&'a Sandbox);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(self.0.paths.home.join("filler"));
+            let _ = self.0.run(&["--team", "rd", "down"]);
+        }
+    }
+    let _down = Down(&sb);
+    sb.write_team_file("name = \"rd\"\nbackend = \"process\"\n[defaults]\nprovider = \"exec\"\n");
+    sb.ok(&["up", "--detach"]);
+    sb.ok(&["--team", "rd", "task", "add", "first"]);
+    sb.ok(&["--team", "rd", "send", "leader", "hello leader"]);
+    let filler = fill(&sb.paths.home);
+    // The disk is full: a write is refused ...
+    let desc = "d".repeat(30_000);
+    let mut refused = false;
+    for i in 0..200 {
+        let out = sb.run(&[
+            "--team",
+            "rd",
+            "task",
+            "add",
+            &format!("t{i}"),
+            "--desc",
+            &desc,
+        ]);
+        if !out.status.success() {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the disk never filled up");
+    // ... and every read still answers, many times over.
+    for _ in 0..20 {
+        let ps = sb.run(&["--team", "rd", "ps"]);
+        assert!(
+            ps.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ps.stderr)
+        );
+        let list = sb.run(&["--team", "rd", "task", "list"]);
+        let text = String::from_utf8_lossy(&list.stdout);
+        assert!(
+            list.status.success() && text.contains("first"),
+            "{}",
+            String::from_utf8_lossy(&list.stderr)
+        );
+        let inbox = sb.run(&["--team", "rd", "inbox", "leader"]);
+        let text = String::from_utf8_lossy(&inbox.stdout);
+        assert!(
+            inbox.status.success() && text.contains("hello leader"),
+            "{}",
+            String::from_utf8_lossy(&inbox.stderr)
+        );
+    }
+    assert!(agent_team_client::daemon_running(&sb.team("rd")));
+    std::fs::remove_file(&filler).unwrap();
+}

@@ -158,7 +158,8 @@ impl Hooks {
         HookEvent::ALL.iter().all(|e| self.get(*e).is_none())
     }
 
-    /// The first hook that cannot run (an empty command, a zero timeout), as (event, why).
+    /// The first hook that cannot run (an empty command, a zero timeout or one over a year), as
+    /// (event, why).
     pub fn problem(&self) -> Option<(HookEvent, &'static str)> {
         HookEvent::ALL.iter().find_map(|e| {
             let h = self.get(*e)?;
@@ -166,6 +167,8 @@ impl Hooks {
                 Some((*e, "the command is empty"))
             } else if h.timeout_secs == 0 {
                 Some((*e, "timeout_secs must be at least 1"))
+            } else if h.timeout_secs > crate::MAX_DURATION_SECS {
+                Some((*e, "timeout_secs must be at most one year (31536000)"))
             } else {
                 None
             }

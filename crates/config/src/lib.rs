@@ -20,6 +20,9 @@ pub use builtin::{
     claude_tool, is_known_tool, nyzhi_tool,
 };
 pub use demo::demo_team;
+/// The longest duration a team file may give (one year, in seconds): longer ones are a
+/// configuration error naming the field, so no deadline computed from them can overflow.
+pub const MAX_DURATION_SECS: u64 = 365 * 24 * 60 * 60;
 pub use hooks::{DEFAULT_HOOK_TIMEOUT_SECS, Hook, HookEvent, Hooks};
 pub use model::*;
 pub use usage::{BUILTIN_PRICES, Notify, PICO_PER_USD, Price, price_for};
@@ -92,6 +95,7 @@ pub fn empty_team(name: &str, workspace: &Path) -> TeamConfig {
         max_teammates: 10,
         approver: Approver::Human,
         permission_timeout_secs: 300,
+        end_grace_secs: DEFAULT_END_GRACE_SECS,
         roles: builtin_roles(),
         teammates: vec![],
         tasks: vec![],

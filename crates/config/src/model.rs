@@ -429,6 +429,10 @@ pub struct TeamConfig {
     pub approver: Approver,
     /// Seconds before an unanswered permission request is denied.
     pub permission_timeout_secs: u64,
+    /// Seconds the end of a run waits, once the board is done, for teammates still in a turn
+    /// (their last reports) before it goes ahead (`end_grace`, default 30).
+    #[serde(default = "default_end_grace")]
+    pub end_grace_secs: u64,
     /// Every role by name (built-ins included).
     pub roles: BTreeMap<String, Role>,
     /// The teammates to start with.
@@ -577,4 +581,12 @@ impl TeamConfig {
     pub fn price(&self, model: &str) -> Option<crate::Price> {
         crate::price_for(&self.prices, model)
     }
+}
+
+/// How long the end of a run waits for teammates still in a turn when the team file does not
+/// say: 30 s.
+pub const DEFAULT_END_GRACE_SECS: u64 = 30;
+
+fn default_end_grace() -> u64 {
+    DEFAULT_END_GRACE_SECS
 }

@@ -109,6 +109,7 @@ struct RawTeamFile {
     max_teammates: Option<usize>,
     approver: Option<Approver>,
     permission_timeout: Option<u64>,
+    end_grace: Option<u64>,
     sandbox: Option<RawSandbox>,
     board: Option<bool>,
     strategy: Option<Spanned<String>>,
@@ -586,6 +587,23 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
         }
     }
     check_hooks(&cx, "hooks", &raw.hooks)?;
+    for (field, value) in [
+        ("permission_timeout", raw.permission_timeout.unwrap_or(0)),
+        ("end_grace", raw.end_grace.unwrap_or(0)),
+        ("limits.hello_timeout_secs", l.hello_timeout_secs),
+        ("notify.timeout_secs", raw.notify.timeout_secs),
+    ] {
+        if value > crate::MAX_DURATION_SECS {
+            return Err(cx.err(
+                None,
+                field,
+                format!(
+                    "{field} = {value} is too long; the most is one year ({} seconds)",
+                    crate::MAX_DURATION_SECS
+                ),
+            ));
+        }
+    }
     if raw.notify.timeout_secs == 0 {
         return Err(cx.err(
             None,
@@ -632,6 +650,7 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
         max_teammates,
         approver: raw.approver.unwrap_or_default(),
         permission_timeout_secs: raw.permission_timeout.unwrap_or(300),
+        end_grace_secs: raw.end_grace.unwrap_or(crate::DEFAULT_END_GRACE_SECS),
         roles,
         teammates,
         tasks,
@@ -1766,5 +1785,37 @@ timeout_secs = 3
             let e = parse(text).unwrap_err();
             assert!(e.to_string().contains(field), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn durations_over_a_year_are_refused_with_the_field() {
+        for (text, field) in [
+            (
+                "name = \"t\"\npermission_timeout = 9223372036854775807\n",
+                "permission_timeout",
+            ),
+            (
+                "name = \"t\"\n[limits]\nhello_timeout_secs = 31536001\n",
+                "limits.hello_timeout_secs",
+            ),
+            (
+                "name = \"t\"\n[notify]\ntimeout_secs = 9223372036854775807\n",
+                "notify.timeout_secs",
+            ),
+            (
+                "name = \"t\"\n[hooks]\nrun_finished = { command = \"x\", timeout_secs = 9223372036854775807 }\n",
+                "hooks.run_finished",
+            ),
+            (
+                "name = \"t\"\n[roles.worker.hooks]\nrun_finished = { command = \"x\", timeout_secs = 31536001 }\n",
+                "roles.worker.hooks.run_finished",
+            ),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.to_string().contains(field), "{text}: {e}");
+            assert!(e.to_string().contains("year"), "{text}: {e}");
+        }
+        // A year itself is allowed.
+        parse("name = \"t\"\npermission_timeout = 31536000\n").unwrap();
     }
 }

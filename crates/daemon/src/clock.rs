@@ -11,6 +11,17 @@ pub trait Clock: Send + Sync + Debug {
     fn now(&self) -> Instant;
 }
 
+/// The longest wait a deadline is given: one year (what the team file allows at most).
+pub const MAX_WAIT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// `now + after`, never overflowing: a wait longer than [`MAX_WAIT`] is cut to it (a stored
+/// configuration older than the bound at load may still hold a huge value).
+pub fn deadline(now: Instant, after: Duration) -> Instant {
+    now.checked_add(after.min(MAX_WAIT))
+        .or_else(|| now.checked_add(Duration::from_secs(24 * 60 * 60)))
+        .unwrap_or(now)
+}
+
 /// The machine's monotonic clock.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
@@ -43,5 +54,21 @@ impl FakeClock {
 impl Clock for FakeClock {
     fn now(&self) -> Instant {
         self.0.lock().map(|t| *t).unwrap_or_else(|_| Instant::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_wait_does_not_overflow() {
+        let now = Instant::now();
+        let d = deadline(now, Duration::from_secs(u64::MAX));
+        assert_eq!(d, now + MAX_WAIT);
+        assert_eq!(
+            deadline(now, Duration::from_secs(3)),
+            now + Duration::from_secs(3)
+        );
     }
 }

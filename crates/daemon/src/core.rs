@@ -307,7 +307,10 @@ impl Core {
 
     /// Arranges for `timer` to fire after `after`.
     pub(crate) fn schedule(&mut self, after: Duration, timer: Timer) {
-        self.timers.push(Reverse((self.clock.now() + after, timer)));
+        self.timers.push(Reverse((
+            crate::clock::deadline(self.clock.now(), after),
+            timer,
+        )));
     }
 
     /// Queues the answer to request `id` of `conn` (sent when the batch commits).
@@ -776,6 +779,9 @@ impl Core {
                 state.update_agent(name, |a| a.info.connected = true);
             }
         }
+        // That flag is not news for the disk: left as a change, it made every later batch
+        // (reads too) try a commit and be refused again.
+        let _ = state.take_changes();
         self.state = state;
         self.drop_lost_holds(&error);
         for (conn, id, bytes) in std::mem::take(&mut self.responses) {

@@ -89,7 +89,15 @@ impl HookRunner for ShellRunner {
         let spawned = std::thread::Builder::new()
             .name("hook".into())
             .spawn(move || {
-                let outcome = run_hook(&team, &run, sandbox.as_deref());
+                // Whatever happens in here, the run ends with an outcome (a failure at worst),
+                // so a held task is never left in progress.
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run_hook(&team, &run, sandbox.as_deref())
+                }))
+                .unwrap_or_else(|_| HookOutcome {
+                    error: Some("the thread running it failed".into()),
+                    ..Default::default()
+                });
                 if let Some(done) = theirs.lock().ok().and_then(|mut d| d.take()) {
                     done(outcome);
                 }
@@ -177,7 +185,7 @@ pub fn run_hook(
             });
     }
     let timeout = Duration::from_secs(run.timeout_secs.max(1));
-    let deadline = Instant::now() + timeout;
+    let deadline = crate::clock::deadline(Instant::now(), timeout);
     let mut out = HookOutcome::default();
     loop {
         match child.try_wait() {

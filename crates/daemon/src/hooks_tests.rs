@@ -473,3 +473,35 @@ async fn teammate_idle_exit_2_sends_the_teammate_back_to_work() {
     );
     assert!(h.hook_failures().is_empty());
 }
+
+/// A huge `timeout_secs` (a stored configuration from before the bound at load) neither panics
+/// the hook's thread nor loses its outcome.
+#[test]
+fn a_huge_hook_timeout_runs_the_hook() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = agent_team_state::HookRun {
+        id: 1,
+        hook: "run_finished".into(),
+        event_seq: Some(1),
+        index: 0,
+        command: "exit 3".into(),
+        timeout_secs: u64::MAX,
+        dir: dir.path().to_string_lossy().into_owned(),
+        input: "{}".into(),
+        agent: None,
+        task: None,
+        state: HookRunState::Pending,
+        held: None,
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    crate::hooks::HookRunner::start(
+        &crate::hooks::ShellRunner { team: "t".into() },
+        run,
+        None,
+        Box::new(move |o| {
+            let _ = tx.send(o);
+        }),
+    );
+    let outcome = rx.recv().unwrap();
+    assert_eq!(outcome.exit_code, Some(3), "{outcome:?}");
+}

@@ -225,7 +225,7 @@ fn run_bounded(mut cmd: Command, input: Option<&[u8]>, timeout: Duration) -> std
                 let _ = stdin.write_all(&input);
             });
     }
-    let deadline = Instant::now() + timeout;
+    let deadline = crate::clock::deadline(Instant::now(), timeout);
     loop {
         match child.try_wait()? {
             Some(status) if status.success() => return Ok(()),

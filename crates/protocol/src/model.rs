@@ -997,6 +997,10 @@ pub struct RunResult {
     /// run's totals, the budgets (absent when it could not be read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Box<crate::UsageReport>>,
+    /// Each teammate's last message to the leader during the run, by name (the run's end
+    /// waits for the teammates' last turns so these are in).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reports: BTreeMap<String, String>,
 }
 
 impl RunResult {
@@ -1014,6 +1018,7 @@ impl RunResult {
             worker_outputs: BTreeMap::new(),
             tasks: Vec::new(),
             usage: None,
+            reports: BTreeMap::new(),
         }
     }
 

@@ -64,6 +64,17 @@ impl TeamState {
         self.agents.get(name).is_some_and(receives)
     }
 
+    /// Whether `name` is the leader of a run that has ended (finished or failed), still on the
+    /// roster: a message to it is stored even though it has exited.
+    pub fn leader_after_run(&self, name: &str) -> bool {
+        name == LEADER
+            && self.agents.contains_key(LEADER)
+            && matches!(
+                self.run().state,
+                agent_team_protocol::RunState::Finished | agent_team_protocol::RunState::Failed
+            )
+    }
+
     /// How many agents other than the leader are on the roster and not down.
     pub fn teammate_count(&self) -> usize {
         self.agents

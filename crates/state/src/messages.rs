@@ -50,7 +50,9 @@ impl TeamState {
         } else {
             // SPEC §5.3: a stopped or exited recipient is `not_found`, for everyone; what it
             // should hear when it comes back goes with `resume` (its `message`).
-            if !self.can_receive(to) {
+            // The leader of a run that has ended keeps its inbox open: the teammates' last
+            // reports are stored for whoever reads it (`inbox leader`, the next run).
+            if !self.can_receive(to) && !self.leader_after_run(to) {
                 let live = self.live_names();
                 let message = if live.is_empty() {
                     format!("no agent {to:?}: the team has no agent that can receive messages")

@@ -989,3 +989,51 @@ fn a_stopped_agent_reporting_idle_stays_stopped() {
         .unwrap();
     assert_eq!(info.status, AgentStatus::Running);
 }
+
+#[test]
+fn a_leader_whose_run_ended_still_gets_the_last_reports() {
+    let mut s = team_with(&["leader", "b1"]);
+    s.start_run(&Actor::Operator, None, now()).unwrap();
+    s.set_agent_status("leader", AgentStatus::Exited, None, now());
+    // While the run goes on, an exited leader is `not_found` as any stopped recipient.
+    let e = s
+        .send(
+            &a("b1"),
+            "leader",
+            "x".into(),
+            MessageKind::Text,
+            None,
+            now(),
+        )
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotFound);
+    s.finish(&Actor::Operator, "done".into(), true, true, None, now())
+        .unwrap();
+    let (ids, to) = s
+        .send(
+            &a("b1"),
+            "leader",
+            "my report".into(),
+            MessageKind::Text,
+            None,
+            now(),
+        )
+        .unwrap();
+    assert_eq!((ids.len(), to), (1, vec!["leader".to_string()]));
+    let unread = s.unread("leader");
+    assert_eq!(unread.len(), 1);
+    assert_eq!(unread[0].body, "my report");
+    // Another stopped agent is still refused.
+    s.set_agent_status("b1", AgentStatus::Exited, None, now());
+    let e = s
+        .send(
+            &a("leader"),
+            "b1",
+            "x".into(),
+            MessageKind::Text,
+            None,
+            now(),
+        )
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotFound);
+}

@@ -357,19 +357,7 @@ pub async fn run(
         let turn = match model.turn(&req, &mut on_event).await {
             Ok(t) => {
                 retry.reset();
-                // Counted once per response: the request id stays the same across retries.
-                let u = t.usage.unwrap_or_default();
-                if let Err(e) = link
-                    .call_retry(Request::ReportUsage {
-                        model: role.model.clone(),
-                        input_tokens: u.input_tokens,
-                        output_tokens: u.output_tokens,
-                        cached_tokens: u.cached_tokens,
-                    })
-                    .await
-                {
-                    out.say(&format!("\ncannot report the model usage: {e}"));
-                }
+                report_usage(link, role, &req, &t, out).await;
                 // The model has read them: now they are read.
                 std::mem::take(&mut seen).ack(link.as_ref()).await;
                 t
@@ -710,5 +698,91 @@ mod tests {
         assert_eq!(m[3].content, "keep me");
         trim(&mut m, 100_000);
         assert_eq!(m[2].content, big, "nothing is trimmed when it fits");
+    }
+}
+
+/// Whether a response without `usage` was already warned about (once per process).
+static WARNED_NO_USAGE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Reports one model response's usage, once (the request id stays the same across retries):
+/// the counts the server sent, or when it sent none (local OpenAI-compatible servers, streams
+/// without `include_usage`) an estimate from the prompt's and the answer's text, with a
+/// one-time warning naming the server, so a budget still stops the agent.
+pub(crate) async fn report_usage(
+    link: &Link,
+    role: &Role,
+    req: &TurnRequest,
+    turn: &agent_team_model::Turn,
+    out: &Output,
+) {
+    let u = match turn.usage {
+        Some(u) => u,
+        None => {
+            if !WARNED_NO_USAGE.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                let server = role
+                    .base_url
+                    .as_deref()
+                    .unwrap_or("the provider's default URL");
+                let warning = format!(
+                    "the model server {server} sent no token usage: counting an estimate from \
+                     the text (about 4 bytes a token)"
+                );
+                out.say(&format!("\n{warning}"));
+                tracing::warn!("{warning}");
+            }
+            estimate_usage(req, turn)
+        }
+    };
+    if let Err(e) = link
+        .call_retry(Request::ReportUsage {
+            model: role.model.clone(),
+            input_tokens: u.input_tokens,
+            output_tokens: u.output_tokens,
+            cached_tokens: u.cached_tokens,
+        })
+        .await
+    {
+        out.say(&format!("\ncannot report the model usage: {e}"));
+    }
+}
+
+/// An estimate of a response's usage from its text: about 4 bytes a token, at least one.
+pub(crate) fn estimate_usage(
+    req: &TurnRequest,
+    turn: &agent_team_model::Turn,
+) -> agent_team_model::Usage {
+    let tokens = |bytes: usize| (bytes as u64).div_ceil(4).max(1);
+    let prompt = serde_json::to_string(&req.messages).map_or(0, |s| s.len())
+        + serde_json::to_string(&req.tools).map_or(0, |s| s.len());
+    let answer = turn.text.len()
+        + turn
+            .tool_calls
+            .iter()
+            .map(|c| c.name.len() + c.arguments.len())
+            .sum::<usize>();
+    agent_team_model::Usage {
+        input_tokens: tokens(prompt),
+        output_tokens: tokens(answer),
+        cached_tokens: 0,
+    }
+}
+
+#[cfg(test)]
+mod usage_tests {
+    use super::*;
+
+    #[test]
+    fn a_response_without_usage_is_estimated_from_its_text() {
+        let req = TurnRequest {
+            messages: vec![ChatMessage::user("x".repeat(4000))],
+            tools: vec![],
+        };
+        let turn = agent_team_model::Turn {
+            text: "y".repeat(400),
+            ..Default::default()
+        };
+        let u = estimate_usage(&req, &turn);
+        assert!(u.input_tokens >= 1000, "{u:?}");
+        assert_eq!(u.output_tokens, 100, "{u:?}");
     }
 }

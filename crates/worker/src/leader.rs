@@ -50,6 +50,7 @@ pub async fn run(
         let tasks = all_tasks(link).await?;
         // An empty board is not finished work: the operator may still add tasks.
         if !tasks.is_empty() && tasks.iter().all(|t| t.status.is_terminal()) {
+            last_turns(link, config.end_grace_secs, out).await;
             return finish(link, &tasks, out).await;
         }
         if tasks.is_empty() && !said_waiting {
@@ -177,6 +178,50 @@ async fn cancel_orphans(link: &Link, tasks: &[Task], out: &Output) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// The board is done: waits until every teammate has ended its turn (so its last report
+/// reaches the leader's inbox), at most `grace_secs`, then goes ahead saying who was still
+/// working.
+async fn last_turns(link: &Link, grace_secs: u64, out: &Output) {
+    out.say(&format!(
+        "the board is done; waiting up to {grace_secs} s for the teammates' last turns"
+    ));
+    let timeout_ms = grace_secs.saturating_mul(1000).min(MAX_WAIT_MS);
+    let req = Request::WaitFor {
+        agents: Vec::new(),
+        tasks: Vec::new(),
+        timeout_ms,
+    };
+    match link.call_retry(req).await {
+        Ok(Reply::Waited {
+            done: false,
+            agents,
+            ..
+        }) => {
+            let busy: Vec<String> = agents
+                .into_iter()
+                .filter(|a| {
+                    matches!(
+                        a.status,
+                        AgentStatus::Starting
+                            | AgentStatus::Running
+                            | AgentStatus::Waiting
+                            | AgentStatus::Backoff
+                    )
+                })
+                .map(|a| a.name)
+                .collect();
+            out.say(&format!(
+                "the board is done; going ahead after {grace_secs} s while still working: {}",
+                busy.join(", ")
+            ));
+        }
+        Ok(_) => {}
+        Err(e) => out.say(&format!(
+            "cannot wait for the teammates' last turns ({e}); finishing"
+        )),
+    }
 }
 
 /// A summary of the board as the team's answer.

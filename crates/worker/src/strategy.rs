@@ -451,6 +451,12 @@ impl Leader<'_> {
         let mut retry = Backoff::new(Duration::from_secs(2), Duration::from_secs(4)).max_retries(2);
         loop {
             self.idle_point().await?;
+            // The leader's own calls count against the budgets like anyone's.
+            if let Ok(Reply::Budget { stop: Some(why) }) =
+                self.link.call_retry(Request::BudgetCheck).await
+            {
+                return Err(AgentError::Budget(why).into());
+            }
             let req = TurnRequest {
                 messages: messages.to_vec(),
                 tools: vec![],
@@ -467,6 +473,7 @@ impl Leader<'_> {
             };
             match self.model.turn(&req, &mut on_event).await {
                 Ok(turn) => {
+                    crate::agent::report_usage(self.link, self.role, &req, &turn, self.out).await;
                     if !self.role.stream && !turn.text.is_empty() {
                         self.out.write(&turn.text);
                         self.link.fire(Request::Emit {

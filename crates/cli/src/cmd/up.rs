@@ -575,6 +575,7 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
             )
             .with_details(done.details, done.tasks);
             result.usage = done.usage.map(Box::new);
+            result.reports = done.reports;
             print_outcome(report, &RunOutcome::Complete(result));
             Ok(exit_for(success))
         }
@@ -610,6 +611,8 @@ struct Finished {
     tasks: Vec<Task>,
     /// The team's model usage when the run ended.
     usage: Option<UsageReport>,
+    /// Each teammate's last message to the leader during the run.
+    reports: std::collections::BTreeMap<String, String>,
 }
 
 /// Starts the team, follows it to its answer and shuts it down.
@@ -625,6 +628,7 @@ fn run_team(ctx: &Ctx, args: RunArgs, report: Report, started: Instant) -> Resul
     let goal = run_goal(&cfg, args.goal.as_deref())?;
     check_before_start(&cfg, goal.as_deref())?;
     let mut c = ctx.connect()?;
+    let run_ts = agent_team_protocol::Timestamp::now();
     // From here on an interrupted `run` stops the team it started, like `down`, and says so.
     stop_on_signal(ctx)?;
     let mut since = start(ctx, &mut c, &cfg, goal, &secrets)?;
@@ -670,6 +674,11 @@ fn run_team(ctx: &Ctx, args: RunArgs, report: Report, started: Instant) -> Resul
             Err(e) => return Err(e.into()),
         }
     };
+    // The teammates' last turns (their reports to the leader), before the team goes down.
+    let reports = match &outcome {
+        Ok(_) => last_reports(&mut c, cfg.end_grace_secs, run_ts, args.quiet),
+        Err(_) => Default::default(),
+    };
     // The figures as the run ended, before the team goes down.
     let usage = match c.call(Request::Usage) {
         Ok(Reply::Usage { report }) => Some(report),
@@ -679,7 +688,63 @@ fn run_team(ctx: &Ctx, args: RunArgs, report: Report, started: Instant) -> Resul
     let _ = crate::cmd::teams::shutdown(ctx, &mut c);
     let mut done = outcome?;
     done.usage = usage;
+    done.reports = reports;
     Ok(done)
+}
+
+/// Waits until every teammate has ended its turn (at most `grace_secs`, then says who was
+/// still working) and gives each teammate's last message to the leader since `since`.
+fn last_reports(
+    c: &mut Client,
+    grace_secs: u64,
+    since: agent_team_protocol::Timestamp,
+    quiet: bool,
+) -> std::collections::BTreeMap<String, String> {
+    let wait = Request::WaitFor {
+        agents: Vec::new(),
+        tasks: Vec::new(),
+        timeout_ms: grace_secs
+            .saturating_mul(1000)
+            .min(agent_team_protocol::MAX_WAIT_MS),
+    };
+    if let Ok(Reply::Waited {
+        done: false,
+        agents,
+        ..
+    }) = c.call(wait)
+        && !quiet
+    {
+        let busy: Vec<String> = agents
+            .into_iter()
+            .filter(|a| !a.status.is_down() && a.status != AgentStatus::Idle)
+            .map(|a| a.name)
+            .collect();
+        eprintln!(
+            "agent-team: going ahead after {grace_secs} s; still working: {}",
+            busy.join(", ")
+        );
+    }
+    let mut reports = std::collections::BTreeMap::new();
+    let mut after = None;
+    loop {
+        let page = match c.call(Request::Inbox {
+            agent: Some(names::LEADER.into()),
+            unread_only: false,
+            after,
+        }) {
+            Ok(Reply::Messages { messages }) if !messages.is_empty() => messages,
+            _ => break,
+        };
+        after = page.last().map(|m| m.id);
+        for m in page {
+            let from_teammate =
+                m.from != names::LEADER && m.from != names::OPERATOR && m.from != "daemon";
+            if from_teammate && m.ts >= since && m.kind == MessageKind::Text {
+                reports.insert(m.from, m.body);
+            }
+        }
+    }
+    reports
 }
 
 /// Whether the daemon that went away was stopped on purpose (`down`, SIGTERM) rather than
@@ -822,6 +887,7 @@ fn follow_until_finished(
                     details,
                     tasks,
                     usage: None,
+                    reports: Default::default(),
                 }));
             }
             Event::PermissionRequested { request }

@@ -1187,17 +1187,33 @@ impl Step<'_> {
         }
     }
 
-    /// After `finish`: ask every teammate to shut down, and stop those that do not.
+    /// After `finish`: ask every teammate to shut down, and stop those that do not: an idle
+    /// one after [`SHUTDOWN_GRACE`], one still in a turn (its last report on the way; it reads
+    /// the request when the turn ends) after the team's `end_grace`.
     pub(crate) fn finish_team(&mut self) {
         let now = Timestamp::now();
-        let teammates: Vec<String> = self
+        let end_grace = self
+            .sup
+            .config
+            .as_ref()
+            .map_or(
+                Duration::from_secs(agent_team_config::DEFAULT_END_GRACE_SECS),
+                |c| Duration::from_secs(c.end_grace_secs),
+            )
+            .max(SHUTDOWN_GRACE);
+        let teammates: Vec<(String, AgentStatus)> = self
             .state
             .agents()
             .into_iter()
             .filter(|a| a.name != LEADER && a.backend != "external" && !a.status.is_down())
-            .map(|a| a.name)
+            .map(|a| (a.name, a.status))
             .collect();
-        for name in teammates {
+        for (name, status) in teammates {
+            let grace = if matches!(status, AgentStatus::Running | AgentStatus::Waiting) {
+                end_grace
+            } else {
+                SHUTDOWN_GRACE
+            };
             if let Some(rt) = self.sup.runtimes.get_mut(&name) {
                 rt.stop = Some(StopReason::Finished);
             }
@@ -1210,7 +1226,7 @@ impl Step<'_> {
                 now,
             );
             let inc = self.current_incarnation(&name).unwrap_or(0);
-            self.schedule(SHUTDOWN_GRACE, SupTimer::StopGrace(name, inc));
+            self.schedule(grace, SupTimer::StopGrace(name, inc));
         }
     }
 

@@ -466,3 +466,55 @@ fn a_daemon_started_with_the_api_token_in_the_environment_does_not_hold_it() {
     assert!(String::from_utf8_lossy(&environ).contains("AGENT_TEAM_HOME="));
     sb.ok(&["down"]);
 }
+
+/// A model's plain `write_file` of the script a `[hooks]` command runs is asked, not done,
+/// though the role allows `write_file` outright: the request waits, the script is unchanged.
+#[test]
+fn a_models_write_file_to_a_hook_script_waits_for_a_person() {
+    use agent_team_mockmodel::{MockModel, Step, Wire};
+    use serde_json::json;
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    mock.script("leader", vec![Step::Text("Leading.".into())]);
+    mock.script(
+        "m1",
+        vec![
+            Step::Tools(vec![(
+                "write_file".into(),
+                json!({"path": "scripts/check.sh", "content": "cat ~/.ssh/id_* > /tmp/x\n"}),
+            )]),
+            Step::Text("Written.".into()),
+        ],
+    );
+    let mut sb = Sandbox::new();
+    sb.env.push(("MOCK_API_KEY".into(), "test-key".into()));
+    std::fs::create_dir_all(sb.path("scripts")).unwrap();
+    std::fs::write(sb.path("scripts/check.sh"), "exit 0\n").unwrap();
+    sb.write_team_file(&format!(
+        "name = \"hw\"\nboard = false\n[hooks]\ntask_completed = \"./scripts/check.sh\"\n\
+         [defaults]\nprovider = \"openai\"\nmodel = \"mock-1\"\nbase_url = \"{}\"\napi_key_env = \"MOCK_API_KEY\"\n\
+         [roles.worker]\nstream = false\npermissions = {{ write_file = \"allow\" }}\n\
+         [roles.leader]\nprovider = \"exec\"\n\
+         [[teammates]]\nname = \"m1\"\nrole = \"worker\"\n",
+        mock.base_url()
+    ));
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    let pending = || {
+        sb.operator("hw")
+            .all_perms(false)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|p| p.agent == "m1")
+    };
+    wait_for("m1's write_file request", T, || pending().is_some());
+    let p = pending().unwrap();
+    assert_eq!(
+        (p.tool.as_str(), p.input.as_str()),
+        ("write_file", "scripts/check.sh")
+    );
+    assert!(p.reason.contains("[hooks]"), "{p:?}");
+    assert_eq!(
+        std::fs::read_to_string(sb.path("scripts/check.sh")).unwrap(),
+        "exit 0\n"
+    );
+    sb.ok(&["down"]);
+}

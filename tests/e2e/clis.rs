@@ -1422,11 +1422,41 @@ fn a_prompt_injected_claude_code_bash_cannot_reach_the_operator() {
     let read = |f: &str| std::fs::read_to_string(out.join(f)).unwrap_or_default();
     assert_eq!(read("cred.txt"), "", "the operator credential was read");
     assert_eq!(read("ls.txt"), "", "the runtime dir is visible");
-    for line in read("env.txt").lines().chain(read("proc.txt").lines()) {
+    // Its own environment: its name and team, and where its own MCP configuration and prompt
+    // are (in its private home).
+    let home = sb.team("inj").cli_home("cc").display().to_string();
+    for line in read("env.txt").lines() {
         assert!(
-            line.starts_with("AGENT_TEAM_NAME=") || line.starts_with("AGENT_TEAM_TEAM="),
+            line.starts_with("AGENT_TEAM_NAME=")
+                || line.starts_with("AGENT_TEAM_TEAM=")
+                || line.starts_with(&format!("AGENT_TEAM_MCP_CONFIG={home}/"))
+                || line.starts_with(&format!("AGENT_TEAM_PROMPT_FILE={home}/")),
             "the Bash call saw {line}"
         );
+    }
+    // What the processes it can see hold (its MCP server's included): nothing in the runtime
+    // dir, no secret but the relay's placeholder, no token, no state root.
+    let runtime = sb.paths.runtime.display().to_string();
+    for line in read("proc.txt").lines() {
+        assert!(
+            !line.contains(&runtime),
+            "a process in its sandbox holds {line}"
+        );
+        assert!(
+            !line.starts_with("AGENT_TEAM_SECRET=") || line == "AGENT_TEAM_SECRET=relay",
+            "{line}"
+        );
+        for bad in [
+            "AGENT_TEAM_SECRET_FILE=",
+            "AGENT_TEAM_API_TOKEN=",
+            "AGENT_TEAM_RUNTIME_DIR=",
+            "AGENT_TEAM_HOME=",
+        ] {
+            assert!(
+                !line.starts_with(bad),
+                "a process in its sandbox holds {line}"
+            );
+        }
     }
     assert_ne!(
         read("tmux.rc").trim(),

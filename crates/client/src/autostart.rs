@@ -55,6 +55,17 @@ pub fn ensure_daemon(
     exe: &Path,
     extra_env: &[(String, String)],
 ) -> Result<Option<u32>, StartError> {
+    start(tp, exe, extra_env, false)
+}
+
+/// [`ensure_daemon`], the daemon started with every inherited `AGENT_TEAM_*` variable removed
+/// when `scrub` (a starter that is an agent must not hand its identity to the daemon).
+pub(crate) fn start(
+    tp: &TeamPaths,
+    exe: &Path,
+    extra_env: &[(String, String)],
+    scrub: bool,
+) -> Result<Option<u32>, StartError> {
     if daemon_running(tp) {
         return Ok(None);
     }
@@ -78,6 +89,13 @@ pub fn ensure_daemon(
         .stderr(Stdio::from(log_err))
         .env_remove("TMUX")
         .env_remove("TMUX_PANE");
+    if scrub {
+        for (k, _) in std::env::vars_os() {
+            if k.to_str().is_some_and(|k| k.starts_with("AGENT_TEAM_")) {
+                cmd.env_remove(k);
+            }
+        }
+    }
     for (k, v) in extra_env {
         cmd.env(k, v);
     }

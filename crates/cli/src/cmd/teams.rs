@@ -246,6 +246,8 @@ pub fn gc(ctx: &Ctx, older_than_days: u64, json: bool) -> Result<ExitCode> {
 /// still stops what a dead daemon left running ([`clean_up_after_a_dead_daemon`]).
 pub fn down(ctx: &Ctx, json: bool) -> Result<ExitCode> {
     let deadline = Instant::now() + Duration::from_secs(30);
+    // Stopped on purpose before this `down` (not by the marker this `down` writes below).
+    let stopped_before = ctx.tp.stopped.exists();
     loop {
         if let Some(mut c) = ctx.connect_existing()? {
             let pid = shutdown(ctx, &mut c)?;
@@ -267,7 +269,7 @@ pub fn down(ctx: &Ctx, json: bool) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         // Never started, or stopped on purpose (its clean-stop marker is there): nothing runs.
-        if !ctx.tp.db.exists() || ctx.tp.stopped.exists() {
+        if !ctx.tp.db.exists() || stopped_before {
             if json {
                 output::json(&DownReport {
                     team: ctx.team.clone(),

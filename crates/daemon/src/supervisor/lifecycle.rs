@@ -26,11 +26,16 @@ impl Step<'_> {
             if info.backend == "external" {
                 continue;
             }
-            let place = info.pid.map(|pid| Launched {
-                pid,
-                pgid: info.pgid,
-                pane: info.pane.clone(),
-            });
+            // An agent that ran inside the previous daemon died with it: start it again at
+            // once rather than at the next poll (a healed team is serving again sooner).
+            let place = info
+                .pid
+                .filter(|_| info.backend != "in-process")
+                .map(|pid| Launched {
+                    pid,
+                    pgid: info.pgid,
+                    pane: info.pane.clone(),
+                });
             rt.place = place.clone();
             match info.status {
                 AgentStatus::Starting

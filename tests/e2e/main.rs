@@ -7,6 +7,7 @@ mod cli;
 mod clis;
 mod crash;
 mod disk;
+mod heal;
 mod hooks;
 mod lifecycle;
 mod memory;

@@ -28,27 +28,22 @@ fn daemon_pid(sb: &Sandbox, team: &str) -> Option<u32> {
     std::fs::read_to_string(&tp.lock).ok()?.trim().parse().ok()
 }
 
-/// `task list --json` (a read: it never starts a daemon).
+/// `task list --json` (a read: it never starts a daemon); empty when the read failed (a read
+/// in flight as the daemon is killed sees its connection reset).
 fn task_list(sb: &Sandbox, team: &str) -> Vec<serde_json::Value> {
     let out = sb.run(&["--team", team, "task", "list", "--json"]);
-    assert!(
-        out.status.success(),
-        "task list: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v.as_array().cloned().unwrap_or_default()
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
 }
 
 /// `ps --json` (a read).
 fn ps(sb: &Sandbox, team: &str) -> Vec<serde_json::Value> {
     let out = sb.run(&["--team", team, "ps", "--json"]);
-    assert!(
-        out.status.success(),
-        "ps: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+        return Vec::new();
+    };
     v.get("agents")
         .or(Some(&v))
         .and_then(|a| a.as_array().cloned())
@@ -115,6 +110,7 @@ fn lines(p: &Path) -> usize {
 #[test]
 fn a_detached_team_brings_its_killed_daemon_back_and_finishes_every_task_once() {
     for backend in backends() {
+        eprintln!("heal: {backend}");
         heals_on(backend);
     }
 }
@@ -125,7 +121,9 @@ fn heals_on(backend: &str) {
     gated_team(&sb, team, backend, 4);
     // Both teammates are in the middle of a task.
     wait_for("two tasks to start", T, || {
-        lines(&sb.path("start.1")) + lines(&sb.path("start.2")) + lines(&sb.path("start.3"))
+        lines(&sb.path("start.1"))
+            + lines(&sb.path("start.2"))
+            + lines(&sb.path("start.3"))
             + lines(&sb.path("start.4"))
             >= 2
     });
@@ -171,10 +169,20 @@ fn heals_on(backend: &str) {
             );
         }
     }
-    let daemon_log = std::fs::read_to_string(sb.team(team).daemon_log).unwrap_or_default();
+    // The healer that won said so: the guardian in the daemon's log, a worker in its own.
+    let tp = sb.team(team);
+    let mut logs = vec![tp.daemon_log.clone()];
+    logs.extend(
+        std::fs::read_dir(&tp.logs)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path()),
+    );
     assert!(
-        daemon_log.contains("brought the daemon of team heal back"),
-        "{backend}: a healer said so in the daemon log"
+        logs.iter().any(|l| std::fs::read_to_string(l)
+            .unwrap_or_default()
+            .contains("brought the daemon of team heal back")),
+        "{backend}: a healer said so in its log"
     );
     sb.ok(&["--team", team, "down"]);
     wait_for("nothing of the team to be left", T, || {
@@ -208,7 +216,10 @@ fn down_after_crash_on(backend: &str) {
         .filter_map(|a| a.get("pgid").and_then(|p| p.as_u64()).map(|p| p as u32))
         .collect();
     // Freeze everyone who would bring the daemon back, then kill it: `down` finds no daemon.
-    assert!(!guardians(&sb, team).is_empty(), "{backend}: the daemon has a guardian");
+    assert!(
+        !guardians(&sb, team).is_empty(),
+        "{backend}: the daemon has a guardian"
+    );
     for p in guardians(&sb, team) {
         signal(p, nix::sys::signal::Signal::SIGSTOP);
     }

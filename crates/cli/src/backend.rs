@@ -85,10 +85,7 @@ pub fn supervisor_env(paths: &agent_team_paths::Paths) -> Result<agent_team_daem
         worker_exe: Some(worker_exe()?),
         runner: Some(Arc::new(agent_team_worker::inprocess::Runner)),
         factory: None,
-        heal_env: agent_team_client::heal::Healer::launch_env(
-            paths,
-            std::env::current_exe().ok(),
-        ),
+        heal_env: agent_team_client::heal::Healer::launch_env(paths, std::env::current_exe().ok()),
     })
 }
 

@@ -93,11 +93,7 @@ impl Healer {
         let runtime = get(agent_team_paths::ENV_RUNTIME_DIR).filter(|v| !v.is_empty())?;
         let env: Vec<(String, String)> = DAEMON_ENV
             .iter()
-            .filter_map(|k| {
-                get(k)
-                    .filter(|v| !v.is_empty())
-                    .map(|v| (k.to_string(), v))
-            })
+            .filter_map(|k| get(k).filter(|v| !v.is_empty()).map(|v| (k.to_string(), v)))
             .collect();
         Healer::new(&Paths::new(home, runtime), team, PathBuf::from(exe), env).ok()
     }
@@ -151,11 +147,20 @@ mod tests {
         let paths = Paths::new(dir.join("home"), dir.join("run"));
         paths.ensure_runtime().unwrap();
         // An executable that would fail loudly if it were started.
-        let h = Healer::new(&paths, "t", PathBuf::from("/nonexistent/agent-team"), vec![]).unwrap();
+        let h = Healer::new(
+            &paths,
+            "t",
+            PathBuf::from("/nonexistent/agent-team"),
+            vec![],
+        )
+        .unwrap();
         agent_team_paths::mark_stopped(&h.team_paths().stopped).unwrap();
         assert_eq!(h.heal().unwrap(), Healed::Stopped);
         agent_team_paths::clear_stopped(&h.team_paths().stopped).unwrap();
-        assert!(h.heal().is_err(), "without the marker it tries to start the daemon");
+        assert!(
+            h.heal().is_err(),
+            "without the marker it tries to start the daemon"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -161,10 +161,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
 /// pipe as its stdin; the write end, returned, stays in this process (close-on-exec, so no
 /// agent holds it). When this daemon ends, however it ends, the guardian reads end of file and
 /// brings it back unless the team was stopped on purpose.
-fn spawn_guardian(
-    exe: &std::path::Path,
-    tp: &TeamPaths,
-) -> std::io::Result<std::os::fd::OwnedFd> {
+fn spawn_guardian(exe: &std::path::Path, tp: &TeamPaths) -> std::io::Result<std::os::fd::OwnedFd> {
     use std::os::unix::process::CommandExt as _;
     let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let mut child = std::process::Command::new(exe)
@@ -219,7 +216,10 @@ fn prepare_inner(opts: &DaemonOptions) -> Result<Prepared, DaemonError> {
         return Err(DaemonError::StoppedOnPurpose(opts.team.clone()));
     }
     agent_team_paths::clear_stopped(&tp.stopped).map_err(|source| DaemonError::Io {
-        what: format!("cannot remove the clean-stop marker {}", tp.stopped.display()),
+        what: format!(
+            "cannot remove the clean-stop marker {}",
+            tp.stopped.display()
+        ),
         source,
     })?;
     // Holding the lock proves no daemon is alive, so any socket file left is stale.

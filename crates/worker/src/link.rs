@@ -288,7 +288,9 @@ async fn connect(
                             agent.team
                         )));
                     }
-                    Some(Err(why)) if !said => out.say(&format!("cannot restart the daemon: {why}")),
+                    Some(Err(why)) if !said => {
+                        out.say(&format!("cannot restart the daemon: {why}"))
+                    }
                     _ => {}
                 }
                 let Some(pause) = backoff.next() else {

@@ -90,8 +90,9 @@ pub fn guard(ctx: &Ctx) -> Result<ExitCode> {
     .context("cannot describe the team's daemon")?;
     // A start can fail for a while (the disk is full): try again for a minute, then leave it
     // to the agents' workers and the next command.
-    let mut pauses = agent_team_backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(5))
-        .deadline(std::time::Instant::now() + Duration::from_secs(60));
+    let mut pauses =
+        agent_team_backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(5))
+            .deadline(std::time::Instant::now() + Duration::from_secs(60));
     loop {
         match healer.heal() {
             Ok(Healed::Running) | Ok(Healed::Stopped) => return Ok(ExitCode::SUCCESS),

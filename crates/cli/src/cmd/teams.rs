@@ -327,7 +327,10 @@ pub fn down(ctx: &Ctx, json: bool) -> Result<ExitCode> {
                 if Instant::now() > deadline {
                     bail!(crate::Hinted::new(
                         "a daemon holds the team's lock but does not answer",
-                        format!("check {} and kill it if needed", ctx.tp.daemon_log.display())
+                        format!(
+                            "check {} and kill it if needed",
+                            ctx.tp.daemon_log.display()
+                        )
                     ));
                 }
                 std::thread::sleep(Duration::from_millis(10));

@@ -39,11 +39,15 @@ struct Opts {
     backend: String,
     /// The seed of every random choice.
     seed: u64,
+    /// Self-heal mode: after a daemon kill no command is issued until the team has brought
+    /// its daemon back by itself (its agents and the daemon's guardian), and failed agents
+    /// are not restarted by the operator.
+    heal: bool,
 }
 
 /// Usage of `cargo xtask soak`.
 const USAGE: &str =
-    "usage: cargo xtask soak [--seconds N] [--backend tmux|process|in-process] [--seed S]";
+    "usage: cargo xtask soak [--seconds N] [--backend tmux|process|in-process] [--seed S] [--heal]";
 
 fn parse(args: &[String]) -> Result<Opts> {
     let mut opts = Opts {
@@ -53,6 +57,7 @@ fn parse(args: &[String]) -> Result<Opts> {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64 ^ u64::from(std::process::id()))
             .unwrap_or(1),
+        heal: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -63,6 +68,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         match a.as_str() {
             "--seconds" => opts.seconds = value()?.parse().context("--seconds N")?,
             "--seed" => opts.seed = value()?.parse().context("--seed S")?,
+            "--heal" => opts.heal = true,
             "--backend" => {
                 let b = value()?.clone();
                 if !["tmux", "process", "in-process"].contains(&b.as_str()) {
@@ -111,8 +117,14 @@ pub fn soak(root: &Path, args: &[String]) -> Result<()> {
         bail!("{} is missing after the build", bin.display());
     }
     println!(
-        "soak: seed {} backend {} seconds {} (repeat with --seed {} --backend {})",
-        opts.seed, opts.backend, opts.seconds, opts.seed, opts.backend
+        "soak: seed {} backend {} seconds {}{} (repeat with --seed {} --backend {}{})",
+        opts.seed,
+        opts.backend,
+        opts.seconds,
+        if opts.heal { " self-heal" } else { "" },
+        opts.seed,
+        opts.backend,
+        if opts.heal { " --heal" } else { "" }
     );
     let report = run(&opts, &bin)?;
     report.print(&opts);
@@ -274,6 +286,11 @@ impl Sandbox {
 
     fn lock(&self) -> PathBuf {
         self.runtime.join(format!("{TEAM}.lock"))
+    }
+
+    /// Whether a daemon answers on the team's socket (a connect, no command).
+    fn daemon_answers(&self) -> bool {
+        std::os::unix::net::UnixStream::connect(self.runtime.join(format!("{TEAM}.sock"))).is_ok()
     }
 
     fn tmux_socket(&self) -> PathBuf {
@@ -494,6 +511,11 @@ struct Record {
     retried: u64,
     /// What the failures looked like.
     notes: Vec<String>,
+    /// Self-heal mode: how long each killed daemon took to be serving again, brought back by
+    /// the team alone.
+    healed_in: Vec<Duration>,
+    /// Self-heal mode: daemon kills the team did not recover from within [`HEAL_LIMIT`].
+    not_healed: u64,
 }
 
 impl Record {
@@ -568,11 +590,71 @@ fn acked(
 }
 
 /// One load thread: messages, tasks, assigns and releases until `end`.
-fn load(sb: &Sandbox, rec: &Mutex<Record>, mut rng: Rng, seed: u64, thread: u64, end: Instant) {
+/// In self-heal mode, keeps the load's commands away while the daemon is down: set by the
+/// killer before a daemon kill (once no command is in flight) and cleared once the team has
+/// brought its daemon back.
+#[derive(Default)]
+struct Gate {
+    closed: std::sync::atomic::AtomicBool,
+    in_flight: std::sync::atomic::AtomicUsize,
+}
+
+impl Gate {
+    /// Waits while the gate is closed, then counts a command in flight.
+    fn enter(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        loop {
+            while self.closed.load(SeqCst) {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            self.in_flight.fetch_add(1, SeqCst);
+            if !self.closed.load(SeqCst) {
+                return;
+            }
+            self.in_flight.fetch_sub(1, SeqCst);
+        }
+    }
+
+    fn leave(&self) {
+        self.in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// How long a team has to bring a killed daemon back in self-heal mode.
+const HEAL_LIMIT: Duration = Duration::from_secs(30);
+
+fn load(
+    sb: &Sandbox,
+    rec: &Mutex<Record>,
+    gate: &Gate,
+    mut rng: Rng,
+    seed: u64,
+    thread: u64,
+    end: Instant,
+) {
     let tokens = sb.tokens();
     let mut n = 0u64;
     while Instant::now() < end {
-        n += 1;
+        gate.enter();
+        load_one(sb, rec, &mut rng, seed, thread, &mut n, &tokens);
+        gate.leave();
+    }
+}
+
+/// One command of the load.
+fn load_one(
+    sb: &Sandbox,
+    rec: &Mutex<Record>,
+    rng: &mut Rng,
+    seed: u64,
+    thread: u64,
+    n: &mut u64,
+    tokens: &Path,
+) {
+    {
+        *n += 1;
+        let n = *n;
         let mut roll = rng.below(100);
         // Tasks are added no faster than three workers run them: a board that only grows
         // could not drain in the time the end allows. Over the bound, a message is sent instead.
@@ -641,7 +723,7 @@ fn load(sb: &Sandbox, rec: &Mutex<Record>, mut rng: Rng, seed: u64, thread: u64,
                     .unwrap_or_default()
             };
             let Some(id) = rng.pick(&candidates).map(|id| id.to_string()) else {
-                continue;
+                return;
             };
             let out = if assign {
                 let to = *rng.pick(&WORKERS).unwrap_or(&"w1");
@@ -767,8 +849,18 @@ fn kill_one(sb: &Sandbox, rng: &mut Rng, kind: &str) -> bool {
     }
 }
 
-/// Kills something at random moments until `end`, healing failed agents in between.
-fn killer(sb: &Sandbox, rec: &Mutex<Record>, mut rng: Rng, backend: &str, end: Instant) {
+/// Kills something at random moments until `end`, healing failed agents in between (not in
+/// self-heal mode, where a daemon kill closes the gate and waits for the team to bring its
+/// daemon back by itself).
+fn killer(
+    sb: &Sandbox,
+    rec: &Mutex<Record>,
+    gate: &Gate,
+    mut rng: Rng,
+    backend: &str,
+    self_heal: bool,
+    end: Instant,
+) {
     let kinds = kill_kinds(backend);
     let total: u64 = kinds.iter().map(|k| k.1).sum();
     loop {
@@ -777,7 +869,9 @@ fn killer(sb: &Sandbox, rec: &Mutex<Record>, mut rng: Rng, backend: &str, end: I
             break;
         }
         std::thread::sleep(pause);
-        heal(sb, rec);
+        if !self_heal {
+            heal(sb, rec);
+        }
         let mut roll = rng.below(total);
         let mut kind = kinds[0].0;
         for (k, w) in kinds {
@@ -787,7 +881,11 @@ fn killer(sb: &Sandbox, rec: &Mutex<Record>, mut rng: Rng, backend: &str, end: I
             }
             roll -= w;
         }
-        let hit = kill_one(sb, &mut rng, kind);
+        let hit = if self_heal && kind == "daemon" {
+            kill_daemon_and_wait_for_the_team(sb, rec, gate, &mut rng)
+        } else {
+            kill_one(sb, &mut rng, kind)
+        };
         let mut r = locked(rec);
         if hit {
             *r.kills.entry(kind).or_default() += 1;
@@ -795,6 +893,41 @@ fn killer(sb: &Sandbox, rec: &Mutex<Record>, mut rng: Rng, backend: &str, end: I
             r.missed_kills += 1;
         }
     }
+}
+
+/// Self-heal mode: no command in flight, SIGKILL the daemon, and with nothing issued wait for
+/// a new daemon to answer (brought back by the agents or the daemon's guardian).
+fn kill_daemon_and_wait_for_the_team(
+    sb: &Sandbox,
+    rec: &Mutex<Record>,
+    gate: &Gate,
+    rng: &mut Rng,
+) -> bool {
+    use std::sync::atomic::Ordering::SeqCst;
+    gate.closed.store(true, SeqCst);
+    wait_until(Duration::from_secs(120), || {
+        gate.in_flight.load(SeqCst) == 0
+    });
+    let before = sb.daemon_pid();
+    let hit = kill_one(sb, rng, "daemon");
+    if hit {
+        let killed = Instant::now();
+        let back = wait_until(HEAL_LIMIT, || {
+            sb.daemon_pid().is_some_and(|p| Some(p) != before) && sb.daemon_answers()
+        });
+        let mut r = locked(rec);
+        if back {
+            r.healed_in.push(killed.elapsed());
+        } else {
+            r.not_healed += 1;
+            r.notes.push(format!(
+                "the daemon killed at {:?} was not back within {HEAL_LIMIT:?}",
+                killed
+            ));
+        }
+    }
+    gate.closed.store(false, SeqCst);
+    hit
 }
 
 /// The figures and findings of one soak.
@@ -831,6 +964,7 @@ struct Report {
 impl Report {
     fn passed(&self) -> bool {
         self.lost.is_empty()
+            && self.record.not_healed == 0
             && self.duplicated.is_empty()
             && self.left.is_empty()
             && self.unanswered.is_empty()
@@ -861,6 +995,18 @@ impl Report {
             self.states,
             self.redelivered.len()
         );
+        if opts.heal {
+            let mut t = r.healed_in.clone();
+            t.sort();
+            let ms = |d: Option<&Duration>| d.map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0);
+            println!(
+                "soak: self-heal: {} daemon kill(s) with no command after them; serving again in median {:.0} ms, max {:.0} ms; not back {}",
+                t.len() as u64 + r.not_healed,
+                ms(t.get(t.len() / 2)),
+                ms(t.last()),
+                r.not_healed
+            );
+        }
         for (e, n) in &r.errors {
             println!("soak: failed command ×{n}: {e}");
         }
@@ -967,17 +1113,18 @@ fn run(opts: &Opts, bin: &Path) -> Result<Report> {
     }
 
     let rec = Mutex::new(Record::default());
+    let gate = Gate::default();
     let end = Instant::now() + Duration::from_secs(opts.seconds);
     let mut master = Rng(opts.seed);
     std::thread::scope(|s| {
         for t in 0..LOAD_THREADS {
             let rng = Rng(master.next());
-            let (sb, rec) = (&sb, &rec);
-            s.spawn(move || load(sb, rec, rng, opts.seed, t, end));
+            let (sb, rec, gate) = (&sb, &rec, &gate);
+            s.spawn(move || load(sb, rec, gate, rng, opts.seed, t, end));
         }
         let rng = Rng(master.next());
-        let (sb, rec) = (&sb, &rec);
-        s.spawn(move || killer(sb, rec, rng, &opts.backend, end));
+        let (sb, rec, gate) = (&sb, &rec, &gate);
+        s.spawn(move || killer(sb, rec, gate, rng, &opts.backend, opts.heal, end));
     });
 
     let drain_started = Instant::now();

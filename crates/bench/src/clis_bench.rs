@@ -484,6 +484,7 @@ fn alone_launch(
         workspace: None,
         member: Default::default(),
         external: true,
+        healer: None,
     };
     let agent_team = bin_dir().join("agent-team");
     let mut launch =

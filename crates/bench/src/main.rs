@@ -7,6 +7,7 @@ mod daemon_bench;
 mod floor;
 mod foundation_bench;
 mod hardening_bench;
+mod heal_bench;
 mod model_bench;
 mod pane_bench;
 mod report;
@@ -50,6 +51,10 @@ fn main() -> Result<()> {
     if only.as_deref().is_none_or(|s| s == "hardening") {
         let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;
         hardening_bench::run(&mut r, dir.path(), quick)?;
+    }
+    if only.as_deref().is_none_or(|s| s == "heal") {
+        let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;
+        heal_bench::run(&mut r, dir.path(), quick)?;
     }
     if only.as_deref().is_none_or(|s| s == "service") {
         let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;

@@ -223,6 +223,10 @@ pub enum Command {
         /// Stay in the foreground instead of detaching.
         #[arg(long)]
         foreground: bool,
+        /// Be a daemon's guardian (started by the daemon itself): wait for the daemon to end
+        /// and bring it back unless the team was stopped on purpose.
+        #[arg(long, hide = true)]
+        guard: bool,
         /// Seconds a permission request waits before it is denied.
         #[arg(
             long,

@@ -232,6 +232,14 @@ pub struct StoredAt {
 }
 
 impl StoredAt {
+    /// The state of `team` stored in `db`.
+    pub(crate) fn new(db: &Path, team: &str) -> Self {
+        StoredAt {
+            db: db.to_path_buf(),
+            team: team.to_string(),
+        }
+    }
+
     /// The stored state, and the database opened read-only.
     pub(crate) fn open(&self) -> Result<(Box<TeamState>, Store)> {
         let store = Store::open_read_only(&self.db, &self.team)

@@ -55,6 +55,17 @@ pub fn ensure_daemon(
     exe: &Path,
     extra_env: &[(String, String)],
 ) -> Result<Option<u32>, StartError> {
+    start(tp, exe, extra_env, false)
+}
+
+/// [`ensure_daemon`], the daemon started with every inherited `AGENT_TEAM_*` variable removed
+/// when `scrub` (a starter that is an agent must not hand its identity to the daemon).
+pub(crate) fn start(
+    tp: &TeamPaths,
+    exe: &Path,
+    extra_env: &[(String, String)],
+    scrub: bool,
+) -> Result<Option<u32>, StartError> {
     if daemon_running(tp) {
         return Ok(None);
     }
@@ -80,6 +91,13 @@ pub fn ensure_daemon(
         .env_remove("TMUX_PANE")
         // `serve`'s token is the operator's over HTTP: the daemon has no use for it.
         .env_remove(agent_team_paths::ENV_API_TOKEN);
+    if scrub {
+        for (k, _) in std::env::vars_os() {
+            if k.to_str().is_some_and(|k| k.starts_with("AGENT_TEAM_")) {
+                cmd.env_remove(k);
+            }
+        }
+    }
     for (k, v) in extra_env {
         cmd.env(k, v);
     }

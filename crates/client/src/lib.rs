@@ -6,6 +6,7 @@
 
 mod async_client;
 mod autostart;
+pub mod heal;
 
 pub use async_client::AsyncClient;
 pub use autostart::{StartError, daemon_running, ensure_daemon};

@@ -165,6 +165,19 @@ pub struct Core {
 }
 
 impl Core {
+    /// `down`, the end of `run` or a signal: the clean-stop marker is written (and synced)
+    /// before anything stops, so whoever sees this daemon go away knows not to bring it back;
+    /// then every agent is asked to exit.
+    pub(crate) fn stop_on_purpose(&mut self) {
+        if let Err(e) = agent_team_paths::mark_stopped(&self.cfg.paths.stopped) {
+            tracing::warn!(
+                "cannot write the clean-stop marker {}: {e}",
+                self.cfg.paths.stopped.display()
+            );
+        }
+        self.supervise(|s| s.begin_shutdown());
+    }
+
     /// Builds the core from the stored state.
     pub fn new(
         cfg: CoreConfig,
@@ -568,7 +581,7 @@ impl Core {
                 }
             }
             CoreMsg::Closed { conn } => self.closed(conn),
-            CoreMsg::Shutdown => self.supervise(|s| s.begin_shutdown()),
+            CoreMsg::Shutdown => self.stop_on_purpose(),
             CoreMsg::Sup(ev) => self.supervise(|s| s.sup_event(ev)),
             CoreMsg::Poll => self.supervise(|s| s.poll()),
             CoreMsg::ChildExited => self.supervise(|s| s.child_exited()),

@@ -38,6 +38,7 @@ impl Harness {
             worker_exe: Some("/bin/true".into()),
             runner: None,
             factory: Some(Arc::new(move |_, _| Ok(b.clone() as Arc<dyn PaneBackend>))),
+            heal_env: Vec::new(),
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let clock = FakeClock::default();

@@ -48,6 +48,7 @@ fn core_at(dir: &std::path::Path) -> (Core, mpsc::UnboundedReceiver<CoreMsg>) {
         worker_exe: Some("/bin/true".into()),
         runner: None,
         factory: None,
+        heal_env: Vec::new(),
     };
     let clock = crate::clock::FakeClock::default();
     let core = Core::with_clock(cfg, store, state, env, tx, Arc::new(clock));

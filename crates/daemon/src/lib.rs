@@ -20,7 +20,7 @@ pub mod policy;
 pub mod supervisor;
 pub mod worktree;
 
-pub use supervisor::SupervisorEnv;
+pub use supervisor::{PID_START, SupervisorEnv};
 
 use agent_team_paths::{Paths, TeamPaths};
 use agent_team_state::TeamState;
@@ -60,6 +60,9 @@ pub enum DaemonError {
         /// What failed.
         cause: String,
     },
+    /// A healer tried to bring back a team that was stopped on purpose (`down`).
+    #[error("team {0} was stopped on purpose (`agent-team down`); not bringing it back")]
+    StoppedOnPurpose(String),
     /// The socket or a file could not be set up.
     #[error("{what}: {source}")]
     Io {
@@ -79,6 +82,7 @@ impl DaemonError {
     pub fn exit_code(&self) -> u8 {
         match self {
             DaemonError::StorageFull { .. } => EXIT_STORAGE_FULL,
+            DaemonError::StoppedOnPurpose(_) => 0,
             _ => 1,
         }
     }
@@ -101,6 +105,12 @@ pub struct DaemonOptions {
     pub limits: agent_team_config::Limits,
     /// How agents are launched.
     pub env: SupervisorEnv,
+    /// Started by a healer (a worker, a relay or the guardian bringing a crashed daemon back):
+    /// refuse to start when the team was stopped on purpose, checked under the lock.
+    pub heal: bool,
+    /// The `agent-team` executable to run this daemon's guardian with (`daemon --guard`), which
+    /// brings the daemon back should it crash; `None`: no guardian (tests, benches).
+    pub guard_exe: Option<std::path::PathBuf>,
 }
 
 impl DaemonOptions {
@@ -114,6 +124,8 @@ impl DaemonOptions {
             max_queued_frames: outbox::MAX_QUEUED_FRAMES,
             limits: agent_team_config::Limits::default(),
             env: SupervisorEnv::default(),
+            heal: false,
+            guard_exe: None,
         }
     }
 }
@@ -130,8 +142,37 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     gate::raise_fd_limit();
     rt.block_on(async {
         let prepared = prepare(&opts)?;
+        // Held until this process ends: the guardian wakes when it closes, crash or not.
+        let _guard = match &opts.guard_exe {
+            Some(exe) => match spawn_guardian(exe, &prepared.paths) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!("cannot start the daemon's guardian: {e}");
+                    None
+                }
+            },
+            None => None,
+        };
         serve(prepared, shutdown_signal()).await
     })
+}
+
+/// Starts `exe daemon --guard --team T` in a process group of its own with the read end of a
+/// pipe as its stdin; the write end, returned, stays in this process (close-on-exec, so no
+/// agent holds it). When this daemon ends, however it ends, the guardian reads end of file and
+/// brings it back unless the team was stopped on purpose.
+fn spawn_guardian(exe: &std::path::Path, tp: &TeamPaths) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::unix::process::CommandExt as _;
+    let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let mut child = std::process::Command::new(exe)
+        .args(["daemon", "--guard", "--team", &tp.team])
+        .stdin(std::process::Stdio::from(reader))
+        .stdout(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()?;
+    // Reaped when it exits (it outlives this daemon only after a crash).
+    std::thread::spawn(move || child.wait());
+    Ok(writer)
 }
 
 /// Everything taken and opened before serving: the lock, the store, the listener.
@@ -170,6 +211,17 @@ fn prepare_inner(opts: &DaemonOptions) -> Result<Prepared, DaemonError> {
     opts.paths.ensure_runtime()?;
     tp.ensure_dirs()?;
     let lock = DaemonLock::acquire(&tp.lock)?;
+    // A healer's start and `down` may race: under the lock the marker decides.
+    if opts.heal && tp.stopped.exists() {
+        return Err(DaemonError::StoppedOnPurpose(opts.team.clone()));
+    }
+    agent_team_paths::clear_stopped(&tp.stopped).map_err(|source| DaemonError::Io {
+        what: format!(
+            "cannot remove the clean-stop marker {}",
+            tp.stopped.display()
+        ),
+        source,
+    })?;
     // Holding the lock proves no daemon is alive, so any socket file left is stale.
     match std::fs::remove_file(&tp.socket) {
         Ok(()) => tracing::info!("removed a stale socket at {}", tp.socket.display()),

@@ -19,6 +19,7 @@ fn bare() -> (Supervisor, TeamState, Arc<FakeBackend>, tempfile::TempDir) {
         worker_exe: Some("/bin/true".into()),
         runner: None,
         factory: Some(Arc::new(move |_, _| Ok(b.clone() as Arc<dyn PaneBackend>))),
+        heal_env: Vec::new(),
     };
     let mut sup = Supervisor::new(
         env,

@@ -638,7 +638,9 @@ pub const FIRST_INPUT_ENV: &str = "AGENT_TEAM_FIRST_INPUT_FILE";
 /// `agent-team mcp`: serves the agent named by the environment the supervisor set (and its
 /// turn-end hook, when `AGENT_TEAM_HOOK_SOCKET` names a socket).
 pub async fn serve_from_env() -> Result<(), McpError> {
-    let agent = AgentEnv::from_process()?;
+    let mut agent = AgentEnv::from_process()?;
+    // In the sandbox: its worker's relay brings a crashed daemon back, never this server.
+    agent.healer = None;
     let server = TeamServer::connect(agent).await?;
     if let Some(sock) = std::env::var_os(HOOK_SOCKET_ENV).filter(|v| !v.is_empty()) {
         server.serve_hooks(std::path::Path::new(&sock))?;

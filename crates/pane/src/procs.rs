@@ -91,6 +91,21 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
+/// When process `pid` started, in clock ticks since boot (`/proc/PID/stat` field 22): with
+/// the pid, it names one process for good, so a pid the system gave to another process since
+/// is never taken for it. `None` when the process is gone or there is no /proc.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether `pid` is the process that started at `start` (see [`start_time`]) and still runs
+/// (a zombie does not count).
+pub fn same_process(pid: u32, start: u64) -> bool {
+    start_time(pid) == Some(start) && !is_zombie(pid)
+}
+
 /// Whether `pid` is a zombie (exited, not yet reaped by its parent).
 pub fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))

@@ -90,6 +90,45 @@ pub struct TeamPaths {
     /// The values of the team's secrets (0600, JSON), written by whoever starts the team and
     /// read by each agent as it starts; never in the state dir (docs/SECURITY.md).
     pub secrets: PathBuf,
+    /// The clean-stop marker: written (and synced) by a daemon that stops on purpose (`down`,
+    /// the end of `run`, SIGTERM) before its socket goes away, removed by the next daemon that
+    /// starts. Whoever would bring a crashed daemon back leaves a team that has it stopped.
+    pub stopped: PathBuf,
+}
+
+/// The clean-stop marker of `team` whose runtime dir is `runtime` (see [`TeamPaths::stopped`]).
+pub fn stopped_file(runtime: &Path, team: &str) -> PathBuf {
+    runtime.join(format!("{team}.stopped"))
+}
+
+/// Writes the clean-stop marker at `path` and syncs it and its directory, so a crash just after
+/// still finds it.
+pub fn mark_stopped(path: &Path) -> Result<(), io::Error> {
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.sync_all()?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Removes the clean-stop marker at `path` (a daemon is starting); a missing one is fine.
+pub fn clear_stopped(path: &Path) -> Result<(), io::Error> {
+    match fs::remove_file(path) {
+        Ok(()) => {
+            if let Some(dir) = path.parent() {
+                fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// The secrets file of `team` whose runtime dir is `runtime` (see [`TeamPaths::secrets`]); an
@@ -154,6 +193,7 @@ impl Paths {
             lock: self.runtime.join(format!("{team}.lock")),
             operator_secret: self.runtime.join(format!("{team}.operator")),
             secrets: secrets_file(&self.runtime, team),
+            stopped: stopped_file(&self.runtime, team),
             socket,
             tmux_socket,
         })

@@ -407,6 +407,7 @@ mod tests {
             workspace: None,
             member: Default::default(),
             external: false,
+            healer: None,
         };
         assert!(load_secrets(&agent).unwrap().is_empty());
         let secrets = groups.confinement.as_ref().unwrap().secrets.clone();

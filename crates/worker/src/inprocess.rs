@@ -60,7 +60,10 @@ impl AgentRunner for Runner {
                 .find(|(n, _)| n == k)
                 .map(|(_, v)| v.clone())
         };
-        let agent = AgentEnv::from_lookup(lookup).map_err(|e| PaneError::Tool(e.to_string()))?;
+        let mut agent =
+            AgentEnv::from_lookup(lookup).map_err(|e| PaneError::Tool(e.to_string()))?;
+        // It lives and dies with the daemon: nothing to bring back.
+        agent.healer = None;
         let out = Output::to_file(&spec.log);
         let exit = Arc::new(Mutex::new(None));
         let command_group = Arc::new(Mutex::new(None));

@@ -100,6 +100,9 @@ pub struct AgentEnv {
     pub member: MemberOverrides,
     /// The agent is an external CLI ([`external`]): run it instead of our own loop.
     pub external: bool,
+    /// How this agent's process brings a crashed daemon back (from its launch); `None` inside
+    /// the daemon and in a CLI teammate's MCP server (its worker's relay heals instead).
+    pub healer: Option<agent_team_client::heal::Healer>,
 }
 
 /// A member's own settings over its role's: given in `[[teammates]]` or by the leader's
@@ -177,6 +180,8 @@ impl AgentEnv {
                 instructions: get(agent_team_pane::env::INSTRUCTIONS).filter(|v| !v.is_empty()),
             },
             external: get(agent_team_pane::env::EXTERNAL).is_some_and(|v| !v.is_empty()),
+            healer: get(env::TEAM)
+                .and_then(|team| agent_team_client::heal::Healer::from_lookup(&team, &get)),
         })
     }
 

@@ -5,6 +5,7 @@
 use crate::output::Output;
 use crate::{AgentEnv, AgentError};
 use agent_team_backoff::Backoff;
+use agent_team_client::heal::Healed;
 use agent_team_client::{AsyncClient, ClientError, agent_hello};
 use agent_team_protocol::*;
 use std::collections::HashSet;
@@ -274,6 +275,24 @@ async fn connect(
                 });
             }
             Err(e) => {
+                // The daemon is gone: bring it back unless the team was stopped on purpose.
+                match heal(agent).await {
+                    Some(Ok(Healed::Running)) => {
+                        if let Ok(c) = AsyncClient::connect(&agent.socket, &hello).await {
+                            return Ok(c);
+                        }
+                    }
+                    Some(Ok(Healed::Stopped)) => {
+                        return Err(AgentError::Daemon(format!(
+                            "team {} was stopped (`agent-team down`); not bringing it back",
+                            agent.team
+                        )));
+                    }
+                    Some(Err(why)) if !said => {
+                        out.say(&format!("cannot restart the daemon: {why}"))
+                    }
+                    _ => {}
+                }
                 let Some(pause) = backoff.next() else {
                     return Err(AgentError::Daemon(format!(
                         "the daemon stayed unreachable for {} s: {e}",
@@ -288,6 +307,17 @@ async fn connect(
             }
         }
     }
+}
+
+/// Brings the daemon back if this agent may ([`AgentEnv::healer`]); `None` when it may not.
+/// The start blocks (up to its deadline), so it runs off the async thread.
+pub(crate) async fn heal(agent: &AgentEnv) -> Option<Result<Healed, String>> {
+    let healer = agent.healer.clone()?;
+    Some(
+        tokio::task::spawn_blocking(move || healer.heal().map_err(|e| e.to_string()))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string())),
+    )
 }
 
 async fn keeper(

@@ -82,9 +82,19 @@ async fn relay_one(mut inside: UnixStream, agent: &AgentEnv) -> Result<(), Strin
     };
     let bytes = agent_team_protocol::frame::encode(&ClientFrame::Hello(hello))
         .map_err(|e| e.to_string())?;
-    let mut daemon = UnixStream::connect(&agent.socket)
-        .await
-        .map_err(|e| format!("{}: {e}", agent.socket.display()))?;
+    let mut daemon = match UnixStream::connect(&agent.socket).await {
+        Ok(d) => d,
+        // The daemon is gone: this worker (outside the sandbox) brings it back for the CLI's
+        // MCP server, unless the team was stopped on purpose; the server's own retry follows.
+        Err(e) => match crate::link::heal(agent).await {
+            Some(Ok(agent_team_client::heal::Healed::Running)) => {
+                UnixStream::connect(&agent.socket)
+                    .await
+                    .map_err(|e| format!("{}: {e}", agent.socket.display()))?
+            }
+            _ => return Err(format!("{}: {e}", agent.socket.display())),
+        },
+    };
     daemon.write_all(&bytes).await.map_err(|e| e.to_string())?;
     tokio::io::copy_bidirectional(&mut inside, &mut daemon)
         .await
@@ -114,6 +124,7 @@ mod tests {
             workspace: None,
             member: Default::default(),
             external: true,
+            healer: None,
         };
         let relay = start(&dir.path().join("link.sock"), &agent).unwrap();
         let mut inside = UnixStream::connect(dir.path().join("link.sock"))

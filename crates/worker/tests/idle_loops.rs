@@ -100,6 +100,7 @@ impl FakeDaemon {
             workspace: None,
             member: Default::default(),
             external: false,
+            healer: None,
         }
     }
 

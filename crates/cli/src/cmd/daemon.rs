@@ -52,13 +52,57 @@ pub fn daemon(ctx: &Ctx, foreground: bool, permission_timeout: u64) -> Result<Ex
     }
     let mut opts = agent_team_daemon::DaemonOptions::new(ctx.paths.clone(), &ctx.team);
     opts.perm_timeout = Duration::from_secs(permission_timeout);
-    opts.env = crate::backend::supervisor_env()?;
+    opts.env = crate::backend::supervisor_env(&ctx.paths)?;
+    opts.heal = std::env::var_os(agent_team_client::heal::ENV_HEAL).is_some();
+    opts.guard_exe = std::env::current_exe().ok();
     match agent_team_daemon::run(opts) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
             // Said on stderr (the starter shows it; the log may be on the full disk).
             eprintln!("agent-team: error: {e}");
             Ok(ExitCode::from(e.exit_code()))
+        }
+    }
+}
+
+/// `agent-team daemon --guard`: the daemon's guardian. Its stdin is a pipe whose only writer is
+/// the daemon; at end of file (the daemon ended, by a crash or not) it brings the daemon back
+/// unless the team was stopped on purpose, then exits (the new daemon has a guardian of its
+/// own).
+pub fn guard(ctx: &Ctx) -> Result<ExitCode> {
+    use agent_team_client::heal::{Healed, Healer};
+    use std::io::Read;
+    let mut sink = [0u8; 64];
+    let mut stdin = std::io::stdin().lock();
+    loop {
+        match stdin.read(&mut sink) {
+            Ok(0) => break,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    let exe = std::env::current_exe().context("cannot find the agent-team executable")?;
+    let env = Healer::launch_env(&ctx.paths, Some(exe));
+    let healer = Healer::from_lookup(&ctx.team, |k| {
+        env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    })
+    .context("cannot describe the team's daemon")?;
+    // A start can fail for a while (the disk is full): try again for a minute, then leave it
+    // to the agents' workers and the next command.
+    let mut pauses =
+        agent_team_backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(5))
+            .deadline(std::time::Instant::now() + Duration::from_secs(60));
+    loop {
+        match healer.heal() {
+            Ok(Healed::Running) | Ok(Healed::Stopped) => return Ok(ExitCode::SUCCESS),
+            Err(e) => match pauses.next() {
+                Some(p) => {
+                    eprintln!("agent-team: guardian of team {}: {e}; retrying", ctx.team);
+                    std::thread::sleep(p);
+                }
+                None => return Err(e).context("cannot bring the daemon back"),
+            },
         }
     }
 }

@@ -137,9 +137,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Down { json } => teams::down(&ctx, json),
         Command::Serve(a) => serve::serve(ctx, a),
         Command::Gc { older_than, json } => teams::gc(&ctx, older_than, json),
+        Command::Daemon { guard: true, .. } => daemon::guard(&ctx),
         Command::Daemon {
             foreground,
             permission_timeout,
+            ..
         } => daemon::daemon(&ctx, foreground, permission_timeout),
         // Handled above.
         Command::Teams(t) => teams::teams(t),

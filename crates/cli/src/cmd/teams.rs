@@ -209,6 +209,13 @@ struct DownReport {
     team: String,
     was_running: bool,
     daemon_pid: Option<u32>,
+    /// No daemon answered but the team had been started: it had died, and `down` stopped
+    /// what it left.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    daemon_died: bool,
+    /// The agents whose processes `down` stopped itself (after a daemon died).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    stopped_agents: Vec<String>,
 }
 
 /// `agent-team gc`: compact the team's state now (through its daemon, started if needed).
@@ -235,35 +242,165 @@ pub fn gc(ctx: &Ctx, older_than_days: u64, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `agent-team down`: stop agents and the daemon, keep the state.
+/// `agent-team down`: stop agents and the daemon, keep the state. With no daemon alive it
+/// still stops what a dead daemon left running ([`clean_up_after_a_dead_daemon`]).
 pub fn down(ctx: &Ctx, json: bool) -> Result<ExitCode> {
-    let Some(mut c) = ctx.connect_existing()? else {
-        if json {
-            output::json(&DownReport {
-                team: ctx.team.clone(),
-                was_running: false,
-                daemon_pid: None,
-            });
-        } else {
-            eprintln!("agent-team: team {} is not running", ctx.team);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Stopped on purpose before this `down` (not by the marker this `down` writes below).
+    let stopped_before = ctx.tp.stopped.exists();
+    loop {
+        if let Some(mut c) = ctx.connect_existing()? {
+            let pid = shutdown(ctx, &mut c)?;
+            if json {
+                output::json(&DownReport {
+                    team: ctx.team.clone(),
+                    was_running: true,
+                    daemon_pid: Some(pid),
+                    daemon_died: false,
+                    stopped_agents: Vec::new(),
+                });
+            } else {
+                output::line(&format!(
+                    "team {} is down (daemon pid {pid} stopped; state kept in {})",
+                    ctx.team,
+                    ctx.tp.dir.display()
+                ));
+            }
+            return Ok(ExitCode::SUCCESS);
         }
-        return Ok(ExitCode::SUCCESS);
-    };
-    let pid = shutdown(ctx, &mut c)?;
-    if json {
-        output::json(&DownReport {
-            team: ctx.team.clone(),
-            was_running: true,
-            daemon_pid: Some(pid),
-        });
-    } else {
-        output::line(&format!(
-            "team {} is down (daemon pid {pid} stopped; state kept in {})",
-            ctx.team,
-            ctx.tp.dir.display()
-        ));
+        // Never started, or stopped on purpose (its clean-stop marker is there): nothing runs.
+        if !ctx.tp.db.exists() || stopped_before {
+            if json {
+                output::json(&DownReport {
+                    team: ctx.team.clone(),
+                    was_running: false,
+                    daemon_pid: None,
+                    daemon_died: false,
+                    stopped_agents: Vec::new(),
+                });
+            } else {
+                eprintln!("agent-team: team {} is not running", ctx.team);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        // No daemon answers. First the marker, so no agent (or guardian) brings it back; then
+        // the lock, so none that was already starting can take the team while we clean up.
+        ctx.paths.ensure_runtime()?;
+        agent_team_paths::mark_stopped(&ctx.tp.stopped).with_context(|| {
+            format!(
+                "cannot write the clean-stop marker {}",
+                ctx.tp.stopped.display()
+            )
+        })?;
+        // The dead daemon's pid is in the lock file until the lock is taken again.
+        let dead_pid = agent_team_daemon::lock::DaemonLock::recorded_pid(&ctx.tp.lock);
+        match agent_team_daemon::lock::DaemonLock::acquire(&ctx.tp.lock) {
+            Ok(lock) => {
+                let stopped = clean_up_after_a_dead_daemon(ctx)?;
+                drop(lock);
+                if json {
+                    output::json(&DownReport {
+                        team: ctx.team.clone(),
+                        was_running: false,
+                        daemon_pid: None,
+                        daemon_died: true,
+                        stopped_agents: stopped.clone(),
+                    });
+                } else {
+                    output::line(&format!(
+                        "team {} is down: its daemon{} had died; stopped what it left ({}); state kept in {}",
+                        ctx.team,
+                        dead_pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+                        if stopped.is_empty() {
+                            "no agent was still running".to_string()
+                        } else {
+                            format!("agents {}", stopped.join(", "))
+                        },
+                        ctx.tp.dir.display()
+                    ));
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            // A daemon is starting (a healer got there first; it may give up on seeing the
+            // marker): wait for it to answer or let go, then look again.
+            Err(agent_team_daemon::lock::LockError::Held { .. }) => {
+                if Instant::now() > deadline {
+                    bail!(crate::Hinted::new(
+                        "a daemon holds the team's lock but does not answer",
+                        format!(
+                            "check {} and kill it if needed",
+                            ctx.tp.daemon_log.display()
+                        )
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
-    Ok(ExitCode::SUCCESS)
+}
+
+/// Stops what a daemon that died left running, holding the team's lock: every agent process
+/// group recorded in the state whose process is still the one launched (its pid and start
+/// time match; a pid given to another process since is never signalled), the task commands of
+/// agents that ran inside the daemon, and the team's tmux server (or its window in another
+/// server). Returns the agents whose processes it stopped.
+fn clean_up_after_a_dead_daemon(ctx: &Ctx) -> Result<Vec<String>> {
+    use agent_team_pane::procs;
+    let (state, _store) = crate::ctx::StoredAt::new(&ctx.tp.db, &ctx.team).open()?;
+    let mut stopped = Vec::new();
+    for rec in state.agent_records() {
+        let Some(pid) = rec.info.pid else { continue };
+        let Some(start) = rec
+            .spec
+            .get(agent_team_daemon::PID_START)
+            .and_then(|v| v.as_u64())
+        else {
+            continue;
+        };
+        if !procs::same_process(pid, start) {
+            continue;
+        }
+        let pgid = rec.info.pgid.unwrap_or(pid);
+        // SIGTERM, a grace period, SIGKILL: the group holds the worker and its commands.
+        if let Err(e) = procs::stop_group(pgid, Duration::from_secs(2), || {}) {
+            eprintln!("agent-team: could not stop agent {}: {e}", rec.info.name);
+        }
+        stopped.push(rec.info.name.clone());
+    }
+    // Commands of agents that ran inside the daemon (their watchdog kills them too).
+    procs::reap_marked(&ctx.tp.socket.display().to_string());
+    let config: Option<agent_team_config::TeamConfig> = state
+        .config()
+        .and_then(|v| serde_json::from_value(v.clone()).ok());
+    if let Some(cfg) = config
+        && cfg.backend == agent_team_config::BackendKind::Tmux
+    {
+        use agent_team_pane::PaneBackend as _;
+        use agent_team_pane::tmux::{Placement, TmuxBackend, TmuxLayout};
+        let place = match &cfg.tmux {
+            Some(t) => Placement {
+                socket: t.socket.clone(),
+                session: t.session.clone(),
+                window: t.window.clone(),
+                private_server: t.window.is_none(),
+            },
+            None => Placement {
+                socket: ctx.tp.tmux_socket.clone(),
+                session: ctx.team.clone(),
+                window: None,
+                private_server: true,
+            },
+        };
+        let runtime = ctx.paths.runtime.clone();
+        match TmuxBackend::new(place, TmuxLayout::MainVertical, &runtime) {
+            Ok(b) => b.shutdown(),
+            Err(e) => eprintln!("agent-team: cannot stop the team's tmux server: {e}"),
+        }
+    }
+    let _ = std::fs::remove_file(&ctx.tp.secrets);
+    let _ = std::fs::remove_file(&ctx.tp.operator_secret);
+    Ok(stopped)
 }
 
 /// Asks the daemon to stop every agent and itself, and waits until it has released its lock.

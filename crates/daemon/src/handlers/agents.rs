@@ -83,7 +83,7 @@ impl Core {
                         "only the operator may shut the daemon down",
                     ));
                 }
-                self.supervise(|s| s.begin_shutdown());
+                self.stop_on_purpose();
                 Ok(Reply::Done)
             }
             Request::SpawnTeam { members } => {

@@ -26,11 +26,16 @@ impl Step<'_> {
             if info.backend == "external" {
                 continue;
             }
-            let place = info.pid.map(|pid| Launched {
-                pid,
-                pgid: info.pgid,
-                pane: info.pane.clone(),
-            });
+            // An agent that ran inside the previous daemon died with it: start it again at
+            // once rather than at the next poll (a healed team is serving again sooner).
+            let place = info
+                .pid
+                .filter(|_| info.backend != "in-process")
+                .map(|pid| Launched {
+                    pid,
+                    pgid: info.pgid,
+                    pane: info.pane.clone(),
+                });
             rt.place = place.clone();
             match info.status {
                 AgentStatus::Starting
@@ -523,6 +528,11 @@ impl Step<'_> {
                     .to_string(),
             ),
         ];
+        // What the worker needs to bring this daemon back after a crash (not for an agent
+        // inside the daemon: it dies with it).
+        if cfg.backend != BackendKind::InProcess {
+            envs.extend(self.sup.env.heal_env.iter().cloned());
+        }
         for (k, v) in &role.env {
             envs.push((k.clone(), v.clone()));
         }
@@ -608,10 +618,21 @@ impl Step<'_> {
             Ok(l) => l,
             Err(e) => return self.launch_failed(name, incarnation, e),
         };
+        // With the pid, its start time: a `down` that finds no daemon stops this process and
+        // never one that was given the same pid later (none for agents inside the daemon).
+        let pid_start = (launched.pid != std::process::id())
+            .then(|| agent_team_pane::procs::start_time(launched.pid))
+            .flatten();
         self.state.update_agent(name, |a| {
             a.info.pid = Some(launched.pid);
             a.info.pgid = launched.pgid;
             a.info.pane = launched.pane.clone();
+            if let Some(spec) = a.spec.as_object_mut() {
+                match pid_start {
+                    Some(t) => spec.insert(PID_START.into(), serde_json::json!(t)),
+                    None => spec.remove(PID_START),
+                };
+            }
         });
         let stop = {
             let Some(rt) = self.sup.runtimes.get_mut(name) else {

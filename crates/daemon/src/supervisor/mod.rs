@@ -422,6 +422,10 @@ impl Step<'_> {
 pub type BackendFactory =
     Arc<dyn Fn(BackendKind, &TeamConfig) -> Result<Arc<dyn PaneBackend>, String> + Send + Sync>;
 
+/// The key of an agent record's `spec` holding its process's start time
+/// (`agent_team_pane::procs::start_time`), recorded with its pid at each launch.
+pub const PID_START: &str = "pid_start";
+
 /// What the daemon was given to launch agents with.
 #[derive(Clone, Default)]
 pub struct SupervisorEnv {
@@ -431,6 +435,9 @@ pub struct SupervisorEnv {
     pub runner: Option<Arc<dyn agent_team_pane::inprocess::AgentRunner>>,
     /// Builds backends the pane crate cannot build alone (tmux, iTerm2), by kind.
     pub factory: Option<BackendFactory>,
+    /// Given to each agent process's launch so its worker can bring a crashed daemon back
+    /// (`agent_team_client::heal::Healer::launch_env`); empty: agents do not heal.
+    pub heal_env: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for SupervisorEnv {

@@ -15,6 +15,7 @@ fn agent() -> AgentEnv {
         workspace: None,
         member: Default::default(),
         external: true,
+        healer: None,
     }
 }
 

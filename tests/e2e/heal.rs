@@ -1,0 +1,324 @@
+//! A team heals itself (issue 26): a SIGKILLed daemon of a detached team is brought back by its
+//! own agents (and its guardian) with nobody at the keyboard, `down` after a crash still stops
+//! everything, and a team stopped with `down` stays stopped.
+
+use agent_team_e2e::*;
+use std::path::Path;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(60);
+
+/// Process and in-process always, tmux when a usable one is installed.
+fn backends() -> Vec<&'static str> {
+    let mut v = vec!["process", "in-process"];
+    if agent_team_pane::tmux::version().is_ok() {
+        v.push("tmux");
+    } else {
+        eprintln!("tmux >= 3.2 not found: the tmux case is skipped");
+    }
+    v
+}
+
+/// The daemon's pid from its lock file, if a daemon holds it.
+fn daemon_pid(sb: &Sandbox, team: &str) -> Option<u32> {
+    let tp = sb.team(team);
+    if !agent_team_paths::lock_held(&tp.lock) {
+        return None;
+    }
+    std::fs::read_to_string(&tp.lock).ok()?.trim().parse().ok()
+}
+
+/// `task list --json` (a read: it never starts a daemon); empty when the read failed (a read
+/// in flight as the daemon is killed sees its connection reset).
+fn task_list(sb: &Sandbox, team: &str) -> Vec<serde_json::Value> {
+    let out = sb.run(&["--team", team, "task", "list", "--json"]);
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// `ps --json` (a read).
+fn ps(sb: &Sandbox, team: &str) -> Vec<serde_json::Value> {
+    let out = sb.run(&["--team", team, "ps", "--json"]);
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+        return Vec::new();
+    };
+    v.get("agents")
+        .or(Some(&v))
+        .and_then(|a| a.as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// Live processes (not zombies, not this test) whose command line or environment names `dir`.
+fn procs_naming(dir: &Path) -> Vec<(u32, String)> {
+    let needle = dir.display().to_string();
+    let me = std::process::id();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me || agent_team_pane::procs::is_zombie(pid) {
+            continue;
+        }
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
+        let has = |b: &[u8]| b.windows(needle.len()).any(|w| w == needle.as_bytes());
+        if has(&cmd) || has(&env) {
+            out.push((pid, String::from_utf8_lossy(&cmd).replace('\0', " ")));
+        }
+    }
+    out
+}
+
+/// The guardian of `team`'s daemon in this sandbox (`agent-team daemon --guard --team T`).
+fn guardians(sb: &Sandbox, team: &str) -> Vec<u32> {
+    procs_naming(sb.dir.path())
+        .into_iter()
+        .filter(|(_, c)| c.contains("daemon --guard --team") && c.trim_end().ends_with(team))
+        .map(|(p, _)| p)
+        .collect()
+}
+
+fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+}
+
+/// A team of two exec teammates and `n` tasks, each of which records its start in
+/// `start.K`, waits for the file `gate`, then records its end in `done.K`.
+fn gated_team(sb: &Sandbox, team: &str, backend: &str, n: usize) {
+    let mut s = format!(
+        "name = \"{team}\"\n[[teammates]]\nname = \"w1\"\nrole = \"worker\"\n[[teammates]]\nname = \"w2\"\nrole = \"worker\"\n"
+    );
+    let dir = sb.dir.path().display().to_string();
+    for k in 1..=n {
+        s.push_str(&format!(
+            "[[tasks]]\nkey = \"t{k}\"\ntitle = \"t{k}\"\nrun = \"echo x >> {dir}/start.{k}; while [ ! -e {dir}/gate ]; do sleep 0.02; done; echo x >> {dir}/done.{k}\"\n"
+        ));
+    }
+    sb.write_team_file(&s);
+    sb.ok(&["up", "--backend", backend, "--detach"]);
+}
+
+fn lines(p: &Path) -> usize {
+    std::fs::read_to_string(p)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_detached_team_brings_its_killed_daemon_back_and_finishes_every_task_once() {
+    for backend in backends() {
+        eprintln!("heal: {backend}");
+        heals_on(backend);
+    }
+}
+
+fn heals_on(backend: &str) {
+    let sb = Sandbox::new();
+    let team = "heal";
+    gated_team(&sb, team, backend, 4);
+    // Both teammates are in the middle of a task.
+    wait_for("two tasks to start", T, || {
+        lines(&sb.path("start.1"))
+            + lines(&sb.path("start.2"))
+            + lines(&sb.path("start.3"))
+            + lines(&sb.path("start.4"))
+            >= 2
+    });
+    let first = daemon_pid(&sb, team).expect("a daemon");
+    signal(first, nix::sys::signal::Signal::SIGKILL);
+    // The commands finish while the daemon is away (or just back): they are reported.
+    std::fs::write(sb.path("gate"), "").unwrap();
+    // Nothing but reads from here on: the team must heal itself.
+    wait_for("every task to complete", T, || {
+        let tasks = task_list(&sb, team);
+        tasks.len() == 4
+            && tasks
+                .iter()
+                .all(|t| t.get("status").and_then(|s| s.as_str()) == Some("completed"))
+    });
+    let second = daemon_pid(&sb, team).expect("the daemon came back");
+    assert_ne!(first, second, "{backend}: a new daemon serves the team");
+    wait_for("every agent to be connected again", T, || {
+        let agents = ps(&sb, team);
+        !agents.is_empty()
+            && agents.iter().all(|a| {
+                // Connected, or done: the exec leader finishes the team once the board is.
+                a.get("connected").and_then(|c| c.as_bool()) == Some(true)
+                    || matches!(
+                        a.get("status").and_then(|s| s.as_str()),
+                        Some("stopped" | "exited")
+                    )
+            })
+    });
+    for k in 1..=4 {
+        assert_eq!(
+            lines(&sb.path(&format!("done.{k}"))),
+            1,
+            "{backend}: task {k}'s command ran to its end exactly once"
+        );
+        if backend != "in-process" {
+            // The teammates outlived the daemon: what they were running was reported, not
+            // started again. (Inside the daemon, a command dies with it and runs again.)
+            assert_eq!(
+                lines(&sb.path(&format!("start.{k}"))),
+                1,
+                "{backend}: task {k} was not run again"
+            );
+        }
+    }
+    // The healer that won said so: the guardian in the daemon's log, a worker in its own.
+    let tp = sb.team(team);
+    let mut logs = vec![tp.daemon_log.clone()];
+    logs.extend(
+        std::fs::read_dir(&tp.logs)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path()),
+    );
+    assert!(
+        logs.iter().any(|l| std::fs::read_to_string(l)
+            .unwrap_or_default()
+            .contains("brought the daemon of team heal back")),
+        "{backend}: a healer said so in its log"
+    );
+    sb.ok(&["--team", team, "down"]);
+    wait_for("nothing of the team to be left", T, || {
+        procs_naming(sb.dir.path()).is_empty()
+    });
+}
+
+#[test]
+fn down_after_the_daemon_was_killed_leaves_no_process_and_no_tmux_server() {
+    for backend in backends() {
+        down_after_crash_on(backend);
+    }
+}
+
+fn down_after_crash_on(backend: &str) {
+    let sb = Sandbox::new();
+    let team = "dead";
+    gated_team(&sb, team, backend, 2);
+    wait_for("both tasks to start", T, || {
+        lines(&sb.path("start.1")) + lines(&sb.path("start.2")) >= 2
+    });
+    let agents = ps(&sb, team);
+    let outside = agents
+        .iter()
+        .filter(|a| a.get("backend").and_then(|b| b.as_str()) != Some("in-process"));
+    let pids: Vec<u32> = outside
+        .clone()
+        .filter_map(|a| a.get("pid").and_then(|p| p.as_u64()).map(|p| p as u32))
+        .collect();
+    let groups: Vec<u32> = outside
+        .filter_map(|a| a.get("pgid").and_then(|p| p.as_u64()).map(|p| p as u32))
+        .collect();
+    // Freeze everyone who would bring the daemon back, then kill it: `down` finds no daemon.
+    assert!(
+        !guardians(&sb, team).is_empty(),
+        "{backend}: the daemon has a guardian"
+    );
+    for p in guardians(&sb, team) {
+        signal(p, nix::sys::signal::Signal::SIGSTOP);
+    }
+    for g in &groups {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(*g as i32),
+            nix::sys::signal::Signal::SIGSTOP,
+        );
+    }
+    let daemon = daemon_pid(&sb, team).expect("a daemon");
+    signal(daemon, nix::sys::signal::Signal::SIGKILL);
+    let tp = sb.team(team);
+    wait_for("the daemon's lock to be free", T, || {
+        !agent_team_paths::lock_held(&tp.lock)
+    });
+    let out = sb.run(&["--team", team, "down"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{backend}: down: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("had died"), "{backend}: {text}");
+    // The frozen guardian, let go, sees the team was stopped and ends.
+    for p in guardians(&sb, team) {
+        signal(p, nix::sys::signal::Signal::SIGCONT);
+    }
+    for p in &pids {
+        wait_for("an agent's process to be gone", T, || {
+            !agent_team_pane::procs::pid_alive(*p) || agent_team_pane::procs::is_zombie(*p)
+        });
+    }
+    wait_for("no process naming the sandbox", T, || {
+        procs_naming(sb.dir.path()).is_empty()
+    });
+    assert!(
+        sb.tmux(&sb.tmux_socket(team), &["ls"]).is_err(),
+        "{backend}: the team's tmux server is gone"
+    );
+    assert!(
+        !agent_team_client::daemon_running(&tp),
+        "{backend}: and no daemon was brought back"
+    );
+    // Each command ended with its agent: none finished.
+    assert_eq!(lines(&sb.path("done.1")) + lines(&sb.path("done.2")), 0);
+}
+
+#[test]
+fn a_team_stopped_with_down_stays_stopped() {
+    let sb = Sandbox::new();
+    let team = "calm";
+    gated_team(&sb, team, "process", 2);
+    wait_for("both tasks to start", T, || {
+        lines(&sb.path("start.1")) + lines(&sb.path("start.2")) >= 2
+    });
+    sb.ok(&["--team", team, "down"]);
+    let tp = sb.team(team);
+    assert!(tp.stopped.exists(), "down leaves the clean-stop marker");
+    wait_for("no process naming the sandbox", T, || {
+        procs_naming(sb.dir.path()).is_empty()
+    });
+    assert!(!agent_team_client::daemon_running(&tp));
+    // A worker that outlived the team (started by hand with a launch's environment) finds no
+    // daemon and the marker: it ends and starts none.
+    let exe = agent_team_e2e::bin("agent-team");
+    let out = sb
+        .cmd("agent-team-worker")
+        .env("AGENT_TEAM_SOCKET", &tp.socket)
+        .env("AGENT_TEAM_TEAM", team)
+        .env("AGENT_TEAM_NAME", "w1")
+        .env("AGENT_TEAM_SECRET", "stale")
+        .env("AGENT_TEAM_INCARNATION", "1")
+        .env(agent_team_client::heal::ENV_DAEMON_EXE, &exe)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("was stopped"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!agent_team_client::daemon_running(&tp));
+    assert!(!agent_team_paths::lock_held(&tp.lock));
+    // Without the marker (a crash), the same worker brings the daemon back.
+    std::fs::remove_file(&tp.stopped).unwrap();
+    let out = sb
+        .cmd("agent-team-worker")
+        .env("AGENT_TEAM_SOCKET", &tp.socket)
+        .env("AGENT_TEAM_TEAM", team)
+        .env("AGENT_TEAM_NAME", "w1")
+        .env("AGENT_TEAM_SECRET", "stale")
+        .env("AGENT_TEAM_INCARNATION", "1")
+        .env(agent_team_client::heal::ENV_DAEMON_EXE, &exe)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    // It is refused (a stale secret), but the daemon it started serves the team.
+    let _ = out;
+    assert!(agent_team_client::daemon_running(&tp));
+    sb.ok(&["--team", team, "down"]);
+}

@@ -45,7 +45,17 @@ impl Step<'_> {
                     // Maybe still alive: watch it, and give it the connect-back deadline again.
                     rt.launched = place;
                     if rt.launched.is_none() {
-                        // Crashed between adding and launching: start it.
+                        // Crashed between adding and launching, or it ran inside the crashed
+                        // daemon: start it (a restart launches only a starting or backed-off
+                        // agent).
+                        if info.status != AgentStatus::Starting {
+                            self.state.set_agent_status(
+                                &info.name,
+                                AgentStatus::Backoff,
+                                Some("daemon restarted".into()),
+                                now,
+                            );
+                        }
                         self.schedule(
                             Duration::ZERO,
                             SupTimer::Restart(info.name.clone(), info.incarnation),

@@ -29,12 +29,9 @@ pub fn daemon(ctx: &Ctx, foreground: bool, permission_timeout: u64) -> Result<Ex
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Started by the CLI, stderr is daemon.log: the daemon then writes it itself, rotated by
     // size. Run by hand in a terminal, it logs to the terminal.
-    use agent_team_daemon::logfile::{LOG_CAP_BYTES, LOG_KEEP, RotatingLog};
+    use agent_team_paths::logfile::{LOG_KEEP, RotatingLog};
     let log = &ctx.tp.daemon_log;
-    let cap = std::env::var("AGENT_TEAM_LOG_CAP_BYTES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(LOG_CAP_BYTES);
+    let cap = RotatingLog::cap_from_env();
     match RotatingLog::stderr_is(log)
         .then(|| RotatingLog::open(log, cap, LOG_KEEP, true).ok())
         .flatten()

@@ -47,15 +47,56 @@ pub fn daemon(ctx: &Ctx, foreground: bool, permission_timeout: u64) -> Result<Ex
             .with_ansi(false)
             .init(),
     }
+    let mut start_pipe = start_pipe();
     let mut opts = agent_team_daemon::DaemonOptions::new(ctx.paths.clone(), &ctx.team);
     opts.perm_timeout = Duration::from_secs(permission_timeout);
-    opts.env = crate::backend::supervisor_env()?;
+    opts.env = match crate::backend::supervisor_env() {
+        Ok(env) => env,
+        Err(e) => {
+            tell_starter(&mut start_pipe, &format!("{e:#}"));
+            return Err(e);
+        }
+    };
     match agent_team_daemon::run(opts) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
-            // Said on stderr (the starter shows it; the log may be on the full disk).
+            // Said on stderr (the log) and to the CLI that started it, through its pipe: the
+            // log may be on the full disk, and its last lines a previous daemon's.
             eprintln!("agent-team: error: {e}");
+            tell_starter(&mut start_pipe, &e.to_string());
             Ok(ExitCode::from(e.exit_code()))
         }
+    }
+}
+
+/// The pipe on which the CLI that started this daemon waits for a reason it could not start
+/// (`agent_team_client::ENV_START_FD`), made close-on-exec so no agent inherits it.
+fn start_pipe() -> Option<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    let fd: i32 = std::env::var(agent_team_client::ENV_START_FD)
+        .ok()?
+        .parse()
+        .ok()?;
+    // Only a pipe this process holds under that number is taken.
+    let meta = std::fs::metadata(format!("/dev/fd/{fd}")).ok()?;
+    if !std::os::unix::fs::FileTypeExt::is_fifo(&meta.file_type()) || fd <= 2 {
+        return None;
+    }
+    // SAFETY: the starter left this descriptor open for this process alone (checked above to
+    // be an open pipe); nothing else here owns it.
+    #[allow(unsafe_code)]
+    let file = unsafe { std::fs::File::from_raw_fd(fd) };
+    let _ = nix::fcntl::fcntl(
+        &file,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    Some(file)
+}
+
+/// Writes why the daemon cannot start on the starter's pipe (a starter that has gone is fine).
+fn tell_starter(pipe: &mut Option<std::fs::File>, reason: &str) {
+    use std::io::Write;
+    if let Some(p) = pipe.as_mut() {
+        let _ = writeln!(p, "{reason}");
     }
 }

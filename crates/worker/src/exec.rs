@@ -351,7 +351,6 @@ async fn pump_lines(
     if !line.is_empty() || cut {
         emit(&mut line, &mut cut);
     }
-    drop(emit);
     for rest in masker.finish() {
         let _ = tx.send(rest);
     }

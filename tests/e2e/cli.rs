@@ -324,3 +324,23 @@ fn the_daemon_log_rotates_by_size_and_never_holds_a_message_body() {
     assert!(all.contains("stopping"), "{all}");
     assert!(!all.contains(secret_body), "a message body reached the log");
 }
+
+#[test]
+fn a_daemon_that_cannot_start_tells_the_starting_cli_why() {
+    let sb = Sandbox::new();
+    sb.write_team_file("name = \"nostart\"\n");
+    let tp = sb.team("nostart");
+    std::fs::create_dir_all(&tp.dir).unwrap();
+    // A previous daemon's last words, and a state the new one cannot open: its database path
+    // is a directory.
+    std::fs::write(&tp.daemon_log, "PREVIOUS DAEMON: serving as usual\n").unwrap();
+    std::fs::create_dir_all(&tp.db).unwrap();
+    let out = sb.run(&["--team", "nostart", "daemon"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("the daemon could not start"), "{err}");
+    assert!(
+        !err.contains("PREVIOUS DAEMON"),
+        "the previous daemon's log, not the reason: {err}"
+    );
+}

@@ -400,3 +400,119 @@ fn a_notify_command_gets_the_permission_envelope_on_stdin() {
         std::fs::read_to_string(&log).is_ok_and(|t| t.contains(" run_finished"))
     });
 }
+
+#[test]
+fn a_role_budget_shared_by_three_teammates_is_overshot_by_at_most_one_response() {
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    let spawn = |n: &str| ("spawn_teammate", json!({"role": "worker", "name": n}));
+    mock.script(
+        "leader",
+        vec![
+            tools(&[spawn("b1"), spawn("b2"), spawn("b3")]).with_usage(10, 10, 0),
+            Step::Text("waiting".into()).with_usage(0, 0, 0),
+        ],
+    );
+    // Each response is 1 100 tokens against a 1 500-token budget of their role; the first
+    // answers are held at a gate until all three are in flight or the others wait for theirs.
+    let gate = agent_team_mockmodel::Gate::new();
+    let step = || tools(&[("list_tasks", json!({}))]).with_usage(1000, 100, 0);
+    for n in ["b1", "b2", "b3"] {
+        let mut steps = vec![Step::Gate(gate.clone(), Box::new(step()))];
+        steps.extend((0..5).map(|_| step()));
+        mock.script(n, steps);
+    }
+    let mut sb = sandbox_for(&mock, "openai", "[roles.worker]\nbudget_tokens = 1500\n");
+    let run = sb.spawn(&["run", "--backend", "process", "--timeout", "120", "--quiet"]);
+    let names = ["b1", "b2", "b3"];
+    let waiting = |n: &str| {
+        std::fs::read_to_string(sb.team("mt").logs.join(format!("{n}.log")))
+            .unwrap_or_default()
+            .contains("waiting for the budget")
+    };
+    wait_for(
+        "all three in flight, or two waiting for the budget",
+        T,
+        || {
+            let in_flight: usize = names.iter().map(|n| mock.requests(n).len()).sum();
+            in_flight == 3 || names.iter().filter(|n| waiting(n)).count() == 2
+        },
+    );
+    gate.open();
+    wait_for("all three stopped by their budget", T, || {
+        sb.agents("mt")
+            .iter()
+            .filter(|a| a.status == AgentStatus::Failed && a.last_exit.as_deref() == Some("budget"))
+            .count()
+            == 3
+    });
+    let report = json_of(&sb.ok(&["--team", "mt", "usage", "--json"]));
+    let worker = report["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "worker")
+        .unwrap()
+        .clone();
+    let used = worker["input_tokens"].as_u64().unwrap() + worker["output_tokens"].as_u64().unwrap();
+    assert!(
+        (1500..1500 + 1100).contains(&used),
+        "the budget of 1500 ended at {used}: more than one response over ({report})"
+    );
+    let requests: usize = names.iter().map(|n| mock.requests(n).len()).sum();
+    assert_eq!(
+        requests as u64,
+        worker["requests"].as_u64().unwrap(),
+        "{report}"
+    );
+    sb.ok(&["--team", "mt", "down"]);
+    let _ = sb.wait_child(run, T);
+}
+
+#[test]
+fn a_server_that_sends_no_usage_is_still_stopped_by_the_token_budget() {
+    for stream in [false, true] {
+        let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+        mock.omit_usage(true);
+        let steps: Vec<Step> = (0..40)
+            .map(|i| {
+                tools(&[(
+                    "write_file",
+                    json!({"path": format!("f{i}.txt"), "content": "x"}),
+                )])
+            })
+            .collect();
+        mock.script("leader", steps);
+        let sb = sandbox_with(
+            &mock,
+            "openai",
+            "budget_tokens = 5000\n",
+            &format!("stream = {stream}\n[roles.leader]\ntools = [\"write_file\"]\n"),
+        );
+        let out = sb.run(&["run", "--backend", "process", "--timeout", "60", "--json"]);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success(), "stream={stream}: {stdout}");
+        let result = json_of(stdout.trim());
+        assert!(
+            result["result"]
+                .as_str()
+                .unwrap_or("")
+                .contains("the team's budget is spent"),
+            "stream={stream}: {result}"
+        );
+        let requests = mock.requests("leader").len();
+        let counted = result["usage"]["total"]["requests"].as_u64().unwrap();
+        assert_eq!(requests as u64, counted, "stream={stream}: {result}");
+        assert!(
+            requests < 40,
+            "stream={stream}: never stopped ({requests} requests)"
+        );
+        // Every request went out without usage, and the agent said it was estimating.
+        let log =
+            std::fs::read_to_string(sb.team("mt").logs.join("leader.log")).unwrap_or_default();
+        assert!(
+            log.contains("sent no token usage") || stderr.contains("sent no token usage"),
+            "stream={stream}: no warning in the leader's log:\n{log}"
+        );
+    }
+}

@@ -28,6 +28,14 @@ pub enum StartError {
         /// The last lines of the log.
         tail: String,
     },
+    /// The daemon exited before it answered and said why through its start pipe.
+    #[error("the daemon could not start: {reason} (its log: {log})")]
+    Refused {
+        /// What the daemon said, e.g. its state could not be opened or the disk is full.
+        reason: String,
+        /// The daemon's log file.
+        log: PathBuf,
+    },
     /// The daemon did not answer within the deadline.
     #[error("the daemon did not answer on {socket} within {secs} s (see {log})")]
     Timeout {
@@ -42,6 +50,10 @@ pub enum StartError {
     #[error("{0}")]
     Io(String),
 }
+
+/// The variable naming the file descriptor (a pipe's writing end) on which a daemon started
+/// by [`ensure_daemon`] says why it could not start; the starter shows that reason.
+pub const ENV_START_FD: &str = "AGENT_TEAM_START_FD";
 
 /// Whether a daemon answers on the team's socket right now.
 pub fn daemon_running(tp: &TeamPaths) -> bool {
@@ -82,7 +94,13 @@ pub(crate) fn start(
         .open(&tp.daemon_log)
         .map_err(|e| StartError::Io(format!("cannot open {}: {e}", tp.daemon_log.display())))?;
     let log_err = log.try_clone().map_err(|e| StartError::Io(e.to_string()))?;
+    // The daemon's own reason reaches us through a pipe, not only its log (which may be a
+    // previous daemon's, or on a full disk): its writing end is inherited under ENV_START_FD.
+    let (reason_rx, reason_tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| StartError::Io(format!("cannot make a pipe: {e}")))?;
+    let tx_fd = std::os::fd::AsRawFd::as_raw_fd(&reason_tx);
     let mut cmd = Command::new(exe);
+    cmd.env(ENV_START_FD, tx_fd.to_string());
     cmd.args(["daemon", "--foreground", "--team", &tp.team])
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))
@@ -104,7 +122,15 @@ pub(crate) fn start(
     // A new session: the daemon must outlive the terminal and the command that started it.
     #[allow(unsafe_code)]
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
+            // SAFETY: the pipe's writing end is open until the spawn returns; only the child's
+            // copy loses close-on-exec, so the daemon (and only it) inherits it.
+            let tx = std::os::fd::BorrowedFd::borrow_raw(tx_fd);
+            nix::fcntl::fcntl(
+                tx,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+            )
+            .map_err(std::io::Error::from)?;
             nix::unistd::setsid()
                 .map(|_| ())
                 .map_err(std::io::Error::from)
@@ -114,6 +140,7 @@ pub(crate) fn start(
         exe: exe.to_path_buf(),
         source,
     })?;
+    drop(reason_tx);
     let pid = child.id();
     let mut pauses =
         Backoff::new(Duration::from_millis(1), Duration::from_millis(50)).deadline(deadline);
@@ -134,6 +161,12 @@ pub(crate) fn start(
                 || (agent_team_paths::lock_held(&tp.lock) && wait_for_winner(tp, deadline))
             {
                 return Ok(None);
+            }
+            if let Some(reason) = read_reason(reason_rx) {
+                return Err(StartError::Refused {
+                    reason: with_disk_note(reason, &tp.dir),
+                    log: tp.daemon_log.clone(),
+                });
             }
             return Err(StartError::Exited {
                 status: status.to_string(),
@@ -174,6 +207,24 @@ fn wait_for_winner(tp: &TeamPaths, deadline: Instant) -> bool {
             None => return false,
         }
     }
+}
+
+/// What an exited daemon wrote on its start pipe (at most 64 KiB, without waiting for a
+/// process that still holds the pipe), trimmed; none when it wrote nothing.
+fn read_reason(rx: std::os::fd::OwnedFd) -> Option<String> {
+    use std::io::Read;
+    nix::fcntl::fcntl(
+        &rx,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .ok()?;
+    let mut text = Vec::new();
+    // A read that would block ends it like the end of the pipe: what was written is read.
+    let _ = std::fs::File::from(rx)
+        .take(64 * 1024)
+        .read_to_end(&mut text);
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    (!text.is_empty()).then_some(text)
 }
 
 fn tail(path: &Path) -> String {

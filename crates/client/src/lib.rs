@@ -9,7 +9,7 @@ mod autostart;
 pub mod heal;
 
 pub use async_client::AsyncClient;
-pub use autostart::{StartError, daemon_running, ensure_daemon};
+pub use autostart::{ENV_START_FD, StartError, daemon_running, ensure_daemon};
 
 use agent_team_paths::TeamPaths;
 use agent_team_protocol::frame::{self, FrameError};

@@ -27,10 +27,10 @@ pub use hooks::{DEFAULT_HOOK_TIMEOUT_SECS, Hook, HookEvent, Hooks};
 pub use model::*;
 pub use usage::{BUILTIN_PRICES, Notify, PICO_PER_USD, Price, price_for};
 pub use vars::{
-    BUILTIN_VARIABLES, MIN_MASKED_SECRET, Origin, Origins, SecretSource, Secrets, SecretsFileError,
-    apply_variables, apply_variables_on, check_key, escape_placeholders, fill_coordinator_prompt,
-    fill_goal, fill_prompt, fill_task_text, is_valid_key, local_date, parse_assignment,
-    placeholders, resolve_secrets, team_goal,
+    BUILTIN_VARIABLES, LineMasker, MIN_MASKED_SECRET, Origin, Origins, SecretSource, Secrets,
+    SecretsFileError, apply_variables, apply_variables_on, check_key, escape_placeholders,
+    fill_coordinator_prompt, fill_goal, fill_prompt, fill_task_text, is_valid_key, local_date,
+    parse_assignment, placeholders, resolve_secrets, team_goal,
 };
 
 use std::fmt;

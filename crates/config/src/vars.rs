@@ -572,15 +572,170 @@ impl Secrets {
 
     /// `text` with every secret value of at least [`MIN_MASKED_SECRET`] bytes replaced by
     /// `[secret KEY]`: what agents read back from their commands (task results, the `bash`
-    /// tool's output, the agent's log).
+    /// tool's output, the agent's log). A value split over line breaks (`\n` or `\r\n`) is
+    /// found too and replaced whole, in its first line.
     pub fn mask<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        let mut out = Cow::Borrowed(text);
+        if !self.0.values().any(|v| v.len() >= MIN_MASKED_SECRET) {
+            return Cow::Borrowed(text);
+        }
+        let mut lines: Vec<String> = text.split('\n').map(str::to_string).collect();
+        if self.mask_lines(&mut lines) {
+            Cow::Owned(lines.join("\n"))
+        } else {
+            Cow::Borrowed(text)
+        }
+    }
+
+    /// The longest value masked (0 with none): how much text a value may still need beyond
+    /// a point to be seen whole.
+    pub fn longest(&self) -> usize {
+        self.0
+            .values()
+            .map(String::len)
+            .filter(|n| *n >= MIN_MASKED_SECRET)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Masks every value in `lines` (consecutive lines of one text, without their `\n`),
+    /// also one that runs from a line's end into the next lines: it is replaced in the line
+    /// where it starts and removed from the others. Returns whether anything changed.
+    pub fn mask_lines(&self, lines: &mut [String]) -> bool {
+        let mut changed = false;
         for (k, v) in &self.0 {
-            if v.len() >= MIN_MASKED_SECRET && out.contains(v.as_str()) {
-                out = Cow::Owned(out.replace(v.as_str(), &format!("[secret {k}]")));
+            if v.len() < MIN_MASKED_SECRET {
+                continue;
+            }
+            let placeholder = format!("[secret {k}]");
+            let mut from = 0;
+            loop {
+                // The lines joined without their breaks (a `\r` before one is a break too),
+                // and where each line starts in that join.
+                let mut joined = String::new();
+                let mut starts = Vec::with_capacity(lines.len());
+                for l in lines.iter() {
+                    starts.push(joined.len());
+                    joined.push_str(content(l));
+                }
+                let Some(pos) = joined.get(from..).and_then(|rest| rest.find(v.as_str())) else {
+                    break;
+                };
+                let pos = from + pos;
+                let end = pos + v.len();
+                let line_of = |at: usize| starts.iter().rposition(|s| *s <= at).unwrap_or(0);
+                // The line where it starts: the last whose content holds byte `pos`.
+                let first = (0..lines.len())
+                    .rev()
+                    .find(|i| starts[*i] <= pos && pos < starts[*i] + content(&lines[*i]).len())
+                    .unwrap_or_else(|| line_of(pos));
+                let last = (0..lines.len())
+                    .rev()
+                    .find(|i| starts[*i] < end && end <= starts[*i] + content(&lines[*i]).len())
+                    .unwrap_or_else(|| line_of(end));
+                if first == last {
+                    let s = starts[first];
+                    lines[first].replace_range(pos - s..end - s, &placeholder);
+                } else {
+                    let s = starts[first];
+                    let n = content(&lines[first]).len();
+                    lines[first].replace_range(pos - s..n, &placeholder);
+                    for line in lines.iter_mut().take(last).skip(first + 1) {
+                        let n = content(line).len();
+                        line.replace_range(..n, "");
+                    }
+                    let s = starts[last];
+                    lines[last].replace_range(..end - s, "");
+                }
+                changed = true;
+                from = pos + placeholder.len();
             }
         }
-        out
+        changed
+    }
+}
+
+impl Secrets {
+    /// `line`, cut after at least `max` bytes, masked before it is cut: a value that starts
+    /// before the cut is replaced whole, and the start of one the cut split is dropped.
+    /// `line` must hold at least [`Secrets::longest`] bytes past `max` when it was longer.
+    pub fn mask_and_cut(&self, line: &str, max: usize) -> (String, bool) {
+        if line.len() <= max {
+            return (self.mask(line).into_owned(), false);
+        }
+        let mut end = max.saturating_add(self.longest()).min(line.len());
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut out = self.mask(&line[..end]).into_owned();
+        // What the cut left of a value: any end of the text that begins one.
+        let tail = self
+            .0
+            .values()
+            .filter(|v| v.len() >= MIN_MASKED_SECRET)
+            .filter_map(|v| {
+                (1..v.len())
+                    .rev()
+                    .filter(|n| v.is_char_boundary(*n))
+                    .find(|n| out.ends_with(&v[..*n]))
+            })
+            .max()
+            .unwrap_or(0);
+        out.truncate(out.len() - tail);
+        (out, true)
+    }
+}
+
+/// A line without the `\r` that ended it, if any (the break of a `\r\n` line end).
+fn content(line: &str) -> &str {
+    line.strip_suffix('\r').unwrap_or(line)
+}
+
+/// Masks the team's secrets in a stream of lines (a command's output), also a value split
+/// over line breaks: a line is handed on only once the lines after it are long enough that
+/// no value starting in it can still run on into a line not yet seen, so the last line or
+/// two wait for the next (or the end).
+#[derive(Debug)]
+pub struct LineMasker<'a> {
+    /// The secrets.
+    secrets: &'a Secrets,
+    /// Lines seen and not handed on yet, masked as far as they go.
+    held: std::collections::VecDeque<String>,
+}
+
+impl<'a> LineMasker<'a> {
+    /// A masker of `secrets`.
+    pub fn new(secrets: &'a Secrets) -> Self {
+        LineMasker {
+            secrets,
+            held: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Takes the next line (without its `\n`) and returns the lines now safe to hand on.
+    pub fn push(&mut self, line: String) -> Vec<String> {
+        self.held.push_back(line);
+        let longest = self.secrets.longest();
+        if longest == 0 {
+            return self.finish();
+        }
+        self.secrets.mask_lines(self.held.make_contiguous());
+        let mut ready = Vec::new();
+        // The front line is safe when what follows it is at least a value long less a byte.
+        loop {
+            let after: usize = self.held.iter().skip(1).map(|l| content(l).len()).sum();
+            if self.held.len() < 2 || after + 1 < longest {
+                break;
+            }
+            if let Some(l) = self.held.pop_front() {
+                ready.push(l);
+            }
+        }
+        ready
+    }
+
+    /// The lines still held, at the end of the stream.
+    pub fn finish(&mut self) -> Vec<String> {
+        self.held.drain(..).collect()
     }
 }
 
@@ -930,5 +1085,33 @@ run = "echo {{env}} > out.txt"
         assert_eq!(civil_date(-1), "1969-12-31");
         let today = local_date();
         assert_eq!(today.len(), 10, "{today}");
+    }
+
+    #[test]
+    fn a_secret_split_over_line_breaks_is_masked_whole() {
+        let s = Secrets::from_map([("K".to_string(), "0123456789abcdefgh".to_string())].into());
+        assert_eq!(s.mask("a 012345678\n9abcdefgh b"), "a [secret K]\n b");
+        assert_eq!(s.mask("0123\r\n4567\r\n89abcdefgh"), "[secret K]\r\n\r\n");
+        assert_eq!(s.mask("x0123456789abcdefghx"), "x[secret K]x");
+        assert!(matches!(s.mask("nothing\nhere"), Cow::Borrowed(_)));
+        // A value that is also its placeholder's text does not loop.
+        let odd = Secrets::from_map([("K".to_string(), "secret".to_string())].into());
+        assert_eq!(odd.mask("secret se\ncret"), "[secret K] [secret K]\n");
+        // A stream hands a line on once no value can run on from it.
+        let mut m = LineMasker::new(&s);
+        assert!(m.push("one 0123456".into()).is_empty());
+        assert_eq!(
+            m.push("789abcdefgh two, long enough".into()),
+            ["one [secret K]"]
+        );
+        assert_eq!(m.finish(), [" two, long enough"]);
+        // Cut lines: masked before the cut, a value's start at the cut dropped.
+        let (cut, was) = s.mask_and_cut(
+            &format!("{}0123456789abcdefgh{}", "x".repeat(8), "y".repeat(40)),
+            10,
+        );
+        assert!(was && cut.starts_with("xxxxxxxx[secret K]"), "{cut}");
+        let (cut, _) = s.mask_and_cut(&format!("{}0123456789a", "x".repeat(12)), 10);
+        assert_eq!(cut, "x".repeat(12));
     }
 }

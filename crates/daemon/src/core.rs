@@ -690,6 +690,8 @@ impl Core {
                     },
                 );
                 let now = Timestamp::now();
+                // A new connection (or incarnation) has no request in flight yet.
+                self.state.drop_lease(&name);
                 self.state.update_agent(&name, |a| a.info.connected = true);
                 if matches!(
                     self.state.agent(&name).map(|a| a.info.status),
@@ -724,6 +726,8 @@ impl Core {
             && self.agent_conn.get(&name) == Some(&conn)
         {
             self.agent_conn.remove(&name);
+            // The request its lease was for is over with its connection.
+            self.state.drop_lease(&name);
             self.state.update_agent(&name, |a| a.info.connected = false);
             self.supervise(|s| s.disconnected());
             if name == LEADER && self.sup.leader_approves() {

@@ -13,7 +13,6 @@ pub mod gate;
 mod handlers;
 pub mod hooks;
 pub mod lock;
-pub mod logfile;
 mod notify;
 pub mod outbox;
 pub mod policy;

@@ -85,6 +85,10 @@ pub enum Step {
     /// Answer the inner step reporting exactly these token counts instead of the plausible
     /// ones made up from the sizes (each API in its own fields: see [`MockUsage`]).
     WithUsage(MockUsage, Box<Step>),
+    /// Answer the inner step with no `usage` at all, as local OpenAI-compatible servers do:
+    /// chat completions without the `usage` object, whole or streamed (no usage chunk even
+    /// when the request asks with `stream_options.include_usage`). Other APIs keep theirs.
+    WithoutUsage(Box<Step>),
     /// Answer `then` (and move on) once the request contains every one of these strings
     /// anywhere in its body; until then answer `meanwhile` and stay on this step. Lets a
     /// script wait for events (a teammate's report) whose number of turns is not known.
@@ -160,6 +164,8 @@ struct Shared {
     next_call: AtomicU64,
     /// The last response id number handed out.
     next_response: AtomicU64,
+    /// Every chat-completions answer leaves out `usage` (see [`Step::WithoutUsage`]).
+    omit_usage: AtomicBool,
 }
 
 impl Shared {
@@ -285,6 +291,12 @@ impl MockModel {
             .lock()
             .asides
             .push((needle.to_string(), text.to_string()));
+    }
+
+    /// From now on every chat-completions answer leaves out `usage`, as
+    /// [`Step::WithoutUsage`] does for one step (a server that never reports usage).
+    pub fn omit_usage(&self, omit: bool) {
+        self.shared.omit_usage.store(omit, Ordering::SeqCst);
     }
 
     /// The side requests [`MockModel::answer_aside`] answered.
@@ -416,10 +428,15 @@ async fn handle(shared: &Shared, api: Api, body: &[u8]) -> Response {
         }
     };
     let mut usage = None;
+    let mut omit_usage = shared.omit_usage.load(Ordering::SeqCst);
     let step = loop {
         match step {
             Step::WithUsage(u, inner) => {
                 usage = Some(u);
+                step = *inner;
+            }
+            Step::WithoutUsage(inner) => {
+                omit_usage = true;
                 step = *inner;
             }
             Step::Delay(wait, inner) => {
@@ -450,9 +467,11 @@ async fn handle(shared: &Shared, api: Api, body: &[u8]) -> Response {
         Step::RawToolArgs(name, raw) => (String::new(), vec![(name, raw)]),
         // The loop above unwrapped every delay and gate, and `Until` was resolved when it was
         // taken.
-        Step::Delay(..) | Step::Gate(..) | Step::Until { .. } | Step::WithUsage(..) => {
-            (String::new(), vec![])
-        }
+        Step::Delay(..)
+        | Step::Gate(..)
+        | Step::Until { .. }
+        | Step::WithUsage(..)
+        | Step::WithoutUsage(..) => (String::new(), vec![]),
     };
     let answer = render::Answer {
         id: shared.next_response.fetch_add(1, Ordering::Relaxed) + 1,
@@ -474,6 +493,7 @@ async fn handle(shared: &Shared, api: Api, body: &[u8]) -> Response {
             .collect(),
         input_tokens: body.len() as u64 / 4 + 1,
         usage,
+        omit_usage,
     };
     if req.get("stream").and_then(Value::as_bool) == Some(true) {
         let include_usage = req

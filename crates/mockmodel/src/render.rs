@@ -19,6 +19,8 @@ pub(crate) struct Answer {
     pub input_tokens: u64,
     /// The exact counts a script gave, over the plausible ones.
     pub usage: Option<crate::MockUsage>,
+    /// Chat completions leave `usage` out (a server that never reports it).
+    pub omit_usage: bool,
 }
 
 impl Answer {
@@ -126,14 +128,19 @@ pub(crate) fn openai_whole(a: &Answer) -> Value {
     } else {
         "tool_calls"
     };
-    json!({
+    let mut whole = json!({
         "id": format!("chatcmpl-mock{}", a.id),
         "object": "chat.completion",
         "created": now(),
         "model": a.model,
         "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
-        "usage": a.openai_usage(),
-    })
+    });
+    if !a.omit_usage
+        && let Some(o) = whole.as_object_mut()
+    {
+        o.insert("usage".into(), a.openai_usage());
+    }
+    whole
 }
 
 /// The whole messages answer.
@@ -214,7 +221,7 @@ pub(crate) fn openai_stream(a: &Answer, include_usage: bool) -> Vec<Bytes> {
     };
     events.push(chunk(json!({}), json!(finish)));
     // The usage chunk OpenAI sends with `stream_options.include_usage`: no choices.
-    if include_usage {
+    if include_usage && !a.omit_usage {
         events.push(json!({
             "id": id,
             "object": "chat.completion.chunk",
@@ -434,6 +441,7 @@ mod tests {
             calls: vec![("call_1".into(), "mcp__team__claim_task".into(), "{}".into())],
             input_tokens: 3,
             usage: None,
+            omit_usage: false,
         };
         let items = responses_items(&a);
         assert_eq!(items[0]["type"], "message");
@@ -464,6 +472,7 @@ mod tests {
             calls: vec![],
             input_tokens: 3,
             usage: None,
+            omit_usage: false,
         };
         let o: Vec<u8> = openai_stream(&a, true).concat();
         assert!(String::from_utf8(o).unwrap().ends_with("data: [DONE]\n\n"));

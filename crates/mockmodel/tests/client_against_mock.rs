@@ -651,3 +651,32 @@ async fn an_aside_takes_no_step() {
     assert_eq!(mock.aside_requests().len(), 1);
     assert!(mock.unmatched().is_empty());
 }
+
+#[tokio::test]
+async fn chat_completions_without_usage_come_back_without_usage() {
+    for stream in [false, true] {
+        let at = label(Wire::OpenAi, stream);
+        let mock = MockModel::start(Wire::OpenAi).await.unwrap();
+        mock.script(
+            "alice",
+            vec![
+                Step::WithoutUsage(Box::new(Step::Text("one".into()))),
+                Step::Text("two".into()),
+                Step::Text("three".into()),
+            ],
+        );
+        let model = client(&mock, Wire::OpenAi, stream);
+        let req = request("alice", "say hello");
+        let (first, _) = turn(model.as_ref(), &req).await;
+        let first = first.unwrap_or_else(|e| panic!("{at}: {e}"));
+        assert_eq!(first.text, "one", "{at}");
+        assert_eq!(first.usage, None, "{at}: the step leaves usage out");
+        let (second, _) = turn(model.as_ref(), &req).await;
+        assert!(second.unwrap().usage.is_some(), "{at}: only that step");
+        mock.omit_usage(true);
+        let (third, _) = turn(model.as_ref(), &req).await;
+        let third = third.unwrap();
+        assert_eq!(third.text, "three", "{at}");
+        assert_eq!(third.usage, None, "{at}: the server leaves it out");
+    }
+}

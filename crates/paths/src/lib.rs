@@ -3,6 +3,8 @@
 //!
 //! Every path the daemon, the CLI and the workers agree on is computed here, once.
 
+pub mod logfile;
+
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};

@@ -17,7 +17,9 @@ pub mod wire;
 pub use error::{ErrorBody, ErrorCode};
 pub use frame::{FrameError, MAX_FRAME_LEN};
 pub use model::*;
-pub use request::{DEFAULT_WAIT_MS, MAX_WAIT_MS, Reply, Request, SpawnMember};
+pub use request::{
+    DEFAULT_LEASE_TOKENS, DEFAULT_WAIT_MS, MAX_WAIT_MS, Reply, Request, SpawnMember,
+};
 pub use usage::{BudgetLevel, BudgetLimit, BudgetStatus, UsageFigures, UsageLine, UsageReport};
 pub use wire::{Auth, ClientFrame, Hello, MAX_RID_LEN, Push, ServerFrame, Welcome};
 

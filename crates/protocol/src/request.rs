@@ -368,8 +368,21 @@ pub enum Request {
         cached_tokens: u64,
     },
     /// Whether the calling agent may make its next model request (agents only): a spent
-    /// budget of its role or of the team says `stop`.
-    BudgetCheck,
+    /// budget of its role or of the team says `stop`. Otherwise the daemon reserves a lease of
+    /// what the request may spend (its prompt plus the most output the role allows; without
+    /// figures [`DEFAULT_LEASE_TOKENS`] of output) until the response's `report_usage`, and
+    /// says `wait` while other requests in flight hold the rest of the budget.
+    BudgetCheck {
+        /// The model the request goes to (prices a dollar budget's lease).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<String>,
+        /// The prompt's tokens, estimated.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input_tokens: Option<u64>,
+        /// The most output tokens the response may have.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output_tokens: Option<u64>,
+    },
     /// The team's usage report: per agent, per role, totals and budgets.
     Usage,
     /// Set a budget at run time (operator only), over the team file's: a role's with `role`,
@@ -507,7 +520,7 @@ impl Request {
                 | Request::GetConfig
                 | Request::MemoryGet { .. }
                 | Request::MemoryList { .. }
-                | Request::BudgetCheck
+                | Request::BudgetCheck { .. }
                 | Request::Usage
                 | Request::WaitFor { .. }
                 // An acknowledgement only moves a message forward: repeating it changes nothing.
@@ -519,6 +532,10 @@ impl Request {
 fn default_true() -> bool {
     true
 }
+
+/// The output tokens a `budget_check` without figures leases: the worker's own most output
+/// per response.
+pub const DEFAULT_LEASE_TOKENS: u64 = 4096;
 
 /// How long `wait_for` waits when no timeout is given: 60 s.
 pub const DEFAULT_WAIT_MS: u64 = 60_000;
@@ -667,6 +684,10 @@ pub enum Reply {
         /// The spent budget, in words; none when the agent may make its request.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         stop: Option<String>,
+        /// Other requests in flight hold what is left of the budget (in words): no lease was
+        /// taken; ask again after a short wait.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wait: Option<String>,
     },
     /// Answer to `wait_for`: whether everything waited for got there (false: the timeout came
     /// first), and the states of the agents and tasks waited for.

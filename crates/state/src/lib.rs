@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 pub use agents::AgentRecord;
 pub use hooks::{HeldCompletion, HookRun, HookRunState};
-pub use usage::{BudgetConfig, BudgetRecord, Response, UsageRecord, UsageSum};
+pub use usage::{BudgetConfig, BudgetRecord, Lease, LeaseOutcome, Response, UsageRecord, UsageSum};
 
 /// The result of a rule check: the value, or the structured error the client gets.
 pub type Outcome<T> = Result<T, ErrorBody>;
@@ -238,6 +238,8 @@ pub struct TeamState {
     usage: BTreeMap<(String, String), UsageRecord>,
     /// Budget overrides and reported levels by role (none: the team's).
     budgets: BTreeMap<Option<String>, BudgetRecord>,
+    /// Budget leases of model requests in flight, by agent (one each; never stored).
+    leases: BTreeMap<String, usage::Lease>,
     /// Hook runs not yet finished, by id.
     hook_runs: BTreeMap<u64, HookRun>,
     next_hook_run: u64,
@@ -288,6 +290,7 @@ impl TeamState {
                 .into_iter()
                 .map(|b| (b.role.clone(), b))
                 .collect(),
+            leases: BTreeMap::new(),
             next_hook_run: snap.hook_runs.iter().map(|r| r.id + 1).max().unwrap_or(1),
             hook_runs: snap.hook_runs.into_iter().map(|r| (r.id, r)).collect(),
             inbox_limit: DEFAULT_INBOX_LIMIT,

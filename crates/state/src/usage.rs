@@ -113,7 +113,115 @@ pub struct Response {
     pub cost_pico: Option<u64>,
 }
 
+/// What a model request about to be made may spend at most: its prompt and the most output
+/// the role allows. Held against the budgets until the response's usage is reported.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lease {
+    /// Input + output tokens.
+    pub tokens: u64,
+    /// Picodollars at the model's price (0 when it has none).
+    pub cost_pico: u64,
+}
+
+/// The answer to a request for a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseOutcome {
+    /// The lease is held: the agent may make its request.
+    Granted,
+    /// The budget is spent (in words): the agent stops.
+    Stop(String),
+    /// Other requests in flight hold what is left (in words): ask again once they settle.
+    Wait(String),
+}
+
 impl TeamState {
+    /// Reserves `lease` for the next model request of `agent` (replacing any lease it still
+    /// held): refused with `Stop` when its role's budget or the team's is spent, with `Wait`
+    /// when other agents' leases are held in that budget and what is spent plus every lease
+    /// would pass it. A lease with none other held is granted while the budget is not spent,
+    /// so a shared budget is overshot by at most one response in all (when no response
+    /// passes its lease). Leases are never stored: a restart forgets them.
+    pub fn budget_lease(
+        &mut self,
+        agent: &str,
+        lease: Lease,
+        budgets: &BudgetConfig,
+    ) -> LeaseOutcome {
+        self.leases.remove(agent);
+        if let Some(why) = self.budget_stop(agent, budgets) {
+            return LeaseOutcome::Stop(why);
+        }
+        let role = self.agents.get(agent).map(|a| a.info.role.clone());
+        for scope in [role.clone(), None] {
+            let limit = self.limit(scope.as_deref(), budgets);
+            if !limit.is_set() {
+                continue;
+            }
+            let mut held = Lease::default();
+            let mut count = 0usize;
+            for (other, l) in &self.leases {
+                let other_role = self.agents.get(other).map(|a| a.info.role.as_str());
+                if scope.is_none() || other_role == scope.as_deref() {
+                    held.tokens = held.tokens.saturating_add(l.tokens);
+                    held.cost_pico = held.cost_pico.saturating_add(l.cost_pico);
+                    count += 1;
+                }
+            }
+            if count == 0 {
+                continue;
+            }
+            let used = self.used_in(scope.as_deref());
+            let tokens_over = limit.tokens.is_some_and(|t| {
+                u128::from(used.tokens()) + u128::from(held.tokens) + u128::from(lease.tokens)
+                    > u128::from(t)
+            });
+            let usd_over = limit.usd.is_some_and(|u| {
+                u128::from(used.cost_pico)
+                    + u128::from(held.cost_pico)
+                    + u128::from(lease.cost_pico)
+                    > (u * PICO).round() as u128
+            });
+            if tokens_over || usd_over {
+                let scope = match &scope {
+                    Some(r) => format!("role {r}"),
+                    None => "the team".to_string(),
+                };
+                return LeaseOutcome::Wait(format!(
+                    "the rest of the budget of {scope} is held by {count} model request(s) in \
+                     flight ({} tokens spent, {} leased, {} asked)",
+                    used.tokens(),
+                    held.tokens,
+                    lease.tokens
+                ));
+            }
+        }
+        self.leases.insert(agent.to_string(), lease);
+        LeaseOutcome::Granted
+    }
+
+    /// Drops the lease `agent` holds (its connection ended: the request it was for is over).
+    pub fn drop_lease(&mut self, agent: &str) {
+        self.leases.remove(agent);
+    }
+
+    /// The lease `agent` holds, if any.
+    pub fn lease_of(&self, agent: &str) -> Option<Lease> {
+        self.leases.get(agent).copied()
+    }
+
+    /// What the agents of a role (or, with none, the team) have spent.
+    fn used_in(&self, role: Option<&str>) -> UsageSum {
+        let mut used = UsageSum::default();
+        for rec in self
+            .usage
+            .values()
+            .filter(|r| role.is_none_or(|name| r.role == name))
+        {
+            used.add(&rec.sum);
+        }
+        used
+    }
+
     /// Counts one model response of the calling agent: its usage, the run's, one
     /// `USAGE_UPDATED` event, and the budgets it may have pushed past 80 % or 100 %.
     pub fn record_usage(
@@ -130,6 +238,8 @@ impl TeamState {
             ));
         };
         let agent = agent.to_string();
+        // The response settles the lease taken for it.
+        self.leases.remove(&agent);
         let Some(role) = self.agents.get(&agent).map(|a| a.info.role.clone()) else {
             return Err(bad_request(format!("no agent {agent:?}")));
         };
@@ -361,14 +471,7 @@ impl TeamState {
         if !limit.is_set() {
             return None;
         }
-        let mut used = UsageSum::default();
-        for rec in self
-            .usage
-            .values()
-            .filter(|r| role.is_none_or(|name| r.role == name))
-        {
-            used.add(&rec.sum);
-        }
+        let used = self.used_in(role);
         let tokens = used.tokens();
         // Levels in integer arithmetic, so exactly 80 % is a warning.
         let level_of = |used: u128, limit: u128| {
@@ -781,5 +884,117 @@ mod tests {
             (st[0].used_usd, st[0].level),
             (0.001, BudgetLevel::Exceeded)
         );
+    }
+
+    fn lease(tokens: u64) -> Lease {
+        Lease {
+            tokens,
+            cost_pico: 0,
+        }
+    }
+
+    #[test]
+    fn leases_hold_a_shared_budget_to_one_response_in_all() {
+        // Three agents share a 100-token team budget; each response costs 60. They all ask at
+        // once, then the ones let through report; without leases all three went each round.
+        let mut s = team();
+        let b = BudgetConfig {
+            team: BudgetLimit {
+                tokens: Some(100),
+                usd: None,
+            },
+            ..Default::default()
+        };
+        let mut stopped = BTreeMap::new();
+        for round in 0..10 {
+            let mut granted = Vec::new();
+            for a in ["w1", "w2", "s1"] {
+                match s.budget_lease(a, lease(60), &b) {
+                    LeaseOutcome::Granted => granted.push(a),
+                    LeaseOutcome::Stop(why) => {
+                        stopped.insert(a, why);
+                    }
+                    LeaseOutcome::Wait(why) => assert!(why.contains("held by"), "{why}"),
+                }
+            }
+            if round == 0 {
+                assert_eq!(
+                    granted,
+                    ["w1"],
+                    "one lease of 60 leaves no room for another"
+                );
+            }
+            for a in granted {
+                s.record_usage(&agent(a), resp("m", 50, 10, 0, None), &b, Timestamp(2))
+                    .unwrap();
+                assert!(s.lease_of(a).is_none(), "the report settles the lease");
+            }
+        }
+        assert_eq!(stopped.len(), 3, "{stopped:?}");
+        let used = s.budget_status(None, &b).unwrap().used_tokens;
+        assert!(
+            (100..160).contains(&used),
+            "{used}: over by more than one response"
+        );
+    }
+
+    #[test]
+    fn leases_that_fit_go_together_and_a_dead_agents_lease_is_dropped() {
+        let mut s = team();
+        let mut b = BudgetConfig::default();
+        b.roles.insert(
+            "worker".into(),
+            BudgetLimit {
+                tokens: Some(1000),
+                usd: None,
+            },
+        );
+        assert_eq!(s.budget_lease("w1", lease(400), &b), LeaseOutcome::Granted);
+        assert_eq!(s.budget_lease("w2", lease(600), &b), LeaseOutcome::Granted);
+        // Another role's agent is not held by the workers' budget.
+        assert_eq!(s.budget_lease("s1", lease(5000), &b), LeaseOutcome::Granted);
+        // w1 asks again (its request failed): its own lease is replaced, not added.
+        assert_eq!(s.budget_lease("w1", lease(400), &b), LeaseOutcome::Granted);
+        assert!(matches!(
+            s.budget_lease("w1", lease(401), &b),
+            LeaseOutcome::Wait(_)
+        ));
+        assert!(s.lease_of("w1").is_none(), "a refused ask holds nothing");
+        // w2 dies: its lease goes, and w1 may take the whole budget.
+        s.drop_lease("w2");
+        assert_eq!(s.budget_lease("w1", lease(5000), &b), LeaseOutcome::Granted);
+        assert!(matches!(
+            s.budget_lease("w2", lease(1), &b),
+            LeaseOutcome::Wait(_)
+        ));
+        s.record_usage(&agent("w1"), resp("m", 900, 200, 0, None), &b, Timestamp(2))
+            .unwrap();
+        assert!(matches!(
+            s.budget_lease("w2", lease(1), &b),
+            LeaseOutcome::Stop(why) if why.contains("role worker")
+        ));
+    }
+
+    #[test]
+    fn a_dollar_budget_holds_leases_by_their_price() {
+        let mut s = team();
+        let b = BudgetConfig {
+            team: BudgetLimit {
+                tokens: None,
+                usd: Some(0.001),
+            },
+            ..Default::default()
+        };
+        let l = Lease {
+            tokens: 10,
+            cost_pico: 600_000_000,
+        };
+        assert_eq!(s.budget_lease("w1", l, &b), LeaseOutcome::Granted);
+        assert!(matches!(s.budget_lease("w2", l, &b), LeaseOutcome::Wait(_)));
+        let small = Lease {
+            tokens: 10,
+            cost_pico: 400_000_000,
+        };
+        assert_eq!(s.budget_lease("w2", small, &b), LeaseOutcome::Granted);
     }
 }

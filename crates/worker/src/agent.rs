@@ -55,7 +55,7 @@ pub fn model_for(role: &Role) -> Result<Arc<dyn Model>, AgentError> {
         stream: role.stream,
         timeout: Duration::from_secs(120),
         max_retries: 4,
-        max_tokens: 4096,
+        max_tokens: MAX_OUTPUT_TOKENS,
         temperature: None,
     };
     agent_team_model::connect(cfg, format!("${key_env}"))
@@ -306,10 +306,6 @@ pub async fn run(
             }
             continue;
         }
-        // The daemon keeps the budgets: a spent one stops the agent before it spends more.
-        if let Ok(Reply::Budget { stop: Some(why) }) = link.call_retry(Request::BudgetCheck).await {
-            return Err(AgentError::Budget(why));
-        }
         // A decision on its plan arrives as a message; the state itself is the daemon's.
         if planning {
             planning = still_planning(link).await;
@@ -344,6 +340,8 @@ pub async fn run(
             messages: messages.clone(),
             tools: specs.clone(),
         };
+        // The daemon keeps the budgets: a spent one stops the agent before it spends more.
+        budget_lease(link, role, &req, out).await?;
         let link2 = link.clone();
         let out2 = out.clone();
         let mut on_event = move |ev: StreamEvent| {
@@ -701,6 +699,45 @@ mod tests {
     }
 }
 
+/// The most tokens a model may produce per turn (what a budget lease counts as output).
+pub(crate) const MAX_OUTPUT_TOKENS: u32 = 4096;
+
+/// Takes a budget lease for the request about to be made (its prompt, estimated, plus the
+/// most output): a spent budget ends the agent; while other requests in flight hold the rest
+/// of a budget it asks again, backing off to a second, until theirs settle. A daemon that
+/// cannot be asked does not stop the agent.
+pub(crate) async fn budget_lease(
+    link: &Link,
+    role: &Role,
+    req: &TurnRequest,
+    out: &Output,
+) -> Result<(), AgentError> {
+    let ask = Request::BudgetCheck {
+        model: Some(role.model.clone()),
+        input_tokens: Some(prompt_tokens(req)),
+        output_tokens: Some(u64::from(MAX_OUTPUT_TOKENS)),
+    };
+    let mut wait = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+    let mut said = false;
+    loop {
+        match link.call_retry(ask.clone()).await {
+            Ok(Reply::Budget {
+                stop: Some(why), ..
+            }) => return Err(AgentError::Budget(why)),
+            Ok(Reply::Budget {
+                wait: Some(why), ..
+            }) => {
+                if !std::mem::replace(&mut said, true) {
+                    out.say(&format!("\nwaiting for the budget: {why}"));
+                }
+                let delay = wait.next().unwrap_or(Duration::from_secs(1));
+                tokio::time::sleep(delay).await;
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
 /// Whether a response without `usage` was already warned about (once per process).
 static WARNED_NO_USAGE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -746,14 +783,24 @@ pub(crate) async fn report_usage(
     }
 }
 
+/// About 4 bytes a token, at least one.
+fn text_tokens(bytes: usize) -> u64 {
+    (bytes as u64).div_ceil(4).max(1)
+}
+
+/// An estimate of a request's prompt tokens from its text (messages and tool schemas).
+pub(crate) fn prompt_tokens(req: &TurnRequest) -> u64 {
+    text_tokens(
+        serde_json::to_string(&req.messages).map_or(0, |s| s.len())
+            + serde_json::to_string(&req.tools).map_or(0, |s| s.len()),
+    )
+}
+
 /// An estimate of a response's usage from its text: about 4 bytes a token, at least one.
 pub(crate) fn estimate_usage(
     req: &TurnRequest,
     turn: &agent_team_model::Turn,
 ) -> agent_team_model::Usage {
-    let tokens = |bytes: usize| (bytes as u64).div_ceil(4).max(1);
-    let prompt = serde_json::to_string(&req.messages).map_or(0, |s| s.len())
-        + serde_json::to_string(&req.tools).map_or(0, |s| s.len());
     let answer = turn.text.len()
         + turn
             .tool_calls
@@ -761,8 +808,8 @@ pub(crate) fn estimate_usage(
             .map(|c| c.name.len() + c.arguments.len())
             .sum::<usize>();
     agent_team_model::Usage {
-        input_tokens: tokens(prompt),
-        output_tokens: tokens(answer),
+        input_tokens: prompt_tokens(req),
+        output_tokens: text_tokens(answer),
         cached_tokens: 0,
     }
 }

@@ -298,24 +298,33 @@ fn tail_of(s: String, max: usize) -> String {
 const MAX_LINE: usize = 4096;
 
 /// Sends each line of `r` to `tx` until end of file, whatever the bytes: invalid UTF-8 is
-/// replaced, and an over-long line is cut to [`MAX_LINE`] bytes, so neither ends the reading
-/// early (which would leave the command writing into a closed pipe) nor grows without bound.
+/// replaced, and an over-long line is cut to about [`MAX_LINE`] bytes, so neither ends the
+/// reading early (which would leave the command writing into a closed pipe) nor grows without
+/// bound. The team's `secrets` are masked before the cut and across line breaks (see
+/// [`agent_team_config::LineMasker`]), so no part of a value is sent.
 async fn pump_lines(
     mut r: impl tokio::io::AsyncRead + Unpin,
     tx: tokio::sync::mpsc::UnboundedSender<String>,
+    secrets: agent_team_config::Secrets,
 ) {
     use tokio::io::AsyncReadExt;
     let mut buf = vec![0u8; 8192];
     let mut line: Vec<u8> = Vec::new();
     let mut cut = false;
-    let emit = |line: &mut Vec<u8>, cut: &mut bool| {
-        let mut text = String::from_utf8_lossy(line).into_owned();
-        if *cut {
+    // Enough past the cut to see whole any value that starts before it.
+    let keep = MAX_LINE + secrets.longest();
+    let mut masker = agent_team_config::LineMasker::new(&secrets);
+    let mut emit = |line: &mut Vec<u8>, cut: &mut bool| {
+        let text = String::from_utf8_lossy(line).into_owned();
+        let (mut text, was_cut) = secrets.mask_and_cut(&text, MAX_LINE);
+        if *cut || was_cut {
             text.push_str(" …");
         }
         line.clear();
         *cut = false;
-        let _ = tx.send(text);
+        for ready in masker.push(text) {
+            let _ = tx.send(ready);
+        }
     };
     loop {
         let n = match r.read(&mut buf).await {
@@ -327,7 +336,7 @@ async fn pump_lines(
                 Some(b) => (b, true),
                 None => (piece, false),
             };
-            let room = MAX_LINE.saturating_sub(line.len());
+            let room = keep.saturating_sub(line.len());
             if body.len() > room {
                 line.extend_from_slice(&body[..room]);
                 cut = true;
@@ -341,6 +350,9 @@ async fn pump_lines(
     }
     if !line.is_empty() || cut {
         emit(&mut line, &mut cut);
+    }
+    for rest in masker.finish() {
+        let _ = tx.send(rest);
     }
 }
 
@@ -403,17 +415,22 @@ pub async fn run_command(
         *s = Some(pid);
     }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let secrets = groups
+        .confinement
+        .as_ref()
+        .map(|c| c.secrets.clone())
+        .unwrap_or_default();
     if let Some(so) = child.stdout.take() {
-        tokio::spawn(pump_lines(so, tx.clone()));
+        tokio::spawn(pump_lines(so, tx.clone(), secrets.clone()));
     }
     if let Some(se) = child.stderr.take() {
-        tokio::spawn(pump_lines(se, tx.clone()));
+        tokio::spawn(pump_lines(se, tx.clone(), secrets));
     }
     drop(tx);
     let mut tail: VecDeque<String> = VecDeque::new();
     while let Some(line) = rx.recv().await {
-        // The team's secrets never reach the log, the task's result or the event log.
-        let line = crate::command::mask(groups, &line).into_owned();
+        // The team's secrets never reach the log, the task's result or the event log: the
+        // pumps masked them (before the cut, across line breaks).
         out.say(&format!("  │ {line}"));
         tail.push_back(line);
         if tail.len() > 30 {
@@ -464,7 +481,7 @@ mod tests {
         input.extend(std::iter::repeat_n(b'x', MAX_LINE * 3));
         input.extend(b"\nlast");
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        pump_lines(&input[..], tx).await;
+        pump_lines(&input[..], tx, agent_team_config::Secrets::default()).await;
         let mut lines = Vec::new();
         while let Ok(l) = rx.try_recv() {
             lines.push(l);
@@ -474,5 +491,65 @@ mod tests {
         assert_eq!(lines[1], "\u{fffd}\u{fffd}bad");
         assert_eq!(lines[2], format!("{} …", "x".repeat(MAX_LINE)));
         assert_eq!(lines[3], "last");
+    }
+
+    async fn pumped(input: &[u8], secrets: &agent_team_config::Secrets) -> Vec<String> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        pump_lines(input, tx, secrets.clone()).await;
+        let mut lines = Vec::new();
+        while let Ok(l) = rx.try_recv() {
+            lines.push(l);
+        }
+        lines
+    }
+
+    fn token() -> agent_team_config::Secrets {
+        agent_team_config::Secrets::from_map(
+            [("TOKEN".to_string(), "s3cr3t-abcdefghijk".to_string())].into(),
+        )
+    }
+
+    /// No 4-byte piece of the value is anywhere in `lines`.
+    fn no_piece_of_the_token(lines: &[String]) {
+        let all = lines.join("\n");
+        let v = "s3cr3t-abcdefghijk";
+        for i in 0..=v.len() - 4 {
+            assert!(
+                !all.contains(&v[i..i + 4]),
+                "{:?} stored: {all:?}",
+                &v[i..i + 4]
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_secret_split_over_lines_is_not_stored() {
+        // 12 of its 18 characters on one line, the rest on the next (as `fold -w` does).
+        let lines = pumped(b"before\nxx s3cr3t-abcde\nfghijk yy\nafter\n", &token()).await;
+        no_piece_of_the_token(&lines);
+        assert_eq!(lines, ["before", "xx [secret TOKEN]", " yy", "after"]);
+        // Over three lines, with \r\n line ends.
+        let lines = pumped(b"s3cr3t\r\n-abcdef\r\nghijk!\r\n", &token()).await;
+        no_piece_of_the_token(&lines);
+        assert_eq!(lines.join("|"), "[secret TOKEN]\r|\r|!\r");
+    }
+
+    #[tokio::test]
+    async fn a_secret_across_the_line_cut_is_not_stored() {
+        for at in [MAX_LINE - 12, MAX_LINE - 1, MAX_LINE, MAX_LINE + 3] {
+            let mut input = vec![b'x'; at];
+            input.extend(b"s3cr3t-abcdefghijk");
+            input.extend(vec![b'y'; MAX_LINE]);
+            input.extend(b"\nnext\n");
+            let lines = pumped(&input, &token()).await;
+            no_piece_of_the_token(&lines);
+            assert_eq!(lines.len(), 2, "{at}");
+            assert!(lines[0].ends_with(" …"), "{at}");
+            assert!(lines[0].len() <= MAX_LINE + 64, "{at}: {}", lines[0].len());
+            if at < MAX_LINE {
+                assert!(lines[0].contains("[secret TOKEN]"), "{at}");
+            }
+            assert_eq!(lines[1], "next");
+        }
     }
 }

@@ -204,7 +204,11 @@ impl Inbox {
 async fn shut_down(daemon: &impl Daemon, out: &Output, requests: &[&Message]) {
     let mut answered: Vec<&str> = Vec::new();
     for m in requests {
-        out.say(&format!("shutdown requested by {}: {}", m.from, m.body));
+        out.say(&format!(
+            "shutdown requested by {}: {}",
+            m.from,
+            crate::output::bounded(&m.body)
+        ));
         if m.from == OPERATOR || m.from == DAEMON || answered.contains(&m.from.as_str()) {
             continue;
         }
@@ -225,7 +229,7 @@ pub fn show(me: &str, m: &Message, out: &Output) {
         "✉ {} → {me} [{}]: {}",
         m.from,
         m.kind.as_str(),
-        m.body
+        crate::output::bounded(&m.body)
     ));
 }
 

@@ -1,6 +1,8 @@
 //! Where an agent's words go: its pane (stdout) and its log file, or only the log file for agents
-//! that run inside the daemon.
+//! that run inside the daemon. The log (`logs/NAME.log`) rotates by size as `daemon.log` does
+//! (`agent_team_paths::logfile`), and a message's long body is shown as a bounded prefix.
 
+use agent_team_paths::logfile::{LOG_KEEP, RotatingLog};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -13,21 +15,25 @@ pub struct Output {
 
 struct Sink {
     stdout: bool,
-    file: Option<std::fs::File>,
+    file: Option<RotatingLog>,
 }
 
 impl Output {
-    /// Stdout, plus the log file when stdout is a terminal (a pane); a process whose stdout is
-    /// already its log file writes once.
+    /// Stdout, plus the log file when stdout is a terminal (a pane). A process whose stdout
+    /// and stderr are already its log file (the process backend) writes the log itself, once,
+    /// rotated, with both following the current file.
     pub fn for_process(log_file: Option<PathBuf>) -> Self {
         let is_tty = nix::unistd::isatty(std::io::stdout()).unwrap_or(false);
-        let file = if is_tty {
-            log_file.and_then(|p| open(&p))
-        } else {
-            None
+        let (stdout, file) = match log_file {
+            Some(p) if is_tty => (true, open(&p, false)),
+            Some(p) if RotatingLog::stderr_is(&p) => match open(&p, true) {
+                Some(f) => (false, Some(f)),
+                None => (true, None),
+            },
+            _ => (true, None),
         };
         Output {
-            inner: Arc::new(Mutex::new(Sink { stdout: true, file })),
+            inner: Arc::new(Mutex::new(Sink { stdout, file })),
         }
     }
 
@@ -36,7 +42,7 @@ impl Output {
         Output {
             inner: Arc::new(Mutex::new(Sink {
                 stdout: false,
-                file: open(path),
+                file: open(path, false),
             })),
         }
     }
@@ -78,15 +84,40 @@ impl Output {
     }
 }
 
-fn open(p: &std::path::Path) -> Option<std::fs::File> {
+/// Opens the agent's log at `p`, rotated at the cap `daemon.log` has; `std_fds` makes this
+/// process's stdout and stderr follow it (they are the log).
+fn open(p: &std::path::Path, std_fds: bool) -> Option<RotatingLog> {
+    open_capped(p, std_fds, RotatingLog::cap_from_env())
+}
+
+/// [`open`] with the cap given.
+fn open_capped(p: &std::path::Path, std_fds: bool, cap: u64) -> Option<RotatingLog> {
     if let Some(d) = p.parent() {
         let _ = std::fs::create_dir_all(d);
     }
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(p)
-        .ok()
+    let log = RotatingLog::open(p, cap, LOG_KEEP, std_fds).ok()?;
+    Some(if std_fds { log.with_stdout() } else { log })
+}
+
+/// The most bytes of a message's body an agent's log shows; the rest is counted, not shown
+/// (the whole message stays in the team's state).
+pub const LOG_BODY_MAX: usize = 2000;
+
+/// `body` as a log shows it: whole when short, else its first [`LOG_BODY_MAX`] bytes (cut
+/// at a character) and how many were left out.
+pub fn bounded(body: &str) -> std::borrow::Cow<'_, str> {
+    if body.len() <= LOG_BODY_MAX {
+        return std::borrow::Cow::Borrowed(body);
+    }
+    let mut end = LOG_BODY_MAX;
+    while !body.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!(
+        "{} … [{} more bytes]",
+        &body[..end],
+        body.len() - end
+    ))
 }
 
 /// An [`std::io::Write`] into an [`Output`], so the agent's log messages (e.g. the model
@@ -104,5 +135,40 @@ impl Write for LineWriter {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agents_log_rotates_and_shows_a_bounded_prefix_of_long_bodies() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logs/b1.log");
+        // 3 000 bodies of 60 KB made one 180 MB log; here rotated at 1 MiB.
+        let cap = 1024 * 1024;
+        let out = Output {
+            inner: Arc::new(Mutex::new(Sink {
+                stdout: false,
+                file: open_capped(&path, false, cap),
+            })),
+        };
+        let body = "é".repeat(30_000);
+        let shown = bounded(&body);
+        assert!(shown.len() < LOG_BODY_MAX + 40, "{}", shown.len());
+        assert!(shown.ends_with(&format!("[{} more bytes]", 60_000 - LOG_BODY_MAX)));
+        assert_eq!(bounded("short"), "short");
+        for _ in 0..3_000 {
+            out.say(&shown);
+        }
+        let size = |p: PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let numbered = |i: u32| dir.path().join(format!("logs/b1.log.{i}"));
+        assert!(size(path.clone()) <= cap);
+        assert!(size(numbered(1)) > 0, "the log rotated");
+        assert!(!numbered(LOG_KEEP + 1).exists(), "old logs are bounded");
+        let total: u64 = (1..=LOG_KEEP).map(|i| size(numbered(i))).sum::<u64>() + size(path);
+        assert!(total <= u64::from(LOG_KEEP + 1) * cap, "{total}");
     }
 }

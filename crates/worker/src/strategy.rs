@@ -451,16 +451,12 @@ impl Leader<'_> {
         let mut retry = Backoff::new(Duration::from_secs(2), Duration::from_secs(4)).max_retries(2);
         loop {
             self.idle_point().await?;
-            // The leader's own calls count against the budgets like anyone's.
-            if let Ok(Reply::Budget { stop: Some(why) }) =
-                self.link.call_retry(Request::BudgetCheck).await
-            {
-                return Err(AgentError::Budget(why).into());
-            }
             let req = TurnRequest {
                 messages: messages.to_vec(),
                 tools: vec![],
             };
+            // The leader's own calls count against the budgets like anyone's.
+            crate::agent::budget_lease(self.link, self.role, &req, self.out).await?;
             let link = self.link.clone();
             let out = self.out.clone();
             let mut on_event = move |ev: StreamEvent| {

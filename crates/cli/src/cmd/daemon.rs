@@ -29,12 +29,9 @@ pub fn daemon(ctx: &Ctx, foreground: bool, permission_timeout: u64) -> Result<Ex
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Started by the CLI, stderr is daemon.log: the daemon then writes it itself, rotated by
     // size. Run by hand in a terminal, it logs to the terminal.
-    use agent_team_daemon::logfile::{LOG_CAP_BYTES, LOG_KEEP, RotatingLog};
+    use agent_team_paths::logfile::{LOG_KEEP, RotatingLog};
     let log = &ctx.tp.daemon_log;
-    let cap = std::env::var("AGENT_TEAM_LOG_CAP_BYTES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(LOG_CAP_BYTES);
+    let cap = RotatingLog::cap_from_env();
     match RotatingLog::stderr_is(log)
         .then(|| RotatingLog::open(log, cap, LOG_KEEP, true).ok())
         .flatten()
@@ -50,16 +47,25 @@ pub fn daemon(ctx: &Ctx, foreground: bool, permission_timeout: u64) -> Result<Ex
             .with_ansi(false)
             .init(),
     }
+    let mut start_pipe = start_pipe();
     let mut opts = agent_team_daemon::DaemonOptions::new(ctx.paths.clone(), &ctx.team);
     opts.perm_timeout = Duration::from_secs(permission_timeout);
-    opts.env = crate::backend::supervisor_env(&ctx.paths)?;
+    opts.env = match crate::backend::supervisor_env(&ctx.paths) {
+        Ok(env) => env,
+        Err(e) => {
+            tell_starter(&mut start_pipe, &format!("{e:#}"));
+            return Err(e);
+        }
+    };
     opts.heal = std::env::var_os(agent_team_client::heal::ENV_HEAL).is_some();
     opts.guard_exe = std::env::current_exe().ok();
     match agent_team_daemon::run(opts) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
-            // Said on stderr (the starter shows it; the log may be on the full disk).
+            // Said on stderr (the log) and to the CLI that started it, through its pipe: the
+            // log may be on the full disk, and its last lines a previous daemon's.
             eprintln!("agent-team: error: {e}");
+            tell_starter(&mut start_pipe, &e.to_string());
             Ok(ExitCode::from(e.exit_code()))
         }
     }
@@ -104,5 +110,37 @@ pub fn guard(ctx: &Ctx) -> Result<ExitCode> {
                 None => return Err(e).context("cannot bring the daemon back"),
             },
         }
+    }
+}
+
+/// The pipe on which the CLI that started this daemon waits for a reason it could not start
+/// (`agent_team_client::ENV_START_FD`), made close-on-exec so no agent inherits it.
+fn start_pipe() -> Option<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    let fd: i32 = std::env::var(agent_team_client::ENV_START_FD)
+        .ok()?
+        .parse()
+        .ok()?;
+    // Only a pipe this process holds under that number is taken.
+    let meta = std::fs::metadata(format!("/dev/fd/{fd}")).ok()?;
+    if !std::os::unix::fs::FileTypeExt::is_fifo(&meta.file_type()) || fd <= 2 {
+        return None;
+    }
+    // SAFETY: the starter left this descriptor open for this process alone (checked above to
+    // be an open pipe); nothing else here owns it.
+    #[allow(unsafe_code)]
+    let file = unsafe { std::fs::File::from_raw_fd(fd) };
+    let _ = nix::fcntl::fcntl(
+        &file,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    Some(file)
+}
+
+/// Writes why the daemon cannot start on the starter's pipe (a starter that has gone is fine).
+fn tell_starter(pipe: &mut Option<std::fs::File>, reason: &str) {
+    use std::io::Write;
+    if let Some(p) = pipe.as_mut() {
+        let _ = writeln!(p, "{reason}");
     }
 }

@@ -92,7 +92,7 @@ fn area(req: &Request) -> Area {
         | Request::MemoryList { .. }
         | Request::MemoryDelete { .. } => Area::Memory,
         Request::ReportUsage { .. }
-        | Request::BudgetCheck
+        | Request::BudgetCheck { .. }
         | Request::Usage
         | Request::BudgetSet { .. } => Area::Usage,
         Request::Gc { .. } => Area::Upkeep,

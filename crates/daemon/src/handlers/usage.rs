@@ -1,13 +1,15 @@
 //! Model usage and budgets: an agent's `report_usage` (once per model response, exactly once
 //! under its request id) priced from the stored configuration (`[prices]` over the built-in
-//! table), `budget_check` before each model request, the `usage` report, and the operator's
+//! table) settling the lease its `budget_check` took before the request, the `usage` report, and the operator's
 //! `budget_set`. The counting and the budget rules are the state's.
 
 use super::misrouted;
 use crate::core::Core;
 use agent_team_config::PICO_PER_USD;
-use agent_team_protocol::{BudgetLimit, ErrorBody, ErrorCode, Reply, Request, Timestamp};
-use agent_team_state::{Actor, Response};
+use agent_team_protocol::{
+    BudgetLimit, DEFAULT_LEASE_TOKENS, ErrorBody, ErrorCode, Reply, Request, Timestamp,
+};
+use agent_team_state::{Actor, Lease, LeaseOutcome, Response};
 use serde_json::json;
 
 impl Core {
@@ -51,12 +53,40 @@ impl Core {
                 }
                 Ok(Reply::Done)
             }
-            Request::BudgetCheck => {
+            Request::BudgetCheck {
+                model,
+                input_tokens,
+                output_tokens,
+            } => {
                 let Some(agent) = actor.agent() else {
-                    return Ok(Reply::Budget { stop: None });
+                    return Ok(Reply::Budget {
+                        stop: None,
+                        wait: None,
+                    });
                 };
-                Ok(Reply::Budget {
-                    stop: self.state.budget_stop(agent, &budgets),
+                let input = input_tokens.unwrap_or(0);
+                let output = output_tokens.unwrap_or(DEFAULT_LEASE_TOKENS);
+                let cost_pico = model
+                    .as_deref()
+                    .and_then(|m| self.sup.config.as_ref().and_then(|c| c.price(m)))
+                    .map_or(0, |p| p.cost_pico(input, output, 0));
+                let lease = Lease {
+                    tokens: input.saturating_add(output),
+                    cost_pico,
+                };
+                Ok(match self.state.budget_lease(agent, lease, &budgets) {
+                    LeaseOutcome::Granted => Reply::Budget {
+                        stop: None,
+                        wait: None,
+                    },
+                    LeaseOutcome::Stop(why) => Reply::Budget {
+                        stop: Some(why),
+                        wait: None,
+                    },
+                    LeaseOutcome::Wait(why) => Reply::Budget {
+                        stop: None,
+                        wait: Some(why),
+                    },
                 })
             }
             Request::Usage => Ok(Reply::Usage {

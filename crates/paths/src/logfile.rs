@@ -1,7 +1,8 @@
-//! The daemon's log file, rotated by size: `daemon.log` grows to a cap, then becomes
-//! `daemon.log.1` (the older ones shift to `.2`, `.3`; the oldest goes), so the log never takes
-//! more than (keep + 1) × cap bytes. The daemon's stderr follows the current file, so a panic
-//! or a stray `eprintln!` lands where the log is read.
+//! Log files rotated by size, the daemon's and the agents' alike: `daemon.log` (or
+//! `logs/NAME.log`) grows to a cap, then becomes `daemon.log.1` (the older ones shift to `.2`,
+//! `.3`; the oldest goes), so a log never takes more than (keep + 1) × cap bytes. A process
+//! whose stderr (and stdout) is the log has them follow the current file, so a panic or a
+//! stray `eprintln!` lands where the log is read.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -9,7 +10,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// The size at which `daemon.log` is rotated.
+/// The size at which a log is rotated.
 pub const LOG_CAP_BYTES: u64 = 8 * 1024 * 1024;
 /// How many rotated files are kept beside the current one.
 pub const LOG_KEEP: u32 = 3;
@@ -29,6 +30,8 @@ struct Inner {
     keep: u32,
     /// Whether fd 2 is the log and must follow each rotation.
     stderr: bool,
+    /// Whether fd 1 is the log and must follow each rotation.
+    stdout: bool,
 }
 
 impl RotatingLog {
@@ -45,12 +48,31 @@ impl RotatingLog {
                 cap: cap.max(1024),
                 keep,
                 stderr,
+                stdout: false,
             })),
         })
     }
 
+    /// Makes fd 1 follow the current file too (a process whose stdout is its log).
+    pub fn with_stdout(self) -> Self {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.stdout = true;
+        }
+        self
+    }
+
+    /// The size at which logs rotate: `AGENT_TEAM_LOG_CAP_BYTES` when set to a number, else
+    /// [`LOG_CAP_BYTES`].
+    pub fn cap_from_env() -> u64 {
+        std::env::var("AGENT_TEAM_LOG_CAP_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(LOG_CAP_BYTES)
+    }
+
     /// Whether this process's stderr is the file at `path` (the daemon was started by the CLI,
-    /// which points its stderr at `daemon.log`).
+    /// which points its stderr at `daemon.log`; a worker by the process backend, which points
+    /// both its stdout and stderr at `logs/NAME.log`).
     pub fn stderr_is(path: &Path) -> bool {
         let (Ok(log), Ok(err)) = (
             std::fs::metadata(path),
@@ -82,6 +104,9 @@ impl Inner {
         self.size = 0;
         if self.stderr {
             let _ = nix::unistd::dup2_stderr(&self.file);
+        }
+        if self.stdout {
+            let _ = nix::unistd::dup2_stdout(&self.file);
         }
         Ok(())
     }

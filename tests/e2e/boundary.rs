@@ -49,20 +49,7 @@ fn git_repo(dir: &Path) {
 
 /// Adds a task running `cmd` for `agent`, waits for it to fail, and returns its result.
 fn run_failing(sb: &Sandbox, agent: &str, cmd: &str) -> String {
-    let id = sb.ok(&[
-        "--team", TEAM, "task", "add", "refused", "--run", cmd, "--assign", agent, "--json",
-    ]);
-    let id = serde_json::from_str::<serde_json::Value>(&id).unwrap()["id"]
-        .as_u64()
-        .unwrap();
-    wait_for("the task to end", T, || {
-        sb.tasks(TEAM)
-            .iter()
-            .any(|t| t.id == id && matches!(t.status, TaskStatus::Completed | TaskStatus::Failed))
-    });
-    let t = sb.tasks(TEAM).into_iter().find(|t| t.id == id).unwrap();
-    assert_eq!(t.status, TaskStatus::Failed, "{t:?}");
-    t.result.unwrap_or_default()
+    crate::sandbox::run_task_ending(sb, TEAM, agent, cmd, TaskStatus::Failed)
 }
 
 /// The lines of `out/result.txt` a script wrote with `r LINE`.

@@ -129,6 +129,13 @@ fn heals_on(backend: &str) {
     });
     let first = daemon_pid(&sb, team).expect("a daemon");
     signal(first, nix::sys::signal::Signal::SIGKILL);
+    if backend == "in-process" {
+        // Commands inside the daemon die with it (and run again): the gate opens once the
+        // new daemon is up, so a dying command cannot slip through it first.
+        wait_for("a new daemon", T, || {
+            daemon_pid(&sb, team).is_some_and(|p| p != first)
+        });
+    }
     // The commands finish while the daemon is away (or just back): they are reported.
     std::fs::write(sb.path("gate"), "").unwrap();
     // Nothing but reads from here on: the team must heal itself.
@@ -231,6 +238,23 @@ fn down_after_crash_on(backend: &str) {
             nix::unistd::Pid::from_raw(*g as i32),
             nix::sys::signal::Signal::SIGSTOP,
         );
+    }
+    // Each agent's own process too (a pane's group may not be its worker's), and any worker
+    // of this sandbox ps did not list.
+    for p in &pids {
+        signal(*p, nix::sys::signal::Signal::SIGSTOP);
+    }
+    let workers: Vec<u32> = procs_naming(sb.dir.path())
+        .into_iter()
+        .filter(|(_, c)| {
+            c.split(' ')
+                .next()
+                .is_some_and(|argv0| argv0.ends_with("agent-team-worker"))
+        })
+        .map(|(p, _)| p)
+        .collect();
+    for p in &workers {
+        signal(*p, nix::sys::signal::Signal::SIGSTOP);
     }
     let daemon = daemon_pid(&sb, team).expect("a daemon");
     signal(daemon, nix::sys::signal::Signal::SIGKILL);

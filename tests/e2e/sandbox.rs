@@ -80,6 +80,18 @@ pub(crate) fn pending(sb: &Sandbox, team: &str) -> Vec<PermRequest> {
 
 /// Adds a task with command `run` for `agent` and returns its result once it completed.
 pub(crate) fn run_task(sb: &Sandbox, team: &str, agent: &str, run: &str) -> String {
+    run_task_ending(sb, team, agent, run, TaskStatus::Completed)
+}
+
+/// Adds a task with command `run` for `agent`, waits for it to end as `want` (completed or
+/// failed), and returns its result.
+pub(crate) fn run_task_ending(
+    sb: &Sandbox,
+    team: &str,
+    agent: &str,
+    run: &str,
+    want: TaskStatus,
+) -> String {
     // The id from the answer: the team file's own tasks may still be arriving.
     let out = sb.ok(&[
         "--team", team, "task", "add", "probe", "--run", run, "--assign", agent, "--json",
@@ -93,7 +105,7 @@ pub(crate) fn run_task(sb: &Sandbox, team: &str, agent: &str, run: &str) -> Stri
             .any(|t| t.id == id && matches!(t.status, TaskStatus::Completed | TaskStatus::Failed))
     });
     let t = sb.tasks(team).into_iter().find(|t| t.id == id).unwrap();
-    assert_eq!(t.status, TaskStatus::Completed, "{t:?}");
+    assert_eq!(t.status, want, "{t:?}");
     t.result.unwrap_or_default()
 }
 

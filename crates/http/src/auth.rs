@@ -136,7 +136,7 @@ pub(crate) async fn require_token(
         _ => {
             let mut resp = crate::ApiError::new(
                 ErrorCode::Unauthorized,
-                "missing or wrong bearer token (send `Authorization: Bearer TOKEN`; it is in the file `agent-team serve` printed)",
+                "missing or wrong bearer token (send `Authorization: Bearer TOKEN`; `agent-team serve` printed where it is)",
             )
             .into_response();
             resp.headers_mut().insert(

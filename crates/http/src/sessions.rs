@@ -67,6 +67,13 @@ impl Sessions {
         })
     }
 
+    /// Forgets the sessions nobody streams whose team is not among `running` (stopped by
+    /// someone else, e.g. `POST /v1/teams/TEAM/down`), so they no longer count.
+    pub(crate) fn prune(&self, running: &std::collections::HashSet<String>) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|team, u| u.open > 0 || running.contains(team));
+    }
+
     /// The session teams nobody streams that were last used at least `idle` before `now`.
     fn quiet(&self, now: Instant, idle: Duration) -> Vec<String> {
         self.0

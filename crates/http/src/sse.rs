@@ -294,7 +294,19 @@ pub(crate) async fn team_stream(
     let team = crate::session_team(&app.settings.base_team, &req.user_id, &req.session_id);
     // Counted before the team starts: past `max_sessions`, a new session gets 429.
     let max = app.settings.max_sessions;
-    let session = app.sessions.try_open(&team, max).map_err(|open| {
+    let mut session = app.sessions.try_open(&team, max);
+    if session.is_err() {
+        // Full: forget the sessions whose daemon someone else stopped, then look again.
+        let running = blocking(&app, |teams| teams.list()).await?;
+        let running = running
+            .into_iter()
+            .filter(|t| t.running)
+            .map(|t| t.name)
+            .collect();
+        app.sessions.prune(&running);
+        session = app.sessions.try_open(&team, max);
+    }
+    let session = session.map_err(|open| {
         ApiError::from(ErrorBody::with_details(
             ErrorCode::LimitExceeded,
             format!(

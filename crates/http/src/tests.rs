@@ -862,6 +862,24 @@ async fn past_max_sessions_a_new_session_gets_429_and_known_ones_go_on() {
     // A session already counted is not new: it streams again.
     let resp = app.clone().oneshot(stream("u1")).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
+    // Once nobody streams them, sessions whose daemon is not running (the fake lists only
+    // `t`: someone stopped them) no longer count, even without the idle deadline.
+    drop(resp);
+    drop(held);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        // Only the status: a stream that is let in never ends here.
+        let status = app.clone().oneshot(stream("u4")).await.unwrap().status();
+        if status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stopped sessions kept counting"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A session whose start fails is not counted (it would hold a slot until found idle).

@@ -258,9 +258,10 @@ fn out_of_descriptors(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
-/// Serves `app` on every connection `listener` accepts, under `limits`, until the listener
-/// fails for good (it never does for out-of-descriptor errors, which close the oldest
-/// unauthorised connection instead).
+/// Serves `app` on every connection `listener` accepts, under `limits`, for as long as the
+/// future is polled (it does not end by itself). A failed accept is logged at most once a
+/// second and tried again; out of descriptors, the oldest unauthorised connection is closed
+/// first.
 pub async fn serve<L: Accept>(mut listener: L, app: Router, limits: ConnLimits) -> io::Result<()> {
     let conns = Arc::new(Conns::default());
     let mut last_warning: Option<Instant> = None;

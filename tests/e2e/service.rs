@@ -866,10 +866,15 @@ fn the_web_board_shows_a_running_team_and_allow_lets_the_teammate_go_on() {
         let bytes = base64_decode(png.as_str().unwrap());
         std::fs::write(path, bytes).unwrap();
     }
-    let allow = b
-        .find("button[data-decide=allow]")
-        .expect("an Allow button");
-    b.cmd("POST", &format!("/element/{allow}/click"), Value::Null);
+    // The board re-renders on every event: a button found just before one is gone when the
+    // click lands ("stale element reference"), so find it again and click again.
+    wait_for("a click on Allow", T, || {
+        let allow = b
+            .find("button[data-decide=allow]")
+            .expect("an Allow button");
+        let clicked = b.cmd("POST", &format!("/element/{allow}/click"), Value::Null);
+        clicked.get("error").is_none()
+    });
     wait_for("the teammate to go on and finish the task", T, || {
         sb.path("page.txt").exists()
     });

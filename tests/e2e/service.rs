@@ -1057,7 +1057,8 @@ fn serve_on_a_unix_socket_with_a_generated_token_refuses_remote_and_ctrl_c_leave
     );
     assert!(!sb.paths.runtime.join("serve.token").exists());
 
-    // No AGENT_TEAM_API_TOKEN: a token is generated into the runtime dir (0600) and printed.
+    // No AGENT_TEAM_API_TOKEN: a token is generated into the runtime dir (0600); its path is
+    // printed, never the token.
     let sock = sb.path("api.sock");
     let listen = format!("unix:{}", sock.display());
     let pid = sb.spawn(&["-f", "agent-team.toml", "serve", "--listen", &listen]);
@@ -1073,11 +1074,12 @@ fn serve_on_a_unix_socket_with_a_generated_token_refuses_remote_and_ctrl_c_leave
         std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
         0o600
     );
+    let printed = std::fs::read_to_string(&log).unwrap();
     assert!(
-        std::fs::read_to_string(&log)
-            .unwrap()
-            .contains(&format!("token {token} "))
+        printed.contains(&token_file.display().to_string()),
+        "{printed}"
     );
+    assert!(!printed.contains(token.trim()), "{printed}");
     assert_eq!(
         std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
         0o600
@@ -1086,7 +1088,7 @@ fn serve_on_a_unix_socket_with_a_generated_token_refuses_remote_and_ctrl_c_leave
     let get = |path: &str, auth: &str| {
         unix_request(
             &sock,
-            &format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"),
+            &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"),
         )
     };
     let (status, _) = get("/v1/teams", "");
@@ -1096,7 +1098,7 @@ fn serve_on_a_unix_socket_with_a_generated_token_refuses_remote_and_ctrl_c_leave
     let (status, started) = unix_request(
         &sock,
         &format!(
-            "POST /v1/teams/svc/up HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "POST /v1/teams/svc/up HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         ),
     );
@@ -1147,7 +1149,9 @@ fn serve_outlives_a_closed_stdout() {
     let get = || {
         unix_request(
             &sock,
-            &format!("GET /v1/teams HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"),
+            &format!(
+                "GET /v1/teams HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
+            ),
         )
     };
     // Still serving well after it wrote to the closed pipe.
@@ -1163,4 +1167,80 @@ fn serve_outlives_a_closed_stdout() {
     .unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "{status}");
+}
+
+/// Lets this process hold as many descriptors as its hard limit allows; returns the limit.
+fn raise_fd_limit() -> usize {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return hard as usize;
+    }
+    soft as usize
+}
+
+/// `n` loopback connections to `addr`, each sent `first` (nothing when empty); a connection the
+/// server already closed to make room may refuse the write, which is what the flood is about.
+fn flood(addr: &str, n: usize, first: &[u8]) -> Vec<std::net::TcpStream> {
+    use std::io::Write;
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        if !first.is_empty() {
+            let _ = s.write_all(first);
+        }
+        held.push(s);
+    }
+    held
+}
+
+/// Another local process floods `serve` with 20 000 idle sockets (as many as the descriptor
+/// limit lets this process hold), then with 3 000 half-sent request heads: an authorised
+/// `GET` still answers, because the oldest connections without an authorised request make
+/// room at the connection cap.
+#[test]
+fn serve_answers_an_authorised_get_through_floods_of_idle_and_half_sent_connections() {
+    let mut sb = Sandbox::new();
+    exec_team(&sb, "");
+    let server = Server::start(&mut sb);
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let http = reqwest::blocking::Client::builder()
+        .timeout(T)
+        .build()
+        .unwrap();
+    let authorised_get = || {
+        let r = http
+            .get(format!("{}/v1/teams", server.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let v: Value = r.json().unwrap();
+        assert!(v["teams"].is_array(), "{v}");
+    };
+    authorised_get();
+    let fds = raise_fd_limit();
+    // What the limit leaves after this process's own descriptors and the test harness's.
+    let idle = 20_000.min(fds.saturating_sub(256));
+    let t0 = std::time::Instant::now();
+    let held = flood(&addr, idle, b"");
+    println!(
+        "flood: {idle} idle sockets (descriptor limit {fds}) opened in {:?}",
+        t0.elapsed()
+    );
+    authorised_get();
+    drop(held);
+    let half = 3_000;
+    let t0 = std::time::Instant::now();
+    let held = flood(
+        &addr,
+        half,
+        b"GET /v1/teams HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ",
+    );
+    println!(
+        "flood: {half} half-sent request heads in {:?}",
+        t0.elapsed()
+    );
+    authorised_get();
+    drop(held);
 }

@@ -60,6 +60,10 @@ fn main() -> Result<()> {
         let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;
         service_bench::run(&mut r, dir.path(), quick)?;
     }
+    if only.as_deref().is_none_or(|s| s == "serve-limits") {
+        let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;
+        service_bench::run_limits(&mut r, dir.path(), quick)?;
+    }
     if only.as_deref().is_none_or(|s| s == "board") {
         let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;
         board_bench::run(&mut r, dir.path(), quick)?;

@@ -2,7 +2,7 @@
 //! serve`, beside the same event read over the daemon's Unix socket in the same run (latency
 //! p50/p99), and events per second to 10 concurrent SSE clients beside 10 socket subscribers.
 
-use crate::daemon_bench::{BenchTeam, bin_dir};
+use crate::daemon_bench::{BenchTeam, bin_dir, rss};
 use crate::report::*;
 use agent_team_client::Client;
 use agent_team_protocol::*;
@@ -260,5 +260,156 @@ pub fn run(r: &mut Report, dir: &Path, quick: bool) -> Result<()> {
     ));
     drop(srv);
     team.stop()?;
+    Ok(())
+}
+
+/// Lets this process hold as many descriptors as its hard limit allows; returns the limit.
+fn raise_fd_limit() -> usize {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard))
+            if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() =>
+        {
+            hard as usize
+        }
+        Ok((soft, _)) => soft as usize,
+        Err(_) => 1024,
+    }
+}
+
+/// Median wall of `n` authorised `GET /v1/teams`, each on a new connection (as a client that
+/// arrives during a flood), and the slowest.
+fn authorised_gets(base: &str, n: usize) -> Result<(f64, f64)> {
+    let http = reqwest::blocking::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let mut walls = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        let r = http
+            .get(format!("{base}/v1/teams"))
+            .bearer_auth(TOKEN)
+            .send()?;
+        let status = r.status();
+        r.bytes()?;
+        walls.push(t0.elapsed().as_secs_f64());
+        if !status.is_success() {
+            bail!("GET /v1/teams answered {status}");
+        }
+    }
+    let max = walls.iter().copied().fold(0.0, f64::max);
+    Ok((pct(&mut walls, 50.0), max))
+}
+
+/// `n` loopback connections to `addr`, each sent `first` (nothing when empty). A write the
+/// server refuses (it closed that connection to make room) is the point of the flood.
+fn flood(addr: &str, n: usize, first: &[u8]) -> Result<Vec<std::net::TcpStream>> {
+    use std::io::Write;
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut s = std::net::TcpStream::connect(addr)
+            .with_context(|| format!("connection {} of the flood", held.len() + 1))?;
+        if !first.is_empty() {
+            let _ = s.write_all(first);
+        }
+        held.push(s);
+    }
+    Ok(held)
+}
+
+/// `serve`'s connection limits (issue 25): an authorised `GET` on a new connection while this
+/// process holds 20 000 idle sockets (as many as its descriptors allow), then 3 000 half-sent
+/// request heads, against `serve` on 127.0.0.1, beside the same request without them; and the
+/// server's peak RSS.
+pub fn run_limits(r: &mut Report, dir: &Path, quick: bool) -> Result<()> {
+    println!("== serve limits (issue 25) ==");
+    let (home, rundir) = (dir.join("home"), dir.join("run"));
+    std::fs::create_dir_all(&home)?;
+    let mut child = Command::new(bin_dir().join("agent-team"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("AGENT_TEAM_HOME", &home)
+        .env("AGENT_TEAM_RUNTIME_DIR", &rundir)
+        .env("AGENT_TEAM_API_TOKEN", TOKEN)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start `agent-team serve`")?;
+    let pid = child.id();
+    let out = child.stdout.take().context("no stdout")?;
+    let srv = Serve {
+        child,
+        base: String::new(),
+    };
+    let mut lines = BufReader::new(out);
+    let mut first = String::new();
+    lines.read_line(&mut first)?;
+    std::thread::spawn(move || std::io::copy(&mut lines, &mut std::io::sink()));
+    let base = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .map(str::to_string)
+        .with_context(|| format!("serve did not print its address: {first:?}"))?;
+    let addr = base.trim_start_matches("http://").to_string();
+    let runs = if quick { 20 } else { 100 };
+    let (calm, calm_max) = authorised_gets(&base, runs)?;
+    let calm_rss = rss(pid).0;
+
+    let want = if quick { 5_000 } else { 20_000 };
+    let fds = raise_fd_limit();
+    let idle = want.min(fds.saturating_sub(256));
+    let held = flood(&addr, idle, b"")?;
+    let (idle_wall, idle_max) = authorised_gets(&base, runs)?;
+    drop(held);
+    let half = 3_000;
+    let held = flood(
+        &addr,
+        half,
+        b"GET /v1/teams HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ",
+    )?;
+    let (half_wall, half_max) = authorised_gets(&base, runs)?;
+    drop(held);
+    let (now_rss, peak_rss) = rss(pid);
+    drop(srv);
+    if idle < want {
+        r.note(format!(
+            "serve limits: the idle flood held {idle} sockets, not {want}: this process may hold \
+             {fds} descriptors"
+        ));
+    }
+    r.note(format!(
+        "serve limits: authorised GET /v1/teams on a new connection, {runs} times each; slowest \
+         {} calm, {} with {idle} idle sockets, {} with {half} half-sent heads (serve's default \
+         limits: 1024 connections, 10 s header timeout)",
+        dur(calm_max),
+        dur(idle_max),
+        dur(half_max)
+    ));
+    r.add(
+        &format!("authorised GET through `serve` with {idle} idle sockets held open (median)"),
+        dur(idle_wall),
+        format!("{} without them", dur(calm)),
+        format!("{:.2}×", idle_wall / calm),
+        "< 100 ms",
+        idle_wall < 0.1,
+    );
+    r.add(
+        &format!("authorised GET through `serve` with {half} half-sent request heads (median)"),
+        dur(half_wall),
+        format!("{} without them", dur(calm)),
+        format!("{:.2}×", half_wall / calm),
+        "< 100 ms",
+        half_wall < 0.1,
+    );
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    r.add(
+        "serve peak RSS through both floods",
+        format!("{:.1} MiB (now {:.1})", mib(peak_rss), mib(now_rss)),
+        format!("{:.1} MiB before them", mib(calm_rss)),
+        format!("{:.2}×", peak_rss as f64 / calm_rss.max(1) as f64),
+        "< 64 MiB",
+        mib(peak_rss) < 64.0,
+    );
     Ok(())
 }

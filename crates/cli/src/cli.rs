@@ -190,8 +190,8 @@ pub enum Command {
     },
     /// Serve the teams over HTTP: REST, live event streams (SSE), NexAU's `POST /team/stream`
     /// and a web board at `/`. Every request needs `Authorization: Bearer TOKEN`
-    /// (`AGENT_TEAM_API_TOKEN`, else a token kept in the runtime dir and printed at start).
-    /// Ctrl-C stops the server, not the teams.
+    /// (`AGENT_TEAM_API_TOKEN`, else a token kept in the runtime dir in `serve.token`, whose
+    /// path is printed at start; the token never is). Ctrl-C stops the server, not the teams.
     Serve(ServeArgs),
     /// Serve this agent's team tools over MCP on stdin/stdout, for an external agent CLI
     /// (Claude Code, Codex, Qwen Code) that the supervisor started as a teammate. The identity
@@ -269,11 +269,33 @@ pub struct ServeArgs {
     /// Allow a non-loopback address (put TLS in front: the token travels in every request).
     #[arg(long)]
     pub allow_remote: bool,
-    /// Stop the daemon of a `POST /team/stream` session team whose run has ended once nobody
-    /// has streamed it for this many seconds (its state is kept; the session's next message
-    /// starts it again). 0: never.
+    /// Also answer requests whose Host header names NAME (a host name or address, no port),
+    /// besides the listen address, localhost, 127.0.0.1 and [::1]; any other Host gets 403,
+    /// so a web page that rebinds its DNS name to this machine gets nothing. Repeatable.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    pub allow_hosts: Vec<String>,
+    /// Stop the daemon of a `POST /team/stream` session team once nobody has streamed it for
+    /// this many seconds, whether its run ended or still runs (its state is kept; the
+    /// session's next message starts it again). 0: never.
     #[arg(long, default_value_t = 600, value_name = "SECS")]
     pub session_idle: u64,
+    /// At most N session teams of `POST /team/stream` up at once (those this server started or
+    /// streamed and has not stopped); a new session past it gets HTTP 429.
+    #[arg(long, default_value_t = 32, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_sessions: u64,
+    /// At most N HTTP connections at once; at the cap, the oldest connection that has not made
+    /// a request with the right token is closed to make room.
+    #[arg(long, default_value_t = 1024, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+    /// Close a connection that has not sent a whole request head this many seconds after the
+    /// server began waiting for one (a new connection, or a kept-alive one between requests).
+    #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout: u64,
+    /// Close a connection on which no byte moved either way for this many seconds (a stalled
+    /// request body, a client that stopped reading); event streams send a keep-alive every
+    /// 15 s, so keep it above that.
+    #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout: u64,
     /// `--var` and `--secret` for every run this server starts (a request's `variables` go
     /// over them).
     #[command(flatten)]

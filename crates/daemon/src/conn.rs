@@ -79,7 +79,8 @@ pub async fn serve(
     // longer idle, and the core's verdict on it is always awaited (a session the core opened is
     // always closed again).
     let first = tokio::select! {
-        p = frame::tokio_io::read_raw(&mut small) => Some(p),
+        // The hello is small: a bigger first frame is refused from its header, unread.
+        p = frame::tokio_io::read_raw_within(&mut small, frame::MAX_HELLO_LEN) => Some(p),
         _ = tokio::time::sleep(deadline) => {
             handle.send_frame(&ServerFrame::Error {
                 error: ErrorBody::with_details(
@@ -283,6 +284,18 @@ fn report_frame_error(handle: &ConnHandle, e: FrameError) {
     match e {
         FrameError::Closed | FrameError::Truncated => {}
         FrameError::Io(err) => tracing::debug!("connection read failed: {err}"),
+        FrameError::OverLimit { len, max } => {
+            handle.send_frame(&ServerFrame::Error {
+                error: ErrorBody::with_details(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "a first frame of {len} bytes exceeds the limit of {max} bytes before \
+                         hello; closing the connection"
+                    ),
+                    serde_json::json!({"limit": "hello_bytes", "max": max, "size": len}),
+                ),
+            });
+        }
         other => {
             handle.send_frame(&conn_error(
                 ErrorCode::BadRequest,

@@ -58,7 +58,7 @@ impl Token {
         Token(s.into())
     }
 
-    /// The token's text (to print it once at start).
+    /// The token's text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -127,11 +127,16 @@ pub(crate) async fn require_token(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
-        Some(t) if app.settings.token.matches(t.trim()) => next.run(req).await,
+        Some(t) if app.settings.token.matches(t.trim()) => {
+            if let Some(conn) = req.extensions().get::<crate::conns::ConnAuth>() {
+                conn.authorised();
+            }
+            next.run(req).await
+        }
         _ => {
             let mut resp = crate::ApiError::new(
                 ErrorCode::Unauthorized,
-                "missing or wrong bearer token (send `Authorization: Bearer TOKEN`; `agent-team serve` printed it)",
+                "missing or wrong bearer token (send `Authorization: Bearer TOKEN`; `agent-team serve` printed where it is)",
             )
             .into_response();
             resp.headers_mut().insert(

@@ -2,7 +2,7 @@
 //! and a fitting HTTP status, also for bodies the JSON extractor refuses.
 
 use agent_team_protocol::{ErrorBody, ErrorCode};
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -116,6 +116,28 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
 }
 
 fn query_rejection(r: QueryRejection) -> ApiError {
+    ApiError::bad_request(r.body_text())
+}
+
+/// Path parameters whose refusals (`/tasks/abc` where a number goes) are API errors.
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            Err(r) => Err(path_rejection(r)),
+        }
+    }
+}
+
+fn path_rejection(r: PathRejection) -> ApiError {
+    let status = r.status();
+    if status.is_server_error() {
+        return ApiError::new(ErrorCode::Internal, r.body_text());
+    }
     ApiError::bad_request(r.body_text())
 }
 

@@ -9,7 +9,9 @@
 
 mod auth;
 mod board;
+mod conns;
 mod error;
+mod guard;
 pub mod openapi;
 mod rest;
 mod sessions;
@@ -18,7 +20,9 @@ mod sse;
 mod tests;
 
 pub use auth::{TOKEN_ENV, Token, TokenSource};
+pub use conns::{Accept, ConnLimits, serve};
 pub use error::ApiError;
+pub use guard::{HostError, allowed_hosts};
 
 use agent_team_protocol::{Envelope, ErrorBody, Reply, Request};
 use axum::Router;
@@ -95,10 +99,18 @@ pub struct Settings {
     /// At most this many event streams at once (each holds a thread and a daemon
     /// connection); one more is refused with 429 `limit_exceeded`.
     pub max_streams: usize,
-    /// How long a session team of `POST /team/stream` whose run has ended may go unstreamed
-    /// before the server stops its daemon (state kept; its next message starts it again).
+    /// How long a session team of `POST /team/stream` may go unstreamed (whether its run ended
+    /// or still runs) before the server stops its daemon (state kept; its next message starts
+    /// it again).
     /// `None`: never.
     pub session_idle: Option<Duration>,
+    /// At most this many session teams of `POST /team/stream` at once (those this server
+    /// started or streamed and has not stopped); a new session past it gets 429
+    /// `limit_exceeded`.
+    pub max_sessions: usize,
+    /// The host names a request's `Host` may carry ([`allowed_hosts`]); any other is refused
+    /// with 403, so a web page that rebinds its DNS name to this machine gets nothing.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Shared by every request handler.

@@ -1,11 +1,11 @@
 //! The `/v1` REST routes: each one is one protocol request (or a page loop of them) to one
 //! team, made through [`crate::Teams`] off the async threads.
 
-use crate::error::{ApiError, Body, OptBody, Query};
+use crate::error::{ApiError, Body, OptBody, Path, Query};
 use crate::{App, TeamSummary, Teams};
 use agent_team_protocol::*;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
@@ -221,8 +221,15 @@ pub(crate) fn routes(app: Arc<App>) -> Router {
             app.clone(),
             crate::auth::require_token,
         ));
+    // Outermost last: the frame headers go on every answer, the Host check comes before
+    // everything else (the token check included).
     open.merge(api)
         .layer(DefaultBodyLimit::max(crate::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            crate::guard::check_host,
+        ))
+        .layer(axum::middleware::map_response(crate::guard::headers))
         .with_state(app)
 }
 

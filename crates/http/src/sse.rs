@@ -3,12 +3,12 @@
 //! log through [`crate::Follow`] and hands events to the response; it ends when the client
 //! goes away, so nothing keeps following for nobody.
 
-use crate::error::{ApiError, Body, Query};
+use crate::error::{ApiError, Body, Path, Query};
 use crate::rest::{blocking, checked};
 use crate::{App, Follow};
 use agent_team_protocol::*;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use schemars::JsonSchema;
@@ -292,17 +292,53 @@ pub(crate) async fn team_stream(
     }
     let slot = Slot::take(&app)?;
     let team = crate::session_team(&app.settings.base_team, &req.user_id, &req.session_id);
+    // Counted before the team starts: past `max_sessions`, a new session gets 429.
+    let max = app.settings.max_sessions;
+    let mut session = app.sessions.try_open(&team, max);
+    if session.is_err() {
+        // Full: forget the sessions whose daemon someone else stopped, then look again.
+        let running = blocking(&app, |teams| teams.list()).await?;
+        let running = running
+            .into_iter()
+            .filter(|t| t.running)
+            .map(|t| t.name)
+            .collect();
+        app.sessions.prune(&running);
+        session = app.sessions.try_open(&team, max);
+    }
+    let session = session.map_err(|open| {
+        ApiError::from(ErrorBody::with_details(
+            ErrorCode::LimitExceeded,
+            format!(
+                "{open} session teams are up already (serve --max-sessions {max}); an idle one \
+                 is stopped after --session-idle, or end one with POST /v1/teams/TEAM/down"
+            ),
+            serde_json::json!({"limit": "max_sessions", "max": max}),
+        ))
+    })?;
     let mut vars = app.settings.variables.clone();
     vars.extend(req.variables);
     let t = team.clone();
-    let (follow, since) = blocking(&app, move |teams| {
+    let team_started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started_in = team_started.clone();
+    let followed = blocking(&app, move |teams| {
         let since = match resume {
             Some(seq) => seq,
             None => start_or_send(teams, &t, req.message, &vars)?,
         };
+        started_in.store(true, std::sync::atomic::Ordering::SeqCst);
         Ok((teams.follow(&t, since)?, since))
     })
-    .await?;
+    .await;
+    let (follow, since) = match followed {
+        Ok(f) => f,
+        Err(e) => {
+            if !team_started.load(std::sync::atomic::Ordering::SeqCst) {
+                session.abandon();
+            }
+            return Err(e);
+        }
+    };
     let (tx, rx) = mpsc::channel(BUFFER);
     let poll = app.settings.poll;
     let teams = app.teams.clone();
@@ -320,7 +356,6 @@ pub(crate) async fn team_stream(
         StreamItem::Complete(result)
     };
     let t = team.clone();
-    let session = app.sessions.open(&team);
     spawn_pump(&team, move || {
         let _slot = slot;
         let _session = session;

@@ -192,12 +192,18 @@ fn app(fake: Arc<Fake>) -> Router {
             poll: Duration::from_millis(20),
             max_streams: 2,
             session_idle: None,
+            max_sessions: 32,
+            allowed_hosts: allowed_hosts(&Listen::parse("127.0.0.1:8000", false).unwrap(), &[])
+                .unwrap(),
         },
     )
 }
 
 fn req(method: &str, uri: &str, token: Option<&str>, body: Option<&str>) -> HttpRequest<Body> {
-    let mut b = HttpRequest::builder().method(method).uri(uri);
+    let mut b = HttpRequest::builder()
+        .method(method)
+        .uri(uri)
+        .header("host", "localhost:8000");
     if let Some(t) = token {
         b = b.header("authorization", format!("Bearer {t}"));
     }
@@ -756,10 +762,10 @@ async fn a_plan_is_decided_over_http() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "approve is required");
 }
 
-/// The idle-session rule itself, with the clock given: a session team is stopped only when
-/// nobody streams it, it was last used `idle` ago or more, and its run is not running.
+/// The idle-session rule itself, with the clock given: a session team is stopped when nobody
+/// streams it and it was last used `idle` ago or more, whether its run ended or still runs.
 #[test]
-fn a_quiet_session_team_is_stopped_only_when_its_run_ended_and_nobody_streams_it() {
+fn a_quiet_session_team_is_stopped_when_nobody_streams_it_even_while_its_run_runs() {
     let fake = Arc::new(Fake::default());
     let app = crate::App {
         teams: fake.clone(),
@@ -770,12 +776,13 @@ fn a_quiet_session_team_is_stopped_only_when_its_run_ended_and_nobody_streams_it
             poll: Duration::from_millis(20),
             max_streams: 2,
             session_idle: Some(Duration::from_secs(600)),
+            max_sessions: 32,
+            allowed_hosts: vec![],
         },
         streams: Arc::default(),
         sessions: Arc::default(),
     };
     let idle = Duration::from_secs(600);
-    let team = session_team("svc", "alice", "s1");
     let downs = || {
         fake.calls()
             .iter()
@@ -784,22 +791,274 @@ fn a_quiet_session_team_is_stopped_only_when_its_run_ended_and_nobody_streams_it
     };
     let now = std::time::Instant::now();
     let later = now + Duration::from_secs(3600);
-    *fake.run.lock().unwrap() = Some(RunState::Running);
-    let open = app.sessions.open(&team);
-    // Streamed right now: never, whatever the run.
-    assert!(crate::sessions::reap(&app, later, idle).is_empty());
-    drop(open);
-    // Not streamed, but used just now: not yet.
-    assert!(crate::sessions::reap(&app, std::time::Instant::now(), idle).is_empty());
-    // Quiet for an hour but its run still runs: kept.
-    assert!(crate::sessions::reap(&app, later, idle).is_empty());
-    assert_eq!(downs(), 0);
-    // The run ended: stopped, once.
-    *fake.run.lock().unwrap() = Some(RunState::Finished);
-    assert_eq!(crate::sessions::reap(&app, later, idle), vec![team.clone()]);
-    assert_eq!(fake.calls().last().unwrap(), &format!("down {team}"));
-    assert!(crate::sessions::reap(&app, later, idle).is_empty());
-    assert_eq!(downs(), 1);
+    for (user, run) in [("alice", RunState::Running), ("carol", RunState::Finished)] {
+        let team = session_team("svc", user, "s1");
+        *fake.run.lock().unwrap() = Some(run);
+        let before = downs();
+        let open = app.sessions.try_open(&team, usize::MAX).unwrap();
+        // Streamed right now: never, whatever the run.
+        assert!(crate::sessions::reap(&app, later, idle).is_empty());
+        drop(open);
+        // Not streamed, but used just now: not yet.
+        assert!(crate::sessions::reap(&app, std::time::Instant::now(), idle).is_empty());
+        assert_eq!(downs(), before);
+        // Quiet for an hour: stopped, once, whether its run still runs or ended.
+        assert_eq!(
+            crate::sessions::reap(&app, later, idle),
+            vec![team.clone()],
+            "{run:?}"
+        );
+        assert_eq!(fake.calls().last().unwrap(), &format!("down {team}"));
+        assert!(crate::sessions::reap(&app, later, idle).is_empty());
+        assert_eq!(downs(), before + 1);
+    }
+}
+
+/// `--max-sessions`: past it a new session gets 429 with a JSON error; a session already
+/// counted still streams, and a stopped (reaped) one makes room.
+#[tokio::test]
+async fn past_max_sessions_a_new_session_gets_429_and_known_ones_go_on() {
+    let fake = Arc::new(Fake::default());
+    let settings = Settings {
+        token: Token::new(TOKEN),
+        base_team: "svc".into(),
+        variables: BTreeMap::new(),
+        poll: Duration::from_millis(20),
+        max_streams: 16,
+        session_idle: None,
+        max_sessions: 2,
+        allowed_hosts: vec!["localhost".into()],
+    };
+    let app = router(fake.clone(), settings);
+    let stream = |user: &str| {
+        req(
+            "POST",
+            "/team/stream",
+            Some(TOKEN),
+            Some(&format!(
+                r#"{{"user_id":"{user}","session_id":"s","message":"go"}}"#
+            )),
+        )
+    };
+    let mut held = Vec::new();
+    for user in ["u1", "u2"] {
+        let resp = app.clone().oneshot(stream(user)).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{user}");
+        held.push(resp);
+    }
+    let (status, body) = send(&app, stream("u3")).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["code"], "limit_exceeded");
+    assert_eq!(body["error"]["details"]["limit"], "max_sessions");
+    assert_eq!(body["error"]["details"]["max"], 2);
+    assert!(
+        !fake
+            .calls()
+            .iter()
+            .any(|c| c.contains(&session_team("svc", "u3", "s"))),
+        "the refused session reached no team: {:?}",
+        fake.calls()
+    );
+    // A session already counted is not new: it streams again.
+    let resp = app.clone().oneshot(stream("u1")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    // Once nobody streams them, sessions whose daemon is not running (the fake lists only
+    // `t`: someone stopped them) no longer count, even without the idle deadline.
+    drop(resp);
+    drop(held);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        // Only the status: a stream that is let in never ends here.
+        let status = app.clone().oneshot(stream("u4")).await.unwrap().status();
+        if status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stopped sessions kept counting"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A session whose start fails is not counted (it would hold a slot until found idle).
+#[tokio::test]
+async fn a_session_whose_start_failed_does_not_count_against_max_sessions() {
+    let fake = Arc::new(Fake::default());
+    // No team yet: the session's start is an `up`, which fails.
+    let failing = Arc::new(FailingTeams(fake.clone()));
+    let app_failing = router(
+        failing,
+        Settings {
+            token: Token::new(TOKEN),
+            base_team: "svc".into(),
+            variables: BTreeMap::new(),
+            poll: Duration::from_millis(20),
+            max_streams: 16,
+            session_idle: None,
+            max_sessions: 1,
+            allowed_hosts: vec!["localhost".into()],
+        },
+    );
+    for user in ["a", "b"] {
+        let body = format!(r#"{{"user_id":"{user}","session_id":"s","message":"go"}}"#);
+        let (status, body) = send(
+            &app_failing,
+            req("POST", "/team/stream", Some(TOKEN), Some(&body)),
+        )
+        .await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{user}: {body}");
+    }
+}
+
+/// The fake, except that starting a run fails.
+struct FailingTeams(Arc<Fake>);
+
+impl Teams for FailingTeams {
+    fn list(&self) -> Result<Vec<TeamSummary>, ErrorBody> {
+        self.0.list()
+    }
+    fn read(&self, team: &str, req: Request) -> Result<Reply, ErrorBody> {
+        self.0.read(team, req)
+    }
+    fn call(&self, team: &str, req: Request) -> Result<Reply, ErrorBody> {
+        self.0.call(team, req)
+    }
+    fn up(
+        &self,
+        _team: &str,
+        _goal: Option<String>,
+        _variables: &BTreeMap<String, String>,
+    ) -> Result<u64, ErrorBody> {
+        Err(ErrorBody::new(ErrorCode::Internal, "cannot start"))
+    }
+    fn down(&self, team: &str) -> Result<bool, ErrorBody> {
+        self.0.down(team)
+    }
+    fn follow(&self, team: &str, since: u64) -> Result<Box<dyn Follow>, ErrorBody> {
+        self.0.follow(team, since)
+    }
+}
+
+/// Every answer (the board's page, the API's JSON, errors before the token check) says no
+/// site may frame it.
+#[tokio::test]
+async fn every_answer_forbids_framing() {
+    let app = app(Arc::new(Fake::default()));
+    for (uri, token) in [
+        ("/", None),
+        ("/v1/teams", Some(TOKEN)),
+        ("/v1/teams", None),
+        ("/no/such", Some(TOKEN)),
+    ] {
+        let resp = app
+            .clone()
+            .oneshot(req("GET", uri, token, None))
+            .await
+            .unwrap();
+        let h = resp.headers();
+        assert_eq!(h["x-frame-options"], "DENY", "{uri}");
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("frame-ancestors 'none'"), "{uri}: {csp}");
+    }
+    // The board keeps its own policy (its inline script), with the same frame-ancestors.
+    let resp = app
+        .clone()
+        .oneshot(req("GET", "/", None, None))
+        .await
+        .unwrap();
+    let csp = resp.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'unsafe-inline'"), "{csp}");
+}
+
+/// DNS rebinding: a request naming another host is refused before the token check, on every
+/// route (the board's page too); the listen address, the loopback names and `--allow-host`
+/// names pass, whatever their port or case.
+#[tokio::test]
+async fn a_host_outside_the_allow_list_gets_403_json_and_reaches_nothing() {
+    let fake = Arc::new(Fake::default());
+    let app = router(
+        fake.clone(),
+        Settings {
+            token: Token::new(TOKEN),
+            base_team: "svc".into(),
+            variables: BTreeMap::new(),
+            poll: Duration::from_millis(20),
+            max_streams: 2,
+            session_idle: None,
+            max_sessions: 32,
+            allowed_hosts: allowed_hosts(
+                &Listen::parse("127.0.0.2:8000", false).unwrap(),
+                &["board.example.com".into()],
+            )
+            .unwrap(),
+        },
+    );
+    let with_host = |uri: &str, host: Option<&str>| {
+        let mut b = HttpRequest::builder()
+            .uri(uri)
+            .header("authorization", format!("Bearer {TOKEN}"));
+        if let Some(h) = host {
+            b = b.header("host", h);
+        }
+        b.body(Body::empty()).unwrap()
+    };
+    for host in [
+        "evil.example:8000",
+        "127.0.0.1.evil.example",
+        "board.example.org",
+    ] {
+        for uri in ["/", "/v1/teams", "/v1/teams/t/agents"] {
+            let (status, body) = send(&app, with_host(uri, Some(host))).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{host} {uri}");
+            assert_eq!(body["error"]["code"], "permission_denied", "{body}");
+        }
+    }
+    let (status, body) = send(&app, with_host("/v1/teams", None)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "bad_request");
+    assert!(fake.calls().is_empty(), "{:?}", fake.calls());
+    for host in [
+        "localhost:8000",
+        "LOCALHOST",
+        "127.0.0.1:8000",
+        "[::1]:8000",
+        "127.0.0.2:8000",
+        "Board.Example.com:443",
+    ] {
+        let (status, body) = send(&app, with_host("/v1/teams", Some(host))).await;
+        assert_eq!(status, StatusCode::OK, "{host}: {body}");
+    }
+}
+
+/// A path number that is not one (`/tasks/abc`, `/permissions/-1`) is a JSON `bad_request`,
+/// not axum's plain-text rejection.
+#[tokio::test]
+async fn bad_numbers_in_the_path_are_json_errors() {
+    let fake = Arc::new(Fake::default());
+    let app = app(fake.clone());
+    for (method, uri, body) in [
+        ("GET", "/v1/teams/t/tasks/abc", None),
+        ("GET", "/v1/teams/t/tasks/99999999999999999999999", None),
+        (
+            "POST",
+            "/v1/teams/t/permissions/-1",
+            Some(r#"{"decision":"allow"}"#),
+        ),
+    ] {
+        let resp = app
+            .clone()
+            .oneshot(req(method, uri, Some(TOKEN), body))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{uri}");
+        assert_eq!(resp.headers()["content-type"], "application/json", "{uri}");
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["error"]["code"], "bad_request", "{uri}: {v}");
+    }
+    assert!(fake.calls().is_empty(), "{:?}", fake.calls());
 }
 
 /// Wired into the server: a session whose run completed and whose stream closed has its
@@ -816,6 +1075,8 @@ async fn serve_stops_an_idle_session_team_after_its_run() {
             poll: Duration::from_millis(20),
             max_streams: 2,
             session_idle: Some(Duration::from_millis(50)),
+            max_sessions: 32,
+            allowed_hosts: vec!["localhost".into()],
         },
     );
     let team = session_team("svc", "bob", "s9");
@@ -848,4 +1109,194 @@ async fn serve_stops_an_idle_session_team_after_its_run() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Serves `app` on a loopback port with `limits`; the server task ends with the test.
+async fn listening(app: Router, limits: ConnLimits) -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(crate::serve(l, app, limits));
+    addr
+}
+
+/// One request on `s`, the answer's status line and body (the connection stays open).
+async fn get(s: &mut tokio::net::TcpStream, token: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(
+        format!(
+            "GET /v1/teams HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {token}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before the answer: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if body.len() >= len {
+                return (head.lines().next().unwrap().to_string(), body.to_string());
+            }
+        }
+    }
+}
+
+/// Whether the server closed `s` (reads end) within 20 s.
+async fn closed_by_server(s: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// A connection that sends half a request head, or nothing, is closed at the header-read
+/// timeout; one that is idle between requests too.
+#[tokio::test]
+async fn half_sent_heads_and_idle_connections_are_closed_at_the_header_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let addr = listening(
+        app(Arc::new(Fake::default())),
+        ConnLimits {
+            header_timeout: Duration::from_millis(200),
+            idle_timeout: Duration::from_secs(600),
+            max_connections: 64,
+        },
+    )
+    .await;
+    let mut half = tokio::net::TcpStream::connect(addr).await.unwrap();
+    half.write_all(b"GET /v1/teams HTTP/1.1\r\nhost: 127.0.0.1\r\nx-slow: ")
+        .await
+        .unwrap();
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut kept = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (status, _) = get(&mut kept, TOKEN).await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(closed_by_server(&mut half).await, "half-sent head");
+    assert!(closed_by_server(&mut silent).await, "nothing sent");
+    assert!(closed_by_server(&mut kept).await, "idle after a request");
+}
+
+/// A request body that stops coming is cut at the idle timeout.
+#[tokio::test]
+async fn a_stalled_request_body_is_closed_at_the_idle_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let addr = listening(
+        app(Arc::new(Fake::default())),
+        ConnLimits {
+            header_timeout: Duration::from_secs(600),
+            idle_timeout: Duration::from_millis(200),
+            max_connections: 64,
+        },
+    )
+    .await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!(
+            "POST /v1/teams/t/messages HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer \
+             {TOKEN}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"to\""
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert!(closed_by_server(&mut s).await);
+}
+
+/// At the cap, the oldest connections that never made an authorised request make room: idle
+/// and half-sent ones cannot keep an authorised client out, and connections that made one are
+/// kept. When every slot is authorised, a new connection gets 503 JSON.
+#[tokio::test]
+async fn at_the_connection_cap_unauthorised_connections_make_room_oldest_first() {
+    use tokio::io::AsyncWriteExt;
+    let limits = ConnLimits {
+        header_timeout: Duration::from_secs(600),
+        idle_timeout: Duration::from_secs(600),
+        max_connections: 4,
+    };
+    let addr = listening(app(Arc::new(Fake::default())), limits).await;
+    let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (status, _) = get(&mut first, TOKEN).await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    // A request with a wrong token does not count as authorised.
+    let mut wrong = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (status, _) = get(&mut wrong, "wrong-token-0123456789").await;
+    assert_eq!(status, "HTTP/1.1 401 Unauthorized");
+    let mut flood = Vec::new();
+    for i in 0..20 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        if i % 2 == 0 {
+            s.write_all(b"GET / HTTP/1.1\r\nhost: 127.0.0.1\r\n")
+                .await
+                .unwrap();
+        }
+        flood.push(s);
+    }
+    let mut late = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (status, _) = get(&mut late, TOKEN).await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    // The first client, authorised, was kept; the one with the wrong token was pushed out.
+    let (status, _) = get(&mut first, TOKEN).await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(closed_by_server(&mut wrong).await);
+    assert!(closed_by_server(&mut flood[0]).await);
+    // Fill every slot with authorised clients: the next one is told and closed.
+    let mut more = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (status, _) = get(&mut s, TOKEN).await;
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        more.push(s);
+    }
+    let mut refused = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut answer = Vec::new();
+    use tokio::io::AsyncReadExt;
+    tokio::time::timeout(Duration::from_secs(20), refused.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    let body: serde_json::Value =
+        serde_json::from_str(answer.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(body["error"]["details"]["limit"], "max_connections");
+}
+
+/// A request head over 64 KiB is refused (431) instead of buffered.
+#[tokio::test]
+async fn a_request_head_over_64_kib_gets_431() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = listening(app(Arc::new(Fake::default())), ConnLimits::default()).await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let big = "a".repeat(crate::conns::MAX_HEAD_BYTES + 1024);
+    let _ = s
+        .write_all(format!("GET /v1/teams HTTP/1.1\r\nhost: 127.0.0.1\r\nx-big: {big}").as_bytes())
+        .await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
 }

@@ -10,6 +10,11 @@ use std::io::{self, Read, Write};
 /// The largest frame payload accepted in either direction (1 MiB, SPEC §5.7).
 pub const MAX_FRAME_LEN: usize = 1024 * 1024;
 
+/// The largest first frame (the hello) a daemon reads from a connection that has not said
+/// hello yet: a hello is a few hundred bytes, and an unauthenticated peer must not make the
+/// daemon hold a megabyte per connection.
+pub const MAX_HELLO_LEN: usize = 8 * 1024;
+
 /// Why a frame could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -19,6 +24,14 @@ pub enum FrameError {
     /// The header announced more than [`MAX_FRAME_LEN`] bytes.
     #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME_LEN} bytes")]
     TooLarge(usize),
+    /// The header announced more than a smaller limit the reader set (e.g. [`MAX_HELLO_LEN`]).
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    OverLimit {
+        /// The announced payload length.
+        len: usize,
+        /// The reader's limit.
+        max: usize,
+    },
     /// The header announced an empty frame, which is never valid JSON.
     #[error("empty frame")]
     Empty,
@@ -113,11 +126,21 @@ fn truncated(e: io::Error) -> FrameError {
 /// Async framing over tokio streams, used by the daemon and the async clients.
 #[cfg(feature = "tokio")]
 pub mod tokio_io {
-    use super::{FrameError, check_header, truncated};
+    use super::{FrameError, MAX_FRAME_LEN, check_header, truncated};
     use tokio::io::{AsyncRead, AsyncReadExt};
 
     /// Reads one raw frame payload; `Closed` when the peer hung up between frames.
     pub async fn read_raw<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Vec<u8>, FrameError> {
+        read_raw_within(reader, MAX_FRAME_LEN).await
+    }
+
+    /// Reads one raw frame payload of at most `max` bytes (never more than [`MAX_FRAME_LEN`]):
+    /// a header announcing more is refused with [`FrameError::OverLimit`] before any payload
+    /// byte is read or allocated.
+    pub async fn read_raw_within<R: AsyncRead + Unpin>(
+        reader: &mut R,
+        max: usize,
+    ) -> Result<Vec<u8>, FrameError> {
         let mut header = [0u8; 4];
         let mut filled = 0;
         while filled < 4 {
@@ -130,6 +153,9 @@ pub mod tokio_io {
             }
         }
         let len = check_header(header)?;
+        if len > max {
+            return Err(FrameError::OverLimit { len, max });
+        }
         let mut payload = vec![0u8; len];
         reader.read_exact(&mut payload).await.map_err(truncated)?;
         Ok(payload)

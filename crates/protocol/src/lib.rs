@@ -15,7 +15,7 @@ pub mod usage;
 pub mod wire;
 
 pub use error::{ErrorBody, ErrorCode};
-pub use frame::{FrameError, MAX_FRAME_LEN};
+pub use frame::{FrameError, MAX_FRAME_LEN, MAX_HELLO_LEN};
 pub use model::*;
 pub use request::{
     DEFAULT_LEASE_TOKENS, DEFAULT_WAIT_MS, MAX_WAIT_MS, Reply, Request, SpawnMember,

@@ -6,7 +6,9 @@
 use crate::cli::ServeArgs;
 use crate::ctx::{Ctx, Reader};
 use agent_team_client::{Client, ClientError};
-use agent_team_http::{Follow, Listen, Settings, TeamSummary, Teams, Token, TokenSource};
+use agent_team_http::{
+    ConnLimits, Follow, Listen, Settings, TeamSummary, Teams, Token, TokenSource,
+};
 use agent_team_paths::Paths;
 use agent_team_protocol::*;
 use anyhow::{Context, Result};
@@ -310,13 +312,35 @@ fn say(text: &str) {
     let _ = writeln!(out, "{text}").and_then(|()| out.flush());
 }
 
+/// A TCP listener on `addr` with a deep accept queue: a burst of connections (a flood that
+/// the connection cap pushes out) must not make a real client's SYN wait a second for room.
+fn tcp_listener(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    // The kernel caps it at net.core.somaxconn (4096 by default).
+    socket.listen(4096)
+}
+
 /// `agent-team serve`
 pub fn serve(ctx: Ctx, args: ServeArgs) -> Result<ExitCode> {
     let listen = Listen::parse(&args.listen, args.allow_remote)?;
+    let allowed_hosts = agent_team_http::allowed_hosts(&listen, &args.allow_hosts)?;
+    let limits = ConnLimits {
+        header_timeout: Duration::from_secs(args.header_timeout),
+        idle_timeout: Duration::from_secs(args.idle_timeout),
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+    };
+    // Each connection is a descriptor: a cap above the soft limit needs the hard one.
+    agent_team_daemon::gate::raise_fd_limit();
     let variables: BTreeMap<String, String> = args.vars.vars.iter().cloned().collect();
     let secrets: BTreeMap<String, String> = args.vars.secrets.iter().cloned().collect();
     ctx.paths.ensure_runtime()?;
-    let (token, source) = Token::load_or_create(&ctx.paths.runtime.join("serve.token"))?;
+    let token_file = ctx.paths.runtime.join("serve.token");
+    let (token, source) = Token::load_or_create(&token_file)?;
     if let Some(f) = &ctx.file {
         // A broken team file is reported now, not at the first request.
         agent_team_config::load(f)?;
@@ -333,6 +357,8 @@ pub fn serve(ctx: Ctx, args: ServeArgs) -> Result<ExitCode> {
         poll: Duration::from_millis(500),
         max_streams: 256,
         session_idle: (args.session_idle > 0).then(|| Duration::from_secs(args.session_idle)),
+        max_sessions: usize::try_from(args.max_sessions).unwrap_or(usize::MAX),
+        allowed_hosts,
     };
     let app = agent_team_http::router(teams, settings);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -343,11 +369,12 @@ pub fn serve(ctx: Ctx, args: ServeArgs) -> Result<ExitCode> {
     let outcome = rt.block_on(async move {
         let (served, addr) = match &listen {
             Listen::Tcp(addr) => {
-                let l = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot listen on {addr}"))?;
+                let l = tcp_listener(*addr).with_context(|| format!("cannot listen on {addr}"))?;
                 let at = Listen::Tcp(l.local_addr()?);
-                (tokio::spawn(async move { axum::serve(l, app).await }), at)
+                (
+                    tokio::spawn(async move { agent_team_http::serve(l, app, limits).await }),
+                    at,
+                )
             }
             Listen::Unix(path) => {
                 if path.exists() && std::os::unix::net::UnixStream::connect(path).is_err() {
@@ -359,7 +386,7 @@ pub fn serve(ctx: Ctx, args: ServeArgs) -> Result<ExitCode> {
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
                 (
-                    tokio::spawn(async move { axum::serve(l, app).await }),
+                    tokio::spawn(async move { agent_team_http::serve(l, app, limits).await }),
                     listen.clone(),
                 )
             }
@@ -371,15 +398,20 @@ pub fn serve(ctx: Ctx, args: ServeArgs) -> Result<ExitCode> {
         say(&format!(
             "agent-team: serving {addr} (board at /, API at /v1, NexAU stream at POST /team/stream)"
         ));
+        // The token itself is never printed (terminal scrollback, logs of a supervisor): only
+        // where it is.
         match source {
             TokenSource::Env => say(&format!(
                 "agent-team: token from ${}",
                 agent_team_http::TOKEN_ENV
             )),
-            TokenSource::File | TokenSource::Generated => say(&format!(
-                "agent-team: token {} (kept in {})",
-                token.as_str(),
-                ctx.paths.runtime.join("serve.token").display()
+            TokenSource::File => say(&format!(
+                "agent-team: token in {} (send it as `Authorization: Bearer TOKEN`)",
+                token_file.display()
+            )),
+            TokenSource::Generated => say(&format!(
+                "agent-team: new token written to {} (send it as `Authorization: Bearer TOKEN`)",
+                token_file.display()
             )),
         }
         let served_team = match &ctx.file {

@@ -32,6 +32,41 @@ fn a_connection_that_never_says_hello_is_closed_at_the_deadline() {
 }
 
 #[test]
+fn a_first_frame_over_the_hello_cap_is_refused_from_its_header_and_closed() {
+    let t = TestTeam::start();
+    // Only the header goes out, announcing one byte past the cap (and, second, a whole 1 MiB
+    // frame): the answer comes without the daemon waiting for (or holding) the body.
+    for announced in [MAX_HELLO_LEN + 1, MAX_FRAME_LEN] {
+        let mut s = raw(&t);
+        s.write_all(&(announced as u32).to_be_bytes()).unwrap();
+        let answer = read_frame(&mut s).expect("an error before the close");
+        assert_eq!(answer["error"]["code"], "bad_request", "{answer}");
+        assert_eq!(
+            answer["error"]["details"]["limit"], "hello_bytes",
+            "{answer}"
+        );
+        assert_eq!(answer["error"]["details"]["max"], MAX_HELLO_LEN, "{answer}");
+        assert_eq!(answer["error"]["details"]["size"], announced, "{answer}");
+        assert!(read_frame(&mut s).is_none(), "closed after the error");
+    }
+    // A hello padded up to the cap is still read (the real clients' hellos are far smaller).
+    let mut hello = operator_hello(&t);
+    let len = serde_json::to_vec(&hello).unwrap().len();
+    hello["client"] = json!("x".repeat(MAX_HELLO_LEN - len - 20));
+    let bytes = frame(&hello);
+    assert!(bytes.len() - 4 <= MAX_HELLO_LEN);
+    let mut s = raw(&t);
+    s.write_all(&bytes).unwrap();
+    let answer = read_frame(&mut s).expect("an answer");
+    assert_eq!(answer["type"], "welcome", "{answer}");
+    // After the hello the 1 MiB frame limit applies as before.
+    assert!(matches!(
+        t.operator().call(Request::Ping).unwrap(),
+        Reply::Pong { .. }
+    ));
+}
+
+#[test]
 fn at_the_cap_idle_connections_make_room_and_clients_that_said_hello_are_kept() {
     let t = with_limits(Limits {
         max_connections: 8,

@@ -93,7 +93,25 @@ impl Ctx {
         let rid = req.is_mutating().then(agent_team_client::new_rid);
         let mut pauses = Backoff::constant(RETRY_PAUSE).deadline(Instant::now() + RETRY_FOR);
         loop {
-            let mut c = self.connect()?;
+            // A daemon that dies (or is being brought back) while this connects resets the
+            // connection: that is a lost daemon too, tried again like one.
+            let mut c = match self.connect() {
+                Ok(c) => c,
+                Err(e)
+                    if e.chain()
+                        .filter_map(|c| c.downcast_ref::<ClientError>())
+                        .any(ClientError::is_disconnect) =>
+                {
+                    match pauses.next() {
+                        Some(pause) => {
+                            std::thread::sleep(pause);
+                            continue;
+                        }
+                        None => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            };
             match c.call_with_rid(req.clone(), rid.clone()) {
                 Err(e) if e.is_disconnect() => match pauses.next() {
                     Some(pause) => {

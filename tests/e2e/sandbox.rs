@@ -366,3 +366,40 @@ fn sandbox_off_in_the_team_file_lets_task_commands_read_the_runtime_dir() {
     check_env("process", &result);
     sb.ok(&["--team", TEAM, "down"]);
 }
+
+/// Without a namespace (bubblewrap turned off with `AGENT_TEAM_BWRAP=none`), Landlock alone
+/// lets a command `connect()` to the team's tmux server before ABI 9; the fallback's seccomp
+/// filter refuses to make the socket, so a task command cannot type into the leader's pane.
+#[test]
+fn the_fallback_keeps_task_commands_off_the_teams_tmux_server() {
+    let mut sb = Sandbox::new();
+    if agent_team_pane::tmux::version().is_err() {
+        eprintln!("skipped: tmux >= 3.2 not found");
+        return;
+    }
+    sb.env.push(("AGENT_TEAM_BWRAP".into(), "none".into()));
+    if let Some(why) = no_sandbox(&sb) {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    up_in_ws(&sb, "tmux", &team_file(""));
+    let sock = sb.tmux_socket(TEAM);
+    assert!(
+        sb.tmux(&sock, &["ls"]).is_ok(),
+        "the team's tmux server runs"
+    );
+    let result = run_task(
+        &sb,
+        TEAM,
+        "b2",
+        &format!(
+            "tmux -S {} list-panes -a >/dev/null 2>&1 && echo LEAK:tmux; echo FINISHED",
+            sock.display()
+        ),
+    );
+    assert!(
+        result.contains("FINISHED") && !result.contains("LEAK:"),
+        "{result}"
+    );
+    sb.ok(&["--team", TEAM, "down"]);
+}

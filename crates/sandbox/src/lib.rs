@@ -25,6 +25,11 @@ use std::sync::OnceLock;
 
 #[cfg(target_os = "linux")]
 mod landlock_rules;
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+mod seccomp;
 
 /// The package-manager caches under the home dir that sandboxed commands may write (created
 /// when missing for the first two, bound when they exist for the others), so `npm install`,
@@ -446,6 +451,9 @@ pub struct Options {
     /// Keep the controlling terminal (an agent CLI working in its pane); otherwise the process
     /// gets a session of its own.
     pub interactive: bool,
+    /// May make Unix sockets where no namespace hides the team's (an agent CLI: its MCP server
+    /// and hooks talk over sockets in its private home). Ignored in a namespace.
+    pub unix_sockets: bool,
 }
 
 /// `program args` in `cwd`, inside `boundary` by the best mechanism this machine has
@@ -486,14 +494,35 @@ pub fn command_with(
             let mut c = std::process::Command::new(program);
             c.args(args).current_dir(cwd);
             landlock_rules::confine(&mut c, cwd, boundary);
+            if !opts.unix_sockets {
+                fallback_seccomp(&mut c);
+            }
             c
         }
         _ => {
             let mut c = std::process::Command::new(program);
             c.args(args).current_dir(cwd);
+            if !opts.unix_sockets {
+                fallback_seccomp(&mut c);
+            }
             c
         }
     }
+}
+
+/// Without a namespace, no Unix socket can be made (Landlock before ABI 9 does not restrict
+/// `connect()`): see the `seccomp` module. A no-op where it is not built.
+fn fallback_seccomp(c: &mut std::process::Command) {
+    #[cfg(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    seccomp::deny_unix_sockets(c);
+    #[cfg(not(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    )))]
+    let _ = c;
 }
 
 /// The note added to a failed command's result when its output shows a write the sandbox

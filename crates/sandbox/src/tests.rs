@@ -370,3 +370,50 @@ fn the_landlock_cover_leaves_out_exactly_the_hidden_dirs() {
     let want: Vec<PathBuf> = ["a/file", "a/keep"].iter().map(|p| base.join(p)).collect();
     assert_eq!(out, want, "symlinks and the denied dir left out");
 }
+
+/// Without a namespace (the Landlock fallback, or nothing), a command cannot make a Unix
+/// socket, so it cannot connect to the team's tmux server or daemon socket; pipes still work.
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+#[test]
+fn the_fallback_refuses_unix_sockets_and_keeps_pipes() {
+    let l = Layout::new();
+    let sock = l.base.join("run/t.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let b = Boundary::default();
+    for m in [Mechanism::None("test".into()), Mechanism::Landlock(1)] {
+        if matches!(m, Mechanism::Landlock(_)) && landlock_abi().is_err() {
+            continue;
+        }
+        let probe = format!(
+            "import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect('{}')\nprint('connected')",
+            sock.display()
+        );
+        let out = command_with(
+            &m,
+            &b,
+            &l.base,
+            "python3",
+            &["-c".into(), probe.into()],
+            Options::default(),
+        )
+        .output()
+        .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{m:?}: connected");
+        assert!(err.contains("Operation not permitted"), "{m:?}: {err}");
+        let out = command_with(
+            &m,
+            &b,
+            &l.base,
+            "sh",
+            &["-c".into(), "echo piped | cat".into()],
+            Options::default(),
+        )
+        .output()
+        .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "piped\n", "{m:?}");
+    }
+}

@@ -266,8 +266,8 @@ pub fn sandbox_warnings(config: &TeamConfig, paths: &agent_team_paths::Paths) ->
         agent_team_sandbox::Mechanism::Namespace(_) => {}
         agent_team_sandbox::Mechanism::Landlock(abi) => out.push(format!(
             "agents' commands run under Landlock (ABI {abi}) only: {}; files that run later \
-             (.git/hooks, hook scripts) are not protected and, before Landlock ABI 9, a command \
-             can connect to the team's tmux socket (see `agent-team doctor`)",
+             (.git/hooks, hook scripts) are not protected, and a CLI teammate's tree can reach the \
+             team's tmux socket (see `agent-team doctor`)",
             support
                 .namespace
                 .as_ref()

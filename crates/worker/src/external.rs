@@ -930,6 +930,7 @@ pub async fn run(agent: AgentEnv, out: Output) -> Result<(), AgentError> {
             &args,
             agent_team_sandbox::Options {
                 interactive: !headless,
+                unix_sockets: true,
             },
         ))
     } else {

@@ -31,7 +31,8 @@ pub fn doctor(json: bool) -> Result<ExitCode> {
                 if abi >= 9 {
                     ""
                 } else {
-                    ", and they can connect to the team's tmux socket (install bubblewrap)"
+                    "; a seccomp filter keeps them from making Unix sockets (the tmux server's), \
+                     but not a CLI teammate's tree (install bubblewrap)"
                 }
             ),
         ),

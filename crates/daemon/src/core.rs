@@ -427,6 +427,14 @@ impl Core {
         }
         self.flush()?;
         self.sup.backend_shutdown();
+        // The last notifications (the run's end) run before the daemon exits, bounded by the
+        // team's notify timeout.
+        let limit = self
+            .sup
+            .config
+            .as_ref()
+            .map_or(5, |c| c.notify.timeout_secs.clamp(1, 30));
+        self.notifier.finish(Duration::from_secs(limit));
         tracing::info!(
             batches = self.stats.0,
             messages = self.stats.1,

@@ -120,19 +120,36 @@ pub(crate) struct Job {
 #[derive(Default)]
 pub(crate) struct Notifier {
     tx: Option<SyncSender<Job>>,
+    /// Says the thread has run every queued job and ended.
+    done: Option<std::sync::mpsc::Receiver<()>>,
 }
 
 impl Notifier {
+    /// At the daemon's stop: lets the thread run what is queued (the run's end among it), for
+    /// at most `limit`, so the last notifications are not lost to the exit.
+    pub(crate) fn finish(&mut self, limit: Duration) {
+        self.tx = None;
+        if let Some(done) = self.done.take() {
+            let _ = done.recv_timeout(limit);
+        }
+    }
+
     /// Queues a job without waiting; drops it (with a log line) when the queue is full or the
     /// thread cannot be started.
     pub(crate) fn send(&mut self, job: Job) {
         if self.tx.is_none() {
             let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+            let (done_tx, done) = std::sync::mpsc::channel();
             match std::thread::Builder::new()
                 .name("notify".into())
-                .spawn(move || serve(rx))
-            {
-                Ok(_) => self.tx = Some(tx),
+                .spawn(move || {
+                    serve(rx);
+                    let _ = done_tx.send(());
+                }) {
+                Ok(_) => {
+                    self.tx = Some(tx);
+                    self.done = Some(done);
+                }
                 Err(e) => {
                     tracing::warn!("cannot start the notification thread: {e}");
                     return;

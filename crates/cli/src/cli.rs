@@ -270,7 +270,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub allow_remote: bool,
     /// Also answer requests whose Host header names NAME (a host name or address, no port),
-    /// besides the listen address, localhost, 127.0.0.1 and [::1]; any other Host gets 403,
+    /// besides the listen address, localhost, 127.0.0.1 and `[::1]`; any other Host gets 403,
     /// so a web page that rebinds its DNS name to this machine gets nothing. Repeatable.
     #[arg(long = "allow-host", value_name = "NAME")]
     pub allow_hosts: Vec<String>,

@@ -58,7 +58,7 @@ pub fn boundary(cfg: &TeamConfig, paths: &TeamPaths) -> Option<Arc<Boundary>> {
 }
 
 /// `sh -c line` in `dir` (when it exists), inside `sandbox` when given, with only
-/// [`KEPT_ENV`] of the daemon's environment; the caller adds its own variables.
+/// the kept variables (`KEPT_ENV`) of the daemon's environment; the caller adds its own variables.
 pub fn shell(line: &str, dir: &Path, sandbox: Option<&Boundary>) -> Command {
     let args = [OsString::from("-c"), OsString::from(line)];
     let cwd = if dir.is_dir() {

@@ -912,7 +912,7 @@ fn kill_daemon_and_wait_for_the_team(
     let hit = kill_one(sb, rng, "daemon");
     if hit {
         let killed = Instant::now();
-        let back = wait_until(HEAL_LIMIT, || {
+        let back = wait_every(HEAL_LIMIT, Duration::from_millis(10), || {
             sb.daemon_pid().is_some_and(|p| Some(p) != before) && sb.daemon_answers()
         });
         let mut r = locked(rec);
@@ -1059,8 +1059,13 @@ fn team_file(backend: &str, url: &str) -> String {
     s
 }
 
-/// Waits until `cond` holds or `limit` passes; whether it held.
-fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+/// Waits until `cond` holds or `limit` passes, looking every 250 ms; whether it held.
+fn wait_until(limit: Duration, cond: impl FnMut() -> bool) -> bool {
+    wait_every(limit, Duration::from_millis(250), cond)
+}
+
+/// [`wait_until`], looking every `step` (the heal time is measured to 10 ms).
+fn wait_every(limit: Duration, step: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     loop {
         if cond() {
@@ -1069,7 +1074,7 @@ fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
         if Instant::now() >= deadline {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(step);
     }
 }
 

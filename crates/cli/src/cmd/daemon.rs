@@ -78,6 +78,8 @@ pub fn daemon(ctx: &Ctx, foreground: bool, permission_timeout: u64) -> Result<Ex
 pub fn guard(ctx: &Ctx) -> Result<ExitCode> {
     use agent_team_client::heal::{Healed, Healer};
     use std::io::Read;
+    // The daemon that started this guardian.
+    let daemon = nix::unistd::getppid();
     let mut sink = [0u8; 64];
     let mut stdin = std::io::stdin().lock();
     loop {
@@ -87,6 +89,13 @@ pub fn guard(ctx: &Ctx) -> Result<ExitCode> {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         }
+    }
+    // The pipe ends as the daemon's descriptors close, maybe before its socket does (a connect
+    // would still be queued there and the daemon taken for alive): wait until it has exited
+    // whole, which this process sees as a new parent.
+    let exited = std::time::Instant::now() + Duration::from_secs(5);
+    while nix::unistd::getppid() == daemon && std::time::Instant::now() < exited {
+        std::thread::sleep(Duration::from_millis(2));
     }
     let exe = std::env::current_exe().context("cannot find the agent-team executable")?;
     let env = Healer::launch_env(&ctx.paths, Some(exe));

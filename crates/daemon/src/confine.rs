@@ -39,8 +39,9 @@ pub fn boundary(cfg: &TeamConfig, paths: &TeamPaths) -> Option<Arc<Boundary>> {
         return None;
     }
     let mut control: Vec<PathBuf> = vec![paths.dir.clone()];
+    // (The team's tmux socket is in the runtime dir unless AGENT_TEAM_TMUX_SOCKET puts it
+    // elsewhere; its dir is then not hidden: it may be a shared one such as /tmp.)
     control.extend(paths.socket.parent().map(Path::to_path_buf));
-    control.extend(paths.tmux_socket.parent().map(Path::to_path_buf));
     if let Some(root) = paths.dir.parent().and_then(Path::parent) {
         control.push(root.to_path_buf());
     }

@@ -42,8 +42,14 @@ pub fn start(path: &Path, agent: &AgentEnv) -> std::io::Result<Relay> {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_LINKS));
     let task = tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors, say: not a reason to spin.
+                    tracing::debug!("relay: accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
             };
             let Ok(permit) = slots.clone().try_acquire_owned() else {
                 continue; // dropped: the client retries

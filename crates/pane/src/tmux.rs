@@ -214,6 +214,53 @@ pub fn run(
     }
 }
 
+/// What `list-panes` says of each pane: id, pid, dead, and how a dead one ended. The exit
+/// fields are tagged because tmux prints them empty while unknown.
+const PANE_STATE_FORMAT: &str =
+    "#{pane_id} #{pane_pid} #{pane_dead} s#{pane_dead_status} g#{pane_dead_signal}";
+
+/// One pane as [`PANE_STATE_FORMAT`] printed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PaneState {
+    pid: u32,
+    dead: bool,
+    exit: ExitInfo,
+}
+
+/// Parses one line of [`PANE_STATE_FORMAT`] into the pane id and its state.
+fn parse_pane_state(line: &str) -> Option<(String, PaneState)> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let tagged = |tag: char| {
+        f.iter()
+            .skip(3)
+            .find_map(|x| x.strip_prefix(tag))
+            .and_then(|v| v.parse().ok())
+    };
+    let state = PaneState {
+        pid: f.get(1)?.parse().ok()?,
+        dead: *f.get(2)? == "1",
+        exit: ExitInfo {
+            code: tagged('s'),
+            signal: tagged('g'),
+        },
+    };
+    Some((f.first()?.to_string(), state))
+}
+
+/// Whether the process launched as `pid` in a pane is still there, given what tmux says of the
+/// pane. A pane tmux shows dead before it has reaped the process (its output ended first) has
+/// no exit status yet: unknown, so the next look reads the real one instead of "gone".
+fn pane_liveness(pane: Option<&PaneState>, pid: u32) -> Liveness {
+    match pane {
+        None => Liveness::Exited(ExitInfo::default()),
+        Some(p) if p.dead && p.exit == ExitInfo::default() => Liveness::Unknown,
+        Some(p) if p.dead => Liveness::Exited(p.exit),
+        // A respawned pane has a new pid: the old incarnation is over.
+        Some(p) if p.pid != pid => Liveness::Exited(ExitInfo::default()),
+        Some(_) => Liveness::Alive,
+    }
+}
+
 /// The agents' panes on one tmux server.
 pub struct TmuxBackend {
     place: Placement,
@@ -566,42 +613,18 @@ impl PaneBackend for TmuxBackend {
 
     fn poll(&self, targets: &[Launched]) -> Vec<Liveness> {
         let mut cmds = TmuxCommands::new();
-        cmds.push(
-            ListPanes::new()
-                .all()
-                .format("#{pane_id} #{pane_pid} #{pane_dead} #{pane_dead_status}"),
-        );
-        let panes: HashMap<String, (u32, bool, Option<i32>)> = match self.tmux(cmds) {
-            Ok(out) => out
-                .lines()
-                .filter_map(|l| {
-                    let f: Vec<&str> = l.split_whitespace().collect();
-                    let pid = f.get(1)?.parse().ok()?;
-                    let dead = f.get(2).is_some_and(|d| *d == "1");
-                    let status = f.get(3).and_then(|s| s.parse().ok());
-                    Some((f.first()?.to_string(), (pid, dead, status)))
-                })
-                .collect(),
+        cmds.push(ListPanes::new().all().format(PANE_STATE_FORMAT));
+        let panes: HashMap<String, PaneState> = match self.tmux(cmds) {
+            Ok(out) => out.lines().filter_map(parse_pane_state).collect(),
             // The server is gone, so is every pane on it.
             Err(TmuxFailure::NoServer) => HashMap::new(),
             Err(_) => return targets.iter().map(|_| Liveness::Unknown).collect(),
         };
         targets
             .iter()
-            .map(|t| {
-                let Some(pane) = &t.pane else {
-                    return Liveness::Unknown;
-                };
-                match panes.get(pane) {
-                    None => Liveness::Exited(ExitInfo::default()),
-                    Some((_, true, status)) => Liveness::Exited(ExitInfo {
-                        code: *status,
-                        signal: None,
-                    }),
-                    // A respawned pane has a new pid: the old incarnation is over.
-                    Some((pid, false, _)) if *pid != t.pid => Liveness::Exited(ExitInfo::default()),
-                    Some(_) => Liveness::Alive,
-                }
+            .map(|t| match &t.pane {
+                None => Liveness::Unknown,
+                Some(pane) => pane_liveness(panes.get(pane), t.pid),
             })
             .collect()
     }
@@ -884,6 +907,41 @@ pub fn new_window_here(socket: &Path, name: &str) -> Result<(String, String), Pa
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dead_pane_reports_its_exit_code_or_signal_and_waits_while_tmux_has_neither() {
+        let line = |s: &str| parse_pane_state(s).map(|(_, p)| p);
+        let exited = line("%1 42 1 s0 g").unwrap();
+        assert_eq!(
+            pane_liveness(Some(&exited), 42),
+            Liveness::Exited(ExitInfo {
+                code: Some(0),
+                signal: None
+            })
+        );
+        let killed = line("%1 42 1 s g15").unwrap();
+        assert_eq!(
+            pane_liveness(Some(&killed), 42),
+            Liveness::Exited(ExitInfo {
+                code: None,
+                signal: Some(15)
+            })
+        );
+        // Dead (its output ended) but not reaped yet: not "gone", look again.
+        let unreaped = line("%1 42 1 s g").unwrap();
+        assert_eq!(pane_liveness(Some(&unreaped), 42), Liveness::Unknown);
+        let alive = line("%1 42 0 s g").unwrap();
+        assert_eq!(pane_liveness(Some(&alive), 42), Liveness::Alive);
+        assert_eq!(
+            pane_liveness(Some(&alive), 7),
+            Liveness::Exited(ExitInfo::default())
+        );
+        assert_eq!(
+            pane_liveness(None, 42),
+            Liveness::Exited(ExitInfo::default())
+        );
+        assert_eq!(parse_pane_state("%1 x 1 s g"), None);
+    }
 
     #[test]
     fn versions() {

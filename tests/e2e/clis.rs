@@ -221,14 +221,15 @@ fn a_claude_code_teammate_claims_writes_completes_and_reports_headless() {
                 "Write".into(),
                 json!({"file_path": file.display().to_string(), "content": "written by Claude Code\n"}),
             )]),
-            // The message first: an exec leader ends the run once the board is done.
-            Step::Tools(vec![(
-                "mcp__team__send_message".into(),
-                json!({"to": "leader", "text": "cc finished task 1"}),
-            )]),
+            // What its prompt asks: mark the task completed, then report to the leader. The
+            // board is done before the report; the exec leader's run waits for this last turn.
             Step::Tools(vec![(
                 "mcp__team__update_task_status".into(),
                 json!({"id": 1, "status": "completed", "result": "wrote cc.txt"}),
+            )]),
+            Step::Tools(vec![(
+                "mcp__team__send_message".into(),
+                json!({"to": "leader", "text": "cc finished task 1"}),
             )]),
             Step::Text("All done.".into()),
         ],

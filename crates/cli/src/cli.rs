@@ -48,6 +48,53 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show a worktree teammate's changes against the commit it started from, committed and
+    /// uncommitted: what `finish` would land.
+    Diff {
+        /// The teammate.
+        name: String,
+        /// Only the files and their added/removed line counts, not the patch.
+        #[arg(long)]
+        stat: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Land a worktree teammate's work: commit what is uncommitted (as NAME@TEAM), then merge
+    /// it into the branch the team started from, push it for a pull request, or discard it.
+    /// After a merge or discard its worktree and branch are removed. Without an action it
+    /// shows the work and asks (on a terminal), else exits 2 naming the actions.
+    #[command(group(clap::ArgGroup::new("action").args(["merge", "pr", "discard"])))]
+    Finish {
+        /// The teammate (or --all).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        name: Option<String>,
+        /// Every worktree teammate whose tasks are done.
+        #[arg(long)]
+        all: bool,
+        /// Merge into the base branch (fast-forward when possible); a conflict changes nothing.
+        #[arg(long)]
+        merge: bool,
+        /// Push the branch to the remote the base branch tracks and open a pull request
+        /// (with `gh` when it is on PATH, else print how).
+        #[arg(long)]
+        pr: bool,
+        /// Remove the worktree and the branch without landing anything.
+        #[arg(long)]
+        discard: bool,
+        /// Merge into (or open the pull request against) this branch instead.
+        #[arg(long, value_name = "BRANCH")]
+        into: Option<String>,
+        /// Keep the branch after a merge or discard.
+        #[arg(long)]
+        keep: bool,
+        /// Do not ask before discarding.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Add a teammate from a role.
     Spawn {
         /// The role (see `agent-team roles`: the built-ins, the team file, role files).

@@ -50,7 +50,7 @@ fn main() -> ExitCode {
 }
 
 /// One line: what failed, and a hint in parentheses.
-fn describe(e: &anyhow::Error) -> String {
+pub(crate) fn describe(e: &anyhow::Error) -> String {
     if let Some(h) = e.downcast_ref::<Hinted>() {
         return h.to_string();
     }
@@ -119,6 +119,10 @@ fn hint_for(code: ErrorCode, message: &str, details: &serde_json::Value) -> Stri
             "it starts once its blockers complete; see `agent-team task list`".into()
         }
         ErrorCode::Busy => "the agent must finish or release its current task first".into(),
+        ErrorCode::Conflict if details.get("paths").is_some() => format!(
+            "resolve it by hand with `git merge {}` in the workspace, or drop it with `agent-team finish --discard`",
+            details["branch"].as_str().unwrap_or("the branch")
+        ),
         ErrorCode::Conflict if details.get("agent").is_some() => {
             "pick another name, or `agent-team restart` that agent".into()
         }

@@ -79,24 +79,9 @@ pub fn shell(line: &str, dir: &Path, sandbox: Option<&Boundary>) -> Command {
     cmd
 }
 
-/// `git -C repo` that runs no hook and no fsmonitor, whatever `.git/config` or the
-/// environment says (agents write the workspace; the daemon's git must not run their code).
-pub fn git(repo: &Path) -> Command {
-    let mut cmd = Command::new("git");
-    clean_env(&mut cmd);
-    cmd.env("GIT_CONFIG_NOSYSTEM", "1")
-        .args([
-            "-c",
-            "core.hooksPath=/dev/null",
-            "-c",
-            "core.fsmonitor=false",
-            "-c",
-            "core.sshCommand=false",
-        ])
-        .arg("-C")
-        .arg(repo);
-    cmd
-}
+/// `git -C repo` that runs no hook and no fsmonitor (the one home of that rule is
+/// `agent-team-worktree`).
+pub use agent_team_worktree::git;
 
 /// Clears `cmd`'s environment down to [`KEPT_ENV`].
 fn clean_env(cmd: &mut Command) {

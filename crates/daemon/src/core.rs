@@ -65,6 +65,15 @@ pub enum CoreMsg {
     /// children; with tmux it is one of our own tmux commands, and polling on it would run
     /// another tmux command whose exit is the next SIGCHLD (a busy loop).
     ChildExited,
+    /// A worktree teammate's git work (`work_diff`, `work_finish`) ended.
+    WorkDone {
+        /// The connection that asked.
+        conn: ConnId,
+        /// The request id to answer on.
+        id: u64,
+        /// What it did.
+        done: crate::work::WorkDone,
+    },
     /// A hook (`[hooks]`) ended.
     HookDone {
         /// The hook run.
@@ -145,6 +154,8 @@ pub struct Core {
     room_timer: bool,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     pub(crate) sup: Supervisor,
+    /// Teammates whose work a `work_finish` is landing now.
+    pub(crate) finishing: std::collections::HashSet<String>,
     pub(crate) self_tx: CoreTx,
     force_exit: bool,
     pub(crate) daemon_pid: u32,
@@ -225,6 +236,7 @@ impl Core {
             room_timer: false,
             timers: BinaryHeap::new(),
             sup: Supervisor::new(env, team, paths, clock.clone(), wake),
+            finishing: Default::default(),
             self_tx,
             force_exit: false,
             daemon_pid: std::process::id(),
@@ -563,6 +575,9 @@ impl Core {
                     Request::Restart { name } => self
                         .supervise(|s| s.restart_request(&actor, conn, id, &name))
                         .transpose(),
+                    req @ (Request::WorkDiff { .. } | Request::WorkFinish { .. }) => {
+                        self.work_request(&actor, conn, id, req)
+                    }
                     // A completion with `task_completed` hooks waits for them.
                     Request::TaskFinish {
                         id: task,
@@ -594,6 +609,7 @@ impl Core {
             CoreMsg::Poll => self.supervise(|s| s.poll()),
             CoreMsg::ChildExited => self.supervise(|s| s.child_exited()),
             CoreMsg::HookDone { id, outcome } => self.hook_done(id, outcome),
+            CoreMsg::WorkDone { conn, id, done } => self.work_done(conn, id, done),
         }
     }
 

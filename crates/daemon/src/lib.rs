@@ -17,7 +17,7 @@ mod notify;
 pub mod outbox;
 pub mod policy;
 pub mod supervisor;
-pub mod worktree;
+mod work;
 
 pub use supervisor::{PID_START, SupervisorEnv};
 

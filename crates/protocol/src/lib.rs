@@ -13,6 +13,7 @@ pub mod request;
 pub mod text;
 pub mod usage;
 pub mod wire;
+pub mod work;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use frame::{FrameError, MAX_FRAME_LEN, MAX_HELLO_LEN};
@@ -22,6 +23,7 @@ pub use request::{
 };
 pub use usage::{BudgetLevel, BudgetLimit, BudgetStatus, UsageFigures, UsageLine, UsageReport};
 pub use wire::{Auth, ClientFrame, Hello, MAX_RID_LEN, Push, ServerFrame, Welcome};
+pub use work::{FileChange, FinishAction, FinishOutcome, FinishPolicy, WorkDiff};
 
 /// The protocol version this build speaks; a hello with another version gets `unsupported_version`.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -784,6 +784,27 @@ pub enum Event {
         /// The budget and what is spent.
         budget: crate::BudgetStatus,
     },
+    /// A worktree teammate's work was landed or could not be: `merged` (into `into`, new tip
+    /// `head`), `pr` (pushed for a pull request), `discarded`, or `conflict` (nothing moved;
+    /// `paths` conflict).
+    FinishedWork {
+        /// `merged`, `pr`, `discarded` or `conflict`.
+        outcome: String,
+        /// The teammate's branch.
+        branch: String,
+        /// The base branch.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        into: Option<String>,
+        /// Commits made of its uncommitted changes first.
+        #[serde(default)]
+        committed: Vec<String>,
+        /// The base branch's new tip after a merge.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        head: Option<String>,
+        /// The conflicting paths of a `conflict`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        paths: Vec<String>,
+    },
     /// A hook (`[hooks]` in the team file) failed: it exited with a code other than 0 (or 2,
     /// which blocks, for `task_completed` and `teammate_idle`), was killed at its timeout,
     /// could not start, or was interrupted by a daemon restart (and is not run again).
@@ -837,6 +858,7 @@ impl Event {
             Event::UsageUpdated { .. } => "USAGE_UPDATED",
             Event::BudgetWarning { .. } => "BUDGET_WARNING",
             Event::HookFailed { .. } => "HOOK_FAILED",
+            Event::FinishedWork { .. } => "FINISHED_WORK",
             Event::PlanSubmitted { .. } => "PLAN_SUBMITTED",
             Event::PlanDecided { .. } => "PLAN_DECIDED",
         }

@@ -13,6 +13,29 @@ fn is_false(b: &bool) -> bool {
 pub enum Request {
     /// Liveness check; answers with the daemon's pid.
     Ping,
+    /// A worktree teammate's changes against the commit it started from, committed and not
+    /// (operator and leader only).
+    WorkDiff {
+        /// The teammate.
+        agent: String,
+        /// With the patch itself, not only the files and line counts.
+        #[serde(default, skip_serializing_if = "is_false")]
+        patch: bool,
+    },
+    /// Land a worktree teammate's work: commit what is uncommitted, then merge, push for a pull
+    /// request, or discard (operator and leader only; refused while the teammate is working).
+    WorkFinish {
+        /// The teammate.
+        agent: String,
+        /// What to do.
+        action: crate::FinishAction,
+        /// The branch to merge into (default: the one the team started from).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        into: Option<String>,
+        /// Keep the branch after a merge.
+        #[serde(default, skip_serializing_if = "is_false")]
+        keep: bool,
+    },
     /// A summary of the team and its run.
     TeamInfo,
     /// Create a task (leader and operator only).
@@ -523,6 +546,7 @@ impl Request {
                 | Request::BudgetCheck { .. }
                 | Request::Usage
                 | Request::WaitFor { .. }
+                | Request::WorkDiff { .. }
                 // An acknowledgement only moves a message forward: repeating it changes nothing.
                 | Request::Ack { .. }
         )
@@ -698,6 +722,16 @@ pub enum Reply {
         agents: Vec<AgentInfo>,
         /// The tasks waited for.
         tasks: Vec<Task>,
+    },
+    /// Answer to `work_diff`: a worktree teammate's changes.
+    WorkDiff {
+        /// The changes.
+        diff: crate::WorkDiff,
+    },
+    /// Answer to `work_finish`: what was done with a worktree teammate's work.
+    WorkFinished {
+        /// The outcome.
+        outcome: crate::FinishOutcome,
     },
     /// Answer to `register`: the secret the new agent authenticates with.
     Registered {

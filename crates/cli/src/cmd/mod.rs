@@ -12,6 +12,7 @@ pub(crate) mod teams;
 mod tui;
 pub(crate) mod up;
 mod usage;
+mod work;
 
 use crate::cli::{Cli, Command};
 use crate::ctx::Ctx;
@@ -111,6 +112,39 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             json,
         ),
         Command::Logs { name, follow } => agents::logs(&ctx, &name, follow),
+        Command::Diff { name, stat, json } => work::diff(&ctx, &name, stat, json),
+        Command::Finish {
+            name,
+            all,
+            merge,
+            pr,
+            discard,
+            into,
+            keep,
+            yes,
+            json,
+        } => {
+            let action = if merge {
+                Some(agent_team_protocol::FinishAction::Merge)
+            } else if pr {
+                Some(agent_team_protocol::FinishAction::Pr)
+            } else if discard {
+                Some(agent_team_protocol::FinishAction::Discard)
+            } else {
+                None
+            };
+            let plan = work::Plan {
+                action,
+                into,
+                keep,
+                yes,
+                json,
+            };
+            match name {
+                Some(name) if !all => work::finish(&ctx, &name, &plan),
+                _ => work::finish_all(&ctx, &plan),
+            }
+        }
         Command::Attach { name } => agents::attach(&ctx, &name),
         Command::Ps(j) => board::ps(&ctx, j.json),
         Command::Board => tui::board(&ctx),

@@ -93,9 +93,11 @@ impl Core {
             | Request::Kill { .. }
             | Request::Resume { .. }
             | Request::WaitFor { .. }
-            | Request::Restart { .. } => {
-                Err(internal("lifecycle requests are handled before dispatch"))
-            }
+            | Request::Restart { .. }
+            | Request::WorkDiff { .. }
+            | Request::WorkFinish { .. } => Err(internal(
+                "lifecycle and worktree requests are handled before dispatch",
+            )),
             other => Err(misrouted(&other)),
         }
     }

@@ -86,7 +86,9 @@ fn area(req: &Request) -> Area {
         | Request::Kill { .. }
         | Request::Resume { .. }
         | Request::WaitFor { .. }
-        | Request::Restart { .. } => Area::Agents,
+        | Request::Restart { .. }
+        | Request::WorkDiff { .. }
+        | Request::WorkFinish { .. } => Area::Agents,
         Request::MemorySet { .. }
         | Request::MemoryGet { .. }
         | Request::MemoryList { .. }

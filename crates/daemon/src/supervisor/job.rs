@@ -10,7 +10,7 @@ use std::time::Duration;
 /// Creates a worktree-isolated agent's checkout before its process starts.
 fn prepare_workspace(spec: &LaunchSpec, team_workspace: &std::path::Path) -> Result<(), String> {
     if spec.cwd != team_workspace && spec.env.iter().any(|(k, _)| k == WORKSPACE_ENV) {
-        crate::worktree::ensure(team_workspace, &spec.name)?;
+        agent_team_worktree::ensure(team_workspace, &spec.name).map_err(|e| e.to_string())?;
     }
     Ok(())
 }

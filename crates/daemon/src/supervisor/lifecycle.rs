@@ -562,7 +562,7 @@ impl Step<'_> {
         // A worktree-isolated teammate works in its own checkout (created at launch).
         let cwd = match role.isolation {
             agent_team_config::Isolation::Worktree if rec.info.name != LEADER => {
-                let dir = crate::worktree::path(&cfg.workspace, &rec.info.name);
+                let dir = agent_team_worktree::path(&cfg.workspace, &rec.info.name);
                 envs.push((WORKSPACE_ENV.to_string(), dir.display().to_string()));
                 dir
             }

@@ -1,0 +1,225 @@
+//! A worktree teammate's work: `work_diff` shows it, `work_finish` lands it (merge, pull
+//! request, discard). The git work runs off the core's thread (a merge of many files takes a
+//! while); its outcome comes back as [`CoreMsg::WorkDone`], is recorded as a `FINISHED_WORK`
+//! event and answers the request.
+
+use crate::core::{Core, CoreMsg};
+use crate::outbox::ConnId;
+use agent_team_protocol::{
+    AgentStatus, ErrorBody, ErrorCode, Event, FinishAction, FinishOutcome, Reply, Request,
+    TaskStatus, Timestamp,
+};
+use agent_team_state::Actor;
+use agent_team_worktree::{FinishRequest, WorktreeError};
+use serde_json::json;
+use std::path::PathBuf;
+
+/// What a finished piece of git work reports.
+#[derive(Debug)]
+pub enum WorkDone {
+    /// `work_diff` answered.
+    Diff(Result<Reply, ErrorBody>),
+    /// `work_finish` ended.
+    Finish {
+        /// The teammate.
+        agent: String,
+        /// What was done, or why nothing was.
+        outcome: Result<FinishOutcome, WorktreeError>,
+    },
+}
+
+/// The daemon's answer for a failed worktree operation.
+fn error_body(e: &WorktreeError) -> ErrorBody {
+    let code = match e {
+        WorktreeError::NoWork { .. } => ErrorCode::NotFound,
+        WorktreeError::Conflict { .. } => ErrorCode::Conflict,
+        WorktreeError::Refused(_) | WorktreeError::NotARepo(_) => ErrorCode::InvalidState,
+        WorktreeError::Spawn(_) | WorktreeError::Git { .. } => ErrorCode::Internal,
+    };
+    match e {
+        WorktreeError::Conflict {
+            branch,
+            into,
+            paths,
+        } => ErrorBody::with_details(
+            code,
+            e.to_string(),
+            json!({"branch": branch, "into": into, "paths": paths}),
+        ),
+        _ => ErrorBody::new(code, e.to_string()),
+    }
+}
+
+impl Core {
+    /// `work_diff` and `work_finish` (the leader and the operator only). Answers at once when
+    /// refused, else once the git work is done.
+    pub(crate) fn work_request(
+        &mut self,
+        actor: &Actor,
+        conn: ConnId,
+        id: u64,
+        req: Request,
+    ) -> Option<Result<Reply, ErrorBody>> {
+        if !actor.is_privileged() {
+            return Some(Err(ErrorBody::with_details(
+                ErrorCode::PermissionDenied,
+                "only the leader or the operator may see or land a teammate's work",
+                json!({"agent": actor.name()}),
+            )));
+        }
+        let Some(repo) = self.sup.config.as_ref().map(|c| c.workspace.clone()) else {
+            return Some(Err(ErrorBody::new(
+                ErrorCode::InvalidState,
+                "the team has no configuration yet (run `agent-team up`)",
+            )));
+        };
+        match req {
+            Request::WorkDiff { agent, patch } => {
+                self.run_work(conn, id, move || {
+                    WorkDone::Diff(
+                        agent_team_worktree::diff(&repo, &agent, patch)
+                            .map(|diff| Reply::WorkDiff { diff })
+                            .map_err(|e| error_body(&e)),
+                    )
+                });
+                None
+            }
+            Request::WorkFinish {
+                agent,
+                action,
+                into,
+                keep,
+            } => {
+                if let Err(e) = self.may_finish(&agent) {
+                    return Some(Err(e));
+                }
+                let finish = FinishRequest {
+                    agent: agent.clone(),
+                    team: self.cfg.team.clone(),
+                    action,
+                    into,
+                    keep,
+                    tasks: self.finished_tasks(&agent),
+                };
+                self.finishing.insert(agent.clone());
+                self.run_work(conn, id, move || finish_work(repo, finish));
+                None
+            }
+            other => Some(Err(ErrorBody::new(
+                ErrorCode::Internal,
+                format!("{other:?} is not a worktree request"),
+            ))),
+        }
+    }
+
+    /// Refuses to land the work of a teammate that may still be changing it.
+    fn may_finish(&self, agent: &str) -> Result<(), ErrorBody> {
+        if self.finishing.contains(agent) {
+            return Err(ErrorBody::new(
+                ErrorCode::Conflict,
+                format!("{agent}'s work is being finished already"),
+            ));
+        }
+        let Some(a) = self.state.agent(agent) else {
+            return Ok(());
+        };
+        let working = self
+            .state
+            .tasks(Some(TaskStatus::InProgress))
+            .into_iter()
+            .any(|t| t.owner.as_deref() == Some(agent));
+        let status = a.info.status;
+        if status == AgentStatus::Idle && !working {
+            return Ok(());
+        }
+        if status.is_live() || status == AgentStatus::Backoff {
+            return Err(ErrorBody::with_details(
+                ErrorCode::InvalidState,
+                format!(
+                    "{agent} is {} and may still change its work: finish it once its tasks are done and it is idle, or after `agent-team kill {agent}`",
+                    if working {
+                        "working on a task".to_string()
+                    } else {
+                        status.as_str().to_string()
+                    }
+                ),
+                json!({"agent": agent, "status": status.as_str()}),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `agent`'s completed tasks, for the commit message and the pull request.
+    fn finished_tasks(&self, agent: &str) -> Vec<(u64, String, Option<String>)> {
+        self.state
+            .tasks(Some(TaskStatus::Completed))
+            .into_iter()
+            .filter(|t| t.owner.as_deref() == Some(agent))
+            .map(|t| (t.id, t.title, t.result))
+            .collect()
+    }
+
+    fn run_work(&self, conn: ConnId, id: u64, work: impl FnOnce() -> WorkDone + Send + 'static) {
+        let tx = self.self_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let done = work();
+            let _ = tx.send(CoreMsg::WorkDone { conn, id, done });
+        });
+    }
+
+    /// A piece of git work ended: record what a finish did and answer.
+    pub(crate) fn work_done(&mut self, conn: ConnId, id: u64, done: WorkDone) {
+        let outcome = match done {
+            WorkDone::Diff(r) => r,
+            WorkDone::Finish { agent, outcome } => {
+                self.finishing.remove(&agent);
+                let now = Timestamp::now();
+                let event = match &outcome {
+                    Ok(o) => Some(Event::FinishedWork {
+                        outcome: match o.action {
+                            FinishAction::Merge => "merged",
+                            FinishAction::Pr => "pr",
+                            FinishAction::Discard => "discarded",
+                        }
+                        .into(),
+                        branch: o.branch.clone(),
+                        into: o.into.clone(),
+                        committed: o.committed.clone(),
+                        head: o.head.clone(),
+                        paths: Vec::new(),
+                    }),
+                    Err(WorktreeError::Conflict {
+                        branch,
+                        into,
+                        paths,
+                    }) => Some(Event::FinishedWork {
+                        outcome: "conflict".into(),
+                        branch: branch.clone(),
+                        into: Some(into.clone()),
+                        committed: Vec::new(),
+                        head: None,
+                        paths: paths.clone(),
+                    }),
+                    Err(_) => None,
+                };
+                if let Some(event) = event {
+                    self.state.record(&agent, event, now);
+                }
+                if let Err(e) = &outcome {
+                    tracing::info!(agent, "finish: {e}");
+                }
+                outcome
+                    .map(|outcome| Reply::WorkFinished { outcome })
+                    .map_err(|e| error_body(&e))
+            }
+        };
+        self.answer(conn, id, outcome);
+    }
+}
+
+fn finish_work(repo: PathBuf, finish: FinishRequest) -> WorkDone {
+    WorkDone::Finish {
+        agent: finish.agent.clone(),
+        outcome: agent_team_worktree::finish(&repo, &finish),
+    }
+}

@@ -1,0 +1,120 @@
+//! A worktree teammate's work and how it lands: what `diff` shows and what `finish` did.
+
+use serde::{Deserialize, Serialize};
+
+/// What to do with a worktree teammate's work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum FinishAction {
+    /// Merge its branch into the base branch (fast-forward when possible).
+    Merge,
+    /// Push its branch and open a pull request against the base branch.
+    Pr,
+    /// Drop its worktree and its branch.
+    Discard,
+}
+
+impl FinishAction {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishAction::Merge => "merge",
+            FinishAction::Pr => "pr",
+            FinishAction::Discard => "discard",
+        }
+    }
+}
+
+/// One file a teammate changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct FileChange {
+    /// The path, relative to the repository.
+    pub path: String,
+    /// Lines added (none for a binary file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added: Option<u64>,
+    /// Lines removed (none for a binary file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<u64>,
+}
+
+/// A worktree teammate's changes against the commit it started from, committed and not:
+/// exactly what `finish` would land.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct WorkDiff {
+    /// The teammate.
+    pub agent: String,
+    /// Its branch (`agent-team/NAME`).
+    pub branch: String,
+    /// The branch its work lands on by default (the one the team started from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// The commit it started from (where its branch left the base).
+    pub fork: String,
+    /// Commits on its branch since then.
+    pub commits: u64,
+    /// Whether its worktree has changes not committed yet.
+    pub uncommitted: bool,
+    /// The changed files, by path.
+    pub files: Vec<FileChange>,
+    /// Lines added in all.
+    pub added: u64,
+    /// Lines removed in all.
+    pub removed: u64,
+    /// The patch itself, when asked for (cut at 1 MiB, with a line saying so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<String>,
+}
+
+/// What `finish` did with a teammate's work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct FinishOutcome {
+    /// The teammate.
+    pub agent: String,
+    /// What was done.
+    pub action: FinishAction,
+    /// Its branch.
+    pub branch: String,
+    /// The branch merged into or the pull request's base (none for a discard).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub into: Option<String>,
+    /// The commits made of its uncommitted changes first, oldest first.
+    #[serde(default)]
+    pub committed: Vec<String>,
+    /// The base branch's new tip after a merge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<String>,
+    /// Whether the merge was a fast-forward.
+    #[serde(default)]
+    pub fast_forward: bool,
+    /// Whether the worktree and the branch were removed (a merge without `keep`, a discard).
+    #[serde(default)]
+    pub removed: bool,
+    /// A pull request: the remote the branch was pushed to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed_to: Option<String>,
+    /// A pull request: its URL when `gh` opened it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pr_url: Option<String>,
+    /// A pull request without `gh`: the command (or URL) that opens it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pr_hint: Option<String>,
+}
+
+/// How each worktree teammate's work ends when a run ends (`finish` in the team file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum FinishPolicy {
+    /// Leave the branch and the worktree for `agent-team finish`.
+    #[default]
+    Keep,
+    /// Merge into the base branch.
+    Merge,
+    /// Push and open a pull request.
+    Pr,
+}

@@ -1,0 +1,246 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use agent_team_protocol::FinishAction;
+
+/// A repository on `main` with one commit, and a user identity.
+fn repo() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path();
+    run(r, &["init", "-q", "-b", "main"]).unwrap();
+    run(r, &["config", "user.name", "Op"]).unwrap();
+    run(r, &["config", "user.email", "op@example.com"]).unwrap();
+    std::fs::write(r.join("README"), "hello\n").unwrap();
+    std::fs::write(r.join("shared.txt"), "one\n").unwrap();
+    run(r, &["add", "-A"]).unwrap();
+    run(r, &["commit", "-q", "-m", "first"]).unwrap();
+    d
+}
+
+fn req(agent: &str, action: FinishAction) -> FinishRequest {
+    FinishRequest {
+        agent: agent.into(),
+        team: "t".into(),
+        action,
+        into: None,
+        keep: false,
+        tasks: vec![(1, format!("task of {agent}"), Some("done".into()))],
+    }
+}
+
+fn show(r: &Path, what: &str) -> String {
+    run(r, &["show", what]).unwrap_or_default()
+}
+
+#[test]
+fn a_new_worktree_records_its_base_and_stays_out_of_git_status() {
+    let d = repo();
+    let r = d.path();
+    let wt = ensure(r, "a").unwrap();
+    assert!(wt.join("README").exists());
+    assert_eq!(base(r, "a").unwrap().as_deref(), Some("main"));
+    // The workspace stays clean: a merge into it is not refused for the worktrees.
+    assert_eq!(run(r, &["status", "--porcelain"]).unwrap(), "");
+    // Made twice: the same one.
+    assert_eq!(ensure(r, "a").unwrap(), wt);
+}
+
+#[test]
+fn diff_shows_committed_uncommitted_and_new_files_without_touching_the_index() {
+    let d = repo();
+    let r = d.path();
+    let wt = ensure(r, "a").unwrap();
+    std::fs::write(wt.join("shared.txt"), "one\ntwo\n").unwrap();
+    run(&wt, &["commit", "-q", "-am", "more"]).unwrap();
+    std::fs::write(wt.join("README"), "changed\n").unwrap();
+    std::fs::write(wt.join("new.txt"), "a\nb\nc\n").unwrap();
+    let before = run(&wt, &["status", "--porcelain"]).unwrap();
+    let d1 = diff(r, "a", true).unwrap();
+    assert_eq!(d1.commits, 1);
+    assert!(d1.uncommitted);
+    let paths: Vec<&str> = d1.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, ["README", "new.txt", "shared.txt"]);
+    assert_eq!((d1.added, d1.removed), (5, 1));
+    assert!(d1.patch.unwrap().contains("+changed"));
+    // Reading changed nothing: new.txt is still untracked.
+    assert_eq!(run(&wt, &["status", "--porcelain"]).unwrap(), before);
+    assert!(matches!(
+        diff(r, "nobody", false),
+        Err(WorktreeError::NoWork { .. })
+    ));
+}
+
+#[test]
+fn two_teammates_merge_into_the_checked_out_base_and_their_worktrees_go() {
+    let d = repo();
+    let r = d.path();
+    for (a, f) in [("a", "a.txt"), ("b", "b.txt")] {
+        let wt = ensure(r, a).unwrap();
+        std::fs::write(wt.join(f), format!("from {a}\n")).unwrap();
+    }
+    let first = finish(r, &req("a", FinishAction::Merge)).unwrap();
+    assert!(first.fast_forward);
+    assert_eq!(first.committed.len(), 1);
+    assert!(first.removed);
+    let second = finish(r, &req("b", FinishAction::Merge)).unwrap();
+    assert!(!second.fast_forward);
+    // Both files on main, in the workspace too; the teammates' commits are in its history,
+    // authored as them.
+    assert_eq!(
+        std::fs::read_to_string(r.join("a.txt")).unwrap(),
+        "from a\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(r.join("b.txt")).unwrap(),
+        "from b\n"
+    );
+    let authors = run(r, &["log", "--format=%an", "main"]).unwrap();
+    assert!(
+        authors.contains("a@t") && authors.contains("b@t"),
+        "{authors}"
+    );
+    assert_eq!(
+        run(r, &["rev-parse", "main"]).unwrap(),
+        second.head.unwrap()
+    );
+    assert!(!has_work(r, "a") && !has_work(r, "b"));
+    assert!(!path(r, "a").exists() && !path(r, "b").exists());
+    assert_eq!(run(r, &["status", "--porcelain"]).unwrap(), "");
+}
+
+#[test]
+fn a_conflicting_merge_moves_nothing_and_names_the_paths() {
+    let d = repo();
+    let r = d.path();
+    for a in ["a", "b"] {
+        let wt = ensure(r, a).unwrap();
+        std::fs::write(wt.join("shared.txt"), format!("{a} was here\n")).unwrap();
+    }
+    finish(r, &req("a", FinishAction::Merge)).unwrap();
+    let main_before = run(r, &["rev-parse", "main"]).unwrap();
+    let files_before = std::fs::read_to_string(r.join("shared.txt")).unwrap();
+    let e = finish(r, &req("b", FinishAction::Merge)).unwrap_err();
+    match &e {
+        WorktreeError::Conflict { paths, .. } => assert_eq!(paths, &["shared.txt"]),
+        other => panic!("{other}"),
+    }
+    assert!(e.to_string().starts_with("conflict:"), "{e}");
+    assert_eq!(run(r, &["rev-parse", "main"]).unwrap(), main_before);
+    assert_eq!(
+        std::fs::read_to_string(r.join("shared.txt")).unwrap(),
+        files_before
+    );
+    assert_eq!(run(r, &["status", "--porcelain"]).unwrap(), "");
+    // The branch is kept, its work committed.
+    assert!(has_work(r, "b"));
+    assert!(show(r, "agent-team/b:shared.txt").contains("b was here"));
+}
+
+#[test]
+fn a_base_not_checked_out_is_merged_on_refs_and_conflicts_there_too() {
+    let d = repo();
+    let r = d.path();
+    run(r, &["branch", "dev"]).unwrap();
+    for a in ["a", "b", "c"] {
+        let wt = ensure(r, a).unwrap();
+        let f = if a == "c" {
+            "a.txt"
+        } else {
+            &format!("{a}.txt")
+        };
+        std::fs::write(wt.join(f), format!("{a}\n")).unwrap();
+    }
+    let into = |a: &str| FinishRequest {
+        into: Some("dev".into()),
+        ..req(a, FinishAction::Merge)
+    };
+    assert!(finish(r, &into("a")).unwrap().fast_forward);
+    let b = finish(r, &into("b")).unwrap();
+    assert!(!b.fast_forward);
+    assert!(show(r, "dev:a.txt").contains('a') && show(r, "dev:b.txt").contains('b'));
+    // main (checked out) did not move, its files neither.
+    assert!(!r.join("a.txt").exists());
+    let dev = run(r, &["rev-parse", "dev"]).unwrap();
+    match finish(r, &into("c")).unwrap_err() {
+        WorktreeError::Conflict { paths, .. } => assert_eq!(paths, ["a.txt"]),
+        other => panic!("{other}"),
+    }
+    assert_eq!(run(r, &["rev-parse", "dev"]).unwrap(), dev);
+}
+
+#[test]
+fn a_dirty_base_workspace_is_refused_before_anything_moves() {
+    let d = repo();
+    let r = d.path();
+    let wt = ensure(r, "a").unwrap();
+    std::fs::write(wt.join("a.txt"), "a\n").unwrap();
+    std::fs::write(r.join("README"), "edited by the user\n").unwrap();
+    let e = finish(r, &req("a", FinishAction::Merge)).unwrap_err();
+    assert!(matches!(e, WorktreeError::Refused(_)), "{e}");
+    assert!(e.to_string().contains("uncommitted changes"), "{e}");
+    // Nothing committed in the worktree either.
+    assert!(!run(&wt, &["status", "--porcelain"]).unwrap().is_empty());
+    assert_eq!(
+        std::fs::read_to_string(r.join("README")).unwrap(),
+        "edited by the user\n"
+    );
+}
+
+#[test]
+fn discard_drops_the_worktree_and_the_branch_or_keeps_the_branch() {
+    let d = repo();
+    let r = d.path();
+    for a in ["a", "b"] {
+        let wt = ensure(r, a).unwrap();
+        std::fs::write(wt.join("x.txt"), "x\n").unwrap();
+    }
+    let out = finish(r, &req("a", FinishAction::Discard)).unwrap();
+    assert!(out.removed);
+    assert!(!has_work(r, "a") && !path(r, "a").exists());
+    let keep = FinishRequest {
+        keep: true,
+        ..req("b", FinishAction::Discard)
+    };
+    finish(r, &keep).unwrap();
+    assert!(has_work(r, "b") && !path(r, "b").exists());
+    assert!(!r.join("x.txt").exists());
+}
+
+#[test]
+fn a_pull_request_pushes_to_the_tracked_remote_and_says_how_to_open_it() {
+    let d = repo();
+    let r = d.path();
+    let bare = d.path().join("remote.git");
+    run(r, &["init", "-q", "--bare", &bare.display().to_string()]).unwrap();
+    run(r, &["remote", "add", "origin", &bare.display().to_string()]).unwrap();
+    run(r, &["push", "-q", "-u", "origin", "main"]).unwrap();
+    let wt = ensure(r, "a").unwrap();
+    std::fs::write(wt.join("a.txt"), "a\n").unwrap();
+    let out = finish(r, &req("a", FinishAction::Pr)).unwrap();
+    assert_eq!(out.pushed_to.as_deref(), Some("origin"));
+    assert!(show(&bare, "agent-team/a:a.txt").contains('a'));
+    // The work stays until the PR is merged.
+    assert!(has_work(r, "a"));
+    assert!(!out.removed);
+}
+
+#[test]
+fn git_here_runs_no_planted_hook() {
+    let d = repo();
+    let r = d.path();
+    let planted = r.join("planted");
+    let hook = r.join(".git/hooks/post-checkout");
+    std::fs::write(&hook, format!("#!/bin/sh\ntouch {}\n", planted.display())).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    ensure(r, "a").unwrap();
+    assert!(!planted.exists(), "the planted hook ran");
+    // Plain git runs it (the test can fail).
+    Command::new("git")
+        .arg("-C")
+        .arg(r)
+        .args(["checkout", "-q", "-b", "other"])
+        .output()
+        .unwrap();
+    assert!(planted.exists());
+}

@@ -8,6 +8,7 @@ mod clis;
 mod crash;
 mod disk;
 mod end;
+mod finish;
 mod heal;
 mod hooks;
 mod lifecycle;

@@ -83,6 +83,7 @@ pub fn default_role(name: &str) -> Role {
         permissions: vec![],
         restart: RestartPolicy::OnFailure,
         isolation: Isolation::Shared,
+        finish: None,
         max_steps: 50,
         command: None,
         env: BTreeMap::new(),

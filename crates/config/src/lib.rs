@@ -96,6 +96,7 @@ pub fn empty_team(name: &str, workspace: &Path) -> TeamConfig {
         approver: Approver::Human,
         permission_timeout_secs: 300,
         end_grace_secs: DEFAULT_END_GRACE_SECS,
+        finish: Default::default(),
         roles: builtin_roles(),
         teammates: vec![],
         tasks: vec![],

@@ -346,6 +346,10 @@ pub struct Role {
     /// `decide_plan` or `agent-team plan approve`) before they may write or run the shell.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub plan_required: bool,
+    /// What `run` does with a worktree member's work when the run ends (`finish` on the role;
+    /// none: the team's `finish`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish: Option<agent_team_protocol::FinishPolicy>,
     /// `[roles.X.sandbox]`: what this role's members add to the sandbox's paths, as written
     /// (see [`SandboxPaths::resolved`]).
     #[serde(default, skip_serializing_if = "SandboxPaths::is_empty")]
@@ -433,6 +437,10 @@ pub struct TeamConfig {
     /// (their last reports) before it goes ahead (`end_grace`, default 30).
     #[serde(default = "default_end_grace")]
     pub end_grace_secs: u64,
+    /// What `run` does with each worktree teammate's work when the run ends (`finish`, default
+    /// `keep`); a role's own `finish` wins.
+    #[serde(default)]
+    pub finish: agent_team_protocol::FinishPolicy,
     /// Every role by name (built-ins included).
     pub roles: BTreeMap<String, Role>,
     /// The teammates to start with.

@@ -110,6 +110,7 @@ struct RawTeamFile {
     approver: Option<Approver>,
     permission_timeout: Option<u64>,
     end_grace: Option<u64>,
+    finish: Option<agent_team_protocol::FinishPolicy>,
     sandbox: Option<RawSandbox>,
     board: Option<bool>,
     strategy: Option<Spanned<String>>,
@@ -179,6 +180,8 @@ pub(crate) struct RawRole {
     budget_usd: Option<f64>,
     hooks: Option<crate::Hooks>,
     plan_required: Option<bool>,
+    /// What `run` does with a worktree member's work at its end.
+    finish: Option<agent_team_protocol::FinishPolicy>,
     /// `[roles.X.sandbox]`: `write` and `read_deny` for this role's members.
     sandbox: Option<SandboxPaths>,
     /// Tools a role file takes away (Claude Code's `disallowedTools`), from its `tools` or from
@@ -651,6 +654,7 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
         approver: raw.approver.unwrap_or_default(),
         permission_timeout_secs: raw.permission_timeout.unwrap_or(300),
         end_grace_secs: raw.end_grace.unwrap_or(crate::DEFAULT_END_GRACE_SECS),
+        finish: raw.finish.unwrap_or_default(),
         roles,
         teammates,
         tasks,
@@ -806,6 +810,7 @@ fn overlay(base: RawRole, top: RawRole) -> RawRole {
         budget_usd: top.budget_usd.or(base.budget_usd),
         hooks: top.hooks.or(base.hooks),
         plan_required: top.plan_required.or(base.plan_required),
+        finish: top.finish.or(base.finish),
         sandbox: top.sandbox.or(base.sandbox),
         source: top.source.or(base.source),
         disallowed: top.disallowed.or(base.disallowed),
@@ -946,6 +951,7 @@ fn resolve_role(
         stream: r.stream.unwrap_or(fallback.stream),
         source: r.source.unwrap_or(fallback.source),
         plan_required: r.plan_required.unwrap_or(fallback.plan_required),
+        finish: r.finish.or(fallback.finish),
         sandbox: r.sandbox.unwrap_or(fallback.sandbox),
     })
 }

@@ -93,6 +93,16 @@ impl Core {
                 if let Err(e) = self.may_finish(&agent) {
                     return Some(Err(e));
                 }
+                // Pushing leaves the machine: the leader may only when the team file says so.
+                if action == FinishAction::Pr
+                    && !matches!(actor, Actor::Operator)
+                    && !self.pull_requests_configured(&agent)
+                {
+                    return Some(Err(ErrorBody::new(
+                        ErrorCode::PermissionDenied,
+                        "only the operator may open a pull request unless the team file says finish = \"pr\"",
+                    )));
+                }
                 let finish = FinishRequest {
                     agent: agent.clone(),
                     team: self.cfg.team.clone(),
@@ -147,6 +157,18 @@ impl Core {
             ));
         }
         Ok(())
+    }
+
+    /// Whether the team file (or `agent`'s role) lands work as pull requests.
+    fn pull_requests_configured(&self, agent: &str) -> bool {
+        let Some(cfg) = &self.sup.config else {
+            return false;
+        };
+        let role = self.state.agent(agent).map(|a| a.info.role.clone());
+        let policy = role
+            .and_then(|r| cfg.role(&r).and_then(|r| r.finish))
+            .unwrap_or(cfg.finish);
+        policy == agent_team_protocol::FinishPolicy::Pr
     }
 
     /// `agent`'s completed tasks, for the commit message and the pull request.

@@ -23,7 +23,7 @@ pub use request::{
 };
 pub use usage::{BudgetLevel, BudgetLimit, BudgetStatus, UsageFigures, UsageLine, UsageReport};
 pub use wire::{Auth, ClientFrame, Hello, MAX_RID_LEN, Push, ServerFrame, Welcome};
-pub use work::{FileChange, FinishAction, FinishOutcome, FinishPolicy, WorkDiff};
+pub use work::{FileChange, FinishAction, FinishOutcome, FinishPolicy, WorkDiff, WorkResult};
 
 /// The protocol version this build speaks; a hello with another version gets `unsupported_version`.
 pub const PROTOCOL_VERSION: u32 = 1;

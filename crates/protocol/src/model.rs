@@ -1023,6 +1023,10 @@ pub struct RunResult {
     /// waits for the teammates' last turns so these are in).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub reports: BTreeMap<String, String>,
+    /// What the run's end did with each worktree teammate's work (`finish = "merge"` or
+    /// `"pr"` in the team file), a conflict included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finished_work: Vec<crate::WorkResult>,
 }
 
 impl RunResult {
@@ -1041,6 +1045,7 @@ impl RunResult {
             tasks: Vec::new(),
             usage: None,
             reports: BTreeMap::new(),
+            finished_work: Vec::new(),
         }
     }
 

@@ -118,3 +118,18 @@ pub enum FinishPolicy {
     /// Push and open a pull request.
     Pr,
 }
+
+/// What became of one teammate's work at the end of a run: the outcome, or why it did not
+/// land (a conflict: its branch is kept).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct WorkResult {
+    /// The teammate.
+    pub agent: String,
+    /// What was done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<FinishOutcome>,
+    /// Why nothing was done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

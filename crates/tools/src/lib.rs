@@ -29,8 +29,8 @@ pub use tasks::{
     UpdateTaskStatus,
 };
 pub use team::{
-    CloseTeammate, DecidePermission, FinishTeam, ListTeammates, ResumeTeammate, SpawnTeam,
-    SpawnTeammate, TeamMember, WaitFor,
+    CloseTeammate, DecidePermission, DiffTeammate, FinishTeam, FinishTeammateWork, ListTeammates,
+    ResumeTeammate, SpawnTeam, SpawnTeammate, TeamMember, WaitFor, WorkAction,
 };
 pub use todos::{TodoItem, TodoStatus, TodoWrite};
 pub use web::WebFetch;
@@ -181,6 +181,8 @@ catalogue!(
     WaitFor,
     CloseTeammate,
     ResumeTeammate,
+    DiffTeammate,
+    FinishTeammateWork,
     CreateTask,
     AssignTask,
     SendMessage,

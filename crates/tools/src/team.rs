@@ -113,6 +113,48 @@ impl Tool for ResumeTeammate {
     const AUDIENCE: Audience = Audience::LEADER;
 }
 
+/// Arguments of `diff_teammate`: the leader reviews a worktree teammate's work.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DiffTeammate {
+    /// the teammate's name
+    pub name: String,
+}
+
+impl Tool for DiffTeammate {
+    const NAME: &'static str = "diff_teammate";
+    const DESCRIPTION: &'static str = "Show a worktree teammate's changes (isolation = worktree) against the commit it started from, committed and not: the files with lines added and removed, and the patch (cut at 1 MiB). Review it before finish_teammate_work.";
+    const AUDIENCE: Audience = Audience::LEADER;
+}
+
+/// What `finish_teammate_work` does with the work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkAction {
+    /// merge it into the branch the team started from
+    Merge,
+    /// drop the worktree and its branch
+    Discard,
+    /// push it and open a pull request (only when the team file says finish = "pr")
+    Pr,
+}
+
+/// Arguments of `finish_teammate_work`: the leader lands (or drops) a teammate's work.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FinishTeammateWork {
+    /// the teammate's name
+    pub name: String,
+    /// merge, discard, or pr (only when the team file says finish = "pr")
+    pub action: WorkAction,
+}
+
+impl Tool for FinishTeammateWork {
+    const NAME: &'static str = "finish_teammate_work";
+    const DESCRIPTION: &'static str = "Land a worktree teammate's reviewed work: its uncommitted changes are committed, then merged into the base branch (a conflict changes nothing and names the files), or discarded. The teammate must be idle with its tasks done, or closed. Its worktree and branch are removed after.";
+    const AUDIENCE: Audience = Audience::LEADER;
+}
+
 /// Arguments of `list_teammates` (none): anyone can see the roster.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

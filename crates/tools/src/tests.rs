@@ -151,6 +151,8 @@ fn the_audience_lists_are_the_ones_agents_always_had() {
             "wait_for",
             "close_teammate",
             "resume_teammate",
+            "diff_teammate",
+            "finish_teammate_work",
             "create_task",
             "assign_task",
             "send_message",

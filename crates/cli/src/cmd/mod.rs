@@ -12,7 +12,7 @@ pub(crate) mod teams;
 mod tui;
 pub(crate) mod up;
 mod usage;
-mod work;
+pub(crate) mod work;
 
 use crate::cli::{Cli, Command};
 use crate::ctx::Ctx;

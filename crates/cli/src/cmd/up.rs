@@ -576,6 +576,7 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
             .with_details(done.details, done.tasks);
             result.usage = done.usage.map(Box::new);
             result.reports = done.reports;
+            result.finished_work = done.finished_work;
             print_outcome(report, &RunOutcome::Complete(result));
             Ok(exit_for(success))
         }
@@ -613,6 +614,8 @@ struct Finished {
     usage: Option<UsageReport>,
     /// Each teammate's last message to the leader during the run.
     reports: std::collections::BTreeMap<String, String>,
+    /// What the run's end did with the worktree teammates' work.
+    finished_work: Vec<WorkResult>,
 }
 
 /// Starts the team, follows it to its answer and shuts it down.
@@ -679,6 +682,11 @@ fn run_team(ctx: &Ctx, args: RunArgs, report: Report, started: Instant) -> Resul
         Ok(_) => last_reports(&mut c, cfg.end_grace_secs, run_ts, args.quiet),
         Err(_) => Default::default(),
     };
+    // The worktree teammates' work, landed as the team file says (`finish`).
+    let finished_work = match &outcome {
+        Ok(_) => crate::cmd::work::at_run_end(&mut c, &cfg, args.quiet),
+        Err(_) => Vec::new(),
+    };
     // The figures as the run ended, before the team goes down.
     let usage = match c.call(Request::Usage) {
         Ok(Reply::Usage { report }) => Some(report),
@@ -689,6 +697,7 @@ fn run_team(ctx: &Ctx, args: RunArgs, report: Report, started: Instant) -> Resul
     let mut done = outcome?;
     done.usage = usage;
     done.reports = reports;
+    done.finished_work = finished_work;
     Ok(done)
 }
 
@@ -888,6 +897,7 @@ fn follow_until_finished(
                     tasks,
                     usage: None,
                     reports: Default::default(),
+                    finished_work: Vec::new(),
                 }));
             }
             Event::PermissionRequested { request }

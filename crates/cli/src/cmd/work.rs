@@ -295,3 +295,76 @@ pub fn finish_all(ctx: &Ctx, plan: &Plan) -> Result<ExitCode> {
         ExitCode::SUCCESS
     })
 }
+
+/// The end of a run: each worktree teammate whose role (or the team) says `finish = "merge"`
+/// or `"pr"` is stopped and its work landed; a conflict leaves its branch and is reported.
+pub fn at_run_end(
+    c: &mut agent_team_client::Client,
+    cfg: &agent_team_config::TeamConfig,
+    quiet: bool,
+) -> Vec<WorkResult> {
+    let agents = match c.call(Request::Agents) {
+        Ok(Reply::Agents { agents }) => agents,
+        _ => return Vec::new(),
+    };
+    let mut out = Vec::new();
+    for a in agents.iter().filter(|a| a.name != names::LEADER) {
+        let policy = cfg
+            .role(&a.role)
+            .and_then(|r| r.finish)
+            .unwrap_or(cfg.finish);
+        let action = match policy {
+            FinishPolicy::Keep => continue,
+            FinishPolicy::Merge => FinishAction::Merge,
+            FinishPolicy::Pr => FinishAction::Pr,
+        };
+        if !agent_team_worktree::has_work(&cfg.workspace, &a.name) {
+            continue;
+        }
+        // Its work must not change while it lands.
+        if a.status.is_live() {
+            let _ = c.call(Request::Kill {
+                name: a.name.clone(),
+                reason: Some("the run ended; its work is being landed".into()),
+            });
+        }
+        let req = Request::WorkFinish {
+            agent: a.name.clone(),
+            action,
+            into: None,
+            keep: false,
+        };
+        let result = match c.call(req) {
+            Ok(Reply::WorkFinished { outcome }) => {
+                if !quiet {
+                    eprintln!("agent-team: {}", said(&outcome, false));
+                }
+                WorkResult {
+                    agent: a.name.clone(),
+                    outcome: Some(outcome),
+                    error: None,
+                }
+            }
+            Ok(other) => WorkResult {
+                agent: a.name.clone(),
+                outcome: None,
+                error: Some(format!("unexpected reply {other:?}")),
+            },
+            Err(e) => {
+                let msg = match &e {
+                    agent_team_client::ClientError::Server(b)
+                    | agent_team_client::ClientError::Refused(b) => b.message.clone(),
+                    other => other.to_string(),
+                };
+                eprintln!("agent-team: {}: its work did not land: {msg}", a.name);
+                WorkResult {
+                    agent: a.name.clone(),
+                    outcome: None,
+                    error: Some(msg),
+                }
+            }
+        };
+        out.push(result);
+    }
+    out
+}

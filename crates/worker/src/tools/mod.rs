@@ -337,6 +337,8 @@ async fn run_inner(ctx: &ToolCtx, call: &ToolCall) -> Result<ToolOutcome, String
         ToolCall::WaitFor(a) => team::wait_for(ctx, a).await,
         ToolCall::CloseTeammate(a) => team::close_teammate(ctx, a).await,
         ToolCall::ResumeTeammate(a) => team::resume_teammate(ctx, a).await,
+        ToolCall::DiffTeammate(a) => team::diff_teammate(ctx, a).await,
+        ToolCall::FinishTeammateWork(a) => team::finish_teammate_work(ctx, a).await,
         ToolCall::CreateTask(a) => team::create_task(ctx, a).await,
         ToolCall::AssignTask(a) => team::assign_task(ctx, a).await,
         ToolCall::SendMessage(a) => team::send_message(ctx, a).await,

@@ -4,8 +4,8 @@ use super::{ToolCtx, ToolOutcome, daemon, to_json};
 use agent_team_protocol::*;
 use agent_team_tools::{
     AssignTask, BoardStatus, Broadcast, ClaimTask, CloseTeammate, CreateTask, DecidePermission,
-    FinishTeam, FinishedStatus, ListTasks, ReleaseTask, ResumeTeammate, SendMessage, SpawnTeam,
-    SpawnTeammate, UpdateTaskStatus, WaitFor,
+    DiffTeammate, FinishTeam, FinishTeammateWork, FinishedStatus, ListTasks, ReleaseTask,
+    ResumeTeammate, SendMessage, SpawnTeam, SpawnTeammate, UpdateTaskStatus, WaitFor, WorkAction,
 };
 use serde_json::{Value, json};
 
@@ -102,6 +102,64 @@ pub(super) async fn close_teammate(
             "{} is {}; its slot is free and its task (if any) went back to pending",
             agent.name, agent.status
         )),
+        other => ToolOutcome::ok(to_json(&other)),
+    })
+}
+
+pub(super) async fn diff_teammate(ctx: &ToolCtx, a: &DiffTeammate) -> Result<ToolOutcome, String> {
+    let req = Request::WorkDiff {
+        agent: a.name.clone(),
+        patch: true,
+    };
+    Ok(match daemon(ctx, req).await? {
+        Reply::WorkDiff { diff } => {
+            let mut text = format!(
+                "{}: {} file(s), +{} -{} against {} on {}{}\n",
+                diff.agent,
+                diff.files.len(),
+                diff.added,
+                diff.removed,
+                diff.base.as_deref().unwrap_or("its start"),
+                diff.branch,
+                if diff.uncommitted {
+                    " (with uncommitted changes)"
+                } else {
+                    ""
+                }
+            );
+            for f in &diff.files {
+                match (f.added, f.removed) {
+                    (Some(x), Some(y)) => text.push_str(&format!("  {} +{x} -{y}\n", f.path)),
+                    _ => text.push_str(&format!("  {} (binary)\n", f.path)),
+                }
+            }
+            if let Some(p) = &diff.patch {
+                text.push('\n');
+                text.push_str(p);
+            }
+            ToolOutcome::ok(text)
+        }
+        other => ToolOutcome::ok(to_json(&other)),
+    })
+}
+
+pub(super) async fn finish_teammate_work(
+    ctx: &ToolCtx,
+    a: &FinishTeammateWork,
+) -> Result<ToolOutcome, String> {
+    let action = match a.action {
+        WorkAction::Merge => agent_team_protocol::FinishAction::Merge,
+        WorkAction::Discard => agent_team_protocol::FinishAction::Discard,
+        WorkAction::Pr => agent_team_protocol::FinishAction::Pr,
+    };
+    let req = Request::WorkFinish {
+        agent: a.name.clone(),
+        action,
+        into: None,
+        keep: false,
+    };
+    Ok(match daemon(ctx, req).await? {
+        Reply::WorkFinished { outcome } => ToolOutcome::ok(to_json(&outcome)),
         other => ToolOutcome::ok(to_json(&other)),
     })
 }

@@ -1,0 +1,380 @@
+//! Finishing the work (issue 28): worktree teammates' changes land on the base branch with
+//! `agent-team finish` (merge, pull request, discard), at the end of `run` (`finish = "merge"`)
+//! and through the leader's `finish_teammate_work`; a conflict moves nothing.
+
+use agent_team_e2e::*;
+use agent_team_protocol::*;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(60);
+
+/// git in `dir`; panics with its stderr when it fails.
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.email=t@t", "-c", "user.name=tester"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A sandbox whose directory is a git repository on `main` with one commit.
+fn repo() -> Sandbox {
+    let sb = Sandbox::new();
+    let d = sb.dir.path();
+    git(d, &["init", "-q", "-b", "main"]);
+    std::fs::write(d.join("README"), "base\n").unwrap();
+    std::fs::write(d.join("shared.txt"), "one\n").unwrap();
+    // The sandbox's own state lives in the directory: not part of anyone's work.
+    std::fs::write(d.join(".gitignore"), "/home/\n/run/\n/bin/\n/calls\n").unwrap();
+    git(d, &["add", "-A"]);
+    git(d, &["commit", "-qm", "base"]);
+    sb
+}
+
+/// A team of exec teammates in worktrees, one task each (`(agent, command)`), and `extra`
+/// team-file lines.
+fn team(name: &str, work: &[(&str, &str)], extra: &str) -> String {
+    let mut s = format!(
+        "name = \"{name}\"\nboard = false\n{extra}\n[roles.worker]\nisolation = \"worktree\"\n"
+    );
+    for (a, _) in work {
+        s.push_str(&format!(
+            "[[teammates]]\nname = \"{a}\"\nrole = \"worker\"\n"
+        ));
+    }
+    for (a, cmd) in work {
+        s.push_str(&format!(
+            "[[tasks]]\ntitle = \"work of {a}\"\nrun = \"{cmd}\"\nassign = \"{a}\"\n"
+        ));
+    }
+    s
+}
+
+/// Starts `text`'s team detached and waits until every task is completed.
+fn up_and_work(sb: &Sandbox, name: &str, text: &str, tasks: usize) {
+    sb.write_team_file(text);
+    git(sb.dir.path(), &["add", "agent-team.toml"]);
+    git(sb.dir.path(), &["commit", "-qm", "team"]);
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    wait_for("the tasks to complete", T, || {
+        sb.tasks(name)
+            .iter()
+            .filter(|t| t.status == TaskStatus::Completed)
+            .count()
+            == tasks
+    });
+}
+
+fn events(sb: &Sandbox) -> Vec<Envelope> {
+    sb.ok(&["events"])
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[test]
+fn two_teammates_work_lands_on_main_with_finish_merge_and_their_worktrees_go() {
+    let sb = repo();
+    let d = sb.dir.path();
+    up_and_work(
+        &sb,
+        "fm",
+        &team(
+            "fm",
+            &[("a", "echo from-a > a.txt"), ("b", "echo from-b > b.txt")],
+            "",
+        ),
+        2,
+    );
+    // What finish would land, as JSON for scripts.
+    let diff: WorkDiff = serde_json::from_str(&sb.ok(&["diff", "a", "--json"])).unwrap();
+    assert_eq!(diff.files.len(), 1, "{diff:?}");
+    assert_eq!(diff.files[0].path, "a.txt");
+    assert!(diff.uncommitted && diff.patch.is_some());
+    assert_eq!(diff.base.as_deref(), Some("main"));
+    // Without an action and without a terminal: exit 2 naming the actions; nothing moved.
+    let ask = sb.run(&["finish", "a"]);
+    assert_eq!(ask.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&ask.stderr).contains("--merge, --pr or --discard"));
+    for a in ["a", "b"] {
+        let out: FinishOutcome =
+            serde_json::from_str(&sb.ok(&["finish", a, "--merge", "--json"])).unwrap();
+        assert_eq!(out.into.as_deref(), Some("main"));
+        assert_eq!(out.committed.len(), 1, "{out:?}");
+        assert!(out.removed);
+    }
+    assert_eq!(
+        std::fs::read_to_string(d.join("a.txt")).unwrap(),
+        "from-a\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("b.txt")).unwrap(),
+        "from-b\n"
+    );
+    let log = git(d, &["log", "--format=%an %s", "main"]);
+    assert!(
+        log.contains("a@fm a@fm: work of a") && log.contains("b@fm b@fm: work of b"),
+        "{log}"
+    );
+    assert_eq!(git(d, &["branch", "--list", "agent-team/*"]), "");
+    assert!(!d.join(".agent-team/worktrees/a").exists());
+    assert_eq!(git(d, &["status", "--porcelain"]), "");
+    let merged: Vec<Envelope> = events(&sb)
+        .into_iter()
+        .filter(|e| matches!(&e.event, Event::FinishedWork { outcome, .. } if outcome == "merged"))
+        .collect();
+    assert_eq!(merged.len(), 2, "{merged:?}");
+    sb.ok(&["down"]);
+}
+
+#[test]
+fn a_conflicting_merge_exits_1_naming_the_file_and_changes_nothing() {
+    let sb = repo();
+    let d = sb.dir.path();
+    up_and_work(
+        &sb,
+        "fc",
+        &team(
+            "fc",
+            &[
+                ("a", "echo from-a > shared.txt"),
+                ("b", "echo from-b > shared.txt"),
+            ],
+            "",
+        ),
+        2,
+    );
+    sb.ok(&["finish", "a", "--merge"]);
+    let main_before = git(d, &["rev-parse", "main"]);
+    let out = sb.run(&["finish", "b", "--merge"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("conflict") && err.contains("shared.txt"),
+        "{err}"
+    );
+    assert_eq!(git(d, &["rev-parse", "main"]), main_before);
+    assert_eq!(
+        std::fs::read_to_string(d.join("shared.txt")).unwrap(),
+        "from-a\n"
+    );
+    assert_eq!(git(d, &["status", "--porcelain"]), "");
+    // b's branch is kept, with its work committed.
+    assert_eq!(git(d, &["show", "agent-team/b:shared.txt"]), "from-b");
+    assert!(events(&sb).iter().any(|e| matches!(
+        &e.event,
+        Event::FinishedWork { outcome, paths, .. } if outcome == "conflict" && paths == &["shared.txt"]
+    )));
+    sb.ok(&["down"]);
+}
+
+#[test]
+fn a_pull_request_pushes_to_the_tracked_remote_and_runs_gh_and_discard_drops_the_rest() {
+    let mut sb = repo();
+    let d = sb.dir.path().to_path_buf();
+    let bare = tempfile::tempdir().unwrap();
+    git(bare.path(), &["init", "-q", "--bare"]);
+    git(
+        &d,
+        &[
+            "remote",
+            "add",
+            "origin",
+            &bare.path().display().to_string(),
+        ],
+    );
+    git(&d, &["push", "-q", "-u", "origin", "main"]);
+    // A fake `gh` that records its arguments and prints a URL, first on the daemon's PATH.
+    let bin = d.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let calls = d.join("calls");
+    let gh = bin.join("gh");
+    std::fs::write(
+        &gh,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done > {}\necho https://example.test/pr/7\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&gh, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    sb.env.push(("PATH".into(), path));
+    up_and_work(
+        &sb,
+        "fp",
+        &team(
+            "fp",
+            &[("a", "echo from-a > a.txt"), ("b", "echo from-b > b.txt")],
+            "",
+        ),
+        2,
+    );
+    let out: FinishOutcome =
+        serde_json::from_str(&sb.ok(&["finish", "a", "--pr", "--json"])).unwrap();
+    assert_eq!(out.pushed_to.as_deref(), Some("origin"));
+    assert_eq!(out.pr_url.as_deref(), Some("https://example.test/pr/7"));
+    assert_eq!(git(bare.path(), &["show", "agent-team/a:a.txt"]), "from-a");
+    let args = std::fs::read_to_string(&calls).unwrap();
+    let args: Vec<&str> = args.lines().collect();
+    assert_eq!(
+        &args[..6],
+        ["pr", "create", "--base", "main", "--head", "agent-team/a"]
+    );
+    assert!(args.contains(&"a@fp: work of a"), "{args:?}");
+    // Discard: asked for --yes without a terminal; then gone, nothing on main.
+    let no = sb.run(&["finish", "b", "--discard"]);
+    assert_eq!(no.status.code(), Some(2));
+    sb.ok(&["finish", "b", "--discard", "--yes"]);
+    assert_eq!(git(&d, &["branch", "--list", "agent-team/b"]), "");
+    assert!(!d.join(".agent-team/worktrees/b").exists() && !d.join("b.txt").exists());
+    sb.ok(&["down"]);
+}
+
+#[test]
+fn a_teammate_still_working_is_refused_and_run_with_finish_merge_lands_the_work() {
+    let sb = repo();
+    let d = sb.dir.path();
+    sb.write_team_file(&team("fr", &[("a", "echo from-a > a.txt; sleep 120")], ""));
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    wait_for("a's task to start", T, || {
+        d.join(".agent-team/worktrees/a/a.txt").exists()
+    });
+    let out = sb.run(&["finish", "a", "--merge"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("working on a task") && err.contains("kill"),
+        "{err}"
+    );
+    assert!(!d.join("a.txt").exists());
+    sb.ok(&["down"]);
+
+    // `run` with finish = "merge" lands each teammate's work at its end.
+    let sb = repo();
+    let d = sb.dir.path();
+    sb.write_team_file(&team(
+        "fr2",
+        &[("a", "echo from-a > a.txt"), ("b", "echo from-b > b.txt")],
+        "finish = \"merge\"",
+    ));
+    git(d, &["add", "agent-team.toml"]);
+    git(d, &["commit", "-qm", "team"]);
+    let out = sb.run(&[
+        "run",
+        "--backend",
+        "process",
+        "--json",
+        "--timeout",
+        "60",
+        "--quiet",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let work = result["finished_work"].as_array().unwrap();
+    assert_eq!(work.len(), 2, "{result:#}");
+    assert!(
+        work.iter().all(|w| w["outcome"]["action"] == "merge"),
+        "{result:#}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("a.txt")).unwrap(),
+        "from-a\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("b.txt")).unwrap(),
+        "from-b\n"
+    );
+    assert_eq!(git(d, &["branch", "--list", "agent-team/*"]), "");
+}
+
+#[test]
+fn the_leader_reviews_and_merges_a_teammates_work_with_its_tools() {
+    use agent_team_mockmodel::{Gate, MockModel, Step, Wire};
+    use serde_json::json;
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    // The leader waits for the task once it is on the board (the gate), reviews the work,
+    // merges it and ends the run.
+    let gate = Gate::new();
+    mock.script(
+        "leader",
+        vec![
+            Step::Gate(
+                gate.clone(),
+                Box::new(Step::Tools(vec![(
+                    "wait_for".into(),
+                    json!({"tasks": [1], "timeout_s": 60}),
+                )])),
+            ),
+            Step::Tools(vec![("diff_teammate".into(), json!({"name": "a"}))]),
+            Step::Tools(vec![(
+                "finish_teammate_work".into(),
+                json!({"name": "a", "action": "merge"}),
+            )]),
+            Step::Tools(vec![("finish_team".into(), json!({"answer": "merged a"}))]),
+            Step::Text("done".into()),
+        ],
+    );
+    let mut sb = repo();
+    let d = sb.dir.path().to_path_buf();
+    sb.env.push(("MOCK_API_KEY".into(), "test-key".into()));
+    let text = team("fl", &[], "").replace(
+        "[roles.worker]",
+        &format!(
+            "[roles.leader]\nprovider = \"openai\"\nmodel = \"mock-1\"\nbase_url = \"{}\"\napi_key_env = \"MOCK_API_KEY\"\n[roles.worker]",
+            mock.base_url()
+        ),
+    ) + "[[teammates]]\nname = \"a\"\nrole = \"worker\"\n";
+    sb.write_team_file(&text);
+    git(&d, &["add", "agent-team.toml"]);
+    git(&d, &["commit", "-qm", "team"]);
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    sb.ok(&[
+        "task",
+        "add",
+        "work of a",
+        "--run",
+        "echo from-a > a.txt",
+        "--assign",
+        "a",
+    ]);
+    gate.open();
+    wait_for("the leader to finish the run", T, || {
+        agent_team_client::Client::operator(&sb.team("fl")).is_ok_and(|mut c| {
+            matches!(
+                c.call(Request::TeamInfo),
+                Ok(Reply::Team { team }) if team.run == RunState::Finished
+            )
+        })
+    });
+    assert_eq!(
+        std::fs::read_to_string(d.join("a.txt")).unwrap(),
+        "from-a\n"
+    );
+    // The model saw the diff, then the merge's outcome.
+    let seen: String = mock
+        .requests("leader")
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    assert!(seen.contains("a.txt +1 -0"), "{seen}");
+    assert!(seen.contains("fast_forward"), "{seen}");
+    assert_eq!(git(&d, &["branch", "--list", "agent-team/*"]), "");
+    sb.ok(&["down"]);
+}

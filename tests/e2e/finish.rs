@@ -323,6 +323,11 @@ fn the_leader_reviews_and_merges_a_teammates_work_with_its_tools() {
                 )])),
             ),
             Step::Tools(vec![("diff_teammate".into(), json!({"name": "a"}))]),
+            // A push leaves the machine: not the leader's to choose unless configured.
+            Step::Tools(vec![(
+                "finish_teammate_work".into(),
+                json!({"name": "a", "action": "pr"}),
+            )]),
             Step::Tools(vec![(
                 "finish_teammate_work".into(),
                 json!({"name": "a", "action": "merge"}),
@@ -374,6 +379,10 @@ fn the_leader_reviews_and_merges_a_teammates_work_with_its_tools() {
         .map(|r| r.to_string())
         .collect();
     assert!(seen.contains("a.txt +1 -0"), "{seen}");
+    assert!(
+        seen.contains("only the operator may open a pull request"),
+        "{seen}"
+    );
     assert!(seen.contains("fast_forward"), "{seen}");
     assert_eq!(git(&d, &["branch", "--list", "agent-team/*"]), "");
     sb.ok(&["down"]);

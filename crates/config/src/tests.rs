@@ -1040,3 +1040,21 @@ fn allowed_tools_is_an_alias_of_tools_in_the_team_file() {
     let e = parse("name = \"t\"\n[roles.scout]\nallowed_tools = [\"warp\"]\n").unwrap_err();
     assert!(e.to_string().contains("warp"), "{e}");
 }
+
+#[test]
+fn finish_comes_from_the_role_else_the_team_and_defaults_to_keep() {
+    use agent_team_protocol::FinishPolicy;
+    let cfg = parse("name = \"t\"\n[roles.a]\nisolation = \"worktree\"\n").unwrap();
+    assert_eq!(cfg.finish, FinishPolicy::Keep);
+    assert_eq!(cfg.role("a").unwrap().finish, None);
+    let cfg = parse(
+        "name = \"t\"\nfinish = \"merge\"\n[roles.a]\nisolation = \"worktree\"\nfinish = \"pr\"\n\
+         [roles.b]\nisolation = \"worktree\"\n",
+    )
+    .unwrap();
+    assert_eq!(cfg.finish, FinishPolicy::Merge);
+    assert_eq!(cfg.role("a").unwrap().finish, Some(FinishPolicy::Pr));
+    assert_eq!(cfg.role("b").unwrap().finish, None);
+    let e = parse("name = \"t\"\nfinish = \"squash\"\n").unwrap_err();
+    assert!(e.to_string().contains("squash"), "{e}");
+}

@@ -117,7 +117,7 @@ fn names_are_unique_and_known() {
         assert!(is_known_tool(t.name));
         assert_eq!(lookup(t.name).map(|d| d.name), Some(t.name));
     }
-    assert_eq!(CATALOGUE.len(), 30);
+    assert_eq!(CATALOGUE.len(), 32);
     assert!(!is_known_tool("teleport"));
     assert!(!is_known_tool("Bash"));
 }

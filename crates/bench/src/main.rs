@@ -4,6 +4,7 @@
 mod board_bench;
 mod clis_bench;
 mod daemon_bench;
+mod finish_bench;
 mod floor;
 mod foundation_bench;
 mod hardening_bench;
@@ -75,6 +76,10 @@ fn main() -> Result<()> {
     if only.as_deref().is_none_or(|s| s == "sandbox") {
         let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;
         sandbox_bench::run(&mut r, dir.path(), quick)?;
+    }
+    if only.as_deref().is_none_or(|s| s == "finish") {
+        let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;
+        finish_bench::run(&mut r, dir.path(), quick)?;
     }
     if only.as_deref().is_none_or(|s| s == "clis") {
         let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;

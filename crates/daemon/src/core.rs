@@ -72,7 +72,7 @@ pub enum CoreMsg {
         /// The request id to answer on.
         id: u64,
         /// What it did.
-        done: crate::work::WorkDone,
+        done: WorkDone,
     },
     /// A hook (`[hooks]`) ended.
     HookDone {
@@ -80,6 +80,20 @@ pub enum CoreMsg {
         id: u64,
         /// What its process did.
         outcome: crate::hooks::HookOutcome,
+    },
+}
+
+/// What a finished piece of worktree git work (`work.rs`) reports.
+#[derive(Debug)]
+pub enum WorkDone {
+    /// `work_diff` answered.
+    Diff(Result<Reply, ErrorBody>),
+    /// `work_finish` ended.
+    Finish {
+        /// The teammate.
+        agent: String,
+        /// What was done, or why nothing was.
+        outcome: Result<agent_team_protocol::FinishOutcome, agent_team_worktree::WorktreeError>,
     },
 }
 

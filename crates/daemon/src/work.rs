@@ -3,30 +3,15 @@
 //! while); its outcome comes back as [`CoreMsg::WorkDone`], is recorded as a `FINISHED_WORK`
 //! event and answers the request.
 
-use crate::core::{Core, CoreMsg};
+use crate::core::{Core, CoreMsg, WorkDone};
 use crate::outbox::ConnId;
 use agent_team_protocol::{
-    AgentStatus, ErrorBody, ErrorCode, Event, FinishAction, FinishOutcome, Reply, Request,
-    TaskStatus, Timestamp,
+    AgentStatus, ErrorBody, ErrorCode, Event, FinishAction, Reply, Request, TaskStatus, Timestamp,
 };
 use agent_team_state::Actor;
 use agent_team_worktree::{FinishRequest, WorktreeError};
 use serde_json::json;
 use std::path::PathBuf;
-
-/// What a finished piece of git work reports.
-#[derive(Debug)]
-pub enum WorkDone {
-    /// `work_diff` answered.
-    Diff(Result<Reply, ErrorBody>),
-    /// `work_finish` ended.
-    Finish {
-        /// The teammate.
-        agent: String,
-        /// What was done, or why nothing was.
-        outcome: Result<FinishOutcome, WorktreeError>,
-    },
-}
 
 /// The daemon's answer for a failed worktree operation.
 fn error_body(e: &WorktreeError) -> ErrorBody {

@@ -95,11 +95,24 @@ fn two_teammates_work_lands_on_main_with_finish_merge_and_their_worktrees_go() {
         ),
         2,
     );
+    // A completed task's work becomes a commit of its own, as the teammate.
+    wait_for("the tasks' commits", T, || {
+        ["a", "b"].iter().all(|a| {
+            git(d, &["log", "--format=%an", &format!("agent-team/{a}")])
+                .contains(&format!("{a}@fm"))
+        })
+    });
     // What finish would land, as JSON for scripts.
     let diff: WorkDiff = serde_json::from_str(&sb.ok(&["diff", "a", "--json"])).unwrap();
     assert_eq!(diff.files.len(), 1, "{diff:?}");
     assert_eq!(diff.files[0].path, "a.txt");
-    assert!(diff.uncommitted && diff.patch.is_some());
+    assert_eq!((diff.commits, diff.uncommitted), (1, false), "{diff:?}");
+    assert!(
+        diff.patch
+            .as_deref()
+            .unwrap_or_default()
+            .contains("+from-a")
+    );
     assert_eq!(diff.base.as_deref(), Some("main"));
     // Without an action and without a terminal: exit 2 naming the actions; nothing moved.
     let ask = sb.run(&["finish", "a"]);
@@ -109,7 +122,6 @@ fn two_teammates_work_lands_on_main_with_finish_merge_and_their_worktrees_go() {
         let out: FinishOutcome =
             serde_json::from_str(&sb.ok(&["finish", a, "--merge", "--json"])).unwrap();
         assert_eq!(out.into.as_deref(), Some("main"));
-        assert_eq!(out.committed.len(), 1, "{out:?}");
         assert!(out.removed);
     }
     assert_eq!(
@@ -120,11 +132,16 @@ fn two_teammates_work_lands_on_main_with_finish_merge_and_their_worktrees_go() {
         std::fs::read_to_string(d.join("b.txt")).unwrap(),
         "from-b\n"
     );
-    let log = git(d, &["log", "--format=%an %s", "main"]);
-    assert!(
-        log.contains("a@fm a@fm: work of a") && log.contains("b@fm b@fm: work of b"),
-        "{log}"
-    );
+    // One commit per finished task, authored as the teammate, titled with the task.
+    let log = git(d, &["log", "--format=%an|%s|%b", "main"]);
+    for a in ["a", "b"] {
+        let commits: Vec<&str> = log
+            .lines()
+            .filter(|l| l.starts_with(&format!("{a}@fm|")))
+            .collect();
+        assert_eq!(commits.len(), 1, "{log}");
+        assert!(commits[0].contains(&format!("work of {a}")), "{log}");
+    }
     assert_eq!(git(d, &["branch", "--list", "agent-team/*"]), "");
     assert!(!d.join(".agent-team/worktrees/a").exists());
     assert_eq!(git(d, &["status", "--porcelain"]), "");

@@ -170,6 +170,8 @@ pub struct Core {
     pub(crate) sup: Supervisor,
     /// Teammates whose work a `work_finish` is landing now.
     pub(crate) finishing: std::collections::HashSet<String>,
+    /// Held by each piece of worktree git work (a task's commit, a finish), one at a time.
+    pub(crate) git_turn: std::sync::Arc<std::sync::Mutex<()>>,
     pub(crate) self_tx: CoreTx,
     force_exit: bool,
     pub(crate) daemon_pid: u32,
@@ -251,6 +253,7 @@ impl Core {
             timers: BinaryHeap::new(),
             sup: Supervisor::new(env, team, paths, clock.clone(), wake),
             finishing: Default::default(),
+            git_turn: Default::default(),
             self_tx,
             force_exit: false,
             daemon_pid: std::process::id(),
@@ -942,6 +945,11 @@ impl Core {
                 Change::Event(env) => {
                     if crate::notify::wanted(&env.event) {
                         self.notify(env);
+                    }
+                    if let Event::TaskUpdated { task } = &env.event
+                        && task.status == TaskStatus::Completed
+                    {
+                        self.commit_task_work(task);
                     }
                     let mut bytes = None;
                     for s in self.sessions.values_mut() {

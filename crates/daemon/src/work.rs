@@ -168,9 +168,46 @@ impl Core {
 
     fn run_work(&self, conn: ConnId, id: u64, work: impl FnOnce() -> WorkDone + Send + 'static) {
         let tx = self.self_tx.clone();
+        let turn = self.git_turn.clone();
         tokio::task::spawn_blocking(move || {
-            let done = work();
+            let done = {
+                let _turn = turn.lock().unwrap_or_else(|e| e.into_inner());
+                work()
+            };
             let _ = tx.send(CoreMsg::WorkDone { conn, id, done });
+        });
+    }
+
+    /// A worktree teammate completed `task`: what its worktree holds uncommitted becomes one
+    /// commit with the task's title, authored as the teammate, so `finish` lands one commit
+    /// per task. Off the core; a failure is logged, and `finish` commits what is left.
+    pub(crate) fn commit_task_work(&mut self, task: &agent_team_protocol::Task) {
+        let Some(owner) = task.owner.clone() else {
+            return;
+        };
+        let Some(cfg) = &self.sup.config else { return };
+        let worktree = self
+            .state
+            .agent(&owner)
+            .and_then(|a| cfg.role(&a.info.role))
+            .is_some_and(|r| r.isolation == agent_team_config::Isolation::Worktree);
+        if !worktree || self.finishing.contains(&owner) {
+            return;
+        }
+        let (repo, team) = (cfg.workspace.clone(), self.cfg.team.clone());
+        let message = match task.result.as_deref().map(str::trim) {
+            Some(r) if !r.is_empty() => format!(
+                "{}\n\nTask #{} by {owner}@{team}: {r}\n",
+                task.title, task.id
+            ),
+            _ => format!("{}\n\nTask #{} by {owner}@{team}\n", task.title, task.id),
+        };
+        let turn = self.git_turn.clone();
+        tokio::task::spawn_blocking(move || {
+            let _turn = turn.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = agent_team_worktree::commit_work(&repo, &owner, &team, &message) {
+                tracing::warn!(agent = owner, "cannot commit its task's work: {e}");
+            }
         });
     }
 

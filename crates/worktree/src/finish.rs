@@ -98,10 +98,13 @@ fn as_identity<'a>(cmd: &'a mut Command, name: &str, email: &str) -> &'a mut Com
 
 /// The user's identity for a merge commit, or `agent-team` when git has none configured.
 fn merge_identity(repo: &Path, cmd: &mut Command) {
+    // One git call for both keys.
+    let set = run(repo, &["config", "--get-regexp", r"^user\.(name|email)$"]).unwrap_or_default();
     let has = |k: &str| {
-        run(repo, &["config", "--get", k])
-            .map(|v| !v.trim().is_empty())
-            .unwrap_or(false)
+        set.lines().any(|l| {
+            l.split_once(' ')
+                .is_some_and(|(key, v)| key == k && !v.trim().is_empty())
+        })
     };
     if !(has("user.name") && has("user.email")) {
         as_identity(cmd, "agent-team", "agent-team@localhost");
@@ -223,13 +226,28 @@ fn merge(
     in_workspace: bool,
     message: &str,
 ) -> Result<(String, bool), WorktreeError> {
-    let old = run(repo, &["rev-parse", &format!("refs/heads/{into}")])?;
-    let tip = run(repo, &["rev-parse", &format!("refs/heads/{branch}")])?;
-    if holds(repo, &["merge-base", "--is-ancestor", &tip, &old])? {
+    // Both tips and where they meet, in two git calls.
+    let tips = run(
+        repo,
+        &[
+            "rev-parse",
+            &format!("refs/heads/{into}"),
+            &format!("refs/heads/{branch}"),
+        ],
+    )?;
+    let mut tips = tips.lines().map(str::to_string);
+    let (Some(old), Some(tip)) = (tips.next(), tips.next()) else {
+        return Err(WorktreeError::Git {
+            args: format!("rev-parse {into} {branch}"),
+            stderr: "printed fewer than two commits".into(),
+        });
+    };
+    let meet = run(repo, &["merge-base", &old, &tip]).unwrap_or_default();
+    if meet == tip {
         // Already in: nothing to do.
         return Ok((old, false));
     }
-    let ff = holds(repo, &["merge-base", "--is-ancestor", &old, &tip])?;
+    let ff = meet == old;
     let subject = format!("Merge {branch} into {into}\n\n{message}");
     if in_workspace {
         let mut cmd = git(repo);
@@ -321,8 +339,10 @@ fn remove(repo: &Path, agent: &str, keep: bool) -> Result<(), WorktreeError> {
             repo,
             &["worktree", "remove", "--force", &wt.display().to_string()],
         )?;
+    } else {
+        // Removed by hand: forget it.
+        let _ = run(repo, &["worktree", "prune"]);
     }
-    let _ = run(repo, &["worktree", "prune"]);
     if !keep {
         run(repo, &["branch", "-D", &branch(agent)])?;
     }

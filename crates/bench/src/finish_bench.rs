@@ -71,23 +71,36 @@ pub fn run(r: &mut Report, dir: &Path, quick: bool) -> Result<()> {
         // "racily clean" second, git trusts the index's stat data instead of re-reading every
         // file (which would time the setup's timing, not the finish).
         std::thread::sleep(Duration::from_millis(1100));
-        let t = Instant::now();
-        let out = finish(
-            &a,
-            &FinishRequest {
-                agent: "a".into(),
-                team: "bench".into(),
-                action: FinishAction::Merge,
-                into: None,
-                keep: false,
-                tasks: vec![],
-            },
-        )?;
-        ours.push(t.elapsed());
-        ensure!(out.removed && !out.fast_forward, "{out:?}");
-        let t = Instant::now();
-        git(&b, &["merge", "-q", "--no-edit", "agent-team/a"])?;
-        floor.push(t.elapsed());
+        let ours_once = || -> Result<Duration> {
+            let t = Instant::now();
+            let out = finish(
+                &a,
+                &FinishRequest {
+                    agent: "a".into(),
+                    team: "bench".into(),
+                    action: FinishAction::Merge,
+                    into: None,
+                    keep: false,
+                    tasks: vec![],
+                },
+            )?;
+            let took = t.elapsed();
+            ensure!(out.removed && !out.fast_forward, "{out:?}");
+            Ok(took)
+        };
+        let floor_once = || -> Result<Duration> {
+            let t = Instant::now();
+            git(&b, &["merge", "-q", "--no-edit", "agent-team/a"])?;
+            Ok(t.elapsed())
+        };
+        // Each goes first every other round: the first after the pause pays for waking up.
+        if round % 2 == 0 {
+            ours.push(ours_once()?);
+            floor.push(floor_once()?);
+        } else {
+            floor.push(floor_once()?);
+            ours.push(ours_once()?);
+        }
         ensure!(
             std::fs::read_to_string(a.join("src/f7.txt"))? == "line 7\nchanged\n",
             "the merge did not land"

@@ -335,10 +335,27 @@ fn merge(
 fn remove(repo: &Path, agent: &str, keep: bool) -> Result<(), WorktreeError> {
     let wt = path(repo, agent);
     if wt.exists() {
-        run(
-            repo,
-            &["worktree", "remove", "--force", &wt.display().to_string()],
-        )?;
+        // Moved aside at once (a rename), forgotten by git, and deleted in the background:
+        // nobody waits for a thousand files to be unlinked.
+        let trash = repo.join(".agent-team").join("trash");
+        let aside = trash.join(format!(
+            "{agent}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        ));
+        let moved = std::fs::create_dir_all(&trash).is_ok() && std::fs::rename(&wt, &aside).is_ok();
+        if moved {
+            run(repo, &["worktree", "prune"])?;
+            std::thread::spawn(move || empty_trash(&trash));
+        } else {
+            run(
+                repo,
+                &["worktree", "remove", "--force", &wt.display().to_string()],
+            )?;
+        }
     } else {
         // Removed by hand: forget it.
         let _ = run(repo, &["worktree", "prune"]);
@@ -347,6 +364,16 @@ fn remove(repo: &Path, agent: &str, keep: bool) -> Result<(), WorktreeError> {
         run(repo, &["branch", "-D", &branch(agent)])?;
     }
     Ok(())
+}
+
+/// Deletes what finished worktrees left in `trash` (also what an earlier process could not
+/// finish deleting).
+fn empty_trash(trash: &Path) {
+    if let Ok(rd) = std::fs::read_dir(trash) {
+        for e in rd.flatten() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Pushes `branch` to the remote `into` tracks and opens a pull request with `gh` when it is

@@ -106,6 +106,14 @@ fn two_teammates_merge_into_the_checked_out_base_and_their_worktrees_go() {
     assert!(!has_work(r, "a") && !has_work(r, "b"));
     assert!(!path(r, "a").exists() && !path(r, "b").exists());
     assert_eq!(run(r, &["status", "--porcelain"]).unwrap(), "");
+    assert_eq!(run(r, &["worktree", "list"]).unwrap().lines().count(), 1);
+    // The worktrees' files are deleted in the background: the trash empties.
+    let trash = r.join(".agent-team/trash");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_dir(&trash).map(|d| d.count()).unwrap_or(0) > 0 {
+        assert!(std::time::Instant::now() < deadline, "the trash never emptied");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 #[test]

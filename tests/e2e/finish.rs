@@ -118,12 +118,17 @@ fn two_teammates_work_lands_on_main_with_finish_merge_and_their_worktrees_go() {
     let ask = sb.run(&["finish", "a"]);
     assert_eq!(ask.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&ask.stderr).contains("--merge, --pr or --discard"));
-    for a in ["a", "b"] {
-        let out: FinishOutcome =
-            serde_json::from_str(&sb.ok(&["finish", a, "--merge", "--json"])).unwrap();
-        assert_eq!(out.into.as_deref(), Some("main"));
-        assert!(out.removed);
-    }
+    let out: FinishOutcome =
+        serde_json::from_str(&sb.ok(&["finish", "a", "--merge", "--json"])).unwrap();
+    assert_eq!(out.into.as_deref(), Some("main"));
+    assert!(out.removed && out.fast_forward, "{out:?}");
+    // The rest at once: every worktree teammate with its tasks done (b).
+    let all: serde_json::Value =
+        serde_json::from_str(&sb.ok(&["finish", "--all", "--merge", "--json"])).unwrap();
+    let all = all.as_array().unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0]["agent"], "b");
+    assert_eq!(all[0]["outcome"]["into"], "main");
     assert_eq!(
         std::fs::read_to_string(d.join("a.txt")).unwrap(),
         "from-a\n"

@@ -228,6 +228,8 @@ pub fn base(repo: &Path, name: &str) -> Result<Option<String>, WorktreeError> {
 
 /// Fails with [`WorktreeError::NoWork`] unless `name` has a branch.
 pub(crate) fn require_work(repo: &Path, name: &str) -> Result<(), WorktreeError> {
+    // A name is a path and a branch here: only an agent's name may be one.
+    agent_team_protocol::names::validate("agent", name).map_err(WorktreeError::Refused)?;
     if has_work(repo, name) {
         Ok(())
     } else {

@@ -68,6 +68,11 @@ fn diff_shows_committed_uncommitted_and_new_files_without_touching_the_index() {
         diff(r, "nobody", false),
         Err(WorktreeError::NoWork { .. })
     ));
+    // Not a name: never a path.
+    assert!(matches!(
+        diff(r, "../../etc", false),
+        Err(WorktreeError::Refused(_))
+    ));
 }
 
 #[test]
@@ -111,7 +116,10 @@ fn two_teammates_merge_into_the_checked_out_base_and_their_worktrees_go() {
     let trash = r.join(".agent-team/trash");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while std::fs::read_dir(&trash).map(|d| d.count()).unwrap_or(0) > 0 {
-        assert!(std::time::Instant::now() < deadline, "the trash never emptied");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the trash never emptied"
+        );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }

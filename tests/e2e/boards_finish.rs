@@ -45,7 +45,7 @@ fn repo_with_team(team: &str) -> Sandbox {
     // The sandbox's own state and logs live in the directory: not part of anyone's work.
     std::fs::write(d.join(".gitignore"), "/home/\n/run/\n*.log\n*.tmux\n").unwrap();
     sb.write_team_file(&format!(
-        "name = \"{team}\"\nboard = false\n[defaults]\nprovider = \"exec\"\n\
+        "name = \"{team}\"\nbackend = \"process\"\nboard = false\n[defaults]\nprovider = \"exec\"\n\
          [roles.worker]\nisolation = \"worktree\"\n\
          [[teammates]]\nname = \"a\"\nrole = \"worker\"\n\
          [[teammates]]\nname = \"b\"\nrole = \"worker\"\n\
@@ -254,6 +254,13 @@ fn the_terminal_board_shows_the_diffstat_and_merges_with_m() {
     keys("n");
     wait_for("kept", T, || capture().contains("kept b's work"));
     assert!(has_branch(&ws, "agent-team/b"));
+    // A stopped team's work is read from its workspace: still on the board.
+    sb.ok(&["--team", "tf", "down"]);
+    wait_for("the board to show the stored state", T, || {
+        let s = capture();
+        s.contains("not running") && s.matches("+1 -0 1 file").count() == 1
+    });
+    // Discarding it starts the daemon again, as any action does.
     keys("x");
     wait_for("the question again", T, || capture().contains("y/N"));
     keys("y");

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod web;
+
 use agent_team_client::Client;
 use agent_team_paths::{Paths, TeamPaths};
 use std::path::{Path, PathBuf};

@@ -117,9 +117,10 @@ pub enum Command {
     /// Show the agents: status, backend, pid, pane, incarnation, restarts, task, last activity,
     /// tokens (input + output) and cost.
     Ps(JsonFlag),
-    /// Follow the team live in the terminal: agents, tasks, pending approvals, events; allow
-    /// (`a`, `A` always) or deny (`d`) the selected request, restart (`r`) or kill (`k`) the
-    /// selected agent, Enter jumps to its pane, `q` quits.
+    /// Follow the team live in the terminal: agents (a worktree teammate's changes in WORK:
+    /// `+added -removed N files`), tasks, pending approvals, events; allow (`a`, `A` always)
+    /// or deny (`d`) the selected request, restart (`r`) or kill (`k`) the selected agent,
+    /// merge (`m`) or discard (`x`, then `y`) its work, Enter jumps to its pane, `q` quits.
     Board,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell), e.g.
     /// `source <(agent-team completions bash)`.

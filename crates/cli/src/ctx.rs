@@ -412,6 +412,63 @@ impl Reader {
     }
 }
 
+impl Reader {
+    /// A worktree teammate's changes: from the daemon, else read from the workspace of the
+    /// stopped team's stored configuration. `Ok(None)` when it has no worktree branch.
+    pub fn work_diff(&mut self, name: &str, patch: bool) -> Result<Option<WorkDiff>> {
+        let got = self.read(
+            |c| {
+                Ok(
+                    match c.call(Request::WorkDiff {
+                        agent: name.to_string(),
+                        patch,
+                    }) {
+                        Ok(Reply::WorkDiff { diff }) => Ok(diff),
+                        Ok(other) => Err(ErrorBody::new(
+                            ErrorCode::Internal,
+                            format!("unexpected reply {other:?}"),
+                        )),
+                        Err(ClientError::Server(b)) => Err(b),
+                        Err(e) => return Err(e),
+                    },
+                )
+            },
+            |state, _| Ok(stored_work_diff(state, name, patch)),
+        )?;
+        match got {
+            Ok(d) => Ok(Some(d)),
+            Err(b) if b.code == ErrorCode::NotFound => Ok(None),
+            Err(b) => Err(ClientError::Server(b).into()),
+        }
+    }
+}
+
+/// A teammate's changes in a stopped team, read from the workspace its stored configuration
+/// names (a read: git's index of the worktree is not touched), with the daemon's error codes.
+pub fn stored_work_diff(state: &TeamState, name: &str, patch: bool) -> Result<WorkDiff, ErrorBody> {
+    let config = state.config().cloned().ok_or_else(|| {
+        ErrorBody::new(
+            ErrorCode::InvalidState,
+            "the team has no configuration yet (run `agent-team up`)",
+        )
+    })?;
+    let config: agent_team_config::TeamConfig = serde_json::from_value(config).map_err(|e| {
+        ErrorBody::new(
+            ErrorCode::Internal,
+            format!("cannot read the team's stored configuration: {e}"),
+        )
+    })?;
+    agent_team_worktree::diff(&config.workspace, name, patch).map_err(|e| {
+        let code = match e {
+            agent_team_worktree::WorktreeError::NoWork { .. } => ErrorCode::NotFound,
+            agent_team_worktree::WorktreeError::NotARepo(_)
+            | agent_team_worktree::WorktreeError::Refused(_) => ErrorCode::InvalidState,
+            _ => ErrorCode::Internal,
+        };
+        ErrorBody::new(code, e.to_string())
+    })
+}
+
 /// Reads a stopped team's rows page after page, from `after` on, until a short page.
 fn stored_pages<T>(
     after: u64,

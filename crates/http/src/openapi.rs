@@ -6,7 +6,9 @@
 use crate::App;
 use crate::rest::*;
 use crate::sse::{StreamItem, StreamRequest};
-use agent_team_protocol::{AgentInfo, Envelope, ErrorBody, PermRequest, Task, TeamInfo};
+use agent_team_protocol::{
+    AgentInfo, Envelope, ErrorBody, FinishOutcome, PermRequest, Task, TeamInfo, WorkDiff,
+};
 use axum::routing::{MethodRouter, get, post};
 use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
@@ -128,6 +130,29 @@ pub fn routes() -> Vec<Route> {
             None,
             Answer::Json(200, schema::<AgentInfo>),
             || post(kill),
+        ),
+        Route {
+            query: &[(
+                "patch",
+                "boolean",
+                "with the patch itself, not only the files and line counts (cut at 1 MiB)",
+            )],
+            ..r(
+                "GET",
+                "/v1/teams/{team}/agents/{name}/diff",
+                "A worktree teammate's changes against the commit it started from, committed and not (404 when it has no worktree branch).",
+                None,
+                Answer::Json(200, schema::<WorkDiff>),
+                || get(work_diff),
+            )
+        },
+        r(
+            "POST",
+            "/v1/teams/{team}/agents/{name}/finish",
+            "Land a worktree teammate's work: merge, pr or discard (409 conflict when the merge conflicts: nothing moved; 409 invalid_state while it works).",
+            Some((schema::<Finish>, false)),
+            Answer::Json(200, schema::<FinishOutcome>),
+            || post(finish),
         ),
         Route {
             query: &[(

@@ -169,6 +169,29 @@ pub struct Ok {
     pub ok: bool,
 }
 
+/// `POST /v1/teams/{team}/agents/{name}/finish`: land a worktree teammate's work.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Finish {
+    /// `merge` (into the base branch), `pr` (push and open a pull request) or `discard`
+    /// (drop the worktree and the branch).
+    pub action: FinishAction,
+    /// The branch to merge into (default: the one the team started from).
+    #[serde(default)]
+    pub into: Option<String>,
+    /// Keep the teammate's branch and worktree after a merge.
+    #[serde(default)]
+    pub keep: bool,
+}
+
+/// `?patch=` of a teammate's diff.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DiffFilter {
+    #[serde(default)]
+    patch: bool,
+}
+
 /// `?status=` of the task list.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -522,6 +545,44 @@ pub(crate) async fn decide_plan(
     };
     blocking(&app, move |t| match t.call(&team, req)? {
         Reply::Agent { agent } => Ok(axum::Json(agent)),
+        r => Err(unexpected(r)),
+    })
+    .await
+}
+
+pub(crate) async fn work_diff(
+    State(app): Shared,
+    Path((team, name)): Path<(String, String)>,
+    Query(f): Query<DiffFilter>,
+) -> Result<axum::Json<WorkDiff>, ApiError> {
+    let team = checked("team", &team)?;
+    let agent = checked("agent", &name)?;
+    let req = Request::WorkDiff {
+        agent,
+        patch: f.patch,
+    };
+    blocking(&app, move |t| match t.read(&team, req)? {
+        Reply::WorkDiff { diff } => Ok(axum::Json(diff)),
+        r => Err(unexpected(r)),
+    })
+    .await
+}
+
+pub(crate) async fn finish(
+    State(app): Shared,
+    Path((team, name)): Path<(String, String)>,
+    Body(b): Body<Finish>,
+) -> Result<axum::Json<FinishOutcome>, ApiError> {
+    let team = checked("team", &team)?;
+    let agent = checked("agent", &name)?;
+    let req = Request::WorkFinish {
+        agent,
+        action: b.action,
+        into: b.into,
+        keep: b.keep,
+    };
+    blocking(&app, move |t| match t.call(&team, req)? {
+        Reply::WorkFinished { outcome } => Ok(axum::Json(outcome)),
         r => Err(unexpected(r)),
     })
     .await

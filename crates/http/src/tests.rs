@@ -117,6 +117,28 @@ impl Teams for Fake {
             Request::TeamInfo => Ok(Reply::Team { team: self.info() }),
             Request::TaskList { after: None, .. } => Ok(Reply::Tasks { tasks: vec![] }),
             Request::TaskList { .. } => Ok(Reply::Tasks { tasks: vec![] }),
+            Request::WorkDiff { agent, patch } if agent == "w1" => Ok(Reply::WorkDiff {
+                diff: WorkDiff {
+                    agent,
+                    branch: "agent-team/w1".into(),
+                    base: Some("main".into()),
+                    fork: "abc123".into(),
+                    commits: 0,
+                    uncommitted: true,
+                    files: vec![FileChange {
+                        path: "a.txt".into(),
+                        added: Some(1),
+                        removed: Some(0),
+                    }],
+                    added: 1,
+                    removed: 0,
+                    patch: patch.then(|| "+x\n".to_string()),
+                },
+            }),
+            Request::WorkDiff { agent, .. } => Err(ErrorBody::new(
+                ErrorCode::NotFound,
+                format!("{agent} has no branch agent-team/{agent}"),
+            )),
             _ => Err(ErrorBody::new(ErrorCode::NotFound, "nothing here")),
         }
     }
@@ -137,6 +159,36 @@ impl Teams for Fake {
             )),
             Request::PlanDecide { agent, .. } => Ok(Reply::Agent {
                 agent: AgentInfo::new(&agent, "worker", "process", 1, Timestamp(1)),
+            }),
+            Request::WorkFinish { agent, .. } if agent == "c1" => Err(ErrorBody::with_details(
+                ErrorCode::Conflict,
+                "conflict: merging agent-team/c1 into main conflicts in a.txt; main and the \
+                 workspace are unchanged, agent-team/c1 is kept",
+                json!({"branch": "agent-team/c1", "into": "main", "paths": ["a.txt"]}),
+            )),
+            Request::WorkFinish { agent, .. } if agent == "busy" => Err(ErrorBody::new(
+                ErrorCode::InvalidState,
+                format!("{agent} is working on a task and may still change its work"),
+            )),
+            Request::WorkFinish {
+                agent,
+                action,
+                into,
+                keep,
+            } => Ok(Reply::WorkFinished {
+                outcome: FinishOutcome {
+                    branch: format!("agent-team/{agent}"),
+                    agent,
+                    action,
+                    into: into.or(Some("main".into())),
+                    committed: vec!["c0ffee".into()],
+                    head: Some("c0ffee".into()),
+                    fast_forward: true,
+                    removed: !keep,
+                    pushed_to: None,
+                    pr_url: None,
+                    pr_hint: None,
+                },
             }),
             Request::PermDecide { id, .. } => Err(ErrorBody::new(
                 ErrorCode::InvalidState,
@@ -394,6 +446,9 @@ async fn the_document_lists_exactly_the_served_routes_with_the_wire_types() {
         "PermRequest",
         "StreamItem",
         "ErrorBody",
+        "WorkDiff",
+        "FinishOutcome",
+        "Finish",
     ] {
         assert!(
             schemas.contains_key(ty),
@@ -438,6 +493,8 @@ async fn the_document_lists_exactly_the_served_routes_with_the_wire_types() {
         "/v1/teams/{team}/events",
         "/team/stream",
         "/v1/teams/{team}/permissions/{id}",
+        "/v1/teams/{team}/agents/{name}/diff",
+        "/v1/teams/{team}/agents/{name}/finish",
     ] {
         assert!(paths.contains_key(route), "{route}");
     }
@@ -760,6 +817,167 @@ async fn a_plan_is_decided_over_http() {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "approve is required");
+}
+
+/// Issue 28 item 4: a worktree teammate's diff is a read (`work_diff`, with `?patch=true` the
+/// patch too), `finish` a `work_finish` as the operator with the body's action, branch and
+/// keep; a teammate without a branch is 404 and a conflicting merge 409 with its paths.
+#[tokio::test]
+async fn a_teammates_work_is_shown_and_finished_over_http() {
+    let fake = Arc::new(Fake::default());
+    *fake.run.lock().unwrap() = Some(RunState::Running);
+    let app = app(fake.clone());
+    let (status, body) = send(
+        &app,
+        req("GET", "/v1/teams/t/agents/w1/diff", Some(TOKEN), None),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["branch"], "agent-team/w1");
+    assert_eq!(body["files"][0]["path"], "a.txt");
+    assert_eq!(body["added"], 1);
+    assert!(body.get("patch").is_none(), "{body}");
+    let (status, body) = send(
+        &app,
+        req(
+            "GET",
+            "/v1/teams/t/agents/w1/diff?patch=true",
+            Some(TOKEN),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["patch"], "+x\n");
+    let calls = fake.calls();
+    assert!(
+        calls.iter().any(|c| c.starts_with("read t ")
+            && c.contains(r#""op":"work_diff""#)
+            && c.contains(r#""patch":true"#)),
+        "{calls:?}"
+    );
+    // No worktree branch: 404, the daemon's message kept.
+    let (status, body) = send(
+        &app,
+        req("GET", "/v1/teams/t/agents/leader/diff", Some(TOKEN), None),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "not_found");
+    let (status, _) = send(
+        &app,
+        req(
+            "GET",
+            "/v1/teams/t/agents/w1/diff?patch=maybe",
+            Some(TOKEN),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let (status, body) = send(
+        &app,
+        req(
+            "POST",
+            "/v1/teams/t/agents/w1/finish",
+            Some(TOKEN),
+            Some(r#"{"action":"merge","into":"release","keep":true}"#),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["action"], "merge");
+    assert_eq!(body["into"], "release");
+    assert_eq!(body["removed"], false);
+    assert!(
+        fake.calls().iter().any(|c| c.starts_with("call t ")
+            && c.contains(r#""op":"work_finish""#)
+            && c.contains(r#""agent":"w1""#)
+            && c.contains(r#""action":"merge""#)
+            && c.contains(r#""into":"release""#)
+            && c.contains(r#""keep":true"#)),
+        "{:?}",
+        fake.calls()
+    );
+    let (status, body) = send(
+        &app,
+        req(
+            "POST",
+            "/v1/teams/t/agents/w1/finish",
+            Some(TOKEN),
+            Some(r#"{"action":"discard"}"#),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["action"], "discard");
+    assert_eq!(body["removed"], true);
+    // A conflict: 409 with the message and the paths; nothing else changes.
+    let (status, body) = send(
+        &app,
+        req(
+            "POST",
+            "/v1/teams/t/agents/c1/finish",
+            Some(TOKEN),
+            Some(r#"{"action":"merge"}"#),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["error"]["code"], "conflict");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("conflict: merging agent-team/c1 into main conflicts in a.txt"),
+        "{body}"
+    );
+    assert_eq!(body["error"]["details"]["paths"], json!(["a.txt"]));
+    // A teammate still working: 409 invalid_state.
+    let (status, body) = send(
+        &app,
+        req(
+            "POST",
+            "/v1/teams/t/agents/busy/finish",
+            Some(TOKEN),
+            Some(r#"{"action":"merge"}"#),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["error"]["code"], "invalid_state");
+    // Bodies are checked before the team is asked.
+    let before = fake.calls().len();
+    for bad in [
+        r#"{"action":"squash"}"#,
+        r#"{}"#,
+        r#"{"action":"merge","force":true}"#,
+    ] {
+        let (status, body) = send(
+            &app,
+            req(
+                "POST",
+                "/v1/teams/t/agents/w1/finish",
+                Some(TOKEN),
+                Some(bad),
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+    let (status, _) = send(
+        &app,
+        req(
+            "POST",
+            "/v1/teams/t/agents/w1/finish",
+            None,
+            Some(r#"{"action":"merge"}"#),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(fake.calls().len(), before);
 }
 
 /// The idle-session rule itself, with the clock given: a session team is stopped when nobody

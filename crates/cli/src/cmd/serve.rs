@@ -94,6 +94,9 @@ fn stored_reply(
                 .filter(|t| after_id(after)(t.id))
                 .collect(),
         },
+        Request::WorkDiff { agent, patch } => Reply::WorkDiff {
+            diff: crate::ctx::stored_work_diff(state, &agent, patch)?,
+        },
         Request::TaskShow { id } => Reply::Task {
             task: state.task(id).cloned()?,
         },

@@ -1,7 +1,8 @@
-//! `agent-team board`: the team at a glance in the terminal (ratatui over crossterm): agents,
-//! the task board, pending approvals (permission requests and submitted plans) and the last
-//! events, followed live; keys to decide requests and plans and to restart, kill or jump to
-//! an agent.
+//! `agent-team board`: the team at a glance in the terminal (ratatui over crossterm): agents
+//! (with each worktree teammate's diffstat), the task board, pending approvals (permission
+//! requests and submitted plans) and the last events, followed live; keys to decide requests
+//! and plans, to restart, kill or jump to an agent, and to merge or discard a worktree
+//! teammate's work.
 //!
 //! [`View`] is the screen's state and its key handling, pure and tested against ratatui's
 //! test backend; [`board`] is the loop around it: it follows the event log on a thread,
@@ -18,7 +19,7 @@ use ratatui::layout::{Constraint, Direction, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, List, ListItem, Paragraph, Row, Table, Wrap};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -92,6 +93,13 @@ pub enum Action {
     Kill(String),
     /// Put the terminal on an agent's pane.
     Jump(String),
+    /// Land a worktree teammate's work (merge into its base branch, or discard it).
+    Finish {
+        /// The teammate.
+        agent: String,
+        /// Merge or discard.
+        action: FinishAction,
+    },
     /// Leave the board.
     Quit,
 }
@@ -119,6 +127,11 @@ pub struct View {
     pub perm_sel: usize,
     /// A denial's reason or a rejection's feedback being typed, and what for.
     pub reason: Option<(Target, String)>,
+    /// Each worktree teammate's changes not landed yet, by name (agents without a worktree
+    /// branch are not in it).
+    pub work: BTreeMap<String, WorkDiff>,
+    /// The teammate whose work `x` asked to discard, waiting for `y`.
+    pub confirm: Option<String>,
     /// The last action's outcome or error, shown in the status line.
     pub status: String,
     /// Whether to use colour (not with `NO_COLOR`).
@@ -139,6 +152,8 @@ impl View {
             agent_sel: 0,
             perm_sel: 0,
             reason: None,
+            work: BTreeMap::new(),
+            confirm: None,
             status: String::new(),
             colour,
         }
@@ -215,6 +230,17 @@ impl View {
         if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
             return Some(Action::Quit);
         }
+        // Discarding cannot be undone: only `y` goes on, any other key keeps the work.
+        if let Some(agent) = self.confirm.take() {
+            if matches!(key.code, KeyCode::Char('y' | 'Y')) {
+                return Some(Action::Finish {
+                    agent,
+                    action: FinishAction::Discard,
+                });
+            }
+            self.status = format!("kept {agent}'s work");
+            return None;
+        }
         match key.code {
             KeyCode::Char('q') | KeyCode::Esc => Some(Action::Quit),
             KeyCode::Tab | KeyCode::BackTab => {
@@ -268,6 +294,24 @@ impl View {
                 .map(|a| Action::Restart(a.name.clone())),
             KeyCode::Char('k') => self.selected_agent().map(|a| Action::Kill(a.name.clone())),
             KeyCode::Enter => self.selected_agent().map(|a| Action::Jump(a.name.clone())),
+            KeyCode::Char(c @ ('m' | 'x')) => {
+                let name = self.selected_agent()?.name.clone();
+                if !self.work.contains_key(&name) {
+                    self.status = format!(
+                        "{name} has no worktree work to {}",
+                        if c == 'm' { "merge" } else { "discard" }
+                    );
+                    return None;
+                }
+                if c == 'm' {
+                    return Some(Action::Finish {
+                        agent: name,
+                        action: FinishAction::Merge,
+                    });
+                }
+                self.confirm = Some(name);
+                None
+            }
             _ => None,
         }
     }
@@ -309,10 +353,16 @@ impl View {
     /// Draws the board; fits 80×24 and grows with the terminal.
     pub fn draw(&self, f: &mut Frame) {
         let area = f.area();
+        // A long status (a merge's conflict names its files) wraps onto up to 3 lines.
+        let title_rows = self
+            .title_line()
+            .width()
+            .div_ceil(usize::from(area.width.max(1)))
+            .clamp(1, 3) as u16;
         let rows = Layout::default()
             .direction(Direction::Vertical)
             .constraints([
-                Constraint::Length(1),
+                Constraint::Length(title_rows),
                 Constraint::Min(6),
                 Constraint::Min(5),
                 Constraint::Min(4),
@@ -332,20 +382,26 @@ impl View {
     }
 
     fn draw_title(&self, f: &mut Frame, r: Rect) {
+        f.render_widget(
+            Paragraph::new(self.title_line()).wrap(Wrap { trim: false }),
+            r,
+        );
+    }
+
+    fn title_line(&self) -> Line<'_> {
         let state = if self.live {
             "live"
         } else {
             "not running (stored state)"
         };
-        let line = Line::from(vec![
+        Line::from(vec![
             Span::styled(
                 format!(" agent-team board · {} ", self.team),
                 Style::default().add_modifier(Modifier::BOLD),
             ),
             Span::raw(format!("· {state} ")),
-            Span::styled(self.status.clone(), self.style(Color::Yellow)),
-        ]);
-        f.render_widget(Paragraph::new(line), r);
+            Span::styled(self.status.as_str(), self.style(Color::Yellow)),
+        ])
     }
 
     fn block(&self, title: &str, focused: bool) -> Block<'static> {
@@ -360,6 +416,33 @@ impl View {
     }
 
     fn draw_agents(&self, f: &mut Frame, r: Rect) {
+        // The WORK column only while some teammate has work to land; then, in a narrow
+        // terminal, it goes before ACTIVE, COST and TOKENS (dropped in that order).
+        let work_width = self
+            .agents
+            .iter()
+            .filter_map(|a| self.work.get(&a.name))
+            .map(|d| diffstat(d).chars().count().max(4) as u16)
+            .max();
+        let (tokens_on, cost_on, active_on) = match work_width {
+            None => (true, true, true),
+            Some(w) => {
+                let mut left = r.width.saturating_sub(2);
+                let mut fits = |need: u16| {
+                    let need = need + 1;
+                    let ok = left >= need;
+                    if ok {
+                        left -= need;
+                    }
+                    ok
+                };
+                fits(11 + 7 + 4 + w + 2);
+                let tokens = fits(6);
+                let cost = tokens && fits(7);
+                let active = cost && fits(7);
+                (tokens, cost, active)
+            }
+        };
         let rows = self.agents.iter().enumerate().map(|(i, a)| {
             let mut status = a.status.to_string();
             if a.is_planning() && a.status.is_live() {
@@ -372,38 +455,58 @@ impl View {
                 Some(u) => (short_count(u.tokens()), crate::cmd::usage::cost(u.cost_usd)),
                 None => ("-".to_string(), "-".to_string()),
             };
-            let mut row = Row::new(vec![
+            let mut cells = vec![
                 Cell::from(a.name.clone()).style(self.style(self.agent_colour(&a.name))),
                 Cell::from(status).style(self.style(Self::status_colour(a.status.as_str()))),
                 Cell::from(a.current_task.map(|t| t.to_string()).unwrap_or("-".into())),
-                Cell::from(tokens),
-                Cell::from(cost),
-                Cell::from(ago(a.last_activity)),
-            ]);
+            ];
+            if work_width.is_some() {
+                cells.push(
+                    Cell::from(self.work.get(&a.name).map(diffstat).unwrap_or_default())
+                        .style(self.style(Color::Yellow)),
+                );
+            }
+            if tokens_on {
+                cells.push(Cell::from(tokens));
+            }
+            if cost_on {
+                cells.push(Cell::from(cost));
+            }
+            if active_on {
+                cells.push(Cell::from(ago(a.last_activity)));
+            }
+            let mut row = Row::new(cells);
             if i == self.agent_sel && self.focus == Focus::Agents {
                 row = row.style(Style::default().add_modifier(Modifier::REVERSED));
             }
             row
         });
-        let table = Table::new(
-            rows,
-            [
-                Constraint::Length(11),
-                Constraint::Min(7),
-                Constraint::Length(4),
-                Constraint::Length(6),
-                Constraint::Length(7),
-                Constraint::Length(7),
-            ],
-        )
-        .header(
-            Row::new(vec!["NAME", "STATUS", "TASK", "TOKENS", "COST", "ACTIVE"])
-                .style(Style::default().add_modifier(Modifier::BOLD)),
-        )
-        .block(self.block(
-            &format!("Agents ({})", self.agents.len()),
-            self.focus == Focus::Agents,
-        ));
+        let mut widths = vec![
+            Constraint::Length(11),
+            Constraint::Min(7),
+            Constraint::Length(4),
+        ];
+        let mut header = vec!["NAME", "STATUS", "TASK"];
+        if let Some(w) = work_width {
+            widths.push(Constraint::Length(w));
+            header.push("WORK");
+        }
+        for (on, width, name) in [
+            (tokens_on, 6, "TOKENS"),
+            (cost_on, 7, "COST"),
+            (active_on, 7, "ACTIVE"),
+        ] {
+            if on {
+                widths.push(Constraint::Length(width));
+                header.push(name);
+            }
+        }
+        let table = Table::new(rows, widths)
+            .header(Row::new(header).style(Style::default().add_modifier(Modifier::BOLD)))
+            .block(self.block(
+                &format!("Agents ({})", self.agents.len()),
+                self.focus == Focus::Agents,
+            ));
         f.render_widget(table, r);
     }
 
@@ -525,6 +628,19 @@ impl View {
     }
 
     fn draw_help(&self, f: &mut Frame, r: Rect) {
+        if let Some(name) = &self.confirm {
+            let branch = self
+                .work
+                .get(name)
+                .map(|d| d.branch.clone())
+                .unwrap_or_default();
+            let text = format!(" discard {name}'s work (worktree and branch {branch})? y/N");
+            f.render_widget(
+                Paragraph::new(Span::styled(text, self.style(Color::Yellow))),
+                r,
+            );
+            return;
+        }
         let text = match &self.reason {
             Some((Target::Perm(id), text)) => {
                 format!(" deny #{id}, reason (Enter sends, Esc cancels): {text}_")
@@ -532,10 +648,60 @@ impl View {
             Some((Target::Plan(name), text)) => {
                 format!(" reject {name}'s plan, feedback (Enter sends, Esc cancels): {text}_")
             }
-            None => "↑↓ Tab · a allow · A always · d deny · r restart · k kill · ⏎ pane · q quit"
-                .to_string(),
+            None => HELP.to_string(),
         };
         f.render_widget(Paragraph::new(text), r);
+    }
+}
+
+/// The keys, in the bottom line.
+const HELP: &str =
+    "↑↓ Tab│a allow A always d deny│r restart k kill m merge x discard ⏎ pane│q quit";
+
+/// A worktree teammate's changes in a few characters: `+12 -3 2 files`.
+fn diffstat(d: &WorkDiff) -> String {
+    let n = d.files.len();
+    format!(
+        "+{} -{} {n} file{}",
+        d.added,
+        d.removed,
+        if n == 1 { "" } else { "s" }
+    )
+}
+
+/// What a finish did, for the status line.
+fn finished_text(o: &FinishOutcome) -> String {
+    let made = match o.committed.len() {
+        0 => String::new(),
+        n => format!(
+            " ({n} commit{} made of its uncommitted changes)",
+            if n == 1 { "" } else { "s" }
+        ),
+    };
+    match o.action {
+        FinishAction::Merge => format!(
+            "merged {} into {}{}{}{made}",
+            o.branch,
+            o.into.as_deref().unwrap_or("its base"),
+            o.head
+                .as_deref()
+                .map(|h| format!(" at {}", h.chars().take(10).collect::<String>()))
+                .unwrap_or_default(),
+            if o.fast_forward {
+                " (fast-forward)"
+            } else {
+                ""
+            },
+        ),
+        FinishAction::Pr => format!(
+            "pushed {}{made}: {}",
+            o.branch,
+            o.pr_url
+                .as_deref()
+                .or(o.pr_hint.as_deref())
+                .unwrap_or("open the pull request")
+        ),
+        FinishAction::Discard => format!("discarded {}", o.branch),
     }
 }
 
@@ -667,13 +833,41 @@ fn follow(ctx: Ctx, tx: mpsc::Sender<Envelope>) {
     });
 }
 
-/// Reads the snapshot (the live daemon, else the stored state).
-fn refresh(ctx: &Ctx, view: &mut View) {
+/// Whether an event may change a worktree teammate's diff (a task done, an agent that
+/// stopped, work landed by anyone).
+fn changes_work(ev: &Event) -> bool {
+    matches!(
+        ev,
+        Event::FinishedWork { .. } | Event::TaskUpdated { .. } | Event::AgentStatus { .. }
+    )
+}
+
+/// Reads the snapshot (the live daemon, else the stored state); with `work`, each agent's
+/// worktree diff too (git work, so not at every refresh).
+fn refresh(ctx: &Ctx, view: &mut View, work: bool) {
     match ctx.reader_noting(false) {
         Ok(mut r) => {
             view.live = matches!(r, Reader::Live(..));
             if let Ok(a) = r.agents() {
                 view.agents = a;
+            }
+            if work {
+                let mut diffs = BTreeMap::new();
+                for a in &view.agents {
+                    // A failed read keeps what was shown.
+                    match r.work_diff(&a.name, false) {
+                        Ok(Some(d)) => {
+                            diffs.insert(a.name.clone(), d);
+                        }
+                        Ok(None) => {}
+                        Err(_) => {
+                            if let Some(d) = view.work.get(&a.name) {
+                                diffs.insert(a.name.clone(), d.clone());
+                            }
+                        }
+                    }
+                }
+                view.work = diffs;
             }
             if let Ok(t) = r.tasks(None) {
                 view.tasks = t;
@@ -692,6 +886,19 @@ fn refresh(ctx: &Ctx, view: &mut View) {
 
 /// Carries out an action; returns the status line to show.
 fn act(ctx: &Ctx, action: &Action) -> String {
+    if let Action::Finish { agent, action } = action {
+        let req = Request::WorkFinish {
+            agent: agent.clone(),
+            action: *action,
+            into: None,
+            keep: false,
+        };
+        return match ctx.call(req) {
+            Ok(Reply::WorkFinished { outcome }) => finished_text(&outcome),
+            Ok(other) => format!("unexpected reply {other:?}"),
+            Err(e) => crate::describe(&e),
+        };
+    }
     let req = match action {
         Action::Decide {
             id,
@@ -719,7 +926,7 @@ fn act(ctx: &Ctx, action: &Action) -> String {
             name: name.clone(),
             reason: None,
         },
-        Action::Jump(_) | Action::Quit => return String::new(),
+        Action::Jump(_) | Action::Quit | Action::Finish { .. } => return String::new(),
     };
     match ctx.call(req) {
         Ok(_) => match action {
@@ -756,7 +963,7 @@ pub fn board(ctx: &Ctx) -> Result<ExitCode> {
     }
     let colour = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let mut view = View::new(&ctx.team, colour);
-    refresh(ctx, &mut view);
+    refresh(ctx, &mut view, true);
     let (tx, rx) = mpsc::channel();
     follow(
         Ctx {
@@ -782,10 +989,12 @@ fn run_loop(
 ) -> Result<()> {
     let mut dirty = true;
     let mut stale = false;
+    let mut work_stale = false;
     let mut last_refresh = Instant::now();
     loop {
         while let Ok(env) = rx.try_recv() {
             stale |= changes_snapshot(&env.event);
+            work_stale |= changes_work(&env.event);
             view.push_event(env);
             dirty = true;
         }
@@ -794,8 +1003,10 @@ fn run_loop(
         if (stale && last_refresh.elapsed() >= Duration::from_millis(100))
             || last_refresh.elapsed() >= Duration::from_secs(5)
         {
-            refresh(ctx, view);
+            let tick = last_refresh.elapsed() >= Duration::from_secs(5);
+            refresh(ctx, view, work_stale || tick);
             stale = false;
+            work_stale = false;
             last_refresh = Instant::now();
             dirty = true;
         }
@@ -819,7 +1030,7 @@ fn run_loop(
                     }
                     Some(a) => {
                         view.status = act(ctx, &a);
-                        refresh(ctx, view);
+                        refresh(ctx, view, matches!(a, Action::Finish { .. }));
                         last_refresh = Instant::now();
                     }
                     None => {}
@@ -1065,6 +1276,139 @@ mod tests {
             v.key(k(KeyCode::Char('a'))),
             Some(Action::Decide { id: 7, .. })
         ));
+    }
+
+    fn work(agent: &str) -> WorkDiff {
+        WorkDiff {
+            agent: agent.into(),
+            branch: format!("agent-team/{agent}"),
+            base: Some("main".into()),
+            fork: "abc".into(),
+            commits: 1,
+            uncommitted: false,
+            files: vec![
+                FileChange {
+                    path: "a.txt".into(),
+                    added: Some(3),
+                    removed: Some(1),
+                },
+                FileChange {
+                    path: "b.txt".into(),
+                    added: Some(9),
+                    removed: Some(0),
+                },
+            ],
+            added: 12,
+            removed: 1,
+            patch: None,
+        }
+    }
+
+    /// Issue 28 item 4: a worktree teammate's diffstat is in the agents list; `m` merges the
+    /// selected agent's work, `x` discards it after a `y`, any other key keeps it.
+    #[test]
+    fn worktree_work_is_shown_and_merged_or_discarded_with_keys() {
+        let mut v = sample();
+        // No work: no WORK column.
+        assert!(!screen(&v, 80, 24).contains("WORK"));
+        v.work.insert("builder-1".into(), work("builder-1"));
+        let s = screen(&v, 80, 24);
+        for needle in [
+            "WORK",
+            "builder-1",
+            "+12 -1 2 files",
+            "m merge",
+            "x discard",
+            "q quit",
+        ] {
+            assert!(s.contains(needle), "{needle:?} missing from\n{s}");
+        }
+        // A wider terminal has room for the usage beside it.
+        let wide = screen(&v, 120, 30);
+        for needle in ["+12 -1 2 files", "12.3k", "$0.0413"] {
+            assert!(wide.contains(needle), "{needle:?} missing from\n{wide}");
+        }
+        assert!(s.lines().all(|l| l.chars().count() <= 80), "{s}");
+        let k = |c| KeyEvent::new(c, KeyModifiers::NONE);
+        // The leader (selected first) has no work: nothing to do, and the board says so.
+        assert_eq!(v.key(k(KeyCode::Char('m'))), None);
+        assert!(
+            v.status.contains("leader has no worktree work"),
+            "{}",
+            v.status
+        );
+        v.key(k(KeyCode::Down));
+        assert_eq!(
+            v.key(k(KeyCode::Char('m'))),
+            Some(Action::Finish {
+                agent: "builder-1".into(),
+                action: FinishAction::Merge
+            })
+        );
+        // `x` asks first; `n` (or any key but y) keeps the work.
+        assert_eq!(v.key(k(KeyCode::Char('x'))), None);
+        let s = screen(&v, 80, 24);
+        assert!(
+            s.contains("discard builder-1's work (worktree and branch agent-team/builder-1)? y/N"),
+            "{s}"
+        );
+        assert_eq!(v.key(k(KeyCode::Char('n'))), None);
+        assert!(v.confirm.is_none());
+        assert!(v.status.contains("kept builder-1's work"));
+        assert!(!screen(&v, 80, 24).contains("y/N"));
+        assert_eq!(v.key(k(KeyCode::Char('x'))), None);
+        assert_eq!(
+            v.key(k(KeyCode::Char('y'))),
+            Some(Action::Finish {
+                agent: "builder-1".into(),
+                action: FinishAction::Discard
+            })
+        );
+    }
+
+    /// A conflict's message names the files; the status wraps instead of being cut.
+    #[test]
+    fn a_long_status_wraps_under_the_title() {
+        let mut v = sample();
+        v.status = "conflict: merging agent-team/builder-1 into main conflicts in a.txt, b.txt; \
+                    main and the workspace are unchanged, agent-team/builder-1 is kept"
+            .into();
+        let s = screen(&v, 80, 24);
+        let flat: String = s
+            .lines()
+            .take(3)
+            .map(str::trim_end)
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(flat.contains("conflicts in a.txt, b.txt;"), "{s}");
+        assert!(flat.contains("agent-team/builder-1 is kept"), "{s}");
+        assert!(s.contains("q quit"), "{s}");
+    }
+
+    #[test]
+    fn what_a_finish_did_reads_as_one_line() {
+        let o = FinishOutcome {
+            agent: "a".into(),
+            action: FinishAction::Merge,
+            branch: "agent-team/a".into(),
+            into: Some("main".into()),
+            committed: vec!["1234".into()],
+            head: Some("0123456789abcdef".into()),
+            fast_forward: true,
+            removed: true,
+            pushed_to: None,
+            pr_url: None,
+            pr_hint: None,
+        };
+        assert_eq!(
+            finished_text(&o),
+            "merged agent-team/a into main at 0123456789 (fast-forward) (1 commit made of its uncommitted changes)"
+        );
+        let d = FinishOutcome {
+            action: FinishAction::Discard,
+            ..o
+        };
+        assert_eq!(finished_text(&d), "discarded agent-team/a");
     }
 
     #[test]

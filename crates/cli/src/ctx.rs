@@ -458,15 +458,7 @@ pub fn stored_work_diff(state: &TeamState, name: &str, patch: bool) -> Result<Wo
             format!("cannot read the team's stored configuration: {e}"),
         )
     })?;
-    agent_team_worktree::diff(&config.workspace, name, patch).map_err(|e| {
-        let code = match e {
-            agent_team_worktree::WorktreeError::NoWork { .. } => ErrorCode::NotFound,
-            agent_team_worktree::WorktreeError::NotARepo(_)
-            | agent_team_worktree::WorktreeError::Refused(_) => ErrorCode::InvalidState,
-            _ => ErrorCode::Internal,
-        };
-        ErrorBody::new(code, e.to_string())
-    })
+    agent_team_worktree::diff(&config.workspace, name, patch).map_err(|e| e.to_error_body())
 }
 
 /// Reads a stopped team's rows page after page, from `after` on, until a short page.

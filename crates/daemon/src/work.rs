@@ -13,28 +13,6 @@ use agent_team_worktree::{FinishRequest, WorktreeError};
 use serde_json::json;
 use std::path::PathBuf;
 
-/// The daemon's answer for a failed worktree operation.
-fn error_body(e: &WorktreeError) -> ErrorBody {
-    let code = match e {
-        WorktreeError::NoWork { .. } => ErrorCode::NotFound,
-        WorktreeError::Conflict { .. } => ErrorCode::Conflict,
-        WorktreeError::Refused(_) | WorktreeError::NotARepo(_) => ErrorCode::InvalidState,
-        WorktreeError::Spawn(_) | WorktreeError::Git { .. } => ErrorCode::Internal,
-    };
-    match e {
-        WorktreeError::Conflict {
-            branch,
-            into,
-            paths,
-        } => ErrorBody::with_details(
-            code,
-            e.to_string(),
-            json!({"branch": branch, "into": into, "paths": paths}),
-        ),
-        _ => ErrorBody::new(code, e.to_string()),
-    }
-}
-
 impl Core {
     /// `work_diff` and `work_finish` (the leader and the operator only). Answers at once when
     /// refused, else once the git work is done.
@@ -64,7 +42,7 @@ impl Core {
                     WorkDone::Diff(
                         agent_team_worktree::diff(&repo, &agent, patch)
                             .map(|diff| Reply::WorkDiff { diff })
-                            .map_err(|e| error_body(&e)),
+                            .map_err(|e| e.to_error_body()),
                     )
                 });
                 None
@@ -254,7 +232,7 @@ impl Core {
                 }
                 outcome
                     .map(|outcome| Reply::WorkFinished { outcome })
-                    .map_err(|e| error_body(&e))
+                    .map_err(|e| e.to_error_body())
             }
         };
         self.answer(conn, id, outcome);

@@ -11,7 +11,7 @@ mod finish;
 
 pub use finish::{FinishRequest, commit_work, finish};
 
-use agent_team_protocol::{FileChange, WorkDiff};
+use agent_team_protocol::{ErrorBody, ErrorCode, FileChange, WorkDiff};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -57,6 +57,32 @@ pub enum WorktreeError {
     /// Refused before anything moved, with what to do.
     #[error("{0}")]
     Refused(String),
+}
+
+impl WorktreeError {
+    /// The protocol's error for it, as the daemon answers and a stopped team's read says it:
+    /// no branch is `not_found`, a conflict `conflict` (with `branch`, `into`, `paths`), a
+    /// refusal `invalid_state`, git failing `internal`.
+    pub fn to_error_body(&self) -> ErrorBody {
+        let code = match self {
+            WorktreeError::NoWork { .. } => ErrorCode::NotFound,
+            WorktreeError::Conflict { .. } => ErrorCode::Conflict,
+            WorktreeError::Refused(_) | WorktreeError::NotARepo(_) => ErrorCode::InvalidState,
+            WorktreeError::Spawn(_) | WorktreeError::Git { .. } => ErrorCode::Internal,
+        };
+        match self {
+            WorktreeError::Conflict {
+                branch,
+                into,
+                paths,
+            } => ErrorBody::with_details(
+                code,
+                self.to_string(),
+                serde_json::json!({"branch": branch, "into": into, "paths": paths}),
+            ),
+            _ => ErrorBody::new(code, self.to_string()),
+        }
+    }
 }
 
 /// The variables git keeps: what it needs to find itself, the user's identity and config

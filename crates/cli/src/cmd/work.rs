@@ -37,19 +37,15 @@ fn workspace(ctx: &Ctx) -> Result<std::path::PathBuf> {
 
 /// A teammate's changes: from the daemon when it runs, else read here (a read starts no daemon).
 fn work_diff(ctx: &Ctx, name: &str, patch: bool) -> Result<WorkDiff> {
-    if let Some(mut c) = ctx.connect_existing()? {
-        match c.call(Request::WorkDiff {
-            agent: name.to_string(),
-            patch,
-        })? {
-            Reply::WorkDiff { diff } => return Ok(diff),
-            other => bail!("unexpected reply {other:?}"),
-        }
+    match ctx.reader_noting(false)?.work_diff(name, patch)? {
+        Some(d) => Ok(d),
+        None => bail!(crate::Hinted::new(
+            format!(
+                "{name} has no branch agent-team/{name}: it is not a worktree teammate, or its work was already finished"
+            ),
+            "see `agent-team ps` for the teammates"
+        )),
     }
-    let ws = workspace(ctx)?;
-    agent_team_worktree::diff(&ws, name, patch).map_err(|e| {
-        crate::Hinted::new(e.to_string(), "see `agent-team ps` for the teammates").into()
-    })
 }
 
 /// The files, one per line, and a summary line.

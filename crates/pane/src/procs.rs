@@ -117,6 +117,36 @@ pub fn is_zombie(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// How `pid` ended, if it is a zombie (exited, not yet reaped by its parent): the wait status
+/// the kernel keeps for its parent (`/proc/PID/stat` field 52, Linux 3.5+). Lets a watcher
+/// that is not the parent see an exit the parent has not collected yet.
+pub fn zombie_exit(pid: u32) -> Option<crate::ExitInfo> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if fields.first() != Some(&"Z") {
+        return None;
+    }
+    // Fields are numbered from 1; `rest` starts at field 3 (the state).
+    let status: i32 = fields.get(52 - 3)?.parse().ok()?;
+    Some(wait_status(status))
+}
+
+/// A raw wait status as an [`crate::ExitInfo`].
+fn wait_status(status: i32) -> crate::ExitInfo {
+    if status & 0x7f == 0 {
+        crate::ExitInfo {
+            code: Some((status >> 8) & 0xff),
+            signal: None,
+        }
+    } else {
+        crate::ExitInfo {
+            code: None,
+            signal: Some(status & 0x7f),
+        }
+    }
+}
+
 /// SIGTERM to the group, up to `grace` for it to empty, then SIGKILL and a confirmation.
 /// `reap` is called while waiting so our own zombies do not keep the group alive.
 pub fn stop_group(pgid: u32, grace: Duration, mut reap: impl FnMut()) -> Result<(), PaneError> {
@@ -289,5 +319,51 @@ mod watchdog_tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(!group_alive(pgid), "the sleep outlived the watchdog");
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod zombie_tests {
+    use super::*;
+
+    /// A child left unreaped: its exit is read from /proc, as the parent would get it.
+    fn unreaped(script: &str) -> (std::process::Child, Option<crate::ExitInfo>) {
+        let child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !is_zombie(pid) {
+            assert!(std::time::Instant::now() < deadline, "never a zombie");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        (child, zombie_exit(pid))
+    }
+
+    #[test]
+    fn a_zombies_exit_code_or_signal_is_read_without_reaping_it() {
+        let (mut c, exit) = unreaped("exit 3");
+        assert_eq!(
+            exit,
+            Some(crate::ExitInfo {
+                code: Some(3),
+                signal: None
+            })
+        );
+        assert_eq!(c.wait().unwrap().code(), Some(3));
+        let (mut c, exit) = unreaped("kill -TERM $$");
+        assert_eq!(
+            exit,
+            Some(crate::ExitInfo {
+                code: None,
+                signal: Some(15)
+            })
+        );
+        c.wait().unwrap();
+        // A live process is no zombie.
+        assert_eq!(zombie_exit(std::process::id()), None);
     }
 }

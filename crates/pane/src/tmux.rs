@@ -248,12 +248,19 @@ fn parse_pane_state(line: &str) -> Option<(String, PaneState)> {
 }
 
 /// Whether the process launched as `pid` in a pane is still there, given what tmux says of the
-/// pane. A pane tmux shows dead before it has reaped the process (its output ended first) has
-/// no exit status yet: unknown, so the next look reads the real one instead of "gone".
-fn pane_liveness(pane: Option<&PaneState>, pid: u32) -> Liveness {
+/// pane and how the process ended if it is a zombie (`zombie`). tmux shows a pane dead once its
+/// output ends, and its exit status only once it has reaped the process, which it has been
+/// seen not to do for a minute under load: then the zombie's own status says how it ended, and
+/// without either the answer is unknown (looked at again), never "gone".
+fn pane_liveness(pane: Option<&PaneState>, pid: u32, zombie: Option<ExitInfo>) -> Liveness {
     match pane {
         None => Liveness::Exited(ExitInfo::default()),
-        Some(p) if p.dead && p.exit == ExitInfo::default() => Liveness::Unknown,
+        Some(p) if p.dead && p.exit == ExitInfo::default() => {
+            zombie.map_or(Liveness::Unknown, Liveness::Exited)
+        }
+        Some(p) if !p.dead && p.pid == pid && zombie.is_some() => {
+            zombie.map_or(Liveness::Unknown, Liveness::Exited)
+        }
         Some(p) if p.dead => Liveness::Exited(p.exit),
         // A respawned pane has a new pid: the old incarnation is over.
         Some(p) if p.pid != pid => Liveness::Exited(ExitInfo::default()),
@@ -624,7 +631,9 @@ impl PaneBackend for TmuxBackend {
             .iter()
             .map(|t| match &t.pane {
                 None => Liveness::Unknown,
-                Some(pane) => pane_liveness(panes.get(pane), t.pid),
+                Some(pane) => {
+                    pane_liveness(panes.get(pane), t.pid, crate::procs::zombie_exit(t.pid))
+                }
             })
             .collect()
     }
@@ -909,11 +918,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_dead_pane_reports_its_exit_code_or_signal_and_waits_while_tmux_has_neither() {
+    fn a_dead_pane_reports_its_exit_code_or_signal_or_its_zombies_and_waits_while_it_has_none() {
         let line = |s: &str| parse_pane_state(s).map(|(_, p)| p);
         let exited = line("%1 42 1 s0 g").unwrap();
         assert_eq!(
-            pane_liveness(Some(&exited), 42),
+            pane_liveness(Some(&exited), 42, None),
             Liveness::Exited(ExitInfo {
                 code: Some(0),
                 signal: None
@@ -921,7 +930,7 @@ mod tests {
         );
         let killed = line("%1 42 1 s g15").unwrap();
         assert_eq!(
-            pane_liveness(Some(&killed), 42),
+            pane_liveness(Some(&killed), 42, None),
             Liveness::Exited(ExitInfo {
                 code: None,
                 signal: Some(15)
@@ -929,15 +938,29 @@ mod tests {
         );
         // Dead (its output ended) but not reaped yet: not "gone", look again.
         let unreaped = line("%1 42 1 s g").unwrap();
-        assert_eq!(pane_liveness(Some(&unreaped), 42), Liveness::Unknown);
-        let alive = line("%1 42 0 s g").unwrap();
-        assert_eq!(pane_liveness(Some(&alive), 42), Liveness::Alive);
+        assert_eq!(pane_liveness(Some(&unreaped), 42, None), Liveness::Unknown);
+        // ... unless the process is a zombie tmux has not reaped: its own status says.
+        let z = ExitInfo {
+            code: Some(0),
+            signal: None,
+        };
         assert_eq!(
-            pane_liveness(Some(&alive), 7),
+            pane_liveness(Some(&unreaped), 42, Some(z)),
+            Liveness::Exited(z)
+        );
+        let alive = line("%1 42 0 s g").unwrap();
+        assert_eq!(pane_liveness(Some(&alive), 42, None), Liveness::Alive);
+        // Shown alive (something still holds its terminal) but the process is a zombie.
+        assert_eq!(
+            pane_liveness(Some(&alive), 42, Some(z)),
+            Liveness::Exited(z)
+        );
+        assert_eq!(
+            pane_liveness(Some(&alive), 7, None),
             Liveness::Exited(ExitInfo::default())
         );
         assert_eq!(
-            pane_liveness(None, 42),
+            pane_liveness(None, 42, None),
             Liveness::Exited(ExitInfo::default())
         );
         assert_eq!(parse_pane_state("%1 x 1 s g"), None);

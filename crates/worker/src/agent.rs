@@ -22,8 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-/// The model a role asks for, with its key read from the environment.
-pub fn model_for(role: &Role) -> Result<Arc<dyn Model>, AgentError> {
+/// The model a role asks for, with its key read from the environment; `cache_key` is the
+/// agent's OpenAI `prompt_cache_key` ([`cache_key`]), sent unless the role turns caching off.
+pub fn model_for(role: &Role, cache_key: String) -> Result<Arc<dyn Model>, AgentError> {
     let (api, default_env) = match role.provider {
         Provider::Openai => (ApiKind::OpenAi, "OPENAI_API_KEY"),
         Provider::Anthropic => (ApiKind::Anthropic, "ANTHROPIC_API_KEY"),
@@ -57,9 +58,17 @@ pub fn model_for(role: &Role) -> Result<Arc<dyn Model>, AgentError> {
         max_retries: 4,
         max_tokens: MAX_OUTPUT_TOKENS,
         temperature: None,
+        cache: role.cache,
+        cache_key: Some(cache_key),
     };
     agent_team_model::connect(cfg, format!("${key_env}"))
         .map_err(|e| AgentError::Fatal(e.to_string()))
+}
+
+/// An agent's OpenAI `prompt_cache_key`: its team's name and its own, the same for all its
+/// requests (one conversation, one prefix) and different from every other agent's.
+pub fn cache_key(config: &TeamConfig, agent: &str) -> String {
+    format!("agent-team/{}/{agent}", config.name)
 }
 
 /// The system prompt: the role's prompt, then who the agent is in the team and how to work.
@@ -133,34 +142,53 @@ fn system_prompt(
     s
 }
 
-/// Rough token count (4 bytes a token), enough to decide when to trim.
-fn tokens(messages: &[ChatMessage]) -> usize {
-    messages
-        .iter()
-        .map(|m| {
-            m.content.len()
-                + m.tool_calls
-                    .iter()
-                    .map(|c| c.arguments.len())
-                    .sum::<usize>()
-        })
-        .sum::<usize>()
-        / 4
+/// Rough token count of the conversation's text ([`text_tokens`] of it), enough to decide
+/// when to trim.
+fn tokens(messages: &[ChatMessage]) -> u64 {
+    text_tokens(
+        messages
+            .iter()
+            .map(|m| {
+                m.content.len()
+                    + m.tool_calls
+                        .iter()
+                        .map(|c| c.arguments.len())
+                        .sum::<usize>()
+            })
+            .sum::<usize>(),
+    )
 }
 
-/// Replaces the oldest tool results with a short note until the conversation fits in 80 % of
-/// the context window.
-pub fn trim(messages: &mut [ChatMessage], context_tokens: usize) {
-    let budget = context_tokens * 8 / 10;
+/// When the conversation passes this share (in percent) of the context window, it is trimmed.
+const TRIM_ABOVE: u64 = 80;
+
+/// Where a trim brings it down to, with prompt caching: far enough below [`TRIM_ABOVE`] that
+/// the next trim is many turns away. A trim rewrites old messages, so the cached prefix is
+/// lost from the first one changed; trimming a little every turn would lose it every turn.
+const TRIM_TO_CACHED: u64 = 50;
+
+/// Replaces the oldest tool results with a short note once the conversation passes 80 % of
+/// the context window: down to 50 % of it when the role caches prompts (one large cut, rarely,
+/// instead of one every turn), else just below the 80 %. Between two trims the conversation
+/// only grows at its end, so its prefix stays byte-identical. Returns whether it trimmed.
+pub fn trim(messages: &mut [ChatMessage], context_tokens: usize, cache: bool) -> bool {
+    let window = context_tokens as u64;
+    if tokens(messages) <= window * TRIM_ABOVE / 100 {
+        return false;
+    }
+    let target = window * if cache { TRIM_TO_CACHED } else { TRIM_ABOVE } / 100;
+    let mut trimmed = false;
     for i in 0..messages.len() {
-        if tokens(messages) <= budget {
-            return;
+        if tokens(messages) <= target {
+            break;
         }
         if messages[i].role == ChatRole::Tool && messages[i].content.len() > 200 {
             let n = messages[i].content.len();
             messages[i].content = format!("[output of {n} bytes trimmed to save context]");
+            trimmed = true;
         }
     }
+    trimmed
 }
 
 /// Runs a model-driven agent until it finishes the team (leader), is asked to shut down, or
@@ -176,7 +204,7 @@ pub async fn run(
     let mut inbox = Inbox::new(inbound);
     let name = link.name().to_string();
     let is_leader = name == LEADER;
-    let model = model_for(role)?;
+    let model = model_for(role, cache_key(config, &name))?;
     out.say(&format!("model: {}", model.describe()));
     let leader_approves = config.approver == Approver::Leader;
     // Its whole set; while its plan is required and not approved it gets the read-only part
@@ -335,7 +363,7 @@ pub async fn run(
             status: AgentStatus::Running,
             error: None,
         });
-        trim(&mut messages, role.context_tokens as usize);
+        trim(&mut messages, role.context_tokens as usize, role.cache);
         let req = TurnRequest {
             messages: messages.clone(),
             tools: specs.clone(),
@@ -783,9 +811,9 @@ pub(crate) async fn report_usage(
     }
 }
 
-/// About 4 bytes a token, at least one.
+/// About 4 bytes a token, at least one: the team's one estimate.
 fn text_tokens(bytes: usize) -> u64 {
-    (bytes as u64).div_ceil(4).max(1)
+    agent_team_model::estimate_tokens(bytes)
 }
 
 /// An estimate of a request's prompt tokens from its text (messages and tool schemas).
@@ -811,6 +839,7 @@ pub(crate) fn estimate_usage(
         input_tokens: prompt_tokens(req),
         output_tokens: text_tokens(answer),
         cached_tokens: 0,
+        cache_write_tokens: 0,
     }
 }
 

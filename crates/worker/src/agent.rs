@@ -287,6 +287,10 @@ pub async fn run(
     }
     let mut approvals = Approvals::new(is_leader && !leader_approves);
     let mut pending = true;
+    // Idle and status notices, held for the next turn something else starts: they never
+    // wake the model by themselves (each would cost a whole request). Counted for the log.
+    let mut notices: Vec<String> = Vec::new();
+    let mut notices_held = 0u64;
     // Messages given to the model, marked read once a turn that saw them is over.
     let mut seen = Acted::default();
     let mut steps = 0u32;
@@ -304,6 +308,15 @@ pub async fn run(
             .take(link.as_ref(), out, |m| match m.kind {
                 MessageKind::Permission if approvals.active() => approvals.ask(m, out),
                 MessageKind::Permission if !leader_approves => {}
+                _ if is_notice(m.kind) => {
+                    idle::show(&name, m, out);
+                    notices_held += 1;
+                    out.say(&format!(
+                        "(a notice: held for the next turn, it does not wake the model; \
+                         {notices_held} so far)"
+                    ));
+                    notices.push(format!("[message from {}] {}", m.from, m.body));
+                }
                 _ => {
                     idle::show(&name, m, out);
                     approvals.offer_plan(m, out);
@@ -313,6 +326,7 @@ pub async fn run(
             .await;
         match taken {
             Taken::Shutdown => return Ok(()),
+            // Notices alone are read now; the model sees them with its next turn.
             Taken::Work(acted) if text.is_empty() => acted.ack(link.as_ref()).await,
             Taken::Work(acted) => {
                 messages.push(ChatMessage::user(text.join("\n\n")));
@@ -363,6 +377,9 @@ pub async fn run(
             status: AgentStatus::Running,
             error: None,
         });
+        if !notices.is_empty() {
+            messages.push(ChatMessage::user(std::mem::take(&mut notices).join("\n\n")));
+        }
         trim(&mut messages, role.context_tokens as usize, role.cache);
         let req = TurnRequest {
             messages: messages.clone(),
@@ -451,6 +468,12 @@ pub async fn run(
             return Ok(());
         }
     }
+}
+
+/// Whether a message is a notice that never wakes a model agent by itself: a teammate went
+/// idle, a shutdown was answered.
+fn is_notice(kind: MessageKind) -> bool {
+    matches!(kind, MessageKind::Idle | MessageKind::ShutdownResponse)
 }
 
 /// Whether the agent's plan is still not approved, as the daemon says (a failed read keeps it
@@ -718,12 +741,86 @@ mod tests {
             ChatMessage::user("keep me"),
         ];
         // 8000 bytes is ~2000 tokens; a 2000-token window allows 1600: one output must go.
-        trim(&mut m, 2000);
+        assert!(trim(&mut m, 2000, false));
         assert!(m[1].content.starts_with("[output of 4000 bytes trimmed"));
         assert_eq!(m[2].content, big, "the newer output stays");
         assert_eq!(m[3].content, "keep me");
-        trim(&mut m, 100_000);
+        assert!(!trim(&mut m, 100_000, false));
         assert_eq!(m[2].content, big, "nothing is trimmed when it fits");
+    }
+
+    /// With caching, turn after turn of tool output: the OpenAI request's prefix (tools, then
+    /// the messages so far) is byte-identical from one turn to the next except at a trim, and
+    /// a trim cuts to half the window, so trims are few and far apart.
+    #[test]
+    fn with_caching_the_prefix_holds_between_rare_large_trims() {
+        let cfg = ModelConfig {
+            api: ApiKind::OpenAi,
+            model: "gpt-test".into(),
+            base_url: None,
+            api_key: None,
+            stream: false,
+            timeout: Duration::from_secs(5),
+            max_retries: 0,
+            max_tokens: 100,
+            temperature: None,
+            cache: true,
+            cache_key: Some("agent-team/t/alice".into()),
+        };
+        let specs = tools::specs(&["read_file", "list_files"]);
+        let mut m = vec![
+            ChatMessage::system("You are a tester. Your name is alice."),
+            ChatMessage::user("go"),
+        ];
+        // A 20 000-token window; each turn adds ~1000 tokens of tool output.
+        let (window, turns) = (20_000, 60);
+        let (mut trims, mut kept) = (0, 0);
+        let mut last: Option<String> = None;
+        for turn in 0..turns {
+            let trimmed = trim(&mut m, window, true);
+            assert!(tokens(&m) <= window as u64 * 8 / 10, "turn {turn}");
+            let req = TurnRequest {
+                messages: m.clone(),
+                tools: specs.clone(),
+            };
+            let body = agent_team_model::request_body(&cfg, &req);
+            let now = format!("{}{}", body["tools"], body["messages"]);
+            if let Some(before) = &last {
+                let same = now.starts_with(before.trim_end_matches(']'));
+                assert_eq!(
+                    same, !trimmed,
+                    "turn {turn}: the prefix changes only at a trim"
+                );
+                kept += usize::from(same);
+            }
+            trims += usize::from(trimmed);
+            last = Some(now);
+            let id = format!("c{turn}");
+            m.push(ChatMessage::assistant(
+                "",
+                vec![agent_team_model::ToolCall {
+                    id: id.clone(),
+                    name: "read_file".into(),
+                    arguments: "{}".into(),
+                }],
+            ));
+            m.push(ChatMessage::tool(id, "x".repeat(4000), false));
+        }
+        // ~16 turns fill the window to 80 %, a trim brings it to 50 %, ~6 turns refill it.
+        assert!((2..=10).contains(&trims), "{trims} trims in {turns} turns");
+        assert!(kept >= turns - 1 - trims, "{kept}");
+        // Without caching it trims a little every turn once full.
+        let mut m2 = m[..2].to_vec();
+        let mut small_trims = 0;
+        for turn in 0..turns {
+            small_trims += usize::from(trim(&mut m2, window, false));
+            m2.push(ChatMessage::tool(
+                format!("c{turn}"),
+                "x".repeat(4000),
+                false,
+            ));
+        }
+        assert!(small_trims > 2 * trims, "{small_trims} vs {trims}");
     }
 }
 

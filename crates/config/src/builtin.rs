@@ -89,6 +89,7 @@ pub fn default_role(name: &str) -> Role {
         env: BTreeMap::new(),
         context_tokens: 128_000,
         stream: true,
+        cache: true,
         source: String::new(),
         plan_required: false,
         sandbox: Default::default(),

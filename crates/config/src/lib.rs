@@ -25,7 +25,7 @@ pub use demo::demo_team;
 pub const MAX_DURATION_SECS: u64 = 365 * 24 * 60 * 60;
 pub use hooks::{DEFAULT_HOOK_TIMEOUT_SECS, Hook, HookEvent, Hooks};
 pub use model::*;
-pub use usage::{BUILTIN_PRICES, Notify, PICO_PER_USD, Price, price_for};
+pub use usage::{ANTHROPIC_CACHE_WRITE, BUILTIN_PRICES, Notify, PICO_PER_USD, Price, price_for};
 pub use vars::{
     BUILTIN_VARIABLES, LineMasker, MIN_MASKED_SECRET, Origin, Origins, SecretSource, Secrets,
     SecretsFileError, apply_variables, apply_variables_on, check_key, escape_placeholders,

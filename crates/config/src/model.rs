@@ -338,6 +338,10 @@ pub struct Role {
     /// Stream the model's answers (server-sent events) or wait for each whole.
     #[serde(default = "yes")]
     pub stream: bool,
+    /// Prompt caching for its model requests (Anthropic cache breakpoints, OpenAI's
+    /// `prompt_cache_key`); `cache = false` turns it off.
+    #[serde(default = "yes")]
+    pub cache: bool,
     /// Where it comes from, for `agent-team roles`: `built-in`, `team file`, or the role file
     /// relative to the workspace (`.claude/agents/x.md`, `.nyzhi/agents/x.md`, ...).
     #[serde(default, skip_serializing_if = "String::is_empty")]

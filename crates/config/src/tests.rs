@@ -1058,3 +1058,21 @@ fn finish_comes_from_the_role_else_the_team_and_defaults_to_keep() {
     let e = parse("name = \"t\"\nfinish = \"squash\"\n").unwrap_err();
     assert!(e.to_string().contains("squash"), "{e}");
 }
+
+#[test]
+fn prompt_caching_is_on_unless_a_role_or_the_defaults_turn_it_off() {
+    let cfg = parse("name = \"t\"\n[roles.a]\n[roles.b]\ncache = false\n").unwrap();
+    assert!(cfg.role("a").unwrap().cache);
+    assert!(!cfg.role("b").unwrap().cache);
+    assert!(
+        cfg.role("leader").unwrap().cache,
+        "the built-in roles cache"
+    );
+    let cfg =
+        parse("name = \"t\"\n[defaults]\ncache = false\n[roles.a]\n[roles.b]\ncache = true\n")
+            .unwrap();
+    assert!(!cfg.role("a").unwrap().cache);
+    assert!(cfg.role("b").unwrap().cache);
+    let e = parse("name = \"t\"\n[roles.a]\ncache = \"yes\"\n").unwrap_err();
+    assert!(e.to_string().contains("agent-team.toml:3:"), "{e}");
+}

@@ -15,6 +15,10 @@ pub struct Price {
     /// Prompt tokens read from the cache; the `input` price when not given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_input: Option<f64>,
+    /// Prompt tokens written to the cache (Anthropic's `cache_creation_input_tokens`, 1.25 ×
+    /// input for its 5-minute cache); the `input` price when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write: Option<f64>,
 }
 
 /// Picodollars (10⁻¹² $) in a dollar: costs are summed as whole picodollars so totals are
@@ -25,11 +29,19 @@ impl Price {
     /// The cost of one response in picodollars: uncached input, cached input and output each
     /// at their price (`cached` is the part of `input` read from the cache).
     pub fn cost_pico(&self, input: u64, output: u64, cached: u64) -> u64 {
+        self.cost_pico_with_writes(input, output, cached, 0)
+    }
+
+    /// [`Price::cost_pico`] with `written`, the part of `input` written to the cache, at the
+    /// cache-write price (what is neither read nor written is plain input).
+    pub fn cost_pico_with_writes(&self, input: u64, output: u64, cached: u64, written: u64) -> u64 {
         // $ per million tokens = 10⁶ picodollars per token.
         let per_token = |usd_per_m: f64| (usd_per_m * 1e6).round().max(0.0) as u128;
         let cached = cached.min(input);
-        let total = u128::from(input - cached) * per_token(self.input)
+        let written = written.min(input - cached);
+        let total = u128::from(input - cached - written) * per_token(self.input)
             + u128::from(cached) * per_token(self.cached_input.unwrap_or(self.input))
+            + u128::from(written) * per_token(self.cache_write.unwrap_or(self.input))
             + u128::from(output) * per_token(self.output);
         u64::try_from(total).unwrap_or(u64::MAX)
     }
@@ -37,8 +49,8 @@ impl Price {
 
 /// Approximate public list prices (US dollars per million tokens: input, output, cached
 /// input) of a few well-known models, as published by OpenAI and Anthropic in 2025. They change;
-/// a team file's `[prices]` entry overrides them. Anthropic's cache writes (1.25 × input) are
-/// counted at the input price. A model name matches the longest entry it starts with, so
+/// a team file's `[prices]` entry overrides them. Anthropic's cache writes are priced at
+/// [`ANTHROPIC_CACHE_WRITE`] × input (OpenAI charges none). A model name matches the longest entry it starts with, so
 /// `claude-sonnet-4-5-20250929` is priced as `claude-sonnet-4-5`.
 pub const BUILTIN_PRICES: &[(&str, f64, f64, f64)] = &[
     ("gpt-4o", 2.5, 10.0, 1.25),
@@ -60,6 +72,10 @@ pub const BUILTIN_PRICES: &[(&str, f64, f64, f64)] = &[
     ("claude-3-5-haiku", 0.8, 4.0, 0.08),
 ];
 
+/// What Anthropic charges for a 5-minute cache write, as a multiple of the input price (a read
+/// is 0.1 ×, in the table).
+pub const ANTHROPIC_CACHE_WRITE: f64 = 1.25;
+
 /// The price of `model`: the team file's entry for exactly that name, else the longest of its
 /// entries the name starts with, else the same in [`BUILTIN_PRICES`]; none for a model with no
 /// known price (its tokens are counted, its cost shown as `-`).
@@ -80,6 +96,9 @@ pub fn price_for(file: &std::collections::BTreeMap<String, Price>, model: &str) 
                     input: *i,
                     output: *o,
                     cached_input: Some(*c),
+                    cache_write: k
+                        .starts_with("claude")
+                        .then_some(*i * ANTHROPIC_CACHE_WRITE),
                 },
             )
         }))
@@ -124,6 +143,7 @@ mod tests {
             input: 3.0,
             output: 15.0,
             cached_input: Some(0.3),
+            cache_write: Some(3.75),
         };
         // 1000 uncached at $3/M = 3000 µ$... in pico: 1000 × 3e6.
         assert_eq!(p.cost_pico(1000, 0, 0), 3_000_000_000);
@@ -140,6 +160,39 @@ mod tests {
         assert_eq!(p.cost_pico(10, 0, 99), 10 * 300_000);
     }
 
+    /// An Anthropic answer that read 1800 prompt tokens from the cache and wrote 200: each
+    /// part at its price (reads 0.1 ×, writes 1.25 × the input price), the rest at input.
+    #[test]
+    fn cache_writes_and_reads_cost_their_prices() {
+        let none = BTreeMap::new();
+        let p = price_for(&none, "claude-sonnet-4-5-20250929").unwrap();
+        assert_eq!(p.cache_write, Some(3.75));
+        assert_eq!(
+            p.cost_pico_with_writes(2012, 6, 1800, 200),
+            12 * 3_000_000 + 1800 * 300_000 + 200 * 3_750_000 + 6 * 15_000_000
+        );
+        // Without writes it is `cost_pico`.
+        assert_eq!(
+            p.cost_pico_with_writes(2012, 6, 1800, 0),
+            p.cost_pico(2012, 6, 1800)
+        );
+        // Reads and writes are parts of the input: never more than it.
+        assert_eq!(
+            p.cost_pico_with_writes(10, 0, 4, 99),
+            4 * 300_000 + 6 * 3_750_000
+        );
+        // OpenAI charges no writes; a price without one counts them as input.
+        let gpt = price_for(&none, "gpt-4.1-mini").unwrap();
+        assert_eq!(gpt.cache_write, None);
+        assert_eq!(
+            gpt.cost_pico_with_writes(100, 0, 0, 50),
+            gpt.cost_pico(100, 0, 0)
+        );
+        // `[prices]` takes `cache_write`.
+        let file: Price = toml::from_str("input = 1.0\noutput = 2.0\ncache_write = 1.5\n").unwrap();
+        assert_eq!(file.cost_pico_with_writes(10, 0, 0, 10), 10 * 1_500_000);
+    }
+
     #[test]
     fn prices_come_from_the_file_then_the_builtin_table_by_longest_prefix() {
         let mut file = BTreeMap::new();
@@ -149,6 +202,7 @@ mod tests {
                 input: 1.0,
                 output: 2.0,
                 cached_input: None,
+                cache_write: None,
             },
         );
         assert_eq!(price_for(&file, "gpt-4o").unwrap().input, 1.0);

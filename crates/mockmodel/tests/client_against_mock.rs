@@ -33,6 +33,8 @@ fn config(mock: &MockModel, wire: Wire, stream: bool) -> ModelConfig {
         max_retries: 2,
         max_tokens: 512,
         temperature: Some(0.2),
+        cache: true,
+        cache_key: None,
     }
 }
 
@@ -527,6 +529,8 @@ async fn unreachable_server_is_a_connect_error() {
         max_retries: 1,
         max_tokens: 10,
         temperature: None,
+        cache: true,
+        cache_key: None,
     };
     let model = agent_team_model::connect(cfg, "$K".into()).unwrap();
     assert_eq!(
@@ -554,6 +558,8 @@ fn invalid_base_url_is_refused() {
         max_retries: 0,
         max_tokens: 10,
         temperature: None,
+        cache: true,
+        cache_key: None,
     };
     assert!(matches!(
         agent_team_model::connect(cfg, "$K".into()),

@@ -60,7 +60,8 @@ struct Outgoing {
 ///
 /// The API wants user and assistant messages to alternate and tool results sent as user
 /// messages, so consecutive messages of one role are merged into one; within a user message the
-/// tool results come before any text, as the API requires.
+/// tool results come before any text, as the API requires. With `cfg.cache` the body carries
+/// prompt-cache breakpoints ([`breakpoints`]).
 pub(crate) fn build_body(cfg: &ModelConfig, req: &TurnRequest) -> Value {
     let mut system: Vec<&str> = Vec::new();
     let mut out: Vec<Outgoing> = Vec::new();
@@ -118,24 +119,52 @@ pub(crate) fn build_body(cfg: &ModelConfig, req: &TurnRequest) -> Value {
             }
         }
     }
-    let messages: Vec<Value> = out
+    let mut messages: Vec<Value> = out
         .into_iter()
         .map(|m| json!({"role": m.role, "content": m.blocks}))
         .collect();
+    let mut tools: Vec<Value> = req
+        .tools
+        .iter()
+        .map(
+            |t| json!({"name": t.name, "description": t.description, "input_schema": t.parameters}),
+        )
+        .collect();
+    let system = system
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    let marks = if cfg.cache {
+        breakpoints(&cfg.model, &tools, &system, &messages)
+    } else {
+        Marks::default()
+    };
+    if marks.tools
+        && let Some(last) = tools.last_mut()
+    {
+        mark(last);
+    }
+    for i in marks.messages.into_iter().flatten() {
+        if let Some(block) = messages[i]["content"]
+            .as_array_mut()
+            .and_then(|b| b.last_mut())
+        {
+            mark(block);
+        }
+    }
     let mut body = Map::new();
     body.insert("model".into(), cfg.model.clone().into());
     body.insert("max_tokens".into(), cfg.max_tokens.into());
-    let system: Vec<&str> = system.into_iter().filter(|s| !s.is_empty()).collect();
-    if !system.is_empty() {
-        body.insert("system".into(), system.join("\n\n").into());
+    if marks.system {
+        let mut block = json!({"type": "text", "text": system});
+        mark(&mut block);
+        body.insert("system".into(), json!([block]));
+    } else if !system.is_empty() {
+        body.insert("system".into(), system.into());
     }
     body.insert("messages".into(), Value::Array(messages));
-    if !req.tools.is_empty() {
-        let tools: Vec<Value> = req
-            .tools
-            .iter()
-            .map(|t| json!({"name": t.name, "description": t.description, "input_schema": t.parameters}))
-            .collect();
+    if !tools.is_empty() {
         body.insert("tools".into(), Value::Array(tools));
     }
     if let Some(t) = cfg.temperature {
@@ -143,6 +172,69 @@ pub(crate) fn build_body(cfg: &ModelConfig, req: &TurnRequest) -> Value {
     }
     body.insert("stream".into(), cfg.stream.into());
     Value::Object(body)
+}
+
+/// Where a request's prompt-cache breakpoints go (at most the API's 4).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Marks {
+    /// On the last tool: the tools stay cached when the system prompt changes.
+    tools: bool,
+    /// On the system prompt (after the tools in the API's order).
+    system: bool,
+    /// On the last block of these messages: the newest user message before the newest
+    /// message (where the previous request's rolling breakpoint was, so this request reads
+    /// what that one wrote however many blocks came since) and the newest message (written for
+    /// the next request).
+    messages: [Option<usize>; 2],
+}
+
+/// The fewest prompt tokens the API caches for `model` (a shorter prefix is neither written
+/// nor read, the breakpoint is only wasted): 4096 for Claude Opus 4.5 and later and Haiku 4.5,
+/// 2048 for the older Haikus, 1024 for the rest (Sonnet, Opus 4 and 4.1).
+pub(crate) fn min_cacheable_tokens(model: &str) -> u64 {
+    let m = model.to_ascii_lowercase();
+    if ["opus-4-5", "opus-4-6", "haiku-4-5"]
+        .iter()
+        .any(|k| m.contains(k))
+    {
+        4096
+    } else if m.contains("haiku") {
+        2048
+    } else {
+        1024
+    }
+}
+
+/// The breakpoints of a request: each where the prompt up to it (tools, then system, then
+/// messages, the API's order; estimated with [`crate::estimate_tokens`]) reaches the model's
+/// minimum cacheable size, so a short request carries none.
+fn breakpoints(model: &str, tools: &[Value], system: &str, messages: &[Value]) -> Marks {
+    let min = min_cacheable_tokens(model);
+    let size = |v: &Value| v.to_string().len();
+    let big = |bytes: usize| crate::estimate_tokens(bytes) >= min;
+    let mut marks = Marks::default();
+    let mut prefix: usize = tools.iter().map(size).sum();
+    marks.tools = !tools.is_empty() && big(prefix);
+    prefix += system.len();
+    marks.system = !system.is_empty() && big(prefix);
+    let Some(newest) = messages.len().checked_sub(1) else {
+        return marks;
+    };
+    let before = messages[..newest].iter().rposition(|m| m["role"] == "user");
+    let at = |i: usize| {
+        let upto: usize = messages[..=i].iter().map(size).sum();
+        big(prefix + upto).then_some(i)
+    };
+    marks.messages = [before.and_then(at), at(newest)];
+    marks
+}
+
+/// Marks a block (a tool, the system text, a message's content block) as a cache breakpoint:
+/// the prompt up to and including it is cached for 5 minutes.
+fn mark(block: &mut Value) {
+    if let Some(o) = block.as_object_mut() {
+        o.insert("cache_control".into(), json!({"type": "ephemeral"}));
+    }
 }
 
 /// Appends blocks as a message of `role`, merged into the last message when it has that role.
@@ -227,7 +319,7 @@ impl Counts {
     }
 
     /// The counts in the crate's meaning (every prompt token in `input_tokens`, cache reads
-    /// in `cached_tokens`); none when the answer gave no figure at all.
+    /// in `cached_tokens`, cache writes in `cache_write_tokens`); none when the answer gave no figure at all.
     fn usage(&self) -> Option<Usage> {
         if self.input.is_none() && self.output.is_none() {
             return None;
@@ -237,6 +329,7 @@ impl Counts {
             input_tokens: self.input.unwrap_or(0) + read + self.cache_creation.unwrap_or(0),
             output_tokens: self.output.unwrap_or(0),
             cached_tokens: read,
+            cache_write_tokens: self.cache_creation.unwrap_or(0),
         })
     }
 }
@@ -486,6 +579,8 @@ mod tests {
             max_retries: 0,
             max_tokens: 100,
             temperature: None,
+            cache: true,
+            cache_key: None,
         }
     }
 
@@ -547,6 +642,166 @@ mod tests {
         );
     }
 
+    /// A tool call, its result and a message: the conversation of the caching tests.
+    fn cached_conversation(system: &str, tool_description: &str) -> TurnRequest {
+        TurnRequest {
+            messages: vec![
+                ChatMessage::system(system),
+                ChatMessage::user("go"),
+                ChatMessage::assistant("", vec![call("t1", "read", "{}")]),
+                ChatMessage::tool("t1", "one", false),
+                ChatMessage::user("a message from alice"),
+            ],
+            tools: vec![
+                ToolSpec {
+                    name: "list".into(),
+                    description: "lists".into(),
+                    parameters: json!({"type": "object"}),
+                },
+                ToolSpec {
+                    name: "read".into(),
+                    description: tool_description.into(),
+                    parameters: json!({"type": "object"}),
+                },
+            ],
+        }
+    }
+
+    fn sonnet() -> ModelConfig {
+        ModelConfig {
+            model: "claude-sonnet-4-5".into(),
+            ..cfg(false)
+        }
+    }
+
+    /// Every `cache_control` of a body, as the JSON paths of the blocks that carry it.
+    fn marked(v: &Value, at: &str, found: &mut Vec<String>) {
+        match v {
+            Value::Object(o) => {
+                if o.contains_key("cache_control") {
+                    found.push(at.to_string());
+                }
+                for (k, v) in o {
+                    marked(v, &format!("{at}/{k}"), found);
+                }
+            }
+            Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    marked(v, &format!("{at}/{i}"), found);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn breakpoints_of(body: &Value) -> Vec<String> {
+        let mut found = Vec::new();
+        marked(body, "", &mut found);
+        found
+    }
+
+    /// Large tools: four breakpoints, on the last tool, the system prompt, the user message
+    /// before the newest (the previous request's rolling one) and the newest message.
+    #[test]
+    fn body_carries_cache_breakpoints() {
+        let long = "Reads a file of the workspace. ".repeat(150);
+        let body = build_body(&sonnet(), &cached_conversation("You are a tester.", &long));
+        let eph = json!({"type": "ephemeral"});
+        assert_eq!(
+            body,
+            json!({
+                "model": "claude-sonnet-4-5",
+                "max_tokens": 100,
+                "system": [{"type": "text", "text": "You are a tester.", "cache_control": eph}],
+                "messages": [
+                    {"role": "user", "content": [{"type": "text", "text": "go", "cache_control": eph}]},
+                    {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "read", "input": {}}]},
+                    {"role": "user", "content": [
+                        {"type": "tool_result", "tool_use_id": "t1", "content": "one", "is_error": false},
+                        {"type": "text", "text": "a message from alice", "cache_control": eph},
+                    ]},
+                ],
+                "tools": [
+                    {"name": "list", "description": "lists", "input_schema": {"type": "object"}},
+                    {"name": "read", "description": long, "input_schema": {"type": "object"}, "cache_control": eph},
+                ],
+                "stream": false,
+            })
+        );
+        assert!(breakpoints_of(&body).len() <= 4, "the API allows 4");
+    }
+
+    /// A breakpoint goes only where the prompt up to it reaches the model's minimum: small
+    /// tools get none, a large system prompt after them does, and so does what follows it.
+    #[test]
+    fn breakpoints_only_where_the_prefix_reaches_the_minimum() {
+        let long = "You are a tester. ".repeat(250); // ~4500 bytes: ~1125 tokens
+        let body = build_body(&sonnet(), &cached_conversation(&long, "reads"));
+        assert_eq!(
+            breakpoints_of(&body),
+            vec![
+                "/messages/0/content/0",
+                "/messages/2/content/1",
+                "/system/0"
+            ]
+        );
+        // The same prompt is below Haiku's minimum (2048 tokens for Haiku 3.5, 4096 for 4.5)
+        // and Opus 4.5's (4096): it carries none, and the system prompt stays a string.
+        for model in [
+            "claude-3-5-haiku-latest",
+            "claude-haiku-4-5",
+            "claude-opus-4-5",
+        ] {
+            let cfg = ModelConfig {
+                model: model.into(),
+                ..sonnet()
+            };
+            let body = build_body(&cfg, &cached_conversation(&long, "reads"));
+            assert_eq!(breakpoints_of(&body), Vec::<String>::new(), "{model}");
+            assert_eq!(body["system"], json!(long.clone()), "{model}");
+        }
+        assert_eq!(min_cacheable_tokens("claude-sonnet-4-5-20250929"), 1024);
+        assert_eq!(min_cacheable_tokens("claude-opus-4-1"), 1024);
+        assert_eq!(min_cacheable_tokens("claude-3-5-haiku-20241022"), 2048);
+        assert_eq!(min_cacheable_tokens("claude-haiku-4-5"), 4096);
+        assert_eq!(min_cacheable_tokens("claude-opus-4-5"), 4096);
+    }
+
+    /// Below the minimum size a request carries no breakpoint at all; with caching off, no
+    /// request carries one.
+    #[test]
+    fn no_breakpoints_below_the_minimum_or_with_caching_off() {
+        let small = build_body(
+            &sonnet(),
+            &cached_conversation("You are a tester.", "reads"),
+        );
+        assert_eq!(breakpoints_of(&small), Vec::<String>::new());
+        assert_eq!(small["system"], "You are a tester.");
+        let long = "Reads a file of the workspace. ".repeat(150);
+        let off = ModelConfig {
+            cache: false,
+            ..sonnet()
+        };
+        let body = build_body(&off, &cached_conversation(&long, &long));
+        assert_eq!(breakpoints_of(&body), Vec::<String>::new());
+    }
+
+    /// The newest message is the only user message: it and the system prompt are marked, the
+    /// rolling breakpoint of a previous request has nowhere to go.
+    #[test]
+    fn a_first_request_has_one_rolling_breakpoint() {
+        let long = "You are a tester. ".repeat(250);
+        let req = TurnRequest {
+            messages: vec![ChatMessage::system(&long), ChatMessage::user("go")],
+            tools: vec![],
+        };
+        let body = build_body(&sonnet(), &req);
+        assert_eq!(
+            breakpoints_of(&body),
+            vec!["/messages/0/content/0", "/system/0"]
+        );
+    }
+
     #[test]
     fn tool_results_go_before_text_already_in_the_user_message() {
         let req = TurnRequest {
@@ -600,6 +855,7 @@ mod tests {
                 input_tokens: 20,
                 output_tokens: 9,
                 cached_tokens: 0,
+                cache_write_tokens: 0,
             })
         );
     }
@@ -708,6 +964,7 @@ mod tests {
                 input_tokens: 11,
                 output_tokens: 30,
                 cached_tokens: 0,
+                cache_write_tokens: 0,
             })
         );
     }
@@ -732,6 +989,7 @@ mod tests {
                 input_tokens: 2012,
                 output_tokens: 6,
                 cached_tokens: 1800,
+                cache_write_tokens: 200,
             })
         );
     }
@@ -787,6 +1045,7 @@ mod tests {
                     input_tokens: 4025,
                     output_tokens: 15,
                     cached_tokens: 4000,
+                    cache_write_tokens: 0,
                 }),
                 "{delta_usage}"
             );

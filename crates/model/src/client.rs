@@ -548,6 +548,8 @@ mod tests {
             max_retries: 2,
             max_tokens: 10,
             temperature: None,
+            cache: true,
+            cache_key: None,
         }
     }
 

@@ -29,6 +29,15 @@ pub fn connect(cfg: ModelConfig, key_hint: String) -> Result<Arc<dyn Model>, Mod
     })
 }
 
+/// The JSON body a request for `req` sends to `cfg`'s API (what [`connect`]'s model posts),
+/// for tests and tools that check what goes on the wire.
+pub fn request_body(cfg: &ModelConfig, req: &TurnRequest) -> serde_json::Value {
+    match cfg.api {
+        ApiKind::OpenAi => openai::build_body(cfg, req),
+        ApiKind::Anthropic => anthropic::build_body(cfg, req),
+    }
+}
+
 /// Which wire format to speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -61,6 +70,19 @@ pub struct ModelConfig {
     pub max_tokens: u32,
     /// Sampling temperature, if set.
     pub temperature: Option<f32>,
+    /// Prompt caching: Anthropic requests carry cache breakpoints (on the tools, the system
+    /// prompt and the newest messages, none below the model's minimum cacheable size), OpenAI
+    /// requests `prompt_cache_key` (with `cache_key`). Off, requests carry neither.
+    pub cache: bool,
+    /// OpenAI's `prompt_cache_key`, one per agent (its name), so the requests of one
+    /// conversation reach the servers that hold its prefix; sent only with `cache`.
+    pub cache_key: Option<String>,
+}
+
+/// The token estimate of the whole team where no count is at hand (budget leases, answers
+/// without usage, the minimum cacheable prompt): about 4 bytes a token, at least one.
+pub fn estimate_tokens(bytes: usize) -> u64 {
+    (bytes as u64).div_ceil(4).max(1)
 }
 
 /// Who said a message in the conversation.
@@ -170,7 +192,8 @@ pub struct TurnRequest {
 }
 
 /// Token counts, when the provider reports them, in one meaning for both APIs (the team's
-/// usage accounting and its prices rely on it).
+/// usage accounting and its prices rely on it): `input_tokens` counts every prompt token, of
+/// which `cached_tokens` were read from the prompt cache and `cache_write_tokens` written to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Usage {
     /// Every prompt token, cached or not: OpenAI's `prompt_tokens`; Anthropic's
@@ -183,6 +206,11 @@ pub struct Usage {
     /// `cache_read_input_tokens`.
     #[serde(default)]
     pub cached_tokens: u64,
+    /// The part of `input_tokens` written to the provider's prompt cache (billed at the
+    /// cache-write price, 1.25 × input for Anthropic's 5-minute cache): Anthropic's
+    /// `cache_creation_input_tokens`; OpenAI charges no writes and reports none.
+    #[serde(default)]
+    pub cache_write_tokens: u64,
 }
 
 /// The model's answer to one request.

@@ -40,7 +40,10 @@ impl Wire for OpenAi {
     }
 }
 
-/// The request body.
+/// The request body. Its prompt is a stable prefix for the server's prompt cache: the tools
+/// and the system prompt come first and nothing in the body changes from one turn to the next
+/// but the messages added at the end (the team's context trimming rewrites older ones rarely,
+/// in large steps); with `cfg.cache` it names the agent's `prompt_cache_key`.
 pub(crate) fn build_body(cfg: &ModelConfig, req: &TurnRequest) -> Value {
     let messages: Vec<Value> = req
         .messages
@@ -100,6 +103,11 @@ pub(crate) fn build_body(cfg: &ModelConfig, req: &TurnRequest) -> Value {
     body.insert("max_tokens".into(), cfg.max_tokens.into());
     if let Some(t) = cfg.temperature {
         body.insert("temperature".into(), temperature_json(t));
+    }
+    if cfg.cache
+        && let Some(key) = &cfg.cache_key
+    {
+        body.insert("prompt_cache_key".into(), key.clone().into());
     }
     body.insert("stream".into(), cfg.stream.into());
     if cfg.stream {
@@ -199,6 +207,7 @@ fn parse_usage(u: &Value) -> Option<Usage> {
         input_tokens: input.unwrap_or(0),
         output_tokens: output.unwrap_or(0),
         cached_tokens: cached,
+        cache_write_tokens: 0,
     })
 }
 
@@ -411,7 +420,66 @@ mod tests {
             max_retries: 0,
             max_tokens: 100,
             temperature: Some(0.2),
+            cache: true,
+            cache_key: None,
         }
+    }
+
+    /// With caching the body names the agent's `prompt_cache_key`; from one turn to the next
+    /// only messages are added at the end, so the prompt's prefix (the tools, then the messages
+    /// so far) is byte-identical.
+    #[test]
+    fn prefix_is_byte_identical_from_turn_to_turn_and_names_the_cache_key() {
+        let cfg = ModelConfig {
+            cache_key: Some("agent-team/t/alice".into()),
+            ..cfg(false)
+        };
+        let tools = vec![ToolSpec {
+            name: "read".into(),
+            description: "reads".into(),
+            parameters: json!({"type": "object"}),
+        }];
+        let mut req = TurnRequest {
+            messages: vec![
+                ChatMessage::system("You are a tester. Your name is alice."),
+                ChatMessage::user("go"),
+            ],
+            tools,
+        };
+        let first = build_body(&cfg, &req);
+        assert_eq!(first["prompt_cache_key"], "agent-team/t/alice");
+        req.messages.push(ChatMessage::assistant(
+            "",
+            vec![ToolCall {
+                id: "c1".into(),
+                name: "read".into(),
+                arguments: "{\"path\":\"a\"}".into(),
+            }],
+        ));
+        req.messages
+            .push(ChatMessage::tool("c1", "text of a", false));
+        req.messages
+            .push(ChatMessage::user("[message from bob] hi"));
+        let second = build_body(&cfg, &req);
+        assert_eq!(second["tools"].to_string(), first["tools"].to_string());
+        assert_eq!(second["prompt_cache_key"], first["prompt_cache_key"]);
+        let before = first["messages"].to_string();
+        let after = second["messages"].to_string();
+        let open = before.trim_end_matches(']');
+        assert!(after.starts_with(open), "{before}\n{after}");
+        // Everything but the messages is the same bytes.
+        let rest = |v: &Value| {
+            let mut v = v.clone();
+            v.as_object_mut().map(|o| o.remove("messages"));
+            v.to_string()
+        };
+        assert_eq!(rest(&first), rest(&second));
+        // Caching off: no key.
+        let off = ModelConfig {
+            cache: false,
+            ..cfg.clone()
+        };
+        assert!(build_body(&off, &req).get("prompt_cache_key").is_none());
     }
 
     #[test]
@@ -505,6 +573,7 @@ mod tests {
                 input_tokens: 12,
                 output_tokens: 3,
                 cached_tokens: 0,
+                cache_write_tokens: 0,
             })
         );
     }
@@ -597,6 +666,7 @@ mod tests {
                 input_tokens: 5,
                 output_tokens: 7,
                 cached_tokens: 0,
+                cache_write_tokens: 0,
             })
         );
     }
@@ -627,6 +697,7 @@ mod tests {
                 input_tokens: 1117,
                 output_tokens: 46,
                 cached_tokens: 1024,
+                cache_write_tokens: 0,
             })
         );
     }
@@ -654,6 +725,7 @@ mod tests {
                 input_tokens: 2006,
                 output_tokens: 300,
                 cached_tokens: 1920,
+                cache_write_tokens: 0,
             })
         );
     }

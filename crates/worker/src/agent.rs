@@ -22,8 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-/// The model a role asks for, with its key read from the environment.
-pub fn model_for(role: &Role) -> Result<Arc<dyn Model>, AgentError> {
+/// The model a role asks for, with its key read from the environment; `cache_key` is the
+/// agent's OpenAI `prompt_cache_key` ([`cache_key`]), sent unless the role turns caching off.
+pub fn model_for(role: &Role, cache_key: String) -> Result<Arc<dyn Model>, AgentError> {
     let (api, default_env) = match role.provider {
         Provider::Openai => (ApiKind::OpenAi, "OPENAI_API_KEY"),
         Provider::Anthropic => (ApiKind::Anthropic, "ANTHROPIC_API_KEY"),
@@ -57,9 +58,17 @@ pub fn model_for(role: &Role) -> Result<Arc<dyn Model>, AgentError> {
         max_retries: 4,
         max_tokens: MAX_OUTPUT_TOKENS,
         temperature: None,
+        cache: role.cache,
+        cache_key: Some(cache_key),
     };
     agent_team_model::connect(cfg, format!("${key_env}"))
         .map_err(|e| AgentError::Fatal(e.to_string()))
+}
+
+/// An agent's OpenAI `prompt_cache_key`: its team's name and its own, the same for all its
+/// requests (one conversation, one prefix) and different from every other agent's.
+pub fn cache_key(config: &TeamConfig, agent: &str) -> String {
+    format!("agent-team/{}/{agent}", config.name)
 }
 
 /// The system prompt: the role's prompt, then who the agent is in the team and how to work.
@@ -133,34 +142,53 @@ fn system_prompt(
     s
 }
 
-/// Rough token count (4 bytes a token), enough to decide when to trim.
-fn tokens(messages: &[ChatMessage]) -> usize {
-    messages
-        .iter()
-        .map(|m| {
-            m.content.len()
-                + m.tool_calls
-                    .iter()
-                    .map(|c| c.arguments.len())
-                    .sum::<usize>()
-        })
-        .sum::<usize>()
-        / 4
+/// Rough token count of the conversation's text ([`text_tokens`] of it), enough to decide
+/// when to trim.
+fn tokens(messages: &[ChatMessage]) -> u64 {
+    text_tokens(
+        messages
+            .iter()
+            .map(|m| {
+                m.content.len()
+                    + m.tool_calls
+                        .iter()
+                        .map(|c| c.arguments.len())
+                        .sum::<usize>()
+            })
+            .sum::<usize>(),
+    )
 }
 
-/// Replaces the oldest tool results with a short note until the conversation fits in 80 % of
-/// the context window.
-pub fn trim(messages: &mut [ChatMessage], context_tokens: usize) {
-    let budget = context_tokens * 8 / 10;
+/// When the conversation passes this share (in percent) of the context window, it is trimmed.
+const TRIM_ABOVE: u64 = 80;
+
+/// Where a trim brings it down to, with prompt caching: far enough below [`TRIM_ABOVE`] that
+/// the next trim is many turns away. A trim rewrites old messages, so the cached prefix is
+/// lost from the first one changed; trimming a little every turn would lose it every turn.
+const TRIM_TO_CACHED: u64 = 50;
+
+/// Replaces the oldest tool results with a short note once the conversation passes 80 % of
+/// the context window: down to 50 % of it when the role caches prompts (one large cut, rarely,
+/// instead of one every turn), else just below the 80 %. Between two trims the conversation
+/// only grows at its end, so its prefix stays byte-identical. Returns whether it trimmed.
+pub fn trim(messages: &mut [ChatMessage], context_tokens: usize, cache: bool) -> bool {
+    let window = context_tokens as u64;
+    if tokens(messages) <= window * TRIM_ABOVE / 100 {
+        return false;
+    }
+    let target = window * if cache { TRIM_TO_CACHED } else { TRIM_ABOVE } / 100;
+    let mut trimmed = false;
     for i in 0..messages.len() {
-        if tokens(messages) <= budget {
-            return;
+        if tokens(messages) <= target {
+            break;
         }
         if messages[i].role == ChatRole::Tool && messages[i].content.len() > 200 {
             let n = messages[i].content.len();
             messages[i].content = format!("[output of {n} bytes trimmed to save context]");
+            trimmed = true;
         }
     }
+    trimmed
 }
 
 /// Runs a model-driven agent until it finishes the team (leader), is asked to shut down, or
@@ -176,7 +204,7 @@ pub async fn run(
     let mut inbox = Inbox::new(inbound);
     let name = link.name().to_string();
     let is_leader = name == LEADER;
-    let model = model_for(role)?;
+    let model = model_for(role, cache_key(config, &name))?;
     out.say(&format!("model: {}", model.describe()));
     let leader_approves = config.approver == Approver::Leader;
     // Its whole set; while its plan is required and not approved it gets the read-only part
@@ -259,6 +287,10 @@ pub async fn run(
     }
     let mut approvals = Approvals::new(is_leader && !leader_approves);
     let mut pending = true;
+    // Idle and status notices, held for the next turn something else starts: they never
+    // wake the model by themselves (each would cost a whole request). Counted for the log.
+    let mut notices: Vec<String> = Vec::new();
+    let mut notices_held = 0u64;
     // Messages given to the model, marked read once a turn that saw them is over.
     let mut seen = Acted::default();
     let mut steps = 0u32;
@@ -276,6 +308,15 @@ pub async fn run(
             .take(link.as_ref(), out, |m| match m.kind {
                 MessageKind::Permission if approvals.active() => approvals.ask(m, out),
                 MessageKind::Permission if !leader_approves => {}
+                _ if is_notice(m.kind) => {
+                    idle::show(&name, m, out);
+                    notices_held += 1;
+                    out.say(&format!(
+                        "(a notice: held for the next turn, it does not wake the model; \
+                         {notices_held} so far)"
+                    ));
+                    notices.push(format!("[message from {}] {}", m.from, m.body));
+                }
                 _ => {
                     idle::show(&name, m, out);
                     approvals.offer_plan(m, out);
@@ -285,6 +326,7 @@ pub async fn run(
             .await;
         match taken {
             Taken::Shutdown => return Ok(()),
+            // Notices alone are read now; the model sees them with its next turn.
             Taken::Work(acted) if text.is_empty() => acted.ack(link.as_ref()).await,
             Taken::Work(acted) => {
                 messages.push(ChatMessage::user(text.join("\n\n")));
@@ -335,7 +377,10 @@ pub async fn run(
             status: AgentStatus::Running,
             error: None,
         });
-        trim(&mut messages, role.context_tokens as usize);
+        if !notices.is_empty() {
+            messages.push(ChatMessage::user(std::mem::take(&mut notices).join("\n\n")));
+        }
+        trim(&mut messages, role.context_tokens as usize, role.cache);
         let req = TurnRequest {
             messages: messages.clone(),
             tools: specs.clone(),
@@ -423,6 +468,12 @@ pub async fn run(
             return Ok(());
         }
     }
+}
+
+/// Whether a message is a notice that never wakes a model agent by itself: a teammate went
+/// idle, a shutdown was answered.
+fn is_notice(kind: MessageKind) -> bool {
+    matches!(kind, MessageKind::Idle | MessageKind::ShutdownResponse)
 }
 
 /// Whether the agent's plan is still not approved, as the daemon says (a failed read keeps it
@@ -690,12 +741,86 @@ mod tests {
             ChatMessage::user("keep me"),
         ];
         // 8000 bytes is ~2000 tokens; a 2000-token window allows 1600: one output must go.
-        trim(&mut m, 2000);
+        assert!(trim(&mut m, 2000, false));
         assert!(m[1].content.starts_with("[output of 4000 bytes trimmed"));
         assert_eq!(m[2].content, big, "the newer output stays");
         assert_eq!(m[3].content, "keep me");
-        trim(&mut m, 100_000);
+        assert!(!trim(&mut m, 100_000, false));
         assert_eq!(m[2].content, big, "nothing is trimmed when it fits");
+    }
+
+    /// With caching, turn after turn of tool output: the OpenAI request's prefix (tools, then
+    /// the messages so far) is byte-identical from one turn to the next except at a trim, and
+    /// a trim cuts to half the window, so trims are few and far apart.
+    #[test]
+    fn with_caching_the_prefix_holds_between_rare_large_trims() {
+        let cfg = ModelConfig {
+            api: ApiKind::OpenAi,
+            model: "gpt-test".into(),
+            base_url: None,
+            api_key: None,
+            stream: false,
+            timeout: Duration::from_secs(5),
+            max_retries: 0,
+            max_tokens: 100,
+            temperature: None,
+            cache: true,
+            cache_key: Some("agent-team/t/alice".into()),
+        };
+        let specs = tools::specs(&["read_file", "list_files"]);
+        let mut m = vec![
+            ChatMessage::system("You are a tester. Your name is alice."),
+            ChatMessage::user("go"),
+        ];
+        // A 20 000-token window; each turn adds ~1000 tokens of tool output.
+        let (window, turns) = (20_000, 60);
+        let (mut trims, mut kept) = (0, 0);
+        let mut last: Option<String> = None;
+        for turn in 0..turns {
+            let trimmed = trim(&mut m, window, true);
+            assert!(tokens(&m) <= window as u64 * 8 / 10, "turn {turn}");
+            let req = TurnRequest {
+                messages: m.clone(),
+                tools: specs.clone(),
+            };
+            let body = agent_team_model::request_body(&cfg, &req);
+            let now = format!("{}{}", body["tools"], body["messages"]);
+            if let Some(before) = &last {
+                let same = now.starts_with(before.trim_end_matches(']'));
+                assert_eq!(
+                    same, !trimmed,
+                    "turn {turn}: the prefix changes only at a trim"
+                );
+                kept += usize::from(same);
+            }
+            trims += usize::from(trimmed);
+            last = Some(now);
+            let id = format!("c{turn}");
+            m.push(ChatMessage::assistant(
+                "",
+                vec![agent_team_model::ToolCall {
+                    id: id.clone(),
+                    name: "read_file".into(),
+                    arguments: "{}".into(),
+                }],
+            ));
+            m.push(ChatMessage::tool(id, "x".repeat(4000), false));
+        }
+        // ~16 turns fill the window to 80 %, a trim brings it to 50 %, ~6 turns refill it.
+        assert!((2..=10).contains(&trims), "{trims} trims in {turns} turns");
+        assert!(kept >= turns - 1 - trims, "{kept}");
+        // Without caching it trims a little every turn once full.
+        let mut m2 = m[..2].to_vec();
+        let mut small_trims = 0;
+        for turn in 0..turns {
+            small_trims += usize::from(trim(&mut m2, window, false));
+            m2.push(ChatMessage::tool(
+                format!("c{turn}"),
+                "x".repeat(4000),
+                false,
+            ));
+        }
+        assert!(small_trims > 2 * trims, "{small_trims} vs {trims}");
     }
 }
 
@@ -783,9 +908,9 @@ pub(crate) async fn report_usage(
     }
 }
 
-/// About 4 bytes a token, at least one.
+/// About 4 bytes a token, at least one: the team's one estimate.
 fn text_tokens(bytes: usize) -> u64 {
-    (bytes as u64).div_ceil(4).max(1)
+    agent_team_model::estimate_tokens(bytes)
 }
 
 /// An estimate of a request's prompt tokens from its text (messages and tool schemas).
@@ -811,6 +936,7 @@ pub(crate) fn estimate_usage(
         input_tokens: prompt_tokens(req),
         output_tokens: text_tokens(answer),
         cached_tokens: 0,
+        cache_write_tokens: 0,
     }
 }
 

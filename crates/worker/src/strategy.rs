@@ -221,7 +221,7 @@ pub async fn run(
     role: &Role,
     out: &Output,
 ) -> Result<(), AgentError> {
-    let model = crate::agent::model_for(role)?;
+    let model = crate::agent::model_for(role, crate::agent::cache_key(config, link.name()))?;
     out.say(&format!(
         "strategy {} · model {}",
         config.strategy,

@@ -370,6 +370,64 @@ async fn a_model_agent_marks_messages_read_only_after_the_turn_that_took_them() 
     .await;
 }
 
+/// An idle notice reaching an idle model agent is read at once and does not start a turn
+/// (a request each would cost); the model sees it with the turn a real message starts.
+#[tokio::test]
+async fn idle_notices_do_not_wake_a_model_agent() {
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    mock.script(
+        "b1",
+        vec![Step::Text("first".into()), Step::Text("second".into())],
+    );
+    let d = FakeDaemon::start("b1", "worker", vec![]);
+    let ws = tempfile::tempdir().unwrap();
+    let (link, inbound) = link::Link::start(d.env("b1"), Output::null())
+        .await
+        .unwrap();
+    let role = Role {
+        provider: Provider::Openai,
+        model: "mock".into(),
+        base_url: Some(mock.base_url()),
+        api_key_env: Some("AGENT_TEAM_TEST_NO_SUCH_KEY".into()),
+        stream: false,
+        ..default_role("worker")
+    };
+    let cfg = config(ws.path());
+    let out = Output::null();
+    let groups = CommandGroups::default();
+    let run = agent::run(&link, inbound, &cfg, &role, &out, &groups);
+    tokio::pin!(run);
+    until("the first turn is over", &mut run, || {
+        d.requests().iter().any(|r| {
+            matches!(
+                r,
+                Request::SetStatus {
+                    status: AgentStatus::Idle,
+                    ..
+                }
+            )
+        })
+    })
+    .await;
+    d.push(&msg(6, "b2", "b1", MessageKind::Idle));
+    d.push(&msg(7, "b3", "b1", MessageKind::ShutdownResponse));
+    until("the notices are read", &mut run, || {
+        let read: Vec<u64> = reads(&d.requests()).concat();
+        read.contains(&6) && read.contains(&7)
+    })
+    .await;
+    assert_eq!(mock.requests("b1").len(), 1, "no turn for notices alone");
+    d.push(&msg(8, "leader", "b1", MessageKind::Text));
+    until("a turn takes message 8", &mut run, || {
+        mock.requests("b1").len() == 2
+    })
+    .await;
+    let second = mock.requests("b1")[1].to_string();
+    for m in ["message 6", "message 7", "[message from leader] message 8"] {
+        assert!(second.contains(m), "{m} in {second}");
+    }
+}
+
 #[tokio::test]
 async fn the_exec_leader_ends_on_the_operators_shutdown_without_answering_it() {
     let d = FakeDaemon::start(

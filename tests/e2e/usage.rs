@@ -48,12 +48,21 @@ fn json_of(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
-/// $3 / $15 / $0.30 per million tokens, so every cost below is exact.
-const PRICES: &str = "[prices]\n\"mock-1\" = { input = 3.0, output = 15.0, cached_input = 0.3 }\n";
+/// $3 / $15 / $0.30 / $3.75 (cache write) per million tokens, so every cost below is exact.
+const PRICES: &str = "[prices]\n\"mock-1\" = { input = 3.0, output = 15.0, cached_input = 0.3, cache_write = 3.75 }\n";
 
 /// The cost at [`PRICES`] in dollars, computed the way the daemon sums it (whole picodollars).
 fn cost(input: u64, output: u64, cached: u64) -> f64 {
-    ((input - cached) * 3_000_000 + cached * 300_000 + output * 15_000_000) as f64 / 1e12
+    cost_with_writes(input, output, cached, 0)
+}
+
+/// [`cost`] with `written` of `input` written to the prompt cache (Anthropic).
+fn cost_with_writes(input: u64, output: u64, cached: u64, written: u64) -> f64 {
+    ((input - cached - written) * 3_000_000
+        + cached * 300_000
+        + written * 3_750_000
+        + output * 15_000_000) as f64
+        / 1e12
 }
 
 #[test]
@@ -97,7 +106,8 @@ fn tokens_and_cost_per_agent_are_exact_in_both_apis_streamed_and_not() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert_eq!(mock.requests("leader").len(), 2, "{at}");
-        let want_cost = cost(1000, 50, 400) + cost(2000, 30, 1500);
+        // Cache writes are charged at the write price.
+        let want_cost = cost(1000, 50, 400) + cost_with_writes(2000, 30, 1500, cache_write);
         let want_cost = (want_cost * 1e12).round() / 1e12;
         let check = |u: &Value, what: &str| {
             assert_eq!(u["input_tokens"], json!(3000), "{at} {what}: {u}");

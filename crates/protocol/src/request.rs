@@ -7,6 +7,10 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// One operation on the team; the `op` field names it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -389,6 +393,9 @@ pub enum Request {
         /// The part of `input_tokens` read from the prompt cache.
         #[serde(default)]
         cached_tokens: u64,
+        /// The part of `input_tokens` written to the prompt cache (billed at the write price).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        cache_write_tokens: u64,
     },
     /// Whether the calling agent may make its next model request (agents only): a spent
     /// budget of its role or of the team says `stop`. Otherwise the daemon reserves a lease of

@@ -901,6 +901,7 @@ pub(crate) async fn report_usage(
             input_tokens: u.input_tokens,
             output_tokens: u.output_tokens,
             cached_tokens: u.cached_tokens,
+            cache_write_tokens: u.cache_write_tokens,
         })
         .await
     {

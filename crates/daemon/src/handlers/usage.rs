@@ -27,13 +27,21 @@ impl Core {
                 input_tokens,
                 output_tokens,
                 cached_tokens,
+                cache_write_tokens,
             } => {
                 let cost_pico = self
                     .sup
                     .config
                     .as_ref()
                     .and_then(|c| c.price(&model))
-                    .map(|p| p.cost_pico(input_tokens, output_tokens, cached_tokens));
+                    .map(|p| {
+                        p.cost_pico_with_writes(
+                            input_tokens,
+                            output_tokens,
+                            cached_tokens,
+                            cache_write_tokens,
+                        )
+                    });
                 let run_was_open = self.state.run().state == agent_team_protocol::RunState::Running;
                 self.state.record_usage(
                     actor,

@@ -13,22 +13,6 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 
-/// git in `dir`; panics with its stderr when it fails.
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.email=t@t", "-c", "user.name=tester"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 /// Whether `branch` exists in `dir`'s repository.
 fn has_branch(dir: &Path, branch: &str) -> bool {
     !git(dir, &["branch", "--list", branch]).is_empty()

@@ -4,27 +4,9 @@
 
 use agent_team_e2e::*;
 use agent_team_protocol::*;
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
-
-/// git in `dir`; panics with its stderr when it fails.
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.email=t@t", "-c", "user.name=tester"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// A sandbox whose directory is a git repository on `main` with one commit.
 fn repo() -> Sandbox {
@@ -71,6 +53,16 @@ fn up_and_work(sb: &Sandbox, name: &str, text: &str, tasks: usize) {
             .filter(|t| t.status == TaskStatus::Completed)
             .count()
             == tasks
+    });
+    // Done working: idle, or stopped with the run's end (finish refuses a teammate that may
+    // still change its work, and says so).
+    wait_for("the teammates to be idle or down", T, || {
+        sb.tasks(name).iter().all(|t| {
+            t.owner.as_deref().is_none_or(|o| {
+                let s = sb.agent(name, o).status;
+                s == AgentStatus::Idle || s.is_down()
+            })
+        })
     });
 }
 

@@ -757,31 +757,11 @@ fn asking_for_tmux_without_tmux_is_an_error_with_the_install_hint() {
 #[test]
 fn worktree_isolation_gives_each_teammate_its_own_checkout() {
     let sb = Sandbox::new();
-    let git = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .args(args)
-            .current_dir(sb.dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
+    let git = |args: &[&str]| agent_team_e2e::git(sb.dir.path(), args);
     git(&["init", "-q"]);
     std::fs::write(sb.path("README"), "base\n").unwrap();
     git(&["add", "README"]);
-    git(&[
-        "-c",
-        "user.email=t@t",
-        "-c",
-        "user.name=t",
-        "commit",
-        "-qm",
-        "base",
-    ]);
+    git(&["commit", "-qm", "base"]);
     let extra = "[roles.worker]\nisolation = \"worktree\"\n";
     // Both teammates write the same file name; each lands in its own checkout.
     let tasks = "[[tasks]]\ntitle = \"one\"\nrun = \"pwd > where.txt\"\n[[tasks]]\ntitle = \"two\"\nrun = \"pwd > where.txt\"\n[[tasks]]\ntitle = \"hold\"\nrun = \"sleep 60\"\nafter = [\"task-1\", \"task-2\"]\n";

@@ -69,6 +69,37 @@ pub struct WorkDiff {
     pub patch: Option<String>,
 }
 
+impl WorkDiff {
+    /// One line per file (` PATH +A -R`, or `(binary)`) then a summary line: how `agent-team
+    /// diff --stat` and the leader's `diff_teammate` show the work.
+    pub fn stat_lines(&self) -> Vec<String> {
+        let mut lines: Vec<String> = self
+            .files
+            .iter()
+            .map(|f| match (f.added, f.removed) {
+                (Some(a), Some(r)) => format!(" {} +{a} -{r}", f.path),
+                _ => format!(" {} (binary)", f.path),
+            })
+            .collect();
+        lines.push(format!(
+            "{}: {} file(s), +{} -{} against {} ({} commit(s){}) on {}",
+            self.agent,
+            self.files.len(),
+            self.added,
+            self.removed,
+            self.base.as_deref().unwrap_or("its start"),
+            self.commits,
+            if self.uncommitted {
+                ", uncommitted changes"
+            } else {
+                ""
+            },
+            self.branch
+        ));
+        lines
+    }
+}
+
 /// What `finish` did with a teammate's work.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

@@ -48,34 +48,6 @@ fn work_diff(ctx: &Ctx, name: &str, patch: bool) -> Result<WorkDiff> {
     }
 }
 
-/// The files, one per line, and a summary line.
-fn stat_lines(d: &WorkDiff) -> Vec<String> {
-    let mut lines: Vec<String> = d
-        .files
-        .iter()
-        .map(|f| match (f.added, f.removed) {
-            (Some(a), Some(r)) => format!(" {}  +{a} -{r}", f.path),
-            _ => format!(" {}  (binary)", f.path),
-        })
-        .collect();
-    lines.push(format!(
-        "{}: {} file(s), +{} -{} against {} ({} commit(s){}) on {}",
-        d.agent,
-        d.files.len(),
-        d.added,
-        d.removed,
-        d.base.as_deref().unwrap_or("its start"),
-        d.commits,
-        if d.uncommitted {
-            ", uncommitted changes"
-        } else {
-            ""
-        },
-        d.branch
-    ));
-    lines
-}
-
 /// `agent-team diff NAME [--stat] [--json]`
 pub fn diff(ctx: &Ctx, name: &str, stat: bool, json: bool) -> Result<ExitCode> {
     let d = work_diff(ctx, name, !stat)?;
@@ -86,7 +58,7 @@ pub fn diff(ctx: &Ctx, name: &str, stat: bool, json: bool) -> Result<ExitCode> {
     if let Some(p) = &d.patch {
         print!("{p}");
     }
-    for l in stat_lines(&d) {
+    for l in d.stat_lines() {
         output::line(&l);
     }
     Ok(ExitCode::SUCCESS)
@@ -127,7 +99,7 @@ fn choose(ctx: &Ctx, name: &str, plan: &Plan) -> Result<Result<Option<FinishActi
         return Ok(Ok(Some(a)));
     }
     let d = work_diff(ctx, name, false)?;
-    for l in stat_lines(&d) {
+    for l in d.stat_lines() {
         eprintln!("{l}");
     }
     if !std::io::stdin().is_terminal() {

@@ -113,26 +113,8 @@ pub(super) async fn diff_teammate(ctx: &ToolCtx, a: &DiffTeammate) -> Result<Too
     };
     Ok(match daemon(ctx, req).await? {
         Reply::WorkDiff { diff } => {
-            let mut text = format!(
-                "{}: {} file(s), +{} -{} against {} on {}{}\n",
-                diff.agent,
-                diff.files.len(),
-                diff.added,
-                diff.removed,
-                diff.base.as_deref().unwrap_or("its start"),
-                diff.branch,
-                if diff.uncommitted {
-                    " (with uncommitted changes)"
-                } else {
-                    ""
-                }
-            );
-            for f in &diff.files {
-                match (f.added, f.removed) {
-                    (Some(x), Some(y)) => text.push_str(&format!("  {} +{x} -{y}\n", f.path)),
-                    _ => text.push_str(&format!("  {} (binary)\n", f.path)),
-                }
-            }
+            let mut text = diff.stat_lines().join("\n");
+            text.push('\n');
             if let Some(p) = &diff.patch {
                 text.push('\n');
                 text.push_str(p);

@@ -18,6 +18,7 @@ mod models;
 mod panes;
 mod perms;
 mod plans;
+mod remote;
 mod roles;
 mod sandbox;
 mod service;

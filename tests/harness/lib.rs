@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod sshd;
 pub mod web;
 
 use agent_team_client::Client;

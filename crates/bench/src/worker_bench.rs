@@ -31,6 +31,8 @@ pub fn spawn_connected(team: &BenchTeam, prefix: &str, n: usize) -> Result<Durat
             instructions: None,
             model: None,
             message: None,
+            host: None,
+            workspace: None,
         })?;
     }
     op.flush()?;

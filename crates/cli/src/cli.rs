@@ -102,6 +102,15 @@ pub enum Command {
         /// Its name [default: ROLE-N].
         #[arg(long)]
         name: Option<String>,
+        /// Run it on another machine: an ssh destination as `ssh` resolves it (a `Host` of
+        /// ~/.ssh/config); the team file's `[ssh]` says how ssh is run [default: the role's
+        /// `host`, else this machine].
+        #[arg(long)]
+        host: Option<String>,
+        /// Its working directory on that host, used as is [default: a directory of its own
+        /// under the host's `[ssh] dir`].
+        #[arg(long, requires = "host")]
+        workspace: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,

@@ -93,6 +93,7 @@ pub fn default_role(name: &str) -> Role {
         source: String::new(),
         plan_required: false,
         sandbox: Default::default(),
+        host: None,
     }
 }
 

@@ -107,6 +107,7 @@ pub fn empty_team(name: &str, workspace: &Path) -> TeamConfig {
         sandbox_paths: SandboxPaths::default(),
         board: true,
         limits: Limits::default(),
+        ssh: Default::default(),
         variables: Default::default(),
         secrets: Default::default(),
         strategy: Default::default(),

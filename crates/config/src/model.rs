@@ -358,6 +358,10 @@ pub struct Role {
     /// (see [`SandboxPaths::resolved`]).
     #[serde(default, skip_serializing_if = "SandboxPaths::is_empty")]
     pub sandbox: SandboxPaths,
+    /// The ssh destination its members run on (`host = "box"`, resolved by `ssh` itself so
+    /// `~/.ssh/config` applies); none: this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 fn yes() -> bool {
@@ -387,6 +391,60 @@ pub struct Teammate {
     /// `plan_required`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan_required: Option<bool>,
+    /// The ssh destination it runs on, over its role's `host`; none: its role's, else here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Its working directory on its host, used as is (a remote member only); none: a git
+    /// worktree of the team's repository on the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+}
+
+/// `[ssh]`: how the daemon reaches the hosts of remote members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SshSettings {
+    /// The argv prefix of every ssh call (`["ssh", "-F", "CONFIG"]`); default `["ssh"]`.
+    pub command: Vec<String>,
+    /// `agent-team-worker` on the hosts; none: found on the host's `PATH`, else copied there
+    /// when the host's `uname -sm` matches this machine's.
+    pub worker: Option<String>,
+    /// Where agent-team keeps its files on a host (sockets, logs, the copied worker, clones);
+    /// `~/` is the host's home. Default `~/.cache/agent-team`.
+    pub dir: Option<String>,
+    /// Seconds an unreachable member keeps its task before it goes back to the board.
+    pub grace_secs: u64,
+}
+
+impl Default for SshSettings {
+    fn default() -> Self {
+        SshSettings {
+            command: vec!["ssh".into()],
+            worker: None,
+            dir: None,
+            grace_secs: 300,
+        }
+    }
+}
+
+/// Checks an ssh destination (`box`, `user@box`, `ssh://box:22`): what `ssh` takes as its
+/// host argument and nothing it could read as an option or that a shell would split.
+pub fn check_host(host: &str) -> Result<(), String> {
+    if host.is_empty() || host.len() > 255 {
+        return Err("a host is an ssh destination of 1 to 255 characters".into());
+    }
+    if host.starts_with('-') {
+        return Err(format!("host {host:?} would be read by ssh as an option"));
+    }
+    if let Some(c) = host
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-_.@:/[]%".contains(*c)))
+    {
+        return Err(format!(
+            "host {host:?} has {c:?}: give the name of an ssh destination (a `Host` of ~/.ssh/config, user@name)"
+        ));
+    }
+    Ok(())
 }
 
 /// Whether `c` is a colour agent-team can show everywhere: a plain colour name (`cyan`,
@@ -472,6 +530,9 @@ pub struct TeamConfig {
     /// The daemon's limits on its clients (`[limits]`).
     #[serde(default)]
     pub limits: Limits,
+    /// `[ssh]`: how remote members' hosts are reached.
+    #[serde(default)]
+    pub ssh: SshSettings,
     /// The values of `{{KEY}}` placeholders: `[variables]`, then `--var` over them, and
     /// `date` as fixed at start (see the `vars` module for where each text is filled).
     #[serde(default)]

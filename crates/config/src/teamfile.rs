@@ -120,6 +120,8 @@ struct RawTeamFile {
     #[serde(default)]
     limits: Limits,
     #[serde(default)]
+    ssh: crate::model::SshSettings,
+    #[serde(default)]
     defaults: RawRole,
     #[serde(default)]
     roles: BTreeMap<String, Spanned<RawRole>>,
@@ -185,6 +187,8 @@ pub(crate) struct RawRole {
     finish: Option<agent_team_protocol::FinishPolicy>,
     /// `[roles.X.sandbox]`: `write` and `read_deny` for this role's members.
     sandbox: Option<SandboxPaths>,
+    /// The ssh destination its members run on.
+    host: Option<String>,
     /// Tools a role file takes away (Claude Code's `disallowedTools`), from its `tools` or from
     /// the set it would have without them.
     #[serde(skip)]
@@ -205,6 +209,8 @@ struct RawTeammate {
     provider: Option<Provider>,
     color: Option<Spanned<String>>,
     plan_required: Option<bool>,
+    host: Option<Spanned<String>>,
+    workspace: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -435,6 +441,20 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
                 format!("unknown role {role:?}; known roles: {known:?}"),
             ));
         }
+        if let Some(h) = &tm.host {
+            crate::model::check_host(h.get_ref())
+                .map_err(|m| cx.err(Some(h.span()), "teammates.host", m))?;
+        }
+        if let Some(w) = &tm.workspace
+            && tm.host.is_none()
+            && roles.get(&role).and_then(|r| r.host.as_ref()).is_none()
+        {
+            return Err(cx.err(
+                Some(w.span()),
+                "teammates.workspace",
+                "`workspace` is a directory on the member's host: give it a `host` too",
+            ));
+        }
         if let Some(c) = &tm.color
             && !crate::model::valid_color(c.get_ref())
         {
@@ -455,7 +475,12 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
             provider: tm.provider,
             color: tm.color.as_ref().map(|c| c.get_ref().clone()),
             plan_required: tm.plan_required,
+            host: tm.host.as_ref().map(|h| h.get_ref().clone()),
+            workspace: tm.workspace.as_ref().map(|w| w.get_ref().clone()),
         });
+    }
+    if raw.ssh.command.is_empty() || raw.ssh.command[0].is_empty() {
+        return Err(cx.err(None, "ssh.command", "`command` must name the ssh program"));
     }
     let l = raw.limits;
     for (field, value, min) in [
@@ -670,6 +695,7 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
         sandbox_paths,
         board: raw.board.unwrap_or(true),
         limits: raw.limits,
+        ssh: raw.ssh,
         variables,
         secrets,
         strategy,
@@ -814,6 +840,7 @@ fn overlay(base: RawRole, top: RawRole) -> RawRole {
         plan_required: top.plan_required.or(base.plan_required),
         finish: top.finish.or(base.finish),
         sandbox: top.sandbox.or(base.sandbox),
+        host: top.host.or(base.host),
         source: top.source.or(base.source),
         disallowed: top.disallowed.or(base.disallowed),
         allowed_tools: top.allowed_tools.or(base.allowed_tools),
@@ -931,6 +958,9 @@ fn resolve_role(
             "command must name a program",
         ));
     }
+    if let Some(h) = &r.host {
+        crate::model::check_host(h).map_err(|m| cx.err(span, &format!("roles.{name}.host"), m))?;
+    }
     Ok(Role {
         name: name.to_string(),
         description: r.description.unwrap_or(fallback.description),
@@ -956,6 +986,7 @@ fn resolve_role(
         plan_required: r.plan_required.unwrap_or(fallback.plan_required),
         finish: r.finish.or(fallback.finish),
         sandbox: r.sandbox.unwrap_or(fallback.sandbox),
+        host: r.host.or(fallback.host),
     })
 }
 

@@ -85,6 +85,8 @@ pub enum CoreMsg {
 
 /// What a finished piece of worktree git work (`work.rs`) reports.
 #[derive(Debug)]
+// One per git job, moved once: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum WorkDone {
     /// `work_diff` answered.
     Diff(Result<Reply, ErrorBody>),
@@ -564,6 +566,8 @@ impl Core {
                         instructions,
                         model,
                         message,
+                        host,
+                        workspace,
                     } => {
                         let m = SpawnMember {
                             name: name.unwrap_or_default(),
@@ -571,6 +575,8 @@ impl Core {
                             instructions,
                             model,
                             message,
+                            host,
+                            workspace,
                             ..Default::default()
                         };
                         self.supervise(|s| s.spawn_request(&actor, conn, id, m))

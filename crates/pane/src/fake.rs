@@ -62,6 +62,7 @@ impl FakeBackend {
             pid,
             pgid: Some(pid),
             pane: Some(format!("%{pid}")),
+            host: None,
         }
     }
 }

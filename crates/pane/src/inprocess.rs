@@ -69,6 +69,7 @@ impl PaneBackend for InProcessBackend {
             pid: std::process::id(),
             pgid: None,
             pane: Some(key),
+            host: None,
         })
     }
 

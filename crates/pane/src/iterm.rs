@@ -132,6 +132,7 @@ impl<O: Osascript> PaneBackend for ItermBackend<O> {
             pid: 0,
             pgid: None,
             pane: Some(sid),
+            host: None,
         })
     }
 
@@ -210,6 +211,7 @@ mod tests {
             log: "/w/log".into(),
             title: format!("{name} · worker"),
             color: None,
+            host: None,
         }
     }
 
@@ -271,6 +273,7 @@ mod tests {
             pid: 0,
             pgid: None,
             pane: Some("SID-9".into()),
+            host: None,
         };
         assert_eq!(b.liveness(&t), Liveness::Alive);
         assert!(matches!(b.liveness(&t), Liveness::Exited(_)));

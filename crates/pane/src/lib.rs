@@ -69,6 +69,8 @@ pub struct LaunchSpec {
     pub title: String,
     /// The agent's colour (a colour name or `#rrggbb`), for pane borders.
     pub color: Option<String>,
+    /// The ssh destination it runs on (the remote backend's); none: this machine.
+    pub host: Option<String>,
 }
 
 /// A started agent process.
@@ -80,6 +82,9 @@ pub struct Launched {
     pub pgid: Option<u32>,
     /// Its pane id, if it has one.
     pub pane: Option<String>,
+    /// The ssh destination its process runs on (pid and group are the host's); none: here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// How a process ended.
@@ -225,6 +230,10 @@ pub mod env {
     pub const MCP_CONFIG: &str = "AGENT_TEAM_MCP_CONFIG";
     /// The file holding an external CLI's first input (role prompt, team context, first task).
     pub const PROMPT_FILE: &str = "AGENT_TEAM_PROMPT_FILE";
+
+    /// Set (to the ssh destination) when the agent runs on another host than its daemon: its
+    /// workspace is the one given there, not the team file's directory.
+    pub const HOST: &str = "AGENT_TEAM_HOST";
 
     /// What every agent-team variable starts with (these and the paths crate's
     /// `AGENT_TEAM_HOME`, `AGENT_TEAM_RUNTIME_DIR`, `AGENT_TEAM_TMUX_SOCKET`).

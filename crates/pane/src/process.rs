@@ -97,6 +97,7 @@ impl PaneBackend for ProcessBackend {
             pid,
             pgid: Some(pid),
             pane: None,
+            host: None,
         })
     }
 
@@ -150,6 +151,7 @@ mod tests {
             log: dir.join("logs/a.log"),
             title: "a".into(),
             color: None,
+            host: None,
         }
     }
 

@@ -347,6 +347,7 @@ set -g mouse on
             pid,
             pgid: Some(pid),
             pane: Some(pane.to_string()),
+            host: None,
         })
     }
 
@@ -550,6 +551,7 @@ impl PaneBackend for TmuxBackend {
                     pid: 0,
                     pgid: None,
                     pane: Some(pane),
+                    host: None,
                 },
             );
         }

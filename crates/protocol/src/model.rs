@@ -400,6 +400,9 @@ pub struct AgentInfo {
     /// absent for an agent that needs no plan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<PlanInfo>,
+    /// The ssh destination it runs on; absent for an agent on the daemon's machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 impl AgentInfo {
@@ -523,6 +526,7 @@ impl AgentInfo {
             usage: None,
             todos: Vec::new(),
             color: None,
+            host: None,
             plan: None,
         }
     }

@@ -236,6 +236,12 @@ pub enum Request {
         /// Its first input: a message from the caller, queued before it starts.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         message: Option<String>,
+        /// The ssh destination it runs on (over its role's `host`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+        /// Its working directory on its host (a remote member only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        workspace: Option<String>,
     },
     /// Start several teammates at once, all or nothing (leader and operator only): every
     /// member is checked first and none is started when one is refused (the error names it).
@@ -472,6 +478,8 @@ impl Request {
                         instructions: m.instructions.clone(),
                         model: None,
                         message: m.message.clone(),
+                        host: None,
+                        workspace: None,
                     }
                     .check_sizes()?;
                 }
@@ -600,6 +608,13 @@ pub struct SpawnMember {
     /// Its first input, queued from the caller before it starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The ssh destination it runs on (over its role's `host`); none: its role's, else the
+    /// daemon's machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Its working directory on its host (a remote member only), used as is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
 }
 
 /// A successful answer; the `kind` field names its shape.

@@ -345,6 +345,8 @@ fn team_requests() -> impl Strategy<Value = Request> {
             instructions: None,
             model: None,
             message,
+            host: None,
+            workspace: None,
         }),
         (text(), opt_text()).prop_map(|(name, reason)| Request::Kill { name, reason }),
         text().prop_map(|name| Request::Restart { name }),

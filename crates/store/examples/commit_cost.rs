@@ -31,6 +31,7 @@ fn main() {
             todos: Vec::new(),
             color: None,
             plan: None,
+            host: None,
         },
         secret: "s".into(),
         spec: serde_json::Value::Null,

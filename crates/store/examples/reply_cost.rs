@@ -66,6 +66,7 @@ fn agent(name: &str, now: Timestamp) -> AgentRecord {
             todos: Vec::new(),
             color: None,
             plan: None,
+            host: None,
         },
         secret: "s".into(),
         spec: serde_json::Value::Null,

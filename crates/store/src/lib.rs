@@ -1035,6 +1035,7 @@ mod tests {
                 todos: Vec::new(),
                 color: None,
                 plan: None,
+                host: None,
             };
             let rec = AgentRecord {
                 info,

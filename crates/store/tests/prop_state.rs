@@ -761,6 +761,7 @@ fn record(name: &str, status: AgentStatus, now: Timestamp) -> AgentRecord {
             todos: Vec::new(),
             color: None,
             plan: None,
+            host: None,
         },
         secret: "s".into(),
         spec: serde_json::Value::Null,

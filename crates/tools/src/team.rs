@@ -20,6 +20,8 @@ pub struct SpawnTeammate {
     pub model: Option<String>,
     /// its first input: a message from you it reads before anything else
     pub message: Option<String>,
+    /// the ssh host it runs on (a name from ~/.ssh/config); none: its role's, else this machine
+    pub host: Option<String>,
 }
 
 impl Tool for SpawnTeammate {
@@ -40,6 +42,8 @@ pub struct TeamMember {
     pub instructions: Option<String>,
     /// the model it uses instead of its role's
     pub model: Option<String>,
+    /// the ssh host it runs on (a name from ~/.ssh/config); none: its role's, else this machine
+    pub host: Option<String>,
 }
 
 /// Arguments of `spawn_team`: several teammates in one call, all or nothing.

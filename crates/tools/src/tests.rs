@@ -515,6 +515,7 @@ fn lifecycle_tools_parse_their_arguments() {
             role: "reviewer".into(),
             instructions: Some("be strict".into()),
             model: Some("m-2".into()),
+            host: None,
         }
     );
     // A member without its role is refused, naming the member's place and the field.

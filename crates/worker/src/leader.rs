@@ -83,6 +83,8 @@ pub async fn bootstrap(
                     instructions: None,
                     model: None,
                     message: None,
+                    host: None,
+                    workspace: None,
                 })
                 .await;
             (name, role, r)

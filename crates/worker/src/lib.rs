@@ -226,6 +226,13 @@ pub async fn run_agent(
     })?;
     // This member's own model, provider and instructions.
     agent.member.apply(&mut role)?;
+    // On another host the member's directory there is all it has of the team's: the team
+    // file's directory is on the daemon's machine.
+    if std::env::var_os(agent_team_pane::env::HOST).is_some()
+        && let Some(ws) = &agent.workspace
+    {
+        config.workspace = ws.clone();
+    }
     let mut confinement = command::Confinement::for_agent(&agent, &config, &role);
     // The team's secrets go to its commands only; a file that cannot be read stops the agent
     // (its commands would run without what they need).

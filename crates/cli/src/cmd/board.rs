@@ -22,6 +22,8 @@ pub fn ps(ctx: &Ctx, json: bool) -> Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
+    // HOST only when a member runs on another machine.
+    let remote = agents.iter().any(|a| a.host.is_some());
     let rows: Vec<Vec<String>> = agents
         .iter()
         .map(|a| {
@@ -38,7 +40,7 @@ pub fn ps(ctx: &Ctx, json: bool) -> Result<ExitCode> {
             } else if let Some(e) = &a.error {
                 status = format!("{status} ({})", short(e, 40));
             }
-            vec![
+            let mut row = vec![
                 format!("{}@{}", a.name, ctx.team),
                 a.role.clone(),
                 status,
@@ -53,7 +55,11 @@ pub fn ps(ctx: &Ctx, json: bool) -> Result<ExitCode> {
                     .as_ref()
                     .map_or_else(|| "-".to_string(), |u| u.tokens().to_string()),
                 crate::cmd::usage::cost(a.usage.as_ref().and_then(|u| u.cost_usd)),
-            ]
+            ];
+            if remote {
+                row.insert(4, a.host.clone().unwrap_or_else(|| "-".into()));
+            }
+            row
         })
         .collect();
     // Each agent's name in its colour, on a terminal only and never with NO_COLOR.
@@ -62,14 +68,14 @@ pub fn ps(ctx: &Ctx, json: bool) -> Result<ExitCode> {
     } else {
         Vec::new()
     };
-    output::table_painted(
-        &[
-            "NAME", "ROLE", "STATUS", "BACKEND", "PID", "PANE", "INC", "RESTARTS", "TASK",
-            "ACTIVE", "TOKENS", "COST",
-        ],
-        &rows,
-        &colors,
-    );
+    let mut header = vec![
+        "NAME", "ROLE", "STATUS", "BACKEND", "PID", "PANE", "INC", "RESTARTS", "TASK", "ACTIVE",
+        "TOKENS", "COST",
+    ];
+    if remote {
+        header.insert(4, "HOST");
+    }
+    output::table_painted(&header, &rows, &colors);
     Ok(ExitCode::SUCCESS)
 }
 

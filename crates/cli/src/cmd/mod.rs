@@ -100,7 +100,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Restart { name, json } => {
             agents::lifecycle(&ctx, agent_team_protocol::Request::Restart { name }, json)
         }
-        Command::Spawn { role, name, json } => agents::lifecycle(
+        Command::Spawn {
+            role,
+            name,
+            host,
+            workspace,
+            json,
+        } => agents::lifecycle(
             &ctx,
             agent_team_protocol::Request::Spawn {
                 role,
@@ -108,6 +114,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 instructions: None,
                 model: None,
                 message: None,
+                host,
+                workspace,
             },
             json,
         ),

@@ -188,7 +188,55 @@ fn check_before_start(cfg: &TeamConfig, goal: Option<&str>) -> Result<()> {
             "shorten the role prompts in the team file"
         ));
     }
-    check_clis(cfg, std::env::var("PATH").ok().as_deref())
+    check_clis(cfg, std::env::var("PATH").ok().as_deref())?;
+    check_hosts(cfg)
+}
+
+/// The hosts of the team file's remote members.
+fn member_hosts(cfg: &TeamConfig) -> Vec<String> {
+    let mut hosts: Vec<String> = cfg
+        .teammates
+        .iter()
+        .filter_map(|t| {
+            t.host
+                .clone()
+                .or_else(|| cfg.role(&t.role).and_then(|r| r.host.clone()))
+        })
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
+/// Every remote member's host answers over ssh and can run a worker (its own, or ours
+/// copied there), before anything of the team starts: one error naming the host.
+fn check_hosts(cfg: &TeamConfig) -> Result<()> {
+    let hosts = member_hosts(cfg);
+    if hosts.is_empty() {
+        return Ok(());
+    }
+    if cfg.backend == BackendKind::InProcess {
+        bail!(crate::Hinted::new(
+            "members on other hosts need a process backend",
+            "use backend = \"tmux\" or \"process\""
+        ));
+    }
+    let settings = agent_team_remote::RemoteSettings {
+        team: cfg.name.clone(),
+        ssh: cfg.ssh.command.clone(),
+        worker: cfg.ssh.worker.clone(),
+        dir: cfg.ssh.dir.clone(),
+        daemon_socket: std::path::PathBuf::new(),
+        control_dir: std::path::PathBuf::new(),
+        local_worker: crate::backend::worker_exe().ok(),
+        secrets_file: None,
+    };
+    agent_team_remote::check_hosts(&settings, &hosts).map_err(|e| {
+        anyhow::Error::new(crate::Hinted::new(
+            e.to_string(),
+            "check the host with `ssh HOST true` (the team file's [ssh] command is used)",
+        ))
+    })
 }
 
 /// Every external agent CLI the team's members run (Claude Code, Codex, Qwen Code, a `cli`
@@ -199,6 +247,8 @@ fn check_clis(cfg: &TeamConfig, path: Option<&str>) -> Result<()> {
         .chain(
             cfg.teammates
                 .iter()
+                // A remote member's CLI is on its host (its worker finds it there).
+                .filter(|t| t.host.is_none() && cfg.role(&t.role).is_none_or(|r| r.host.is_none()))
                 .map(|t| (t.name.clone(), t.role.clone(), t.provider)),
         );
     for (name, role, provider) in members {

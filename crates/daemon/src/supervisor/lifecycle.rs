@@ -35,6 +35,7 @@ impl Step<'_> {
                     pid,
                     pgid: info.pgid,
                     pane: info.pane.clone(),
+                    host: info.host.clone(),
                 });
             rt.place = place.clone();
             match info.status {
@@ -145,7 +146,7 @@ impl Step<'_> {
                 }
                 BackendKind::Iterm2 => Arc::new(agent_team_pane::iterm::ItermBackend::new(
                     agent_team_pane::iterm::RealOsascript,
-                    runtime,
+                    runtime.clone(),
                 )),
                 BackendKind::Auto => {
                     return Err(err(
@@ -154,6 +155,28 @@ impl Step<'_> {
                     ));
                 }
             }
+        };
+        // Members on other hosts go to the remote backend, beside the team's own (links are
+        // made at their first launch).
+        let backend: Arc<dyn PaneBackend> = if cfg.backend == BackendKind::InProcess {
+            backend
+        } else {
+            let control_dir = runtime.join(format!("{}.ssh", self.sup.team));
+            let settings = agent_team_remote::RemoteSettings {
+                team: self.sup.team.clone(),
+                ssh: cfg.ssh.command.clone(),
+                worker: cfg.ssh.worker.clone(),
+                dir: cfg.ssh.dir.clone(),
+                daemon_socket: self.sup.paths.socket.clone(),
+                control_dir,
+                local_worker: self.sup.env.worker_exe.clone(),
+                secrets_file: Some(self.sup.paths.secrets.clone()),
+            };
+            let remote = agent_team_remote::RemoteBackend::new(
+                settings,
+                Arc::new(agent_team_remote::OpenSsh::new(cfg.ssh.command.clone())),
+            );
+            Arc::new(agent_team_remote::Routed::new(backend, Arc::new(remote)))
         };
         // An agent that ends wakes the core at once (in-process agents; others need no help).
         backend.watch_exits(self.sup.wake.clone());
@@ -247,6 +270,8 @@ impl Step<'_> {
                             provider: t.provider.map(|p| p.as_str().to_string()),
                             color: t.color.clone(),
                             message: None,
+                            host: t.host.clone(),
+                            workspace: t.workspace.clone(),
                         };
                         match self.add_agent_record(&m, None) {
                             Ok(()) => names.push(t.name.clone()),
@@ -376,7 +401,39 @@ impl Step<'_> {
         let secret = agent_team_paths::new_secret()
             .map_err(|e| err(ErrorCode::Internal, format!("cannot make a secret: {e}")))?;
         let now = Timestamp::now();
-        let mut info = AgentInfo::new(name, role, backend.kind(), 0, now);
+        let host = m.host.clone().or_else(|| {
+            self.sup
+                .config
+                .as_ref()
+                .and_then(|c| c.role(role))
+                .and_then(|r| r.host.clone())
+        });
+        if let Some(h) = &host {
+            agent_team_config::check_host(h).map_err(|e| err(ErrorCode::BadRequest, e))?;
+            if self
+                .sup
+                .config
+                .as_ref()
+                .is_some_and(|c| c.backend == BackendKind::InProcess)
+            {
+                return Err(err(
+                    ErrorCode::BadRequest,
+                    "a member on another host needs a process backend (tmux or process), not in-process",
+                ));
+            }
+        } else if m.workspace.is_some() {
+            return Err(err(
+                ErrorCode::BadRequest,
+                "`workspace` is a directory on the member's host: give it a `host` too",
+            ));
+        }
+        let kind = if host.is_some() {
+            "ssh"
+        } else {
+            backend.kind()
+        };
+        let mut info = AgentInfo::new(name, role, kind, 0, now);
+        info.host = host.clone();
         info.color = Some(
             m.color
                 .clone()
@@ -399,6 +456,7 @@ impl Step<'_> {
             ("instructions", &m.instructions),
             ("model", &m.model),
             ("provider", &m.provider),
+            ("workspace", &m.workspace),
         ] {
             if let Some(v) = v {
                 spec[k] = json!(v);
@@ -538,9 +596,11 @@ impl Step<'_> {
                     .to_string(),
             ),
         ];
+        let host = rec.info.host.clone();
         // What the worker needs to bring this daemon back after a crash (not for an agent
-        // inside the daemon: it dies with it).
-        if cfg.backend != BackendKind::InProcess {
+        // inside the daemon: it dies with it, nor on another host: it has no daemon there and
+        // waits for the link to come back).
+        if cfg.backend != BackendKind::InProcess && host.is_none() {
             envs.extend(self.sup.env.heal_env.iter().cloned());
         }
         for (k, v) in &role.env {
@@ -559,8 +619,16 @@ impl Step<'_> {
                 envs.push((var.to_string(), v.to_string()));
             }
         }
-        // A worktree-isolated teammate works in its own checkout (created at launch).
+        // A worktree-isolated teammate works in its own checkout (created at launch); a
+        // member on another host in the directory given for it there, else (empty) in the
+        // remote backend's default one.
         let cwd = match role.isolation {
+            _ if host.is_some() => PathBuf::from(
+                rec.spec
+                    .get("workspace")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default(),
+            ),
             agent_team_config::Isolation::Worktree if rec.info.name != LEADER => {
                 let dir = agent_team_worktree::path(&cfg.workspace, &rec.info.name);
                 envs.push((WORKSPACE_ENV.to_string(), dir.display().to_string()));
@@ -576,8 +644,15 @@ impl Step<'_> {
             env_remove: vec!["TMUX".into(), "TMUX_PANE".into()],
             cwd,
             log: self.sup.paths.agent_log(&rec.info.name),
-            title: format!("{}@{} · {}", rec.info.name, self.sup.team, rec.info.role),
+            title: match &host {
+                Some(h) => format!(
+                    "{}@{} · {h} · {}",
+                    rec.info.name, self.sup.team, rec.info.role
+                ),
+                None => format!("{}@{} · {}", rec.info.name, self.sup.team, rec.info.role),
+            },
             color: rec.info.color.clone(),
+            host,
         })
     }
 
@@ -630,7 +705,7 @@ impl Step<'_> {
         };
         // With the pid, its start time: a `down` that finds no daemon stops this process and
         // never one that was given the same pid later (none for agents inside the daemon).
-        let pid_start = (launched.pid != std::process::id())
+        let pid_start = (launched.pid != std::process::id() && launched.host.is_none())
             .then(|| agent_team_pane::procs::start_time(launched.pid))
             .flatten();
         self.state.update_agent(name, |a| {

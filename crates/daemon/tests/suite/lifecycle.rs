@@ -66,6 +66,8 @@ fn a_bad_spawn_team_spawns_nobody_and_names_the_member() {
             instructions: None,
             model: None,
             message: None,
+            host: None,
+            workspace: None,
         },
     ] {
         let body = b1.call(req).unwrap_err().body().unwrap().clone();

@@ -19,6 +19,8 @@ pub(super) async fn spawn_teammate(
         instructions: a.instructions.clone(),
         model: a.model.clone(),
         message: a.message.clone(),
+        host: a.host.clone(),
+        workspace: None,
     };
     Ok(match daemon(ctx, req).await? {
         Reply::Agent { agent } => ToolOutcome::ok(format!(
@@ -38,6 +40,7 @@ pub(super) async fn spawn_team(ctx: &ToolCtx, a: &SpawnTeam) -> Result<ToolOutco
             role: m.role.clone(),
             instructions: m.instructions.clone(),
             model: m.model.clone(),
+            host: m.host.clone(),
             ..Default::default()
         })
         .collect();

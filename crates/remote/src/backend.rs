@@ -1,0 +1,874 @@
+//! The links to hosts and the pane backend of remote agents.
+
+use crate::ssh::Ssh;
+use crate::{ENV_HOST, HostInfo, RemoteError, RemoteSettings, dir_word};
+use agent_team_pane::{
+    ExitInfo, ExitNotify, LaunchSpec, Launched, Liveness, PaneBackend, PaneError, env, shell_quote,
+};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long one ssh call may take (a link that hangs is cut by its keepalives well before).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a new master connection has to come up.
+const MASTER_TIMEOUT: Duration = Duration::from_secs(20);
+/// The first wait before trying a dropped link again; doubles up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+/// The longest wait between tries to bring a link back.
+const RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// Runs the probe on `host` over a connection of its own: makes the team's directories there
+/// and says where they are, what system it is and which worker it has.
+pub(crate) fn probe(
+    ssh: &dyn Ssh,
+    settings: &RemoteSettings,
+    host: &str,
+    key: Option<&str>,
+) -> Result<HostInfo, RemoteError> {
+    let team = shell_quote(&settings.team);
+    let worker = settings
+        .worker
+        .as_deref()
+        .map(shell_quote)
+        .unwrap_or_default();
+    let copied = match key {
+        Some(k) => format!(
+            "[ -x \"$R/bin/{}/agent-team-worker\" ] && echo copied=yes || true\n",
+            shell_quote(k)
+        ),
+        None => String::new(),
+    };
+    let script = format!(
+        "set -e\numask 077\nR={dir}\nmkdir -p \"$R/run/\"{team} \"$R/home\" \"$R/bin\" \"$R/work\"\n\
+         chmod 700 \"$R/run\" \"$R/run/\"{team}\nR=$(cd \"$R\" && pwd -P)\necho \"root=$R\"\n\
+         echo \"uname=$(uname -sm)\"\nW={worker}\n\
+         if [ -n \"$W\" ]; then if [ -x \"$W\" ]; then echo \"worker=$W\"; fi\n\
+         else echo \"worker=$(command -v agent-team-worker || true)\"; fi\n{copied}",
+        dir = dir_word(settings.dir.as_deref()),
+    );
+    let out = ssh.script(host, None, &script, CALL_TIMEOUT)?;
+    match out.code {
+        Some(0) => {}
+        Some(255) => {
+            return Err(RemoteError::Unreachable {
+                host: host.to_string(),
+                message: last_line(&out.stderr),
+            });
+        }
+        _ => {
+            return Err(RemoteError::Host {
+                host: host.to_string(),
+                message: format!(
+                    "cannot prepare {}: {}",
+                    settings.dir.as_deref().unwrap_or(crate::DEFAULT_DIR),
+                    last_line(&out.stderr)
+                ),
+            });
+        }
+    }
+    let info = HostInfo::parse(&out.stdout);
+    if info.root.is_empty() {
+        return Err(RemoteError::Host {
+            host: host.to_string(),
+            message: format!("its shell did not answer the probe: {}", out.stdout.trim()),
+        });
+    }
+    Ok(info)
+}
+
+/// The last non-empty line of ssh's diagnostics (the reason, without the banner).
+fn last_line(text: &str) -> String {
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("ssh failed without a message")
+        .trim()
+        .to_string()
+}
+
+/// Which worker a host runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum WorkerChoice {
+    /// This one, already there.
+    Use(String),
+    /// This build's, copied to this path on the host first.
+    Copy(String),
+}
+
+/// Picks the host's worker: `[ssh] worker`, else one on its `PATH`, else this build's copied
+/// there when the systems match; otherwise the error says what to install.
+pub(crate) fn choose_worker(
+    settings: &RemoteSettings,
+    host: &str,
+    info: &HostInfo,
+    mine: &str,
+) -> Result<WorkerChoice, RemoteError> {
+    if let Some(w) = &settings.worker {
+        return match &info.worker {
+            Some(found) => Ok(WorkerChoice::Use(found.clone())),
+            None => Err(RemoteError::Host {
+                host: host.to_string(),
+                message: format!(
+                    "[ssh] worker = {w:?} is not an executable there; install agent-team on it or fix the path"
+                ),
+            }),
+        };
+    }
+    if let Some(found) = &info.worker {
+        return Ok(WorkerChoice::Use(found.clone()));
+    }
+    match (
+        &settings.local_worker,
+        info.uname == mine && !mine.is_empty(),
+    ) {
+        (Some(local), true) => {
+            let key = crate::worker_key(local)?;
+            let path = format!("{}/bin/{key}/agent-team-worker", info.root);
+            Ok(if info.copied {
+                WorkerChoice::Use(path)
+            } else {
+                WorkerChoice::Copy(path)
+            })
+        }
+        _ => Err(RemoteError::Host {
+            host: host.to_string(),
+            message: format!(
+                "no agent-team-worker on its PATH, and its system ({}) is not this one ({mine}) so ours cannot be copied: install agent-team there, or set [ssh] worker",
+                info.uname
+            ),
+        }),
+    }
+}
+
+/// One host's link.
+struct Link {
+    host: String,
+    /// The master's control socket (local).
+    control: PathBuf,
+    /// The master's diagnostics (local).
+    log: PathBuf,
+    /// The probe's answer of the last link made.
+    info: HostInfo,
+    /// The worker on the host.
+    worker: String,
+    /// The master connection, while it runs.
+    master: Option<Child>,
+    /// Links made so far (each forwards to a socket path of its own on the host).
+    generation: u64,
+    /// Not before this may a dropped link be tried again.
+    next_try: Option<Instant>,
+    /// The wait after the next failed try.
+    backoff: Duration,
+}
+
+impl Link {
+    fn up(&mut self) -> bool {
+        match self.master.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(None)) => true,
+            Some(_) => {
+                if let Some(mut c) = self.master.take() {
+                    let _ = c.wait();
+                }
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// The team's directory on the host.
+    fn dir(&self, team: &str) -> String {
+        format!("{}/run/{team}", self.info.root)
+    }
+}
+
+/// What a remote launch needs of its host's link.
+#[derive(Debug, Clone)]
+struct Place {
+    control: PathBuf,
+    root: String,
+    worker: String,
+}
+
+/// The pane backend of agents on other machines (see the crate's documentation).
+pub struct RemoteBackend {
+    settings: RemoteSettings,
+    ssh: Arc<dyn Ssh>,
+    links: Mutex<HashMap<String, Arc<Mutex<Link>>>>,
+    key: OnceLock<Option<String>>,
+    mine: OnceLock<String>,
+}
+
+impl RemoteBackend {
+    /// A backend reaching hosts with `ssh` for the team described by `settings`.
+    pub fn new(settings: RemoteSettings, ssh: Arc<dyn Ssh>) -> Self {
+        RemoteBackend {
+            settings,
+            ssh,
+            links: Mutex::new(HashMap::new()),
+            key: OnceLock::new(),
+            mine: OnceLock::new(),
+        }
+    }
+
+    fn key(&self) -> Option<&str> {
+        self.key
+            .get_or_init(|| {
+                let w = self.settings.local_worker.as_ref()?;
+                crate::worker_key(w).ok()
+            })
+            .as_deref()
+    }
+
+    fn link(&self, host: &str) -> Result<Arc<Mutex<Link>>, RemoteError> {
+        let mut links = self
+            .links
+            .lock()
+            .map_err(|_| RemoteError::Io("the links' lock is poisoned".into()))?;
+        if let Some(l) = links.get(host) {
+            return Ok(l.clone());
+        }
+        let tag = short_hash(host);
+        let l = Arc::new(Mutex::new(Link {
+            host: host.to_string(),
+            control: self.settings.control_dir.join(format!("{tag}.ctl")),
+            log: self.settings.control_dir.join(format!("{tag}.log")),
+            info: HostInfo::default(),
+            worker: String::new(),
+            master: None,
+            generation: 0,
+            next_try: None,
+            backoff: RETRY_FIRST,
+        }));
+        links.insert(host.to_string(), l.clone());
+        Ok(l)
+    }
+
+    /// The link to `host`, made now if it is down (`eager`), or only once its backoff is over.
+    fn ensure(&self, host: &str, eager: bool) -> Result<Place, RemoteError> {
+        let link = self.link(host)?;
+        let mut l = link
+            .lock()
+            .map_err(|_| RemoteError::Io("a link's lock is poisoned".into()))?;
+        if !l.up() {
+            if !eager && l.next_try.is_some_and(|t| Instant::now() < t) {
+                return Err(RemoteError::Unreachable {
+                    host: host.to_string(),
+                    message: "the link is down; trying again shortly".into(),
+                });
+            }
+            match self.establish(&mut l) {
+                Ok(()) => {
+                    l.next_try = None;
+                    l.backoff = RETRY_FIRST;
+                }
+                Err(e) => {
+                    l.next_try = Some(Instant::now() + l.backoff);
+                    l.backoff = (l.backoff * 2).min(RETRY_MAX);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Place {
+            control: l.control.clone(),
+            root: l.info.root.clone(),
+            worker: l.worker.clone(),
+        })
+    }
+
+    /// Makes the link: the probe, the worker (copied if need be), the master with its
+    /// forward to a fresh socket path, and `daemon.sock` pointed at it.
+    fn establish(&self, l: &mut Link) -> Result<(), RemoteError> {
+        let host = l.host.clone();
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.settings.control_dir)
+                .map_err(|e| {
+                    RemoteError::Io(format!(
+                        "cannot create {}: {e}",
+                        self.settings.control_dir.display()
+                    ))
+                })?;
+        }
+        if let Some(mut c) = l.master.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // A master left by an earlier daemon of this team holds the control path.
+        self.ssh.exit_master(&host, &l.control);
+        let info = probe(&*self.ssh, &self.settings, &host, self.key())?;
+        let mine = self.mine.get_or_init(crate::local_uname).clone();
+        let choice = choose_worker(&self.settings, &host, &info, &mine)?;
+        l.info = info;
+        l.generation += 1;
+        let dir = l.dir(&self.settings.team);
+        let sock = format!("{dir}/link-{}-{}.sock", std::process::id(), l.generation);
+        let mut child = self.ssh.master(
+            &host,
+            &l.control,
+            &sock,
+            &self.settings.daemon_socket,
+            &l.log,
+        )?;
+        let deadline = Instant::now() + MASTER_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let said = std::fs::read_to_string(&l.log).unwrap_or_default();
+                return Err(RemoteError::Unreachable {
+                    host,
+                    message: format!("the link ended at once ({status}): {}", last_line(&said)),
+                });
+            }
+            if self.ssh.check(&host, &l.control) {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(RemoteError::Timeout {
+                    what: format!("the link to {host}"),
+                    after: MASTER_TIMEOUT,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        l.master = Some(child);
+        l.worker = match choice {
+            WorkerChoice::Use(p) => p,
+            WorkerChoice::Copy(p) => {
+                self.copy_worker(&host, &l.control, &p)?;
+                p
+            }
+        };
+        // The forward's socket appears once sshd has bound it; then the stable name points
+        // at it and older generations' sockets go.
+        let sock_name = sock.rsplit('/').next().unwrap_or_default();
+        let script = format!(
+            "set -e\nD={d}\ncd \"$D\"\nn=0\nwhile [ ! -S {s} ]; do n=$((n+1)); \
+             if [ $n -gt 400 ]; then echo 'the forwarded socket did not appear' >&2; exit 3; fi; \
+             sleep 0.025; done\nln -sfn {s} .daemon.sock.new\nmv -f .daemon.sock.new daemon.sock\n\
+             for f in link-*.sock; do [ \"$f\" = {s} ] || rm -f \"$f\"; done\n",
+            d = shell_quote(&dir),
+            s = shell_quote(sock_name),
+        );
+        self.checked(&host, Some(&l.control), &script)?;
+        self.send_secrets(&host, &l.control, &dir)?;
+        tracing::info!(host = %host, generation = l.generation, "link up");
+        Ok(())
+    }
+
+    /// Copies this build's worker to `path` on the host (through a temporary name, so a
+    /// half-written binary is never run).
+    fn copy_worker(&self, host: &str, control: &Path, path: &str) -> Result<(), RemoteError> {
+        let Some(local) = &self.settings.local_worker else {
+            return Err(RemoteError::Io("no local worker to copy".into()));
+        };
+        let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or(".");
+        let tmp = format!("{path}.part");
+        let command = format!(
+            "set -e; umask 077; mkdir -p {d}; cat > {t}; chmod 700 {t}; mv -f {t} {p}",
+            d = shell_quote(dir),
+            t = shell_quote(&tmp),
+            p = shell_quote(path),
+        );
+        let out = self
+            .ssh
+            .upload(host, control, &command, local, Duration::from_secs(600))?;
+        if out.code != Some(0) {
+            return Err(RemoteError::Host {
+                host: host.to_string(),
+                message: format!("cannot copy the worker: {}", last_line(&out.stderr)),
+            });
+        }
+        tracing::info!(host, path, "worker copied");
+        Ok(())
+    }
+
+    /// Sends the team's secrets file (over ssh's standard input, into a 0600 file beside the
+    /// forwarded socket, where a worker reads them as a local one does), or removes a stale one.
+    fn send_secrets(&self, host: &str, control: &Path, dir: &str) -> Result<(), RemoteError> {
+        let target = format!("{dir}/{}.secrets.json", self.settings.team);
+        match self.settings.secrets_file.as_ref().filter(|f| f.exists()) {
+            Some(file) => {
+                let command = format!(
+                    "set -e; umask 077; cat > {t}.part; mv -f {t}.part {t}",
+                    t = shell_quote(&target)
+                );
+                let out = self
+                    .ssh
+                    .upload(host, control, &command, file, CALL_TIMEOUT)?;
+                if out.code != Some(0) {
+                    return Err(RemoteError::Host {
+                        host: host.to_string(),
+                        message: format!("cannot write the secrets: {}", last_line(&out.stderr)),
+                    });
+                }
+                Ok(())
+            }
+            None => self
+                .checked(
+                    host,
+                    Some(control),
+                    &format!("rm -f {}", shell_quote(&target)),
+                )
+                .map(|_| ()),
+        }
+    }
+
+    /// Runs `script`, its failure an error naming the host.
+    fn checked(&self, host: &str, via: Option<&Path>, script: &str) -> Result<String, RemoteError> {
+        let out = self.ssh.script(host, via, script, CALL_TIMEOUT)?;
+        match out.code {
+            Some(0) => Ok(out.stdout),
+            Some(255) => Err(RemoteError::Unreachable {
+                host: host.to_string(),
+                message: last_line(&out.stderr),
+            }),
+            _ => Err(RemoteError::Host {
+                host: host.to_string(),
+                message: last_line(&out.stderr),
+            }),
+        }
+    }
+
+    /// The script that starts `spec` on its host and prints the new process group's id.
+    fn launch_script(&self, spec: &LaunchSpec, place: &Place, host: &str) -> String {
+        let team = &self.settings.team;
+        let dir = format!("{}/run/{team}", place.root);
+        let home = format!("{}/home", place.root);
+        let log = format!("{home}/teams/{team}/logs/{}.log", spec.name);
+        let given = spec.cwd.as_os_str().to_string_lossy().into_owned();
+        let default_ws = given.is_empty();
+        let cwd = if default_ws {
+            format!("{}/work/{team}/{}", place.root, spec.name)
+        } else {
+            given
+        };
+        let secret_file = format!("{dir}/.{}.secret", spec.name);
+        let secret = spec
+            .env
+            .iter()
+            .find(|(k, _)| k == env::SECRET)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let mut words = vec!["env".to_string()];
+        for k in &spec.env_remove {
+            words.push("-u".into());
+            words.push(shell_quote(k));
+        }
+        let replaced = [
+            env::SECRET,
+            env::SOCKET,
+            env::LOG_FILE,
+            env::WORKSPACE,
+            "AGENT_TEAM_HOME",
+            "AGENT_TEAM_RUNTIME_DIR",
+            ENV_HOST,
+        ];
+        for (k, v) in &spec.env {
+            if !replaced.contains(&k.as_str()) {
+                words.push(shell_quote(&format!("{k}={v}")));
+            }
+        }
+        for (k, v) in [
+            (env::SECRET_FILE, secret_file.as_str()),
+            (env::SOCKET, &format!("{dir}/daemon.sock")),
+            (env::LOG_FILE, &log),
+            (env::WORKSPACE, &cwd),
+            ("AGENT_TEAM_HOME", &home),
+            ("AGENT_TEAM_RUNTIME_DIR", &format!("{}/run", place.root)),
+            (ENV_HOST, host),
+        ] {
+            words.push(shell_quote(&format!("{k}={v}")));
+        }
+        for (i, a) in spec.argv.iter().enumerate() {
+            let local_worker = self
+                .settings
+                .local_worker
+                .as_ref()
+                .is_some_and(|w| w.as_os_str() == a.as_str());
+            if i == 0 && local_worker {
+                words.push(shell_quote(&place.worker));
+            } else {
+                words.push(shell_quote(a));
+            }
+        }
+        let d = shell_quote(&dir);
+        let pid = shell_quote(&format!("{dir}/{}.pid", spec.name));
+        let run = shell_quote(&format!("{dir}/{}.run", spec.name));
+        let eof = format!("AGENT_TEAM_{}", random_hex());
+        let mut s = String::new();
+        s.push_str("set -e\numask 077\n");
+        s.push_str(&format!(
+            "mkdir -p {d} {logs}\n",
+            logs = shell_quote(&format!("{home}/teams/{team}/logs"))
+        ));
+        if default_ws {
+            s.push_str(&format!("mkdir -p {}\n", shell_quote(&cwd)));
+        }
+        s.push_str(&format!(
+            "if ! [ -d {c} ]; then echo \"no directory {c} there (the member's workspace)\" >&2; exit 3; fi\n",
+            c = shell_quote(&cwd)
+        ));
+        s.push_str(&format!(
+            "rm -f {f}\ncat > {f} <<'{eof}'\n{secret}\n{eof}\n",
+            f = shell_quote(&secret_file)
+        ));
+        s.push_str(&format!(
+            "cat > {run} <<'{eof}'\necho $$ > {pid}.part && mv -f {pid}.part {pid}\ncd {c} || exit 1\n\
+             {line} </dev/null >>{log} 2>&1\necho $? > {d}/$$.status\n{eof}\n",
+            c = shell_quote(&cwd),
+            line = words.join(" "),
+            log = shell_quote(&log),
+        ));
+        s.push_str(&format!(
+            "rm -f {pid}\nsetsid sh {run} </dev/null >/dev/null 2>&1 &\nn=0\n\
+             while [ ! -s {pid} ]; do n=$((n+1)); if [ $n -gt 400 ]; then echo 'the agent did not start' >&2; exit 4; fi; sleep 0.025; done\n\
+             cat {pid}\n"
+        ));
+        s
+    }
+
+    fn stop_script(&self, root: &str, pgid: u32, grace: Duration) -> String {
+        let d = shell_quote(&format!("{root}/run/{}", self.settings.team));
+        let ticks = (grace.as_millis() / 50).max(1);
+        format!(
+            "p={pgid}\nkill -s TERM -- -$p 2>/dev/null || true\n\
+             n=0; while kill -s 0 -- -$p 2>/dev/null && [ $n -lt {ticks} ]; do sleep 0.05; n=$((n+1)); done\n\
+             kill -s KILL -- -$p 2>/dev/null || true\n\
+             n=0; while kill -s 0 -- -$p 2>/dev/null && [ $n -lt 100 ]; do sleep 0.05; n=$((n+1)); done\n\
+             rm -f {d}/$p.status\nif kill -s 0 -- -$p 2>/dev/null; then echo alive; else echo gone; fi\n"
+        )
+    }
+
+    fn to_pane(e: RemoteError) -> PaneError {
+        PaneError::Tool(e.to_string())
+    }
+
+    /// The hosts with a link made (up or down), for the shutdown.
+    fn hosts(&self) -> Vec<Arc<Mutex<Link>>> {
+        self.links
+            .lock()
+            .map(|l| l.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether `host`'s link is up right now (no ssh call).
+    pub fn link_up(&self, host: &str) -> bool {
+        let link = self.links.lock().ok().and_then(|l| l.get(host).cloned());
+        link.is_some_and(|l| l.lock().is_ok_and(|mut l| l.up()))
+    }
+
+    /// Cuts `host`'s link (its master connection) without touching the agents there, as a
+    /// dropped network would: for tests of the reconnection.
+    pub fn cut(&self, host: &str) {
+        let link = self.links.lock().ok().and_then(|l| l.get(host).cloned());
+        if let Some(link) = link
+            && let Ok(mut l) = link.lock()
+            && let Some(mut c) = l.master.take()
+        {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl PaneBackend for RemoteBackend {
+    fn kind(&self) -> &'static str {
+        "ssh"
+    }
+
+    fn spawn(&self, spec: &LaunchSpec) -> Result<Launched, PaneError> {
+        let host = spec
+            .host
+            .clone()
+            .ok_or_else(|| PaneError::Tool("a remote launch without a host".into()))?;
+        let place = self.ensure(&host, true).map_err(Self::to_pane)?;
+        let script = self.launch_script(spec, &place, &host);
+        let out = self
+            .checked(&host, Some(&place.control), &script)
+            .map_err(Self::to_pane)?;
+        let pid: u32 = out.trim().parse().map_err(|_| {
+            PaneError::Tool(format!(
+                "host {host}: the launch answered {:?}, not a process id",
+                out.trim()
+            ))
+        })?;
+        Ok(Launched {
+            pid,
+            pgid: Some(pid),
+            pane: None,
+            host: Some(host),
+        })
+    }
+
+    fn stop(&self, target: &Launched, grace: Duration) -> Result<(), PaneError> {
+        let host = target.host.clone().unwrap_or_default();
+        let place = self.ensure(&host, true).map_err(Self::to_pane)?;
+        let pgid = target.pgid.unwrap_or(target.pid);
+        let script = self.stop_script(&place.root, pgid, grace);
+        let out = self
+            .checked(&host, Some(&place.control), &script)
+            .map_err(Self::to_pane)?;
+        if out.trim() == "gone" {
+            Ok(())
+        } else {
+            Err(PaneError::Unkillable { pgid })
+        }
+    }
+
+    fn liveness(&self, target: &Launched) -> Liveness {
+        self.poll(std::slice::from_ref(target))
+            .pop()
+            .unwrap_or(Liveness::Unknown)
+    }
+
+    fn poll(&self, targets: &[Launched]) -> Vec<Liveness> {
+        let mut found = vec![Liveness::Unknown; targets.len()];
+        let mut by_host: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, t) in targets.iter().enumerate() {
+            by_host
+                .entry(t.host.as_deref().unwrap_or_default())
+                .or_default()
+                .push(i);
+        }
+        for (host, idx) in by_host {
+            let Ok(place) = self.ensure(host, false) else {
+                continue;
+            };
+            let d = shell_quote(&format!("{}/run/{}", place.root, self.settings.team));
+            let pids: Vec<String> = idx.iter().map(|&i| targets[i].pid.to_string()).collect();
+            let script = format!(
+                "for p in {}; do if kill -s 0 \"$p\" 2>/dev/null; then echo \"$p alive\"; \
+                 elif [ -f {d}/\"$p\".status ]; then echo \"$p exit $(cat {d}/\"$p\".status)\"; \
+                 else echo \"$p gone\"; fi; done\n",
+                pids.join(" ")
+            );
+            let Ok(out) = self.checked(host, Some(&place.control), &script) else {
+                continue;
+            };
+            let mut answers: HashMap<u32, Liveness> = HashMap::new();
+            for line in out.lines() {
+                let mut w = line.split_whitespace();
+                let (Some(pid), Some(what)) = (w.next(), w.next()) else {
+                    continue;
+                };
+                let Ok(pid) = pid.parse::<u32>() else {
+                    continue;
+                };
+                let live = match what {
+                    "alive" => Liveness::Alive,
+                    "exit" => Liveness::Exited(exit_info(w.next())),
+                    _ => Liveness::Exited(ExitInfo::default()),
+                };
+                answers.insert(pid, live);
+            }
+            for i in idx {
+                if let Some(l) = answers.get(&targets[i].pid) {
+                    found[i] = *l;
+                }
+            }
+        }
+        found
+    }
+
+    fn shutdown(&self) {
+        for link in self.hosts() {
+            let Ok(mut l) = link.lock() else { continue };
+            if l.up() {
+                // Nothing of the team stays on the host but its logs and workspaces: the
+                // sockets, the secrets, the run scripts go with the directory.
+                let dir = l.dir(&self.settings.team);
+                if let Err(e) = self.checked(
+                    &l.host,
+                    Some(&l.control),
+                    &format!("rm -rf {}", shell_quote(&dir)),
+                ) {
+                    tracing::warn!(host = %l.host, "cannot clean up the host: {e}");
+                }
+            }
+            self.ssh.exit_master(&l.host, &l.control);
+            if let Some(mut c) = l.master.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            let _ = std::fs::remove_file(&l.log);
+        }
+    }
+}
+
+/// How a remote agent ended, from the exit status its run script recorded (over 128: the
+/// signal that killed it, as a shell reports it).
+fn exit_info(status: Option<&str>) -> ExitInfo {
+    match status.and_then(|s| s.parse::<i32>().ok()) {
+        Some(c) if c > 128 && c < 160 => ExitInfo {
+            code: None,
+            signal: Some(c - 128),
+        },
+        Some(c) => ExitInfo {
+            code: Some(c),
+            signal: None,
+        },
+        None => ExitInfo::default(),
+    }
+}
+
+/// A short, stable tag for a host (its control socket's name: a host can be long).
+fn short_hash(s: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(s.as_bytes());
+    d.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Random hex for a here-document's delimiter (so no value can end it early).
+fn random_hex() -> String {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The team's local backend and the remote one side by side: a launch with a host and a
+/// process with one go to the remote backend, everything else to the local one.
+pub struct Routed {
+    local: Arc<dyn PaneBackend>,
+    remote: Arc<RemoteBackend>,
+}
+
+impl Routed {
+    /// `local` for agents here, `remote` for agents on hosts.
+    pub fn new(local: Arc<dyn PaneBackend>, remote: Arc<RemoteBackend>) -> Self {
+        Routed { local, remote }
+    }
+
+    /// The remote backend (its links).
+    pub fn remote(&self) -> &Arc<RemoteBackend> {
+        &self.remote
+    }
+}
+
+impl PaneBackend for Routed {
+    fn kind(&self) -> &'static str {
+        self.local.kind()
+    }
+
+    fn spawn(&self, spec: &LaunchSpec) -> Result<Launched, PaneError> {
+        if spec.host.is_some() {
+            self.remote.spawn(spec)
+        } else {
+            self.local.spawn(spec)
+        }
+    }
+
+    fn spawn_many(&self, specs: &[LaunchSpec]) -> Vec<Result<Launched, PaneError>> {
+        let (remote, local): (Vec<usize>, Vec<usize>) =
+            (0..specs.len()).partition(|&i| specs[i].host.is_some());
+        let mut out: Vec<Option<Result<Launched, PaneError>>> =
+            specs.iter().map(|_| None).collect();
+        let local_specs: Vec<LaunchSpec> = local.iter().map(|&i| specs[i].clone()).collect();
+        for (&i, r) in local.iter().zip(self.local.spawn_many(&local_specs)) {
+            out[i] = Some(r);
+        }
+        for i in remote {
+            out[i] = Some(self.remote.spawn(&specs[i]));
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(PaneError::Tool("not launched".into()))))
+            .collect()
+    }
+
+    fn respawn(&self, spec: &LaunchSpec, previous: &Launched) -> Result<Launched, PaneError> {
+        if spec.host.is_some() {
+            self.remote.spawn(spec)
+        } else {
+            self.local.respawn(spec, previous)
+        }
+    }
+
+    fn stop(&self, target: &Launched, grace: Duration) -> Result<(), PaneError> {
+        if target.host.is_some() {
+            self.remote.stop(target, grace)
+        } else {
+            self.local.stop(target, grace)
+        }
+    }
+
+    fn liveness(&self, target: &Launched) -> Liveness {
+        if target.host.is_some() {
+            self.remote.liveness(target)
+        } else {
+            self.local.liveness(target)
+        }
+    }
+
+    fn poll(&self, targets: &[Launched]) -> Vec<Liveness> {
+        let (remote, local): (Vec<usize>, Vec<usize>) =
+            (0..targets.len()).partition(|&i| targets[i].host.is_some());
+        let mut out = vec![Liveness::Unknown; targets.len()];
+        let pick = |idx: &[usize]| idx.iter().map(|&i| targets[i].clone()).collect::<Vec<_>>();
+        if !local.is_empty() {
+            for (i, l) in local.iter().zip(self.local.poll(&pick(&local))) {
+                out[*i] = l;
+            }
+        }
+        if !remote.is_empty() {
+            for (i, l) in remote.iter().zip(self.remote.poll(&pick(&remote))) {
+                out[*i] = l;
+            }
+        }
+        out
+    }
+
+    fn forget(&self, target: &Launched) {
+        if target.host.is_none() {
+            self.local.forget(target)
+        }
+    }
+
+    fn set_title(&self, target: &Launched, title: &str) {
+        if target.host.is_none() {
+            self.local.set_title(target, title)
+        }
+    }
+
+    fn set_titles(&self, titles: &[(Launched, String)]) {
+        let local: Vec<(Launched, String)> = titles
+            .iter()
+            .filter(|(t, _)| t.host.is_none())
+            .cloned()
+            .collect();
+        self.local.set_titles(&local)
+    }
+
+    fn bell(&self, target: &Launched, message: &str) {
+        if target.host.is_none() {
+            self.local.bell(target, message)
+        }
+    }
+
+    fn paste(&self, target: &Launched, text: &str) -> Result<(), PaneError> {
+        if target.host.is_some() {
+            return Err(PaneError::Unsupported(
+                "typing into the pane of an agent on another host is not supported yet".into(),
+            ));
+        }
+        self.local.paste(target, text)
+    }
+
+    fn shutdown(&self) {
+        self.remote.shutdown();
+        self.local.shutdown();
+    }
+
+    fn watch_exits(&self, notify: ExitNotify) {
+        self.local.watch_exits(notify)
+    }
+
+    fn agents_are_children(&self) -> bool {
+        self.local.agents_are_children()
+    }
+}

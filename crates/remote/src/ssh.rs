@@ -1,0 +1,353 @@
+//! The OS boundary to OpenSSH: every ssh process the remote backend starts goes through the
+//! [`Ssh`] trait, so the backend's logic is tested with [`LocalSsh`] (scripts run here, the
+//! forward a symlink) and the real [`OpenSsh`] only in the end-to-end tests against a real sshd.
+
+use crate::RemoteError;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What a finished command printed.
+#[derive(Debug, Clone, Default)]
+pub struct Output {
+    /// Its exit code (`None`: killed, or timed out).
+    pub code: Option<i32>,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+}
+
+/// The ssh operations the remote backend needs; real ([`OpenSsh`]) or local ([`LocalSsh`]).
+pub trait Ssh: Send + Sync {
+    /// Runs `script` with `sh -s` on `host` (through the master listening on `via` when
+    /// given), the script's text on standard input so no command line on the host shows it.
+    fn script(
+        &self,
+        host: &str,
+        via: Option<&Path>,
+        script: &str,
+        timeout: Duration,
+    ) -> Result<Output, RemoteError>;
+
+    /// Runs the shell line `command` on `host` through `via` with the file `input` on its
+    /// standard input (copying the worker there). `command` must hold no secret.
+    fn upload(
+        &self,
+        host: &str,
+        via: &Path,
+        command: &str,
+        input: &Path,
+        timeout: Duration,
+    ) -> Result<Output, RemoteError>;
+
+    /// Starts the link's master connection: multiplexing on `control`, the Unix-socket
+    /// forward `remote_socket` → `local_socket`, its own diagnostics appended to `log`.
+    fn master(
+        &self,
+        host: &str,
+        control: &Path,
+        remote_socket: &str,
+        local_socket: &Path,
+        log: &Path,
+    ) -> Result<Child, RemoteError>;
+
+    /// Whether the master on `control` answers.
+    fn check(&self, host: &str, control: &Path) -> bool;
+
+    /// Ends the master listening on `control`, if one does (a previous daemon's).
+    fn exit_master(&self, host: &str, control: &Path);
+
+    /// The command line that runs `command` on `host` through `via` in a terminal (a pane
+    /// showing the remote agent).
+    fn terminal_argv(&self, host: &str, via: &Path, command: &str) -> Vec<String>;
+}
+
+/// The real OpenSSH client: `command` is the argv prefix of every call (`["ssh"]`, or
+/// `["ssh", "-F", "CONFIG"]`), so the user's `~/.ssh/config` applies.
+#[derive(Debug, Clone)]
+pub struct OpenSsh {
+    command: Vec<String>,
+}
+
+/// Options of every call: never ask a question (a pane or a daemon has nobody to answer),
+/// and give up on an unreachable host in bounded time.
+const BATCH: [&str; 4] = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"];
+
+impl OpenSsh {
+    /// A client running `command` (at least the program).
+    pub fn new(command: Vec<String>) -> Self {
+        let command = if command.is_empty() {
+            vec!["ssh".to_string()]
+        } else {
+            command
+        };
+        OpenSsh { command }
+    }
+
+    fn base(&self) -> Command {
+        let mut c = Command::new(&self.command[0]);
+        c.args(&self.command[1..]).args(BATCH);
+        c
+    }
+
+    fn via(c: &mut Command, via: Option<&Path>) {
+        match via {
+            Some(p) => {
+                c.arg("-o").arg("ControlMaster=no").arg("-S").arg(p);
+            }
+            None => {
+                c.arg("-o")
+                    .arg("ControlMaster=no")
+                    .arg("-o")
+                    .arg("ControlPath=none");
+            }
+        }
+    }
+}
+
+impl Ssh for OpenSsh {
+    fn script(
+        &self,
+        host: &str,
+        via: Option<&Path>,
+        script: &str,
+        timeout: Duration,
+    ) -> Result<Output, RemoteError> {
+        let mut c = self.base();
+        Self::via(&mut c, via);
+        c.arg("-T").arg("--").arg(host).arg("sh -s");
+        run(c, Input::Text(script.as_bytes().to_vec()), timeout)
+    }
+
+    fn upload(
+        &self,
+        host: &str,
+        via: &Path,
+        command: &str,
+        input: &Path,
+        timeout: Duration,
+    ) -> Result<Output, RemoteError> {
+        let mut c = self.base();
+        Self::via(&mut c, Some(via));
+        c.arg("-T")
+            .arg("--")
+            .arg(host)
+            .arg(format!("sh -c {}", agent_team_pane::shell_quote(command)));
+        run(c, Input::File(input.to_path_buf()), timeout)
+    }
+
+    fn master(
+        &self,
+        host: &str,
+        control: &Path,
+        remote_socket: &str,
+        local_socket: &Path,
+        log: &Path,
+    ) -> Result<Child, RemoteError> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| RemoteError::Io(format!("cannot open {}: {e}", log.display())))?;
+        let mut c = self.base();
+        c.arg("-M")
+            .arg("-S")
+            .arg(control)
+            .arg("-N")
+            .args(["-o", "ControlPersist=no"])
+            .args(["-o", "ExitOnForwardFailure=yes"])
+            .args(["-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"])
+            .args(["-o", "StreamLocalBindMask=0177"])
+            .arg("-R")
+            .arg(format!("{remote_socket}:{}", local_socket.display()))
+            .arg("--")
+            .arg(host)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        // Its own process group: a signal meant for the daemon's group (a terminal's ^C)
+        // does not cut the link of agents that outlive it.
+        use std::os::unix::process::CommandExt;
+        c.process_group(0);
+        c.spawn()
+            .map_err(|e| RemoteError::Io(format!("cannot start {}: {e}", self.command[0])))
+    }
+
+    fn check(&self, host: &str, control: &Path) -> bool {
+        let mut c = self.base();
+        c.arg("-S").arg(control).args(["-O", "check", "--", host]);
+        run(c, Input::None, Duration::from_secs(5)).is_ok_and(|o| o.code == Some(0))
+    }
+
+    fn exit_master(&self, host: &str, control: &Path) {
+        if !control.exists() {
+            return;
+        }
+        let mut c = self.base();
+        c.arg("-S").arg(control).args(["-O", "exit", "--", host]);
+        let _ = run(c, Input::None, Duration::from_secs(5));
+        let _ = std::fs::remove_file(control);
+    }
+
+    fn terminal_argv(&self, host: &str, via: &Path, command: &str) -> Vec<String> {
+        let mut v = self.command.clone();
+        v.extend(BATCH.iter().map(|s| s.to_string()));
+        v.extend(["-o".into(), "ControlMaster=no".into(), "-S".into()]);
+        v.push(via.display().to_string());
+        v.extend([
+            "-t".into(),
+            "--".into(),
+            host.to_string(),
+            command.to_string(),
+        ]);
+        v
+    }
+}
+
+/// A stand-in for ssh that runs everything on this machine: scripts with `sh -s`, the forward
+/// as a symlink from the "remote" socket path to the daemon's, the master as a `sleep`. For
+/// the backend's unit tests (the real link is tested against a real sshd).
+#[derive(Debug, Default, Clone)]
+pub struct LocalSsh;
+
+impl Ssh for LocalSsh {
+    fn script(
+        &self,
+        _host: &str,
+        _via: Option<&Path>,
+        script: &str,
+        timeout: Duration,
+    ) -> Result<Output, RemoteError> {
+        let mut c = Command::new("sh");
+        c.arg("-s");
+        run(c, Input::Text(script.as_bytes().to_vec()), timeout)
+    }
+
+    fn upload(
+        &self,
+        _host: &str,
+        _via: &Path,
+        command: &str,
+        input: &Path,
+        timeout: Duration,
+    ) -> Result<Output, RemoteError> {
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(command);
+        run(c, Input::File(input.to_path_buf()), timeout)
+    }
+
+    fn master(
+        &self,
+        _host: &str,
+        control: &Path,
+        remote_socket: &str,
+        local_socket: &Path,
+        _log: &Path,
+    ) -> Result<Child, RemoteError> {
+        let _ = std::fs::remove_file(remote_socket);
+        std::os::unix::fs::symlink(local_socket, remote_socket)
+            .map_err(|e| RemoteError::Io(format!("cannot link {remote_socket}: {e}")))?;
+        std::fs::write(control, b"")
+            .map_err(|e| RemoteError::Io(format!("cannot write {}: {e}", control.display())))?;
+        Command::new("sleep")
+            .arg("100000")
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| RemoteError::Io(format!("cannot start sleep: {e}")))
+    }
+
+    fn check(&self, _host: &str, control: &Path) -> bool {
+        control.exists()
+    }
+
+    fn exit_master(&self, _host: &str, control: &Path) {
+        let _ = std::fs::remove_file(control);
+    }
+
+    fn terminal_argv(&self, _host: &str, _via: &Path, command: &str) -> Vec<String> {
+        vec!["sh".into(), "-c".into(), command.to_string()]
+    }
+}
+
+enum Input {
+    None,
+    Text(Vec<u8>),
+    File(PathBuf),
+}
+
+/// Runs `c` with `input` on its standard input, collecting its output, killed at `timeout`.
+fn run(mut c: Command, input: Input, timeout: Duration) -> Result<Output, RemoteError> {
+    let program = c.get_program().to_string_lossy().into_owned();
+    c.stdin(match input {
+        Input::None => Stdio::null(),
+        _ => Stdio::piped(),
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = c
+        .spawn()
+        .map_err(|e| RemoteError::Io(format!("cannot start {program}: {e}")))?;
+    let stdin = child.stdin.take();
+    let feeder = std::thread::spawn(move || -> std::io::Result<()> {
+        let Some(mut w) = stdin else { return Ok(()) };
+        match input {
+            Input::None => Ok(()),
+            Input::Text(t) => w.write_all(&t),
+            Input::File(p) => {
+                let mut f = std::fs::File::open(p)?;
+                std::io::copy(&mut f, &mut w).map(|_| ())
+            }
+        }
+    });
+    let reader = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut s = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut s);
+            }
+            String::from_utf8_lossy(&s).into_owned()
+        })
+    };
+    let out = reader(
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let err = reader(
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let _ = feeder.join();
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    match status {
+        Some(s) => Ok(Output {
+            code: s.code(),
+            stdout,
+            stderr,
+        }),
+        None => Err(RemoteError::Timeout {
+            what: program,
+            after: timeout,
+        }),
+    }
+}

@@ -1,0 +1,175 @@
+use super::*;
+use crate::backend::{WorkerChoice, choose_worker};
+use agent_team_pane::{LaunchSpec, Liveness, PaneBackend, env};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn settings(dir: &std::path::Path) -> RemoteSettings {
+    let control = dir.join("ctl");
+    std::fs::create_dir_all(&control).ok();
+    // The daemon's socket the link forwards (the local stand-in links it by name).
+    let listener = std::os::unix::net::UnixListener::bind(dir.join("daemon.sock")).unwrap();
+    Box::leak(Box::new(listener));
+    RemoteSettings {
+        team: "t".into(),
+        ssh: vec!["ssh".into()],
+        worker: Some("/bin/sh".into()),
+        dir: Some(dir.join("host").display().to_string()),
+        daemon_socket: dir.join("daemon.sock"),
+        control_dir: control,
+        local_worker: None,
+        secrets_file: None,
+    }
+}
+
+fn spec(name: &str, script: &str) -> LaunchSpec {
+    LaunchSpec {
+        name: name.into(),
+        role: "worker".into(),
+        argv: vec!["sh".into(), "-c".into(), script.into()],
+        env: vec![
+            (env::SECRET.into(), "s3cret".into()),
+            (env::SOCKET.into(), "/local/daemon.sock".into()),
+            ("KEEP".into(), "it's kept".into()),
+        ],
+        env_remove: vec!["TMUX".into()],
+        cwd: std::path::PathBuf::new(),
+        log: "/nowhere".into(),
+        title: String::new(),
+        color: None,
+        host: Some("box".into()),
+    }
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_remote_agent_starts_with_its_host_paths_and_its_secret_in_a_file_then_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = RemoteBackend::new(settings(dir.path()), Arc::new(LocalSsh));
+    let s = spec(
+        "w1",
+        "env > env.txt; cat \"$AGENT_TEAM_SECRET_FILE\" > secret.txt; pwd > pwd.txt; sleep 100",
+    );
+    let l = b.spawn(&s).unwrap();
+    assert_eq!(l.host.as_deref(), Some("box"));
+    assert_eq!(l.pgid, Some(l.pid));
+    let host = dir.path().join("host");
+    let ws = host.join("work/t/w1");
+    wait_for("the agent's files", || ws.join("pwd.txt").exists());
+    wait_for("the agent's env", || {
+        std::fs::read_to_string(ws.join("env.txt")).is_ok_and(|t| t.contains("KEEP"))
+    });
+    let envs = std::fs::read_to_string(ws.join("env.txt")).unwrap();
+    let run = host.join("run/t");
+    assert!(envs.contains(&format!("AGENT_TEAM_SOCKET={}/daemon.sock", run.display())));
+    assert!(envs.contains("KEEP=it's kept"));
+    assert!(envs.contains("AGENT_TEAM_HOST=box"));
+    assert!(
+        !envs.contains("s3cret"),
+        "the secret is not in the environment"
+    );
+    assert!(!envs.contains("AGENT_TEAM_SECRET="));
+    wait_for("the secret", || ws.join("secret.txt").exists());
+    assert_eq!(
+        std::fs::read_to_string(ws.join("secret.txt"))
+            .unwrap()
+            .trim(),
+        "s3cret"
+    );
+    assert_eq!(b.liveness(&l), Liveness::Alive);
+    b.stop(&l, Duration::from_millis(500)).unwrap();
+    assert!(matches!(b.liveness(&l), Liveness::Exited(_)));
+    b.shutdown();
+    assert!(!run.exists(), "down leaves no run directory on the host");
+}
+
+#[test]
+fn a_remote_agents_exit_code_is_read_from_its_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = RemoteBackend::new(settings(dir.path()), Arc::new(LocalSsh));
+    let l = b.spawn(&spec("w2", "exit 7")).unwrap();
+    let mut last = Liveness::Unknown;
+    wait_for("the exit", || {
+        last = b.liveness(&l);
+        matches!(last, Liveness::Exited(_))
+    });
+    let Liveness::Exited(e) = last else {
+        unreachable!()
+    };
+    assert_eq!(e.code, Some(7));
+    b.shutdown();
+}
+
+#[test]
+fn a_given_workspace_that_is_not_on_the_host_fails_the_launch_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = RemoteBackend::new(settings(dir.path()), Arc::new(LocalSsh));
+    let mut s = spec("w3", "sleep 1");
+    s.cwd = "/no/such/dir".into();
+    let e = b.spawn(&s).unwrap_err().to_string();
+    assert!(e.contains("/no/such/dir"), "{e}");
+    b.shutdown();
+}
+
+#[test]
+fn a_cut_link_is_made_again_and_the_agent_is_found_alive() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = RemoteBackend::new(settings(dir.path()), Arc::new(LocalSsh));
+    let l = b.spawn(&spec("w4", "sleep 100")).unwrap();
+    assert!(b.link_up("box"));
+    b.cut("box");
+    assert!(!b.link_up("box"));
+    // The next look makes the link again (its first retry is not delayed).
+    assert_eq!(b.liveness(&l), Liveness::Alive);
+    assert!(b.link_up("box"));
+    b.stop(&l, Duration::from_millis(200)).unwrap();
+    b.shutdown();
+}
+
+#[test]
+fn the_probe_answer_is_parsed_and_the_worker_chosen() {
+    let info = HostInfo::parse("junk\nroot=/h/.cache/agent-team\nuname=Linux x86_64\nworker=\n");
+    assert_eq!(info.root, "/h/.cache/agent-team");
+    assert_eq!(info.worker, None);
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path());
+    s.worker = None;
+    // No worker there, no local one to copy: the error says what to do.
+    let e = choose_worker(&s, "box", &info, "Linux x86_64").unwrap_err();
+    assert!(e.to_string().contains("install agent-team"), "{e}");
+    // A worker of ours and the same system: copied under its key.
+    let w = dir.path().join("worker");
+    std::fs::write(&w, b"binary").unwrap();
+    s.local_worker = Some(w.clone());
+    let key = worker_key(&w).unwrap();
+    match choose_worker(&s, "box", &info, "Linux x86_64").unwrap() {
+        WorkerChoice::Copy(p) => {
+            assert_eq!(
+                p,
+                format!("/h/.cache/agent-team/bin/{key}/agent-team-worker")
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    // Another system: not copied.
+    let e = choose_worker(&s, "box", &info, "Darwin arm64").unwrap_err();
+    assert!(e.to_string().contains("Darwin arm64"), "{e}");
+    // A configured worker that is not there is an error naming it.
+    s.worker = Some("/opt/at/agent-team-worker".into());
+    let e = choose_worker(&s, "box", &info, "Linux x86_64").unwrap_err();
+    assert!(e.to_string().contains("/opt/at/agent-team-worker"), "{e}");
+}
+
+#[test]
+fn dir_words_expand_home_on_the_host_only() {
+    assert_eq!(dir_word(None), "\"$HOME\"/.cache/agent-team");
+    assert_eq!(dir_word(Some("/srv/at")), "/srv/at");
+    assert_eq!(dir_word(Some("~/x y")), "\"$HOME\"/'x y'");
+}

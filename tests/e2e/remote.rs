@@ -1,0 +1,269 @@
+//! Teammates on other machines (issue 27), against a real sshd on loopback: a remote teammate
+//! works beside a local one, is watched, killed and restarted there, survives its link being
+//! cut, and `down` leaves nothing on the host; a wrong host fails `up` before anything starts.
+
+use agent_team_e2e::sshd::{HOST, Sshd};
+use agent_team_e2e::*;
+use agent_team_protocol::*;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(60);
+
+/// A team with a remote teammate `far` on [`HOST`] and a local one `near`, one task each;
+/// `worker`: the host's worker (none: ours is copied there).
+fn team(sshd: &Sshd, worker: bool, far_task: &str) -> String {
+    team_with(sshd, worker, far_task, "echo near > near.txt")
+}
+
+/// [`team`] with `near`'s task too.
+fn team_with(sshd: &Sshd, worker: bool, far_task: &str, near_task: &str) -> String {
+    let w = bin("agent-team-worker");
+    format!(
+        "name = \"rt\"\nboard = false\n{ssh}\n\
+         [[teammates]]\nname = \"far\"\nrole = \"worker\"\nhost = \"{HOST}\"\n\
+         [[teammates]]\nname = \"near\"\nrole = \"worker\"\n\
+         [[tasks]]\ntitle = \"far work\"\nrun = \"{far_task}\"\nassign = \"far\"\n\
+         [[tasks]]\ntitle = \"near work\"\nrun = \"{near_task}\"\nassign = \"near\"\n",
+        ssh = sshd.ssh_table(worker.then_some(w.as_path())),
+    )
+}
+
+fn far_workspace(sshd: &Sshd) -> std::path::PathBuf {
+    sshd.remote_dir().join("work/rt/far")
+}
+
+/// `down`, then nothing of the team is left on the host: no process, no socket, no secret.
+fn down_leaves_the_host_clean(sb: &Sandbox, sshd: &Sshd) {
+    sb.ok(&["down"]);
+    wait_for("no process of the team on the host", T, || {
+        sshd.remote_processes().is_empty()
+    });
+    let run = sshd.remote_dir().join("run/rt");
+    assert!(
+        !run.exists(),
+        "the team's run directory (sockets, secrets) is gone from the host: {:?}",
+        std::fs::read_dir(&run).map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+    );
+    // No ssh of ours is left either (the link's master).
+    wait_for("the link's ssh gone", T, || {
+        sshd::processes_mentioning(&sshd.config().display().to_string()).is_empty()
+    });
+}
+
+#[test]
+fn a_remote_teammate_works_its_task_on_its_host_beside_a_local_one_and_down_cleans_the_host() {
+    let sshd = Sshd::start();
+    let sb = Sandbox::new();
+    sb.write_team_file(&team(
+        &sshd,
+        true,
+        "echo far-$AGENT_TEAM_NAME > far.txt; pwd",
+    ));
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    wait_for("both tasks completed", T, || {
+        let tasks = sb.tasks("rt");
+        tasks.len() == 2 && tasks.iter().all(|t| t.status == TaskStatus::Completed)
+    });
+    // The remote task ran in the member's directory on the host, not in the team's.
+    let ws = far_workspace(&sshd);
+    assert_eq!(
+        std::fs::read_to_string(ws.join("far.txt")).unwrap().trim(),
+        "far-far"
+    );
+    assert!(!sb.path("far.txt").exists());
+    assert!(sb.path("near.txt").exists());
+    let far = sb
+        .tasks("rt")
+        .into_iter()
+        .find(|t| t.title == "far work")
+        .unwrap();
+    assert_eq!(far.owner.as_deref(), Some("far"));
+    assert!(
+        far.result
+            .as_deref()
+            .unwrap_or_default()
+            .contains("work/rt/far"),
+        "{:?}",
+        far.result
+    );
+    // `ps` says where each agent runs.
+    let a = sb.agent("rt", "far");
+    assert_eq!(a.host.as_deref(), Some(HOST));
+    assert_eq!(a.backend, "ssh");
+    assert!(sb.agent("rt", "near").host.is_none());
+    let ps = sb.ok(&["ps"]);
+    assert!(ps.contains("HOST"), "{ps}");
+    assert!(
+        ps.lines()
+            .any(|l| l.starts_with("far@rt") && l.contains(HOST)),
+        "{ps}"
+    );
+    // The remote worker connected through the forward: its socket is on the host's side.
+    let socket_seen = std::fs::read_to_string(sb.team("rt").agent_log("far")).unwrap_or_default();
+    let _ = socket_seen;
+    down_leaves_the_host_clean(&sb, &sshd);
+}
+
+#[test]
+fn a_wrong_host_fails_up_with_one_clear_error_before_anything_starts() {
+    let sshd = Sshd::start();
+    let sb = Sandbox::new();
+    let text =
+        team(&sshd, true, "true").replace(&format!("host = \"{HOST}\""), "host = \"nosuchhost\"");
+    sb.write_team_file(&text);
+    let out = sb.run(&["up", "--backend", "process", "--detach"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nosuchhost"), "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.contains("error")).count(),
+        1,
+        "{err}"
+    );
+    // Nothing started: no daemon, no team state.
+    assert!(
+        !sb.team("rt").lock.exists() || sb.run(&["ps"]).status.code() != Some(0) || {
+            sb.agents("rt").is_empty()
+        }
+    );
+    // A refused key is the same kind of error.
+    std::fs::write(sshd.dir.path().join("authorized_keys"), "").unwrap();
+    sb.write_team_file(&team(&sshd, true, "true"));
+    let out = sb.run(&["up", "--backend", "process", "--detach"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(HOST) && err.contains("Permission denied"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_worker_is_copied_to_a_host_without_one_and_the_teammate_runs_there() {
+    let sshd = Sshd::start();
+    let sb = Sandbox::new();
+    sb.write_team_file(&team(&sshd, false, "echo copied > far.txt"));
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    wait_for("both tasks completed", T, || {
+        let tasks = sb.tasks("rt");
+        tasks.len() == 2 && tasks.iter().all(|t| t.status == TaskStatus::Completed)
+    });
+    assert!(far_workspace(&sshd).join("far.txt").exists());
+    // The copy is keyed by version and hash under the host's bin directory.
+    let bins: Vec<_> = std::fs::read_dir(sshd.remote_dir().join("bin"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("agent-team-worker"))
+        .collect();
+    assert_eq!(bins.len(), 1, "{bins:?}");
+    assert!(bins[0].exists());
+    assert_eq!(
+        std::fs::read(&bins[0]).unwrap().len(),
+        std::fs::read(bin("agent-team-worker")).unwrap().len()
+    );
+    down_leaves_the_host_clean(&sb, &sshd);
+}
+
+#[test]
+fn a_remote_teammate_is_killed_and_restarted_on_its_host_as_the_same_member() {
+    let sshd = Sshd::start();
+    let sb = Sandbox::new();
+    // The local task holds the run open until the test is done with far.
+    let go = sshd.dir.path().join("go");
+    sb.write_team_file(&team_with(
+        &sshd,
+        true,
+        "true",
+        &format!("while [ ! -e {} ]; do sleep 0.05; done", go.display()),
+    ));
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    wait_for("far connected", T, || {
+        let a = sb.agent("rt", "far");
+        a.connected && a.pid.is_some()
+    });
+    let first = sb.agent("rt", "far");
+    sb.ok(&["kill", "far"]);
+    wait_for("far stopped", T, || {
+        sb.agent("rt", "far").status == AgentStatus::Stopped
+    });
+    wait_for("far's processes gone from the host", T, || {
+        sshd.remote_processes()
+            .iter()
+            .all(|(_, l)| !l.contains("far.run"))
+    });
+    sb.ok(&["restart", "far"]);
+    wait_for("far back", T, || {
+        let a = sb.agent("rt", "far");
+        a.connected && a.incarnation > first.incarnation
+    });
+    assert_eq!(sb.agent("rt", "far").host.as_deref(), Some(HOST));
+    // The same identity on the host: messages reach the new incarnation.
+    sb.ok(&["send", "far", "hello far"]);
+    wait_for("the message delivered to the new incarnation", T, || {
+        let inbox: Vec<Message> =
+            serde_json::from_str(&sb.ok(&["inbox", "far", "--json"])).unwrap();
+        inbox
+            .iter()
+            .any(|m| m.body == "hello far" && m.state != DeliveryState::Queued)
+    });
+    std::fs::write(&go, "").unwrap();
+    down_leaves_the_host_clean(&sb, &sshd);
+}
+
+#[test]
+fn a_cut_link_comes_back_and_the_remote_task_runs_exactly_once() {
+    let sshd = Sshd::start();
+    let sb = Sandbox::new();
+    // The task waits for a go file, so the link is cut while it runs.
+    let go = sshd.dir.path().join("go");
+    sb.write_team_file(&team(
+        &sshd,
+        true,
+        &format!(
+            "echo run >> runs.txt; while [ ! -e {g} ]; do sleep 0.05; done; echo finished",
+            g = go.display()
+        ),
+    ));
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    let ws = far_workspace(&sshd);
+    wait_for("the remote task running", T, || {
+        ws.join("runs.txt").exists()
+    });
+    let before = sb.agent("rt", "far");
+    // Cut the link: kill our ssh master (the network dropping looks the same to both ends).
+    let masters = sshd::processes_mentioning(" -M ");
+    let ours: Vec<_> = masters
+        .iter()
+        .filter(|(_, l)| l.contains(&sshd.config().display().to_string()))
+        .collect();
+    assert_eq!(ours.len(), 1, "one link per host: {masters:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(ours[0].0 as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_for("far's connection dropped", T, || {
+        !sb.agent("rt", "far").connected
+    });
+    // The daemon makes the link again and the worker, still running there, reconnects.
+    wait_for("far reconnected", T, || sb.agent("rt", "far").connected);
+    std::fs::write(&go, "").unwrap();
+    wait_for("both tasks completed", T, || {
+        let tasks = sb.tasks("rt");
+        tasks.len() == 2 && tasks.iter().all(|t| t.status == TaskStatus::Completed)
+    });
+    let after = sb.agent("rt", "far");
+    assert_eq!(
+        after.incarnation, before.incarnation,
+        "the same process carried on"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.join("runs.txt"))
+            .unwrap()
+            .lines()
+            .count(),
+        1,
+        "the task ran exactly once"
+    );
+    down_leaves_the_host_clean(&sb, &sshd);
+}

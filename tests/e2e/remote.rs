@@ -267,3 +267,101 @@ fn a_cut_link_comes_back_and_the_remote_task_runs_exactly_once() {
     );
     down_leaves_the_host_clean(&sb, &sshd);
 }
+
+#[test]
+fn a_daemon_killed_mid_task_comes_back_and_its_remote_teammate_finishes_the_task_once() {
+    let sshd = Sshd::start();
+    let sb = Sandbox::new();
+    let go = sshd.dir.path().join("go");
+    sb.write_team_file(&team(
+        &sshd,
+        true,
+        &format!(
+            "echo run >> runs.txt; while [ ! -e {g} ]; do sleep 0.05; done; echo finished",
+            g = go.display()
+        ),
+    ));
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    let ws = far_workspace(&sshd);
+    wait_for("the remote task running", T, || {
+        ws.join("runs.txt").exists()
+    });
+    let before = sb.agent("rt", "far");
+    let tp = sb.team("rt");
+    let pid_of = || -> Option<u32> {
+        if !agent_team_paths::lock_held(&tp.lock) {
+            return None;
+        }
+        std::fs::read_to_string(&tp.lock).ok()?.trim().parse().ok()
+    };
+    let old = pid_of().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // The local teammate brings the daemon back; the new daemon makes the link again and the
+    // remote worker, which never stopped, reconnects through it.
+    wait_for("a new daemon", T, || pid_of().is_some_and(|p| p != old));
+    wait_for("far reconnected to the new daemon", T, || {
+        let a = sb.agent("rt", "far");
+        a.connected && a.incarnation == before.incarnation
+    });
+    std::fs::write(&go, "").unwrap();
+    wait_for("both tasks completed", T, || {
+        let tasks = sb.tasks("rt");
+        tasks.len() == 2 && tasks.iter().all(|t| t.status == TaskStatus::Completed)
+    });
+    assert_eq!(
+        std::fs::read_to_string(ws.join("runs.txt"))
+            .unwrap()
+            .lines()
+            .count(),
+        1,
+        "the task ran exactly once"
+    );
+    down_leaves_the_host_clean(&sb, &sshd);
+}
+
+#[test]
+fn down_after_the_daemon_died_stops_the_remote_teammate_on_its_host() {
+    let sshd = Sshd::start();
+    let sb = Sandbox::new();
+    sb.write_team_file(&team(&sshd, true, "sleep 1000"));
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    wait_for("far running its task", T, || {
+        sb.agent("rt", "far").current_task.is_some()
+    });
+    assert!(!sshd.remote_processes().is_empty());
+    // The local agents are frozen so none brings the daemon back; then the daemon dies.
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    for name in ["leader", "near"] {
+        if let Some(pid) = sb.agent("rt", name).pgid {
+            let _ = kill(Pid::from_raw(-(pid as i32)), Signal::SIGSTOP);
+        }
+    }
+    let tp = sb.team("rt");
+    let daemon: i32 = std::fs::read_to_string(&tp.lock)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    kill(Pid::from_raw(daemon), Signal::SIGKILL).unwrap();
+    wait_for("the daemon's lock released", T, || {
+        !agent_team_paths::lock_held(&tp.lock)
+    });
+    let out = sb.run(&["down"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("no process of the team on the host", T, || {
+        sshd.remote_processes().is_empty()
+    });
+    assert!(!sshd.remote_dir().join("run/rt").exists());
+    wait_for("the link's ssh gone", T, || {
+        sshd::processes_mentioning(&sshd.config().display().to_string()).is_empty()
+    });
+}

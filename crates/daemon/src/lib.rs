@@ -19,7 +19,7 @@ pub mod policy;
 pub mod supervisor;
 mod work;
 
-pub use supervisor::{PID_START, SupervisorEnv};
+pub use supervisor::{PID_START, SupervisorEnv, remote_backend};
 
 use agent_team_paths::{Paths, TeamPaths};
 use agent_team_state::TeamState;

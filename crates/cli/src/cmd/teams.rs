@@ -373,6 +373,35 @@ fn clean_up_after_a_dead_daemon(ctx: &Ctx) -> Result<Vec<String>> {
     let config: Option<agent_team_config::TeamConfig> = state
         .config()
         .and_then(|v| serde_json::from_value(v.clone()).ok());
+    // Members on other hosts: their process groups there, then the team's directory there
+    // (sockets, secrets) and the links.
+    let remote: Vec<(String, agent_team_pane::Launched)> = state
+        .agent_records()
+        .filter_map(|r| {
+            Some((
+                r.info.name.clone(),
+                agent_team_pane::Launched {
+                    pid: r.info.pid?,
+                    pgid: r.info.pgid,
+                    pane: None,
+                    host: Some(r.info.host.clone()?),
+                },
+            ))
+        })
+        .collect();
+    if let Some(cfg) = &config
+        && !remote.is_empty()
+    {
+        use agent_team_pane::PaneBackend as _;
+        let rb = agent_team_daemon::remote_backend(cfg, &ctx.tp, crate::backend::worker_exe().ok());
+        for (name, l) in &remote {
+            match rb.stop(l, Duration::from_secs(2)) {
+                Ok(()) => stopped.push(name.clone()),
+                Err(e) => eprintln!("agent-team: could not stop agent {name} on its host: {e}"),
+            }
+        }
+        rb.shutdown();
+    }
     if let Some(cfg) = config
         && cfg.backend == agent_team_config::BackendKind::Tmux
     {

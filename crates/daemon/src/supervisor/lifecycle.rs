@@ -161,21 +161,8 @@ impl Step<'_> {
         let backend: Arc<dyn PaneBackend> = if cfg.backend == BackendKind::InProcess {
             backend
         } else {
-            let control_dir = runtime.join(format!("{}.ssh", self.sup.team));
-            let settings = agent_team_remote::RemoteSettings {
-                team: self.sup.team.clone(),
-                ssh: cfg.ssh.command.clone(),
-                worker: cfg.ssh.worker.clone(),
-                dir: cfg.ssh.dir.clone(),
-                daemon_socket: self.sup.paths.socket.clone(),
-                control_dir,
-                local_worker: self.sup.env.worker_exe.clone(),
-                secrets_file: Some(self.sup.paths.secrets.clone()),
-            };
-            let remote = agent_team_remote::RemoteBackend::new(
-                settings,
-                Arc::new(agent_team_remote::OpenSsh::new(cfg.ssh.command.clone())),
-            );
+            let remote =
+                super::remote_backend(&cfg, &self.sup.paths, self.sup.env.worker_exe.clone());
             Arc::new(agent_team_remote::Routed::new(backend, Arc::new(remote)))
         };
         // An agent that ends wakes the core at once (in-process agents; others need no help).

@@ -422,6 +422,30 @@ impl Step<'_> {
 pub type BackendFactory =
     Arc<dyn Fn(BackendKind, &TeamConfig) -> Result<Arc<dyn PaneBackend>, String> + Send + Sync>;
 
+/// The backend of the team's members on other hosts, from the team file's `[ssh]` and the
+/// team's paths (the daemon's, and a `down` cleaning up after a dead daemon).
+pub fn remote_backend(
+    cfg: &TeamConfig,
+    paths: &TeamPaths,
+    worker: Option<PathBuf>,
+) -> agent_team_remote::RemoteBackend {
+    let runtime = paths.socket.parent().map(PathBuf::from).unwrap_or_default();
+    let settings = agent_team_remote::RemoteSettings {
+        team: paths.team.clone(),
+        ssh: cfg.ssh.command.clone(),
+        worker: cfg.ssh.worker.clone(),
+        dir: cfg.ssh.dir.clone(),
+        daemon_socket: paths.socket.clone(),
+        control_dir: runtime.join(format!("{}.ssh", paths.team)),
+        local_worker: worker,
+        secrets_file: Some(paths.secrets.clone()),
+    };
+    agent_team_remote::RemoteBackend::new(
+        settings,
+        Arc::new(agent_team_remote::OpenSsh::new(cfg.ssh.command.clone())),
+    )
+}
+
 /// The key of an agent record's `spec` holding its process's start time
 /// (`agent_team_pane::procs::start_time`), recorded with its pid at each launch.
 pub const PID_START: &str = "pid_start";

@@ -28,6 +28,20 @@ fn team_with(sshd: &Sshd, worker: bool, far_task: &str, near_task: &str) -> Stri
     )
 }
 
+/// `name` as `ps --json` shows it (a read: while the daemon is down it reads the stored
+/// state); none when the read failed.
+fn agent_now(sb: &Sandbox, name: &str) -> Option<AgentInfo> {
+    let out = sb.run(&["ps", "--json"]);
+    let agents: Vec<AgentInfo> = serde_json::from_slice(&out.stdout).ok()?;
+    agents.into_iter().find(|a| a.name == name)
+}
+
+/// `task list --json` (a read, as [`agent_now`]); empty when the read failed.
+fn tasks_now(sb: &Sandbox) -> Vec<Task> {
+    let out = sb.run(&["task", "list", "--json"]);
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
 fn far_workspace(sshd: &Sshd) -> std::path::PathBuf {
     sshd.remote_dir().join("work/rt/far")
 }
@@ -35,9 +49,16 @@ fn far_workspace(sshd: &Sshd) -> std::path::PathBuf {
 /// `down`, then nothing of the team is left on the host: no process, no socket, no secret.
 fn down_leaves_the_host_clean(sb: &Sandbox, sshd: &Sshd) {
     sb.ok(&["down"]);
-    wait_for("no process of the team on the host", T, || {
-        sshd.remote_processes().is_empty()
-    });
+    let deadline = std::time::Instant::now() + T;
+    while !sshd.remote_processes().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "processes of the team left on the host after down: {:?}\n{}",
+            sshd.remote_processes(),
+            std::fs::read_to_string(sb.team("rt").daemon_log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let run = sshd.remote_dir().join("run/rt");
     assert!(
         !run.exists(),
@@ -304,12 +325,11 @@ fn a_daemon_killed_mid_task_comes_back_and_its_remote_teammate_finishes_the_task
     // remote worker, which never stopped, reconnects through it.
     wait_for("a new daemon", T, || pid_of().is_some_and(|p| p != old));
     wait_for("far reconnected to the new daemon", T, || {
-        let a = sb.agent("rt", "far");
-        a.connected && a.incarnation == before.incarnation
+        agent_now(&sb, "far").is_some_and(|a| a.connected && a.incarnation == before.incarnation)
     });
     std::fs::write(&go, "").unwrap();
     wait_for("both tasks completed", T, || {
-        let tasks = sb.tasks("rt");
+        let tasks = tasks_now(&sb);
         tasks.len() == 2 && tasks.iter().all(|t| t.status == TaskStatus::Completed)
     });
     assert_eq!(

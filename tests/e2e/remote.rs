@@ -231,11 +231,11 @@ fn a_remote_teammate_is_killed_and_restarted_on_its_host_as_the_same_member() {
     down_leaves_the_host_clean(&sb, &sshd);
 }
 
-#[test]
-fn a_cut_link_comes_back_and_the_remote_task_runs_exactly_once() {
+/// The team of [`team`] up, `far`'s task running on its host until the returned go file
+/// exists (it counts its runs in `runs.txt` of the returned workspace).
+fn up_with_a_waiting_remote_task() -> (Sshd, Sandbox, std::path::PathBuf, std::path::PathBuf) {
     let sshd = Sshd::start();
     let sb = Sandbox::new();
-    // The task waits for a go file, so the link is cut while it runs.
     let go = sshd.dir.path().join("go");
     sb.write_team_file(&team(
         &sshd,
@@ -250,6 +250,28 @@ fn a_cut_link_comes_back_and_the_remote_task_runs_exactly_once() {
     wait_for("the remote task running", T, || {
         ws.join("runs.txt").exists()
     });
+    (sshd, sb, go, ws)
+}
+
+/// Every task completed, the remote one run exactly once (one line in `ws/runs.txt`).
+fn all_done_the_remote_task_once(ws: &std::path::Path, tasks: impl Fn() -> Vec<Task>) {
+    wait_for("both tasks completed", T, || {
+        let tasks = tasks();
+        tasks.len() == 2 && tasks.iter().all(|t| t.status == TaskStatus::Completed)
+    });
+    assert_eq!(
+        std::fs::read_to_string(ws.join("runs.txt"))
+            .unwrap()
+            .lines()
+            .count(),
+        1,
+        "the task ran exactly once"
+    );
+}
+
+#[test]
+fn a_cut_link_comes_back_and_the_remote_task_runs_exactly_once() {
+    let (sshd, sb, go, ws) = up_with_a_waiting_remote_task();
     let before = sb.agent("rt", "far");
     // Cut the link: kill our ssh master (the network dropping looks the same to both ends).
     let masters = sshd::processes_mentioning(" -M ");
@@ -269,44 +291,18 @@ fn a_cut_link_comes_back_and_the_remote_task_runs_exactly_once() {
     // The daemon makes the link again and the worker, still running there, reconnects.
     wait_for("far reconnected", T, || sb.agent("rt", "far").connected);
     std::fs::write(&go, "").unwrap();
-    wait_for("both tasks completed", T, || {
-        let tasks = sb.tasks("rt");
-        tasks.len() == 2 && tasks.iter().all(|t| t.status == TaskStatus::Completed)
-    });
+    all_done_the_remote_task_once(&ws, || sb.tasks("rt"));
     let after = sb.agent("rt", "far");
     assert_eq!(
         after.incarnation, before.incarnation,
         "the same process carried on"
-    );
-    assert_eq!(
-        std::fs::read_to_string(ws.join("runs.txt"))
-            .unwrap()
-            .lines()
-            .count(),
-        1,
-        "the task ran exactly once"
     );
     down_leaves_the_host_clean(&sb, &sshd);
 }
 
 #[test]
 fn a_daemon_killed_mid_task_comes_back_and_its_remote_teammate_finishes_the_task_once() {
-    let sshd = Sshd::start();
-    let sb = Sandbox::new();
-    let go = sshd.dir.path().join("go");
-    sb.write_team_file(&team(
-        &sshd,
-        true,
-        &format!(
-            "echo run >> runs.txt; while [ ! -e {g} ]; do sleep 0.05; done; echo finished",
-            g = go.display()
-        ),
-    ));
-    sb.ok(&["up", "--backend", "process", "--detach"]);
-    let ws = far_workspace(&sshd);
-    wait_for("the remote task running", T, || {
-        ws.join("runs.txt").exists()
-    });
+    let (sshd, sb, go, ws) = up_with_a_waiting_remote_task();
     let before = sb.agent("rt", "far");
     let tp = sb.team("rt");
     let pid_of = || -> Option<u32> {
@@ -328,18 +324,7 @@ fn a_daemon_killed_mid_task_comes_back_and_its_remote_teammate_finishes_the_task
         agent_now(&sb, "far").is_some_and(|a| a.connected && a.incarnation == before.incarnation)
     });
     std::fs::write(&go, "").unwrap();
-    wait_for("both tasks completed", T, || {
-        let tasks = tasks_now(&sb);
-        tasks.len() == 2 && tasks.iter().all(|t| t.status == TaskStatus::Completed)
-    });
-    assert_eq!(
-        std::fs::read_to_string(ws.join("runs.txt"))
-            .unwrap()
-            .lines()
-            .count(),
-        1,
-        "the task ran exactly once"
-    );
+    all_done_the_remote_task_once(&ws, || tasks_now(&sb));
     down_leaves_the_host_clean(&sb, &sshd);
 }
 

@@ -370,3 +370,81 @@ fn down_after_the_daemon_died_stops_the_remote_teammate_on_its_host() {
         sshd::processes_mentioning(&sshd.config().display().to_string()).is_empty()
     });
 }
+
+/// Kills the link's ssh master (as a dropped network would end it).
+fn cut_link(sshd: &Sshd) {
+    let config = sshd.config().display().to_string();
+    let ours: Vec<_> = sshd::processes_mentioning(" -M ")
+        .into_iter()
+        .filter(|(_, l)| l.contains(&config))
+        .collect();
+    assert_eq!(ours.len(), 1, "one link per host: {ours:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(ours[0].0 as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_host_whose_sshd_restarts_is_unreachable_meanwhile_then_its_teammate_carries_on() {
+    let (mut sshd, sb, go, ws) = up_with_a_waiting_remote_task();
+    let before = sb.agent("rt", "far");
+    // sshd goes away and the link with it: the teammate is unreachable, not dead.
+    sshd.stop();
+    cut_link(&sshd);
+    wait_for("far unreachable", T, || {
+        sb.agent("rt", "far").status == AgentStatus::Unreachable
+    });
+    let far = sb.agent("rt", "far");
+    assert!(far.current_task.is_some(), "it keeps its task");
+    let ps = sb.ok(&["ps"]);
+    assert!(ps.contains("unreachable"), "{ps}");
+    // sshd back (the new link forwards to a fresh socket path: no stale one in the way).
+    sshd.restart();
+    wait_for("far connected again", T, || {
+        let a = sb.agent("rt", "far");
+        a.connected && a.status != AgentStatus::Unreachable
+    });
+    assert_eq!(sb.agent("rt", "far").incarnation, before.incarnation);
+    std::fs::write(&go, "").unwrap();
+    all_done_the_remote_task_once(&ws, || sb.tasks("rt"));
+    down_leaves_the_host_clean(&sb, &sshd);
+}
+
+#[test]
+fn past_the_grace_period_the_task_goes_back_and_the_teammate_is_stopped_when_its_host_returns() {
+    let mut sshd = Sshd::start();
+    let sb = Sandbox::new();
+    let text = team(&sshd, true, "echo run >> runs.txt; sleep 1000")
+        .replace("[ssh]\n", "[ssh]\ngrace_secs = 2\n");
+    sb.write_team_file(&text);
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    let ws = far_workspace(&sshd);
+    wait_for("the remote task running", T, || {
+        ws.join("runs.txt").exists()
+    });
+    sshd.stop();
+    cut_link(&sshd);
+    wait_for("far failed as unreachable", T, || {
+        let a = sb.agent("rt", "far");
+        a.status == AgentStatus::Failed && a.last_exit.as_deref() == Some("unreachable")
+    });
+    // Its task went back to the board (the idle local teammate may take it up).
+    let task = sb
+        .tasks("rt")
+        .into_iter()
+        .find(|t| t.title == "far work")
+        .unwrap();
+    assert_ne!(task.owner.as_deref(), Some("far"), "{task:?}");
+    // Its processes still run on the host, which nobody can reach; once it answers again
+    // they are stopped.
+    assert!(!sshd.remote_processes().is_empty());
+    sshd.restart();
+    wait_for("far's processes stopped on the host", T, || {
+        sshd.remote_processes()
+            .iter()
+            .all(|(_, l)| !l.contains("far.run"))
+    });
+    sb.ok(&["down"]);
+}

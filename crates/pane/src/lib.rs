@@ -122,6 +122,8 @@ pub enum Liveness {
     Exited(ExitInfo),
     /// The check itself failed or timed out: not proof of death.
     Unknown,
+    /// Its host cannot be reached (a remote agent whose link is down): it may well run on.
+    Unreachable,
 }
 
 /// A place to run agents.

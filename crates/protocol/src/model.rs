@@ -306,6 +306,9 @@ pub enum AgentStatus {
     Exited,
     /// Gave up restarting; only a manual restart clears it.
     Failed,
+    /// Runs on another host whose link is down: it keeps its task for the team's
+    /// `[ssh] grace_secs` while the link is made again, then is `failed` (unreachable).
+    Unreachable,
 }
 
 impl AgentStatus {
@@ -320,6 +323,7 @@ impl AgentStatus {
             AgentStatus::Stopped => "stopped",
             AgentStatus::Exited => "exited",
             AgentStatus::Failed => "failed",
+            AgentStatus::Unreachable => "unreachable",
         }
     }
 
@@ -327,7 +331,11 @@ impl AgentStatus {
     pub fn is_live(self) -> bool {
         matches!(
             self,
-            AgentStatus::Starting | AgentStatus::Running | AgentStatus::Idle | AgentStatus::Waiting
+            AgentStatus::Starting
+                | AgentStatus::Running
+                | AgentStatus::Idle
+                | AgentStatus::Waiting
+                | AgentStatus::Unreachable
         )
     }
 

@@ -170,6 +170,7 @@ fn agent_status() -> impl Strategy<Value = AgentStatus> {
         AgentStatus::Stopped,
         AgentStatus::Exited,
         AgentStatus::Failed,
+        AgentStatus::Unreachable,
     ])
 }
 

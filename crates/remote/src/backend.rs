@@ -160,6 +160,8 @@ struct Link {
     generation: u64,
     /// Not before this may a dropped link be tried again.
     next_try: Option<Instant>,
+    /// A thread is making it again.
+    remaking: bool,
     /// The wait after the next failed try.
     backoff: Duration,
 }
@@ -182,6 +184,14 @@ impl Link {
     fn dir(&self, team: &str) -> String {
         format!("{}/run/{team}", self.info.root)
     }
+
+    fn place(&self) -> Place {
+        Place {
+            control: self.control.clone(),
+            root: self.info.root.clone(),
+            worker: self.worker.clone(),
+        }
+    }
 }
 
 /// What a remote launch needs of its host's link.
@@ -193,26 +203,73 @@ struct Place {
 }
 
 /// The pane backend of agents on other machines (see the crate's documentation).
-pub struct RemoteBackend {
+pub struct RemoteBackend(Arc<Core>);
+
+/// The backend's state, shared with the threads that make dropped links again.
+struct Core {
     settings: RemoteSettings,
     ssh: Arc<dyn Ssh>,
     links: Mutex<HashMap<String, Arc<Mutex<Link>>>>,
     key: OnceLock<Option<String>>,
     mine: OnceLock<String>,
+    /// Agents to stop once their host answers again (a stop that found it unreachable).
+    pending_stops: Mutex<Vec<Launched>>,
 }
 
 impl RemoteBackend {
     /// A backend reaching hosts with `ssh` for the team described by `settings`.
     pub fn new(settings: RemoteSettings, ssh: Arc<dyn Ssh>) -> Self {
-        RemoteBackend {
+        RemoteBackend(Arc::new(Core {
             settings,
             ssh,
             links: Mutex::new(HashMap::new()),
             key: OnceLock::new(),
             mine: OnceLock::new(),
-        }
+            pending_stops: Mutex::new(Vec::new()),
+        }))
     }
 
+    /// Whether `host`'s link is up right now (no ssh call).
+    pub fn link_up(&self, host: &str) -> bool {
+        self.0.link_up(host)
+    }
+
+    /// Cuts `host`'s link (its master connection) without touching the agents there, as a
+    /// dropped network would: for tests of the reconnection.
+    pub fn cut(&self, host: &str) {
+        self.0.cut(host)
+    }
+}
+
+impl PaneBackend for RemoteBackend {
+    fn kind(&self) -> &'static str {
+        "ssh"
+    }
+
+    fn spawn(&self, spec: &LaunchSpec) -> Result<Launched, PaneError> {
+        self.0.spawn(spec)
+    }
+
+    fn stop(&self, target: &Launched, grace: Duration) -> Result<(), PaneError> {
+        self.0.stop(target, grace)
+    }
+
+    fn liveness(&self, target: &Launched) -> Liveness {
+        self.poll(std::slice::from_ref(target))
+            .pop()
+            .unwrap_or(Liveness::Unknown)
+    }
+
+    fn poll(&self, targets: &[Launched]) -> Vec<Liveness> {
+        Core::poll(&self.0, targets)
+    }
+
+    fn shutdown(&self) {
+        self.0.shutdown()
+    }
+}
+
+impl Core {
     fn key(&self) -> Option<&str> {
         self.key
             .get_or_init(|| {
@@ -240,42 +297,73 @@ impl RemoteBackend {
             master: None,
             generation: 0,
             next_try: None,
+            remaking: false,
             backoff: RETRY_FIRST,
         }));
         links.insert(host.to_string(), l.clone());
         Ok(l)
     }
 
-    /// The link to `host`, made now if it is down (`eager`), or only once its backoff is over.
-    fn ensure(&self, host: &str, eager: bool) -> Result<Place, RemoteError> {
+    /// The link to `host`, made now if it is down (a launch or a stop waits for it).
+    fn ensure(&self, host: &str) -> Result<Place, RemoteError> {
         let link = self.link(host)?;
         let mut l = link
             .lock()
             .map_err(|_| RemoteError::Io("a link's lock is poisoned".into()))?;
         if !l.up() {
-            if !eager && l.next_try.is_some_and(|t| Instant::now() < t) {
-                return Err(RemoteError::Unreachable {
-                    host: host.to_string(),
-                    message: "the link is down; trying again shortly".into(),
-                });
+            self.remake(&mut l)?;
+        }
+        Ok(l.place())
+    }
+
+    /// Makes a dropped link again, its failures spaced out by the link's backoff.
+    fn remake(&self, l: &mut Link) -> Result<(), RemoteError> {
+        match self.establish(l) {
+            Ok(()) => {
+                l.next_try = None;
+                l.backoff = RETRY_FIRST;
+                Ok(())
             }
-            match self.establish(&mut l) {
-                Ok(()) => {
-                    l.next_try = None;
-                    l.backoff = RETRY_FIRST;
-                }
-                Err(e) => {
-                    l.next_try = Some(Instant::now() + l.backoff);
-                    l.backoff = (l.backoff * 2).min(RETRY_MAX);
-                    return Err(e);
-                }
+            Err(e) => {
+                l.next_try = Some(Instant::now() + l.backoff);
+                l.backoff = (l.backoff * 2).min(RETRY_MAX);
+                Err(e)
             }
         }
-        Ok(Place {
-            control: l.control.clone(),
-            root: l.info.root.clone(),
-            worker: l.worker.clone(),
-        })
+    }
+
+    /// The link to `host` if it is up; else it is made again on a thread of its own (once its
+    /// backoff is over) and this look says unreachable, so a host that does not answer never
+    /// holds up the look at the other agents.
+    fn up_or_remake(self: &Arc<Self>, host: &str) -> Result<Place, RemoteError> {
+        let down = |message: &str| RemoteError::Unreachable {
+            host: host.to_string(),
+            message: message.to_string(),
+        };
+        let link = self.link(host)?;
+        let Ok(mut l) = link.try_lock() else {
+            return Err(down("the link is being made again"));
+        };
+        if l.up() {
+            return Ok(l.place());
+        }
+        if l.remaking || l.next_try.is_some_and(|t| Instant::now() < t) {
+            return Err(down("the link is down; trying again shortly"));
+        }
+        l.remaking = true;
+        drop(l);
+        let (core, link) = (self.clone(), link.clone());
+        std::thread::spawn(move || {
+            if let Ok(mut l) = link.lock() {
+                if !l.up()
+                    && let Err(e) = core.remake(&mut l)
+                {
+                    tracing::warn!(host = %l.host, "the link is still down: {e}");
+                }
+                l.remaking = false;
+            }
+        });
+        Err(down("the link is down; making it again"))
     }
 
     /// Makes the link: the probe, the worker (copied if need be), the master with its
@@ -578,17 +666,13 @@ impl RemoteBackend {
     }
 }
 
-impl PaneBackend for RemoteBackend {
-    fn kind(&self) -> &'static str {
-        "ssh"
-    }
-
+impl Core {
     fn spawn(&self, spec: &LaunchSpec) -> Result<Launched, PaneError> {
         let host = spec
             .host
             .clone()
             .ok_or_else(|| PaneError::Tool("a remote launch without a host".into()))?;
-        let place = self.ensure(&host, true).map_err(Self::to_pane)?;
+        let place = self.ensure(&host).map_err(Self::to_pane)?;
         let script = self.launch_script(spec, &place, &host);
         let out = self
             .checked(&host, Some(&place.control), &script)
@@ -609,7 +693,21 @@ impl PaneBackend for RemoteBackend {
 
     fn stop(&self, target: &Launched, grace: Duration) -> Result<(), PaneError> {
         let host = target.host.clone().unwrap_or_default();
-        let place = self.ensure(&host, true).map_err(Self::to_pane)?;
+        let place = match self.ensure(&host) {
+            Ok(p) => p,
+            Err(e) => {
+                // Stopped as soon as the host answers again (see `poll`).
+                if matches!(
+                    e,
+                    RemoteError::Unreachable { .. } | RemoteError::Timeout { .. }
+                ) && let Ok(mut p) = self.pending_stops.lock()
+                    && !p.contains(target)
+                {
+                    p.push(target.clone());
+                }
+                return Err(Self::to_pane(e));
+            }
+        };
         let pgid = target.pgid.unwrap_or(target.pid);
         let script = self.stop_script(&place.root, pgid, grace);
         let out = self
@@ -622,13 +720,8 @@ impl PaneBackend for RemoteBackend {
         }
     }
 
-    fn liveness(&self, target: &Launched) -> Liveness {
-        self.poll(std::slice::from_ref(target))
-            .pop()
-            .unwrap_or(Liveness::Unknown)
-    }
-
-    fn poll(&self, targets: &[Launched]) -> Vec<Liveness> {
+    fn poll(self: &Arc<Self>, targets: &[Launched]) -> Vec<Liveness> {
+        self.stop_pending();
         let mut found = vec![Liveness::Unknown; targets.len()];
         let mut by_host: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, t) in targets.iter().enumerate() {
@@ -638,8 +731,15 @@ impl PaneBackend for RemoteBackend {
                 .push(i);
         }
         for (host, idx) in by_host {
-            let Ok(place) = self.ensure(host, false) else {
-                continue;
+            let place = match self.up_or_remake(host) {
+                Ok(p) => p,
+                Err(RemoteError::Unreachable { .. }) => {
+                    for i in idx {
+                        found[i] = Liveness::Unreachable;
+                    }
+                    continue;
+                }
+                Err(_) => continue,
             };
             let d = shell_quote(&format!("{}/run/{}", place.root, self.settings.team));
             let pids: Vec<String> = idx.iter().map(|&i| targets[i].pid.to_string()).collect();
@@ -649,8 +749,15 @@ impl PaneBackend for RemoteBackend {
                  else echo \"$p gone\"; fi; done\n",
                 pids.join(" ")
             );
-            let Ok(out) = self.checked(host, Some(&place.control), &script) else {
-                continue;
+            let out = match self.checked(host, Some(&place.control), &script) {
+                Ok(out) => out,
+                Err(RemoteError::Unreachable { .. } | RemoteError::Timeout { .. }) => {
+                    for i in idx {
+                        found[i] = Liveness::Unreachable;
+                    }
+                    continue;
+                }
+                Err(_) => continue,
             };
             let mut answers: HashMap<u32, Liveness> = HashMap::new();
             for line in out.lines() {
@@ -675,6 +782,31 @@ impl PaneBackend for RemoteBackend {
             }
         }
         found
+    }
+
+    /// Stops the agents whose stop found their host unreachable, on hosts whose link is up
+    /// again (no ssh call for a host still down).
+    fn stop_pending(self: &Arc<Self>) {
+        let pending: Vec<Launched> = self
+            .pending_stops
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default();
+        for t in pending {
+            let host = t.host.clone().unwrap_or_default();
+            if self.link_up(&host) || self.up_or_remake(&host).is_ok() {
+                match self.stop(&t, Duration::from_secs(2)) {
+                    Ok(()) => {
+                        tracing::info!(host = %host, pid = t.pid, "stopped an agent left while its host was unreachable")
+                    }
+                    Err(e) => {
+                        tracing::warn!(host = %host, pid = t.pid, "cannot stop an agent left there: {e}")
+                    }
+                }
+            } else if let Ok(mut p) = self.pending_stops.lock() {
+                p.push(t);
+            }
+        }
     }
 
     fn shutdown(&self) {
@@ -815,10 +947,9 @@ impl PaneBackend for Routed {
                 out[*i] = l;
             }
         }
-        if !remote.is_empty() {
-            for (i, l) in remote.iter().zip(self.remote.poll(&pick(&remote))) {
-                out[*i] = l;
-            }
+        // Always: a stop that found its host unreachable is retried here.
+        for (i, l) in remote.iter().zip(self.remote.poll(&pick(&remote))) {
+            out[*i] = l;
         }
         out
     }

@@ -210,7 +210,26 @@ impl Ssh for OpenSsh {
 /// as a symlink from the "remote" socket path to the daemon's, the master as a `sleep`. For
 /// the backend's unit tests (the real link is tested against a real sshd).
 #[derive(Debug, Default, Clone)]
-pub struct LocalSsh;
+pub struct LocalSsh {
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LocalSsh {
+    /// Makes the "host" unreachable (every call fails as ssh does, exit 255) or reachable.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn unreachable(&self) -> Option<Output> {
+        self.down
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .then(|| Output {
+                code: Some(255),
+                stdout: String::new(),
+                stderr: "ssh: connect to host box port 22: Connection refused".into(),
+            })
+    }
+}
 
 impl Ssh for LocalSsh {
     fn script(
@@ -220,6 +239,9 @@ impl Ssh for LocalSsh {
         script: &str,
         timeout: Duration,
     ) -> Result<Output, RemoteError> {
+        if let Some(o) = self.unreachable() {
+            return Ok(o);
+        }
         let mut c = Command::new("sh");
         c.arg("-s");
         run(c, Input::Text(script.as_bytes().to_vec()), timeout)
@@ -246,6 +268,12 @@ impl Ssh for LocalSsh {
         local_socket: &Path,
         _log: &Path,
     ) -> Result<Child, RemoteError> {
+        if self.unreachable().is_some() {
+            return Err(RemoteError::Unreachable {
+                host: "box".into(),
+                message: "Connection refused".into(),
+            });
+        }
         let _ = std::fs::remove_file(remote_socket);
         std::os::unix::fs::symlink(local_socket, remote_socket)
             .map_err(|e| RemoteError::Io(format!("cannot link {remote_socket}: {e}")))?;

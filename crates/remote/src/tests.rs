@@ -52,7 +52,7 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 #[test]
 fn a_remote_agent_starts_with_its_host_paths_and_its_secret_in_a_file_then_stops() {
     let dir = tempfile::tempdir().unwrap();
-    let b = RemoteBackend::new(settings(dir.path()), Arc::new(LocalSsh));
+    let b = RemoteBackend::new(settings(dir.path()), Arc::new(LocalSsh::default()));
     let s = spec(
         "w1",
         "env > env.txt; cat \"$AGENT_TEAM_SECRET_FILE\" > secret.txt; pwd > pwd.txt; sleep 100",
@@ -93,7 +93,7 @@ fn a_remote_agent_starts_with_its_host_paths_and_its_secret_in_a_file_then_stops
 #[test]
 fn a_remote_agents_exit_code_is_read_from_its_host() {
     let dir = tempfile::tempdir().unwrap();
-    let b = RemoteBackend::new(settings(dir.path()), Arc::new(LocalSsh));
+    let b = RemoteBackend::new(settings(dir.path()), Arc::new(LocalSsh::default()));
     let l = b.spawn(&spec("w2", "exit 7")).unwrap();
     let mut last = Liveness::Unknown;
     wait_for("the exit", || {
@@ -110,7 +110,7 @@ fn a_remote_agents_exit_code_is_read_from_its_host() {
 #[test]
 fn a_given_workspace_that_is_not_on_the_host_fails_the_launch_naming_it() {
     let dir = tempfile::tempdir().unwrap();
-    let b = RemoteBackend::new(settings(dir.path()), Arc::new(LocalSsh));
+    let b = RemoteBackend::new(settings(dir.path()), Arc::new(LocalSsh::default()));
     let mut s = spec("w3", "sleep 1");
     s.cwd = "/no/such/dir".into();
     let e = b.spawn(&s).unwrap_err().to_string();
@@ -121,13 +121,15 @@ fn a_given_workspace_that_is_not_on_the_host_fails_the_launch_naming_it() {
 #[test]
 fn a_cut_link_is_made_again_and_the_agent_is_found_alive() {
     let dir = tempfile::tempdir().unwrap();
-    let b = RemoteBackend::new(settings(dir.path()), Arc::new(LocalSsh));
+    let b = RemoteBackend::new(settings(dir.path()), Arc::new(LocalSsh::default()));
     let l = b.spawn(&spec("w4", "sleep 100")).unwrap();
     assert!(b.link_up("box"));
     b.cut("box");
     assert!(!b.link_up("box"));
-    // The next look makes the link again (its first retry is not delayed).
-    assert_eq!(b.liveness(&l), Liveness::Alive);
+    // The next look finds the host unreachable and makes the link again on a thread; a look
+    // after that finds the agent alive.
+    assert_eq!(b.liveness(&l), Liveness::Unreachable);
+    wait_for("the link made again", || b.liveness(&l) == Liveness::Alive);
     assert!(b.link_up("box"));
     b.stop(&l, Duration::from_millis(200)).unwrap();
     b.shutdown();
@@ -172,4 +174,29 @@ fn dir_words_expand_home_on_the_host_only() {
     assert_eq!(dir_word(None), "\"$HOME\"/.cache/agent-team");
     assert_eq!(dir_word(Some("/srv/at")), "/srv/at");
     assert_eq!(dir_word(Some("~/x y")), "\"$HOME\"/'x y'");
+}
+
+#[test]
+fn an_unreachable_agent_is_stopped_once_its_host_answers_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let ssh = LocalSsh::default();
+    let b = RemoteBackend::new(settings(dir.path()), Arc::new(ssh.clone()));
+    let l = b.spawn(&spec("w5", "sleep 100")).unwrap();
+    assert!(agent_team_pane::procs::pid_alive(l.pid));
+    ssh.set_down(true);
+    b.cut("box");
+    assert_eq!(b.liveness(&l), Liveness::Unreachable);
+    // A stop now cannot reach it: refused, and kept for later.
+    assert!(b.stop(&l, Duration::from_millis(100)).is_err());
+    assert!(
+        agent_team_pane::procs::pid_alive(l.pid),
+        "nothing reached it"
+    );
+    ssh.set_down(false);
+    // Looks (with no agent left to look at) make the link again and carry out the stop.
+    wait_for("the left agent stopped", || {
+        b.poll(&[]);
+        !agent_team_pane::procs::pid_alive(l.pid) || agent_team_pane::procs::is_zombie(l.pid)
+    });
+    b.shutdown();
 }

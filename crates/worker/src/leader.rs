@@ -210,6 +210,7 @@ async fn last_turns(link: &Link, grace_secs: u64, out: &Output) {
                             | AgentStatus::Running
                             | AgentStatus::Waiting
                             | AgentStatus::Backoff
+                            | AgentStatus::Unreachable
                     )
                 })
                 .map(|a| a.name)

@@ -345,7 +345,7 @@ impl View {
         match status {
             "running" | "completed" => Color::Green,
             "idle" | "pending" | "waiting" => Color::Cyan,
-            "starting" | "backoff" | "in_progress" => Color::Yellow,
+            "starting" | "backoff" | "in_progress" | "unreachable" => Color::Yellow,
             _ => Color::Red,
         }
     }

@@ -42,7 +42,8 @@ impl Step<'_> {
                 AgentStatus::Starting
                 | AgentStatus::Running
                 | AgentStatus::Idle
-                | AgentStatus::Waiting => {
+                | AgentStatus::Waiting
+                | AgentStatus::Unreachable => {
                     // Maybe still alive: watch it, and give it the connect-back deadline again.
                     rt.launched = place;
                     if rt.launched.is_none() {
@@ -667,8 +668,11 @@ impl Step<'_> {
             SupEvent::Polled { results } => {
                 self.sup.poll_busy = false;
                 for (name, incarnation, live) in results {
-                    if let Liveness::Exited(exit) = live {
-                        self.on_exit(&name, incarnation, exit);
+                    match live {
+                        Liveness::Exited(exit) => self.on_exit(&name, incarnation, exit),
+                        Liveness::Unreachable => self.on_unreachable(&name, incarnation),
+                        Liveness::Alive => self.on_reachable(&name, incarnation),
+                        Liveness::Unknown => {}
                     }
                 }
                 if std::mem::take(&mut self.sup.poll_again) {
@@ -827,6 +831,99 @@ impl Step<'_> {
         // Whatever it left behind in its process group goes too.
         self.cleanup_group(name, incarnation, launched);
         self.after_down(name, reason, Some(exit));
+    }
+
+    /// A remote agent's host cannot be reached: `unreachable`, keeping its task for the team's
+    /// `[ssh] grace_secs`; past it, its task goes back to the board and it is `failed`
+    /// (unreachable). Its processes there are stopped once the host answers again (the remote
+    /// backend keeps the stop until then).
+    fn on_unreachable(&mut self, name: &str, incarnation: u64) {
+        if self.current_incarnation(name) != Some(incarnation) || self.sup.stopping {
+            return;
+        }
+        let now = self.sup.clock.now();
+        let grace = Duration::from_secs(self.sup.config.as_ref().map_or(300, |c| c.ssh.grace_secs));
+        let host = self
+            .state
+            .agent(name)
+            .and_then(|a| a.info.host.clone())
+            .unwrap_or_default();
+        let Some(status) = self.state.agent(name).map(|a| a.info.status) else {
+            return;
+        };
+        let Some(rt) = self.sup.runtimes.get_mut(name) else {
+            return;
+        };
+        if rt.busy || rt.launched.is_none() {
+            return;
+        }
+        let since = match rt.unreachable {
+            Some((since, _)) => since,
+            None => {
+                rt.unreachable = Some((now, status));
+                tracing::warn!(agent = name, host = %host, "host unreachable; keeping its task for {grace:?}");
+                self.state.set_agent_status(
+                    name,
+                    AgentStatus::Unreachable,
+                    Some(format!("host {host} unreachable")),
+                    Timestamp::now(),
+                );
+                now
+            }
+        };
+        if now.duration_since(since) < grace {
+            return;
+        }
+        // The grace period is over: the work goes back to the board, the member is failed.
+        let Some(rt) = self.sup.runtimes.get_mut(name) else {
+            return;
+        };
+        rt.unreachable = None;
+        let launched = rt.launched.take();
+        tracing::warn!(agent = name, host = %host, "unreachable for {grace:?}: failed");
+        self.state.update_agent(name, |a| {
+            a.info.last_exit = Some("unreachable".into());
+            a.info.connected = false;
+        });
+        self.state.set_agent_status(
+            name,
+            AgentStatus::Failed,
+            Some(format!("host {host} unreachable for {} s", grace.as_secs())),
+            Timestamp::now(),
+        );
+        self.release_and_tell(name, &format!("is unreachable on {host}"));
+        if let Some(l) = launched {
+            // Stopped there as soon as the host answers (the remote backend retries).
+            self.cleanup_group(name, incarnation, l);
+        }
+    }
+
+    /// A remote agent found alive: if its host was unreachable, it is back as it was.
+    fn on_reachable(&mut self, name: &str, incarnation: u64) {
+        if self.current_incarnation(name) != Some(incarnation) {
+            return;
+        }
+        let Some((_, before)) = self
+            .sup
+            .runtimes
+            .get_mut(name)
+            .and_then(|rt| rt.unreachable.take())
+        else {
+            return;
+        };
+        if self
+            .state
+            .agent(name)
+            .is_some_and(|a| a.info.status == AgentStatus::Unreachable)
+        {
+            tracing::info!(agent = name, "host reachable again");
+            self.state.set_agent_status(
+                name,
+                before,
+                Some("host reachable again".into()),
+                Timestamp::now(),
+            );
+        }
     }
 
     /// Decides what follows a process ending, given why it was stopped (if it was).

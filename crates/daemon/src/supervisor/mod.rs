@@ -122,6 +122,9 @@ pub(crate) struct Runtime {
     title: Option<String>,
     /// Why the leader or operator closed it (`kill` with a reason), for its status.
     close_reason: Option<String>,
+    /// Since when its host has been unreachable (a remote agent whose link is down), and the
+    /// status it had then (given back when the host answers again).
+    unreachable: Option<(std::time::Instant, AgentStatus)>,
 }
 
 /// One paste for the paste thread: where, and what.

@@ -42,6 +42,19 @@ fn tasks_now(sb: &Sandbox) -> Vec<Task> {
     serde_json::from_slice(&out.stdout).unwrap_or_default()
 }
 
+/// A local task that waits for [`open_gate`] before it writes `near.txt`: the run cannot end
+/// (and `up` see its leader gone) before the test looked.
+fn gated_near_task(sshd: &Sshd) -> String {
+    format!(
+        "while [ ! -e {} ]; do sleep 0.05; done; echo near > near.txt",
+        sshd.dir.path().join("near-go").display()
+    )
+}
+
+fn open_gate(sshd: &Sshd) {
+    std::fs::write(sshd.dir.path().join("near-go"), "").unwrap();
+}
+
 fn far_workspace(sshd: &Sshd) -> std::path::PathBuf {
     sshd.remote_dir().join("work/rt/far")
 }
@@ -75,12 +88,14 @@ fn down_leaves_the_host_clean(sb: &Sandbox, sshd: &Sshd) {
 fn a_remote_teammate_works_its_task_on_its_host_beside_a_local_one_and_down_cleans_the_host() {
     let sshd = Sshd::start();
     let sb = Sandbox::new();
-    sb.write_team_file(&team(
+    sb.write_team_file(&team_with(
         &sshd,
         true,
         "echo far-$AGENT_TEAM_NAME > far.txt; pwd",
+        &gated_near_task(&sshd),
     ));
     sb.ok(&["up", "--backend", "process", "--detach"]);
+    open_gate(&sshd);
     wait_for("both tasks completed", T, || {
         let tasks = sb.tasks("rt");
         tasks.len() == 2 && tasks.iter().all(|t| t.status == TaskStatus::Completed)
@@ -163,8 +178,14 @@ fn a_wrong_host_fails_up_with_one_clear_error_before_anything_starts() {
 fn the_worker_is_copied_to_a_host_without_one_and_the_teammate_runs_there() {
     let sshd = Sshd::start();
     let sb = Sandbox::new();
-    sb.write_team_file(&team(&sshd, false, "echo copied > far.txt"));
+    sb.write_team_file(&team_with(
+        &sshd,
+        false,
+        "echo copied > far.txt",
+        &gated_near_task(&sshd),
+    ));
     sb.ok(&["up", "--backend", "process", "--detach"]);
+    open_gate(&sshd);
     wait_for("both tasks completed", T, || {
         let tasks = sb.tasks("rt");
         tasks.len() == 2 && tasks.iter().all(|t| t.status == TaskStatus::Completed)
@@ -338,9 +359,15 @@ fn down_after_the_daemon_died_stops_the_remote_teammate_on_its_host() {
         sb.agent("rt", "far").current_task.is_some()
     });
     assert!(!sshd.remote_processes().is_empty());
-    // The local agents are frozen so none brings the daemon back; then the daemon dies.
+    // The daemon's guardian and the local agents are frozen so none brings the daemon back;
+    // then the daemon dies.
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
+    let guardians = guardians(&sb, "rt");
+    assert!(!guardians.is_empty(), "the daemon has a guardian");
+    for p in guardians {
+        let _ = kill(Pid::from_raw(p as i32), Signal::SIGSTOP);
+    }
     for name in ["leader", "near"] {
         if let Some(pid) = sb.agent("rt", name).pgid {
             let _ = kill(Pid::from_raw(-(pid as i32)), Signal::SIGSTOP);
@@ -390,22 +417,25 @@ fn cut_link(sshd: &Sshd) {
 fn a_host_whose_sshd_restarts_is_unreachable_meanwhile_then_its_teammate_carries_on() {
     let (mut sshd, sb, go, ws) = up_with_a_waiting_remote_task();
     let before = sb.agent("rt", "far");
-    // sshd goes away and the link with it: the teammate is unreachable, not dead.
-    sshd.stop();
-    cut_link(&sshd);
-    wait_for("far unreachable", T, || {
-        sb.agent("rt", "far").status == AgentStatus::Unreachable
-    });
-    let far = sb.agent("rt", "far");
-    assert!(far.current_task.is_some(), "it keeps its task");
-    let ps = sb.ok(&["ps"]);
-    assert!(ps.contains("unreachable"), "{ps}");
-    // sshd back (the new link forwards to a fresh socket path: no stale one in the way).
-    sshd.restart();
-    wait_for("far connected again", T, || {
-        let a = sb.agent("rt", "far");
-        a.connected && a.status != AgentStatus::Unreachable
-    });
+    // Twice: the second time right after the first (a new episode, not the last one's).
+    for _ in 0..2 {
+        // sshd goes away and the link with it: the teammate is unreachable, not dead.
+        sshd.stop();
+        cut_link(&sshd);
+        wait_for("far unreachable", T, || {
+            sb.agent("rt", "far").status == AgentStatus::Unreachable
+        });
+        let far = sb.agent("rt", "far");
+        assert!(far.current_task.is_some(), "it keeps its task");
+        let ps = sb.ok(&["ps"]);
+        assert!(ps.contains("unreachable"), "{ps}");
+        // sshd back (the new link forwards to a fresh socket path: no stale one in the way).
+        sshd.restart();
+        wait_for("far connected again", T, || {
+            let a = sb.agent("rt", "far");
+            a.connected && a.status != AgentStatus::Unreachable
+        });
+    }
     assert_eq!(sb.agent("rt", "far").incarnation, before.incarnation);
     std::fs::write(&go, "").unwrap();
     all_done_the_remote_task_once(&ws, || sb.tasks("rt"));

@@ -475,3 +475,34 @@ pub fn procs_with_cmdline(argv: &[&str]) -> Vec<u32> {
         })
         .unwrap_or_default()
 }
+
+/// Live processes (not zombies, not this test) whose command line or environment names `dir`.
+pub fn procs_naming(dir: &Path) -> Vec<(u32, String)> {
+    let needle = dir.display().to_string();
+    let me = std::process::id();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me || agent_team_pane::procs::is_zombie(pid) {
+            continue;
+        }
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
+        let has = |b: &[u8]| b.windows(needle.len()).any(|w| w == needle.as_bytes());
+        if has(&cmd) || has(&env) {
+            out.push((pid, String::from_utf8_lossy(&cmd).replace('\0', " ")));
+        }
+    }
+    out
+}
+
+/// The guardian of `team`'s daemon in this sandbox (`agent-team daemon --guard --team T`).
+pub fn guardians(sb: &Sandbox, team: &str) -> Vec<u32> {
+    procs_naming(sb.dir.path())
+        .into_iter()
+        .filter(|(_, c)| c.contains("daemon --guard --team") && c.trim_end().ends_with(team))
+        .map(|(p, _)| p)
+        .collect()
+}

@@ -11,6 +11,7 @@ mod hardening_bench;
 mod heal_bench;
 mod model_bench;
 mod pane_bench;
+mod remote_bench;
 mod report;
 mod sandbox_bench;
 mod service_bench;
@@ -80,6 +81,10 @@ fn main() -> Result<()> {
     if only.as_deref().is_none_or(|s| s == "finish") {
         let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;
         finish_bench::run(&mut r, dir.path(), quick)?;
+    }
+    if only.as_deref().is_none_or(|s| s == "remote") {
+        let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;
+        remote_bench::run(&mut r, dir.path(), quick)?;
     }
     if only.as_deref().is_none_or(|s| s == "clis") {
         let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;

@@ -26,7 +26,16 @@ pub(crate) fn probe(
     ssh: &dyn Ssh,
     settings: &RemoteSettings,
     host: &str,
-    key: Option<&str>,
+) -> Result<HostInfo, RemoteError> {
+    probe_via(ssh, settings, host, None)
+}
+
+/// [`probe`] through the master on `via` when given.
+fn probe_via(
+    ssh: &dyn Ssh,
+    settings: &RemoteSettings,
+    host: &str,
+    via: Option<&Path>,
 ) -> Result<HostInfo, RemoteError> {
     let team = shell_quote(&settings.team);
     let worker = settings
@@ -34,22 +43,15 @@ pub(crate) fn probe(
         .as_deref()
         .map(shell_quote)
         .unwrap_or_default();
-    let copied = match key {
-        Some(k) => format!(
-            "[ -x \"$R/bin/{}/agent-team-worker\" ] && echo copied=yes || true\n",
-            shell_quote(k)
-        ),
-        None => String::new(),
-    };
     let script = format!(
         "set -e\numask 077\nR={dir}\nmkdir -p \"$R/run/\"{team} \"$R/home\" \"$R/bin\" \"$R/work\"\n\
          chmod 700 \"$R/run\" \"$R/run/\"{team}\nR=$(cd \"$R\" && pwd -P)\necho \"root=$R\"\n\
          echo \"uname=$(uname -sm)\"\nW={worker}\n\
          if [ -n \"$W\" ]; then if [ -x \"$W\" ]; then echo \"worker=$W\"; fi\n\
-         else echo \"worker=$(command -v agent-team-worker || true)\"; fi\n{copied}",
+         else echo \"worker=$(command -v agent-team-worker || true)\"; fi\n",
         dir = dir_word(settings.dir.as_deref()),
     );
-    let out = ssh.script(host, None, &script, CALL_TIMEOUT)?;
+    let out = ssh.script(host, via, &script, CALL_TIMEOUT)?;
     match out.code {
         Some(0) => {}
         Some(255) => {
@@ -94,8 +96,8 @@ fn last_line(text: &str) -> String {
 pub(crate) enum WorkerChoice {
     /// This one, already there.
     Use(String),
-    /// This build's, copied to this path on the host first.
-    Copy(String),
+    /// This build's, copied under its key to the host's `bin` (unless it is there already).
+    Copy,
 }
 
 /// Picks the host's worker: `[ssh] worker`, else one on its `PATH`, else this build's copied
@@ -124,15 +126,7 @@ pub(crate) fn choose_worker(
         &settings.local_worker,
         info.uname == mine && !mine.is_empty(),
     ) {
-        (Some(local), true) => {
-            let key = crate::worker_key(local)?;
-            let path = format!("{}/bin/{key}/agent-team-worker", info.root);
-            Ok(if info.copied {
-                WorkerChoice::Use(path)
-            } else {
-                WorkerChoice::Copy(path)
-            })
-        }
+        (Some(_), true) => Ok(WorkerChoice::Copy),
         _ => Err(RemoteError::Host {
             host: host.to_string(),
             message: format!(
@@ -248,6 +242,10 @@ impl PaneBackend for RemoteBackend {
 
     fn spawn(&self, spec: &LaunchSpec) -> Result<Launched, PaneError> {
         self.0.spawn(spec)
+    }
+
+    fn spawn_many(&self, specs: &[LaunchSpec]) -> Vec<Result<Launched, PaneError>> {
+        self.0.spawn_many(specs)
     }
 
     fn stop(&self, target: &Launched, grace: Duration) -> Result<(), PaneError> {
@@ -389,20 +387,8 @@ impl Core {
         }
         // A master left by an earlier daemon of this team holds the control path.
         self.ssh.exit_master(&host, &l.control);
-        let info = probe(&*self.ssh, &self.settings, &host, self.key())?;
-        let mine = self.mine.get_or_init(crate::local_uname).clone();
-        let choice = choose_worker(&self.settings, &host, &info, &mine)?;
-        l.info = info;
-        l.generation += 1;
-        let dir = l.dir(&self.settings.team);
-        let sock = format!("{dir}/link-{}-{}.sock", std::process::id(), l.generation);
-        let mut child = self.ssh.master(
-            &host,
-            &l.control,
-            &sock,
-            &self.settings.daemon_socket,
-            &l.log,
-        )?;
+        // The one ssh handshake: everything after goes through this connection.
+        let mut child = self.ssh.master(&host, &l.control, &l.log)?;
         let deadline = Instant::now() + MASTER_TIMEOUT;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -423,30 +409,87 @@ impl Core {
                     after: MASTER_TIMEOUT,
                 });
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(10));
         }
         l.master = Some(child);
+        let made = self.prepare_link(l);
+        if made.is_err()
+            && let Some(mut c) = l.master.take()
+        {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        made?;
+        tracing::info!(host = %host, generation = l.generation, "link up");
+        Ok(())
+    }
+
+    /// Over a new master: the probe, the worker (copied if need be), the forward to a fresh
+    /// socket path, then one script pointing `daemon.sock` at it with the team's secrets.
+    fn prepare_link(&self, l: &mut Link) -> Result<(), RemoteError> {
+        let host = l.host.clone();
+        let info = probe_via(&*self.ssh, &self.settings, &host, Some(&l.control))?;
+        let mine = self.mine.get_or_init(crate::local_uname).clone();
+        let choice = choose_worker(&self.settings, &host, &info, &mine)?;
+        l.info = info;
         l.worker = match choice {
             WorkerChoice::Use(p) => p,
-            WorkerChoice::Copy(p) => {
-                self.copy_worker(&host, &l.control, &p)?;
+            WorkerChoice::Copy => {
+                // Keyed by version and hash: computed once per daemon, only when needed.
+                let key = self
+                    .key()
+                    .ok_or_else(|| RemoteError::Io("cannot read this build's worker".into()))?;
+                let p = format!("{}/bin/{key}/agent-team-worker", l.info.root);
+                let there = self.ssh.script(
+                    &host,
+                    Some(&l.control),
+                    &format!("test -x {}", shell_quote(&p)),
+                    CALL_TIMEOUT,
+                )?;
+                if there.code != Some(0) {
+                    self.copy_worker(&host, &l.control, &p)?;
+                }
                 p
             }
         };
-        // The forward's socket appears once sshd has bound it; then the stable name points
-        // at it and older generations' sockets go.
+        l.generation += 1;
+        let dir = l.dir(&self.settings.team);
+        let sock = format!("{dir}/link-{}-{}.sock", std::process::id(), l.generation);
+        self.ssh
+            .forward(&host, &l.control, &sock, &self.settings.daemon_socket)?;
+        // The forward's socket appears once sshd has bound it; then the stable name points at
+        // it, older generations' sockets go, and the team's secrets (on standard input, or
+        // none) land beside it.
         let sock_name = sock.rsplit('/').next().unwrap_or_default();
-        let script = format!(
-            "set -e\nD={d}\ncd \"$D\"\nn=0\nwhile [ ! -S {s} ]; do n=$((n+1)); \
+        let secrets = shell_quote(&format!("{dir}/{}.secrets.json", self.settings.team));
+        let mut command = format!(
+            "set -e; umask 077; D={d}; cd \"$D\"; n=0; while [ ! -S {s} ]; do n=$((n+1)); \
              if [ $n -gt 400 ]; then echo 'the forwarded socket did not appear' >&2; exit 3; fi; \
-             sleep 0.025; done\nln -sfn {s} .daemon.sock.new\nmv -f .daemon.sock.new daemon.sock\n\
-             for f in link-*.sock; do [ \"$f\" = {s} ] || rm -f \"$f\"; done\n",
+             sleep 0.025; done; ln -sfn {s} .daemon.sock.new; mv -f .daemon.sock.new daemon.sock; \
+             for f in link-*.sock; do [ \"$f\" = {s} ] || rm -f \"$f\"; done; ",
             d = shell_quote(&dir),
             s = shell_quote(sock_name),
         );
-        self.checked(&host, Some(&l.control), &script)?;
-        self.send_secrets(&host, &l.control, &dir)?;
-        tracing::info!(host = %host, generation = l.generation, "link up");
+        let out = match self.settings.secrets_file.as_ref().filter(|f| f.exists()) {
+            Some(file) => {
+                command.push_str(&format!(
+                    "cat > {secrets}.part; mv -f {secrets}.part {secrets}"
+                ));
+                self.ssh
+                    .upload(&host, &l.control, &command, file, CALL_TIMEOUT)?
+            }
+            None => {
+                command.push_str(&format!("rm -f {secrets}"));
+                self.ssh
+                    .script(&host, Some(&l.control), &command, CALL_TIMEOUT)?
+            }
+        };
+        if out.code != Some(0) {
+            return Err(RemoteError::Host {
+                host,
+                message: format!("cannot make the link's socket: {}", last_line(&out.stderr)),
+            });
+        }
         Ok(())
     }
 
@@ -475,37 +518,6 @@ impl Core {
         }
         tracing::info!(host, path, "worker copied");
         Ok(())
-    }
-
-    /// Sends the team's secrets file (over ssh's standard input, into a 0600 file beside the
-    /// forwarded socket, where a worker reads them as a local one does), or removes a stale one.
-    fn send_secrets(&self, host: &str, control: &Path, dir: &str) -> Result<(), RemoteError> {
-        let target = format!("{dir}/{}.secrets.json", self.settings.team);
-        match self.settings.secrets_file.as_ref().filter(|f| f.exists()) {
-            Some(file) => {
-                let command = format!(
-                    "set -e; umask 077; cat > {t}.part; mv -f {t}.part {t}",
-                    t = shell_quote(&target)
-                );
-                let out = self
-                    .ssh
-                    .upload(host, control, &command, file, CALL_TIMEOUT)?;
-                if out.code != Some(0) {
-                    return Err(RemoteError::Host {
-                        host: host.to_string(),
-                        message: format!("cannot write the secrets: {}", last_line(&out.stderr)),
-                    });
-                }
-                Ok(())
-            }
-            None => self
-                .checked(
-                    host,
-                    Some(control),
-                    &format!("rm -f {}", shell_quote(&target)),
-                )
-                .map(|_| ()),
-        }
     }
 
     /// Runs `script`, its failure an error naming the host.
@@ -667,6 +679,79 @@ impl Core {
 }
 
 impl Core {
+    /// Starts several agents, one ssh session per host for all of that host's (each in a
+    /// subshell of its own, so one that cannot start does not stop the others).
+    fn spawn_many(&self, specs: &[LaunchSpec]) -> Vec<Result<Launched, PaneError>> {
+        let mut out: Vec<Option<Result<Launched, PaneError>>> =
+            specs.iter().map(|_| None).collect();
+        let mut hosts: Vec<&str> = specs.iter().filter_map(|s| s.host.as_deref()).collect();
+        hosts.sort();
+        hosts.dedup();
+        for host in hosts {
+            let idx: Vec<usize> = (0..specs.len())
+                .filter(|&i| specs[i].host.as_deref() == Some(host))
+                .collect();
+            let answers = match self.ensure(host) {
+                Err(e) => Err(e),
+                Ok(place) => {
+                    let mut script = String::new();
+                    for &i in &idx {
+                        script.push_str(&format!(
+                            "if out=$( ( {} ) 2>&1 ); then echo \"ok $(printf '%s\\n' \"$out\" | tail -n 1)\"; \
+                             else echo \"err $(printf '%s\\n' \"$out\" | tail -n 1)\"; fi\n",
+                            self.launch_script(&specs[i], &place, host)
+                        ));
+                    }
+                    self.checked(host, Some(&place.control), &script)
+                }
+            };
+            match answers {
+                Err(e) => {
+                    for &i in &idx {
+                        out[i] = Some(Err(Self::to_pane(RemoteError::Host {
+                            host: host.to_string(),
+                            message: e.to_string(),
+                        })));
+                    }
+                }
+                Ok(text) => {
+                    let mut lines = text.lines();
+                    for &i in &idx {
+                        let line = lines.next().unwrap_or("err no answer from the host");
+                        out[i] = Some(match line.strip_prefix("ok ") {
+                            Some(pid) => Self::launched(host, pid),
+                            None => Err(PaneError::Tool(format!(
+                                "host {host}: {}",
+                                line.strip_prefix("err ").unwrap_or(line)
+                            ))),
+                        });
+                    }
+                }
+            }
+        }
+        out.into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| Err(PaneError::Tool("a remote launch without a host".into())))
+            })
+            .collect()
+    }
+
+    /// The launched agent a launch script's answer names.
+    fn launched(host: &str, answer: &str) -> Result<Launched, PaneError> {
+        let pid: u32 = answer.trim().parse().map_err(|_| {
+            PaneError::Tool(format!(
+                "host {host}: the launch answered {:?}, not a process id",
+                answer.trim()
+            ))
+        })?;
+        Ok(Launched {
+            pid,
+            pgid: Some(pid),
+            pane: None,
+            host: Some(host.to_string()),
+        })
+    }
+
     fn spawn(&self, spec: &LaunchSpec) -> Result<Launched, PaneError> {
         let host = spec
             .host
@@ -677,18 +762,7 @@ impl Core {
         let out = self
             .checked(&host, Some(&place.control), &script)
             .map_err(Self::to_pane)?;
-        let pid: u32 = out.trim().parse().map_err(|_| {
-            PaneError::Tool(format!(
-                "host {host}: the launch answered {:?}, not a process id",
-                out.trim()
-            ))
-        })?;
-        Ok(Launched {
-            pid,
-            pgid: Some(pid),
-            pane: None,
-            host: Some(host),
-        })
+        Self::launched(&host, &out)
     }
 
     fn stop(&self, target: &Launched, grace: Duration) -> Result<(), PaneError> {
@@ -905,8 +979,9 @@ impl PaneBackend for Routed {
         for (&i, r) in local.iter().zip(self.local.spawn_many(&local_specs)) {
             out[i] = Some(r);
         }
-        for i in remote {
-            out[i] = Some(self.remote.spawn(&specs[i]));
+        let remote_specs: Vec<LaunchSpec> = remote.iter().map(|&i| specs[i].clone()).collect();
+        for (&i, r) in remote.iter().zip(self.remote.spawn_many(&remote_specs)) {
+            out[i] = Some(r);
         }
         out.into_iter()
             .map(|r| r.unwrap_or_else(|| Err(PaneError::Tool("not launched".into()))))

@@ -103,8 +103,6 @@ pub struct HostInfo {
     pub uname: String,
     /// The worker found there (configured or on `PATH`), if any.
     pub worker: Option<String>,
-    /// The copied worker of this build, if it is there already.
-    pub copied: bool,
 }
 
 impl HostInfo {
@@ -120,7 +118,6 @@ impl HostInfo {
                 "root" => h.root = v.to_string(),
                 "uname" => h.uname = v.to_string(),
                 "worker" if !v.is_empty() => h.worker = Some(v.to_string()),
-                "copied" => h.copied = v == "yes",
                 _ => {}
             }
         }
@@ -165,13 +162,9 @@ pub fn local_uname() -> String {
 /// the team starts (`up`): one clear error naming the host and what to do.
 pub fn check_hosts(settings: &RemoteSettings, hosts: &[String]) -> Result<(), RemoteError> {
     let ssh = OpenSsh::new(settings.ssh.clone());
-    let key = match &settings.local_worker {
-        Some(w) => Some(worker_key(w)?),
-        None => None,
-    };
     let mine = local_uname();
     for host in hosts {
-        let info = backend::probe(&ssh, settings, host, key.as_deref())?;
+        let info = backend::probe(&ssh, settings, host)?;
         backend::choose_worker(settings, host, &info, &mine)?;
     }
     Ok(())

@@ -42,16 +42,19 @@ pub trait Ssh: Send + Sync {
         timeout: Duration,
     ) -> Result<Output, RemoteError>;
 
-    /// Starts the link's master connection: multiplexing on `control`, the Unix-socket
-    /// forward `remote_socket` → `local_socket`, its own diagnostics appended to `log`.
-    fn master(
+    /// Starts the link's master connection, multiplexing on `control`, its own diagnostics
+    /// appended to `log`.
+    fn master(&self, host: &str, control: &Path, log: &Path) -> Result<Child, RemoteError>;
+
+    /// Asks the master on `control` for the Unix-socket forward `remote_socket` (on the host)
+    /// → `local_socket`.
+    fn forward(
         &self,
         host: &str,
         control: &Path,
         remote_socket: &str,
         local_socket: &Path,
-        log: &Path,
-    ) -> Result<Child, RemoteError>;
+    ) -> Result<(), RemoteError>;
 
     /// Whether the master on `control` answers.
     fn check(&self, host: &str, control: &Path) -> bool;
@@ -138,14 +141,7 @@ impl Ssh for OpenSsh {
         run(c, Input::File(input.to_path_buf()), timeout)
     }
 
-    fn master(
-        &self,
-        host: &str,
-        control: &Path,
-        remote_socket: &str,
-        local_socket: &Path,
-        log: &Path,
-    ) -> Result<Child, RemoteError> {
+    fn master(&self, host: &str, control: &Path, log: &Path) -> Result<Child, RemoteError> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -160,8 +156,6 @@ impl Ssh for OpenSsh {
             .args(["-o", "ExitOnForwardFailure=yes"])
             .args(["-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"])
             .args(["-o", "StreamLocalBindMask=0177"])
-            .arg("-R")
-            .arg(format!("{remote_socket}:{}", local_socket.display()))
             .arg("--")
             .arg(host)
             .stdin(Stdio::null())
@@ -173,6 +167,33 @@ impl Ssh for OpenSsh {
         c.process_group(0);
         c.spawn()
             .map_err(|e| RemoteError::Io(format!("cannot start {}: {e}", self.command[0])))
+    }
+
+    fn forward(
+        &self,
+        host: &str,
+        control: &Path,
+        remote_socket: &str,
+        local_socket: &Path,
+    ) -> Result<(), RemoteError> {
+        let mut c = self.base();
+        c.arg("-S")
+            .arg(control)
+            .args(["-o", "ExitOnForwardFailure=yes", "-O", "forward", "-R"])
+            .arg(format!("{remote_socket}:{}", local_socket.display()))
+            .args(["--", host]);
+        let out = run(c, Input::None, Duration::from_secs(30))?;
+        if out.code == Some(0) {
+            Ok(())
+        } else {
+            Err(RemoteError::Host {
+                host: host.to_string(),
+                message: format!(
+                    "the forward of the daemon's socket was refused (AllowStreamLocalForwarding?): {}",
+                    out.stderr.trim()
+                ),
+            })
+        }
     }
 
     fn check(&self, host: &str, control: &Path) -> bool {
@@ -260,23 +281,13 @@ impl Ssh for LocalSsh {
         run(c, Input::File(input.to_path_buf()), timeout)
     }
 
-    fn master(
-        &self,
-        _host: &str,
-        control: &Path,
-        remote_socket: &str,
-        local_socket: &Path,
-        _log: &Path,
-    ) -> Result<Child, RemoteError> {
+    fn master(&self, _host: &str, control: &Path, _log: &Path) -> Result<Child, RemoteError> {
         if self.unreachable().is_some() {
             return Err(RemoteError::Unreachable {
                 host: "box".into(),
                 message: "Connection refused".into(),
             });
         }
-        let _ = std::fs::remove_file(remote_socket);
-        std::os::unix::fs::symlink(local_socket, remote_socket)
-            .map_err(|e| RemoteError::Io(format!("cannot link {remote_socket}: {e}")))?;
         std::fs::write(control, b"")
             .map_err(|e| RemoteError::Io(format!("cannot write {}: {e}", control.display())))?;
         Command::new("sleep")
@@ -284,6 +295,18 @@ impl Ssh for LocalSsh {
             .stdin(Stdio::null())
             .spawn()
             .map_err(|e| RemoteError::Io(format!("cannot start sleep: {e}")))
+    }
+
+    fn forward(
+        &self,
+        _host: &str,
+        _control: &Path,
+        remote_socket: &str,
+        local_socket: &Path,
+    ) -> Result<(), RemoteError> {
+        let _ = std::fs::remove_file(remote_socket);
+        std::os::unix::fs::symlink(local_socket, remote_socket)
+            .map_err(|e| RemoteError::Io(format!("cannot link {remote_socket}: {e}")))
     }
 
     fn check(&self, _host: &str, control: &Path) -> bool {

@@ -738,6 +738,23 @@ impl Step<'_> {
             return;
         };
         rt.first_spawn = false;
+        // Connected is reachable: an unreachable member is back as it was.
+        if let Some((_, before)) = rt.unreachable.take()
+            && self
+                .state
+                .agent(name)
+                .is_some_and(|a| a.info.status == AgentStatus::Unreachable)
+        {
+            self.state.set_agent_status(
+                name,
+                before,
+                Some("host reachable again".into()),
+                Timestamp::now(),
+            );
+        }
+        let Some(rt) = self.sup.runtimes.get_mut(name) else {
+            return;
+        };
         // Backends that cannot tell a pane's pid (iTerm2) learn it from the peer credentials.
         if let (Some(l), Some(pid)) = (rt.launched.as_mut(), peer_pid)
             && l.pid == 0
@@ -857,7 +874,12 @@ impl Step<'_> {
         if rt.busy || rt.launched.is_none() {
             return;
         }
-        let since = match rt.unreachable {
+        // A new episode unless the last one is still on (the worker itself may have said it
+        // is idle or running since its link came back).
+        let ongoing = rt
+            .unreachable
+            .filter(|_| status == AgentStatus::Unreachable);
+        let since = match ongoing {
             Some((since, _)) => since,
             None => {
                 rt.unreachable = Some((now, status));
@@ -1522,6 +1544,14 @@ impl Step<'_> {
             .runtimes
             .iter()
             .filter(|(_, r)| !r.busy)
+            // A connected agent on another host is alive as far as anyone can tell: its
+            // death or its link's drops its connection, which looks at once. Looking anyway
+            // would be an ssh session each time, for nothing.
+            .filter(|(n, r)| {
+                r.unreachable.is_some()
+                    || r.launched.as_ref().is_none_or(|l| l.host.is_none())
+                    || !self.state.agent(n).is_some_and(|a| a.info.connected)
+            })
             .filter_map(|(n, r)| r.launched.clone().map(|l| (n.clone(), l)))
             .filter_map(|(n, l)| self.current_incarnation(&n).map(|i| (n, i, l)))
             .collect();

@@ -134,9 +134,11 @@ fn a_remote_teammate_works_its_task_on_its_host_beside_a_local_one_and_down_clea
             .any(|l| l.starts_with("far@rt") && l.contains(HOST)),
         "{ps}"
     );
-    // The remote worker connected through the forward: its socket is on the host's side.
-    let socket_seen = std::fs::read_to_string(sb.team("rt").agent_log("far")).unwrap_or_default();
-    let _ = socket_seen;
+    // Its output on the host is followed into the local log: `logs` works as for a local one.
+    wait_for("far's output in its local log", T, || {
+        sb.ok(&["logs", "far"])
+            .contains("far · worker · incarnation 1")
+    });
     down_leaves_the_host_clean(&sb, &sshd);
 }
 
@@ -477,4 +479,37 @@ fn past_the_grace_period_the_task_goes_back_and_the_teammate_is_stopped_when_its
             .all(|(_, l)| !l.contains("far.run"))
     });
     sb.ok(&["down"]);
+}
+
+#[test]
+fn in_tmux_a_remote_teammate_has_its_pane_showing_its_output_and_a_border_naming_its_host() {
+    let sshd = Sshd::start();
+    let sb = Sandbox::new();
+    sb.write_team_file(&team_with(
+        &sshd,
+        true,
+        "echo far-was-here; true",
+        &gated_near_task(&sshd),
+    ));
+    sb.ok(&["up", "--backend", "tmux", "--detach"]);
+    wait_for("far connected with a pane", T, || {
+        let a = sb.agent("rt", "far");
+        a.connected && a.pane.is_some()
+    });
+    let pane = sb.agent("rt", "far").pane.unwrap();
+    let sock = sb.tmux_socket("rt");
+    wait_for("far's output in its pane", T, || {
+        sb.tmux(&sock, &["capture-pane", "-p", "-J", "-t", &pane])
+            .is_ok_and(|t| t.contains("far · worker · incarnation 1"))
+    });
+    wait_for("the border naming the host", T, || {
+        sb.tmux(&sock, &["display", "-p", "-t", &pane, "#{pane_title}"])
+            .is_ok_and(|t| t.contains(HOST))
+    });
+    open_gate(&sshd);
+    wait_for("both tasks completed", T, || {
+        let tasks = sb.tasks("rt");
+        tasks.len() == 2 && tasks.iter().all(|t| t.status == TaskStatus::Completed)
+    });
+    down_leaves_the_host_clean(&sb, &sshd);
 }

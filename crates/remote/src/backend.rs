@@ -736,6 +736,54 @@ impl Core {
             .collect()
     }
 
+    /// The command of a remote agent's local viewer: its log on the host followed over the
+    /// link, copied into the local log when it runs in a pane, and followed again a second
+    /// after the link drops; it ends when the agent has ended on the host (GNU `tail --pid`)
+    /// or the link is gone for good (its control socket removed). None before the host's link
+    /// was made.
+    fn viewer_argv(&self, spec: &LaunchSpec, pid: u32) -> Option<Vec<String>> {
+        let host = spec.host.as_deref()?;
+        let link = self.links.lock().ok()?.get(host).cloned()?;
+        let (control, root) = {
+            let l = link.lock().ok()?;
+            (l.control.clone(), l.info.root.clone())
+        };
+        let log = format!(
+            "{root}/home/teams/{}/logs/{}.log",
+            self.settings.team, spec.name
+        );
+        let remote = |command: String| {
+            let argv = self.ssh.terminal_argv(host, &control, &command);
+            argv.iter()
+                .map(|a| shell_quote(a))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        // No carriage returns from the host's terminal: the copy is a plain log.
+        let follow = |n: &str| {
+            remote(format!(
+                "stty -onlcr 2>/dev/null; exec tail -n {n} -F --pid={pid} {}",
+                shell_quote(&log)
+            ))
+        };
+        let line = format!(
+            "view() {{ if [ \"$1\" = first ]; then {first}; else {again}; fi; }}\n\
+             n=first\n\
+             while :; do\n\
+               if [ -t 1 ]; then view $n | tee -a \"$AGENT_TEAM_LOG_FILE\"; else view $n; fi\n\
+               n=again\n\
+               sleep 1\n\
+               {alive} >/dev/null 2>&1; [ $? = 1 ] && break\n\
+               [ -S {ctl} ] || break\n\
+             done\n",
+            first = follow("+1"),
+            again = follow("0"),
+            alive = remote(format!("kill -0 {pid}")),
+            ctl = shell_quote(&control.display().to_string()),
+        );
+        Some(vec!["sh".into(), "-c".into(), line])
+    }
+
     /// The launched agent a launch script's answer names.
     fn launched(host: &str, answer: &str) -> Result<Launched, PaneError> {
         let pid: u32 = answer.trim().parse().map_err(|_| {
@@ -939,16 +987,94 @@ fn random_hex() -> String {
 }
 
 /// The team's local backend and the remote one side by side: a launch with a host and a
-/// process with one go to the remote backend, everything else to the local one.
+/// process with one go to the remote backend, everything else to the local one. Each remote
+/// agent also gets a local viewer on the team's backend (its pane in the tmux layout, or a
+/// headless process): its log on the host, followed over the link and copied into the local
+/// log, so `attach`, the pane border and `logs` work as for a local agent.
 pub struct Routed {
     local: Arc<dyn PaneBackend>,
     remote: Arc<RemoteBackend>,
+    /// The viewer of each remote agent, by (host, pid).
+    viewers: Mutex<HashMap<(String, u32), Launched>>,
 }
 
 impl Routed {
     /// `local` for agents here, `remote` for agents on hosts.
     pub fn new(local: Arc<dyn PaneBackend>, remote: Arc<RemoteBackend>) -> Self {
-        Routed { local, remote }
+        Routed {
+            local,
+            remote,
+            viewers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Starts the local viewer of a remote agent just launched (in its old pane when it had
+    /// one) and gives the agent the viewer's pane.
+    fn view(
+        &self,
+        spec: &LaunchSpec,
+        mut launched: Launched,
+        previous: Option<&Launched>,
+    ) -> Launched {
+        let (Some(host), Some(argv)) = (
+            launched.host.clone(),
+            self.remote.0.viewer_argv(spec, launched.pid),
+        ) else {
+            return launched;
+        };
+        let vspec = LaunchSpec {
+            argv,
+            env: spec
+                .env
+                .iter()
+                .filter(|(k, _)| k == env::LOG_FILE)
+                .cloned()
+                .collect(),
+            host: None,
+            // Not the agent's directory: that one is on the host.
+            cwd: spec
+                .log
+                .parent()
+                .filter(|d| std::fs::create_dir_all(d).is_ok())
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("/")),
+            ..spec.clone()
+        };
+        let viewed = match previous.filter(|p| p.pane.is_some()) {
+            Some(p) => self.local.respawn(
+                &vspec,
+                &Launched {
+                    host: None,
+                    ..p.clone()
+                },
+            ),
+            None => self.local.spawn(&vspec),
+        };
+        match viewed {
+            Ok(v) => {
+                launched.pane = v.pane.clone();
+                if let Ok(mut m) = self.viewers.lock() {
+                    m.insert((host, launched.pid), v);
+                }
+            }
+            Err(e) => tracing::warn!(agent = %spec.name, "no local view of the remote agent: {e}"),
+        }
+        launched
+    }
+
+    /// Stops a remote agent's viewer.
+    fn unview(&self, target: &Launched) {
+        let Some(host) = target.host.clone() else {
+            return;
+        };
+        let viewer = self
+            .viewers
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(&(host, target.pid)));
+        if let Some(v) = viewer {
+            let _ = self.local.stop(&v, Duration::from_millis(200));
+        }
     }
 
     /// The remote backend (its links).
@@ -964,7 +1090,8 @@ impl PaneBackend for Routed {
 
     fn spawn(&self, spec: &LaunchSpec) -> Result<Launched, PaneError> {
         if spec.host.is_some() {
-            self.remote.spawn(spec)
+            let l = self.remote.spawn(spec)?;
+            Ok(self.view(spec, l, None))
         } else {
             self.local.spawn(spec)
         }
@@ -981,7 +1108,7 @@ impl PaneBackend for Routed {
         }
         let remote_specs: Vec<LaunchSpec> = remote.iter().map(|&i| specs[i].clone()).collect();
         for (&i, r) in remote.iter().zip(self.remote.spawn_many(&remote_specs)) {
-            out[i] = Some(r);
+            out[i] = Some(r.map(|l| self.view(&specs[i], l, None)));
         }
         out.into_iter()
             .map(|r| r.unwrap_or_else(|| Err(PaneError::Tool("not launched".into()))))
@@ -990,7 +1117,8 @@ impl PaneBackend for Routed {
 
     fn respawn(&self, spec: &LaunchSpec, previous: &Launched) -> Result<Launched, PaneError> {
         if spec.host.is_some() {
-            self.remote.spawn(spec)
+            let l = self.remote.spawn(spec)?;
+            Ok(self.view(spec, l, Some(previous)))
         } else {
             self.local.respawn(spec, previous)
         }
@@ -998,7 +1126,9 @@ impl PaneBackend for Routed {
 
     fn stop(&self, target: &Launched, grace: Duration) -> Result<(), PaneError> {
         if target.host.is_some() {
-            self.remote.stop(target, grace)
+            let stopped = self.remote.stop(target, grace);
+            self.unview(target);
+            stopped
         } else {
             self.local.stop(target, grace)
         }
@@ -1032,28 +1162,52 @@ impl PaneBackend for Routed {
     fn forget(&self, target: &Launched) {
         if target.host.is_none() {
             self.local.forget(target)
+        } else {
+            self.unview(target);
+            if target.pane.is_some() {
+                self.local.forget(&Launched {
+                    host: None,
+                    ..target.clone()
+                });
+            }
         }
     }
 
+    // A remote agent's pane is its viewer's: titles and bells go to it.
     fn set_title(&self, target: &Launched, title: &str) {
-        if target.host.is_none() {
-            self.local.set_title(target, title)
-        }
+        self.local.set_title(
+            &Launched {
+                host: None,
+                ..target.clone()
+            },
+            title,
+        )
     }
 
     fn set_titles(&self, titles: &[(Launched, String)]) {
         let local: Vec<(Launched, String)> = titles
             .iter()
-            .filter(|(t, _)| t.host.is_none())
-            .cloned()
+            .map(|(t, s)| {
+                (
+                    Launched {
+                        host: None,
+                        ..t.clone()
+                    },
+                    s.clone(),
+                )
+            })
             .collect();
         self.local.set_titles(&local)
     }
 
     fn bell(&self, target: &Launched, message: &str) {
-        if target.host.is_none() {
-            self.local.bell(target, message)
-        }
+        self.local.bell(
+            &Launched {
+                host: None,
+                ..target.clone()
+            },
+            message,
+        )
     }
 
     fn paste(&self, target: &Launched, text: &str) -> Result<(), PaneError> {

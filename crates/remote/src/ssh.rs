@@ -62,8 +62,8 @@ pub trait Ssh: Send + Sync {
     /// Ends the master listening on `control`, if one does (a previous daemon's).
     fn exit_master(&self, host: &str, control: &Path);
 
-    /// The command line that runs `command` on `host` through `via` in a terminal (a pane
-    /// showing the remote agent).
+    /// The command line that runs `command` on `host` through `via` in a terminal on the host
+    /// (a pane showing the remote agent).
     fn terminal_argv(&self, host: &str, via: &Path, command: &str) -> Vec<String>;
 }
 
@@ -217,8 +217,10 @@ impl Ssh for OpenSsh {
         v.extend(BATCH.iter().map(|s| s.to_string()));
         v.extend(["-o".into(), "ControlMaster=no".into(), "-S".into()]);
         v.push(via.display().to_string());
+        // A terminal on the host even when this side has none (a headless viewer): its
+        // commands get SIGHUP when the session ends, so nothing of the view outlives it.
         v.extend([
-            "-t".into(),
+            "-tt".into(),
             "--".into(),
             host.to_string(),
             command.to_string(),

@@ -1585,8 +1585,15 @@ impl Step<'_> {
                 .current_task
                 .map(|t| format!(" · task {t}"))
                 .unwrap_or_default();
+            // A member on another host says where: `name@team · host · role · status`.
+            let host = a
+                .info
+                .host
+                .as_ref()
+                .map(|h| format!(" · {h}"))
+                .unwrap_or_default();
             let title = format!(
-                "{}@{} · {} · {}{task}",
+                "{}@{}{host} · {} · {}{task}",
                 a.info.name, self.sup.team, a.info.role, a.info.status
             );
             if rt.title.as_deref() != Some(title.as_str()) {

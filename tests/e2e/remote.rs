@@ -513,3 +513,80 @@ fn in_tmux_a_remote_teammate_has_its_pane_showing_its_output_and_a_border_naming
     });
     down_leaves_the_host_clean(&sb, &sshd);
 }
+
+#[test]
+fn a_remote_teammates_work_is_in_a_worktree_on_its_host_and_lands_here_with_finish() {
+    let sshd = Sshd::start();
+    let sb = Sandbox::new();
+    let d = sb.dir.path();
+    git(d, &["init", "-q", "-b", "main"]);
+    std::fs::write(d.join("README"), "base\n").unwrap();
+    std::fs::write(d.join(".gitignore"), "/home/\n/run/\n").unwrap();
+    sb.write_team_file(&team_with(
+        &sshd,
+        true,
+        "test -f README && echo remote work > far.txt",
+        &gated_near_task(&sshd),
+    ));
+    git(d, &["add", "-A"]);
+    git(d, &["commit", "-qm", "base"]);
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    // It works in a worktree of the team's repository on its host, on its own branch.
+    let ws = far_workspace(&sshd);
+    wait_for("far's task completed", T, || {
+        sb.tasks("rt")
+            .iter()
+            .any(|t| t.title == "far work" && t.status == TaskStatus::Completed)
+    });
+    assert!(ws.join("README").exists(), "a checkout of the team's repository");
+    assert_eq!(
+        git(&ws, &["rev-parse", "--abbrev-ref", "HEAD"]),
+        "agent-team/far"
+    );
+    // Its task's work came home as a commit on its branch, authored as the teammate.
+    wait_for("far's branch here", T, || {
+        git(d, &["branch", "--list", "agent-team/far"]).contains("agent-team/far")
+    });
+    wait_for("the task's commit fetched", T, || {
+        git(d, &["log", "-1", "--format=%an %s", "agent-team/far"]) == "far@rt far work"
+    });
+    let diff = sb.ok(&["diff", "far", "--stat"]);
+    assert!(diff.contains("far.txt"), "{diff}");
+    open_gate(&sshd);
+    wait_for("both tasks completed", T, || {
+        let tasks = sb.tasks("rt");
+        tasks.len() == 2 && tasks.iter().all(|t| t.status == TaskStatus::Completed)
+    });
+    wait_for("far idle or down", T, || {
+        let s = sb.agent("rt", "far").status;
+        s == AgentStatus::Idle || s.is_down()
+    });
+    sb.ok(&["finish", "far", "--merge"]);
+    assert_eq!(
+        std::fs::read_to_string(d.join("far.txt")).unwrap(),
+        "remote work\n"
+    );
+    down_leaves_the_host_clean(&sb, &sshd);
+}
+
+#[test]
+fn down_brings_a_remote_teammates_unfinished_work_home_first() {
+    let sshd = Sshd::start();
+    let sb = Sandbox::new();
+    let d = sb.dir.path();
+    git(d, &["init", "-q", "-b", "main"]);
+    std::fs::write(d.join(".gitignore"), "/home/\n/run/\n").unwrap();
+    sb.write_team_file(&team(&sshd, true, "echo half done > wip.txt; sleep 1000"));
+    git(d, &["add", "-A"]);
+    git(d, &["commit", "-qm", "base"]);
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    wait_for("far's work in progress on its host", T, || {
+        far_workspace(&sshd).join("wip.txt").exists()
+    });
+    down_leaves_the_host_clean(&sb, &sshd);
+    assert_eq!(
+        git(d, &["show", "agent-team/far:wip.txt"]),
+        "half done",
+        "the work left on the host came home with down"
+    );
+}

@@ -164,12 +164,13 @@ impl Core {
             return;
         };
         let Some(cfg) = &self.sup.config else { return };
+        let host = self.state.agent(&owner).and_then(|a| a.info.host.clone());
         let worktree = self
             .state
             .agent(&owner)
             .and_then(|a| cfg.role(&a.info.role))
             .is_some_and(|r| r.isolation == agent_team_config::Isolation::Worktree);
-        if !worktree || self.finishing.contains(&owner) {
+        if (!worktree && host.is_none()) || self.finishing.contains(&owner) {
             return;
         }
         let (repo, team) = (cfg.workspace.clone(), self.cfg.team.clone());
@@ -181,9 +182,20 @@ impl Core {
             _ => format!("{}\n\nTask #{} by {owner}@{team}\n", task.title, task.id),
         };
         let turn = self.git_turn.clone();
+        // A member on another host: committed there and its branch fetched home.
+        let backend = host.and_then(|h| self.sup.backend.clone().map(|b| (h, b)));
         tokio::task::spawn_blocking(move || {
             let _turn = turn.lock().unwrap_or_else(|e| e.into_inner());
-            if let Err(e) = agent_team_worktree::commit_work(&repo, &owner, &team, &message) {
+            let done = match &backend {
+                Some((host, b)) => b
+                    .collect_work(host, &owner, &message)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                None => agent_team_worktree::commit_work(&repo, &owner, &team, &message)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            };
+            if let Err(e) = done {
                 tracing::warn!(agent = owner, "cannot commit its task's work: {e}");
             }
         });

@@ -183,6 +183,13 @@ pub trait PaneBackend: Send + Sync {
         )))
     }
 
+    /// Brings home the work of an agent that works elsewhere (a remote teammate's worktree:
+    /// committed there with `message`, its branch fetched into the team's repository), so
+    /// `diff` and `finish` see it. Blocking; false when there was nothing to bring.
+    fn collect_work(&self, _host: &str, _name: &str, _message: &str) -> Result<bool, PaneError> {
+        Ok(false)
+    }
+
     /// Tears down what the backend built for the team (tmux session and server).
     fn shutdown(&self) {}
 

@@ -265,6 +265,12 @@ impl PaneBackend for RemoteBackend {
     fn shutdown(&self) {
         self.0.shutdown()
     }
+
+    fn collect_work(&self, host: &str, name: &str, message: &str) -> Result<bool, PaneError> {
+        self.0
+            .collect_work(host, name, message)
+            .map_err(Core::to_pane)
+    }
 }
 
 impl Core {
@@ -536,6 +542,23 @@ impl Core {
         }
     }
 
+    /// `spec` with its directory on the host: the one given, else its worktree of the team's
+    /// repository there (when the team has one), else (empty) its own default directory.
+    fn placed(
+        &self,
+        spec: &LaunchSpec,
+        place: &Place,
+        host: &str,
+    ) -> Result<LaunchSpec, RemoteError> {
+        let mut spec = spec.clone();
+        if spec.cwd.as_os_str().is_empty()
+            && let Some(wt) = self.ensure_worktree(host, place, &spec.name)?
+        {
+            spec.cwd = PathBuf::from(wt);
+        }
+        Ok(spec)
+    }
+
     /// The script that starts `spec` on its host and prints the new process group's id.
     fn launch_script(&self, spec: &LaunchSpec, place: &Place, host: &str) -> String {
         let team = &self.settings.team;
@@ -696,10 +719,20 @@ impl Core {
                 Ok(place) => {
                     let mut script = String::new();
                     for &i in &idx {
+                        let spec = match self.placed(&specs[i], &place, host) {
+                            Ok(s) => s,
+                            Err(e) => {
+                                script.push_str(&format!(
+                                    "echo {}\n",
+                                    shell_quote(&format!("err {e}"))
+                                ));
+                                continue;
+                            }
+                        };
                         script.push_str(&format!(
                             "if out=$( ( {} ) 2>&1 ); then echo \"ok $(printf '%s\\n' \"$out\" | tail -n 1)\"; \
                              else echo \"err $(printf '%s\\n' \"$out\" | tail -n 1)\"; fi\n",
-                            self.launch_script(&specs[i], &place, host)
+                            self.launch_script(&spec, &place, host)
                         ));
                     }
                     self.checked(host, Some(&place.control), &script)
@@ -784,6 +817,162 @@ impl Core {
         Some(vec!["sh".into(), "-c".into(), line])
     }
 
+    /// The ssh command git uses to reach a host through its link (`GIT_SSH_COMMAND`).
+    fn git_ssh(&self, control: &Path) -> String {
+        let mut v: Vec<String> = self.settings.ssh.clone();
+        if v.is_empty() {
+            v.push("ssh".into());
+        }
+        v.extend(
+            ["-o", "BatchMode=yes", "-o", "ControlMaster=no", "-S"]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        v.push(control.display().to_string());
+        v.iter()
+            .map(|a| shell_quote(a))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The team's repository on `host` as a git URL.
+    fn repo_url(&self, host: &str, root: &str) -> String {
+        let path = format!("{root}/repos/{}.git", self.settings.team);
+        match host.strip_prefix("ssh://") {
+            Some(h) => format!("ssh://{h}{path}"),
+            None => format!("ssh://{host}{path}"),
+        }
+    }
+
+    /// git in the team's repository, reaching hosts through their links.
+    fn local_git(&self, repo: &Path, control: &Path, args: &[&str]) -> Result<(), RemoteError> {
+        let out = agent_team_worktree::git(repo)
+            .env("GIT_SSH_COMMAND", self.git_ssh(control))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| RemoteError::Io(format!("cannot run git: {e}")))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(RemoteError::Io(format!(
+                "git {}: {}",
+                args.first().copied().unwrap_or_default(),
+                last_line(&String::from_utf8_lossy(&out.stderr))
+            )))
+        }
+    }
+
+    /// `name`'s worktree on `host` (the team's repository pushed there at its current commit,
+    /// then a worktree on `agent-team/NAME`, kept across restarts); none when the team's
+    /// workspace is no git repository.
+    fn ensure_worktree(
+        &self,
+        host: &str,
+        place: &Place,
+        name: &str,
+    ) -> Result<Option<String>, RemoteError> {
+        let Some(repo) = &self.settings.repo else {
+            return Ok(None);
+        };
+        let team = &self.settings.team;
+        let bare = format!("{}/repos/{team}.git", place.root);
+        let wt = format!("{}/work/{team}/{name}", place.root);
+        let branch = agent_team_worktree::branch(name);
+        let (b, w, br) = (shell_quote(&bare), shell_quote(&wt), shell_quote(&branch));
+        self.checked(
+            host,
+            Some(&place.control),
+            &format!("set -e; umask 077; [ -d {b} ] || git init -q --bare {b}"),
+        )?;
+        let url = self.repo_url(host, &place.root);
+        self.local_git(
+            repo,
+            &place.control,
+            &["push", "-q", "--force", &url, "HEAD:refs/agent-team/base"],
+        )?;
+        agent_team_worktree::record_base(repo, name)
+            .map_err(|e| RemoteError::Io(format!("cannot record {name}'s base: {e}")))?;
+        let g = "git -c core.hooksPath=/dev/null -c core.fsmonitor=false";
+        let script = format!(
+            "set -e\n[ -e {w}/.git ] && exit 0\nmkdir -p \"$(dirname {w})\"\n\
+             if {g} -C {b} rev-parse -q --verify refs/heads/{br} >/dev/null; then \
+             {g} -C {b} worktree add -q {w} {br}; \
+             else {g} -C {b} worktree add -q -b {br} {w} refs/agent-team/base; fi\n"
+        );
+        self.checked(host, Some(&place.control), &script)?;
+        Ok(Some(wt))
+    }
+
+    /// Brings `name`'s work home from its worktree on `host`: what it holds uncommitted is
+    /// committed there as `NAME@TEAM` with `message`, then its branch is fetched into the
+    /// team's repository, where `diff` and `finish` see it as a local worktree's. False when
+    /// it has no worktree there.
+    fn collect_work(&self, host: &str, name: &str, message: &str) -> Result<bool, RemoteError> {
+        if self.settings.repo.is_none() {
+            return Ok(false);
+        }
+        let place = self.ensure(host)?;
+        self.collect_work_via(host, &place.control, &place.root, name, message)
+    }
+
+    /// [`Core::collect_work`] over the link on `control` to a host whose directory is `root`.
+    fn collect_work_via(
+        &self,
+        host: &str,
+        control: &Path,
+        root: &str,
+        name: &str,
+        message: &str,
+    ) -> Result<bool, RemoteError> {
+        let Some(repo) = &self.settings.repo else {
+            return Ok(false);
+        };
+        let team = &self.settings.team;
+        let wt = format!("{root}/work/{team}/{name}");
+        let who = format!("{name}@{team}");
+        let eof = format!("AGENT_TEAM_{}", random_hex());
+        let g = "git -c core.hooksPath=/dev/null -c core.fsmonitor=false";
+        let script = format!(
+            "set -e\nW={w}\n[ -e \"$W/.git\" ] || exit 0\n{g} -C \"$W\" add -A\n\
+             if ! {g} -C \"$W\" diff --cached --quiet; then \
+             GIT_AUTHOR_NAME={who} GIT_AUTHOR_EMAIL={who} GIT_COMMITTER_NAME={who} GIT_COMMITTER_EMAIL={who} \
+             {g} -C \"$W\" commit -q --no-verify -F - <<'{eof}'\n{message}\n{eof}\nfi\necho yes\n",
+            w = shell_quote(&wt),
+            who = shell_quote(&who),
+        );
+        let there = self.checked(host, Some(control), &script)?;
+        if there.trim() != "yes" {
+            return Ok(false);
+        }
+        let branch = agent_team_worktree::branch(name);
+        let url = self.repo_url(host, root);
+        self.local_git(
+            repo,
+            control,
+            &[
+                "fetch",
+                "-q",
+                "--force",
+                &url,
+                &format!("+refs/heads/{branch}:refs/heads/{branch}"),
+            ],
+        )?;
+        Ok(true)
+    }
+
+    /// The names of the team's worktrees on the host of `control`.
+    fn worktrees(&self, host: &str, control: &Path, root: &str) -> Vec<String> {
+        let dir = shell_quote(&format!("{root}/work/{}", self.settings.team));
+        self.checked(
+            host,
+            Some(control),
+            &format!("for d in {dir}/*; do [ -e \"$d/.git\" ] && basename \"$d\"; done; true"),
+        )
+        .map(|o| o.lines().map(str::to_string).collect())
+        .unwrap_or_default()
+    }
+
     /// The launched agent a launch script's answer names.
     fn launched(host: &str, answer: &str) -> Result<Launched, PaneError> {
         let pid: u32 = answer.trim().parse().map_err(|_| {
@@ -806,7 +995,8 @@ impl Core {
             .clone()
             .ok_or_else(|| PaneError::Tool("a remote launch without a host".into()))?;
         let place = self.ensure(&host).map_err(Self::to_pane)?;
-        let script = self.launch_script(spec, &place, &host);
+        let spec = self.placed(spec, &place, &host).map_err(Self::to_pane)?;
+        let script = self.launch_script(&spec, &place, &host);
         let out = self
             .checked(&host, Some(&place.control), &script)
             .map_err(Self::to_pane)?;
@@ -935,6 +1125,22 @@ impl Core {
         for link in self.hosts() {
             let Ok(mut l) = link.lock() else { continue };
             if l.up() {
+                // The work in the team's worktrees there comes home first.
+                if self.settings.repo.is_some() {
+                    let (host, control, root) =
+                        (l.host.clone(), l.control.clone(), l.info.root.clone());
+                    for name in self.worktrees(&host, &control, &root) {
+                        if let Err(e) = self.collect_work_via(
+                            &host,
+                            &control,
+                            &root,
+                            &name,
+                            "Work left at the end of the run",
+                        ) {
+                            tracing::warn!(host = %host, agent = %name, "cannot bring its work home: {e}");
+                        }
+                    }
+                }
                 // Nothing of the team stays on the host but its logs and workspaces: the
                 // sockets, the secrets, the run scripts go with the directory.
                 let dir = l.dir(&self.settings.team);
@@ -1222,6 +1428,10 @@ impl PaneBackend for Routed {
     fn shutdown(&self) {
         self.remote.shutdown();
         self.local.shutdown();
+    }
+
+    fn collect_work(&self, host: &str, name: &str, message: &str) -> Result<bool, PaneError> {
+        self.remote.collect_work(host, name, message)
     }
 
     fn watch_exits(&self, notify: ExitNotify) {

@@ -76,6 +76,9 @@ pub struct RemoteSettings {
     /// The team's secrets file (0600, beside the daemon's socket), sent to each host once per
     /// link so its agents' commands get them as local ones do.
     pub secrets_file: Option<PathBuf>,
+    /// The team's git repository (its workspace, when it is one): a remote member given no
+    /// workspace works in a worktree of it on its host, fetched back here.
+    pub repo: Option<PathBuf>,
 }
 
 /// The default of `[ssh] dir`.

@@ -19,6 +19,7 @@ fn settings(dir: &std::path::Path) -> RemoteSettings {
         control_dir: control,
         local_worker: None,
         secrets_file: None,
+        repo: None,
     }
 }
 

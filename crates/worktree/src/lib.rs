@@ -208,6 +208,20 @@ pub fn ensure(repo: &Path, name: &str) -> Result<PathBuf, WorktreeError> {
     Ok(dir)
 }
 
+/// Records the base of `name`'s branch (the branch checked out in the workspace now) unless
+/// one is recorded: for a branch made elsewhere (a remote teammate's, fetched back), so
+/// `finish` lands it as it lands a local worktree's.
+pub fn record_base(repo: &Path, name: &str) -> Result<(), WorktreeError> {
+    let o = output(git(repo).args(["config", "--get", &base_key(name)]))?;
+    if o.ok && !o.stdout.trim().is_empty() {
+        return Ok(());
+    }
+    if let Some(base) = current_branch(repo)? {
+        run(repo, &["config", &base_key(name), &base])?;
+    }
+    Ok(())
+}
+
 /// Keeps `.agent-team/` (the worktrees) out of the workspace's `git status`, so a merge into
 /// the checked-out base does not take them for changes.
 fn exclude_worktrees(repo: &Path) -> Result<(), WorktreeError> {

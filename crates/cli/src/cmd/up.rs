@@ -230,6 +230,7 @@ fn check_hosts(cfg: &TeamConfig) -> Result<()> {
         control_dir: std::path::PathBuf::new(),
         local_worker: crate::backend::worker_exe().ok(),
         secrets_file: None,
+        repo: None,
     };
     agent_team_remote::check_hosts(&settings, &hosts).map_err(|e| {
         anyhow::Error::new(crate::Hinted::new(

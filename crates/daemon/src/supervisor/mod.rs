@@ -442,6 +442,12 @@ pub fn remote_backend(
         control_dir: runtime.join(format!("{}.ssh", paths.team)),
         local_worker: worker,
         secrets_file: Some(paths.secrets.clone()),
+        // A remote member without a workspace works in a worktree of the team's repository.
+        repo: cfg
+            .workspace
+            .join(".git")
+            .exists()
+            .then(|| cfg.workspace.clone()),
     };
     agent_team_remote::RemoteBackend::new(
         settings,

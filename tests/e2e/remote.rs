@@ -84,22 +84,24 @@ fn down_leaves_the_host_clean(sb: &Sandbox, sshd: &Sshd) {
     });
 }
 
-#[test]
-fn a_remote_teammate_works_its_task_on_its_host_beside_a_local_one_and_down_cleans_the_host() {
+/// The team of [`team_with`] (`far`'s task given, `near`'s gated) up on the process backend,
+/// the gate opened, and both tasks completed.
+fn up_and_done(worker: bool, far_task: &str) -> (Sshd, Sandbox) {
     let sshd = Sshd::start();
     let sb = Sandbox::new();
-    sb.write_team_file(&team_with(
-        &sshd,
-        true,
-        "echo far-$AGENT_TEAM_NAME > far.txt; pwd",
-        &gated_near_task(&sshd),
-    ));
+    sb.write_team_file(&team_with(&sshd, worker, far_task, &gated_near_task(&sshd)));
     sb.ok(&["up", "--backend", "process", "--detach"]);
     open_gate(&sshd);
     wait_for("both tasks completed", T, || {
         let tasks = sb.tasks("rt");
         tasks.len() == 2 && tasks.iter().all(|t| t.status == TaskStatus::Completed)
     });
+    (sshd, sb)
+}
+
+#[test]
+fn a_remote_teammate_works_its_task_on_its_host_beside_a_local_one_and_down_cleans_the_host() {
+    let (sshd, sb) = up_and_done(true, "echo far-$AGENT_TEAM_NAME > far.txt; pwd");
     // The remote task ran in the member's directory on the host, not in the team's.
     let ws = far_workspace(&sshd);
     assert_eq!(
@@ -178,20 +180,7 @@ fn a_wrong_host_fails_up_with_one_clear_error_before_anything_starts() {
 
 #[test]
 fn the_worker_is_copied_to_a_host_without_one_and_the_teammate_runs_there() {
-    let sshd = Sshd::start();
-    let sb = Sandbox::new();
-    sb.write_team_file(&team_with(
-        &sshd,
-        false,
-        "echo copied > far.txt",
-        &gated_near_task(&sshd),
-    ));
-    sb.ok(&["up", "--backend", "process", "--detach"]);
-    open_gate(&sshd);
-    wait_for("both tasks completed", T, || {
-        let tasks = sb.tasks("rt");
-        tasks.len() == 2 && tasks.iter().all(|t| t.status == TaskStatus::Completed)
-    });
+    let (sshd, sb) = up_and_done(false, "echo copied > far.txt");
     assert!(far_workspace(&sshd).join("far.txt").exists());
     // The copy is keyed by version and hash under the host's bin directory.
     let bins: Vec<_> = std::fs::read_dir(sshd.remote_dir().join("bin"))
@@ -538,7 +527,10 @@ fn a_remote_teammates_work_is_in_a_worktree_on_its_host_and_lands_here_with_fini
             .iter()
             .any(|t| t.title == "far work" && t.status == TaskStatus::Completed)
     });
-    assert!(ws.join("README").exists(), "a checkout of the team's repository");
+    assert!(
+        ws.join("README").exists(),
+        "a checkout of the team's repository"
+    );
     assert_eq!(
         git(&ws, &["rev-parse", "--abbrev-ref", "HEAD"]),
         "agent-team/far"

@@ -18,7 +18,8 @@ const TARGET: f64 = 1.0;
 /// Teammates in the bench team (plus the leader).
 const TEAMMATES: usize = 3;
 
-fn cli(root: &Path, args: &[&str]) -> Command {
+/// `agent-team ARGS` in `root` with its own state and runtime dirs (no outside setting).
+pub(crate) fn cli(root: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(bin_dir().join("agent-team"));
     for (k, _) in std::env::vars_os() {
         if k.to_str().is_some_and(|k| k.starts_with("AGENT_TEAM_")) {

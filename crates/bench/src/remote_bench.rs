@@ -4,6 +4,7 @@
 //! link's CPU at idle, and the time from a host's sshd coming back to its teammate connected.
 
 use crate::daemon_bench::bin_dir;
+use crate::heal_bench::cli;
 use crate::report::*;
 use agent_team_client::Client;
 use agent_team_e2e::sshd::{HOST, Sshd, processes_mentioning};
@@ -15,25 +16,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const TEAM: &str = "rb";
-
-fn cli(root: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(bin_dir().join("agent-team"));
-    for (k, _) in std::env::vars_os() {
-        if k.to_str().is_some_and(|k| k.starts_with("AGENT_TEAM_")) {
-            c.env_remove(k);
-        }
-    }
-    c.args(args)
-        .current_dir(root)
-        .env("AGENT_TEAM_HOME", root.join("home"))
-        .env("AGENT_TEAM_RUNTIME_DIR", root.join("run"))
-        .env_remove("TMUX")
-        .env_remove("TMUX_PANE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    c
-}
 
 fn paths(root: &Path) -> Result<TeamPaths> {
     Ok(Paths::new(root.join("home"), root.join("run")).team(TEAM)?)

@@ -448,6 +448,10 @@ impl View {
             if a.is_planning() && a.status.is_live() {
                 status = "planning".to_string();
             }
+            // Where a member on another host runs.
+            if let Some(h) = &a.host {
+                status = format!("{status} @{h}");
+            }
             if let Some(e) = &a.error {
                 status = format!("{status}: {e}");
             }

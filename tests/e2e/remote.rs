@@ -471,7 +471,8 @@ fn past_the_grace_period_the_task_goes_back_and_the_teammate_is_stopped_when_its
 }
 
 #[test]
-fn in_tmux_a_remote_teammate_has_its_pane_showing_its_output_and_a_border_naming_its_host() {
+fn in_tmux_a_remote_teammate_runs_in_tmux_on_its_host_attached_in_its_pane_with_its_host_on_the_border()
+ {
     let sshd = Sshd::start();
     let sb = Sandbox::new();
     sb.write_team_file(&team_with(
@@ -491,6 +492,13 @@ fn in_tmux_a_remote_teammate_has_its_pane_showing_its_output_and_a_border_naming
         sb.tmux(&sock, &["capture-pane", "-p", "-J", "-t", &pane])
             .is_ok_and(|t| t.contains("far · worker · incarnation 1"))
     });
+    // It runs in a private tmux server on its host, which outlives a dropped link.
+    let host_tmux = sshd.remote_dir().join("run/rt/tmux.sock");
+    assert!(
+        sb.tmux(&host_tmux, &["list-sessions", "-F", "#{session_name}"])
+            .is_ok_and(|s| s.lines().any(|l| l == "far")),
+        "far's session in the host's tmux server"
+    );
     wait_for("the border naming the host", T, || {
         sb.tmux(&sock, &["display", "-p", "-t", &pane, "#{pane_title}"])
             .is_ok_and(|t| t.contains(HOST))

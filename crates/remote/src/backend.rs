@@ -48,7 +48,8 @@ fn probe_via(
          chmod 700 \"$R/run\" \"$R/run/\"{team}\nR=$(cd \"$R\" && pwd -P)\necho \"root=$R\"\n\
          echo \"uname=$(uname -sm)\"\nW={worker}\n\
          if [ -n \"$W\" ]; then if [ -x \"$W\" ]; then echo \"worker=$W\"; fi\n\
-         else echo \"worker=$(command -v agent-team-worker || true)\"; fi\n",
+         else echo \"worker=$(command -v agent-team-worker || true)\"; fi\n\
+         echo \"tmux=$(command -v tmux || true)\"\n",
         dir = dir_word(settings.dir.as_deref()),
     );
     let out = ssh.script(host, via, &script, CALL_TIMEOUT)?;
@@ -179,11 +180,12 @@ impl Link {
         format!("{}/run/{team}", self.info.root)
     }
 
-    fn place(&self) -> Place {
+    fn place(&self, panes: bool) -> Place {
         Place {
             control: self.control.clone(),
             root: self.info.root.clone(),
             worker: self.worker.clone(),
+            tmux: self.info.tmux.clone().filter(|_| panes),
         }
     }
 }
@@ -194,6 +196,9 @@ struct Place {
     control: PathBuf,
     root: String,
     worker: String,
+    /// tmux on the host, when agents run in a private tmux server there (the team's panes are
+    /// tmux here and the host has it).
+    tmux: Option<String>,
 }
 
 /// The pane backend of agents on other machines (see the crate's documentation).
@@ -208,6 +213,8 @@ struct Core {
     mine: OnceLock<String>,
     /// Agents to stop once their host answers again (a stop that found it unreachable).
     pending_stops: Mutex<Vec<Launched>>,
+    /// Each launched agent's name, by (host, pid): its tmux session there.
+    names: Mutex<HashMap<(String, u32), String>>,
 }
 
 impl RemoteBackend {
@@ -220,6 +227,7 @@ impl RemoteBackend {
             key: OnceLock::new(),
             mine: OnceLock::new(),
             pending_stops: Mutex::new(Vec::new()),
+            names: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -241,11 +249,23 @@ impl PaneBackend for RemoteBackend {
     }
 
     fn spawn(&self, spec: &LaunchSpec) -> Result<Launched, PaneError> {
-        self.0.spawn(spec)
+        let l = self.0.spawn(spec)?;
+        self.0.named(&l, &spec.name);
+        Ok(l)
     }
 
     fn spawn_many(&self, specs: &[LaunchSpec]) -> Vec<Result<Launched, PaneError>> {
-        self.0.spawn_many(specs)
+        let out = self.0.spawn_many(specs);
+        for (r, s) in out.iter().zip(specs) {
+            if let Ok(l) = r {
+                self.0.named(l, &s.name);
+            }
+        }
+        out
+    }
+
+    fn paste(&self, target: &Launched, text: &str) -> Result<(), PaneError> {
+        self.0.paste(target, text)
     }
 
     fn stop(&self, target: &Launched, grace: Duration) -> Result<(), PaneError> {
@@ -317,7 +337,7 @@ impl Core {
         if !l.up() {
             self.remake(&mut l)?;
         }
-        Ok(l.place())
+        Ok(l.place(self.settings.panes))
     }
 
     /// Makes a dropped link again, its failures spaced out by the link's backoff.
@@ -349,7 +369,7 @@ impl Core {
             return Err(down("the link is being made again"));
         };
         if l.up() {
-            return Ok(l.place());
+            return Ok(l.place(self.settings.panes));
         }
         if l.remaking || l.next_try.is_some_and(|t| Instant::now() < t) {
             return Err(down("the link is down; trying again shortly"));
@@ -642,15 +662,38 @@ impl Core {
             "rm -f {f}\ncat > {f} <<'{eof}'\n{secret}\n{eof}\n",
             f = shell_quote(&secret_file)
         ));
+        // In a tmux pane on the host its terminal is the pane (it writes its log itself);
+        // headless, its output goes to the log.
+        let io = match &place.tmux {
+            Some(_) => String::new(),
+            None => format!(" </dev/null >>{} 2>&1", shell_quote(&log)),
+        };
         s.push_str(&format!(
             "cat > {run} <<'{eof}'\necho $$ > {pid}.part && mv -f {pid}.part {pid}\ncd {c} || exit 1\n\
-             {line} </dev/null >>{log} 2>&1\necho $? > {d}/$$.status\n{eof}\n",
+             {line}{io}\necho $? > {d}/$$.status\n{eof}\n",
             c = shell_quote(&cwd),
             line = words.join(" "),
-            log = shell_quote(&log),
         ));
+        let start = match &place.tmux {
+            // Its own session of the team's private server there: it outlives a dropped link
+            // and the pane here attaches to it. tmux gives a pane's process its own group.
+            Some(tm) => {
+                let tm = format!(
+                    "{} -S {}",
+                    shell_quote(tm),
+                    shell_quote(&format!("{dir}/tmux.sock"))
+                );
+                let session = shell_quote(&format!("={}", spec.name));
+                format!(
+                    "{tm} kill-session -t {session} 2>/dev/null || true\n\
+                     {tm} new-session -d -s {name} -x 200 -y 50 \"sh {run}\" </dev/null >/dev/null 2>&1\n",
+                    name = shell_quote(&spec.name),
+                )
+            }
+            None => format!("setsid sh {run} </dev/null >/dev/null 2>&1 &\n"),
+        };
         s.push_str(&format!(
-            "rm -f {pid}\nsetsid sh {run} </dev/null >/dev/null 2>&1 &\nn=0\n\
+            "rm -f {pid}\n{start}n=0\n\
              while [ ! -s {pid} ]; do n=$((n+1)); if [ $n -gt 400 ]; then echo 'the agent did not start' >&2; exit 4; fi; sleep 0.025; done\n\
              cat {pid}\n"
         ));
@@ -777,9 +820,13 @@ impl Core {
     fn viewer_argv(&self, spec: &LaunchSpec, pid: u32) -> Option<Vec<String>> {
         let host = spec.host.as_deref()?;
         let link = self.links.lock().ok()?.get(host).cloned()?;
-        let (control, root) = {
+        let (control, root, tmux) = {
             let l = link.lock().ok()?;
-            (l.control.clone(), l.info.root.clone())
+            (
+                l.control.clone(),
+                l.info.root.clone(),
+                l.info.tmux.clone().filter(|_| self.settings.panes),
+            )
         };
         let log = format!(
             "{root}/home/teams/{}/logs/{}.log",
@@ -792,18 +839,33 @@ impl Core {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        // No carriage returns from the host's terminal: the copy is a plain log.
-        let follow = |n: &str| {
-            remote(format!(
+        // In tmux there, the pane here is that session, attached; else the log followed (no
+        // carriage returns from the host's terminal: the copy is a plain log).
+        let follow = |n: &str| match &tmux {
+            Some(tm) => remote(format!(
+                // UTF-8 whatever the host's locale says (`-u`): the local terminal is.
+                "exec {} -u -S {} attach -t {}",
+                shell_quote(tm),
+                shell_quote(&format!("{root}/run/{}/tmux.sock", self.settings.team)),
+                shell_quote(&format!("={}", spec.name)),
+            )),
+            None => remote(format!(
                 "stty -onlcr 2>/dev/null; exec tail -n {n} -F --pid={pid} {}",
                 shell_quote(&log)
-            ))
+            )),
+        };
+        // Copied into the local log only as a log: an attached session is a terminal.
+        let show = if tmux.is_some() {
+            "view $n".to_string()
+        } else {
+            "if [ -t 1 ]; then view $n | tee -a \"$AGENT_TEAM_LOG_FILE\"; else view $n; fi"
+                .to_string()
         };
         let line = format!(
             "view() {{ if [ \"$1\" = first ]; then {first}; else {again}; fi; }}\n\
              n=first\n\
              while :; do\n\
-               if [ -t 1 ]; then view $n | tee -a \"$AGENT_TEAM_LOG_FILE\"; else view $n; fi\n\
+               {show}\n\
                n=again\n\
                sleep 1\n\
                {alive} >/dev/null 2>&1; [ $? = 1 ] && break\n\
@@ -815,6 +877,50 @@ impl Core {
             ctl = shell_quote(&control.display().to_string()),
         );
         Some(vec!["sh".into(), "-c".into(), line])
+    }
+
+    /// Remembers a launched agent's name (its tmux session on the host).
+    fn named(&self, l: &Launched, name: &str) {
+        if let (Some(host), Ok(mut m)) = (l.host.clone(), self.names.lock()) {
+            m.insert((host, l.pid), name.to_string());
+        }
+    }
+
+    /// Types `text` into a remote agent's tmux session on its host as one bracketed paste,
+    /// then Enter (an interactive CLI's input), as the tmux backend does here.
+    fn paste(&self, target: &Launched, text: &str) -> Result<(), PaneError> {
+        let host = target.host.clone().unwrap_or_default();
+        let name = self
+            .names
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&(host.clone(), target.pid)).cloned())
+            .ok_or_else(|| PaneError::Tool("no such remote agent here".into()))?;
+        let place = self.ensure(&host).map_err(Self::to_pane)?;
+        let Some(tm) = &place.tmux else {
+            return Err(PaneError::Unsupported(format!(
+                "{name} runs headless on {host} (no tmux there, or the team is not in tmux)"
+            )));
+        };
+        let tm = format!(
+            "{} -S {}",
+            shell_quote(tm),
+            shell_quote(&format!(
+                "{}/run/{}/tmux.sock",
+                place.root, self.settings.team
+            ))
+        );
+        // Its session's (only) pane.
+        let session = shell_quote(&format!("={name}:"));
+        let eof = format!("AGENT_TEAM_{}", random_hex());
+        let script = format!(
+            "set -e\n{tm} load-buffer -b agent-team - <<'{eof}'\n{text}\n{eof}\n\
+             {tm} paste-buffer -p -d -b agent-team -t {session}\nsleep 0.3\n\
+             {tm} send-keys -t {session} Enter\n"
+        );
+        self.checked(&host, Some(&place.control), &script)
+            .map(|_| ())
+            .map_err(Self::to_pane)
     }
 
     /// The ssh command git uses to reach a host through its link (`GIT_SSH_COMMAND`).
@@ -1144,10 +1250,18 @@ impl Core {
                 // Nothing of the team stays on the host but its logs and workspaces: the
                 // sockets, the secrets, the run scripts go with the directory.
                 let dir = l.dir(&self.settings.team);
+                let tmux = match &l.info.tmux {
+                    Some(tm) => format!(
+                        "{} -S {} kill-server 2>/dev/null; ",
+                        shell_quote(tm),
+                        shell_quote(&format!("{dir}/tmux.sock"))
+                    ),
+                    None => String::new(),
+                };
                 if let Err(e) = self.checked(
                     &l.host,
                     Some(&l.control),
-                    &format!("rm -rf {}", shell_quote(&dir)),
+                    &format!("{tmux}rm -rf {}", shell_quote(&dir)),
                 ) {
                     tracing::warn!(host = %l.host, "cannot clean up the host: {e}");
                 }
@@ -1418,9 +1532,7 @@ impl PaneBackend for Routed {
 
     fn paste(&self, target: &Launched, text: &str) -> Result<(), PaneError> {
         if target.host.is_some() {
-            return Err(PaneError::Unsupported(
-                "typing into the pane of an agent on another host is not supported yet".into(),
-            ));
+            return self.remote.paste(target, text);
         }
         self.local.paste(target, text)
     }

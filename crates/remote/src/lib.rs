@@ -79,6 +79,9 @@ pub struct RemoteSettings {
     /// The team's git repository (its workspace, when it is one): a remote member given no
     /// workspace works in a worktree of it on its host, fetched back here.
     pub repo: Option<PathBuf>,
+    /// The team's agents live in tmux panes here: a remote one runs in a private tmux server
+    /// on its host (when it has tmux), and its pane here attaches to it.
+    pub panes: bool,
 }
 
 /// The default of `[ssh] dir`.
@@ -106,6 +109,8 @@ pub struct HostInfo {
     pub uname: String,
     /// The worker found there (configured or on `PATH`), if any.
     pub worker: Option<String>,
+    /// tmux there, if it has one.
+    pub tmux: Option<String>,
 }
 
 impl HostInfo {
@@ -121,6 +126,7 @@ impl HostInfo {
                 "root" => h.root = v.to_string(),
                 "uname" => h.uname = v.to_string(),
                 "worker" if !v.is_empty() => h.worker = Some(v.to_string()),
+                "tmux" if !v.is_empty() => h.tmux = Some(v.to_string()),
                 _ => {}
             }
         }

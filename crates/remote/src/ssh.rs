@@ -295,6 +295,8 @@ impl Ssh for LocalSsh {
         Command::new("sleep")
             .arg("100000")
             .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
             .map_err(|e| RemoteError::Io(format!("cannot start sleep: {e}")))
     }

@@ -20,6 +20,7 @@ fn settings(dir: &std::path::Path) -> RemoteSettings {
         local_worker: None,
         secrets_file: None,
         repo: None,
+        panes: false,
     }
 }
 
@@ -218,4 +219,56 @@ fn several_agents_of_a_host_start_in_one_go_and_one_that_cannot_does_not_stop_th
     b.stop(a, Duration::from_millis(200)).unwrap();
     b.stop(c, Duration::from_millis(200)).unwrap();
     b.shutdown();
+}
+
+#[test]
+fn with_panes_a_remote_agent_runs_in_a_tmux_session_on_its_host_and_takes_pastes() {
+    if std::process::Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("tmux not found: skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path());
+    s.panes = true;
+    let b = RemoteBackend::new(s, Arc::new(LocalSsh::default()));
+    let sock = dir.path().join("host/run/t/tmux.sock");
+    // The "host's" tmux server goes even when the test fails.
+    struct Kill(std::path::PathBuf);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("tmux")
+                .arg("-S")
+                .arg(&self.0)
+                .arg("kill-server")
+                .output();
+        }
+    }
+    let _kill = Kill(sock.clone());
+    let l = b.spawn(&spec("w9", "exec cat")).unwrap();
+    let tmux = |args: &[&str]| {
+        std::process::Command::new("tmux")
+            .arg("-S")
+            .arg(&sock)
+            .args(args)
+            .env_remove("TMUX")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    assert!(tmux(&["list-sessions", "-F", "#{session_name}"]).contains("w9"));
+    b.paste(&l, "hello from the leader").unwrap();
+    wait_for("the paste in the session", || {
+        tmux(&["capture-pane", "-p", "-t", "=w9:"]).contains("hello from the leader")
+    });
+    assert_eq!(b.liveness(&l), Liveness::Alive);
+    b.stop(&l, Duration::from_millis(300)).unwrap();
+    b.shutdown();
+    assert!(
+        !sock.exists(),
+        "the host's tmux server and its socket are gone"
+    );
 }

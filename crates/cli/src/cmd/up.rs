@@ -231,6 +231,7 @@ fn check_hosts(cfg: &TeamConfig) -> Result<()> {
         local_worker: crate::backend::worker_exe().ok(),
         secrets_file: None,
         repo: None,
+        panes: false,
     };
     agent_team_remote::check_hosts(&settings, &hosts).map_err(|e| {
         anyhow::Error::new(crate::Hinted::new(

@@ -448,6 +448,8 @@ pub fn remote_backend(
             .join(".git")
             .exists()
             .then(|| cfg.workspace.clone()),
+        // In tmux here, a remote member runs in a tmux server on its host, attached here.
+        panes: cfg.backend == agent_team_config::BackendKind::Tmux,
     };
     agent_team_remote::RemoteBackend::new(
         settings,

@@ -629,6 +629,16 @@ impl TeamConfig {
         self.roles.get(name)
     }
 
+    /// The ssh destinations the team file names (its teammates' and roles' `host`): where the
+    /// leader may place a teammate (the operator may name any).
+    pub fn hosts(&self) -> std::collections::BTreeSet<&str> {
+        self.teammates
+            .iter()
+            .filter_map(|t| t.host.as_deref())
+            .chain(self.roles.values().filter_map(|r| r.host.as_deref()))
+            .collect()
+    }
+
     /// Whether agent `name` of role `role` must have its plan approved before it changes
     /// anything: its `[[teammates]]` entry's `plan_required` when it says, else its role's.
     /// Never the leader.

@@ -476,3 +476,41 @@ fn the_periodic_poll_looks_rarely_while_every_agent_is_connected() {
     state.update_agent("b1", |a| a.info.connected = false);
     assert_eq!(looks_in(&mut sup, &mut state, 4), 4);
 }
+
+#[test]
+fn the_leader_places_teammates_only_on_hosts_the_team_file_names() {
+    let (mut sup, mut state, _b, _d) = bare();
+    let leader = Actor::Agent("leader".into());
+    // The attack: a leader moved by a prompt sends a teammate (and with it the team's
+    // secrets) to a machine of its choosing.
+    let mut m = worker_named("x");
+    m.host = Some("attacker.example".into());
+    let mut step = sup.step(&mut state);
+    let e = step.spawn_request(&leader, 7, 1, m.clone()).unwrap_err();
+    assert_eq!(e.code, ErrorCode::PermissionDenied, "{}", e.message);
+    assert!(e.message.contains("attacker.example"), "{}", e.message);
+    let e = step
+        .spawn_team_request(&leader, vec![m.clone()])
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::PermissionDenied, "{}", e.message);
+    assert!(
+        step.finish().iter().all(|a| !matches!(a, Action::Run(_))),
+        "nothing launched"
+    );
+    assert!(state.agent("x").is_none(), "nobody added");
+    // A host of the team file is fine for the leader; the operator may name any; only the
+    // operator gives a directory there.
+    let mut cfg = agent_team_config::empty_team("t", std::path::Path::new("/"));
+    cfg.teammates.push(agent_team_config::Teammate {
+        name: "far".into(),
+        role: "worker".into(),
+        host: Some("box".into()),
+        ..Default::default()
+    });
+    use super::lifecycle::check_placement;
+    assert!(check_placement(&leader, &cfg, Some("box"), None).is_ok());
+    assert!(check_placement(&leader, &cfg, Some("box"), Some("/srv")).is_err());
+    assert!(check_placement(&Actor::Operator, &cfg, Some("elsewhere"), Some("/srv")).is_ok());
+    // Nothing ssh would read as an option, from anyone.
+    assert!(check_placement(&Actor::Operator, &cfg, Some("-oProxyCommand=x"), None).is_err());
+}

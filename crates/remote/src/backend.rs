@@ -269,7 +269,13 @@ impl PaneBackend for RemoteBackend {
     }
 
     fn stop(&self, target: &Launched, grace: Duration) -> Result<(), PaneError> {
-        self.0.stop(target, grace)
+        let stopped = self.0.stop(target, grace);
+        if stopped.is_ok()
+            && let (Some(host), Ok(mut m)) = (target.host.clone(), self.0.names.lock())
+        {
+            m.remove(&(host, target.pid));
+        }
+        stopped
     }
 
     fn liveness(&self, target: &Launched) -> Liveness {
@@ -390,8 +396,7 @@ impl Core {
         Err(down("the link is down; making it again"))
     }
 
-    /// Makes the link: the probe, the worker (copied if need be), the master with its
-    /// forward to a fresh socket path, and `daemon.sock` pointed at it.
+    /// Makes the link: the master connection, then over it what [`Core::prepare_link`] does.
     fn establish(&self, l: &mut Link) -> Result<(), RemoteError> {
         let host = l.host.clone();
         {

@@ -42,8 +42,8 @@ pub trait Ssh: Send + Sync {
         timeout: Duration,
     ) -> Result<Output, RemoteError>;
 
-    /// Starts the link's master connection, multiplexing on `control`, its own diagnostics
-    /// appended to `log`.
+    /// Starts the link's master connection, multiplexing on `control`, its diagnostics in
+    /// `log` (this try's only).
     fn master(&self, host: &str, control: &Path, log: &Path) -> Result<Child, RemoteError>;
 
     /// Asks the master on `control` for the Unix-socket forward `remote_socket` (on the host)
@@ -142,9 +142,11 @@ impl Ssh for OpenSsh {
     }
 
     fn master(&self, host: &str, control: &Path, log: &Path) -> Result<Child, RemoteError> {
+        // Each try's own: a host down for days does not grow it.
         let log = std::fs::OpenOptions::new()
             .create(true)
-            .append(true)
+            .write(true)
+            .truncate(true)
             .open(log)
             .map_err(|e| RemoteError::Io(format!("cannot open {}: {e}", log.display())))?;
         let mut c = self.base();

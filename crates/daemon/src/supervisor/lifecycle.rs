@@ -353,6 +353,7 @@ impl Step<'_> {
                 json!({"max_teammates": cfg.max_teammates}),
             ));
         }
+        check_placement(actor, &cfg, m.host.as_deref(), m.workspace.as_deref())?;
         m.name = name.clone();
         self.add_agent_record(&m, Some((conn, id)))?;
         self.first_message(actor, &m);
@@ -1639,6 +1640,42 @@ fn member(name: &str, role: &str) -> SpawnMember {
 }
 
 /// Refuses a spawn by a teammate: the team is one level deep.
+/// Where a spawn may place a member: the operator names any host and directory; the leader (a
+/// model, or a CLI it drives) only a host the team file names and no directory, so it cannot
+/// send the team's secrets to a machine the operator did not choose.
+pub(super) fn check_placement(
+    actor: &Actor,
+    cfg: &TeamConfig,
+    host: Option<&str>,
+    workspace: Option<&str>,
+) -> Result<(), ErrorBody> {
+    if let Some(h) = host {
+        agent_team_config::check_host(h).map_err(|e| err(ErrorCode::BadRequest, e))?;
+    }
+    if *actor == Actor::Operator {
+        return Ok(());
+    }
+    if let Some(h) = host
+        && !cfg.hosts().contains(h)
+    {
+        let known: Vec<&str> = cfg.hosts().into_iter().collect();
+        return Err(ErrorBody::with_details(
+            ErrorCode::PermissionDenied,
+            format!(
+                "{h:?} is not a host of the team file; the leader may place teammates only on {known:?}"
+            ),
+            json!({"host": h, "valid": known}),
+        ));
+    }
+    if workspace.is_some() {
+        return Err(err(
+            ErrorCode::PermissionDenied,
+            "only the operator gives a member's directory on its host",
+        ));
+    }
+    Ok(())
+}
+
 pub(super) fn check_may_spawn(actor: &Actor) -> Result<(), ErrorBody> {
     if actor.is_privileged() {
         return Ok(());

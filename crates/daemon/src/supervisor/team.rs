@@ -3,7 +3,7 @@
 //! teammates and tasks to settle (`wait_for`, answered by the core after the batch that
 //! settles them, or at its deadline).
 
-use super::lifecycle::check_may_spawn;
+use super::lifecycle::{check_may_spawn, check_placement};
 use super::*;
 use std::collections::HashSet;
 
@@ -93,6 +93,9 @@ impl Step<'_> {
         })?;
         if members.is_empty() {
             return Err(err(ErrorCode::BadRequest, "spawn_team needs members"));
+        }
+        for m in &members {
+            check_placement(actor, &cfg, m.host.as_deref(), m.workspace.as_deref())?;
         }
         let mut earlier = HashSet::new();
         for (i, m) in members.iter().enumerate() {

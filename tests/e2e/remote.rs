@@ -101,13 +101,33 @@ fn up_and_done(worker: bool, far_task: &str) -> (Sshd, Sandbox) {
 
 #[test]
 fn a_remote_teammate_works_its_task_on_its_host_beside_a_local_one_and_down_cleans_the_host() {
-    let (sshd, sb) = up_and_done(true, "echo far-$AGENT_TEAM_NAME > far.txt; pwd");
+    // A port of this machine's loopback that the host must not reach.
+    let here = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = here.local_addr().unwrap().port();
+    let (sshd, sb) = up_and_done(
+        true,
+        &format!(
+            "echo far-$AGENT_TEAM_NAME > far.txt; \
+             if nc -z -w 2 127.0.0.1 {port}; then echo reached; else echo cut-off; fi > net.txt; pwd"
+        ),
+    );
     // The remote task ran in the member's directory on the host, not in the team's.
     let ws = far_workspace(&sshd);
     assert_eq!(
         std::fs::read_to_string(ws.join("far.txt")).unwrap().trim(),
         "far-far"
     );
+    // In its own network namespace, the host reaches nothing here but through the link.
+    let net = std::fs::read_to_string(ws.join("net.txt")).unwrap();
+    if sshd.isolated() {
+        assert_eq!(
+            net.trim(),
+            "cut-off",
+            "the host reached this machine's loopback"
+        );
+    } else {
+        eprintln!("no network namespace: the host shares this machine's loopback ({net})");
+    }
     assert!(!sb.path("far.txt").exists());
     assert!(sb.path("near.txt").exists());
     let far = sb
@@ -283,27 +303,37 @@ fn all_done_the_remote_task_once(ws: &std::path::Path, tasks: impl Fn() -> Vec<T
 
 #[test]
 fn a_cut_link_comes_back_and_the_remote_task_runs_exactly_once() {
-    let (sshd, sb, go, ws) = up_with_a_waiting_remote_task();
+    let (mut sshd, sb, go, ws) = up_with_a_waiting_remote_task();
     let before = sb.agent("rt", "far");
-    // Cut the link: kill our ssh master (the network dropping looks the same to both ends).
-    let masters = sshd::processes_mentioning(" -M ");
-    let ours: Vec<_> = masters
-        .iter()
-        .filter(|(_, l)| l.contains(&sshd.config().display().to_string()))
-        .collect();
-    assert_eq!(ours.len(), 1, "one link per host: {masters:?}");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(ours[0].0 as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    wait_for("far's connection dropped", T, || {
-        !sb.agent("rt", "far").connected
+    // Pull the cable: our ssh master dies and the host's port stops answering (in its network
+    // namespace the loopback goes down: packets vanish), so the daemon cannot make it again.
+    sshd.block();
+    cut_link(&sshd);
+    wait_for("far unreachable", T, || {
+        sb.agent("rt", "far").status == AgentStatus::Unreachable
     });
-    // The daemon makes the link again and the worker, still running there, reconnects.
-    wait_for("far reconnected", T, || sb.agent("rt", "far").connected);
+    assert!(!sb.agent("rt", "far").connected);
+    // A message for it meanwhile waits in its inbox, as for any busy teammate.
+    sb.ok(&["send", "far", "while the cable was out"]);
+    // Plug it back: the daemon makes the link again and the worker, still running there,
+    // reconnects through the new forward.
+    sshd.unblock();
+    wait_for("far reconnected", T, || {
+        let a = sb.agent("rt", "far");
+        a.connected && a.status != AgentStatus::Unreachable
+    });
     std::fs::write(&go, "").unwrap();
     all_done_the_remote_task_once(&ws, || sb.tasks("rt"));
+    // Nothing lost or doubled: the message is in its inbox once and was delivered.
+    wait_for("the message delivered once", T, || {
+        let inbox: Vec<Message> =
+            serde_json::from_str(&sb.ok(&["inbox", "far", "--json"])).unwrap();
+        let ours: Vec<_> = inbox
+            .iter()
+            .filter(|m| m.body == "while the cable was out")
+            .collect();
+        ours.len() == 1 && ours[0].state != DeliveryState::Queued
+    });
     let after = sb.agent("rt", "far");
     assert_eq!(
         after.incarnation, before.incarnation,
@@ -589,4 +619,73 @@ fn down_brings_a_remote_teammates_unfinished_work_home_first() {
         "half done",
         "the work left on the host came home with down"
     );
+}
+
+#[test]
+fn a_model_driven_remote_teammate_gets_its_api_key_over_the_link_and_works_its_task() {
+    use agent_team_mockmodel::{MockModel, Step, Wire};
+    use serde_json::json;
+    let sshd = Sshd::start();
+    // The model API is reachable from the host (from its network namespace only, when it has
+    // one), as a provider's is from any machine that runs a teammate.
+    let mock = sshd.on_host(|| MockModel::start_background(Wire::OpenAi).unwrap());
+    mock.script(
+        "far",
+        vec![
+            Step::Tools(vec![(
+                "write_file".into(),
+                json!({"path": "far.txt", "content": "written by a model on box\n"}),
+            )]),
+            Step::TextAndTools(
+                "Done.".into(),
+                vec![(
+                    "update_task_status".into(),
+                    json!({"id": 1, "status": "completed", "result": "wrote far.txt"}),
+                )],
+            ),
+            Step::Text("Nothing left for me.".into()),
+        ],
+    );
+    let mut sb = Sandbox::new();
+    let key = "sk-remote-e2e-3f9a";
+    sb.env.push(("MOCK_API_KEY".into(), key.into()));
+    sb.write_team_file(&format!(
+        "name = \"rt\"\nboard = false\n{ssh}\n\
+         [roles.coder]\nprovider = \"openai\"\nmodel = \"mock-1\"\nbase_url = \"{url}\"\n\
+         api_key_env = \"MOCK_API_KEY\"\n\
+         [[teammates]]\nname = \"far\"\nrole = \"coder\"\nhost = \"{HOST}\"\n\
+         [[teammates]]\nname = \"near\"\nrole = \"worker\"\n\
+         [[tasks]]\ntitle = \"write far.txt\"\nassign = \"far\"\n\
+         [[tasks]]\ntitle = \"near work\"\nrun = \"{near}\"\nassign = \"near\"\n",
+        ssh = sshd.ssh_table(Some(&bin("agent-team-worker"))),
+        url = mock.base_url(),
+        near = gated_near_task(&sshd),
+    ));
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    let ws = far_workspace(&sshd);
+    wait_for("far's task completed by its model", T, || {
+        sb.tasks("rt")
+            .iter()
+            .any(|t| t.title == "write far.txt" && t.status == TaskStatus::Completed)
+    });
+    assert_eq!(
+        std::fs::read_to_string(ws.join("far.txt")).unwrap(),
+        "written by a model on box\n"
+    );
+    // Every model request from the host carried the team's key, which it inherits nowhere
+    // there: it went over the link's standard input, into a file read once and removed.
+    let keys = mock.keys("far");
+    assert!(!keys.is_empty());
+    assert!(
+        keys.iter()
+            .all(|k| k.as_deref() == Some(format!("Bearer {key}").as_str())),
+        "{keys:?}"
+    );
+    assert!(!sshd.remote_dir().join("run/rt/.far.env").exists());
+    assert!(
+        sshd::processes_mentioning(key).is_empty(),
+        "the key is on no command line"
+    );
+    open_gate(&sshd);
+    down_leaves_the_host_clean(&sb, &sshd);
 }

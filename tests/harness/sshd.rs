@@ -3,8 +3,13 @@
 //! it `box`. It runs as the test's own user, so the "host" is this machine seen through ssh;
 //! the agents' files there live under [`Sshd::remote_dir`].
 //!
-//! No network namespace: sshd listens on 127.0.0.1 only and the agents reach the daemon only
-//! through the link's Unix-socket forward (their `AGENT_TEAM_SOCKET` is the forwarded path).
+//! Where the test may make one (root, `unshare`, `nsenter`, `ip`, `nc`), sshd runs in a network
+//! namespace of its own: its 127.0.0.1 is not ours, the client reaches it only through
+//! `ProxyCommand nsenter … nc`, and the agents it starts there cannot reach anything of this
+//! machine over the network (no model, no daemon port): the only way between the two sides is
+//! the ssh link, whose Unix-socket forward is their `AGENT_TEAM_SOCKET`. [`Sshd::block`] takes
+//! the namespace's loopback down (a pulled cable: packets vanish, nothing is reset). Elsewhere it
+//! falls back to this machine's loopback and says so on stderr.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -21,6 +26,147 @@ pub struct Sshd {
     /// The loopback port it listens on.
     pub port: u16,
     child: Option<Child>,
+    /// The network namespace it runs in, when the test could make one.
+    netns: Option<Netns>,
+}
+
+/// A network namespace of the test's own, held open by a sleeping process: everything started
+/// in it (sshd, its sessions, the agents on the "host") is killed with it.
+struct Netns {
+    holder: Child,
+}
+
+impl Netns {
+    /// A new namespace with its loopback up, or why there is none here.
+    fn make() -> Result<Netns, String> {
+        for tool in ["unshare", "nsenter", "ip", "nc"] {
+            let found = std::env::var_os("PATH")
+                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
+            if !found {
+                return Err(format!("{tool} is not installed"));
+            }
+        }
+        let holder = Command::new("unshare")
+            .args(["--net", "--", "sleep", "100000"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("unshare: {e}"))?;
+        let mut ns = Netns { holder };
+        // unshare makes the namespace, then execs sleep: wait until the holder is in it.
+        let ours = std::fs::read_link("/proc/self/ns/net").ok();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = ns.holder.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = ns.holder.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                return Err(format!("unshare --net: {status}: {}", err.trim()));
+            }
+            let theirs = std::fs::read_link(ns.path()).ok();
+            let cmd =
+                std::fs::read(format!("/proc/{}/cmdline", ns.holder.id())).unwrap_or_default();
+            if theirs.is_some() && theirs != ours && cmd.starts_with(b"sleep") {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err("unshare --net did not make a namespace".into());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        ns.ip_link("up")?;
+        Ok(ns)
+    }
+
+    /// The namespace as `nsenter --net=` takes it.
+    fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/net", self.holder.id()))
+    }
+
+    /// `cmd` run inside the namespace.
+    fn command(&self, program: &Path) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", self.path().display()))
+            .arg(program);
+        c
+    }
+
+    /// The namespace's loopback up or down.
+    fn ip_link(&self, state: &str) -> Result<(), String> {
+        let out = self
+            .command(Path::new("ip"))
+            .args(["link", "set", "lo", state])
+            .output()
+            .map_err(|e| format!("ip: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "ip link set lo {state}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    /// Whether something in the namespace accepts on 127.0.0.1:`port`.
+    fn accepts(&self, port: u16) -> bool {
+        self.command(Path::new("nc"))
+            .args(["-z", "127.0.0.1", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// The processes in the namespace, but its holder.
+    fn members(&self) -> Vec<u32> {
+        let Ok(ns) = std::fs::read_link(self.path()) else {
+            return Vec::new();
+        };
+        all_pids()
+            .into_iter()
+            .filter(|&pid| {
+                pid != self.holder.id()
+                    && std::fs::read_link(format!("/proc/{pid}/ns/net")).is_ok_and(|n| n == ns)
+            })
+            .collect()
+    }
+
+    /// Ends every process in the namespace, then its holder. The sessions are given a few
+    /// seconds to end by themselves first (their client is gone): a login shell killed in the
+    /// middle of its rc file can leave a lock behind (pyenv's rehash does) that would hang
+    /// every later ssh session of this user.
+    fn kill_all(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.members().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for pid in self.members() {
+            kill9(pid);
+        }
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
+
+/// Every pid in /proc.
+fn all_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn kill9(pid: u32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
 }
 
 fn keygen(path: &Path) {
@@ -57,6 +203,16 @@ impl Sshd {
         std::fs::copy(d.join("userkey.pub"), d.join("authorized_keys")).unwrap();
         // sshd refuses to start without its privilege separation directory.
         let _ = std::fs::create_dir_all("/run/sshd");
+        let netns = match Netns::make() {
+            Ok(ns) => Some(ns),
+            Err(why) => {
+                eprintln!(
+                    "sshd harness: no network namespace here ({why}); sshd listens on this \
+                     machine's loopback instead"
+                );
+                None
+            }
+        };
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -85,12 +241,22 @@ impl Sshd {
             format!("[127.0.0.1]:{port} {hostkey}"),
         )
         .unwrap();
+        // In a namespace, the only way in is nc started there (-N: our end closing closes it).
+        let proxy = netns
+            .as_ref()
+            .map(|ns| {
+                format!(
+                    "  ProxyCommand nsenter --net={} nc -N 127.0.0.1 {port}\n",
+                    ns.path().display()
+                )
+            })
+            .unwrap_or_default();
         std::fs::write(
             d.join("ssh_config"),
             format!(
                 "Host {HOST}\n  HostName 127.0.0.1\n  Port {port}\n  User {user}\n  \
                  IdentityFile {d}/userkey\n  IdentitiesOnly yes\n  StrictHostKeyChecking yes\n  \
-                 UserKnownHostsFile {d}/known_hosts\n  GlobalKnownHostsFile /dev/null\n",
+                 UserKnownHostsFile {d}/known_hosts\n  GlobalKnownHostsFile /dev/null\n{proxy}",
                 d = d.display()
             ),
         )
@@ -99,6 +265,7 @@ impl Sshd {
             dir,
             port,
             child: None,
+            netns,
         };
         s.launch();
         s
@@ -111,7 +278,11 @@ impl Sshd {
             .append(true)
             .open(d.join("sshd.log"))
             .unwrap();
-        let child = Command::new(sshd_bin())
+        let mut cmd = match &self.netns {
+            Some(ns) => ns.command(&sshd_bin()),
+            None => Command::new(sshd_bin()),
+        };
+        let child = cmd
             .args(["-D", "-e", "-f"])
             .arg(d.join("sshd_config"))
             .stdin(Stdio::null())
@@ -121,13 +292,61 @@ impl Sshd {
             .unwrap();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while !self.accepts() {
             assert!(
                 Instant::now() < deadline,
                 "sshd did not start: {}",
                 std::fs::read_to_string(d.join("sshd.log")).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether sshd accepts connections now.
+    fn accepts(&self) -> bool {
+        match &self.netns {
+            Some(ns) => ns.accepts(self.port),
+            None => std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok(),
+        }
+    }
+
+    /// Runs `f` on a thread inside the host's network namespace (here, without one): a server
+    /// it binds on 127.0.0.1 (a mock model) is what the agents on the host reach there.
+    pub fn on_host<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let ns = self.netns.as_ref().map(Netns::path);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                if let Some(path) = ns {
+                    let fd = std::fs::File::open(&path).unwrap();
+                    nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                }
+                f()
+            })
+            .join()
+            .unwrap()
+        })
+    }
+
+    /// Whether sshd runs in a network namespace of its own (else on this machine's loopback).
+    pub fn isolated(&self) -> bool {
+        self.netns.is_some()
+    }
+
+    /// Pulls the cable: the namespace's loopback goes down, so packets of established
+    /// connections vanish and new ones fail, until [`Sshd::unblock`]. Without a namespace, sshd
+    /// stops listening instead (established connections go on).
+    pub fn block(&mut self) {
+        match &self.netns {
+            Some(ns) => ns.ip_link("down").unwrap(),
+            None => self.stop(),
+        }
+    }
+
+    /// Plugs the cable back (or starts sshd again, without a namespace).
+    pub fn unblock(&mut self) {
+        match &self.netns {
+            Some(ns) => ns.ip_link("up").unwrap(),
+            None => self.launch(),
         }
     }
 
@@ -179,25 +398,21 @@ impl Sshd {
 /// Live processes (not zombies) whose command line contains `needle`, with that line.
 pub fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
     let me = std::process::id();
-    std::fs::read_dir("/proc")
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-                .filter(|&pid| pid != me)
-                .filter(|pid| {
-                    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                        .ok()
-                        .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().to_string()))
-                        .is_some_and(|r| !r.starts_with('Z'))
-                })
-                .filter_map(|pid| {
-                    let c = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-                    let line = String::from_utf8_lossy(&c).replace('\0', " ");
-                    line.contains(needle).then_some((pid, line))
-                })
-                .collect()
+    all_pids()
+        .into_iter()
+        .filter(|&pid| pid != me)
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().to_string()))
+                .is_some_and(|r| !r.starts_with('Z'))
         })
-        .unwrap_or_default()
+        .filter_map(|pid| {
+            let c = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let line = String::from_utf8_lossy(&c).replace('\0', " ");
+            line.contains(needle).then_some((pid, line))
+        })
+        .collect()
 }
 
 impl Drop for Sshd {
@@ -205,16 +420,13 @@ impl Drop for Sshd {
         self.stop();
         // Whatever a failed test left on the "host" goes too: never leave an agent behind.
         for (pid, _) in self.remote_processes() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            kill9(pid);
         }
         for (pid, _) in processes_mentioning(&self.config().display().to_string()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            kill9(pid);
+        }
+        if let Some(ns) = &mut self.netns {
+            ns.kill_all();
         }
     }
 }

@@ -166,6 +166,24 @@ impl Provider {
         )
     }
 
+    /// The environment variable its API key is read from when the role names none
+    /// (`api_key_env`); none for exec and for a `cli` template, which bring their own.
+    pub fn default_key_env(self) -> Option<&'static str> {
+        match self {
+            Provider::Openai | Provider::Codex | Provider::QwenCode => Some("OPENAI_API_KEY"),
+            Provider::Anthropic | Provider::ClaudeCode => Some("ANTHROPIC_API_KEY"),
+            Provider::Exec | Provider::Cli => None,
+        }
+    }
+
+    /// The variable holding the API key for a role on this provider: the role's `api_key_env`,
+    /// else [`Provider::default_key_env`].
+    pub fn key_env(self, api_key_env: Option<&str>) -> Option<String> {
+        api_key_env
+            .map(str::to_string)
+            .or_else(|| self.default_key_env().map(str::to_string))
+    }
+
     /// Whether a teammate on this provider can be held to an approved plan: only our own agent
     /// loop offers `submit_plan` and withholds the writing tools while it plans. An exec agent
     /// writes no plan, and an external CLI's own tools are not ours to withhold.

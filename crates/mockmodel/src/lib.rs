@@ -10,7 +10,7 @@ mod render;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::Value;
@@ -153,6 +153,8 @@ struct Inner {
     asides: Vec<(String, String)>,
     /// The side requests answered.
     aside_requests: Vec<Value>,
+    /// The credential each request carried (`Authorization` or `x-api-key`), per agent.
+    keys: HashMap<String, Vec<Option<String>>>,
 }
 
 /// The state the handlers share with the [`MockModel`] handle.
@@ -278,6 +280,17 @@ impl MockModel {
             .unwrap_or_default()
     }
 
+    /// The credential each request for `agent` carried (`Authorization: Bearer …` or
+    /// `x-api-key`), in order: whether the agent's API key reached it.
+    pub fn keys(&self, agent: &str) -> Vec<Option<String>> {
+        self.shared
+            .lock()
+            .keys
+            .get(agent)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// The request bodies that named no agent or found the agent's script empty.
     pub fn unmatched(&self) -> Vec<Value> {
         self.shared.lock().unmatched.clone()
@@ -358,22 +371,22 @@ pub(crate) enum Api {
 }
 
 /// `POST /v1/chat/completions`.
-async fn openai(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    handle(&shared, Api::OpenAi, &body).await
+async fn openai(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    handle(&shared, Api::OpenAi, &headers, &body).await
 }
 
 /// `POST /v1/messages`.
-async fn anthropic(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    handle(&shared, Api::Anthropic, &body).await
+async fn anthropic(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    handle(&shared, Api::Anthropic, &headers, &body).await
 }
 
 /// `POST /v1/responses`.
-async fn responses(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    handle(&shared, Api::Responses, &body).await
+async fn responses(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    handle(&shared, Api::Responses, &headers, &body).await
 }
 
 /// Records the request, takes the agent's next step and answers it.
-async fn handle(shared: &Shared, api: Api, body: &[u8]) -> Response {
+async fn handle(shared: &Shared, api: Api, headers: &HeaderMap, body: &[u8]) -> Response {
     let arrived = Instant::now();
     let req: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
@@ -414,6 +427,10 @@ async fn handle(shared: &Shared, api: Api, body: &[u8]) -> Response {
                 .or_default()
                 .push(req.clone());
             inner.times.entry(agent.clone()).or_default().push(arrived);
+            let key = [header::AUTHORIZATION.as_str(), "x-api-key"]
+                .iter()
+                .find_map(|h| headers.get(*h)?.to_str().ok().map(str::to_string));
+            inner.keys.entry(agent.clone()).or_default().push(key);
         }
         match (step, aside) {
             (_, Some(answer)) => {

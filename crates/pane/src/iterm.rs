@@ -207,6 +207,7 @@ mod tests {
                 ("AGENT_TEAM_SECRET".into(), "s3cr3t".into()),
             ],
             env_remove: vec!["TMUX".into()],
+            secret_env: Vec::new(),
             cwd: "/w".into(),
             log: "/w/log".into(),
             title: format!("{name} · worker"),

@@ -61,6 +61,10 @@ pub struct LaunchSpec {
     pub env: Vec<(String, String)>,
     /// Environment variables to remove (e.g. `TMUX`).
     pub env_remove: Vec<String>,
+    /// Credentials from the daemon's own environment (a model API key) that an agent on this
+    /// machine inherits anyway: only a backend starting it elsewhere sends them, never on a
+    /// command line.
+    pub secret_env: Vec<(String, String)>,
     /// The working directory.
     pub cwd: PathBuf,
     /// Where its output is kept.

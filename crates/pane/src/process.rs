@@ -147,6 +147,7 @@ mod tests {
             argv: vec!["sh".into(), "-c".into(), script.into()],
             env: vec![("X_TEST".into(), "42".into())],
             env_remove: vec![],
+            secret_env: Vec::new(),
             cwd: dir.to_path_buf(),
             log: dir.join("logs/a.log"),
             title: "a".into(),

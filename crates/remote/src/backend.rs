@@ -667,6 +667,19 @@ impl Core {
             "rm -f {f}\ncat > {f} <<'{eof}'\n{secret}\n{eof}\n",
             f = shell_quote(&secret_file)
         ));
+        // Credentials it would inherit here (its model's API key): a 0600 file the run script
+        // reads into the agent's environment and removes, never a command line.
+        let env_file = shell_quote(&format!("{dir}/.{}.env", spec.name));
+        let exports: String = spec
+            .secret_env
+            .iter()
+            .filter(|(k, _)| is_env_name(k))
+            .map(|(k, v)| format!("export {k}={}\n", shell_quote(v)))
+            .collect();
+        s.push_str(&format!("rm -f {env_file}\n"));
+        if !exports.is_empty() {
+            s.push_str(&format!("cat > {env_file} <<'{eof}'\n{exports}{eof}\n"));
+        }
         // In a tmux pane on the host its terminal is the pane (it writes its log itself);
         // headless, its output goes to the log.
         let io = match &place.tmux {
@@ -674,7 +687,8 @@ impl Core {
             None => format!(" </dev/null >>{} 2>&1", shell_quote(&log)),
         };
         s.push_str(&format!(
-            "cat > {run} <<'{eof}'\necho $$ > {pid}.part && mv -f {pid}.part {pid}\ncd {c} || exit 1\n\
+            "cat > {run} <<'{eof}'\necho $$ > {pid}.part && mv -f {pid}.part {pid}\n\
+             if [ -f {env_file} ]; then . {env_file}; rm -f {env_file}; fi\ncd {c} || exit 1\n\
              {line}{io}\necho $? > {d}/$$.status\n{eof}\n",
             c = shell_quote(&cwd),
             line = words.join(" "),
@@ -1356,6 +1370,7 @@ impl Routed {
                 .cloned()
                 .collect(),
             host: None,
+            secret_env: Vec::new(),
             // Not the agent's directory: that one is on the host.
             cwd: spec
                 .log
@@ -1558,4 +1573,13 @@ impl PaneBackend for Routed {
     fn agents_are_children(&self) -> bool {
         self.local.agents_are_children()
     }
+}
+
+/// Whether `name` can be exported by a POSIX shell.
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }

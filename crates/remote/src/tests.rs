@@ -35,6 +35,7 @@ fn spec(name: &str, script: &str) -> LaunchSpec {
             ("KEEP".into(), "it's kept".into()),
         ],
         env_remove: vec!["TMUX".into()],
+        secret_env: Vec::new(),
         cwd: std::path::PathBuf::new(),
         log: "/nowhere".into(),
         title: String::new(),

@@ -25,9 +25,9 @@ use tokio::sync::mpsc::UnboundedReceiver;
 /// The model a role asks for, with its key read from the environment; `cache_key` is the
 /// agent's OpenAI `prompt_cache_key` ([`cache_key`]), sent unless the role turns caching off.
 pub fn model_for(role: &Role, cache_key: String) -> Result<Arc<dyn Model>, AgentError> {
-    let (api, default_env) = match role.provider {
-        Provider::Openai => (ApiKind::OpenAi, "OPENAI_API_KEY"),
-        Provider::Anthropic => (ApiKind::Anthropic, "ANTHROPIC_API_KEY"),
+    let api = match role.provider {
+        Provider::Openai => ApiKind::OpenAi,
+        Provider::Anthropic => ApiKind::Anthropic,
         Provider::Exec => return Err(AgentError::Config("the exec provider has no model".into())),
         p @ (Provider::ClaudeCode | Provider::Codex | Provider::QwenCode | Provider::Cli) => {
             return Err(AgentError::Config(format!(
@@ -37,9 +37,9 @@ pub fn model_for(role: &Role, cache_key: String) -> Result<Arc<dyn Model>, Agent
         }
     };
     let key_env = role
-        .api_key_env
-        .clone()
-        .unwrap_or_else(|| default_env.to_string());
+        .provider
+        .key_env(role.api_key_env.as_deref())
+        .unwrap_or_default();
     let api_key = std::env::var(&key_env).ok().filter(|k| !k.is_empty());
     if role.model.is_empty() {
         return Err(AgentError::Fatal(format!(

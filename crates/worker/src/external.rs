@@ -387,10 +387,9 @@ pub fn plan(
         (env::MCP_CONFIG.into(), mcp_file.display().to_string()),
         (env::PROMPT_FILE.into(), prompt_file.display().to_string()),
     ];
-    let key = |default: &str| {
-        let var = role.api_key_env.clone().unwrap_or_else(|| default.into());
-        std::env::var(&var).ok()
-    };
+    // The role's API key, from the variable its provider reads.
+    let key_var = role.provider.key_env(role.api_key_env.as_deref());
+    let key = || key_var.as_deref().and_then(|v| std::env::var(v).ok());
     let (program_name, mut args) = match role.provider {
         Provider::Cli => {
             let Some(template) = role.command.as_ref().filter(|c| !c.is_empty()) else {
@@ -419,7 +418,7 @@ pub fn plan(
         Provider::ClaudeCode => {
             let config_dir = home.join(".claude");
             let settings = home.join("settings.json");
-            let api_key = key("ANTHROPIC_API_KEY").unwrap_or_default();
+            let api_key = key().unwrap_or_default();
             let tail: String = api_key
                 .chars()
                 .rev()
@@ -512,10 +511,7 @@ pub fn plan(
         }
         Provider::Codex => {
             let codex_home = home.join(".codex");
-            let key_var = role
-                .api_key_env
-                .clone()
-                .unwrap_or_else(|| "OPENAI_API_KEY".into());
+            let key_var = key_var.clone().unwrap_or_default();
             let base = role
                 .base_url
                 .clone()
@@ -580,7 +576,7 @@ pub fn plan(
                 ("CODEX_HOME".into(), codex_home.display().to_string()),
                 ("TMPDIR".into(), tmp.display().to_string()),
             ]);
-            if let Some(k) = key("OPENAI_API_KEY") {
+            if let Some(k) = key() {
                 envs.push((key_var, k));
             }
             let mut args: Vec<String> = if headless {
@@ -627,7 +623,7 @@ pub fn plan(
             if let Some(url) = &role.base_url {
                 envs.push(("OPENAI_BASE_URL".into(), url.clone()));
             }
-            if let Some(k) = key("OPENAI_API_KEY") {
+            if let Some(k) = key() {
                 envs.push(("OPENAI_API_KEY".into(), k));
             }
             let mut args = vec!["--approval-mode".to_string(), "yolo".to_string()];

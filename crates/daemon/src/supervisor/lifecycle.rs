@@ -625,12 +625,21 @@ impl Step<'_> {
             }
             _ => cfg.workspace.clone(),
         };
+        // On another host the agent inherits nothing from this daemon: its model API key goes
+        // with it (over the link's standard input, as its secret does).
+        let secret_env = provider
+            .key_env(role.api_key_env.as_deref())
+            .filter(|_| host.is_some())
+            .and_then(|var| std::env::var(&var).ok().map(|v| (var, v)))
+            .into_iter()
+            .collect();
         Ok(LaunchSpec {
             name: rec.info.name.clone(),
             role: rec.info.role.clone(),
             argv,
             env: envs,
             env_remove: vec!["TMUX".into(), "TMUX_PANE".into()],
+            secret_env,
             cwd,
             log: self.sup.paths.agent_log(&rec.info.name),
             title: match &host {

@@ -164,6 +164,10 @@ task_created = {{ command = "cat > created.json; env | grep '^AGENT_TEAM_' | sor
     assert_eq!(created["event"]["task"]["title"], "write the docs");
     assert_eq!(created["agent_id"], "leader");
     assert_eq!(created["team_id"], "hk");
+    // And the names Nyzhi's hooks read (hook_event_name, teammate_name, team_name).
+    assert_eq!(created["hook_event_name"], "task_created", "{created}");
+    assert_eq!(created["teammate_name"], "leader", "{created}");
+    assert_eq!(created["team_name"], "hk", "{created}");
     let seq = created["seq"].as_u64().unwrap();
     assert!(seq > 0);
     let env = std::fs::read_to_string(sb.path("created.env")).unwrap();

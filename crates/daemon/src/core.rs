@@ -592,8 +592,9 @@ impl Core {
                         agents,
                         tasks,
                         timeout_ms,
+                        any,
                     } => self
-                        .supervise(|s| s.wait_request(conn, id, agents, tasks, timeout_ms))
+                        .supervise(|s| s.wait_request(conn, id, agents, tasks, timeout_ms, any))
                         .transpose(),
                     Request::Restart { name } => self
                         .supervise(|s| s.restart_request(&actor, conn, id, &name))

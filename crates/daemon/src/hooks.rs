@@ -113,6 +113,26 @@ impl HookRunner for ShellRunner {
     }
 }
 
+/// What a hook reads on stdin: the event's envelope, with the names Nyzhi's (and Claude
+/// Code's) hooks read beside it: `hook_event_name` (the hook: `task_completed`, …),
+/// `team_name`, and `teammate_name` when the event is about an agent. Added when the hook runs,
+/// so a run stored by an older daemon gets them too.
+fn hook_stdin(team: &str, run: &HookRun) -> Vec<u8> {
+    match serde_json::from_str::<serde_json::Value>(&run.input) {
+        Ok(serde_json::Value::Object(mut m)) => {
+            m.entry("hook_event_name")
+                .or_insert_with(|| run.hook.clone().into());
+            m.entry("team_name").or_insert_with(|| team.into());
+            if let Some(agent) = &run.agent {
+                m.entry("teammate_name")
+                    .or_insert_with(|| agent.clone().into());
+            }
+            serde_json::to_vec(&m).unwrap_or_else(|_| run.input.clone().into_bytes())
+        }
+        _ => run.input.clone().into_bytes(),
+    }
+}
+
 /// Runs one hook to its end or its timeout, inside `sandbox` with a clean environment (a hook
 /// script is a workspace file, which agents write).
 pub fn run_hook(
@@ -158,7 +178,7 @@ pub fn run_hook(
     };
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that does not read its stdin must not hold this thread past its timeout.
-        let input = run.input.clone().into_bytes();
+        let input = hook_stdin(team, run);
         let _ = std::thread::Builder::new()
             .name("hook-stdin".into())
             .spawn(move || {
@@ -721,7 +741,7 @@ mod tests {
             "t",
             &run(
                 "cat > got; echo \"$AGENT_TEAM_TEAM $AGENT_TEAM_AGENT $AGENT_TEAM_TASK_ID \
-                 $AGENT_TEAM_HOOK_EVENT $AGENT_TEAM_EVENT_SEQ\" >> got; echo nope >&2; exit 2",
+                 $AGENT_TEAM_HOOK_EVENT $AGENT_TEAM_EVENT_SEQ\" > env; echo nope >&2; exit 2",
                 5,
                 dir.path(),
             ),
@@ -730,8 +750,17 @@ mod tests {
         assert_eq!(out.exit_code, Some(2));
         assert_eq!(out.stderr, "nope\n");
         assert_eq!(
-            std::fs::read_to_string(dir.path().join("got")).unwrap(),
-            "{\"seq\":7}t w1 3 run_finished 7\n"
+            std::fs::read_to_string(dir.path().join("env")).unwrap(),
+            "t w1 3 run_finished 7\n"
+        );
+        // The envelope, with the names Nyzhi's hooks read.
+        let got: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("got")).unwrap())
+                .unwrap();
+        assert_eq!(
+            got,
+            serde_json::json!({"seq": 7, "hook_event_name": "run_finished", "team_name": "t",
+                "teammate_name": "w1"})
         );
     }
 

@@ -321,10 +321,13 @@ fn wait_for_answers_when_settled_or_at_the_deadline() {
         .unwrap();
     let mut step = sup.step(&mut state);
     assert!(
-        step.wait_request(1, 1, vec![], vec![99], 1000).is_err(),
+        step.wait_request(1, 1, vec![], vec![99], 1000, false)
+            .is_err(),
         "no task 99"
     );
-    let r = step.wait_request(1, 2, vec![], vec![t.id], 5000).unwrap();
+    let r = step
+        .wait_request(1, 2, vec![], vec![t.id], 5000, false)
+        .unwrap();
     assert!(r.is_none(), "pending: answered later");
     let actions = step.finish();
     let [
@@ -358,14 +361,14 @@ fn wait_for_answers_when_settled_or_at_the_deadline() {
     // Settled already: answered at once.
     let mut step = sup.step(&mut state);
     assert!(matches!(
-        step.wait_request(1, 3, vec![], vec![t.id], 5000),
+        step.wait_request(1, 3, vec![], vec![t.id], 5000, false),
         Ok(Some(Reply::Waited { done: true, .. }))
     ));
     // A teammate still starting: the deadline answers `done: false` with its state.
     step.spawn_request(&Actor::Operator, 7, 1, worker_named("b1"))
         .unwrap();
     assert!(
-        step.wait_request(1, 4, vec!["b1".into()], vec![], 10)
+        step.wait_request(1, 4, vec!["b1".into()], vec![], 10, false)
             .unwrap()
             .is_none()
     );
@@ -379,9 +382,21 @@ fn wait_for_answers_when_settled_or_at_the_deadline() {
             if agents[0].name == "b1" && agents[0].status == AgentStatus::Starting),
         "{answered:?}"
     );
+    // `any`: the finished task is enough while b1 still starts (all of them: not yet).
+    let mut step = sup.step(&mut state);
+    assert!(matches!(
+        step.wait_request(1, 6, vec!["b1".into()], vec![t.id], 5000, true),
+        Ok(Some(Reply::Waited { done: true, .. }))
+    ));
+    assert!(
+        step.wait_request(1, 7, vec!["b1".into()], vec![t.id], 5000, false)
+            .unwrap()
+            .is_none()
+    );
+    step.finish();
     // The cap: at most 600 s.
     let mut step = sup.step(&mut state);
-    step.wait_request(1, 5, vec!["b1".into()], vec![], 10_000_000)
+    step.wait_request(1, 5, vec!["b1".into()], vec![], 10_000_000, false)
         .unwrap();
     assert!(matches!(
         step.finish().as_slice(),

@@ -600,6 +600,16 @@ impl ServerHandler for TeamServer {
                 .map_err(|e| ErrorData::invalid_params(e.to_string(), None))?;
             return Ok(self.wait_for_messages(&parsed).await.into());
         }
+        // A CLI polling its inbox takes what is queued for it here (and marks it read), as a
+        // wait that does not wait; asking for read ones too is the board's inbox.
+        if name == agent_team_tools::ReadInbox::NAME {
+            let parsed = agent_team_tools::parse::<agent_team_tools::ReadInbox>(name, &args)
+                .map_err(|e| ErrorData::invalid_params(e.to_string(), None))?;
+            if parsed.unread_only.unwrap_or(true) {
+                let now = WaitForMessages { timeout_s: Some(0) };
+                return Ok(self.wait_for_messages(&now).await.into());
+            }
+        }
         let call = ToolCall::parse(name, &args)
             .map_err(|e| ErrorData::invalid_params(e.to_string(), None))?;
         let outcome = tools::run(&self.ctx, &call).await;

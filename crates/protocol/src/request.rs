@@ -251,8 +251,9 @@ pub enum Request {
         members: Vec<SpawnMember>,
     },
     /// Wait until each named teammate is settled (`idle`, `exited`, `stopped`, `failed`) and
-    /// each named task is finished (`completed`, `failed`, `cancelled`), or until the timeout;
-    /// answered with their states. Neither named: every teammate.
+    /// each named task is finished (`completed`, `failed`, `cancelled`) — with `any`, until the
+    /// first of them is — or until the timeout; answered with their states. Neither named:
+    /// every teammate.
     WaitFor {
         /// Agents to wait for.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -263,6 +264,10 @@ pub enum Request {
         /// How long to wait at most, in milliseconds (at most 600000).
         #[serde(default = "default_wait_ms")]
         timeout_ms: u64,
+        /// Done at the first named teammate settled or task finished (pydantic's and Qwen's
+        /// "first to finish"), not when all are.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        any: bool,
     },
     /// Stop one agent; it is not restarted and its task is released.
     Kill {

@@ -19,18 +19,18 @@ mod web;
 
 pub use files::{EditFile, Glob, Grep, ListFiles, ReadFile, WriteFile};
 pub use memory::{MemoryGet, MemoryList, MemorySet};
-pub use messages::{Broadcast, SendMessage, WaitForMessages};
+pub use messages::{Broadcast, ReadInbox, SendMessage, WaitForMessages};
 pub use parse::{ToolArgError, parse};
 pub use plans::{DecidePlan, SubmitPlan};
 pub use schema::model_schema;
 pub use shell::Bash;
 pub use tasks::{
-    AssignTask, BoardStatus, ClaimTask, CreateTask, FinishedStatus, ListTasks, ReleaseTask,
+    AssignTask, BoardStatus, ClaimTask, CreateTask, ListTasks, ReleaseTask, StatusUpdate,
     UpdateTaskStatus,
 };
 pub use team::{
     CloseTeammate, DecidePermission, DiffTeammate, FinishTeam, FinishTeammateWork, ListTeammates,
-    ResumeTeammate, SpawnTeam, SpawnTeammate, TeamMember, WaitFor, WorkAction,
+    ResumeTeammate, SpawnTeam, SpawnTeammate, TeamMember, WaitFor, WaitMode, WorkAction,
 };
 pub use todos::{TodoItem, TodoStatus, TodoWrite};
 pub use web::WebFetch;
@@ -187,6 +187,7 @@ catalogue!(
     AssignTask,
     SendMessage,
     Broadcast,
+    ReadInbox,
     ListTeammates,
     ListTasks,
     FinishTeam,

@@ -37,6 +37,22 @@ impl Tool for Broadcast {
     const AUDIENCE: Audience = Audience::EVERYONE;
 }
 
+/// Arguments of `read_inbox`: an agent that polls (Qwen Code's, pydantic's and Nyzhi's
+/// leaders do) looks at its messages.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadInbox {
+    /// only messages not yet read (default true)
+    pub unread_only: Option<bool>,
+}
+
+impl Tool for ReadInbox {
+    const NAME: &'static str = "read_inbox";
+    const DESCRIPTION: &'static str = "Your messages, oldest first, without waiting: by default \
+        the ones not yet read. (Messages also reach you by themselves between your steps.)";
+    const AUDIENCE: Audience = Audience::EVERYONE;
+}
+
 /// Arguments of `wait_for_messages`: the long poll an external agent CLI uses over MCP to get
 /// its messages (our own workers get them pushed, so it is not in their catalogue).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]

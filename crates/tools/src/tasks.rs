@@ -87,32 +87,34 @@ impl Tool for ClaimTask {
     const AUDIENCE: Audience = Audience::TEAMMATE;
 }
 
-/// How a held task ends.
+/// What `update_task_status` makes of a task: a claim (Qwen Code's way of taking one), or how
+/// the held task ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum FinishedStatus {
+pub enum StatusUpdate {
+    /// Take it (a pending, unowned task whose blockers are completed), as `claim_task` does.
+    InProgress,
     /// It is done.
     Completed,
     /// It could not be done.
     Failed,
 }
 
-/// Arguments of `update_task_status`: a teammate finishes the task it holds.
+/// Arguments of `update_task_status`: a teammate finishes the task it holds (or claims one).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTaskStatus {
     /// the task's id
     pub id: u64,
-    /// completed or failed
-    pub status: FinishedStatus,
+    /// completed or failed (the task you hold), or in_progress to claim a pending one
+    pub status: StatusUpdate,
     /// a short result
     pub result: Option<String>,
 }
 
 impl Tool for UpdateTaskStatus {
     const NAME: &'static str = "update_task_status";
-    const DESCRIPTION: &'static str =
-        "Finish the task you hold: completed or failed, with a short result.";
+    const DESCRIPTION: &'static str = "Finish the task you hold: completed or failed, with a short result. in_progress claims a pending task, as claim_task does.";
     const AUDIENCE: Audience = Audience::TEAMMATE;
 }
 

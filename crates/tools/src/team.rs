@@ -70,6 +70,18 @@ pub struct WaitFor {
     pub tasks: Option<Vec<u64>>,
     /// give up after this many seconds (default 60, at most 600)
     pub timeout_s: Option<u64>,
+    /// all (default): until every one is done; any: until the first one is
+    pub mode: Option<WaitMode>,
+}
+
+/// Whether `wait_for` waits for all it names or the first of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitMode {
+    /// Every named teammate settled and every named task finished.
+    All,
+    /// The first named teammate settled or task finished.
+    Any,
 }
 
 impl WaitFor {
@@ -81,7 +93,7 @@ impl WaitFor {
 
 impl Tool for WaitFor {
     const NAME: &'static str = "wait_for";
-    const DESCRIPTION: &'static str = "Wait until each named teammate is idle/exited/stopped/failed and each named task is completed/failed/cancelled, or until the timeout (default 60 s, at most 600 s); returns their states. With neither, waits for every teammate.";
+    const DESCRIPTION: &'static str = "Wait until each named teammate is idle/exited/stopped/failed and each named task is completed/failed/cancelled (mode any: until the first of them is), or until the timeout (default 60 s, at most 600 s); returns their states. With neither, waits for every teammate.";
     const AUDIENCE: Audience = Audience::LEADER;
 }
 

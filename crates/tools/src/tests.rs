@@ -117,7 +117,7 @@ fn names_are_unique_and_known() {
         assert!(is_known_tool(t.name));
         assert_eq!(lookup(t.name).map(|d| d.name), Some(t.name));
     }
-    assert_eq!(CATALOGUE.len(), 32);
+    assert_eq!(CATALOGUE.len(), 33);
     assert!(!is_known_tool("teleport"));
     assert!(!is_known_tool("Bash"));
 }
@@ -157,6 +157,7 @@ fn the_audience_lists_are_the_ones_agents_always_had() {
             "assign_task",
             "send_message",
             "broadcast",
+            "read_inbox",
             "list_teammates",
             "list_tasks",
             "finish_team",
@@ -172,6 +173,7 @@ fn the_audience_lists_are_the_ones_agents_always_had() {
         [
             "send_message",
             "broadcast",
+            "read_inbox",
             "list_teammates",
             "list_tasks",
             "claim_task",
@@ -274,7 +276,7 @@ fn typed_parse_gives_the_arguments() {
         u,
         ToolCall::UpdateTaskStatus(UpdateTaskStatus {
             id: 3,
-            status: FinishedStatus::Failed,
+            status: StatusUpdate::Failed,
             result: Some("no".into())
         })
     );
@@ -369,7 +371,7 @@ fn bad_arguments_are_refused_naming_the_tool_and_the_field() {
     let (field, text) = error("update_task_status", json!({"id": 1, "status": "done"}));
     assert_eq!(field.as_deref(), Some("status"));
     assert!(
-        text.contains("field `status` must be one of `completed`, `failed`, not string \"done\""),
+        text.contains("field `status` must be one of `in_progress`, `completed`, `failed`, not string \"done\""),
         "{text}"
     );
 

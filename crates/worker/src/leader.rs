@@ -194,6 +194,7 @@ async fn last_turns(link: &Link, grace_secs: u64, out: &Output) {
         agents: Vec::new(),
         tasks: Vec::new(),
         timeout_ms,
+        any: false,
     };
     match link.call_retry(req).await {
         Ok(Reply::Waited {

@@ -767,6 +767,7 @@ fn last_reports(
         timeout_ms: grace_secs
             .saturating_mul(1000)
             .min(agent_team_protocol::MAX_WAIT_MS),
+        any: false,
     };
     if let Ok(Reply::Waited {
         done: false,

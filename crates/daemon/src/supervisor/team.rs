@@ -14,6 +14,8 @@ pub(crate) struct Wait {
     id: u64,
     agents: Vec<String>,
     tasks: Vec<u64>,
+    /// Done at the first one settled.
+    any: bool,
 }
 
 /// Whether an agent in `status` is done for `wait_for`: nothing running.
@@ -221,6 +223,7 @@ impl Step<'_> {
         agents: Vec<String>,
         tasks: Vec<u64>,
         timeout_ms: u64,
+        any: bool,
     ) -> Result<Option<Reply>, ErrorBody> {
         let agents = if agents.is_empty() && tasks.is_empty() {
             self.state
@@ -255,6 +258,7 @@ impl Step<'_> {
             id,
             agents,
             tasks,
+            any,
         };
         if let Some(reply) = self.wait_reply(&wait, false) {
             return Ok(Some(reply));
@@ -282,8 +286,11 @@ impl Step<'_> {
             .filter_map(|t| self.state.task(*t).ok().cloned())
             .collect();
         // An agent removed from the roster (a spawn rolled back) will not settle: it is done.
-        let done = agents.iter().all(|a| settled(a.status))
-            && tasks.iter().all(|t| t.status.is_terminal());
+        let done = if w.any && !(agents.is_empty() && tasks.is_empty()) {
+            agents.iter().any(|a| settled(a.status)) || tasks.iter().any(|t| t.status.is_terminal())
+        } else {
+            agents.iter().all(|a| settled(a.status)) && tasks.iter().all(|t| t.status.is_terminal())
+        };
         (done || timed_out).then_some(Reply::Waited {
             done,
             agents,

@@ -88,6 +88,7 @@ fn wait_for_answers_when_its_task_finishes_or_at_its_timeout() {
             agents: vec![],
             tasks: vec![task.id],
             timeout_ms: 200,
+            any: false,
         })
         .unwrap()
     {
@@ -106,6 +107,7 @@ fn wait_for_answers_when_its_task_finishes_or_at_its_timeout() {
             agents: vec![],
             tasks: vec![id],
             timeout_ms: 60_000,
+            any: false,
         })
     });
     let mut b1 = t.agent("b1");
@@ -131,6 +133,7 @@ fn wait_for_answers_when_its_task_finishes_or_at_its_timeout() {
             agents: vec!["nobody".into()],
             tasks: vec![],
             timeout_ms: 10,
+            any: false,
         })
         .unwrap_err();
     assert_eq!(e.body().unwrap().code, ErrorCode::NotFound);

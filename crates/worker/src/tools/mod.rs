@@ -350,6 +350,7 @@ async fn run_inner(ctx: &ToolCtx, call: &ToolCall) -> Result<ToolOutcome, String
         ToolCall::DecidePlan(a) => plans::decide_plan(ctx, a).await,
         ToolCall::SubmitPlan(a) => plans::submit_plan(ctx, a).await,
         ToolCall::ClaimTask(a) => team::claim_task(ctx, a).await,
+        ToolCall::ReadInbox(a) => team::read_inbox(ctx, a).await,
         ToolCall::UpdateTaskStatus(a) => team::update_task_status(ctx, a).await,
         ToolCall::ReleaseTask(a) => team::release_task(ctx, a).await,
         ToolCall::MemorySet(a) => memory::memory_set(ctx, a).await,

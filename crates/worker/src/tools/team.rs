@@ -4,8 +4,8 @@ use super::{ToolCtx, ToolOutcome, daemon, to_json};
 use agent_team_protocol::*;
 use agent_team_tools::{
     AssignTask, BoardStatus, Broadcast, ClaimTask, CloseTeammate, CreateTask, DecidePermission,
-    DiffTeammate, FinishTeam, FinishTeammateWork, FinishedStatus, ListTasks, ReleaseTask,
-    ResumeTeammate, SendMessage, SpawnTeam, SpawnTeammate, UpdateTaskStatus, WaitFor, WorkAction,
+    DiffTeammate, FinishTeam, FinishTeammateWork, ListTasks, ReleaseTask, ResumeTeammate,
+    SendMessage, SpawnTeam, SpawnTeammate, StatusUpdate, UpdateTaskStatus, WaitFor, WorkAction,
 };
 use serde_json::{Value, json};
 
@@ -64,6 +64,7 @@ pub(super) async fn wait_for(ctx: &ToolCtx, a: &WaitFor) -> Result<ToolOutcome, 
         agents: a.teammates.clone().unwrap_or_default(),
         tasks: a.tasks.clone().unwrap_or_default(),
         timeout_ms: a.timeout_ms(),
+        any: a.mode == Some(agent_team_tools::WaitMode::Any),
     };
     Ok(match daemon(ctx, req).await? {
         Reply::Waited {
@@ -209,8 +210,11 @@ pub(super) async fn update_task_status(
     a: &UpdateTaskStatus,
 ) -> Result<ToolOutcome, String> {
     let status = match a.status {
-        FinishedStatus::Completed => TaskStatus::Completed,
-        FinishedStatus::Failed => TaskStatus::Failed,
+        StatusUpdate::InProgress => {
+            return claim_task(ctx, &agent_team_tools::ClaimTask { id: a.id }).await;
+        }
+        StatusUpdate::Completed => TaskStatus::Completed,
+        StatusUpdate::Failed => TaskStatus::Failed,
     };
     let req = Request::TaskFinish {
         id: a.id,
@@ -222,6 +226,36 @@ pub(super) async fn update_task_status(
 
 pub(super) async fn send_message(ctx: &ToolCtx, a: &SendMessage) -> Result<ToolOutcome, String> {
     send(ctx, a.to.clone(), &a.text, a.summary.clone()).await
+}
+
+pub(super) async fn read_inbox(
+    ctx: &ToolCtx,
+    a: &agent_team_tools::ReadInbox,
+) -> Result<ToolOutcome, String> {
+    let req = Request::Inbox {
+        agent: None,
+        unread_only: a.unread_only.unwrap_or(true),
+        after: None,
+    };
+    Ok(match daemon(ctx, req).await? {
+        Reply::Messages { messages } if messages.is_empty() => {
+            ToolOutcome::ok("no messages".to_string())
+        }
+        Reply::Messages { messages } => ToolOutcome::ok(
+            messages
+                .iter()
+                .map(|m| {
+                    let state = serde_json::to_value(m.state)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    format!("[message {} from {}, {state}] {}", m.id, m.from, m.body)
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+        other => ToolOutcome::ok(to_json(&other)),
+    })
 }
 
 pub(super) async fn broadcast(ctx: &ToolCtx, a: &Broadcast) -> Result<ToolOutcome, String> {

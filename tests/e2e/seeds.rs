@@ -1,6 +1,7 @@
 //! What the seeds' leaders expect of the board (issue 31): Qwen Code's `update_task_status
 //! {status: "in_progress"}` as a claim, pydantic's and Qwen's "first to finish" wait
-//! (`wait_for {mode: "any"}`), `read_inbox` for agents that poll; against the mock model.
+//! (`wait_for {mode: "any"}`), `read_inbox` for agents that poll, lauren's `get_all()` as
+//! `memory_list {values: true}`; against the mock model.
 
 use agent_team_e2e::*;
 use agent_team_mockmodel::{MockModel, Step, Wire};
@@ -42,6 +43,10 @@ fn a_teammate_claims_with_update_task_status_reads_its_inbox_and_the_leader_wait
                 ("create_task", json!({"title": "task one"})),
                 ("create_task", json!({"title": "task two"})),
                 ("spawn_teammate", json!({"role": "worker", "name": "q1"})),
+                (
+                    "memory_set",
+                    json!({"key": "notes/plan", "value": {"steps": 2}}),
+                ),
             ]),
             tools(&[(
                 "send_message",
@@ -70,6 +75,7 @@ fn a_teammate_claims_with_update_task_status_reads_its_inbox_and_the_leader_wait
                 meanwhile: Box::new(Step::Text("Waiting for work.".into())),
             },
             tools(&[("read_inbox", json!({"unread_only": false}))]),
+            tools(&[("memory_list", json!({"values": true}))]),
             tools(&[(
                 "update_task_status",
                 json!({"id": 1, "status": "completed", "result": "one is done"}),
@@ -98,13 +104,20 @@ fn a_teammate_claims_with_update_task_status_reads_its_inbox_and_the_leader_wait
     // The claim by update_task_status was a claim, read_inbox showed the leader's message
     // (already read: it had woken q1), and the completion went through.
     let q1 = tool_results(&mock.requests("q1"));
-    assert_eq!(q1.len(), 3, "{q1:?}");
-    assert_eq!(q1[0], "task 1 (task one) is in_progress, owner q1", "{q1:?}");
+    assert_eq!(q1.len(), 4, "{q1:?}");
+    assert_eq!(
+        q1[0], "task 1 (task one) is in_progress, owner q1",
+        "{q1:?}"
+    );
     assert!(
         q1[1].contains("from leader, read] please claim task 1 (marker-7c1)"),
         "{q1:?}"
     );
-    assert_eq!(q1[2], "task 1 (task one) is completed, owner q1", "{q1:?}");
+    // memory_list {values: true} gave the values with the keys (lauren's get_all).
+    let listed: serde_json::Value = serde_json::from_str(&q1[2]).unwrap();
+    assert_eq!(listed[0]["key"], "notes/plan", "{listed}");
+    assert_eq!(listed[0]["value"], json!({"steps": 2}), "{listed}");
+    assert_eq!(q1[3], "task 1 (task one) is completed, owner q1", "{q1:?}");
     // wait_for {mode: any} answered at the first finished task, the other still pending.
     let leader = tool_results(&mock.requests("leader"));
     let waited: serde_json::Value = leader

@@ -95,17 +95,22 @@ fn story(sb: &Sandbox) -> Vec<String> {
                 decision,
                 worker,
                 round,
+                ..
             } => Some(format!(
                 "decision {decision}{} r{round}",
                 worker.map(|w| format!(" {w}")).unwrap_or_default()
             )),
-            Event::WorkerStarted { worker, round } => Some(format!("started {worker} r{round}")),
+            Event::WorkerStarted { worker, round, .. } => {
+                Some(format!("started {worker} r{round}"))
+            }
             Event::WorkerFinished {
                 worker,
                 round,
                 output,
             } => Some(format!("finished {worker} r{round}: {output}")),
-            Event::FinalAnswer { answer } => Some(format!("final: {answer}")),
+            Event::FinalAnswer { answer, rounds } => {
+                Some(format!("final: {answer} ({rounds} rounds)"))
+            }
             Event::RunFinished { success, .. } => Some(format!("run finished ({success})")),
             _ => None,
         })
@@ -223,7 +228,7 @@ fn a_coordinator_routes_to_two_workers_and_ends_with_done() {
             "started b2 r2",
             "finished b2 r2: Looks good.",
             "decision done r3",
-            "final: Once upon a time (reviewed).",
+            "final: Once upon a time (reviewed). (3 rounds)",
             "run finished (true)",
         ]
     );
@@ -233,7 +238,7 @@ fn a_coordinator_routes_to_two_workers_and_ends_with_done() {
 }
 
 #[test]
-fn max_rounds_without_done_ends_with_the_last_output_and_no_success() {
+fn max_rounds_without_done_ends_with_every_workers_output_and_no_success() {
     let mock = MockModel::start_background(Wire::OpenAi).unwrap();
     mock.script(
         "leader",
@@ -241,13 +246,33 @@ fn max_rounds_without_done_ends_with_the_last_output_and_no_success() {
     );
     mock.script("b1", vec![on("Draft it.", text("a draft"))]);
     mock.script("b2", vec![on("Polish it.", text("a polished draft"))]);
-    let sb = sandbox(&mock, "strategy = \"coordinator\"\nmax_rounds = 2");
+    // lauren-ai's own custom prompt, word for word (single braces).
+    let sb = sandbox(
+        &mock,
+        "strategy = \"coordinator\"\nmax_rounds = 2\ncoordinator_prompt = \"\"\"\
+         Workers: {worker_descriptions}\nTask: {task}\nPrior: {prior_outputs}\n\
+         Reply with ROUTE: <name> or DONE: <answer>\"\"\"",
+    );
     let (ok, r) = run_json(&sb, "Write something", &[]);
     assert!(!ok, "a run without success exits non-zero");
+    // The coordinator saw the task and the workers, filled as lauren fills them.
+    let asked = said(&mock.requests("leader")[0]);
+    assert!(
+        asked.contains("Task: Write something\nPrior: (none yet)") && asked.contains("- b1: "),
+        "{asked}"
+    );
+    assert!(!asked.contains("{task}"), "{asked}");
+    // lauren's event fields: the decision's text, the worker's task, the rounds.
+    let ev = events(&sb);
+    assert!(ev.iter().any(|e| matches!(&e.event,
+        Event::CoordinatorDecision { text, .. } if text == "ROUTE: b1\nDraft it.")));
+    assert!(ev.iter().any(|e| matches!(&e.event,
+        Event::WorkerStarted { worker, task, .. }
+            if worker == "b2" && task.starts_with("Polish it.\n\n(The team's goal: Write something)"))));
     assert!(!r.success);
     assert_eq!(
-        r.result, "a polished draft",
-        "the last output is the answer"
+        r.result, "b1: a draft\n\nb2: a polished draft",
+        "every worker's output is the answer, as lauren gives it"
     );
     assert_eq!((r.strategy, r.rounds), (TeamStrategy::Coordinator, 2));
     assert_eq!(
@@ -264,7 +289,7 @@ fn max_rounds_without_done_ends_with_the_last_output_and_no_success() {
     assert_eq!(
         s[s.len() - 2..],
         [
-            "final: a polished draft".to_string(),
+            "final: b1: a draft\n\nb2: a polished draft (2 rounds)".to_string(),
             "run finished (false)".to_string()
         ]
     );
@@ -312,7 +337,7 @@ fn a_bad_route_is_told_back_once_then_spends_the_round() {
             "started b1 r2",
             "finished b1 r2: did it",
             "decision done r3",
-            "final: done by b1",
+            "final: done by b1 (3 rounds)",
             "run finished (true)",
         ]
     );
@@ -391,7 +416,7 @@ fn collaborate_in_parallel_gives_every_worker_the_goal_at_once_then_synthesises(
     assert_eq!(
         s[s.len() - 2..],
         [
-            "final: A blue apple.".to_string(),
+            "final: A blue apple. (1 rounds)".to_string(),
             "run finished (true)".to_string()
         ]
     );
@@ -441,7 +466,7 @@ fn collaborate_in_sequence_hands_each_worker_the_outputs_so_far() {
             "finished b1 r1: bring bread",
             "started b2 r2",
             "finished b2 r2: bring cheese for the bread",
-            "final: Bread and cheese.",
+            "final: Bread and cheese. (2 rounds)",
             "run finished (true)",
         ]
     );
@@ -577,5 +602,42 @@ fn a_worker_that_connects_after_its_task_was_given_still_does_it() {
     assert_eq!(
         r.worker_outputs.get("b1").map(String::as_str),
         Some("bring bread")
+    );
+}
+
+/// lauren-ai's `TeamMemory` is fresh for each `run()`: with `memory = "run"` a run starts with
+/// no keys, and `memory list --values` gives every value (lauren's `get_all()`).
+#[test]
+fn memory_per_run_starts_each_run_empty_and_lists_with_values() {
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    for (goal, a, b) in [
+        ("first goal", "one", "two"),
+        ("second goal", "three", "four"),
+    ] {
+        mock.script("b1", vec![on(goal, text(a))]);
+        mock.script("b2", vec![on(goal, text(b))]);
+        mock.script("leader", vec![text("synthesised")]);
+    }
+    let sb = sandbox(
+        &mock,
+        "strategy = \"collaborate\"\ncollaborate_order = \"sequential\"\nmemory = \"run\"",
+    );
+    let (ok, _) = run_json(&sb, "first goal", &[]);
+    assert!(ok);
+    let all = |sb: &Sandbox| -> serde_json::Value {
+        serde_json::from_str(&sb.ok(&["--team", "st", "memory", "list", "--values", "--json"]))
+            .unwrap()
+    };
+    assert_eq!(all(&sb), json!({"outputs/b1": "one", "outputs/b2": "two"}));
+    // Without --json: each key and its whole value.
+    let listed = sb.ok(&["--team", "st", "memory", "list", "--values"]);
+    assert_eq!(listed, "outputs/b1:\none\noutputs/b2:\ntwo\n");
+    // A key of the operator's between runs does not survive the next run either.
+    sb.ok(&["--team", "st", "memory", "set", "notes/extra", "1"]);
+    let (ok, _) = run_json(&sb, "second goal", &[]);
+    assert!(ok);
+    assert_eq!(
+        all(&sb),
+        json!({"outputs/b1": "three", "outputs/b2": "four"})
     );
 }

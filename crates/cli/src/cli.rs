@@ -554,6 +554,10 @@ pub enum MemoryCmd {
         /// Print JSON: every entry with its whole value.
         #[arg(long)]
         json: bool,
+        /// Every key with its whole value (lauren-ai's `get_all()`); with `--json`, one object
+        /// of key → value.
+        #[arg(long)]
+        values: bool,
     },
     /// Print one key's value (a string as it is, anything else as JSON).
     Get {

@@ -114,6 +114,7 @@ pub fn empty_team(name: &str, workspace: &Path) -> TeamConfig {
         max_rounds: DEFAULT_MAX_ROUNDS,
         coordinator_prompt: DEFAULT_COORDINATOR_PROMPT.to_string(),
         collaborate_order: CollaborateOrder::Parallel,
+        memory: Default::default(),
         budget: Default::default(),
         role_budgets: Default::default(),
         prices: Default::default(),

@@ -264,6 +264,18 @@ pub struct PolicyRule {
     pub action: PermAction,
 }
 
+/// How long the team's memory lives (`memory` in the team file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum MemoryScope {
+    /// As long as the team: runs build on what earlier runs stored.
+    #[default]
+    Team,
+    /// One run: every key is deleted when a run starts (lauren-ai's `TeamMemory`, created
+    /// fresh for each `run()`).
+    Run,
+}
+
 /// In which order the workers of a `collaborate` run work on the goal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -572,6 +584,9 @@ pub struct TeamConfig {
     /// Whether `collaborate` workers work at once or one after another.
     #[serde(default)]
     pub collaborate_order: CollaborateOrder,
+    /// Whether the team's memory is kept across runs or fresh for each.
+    #[serde(default)]
+    pub memory: MemoryScope,
     /// The team's budget (`budget_tokens` / `budget_usd` at the top level).
     #[serde(default)]
     pub budget: agent_team_protocol::BudgetLimit,

@@ -117,6 +117,7 @@ struct RawTeamFile {
     max_rounds: Option<Spanned<u32>>,
     coordinator_prompt: Option<Spanned<String>>,
     collaborate_order: Option<CollaborateOrder>,
+    memory: Option<crate::model::MemoryScope>,
     #[serde(default)]
     limits: Limits,
     #[serde(default)]
@@ -705,6 +706,7 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
             .map(Spanned::into_inner)
             .unwrap_or_else(|| DEFAULT_COORDINATOR_PROMPT.to_string()),
         collaborate_order: raw.collaborate_order.unwrap_or_default(),
+        memory: raw.memory.unwrap_or_default(),
         budget,
         role_budgets,
         prices: raw.prices,

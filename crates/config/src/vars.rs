@@ -412,7 +412,7 @@ fn check_all(cfg: &TeamConfig) -> Result<(), ConfigError> {
         cfg,
         Scope::Coordinator { values: &blanks },
         "coordinator_prompt",
-        &cfg.coordinator_prompt,
+        &coordinator_template(&cfg.coordinator_prompt),
     )?;
     for t in &cfg.tasks {
         check_text(
@@ -496,12 +496,44 @@ pub fn fill_coordinator_prompt(
         ("task", task),
         ("prior_outputs", prior_outputs),
     ];
-    render(
-        cfg,
-        Scope::Coordinator { values: &values },
-        &cfg.coordinator_prompt,
-    )
-    .unwrap_or_else(|_| cfg.coordinator_prompt.clone())
+    let template = coordinator_template(&cfg.coordinator_prompt);
+    render(cfg, Scope::Coordinator { values: &values }, &template)
+        .unwrap_or_else(|_| template.into_owned())
+}
+
+/// `coordinator_prompt` as a template: lauren-ai's single-brace names (`{worker_descriptions}`,
+/// `{task}`, `{prior_outputs}`) are read as `{{…}}`, so a prompt written for lauren is filled
+/// as lauren fills it; any other `{name}` (and everything inside `{{…}}`) stays as written.
+fn coordinator_template(text: &str) -> std::borrow::Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let mut out = String::new();
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'{' && (i == 0 || bytes[i - 1] != b'{') {
+            let rest = &text[i + 1..];
+            let single = COORDINATOR_PLACEHOLDERS.iter().find(|name| {
+                rest.strip_prefix(**name)
+                    .and_then(|r| r.strip_prefix('}'))
+                    .is_some_and(|after| !after.starts_with('}'))
+            });
+            if let Some(name) = single {
+                out.push_str(&text[copied..i]);
+                out.push_str("{{");
+                out.push_str(name);
+                out.push_str("}}");
+                i += name.len() + 2;
+                copied = i;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    if copied == 0 {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    out.push_str(&text[copied..]);
+    std::borrow::Cow::Owned(out)
 }
 
 /// `text` written so that filling it gives `text` back (every `{{` doubled): for text that is
@@ -1113,5 +1145,26 @@ run = "echo {{env}} > out.txt"
         assert!(was && cut.starts_with("xxxxxxxx[secret K]"), "{cut}");
         let (cut, _) = s.mask_and_cut(&format!("{}0123456789a", "x".repeat(12)), 10);
         assert_eq!(cut, "x".repeat(12));
+    }
+
+    /// lauren-ai's quick start writes `{worker_descriptions}`, `{task}`, `{prior_outputs}`:
+    /// filled as lauren fills them; other single-brace text and `{{…}}` as before.
+    #[test]
+    fn a_lauren_coordinator_prompt_with_single_braces_is_filled() {
+        let mut cfg = parse("name = \"q\"\n");
+        cfg.coordinator_prompt =
+            "Workers: {worker_descriptions}\nTask: {task}\nPrior: {prior_outputs}\n\
+             Reply with ROUTE: <name> or DONE: <answer> {not_ours} {{task}} {task}}"
+                .into();
+        check_all(&cfg).unwrap();
+        let filled = fill_coordinator_prompt(&cfg, "w1: writes", "the goal", "none yet");
+        assert_eq!(
+            filled,
+            "Workers: w1: writes\nTask: the goal\nPrior: none yet\n\
+             Reply with ROUTE: <name> or DONE: <answer> {not_ours} the goal {task}}"
+        );
+        // An unknown double-brace name is still an error.
+        cfg.coordinator_prompt = "{task} {{nope}}".into();
+        assert!(check_all(&cfg).is_err());
     }
 }

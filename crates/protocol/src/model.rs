@@ -735,6 +735,9 @@ pub enum Event {
         worker: String,
         /// The round, from 1 (`collaborate`: 1 in parallel, the worker's place in sequence).
         round: u32,
+        /// What it was given to do (its task's description; lauren's `task`).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        task: String,
     },
     /// A worker's task of a `coordinator` or `collaborate` run ended; `output` is its result.
     WorkerFinished {
@@ -755,11 +758,17 @@ pub enum Event {
         worker: Option<String>,
         /// The round, from 1.
         round: u32,
+        /// The coordinator's answer as it wrote it (lauren's `decision` text).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        text: String,
     },
     /// The final answer of a `coordinator` or `collaborate` run, just before `RUN_FINISHED`.
     FinalAnswer {
         /// The answer.
         answer: String,
+        /// The rounds the run took (lauren's `rounds`).
+        #[serde(default)]
+        rounds: u32,
     },
     /// An agent's model response was counted (one per response; the envelope's `agent_id` is
     /// the agent).

@@ -98,6 +98,16 @@ impl TeamState {
         Ok(entry)
     }
 
+    /// Deletes every key (a team whose memory is per run, at the start of one); returns how
+    /// many there were.
+    pub fn memory_clear(&mut self, actor: &Actor, now: Timestamp) -> Outcome<usize> {
+        let keys: Vec<String> = self.memory.keys().cloned().collect();
+        for k in &keys {
+            self.memory_delete(actor, k, now)?;
+        }
+        Ok(keys.len())
+    }
+
     /// Deletes `key`; returns the version the deletion counts as (the last one plus one, as
     /// the `MEMORY_UPDATED` event says). `not_found` when it is not set.
     pub fn memory_delete(&mut self, actor: &Actor, key: &str, now: Timestamp) -> Outcome<u64> {

@@ -695,6 +695,7 @@ fn strategy_events_come_from_the_leader_and_finish_keeps_the_run_details() {
     let started = Event::WorkerStarted {
         worker: "b1".into(),
         round: 1,
+        task: "do it".into(),
     };
     s.emit(&a("leader"), started.clone(), now()).unwrap();
     let e = s.emit(&a("b1"), started, now()).unwrap_err();

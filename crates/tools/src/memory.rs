@@ -43,10 +43,12 @@ impl Tool for MemoryGet {
 pub struct MemoryList {
     /// only keys starting with this, e.g. outputs/
     pub prefix: Option<String>,
+    /// with each key's value (lauren-ai's get_all); values past 64 KiB in all are left out
+    pub values: Option<bool>,
 }
 
 impl Tool for MemoryList {
     const NAME: &'static str = "memory_list";
-    const DESCRIPTION: &'static str = "The keys of the team's shared memory (optionally only those starting with a prefix) with their version, writer and size. Read a value with memory_get.";
+    const DESCRIPTION: &'static str = "The keys of the team's shared memory (optionally only those starting with a prefix) with their version, writer and size, and with values: true their values too. Read one value with memory_get.";
     const AUDIENCE: Audience = Audience::EVERYONE;
 }

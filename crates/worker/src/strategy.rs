@@ -11,7 +11,8 @@
 //!   for one line `ROUTE: <worker>` (further lines are the worker's instructions) or
 //!   `DONE: <answer>`. An unknown worker or an answer that is neither is told back once in the
 //!   same round; a second bad answer spends the round. After `max_rounds` without `DONE` the
-//!   run ends with the last output as its answer and `success: false`.
+//!   run ends with every worker's output as its answer (each worker's latest, as lauren-ai
+//!   gives them) and `success: false`.
 //! - **collaborate**: every worker gets the goal as a task, all at once (`parallel`) or one
 //!   after another with the outputs so far (`sequential`); then the leader's model writes the
 //!   final answer from the goal and every output (the synthesis call).
@@ -298,14 +299,14 @@ impl Leader<'_> {
                 });
                 match decision {
                     Ok(Decision::Done(answer)) => {
-                        self.decision("done", None, round).await?;
+                        self.decision("done", None, round, &text).await?;
                         return Ok((answer, true, self.details(TeamStrategy::Coordinator, round)));
                     }
                     Ok(Decision::Route {
                         worker,
                         instructions,
                     }) => {
-                        self.decision("route", Some(&worker), round).await?;
+                        self.decision("route", Some(&worker), round, &text).await?;
                         let what = if instructions.is_empty() {
                             self.goal.clone()
                         } else {
@@ -323,7 +324,7 @@ impl Leader<'_> {
                         break;
                     }
                     Err(why) => {
-                        self.decision("invalid", None, round).await?;
+                        self.decision("invalid", None, round, &text).await?;
                         self.out
                             .say(&format!("round {round}: unusable answer: {why}"));
                         if told_back {
@@ -341,10 +342,11 @@ impl Leader<'_> {
                 }
             }
         }
-        let answer = history
-            .last()
-            .map(|(_, _, o)| o.clone())
-            .unwrap_or_else(|| format!("no worker produced an output in {max} round(s)"));
+        let answer = if history.is_empty() {
+            format!("no worker produced an output in {max} round(s)")
+        } else {
+            every_output(&history)
+        };
         self.out
             .say(&format!("max_rounds = {max} reached without DONE"));
         Ok((answer, false, self.details(TeamStrategy::Coordinator, max)))
@@ -512,11 +514,18 @@ impl Leader<'_> {
             .map_err(|e| daemon_err("cannot record an event", e))
     }
 
-    async fn decision(&self, decision: &str, worker: Option<&str>, round: u32) -> Result<(), Halt> {
+    async fn decision(
+        &self,
+        decision: &str,
+        worker: Option<&str>,
+        round: u32,
+        text: &str,
+    ) -> Result<(), Halt> {
         self.emit(Event::CoordinatorDecision {
             decision: decision.into(),
             worker: worker.map(str::to_string),
             round,
+            text: text.trim().to_string(),
         })
         .await
     }
@@ -553,6 +562,7 @@ impl Leader<'_> {
         self.emit(Event::WorkerStarted {
             worker: worker.to_string(),
             round,
+            task: description.to_string(),
         })
         .await?;
         Ok(id)
@@ -684,6 +694,7 @@ impl Leader<'_> {
         if let Err(Halt::Error(e)) = self
             .emit(Event::FinalAnswer {
                 answer: answer.clone(),
+                rounds: details.rounds,
             })
             .await
         {
@@ -714,6 +725,24 @@ impl Leader<'_> {
             Err(e) => Err(AgentError::Daemon(format!("cannot finish: {e}"))),
         }
     }
+}
+
+/// The answer of a coordinator run that reached `max_rounds`: each worker's latest output, in
+/// the order they first worked, as `NAME: OUTPUT` paragraphs (lauren-ai answers with every
+/// worker's output there, not only the last).
+fn every_output(history: &[(u32, String, String)]) -> String {
+    let mut latest: Vec<(&str, &str)> = Vec::new();
+    for (_, worker, output) in history {
+        match latest.iter_mut().find(|(w, _)| *w == worker.as_str()) {
+            Some(slot) => slot.1 = output,
+            None => latest.push((worker, output)),
+        }
+    }
+    latest
+        .iter()
+        .map(|(w, o)| format!("{w}: {}", o.trim()))
+        .collect::<Vec<_>>()
+        .join("\n\n")
 }
 
 #[cfg(test)]

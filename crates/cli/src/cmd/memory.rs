@@ -13,9 +13,17 @@ use std::process::ExitCode;
 /// `agent-team memory …`
 pub fn memory(ctx: &Ctx, cmd: MemoryCmd) -> Result<ExitCode> {
     match cmd {
-        MemoryCmd::List { prefix, json } => {
+        MemoryCmd::List {
+            prefix,
+            json,
+            values,
+        } => {
             let entries = ctx.reader()?.memory(prefix.as_deref())?;
-            if json {
+            if json && values {
+                let all: serde_json::Map<String, Value> =
+                    entries.into_iter().map(|e| (e.key, e.value)).collect();
+                output::json(&all);
+            } else if json {
                 output::json(&entries);
             } else if entries.is_empty() {
                 eprintln!(
@@ -25,6 +33,11 @@ pub fn memory(ctx: &Ctx, cmd: MemoryCmd) -> Result<ExitCode> {
                         .map(|p| format!(" starting with {p:?}"))
                         .unwrap_or_default()
                 );
+            } else if values {
+                for e in &entries {
+                    output::line(&format!("{}:", text::printable(&e.key)));
+                    output::line(&plain(&e.value));
+                }
             } else {
                 print_entries(&entries);
             }

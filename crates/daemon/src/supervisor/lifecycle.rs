@@ -239,6 +239,10 @@ impl Step<'_> {
             None => agent_team_config::team_goal(&cfg)
                 .map_err(|e| err(ErrorCode::BadRequest, e.to_string()))?,
         };
+        // A team whose memory is per run starts each with none (lauren-ai's TeamMemory).
+        if cfg.memory == agent_team_config::MemoryScope::Run {
+            self.state.memory_clear(actor, Timestamp::now())?;
+        }
         self.state.start_run(actor, goal, Timestamp::now())?;
         match self.state.agent(LEADER).map(|a| a.info.status) {
             None => {

@@ -9,6 +9,10 @@ use serde_json::{Value, json};
 /// The most keys `memory_list` shows the model; past it, the model is told to narrow the prefix.
 const LIST_SHOWN: usize = 200;
 
+/// The most bytes of values `memory_list {values: true}` shows; later values are left out (and
+/// the model told so), so one call cannot flood its context.
+const VALUES_SHOWN: usize = 64 * 1024;
+
 pub(super) async fn memory_set(ctx: &ToolCtx, a: &MemorySet) -> Result<ToolOutcome, String> {
     let req = Request::MemorySet {
         key: a.key.clone(),
@@ -34,6 +38,9 @@ pub(super) async fn memory_list(ctx: &ToolCtx, a: &MemoryList) -> Result<ToolOut
     let mut rows: Vec<Value> = Vec::new();
     let mut after: Option<String> = None;
     let mut more = false;
+    let with_values = a.values.unwrap_or(false);
+    let mut value_bytes = 0;
+    let mut values_left_out = 0;
     loop {
         let req = Request::MemoryList {
             prefix: a.prefix.clone(),
@@ -52,13 +59,23 @@ pub(super) async fn memory_list(ctx: &ToolCtx, a: &MemoryList) -> Result<ToolOut
                 more = true;
                 break;
             }
-            rows.push(json!({
+            let bytes = memory::value_len(&e.value);
+            let mut row = json!({
                 "key": e.key,
                 "version": e.version,
                 "updated_by": e.updated_by,
                 "updated_at": e.updated_at,
-                "bytes": memory::value_len(&e.value),
-            }));
+                "bytes": bytes,
+            });
+            if with_values {
+                if value_bytes + bytes <= VALUES_SHOWN {
+                    value_bytes += bytes;
+                    row["value"] = e.value.clone();
+                } else {
+                    values_left_out += 1;
+                }
+            }
+            rows.push(row);
         }
         if more {
             break;
@@ -71,6 +88,12 @@ pub(super) async fn memory_list(ctx: &ToolCtx, a: &MemoryList) -> Result<ToolOut
         }));
     }
     let mut text = to_json(&rows);
+    if values_left_out > 0 {
+        text.push_str(&format!(
+            "\n({values_left_out} values are left out past {} KiB; read them with memory_get)",
+            VALUES_SHOWN / 1024
+        ));
+    }
     if more {
         text.push_str(&format!(
             "\n(only the first {LIST_SHOWN} keys are shown; give a longer prefix to see others)"

@@ -286,6 +286,31 @@ class BudgetStatus:
 
 
 @dataclass
+class ConfigChanged:
+    """The answer to `POST /v1/teams/{team}/config`."""
+
+    #: The setting (`*`: every one).
+    key: str
+
+    #: `next_start` (of each agent it concerns) or `next_spawn`.
+    applies: str
+
+    #: Its value now (none: the team file's).
+    value: Optional[str] = None
+
+    _FIELDS: ClassVar[Tuple[Any, ...]] = (('key', 'key', None, True, None), ('applies', 'applies', None, True, None), ('value', 'value', None, False, None))
+
+    @classmethod
+    def from_dict(cls: Type[_T], data: Dict[str, Any]) -> _T:
+        """A `ConfigChanged` from its JSON object (unknown keys are ignored)."""
+        return _from_dict(cls, data)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The JSON object (optional fields that are None are left out)."""
+        return _to_dict(self)
+
+
+@dataclass
 class Decision:
     """`POST /v1/teams/{team}/permissions/{id}`"""
 
@@ -571,10 +596,14 @@ class MessageSentEvent:
     #: Its summary, if any.
     summary: Optional[str] = None
 
+    #: Its text (NexAU's message events carry it), cut at [`MESSAGE_EVENT_TEXT`] bytes
+    #: with `…` after; the whole text is the message's in the inbox.
+    text: Optional[str] = None
+
     #: The variant's tag.
     type: str = 'MESSAGE_SENT'
 
-    _FIELDS: ClassVar[Tuple[Any, ...]] = (('ids', 'ids', None, True, None), ('from_', 'from', None, True, None), ('to', 'to', None, True, None), ('kind', 'kind', None, True, None), ('summary', 'summary', None, False, None))
+    _FIELDS: ClassVar[Tuple[Any, ...]] = (('ids', 'ids', None, True, None), ('from_', 'from', None, True, None), ('to', 'to', None, True, None), ('kind', 'kind', None, True, None), ('summary', 'summary', None, False, None), ('text', 'text', None, False, None))
     TYPE: ClassVar[str] = 'MESSAGE_SENT'
 
     @classmethod
@@ -863,6 +892,69 @@ class PlanSubmittedEvent:
     @classmethod
     def from_dict(cls: Type[_T], data: Dict[str, Any]) -> _T:
         """A `PlanSubmittedEvent` from its JSON object (unknown keys are ignored)."""
+        return _from_dict(cls, data)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The JSON object (optional fields that are None are left out)."""
+        return _to_dict(self)
+
+
+@dataclass
+class ConfigChangedEvent:
+    """A setting was changed or reset at run time (`config set|reset`, `set_config`)."""
+
+    #: The setting (`role.NAME.model`, …); `*` for a reset of every one.
+    key: str
+
+    #: Who changed it (`operator`, `leader`).
+    by: str
+
+    #: When it takes effect: `next_start` (of each agent it concerns) or `next_spawn`.
+    applies: str
+
+    #: Its new value; none when reset to the team file's.
+    value: Optional[str] = None
+
+    #: The variant's tag.
+    type: str = 'CONFIG_CHANGED'
+
+    _FIELDS: ClassVar[Tuple[Any, ...]] = (('key', 'key', None, True, None), ('by', 'by', None, True, None), ('applies', 'applies', None, True, None), ('value', 'value', None, False, None))
+    TYPE: ClassVar[str] = 'CONFIG_CHANGED'
+
+    @classmethod
+    def from_dict(cls: Type[_T], data: Dict[str, Any]) -> _T:
+        """A `ConfigChangedEvent` from its JSON object (unknown keys are ignored)."""
+        return _from_dict(cls, data)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The JSON object (optional fields that are None are left out)."""
+        return _to_dict(self)
+
+
+@dataclass
+class TeamDissolvedEvent:
+    """The leader or the operator dissolved the team (`dissolve_team`): its teammates are
+    stopping, their tasks went back to the board (or were cancelled).
+    """
+
+    #: The teammates stopped.
+    stopped: List[str]
+
+    #: The tasks cancelled (with `cancel_tasks`).
+    cancelled: Optional[List[int]] = None
+
+    #: Why, as given.
+    reason: Optional[str] = None
+
+    #: The variant's tag.
+    type: str = 'TEAM_DISSOLVED'
+
+    _FIELDS: ClassVar[Tuple[Any, ...]] = (('stopped', 'stopped', None, True, None), ('cancelled', 'cancelled', None, False, None), ('reason', 'reason', None, False, None))
+    TYPE: ClassVar[str] = 'TEAM_DISSOLVED'
+
+    @classmethod
+    def from_dict(cls: Type[_T], data: Dict[str, Any]) -> _T:
+        """A `TeamDissolvedEvent` from its JSON object (unknown keys are ignored)."""
         return _from_dict(cls, data)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -1501,6 +1593,29 @@ class Sent:
 
 
 @dataclass
+class SetConfig:
+    """`POST /v1/teams/{team}/config`: change one setting while the team runs, or reset it."""
+
+    #: `defaults.model`, `max_teammates`, `role.NAME.model`, `role.NAME.max_steps`,
+    #: `member.NAME.model` or `member.NAME.role`; without `value`, `*` resets every one.
+    key: str
+
+    #: Its new value; none (or null) resets it to the team file's.
+    value: Optional[str] = None
+
+    _FIELDS: ClassVar[Tuple[Any, ...]] = (('key', 'key', None, True, None), ('value', 'value', None, False, None))
+
+    @classmethod
+    def from_dict(cls: Type[_T], data: Dict[str, Any]) -> _T:
+        """A `SetConfig` from its JSON object (unknown keys are ignored)."""
+        return _from_dict(cls, data)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The JSON object (optional fields that are None are left out)."""
+        return _to_dict(self)
+
+
+@dataclass
 class Started:
     """The answer to `POST /v1/teams/{team}/up`."""
 
@@ -1681,10 +1796,19 @@ class StreamRequest:
     #: when the request resumes with `Last-Event-ID`.
     message: str
 
+    #: Environment for those commands (NexAU's sandbox env): handled as `secrets` are, so a
+    #: value of 8 bytes or more is masked in what agents read back too.
+    env: Dict[str, str] = field(default_factory=dict)
+
+    #: Secrets for the commands of the run this request starts (NexAU's `runtime_vars`):
+    #: environment variables of its task commands and `bash` calls, beside `serve --secret`'s
+    #: (these win), masked in what agents read back, never in a prompt, never stored.
+    secrets: Dict[str, str] = field(default_factory=dict)
+
     #: Values for `{{KEY}}` placeholders of this run.
     variables: Dict[str, str] = field(default_factory=dict)
 
-    _FIELDS: ClassVar[Tuple[Any, ...]] = (('user_id', 'user_id', None, True, None), ('session_id', 'session_id', None, True, None), ('message', 'message', None, True, None), ('variables', 'variables', None, False, {}))
+    _FIELDS: ClassVar[Tuple[Any, ...]] = (('user_id', 'user_id', None, True, None), ('session_id', 'session_id', None, True, None), ('message', 'message', None, True, None), ('env', 'env', None, False, {}), ('secrets', 'secrets', None, False, {}), ('variables', 'variables', None, False, {}))
 
     @classmethod
     def from_dict(cls: Type[_T], data: Dict[str, Any]) -> _T:
@@ -1724,6 +1848,10 @@ class Task:
     #: Tasks that must be completed before this one may start.
     blocked_by: List[int] = field(default_factory=list)
 
+    #: The tasks whose `blocked_by` names this one (computed for readers from the whole
+    #: board, never stored).
+    blocks: Optional[List[int]] = None
+
     #: Longer description for the agent doing it.
     description: str = ''
 
@@ -1745,7 +1873,7 @@ class Task:
     #: When it last went to in_progress.
     started_at: Optional[Timestamp] = None
 
-    _FIELDS: ClassVar[Tuple[Any, ...]] = (('id', 'id', None, True, None), ('title', 'title', None, True, None), ('status', 'status', None, True, None), ('created_by', 'created_by', None, True, None), ('created_at', 'created_at', None, True, None), ('updated_at', 'updated_at', None, True, None), ('attempts', 'attempts', None, False, 0), ('blocked_by', 'blocked_by', None, False, []), ('description', 'description', None, False, ''), ('finished_at', 'finished_at', None, False, None), ('key', 'key', None, False, None), ('owner', 'owner', None, False, None), ('result', 'result', None, False, None), ('run', 'run', None, False, None), ('started_at', 'started_at', None, False, None))
+    _FIELDS: ClassVar[Tuple[Any, ...]] = (('id', 'id', None, True, None), ('title', 'title', None, True, None), ('status', 'status', None, True, None), ('created_by', 'created_by', None, True, None), ('created_at', 'created_at', None, True, None), ('updated_at', 'updated_at', None, True, None), ('attempts', 'attempts', None, False, 0), ('blocked_by', 'blocked_by', None, False, []), ('blocks', 'blocks', None, False, None), ('description', 'description', None, False, ''), ('finished_at', 'finished_at', None, False, None), ('key', 'key', None, False, None), ('owner', 'owner', None, False, None), ('result', 'result', None, False, None), ('run', 'run', None, False, None), ('started_at', 'started_at', None, False, None))
 
     @classmethod
     def from_dict(cls: Type[_T], data: Dict[str, Any]) -> _T:
@@ -2105,8 +2233,8 @@ class WorkResult:
         return _to_dict(self)
 
 #: One entry of the team's event log (SPEC §5.6); the `type` tag names it.
-Event = Union[RunStartedEvent, RunFinishedEvent, TextMessageContentEvent, ToolCallStartEvent, ToolCallResultEvent, AgentStatusEvent, TaskUpdatedEvent, MessageSentEvent, PermissionRequestedEvent, PermissionDecidedEvent, ErrorEvent, MemoryUpdatedEvent, WorkerStartedEvent, WorkerFinishedEvent, CoordinatorDecisionEvent, FinalAnswerEvent, UsageUpdatedEvent, PlanSubmittedEvent, PlanDecidedEvent, BudgetWarningEvent, FinishedWorkEvent, HookFailedEvent, UnknownEvent]
-_EVENT_TYPES: Dict[str, Any] = {'RUN_STARTED': RunStartedEvent, 'RUN_FINISHED': RunFinishedEvent, 'TEXT_MESSAGE_CONTENT': TextMessageContentEvent, 'TOOL_CALL_START': ToolCallStartEvent, 'TOOL_CALL_RESULT': ToolCallResultEvent, 'AGENT_STATUS': AgentStatusEvent, 'TASK_UPDATED': TaskUpdatedEvent, 'MESSAGE_SENT': MessageSentEvent, 'PERMISSION_REQUESTED': PermissionRequestedEvent, 'PERMISSION_DECIDED': PermissionDecidedEvent, 'ERROR': ErrorEvent, 'MEMORY_UPDATED': MemoryUpdatedEvent, 'WORKER_STARTED': WorkerStartedEvent, 'WORKER_FINISHED': WorkerFinishedEvent, 'COORDINATOR_DECISION': CoordinatorDecisionEvent, 'FINAL_ANSWER': FinalAnswerEvent, 'USAGE_UPDATED': UsageUpdatedEvent, 'PLAN_SUBMITTED': PlanSubmittedEvent, 'PLAN_DECIDED': PlanDecidedEvent, 'BUDGET_WARNING': BudgetWarningEvent, 'FINISHED_WORK': FinishedWorkEvent, 'HOOK_FAILED': HookFailedEvent}
+Event = Union[RunStartedEvent, RunFinishedEvent, TextMessageContentEvent, ToolCallStartEvent, ToolCallResultEvent, AgentStatusEvent, TaskUpdatedEvent, MessageSentEvent, PermissionRequestedEvent, PermissionDecidedEvent, ErrorEvent, MemoryUpdatedEvent, WorkerStartedEvent, WorkerFinishedEvent, CoordinatorDecisionEvent, FinalAnswerEvent, UsageUpdatedEvent, PlanSubmittedEvent, ConfigChangedEvent, TeamDissolvedEvent, PlanDecidedEvent, BudgetWarningEvent, FinishedWorkEvent, HookFailedEvent, UnknownEvent]
+_EVENT_TYPES: Dict[str, Any] = {'RUN_STARTED': RunStartedEvent, 'RUN_FINISHED': RunFinishedEvent, 'TEXT_MESSAGE_CONTENT': TextMessageContentEvent, 'TOOL_CALL_START': ToolCallStartEvent, 'TOOL_CALL_RESULT': ToolCallResultEvent, 'AGENT_STATUS': AgentStatusEvent, 'TASK_UPDATED': TaskUpdatedEvent, 'MESSAGE_SENT': MessageSentEvent, 'PERMISSION_REQUESTED': PermissionRequestedEvent, 'PERMISSION_DECIDED': PermissionDecidedEvent, 'ERROR': ErrorEvent, 'MEMORY_UPDATED': MemoryUpdatedEvent, 'WORKER_STARTED': WorkerStartedEvent, 'WORKER_FINISHED': WorkerFinishedEvent, 'COORDINATOR_DECISION': CoordinatorDecisionEvent, 'FINAL_ANSWER': FinalAnswerEvent, 'USAGE_UPDATED': UsageUpdatedEvent, 'PLAN_SUBMITTED': PlanSubmittedEvent, 'CONFIG_CHANGED': ConfigChangedEvent, 'TEAM_DISSOLVED': TeamDissolvedEvent, 'PLAN_DECIDED': PlanDecidedEvent, 'BUDGET_WARNING': BudgetWarningEvent, 'FINISHED_WORK': FinishedWorkEvent, 'HOOK_FAILED': HookFailedEvent}
 _UNIONS["Event"] = (_EVENT_TYPES, UnknownEvent)
 
 
@@ -2134,6 +2262,7 @@ __all__ = [
     'ApiErrorBody',
     'BudgetLevel',
     'BudgetStatus',
+    'ConfigChanged',
     'Decision',
     'DecisionKind',
     'DeliveryState',
@@ -2159,6 +2288,8 @@ __all__ = [
     'FinalAnswerEvent',
     'UsageUpdatedEvent',
     'PlanSubmittedEvent',
+    'ConfigChangedEvent',
+    'TeamDissolvedEvent',
     'PlanDecidedEvent',
     'BudgetWarningEvent',
     'FinishedWorkEvent',
@@ -2185,6 +2316,7 @@ __all__ = [
     'RunResult',
     'RunState',
     'Sent',
+    'SetConfig',
     'Started',
     'Stopped',
     'StreamItem',

@@ -373,16 +373,9 @@ class Team:
         variables_, secrets_ = _split_variables(variables, secrets)
         timeout = timeout if timeout is not None else self.timeout
         if self._remote is not None:
-            if secrets_:
-                raise NotImplementedError(
-                    "secrets cannot reach a run over `agent-team serve` yet: POST /team/stream "
-                    "takes no secrets (issue 31, item 5); give them to the server instead "
-                    "(`agent-team serve --secret KEY`, or `[secrets]` in the served team file), "
-                    "or run the team with Team(file=...)"
-                )
             if message is None:
                 raise ValueError("a run over `agent-team serve` needs a message (POST /team/stream)")
-            return self._remote.stream(self, message, variables_, timeout)
+            return self._remote.stream(self, message, variables_, secrets_, timeout)
         return self._subprocess_stream(message, variables_, secrets_, timeout)
 
     # The subprocess -------------------------------------------------------------------------
@@ -697,11 +690,19 @@ class _Remote:
         return await asyncio.wait_for(go(), timeout)
 
     async def stream(
-        self, team: Team, message: str, variables: Dict[str, str], timeout: Optional[float]
+        self,
+        team: Team,
+        message: str,
+        variables: Dict[str, str],
+        secrets: Dict[str, str],
+        timeout: Optional[float],
     ) -> AsyncGenerator[Union[TeamStreamEnvelope, TeamResult], None]:
         body: Dict[str, Any] = {"user_id": self.user_id, "session_id": self.session_id, "message": message}
         if variables:
             body["variables"] = variables
+        # NexAU's runtime_vars and sandbox env: the run's commands get them, nothing stores them.
+        if secrets:
+            body["secrets"] = secrets
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         resp = await asyncio.wait_for(

@@ -136,11 +136,6 @@ def test_what_serve_cannot_take_is_refused_clearly(world: World, mock: MockModel
     world.write("agent-team.toml", todo_team(model_defaults(mock)))
     server = serve()
     team = Team.connect(server.url, server.token)
-    # POST /team/stream has no secrets yet: refused, never dropped.
-    with pytest.raises(NotImplementedError, match="secrets"):
-        team.run_sync("x", secrets={"API": "v"})
-    with pytest.raises(NotImplementedError, match="secrets"):
-        team.run_sync("x", variables=ContextValue(runtime_vars={"API": "v"}))
     with pytest.raises(ValueError, match="message"):
         team.run_sync()
     # The board needs a team: none before a run.
@@ -159,3 +154,37 @@ def test_what_serve_cannot_take_is_refused_clearly(world: World, mock: MockModel
     with pytest.raises(TeamError) as info:
         Team.connect(server.url, server.token, team="nobody").tasks_sync()
     assert (info.value.status, info.value.code) == (404, "not_found")
+
+
+def test_secrets_over_serve_reach_the_runs_commands_only(world: World, mock: MockModel, serve) -> None:
+    """NexAU's runtime_vars and sandbox_env over `serve`: in the POST /team/stream body, to the
+    commands of that run; the model and the stream never see the value."""
+    secret = "sekrit-serve-7c2e"
+    world.write(
+        "agent-team.toml",
+        'name = "vars"\n'
+        + model_defaults(mock)
+        + '\n[roles.leader]\ntools = ["bash"]\npermissions = { bash = "allow" }\n',
+    )
+    mock.script(
+        "leader",
+        [
+            call("bash", {"command": 'printf %s "$API" > m.txt && printf %s "$ENVV" > e.txt && echo api=$API'}),
+            call("finish_team", {"answer": "checked", "force": True}),
+        ],
+    )
+    server = serve()
+    team = Team.connect(server.url, server.token)
+    streamed = [
+        json.dumps(e.to_dict())
+        for e in team.run_streaming_sync(
+            "check it", variables=ContextValue(runtime_vars={"API": secret}, sandbox_env={"ENVV": "box"})
+        )
+    ]
+    result = team.last_result
+    assert result is not None and result.success and result.final_answer == "checked"
+    assert (world.dir / "m.txt").read_text() == secret
+    assert (world.dir / "e.txt").read_text() == "box"
+    everything = json.dumps(mock.requests("leader"))
+    assert "api=[secret API]" in everything
+    assert secret not in everything and secret not in "".join(streamed)

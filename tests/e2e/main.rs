@@ -21,6 +21,7 @@ mod plans;
 mod remote;
 mod roles;
 mod sandbox;
+mod search;
 mod seeds;
 mod service;
 mod strategies;

@@ -141,3 +141,302 @@ fn a_teammate_claims_with_update_task_status_reads_its_inbox_and_the_leader_wait
     assert_eq!(status(2), Some(json!("pending")), "{waited}");
     assert!(mock.unmatched().is_empty(), "{:?}", mock.unmatched());
 }
+
+/// Nyzhi's `default_role`, the board's computed `blocks`, and Qwen Code's `team_delete`
+/// (our `dissolve_team`): every teammate stopped at once, the open tasks cancelled, one event.
+#[test]
+fn a_leader_dissolves_its_team_with_team_delete_members_get_the_default_role_tasks_show_blocks() {
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    mock.script(
+        "leader",
+        vec![
+            tools(&[
+                ("create_task", json!({"title": "first"})),
+                ("create_task", json!({"title": "second", "blocked_by": [1]})),
+                ("spawn_teammate", json!({"name": "s1"})),
+            ]),
+            tools(&[("list_tasks", json!({}))]),
+            tools(&[(
+                "team_delete",
+                json!({"reason": "done for today", "cancel_tasks": true}),
+            )]),
+            tools(&[(
+                "finish_team",
+                json!({"answer": "Dissolved.", "force": true}),
+            )]),
+            Step::Text("Finished.".into()),
+        ],
+    );
+    for who in ["r1", "s1"] {
+        mock.script(who, vec![Step::Text("Nothing for me yet.".into())]);
+    }
+    let mut sb = Sandbox::new();
+    sb.env.push(("MOCK_API_KEY".into(), "test-key".into()));
+    sb.write_team_file(&format!(
+        "name = \"sd\"\ndefault_role = \"reviewer\"\n[defaults]\nprovider = \"openai\"\n\
+         model = \"mock-1\"\nbase_url = \"{}\"\napi_key_env = \"MOCK_API_KEY\"\n\
+         [[teammates]]\nname = \"r1\"\n",
+        mock.base_url()
+    ));
+    let run = sb.spawn(&["run", "--backend", "process", "--timeout", "60", "--quiet"]);
+    let (status, out) = sb.wait_child(run, T);
+    assert!(status.success(), "{out}");
+
+    // Both members without a role got the team's default one.
+    let agents: Vec<AgentInfo> =
+        serde_json::from_str(&sb.ok(&["--team", "sd", "ps", "--json"])).unwrap();
+    for name in ["r1", "s1"] {
+        let a = agents.iter().find(|a| a.name == name).unwrap();
+        assert_eq!(a.role, "reviewer", "{a:?}");
+        assert_eq!(a.status, AgentStatus::Stopped, "{a:?}");
+    }
+    // The board showed task 1 blocking task 2 (list_tasks, and task show for people).
+    let leader = tool_results(&mock.requests("leader"));
+    let listed: serde_json::Value = serde_json::from_str(&leader[3]).unwrap();
+    assert_eq!(listed[0]["blocks"], json!([2]), "{listed}");
+    assert_eq!(listed[1]["blocked_by"], json!([1]), "{listed}");
+    let shown: Task =
+        serde_json::from_str(&sb.ok(&["--team", "sd", "task", "show", "1", "--json"])).unwrap();
+    assert_eq!(shown.blocks, vec![2]);
+    // team_delete was dissolve_team: both stopped, both tasks cancelled, one event saying so.
+    assert!(
+        leader[4].starts_with("stopping r1, s1") && leader[4].contains("cancelled tasks 1, 2"),
+        "{leader:?}"
+    );
+    let tasks: Vec<Task> =
+        serde_json::from_str(&sb.ok(&["--team", "sd", "task", "list", "--json"])).unwrap();
+    assert!(
+        tasks.iter().all(|t| t.status == TaskStatus::Cancelled),
+        "{tasks:?}"
+    );
+    let events: Vec<Envelope> = sb
+        .ok(&["--team", "sd", "events"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let dissolved: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::TeamDissolved {
+                reason,
+                stopped,
+                cancelled,
+            } => Some((
+                e.agent_id.clone(),
+                reason.clone(),
+                stopped.clone(),
+                cancelled.clone(),
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        dissolved,
+        vec![(
+            "leader".to_string(),
+            Some("done for today".to_string()),
+            vec!["r1".to_string(), "s1".to_string()],
+            vec![1, 2]
+        )]
+    );
+}
+
+/// The operator's `agent-team dissolve`: the teammates stop, the task one held goes back to
+/// pending, the leader stays.
+#[test]
+fn the_operator_dissolves_a_running_team_and_the_held_task_goes_back() {
+    let sb = Sandbox::new();
+    sb.write_team_file(
+        "name = \"dz\"\nboard = false\n\
+         [[teammates]]\nname = \"w1\"\nrole = \"worker\"\n\
+         [[teammates]]\nname = \"w2\"\nrole = \"worker\"\n\
+         [[tasks]]\ntitle = \"long\"\nrun = \"sleep 600\"\nassign = \"w1\"\n",
+    );
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    wait_for("w1 holds its task", T, || {
+        sb.tasks("dz")
+            .iter()
+            .any(|t| t.status == TaskStatus::InProgress && t.owner.as_deref() == Some("w1"))
+    });
+    let out: serde_json::Value =
+        serde_json::from_str(&sb.ok(&["dissolve", "--reason", "enough", "--json"])).unwrap();
+    assert_eq!(out, json!({"stopped": ["w1", "w2"], "cancelled": []}));
+    let task = &sb.tasks("dz")[0];
+    assert_eq!(task.status, TaskStatus::Pending, "{task:?}");
+    assert_eq!(task.owner, None);
+    wait_for("both teammates stopped", T, || {
+        ["w1", "w2"]
+            .iter()
+            .all(|n| sb.agent("dz", n).status == AgentStatus::Stopped)
+    });
+    assert_ne!(sb.agent("dz", "leader").status, AgentStatus::Stopped);
+    sb.ok(&["down"]);
+}
+
+/// The model a request of `agent` named, for each of its requests so far.
+fn models_of(mock: &MockModel, agent: &str) -> Vec<String> {
+    mock.requests(agent)
+        .iter()
+        .map(|r| r["model"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Nyzhi's `/teams-config`: `agent-team config set|reset|show` and the leader's `set_config`
+/// change a role's model, a member's model and role, and max_teammates while the team runs;
+/// each applies at the next start (spawn), survives `up` re-reading the file, and is reset.
+#[test]
+fn settings_changed_at_run_time_apply_at_the_next_start_and_reset() {
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    mock.script(
+        "leader",
+        vec![
+            tools(&[(
+                "set_config",
+                json!({"key": "role.worker.max_steps", "value": "7"}),
+            )]),
+            Step::Text("Waiting.".into()),
+        ],
+    );
+    for _ in 0..4 {
+        mock.script("w1", vec![Step::Text("Nothing for me yet.".into())]);
+    }
+    let mut sb = Sandbox::new();
+    sb.env.push(("MOCK_API_KEY".into(), "test-key".into()));
+    let file = format!(
+        "name = \"cf\"\nboard = false\n[defaults]\nprovider = \"openai\"\nmodel = \"mock-1\"\n\
+         base_url = \"{}\"\napi_key_env = \"MOCK_API_KEY\"\n[[teammates]]\nname = \"w1\"\n",
+        mock.base_url()
+    );
+    sb.write_team_file(&file);
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    wait_for("w1 asked its model", T, || !mock.requests("w1").is_empty());
+    assert_eq!(models_of(&mock, "w1"), ["mock-1"]);
+    // The leader changed a role's max_steps with its tool.
+    wait_for("the leader's setting", T, || {
+        sb.ok(&["config", "show", "--json"])
+            .contains("\"role.worker.max_steps\"")
+    });
+
+    // A role's model: the running w1 keeps its own until it starts again.
+    let out: serde_json::Value =
+        serde_json::from_str(&sb.ok(&["config", "set", "role.worker.model", "mock-2", "--json"]))
+            .unwrap();
+    assert_eq!(
+        out,
+        json!({"key": "role.worker.model", "value": "mock-2", "applies": "next_start"})
+    );
+    sb.ok(&["restart", "w1"]);
+    wait_for("w1's request after the restart", T, || {
+        mock.requests("w1").len() >= 2
+    });
+    assert_eq!(models_of(&mock, "w1"), ["mock-1", "mock-2"]);
+    // A member's model wins over its role's; its role changes at its next start too.
+    sb.ok(&["config", "set", "member.w1.model", "mock-3"]);
+    sb.ok(&["config", "set", "member.w1.role", "reviewer"]);
+    // `up` reads the file again: the settings stay.
+    sb.write_team_file(&file);
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    sb.ok(&["restart", "w1"]);
+    wait_for("w1's request after the second restart", T, || {
+        mock.requests("w1").len() >= 3
+    });
+    assert_eq!(models_of(&mock, "w1")[2], "mock-3");
+    assert_eq!(sb.agent("cf", "w1").role, "reviewer");
+    // A bad setting is refused, naming what there is.
+    let bad = sb.run(&["config", "set", "role.nobody.model", "m"]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("no role \"nobody\""),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let bad = sb.run(&["config", "set", "colour", "red"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown setting"));
+    // max_teammates: at the next spawn.
+    sb.ok(&["config", "set", "max_teammates", "1"]);
+    let refused = sb.run(&["spawn", "worker", "--name", "w2"]);
+    assert!(
+        !refused.status.success(),
+        "a second teammate past max_teammates 1"
+    );
+    // show: every setting, those changed marked.
+    let shown: serde_json::Value =
+        serde_json::from_str(&sb.ok(&["config", "show", "--json"])).unwrap();
+    assert_eq!(
+        shown["overrides"],
+        json!({"max_teammates": "1", "member.w1.model": "mock-3", "member.w1.role": "reviewer",
+               "role.worker.max_steps": "7", "role.worker.model": "mock-2"})
+    );
+    let row = |k: &str| {
+        shown["settings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["key"] == k)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {k} in {shown}"))
+    };
+    assert_eq!(row("role.worker.model")["value"], "mock-2");
+    assert_eq!(row("role.worker.model")["set"], true);
+    assert_eq!(row("role.reviewer.model")["value"], "mock-1");
+    assert_eq!(row("role.reviewer.model")["set"], false);
+    // Over REST: the default model, for every role that took [defaults]' model.
+    let srv = agent_team_e2e::web::Server::start(&mut sb);
+    let (code, body) = srv.post(
+        "/v1/teams/cf/config",
+        json!({"key": "defaults.model", "value": "mock-9"}),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["applies"], "next_start", "{body}");
+    let (code, body) = srv.post(
+        "/v1/teams/cf/config",
+        json!({"key": "role.x.model", "value": "m"}),
+    );
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (400, Some("bad_request")),
+        "{body}"
+    );
+    drop(srv);
+    let shown: serde_json::Value =
+        serde_json::from_str(&sb.ok(&["config", "show", "--json"])).unwrap();
+    let value = |k: &str| {
+        shown["settings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["key"] == k)
+            .map(|s| s["value"].clone())
+    };
+    assert_eq!(value("role.reviewer.model"), Some(json!("mock-9")));
+    assert_eq!(
+        value("role.worker.model"),
+        Some(json!("mock-2")),
+        "its own wins"
+    );
+    // Reset: all back to the file's, one event each change.
+    sb.ok(&["config", "reset"]);
+    let shown: serde_json::Value =
+        serde_json::from_str(&sb.ok(&["config", "show", "--json"])).unwrap();
+    assert_eq!(shown["overrides"], json!({}));
+    let events: Vec<Envelope> = sb
+        .ok(&["events"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let changes: Vec<(String, String)> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::ConfigChanged { key, by, .. } => Some((key.clone(), by.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(changes.len(), 7, "{changes:?}");
+    assert_eq!(
+        changes[0],
+        ("role.worker.max_steps".into(), "leader".into())
+    );
+    assert_eq!(changes[5], ("defaults.model".into(), "operator".into()));
+    assert_eq!(changes[6], ("*".into(), "operator".into()));
+    sb.ok(&["down"]);
+}

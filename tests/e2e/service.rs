@@ -982,3 +982,71 @@ fn serve_answers_an_authorised_get_through_floods_of_idle_and_half_sent_connecti
     authorised_get();
     drop(held);
 }
+
+/// NexAU's per-request `secrets` (its `runtime_vars`) and sandbox `env` reach the run's
+/// commands only: masked in what comes back, in no envelope, not in the store; and
+/// `MESSAGE_SENT` envelopes carry the message's text.
+#[test]
+fn a_session_request_gives_its_run_secrets_and_env_that_no_envelope_or_store_shows() {
+    let mut sb = Sandbox::new();
+    let token = "tok-9f8e7d6c5b4a";
+    sb.write_team_file(
+        "name = \"svc\"\nbackend = \"process\"\n[defaults]\nprovider = \"exec\"\n\
+         [[teammates]]\nname = \"b1\"\nrole = \"worker\"\n\
+         [[tasks]]\ntitle = \"use the token\"\n\
+         run = \"echo $API_TOKEN > tok.txt; echo $MODE > mode.txt; echo using $API_TOKEN\"\n",
+    );
+    let srv = Server::start(&mut sb);
+    let (team, mut sse) = srv.stream(
+        json!({"user_id": "alice", "session_id": "s1", "message": "go",
+               "secrets": {"API_TOKEN": token}, "env": {"MODE": "fast"}}),
+        None,
+    );
+    let items = sse.until_done();
+    let envs = check_stream(&team, &items);
+    // The command had both.
+    assert_eq!(
+        std::fs::read_to_string(sb.path("tok.txt")).unwrap().trim(),
+        token
+    );
+    assert_eq!(
+        std::fs::read_to_string(sb.path("mode.txt")).unwrap().trim(),
+        "fast"
+    );
+    // What came back says so without the value.
+    let all = serde_json::to_string(&items.iter().map(|(_, v)| v).collect::<Vec<_>>()).unwrap();
+    assert!(!all.contains(token), "the secret is in the stream");
+    assert!(all.contains("using [secret API_TOKEN]"), "{all}");
+    // Messages carry their text.
+    let sent: Vec<&Value> = envs
+        .iter()
+        .filter(|e| e["event"]["type"] == "MESSAGE_SENT")
+        .collect();
+    assert!(!sent.is_empty(), "no MESSAGE_SENT in {envs:?}");
+    assert!(
+        sent.iter()
+            .all(|e| e["event"]["text"].as_str().is_some_and(|t| !t.is_empty())),
+        "{sent:?}"
+    );
+    // Nothing of the team's state (its store, its logs) holds the secret.
+    let state = sb.team(&team).db;
+    let mut dirs = vec![state.parent().unwrap().to_path_buf()];
+    let mut seen = 0;
+    while let Some(d) = dirs.pop() {
+        for f in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = f.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                seen += 1;
+                assert!(
+                    !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
+                    "{} holds the secret",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert!(seen > 1, "the team's state was looked at");
+    drop(srv);
+}

@@ -471,6 +471,7 @@ pub fn fill_store(tp: &TeamPaths, team: &str, tasks: usize, messages: usize) -> 
             },
             owner: None,
             blocked_by: vec![],
+            blocks: vec![],
             created_by: "operator".into(),
             result: None,
             attempts: 0,

@@ -40,6 +40,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Stop every teammate at once (the leader and the run go on): the tasks they hold go back
+    /// to pending, their slots are free. The leader's `dissolve_team` does the same.
+    Dissolve {
+        /// Why (recorded with each teammate's status and in the TEAM_DISSOLVED event).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Cancel every pending task too, instead of leaving them on the board.
+        #[arg(long)]
+        cancel_tasks: bool,
+        /// Print JSON: `{"stopped": [...], "cancelled": [...]}`.
+        #[arg(long)]
+        json: bool,
+    },
     /// Restart one agent in place (same pane, identity, inbox; keeps its task); clears `failed`.
     Restart {
         /// The agent.
@@ -97,8 +110,9 @@ pub enum Command {
     },
     /// Add a teammate from a role.
     Spawn {
-        /// The role (see `agent-team roles`: the built-ins, the team file, role files).
-        role: String,
+        /// The role (see `agent-team roles`: the built-ins, the team file, role files)
+        /// [default: the team file's `default_role`, else worker].
+        role: Option<String>,
         /// Its name [default: ROLE-N].
         #[arg(long)]
         name: Option<String>,
@@ -152,6 +166,12 @@ pub enum Command {
     /// The team's shared memory: JSON values by key that every agent can read.
     #[command(subcommand)]
     Memory(MemoryCmd),
+    /// Settings changed while the team runs (Nyzhi's /teams-config): a role's model or
+    /// max_steps, a member's model or role, the default model, max_teammates. Kept with the
+    /// team over the team file's values until reset; each applies at the next start of the
+    /// agents it concerns (max_teammates: at the next spawn).
+    #[command(subcommand)]
+    Config(ConfigCmd),
     /// Plans of plan-required teammates (`plan_required`): they work read-only until their
     /// plan is approved; list, show, approve or reject them.
     #[command(subcommand)]
@@ -540,6 +560,36 @@ pub enum TaskCmd {
     Retry {
         /// The task id.
         id: u64,
+    },
+}
+
+/// `agent-team config …`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Every setting with its value now, marked `set` when changed at run time.
+    Show {
+        /// Print JSON: `{"settings": [{key, value, set, applies}], "overrides": {key: value}}`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change one setting: defaults.model, max_teammates, role.NAME.model,
+    /// role.NAME.max_steps, member.NAME.model, member.NAME.role.
+    Set {
+        /// The setting.
+        key: String,
+        /// Its value.
+        value: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Back to the team file's value: one setting, or every one without KEY.
+    Reset {
+        /// The setting [default: all].
+        key: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 

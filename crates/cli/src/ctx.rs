@@ -305,14 +305,17 @@ impl Reader {
 
     /// Every task, optionally of one status.
     pub fn tasks(&mut self, status: Option<TaskStatus>) -> Result<Vec<Task>> {
-        self.read(|c| c.all_tasks(status), |state, _| Ok(state.tasks(status)))
+        self.read(
+            |c| c.all_tasks(status),
+            |state, _| Ok(state.tasks_view(status)),
+        )
     }
 
     /// One task.
     pub fn task(&mut self, id: u64) -> Result<Task> {
         self.read(
             |c| c.call(Request::TaskShow { id }).task(),
-            |state, _| Ok(state.task(id).cloned().map_err(ClientError::Server)?),
+            |state, _| Ok(state.task_view(id).map_err(ClientError::Server)?),
         )
     }
 

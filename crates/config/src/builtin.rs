@@ -32,6 +32,7 @@ pub fn claude_tool(name: &str) -> Option<&'static str> {
         "Grep" => "grep",
         "Bash" => "bash",
         "WebFetch" => "web_fetch",
+        "WebSearch" => "web_search",
         "TodoWrite" => "todo_write",
         _ => return None,
     })
@@ -258,6 +259,7 @@ const BUILTINS: &[Builtin] = &[
             "grep",
             "glob",
             "web_fetch",
+            "web_search",
             "bash",
             "memory_set",
         ],
@@ -267,8 +269,9 @@ const BUILTINS: &[Builtin] = &[
         "Writes and updates documentation; no shell",
         "You write documentation: READMEs, guides, reference pages and doc comments. Read the \
          code to make sure every statement is true, keep examples runnable, and match the \
-         existing style. You may read web pages (web_fetch, asked first) for reference. You \
-         can edit files but cannot run commands: ask a teammate to run what needs running.",
+         existing style. You may search the web and read web pages (web_search, web_fetch, \
+         asked first) for reference. You can edit files but cannot run commands: ask a \
+         teammate to run what needs running.",
         &[
             "read_file",
             "write_file",
@@ -277,6 +280,7 @@ const BUILTINS: &[Builtin] = &[
             "grep",
             "glob",
             "web_fetch",
+            "web_search",
         ],
     ),
     (
@@ -295,7 +299,8 @@ const BUILTINS: &[Builtin] = &[
 /// `test-engineer`, `build-fixer`, `deep-executor`, `document-specialist`, `code-simplifier`
 /// and `leader`. The roles in [`READ_ONLY_ROLES`] can neither write files nor run the shell.
 /// Every agent reads the team's memory; the leader, `worker`, `planner`, `architect` and
-/// `deep-executor` write it. `web_fetch` is asked before it runs unless a rule allows it.
+/// `deep-executor` write it. `web_fetch` and `web_search` are asked before each call unless a
+/// rule allows them.
 pub fn builtin_roles() -> BTreeMap<String, Role> {
     let mut m = BTreeMap::new();
     m.insert(

@@ -7,6 +7,7 @@ mod builtin;
 mod demo;
 mod hooks;
 mod model;
+pub mod overrides;
 pub mod policy;
 mod teamfile;
 pub use teamfile::check_strategy;
@@ -108,6 +109,7 @@ pub fn empty_team(name: &str, workspace: &Path) -> TeamConfig {
         board: true,
         limits: Limits::default(),
         ssh: Default::default(),
+        search: None,
         variables: Default::default(),
         secrets: Default::default(),
         strategy: Default::default(),
@@ -115,6 +117,9 @@ pub fn empty_team(name: &str, workspace: &Path) -> TeamConfig {
         coordinator_prompt: DEFAULT_COORDINATOR_PROMPT.to_string(),
         collaborate_order: CollaborateOrder::Parallel,
         memory: Default::default(),
+        default_role: DEFAULT_ROLE.to_string(),
+        default_model: None,
+        overrides: Default::default(),
         budget: Default::default(),
         role_budgets: Default::default(),
         prices: Default::default(),

@@ -317,6 +317,13 @@ DONE: <the final answer>
 After a ROUTE line, write the instructions for that worker on the following lines. Say DONE \
 as soon as the outputs answer the task.";
 
+fn default_role_name() -> String {
+    DEFAULT_ROLE.to_string()
+}
+
+/// The role of a member that names none, unless the team file's `default_role` says otherwise.
+pub const DEFAULT_ROLE: &str = "worker";
+
 /// The default of `max_rounds`.
 pub const DEFAULT_MAX_ROUNDS: u32 = 5;
 
@@ -457,6 +464,63 @@ impl Default for SshSettings {
     }
 }
 
+/// The web search service `web_search` asks (`[search] provider`): each speaks its own wire
+/// format, so the worker needs to know which one it talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchProvider {
+    /// A SearXNG instance (`GET {url}/search?q=…&format=json`), usually self-hosted: no key.
+    Searxng,
+    /// Brave's Web Search API (`GET {url}?q=…&count=N`, key in `X-Subscription-Token`).
+    Brave,
+    /// Tavily's search API (`POST {url}` with a JSON body, key as a bearer token).
+    Tavily,
+}
+
+impl SearchProvider {
+    /// The name as written in the team file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SearchProvider::Searxng => "searxng",
+            SearchProvider::Brave => "brave",
+            SearchProvider::Tavily => "tavily",
+        }
+    }
+
+    /// The address requests go to when `[search]` gives no `url`; none for SearXNG, which
+    /// has no public instance of its own.
+    pub fn default_url(self) -> Option<&'static str> {
+        match self {
+            SearchProvider::Searxng => None,
+            SearchProvider::Brave => Some("https://api.search.brave.com/res/v1/web/search"),
+            SearchProvider::Tavily => Some("https://api.tavily.com/search"),
+        }
+    }
+
+    /// The environment variable its key is read from when `[search]` gives no `api_key_env`;
+    /// none for SearXNG, which takes no key.
+    pub fn default_key_env(self) -> Option<&'static str> {
+        match self {
+            SearchProvider::Searxng => None,
+            SearchProvider::Brave => Some("BRAVE_API_KEY"),
+            SearchProvider::Tavily => Some("TAVILY_API_KEY"),
+        }
+    }
+}
+
+/// `[search]`, resolved: where `web_search` sends its queries. The key itself is never here,
+/// only the name of the variable the worker reads it from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchSettings {
+    /// The service, which decides the wire format.
+    pub provider: SearchProvider,
+    /// SearXNG's base address (the worker adds `/search`), or Brave's or Tavily's endpoint.
+    pub url: String,
+    /// The environment variable of the worker holding the key (Brave and Tavily).
+    pub api_key_env: Option<String>,
+}
+
 /// Checks an ssh destination (`box`, `user@box`, `ssh://box:22`): what `ssh` takes as its
 /// host argument and nothing it could read as an option or that a shell would split.
 pub fn check_host(host: &str) -> Result<(), String> {
@@ -563,6 +627,10 @@ pub struct TeamConfig {
     /// `[ssh]`: how remote members' hosts are reached.
     #[serde(default)]
     pub ssh: SshSettings,
+    /// `[search]`: the service `web_search` asks; none when the team file has no `[search]`
+    /// (the tool then answers how to configure one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<SearchSettings>,
     /// The values of `{{KEY}}` placeholders: `[variables]`, then `--var` over them, and
     /// `date` as fixed at start (see the `vars` module for where each text is filled).
     #[serde(default)]
@@ -587,6 +655,19 @@ pub struct TeamConfig {
     /// Whether the team's memory is kept across runs or fresh for each.
     #[serde(default)]
     pub memory: MemoryScope,
+    /// The role of a member that names none (a teammate of the file, a spawn): Nyzhi's
+    /// `default_role`; `worker` unless the file says otherwise.
+    #[serde(default = "default_role_name")]
+    pub default_role: String,
+    /// The model `[defaults]` gave the roles that name none of their own (what
+    /// `defaults.model` replaces at run time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_model: Option<String>,
+    /// Settings changed at run time (`agent-team config set`, `set_config`), by key
+    /// (`role.NAME.model`, …; see [`crate::overrides`]): kept with the team over the file's
+    /// values until reset, and applied by [`TeamConfig::effective`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub overrides: BTreeMap<String, String>,
     /// The team's budget (`budget_tokens` / `budget_usd` at the top level).
     #[serde(default)]
     pub budget: agent_team_protocol::BudgetLimit,

@@ -118,10 +118,12 @@ struct RawTeamFile {
     coordinator_prompt: Option<Spanned<String>>,
     collaborate_order: Option<CollaborateOrder>,
     memory: Option<crate::model::MemoryScope>,
+    default_role: Option<Spanned<String>>,
     #[serde(default)]
     limits: Limits,
     #[serde(default)]
     ssh: crate::model::SshSettings,
+    search: Option<Spanned<RawSearch>>,
     #[serde(default)]
     defaults: RawRole,
     #[serde(default)]
@@ -142,6 +144,90 @@ struct RawTeamFile {
     notify: crate::Notify,
     #[serde(default)]
     hooks: crate::Hooks,
+}
+
+/// `[search]`, as written: `provider`, `url`, `api_key_env`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSearch {
+    provider: Spanned<SearchProvider>,
+    url: Option<Spanned<String>>,
+    api_key_env: Option<Spanned<String>>,
+}
+
+/// `[search]` resolved: the provider's default address and key variable where none is given.
+/// SearXNG needs a `url` and takes no key; an address must be http(s) and a key variable an
+/// environment variable's name. Errors name the file, the line and the field.
+fn resolve_search(
+    cx: &Ctx,
+    raw: Option<&Spanned<RawSearch>>,
+) -> Result<Option<SearchSettings>, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let r = raw.get_ref();
+    let provider = *r.provider.get_ref();
+    let name = provider.as_str();
+    let url = match (&r.url, provider.default_url()) {
+        (Some(u), _) => {
+            let v = u.get_ref().trim();
+            let host = v
+                .strip_prefix("https://")
+                .or_else(|| v.strip_prefix("http://"))
+                .unwrap_or_default();
+            if host.is_empty() || host.starts_with('/') || v.contains(char::is_whitespace) {
+                return Err(cx.err(
+                    Some(u.span()),
+                    "search.url",
+                    format!(
+                        "search.url {:?} is not an http:// or https:// address",
+                        u.get_ref()
+                    ),
+                ));
+            }
+            v.trim_end_matches('/').to_string()
+        }
+        (None, Some(d)) => d.to_string(),
+        (None, None) => {
+            return Err(cx.err(
+                Some(raw.span()),
+                "search.url",
+                format!(
+                    "provider {name:?} has no default address: give `url`, the base address of \
+                     your SearXNG instance (e.g. url = \"http://localhost:8888\"; its \
+                     settings.yml must list json in search.formats)"
+                ),
+            ));
+        }
+    };
+    let api_key_env = match (&r.api_key_env, provider.default_key_env()) {
+        (Some(k), None) => {
+            return Err(cx.err(
+                Some(k.span()),
+                "search.api_key_env",
+                format!("provider {name:?} takes no key: remove api_key_env"),
+            ));
+        }
+        (Some(k), Some(_)) => {
+            if !is_valid_key(k.get_ref()) {
+                return Err(cx.err(
+                    Some(k.span()),
+                    "search.api_key_env",
+                    format!(
+                        "search.api_key_env {:?} is not an environment variable name",
+                        k.get_ref()
+                    ),
+                ));
+            }
+            Some(k.get_ref().clone())
+        }
+        (None, d) => d.map(str::to_string),
+    };
+    Ok(Some(SearchSettings {
+        provider,
+        url,
+        api_key_env,
+    }))
 }
 
 /// `[secrets] KEY = { env = "NAME" }`.
@@ -213,6 +299,9 @@ struct RawTeammate {
     host: Option<Spanned<String>>,
     workspace: Option<Spanned<String>>,
 }
+
+/// The leader's role: never a member's default.
+const LEADER_ROLE: &str = agent_team_protocol::names::LEADER;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -406,6 +495,18 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
         }
     }
 
+    let default_role = match &raw.default_role {
+        Some(r) if !roles.contains_key(r.get_ref()) || r.get_ref() == LEADER_ROLE => {
+            let known: Vec<&String> = roles.keys().filter(|k| *k != LEADER_ROLE).collect();
+            return Err(cx.err(
+                Some(r.span()),
+                "default_role",
+                format!("unknown role {:?}; known roles: {known:?}", r.get_ref()),
+            ));
+        }
+        Some(r) => r.get_ref().clone(),
+        None => crate::model::DEFAULT_ROLE.to_string(),
+    };
     let max_teammates = raw.max_teammates.unwrap_or(10);
     let mut teammates = Vec::new();
     let mut seen = HashSet::new();
@@ -432,7 +533,7 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
             .role
             .as_ref()
             .map(|r| r.get_ref().clone())
-            .unwrap_or_else(|| "worker".to_string());
+            .unwrap_or_else(|| default_role.clone());
         if !roles.contains_key(&role) {
             let span = tm.role.as_ref().map(|r| r.span()).unwrap_or(t.span());
             let known: Vec<&String> = roles.keys().collect();
@@ -668,6 +769,7 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
     if let Some(p) = &raw.coordinator_prompt {
         origins.set("coordinator_prompt".into(), path, cx.value_line(p.span()));
     }
+    let search = resolve_search(&cx, raw.search.as_ref())?;
     let sandbox_paths = match &raw.sandbox {
         Some(s) => s.paths(&cx, &workspace)?,
         None => SandboxPaths::default(),
@@ -697,6 +799,7 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
         board: raw.board.unwrap_or(true),
         limits: raw.limits,
         ssh: raw.ssh,
+        search,
         variables,
         secrets,
         strategy,
@@ -707,6 +810,9 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
             .unwrap_or_else(|| DEFAULT_COORDINATOR_PROMPT.to_string()),
         collaborate_order: raw.collaborate_order.unwrap_or_default(),
         memory: raw.memory.unwrap_or_default(),
+        default_role,
+        default_model: raw.defaults.model.clone().filter(|m| !m.is_empty()),
+        overrides: Default::default(),
         budget,
         role_budgets,
         prices: raw.prices,

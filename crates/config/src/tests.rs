@@ -260,13 +260,18 @@ fn the_builtin_roles_are_nyzhis_set_and_the_leader() {
         "documents, runs nothing"
     );
     assert!(tools("deep-executor").contains(&"memory_set".to_string()));
-    // web_fetch is asked in every role, built-in or not, unless a rule allows it.
+    assert!(doc.contains(&"web_search".to_string()));
+    assert!(tools("worker").contains(&"web_search".to_string()));
+    // web_fetch and web_search are asked in every role, built-in or not, unless a rule allows
+    // them.
     for (name, r) in &roles {
-        assert_eq!(
-            policy::decide(&r.permissions, "web_fetch", "http://x/"),
-            PermAction::Ask,
-            "{name}"
-        );
+        for (tool, input) in [("web_fetch", "http://x/"), ("web_search", "rust")] {
+            assert_eq!(
+                policy::decide(&r.permissions, tool, input),
+                PermAction::Ask,
+                "{name} {tool}"
+            );
+        }
     }
     let c =
         parse("name = \"a\"\n[roles.worker]\npermissions = { web_fetch = \"allow\" }\n").unwrap();
@@ -329,6 +334,7 @@ fn claude_tool_names_map_and_unknown_ones_warn() {
         ("LS", "list_files"),
         ("Bash", "bash"),
         ("WebFetch", "web_fetch"),
+        ("WebSearch", "web_search"),
         ("TodoWrite", "todo_write"),
     ] {
         assert_eq!(claude_tool(claude), Some(ours));
@@ -339,7 +345,7 @@ fn claude_tool_names_map_and_unknown_ones_warn() {
     std::fs::create_dir_all(dir.path().join(".claude/agents")).unwrap();
     std::fs::write(
         dir.path().join(".claude/agents/researcher.md"),
-        "---\nname: researcher\ndescription: Looks things up\ntools: Read, Grep, WebFetch, TodoWrite, WebSearch, MultiEdit, Edit\n---\nYou research.\n",
+        "---\nname: researcher\ndescription: Looks things up\ntools: Read, Grep, WebFetch, TodoWrite, WebSearch, NotebookEdit, MultiEdit, Edit\n---\nYou research.\n",
     )
     .unwrap();
     std::fs::write(dir.path().join("agent-team.toml"), "name = \"t\"\n").unwrap();
@@ -347,7 +353,14 @@ fn claude_tool_names_map_and_unknown_ones_warn() {
     let r = cfg.role("researcher").unwrap();
     assert_eq!(
         r.tools,
-        ["read_file", "grep", "web_fetch", "todo_write", "edit_file"]
+        [
+            "read_file",
+            "grep",
+            "web_fetch",
+            "todo_write",
+            "web_search",
+            "edit_file"
+        ]
     );
     assert_eq!(cfg.warnings.len(), 1, "{:?}", cfg.warnings);
     assert!(
@@ -356,7 +369,7 @@ fn claude_tool_names_map_and_unknown_ones_warn() {
         cfg.warnings
     );
     assert!(
-        cfg.warnings[0].contains("\"WebSearch\""),
+        cfg.warnings[0].contains("\"NotebookEdit\""),
         "{:?}",
         cfg.warnings
     );
@@ -1075,4 +1088,129 @@ fn prompt_caching_is_on_unless_a_role_or_the_defaults_turn_it_off() {
     assert!(cfg.role("b").unwrap().cache);
     let e = parse("name = \"t\"\n[roles.a]\ncache = \"yes\"\n").unwrap_err();
     assert!(e.to_string().contains("agent-team.toml:3:"), "{e}");
+}
+
+/// Issue 31 item 6: `[search]` resolves each provider's default address and key variable;
+/// without it there is no search service (the tool then says how to configure one).
+#[test]
+fn search_sections_resolve_with_each_providers_defaults() {
+    assert_eq!(parse("name = \"t\"\n").unwrap().search, None);
+    let s = |text: &str| parse(&format!("name = \"t\"\n{text}")).unwrap().search;
+    assert_eq!(
+        s("[search]\nprovider = \"brave\"\n"),
+        Some(SearchSettings {
+            provider: SearchProvider::Brave,
+            url: "https://api.search.brave.com/res/v1/web/search".into(),
+            api_key_env: Some("BRAVE_API_KEY".into()),
+        })
+    );
+    assert_eq!(
+        s("[search]\nprovider = \"tavily\"\n"),
+        Some(SearchSettings {
+            provider: SearchProvider::Tavily,
+            url: "https://api.tavily.com/search".into(),
+            api_key_env: Some("TAVILY_API_KEY".into()),
+        })
+    );
+    assert_eq!(
+        s("[search]\nprovider = \"searxng\"\nurl = \"http://127.0.0.1:8888/\"\n"),
+        Some(SearchSettings {
+            provider: SearchProvider::Searxng,
+            url: "http://127.0.0.1:8888".into(),
+            api_key_env: None,
+        })
+    );
+    assert_eq!(
+        s(
+            "[search]\nprovider = \"tavily\"\nurl = \"https://proxy.example/tavily\"\napi_key_env = \"MY_TAVILY\"\n"
+        ),
+        Some(SearchSettings {
+            provider: SearchProvider::Tavily,
+            url: "https://proxy.example/tavily".into(),
+            api_key_env: Some("MY_TAVILY".into()),
+        })
+    );
+    // Stored with the team and read back by every agent.
+    let cfg = parse("name = \"t\"\n[search]\nprovider = \"brave\"\n").unwrap();
+    let back: TeamConfig = serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
+    assert_eq!(back.search, cfg.search);
+}
+
+/// Every mistake in `[search]` stops the team with the file, the line and the field.
+#[test]
+fn search_mistakes_name_the_file_line_and_field() {
+    let e = |text: &str| parse(&format!("name = \"t\"\n{text}")).unwrap_err();
+    for (text, line, field, says) in [
+        // A value serde refuses is named by the parser itself, as for every enum field.
+        ("[search]\nprovider = \"google\"\n", 3, "google", "searxng"),
+        (
+            "[search]\nprovider = \"brave\"\nkey = \"x\"\n",
+            4,
+            "key",
+            "key",
+        ),
+        ("[search]\nurl = \"http://x\"\n", 2, "provider", "provider"),
+        ("[search]\nprovider = \"searxng\"\n", 2, "search.url", "url"),
+        (
+            "[search]\nprovider = \"searxng\"\nurl = \"http://s\"\napi_key_env = \"K\"\n",
+            5,
+            "search.api_key_env",
+            "takes no key",
+        ),
+        (
+            "[search]\nprovider = \"brave\"\nurl = \"ftp://x\"\n",
+            4,
+            "search.url",
+            "http",
+        ),
+        (
+            "[search]\nprovider = \"brave\"\nurl = \"https://\"\n",
+            4,
+            "search.url",
+            "http",
+        ),
+        (
+            "[search]\nprovider = \"tavily\"\napi_key_env = \"not a name\"\n",
+            4,
+            "search.api_key_env",
+            "environment variable",
+        ),
+    ] {
+        let err = e(text);
+        assert_eq!(err.line, Some(line), "{text}: {err}");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("agent-team.toml:{line}:")),
+            "{text}: {err}"
+        );
+        assert!(
+            err.field.as_deref().is_some_and(|f| f.starts_with(field)),
+            "{text}: {err:?}"
+        );
+        assert!(err.to_string().contains(says), "{text}: {err}");
+    }
+}
+
+/// Nyzhi's `default_role`: members that name no role get it; an unknown one (or the leader's)
+/// is an error at its line.
+#[test]
+fn default_role_is_the_role_of_members_without_one() {
+    let cfg = parse(
+        "name = \"a\"\ndefault_role = \"reviewer\"\n[[teammates]]\nname = \"r1\"\n\
+         [[teammates]]\nname = \"w1\"\nrole = \"worker\"\n",
+    )
+    .unwrap();
+    assert_eq!(cfg.default_role, "reviewer");
+    let roles: Vec<(&str, &str)> = cfg
+        .teammates
+        .iter()
+        .map(|t| (t.name.as_str(), t.role.as_str()))
+        .collect();
+    assert_eq!(roles, [("r1", "reviewer"), ("w1", "worker")]);
+    assert_eq!(parse("name = \"a\"\n").unwrap().default_role, "worker");
+    for bad in ["nobody", "leader"] {
+        let e = parse(&format!("name = \"a\"\n\ndefault_role = \"{bad}\"\n")).unwrap_err();
+        assert!(e.to_string().contains("unknown role"), "{e}");
+        assert_eq!(e.line, Some(3), "{e}");
+    }
 }

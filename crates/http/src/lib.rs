@@ -64,12 +64,15 @@ pub trait Teams: Send + Sync + 'static {
     /// lost connection carries the same request id, so it is applied once.
     fn call(&self, team: &str, req: Request) -> Result<Reply, ErrorBody>;
     /// Starts a run of `team` from the served team file (or the team's stored configuration)
-    /// with `goal` and `variables`; returns the newest event sequence number before the run.
+    /// with `goal` and `variables`, and `secrets` for its commands beside the server's own
+    /// (kept out of prompts and the store, masked in what agents read back); returns the
+    /// newest event sequence number before the run.
     fn up(
         &self,
         team: &str,
         goal: Option<String>,
         variables: &BTreeMap<String, String>,
+        secrets: &BTreeMap<String, String>,
     ) -> Result<u64, ErrorBody>;
     /// Stops the team's agents and daemon (state kept); `false` when it was not running.
     fn down(&self, team: &str) -> Result<bool, ErrorBody>;

@@ -171,6 +171,14 @@ pub fn routes() -> Vec<Route> {
         },
         r(
             "POST",
+            "/v1/teams/{team}/config",
+            "Change a setting while the team runs, or reset it (Nyzhi's /teams-config): 400 bad_request for an unknown setting or value.",
+            Some((schema::<SetConfig>, false)),
+            Answer::Json(200, schema::<ConfigChanged>),
+            || post(set_config),
+        ),
+        r(
+            "POST",
             "/v1/teams/{team}/tasks",
             "Add a task as the operator.",
             Some((schema::<NewTask>, false)),

@@ -162,6 +162,29 @@ pub struct Stopped {
     pub was_running: bool,
 }
 
+/// `POST /v1/teams/{team}/config`: change one setting while the team runs, or reset it.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetConfig {
+    /// `defaults.model`, `max_teammates`, `role.NAME.model`, `role.NAME.max_steps`,
+    /// `member.NAME.model` or `member.NAME.role`; without `value`, `*` resets every one.
+    pub key: String,
+    /// Its new value; none (or null) resets it to the team file's.
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+/// The answer to `POST /v1/teams/{team}/config`.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct ConfigChanged {
+    /// The setting (`*`: every one).
+    pub key: String,
+    /// Its value now (none: the team file's).
+    pub value: Option<String>,
+    /// `next_start` (of each agent it concerns) or `next_spawn`.
+    pub applies: String,
+}
+
 /// The answer to requests that return nothing else.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct Ok {
@@ -412,6 +435,32 @@ pub(crate) async fn add_task(
     .await
 }
 
+pub(crate) async fn set_config(
+    State(app): Shared,
+    Path(team): Path<String>,
+    Body(b): Body<SetConfig>,
+) -> Result<axum::Json<ConfigChanged>, ApiError> {
+    let team = checked("team", &team)?;
+    let req = match (b.key.as_str(), b.value) {
+        ("*", None) => Request::ConfigReset { key: None },
+        (_, None) => Request::ConfigReset { key: Some(b.key) },
+        (_, Some(value)) => Request::ConfigSet { key: b.key, value },
+    };
+    blocking(&app, move |t| match t.call(&team, req)? {
+        Reply::ConfigChanged {
+            key,
+            value,
+            applies,
+        } => Ok(axum::Json(ConfigChanged {
+            key,
+            value,
+            applies,
+        })),
+        r => Err(unexpected(r)),
+    })
+    .await
+}
+
 pub(crate) async fn perms(
     State(app): Shared,
     Path(team): Path<String>,
@@ -606,7 +655,7 @@ pub(crate) async fn up(
     let mut vars = app.settings.variables.clone();
     vars.extend(variables);
     blocking(&app, move |t| {
-        let since = t.up(&team, goal, &vars)?;
+        let since = t.up(&team, goal, &vars, &BTreeMap::new())?;
         Ok(axum::Json(Started { team, since }))
     })
     .await

@@ -38,6 +38,15 @@ pub struct StreamRequest {
     /// Values for `{{KEY}}` placeholders of this run.
     #[serde(default)]
     pub variables: BTreeMap<String, String>,
+    /// Secrets for the commands of the run this request starts (NexAU's `runtime_vars`):
+    /// environment variables of its task commands and `bash` calls, beside `serve --secret`'s
+    /// (these win), masked in what agents read back, never in a prompt, never stored.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    /// Environment for those commands (NexAU's sandbox env): handled as `secrets` are, so a
+    /// value of 8 bytes or more is masked in what agents read back too.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
 }
 
 /// One line of a session stream, as NexAU's clients read it.
@@ -318,13 +327,15 @@ pub(crate) async fn team_stream(
     })?;
     let mut vars = app.settings.variables.clone();
     vars.extend(req.variables);
+    let mut secrets = req.env;
+    secrets.extend(req.secrets);
     let t = team.clone();
     let team_started = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let started_in = team_started.clone();
     let followed = blocking(&app, move |teams| {
         let since = match resume {
             Some(seq) => seq,
-            None => start_or_send(teams, &t, req.message, &vars)?,
+            None => start_or_send(teams, &t, req.message, &vars, &secrets)?,
         };
         started_in.store(true, std::sync::atomic::Ordering::SeqCst);
         Ok((teams.follow(&t, since)?, since))
@@ -442,6 +453,7 @@ fn start_or_send(
     team: &str,
     message: String,
     vars: &BTreeMap<String, String>,
+    secrets: &BTreeMap<String, String>,
 ) -> Result<u64, ErrorBody> {
     let info = match teams.read(team, Request::TeamInfo) {
         Ok(Reply::Team { team }) => Some(team),
@@ -464,6 +476,6 @@ fn start_or_send(
             )?;
             Ok(since)
         }
-        _ => teams.up(team, Some(message), vars),
+        _ => teams.up(team, Some(message), vars, secrets),
     }
 }

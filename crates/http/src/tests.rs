@@ -203,6 +203,7 @@ impl Teams for Fake {
         team: &str,
         goal: Option<String>,
         variables: &BTreeMap<String, String>,
+        _secrets: &BTreeMap<String, String>,
     ) -> Result<u64, ErrorBody> {
         self.calls.lock().unwrap().push(format!(
             "up {team} {} {}",
@@ -1148,6 +1149,7 @@ impl Teams for FailingTeams {
         _team: &str,
         _goal: Option<String>,
         _variables: &BTreeMap<String, String>,
+        _secrets: &BTreeMap<String, String>,
     ) -> Result<u64, ErrorBody> {
         Err(ErrorBody::new(ErrorCode::Internal, "cannot start"))
     }

@@ -232,6 +232,7 @@ impl TeamServer {
             team_file: tools::team_file(config),
             runs_later: tools::runs_later(config),
             turns: Arc::new(AtomicU32::new(0)),
+            search: config.search.clone(),
         };
         TeamServer {
             ctx: Arc::new(ctx),
@@ -585,6 +586,7 @@ impl ServerHandler for TeamServer {
             *u = None;
         }
         let name = request.name.as_ref();
+        let name = agent_team_tools::alias_of(name).unwrap_or(name);
         if !self.names.contains(&name) {
             return Err(ErrorData::invalid_params(
                 format!(

@@ -41,6 +41,7 @@ pub fn our_call(tool: &str, input: &Value) -> Option<(&'static str, Value)> {
         ),
         "LS" | "list_directory" => ("list_files", json!({"path": input.get("path")})),
         "WebFetch" | "web_fetch" => ("web_fetch", json!({"url": s("url")})),
+        "WebSearch" | "web_search" => ("web_search", json!({"query": s("query")})),
         "TodoWrite" | "todo_write" => ("todo_write", json!({"items": []})),
         _ => return None,
     })
@@ -115,6 +116,23 @@ mod tests {
             our_call("WebFetch", &json!({"url": "http://x", "prompt": "p"})).unwrap(),
             ("web_fetch", json!({"url": "http://x"}))
         );
+        // Claude Code's WebSearch (with its domain filters) and Qwen Code's web_search are our
+        // web_search, judged on the query.
+        for (tool, input) in [
+            (
+                "WebSearch",
+                json!({"query": "rust 2024", "allowed_domains": ["docs.rs"]}),
+            ),
+            (
+                "web_search",
+                json!({"query": "rust 2024", "provider": "tavily"}),
+            ),
+        ] {
+            assert_eq!(
+                our_call(tool, &input).unwrap(),
+                ("web_search", json!({"query": "rust 2024"}))
+            );
+        }
         assert!(our_call("NotebookEdit", &json!({})).is_none());
     }
 
@@ -132,6 +150,7 @@ mod tests {
             ("Grep", json!({"pattern": "x"})),
             ("LS", json!({"path": "."})),
             ("WebFetch", json!({"url": "http://x"})),
+            ("WebSearch", json!({"query": "x"})),
             ("TodoWrite", json!({"todos": []})),
         ] {
             let (ours, args) = our_call(tool, &input).unwrap();

@@ -21,9 +21,9 @@ pub use shell::{Hazard, Word, WordKind, command_parts, hazard, squeeze, write_ta
 pub const SHELL_TOOL: &str = "bash";
 
 /// Tools that are asked, not allowed, when no rule names them: they reach outside the machine
-/// (`web_fetch`). A `*` rule does not open them (a `*` deny still denies); a rule naming the
-/// tool, whole or with a pattern, does.
-pub const ASK_BY_DEFAULT: &[&str] = &["web_fetch"];
+/// (`web_fetch`, `web_search`). A `*` rule does not open them (a `*` deny still denies); a rule
+/// naming the tool, whole or with a pattern, does.
+pub const ASK_BY_DEFAULT: &[&str] = &["web_fetch", "web_search"];
 
 /// The tools whose input is the path of the file they write.
 pub const WRITE_TOOLS: &[&str] = &["write_file", "edit_file"];

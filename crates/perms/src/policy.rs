@@ -48,7 +48,7 @@ pub struct Decision {
 ///    [`crate::pattern`]), so `bash(cargo test*) = "allow"` allows neither
 ///    `cargo test; rm -rf ~` nor `cargo test > .git/config`.
 /// 3. Otherwise the rule for the whole tool decides, then a `*` rule, then `allow`; except
-///    for the tools in [`ASK_BY_DEFAULT`] (`web_fetch`), which a `*` rule can deny but not
+///    for the tools in [`ASK_BY_DEFAULT`] (`web_fetch`, `web_search`), which a `*` rule can deny but not
 ///    allow: without a rule naming them they are asked.
 ///
 /// Shell lines and shell patterns are matched with whitespace runs made one space and trimmed,
@@ -195,6 +195,42 @@ mod tests {
                 url
             ),
             Ask
+        );
+    }
+
+    /// `web_search` is judged exactly like `web_fetch`: asked unless a rule names it, on the
+    /// query as its input.
+    #[test]
+    fn web_search_is_asked_unless_a_rule_names_it() {
+        let q = "rust async traits";
+        assert_eq!(decide_rules(&[], "web_search", q), Ask);
+        assert_eq!(
+            decide_rules(&[rule("*", None, Allow)], "web_search", q),
+            Ask
+        );
+        assert_eq!(
+            decide_rules(&[rule("web_fetch", None, Allow)], "web_search", q),
+            Ask
+        );
+        assert_eq!(
+            decide_rules(&[rule("*", None, Deny)], "web_search", q),
+            Deny
+        );
+        assert_eq!(
+            decide_rules(&[rule("web_search", None, Allow)], "web_search", q),
+            Allow
+        );
+        assert_eq!(
+            decide_rules(
+                &[rule("web_search", Some("rust *"), Allow)],
+                "web_search",
+                q
+            ),
+            Allow
+        );
+        assert_eq!(
+            decide_rules(&[rule("web_search", None, Deny)], "web_search", q),
+            Deny
         );
     }
 

@@ -153,6 +153,10 @@ pub struct Task {
     /// Tasks that must be completed before this one may start.
     #[serde(default)]
     pub blocked_by: Vec<u64>,
+    /// The tasks whose `blocked_by` names this one (computed for readers from the whole
+    /// board, never stored).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocks: Vec<u64>,
     /// Who created it (`operator`, `leader`, …).
     pub created_by: String,
     /// The outcome text (for `exec`: exit code and the tail of the output).
@@ -692,6 +696,10 @@ pub enum Event {
         /// Its summary, if any.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         summary: Option<String>,
+        /// Its text (NexAU's message events carry it), cut at [`MESSAGE_EVENT_TEXT`] bytes
+        /// with `…` after; the whole text is the message's in the inbox.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        text: String,
     },
     /// A permission request was raised.
     PermissionRequested {
@@ -786,6 +794,30 @@ pub enum Event {
         agent: String,
         /// The plan.
         plan: String,
+    },
+    /// A setting was changed or reset at run time (`config set|reset`, `set_config`).
+    ConfigChanged {
+        /// The setting (`role.NAME.model`, …); `*` for a reset of every one.
+        key: String,
+        /// Its new value; none when reset to the team file's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        value: Option<String>,
+        /// Who changed it (`operator`, `leader`).
+        by: String,
+        /// When it takes effect: `next_start` (of each agent it concerns) or `next_spawn`.
+        applies: String,
+    },
+    /// The leader or the operator dissolved the team (`dissolve_team`): its teammates are
+    /// stopping, their tasks went back to the board (or were cancelled).
+    TeamDissolved {
+        /// Why, as given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// The teammates stopped.
+        stopped: Vec<String>,
+        /// The tasks cancelled (with `cancel_tasks`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        cancelled: Vec<u64>,
     },
     /// The leader or the operator decided a submitted plan.
     PlanDecided {
@@ -882,8 +914,26 @@ impl Event {
             Event::FinishedWork { .. } => "FINISHED_WORK",
             Event::PlanSubmitted { .. } => "PLAN_SUBMITTED",
             Event::PlanDecided { .. } => "PLAN_DECIDED",
+            Event::TeamDissolved { .. } => "TEAM_DISSOLVED",
+            Event::ConfigChanged { .. } => "CONFIG_CHANGED",
         }
     }
+}
+
+/// The most bytes of a message's text a `MESSAGE_SENT` event carries: the event log keeps a
+/// copy of every event, and a message may be far longer.
+pub const MESSAGE_EVENT_TEXT: usize = 4096;
+
+/// `text` cut to at most `max` bytes at a character boundary, with `…` after when it was cut.
+pub fn cut_text(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 /// One key of the team's memory: a JSON value with who wrote it last, when, and how often.
@@ -1213,6 +1263,7 @@ mod message_order_tests {
             status,
             owner: Some(owner.into()),
             blocked_by: vec![],
+            blocks: Vec::new(),
             created_by: "leader".into(),
             result: Some(result.into()),
             attempts: 1,

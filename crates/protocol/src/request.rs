@@ -222,7 +222,8 @@ pub enum Request {
     },
     /// Start a new teammate from a role (leader and operator only).
     Spawn {
-        /// The role to start it from.
+        /// The role to start it from (empty: the team's `default_role`).
+        #[serde(default)]
         role: String,
         /// Its name; defaults to the role name with the next free number.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -268,6 +269,34 @@ pub enum Request {
         /// "first to finish"), not when all are.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         any: bool,
+    },
+    /// Change one setting at run time (leader and operator only): `defaults.model`,
+    /// `max_teammates`, `role.NAME.model`, `role.NAME.max_steps`, `member.NAME.model`,
+    /// `member.NAME.role`; kept with the team over the team file's value until reset; one
+    /// `CONFIG_CHANGED` event.
+    ConfigSet {
+        /// The setting.
+        key: String,
+        /// Its value.
+        value: String,
+    },
+    /// Reset one setting (or, without `key`, every one) to the team file's value.
+    ConfigReset {
+        /// The setting; none: all.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+    },
+    /// Dissolve the team (leader and operator only): every teammate stopped, the tasks they
+    /// hold back to pending (or, with `cancel_tasks`, every open task cancelled), their slots
+    /// free; one `TEAM_DISSOLVED` event. The leader and the run go on (it may finish or spawn
+    /// anew). Answered at once with what was stopped and cancelled.
+    Dissolve {
+        /// Why (recorded with each teammate's status and in the event).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// Cancel every pending task too, instead of leaving them on the board.
+        #[serde(default, skip_serializing_if = "is_false")]
+        cancel_tasks: bool,
     },
     /// Stop one agent; it is not restarted and its task is released.
     Kill {
@@ -596,7 +625,8 @@ fn default_wait_ms() -> u64 {
 pub struct SpawnMember {
     /// Its name.
     pub name: String,
-    /// The role to start it from.
+    /// The role to start it from (empty: the team's `default_role`).
+    #[serde(default)]
     pub role: String,
     /// Text appended to the role's system prompt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -739,6 +769,23 @@ pub enum Reply {
         /// taken; ask again after a short wait.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         wait: Option<String>,
+    },
+    /// Answer to `config_set` / `config_reset`: the setting as it is now, and when it applies.
+    ConfigChanged {
+        /// The setting (`*`: every one, reset).
+        key: String,
+        /// Its value now (none: the team file's, after a reset).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        value: Option<String>,
+        /// `next_start` or `next_spawn`.
+        applies: String,
+    },
+    /// Answer to `dissolve`: the teammates stopping and the tasks cancelled.
+    Dissolved {
+        /// The teammates stopped.
+        stopped: Vec<String>,
+        /// The tasks cancelled.
+        cancelled: Vec<u64>,
     },
     /// Answer to `wait_for`: whether everything waited for got there (false: the timeout came
     /// first), and the states of the agents and tasks waited for.

@@ -425,6 +425,56 @@ impl TeamState {
         Ok(())
     }
 
+    /// Sets (`Some`) or resets (`None`) one run-time setting in the stored configuration's
+    /// `overrides`, or resets all with `key` `*` (leader or operator; the daemon checked the
+    /// value against the configuration); one `CONFIG_CHANGED` event.
+    pub fn set_override(
+        &mut self,
+        actor: &Actor,
+        key: &str,
+        value: Option<String>,
+        applies: &str,
+        now: Timestamp,
+    ) -> Outcome<()> {
+        require_privileged(actor, "change the team's settings")?;
+        let Some(serde_json::Value::Object(config)) = self.config.as_mut() else {
+            return Err(ErrorBody::new(
+                ErrorCode::InvalidState,
+                "the team has no configuration yet",
+            ));
+        };
+        let overrides = config
+            .entry("overrides")
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+        if !overrides.is_object() {
+            *overrides = serde_json::Value::Object(Default::default());
+        }
+        if let serde_json::Value::Object(o) = overrides {
+            match (&value, key) {
+                (None, "*") => o.clear(),
+                (None, k) => {
+                    o.remove(k);
+                }
+                (Some(v), k) => {
+                    o.insert(k.to_string(), serde_json::Value::String(v.clone()));
+                }
+            }
+        }
+        let stored = serde_json::Value::Object(config.clone());
+        self.changes.push(Change::Config(stored));
+        self.record(
+            actor.name(),
+            Event::ConfigChanged {
+                key: key.to_string(),
+                value,
+                by: actor.name().to_string(),
+                applies: applies.to_string(),
+            },
+            now,
+        );
+        Ok(())
+    }
+
     /// Starts a run with a goal (operator).
     pub fn start_run(
         &mut self,

@@ -176,6 +176,7 @@ impl TeamState {
                 to,
                 kind,
                 summary,
+                text: cut_text(&body, MESSAGE_EVENT_TEXT),
             },
             now,
         );

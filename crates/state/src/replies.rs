@@ -702,6 +702,7 @@ mod tests {
             status: TaskStatus::InProgress,
             owner: Some("w\"1".into()),
             blocked_by: vec![1, 2],
+            blocks: Vec::new(),
             created_by: "operator".into(),
             result: Some("exit 0\nline\u{1}".into()),
             attempts: 1,

@@ -73,6 +73,35 @@ impl TeamState {
             .collect()
     }
 
+    /// Tasks as readers see them ([`TeamState::tasks`] with each one's `blocks` filled).
+    pub fn tasks_view(&self, status: Option<TaskStatus>) -> Vec<Task> {
+        let mut blocks: std::collections::HashMap<u64, Vec<u64>> = Default::default();
+        for t in self.tasks.values() {
+            for b in &t.blocked_by {
+                blocks.entry(*b).or_default().push(t.id);
+            }
+        }
+        self.tasks(status)
+            .into_iter()
+            .map(|mut t| {
+                t.blocks = blocks.remove(&t.id).unwrap_or_default();
+                t
+            })
+            .collect()
+    }
+
+    /// One task as readers see it (with `blocks` filled).
+    pub fn task_view(&self, id: u64) -> Outcome<Task> {
+        let mut task = self.task(id)?.clone();
+        task.blocks = self
+            .tasks
+            .values()
+            .filter(|t| t.blocked_by.contains(&id))
+            .map(|t| t.id)
+            .collect();
+        Ok(task)
+    }
+
     /// The in-progress task an agent holds, if any.
     pub fn held_task(&self, agent: &str) -> Option<u64> {
         self.agents.get(agent).and_then(|a| a.info.current_task)
@@ -134,6 +163,7 @@ impl TeamState {
             status: TaskStatus::Pending,
             owner: None,
             blocked_by,
+            blocks: Vec::new(),
             created_by: actor.name().to_string(),
             result: None,
             attempts: 0,

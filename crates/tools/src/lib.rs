@@ -29,11 +29,12 @@ pub use tasks::{
     UpdateTaskStatus,
 };
 pub use team::{
-    CloseTeammate, DecidePermission, DiffTeammate, FinishTeam, FinishTeammateWork, ListTeammates,
-    ResumeTeammate, SpawnTeam, SpawnTeammate, TeamMember, WaitFor, WaitMode, WorkAction,
+    CloseTeammate, DecidePermission, DiffTeammate, DissolveTeam, FinishTeam, FinishTeammateWork,
+    ListTeammates, ResumeTeammate, SetConfig, SpawnTeam, SpawnTeammate, TeamMember, WaitFor,
+    WaitMode, WorkAction,
 };
 pub use todos::{TodoItem, TodoStatus, TodoWrite};
-pub use web::WebFetch;
+pub use web::{WebFetch, WebSearch};
 
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
@@ -180,6 +181,8 @@ catalogue!(
     SpawnTeam,
     WaitFor,
     CloseTeammate,
+    DissolveTeam,
+    SetConfig,
     ResumeTeammate,
     DiffTeammate,
     FinishTeammateWork,
@@ -208,6 +211,7 @@ catalogue!(
     Grep,
     Glob,
     WebFetch,
+    WebSearch,
     Bash,
 );
 
@@ -267,6 +271,18 @@ pub const MEMORY_SET: &str = <MemorySet as Tool>::NAME;
 /// A tool by name.
 pub fn lookup(name: &str) -> Option<&'static ToolDef> {
     CATALOGUE.iter().find(|t| t.name == name)
+}
+
+/// Names other teams' prompts give our tools (Qwen Code's `team_delete`): a call by one of
+/// them is a call of ours.
+pub const ALIASES: &[(&str, &str)] = &[("team_delete", <DissolveTeam as Tool>::NAME)];
+
+/// Our tool's name for an alias in [`ALIASES`], none for any other name.
+pub fn alias_of(name: &str) -> Option<&'static str> {
+    ALIASES
+        .iter()
+        .find(|(a, _)| *a == name)
+        .map(|(_, ours)| *ours)
 }
 
 /// The tool a plan-required teammate submits its plan with: it gets it until the plan is

@@ -10,8 +10,8 @@ use serde::Deserialize;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SpawnTeammate {
-    /// a role of the team (e.g. worker, explorer, reviewer)
-    pub role: String,
+    /// a role of the team (e.g. worker, explorer, reviewer); none: the team's default role
+    pub role: Option<String>,
     /// its name; lower-case letters, digits and '-'
     pub name: Option<String>,
     /// extra instructions appended to the role's system prompt for this teammate
@@ -36,8 +36,8 @@ impl Tool for SpawnTeammate {
 pub struct TeamMember {
     /// its name; lower-case letters, digits and '-'
     pub name: String,
-    /// a role of the team (e.g. worker, explorer, reviewer)
-    pub role: String,
+    /// a role of the team (e.g. worker, explorer, reviewer); none: the team's default role
+    pub role: Option<String>,
     /// extra instructions appended to the role's system prompt
     pub instructions: Option<String>,
     /// the model it uses instead of its role's
@@ -94,6 +94,40 @@ impl WaitFor {
 impl Tool for WaitFor {
     const NAME: &'static str = "wait_for";
     const DESCRIPTION: &'static str = "Wait until each named teammate is idle/exited/stopped/failed and each named task is completed/failed/cancelled (mode any: until the first of them is), or until the timeout (default 60 s, at most 600 s); returns their states. With neither, waits for every teammate.";
+    const AUDIENCE: Audience = Audience::LEADER;
+}
+
+/// Arguments of `dissolve_team`: the leader ends the whole team at once (pydantic's
+/// `dissolve_team`, Qwen Code's `team_delete`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DissolveTeam {
+    /// why, recorded with each teammate's status
+    pub reason: Option<String>,
+    /// cancel every pending task too instead of leaving them on the board
+    pub cancel_tasks: Option<bool>,
+}
+
+impl Tool for DissolveTeam {
+    const NAME: &'static str = "dissolve_team";
+    const DESCRIPTION: &'static str = "Stop every teammate at once (also called team_delete): the tasks they hold go back to pending (with cancel_tasks: every pending task is cancelled), their slots are free. You and the run go on: finish_team, or spawn anew.";
+    const AUDIENCE: Audience = Audience::LEADER;
+}
+
+/// Arguments of `set_config`: the leader changes a setting while the team runs (Nyzhi's
+/// `/teams-config`, `/subagent-config`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetConfig {
+    /// defaults.model, max_teammates, role.NAME.model, role.NAME.max_steps, member.NAME.model or member.NAME.role
+    pub key: String,
+    /// its new value; leave it out to reset the setting to the team file's
+    pub value: Option<String>,
+}
+
+impl Tool for SetConfig {
+    const NAME: &'static str = "set_config";
+    const DESCRIPTION: &'static str = "Change a setting of the team while it runs (or reset it without value): a role's model or max_steps, a member's model or role, the default model, max_teammates. A member's model and role, and a role's, apply when each agent concerned starts next (close_teammate and resume_teammate to apply at once); max_teammates at the next spawn.";
     const AUDIENCE: Audience = Audience::LEADER;
 }
 

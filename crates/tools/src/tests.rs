@@ -97,6 +97,7 @@ fn integer_fields_stay_integers() {
         ("decide_permission", "id"),
         ("read_file", "offset"),
         ("bash", "timeout_secs"),
+        ("web_search", "count"),
     ] {
         let s = lookup(tool).unwrap().schema();
         assert_eq!(s["properties"][field]["type"], "integer", "{tool}.{field}");
@@ -117,7 +118,7 @@ fn names_are_unique_and_known() {
         assert!(is_known_tool(t.name));
         assert_eq!(lookup(t.name).map(|d| d.name), Some(t.name));
     }
-    assert_eq!(CATALOGUE.len(), 33);
+    assert_eq!(CATALOGUE.len(), 36);
     assert!(!is_known_tool("teleport"));
     assert!(!is_known_tool("Bash"));
 }
@@ -136,12 +137,20 @@ fn the_audience_lists_are_the_ones_agents_always_had() {
             "grep",
             "glob",
             "web_fetch",
+            "web_search",
             "bash"
         ]
     );
     assert_eq!(
         READ_ONLY_TOOLS,
-        ["read_file", "list_files", "grep", "glob", "web_fetch"]
+        [
+            "read_file",
+            "list_files",
+            "grep",
+            "glob",
+            "web_fetch",
+            "web_search"
+        ]
     );
     assert_eq!(
         LEADER_TOOLS,
@@ -150,6 +159,8 @@ fn the_audience_lists_are_the_ones_agents_always_had() {
             "spawn_team",
             "wait_for",
             "close_teammate",
+            "dissolve_team",
+            "set_config",
             "resume_teammate",
             "diff_teammate",
             "finish_teammate_work",
@@ -514,19 +525,26 @@ fn lifecycle_tools_parse_their_arguments() {
         t.members[1],
         TeamMember {
             name: "a2".into(),
-            role: "reviewer".into(),
+            role: Some("reviewer".into()),
             instructions: Some("be strict".into()),
             model: Some("m-2".into()),
             host: None,
         }
     );
-    // A member without its role is refused, naming the member's place and the field.
+    // A member without its role gets the team's default one (the daemon fills it in).
+    let t: SpawnTeam = parse(
+        "spawn_team",
+        &json!({"members": [{"name": "a1", "role": "worker"}, {"name": "a2"}]}),
+    )
+    .unwrap();
+    assert_eq!(t.members[1].role, None);
+    // A member without its name is refused, naming the member's place and the field.
     let (field, text) = error(
         "spawn_team",
-        json!({"members": [{"name": "a1", "role": "worker"}, {"name": "a2"}]}),
+        json!({"members": [{"name": "a1", "role": "worker"}, {"role": "worker"}]}),
     );
-    assert_eq!(field.as_deref(), Some("members[1].role"), "{text}");
-    assert!(text.contains("`members[1].role`"), "{text}");
+    assert_eq!(field.as_deref(), Some("members[1].name"), "{text}");
+    assert!(text.contains("`members[1].name`"), "{text}");
     let (field, _) = error(
         "spawn_team",
         json!({"members": [{"name": "a1", "role": "worker", "colour": "red"}]}),

@@ -222,6 +222,7 @@ pub async fn run(
         team_file: tools::team_file(config),
         runs_later: tools::runs_later(config),
         turns: Arc::new(std::sync::atomic::AtomicU32::new(0)),
+        search: config.search.clone(),
     };
     // A worker of a coordinator or collaborate run whose turn ends with text only has
     // answered the task it was given: the text is the task's result.
@@ -585,6 +586,18 @@ async fn run_call(
     call: &agent_team_model::ToolCall,
     out: &Output,
 ) -> Result<ToolOutcome, AgentError> {
+    // A name other teams' prompts use for one of ours (Qwen Code's `team_delete`) is ours.
+    let aliased;
+    let call = match agent_team_tools::alias_of(&call.name) {
+        Some(ours) => {
+            aliased = agent_team_model::ToolCall {
+                name: ours.to_string(),
+                ..call.clone()
+            };
+            &aliased
+        }
+        None => call,
+    };
     let raw = if call.arguments.trim().is_empty() {
         "{}"
     } else {

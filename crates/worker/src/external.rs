@@ -702,6 +702,7 @@ pub fn claude_tools(role: &Role) -> ClaudeTools {
         "Grep",
         "Bash",
         "WebFetch",
+        "WebSearch",
         "TodoWrite",
     ] {
         let Some(ours) = agent_team_config::claude_tool(name) else {
@@ -764,6 +765,7 @@ pub fn qwen_judged(role: &Role) -> Vec<String> {
         ("grep_search", "grep"),
         ("list_directory", "list_files"),
         ("web_fetch", "web_fetch"),
+        ("web_search", "web_search"),
         ("todo_write", "todo_write"),
     ]
     .into_iter()

@@ -39,6 +39,35 @@ pub fn lifecycle(ctx: &Ctx, req: Request, json: bool) -> Result<ExitCode> {
     }
 }
 
+/// `agent-team dissolve [--reason R] [--cancel-tasks]`
+pub fn dissolve(
+    ctx: &Ctx,
+    reason: Option<String>,
+    cancel_tasks: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    match ctx.call(Request::Dissolve {
+        reason,
+        cancel_tasks,
+    })? {
+        Reply::Dissolved { stopped, cancelled } => {
+            if json {
+                output::json(&serde_json::json!({"stopped": stopped, "cancelled": cancelled}));
+            } else if stopped.is_empty() {
+                output::line("no teammate was running");
+            } else {
+                output::line(&format!("stopping {}", stopped.join(", ")));
+            }
+            if !json && !cancelled.is_empty() {
+                let ids: Vec<String> = cancelled.iter().map(u64::to_string).collect();
+                output::line(&format!("cancelled tasks {}", ids.join(", ")));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        other => bail!("unexpected reply {other:?}"),
+    }
+}
+
 /// `agent-team logs NAME [--follow]`
 pub fn logs(ctx: &Ctx, name: &str, follow: bool) -> Result<ExitCode> {
     agent_team_protocol::names::validate("agent", name)

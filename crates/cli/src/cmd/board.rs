@@ -177,6 +177,9 @@ fn print_task(t: &Task) {
     if !t.blocked_by.is_empty() {
         output::line(&format!("  blocked_by: {:?}", t.blocked_by));
     }
+    if !t.blocks.is_empty() {
+        output::line(&format!("  blocks:     {:?}", t.blocks));
+    }
     if let Some(r) = &t.run {
         output::line(&format!("  run:        {r}"));
     }

@@ -8,6 +8,7 @@ mod memory;
 mod plan;
 pub(crate) mod roles;
 mod serve;
+mod settings;
 pub(crate) mod teams;
 mod tui;
 pub(crate) mod up;
@@ -97,6 +98,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             agent_team_protocol::Request::Kill { name, reason: None },
             json,
         ),
+        Command::Dissolve {
+            reason,
+            cancel_tasks,
+            json,
+        } => agents::dissolve(&ctx, reason, cancel_tasks, json),
         Command::Restart { name, json } => {
             agents::lifecycle(&ctx, agent_team_protocol::Request::Restart { name }, json)
         }
@@ -109,7 +115,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         } => agents::lifecycle(
             &ctx,
             agent_team_protocol::Request::Spawn {
-                role,
+                role: role.unwrap_or_default(),
                 name,
                 instructions: None,
                 model: None,
@@ -160,6 +166,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Budget(b) => usage::budget(&ctx, b),
         Command::Task(t) => board::task(&ctx, t),
         Command::Memory(m) => memory::memory(&ctx, m),
+        Command::Config(c) => settings::config(&ctx, c),
         Command::Plan(p) => plan::plan(&ctx, p),
         Command::Send {
             to,

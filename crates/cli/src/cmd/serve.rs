@@ -188,6 +188,7 @@ impl Teams for LocalTeams {
         team: &str,
         goal: Option<String>,
         variables: &BTreeMap<String, String>,
+        secrets: &BTreeMap<String, String>,
     ) -> Result<u64, ErrorBody> {
         let ctx = self.ctx(team)?;
         if ctx.file.is_none() && !ctx.tp.db.exists() {
@@ -200,8 +201,10 @@ impl Teams for LocalTeams {
             ));
         }
         let (cfg, _) = crate::cmd::up::team_config(&ctx, false, None, false).map_err(body)?;
+        let mut all = self.secrets.clone();
+        all.extend(secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
         let (cfg, goal, secrets) =
-            crate::cmd::up::with_variables(cfg, goal, variables, &self.secrets).map_err(body)?;
+            crate::cmd::up::with_variables(cfg, goal, variables, &all).map_err(body)?;
         let mut c = ctx.connect().map_err(body)?;
         crate::cmd::up::start(&ctx, &mut c, &cfg, goal, &secrets).map_err(body)
     }

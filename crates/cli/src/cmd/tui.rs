@@ -1100,6 +1100,7 @@ mod tests {
             status: TaskStatus::InProgress,
             owner: Some("builder-1".into()),
             blocked_by: vec![1, 2],
+            blocks: Vec::new(),
             created_by: "leader".into(),
             result: None,
             attempts: 1,

@@ -58,11 +58,15 @@ impl Core {
                 }
                 Ok(reply)
             }
+            // What agents start from: the stored configuration with its run-time settings
+            // applied (they are kept, under `overrides`, for `config show`).
             Request::GetConfig => Ok(Reply::Config {
                 config: self
-                    .state
-                    .config()
-                    .cloned()
+                    .sup
+                    .config
+                    .as_ref()
+                    .and_then(|c| serde_json::to_value(c).ok())
+                    .or_else(|| self.state.config().cloned())
                     .unwrap_or(serde_json::Value::Null),
             }),
             Request::Finish {
@@ -89,6 +93,14 @@ impl Core {
             Request::SpawnTeam { members } => {
                 self.supervise(|s| s.spawn_team_request(actor, members))
             }
+            Request::ConfigSet { key, value } => {
+                self.supervise(|s| s.config_change(actor, Some(key), Some(value)))
+            }
+            Request::ConfigReset { key } => self.supervise(|s| s.config_change(actor, key, None)),
+            Request::Dissolve {
+                reason,
+                cancel_tasks,
+            } => self.supervise(|s| s.dissolve_request(actor, reason, cancel_tasks)),
             Request::Spawn { .. }
             | Request::Kill { .. }
             | Request::Resume { .. }

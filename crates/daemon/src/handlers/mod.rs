@@ -83,6 +83,9 @@ fn area(req: &Request) -> Area {
         | Request::Shutdown
         | Request::Spawn { .. }
         | Request::SpawnTeam { .. }
+        | Request::Dissolve { .. }
+        | Request::ConfigSet { .. }
+        | Request::ConfigReset { .. }
         | Request::Kill { .. }
         | Request::Resume { .. }
         | Request::WaitFor { .. }

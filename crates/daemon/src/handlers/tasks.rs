@@ -54,10 +54,10 @@ impl Core {
             Request::TaskList { status, after } => {
                 let after = after.unwrap_or(0);
                 Ok(Reply::Tasks {
-                    tasks: page(s.tasks(status).into_iter().filter(|t| t.id > after)),
+                    tasks: page(s.tasks_view(status).into_iter().filter(|t| t.id > after)),
                 })
             }
-            Request::TaskShow { id } => s.task(id).cloned().map(|task| Reply::Task { task }),
+            Request::TaskShow { id } => s.task_view(id).map(|task| Reply::Task { task }),
             Request::TaskClaim { id } => s
                 .task_claim(actor, id, now)
                 .map(|task| Reply::Task { task }),

@@ -14,10 +14,7 @@ impl Step<'_> {
         if reaped > 0 {
             tracing::warn!(reaped, "killed task commands left by the previous daemon");
         }
-        self.sup.config = self
-            .state
-            .config()
-            .and_then(|v| serde_json::from_value(v.clone()).ok());
+        self.sup.config = self.stored_config();
         let now = Timestamp::now();
         let records: Vec<AgentRecord> = self.state.agent_records().cloned().collect();
         for rec in records {
@@ -172,12 +169,76 @@ impl Step<'_> {
         Ok(backend)
     }
 
+    /// The stored configuration with its run-time settings applied: what the daemon and its
+    /// agents work from.
+    pub(crate) fn stored_config(&self) -> Option<TeamConfig> {
+        self.state
+            .config()
+            .and_then(|v| serde_json::from_value::<TeamConfig>(v.clone()).ok())
+            .map(|c| c.effective())
+    }
+
+    /// `config_set` / `config_reset` (`key` none: every setting): checked against the
+    /// team's configuration, kept with it, applied from then on.
+    pub(crate) fn config_change(
+        &mut self,
+        actor: &Actor,
+        key: Option<String>,
+        value: Option<String>,
+    ) -> Result<Reply, ErrorBody> {
+        if !actor.is_privileged() {
+            return Err(err(
+                ErrorCode::PermissionDenied,
+                "only the leader or the operator may change the team's settings",
+            ));
+        }
+        let cfg = self.sup.config.clone().ok_or_else(|| {
+            err(
+                ErrorCode::InvalidState,
+                "configure the team before changing its settings",
+            )
+        })?;
+        let bad = |m: String| err(ErrorCode::BadRequest, m);
+        let (key, applies) = match (key, &value) {
+            (Some(k), Some(v)) => {
+                let applies = cfg.check_override(&k, v).map_err(bad)?;
+                (k, applies)
+            }
+            (Some(k), None) => {
+                let applies = agent_team_config::overrides::key_applies(&k).map_err(bad)?;
+                (k, applies)
+            }
+            (None, _) => (
+                "*".to_string(),
+                agent_team_config::overrides::Applies::NextStart,
+            ),
+        };
+        self.state
+            .set_override(actor, &key, value, applies.as_str(), Timestamp::now())?;
+        self.sup.config = self.stored_config();
+        let now = self.sup.config.as_ref().and_then(|c| c.setting(&key));
+        Ok(Reply::ConfigChanged {
+            key,
+            value: now,
+            applies: applies.as_str().to_string(),
+        })
+    }
+
     /// `configure`: store the team configuration.
     pub(crate) fn configure(
         &mut self,
         actor: &Actor,
-        config: serde_json::Value,
+        mut config: serde_json::Value,
     ) -> Result<Reply, ErrorBody> {
+        // Run-time settings outlive a new configuration (`up` reads the file again): kept
+        // until `config reset`.
+        if let (Some(serde_json::Value::Object(old)), serde_json::Value::Object(new)) =
+            (self.state.config(), &mut config)
+            && let Some(o) = old.get("overrides").filter(|o| !o.is_null())
+            && !new.contains_key("overrides")
+        {
+            new.insert("overrides".into(), o.clone());
+        }
         let parsed: TeamConfig = serde_json::from_value(config.clone()).map_err(|e| {
             err(
                 ErrorCode::BadRequest,
@@ -217,7 +278,7 @@ impl Step<'_> {
         if self.sup.config.as_ref().map(|c| c.backend) != Some(parsed.backend) {
             self.sup.backend = None;
         }
-        self.sup.config = Some(parsed);
+        self.sup.config = Some(parsed.effective());
         Ok(Reply::Done)
     }
 
@@ -303,14 +364,17 @@ impl Step<'_> {
         mut m: SpawnMember,
     ) -> Result<Option<Reply>, ErrorBody> {
         check_may_spawn(actor)?;
-        let (role, name) = (m.role.clone(), m.name.clone());
-        let name = (!name.is_empty()).then_some(name);
         let cfg = self.sup.config.clone().ok_or_else(|| {
             err(
                 ErrorCode::InvalidState,
                 "configure the team before spawning",
             )
         })?;
+        if m.role.is_empty() {
+            m.role = cfg.default_role.clone();
+        }
+        let (role, name) = (m.role.clone(), m.name.clone());
+        let name = (!name.is_empty()).then_some(name);
         if !cfg.roles.contains_key(&role) {
             let known: Vec<&String> = cfg.roles.keys().collect();
             return Err(ErrorBody::with_details(
@@ -475,6 +539,19 @@ impl Step<'_> {
     /// Records the next incarnation of `name` and builds its launch; `None` if it failed (the
     /// failure is already handled).
     fn prepare_launch(&mut self, name: &str) -> Option<(u64, LaunchSpec, Option<Launched>)> {
+        // A role set for this member at run time (`member.NAME.role`) is its role from this
+        // start on.
+        if let Some(role) = self
+            .sup
+            .config
+            .as_ref()
+            .and_then(|c| c.member_override(name, "role"))
+            .map(str::to_string)
+            && self.state.agent(name).is_some_and(|a| a.info.role != role)
+        {
+            self.state
+                .update_agent(name, |a| a.info.role = role.clone());
+        }
         let rec = self.state.agent(name).cloned()?;
         let incarnation = rec.info.incarnation + 1;
         if let Err(e) = self.backend() {
@@ -602,13 +679,17 @@ impl Step<'_> {
         if provider.is_external() {
             envs.push((env::EXTERNAL.to_string(), provider.as_str().to_string()));
         }
-        // The member's own model, provider and instructions (team file or spawn).
+        // The member's own model, provider and instructions (team file or spawn); a model set
+        // for it at run time (`member.NAME.model`) wins.
         for (key, var) in [
             ("model", env::MODEL),
             ("provider", env::PROVIDER),
             ("instructions", env::INSTRUCTIONS),
         ] {
-            if let Some(v) = rec.spec.get(key).and_then(|v| v.as_str()) {
+            let set = (key == "model")
+                .then(|| cfg.member_override(&rec.info.name, "model"))
+                .flatten();
+            if let Some(v) = set.or_else(|| rec.spec.get(key).and_then(|v| v.as_str())) {
                 envs.push((var.to_string(), v.to_string()));
             }
         }

@@ -1,7 +1,7 @@
 //! The leader's team management beyond one spawn: a whole team in one all-or-nothing request
 //! (`spawn_team`), resuming a stopped teammate with its inbox (`resume`), and waiting for
 //! teammates and tasks to settle (`wait_for`, answered by the core after the batch that
-//! settles them, or at its deadline).
+//! settles them, or at its deadline), and dissolving the team (`dissolve`).
 
 use super::lifecycle::{check_may_spawn, check_placement};
 use super::*;
@@ -84,7 +84,7 @@ impl Step<'_> {
     pub(crate) fn spawn_team_request(
         &mut self,
         actor: &Actor,
-        members: Vec<SpawnMember>,
+        mut members: Vec<SpawnMember>,
     ) -> Result<Reply, ErrorBody> {
         check_may_spawn(actor)?;
         let cfg = self.sup.config.clone().ok_or_else(|| {
@@ -93,6 +93,9 @@ impl Step<'_> {
                 "configure the team before spawning",
             )
         })?;
+        for m in members.iter_mut().filter(|m| m.role.is_empty()) {
+            m.role = cfg.default_role.clone();
+        }
         if members.is_empty() {
             return Err(err(ErrorCode::BadRequest, "spawn_team needs members"));
         }
@@ -271,6 +274,63 @@ impl Step<'_> {
             SupTimer::WaitDeadline(key),
         );
         Ok(None)
+    }
+
+    /// `dissolve`: every teammate stopped (Qwen Code's `team_delete`, pydantic's
+    /// `dissolve_team`), the tasks they hold back to pending at once, so nobody finishes one
+    /// after, and with `cancel_tasks` every pending task cancelled; one `TEAM_DISSOLVED`.
+    pub(crate) fn dissolve_request(
+        &mut self,
+        actor: &Actor,
+        reason: Option<String>,
+        cancel_tasks: bool,
+    ) -> Result<Reply, ErrorBody> {
+        if !actor.is_privileged() {
+            return Err(ErrorBody::new(
+                ErrorCode::PermissionDenied,
+                "only the leader or the operator may dissolve the team",
+            ));
+        }
+        let now = Timestamp::now();
+        let reason = reason.filter(|r| !r.trim().is_empty());
+        let stopped: Vec<String> = self
+            .state
+            .agents()
+            .into_iter()
+            .filter(|a| a.name != LEADER && !a.status.is_down() && a.backend != "external")
+            .map(|a| a.name)
+            .collect();
+        for t in self.state.tasks(Some(TaskStatus::InProgress)) {
+            if t.owner.as_ref().is_some_and(|o| stopped.contains(o)) {
+                self.state.task_release(actor, t.id, now)?;
+            }
+        }
+        for name in &stopped {
+            let rt = self.sup.runtimes.entry(name.clone()).or_default();
+            rt.close_reason = Some(
+                reason
+                    .clone()
+                    .unwrap_or_else(|| "the team was dissolved".to_string()),
+            );
+            self.begin_stop(name, StopReason::Operator);
+        }
+        let mut cancelled = Vec::new();
+        if cancel_tasks {
+            for t in self.state.tasks(Some(TaskStatus::Pending)) {
+                self.state.task_cancel(actor, t.id, now)?;
+                cancelled.push(t.id);
+            }
+        }
+        self.state.record(
+            actor.name(),
+            Event::TeamDissolved {
+                reason,
+                stopped: stopped.clone(),
+                cancelled: cancelled.clone(),
+            },
+            now,
+        );
+        Ok(Reply::Dissolved { stopped, cancelled })
     }
 
     /// The answer to `w`: when everything is settled, or (`timed_out`) as things stand.

@@ -276,6 +276,7 @@ fn qwen_code_gets_its_settings_with_a_trusted_team_server() {
         "{judged:?}"
     );
     assert!(judged.iter().any(|t| t == "web_fetch"), "{judged:?}");
+    assert!(judged.iter().any(|t| t == "web_search"), "{judged:?}");
     assert!(!judged.iter().any(|t| t == "write_file"), "{judged:?}");
 }
 
@@ -419,7 +420,8 @@ fn claude_codes_own_tools_follow_the_roles_tools_and_policy() {
     ro.provider = Provider::ClaudeCode;
     let l = launch(&ro);
     let denied = flag(&l, "--disallowedTools");
-    for t in ["Write", "Edit", "Bash"] {
+    // A role without web_search: Claude Code's WebSearch is taken away too.
+    for t in ["Write", "Edit", "Bash", "WebSearch"] {
         assert!(denied.split(',').any(|x| x == t), "{t} not in {denied}");
     }
     assert!(!flag(&l, "--allowedTools").split(',').any(|x| x == "Write"));
@@ -444,6 +446,10 @@ fn claude_codes_own_tools_follow_the_roles_tools_and_policy() {
     let matcher = pre["matcher"].as_str().unwrap();
     assert!(matcher.split('|').any(|t| t == "Bash"), "{matcher}");
     assert!(!matcher.split('|').any(|t| t == "Write"), "{matcher}");
+    // WebSearch is web_search: asked, like WebFetch, unless the policy names it.
+    for t in ["WebFetch", "WebSearch"] {
+        assert!(matcher.split('|').any(|x| x == t), "{t} not in {matcher}");
+    }
     let hook = &pre["hooks"][0];
     assert_eq!(
         hook["command"],

@@ -118,15 +118,16 @@ impl ToolOutcome {
     }
 }
 
-/// What the policy looks at for a call: the command for `bash`; for the file tools (`grep`
-/// too) the path as the file system sees it, relative to the workspace root (`./a`, `a//b`,
-/// `x/../a`, an absolute path inside the workspace and a symlink inside it all give the same
-/// `a`), so a rule on `.github/*` cannot be sidestepped by spelling; otherwise the arguments
-/// `args` as the model sent them.
+/// What the policy looks at for a call: the command for `bash`; the address for `web_fetch`
+/// and the query for `web_search`; for the file tools (`grep` too) the path as the file system
+/// sees it, relative to the workspace root (`./a`, `a//b`, `x/../a`, an absolute path inside
+/// the workspace and a symlink inside it all give the same `a`), so a rule on `.github/*`
+/// cannot be sidestepped by spelling; otherwise the arguments `args` as the model sent them.
 pub fn policy_input(root: &Path, call: &ToolCall, args: &Value) -> String {
     let path = match call {
         ToolCall::Bash(a) => return a.command.clone(),
         ToolCall::WebFetch(a) => return a.url.trim().to_string(),
+        ToolCall::WebSearch(a) => return a.query.trim().to_string(),
         ToolCall::Glob(a) => return a.pattern.clone(),
         ToolCall::ReadFile(a) => Some(&a.path),
         ToolCall::WriteFile(a) => Some(&a.path),
@@ -155,6 +156,9 @@ pub struct ToolCtx {
     /// The agent's model turns so far (the leader's `finish_team` reports them as the run's
     /// rounds).
     pub turns: Arc<std::sync::atomic::AtomicU32>,
+    /// The team file's `[search]`, where `web_search` sends its queries (none: the tool says
+    /// how to configure one).
+    pub search: Option<agent_team_config::SearchSettings>,
 }
 
 /// The file `config` was loaded from, canonical: a relative source is taken in the workspace
@@ -334,6 +338,8 @@ async fn run_inner(ctx: &ToolCtx, call: &ToolCall) -> Result<ToolOutcome, String
     match call {
         ToolCall::SpawnTeammate(a) => team::spawn_teammate(ctx, a).await,
         ToolCall::SpawnTeam(a) => team::spawn_team(ctx, a).await,
+        ToolCall::SetConfig(a) => team::set_config(ctx, a).await,
+        ToolCall::DissolveTeam(a) => team::dissolve_team(ctx, a).await,
         ToolCall::WaitFor(a) => team::wait_for(ctx, a).await,
         ToolCall::CloseTeammate(a) => team::close_teammate(ctx, a).await,
         ToolCall::ResumeTeammate(a) => team::resume_teammate(ctx, a).await,
@@ -363,6 +369,7 @@ async fn run_inner(ctx: &ToolCtx, call: &ToolCall) -> Result<ToolOutcome, String
         ToolCall::Grep(a) => files::grep(ctx, a).await,
         ToolCall::Glob(a) => files::glob(ctx, a).await,
         ToolCall::WebFetch(a) => web::web_fetch(ctx, a).await,
+        ToolCall::WebSearch(a) => web::web_search(ctx, a).await,
         ToolCall::TodoWrite(a) => todos::todo_write(ctx, a).await,
         ToolCall::Bash(a) => Ok(shell::run(ctx, a).await),
     }
@@ -429,6 +436,15 @@ mod tests {
         assert_eq!(
             input(&root, "bash", serde_json::json!({"command": "ls"})),
             "ls"
+        );
+        // web_search is judged on its query, as web_fetch is on its address.
+        assert_eq!(
+            input(
+                &root,
+                "web_search",
+                serde_json::json!({"query": " rust traits ", "count": 3})
+            ),
+            "rust traits"
         );
         // Team tools: the arguments as the model sent them.
         assert_eq!(

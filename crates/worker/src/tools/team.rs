@@ -14,7 +14,7 @@ pub(super) async fn spawn_teammate(
     a: &SpawnTeammate,
 ) -> Result<ToolOutcome, String> {
     let req = Request::Spawn {
-        role: a.role.clone(),
+        role: a.role.clone().unwrap_or_default(),
         name: a.name.clone(),
         instructions: a.instructions.clone(),
         model: a.model.clone(),
@@ -37,7 +37,7 @@ pub(super) async fn spawn_team(ctx: &ToolCtx, a: &SpawnTeam) -> Result<ToolOutco
         .iter()
         .map(|m| SpawnMember {
             name: m.name.clone(),
-            role: m.role.clone(),
+            role: m.role.clone().unwrap_or_default(),
             instructions: m.instructions.clone(),
             model: m.model.clone(),
             host: m.host.clone(),
@@ -88,6 +88,61 @@ pub(super) async fn wait_for(ctx: &ToolCtx, a: &WaitFor) -> Result<ToolOutcome, 
                 "teammates": agents,
                 "tasks": tasks,
             })))
+        }
+        other => ToolOutcome::ok(to_json(&other)),
+    })
+}
+
+pub(super) async fn set_config(
+    ctx: &ToolCtx,
+    a: &agent_team_tools::SetConfig,
+) -> Result<ToolOutcome, String> {
+    let req = match &a.value {
+        Some(v) => Request::ConfigSet {
+            key: a.key.clone(),
+            value: v.clone(),
+        },
+        None => Request::ConfigReset {
+            key: Some(a.key.clone()),
+        },
+    };
+    Ok(match daemon(ctx, req).await? {
+        Reply::ConfigChanged {
+            key,
+            value,
+            applies,
+        } => ToolOutcome::ok(format!(
+            "{key} is {} from the {}",
+            value.unwrap_or_else(|| "the team file's again".into()),
+            applies.replace('_', " ")
+        )),
+        other => ToolOutcome::ok(to_json(&other)),
+    })
+}
+
+pub(super) async fn dissolve_team(
+    ctx: &ToolCtx,
+    a: &agent_team_tools::DissolveTeam,
+) -> Result<ToolOutcome, String> {
+    let req = Request::Dissolve {
+        reason: a.reason.clone(),
+        cancel_tasks: a.cancel_tasks.unwrap_or(false),
+    };
+    Ok(match daemon(ctx, req).await? {
+        Reply::Dissolved { stopped, cancelled } => {
+            let mut text = if stopped.is_empty() {
+                "no teammate was running".to_string()
+            } else {
+                format!(
+                    "stopping {}; their tasks went back to pending and their slots are free",
+                    stopped.join(", ")
+                )
+            };
+            if !cancelled.is_empty() {
+                let ids: Vec<String> = cancelled.iter().map(u64::to_string).collect();
+                text.push_str(&format!("; cancelled tasks {}", ids.join(", ")));
+            }
+            ToolOutcome::ok(text)
         }
         other => ToolOutcome::ok(to_json(&other)),
     })
@@ -312,7 +367,7 @@ pub(super) async fn list_tasks(ctx: &ToolCtx, a: &ListTasks) -> Result<ToolOutco
         Reply::Tasks { tasks } => {
             let rows: Vec<Value> = tasks
                 .iter()
-                .map(|t| json!({"id": t.id, "title": t.title, "status": t.status, "owner": t.owner, "blocked_by": t.blocked_by, "description": t.description, "result": t.result}))
+                .map(|t| json!({"id": t.id, "title": t.title, "status": t.status, "owner": t.owner, "blocked_by": t.blocked_by, "blocks": t.blocks, "description": t.description, "result": t.result}))
                 .collect();
             ToolOutcome::ok(to_json(&rows))
         }

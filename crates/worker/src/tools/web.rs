@@ -3,10 +3,16 @@
 //! the model gave: so a redirect is followed only within the same origin (scheme, host, port),
 //! and one to another site is answered with its address for a `web_fetch` of its own, which
 //! the permission rules judge again.
+//!
+//! `web_search`, judged the same way on its query, is in [`search`].
+
+mod search;
 
 use super::{ToolCtx, ToolOutcome};
 use agent_team_tools::WebFetch;
 use std::time::Duration;
+
+pub(super) use search::web_search;
 
 /// The most body bytes read.
 pub const BODY_CAP: usize = 1 << 20;

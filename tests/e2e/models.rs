@@ -648,3 +648,43 @@ fn a_team_shut_down_mid_turn_runs_again_without_the_old_shutdown_request() {
     assert!(stdout.contains("second run done"), "{stdout}");
     assert_eq!(mock.requests("leader").len(), 3);
 }
+
+/// The attack: a model's `bash` printing the model key the agent runs with. The team's
+/// credential variables never reach its commands.
+#[test]
+fn a_models_bash_cannot_read_the_teams_model_key() {
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    mock.script(
+        "leader",
+        vec![
+            tools(&[(
+                "bash",
+                json!({"command": "echo \"key=$MOCK_API_KEY openai=$OPENAI_API_KEY\""}),
+            )]),
+            tools(&[("finish_team", json!({"answer": "looked", "force": true}))]),
+            Step::Text("Done.".into()),
+        ],
+    );
+    let mut sb = sandbox_for(
+        &mock,
+        "openai",
+        "[roles.leader]\ntools = [\"bash\"]\npermissions = { bash = \"allow\" }\n",
+    );
+    sb.env
+        .push(("OPENAI_API_KEY".into(), "sk-user-openai-key".into()));
+    let run = sb.spawn(&["run", "--backend", "process", "--timeout", "60", "--quiet"]);
+    let (status, out) = sb.wait_child(run, T);
+    assert!(status.success(), "{out}");
+    let seen = mock.requests("leader").last().unwrap().to_string();
+    assert!(seen.contains("key= openai="), "{seen}");
+    assert!(
+        !seen.contains("test-key") && !seen.contains("sk-user-openai-key"),
+        "{seen}"
+    );
+    // The agent itself still had its key: every request carried it.
+    assert!(
+        mock.keys("leader")
+            .iter()
+            .all(|k| k.as_deref() == Some("Bearer test-key"))
+    );
+}

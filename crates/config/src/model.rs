@@ -264,6 +264,27 @@ pub struct PolicyRule {
     pub action: PermAction,
 }
 
+impl TeamConfig {
+    /// The environment variables that hold the team's credentials for services (every
+    /// provider's usual key variable, each role's `api_key_env`, `[search] api_key_env`):
+    /// what an agent's own process needs and its commands never get, unless the team gives
+    /// one to them as a `[secrets]` entry (then masked like any secret).
+    pub fn credential_vars(&self) -> std::collections::BTreeSet<String> {
+        let providers = [Provider::Openai, Provider::Anthropic];
+        let mut vars: std::collections::BTreeSet<String> = providers
+            .iter()
+            .filter_map(|p| p.default_key_env().map(str::to_string))
+            .collect();
+        vars.extend(
+            self.roles
+                .values()
+                .filter_map(|r| r.provider.key_env(r.api_key_env.as_deref())),
+        );
+        vars.extend(self.search.as_ref().and_then(|s| s.api_key_env.clone()));
+        vars
+    }
+}
+
 /// How long the team's memory lives (`memory` in the team file).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]

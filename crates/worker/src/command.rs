@@ -30,6 +30,10 @@ pub struct Confinement {
     /// The team's secrets, each given to every command as an environment variable of its
     /// name (read from the team's secrets file when the agent starts; see [`load_secrets`]).
     pub secrets: Secrets,
+    /// The variables holding the team's credentials (model and search keys,
+    /// [`TeamConfig::credential_vars`]): the agent uses them, its commands never see them (a
+    /// model's `bash` could print them otherwise).
+    pub withheld: Vec<String>,
 }
 
 impl Confinement {
@@ -47,6 +51,7 @@ impl Confinement {
             )),
             sandboxed: config.sandbox == SandboxMode::On,
             secrets: Secrets::default(),
+            withheld: config.credential_vars().into_iter().collect(),
         }
     }
 
@@ -194,6 +199,11 @@ pub fn shell(cmd: &str, cwd: &Path, groups: &CommandGroups) -> tokio::process::C
     die_with_parent(&mut c);
     if let Some(conf) = &groups.confinement {
         c.env(env::NAME, &conf.name).env(env::TEAM, &conf.team);
+        // Credentials first, then the secrets: a key the team gives its commands on purpose
+        // (`[secrets]`) is theirs, masked.
+        for k in &conf.withheld {
+            c.env_remove(k);
+        }
         for (k, v) in conf.secrets.iter() {
             c.env(k, v);
         }
@@ -326,9 +336,38 @@ mod tests {
                 }),
                 sandboxed,
                 secrets: Secrets::default(),
+                withheld: Vec::new(),
             })),
             ..Default::default()
         }
+    }
+
+    /// The attack: a model's `bash` printing the team's model key. The credential variables
+    /// are withheld from commands; one the team gives them as a secret is theirs.
+    #[tokio::test]
+    async fn the_teams_credentials_never_reach_a_command_unless_given_as_secrets() {
+        let cfg = agent_team_config::empty_team("t", &std::env::temp_dir());
+        let withheld = cfg.credential_vars();
+        assert!(withheld.contains("OPENAI_API_KEY") && withheld.contains("ANTHROPIC_API_KEY"));
+        // HOME stands in for a key variable this test process surely has.
+        let groups = |secrets: &str| CommandGroups {
+            confinement: Some(Arc::new(Confinement {
+                withheld: vec!["HOME".into()],
+                secrets: Secrets::from_file_text(secrets).unwrap(),
+                ..(*confined("a", Vec::new(), false).confinement.unwrap()).clone()
+            })),
+            ..Default::default()
+        };
+        assert!(std::env::var_os("HOME").is_some());
+        let (_, out, _) = run("echo \"h=$HOME\"", &std::env::temp_dir(), &groups("{}")).await;
+        assert_eq!(out, "h=\n", "a withheld variable reached the command");
+        let (_, out, _) = run(
+            "echo \"h=$HOME\"",
+            &std::env::temp_dir(),
+            &groups(r#"{"HOME":"given-on-purpose"}"#),
+        )
+        .await;
+        assert_eq!(out, "h=given-on-purpose\n");
     }
 
     #[test]

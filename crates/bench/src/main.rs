@@ -11,6 +11,7 @@ mod hardening_bench;
 mod heal_bench;
 mod model_bench;
 mod pane_bench;
+mod python_bench;
 mod remote_bench;
 mod report;
 mod sandbox_bench;
@@ -89,6 +90,10 @@ fn main() -> Result<()> {
     if only.as_deref().is_none_or(|s| s == "clis") {
         let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;
         clis_bench::run(&mut r, dir.path(), quick)?;
+    }
+    if only.as_deref().is_none_or(|s| s == "python") {
+        let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;
+        python_bench::run(&mut r, dir.path(), quick)?;
     }
     println!(
         "\nbench finished in {:.1} s",

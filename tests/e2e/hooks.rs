@@ -10,23 +10,6 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 
-fn tools(calls: &[(&str, serde_json::Value)]) -> Step {
-    Step::Tools(
-        calls
-            .iter()
-            .map(|(n, a)| (n.to_string(), a.clone()))
-            .collect(),
-    )
-}
-
-fn until(needles: &[&str], then: Step, meanwhile: &str) -> Step {
-    Step::Until {
-        needles: needles.iter().map(|s| s.to_string()).collect(),
-        then: Box::new(then),
-        meanwhile: Box::new(Step::Text(meanwhile.into())),
-    }
-}
-
 fn events(sb: &Sandbox, team: &str) -> Vec<Envelope> {
     let store = agent_team_store::Store::open_read_only(&sb.team(team).db, team).unwrap();
     store.events_since(0, 100_000).unwrap()
@@ -51,12 +34,12 @@ fn a_task_completed_hook_that_exits_2_keeps_the_task_in_progress_and_its_stderr_
     mock.script(
         "leader",
         vec![
-            tools(&[("create_task", json!({"title": "write the docs"}))]),
-            tools(&[("spawn_teammate", json!({"role": "worker", "name": "b1"}))]),
+            Step::tools(&[("create_task", json!({"title": "write the docs"}))]),
+            Step::tools(&[("spawn_teammate", json!({"role": "worker", "name": "b1"}))]),
             Step::Text("Waiting for b1.".into()),
-            until(
+            Step::until(
                 &["b1 finished task 1"],
-                tools(&[("finish_team", json!({"answer": "The docs are written."}))]),
+                Step::tools(&[("finish_team", json!({"answer": "The docs are written."}))]),
                 "Still waiting.",
             ),
         ],
@@ -64,12 +47,12 @@ fn a_task_completed_hook_that_exits_2_keeps_the_task_in_progress_and_its_stderr_
     mock.script(
         "b1",
         vec![
-            tools(&[("claim_task", json!({"id": 1}))]),
-            tools(&[(
+            Step::tools(&[("claim_task", json!({"id": 1}))]),
+            Step::tools(&[(
                 "update_task_status",
                 json!({"id": 1, "status": "completed", "result": "docs v1"}),
             )]),
-            until(
+            Step::until(
                 &["HOOK SAYS: the docs need an example"],
                 Step::TextAndTools(
                     "Added an example; completing again.".into(),
@@ -256,9 +239,9 @@ fn teammate_idle_exit_2_sends_the_teammate_back_and_permission_and_failure_hooks
         "b1",
         vec![
             Step::Text("All done, nothing left.".into()),
-            until(
+            Step::until(
                 &["HOOK SAYS: update the changelog too"],
-                tools(&[("bash", json!({"command": "echo changelog >> CHANGES"}))]),
+                Step::tools(&[("bash", json!({"command": "echo changelog >> CHANGES"}))]),
                 "Thinking.",
             ),
             Step::Text("Changelog left to the operator.".into()),

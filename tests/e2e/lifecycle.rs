@@ -9,15 +9,6 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(90);
 
-fn tools(calls: &[(&str, Value)]) -> Step {
-    Step::Tools(
-        calls
-            .iter()
-            .map(|(n, a)| (n.to_string(), a.clone()))
-            .collect(),
-    )
-}
-
 fn sandbox_for(mock: &MockModel, extra: &str) -> Sandbox {
     let mut sb = Sandbox::new();
     sb.env.push(("MOCK_API_KEY".into(), "test-key".into()));
@@ -60,14 +51,14 @@ fn a_leader_spawns_a_team_waits_closes_and_resumes_a_teammate() {
         "leader",
         vec![
             // All or nothing: one bad member, nobody is spawned.
-            tools(&[(
+            Step::tools(&[(
                 "spawn_team",
                 json!({"members": [
                     {"name": "ok1", "role": "worker"},
                     {"name": "bad1", "role": "no-such-role"},
                 ]}),
             )]),
-            tools(&[(
+            Step::tools(&[(
                 "spawn_team",
                 json!({"members": [
                     {"name": "w1", "role": "worker"},
@@ -75,30 +66,30 @@ fn a_leader_spawns_a_team_waits_closes_and_resumes_a_teammate() {
                     {"name": "w3", "role": "worker", "instructions": "SECRET-INSTRUCTION-XYZ"},
                 ]}),
             )]),
-            tools(&[(
+            Step::tools(&[(
                 "wait_for",
                 json!({"teammates": ["w1", "w2", "w3"], "timeout_s": 60}),
             )]),
-            tools(&[("create_task", json!({"title": "long job", "assign": "w1"}))]),
-            tools(&[(
+            Step::tools(&[("create_task", json!({"title": "long job", "assign": "w1"}))]),
+            Step::tools(&[(
                 "close_teammate",
                 json!({"name": "w1", "reason": "not needed now"}),
             )]),
             // Held until the test has seen w1 stopped and its task pending.
             Step::Gate(
                 gate.clone(),
-                Box::new(tools(&[(
+                Box::new(Step::tools(&[(
                     "send_message",
                     json!({"to": "w1", "text": "MSG-WHILE-DOWN"}),
                 )])),
             ),
-            tools(&[(
+            Step::tools(&[(
                 "resume_teammate",
                 json!({"name": "w1", "message": "RESUME-MSG"}),
             )]),
             Step::Until {
                 needles: vec!["w1 is back".into()],
-                then: Box::new(tools(&[(
+                then: Box::new(Step::tools(&[(
                     "finish_team",
                     json!({"answer": "lifecycle done", "force": true}),
                 )])),
@@ -113,7 +104,7 @@ fn a_leader_spawns_a_team_waits_closes_and_resumes_a_teammate() {
             // Given the task: holds it in progress.
             Step::Text("working on it".into()),
             // Resumed: reports back.
-            tools(&[(
+            Step::tools(&[(
                 "send_message",
                 json!({"to": "leader", "text": "w1 is back"}),
             )]),
@@ -124,7 +115,7 @@ fn a_leader_spawns_a_team_waits_closes_and_resumes_a_teammate() {
         "w2",
         vec![
             // A teammate may not spawn: max_depth 1.
-            tools(&[("spawn_teammate", json!({"role": "worker", "name": "x9"}))]),
+            Step::tools(&[("spawn_teammate", json!({"role": "worker", "name": "x9"}))]),
             Step::Text("understood".into()),
         ],
     );
@@ -259,23 +250,23 @@ fn a_spawned_teammates_first_message_and_its_unread_inbox_survive_close_and_resu
     mock.script(
         "leader",
         vec![
-            tools(&[(
+            Step::tools(&[(
                 "spawn_teammate",
                 json!({"role": "worker", "name": "w1", "message": "FIRST-INPUT-ABC"}),
             )]),
             // Held until w1 is inside its first model call (busy: the message stays unread).
             Step::Gate(
                 send.clone(),
-                Box::new(tools(&[(
+                Box::new(Step::tools(&[(
                     "send_message",
                     json!({"to": "w1", "text": "UNREAD-BEFORE-CLOSE"}),
                 )])),
             ),
-            tools(&[("close_teammate", json!({"name": "w1", "reason": "pause"}))]),
-            tools(&[("resume_teammate", json!({"name": "w1"}))]),
+            Step::tools(&[("close_teammate", json!({"name": "w1", "reason": "pause"}))]),
+            Step::tools(&[("resume_teammate", json!({"name": "w1"}))]),
             Step::Until {
                 needles: vec!["w1 read it".into()],
-                then: Box::new(tools(&[(
+                then: Box::new(Step::tools(&[(
                     "finish_team",
                     json!({"answer": "inbox kept", "force": true}),
                 )])),
@@ -290,7 +281,7 @@ fn a_spawned_teammates_first_message_and_its_unread_inbox_survive_close_and_resu
             Step::Gate(busy.clone(), Box::new(Step::Text("working".into()))),
             Step::Until {
                 needles: vec!["UNREAD-BEFORE-CLOSE".into()],
-                then: Box::new(tools(&[(
+                then: Box::new(Step::tools(&[(
                     "send_message",
                     json!({"to": "leader", "text": "w1 read it"}),
                 )])),

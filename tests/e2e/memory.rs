@@ -247,15 +247,6 @@ fn memory_survives_a_sigkilled_daemon_and_the_next_command_sees_it() {
     assert_ne!(new_pid, pid);
 }
 
-fn tools(calls: &[(&str, Value)]) -> Step {
-    Step::Tools(
-        calls
-            .iter()
-            .map(|(n, a)| (n.to_string(), a.clone()))
-            .collect(),
-    )
-}
-
 /// Tool names offered to the model in an OpenAI chat-completions request.
 fn offered(request: &Value) -> Vec<String> {
     request["tools"]
@@ -274,17 +265,17 @@ fn a_teammate_stores_a_value_and_the_leaders_model_reads_it() {
     mock.script(
         "leader",
         vec![
-            tools(&[
+            Step::tools(&[
                 ("spawn_teammate", json!({"role": "worker", "name": "b1"})),
                 ("spawn_teammate", json!({"role": "explorer", "name": "x1"})),
             ]),
             Step::Text("Waiting for the team.".into()),
             Step::Until {
                 needles: vec!["b1 stored it".into(), "x1 is here".into()],
-                then: Box::new(tools(&[("memory_get", json!({"key": "outputs/b1"}))])),
+                then: Box::new(Step::tools(&[("memory_get", json!({"key": "outputs/b1"}))])),
                 meanwhile: Box::new(Step::Text("Still waiting.".into())),
             },
-            tools(&[(
+            Step::tools(&[(
                 "finish_team",
                 json!({"answer": "b1 answered 42", "force": true}),
             )]),
@@ -293,11 +284,11 @@ fn a_teammate_stores_a_value_and_the_leaders_model_reads_it() {
     mock.script(
         "b1",
         vec![
-            tools(&[(
+            Step::tools(&[(
                 "memory_set",
                 json!({"key": "outputs/b1", "value": {"answer": 42, "note": "from b1"}}),
             )]),
-            tools(&[(
+            Step::tools(&[(
                 "send_message",
                 json!({"to": "leader", "text": "b1 stored it"}),
             )]),
@@ -307,7 +298,7 @@ fn a_teammate_stores_a_value_and_the_leaders_model_reads_it() {
     mock.script(
         "x1",
         vec![
-            tools(&[(
+            Step::tools(&[(
                 "send_message",
                 json!({"to": "leader", "text": "x1 is here"}),
             )]),

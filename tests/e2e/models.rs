@@ -9,23 +9,6 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 
-fn tools(calls: &[(&str, serde_json::Value)]) -> Step {
-    Step::Tools(
-        calls
-            .iter()
-            .map(|(n, a)| (n.to_string(), a.clone()))
-            .collect(),
-    )
-}
-
-fn until(needles: &[&str], then: Step, meanwhile: &str) -> Step {
-    Step::Until {
-        needles: needles.iter().map(|s| s.to_string()).collect(),
-        then: Box::new(then),
-        meanwhile: Box::new(Step::Text(meanwhile.into())),
-    }
-}
-
 fn sandbox_for(mock: &MockModel, provider: &str, extra: &str) -> Sandbox {
     let mut sb = Sandbox::new();
     sb.env.push(("MOCK_API_KEY".into(), "test-key".into()));
@@ -56,23 +39,23 @@ fn a_model_leader_runs_a_team_with_files_approvals_and_an_answer() {
     mock.script(
         "leader",
         vec![
-            tools(&[
+            Step::tools(&[
                 ("create_task", json!({"title": "write a.txt"})),
                 ("create_task", json!({"title": "write b.txt"})),
                 ("create_task", json!({"title": "check a.txt"})),
             ]),
-            tools(&[
+            Step::tools(&[
                 ("spawn_teammate", json!({"role": "worker", "name": "b1"})),
                 ("spawn_teammate", json!({"role": "worker", "name": "b2"})),
             ]),
             Step::Text("The board is ready; waiting for the team.".into()),
-            until(
+            Step::until(
                 &[
                     "b1 finished task 1",
                     "b2 finished task 2",
                     "b1 finished task 3",
                 ],
-                tools(&[(
+                Step::tools(&[(
                     "finish_team",
                     json!({"answer": "All done: a.txt and b.txt are written and checked."}),
                 )]),
@@ -83,9 +66,9 @@ fn a_model_leader_runs_a_team_with_files_approvals_and_an_answer() {
     mock.script(
         "b1",
         vec![
-            tools(&[("claim_task", json!({"id": 1}))]),
-            tools(&[("write_file", json!({"path": "a.txt", "content": "alpha\n"}))]),
-            tools(&[
+            Step::tools(&[("claim_task", json!({"id": 1}))]),
+            Step::tools(&[("write_file", json!({"path": "a.txt", "content": "alpha\n"}))]),
+            Step::tools(&[
                 (
                     "update_task_status",
                     json!({"id": 1, "status": "completed", "result": "wrote a.txt"}),
@@ -95,8 +78,8 @@ fn a_model_leader_runs_a_team_with_files_approvals_and_an_answer() {
                     json!({"to": "leader", "text": "b1 finished task 1"}),
                 ),
             ]),
-            tools(&[("claim_task", json!({"id": 3}))]),
-            tools(&[("bash", json!({"command": "cat a.txt"}))]),
+            Step::tools(&[("claim_task", json!({"id": 3}))]),
+            Step::tools(&[("bash", json!({"command": "cat a.txt"}))]),
             // Text with the report: the leader may finish the team as soon as the report is in,
             // and b1 may then stop before another turn.
             Step::TextAndTools(
@@ -118,9 +101,9 @@ fn a_model_leader_runs_a_team_with_files_approvals_and_an_answer() {
     mock.script(
         "b2",
         vec![
-            tools(&[("claim_task", json!({"id": 2}))]),
-            tools(&[("write_file", json!({"path": "b.txt", "content": "beta\n"}))]),
-            tools(&[("bash", json!({"command": "rm -rf out"}))]),
+            Step::tools(&[("claim_task", json!({"id": 2}))]),
+            Step::tools(&[("write_file", json!({"path": "b.txt", "content": "beta\n"}))]),
+            Step::tools(&[("bash", json!({"command": "rm -rf out"}))]),
             Step::TextAndTools(
                 "Reporting.".into(),
                 vec![
@@ -204,14 +187,14 @@ fn always_reaches_a_second_teammate_without_a_new_prompt() {
     mock.script(
         "leader",
         vec![
-            tools(&[
+            Step::tools(&[
                 ("spawn_teammate", json!({"role": "worker", "name": "b1"})),
                 ("spawn_teammate", json!({"role": "worker", "name": "b2"})),
             ]),
             Step::Text("Started.".into()),
-            until(
+            Step::until(
                 &["b1 ran it", "b2 ran it"],
-                tools(&[(
+                Step::tools(&[(
                     "finish_team",
                     json!({"answer": "both ran make check", "force": true}),
                 )]),
@@ -222,8 +205,8 @@ fn always_reaches_a_second_teammate_without_a_new_prompt() {
     mock.script(
         "b1",
         vec![
-            tools(&[("bash", json!({"command": "echo checked"}))]),
-            tools(&[("send_message", json!({"to": "leader", "text": "b1 ran it"}))]),
+            Step::tools(&[("bash", json!({"command": "echo checked"}))]),
+            Step::tools(&[("send_message", json!({"to": "leader", "text": "b1 ran it"}))]),
             Step::Text("ok".into()),
         ],
     );
@@ -235,8 +218,8 @@ fn always_reaches_a_second_teammate_without_a_new_prompt() {
                 Duration::from_millis(10),
                 Box::new(Step::Text("ready".into())),
             ),
-            tools(&[("bash", json!({"command": "echo checked by b2"}))]),
-            tools(&[("send_message", json!({"to": "leader", "text": "b2 ran it"}))]),
+            Step::tools(&[("bash", json!({"command": "echo checked by b2"}))]),
+            Step::tools(&[("send_message", json!({"to": "leader", "text": "b2 ran it"}))]),
             Step::Text("ok".into()),
         ],
     );
@@ -304,11 +287,11 @@ fn bad_tool_calls_come_back_as_errors_and_server_errors_are_retried() {
                 "write_file".into(),
                 "{\"path\": \"x.txt\", \"content\": ".into(),
             ),
-            tools(&[("teleport", json!({"to": "mars"}))]),
-            tools(&[("read_file", json!({"path": "../../../etc/passwd"}))]),
+            Step::tools(&[("teleport", json!({"to": "mars"}))]),
+            Step::tools(&[("read_file", json!({"path": "../../../etc/passwd"}))]),
             Step::Status(500, "the model server hiccuped".into()),
-            tools(&[("write_file", json!({"path": "ok.txt", "content": "fine"}))]),
-            tools(&[(
+            Step::tools(&[("write_file", json!({"path": "ok.txt", "content": "fine"}))]),
+            Step::tools(&[(
                 "finish_team",
                 json!({"answer": "recovered from every error"}),
             )]),
@@ -422,21 +405,21 @@ fn messages_sent_mid_turn_arrive_after_the_turn_leaders_first() {
     mock.script(
         "leader",
         vec![
-            tools(&[
+            Step::tools(&[
                 ("spawn_teammate", json!({"role": "worker", "name": "b1"})),
                 ("spawn_teammate", json!({"role": "worker", "name": "b2"})),
             ]),
             Step::Gate(
                 leader_send.clone(),
-                Box::new(tools(&[(
+                Box::new(Step::tools(&[(
                     "send_message",
                     json!({"to": "b1", "text": "leader says hi"}),
                 )])),
             ),
             Step::Text("Sent.".into()),
-            until(
+            Step::until(
                 &["ack from b1"],
-                tools(&[(
+                Step::tools(&[(
                     "finish_team",
                     json!({"answer": "order kept", "force": true}),
                 )]),
@@ -451,7 +434,7 @@ fn messages_sent_mid_turn_arrive_after_the_turn_leaders_first() {
                 b1_turn.clone(),
                 Box::new(Step::Text("thinking for a while".into())),
             ),
-            tools(&[(
+            Step::tools(&[(
                 "send_message",
                 json!({"to": "leader", "text": "ack from b1"}),
             )]),
@@ -463,7 +446,7 @@ fn messages_sent_mid_turn_arrive_after_the_turn_leaders_first() {
         vec![
             Step::Gate(
                 b2_send.clone(),
-                Box::new(tools(&[(
+                Box::new(Step::tools(&[(
                     "send_message",
                     json!({"to": "b1", "text": "peer says hi"}),
                 )])),
@@ -514,16 +497,16 @@ fn a_leader_model_can_be_the_approver() {
     mock.script(
         "leader",
         vec![
-            tools(&[("spawn_teammate", json!({"role": "worker", "name": "b1"}))]),
+            Step::tools(&[("spawn_teammate", json!({"role": "worker", "name": "b1"}))]),
             Step::Text("Started b1.".into()),
-            until(
+            Step::until(
                 &["request 1: b1 wants to run bash `echo approved-by-leader`"],
-                tools(&[("decide_permission", json!({"id": 1, "allow": true}))]),
+                Step::tools(&[("decide_permission", json!({"id": 1, "allow": true}))]),
                 "Waiting.",
             ),
-            until(
+            Step::until(
                 &["b1 ran it"],
-                tools(&[("finish_team", json!({"answer": "done", "force": true}))]),
+                Step::tools(&[("finish_team", json!({"answer": "done", "force": true}))]),
                 "Waiting.",
             ),
         ],
@@ -531,8 +514,8 @@ fn a_leader_model_can_be_the_approver() {
     mock.script(
         "b1",
         vec![
-            tools(&[("bash", json!({"command": "echo approved-by-leader"}))]),
-            tools(&[("send_message", json!({"to": "leader", "text": "b1 ran it"}))]),
+            Step::tools(&[("bash", json!({"command": "echo approved-by-leader"}))]),
+            Step::tools(&[("send_message", json!({"to": "leader", "text": "b1 ran it"}))]),
             Step::Text("ok".into()),
         ],
     );
@@ -576,9 +559,9 @@ fn max_steps_stops_an_agent_for_good() {
     mock.script(
         "leader",
         vec![
-            tools(&[("list_tasks", json!({}))]),
-            tools(&[("list_tasks", json!({}))]),
-            tools(&[("list_tasks", json!({}))]),
+            Step::tools(&[("list_tasks", json!({}))]),
+            Step::tools(&[("list_tasks", json!({}))]),
+            Step::tools(&[("list_tasks", json!({}))]),
         ],
     );
     let sb = sandbox_for(&mock, "openai", "[roles.leader]\nmax_steps = 2\n");
@@ -608,9 +591,9 @@ fn a_team_shut_down_mid_turn_runs_again_without_the_old_shutdown_request() {
             // its connect is in hand at the next idle point, where a shutdown would end it.
             Step::Delay(
                 Duration::from_millis(500),
-                Box::new(tools(&[("list_tasks", json!({}))])),
+                Box::new(Step::tools(&[("list_tasks", json!({}))])),
             ),
-            tools(&[("finish_team", json!({"answer": "second run done"}))]),
+            Step::tools(&[("finish_team", json!({"answer": "second run done"}))]),
         ],
     );
     let sb = sandbox_for(&mock, "openai", "");
@@ -657,11 +640,11 @@ fn a_models_bash_cannot_read_the_teams_model_key() {
     mock.script(
         "leader",
         vec![
-            tools(&[(
+            Step::tools(&[(
                 "bash",
                 json!({"command": "echo \"key=$MOCK_API_KEY openai=$OPENAI_API_KEY\""}),
             )]),
-            tools(&[("finish_team", json!({"answer": "looked", "force": true}))]),
+            Step::tools(&[("finish_team", json!({"answer": "looked", "force": true}))]),
             Step::Text("Done.".into()),
         ],
     );

@@ -10,15 +10,6 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 
-fn tools(calls: &[(&str, serde_json::Value)]) -> Step {
-    Step::Tools(
-        calls
-            .iter()
-            .map(|(n, a)| (n.to_string(), a.clone()))
-            .collect(),
-    )
-}
-
 fn pending_from(sb: &Sandbox, agent: &str) -> Option<PermRequest> {
     let mut c = agent_team_client::Client::operator(&sb.team("pt")).ok()?;
     c.all_perms(false)
@@ -34,11 +25,11 @@ fn an_allowed_teammate_is_asked_before_writing_git_config_and_git_statusfoo_is_n
     mock.script(
         "leader",
         vec![
-            tools(&[("spawn_teammate", json!({"role": "worker", "name": "b1"}))]),
+            Step::tools(&[("spawn_teammate", json!({"role": "worker", "name": "b1"}))]),
             Step::Text("Started.".into()),
             Step::Until {
                 needles: vec!["b1 done".into()],
-                then: Box::new(tools(&[(
+                then: Box::new(Step::tools(&[(
                     "finish_team",
                     json!({"answer": "b1 is done", "force": true}),
                 )])),
@@ -49,13 +40,13 @@ fn an_allowed_teammate_is_asked_before_writing_git_config_and_git_statusfoo_is_n
     mock.script(
         "b1",
         vec![
-            tools(&[(
+            Step::tools(&[(
                 "write_file",
                 json!({"path": "sub/../.git/config", "content": EVIL}),
             )]),
-            tools(&[("bash", json!({"command": "git statusfoo"}))]),
-            tools(&[("bash", json!({"command": "git status -s"}))]),
-            tools(&[("send_message", json!({"to": "leader", "text": "b1 done"}))]),
+            Step::tools(&[("bash", json!({"command": "git statusfoo"}))]),
+            Step::tools(&[("bash", json!({"command": "git status -s"}))]),
+            Step::tools(&[("send_message", json!({"to": "leader", "text": "b1 done"}))]),
             Step::Text("ok".into()),
         ],
     );

@@ -12,15 +12,6 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 
-fn tools(calls: &[(&str, Value)]) -> Step {
-    Step::Tools(
-        calls
-            .iter()
-            .map(|(n, a)| (n.to_string(), a.clone()))
-            .collect(),
-    )
-}
-
 /// Waits for the request containing every needle, answering `meanwhile` text until then.
 fn after(needles: &[&str], then: Step) -> Step {
     Step::Until {
@@ -70,32 +61,33 @@ fn a_plan_required_teammate_cannot_write_until_its_plan_is_approved_and_hears_a_
             &["p1 done"],
             Step::Gate(
                 finish.clone(),
-                Box::new(tools(&[(
+                Box::new(Step::tools(&[(
                     "finish_team",
                     json!({"answer": "the plan was followed", "force": true}),
                 )])),
             ),
         )],
     );
-    let write =
-        |content: &str| tools(&[("write_file", json!({"path": "out.txt", "content": content}))]);
+    let write = |content: &str| {
+        Step::tools(&[("write_file", json!({"path": "out.txt", "content": content}))])
+    };
     mock.script(
         "p1",
         vec![
             // Not offered, and refused when called anyway.
             write("too early"),
-            tools(&[("submit_plan", json!({"plan": "plan v1: write out.txt"}))]),
+            Step::tools(&[("submit_plan", json!({"plan": "plan v1: write out.txt"}))]),
             Step::Text("Waiting for approval.".into()),
             after(
                 &["add tests"],
-                tools(&[(
+                Step::tools(&[(
                     "submit_plan",
                     json!({"plan": "plan v2: write out.txt, then add tests"}),
                 )]),
             ),
             Step::Text("Waiting for approval.".into()),
             after(&["Your plan was approved"], write("approved work")),
-            tools(&[("send_message", json!({"to": "leader", "text": "p1 done"}))]),
+            Step::tools(&[("send_message", json!({"to": "leader", "text": "p1 done"}))]),
             Step::Text("Finished.".into()),
         ],
     );
@@ -262,27 +254,27 @@ fn the_leader_approves_a_plan_with_decide_plan() {
         vec![
             after(
                 &["p1 submitted a plan", "plan: touch done.txt"],
-                tools(&[(
+                Step::tools(&[(
                     "decide_plan",
                     json!({"teammate": "p1", "approve": true, "feedback": "go"}),
                 )]),
             ),
             after(
                 &["p1 done"],
-                tools(&[("finish_team", json!({"answer": "led", "force": true}))]),
+                Step::tools(&[("finish_team", json!({"answer": "led", "force": true}))]),
             ),
         ],
     );
     mock.script(
         "p1",
         vec![
-            tools(&[("submit_plan", json!({"plan": "plan: touch done.txt"}))]),
+            Step::tools(&[("submit_plan", json!({"plan": "plan: touch done.txt"}))]),
             Step::Text("Waiting for approval.".into()),
             after(
                 &["Your plan was approved", "Feedback: go"],
-                tools(&[("write_file", json!({"path": "done.txt", "content": "ok"}))]),
+                Step::tools(&[("write_file", json!({"path": "done.txt", "content": "ok"}))]),
             ),
-            tools(&[("send_message", json!({"to": "leader", "text": "p1 done"}))]),
+            Step::tools(&[("send_message", json!({"to": "leader", "text": "p1 done"}))]),
             Step::Text("Finished.".into()),
         ],
     );
@@ -316,11 +308,11 @@ fn plan_team_in_tmux(team: &str, feedback: &str, second: &str) -> (MockModel, Sa
     mock.script(
         "p1",
         vec![
-            tools(&[("submit_plan", json!({"plan": "plan v1: write out.txt"}))]),
+            Step::tools(&[("submit_plan", json!({"plan": "plan v1: write out.txt"}))]),
             Step::Text("Waiting for approval.".into()),
             after(
                 &[feedback],
-                tools(&[("submit_plan", json!({"plan": second}))]),
+                Step::tools(&[("submit_plan", json!({"plan": second}))]),
             ),
             Step::Text("Waiting for approval.".into()),
             after(&["Your plan was approved"], Step::Text("Working.".into())),

@@ -19,15 +19,6 @@ const FRONTEND: &str = "# Frontend Specialist\n\nYou are a frontend development 
 /// A Claude Code subagent file naming tools we map and one we do not have.
 const RESEARCHER: &str = "---\nname: researcher\ndescription: Looks things up\ntools: Read, Grep, WebFetch, TodoWrite, NotebookEdit\n---\nYou research questions and report sources.\n";
 
-fn tools(calls: &[(&str, Value)]) -> Step {
-    Step::Tools(
-        calls
-            .iter()
-            .map(|(n, a)| (n.to_string(), a.clone()))
-            .collect(),
-    )
-}
-
 fn role_files(sb: &Sandbox) {
     for (dir, file, text) in [
         (".nyzhi/agents", "frontend-specialist.md", FRONTEND),
@@ -181,7 +172,7 @@ fn role_files_start_and_a_teammate_globs_keeps_a_checklist_and_fetches_a_page() 
         "leader",
         vec![Step::Until {
             needles: vec!["fe done".into(), "rs done".into()],
-            then: Box::new(tools(&[(
+            then: Box::new(Step::tools(&[(
                 "finish_team",
                 json!({"answer": "the role files worked", "force": true}),
             )])),
@@ -196,18 +187,18 @@ fn role_files_start_and_a_teammate_globs_keeps_a_checklist_and_fetches_a_page() 
     mock.script(
         "fe",
         vec![
-            tools(&[("glob", json!({"pattern": "src/**/*.tsx"}))]),
-            tools(&[("glob", json!({"pattern": "../*"}))]),
-            tools(&[("todo_write", checklist)]),
-            tools(&[("web_fetch", json!({"url": url}))]),
-            tools(&[("send_message", json!({"to": "leader", "text": "fe done"}))]),
+            Step::tools(&[("glob", json!({"pattern": "src/**/*.tsx"}))]),
+            Step::tools(&[("glob", json!({"pattern": "../*"}))]),
+            Step::tools(&[("todo_write", checklist)]),
+            Step::tools(&[("web_fetch", json!({"url": url}))]),
+            Step::tools(&[("send_message", json!({"to": "leader", "text": "fe done"}))]),
             Step::Text("Finished.".into()),
         ],
     );
     mock.script(
         "rs",
         vec![
-            tools(&[("send_message", json!({"to": "leader", "text": "rs done"}))]),
+            Step::tools(&[("send_message", json!({"to": "leader", "text": "rs done"}))]),
             Step::Text("Finished.".into()),
         ],
     );

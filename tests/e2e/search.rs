@@ -78,23 +78,6 @@ impl FakeSearxng {
     }
 }
 
-fn tools(calls: &[(&str, serde_json::Value)]) -> Step {
-    Step::Tools(
-        calls
-            .iter()
-            .map(|(n, a)| (n.to_string(), a.clone()))
-            .collect(),
-    )
-}
-
-fn until(needles: &[&str], then: Step, meanwhile: &str) -> Step {
-    Step::Until {
-        needles: needles.iter().map(|s| s.to_string()).collect(),
-        then: Box::new(then),
-        meanwhile: Box::new(Step::Text(meanwhile.into())),
-    }
-}
-
 /// A team `mt` of model agents on `mock`, searching through `search`, with `extra` appended.
 fn sandbox_for(mock: &MockModel, search: &FakeSearxng, extra: &str) -> Sandbox {
     let mut sb = Sandbox::new();
@@ -132,11 +115,11 @@ fn leader_starting(mock: &MockModel, members: &[(&str, &str)]) {
     mock.script(
         "leader",
         vec![
-            tools(&spawns),
+            Step::tools(&spawns),
             Step::Text("Waiting for the searches.".into()),
-            until(
+            Step::until(
                 &dones,
-                tools(&[(
+                Step::tools(&[(
                     "finish_team",
                     json!({"answer": "searches done", "force": true}),
                 )]),
@@ -151,8 +134,8 @@ fn searcher(mock: &MockModel, name: &str, query: &str) {
     mock.script(
         name,
         vec![
-            tools(&[("web_search", json!({"query": query, "count": 3}))]),
-            tools(&[(
+            Step::tools(&[("web_search", json!({"query": query, "count": 3}))]),
+            Step::tools(&[(
                 "send_message",
                 json!({"to": "leader", "text": format!("{name} done")}),
             )]),

@@ -11,15 +11,6 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 
-fn tools(calls: &[(&str, serde_json::Value)]) -> Step {
-    Step::Tools(
-        calls
-            .iter()
-            .map(|(n, a)| (n.to_string(), a.clone()))
-            .collect(),
-    )
-}
-
 /// What the model was told of each tool call it made: the tool results in the last request
 /// of `requests`, in order.
 fn tool_results(requests: &[serde_json::Value]) -> Vec<String> {
@@ -39,7 +30,7 @@ fn a_teammate_claims_with_update_task_status_reads_its_inbox_and_the_leader_wait
     mock.script(
         "leader",
         vec![
-            tools(&[
+            Step::tools(&[
                 ("create_task", json!({"title": "task one"})),
                 ("create_task", json!({"title": "task two"})),
                 ("spawn_teammate", json!({"role": "worker", "name": "q1"})),
@@ -48,15 +39,15 @@ fn a_teammate_claims_with_update_task_status_reads_its_inbox_and_the_leader_wait
                     json!({"key": "notes/plan", "value": {"steps": 2}}),
                 ),
             ]),
-            tools(&[(
+            Step::tools(&[(
                 "send_message",
                 json!({"to": "q1", "text": "please claim task 1 (marker-7c1)"}),
             )]),
-            tools(&[(
+            Step::tools(&[(
                 "wait_for",
                 json!({"tasks": [1, 2], "mode": "any", "timeout_s": 60}),
             )]),
-            tools(&[(
+            Step::tools(&[(
                 "finish_team",
                 json!({"answer": "The first task is done.", "force": true}),
             )]),
@@ -68,15 +59,15 @@ fn a_teammate_claims_with_update_task_status_reads_its_inbox_and_the_leader_wait
         vec![
             Step::Until {
                 needles: vec!["marker-7c1".into()],
-                then: Box::new(tools(&[(
+                then: Box::new(Step::tools(&[(
                     "update_task_status",
                     json!({"id": 1, "status": "in_progress"}),
                 )])),
                 meanwhile: Box::new(Step::Text("Waiting for work.".into())),
             },
-            tools(&[("read_inbox", json!({"unread_only": false}))]),
-            tools(&[("memory_list", json!({"values": true}))]),
-            tools(&[(
+            Step::tools(&[("read_inbox", json!({"unread_only": false}))]),
+            Step::tools(&[("memory_list", json!({"values": true}))]),
+            Step::tools(&[(
                 "update_task_status",
                 json!({"id": 1, "status": "completed", "result": "one is done"}),
             )]),
@@ -150,17 +141,17 @@ fn a_leader_dissolves_its_team_with_team_delete_members_get_the_default_role_tas
     mock.script(
         "leader",
         vec![
-            tools(&[
+            Step::tools(&[
                 ("create_task", json!({"title": "first"})),
                 ("create_task", json!({"title": "second", "blocked_by": [1]})),
                 ("spawn_teammate", json!({"name": "s1"})),
             ]),
-            tools(&[("list_tasks", json!({}))]),
-            tools(&[(
+            Step::tools(&[("list_tasks", json!({}))]),
+            Step::tools(&[(
                 "team_delete",
                 json!({"reason": "done for today", "cancel_tasks": true}),
             )]),
-            tools(&[(
+            Step::tools(&[(
                 "finish_team",
                 json!({"answer": "Dissolved.", "force": true}),
             )]),
@@ -188,7 +179,8 @@ fn a_leader_dissolves_its_team_with_team_delete_members_get_the_default_role_tas
     for name in ["r1", "s1"] {
         let a = agents.iter().find(|a| a.name == name).unwrap();
         assert_eq!(a.role, "reviewer", "{a:?}");
-        assert_eq!(a.status, AgentStatus::Stopped, "{a:?}");
+        // Stopped by the dissolve, or exited at the run's end if that came first.
+        assert!(a.status.is_down(), "{a:?}");
     }
     // The board showed task 1 blocking task 2 (list_tasks, and task show for people).
     let leader = tool_results(&mock.requests("leader"));
@@ -290,7 +282,7 @@ fn settings_changed_at_run_time_apply_at_the_next_start_and_reset() {
     mock.script(
         "leader",
         vec![
-            tools(&[(
+            Step::tools(&[(
                 "set_config",
                 json!({"key": "role.worker.max_steps", "value": "7"}),
             )]),

@@ -9,15 +9,6 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 
-fn tools(calls: &[(&str, Value)]) -> Step {
-    Step::Tools(
-        calls
-            .iter()
-            .map(|(n, a)| (n.to_string(), a.clone()))
-            .collect(),
-    )
-}
-
 fn sandbox_for(mock: &MockModel, provider: &str, extra: &str) -> Sandbox {
     sandbox_with(mock, provider, "", extra)
 }
@@ -80,7 +71,7 @@ fn tokens_and_cost_per_agent_are_exact_in_both_apis_streamed_and_not() {
         mock.script(
             "leader",
             vec![
-                tools(&[("write_file", json!({"path": "a.txt", "content": "x"}))])
+                Step::tools(&[("write_file", json!({"path": "a.txt", "content": "x"}))])
                     .with_usage(1000, 50, 400),
                 Step::WithUsage(
                     MockUsage {
@@ -89,7 +80,10 @@ fn tokens_and_cost_per_agent_are_exact_in_both_apis_streamed_and_not() {
                         cached: 1500,
                         cache_write,
                     },
-                    Box::new(tools(&[("finish_team", json!({"answer": "counted"}))])),
+                    Box::new(Step::tools(&[(
+                        "finish_team",
+                        json!({"answer": "counted"}),
+                    )])),
                 ),
             ],
         );
@@ -168,7 +162,7 @@ fn a_model_without_a_price_counts_tokens_and_shows_no_cost() {
     let mock = MockModel::start_background(Wire::OpenAi).unwrap();
     mock.script(
         "leader",
-        vec![tools(&[("finish_team", json!({"answer": "ok"}))]).with_usage(10, 5, 0)],
+        vec![Step::tools(&[("finish_team", json!({"answer": "ok"}))]).with_usage(10, 5, 0)],
     );
     let sb = sandbox_for(&mock, "openai", "");
     sb.ok(&["run", "--backend", "process", "--timeout", "60", "--quiet"]);
@@ -195,11 +189,14 @@ fn a_role_budget_stops_its_agent_before_the_next_request_until_raised_and_restar
     mock.script(
         "leader",
         vec![
-            tools(&[("spawn_teammate", json!({"role": "worker", "name": "b1"}))])
+            Step::tools(&[("spawn_teammate", json!({"role": "worker", "name": "b1"}))])
                 .with_usage(10, 10, 0),
             Step::Until {
                 needles: vec!["b1 is back".into()],
-                then: Box::new(tools(&[("finish_team", json!({"answer": "b1 came back"}))])),
+                then: Box::new(Step::tools(&[(
+                    "finish_team",
+                    json!({"answer": "b1 came back"}),
+                )])),
                 meanwhile: Box::new(Step::Text("waiting".into())),
             },
         ],
@@ -208,11 +205,11 @@ fn a_role_budget_stops_its_agent_before_the_next_request_until_raised_and_restar
         "b1",
         vec![
             // 800 of 1000 tokens: the warning.
-            tools(&[("list_tasks", json!({}))]).with_usage(700, 100, 0),
+            Step::tools(&[("list_tasks", json!({}))]).with_usage(700, 100, 0),
             // 1000 of 1000: spent. b1 must not ask the model again.
-            tools(&[("list_tasks", json!({}))]).with_usage(150, 50, 0),
+            Step::tools(&[("list_tasks", json!({}))]).with_usage(150, 50, 0),
             // After the budget is raised and b1 restarted.
-            tools(&[(
+            Step::tools(&[(
                 "send_message",
                 json!({"to": "leader", "text": "b1 is back"}),
             )])
@@ -329,11 +326,11 @@ fn a_spent_team_budget_ends_the_run_without_success() {
     mock.script(
         "leader",
         vec![
-            tools(&[("write_file", json!({"path": "a.txt", "content": "1"}))])
+            Step::tools(&[("write_file", json!({"path": "a.txt", "content": "1"}))])
                 .with_usage(300, 100, 0),
-            tools(&[("write_file", json!({"path": "b.txt", "content": "2"}))])
+            Step::tools(&[("write_file", json!({"path": "b.txt", "content": "2"}))])
                 .with_usage(100, 0, 0),
-            tools(&[("finish_team", json!({"answer": "never"}))]),
+            Step::tools(&[("finish_team", json!({"answer": "never"}))]),
         ],
     );
     let sb = sandbox_with(
@@ -367,8 +364,8 @@ fn a_notify_command_gets_the_permission_envelope_on_stdin() {
     mock.script(
         "leader",
         vec![
-            tools(&[("bash", json!({"command": "echo notified"}))]),
-            tools(&[("finish_team", json!({"answer": "ok"}))]),
+            Step::tools(&[("bash", json!({"command": "echo notified"}))]),
+            Step::tools(&[("finish_team", json!({"answer": "ok"}))]),
         ],
     );
     let mut sb = sandbox_for(
@@ -418,14 +415,14 @@ fn a_role_budget_shared_by_three_teammates_is_overshot_by_at_most_one_response()
     mock.script(
         "leader",
         vec![
-            tools(&[spawn("b1"), spawn("b2"), spawn("b3")]).with_usage(10, 10, 0),
+            Step::tools(&[spawn("b1"), spawn("b2"), spawn("b3")]).with_usage(10, 10, 0),
             Step::Text("waiting".into()).with_usage(0, 0, 0),
         ],
     );
     // Each response is 1 100 tokens against a 1 500-token budget of their role; the first
     // answers are held at a gate until all three are in flight or the others wait for theirs.
     let gate = agent_team_mockmodel::Gate::new();
-    let step = || tools(&[("list_tasks", json!({}))]).with_usage(1000, 100, 0);
+    let step = || Step::tools(&[("list_tasks", json!({}))]).with_usage(1000, 100, 0);
     for n in ["b1", "b2", "b3"] {
         let mut steps = vec![Step::Gate(gate.clone(), Box::new(step()))];
         steps.extend((0..5).map(|_| step()));
@@ -485,7 +482,7 @@ fn a_server_that_sends_no_usage_is_still_stopped_by_the_token_budget() {
         mock.omit_usage(true);
         let steps: Vec<Step> = (0..40)
             .map(|i| {
-                tools(&[(
+                Step::tools(&[(
                     "write_file",
                     json!({"path": format!("f{i}.txt"), "content": "x"}),
                 )])

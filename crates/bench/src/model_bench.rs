@@ -18,31 +18,22 @@ const PEER_RSS_MB: f64 = 357.0;
 const PEER_SPAWN: f64 = 0.7;
 const PEER_DELIVERY: f64 = 0.278;
 
-fn tools(calls: &[(&str, serde_json::Value)]) -> Step {
-    Step::Tools(
-        calls
-            .iter()
-            .map(|(n, a)| (n.to_string(), a.clone()))
-            .collect(),
-    )
-}
-
 fn script(mock: &MockModel) {
     mock.script(
         "leader",
         vec![
-            tools(&[
+            Step::tools(&[
                 ("create_task", json!({"title": "write a.txt"})),
                 ("create_task", json!({"title": "write b.txt"})),
             ]),
-            tools(&[
+            Step::tools(&[
                 ("spawn_teammate", json!({"role": "worker", "name": "b1"})),
                 ("spawn_teammate", json!({"role": "worker", "name": "b2"})),
             ]),
             Step::Text("Waiting for the team.".into()),
             Step::Until {
                 needles: vec!["b1 done".into(), "b2 done".into()],
-                then: Box::new(tools(&[(
+                then: Box::new(Step::tools(&[(
                     "finish_team",
                     json!({"answer": "a.txt and b.txt are written"}),
                 )])),
@@ -54,12 +45,12 @@ fn script(mock: &MockModel) {
         mock.script(
             me,
             vec![
-                tools(&[("claim_task", json!({"id": id}))]),
-                tools(&[(
+                Step::tools(&[("claim_task", json!({"id": id}))]),
+                Step::tools(&[(
                     "write_file",
                     json!({"path": file, "content": format!("{me}\n")}),
                 )]),
-                tools(&[
+                Step::tools(&[
                     (
                         "update_task_status",
                         json!({"id": id, "status": "completed", "result": format!("wrote {file}")}),

@@ -123,6 +123,25 @@ pub struct MockUsage {
 }
 
 impl Step {
+    /// One turn calling these tools (name, arguments), as tests write them.
+    pub fn tools(calls: &[(&str, Value)]) -> Step {
+        Step::Tools(
+            calls
+                .iter()
+                .map(|(n, a)| (n.to_string(), a.clone()))
+                .collect(),
+        )
+    }
+
+    /// `then` once a request contains every needle; the text `meanwhile` before that.
+    pub fn until(needles: &[&str], then: Step, meanwhile: &str) -> Step {
+        Step::Until {
+            needles: needles.iter().map(|s| s.to_string()).collect(),
+            then: Box::new(then),
+            meanwhile: Box::new(Step::Text(meanwhile.into())),
+        }
+    }
+
     /// This step, reporting `input`, `output` and `cached` tokens.
     pub fn with_usage(self, input: u64, output: u64, cached: u64) -> Step {
         Step::WithUsage(

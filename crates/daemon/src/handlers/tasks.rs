@@ -18,6 +18,22 @@ impl Core {
         req: Request,
         now: Timestamp,
     ) -> Result<Reply, ErrorBody> {
+        // A teammate on its way out takes nothing new (nor is given it): a task given back
+        // meanwhile goes to one that stays.
+        let taker = match (&req, actor) {
+            (Request::TaskClaim { .. } | Request::TaskClaimNext, Actor::Agent(n)) => Some(n),
+            (Request::TaskAssign { to, .. }, _) => Some(to),
+            _ => None,
+        };
+        if let Some(n) = taker.filter(|n| self.sup.is_stopping(n)) {
+            if matches!(req, Request::TaskClaimNext) {
+                return Ok(Reply::MaybeTask { task: None });
+            }
+            return Err(ErrorBody::new(
+                ErrorCode::InvalidState,
+                format!("{n} is being stopped and takes no new task"),
+            ));
+        }
         let s = &mut self.state;
         match req {
             Request::TaskAdd {

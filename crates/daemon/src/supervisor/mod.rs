@@ -127,6 +127,14 @@ pub(crate) struct Runtime {
     unreachable: Option<(std::time::Instant, AgentStatus)>,
 }
 
+impl Supervisor {
+    /// Whether `name` is being stopped (a `kill`, a `dissolve`, a restart): it takes no new
+    /// task, so a task given back meanwhile goes to someone who stays.
+    pub(crate) fn is_stopping(&self, name: &str) -> bool {
+        self.runtimes.get(name).is_some_and(|rt| rt.stop.is_some())
+    }
+}
+
 /// One paste for the paste thread: where, and what.
 pub(crate) type Paste = (Arc<dyn PaneBackend>, Launched, String);
 

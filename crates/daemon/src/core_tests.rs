@@ -594,3 +594,67 @@ async fn pane_input_is_for_external_clis_with_a_pane_and_bounded() {
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::PermissionDenied);
 }
+
+/// A teammate being stopped takes no new task (dissolve gives held tasks back at once, and
+/// another teammate on its way out must not pick one up): a claim is refused, claim_next finds
+/// nothing, an assignment to it is refused; one that stays claims it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_teammate_being_stopped_takes_no_new_task() {
+    let mut h = Harness::new();
+    h.spawn_connected("w1").await;
+    h.spawn_connected("w2").await;
+    let t = h
+        .core
+        .request(
+            1,
+            &Actor::Operator,
+            Request::TaskAdd {
+                title: "t".into(),
+                description: String::new(),
+                run: None,
+                blocked_by: vec![],
+                assign: None,
+                key: None,
+            },
+        )
+        .unwrap();
+    let Reply::Task { task } = t else {
+        panic!("{t:?}")
+    };
+    h.core.flush().unwrap();
+    // w2 is told to stop (its process is still there, connected).
+    h.core
+        .supervise(|s| s.kill_request(&Actor::Operator, 9, 9, "w2", None))
+        .unwrap();
+    h.core.flush().unwrap();
+    assert!(h.core.sup.is_stopping("w2") && !h.core.sup.is_stopping("w1"));
+    let w2 = Actor::Agent("w2".into());
+    let e = h
+        .core
+        .request(1, &w2, Request::TaskClaim { id: task.id })
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidState, "{e:?}");
+    let r = h.core.request(1, &w2, Request::TaskClaimNext).unwrap();
+    assert!(matches!(r, Reply::MaybeTask { task: None }), "{r:?}");
+    let e = h
+        .core
+        .request(
+            1,
+            &Actor::Operator,
+            Request::TaskAssign {
+                id: task.id,
+                to: "w2".into(),
+            },
+        )
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidState, "{e:?}");
+    let r = h
+        .core
+        .request(
+            1,
+            &Actor::Agent("w1".into()),
+            Request::TaskClaim { id: task.id },
+        )
+        .unwrap();
+    assert!(matches!(r, Reply::Task { task } if task.owner.as_deref() == Some("w1")));
+}

@@ -4,7 +4,12 @@
 //! Each request is matched to an agent by the line `Your name is NAME.` in its system prompt
 //! and answered with the next [`Step`] of that agent's script. Every request body is kept, so a
 //! test can check what the client sent.
+//!
+//! With [`MockModel::account_caching`] the answers report the prompt cache's reads and writes
+//! as each provider bills them (see the `cache` module for the rules and their sources), and
+//! [`MockModel::billed`] sums what each agent was billed.
 
+mod cache;
 mod render;
 
 use axum::Router;
@@ -122,6 +127,58 @@ pub struct MockUsage {
     pub cache_write: u64,
 }
 
+/// The tokens billed to one agent, summed over its answered requests, each at its own price:
+/// the four are disjoint (`input + cache_write + cache_read` is every prompt token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Billed {
+    /// Prompt tokens at the full input price (neither read from nor written to the cache).
+    pub input: u64,
+    /// Prompt tokens written to the cache (Anthropic's cache-write price; OpenAI bills none).
+    pub cache_write: u64,
+    /// Prompt tokens read from the cache (the cached price).
+    pub cache_read: u64,
+    /// Completion tokens.
+    pub output: u64,
+}
+
+impl Billed {
+    /// Every prompt token.
+    pub fn prompt(&self) -> u64 {
+        self.input + self.cache_write + self.cache_read
+    }
+
+    /// The share of prompt tokens read from the cache, 0 to 1 (0 with no prompt).
+    pub fn cached_share(&self) -> f64 {
+        match self.prompt() {
+            0 => 0.0,
+            all => self.cache_read as f64 / all as f64,
+        }
+    }
+
+    /// Adds one answer's counts.
+    fn add(&mut self, u: MockUsage) {
+        let cache_write = u.cache_write.min(u.input);
+        let cache_read = u.cached.min(u.input - cache_write);
+        self.input += u.input - cache_write - cache_read;
+        self.cache_write += cache_write;
+        self.cache_read += cache_read;
+        self.output += u.output;
+    }
+}
+
+impl std::ops::Add for Billed {
+    type Output = Billed;
+
+    fn add(self, o: Billed) -> Billed {
+        Billed {
+            input: self.input + o.input,
+            cache_write: self.cache_write + o.cache_write,
+            cache_read: self.cache_read + o.cache_read,
+            output: self.output + o.output,
+        }
+    }
+}
+
 impl Step {
     /// One turn calling these tools (name, arguments), as tests write them.
     pub fn tools(calls: &[(&str, Value)]) -> Step {
@@ -174,6 +231,12 @@ struct Inner {
     aside_requests: Vec<Value>,
     /// The credential each request carried (`Authorization` or `x-api-key`), per agent.
     keys: HashMap<String, Vec<Option<String>>>,
+    /// The provider's prompt cache, for [`MockModel::account_caching`].
+    cache: cache::PromptCache,
+    /// How far the cache's clock is ahead of the real one ([`MockModel::advance_clock`]).
+    clock_offset: Duration,
+    /// The tokens billed, per agent.
+    billed: HashMap<String, Billed>,
 }
 
 /// The state the handlers share with the [`MockModel`] handle.
@@ -187,6 +250,8 @@ struct Shared {
     next_response: AtomicU64,
     /// Every chat-completions answer leaves out `usage` (see [`Step::WithoutUsage`]).
     omit_usage: AtomicBool,
+    /// Usage accounts the prompt cache as the provider does ([`MockModel::account_caching`]).
+    caching: AtomicBool,
 }
 
 impl Shared {
@@ -335,6 +400,46 @@ impl MockModel {
     pub fn aside_requests(&self) -> Vec<Value> {
         self.shared.lock().aside_requests.clone()
     }
+
+    /// From now on (`true`) every request goes through a prompt cache kept as the provider
+    /// keeps its own (one for the whole server, shared by all agents), and an answer without
+    /// a scripted [`Step::WithUsage`] reports the cache reads and writes as the provider bills
+    /// them, in its own fields: Anthropic's explicit `cache_control` breakpoints, OpenAI's
+    /// automatic prefixes of 1024 tokens and more in 128-token steps, both living 5 minutes.
+    /// The prompt tokens are then counted from the prompt (tools, system, messages) at about
+    /// four bytes a token, the same bytes always the same count. An Anthropic request with more
+    /// than 4 breakpoints is refused with a 400 as the API refuses it, taking no step. See the
+    /// `cache` module's documentation for the rules and where they come from. Off (the
+    /// default), nothing is cached and nothing changes.
+    pub fn account_caching(&self, on: bool) {
+        self.shared.caching.store(on, Ordering::SeqCst);
+    }
+
+    /// Moves the prompt cache's clock on by `by`, so a test sees entries expire (after 5
+    /// minutes unused) without waiting.
+    pub fn advance_clock(&self, by: Duration) {
+        self.shared.lock().clock_offset += by;
+    }
+
+    /// The tokens billed to `agent` so far, summed over its answered requests (error answers
+    /// bill nothing): the counts each answer reported, scripted or accounted.
+    pub fn billed(&self, agent: &str) -> Billed {
+        self.shared
+            .lock()
+            .billed
+            .get(agent)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The tokens billed to every agent together.
+    pub fn billed_total(&self) -> Billed {
+        self.shared
+            .lock()
+            .billed
+            .values()
+            .fold(Billed::default(), |sum, b| sum + *b)
+    }
 }
 
 impl Drop for MockModel {
@@ -411,7 +516,8 @@ async fn handle(shared: &Shared, api: Api, headers: &HeaderMap, body: &[u8]) -> 
         Ok(v) => v,
         Err(e) => return error_response(api, 400, &format!("the body is not JSON: {e}")),
     };
-    let mut step = {
+    let caching = shared.caching.load(Ordering::SeqCst);
+    let (mut step, accounting, agent) = {
         let mut inner = shared.lock();
         let text = req.to_string();
         let aside = inner
@@ -424,7 +530,12 @@ async fn handle(shared: &Shared, api: Api, headers: &HeaderMap, body: &[u8]) -> 
             Some(_) => None,
             None => agent_name(api, &req),
         };
-        let step = agent.as_ref().and_then(|a| {
+        // A request the provider refuses for its caching takes no step.
+        let refused = match caching {
+            true => cache::check(api, &req).err(),
+            false => None,
+        };
+        let step = agent.as_ref().filter(|_| refused.is_none()).and_then(|a| {
             let queue = inner.scripts.get_mut(a)?;
             match queue.front() {
                 Some(Step::Until {
@@ -451,7 +562,10 @@ async fn handle(shared: &Shared, api: Api, headers: &HeaderMap, body: &[u8]) -> 
                 .find_map(|h| headers.get(*h)?.to_str().ok().map(str::to_string));
             inner.keys.entry(agent.clone()).or_default().push(key);
         }
-        match (step, aside) {
+        if let Some(message) = refused {
+            return error_response(api, 400, &message);
+        }
+        let step = match (step, aside) {
             (_, Some(answer)) => {
                 inner.aside_requests.push(req.clone());
                 Step::Text(answer)
@@ -461,7 +575,13 @@ async fn handle(shared: &Shared, api: Api, headers: &HeaderMap, body: &[u8]) -> 
                 inner.unmatched.push(req.clone());
                 Step::Text("(script ended)".into())
             }
-        }
+        };
+        // The provider caches what it answers, not what it fails.
+        let accounting = (caching && !fails(&step)).then(|| {
+            let now = arrived + inner.clock_offset;
+            inner.cache.account(api, &req, now)
+        });
+        (step, accounting, agent)
     };
     let mut usage = None;
     let mut omit_usage = shared.omit_usage.load(Ordering::SeqCst);
@@ -509,7 +629,7 @@ async fn handle(shared: &Shared, api: Api, headers: &HeaderMap, body: &[u8]) -> 
         | Step::WithUsage(..)
         | Step::WithoutUsage(..) => (String::new(), vec![]),
     };
-    let answer = render::Answer {
+    let mut answer = render::Answer {
         id: shared.next_response.fetch_add(1, Ordering::Relaxed) + 1,
         model: req
             .get("model")
@@ -531,6 +651,20 @@ async fn handle(shared: &Shared, api: Api, headers: &HeaderMap, body: &[u8]) -> 
         usage,
         omit_usage,
     };
+    if answer.usage.is_none()
+        && let Some(a) = accounting
+    {
+        answer.usage = Some(MockUsage {
+            input: a.input,
+            output: answer.output_tokens(),
+            cached: a.cached,
+            cache_write: a.cache_write,
+        });
+    }
+    if let Some(agent) = agent {
+        let counts = answer.counts();
+        shared.lock().billed.entry(agent).or_default().add(counts);
+    }
     if req.get("stream").and_then(Value::as_bool) == Some(true) {
         let include_usage = req
             .pointer("/stream_options/include_usage")
@@ -563,6 +697,19 @@ async fn handle(shared: &Shared, api: Api, headers: &HeaderMap, body: &[u8]) -> 
             Api::Responses => render::responses_whole(&answer),
         };
         json_response(StatusCode::OK, &v)
+    }
+}
+
+/// Whether a step answers with an HTTP error, however it is wrapped.
+fn fails(step: &Step) -> bool {
+    match step {
+        Step::Status(..) => true,
+        Step::Delay(_, inner)
+        | Step::Gate(_, inner)
+        | Step::WithUsage(_, inner)
+        | Step::WithoutUsage(inner) => fails(inner),
+        Step::Until { then, .. } => fails(then),
+        Step::Text(_) | Step::Tools(_) | Step::TextAndTools(..) | Step::RawToolArgs(..) => false,
     }
 }
 

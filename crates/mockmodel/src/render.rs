@@ -25,7 +25,7 @@ pub(crate) struct Answer {
 
 impl Answer {
     /// The counts to report: the script's, or plausible ones from the sizes.
-    fn counts(&self) -> crate::MockUsage {
+    pub(crate) fn counts(&self) -> crate::MockUsage {
         self.usage.unwrap_or(crate::MockUsage {
             input: self.input_tokens,
             output: self.output_tokens(),
@@ -60,7 +60,7 @@ impl Answer {
     }
 
     /// A plausible completion-token count: about four characters a token.
-    fn output_tokens(&self) -> u64 {
+    pub(crate) fn output_tokens(&self) -> u64 {
         let chars = self.text.len()
             + self
                 .calls

@@ -4,6 +4,9 @@
 //! - `{"op":"script","agent":NAME,"steps":[STEP…]}` → `{"ok":true}` (appends to the script)
 //! - `{"op":"requests","agent":NAME}` → `{"requests":[BODY…]}`
 //! - `{"op":"unmatched"}` → `{"unmatched":[BODY…]}`
+//! - `{"op":"account_caching","on":BOOL}` → `{"ok":true}` (see `MockModel::account_caching`)
+//! - `{"op":"advance_clock","secs":N}` → `{"ok":true}` (the prompt cache's clock)
+//! - `{"op":"billed","agent":NAME}` → `{"input":N,"cache_write":N,"cache_read":N,"output":N}`
 //!
 //! A STEP is `{"text":S}`, `{"tools":[[NAME,ARGS]…]}`, `{"text_and_tools":[S,[[NAME,ARGS]…]]}`,
 //! `{"status":[CODE,MESSAGE]}`, `{"delay_ms":N,"then":STEP}` or
@@ -91,6 +94,20 @@ fn answer(mock: &MockModel, line: &str) -> Value {
         }
         Some("requests") => json!({"requests": mock.requests(agent)}),
         Some("unmatched") => json!({"unmatched": mock.unmatched()}),
+        Some("account_caching") => {
+            mock.account_caching(cmd["on"].as_bool().unwrap_or(true));
+            json!({"ok": true})
+        }
+        Some("advance_clock") => {
+            mock.advance_clock(Duration::from_secs_f64(
+                cmd["secs"].as_f64().unwrap_or(0.0).max(0.0),
+            ));
+            json!({"ok": true})
+        }
+        Some("billed") => {
+            let b = mock.billed(agent);
+            json!({"input": b.input, "cache_write": b.cache_write, "cache_read": b.cache_read, "output": b.output})
+        }
         _ => json!({"error": format!("unknown op in {cmd}")}),
     }
 }

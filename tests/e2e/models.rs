@@ -19,20 +19,6 @@ fn sandbox_for(mock: &MockModel, provider: &str, extra: &str) -> Sandbox {
     sb
 }
 
-fn events(sb: &Sandbox) -> Vec<Envelope> {
-    let store = agent_team_store::Store::open_read_only(&sb.team("mt").db, "mt").unwrap();
-    store.events_since(0, 100_000).unwrap()
-}
-
-fn pending_from(sb: &Sandbox, agent: &str) -> Option<PermRequest> {
-    let tp = sb.team("mt");
-    let mut c = agent_team_client::Client::operator(&tp).ok()?;
-    c.all_perms(false)
-        .ok()?
-        .into_iter()
-        .find(|p| p.agent == agent)
-}
-
 #[test]
 fn a_model_leader_runs_a_team_with_files_approvals_and_an_answer() {
     let mock = MockModel::start_background(Wire::OpenAi).unwrap();
@@ -121,15 +107,19 @@ fn a_model_leader_runs_a_team_with_files_approvals_and_an_answer() {
     );
     let run = sb.spawn(&["run", "--backend", "process", "--timeout", "60", "--quiet"]);
     // One bash is approved with the CLI, the other denied.
-    wait_for("b1's bash request", T, || pending_from(&sb, "b1").is_some());
-    let b1_req = pending_from(&sb, "b1").unwrap();
+    wait_for("b1's bash request", T, || {
+        sb.pending_from("mt", "b1").is_some()
+    });
+    let b1_req = sb.pending_from("mt", "b1").unwrap();
     assert_eq!(
         (b1_req.tool.as_str(), b1_req.input.as_str()),
         ("bash", "cat a.txt")
     );
     sb.ok(&["--team", "mt", "approve", &b1_req.id.to_string()]);
-    wait_for("b2's bash request", T, || pending_from(&sb, "b2").is_some());
-    let b2_req = pending_from(&sb, "b2").unwrap();
+    wait_for("b2's bash request", T, || {
+        sb.pending_from("mt", "b2").is_some()
+    });
+    let b2_req = sb.pending_from("mt", "b2").unwrap();
     sb.ok(&[
         "--team",
         "mt",
@@ -163,7 +153,7 @@ fn a_model_leader_runs_a_team_with_files_approvals_and_an_answer() {
             .any(|r| r.to_string().contains("exit 0\\nalpha"))
     );
     // The event log shows each agent's text and tool calls, tagged with its id.
-    let ev = events(&sb);
+    let ev = sb.events_of("mt");
     for agent in ["leader", "b1", "b2"] {
         assert!(ev.iter().any(|e| e.agent_id == agent && matches!(e.event, Event::TextMessageContent { .. })), "no text from {agent}");
         assert!(
@@ -229,8 +219,8 @@ fn always_reaches_a_second_teammate_without_a_new_prompt() {
         "[roles.worker]\nstream = false\npermissions = { bash = \"ask\" }\n",
     );
     let run = sb.spawn(&["run", "--backend", "process", "--timeout", "60", "--quiet"]);
-    wait_for("b1's request", T, || pending_from(&sb, "b1").is_some());
-    let r = pending_from(&sb, "b1").unwrap();
+    wait_for("b1's request", T, || sb.pending_from("mt", "b1").is_some());
+    let r = sb.pending_from("mt", "b1").unwrap();
     // Allow every `echo checked…` for every teammate from now on.
     let out = sb.run(&[
         "--team",
@@ -253,7 +243,7 @@ fn always_reaches_a_second_teammate_without_a_new_prompt() {
     sb.ok(&["--team", "mt", "send", "b2", "go ahead"]);
     let (status, out) = sb.wait_child(run, T);
     assert!(status.success(), "{out}");
-    let ev = events(&sb);
+    let ev = sb.events_of("mt");
     let decided: Vec<PermRequest> = ev
         .iter()
         .filter_map(|e| match &e.event {
@@ -531,7 +521,8 @@ fn a_leader_model_can_be_the_approver() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let decided: Vec<PermRequest> = events(&sb)
+    let decided: Vec<PermRequest> = sb
+        .events_of("mt")
         .iter()
         .filter_map(|e| match &e.event {
             Event::PermissionDecided { request } => Some(request.clone()),

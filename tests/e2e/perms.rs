@@ -10,14 +10,6 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 
-fn pending_from(sb: &Sandbox, agent: &str) -> Option<PermRequest> {
-    let mut c = agent_team_client::Client::operator(&sb.team("pt")).ok()?;
-    c.all_perms(false)
-        .ok()?
-        .into_iter()
-        .find(|p| p.agent == agent)
-}
-
 #[test]
 fn an_allowed_teammate_is_asked_before_writing_git_config_and_git_statusfoo_is_not_git_status() {
     const EVIL: &str = "[core]\n\tfsmonitor = touch pwned\n";
@@ -65,9 +57,9 @@ fn an_allowed_teammate_is_asked_before_writing_git_config_and_git_statusfoo_is_n
 
     // The write into .git waits for a person although write_file is allowed.
     wait_for("b1's write_file request", T, || {
-        pending_from(&sb, "b1").is_some()
+        sb.pending_from("pt", "b1").is_some()
     });
-    let w = pending_from(&sb, "b1").unwrap();
+    let w = sb.pending_from("pt", "b1").unwrap();
     assert_eq!(
         (w.tool.as_str(), w.input.as_str()),
         ("write_file", ".git/config")
@@ -89,9 +81,9 @@ fn an_allowed_teammate_is_asked_before_writing_git_config_and_git_statusfoo_is_n
 
     // `git statusfoo` is not `git status`: asked, not run.
     wait_for("b1's git statusfoo request", T, || {
-        pending_from(&sb, "b1").is_some_and(|p| p.id != w.id)
+        sb.pending_from("pt", "b1").is_some_and(|p| p.id != w.id)
     });
-    let g = pending_from(&sb, "b1").unwrap();
+    let g = sb.pending_from("pt", "b1").unwrap();
     assert_eq!(
         (g.tool.as_str(), g.input.as_str()),
         ("bash", "git statusfoo")

@@ -143,14 +143,6 @@ fn serve_html(page: &'static str) -> String {
     url
 }
 
-fn pending_from(sb: &Sandbox, agent: &str) -> Option<PermRequest> {
-    let mut c = agent_team_client::Client::operator(&sb.team("rt")).ok()?;
-    c.all_perms(false)
-        .ok()?
-        .into_iter()
-        .find(|p| p.agent == agent)
-}
-
 /// `ps --json`'s entry for `name`.
 fn ps_agent(sb: &Sandbox, name: &str) -> Value {
     let out = sb.ok(&["--team", "rt", "ps", "--json"]);
@@ -218,9 +210,9 @@ fn role_files_start_and_a_teammate_globs_keeps_a_checklist_and_fetches_a_page() 
 
     // web_fetch is asked by default; by then fe's checklist is on its record.
     wait_for("fe's web_fetch request", T, || {
-        pending_from(&sb, "fe").is_some()
+        sb.pending_from("rt", "fe").is_some()
     });
-    let req = pending_from(&sb, "fe").unwrap();
+    let req = sb.pending_from("rt", "fe").unwrap();
     assert_eq!(
         (req.tool.as_str(), req.input.as_str()),
         ("web_fetch", url.as_str())

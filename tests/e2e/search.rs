@@ -90,20 +90,6 @@ fn sandbox_for(mock: &MockModel, search: &FakeSearxng, extra: &str) -> Sandbox {
     sb
 }
 
-fn events(sb: &Sandbox) -> Vec<Envelope> {
-    let store = agent_team_store::Store::open_read_only(&sb.team("mt").db, "mt").unwrap();
-    store.events_since(0, 100_000).unwrap()
-}
-
-fn pending_from(sb: &Sandbox, agent: &str) -> Option<PermRequest> {
-    let tp = sb.team("mt");
-    let mut c = agent_team_client::Client::operator(&tp).ok()?;
-    c.all_perms(false)
-        .ok()?
-        .into_iter()
-        .find(|p| p.agent == agent)
-}
-
 /// A leader that starts `members` (name, role) and finishes once each has said `NAME done`.
 fn leader_starting(mock: &MockModel, members: &[(&str, &str)]) {
     let spawns: Vec<(&str, serde_json::Value)> = members
@@ -168,9 +154,9 @@ fn web_search_is_asked_unless_allowed_and_its_results_reach_the_model() {
     );
     let run = sb.spawn(&["run", "--backend", "process", "--timeout", "60", "--quiet"]);
     wait_for("b1's web_search request", T, || {
-        pending_from(&sb, "b1").is_some()
+        sb.pending_from("mt", "b1").is_some()
     });
-    let req = pending_from(&sb, "b1").unwrap();
+    let req = sb.pending_from("mt", "b1").unwrap();
     assert_eq!(
         (req.tool.as_str(), req.input.as_str()),
         ("web_search", "asked query")
@@ -201,7 +187,7 @@ fn web_search_is_asked_unless_allowed_and_its_results_reach_the_model() {
         ));
     }
     // r1's policy allowed it: no request was raised for it.
-    let ev = events(&sb);
+    let ev = sb.events_of("mt");
     let requested: Vec<&str> = ev
         .iter()
         .filter_map(|e| match &e.event {
@@ -225,9 +211,9 @@ fn a_denied_web_search_gets_no_result_and_reaches_no_search_service() {
     let mut sb = sandbox_for(&mock, &search, "");
     let run = sb.spawn(&["run", "--backend", "process", "--timeout", "60", "--quiet"]);
     wait_for("b1's web_search request", T, || {
-        pending_from(&sb, "b1").is_some()
+        sb.pending_from("mt", "b1").is_some()
     });
-    let req = pending_from(&sb, "b1").unwrap();
+    let req = sb.pending_from("mt", "b1").unwrap();
     assert_eq!(req.tool, "web_search");
     sb.ok(&[
         "--team",
@@ -246,7 +232,7 @@ fn a_denied_web_search_gets_no_result_and_reaches_no_search_service() {
         "the search service was asked: {:?}",
         search.queries()
     );
-    let ev = events(&sb);
+    let ev = sb.events_of("mt");
     assert!(ev.iter().any(|e| matches!(&e.event,
         Event::ToolCallResult { content, is_error: true, .. } if content.contains("permission denied"))));
     assert!(!ev.iter().any(|e| e.agent_id == "b1"

@@ -81,14 +81,9 @@ fn said(req: &serde_json::Value) -> String {
         .unwrap_or_default()
 }
 
-fn events(sb: &Sandbox) -> Vec<Envelope> {
-    let store = agent_team_store::Store::open_read_only(&sb.team("st").db, "st").unwrap();
-    store.events_since(0, 100_000).unwrap()
-}
-
 /// The strategy events and the run's end, in log order, as short strings.
 fn story(sb: &Sandbox) -> Vec<String> {
-    events(sb)
+    sb.events_of("st")
         .into_iter()
         .filter_map(|e| match e.event {
             Event::CoordinatorDecision {
@@ -263,7 +258,7 @@ fn max_rounds_without_done_ends_with_every_workers_output_and_no_success() {
     );
     assert!(!asked.contains("{task}"), "{asked}");
     // lauren's event fields: the decision's text, the worker's task, the rounds.
-    let ev = events(&sb);
+    let ev = sb.events_of("st");
     assert!(ev.iter().any(|e| matches!(&e.event,
         Event::CoordinatorDecision { text, .. } if text == "ROUTE: b1\nDraft it.")));
     assert!(ev.iter().any(|e| matches!(&e.event,

@@ -29,12 +29,6 @@ fn live_events(sb: &Sandbox) -> Vec<Envelope> {
     sb.operator("mt").all_events(0).unwrap()
 }
 
-/// The event log of the stopped team.
-fn events(sb: &Sandbox) -> Vec<Envelope> {
-    let store = agent_team_store::Store::open_read_only(&sb.team("mt").db, "mt").unwrap();
-    store.events_since(0, 100_000).unwrap()
-}
-
 fn json_of(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
@@ -138,7 +132,8 @@ fn tokens_and_cost_per_agent_are_exact_in_both_apis_streamed_and_not() {
             "{at}: {table}"
         );
         // One USAGE_UPDATED per model response, with that response's figures.
-        let updates: Vec<(String, UsageFigures)> = events(&sb)
+        let updates: Vec<(String, UsageFigures)> = sb
+            .events_of("mt")
             .into_iter()
             .filter_map(|e| match e.event {
                 Event::UsageUpdated { model, usage, .. } if e.agent_id == "leader" => {

@@ -309,6 +309,26 @@ impl Sandbox {
         self.paths.runtime.join(format!("{team}.tmux"))
     }
 
+    /// `team`'s whole event log, read from its store (also once its daemon is gone).
+    pub fn events_of(&self, team: &str) -> Vec<agent_team_protocol::Envelope> {
+        let store = agent_team_store::Store::open_read_only(&self.team(team).db, team).unwrap();
+        store.events_since(0, 100_000).unwrap()
+    }
+
+    /// `agent`'s pending permission request in `team`, if it has one (none while the daemon
+    /// cannot be reached).
+    pub fn pending_from(
+        &self,
+        team: &str,
+        agent: &str,
+    ) -> Option<agent_team_protocol::PermRequest> {
+        let mut c = agent_team_client::Client::operator(&self.team(team)).ok()?;
+        c.all_perms(false)
+            .ok()?
+            .into_iter()
+            .find(|p| p.agent == agent)
+    }
+
     /// The board of `team`.
     pub fn tasks(&self, team: &str) -> Vec<agent_team_protocol::Task> {
         self.operator(team).all_tasks(None).unwrap()

@@ -238,6 +238,10 @@ pub enum Command {
         /// Only events after this sequence number.
         #[arg(long, default_value_t = 0, value_name = "SEQ")]
         since: u64,
+        /// The same NDJSON (events are always printed as JSON; taken so scripts may pass
+        /// `--json` to every command).
+        #[arg(long)]
+        json: bool,
     },
     /// Teams on this machine.
     #[command(subcommand)]

@@ -182,7 +182,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             pattern,
         } => board::decide(&ctx, id, true, always, pattern, None),
         Command::Deny { id, reason } => board::decide(&ctx, id, false, false, None, reason),
-        Command::Events { follow, since } => board::events(&ctx, follow, since),
+        Command::Events { follow, since, .. } => board::events(&ctx, follow, since),
         Command::Down { json } => teams::down(&ctx, json),
         Command::Serve(a) => serve::serve(ctx, a),
         Command::Gc { older_than, json } => teams::gc(&ctx, older_than, json),

@@ -3,6 +3,7 @@
 
 mod board_bench;
 mod clis_bench;
+mod cost_bench;
 mod daemon_bench;
 mod finish_bench;
 mod floor;
@@ -94,6 +95,10 @@ fn main() -> Result<()> {
     if only.as_deref().is_none_or(|s| s == "python") {
         let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;
         python_bench::run(&mut r, dir.path(), quick)?;
+    }
+    if only.as_deref().is_none_or(|s| s == "cost") {
+        let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;
+        cost_bench::run(&mut r, dir.path(), quick)?;
     }
     println!(
         "\nbench finished in {:.1} s",

@@ -283,6 +283,22 @@ impl TeamConfig {
         vars.extend(self.search.as_ref().and_then(|s| s.api_key_env.clone()));
         vars
     }
+
+    /// The credential variables one agent of `role` on `provider` uses itself (its model's
+    /// key, the team's search key): what an agent on another host must be sent, since it
+    /// inherits nothing from the daemon there.
+    pub fn agent_credential_vars(&self, role: &Role, provider: Provider) -> Vec<String> {
+        let mut vars: Vec<String> = provider
+            .key_env(role.api_key_env.as_deref())
+            .into_iter()
+            .collect();
+        if let Some(k) = self.search.as_ref().and_then(|s| s.api_key_env.clone())
+            && !vars.contains(&k)
+        {
+            vars.push(k);
+        }
+        vars
+    }
 }
 
 /// How long the team's memory lives (`memory` in the team file).

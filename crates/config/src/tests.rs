@@ -1214,3 +1214,41 @@ fn default_role_is_the_role_of_members_without_one() {
         assert_eq!(e.line, Some(3), "{e}");
     }
 }
+
+/// What an agent on another host is sent: its model's key variable and the team's search key
+/// variable, not every credential of the team.
+#[test]
+fn an_agent_is_sent_its_model_key_and_the_search_key_only() {
+    let cfg = parse(
+        "name = \"a\"\n[search]\nprovider = \"brave\"\n\
+         [roles.w]\nprovider = \"anthropic\"\nmodel = \"m\"\napi_key_env = \"MY_ANTHROPIC\"\n\
+         [roles.o]\nprovider = \"openai\"\nmodel = \"m\"\n",
+    )
+    .unwrap();
+    let w = cfg.role("w").unwrap();
+    assert_eq!(
+        cfg.agent_credential_vars(w, w.provider),
+        ["MY_ANTHROPIC", "BRAVE_API_KEY"]
+    );
+    let o = cfg.role("o").unwrap();
+    assert_eq!(
+        cfg.agent_credential_vars(o, o.provider),
+        ["OPENAI_API_KEY", "BRAVE_API_KEY"]
+    );
+    // An exec member needs no model key; the search key still goes (its worker may search).
+    let e = cfg.role("worker").unwrap();
+    assert_eq!(
+        cfg.agent_credential_vars(e, crate::Provider::Exec),
+        ["BRAVE_API_KEY"]
+    );
+    // All of them are withheld from commands.
+    let all = cfg.credential_vars();
+    for k in [
+        "MY_ANTHROPIC",
+        "BRAVE_API_KEY",
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
+    ] {
+        assert!(all.contains(k), "{k}");
+    }
+}

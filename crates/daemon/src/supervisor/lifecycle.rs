@@ -710,14 +710,16 @@ impl Step<'_> {
             }
             _ => cfg.workspace.clone(),
         };
-        // On another host the agent inherits nothing from this daemon: its model API key goes
-        // with it (over the link's standard input, as its secret does).
-        let secret_env = provider
-            .key_env(role.api_key_env.as_deref())
-            .filter(|_| host.is_some())
-            .and_then(|var| std::env::var(&var).ok().map(|v| (var, v)))
-            .into_iter()
-            .collect();
+        // On another host the agent inherits nothing from this daemon: its model's and the
+        // team's search key go with it (over the link's standard input, as its secret does).
+        let secret_env = match host {
+            Some(_) => cfg
+                .agent_credential_vars(role, provider)
+                .into_iter()
+                .filter_map(|var| std::env::var(&var).ok().map(|v| (var, v)))
+                .collect(),
+            None => Vec::new(),
+        };
         Ok(LaunchSpec {
             name: rec.info.name.clone(),
             role: rec.info.role.clone(),

@@ -50,6 +50,16 @@ enum Key<'a> {
     MemberRole(&'a str),
 }
 
+/// The longest model name a setting takes (it is kept with the team and sent on every
+/// request).
+const MAX_MODEL_NAME: usize = 256;
+
+/// Whether only the operator may change `key`: a limit the operator set against the leader
+/// (`max_teammates`) is not the leader's to raise.
+pub fn operator_only(key: &str) -> bool {
+    matches!(parse_key(key), Ok(Key::MaxTeammates))
+}
+
 /// The keys `config set` takes, as its help and errors list them.
 pub const KEYS: &[&str] = &[
     "defaults.model",
@@ -90,8 +100,10 @@ impl TeamConfig {
             }
         };
         let model = |v: &str| {
-            if v.trim().is_empty() || v.chars().any(char::is_control) {
-                Err(format!("{key}: a model is a non-empty name"))
+            if v.trim().is_empty() || v.len() > MAX_MODEL_NAME || v.chars().any(char::is_control) {
+                Err(format!(
+                    "{key}: a model is a name of 1-{MAX_MODEL_NAME} printable bytes"
+                ))
             } else {
                 Ok(())
             }
@@ -252,7 +264,7 @@ mod tests {
             ("member.w1.role", "leader", "the leader's role"),
             ("member.leader.role", "worker", "cannot be changed"),
             ("member.w1.role", "nobody", "no role"),
-            ("defaults.model", " ", "non-empty"),
+            ("defaults.model", " ", "printable bytes"),
             ("colour", "red", "unknown setting"),
             ("role..model", "m", "unknown setting"),
         ] {

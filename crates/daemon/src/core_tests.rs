@@ -658,3 +658,43 @@ async fn a_teammate_being_stopped_takes_no_new_task() {
         .unwrap();
     assert!(matches!(r, Reply::Task { task } if task.owner.as_deref() == Some("w1")));
 }
+
+/// The attack: the leader (a model) lifting the operator's `max_teammates` with `set_config`.
+/// It may tune a role's model; the limit stays the operator's; a huge value is refused.
+#[tokio::test(flavor = "current_thread")]
+async fn the_leader_changes_models_but_not_the_operators_limit() {
+    let mut h = Harness::new();
+    let leader = Actor::Agent("leader".into());
+    let set = |h: &mut Harness, who: &Actor, key: &str, value: String| {
+        h.core
+            .supervise(|s| s.config_change(who, Some(key.into()), Some(value)))
+    };
+    let e = set(&mut h, &leader, "max_teammates", "1000".into()).unwrap_err();
+    assert_eq!(e.code, ErrorCode::PermissionDenied, "{e:?}");
+    let e = h
+        .core
+        .supervise(|s| s.config_change(&leader, Some("max_teammates".into()), None))
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::PermissionDenied, "{e:?}");
+    let before = h.core.sup.config.as_ref().unwrap().max_teammates;
+    assert_ne!(before, 1000);
+    set(&mut h, &leader, "role.worker.model", "m2".into()).unwrap();
+    assert_eq!(
+        h.core.sup.config.as_ref().unwrap().roles["worker"].model,
+        "m2"
+    );
+    let e = set(&mut h, &leader, "role.worker.model", "x".repeat(10_000)).unwrap_err();
+    assert_eq!(e.code, ErrorCode::BadRequest, "{e:?}");
+    // A teammate may change nothing.
+    let e = set(
+        &mut h,
+        &Actor::Agent("w1".into()),
+        "role.worker.model",
+        "m3".into(),
+    )
+    .unwrap_err();
+    assert_eq!(e.code, ErrorCode::PermissionDenied, "{e:?}");
+    // The operator may.
+    set(&mut h, &Actor::Operator, "max_teammates", "3".into()).unwrap();
+    assert_eq!(h.core.sup.config.as_ref().unwrap().max_teammates, 3);
+}

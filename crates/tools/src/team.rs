@@ -119,7 +119,7 @@ impl Tool for DissolveTeam {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetConfig {
-    /// defaults.model, max_teammates, role.NAME.model, role.NAME.max_steps, member.NAME.model or member.NAME.role
+    /// defaults.model, role.NAME.model, role.NAME.max_steps, member.NAME.model or member.NAME.role
     pub key: String,
     /// its new value; leave it out to reset the setting to the team file's
     pub value: Option<String>,
@@ -127,7 +127,7 @@ pub struct SetConfig {
 
 impl Tool for SetConfig {
     const NAME: &'static str = "set_config";
-    const DESCRIPTION: &'static str = "Change a setting of the team while it runs (or reset it without value): a role's model or max_steps, a member's model or role, the default model, max_teammates. A member's model and role, and a role's, apply when each agent concerned starts next (close_teammate and resume_teammate to apply at once); max_teammates at the next spawn.";
+    const DESCRIPTION: &'static str = "Change a setting of the team while it runs (or reset it without value): a role's model or max_steps, a member's model or role, the default model. A member's model and role, and a role's, apply when each agent concerned starts next (close_teammate and resume_teammate to apply at once). max_teammates is the operator's to change.";
     const AUDIENCE: Audience = Audience::LEADER;
 }
 

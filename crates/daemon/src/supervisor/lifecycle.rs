@@ -198,6 +198,17 @@ impl Step<'_> {
                 "configure the team before changing its settings",
             )
         })?;
+        // The leader (a model) may tune models and roles, not lift a limit set against it.
+        if *actor != Actor::Operator
+            && key
+                .as_deref()
+                .is_some_and(agent_team_config::overrides::operator_only)
+        {
+            return Err(err(
+                ErrorCode::PermissionDenied,
+                "only the operator may change max_teammates",
+            ));
+        }
         let bad = |m: String| err(ErrorCode::BadRequest, m);
         let (key, applies) = match (key, &value) {
             (Some(k), Some(v)) => {

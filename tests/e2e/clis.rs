@@ -9,6 +9,15 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 
+/// The agent CLIs' versions the suite installs and runs (the README's table says the same).
+const CLAUDE_CODE_VERSION: &str = "2.1.197";
+/// See [`CLAUDE_CODE_VERSION`].
+const GEMINI_CLI_VERSION: &str = "0.61.0";
+/// See [`CLAUDE_CODE_VERSION`].
+const CODEX_VERSION: &str = "0.169.0";
+/// See [`CLAUDE_CODE_VERSION`].
+const QWEN_CODE_VERSION: &str = "0.15.10";
+
 fn fixture() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("e2e/fixtures/fake-cli.js")
@@ -207,7 +216,7 @@ fn installed(package: &str, version: &str, bin: &str) -> std::path::PathBuf {
 fn a_claude_code_teammate_claims_writes_completes_and_reports_headless() {
     use agent_team_mockmodel::{MockModel, Step, Wire};
     use serde_json::json;
-    let claude = installed("@anthropic-ai/claude-code", "2.1.197", "claude");
+    let claude = installed("@anthropic-ai/claude-code", CLAUDE_CODE_VERSION, "claude");
     let mock = MockModel::start_background(Wire::Anthropic).unwrap();
     let mut sb = Sandbox::new();
     sb.env
@@ -330,7 +339,7 @@ title = "Write cc.txt"
 #[test]
 fn a_claude_code_bash_call_the_role_marks_ask_waits_for_agent_team_approve() {
     use agent_team_mockmodel::{MockModel, Wire};
-    let claude = installed("@anthropic-ai/claude-code", "2.1.197", "claude");
+    let claude = installed("@anthropic-ai/claude-code", CLAUDE_CODE_VERSION, "claude");
     let mock = MockModel::start_background(Wire::Anthropic).unwrap();
     let role = cli_role(
         "claude",
@@ -340,7 +349,7 @@ fn a_claude_code_bash_call_the_role_marks_ask_waits_for_agent_team_approve() {
         ANTHROPIC_KEY.0,
         &claude,
     );
-    shell_waits_for_approval(&mock, ANTHROPIC_KEY, &role, Vec::new(), "Bash");
+    shell_waits_for_approval(&mock, ANTHROPIC_KEY, &role, Vec::new(), "Bash", claude_tool);
 }
 
 /// The same for Qwen Code's `run_shell_command`: Qwen runs in `yolo` mode and the hook's
@@ -348,7 +357,7 @@ fn a_claude_code_bash_call_the_role_marks_ask_waits_for_agent_team_approve() {
 #[test]
 fn a_qwen_code_shell_call_the_role_marks_ask_waits_for_agent_team_approve() {
     use agent_team_mockmodel::{MockModel, Step, Wire};
-    let qwen = installed("@qwen-code/qwen-code", "0.15.10", "qwen");
+    let qwen = installed("@qwen-code/qwen-code", QWEN_CODE_VERSION, "qwen");
     let mock = MockModel::start_background(Wire::OpenAi).unwrap();
     let role = cli_role(
         "claude",
@@ -363,7 +372,14 @@ fn a_qwen_code_shell_call_the_role_marks_ask_waits_for_agent_team_approve() {
         "tool_search".into(),
         serde_json::json!({"query": "select:mcp__team__claim_task,mcp__team__update_task_status"}),
     )]);
-    shell_waits_for_approval(&mock, OPENAI_KEY, &role, vec![select], "run_shell_command");
+    shell_waits_for_approval(
+        &mock,
+        OPENAI_KEY,
+        &role,
+        vec![select],
+        "run_shell_command",
+        claude_tool,
+    );
 }
 
 /// The same for Codex's `exec_command`: Codex obeys only a hook's deny, so an approved call
@@ -371,7 +387,7 @@ fn a_qwen_code_shell_call_the_role_marks_ask_waits_for_agent_team_approve() {
 #[test]
 fn a_codex_shell_call_the_role_marks_ask_waits_for_agent_team_approve() {
     use agent_team_mockmodel::{MockModel, Wire};
-    let codex = installed("@openai/codex", "0.169.0", "codex");
+    let codex = installed("@openai/codex", CODEX_VERSION, "codex");
     let mock = MockModel::start_background(Wire::OpenAi).unwrap();
     let role = cli_role(
         "claude",
@@ -381,7 +397,14 @@ fn a_codex_shell_call_the_role_marks_ask_waits_for_agent_team_approve() {
         OPENAI_KEY.0,
         &codex,
     );
-    shell_waits_for_approval(&mock, OPENAI_KEY, &role, Vec::new(), "exec_command");
+    shell_waits_for_approval(
+        &mock,
+        OPENAI_KEY,
+        &role,
+        Vec::new(),
+        "exec_command",
+        claude_tool,
+    );
 }
 
 /// One CLI teammate (`role`, named `claude` in the team file, asking `mock`) whose role marks
@@ -394,6 +417,7 @@ fn shell_waits_for_approval(
     role: &str,
     prefix: Vec<agent_team_mockmodel::Step>,
     shell: &str,
+    team_tool: fn(&str) -> String,
 ) {
     use agent_team_mockmodel::Step;
     use serde_json::json;
@@ -410,12 +434,12 @@ fn shell_waits_for_approval(
     let before = prefix.len();
     let mut script = prefix;
     script.extend([
-        Step::Tools(vec![("mcp__team__claim_task".into(), json!({"id": 1}))]),
+        Step::Tools(vec![(team_tool("claim_task"), json!({"id": 1}))]),
         call("echo approved >> approved.txt"),
         call("echo refused > refused.txt"),
         call("echo approved >> approved.txt"),
         Step::Tools(vec![(
-            "mcp__team__update_task_status".into(),
+            team_tool("update_task_status"),
             json!({"id": 1, "status": "completed", "result": "ran what was approved"}),
         )]),
         Step::Text("All done.".into()),
@@ -518,7 +542,7 @@ fn shell_waits_for_approval(
 #[test]
 fn a_message_to_a_busy_claude_code_teammate_arrives_at_its_turns_end() {
     use agent_team_mockmodel::{MockModel, Wire};
-    let claude = installed("@anthropic-ai/claude-code", "2.1.197", "claude");
+    let claude = installed("@anthropic-ai/claude-code", CLAUDE_CODE_VERSION, "claude");
     let mock = MockModel::start_background(Wire::Anthropic).unwrap();
     let role = cli_role(
         "claude",
@@ -528,19 +552,26 @@ fn a_message_to_a_busy_claude_code_teammate_arrives_at_its_turns_end() {
         ANTHROPIC_KEY.0,
         &claude,
     );
-    busy_message_arrives_at_turns_end(&mock, ANTHROPIC_KEY, &role, Vec::new(), |path| {
-        (
-            "Write".into(),
-            serde_json::json!({"file_path": path.display().to_string(), "content": "extra\n"}),
-        )
-    });
+    busy_message_arrives_at_turns_end(
+        &mock,
+        ANTHROPIC_KEY,
+        &role,
+        Vec::new(),
+        |path| {
+            (
+                "Write".into(),
+                serde_json::json!({"file_path": path.display().to_string(), "content": "extra\n"}),
+            )
+        },
+        claude_tool,
+    );
 }
 
 /// The same for Codex, whose `Stop` hook hands the message back the same way.
 #[test]
 fn a_message_to_a_busy_codex_teammate_arrives_at_its_turns_end() {
     use agent_team_mockmodel::{MockModel, Wire};
-    let codex = installed("@openai/codex", "0.169.0", "codex");
+    let codex = installed("@openai/codex", CODEX_VERSION, "codex");
     let mock = MockModel::start_background(Wire::OpenAi).unwrap();
     let role = cli_role(
         "claude",
@@ -550,19 +581,26 @@ fn a_message_to_a_busy_codex_teammate_arrives_at_its_turns_end() {
         OPENAI_KEY.0,
         &codex,
     );
-    busy_message_arrives_at_turns_end(&mock, OPENAI_KEY, &role, Vec::new(), |path| {
-        (
-            "exec_command".into(),
-            serde_json::json!({"cmd": format!("printf 'extra\\n' > {}", path.display())}),
-        )
-    });
+    busy_message_arrives_at_turns_end(
+        &mock,
+        OPENAI_KEY,
+        &role,
+        Vec::new(),
+        |path| {
+            (
+                "exec_command".into(),
+                serde_json::json!({"cmd": format!("printf 'extra\\n' > {}", path.display())}),
+            )
+        },
+        claude_tool,
+    );
 }
 
 /// The same for Qwen Code, whose `Stop` hook is Claude Code's shape.
 #[test]
 fn a_message_to_a_busy_qwen_code_teammate_arrives_at_its_turns_end() {
     use agent_team_mockmodel::{MockModel, Step, Wire};
-    let qwen = installed("@qwen-code/qwen-code", "0.15.10", "qwen");
+    let qwen = installed("@qwen-code/qwen-code", QWEN_CODE_VERSION, "qwen");
     let mock = MockModel::start_background(Wire::OpenAi).unwrap();
     let role = cli_role(
         "claude",
@@ -577,12 +615,19 @@ fn a_message_to_a_busy_qwen_code_teammate_arrives_at_its_turns_end() {
         "tool_search".into(),
         serde_json::json!({"query": "select:mcp__team__claim_task,mcp__team__update_task_status"}),
     )]);
-    busy_message_arrives_at_turns_end(&mock, OPENAI_KEY, &role, vec![select], |path| {
-        (
-            "write_file".into(),
-            serde_json::json!({"file_path": path.display().to_string(), "content": "extra\n"}),
-        )
-    });
+    busy_message_arrives_at_turns_end(
+        &mock,
+        OPENAI_KEY,
+        &role,
+        vec![select],
+        |path| {
+            (
+                "write_file".into(),
+                serde_json::json!({"file_path": path.display().to_string(), "content": "extra\n"}),
+            )
+        },
+        claude_tool,
+    );
 }
 
 /// One CLI teammate `cc` (its `role` section named `claude`) claims task 1 and stays busy
@@ -595,6 +640,7 @@ fn busy_message_arrives_at_turns_end(
     role: &str,
     prefix: Vec<agent_team_mockmodel::Step>,
     write: impl Fn(&Path) -> (String, serde_json::Value),
+    team_tool: fn(&str) -> String,
 ) {
     use agent_team_mockmodel::{Gate, Step};
     use serde_json::json;
@@ -605,7 +651,7 @@ fn busy_message_arrives_at_turns_end(
     let call = |name: &str, args: serde_json::Value| Step::Tools(vec![(name.into(), args)]);
     let mut script = prefix;
     script.extend([
-        call("mcp__team__claim_task", json!({"id": 1})),
+        call(&team_tool("claim_task"), json!({"id": 1})),
         // Busy until the test has sent its message; then the turn ends.
         Step::Gate(
             gate.clone(),
@@ -617,7 +663,7 @@ fn busy_message_arrives_at_turns_end(
             meanwhile: Box::new(Step::Text("Nothing new.".into())),
         },
         call(
-            "mcp__team__update_task_status",
+            &team_tool("update_task_status"),
             json!({"id": 1, "status": "completed", "result": "extra.txt"}),
         ),
         Step::Text("All done.".into()),
@@ -742,7 +788,7 @@ fn left_with(needle: &str) -> Vec<u32> {
 fn claude_code_works_interactively_in_its_tmux_pane() {
     use agent_team_mockmodel::{MockModel, Step, Wire};
     use serde_json::json;
-    let claude = installed("@anthropic-ai/claude-code", "2.1.197", "claude");
+    let claude = installed("@anthropic-ai/claude-code", CLAUDE_CODE_VERSION, "claude");
     let mock = MockModel::start_background(Wire::Anthropic).unwrap();
     let mut sb = Sandbox::new();
     sb.env
@@ -919,7 +965,7 @@ title = "Left for later"
 #[test]
 fn a_restarted_qwen_code_teammate_resumes_its_conversation() {
     use agent_team_mockmodel::{MockModel, Step, Wire};
-    let qwen = installed("@qwen-code/qwen-code", "0.15.10", "qwen");
+    let qwen = installed("@qwen-code/qwen-code", QWEN_CODE_VERSION, "qwen");
     let mock = MockModel::start_background(Wire::OpenAi).unwrap();
     let mut sb = Sandbox::new();
     sb.env.push((OPENAI_KEY.0.into(), OPENAI_KEY.1.into()));
@@ -969,6 +1015,19 @@ fn a_restarted_qwen_code_teammate_resumes_its_conversation() {
     );
     let _ = sb.run(&["down"]);
 }
+
+/// A team tool as Claude Code, Codex and Qwen Code name it.
+fn claude_tool(name: &str) -> String {
+    format!("mcp__team__{name}")
+}
+
+/// A team tool as Gemini CLI names it.
+fn gemini_tool(name: &str) -> String {
+    format!("mcp_team_{name}")
+}
+
+/// The key variable and value the sandbox gives Gemini CLI.
+const GEMINI_KEY: (&str, &str) = ("AT_TEST_GEMINI_KEY", "gm-test-key-0123456789");
 
 /// The key variable and value the sandbox gives the Anthropic-wire CLIs.
 const ANTHROPIC_KEY: (&str, &str) = ("AT_TEST_ANTHROPIC_KEY", "sk-ant-test-0123456789abcdefghij");
@@ -1207,8 +1266,8 @@ fn claude_code_and_qwen_code_work_in_their_tmux_panes_on_one_board() {
 fn claude_and_qwen_pair(tmux: bool, team: &str) {
     use agent_team_mockmodel::{MockModel, Step, Wire};
     use serde_json::json;
-    let claude = installed("@anthropic-ai/claude-code", "2.1.197", "claude");
-    let qwen = installed("@qwen-code/qwen-code", "0.15.10", "qwen");
+    let claude = installed("@anthropic-ai/claude-code", CLAUDE_CODE_VERSION, "claude");
+    let qwen = installed("@qwen-code/qwen-code", QWEN_CODE_VERSION, "qwen");
     let anthropic = MockModel::start_background(Wire::Anthropic).unwrap();
     let openai = MockModel::start_background(Wire::OpenAi).unwrap();
     let mut sb = Sandbox::new();
@@ -1289,8 +1348,8 @@ fn claude_code_and_codex_share_one_board() {
 fn claude_and_codex_pair(tmux: bool, team: &str) {
     use agent_team_mockmodel::{MockModel, Step, Wire};
     use serde_json::json;
-    let claude = installed("@anthropic-ai/claude-code", "2.1.197", "claude");
-    let codex = installed("@openai/codex", "0.169.0", "codex");
+    let claude = installed("@anthropic-ai/claude-code", CLAUDE_CODE_VERSION, "claude");
+    let codex = installed("@openai/codex", CODEX_VERSION, "codex");
     let anthropic = MockModel::start_background(Wire::Anthropic).unwrap();
     let responses = MockModel::start_background(Wire::OpenAi).unwrap();
     let mut sb = Sandbox::new();
@@ -1375,7 +1434,7 @@ fn claude_and_codex_pair(tmux: bool, team: &str) {
 fn a_prompt_injected_claude_code_bash_cannot_reach_the_operator() {
     use agent_team_mockmodel::{MockModel, Step, Wire};
     use serde_json::json;
-    let claude = installed("@anthropic-ai/claude-code", "2.1.197", "claude");
+    let claude = installed("@anthropic-ai/claude-code", CLAUDE_CODE_VERSION, "claude");
     let mock = MockModel::start_background(Wire::Anthropic).unwrap();
     let mut sb = Sandbox::new();
     sb.env
@@ -1470,6 +1529,314 @@ fn a_prompt_injected_claude_code_bash_cannot_reach_the_operator() {
     assert!(
         pending.iter().all(|r| r.status == PermStatus::Pending),
         "{pending:?}"
+    );
+    let _ = sb.run(&["down"]);
+}
+
+/// Claude Code leads the team (`[roles.leader] provider = "claude-code"`): over MCP it has
+/// the leader's tools, puts a task on the board, starts a teammate (our own agent on a
+/// model), waits for its report and finishes the team; `run` prints its `finish_team` answer.
+#[test]
+fn claude_code_leads_a_team_over_mcp_and_run_returns_its_answer() {
+    use agent_team_mockmodel::{MockModel, Step, Wire};
+    use serde_json::json;
+    let claude = installed("@anthropic-ai/claude-code", CLAUDE_CODE_VERSION, "claude");
+    let mock = MockModel::start_background(Wire::Anthropic).unwrap();
+    let mut sb = Sandbox::new();
+    sb.env
+        .push((ANTHROPIC_KEY.0.into(), ANTHROPIC_KEY.1.into()));
+    let call = |tool: &str, args: serde_json::Value| Step::Tools(vec![(tool.into(), args)]);
+    mock.script(
+        "leader",
+        vec![
+            call("mcp__team__create_task", json!({"title": "write a.txt"})),
+            call(
+                "mcp__team__spawn_team",
+                json!({"members": [{"name": "b1", "role": "worker"}]}),
+            ),
+            // Until b1's report is in, the leader waits for its messages.
+            Step::Until {
+                needles: vec!["b1 finished task 1".into()],
+                then: Box::new(call(
+                    "mcp__team__finish_team",
+                    json!({"answer": "Led by Claude Code: a.txt is written."}),
+                )),
+                meanwhile: Box::new(call(
+                    "mcp__team__wait_for_messages",
+                    json!({"timeout_s": 30}),
+                )),
+            },
+            Step::Text("The team is finished.".into()),
+        ],
+    );
+    mock.script(
+        "b1",
+        vec![
+            Step::tools(&[("claim_task", json!({"id": 1}))]),
+            Step::tools(&[("write_file", json!({"path": "a.txt", "content": "alpha\n"}))]),
+            Step::tools(&[
+                (
+                    "update_task_status",
+                    json!({"id": 1, "status": "completed", "result": "wrote a.txt"}),
+                ),
+                (
+                    "send_message",
+                    json!({"to": "leader", "text": "b1 finished task 1"}),
+                ),
+            ]),
+            Step::Text("Nothing left for me.".into()),
+        ],
+    );
+    sb.write_team_file(&format!(
+        "name = \"ccl\"\nboard = false\n\n{leader}[roles.worker]\nprovider = \"anthropic\"\n\
+         model = \"mock-1\"\nbase_url = \"{base}\"\napi_key_env = \"{key}\"\n",
+        leader = cli_role(
+            "leader",
+            "claude-code",
+            "claude-sonnet-4-5",
+            &mock.base_url(),
+            ANTHROPIC_KEY.0,
+            &claude
+        ),
+        base = mock.base_url(),
+        key = ANTHROPIC_KEY.0,
+    ));
+    let run = sb.spawn(&["run", "--backend", "process", "--timeout", "120", "--quiet"]);
+    let (status, out) = sb.wait_child(run, Duration::from_secs(180));
+    let log = std::fs::read_to_string(sb.team("ccl").logs.join("leader.log")).unwrap_or_default();
+    assert!(status.success(), "{out}\n{log}");
+    assert!(
+        out.contains("Led by Claude Code: a.txt is written."),
+        "{out}\n{log}"
+    );
+    // It was Claude Code that led: its requests carried the leader's tools over MCP, and its
+    // first input told it to lead.
+    let reqs = mock.requests("leader");
+    let tools: Vec<String> = reqs[0]["tools"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    for t in [
+        "mcp__team__spawn_team",
+        "mcp__team__create_task",
+        "mcp__team__finish_team",
+    ] {
+        assert!(tools.iter().any(|x| x == t), "{t} missing: {tools:?}");
+    }
+    assert!(reqs[0].to_string().contains("You lead the agent team ccl"));
+    assert_eq!(
+        std::fs::read_to_string(sb.path("a.txt")).unwrap_or_default(),
+        "alpha\n"
+    );
+    // The teammate it started did the work (the board is gone with the run).
+    let b1 = std::fs::read_to_string(sb.team("ccl").logs.join("b1.log")).unwrap_or_default();
+    assert!(
+        b1.contains("task 1 (write a.txt) is completed, owner b1"),
+        "{b1}"
+    );
+}
+
+/// Gemini CLI as a teammate, headless: it claims its task over MCP (`mcp_team_claim_task`),
+/// writes a file with its own `write_file`, completes the task, messages the leader and
+/// exits; it asked with the key and model of its role, through the Gemini API.
+#[test]
+fn a_gemini_cli_teammate_claims_writes_completes_and_reports_headless() {
+    use agent_team_mockmodel::{MockModel, Step, Wire};
+    use serde_json::json;
+    let gemini = installed("@google/gemini-cli", GEMINI_CLI_VERSION, "gemini");
+    let mock = MockModel::start_background(Wire::Gemini).unwrap();
+    let mut sb = Sandbox::new();
+    sb.env.push((GEMINI_KEY.0.into(), GEMINI_KEY.1.into()));
+    let file = sb.path("gm.txt");
+    let call = |tool: &str, args: serde_json::Value| Step::Tools(vec![(tool.into(), args)]);
+    mock.script(
+        "gm",
+        vec![
+            call(&gemini_tool("claim_task"), json!({"id": 1})),
+            call(
+                "write_file",
+                json!({"file_path": file.display().to_string(), "content": "written by Gemini CLI\n"}),
+            ),
+            call(
+                &gemini_tool("update_task_status"),
+                json!({"id": 1, "status": "completed", "result": "wrote gm.txt"}),
+            ),
+            call(
+                &gemini_tool("send_message"),
+                json!({"to": "leader", "text": "gm finished task 1"}),
+            ),
+            Step::Text("All done.".into()),
+        ],
+    );
+    sb.write_team_file(&format!(
+        "name = \"gmteam\"\nboard = false\n\n{role}[[teammates]]\nname = \"gm\"\nrole = \"gemini\"\n\n\
+         [[tasks]]\nkey = \"one\"\ntitle = \"Write gm.txt\"\n",
+        role = cli_role(
+            "gemini",
+            "gemini-cli",
+            "gemini-2.5-pro",
+            &mock.base_url(),
+            GEMINI_KEY.0,
+            &gemini
+        ),
+    ));
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    wait_for("gm to finish", Duration::from_secs(120), || {
+        matches!(
+            sb.agent("gmteam", "gm").status,
+            AgentStatus::Exited | AgentStatus::Failed | AgentStatus::Backoff
+        )
+    });
+    let log = std::fs::read_to_string(sb.team("gmteam").logs.join("gm.log")).unwrap_or_default();
+    assert_eq!(
+        sb.agent("gmteam", "gm").status,
+        AgentStatus::Exited,
+        "{log}"
+    );
+    let reqs = mock.requests("gm");
+    assert_eq!(reqs.len(), 5, "{log}\nunmatched: {:?}", mock.unmatched());
+    let tools = reqs[0]["tools"].to_string();
+    assert!(tools.contains("mcp_team_claim_task"), "{tools}\n{log}");
+    // Its own key, in the Gemini API's header, on every request.
+    assert!(
+        mock.keys("gm")
+            .iter()
+            .all(|k| k.as_deref() == Some(GEMINI_KEY.1)),
+        "{:?}",
+        mock.keys("gm")
+    );
+    let task = sb.tasks("gmteam").into_iter().find(|t| t.id == 1).unwrap();
+    assert_eq!(task.status, TaskStatus::Completed, "{task:?}\n{log}");
+    assert_eq!(task.owner.as_deref(), Some("gm"));
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap_or_default(),
+        "written by Gemini CLI\n"
+    );
+    assert!(
+        sb.ok(&["inbox", "leader", "--json"])
+            .contains("gm finished task 1")
+    );
+    // Its private home, not the user's.
+    assert!(
+        sb.team("gmteam")
+            .cli_home("gm")
+            .join(".gemini/settings.json")
+            .exists()
+    );
+    let _ = sb.run(&["down"]);
+}
+
+/// Gemini CLI's `run_shell_command` that the role marks `ask`: Gemini runs in `yolo` mode and
+/// its `BeforeTool` hook's deny is what stops a call.
+#[test]
+fn a_gemini_cli_shell_call_the_role_marks_ask_waits_for_agent_team_approve() {
+    use agent_team_mockmodel::{MockModel, Wire};
+    let gemini = installed("@google/gemini-cli", GEMINI_CLI_VERSION, "gemini");
+    let mock = MockModel::start_background(Wire::Gemini).unwrap();
+    let role = cli_role(
+        "claude",
+        "gemini-cli",
+        "gemini-2.5-pro",
+        &mock.base_url(),
+        GEMINI_KEY.0,
+        &gemini,
+    );
+    shell_waits_for_approval(
+        &mock,
+        GEMINI_KEY,
+        &role,
+        Vec::new(),
+        "run_shell_command",
+        gemini_tool,
+    );
+}
+
+/// A message to a busy Gemini CLI teammate arrives at its turn's end: its `AfterAgent` hook
+/// hands it back as the next prompt.
+#[test]
+fn a_message_to_a_busy_gemini_cli_teammate_arrives_at_its_turns_end() {
+    use agent_team_mockmodel::{MockModel, Wire};
+    let gemini = installed("@google/gemini-cli", GEMINI_CLI_VERSION, "gemini");
+    let mock = MockModel::start_background(Wire::Gemini).unwrap();
+    let role = cli_role(
+        "claude",
+        "gemini-cli",
+        "gemini-2.5-pro",
+        &mock.base_url(),
+        GEMINI_KEY.0,
+        &gemini,
+    );
+    busy_message_arrives_at_turns_end(
+        &mock,
+        GEMINI_KEY,
+        &role,
+        Vec::new(),
+        |path| {
+            (
+                "write_file".into(),
+                serde_json::json!({"file_path": path.display().to_string(), "content": "extra\n"}),
+            )
+        },
+        gemini_tool,
+    );
+}
+
+/// A restarted Gemini CLI teammate resumes its conversation (`--resume` with the session id
+/// it was started under) and is told to carry on.
+#[test]
+fn a_restarted_gemini_cli_teammate_resumes_its_conversation() {
+    use agent_team_mockmodel::{MockModel, Step, Wire};
+    let gemini = installed("@google/gemini-cli", GEMINI_CLI_VERSION, "gemini");
+    let mock = MockModel::start_background(Wire::Gemini).unwrap();
+    let mut sb = Sandbox::new();
+    sb.env.push((GEMINI_KEY.0.into(), GEMINI_KEY.1.into()));
+    mock.script(
+        "gm",
+        vec![
+            Step::Text("First run, remembered as a blue parrot.".into()),
+            Step::Until {
+                needles: vec!["You were restarted".into()],
+                then: Box::new(Step::Text("Resumed.".into())),
+                meanwhile: Box::new(Step::Text("Not yet.".into())),
+            },
+        ],
+    );
+    sb.write_team_file(&format!(
+        "name = \"gmresume\"\nboard = false\n\n{role}[[teammates]]\nname = \"gm\"\nrole = \"gemini\"\n",
+        role = cli_role(
+            "gemini",
+            "gemini-cli",
+            "gemini-2.5-pro",
+            &mock.base_url(),
+            GEMINI_KEY.0,
+            &gemini
+        ),
+    ));
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    let log =
+        || std::fs::read_to_string(sb.team("gmresume").logs.join("gm.log")).unwrap_or_default();
+    wait_for("gm's first run to end", Duration::from_secs(120), || {
+        sb.agent("gmresume", "gm").status == AgentStatus::Exited
+    });
+    sb.ok(&["restart", "gm"]);
+    let mut resumed = String::new();
+    wait_for("the restarted Gemini CLI to ask its model", T, || {
+        resumed = mock
+            .requests("gm")
+            .iter()
+            .map(|r| r["contents"].to_string())
+            .find(|m| m.contains("You were restarted"))
+            .unwrap_or_default();
+        !resumed.is_empty()
+    });
+    assert!(
+        resumed.contains("blue parrot") && resumed.contains("Your name is gm"),
+        "the restarted CLI did not resume its conversation: {resumed}\n{}",
+        log()
     );
     let _ = sb.run(&["down"]);
 }

@@ -176,6 +176,8 @@ fn prompt_text(wire: Wire, req: &Value) -> (String, usize) {
             }
             (s, head)
         }
+        // No Gemini team runs in this section ([`one_run`] refuses it).
+        Wire::Gemini => (s, 0),
     }
 }
 
@@ -244,6 +246,7 @@ fn one_run(dir: &Path, wire: Wire) -> Result<Run> {
     let (name, provider, model) = match wire {
         Wire::Anthropic => ("anthropic", "anthropic", "claude-sonnet-4-5"),
         Wire::OpenAi => ("openai", "openai", "gpt-4.1"),
+        Wire::Gemini => anyhow::bail!("the cost section runs no Gemini team"),
     };
     let mock = MockModel::start_background(wire)?;
     mock.account_caching(true);

@@ -291,12 +291,12 @@ pub enum Command {
         /// The hook: `stop` or `pre-tool-use`.
         #[arg(value_parser = ["stop", "pre-tool-use"])]
         event: String,
-        /// `pre-tool-use`: print nothing for an allowed call (Codex obeys a deny only and
-        /// takes an allow as an error).
-        #[arg(long)]
-        deny_only: bool,
+        /// `pre-tool-use`: the CLI asking (its provider name, e.g. `codex`), for the shape of
+        /// the answer it reads; Claude Code's by default.
+        #[arg(long, value_name = "PROVIDER")]
+        cli: Option<String>,
         /// The agent's MCP server's hook socket.
-        #[arg(long, value_name = "PATH", env = "AGENT_TEAM_HOOK_SOCKET")]
+        #[arg(long, value_name = "PATH", env = agent_team_pane::env::HOOK_SOCKET)]
         socket: std::path::PathBuf,
     },
     /// Run the team's supervisor daemon (normally started on demand).

@@ -23,19 +23,7 @@ pub const ROLE_DIRS: &[&str] = &[".claude/agents", ".nyzhi/agents", ".agent-team
 /// Maps a Claude Code tool name (in `.claude/agents/*.md` and other role files) to ours; `None`
 /// for a name with no counterpart (the role file is still read, with a warning).
 pub fn claude_tool(name: &str) -> Option<&'static str> {
-    Some(match name {
-        "Read" => "read_file",
-        "Write" => "write_file",
-        "Edit" | "MultiEdit" => "edit_file",
-        "Glob" => "glob",
-        "LS" => "list_files",
-        "Grep" => "grep",
-        "Bash" => "bash",
-        "WebFetch" => "web_fetch",
-        "WebSearch" => "web_search",
-        "TodoWrite" => "todo_write",
-        _ => return None,
-    })
+    agent_team_tools::cli_names::CLAUDE_CODE.ours(name)
 }
 
 /// Maps a Nyzhi tool name (in `.nyzhi/agents/*.md` and other role files) to ours; `None` for a

@@ -139,6 +139,8 @@ pub enum Provider {
     Codex,
     /// Qwen Code (`qwen`) in the agent's pane, with the team tools over MCP.
     QwenCode,
+    /// Gemini CLI (`gemini`) in the agent's pane, with the team tools over MCP.
+    GeminiCli,
     /// Any other MCP-capable agent CLI, started from the role's `command` template.
     Cli,
 }
@@ -153,6 +155,7 @@ impl Provider {
             Provider::ClaudeCode => "claude-code",
             Provider::Codex => "codex",
             Provider::QwenCode => "qwen-code",
+            Provider::GeminiCli => "gemini-cli",
             Provider::Cli => "cli",
         }
     }
@@ -162,7 +165,11 @@ impl Provider {
     pub fn is_external(self) -> bool {
         matches!(
             self,
-            Provider::ClaudeCode | Provider::Codex | Provider::QwenCode | Provider::Cli
+            Provider::ClaudeCode
+                | Provider::Codex
+                | Provider::QwenCode
+                | Provider::GeminiCli
+                | Provider::Cli
         )
     }
 
@@ -172,6 +179,7 @@ impl Provider {
         match self {
             Provider::Openai | Provider::Codex | Provider::QwenCode => Some("OPENAI_API_KEY"),
             Provider::Anthropic | Provider::ClaudeCode => Some("ANTHROPIC_API_KEY"),
+            Provider::GeminiCli => Some("GEMINI_API_KEY"),
             Provider::Exec | Provider::Cli => None,
         }
     }

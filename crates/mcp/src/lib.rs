@@ -8,12 +8,14 @@
 //! rmcp, the official Rust SDK, is confined to this crate.
 
 pub mod permission;
+pub mod wire;
 
 use agent_team_config::Role;
 use agent_team_protocol::{DeliveryState, Message, PermRequest, Request};
 use agent_team_tools::{
     LEADER_TOOLS, MCP_ONLY, TEAMMATE_TOOLS, Tool, ToolCall, WaitForMessages, lookup,
 };
+use agent_team_worker::idle::{self, Daemon, Order};
 use agent_team_worker::link::{Inbound, Link};
 use agent_team_worker::output::Output;
 use agent_team_worker::tools::{self, ToolCtx};
@@ -28,6 +30,7 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use tokio::sync::{Notify, broadcast, mpsc};
+use wire::{HookReply, HookRequest};
 
 /// Why the MCP server could not serve.
 #[derive(Debug, thiserror::Error)]
@@ -63,13 +66,20 @@ pub struct TeamServer {
     idle: Arc<AtomicBool>,
     /// A task is waiting to wake the idle CLI with the next messages.
     waking: Arc<AtomicBool>,
+    /// Where the agent's words go (its log).
+    out: Output,
+    /// How the CLI is ended once a shutdown request was carried out.
+    end: Arc<CliEnd>,
 }
 
 /// What the daemon pushed to this agent, sorted as it arrives by one task ([`route`]):
-/// messages wait in `queued` until the client is handed them; permission decisions go to
-/// whoever waits for them.
+/// messages wait in `queued` until the client is handed them, in the worker's order
+/// ([`idle::order`]); permission decisions go to whoever waits for them.
 struct Inbox {
     queued: std::sync::Mutex<Vec<Message>>,
+    /// A shutdown request was taken (set under `queued`'s lock): what the CLI is told. The CLI
+    /// is handed nothing else from then on.
+    shutdown: std::sync::OnceLock<String>,
     /// A message was queued, or the link is gone.
     arrived: Notify,
     /// The link to the daemon is gone for good.
@@ -86,10 +96,77 @@ enum Decided {
     Reconnected,
 }
 
+/// What the CLI is handed at one of its idle points (a turn's end, `wait_for_messages`, a
+/// wake-up of an idle interactive CLI).
+#[derive(Debug, PartialEq)]
+enum Handover {
+    /// The messages queued, in the order to act on them (marked read by the caller once the
+    /// CLI has them).
+    Messages(Vec<Message>),
+    /// The team asked the agent to shut down: the request was answered and marked read as the
+    /// worker does ([`idle::shut_down`]); the CLI is told this and ended.
+    Shutdown(String),
+}
+
+/// What [`Inbox::take`] found.
+enum Taken {
+    /// No shutdown request: the messages, in order.
+    Work(Vec<Message>),
+    /// Shutdown requests, taken now (to be answered), and what the CLI is told.
+    Shutdown(Vec<Message>, String),
+    /// A shutdown request was taken before: what the CLI was told.
+    Ended(String),
+}
+
 impl Inbox {
-    /// What is queued, now (the caller hands it to the client).
-    fn take(&self) -> Vec<Message> {
-        std::mem::take(&mut *self.queued.lock().unwrap_or_else(|e| e.into_inner()))
+    /// An empty inbox.
+    fn new() -> Self {
+        Inbox {
+            queued: std::sync::Mutex::new(Vec::new()),
+            shutdown: std::sync::OnceLock::new(),
+            arrived: Notify::new(),
+            gone: AtomicBool::new(false),
+            decided: broadcast::channel(64).0,
+        }
+    }
+
+    /// Keeps a message for the next hand-over.
+    fn push(&self, m: Message) {
+        self.queued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(m);
+        self.arrived.notify_waiters();
+    }
+
+    /// What is queued, now, in the worker's order; a shutdown request wins over the rest,
+    /// which stays unread in the daemon.
+    fn take(&self) -> Taken {
+        let mut q = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(reason) = self.shutdown.get() {
+            return Taken::Ended(reason.clone());
+        }
+        match idle::order(std::mem::take(&mut *q)) {
+            Order::Work(messages) => Taken::Work(messages),
+            Order::Shutdown { requests, .. } => {
+                let reason = shutdown_reason(&requests);
+                let _ = self.shutdown.set(reason.clone());
+                Taken::Shutdown(requests, reason)
+            }
+        }
+    }
+
+    /// The idle point of a CLI teammate: what is queued, in the worker's order, or the end
+    /// when a shutdown request came (answered and marked read through `daemon` first).
+    async fn hand_over(&self, daemon: &impl Daemon, out: &Output) -> Handover {
+        match self.take() {
+            Taken::Work(messages) => Handover::Messages(messages),
+            Taken::Shutdown(requests, reason) => {
+                idle::shut_down(daemon, out, &requests).await;
+                Handover::Shutdown(reason)
+            }
+            Taken::Ended(reason) => Handover::Shutdown(reason),
+        }
     }
 
     /// Messages taken but not handed over (the hook went away before its answer): first again.
@@ -104,15 +181,29 @@ impl Inbox {
         self.arrived.notify_waiters();
     }
 
+    /// Whether nothing is to be handed over (no message, no shutdown).
     fn is_empty(&self) -> bool {
-        self.queued
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
+        self.shutdown.get().is_none()
+            && self
+                .queued
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
     }
 
-    /// Waits until something is queued, the link is gone, or `deadline`; true when
-    /// something is queued.
+    /// Whether the next hand-over is the end (a shutdown request is queued or was taken).
+    fn ends(&self) -> bool {
+        self.shutdown.get().is_some()
+            || self
+                .queued
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .any(|m| m.kind == agent_team_protocol::MessageKind::ShutdownRequest)
+    }
+
+    /// Waits until something is to be handed over, the link is gone, or `deadline`; true
+    /// when something is.
     async fn wait_until(&self, deadline: tokio::time::Instant) -> bool {
         loop {
             let arrived = self.arrived.notified();
@@ -131,18 +222,73 @@ impl Inbox {
     }
 }
 
+/// What a CLI asked to shut down is told.
+fn shutdown_reason(requests: &[Message]) -> String {
+    format!(
+        "Your team asked you to shut down; this session ends now. Call no more tools.\n{}",
+        requests.iter().map(render).collect::<Vec<_>>().join("\n")
+    )
+}
+
+/// How this server ends its CLI once a shutdown request was carried out: the CLI may not end
+/// by itself (an interactive one waits for its next input), so it is signalled; the marker
+/// tells the worker that waits for the CLI that this end is the agent's finish, however the
+/// CLI took the signal.
+#[derive(Debug, Default)]
+struct CliEnd {
+    /// The CLI's process (this server's parent).
+    pid: Option<i32>,
+    /// The CLI's private home, where [`idle::shutdown_marker`] goes.
+    home: Option<std::path::PathBuf>,
+    /// Ended already.
+    done: AtomicBool,
+}
+
+impl CliEnd {
+    /// The end of the CLI that started this process for `agent`: its parent, and its private
+    /// home when it runs behind its worker's relay (whose socket is in that home).
+    fn of_launch(agent: &AgentEnv) -> Self {
+        let home = agent
+            .socket
+            .parent()
+            .filter(|h| {
+                agent.secret == agent_team_worker::relay::PLACEHOLDER_SECRET
+                    && agent_team_worker::external::link_socket(h) == agent.socket
+            })
+            .map(std::path::Path::to_path_buf);
+        let pid = nix::unistd::getppid().as_raw();
+        CliEnd {
+            pid: (pid > 1).then_some(pid),
+            home,
+            done: AtomicBool::new(false),
+        }
+    }
+
+    /// Leaves the marker, then asks the CLI to end (`SIGTERM`); once.
+    fn end(&self) {
+        if self.done.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if let Some(home) = &self.home {
+            let marker = idle::shutdown_marker(home);
+            if let Err(e) = std::fs::write(&marker, b"") {
+                tracing::warn!("cannot write {}: {e}", marker.display());
+            }
+        }
+        if let Some(pid) = self.pid {
+            use nix::sys::signal::{Signal, kill};
+            if let Err(e) = kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM) {
+                tracing::warn!("cannot end the CLI (pid {pid}): {e}");
+            }
+        }
+    }
+}
+
 /// Sorts what the link receives into the inbox until the link ends.
 async fn route(mut rx: mpsc::UnboundedReceiver<Inbound>, inbox: Arc<Inbox>) {
     while let Some(i) = rx.recv().await {
         match i {
-            Inbound::Message(m) => {
-                inbox
-                    .queued
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(m);
-                inbox.arrived.notify_waiters();
-            }
+            Inbound::Message(m) => inbox.push(m),
             Inbound::PermDecided(r) => {
                 let _ = inbox.decided.send(Decided::One(r));
             }
@@ -194,14 +340,16 @@ impl TeamServer {
         };
         // A message is `delivered` only once the CLI has it: it is marked read as it is handed
         // over (a hook's answer, a paste, `wait_for_messages`), not when this server gets it.
-        let (link, rx) = Link::start_with(agent, out, false).await?;
+        let (link, rx) = Link::start_with(agent, out.clone(), false).await?;
         let config = link.config().await?;
         let is_leader = link.name() == agent_team_protocol::names::LEADER;
         let mut role = config.role(&link.welcome_role()).cloned();
         if let Some(r) = role.as_mut() {
             link.agent().member.apply(r)?;
         }
-        Ok(Self::new(link, rx, &config, role, is_leader))
+        let mut server = Self::new(link, rx, &config, role, is_leader);
+        server.out = out;
+        Ok(server)
     }
 
     /// A server over an established link, for an agent of `role` (tests build one this way
@@ -214,12 +362,7 @@ impl TeamServer {
         role: Option<Role>,
         is_leader: bool,
     ) -> Self {
-        let inbox = Arc::new(Inbox {
-            queued: std::sync::Mutex::new(Vec::new()),
-            arrived: Notify::new(),
-            gone: AtomicBool::new(false),
-            decided: broadcast::channel(64).0,
-        });
+        let inbox = Arc::new(Inbox::new());
         tokio::spawn(route(rx, inbox.clone()));
         let root = config
             .workspace
@@ -244,11 +387,13 @@ impl TeamServer {
             interactive: Arc::new(AtomicBool::new(false)),
             idle: Arc::new(AtomicBool::new(false)),
             waking: Arc::new(AtomicBool::new(false)),
+            out: Output::null(),
+            end: Arc::new(CliEnd::default()),
         }
     }
 
     /// Types `text` into the agent's pane once the CLI has listed the tools (see
-    /// [`FIRST_INPUT_ENV`]).
+    /// [`agent_team_pane::env::FIRST_INPUT_FILE`]).
     pub fn first_input_after_listing(&self, text: String) {
         if let Ok(mut f) = self.first_input.lock() {
             *f = Some(text);
@@ -257,8 +402,9 @@ impl TeamServer {
     }
 
     /// While the interactive CLI is idle, waits for messages and types them into its pane,
-    /// which starts its next turn (they are marked read then). Looks again each second
-    /// whether the CLI is still idle (a tool call or a hook ends that).
+    /// which starts its next turn (they are marked read then); a shutdown request ends the
+    /// CLI instead. Looks again each second whether the CLI is still idle (a tool call or a
+    /// hook ends that).
     fn wake_when_messages_come(&self) {
         if self.waking.swap(true, Ordering::SeqCst) {
             return;
@@ -270,10 +416,14 @@ impl TeamServer {
                 if !me.inbox.wait_until(soon).await || !me.idle.load(Ordering::SeqCst) {
                     continue;
                 }
-                let messages = me.inbox.take();
-                if messages.is_empty() {
-                    continue;
-                }
+                let messages = match me.hand_over().await {
+                    Handover::Messages(m) if m.is_empty() => continue,
+                    Handover::Messages(m) => m,
+                    Handover::Shutdown(_) => {
+                        me.end.end();
+                        break;
+                    }
+                };
                 me.idle.store(false, Ordering::SeqCst);
                 me.mark_read(&messages).await;
                 me.ctx
@@ -292,10 +442,11 @@ impl TeamServer {
         });
     }
 
-    /// Answers the CLI's turn-end hook (`agent-team hook stop`) on `socket`: each connection
-    /// sends one line `stop` and gets one JSON line `{"messages": [TEXT, ...]}` with what is
-    /// queued for the agent (then marked read: the CLI takes it as its next instruction); with
-    /// nothing queued the agent is reported idle.
+    /// Answers the CLI's hooks on `socket` ([`wire`]: one request line, one reply line per
+    /// connection): at the turn's end (`stop`) what is queued for the agent (then marked read:
+    /// the CLI takes it as its next instruction; with nothing queued the agent is reported
+    /// idle; a shutdown request ends the CLI); before a call of one of its own tools
+    /// (`permission`) the role's verdict on it.
     pub fn serve_hooks(&self, socket: &std::path::Path) -> Result<(), McpError> {
         let _ = std::fs::remove_file(socket);
         // The hook answers only its CLI: a caller must present this launch's key (in a 0600
@@ -347,74 +498,79 @@ impl TeamServer {
         {
             return Ok(());
         }
-        let refuse = |why: &str| {
-            let mut out = serde_json::to_vec(&serde_json::json!({ "error": why }))
-                .unwrap_or_else(|_| b"{}".to_vec());
-            out.push(b'\n');
-            out
-        };
-        let Some(line) = line.strip_prefix(key).and_then(|l| l.strip_prefix(' ')) else {
-            return w.write_all(&refuse("not this launch's hook key")).await;
-        };
+        let refuse = |error: String| wire::reply_line(&HookReply::Error { error });
+        // The key first, then the caller, and only then what it asks.
+        let request = wire::read_request(&line, key);
+        if let Err(e @ wire::WireError::BadKey) = request {
+            return w.write_all(&refuse(e.to_string())).await;
+        }
         if !caller.is_some_and(|pid| descends_from(pid, cli)) {
             return w
-                .write_all(&refuse("the caller is not a process of this agent's CLI"))
+                .write_all(&refuse(
+                    "the caller is not a process of this agent's CLI".into(),
+                ))
                 .await;
         }
-        let line = line.to_string();
-        if line.trim() == "stop" {
-            // Messages are marked read only once the hook has its answer.
-            let (answer, taken) = self.answer_stop().await;
-            let mut out = serde_json::to_vec(&answer).unwrap_or_else(|_| b"{}".to_vec());
-            out.push(b'\n');
-            match w.write_all(&out).await {
-                Ok(()) => self.mark_read(&taken).await,
-                Err(e) => {
-                    self.inbox.put_back(taken);
-                    return Err(e);
+        let reply = match request {
+            Err(e) => HookReply::Error {
+                error: e.to_string(),
+            },
+            Ok(HookRequest::Stop) => {
+                // Messages are marked read only once the hook has its answer.
+                let (reply, taken) = self.answer_stop().await;
+                let written = w.write_all(&wire::reply_line(&reply)).await;
+                match &written {
+                    Ok(()) => self.mark_read(&taken).await,
+                    Err(_) => self.inbox.put_back(taken),
                 }
+                if matches!(reply, HookReply::Shutdown { .. }) {
+                    // Asked to shut down: the CLI ends whether or not its hook heard why.
+                    self.end.end();
+                }
+                return written;
             }
-            return Ok(());
-        }
-        let answer = match line.trim_end().split_once(' ') {
-            Some(("permission", call)) => {
-                let (allow, reason) = match serde_json::from_str::<Value>(call) {
-                    Ok(v) => {
-                        self.judge(
-                            v["tool"].as_str().unwrap_or_default(),
-                            v.get("args").cloned().unwrap_or(Value::Null),
-                        )
-                        .await
-                    }
-                    Err(e) => (false, format!("a bad permission request: {e}")),
-                };
-                serde_json::json!({"allow": allow, "reason": reason})
+            Ok(HookRequest::Permission { .. }) if self.inbox.ends() => HookReply::Verdict {
+                allow: false,
+                reason: "the agent is shutting down".into(),
+            },
+            Ok(HookRequest::Permission { tool, args }) => {
+                let (allow, reason) = self.judge(&tool, args).await;
+                HookReply::Verdict { allow, reason }
             }
-            _ => serde_json::json!({"error": "unknown hook"}),
         };
-        let mut out = serde_json::to_vec(&answer).unwrap_or_else(|_| b"{}".to_vec());
-        out.push(b'\n');
-        w.write_all(&out).await
+        w.write_all(&wire::reply_line(&reply)).await
+    }
+
+    /// The idle point: what is queued, in the worker's order, or the end.
+    async fn hand_over(&self) -> Handover {
+        self.inbox
+            .hand_over(self.ctx.link.as_ref(), &self.out)
+            .await
     }
 
     /// The turn-end hook: what is queued (returned with the answer, to be marked read once
-    /// the answer is written), or the agent is idle. A first turn that called no team tool
-    /// gets its instruction again first.
-    async fn answer_stop(&self) -> (Value, Vec<Message>) {
+    /// the answer is written), or the agent is idle, or (asked to shut down) the end. A first
+    /// turn that called no team tool gets its instruction again first, unless it is to end.
+    async fn answer_stop(&self) -> (HookReply, Vec<Message>) {
         let again = self
             .unconfirmed_first
             .lock()
             .ok()
             .and_then(|mut u| u.take());
-        if let Some(text) = again {
+        if let Some(text) = again.filter(|_| !self.inbox.ends()) {
             return (
-                serde_json::json!({ "messages": [format!(
-                    "The team's tools are connected now; start again with them. {text}"
-                )] }),
+                HookReply::Messages {
+                    messages: vec![format!(
+                        "The team's tools are connected now; start again with them. {text}"
+                    )],
+                },
                 Vec::new(),
             );
         }
-        let messages = self.inbox.take();
+        let messages = match self.hand_over().await {
+            Handover::Shutdown(reason) => return (HookReply::Shutdown { reason }, Vec::new()),
+            Handover::Messages(m) => m,
+        };
         if messages.is_empty() {
             self.ctx
                 .link
@@ -431,7 +587,7 @@ impl TeamServer {
                 .await;
         }
         let texts: Vec<String> = messages.iter().map(render).collect();
-        (serde_json::json!({ "messages": texts }), messages)
+        (HookReply::Messages { messages: texts }, messages)
     }
 
     /// Judges a call of the CLI's own tool, given as our tool `tool` with `args`, by the
@@ -524,8 +680,9 @@ impl TeamServer {
         Ok(())
     }
 
-    /// `wait_for_messages`: what is queued, else the first messages to arrive within the
-    /// timeout; they are marked read, since the client now has them.
+    /// `wait_for_messages`: what is queued (in the worker's order), else the first messages
+    /// to arrive within the timeout; they are marked read, since the client now has them. A
+    /// shutdown request ends the CLI instead.
     async fn wait_for_messages(&self, args: &WaitForMessages) -> CallToolResult {
         let deadline = tokio::time::Instant::now() + args.timeout();
         if !self.inbox.wait_until(deadline).await && self.inbox.gone.load(Ordering::SeqCst) {
@@ -533,7 +690,13 @@ impl TeamServer {
                 "the connection to the team is gone",
             )]);
         }
-        let messages = self.inbox.take();
+        let messages = match self.hand_over().await {
+            Handover::Shutdown(reason) => {
+                self.end.end();
+                return CallToolResult::success(vec![Content::text(reason)]);
+            }
+            Handover::Messages(m) => m,
+        };
         if messages.is_empty() {
             return CallToolResult::success(vec![Content::text("no messages")]);
         }
@@ -640,24 +803,23 @@ const HOOK_CONNECTIONS_MAX: usize = 32;
 /// How long the hook socket waits for a request line.
 const HOOK_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The variable naming the socket the CLI's turn-end hook reaches this server on.
-pub const HOOK_SOCKET_ENV: &str = "AGENT_TEAM_HOOK_SOCKET";
-
-/// The variable naming a file whose text is typed into the agent's pane once the CLI has
-/// listed the tools: an interactive CLI's first instruction.
-pub const FIRST_INPUT_ENV: &str = "AGENT_TEAM_FIRST_INPUT_FILE";
-
 /// `agent-team mcp`: serves the agent named by the environment the supervisor set (and its
 /// turn-end hook, when `AGENT_TEAM_HOOK_SOCKET` names a socket).
 pub async fn serve_from_env() -> Result<(), McpError> {
     let mut agent = AgentEnv::from_process()?;
     // In the sandbox: its worker's relay brings a crashed daemon back, never this server.
     agent.healer = None;
-    let server = TeamServer::connect(agent).await?;
-    if let Some(sock) = std::env::var_os(HOOK_SOCKET_ENV).filter(|v| !v.is_empty()) {
+    let end = CliEnd::of_launch(&agent);
+    let mut server = TeamServer::connect(agent).await?;
+    server.end = Arc::new(end);
+    if let Some(sock) =
+        std::env::var_os(agent_team_pane::env::HOOK_SOCKET).filter(|v| !v.is_empty())
+    {
         server.serve_hooks(std::path::Path::new(&sock))?;
     }
-    if let Some(file) = std::env::var_os(FIRST_INPUT_ENV).filter(|v| !v.is_empty()) {
+    if let Some(file) =
+        std::env::var_os(agent_team_pane::env::FIRST_INPUT_FILE).filter(|v| !v.is_empty())
+    {
         // Once per launch: a restarted MCP server of the same CLI does not type it again.
         let path = std::path::Path::new(&file);
         if let Ok(text) = std::fs::read_to_string(path) {
@@ -668,27 +830,30 @@ pub async fn serve_from_env() -> Result<(), McpError> {
     server.serve_stdio().await
 }
 
-/// One request line to the agent's MCP server on `socket`, and its one-line JSON answer.
-async fn ask_server(socket: &std::path::Path, line: &str) -> Result<Value, McpError> {
+/// The hook key of the agent's MCP server on `socket` (from the 0600 file beside it).
+fn hook_key(socket: &std::path::Path) -> Result<String, McpError> {
+    agent_team_paths::read_secret_file(&hook_key_file(socket))
+        .map(|k| k.trim().to_string())
+        .map_err(|e| McpError::Session(format!("the team server on {}: {e}", socket.display())))
+}
+
+/// Sends one request line to the agent's MCP server on `socket`; its one reply line.
+async fn ask_server(socket: &std::path::Path, line: &str) -> Result<String, McpError> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     let fail = |e: std::io::Error| {
         McpError::Session(format!("the team server on {}: {e}", socket.display()))
     };
-    let key = agent_team_paths::read_secret_file(&hook_key_file(socket)).map_err(fail)?;
     let stream = tokio::net::UnixStream::connect(socket)
         .await
         .map_err(fail)?;
     let (r, mut w) = stream.into_split();
-    w.write_all(format!("{} {line}", key.trim()).as_bytes())
-        .await
-        .map_err(fail)?;
+    w.write_all(line.as_bytes()).await.map_err(fail)?;
     let mut answer = String::new();
     tokio::io::BufReader::new(r)
         .read_line(&mut answer)
         .await
         .map_err(fail)?;
-    serde_json::from_str(answer.trim())
-        .map_err(|e| McpError::Session(format!("a bad answer from the team server: {e}")))
+    Ok(answer)
 }
 
 /// The file holding the hook key of the server listening on `socket` (beside it, 0600).
@@ -725,45 +890,235 @@ fn descends_from(pid: i32, ancestor: i32) -> bool {
 
 /// `agent-team hook stop`: asks the agent's MCP server (on `socket`) for the messages queued
 /// for it; returns the Claude Code / Qwen Code hook answer to print (`{"decision":"block",
-/// "reason":…}` hands them back as the next instruction), or `None` to let the turn end.
+/// "reason":…}` hands them back as the next instruction; `{"continue":false,…}` stops a CLI
+/// whose agent was asked to shut down), or `None` to let the turn end.
 pub async fn stop_hook(socket: &std::path::Path) -> Result<Option<String>, McpError> {
-    let v = ask_server(socket, "stop\n").await?;
-    let texts: Vec<&str> = v["messages"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    if texts.is_empty() {
-        return Ok(None);
-    }
-    let reason = format!(
-        "New messages from your team; act on them now:\n{}",
-        texts.join("\n")
-    );
-    Ok(Some(
-        serde_json::json!({"decision": "block", "reason": reason}).to_string(),
-    ))
+    let line = wire::request_line(&hook_key(socket)?, &HookRequest::Stop)
+        .map_err(|e| McpError::Session(e.to_string()))?;
+    let answer = ask_server(socket, &line).await?;
+    wire::stop_output(&answer).map_err(|e| McpError::Session(e.to_string()))
 }
 
 /// `agent-team hook pre-tool-use`: the CLI's hook input `input` (JSON with `tool_name` and
 /// `tool_input`) judged by the agent's MCP server on `socket`, which may wait for a person's
-/// decision. Returns (allowed, the hook answer to print). An error means no decision: the
-/// caller must refuse the call (the hook exits 2), never let it through.
+/// decision. Returns (allowed, why not); only the server's verdict allows
+/// ([`wire::verdict_of`]). An error means no decision: the caller must refuse the call (the
+/// hook exits 2), never let it through.
 pub async fn pre_tool_use_hook(
     socket: &std::path::Path,
     input: &str,
 ) -> Result<(bool, String), McpError> {
     let input: Value = serde_json::from_str(input)
         .map_err(|e| McpError::Session(format!("the hook input is not JSON: {e}")))?;
-    let line = match permission::request_line(&input) {
-        Ok(l) => l,
-        Err(why) => return Ok((false, permission::hook_answer(false, &why))),
+    let request = match permission::hook_request(&input) {
+        Ok(r) => r,
+        Err(why) => return Ok((false, why)),
     };
-    let v = ask_server(socket, &line).await?;
-    let allow = v["allow"].as_bool().unwrap_or(false);
-    // A refused caller gets the server's `error` as the reason.
-    let reason = v["reason"]
-        .as_str()
-        .or_else(|| v["error"].as_str())
-        .unwrap_or_default();
-    Ok((allow, permission::hook_answer(allow, reason)))
+    let line = match wire::request_line(&hook_key(socket)?, &request) {
+        Ok(l) => l,
+        // Too long to be judged whole: refused, not cut.
+        Err(e) => return Ok((false, e.to_string())),
+    };
+    let answer = ask_server(socket, &line).await?;
+    Ok(wire::verdict_of(&answer))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use agent_team_protocol::{MessageKind, Timestamp};
+    use std::sync::Mutex;
+
+    /// What the server asked of the daemon, in order.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Call {
+        Read(Vec<u64>),
+        Answer { to: String, key: String },
+    }
+
+    #[derive(Default)]
+    struct FakeDaemon(Mutex<Vec<Call>>);
+
+    impl FakeDaemon {
+        fn calls(&self) -> Vec<Call> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    impl Daemon for FakeDaemon {
+        fn name(&self) -> &str {
+            "cc"
+        }
+        async fn read(&self, ids: Vec<u64>) {
+            self.0.lock().unwrap().push(Call::Read(ids));
+        }
+        async fn answer_shutdown(&self, to: &str, body: String, key: String) {
+            assert_eq!(body, "cc is shutting down");
+            self.0
+                .lock()
+                .unwrap()
+                .push(Call::Answer { to: to.into(), key });
+        }
+    }
+
+    fn msg(id: u64, from: &str, kind: MessageKind) -> Message {
+        Message {
+            id,
+            from: from.into(),
+            to: "cc".into(),
+            kind,
+            body: format!("body {id}"),
+            summary: None,
+            ts: Timestamp::now(),
+            state: DeliveryState::Delivered,
+        }
+    }
+
+    fn inbox(msgs: Vec<Message>) -> Inbox {
+        let inbox = Inbox::new();
+        for m in msgs {
+            inbox.push(m);
+        }
+        inbox
+    }
+
+    fn ids(h: &Handover) -> Vec<u64> {
+        match h {
+            Handover::Messages(m) => m.iter().map(|m| m.id).collect(),
+            Handover::Shutdown(_) => panic!("not messages: {h:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_cli_is_handed_messages_in_the_workers_order_and_marks_them_read_itself() {
+        let daemon = FakeDaemon::default();
+        let inbox = inbox(vec![
+            msg(1, "b2", MessageKind::Text),
+            msg(2, "operator", MessageKind::Text),
+            msg(3, "b3", MessageKind::TaskEvent),
+            msg(4, "leader", MessageKind::Text),
+            msg(5, "daemon", MessageKind::Permission),
+        ]);
+        assert!(!inbox.ends());
+        let h = inbox.hand_over(&daemon, &Output::null()).await;
+        assert_eq!(ids(&h), [2, 4, 5, 1, 3]);
+        assert!(daemon.calls().is_empty(), "read once the CLI has them");
+        assert!(inbox.is_empty());
+        let h = inbox.hand_over(&daemon, &Output::null()).await;
+        assert_eq!(h, Handover::Messages(Vec::new()));
+        // Put back (the hook went away): first again, still in order.
+        inbox.push(msg(9, "b2", MessageKind::Text));
+        inbox.put_back(vec![msg(6, "leader", MessageKind::Text)]);
+        let h = inbox.hand_over(&daemon, &Output::null()).await;
+        assert_eq!(ids(&h), [6, 9]);
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_request_is_answered_read_and_ends_every_later_hand_over() {
+        let daemon = FakeDaemon::default();
+        let inbox = inbox(vec![
+            msg(7, "leader", MessageKind::Text),
+            msg(8, "b2", MessageKind::Text),
+            msg(9, "leader", MessageKind::ShutdownRequest),
+            msg(10, "operator", MessageKind::ShutdownRequest),
+            msg(11, "leader", MessageKind::ShutdownRequest),
+        ]);
+        assert!(
+            inbox.ends(),
+            "a queued shutdown request is the next hand-over"
+        );
+        let Handover::Shutdown(reason) = inbox.hand_over(&daemon, &Output::null()).await else {
+            panic!("not the end")
+        };
+        assert!(reason.contains("shut down"), "{reason}");
+        assert!(
+            reason.contains("[message 9 from leader] body 9")
+                && reason.contains("[message 10 from operator] body 10"),
+            "{reason}"
+        );
+        assert!(!reason.contains("body 7"), "nothing else is handed over");
+        assert_eq!(
+            daemon.calls(),
+            [
+                Call::Answer {
+                    to: "leader".into(),
+                    key: "shutdown-9".into()
+                },
+                Call::Read(vec![9, 10, 11]),
+            ],
+            "the leader answered once, the operator not at all, then read; 7 and 8 stay unread"
+        );
+        // From now on the CLI is handed the end and nothing else, and nobody waits for it.
+        inbox.push(msg(12, "leader", MessageKind::Text));
+        assert!(!inbox.is_empty() && inbox.ends());
+        assert!(inbox.wait_until(tokio::time::Instant::now()).await);
+        assert_eq!(
+            inbox.hand_over(&daemon, &Output::null()).await,
+            Handover::Shutdown(reason)
+        );
+        assert_eq!(daemon.calls().len(), 2, "answered once");
+    }
+
+    #[test]
+    fn ending_the_cli_leaves_the_marker_and_signals_it_once() {
+        use std::os::unix::process::ExitStatusExt;
+        let home = tempfile::tempdir().unwrap();
+        let mut cli = std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap();
+        let end = CliEnd {
+            pid: Some(cli.id() as i32),
+            home: Some(home.path().to_path_buf()),
+            done: AtomicBool::new(false),
+        };
+        end.end();
+        let status = cli.wait().unwrap();
+        assert_eq!(
+            status.signal(),
+            Some(nix::sys::signal::Signal::SIGTERM as i32)
+        );
+        assert!(idle::take_shutdown_marker(home.path()));
+        end.end();
+        assert!(
+            !idle::take_shutdown_marker(home.path()),
+            "ended once: no second marker"
+        );
+        // A server that knows no CLI (built by `new`) ends nothing.
+        CliEnd::default().end();
+    }
+
+    #[test]
+    fn only_a_cli_behind_its_workers_relay_has_a_home_for_the_marker() {
+        use agent_team_pane::env;
+        let agent = |socket: &str, secret: &str| {
+            AgentEnv::from_lookup(|k| {
+                Some(
+                    match k {
+                        env::SOCKET => socket,
+                        env::TEAM => "t",
+                        env::NAME => "cc",
+                        env::SECRET => secret,
+                        _ => return None,
+                    }
+                    .to_string(),
+                )
+            })
+            .unwrap()
+        };
+        let relay = agent_team_worker::relay::PLACEHOLDER_SECRET;
+        assert_eq!(
+            CliEnd::of_launch(&agent("/s/clis/cc/link.sock", relay)).home,
+            Some("/s/clis/cc".into())
+        );
+        assert_eq!(
+            CliEnd::of_launch(&agent("/run/t/daemon.sock", relay)).home,
+            None
+        );
+        assert_eq!(
+            CliEnd::of_launch(&agent("/s/clis/cc/link.sock", "a-real-secret")).home,
+            None
+        );
+    }
 }

@@ -4,8 +4,11 @@
 //! one of the team's permission requests and waits for `agent-team approve` / `deny` (or the
 //! leader). The CLI's own permission prompt is never what decides.
 //!
-//! [`our_call`] (a CLI's tool call as ours) and [`hook_answer`] (the hook's answer) are pure.
+//! [`our_call`] (a CLI's tool call as ours) and [`hook_request`] (the request to the server, see
+//! [`crate::wire`]) are pure. The hook's answer to the CLI is in the CLI's own shape, which its
+//! adapter knows (`agent_team_worker::external::CliAdapter::pre_tool_answer`).
 
+use crate::wire::HookRequest;
 use serde_json::{Value, json};
 
 /// The longest request line the hook socket reads (a shell command is judged whole; a
@@ -14,8 +17,8 @@ pub const PERMISSION_LINE_MAX: u64 = 64 * 1024;
 
 /// A CLI's tool call as the tool of ours it stands for, with the arguments our policy judges
 /// (the text a write would put is left out: only where it goes matters). `None` for a tool
-/// with no counterpart of ours. Claude Code's names (`Bash`, `Write`, …; Codex's hooks name its
-/// shell `Bash` too) and Qwen Code's (`run_shell_command`, `write_file`, …) both map.
+/// with no counterpart of ours. The names are every CLI's, from their tables in
+/// [`agent_team_tools::cli_names`].
 pub fn our_call(tool: &str, input: &Value) -> Option<(&'static str, Value)> {
     let s = |k: &str| input.get(k).and_then(Value::as_str).unwrap_or_default();
     let path = || {
@@ -26,43 +29,27 @@ pub fn our_call(tool: &str, input: &Value) -> Option<(&'static str, Value)> {
             .unwrap_or_default()
             .to_string()
     };
-    Some(match tool {
-        "Bash" | "run_shell_command" => ("bash", json!({"command": s("command")})),
-        "Write" | "write_file" => ("write_file", json!({"path": path(), "content": ""})),
-        "Edit" | "MultiEdit" | "edit" | "replace" => (
-            "edit_file",
-            json!({"path": path(), "old_string": "", "new_string": ""}),
-        ),
-        "Read" | "read_file" | "read_many_files" => ("read_file", json!({"path": path()})),
-        "Glob" | "glob" => ("glob", json!({"pattern": s("pattern")})),
-        "Grep" | "grep_search" | "search_file_content" => (
-            "grep",
-            json!({"pattern": s("pattern"), "path": input.get("path")}),
-        ),
-        "LS" | "list_directory" => ("list_files", json!({"path": input.get("path")})),
-        "WebFetch" | "web_fetch" => ("web_fetch", json!({"url": s("url")})),
-        "WebSearch" | "web_search" => ("web_search", json!({"query": s("query")})),
-        "TodoWrite" | "todo_write" => ("todo_write", json!({"items": []})),
+    let ours = agent_team_tools::cli_names::ours(tool)?;
+    let args = match ours {
+        "bash" => json!({"command": s("command")}),
+        "write_file" => json!({"path": path(), "content": ""}),
+        "edit_file" => json!({"path": path(), "old_string": "", "new_string": ""}),
+        "read_file" => json!({"path": path()}),
+        "glob" => json!({"pattern": s("pattern")}),
+        "grep" => json!({"pattern": s("pattern"), "path": input.get("path")}),
+        "list_files" => json!({"path": input.get("path")}),
+        "web_fetch" => json!({"url": s("url")}),
+        "web_search" => json!({"query": s("query")}),
+        "todo_write" => json!({"items": []}),
         _ => return None,
-    })
+    };
+    Some((ours, args))
 }
 
-/// The hook's answer in the shape Claude Code and Qwen Code read from a `PreToolUse` hook:
-/// the call goes ahead, or it is refused with `reason` (the model is told why).
-pub fn hook_answer(allow: bool, reason: &str) -> String {
-    json!({
-        "hookSpecificOutput": {
-            "hookEventName": "PreToolUse",
-            "permissionDecision": if allow { "allow" } else { "deny" },
-            "permissionDecisionReason": reason,
-        }
-    })
-    .to_string()
-}
-
-/// The request line the hook sends the MCP server for the CLI's hook input `input` (its
-/// `tool_name` and `tool_input`): `permission {"tool":…,"args":…}`, or why none can be made.
-pub fn request_line(input: &Value) -> Result<String, String> {
+/// The request the hook sends the MCP server for the CLI's hook input `input` (its
+/// `tool_name` and `tool_input`), or why none can be made. Its line is bounded when it is
+/// made ([`crate::wire::request_line`]).
+pub fn hook_request(input: &Value) -> Result<HookRequest, String> {
     let name = input
         .get("tool_name")
         .and_then(Value::as_str)
@@ -70,14 +57,10 @@ pub fn request_line(input: &Value) -> Result<String, String> {
     let tool_input = input.get("tool_input").cloned().unwrap_or(Value::Null);
     let (tool, args) = our_call(name, &tool_input)
         .ok_or_else(|| format!("{name} is not a tool this team's policy knows"))?;
-    let line = format!("permission {}\n", json!({"tool": tool, "args": args}));
-    if line.len() as u64 > PERMISSION_LINE_MAX {
-        return Err(format!(
-            "the {name} call is too long to be judged ({} bytes)",
-            line.len()
-        ));
-    }
-    Ok(line)
+    Ok(HookRequest::Permission {
+        tool: tool.to_string(),
+        args,
+    })
 }
 
 #[cfg(test)]
@@ -157,23 +140,47 @@ mod tests {
             agent_team_tools::ToolCall::parse(ours, &args)
                 .unwrap_or_else(|e| panic!("{tool} → {ours} {args}: {e}"));
         }
+        // Every name in every CLI's table maps, to a call of ours that parses.
+        for table in agent_team_tools::cli_names::ALL {
+            for (name, ours) in table.names() {
+                let input = json!({"command": "ls", "file_path": "a", "pattern": "x",
+                    "url": "http://x", "query": "q"});
+                let (mapped, args) = our_call(name, &input).unwrap_or_else(|| panic!("{name}"));
+                assert_eq!(mapped, ours, "{}: {name}", table.cli);
+                agent_team_tools::ToolCall::parse(mapped, &args)
+                    .unwrap_or_else(|e| panic!("{name} → {mapped} {args}: {e}"));
+            }
+        }
+        // A second team's tools have no counterpart: the hook refuses them.
+        for own in ["invoke_agent", "TaskCreate", "agent"] {
+            assert!(our_call(own, &json!({})).is_none(), "{own}");
+        }
     }
 
     #[test]
-    fn the_request_line_is_one_bounded_line_and_the_answer_is_the_hook_shape() {
-        let line = request_line(&json!({"tool_name": "Bash", "tool_input": {"command": "ls\nls"}}))
+    fn the_request_is_our_call_and_its_line_is_one_bounded_line_and_the_answer_is_the_hook_shape() {
+        let req = hook_request(&json!({"tool_name": "Bash", "tool_input": {"command": "ls\nls"}}))
             .unwrap();
-        assert!(line.starts_with("permission {") && line.ends_with('\n'));
+        assert_eq!(
+            req,
+            HookRequest::Permission {
+                tool: "bash".into(),
+                args: json!({"command": "ls\nls"})
+            }
+        );
+        let line = crate::wire::request_line("k", &req).unwrap();
+        assert!(line.starts_with("k {\"hook\":\"permission\"") && line.ends_with('\n'));
         assert_eq!(line.matches('\n').count(), 1);
         let huge = "x".repeat(PERMISSION_LINE_MAX as usize);
+        let req =
+            hook_request(&json!({"tool_name": "Bash", "tool_input": {"command": huge}})).unwrap();
         assert!(
-            request_line(&json!({"tool_name": "Bash", "tool_input": {"command": huge}}))
+            crate::wire::request_line("k", &req)
                 .unwrap_err()
+                .to_string()
                 .contains("too long")
         );
-        assert!(request_line(&json!({"tool_name": "Task"})).is_err());
-        let a: Value = serde_json::from_str(&hook_answer(false, "no")).unwrap();
-        assert_eq!(a["hookSpecificOutput"]["permissionDecision"], "deny");
-        assert_eq!(a["hookSpecificOutput"]["permissionDecisionReason"], "no");
+        assert!(hook_request(&json!({"tool_name": "Task"})).is_err());
+        assert!(hook_request(&json!({"tool_input": {}})).is_err());
     }
 }

@@ -46,6 +46,26 @@
 //! - usage: `prompt_tokens` (Responses: `input_tokens`) counts every prompt token and
 //!   `prompt_tokens_details.cached_tokens` (`input_tokens_details.cached_tokens`) the read
 //!   ones; writes cost nothing and are not reported.
+//!
+//! **Gemini** (`generateContent` / `streamGenerateContent`), after the context-caching page's
+//! implicit caching (<https://ai.google.dev/gemini-api/docs/caching>: "enabled by default for
+//! all Gemini 2.5 and newer models", a hit when a request "shares a common prefix" with a
+//! recent one, a minimum input per model, the hit reported in
+//! `usageMetadata.cachedContentTokenCount`). The page promises no hit, states no lifetime and
+//! no granularity, so this is a simple rule chosen for the mock, an upper bound of what the
+//! API may give:
+//! - the prompt is the tools (each function declaration), the `systemInstruction`, then each
+//!   part of each content (tagged with its role) — the order is the mock's choice, the page
+//!   does not say;
+//! - a hit is the longest prefix, ending at a part boundary, that a recent request of the same
+//!   model already had, if at least the model's minimum: 2048 tokens for Gemini 2.5 models,
+//!   4096 for every other model (the page's table, as updated in 2026, lists 4096 for every
+//!   Gemini 3.x model; older versions of the page said 1024 for 2.5 Flash and 4096 for 2.5 Pro);
+//! - entries live 5 minutes unused, as the others here ("send requests with similar prefix in a
+//!   short amount of time" is all the page says), refreshed on use;
+//! - usage: `promptTokenCount` counts every prompt token and `cachedContentTokenCount` the read
+//!   ones; implicit caching writes cost nothing and are not reported. Explicit caches
+//!   (`cachedContents`) are not served.
 
 use crate::Api;
 use serde_json::{Value, json};
@@ -97,13 +117,21 @@ pub(crate) struct PromptCache {
 }
 
 impl PromptCache {
-    /// Accounts one request of `api` arriving at `now`, writing and refreshing entries (a
-    /// request [`check`] refuses is not asked about).
-    pub(crate) fn account(&mut self, api: Api, req: &Value, now: Instant) -> Accounting {
+    /// Accounts one request of `api` for `model` (the body's, or the path's for Gemini)
+    /// arriving at `now`, writing and refreshing entries (a request [`check`] refuses is not
+    /// asked about).
+    pub(crate) fn account(
+        &mut self,
+        api: Api,
+        req: &Value,
+        model: &str,
+        now: Instant,
+    ) -> Accounting {
         self.entries.retain(|_, expires| *expires > now);
         match api {
-            Api::Anthropic => self.anthropic(req, now),
-            Api::OpenAi | Api::Responses => self.openai(api, req, now),
+            Api::Anthropic => self.anthropic(req, model, now),
+            Api::OpenAi | Api::Responses => self.openai(api, req, model, now),
+            Api::Gemini => self.gemini(req, model, now),
         }
     }
 
@@ -113,7 +141,7 @@ impl PromptCache {
     }
 
     /// Anthropic: explicit breakpoints (see the module docs).
-    fn anthropic(&mut self, req: &Value, now: Instant) -> Accounting {
+    fn anthropic(&mut self, req: &Value, model: &str, now: Instant) -> Accounting {
         let parts = anthropic_parts(req);
         let marks: Vec<usize> = parts
             .iter()
@@ -121,7 +149,6 @@ impl PromptCache {
             .filter(|(_, p)| p.mark)
             .map(|(i, _)| i)
             .collect();
-        let model = req.get("model").and_then(Value::as_str).unwrap_or_default();
         let min = anthropic_min_tokens(model);
         // The hash and the size of each prefix (up to and including part i).
         let mut hasher = DefaultHasher::new();
@@ -160,12 +187,11 @@ impl PromptCache {
     }
 
     /// OpenAI: automatic, in 128-token steps from 1024 (see the module docs).
-    fn openai(&mut self, api: Api, req: &Value, now: Instant) -> Accounting {
+    fn openai(&mut self, api: Api, req: &Value, model: &str, now: Instant) -> Accounting {
         let prompt: String = openai_parts(api, req).concat();
         let bytes = prompt.as_bytes();
         let input = tokens(bytes.len());
         let mut hasher = DefaultHasher::new();
-        let model = req.get("model").and_then(Value::as_str).unwrap_or_default();
         let key = req.get("prompt_cache_key").and_then(Value::as_str);
         ("openai", api == Api::Responses, model, key).hash(&mut hasher);
         // The hash of each whole 128-token step from 1024 tokens on.
@@ -195,6 +221,68 @@ impl PromptCache {
             cache_write: 0,
         }
     }
+
+    /// Gemini: implicit, at part boundaries from the model's minimum (see the module docs).
+    fn gemini(&mut self, req: &Value, model: &str, now: Instant) -> Accounting {
+        let min = gemini_min_tokens(model);
+        let mut hasher = DefaultHasher::new();
+        ("gemini", model).hash(&mut hasher);
+        let mut bytes = 0;
+        let mut prefixes = Vec::new();
+        for part in gemini_parts(req) {
+            part.hash(&mut hasher);
+            bytes += part.len();
+            let size = tokens(bytes);
+            if size >= min {
+                prefixes.push((hasher.finish(), size));
+            }
+        }
+        let cached = prefixes
+            .iter()
+            .rev()
+            .find(|(k, _)| self.alive(*k, now))
+            .map_or(0, |(_, size)| *size);
+        for (k, _) in prefixes {
+            self.entries.insert(k, now + LIFETIME);
+        }
+        Accounting {
+            input: tokens(bytes),
+            cached,
+            cache_write: 0,
+        }
+    }
+}
+
+/// The fewest tokens Gemini's implicit cache reads for `model` (see the module docs).
+pub(crate) fn gemini_min_tokens(model: &str) -> u64 {
+    if model.to_ascii_lowercase().contains("gemini-2.5") {
+        2048
+    } else {
+        4096
+    }
+}
+
+/// The parts of a Gemini prompt in order: each function declaration, the system instruction,
+/// then each part of each content with its role, each as compact JSON.
+fn gemini_parts(req: &Value) -> Vec<String> {
+    let list = |v: Option<&Value>| v.and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut parts: Vec<String> = list(req.get("tools"))
+        .iter()
+        .flat_map(|t| match t.get("functionDeclarations") {
+            Some(Value::Array(decls)) => decls.iter().map(Value::to_string).collect(),
+            _ => vec![t.to_string()],
+        })
+        .collect();
+    if let Some(system) = req.get("systemInstruction") {
+        parts.push(json!({"system": system}).to_string());
+    }
+    for content in list(req.get("contents")) {
+        let role = content.get("role").cloned().unwrap_or(Value::Null);
+        for part in list(content.get("parts")) {
+            parts.push(json!({"role": role, "part": part}).to_string());
+        }
+    }
+    parts
 }
 
 /// Refuses a request the provider would refuse for its caching: an Anthropic request with
@@ -336,6 +424,11 @@ fn openai_parts(api: Api, req: &Value) -> Vec<String> {
 mod tests {
     use super::*;
 
+    /// The model a request body names, as the server passes it.
+    fn model_of(req: &Value) -> &str {
+        req["model"].as_str().unwrap_or_default()
+    }
+
     /// Text of about `tokens` tokens.
     fn text(tokens: usize, fill: char) -> String {
         std::iter::repeat_n(fill, tokens * 4).collect()
@@ -349,7 +442,7 @@ mod tests {
         let system = json!([{"type": "text", "text": text(2000, 's'), "cache_control": eph}]);
         let first = json!({"model": "claude-sonnet-4-5", "system": system, "messages": [
             {"role": "user", "content": [{"type": "text", "text": "go", "cache_control": eph}]}]});
-        let a = cache.account(Api::Anthropic, &first, now);
+        let a = cache.account(Api::Anthropic, &first, model_of(&first), now);
         assert_eq!(a.cached, 0);
         assert_eq!(
             a.cache_write, a.input,
@@ -366,13 +459,18 @@ mod tests {
         }
         blocks.last_mut().unwrap()["content"][0]["cache_control"] = eph.clone();
         let second = json!({"model": "claude-sonnet-4-5", "system": system, "messages": blocks});
-        let b = cache.account(Api::Anthropic, &second, now);
+        let b = cache.account(Api::Anthropic, &second, model_of(&second), now);
         assert_eq!(b.cached, a.input, "the whole first prompt is read");
         assert_eq!(b.cached + b.cache_write, b.input, "the rest is written");
         // Another model has its own cache.
         let mut other = second.clone();
         other["model"] = json!("claude-opus-4-1");
-        assert_eq!(cache.account(Api::Anthropic, &other, now).cached, 0);
+        assert_eq!(
+            cache
+                .account(Api::Anthropic, &other, model_of(&other), now)
+                .cached,
+            0
+        );
     }
 
     #[test]
@@ -392,10 +490,56 @@ mod tests {
         let now = Instant::now();
         let req = json!({"model": "claude-sonnet-4-5", "cache_control": {"type": "ephemeral"},
             "system": text(1500, 's'), "messages": [{"role": "user", "content": "hi"}]});
-        let a = cache.account(Api::Anthropic, &req, now);
+        let a = cache.account(Api::Anthropic, &req, model_of(&req), now);
         assert_eq!((a.cached, a.cache_write), (0, a.input));
-        let b = cache.account(Api::Anthropic, &req, now);
+        let b = cache.account(Api::Anthropic, &req, model_of(&req), now);
         assert_eq!((b.cached, b.cache_write), (a.input, 0));
+    }
+
+    #[test]
+    fn gemini_reads_the_repeated_prefix_from_the_minimum() {
+        let mut cache = PromptCache::default();
+        let now = Instant::now();
+        let tools = json!([{"functionDeclarations": [{"name": "write_file", "description": "w"}]}]);
+        let turn = |n: usize| {
+            let mut contents = vec![json!({"role": "user", "parts": [{"text": "go"}]})];
+            for i in 0..n {
+                contents.push(json!({"role": "model", "parts": [{"text": format!("m{i}")}]}));
+                contents.push(json!({"role": "user", "parts": [{"text": format!("u{i}")}]}));
+            }
+            json!({"tools": tools, "systemInstruction": {"parts": [{"text": text(5000, 's')}]},
+                "contents": contents})
+        };
+        let a = cache.account(Api::Gemini, &turn(0), "mock-model", now);
+        assert_eq!((a.cached, a.cache_write), (0, 0));
+        // The next turn repeats the whole first prompt, part for part.
+        let b = cache.account(Api::Gemini, &turn(1), "mock-model", now);
+        assert_eq!(b.cached, a.input);
+        assert!(b.input > a.input);
+        // Another model has its own cache; below the minimum nothing is read.
+        assert_eq!(
+            cache
+                .account(Api::Gemini, &turn(1), "gemini-3-flash", now)
+                .cached,
+            0
+        );
+        let small = json!({"contents": [{"role": "user", "parts": [{"text": text(3000, 'x')}]}]});
+        cache.account(Api::Gemini, &small, "mock-model", now);
+        assert_eq!(
+            cache.account(Api::Gemini, &small, "mock-model", now).cached,
+            0
+        );
+        cache.account(Api::Gemini, &small, "gemini-2.5-flash", now);
+        let hit = cache.account(Api::Gemini, &small, "gemini-2.5-flash", now);
+        assert_eq!(hit.cached, hit.input, "2.5 models cache from 2048 tokens");
+        // Five minutes unused and it is gone.
+        let later = now + LIFETIME + Duration::from_secs(1);
+        assert_eq!(
+            cache
+                .account(Api::Gemini, &turn(1), "mock-model", later)
+                .cached,
+            0
+        );
     }
 
     #[test]
@@ -413,14 +557,19 @@ mod tests {
         let now = Instant::now();
         let req = json!({"model": "gpt", "instructions": text(1300, 'i'),
             "input": [{"type": "message", "role": "user", "content": "hi"}]});
-        let a = cache.account(Api::Responses, &req, now);
+        let a = cache.account(Api::Responses, &req, model_of(&req), now);
         assert_eq!(a.cached, 0);
-        let b = cache.account(Api::Responses, &req, now);
+        let b = cache.account(Api::Responses, &req, model_of(&req), now);
         assert_eq!(b.input, a.input);
         assert_eq!(b.cached, 1024 + 128 * ((b.input - 1024) / 128));
         // Chat completions of the same text do not share the Responses API's entries.
         let chat =
             json!({"model": "gpt", "messages": [{"role": "system", "content": text(1300, 'i')}]});
-        assert_eq!(cache.account(Api::OpenAi, &chat, now).cached, 0);
+        assert_eq!(
+            cache
+                .account(Api::OpenAi, &chat, model_of(&chat), now)
+                .cached,
+            0
+        );
     }
 }

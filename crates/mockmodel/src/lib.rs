@@ -1,9 +1,12 @@
-//! A scripted mock model server speaking the real OpenAI chat-completions and Anthropic
-//! messages wire formats, streamed or whole, for tests and benches: no network, no keys.
+//! A scripted mock model server speaking the real wire formats, streamed or whole, for tests
+//! and benches: no network, no keys. It answers OpenAI's chat completions and Responses API,
+//! Anthropic's messages and Google's Gemini API (`generateContent`, `streamGenerateContent`
+//! with `alt=sse`, `countTokens`), all on one port.
 //!
 //! Each request is matched to an agent by the line `Your name is NAME.` in its system prompt
-//! and answered with the next [`Step`] of that agent's script. Every request body is kept, so a
-//! test can check what the client sent.
+//! (or, for an agent CLI with a system prompt of its own, in its first user message that has
+//! it) and answered with the next [`Step`] of that agent's script. Every request body is
+//! kept, so a test can check what the client sent.
 //!
 //! With [`MockModel::account_caching`] the answers report the prompt cache's reads and writes
 //! as each provider bills them (see the `cache` module for the rules and their sources), and
@@ -15,7 +18,7 @@ mod render;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::Value;
@@ -29,13 +32,23 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// Which API the server is addressed as: it decides [`MockModel::base_url`]. The server
-/// answers both APIs' paths either way.
+/// answers every API's paths either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wire {
     /// `POST /v1/chat/completions` (also `/chat/completions`).
     OpenAi,
     /// `POST /v1/messages`.
     Anthropic,
+    /// `POST /v1beta/models/MODEL:streamGenerateContent?alt=sse` and `…:generateContent`
+    /// (Google's Gemini API, as the Gemini CLI calls it with `GOOGLE_GEMINI_BASE_URL`).
+    ///
+    /// The Gemini CLI (0.61.0) run headless with `-m MODEL` makes no side request. Without
+    /// `-m` it first asks a router model (system prompt "You are a specialized Task Routing
+    /// AI"), and an interactive start in a home with an earlier session asks for a session
+    /// title ("Summarize the user's primary intent"); no setting turns the latter off, so a
+    /// test that meets either answers it with [`MockModel::answer_aside`] (see
+    /// docs/CLIS-research-gemini.md).
+    Gemini,
 }
 
 /// A switch a test opens to release answers held by [`Step::Gate`]: lets a test order a
@@ -72,16 +85,18 @@ const GATE_LIMIT: Duration = Duration::from_secs(60);
 /// One scripted answer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
-    /// An assistant turn with only text; it ends the turn (`stop` / `end_turn`).
+    /// An assistant turn with only text; it ends the turn (`stop` / `end_turn` / `STOP`).
     Text(String),
     /// An assistant turn calling these tools (name, arguments); ids are `call_1`, `call_2`, …
-    /// and the turn stops for the tools (`tool_calls` / `tool_use`).
+    /// and the turn stops for the tools (`tool_calls` / `tool_use`; Gemini says `STOP` and
+    /// sends `functionCall` parts).
     Tools(Vec<(String, Value)>),
     /// Text followed by tool calls.
     TextAndTools(String, Vec<(String, Value)>),
     /// One tool call whose arguments are this raw text, valid JSON or not: (name, arguments).
     RawToolArgs(String, String),
-    /// An HTTP error with this status and the body `{"error":{"message":…,"type":…}}`.
+    /// An HTTP error with this status and the API's error body (`{"error":{"message":…,
+    /// "type":…}}`; Gemini: `{"error":{"code":…,"message":…,"status":…}}`).
     Status(u16, String),
     /// Wait, then answer with the inner step.
     Delay(Duration, Box<Step>),
@@ -115,6 +130,9 @@ pub enum Step {
 /// cached`, `cache_creation_input_tokens = cache_write`. Streamed, OpenAI's come in the last
 /// chunk (only when the request asked with `stream_options.include_usage`, as the real API
 /// does), Anthropic's input side in `message_start` and the output in `message_delta`.
+/// Gemini gets `usageMetadata` with `promptTokenCount = input`, `candidatesTokenCount =
+/// output`, `totalTokenCount` their sum and `cachedContentTokenCount = cached` (left out when
+/// 0, as the API leaves it out); streamed, in the last event only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MockUsage {
     /// Every prompt token.
@@ -229,7 +247,8 @@ struct Inner {
     asides: Vec<(String, String)>,
     /// The side requests answered.
     aside_requests: Vec<Value>,
-    /// The credential each request carried (`Authorization` or `x-api-key`), per agent.
+    /// The credential each request carried (`Authorization`, `x-api-key`,
+    /// `x-goog-api-key` or Gemini's `?key=`), per agent.
     keys: HashMap<String, Vec<Option<String>>>,
     /// The provider's prompt cache, for [`MockModel::account_caching`].
     cache: cache::PromptCache,
@@ -326,11 +345,12 @@ impl MockModel {
     }
 
     /// The base URL to configure the client with: `http://127.0.0.1:PORT/v1` for OpenAI,
-    /// `http://127.0.0.1:PORT` for Anthropic.
+    /// `http://127.0.0.1:PORT` for Anthropic and for Gemini (`GOOGLE_GEMINI_BASE_URL`; the
+    /// client adds `/v1beta/models/…`).
     pub fn base_url(&self) -> String {
         match self.wire {
             Wire::OpenAi => format!("http://{}/v1", self.addr),
-            Wire::Anthropic => format!("http://{}", self.addr),
+            Wire::Anthropic | Wire::Gemini => format!("http://{}", self.addr),
         }
     }
 
@@ -364,8 +384,9 @@ impl MockModel {
             .unwrap_or_default()
     }
 
-    /// The credential each request for `agent` carried (`Authorization: Bearer …` or
-    /// `x-api-key`), in order: whether the agent's API key reached it.
+    /// The credential each request for `agent` carried (`Authorization: Bearer …`,
+    /// `x-api-key`, `x-goog-api-key`, or else the `key` query parameter Gemini also takes), in
+    /// order: whether the agent's API key reached it.
     pub fn keys(&self, agent: &str) -> Vec<Option<String>> {
         self.shared
             .lock()
@@ -405,7 +426,8 @@ impl MockModel {
     /// keeps its own (one for the whole server, shared by all agents), and an answer without
     /// a scripted [`Step::WithUsage`] reports the cache reads and writes as the provider bills
     /// them, in its own fields: Anthropic's explicit `cache_control` breakpoints, OpenAI's
-    /// automatic prefixes of 1024 tokens and more in 128-token steps, both living 5 minutes.
+    /// automatic prefixes of 1024 tokens and more in 128-token steps, Gemini's implicit
+    /// prefixes (at part boundaries, from 2048 or 4096 tokens by model), all living 5 minutes.
     /// The prompt tokens are then counted from the prompt (tools, system, messages) at about
     /// four bytes a token, the same bytes always the same count. An Anthropic request with more
     /// than 4 breakpoints is refused with a 400 as the API refuses it, taking no step. See the
@@ -467,6 +489,8 @@ async fn serve(
         .route("/v1/messages", post(anthropic))
         .route("/v1/responses", post(responses))
         .route("/responses", post(responses))
+        .route("/v1beta/models/{*call}", post(gemini))
+        .route("/v1/models/{*call}", post(gemini))
         .with_state(shared);
     // Small SSE chunks must leave at once: with Nagle's algorithm each would wait for the
     // client's delayed ACK (40 ms).
@@ -492,30 +516,131 @@ pub(crate) enum Api {
     Anthropic,
     /// OpenAI's Responses API (Codex).
     Responses,
+    /// Google's Gemini API (`generateContent` / `streamGenerateContent`).
+    Gemini,
+}
+
+/// How an answer goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    /// One JSON body.
+    Whole,
+    /// Server-sent events.
+    Sse,
+    /// Gemini's `streamGenerateContent` without `alt=sse`: the chunks as one JSON array.
+    JsonArray,
+}
+
+/// What a request's URL says beyond its body: Gemini names the model, the streaming and
+/// maybe the key there.
+#[derive(Debug, Clone, Default)]
+struct Call {
+    /// The model named in the path.
+    model: Option<String>,
+    /// How to answer, when the path decides it (else the body's `stream`).
+    delivery: Option<Delivery>,
+    /// The `key` query parameter.
+    key: Option<String>,
 }
 
 /// `POST /v1/chat/completions`.
 async fn openai(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    handle(&shared, Api::OpenAi, &headers, &body).await
+    handle(&shared, Api::OpenAi, Call::default(), &headers, &body).await
 }
 
 /// `POST /v1/messages`.
 async fn anthropic(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    handle(&shared, Api::Anthropic, &headers, &body).await
+    handle(&shared, Api::Anthropic, Call::default(), &headers, &body).await
 }
 
 /// `POST /v1/responses`.
 async fn responses(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    handle(&shared, Api::Responses, &headers, &body).await
+    handle(&shared, Api::Responses, Call::default(), &headers, &body).await
+}
+
+/// `POST /v1beta/models/MODEL:METHOD` (and `/v1/models/…`): the path's last segment is
+/// `model:method`, parsed here because a route cannot split at the colon.
+async fn gemini(
+    State(shared): State<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    // A client may percent-encode the colon.
+    let last = uri
+        .path()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .replace("%3A", ":")
+        .replace("%3a", ":");
+    let Some((model, method)) = last.rsplit_once(':') else {
+        return error_response(
+            Api::Gemini,
+            404,
+            &format!("{} names no method (models/MODEL:METHOD)", uri.path()),
+        );
+    };
+    let query = |name: &str| {
+        uri.query()?
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    };
+    let delivery = match method {
+        "generateContent" => Delivery::Whole,
+        "streamGenerateContent" if query("alt").as_deref() == Some("sse") => Delivery::Sse,
+        "streamGenerateContent" => Delivery::JsonArray,
+        "countTokens" => return count_tokens(&body),
+        other => {
+            return error_response(
+                Api::Gemini,
+                404,
+                &format!(
+                    "method {other} is not served by the mock (generateContent, streamGenerateContent, countTokens)"
+                ),
+            );
+        }
+    };
+    let call = Call {
+        model: Some(model.to_string()),
+        delivery: Some(delivery),
+        key: query("key"),
+    };
+    handle(&shared, Api::Gemini, call, &headers, &body).await
+}
+
+/// Gemini's `countTokens`: about four bytes a token of the body, outside any script (it
+/// takes no step and is not recorded: a client counting is not a model turn).
+fn count_tokens(body: &[u8]) -> Response {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(_) => json_response(
+            StatusCode::OK,
+            &serde_json::json!({"totalTokens": body.len() as u64 / 4 + 1}),
+        ),
+        Err(e) => error_response(Api::Gemini, 400, &format!("the body is not JSON: {e}")),
+    }
 }
 
 /// Records the request, takes the agent's next step and answers it.
-async fn handle(shared: &Shared, api: Api, headers: &HeaderMap, body: &[u8]) -> Response {
+async fn handle(
+    shared: &Shared,
+    api: Api,
+    call: Call,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
     let arrived = Instant::now();
     let req: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => return error_response(api, 400, &format!("the body is not JSON: {e}")),
     };
+    let model = call
+        .model
+        .clone()
+        .or_else(|| req.get("model").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_else(|| "mock".to_string());
     let caching = shared.caching.load(Ordering::SeqCst);
     let (mut step, accounting, agent) = {
         let mut inner = shared.lock();
@@ -557,9 +682,14 @@ async fn handle(shared: &Shared, api: Api, headers: &HeaderMap, body: &[u8]) -> 
                 .or_default()
                 .push(req.clone());
             inner.times.entry(agent.clone()).or_default().push(arrived);
-            let key = [header::AUTHORIZATION.as_str(), "x-api-key"]
-                .iter()
-                .find_map(|h| headers.get(*h)?.to_str().ok().map(str::to_string));
+            let key = [
+                header::AUTHORIZATION.as_str(),
+                "x-api-key",
+                "x-goog-api-key",
+            ]
+            .iter()
+            .find_map(|h| headers.get(*h)?.to_str().ok().map(str::to_string))
+            .or_else(|| call.key.clone());
             inner.keys.entry(agent.clone()).or_default().push(key);
         }
         if let Some(message) = refused {
@@ -579,7 +709,7 @@ async fn handle(shared: &Shared, api: Api, headers: &HeaderMap, body: &[u8]) -> 
         // The provider caches what it answers, not what it fails.
         let accounting = (caching && !fails(&step)).then(|| {
             let now = arrived + inner.clock_offset;
-            inner.cache.account(api, &req, now)
+            inner.cache.account(api, &req, &model, now)
         });
         (step, accounting, agent)
     };
@@ -631,11 +761,7 @@ async fn handle(shared: &Shared, api: Api, headers: &HeaderMap, body: &[u8]) -> 
     };
     let mut answer = render::Answer {
         id: shared.next_response.fetch_add(1, Ordering::Relaxed) + 1,
-        model: req
-            .get("model")
-            .and_then(Value::as_str)
-            .unwrap_or("mock")
-            .to_string(),
+        model,
         text,
         calls: calls
             .into_iter()
@@ -665,7 +791,13 @@ async fn handle(shared: &Shared, api: Api, headers: &HeaderMap, body: &[u8]) -> 
         let counts = answer.counts();
         shared.lock().billed.entry(agent).or_default().add(counts);
     }
-    if req.get("stream").and_then(Value::as_bool) == Some(true) {
+    let delivery = call.delivery.unwrap_or(
+        match req.get("stream").and_then(Value::as_bool) == Some(true) {
+            true => Delivery::Sse,
+            false => Delivery::Whole,
+        },
+    );
+    if delivery == Delivery::Sse {
         let include_usage = req
             .pointer("/stream_options/include_usage")
             .and_then(Value::as_bool)
@@ -674,6 +806,7 @@ async fn handle(shared: &Shared, api: Api, headers: &HeaderMap, body: &[u8]) -> 
             Api::OpenAi => render::openai_stream(&answer, include_usage),
             Api::Anthropic => render::anthropic_stream(&answer),
             Api::Responses => render::responses_stream(&answer),
+            Api::Gemini => render::gemini_stream(&answer),
         };
         // Yielding before each chunk lets the server write it out on its own, so the client
         // receives the answer piece by piece as from a real server.
@@ -691,10 +824,12 @@ async fn handle(shared: &Shared, api: Api, headers: &HeaderMap, body: &[u8]) -> 
         )
             .into_response()
     } else {
-        let v = match api {
-            Api::OpenAi => render::openai_whole(&answer),
-            Api::Anthropic => render::anthropic_whole(&answer),
-            Api::Responses => render::responses_whole(&answer),
+        let v = match (api, delivery) {
+            (Api::Gemini, Delivery::JsonArray) => Value::Array(render::gemini_chunks(&answer)),
+            (Api::OpenAi, _) => render::openai_whole(&answer),
+            (Api::Anthropic, _) => render::anthropic_whole(&answer),
+            (Api::Responses, _) => render::responses_whole(&answer),
+            (Api::Gemini, _) => render::gemini_whole(&answer),
         };
         json_response(StatusCode::OK, &v)
     }
@@ -742,8 +877,28 @@ fn error_response(api: Api, status: u16, message: &str) -> Response {
         Api::Anthropic => {
             serde_json::json!({"type": "error", "error": {"message": message, "type": kind}})
         }
+        Api::Gemini => {
+            serde_json::json!({"error": {"code": status, "message": message, "status": google_status(status)}})
+        }
     };
     json_response(code, &body)
+}
+
+/// Google's `status` word for an HTTP status, as its errors carry it.
+fn google_status(status: u16) -> &'static str {
+    match status {
+        400 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        409 => "ABORTED",
+        429 => "RESOURCE_EXHAUSTED",
+        499 => "CANCELLED",
+        501 => "UNIMPLEMENTED",
+        503 => "UNAVAILABLE",
+        504 => "DEADLINE_EXCEEDED",
+        _ => "INTERNAL",
+    }
 }
 
 /// The agent a request is for: `NAME` from the line `Your name is NAME.` in its system prompt,
@@ -751,13 +906,20 @@ fn error_response(api: Api, status: u16, message: &str) -> Response {
 /// its own and gets ours as its first input).
 fn agent_name(api: Api, req: &Value) -> Option<String> {
     name_in(&system_text(api, req).unwrap_or_default()).or_else(|| {
-        // Chat messages, or the Responses API's input items.
-        let items = req.get("messages").or_else(|| req.get("input"))?;
+        // Chat messages, the Responses API's input items or Gemini's contents (whose `role`
+        // may be left out on a user turn).
+        let items = req
+            .get("messages")
+            .or_else(|| req.get("input"))
+            .or_else(|| req.get("contents"))?;
         items
             .as_array()?
             .iter()
-            .filter(|m| m.get("role").and_then(Value::as_str) == Some("user"))
-            .find_map(|m| name_in(&text_of(m.get("content")?)))
+            .filter(|m| match m.get("role") {
+                Some(role) => role.as_str() == Some("user"),
+                None => api == Api::Gemini,
+            })
+            .find_map(|m| name_in(&text_of(m.get("content").or_else(|| m.get("parts"))?)))
     })
 }
 
@@ -781,6 +943,11 @@ fn system_text(api: Api, req: &Value) -> Option<String> {
             .map(text_of)?,
         Api::Anthropic => text_of(req.get("system")?),
         Api::Responses => text_of(req.get("instructions")?),
+        // A `Content` (`{"parts": [{"text": …}], "role"?: …}`); the SDK also takes a string.
+        Api::Gemini => match req.get("systemInstruction")? {
+            Value::Object(content) => text_of(content.get("parts")?),
+            other => text_of(other),
+        },
     })
 }
 
@@ -830,5 +997,33 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn gemini_names_from_the_system_instruction_or_the_user_contents() {
+        let s = json!({"systemInstruction": {"parts": [{"text": "Be terse."}, {"text": "Your name is gem."}]},
+            "contents": [{"role": "user", "parts": [{"text": "go"}]}]});
+        assert_eq!(agent_name(Api::Gemini, &s), Some("gem".into()));
+        let s = json!({"systemInstruction": {"role": "user", "parts": [{"text": "Your name is g2.\n"}]}});
+        assert_eq!(agent_name(Api::Gemini, &s), Some("g2".into()));
+        // The Gemini CLI: its own system prompt, its session context first, ours after.
+        let c = json!({"systemInstruction": {"parts": [{"text": "You are Gemini CLI."}]}, "contents": [
+            {"role": "user", "parts": [{"text": "<session_context/>"}, {"text": "Your name is a1. Work."}]},
+            {"role": "model", "parts": [{"functionCall": {"name": "write_file", "args": {}}}]},
+            {"role": "user", "parts": [{"functionResponse": {"name": "write_file", "response": {"output": "ok"}}}]}]});
+        assert_eq!(agent_name(Api::Gemini, &c), Some("a1".into()));
+        // A user turn may leave out its role; a model turn naming someone does not count.
+        let r = json!({"contents": [{"parts": [{"text": "Your name is anon."}]}]});
+        assert_eq!(agent_name(Api::Gemini, &r), Some("anon".into()));
+        let m = json!({"contents": [{"role": "model", "parts": [{"text": "Your name is no."}]}]});
+        assert_eq!(agent_name(Api::Gemini, &m), None);
+    }
+
+    #[test]
+    fn gemini_errors_have_google_shape() {
+        assert_eq!(google_status(400), "INVALID_ARGUMENT");
+        assert_eq!(google_status(429), "RESOURCE_EXHAUSTED");
+        assert_eq!(google_status(500), "INTERNAL");
+        assert_eq!(google_status(503), "UNAVAILABLE");
     }
 }

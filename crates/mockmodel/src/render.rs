@@ -423,6 +423,94 @@ pub(crate) fn responses_stream(a: &Answer) -> Vec<Bytes> {
     out
 }
 
+/// Gemini's `usageMetadata` object: `cachedContentTokenCount` only when something was read
+/// from the cache, as the API leaves it out otherwise.
+fn gemini_usage(a: &Answer) -> Value {
+    let u = a.counts();
+    let mut usage = json!({
+        "promptTokenCount": u.input,
+        "candidatesTokenCount": u.output,
+        "totalTokenCount": u.input + u.output,
+    });
+    if u.cached > 0 {
+        usage["cachedContentTokenCount"] = json!(u.cached);
+    }
+    usage
+}
+
+/// A Gemini `functionCall` part: `args` is the arguments parsed (an object), with the call's
+/// id, which a client echoes in its `functionResponse`. Raw text that is not JSON goes as a
+/// JSON string, as for the messages API.
+fn gemini_call(id: &str, name: &str, args: &str) -> Value {
+    json!({"functionCall": {"id": id, "name": name, "args": anthropic_input(args)}})
+}
+
+/// One `GenerateContentResponse` with these parts; the last one of an answer also carries
+/// `finishReason` (`STOP`, for tool calls too, as Gemini says) and the usage.
+fn gemini_response(a: &Answer, parts: Vec<Value>, last: bool) -> Value {
+    let mut candidate = json!({"content": {"role": "model", "parts": parts}, "index": 0});
+    let mut response = json!({
+        "candidates": [],
+        "modelVersion": a.model,
+        "responseId": format!("mock-{}", a.id),
+    });
+    if last {
+        candidate["finishReason"] = json!("STOP");
+        response["usageMetadata"] = gemini_usage(a);
+    }
+    response["candidates"] = json!([candidate]);
+    response
+}
+
+/// The whole Gemini answer (`generateContent`): a `text` part if there is text, then one
+/// `functionCall` part per call.
+pub(crate) fn gemini_whole(a: &Answer) -> Value {
+    let mut parts = Vec::new();
+    if !a.text.is_empty() || a.calls.is_empty() {
+        parts.push(json!({"text": a.text}));
+    }
+    for (id, name, args) in &a.calls {
+        parts.push(gemini_call(id, name, args));
+    }
+    gemini_response(a, parts, true)
+}
+
+/// The Gemini answer as the chunks `streamGenerateContent` sends: the text in a few `text`
+/// parts, one chunk each, then the calls together in one chunk (Gemini never splits a call's
+/// arguments); the last chunk carries `finishReason` and `usageMetadata`, so no chunk has
+/// empty parts.
+pub(crate) fn gemini_chunks(a: &Answer) -> Vec<Value> {
+    let mut parts: Vec<Vec<Value>> = Vec::new();
+    if !a.text.is_empty() || a.calls.is_empty() {
+        for piece in text_pieces(&a.text) {
+            parts.push(vec![json!({"text": piece})]);
+        }
+    }
+    if !a.calls.is_empty() {
+        parts.push(
+            a.calls
+                .iter()
+                .map(|(id, name, args)| gemini_call(id, name, args))
+                .collect(),
+        );
+    }
+    let n = parts.len();
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| gemini_response(a, p, i + 1 == n))
+        .collect()
+}
+
+/// The streamed Gemini answer (`alt=sse`): one `data:` event per chunk, no `[DONE]`.
+pub(crate) fn gemini_stream(a: &Answer) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    for chunk in gemini_chunks(a) {
+        split_event(format!("data: {chunk}\r\n\r\n"), &mut out);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -451,6 +539,105 @@ mod tests {
         let text = String::from_utf8(stream).unwrap();
         assert!(text.starts_with("event: response.created\n"));
         assert!(text.contains("event: response.completed\n"));
+    }
+
+    /// An answer with text and a call, reporting 5 of its 40 prompt tokens cached.
+    fn gemini_answer() -> Answer {
+        Answer {
+            id: 7,
+            model: "mock-model".into(),
+            text: "Writing it.".into(),
+            calls: vec![(
+                "call_1".into(),
+                "write_file".into(),
+                r#"{"file_path":"a.txt","content":"hi"}"#.into(),
+            )],
+            input_tokens: 40,
+            usage: Some(crate::MockUsage {
+                input: 40,
+                output: 9,
+                cached: 5,
+                cache_write: 0,
+            }),
+            omit_usage: false,
+        }
+    }
+
+    #[test]
+    fn gemini_whole_answer_has_text_a_function_call_and_usage() {
+        let v = gemini_whole(&gemini_answer());
+        let c = &v["candidates"][0];
+        assert_eq!(c["content"]["role"], "model");
+        assert_eq!(c["finishReason"], "STOP");
+        assert_eq!(c["index"], 0);
+        assert_eq!(
+            c["content"]["parts"],
+            json!([
+                {"text": "Writing it."},
+                {"functionCall": {"id": "call_1", "name": "write_file",
+                    "args": {"file_path": "a.txt", "content": "hi"}}},
+            ])
+        );
+        assert_eq!(
+            v["usageMetadata"],
+            json!({"promptTokenCount": 40, "candidatesTokenCount": 9, "totalTokenCount": 49,
+                "cachedContentTokenCount": 5})
+        );
+        assert_eq!(v["modelVersion"], "mock-model");
+        // Nothing cached: the count is left out. No text and no call: one empty text part.
+        let mut empty = gemini_answer();
+        empty.text.clear();
+        empty.calls.clear();
+        empty.usage = None;
+        let v = gemini_whole(&empty);
+        assert_eq!(
+            v["candidates"][0]["content"]["parts"],
+            json!([{"text": ""}])
+        );
+        assert!(v["usageMetadata"].get("cachedContentTokenCount").is_none());
+    }
+
+    #[test]
+    fn gemini_stream_is_sse_data_events_the_last_with_finish_and_usage() {
+        let a = gemini_answer();
+        let body = String::from_utf8(gemini_stream(&a).concat()).unwrap();
+        assert!(body.starts_with("data: {"));
+        assert!(body.ends_with("}\r\n\r\n"), "{body}");
+        let events: Vec<Value> = body
+            .split("\r\n\r\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| serde_json::from_str(e.strip_prefix("data: ").unwrap()).unwrap())
+            .collect();
+        assert!(
+            events.len() > 2,
+            "text in pieces, then the call: {events:?}"
+        );
+        let (last, rest) = events.split_last().unwrap();
+        for e in rest {
+            assert!(e["candidates"][0].get("finishReason").is_none(), "{e}");
+            assert!(e.get("usageMetadata").is_none(), "{e}");
+        }
+        assert_eq!(last["candidates"][0]["finishReason"], "STOP");
+        assert_eq!(last["usageMetadata"]["promptTokenCount"], 40);
+        assert_eq!(last["usageMetadata"]["candidatesTokenCount"], 9);
+        let parts: Vec<&Value> = events
+            .iter()
+            .flat_map(|e| e["candidates"][0]["content"]["parts"].as_array().unwrap())
+            .collect();
+        let text: String = parts.iter().filter_map(|p| p["text"].as_str()).collect();
+        assert_eq!(text, "Writing it.");
+        let calls: Vec<&&Value> = parts
+            .iter()
+            .filter(|p| p.get("functionCall").is_some())
+            .collect();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0]["functionCall"]["args"]["file_path"], "a.txt");
+        // Every event is a whole response the client can parse on its own.
+        assert!(
+            events
+                .iter()
+                .all(|e| e["candidates"][0]["content"]["role"] == "model")
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ fn config(mock: &MockModel, wire: Wire, stream: bool) -> ModelConfig {
         api: match wire {
             Wire::OpenAi => ApiKind::OpenAi,
             Wire::Anthropic => ApiKind::Anthropic,
+            Wire::Gemini => panic!("the model client speaks no Gemini"),
         },
         model: "mock-model".into(),
         base_url: Some(mock.base_url()),
@@ -447,6 +448,7 @@ async fn multi_turn_conversation_is_serialized() {
                 assert!(sent["tools"][0]["input_schema"].is_object(), "{at}");
                 assert_eq!(sent["max_tokens"], 512, "{at}");
             }
+            Wire::Gemini => panic!("the model client speaks no Gemini"),
         }
     }
 }

@@ -243,6 +243,14 @@ pub mod env {
     pub const MCP_CONFIG: &str = "AGENT_TEAM_MCP_CONFIG";
     /// The file holding an external CLI's first input (role prompt, team context, first task).
     pub const PROMPT_FILE: &str = "AGENT_TEAM_PROMPT_FILE";
+    /// Tells an external CLI's `agent-team mcp` where to answer the CLI's hooks (turn end,
+    /// pre-tool-use); also `agent-team hook --socket`'s default.
+    pub const HOOK_SOCKET: &str = "AGENT_TEAM_HOOK_SOCKET";
+    /// Tells an external CLI's `agent-team mcp` which file holds the first instruction to type
+    /// into the pane once the CLI has listed the tools.
+    pub const FIRST_INPUT_FILE: &str = "AGENT_TEAM_FIRST_INPUT_FILE";
+    /// A role's extra arguments for its CLI (in the role's `env`, whitespace-separated).
+    pub const CLI_ARGS: &str = "AGENT_TEAM_CLI_ARGS";
 
     /// Set (to the ssh destination) when the agent runs on another host than its daemon: its
     /// workspace is the one given there, not the team file's directory.

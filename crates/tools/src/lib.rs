@@ -5,6 +5,7 @@
 //!
 //! Pure data: no I/O, no knowledge of the daemon or of the workspace.
 
+pub mod cli_names;
 mod files;
 mod memory;
 mod messages;

@@ -29,7 +29,11 @@ pub fn model_for(role: &Role, cache_key: String) -> Result<Arc<dyn Model>, Agent
         Provider::Openai => ApiKind::OpenAi,
         Provider::Anthropic => ApiKind::Anthropic,
         Provider::Exec => return Err(AgentError::Config("the exec provider has no model".into())),
-        p @ (Provider::ClaudeCode | Provider::Codex | Provider::QwenCode | Provider::Cli) => {
+        p @ (Provider::ClaudeCode
+        | Provider::Codex
+        | Provider::QwenCode
+        | Provider::GeminiCli
+        | Provider::Cli) => {
             return Err(AgentError::Config(format!(
                 "the {} provider is an external CLI, not a model API",
                 p.as_str()

@@ -1,5 +1,6 @@
 //! The idle point, one for every agent loop (the exec teammate, the exec leader and the
-//! model-driven agent): what arrived from the daemon is kept until the loop is between two
+//! model-driven agent, and an external CLI's MCP server through [`order`] and [`shut_down`]):
+//! what arrived from the daemon is kept until the loop is between two
 //! pieces of work, then taken in priority order ([`Message::priority`]: shutdown requests, then
 //! the leader, the operator and the daemon, then peers; FIFO within each).
 //!
@@ -18,6 +19,7 @@ use crate::prompt::Approvals;
 use agent_team_protocol::names::{DAEMON, OPERATOR};
 use agent_team_protocol::*;
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 /// What the idle point needs from the daemon: [`Link`] in the agent, a fake in the tests.
@@ -169,39 +171,66 @@ impl Inbox {
         }
     }
 
-    /// The idle point: takes every waiting message in priority order. A shutdown request is
-    /// answered and ends the loop ([`Taken::Shutdown`]); every other message is handed to
-    /// `act`, and the ids of those are returned to be marked read once acting is over.
+    /// The idle point: takes every waiting message in priority order ([`order`]). A shutdown
+    /// request is answered and ends the loop ([`Taken::Shutdown`], see [`shut_down`]); every
+    /// other message is handed to `act`, and the ids of those are returned to be marked read
+    /// once acting is over.
     pub async fn take(
         &mut self,
         daemon: &impl Daemon,
         out: &Output,
         mut act: impl FnMut(&Message),
     ) -> Taken {
-        let mut msgs = std::mem::take(&mut self.pending);
-        msgs.sort_by_key(|m| (m.priority(), m.id));
-        let mut acted = Vec::new();
-        for (i, m) in msgs.iter().enumerate() {
-            if m.kind == MessageKind::ShutdownRequest {
-                // Whatever comes after it is left unread: nobody acted on it.
-                let shutdowns: Vec<&Message> = msgs[i..]
-                    .iter()
-                    .filter(|m| m.kind == MessageKind::ShutdownRequest)
-                    .collect();
-                shut_down(daemon, out, &shutdowns).await;
-                acted.extend(shutdowns.iter().map(|m| m.id));
-                daemon.read(acted).await;
-                return Taken::Shutdown;
+        match order(std::mem::take(&mut self.pending)) {
+            // Whatever else waited is left unread: nobody acted on it.
+            Order::Shutdown { requests, .. } => {
+                shut_down(daemon, out, &requests).await;
+                Taken::Shutdown
             }
-            act(m);
-            acted.push(m.id);
+            Order::Work(msgs) => {
+                msgs.iter().for_each(&mut act);
+                Taken::Work(Acted(msgs.iter().map(|m| m.id).collect()))
+            }
         }
-        Taken::Work(Acted(acted))
     }
 }
 
-/// Answers each shutdown request's sender (once per sender).
-async fn shut_down(daemon: &impl Daemon, out: &Output, requests: &[&Message]) {
+/// What the messages of an idle point come to, in the order they are taken: the one rule
+/// shared by every agent loop and by an external CLI's MCP server.
+#[derive(Debug, PartialEq)]
+pub enum Order {
+    /// No shutdown request: every message, to be acted on in this order.
+    Work(Vec<Message>),
+    /// Shutdown requested: `requests` are to be answered and marked read ([`shut_down`]) and
+    /// the agent ends; `unread` (everything else) is not acted on and stays unread for whoever
+    /// runs as this agent next.
+    Shutdown {
+        /// The shutdown requests, oldest first.
+        requests: Vec<Message>,
+        /// The other messages, in priority order.
+        unread: Vec<Message>,
+    },
+}
+
+/// Sorts an idle point's messages by [`Message::priority`] (shutdown requests, then the
+/// leader, the operator and the daemon, then peers), FIFO by id within each, and splits off
+/// the shutdown requests, which win over everything else.
+pub fn order(mut msgs: Vec<Message>) -> Order {
+    msgs.sort_by_key(|m| (m.priority(), m.id));
+    let (requests, unread): (Vec<Message>, Vec<Message>) = msgs
+        .into_iter()
+        .partition(|m| m.kind == MessageKind::ShutdownRequest);
+    if requests.is_empty() {
+        Order::Work(unread)
+    } else {
+        Order::Shutdown { requests, unread }
+    }
+}
+
+/// Carries out shutdown `requests` as every agent does: each sender is answered with a
+/// `shutdown_response` once (the operator and the daemon are not agents and get none), then
+/// the requests are marked read.
+pub async fn shut_down(daemon: &impl Daemon, out: &Output, requests: &[Message]) {
     let mut answered: Vec<&str> = Vec::new();
     for m in requests {
         out.say(&format!(
@@ -221,6 +250,25 @@ async fn shut_down(daemon: &impl Daemon, out: &Output, requests: &[&Message]) {
             .await;
         answered.push(&m.from);
     }
+    if !requests.is_empty() {
+        daemon.read(requests.iter().map(|m| m.id).collect()).await;
+    }
+}
+
+/// The file an external CLI's MCP server leaves in the CLI's private home once it has carried
+/// out a shutdown request and is ending the CLI: the worker then takes the CLI's end, however
+/// it ended, as the agent's finish (what [`Taken::Shutdown`] is to the other loops).
+pub fn shutdown_marker(cli_home: &Path) -> PathBuf {
+    cli_home.join(SHUTDOWN_MARKER)
+}
+
+/// The marker's name in the CLI's private home.
+const SHUTDOWN_MARKER: &str = "shut-down";
+
+/// Whether the MCP server in `cli_home` carried out a shutdown request ([`shutdown_marker`]);
+/// the marker is removed, so it speaks for one launch only.
+pub fn take_shutdown_marker(cli_home: &Path) -> bool {
+    std::fs::remove_file(shutdown_marker(cli_home)).is_ok()
 }
 
 /// A message in the pane and the log, the same line in every loop.
@@ -366,6 +414,40 @@ mod tests {
                 Call::Read(vec![1, 2, 3, 4]),
             ]
         );
+    }
+
+    #[test]
+    fn the_order_is_shutdown_then_leader_operator_daemon_then_peers_fifo_within_each() {
+        let ids = |v: &[Message]| v.iter().map(|m| m.id).collect::<Vec<_>>();
+        let Order::Work(work) = order(vec![
+            msg(6, "b3", MessageKind::Text),
+            msg(1, "b2", MessageKind::Text),
+            msg(5, "daemon", MessageKind::Permission),
+            msg(2, "operator", MessageKind::Text),
+            msg(4, "leader", MessageKind::Text),
+        ]) else {
+            panic!("no shutdown here")
+        };
+        assert_eq!(ids(&work), [2, 4, 5, 1, 6]);
+        let Order::Shutdown { requests, unread } = order(vec![
+            msg(7, "b2", MessageKind::Text),
+            msg(9, "operator", MessageKind::ShutdownRequest),
+            msg(3, "leader", MessageKind::Text),
+            msg(8, "leader", MessageKind::ShutdownRequest),
+        ]) else {
+            panic!("a shutdown request wins")
+        };
+        assert_eq!((ids(&requests), ids(&unread)), (vec![8, 9], vec![3, 7]));
+        assert_eq!(order(Vec::new()), Order::Work(Vec::new()));
+    }
+
+    #[test]
+    fn the_shutdown_marker_speaks_for_one_launch() {
+        let home = tempfile::tempdir().unwrap();
+        assert!(!take_shutdown_marker(home.path()));
+        std::fs::write(shutdown_marker(home.path()), "").unwrap();
+        assert!(take_shutdown_marker(home.path()));
+        assert!(!take_shutdown_marker(home.path()), "taken once");
     }
 
     #[tokio::test]

@@ -55,12 +55,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Doctor(j) => return doctor::doctor(j.json),
         Command::Roles(j) => return roles::roles(file, j.json),
         Command::Mcp => return mcp(),
-        Command::Hook {
-            socket,
-            event,
-            deny_only,
-        } if event == "pre-tool-use" => {
-            return pre_tool_use_hook(&socket, deny_only);
+        Command::Hook { socket, event, cli } if event == "pre-tool-use" => {
+            return pre_tool_use_hook(&socket, cli.as_deref());
         }
         Command::Hook { socket, .. } => return stop_hook(&socket),
         Command::Completions { shell } => {
@@ -232,11 +228,15 @@ fn stop_hook(socket: &std::path::Path) -> Result<ExitCode> {
 /// `agent-team hook pre-tool-use`: the CLI's hook input on stdin, judged by the agent's MCP
 /// server; prints the decision. Exits 2 (the CLI refuses the call and tells its model why, from
 /// stderr) when no decision could be had: a call is never let through by a failure.
-fn pre_tool_use_hook(socket: &std::path::Path, deny_only: bool) -> Result<ExitCode> {
+fn pre_tool_use_hook(socket: &std::path::Path, cli: Option<&str>) -> Result<ExitCode> {
     use std::io::Read;
     let refuse = |why: String| {
         eprintln!("agent-team: no permission decision, the call is refused: {why}");
         Ok(ExitCode::from(2))
+    };
+    let name = cli.unwrap_or("claude-code");
+    let Some(adapter) = agent_team_worker::external::adapter_named(name) else {
+        return refuse(format!("no agent CLI is called {name:?}"));
     };
     let mut input = String::new();
     // A hook input is small; a longer one is refused, not read without end.
@@ -254,8 +254,8 @@ fn pre_tool_use_hook(socket: &std::path::Path, deny_only: bool) -> Result<ExitCo
         Err(e) => return refuse(format!("cannot start the async runtime: {e}")),
     };
     match rt.block_on(agent_team_mcp::pre_tool_use_hook(socket, &input)) {
-        Ok((allowed, answer)) => {
-            if !(allowed && deny_only) {
+        Ok((allowed, reason)) => {
+            if let Some(answer) = adapter.pre_tool_answer(allowed, &reason) {
                 println!("{answer}");
             }
             Ok(ExitCode::SUCCESS)

@@ -1,9 +1,15 @@
 //! The mock model as a process, for tests outside Rust (the Python package's): prints `{"base_url": …}` on its first stdout line, then
-//! reads one JSON command a line on stdin and answers one JSON line each:
+//! reads one JSON command a line on stdin and answers one JSON line each. It serves every API;
+//! `--wire openai|anthropic|gemini` (default `openai`) picks which one `base_url` is for
+//! (`http://127.0.0.1:PORT/v1`, or without `/v1` for the other two).
+//!
 //!
 //! - `{"op":"script","agent":NAME,"steps":[STEP…]}` → `{"ok":true}` (appends to the script)
 //! - `{"op":"requests","agent":NAME}` → `{"requests":[BODY…]}`
 //! - `{"op":"unmatched"}` → `{"unmatched":[BODY…]}`
+//! - `{"op":"keys","agent":NAME}` → `{"keys":[KEY or null…]}` (the credential of each request)
+//! - `{"op":"aside","needle":S,"text":S}` → `{"ok":true}` (see `MockModel::answer_aside`)
+//! - `{"op":"aside_requests"}` → `{"aside_requests":[BODY…]}`
 //! - `{"op":"account_caching","on":BOOL}` → `{"ok":true}` (see `MockModel::account_caching`)
 //! - `{"op":"advance_clock","secs":N}` → `{"ok":true}` (the prompt cache's clock)
 //! - `{"op":"billed","agent":NAME}` → `{"input":N,"cache_write":N,"cache_read":N,"output":N}`
@@ -94,6 +100,15 @@ fn answer(mock: &MockModel, line: &str) -> Value {
         }
         Some("requests") => json!({"requests": mock.requests(agent)}),
         Some("unmatched") => json!({"unmatched": mock.unmatched()}),
+        Some("keys") => json!({"keys": mock.keys(agent)}),
+        Some("aside") => match (cmd["needle"].as_str(), cmd["text"].as_str()) {
+            (Some(needle), Some(text)) => {
+                mock.answer_aside(needle, text);
+                json!({"ok": true})
+            }
+            _ => json!({"error": "aside needs a needle and a text"}),
+        },
+        Some("aside_requests") => json!({"aside_requests": mock.aside_requests()}),
         Some("account_caching") => {
             mock.account_caching(cmd["on"].as_bool().unwrap_or(true));
             json!({"ok": true})
@@ -112,8 +127,27 @@ fn answer(mock: &MockModel, line: &str) -> Value {
     }
 }
 
+/// The wire `--wire NAME` asks for, `openai` when not given.
+fn wire() -> std::io::Result<Wire> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let name = match args.as_slice() {
+        [] => "openai",
+        [flag, name] if flag == "--wire" => name.as_str(),
+        _ => "",
+    };
+    match name {
+        "openai" => Ok(Wire::OpenAi),
+        "anthropic" => Ok(Wire::Anthropic),
+        "gemini" => Ok(Wire::Gemini),
+        _ => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("usage: agent-team-mockmodel [--wire openai|anthropic|gemini], not {args:?}"),
+        )),
+    }
+}
+
 fn main() -> std::io::Result<()> {
-    let mock = MockModel::start_background(Wire::OpenAi)?;
+    let mock = MockModel::start_background(wire()?)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", json!({"base_url": mock.base_url()}))?;
     out.flush()?;

@@ -200,7 +200,7 @@ fn codex_gets_a_responses_provider_the_team_server_and_no_daemon() {
     for want in [
         "[[hooks.PreToolUse]]",
         "matcher = \"^(Bash)$\"",
-        "hook pre-tool-use --deny-only --socket /home/cc/hook.sock",
+        "hook pre-tool-use --cli codex --socket /home/cc/hook.sock",
         "AGENT_TEAM_HOOK_SOCKET = \"/home/cc/hook.sock\"",
     ] {
         assert!(toml.contains(want), "{want} missing from\n{toml}");
@@ -453,7 +453,7 @@ fn claude_codes_own_tools_follow_the_roles_tools_and_policy() {
     let hook = &pre["hooks"][0];
     assert_eq!(
         hook["command"],
-        "/bin/agent-team hook pre-tool-use --socket /home/cc/hook.sock"
+        "/bin/agent-team hook pre-tool-use --cli claude-code --socket /home/cc/hook.sock"
     );
     assert!(hook["timeout"].as_u64().unwrap() >= 3600);
     assert_eq!(
@@ -468,13 +468,13 @@ fn claude_and_qwen_start_a_recorded_session_and_resume_it_only_when_its_transcri
     let home = tempfile::tempdir().unwrap();
     let home = home.path();
     // Nothing recorded: a new session with a fresh UUID.
-    let Some(Session::New(id)) = session_for(Provider::ClaudeCode, home) else {
+    let Some(Session::New(id)) = session_for(adapter(Provider::ClaudeCode).unwrap(), home) else {
         panic!("no new session")
     };
     assert_eq!(id.len(), 36);
     assert_eq!(&id[14..15], "4", "a version 4 UUID: {id}");
     assert_ne!(
-        session_for(Provider::ClaudeCode, home),
+        session_for(adapter(Provider::ClaudeCode).unwrap(), home),
         Some(Session::New(id.clone())),
         "ids are fresh"
     );
@@ -499,14 +499,14 @@ fn claude_and_qwen_start_a_recorded_session_and_resume_it_only_when_its_transcri
     // Recorded but never written by the CLI (it died first): a new session, not a resume
     // that would fail.
     assert!(matches!(
-        session_for(Provider::ClaudeCode, home),
+        session_for(adapter(Provider::ClaudeCode).unwrap(), home),
         Some(Session::New(n)) if n != id
     ));
     // Once Claude wrote its transcript, a restart resumes it and is told to carry on.
     let project = home.join(".claude/projects/-ws");
     std::fs::create_dir_all(&project).unwrap();
     std::fs::write(project.join(format!("{id}.jsonl")), "{}\n").unwrap();
-    let resume = session_for(Provider::ClaudeCode, home).unwrap();
+    let resume = session_for(adapter(Provider::ClaudeCode).unwrap(), home).unwrap();
     assert_eq!(resume, Session::Resume(id.clone()));
     let l = launch(&role(Provider::ClaudeCode), &resume);
     let at = l.args.iter().position(|a| a == "--resume").unwrap();
@@ -518,7 +518,7 @@ fn claude_and_qwen_start_a_recorded_session_and_resume_it_only_when_its_transcri
     assert!(!l.args.contains(&"--session-id".to_string()));
     // Qwen Code: the same flags; its transcript lives under its own home.
     assert!(matches!(
-        session_for(Provider::QwenCode, home),
+        session_for(adapter(Provider::QwenCode).unwrap(), home),
         Some(Session::New(_))
     ));
     let chats = home.join(".qwen/projects/x/chats");
@@ -528,15 +528,103 @@ fn claude_and_qwen_start_a_recorded_session_and_resume_it_only_when_its_transcri
     assert!(q.args.windows(2).any(|w| w[0] == "--resume" && w[1] == id));
     assert_eq!(q.args.last().map(String::as_str), Some(RESUMED_INPUT));
     assert_eq!(
-        session_for(Provider::QwenCode, home),
+        session_for(adapter(Provider::QwenCode).unwrap(), home),
         Some(Session::Resume(id))
     );
     // A recorded id that is not a UUID never reaches a command line.
     std::fs::write(home.join(SESSION_FILE), "--dangerous").unwrap();
     assert!(matches!(
-        session_for(Provider::ClaudeCode, home),
+        session_for(adapter(Provider::ClaudeCode).unwrap(), home),
         Some(Session::New(_))
     ));
     // Codex and other CLIs: no session ids.
-    assert_eq!(session_for(Provider::Codex, home), None);
+    assert_eq!(session_for(adapter(Provider::Codex).unwrap(), home), None);
+}
+
+#[test]
+fn every_external_provider_has_one_adapter_and_no_other_has_one() {
+    for p in [
+        Provider::Openai,
+        Provider::Anthropic,
+        Provider::Exec,
+        Provider::ClaudeCode,
+        Provider::Codex,
+        Provider::QwenCode,
+        Provider::Cli,
+    ] {
+        assert_eq!(adapter(p).is_some(), p.is_external(), "{}", p.as_str());
+        if let Some(a) = adapter(p) {
+            assert_eq!(a.provider(), p);
+            // Each CLI's tool table is named as its provider is.
+            if let Some(t) = agent_team_tools::cli_names::ALL
+                .iter()
+                .find(|t| t.cli == p.as_str())
+            {
+                assert!(!t.tools.is_empty(), "{}", t.cli);
+            }
+        }
+        if !p.is_external() {
+            let err = plan(
+                &agent(),
+                &config(),
+                &role(p),
+                Path::new("/home/x"),
+                Path::new("/bin/agent-team"),
+                true,
+                None,
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains("not an external CLI"), "{err}");
+        }
+    }
+    for t in agent_team_tools::cli_names::ALL {
+        assert!(
+            ADAPTERS.iter().any(|a| a.provider().as_str() == t.cli),
+            "a tool table for {}, which has no adapter",
+            t.cli
+        );
+    }
+}
+
+#[test]
+fn a_cli_leader_is_told_to_lead_with_the_leaders_tools_and_a_teammate_to_claim() {
+    let mut leader = agent();
+    leader.name = agent_team_protocol::names::LEADER.into();
+    let lead_role = agent_team_config::builtin_roles()
+        .get("leader")
+        .cloned()
+        .unwrap();
+    let text = first_input(&leader, &config(), &lead_role);
+    assert!(text.starts_with("You lead a team of agents."), "{text}");
+    assert!(text.contains("Your name is leader. You lead the agent team t."));
+    for t in ["spawn_team", "create_task", "wait_for", "finish_team"] {
+        assert!(text.contains(t), "{t} not named: {text}");
+    }
+    assert!(!text.contains("Claim a pending task"));
+    let mate = first_input(&agent(), &config(), &role(Provider::ClaudeCode));
+    assert!(mate.contains("Your name is cc. You are a worker in the agent team t."));
+    assert!(mate.contains("Claim a pending task") && !mate.contains("finish_team"));
+    // Claude Code allows the leader's team tools without asking.
+    let l = plan(
+        &leader,
+        &config(),
+        &{
+            let mut r = lead_role.clone();
+            r.provider = Provider::ClaudeCode;
+            r
+        },
+        Path::new("/home/cc"),
+        Path::new("/bin/agent-team"),
+        true,
+        None,
+    )
+    .unwrap();
+    let allowed = l
+        .args
+        .iter()
+        .skip_while(|a| *a != "--allowedTools")
+        .nth(1)
+        .unwrap();
+    assert!(allowed.contains("mcp__team__finish_team"), "{allowed}");
+    assert!(!allowed.contains("mcp__team__claim_task"), "{allowed}");
 }

@@ -1,0 +1,124 @@
+//! Gemini CLI (`@google/gemini-cli`): the Gemini API at `GOOGLE_GEMINI_BASE_URL` with
+//! `GEMINI_API_KEY`; a private `HOME` whose `.gemini/settings.json` holds the key auth, our
+//! trusted MCP server, no telemetry or updates, and the hooks (`AfterAgent` hands queued
+//! messages back, `BeforeTool` has its own tools judged); `--skip-trust` so no folder-trust
+//! screen shows; `yolo` approval with every call it would have asked about judged by the
+//! `BeforeTool` hook (a hook's allow grants nothing in its other modes, while a deny is
+//! obeyed); `--session-id` / `--resume`. Seen with 0.61.0 (docs/CLIS.md).
+
+use super::{CliAdapter, Launch, LaunchCtx, PERMISSION_HOOK_TIMEOUT_SECS, allowed_outright};
+use super::{extra_args, pretty, session::session_args};
+use crate::AgentError;
+use agent_team_config::{Provider, Role};
+use agent_team_tools::cli_names::GEMINI_CLI;
+use serde_json::json;
+
+/// The Gemini CLI adapter.
+pub struct GeminiCli;
+
+impl CliAdapter for GeminiCli {
+    fn provider(&self) -> Provider {
+        Provider::GeminiCli
+    }
+    fn program(&self) -> &'static str {
+        "gemini"
+    }
+    fn npm_package(&self) -> Option<&'static str> {
+        Some("@google/gemini-cli")
+    }
+    fn transcripts_dir(&self) -> Option<&'static str> {
+        Some(".gemini")
+    }
+    /// `session-<date>-<first 8 of the id>.jsonl` under `.gemini/tmp/<project>/chats`.
+    fn is_transcript_of(&self, file_name: &str, id: &str) -> bool {
+        let short = id.get(..8).unwrap_or(id);
+        file_name.starts_with("session-") && file_name.ends_with(&format!("-{short}.jsonl"))
+    }
+    /// Its `BeforeTool` hook reads a top-level decision; in `yolo` an allow needs no answer.
+    fn pre_tool_answer(&self, allow: bool, reason: &str) -> Option<String> {
+        (!allow).then(|| json!({"decision": "deny", "reason": reason}).to_string())
+    }
+
+    fn configure(&self, cx: &LaunchCtx<'_>, l: &mut Launch) -> Result<(), AgentError> {
+        let (home, role) = (cx.home, cx.role);
+        let hook = |event: &str, command: String, timeout_ms: u64| {
+            json!([{
+                "matcher": match event {
+                    "BeforeTool" => format!("^({})$", gemini_judged(role).join("|")),
+                    _ => "*".to_string(),
+                },
+                "hooks": [{
+                    "name": format!("agent-team-{event}"),
+                    "type": "command",
+                    "command": command,
+                    "timeout": timeout_ms,
+                }],
+            }])
+        };
+        let mut hooks = json!({
+            "AfterAgent": hook("AfterAgent", cx.hook_command("stop", &[]), 60_000),
+        });
+        if !gemini_judged(role).is_empty() {
+            hooks["BeforeTool"] = hook(
+                "BeforeTool",
+                cx.hook_command("pre-tool-use", &["--cli", "gemini-cli"]),
+                PERMISSION_HOOK_TIMEOUT_SECS * 1000,
+            );
+        }
+        let settings = json!({
+            "security": {"auth": {"selectedType": "gemini-api-key"}},
+            "privacy": {"usageStatisticsEnabled": false},
+            "telemetry": {"enabled": false},
+            // The update check runs unless its notification is off too (seen in 0.61.0).
+            "general": {"enableAutoUpdate": false, "enableAutoUpdateNotification": false},
+            "mcpServers": {"team": {
+                "command": cx.agent_team.display().to_string(),
+                "args": ["mcp"],
+                "env": cx.mcp_env(),
+                "trust": true,
+            }},
+            "hooks": hooks,
+        });
+        l.files
+            .push((home.join(".gemini/settings.json"), pretty(&settings)));
+        l.env.extend([
+            ("HOME".into(), home.display().to_string()),
+            // One node process, not a relaunched child beside its parent.
+            ("GEMINI_CLI_NO_RELAUNCH".into(), "true".into()),
+        ]);
+        if let Some(url) = &role.base_url {
+            l.env.push(("GOOGLE_GEMINI_BASE_URL".into(), url.clone()));
+        }
+        if let Some(k) = cx.key() {
+            l.env.push(("GEMINI_API_KEY".into(), k));
+        }
+        // The model named, so no routing request picks one first.
+        l.args.extend([
+            "-m".into(),
+            role.model.clone(),
+            "--skip-trust".into(),
+            "--approval-mode".into(),
+            "yolo".into(),
+        ]);
+        let (resume, session_file) = session_args(cx.session, cx.home);
+        l.args.extend(resume);
+        l.files.extend(session_file);
+        l.args.extend(extra_args(role));
+        // Interactive, `-i` queues the prompt until the MCP servers are up.
+        let flag = if cx.headless { "-p" } else { "-i" };
+        l.args.extend([flag.to_string(), cx.prompt.clone()]);
+        Ok(())
+    }
+}
+
+/// Gemini CLI's own tools its `BeforeTool` hook must judge for `role`: each whose counterpart
+/// the role lacks or does not allow outright, and its subagents (a second team beside ours),
+/// which the hook always refuses.
+pub fn gemini_judged(role: &Role) -> Vec<String> {
+    GEMINI_CLI
+        .names()
+        .filter(|(_, ours)| !allowed_outright(role, ours))
+        .map(|(name, _)| name.to_string())
+        .chain(GEMINI_CLI.own_team.iter().map(|t| t.to_string()))
+        .collect()
+}

@@ -1,0 +1,609 @@
+//! External agent CLIs as teammates (Claude Code, Codex, Qwen Code, or any MCP-capable command):
+//! the worker reads the agent's role once, writes the CLI's private configuration (its own
+//! `HOME` and config dir under the team's state, never the user's), registers `agent-team mcp`
+//! as the CLI's `team` MCP server for this launch only, and runs the CLI in the agent's pane
+//! with the role prompt, the team context and the first instruction as its first input. The
+//! CLI then reaches the team only through that MCP server, which is the agent's one daemon
+//! connection.
+//!
+//! [`plan`] is pure (argv, environment, files), so each adapter's launch command is tested
+//! without the CLI; [`run`] carries a plan out.
+
+use crate::output::Output;
+use crate::{AgentEnv, AgentError};
+use agent_team_client::{AsyncClient, agent_hello};
+use agent_team_config::{Provider, Role, TeamConfig};
+use agent_team_pane::env;
+use agent_team_protocol::{Reply, Request};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+/// What it takes to start one external CLI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launch {
+    /// The program (a name looked up on `PATH`, or a path).
+    pub program: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Its environment, over the worker's own (which loses the agent's secret).
+    pub env: Vec<(String, String)>,
+    /// Files written (mode 0600, directories 0700) before it starts: path and contents.
+    pub files: Vec<(PathBuf, String)>,
+    /// Where it runs.
+    pub cwd: PathBuf,
+}
+
+mod claude_code;
+mod codex;
+mod gemini_cli;
+mod qwen_code;
+mod session;
+mod template;
+
+pub use claude_code::{ClaudeTools, claude_tools};
+pub use codex::codex_judged;
+pub use gemini_cli::gemini_judged;
+pub use qwen_code::qwen_judged;
+pub use session::{RESUMED_INPUT, SESSION_FILE, Session, session_for};
+
+/// Everything agent-team knows about one agent CLI: how to install and find it, what to seed
+/// in its private home, how to register our MCP server and its hooks for one launch, how to
+/// wire its model, and how it resumes a session. One file per CLI implements it; a CLI joins
+/// with that file and one line in [`ADAPTERS`].
+pub trait CliAdapter: Sync {
+    /// The provider (team-file name) this adapter serves.
+    fn provider(&self) -> Provider;
+    /// The program's usual name on `PATH` (empty when a role's `command` must name it).
+    fn program(&self) -> &'static str;
+    /// The npm package that provides it, for the hint when it is missing.
+    fn npm_package(&self) -> Option<&'static str> {
+        None
+    }
+    /// The directory under the CLI's home where it keeps its transcripts, when a launch can
+    /// start a conversation under our id and resume it ([`session_for`]); `None` otherwise.
+    fn transcripts_dir(&self) -> Option<&'static str> {
+        None
+    }
+    /// Whether `file_name` (under [`CliAdapter::transcripts_dir`]) is the transcript of the
+    /// conversation `id`.
+    fn is_transcript_of(&self, file_name: &str, id: &str) -> bool {
+        file_name.strip_suffix(".jsonl") == Some(id)
+    }
+    /// Whether the CLI's hooks answer over the launch's hook socket (so `agent-team mcp` is
+    /// told where to listen).
+    fn hooked(&self) -> bool {
+        true
+    }
+    /// Whether the first instruction is typed into the pane once the team tools are listed
+    /// (instead of given on the command line).
+    fn types_first_input(&self, _headless: bool) -> bool {
+        false
+    }
+    /// What its pre-tool hook prints for a verdict on a call (`None`: nothing, and the call
+    /// goes ahead). Claude Code's shape (`hookSpecificOutput.permissionDecision`) unless the
+    /// CLI reads another.
+    fn pre_tool_answer(&self, allow: bool, reason: &str) -> Option<String> {
+        Some(claude_code::hook_answer(allow, reason))
+    }
+    /// Adds the CLI's own files, environment and arguments to `launch` (which already holds
+    /// the program, the MCP configuration and the prompt file).
+    fn configure(&self, cx: &LaunchCtx<'_>, launch: &mut Launch) -> Result<(), AgentError>;
+    /// Where the words after the first of a role's `command` go among `args`: before the
+    /// prompt, which most CLIs take last.
+    fn extra_args_at(&self, args: &[String]) -> usize {
+        args.len().saturating_sub(1)
+    }
+}
+
+/// Every agent CLI agent-team can run, one adapter each.
+static ADAPTERS: &[&dyn CliAdapter] = &[
+    &claude_code::ClaudeCode,
+    &codex::Codex,
+    &qwen_code::QwenCode,
+    &gemini_cli::GeminiCli,
+    &template::Template,
+];
+
+/// The adapter of `provider`; `None` for a provider that is not an external CLI.
+pub fn adapter(provider: Provider) -> Option<&'static dyn CliAdapter> {
+    ADAPTERS.iter().copied().find(|a| a.provider() == provider)
+}
+
+/// The adapter of the provider named `name` (as in a team file).
+pub fn adapter_named(name: &str) -> Option<&'static dyn CliAdapter> {
+    ADAPTERS
+        .iter()
+        .copied()
+        .find(|a| a.provider().as_str() == name)
+}
+
+/// What one launch plan is made from: the agent, its role and team, its private home, and
+/// what the shared part of the plan decided (work dir, first input, session).
+pub struct LaunchCtx<'a> {
+    /// The agent being started.
+    pub agent: &'a AgentEnv,
+    /// Its team's configuration.
+    pub config: &'a TeamConfig,
+    /// Its role, with the member's own overrides applied.
+    pub role: &'a Role,
+    /// Its private CLI home ([`agent_team_paths::TeamPaths::cli_home`]).
+    pub home: &'a Path,
+    /// The `agent-team` binary that serves MCP and answers hooks.
+    pub agent_team: &'a Path,
+    /// No terminal shows the CLI's screen (the `process` backend): one-shot modes are used.
+    pub headless: bool,
+    /// The conversation this launch holds, for CLIs with session ids.
+    pub session: Option<&'a Session>,
+    /// Where the CLI runs.
+    pub cwd: PathBuf,
+    /// Its first input (or, resumed, the instruction to carry on).
+    pub prompt: String,
+}
+
+impl LaunchCtx<'_> {
+    /// The MCP configuration file (`{"mcpServers": {"team": …}}`).
+    pub fn mcp_file(&self) -> PathBuf {
+        self.home.join("mcp.json")
+    }
+    /// The file holding the first input.
+    pub fn prompt_file(&self) -> PathBuf {
+        self.home.join("prompt.md")
+    }
+    /// Where `agent-team mcp` answers the CLI's hooks.
+    pub fn hook_socket(&self) -> PathBuf {
+        self.home.join("hook.sock")
+    }
+    /// The file the team server types into the pane once the tools are listed.
+    pub fn first_input_file(&self) -> PathBuf {
+        self.home.join("first-input.md")
+    }
+    /// The variable holding the role's API key (its `api_key_env`, else the provider's usual).
+    pub fn key_var(&self) -> Option<String> {
+        self.role.provider.key_env(self.role.api_key_env.as_deref())
+    }
+    /// The role's API key, from the worker's environment.
+    pub fn key(&self) -> Option<String> {
+        self.key_var().and_then(|v| std::env::var(v).ok())
+    }
+    /// The `agent-team hook EVENT [FLAGS…] --socket …` command line a CLI's hook runs (the
+    /// pre-tool hook is told which CLI it answers, for the shape of its answer).
+    pub fn hook_command(&self, event: &str, flags: &[&str]) -> String {
+        let mut words = vec![
+            shell_word(&self.agent_team.display().to_string()),
+            "hook".into(),
+            event.into(),
+        ];
+        words.extend(flags.iter().map(|f| f.to_string()));
+        words.extend([
+            "--socket".into(),
+            shell_word(&self.hook_socket().display().to_string()),
+        ]);
+        words.join(" ")
+    }
+    /// The environment `agent-team mcp` needs to join as this agent: the relay's socket in
+    /// the private home (the agent's secret is in no file the CLI or its tools can read),
+    /// and where to answer hooks and what to type first when the CLI has them.
+    pub fn mcp_env(&self) -> serde_json::Map<String, serde_json::Value> {
+        let adapter = adapter(self.role.provider);
+        let hooked = adapter.is_some_and(|a| a.hooked());
+        let typed = adapter.is_some_and(|a| a.types_first_input(self.headless));
+        let mut m = serde_json::Map::new();
+        let mut put = |k: &str, v: String| m.insert(k.into(), json!(v));
+        put(env::SOCKET, link_socket(self.home).display().to_string());
+        put(env::TEAM, self.agent.team.clone());
+        put(env::NAME, self.agent.name.clone());
+        put(env::SECRET, crate::relay::PLACEHOLDER_SECRET.into());
+        put(env::INCARNATION, self.agent.incarnation.to_string());
+        if let Some(l) = &self.agent.log_file {
+            put(env::LOG_FILE, l.display().to_string());
+        }
+        if hooked {
+            put(env::HOOK_SOCKET, self.hook_socket().display().to_string());
+        }
+        if typed {
+            put(
+                env::FIRST_INPUT_FILE,
+                self.first_input_file().display().to_string(),
+            );
+        }
+        m
+    }
+    /// The MCP configuration that starts `agent-team mcp` as this agent (Claude Code's
+    /// `--mcp-config` shape, also read by the `cli` provider's commands).
+    pub fn mcp_servers(&self) -> serde_json::Value {
+        json!({"mcpServers": {"team": {
+            "command": self.agent_team.display().to_string(),
+            "args": ["mcp"],
+            "env": self.mcp_env(),
+        }}})
+    }
+}
+
+/// Everything that starts `role`'s CLI for `agent`: `home` is the agent's private CLI home
+/// ([`agent_team_paths::TeamPaths::cli_home`]), `agent_team` the `agent-team` binary that serves
+/// MCP. `headless` when there is no terminal to show the CLI's own screen (the `process`
+/// backend): the CLIs that have a one-shot mode use it. `session` is the conversation the
+/// launch holds ([`session_for`]); a resumed one is told to carry on instead of being given
+/// its first instruction again. The CLI's own part is its adapter's ([`CliAdapter::configure`]).
+pub fn plan(
+    agent: &AgentEnv,
+    config: &TeamConfig,
+    role: &Role,
+    home: &Path,
+    agent_team: &Path,
+    headless: bool,
+    session: Option<&Session>,
+) -> Result<Launch, AgentError> {
+    let Some(cli) = adapter(role.provider) else {
+        return Err(AgentError::Config(format!(
+            "the {} provider is not an external CLI",
+            role.provider.as_str()
+        )));
+    };
+    let cx = LaunchCtx {
+        agent,
+        config,
+        role,
+        home,
+        agent_team,
+        headless,
+        session,
+        cwd: agent
+            .workspace
+            .clone()
+            .unwrap_or_else(|| config.workspace.clone()),
+        prompt: match session {
+            Some(Session::Resume(_)) => RESUMED_INPUT.to_string(),
+            _ => first_input(agent, config, role),
+        },
+    };
+    let (mcp_file, prompt_file) = (cx.mcp_file(), cx.prompt_file());
+    let mut launch = Launch {
+        program: cli.program().to_string(),
+        args: Vec::new(),
+        env: vec![
+            (env::MCP_CONFIG.into(), mcp_file.display().to_string()),
+            (env::PROMPT_FILE.into(), prompt_file.display().to_string()),
+        ],
+        files: vec![
+            (mcp_file, pretty(&cx.mcp_servers())),
+            (prompt_file, cx.prompt.clone()),
+        ],
+        cwd: cx.cwd.clone(),
+    };
+    cli.configure(&cx, &mut launch)?;
+    if role.provider != Provider::Cli
+        && let Some((first, extra)) = role.command.as_deref().and_then(|c| c.split_first())
+    {
+        // The role's `command` names the program (a path, or another name); the words after
+        // the first are extra arguments.
+        launch.program = first.clone();
+        let at = cli.extra_args_at(&launch.args);
+        launch.args.splice(at..at, extra.iter().cloned());
+    }
+    launch
+        .env
+        .extend(role.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    Ok(launch)
+}
+
+/// The npm package that provides a provider's CLI, for the error when it is missing.
+pub fn npm_package(p: Provider) -> Option<&'static str> {
+    adapter(p).and_then(|a| a.npm_package())
+}
+
+/// The program a role's CLI runs: the role's `command` (its first word), else the provider's
+/// usual name on `PATH`.
+pub fn program(role: &Role) -> Option<String> {
+    if let Some(first) = role.command.as_ref().and_then(|c| c.first()) {
+        return Some(first.clone());
+    }
+    adapter(role.provider)
+        .map(|a| a.program())
+        .filter(|p| !p.is_empty())
+        .map(String::from)
+}
+
+/// Where `program` would be found (a path with a `/` is taken as it is).
+pub fn find_program(program: &str, path_var: Option<&str>) -> Option<PathBuf> {
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return is_executable(&p).then_some(p);
+    }
+    std::env::split_paths(path_var.unwrap_or_default())
+        .map(|d| d.join(program))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The relay's socket in the CLI's private home `home` (see [`crate::relay`]).
+pub fn link_socket(home: &Path) -> PathBuf {
+    home.join("link.sock")
+}
+
+/// The CLI's timeout for the permission hook: a day, so the daemon's permission timeout (which
+/// denies a request nobody decided) is the one that applies.
+pub(crate) const PERMISSION_HOOK_TIMEOUT_SECS: u64 = 24 * 60 * 60;
+
+/// `s` quoted for `sh` when it needs it.
+fn shell_word(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+@=:".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// The first input: the role's prompt, who the agent is and how it reaches the team (a leader
+/// is told to lead: start teammates, put tasks on the board, finish the team).
+pub fn first_input(agent: &AgentEnv, config: &TeamConfig, role: &Role) -> String {
+    let mut s = String::new();
+    if !role.system_prompt.trim().is_empty() {
+        s.push_str(role.system_prompt.trim());
+        s.push_str("\n\n");
+    }
+    if agent.name == agent_team_protocol::names::LEADER {
+        // A CLI leading the team works as our own leader does, from its own agent.
+        s.push_str(&format!(
+            "Your name is {name}. You lead the agent team {team}. The team's tools are on the MCP \
+             server `team` ({tools}). Start the teammates the work needs (spawn_team), put the \
+             tasks on the board (create_task) and assign them or let the teammates claim them, \
+             answer their messages, wait for them (wait_for), and when every task is done call \
+             finish_team with the final answer. Delegate the work: do not do it yourself.",
+            name = agent.name,
+            team = agent.team,
+            tools = agent_team_tools::LEADER_TOOLS.join(", "),
+        ));
+    } else {
+        s.push_str(&format!(
+            "Your name is {name}. You are a {role} in the agent team {team}. The team's tools are on the MCP \
+             server `team` (list_tasks, claim_task, update_task_status, release_task, send_message, \
+             broadcast, list_teammates, wait_for_messages). Claim a pending task, do it with your \
+             own tools, mark it completed with a short result, and message the leader. When you \
+             have nothing to do, call wait_for_messages.",
+            name = agent.name,
+            role = role.name,
+            team = agent.team,
+        ));
+    }
+    if let Some(goal) = config.goal.as_deref().filter(|g| !g.trim().is_empty()) {
+        s.push_str(&format!("\n\nThe team's goal: {}", goal.trim()));
+    }
+    s
+}
+
+/// Whether `role` has our tool `ours` and its policy allows every call of it without asking
+/// (no `ask` or `deny`, and no pattern rule that would judge single calls).
+pub(super) fn allowed_outright(role: &Role, ours: &str) -> bool {
+    use agent_team_config::policy::{self, perms};
+    if !role.tools.iter().any(|t| t == ours) {
+        return false;
+    }
+    let patterned = role
+        .permissions
+        .iter()
+        .any(|r| (r.tool == ours || r.tool == "*") && r.pattern.is_some());
+    !patterned
+        && perms::decide_rules(&policy::rules(&role.permissions), ours, "") == perms::Action::Allow
+}
+
+/// The team tools as Claude Code names them (`mcp__team__<tool>`), allowed without asking.
+pub(super) fn team_tools(agent: &AgentEnv) -> Vec<String> {
+    let is_leader = agent.name == agent_team_protocol::names::LEADER;
+    let team: &[&str] = if is_leader {
+        agent_team_tools::LEADER_TOOLS
+    } else {
+        agent_team_tools::TEAMMATE_TOOLS
+    };
+    team.iter()
+        .copied()
+        .chain(agent_team_tools::MCP_ONLY.iter().map(|t| t.name))
+        .map(|t| format!("mcp__team__{t}"))
+        .collect()
+}
+
+/// Arguments a role adds for its CLI (`env` `AGENT_TEAM_CLI_ARGS`, whitespace-separated), none
+/// by default.
+pub(super) fn extra_args(role: &Role) -> Vec<String> {
+    role.env
+        .get(env::CLI_ARGS)
+        .map(|a| a.split_whitespace().map(String::from).collect())
+        .unwrap_or_default()
+}
+
+pub(super) fn pretty(v: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+}
+
+/// A TOML basic string.
+pub(super) fn toml_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// Writes the plan's files: directories 0700, files 0600 (they hold the agent's secret).
+pub fn write_files(launch: &Launch) -> Result<(), AgentError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    for (path, contents) in &launch.files {
+        if let Some(dir) = path.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| AgentError::Config(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let _ = std::fs::remove_file(path);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| AgentError::Config(format!("cannot write {}: {e}", path.display())))?;
+        std::io::Write::write_all(&mut f, contents.as_bytes())
+            .map_err(|e| AgentError::Config(format!("cannot write {}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// Runs the external CLI of this agent: reads its role once (a short connection that ends
+/// before the CLI starts, so the CLI's MCP server is the agent's one connection), writes the
+/// private configuration, starts the CLI in this pane and waits for it. Its exit status is the
+/// agent's: 0 is a finished agent, anything else a failure the restart policy sees.
+pub async fn run(agent: AgentEnv, out: Output) -> Result<(), AgentError> {
+    let (config, role) = read_role(&agent).await?;
+    let paths =
+        agent_team_paths::Paths::from_env().map_err(|e| AgentError::Config(e.to_string()))?;
+    let home = paths
+        .team(&agent.team)
+        .map_err(|e| AgentError::Config(e.to_string()))?
+        .cli_home(&agent.name);
+    // A shutdown an earlier launch was asked for is not this one's.
+    let _ = crate::idle::take_shutdown_marker(&home);
+    let headless = !nix::unistd::isatty(std::io::stdout()).unwrap_or(false);
+    let session = adapter(role.provider).and_then(|a| session_for(a, &home));
+    let launch = plan(
+        &agent,
+        &config,
+        &role,
+        &home,
+        &agent_team_exe(),
+        headless,
+        session.as_ref(),
+    )?;
+    write_files(&launch)?;
+    let path_var = std::env::var("PATH").ok();
+    let Some(exe) = find_program(&launch.program, path_var.as_deref()) else {
+        let hint = npm_package(role.provider)
+            .map(|p| format!(" (install it: npm install -g {p})"))
+            .unwrap_or_default();
+        return Err(AgentError::Config(format!(
+            "{} was not found on PATH{hint}",
+            launch.program
+        )));
+    };
+    out.say(&format!(
+        "{} · {} · incarnation {} · {} ({})",
+        agent.name,
+        role.name,
+        agent.incarnation,
+        role.provider.as_str(),
+        exe.display()
+    ));
+    // The CLI's MCP server reaches the daemon through this relay, as this agent and no other.
+    let _relay = crate::relay::start(&link_socket(&home), &agent).map_err(|e| {
+        AgentError::Config(format!(
+            "cannot listen on {}: {e}",
+            link_socket(&home).display()
+        ))
+    })?;
+    let mut cmd = command(&agent, &config, &role, &home, &exe, &launch, headless);
+    let status = cmd
+        .status()
+        .await
+        .map_err(|e| AgentError::Config(format!("cannot start {}: {e}", exe.display())))?;
+    // Asked to shut down, the agent's MCP server ended the CLI: a finished agent, not a crash.
+    if crate::idle::take_shutdown_marker(&home) {
+        out.say(&format!(
+            "{} ended: {} was asked to shut down",
+            launch.program, agent.name
+        ));
+        return Ok(());
+    }
+    match status.code() {
+        Some(0) => Ok(()),
+        _ => Err(AgentError::Config(format!(
+            "{} ended: {status}",
+            launch.program
+        ))),
+    }
+}
+
+/// The team's configuration and this agent's role in it (with the member's own overrides),
+/// over a short connection of its own.
+async fn read_role(agent: &AgentEnv) -> Result<(TeamConfig, Role), AgentError> {
+    let hello = agent_hello(&agent.team, &agent.name, &agent.secret, agent.incarnation);
+    let (client, _pushes) = AsyncClient::connect(&agent.socket, &hello)
+        .await
+        .map_err(|e| AgentError::Daemon(e.to_string()))?;
+    let role_name = client.welcome().role.clone();
+    let config: TeamConfig = match client.call(Request::GetConfig).await {
+        Ok(Reply::Config { config }) if !config.is_null() => serde_json::from_value(config)
+            .map_err(|e| AgentError::Config(format!("cannot read the team configuration: {e}")))?,
+        Ok(_) => return Err(AgentError::Config("the team has no configuration".into())),
+        Err(e) => return Err(AgentError::Daemon(e.to_string())),
+    };
+    let mut role = config.role(&role_name).cloned().ok_or_else(|| {
+        AgentError::Config(format!(
+            "role {role_name:?} of {} is not in the team configuration",
+            agent.name
+        ))
+    })?;
+    agent.member.apply(&mut role)?;
+    Ok((config, role))
+}
+
+/// The command that runs the CLI `exe` as `launch` says. The CLI and everything it runs (its
+/// own tools, its hooks, its MCP servers) work in the team's sandbox, where its private home
+/// and its log are all of the state dir it sees; no variable locating the team (socket, dirs,
+/// secret, a token `serve` held) reaches it.
+fn command(
+    agent: &AgentEnv,
+    config: &TeamConfig,
+    role: &Role,
+    home: &Path,
+    exe: &Path,
+    launch: &Launch,
+    headless: bool,
+) -> tokio::process::Command {
+    let args: Vec<std::ffi::OsString> = launch.args.iter().map(Into::into).collect();
+    let mut cmd = if config.sandbox == agent_team_config::SandboxMode::On {
+        let mut expose = vec![home.to_path_buf()];
+        expose.extend(agent.log_file.clone());
+        let boundary = agent_team_sandbox::Boundary::for_work(&crate::command::work_of(
+            agent, config, role, expose,
+        ));
+        tokio::process::Command::from(agent_team_sandbox::command(
+            &boundary,
+            &launch.cwd,
+            exe,
+            &args,
+            agent_team_sandbox::Options {
+                interactive: !headless,
+                unix_sockets: true,
+            },
+        ))
+    } else {
+        let mut c = tokio::process::Command::new(exe);
+        c.args(&args).current_dir(&launch.cwd);
+        c
+    };
+    for k in crate::command::hidden_vars(std::env::vars_os()) {
+        cmd.env_remove(k);
+    }
+    cmd.kill_on_drop(true);
+    if headless {
+        // A one-shot CLI may read its stdin for more input (`codex exec` does): there is none.
+        cmd.stdin(std::process::Stdio::null());
+    }
+    for (k, v) in &launch.env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// The `agent-team` binary beside this worker's (they are built together), else on `PATH`.
+fn agent_team_exe() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("agent-team")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("agent-team"))
+}
+
+#[cfg(test)]
+mod tests;

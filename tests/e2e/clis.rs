@@ -10,13 +10,13 @@ use std::time::Duration;
 const T: Duration = Duration::from_secs(60);
 
 /// The agent CLIs' versions the suite installs and runs (the README's table says the same).
-const CLAUDE_CODE_VERSION: &str = "2.1.197";
+const CLAUDE_CODE_VERSION: &str = "2.1.330";
 /// See [`CLAUDE_CODE_VERSION`].
 const GEMINI_CLI_VERSION: &str = "0.61.0";
 /// See [`CLAUDE_CODE_VERSION`].
 const CODEX_VERSION: &str = "0.169.0";
 /// See [`CLAUDE_CODE_VERSION`].
-const QWEN_CODE_VERSION: &str = "0.15.10";
+const QWEN_CODE_VERSION: &str = "0.24.4";
 
 fn fixture() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -212,6 +212,31 @@ fn installed(package: &str, version: &str, bin: &str) -> std::path::PathBuf {
     exe
 }
 
+/// Qwen Code at [`QWEN_CODE_VERSION`], which needs Node 22: the npm `node@22` package's binary,
+/// installed into the same cache, put first on the CLI's `PATH` by a small wrapper script (the
+/// role's `command`), so the machine's own Node is left alone.
+fn qwen_code() -> std::path::PathBuf {
+    let qwen = installed("@qwen-code/qwen-code", QWEN_CODE_VERSION, "qwen");
+    let node = installed("node", "22", "node");
+    let node_bin = node.canonicalize().unwrap().parent().unwrap().to_path_buf();
+    let dir = qwen.parent().unwrap().join("../../node22-wrapper");
+    std::fs::create_dir_all(&dir).unwrap();
+    let wrapper = dir.join("qwen");
+    let script = format!(
+        "#!/bin/sh\nPATH='{}':\"$PATH\" exec '{}' \"$@\"\n",
+        node_bin.display(),
+        qwen.display()
+    );
+    if std::fs::read_to_string(&wrapper).ok().as_deref() != Some(script.as_str()) {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = dir.join(format!(".qwen.{}", std::process::id()));
+        std::fs::write(&tmp, &script).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&tmp, &wrapper).unwrap();
+    }
+    wrapper
+}
+
 #[test]
 fn a_claude_code_teammate_claims_writes_completes_and_reports_headless() {
     use agent_team_mockmodel::{MockModel, Step, Wire};
@@ -357,7 +382,7 @@ fn a_claude_code_bash_call_the_role_marks_ask_waits_for_agent_team_approve() {
 #[test]
 fn a_qwen_code_shell_call_the_role_marks_ask_waits_for_agent_team_approve() {
     use agent_team_mockmodel::{MockModel, Step, Wire};
-    let qwen = installed("@qwen-code/qwen-code", QWEN_CODE_VERSION, "qwen");
+    let qwen = qwen_code();
     let mock = MockModel::start_background(Wire::OpenAi).unwrap();
     let role = cli_role(
         "claude",
@@ -600,7 +625,7 @@ fn a_message_to_a_busy_codex_teammate_arrives_at_its_turns_end() {
 #[test]
 fn a_message_to_a_busy_qwen_code_teammate_arrives_at_its_turns_end() {
     use agent_team_mockmodel::{MockModel, Step, Wire};
-    let qwen = installed("@qwen-code/qwen-code", QWEN_CODE_VERSION, "qwen");
+    let qwen = qwen_code();
     let mock = MockModel::start_background(Wire::OpenAi).unwrap();
     let role = cli_role(
         "claude",
@@ -965,7 +990,7 @@ title = "Left for later"
 #[test]
 fn a_restarted_qwen_code_teammate_resumes_its_conversation() {
     use agent_team_mockmodel::{MockModel, Step, Wire};
-    let qwen = installed("@qwen-code/qwen-code", QWEN_CODE_VERSION, "qwen");
+    let qwen = qwen_code();
     let mock = MockModel::start_background(Wire::OpenAi).unwrap();
     let mut sb = Sandbox::new();
     sb.env.push((OPENAI_KEY.0.into(), OPENAI_KEY.1.into()));
@@ -1267,7 +1292,7 @@ fn claude_and_qwen_pair(tmux: bool, team: &str) {
     use agent_team_mockmodel::{MockModel, Step, Wire};
     use serde_json::json;
     let claude = installed("@anthropic-ai/claude-code", CLAUDE_CODE_VERSION, "claude");
-    let qwen = installed("@qwen-code/qwen-code", QWEN_CODE_VERSION, "qwen");
+    let qwen = qwen_code();
     let anthropic = MockModel::start_background(Wire::Anthropic).unwrap();
     let openai = MockModel::start_background(Wire::OpenAi).unwrap();
     let mut sb = Sandbox::new();

@@ -1,4 +1,5 @@
-//! Agent CLIs as teammates (issue 16): for Claude Code, Codex and Qwen Code against the mock
+//! Agent CLIs as teammates (issues 16, 29): for Claude Code, Codex, Qwen Code and Gemini CLI
+//! against the mock
 //! model on 127.0.0.1, the CLI's own start to its first model request (alone, with a private
 //! home like the teammate's but without our MCP server and hook) beside the same as a teammate
 //! (the supervisor's spawn to the first request); what our supervision (the worker,
@@ -58,14 +59,18 @@ struct Cli {
     hook: bool,
     /// Qwen Code offers MCP tools through its `tool_search` first.
     selects_tools: bool,
+    /// How its model names a team tool (`mcp__team__T`, Gemini CLI's `mcp_team_T`).
+    team_prefix: &'static str,
+    /// It needs Node 22 (the npm `node@22` package's, put first on its `PATH`).
+    node22: bool,
 }
 
-const CLIS: [Cli; 3] = [
+const CLIS: [Cli; 4] = [
     Cli {
         label: "Claude Code",
         provider: "claude-code",
         package: "@anthropic-ai/claude-code",
-        version: "2.1.197",
+        version: "2.1.330",
         bin: "claude",
         model: "claude-sonnet-4-5",
         wire: Wire::Anthropic,
@@ -74,6 +79,8 @@ const CLIS: [Cli; 3] = [
         name: "cc",
         hook: true,
         selects_tools: false,
+        team_prefix: "mcp__team__",
+        node22: false,
     },
     Cli {
         label: "Codex",
@@ -88,12 +95,14 @@ const CLIS: [Cli; 3] = [
         name: "cx",
         hook: true,
         selects_tools: false,
+        team_prefix: "mcp__team__",
+        node22: false,
     },
     Cli {
         label: "Qwen Code",
         provider: "qwen-code",
         package: "@qwen-code/qwen-code",
-        version: "0.15.10",
+        version: "0.24.4",
         bin: "qwen",
         model: "qwen3-coder",
         wire: Wire::OpenAi,
@@ -102,6 +111,24 @@ const CLIS: [Cli; 3] = [
         name: "qw",
         hook: true,
         selects_tools: true,
+        team_prefix: "mcp__team__",
+        node22: true,
+    },
+    Cli {
+        label: "Gemini CLI",
+        provider: "gemini-cli",
+        package: "@google/gemini-cli",
+        version: "0.61.0",
+        bin: "gemini",
+        model: "gemini-2.5-pro",
+        wire: Wire::Gemini,
+        key_var: "AT_BENCH_GEMINI_KEY",
+        key: "gm-test-key-0123456789",
+        name: "gm",
+        hook: true,
+        selects_tools: false,
+        team_prefix: "mcp_team_",
+        node22: false,
     },
 ];
 
@@ -120,19 +147,52 @@ fn target_dir() -> PathBuf {
 }
 
 /// The installed CLI's command, installing it with npm (into a staging directory renamed into
-/// place, as the end-to-end tests do) when it is missing; the reason when that fails.
+/// place, as the end-to-end tests do) when it is missing; the reason when that fails. A CLI
+/// that needs Node 22 is run through a wrapper putting the npm `node@22` package's binary first
+/// on its `PATH`.
 fn installed(cli: &Cli) -> Result<PathBuf, String> {
-    let name = format!("{}@{}", cli.package.replace('/', "+"), cli.version);
+    let exe = install(cli.package, cli.version, cli.bin)?;
+    if !cli.node22 {
+        return Ok(exe);
+    }
+    let node = install("node", "22", "node")?;
+    let node_bin = node
+        .canonicalize()
+        .ok()
+        .and_then(|n| n.parent().map(Path::to_path_buf))
+        .ok_or("the node@22 package has no binary")?;
+    let dir = exe.join("../../../node22-wrapper");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let wrapper = dir.join(cli.bin);
+    let script = format!(
+        "#!/bin/sh\nPATH='{}':\"$PATH\" exec '{}' \"$@\"\n",
+        node_bin.display(),
+        exe.display()
+    );
+    if std::fs::read_to_string(&wrapper).ok().as_deref() != Some(script.as_str()) {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = dir.join(format!(".{}.{}", cli.bin, std::process::id()));
+        std::fs::write(&tmp, &script)
+            .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)))
+            .and_then(|()| std::fs::rename(&tmp, &wrapper))
+            .map_err(|e| format!("{}: {e}", wrapper.display()))?;
+    }
+    Ok(wrapper)
+}
+
+/// `package@version` installed under `<target>/clis`: the path of its command `bin`.
+fn install(package: &str, version: &str, bin: &str) -> Result<PathBuf, String> {
+    let name = format!("{}@{}", package.replace('/', "+"), version);
     let clis = target_dir().join("clis");
     let dir = clis.join(&name);
-    let exe = dir.join("node_modules/.bin").join(cli.bin);
+    let exe = dir.join("node_modules/.bin").join(bin);
     if exe.exists() {
         return Ok(exe);
     }
     println!(
         "  installing {}@{} into {}",
-        cli.package,
-        cli.version,
+        package,
+        version,
         clis.display()
     );
     let staging = clis.join(format!(".{name}.partial-{}", std::process::id()));
@@ -141,17 +201,17 @@ fn installed(cli: &Cli) -> Result<PathBuf, String> {
     let out = Command::new("npm")
         .args(["install", "--no-audit", "--no-fund", "--prefix"])
         .arg(&staging)
-        .arg(format!("{}@{}", cli.package, cli.version))
+        .arg(format!("{}@{}", package, version))
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("npm is needed to install {}: {e}", cli.package))?;
-    if !out.status.success() || !staging.join("node_modules/.bin").join(cli.bin).exists() {
+        .map_err(|e| format!("npm is needed to install {}: {e}", package))?;
+    if !out.status.success() || !staging.join("node_modules/.bin").join(bin).exists() {
         let _ = std::fs::remove_dir_all(&staging);
         let err = String::from_utf8_lossy(&out.stderr);
         return Err(format!(
             "npm install {}@{} failed: {}",
-            cli.package,
-            cli.version,
+            package,
+            version,
             err.lines().last().unwrap_or_default()
         ));
     }
@@ -517,7 +577,7 @@ fn alone_launch(
                     contents.replace_range(s..e, "");
                 }
             }
-            ("qwen-code", "settings.json") => {
+            ("qwen-code" | "gemini-cli", "settings.json") => {
                 let mut v: serde_json::Value = serde_json::from_str(contents)?;
                 if let Some(m) = v.as_object_mut() {
                     m.remove("mcpServers");
@@ -539,6 +599,7 @@ fn alone_launch(
     }
     let key_var = match cli.provider {
         "claude-code" => "ANTHROPIC_API_KEY",
+        "gemini-cli" => "GEMINI_API_KEY",
         "codex" => cli.key_var,
         _ => "OPENAI_API_KEY",
     };
@@ -782,7 +843,8 @@ fn call(tool: &str, args: serde_json::Value) -> Step {
 
 fn latency_run(sb: &Sandbox, cli: &Cli, exe: &Path) -> Result<Latency> {
     let mock = MockModel::start_background(cli.wire)?;
-    let wait = "mcp__team__wait_for_messages";
+    let wait = format!("{}wait_for_messages", cli.team_prefix);
+    let wait = wait.as_str();
     let mut steps = Vec::new();
     if cli.selects_tools {
         steps.push(call(

@@ -43,12 +43,24 @@ pub const CLAUDE_CODE: CliTools = CliTools {
         ("WebSearch", "web_search"),
         ("TodoWrite", "todo_write"),
     ],
+    // Its own task list, messages, subagents (which run in the background since 2.1.330),
+    // workflows and schedules (names as 2.1.330 offers them; `Task` is the older subagent).
     own_team: &[
         "TaskCreate",
         "TaskGet",
         "TaskList",
         "TaskUpdate",
+        "TaskStop",
         "SendMessage",
+        "Agent",
+        "Task",
+        "ListAgents",
+        "Workflow",
+        "ScheduleWakeup",
+        "CronCreate",
+        "CronDelete",
+        "CronList",
+        "Monitor",
     ],
 };
 

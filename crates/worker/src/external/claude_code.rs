@@ -91,6 +91,8 @@ impl CliAdapter for ClaudeCode {
         ] {
             l.env.push((quiet.into(), "1".into()));
         }
+        // The team tools offered outright, not deferred behind its `ToolSearch` (2.1.330).
+        l.env.push(("ENABLE_TOOL_SEARCH".into(), "false".into()));
         if let Some(url) = &role.base_url {
             l.env.push(("ANTHROPIC_BASE_URL".into(), url.clone()));
         }
@@ -103,6 +105,10 @@ impl CliAdapter for ClaudeCode {
         l.args.extend(resume);
         l.files.extend(session_file);
         l.args.extend([
+            // Not its "auto" mode (the default since 2.1.330), which stops at the first tool
+            // call with a screen of its own: our hooks and lists decide.
+            "--permission-mode".into(),
+            "default".into(),
             "--mcp-config".into(),
             cx.mcp_file().display().to_string(),
             "--strict-mcp-config".into(),
@@ -189,7 +195,7 @@ pub fn claude_tools(role: &Role) -> ClaudeTools {
             asked.push(name.to_string());
         }
     }
-    // Claude Code's own task list and messages would be a second board beside the team's.
+    // Claude Code's own task list, messages and subagents would be a second team beside ours.
     disallowed.extend(CLAUDE_CODE.own_team.iter().map(|t| t.to_string()));
     ClaudeTools {
         allowed,

@@ -1865,3 +1865,56 @@ fn a_restarted_gemini_cli_teammate_resumes_its_conversation() {
     );
     let _ = sb.run(&["down"]);
 }
+
+/// A CLI at a version the suite does not run is started anyway, with a one-line warning at
+/// `up` and in the teammate's log (here a stand-in npm install of Gemini CLI 9.9.9).
+#[test]
+fn a_cli_at_an_untested_version_runs_with_a_one_line_warning() {
+    let sb = Sandbox::new();
+    let pkg = sb.path("npm/node_modules/@google/gemini-cli");
+    std::fs::create_dir_all(pkg.join("bin")).unwrap();
+    std::fs::create_dir_all(sb.path("npm/node_modules/.bin")).unwrap();
+    std::fs::write(
+        pkg.join("package.json"),
+        r#"{"name": "@google/gemini-cli", "version": "9.9.9"}"#,
+    )
+    .unwrap();
+    let script = pkg.join("bin/gemini");
+    std::fs::write(&script, "#!/bin/sh\necho stand-in gemini ran\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = sb.path("npm/node_modules/.bin/gemini");
+    std::os::unix::fs::symlink("../@google/gemini-cli/bin/gemini", &exe).unwrap();
+    sb.write_team_file(&format!(
+        "name = \"oldcli\"\nboard = false\n\n{role}[[teammates]]\nname = \"gm\"\nrole = \"gemini\"\n",
+        role = cli_role(
+            "gemini",
+            "gemini-cli",
+            "gemini-2.5-pro",
+            "http://127.0.0.1:9",
+            GEMINI_KEY.0,
+            &exe
+        ),
+    ));
+    let up = sb.run(&["up", "--backend", "process", "--detach"]);
+    let err = String::from_utf8_lossy(&up.stderr);
+    assert!(up.status.success(), "{err}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("gemini-cli")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(
+        warnings[0].contains("gm: @google/gemini-cli 9.9.9")
+            && warnings[0].contains(GEMINI_CLI_VERSION)
+            && warnings[0].contains("running it anyway"),
+        "{err}"
+    );
+    let log = || std::fs::read_to_string(sb.team("oldcli").logs.join("gm.log")).unwrap_or_default();
+    wait_for("the stand-in CLI to run", T, || {
+        log().contains("stand-in gemini ran")
+    });
+    assert!(
+        log().contains("warning: @google/gemini-cli 9.9.9"),
+        "{}",
+        log()
+    );
+    let _ = sb.run(&["down"]);
+}

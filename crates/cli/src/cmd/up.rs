@@ -241,28 +241,44 @@ fn check_hosts(cfg: &TeamConfig) -> Result<()> {
     })
 }
 
-/// Every external agent CLI the team's members run (Claude Code, Codex, Qwen Code, a `cli`
-/// command) is installed, before any agent starts; a missing one names its npm package.
-fn check_clis(cfg: &TeamConfig, path: Option<&str>) -> Result<()> {
-    use agent_team_worker::external::{find_program, npm_package, program};
-    let members = std::iter::once((names::LEADER.to_string(), names::LEADER.to_string(), None))
+/// The members on this machine that run an external agent CLI: each name with its role (the
+/// member's own provider applied). A remote member's CLI is on its host.
+fn local_cli_members(cfg: &TeamConfig) -> Vec<(String, agent_team_config::Role)> {
+    std::iter::once((names::LEADER.to_string(), names::LEADER.to_string(), None))
         .chain(
             cfg.teammates
                 .iter()
-                // A remote member's CLI is on its host (its worker finds it there).
                 .filter(|t| t.host.is_none() && cfg.role(&t.role).is_none_or(|r| r.host.is_none()))
                 .map(|t| (t.name.clone(), t.role.clone(), t.provider)),
-        );
-    for (name, role, provider) in members {
-        let Some(mut role) = cfg.role(&role).cloned() else {
-            continue;
-        };
-        if let Some(p) = provider {
-            role.provider = p;
+        )
+        .filter_map(|(name, role, provider)| {
+            let mut role = cfg.role(&role).cloned()?;
+            if let Some(p) = provider {
+                role.provider = p;
+            }
+            role.provider.is_external().then_some((name, role))
+        })
+        .collect()
+}
+
+/// One line on stderr for each member whose CLI is at a version agent-team is not tested
+/// with: it is run anyway.
+pub(crate) fn warn_untested_clis(cfg: &TeamConfig) {
+    use agent_team_worker::external::{find_program, program, untested_version};
+    let path = std::env::var("PATH").ok();
+    for (name, role) in local_cli_members(cfg) {
+        let exe = program(&role).and_then(|p| find_program(&p, path.as_deref()));
+        if let Some(warning) = exe.and_then(|e| untested_version(role.provider, &e)) {
+            eprintln!("agent-team: warning: {name}: {warning}");
         }
-        if !role.provider.is_external() {
-            continue;
-        }
+    }
+}
+
+/// Every external agent CLI the team's members run (Claude Code, Codex, Qwen Code, Gemini CLI,
+/// a `cli` command) is installed, before any agent starts; a missing one names its npm package.
+fn check_clis(cfg: &TeamConfig, path: Option<&str>) -> Result<()> {
+    use agent_team_worker::external::{find_program, npm_package, program};
+    for (name, role) in local_cli_members(cfg) {
         let Some(prog) = program(&role) else {
             bail!(crate::Hinted::new(
                 format!(
@@ -407,6 +423,7 @@ pub fn up(ctx: &Ctx, args: UpArgs) -> Result<ExitCode> {
     };
     eprintln!("agent-team: backend {} ({why})", cfg.backend.as_str());
     warn_sandbox(ctx, &cfg);
+    warn_untested_clis(&cfg);
     if !already {
         start(ctx, &mut c, &cfg, goal, &secrets)?;
     } else if let Some(place) = &cfg.tmux
@@ -678,6 +695,7 @@ fn run_team(ctx: &Ctx, args: RunArgs, report: Report, started: Instant) -> Resul
     if !args.quiet {
         eprintln!("agent-team: backend {} ({why})", cfg.backend.as_str());
         warn_sandbox(ctx, &cfg);
+        warn_untested_clis(&cfg);
     }
     let secrets = apply_vars(&mut cfg, &args.vars)?;
     let goal = run_goal(&cfg, args.goal.as_deref())?;

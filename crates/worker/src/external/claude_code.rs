@@ -27,6 +27,9 @@ impl CliAdapter for ClaudeCode {
     fn npm_package(&self) -> Option<&'static str> {
         Some("@anthropic-ai/claude-code")
     }
+    fn tested_version(&self) -> Option<&'static str> {
+        Some("2.1.330")
+    }
     fn transcripts_dir(&self) -> Option<&'static str> {
         Some(".claude")
     }

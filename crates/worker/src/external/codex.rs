@@ -22,6 +22,9 @@ impl CliAdapter for Codex {
     fn npm_package(&self) -> Option<&'static str> {
         Some("@openai/codex")
     }
+    fn tested_version(&self) -> Option<&'static str> {
+        Some("0.169.0")
+    }
 
     /// Codex obeys a hook's deny only and takes an allow as an error: nothing for an allowed
     /// call.

@@ -26,6 +26,9 @@ impl CliAdapter for GeminiCli {
     fn npm_package(&self) -> Option<&'static str> {
         Some("@google/gemini-cli")
     }
+    fn tested_version(&self) -> Option<&'static str> {
+        Some("0.61.0")
+    }
     fn transcripts_dir(&self) -> Option<&'static str> {
         Some(".gemini")
     }

@@ -59,6 +59,10 @@ pub trait CliAdapter: Sync {
     fn npm_package(&self) -> Option<&'static str> {
         None
     }
+    /// The version the suite runs it at (`None`: any); another is run with a warning.
+    fn tested_version(&self) -> Option<&'static str> {
+        None
+    }
     /// The directory under the CLI's home where it keeps its transcripts, when a launch can
     /// start a conversation under our id and resume it ([`session_for`]); `None` otherwise.
     fn transcripts_dir(&self) -> Option<&'static str> {
@@ -115,6 +119,33 @@ pub fn adapter_named(name: &str) -> Option<&'static dyn CliAdapter> {
         .iter()
         .copied()
         .find(|a| a.provider().as_str() == name)
+}
+
+/// The version of the npm-installed CLI at `exe`: the `version` of the nearest `package.json`
+/// above its real path that names the adapter's package. `None` when it is not an npm install
+/// of that package (a wrapper, a build of one's own).
+pub fn installed_version(cli: &dyn CliAdapter, exe: &Path) -> Option<String> {
+    let package = cli.npm_package()?;
+    let real = exe.canonicalize().ok()?;
+    real.ancestors().skip(1).take(8).find_map(|dir| {
+        let text = std::fs::read_to_string(dir.join("package.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        (v["name"] == package).then(|| v["version"].as_str().map(String::from))?
+    })
+}
+
+/// The one-line warning for a CLI at `exe` whose installed version is not the one the suite
+/// runs; `None` when it is, or when its version cannot be told. It is run either way.
+pub fn untested_version(provider: Provider, exe: &Path) -> Option<String> {
+    let cli = adapter(provider)?;
+    let tested = cli.tested_version()?;
+    let found = installed_version(cli, exe)?;
+    (found != tested).then(|| {
+        format!(
+            "{} {found} is not the version agent-team is tested with ({tested}); running it anyway",
+            cli.npm_package().unwrap_or(cli.program())
+        )
+    })
 }
 
 /// What one launch plan is made from: the agent, its role and team, its private home, and
@@ -486,6 +517,9 @@ pub async fn run(agent: AgentEnv, out: Output) -> Result<(), AgentError> {
             launch.program
         )));
     };
+    if let Some(warning) = untested_version(role.provider, &exe) {
+        out.say(&format!("warning: {warning}"));
+    }
     out.say(&format!(
         "{} · {} · incarnation {} · {} ({})",
         agent.name,

@@ -23,6 +23,9 @@ impl CliAdapter for QwenCode {
     fn npm_package(&self) -> Option<&'static str> {
         Some("@qwen-code/qwen-code")
     }
+    fn tested_version(&self) -> Option<&'static str> {
+        Some("0.24.4")
+    }
     fn transcripts_dir(&self) -> Option<&'static str> {
         Some(".qwen")
     }

@@ -628,3 +628,41 @@ fn a_cli_leader_is_told_to_lead_with_the_leaders_tools_and_a_teammate_to_claim()
     assert!(allowed.contains("mcp__team__finish_team"), "{allowed}");
     assert!(!allowed.contains("mcp__team__claim_task"), "{allowed}");
 }
+
+#[test]
+fn an_installed_clis_version_is_read_from_its_npm_package_and_another_one_is_warned_of() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("node_modules/@google/gemini-cli");
+    std::fs::create_dir_all(pkg.join("bundle")).unwrap();
+    std::fs::create_dir_all(dir.path().join("node_modules/.bin")).unwrap();
+    let write_version = |v: &str| {
+        std::fs::write(
+            pkg.join("package.json"),
+            format!(r#"{{"name": "@google/gemini-cli", "version": "{v}"}}"#),
+        )
+        .unwrap();
+    };
+    std::fs::write(pkg.join("bundle/gemini.js"), "").unwrap();
+    let exe = dir.path().join("node_modules/.bin/gemini");
+    std::os::unix::fs::symlink("../@google/gemini-cli/bundle/gemini.js", &exe).unwrap();
+    let gemini = adapter(Provider::GeminiCli).unwrap();
+    write_version("0.61.0");
+    assert_eq!(installed_version(gemini, &exe).as_deref(), Some("0.61.0"));
+    assert_eq!(untested_version(Provider::GeminiCli, &exe), None);
+    write_version("0.70.1");
+    let w = untested_version(Provider::GeminiCli, &exe).unwrap();
+    assert!(
+        w.contains("0.70.1") && w.contains("0.61.0") && w.contains("running it anyway"),
+        "{w}"
+    );
+    // Another package's manifest, or none, tells nothing: no warning.
+    assert_eq!(
+        installed_version(adapter(Provider::QwenCode).unwrap(), &exe),
+        None
+    );
+    assert_eq!(untested_version(Provider::Cli, &exe), None);
+    assert_eq!(
+        untested_version(Provider::GeminiCli, Path::new("/nonexistent/gemini")),
+        None
+    );
+}

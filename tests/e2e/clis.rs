@@ -178,7 +178,7 @@ fn a_missing_cli_stops_up_before_any_agent_starts_and_names_its_npm_package() {
 /// staging directory that is renamed into place only once npm (and its postinstall, which
 /// writes Claude Code's native binary) has finished. Without that a test could exec a binary
 /// another test's npm was still writing (ETXTBSY, seen on a fresh clone in CI).
-fn installed(package: &str, version: &str, bin: &str) -> std::path::PathBuf {
+pub(crate) fn installed(package: &str, version: &str, bin: &str) -> std::path::PathBuf {
     static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
@@ -436,7 +436,7 @@ fn a_codex_shell_call_the_role_marks_ask_waits_for_agent_team_approve() {
 /// `bash` `ask`: after `prefix`, it claims task 1 and calls its shell tool `shell` three times;
 /// the first call waits for `agent-team approve --always` and runs, the second is denied and
 /// never runs, the third (the first again) runs at once under the team rule "always" made.
-fn shell_waits_for_approval(
+pub(crate) fn shell_waits_for_approval(
     mock: &agent_team_mockmodel::MockModel,
     key: (&str, &str),
     role: &str,
@@ -659,7 +659,7 @@ fn a_message_to_a_busy_qwen_code_teammate_arrives_at_its_turns_end() {
 /// until a message has been sent to it; the message stays queued (not delivered: the CLI does
 /// not have it) until the turn ends, when the `Stop` hook hands it back; the CLI then writes
 /// extra.txt with the call `write` makes, completes the task and exits.
-fn busy_message_arrives_at_turns_end(
+pub(crate) fn busy_message_arrives_at_turns_end(
     mock: &agent_team_mockmodel::MockModel,
     key: (&str, &str),
     role: &str,
@@ -791,7 +791,7 @@ fn busy_message_arrives_at_turns_end(
 }
 
 /// The pids of processes whose environment mentions `needle` (the CLIs' private homes).
-fn left_with(needle: &str) -> Vec<u32> {
+pub(crate) fn left_with(needle: &str) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return vec![];
     };
@@ -1057,10 +1057,17 @@ const GEMINI_KEY: (&str, &str) = ("AT_TEST_GEMINI_KEY", "gm-test-key-0123456789"
 /// The key variable and value the sandbox gives the Anthropic-wire CLIs.
 const ANTHROPIC_KEY: (&str, &str) = ("AT_TEST_ANTHROPIC_KEY", "sk-ant-test-0123456789abcdefghij");
 /// The key variable and value the sandbox gives the OpenAI-wire CLIs.
-const OPENAI_KEY: (&str, &str) = ("AT_TEST_OPENAI_KEY", "sk-test-openai");
+pub(crate) const OPENAI_KEY: (&str, &str) = ("AT_TEST_OPENAI_KEY", "sk-test-openai");
 
 /// A `[roles.NAME]` section for an external CLI against a mock model.
-fn cli_role(name: &str, provider: &str, model: &str, base: &str, key: &str, exe: &Path) -> String {
+pub(crate) fn cli_role(
+    name: &str,
+    provider: &str,
+    model: &str,
+    base: &str,
+    key: &str,
+    exe: &Path,
+) -> String {
     format!(
         "[roles.{name}]\ndescription = \"{provider}\"\nprovider = \"{provider}\"\n\
          model = \"{model}\"\nbase_url = \"{base}\"\napi_key_env = \"{key}\"\n\
@@ -1917,4 +1924,255 @@ fn a_cli_at_an_untested_version_runs_with_a_one_line_warning() {
         log()
     );
     let _ = sb.run(&["down"]);
+}
+
+/// The mixed team of the issue, in tmux panes: Claude Code leads (interactive in its pane,
+/// the leader's tools over MCP) a Codex and a Gemini CLI teammate, each interactive in its own
+/// pane. The leader puts two tasks on the board and tells each teammate which is theirs; each
+/// claims it, does it with its own tool, reports to the leader and completes it; the leader
+/// finishes the team and `run` prints its answer. Every task done, every report in the
+/// leader's inbox, each CLI seen working in its pane, and no process left.
+#[test]
+fn a_claude_code_leader_runs_codex_and_gemini_cli_teammates_in_tmux_panes() {
+    use agent_team_mockmodel::{MockModel, Step, Wire};
+    use serde_json::json;
+    let claude = installed("@anthropic-ai/claude-code", CLAUDE_CODE_VERSION, "claude");
+    let codex = installed("@openai/codex", CODEX_VERSION, "codex");
+    let gemini = installed("@google/gemini-cli", GEMINI_CLI_VERSION, "gemini");
+    let anthropic = MockModel::start_background(Wire::Anthropic).unwrap();
+    let openai = MockModel::start_background(Wire::OpenAi).unwrap();
+    let google = MockModel::start_background(Wire::Gemini).unwrap();
+    let mut sb = Sandbox::new();
+    for (k, v) in [ANTHROPIC_KEY, OPENAI_KEY, GEMINI_KEY] {
+        sb.env.push((k.into(), v.into()));
+    }
+    let (cx_file, gm_file) = (sb.path("cx.txt"), sb.path("gm.txt"));
+    let call = |tool: String, args: serde_json::Value| Step::Tools(vec![(tool, args)]);
+    anthropic.script(
+        "leader",
+        vec![
+            Step::Tools(vec![
+                (
+                    claude_tool("create_task"),
+                    json!({"title": "cx.txt by Codex"}),
+                ),
+                (
+                    claude_tool("create_task"),
+                    json!({"title": "gm.txt by Gemini CLI"}),
+                ),
+            ]),
+            Step::Tools(vec![
+                (
+                    claude_tool("send_message"),
+                    json!({"to": "cx", "text": "take task 1"}),
+                ),
+                (
+                    claude_tool("send_message"),
+                    json!({"to": "gm", "text": "take task 2"}),
+                ),
+            ]),
+            Step::Until {
+                needles: vec!["cx finished task 1".into(), "gm finished task 2".into()],
+                then: Box::new(call(
+                    claude_tool("finish_team"),
+                    json!({"answer": "Both files are written: cx.txt by Codex, gm.txt by Gemini CLI."}),
+                )),
+                meanwhile: Box::new(call(
+                    claude_tool("wait_for_messages"),
+                    json!({"timeout_s": 30}),
+                )),
+            },
+            Step::Text("The team is finished.".into()),
+        ],
+    );
+    // Each teammate waits for the leader's word, then works its task on the board.
+    let mate = |name: &str, id: u64, tt: fn(&str) -> String, write: Step| {
+        vec![
+            Step::Until {
+                needles: vec![format!("take task {id}")],
+                then: Box::new(call(tt("claim_task"), json!({"id": id}))),
+                meanwhile: Box::new(call(tt("wait_for_messages"), json!({"timeout_s": 30}))),
+            },
+            write,
+            // Completed before the report: the leader finishes once both reports are in.
+            call(
+                tt("update_task_status"),
+                json!({"id": id, "status": "completed", "result": "done"}),
+            ),
+            call(
+                tt("send_message"),
+                json!({"to": "leader", "text": format!("{name} finished task {id}")}),
+            ),
+            Step::Text("Done.".into()),
+        ]
+    };
+    openai.script(
+        "cx",
+        mate(
+            "cx",
+            1,
+            claude_tool,
+            call(
+                "exec_command".into(),
+                json!({"cmd": format!("printf 'codex\\n' > {}", cx_file.display())}),
+            ),
+        ),
+    );
+    // Codex's TUI asks its model for a session title beside the turn.
+    openai.answer_aside("Generate a concise, single-line task title", "Codex task");
+    google.script(
+        "gm",
+        mate(
+            "gm",
+            2,
+            gemini_tool,
+            call(
+                "write_file".into(),
+                json!({"file_path": gm_file.display().to_string(), "content": "gemini\n"}),
+            ),
+        ),
+    );
+    sb.write_team_file(&format!(
+        "name = \"mixed\"\nboard = false\n\n{leader}{codex}{gemini}\
+         [[teammates]]\nname = \"cx\"\nrole = \"codex\"\n\n\
+         [[teammates]]\nname = \"gm\"\nrole = \"gemini\"\n",
+        leader = cli_role(
+            "leader",
+            "claude-code",
+            "claude-sonnet-4-5",
+            &anthropic.base_url(),
+            ANTHROPIC_KEY.0,
+            &claude
+        ),
+        codex = cli_role(
+            "codex",
+            "codex",
+            "gpt-5-codex",
+            &openai.base_url(),
+            OPENAI_KEY.0,
+            &codex
+        ),
+        gemini = cli_role(
+            "gemini",
+            "gemini-cli",
+            "gemini-2.5-pro",
+            &google.base_url(),
+            GEMINI_KEY.0,
+            &gemini
+        ),
+    ));
+    let run = sb.spawn(&[
+        "run",
+        "--backend",
+        "tmux",
+        "--timeout",
+        "60",
+        "--quiet",
+        "Write cx.txt and gm.txt",
+    ]);
+    // While the team works: each member's pane and what its CLI shows there.
+    let sock = sb.tmux_socket("mixed");
+    let mut screens: std::collections::BTreeMap<String, String> = Default::default();
+    let alive = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    while alive(run) && std::time::Instant::now() < deadline {
+        let agents = agent_team_client::Client::operator(&sb.team("mixed"))
+            .ok()
+            .and_then(|mut c| match c.call(Request::Agents).ok()? {
+                Reply::Agents { agents } => Some(agents),
+                _ => None,
+            })
+            .unwrap_or_default();
+        for a in agents {
+            if let Some(p) = a.pane
+                && let Ok(s) = sb.tmux(&sock, &["capture-pane", "-p", "-J", "-t", &p])
+            {
+                // Every screen seen, each once.
+                let seen = screens.entry(a.name).or_default();
+                if !seen.contains(s.trim()) {
+                    seen.push_str(s.trim());
+                    seen.push('\n');
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (status, out) = sb.wait_child(run, Duration::from_secs(30));
+    let logs: String = ["leader", "cx", "gm"]
+        .iter()
+        .map(|n| {
+            format!(
+                "--- {n}.log:\n{}\n--- {n}'s screen:\n{}\n",
+                std::fs::read_to_string(sb.team("mixed").logs.join(format!("{n}.log")))
+                    .unwrap_or_default(),
+                screens.get(*n).cloned().unwrap_or_default()
+            )
+        })
+        .collect();
+    let asked = format!(
+        "requests: leader {} (last: {}), cx {}, gm {}; unmatched: {} {} {}",
+        anthropic.requests("leader").len(),
+        anthropic
+            .requests("leader")
+            .last()
+            .and_then(|r| r["messages"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .skip(1)
+            .map(|m| {
+                let m = m.to_string();
+                format!("\n    {}", &m[..m.len().min(600)])
+            })
+            .collect::<String>(),
+        openai.requests("cx").len(),
+        google.requests("gm").len(),
+        anthropic.unmatched().len(),
+        openai.unmatched().len(),
+        google.unmatched().len(),
+    );
+    let logs = format!("{logs}\n{asked}");
+    assert!(status.success(), "{out}\n{logs}");
+    assert!(
+        out.contains("Both files are written: cx.txt by Codex, gm.txt by Gemini CLI."),
+        "{out}\n{logs}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&cx_file).unwrap_or_default(),
+        "codex\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&gm_file).unwrap_or_default(),
+        "gemini\n"
+    );
+    // Every task done by its teammate, every report in the leader's inbox (the stopped
+    // team's board, read from its database).
+    let tasks: Vec<Task> = serde_json::from_str(&sb.ok(&["task", "list", "--json"])).unwrap();
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    for (id, owner) in [(1, "cx"), (2, "gm")] {
+        let t = tasks.iter().find(|t| t.id == id).unwrap();
+        assert_eq!(t.status, TaskStatus::Completed, "{t:?}\n{logs}");
+        assert_eq!(t.owner.as_deref(), Some(owner), "{t:?}");
+    }
+    let inbox = sb.ok(&["inbox", "leader", "--json"]);
+    for report in ["cx finished task 1", "gm finished task 2"] {
+        assert!(inbox.contains(report), "{report} not in {inbox}");
+    }
+    // Each CLI worked in its own pane, as it shows team tool calls itself.
+    for (n, shown) in [
+        ("leader", "team"),
+        ("cx", "Called team.claim_task"),
+        ("gm", "(team MCP Server)"),
+    ] {
+        let screen = screens.get(n).cloned().unwrap_or_default();
+        assert!(
+            screen.contains(shown),
+            "{n}'s screen lacks {shown:?}:\n{logs}"
+        );
+    }
+    assert!(left_with(&sb.team("mixed").dir.display().to_string()).is_empty());
 }

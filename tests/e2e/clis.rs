@@ -811,26 +811,94 @@ pub(crate) fn left_with(needle: &str) -> Vec<u32> {
 /// the same pane, and `down` leaves no process of it.
 #[test]
 fn claude_code_works_interactively_in_its_tmux_pane() {
-    use agent_team_mockmodel::{MockModel, Step, Wire};
-    use serde_json::json;
+    use agent_team_mockmodel::{MockModel, Wire};
     let claude = installed("@anthropic-ai/claude-code", CLAUDE_CODE_VERSION, "claude");
     let mock = MockModel::start_background(Wire::Anthropic).unwrap();
+    works_interactively_in_its_tmux_pane(Interactive {
+        role: cli_role(
+            "claude",
+            "claude-code",
+            "claude-sonnet-4-5",
+            &mock.base_url(),
+            ANTHROPIC_KEY.0,
+            &claude,
+        ),
+        mock: &mock,
+        key: ANTHROPIC_KEY,
+        team_tool: claude_tool,
+        write: |path, text| {
+            (
+                "Write".into(),
+                serde_json::json!({"file_path": path.display().to_string(), "content": text}),
+            )
+        },
+    });
+}
+
+/// The same scene for Gemini CLI in its pane: its first instruction given with `-i` (it waits
+/// for its MCP servers itself), its `AfterAgent` hook reporting it idle, a message typed into
+/// its pane waking it, `kill`, `restart` resuming its session (`--resume`), and `down`.
+#[test]
+fn gemini_cli_works_interactively_in_its_tmux_pane() {
+    use agent_team_mockmodel::{MockModel, Wire};
+    let gemini = installed("@google/gemini-cli", GEMINI_CLI_VERSION, "gemini");
+    let mock = MockModel::start_background(Wire::Gemini).unwrap();
+    works_interactively_in_its_tmux_pane(Interactive {
+        role: cli_role(
+            "claude",
+            "gemini-cli",
+            "gemini-2.5-pro",
+            &mock.base_url(),
+            GEMINI_KEY.0,
+            &gemini,
+        ),
+        mock: &mock,
+        key: GEMINI_KEY,
+        team_tool: gemini_tool,
+        write: |path, text| {
+            (
+                "write_file".into(),
+                serde_json::json!({"file_path": path.display().to_string(), "content": text}),
+            )
+        },
+    });
+}
+
+/// One CLI teammate `cc` (its role section named `claude`) interactive in its tmux pane.
+pub(crate) struct Interactive<'a> {
+    /// Its role section.
+    pub role: String,
+    /// The mock its role asks.
+    pub mock: &'a agent_team_mockmodel::MockModel,
+    /// Its key variable and value.
+    pub key: (&'a str, &'a str),
+    /// How its model names a team tool.
+    pub team_tool: fn(&str) -> String,
+    /// Its own call writing `text` to `path`.
+    pub write: fn(&Path, &str) -> (String, serde_json::Value),
+}
+
+/// The scene: no first-run screen blocks it; it works on the board from its pane; its turn's
+/// end marks it idle (its turn-end hook); a message to it idle is typed into its pane and
+/// wakes it; `kill` stops its process and releases its task, `restart` brings it back in the
+/// same pane resuming its conversation, and `down` leaves no process of it.
+pub(crate) fn works_interactively_in_its_tmux_pane(cli: Interactive<'_>) {
+    use agent_team_mockmodel::Step;
+    use serde_json::json;
+    let mock = cli.mock;
+    let tt = cli.team_tool;
     let mut sb = Sandbox::new();
-    sb.env
-        .push((ANTHROPIC_KEY.0.into(), ANTHROPIC_KEY.1.into()));
+    sb.env.push((cli.key.0.into(), cli.key.1.into()));
     let file = sb.path("pane.txt");
     let extra = sb.path("extra.txt");
-    let call = |name: &str, args: serde_json::Value| Step::Tools(vec![(name.into(), args)]);
+    let call = |name: String, args: serde_json::Value| Step::Tools(vec![(name, args)]);
     mock.script(
         "cc",
         vec![
-            call("mcp__team__claim_task", json!({"id": 1})),
+            call(tt("claim_task"), json!({"id": 1})),
+            Step::Tools(vec![(cli.write)(&file, "from the pane\n")]),
             call(
-                "Write",
-                json!({"file_path": file.display().to_string(), "content": "from the pane\n"}),
-            ),
-            call(
-                "mcp__team__update_task_status",
+                tt("update_task_status"),
                 json!({"id": 1, "status": "completed", "result": "pane.txt"}),
             ),
             Step::Text("Finished the task in my pane.".into()),
@@ -839,11 +907,8 @@ fn claude_code_works_interactively_in_its_tmux_pane() {
                 needles: vec!["please also write extra.txt".into()],
                 // It takes task 2 on as well, so its kill has a task to release.
                 then: Box::new(Step::Tools(vec![
-                    ("mcp__team__claim_task".into(), json!({"id": 2})),
-                    (
-                        "Write".into(),
-                        json!({"file_path": extra.display().to_string(), "content": "woken\n"}),
-                    ),
+                    (tt("claim_task"), json!({"id": 2})),
+                    (cli.write)(&extra, "woken\n"),
                 ])),
                 meanwhile: Box::new(Step::Text("Nothing new.".into())),
             },
@@ -872,14 +937,7 @@ title = "Write pane.txt"
 key = "two"
 title = "Left for later"
 "#,
-        role = cli_role(
-            "claude",
-            "claude-code",
-            "claude-sonnet-4-5",
-            &mock.base_url(),
-            ANTHROPIC_KEY.0,
-            &claude
-        ),
+        role = cli.role,
     ));
     sb.ok(&["up", "--backend", "tmux", "--detach"]);
     let sock = sb.tmux_socket("ccpane");
@@ -896,11 +954,10 @@ title = "Left for later"
             screen(&sb),
             mock.requests("cc")
                 .iter()
-                .map(|r| r["messages"]
-                    .as_array()
-                    .and_then(|m| m.last())
-                    .map(|m| m.to_string())
-                    .unwrap_or_default())
+                .map(|r| {
+                    let r = r.to_string();
+                    r[r.len().saturating_sub(400)..].to_string()
+                })
                 .collect::<Vec<_>>()
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -909,7 +966,7 @@ title = "Left for later"
         std::fs::read_to_string(&file).unwrap_or_default(),
         "from the pane\n"
     );
-    wait_for("Claude Code's answer on its screen", T, || {
+    wait_for("the CLI's answer on its screen", T, || {
         screen(&sb).contains("Finished the task in my pane")
     });
     // Its turn ended: the Stop hook found nothing queued and reported it idle.
@@ -959,14 +1016,14 @@ title = "Left for later"
         let a = sb.agent("ccpane", "cc");
         a.pid.is_some_and(|p| p != first_pid) && a.pane.as_deref() == Some(pane.as_str())
     });
-    // Claude Code resumed its own conversation (`--resume`): the restarted CLI's request
+    // The CLI resumed its own conversation (`--resume`): the restarted CLI's request
     // carries what the first one was told, then the instruction to carry on.
     let mut resumed = String::new();
-    wait_for("the restarted Claude Code to ask its model", T, || {
+    wait_for("the restarted CLI to ask its model", T, || {
         resumed = mock
             .requests("cc")
             .iter()
-            .map(|r| r["messages"].to_string())
+            .map(|r| r.to_string())
             .find(|m| m.contains("You were restarted"))
             .unwrap_or_default();
         !resumed.is_empty()
@@ -975,12 +1032,12 @@ title = "Left for later"
         resumed.contains("please also write extra.txt") && resumed.contains("Your name is cc"),
         "the restarted CLI did not resume its conversation: {resumed}"
     );
-    wait_for("Claude Code's resumed answer on its screen", T, || {
+    wait_for("the resumed answer on its screen", T, || {
         screen(&sb).contains("Resumed.")
     });
     let homes = sb.team("ccpane").dir.join("clis").display().to_string();
     sb.ok(&["down"]);
-    wait_for("no Claude Code process left", T, || {
+    wait_for("no process of the CLI left", T, || {
         left_with(&homes).is_empty()
     });
 }

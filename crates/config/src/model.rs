@@ -141,6 +141,13 @@ pub enum Provider {
     QwenCode,
     /// Gemini CLI (`gemini`) in the agent's pane, with the team tools over MCP.
     GeminiCli,
+    /// GitHub Copilot CLI (`copilot`) in the agent's pane, with the team tools over MCP; its
+    /// model is the role's own (BYOK, OpenAI-compatible unless the role's `env` sets
+    /// `COPILOT_PROVIDER_TYPE`), never GitHub's.
+    Copilot,
+    /// opencode (`opencode`) in the agent's pane, with the team tools over MCP; its model is
+    /// the role's own, over an OpenAI-compatible API.
+    Opencode,
     /// Any other MCP-capable agent CLI, started from the role's `command` template.
     Cli,
 }
@@ -156,6 +163,8 @@ impl Provider {
             Provider::Codex => "codex",
             Provider::QwenCode => "qwen-code",
             Provider::GeminiCli => "gemini-cli",
+            Provider::Copilot => "copilot",
+            Provider::Opencode => "opencode",
             Provider::Cli => "cli",
         }
     }
@@ -169,6 +178,8 @@ impl Provider {
                 | Provider::Codex
                 | Provider::QwenCode
                 | Provider::GeminiCli
+                | Provider::Copilot
+                | Provider::Opencode
                 | Provider::Cli
         )
     }
@@ -180,6 +191,10 @@ impl Provider {
             Provider::Openai | Provider::Codex | Provider::QwenCode => Some("OPENAI_API_KEY"),
             Provider::Anthropic | Provider::ClaudeCode => Some("ANTHROPIC_API_KEY"),
             Provider::GeminiCli => Some("GEMINI_API_KEY"),
+            // Copilot's own model provider (BYOK) is OpenAI-compatible by default.
+            Provider::Copilot => Some("OPENAI_API_KEY"),
+            // opencode speaks to the role's model through an OpenAI-compatible provider.
+            Provider::Opencode => Some("OPENAI_API_KEY"),
             Provider::Exec | Provider::Cli => None,
         }
     }

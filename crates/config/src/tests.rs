@@ -739,7 +739,7 @@ fn plan_required_where_no_plan_can_be_held_is_an_error() {
         Some("roles.careful.plan_required"),
         "{e}"
     );
-    for provider in ["claude-code", "codex", "qwen-code"] {
+    for provider in ["claude-code", "codex", "qwen-code", "copilot"] {
         let e = parse(&format!(
             "[roles.cc]\nprovider = \"{provider}\"\nplan_required = true\n"
         ))

@@ -817,6 +817,10 @@ pub async fn serve_from_env() -> Result<(), McpError> {
     {
         server.serve_hooks(std::path::Path::new(&sock))?;
     }
+    // An interactive CLI that went idle is woken by typing its messages into its pane.
+    if std::env::var_os(agent_team_pane::env::INTERACTIVE).is_some_and(|v| v == "1") {
+        server.interactive.store(true, Ordering::SeqCst);
+    }
     if let Some(file) =
         std::env::var_os(agent_team_pane::env::FIRST_INPUT_FILE).filter(|v| !v.is_empty())
     {
@@ -900,8 +904,9 @@ pub async fn stop_hook(socket: &std::path::Path) -> Result<Option<String>, McpEr
 }
 
 /// `agent-team hook pre-tool-use`: the CLI's hook input `input` (JSON with `tool_name` and
-/// `tool_input`) judged by the agent's MCP server on `socket`, which may wait for a person's
-/// decision. Returns (allowed, why not); only the server's verdict allows
+/// `tool_input`, or Copilot's `toolName` and `toolArgs`) judged by the agent's MCP server on
+/// `socket`, which may wait for a person's decision; a call naming several files is judged
+/// file by file. Returns (allowed, why not); only the server's verdicts allow
 /// ([`wire::verdict_of`]). An error means no decision: the caller must refuse the call (the
 /// hook exits 2), never let it through.
 pub async fn pre_tool_use_hook(
@@ -910,17 +915,26 @@ pub async fn pre_tool_use_hook(
 ) -> Result<(bool, String), McpError> {
     let input: Value = serde_json::from_str(input)
         .map_err(|e| McpError::Session(format!("the hook input is not JSON: {e}")))?;
-    let request = match permission::hook_request(&input) {
-        Ok(r) => r,
+    let requests = match permission::hook_requests(&input) {
+        Ok(r) if !r.is_empty() => r,
+        Ok(_) => return Ok((false, "the call names nothing to judge".into())),
         Err(why) => return Ok((false, why)),
     };
-    let line = match wire::request_line(&hook_key(socket)?, &request) {
-        Ok(l) => l,
-        // Too long to be judged whole: refused, not cut.
-        Err(e) => return Ok((false, e.to_string())),
-    };
-    let answer = ask_server(socket, &line).await?;
-    Ok(wire::verdict_of(&answer))
+    let key = hook_key(socket)?;
+    // A call naming several files goes ahead only if each is allowed.
+    for request in &requests {
+        let line = match wire::request_line(&key, request) {
+            Ok(l) => l,
+            // Too long to be judged whole: refused, not cut.
+            Err(e) => return Ok((false, e.to_string())),
+        };
+        let answer = ask_server(socket, &line).await?;
+        let (allowed, reason) = wire::verdict_of(&answer);
+        if !allowed {
+            return Ok((false, reason));
+        }
+    }
+    Ok((true, String::new()))
 }
 
 #[cfg(test)]

@@ -46,21 +46,102 @@ pub fn our_call(tool: &str, input: &Value) -> Option<(&'static str, Value)> {
     Some((ours, args))
 }
 
-/// The request the hook sends the MCP server for the CLI's hook input `input` (its
-/// `tool_name` and `tool_input`), or why none can be made. Its line is bounded when it is
-/// made ([`crate::wire::request_line`]).
-pub fn hook_request(input: &Value) -> Result<HookRequest, String> {
-    let name = input
+/// The tool a CLI's hook input is about: its `tool_name` (Claude Code, Qwen Code, Gemini CLI,
+/// Codex) or `toolName` (Copilot).
+pub fn hook_tool(input: &Value) -> Option<&str> {
+    input
         .get("tool_name")
+        .or_else(|| input.get("toolName"))
         .and_then(Value::as_str)
-        .ok_or("the hook input has no tool_name")?;
-    let tool_input = input.get("tool_input").cloned().unwrap_or(Value::Null);
-    let (tool, args) = our_call(name, &tool_input)
-        .ok_or_else(|| format!("{name} is not a tool this team's policy knows"))?;
-    Ok(HookRequest::Permission {
-        tool: tool.to_string(),
-        args,
+}
+
+/// The arguments of the call in a CLI's hook input: `tool_input`, or Copilot's `toolArgs`
+/// (`preToolUse`) / `toolInput` (`permissionRequest`). A freeform tool's (Copilot's
+/// `apply_patch`) are a string.
+fn hook_tool_input(input: &Value) -> Value {
+    ["tool_input", "toolArgs", "toolInput"]
+        .iter()
+        .find_map(|k| input.get(*k))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// The request the hook sends the MCP server for the CLI's hook input `input` (its
+/// `tool_name` and `tool_input`, or Copilot's names for them), or why none can be made; a call
+/// naming several files or directories ([`hook_requests`]) is refused here. Its line is
+/// bounded when it is made ([`crate::wire::request_line`]).
+pub fn hook_request(input: &Value) -> Result<HookRequest, String> {
+    let mut all = hook_requests(input)?;
+    match all.len() {
+        1 => Ok(all.remove(0)),
+        n => Err(format!("the call names {n} targets, each to be judged")),
+    }
+}
+
+/// The requests the hook sends the MCP server for the CLI's hook input `input`: one per file
+/// or directory the call names (a patch's files, Copilot's `paths`), each judged on its own,
+/// so the call goes ahead only if every one is allowed. Or why none can be made.
+pub fn hook_requests(input: &Value) -> Result<Vec<HookRequest>, String> {
+    let name = hook_tool(input).ok_or("the hook input has no tool_name")?;
+    let tool_input = hook_tool_input(input);
+    targets(name, &tool_input)?
+        .iter()
+        .map(|one| {
+            let (tool, args) = our_call(name, one)
+                .ok_or_else(|| format!("{name} is not a tool this team's policy knows"))?;
+            Ok(HookRequest::Permission {
+                tool: tool.to_string(),
+                args,
+            })
+        })
+        .collect()
+}
+
+/// The call's input once per file or directory it names: a patch's files (`apply_patch`,
+/// whose input is the patch text), each of Copilot's `paths`, else the input as it is.
+fn targets(name: &str, input: &Value) -> Result<Vec<Value>, String> {
+    if name == "apply_patch" {
+        let text = match input {
+            Value::String(s) => s.clone(),
+            other => ["input", "patch"]
+                .iter()
+                .find_map(|k| other.get(*k).and_then(Value::as_str))
+                .unwrap_or_default()
+                .to_string(),
+        };
+        // A patch given as a JSON string (as an OpenAI-compatible server may send it).
+        let text = serde_json::from_str::<String>(&text).unwrap_or(text);
+        let paths = patch_paths(&text);
+        if paths.is_empty() {
+            return Err("the patch names no file".into());
+        }
+        return Ok(paths.into_iter().map(|p| json!({ "path": p })).collect());
+    }
+    let with_path = |p: &Value| {
+        let mut one = input.clone();
+        one["path"] = p.clone();
+        one
+    };
+    Ok(match input.get("paths") {
+        Some(Value::Array(paths)) if !paths.is_empty() => paths.iter().map(with_path).collect(),
+        Some(p @ Value::String(_)) => vec![with_path(p)],
+        _ => vec![input.clone()],
     })
+}
+
+/// The files a patch in the `*** Begin Patch` format adds, updates, deletes or moves to.
+fn patch_paths(patch: &str) -> Vec<String> {
+    const HEADS: [&str; 4] = [
+        "*** Add File: ",
+        "*** Update File: ",
+        "*** Delete File: ",
+        "*** Move to: ",
+    ];
+    patch
+        .lines()
+        .filter_map(|l| HEADS.iter().find_map(|h| l.strip_prefix(h)))
+        .map(|p| p.trim().to_string())
+        .collect()
 }
 
 #[cfg(test)]
@@ -182,5 +263,96 @@ mod tests {
         );
         assert!(hook_request(&json!({"tool_name": "Task"})).is_err());
         assert!(hook_request(&json!({"tool_input": {}})).is_err());
+    }
+
+    #[test]
+    fn copilots_hook_input_is_read_with_its_own_names_and_each_file_is_judged() {
+        // preToolUse: camelCase `toolName` and `toolArgs`.
+        let pre = json!({"sessionId": "s", "cwd": "/w", "toolName": "bash",
+            "toolArgs": {"command": "ls", "description": "list"}});
+        assert_eq!(hook_tool(&pre), Some("bash"));
+        assert_eq!(
+            hook_request(&pre).unwrap(),
+            HookRequest::Permission {
+                tool: "bash".into(),
+                args: json!({"command": "ls"})
+            }
+        );
+        // permissionRequest: `toolInput`.
+        let perm = json!({"hookName": "permissionRequest", "toolName": "create",
+            "toolInput": {"path": "/w/a.txt", "file_text": "x"}});
+        assert_eq!(
+            hook_request(&perm).unwrap(),
+            HookRequest::Permission {
+                tool: "write_file".into(),
+                args: json!({"path": "/w/a.txt", "content": ""})
+            }
+        );
+        let view = json!({"toolName": "view", "toolArgs": {"path": "/w/b.rs"}});
+        assert_eq!(
+            hook_request(&view).unwrap(),
+            HookRequest::Permission {
+                tool: "read_file".into(),
+                args: json!({"path": "/w/b.rs"})
+            }
+        );
+        // Its `paths` (one, or several, each judged).
+        let one = json!({"toolName": "grep", "toolArgs": {"pattern": "x", "paths": "/w/src"}});
+        assert_eq!(
+            hook_request(&one).unwrap(),
+            HookRequest::Permission {
+                tool: "grep".into(),
+                args: json!({"pattern": "x", "path": "/w/src"})
+            }
+        );
+        let two =
+            json!({"toolName": "rg", "toolArgs": {"pattern": "x", "paths": ["/w/a", "/etc"]}});
+        let all = hook_requests(&two).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(
+            all[1],
+            HookRequest::Permission {
+                tool: "grep".into(),
+                args: json!({"pattern": "x", "path": "/etc"})
+            }
+        );
+        assert!(hook_request(&two).is_err());
+        // A patch (freeform text, or a JSON string of it) is judged file by file.
+        let patch = "*** Begin Patch\n*** Add File: /w/new.txt\n+hi\n\
+                     *** Update File: /w/old.txt\n*** Move to: /w/moved.txt\n@@\n-a\n+b\n\
+                     *** Delete File: /w/gone.txt\n*** End Patch\n";
+        for args in [json!(patch), json!(json!(patch).to_string())] {
+            let all = hook_requests(&json!({"toolName": "apply_patch", "toolArgs": args})).unwrap();
+            let paths: Vec<_> = all
+                .iter()
+                .map(|r| match r {
+                    HookRequest::Permission { tool, args } => {
+                        assert_eq!(tool, "edit_file");
+                        args["path"].as_str().unwrap().to_string()
+                    }
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            assert_eq!(
+                paths,
+                ["/w/new.txt", "/w/old.txt", "/w/moved.txt", "/w/gone.txt"]
+            );
+        }
+        assert!(
+            hook_requests(&json!({"toolName": "apply_patch", "toolArgs": "no patch"})).is_err()
+        );
+        // Its subagents and any tool with no counterpart of ours are refused.
+        for own in [
+            "task",
+            "write_agent",
+            "read_agent",
+            "list_agents",
+            "write_bash",
+        ] {
+            assert!(
+                hook_requests(&json!({"toolName": own, "toolArgs": {}})).is_err(),
+                "{own}"
+            );
+        }
     }
 }

@@ -249,6 +249,9 @@ pub mod env {
     /// Tells an external CLI's `agent-team mcp` which file holds the first instruction to type
     /// into the pane once the CLI has listed the tools.
     pub const FIRST_INPUT_FILE: &str = "AGENT_TEAM_FIRST_INPUT_FILE";
+    /// Set (to `1`) when an external CLI runs interactively in a pane: its `agent-team mcp`
+    /// types messages into the pane to wake it when they arrive while it is idle.
+    pub const INTERACTIVE: &str = "AGENT_TEAM_INTERACTIVE";
     /// A role's extra arguments for its CLI (in the role's `env`, whitespace-separated).
     pub const CLI_ARGS: &str = "AGENT_TEAM_CLI_ARGS";
 

@@ -124,8 +124,50 @@ pub const GEMINI_CLI: CliTools = CliTools {
     own_team: &["invoke_agent"],
 };
 
+/// GitHub Copilot CLI (names as offered to its model and seen by its `preToolUse` hook in
+/// 1.0.102; with a Codex model id it offers `apply_patch` and `rg` instead of `create`, `edit`
+/// and `grep`, and `str_replace` is the older name of `edit`).
+pub const COPILOT: CliTools = CliTools {
+    cli: "copilot",
+    tools: &[
+        ("bash", "bash"),
+        ("create", "write_file"),
+        ("edit", "edit_file"),
+        ("str_replace", "edit_file"),
+        ("apply_patch", "edit_file"),
+        ("view", "read_file"),
+        ("glob", "glob"),
+        ("grep", "grep"),
+        ("rg", "grep"),
+        ("web_fetch", "web_fetch"),
+    ],
+    // Its subagents and their messages would be a second team beside ours.
+    own_team: &["task", "read_agent", "write_agent", "list_agents"],
+};
+
+/// opencode (names as offered to its model and seen by its plugins' `tool.execute.before` in
+/// 1.18.33; it offers `apply_patch` instead of `edit` and `write` to some models).
+pub const OPENCODE: CliTools = CliTools {
+    cli: "opencode",
+    tools: &[
+        ("bash", "bash"),
+        ("edit", "edit_file"),
+        ("write", "write_file"),
+        ("apply_patch", "edit_file"),
+        ("read", "read_file"),
+        ("glob", "glob"),
+        ("grep", "grep"),
+        ("list", "list_files"),
+        ("webfetch", "web_fetch"),
+        ("websearch", "web_search"),
+        ("todowrite", "todo_write"),
+    ],
+    // Its subagents would be a second team beside ours.
+    own_team: &["task"],
+};
+
 /// Every CLI's table.
-pub const ALL: &[CliTools] = &[CLAUDE_CODE, CODEX, QWEN_CODE, GEMINI_CLI];
+pub const ALL: &[CliTools] = &[CLAUDE_CODE, CODEX, QWEN_CODE, GEMINI_CLI, COPILOT, OPENCODE];
 
 /// Our tool that `name` stands for in any CLI's table (no name means two different tools in
 /// two CLIs: a unit test holds the tables to that).

@@ -33,6 +33,8 @@ pub fn model_for(role: &Role, cache_key: String) -> Result<Arc<dyn Model>, Agent
         | Provider::Codex
         | Provider::QwenCode
         | Provider::GeminiCli
+        | Provider::Copilot
+        | Provider::Opencode
         | Provider::Cli) => {
             return Err(AgentError::Config(format!(
                 "the {} provider is an external CLI, not a model API",

@@ -246,6 +246,17 @@ fn pre_tool_use_hook(socket: &std::path::Path, cli: Option<&str>) -> Result<Exit
     {
         return refuse(format!("cannot read the hook input: {e}"));
     }
+    // A CLI whose hook sees every call (Copilot's has no matcher) lets through the ones it
+    // does not judge (the team's own tools); an input that cannot be read is judged, and
+    // refused, below.
+    let tool = serde_json::from_str::<serde_json::Value>(&input).ok();
+    if let Some(tool) = tool
+        .as_ref()
+        .and_then(agent_team_mcp::permission::hook_tool)
+        && !adapter.hook_judges(tool)
+    {
+        return Ok(ExitCode::SUCCESS);
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

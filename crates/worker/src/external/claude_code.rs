@@ -33,8 +33,8 @@ impl CliAdapter for ClaudeCode {
     fn transcripts_dir(&self) -> Option<&'static str> {
         Some(".claude")
     }
-    fn types_first_input(&self, headless: bool) -> bool {
-        !headless
+    fn types_first_input(&self, cx: &LaunchCtx<'_>) -> bool {
+        !cx.headless
     }
     /// The prompt comes first (`--allowedTools` and `--disallowedTools` take every word after
     /// them), so extra words go last.
@@ -47,26 +47,10 @@ impl CliAdapter for ClaudeCode {
         let config_dir = home.join(".claude");
         let settings = home.join("settings.json");
         let api_key = cx.key().unwrap_or_default();
-        let tail: String = {
-            let n = api_key.chars().count();
-            api_key.chars().skip(n.saturating_sub(20)).collect()
-        };
-        // No onboarding, theme, key or folder-trust screen (CLIS.md).
-        let seeded = json!({
-            "hasCompletedOnboarding": true,
-            "theme": "dark",
-            "bypassPermissionsModeAccepted": true,
-            "customApiKeyResponses": {"approved": [tail], "rejected": []},
-            "projects": {
-                cx.cwd.display().to_string(): {
-                    "hasTrustDialogAccepted": true,
-                    "hasCompletedProjectOnboarding": true,
-                    "allowedTools": [],
-                }
-            }
-        });
-        l.files
-            .push((config_dir.join(".claude.json"), pretty(&seeded)));
+        l.files.push((
+            config_dir.join(".claude.json"),
+            pretty(&seeded_config(cx, &api_key)),
+        ));
         let tools = claude_tools(role);
         l.files.push((
             settings.clone(),
@@ -79,21 +63,8 @@ impl CliAdapter for ClaudeCode {
             ("ANTHROPIC_MODEL".into(), role.model.clone()),
             ("IS_SANDBOX".into(), "1".into()),
         ]);
-        for quiet in [
-            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
-            "DISABLE_AUTOUPDATER",
-            "DISABLE_TELEMETRY",
-            "DISABLE_ERROR_REPORTING",
-            "CLAUDE_CODE_DISABLE_FEATURE_FLAGS",
-            "CLAUDE_CODE_DISABLE_OFFICIAL_MARKETPLACE_AUTOINSTALL",
-            // No side requests of its own (a session title, memory, a survey): every model
-            // request is the teammate's own work.
-            "CLAUDE_CODE_DISABLE_TERMINAL_TITLE",
-            "CLAUDE_CODE_DISABLE_AUTO_MEMORY",
-            "CLAUDE_CODE_DISABLE_FEEDBACK_SURVEY",
-        ] {
-            l.env.push((quiet.into(), "1".into()));
-        }
+        l.env
+            .extend(QUIET.iter().map(|v| (v.to_string(), "1".to_string())));
         // The team tools offered outright, not deferred behind its `ToolSearch` (2.1.330).
         l.env.push(("ENABLE_TOOL_SEARCH".into(), "false".into()));
         if let Some(url) = &role.base_url {
@@ -134,6 +105,42 @@ impl CliAdapter for ClaudeCode {
         Ok(())
     }
 }
+
+/// `.claude.json` seeded so no onboarding, theme, key or folder-trust screen shows (CLIS.md).
+fn seeded_config(cx: &LaunchCtx<'_>, api_key: &str) -> serde_json::Value {
+    let tail: String = {
+        let n = api_key.chars().count();
+        api_key.chars().skip(n.saturating_sub(20)).collect()
+    };
+    json!({
+        "hasCompletedOnboarding": true,
+        "theme": "dark",
+        "bypassPermissionsModeAccepted": true,
+        "customApiKeyResponses": {"approved": [tail], "rejected": []},
+        "projects": {
+            cx.cwd.display().to_string(): {
+                "hasTrustDialogAccepted": true,
+                "hasCompletedProjectOnboarding": true,
+                "allowedTools": [],
+            }
+        }
+    })
+}
+
+/// Set (to `1`) so it makes no request of its own: no updates, telemetry, error reports,
+/// feature flags or marketplace, and no side requests to the model (a session title, memory, a
+/// survey): every model request is the teammate's own work.
+const QUIET: &[&str] = &[
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
+    "DISABLE_AUTOUPDATER",
+    "DISABLE_TELEMETRY",
+    "DISABLE_ERROR_REPORTING",
+    "CLAUDE_CODE_DISABLE_FEATURE_FLAGS",
+    "CLAUDE_CODE_DISABLE_OFFICIAL_MARKETPLACE_AUTOINSTALL",
+    "CLAUDE_CODE_DISABLE_TERMINAL_TITLE",
+    "CLAUDE_CODE_DISABLE_AUTO_MEMORY",
+    "CLAUDE_CODE_DISABLE_FEEDBACK_SURVEY",
+];
 
 /// The pre-tool hook's answer in the shape Claude Code and Qwen Code read: the call goes ahead,
 /// or it is refused with `reason` (the model is told why).

@@ -7,7 +7,7 @@
 //! obeyed); `--session-id` / `--resume`. Seen with 0.61.0 (docs/CLIS.md).
 
 use super::{CliAdapter, Launch, LaunchCtx, PERMISSION_HOOK_TIMEOUT_SECS, allowed_outright};
-use super::{extra_args, pretty, session::session_args};
+use super::{Session, extra_args, pretty, session::session_args};
 use crate::AgentError;
 use agent_team_config::{Provider, Role};
 use agent_team_tools::cli_names::GEMINI_CLI;
@@ -37,9 +37,22 @@ impl CliAdapter for GeminiCli {
         let short = id.get(..8).unwrap_or(id);
         file_name.starts_with("session-") && file_name.ends_with(&format!("-{short}.jsonl"))
     }
+    /// Resumed in a pane, its `-i` prompt goes to the model without the resumed conversation
+    /// (seen in 0.61.0: only its session context and the prompt), so the instruction to carry
+    /// on is typed into the pane once it has listed the team tools, by then with it.
+    fn types_first_input(&self, cx: &LaunchCtx<'_>) -> bool {
+        !cx.headless && matches!(cx.session, Some(Session::Resume(_)))
+    }
     /// Its `BeforeTool` hook reads a top-level decision; in `yolo` an allow needs no answer.
     fn pre_tool_answer(&self, allow: bool, reason: &str) -> Option<String> {
         (!allow).then(|| json!({"decision": "deny", "reason": reason}).to_string())
+    }
+
+    /// Before its `-p` / `-i` and the prompt that follows (or last, when the prompt is typed).
+    fn extra_args_at(&self, args: &[String]) -> usize {
+        args.iter()
+            .rposition(|a| a == "-p" || a == "-i")
+            .unwrap_or(args.len())
     }
 
     fn configure(&self, cx: &LaunchCtx<'_>, l: &mut Launch) -> Result<(), AgentError> {
@@ -107,9 +120,13 @@ impl CliAdapter for GeminiCli {
         l.args.extend(resume);
         l.files.extend(session_file);
         l.args.extend(extra_args(role));
-        // Interactive, `-i` queues the prompt until the MCP servers are up.
-        let flag = if cx.headless { "-p" } else { "-i" };
-        l.args.extend([flag.to_string(), cx.prompt.clone()]);
+        if self.types_first_input(cx) {
+            l.files.push((cx.first_input_file(), cx.prompt.clone()));
+        } else {
+            // Interactive, `-i` queues the prompt until the MCP servers are up.
+            let flag = if cx.headless { "-p" } else { "-i" };
+            l.args.extend([flag.to_string(), cx.prompt.clone()]);
+        }
         Ok(())
     }
 }

@@ -31,11 +31,16 @@ pub struct Launch {
     pub files: Vec<(PathBuf, String)>,
     /// Where it runs.
     pub cwd: PathBuf,
+    /// A file given to it as its standard input (a one-shot CLI that reads its prompt there);
+    /// `None`: none headless, the terminal's otherwise.
+    pub stdin: Option<PathBuf>,
 }
 
 mod claude_code;
 mod codex;
+mod copilot;
 mod gemini_cli;
+mod opencode;
 mod qwen_code;
 mod session;
 mod template;
@@ -73,6 +78,17 @@ pub trait CliAdapter: Sync {
     fn is_transcript_of(&self, file_name: &str, id: &str) -> bool {
         file_name.strip_suffix(".jsonl") == Some(id)
     }
+    /// Whether the CLI's transcript of the conversation `id` is under `dir` (its
+    /// [`CliAdapter::transcripts_dir`]): a file [`CliAdapter::is_transcript_of`] accepts,
+    /// unless the CLI keeps it at a path of its own.
+    fn has_transcript(&self, dir: &Path, id: &str) -> bool {
+        session::transcript_exists(dir, &|name| self.is_transcript_of(name, id), 5)
+    }
+    /// Whether `id` (read back from the session file) is a session id of this CLI's: one of
+    /// our UUIDs, unless the CLI names its sessions itself.
+    fn is_session_id(&self, id: &str) -> bool {
+        session::is_session_id(id)
+    }
     /// Whether the CLI's hooks answer over the launch's hook socket (so `agent-team mcp` is
     /// told where to listen).
     fn hooked(&self) -> bool {
@@ -80,7 +96,7 @@ pub trait CliAdapter: Sync {
     }
     /// Whether the first instruction is typed into the pane once the team tools are listed
     /// (instead of given on the command line).
-    fn types_first_input(&self, _headless: bool) -> bool {
+    fn types_first_input(&self, _cx: &LaunchCtx<'_>) -> bool {
         false
     }
     /// What its pre-tool hook prints for a verdict on a call (`None`: nothing, and the call
@@ -88,6 +104,11 @@ pub trait CliAdapter: Sync {
     /// CLI reads another.
     fn pre_tool_answer(&self, allow: bool, reason: &str) -> Option<String> {
         Some(claude_code::hook_answer(allow, reason))
+    }
+    /// Whether its pre-tool hook judges a call of `tool` (else it prints nothing and the call
+    /// goes ahead): every call its hook is given, for the CLIs whose hooks have a matcher.
+    fn hook_judges(&self, _tool: &str) -> bool {
+        true
     }
     /// Adds the CLI's own files, environment and arguments to `launch` (which already holds
     /// the program, the MCP configuration and the prompt file).
@@ -105,6 +126,8 @@ static ADAPTERS: &[&dyn CliAdapter] = &[
     &codex::Codex,
     &qwen_code::QwenCode,
     &gemini_cli::GeminiCli,
+    &copilot::Copilot,
+    &opencode::Opencode,
     &template::Template,
 ];
 
@@ -217,7 +240,7 @@ impl LaunchCtx<'_> {
     pub fn mcp_env(&self) -> serde_json::Map<String, serde_json::Value> {
         let adapter = adapter(self.role.provider);
         let hooked = adapter.is_some_and(|a| a.hooked());
-        let typed = adapter.is_some_and(|a| a.types_first_input(self.headless));
+        let typed = adapter.is_some_and(|a| a.types_first_input(self));
         let mut m = serde_json::Map::new();
         let mut put = |k: &str, v: String| m.insert(k.into(), json!(v));
         put(env::SOCKET, link_socket(self.home).display().to_string());
@@ -230,6 +253,9 @@ impl LaunchCtx<'_> {
         }
         if hooked {
             put(env::HOOK_SOCKET, self.hook_socket().display().to_string());
+        }
+        if !self.headless {
+            put(env::INTERACTIVE, "1".into());
         }
         if typed {
             put(
@@ -301,6 +327,7 @@ pub fn plan(
             (prompt_file, cx.prompt.clone()),
         ],
         cwd: cx.cwd.clone(),
+        stdin: None,
     };
     cli.configure(&cx, &mut launch)?;
     if role.provider != Provider::Cli
@@ -620,7 +647,14 @@ fn command(
         cmd.env_remove(k);
     }
     cmd.kill_on_drop(true);
-    if headless {
+    if let Some(file) = &launch.stdin {
+        // Written just before; unreadable, the CLI gets no input and says so.
+        cmd.stdin(
+            std::fs::File::open(file)
+                .map(std::process::Stdio::from)
+                .unwrap_or_else(|_| std::process::Stdio::null()),
+        );
+    } else if headless {
         // A one-shot CLI may read its stdin for more input (`codex exec` does): there is none.
         cmd.stdin(std::process::Stdio::null());
     }

@@ -30,6 +30,13 @@ impl CliAdapter for QwenCode {
         Some(".qwen")
     }
 
+    /// Before its `-p` / `-i` and the prompt that follows (or last, when the prompt is typed).
+    fn extra_args_at(&self, args: &[String]) -> usize {
+        args.iter()
+            .rposition(|a| a == "-p" || a == "-i")
+            .unwrap_or(args.len())
+    }
+
     fn configure(&self, cx: &LaunchCtx<'_>, l: &mut Launch) -> Result<(), AgentError> {
         let (home, role) = (cx.home, cx.role);
         let qwen_home = home.join(".qwen");

@@ -31,9 +31,9 @@ pub fn session_for(cli: &dyn CliAdapter, home: &Path) -> Option<Session> {
     let recorded = std::fs::read_to_string(home.join(SESSION_FILE))
         .ok()
         .map(|s| s.trim().to_string())
-        .filter(|s| is_session_id(s));
+        .filter(|s| cli.is_session_id(s));
     if let Some(id) = recorded
-        && transcript_exists(&config_dir, &|name| cli.is_transcript_of(name, &id), 5)
+        && cli.has_transcript(&config_dir, &id)
     {
         return Some(Session::Resume(id));
     }
@@ -41,12 +41,12 @@ pub fn session_for(cli: &dyn CliAdapter, home: &Path) -> Option<Session> {
 }
 
 /// A session id as we write them: a UUID (only hex digits and dashes reach a command line).
-fn is_session_id(s: &str) -> bool {
+pub(super) fn is_session_id(s: &str) -> bool {
     s.len() == 36 && s.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
 }
 
 /// Whether a file whose name `is_it` accepts is under `dir`, at most `depth` levels down.
-fn transcript_exists(dir: &Path, is_it: &dyn Fn(&str) -> bool, depth: u32) -> bool {
+pub(super) fn transcript_exists(dir: &Path, is_it: &dyn Fn(&str) -> bool, depth: u32) -> bool {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return false;
     };

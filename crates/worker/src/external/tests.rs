@@ -344,6 +344,35 @@ fn a_role_command_names_the_program_and_adds_arguments() {
     .unwrap();
     assert_eq!(l.program, "/opt/claude/bin/claude");
     assert_eq!(l.args.last().map(String::as_str), Some("--verbose"));
+    // Where the prompt follows `-p` / `-i`, the extra words go before both.
+    for p in [Provider::QwenCode, Provider::GeminiCli] {
+        for headless in [true, false] {
+            let mut r = role(p);
+            r.command = Some(vec!["/opt/cli".into(), "--verbose".into()]);
+            let l = plan(
+                &agent(),
+                &config(),
+                &r,
+                Path::new("/home/cc"),
+                Path::new("/bin/agent-team"),
+                headless,
+                None,
+            )
+            .unwrap();
+            let n = l.args.len();
+            assert_eq!(
+                &l.args[n - 3..],
+                [
+                    "--verbose",
+                    if headless { "-p" } else { "-i" },
+                    &first_input(&agent(), &config(), &r)
+                ],
+                "{}: {:?}",
+                p.as_str(),
+                l.args
+            );
+        }
+    }
 }
 
 #[test]

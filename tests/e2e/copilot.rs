@@ -13,18 +13,18 @@ use serde_json::json;
 use std::time::Duration;
 
 /// The Copilot CLI version the suite installs and runs (the README's table says the same).
-const COPILOT_VERSION: &str = "1.0.102";
+pub(crate) const COPILOT_VERSION: &str = "1.0.102";
 
 /// How long a Copilot run may take (its first start unpacks its runtime into its home).
 const T: Duration = Duration::from_secs(120);
 
 /// The installed Copilot CLI.
-fn copilot() -> std::path::PathBuf {
+pub(crate) fn copilot() -> std::path::PathBuf {
     installed("@github/copilot", COPILOT_VERSION, "copilot")
 }
 
 /// A team tool as Copilot names it (the MCP server's name, `-`, the tool).
-fn copilot_tool(name: &str) -> String {
+pub(crate) fn copilot_tool(name: &str) -> String {
     format!("team-{name}")
 }
 

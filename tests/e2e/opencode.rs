@@ -12,18 +12,18 @@ use serde_json::json;
 use std::time::Duration;
 
 /// The opencode version the suite installs and runs (the README's table says the same).
-const OPENCODE_VERSION: &str = "1.18.33";
+pub(crate) const OPENCODE_VERSION: &str = "1.18.33";
 
 /// How long an opencode run may take.
 const T: Duration = Duration::from_secs(120);
 
 /// The installed opencode.
-fn opencode() -> std::path::PathBuf {
+pub(crate) fn opencode() -> std::path::PathBuf {
     installed("opencode-ai", OPENCODE_VERSION, "opencode")
 }
 
 /// A team tool as opencode names it (the MCP server's name, `_`, the tool).
-fn opencode_tool(name: &str) -> String {
+pub(crate) fn opencode_tool(name: &str) -> String {
     format!("team_{name}")
 }
 

@@ -63,9 +63,11 @@ struct Cli {
     team_prefix: &'static str,
     /// It needs Node 22 (the npm `node@22` package's, put first on its `PATH`).
     node22: bool,
+    /// Side requests it makes of its own (a session title), answered aside: (needle, answer).
+    asides: &'static [(&'static str, &'static str)],
 }
 
-const CLIS: [Cli; 4] = [
+const CLIS: [Cli; 6] = [
     Cli {
         label: "Claude Code",
         provider: "claude-code",
@@ -81,6 +83,7 @@ const CLIS: [Cli; 4] = [
         selects_tools: false,
         team_prefix: "mcp__team__",
         node22: false,
+        asides: &[],
     },
     Cli {
         label: "Codex",
@@ -97,6 +100,7 @@ const CLIS: [Cli; 4] = [
         selects_tools: false,
         team_prefix: "mcp__team__",
         node22: false,
+        asides: &[],
     },
     Cli {
         label: "Qwen Code",
@@ -113,6 +117,7 @@ const CLIS: [Cli; 4] = [
         selects_tools: true,
         team_prefix: "mcp__team__",
         node22: true,
+        asides: &[],
     },
     Cli {
         label: "Gemini CLI",
@@ -129,8 +134,53 @@ const CLIS: [Cli; 4] = [
         selects_tools: false,
         team_prefix: "mcp_team_",
         node22: false,
+        asides: &[],
+    },
+    Cli {
+        label: "Copilot CLI",
+        provider: "copilot",
+        package: "@github/copilot",
+        version: "1.0.102",
+        bin: "copilot",
+        model: "gpt-4.1",
+        wire: Wire::OpenAi,
+        key_var: "AT_BENCH_OPENAI_KEY",
+        key: "sk-test-openai",
+        name: "cp",
+        hook: true,
+        selects_tools: false,
+        team_prefix: "team-",
+        node22: false,
+        asides: &[],
+    },
+    Cli {
+        label: "opencode",
+        provider: "opencode",
+        package: "opencode-ai",
+        version: "1.18.33",
+        bin: "opencode",
+        model: "gpt-4.1",
+        wire: Wire::OpenAi,
+        key_var: "AT_BENCH_OPENAI_KEY",
+        key: "sk-test-openai",
+        name: "oc",
+        // Headless (`opencode run`) it ends at its first turn's end: no hand-back there.
+        hook: false,
+        selects_tools: false,
+        team_prefix: "team_",
+        node22: false,
+        asides: &[("You are a title generator", "Team work")],
     },
 ];
+
+/// The mock for `cli`, its side requests answered aside.
+fn mock_for(cli: &Cli) -> Result<MockModel> {
+    let mock = MockModel::start_background(cli.wire)?;
+    for (needle, answer) in cli.asides {
+        mock.answer_aside(needle, answer);
+    }
+    Ok(mock)
+}
 
 /// The cargo target dir the bench was built in (the CLI cache lives under it).
 fn target_dir() -> PathBuf {
@@ -161,7 +211,13 @@ fn installed(cli: &Cli) -> Result<PathBuf, String> {
         .ok()
         .and_then(|n| n.parent().map(Path::to_path_buf))
         .ok_or("the node@22 package has no binary")?;
-    let dir = exe.join("../../../node22-wrapper");
+    // Beside the package's `node_modules` (the command is in `node_modules/.bin`).
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .map(|p| p.join("node22-wrapper"))
+        .ok_or("the CLI's command is not in an npm install")?;
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let wrapper = dir.join(cli.bin);
     let script = format!(
@@ -577,6 +633,17 @@ fn alone_launch(
                     contents.replace_range(s..e, "");
                 }
             }
+            ("copilot", "copilot-mcp.json") => *contents = json!({"mcpServers": {}}).to_string(),
+            ("copilot", "team.json") => *contents = json!({"version": 1, "hooks": {}}).to_string(),
+            ("opencode", "agent-team-plugin.js") => *contents = String::new(),
+            ("opencode", "opencode.json") => {
+                let mut v: serde_json::Value = serde_json::from_str(contents)?;
+                if let Some(m) = v.as_object_mut() {
+                    m.remove("mcp");
+                    m.remove("plugin");
+                }
+                *contents = v.to_string();
+            }
             ("qwen-code" | "gemini-cli", "settings.json") => {
                 let mut v: serde_json::Value = serde_json::from_str(contents)?;
                 if let Some(m) = v.as_object_mut() {
@@ -600,7 +667,8 @@ fn alone_launch(
     let key_var = match cli.provider {
         "claude-code" => "ANTHROPIC_API_KEY",
         "gemini-cli" => "GEMINI_API_KEY",
-        "codex" => cli.key_var,
+        "copilot" => "COPILOT_PROVIDER_API_KEY",
+        "codex" | "opencode" => cli.key_var,
         _ => "OPENAI_API_KEY",
     };
     launch.env.push((key_var.into(), cli.key.into()));
@@ -610,7 +678,7 @@ fn alone_launch(
 /// One run of `cli` alone: spawn of its headless command → its first model request, and the
 /// peak memory of its tree while the mock holds the answer.
 fn alone_run(sb: &Sandbox, cli: &Cli, exe: &Path, i: usize) -> Result<(f64, Mem)> {
-    let mock = MockModel::start_background(cli.wire)?;
+    let mock = mock_for(cli)?;
     mock.script(
         cli.name,
         vec![Step::Delay(HOLD, Box::new(Step::Text("Done.".into())))],
@@ -623,10 +691,14 @@ fn alone_run(sb: &Sandbox, cli: &Cli, exe: &Path, i: usize) -> Result<(f64, Mem)
     agent_team_worker::external::write_files(&launch).map_err(|e| anyhow!("{e}"))?;
     let log = ws.join("cli.log");
     let out = std::fs::File::create(&log)?;
+    let stdin = match &launch.stdin {
+        Some(f) => Stdio::from(std::fs::File::open(f)?),
+        None => Stdio::null(),
+    };
     let mut cmd = Command::new(exe);
     cmd.args(&launch.args)
         .current_dir(&launch.cwd)
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(out.try_clone()?)
         .stderr(out)
         .process_group(0);
@@ -787,7 +859,7 @@ struct TeamRun {
 }
 
 fn team_run(sb: &Sandbox, cli: &Cli, exe: &Path, i: usize) -> Result<TeamRun> {
-    let mock = MockModel::start_background(cli.wire)?;
+    let mock = mock_for(cli)?;
     mock.script(
         cli.name,
         vec![Step::Delay(HOLD, Box::new(Step::Text("Done.".into())))],
@@ -842,7 +914,7 @@ fn call(tool: &str, args: serde_json::Value) -> Step {
 }
 
 fn latency_run(sb: &Sandbox, cli: &Cli, exe: &Path) -> Result<Latency> {
-    let mock = MockModel::start_background(cli.wire)?;
+    let mock = mock_for(cli)?;
     let wait = format!("{}wait_for_messages", cli.team_prefix);
     let wait = wait.as_str();
     let mut steps = Vec::new();

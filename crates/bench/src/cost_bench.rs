@@ -66,12 +66,15 @@ fn script(mock: &MockModel) {
                 })
                 .collect::<Vec<_>>(),
         ),
-        Step::tools(
-            &MATES
+        // The three together, as one `spawn_team`: they start staggered (the first at once,
+        // the others once its first request is answered) unless `spawn_stagger_ms = 0`.
+        Step::tools(&[(
+            "spawn_team",
+            json!({"members": MATES
                 .iter()
-                .map(|m| ("spawn_teammate", json!({"role": "worker", "name": m})))
-                .collect::<Vec<_>>(),
-        ),
+                .map(|m| json!({"role": "worker", "name": m}))
+                .collect::<Vec<_>>()}),
+        )]),
     ];
     for k in 0..WORK_TURNS {
         leader.push(Step::tools(&[(
@@ -235,14 +238,14 @@ fn dollars(p: &Price, b: &Billed) -> f64 {
 
 /// What one run over one wire measured.
 struct Run {
-    wire: &'static str,
+    wire: String,
     model: &'static str,
     wall: f64,
     agents: Vec<(String, Billed, Floor)>,
     unmatched: usize,
 }
 
-fn one_run(dir: &Path, wire: Wire) -> Result<Run> {
+fn one_run(dir: &Path, wire: Wire, stagger: bool) -> Result<Run> {
     let (name, provider, model) = match wire {
         Wire::Anthropic => ("anthropic", "anthropic", "claude-sonnet-4-5"),
         Wire::OpenAi => ("openai", "openai", "gpt-4.1"),
@@ -251,6 +254,11 @@ fn one_run(dir: &Path, wire: Wire) -> Result<Run> {
     let mock = MockModel::start_background(wire)?;
     mock.account_caching(true);
     script(&mock);
+    let name = if stagger {
+        name.to_string()
+    } else {
+        format!("{name}-unstaggered")
+    };
     let ws = dir.join(format!("cost-{name}"));
     for agent in 0..=MATES.len() {
         for k in 0..WORK_TURNS {
@@ -262,7 +270,12 @@ fn one_run(dir: &Path, wire: Wire) -> Result<Run> {
     std::fs::write(
         ws.join("agent-team.toml"),
         format!(
-            "name = \"cost-{name}\"\nsandbox = \"off\"\n[defaults]\nprovider = \"{provider}\"\nmodel = \"{model}\"\nbase_url = \"{}\"\napi_key_env = \"MOCK_KEY\"\n",
+            "name = \"cost-{name}\"\nsandbox = \"off\"\n{}[defaults]\nprovider = \"{provider}\"\nmodel = \"{model}\"\nbase_url = \"{}\"\napi_key_env = \"MOCK_KEY\"\n",
+            if stagger {
+                ""
+            } else {
+                "spawn_stagger_ms = 0\n"
+            },
             mock.base_url()
         ),
     )?;
@@ -316,7 +329,7 @@ fn k(t: u64) -> String {
 fn report(r: &mut Report, run: &Run) -> Result<()> {
     let price = price_for(&BTreeMap::new(), run.model)
         .with_context(|| format!("{} has no list price", run.model))?;
-    let w = run.wire;
+    let w = &run.wire;
     let total = run
         .agents
         .iter()
@@ -443,9 +456,42 @@ fn report(r: &mut Report, run: &Run) -> Result<()> {
 pub fn run(r: &mut Report, dir: &Path, _quick: bool) -> Result<()> {
     println!("== what a team costs: prompt caching against the caching mock (issue 30) ==");
     for wire in [Wire::Anthropic, Wire::OpenAi] {
-        let run = one_run(dir, wire)?;
+        let run = one_run(dir, wire, true)?;
         report(r, &run)?;
     }
+    // The same Anthropic team with its teammates started all at once: what staggering saves.
+    let plain = one_run(dir, Wire::Anthropic, false)?;
+    let staggered = one_run(dir, Wire::Anthropic, true)?;
+    let price = price_for(&BTreeMap::new(), plain.model)
+        .with_context(|| format!("{} has no list price", plain.model))?;
+    let mates = |run: &Run| {
+        run.agents
+            .iter()
+            .filter(|(a, ..)| a != "leader")
+            .fold(Billed::default(), |s, (_, b, _)| s + *b)
+    };
+    let (on, off) = (mates(&staggered), mates(&plain));
+    r.add(
+        "anthropic: the 3 teammates' dollars, started staggered (spawn_team)",
+        format!("${:.4}", dollars(&price, &on)),
+        format!("${:.4} all at once", dollars(&price, &off)),
+        format!(
+            "{:.3}×",
+            dollars(&price, &on) / dollars(&price, &off).max(f64::MIN_POSITIVE)
+        ),
+        "≤ 1×",
+        dollars(&price, &on) <= dollars(&price, &off),
+    );
+    r.note(format!(
+        "anthropic, the 3 teammates: cache writes {} staggered vs {} all at once, reads {} vs {}; \
+         wall {} vs {} (the later teammates wait for the first one's first answer)",
+        k(on.cache_write),
+        k(off.cache_write),
+        k(on.cache_read),
+        k(off.cache_read),
+        dur(staggered.wall),
+        dur(plain.wall)
+    ));
     r.note(format!("{NO_PEER}."));
     Ok(())
 }

@@ -97,6 +97,7 @@ pub fn empty_team(name: &str, workspace: &Path) -> TeamConfig {
         approver: Approver::Human,
         permission_timeout_secs: 300,
         end_grace_secs: DEFAULT_END_GRACE_SECS,
+        spawn_stagger_ms: crate::model::DEFAULT_SPAWN_STAGGER_MS,
         finish: Default::default(),
         roles: builtin_roles(),
         teammates: vec![],

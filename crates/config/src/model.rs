@@ -122,6 +122,15 @@ pub struct SandboxPaths {
     pub read_deny: Vec<PathBuf>,
 }
 
+/// How long same-role members started together wait at most for the first one's first
+/// answered request: a first model request with a long system prompt is answered within this
+/// on the providers we bench; after it they start anyway.
+pub const DEFAULT_SPAWN_STAGGER_MS: u64 = 5_000;
+
+fn default_spawn_stagger_ms() -> u64 {
+    DEFAULT_SPAWN_STAGGER_MS
+}
+
 /// Which model API drives an agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -649,6 +658,11 @@ pub struct TeamConfig {
     pub approver: Approver,
     /// Seconds before an unanswered permission request is denied.
     pub permission_timeout_secs: u64,
+    /// Milliseconds at most that members of one role started together wait for the first of
+    /// them to have its first model request answered, so theirs read the prefix it cached
+    /// (`spawn_stagger_ms`; 0 starts them all at once). They start as soon as it is answered.
+    #[serde(default = "default_spawn_stagger_ms")]
+    pub spawn_stagger_ms: u64,
     /// Seconds the end of a run waits, once the board is done, for teammates still in a turn
     /// (their last reports) before it goes ahead (`end_grace`, default 30).
     #[serde(default = "default_end_grace")]

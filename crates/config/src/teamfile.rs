@@ -110,6 +110,7 @@ struct RawTeamFile {
     approver: Option<Approver>,
     permission_timeout: Option<u64>,
     end_grace: Option<u64>,
+    spawn_stagger_ms: Option<u64>,
     finish: Option<agent_team_protocol::FinishPolicy>,
     sandbox: Option<RawSandbox>,
     board: Option<bool>,
@@ -721,6 +722,7 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
     for (field, value) in [
         ("permission_timeout", raw.permission_timeout.unwrap_or(0)),
         ("end_grace", raw.end_grace.unwrap_or(0)),
+        ("spawn_stagger_ms", raw.spawn_stagger_ms.unwrap_or(0) / 1000),
         ("limits.hello_timeout_secs", l.hello_timeout_secs),
         ("notify.timeout_secs", raw.notify.timeout_secs),
     ] {
@@ -783,6 +785,9 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
         approver: raw.approver.unwrap_or_default(),
         permission_timeout_secs: raw.permission_timeout.unwrap_or(300),
         end_grace_secs: raw.end_grace.unwrap_or(crate::DEFAULT_END_GRACE_SECS),
+        spawn_stagger_ms: raw
+            .spawn_stagger_ms
+            .unwrap_or(crate::model::DEFAULT_SPAWN_STAGGER_MS),
         finish: raw.finish.unwrap_or_default(),
         roles,
         teammates,

@@ -282,6 +282,106 @@ fn spawn_team_launches_every_member_with_its_own_settings() {
     assert_eq!(inbox[0].from, LEADER);
 }
 
+/// A supervisor alone whose `worker` role runs our model loop (Anthropic), with `stagger_ms`.
+fn with_model_workers(stagger_ms: u64) -> (Supervisor, TeamState, tempfile::TempDir) {
+    let (mut sup, mut state, _backend, dir) = bare();
+    let mut team = agent_team_config::empty_team("t", dir.path());
+    team.backend = BackendKind::Process;
+    team.spawn_stagger_ms = stagger_ms;
+    if let Some(w) = team.roles.get_mut("worker") {
+        w.provider = agent_team_config::Provider::Anthropic;
+        w.model = "claude-sonnet-4-5".into();
+    }
+    let mut step = sup.step(&mut state);
+    step.configure(&Actor::Operator, serde_json::to_value(&team).unwrap())
+        .unwrap();
+    step.finish();
+    (sup, state, dir)
+}
+
+/// The names in the one launch `actions` ask for, and the stagger timers they schedule.
+fn launched_and_staggered(actions: &[Action]) -> (Vec<String>, Vec<(String, Duration)>) {
+    let mut names = Vec::new();
+    let mut timers = Vec::new();
+    for a in actions {
+        match a {
+            Action::Run(Job::LaunchMany { batch, .. }) => {
+                names.extend(batch.iter().map(|b| b.0.clone()))
+            }
+            Action::Run(Job::Launch { name, .. }) => names.push(name.clone()),
+            Action::Schedule {
+                after,
+                timer: SupTimer::Stagger(first),
+            } => timers.push((first.clone(), *after)),
+            _ => {}
+        }
+    }
+    (names, timers)
+}
+
+/// Issue 30: members of one role on our model loop started together start staggered: the
+/// first at once, the others once its first model request was answered (its usage report),
+/// so their first requests read the prefix it cached; a member of another role is not held.
+#[test]
+fn same_role_model_members_start_once_the_first_ones_first_request_is_answered() {
+    let (mut sup, mut state, _dir) = with_model_workers(5_000);
+    let mut step = sup.step(&mut state);
+    step.spawn_team_request(
+        &Actor::Agent(LEADER.into()),
+        vec![
+            member("a1", "worker"),
+            member("a2", "worker"),
+            member("r1", "reviewer"),
+            member("a3", "worker"),
+        ],
+    )
+    .unwrap();
+    let (now, timers) = launched_and_staggered(&step.finish());
+    assert_eq!(now, ["a1", "r1"]);
+    assert_eq!(timers, [("a1".to_string(), Duration::from_millis(5_000))]);
+    // Another member's answer releases nothing; a1's does, once.
+    let mut step = sup.step(&mut state);
+    step.first_answered("r1");
+    assert!(launched_and_staggered(&step.finish()).0.is_empty());
+    let mut step = sup.step(&mut state);
+    step.first_answered("a1");
+    assert_eq!(launched_and_staggered(&step.finish()).0, ["a2", "a3"]);
+    let mut step = sup.step(&mut state);
+    step.first_answered("a1");
+    step.timer(SupTimer::Stagger("a1".into()));
+    assert!(launched_and_staggered(&step.finish()).0.is_empty());
+}
+
+/// Issue 30: when the first member's answer does not come within `spawn_stagger_ms`, the
+/// others start anyway; with 0 they all start at once.
+#[test]
+fn staggered_members_start_at_the_longest_wait_and_zero_turns_staggering_off() {
+    let (mut sup, mut state, _dir) = with_model_workers(5_000);
+    let mut step = sup.step(&mut state);
+    step.spawn_team_request(
+        &Actor::Agent(LEADER.into()),
+        vec![member("a1", "worker"), member("a2", "worker")],
+    )
+    .unwrap();
+    assert_eq!(launched_and_staggered(&step.finish()).0, ["a1"]);
+    let mut step = sup.step(&mut state);
+    step.timer(SupTimer::Stagger("a1".into()));
+    assert_eq!(launched_and_staggered(&step.finish()).0, ["a2"]);
+
+    let (mut sup, mut state, _dir) = with_model_workers(0);
+    let mut step = sup.step(&mut state);
+    step.spawn_team_request(
+        &Actor::Agent(LEADER.into()),
+        vec![member("a1", "worker"), member("a2", "worker")],
+    )
+    .unwrap();
+    let (now, timers) = launched_and_staggered(&step.finish());
+    assert_eq!(
+        (now.as_slice(), timers.len()),
+        (["a1".to_string(), "a2".to_string()].as_slice(), 0)
+    );
+}
+
 /// Issue 15: the team is one level deep; a teammate's spawn says so.
 #[test]
 fn a_teammate_cannot_spawn_max_depth_one() {

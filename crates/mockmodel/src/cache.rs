@@ -1,7 +1,10 @@
 //! Prompt-cache accounting as each provider bills it, for [`crate::MockModel::account_caching`].
 //!
 //! The mock keeps one cache for the whole server, as a provider keeps one per organisation:
-//! agents that send the same prefix share it (which is what staggered spawns count on).
+//! agents that send the same prefix share it (which is what staggered spawns count on). An
+//! entry a request writes is readable only once that request has been answered (Anthropic:
+//! "the cache entry is available once the first response begins"), so agents sending the
+//! same prefix at the same moment all miss and all write.
 //!
 //! **Tokens** are an approximation: the prompt is cut into parts (each tool, the system
 //! prompt or each system block, each message or message content block, each Responses input
@@ -114,6 +117,12 @@ fn tokens(bytes: usize) -> u64 {
 pub(crate) struct PromptCache {
     /// Expiry per entry.
     entries: HashMap<u64, Instant>,
+    /// Entries written by requests not answered yet, by writer: a provider's cache entry can
+    /// be read only once the request that wrote it has been answered, so requests sent at
+    /// the same moment all miss (and all write).
+    pending: HashMap<u64, Vec<(u64, Instant)>>,
+    /// The writer [`PromptCache::account`] files new entries under (`None`: ready at once).
+    writer: Option<u64>,
 }
 
 impl PromptCache {
@@ -135,9 +144,45 @@ impl PromptCache {
         }
     }
 
+    /// [`PromptCache::account`] for a request that is answered later: the entries it writes
+    /// are read by others only after [`PromptCache::answered`] with the same `writer`.
+    pub(crate) fn account_pending(
+        &mut self,
+        writer: u64,
+        api: Api,
+        req: &Value,
+        model: &str,
+        now: Instant,
+    ) -> Accounting {
+        self.writer = Some(writer);
+        let a = self.account(api, req, model, now);
+        self.writer = None;
+        a
+    }
+
+    /// The request `writer` was answered: the entries it wrote can be read now.
+    pub(crate) fn answered(&mut self, writer: u64) {
+        for (key, expires) in self.pending.remove(&writer).unwrap_or_default() {
+            let e = self.entries.entry(key).or_insert(expires);
+            *e = (*e).max(expires);
+        }
+    }
+
     /// Whether an entry is alive.
     fn alive(&self, key: u64, now: Instant) -> bool {
         self.entries.get(&key).is_some_and(|e| *e > now)
+    }
+
+    /// Writes or refreshes an entry: one alive is refreshed; a new one is readable at once, or
+    /// once its writer is answered ([`PromptCache::account_pending`]).
+    fn put(&mut self, key: u64, expires: Instant) {
+        match (self.entries.get_mut(&key), self.writer) {
+            (Some(e), _) => *e = expires,
+            (None, None) => {
+                self.entries.insert(key, expires);
+            }
+            (None, Some(w)) => self.pending.entry(w).or_default().push((key, expires)),
+        }
     }
 
     /// Anthropic: explicit breakpoints (see the module docs).
@@ -169,13 +214,13 @@ impl PromptCache {
             .max();
         let cached = hit.map_or(0, |i| prefixes[i].1);
         if let Some(i) = hit {
-            self.entries.insert(prefixes[i].0, now + LIFETIME);
+            self.put(prefixes[i].0, now + LIFETIME);
         }
         let mut written_to = cached;
         for &m in &marks {
             let (key, size) = prefixes[m];
             if size >= min {
-                self.entries.insert(key, now + LIFETIME);
+                self.put(key, now + LIFETIME);
                 written_to = written_to.max(size);
             }
         }
@@ -213,7 +258,7 @@ impl PromptCache {
             .map_or(0, |(_, size)| *size);
         // The whole prompt is now cached, the part read refreshed.
         for (k, _) in steps {
-            self.entries.insert(k, now + LIFETIME);
+            self.put(k, now + LIFETIME);
         }
         Accounting {
             input,
@@ -243,7 +288,7 @@ impl PromptCache {
             .find(|(k, _)| self.alive(*k, now))
             .map_or(0, |(_, size)| *size);
         for (k, _) in prefixes {
-            self.entries.insert(k, now + LIFETIME);
+            self.put(k, now + LIFETIME);
         }
         Accounting {
             input: tokens(bytes),

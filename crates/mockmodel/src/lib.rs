@@ -265,6 +265,8 @@ struct Shared {
     inner: Mutex<Inner>,
     /// The last tool-call id number handed out.
     next_call: AtomicU64,
+    /// The last request number handed out (the prompt cache's writer of its entries).
+    next_request: AtomicU64,
     /// The last response id number handed out.
     next_response: AtomicU64,
     /// Every chat-completions answer leaves out `usage` (see [`Step::WithoutUsage`]).
@@ -642,7 +644,7 @@ async fn handle(
         .or_else(|| req.get("model").and_then(Value::as_str).map(str::to_string))
         .unwrap_or_else(|| "mock".to_string());
     let caching = shared.caching.load(Ordering::SeqCst);
-    let (mut step, accounting, agent) = {
+    let (mut step, accounting, agent, writer) = {
         let mut inner = shared.lock();
         let text = req.to_string();
         let aside = inner
@@ -707,11 +709,12 @@ async fn handle(
             }
         };
         // The provider caches what it answers, not what it fails.
+        let writer = shared.next_request.fetch_add(1, Ordering::Relaxed);
         let accounting = (caching && !fails(&step)).then(|| {
             let now = arrived + inner.clock_offset;
-            inner.cache.account(api, &req, &model, now)
+            inner.cache.account_pending(writer, api, &req, &model, now)
         });
-        (step, accounting, agent)
+        (step, accounting, agent, writer)
     };
     let mut usage = None;
     let mut omit_usage = shared.omit_usage.load(Ordering::SeqCst);
@@ -739,6 +742,8 @@ async fn handle(
             other => break other,
         }
     };
+    // Answered now: what this request wrote to the prompt cache can be read by the next ones.
+    shared.lock().cache.answered(writer);
     let (text, calls) = match step {
         Step::Status(status, message) => return error_response(api, status, &message),
         Step::Text(text) => (text, vec![]),

@@ -490,3 +490,62 @@ async fn clients_see_cache_reads_on_the_second_turn() {
         assert_eq!(billed.prompt(), u1.input_tokens + u2.input_tokens, "{at}");
     }
 }
+
+/// What a request writes to the cache is read by others only once it has been answered, as
+/// at the providers: agents sending the same prefix at the same moment all miss (and all
+/// write), which is why staggered starts pay off; the one after the answer reads it.
+#[test]
+fn a_prefix_is_read_only_after_the_request_that_wrote_it_was_answered() {
+    let mock = MockModel::start_background(Wire::Anthropic).unwrap();
+    mock.account_caching(true);
+    let gate = agent_team_mockmodel::Gate::new();
+    mock.script(
+        "a1",
+        vec![Step::Gate(
+            gate.clone(),
+            Box::new(Step::Text("first".into())),
+        )],
+    );
+    for a in ["a2", "a3"] {
+        mock.script(a, vec![Step::Text("ok".into())]);
+    }
+    // One system prompt for all, with its breakpoint; the name in the user message.
+    let shared = "You work in a team of reviewers. ".repeat(400);
+    let req = |me: &str| {
+        messages_request(
+            SONNET,
+            &shared,
+            true,
+            &[(
+                "user",
+                &format!("Your name is {me}. Review your module."),
+                false,
+            )],
+        )
+    };
+    let first = {
+        let body = req("a1");
+        let m = &mock;
+        std::thread::scope(|s| {
+            let held = s.spawn(move || send(m, &body));
+            // a1's request is in, and held: a2's comes meanwhile.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while m.requests("a1").is_empty() {
+                assert!(std::time::Instant::now() < deadline, "a1 never asked");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let (_, write2, read2) = send(m, &req("a2"));
+            assert_eq!(read2, 0, "a1's write is not readable before its answer");
+            assert!(write2 > 2000, "a2 writes the prefix too: {write2}");
+            gate.open();
+            held.join().unwrap()
+        })
+    };
+    assert!(first.1 > 2000, "a1 wrote the prefix: {first:?}");
+    let (_, write3, read3) = send(&mock, &req("a3"));
+    assert!(
+        read3 > 2000,
+        "a3, after the answers, reads the prefix: {read3}"
+    );
+    assert_eq!(write3, 0);
+}

@@ -620,7 +620,85 @@ impl Step<'_> {
     }
 
     /// Starts several new agents at once, in order (tmux: one command for all their panes).
+    /// Members of one role on our own model loop start staggered: the first now, the others
+    /// once its first model request has been answered ([`Step::first_answered`]) or after the
+    /// team's `spawn_stagger_ms`, so their first requests read the prefix its request cached.
     pub(super) fn launch_many(&mut self, names: &[String]) {
+        let names = self.stagger(names);
+        self.launch_now(&names);
+    }
+
+    /// Which of `names` start now; the others are held behind the first of their role.
+    fn stagger(&mut self, names: &[String]) -> Vec<String> {
+        let wait = self.sup.config.as_ref().map_or(0, |c| c.spawn_stagger_ms);
+        if wait == 0 {
+            return names.to_vec();
+        }
+        let mut now = Vec::new();
+        let mut firsts: HashMap<String, String> = HashMap::new();
+        for name in names {
+            let group = self.state.agent(name).and_then(|rec| {
+                let provider = self.sup.provider_of(rec)?;
+                let model_loop = matches!(
+                    provider,
+                    agent_team_config::Provider::Openai | agent_team_config::Provider::Anthropic
+                );
+                (model_loop && name != LEADER).then(|| rec.info.role.clone())
+            });
+            match group.and_then(|role| match firsts.get(&role) {
+                Some(first) => Some(first.clone()),
+                None => {
+                    firsts.insert(role, name.clone());
+                    None
+                }
+            }) {
+                Some(first) => self
+                    .sup
+                    .staggered
+                    .entry(first)
+                    .or_default()
+                    .push(name.clone()),
+                None => now.push(name.clone()),
+            }
+        }
+        for first in firsts.into_values() {
+            if self.sup.staggered.contains_key(&first) {
+                self.schedule(Duration::from_millis(wait), SupTimer::Stagger(first));
+            }
+        }
+        now
+    }
+
+    /// `name`'s first model request was answered (it reported its usage): the members held
+    /// behind it start now.
+    pub(crate) fn first_answered(&mut self, name: &str) {
+        if self.sup.staggered.contains_key(name) {
+            self.release_staggered(name);
+        }
+    }
+
+    /// Starts the members held behind `first` (none when they already started, or when the
+    /// team is stopping).
+    pub(super) fn release_staggered(&mut self, first: &str) {
+        let Some(held) = self.sup.staggered.remove(first) else {
+            return;
+        };
+        if self.sup.stopping {
+            return;
+        }
+        let held: Vec<String> = held
+            .into_iter()
+            .filter(|n| {
+                self.state
+                    .agent(n)
+                    .is_some_and(|a| a.info.status == AgentStatus::Starting)
+            })
+            .collect();
+        self.launch_now(&held);
+    }
+
+    /// Starts `names` now, in order.
+    fn launch_now(&mut self, names: &[String]) {
         let mut batch = Vec::new();
         for name in names {
             if let Some((incarnation, spec, _)) = self.prepare_launch(name) {

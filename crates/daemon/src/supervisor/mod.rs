@@ -171,6 +171,10 @@ pub struct Supervisor {
     pub(crate) waits: std::collections::BTreeMap<u64, team::Wait>,
     /// The key of the next `wait_for`.
     pub(crate) next_wait: u64,
+    /// Members held back by a staggered start, by the member of their role started first:
+    /// they start once its first model request is answered (its first usage report) or
+    /// after the team's `spawn_stagger_ms`, whichever comes first.
+    pub(crate) staggered: HashMap<String, Vec<String>>,
 }
 
 impl Supervisor {
@@ -199,6 +203,7 @@ impl Supervisor {
             wake,
             waits: Default::default(),
             next_wait: 0,
+            staggered: HashMap::new(),
         }
     }
 
@@ -338,6 +343,8 @@ pub enum SupTimer {
     ShutdownDeadline,
     /// A `wait_for`'s timeout.
     WaitDeadline(u64),
+    /// A staggered start's longest wait is over: start the members held back behind this one.
+    Stagger(String),
 }
 
 /// What the supervisor asks the core to do.
@@ -405,6 +412,7 @@ impl Step<'_> {
             }
             SupTimer::PollAfterDisconnect => self.poll(),
             SupTimer::WaitDeadline(key) => self.wait_deadline(key),
+            SupTimer::Stagger(first) => self.release_staggered(&first),
             SupTimer::ShutdownDeadline => {
                 tracing::warn!("agents did not all stop in time; exiting anyway");
                 self.out.push(Action::ForceExit);

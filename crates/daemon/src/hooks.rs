@@ -30,10 +30,8 @@ use agent_team_protocol::*;
 use agent_team_state::{Actor, Change, HeldCompletion, HookRun, HookRunState};
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
-use std::io::{Read as _, Write as _};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The most of a hook's stderr kept (its end).
 const STDERR_KEEP: usize = 16 * 1024;
@@ -140,7 +138,7 @@ pub fn run_hook(
     run: &HookRun,
     sandbox: Option<&agent_team_sandbox::Boundary>,
 ) -> HookOutcome {
-    use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
+    use std::os::unix::process::ExitStatusExt as _;
     let mut cmd = crate::confine::shell(&run.command, std::path::Path::new(&run.dir), sandbox);
     cmd.env("AGENT_TEAM_TEAM", team)
         .env("AGENT_TEAM_AGENT", run.agent.as_deref().unwrap_or(""))
@@ -152,13 +150,18 @@ pub fn run_hook(
         .env(
             "AGENT_TEAM_EVENT_SEQ",
             run.event_seq.map(|s| s.to_string()).unwrap_or_default(),
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
+        );
+    // The one bounded runner: its own group, watched so it dies with the daemon even by
+    // SIGKILL (a restarted daemon reports the interrupted hook and never runs it again, so
+    // nothing may go on running), killed whole past its timeout.
+    let timeout = Duration::from_secs(run.timeout_secs.max(1)).min(crate::clock::MAX_WAIT);
+    let done = match agent_team_pane::procs::run_bounded(
+        cmd,
+        Some(hook_stdin(team, run)),
+        timeout,
+        STDERR_KEEP,
+    ) {
+        Ok(d) => d,
         Err(e) => {
             return HookOutcome {
                 error: Some(format!("cannot start `sh -c`: {e}")),
@@ -166,77 +169,16 @@ pub fn run_hook(
             };
         }
     };
-    let pid = child.id();
-    // The hook's whole group dies with this thread's daemon, even by SIGKILL (a restarted daemon
-    // reports the interrupted hook and never runs it again, so nothing may go on running).
-    let _watchdog = match agent_team_pane::procs::watch_group(pid) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!(hook = %run.hook, "no watchdog for the hook's group: {e}");
-            None
-        }
-    };
-    if let Some(mut stdin) = child.stdin.take() {
-        // A hook that does not read its stdin must not hold this thread past its timeout.
-        let input = hook_stdin(team, run);
-        let _ = std::thread::Builder::new()
-            .name("hook-stdin".into())
-            .spawn(move || {
-                let _ = stdin.write_all(&input);
-            });
+    HookOutcome {
+        exit_code: done.status.and_then(|s| s.code()),
+        signal: done
+            .status
+            .and_then(|s| s.signal())
+            .or(done.timed_out.then_some(9)),
+        timed_out: done.timed_out,
+        stderr: tail(&String::from_utf8_lossy(&done.stderr), STDERR_KEEP).to_string(),
+        ..Default::default()
     }
-    let (tx, rx) = std::sync::mpsc::channel();
-    if let Some(mut stderr) = child.stderr.take() {
-        let _ = std::thread::Builder::new()
-            .name("hook-stderr".into())
-            .spawn(move || {
-                let mut kept: Vec<u8> = Vec::new();
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stderr.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    kept.extend_from_slice(&buf[..n]);
-                    if kept.len() > 2 * STDERR_KEEP {
-                        kept.drain(..kept.len() - STDERR_KEEP);
-                    }
-                }
-                let _ = tx.send(kept);
-            });
-    }
-    let timeout = Duration::from_secs(run.timeout_secs.max(1));
-    let deadline = crate::clock::deadline(Instant::now(), timeout);
-    let mut out = HookOutcome::default();
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                out.exit_code = status.code();
-                out.signal = status.signal();
-                break;
-            }
-            Ok(None) if Instant::now() >= deadline => {
-                if let Ok(pgid) = i32::try_from(pid) {
-                    let _ = nix::sys::signal::killpg(
-                        nix::unistd::Pid::from_raw(pgid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-                let status = child.wait().ok();
-                out.timed_out = true;
-                out.signal = status.and_then(|s| s.signal()).or(Some(9));
-                break;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => {
-                out.error = Some(format!("cannot wait for it: {e}"));
-                break;
-            }
-        }
-    }
-    // A child it left behind may hold stderr open: what came so far is enough.
-    let kept = rx.recv_timeout(Duration::from_secs(2)).unwrap_or_default();
-    out.stderr = tail(&String::from_utf8_lossy(&kept), STDERR_KEEP).to_string();
-    out
 }
 
 /// The last `n` bytes of `s` (on a character boundary).
@@ -767,7 +709,7 @@ mod tests {
     #[test]
     fn a_slow_hook_is_killed_with_its_group() {
         let dir = tempfile::tempdir().unwrap();
-        let started = Instant::now();
+        let started = std::time::Instant::now();
         let out = run_hook("t", &run("sleep 30 & sleep 30", 1, dir.path()), None);
         assert!(out.timed_out, "{out:?}");
         assert_eq!(out.signal, Some(9));

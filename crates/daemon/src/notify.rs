@@ -8,12 +8,11 @@
 
 use agent_team_pane::{Launched, PaneBackend};
 use agent_team_protocol::{AgentStatus, Envelope, Event};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Jobs waiting for the notification thread at most.
 const QUEUE: usize = 256;
@@ -213,57 +212,20 @@ fn run_command(
     run_bounded(cmd, Some(job.envelope.as_bytes()), timeout)
 }
 
-/// Runs a command in a process group of its own with `input` on stdin (none: no stdin), and
-/// kills the group when it runs past `timeout`, when it is done (what it left running) or when
-/// the daemon dies.
-fn run_bounded(mut cmd: Command, input: Option<&[u8]>, timeout: Duration) -> std::io::Result<()> {
-    use std::os::unix::process::CommandExt as _;
-    cmd.stdin(if input.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .process_group(0);
-    let mut child = cmd.spawn()?;
-    let pid = child.id();
-    // The group dies with the daemon too, even by SIGKILL: nothing of it is left behind.
-    let _watchdog = agent_team_pane::procs::watch_group(pid)
-        .inspect_err(|e| tracing::debug!("no watchdog for the notify command: {e}"))
-        .ok();
-    if let (Some(mut stdin), Some(input)) = (child.stdin.take(), input) {
-        // A command that does not read its stdin must not hold this thread past the timeout:
-        // the writer has a thread of its own and gets EPIPE once the command is gone.
-        let input = input.to_vec();
-        let _ = std::thread::Builder::new()
-            .name("notify-stdin".into())
-            .spawn(move || {
-                let _ = stdin.write_all(&input);
-            });
-    }
-    let deadline = crate::clock::deadline(Instant::now(), timeout);
-    loop {
-        match child.try_wait()? {
-            Some(status) if status.success() => return Ok(()),
-            Some(status) => {
-                return Err(std::io::Error::other(format!("it ended with {status}")));
-            }
-            None if Instant::now() >= deadline => {
-                if let Ok(pgid) = i32::try_from(pid) {
-                    let _ = nix::sys::signal::killpg(
-                        nix::unistd::Pid::from_raw(pgid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-                let _ = child.wait();
-                return Err(std::io::Error::other(format!(
-                    "it ran longer than {} s and was killed",
-                    timeout.as_secs()
-                )));
-            }
-            None => std::thread::sleep(Duration::from_millis(10)),
-        }
+/// Runs a command with `input` on stdin through the one bounded runner
+/// ([`agent_team_pane::procs::run_bounded`]): its own process group, killed past `timeout` or
+/// with the daemon.
+fn run_bounded(cmd: Command, input: Option<&[u8]>, timeout: Duration) -> std::io::Result<()> {
+    let timeout = timeout.min(crate::clock::MAX_WAIT);
+    let done = agent_team_pane::procs::run_bounded(cmd, input.map(<[u8]>::to_vec), timeout, 0)?;
+    match done.status {
+        _ if done.timed_out => Err(std::io::Error::other(format!(
+            "it ran longer than {} s and was killed",
+            timeout.as_secs()
+        ))),
+        Some(status) if status.success() => Ok(()),
+        Some(status) => Err(std::io::Error::other(format!("it ended with {status}"))),
+        None => Err(std::io::Error::other("it could not be waited for")),
     }
 }
 
@@ -346,7 +308,7 @@ mod tests {
             std::fs::read_to_string(&out).unwrap(),
             "{\"seq\":7}run_finished\n"
         );
-        let started = Instant::now();
+        let started = std::time::Instant::now();
         let e =
             run_command("sleep 30", &j, Duration::from_millis(200), dir.path(), None).unwrap_err();
         assert!(e.to_string().contains("killed"), "{e}");

@@ -246,6 +246,125 @@ pub fn reap_marked(value: &str) -> usize {
     n
 }
 
+/// Kills process group `pgid` at once (SIGKILL): a command that ran past its time, with
+/// everything it started.
+pub fn kill_group(pgid: u32) {
+    if let Ok(pgid) = i32::try_from(pgid) {
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+}
+
+/// Kills `pid` and its descendants at once (SIGKILL), for a command that shares its group.
+pub fn kill_tree(pid: u32) {
+    for p in std::iter::once(pid).chain(descendants(pid)) {
+        if let Ok(p) = i32::try_from(p) {
+            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+        }
+    }
+}
+
+/// How a command run by [`run_bounded`] ended.
+#[derive(Debug, Default)]
+pub struct Bounded {
+    /// Its exit status (`None` when it could not be waited for).
+    pub status: Option<std::process::ExitStatus>,
+    /// It ran past its time and its group was killed.
+    pub timed_out: bool,
+    /// The last bytes of its stderr (when asked to keep them).
+    pub stderr: Vec<u8>,
+}
+
+/// The one runner for the commands the team runs with a deadline outside an agent (the team's
+/// hooks, `[notify]`): `cmd` in a process group of its own with `input` on stdin (none: no
+/// stdin) and stdout discarded, watched so its group dies with this process even by SIGKILL
+/// ([`watch_group`]), killed whole when it runs past `timeout`; `keep_stderr` keeps that many
+/// of the last bytes of its stderr (0: none).
+pub fn run_bounded(
+    mut cmd: std::process::Command,
+    input: Option<Vec<u8>>,
+    timeout: Duration,
+    keep_stderr: usize,
+) -> std::io::Result<Bounded> {
+    use std::io::{Read as _, Write as _};
+    use std::os::unix::process::CommandExt as _;
+    use std::process::Stdio;
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::null())
+    .stderr(if keep_stderr > 0 {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .process_group(0);
+    let mut child = cmd.spawn()?;
+    let pid = child.id();
+    // Without a watchdog it still runs and is killed at its deadline; only a SIGKILL of this
+    // process would leave it.
+    let _watchdog = watch_group(pid).ok();
+    if let (Some(mut stdin), Some(input)) = (child.stdin.take(), input) {
+        // A command that does not read its stdin must not hold the caller past the timeout:
+        // the writer has a thread of its own and gets EPIPE once the command is gone.
+        let _ = std::thread::Builder::new()
+            .name("bounded-stdin".into())
+            .spawn(move || {
+                let _ = stdin.write_all(&input);
+            });
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    if let Some(mut stderr) = child.stderr.take() {
+        let _ = std::thread::Builder::new()
+            .name("bounded-stderr".into())
+            .spawn(move || {
+                let mut kept: Vec<u8> = Vec::new();
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stderr.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    kept.extend_from_slice(&buf[..n]);
+                    if kept.len() > 2 * keep_stderr {
+                        kept.drain(..kept.len() - keep_stderr);
+                    }
+                }
+                let _ = tx.send(kept);
+            });
+    }
+    let now = Instant::now();
+    let deadline = now
+        .checked_add(timeout)
+        .or_else(|| now.checked_add(Duration::from_secs(24 * 60 * 60)))
+        .unwrap_or(now);
+    let mut out = Bounded::default();
+    loop {
+        match child.try_wait()? {
+            Some(status) => {
+                out.status = Some(status);
+                break;
+            }
+            None if Instant::now() >= deadline => {
+                kill_group(pid);
+                out.status = child.wait().ok();
+                out.timed_out = true;
+                break;
+            }
+            None => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    if keep_stderr > 0 {
+        // A child it left behind may hold stderr open: what came so far is enough.
+        let mut kept = rx.recv_timeout(Duration::from_secs(2)).unwrap_or_default();
+        if kept.len() > keep_stderr {
+            kept.drain(..kept.len() - keep_stderr);
+        }
+        out.stderr = kept;
+    }
+    Ok(out)
+}
+
 /// Kills a whole process group when dropped or when the process holding it dies, even by
 /// SIGKILL: a watchdog process inside the group reads a pipe whose only writer is this value,
 /// and at end of file kills its group. So nothing a task command or a hook started outlives
@@ -365,5 +484,67 @@ mod zombie_tests {
         c.wait().unwrap();
         // A live process is no zombie.
         assert_eq!(zombie_exit(std::process::id()), None);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod bounded_tests {
+    use super::*;
+
+    fn sh(script: &str) -> std::process::Command {
+        let mut c = std::process::Command::new("sh");
+        c.arg("-c").arg(script);
+        c
+    }
+
+    #[test]
+    fn a_bounded_command_gets_its_input_and_its_stderr_tail_is_kept() {
+        let done = run_bounded(
+            sh("read line; echo \"got $line\" >&2; exit 3"),
+            Some(b"hello\n".to_vec()),
+            Duration::from_secs(30),
+            64,
+        )
+        .unwrap();
+        assert_eq!(done.status.and_then(|s| s.code()), Some(3));
+        assert!(!done.timed_out);
+        assert_eq!(String::from_utf8_lossy(&done.stderr), "got hello\n");
+        // Only the last bytes are kept.
+        let done = run_bounded(
+            sh("i=0; while [ $i -lt 100 ]; do echo line-$i >&2; i=$((i+1)); done"),
+            None,
+            Duration::from_secs(30),
+            8,
+        )
+        .unwrap();
+        assert_eq!(String::from_utf8_lossy(&done.stderr), "line-99\n");
+    }
+
+    #[test]
+    fn a_bounded_command_past_its_time_is_killed_with_what_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("child.pid");
+        let done = run_bounded(
+            sh(&format!("sleep 60 & echo $! > {}; wait", pidfile.display())),
+            None,
+            Duration::from_millis(300),
+            0,
+        )
+        .unwrap();
+        assert!(done.timed_out);
+        let child: u32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pid_alive(child) && !is_zombie(child) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            !pid_alive(child) || is_zombie(child),
+            "its sleep outlived it"
+        );
     }
 }

@@ -86,12 +86,9 @@ async fn run_bash(
                 // so its descendants can still be found).
                 if let Some(pid) = pid {
                     if own_group {
-                        let _ = nix::sys::signal::killpg(
-                            nix::unistd::Pid::from_raw(pid as i32),
-                            nix::sys::signal::Signal::SIGKILL,
-                        );
+                        agent_team_pane::procs::kill_group(pid);
                     } else {
-                        kill_tree(pid);
+                        agent_team_pane::procs::kill_tree(pid);
                     }
                 }
                 return ToolOutcome::err(format!(
@@ -152,16 +149,6 @@ async fn last_bytes(r: Option<impl tokio::io::AsyncRead + Unpin>, cap: usize) ->
         keep.drain(..keep.len() - cap);
     }
     (keep, total)
-}
-
-/// SIGKILLs `pid` and every process descended from it.
-fn kill_tree(pid: u32) {
-    for p in std::iter::once(pid).chain(agent_team_pane::procs::descendants(pid)) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(p as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
 }
 
 #[cfg(test)]

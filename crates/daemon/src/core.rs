@@ -79,7 +79,7 @@ pub enum CoreMsg {
         /// The hook run.
         id: u64,
         /// What its process did.
-        outcome: crate::hooks::HookOutcome,
+        outcome: crate::hookrun::HookOutcome,
     },
 }
 
@@ -190,7 +190,7 @@ pub struct Core {
     /// Runs `[notify]` off the core.
     notifier: crate::notify::Notifier,
     /// The hook runs under way and the completions waiting for them.
-    pub(crate) hooks: crate::hooks::HookState,
+    pub(crate) hooks: crate::hookrun::HookState,
 }
 
 impl Core {
@@ -235,9 +235,10 @@ impl Core {
         clock: std::sync::Arc<dyn crate::clock::Clock>,
     ) -> Self {
         let (team, paths) = (cfg.team.clone(), cfg.paths.clone());
-        let hooks = crate::hooks::HookState::new(std::sync::Arc::new(crate::hooks::ShellRunner {
-            team: team.clone(),
-        }));
+        let hooks =
+            crate::hookrun::HookState::new(std::sync::Arc::new(crate::hookrun::ShellRunner {
+                team: team.clone(),
+            }));
         // An agent that ends wakes the core at once (in-process agents; others need no help).
         let wake_tx = self_tx.clone();
         let wake: agent_team_pane::ExitNotify = std::sync::Arc::new(move || {

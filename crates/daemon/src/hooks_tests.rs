@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use super::*;
-use crate::hooks::{FakeRunner, HookOutcome};
+use crate::hookrun::{FakeRunner, HookOutcome};
 use crate::outbox::Outbound;
 use agent_team_config::{Hook, Hooks};
 use agent_team_state::tasks::NewTask;
@@ -495,8 +495,8 @@ fn a_huge_hook_timeout_runs_the_hook() {
         held: None,
     };
     let (tx, rx) = std::sync::mpsc::channel();
-    crate::hooks::HookRunner::start(
-        &crate::hooks::ShellRunner { team: "t".into() },
+    crate::hookrun::HookRunner::start(
+        &crate::hookrun::ShellRunner { team: "t".into() },
         run,
         None,
         Box::new(move |o| {

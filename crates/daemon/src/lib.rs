@@ -11,6 +11,7 @@ pub mod conn;
 pub mod core;
 pub mod gate;
 mod handlers;
+pub mod hookrun;
 pub mod hooks;
 pub mod lock;
 mod notify;

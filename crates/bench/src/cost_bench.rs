@@ -20,6 +20,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+/// How long the mock takes to answer a teammate's first request.
+const FIRST_ANSWER: std::time::Duration = std::time::Duration::from_millis(400);
+
 /// The teammates.
 const MATES: [&str; 3] = ["t1", "t2", "t3"];
 
@@ -91,7 +94,12 @@ fn script(mock: &MockModel) {
     mock.script("leader", leader);
     for (i, me) in MATES.iter().enumerate() {
         let id = i + 1;
-        let mut steps = vec![Step::tools(&[("claim_task", json!({"id": id}))])];
+        // A first answer takes a model a moment (the time to its first token): teammates
+        // started at once all send their first request before any is answered.
+        let mut steps = vec![Step::Delay(
+            FIRST_ANSWER,
+            Box::new(Step::tools(&[("claim_task", json!({"id": id}))])),
+        )];
         for k in 0..WORK_TURNS {
             let path = file_for(id, k);
             steps.push(if k % 2 == 0 {

@@ -1046,13 +1046,36 @@ title = "Left for later"
 /// started under), headless: the restarted CLI's first request carries the first run's turn.
 #[test]
 fn a_restarted_qwen_code_teammate_resumes_its_conversation() {
-    use agent_team_mockmodel::{MockModel, Step, Wire};
+    use agent_team_mockmodel::{MockModel, Wire};
     let qwen = qwen_code();
     let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    let role = cli_role(
+        "cli",
+        "qwen-code",
+        "qwen3-coder",
+        &mock.base_url(),
+        OPENAI_KEY.0,
+        &qwen,
+    );
+    let sb = resumes_after_restart(&mock, OPENAI_KEY, &role, |_, _| {});
+    let _ = sb.run(&["down"]);
+}
+
+/// The scene of a restart, headless: a CLI teammate `cc` (its role section named `cli`) ends its
+/// first run having said "blue parrot"; `check` looks at its CLI home after that run (with its
+/// log); restarted, the CLI's request carries the first run's conversation and the instruction
+/// to carry on. The sandbox is returned for more checks (the team is still up).
+pub(crate) fn resumes_after_restart(
+    mock: &agent_team_mockmodel::MockModel,
+    key: (&str, &str),
+    role: &str,
+    check: impl Fn(&Path, &str),
+) -> Sandbox {
+    use agent_team_mockmodel::Step;
     let mut sb = Sandbox::new();
-    sb.env.push((OPENAI_KEY.0.into(), OPENAI_KEY.1.into()));
+    sb.env.push((key.0.into(), key.1.into()));
     mock.script(
-        "qw",
+        "cc",
         vec![
             Step::Text("First run, remembered as a blue parrot.".into()),
             Step::Until {
@@ -1063,39 +1086,33 @@ fn a_restarted_qwen_code_teammate_resumes_its_conversation() {
         ],
     );
     sb.write_team_file(&format!(
-        "name = \"qwresume\"\nboard = false\n\n{role}[[teammates]]\nname = \"qw\"\nrole = \"qwen\"\n",
-        role = cli_role(
-            "qwen",
-            "qwen-code",
-            "qwen3-coder",
-            &mock.base_url(),
-            OPENAI_KEY.0,
-            &qwen
-        ),
+        "name = \"resume\"\nboard = false\n\n{role}[[teammates]]\nname = \"cc\"\nrole = \"cli\"\n"
     ));
     sb.ok(&["up", "--backend", "process", "--detach"]);
-    let log =
-        || std::fs::read_to_string(sb.team("qwresume").logs.join("qw.log")).unwrap_or_default();
-    wait_for("qw's first run to end", Duration::from_secs(120), || {
-        sb.agent("qwresume", "qw").status == AgentStatus::Exited
+    let log = |sb: &Sandbox| {
+        std::fs::read_to_string(sb.team("resume").logs.join("cc.log")).unwrap_or_default()
+    };
+    wait_for("cc's first run to end", Duration::from_secs(120), || {
+        sb.agent("resume", "cc").status == AgentStatus::Exited
     });
-    sb.ok(&["restart", "qw"]);
+    check(&sb.team("resume").cli_home("cc"), &log(&sb));
+    sb.ok(&["restart", "cc"]);
     let mut resumed = String::new();
-    wait_for("the restarted Qwen Code to ask its model", T, || {
+    wait_for("the restarted CLI to ask its model", T, || {
         resumed = mock
-            .requests("qw")
+            .requests("cc")
             .iter()
-            .map(|r| r["messages"].to_string())
+            .map(|r| r.to_string())
             .find(|m| m.contains("You were restarted"))
             .unwrap_or_default();
         !resumed.is_empty()
     });
     assert!(
-        resumed.contains("blue parrot") && resumed.contains("Your name is qw"),
+        resumed.contains("blue parrot") && resumed.contains("Your name is cc"),
         "the restarted CLI did not resume its conversation: {resumed}\n{}",
-        log()
+        log(&sb)
     );
-    let _ = sb.run(&["down"]);
+    sb
 }
 
 /// A team tool as Claude Code, Codex and Qwen Code name it.
@@ -1878,55 +1895,18 @@ fn a_message_to_a_busy_gemini_cli_teammate_arrives_at_its_turns_end() {
 /// it was started under) and is told to carry on.
 #[test]
 fn a_restarted_gemini_cli_teammate_resumes_its_conversation() {
-    use agent_team_mockmodel::{MockModel, Step, Wire};
+    use agent_team_mockmodel::{MockModel, Wire};
     let gemini = installed("@google/gemini-cli", GEMINI_CLI_VERSION, "gemini");
     let mock = MockModel::start_background(Wire::Gemini).unwrap();
-    let mut sb = Sandbox::new();
-    sb.env.push((GEMINI_KEY.0.into(), GEMINI_KEY.1.into()));
-    mock.script(
-        "gm",
-        vec![
-            Step::Text("First run, remembered as a blue parrot.".into()),
-            Step::Until {
-                needles: vec!["You were restarted".into()],
-                then: Box::new(Step::Text("Resumed.".into())),
-                meanwhile: Box::new(Step::Text("Not yet.".into())),
-            },
-        ],
+    let role = cli_role(
+        "cli",
+        "gemini-cli",
+        "gemini-2.5-pro",
+        &mock.base_url(),
+        GEMINI_KEY.0,
+        &gemini,
     );
-    sb.write_team_file(&format!(
-        "name = \"gmresume\"\nboard = false\n\n{role}[[teammates]]\nname = \"gm\"\nrole = \"gemini\"\n",
-        role = cli_role(
-            "gemini",
-            "gemini-cli",
-            "gemini-2.5-pro",
-            &mock.base_url(),
-            GEMINI_KEY.0,
-            &gemini
-        ),
-    ));
-    sb.ok(&["up", "--backend", "process", "--detach"]);
-    let log =
-        || std::fs::read_to_string(sb.team("gmresume").logs.join("gm.log")).unwrap_or_default();
-    wait_for("gm's first run to end", Duration::from_secs(120), || {
-        sb.agent("gmresume", "gm").status == AgentStatus::Exited
-    });
-    sb.ok(&["restart", "gm"]);
-    let mut resumed = String::new();
-    wait_for("the restarted Gemini CLI to ask its model", T, || {
-        resumed = mock
-            .requests("gm")
-            .iter()
-            .map(|r| r["contents"].to_string())
-            .find(|m| m.contains("You were restarted"))
-            .unwrap_or_default();
-        !resumed.is_empty()
-    });
-    assert!(
-        resumed.contains("blue parrot") && resumed.contains("Your name is gm"),
-        "the restarted CLI did not resume its conversation: {resumed}\n{}",
-        log()
-    );
+    let sb = resumes_after_restart(&mock, GEMINI_KEY, &role, |_, _| {});
     let _ = sb.run(&["down"]);
 }
 

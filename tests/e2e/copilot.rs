@@ -4,7 +4,8 @@
 //! arrives at its turn's end, and a restarted one resumes its session.
 
 use super::clis::{
-    OPENAI_KEY, busy_message_arrives_at_turns_end, cli_role, installed, shell_waits_for_approval,
+    OPENAI_KEY, busy_message_arrives_at_turns_end, cli_role, installed, resumes_after_restart,
+    shell_waits_for_approval,
 };
 use agent_team_e2e::*;
 use agent_team_mockmodel::{MockModel, Step, Wire};
@@ -174,55 +175,16 @@ fn a_message_to_a_busy_copilot_teammate_arrives_at_its_turns_end() {
 #[test]
 fn a_restarted_copilot_teammate_resumes_its_session() {
     let mock = mock();
-    let mut sb = Sandbox::new();
-    sb.env.push((OPENAI_KEY.0.into(), OPENAI_KEY.1.into()));
-    mock.script(
-        "cp",
-        vec![
-            Step::Text("First run, remembered as a blue parrot.".into()),
-            Step::Until {
-                needles: vec!["You were restarted".into()],
-                then: Box::new(Step::Text("Resumed.".into())),
-                meanwhile: Box::new(Step::Text("Not yet.".into())),
-            },
-        ],
-    );
-    sb.write_team_file(&format!(
-        "name = \"cpresume\"\nboard = false\n\n{role}[[teammates]]\nname = \"cp\"\nrole = \"copilot\"\n",
-        role = role("copilot", &mock),
-    ));
-    sb.ok(&["up", "--backend", "process", "--detach"]);
-    let log =
-        || std::fs::read_to_string(sb.team("cpresume").logs.join("cp.log")).unwrap_or_default();
-    wait_for("cp's first run to end", T, || {
-        sb.agent("cpresume", "cp").status == AgentStatus::Exited
+    let sb = resumes_after_restart(&mock, OPENAI_KEY, &role("cli", &mock), |home, log| {
+        let id = std::fs::read_to_string(home.join("session-id")).unwrap_or_default();
+        assert!(
+            home.join(".copilot/session-state")
+                .join(id.trim())
+                .join("events.jsonl")
+                .is_file(),
+            "no transcript of session {id:?}\n{log}"
+        );
     });
-    let home = sb.team("cpresume").cli_home("cp");
-    let id = std::fs::read_to_string(home.join("session-id")).unwrap_or_default();
-    assert!(
-        home.join(".copilot/session-state")
-            .join(id.trim())
-            .join("events.jsonl")
-            .is_file(),
-        "no transcript of session {id:?}\n{}",
-        log()
-    );
-    sb.ok(&["restart", "cp"]);
-    let mut resumed = String::new();
-    wait_for("the restarted Copilot to ask its model", T, || {
-        resumed = mock
-            .requests("cp")
-            .iter()
-            .map(|r| r["messages"].to_string())
-            .find(|m| m.contains("You were restarted"))
-            .unwrap_or_default();
-        !resumed.is_empty()
-    });
-    assert!(
-        resumed.contains("blue parrot") && resumed.contains("Your name is cp"),
-        "the restarted CLI did not resume its session: {resumed}\n{}",
-        log()
-    );
     let _ = sb.run(&["down"]);
 }
 

@@ -4,7 +4,9 @@
 //! while busy arrives at its turn's end (our plugin's `session.idle`), and `down` leaves no
 //! process of it.
 
-use super::clis::{OPENAI_KEY, cli_role, installed, left_with, shell_waits_for_approval};
+use super::clis::{
+    OPENAI_KEY, cli_role, installed, left_with, resumes_after_restart, shell_waits_for_approval,
+};
 use agent_team_e2e::*;
 use agent_team_mockmodel::{Gate, MockModel, Step, Wire};
 use agent_team_protocol::*;
@@ -303,50 +305,16 @@ fn a_message_to_a_busy_opencode_teammate_in_its_pane_arrives_at_its_turns_end() 
 #[test]
 fn a_restarted_opencode_teammate_resumes_its_conversation() {
     let mock = mock();
-    let mut sb = Sandbox::new();
-    sb.env.push((OPENAI_KEY.0.into(), OPENAI_KEY.1.into()));
-    mock.script(
-        "oc",
-        vec![
-            Step::Text("First run, remembered as a blue parrot.".into()),
-            Step::Until {
-                needles: vec!["You were restarted".into()],
-                then: Box::new(Step::Text("Resumed.".into())),
-                meanwhile: Box::new(Step::Text("Not yet.".into())),
-            },
-        ],
-    );
-    sb.write_team_file(&format!(
-        "name = \"ocresume\"\nboard = false\n\n{role}[[teammates]]\nname = \"oc\"\nrole = \"opencode\"\n",
-        role = role("opencode", &mock),
-    ));
-    sb.ok(&["up", "--backend", "process", "--detach"]);
-    let log =
-        || std::fs::read_to_string(sb.team("ocresume").logs.join("oc.log")).unwrap_or_default();
-    wait_for("oc's first run to end", T, || {
-        sb.agent("ocresume", "oc").status == AgentStatus::Exited
+    let session = std::cell::RefCell::new(String::new());
+    let sb = resumes_after_restart(&mock, OPENAI_KEY, &role("cli", &mock), |home, log| {
+        let id = std::fs::read_to_string(home.join("session-id")).unwrap_or_default();
+        assert!(id.starts_with("ses_"), "{id:?}\n{log}");
+        *session.borrow_mut() = id;
     });
-    let home = sb.team("ocresume").cli_home("oc");
-    let session = std::fs::read_to_string(home.join("session-id")).unwrap_or_default();
-    assert!(session.starts_with("ses_"), "{session:?}\n{}", log());
-    sb.ok(&["restart", "oc"]);
-    let mut resumed = String::new();
-    wait_for("the restarted opencode to ask its model", T, || {
-        resumed = mock
-            .requests("oc")
-            .iter()
-            .map(|r| r["messages"].to_string())
-            .find(|m| m.contains("You were restarted"))
-            .unwrap_or_default();
-        !resumed.is_empty()
-    });
-    assert!(
-        resumed.contains("blue parrot") && resumed.contains("Your name is oc"),
-        "the restarted CLI did not resume its conversation: {resumed}\n{}",
-        log()
-    );
-    wait_for("oc's second run to end", T, || {
-        sb.agent("ocresume", "oc").status == AgentStatus::Exited
+    let session = session.into_inner();
+    let home = sb.team("resume").cli_home("cc");
+    wait_for("cc's second run to end", T, || {
+        sb.agent("resume", "cc").status == AgentStatus::Exited
     });
     // The same session, and one title request in all.
     assert_eq!(

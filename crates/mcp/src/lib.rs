@@ -942,39 +942,8 @@ pub async fn pre_tool_use_hook(
 mod tests {
     use super::*;
     use agent_team_protocol::{MessageKind, Timestamp};
-    use std::sync::Mutex;
 
-    /// What the server asked of the daemon, in order.
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    enum Call {
-        Read(Vec<u64>),
-        Answer { to: String, key: String },
-    }
-
-    #[derive(Default)]
-    struct FakeDaemon(Mutex<Vec<Call>>);
-
-    impl FakeDaemon {
-        fn calls(&self) -> Vec<Call> {
-            self.0.lock().unwrap().clone()
-        }
-    }
-
-    impl Daemon for FakeDaemon {
-        fn name(&self) -> &str {
-            "cc"
-        }
-        async fn read(&self, ids: Vec<u64>) {
-            self.0.lock().unwrap().push(Call::Read(ids));
-        }
-        async fn answer_shutdown(&self, to: &str, body: String, key: String) {
-            assert_eq!(body, "cc is shutting down");
-            self.0
-                .lock()
-                .unwrap()
-                .push(Call::Answer { to: to.into(), key });
-        }
-    }
+    use agent_team_worker::idle::{Call, FakeDaemon};
 
     fn msg(id: u64, from: &str, kind: MessageKind) -> Message {
         Message {
@@ -1006,7 +975,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_cli_is_handed_messages_in_the_workers_order_and_marks_them_read_itself() {
-        let daemon = FakeDaemon::default();
+        let daemon = FakeDaemon::new("cc");
         let inbox = inbox(vec![
             msg(1, "b2", MessageKind::Text),
             msg(2, "operator", MessageKind::Text),
@@ -1030,7 +999,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_shutdown_request_is_answered_read_and_ends_every_later_hand_over() {
-        let daemon = FakeDaemon::default();
+        let daemon = FakeDaemon::new("cc");
         let inbox = inbox(vec![
             msg(7, "leader", MessageKind::Text),
             msg(8, "b2", MessageKind::Text),

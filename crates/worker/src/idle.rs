@@ -281,43 +281,70 @@ pub fn show(me: &str, m: &Message, out: &Output) {
     ));
 }
 
+/// What a [`FakeDaemon`] was asked, in order.
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// Messages marked read.
+    Read(Vec<u64>),
+    /// A shutdown request answered to `to` under `key`.
+    Answer {
+        /// The requester answered.
+        to: String,
+        /// The answer's once-only key.
+        key: String,
+    },
+}
+
+/// A [`Daemon`] for the idle point's unit tests (here and in `agent-team-mcp`): records what
+/// it is asked, for the agent `name`.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct FakeDaemon {
+    /// The agent's name.
+    pub name: String,
+    calls: std::sync::Mutex<Vec<Call>>,
+}
+
+impl FakeDaemon {
+    /// A fake daemon of the agent `name`.
+    pub fn new(name: &str) -> Self {
+        FakeDaemon {
+            name: name.to_string(),
+            calls: Default::default(),
+        }
+    }
+
+    /// What it was asked, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    fn record(&self, call: Call) {
+        if let Ok(mut c) = self.calls.lock() {
+            c.push(call);
+        }
+    }
+}
+
+impl Daemon for FakeDaemon {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    async fn read(&self, ids: Vec<u64>) {
+        self.record(Call::Read(ids));
+    }
+    async fn answer_shutdown(&self, to: &str, body: String, key: String) {
+        // The answer every loop gives, in the agent's name.
+        debug_assert_eq!(body, format!("{} is shutting down", self.name));
+        self.record(Call::Answer { to: to.into(), key });
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
-
-    /// What the loop asked of the daemon, in order.
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    enum Call {
-        Read(Vec<u64>),
-        Answer { to: String, key: String },
-    }
-
-    #[derive(Default)]
-    struct FakeDaemon(Mutex<Vec<Call>>);
-
-    impl FakeDaemon {
-        fn calls(&self) -> Vec<Call> {
-            self.0.lock().unwrap().clone()
-        }
-    }
-
-    impl Daemon for FakeDaemon {
-        fn name(&self) -> &str {
-            "b1"
-        }
-        async fn read(&self, ids: Vec<u64>) {
-            self.0.lock().unwrap().push(Call::Read(ids));
-        }
-        async fn answer_shutdown(&self, to: &str, body: String, key: String) {
-            assert_eq!(body, "b1 is shutting down");
-            self.0
-                .lock()
-                .unwrap()
-                .push(Call::Answer { to: to.into(), key });
-        }
-    }
 
     fn msg(id: u64, from: &str, kind: MessageKind) -> Message {
         Message {
@@ -343,7 +370,7 @@ mod tests {
 
     #[tokio::test]
     async fn messages_are_acted_on_in_priority_order_and_not_marked_read_by_the_idle_point() {
-        let daemon = FakeDaemon::default();
+        let daemon = FakeDaemon::new("b1");
         let (mut inbox, _tx) = inbox(vec![
             msg(1, "b2", MessageKind::Text),
             msg(2, "operator", MessageKind::Text),
@@ -368,7 +395,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_shutdown_request_is_answered_then_read_and_the_rest_stays_unread() {
-        let daemon = FakeDaemon::default();
+        let daemon = FakeDaemon::new("b1");
         let (mut inbox, _tx) = inbox(vec![
             msg(7, "leader", MessageKind::Text),
             msg(8, "b2", MessageKind::Text),
@@ -395,7 +422,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_operator_and_the_daemon_get_no_answer_and_each_agent_one() {
-        let daemon = FakeDaemon::default();
+        let daemon = FakeDaemon::new("b1");
         let (mut inbox, _tx) = inbox(vec![
             msg(3, "leader", MessageKind::ShutdownRequest),
             msg(1, "operator", MessageKind::ShutdownRequest),

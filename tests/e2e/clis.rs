@@ -239,76 +239,31 @@ fn qwen_code() -> std::path::PathBuf {
 
 #[test]
 fn a_claude_code_teammate_claims_writes_completes_and_reports_headless() {
-    use agent_team_mockmodel::{MockModel, Step, Wire};
-    use serde_json::json;
+    use agent_team_mockmodel::{MockModel, Wire};
     let claude = installed("@anthropic-ai/claude-code", CLAUDE_CODE_VERSION, "claude");
     let mock = MockModel::start_background(Wire::Anthropic).unwrap();
-    let mut sb = Sandbox::new();
-    sb.env
-        .push((ANTHROPIC_KEY.0.into(), ANTHROPIC_KEY.1.into()));
-    let file = sb.path("cc.txt");
-    mock.script(
-        "cc",
-        vec![
-            Step::Tools(vec![("mcp__team__claim_task".into(), json!({"id": 1}))]),
-            Step::Tools(vec![(
-                "Write".into(),
-                json!({"file_path": file.display().to_string(), "content": "written by Claude Code\n"}),
-            )]),
-            // What its prompt asks: mark the task completed, then report to the leader. The
-            // board is done before the report; the exec leader's run waits for this last turn.
-            Step::Tools(vec![(
-                "mcp__team__update_task_status".into(),
-                json!({"id": 1, "status": "completed", "result": "wrote cc.txt"}),
-            )]),
-            Step::Tools(vec![(
-                "mcp__team__send_message".into(),
-                json!({"to": "leader", "text": "cc finished task 1"}),
-            )]),
-            Step::Text("All done.".into()),
-        ],
-    );
-    sb.write_team_file(&format!(
-        r#"name = "ccteam"
-board = false
-
-{role}[[teammates]]
-name = "cc"
-role = "claude"
-
-[[tasks]]
-key = "one"
-title = "Write cc.txt"
-"#,
-        role = cli_role(
-            "claude",
+    let (sb, log) = works_headless_on_the_board(Headless {
+        role: cli_role(
+            "cli",
             "claude-code",
             "claude-sonnet-4-5",
             &mock.base_url(),
             ANTHROPIC_KEY.0,
-            &claude
+            &claude,
         ),
-    ));
-    let up = sb.run(&["up", "--backend", "process", "--detach"]);
-    assert!(
-        up.status.success(),
-        "{}",
-        String::from_utf8_lossy(&up.stderr)
-    );
-    wait_for("cc to finish", Duration::from_secs(120), || {
-        matches!(
-            sb.agent("ccteam", "cc").status,
-            AgentStatus::Exited | AgentStatus::Failed | AgentStatus::Backoff
-        )
+        mock: &mock,
+        key: ANTHROPIC_KEY,
+        env: Vec::new(),
+        team_tool: claude_tool,
+        write: |path, text| {
+            (
+                "Write".into(),
+                serde_json::json!({"file_path": path.display().to_string(), "content": text}),
+            )
+        },
     });
-    let log = std::fs::read_to_string(sb.team("ccteam").logs.join("cc.log")).unwrap_or_default();
-    let reqs = mock.requests("cc");
-    assert!(
-        !reqs.is_empty(),
-        "Claude Code never asked the mock: {log}\nunmatched: {:?}",
-        mock.unmatched().len()
-    );
     // It asked with the member's model, and saw the team tools over MCP.
+    let reqs = mock.requests("cc");
     assert_eq!(reqs[0]["model"], "claude-sonnet-4-5");
     let tools: Vec<String> = reqs[0]["tools"]
         .as_array()
@@ -322,36 +277,11 @@ title = "Write cc.txt"
         tools.iter().any(|t| t == "mcp__team__claim_task"),
         "no team tools in {tools:?}\n{log}"
     );
-    assert_eq!(
-        sb.agent("ccteam", "cc").status,
-        AgentStatus::Exited,
-        "{log}"
-    );
-    let task = sb.tasks("ccteam").into_iter().find(|t| t.id == 1).unwrap();
-    assert_eq!(task.status, TaskStatus::Completed, "{task:?}\n{log}");
-    assert_eq!(task.owner.as_deref(), Some("cc"));
-    assert_eq!(
-        std::fs::read_to_string(&file).unwrap_or_default(),
-        "written by Claude Code\n"
-    );
-    let inbox = sb.ok(&["inbox", "leader", "--json"]);
-    let last: Vec<String> = mock
-        .requests("cc")
-        .iter()
-        .map(|r| {
-            r["messages"]
-                .as_array()
-                .and_then(|m| m.last())
-                .map(|m| m.to_string())
-                .unwrap_or_default()
-        })
-        .collect();
-    assert!(inbox.contains("cc finished task 1"), "{inbox}\n{last:#?}");
     // Its private home, not the user's.
     assert!(
-        sb.team("ccteam")
-            .dir
-            .join("clis/cc/.claude/.claude.json")
+        sb.team("board")
+            .cli_home("cc")
+            .join(".claude/.claude.json")
             .exists()
     );
     let _ = sb.run(&["down"]);
@@ -1751,85 +1681,43 @@ fn claude_code_leads_a_team_over_mcp_and_run_returns_its_answer() {
 /// exits; it asked with the key and model of its role, through the Gemini API.
 #[test]
 fn a_gemini_cli_teammate_claims_writes_completes_and_reports_headless() {
-    use agent_team_mockmodel::{MockModel, Step, Wire};
-    use serde_json::json;
+    use agent_team_mockmodel::{MockModel, Wire};
     let gemini = installed("@google/gemini-cli", GEMINI_CLI_VERSION, "gemini");
     let mock = MockModel::start_background(Wire::Gemini).unwrap();
-    let mut sb = Sandbox::new();
-    sb.env.push((GEMINI_KEY.0.into(), GEMINI_KEY.1.into()));
-    let file = sb.path("gm.txt");
-    let call = |tool: &str, args: serde_json::Value| Step::Tools(vec![(tool.into(), args)]);
-    mock.script(
-        "gm",
-        vec![
-            call(&gemini_tool("claim_task"), json!({"id": 1})),
-            call(
-                "write_file",
-                json!({"file_path": file.display().to_string(), "content": "written by Gemini CLI\n"}),
-            ),
-            call(
-                &gemini_tool("update_task_status"),
-                json!({"id": 1, "status": "completed", "result": "wrote gm.txt"}),
-            ),
-            call(
-                &gemini_tool("send_message"),
-                json!({"to": "leader", "text": "gm finished task 1"}),
-            ),
-            Step::Text("All done.".into()),
-        ],
-    );
-    sb.write_team_file(&format!(
-        "name = \"gmteam\"\nboard = false\n\n{role}[[teammates]]\nname = \"gm\"\nrole = \"gemini\"\n\n\
-         [[tasks]]\nkey = \"one\"\ntitle = \"Write gm.txt\"\n",
-        role = cli_role(
-            "gemini",
+    let (sb, log) = works_headless_on_the_board(Headless {
+        role: cli_role(
+            "cli",
             "gemini-cli",
             "gemini-2.5-pro",
             &mock.base_url(),
             GEMINI_KEY.0,
-            &gemini
+            &gemini,
         ),
-    ));
-    sb.ok(&["up", "--backend", "process", "--detach"]);
-    wait_for("gm to finish", Duration::from_secs(120), || {
-        matches!(
-            sb.agent("gmteam", "gm").status,
-            AgentStatus::Exited | AgentStatus::Failed | AgentStatus::Backoff
-        )
+        mock: &mock,
+        key: GEMINI_KEY,
+        env: Vec::new(),
+        team_tool: gemini_tool,
+        write: |path, text| {
+            (
+                "write_file".into(),
+                serde_json::json!({"file_path": path.display().to_string(), "content": text}),
+            )
+        },
     });
-    let log = std::fs::read_to_string(sb.team("gmteam").logs.join("gm.log")).unwrap_or_default();
-    assert_eq!(
-        sb.agent("gmteam", "gm").status,
-        AgentStatus::Exited,
-        "{log}"
-    );
-    let reqs = mock.requests("gm");
-    assert_eq!(reqs.len(), 5, "{log}\nunmatched: {:?}", mock.unmatched());
-    let tools = reqs[0]["tools"].to_string();
+    let tools = mock.requests("cc")[0]["tools"].to_string();
     assert!(tools.contains("mcp_team_claim_task"), "{tools}\n{log}");
     // Its own key, in the Gemini API's header, on every request.
     assert!(
-        mock.keys("gm")
+        mock.keys("cc")
             .iter()
             .all(|k| k.as_deref() == Some(GEMINI_KEY.1)),
         "{:?}",
-        mock.keys("gm")
-    );
-    let task = sb.tasks("gmteam").into_iter().find(|t| t.id == 1).unwrap();
-    assert_eq!(task.status, TaskStatus::Completed, "{task:?}\n{log}");
-    assert_eq!(task.owner.as_deref(), Some("gm"));
-    assert_eq!(
-        std::fs::read_to_string(&file).unwrap_or_default(),
-        "written by Gemini CLI\n"
-    );
-    assert!(
-        sb.ok(&["inbox", "leader", "--json"])
-            .contains("gm finished task 1")
+        mock.keys("cc")
     );
     // Its private home, not the user's.
     assert!(
-        sb.team("gmteam")
-            .cli_home("gm")
+        sb.team("board")
+            .cli_home("cc")
             .join(".gemini/settings.json")
             .exists()
     );
@@ -2268,4 +2156,86 @@ fn a_claude_code_leader_runs_codex_gemini_copilot_and_opencode_teammates_in_tmux
     wait_for("no process of any CLI left", T, || {
         left_with(&homes).is_empty()
     });
+}
+
+/// One CLI teammate `cc` (its role section named `cli`) run headless on the board.
+pub(crate) struct Headless<'a> {
+    /// Its role section.
+    pub role: String,
+    /// The mock its role asks.
+    pub mock: &'a agent_team_mockmodel::MockModel,
+    /// Its key variable and value.
+    pub key: (&'a str, &'a str),
+    /// More environment for `up` (e.g. a user's credential it must not take).
+    pub env: Vec<(String, String)>,
+    /// How its model names a team tool.
+    pub team_tool: fn(&str) -> String,
+    /// Its own call writing `text` to `path`.
+    pub write: fn(&Path, &str) -> (String, serde_json::Value),
+}
+
+/// The headless scene: `cc` claims task 1 over MCP, writes `cc.txt` with its own tool,
+/// completes the task, messages the leader and exits 0; the task is completed by it with its
+/// result, the file written, the report in the leader's inbox, and exactly its 5 scripted
+/// requests were made. Returns the sandbox (the team still up, for the CLI's own checks) and
+/// the teammate's log.
+pub(crate) fn works_headless_on_the_board(cli: Headless<'_>) -> (Sandbox, String) {
+    use agent_team_mockmodel::Step;
+    use serde_json::json;
+    let tt = cli.team_tool;
+    let mut sb = Sandbox::new();
+    sb.env.push((cli.key.0.into(), cli.key.1.into()));
+    sb.env.extend(cli.env);
+    let file = sb.path("cc.txt");
+    let call = |name: String, args: serde_json::Value| Step::Tools(vec![(name, args)]);
+    cli.mock.script(
+        "cc",
+        vec![
+            call(tt("claim_task"), json!({"id": 1})),
+            Step::Tools(vec![(cli.write)(&file, "written by the CLI\n")]),
+            call(
+                tt("update_task_status"),
+                json!({"id": 1, "status": "completed", "result": "wrote cc.txt"}),
+            ),
+            call(
+                tt("send_message"),
+                json!({"to": "leader", "text": "cc finished task 1"}),
+            ),
+            Step::Text("All done.".into()),
+        ],
+    );
+    sb.write_team_file(&format!(
+        "name = \"board\"\nboard = false\n\n{role}[[teammates]]\nname = \"cc\"\nrole = \"cli\"\n\n\
+         [[tasks]]\nkey = \"one\"\ntitle = \"Write cc.txt\"\n",
+        role = cli.role,
+    ));
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    wait_for("cc to finish", Duration::from_secs(120), || {
+        matches!(
+            sb.agent("board", "cc").status,
+            AgentStatus::Exited | AgentStatus::Failed | AgentStatus::Backoff
+        )
+    });
+    let log = std::fs::read_to_string(sb.team("board").logs.join("cc.log")).unwrap_or_default();
+    assert_eq!(sb.agent("board", "cc").status, AgentStatus::Exited, "{log}");
+    assert_eq!(
+        cli.mock.requests("cc").len(),
+        5,
+        "{log}\nunmatched: {:?}",
+        cli.mock.unmatched()
+    );
+    let task = sb.tasks("board").into_iter().find(|t| t.id == 1).unwrap();
+    assert_eq!(task.status, TaskStatus::Completed, "{task:?}\n{log}");
+    assert_eq!(task.owner.as_deref(), Some("cc"));
+    assert_eq!(task.result.as_deref(), Some("wrote cc.txt"));
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap_or_default(),
+        "written by the CLI\n",
+        "{log}"
+    );
+    assert!(
+        sb.ok(&["inbox", "leader", "--json"])
+            .contains("cc finished task 1")
+    );
+    (sb, log)
 }

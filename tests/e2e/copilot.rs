@@ -4,8 +4,8 @@
 //! arrives at its turn's end, and a restarted one resumes its session.
 
 use super::clis::{
-    OPENAI_KEY, busy_message_arrives_at_turns_end, cli_role, installed, resumes_after_restart,
-    shell_waits_for_approval,
+    Headless, OPENAI_KEY, busy_message_arrives_at_turns_end, cli_role, installed,
+    resumes_after_restart, shell_waits_for_approval, works_headless_on_the_board,
 };
 use agent_team_e2e::*;
 use agent_team_mockmodel::{MockModel, Step, Wire};
@@ -54,54 +54,24 @@ fn role(name: &str, mock: &MockModel) -> String {
 #[test]
 fn a_copilot_teammate_claims_writes_completes_and_reports_headless() {
     let mock = mock();
-    let mut sb = Sandbox::new();
-    sb.env.push((OPENAI_KEY.0.into(), OPENAI_KEY.1.into()));
-    // A GitHub token of the user's never reaches Copilot (it would be its credential).
-    sb.env.push((
-        "GITHUB_TOKEN".into(),
-        "ghp_user_token_not_for_copilot".into(),
-    ));
-    let file = sb.path("cp.txt");
-    let call = |tool: &str, args: serde_json::Value| Step::Tools(vec![(tool.into(), args)]);
-    mock.script(
-        "cp",
-        vec![
-            call(&copilot_tool("claim_task"), json!({"id": 1})),
-            call(
-                "create",
-                json!({"path": file.display().to_string(), "file_text": "written by Copilot\n"}),
-            ),
-            call(
-                &copilot_tool("update_task_status"),
-                json!({"id": 1, "status": "completed", "result": "wrote cp.txt"}),
-            ),
-            call(
-                &copilot_tool("send_message"),
-                json!({"to": "leader", "text": "cp finished task 1"}),
-            ),
-            Step::Text("All done.".into()),
-        ],
-    );
-    sb.write_team_file(&format!(
-        "name = \"cpteam\"\nboard = false\n\n{role}[[teammates]]\nname = \"cp\"\nrole = \"copilot\"\n\n\
-         [[tasks]]\nkey = \"one\"\ntitle = \"Write cp.txt\"\n",
-        role = role("copilot", &mock),
-    ));
-    sb.ok(&["up", "--backend", "process", "--detach"]);
-    wait_for("cp to finish", T, || {
-        matches!(
-            sb.agent("cpteam", "cp").status,
-            AgentStatus::Exited | AgentStatus::Failed | AgentStatus::Backoff
-        )
+    let (sb, log) = works_headless_on_the_board(Headless {
+        role: role("cli", &mock),
+        mock: &mock,
+        key: OPENAI_KEY,
+        // A GitHub token of the user's never reaches Copilot (it would be its credential).
+        env: vec![(
+            "GITHUB_TOKEN".into(),
+            "ghp_user_token_not_for_copilot".into(),
+        )],
+        team_tool: copilot_tool,
+        write: |path, text| {
+            (
+                "create".into(),
+                json!({"path": path.display().to_string(), "file_text": text}),
+            )
+        },
     });
-    let log = std::fs::read_to_string(sb.team("cpteam").logs.join("cp.log")).unwrap_or_default();
-    assert_eq!(
-        sb.agent("cpteam", "cp").status,
-        AgentStatus::Exited,
-        "{log}"
-    );
-    let reqs = mock.requests("cp");
-    assert_eq!(reqs.len(), 5, "{log}\nunmatched: {:?}", mock.unmatched());
+    let reqs = mock.requests("cc");
     // The role's model, and the team's tools beside Copilot's own.
     assert_eq!(reqs[0]["model"], "gpt-4.1");
     let tools = reqs[0]["tools"].to_string();
@@ -115,26 +85,14 @@ fn a_copilot_teammate_claims_writes_completes_and_reports_headless() {
     }
     // Its own key, on every request: not the user's GitHub token.
     assert!(
-        mock.keys("cp")
+        mock.keys("cc")
             .iter()
             .all(|k| k.as_deref() == Some(&format!("Bearer {}", OPENAI_KEY.1))),
         "{:?}",
-        mock.keys("cp")
-    );
-    let task = sb.tasks("cpteam").into_iter().find(|t| t.id == 1).unwrap();
-    assert_eq!(task.status, TaskStatus::Completed, "{task:?}\n{log}");
-    assert_eq!(task.owner.as_deref(), Some("cp"));
-    assert_eq!(task.result.as_deref(), Some("wrote cp.txt"));
-    assert_eq!(
-        std::fs::read_to_string(&file).unwrap_or_default(),
-        "written by Copilot\n"
-    );
-    assert!(
-        sb.ok(&["inbox", "leader", "--json"])
-            .contains("cp finished task 1")
+        mock.keys("cc")
     );
     // Its state went to its private home, not the user's.
-    let home = sb.team("cpteam").cli_home("cp");
+    let home = sb.team("board").cli_home("cc");
     assert!(home.join(".copilot/hooks/team.json").exists());
     assert!(home.join(".copilot/session-state").is_dir());
     let _ = sb.run(&["down"]);

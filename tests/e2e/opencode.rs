@@ -5,7 +5,8 @@
 //! process of it.
 
 use super::clis::{
-    OPENAI_KEY, cli_role, installed, left_with, resumes_after_restart, shell_waits_for_approval,
+    Headless, OPENAI_KEY, cli_role, installed, left_with, resumes_after_restart,
+    shell_waits_for_approval, works_headless_on_the_board,
 };
 use agent_team_e2e::*;
 use agent_team_mockmodel::{Gate, MockModel, Step, Wire};
@@ -58,49 +59,20 @@ fn role(name: &str, mock: &MockModel) -> String {
 #[test]
 fn an_opencode_teammate_claims_writes_completes_and_reports_headless() {
     let mock = mock();
-    let mut sb = Sandbox::new();
-    sb.env.push((OPENAI_KEY.0.into(), OPENAI_KEY.1.into()));
-    let file = sb.path("oc.txt");
-    let call = |tool: &str, args: serde_json::Value| Step::Tools(vec![(tool.into(), args)]);
-    mock.script(
-        "oc",
-        vec![
-            call(&opencode_tool("claim_task"), json!({"id": 1})),
-            call(
-                "write",
-                json!({"filePath": file.display().to_string(), "content": "written by opencode\n"}),
-            ),
-            call(
-                &opencode_tool("update_task_status"),
-                json!({"id": 1, "status": "completed", "result": "wrote oc.txt"}),
-            ),
-            call(
-                &opencode_tool("send_message"),
-                json!({"to": "leader", "text": "oc finished task 1"}),
-            ),
-            Step::Text("All done.".into()),
-        ],
-    );
-    sb.write_team_file(&format!(
-        "name = \"octeam\"\nboard = false\n\n{role}[[teammates]]\nname = \"oc\"\nrole = \"opencode\"\n\n\
-         [[tasks]]\nkey = \"one\"\ntitle = \"Write oc.txt\"\n",
-        role = role("opencode", &mock),
-    ));
-    sb.ok(&["up", "--backend", "process", "--detach"]);
-    wait_for("oc to finish", T, || {
-        matches!(
-            sb.agent("octeam", "oc").status,
-            AgentStatus::Exited | AgentStatus::Failed | AgentStatus::Backoff
-        )
+    let (sb, log) = works_headless_on_the_board(Headless {
+        role: role("cli", &mock),
+        mock: &mock,
+        key: OPENAI_KEY,
+        env: Vec::new(),
+        team_tool: opencode_tool,
+        write: |path, text| {
+            (
+                "write".into(),
+                json!({"filePath": path.display().to_string(), "content": text}),
+            )
+        },
     });
-    let log = std::fs::read_to_string(sb.team("octeam").logs.join("oc.log")).unwrap_or_default();
-    assert_eq!(
-        sb.agent("octeam", "oc").status,
-        AgentStatus::Exited,
-        "{log}"
-    );
-    let reqs = mock.requests("oc");
-    assert_eq!(reqs.len(), 5, "{log}\nunmatched: {:?}", mock.unmatched());
+    let reqs = mock.requests("cc");
     // The role's model, and the team's tools beside opencode's own; its subagents and its
     // question tool withheld.
     assert_eq!(reqs[0]["model"], "qwen3-coder");
@@ -119,16 +91,16 @@ fn an_opencode_teammate_claims_writes_completes_and_reports_headless() {
     // The prompt reached it verbatim, from its stdin (an argument would be JSON-quoted).
     let first = reqs[0]["messages"].to_string();
     assert!(
-        first.contains("Your name is oc.") && !first.contains("\\\"Your name is oc."),
+        first.contains("Your name is cc.") && !first.contains("\\\"Your name is cc."),
         "{first}"
     );
     // Its own key, on every request.
     assert!(
-        mock.keys("oc")
+        mock.keys("cc")
             .iter()
             .all(|k| k.as_deref() == Some(&format!("Bearer {}", OPENAI_KEY.1))),
         "{:?}",
-        mock.keys("oc")
+        mock.keys("cc")
     );
     // One title request, answered aside.
     assert_eq!(
@@ -137,20 +109,9 @@ fn an_opencode_teammate_claims_writes_completes_and_reports_headless() {
         "{:?}",
         mock.aside_requests()
     );
-    let task = sb.tasks("octeam").into_iter().find(|t| t.id == 1).unwrap();
-    assert_eq!(task.status, TaskStatus::Completed, "{task:?}\n{log}");
-    assert_eq!(task.owner.as_deref(), Some("oc"));
-    assert_eq!(
-        std::fs::read_to_string(&file).unwrap_or_default(),
-        "written by opencode\n"
-    );
-    assert!(
-        sb.ok(&["inbox", "leader", "--json"])
-            .contains("oc finished task 1")
-    );
     // Its private home: its config, its sessions, no npm install of its plugin package, and
     // the session it started recorded for a resume.
-    let home = sb.team("octeam").cli_home("oc");
+    let home = sb.team("board").cli_home("cc");
     assert!(home.join("opencode.json").exists());
     assert!(home.join(".local/share/opencode/opencode.db").exists());
     assert!(

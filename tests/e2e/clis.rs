@@ -2001,6 +2001,19 @@ fn a_claude_code_leader_runs_codex_gemini_copilot_and_opencode_teammates_in_tmux
     // Codex's TUI asks its model for a session title beside the turn; opencode too.
     openai.answer_aside("Generate a concise, single-line task title", "Codex task");
     openai.answer_aside("You are a title generator", "Team work");
+    // Codex's shell is asked about: the approval reaches the operator.
+    let codex_role = format!(
+        "{}\npermissions = {{ bash = \"ask\" }}\n\n",
+        cli_role(
+            "codex",
+            "codex",
+            "gpt-5-codex",
+            &openai.base_url(),
+            OPENAI_KEY.0,
+            &codex
+        )
+        .trim_end()
+    );
     sb.write_team_file(&format!(
         "name = \"mixed\"\nboard = false\n\n{}{}{}{}{}\
          [[teammates]]\nname = \"cx\"\nrole = \"codex\"\n\n\
@@ -2015,14 +2028,7 @@ fn a_claude_code_leader_runs_codex_gemini_copilot_and_opencode_teammates_in_tmux
             ANTHROPIC_KEY.0,
             &claude
         ),
-        cli_role(
-            "codex",
-            "codex",
-            "gpt-5-codex",
-            &openai.base_url(),
-            OPENAI_KEY.0,
-            &codex
-        ),
+        codex_role,
         cli_role(
             "gemini",
             "gemini-cli",
@@ -2067,9 +2073,25 @@ fn a_claude_code_leader_runs_codex_gemini_copilot_and_opencode_teammates_in_tmux
         })
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    let mut approved: Vec<PermRequest> = Vec::new();
     while alive(run) && std::time::Instant::now() < deadline {
-        let agents = agent_team_client::Client::operator(&sb.team("mixed"))
-            .ok()
+        let mut op = agent_team_client::Client::operator(&sb.team("mixed")).ok();
+        // The operator approves what waits for a person (Codex's shell call).
+        let waiting = op
+            .as_mut()
+            .and_then(|c| c.all_perms(false).ok())
+            .unwrap_or_default();
+        for p in waiting {
+            if !approved.iter().any(|a| a.id == p.id)
+                && sb
+                    .run(&["--team", "mixed", "approve", &p.id.to_string()])
+                    .status
+                    .success()
+            {
+                approved.push(p);
+            }
+        }
+        let agents = op
             .and_then(|mut c| match c.call(Request::Agents).ok()? {
                 Reply::Agents { agents } => Some(agents),
                 _ => None,
@@ -2146,6 +2168,13 @@ fn a_claude_code_leader_runs_codex_gemini_copilot_and_opencode_teammates_in_tmux
         let report = format!("{n} finished task {id}");
         assert!(inbox.contains(&report), "{report} not in {inbox}");
     }
+    // The approval reached the operator: Codex's shell call waited for it, then ran.
+    assert!(
+        approved
+            .iter()
+            .any(|p| p.agent == "cx" && p.tool == "bash" && p.input.contains("printf")),
+        "{approved:?}"
+    );
     // Each CLI ran in its own pane (what a screen shows at a given moment is the CLI's own
     // redraw, so only that it showed something is asserted).
     for n in ["leader", "cx", "gm", "cp", "oc"] {

@@ -1,7 +1,7 @@
 //! Running the team's hooks, apart from what they mean to the team ([`crate::hooks`]): what a
 //! hook's process did ([`HookOutcome`]), the runner that starts one off the core
 //! ([`HookRunner`]: the real [`ShellRunner`], a fake in the unit tests) and the core's hook
-//! bookkeeping ([`HookState`]). It knows nothing of the core: the core holds these, and
+//! bookkeeping (`HookState`). It knows nothing of the core: the core holds these, and
 //! `hooks.rs` (the core's hook methods) uses them.
 
 use crate::outbox::ConnId;

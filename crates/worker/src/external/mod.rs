@@ -54,7 +54,7 @@ pub use session::{RESUMED_INPUT, SESSION_FILE, Session, session_for};
 /// Everything agent-team knows about one agent CLI: how to install and find it, what to seed
 /// in its private home, how to register our MCP server and its hooks for one launch, how to
 /// wire its model, and how it resumes a session. One file per CLI implements it; a CLI joins
-/// with that file and one line in [`ADAPTERS`].
+/// with that file and one line in `ADAPTERS`.
 pub trait CliAdapter: Sync {
     /// The provider (team-file name) this adapter serves.
     fn provider(&self) -> Provider;

@@ -448,15 +448,24 @@ impl Drop for Sandbox {
         // Whatever still names this sandbox (a daemon whose runtime dir is elsewhere, a
         // guardian that would bring a killed daemon back, a session team of `serve`): the
         // guardians first, so nothing comes back, then the rest. Never a process of anyone else.
-        let mine = procs_naming(self.dir.path());
-        let (guards, rest): (Vec<_>, Vec<_>) = mine
-            .into_iter()
-            .partition(|(_, c)| c.contains("daemon --guard"));
-        for (pid, _) in guards.into_iter().chain(rest) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+        // Again until none is left: a worker killed a moment after its daemon may have
+        // brought the daemon back (it heals a crashed daemon) in between.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mine = procs_naming(self.dir.path());
+            if mine.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            let (guards, rest): (Vec<_>, Vec<_>) = mine
+                .into_iter()
+                .partition(|(_, c)| c.contains("daemon --guard"));
+            for (pid, _) in guards.into_iter().chain(rest) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
         // Any tmux server whose socket lives in this sandbox is ours: kill it, and wait until it
         // is gone (kill-server returns before the server exits), before the dir is removed.

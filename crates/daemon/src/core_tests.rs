@@ -698,3 +698,47 @@ async fn the_leader_changes_models_but_not_the_operators_limit() {
     set(&mut h, &Actor::Operator, "max_teammates", "3".into()).unwrap();
     assert_eq!(h.core.sup.config.as_ref().unwrap().max_teammates, 3);
 }
+
+/// Issue 30, through the request path: members of one model role spawned together start
+/// staggered, and the first one's usage report (its first answered request) starts the others.
+#[tokio::test(flavor = "current_thread")]
+async fn a_first_usage_report_starts_the_members_held_behind_it() {
+    let mut h = Harness::new();
+    let mut team = agent_team_config::empty_team("t", h._dir.path());
+    team.backend = BackendKind::Process;
+    if let Some(w) = team.roles.get_mut("worker") {
+        w.provider = agent_team_config::Provider::Anthropic;
+        w.model = "claude-sonnet-4-5".into();
+    }
+    h.core
+        .supervise(|s| s.configure(&Actor::Operator, serde_json::to_value(&team).unwrap()))
+        .unwrap();
+    let members = ["a1", "a2", "a3"].map(worker_named).to_vec();
+    h.core
+        .supervise(|s| s.spawn_team_request(&Actor::Agent(LEADER.into()), members))
+        .unwrap();
+    h.core.flush().unwrap();
+    h.settle_until("a1 launched", |h| h.launched("a1")).await;
+    assert_eq!(h.spawns(), 1, "a2 and a3 wait for a1's first answer");
+    assert!(!h.launched("a2") && !h.launched("a3"));
+    h.connect("a1");
+    h.core
+        .request(
+            1,
+            &Actor::Agent("a1".into()),
+            Request::ReportUsage {
+                model: "claude-sonnet-4-5".into(),
+                input_tokens: 3000,
+                output_tokens: 20,
+                cached_tokens: 0,
+                cache_write_tokens: 3000,
+            },
+        )
+        .unwrap();
+    h.core.flush().unwrap();
+    h.settle_until("a2 and a3 launched", |h| {
+        h.launched("a2") && h.launched("a3")
+    })
+    .await;
+    assert_eq!(h.spawns(), 3);
+}

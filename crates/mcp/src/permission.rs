@@ -15,6 +15,9 @@ use serde_json::{Value, json};
 /// longer one is refused rather than cut).
 pub const PERMISSION_LINE_MAX: u64 = 64 * 1024;
 
+/// The most files or directories one call may name to be judged ([`hook_requests`]).
+pub const TARGETS_MAX: usize = 32;
+
 /// A CLI's tool call as the tool of ours it stands for, with the arguments our policy judges
 /// (the text a write would put is left out: only where it goes matters). `None` for a tool
 /// with no counterpart of ours. The names are every CLI's, from their tables in
@@ -84,7 +87,16 @@ pub fn hook_request(input: &Value) -> Result<HookRequest, String> {
 pub fn hook_requests(input: &Value) -> Result<Vec<HookRequest>, String> {
     let name = hook_tool(input).ok_or("the hook input has no tool_name")?;
     let tool_input = hook_tool_input(input);
-    targets(name, &tool_input)?
+    let targets = targets(name, &tool_input)?;
+    // Each target may become a request a person answers: a call naming more is refused whole
+    // rather than queueing that many questions.
+    if targets.len() > TARGETS_MAX {
+        return Err(format!(
+            "the {name} call names {} files; at most {TARGETS_MAX} are judged in one call",
+            targets.len()
+        ));
+    }
+    targets
         .iter()
         .map(|one| {
             let (tool, args) = our_call(name, one)
@@ -232,6 +244,18 @@ mod tests {
                     .unwrap_or_else(|e| panic!("{name} → {mapped} {args}: {e}"));
             }
         }
+        // A call naming more files than are judged in one call is refused whole.
+        let many: Vec<String> = (0..=TARGETS_MAX).map(|i| format!("f{i}")).collect();
+        let err =
+            hook_requests(&json!({"toolName": "view", "toolArgs": {"paths": many}})).unwrap_err();
+        assert!(err.contains("at most 32"), "{err}");
+        let few: Vec<String> = (0..TARGETS_MAX).map(|i| format!("f{i}")).collect();
+        assert_eq!(
+            hook_requests(&json!({"toolName": "view", "toolArgs": {"paths": few}}))
+                .unwrap()
+                .len(),
+            TARGETS_MAX
+        );
         // A second team's tools have no counterpart: the hook refuses them.
         for own in ["invoke_agent", "TaskCreate", "agent"] {
             assert!(our_call(own, &json!({})).is_none(), "{own}");

@@ -60,7 +60,9 @@ impl Core {
                     tracing::warn!("the team's budget is spent; the run ended");
                 }
                 // Answered: members held back behind this one by a staggered start go now.
-                if let Some(name) = actor.agent() {
+                if let Some(name) = actor.agent()
+                    && self.sup.staggered.contains_key(name)
+                {
                     let name = name.to_string();
                     self.supervise(|s| s.first_answered(&name));
                 }

@@ -949,15 +949,26 @@ title = "Left for later"
     // The CLI resumed its own conversation (`--resume`): the restarted CLI's request
     // carries what the first one was told, then the instruction to carry on.
     let mut resumed = String::new();
-    wait_for("the restarted CLI to ask its model", T, || {
-        resumed = mock
-            .requests("cc")
-            .iter()
-            .map(|r| r.to_string())
-            .find(|m| m.contains("You were restarted"))
-            .unwrap_or_default();
-        !resumed.is_empty()
-    });
+    wait_for_or(
+        "the restarted CLI to ask its model",
+        T,
+        || {
+            resumed = mock
+                .requests("cc")
+                .iter()
+                .map(|r| r.to_string())
+                .find(|m| m.contains("You were restarted"))
+                .unwrap_or_default();
+            !resumed.is_empty()
+        },
+        || {
+            format!(
+                "its screen:\n{}\nits log:\n{}",
+                screen(&sb),
+                std::fs::read_to_string(sb.team("ccpane").logs.join("cc.log")).unwrap_or_default()
+            )
+        },
+    );
     assert!(
         resumed.contains("please also write extra.txt") && resumed.contains("Your name is cc"),
         "the restarted CLI did not resume its conversation: {resumed}"

@@ -64,6 +64,28 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// [`wait_for`] that, timed out, panics with `explain()` too (what the test saw: a screen, a
+/// log), so a failure in CI says why.
+pub fn wait_for_or(
+    what: &str,
+    timeout: Duration,
+    mut cond: impl FnMut() -> bool,
+    explain: impl FnOnce() -> String,
+) {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    while !cond() {
+        if Instant::now() >= deadline {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}; saw:\n{}",
+                explain()
+            );
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
 /// A private world for one test.
 pub struct Sandbox {
     /// The temp dir everything lives in.

@@ -14,8 +14,48 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::Duration;
-/// How long a pasted line is left to settle in an interactive program before its Enter.
+/// How long a pasted line is left to settle in an interactive program, after it read the
+/// paste, before its Enter.
 const PASTE_SETTLE: Duration = Duration::from_millis(300);
+/// How long a paste waits for the pane's program to read keys, and its Enter for the program
+/// to have read the paste (a program that never does gets them anyway, after this).
+const PASTE_READY_WAIT: Duration = Duration::from_secs(10);
+
+/// A pane's terminal, opened to look at, never to read from or to own: whether its program
+/// reads keys one by one yet, and whether it has read what was typed.
+struct PaneTty(std::fs::File);
+
+impl PaneTty {
+    /// Opens `path` without making it anyone's controlling terminal.
+    fn open(path: &Path) -> Option<PaneTty> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOCTTY | nix::libc::O_NONBLOCK)
+            .open(path)
+            .ok()
+            .map(PaneTty)
+    }
+
+    /// Whether the terminal is out of line mode (its program reads each key as it comes).
+    fn reads_keys(&self) -> bool {
+        rustix::termios::tcgetattr(&self.0)
+            .is_ok_and(|t| !t.local_modes.contains(rustix::termios::LocalModes::ICANON))
+    }
+
+    /// Bytes typed that its program has not read yet (none when that cannot be told).
+    fn unread(&self) -> u64 {
+        rustix::io::ioctl_fionread(&self.0).unwrap_or(0)
+    }
+
+    /// Polls `cond` until it holds or `limit` has passed.
+    fn wait_until(&self, limit: Duration, cond: impl Fn(&PaneTty) -> bool) {
+        let deadline = std::time::Instant::now() + limit;
+        while !cond(self) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
 
 use tmux_interface::{
     DisplayMessage, KillPane, KillServer, KillWindow, ListPanes, NewSession, NewWindow,
@@ -323,6 +363,20 @@ set -g mouse on
 
     fn tmux(&self, commands: TmuxCommands<'_>) -> Result<String, TmuxFailure> {
         run(&self.place.socket, Some(&self.config), commands)
+    }
+
+    /// The terminal device of `pane` (`/dev/pts/N`), as tmux names it.
+    fn pane_tty(&self, pane: &str) -> Option<PathBuf> {
+        let mut cmds = TmuxCommands::new();
+        cmds.push(
+            DisplayMessage::new()
+                .print()
+                .target_pane(pane)
+                .message("#{pane_tty}"),
+        );
+        let tty = self.tmux(cmds).ok()?;
+        let tty = tty.trim();
+        tty.starts_with("/dev/").then(|| PathBuf::from(tty))
     }
 
     fn window_target(&self) -> String {
@@ -660,8 +714,14 @@ impl PaneBackend for TmuxBackend {
         let Some(pane) = &target.pane else {
             return Err(PaneError::Tool("the agent has no pane".into()));
         };
+        // Typed only once the program reads keys one by one: a terminal still in line mode
+        // echoes the paste, and a program switching then may flush it.
+        let tty = self.pane_tty(pane).and_then(|p| PaneTty::open(&p));
+        if let Some(t) = &tty {
+            t.wait_until(PASTE_READY_WAIT, PaneTty::reads_keys);
+        }
         // One buffer per pane, pasted bracketed (the program sees a paste, not keystrokes that
-        // could be key bindings) and deleted, then Enter: all in one tmux command.
+        // could be key bindings) and deleted.
         let buffer = format!("agent-team-input-{}", pane.trim_start_matches('%'));
         let mut cmds = TmuxCommands::new();
         cmds.push(SetBuffer::new().buffer_name(buffer.as_str()).data(text));
@@ -674,8 +734,13 @@ impl PaneBackend for TmuxBackend {
         );
         self.tmux(cmds)
             .map_err(|e| PaneError::Tool(e.to_string()))?;
-        // A TUI takes a paste in as a unit before it reads keys again: an Enter in the same
-        // burst can be swallowed with the paste, so it follows on its own a moment later.
+        // Then Enter on its own, a moment after the program has read the paste: a TUI takes an
+        // Enter read with the paste, or soon after it, as a newline in the paste (Gemini CLI
+        // within 30 ms, seen in 0.61.0), so the line would wait unsent. A busy program reads
+        // late: its terminal's input queue says when it has.
+        if let Some(t) = &tty {
+            t.wait_until(PASTE_READY_WAIT, |t| t.unread() == 0);
+        }
         std::thread::sleep(PASTE_SETTLE);
         let mut enter = TmuxCommands::new();
         enter.push(SendKeys::new().target_pane(pane.as_str()).key("Enter"));
@@ -688,17 +753,12 @@ impl PaneBackend for TmuxBackend {
         let Some(pane) = &target.pane else { return };
         // A BEL written to the pane's terminal is output of that pane: tmux rings the bell of
         // the terminals attached to it (and flags the window) as its `bell-action` says.
-        let mut cmds = TmuxCommands::new();
-        cmds.push(
-            DisplayMessage::new()
-                .print()
-                .target_pane(pane.as_str())
-                .message("#{pane_tty}"),
-        );
-        if let Ok(tty) = self.tmux(cmds) {
-            let tty = tty.trim();
-            if tty.starts_with("/dev/")
-                && let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(tty)
+        if let Some(tty) = self.pane_tty(pane) {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(nix::libc::O_NOCTTY)
+                .open(tty)
             {
                 use std::io::Write as _;
                 let _ = f.write_all(b"\x07");

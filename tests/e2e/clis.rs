@@ -696,6 +696,38 @@ pub(crate) fn busy_message_arrives_at_turns_end(
             op.all_perms(true).unwrap().is_empty(),
             "a request in cc's name"
         );
+        // Nor does it get cc's tools through the socket cc's worker serves them on to the
+        // CLI's bridge: the worker closes a session from a process it did not start.
+        let tools = sb.team("busy").cli_home("cc").join("mcp.sock");
+        let mut bridge = sb
+            .cmd("agent-team-bridge")
+            .args(["mcp", &tools.display().to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let session = [
+            json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-06-18", "capabilities": {},
+                "clientInfo": {"name": "intruder", "version": "1"}}}),
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+            json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+                "name": "wait_for_messages", "arguments": {"timeout_s": 0}}}),
+        ];
+        let mut stdin = bridge.stdin.take().unwrap();
+        for line in &session {
+            // The worker may have closed the session already.
+            let _ = writeln!(stdin, "{line}");
+        }
+        drop(stdin);
+        let out = bridge.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !said.contains("also write extra.txt") && !said.contains("serverInfo"),
+            "an outside process was served cc's tools: {said}"
+        );
+        assert_eq!(state(&sb), Some(DeliveryState::Queued));
     }
     gate.open();
     wait_for("cc to exit", Duration::from_secs(120), || {

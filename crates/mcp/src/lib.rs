@@ -7,6 +7,8 @@
 //!
 //! rmcp, the official Rust SDK, is confined to this crate.
 
+mod host;
+pub use host::{WORKER_HOST, WorkerHost};
 pub mod permission;
 pub mod wire;
 
@@ -236,8 +238,8 @@ fn shutdown_reason(requests: &[Message]) -> String {
 /// CLI took the signal.
 #[derive(Debug, Default)]
 struct CliEnd {
-    /// The CLI's process (this server's parent).
-    pid: Option<i32>,
+    /// The CLI's process (this server's parent, or its bridge's; 0 until known).
+    pid: std::sync::atomic::AtomicI32,
     /// The CLI's private home, where [`idle::shutdown_marker`] goes.
     home: Option<std::path::PathBuf>,
     /// Ended already.
@@ -258,7 +260,7 @@ impl CliEnd {
             .map(std::path::Path::to_path_buf);
         let pid = nix::unistd::getppid().as_raw();
         CliEnd {
-            pid: (pid > 1).then_some(pid),
+            pid: std::sync::atomic::AtomicI32::new(if pid > 1 { pid } else { 0 }),
             home,
             done: AtomicBool::new(false),
         }
@@ -275,7 +277,8 @@ impl CliEnd {
                 tracing::warn!("cannot write {}: {e}", marker.display());
             }
         }
-        if let Some(pid) = self.pid {
+        let pid = self.pid.load(Ordering::SeqCst);
+        if pid > 1 {
             use nix::sys::signal::{Signal, kill};
             if let Err(e) = kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM) {
                 tracing::warn!("cannot end the CLI (pid {pid}): {e}");
@@ -447,16 +450,20 @@ impl TeamServer {
     /// the CLI takes it as its next instruction; with nothing queued the agent is reported
     /// idle; a shutdown request ends the CLI); before a call of one of its own tools
     /// (`permission`) the role's verdict on it.
-    pub fn serve_hooks(&self, socket: &std::path::Path) -> Result<(), McpError> {
+    pub fn serve_hooks(
+        &self,
+        socket: &std::path::Path,
+        cli: i32,
+    ) -> Result<tokio::task::AbortHandle, McpError> {
         let _ = std::fs::remove_file(socket);
         // The hook answers only its CLI: a caller must present this launch's key (in a 0600
-        // file beside the socket) and descend from the CLI that started this server.
+        // file beside the socket) and descend from `cli` (the CLI that started this server, or
+        // the worker that started the CLI).
         let key = agent_team_paths::new_secret()
             .map_err(|e| McpError::Session(format!("cannot make the hook key: {e}")))?;
         let key_file = hook_key_file(socket);
         agent_team_paths::write_secret_file(&key_file, &key)
             .map_err(|e| McpError::Session(format!("cannot write {}: {e}", key_file.display())))?;
-        let cli = nix::unistd::getppid().as_raw();
         let listener = tokio::net::UnixListener::bind(socket).map_err(|e| {
             McpError::Session(format!("cannot listen on {}: {e}", socket.display()))
         })?;
@@ -465,7 +472,7 @@ impl TeamServer {
         // A permission hook may wait for a person: at most this many are answered at once; one
         // more is closed unanswered, which its hook takes as a refusal.
         let slots = Arc::new(tokio::sync::Semaphore::new(HOOK_CONNECTIONS_MAX));
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let Ok(slot) = slots.clone().try_acquire_owned() else {
                     continue;
@@ -477,7 +484,7 @@ impl TeamServer {
                 });
             }
         });
-        Ok(())
+        Ok(task.abort_handle())
     }
 
     async fn answer_hook(
@@ -491,16 +498,26 @@ impl TeamServer {
         let (r, mut w) = stream.into_split();
         let mut line = String::new();
         // One line, soon: a peer that sends more or nothing gets no more than this.
-        let mut reader = tokio::io::BufReader::new(r.take(permission::PERMISSION_LINE_MAX));
-        if tokio::time::timeout(HOOK_READ_TIMEOUT, reader.read_line(&mut line))
+        let mut reader = tokio::io::BufReader::new(r);
+        let mut first = (&mut reader).take(permission::PERMISSION_LINE_MAX);
+        if tokio::time::timeout(HOOK_READ_TIMEOUT, first.read_line(&mut line))
             .await
             .is_err()
         {
             return Ok(());
         }
-        let refuse = |error: String| wire::reply_line(&HookReply::Error { error });
         // The key first, then the caller, and only then what it asks.
         let request = wire::read_request(&line, key);
+        // A CLI's hook reads its exit code and text: a refusal refuses its call too.
+        let cli_hook = match &request {
+            Ok(HookRequest::Cli { event, .. }) => Some(*event),
+            _ => None,
+        };
+        let refuse = |error: String| match cli_hook {
+            Some(wire::CliHook::PreToolUse) => wire::cli_reply(2, &error),
+            Some(wire::CliHook::Stop) => wire::cli_reply(1, &error),
+            None => wire::reply_line(&HookReply::Error { error }),
+        };
         if let Err(e @ wire::WireError::BadKey) = request {
             return w.write_all(&refuse(e.to_string())).await;
         }
@@ -515,6 +532,21 @@ impl TeamServer {
             Err(e) => HookReply::Error {
                 error: e.to_string(),
             },
+            Ok(HookRequest::Cli { event, cli }) => {
+                // Its input follows until the hook half-closes, soon and bounded.
+                let mut input = Vec::new();
+                let mut rest = (&mut reader).take(wire::HOOK_INPUT_MAX);
+                if tokio::time::timeout(HOOK_READ_TIMEOUT, rest.read_to_end(&mut input))
+                    .await
+                    .is_err()
+                {
+                    return Ok(());
+                }
+                let input = String::from_utf8_lossy(&input);
+                return self
+                    .answer_cli_hook(event, cli.as_deref(), &input, &mut w)
+                    .await;
+            }
             Ok(HookRequest::Stop) => {
                 // Messages are marked read only once the hook has its answer.
                 let (reply, taken) = self.answer_stop().await;
@@ -539,6 +571,90 @@ impl TeamServer {
             }
         };
         w.write_all(&wire::reply_line(&reply)).await
+    }
+
+    /// A CLI's hook `event` with its `input`, answered as the hook prints ([`wire::cli_reply`]):
+    /// at the turn's end what is queued (marked read once the answer is written) or nothing;
+    /// before a call of one of the CLI's own tools the role's verdict on each file it names, in
+    /// the CLI's shape. No decision refuses the call (exit 2), never lets it through.
+    async fn answer_cli_hook(
+        &self,
+        event: wire::CliHook,
+        cli: Option<&str>,
+        input: &str,
+        w: &mut (impl tokio::io::AsyncWrite + Unpin),
+    ) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        if event == wire::CliHook::Stop {
+            let (reply, taken) = self.answer_stop().await;
+            let end = matches!(reply, HookReply::Shutdown { .. });
+            let answer = match wire::stop_output_of(reply) {
+                Ok(text) => wire::cli_reply(0, text.as_deref().unwrap_or_default()),
+                Err(e) => wire::cli_reply(1, &e.to_string()),
+            };
+            let written = w.write_all(&answer).await;
+            match &written {
+                Ok(()) => self.mark_read(&taken).await,
+                Err(_) => self.inbox.put_back(taken),
+            }
+            if end {
+                // Asked to shut down: the CLI ends whether or not its hook heard why.
+                self.end.end();
+            }
+            return written;
+        }
+        let (code, text) = self.pre_tool_answer(cli, input).await;
+        w.write_all(&wire::cli_reply(code, &text)).await
+    }
+
+    /// The pre-tool hook's exit code and text for the CLI `cli`'s hook input `input`.
+    async fn pre_tool_answer(&self, cli: Option<&str>, input: &str) -> (u8, String) {
+        let name = cli.unwrap_or("claude-code");
+        let Some(adapter) = agent_team_worker::external::adapter_named(name) else {
+            return (2, format!("no agent CLI is called {name:?}"));
+        };
+        let input: Value = match serde_json::from_str(input) {
+            Ok(v) => v,
+            Err(e) => return (2, format!("the hook input is not JSON: {e}")),
+        };
+        // A CLI whose hook sees every call (Copilot's has no matcher) lets through the ones it
+        // does not judge (the team's own tools).
+        if permission::hook_tool(&input).is_some_and(|t| !adapter.hook_judges(t)) {
+            return (0, String::new());
+        }
+        let (allowed, reason) = match permission::hook_requests(&input) {
+            Ok(r) if r.is_empty() => (false, "the call names nothing to judge".into()),
+            Err(why) => (false, why),
+            Ok(requests) => self.judge_all(requests).await,
+        };
+        (
+            0,
+            adapter
+                .pre_tool_answer(allowed, &reason)
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Each of a call's requests judged in turn: allowed only if every one is.
+    async fn judge_all(&self, requests: Vec<HookRequest>) -> (bool, String) {
+        for request in requests {
+            let HookRequest::Permission { tool, args } = request else {
+                return (false, "not a call to judge".into());
+            };
+            if self.inbox.ends() {
+                return (false, "the agent is shutting down".into());
+            }
+            // Too long to be judged whole (as a request line would be): refused, not cut.
+            let len = serde_json::to_string(&args).map_or(0, |a| a.len());
+            if len as u64 > permission::PERMISSION_LINE_MAX {
+                return (false, wire::WireError::TooLong(len).to_string());
+            }
+            let (allow, reason) = self.judge(&tool, args).await;
+            if !allow {
+                return (false, reason);
+            }
+        }
+        (true, String::new())
     }
 
     /// The idle point: what is queued, in the worker's order, or the end.
@@ -669,8 +785,17 @@ impl TeamServer {
 
     /// Serves MCP on stdin/stdout until the client closes it.
     pub async fn serve_stdio(self) -> Result<(), McpError> {
+        self.serve_on(rmcp::transport::stdio()).await
+    }
+
+    /// Serves MCP on `transport` (stdio, or a CLI's bridge connection) until it closes.
+    async fn serve_on<T, E, A>(self, transport: T) -> Result<(), McpError>
+    where
+        T: rmcp::transport::IntoTransport<RoleServer, E, A>,
+        E: std::error::Error + Send + Sync + 'static,
+    {
         let running = self
-            .serve(rmcp::transport::stdio())
+            .serve(transport)
             .await
             .map_err(|e| McpError::Session(e.to_string()))?;
         running
@@ -815,7 +940,7 @@ pub async fn serve_from_env() -> Result<(), McpError> {
     if let Some(sock) =
         std::env::var_os(agent_team_pane::env::HOOK_SOCKET).filter(|v| !v.is_empty())
     {
-        server.serve_hooks(std::path::Path::new(&sock))?;
+        server.serve_hooks(std::path::Path::new(&sock), nix::unistd::getppid().as_raw())?;
     }
     // An interactive CLI that went idle is woken by typing its messages into its pane.
     if std::env::var_os(agent_team_pane::env::INTERACTIVE).is_some_and(|v| v == "1") {
@@ -834,32 +959,6 @@ pub async fn serve_from_env() -> Result<(), McpError> {
     server.serve_stdio().await
 }
 
-/// The hook key of the agent's MCP server on `socket` (from the 0600 file beside it).
-fn hook_key(socket: &std::path::Path) -> Result<String, McpError> {
-    agent_team_paths::read_secret_file(&hook_key_file(socket))
-        .map(|k| k.trim().to_string())
-        .map_err(|e| McpError::Session(format!("the team server on {}: {e}", socket.display())))
-}
-
-/// Sends one request line to the agent's MCP server on `socket`; its one reply line.
-async fn ask_server(socket: &std::path::Path, line: &str) -> Result<String, McpError> {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-    let fail = |e: std::io::Error| {
-        McpError::Session(format!("the team server on {}: {e}", socket.display()))
-    };
-    let stream = tokio::net::UnixStream::connect(socket)
-        .await
-        .map_err(fail)?;
-    let (r, mut w) = stream.into_split();
-    w.write_all(line.as_bytes()).await.map_err(fail)?;
-    let mut answer = String::new();
-    tokio::io::BufReader::new(r)
-        .read_line(&mut answer)
-        .await
-        .map_err(fail)?;
-    Ok(answer)
-}
-
 /// The file holding the hook key of the server listening on `socket` (beside it, 0600).
 pub fn hook_key_file(socket: &std::path::Path) -> std::path::PathBuf {
     socket.with_file_name("hook.key")
@@ -876,65 +975,12 @@ fn descends_from(pid: i32, ancestor: i32) -> bool {
         if p <= 1 {
             return false;
         }
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-            return false;
-        };
-        // `pid (comm) state ppid …`: comm may hold spaces and parentheses.
-        let Some(ppid) = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|n| n.parse().ok())
-        else {
+        let Some(ppid) = host::parent_of(p) else {
             return false;
         };
         p = ppid;
     }
     false
-}
-
-/// `agent-team hook stop`: asks the agent's MCP server (on `socket`) for the messages queued
-/// for it; returns the Claude Code / Qwen Code hook answer to print (`{"decision":"block",
-/// "reason":…}` hands them back as the next instruction; `{"continue":false,…}` stops a CLI
-/// whose agent was asked to shut down), or `None` to let the turn end.
-pub async fn stop_hook(socket: &std::path::Path) -> Result<Option<String>, McpError> {
-    let line = wire::request_line(&hook_key(socket)?, &HookRequest::Stop)
-        .map_err(|e| McpError::Session(e.to_string()))?;
-    let answer = ask_server(socket, &line).await?;
-    wire::stop_output(&answer).map_err(|e| McpError::Session(e.to_string()))
-}
-
-/// `agent-team hook pre-tool-use`: the CLI's hook input `input` (JSON with `tool_name` and
-/// `tool_input`, or Copilot's `toolName` and `toolArgs`) judged by the agent's MCP server on
-/// `socket`, which may wait for a person's decision; a call naming several files is judged
-/// file by file. Returns (allowed, why not); only the server's verdicts allow
-/// ([`wire::verdict_of`]). An error means no decision: the caller must refuse the call (the
-/// hook exits 2), never let it through.
-pub async fn pre_tool_use_hook(
-    socket: &std::path::Path,
-    input: &str,
-) -> Result<(bool, String), McpError> {
-    let input: Value = serde_json::from_str(input)
-        .map_err(|e| McpError::Session(format!("the hook input is not JSON: {e}")))?;
-    let requests = match permission::hook_requests(&input) {
-        Ok(r) if !r.is_empty() => r,
-        Ok(_) => return Ok((false, "the call names nothing to judge".into())),
-        Err(why) => return Ok((false, why)),
-    };
-    let key = hook_key(socket)?;
-    // A call naming several files goes ahead only if each is allowed.
-    for request in &requests {
-        let line = match wire::request_line(&key, request) {
-            Ok(l) => l,
-            // Too long to be judged whole: refused, not cut.
-            Err(e) => return Ok((false, e.to_string())),
-        };
-        let answer = ask_server(socket, &line).await?;
-        let (allowed, reason) = wire::verdict_of(&answer);
-        if !allowed {
-            return Ok((false, reason));
-        }
-    }
-    Ok((true, String::new()))
 }
 
 #[cfg(test)]
@@ -1052,7 +1098,7 @@ mod tests {
             .spawn()
             .unwrap();
         let end = CliEnd {
-            pid: Some(cli.id() as i32),
+            pid: std::sync::atomic::AtomicI32::new(cli.id() as i32),
             home: Some(home.path().to_path_buf()),
             done: AtomicBool::new(false),
         };

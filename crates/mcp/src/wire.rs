@@ -9,6 +9,13 @@
 //! - reply: a [`HookReply`] as JSON on one line, e.g. `{"reply":"messages","messages":[…]}`,
 //!   `{"reply":"verdict","allow":false,"reason":"…"}` or `{"reply":"error","error":"…"}`.
 //!
+//! A CLI's hook itself (`agent-team-bridge hook …`, or `agent-team hook …`) sends
+//! [`HookRequest::Cli`]: its input follows the line until the caller half-closes (at most
+//! [`HOOK_INPUT_MAX`] bytes), and the reply is not JSON but the hook's exit code on a line, then
+//! the text the hook prints (to stdout on 0, else to stderr), so the bridge needs no JSON
+//! parser. The server does the rest: which calls it judges, one verdict per file, the answer in
+//! the CLI's own shape.
+//!
 //! Both ends use these types and nothing else. A reply the hook cannot read, or one that is not
 //! the answer to its question, never lets a call through ([`verdict_of`]).
 
@@ -30,6 +37,33 @@ pub enum HookRequest {
         /// The arguments our policy judges.
         args: Value,
     },
+    /// A CLI's hook, its input following the line: the server answers as that hook prints.
+    Cli {
+        /// Which hook.
+        event: CliHook,
+        /// The CLI (a provider name, e.g. `codex`), for the shape of a pre-tool answer;
+        /// Claude Code's when none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cli: Option<String>,
+    },
+}
+
+/// The hooks a CLI runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CliHook {
+    /// At its turn's end.
+    Stop,
+    /// Before a call of one of its own tools.
+    PreToolUse,
+}
+
+/// The most of a CLI hook's input the server reads.
+pub const HOOK_INPUT_MAX: u64 = PERMISSION_LINE_MAX * 4;
+
+/// The reply to a [`HookRequest::Cli`]: the hook's exit code on a line, then its text.
+pub fn cli_reply(code: u8, text: &str) -> Vec<u8> {
+    format!("{code}\n{text}").into_bytes()
 }
 
 /// What the agent's MCP server answers a hook.
@@ -174,7 +208,12 @@ enum StopOutput {
 /// (`{"continue":false,"stopReason":…}`) when the agent is shutting down, or nothing (`None`:
 /// the turn ends). An error or an unreadable reply is an error: the hook fails, the turn ends.
 pub fn stop_output(line: &str) -> Result<Option<String>, WireError> {
-    let out = match read_reply(line)? {
+    stop_output_of(read_reply(line)?)
+}
+
+/// What the turn-end hook prints for `reply` (see [`stop_output`]).
+pub fn stop_output_of(reply: HookReply) -> Result<Option<String>, WireError> {
+    let out = match reply {
         HookReply::Messages { messages } if messages.is_empty() => return Ok(None),
         HookReply::Messages { messages } => StopOutput::Block {
             decision: "block",

@@ -14,6 +14,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // An agent CLI's team tools are served from here, to its bridge.
+    agent_team_worker::external::set_tool_host(&agent_team_mcp::WORKER_HOST);
     let out = Output::for_process(agent.log_file.clone());
     // Warnings of the libraries (the model client's retries) go where the agent's output goes.
     let log = out.clone();

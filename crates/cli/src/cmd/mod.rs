@@ -55,10 +55,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Doctor(j) => return doctor::doctor(j.json),
         Command::Roles(j) => return roles::roles(file, j.json),
         Command::Mcp => return mcp(),
-        Command::Hook { socket, event, cli } if event == "pre-tool-use" => {
-            return pre_tool_use_hook(&socket, cli.as_deref());
-        }
-        Command::Hook { socket, .. } => return stop_hook(&socket),
+        Command::Hook { socket, event, cli } => return hook(&socket, &event, cli.as_deref()),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "agent-team", &mut std::io::stdout());
@@ -209,70 +206,26 @@ fn mcp() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `agent-team hook stop`: the CLI's turn-end hook. Its stdin (the CLI's hook input) is not
-/// needed: the agent's MCP server knows what is queued.
-fn stop_hook(socket: &std::path::Path) -> Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    if let Some(answer) = rt
-        .block_on(agent_team_mcp::stop_hook(socket))
-        .context("agent-team hook stop")?
-    {
-        println!("{answer}");
+/// `agent-team hook EVENT`: the CLI's hook, carried out by `agent-team-bridge` (installed beside
+/// this binary), which hands the hook's input to the agent's team server and prints its answer:
+/// one implementation of the hook, whichever command a CLI was given. A pre-tool hook that
+/// cannot be run exits 2, which refuses the call.
+fn hook(socket: &std::path::Path, event: &str, cli: Option<&str>) -> Result<ExitCode> {
+    use std::os::unix::process::CommandExt as _;
+    let exe = std::env::current_exe().context("cannot find this program")?;
+    let bridge = agent_team_worker::external::bridge_exe(&exe);
+    let mut cmd = std::process::Command::new(&bridge);
+    cmd.args(["hook", event]);
+    if let Some(c) = cli {
+        cmd.args(["--cli", c]);
     }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `agent-team hook pre-tool-use`: the CLI's hook input on stdin, judged by the agent's MCP
-/// server; prints the decision. Exits 2 (the CLI refuses the call and tells its model why, from
-/// stderr) when no decision could be had: a call is never let through by a failure.
-fn pre_tool_use_hook(socket: &std::path::Path, cli: Option<&str>) -> Result<ExitCode> {
-    use std::io::Read;
-    let refuse = |why: String| {
-        eprintln!("agent-team: no permission decision, the call is refused: {why}");
-        Ok(ExitCode::from(2))
-    };
-    let name = cli.unwrap_or("claude-code");
-    let Some(adapter) = agent_team_worker::external::adapter_named(name) else {
-        return refuse(format!("no agent CLI is called {name:?}"));
-    };
-    let mut input = String::new();
-    // A hook input is small; a longer one is refused, not read without end.
-    if let Err(e) = std::io::stdin()
-        .take(agent_team_mcp::permission::PERMISSION_LINE_MAX * 4)
-        .read_to_string(&mut input)
-    {
-        return refuse(format!("cannot read the hook input: {e}"));
-    }
-    // A CLI whose hook sees every call (Copilot's has no matcher) lets through the ones it
-    // does not judge (the team's own tools); an input that cannot be read is judged, and
-    // refused, below.
-    let tool = serde_json::from_str::<serde_json::Value>(&input).ok();
-    if let Some(tool) = tool
-        .as_ref()
-        .and_then(agent_team_mcp::permission::hook_tool)
-        && !adapter.hook_judges(tool)
-    {
-        return Ok(ExitCode::SUCCESS);
-    }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return refuse(format!("cannot start the async runtime: {e}")),
-    };
-    match rt.block_on(agent_team_mcp::pre_tool_use_hook(socket, &input)) {
-        Ok((allowed, reason)) => {
-            if let Some(answer) = adapter.pre_tool_answer(allowed, &reason) {
-                println!("{answer}");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => refuse(e.to_string()),
-    }
+    cmd.arg("--socket").arg(socket);
+    let e = cmd.exec();
+    eprintln!(
+        "agent-team: cannot run {}: {e}; no permission decision, the call is refused",
+        bridge.display()
+    );
+    Ok(ExitCode::from(if event == "pre-tool-use" { 2 } else { 1 }))
 }
 
 /// The demo starts from an empty board each time it is not already running, so a second

@@ -40,24 +40,25 @@ impl CliAdapter for Codex {
             .base_url
             .clone()
             .unwrap_or_else(|| "https://api.openai.com/v1".into());
+        let toml_list = |a: &[String]| {
+            format!(
+                "[{}]",
+                a.iter().map(|w| toml_str(w)).collect::<Vec<_>>().join(", ")
+            )
+        };
         let mut toml = format!(
             "model = {model}\nmodel_provider = \"team\"\napproval_policy = \"never\"\n\
              sandbox_mode = \"workspace-write\"\ncheck_for_update_on_startup = false\n\n\
              [model_providers.team]\nname = \"team\"\nbase_url = {base}\n\
              wire_api = \"responses\"\nenv_key = {key}\nrequest_max_retries = 0\n\
-             stream_max_retries = 0\n\n[mcp_servers.team]\ncommand = {cmd}\nargs = [\"mcp\"]\n\
-             default_tools_approval_mode = \"approve\"\n\n[mcp_servers.team.env]\n",
+             stream_max_retries = 0\n\n[mcp_servers.team]\ncommand = {cmd}\nargs = {args}\n\
+             default_tools_approval_mode = \"approve\"\n",
             model = toml_str(&role.model),
             base = toml_str(&base),
             key = toml_str(&key_var),
-            cmd = toml_str(&cx.agent_team.display().to_string()),
+            cmd = toml_str(&cx.mcp_command()),
+            args = toml_list(&cx.mcp_args()),
         );
-        for (k, v) in cx.mcp_env() {
-            toml.push_str(&format!(
-                "{k} = {}\n",
-                toml_str(v.as_str().unwrap_or_default())
-            ));
-        }
         // At each turn's end the queued messages are handed back as the next instruction, as
         // for Claude Code and Qwen Code.
         toml.push_str(&format!(

@@ -99,9 +99,8 @@ impl CliAdapter for Copilot {
         let mcp_file = home.join("copilot-mcp.json");
         let mcp = json!({"mcpServers": {"team": {
             "type": "local",
-            "command": cx.agent_team.display().to_string(),
-            "args": ["mcp"],
-            "env": cx.mcp_env(),
+            "command": cx.mcp_command(),
+            "args": cx.mcp_args(),
             "tools": ["*"],
         }}});
         l.files.push((mcp_file.clone(), pretty(&mcp)));
@@ -317,31 +316,28 @@ mod tests {
         let mcp = file(&l, "copilot-mcp.json");
         let team = &mcp["mcpServers"]["team"];
         assert_eq!(team["type"], "local");
-        assert_eq!(team["command"], "/bin/agent-team");
-        assert_eq!(team["args"], json!(["mcp"]));
+        assert_eq!(team["command"], "/bin/agent-team-bridge");
+        assert_eq!(team["args"], json!(["mcp", "/home/cp/mcp.sock"]));
         assert_eq!(team["tools"], json!(["*"]));
-        assert_eq!(team["env"]["AGENT_TEAM_NAME"], "cp");
-        assert_eq!(team["env"]["AGENT_TEAM_SOCKET"], "/home/cp/link.sock");
-        assert_eq!(team["env"]["AGENT_TEAM_HOOK_SOCKET"], "/home/cp/hook.sock");
         assert_eq!(
-            team["env"]["AGENT_TEAM_SECRET"],
-            crate::relay::PLACEHOLDER_SECRET
+            l.serving.hook_socket.as_deref(),
+            Some(Path::new("/home/cp/hook.sock"))
         );
         // Headless, the prompt is on the command line: nothing is typed.
-        assert!(team["env"].get("AGENT_TEAM_FIRST_INPUT_FILE").is_none());
-        assert!(team["env"].get("AGENT_TEAM_INTERACTIVE").is_none());
+        assert_eq!(l.serving.first_input_file, None);
+        assert!(!l.serving.interactive);
         let hooks = file(&l, ".copilot/hooks/team.json");
         assert_eq!(hooks["version"], 1);
         let stop = &hooks["hooks"]["agentStop"][0];
         assert_eq!(stop["type"], "command");
         assert_eq!(
             stop["bash"],
-            "/bin/agent-team hook stop --socket /home/cp/hook.sock"
+            "/bin/agent-team-bridge hook stop --socket /home/cp/hook.sock"
         );
         let pre = &hooks["hooks"]["preToolUse"][0];
         assert_eq!(
             pre["bash"],
-            "/bin/agent-team hook pre-tool-use --cli copilot --socket /home/cp/hook.sock"
+            "/bin/agent-team-bridge hook pre-tool-use --cli copilot --socket /home/cp/hook.sock"
         );
         assert_eq!(pre["timeoutSec"], PERMISSION_HOOK_TIMEOUT_SECS);
         for flag in ["--allow-all", "--no-ask-user", "--disable-builtin-mcps"] {
@@ -373,9 +369,8 @@ mod tests {
         let n = l.args.len();
         assert_eq!(l.args[n - 2], "-i");
         assert_eq!(l.args[n - 1], super::super::RESUMED_INPUT);
-        let env = &file(&l, "copilot-mcp.json")["mcpServers"]["team"]["env"];
-        assert!(env.get("AGENT_TEAM_FIRST_INPUT_FILE").is_none(), "{env}");
-        assert_eq!(env["AGENT_TEAM_INTERACTIVE"], "1");
+        assert_eq!(l.serving.first_input_file, None);
+        assert!(l.serving.interactive);
         assert!(
             l.args
                 .contains(&"--resume=0cb916db-26aa-40f2-86b5-1ba81b225fd2".to_string())

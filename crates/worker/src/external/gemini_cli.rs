@@ -88,9 +88,8 @@ impl CliAdapter for GeminiCli {
             // The update check runs unless its notification is off too (seen in 0.61.0).
             "general": {"enableAutoUpdate": false, "enableAutoUpdateNotification": false},
             "mcpServers": {"team": {
-                "command": cx.agent_team.display().to_string(),
-                "args": ["mcp"],
-                "env": cx.mcp_env(),
+                "command": cx.mcp_command(),
+                "args": cx.mcp_args(),
                 "trust": true,
             }},
             "hooks": hooks,

@@ -34,6 +34,62 @@ pub struct Launch {
     /// A file given to it as its standard input (a one-shot CLI that reads its prompt there);
     /// `None`: none headless, the terminal's otherwise.
     pub stdin: Option<PathBuf>,
+    /// How its worker serves it the team's tools.
+    pub serving: ToolServing,
+}
+
+/// How the worker serves the team's tools to one launch of a CLI: the CLI starts
+/// `agent-team-bridge mcp SOCKET` as its MCP server, which carries the session to this socket,
+/// where the worker's [`ToolHost`] answers (so no second whole `agent-team` runs beside it).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ToolServing {
+    /// The socket the CLI's bridge connects to, in its private home.
+    pub socket: PathBuf,
+    /// Where the CLI's hooks are answered, when it has hooks.
+    pub hook_socket: Option<PathBuf>,
+    /// The CLI runs in a pane: when it is idle, its messages are typed there.
+    pub interactive: bool,
+    /// A file whose text is typed into the pane once the CLI has listed the tools (read and
+    /// removed as serving starts).
+    pub first_input_file: Option<PathBuf>,
+}
+
+/// What serves the team's tools to a CLI from its worker: the MCP server, which lives in a
+/// crate that depends on this one, so each binary hands it in once ([`set_tool_host`]).
+pub trait ToolHost: Send + Sync {
+    /// Starts serving `serving` on the current runtime, joined to the team as `agent` (through
+    /// the worker's relay in `home`); serving ends when the guard is dropped.
+    fn start(
+        &self,
+        agent: AgentEnv,
+        home: &Path,
+        serving: &ToolServing,
+    ) -> Result<ToolsGuard, AgentError>;
+}
+
+/// Ends a [`ToolHost`]'s serving (its tasks) when dropped.
+pub struct ToolsGuard(pub Vec<tokio::task::AbortHandle>);
+
+impl Drop for ToolsGuard {
+    fn drop(&mut self) {
+        for h in &self.0 {
+            h.abort();
+        }
+    }
+}
+
+/// The host this process serves CLIs' tools with, set once by its `main`.
+static TOOL_HOST: std::sync::OnceLock<&'static dyn ToolHost> = std::sync::OnceLock::new();
+
+/// Names the [`ToolHost`] of this process (the worker and `agent-team` binaries set the MCP
+/// server's); later calls change nothing.
+pub fn set_tool_host(host: &'static dyn ToolHost) {
+    let _ = TOOL_HOST.set(host);
+}
+
+/// The `agent-team-bridge` binary beside `agent_team` (they are built and installed together).
+pub fn bridge_exe(agent_team: &Path) -> PathBuf {
+    agent_team.with_file_name("agent-team-bridge")
 }
 
 mod claude_code;
@@ -219,11 +275,11 @@ impl LaunchCtx<'_> {
     pub fn key(&self) -> Option<String> {
         self.key_var().and_then(|v| std::env::var(v).ok())
     }
-    /// The `agent-team hook EVENT [FLAGS…] --socket …` command line a CLI's hook runs (the
-    /// pre-tool hook is told which CLI it answers, for the shape of its answer).
+    /// The `agent-team-bridge hook EVENT [FLAGS…] --socket …` command line a CLI's hook runs
+    /// (the pre-tool hook is told which CLI it answers, for the shape of its answer).
     pub fn hook_command(&self, event: &str, flags: &[&str]) -> String {
         let mut words = vec![
-            shell_word(&self.agent_team.display().to_string()),
+            shell_word(&bridge_exe(self.agent_team).display().to_string()),
             "hook".into(),
             event.into(),
         ];
@@ -234,44 +290,38 @@ impl LaunchCtx<'_> {
         ]);
         words.join(" ")
     }
-    /// The environment `agent-team mcp` needs to join as this agent: the relay's socket in
-    /// the private home (the agent's secret is in no file the CLI or its tools can read),
-    /// and where to answer hooks and what to type first when the CLI has them.
-    pub fn mcp_env(&self) -> serde_json::Map<String, serde_json::Value> {
-        let adapter = adapter(self.role.provider);
-        let hooked = adapter.is_some_and(|a| a.hooked());
-        let typed = adapter.is_some_and(|a| a.types_first_input(self));
-        let mut m = serde_json::Map::new();
-        let mut put = |k: &str, v: String| m.insert(k.into(), json!(v));
-        put(env::SOCKET, link_socket(self.home).display().to_string());
-        put(env::TEAM, self.agent.team.clone());
-        put(env::NAME, self.agent.name.clone());
-        put(env::SECRET, crate::relay::PLACEHOLDER_SECRET.into());
-        put(env::INCARNATION, self.agent.incarnation.to_string());
-        if let Some(l) = &self.agent.log_file {
-            put(env::LOG_FILE, l.display().to_string());
-        }
-        if hooked {
-            put(env::HOOK_SOCKET, self.hook_socket().display().to_string());
-        }
-        if !self.headless {
-            put(env::INTERACTIVE, "1".into());
-        }
-        if typed {
-            put(
-                env::FIRST_INPUT_FILE,
-                self.first_input_file().display().to_string(),
-            );
-        }
-        m
+    /// The program a CLI starts as its `team` MCP server: the bridge to its worker.
+    pub fn mcp_command(&self) -> String {
+        bridge_exe(self.agent_team).display().to_string()
     }
-    /// The MCP configuration that starts `agent-team mcp` as this agent (Claude Code's
+    /// The bridge's arguments: the socket its worker serves the tools on.
+    pub fn mcp_args(&self) -> Vec<String> {
+        vec![
+            "mcp".into(),
+            self.home.join("mcp.sock").display().to_string(),
+        ]
+    }
+    /// How the worker serves this launch: where the hooks are answered and what is typed
+    /// first when the CLI has the tools.
+    pub fn serving(&self) -> ToolServing {
+        let adapter = adapter(self.role.provider);
+        ToolServing {
+            socket: self.home.join("mcp.sock"),
+            hook_socket: adapter
+                .is_some_and(|a| a.hooked())
+                .then(|| self.hook_socket()),
+            interactive: !self.headless,
+            first_input_file: adapter
+                .is_some_and(|a| a.types_first_input(self))
+                .then(|| self.first_input_file()),
+        }
+    }
+    /// The MCP configuration that starts the bridge to this agent's tools (Claude Code's
     /// `--mcp-config` shape, also read by the `cli` provider's commands).
     pub fn mcp_servers(&self) -> serde_json::Value {
         json!({"mcpServers": {"team": {
-            "command": self.agent_team.display().to_string(),
-            "args": ["mcp"],
-            "env": self.mcp_env(),
+            "command": self.mcp_command(),
+            "args": self.mcp_args(),
         }}})
     }
 }
@@ -328,6 +378,7 @@ pub fn plan(
         ],
         cwd: cx.cwd.clone(),
         stdin: None,
+        serving: cx.serving(),
     };
     cli.configure(&cx, &mut launch)?;
     if role.provider != Provider::Cli
@@ -562,6 +613,11 @@ pub async fn run(agent: AgentEnv, out: Output) -> Result<(), AgentError> {
             link_socket(&home).display()
         ))
     })?;
+    // The team's tools, served from here to the CLI's bridge (as this agent, through the relay).
+    let host = TOOL_HOST.get().ok_or_else(|| {
+        AgentError::Config("this program cannot serve the team's tools to a CLI".into())
+    })?;
+    let _tools = host.start(relay_agent(&agent, &home), &home, &launch.serving)?;
     let mut cmd = command(&agent, &config, &role, &home, &exe, &launch, headless);
     let status = cmd
         .status()
@@ -581,6 +637,17 @@ pub async fn run(agent: AgentEnv, out: Output) -> Result<(), AgentError> {
             "{} ended: {status}",
             launch.program
         ))),
+    }
+}
+
+/// The agent as the team's tools join through its worker's relay in `home` (which holds the
+/// secret: none is given here).
+fn relay_agent(agent: &AgentEnv, home: &Path) -> AgentEnv {
+    AgentEnv {
+        socket: link_socket(home),
+        secret: crate::relay::PLACEHOLDER_SECRET.into(),
+        healer: None,
+        ..agent.clone()
     }
 }
 

@@ -153,8 +153,7 @@ fn config(cx: &LaunchCtx<'_>, plugin: &Path) -> serde_json::Value {
         }},
         "mcp": {"team": {
             "type": "local",
-            "command": [cx.agent_team.display().to_string(), "mcp"],
-            "environment": cx.mcp_env(),
+            "command": std::iter::once(cx.mcp_command()).chain(cx.mcp_args()).collect::<Vec<_>>(),
             "enabled": true,
         }},
         // opencode asks about nothing itself: the plugin has each call the role must judge
@@ -411,9 +410,14 @@ mod tests {
         assert_eq!(team["models"]["qwen3-coder"]["tool_call"], true);
         let mcp = &config["mcp"]["team"];
         assert_eq!(mcp["type"], "local");
-        assert_eq!(mcp["command"], json!(["/bin/agent-team", "mcp"]));
-        assert_eq!(mcp["environment"]["AGENT_TEAM_NAME"], "oc1");
-        assert_eq!(mcp["environment"]["AGENT_TEAM_HOOK_SOCKET"], "/h/hook.sock");
+        assert_eq!(
+            mcp["command"],
+            json!(["/bin/agent-team-bridge", "mcp", "/h/mcp.sock"])
+        );
+        assert_eq!(
+            l.serving.hook_socket.as_deref(),
+            Some(Path::new("/h/hook.sock"))
+        );
         assert_eq!(config["permission"]["*"], "allow");
         assert_eq!(config["permission"]["task"], "deny");
         assert_eq!(config["plugin"], json!(["file:///h/agent-team-plugin.js"]));
@@ -454,9 +458,10 @@ mod tests {
         let l = launch(false, Some(&resume));
         assert_eq!(l.args, ["--session", "ses_1a2b3c4d5e6f7g8h"]);
         assert!(file(&l, "/h/first-input.md").contains("You were restarted"));
-        let config: serde_json::Value = serde_json::from_str(file(&l, "/h/opencode.json")).unwrap();
-        let mcp_env = &config["mcp"]["team"]["environment"];
-        assert_eq!(mcp_env["AGENT_TEAM_FIRST_INPUT_FILE"], "/h/first-input.md");
+        assert_eq!(
+            l.serving.first_input_file.as_deref(),
+            Some(Path::new("/h/first-input.md"))
+        );
     }
 
     #[test]
@@ -483,12 +488,12 @@ mod tests {
         assert!(js.contains(&format!("new Set({})", json!(judged))), "{js}");
         assert!(
             js.contains(
-                r#"const PRE_TOOL = "/bin/agent-team hook pre-tool-use --cli opencode --socket /h/hook.sock""#
+                r#"const PRE_TOOL = "/bin/agent-team-bridge hook pre-tool-use --cli opencode --socket /h/hook.sock""#
             ),
             "{js}"
         );
         assert!(
-            js.contains(r#"const STOP = "/bin/agent-team hook stop --socket /h/hook.sock""#),
+            js.contains(r#"const STOP = "/bin/agent-team-bridge hook stop --socket /h/hook.sock""#),
             "{js}"
         );
         assert!(js.contains("const HAND_BACK = false"), "{js}");

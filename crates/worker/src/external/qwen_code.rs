@@ -52,9 +52,8 @@ impl CliAdapter for QwenCode {
             },
             "memory": {"enableManagedAutoMemory": false},
             "mcpServers": {"team": {
-                "command": cx.agent_team.display().to_string(),
-                "args": ["mcp"],
-                "env": cx.mcp_env(),
+                "command": cx.mcp_command(),
+                "args": cx.mcp_args(),
                 "trust": true,
             }},
             "hooks": qwen_hooks(claude_code::hooks(cx, &qwen_judged(role))),

@@ -49,7 +49,7 @@ fn env_of<'a>(l: &'a Launch, k: &str) -> Option<&'a str> {
 }
 
 #[test]
-fn the_mcp_config_starts_agent_team_mcp_as_this_agent() {
+fn the_mcp_config_starts_the_bridge_to_this_agents_worker() {
     let l = plan(
         &agent(),
         &config(),
@@ -62,18 +62,30 @@ fn the_mcp_config_starts_agent_team_mcp_as_this_agent() {
     .unwrap();
     let mcp: serde_json::Value = serde_json::from_str(file(&l, "mcp.json")).unwrap();
     let team = &mcp["mcpServers"]["team"];
-    assert_eq!(team["command"], "/bin/agent-team");
-    assert_eq!(team["args"], serde_json::json!(["mcp"]));
-    assert_eq!(team["env"]["AGENT_TEAM_NAME"], "cc");
-    // The MCP server reaches the daemon through the relay, which holds the secret: it is in
+    assert_eq!(team["command"], "/bin/agent-team-bridge");
+    assert_eq!(
+        team["args"],
+        serde_json::json!(["mcp", "/home/cc/mcp.sock"])
+    );
+    // The bridge carries bytes only: no identity travels to the CLI's MCP server.
+    assert!(team.get("env").is_none(), "{team}");
+    assert_eq!(
+        l.serving,
+        ToolServing {
+            socket: "/home/cc/mcp.sock".into(),
+            hook_socket: Some("/home/cc/hook.sock".into()),
+            interactive: true,
+            first_input_file: Some("/home/cc/first-input.md".into()),
+        }
+    );
+    // The worker's tools reach the daemon through the relay, which holds the secret: it is in
     // no file, argument or variable of the CLI (its tools run in the sandbox, where neither
     // the daemon's socket nor the runtime dir is).
-    assert_eq!(
-        team["env"]["AGENT_TEAM_SECRET"],
-        crate::relay::PLACEHOLDER_SECRET
-    );
-    assert_eq!(team["env"]["AGENT_TEAM_INCARNATION"], "2");
-    assert_eq!(team["env"]["AGENT_TEAM_SOCKET"], "/home/cc/link.sock");
+    let joined = relay_agent(&agent(), Path::new("/home/cc"));
+    assert_eq!(joined.secret, crate::relay::PLACEHOLDER_SECRET);
+    assert_eq!(joined.socket, Path::new("/home/cc/link.sock"));
+    assert_eq!((joined.name.as_str(), joined.incarnation), ("cc", 2));
+    assert!(joined.healer.is_none());
     assert!(!l.args.iter().any(|a| a.contains("s3cret")));
     assert!(!l.env.iter().any(|(_, v)| v.contains("s3cret")));
     assert!(!l.files.iter().any(|(_, text)| text.contains("s3cret")));
@@ -106,10 +118,9 @@ fn claude_code_gets_a_private_seeded_home_its_mcp_server_only_and_the_prompt() {
         "{prompt}"
     );
     assert!(!l.args.iter().any(|a| a.contains("Your name is")));
-    let mcp_env: serde_json::Value = serde_json::from_str(file(&l, "mcp.json")).unwrap();
     assert_eq!(
-        mcp_env["mcpServers"]["team"]["env"]["AGENT_TEAM_FIRST_INPUT_FILE"],
-        "/home/cc/first-input.md"
+        l.serving.first_input_file.as_deref(),
+        Some(Path::new("/home/cc/first-input.md"))
     );
     assert_eq!(env_of(&l, "HOME"), Some("/home/cc"));
     assert_eq!(env_of(&l, "CLAUDE_CONFIG_DIR"), Some("/home/cc/.claude"));
@@ -125,12 +136,11 @@ fn claude_code_gets_a_private_seeded_home_its_mcp_server_only_and_the_prompt() {
     let settings: serde_json::Value = serde_json::from_str(file(&l, "settings.json")).unwrap();
     assert_eq!(
         settings["hooks"]["Stop"][0]["hooks"][0]["command"],
-        "/bin/agent-team hook stop --socket /home/cc/hook.sock"
+        "/bin/agent-team-bridge hook stop --socket /home/cc/hook.sock"
     );
-    let mcp: serde_json::Value = serde_json::from_str(file(&l, "mcp.json")).unwrap();
     assert_eq!(
-        mcp["mcpServers"]["team"]["env"]["AGENT_TEAM_HOOK_SOCKET"],
-        "/home/cc/hook.sock"
+        l.serving.hook_socket.as_deref(),
+        Some(Path::new("/home/cc/hook.sock"))
     );
     let seeded: serde_json::Value = serde_json::from_str(file(&l, ".claude.json")).unwrap();
     assert_eq!(seeded["hasCompletedOnboarding"], true);
@@ -158,9 +168,9 @@ fn codex_gets_a_responses_provider_the_team_server_and_no_daemon() {
         "wire_api = \"responses\"",
         "base_url = \"http://127.0.0.1:9/v1\"",
         "[mcp_servers.team]",
-        "command = \"/bin/agent-team\"",
+        "command = \"/bin/agent-team-bridge\"",
+        "args = [\"mcp\", \"/home/cc/mcp.sock\"]",
         "default_tools_approval_mode = \"approve\"",
-        "AGENT_TEAM_NAME = \"cc\"",
         "daemon_auto_start = false",
         "plugins = false",
         "[projects.\"/ws\"]",
@@ -201,7 +211,6 @@ fn codex_gets_a_responses_provider_the_team_server_and_no_daemon() {
         "[[hooks.PreToolUse]]",
         "matcher = \"^(Bash)$\"",
         "hook pre-tool-use --cli codex --socket /home/cc/hook.sock",
-        "AGENT_TEAM_HOOK_SOCKET = \"/home/cc/hook.sock\"",
     ] {
         assert!(toml.contains(want), "{want} missing from\n{toml}");
     }
@@ -241,7 +250,10 @@ fn qwen_code_gets_its_settings_with_a_trusted_team_server() {
     assert_eq!(l.program, "qwen");
     let s: serde_json::Value = serde_json::from_str(file(&l, "settings.json")).unwrap();
     assert_eq!(s["mcpServers"]["team"]["trust"], true);
-    assert_eq!(s["mcpServers"]["team"]["args"], serde_json::json!(["mcp"]));
+    assert_eq!(
+        s["mcpServers"]["team"]["args"],
+        serde_json::json!(["mcp", "/home/cc/mcp.sock"])
+    );
     assert_eq!(s["security"]["auth"]["selectedType"], "openai");
     assert_eq!(env_of(&l, "OPENAI_BASE_URL"), Some("http://127.0.0.1:9/v1"));
     assert_eq!(env_of(&l, "QWEN_HOME"), Some("/home/cc/.qwen"));
@@ -482,7 +494,7 @@ fn claude_codes_own_tools_follow_the_roles_tools_and_policy() {
     let hook = &pre["hooks"][0];
     assert_eq!(
         hook["command"],
-        "/bin/agent-team hook pre-tool-use --cli claude-code --socket /home/cc/hook.sock"
+        "/bin/agent-team-bridge hook pre-tool-use --cli claude-code --socket /home/cc/hook.sock"
     );
     assert!(hook["timeout"].as_u64().unwrap() >= 3600);
     assert_eq!(

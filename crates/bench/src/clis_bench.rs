@@ -3,7 +3,8 @@
 //! model on 127.0.0.1, the CLI's own start to its first model request (alone, with a private
 //! home like the teammate's but without our MCP server and hook) beside the same as a teammate
 //! (the supervisor's spawn to the first request); what our supervision (the worker,
-//! `agent-team mcp`, the `Stop` hook) adds in time and memory; the latency from
+//! which serves the team's tools, and the `agent-team-bridge` the CLI starts as its MCP server
+//! and hooks) adds in time and memory; the latency from
 //! `agent-team send` to the CLI's next model request carrying the message, idle and busy; and
 //! whether `down` leaves any process behind.
 //!
@@ -12,7 +13,7 @@
 //! [`agent_team_worker::external::plan`] with the team server and the hook taken out.
 
 use crate::daemon_bench::bin_dir;
-use crate::model_bench::{pss_kb, rss_kb, tree};
+use crate::model_bench::{pss_kb, rollup_kb, rss_kb, tree};
 use crate::report::*;
 use agent_team_client::Client;
 use agent_team_mockmodel::{Gate, MockModel, Step, Wire};
@@ -420,10 +421,12 @@ fn team_file(sb: &Sandbox, team: &str, cli: &Cli, mock: &MockModel, exe: &Path) 
 #[derive(Debug, Default, Clone)]
 struct Mem {
     ours_pss_kb: u64,
+    /// Of that, what is not our binaries' code (`Pss_Anon`: heap, stacks, relocated data).
+    ours_anon_kb: u64,
     ours_rss_kb: u64,
     cli_pss_kb: u64,
     cli_rss_kb: u64,
-    /// What of ours was seen (`agent-team-worker`, `agent-team mcp`, ...), each with its
+    /// What of ours was seen (`agent-team-worker`, `agent-team-bridge`, ...), each with its
     /// peak PSS in KiB.
     ours_seen: std::collections::BTreeMap<String, u64>,
 }
@@ -431,6 +434,7 @@ struct Mem {
 impl Mem {
     fn max(&mut self, o: &Mem) {
         self.ours_pss_kb = self.ours_pss_kb.max(o.ours_pss_kb);
+        self.ours_anon_kb = self.ours_anon_kb.max(o.ours_anon_kb);
         self.ours_rss_kb = self.ours_rss_kb.max(o.ours_rss_kb);
         self.cli_pss_kb = self.cli_pss_kb.max(o.cli_pss_kb);
         self.cli_rss_kb = self.cli_rss_kb.max(o.cli_rss_kb);
@@ -451,7 +455,7 @@ fn cmdline(pid: u32) -> Vec<String> {
         .collect()
 }
 
-/// The name of one of our processes (`agent-team mcp`), or `None` for the CLI's.
+/// The name of one of our processes (`agent-team-bridge`), or `None` for the CLI's.
 fn ours(pid: u32, bins: &Path) -> Option<String> {
     let words = cmdline(pid);
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
@@ -467,7 +471,7 @@ fn ours(pid: u32, bins: &Path) -> Option<String> {
             _ => name(&exe),
         });
     }
-    // The shell a CLI runs `agent-team hook stop` in.
+    // The shell a CLI runs `agent-team-bridge hook stop` in.
     let ours_in_words = words
         .iter()
         .any(|w| w.contains(&bins.join("agent-team").display().to_string()));
@@ -488,6 +492,7 @@ fn sample(root: u32, bins: &Path, limit: Duration, mut done: impl FnMut() -> boo
             match ours(pid, bins) {
                 Some(n) => {
                     now.ours_pss_kb += p;
+                    now.ours_anon_kb += rollup_kb(pid, "Pss_Anon:");
                     now.ours_rss_kb += r;
                     *now.ours_seen.entry(n).or_default() += p;
                 }
@@ -602,9 +607,9 @@ fn alone_launch(
         external: true,
         healer: None,
     };
-    let agent_team = bin_dir().join("agent-team");
+    let bridge = bin_dir().join("agent-team-bridge");
     let mut launch =
-        agent_team_worker::external::plan(&agent, config, &role, home, &agent_team, true, None)
+        agent_team_worker::external::plan(&agent, config, &role, home, &bridge, true, None)
             .map_err(|e| anyhow!("{e}"))?;
     for (path, contents) in &mut launch.files {
         let file = path
@@ -656,10 +661,10 @@ fn alone_launch(
         }
     }
     // If the plan's shape changed, measuring it would time our server as the CLI's own.
-    let ours = agent_team.display().to_string();
+    let ours = bridge.display().to_string();
     if let Some((p, _)) = launch.files.iter().find(|(_, c)| c.contains(&ours)) {
         bail!(
-            "{} would still start agent-team in {}: the alone launch needs updating",
+            "{} would still start agent-team-bridge in {}: the alone launch needs updating",
             cli.label,
             p.display()
         );
@@ -1060,7 +1065,13 @@ pub fn run(r: &mut Report, dir: &Path, _quick: bool) -> Result<()> {
     let rounds = 5;
     let mut left_total = (0usize, 0usize);
     let mut downs = 0;
-    for cli in &CLIS {
+    // `BENCH_CLIS=claude-code,codex`: only these (by provider name).
+    let only = std::env::var("BENCH_CLIS").ok();
+    let picked = |c: &Cli| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|p| p.trim() == c.provider))
+    };
+    for cli in CLIS.iter().filter(|c| picked(c)) {
         let started = Instant::now();
         let exe = match installed(cli) {
             Ok(exe) => exe,
@@ -1131,6 +1142,12 @@ pub fn run(r: &mut Report, dir: &Path, _quick: bool) -> Result<()> {
             "≤ 5 MiB",
             ours <= 5.0,
         );
+        r.note(format!(
+            "{}: of our processes' peak PSS, {:.1} MiB is private memory (Pss_Anon) and the \
+             rest clean pages of our binaries' code (shared with every process running them)",
+            cli.label,
+            mib(team_mem.ours_anon_kb)
+        ));
         r.note(format!(
             "{}: our processes' peak PSS each: {}",
             cli.label,

@@ -101,10 +101,16 @@ pub(crate) fn tree(root: u32) -> HashSet<u32> {
 /// Proportional set size: shared pages (one binary mapped by three workers) counted once
 /// across the tree instead of once per process.
 pub(crate) fn pss_kb(pid: u32) -> u64 {
+    rollup_kb(pid, "Pss:")
+}
+
+/// One figure (e.g. `Pss_Anon:`, the private memory that is not code) of `pid`'s
+/// `smaps_rollup`, in KiB.
+pub(crate) fn rollup_kb(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
         .unwrap_or_default()
         .lines()
-        .find(|l| l.starts_with("Pss:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         .unwrap_or(0)
 }

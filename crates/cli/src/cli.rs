@@ -274,11 +274,6 @@ pub enum Command {
     /// (`AGENT_TEAM_API_TOKEN`, else a token kept in the runtime dir in `serve.token`, whose
     /// path is printed at start; the token never is). Ctrl-C stops the server, not the teams.
     Serve(ServeArgs),
-    /// Serve this agent's team tools over MCP on stdin/stdout, for an external agent CLI
-    /// (Claude Code, Codex, Qwen Code) that the supervisor started as a teammate. The identity
-    /// comes from the `AGENT_TEAM_*` environment the supervisor gives the CLI, never from tool
-    /// arguments; run by hand it fails with the variable it misses.
-    Mcp,
     /// The hooks of an external agent CLI (Claude Code's and Qwen Code's), written into the
     /// CLI's private settings by the worker; not for use by hand. `stop` (the turn's end)
     /// hands the messages queued for the agent back as its next instruction

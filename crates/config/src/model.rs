@@ -179,7 +179,7 @@ impl Provider {
     }
 
     /// An external agent CLI rather than our own agent loop: the worker prepares its private
-    /// configuration and runs it, and the CLI reaches the team through `agent-team mcp`.
+    /// configuration and runs it, and the CLI reaches the team through the tools its worker serves it.
     pub fn is_external(self) -> bool {
         matches!(
             self,

@@ -1,7 +1,7 @@
-//! The team tools over MCP: `agent-team mcp` is a stdio MCP server that an external agent CLI
-//! (Claude Code, Codex, Qwen Code, any MCP client) starts as its `team` server. It connects to
-//! the daemon as the agent the supervisor launched (identity from the environment, never from
-//! tool arguments), offers that agent's team tools from the one catalogue in
+//! The team tools over MCP for an external agent CLI (Claude Code, Codex, Qwen Code, any MCP
+//! client): served from the CLI's worker ([`WorkerHost`]) to the `agent-team-bridge` the CLI
+//! starts as its `team` server. It connects to the daemon as the agent the supervisor launched
+//! (through the worker's relay; never an identity from tool arguments), offers that agent's team tools from the one catalogue in
 //! `agent-team-tools` (a leader's or a teammate's) plus `wait_for_messages`, and runs them with
 //! the worker's own handlers, so a tool behaves the same for our workers and for a CLI.
 //!
@@ -247,25 +247,6 @@ struct CliEnd {
 }
 
 impl CliEnd {
-    /// The end of the CLI that started this process for `agent`: its parent, and its private
-    /// home when it runs behind its worker's relay (whose socket is in that home).
-    fn of_launch(agent: &AgentEnv) -> Self {
-        let home = agent
-            .socket
-            .parent()
-            .filter(|h| {
-                agent.secret == agent_team_worker::relay::PLACEHOLDER_SECRET
-                    && agent_team_worker::external::link_socket(h) == agent.socket
-            })
-            .map(std::path::Path::to_path_buf);
-        let pid = nix::unistd::getppid().as_raw();
-        CliEnd {
-            pid: std::sync::atomic::AtomicI32::new(if pid > 1 { pid } else { 0 }),
-            home,
-            done: AtomicBool::new(false),
-        }
-    }
-
     /// Leaves the marker, then asks the CLI to end (`SIGTERM`); once.
     fn end(&self) {
         if self.done.swap(true, Ordering::SeqCst) {
@@ -395,8 +376,8 @@ impl TeamServer {
         }
     }
 
-    /// Types `text` into the agent's pane once the CLI has listed the tools (see
-    /// [`agent_team_pane::env::FIRST_INPUT_FILE`]).
+    /// Types `text` into the agent's pane once the CLI has listed the tools (a launch's
+    /// `ToolServing::first_input_file`).
     pub fn first_input_after_listing(&self, text: String) {
         if let Ok(mut f) = self.first_input.lock() {
             *f = Some(text);
@@ -783,11 +764,6 @@ impl TeamServer {
             .await;
     }
 
-    /// Serves MCP on stdin/stdout until the client closes it.
-    pub async fn serve_stdio(self) -> Result<(), McpError> {
-        self.serve_on(rmcp::transport::stdio()).await
-    }
-
     /// Serves MCP on `transport` (stdio, or a CLI's bridge connection) until it closes.
     async fn serve_on<T, E, A>(self, transport: T) -> Result<(), McpError>
     where
@@ -927,37 +903,6 @@ const HOOK_CONNECTIONS_MAX: usize = 32;
 
 /// How long the hook socket waits for a request line.
 const HOOK_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// `agent-team mcp`: serves the agent named by the environment the supervisor set (and its
-/// turn-end hook, when `AGENT_TEAM_HOOK_SOCKET` names a socket).
-pub async fn serve_from_env() -> Result<(), McpError> {
-    let mut agent = AgentEnv::from_process()?;
-    // In the sandbox: its worker's relay brings a crashed daemon back, never this server.
-    agent.healer = None;
-    let end = CliEnd::of_launch(&agent);
-    let mut server = TeamServer::connect(agent).await?;
-    server.end = Arc::new(end);
-    if let Some(sock) =
-        std::env::var_os(agent_team_pane::env::HOOK_SOCKET).filter(|v| !v.is_empty())
-    {
-        server.serve_hooks(std::path::Path::new(&sock), nix::unistd::getppid().as_raw())?;
-    }
-    // An interactive CLI that went idle is woken by typing its messages into its pane.
-    if std::env::var_os(agent_team_pane::env::INTERACTIVE).is_some_and(|v| v == "1") {
-        server.interactive.store(true, Ordering::SeqCst);
-    }
-    if let Some(file) =
-        std::env::var_os(agent_team_pane::env::FIRST_INPUT_FILE).filter(|v| !v.is_empty())
-    {
-        // Once per launch: a restarted MCP server of the same CLI does not type it again.
-        let path = std::path::Path::new(&file);
-        if let Ok(text) = std::fs::read_to_string(path) {
-            let _ = std::fs::remove_file(path);
-            server.first_input_after_listing(text.trim().to_string());
-        }
-    }
-    server.serve_stdio().await
-}
 
 /// The file holding the hook key of the server listening on `socket` (beside it, 0600).
 pub fn hook_key_file(socket: &std::path::Path) -> std::path::PathBuf {
@@ -1116,38 +1061,5 @@ mod tests {
         );
         // A server that knows no CLI (built by `new`) ends nothing.
         CliEnd::default().end();
-    }
-
-    #[test]
-    fn only_a_cli_behind_its_workers_relay_has_a_home_for_the_marker() {
-        use agent_team_pane::env;
-        let agent = |socket: &str, secret: &str| {
-            AgentEnv::from_lookup(|k| {
-                Some(
-                    match k {
-                        env::SOCKET => socket,
-                        env::TEAM => "t",
-                        env::NAME => "cc",
-                        env::SECRET => secret,
-                        _ => return None,
-                    }
-                    .to_string(),
-                )
-            })
-            .unwrap()
-        };
-        let relay = agent_team_worker::relay::PLACEHOLDER_SECRET;
-        assert_eq!(
-            CliEnd::of_launch(&agent("/s/clis/cc/link.sock", relay)).home,
-            Some("/s/clis/cc".into())
-        );
-        assert_eq!(
-            CliEnd::of_launch(&agent("/run/t/daemon.sock", relay)).home,
-            None
-        );
-        assert_eq!(
-            CliEnd::of_launch(&agent("/s/clis/cc/link.sock", "a-real-secret")).home,
-            None
-        );
     }
 }

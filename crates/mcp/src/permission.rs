@@ -1,5 +1,6 @@
-//! Permission escalation for external CLIs: a CLI's `PreToolUse` hook (`agent-team hook
-//! pre-tool-use`) hands each call of one of its own tools to the agent's MCP server, which
+//! Permission escalation for external CLIs: a CLI's `PreToolUse` hook
+//! (`agent-team-bridge hook pre-tool-use`) hands each call of one of its own tools to the
+//! agent's team server, which
 //! judges it by the role's policy as our workers do and, where the policy says `ask`, raises
 //! one of the team's permission requests and waits for `agent-team approve` / `deny` (or the
 //! leader). The CLI's own permission prompt is never what decides.

@@ -1,4 +1,4 @@
-//! The hook wire: what `agent-team hook …` (run by the CLI at the end of a turn, or before a
+//! The hook wire: what `agent-team-bridge hook …` (run by the CLI at the end of a turn, or before a
 //! call of one of its own tools) and the agent's MCP server say to each other on the hook
 //! socket. One connection carries one request line and one reply line:
 //!
@@ -27,9 +27,9 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "hook", rename_all = "snake_case", deny_unknown_fields)]
 pub enum HookRequest {
-    /// The CLI's turn ended (`agent-team hook stop`): what is queued for the agent?
+    /// The CLI's turn ended: what is queued for the agent?
     Stop,
-    /// The CLI is about to call one of its own tools (`agent-team hook pre-tool-use`), given
+    /// The CLI is about to call one of its own tools, given
     /// as our tool `tool` with the `args` our policy judges: may it?
     Permission {
         /// Our tool the CLI's stands for ([`crate::permission::our_call`]).

@@ -243,15 +243,8 @@ pub mod env {
     pub const MCP_CONFIG: &str = "AGENT_TEAM_MCP_CONFIG";
     /// The file holding an external CLI's first input (role prompt, team context, first task).
     pub const PROMPT_FILE: &str = "AGENT_TEAM_PROMPT_FILE";
-    /// Tells an external CLI's `agent-team mcp` where to answer the CLI's hooks (turn end,
-    /// pre-tool-use); also `agent-team hook --socket`'s default.
+    /// `agent-team hook --socket`'s default: where an external CLI's worker answers its hooks.
     pub const HOOK_SOCKET: &str = "AGENT_TEAM_HOOK_SOCKET";
-    /// Tells an external CLI's `agent-team mcp` which file holds the first instruction to type
-    /// into the pane once the CLI has listed the tools.
-    pub const FIRST_INPUT_FILE: &str = "AGENT_TEAM_FIRST_INPUT_FILE";
-    /// Set (to `1`) when an external CLI runs interactively in a pane: its `agent-team mcp`
-    /// types messages into the pane to wake it when they arrive while it is idle.
-    pub const INTERACTIVE: &str = "AGENT_TEAM_INTERACTIVE";
     /// A role's extra arguments for its CLI (in the role's `env`, whitespace-separated).
     pub const CLI_ARGS: &str = "AGENT_TEAM_CLI_ARGS";
 

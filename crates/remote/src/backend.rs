@@ -471,14 +471,28 @@ impl Core {
                     .key()
                     .ok_or_else(|| RemoteError::Io("cannot read this build's worker".into()))?;
                 let p = format!("{}/bin/{key}/agent-team-worker", l.info.root);
-                let there = self.ssh.script(
-                    &host,
-                    Some(&l.control),
-                    &format!("test -x {}", shell_quote(&p)),
-                    CALL_TIMEOUT,
-                )?;
-                if there.code != Some(0) {
-                    self.copy_worker(&host, &l.control, &p)?;
+                // An agent CLI's worker serves it through the bridge beside the worker.
+                let bridge = self
+                    .settings
+                    .local_worker
+                    .as_ref()
+                    .map(|w| w.with_file_name("agent-team-bridge"))
+                    .filter(|b| b.exists());
+                let mut wanted = vec![(self.settings.local_worker.clone(), p.clone())];
+                if let Some(b) = bridge {
+                    let there = format!("{}/bin/{key}/agent-team-bridge", l.info.root);
+                    wanted.push((Some(b), there));
+                }
+                for (local, path) in wanted {
+                    let there = self.ssh.script(
+                        &host,
+                        Some(&l.control),
+                        &format!("test -x {}", shell_quote(&path)),
+                        CALL_TIMEOUT,
+                    )?;
+                    if there.code != Some(0) {
+                        self.copy_worker(&host, &l.control, local.as_deref(), &path)?;
+                    }
                 }
                 p
             }
@@ -524,10 +538,16 @@ impl Core {
         Ok(())
     }
 
-    /// Copies this build's worker to `path` on the host (through a temporary name, so a
-    /// half-written binary is never run).
-    fn copy_worker(&self, host: &str, control: &Path, path: &str) -> Result<(), RemoteError> {
-        let Some(local) = &self.settings.local_worker else {
+    /// Copies this build's worker (or the bridge beside it), `local`, to `path` on the host
+    /// (through a temporary name, so a half-written binary is never run).
+    fn copy_worker(
+        &self,
+        host: &str,
+        control: &Path,
+        local: Option<&Path>,
+        path: &str,
+    ) -> Result<(), RemoteError> {
+        let Some(local) = local else {
             return Err(RemoteError::Io("no local worker to copy".into()));
         };
         let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or(".");

@@ -250,7 +250,7 @@ const fn names<const N: usize>(list: List) -> [&'static str; N] {
     out
 }
 
-/// Tools only the MCP front end (`agent-team mcp`) offers, beside the agent's team tools:
+/// Tools only the MCP front end (an external CLI's team server) offers, beside the agent's team tools:
 /// an external agent CLI has no daemon connection of its own to have messages pushed to.
 pub const MCP_ONLY: &[ToolDef] = &[ToolDef::of::<WaitForMessages>()];
 
@@ -338,10 +338,11 @@ pub fn tools_doc() -> String {
     ) + &mcp_markdown()
 }
 
-/// The section of `docs/TOOLS.md` on what `agent-team mcp` adds for external agent CLIs.
+/// The section of `docs/TOOLS.md` on what the MCP front end adds for external agent CLIs.
 fn mcp_markdown() -> String {
     let mut s = String::from(
-        "\n## Over MCP only\n\n`agent-team mcp` serves an external agent CLI (Claude Code, Codex, \
+        "\n## Over MCP only\n\nAn external agent CLI's team server (its worker's, through \
+         `agent-team-bridge`) serves the CLI (Claude Code, Codex, \
          Qwen Code, ...) its team tools from the table above (the leader's or a teammate's), plus:\n\n\
          | tool | what it does |\n|---|---|\n",
     );

@@ -54,7 +54,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Teams(t) => return teams::teams(t),
         Command::Doctor(j) => return doctor::doctor(j.json),
         Command::Roles(j) => return roles::roles(file, j.json),
-        Command::Mcp => return mcp(),
         Command::Hook { socket, event, cli } => return hook(&socket, &event, cli.as_deref()),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -189,21 +188,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Teams(t) => teams::teams(t),
         Command::Doctor(j) => doctor::doctor(j.json),
         Command::Roles(j) => roles::roles(ctx.file.clone(), j.json),
-        Command::Completions { .. } | Command::Man | Command::Mcp | Command::Hook { .. } => {
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Completions { .. } | Command::Man | Command::Hook { .. } => Ok(ExitCode::SUCCESS),
     }
-}
-
-/// `agent-team mcp`: the agent's team tools over MCP on stdio, until the client leaves.
-fn mcp() -> Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    rt.block_on(agent_team_mcp::serve_from_env())
-        .context("agent-team mcp")?;
-    Ok(ExitCode::SUCCESS)
 }
 
 /// `agent-team hook EVENT`: the CLI's hook, carried out by `agent-team-bridge` (installed beside

@@ -156,9 +156,9 @@ pub(super) fn hook_answer(allow: bool, reason: &str) -> String {
 }
 
 /// The hooks in Claude Code's settings shape (Qwen Code reads it too): at each turn's end
-/// (`Stop`), `agent-team hook stop` hands the queued messages back as the next instruction;
+/// (`Stop`), `agent-team-bridge hook stop` hands the queued messages back as the next instruction;
 /// before a call of one of `asked` (the CLI's own tools the role's policy must judge call by
-/// call), `agent-team hook pre-tool-use` has it judged, asking the team where the policy
+/// call), `agent-team-bridge hook pre-tool-use` has it judged, asking the team where the policy
 /// says `ask`. That hook may wait for a person, so its timeout is the daemon's to apply.
 pub(super) fn hooks(cx: &LaunchCtx<'_>, asked: &[String]) -> serde_json::Value {
     let mut hooks = json!({

@@ -231,7 +231,7 @@ mod tests {
             &config(),
             role,
             Path::new("/home/cp"),
-            Path::new("/bin/agent-team"),
+            Path::new("/bin/agent-team-bridge"),
             headless,
             session,
         )

@@ -1,10 +1,10 @@
 //! External agent CLIs as teammates (Claude Code, Codex, Qwen Code, or any MCP-capable command):
 //! the worker reads the agent's role once, writes the CLI's private configuration (its own
-//! `HOME` and config dir under the team's state, never the user's), registers `agent-team mcp`
-//! as the CLI's `team` MCP server for this launch only, and runs the CLI in the agent's pane
-//! with the role prompt, the team context and the first instruction as its first input. The
-//! CLI then reaches the team only through that MCP server, which is the agent's one daemon
-//! connection.
+//! `HOME` and config dir under the team's state, never the user's), registers
+//! `agent-team-bridge` as the CLI's `team` MCP server and hooks for this launch only, serves the
+//! team's tools to it ([`ToolHost`]), and runs the CLI in the agent's pane with the role prompt,
+//! the team context and the first instruction as its first input. The CLI then reaches the team
+//! only through that server, which is the agent's one daemon connection.
 //!
 //! [`plan`] is pure (argv, environment, files), so each adapter's launch command is tested
 //! without the CLI; [`run`] carries a plan out.
@@ -87,9 +87,10 @@ pub fn set_tool_host(host: &'static dyn ToolHost) {
     let _ = TOOL_HOST.set(host);
 }
 
-/// The `agent-team-bridge` binary beside `agent_team` (they are built and installed together).
-pub fn bridge_exe(agent_team: &Path) -> PathBuf {
-    agent_team.with_file_name("agent-team-bridge")
+/// The `agent-team-bridge` binary beside `exe` (they are built, installed and copied to a
+/// remote host together).
+pub fn bridge_exe(exe: &Path) -> PathBuf {
+    exe.with_file_name("agent-team-bridge")
 }
 
 mod claude_code;
@@ -145,8 +146,8 @@ pub trait CliAdapter: Sync {
     fn is_session_id(&self, id: &str) -> bool {
         session::is_session_id(id)
     }
-    /// Whether the CLI's hooks answer over the launch's hook socket (so `agent-team mcp` is
-    /// told where to listen).
+    /// Whether the CLI's hooks answer over the launch's hook socket (so its worker listens
+    /// there).
     fn hooked(&self) -> bool {
         true
     }
@@ -238,8 +239,8 @@ pub struct LaunchCtx<'a> {
     pub role: &'a Role,
     /// Its private CLI home ([`agent_team_paths::TeamPaths::cli_home`]).
     pub home: &'a Path,
-    /// The `agent-team` binary that serves MCP and answers hooks.
-    pub agent_team: &'a Path,
+    /// The `agent-team-bridge` binary the CLI starts as its MCP server and hooks.
+    pub bridge: &'a Path,
     /// No terminal shows the CLI's screen (the `process` backend): one-shot modes are used.
     pub headless: bool,
     /// The conversation this launch holds, for CLIs with session ids.
@@ -259,7 +260,7 @@ impl LaunchCtx<'_> {
     pub fn prompt_file(&self) -> PathBuf {
         self.home.join("prompt.md")
     }
-    /// Where `agent-team mcp` answers the CLI's hooks.
+    /// Where the worker answers the CLI's hooks.
     pub fn hook_socket(&self) -> PathBuf {
         self.home.join("hook.sock")
     }
@@ -279,7 +280,7 @@ impl LaunchCtx<'_> {
     /// (the pre-tool hook is told which CLI it answers, for the shape of its answer).
     pub fn hook_command(&self, event: &str, flags: &[&str]) -> String {
         let mut words = vec![
-            shell_word(&bridge_exe(self.agent_team).display().to_string()),
+            shell_word(&self.bridge.display().to_string()),
             "hook".into(),
             event.into(),
         ];
@@ -292,7 +293,7 @@ impl LaunchCtx<'_> {
     }
     /// The program a CLI starts as its `team` MCP server: the bridge to its worker.
     pub fn mcp_command(&self) -> String {
-        bridge_exe(self.agent_team).display().to_string()
+        self.bridge.display().to_string()
     }
     /// The bridge's arguments: the socket its worker serves the tools on.
     pub fn mcp_args(&self) -> Vec<String> {
@@ -327,8 +328,8 @@ impl LaunchCtx<'_> {
 }
 
 /// Everything that starts `role`'s CLI for `agent`: `home` is the agent's private CLI home
-/// ([`agent_team_paths::TeamPaths::cli_home`]), `agent_team` the `agent-team` binary that serves
-/// MCP. `headless` when there is no terminal to show the CLI's own screen (the `process`
+/// ([`agent_team_paths::TeamPaths::cli_home`]), `bridge` the `agent-team-bridge` binary the CLI
+/// reaches its worker's team tools and hooks through. `headless` when there is no terminal to show the CLI's own screen (the `process`
 /// backend): the CLIs that have a one-shot mode use it. `session` is the conversation the
 /// launch holds ([`session_for`]); a resumed one is told to carry on instead of being given
 /// its first instruction again. The CLI's own part is its adapter's ([`CliAdapter::configure`]).
@@ -337,7 +338,7 @@ pub fn plan(
     config: &TeamConfig,
     role: &Role,
     home: &Path,
-    agent_team: &Path,
+    bridge: &Path,
     headless: bool,
     session: Option<&Session>,
 ) -> Result<Launch, AgentError> {
@@ -352,7 +353,7 @@ pub fn plan(
         config,
         role,
         home,
-        agent_team,
+        bridge,
         headless,
         session,
         cwd: agent
@@ -580,7 +581,7 @@ pub async fn run(agent: AgentEnv, out: Output) -> Result<(), AgentError> {
         &config,
         &role,
         &home,
-        &agent_team_exe(),
+        &own_bridge(),
         headless,
         session.as_ref(),
     )?;
@@ -731,13 +732,14 @@ fn command(
     cmd
 }
 
-/// The `agent-team` binary beside this worker's (they are built together), else on `PATH`.
-fn agent_team_exe() -> PathBuf {
+/// The `agent-team-bridge` binary beside this worker's (they are built, installed and copied
+/// together), else on `PATH`.
+fn own_bridge() -> PathBuf {
     std::env::current_exe()
         .ok()
-        .and_then(|e| e.parent().map(|d| d.join("agent-team")))
+        .map(|e| bridge_exe(&e))
         .filter(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from("agent-team"))
+        .unwrap_or_else(|| PathBuf::from("agent-team-bridge"))
 }
 
 #[cfg(test)]

@@ -2,9 +2,9 @@
 //! named `team` in a config file of its own (`OPENCODE_CONFIG`, the key named by `{env:VAR}`,
 //! so it is in no file); a private `HOME` and `XDG_*` dirs; our `team` MCP server; every call
 //! allowed by opencode itself, with each call of a tool the role must judge handed to
-//! `agent-team hook pre-tool-use` by a plugin of ours (its `tool.execute.before` throwing is a
-//! deny); at a turn's end (`session.idle`, interactive only) the plugin runs `agent-team hook
-//! stop` and hands queued messages back as the next prompt. Headless it is `opencode run` with
+//! `agent-team-bridge hook pre-tool-use` by a plugin of ours (its `tool.execute.before` throwing is a
+//! deny); at a turn's end (`session.idle`, interactive only) the plugin runs `agent-team-bridge
+//! hook stop` and hands queued messages back as the next prompt. Headless it is `opencode run` with
 //! the prompt on stdin (an argument with spaces reaches the model JSON-quoted), which exits at
 //! the first turn's end: no hand-back there; interactive, the TUI takes it with `--prompt`, but
 //! resumed it ignores that, so the instruction to carry on is typed into its pane. Its session ids are its own (`ses_…`), which the
@@ -355,7 +355,7 @@ mod tests {
             &agent_team_config::empty_team("t", Path::new("/ws")),
             &role,
             Path::new("/h"),
-            Path::new("/bin/agent-team"),
+            Path::new("/bin/agent-team-bridge"),
             headless,
             session,
         )

@@ -55,7 +55,7 @@ fn the_mcp_config_starts_the_bridge_to_this_agents_worker() {
         &config(),
         &role(Provider::ClaudeCode),
         Path::new("/home/cc"),
-        Path::new("/bin/agent-team"),
+        Path::new("/bin/agent-team-bridge"),
         false,
         None,
     )
@@ -98,7 +98,7 @@ fn claude_code_gets_a_private_seeded_home_its_mcp_server_only_and_the_prompt() {
         &config(),
         &role(Provider::ClaudeCode),
         Path::new("/home/cc"),
-        Path::new("/bin/agent-team"),
+        Path::new("/bin/agent-team-bridge"),
         false,
         None,
     )
@@ -155,7 +155,7 @@ fn codex_gets_a_responses_provider_the_team_server_and_no_daemon() {
         &config(),
         &role(Provider::Codex),
         Path::new("/home/cc"),
-        Path::new("/bin/agent-team"),
+        Path::new("/bin/agent-team-bridge"),
         false,
         None,
     )
@@ -201,7 +201,7 @@ fn codex_gets_a_responses_provider_the_team_server_and_no_daemon() {
         &config(),
         &asking,
         Path::new("/home/cc"),
-        Path::new("/bin/agent-team"),
+        Path::new("/bin/agent-team-bridge"),
         true,
         None,
     )
@@ -242,7 +242,7 @@ fn qwen_code_gets_its_settings_with_a_trusted_team_server() {
         &config(),
         &role(Provider::QwenCode),
         Path::new("/home/cc"),
-        Path::new("/bin/agent-team"),
+        Path::new("/bin/agent-team-bridge"),
         false,
         None,
     )
@@ -307,7 +307,7 @@ fn a_cli_template_is_filled_and_a_missing_one_is_an_error() {
         &config(),
         &r,
         Path::new("/home/cc"),
-        Path::new("/bin/agent-team"),
+        Path::new("/bin/agent-team-bridge"),
         false,
         None,
     )
@@ -332,7 +332,7 @@ fn a_cli_template_is_filled_and_a_missing_one_is_an_error() {
         &config(),
         &r,
         Path::new("/home/cc"),
-        Path::new("/bin/agent-team"),
+        Path::new("/bin/agent-team-bridge"),
         false,
         None,
     )
@@ -349,7 +349,7 @@ fn a_role_command_names_the_program_and_adds_arguments() {
         &config(),
         &r,
         Path::new("/home/cc"),
-        Path::new("/bin/agent-team"),
+        Path::new("/bin/agent-team-bridge"),
         false,
         None,
     )
@@ -366,7 +366,7 @@ fn a_role_command_names_the_program_and_adds_arguments() {
                 &config(),
                 &r,
                 Path::new("/home/cc"),
-                Path::new("/bin/agent-team"),
+                Path::new("/bin/agent-team-bridge"),
                 headless,
                 None,
             )
@@ -408,7 +408,7 @@ fn headless_launches_use_each_clis_one_shot_mode() {
             &config(),
             &role(p),
             Path::new("/home/cc"),
-            Path::new("/bin/agent-team"),
+            Path::new("/bin/agent-team-bridge"),
             true,
             None,
         )
@@ -441,7 +441,7 @@ fn claude_codes_own_tools_follow_the_roles_tools_and_policy() {
             &config(),
             r,
             Path::new("/home/cc"),
-            Path::new("/bin/agent-team"),
+            Path::new("/bin/agent-team-bridge"),
             true,
             None,
         )
@@ -526,7 +526,7 @@ fn claude_and_qwen_start_a_recorded_session_and_resume_it_only_when_its_transcri
             &config(),
             r,
             home,
-            Path::new("/bin/agent-team"),
+            Path::new("/bin/agent-team-bridge"),
             true,
             Some(s),
         )
@@ -610,7 +610,7 @@ fn every_external_provider_has_one_adapter_and_no_other_has_one() {
                 &config(),
                 &role(p),
                 Path::new("/home/x"),
-                Path::new("/bin/agent-team"),
+                Path::new("/bin/agent-team-bridge"),
                 true,
                 None,
             )
@@ -655,7 +655,7 @@ fn a_cli_leader_is_told_to_lead_with_the_leaders_tools_and_a_teammate_to_claim()
             r
         },
         Path::new("/home/cc"),
-        Path::new("/bin/agent-team"),
+        Path::new("/bin/agent-team-bridge"),
         true,
         None,
     )

@@ -273,9 +273,12 @@ fn down_after_crash_on(backend: &str) {
             !agent_team_pane::procs::pid_alive(*p) || agent_team_pane::procs::is_zombie(*p)
         });
     }
-    wait_for("no process naming the sandbox", T, || {
-        procs_naming(sb.dir.path()).is_empty()
-    });
+    wait_for_or(
+        "no process naming the sandbox",
+        T,
+        || procs_naming(sb.dir.path()).is_empty(),
+        || format!("{backend}: {:?}\n`down` said: {text}", procs_naming(sb.dir.path())),
+    );
     assert!(
         sb.tmux(&sb.tmux_socket(team), &["ls"]).is_err(),
         "{backend}: the team's tmux server is gone"

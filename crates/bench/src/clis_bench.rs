@@ -401,14 +401,20 @@ fn role(cli: &Cli, mock: &MockModel, exe: &Path) -> String {
     )
 }
 
-/// A team file of one teammate running `cli`, in a new workspace; the workspace.
+/// A team file of one teammate running `cli`, in a new workspace (a team name ending in
+/// `-nobox` runs without the sandbox); the workspace.
 fn team_file(sb: &Sandbox, team: &str, cli: &Cli, mock: &MockModel, exe: &Path) -> Result<PathBuf> {
     let ws = sb.root.join(team);
     std::fs::create_dir_all(&ws)?;
     std::fs::write(
         ws.join("agent-team.toml"),
         format!(
-            "name = \"{team}\"\nboard = false\n\n{}\n[[teammates]]\nname = \"{}\"\nrole = \"r\"\n",
+            "name = \"{team}\"\nboard = false\n{}\n{}\n[[teammates]]\nname = \"{}\"\nrole = \"r\"\n",
+            if team.ends_with("-nobox") {
+                "sandbox = \"off\"\n"
+            } else {
+                ""
+            },
             role(cli, mock, exe),
             cli.name
         ),
@@ -863,13 +869,15 @@ struct TeamRun {
     left: (usize, usize),
 }
 
-fn team_run(sb: &Sandbox, cli: &Cli, exe: &Path, i: usize) -> Result<TeamRun> {
+/// One run of `cli` as a teammate (`boxed`: in the team's sandbox, as by default).
+fn team_run(sb: &Sandbox, cli: &Cli, exe: &Path, i: usize, boxed: bool) -> Result<TeamRun> {
     let mock = mock_for(cli)?;
     mock.script(
         cli.name,
         vec![Step::Delay(HOLD, Box::new(Step::Text("Done.".into())))],
     );
-    let up = Up::start(sb, cli, exe, &mock, &format!("team-{}{i}", cli.name))?;
+    let suffix = if boxed { "" } else { "-nobox" };
+    let up = Up::start(sb, cli, exe, &mock, &format!("team-{}{i}{suffix}", cli.name))?;
     let worker = up.worker;
     let first = request_after(&mock, cli.name, 0, FIRST_REQUEST_LIMIT, || {
         !pid_alive(worker)
@@ -1089,13 +1097,20 @@ pub fn run(r: &mut Report, dir: &Path, _quick: bool) -> Result<()> {
             }
         };
         let (mut alone, mut team, mut up) = (Vec::new(), Vec::new(), Vec::new());
+        let mut unboxed = Vec::new();
         let (mut alone_mem, mut team_mem) = (Mem::default(), Mem::default());
         // Alternated, so a change of the machine's load moves both alike.
         for i in 0..rounds {
             let (a, m) = alone_run(&sb, cli, &exe, i)?;
             alone.push(a);
             alone_mem.max(&m);
-            let t = team_run(&sb, cli, &exe, i)?;
+            // The same without the sandbox: what of the difference is the boundary's.
+            let nb = team_run(&sb, cli, &exe, i, false)?;
+            unboxed.push(nb.spawn);
+            left_total.0 += nb.left.0;
+            left_total.1 += nb.left.1;
+            downs += 1;
+            let t = team_run(&sb, cli, &exe, i, true)?;
             team.push(t.spawn);
             up.push(t.up);
             team_mem.max(&t.mem);
@@ -1126,6 +1141,15 @@ pub fn run(r: &mut Report, dir: &Path, _quick: bool) -> Result<()> {
             "≤ +5 % of the CLI's own start",
             over <= 0.05 * a,
         );
+        let nb = pct(&mut unboxed, 50.0);
+        r.note(format!(
+            "{}: as a teammate without the sandbox (`sandbox = \"off\"`), median of {rounds}: {} \
+             ({:+.0} ms, {:+.1} % of alone): the rest of the difference above is the boundary's",
+            cli.label,
+            dur(nb),
+            (nb - a) * 1e3,
+            (nb - a) / a * 100.0
+        ));
         let mib = |kb: u64| kb as f64 / 1024.0;
         let ours = mib(team_mem.ours_pss_kb);
         r.add(

@@ -277,7 +277,12 @@ fn down_after_crash_on(backend: &str) {
         "no process naming the sandbox",
         T,
         || procs_naming(sb.dir.path()).is_empty(),
-        || format!("{backend}: {:?}\n`down` said: {text}", procs_naming(sb.dir.path())),
+        || {
+            format!(
+                "{backend}: {:?}\n`down` said: {text}",
+                procs_naming(sb.dir.path())
+            )
+        },
     );
     assert!(
         sb.tmux(&sb.tmux_socket(team), &["ls"]).is_err(),

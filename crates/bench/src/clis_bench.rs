@@ -877,7 +877,13 @@ fn team_run(sb: &Sandbox, cli: &Cli, exe: &Path, i: usize, boxed: bool) -> Resul
         vec![Step::Delay(HOLD, Box::new(Step::Text("Done.".into())))],
     );
     let suffix = if boxed { "" } else { "-nobox" };
-    let up = Up::start(sb, cli, exe, &mock, &format!("team-{}{i}{suffix}", cli.name))?;
+    let up = Up::start(
+        sb,
+        cli,
+        exe,
+        &mock,
+        &format!("team-{}{i}{suffix}", cli.name),
+    )?;
     let worker = up.worker;
     let first = request_after(&mock, cli.name, 0, FIRST_REQUEST_LIMIT, || {
         !pid_alive(worker)

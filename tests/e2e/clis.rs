@@ -794,6 +794,8 @@ fn claude_code_works_interactively_in_its_tmux_pane() {
                 serde_json::json!({"file_path": path.display().to_string(), "content": text}),
             )
         },
+        prefix: Vec::new(),
+        resumes: true,
     });
 }
 
@@ -823,6 +825,90 @@ fn gemini_cli_works_interactively_in_its_tmux_pane() {
                 serde_json::json!({"file_path": path.display().to_string(), "content": text}),
             )
         },
+        prefix: Vec::new(),
+        resumes: true,
+    });
+}
+
+/// The first request `agent`'s CLI made of `mock` after its restart (it carries the
+/// instruction to carry on), as text; empty while there is none.
+fn restarted_request(mock: &agent_team_mockmodel::MockModel, agent: &str) -> String {
+    mock.requests(agent)
+        .iter()
+        .map(|r| r.to_string())
+        .find(|m| m.contains("You were restarted"))
+        .unwrap_or_default()
+}
+
+/// The same scene for Qwen Code in its pane (Node 22): it selects the team tools through its
+/// `tool_search` first, its `Stop` hook reports it idle, a message typed into its pane wakes
+/// it, `kill`, `restart` resuming its session (`--resume`), and `down`.
+#[test]
+fn qwen_code_works_interactively_in_its_tmux_pane() {
+    use agent_team_mockmodel::{MockModel, Step, Wire};
+    let qwen = qwen_code();
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    works_interactively_in_its_tmux_pane(Interactive {
+        role: cli_role(
+            "claude",
+            "qwen-code",
+            "qwen3-coder",
+            &mock.base_url(),
+            OPENAI_KEY.0,
+            &qwen,
+        ),
+        mock: &mock,
+        key: OPENAI_KEY,
+        team_tool: claude_tool,
+        write: |path, text| {
+            (
+                "write_file".into(),
+                serde_json::json!({"file_path": path.display().to_string(), "content": text}),
+            )
+        },
+        prefix: vec![Step::Tools(vec![(
+            "tool_search".into(),
+            serde_json::json!({"query": "select:mcp__team__claim_task,mcp__team__update_task_status"}),
+        )])],
+        resumes: true,
+    });
+}
+
+/// The same scene for Codex in its pane: its first instruction typed once it has listed the
+/// team tools, its `Stop` hook reporting it idle, a message typed into its pane waking it,
+/// `kill`, `restart` (a new session: Codex does not resume, it is given its first instruction
+/// again), and `down`.
+#[test]
+fn codex_works_interactively_in_its_tmux_pane() {
+    use agent_team_mockmodel::{MockModel, Wire};
+    let codex = installed("@openai/codex", CODEX_VERSION, "codex");
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    // Codex's TUI asks its model for a session title beside the turn.
+    mock.answer_aside("Generate a concise, single-line task title", "Codex task");
+    works_interactively_in_its_tmux_pane(Interactive {
+        role: cli_role(
+            "claude",
+            "codex",
+            "gpt-5-codex",
+            &mock.base_url(),
+            OPENAI_KEY.0,
+            &codex,
+        ),
+        mock: &mock,
+        key: OPENAI_KEY,
+        team_tool: claude_tool,
+        write: |path, text| {
+            (
+                "exec_command".into(),
+                serde_json::json!({"cmd": format!(
+                    "printf '%s\\n' '{}' > {}",
+                    text.trim_end(),
+                    path.display()
+                )}),
+            )
+        },
+        prefix: Vec::new(),
+        resumes: false,
     });
 }
 
@@ -838,6 +924,10 @@ pub(crate) struct Interactive<'a> {
     pub team_tool: fn(&str) -> String,
     /// Its own call writing `text` to `path`.
     pub write: fn(&Path, &str) -> (String, serde_json::Value),
+    /// What its model does first (Qwen Code selects the team tools through `tool_search`).
+    pub prefix: Vec<agent_team_mockmodel::Step>,
+    /// Whether a restart resumes its conversation (Codex starts afresh).
+    pub resumes: bool,
 }
 
 /// The scene: no first-run screen blocks it; it works on the board from its pane; its turn's
@@ -854,35 +944,39 @@ pub(crate) fn works_interactively_in_its_tmux_pane(cli: Interactive<'_>) {
     let file = sb.path("pane.txt");
     let extra = sb.path("extra.txt");
     let call = |name: String, args: serde_json::Value| Step::Tools(vec![(name, args)]);
-    mock.script(
-        "cc",
-        vec![
-            call(tt("claim_task"), json!({"id": 1})),
-            Step::Tools(vec![(cli.write)(&file, "from the pane\n")]),
-            call(
-                tt("update_task_status"),
-                json!({"id": 1, "status": "completed", "result": "pane.txt"}),
-            ),
-            Step::Text("Finished the task in my pane.".into()),
-            // Woken while idle by a message typed into its pane.
-            Step::Until {
-                needles: vec!["please also write extra.txt".into()],
-                // It takes task 2 on as well, so its kill has a task to release.
-                then: Box::new(Step::Tools(vec![
-                    (tt("claim_task"), json!({"id": 2})),
-                    (cli.write)(&extra, "woken\n"),
-                ])),
-                meanwhile: Box::new(Step::Text("Nothing new.".into())),
-            },
-            Step::Text("Wrote extra.txt.".into()),
-            // Restarted: it resumes its own conversation and is told to carry on.
-            Step::Until {
-                needles: vec!["You were restarted".into()],
-                then: Box::new(Step::Text("Resumed.".into())),
-                meanwhile: Box::new(Step::Text("Not yet.".into())),
-            },
-        ],
-    );
+    let mut script = cli.prefix;
+    script.extend([
+        call(tt("claim_task"), json!({"id": 1})),
+        Step::Tools(vec![(cli.write)(&file, "from the pane\n")]),
+        call(
+            tt("update_task_status"),
+            json!({"id": 1, "status": "completed", "result": "pane.txt"}),
+        ),
+        Step::Text("Finished the task in my pane.".into()),
+        // Woken while idle by a message typed into its pane.
+        Step::Until {
+            needles: vec!["please also write extra.txt".into()],
+            // It takes task 2 on as well, so its kill has a task to release.
+            then: Box::new(Step::Tools(vec![
+                (tt("claim_task"), json!({"id": 2})),
+                (cli.write)(&extra, "woken\n"),
+            ])),
+            meanwhile: Box::new(Step::Text("Nothing new.".into())),
+        },
+        Step::Text("Wrote extra.txt.".into()),
+        // Restarted: it resumes its own conversation and is told to carry on (one that
+        // starts afresh is given its first instruction again).
+        Step::Until {
+            needles: vec![if cli.resumes {
+                "You were restarted".into()
+            } else {
+                "Your name is cc".into()
+            }],
+            then: Box::new(Step::Text("Resumed.".into())),
+            meanwhile: Box::new(Step::Text("Not yet.".into())),
+        },
+    ]);
+    mock.script("cc", script);
     sb.write_team_file(&format!(
         r#"name = "ccpane"
 board = false
@@ -973,24 +1067,30 @@ title = "Left for later"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    let asked_before = mock.requests("cc").len();
     sb.ok(&["restart", "cc"]);
     wait_for("cc back in the same pane", T, || {
         let a = sb.agent("ccpane", "cc");
         a.pid.is_some_and(|p| p != first_pid) && a.pane.as_deref() == Some(pane.as_str())
     });
     // The CLI resumed its own conversation (`--resume`): the restarted CLI's request
-    // carries what the first one was told, then the instruction to carry on.
+    // carries what the first one was told, then the instruction to carry on. One that starts
+    // afresh (Codex) is given its first instruction again.
     let mut resumed = String::new();
     wait_for_or(
         "the restarted CLI to ask its model",
         T,
         || {
-            resumed = mock
-                .requests("cc")
-                .iter()
-                .map(|r| r.to_string())
-                .find(|m| m.contains("You were restarted"))
-                .unwrap_or_default();
+            resumed = if cli.resumes {
+                restarted_request(mock, "cc")
+            } else {
+                mock.requests("cc")
+                    .iter()
+                    .skip(asked_before)
+                    .map(|r| r.to_string())
+                    .find(|m| m.contains("Your name is cc"))
+                    .unwrap_or_default()
+            };
             !resumed.is_empty()
         },
         || {
@@ -1002,7 +1102,9 @@ title = "Left for later"
         },
     );
     assert!(
-        resumed.contains("please also write extra.txt") && resumed.contains("Your name is cc"),
+        !cli.resumes
+            || (resumed.contains("please also write extra.txt")
+                && resumed.contains("Your name is cc")),
         "the restarted CLI did not resume its conversation: {resumed}"
     );
     wait_for("the resumed answer on its screen", T, || {
@@ -1072,12 +1174,7 @@ pub(crate) fn resumes_after_restart(
     sb.ok(&["restart", "cc"]);
     let mut resumed = String::new();
     wait_for("the restarted CLI to ask its model", T, || {
-        resumed = mock
-            .requests("cc")
-            .iter()
-            .map(|r| r.to_string())
-            .find(|m| m.contains("You were restarted"))
-            .unwrap_or_default();
+        resumed = restarted_request(mock, "cc");
         !resumed.is_empty()
     });
     assert!(

@@ -309,5 +309,7 @@ fn opencode_works_interactively_in_its_tmux_pane() {
                 json!({"filePath": path.display().to_string(), "content": text}),
             )
         },
+        prefix: Vec::new(),
+        resumes: true,
     });
 }

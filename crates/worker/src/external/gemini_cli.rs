@@ -4,14 +4,16 @@
 //! messages back, `BeforeTool` has its own tools judged); `--skip-trust` so no folder-trust
 //! screen shows; `yolo` approval with every call it would have asked about judged by the
 //! `BeforeTool` hook (a hook's allow grants nothing in its other modes, while a deny is
-//! obeyed); `--session-id` / `--resume`. Seen with 0.61.0 (docs/CLIS.md).
+//! obeyed); `--resume` of the session it named itself (`--session-id` costs it ~200 ms of start:
+//! it opens its project storage first). Seen with 0.61.0 (docs/CLIS.md).
 
 use super::{CliAdapter, Launch, LaunchCtx, PERMISSION_HOOK_TIMEOUT_SECS, allowed_outright};
-use super::{Session, extra_args, pretty, session::session_args};
+use super::{Session, extra_args, pretty};
 use crate::AgentError;
 use agent_team_config::{Provider, Role};
 use agent_team_tools::cli_names::GEMINI_CLI;
 use serde_json::json;
+use std::path::{Path, PathBuf};
 
 /// The Gemini CLI adapter.
 pub struct GeminiCli;
@@ -36,6 +38,17 @@ impl CliAdapter for GeminiCli {
     fn is_transcript_of(&self, file_name: &str, id: &str) -> bool {
         let short = id.get(..8).unwrap_or(id);
         file_name.starts_with("session-") && file_name.ends_with(&format!("-{short}.jsonl"))
+    }
+    /// The session Gemini CLI named itself in an earlier launch: the `sessionId` on the first
+    /// line of its newest transcript (`.gemini/tmp/<project>/chats/session-….jsonl`).
+    fn recorded_session(&self, home: &Path) -> Option<String> {
+        newest_transcript(&home.join(".gemini/tmp"), 0)
+            .and_then(|(_, path)| std::fs::read_to_string(path).ok())
+            .and_then(|text| {
+                let first = text.lines().next()?.to_string();
+                let v: serde_json::Value = serde_json::from_str(&first).ok()?;
+                v.get("sessionId")?.as_str().map(str::to_string)
+            })
     }
     /// Resumed in a pane, its `-i` prompt goes to the model without the resumed conversation
     /// (seen in 0.61.0: only its session context and the prompt), so the instruction to carry
@@ -115,9 +128,11 @@ impl CliAdapter for GeminiCli {
             "--approval-mode".into(),
             "yolo".into(),
         ]);
-        let (resume, session_file) = session_args(cx.session, cx.home);
-        l.args.extend(resume);
-        l.files.extend(session_file);
+        // A new conversation is named by Gemini CLI itself (found afterwards: see
+        // `recorded_session`).
+        if let Some(Session::Resume(id)) = cx.session {
+            l.args.extend(["--resume".into(), id.clone()]);
+        }
         l.args.extend(extra_args(role));
         if self.types_first_input(cx) {
             l.files.push((cx.first_input_file(), cx.prompt.clone()));
@@ -128,6 +143,28 @@ impl CliAdapter for GeminiCli {
         }
         Ok(())
     }
+}
+
+/// The newest `session-*.jsonl` under `dir` (at most 3 levels down), with its time.
+fn newest_transcript(dir: &Path, depth: u32) -> Option<(std::time::SystemTime, PathBuf)> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let path = e.path();
+            let kind = e.file_type().ok()?;
+            if kind.is_dir() {
+                return (depth < 3)
+                    .then(|| newest_transcript(&path, depth + 1))
+                    .flatten();
+            }
+            let name = e.file_name();
+            let name = name.to_str()?;
+            (name.starts_with("session-") && name.ends_with(".jsonl"))
+                .then(|| Some((e.metadata().ok()?.modified().ok()?, path)))
+                .flatten()
+        })
+        .max_by_key(|(t, _)| *t)
 }
 
 /// Gemini CLI's own tools its `BeforeTool` hook must judge for `role`: each whose counterpart

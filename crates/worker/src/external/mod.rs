@@ -141,6 +141,13 @@ pub trait CliAdapter: Sync {
     fn has_transcript(&self, dir: &Path, id: &str) -> bool {
         session::transcript_exists(dir, &|name| self.is_transcript_of(name, id), 5)
     }
+    /// The conversation an earlier launch in `home` held, for a resume: the id recorded in
+    /// its [`SESSION_FILE`], unless the CLI names its sessions itself and it is found elsewhere.
+    fn recorded_session(&self, home: &Path) -> Option<String> {
+        std::fs::read_to_string(home.join(SESSION_FILE))
+            .ok()
+            .map(|s| s.trim().to_string())
+    }
     /// Whether `id` (read back from the session file) is a session id of this CLI's: one of
     /// our UUIDs, unless the CLI names its sessions itself.
     fn is_session_id(&self, id: &str) -> bool {

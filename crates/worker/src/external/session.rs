@@ -28,10 +28,7 @@ pub const RESUMED_INPUT: &str = "You were restarted. Carry on where you left off
 /// [`CliAdapter::transcripts_dir`]).
 pub fn session_for(cli: &dyn CliAdapter, home: &Path) -> Option<Session> {
     let config_dir = home.join(cli.transcripts_dir()?);
-    let recorded = std::fs::read_to_string(home.join(SESSION_FILE))
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| cli.is_session_id(s));
+    let recorded = cli.recorded_session(home).filter(|s| cli.is_session_id(s));
     if let Some(id) = recorded
         && cli.has_transcript(&config_dir, &id)
     {

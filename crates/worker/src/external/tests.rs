@@ -707,3 +707,63 @@ fn an_installed_clis_version_is_read_from_its_npm_package_and_another_one_is_war
         None
     );
 }
+
+#[test]
+fn gemini_names_its_own_session_and_a_restart_resumes_its_newest_transcript() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let gemini = adapter(Provider::GeminiCli).unwrap();
+    let launch = |s: &Session| {
+        plan(
+            &agent(),
+            &config(),
+            &role(Provider::GeminiCli),
+            home,
+            Path::new("/bin/agent-team-bridge"),
+            true,
+            Some(s),
+        )
+        .unwrap()
+    };
+    // A new conversation: no `--session-id` (it costs Gemini CLI ~200 ms of start), and no
+    // id of ours recorded.
+    let Some(new) = session_for(gemini, home) else {
+        panic!("Gemini CLI has sessions")
+    };
+    assert!(matches!(new, Session::New(_)));
+    let l = launch(&new);
+    assert!(
+        !l.args
+            .iter()
+            .any(|a| a == "--session-id" || a == "--resume")
+    );
+    assert!(!l.files.iter().any(|(p, _)| p.ends_with(SESSION_FILE)));
+    // Its transcripts name the session on their first line; the newest is resumed.
+    let chats = home.join(".gemini/tmp/ws/chats");
+    std::fs::create_dir_all(&chats).unwrap();
+    let old = "0ld00000-1111-4222-8333-444444444444";
+    let id = "2ec961d5-307a-442c-88fa-ebba1e39ae98";
+    std::fs::write(
+        chats.join("session-2026-11-25T03-40-0ld00000.jsonl"),
+        format!("{{\"sessionId\":\"{old}\"}}\n"),
+    )
+    .unwrap();
+    let newest = chats.join("session-2026-11-25T03-48-2ec961d5.jsonl");
+    std::fs::write(
+        &newest,
+        format!("{{\"sessionId\":\"{id}\",\"kind\":\"main\"}}\n{{\"$set\":{{}}}}\n"),
+    )
+    .unwrap();
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(&newest)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let resume = session_for(gemini, home).unwrap();
+    assert_eq!(resume, Session::Resume(id.into()));
+    let l = launch(&resume);
+    assert!(l.args.windows(2).any(|w| w[0] == "--resume" && w[1] == id));
+    assert_eq!(l.args.last().map(String::as_str), Some(RESUMED_INPUT));
+}

@@ -255,12 +255,7 @@ fn a_claude_code_teammate_claims_writes_completes_and_reports_headless() {
         key: ANTHROPIC_KEY,
         env: Vec::new(),
         team_tool: claude_tool,
-        write: |path, text| {
-            (
-                "Write".into(),
-                serde_json::json!({"file_path": path.display().to_string(), "content": text}),
-            )
-        },
+        write: claude_write,
     });
     // It asked with the member's model, and saw the team tools over MCP.
     let reqs = mock.requests("cc");
@@ -311,22 +306,8 @@ fn a_claude_code_bash_call_the_role_marks_ask_waits_for_agent_team_approve() {
 /// deny is what stops a call (a hook's allow cannot grant Qwen a permission).
 #[test]
 fn a_qwen_code_shell_call_the_role_marks_ask_waits_for_agent_team_approve() {
-    use agent_team_mockmodel::{MockModel, Step, Wire};
-    let qwen = qwen_code();
-    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
-    let role = cli_role(
-        "claude",
-        "qwen-code",
-        "qwen3-coder",
-        &mock.base_url(),
-        OPENAI_KEY.0,
-        &qwen,
-    );
-    // Qwen defers MCP tools behind its `tool_search`.
-    let select = Step::Tools(vec![(
-        "tool_search".into(),
-        serde_json::json!({"query": "select:mcp__team__claim_task,mcp__team__update_task_status"}),
-    )]);
+    let (mock, role) = qwen_team();
+    let select = qwen_select();
     shell_waits_for_approval(
         &mock,
         OPENAI_KEY,
@@ -341,17 +322,7 @@ fn a_qwen_code_shell_call_the_role_marks_ask_waits_for_agent_team_approve() {
 /// gets no answer from the hook and runs in Codex's own sandbox.
 #[test]
 fn a_codex_shell_call_the_role_marks_ask_waits_for_agent_team_approve() {
-    use agent_team_mockmodel::{MockModel, Wire};
-    let codex = installed("@openai/codex", CODEX_VERSION, "codex");
-    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
-    let role = cli_role(
-        "claude",
-        "codex",
-        "gpt-5-codex",
-        &mock.base_url(),
-        OPENAI_KEY.0,
-        &codex,
-    );
+    let (mock, role) = codex_team();
     shell_waits_for_approval(
         &mock,
         OPENAI_KEY,
@@ -512,12 +483,7 @@ fn a_message_to_a_busy_claude_code_teammate_arrives_at_its_turns_end() {
         ANTHROPIC_KEY,
         &role,
         Vec::new(),
-        |path| {
-            (
-                "Write".into(),
-                serde_json::json!({"file_path": path.display().to_string(), "content": "extra\n"}),
-            )
-        },
+        |path| claude_write(path, "extra\n"),
         claude_tool,
     );
 }
@@ -525,17 +491,7 @@ fn a_message_to_a_busy_claude_code_teammate_arrives_at_its_turns_end() {
 /// The same for Codex, whose `Stop` hook hands the message back the same way.
 #[test]
 fn a_message_to_a_busy_codex_teammate_arrives_at_its_turns_end() {
-    use agent_team_mockmodel::{MockModel, Wire};
-    let codex = installed("@openai/codex", CODEX_VERSION, "codex");
-    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
-    let role = cli_role(
-        "claude",
-        "codex",
-        "gpt-5-codex",
-        &mock.base_url(),
-        OPENAI_KEY.0,
-        &codex,
-    );
+    let (mock, role) = codex_team();
     busy_message_arrives_at_turns_end(
         &mock,
         OPENAI_KEY,
@@ -554,33 +510,14 @@ fn a_message_to_a_busy_codex_teammate_arrives_at_its_turns_end() {
 /// The same for Qwen Code, whose `Stop` hook is Claude Code's shape.
 #[test]
 fn a_message_to_a_busy_qwen_code_teammate_arrives_at_its_turns_end() {
-    use agent_team_mockmodel::{MockModel, Step, Wire};
-    let qwen = qwen_code();
-    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
-    let role = cli_role(
-        "claude",
-        "qwen-code",
-        "qwen3-coder",
-        &mock.base_url(),
-        OPENAI_KEY.0,
-        &qwen,
-    );
-    // Qwen defers MCP tools behind its `tool_search`.
-    let select = Step::Tools(vec![(
-        "tool_search".into(),
-        serde_json::json!({"query": "select:mcp__team__claim_task,mcp__team__update_task_status"}),
-    )]);
+    let (mock, role) = qwen_team();
+    let select = qwen_select();
     busy_message_arrives_at_turns_end(
         &mock,
         OPENAI_KEY,
         &role,
         vec![select],
-        |path| {
-            (
-                "write_file".into(),
-                serde_json::json!({"file_path": path.display().to_string(), "content": "extra\n"}),
-            )
-        },
+        |path| write_file_call(path, "extra\n"),
         claude_tool,
     );
 }
@@ -788,12 +725,7 @@ fn claude_code_works_interactively_in_its_tmux_pane() {
         mock: &mock,
         key: ANTHROPIC_KEY,
         team_tool: claude_tool,
-        write: |path, text| {
-            (
-                "Write".into(),
-                serde_json::json!({"file_path": path.display().to_string(), "content": text}),
-            )
-        },
+        write: claude_write,
         prefix: Vec::new(),
         resumes: true,
     });
@@ -819,12 +751,7 @@ fn gemini_cli_works_interactively_in_its_tmux_pane() {
         mock: &mock,
         key: GEMINI_KEY,
         team_tool: gemini_tool,
-        write: |path, text| {
-            (
-                "write_file".into(),
-                serde_json::json!({"file_path": path.display().to_string(), "content": text}),
-            )
-        },
+        write: write_file_call,
         prefix: Vec::new(),
         resumes: true,
     });
@@ -845,31 +772,14 @@ fn restarted_request(mock: &agent_team_mockmodel::MockModel, agent: &str) -> Str
 /// it, `kill`, `restart` resuming its session (`--resume`), and `down`.
 #[test]
 fn qwen_code_works_interactively_in_its_tmux_pane() {
-    use agent_team_mockmodel::{MockModel, Step, Wire};
-    let qwen = qwen_code();
-    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    let (mock, role) = qwen_team();
     works_interactively_in_its_tmux_pane(Interactive {
-        role: cli_role(
-            "claude",
-            "qwen-code",
-            "qwen3-coder",
-            &mock.base_url(),
-            OPENAI_KEY.0,
-            &qwen,
-        ),
+        role,
         mock: &mock,
         key: OPENAI_KEY,
         team_tool: claude_tool,
-        write: |path, text| {
-            (
-                "write_file".into(),
-                serde_json::json!({"file_path": path.display().to_string(), "content": text}),
-            )
-        },
-        prefix: vec![Step::Tools(vec![(
-            "tool_search".into(),
-            serde_json::json!({"query": "select:mcp__team__claim_task,mcp__team__update_task_status"}),
-        )])],
+        write: write_file_call,
+        prefix: vec![qwen_select()],
         resumes: true,
     });
 }
@@ -880,20 +790,11 @@ fn qwen_code_works_interactively_in_its_tmux_pane() {
 /// again), and `down`.
 #[test]
 fn codex_works_interactively_in_its_tmux_pane() {
-    use agent_team_mockmodel::{MockModel, Wire};
-    let codex = installed("@openai/codex", CODEX_VERSION, "codex");
-    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    let (mock, role) = codex_team();
     // Codex's TUI asks its model for a session title beside the turn.
     mock.answer_aside("Generate a concise, single-line task title", "Codex task");
     works_interactively_in_its_tmux_pane(Interactive {
-        role: cli_role(
-            "claude",
-            "codex",
-            "gpt-5-codex",
-            &mock.base_url(),
-            OPENAI_KEY.0,
-            &codex,
-        ),
+        role,
         mock: &mock,
         key: OPENAI_KEY,
         team_tool: claude_tool,
@@ -910,6 +811,62 @@ fn codex_works_interactively_in_its_tmux_pane() {
         prefix: Vec::new(),
         resumes: false,
     });
+}
+
+/// A mock in the OpenAI dialect and a role section `claude` running the CLI `exe` of
+/// `provider` with `model` against it.
+fn openai_cli_team(
+    provider: &str,
+    model: &str,
+    exe: &Path,
+) -> (agent_team_mockmodel::MockModel, String) {
+    let mock =
+        agent_team_mockmodel::MockModel::start_background(agent_team_mockmodel::Wire::OpenAi)
+            .unwrap();
+    let role = cli_role(
+        "claude",
+        provider,
+        model,
+        &mock.base_url(),
+        OPENAI_KEY.0,
+        exe,
+    );
+    (mock, role)
+}
+
+/// [`openai_cli_team`] of the pinned Qwen Code.
+fn qwen_team() -> (agent_team_mockmodel::MockModel, String) {
+    openai_cli_team("qwen-code", "qwen3-coder", &qwen_code())
+}
+
+/// [`openai_cli_team`] of the pinned Codex.
+fn codex_team() -> (agent_team_mockmodel::MockModel, String) {
+    let codex = installed("@openai/codex", CODEX_VERSION, "codex");
+    openai_cli_team("codex", "gpt-5-codex", &codex)
+}
+
+/// Qwen Code defers MCP tools behind its `tool_search`: its model selects the team's first.
+fn qwen_select() -> agent_team_mockmodel::Step {
+    agent_team_mockmodel::Step::Tools(vec![(
+        "tool_search".into(),
+        serde_json::json!({"query": "select:mcp__team__claim_task,mcp__team__update_task_status"}),
+    )])
+}
+
+/// Claude Code's own call writing `text` to `path`.
+fn claude_write(path: &Path, text: &str) -> (String, serde_json::Value) {
+    (
+        "Write".into(),
+        serde_json::json!({"file_path": path.display().to_string(), "content": text}),
+    )
+}
+
+/// Gemini CLI's and Qwen Code's own call writing `text` to `path`.
+fn write_file_call(path: &Path, text: &str) -> (String, serde_json::Value) {
+    (
+        "write_file".into(),
+        serde_json::json!({"file_path": path.display().to_string(), "content": text}),
+    )
 }
 
 /// One CLI teammate `cc` (its role section named `claude`) interactive in its tmux pane.
@@ -1837,12 +1794,7 @@ fn a_gemini_cli_teammate_claims_writes_completes_and_reports_headless() {
         key: GEMINI_KEY,
         env: Vec::new(),
         team_tool: gemini_tool,
-        write: |path, text| {
-            (
-                "write_file".into(),
-                serde_json::json!({"file_path": path.display().to_string(), "content": text}),
-            )
-        },
+        write: write_file_call,
     });
     let tools = mock.requests("cc")[0]["tools"].to_string();
     assert!(tools.contains("mcp_team_claim_task"), "{tools}\n{log}");
@@ -1909,12 +1861,7 @@ fn a_message_to_a_busy_gemini_cli_teammate_arrives_at_its_turns_end() {
         GEMINI_KEY,
         &role,
         Vec::new(),
-        |path| {
-            (
-                "write_file".into(),
-                serde_json::json!({"file_path": path.display().to_string(), "content": "extra\n"}),
-            )
-        },
+        |path| write_file_call(path, "extra\n"),
         gemini_tool,
     );
 }

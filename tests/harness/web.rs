@@ -153,21 +153,39 @@ pub struct Browser {
 impl Browser {
     /// Starts chromedriver on a free port and a headless chromium session in a temp profile.
     pub fn start() -> Browser {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let driver = std::process::Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("chromedriver is needed for the board test (apt-get install chromium-driver; .ci/run installs it)");
         let http = reqwest::blocking::Client::new();
-        let base = format!("http://127.0.0.1:{port}");
-        wait_for("chromedriver to answer", T, || {
-            http.get(format!("{base}/status")).send().is_ok()
-        });
+        // The free port is found by binding and letting go of it: another process may take it
+        // before chromedriver does, which then exits. A new port then, a few times.
+        let mut started = None;
+        for _ in 0..5 {
+            let port = {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                l.local_addr().unwrap().port()
+            };
+            let mut driver = std::process::Command::new("chromedriver")
+                .arg(format!("--port={port}"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("chromedriver is needed for the board test (apt-get install chromium-driver; .ci/run installs it)");
+            let base = format!("http://127.0.0.1:{port}");
+            let mut exited = false;
+            wait_for("chromedriver to answer or exit", T, || {
+                exited = matches!(driver.try_wait(), Ok(Some(_)));
+                exited
+                    || http
+                        .get(format!("{base}/status"))
+                        .send()
+                        .ok()
+                        .and_then(|r| r.json::<Value>().ok())
+                        .is_some_and(|v| v["value"]["ready"] == json!(true))
+            });
+            if !exited {
+                started = Some((driver, base));
+                break;
+            }
+        }
+        let (driver, base) = started.expect("chromedriver could not start on a free port");
         let profile = tempfile::tempdir().unwrap();
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",

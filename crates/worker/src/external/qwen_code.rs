@@ -4,7 +4,7 @@
 //! judged by the pre-tool hook; `--session-id` / `--resume`.
 
 use super::{CliAdapter, Launch, LaunchCtx, PERMISSION_HOOK_TIMEOUT_SECS, allowed_outright};
-use super::{claude_code, extra_args, pretty, session::session_args};
+use super::{Session, claude_code, extra_args, pretty, session::session_args};
 use crate::AgentError;
 use agent_team_config::{Provider, Role};
 use agent_team_tools::cli_names::QWEN_CODE;
@@ -28,6 +28,12 @@ impl CliAdapter for QwenCode {
     }
     fn transcripts_dir(&self) -> Option<&'static str> {
         Some(".qwen")
+    }
+    /// Resumed in a pane, its `-i` prompt can reach the model before the resumed conversation
+    /// is loaded (as Gemini CLI's, whose fork it is; seen under load in CI), so the
+    /// instruction to carry on is typed into the pane once it has listed the team tools.
+    fn types_first_input(&self, cx: &LaunchCtx<'_>) -> bool {
+        !cx.headless && matches!(cx.session, Some(Session::Resume(_)))
     }
 
     /// Before its `-p` / `-i` and the prompt that follows (or last, when the prompt is typed).
@@ -80,8 +86,12 @@ impl CliAdapter for QwenCode {
         l.args.extend(resume);
         l.files.extend(session_file);
         l.args.extend(extra_args(role));
-        let flag = if cx.headless { "-p" } else { "-i" };
-        l.args.extend([flag.to_string(), cx.prompt.clone()]);
+        if self.types_first_input(cx) {
+            l.files.push((cx.first_input_file(), cx.prompt.clone()));
+        } else {
+            let flag = if cx.headless { "-p" } else { "-i" };
+            l.args.extend([flag.to_string(), cx.prompt.clone()]);
+        }
         Ok(())
     }
 }

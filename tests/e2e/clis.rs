@@ -813,9 +813,10 @@ fn codex_works_interactively_in_its_tmux_pane() {
     });
 }
 
-/// A mock in the OpenAI dialect and a role section `claude` running the CLI `exe` of
+/// A mock in the OpenAI dialect and a role section `section` running the CLI `exe` of
 /// `provider` with `model` against it.
 fn openai_cli_team(
+    section: &str,
     provider: &str,
     model: &str,
     exe: &Path,
@@ -824,7 +825,7 @@ fn openai_cli_team(
         agent_team_mockmodel::MockModel::start_background(agent_team_mockmodel::Wire::OpenAi)
             .unwrap();
     let role = cli_role(
-        "claude",
+        section,
         provider,
         model,
         &mock.base_url(),
@@ -836,13 +837,13 @@ fn openai_cli_team(
 
 /// [`openai_cli_team`] of the pinned Qwen Code.
 fn qwen_team() -> (agent_team_mockmodel::MockModel, String) {
-    openai_cli_team("qwen-code", "qwen3-coder", &qwen_code())
+    openai_cli_team("claude", "qwen-code", "qwen3-coder", &qwen_code())
 }
 
 /// [`openai_cli_team`] of the pinned Codex.
 fn codex_team() -> (agent_team_mockmodel::MockModel, String) {
     let codex = installed("@openai/codex", CODEX_VERSION, "codex");
-    openai_cli_team("codex", "gpt-5-codex", &codex)
+    openai_cli_team("claude", "codex", "gpt-5-codex", &codex)
 }
 
 /// Qwen Code defers MCP tools behind its `tool_search`: its model selects the team's first.
@@ -1078,17 +1079,7 @@ title = "Left for later"
 /// started under), headless: the restarted CLI's first request carries the first run's turn.
 #[test]
 fn a_restarted_qwen_code_teammate_resumes_its_conversation() {
-    use agent_team_mockmodel::{MockModel, Wire};
-    let qwen = qwen_code();
-    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
-    let role = cli_role(
-        "cli",
-        "qwen-code",
-        "qwen3-coder",
-        &mock.base_url(),
-        OPENAI_KEY.0,
-        &qwen,
-    );
+    let (mock, role) = openai_cli_team("cli", "qwen-code", "qwen3-coder", &qwen_code());
     let sb = resumes_after_restart(&mock, OPENAI_KEY, &role, |_, _| {});
     let _ = sb.run(&["down"]);
 }

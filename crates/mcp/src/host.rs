@@ -10,6 +10,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
+/// The most MCP sessions served at once to one CLI (it opens one; a restarted MCP client
+/// another): one more is closed unserved.
+const SESSIONS_MAX: usize = 8;
+
 /// The [`ToolHost`] of the worker and `agent-team` binaries.
 pub struct WorkerHost;
 
@@ -68,8 +72,13 @@ impl ToolHost for WorkerHost {
                 },
                 None => None,
             };
-            let mut sessions = Vec::new();
+            // Each session ends with the task (a JoinSet aborts what it holds when dropped).
+            let mut sessions = tokio::task::JoinSet::new();
             while let Ok((stream, _)) = listener.accept().await {
+                while sessions.try_join_next().is_some() {}
+                if sessions.len() >= SESSIONS_MAX {
+                    continue;
+                }
                 let peer = stream.peer_cred().ok().and_then(|c| c.pid());
                 // Only the CLI's own bridge: a process this worker started.
                 let Some(peer) = peer.filter(|p| *p != worker && descends_from(*p, worker)) else {
@@ -80,16 +89,12 @@ impl ToolHost for WorkerHost {
                     end.pid.store(cli, Ordering::SeqCst);
                 }
                 let s = server.clone();
-                sessions.push(
-                    tokio::spawn(async move {
-                        if let Err(e) = s.serve_on(stream).await {
-                            tracing::warn!("the CLI's MCP session ended: {e}");
-                        }
-                    })
-                    .abort_handle(),
-                );
+                sessions.spawn(async move {
+                    if let Err(e) = s.serve_on(stream).await {
+                        tracing::warn!("the CLI's MCP session ended: {e}");
+                    }
+                });
             }
-            drop(ToolsGuard(sessions));
         });
         Ok(ToolsGuard(vec![task.abort_handle()]))
     }

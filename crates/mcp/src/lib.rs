@@ -529,18 +529,7 @@ impl TeamServer {
                     .await;
             }
             Ok(HookRequest::Stop) => {
-                // Messages are marked read only once the hook has its answer.
-                let (reply, taken) = self.answer_stop().await;
-                let written = w.write_all(&wire::reply_line(&reply)).await;
-                match &written {
-                    Ok(()) => self.mark_read(&taken).await,
-                    Err(_) => self.inbox.put_back(taken),
-                }
-                if matches!(reply, HookReply::Shutdown { .. }) {
-                    // Asked to shut down: the CLI ends whether or not its hook heard why.
-                    self.end.end();
-                }
-                return written;
+                return self.deliver_stop(&mut w, wire::reply_line).await;
             }
             Ok(HookRequest::Permission { .. }) if self.inbox.ends() => HookReply::Verdict {
                 allow: false,
@@ -567,25 +556,35 @@ impl TeamServer {
     ) -> std::io::Result<()> {
         use tokio::io::AsyncWriteExt;
         if event == wire::CliHook::Stop {
-            let (reply, taken) = self.answer_stop().await;
-            let end = matches!(reply, HookReply::Shutdown { .. });
-            let answer = match wire::stop_output_of(reply) {
+            let as_printed = |reply: &HookReply| match wire::stop_output_of(reply.clone()) {
                 Ok(text) => wire::cli_reply(0, text.as_deref().unwrap_or_default()),
                 Err(e) => wire::cli_reply(1, &e.to_string()),
             };
-            let written = w.write_all(&answer).await;
-            match &written {
-                Ok(()) => self.mark_read(&taken).await,
-                Err(_) => self.inbox.put_back(taken),
-            }
-            if end {
-                // Asked to shut down: the CLI ends whether or not its hook heard why.
-                self.end.end();
-            }
-            return written;
+            return self.deliver_stop(w, as_printed).await;
         }
         let (code, text) = self.pre_tool_answer(cli, input).await;
         w.write_all(&wire::cli_reply(code, &text)).await
+    }
+
+    /// The turn-end hook's answer ([`Self::answer_stop`]) written to `w` as `encode` makes it;
+    /// the messages in it are marked read only once it is written (put back otherwise), and a
+    /// shutdown ends the CLI whether or not its hook heard why.
+    async fn deliver_stop(
+        &self,
+        w: &mut (impl tokio::io::AsyncWrite + Unpin),
+        encode: impl FnOnce(&HookReply) -> Vec<u8>,
+    ) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let (reply, taken) = self.answer_stop().await;
+        let written = w.write_all(&encode(&reply)).await;
+        match &written {
+            Ok(()) => self.mark_read(&taken).await,
+            Err(_) => self.inbox.put_back(taken),
+        }
+        if matches!(reply, HookReply::Shutdown { .. }) {
+            self.end.end();
+        }
+        written
     }
 
     /// The pre-tool hook's exit code and text for the CLI `cli`'s hook input `input`.

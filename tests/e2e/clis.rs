@@ -899,6 +899,10 @@ pub(crate) fn works_interactively_in_its_tmux_pane(cli: Interactive<'_>) {
     let tt = cli.team_tool;
     let mut sb = Sandbox::new();
     sb.env.push((cli.key.0.into(), cli.key.1.into()));
+    // Run as CI runs it: a CLI that takes `CI=true` for "no terminal" (Gemini CLI does) must
+    // still show its screen in the pane.
+    sb.env.push(("CI".into(), "true".into()));
+    sb.env.push(("GITHUB_ACTIONS".into(), "true".into()));
     let file = sb.path("pane.txt");
     let extra = sb.path("extra.txt");
     let call = |name: String, args: serde_json::Value| Step::Tools(vec![(name, args)]);

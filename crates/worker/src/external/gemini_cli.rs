@@ -114,6 +114,15 @@ impl CliAdapter for GeminiCli {
             // One node process, not a relaunched child beside its parent.
             ("GEMINI_CLI_NO_RELAUNCH".into(), "true".into()),
         ]);
+        if !cx.headless {
+            // It takes `CI=true` or `GITHUB_ACTIONS=true` for "no terminal" and, without `-i`
+            // (a resumed launch), exits asking for input on stdin (seen in 0.61.0): in a pane
+            // they are emptied.
+            l.env.extend([
+                ("CI".into(), String::new()),
+                ("GITHUB_ACTIONS".into(), String::new()),
+            ]);
+        }
         if let Some(url) = &role.base_url {
             l.env.push(("GOOGLE_GEMINI_BASE_URL".into(), url.clone()));
         }

@@ -767,3 +767,31 @@ fn gemini_names_its_own_session_and_a_restart_resumes_its_newest_transcript() {
     assert!(l.args.windows(2).any(|w| w[0] == "--resume" && w[1] == id));
     assert_eq!(l.args.last().map(String::as_str), Some(RESUMED_INPUT));
 }
+
+#[test]
+fn gemini_in_a_pane_does_not_take_ci_for_no_terminal() {
+    let ci_vars = |headless: bool| {
+        let l = plan(
+            &agent(),
+            &config(),
+            &role(Provider::GeminiCli),
+            Path::new("/home/cc"),
+            Path::new("/bin/agent-team-bridge"),
+            headless,
+            None,
+        )
+        .unwrap();
+        l.env
+            .into_iter()
+            .filter(|(k, _)| k == "CI" || k == "GITHUB_ACTIONS")
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ci_vars(false),
+        [
+            ("CI".to_string(), String::new()),
+            ("GITHUB_ACTIONS".to_string(), String::new())
+        ]
+    );
+    assert!(ci_vars(true).is_empty());
+}

@@ -560,59 +560,7 @@ impl Core {
                         }
                     }
                 }
-                let outcome = match req {
-                    Request::Spawn {
-                        role,
-                        name,
-                        instructions,
-                        model,
-                        message,
-                        host,
-                        workspace,
-                    } => {
-                        let m = SpawnMember {
-                            name: name.unwrap_or_default(),
-                            role,
-                            instructions,
-                            model,
-                            message,
-                            host,
-                            workspace,
-                            ..Default::default()
-                        };
-                        self.supervise(|s| s.spawn_request(&actor, conn, id, m))
-                            .transpose()
-                    }
-                    Request::Kill { name, reason } => self
-                        .supervise(|s| s.kill_request(&actor, conn, id, &name, reason))
-                        .transpose(),
-                    Request::Resume { name, message } => self
-                        .supervise(|s| s.resume_request(&actor, conn, id, &name, message))
-                        .transpose(),
-                    Request::WaitFor {
-                        agents,
-                        tasks,
-                        timeout_ms,
-                        any,
-                    } => self
-                        .supervise(|s| s.wait_request(conn, id, agents, tasks, timeout_ms, any))
-                        .transpose(),
-                    Request::Restart { name } => self
-                        .supervise(|s| s.restart_request(&actor, conn, id, &name))
-                        .transpose(),
-                    req @ (Request::WorkDiff { .. } | Request::WorkFinish { .. }) => {
-                        self.work_request(&actor, conn, id, req)
-                    }
-                    // A completion with `task_completed` hooks waits for them.
-                    Request::TaskFinish {
-                        id: task,
-                        status: TaskStatus::Completed,
-                        result,
-                    } if self.completion_is_hooked(task) => {
-                        self.hold_completion(&actor, conn, id, task, result, rid.clone())
-                    }
-                    other => Some(self.request(conn, &actor, other)),
-                };
+                let outcome = crate::handlers::dispatch(self, conn, id, &actor, req, rid.as_ref());
                 match (outcome, rid) {
                     (Some(outcome), Some(rid)) => {
                         // Answered first, then remembered: the outcome moves, not copied.

@@ -6,83 +6,113 @@
 use crate::core::{Core, CoreMsg, WorkDone};
 use crate::outbox::ConnId;
 use agent_team_protocol::{
-    AgentStatus, ErrorBody, ErrorCode, Event, FinishAction, Reply, Request, TaskStatus, Timestamp,
+    AgentStatus, ErrorBody, ErrorCode, Event, FinishAction, Reply, TaskStatus, Timestamp,
 };
 use agent_team_state::Actor;
 use agent_team_worktree::{FinishRequest, WorktreeError};
 use serde_json::json;
 use std::path::PathBuf;
 
+/// A `work_finish` request's arguments.
+pub(crate) struct WorkFinishArgs {
+    /// The teammate whose work lands.
+    pub agent: String,
+    /// Merge, pull request or discard.
+    pub action: FinishAction,
+    /// The branch to merge into.
+    pub into: Option<String>,
+    /// Keep the branch after a merge.
+    pub keep: bool,
+}
+
 impl Core {
-    /// `work_diff` and `work_finish` (the leader and the operator only). Answers at once when
-    /// refused, else once the git work is done.
-    pub(crate) fn work_request(
+    /// The repository whose worktrees `actor` may see or land (the leader and the operator
+    /// only), or why not.
+    fn work_repo(&self, actor: &Actor) -> Result<std::path::PathBuf, ErrorBody> {
+        if !actor.is_privileged() {
+            return Err(ErrorBody::with_details(
+                ErrorCode::PermissionDenied,
+                "only the leader or the operator may see or land a teammate's work",
+                json!({"agent": actor.name()}),
+            ));
+        }
+        self.sup
+            .config
+            .as_ref()
+            .map(|c| c.workspace.clone())
+            .ok_or_else(|| {
+                ErrorBody::new(
+                    ErrorCode::InvalidState,
+                    "the team has no configuration yet (run `agent-team up`)",
+                )
+            })
+    }
+
+    /// `work_diff`: answered at once when refused, else once git is done.
+    pub(crate) fn work_diff(
         &mut self,
         actor: &Actor,
         conn: ConnId,
         id: u64,
-        req: Request,
+        agent: String,
+        patch: bool,
     ) -> Option<Result<Reply, ErrorBody>> {
-        if !actor.is_privileged() {
-            return Some(Err(ErrorBody::with_details(
-                ErrorCode::PermissionDenied,
-                "only the leader or the operator may see or land a teammate's work",
-                json!({"agent": actor.name()}),
-            )));
-        }
-        let Some(repo) = self.sup.config.as_ref().map(|c| c.workspace.clone()) else {
-            return Some(Err(ErrorBody::new(
-                ErrorCode::InvalidState,
-                "the team has no configuration yet (run `agent-team up`)",
-            )));
+        let repo = match self.work_repo(actor) {
+            Ok(repo) => repo,
+            Err(e) => return Some(Err(e)),
         };
-        match req {
-            Request::WorkDiff { agent, patch } => {
-                self.run_work(conn, id, move || {
-                    WorkDone::Diff(
-                        agent_team_worktree::diff(&repo, &agent, patch)
-                            .map(|diff| Reply::WorkDiff { diff })
-                            .map_err(|e| e.to_error_body()),
-                    )
-                });
-                None
-            }
-            Request::WorkFinish {
-                agent,
-                action,
-                into,
-                keep,
-            } => {
-                if let Err(e) = self.may_finish(&agent) {
-                    return Some(Err(e));
-                }
-                // Pushing leaves the machine: the leader may only when the team file says so.
-                if action == FinishAction::Pr
-                    && !matches!(actor, Actor::Operator)
-                    && !self.pull_requests_configured(&agent)
-                {
-                    return Some(Err(ErrorBody::new(
-                        ErrorCode::PermissionDenied,
-                        "only the operator may open a pull request unless the team file says finish = \"pr\"",
-                    )));
-                }
-                let finish = FinishRequest {
-                    agent: agent.clone(),
-                    team: self.cfg.team.clone(),
-                    action,
-                    into,
-                    keep,
-                    tasks: self.finished_tasks(&agent),
-                };
-                self.finishing.insert(agent.clone());
-                self.run_work(conn, id, move || finish_work(repo, finish));
-                None
-            }
-            other => Some(Err(ErrorBody::new(
-                ErrorCode::Internal,
-                format!("{other:?} is not a worktree request"),
-            ))),
+        self.run_work(conn, id, move || {
+            WorkDone::Diff(
+                agent_team_worktree::diff(&repo, &agent, patch)
+                    .map(|diff| Reply::WorkDiff { diff })
+                    .map_err(|e| e.to_error_body()),
+            )
+        });
+        None
+    }
+
+    /// `work_finish`: answered at once when refused, else once git is done.
+    pub(crate) fn work_finish(
+        &mut self,
+        actor: &Actor,
+        conn: ConnId,
+        id: u64,
+        finish: WorkFinishArgs,
+    ) -> Option<Result<Reply, ErrorBody>> {
+        let WorkFinishArgs {
+            agent,
+            action,
+            into,
+            keep,
+        } = finish;
+        let repo = match self.work_repo(actor) {
+            Ok(repo) => repo,
+            Err(e) => return Some(Err(e)),
+        };
+        if let Err(e) = self.may_finish(&agent) {
+            return Some(Err(e));
         }
+        // Pushing leaves the machine: the leader may only when the team file says so.
+        if action == FinishAction::Pr
+            && !matches!(actor, Actor::Operator)
+            && !self.pull_requests_configured(&agent)
+        {
+            return Some(Err(ErrorBody::new(
+                ErrorCode::PermissionDenied,
+                "only the operator may open a pull request unless the team file says finish = \"pr\"",
+            )));
+        }
+        let finish = FinishRequest {
+            agent: agent.clone(),
+            team: self.cfg.team.clone(),
+            action,
+            into,
+            keep,
+            tasks: self.finished_tasks(&agent),
+        };
+        self.finishing.insert(agent.clone());
+        self.run_work(conn, id, move || finish_work(repo, finish));
+        None
     }
 
     /// Refuses to land the work of a teammate that may still be changing it.

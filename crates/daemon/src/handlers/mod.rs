@@ -1,6 +1,7 @@
-//! Request handlers, one module per area (tasks, messages, permissions, events, agents,
-//! memory, usage), as pueue keeps one handler per request kind. The core owns the loop, the sessions
-//! and the commit; a handler applies one request to the team state and says what to answer.
+//! Request handlers: [`dispatch`] matches every request kind once and calls the function that
+//! applies it (one module per area: tasks, messages, permissions, events, agents, memory,
+//! usage, upkeep), given only the parts of the core it needs, as pueue's message handlers are.
+//! The core owns the loop, the sessions, exactly-once replay and the commit.
 
 mod agents;
 mod events;
@@ -13,8 +14,12 @@ mod usage;
 
 use crate::core::Core;
 use crate::outbox::ConnId;
-use agent_team_protocol::{ErrorBody, ErrorCode, Reply, Request, Timestamp};
+use crate::work::WorkFinishArgs;
+use agent_team_protocol::{
+    ErrorBody, ErrorCode, Reply, Request, SpawnMember, TaskStatus, Timestamp,
+};
 use agent_team_state::Actor;
+use agent_team_state::tasks::NewTask;
 
 /// The most items in one page of a listing.
 pub(crate) const PAGE_ITEMS: usize = 5000;
@@ -35,87 +40,271 @@ pub(crate) fn page<T: serde::Serialize>(items: impl Iterator<Item = T>) -> Vec<T
     out
 }
 
-/// Which handler module a request belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Area {
-    Tasks,
-    Messages,
-    Perms,
-    Events,
-    Agents,
-    Memory,
-    Usage,
-    Upkeep,
-}
+/// An answer now, or `None` when it comes later (the supervisor's, a hook's, git work's).
+type Outcome = Option<Result<Reply, ErrorBody>>;
 
-/// Every request has one area; a new request kind must be given one here.
-fn area(req: &Request) -> Area {
-    match req {
-        Request::TaskAdd { .. }
-        | Request::TaskList { .. }
-        | Request::TaskShow { .. }
-        | Request::TaskClaim { .. }
-        | Request::TaskClaimNext
-        | Request::TaskAssign { .. }
-        | Request::TaskRelease { .. }
-        | Request::TaskFinish { .. }
-        | Request::TaskCancel { .. }
-        | Request::TaskRetry { .. }
-        | Request::WatchTasks => Area::Tasks,
-        Request::Send { .. } | Request::Inbox { .. } | Request::Ack { .. } => Area::Messages,
-        Request::PermRequest { .. } | Request::PermList { .. } | Request::PermDecide { .. } => {
-            Area::Perms
+/// The one dispatch: every request kind, matched once, to the function that applies it, given
+/// only the parts of the core it needs. `id` is the request's frame id, for the answers that
+/// come later; `rid` its request id, which a held completion keeps for its retries.
+pub(crate) fn dispatch(
+    core: &mut Core,
+    conn: ConnId,
+    id: u64,
+    actor: &Actor,
+    req: Request,
+    rid: Option<&String>,
+) -> Outcome {
+    let now = Timestamp::now();
+    let answer = match req {
+        // The task board.
+        Request::TaskAdd {
+            title,
+            description,
+            run,
+            blocked_by,
+            assign,
+            key,
+        } => {
+            let new = NewTask {
+                title,
+                description,
+                run,
+                blocked_by,
+                assign,
+                key,
+            };
+            tasks::add(core, actor, new, now)
         }
-        Request::Events { .. } | Request::Subscribe { .. } | Request::Emit { .. } => Area::Events,
-        Request::Ping
-        | Request::TeamInfo
-        | Request::Agents
-        | Request::Register { .. }
-        | Request::SetStatus { .. }
-        | Request::SetTodos { .. }
-        | Request::PaneInput { .. }
-        | Request::PlanSubmit { .. }
-        | Request::PlanDecide { .. }
-        | Request::StartRun { .. }
-        | Request::Configure { .. }
-        | Request::GetConfig
-        | Request::Finish { .. }
-        | Request::Shutdown
-        | Request::Spawn { .. }
-        | Request::SpawnTeam { .. }
-        | Request::Dissolve { .. }
-        | Request::ConfigSet { .. }
-        | Request::ConfigReset { .. }
-        | Request::Kill { .. }
-        | Request::Resume { .. }
-        | Request::WaitFor { .. }
-        | Request::Restart { .. }
-        | Request::WorkDiff { .. }
-        | Request::WorkFinish { .. } => Area::Agents,
-        Request::MemorySet { .. }
-        | Request::MemoryGet { .. }
-        | Request::MemoryList { .. }
-        | Request::MemoryDelete { .. } => Area::Memory,
-        Request::ReportUsage { .. }
-        | Request::BudgetCheck { .. }
-        | Request::Usage
-        | Request::BudgetSet { .. } => Area::Usage,
-        Request::Gc { .. } => Area::Upkeep,
-    }
+        Request::TaskList { status, after } => Ok(tasks::list(&core.state, status, after)),
+        Request::TaskShow { id } => core.state.task_view(id).map(task_reply),
+        Request::TaskClaim { id } => tasks::claim(&core.sup, &mut core.state, actor, id, now),
+        Request::TaskClaimNext => tasks::claim_next(&core.sup, &mut core.state, actor, now),
+        Request::TaskAssign { id, to } => {
+            tasks::assign(&core.sup, &mut core.state, actor, id, &to, now)
+        }
+        Request::TaskRelease { id } => core.state.task_release(actor, id, now).map(task_reply),
+        // A completion with `task_completed` hooks waits for them.
+        Request::TaskFinish {
+            id: task,
+            status: TaskStatus::Completed,
+            result,
+        } if core.completion_is_hooked(task) => {
+            return core.hold_completion(actor, conn, id, task, result, rid.cloned());
+        }
+        Request::TaskFinish { id, status, result } => core
+            .state
+            .task_finish(actor, id, status, result, now)
+            .map(task_reply),
+        Request::TaskCancel { id } => core.state.task_cancel(actor, id, now).map(task_reply),
+        Request::TaskRetry { id } => core.state.task_retry(actor, id, now).map(task_reply),
+        Request::WatchTasks => {
+            core.watch_tasks(conn);
+            Ok(Reply::Done)
+        }
+        // The mailboxes.
+        Request::Send {
+            to,
+            body,
+            kind,
+            summary,
+            dedup,
+        } => messages::send(&mut core.state, actor, to, body, kind, summary, dedup, now),
+        Request::Inbox {
+            agent,
+            unread_only,
+            after,
+        } => messages::inbox(core, actor, agent, unread_only, after.unwrap_or(0)),
+        Request::Ack { ids, state } => core.state.ack(actor, &ids, state, now).map(|_| Reply::Done),
+        // Permission requests.
+        Request::PermRequest {
+            tool,
+            input,
+            reason,
+        } => perms::ask(core, actor, tool, input, reason, now),
+        Request::PermList { all, after } => Ok(perms::list(&core.state, all, after)),
+        Request::PermDecide {
+            id,
+            allow,
+            always,
+            pattern,
+            reason,
+        } => perms::decide(core, actor, id, allow, always, pattern, reason, now),
+        // The event log.
+        Request::Events { since, limit } => events::read(core, since, limit),
+        Request::Subscribe { since } => Ok(events::subscribe(core, conn, since)),
+        Request::Emit { event } => core.state.emit(actor, event, now).map(|_| Reply::Done),
+        // The roster and the run.
+        Request::Ping => Ok(Reply::Pong {
+            daemon_pid: core.daemon_pid,
+        }),
+        Request::TeamInfo => Ok(Reply::Team {
+            team: agents::team_info(core),
+        }),
+        Request::Agents => Ok(Reply::Agents {
+            agents: core.state.agents(),
+        }),
+        Request::Register { name, role } => {
+            agents::register(&mut core.state, actor, name, role, now)
+        }
+        Request::SetStatus { status, error } => core
+            .state
+            .report_status(actor, status, error, now)
+            .map(agent_reply),
+        Request::SetTodos { items } => core.state.set_todos(actor, items, now).map(agent_reply),
+        Request::PaneInput { text } => agents::pane_input(core, actor, text),
+        Request::PlanSubmit { plan } => core.state.submit_plan(actor, plan, now).map(agent_reply),
+        Request::PlanDecide {
+            agent,
+            approve,
+            feedback,
+        } => core
+            .state
+            .decide_plan(actor, &agent, approve, feedback, now)
+            .map(agent_reply),
+        Request::StartRun { goal } => core.supervise(|s| s.start_run(actor, goal)),
+        Request::Configure { config } => agents::configure(core, actor, config),
+        Request::GetConfig => Ok(agents::config(core)),
+        Request::Finish {
+            answer,
+            force,
+            success,
+            details,
+        } => agents::finish(core, actor, answer, force, success, details, now),
+        Request::Shutdown => agents::shutdown(core, actor),
+        Request::ConfigSet { key, value } => {
+            core.supervise(|s| s.config_change(actor, Some(key), Some(value)))
+        }
+        Request::ConfigReset { key } => core.supervise(|s| s.config_change(actor, key, None)),
+        Request::SpawnTeam { members } => core.supervise(|s| s.spawn_team_request(actor, members)),
+        Request::Dissolve {
+            reason,
+            cancel_tasks,
+        } => core.supervise(|s| s.dissolve_request(actor, reason, cancel_tasks)),
+        // Answered by the supervisor once the agent gets somewhere.
+        Request::Spawn {
+            role,
+            name,
+            instructions,
+            model,
+            message,
+            host,
+            workspace,
+        } => {
+            let m = SpawnMember {
+                name: name.unwrap_or_default(),
+                role,
+                instructions,
+                model,
+                message,
+                host,
+                workspace,
+                ..Default::default()
+            };
+            return core
+                .supervise(|s| s.spawn_request(actor, conn, id, m))
+                .transpose();
+        }
+        Request::Kill { name, reason } => {
+            return core
+                .supervise(|s| s.kill_request(actor, conn, id, &name, reason))
+                .transpose();
+        }
+        Request::Resume { name, message } => {
+            return core
+                .supervise(|s| s.resume_request(actor, conn, id, &name, message))
+                .transpose();
+        }
+        Request::WaitFor {
+            agents,
+            tasks,
+            timeout_ms,
+            any,
+        } => {
+            return core
+                .supervise(|s| s.wait_request(conn, id, agents, tasks, timeout_ms, any))
+                .transpose();
+        }
+        Request::Restart { name } => {
+            return core
+                .supervise(|s| s.restart_request(actor, conn, id, &name))
+                .transpose();
+        }
+        // A teammate's worktree: answered once git is done.
+        Request::WorkDiff { agent, patch } => return core.work_diff(actor, conn, id, agent, patch),
+        Request::WorkFinish {
+            agent,
+            action,
+            into,
+            keep,
+        } => {
+            let finish = WorkFinishArgs {
+                agent,
+                action,
+                into,
+                keep,
+            };
+            return core.work_finish(actor, conn, id, finish);
+        }
+        // The team's memory.
+        Request::MemorySet { key, value } => memory::set(core, actor, key, value, now),
+        Request::MemoryDelete { key } => memory::delete(core, actor, key, now),
+        Request::MemoryGet { key } => core
+            .state
+            .memory_get(&key)
+            .cloned()
+            .map(|entry| Reply::Memory { entry }),
+        Request::MemoryList { prefix, after } => Ok(Reply::MemoryEntries {
+            entries: page(
+                core.state
+                    .memory_list(prefix.as_deref(), after.as_deref())
+                    .cloned(),
+            ),
+        }),
+        // Usage and budgets.
+        Request::ReportUsage {
+            model,
+            input_tokens,
+            output_tokens,
+            cached_tokens,
+            cache_write_tokens,
+        } => {
+            let tokens = usage::Tokens {
+                input: input_tokens,
+                output: output_tokens,
+                cached: cached_tokens,
+                cache_write: cache_write_tokens,
+            };
+            usage::report(core, actor, model, tokens, now)
+        }
+        Request::BudgetCheck {
+            model,
+            input_tokens,
+            output_tokens,
+        } => Ok(usage::check(
+            core,
+            actor,
+            model,
+            input_tokens,
+            output_tokens,
+        )),
+        Request::Usage => Ok(Reply::Usage {
+            report: core.state.usage_report(&core.sup.budgets()),
+        }),
+        Request::BudgetSet { role, tokens, usd } => usage::set(core, actor, role, tokens, usd),
+        // Upkeep.
+        Request::Gc { older_than_secs } => upkeep::gc(core, actor, older_than_secs, now),
+    };
+    Some(answer)
 }
 
-/// A request that reached a handler of another area (a bug in [`area`]).
-fn misrouted(req: &Request) -> ErrorBody {
-    ErrorBody::new(
-        ErrorCode::Internal,
-        format!(
-            "request {} reached the wrong handler",
-            serde_json::to_value(req)
-                .ok()
-                .and_then(|v| v.get("op").cloned())
-                .unwrap_or_default()
-        ),
-    )
+/// A task in a reply.
+fn task_reply(task: agent_team_protocol::Task) -> Reply {
+    Reply::Task { task }
+}
+
+/// An agent in a reply.
+fn agent_reply(agent: agent_team_protocol::AgentInfo) -> Reply {
+    Reply::Agent { agent }
 }
 
 /// A storage failure while serving a read.
@@ -128,28 +317,22 @@ fn internal(msg: &str) -> ErrorBody {
     ErrorBody::new(ErrorCode::Internal, msg)
 }
 
+#[cfg(test)]
 impl Core {
-    /// Applies one request that is answered at once (spawn, kill and restart are answered by
-    /// the supervisor later and never come here).
+    /// Applies one request that is answered at once (the unit tests' shortcut through
+    /// [`dispatch`]).
     pub(crate) fn request(
         &mut self,
         conn: ConnId,
         actor: &Actor,
         req: Request,
     ) -> Result<Reply, ErrorBody> {
-        let now = Timestamp::now();
-        match area(&req) {
-            Area::Tasks => self.task_request(conn, actor, req, now),
-            Area::Messages => self.message_request(actor, req, now),
-            Area::Perms => self.perm_request(actor, req, now),
-            Area::Events => self.event_request(conn, actor, req, now),
-            Area::Agents => self.agent_request(actor, req, now),
-            Area::Memory => self.memory_request(actor, req, now),
-            Area::Usage => self.usage_request(actor, req, now),
-            Area::Upkeep => self.upkeep_request(actor, req, now),
-        }
+        dispatch(self, conn, 0, actor, req, None)
+            .unwrap_or_else(|| Err(internal("answered later, not at once")))
     }
+}
 
+impl Core {
     /// Commits what this batch changed so far, so a read from the store sees it.
     fn flush_for_read(&mut self) -> Result<(), ErrorBody> {
         if self.state.has_changes() {

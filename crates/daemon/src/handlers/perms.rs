@@ -1,64 +1,66 @@
 //! Permission requests: ask, list, decide, and showing a new request to whoever decides.
 
-use super::{internal, misrouted, page};
+use super::{internal, page};
 use crate::core::{Core, Timer};
 use agent_team_protocol::names::LEADER;
 use agent_team_protocol::{
-    AgentStatus, ErrorBody, MessageKind, PermRequest, PermStatus, Reply, Request, Timestamp,
+    AgentStatus, ErrorBody, MessageKind, PermRequest, PermStatus, Reply, Timestamp,
 };
-use agent_team_state::Actor;
+use agent_team_state::{Actor, TeamState};
+
+/// `perm_request`: a pending request puts its agent to `waiting`, has a deadline, and is shown
+/// to whoever decides; one a rule decides is answered decided.
+pub(super) fn ask(
+    core: &mut Core,
+    actor: &Actor,
+    tool: String,
+    input: String,
+    reason: String,
+    now: Timestamp,
+) -> Result<Reply, ErrorBody> {
+    let req = core.state.perm_request(actor, tool, input, reason, now)?;
+    if req.status == PermStatus::Pending {
+        core.state
+            .set_agent_status(&req.agent, AgentStatus::Waiting, None, now);
+        core.schedule(core.perm_timeout(), Timer::PermTimeout(req.id));
+        core.route_to_approver(&req);
+    }
+    let request = core.state.perm(req.id).cloned().unwrap_or(req);
+    Ok(Reply::Perm { request })
+}
+
+/// `perm_list`: one page, from the request after `after`.
+pub(super) fn list(state: &TeamState, all: bool, after: Option<u64>) -> Reply {
+    let after = after.unwrap_or(0);
+    Reply::Perms {
+        requests: page(state.perms(all).into_iter().filter(|p| p.id > after)),
+    }
+}
+
+/// `perm_decide`: the decision, and its agent running again when nothing else waits.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn decide(
+    core: &mut Core,
+    actor: &Actor,
+    id: u64,
+    allow: bool,
+    always: bool,
+    pattern: Option<String>,
+    reason: Option<String>,
+    now: Timestamp,
+) -> Result<Reply, ErrorBody> {
+    let resolved = core
+        .state
+        .perm_decide(actor, id, allow, always, pattern, reason, now)?;
+    core.after_perm_resolved(&resolved);
+    let request = resolved
+        .into_iter()
+        .next()
+        .ok_or_else(|| internal("decision resolved nothing"))?;
+    Ok(Reply::Perm { request })
+}
 
 impl Core {
-    /// Applies a permission request.
-    pub(super) fn perm_request(
-        &mut self,
-        actor: &Actor,
-        req: Request,
-        now: Timestamp,
-    ) -> Result<Reply, ErrorBody> {
-        match req {
-            Request::PermRequest {
-                tool,
-                input,
-                reason,
-            } => {
-                let req = self.state.perm_request(actor, tool, input, reason, now)?;
-                if req.status == PermStatus::Pending {
-                    self.state
-                        .set_agent_status(&req.agent, AgentStatus::Waiting, None, now);
-                    self.schedule(self.perm_timeout(), Timer::PermTimeout(req.id));
-                    self.route_to_approver(&req);
-                }
-                let request = self.state.perm(req.id).cloned().unwrap_or(req);
-                Ok(Reply::Perm { request })
-            }
-            Request::PermList { all, after } => {
-                let after = after.unwrap_or(0);
-                Ok(Reply::Perms {
-                    requests: page(self.state.perms(all).into_iter().filter(|p| p.id > after)),
-                })
-            }
-            Request::PermDecide {
-                id,
-                allow,
-                always,
-                pattern,
-                reason,
-            } => {
-                let resolved = self
-                    .state
-                    .perm_decide(actor, id, allow, always, pattern, reason, now)?;
-                self.after_perm_resolved(&resolved);
-                let request = resolved
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| internal("decision resolved nothing"))?;
-                Ok(Reply::Perm { request })
-            }
-            other => Err(misrouted(&other)),
-        }
-    }
-
     /// An agent whose last request was decided is running again.
     pub(crate) fn after_perm_resolved(&mut self, resolved: &[PermRequest]) {
         let now = Timestamp::now();

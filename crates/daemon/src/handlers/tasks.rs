@@ -1,107 +1,104 @@
 //! The task board's requests: add, list, show, claim, assign, release, finish, cancel, retry,
 //! and watching the board.
 
-use super::{misrouted, page};
+use super::{page, task_reply};
 use crate::core::Core;
-use crate::outbox::ConnId;
+use crate::supervisor::Supervisor;
 use agent_team_config::TeamConfig;
-use agent_team_protocol::{ErrorBody, ErrorCode, Reply, Request, Timestamp};
-use agent_team_state::Actor;
+use agent_team_protocol::{ErrorBody, ErrorCode, Reply, TaskStatus, Timestamp};
 use agent_team_state::tasks::NewTask;
+use agent_team_state::{Actor, TeamState};
 
-impl Core {
-    /// Applies a task request.
-    pub(super) fn task_request(
-        &mut self,
-        conn: ConnId,
-        actor: &Actor,
-        req: Request,
-        now: Timestamp,
-    ) -> Result<Reply, ErrorBody> {
-        // A teammate on its way out takes nothing new (nor is given it): a task given back
-        // meanwhile goes to one that stays.
-        let taker = match (&req, actor) {
-            (Request::TaskClaim { .. } | Request::TaskClaimNext, Actor::Agent(n)) => Some(n),
-            (Request::TaskAssign { to, .. }, _) => Some(to),
-            _ => None,
-        };
-        if let Some(n) = taker.filter(|n| self.sup.is_stopping(n)) {
-            if matches!(req, Request::TaskClaimNext) {
-                return Ok(Reply::MaybeTask { task: None });
-            }
-            return Err(ErrorBody::new(
-                ErrorCode::InvalidState,
-                format!("{n} is being stopped and takes no new task"),
-            ));
-        }
-        let s = &mut self.state;
-        match req {
-            Request::TaskAdd {
-                title,
-                description,
-                run,
-                blocked_by,
-                assign,
-                key,
-            } => {
-                // Every task is filled here, whoever adds it (the team file's through the
-                // leader, `task add`, `create_task`): `{{KEY}}` from the team's variables.
-                let (title, description, run) = match &self.sup.config {
-                    Some(cfg) => fill_task(cfg, title, description, run)?,
-                    None => (title, description, run),
-                };
-                let new = NewTask {
-                    title,
-                    description,
-                    run,
-                    blocked_by,
-                    assign,
-                    key,
-                };
-                let before = s.last_seq();
-                let task = s.task_add(actor, new, now)?;
-                // A new task records one event (an existing key's task none): `task_created`.
-                let seq = s.last_seq();
-                if seq > before {
-                    self.task_created_at(seq);
-                }
-                Ok(Reply::Task { task })
-            }
-            Request::TaskList { status, after } => {
-                let after = after.unwrap_or(0);
-                Ok(Reply::Tasks {
-                    tasks: page(s.tasks_view(status).into_iter().filter(|t| t.id > after)),
-                })
-            }
-            Request::TaskShow { id } => s.task_view(id).map(|task| Reply::Task { task }),
-            Request::TaskClaim { id } => s
-                .task_claim(actor, id, now)
-                .map(|task| Reply::Task { task }),
-            Request::TaskClaimNext => s
-                .task_claim_next(actor, now)
-                .map(|task| Reply::MaybeTask { task }),
-            Request::TaskAssign { id, to } => s
-                .task_assign(actor, id, &to, now)
-                .map(|task| Reply::Task { task }),
-            Request::TaskRelease { id } => s
-                .task_release(actor, id, now)
-                .map(|task| Reply::Task { task }),
-            Request::TaskFinish { id, status, result } => s
-                .task_finish(actor, id, status, result, now)
-                .map(|task| Reply::Task { task }),
-            Request::TaskCancel { id } => s
-                .task_cancel(actor, id, now)
-                .map(|task| Reply::Task { task }),
-            Request::TaskRetry { id } => s
-                .task_retry(actor, id, now)
-                .map(|task| Reply::Task { task }),
-            Request::WatchTasks => {
-                self.watch_tasks(conn);
-                Ok(Reply::Done)
-            }
-            other => Err(misrouted(&other)),
-        }
+/// `task_add`: every task is filled here, whoever adds it (the team file's through the leader,
+/// `task add`, `create_task`): `{{KEY}}` from the team's variables.
+pub(super) fn add(
+    core: &mut Core,
+    actor: &Actor,
+    mut new: NewTask,
+    now: Timestamp,
+) -> Result<Reply, ErrorBody> {
+    if let Some(cfg) = &core.sup.config {
+        (new.title, new.description, new.run) =
+            fill_task(cfg, new.title, new.description, new.run)?;
     }
+    let s = &mut core.state;
+    let before = s.last_seq();
+    let task = s.task_add(actor, new, now)?;
+    // A new task records one event (an existing key's task none): `task_created`.
+    let seq = s.last_seq();
+    if seq > before {
+        core.task_created_at(seq);
+    }
+    Ok(task_reply(task))
+}
+
+/// `task_list`: one page of the board, from the task after `after`.
+pub(super) fn list(state: &TeamState, status: Option<TaskStatus>, after: Option<u64>) -> Reply {
+    let after = after.unwrap_or(0);
+    Reply::Tasks {
+        tasks: page(
+            state
+                .tasks_view(status)
+                .into_iter()
+                .filter(|t| t.id > after),
+        ),
+    }
+}
+
+/// `task_claim`.
+pub(super) fn claim(
+    sup: &Supervisor,
+    state: &mut TeamState,
+    actor: &Actor,
+    id: u64,
+    now: Timestamp,
+) -> Result<Reply, ErrorBody> {
+    if let Actor::Agent(n) = actor {
+        not_stopping(sup, n)?;
+    }
+    state.task_claim(actor, id, now).map(task_reply)
+}
+
+/// `task_claim_next`: nothing for a teammate on its way out.
+pub(super) fn claim_next(
+    sup: &Supervisor,
+    state: &mut TeamState,
+    actor: &Actor,
+    now: Timestamp,
+) -> Result<Reply, ErrorBody> {
+    if let Actor::Agent(n) = actor
+        && sup.is_stopping(n)
+    {
+        return Ok(Reply::MaybeTask { task: None });
+    }
+    state
+        .task_claim_next(actor, now)
+        .map(|task| Reply::MaybeTask { task })
+}
+
+/// `task_assign`.
+pub(super) fn assign(
+    sup: &Supervisor,
+    state: &mut TeamState,
+    actor: &Actor,
+    id: u64,
+    to: &str,
+    now: Timestamp,
+) -> Result<Reply, ErrorBody> {
+    not_stopping(sup, to)?;
+    state.task_assign(actor, id, to, now).map(task_reply)
+}
+
+/// A teammate on its way out takes nothing new (nor is given it): a task given back meanwhile
+/// goes to one that stays.
+fn not_stopping(sup: &Supervisor, name: &str) -> Result<(), ErrorBody> {
+    if sup.is_stopping(name) {
+        return Err(ErrorBody::new(
+            ErrorCode::InvalidState,
+            format!("{name} is being stopped and takes no new task"),
+        ));
+    }
+    Ok(())
 }
 
 /// A new task's title, description and `run` command with the team's variables filled; an

@@ -1,37 +1,30 @@
 //! The store's upkeep: `gc` on demand, and the retention window applied on a timer, so the
 //! state dir does not grow without bound.
 
-use super::{misrouted, store_error};
+use super::store_error;
 use crate::core::Core;
-use agent_team_protocol::{Compacted, ErrorBody, ErrorCode, Reply, Request, Timestamp};
+use agent_team_protocol::{Compacted, ErrorBody, ErrorCode, Reply, Timestamp};
 use agent_team_state::Actor;
 
-impl Core {
-    /// Applies an upkeep request.
-    pub(super) fn upkeep_request(
-        &mut self,
-        actor: &Actor,
-        req: Request,
-        now: Timestamp,
-    ) -> Result<Reply, ErrorBody> {
-        match req {
-            Request::Gc { older_than_secs } => {
-                if *actor != Actor::Operator {
-                    return Err(ErrorBody::new(
-                        ErrorCode::PermissionDenied,
-                        "only the operator compacts the team's state",
-                    ));
-                }
-                // Everything done up to now, or up to the age asked for.
-                let before =
-                    Timestamp((now.0 + 1).saturating_sub(older_than_secs.saturating_mul(1000)));
-                self.compact(before, true)
-                    .map(|report| Reply::Compacted { report })
-            }
-            other => Err(misrouted(&other)),
-        }
+/// `gc` (the operator's): everything done up to now, or up to the age asked for, compacted.
+pub(super) fn gc(
+    core: &mut Core,
+    actor: &Actor,
+    older_than_secs: u64,
+    now: Timestamp,
+) -> Result<Reply, ErrorBody> {
+    if *actor != Actor::Operator {
+        return Err(ErrorBody::new(
+            ErrorCode::PermissionDenied,
+            "only the operator compacts the team's state",
+        ));
     }
+    let before = Timestamp((now.0 + 1).saturating_sub(older_than_secs.saturating_mul(1000)));
+    core.compact(before, true)
+        .map(|report| Reply::Compacted { report })
+}
 
+impl Core {
     /// Removes what is done and older than `before` from the store and from memory; with
     /// `vacuum` the file shrinks too (it blocks the daemon while SQLite rewrites the file).
     pub(crate) fn compact(

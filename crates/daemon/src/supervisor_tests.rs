@@ -622,7 +622,7 @@ fn the_leader_places_teammates_only_on_hosts_the_team_file_names() {
         host: Some("box".into()),
         ..Default::default()
     });
-    use super::lifecycle::check_placement;
+    use super::spawn::check_placement;
     assert!(check_placement(&leader, &cfg, Some("box"), None).is_ok());
     assert!(check_placement(&leader, &cfg, Some("box"), Some("/srv")).is_err());
     assert!(check_placement(&Actor::Operator, &cfg, Some("elsewhere"), Some("/srv")).is_ok());

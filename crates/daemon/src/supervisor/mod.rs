@@ -503,8 +503,12 @@ fn err(code: ErrorCode, msg: impl Into<String>) -> ErrorBody {
     ErrorBody::new(code, msg)
 }
 
+mod exit;
 mod job;
-mod lifecycle;
+mod recover;
+mod run;
+mod spawn;
+mod stop;
 mod team;
 
 pub use job::Job;

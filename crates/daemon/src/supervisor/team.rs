@@ -3,7 +3,7 @@
 //! teammates and tasks to settle (`wait_for`, answered by the core after the batch that
 //! settles them, or at its deadline), and dissolving the team (`dissolve`).
 
-use super::lifecycle::{check_may_spawn, check_placement};
+use super::spawn::{check_may_spawn, check_placement};
 use super::*;
 use std::collections::HashSet;
 

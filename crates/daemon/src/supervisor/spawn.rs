@@ -1,0 +1,719 @@
+//! Starting an agent on a [`Step`]: spawn (with roster rollback), the launch and its spec,
+//! staggered starts, the backend's reports, and the connect-back deadline.
+
+use super::*;
+
+impl Step<'_> {
+    /// `spawn`: add a teammate and launch it; answered once it has connected.
+    pub(crate) fn spawn_request(
+        &mut self,
+        actor: &Actor,
+        conn: ConnId,
+        id: u64,
+        mut m: SpawnMember,
+    ) -> Result<Option<Reply>, ErrorBody> {
+        check_may_spawn(actor)?;
+        let cfg = self.sup.config.clone().ok_or_else(|| {
+            err(
+                ErrorCode::InvalidState,
+                "configure the team before spawning",
+            )
+        })?;
+        if m.role.is_empty() {
+            m.role = cfg.default_role.clone();
+        }
+        let (role, name) = (m.role.clone(), m.name.clone());
+        let name = (!name.is_empty()).then_some(name);
+        if !cfg.roles.contains_key(&role) {
+            let known: Vec<&String> = cfg.roles.keys().collect();
+            return Err(ErrorBody::with_details(
+                ErrorCode::NotFound,
+                format!("no role {role:?}"),
+                json!({"role": role, "valid": known}),
+            ));
+        }
+        let name = match name {
+            Some(n) => n,
+            None => (1..)
+                .map(|i| format!("{role}-{i}"))
+                .find(|n| self.state.agent(n).is_none())
+                .unwrap_or_default(),
+        };
+        if name == LEADER || role == LEADER {
+            return Err(err(
+                ErrorCode::BadRequest,
+                "the leader is started by `up`/`run`, not spawned",
+            ));
+        }
+        if let Some(existing) = self.state.agent(&name)
+            && !existing.info.status.is_down()
+        {
+            // A retry of the same spawn is answered from its request id; a second spawn of a
+            // live name is a mistake the caller must hear about.
+            return Err(ErrorBody::with_details(
+                ErrorCode::Conflict,
+                format!(
+                    "{name} is already on the team ({}, {})",
+                    existing.info.role, existing.info.status
+                ),
+                json!({"agent": name, "role": existing.info.role, "status": existing.info.status}),
+            ));
+        }
+        if self.state.teammate_count() >= cfg.max_teammates {
+            return Err(ErrorBody::with_details(
+                ErrorCode::InvalidState,
+                format!(
+                    "the team already has {} teammates (max_teammates = {})",
+                    self.state.teammate_count(),
+                    cfg.max_teammates
+                ),
+                json!({"max_teammates": cfg.max_teammates}),
+            ));
+        }
+        check_placement(actor, &cfg, m.host.as_deref(), m.workspace.as_deref())?;
+        m.name = name.clone();
+        self.add_agent_record(&m, Some((conn, id)))?;
+        self.first_message(actor, &m);
+        self.launch(&name);
+        Ok(None)
+    }
+
+    /// Queues a member's first input, from whoever spawned or resumed it, before it starts.
+    pub(super) fn first_message(&mut self, actor: &Actor, m: &SpawnMember) {
+        if let Some(text) = m.message.as_ref().filter(|t| !t.trim().is_empty())
+            && let Err(e) = self.state.send(
+                actor,
+                &m.name,
+                text.clone(),
+                MessageKind::Text,
+                None,
+                Timestamp::now(),
+            )
+        {
+            tracing::warn!(agent = %m.name, "first message not queued: {}", e.message);
+        }
+    }
+
+    /// Puts a new agent on the roster (status `starting`), ready to launch: its own
+    /// instructions, model and provider are kept with it (they reach its worker at each
+    /// launch), its colour given or the palette's next.
+    pub(super) fn add_agent_record(
+        &mut self,
+        m: &SpawnMember,
+        waiter: Option<(ConnId, u64)>,
+    ) -> Result<(), ErrorBody> {
+        let (name, role) = (m.name.as_str(), m.role.as_str());
+        let backend = self.backend()?;
+        let secret = agent_team_paths::new_secret()
+            .map_err(|e| err(ErrorCode::Internal, format!("cannot make a secret: {e}")))?;
+        let now = Timestamp::now();
+        let host = m.host.clone().or_else(|| {
+            self.sup
+                .config
+                .as_ref()
+                .and_then(|c| c.role(role))
+                .and_then(|r| r.host.clone())
+        });
+        if let Some(h) = &host {
+            agent_team_config::check_host(h).map_err(|e| err(ErrorCode::BadRequest, e))?;
+            if self
+                .sup
+                .config
+                .as_ref()
+                .is_some_and(|c| c.backend == BackendKind::InProcess)
+            {
+                return Err(err(
+                    ErrorCode::BadRequest,
+                    "a member on another host needs a process backend (tmux or process), not in-process",
+                ));
+            }
+        } else if m.workspace.is_some() {
+            return Err(err(
+                ErrorCode::BadRequest,
+                "`workspace` is a directory on the member's host: give it a `host` too",
+            ));
+        }
+        let kind = if host.is_some() {
+            "ssh"
+        } else {
+            backend.kind()
+        };
+        let mut info = AgentInfo::new(name, role, kind, 0, now);
+        info.host = host.clone();
+        info.color = Some(
+            m.color
+                .clone()
+                .unwrap_or_else(|| palette_color(self.state.agents().len()).to_string()),
+        );
+        // A plan-required teammate starts read-only, planning (its member entry or its role
+        // says; an exec member writes no plan).
+        let exec = m.provider.as_deref() == Some(agent_team_config::Provider::Exec.as_str());
+        if !exec
+            && self
+                .sup
+                .config
+                .as_ref()
+                .is_some_and(|c| c.plan_required(name, role))
+        {
+            info.plan = Some(agent_team_protocol::PlanInfo::required());
+        }
+        let mut spec = json!({"role": role});
+        for (k, v) in [
+            ("instructions", &m.instructions),
+            ("model", &m.model),
+            ("provider", &m.provider),
+            ("workspace", &m.workspace),
+        ] {
+            if let Some(v) = v {
+                spec[k] = json!(v);
+            }
+        }
+        self.state
+            .add_agent(&Actor::Daemon, AgentRecord { info, secret, spec }, now)?;
+        let rt = self.sup.runtimes.entry(name.to_string()).or_default();
+        *rt = Runtime {
+            first_spawn: true,
+            ..Default::default()
+        };
+        if let Some((conn, id)) = waiter {
+            rt.waiters.push(Waiter {
+                conn,
+                id,
+                until: Until::Connected,
+            });
+        }
+        Ok(())
+    }
+
+    /// Records the next incarnation of `name` and builds its launch; `None` if it failed (the
+    /// failure is already handled).
+    fn prepare_launch(
+        &mut self,
+        name: &str,
+    ) -> Option<(u64, LaunchSpec, Option<Launched>)> {
+        // A role set for this member at run time (`member.NAME.role`) is its role from this
+        // start on.
+        if let Some(role) = self
+            .sup
+            .config
+            .as_ref()
+            .and_then(|c| c.member_override(name, "role"))
+            .map(str::to_string)
+            && self.state.agent(name).is_some_and(|a| a.info.role != role)
+        {
+            self.state
+                .update_agent(name, |a| a.info.role = role.clone());
+        }
+        let rec = self.state.agent(name).cloned()?;
+        let incarnation = rec.info.incarnation + 1;
+        if let Err(e) = self.backend() {
+            self.launch_failed(name, incarnation, e.message);
+            return None;
+        }
+        let spec = match self.launch_spec(&rec, incarnation) {
+            Ok(s) => s,
+            Err(e) => {
+                self.launch_failed(name, incarnation, e);
+                return None;
+            }
+        };
+        let now = Timestamp::now();
+        self.state.update_agent(name, |a| {
+            a.info.incarnation = incarnation;
+            a.info.pid = None;
+            a.info.connected = false;
+        });
+        self.state.set_agent_status(
+            name,
+            AgentStatus::Starting,
+            Some(format!("incarnation {incarnation}")),
+            now,
+        );
+        let rt = self.sup.runtimes.entry(name.to_string()).or_default();
+        rt.busy = true;
+        Some((incarnation, spec, rt.place.clone()))
+    }
+
+    /// The team's workspace directory (where worktrees are made), from the team file.
+    pub(super) fn team_workspace(&self) -> std::path::PathBuf {
+        self.sup
+            .config
+            .as_ref()
+            .map(|c| c.workspace.clone())
+            .unwrap_or_default()
+    }
+
+    /// Starts the next incarnation of one agent (in the same pane when there is one).
+    pub(super) fn launch(&mut self, name: &str) {
+        let Some((incarnation, spec, place)) = self.prepare_launch(name) else {
+            return;
+        };
+        let Ok(backend) = self.backend() else { return };
+        let team_ws = self.team_workspace();
+        self.run(Job::Launch {
+            name: name.to_string(),
+            incarnation,
+            spec: Box::new(spec),
+            place,
+            team_ws,
+            backend,
+        });
+    }
+
+    /// Starts several new agents at once, in order (tmux: one command for all their panes).
+    /// Members of one role on our own model loop start staggered: the first now, the others
+    /// once its first model request has been answered ([`Step::first_answered`]) or after the
+    /// team's `spawn_stagger_ms`, so their first requests read the prefix its request cached.
+    pub(super) fn launch_many(&mut self, names: &[String]) {
+        let names = self.stagger(names);
+        self.launch_now(&names);
+    }
+
+    /// Which of `names` start now; the others are held behind the first of their role.
+    pub(super) fn stagger(&mut self, names: &[String]) -> Vec<String> {
+        let wait = self.sup.config.as_ref().map_or(0, |c| c.spawn_stagger_ms);
+        if wait == 0 {
+            return names.to_vec();
+        }
+        let mut now = Vec::new();
+        let mut firsts: HashMap<String, String> = HashMap::new();
+        for name in names {
+            let group = self.state.agent(name).and_then(|rec| {
+                let provider = self.sup.provider_of(rec)?;
+                let model_loop = matches!(
+                    provider,
+                    agent_team_config::Provider::Openai | agent_team_config::Provider::Anthropic
+                );
+                (model_loop && name != LEADER).then(|| rec.info.role.clone())
+            });
+            match group.and_then(|role| match firsts.get(&role) {
+                Some(first) => Some(first.clone()),
+                None => {
+                    firsts.insert(role, name.clone());
+                    None
+                }
+            }) {
+                Some(first) => self
+                    .sup
+                    .staggered
+                    .entry(first)
+                    .or_default()
+                    .push(name.clone()),
+                None => now.push(name.clone()),
+            }
+        }
+        for first in firsts.into_values() {
+            if self.sup.staggered.contains_key(&first) {
+                self.schedule(Duration::from_millis(wait), SupTimer::Stagger(first));
+            }
+        }
+        now
+    }
+
+    /// `name`'s first model request was answered (it reported its usage): the members held
+    /// behind it start now.
+    pub(crate) fn first_answered(&mut self, name: &str) {
+        if self.sup.staggered.contains_key(name) {
+            self.release_staggered(name);
+        }
+    }
+
+    /// Starts the members held behind `first` (none when they already started, or when the
+    /// team is stopping).
+    pub(super) fn release_staggered(&mut self, first: &str) {
+        let Some(held) = self.sup.staggered.remove(first) else {
+            return;
+        };
+        if self.sup.stopping {
+            return;
+        }
+        let held: Vec<String> = held
+            .into_iter()
+            .filter(|n| {
+                self.state
+                    .agent(n)
+                    .is_some_and(|a| a.info.status == AgentStatus::Starting)
+            })
+            .collect();
+        self.launch_now(&held);
+    }
+
+    /// Starts `names` now, in order.
+    fn launch_now(&mut self, names: &[String]) {
+        let mut batch = Vec::new();
+        for name in names {
+            if let Some((incarnation, spec, _)) = self.prepare_launch(name) {
+                batch.push((name.clone(), incarnation, spec));
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let Ok(backend) = self.backend() else { return };
+        let team_ws = self.team_workspace();
+        self.run(Job::LaunchMany {
+            batch,
+            team_ws,
+            backend,
+        });
+    }
+
+    fn launch_spec(
+        &self,
+        rec: &AgentRecord,
+        incarnation: u64,
+    ) -> Result<LaunchSpec, String> {
+        let cfg = self.sup.config.as_ref().ok_or("no team configuration")?;
+        let role = cfg
+            .role(&rec.info.role)
+            .ok_or_else(|| format!("role {:?} is not in the configuration", rec.info.role))?;
+        // An external agent CLI (role or member provider) is run by our worker, which writes
+        // its private configuration first; its `command` names the CLI, not the agent program.
+        let provider = self.sup.provider_of(rec).unwrap_or(role.provider);
+        let argv = match &role.command {
+            Some(c) if !provider.is_external() => c.clone(),
+            _ => {
+                let exe = self
+                    .sup
+                    .env
+                    .worker_exe
+                    .clone()
+                    .ok_or("no worker executable configured")?;
+                vec![exe.display().to_string()]
+            }
+        };
+        let mut envs = vec![
+            (
+                env::SOCKET.to_string(),
+                self.sup.paths.socket.display().to_string(),
+            ),
+            (env::TEAM.to_string(), self.sup.team.clone()),
+            (env::NAME.to_string(), rec.info.name.clone()),
+            (env::SECRET.to_string(), rec.secret.clone()),
+            (env::INCARNATION.to_string(), incarnation.to_string()),
+            (
+                env::LOG_FILE.to_string(),
+                self.sup
+                    .paths
+                    .agent_log(&rec.info.name)
+                    .display()
+                    .to_string(),
+            ),
+        ];
+        let host = rec.info.host.clone();
+        // What the worker needs to bring this daemon back after a crash (not for an agent
+        // inside the daemon: it dies with it, nor on another host: it has no daemon there and
+        // waits for the link to come back).
+        if cfg.backend != BackendKind::InProcess && host.is_none() {
+            envs.extend(self.sup.env.heal_env.iter().cloned());
+        }
+        for (k, v) in &role.env {
+            envs.push((k.clone(), v.clone()));
+        }
+        if provider.is_external() {
+            envs.push((env::EXTERNAL.to_string(), provider.as_str().to_string()));
+        }
+        // The member's own model, provider and instructions (team file or spawn); a model set
+        // for it at run time (`member.NAME.model`) wins.
+        for (key, var) in [
+            ("model", env::MODEL),
+            ("provider", env::PROVIDER),
+            ("instructions", env::INSTRUCTIONS),
+        ] {
+            let set = (key == "model")
+                .then(|| cfg.member_override(&rec.info.name, "model"))
+                .flatten();
+            if let Some(v) = set.or_else(|| rec.spec.get(key).and_then(|v| v.as_str())) {
+                envs.push((var.to_string(), v.to_string()));
+            }
+        }
+        // A worktree-isolated teammate works in its own checkout (created at launch); a
+        // member on another host in the directory given for it there, else (empty) in the
+        // remote backend's default one.
+        let cwd = match role.isolation {
+            _ if host.is_some() => PathBuf::from(
+                rec.spec
+                    .get("workspace")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default(),
+            ),
+            agent_team_config::Isolation::Worktree if rec.info.name != LEADER => {
+                let dir = agent_team_worktree::path(&cfg.workspace, &rec.info.name);
+                envs.push((WORKSPACE_ENV.to_string(), dir.display().to_string()));
+                dir
+            }
+            _ => cfg.workspace.clone(),
+        };
+        // On another host the agent inherits nothing from this daemon: its model's and the
+        // team's search key go with it (over the link's standard input, as its secret does).
+        let secret_env = match host {
+            Some(_) => cfg
+                .agent_credential_vars(role, provider)
+                .into_iter()
+                .filter_map(|var| std::env::var(&var).ok().map(|v| (var, v)))
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok(LaunchSpec {
+            name: rec.info.name.clone(),
+            role: rec.info.role.clone(),
+            argv,
+            env: envs,
+            env_remove: vec!["TMUX".into(), "TMUX_PANE".into()],
+            secret_env,
+            cwd,
+            log: self.sup.paths.agent_log(&rec.info.name),
+            title: match &host {
+                Some(h) => format!(
+                    "{}@{} · {h} · {}",
+                    rec.info.name, self.sup.team, rec.info.role
+                ),
+                None => format!("{}@{} · {}", rec.info.name, self.sup.team, rec.info.role),
+            },
+            color: rec.info.color.clone(),
+            host,
+        })
+    }
+
+    fn launch_failed(&mut self, name: &str, incarnation: u64, why: String) {
+        tracing::warn!(agent = name, incarnation, "launch failed: {why}");
+        if let Some(rt) = self.sup.runtimes.get_mut(name) {
+            rt.busy = false;
+        }
+        self.failure(name, format!("could not start: {why}"), true);
+    }
+
+    /// A blocking operation reported back.
+    pub(crate) fn sup_event(&mut self, ev: SupEvent) {
+        match ev {
+            SupEvent::Launched {
+                name,
+                incarnation,
+                result,
+            } => self.on_launched(&name, incarnation, result),
+            SupEvent::Stopped {
+                name,
+                incarnation,
+                result,
+            } => self.on_stopped(&name, incarnation, result),
+            SupEvent::Polled { results } => {
+                self.sup.poll_busy = false;
+                for (name, incarnation, live) in results {
+                    match live {
+                        Liveness::Exited(exit) => self.on_exit(&name, incarnation, exit),
+                        Liveness::Unreachable => self.on_unreachable(&name, incarnation),
+                        Liveness::Alive => self.on_reachable(&name, incarnation),
+                        Liveness::Unknown => {}
+                    }
+                }
+                if std::mem::take(&mut self.sup.poll_again) {
+                    self.poll();
+                }
+            }
+        }
+    }
+
+    pub(super) fn current_incarnation(&self, name: &str) -> Option<u64> {
+        self.state.agent(name).map(|a| a.info.incarnation)
+    }
+
+    fn on_launched(
+        &mut self,
+        name: &str,
+        incarnation: u64,
+        result: Result<Launched, String>,
+    ) {
+        if self.current_incarnation(name) != Some(incarnation) {
+            return;
+        }
+        let launched = match result {
+            Ok(l) => l,
+            Err(e) => return self.launch_failed(name, incarnation, e),
+        };
+        // With the pid, its start time: a `down` that finds no daemon stops this process and
+        // never one that was given the same pid later (none for agents inside the daemon).
+        let pid_start = (launched.pid != std::process::id() && launched.host.is_none())
+            .then(|| agent_team_pane::procs::start_time(launched.pid))
+            .flatten();
+        self.state.update_agent(name, |a| {
+            a.info.pid = Some(launched.pid);
+            a.info.pgid = launched.pgid;
+            a.info.pane = launched.pane.clone();
+            if let Some(spec) = a.spec.as_object_mut() {
+                match pid_start {
+                    Some(t) => spec.insert(PID_START.into(), serde_json::json!(t)),
+                    None => spec.remove(PID_START),
+                };
+            }
+        });
+        let stop = {
+            let Some(rt) = self.sup.runtimes.get_mut(name) else {
+                return;
+            };
+            rt.busy = false;
+            rt.launched = Some(launched.clone());
+            rt.place = Some(launched);
+            rt.stop
+        };
+        if let Some(reason) = stop {
+            self.begin_stop(name, reason);
+        } else if self.state.agent(name).is_some_and(|a| a.info.connected) {
+            // It connected before its launch was recorded: answer its waiters now, with its pid.
+            self.on_connected(name, None);
+        } else {
+            self.schedule(
+                connect_timeout(),
+                SupTimer::Connect(name.to_string(), incarnation),
+            );
+        }
+    }
+
+    /// An agent authenticated: it is up; answer whoever waited for that.
+    pub(crate) fn on_connected(&mut self, name: &str, peer_pid: Option<u32>) {
+        let Some(rt) = self.sup.runtimes.get_mut(name) else {
+            return;
+        };
+        rt.first_spawn = false;
+        // Connected is reachable: an unreachable member is back as it was.
+        if let Some((_, before)) = rt.unreachable.take()
+            && self
+                .state
+                .agent(name)
+                .is_some_and(|a| a.info.status == AgentStatus::Unreachable)
+        {
+            self.state.set_agent_status(
+                name,
+                before,
+                Some("host reachable again".into()),
+                Timestamp::now(),
+            );
+        }
+        let Some(rt) = self.sup.runtimes.get_mut(name) else {
+            return;
+        };
+        // Backends that cannot tell a pane's pid (iTerm2) learn it from the peer credentials.
+        if let (Some(l), Some(pid)) = (rt.launched.as_mut(), peer_pid)
+            && l.pid == 0
+        {
+            l.pid = pid;
+            l.pgid = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32)))
+                .ok()
+                .map(|p| p.as_raw() as u32);
+            let (pid, pgid) = (l.pid, l.pgid);
+            self.state.update_agent(name, |a| {
+                a.info.pid = Some(pid);
+                a.info.pgid = pgid;
+            });
+        }
+        let Some(rt) = self.sup.runtimes.get_mut(name) else {
+            return;
+        };
+        if rt.busy && rt.launched.is_none() {
+            // The launch result is still on its way; `on_launched` answers then.
+            return;
+        }
+        if rt.stop.is_some() {
+            // A restart (or kill) came in since this incarnation was launched: whoever waits is
+            // answered by the next incarnation, or by `answer_down`.
+            return;
+        }
+        let waiters: Vec<Waiter> = {
+            let (now, later): (Vec<Waiter>, Vec<Waiter>) = rt
+                .waiters
+                .drain(..)
+                .partition(|w| w.until == Until::Connected);
+            rt.waiters = later;
+            now
+        };
+        if let Some(agent) = self.state.agent(name).map(|a| a.info.clone()) {
+            for w in waiters {
+                self.answer(
+                    w.conn,
+                    w.id,
+                    Ok(Reply::Agent {
+                        agent: agent.clone(),
+                    }),
+                );
+            }
+        }
+    }
+
+    /// The connect-back deadline passed.
+    pub(crate) fn connect_deadline(&mut self, name: &str, incarnation: u64) {
+        if self.current_incarnation(name) != Some(incarnation) {
+            return;
+        }
+        let connected = self.state.agent(name).is_some_and(|a| a.info.connected);
+        let launched = self.sup.runtimes.get(name).and_then(|r| r.launched.clone());
+        if connected || launched.is_none() {
+            return;
+        }
+        let why = format!(
+            "did not connect back within {} s",
+            connect_timeout().as_secs_f64()
+        );
+        tracing::warn!(agent = name, incarnation, "{why}");
+        self.state
+            .update_agent(name, |a| a.info.error = Some(why.clone()));
+        // Stop the silent process; its exit then goes through the restart policy.
+        self.stop_process(name, incarnation, Duration::from_secs(1));
+    }
+}
+
+/// The overrides-free member `name` of `role` (the leader, a bare spawn).
+pub(super) fn member(name: &str, role: &str) -> SpawnMember {
+    SpawnMember {
+        name: name.to_string(),
+        role: role.to_string(),
+        ..Default::default()
+    }
+}
+
+/// Where a spawn may place a member: the operator names any host and directory; the leader (a
+/// model, or a CLI it drives) only a host the team file names and no directory, so it cannot
+/// send the team's secrets to a machine the operator did not choose.
+pub(super) fn check_placement(
+    actor: &Actor,
+    cfg: &TeamConfig,
+    host: Option<&str>,
+    workspace: Option<&str>,
+) -> Result<(), ErrorBody> {
+    if let Some(h) = host {
+        agent_team_config::check_host(h).map_err(|e| err(ErrorCode::BadRequest, e))?;
+    }
+    if *actor == Actor::Operator {
+        return Ok(());
+    }
+    if let Some(h) = host
+        && !cfg.hosts().contains(h)
+    {
+        let known: Vec<&str> = cfg.hosts().into_iter().collect();
+        return Err(ErrorBody::with_details(
+            ErrorCode::PermissionDenied,
+            format!(
+                "{h:?} is not a host of the team file; the leader may place teammates only on {known:?}"
+            ),
+            json!({"host": h, "valid": known}),
+        ));
+    }
+    if workspace.is_some() {
+        return Err(err(
+            ErrorCode::PermissionDenied,
+            "only the operator gives a member's directory on its host",
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a spawn by a teammate: the team is one level deep.
+pub(super) fn check_may_spawn(actor: &Actor) -> Result<(), ErrorBody> {
+    if actor.is_privileged() {
+        return Ok(());
+    }
+    Err(ErrorBody::with_details(
+        ErrorCode::PermissionDenied,
+        "teammates cannot spawn teammates (max_depth 1): only the leader or the operator may \
+         spawn; ask the leader with send_message",
+        json!({"agent": actor.name(), "max_depth": 1}),
+    ))
+}

@@ -455,7 +455,7 @@ pub fn fill_store(tp: &TeamPaths, team: &str, tasks: usize, messages: usize) -> 
     use agent_team_state::Change;
     tp.ensure_dirs()?;
     let mut store = agent_team_store::Store::open(&tp.db, team)?;
-    let now = Timestamp::now();
+    let now = Timestamp::from(std::time::SystemTime::now());
     let mut changes = Vec::with_capacity(100_000);
     for id in 1..=tasks as u64 {
         changes.push(Change::Task(Task {

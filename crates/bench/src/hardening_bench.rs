@@ -65,7 +65,7 @@ fn agent(name: &str) -> agent_team_state::AgentRecord {
                 if name == "leader" { "leader" } else { "worker" },
                 "external",
                 1,
-                Timestamp::now(),
+                Timestamp::from(std::time::SystemTime::now()),
             )
         },
         secret: "s".into(),
@@ -83,7 +83,11 @@ fn gc_figure(dir: &Path, n: usize) -> Result<(u64, u64, f64)> {
     let mut state = TeamState::new("gc");
     for name in ["leader", "w1", "w2", "w3"] {
         state
-            .add_agent(&Actor::Operator, agent(name), Timestamp::now())
+            .add_agent(
+                &Actor::Operator,
+                agent(name),
+                Timestamp::from(std::time::SystemTime::now()),
+            )
             .map_err(|e| anyhow::anyhow!("{}", e.message))?;
     }
     store.commit(&state.take_changes())?;
@@ -100,7 +104,7 @@ fn gc_figure(dir: &Path, n: usize) -> Result<(u64, u64, f64)> {
                     format!("message {} to {to}: a body of an ordinary length", sent + i),
                     MessageKind::Text,
                     None,
-                    Timestamp::now(),
+                    Timestamp::from(std::time::SystemTime::now()),
                 )
                 .map_err(|e| anyhow::anyhow!("{}", e.message))?;
             ids.push((to, id[0]));
@@ -114,7 +118,12 @@ fn gc_figure(dir: &Path, n: usize) -> Result<(u64, u64, f64)> {
                     .map(|(_, i)| *i)
                     .collect();
                 state
-                    .ack(&Actor::Agent(to.into()), &mine, state_to, Timestamp::now())
+                    .ack(
+                        &Actor::Agent(to.into()),
+                        &mine,
+                        state_to,
+                        Timestamp::from(std::time::SystemTime::now()),
+                    )
                     .map_err(|e| anyhow::anyhow!("{}", e.message))?;
             }
             store.commit(&state.take_changes())?;
@@ -123,7 +132,12 @@ fn gc_figure(dir: &Path, n: usize) -> Result<(u64, u64, f64)> {
     }
     store.checkpoint(true)?;
     let t0 = Instant::now();
-    let report = store.compact(&db, Timestamp(Timestamp::now().0 + 1), &[], true)?;
+    let report = store.compact(
+        &db,
+        Timestamp(Timestamp::from(std::time::SystemTime::now()).0 + 1),
+        &[],
+        true,
+    )?;
     Ok((
         report.bytes_before,
         report.bytes_after,

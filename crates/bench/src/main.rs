@@ -684,7 +684,7 @@ fn save_report(r: &Report) -> Result<()> {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
-    let date = agent_team_protocol::Timestamp::now().to_rfc3339();
+    let date = agent_team_protocol::Timestamp::from(std::time::SystemTime::now()).to_rfc3339();
     let text = format!(
         "# Benchmarks\n\nProduced by `cargo xtask bench --save` on {date} ({uname}, {cpus} CPUs).\n\
          Each figure is printed beside a floor measured in the same run on the same machine, so the\n\

@@ -122,7 +122,7 @@ pub fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
 
 /// A short "how long ago" for a timestamp.
 pub fn ago(ts: agent_team_protocol::Timestamp) -> String {
-    let now = agent_team_protocol::Timestamp::now().millis();
+    let now = agent_team_protocol::Timestamp::from(std::time::SystemTime::now()).millis();
     let secs = now.saturating_sub(ts.millis()) / 1000;
     match secs {
         0..=59 => format!("{secs}s ago"),

@@ -1,14 +1,18 @@
 //! The daemon's time, behind a trait so the supervisor's timers and restart policy are tested
 //! with a clock the test moves by hand.
 
+use agent_team_protocol::Timestamp;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-/// Where the core reads the time for its timers and its failure window.
+/// Where the core reads the time for its timers and its failure window, and the wall-clock
+/// time it stamps on what it records.
 pub trait Clock: Send + Sync + Debug {
     /// Now.
     fn now(&self) -> Instant;
+    /// Now on the wall clock.
+    fn wall(&self) -> Timestamp;
 }
 
 /// The longest wait a deadline is given: one year (what the team file allows at most).
@@ -30,15 +34,19 @@ impl Clock for SystemClock {
     fn now(&self) -> Instant {
         Instant::now()
     }
+    fn wall(&self) -> Timestamp {
+        Timestamp::from(SystemTime::now())
+    }
 }
 
-/// A clock that stands still until told to move (tests).
+/// A monotonic clock that stands still until told to move, and a wall clock ahead of the
+/// machine's by as much as it was moved (tests).
 #[derive(Debug, Clone)]
-pub struct FakeClock(Arc<Mutex<Instant>>);
+pub struct FakeClock(Arc<Mutex<(Instant, Duration)>>);
 
 impl Default for FakeClock {
     fn default() -> Self {
-        FakeClock(Arc::new(Mutex::new(Instant::now())))
+        FakeClock(Arc::new(Mutex::new((Instant::now(), Duration::ZERO))))
     }
 }
 
@@ -46,14 +54,22 @@ impl FakeClock {
     /// Moves the clock forward.
     pub fn advance(&self, by: Duration) {
         if let Ok(mut t) = self.0.lock() {
-            *t += by;
+            t.0 += by;
+            t.1 += by;
         }
     }
 }
 
 impl Clock for FakeClock {
     fn now(&self) -> Instant {
-        self.0.lock().map(|t| *t).unwrap_or_else(|_| Instant::now())
+        self.0
+            .lock()
+            .map(|t| t.0)
+            .unwrap_or_else(|_| Instant::now())
+    }
+    fn wall(&self) -> Timestamp {
+        let ahead = self.0.lock().map(|t| t.1).unwrap_or_default();
+        Timestamp::from(SystemTime::now() + ahead)
     }
 }
 

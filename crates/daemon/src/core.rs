@@ -276,7 +276,7 @@ impl Core {
     /// After a restart nobody is connected yet: fix up what the stored roster claims, and
     /// re-arm the timers of pending permission requests.
     fn recover(&mut self) {
-        let now = Timestamp::now();
+        let now = self.clock.wall();
         let names: Vec<String> = self
             .state
             .agent_records()
@@ -313,7 +313,8 @@ impl Core {
             return;
         }
         let before = Timestamp(
-            Timestamp::now()
+            self.clock
+                .wall()
                 .millis()
                 .saturating_sub(days.saturating_mul(86_400_000)),
         );
@@ -493,7 +494,7 @@ impl Core {
                     let reason = format!("no decision within {} s", self.perm_timeout().as_secs());
                     if let Some(req) =
                         self.state
-                            .perm_expire(id, "timeout", reason, Timestamp::now())
+                            .perm_expire(id, "timeout", reason, self.clock.wall())
                     {
                         self.after_perm_resolved(&[req]);
                     }
@@ -686,7 +687,7 @@ impl Core {
                         watch_tasks: false,
                     },
                 );
-                let now = Timestamp::now();
+                let now = self.clock.wall();
                 // A new connection (or incarnation) has no request in flight yet.
                 self.state.drop_lease(&name);
                 self.state.update_agent(&name, |a| a.info.connected = true);
@@ -729,7 +730,7 @@ impl Core {
             self.supervise(|s| s.disconnected());
             if name == LEADER && self.sup.leader_approves() {
                 // The approver is gone: nobody can answer, so every waiting request is denied.
-                let now = Timestamp::now();
+                let now = self.clock.wall();
                 for p in self.state.perms(false) {
                     if let Some(r) = self.state.perm_expire(
                         p.id,

@@ -255,7 +255,7 @@ async fn a_first_spawn_that_never_connects_is_rolled_back_at_the_deadline() {
 async fn kill_stops_for_good_and_releases_the_task() {
     let mut h = Harness::new();
     h.spawn_connected("b1").await;
-    let now = Timestamp::now();
+    let now = Timestamp::from(std::time::SystemTime::now());
     let task = h
         .core
         .state

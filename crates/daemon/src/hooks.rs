@@ -233,7 +233,7 @@ impl Core {
         result: Option<String>,
         rid: Option<String>,
     ) -> Option<Result<Reply, ErrorBody>> {
-        let now = Timestamp::now();
+        let now = self.clock.wall();
         if let Some(h) = self.held_run(task).and_then(|r| r.held.clone()) {
             // The same request again (its retry reached a restarted daemon): it waits too.
             if h.rid.is_some() && h.rid == rid && h.actor == actor.name() {
@@ -322,7 +322,7 @@ impl Core {
                 held.task,
                 TaskStatus::Completed,
                 held.result.clone(),
-                Timestamp::now(),
+                self.clock.wall(),
             )
             .map(|task| Reply::Task { task });
         self.resolve_held(&held, outcome);
@@ -366,7 +366,7 @@ impl Core {
         let Some(run) = self.state.hook_run_done(id) else {
             return;
         };
-        let now = Timestamp::now();
+        let now = self.clock.wall();
         let event = HookEvent::parse(&run.hook);
         let blocks = event.is_some_and(HookEvent::blocks) && outcome.exit_code == Some(2);
         let stderr = outcome.stderr.trim_end().to_string();

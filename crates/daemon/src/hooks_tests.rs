@@ -68,7 +68,7 @@ impl H {
         }
         core.supervise(|s| s.configure(&Actor::Operator, serde_json::to_value(&team).unwrap()))
             .unwrap();
-        let now = Timestamp::now();
+        let now = Timestamp::from(std::time::SystemTime::now());
         for (name, role) in [("leader", "leader"), ("w1", "worker")] {
             let info = AgentInfo {
                 status: AgentStatus::Running,
@@ -176,7 +176,7 @@ impl H {
                     assign: Some("w1".into()),
                     ..Default::default()
                 },
-                Timestamp::now(),
+                Timestamp::from(std::time::SystemTime::now()),
             )
             .unwrap();
         self.core.flush().unwrap();

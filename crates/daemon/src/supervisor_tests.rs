@@ -404,7 +404,7 @@ fn a_teammate_cannot_spawn_max_depth_one() {
 #[test]
 fn wait_for_answers_when_settled_or_at_the_deadline() {
     let (mut sup, mut state, _backend, _dir) = bare();
-    let now = Timestamp::now();
+    let now = Timestamp::from(std::time::SystemTime::now());
     let t = state
         .task_add(
             &Actor::Operator,

@@ -6,7 +6,7 @@
 use crate::core::{Core, CoreMsg, WorkDone};
 use crate::outbox::ConnId;
 use agent_team_protocol::{
-    AgentStatus, ErrorBody, ErrorCode, Event, FinishAction, Reply, TaskStatus, Timestamp,
+    AgentStatus, ErrorBody, ErrorCode, Event, FinishAction, Reply, TaskStatus,
 };
 use agent_team_state::Actor;
 use agent_team_worktree::{FinishRequest, WorktreeError};
@@ -237,7 +237,7 @@ impl Core {
             WorkDone::Diff(r) => r,
             WorkDone::Finish { agent, outcome } => {
                 self.finishing.remove(&agent);
-                let now = Timestamp::now();
+                let now = self.clock.wall();
                 let event = match &outcome {
                     Ok(o) => Some(Event::FinishedWork {
                         outcome: match o.action {

@@ -943,7 +943,7 @@ mod tests {
             kind,
             body: format!("body {id}"),
             summary: None,
-            ts: Timestamp::now(),
+            ts: Timestamp::from(std::time::SystemTime::now()),
             state: DeliveryState::Delivered,
         }
     }

@@ -6,20 +6,24 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Milliseconds since the Unix epoch, written on the wire as an RFC 3339 UTC string.
+/// Milliseconds since the Unix epoch, written on the wire as an RFC 3339 UTC string. Reading
+/// the clock is the caller's (`Timestamp::from(SystemTime::now())`, or the daemon's `Clock`):
+/// this crate is data only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Timestamp(pub u64);
 
-impl Timestamp {
-    /// The current wall-clock time.
-    pub fn now() -> Self {
-        let ms = SystemTime::now()
+impl From<SystemTime> for Timestamp {
+    /// A time before the epoch is the epoch.
+    fn from(t: SystemTime) -> Self {
+        let ms = t
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis())
             .unwrap_or(0);
-        Timestamp(ms as u64)
+        Timestamp(u64::try_from(ms).unwrap_or(u64::MAX))
     }
+}
 
+impl Timestamp {
     /// Milliseconds since the epoch.
     pub fn millis(self) -> u64 {
         self.0
@@ -1242,7 +1246,7 @@ mod message_order_tests {
             kind,
             body: String::new(),
             summary: None,
-            ts: Timestamp::now(),
+            ts: Timestamp::from(SystemTime::now()),
             state: DeliveryState::Queued,
         };
         assert_eq!(m("b2", MessageKind::ShutdownRequest).priority(), 0);

@@ -49,7 +49,7 @@ fn main() {
             "x".repeat(100),
             MessageKind::Text,
             None,
-            Timestamp::now(),
+            Timestamp::from(std::time::SystemTime::now()),
         )
         .unwrap();
         let ch: Vec<Change> = s.take_changes();
@@ -62,7 +62,7 @@ fn main() {
                 &Actor::Agent("b".into()),
                 &ids,
                 DeliveryState::Read,
-                Timestamp::now(),
+                Timestamp::from(std::time::SystemTime::now()),
             )
             .unwrap();
             store.commit(&s.take_changes()).unwrap();

@@ -140,7 +140,7 @@ fn msg(id: u64, from: &str, to: &str, kind: MessageKind) -> Message {
         kind,
         body: format!("message {id}"),
         summary: None,
-        ts: Timestamp::now(),
+        ts: Timestamp::from(std::time::SystemTime::now()),
         state: DeliveryState::Delivered,
     }
 }

@@ -1074,7 +1074,7 @@ mod tests {
     fn sample() -> View {
         let mut v = View::new("demo", false);
         v.live = true;
-        let now = Timestamp::now();
+        let now = Timestamp::from(std::time::SystemTime::now());
         for (name, status) in [
             ("leader", AgentStatus::Running),
             ("builder-1", AgentStatus::Waiting),
@@ -1229,7 +1229,7 @@ mod tests {
     #[test]
     fn a_submitted_plan_is_approved_or_rejected_from_the_approvals_list() {
         let mut v = sample();
-        let now = Timestamp::now();
+        let now = Timestamp::from(std::time::SystemTime::now());
         let mut a = AgentInfo::new("planner-1", "architect", "tmux", 1, now);
         a.plan = Some(PlanInfo {
             state: PlanState::Submitted,

@@ -701,7 +701,7 @@ fn run_team(ctx: &Ctx, args: RunArgs, report: Report, started: Instant) -> Resul
     let goal = run_goal(&cfg, args.goal.as_deref())?;
     check_before_start(&cfg, goal.as_deref())?;
     let mut c = ctx.connect()?;
-    let run_ts = agent_team_protocol::Timestamp::now();
+    let run_ts = agent_team_protocol::Timestamp::from(std::time::SystemTime::now());
     // From here on an interrupted `run` stops the team it started, like `down`, and says so.
     stop_on_signal(ctx)?;
     let mut since = start(ctx, &mut c, &cfg, goal, &secrets)?;

@@ -15,9 +15,7 @@ mod usage;
 use crate::core::Core;
 use crate::outbox::ConnId;
 use crate::work::WorkFinishArgs;
-use agent_team_protocol::{
-    ErrorBody, ErrorCode, Reply, Request, SpawnMember, TaskStatus, Timestamp,
-};
+use agent_team_protocol::{ErrorBody, ErrorCode, Reply, Request, SpawnMember, TaskStatus};
 use agent_team_state::Actor;
 use agent_team_state::tasks::NewTask;
 
@@ -54,7 +52,7 @@ pub(crate) fn dispatch(
     req: Request,
     rid: Option<&String>,
 ) -> Outcome {
-    let now = Timestamp::now();
+    let now = core.clock.wall();
     let answer = match req {
         // The task board.
         Request::TaskAdd {

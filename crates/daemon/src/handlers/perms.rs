@@ -63,7 +63,7 @@ pub(super) fn decide(
 impl Core {
     /// An agent whose last request was decided is running again.
     pub(crate) fn after_perm_resolved(&mut self, resolved: &[PermRequest]) {
-        let now = Timestamp::now();
+        let now = self.clock.wall();
         for r in resolved {
             let still_waiting = self.state.perms(false).iter().any(|p| p.agent == r.agent);
             if !still_waiting
@@ -82,7 +82,7 @@ impl Core {
     /// prompts the human, or its model decides when it is the approver). With the leader as
     /// approver and not connected, the request is denied at once.
     pub(crate) fn route_to_approver(&mut self, req: &PermRequest) {
-        let now = Timestamp::now();
+        let now = self.clock.wall();
         let leader_connected = self.state.agent(LEADER).is_some_and(|l| l.info.connected);
         if self.sup.leader_approves() && !leader_connected {
             if let Some(r) = self.state.perm_expire(

@@ -69,7 +69,7 @@ impl Step<'_> {
                     name,
                     AgentStatus::Unreachable,
                     Some(format!("host {host} unreachable")),
-                    Timestamp::now(),
+                    self.sup.clock.wall(),
                 );
                 now
             }
@@ -92,7 +92,7 @@ impl Step<'_> {
             name,
             AgentStatus::Failed,
             Some(format!("host {host} unreachable for {} s", grace.as_secs())),
-            Timestamp::now(),
+            self.sup.clock.wall(),
         );
         self.release_and_tell(name, &format!("is unreachable on {host}"));
         if let Some(l) = launched {
@@ -124,7 +124,7 @@ impl Step<'_> {
                 name,
                 before,
                 Some("host reachable again".into()),
-                Timestamp::now(),
+                self.sup.clock.wall(),
             );
         }
     }
@@ -136,7 +136,7 @@ impl Step<'_> {
         reason: Option<StopReason>,
         exit: Option<ExitInfo>,
     ) {
-        let now = Timestamp::now();
+        let now = self.sup.clock.wall();
         let detail = exit.map(|e| e.to_string());
         let run_over = matches!(
             self.state.run().state,
@@ -280,7 +280,7 @@ impl Step<'_> {
     /// (`rollback`); one that started and exited goes through the restart policy, so a
     /// crash-looping agent ends `failed` and stays on the roster for `restart`.
     pub(super) fn failure(&mut self, name: &str, why: String, rollback: bool) {
-        let now = Timestamp::now();
+        let now = self.sup.clock.wall();
         let Some(rt) = self.sup.runtimes.get_mut(name) else {
             return;
         };

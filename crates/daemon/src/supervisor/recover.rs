@@ -14,7 +14,7 @@ impl Step<'_> {
             tracing::warn!(reaped, "killed task commands left by the previous daemon");
         }
         self.sup.config = self.stored_config();
-        let now = Timestamp::now();
+        let now = self.sup.clock.wall();
         let records: Vec<AgentRecord> = self.state.agent_records().cloned().collect();
         for rec in records {
             let info = &rec.info;

@@ -61,7 +61,7 @@ impl Step<'_> {
             ),
         };
         self.state
-            .set_override(actor, &key, value, applies.as_str(), Timestamp::now())?;
+            .set_override(actor, &key, value, applies.as_str(), self.sup.clock.wall())?;
         self.sup.config = self.stored_config();
         let now = self.sup.config.as_ref().and_then(|c| c.setting(&key));
         Ok(Reply::ConfigChanged {
@@ -149,9 +149,9 @@ impl Step<'_> {
         };
         // A team whose memory is per run starts each with none (lauren-ai's TeamMemory).
         if cfg.memory == agent_team_config::MemoryScope::Run {
-            self.state.memory_clear(actor, Timestamp::now())?;
+            self.state.memory_clear(actor, self.sup.clock.wall())?;
         }
-        self.state.start_run(actor, goal, Timestamp::now())?;
+        self.state.start_run(actor, goal, self.sup.clock.wall())?;
         match self.state.agent(LEADER).map(|a| a.info.status) {
             None => {
                 // The leader and the team file's teammates start together, the leader first so
@@ -206,7 +206,7 @@ impl Step<'_> {
     /// one after [`SHUTDOWN_GRACE`], one still in a turn (its last report on the way; it reads
     /// the request when the turn ends) after the team's `end_grace`.
     pub(crate) fn finish_team(&mut self) {
-        let now = Timestamp::now();
+        let now = self.sup.clock.wall();
         let end_grace = self
             .sup
             .config
@@ -251,7 +251,7 @@ impl Step<'_> {
             return;
         }
         self.sup.stopping = true;
-        let now = Timestamp::now();
+        let now = self.sup.clock.wall();
         // Whoever waits for the run (`agent-team run`) hears that it will not finish.
         self.state.fail_run(
             "the team was stopped (`agent-team down` or a signal to its daemon) before the run finished"

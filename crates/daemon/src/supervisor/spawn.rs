@@ -87,7 +87,7 @@ impl Step<'_> {
                 text.clone(),
                 MessageKind::Text,
                 None,
-                Timestamp::now(),
+                self.sup.clock.wall(),
             )
         {
             tracing::warn!(agent = %m.name, "first message not queued: {}", e.message);
@@ -106,7 +106,7 @@ impl Step<'_> {
         let backend = self.backend()?;
         let secret = agent_team_paths::new_secret()
             .map_err(|e| err(ErrorCode::Internal, format!("cannot make a secret: {e}")))?;
-        let now = Timestamp::now();
+        let now = self.sup.clock.wall();
         let host = m.host.clone().or_else(|| {
             self.sup
                 .config
@@ -187,10 +187,7 @@ impl Step<'_> {
 
     /// Records the next incarnation of `name` and builds its launch; `None` if it failed (the
     /// failure is already handled).
-    fn prepare_launch(
-        &mut self,
-        name: &str,
-    ) -> Option<(u64, LaunchSpec, Option<Launched>)> {
+    fn prepare_launch(&mut self, name: &str) -> Option<(u64, LaunchSpec, Option<Launched>)> {
         // A role set for this member at run time (`member.NAME.role`) is its role from this
         // start on.
         if let Some(role) = self
@@ -217,7 +214,7 @@ impl Step<'_> {
                 return None;
             }
         };
-        let now = Timestamp::now();
+        let now = self.sup.clock.wall();
         self.state.update_agent(name, |a| {
             a.info.incarnation = incarnation;
             a.info.pid = None;
@@ -358,11 +355,7 @@ impl Step<'_> {
         });
     }
 
-    fn launch_spec(
-        &self,
-        rec: &AgentRecord,
-        incarnation: u64,
-    ) -> Result<LaunchSpec, String> {
+    fn launch_spec(&self, rec: &AgentRecord, incarnation: u64) -> Result<LaunchSpec, String> {
         let cfg = self.sup.config.as_ref().ok_or("no team configuration")?;
         let role = cfg
             .role(&rec.info.role)
@@ -517,12 +510,7 @@ impl Step<'_> {
         self.state.agent(name).map(|a| a.info.incarnation)
     }
 
-    fn on_launched(
-        &mut self,
-        name: &str,
-        incarnation: u64,
-        result: Result<Launched, String>,
-    ) {
+    fn on_launched(&mut self, name: &str, incarnation: u64, result: Result<Launched, String>) {
         if self.current_incarnation(name) != Some(incarnation) {
             return;
         }
@@ -585,7 +573,7 @@ impl Step<'_> {
                 name,
                 before,
                 Some("host reachable again".into()),
-                Timestamp::now(),
+                self.sup.clock.wall(),
             );
         }
         let Some(rt) = self.sup.runtimes.get_mut(name) else {

@@ -155,7 +155,7 @@ impl Step<'_> {
                 Event::Error {
                     message: format!("stopping {name} failed: {e}"),
                 },
-                Timestamp::now(),
+                self.sup.clock.wall(),
             );
         }
         let Some(rt) = self.sup.runtimes.get_mut(name) else {
@@ -181,7 +181,7 @@ impl Step<'_> {
         if self.sup.stopping {
             return;
         }
-        let now = Timestamp::now();
+        let now = self.sup.clock.wall();
         let released = self.state.release_held(name, now);
         if name == LEADER {
             return;

@@ -144,7 +144,7 @@ impl Step<'_> {
                 for n in &names {
                     self.sup.runtimes.remove(n);
                     self.state
-                        .remove_agent(n, "spawn_team failed", Timestamp::now());
+                        .remove_agent(n, "spawn_team failed", self.sup.clock.wall());
                 }
                 return Err(e);
             }
@@ -291,7 +291,7 @@ impl Step<'_> {
                 "only the leader or the operator may dissolve the team",
             ));
         }
-        let now = Timestamp::now();
+        let now = self.sup.clock.wall();
         let reason = reason.filter(|r| !r.trim().is_empty());
         let stopped: Vec<String> = self
             .state

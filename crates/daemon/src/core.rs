@@ -8,6 +8,7 @@
 use crate::outbox::{ConnHandle, ConnId};
 use crate::supervisor::{Action, Step, SupTimer, Supervisor};
 use agent_team_paths::TeamPaths;
+pub(crate) use agent_team_protocol::MAX_RID_LEN;
 use agent_team_protocol::frame;
 use agent_team_protocol::names::{LEADER, OPERATOR};
 use agent_team_protocol::*;
@@ -120,9 +121,9 @@ pub struct CoreConfig {
 }
 
 /// The most requests applied before a commit; bounds the latency one batch adds.
-const MAX_BATCH: usize = 4096;
+pub(crate) const MAX_BATCH: usize = 4096;
 /// How often the retention window is applied.
-const RETENTION_EVERY: Duration = Duration::from_secs(6 * 3600);
+pub(crate) const RETENTION_EVERY: Duration = Duration::from_secs(6 * 3600);
 
 /// The most backlog events sent to a catching-up subscriber per batch.
 const BACKLOG_CHUNK: usize = 2000;
@@ -132,10 +133,13 @@ const SUBSCRIBER_ROOM: usize = 2 * BACKLOG_CHUNK;
 /// How soon a subscriber with a full queue is looked at again.
 const ROOM_RECHECK: Duration = Duration::from_millis(20);
 
+/// One connection that said hello.
 #[derive(Debug)]
-struct Session {
-    handle: ConnHandle,
-    actor: Actor,
+pub(crate) struct Session {
+    /// Where its frames go.
+    pub(crate) handle: ConnHandle,
+    /// Who it is.
+    pub(crate) actor: Actor,
     /// For a subscriber: the newest sequence number it has been sent.
     sub: Option<u64>,
     watch_tasks: bool,
@@ -159,38 +163,46 @@ pub struct Core {
     pub(crate) cfg: CoreConfig,
     pub(crate) state: TeamState,
     pub(crate) store: Store,
-    sessions: HashMap<ConnId, Session>,
+    /// Who is on each connection.
+    pub(crate) sessions: HashMap<ConnId, Session>,
+    /// Each agent's connection.
     agent_conn: HashMap<String, ConnId>,
     /// This batch's frames, sent once it is committed: (connection, the request id a response
     /// answers, the frame).
-    responses: Vec<(ConnId, Option<u64>, Vec<u8>)>,
+    pub(crate) responses: Vec<(ConnId, Option<u64>, Vec<u8>)>,
     /// The disk holding the state was found full: writes are refused until space returns.
-    storage_full: bool,
+    pub(crate) storage_full: bool,
     /// A [`Timer::SubscriberRoom`] is scheduled.
-    room_timer: bool,
-    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    pub(crate) room_timer: bool,
+    /// What is due when.
+    pub(crate) timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     pub(crate) sup: Supervisor,
     /// Teammates whose work a `work_finish` is landing now.
     pub(crate) finishing: std::collections::HashSet<String>,
     /// Held by each piece of worktree git work (a task's commit, a finish), one at a time.
     pub(crate) git_turn: std::sync::Arc<std::sync::Mutex<()>>,
     pub(crate) self_tx: CoreTx,
-    force_exit: bool,
+    /// The supervisor asked for the exit without waiting for every agent.
+    pub(crate) force_exit: bool,
     pub(crate) daemon_pid: u32,
     /// Batches committed and core messages handled, for the log.
-    stats: (u64, u64),
-    commit_time: Duration,
+    pub(crate) stats: (u64, u64),
+    /// Time spent committing, for the log.
+    pub(crate) commit_time: Duration,
     /// Requests with a request id still waiting for their (asynchronous) answer, by the
     /// connection and frame id they will be answered on: whose request id it was.
-    rid_pending: HashMap<(ConnId, u64), (String, String)>,
+    pub(crate) rid_pending: HashMap<(ConnId, u64), (String, String)>,
     /// Retries that arrived while their original was still in flight, answered with it.
-    rid_retries: HashMap<(String, String), Vec<(ConnId, u64)>>,
+    pub(crate) rid_retries: HashMap<(String, String), Vec<(ConnId, u64)>>,
     /// The time for timers and the restart policy (a fake one in tests).
     pub(crate) clock: std::sync::Arc<dyn crate::clock::Clock>,
     /// Runs `[notify]` off the core.
-    notifier: crate::notify::Notifier,
+    pub(crate) notifier: crate::notify::Notifier,
     /// The hook runs under way and the completions waiting for them.
-    pub(crate) hooks: crate::hookrun::HookState,
+    pub(crate) hooks: crate::hooks::Hooks,
+    /// Tasks this batch completed, for a worktree teammate's commit of its work once the
+    /// batch is done.
+    pub(crate) completed: Vec<Task>,
 }
 
 impl Core {
@@ -235,10 +247,9 @@ impl Core {
         clock: std::sync::Arc<dyn crate::clock::Clock>,
     ) -> Self {
         let (team, paths) = (cfg.team.clone(), cfg.paths.clone());
-        let hooks =
-            crate::hookrun::HookState::new(std::sync::Arc::new(crate::hookrun::ShellRunner {
-                team: team.clone(),
-            }));
+        let hooks = crate::hooks::Hooks::new(std::sync::Arc::new(crate::hookrun::ShellRunner {
+            team: team.clone(),
+        }));
         // An agent that ends wakes the core at once (in-process agents; others need no help).
         let wake_tx = self_tx.clone();
         let wake: agent_team_pane::ExitNotify = std::sync::Arc::new(move || {
@@ -267,6 +278,7 @@ impl Core {
             clock,
             notifier: crate::notify::Notifier::default(),
             hooks,
+            completed: Vec::new(),
         };
         core.state.set_inbox_limit(core.cfg.inbox_limit);
         core.recover();
@@ -294,32 +306,28 @@ impl Core {
         self.supervise(|s| s.sup_recover());
         // Hook runs a crash left: pending ones start after the first commit, started ones
         // are reported and not run again.
-        self.recover_hooks();
+        let (hooks, cx) = self.hooks_with();
+        let answers = hooks.recover(cx);
+        self.deliver(answers);
         // The first compaction a minute after start (not in the way of a start), then every
         // few hours.
         self.schedule(Duration::from_secs(60), Timer::Retention);
     }
 
-    /// Compacts what is older than the team file's retention window (`limits.retention_days`).
-    fn apply_retention(&mut self) {
-        let days = self
-            .sup
-            .config
-            .as_ref()
-            .map_or(agent_team_config::Limits::default().retention_days, |c| {
-                c.limits.retention_days
-            });
-        if days == 0 {
-            return;
-        }
-        let before = Timestamp(
-            self.clock
-                .wall()
-                .millis()
-                .saturating_sub(days.saturating_mul(86_400_000)),
-        );
-        if let Err(e) = self.compact(before, false) {
-            tracing::warn!("compacting the state failed: {}", e.message);
+    /// An agent whose last request was decided is running again.
+    pub(crate) fn after_perm_resolved(&mut self, resolved: &[PermRequest]) {
+        let now = self.clock.wall();
+        for r in resolved {
+            let still_waiting = self.state.perms(false).iter().any(|p| p.agent == r.agent);
+            if !still_waiting
+                && self
+                    .state
+                    .agent(&r.agent)
+                    .is_some_and(|a| a.info.status == AgentStatus::Waiting)
+            {
+                self.state
+                    .set_agent_status(&r.agent, AgentStatus::Running, None, now);
+            }
         }
     }
 
@@ -381,7 +389,7 @@ impl Core {
 
     /// Queues the response frame for request `id` of `conn` (sent when the batch commits) and
     /// gives the outcome back, so a caller can remember it by its request id without a copy.
-    fn queue_response(
+    pub(crate) fn queue_response(
         &mut self,
         conn: ConnId,
         id: u64,
@@ -406,188 +414,7 @@ impl Core {
         })
     }
 
-    /// Runs until shutdown; returns after the last batch is committed.
-    pub async fn run(
-        mut self,
-        mut rx: mpsc::UnboundedReceiver<CoreMsg>,
-    ) -> Result<(), agent_team_store::StoreError> {
-        // Persist the recovery fix-ups before serving anyone.
-        self.flush()?;
-        loop {
-            let next_timer = self.timers.peek().map(|Reverse((at, _))| *at);
-            // A subscriber reading its backlog keeps the loop turning without waiting.
-            let backlog = self.has_backlog();
-            let first = tokio::select! {
-                m = rx.recv() => match m {
-                    Some(m) => Some(m),
-                    None => break,
-                },
-                _ = sleep_until(next_timer) => None,
-                _ = tokio::task::yield_now(), if backlog => None,
-            };
-            self.fire_timers();
-            if let Some(first) = first {
-                self.handle(first);
-                // Let the runtime poll the sockets once more before committing: requests that
-                // arrived during the previous commit join this batch (group commit) instead of
-                // each paying for an fsync of its own. `yield_now` resumes after that poll.
-                tokio::task::yield_now().await;
-            }
-            let mut n = 1;
-            while n < MAX_BATCH && !self.sup.stopping() {
-                match rx.try_recv() {
-                    Ok(m) => {
-                        self.handle(m);
-                        n += 1;
-                    }
-                    Err(_) => break,
-                }
-            }
-            self.stats.0 += 1;
-            self.stats.1 += n as u64;
-            self.flush()?;
-            if self.sup.stopping() && (self.sup.all_down() || self.force_exit) {
-                break;
-            }
-            if rx.is_empty()
-                && let Err(e) = self.store.checkpoint(true)
-            {
-                // A full disk can keep the WAL from being copied back; it is tried again later.
-                if !self.disk_is_full(&e) {
-                    return Err(e);
-                }
-            }
-        }
-        self.flush()?;
-        self.sup.backend_shutdown();
-        // The last notifications (the run's end) run before the daemon exits, bounded by the
-        // team's notify timeout.
-        let limit = self
-            .sup
-            .config
-            .as_ref()
-            .map_or(5, |c| c.notify.timeout_secs.clamp(1, 30));
-        self.notifier.finish(Duration::from_secs(limit));
-        tracing::info!(
-            batches = self.stats.0,
-            messages = self.stats.1,
-            commit_ms = self.commit_time.as_millis() as u64,
-            "core stopped"
-        );
-        for s in self.sessions.values() {
-            s.handle.close();
-        }
-        Ok(())
-    }
-
-    pub(crate) fn fire_timers(&mut self) {
-        let now = self.clock.now();
-        while let Some(Reverse((at, _))) = self.timers.peek() {
-            if *at > now {
-                break;
-            }
-            let Some(Reverse((_, timer))) = self.timers.pop() else {
-                break;
-            };
-            match timer {
-                Timer::PermTimeout(id) => {
-                    let reason = format!("no decision within {} s", self.perm_timeout().as_secs());
-                    if let Some(req) =
-                        self.state
-                            .perm_expire(id, "timeout", reason, self.clock.wall())
-                    {
-                        self.after_perm_resolved(&[req]);
-                    }
-                }
-                Timer::Sup(t) => self.supervise(|s| s.timer(t)),
-                Timer::SubscriberRoom => self.room_timer = false,
-                Timer::Retention => {
-                    self.apply_retention();
-                    self.schedule(RETENTION_EVERY, Timer::Retention);
-                }
-            }
-        }
-    }
-
-    pub(crate) fn handle(&mut self, msg: CoreMsg) {
-        match msg {
-            CoreMsg::Hello {
-                conn,
-                hello,
-                peer_pid,
-                handle,
-                reply,
-            } => {
-                // The welcome goes out with the batch, ahead of any pushes queued behind it.
-                let mark = self.responses.len();
-                let verdict = self.hello(conn, hello, peer_pid, handle);
-                if let Ok(w) = &verdict
-                    && let Ok(bytes) = frame::encode(&ServerFrame::Welcome(w.clone()))
-                {
-                    self.responses.insert(mark, (conn, None, bytes));
-                }
-                let _ = reply.send(verdict);
-            }
-            CoreMsg::Request { conn, id, req, rid } => {
-                let Some(actor) = self.sessions.get(&conn).map(|s| s.actor.clone()) else {
-                    return;
-                };
-                // A mutating request with a request id is applied once: a retry is answered
-                // with the first reply (remembered durably), or joins it while in flight.
-                if let Err(e) = req.check_sizes() {
-                    return self.answer(conn, id, Err(e));
-                }
-                if self.storage_full && req.is_mutating() && self.low_disk() {
-                    let e = self.storage_full_error();
-                    return self.answer(conn, id, Err(e));
-                }
-                let rid = rid.filter(|_| req.is_mutating());
-                if let Some(r) = &rid {
-                    if r.is_empty() || r.len() > MAX_RID_LEN {
-                        let e = ErrorBody::new(
-                            ErrorCode::BadRequest,
-                            format!("a request id (rid) has 1-{MAX_RID_LEN} bytes"),
-                        );
-                        return self.answer(conn, id, Err(e));
-                    }
-                    if let Some(outcome) = self.state.replay_outcome(actor.name(), r) {
-                        return self.answer(conn, id, outcome);
-                    }
-                    if !self.rid_retries.is_empty() {
-                        let key = (actor.name().to_string(), r.clone());
-                        if let Some(retries) = self.rid_retries.get_mut(&key) {
-                            retries.push((conn, id));
-                            return;
-                        }
-                    }
-                }
-                let outcome = crate::handlers::dispatch(self, conn, id, &actor, req, rid.as_ref());
-                match (outcome, rid) {
-                    (Some(outcome), Some(rid)) => {
-                        // Answered first, then remembered: the outcome moves, not copied.
-                        let outcome = self.queue_response(conn, id, outcome);
-                        self.state.remember_outcome(actor.name(), rid, outcome);
-                    }
-                    (Some(outcome), None) => self.answer(conn, id, outcome),
-                    (None, Some(rid)) => {
-                        let key = (actor.name().to_string(), rid);
-                        self.rid_retries.insert(key.clone(), Vec::new());
-                        self.rid_pending.insert((conn, id), key);
-                    }
-                    (None, None) => {}
-                }
-            }
-            CoreMsg::Closed { conn } => self.closed(conn),
-            CoreMsg::Shutdown => self.stop_on_purpose(),
-            CoreMsg::Sup(ev) => self.supervise(|s| s.sup_event(ev)),
-            CoreMsg::Poll => self.supervise(|s| s.poll()),
-            CoreMsg::ChildExited => self.supervise(|s| s.child_exited()),
-            CoreMsg::HookDone { id, outcome } => self.hook_done(id, outcome),
-            CoreMsg::WorkDone { conn, id, done } => self.work_done(conn, id, done),
-        }
-    }
-
-    fn hello(
+    pub(crate) fn hello(
         &mut self,
         conn: ConnId,
         hello: Hello,
@@ -716,7 +543,7 @@ impl Core {
         }
     }
 
-    fn closed(&mut self, conn: ConnId) {
+    pub(crate) fn closed(&mut self, conn: ConnId) {
         let Some(session) = self.sessions.remove(&conn) else {
             return;
         };
@@ -752,13 +579,13 @@ impl Core {
     }
 
     /// Whether the disk holding the state has less than [`agent_team_paths::LOW_DISK_BYTES`].
-    fn low_disk(&self) -> bool {
+    pub(crate) fn low_disk(&self) -> bool {
         agent_team_paths::free_bytes(&self.cfg.paths.dir)
             .is_some_and(|free| free < agent_team_paths::LOW_DISK_BYTES)
     }
 
     /// The error a write gets while the disk is full.
-    fn storage_full_error(&self) -> ErrorBody {
+    pub(crate) fn storage_full_error(&self) -> ErrorBody {
         let free = agent_team_paths::free_bytes(&self.cfg.paths.dir);
         let path = self.cfg.paths.db.display().to_string();
         ErrorBody::with_details(
@@ -798,7 +625,8 @@ impl Core {
         // (reads too) try a commit and be refused again.
         let _ = state.take_changes();
         self.state = state;
-        self.drop_lost_holds(&error);
+        let answers = self.hooks.drop_lost_holds(&self.state, &error);
+        self.deliver(answers);
         for (conn, id, bytes) in std::mem::take(&mut self.responses) {
             let Some(s) = self.sessions.get(&conn) else {
                 continue;
@@ -816,13 +644,69 @@ impl Core {
         Ok(())
     }
 
+    /// The hooks, and what a hook call may touch of the core (disjoint parts of it).
+    pub(crate) fn hooks_with(&mut self) -> (&mut crate::hooks::Hooks, crate::hooks::HookCx<'_>) {
+        let now = self.clock.wall();
+        let cx = crate::hooks::HookCx {
+            state: &mut self.state,
+            config: self.sup.config.as_ref(),
+            team: &self.cfg.team,
+            now,
+        };
+        (&mut self.hooks, cx)
+    }
+
+    /// Answers the requests a component says to answer.
+    pub(crate) fn deliver(&mut self, answers: crate::hooks::Answers) {
+        for (conn, id, outcome) in answers {
+            self.answer(conn, id, outcome);
+        }
+    }
+
+    /// Marks the queued hook runs started, commits that, and only then spawns them.
+    fn start_hooks(&mut self) -> Result<(), agent_team_store::StoreError> {
+        let (runs, ids) = self.hooks.mark_started(&mut self.state);
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let changes = self.state.take_changes();
+        if let Err(e) = self.store.commit(&changes) {
+            if !self.disk_is_full(&e) {
+                return Err(e);
+            }
+            // Nothing started: they start at a later commit, when there is room.
+            self.refuse_batch_for_full_disk()?;
+            self.hooks.requeue(ids);
+            return Ok(());
+        }
+        self.route(&changes);
+        let sandbox = self
+            .sup
+            .config
+            .as_ref()
+            .and_then(|cfg| crate::confine::boundary(cfg, &self.cfg.paths));
+        for run in runs {
+            let (id, tx) = (run.id, self.self_tx.clone());
+            tracing::info!(hook = %run.hook, id, command = %run.command, "running a hook");
+            self.hooks.runner.start(
+                run,
+                sandbox.clone(),
+                Box::new(move |outcome| {
+                    let _ = tx.send(CoreMsg::HookDone { id, outcome });
+                }),
+            );
+        }
+        Ok(())
+    }
+
     /// Commits the batch, then releases its responses and pushes.
     pub(crate) fn flush(&mut self) -> Result<(), agent_team_store::StoreError> {
         // `wait_for`s this batch settled are answered with it.
         self.supervise(|s| s.check_waits());
         let mut changes = self.state.take_changes();
         // Hook runs for this batch's events are stored with them.
-        self.plan_hooks(&changes);
+        let (hooks, cx) = self.hooks_with();
+        hooks.plan(cx, &changes);
         changes.extend(self.state.take_changes());
         let t0 = Instant::now();
         let committed = self.store.commit(&changes);
@@ -906,7 +790,7 @@ impl Core {
                     if let Event::TaskUpdated { task } = &env.event
                         && task.status == TaskStatus::Completed
                     {
-                        self.commit_task_work(task);
+                        self.completed.push(task.clone());
                     }
                     let mut bytes = None;
                     for s in self.sessions.values_mut() {
@@ -1030,7 +914,7 @@ impl Core {
     }
 }
 
-async fn sleep_until(at: Option<Instant>) {
+pub(crate) async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,

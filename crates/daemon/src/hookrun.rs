@@ -1,14 +1,11 @@
 //! Running the team's hooks, apart from what they mean to the team ([`crate::hooks`]): what a
 //! hook's process did ([`HookOutcome`]), the runner that starts one off the core
-//! ([`HookRunner`]: the real [`ShellRunner`], a fake in the unit tests) and the core's hook
-//! bookkeeping (`HookState`). It knows nothing of the core: the core holds these, and
-//! `hooks.rs` (the core's hook methods) uses them.
+//! ([`HookRunner`]: the real [`ShellRunner`], a fake in the unit tests). It knows nothing of
+//! the core or of what a hook means: [`crate::hooks::Hooks`] holds the runner.
 
-use crate::outbox::ConnId;
 use agent_team_state::HookRun;
 #[cfg(test)]
 use agent_team_state::HookRunState;
-use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -168,38 +165,6 @@ pub(crate) fn tail(s: &str, n: usize) -> &str {
         at += 1;
     }
     &s[at..]
-}
-
-/// The core's hook bookkeeping.
-pub(crate) struct HookState {
-    /// Runs hooks.
-    pub(crate) runner: Arc<dyn HookRunner>,
-    /// Runs to mark started and spawn once the batch that recorded them is committed.
-    pub(crate) queue: Vec<u64>,
-    /// Requests waiting for a held completion, by task.
-    pub(crate) waiters: HashMap<u64, Vec<(ConnId, u64)>>,
-    /// Sequence numbers of `TASK_UPDATED` events that created a task (this batch).
-    pub(crate) created: HashSet<u64>,
-}
-
-impl HookState {
-    /// Hooks run by `runner`.
-    pub(crate) fn new(runner: Arc<dyn HookRunner>) -> Self {
-        HookState {
-            runner,
-            queue: Vec::new(),
-            waiters: HashMap::new(),
-            created: HashSet::new(),
-        }
-    }
-}
-
-impl std::fmt::Debug for HookState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HookState")
-            .field("queue", &self.queue)
-            .finish_non_exhaustive()
-    }
 }
 
 /// A runner for the core's unit tests: keeps what it was asked to run; the test ends each.

@@ -5,6 +5,7 @@
 //! request. Connections are read on their own tasks; every request is applied by the single
 //! [`core`] task, which commits each batch before it answers.
 
+mod batch;
 pub mod clock;
 pub mod confine;
 pub mod conn;

@@ -13,6 +13,7 @@ mod upkeep;
 mod usage;
 
 use crate::core::Core;
+use crate::hooks::Hooks;
 use crate::outbox::ConnId;
 use crate::work::WorkFinishArgs;
 use agent_team_protocol::{ErrorBody, ErrorCode, Reply, Request, SpawnMember, TaskStatus};
@@ -86,8 +87,9 @@ pub(crate) fn dispatch(
             id: task,
             status: TaskStatus::Completed,
             result,
-        } if core.completion_is_hooked(task) => {
-            return core.hold_completion(actor, conn, id, task, result, rid.cloned());
+        } if Hooks::completion_is_hooked(&core.state, core.sup.config.as_ref(), task) => {
+            let (hooks, cx) = core.hooks_with();
+            return hooks.hold_completion(cx, actor, conn, id, task, result, rid.cloned());
         }
         Request::TaskFinish { id, status, result } => core
             .state
@@ -335,7 +337,8 @@ impl Core {
     fn flush_for_read(&mut self) -> Result<(), ErrorBody> {
         if self.state.has_changes() {
             let mut changes = self.state.take_changes();
-            self.plan_hooks(&changes);
+            let (hooks, cx) = self.hooks_with();
+            hooks.plan(cx, &changes);
             changes.extend(self.state.take_changes());
             match self.store.commit(&changes) {
                 // Responses wait for the batch's end; pushes of these changes go out now.

@@ -61,23 +61,6 @@ pub(super) fn decide(
 }
 
 impl Core {
-    /// An agent whose last request was decided is running again.
-    pub(crate) fn after_perm_resolved(&mut self, resolved: &[PermRequest]) {
-        let now = self.clock.wall();
-        for r in resolved {
-            let still_waiting = self.state.perms(false).iter().any(|p| p.agent == r.agent);
-            if !still_waiting
-                && self
-                    .state
-                    .agent(&r.agent)
-                    .is_some_and(|a| a.info.status == AgentStatus::Waiting)
-            {
-                self.state
-                    .set_agent_status(&r.agent, AgentStatus::Running, None, now);
-            }
-        }
-    }
-
     /// Shows a new request to whoever decides: a `permission` message to the leader (its pane
     /// prompts the human, or its model decides when it is the approver). With the leader as
     /// approver and not connected, the request is denied at once.

@@ -27,7 +27,7 @@ pub(super) fn add(
     // A new task records one event (an existing key's task none): `task_created`.
     let seq = s.last_seq();
     if seq > before {
-        core.task_created_at(seq);
+        core.hooks.task_created_at(seq);
     }
     Ok(task_reply(task))
 }

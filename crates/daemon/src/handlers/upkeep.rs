@@ -25,6 +25,29 @@ pub(super) fn gc(
 }
 
 impl Core {
+    /// Compacts what is older than the team file's retention window (`limits.retention_days`).
+    pub(crate) fn apply_retention(&mut self) {
+        let days = self
+            .sup
+            .config
+            .as_ref()
+            .map_or(agent_team_config::Limits::default().retention_days, |c| {
+                c.limits.retention_days
+            });
+        if days == 0 {
+            return;
+        }
+        let before = Timestamp(
+            self.clock
+                .wall()
+                .millis()
+                .saturating_sub(days.saturating_mul(86_400_000)),
+        );
+        if let Err(e) = self.compact(before, false) {
+            tracing::warn!("compacting the state failed: {}", e.message);
+        }
+    }
+
     /// Removes what is done and older than `before` from the store and from memory; with
     /// `vacuum` the file shrinks too (it blocks the daemon while SQLite rewrites the file).
     pub(crate) fn compact(

@@ -1,0 +1,208 @@
+//! The core's loop: it takes what reaches it in batches, applies each message (a request
+//! through [`crate::handlers::dispatch`], a supervisor event, a hook's or git work's outcome),
+//! fires the timers that are due and commits the batch. It sits above the core and the
+//! modules that work on it, so the core itself calls none of them.
+
+use crate::core::{Core, CoreMsg, MAX_BATCH, MAX_RID_LEN, RETENTION_EVERY, Timer, sleep_until};
+use agent_team_protocol::frame;
+use agent_team_protocol::*;
+use std::cmp::Reverse;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+impl Core {
+    /// Commits the batch; then the tasks it completed have their worktree teammates' work
+    /// committed (off the core).
+    fn commit_batch(&mut self) -> Result<(), agent_team_store::StoreError> {
+        self.flush()?;
+        for task in std::mem::take(&mut self.completed) {
+            self.commit_task_work(&task);
+        }
+        Ok(())
+    }
+
+    /// Runs until shutdown; returns after the last batch is committed.
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<CoreMsg>,
+    ) -> Result<(), agent_team_store::StoreError> {
+        // Persist the recovery fix-ups before serving anyone.
+        self.commit_batch()?;
+        loop {
+            let next_timer = self.timers.peek().map(|Reverse((at, _))| *at);
+            // A subscriber reading its backlog keeps the loop turning without waiting.
+            let backlog = self.has_backlog();
+            let first = tokio::select! {
+                m = rx.recv() => match m {
+                    Some(m) => Some(m),
+                    None => break,
+                },
+                _ = sleep_until(next_timer) => None,
+                _ = tokio::task::yield_now(), if backlog => None,
+            };
+            self.fire_timers();
+            if let Some(first) = first {
+                self.handle(first);
+                // Let the runtime poll the sockets once more before committing: requests that
+                // arrived during the previous commit join this batch (group commit) instead of
+                // each paying for an fsync of its own. `yield_now` resumes after that poll.
+                tokio::task::yield_now().await;
+            }
+            let mut n = 1;
+            while n < MAX_BATCH && !self.sup.stopping() {
+                match rx.try_recv() {
+                    Ok(m) => {
+                        self.handle(m);
+                        n += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.stats.0 += 1;
+            self.stats.1 += n as u64;
+            self.commit_batch()?;
+            if self.sup.stopping() && (self.sup.all_down() || self.force_exit) {
+                break;
+            }
+            if rx.is_empty()
+                && let Err(e) = self.store.checkpoint(true)
+            {
+                // A full disk can keep the WAL from being copied back; it is tried again later.
+                if !self.disk_is_full(&e) {
+                    return Err(e);
+                }
+            }
+        }
+        self.commit_batch()?;
+        self.sup.backend_shutdown();
+        // The last notifications (the run's end) run before the daemon exits, bounded by the
+        // team's notify timeout.
+        let limit = self
+            .sup
+            .config
+            .as_ref()
+            .map_or(5, |c| c.notify.timeout_secs.clamp(1, 30));
+        self.notifier.finish(Duration::from_secs(limit));
+        tracing::info!(
+            batches = self.stats.0,
+            messages = self.stats.1,
+            commit_ms = self.commit_time.as_millis() as u64,
+            "core stopped"
+        );
+        for s in self.sessions.values() {
+            s.handle.close();
+        }
+        Ok(())
+    }
+
+    pub(crate) fn fire_timers(&mut self) {
+        let now = self.clock.now();
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, timer))) = self.timers.pop() else {
+                break;
+            };
+            match timer {
+                Timer::PermTimeout(id) => {
+                    let reason = format!("no decision within {} s", self.perm_timeout().as_secs());
+                    if let Some(req) =
+                        self.state
+                            .perm_expire(id, "timeout", reason, self.clock.wall())
+                    {
+                        self.after_perm_resolved(&[req]);
+                    }
+                }
+                Timer::Sup(t) => self.supervise(|s| s.timer(t)),
+                Timer::SubscriberRoom => self.room_timer = false,
+                Timer::Retention => {
+                    self.apply_retention();
+                    self.schedule(RETENTION_EVERY, Timer::Retention);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn handle(&mut self, msg: CoreMsg) {
+        match msg {
+            CoreMsg::Hello {
+                conn,
+                hello,
+                peer_pid,
+                handle,
+                reply,
+            } => {
+                // The welcome goes out with the batch, ahead of any pushes queued behind it.
+                let mark = self.responses.len();
+                let verdict = self.hello(conn, hello, peer_pid, handle);
+                if let Ok(w) = &verdict
+                    && let Ok(bytes) = frame::encode(&ServerFrame::Welcome(w.clone()))
+                {
+                    self.responses.insert(mark, (conn, None, bytes));
+                }
+                let _ = reply.send(verdict);
+            }
+            CoreMsg::Request { conn, id, req, rid } => {
+                let Some(actor) = self.sessions.get(&conn).map(|s| s.actor.clone()) else {
+                    return;
+                };
+                // A mutating request with a request id is applied once: a retry is answered
+                // with the first reply (remembered durably), or joins it while in flight.
+                if let Err(e) = req.check_sizes() {
+                    return self.answer(conn, id, Err(e));
+                }
+                if self.storage_full && req.is_mutating() && self.low_disk() {
+                    let e = self.storage_full_error();
+                    return self.answer(conn, id, Err(e));
+                }
+                let rid = rid.filter(|_| req.is_mutating());
+                if let Some(r) = &rid {
+                    if r.is_empty() || r.len() > MAX_RID_LEN {
+                        let e = ErrorBody::new(
+                            ErrorCode::BadRequest,
+                            format!("a request id (rid) has 1-{MAX_RID_LEN} bytes"),
+                        );
+                        return self.answer(conn, id, Err(e));
+                    }
+                    if let Some(outcome) = self.state.replay_outcome(actor.name(), r) {
+                        return self.answer(conn, id, outcome);
+                    }
+                    if !self.rid_retries.is_empty() {
+                        let key = (actor.name().to_string(), r.clone());
+                        if let Some(retries) = self.rid_retries.get_mut(&key) {
+                            retries.push((conn, id));
+                            return;
+                        }
+                    }
+                }
+                let outcome = crate::handlers::dispatch(self, conn, id, &actor, req, rid.as_ref());
+                match (outcome, rid) {
+                    (Some(outcome), Some(rid)) => {
+                        // Answered first, then remembered: the outcome moves, not copied.
+                        let outcome = self.queue_response(conn, id, outcome);
+                        self.state.remember_outcome(actor.name(), rid, outcome);
+                    }
+                    (Some(outcome), None) => self.answer(conn, id, outcome),
+                    (None, Some(rid)) => {
+                        let key = (actor.name().to_string(), rid);
+                        self.rid_retries.insert(key.clone(), Vec::new());
+                        self.rid_pending.insert((conn, id), key);
+                    }
+                    (None, None) => {}
+                }
+            }
+            CoreMsg::Closed { conn } => self.closed(conn),
+            CoreMsg::Shutdown => self.stop_on_purpose(),
+            CoreMsg::Sup(ev) => self.supervise(|s| s.sup_event(ev)),
+            CoreMsg::Poll => self.supervise(|s| s.poll()),
+            CoreMsg::ChildExited => self.supervise(|s| s.child_exited()),
+            CoreMsg::HookDone { id, outcome } => {
+                let (hooks, cx) = self.hooks_with();
+                let answers = hooks.done(cx, id, outcome);
+                self.deliver(answers);
+            }
+            CoreMsg::WorkDone { conn, id, done } => self.work_done(conn, id, done),
+        }
+    }
+}

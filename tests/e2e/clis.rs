@@ -229,7 +229,12 @@ fn qwen_code() -> std::path::PathBuf {
     );
     if std::fs::read_to_string(&wrapper).ok().as_deref() != Some(script.as_str()) {
         use std::os::unix::fs::PermissionsExt;
-        let tmp = dir.join(format!(".qwen.{}", std::process::id()));
+        // Tests run as threads of one process: the name is this thread's own.
+        let tmp = dir.join(format!(
+            ".qwen.{}.{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         std::fs::write(&tmp, &script).unwrap();
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::rename(&tmp, &wrapper).unwrap();
@@ -757,6 +762,29 @@ fn gemini_cli_works_interactively_in_its_tmux_pane() {
     });
 }
 
+/// Whether a transcript or database file under `dir` (`.jsonl`, `.json`, `.db`, `-wal`; at
+/// most 8 levels down, none over 4 MiB, so a CLI's unpacked code is not read) holds `text`.
+fn holds_text(dir: &Path, text: &[u8], depth: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let Ok(kind) = e.file_type() else {
+            return false;
+        };
+        if kind.is_dir() {
+            return depth < 8 && holds_text(&e.path(), text, depth + 1);
+        }
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let kept = [".jsonl", ".json", ".db", "-wal"];
+        kind.is_file()
+            && kept.iter().any(|k| name.ends_with(k))
+            && e.metadata().is_ok_and(|m| m.len() <= 4 << 20)
+            && std::fs::read(e.path()).is_ok_and(|b| b.windows(text.len()).any(|w| w == text))
+    })
+}
+
 /// The first request `agent`'s CLI made of `mock` after its restart (it carries the
 /// instruction to carry on), as text; empty while there is none.
 fn restarted_request(mock: &agent_team_mockmodel::MockModel, agent: &str) -> String {
@@ -1008,6 +1036,13 @@ title = "Left for later"
     });
     let owned = sb.tasks("ccpane").into_iter().find(|t| t.id == 2).unwrap();
     assert_eq!(owned.owner.as_deref(), Some("cc"), "{owned:?}");
+    // The kill comes once the CLI has recorded its turn: a sandboxed CLI is killed with its
+    // sandbox, before it can write what it had not yet (Claude Code lagged a whole turn
+    // under CI load; see the notes on stopping a CLI gracefully).
+    let home = sb.team("ccpane").cli_home("cc");
+    wait_for("the CLI to record its last turn", T, || {
+        holds_text(&home, b"Wrote extra.txt.", 0)
+    });
     let first_pid = sb.agent("ccpane", "cc").pid.unwrap();
     sb.ok(&["kill", "cc"]);
     wait_for("cc stopped", T, || {
@@ -1262,15 +1297,20 @@ impl Pair<'_> {
                     .unwrap_or_default()
             };
             let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            // Each screen showed its CLI's own view of the team tool calls at some point (a CLI
+            // that exits once the run is finished may clear its screen).
+            let mut shown = std::collections::HashSet::new();
             loop {
                 let tasks = sb.tasks(self.team);
+                for n in &names {
+                    let s = screen(n);
+                    if s.contains("Called team") || s.contains("claim_task") {
+                        shown.insert(*n);
+                    }
+                }
                 if tasks.len() == names.len()
                     && tasks.iter().all(|t| t.status == TaskStatus::Completed)
-                    // Each screen shows its CLI's own view of the team tool calls.
-                    && names.iter().all(|n| {
-                        let s = screen(n);
-                        s.contains("Called team") || s.contains("claim_task")
-                    })
+                    && shown.len() == names.len()
                 {
                     break;
                 }

@@ -162,7 +162,14 @@ fn heals_on(backend: &str) {
             || logs.iter().any(|l| std::fs::read_to_string(l)
                 .unwrap_or_default()
                 .contains("brought the daemon of team heal back")),
-        "{backend}: a healer said so in its log"
+        "{backend}: a healer said so in its log: {}",
+        logs.iter()
+            .map(|l| format!(
+                "--- {}\n{}",
+                l.display(),
+                std::fs::read_to_string(l).unwrap_or_default()
+            ))
+            .collect::<String>()
     );
     sb.ok(&["--team", team, "down"]);
     wait_for("nothing of the team to be left", T, || {

@@ -51,9 +51,7 @@ pub enum StartError {
     Io(String),
 }
 
-/// The variable naming the file descriptor (a pipe's writing end) on which a daemon started
-/// by [`ensure_daemon`] says why it could not start; the starter shows that reason.
-pub const ENV_START_FD: &str = "AGENT_TEAM_START_FD";
+pub use agent_team_paths::ENV_START_FD;
 
 /// Whether a daemon answers on the team's socket right now.
 pub fn daemon_running(tp: &TeamPaths) -> bool {
@@ -100,7 +98,6 @@ pub(crate) fn start(
         .map_err(|e| StartError::Io(format!("cannot make a pipe: {e}")))?;
     let tx_fd = std::os::fd::AsRawFd::as_raw_fd(&reason_tx);
     let mut cmd = Command::new(exe);
-    cmd.env(ENV_START_FD, tx_fd.to_string());
     cmd.args(["daemon", "--foreground", "--team", &tp.team])
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))
@@ -119,6 +116,9 @@ pub(crate) fn start(
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
+    // Last: a starter that is itself a daemon's child inherited its starter's number, which
+    // the scrub above would otherwise take away from this daemon.
+    cmd.env(ENV_START_FD, tx_fd.to_string());
     // A new session: the daemon must outlive the terminal and the command that started it.
     #[allow(unsafe_code)]
     unsafe {
@@ -144,6 +144,9 @@ pub(crate) fn start(
     let pid = child.id();
     let mut pauses =
         Backoff::new(Duration::from_millis(1), Duration::from_millis(50)).deadline(deadline);
+    // The daemon closes its end of the pipe once it listens (or exits, having written why):
+    // until then this waits on the pipe, not on a clock.
+    let mut pipe_open = true;
     loop {
         if daemon_running(tp) {
             // The daemon lives on in its own session; a thread reaps it should it exit while
@@ -174,6 +177,10 @@ pub(crate) fn start(
                 tail: with_disk_note(tail(&tp.daemon_log), &tp.dir),
             });
         }
+        if pipe_open {
+            pipe_open = !pipe_signalled(&reason_rx, deadline);
+            continue;
+        }
         match pauses.next() {
             Some(pause) => std::thread::sleep(pause),
             None => {
@@ -184,6 +191,23 @@ pub(crate) fn start(
                 });
             }
         }
+    }
+}
+
+/// Waits until the daemon's start pipe is readable or closed (it listens, or it is gone), at
+/// most until `deadline`; true when it was.
+fn pipe_signalled(rx: &std::os::fd::OwnedFd, deadline: Instant) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let left = deadline.saturating_duration_since(Instant::now());
+    let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+    let mut fds = [PollFd::new(rx.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::from(ms)) {
+        Ok(n) => n > 0,
+        // Interrupted: looked at again by the caller's next turn.
+        Err(nix::errno::Errno::EINTR) => false,
+        // A pipe that cannot be polled: the caller falls back to its pauses.
+        Err(_) => true,
     }
 }
 

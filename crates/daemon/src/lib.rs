@@ -133,6 +133,12 @@ impl DaemonOptions {
 
 /// Runs the daemon on the current thread until it is told to stop.
 pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
+    run_notifying(opts, || {})
+}
+
+/// [`run`], calling `listening` once the socket accepts connections (the starter that waits on
+/// the daemon's start pipe is told then, not by polling).
+pub fn run_notifying(opts: DaemonOptions, listening: impl FnOnce()) -> Result<(), DaemonError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -154,6 +160,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             },
             None => None,
         };
+        listening();
         serve(prepared, shutdown_signal()).await
     })
 }
@@ -167,6 +174,8 @@ fn spawn_guardian(exe: &std::path::Path, tp: &TeamPaths) -> std::io::Result<std:
     let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let mut child = std::process::Command::new(exe)
         .args(["daemon", "--guard", "--team", &tp.team])
+        // This daemon's starter's pipe is not the guardian's (it has no such descriptor).
+        .env_remove(agent_team_paths::ENV_START_FD)
         .stdin(std::process::Stdio::from(reader))
         .stdout(std::process::Stdio::null())
         .process_group(0)

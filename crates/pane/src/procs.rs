@@ -91,6 +91,44 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
+/// Waits until process `pid` has exited (a zombie counts), at most `timeout`; true when it
+/// has. Woken by the kernel through a pidfd, so no poll of `/proc`; without pidfds (Linux
+/// before 5.3) it looks every 5 ms.
+pub fn wait_exit(pid: u32, timeout: std::time::Duration) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    use rustix::process::{Pid as RPid, PidfdFlags, pidfd_open};
+    let deadline = std::time::Instant::now() + timeout;
+    let gone = || !pid_alive(pid) || is_zombie(pid);
+    let fd = i32::try_from(pid)
+        .ok()
+        .and_then(RPid::from_raw)
+        .and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok());
+    let Some(fd) = fd else {
+        // No such process any more, or no pidfds here.
+        while !gone() {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        return true;
+    };
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ts = Timespec::try_from(left).unwrap_or(Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        });
+        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+        match poll(&mut fds, Some(&ts)) {
+            Ok(n) if n > 0 => return true,
+            Ok(_) => return gone(),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return gone(),
+        }
+    }
+}
+
 /// When process `pid` started, in clock ticks since boot (`/proc/PID/stat` field 22): with
 /// the pid, it names one process for good, so a pid the system gave to another process since
 /// is never taken for it. `None` when the process is gone or there is no /proc.
@@ -496,6 +534,21 @@ mod bounded_tests {
         let mut c = std::process::Command::new("sh");
         c.arg("-c").arg(script);
         c
+    }
+
+    #[test]
+    fn an_exit_wait_ends_at_the_exit_and_times_out_while_it_runs() {
+        let mut child = sh("read _")
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        assert!(!wait_exit(pid, std::time::Duration::from_millis(50)));
+        // Its stdin closed, it exits (a zombie until reaped: that counts).
+        drop(child.stdin.take());
+        assert!(wait_exit(pid, std::time::Duration::from_secs(30)));
+        child.wait().unwrap();
+        assert!(wait_exit(pid, std::time::Duration::ZERO));
     }
 
     #[test]

@@ -17,6 +17,10 @@ pub const ENV_RUNTIME_DIR: &str = "AGENT_TEAM_RUNTIME_DIR";
 /// Environment variable holding `agent-team serve`'s bearer token: never passed on to a
 /// daemon (whose agents' commands must not find it in `/proc/PID/environ`).
 pub const ENV_API_TOKEN: &str = "AGENT_TEAM_API_TOKEN";
+/// Environment variable naming the file descriptor (a pipe's writing end) on which a daemon
+/// started by the client's autostart says it listens (it closes the pipe) or why it could not
+/// start; no child of the daemon is given it.
+pub const ENV_START_FD: &str = "AGENT_TEAM_START_FD";
 /// Environment variable overriding the tmux socket path of the team's private tmux server.
 pub const ENV_TMUX_SOCKET: &str = "AGENT_TEAM_TMUX_SOCKET";
 
@@ -309,6 +313,28 @@ pub fn lock_held(path: &Path) -> bool {
     }
 }
 
+/// Waits until nobody holds the lock at `path` (a daemon lets go of it as it ends), at most
+/// `timeout`; true when let go. A thread blocks on a shared lock of its own, taken and let go
+/// at once, so the wait ends the moment the holder lets go, not at a poll; on a timeout it is
+/// left blocked and ends with the lock (or this process).
+pub fn wait_lock_released(path: &Path, timeout: std::time::Duration) -> bool {
+    let Ok(file) = fs::OpenOptions::new().read(true).open(path) else {
+        return true;
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("lock-wait".into())
+        .spawn(move || {
+            let free = file.lock_shared().is_ok();
+            let _ = file.unlock();
+            let _ = tx.send(free);
+        });
+    if spawned.is_err() {
+        return !lock_held(path);
+    }
+    rx.recv_timeout(timeout).unwrap_or(false)
+}
+
 /// Writes a secret file readable only by the owner (0600), replacing any old one atomically.
 pub fn write_secret_file(path: &Path, secret: &str) -> Result<(), io::Error> {
     let tmp = path.with_extension("tmp");
@@ -331,6 +357,30 @@ pub fn read_secret_file(path: &Path) -> Result<String, io::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lock_wait_ends_when_the_holder_lets_go_and_not_before() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("daemon.lock");
+        let holder = fs::File::create(&path).unwrap();
+        holder.lock().unwrap();
+        assert!(!wait_lock_released(
+            &path,
+            std::time::Duration::from_millis(50)
+        ));
+        let waiter = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                wait_lock_released(&path, std::time::Duration::from_secs(30))
+            })
+        };
+        holder.unlock().unwrap();
+        assert!(waiter.join().unwrap());
+        assert!(wait_lock_released(
+            &tmp.path().join("none"),
+            std::time::Duration::ZERO
+        ));
+    }
 
     #[test]
     fn runtime_dir_is_private_and_tightened() {

@@ -47,25 +47,27 @@ pub fn daemon(ctx: &Ctx, foreground: bool, permission_timeout: u64) -> Result<Ex
             .with_ansi(false)
             .init(),
     }
-    let mut start_pipe = start_pipe();
+    let start_pipe = std::cell::RefCell::new(start_pipe());
     let mut opts = agent_team_daemon::DaemonOptions::new(ctx.paths.clone(), &ctx.team);
     opts.perm_timeout = Duration::from_secs(permission_timeout);
     opts.env = match crate::backend::supervisor_env(&ctx.paths) {
         Ok(env) => env,
         Err(e) => {
-            tell_starter(&mut start_pipe, &format!("{e:#}"));
+            tell_starter(&mut start_pipe.borrow_mut(), &format!("{e:#}"));
             return Err(e);
         }
     };
     opts.heal = std::env::var_os(agent_team_client::heal::ENV_HEAL).is_some();
     opts.guard_exe = std::env::current_exe().ok();
-    match agent_team_daemon::run(opts) {
+    // Listening: the starter is let go by the pipe's end.
+    let listening = || drop(start_pipe.borrow_mut().take());
+    match agent_team_daemon::run_notifying(opts, listening) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
             // Said on stderr (the log) and to the CLI that started it, through its pipe: the
             // log may be on the full disk, and its last lines a previous daemon's.
             eprintln!("agent-team: error: {e}");
-            tell_starter(&mut start_pipe, &e.to_string());
+            tell_starter(&mut start_pipe.borrow_mut(), &e.to_string());
             Ok(ExitCode::from(e.exit_code()))
         }
     }
@@ -122,8 +124,9 @@ pub fn guard(ctx: &Ctx) -> Result<ExitCode> {
     }
 }
 
-/// The pipe on which the CLI that started this daemon waits for a reason it could not start
-/// (`agent_team_client::ENV_START_FD`), made close-on-exec so no agent inherits it.
+/// The pipe on which the CLI that started this daemon waits (`agent_team_client::ENV_START_FD`):
+/// closed once the daemon listens, or given the reason it could not start; close-on-exec so
+/// no agent inherits it.
 fn start_pipe() -> Option<std::fs::File> {
     use std::os::fd::FromRawFd;
     let fd: i32 = std::env::var(agent_team_client::ENV_START_FD)

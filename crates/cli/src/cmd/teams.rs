@@ -442,28 +442,21 @@ pub fn shutdown(ctx: &Ctx, c: &mut agent_team_client::Client) -> Result<u32> {
         Err(e) => return Err(e.into()),
     }
     // Wait for the daemon to release its lock: only then is everything it owned stopped.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while agent_team_daemon::lock::DaemonLock::is_held(&ctx.tp.lock) {
-        if Instant::now() > deadline {
-            bail!(crate::Hinted::new(
-                format!("the daemon (pid {pid}) did not stop within 60 s"),
-                format!(
-                    "check {} and kill it if needed",
-                    ctx.tp.daemon_log.display()
-                )
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(5));
+    if !agent_team_paths::wait_lock_released(&ctx.tp.lock, Duration::from_secs(60)) {
+        bail!(crate::Hinted::new(
+            format!("the daemon (pid {pid}) did not stop within 60 s"),
+            format!(
+                "check {} and kill it if needed",
+                ctx.tp.daemon_log.display()
+            )
+        ));
     }
     // Then for the process itself to be gone (it may still be tearing down its runtime).
-    while agent_team_pane::procs::pid_alive(pid) && !agent_team_pane::procs::is_zombie(pid) {
-        if Instant::now() > deadline {
-            bail!(crate::Hinted::new(
-                format!("the daemon (pid {pid}) released its lock but did not exit"),
-                "kill it"
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(5));
+    if !agent_team_pane::procs::wait_exit(pid, Duration::from_secs(60)) {
+        bail!(crate::Hinted::new(
+            format!("the daemon (pid {pid}) released its lock but did not exit"),
+            "kill it"
+        ));
     }
     Ok(pid)
 }

@@ -831,14 +831,8 @@ fn last_reports(
 /// crashed: a clean stop removes the operator credential before it lets go of its lock; a
 /// crash leaves the credential behind.
 pub(crate) fn stopped_cleanly(ctx: &Ctx) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while agent_team_daemon::lock::DaemonLock::is_held(&ctx.tp.lock) {
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    !ctx.tp.operator_secret.exists()
+    agent_team_paths::wait_lock_released(&ctx.tp.lock, Duration::from_secs(10))
+        && !ctx.tp.operator_secret.exists()
 }
 
 /// On SIGINT, SIGTERM or SIGHUP: stop the team the way `down` does, say so, and exit 130.

@@ -1,7 +1,7 @@
 //! Running the team's hooks, apart from what they mean to the team ([`crate::hooks`]): what a
 //! hook's process did ([`HookOutcome`]), the runner that starts one off the core
 //! ([`HookRunner`]: the real [`ShellRunner`], a fake in the unit tests). It knows nothing of
-//! the core or of what a hook means: [`crate::hooks::Hooks`] holds the runner.
+//! the core or of what a hook means: `hooks::Hooks` holds the runner.
 
 use agent_team_state::HookRun;
 #[cfg(test)]

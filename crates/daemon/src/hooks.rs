@@ -7,8 +7,8 @@
 //! (the whole group) at its timeout. The core never waits for one: a hook runs on a thread of
 //! its own and its outcome comes back as [`crate::core::CoreMsg::HookDone`].
 //!
-//! [`Hooks`] is a component of the core that is given the state it needs ([`HookCx`]: the team
-//! state, the stored configuration, the time) and says whom to answer ([`Answers`]); the core
+//! `Hooks` is a component of the core that is given the state it needs (`HookCx`: the team
+//! state, the stored configuration, the time) and says whom to answer (`Answers`); the core
 //! commits, answers and spawns. It knows nothing of the core.
 //!
 //! Exactly once: a run is stored `pending` in the batch that commits its event, stored

@@ -2,7 +2,7 @@
 //! agents, typing into a pane, the team's configuration, finishing a run, and stopping the
 //! daemon. Spawn, kill and restart are answered by the supervisor once the agent gets somewhere.
 
-use super::internal;
+use super::{internal, operator_only};
 use crate::core::Core;
 use agent_team_protocol::names::LEADER;
 use agent_team_protocol::{
@@ -55,12 +55,7 @@ pub(super) fn finish(
 
 /// `shutdown`: the operator's alone.
 pub(super) fn shutdown(core: &mut Core, actor: &Actor) -> Result<Reply, ErrorBody> {
-    if *actor != Actor::Operator {
-        return Err(ErrorBody::new(
-            ErrorCode::PermissionDenied,
-            "only the operator may shut the daemon down",
-        ));
-    }
+    operator_only(actor, "shut the daemon down")?;
     core.stop_on_purpose();
     Ok(Reply::Done)
 }
@@ -116,12 +111,7 @@ pub(super) fn register(
     role: String,
     now: Timestamp,
 ) -> Result<Reply, ErrorBody> {
-    if *actor != Actor::Operator {
-        return Err(ErrorBody::new(
-            ErrorCode::PermissionDenied,
-            "only the operator registers external agents",
-        ));
-    }
+    operator_only(actor, "register external agents")?;
     if (name == LEADER) != (role == LEADER) {
         return Err(ErrorBody::new(
             ErrorCode::BadRequest,

@@ -307,6 +307,17 @@ fn agent_reply(agent: agent_team_protocol::AgentInfo) -> Reply {
     Reply::Agent { agent }
 }
 
+/// Refuses what only the operator may do (`what`: "shut the daemon down").
+fn operator_only(actor: &Actor, what: &str) -> Result<(), ErrorBody> {
+    if *actor == Actor::Operator {
+        return Ok(());
+    }
+    Err(ErrorBody::new(
+        ErrorCode::PermissionDenied,
+        format!("only the operator may {what}"),
+    ))
+}
+
 /// A storage failure while serving a read.
 fn store_error(e: agent_team_store::StoreError) -> ErrorBody {
     ErrorBody::new(ErrorCode::Internal, format!("storage failed: {e}"))

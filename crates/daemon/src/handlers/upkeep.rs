@@ -3,7 +3,7 @@
 
 use super::store_error;
 use crate::core::Core;
-use agent_team_protocol::{Compacted, ErrorBody, ErrorCode, Reply, Timestamp};
+use agent_team_protocol::{Compacted, ErrorBody, Reply, Timestamp};
 use agent_team_state::Actor;
 
 /// `gc` (the operator's): everything done up to now, or up to the age asked for, compacted.
@@ -13,12 +13,7 @@ pub(super) fn gc(
     older_than_secs: u64,
     now: Timestamp,
 ) -> Result<Reply, ErrorBody> {
-    if *actor != Actor::Operator {
-        return Err(ErrorBody::new(
-            ErrorCode::PermissionDenied,
-            "only the operator compacts the team's state",
-        ));
-    }
+    super::operator_only(actor, "compact the team's state")?;
     let before = Timestamp((now.0 + 1).saturating_sub(older_than_secs.saturating_mul(1000)));
     core.compact(before, true)
         .map(|report| Reply::Compacted { report })

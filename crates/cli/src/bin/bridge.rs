@@ -11,15 +11,12 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage: agent-team-bridge mcp SOCKET
        agent-team-bridge hook stop|pre-tool-use [--cli NAME] --socket SOCKET
-       agent-team-bridge exec PROGRAM [ARG...]
 
 Started by an agent CLI, never by hand: the configuration its worker writes registers it as
 the CLI's `team` MCP server (carrying the MCP session between the CLI's stdin/stdout and the
 worker's SOCKET) and as its turn-end and pre-tool hooks (the hook's input goes to the worker,
 which answers; what it answers is printed, and its exit code is this one's). A pre-tool hook
-that gets no answer exits 2: the CLI refuses the call. `exec` runs PROGRAM (the CLI, in its
-sandbox) with SIGTERM's default action back: the sandbox around it ignores SIGTERM, so that a
-stop's SIGTERM reaches the CLI and it can save its work before it exits.";
+that gets no answer exits 2: the CLI refuses the call.";
 
 /// The most of a hook's input handed on (the worker reads no more).
 const HOOK_INPUT_MAX: u64 = 256 * 1024;
@@ -35,11 +32,6 @@ fn main() -> ExitCode {
             }
         },
         Some("hook") => hook(&args[1..]),
-        Some("exec") if args.len() >= 2 => {
-            let e = exec_with_default_sigterm(&args[1], &args[2..]);
-            eprintln!("agent-team-bridge: cannot run {}: {e}", args[1]);
-            ExitCode::from(127)
-        }
         Some("--help" | "-h") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -164,26 +156,4 @@ fn ask(
     let mut text = String::new();
     reader.take(HOOK_INPUT_MAX * 4).read_to_string(&mut text)?;
     Ok((code, text.trim_end().to_string()))
-}
-
-/// Replaces this process with `program`, SIGTERM's action set back to the default (an ignored
-/// signal stays ignored across `exec`, and a shell cannot trap one it was started ignoring).
-/// Returns only when the exec failed.
-fn exec_with_default_sigterm(program: &str, args: &[String]) -> std::io::Error {
-    use std::os::unix::process::CommandExt;
-    #[allow(unsafe_code)]
-    unsafe extern "C" {
-        fn signal(signum: i32, handler: usize) -> usize;
-    }
-    /// SIGTERM on Linux.
-    const SIGTERM: i32 = 15;
-    /// SIG_DFL.
-    const DEFAULT: usize = 0;
-    // SAFETY: `signal` from the C library this binary links; setting a disposition to the
-    // default touches no memory of ours, and no other thread runs yet.
-    #[allow(unsafe_code)]
-    unsafe {
-        signal(SIGTERM, DEFAULT);
-    }
-    std::process::Command::new(program).args(args).exec()
 }

@@ -627,9 +627,6 @@ pub async fn run(agent: AgentEnv, out: Output) -> Result<(), AgentError> {
     })?;
     let _tools = host.start(relay_agent(&agent, &home), &home, &launch.serving)?;
     let mut cmd = command(&agent, &config, &role, &home, &exe, &launch, headless);
-    // A stop's SIGTERM does not end this worker while its CLI runs: the CLI gets it too (in a
-    // pane) and is waited for, to save its work and exit; the stop's SIGKILL ends the rest.
-    let _sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let status = cmd
         .status()
         .await
@@ -699,19 +696,7 @@ fn command(
     launch: &Launch,
     headless: bool,
 ) -> tokio::process::Command {
-    let mut args: Vec<std::ffi::OsString> = launch.args.iter().map(Into::into).collect();
-    let mut exe = exe.to_path_buf();
-    // In a pane the CLI shares the worker's process group, so a stop's SIGTERM reaches it
-    // directly; the sandbox around it ignores that SIGTERM (else it would die of it at once and
-    // take the CLI down with SIGKILL, `--die-with-parent`, before the CLI saved its turn), and
-    // the bridge gives the CLI SIGTERM's default action back before it starts.
-    let shielded = config.sandbox == agent_team_config::SandboxMode::On && !headless;
-    if shielded {
-        args.insert(0, exe.clone().into());
-        args.insert(0, "exec".into());
-        exe = own_bridge();
-    }
-    let exe = exe.as_path();
+    let args: Vec<std::ffi::OsString> = launch.args.iter().map(Into::into).collect();
     let mut cmd = if config.sandbox == agent_team_config::SandboxMode::On {
         let mut expose = vec![home.to_path_buf()];
         expose.extend(agent.log_file.clone());
@@ -736,9 +721,6 @@ fn command(
     for k in crate::command::hidden_vars(std::env::vars_os()) {
         cmd.env_remove(k);
     }
-    if shielded {
-        ignore_sigterm(&mut cmd);
-    }
     cmd.kill_on_drop(true);
     if let Some(file) = &launch.stdin {
         // Written just before; unreadable, the CLI gets no input and says so.
@@ -755,23 +737,6 @@ fn command(
         cmd.env(k, v);
     }
     cmd
-}
-
-/// Starts `cmd` with SIGTERM ignored (the sandbox around a CLI in a pane: see [`command`]).
-fn ignore_sigterm(cmd: &mut tokio::process::Command) {
-    // SAFETY: the closure runs in the forked child before exec and only sets a signal's
-    // disposition (async-signal-safe).
-    #[allow(unsafe_code)]
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::signal::signal(
-                nix::sys::signal::Signal::SIGTERM,
-                nix::sys::signal::SigHandler::SigIgn,
-            )
-            .map(|_| ())
-            .map_err(std::io::Error::from)
-        });
-    }
 }
 
 /// The `agent-team-bridge` binary beside this worker's (they are built, installed and copied

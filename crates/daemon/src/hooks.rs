@@ -48,6 +48,18 @@ pub(crate) struct HookCx<'a> {
     pub now: Timestamp,
 }
 
+impl HookCx<'_> {
+    /// The same view for one more call.
+    fn reborrow(&mut self) -> HookCx<'_> {
+        HookCx {
+            state: &mut *self.state,
+            config: self.config,
+            team: self.team,
+            now: self.now,
+        }
+    }
+}
+
 /// Requests to answer: connection, frame id, outcome.
 pub(crate) type Answers = Vec<(ConnId, u64, Result<Reply, ErrorBody>)>;
 
@@ -157,35 +169,20 @@ impl Hooks {
 
     /// After a restart: pending runs start; runs that had started are not run again but
     /// reported, and what waited for them goes on.
-    pub(crate) fn recover(&mut self, cx: HookCx<'_>) -> Answers {
+    pub(crate) fn recover(&mut self, mut cx: HookCx<'_>) -> Answers {
         let runs: Vec<HookRun> = cx.state.hook_runs().cloned().collect();
         let mut answers = Answers::new();
-        let HookCx {
-            state,
-            config,
-            team,
-            now,
-        } = cx;
         for run in runs {
             match run.state {
                 HookRunState::Pending => self.queue.push(run.id),
                 HookRunState::Started => {
-                    let cx = HookCx {
-                        state: &mut *state,
-                        config,
-                        team,
-                        now,
+                    let outcome = HookOutcome {
+                        error: Some(
+                            "interrupted by a daemon restart; it is not run again".to_string(),
+                        ),
+                        ..Default::default()
                     };
-                    answers.extend(self.done(
-                        cx,
-                        run.id,
-                        HookOutcome {
-                            error: Some(
-                                "interrupted by a daemon restart; it is not run again".to_string(),
-                            ),
-                            ..Default::default()
-                        },
-                    ));
+                    answers.extend(self.done(cx.reborrow(), run.id, outcome));
                 }
             }
         }

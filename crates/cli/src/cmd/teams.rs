@@ -406,21 +406,9 @@ fn clean_up_after_a_dead_daemon(ctx: &Ctx) -> Result<Vec<String>> {
         && cfg.backend == agent_team_config::BackendKind::Tmux
     {
         use agent_team_pane::PaneBackend as _;
-        use agent_team_pane::tmux::{Placement, TmuxBackend, TmuxLayout};
-        let place = match &cfg.tmux {
-            Some(t) => Placement {
-                socket: t.socket.clone(),
-                session: t.session.clone(),
-                window: t.window.clone(),
-                private_server: t.window.is_none(),
-            },
-            None => Placement {
-                socket: ctx.tp.tmux_socket.clone(),
-                session: ctx.team.clone(),
-                window: None,
-                private_server: true,
-            },
-        };
+        use agent_team_pane::tmux::{TmuxBackend, TmuxLayout};
+        let place =
+            agent_team_daemon::supervisor::tmux_placement(&cfg, &ctx.tp.tmux_socket, &ctx.team);
         let runtime = ctx.paths.runtime.clone();
         match TmuxBackend::new(place, TmuxLayout::MainVertical, &runtime) {
             Ok(b) => b.shutdown(),

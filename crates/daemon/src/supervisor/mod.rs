@@ -503,6 +503,32 @@ fn err(code: ErrorCode, msg: impl Into<String>) -> ErrorBody {
     ErrorBody::new(code, msg)
 }
 
+/// Where team `team`'s tmux panes live: the place `up` recorded in its configuration (a
+/// window in the user's own session, or a session on a socket), else a private server on
+/// `tmux_socket` with a session named after the team. One rule for the daemon's backend and
+/// for `down` when no daemon answers.
+pub fn tmux_placement(
+    cfg: &TeamConfig,
+    tmux_socket: &std::path::Path,
+    team: &str,
+) -> agent_team_pane::tmux::Placement {
+    use agent_team_pane::tmux::Placement;
+    match &cfg.tmux {
+        Some(t) => Placement {
+            socket: t.socket.clone(),
+            session: t.session.clone(),
+            window: t.window.clone(),
+            private_server: t.window.is_none(),
+        },
+        None => Placement {
+            socket: tmux_socket.to_path_buf(),
+            session: team.to_string(),
+            window: None,
+            private_server: true,
+        },
+    }
+}
+
 mod exit;
 mod job;
 mod recover;

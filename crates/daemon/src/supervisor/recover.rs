@@ -117,21 +117,8 @@ impl Step<'_> {
                     }
                 },
                 BackendKind::Tmux => {
-                    use agent_team_pane::tmux::{Placement, TmuxBackend, TmuxLayout};
-                    let place = match &cfg.tmux {
-                        Some(t) => Placement {
-                            socket: t.socket.clone(),
-                            session: t.session.clone(),
-                            window: t.window.clone(),
-                            private_server: t.window.is_none(),
-                        },
-                        None => Placement {
-                            socket: self.sup.paths.tmux_socket.clone(),
-                            session: self.sup.team.clone(),
-                            window: None,
-                            private_server: true,
-                        },
-                    };
+                    use agent_team_pane::tmux::{TmuxBackend, TmuxLayout};
+                    let place = tmux_placement(&cfg, &self.sup.paths.tmux_socket, &self.sup.team);
                     let layout = match cfg.layout {
                         agent_team_config::Layout::MainVertical => TmuxLayout::MainVertical,
                         agent_team_config::Layout::Tiled => TmuxLayout::Tiled,

@@ -37,6 +37,9 @@ const IDLE_SAMPLES: usize = 3;
 /// Busy deliveries measured per CLI with a turn-end hook.
 const BUSY_SAMPLES: usize = 3;
 
+/// The Claude Code the bench drives (the end-to-end tests' pin).
+pub(crate) const CLAUDE_CODE_VERSION: &str = "2.1.330";
+
 /// One pinned agent CLI and how it is set up against the mock.
 struct Cli {
     /// Its name in the figures.
@@ -73,7 +76,7 @@ const CLIS: [Cli; 6] = [
         label: "Claude Code",
         provider: "claude-code",
         package: "@anthropic-ai/claude-code",
-        version: "2.1.330",
+        version: CLAUDE_CODE_VERSION,
         bin: "claude",
         model: "claude-sonnet-4-5",
         wire: Wire::Anthropic,
@@ -684,6 +687,37 @@ fn alone_launch(
     };
     launch.env.push((key_var.into(), cli.key.into()));
     Ok(launch)
+}
+
+/// Claude Code's pinned command and its launch alone in `ws` against `mock` (its private home
+/// seeded by our adapter, without our MCP server or hooks; the key the mock expects), for the
+/// figures of Claude Code's own teams (`peer_bench`, `cost_bench`).
+pub(crate) fn claude_code_alone(
+    ws: &Path,
+    mock: &MockModel,
+) -> Result<(PathBuf, agent_team_worker::external::Launch)> {
+    let cli = CLIS
+        .iter()
+        .find(|c| c.provider == "claude-code")
+        .context("no Claude Code in the bench's CLIs")?;
+    let exe = installed(cli).map_err(|why| anyhow!("Claude Code is not installed: {why}"))?;
+    std::fs::create_dir_all(ws)?;
+    let team = ws
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .context("the workspace has no name")?;
+    std::fs::write(
+        ws.join("agent-team.toml"),
+        format!(
+            "name = \"{team}\"\nboard = false\nsandbox = \"off\"\n{}\n[[teammates]]\nname = \"{}\"\nrole = \"r\"\n",
+            role(cli, mock, &exe),
+            cli.name
+        ),
+    )?;
+    let config = agent_team_config::load(&ws.join("agent-team.toml"))?;
+    let launch = alone_launch(cli, ws, &ws.join("cli-home"), &config)?;
+    agent_team_worker::external::write_files(&launch).map_err(|e| anyhow!("{e}"))?;
+    Ok((exe, launch))
 }
 
 /// One run of `cli` alone: spawn of its headless command → its first model request, and the

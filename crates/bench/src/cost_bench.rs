@@ -33,9 +33,6 @@ const WORK_TURNS: usize = 17;
 const SHARE_GOAL: f64 = 0.85;
 const FLOOR_GOAL: f64 = 1.2;
 
-/// The sentence for the peer column, in the output and in docs/BENCHMARKS.md.
-const NO_PEER: &str = "Claude Code's own teams on the same script (the issue's peer) are not measured yet: that column needs the CLI harness driving Claude Code through the same mock";
-
 /// A file of about 1.5 KB, different for each `n`.
 fn file_text(n: usize) -> String {
     let mut s = String::new();
@@ -118,6 +115,94 @@ fn script(mock: &MockModel) {
                 json!({"to": "leader", "text": format!("{me} done")}),
             ),
         ]));
+        steps.push(Step::Text("Nothing left.".into()));
+        mock.script(me, steps);
+    }
+}
+
+/// The same work scripted in Claude Code's own tools, for its own team (`peer_bench`): the
+/// leader keeps the 3 tasks (`TaskCreate`), spawns the 3 teammates in one message (`Agent`,
+/// named, in the background: Claude Code starts them at once), reads its 17 files (`Read`),
+/// and once all three reported marks the tasks done (`TaskUpdate`) and answers; each teammate
+/// reads its 17 files (`Bash` `cat` and `Read` in turn) and tells the main conversation
+/// (`SendMessage`). Claude Code's teammates have no task tools (2.1.330), so they claim
+/// nothing: one request fewer each than ours. The leader's last steps answer the notices
+/// Claude Code sends it as each teammate ends.
+fn claude_script(mock: &MockModel, ws: &Path) {
+    let mut leader = vec![
+        Step::tools(
+            &MATES
+                .iter()
+                .map(|m| {
+                    (
+                        "TaskCreate",
+                        json!({"subject": format!("review module {m}"), "description": format!("review module {m}")}),
+                    )
+                })
+                .collect::<Vec<_>>(),
+        ),
+        // The prompts must not hold the reports' words ("t1 done"): the leader's requests
+        // carry its own calls, and its script waits for those words.
+        Step::tools(
+            &MATES
+                .iter()
+                .map(|m| {
+                    (
+                        "Agent",
+                        json!({"name": m, "description": format!("review module {m}"), "run_in_background": true,
+                               "prompt": format!("Your name is {m}. Review module {m}, then report to the leader.")}),
+                    )
+                })
+                .collect::<Vec<_>>(),
+        ),
+    ];
+    for k in 0..WORK_TURNS {
+        leader.push(Step::tools(&[(
+            "Read",
+            json!({"file_path": ws.join(file_for(0, k))}),
+        )]));
+    }
+    leader.push(Step::Text("Waiting for the team.".into()));
+    leader.push(Step::until(
+        &["t1 done", "t2 done", "t3 done"],
+        Step::tools(
+            &(1..=MATES.len())
+                .map(|id| {
+                    (
+                        "TaskUpdate",
+                        json!({"taskId": id.to_string(), "status": "completed"}),
+                    )
+                })
+                .collect::<Vec<_>>(),
+        ),
+        "Still waiting.",
+    ));
+    leader.push(Step::Text("all modules reviewed".into()));
+    leader.extend((0..8).map(|_| Step::Text("Noted.".into())));
+    mock.script("leader", leader);
+    for (i, me) in MATES.iter().enumerate() {
+        let id = i + 1;
+        let mut steps = Vec::new();
+        for k in 0..WORK_TURNS {
+            let path = ws.join(file_for(id, k));
+            let step = if k % 2 == 0 {
+                Step::tools(&[(
+                    "Bash",
+                    json!({"command": format!("cat {}", path.display())}),
+                )])
+            } else {
+                Step::tools(&[("Read", json!({"file_path": path}))])
+            };
+            steps.push(if k == 0 {
+                Step::Delay(FIRST_ANSWER, Box::new(step))
+            } else {
+                step
+            });
+        }
+        steps.push(Step::tools(&[(
+            "SendMessage",
+            json!({"to": "main", "message": format!("{me} done"), "summary": format!("module {me} reviewed")}),
+        )]));
         steps.push(Step::Text("Nothing left.".into()));
         mock.script(me, steps);
     }
@@ -253,6 +338,55 @@ struct Run {
     unmatched: usize,
 }
 
+/// The files every agent reads, in `ws`.
+fn write_files(ws: &Path) -> Result<()> {
+    for agent in 0..=MATES.len() {
+        for k in 0..WORK_TURNS {
+            let path = ws.join(file_for(agent, k));
+            std::fs::create_dir_all(path.parent().context("a file has a folder")?)?;
+            std::fs::write(path, file_text(agent * 100 + k))?;
+        }
+    }
+    Ok(())
+}
+
+/// The same work done by Claude Code's own team (Anthropic wire, its model
+/// `claude-sonnet-4-5`), billed by the same caching mock.
+fn claude_run(dir: &Path) -> Result<Run> {
+    let mock = MockModel::start_background(Wire::Anthropic)?;
+    mock.account_caching(true);
+    let ws = dir.join("cost-claude-code");
+    write_files(&ws)?;
+    let ws = ws.canonicalize()?;
+    claude_script(&mock, &ws);
+    let run = crate::peer_bench::claude_team(
+        &ws,
+        &mock,
+        "Review the three modules with a teammate each, read the shared sources yourself, and answer when all are reviewed.",
+        false,
+    )?;
+    if !run.stdout.contains("all modules reviewed") {
+        bail!("Claude Code's team did not answer: {}", run.stdout.trim());
+    }
+    let agents = std::iter::once("leader")
+        .chain(MATES)
+        .map(|a| {
+            (
+                a.to_string(),
+                mock.billed(a),
+                floor_of(Wire::Anthropic, &mock.requests(a)),
+            )
+        })
+        .collect();
+    Ok(Run {
+        wire: "Claude Code's team".into(),
+        model: "claude-sonnet-4-5",
+        wall: run.wall.as_secs_f64(),
+        agents,
+        unmatched: mock.unmatched().len(),
+    })
+}
+
 fn one_run(dir: &Path, wire: Wire, stagger: bool) -> Result<Run> {
     let (name, provider, model) = match wire {
         Wire::Anthropic => ("anthropic", "anthropic", "claude-sonnet-4-5"),
@@ -268,13 +402,7 @@ fn one_run(dir: &Path, wire: Wire, stagger: bool) -> Result<Run> {
         format!("{name}-unstaggered")
     };
     let ws = dir.join(format!("cost-{name}"));
-    for agent in 0..=MATES.len() {
-        for k in 0..WORK_TURNS {
-            let path = ws.join(file_for(agent, k));
-            std::fs::create_dir_all(path.parent().context("a file has a folder")?)?;
-            std::fs::write(path, file_text(agent * 100 + k))?;
-        }
-    }
+    write_files(&ws)?;
     std::fs::write(
         ws.join("agent-team.toml"),
         format!(
@@ -354,7 +482,7 @@ fn report(r: &mut Report, run: &Run) -> Result<()> {
     };
     let requests: usize = run.agents.iter().map(|(_, _, f)| f.requests).sum();
     println!(
-        "-- {w} wire, model {} (list ${}/M input, ${}/M cache read, {} cache write, ${}/M output): {requests} requests in {}, {} unmatched",
+        "-- {w}, model {} (list ${}/M input, ${}/M cache read, {} cache write, ${}/M output): {requests} requests in {}, {} unmatched",
         run.model,
         price.input,
         price.cached_input.unwrap_or(price.input),
@@ -453,7 +581,7 @@ fn report(r: &mut Report, run: &Run) -> Result<()> {
         output: total.output,
     };
     r.note(format!(
-        "{w}: the same tokens with no caching at all would cost ${:.4} ({:.1}× ours)",
+        "{w}: the same tokens with no caching at all would cost ${:.4} ({:.1}× as much)",
         dollars(&price, &no_cache),
         dollars(&price, &no_cache) / ours
     ));
@@ -498,6 +626,47 @@ pub fn run(r: &mut Report, dir: &Path, _quick: bool) -> Result<()> {
         dur(staggered.wall),
         dur(plain.wall)
     ));
-    r.note(format!("{NO_PEER}."));
+    // Claude Code's own team on the same work, through the same caching mock.
+    let cc = claude_run(dir)?;
+    report(r, &cc)?;
+    let total = |run: &Run| {
+        run.agents
+            .iter()
+            .fold(Billed::default(), |s, (_, b, _)| s + *b)
+    };
+    let (ours, theirs) = (total(&staggered), total(&cc));
+    let (ours_usd, theirs_usd) = (dollars(&price, &ours), dollars(&price, &theirs));
+    r.add(
+        "anthropic: dollars per run, ours beside Claude Code's team",
+        format!("${ours_usd:.4}"),
+        format!("${theirs_usd:.4} Claude Code"),
+        format!("{:.2}×", ours_usd / theirs_usd.max(f64::MIN_POSITIVE)),
+        "≤ 1×",
+        ours_usd <= theirs_usd,
+    );
+    r.add(
+        "anthropic: cached share, ours beside Claude Code's team",
+        pc(ours.cached_share()),
+        format!("{} Claude Code", pc(theirs.cached_share())),
+        format!(
+            "{:.2}×",
+            ours.cached_share() / theirs.cached_share().max(f64::MIN_POSITIVE)
+        ),
+        "—",
+        true,
+    );
+    r.note(format!(
+        "Claude Code {} (its own team: `-p`, `--teammate-mode in-process`): prompt tokens {} (ours {}), \
+         output {} (ours {}), {} requests (ours {}), wall {} (ours {})",
+        crate::clis_bench::CLAUDE_CODE_VERSION,
+        k(theirs.prompt()),
+        k(ours.prompt()),
+        k(theirs.output),
+        k(ours.output),
+        cc.agents.iter().map(|(_, _, f)| f.requests).sum::<usize>(),
+        staggered.agents.iter().map(|(_, _, f)| f.requests).sum::<usize>(),
+        dur(cc.wall),
+        dur(staggered.wall),
+    ));
     Ok(())
 }

@@ -12,6 +12,7 @@ mod hardening_bench;
 mod heal_bench;
 mod model_bench;
 mod pane_bench;
+mod peer_bench;
 mod python_bench;
 mod remote_bench;
 mod report;
@@ -95,6 +96,10 @@ fn main() -> Result<()> {
     if only.as_deref().is_none_or(|s| s == "python") {
         let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;
         python_bench::run(&mut r, dir.path(), quick)?;
+    }
+    if only.as_deref().is_none_or(|s| s == "peer") {
+        let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;
+        peer_bench::run(&mut r, dir.path(), quick)?;
     }
     if only.as_deref().is_none_or(|s| s == "cost") {
         let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;

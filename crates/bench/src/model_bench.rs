@@ -125,18 +125,19 @@ pub(crate) fn rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-struct Outcome {
-    wall: Duration,
-    peak_rss_kb: u64,
-    peak_pss_kb: u64,
-    spawn_to_first_request: Duration,
-    delivery: Duration,
+/// What one run of the team gave.
+pub(crate) struct Outcome {
+    pub wall: Duration,
+    pub peak_rss_kb: u64,
+    pub peak_pss_kb: u64,
+    pub spawn_to_first_request: Duration,
+    pub delivery: Duration,
 }
 
 /// One run of the team; with `sample`, its process tree's memory is read every 5 ms (which
 /// costs CPU the run competes for on a small machine), else its wall is timed by a blocking
 /// wait.
-fn one_run(dir: &Path, i: usize, sample: bool) -> Result<Outcome> {
+pub(crate) fn one_run(dir: &Path, i: usize, sample: bool) -> Result<Outcome> {
     let mock = MockModel::start_background(Wire::OpenAi)?;
     script(&mock);
     let ws = dir.join(format!("model{i}"));

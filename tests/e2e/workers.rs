@@ -433,6 +433,16 @@ fn sigkill_of_the_daemon_mid_run_loses_nothing() {
     }
 }
 
+/// Each of `pids` has exited (a zombie counts: it waits only for its parent to collect it).
+fn assert_gone(pids: &[u32], what: &str) {
+    for p in pids {
+        assert!(
+            !agent_team_pane::procs::pid_alive(*p) || agent_team_pane::procs::is_zombie(*p),
+            "{what} (pid {p})"
+        );
+    }
+}
+
 fn agent_team_daemon_pid(tp: &agent_team_paths::TeamPaths) -> u32 {
     std::fs::read_to_string(&tp.lock)
         .unwrap()
@@ -462,10 +472,15 @@ fn down_leaves_no_process_of_the_team() {
     let groups: Vec<u32> = agents.iter().filter_map(|a| a.pgid).collect();
     assert_eq!(groups.len(), 3);
     let daemon = agent_team_daemon_pid(&sb.team("downer"));
+    let guardian = guardians(&sb, "downer");
+    assert_eq!(guardian.len(), 1, "the daemon has no guardian");
     sb.ok(&["--team", "downer", "down"]);
     for g in &groups {
         assert!(!group_alive(*g), "process group {g} survived down");
     }
+    // The daemon's guardian too is gone as `down` returns (it was still exiting, found by
+    // the bench's count of what `down` leaves).
+    assert_gone(&guardian, "the daemon's guardian outlived down");
     let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon as i32), None).is_err()
         || std::fs::read_to_string(format!("/proc/{daemon}/stat")).is_ok_and(|s| s.contains(") Z"));
     assert!(gone, "the daemon survived down");
@@ -497,7 +512,10 @@ fn down_leaves_no_process_of_the_team() {
                 .all(|t| t.status == TaskStatus::InProgress)
     });
     let again: Vec<u32> = sb.agents("downer").iter().filter_map(|a| a.pgid).collect();
+    let guardian = guardians(&sb, "downer");
+    assert_eq!(guardian.len(), 1, "the daemon has no guardian");
     sb.ok(&["--team", "downer", "down"]);
+    assert_gone(&guardian, "the daemon's guardian outlived the second down");
     for g in &again {
         assert!(
             !group_alive(*g),

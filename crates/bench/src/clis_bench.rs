@@ -363,7 +363,18 @@ impl Sandbox {
     fn down(&self, ws: &Path) -> Result<(usize, usize)> {
         self.ok(ws, &["down"])?;
         self.teams.borrow_mut().retain(|t| t != ws);
-        let now = self.left().len();
+        let left = self.left();
+        let now = left.len();
+        if std::env::var_os("BENCH_SHOW_LEFT").is_some() {
+            for pid in &left {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                println!(
+                    "  left after down: {pid} {:?} stat {}",
+                    cmdline(*pid),
+                    stat.trim()
+                );
+            }
+        }
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut later = now;
         while later > 0 && Instant::now() < deadline {

@@ -149,10 +149,11 @@ pub fn run_notifying(opts: DaemonOptions, listening: impl FnOnce()) -> Result<()
     gate::raise_fd_limit();
     rt.block_on(async {
         let prepared = prepare(&opts)?;
+        let stopped = prepared.paths.stopped.clone();
         // Held until this process ends: the guardian wakes when it closes, crash or not.
-        let _guard = match &opts.guard_exe {
+        let guardian = match &opts.guard_exe {
             Some(exe) => match spawn_guardian(exe, &prepared.paths) {
-                Ok(w) => Some(w),
+                Ok(g) => Some(g),
                 Err(e) => {
                     tracing::warn!("cannot start the daemon's guardian: {e}");
                     None
@@ -161,15 +162,45 @@ pub fn run_notifying(opts: DaemonOptions, listening: impl FnOnce()) -> Result<()
             None => None,
         };
         listening();
-        serve(prepared, shutdown_signal()).await
+        let served = serve(prepared, shutdown_signal()).await;
+        // Stopped on purpose: the guardian has nothing to bring back, so it is dismissed and
+        // waited for, and whoever waits for this process (`down`) finds nothing of the team
+        // left. Otherwise it wakes as the pipe closes with this process.
+        if let Some(g) = guardian
+            && stopped.exists()
+        {
+            g.dismiss(GUARDIAN_DISMISS_WAIT);
+        }
+        served
     })
+}
+
+/// How long a daemon stopped on purpose waits for its dismissed guardian to exit.
+const GUARDIAN_DISMISS_WAIT: Duration = Duration::from_secs(2);
+
+/// A daemon's guardian (`agent-team daemon --guard`): the write end of the pipe it reads, and
+/// word of its exit.
+struct Guardian {
+    pipe: std::fs::File,
+    exited: std::sync::mpsc::Receiver<()>,
+}
+
+impl Guardian {
+    /// Tells the guardian the daemon was stopped on purpose (one byte on its pipe: it exits
+    /// at once) and waits for it to exit, at most `within`.
+    fn dismiss(mut self, within: Duration) {
+        use std::io::Write as _;
+        if self.pipe.write_all(b"s").is_ok() {
+            let _ = self.exited.recv_timeout(within);
+        }
+    }
 }
 
 /// Starts `exe daemon --guard --team T` in a process group of its own with the read end of a
 /// pipe as its stdin; the write end, returned, stays in this process (close-on-exec, so no
 /// agent holds it). When this daemon ends, however it ends, the guardian reads end of file and
-/// brings it back unless the team was stopped on purpose.
-fn spawn_guardian(exe: &std::path::Path, tp: &TeamPaths) -> std::io::Result<std::os::fd::OwnedFd> {
+/// brings it back unless the team was stopped on purpose; a byte on the pipe dismisses it.
+fn spawn_guardian(exe: &std::path::Path, tp: &TeamPaths) -> std::io::Result<Guardian> {
     use std::os::unix::process::CommandExt as _;
     let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let mut child = std::process::Command::new(exe)
@@ -181,8 +212,15 @@ fn spawn_guardian(exe: &std::path::Path, tp: &TeamPaths) -> std::io::Result<std:
         .process_group(0)
         .spawn()?;
     // Reaped when it exits (it outlives this daemon only after a crash).
-    std::thread::spawn(move || child.wait());
-    Ok(writer)
+    let (tx, exited) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = child.wait();
+        let _ = tx.send(());
+    });
+    Ok(Guardian {
+        pipe: std::fs::File::from(writer),
+        exited,
+    })
 }
 
 /// Everything taken and opened before serving: the lock, the store, the listener.

@@ -185,24 +185,71 @@ fn wait_status(status: i32) -> crate::ExitInfo {
     }
 }
 
-/// SIGTERM to the group, up to `grace` for it to empty, then SIGKILL and a confirmation.
-/// `reap` is called while waiting so our own zombies do not keep the group alive.
+/// SIGTERM to the group, up to `grace` for it and its sandboxes ([`sandboxes_of`]) to end,
+/// then SIGKILL to both and a confirmation. `reap` is called while waiting so our own zombies
+/// do not keep the group alive.
 pub fn stop_group(pgid: u32, grace: Duration, mut reap: impl FnMut()) -> Result<(), PaneError> {
     let pg = Pid::from_raw(pgid as i32);
     if !group_alive(pgid) {
         return Ok(());
     }
+    let boxes = sandboxes_of(pgid);
     let _ = killpg(pg, Signal::SIGTERM);
     // A stopped process cannot act on SIGTERM until it is continued.
     let _ = killpg(pg, Signal::SIGCONT);
-    if wait_empty(pgid, grace, &mut reap) {
+    let deadline = Instant::now() + grace;
+    if wait_empty(pgid, grace, &mut reap) && sandboxes_gone(&boxes, deadline) {
         return Ok(());
     }
     let _ = killpg(pg, Signal::SIGKILL);
-    if wait_empty(pgid, Duration::from_secs(5), &mut reap) {
+    for (pid, start) in &boxes {
+        if same_process(*pid, *start) {
+            let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+        }
+    }
+    let within = Duration::from_secs(5);
+    if wait_empty(pgid, within, &mut reap) && sandboxes_gone(&boxes, Instant::now() + within) {
         return Ok(());
     }
     Err(PaneError::Unkillable { pgid })
+}
+
+/// The sandboxes group `pgid` started that are outside it: each child of a member that runs
+/// in a pid namespace of its own (bubblewrap's `--unshare-pid`) and in another group
+/// (`--new-session`), with its start time. It is the first process of its namespace, so when
+/// it has ended, so has everything in the sandbox. A stop waits for them too: killing the
+/// group ends bubblewrap at once, and the sandbox after it (through `--die-with-parent`), a
+/// moment later. Only a member's own children count: a process of our namespace that left the
+/// group (a daemon a worker's healer brought back) is not the group's to stop, nor is
+/// anything it started.
+pub fn sandboxes_of(pgid: u32) -> Vec<(u32, u64)> {
+    let Some(table) = proc_table() else {
+        return Vec::new();
+    };
+    let ns = |pid: u32| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+    let mut out = Vec::new();
+    for member in table.iter().filter(|p| p.pgrp == pgid) {
+        let Some(own) = ns(member.pid) else { continue };
+        for child in table
+            .iter()
+            .filter(|c| c.ppid == member.pid && c.pgrp != pgid)
+        {
+            if ns(child.pid).is_some_and(|theirs| theirs != own)
+                && let Some(start) = start_time(child.pid)
+            {
+                out.push((child.pid, start));
+            }
+        }
+    }
+    out
+}
+
+/// Whether every one of `boxes` has ended (a zombie counts) by `deadline`.
+fn sandboxes_gone(boxes: &[(u32, u64)], deadline: Instant) -> bool {
+    boxes.iter().all(|(pid, start)| {
+        !same_process(*pid, *start)
+            || wait_exit(*pid, deadline.saturating_duration_since(Instant::now()))
+    })
 }
 
 fn wait_empty(pgid: u32, within: Duration, reap: &mut impl FnMut()) -> bool {
@@ -476,6 +523,96 @@ mod watchdog_tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(!group_alive(pgid), "the sleep outlived the watchdog");
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod sandbox_stop_tests {
+    use super::*;
+    use std::os::unix::process::CommandExt as _;
+
+    /// bubblewrap, if it can make a pid namespace here.
+    fn bwrap() -> Option<&'static str> {
+        let ok = std::process::Command::new("bwrap")
+            .args(["--unshare-pid", "--ro-bind", "/", "/", "--", "true"])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some("bwrap")
+    }
+
+    /// A sandbox that outlives its bubblewrap (no `--die-with-parent`) in a session of its
+    /// own: without waiting for it, the stop returned while it still ran. And a process of
+    /// our namespace the group started into a session of its own (as a healer starts a
+    /// daemon) is left alone.
+    #[test]
+    fn a_stop_ends_the_groups_sandboxes_and_nothing_else_it_started() {
+        let Some(bwrap) = bwrap() else {
+            eprintln!("skipped: bubblewrap cannot make a pid namespace here");
+            return;
+        };
+        let mut sh = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "setsid sleep 60 & echo $! ; exec {bwrap} --unshare-pid --new-session \
+                 --ro-bind / / --dev /dev --proc /proc -- sleep 60"
+            ))
+            .stdout(std::process::Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(sh.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let outside: u32 = line.trim().parse().unwrap();
+        let pgid = sh.id();
+        /// Kills what the test started (each known by its start time), however it ends.
+        struct Cleanup(Vec<(u32, u64)>);
+        impl Drop for Cleanup {
+            fn drop(&mut self) {
+                for (pid, start) in &self.0 {
+                    if same_process(*pid, *start) {
+                        let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+                    }
+                }
+            }
+        }
+        let mut cleanup = Cleanup(vec![(outside, start_time(outside).unwrap())]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let boxes = loop {
+            let b = sandboxes_of(pgid);
+            if !b.is_empty() {
+                break b;
+            }
+            assert!(Instant::now() < deadline, "the sandbox never started");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert_eq!(boxes.len(), 1, "{boxes:?}");
+        let inner = descendants(boxes[0].0);
+        assert!(!inner.is_empty(), "nothing runs in the sandbox");
+        cleanup.0.push(boxes[0]);
+        stop_group(pgid, Duration::from_millis(200), || {
+            let _ = nix::sys::wait::waitpid(
+                Pid::from_raw(pgid as i32),
+                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+            );
+        })
+        .unwrap();
+        let _ = sh.wait();
+        for pid in std::iter::once(boxes[0].0).chain(inner) {
+            assert!(
+                !pid_alive(pid) || is_zombie(pid),
+                "{pid} of the sandbox outlived the stop"
+            );
+        }
+        assert!(
+            pid_alive(outside) && !is_zombie(outside),
+            "the stop killed a process of ours outside the group"
+        );
     }
 }
 

@@ -76,7 +76,7 @@ pub fn daemon(ctx: &Ctx, foreground: bool, permission_timeout: u64) -> Result<Ex
 /// `agent-team daemon --guard`: the daemon's guardian. Its stdin is a pipe whose only writer is
 /// the daemon; at end of file (the daemon ended, by a crash or not) it brings the daemon back
 /// unless the team was stopped on purpose, then exits (the new daemon has a guardian of its
-/// own).
+/// own). A byte on the pipe is the daemon dismissing it (stopped on purpose): it exits at once.
 pub fn guard(ctx: &Ctx) -> Result<ExitCode> {
     use agent_team_client::heal::{Healed, Healer};
     use std::io::Read;
@@ -87,7 +87,7 @@ pub fn guard(ctx: &Ctx) -> Result<ExitCode> {
     loop {
         match stdin.read(&mut sink) {
             Ok(0) => break,
-            Ok(_) => continue,
+            Ok(_) => return Ok(ExitCode::SUCCESS),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         }

@@ -215,6 +215,9 @@ struct Core {
     pending_stops: Mutex<Vec<Launched>>,
     /// Each launched agent's name, by (host, pid): its tmux session there.
     names: Mutex<HashMap<(String, u32), String>>,
+    /// Set by [`PaneBackend::shutdown`]: no link is made again after it (a remake already
+    /// under way then finishes first, and the shutdown cleans its host).
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl RemoteBackend {
@@ -228,6 +231,7 @@ impl RemoteBackend {
             mine: OnceLock::new(),
             pending_stops: Mutex::new(Vec::new()),
             names: Mutex::new(HashMap::new()),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -346,8 +350,15 @@ impl Core {
         Ok(l.place(self.settings.panes))
     }
 
-    /// Makes a dropped link again, its failures spaced out by the link's backoff.
+    /// Makes a dropped link again, its failures spaced out by the link's backoff; never once
+    /// the team's backend was shut down (the host would keep what the link puts there).
     fn remake(&self, l: &mut Link) -> Result<(), RemoteError> {
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(RemoteError::Unreachable {
+                host: l.host.clone(),
+                message: "the team is stopping".into(),
+            });
+        }
         match self.establish(l) {
             Ok(()) => {
                 l.next_try = None;
@@ -1267,6 +1278,7 @@ impl Core {
     }
 
     fn shutdown(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         for link in self.hosts() {
             let Ok(mut l) = link.lock() else { continue };
             if l.up() {

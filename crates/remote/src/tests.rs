@@ -273,3 +273,21 @@ fn with_panes_a_remote_agent_runs_in_a_tmux_session_on_its_host_and_takes_pastes
         "the host's tmux server and its socket are gone"
     );
 }
+
+/// A link made again after the shutdown put the team's sockets back on a host the shutdown
+/// had already cleaned (seen in an end-to-end test: "link up" after the core stopped).
+#[test]
+fn no_link_is_made_again_once_the_backend_was_shut_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = RemoteBackend::new(settings(dir.path()), Arc::new(LocalSsh::default()));
+    let l = b.spawn(&spec("w6", "sleep 100")).unwrap();
+    b.cut("box");
+    b.shutdown();
+    // A stop makes a dropped link at once, unless the team is stopping.
+    assert!(b.stop(&l, Duration::from_millis(100)).is_err());
+    assert!(
+        !b.link_up("box"),
+        "a link was made after the shutdown: the host keeps the team's sockets"
+    );
+    agent_team_pane::procs::kill_tree(l.pid);
+}

@@ -1701,43 +1701,48 @@ fn a_prompt_injected_claude_code_bash_cannot_reach_the_operator() {
     let _ = sb.run(&["down"]);
 }
 
-/// Claude Code leads the team (`[roles.leader] provider = "claude-code"`): over MCP it has
-/// the leader's tools, puts a task on the board, starts a teammate (our own agent on a
-/// model), waits for its report and finishes the team; `run` prints its `finish_team` answer.
-#[test]
-fn claude_code_leads_a_team_over_mcp_and_run_returns_its_answer() {
-    use agent_team_mockmodel::{MockModel, Step, Wire};
+/// An agent CLI leading a team, headless: its `[roles.leader]` section, the mock its role
+/// asks, the key, how its model names a team tool, and what its model needs first (Qwen Code
+/// selects deferred MCP tools).
+pub(crate) struct Lead<'a> {
+    pub role: String,
+    pub mock: &'a agent_team_mockmodel::MockModel,
+    pub key: (&'a str, &'a str),
+    pub team_tool: fn(&str) -> String,
+    pub first: Vec<agent_team_mockmodel::Step>,
+}
+
+/// The leader scene (`[roles.leader] provider = "<cli>"`): over MCP the CLI has the leader's
+/// tools, puts a task on the board, starts a teammate (our own agent on a model), waits for
+/// its report and finishes the team; `run` prints its `finish_team` answer. Returns the
+/// leader's requests.
+pub(crate) fn leads_a_team_over_mcp(cli: Lead<'_>) -> Vec<serde_json::Value> {
+    use agent_team_mockmodel::{Step, Wire};
     use serde_json::json;
-    let claude = installed("@anthropic-ai/claude-code", CLAUDE_CODE_VERSION, "claude");
-    let mock = MockModel::start_background(Wire::Anthropic).unwrap();
+    let tt = cli.team_tool;
     let mut sb = Sandbox::new();
-    sb.env
-        .push((ANTHROPIC_KEY.0.into(), ANTHROPIC_KEY.1.into()));
-    let call = |tool: &str, args: serde_json::Value| Step::Tools(vec![(tool.into(), args)]);
-    mock.script(
-        "leader",
-        vec![
-            call("mcp__team__create_task", json!({"title": "write a.txt"})),
-            call(
-                "mcp__team__spawn_team",
-                json!({"members": [{"name": "b1", "role": "worker"}]}),
-            ),
-            // Until b1's report is in, the leader waits for its messages.
-            Step::Until {
-                needles: vec!["b1 finished task 1".into()],
-                then: Box::new(call(
-                    "mcp__team__finish_team",
-                    json!({"answer": "Led by Claude Code: a.txt is written."}),
-                )),
-                meanwhile: Box::new(call(
-                    "mcp__team__wait_for_messages",
-                    json!({"timeout_s": 30}),
-                )),
-            },
-            Step::Text("The team is finished.".into()),
-        ],
-    );
-    mock.script(
+    sb.env.push((cli.key.0.into(), cli.key.1.into()));
+    let call = |tool: String, args: serde_json::Value| Step::Tools(vec![(tool, args)]);
+    let mut leader = cli.first;
+    leader.extend([
+        call(tt("create_task"), json!({"title": "write a.txt"})),
+        call(
+            tt("spawn_team"),
+            json!({"members": [{"name": "b1", "role": "worker"}]}),
+        ),
+        // Until b1's report is in, the leader waits for its messages.
+        Step::Until {
+            needles: vec!["b1 finished task 1".into()],
+            then: Box::new(call(
+                tt("finish_team"),
+                json!({"answer": "Led by the CLI: a.txt is written."}),
+            )),
+            meanwhile: Box::new(call(tt("wait_for_messages"), json!({"timeout_s": 30}))),
+        },
+        Step::Text("The team is finished.".into()),
+    ]);
+    cli.mock.script("leader", leader);
+    cli.mock.script(
         "b1",
         vec![
             Step::tools(&[("claim_task", json!({"id": 1}))]),
@@ -1755,47 +1760,37 @@ fn claude_code_leads_a_team_over_mcp_and_run_returns_its_answer() {
             Step::Text("Nothing left for me.".into()),
         ],
     );
+    // Our own teammate asks the same mock over the API it serves at that address.
+    let (provider, base) = match cli.mock.wire() {
+        Wire::Anthropic => ("anthropic", cli.mock.base_url()),
+        Wire::OpenAi => ("openai", cli.mock.base_url()),
+        Wire::Gemini => ("openai", format!("{}/v1", cli.mock.base_url())),
+    };
     sb.write_team_file(&format!(
-        "name = \"ccl\"\nboard = false\n\n{leader}[roles.worker]\nprovider = \"anthropic\"\n\
+        "name = \"ccl\"\nboard = false\n\n{leader}[roles.worker]\nprovider = \"{provider}\"\n\
          model = \"mock-1\"\nbase_url = \"{base}\"\napi_key_env = \"{key}\"\n",
-        leader = cli_role(
-            "leader",
-            "claude-code",
-            "claude-sonnet-4-5",
-            &mock.base_url(),
-            ANTHROPIC_KEY.0,
-            &claude
-        ),
-        base = mock.base_url(),
-        key = ANTHROPIC_KEY.0,
+        leader = cli.role,
+        key = cli.key.0,
     ));
     let run = sb.spawn(&["run", "--backend", "process", "--timeout", "120", "--quiet"]);
     let (status, out) = sb.wait_child(run, Duration::from_secs(180));
     let log = std::fs::read_to_string(sb.team("ccl").logs.join("leader.log")).unwrap_or_default();
-    assert!(status.success(), "{out}\n{log}");
     assert!(
-        out.contains("Led by Claude Code: a.txt is written."),
+        status.success(),
+        "{out}\n{log}\nunmatched: {:?}",
+        cli.mock.unmatched()
+    );
+    assert!(
+        out.contains("Led by the CLI: a.txt is written."),
         "{out}\n{log}"
     );
-    // It was Claude Code that led: its requests carried the leader's tools over MCP, and its
-    // first input told it to lead.
-    let reqs = mock.requests("leader");
-    let tools: Vec<String> = reqs[0]["tools"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|t| t["name"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
-    for t in [
-        "mcp__team__spawn_team",
-        "mcp__team__create_task",
-        "mcp__team__finish_team",
-    ] {
-        assert!(tools.iter().any(|x| x == t), "{t} missing: {tools:?}");
-    }
-    assert!(reqs[0].to_string().contains("You lead the agent team ccl"));
+    // It was the CLI that led: its first input told it to lead.
+    let reqs = cli.mock.requests("leader");
+    assert!(
+        reqs.first()
+            .is_some_and(|r| r.to_string().contains("You lead the agent team ccl")),
+        "{log}"
+    );
     assert_eq!(
         std::fs::read_to_string(sb.path("a.txt")).unwrap_or_default(),
         "alpha\n"
@@ -1806,6 +1801,127 @@ fn claude_code_leads_a_team_over_mcp_and_run_returns_its_answer() {
         b1.contains("task 1 (write a.txt) is completed, owner b1"),
         "{b1}"
     );
+    reqs
+}
+
+/// The names of the tools a leader's request offered (Anthropic's and OpenAI's shapes).
+fn offered_tools(req: &serde_json::Value) -> Vec<String> {
+    req["tools"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| {
+                    t["name"]
+                        .as_str()
+                        .or(t["function"]["name"].as_str())
+                        .map(String::from)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Claude Code leads the team (`[roles.leader] provider = "claude-code"`): over MCP it has
+/// the leader's tools, puts a task on the board, starts a teammate (our own agent on a
+/// model), waits for its report and finishes the team; `run` prints its `finish_team` answer.
+#[test]
+fn claude_code_leads_a_team_over_mcp_and_run_returns_its_answer() {
+    use agent_team_mockmodel::{MockModel, Wire};
+    let claude = installed("@anthropic-ai/claude-code", CLAUDE_CODE_VERSION, "claude");
+    let mock = MockModel::start_background(Wire::Anthropic).unwrap();
+    let reqs = leads_a_team_over_mcp(Lead {
+        role: cli_role(
+            "leader",
+            "claude-code",
+            "claude-sonnet-4-5",
+            &mock.base_url(),
+            ANTHROPIC_KEY.0,
+            &claude,
+        ),
+        mock: &mock,
+        key: ANTHROPIC_KEY,
+        team_tool: claude_tool,
+        first: Vec::new(),
+    });
+    let tools = offered_tools(&reqs[0]);
+    for t in [
+        "mcp__team__spawn_team",
+        "mcp__team__create_task",
+        "mcp__team__finish_team",
+    ] {
+        assert!(tools.iter().any(|x| x == t), "{t} missing: {tools:?}");
+    }
+}
+
+/// Codex leads the team the same way (`[roles.leader] provider = "codex"`, the Responses
+/// API).
+#[test]
+fn codex_leads_a_team_over_mcp_and_run_returns_its_answer() {
+    use agent_team_mockmodel::{MockModel, Wire};
+    let codex = installed("@openai/codex", CODEX_VERSION, "codex");
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    leads_a_team_over_mcp(Lead {
+        role: cli_role(
+            "leader",
+            "codex",
+            "gpt-5-codex",
+            &mock.base_url(),
+            OPENAI_KEY.0,
+            &codex,
+        ),
+        mock: &mock,
+        key: OPENAI_KEY,
+        team_tool: claude_tool,
+        first: Vec::new(),
+    });
+}
+
+/// Gemini CLI leads the team the same way (`[roles.leader] provider = "gemini-cli"`, the
+/// Gemini API; its model names the team's tools `mcp_team_T`).
+#[test]
+fn gemini_cli_leads_a_team_over_mcp_and_run_returns_its_answer() {
+    use agent_team_mockmodel::{MockModel, Wire};
+    let gemini = installed("@google/gemini-cli", GEMINI_CLI_VERSION, "gemini");
+    let mock = MockModel::start_background(Wire::Gemini).unwrap();
+    leads_a_team_over_mcp(Lead {
+        role: cli_role(
+            "leader",
+            "gemini-cli",
+            "gemini-2.5-pro",
+            &mock.base_url(),
+            GEMINI_KEY.0,
+            &gemini,
+        ),
+        mock: &mock,
+        key: GEMINI_KEY,
+        team_tool: gemini_tool,
+        first: Vec::new(),
+    });
+}
+
+/// Qwen Code leads the team the same way (`[roles.leader] provider = "qwen-code"`); its model
+/// first selects the leader's tools it defers behind `tool_search`.
+#[test]
+fn qwen_code_leads_a_team_over_mcp_and_run_returns_its_answer() {
+    use agent_team_mockmodel::{MockModel, Step, Wire};
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    leads_a_team_over_mcp(Lead {
+        role: cli_role(
+            "leader",
+            "qwen-code",
+            "qwen3-coder",
+            &mock.base_url(),
+            OPENAI_KEY.0,
+            &qwen_code(),
+        ),
+        mock: &mock,
+        key: OPENAI_KEY,
+        team_tool: claude_tool,
+        first: vec![Step::Tools(vec![(
+            "tool_search".into(),
+            serde_json::json!({"query": "select:mcp__team__create_task,mcp__team__spawn_team,mcp__team__wait_for_messages,mcp__team__finish_team"}),
+        )])],
+    });
 }
 
 /// Gemini CLI as a teammate, headless: it claims its task over MCP (`mcp_team_claim_task`),

@@ -4,8 +4,9 @@
 //! arrives at its turn's end, and a restarted one resumes its session.
 
 use super::clis::{
-    Headless, OPENAI_KEY, busy_message_arrives_at_turns_end, cli_role, installed,
-    resumes_after_restart, shell_waits_for_approval, works_headless_on_the_board,
+    Headless, Lead, OPENAI_KEY, busy_message_arrives_at_turns_end, cli_role, installed,
+    leads_a_team_over_mcp, resumes_after_restart, shell_waits_for_approval,
+    works_headless_on_the_board,
 };
 use agent_team_e2e::*;
 use agent_team_mockmodel::{MockModel, Step, Wire};
@@ -248,5 +249,20 @@ fn copilot_works_interactively_in_its_tmux_pane() {
     sb.ok(&["down"]);
     wait_for("no Copilot process left", T, || {
         super::clis::left_with(&homes).is_empty()
+    });
+}
+
+/// Copilot leads the team (`[roles.leader] provider = "copilot"`): over MCP it puts a task on
+/// the board, starts a teammate, waits for its report and finishes the team; `run` prints its
+/// answer.
+#[test]
+fn copilot_leads_a_team_over_mcp_and_run_returns_its_answer() {
+    let mock = mock();
+    leads_a_team_over_mcp(Lead {
+        role: role("leader", &mock),
+        mock: &mock,
+        key: OPENAI_KEY,
+        team_tool: copilot_tool,
+        first: Vec::new(),
     });
 }

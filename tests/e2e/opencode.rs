@@ -5,8 +5,8 @@
 //! process of it.
 
 use super::clis::{
-    Headless, OPENAI_KEY, cli_role, installed, left_with, resumes_after_restart,
-    shell_waits_for_approval, works_headless_on_the_board,
+    Headless, Lead, OPENAI_KEY, cli_role, installed, leads_a_team_over_mcp, left_with,
+    resumes_after_restart, shell_waits_for_approval, works_headless_on_the_board,
 };
 use agent_team_e2e::*;
 use agent_team_mockmodel::{Gate, MockModel, Step, Wire};
@@ -311,5 +311,20 @@ fn opencode_works_interactively_in_its_tmux_pane() {
         },
         prefix: Vec::new(),
         resumes: true,
+    });
+}
+
+/// opencode leads the team (`[roles.leader] provider = "opencode"`): over MCP it puts a task
+/// on the board, starts a teammate, waits for its report and finishes the team; `run` prints
+/// its answer.
+#[test]
+fn opencode_leads_a_team_over_mcp_and_run_returns_its_answer() {
+    let mock = mock();
+    leads_a_team_over_mcp(Lead {
+        role: role("leader", &mock),
+        mock: &mock,
+        key: OPENAI_KEY,
+        team_tool: opencode_tool,
+        first: Vec::new(),
     });
 }

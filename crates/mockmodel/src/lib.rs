@@ -346,6 +346,11 @@ impl MockModel {
         })
     }
 
+    /// Which API its base URL is for.
+    pub fn wire(&self) -> Wire {
+        self.wire
+    }
+
     /// The base URL to configure the client with: `http://127.0.0.1:PORT/v1` for OpenAI,
     /// `http://127.0.0.1:PORT` for Anthropic and for Gemini (`GOOGLE_GEMINI_BASE_URL`; the
     /// client adds `/v1beta/models/…`).

@@ -138,6 +138,11 @@ pub(crate) struct Outcome {
 /// costs CPU the run competes for on a small machine), else its wall is timed by a blocking
 /// wait.
 pub(crate) fn one_run(dir: &Path, i: usize, sample: bool) -> Result<Outcome> {
+    run_on(dir, i, sample, "process")
+}
+
+/// [`one_run`] on the pane backend `backend` (`process`, `in-process`).
+pub(crate) fn run_on(dir: &Path, i: usize, sample: bool, backend: &str) -> Result<Outcome> {
     let mock = MockModel::start_background(Wire::OpenAi)?;
     script(&mock);
     let ws = dir.join(format!("model{i}"));
@@ -151,7 +156,7 @@ pub(crate) fn one_run(dir: &Path, i: usize, sample: bool) -> Result<Outcome> {
     )?;
     let t0 = Instant::now();
     let mut child = Command::new(bin_dir().join("agent-team"))
-        .args(["run", "--backend", "process", "--quiet", "--timeout", "60"])
+        .args(["run", "--backend", backend, "--quiet", "--timeout", "60"])
         .current_dir(&ws)
         .env("AGENT_TEAM_HOME", dir.join("home"))
         .env("AGENT_TEAM_RUNTIME_DIR", dir.join("run"))

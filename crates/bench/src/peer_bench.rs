@@ -468,6 +468,9 @@ pub fn run(r: &mut Report, dir: &Path, quick: bool) -> Result<()> {
     );
     let rounds = if quick { 2 } else { 6 };
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    // Ours on the in-process backend too: its teammates run in the daemon, as Claude Code's
+    // in-process teammates run in its leader's process.
+    let mut ours_inproc = Vec::new();
     // Each round: ours timed, ours sampled, Claude Code timed, Claude Code sampled, so a change
     // of the machine's load moves both alike.
     let tmux_ok = agent_team_pane::tmux::version().is_ok();
@@ -477,6 +480,8 @@ pub fn run(r: &mut Report, dir: &Path, quick: bool) -> Result<()> {
             let n = 2 * i + usize::from(sample);
             let o = crate::model_bench::one_run(dir, 1000 + n, sample)?;
             ours.push((sample, o));
+            let o = crate::model_bench::run_on(dir, 2000 + n, sample, "in-process")?;
+            ours_inproc.push((sample, o));
             theirs.push((sample, claude_run(dir, n, sample)?));
             if tmux_ok {
                 panes.push((sample, claude_tmux_run(dir, n, sample)?));
@@ -513,6 +518,38 @@ pub fn run(r: &mut Report, dir: &Path, quick: bool) -> Result<()> {
         format!("1/{:.0}", pss_cc / pss_ours.max(f64::MIN_POSITIVE)),
         "≤ 1/30",
         pss_ours * MEMORY_GOAL <= pss_cc,
+    );
+    let wall_ip = median(ours_inproc.iter().filter(|(s, _)| !s).map(|(_, o)| o.wall));
+    let spawn_ip = median(ours_inproc.iter().map(|(_, o)| o.spawn_to_first_request));
+    let pss_ip = ours_inproc
+        .iter()
+        .map(|(_, o)| o.peak_pss_kb)
+        .max()
+        .unwrap_or(0) as f64
+        / 1024.0;
+    r.add(
+        "peer: ours in-process beside Claude Code in-process (median wall)",
+        dur(wall_ip),
+        format!("{} Claude Code", dur(wall_cc)),
+        format!("1/{:.0}", wall_cc / wall_ip),
+        "≤ 1/50",
+        wall_ip * SPEED_GOAL <= wall_cc,
+    );
+    r.add(
+        "  peer: in-process, spawn request → first request (median)",
+        dur(spawn_ip),
+        format!("{} Claude Code", dur(spawn_cc)),
+        format!("1/{:.0}", spawn_cc / spawn_ip),
+        "≤ 1/50",
+        spawn_ip * SPEED_GOAL <= spawn_cc,
+    );
+    r.add(
+        "  peer: in-process, whole process tree, peak PSS",
+        format!("{pss_ip:.1} MiB"),
+        format!("{pss_cc:.1} MiB Claude Code"),
+        format!("1/{:.0}", pss_cc / pss_ip.max(f64::MIN_POSITIVE)),
+        "≤ 1/30",
+        pss_ip * MEMORY_GOAL <= pss_cc,
     );
     if panes.is_empty() {
         r.note("peer: tmux is not installed: Claude Code's tmux team was not run".into());

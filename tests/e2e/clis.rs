@@ -1036,9 +1036,10 @@ title = "Left for later"
     });
     let owned = sb.tasks("ccpane").into_iter().find(|t| t.id == 2).unwrap();
     assert_eq!(owned.owner.as_deref(), Some("cc"), "{owned:?}");
-    // The kill comes once the CLI has recorded its turn: a sandboxed CLI is killed with its
-    // sandbox, before it can write what it had not yet (Claude Code lagged a whole turn
-    // under CI load; see the notes on stopping a CLI gracefully).
+    // The kill comes once the CLI has recorded its turn (a CLI writes its transcript at its
+    // own pace: Claude Code was a whole turn behind under CI load; a kill gives it SIGTERM
+    // first, but what it does with it is its own), so the resumed conversation below is the
+    // whole one.
     let home = sb.team("ccpane").cli_home("cc");
     wait_for("the CLI to record its last turn", T, || {
         holds_text(&home, b"Wrote extra.txt.", 0)
@@ -1057,10 +1058,32 @@ title = "Left for later"
     );
     let deadline = std::time::Instant::now() + T;
     while Path::new(&format!("/proc/{first_pid}")).exists() {
+        let status = |pid: &str| {
+            let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let keep = [
+                "Name:", "State:", "PPid:", "SigPnd", "ShdPnd", "SigBlk", "SigIgn",
+            ];
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+            format!(
+                "{} cmdline {:?} wchan {wchan}",
+                s.lines()
+                    .filter(|l| keep.iter().any(|k| l.starts_with(k)))
+                    .collect::<Vec<_>>()
+                    .join(" | "),
+                String::from_utf8_lossy(&cmd).replace('\0', " ")
+            )
+        };
         assert!(
             std::time::Instant::now() < deadline,
-            "cc's process {first_pid} is still there after its kill: {}",
-            std::fs::read_to_string(format!("/proc/{first_pid}/status")).unwrap_or_default()
+            "cc's process {first_pid} is still there after its kill: {}\nits parent: {}",
+            status(&first_pid.to_string()),
+            std::fs::read_to_string(format!("/proc/{first_pid}/status"))
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("PPid:"))
+                .map(|p| status(p.trim()))
+                .unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -2087,6 +2110,55 @@ fn a_cli_at_an_untested_version_runs_with_a_one_line_warning() {
         log()
     );
     let _ = sb.run(&["down"]);
+}
+
+/// A CLI is stopped gracefully: on `kill` it gets SIGTERM first and has time to save before
+/// its worker and sandbox are stopped, in a pane and headless. Signalled with its group, the
+/// sandbox around it (bubblewrap, which forwards no signal) died at once and took the CLI down
+/// with SIGKILL (`--die-with-parent`), so a CLI lost what it had not written yet (Claude Code
+/// its last turn). A stand-in CLI that takes half a second to save shows which happened.
+#[test]
+fn a_killed_cli_gets_sigterm_first_and_saves_before_it_exits() {
+    for backend in ["tmux", "process"] {
+        let sb = Sandbox::new();
+        let (ready, saved) = (sb.path("cli-ready"), sb.path("cli-saved"));
+        let script = sb.path("stand-in-cli");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\ntrap 'sleep 0.5; echo saved > {saved}; exit 0' TERM\necho ready > {ready}\n\
+                 while :; do sleep 1 & wait $!; done\n",
+                saved = saved.display(),
+                ready = ready.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        sb.write_team_file(&format!(
+            "name = \"graceful\"\nboard = false\n\n{role}[[teammates]]\nname = \"gm\"\nrole = \"gemini\"\n",
+            role = cli_role(
+                "gemini",
+                "gemini-cli",
+                "gemini-2.5-pro",
+                "http://127.0.0.1:9",
+                GEMINI_KEY.0,
+                &script
+            ),
+        ));
+        sb.ok(&["up", "--backend", backend, "--detach"]);
+        wait_for("the stand-in CLI to start", T, || ready.exists());
+        sb.ok(&["kill", "gm"]);
+        wait_for("gm stopped", T, || {
+            sb.agent("graceful", "gm").status == AgentStatus::Stopped
+        });
+        let _ = sb.run(&["down"]);
+        assert_eq!(
+            std::fs::read_to_string(&saved).unwrap_or_default(),
+            "saved\n",
+            "the CLI was killed before it could save ({backend} backend)"
+        );
+    }
 }
 
 /// The mixed team of the issue, in tmux panes: Claude Code leads (interactive in its pane,

@@ -82,6 +82,13 @@ pub fn descendants(pid: u32) -> Vec<u32> {
     out
 }
 
+/// The parent of process `pid`, read from /proc (None when it is gone or there is no /proc).
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Whether process `pid` exists (a zombie counts until reaped).
 pub fn pid_alive(pid: u32) -> bool {
     match kill(Pid::from_raw(pid as i32), None) {
@@ -185,15 +192,40 @@ fn wait_status(status: i32) -> crate::ExitInfo {
     }
 }
 
-/// SIGTERM to the group, up to `grace` for it and its sandboxes ([`sandboxes_of`]) to end,
-/// then SIGKILL to both and a confirmation. `reap` is called while waiting so our own zombies
-/// do not keep the group alive.
+/// Set (to `1`) in the environment of a sandbox whose program is to get a stop's SIGTERM
+/// before its group does (an agent CLI, which saves its session then): see [`stop_group`].
+/// Read from the sandbox's first process, which only the one starting the sandbox sets.
+pub const STOP_INSIDE_FIRST: &str = "AGENT_TEAM_STOP_INSIDE_FIRST";
+
+/// Stops group `pgid`: SIGTERM to the group, up to `grace` for it and its sandboxes
+/// ([`sandboxes_of`]) to end, then SIGKILL to both and a confirmation. A sandbox marked
+/// [`STOP_INSIDE_FIRST`] (an agent CLI's) gets it first: SIGTERM to what runs inside it and up
+/// to `grace` for it to save and end, before its group is signalled; bubblewrap forwards no
+/// signal and, killed with the group, takes its sandbox down with SIGKILL
+/// (`--die-with-parent`), so a CLI signalled with its group lost what it had not saved. A
+/// task command's sandbox is not marked: its worker, still running, would take the command's
+/// end for a failure of the task. `reap` is called while waiting so our own zombies do not
+/// keep the group alive.
 pub fn stop_group(pgid: u32, grace: Duration, mut reap: impl FnMut()) -> Result<(), PaneError> {
     let pg = Pid::from_raw(pgid as i32);
     if !group_alive(pgid) {
         return Ok(());
     }
     let boxes = sandboxes_of(pgid);
+    let first: Vec<(u32, u64)> = boxes
+        .iter()
+        .copied()
+        .filter(|(init, start)| same_process(*init, *start) && stops_inside_first(*init))
+        .collect();
+    if !first.is_empty() {
+        for (init, _) in &first {
+            for p in descendants(*init) {
+                let _ = kill(Pid::from_raw(p as i32), Signal::SIGTERM);
+                let _ = kill(Pid::from_raw(p as i32), Signal::SIGCONT);
+            }
+        }
+        sandboxes_gone(&first, Instant::now() + grace);
+    }
     let _ = killpg(pg, Signal::SIGTERM);
     // A stopped process cannot act on SIGTERM until it is continued.
     let _ = killpg(pg, Signal::SIGCONT);
@@ -214,14 +246,12 @@ pub fn stop_group(pgid: u32, grace: Duration, mut reap: impl FnMut()) -> Result<
     Err(PaneError::Unkillable { pgid })
 }
 
-/// The sandboxes group `pgid` started that are outside it: each child of a member that runs
-/// in a pid namespace of its own (bubblewrap's `--unshare-pid`) and in another group
-/// (`--new-session`), with its start time. It is the first process of its namespace, so when
-/// it has ended, so has everything in the sandbox. A stop waits for them too: killing the
-/// group ends bubblewrap at once, and the sandbox after it (through `--die-with-parent`), a
-/// moment later. Only a member's own children count: a process of our namespace that left the
-/// group (a daemon a worker's healer brought back) is not the group's to stop, nor is
-/// anything it started.
+/// The sandboxes group `pgid` started: each child of a member that runs in a pid namespace of
+/// its own (bubblewrap's `--unshare-pid`), with its start time, whether it stayed in the group
+/// (in a pane) or left it (`--new-session`). It is the first process of its namespace, so when
+/// it has ended, so has everything in the sandbox. Only a member's own children count: a
+/// process of our namespace that left the group (a daemon a worker's healer brought back) is
+/// not the group's to stop, nor is anything it started.
 pub fn sandboxes_of(pgid: u32) -> Vec<(u32, u64)> {
     let Some(table) = proc_table() else {
         return Vec::new();
@@ -230,10 +260,7 @@ pub fn sandboxes_of(pgid: u32) -> Vec<(u32, u64)> {
     let mut out = Vec::new();
     for member in table.iter().filter(|p| p.pgrp == pgid) {
         let Some(own) = ns(member.pid) else { continue };
-        for child in table
-            .iter()
-            .filter(|c| c.ppid == member.pid && c.pgrp != pgid)
-        {
+        for child in table.iter().filter(|c| c.ppid == member.pid) {
             if ns(child.pid).is_some_and(|theirs| theirs != own)
                 && let Some(start) = start_time(child.pid)
             {
@@ -242,6 +269,13 @@ pub fn sandboxes_of(pgid: u32) -> Vec<(u32, u64)> {
         }
     }
     out
+}
+
+/// Whether the sandbox whose first process is `init` is marked [`STOP_INSIDE_FIRST`].
+fn stops_inside_first(init: u32) -> bool {
+    let want = format!("{STOP_INSIDE_FIRST}=1");
+    std::fs::read(format!("/proc/{init}/environ"))
+        .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == want.as_bytes()))
 }
 
 /// Whether every one of `boxes` has ended (a zombie counts) by `deadline`.
@@ -583,17 +617,20 @@ mod sandbox_stop_tests {
         }
         let mut cleanup = Cleanup(vec![(outside, start_time(outside).unwrap())]);
         let deadline = Instant::now() + Duration::from_secs(10);
-        let boxes = loop {
+        // The sandbox, and its program started inside it.
+        let (boxes, inner) = loop {
             let b = sandboxes_of(pgid);
-            if !b.is_empty() {
-                break b;
+            let inner = b
+                .first()
+                .map(|(init, _)| descendants(*init))
+                .unwrap_or_default();
+            if !inner.is_empty() {
+                break (b, inner);
             }
             assert!(Instant::now() < deadline, "the sandbox never started");
             std::thread::sleep(Duration::from_millis(5));
         };
         assert_eq!(boxes.len(), 1, "{boxes:?}");
-        let inner = descendants(boxes[0].0);
-        assert!(!inner.is_empty(), "nothing runs in the sandbox");
         cleanup.0.push(boxes[0]);
         stop_group(pgid, Duration::from_millis(200), || {
             let _ = nix::sys::wait::waitpid(
@@ -613,6 +650,75 @@ mod sandbox_stop_tests {
             pid_alive(outside) && !is_zombie(outside),
             "the stop killed a process of ours outside the group"
         );
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod graceful_stop_tests {
+    use super::*;
+    use std::os::unix::process::CommandExt as _;
+
+    /// A sandboxed program marked [`STOP_INSIDE_FIRST`] (as an agent CLI runs: bubblewrap with
+    /// `--die-with-parent`, in its own session headless or in the group in a pane) that takes
+    /// a moment to save on SIGTERM has saved when the stop returns. Signalled with its group,
+    /// bubblewrap died at once and took it down with SIGKILL before it saved.
+    #[test]
+    fn a_sandboxed_program_gets_sigterm_first_and_saves_before_the_stop_returns() {
+        let ok = std::process::Command::new("bwrap")
+            .args(["--unshare-pid", "--ro-bind", "/", "/", "--", "true"])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("skipped: bubblewrap cannot make a pid namespace here");
+            return;
+        }
+        for session in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let (ready, saved) = (dir.path().join("ready"), dir.path().join("saved"));
+            let script = format!(
+                "trap 'sleep 0.3; echo saved > {saved}; exit 0' TERM; echo > {ready}; \
+                 while :; do sleep 1 & wait $!; done",
+                saved = saved.display(),
+                ready = ready.display()
+            );
+            let mut args = vec!["--die-with-parent", "--unshare-pid"];
+            if session {
+                args.push("--new-session");
+            }
+            args.extend(["--bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--"]);
+            let mut child = std::process::Command::new("bwrap")
+                .args(&args)
+                .args(["sh", "-c", &script])
+                .env(STOP_INSIDE_FIRST, "1")
+                .process_group(0)
+                .spawn()
+                .unwrap();
+            let pgid = child.id();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !ready.exists() {
+                assert!(
+                    Instant::now() < deadline,
+                    "the sandboxed program never started"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let result = stop_group(pgid, Duration::from_secs(5), || {
+                let _ = nix::sys::wait::waitpid(
+                    Pid::from_raw(pgid as i32),
+                    Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+                );
+            });
+            let _ = child.kill();
+            let _ = child.wait();
+            result.unwrap();
+            assert_eq!(
+                std::fs::read_to_string(&saved).unwrap_or_default(),
+                "saved\n",
+                "killed before it saved (own session: {session})"
+            );
+        }
     }
 }
 

@@ -361,6 +361,30 @@ set -g mouse on
         &self.place
     }
 
+    /// tmux built with libutempter (Debian's) can miss a pane's SIGCHLD: it swaps in
+    /// utempter's own handler while it records the pane's terminal closing, and a pane process
+    /// that exits just then stays a zombie, its pane not dead, until tmux hears of another exit
+    /// (tmux/tmux#311 and #4559; seen here when a CLI saved and ended before its worker). A
+    /// stopped pane's process left a zombie of the team's own server gets that server a
+    /// SIGCHLD, the remedy tmux's author gives; a server the user started is left alone.
+    fn nudge_reap(&self, pid: u32) {
+        if !self.place.private_server || !crate::procs::is_zombie(pid) {
+            return;
+        }
+        let mut cmds = TmuxCommands::new();
+        cmds.push(DisplayMessage::new().print().message("#{pid}"));
+        let server: Option<u32> = self.tmux(cmds).ok().and_then(|o| o.trim().parse().ok());
+        if let Some(server) = server
+            && crate::procs::parent_of(pid) == Some(server)
+            && let Ok(server) = i32::try_from(server)
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(server),
+                nix::sys::signal::Signal::SIGCHLD,
+            );
+        }
+    }
+
     fn tmux(&self, commands: TmuxCommands<'_>) -> Result<String, TmuxFailure> {
         run(&self.place.socket, Some(&self.config), commands)
     }
@@ -665,7 +689,9 @@ impl PaneBackend for TmuxBackend {
 
     fn stop(&self, target: &Launched, grace: Duration) -> Result<(), PaneError> {
         // The pane stays (remain-on-exit) and shows the exit status.
-        stop_group(target.pgid.unwrap_or(target.pid), grace, || {})
+        let stopped = stop_group(target.pgid.unwrap_or(target.pid), grace, || {});
+        self.nudge_reap(target.pid);
+        stopped
     }
 
     fn liveness(&self, target: &Launched) -> Liveness {

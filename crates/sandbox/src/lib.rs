@@ -454,6 +454,11 @@ pub struct Options {
     /// May make Unix sockets where no namespace hides the team's (an agent CLI: its MCP server
     /// and hooks talk over sockets in its private home). Ignored in a namespace.
     pub unix_sockets: bool,
+    /// A variable set (to `1`) for bubblewrap alone and unset for the program inside: the
+    /// sandbox's first process shows it in `/proc/PID/environ`, where whoever stops the sandbox
+    /// reads it (`agent_team_pane::procs::STOP_INSIDE_FIRST`), and the program never sees it.
+    /// Ignored without a namespace.
+    pub outer_marker: Option<&'static str>,
 }
 
 /// `program args` in `cwd`, inside `boundary` by the best mechanism this machine has
@@ -482,11 +487,11 @@ pub fn command_with(
     match mechanism {
         Mechanism::Namespace(bwrap) => {
             let mut c = std::process::Command::new(bwrap);
-            c.args(boundary.bwrap_args(cwd, opts.interactive))
-                .arg("--")
-                .arg(program)
-                .args(args)
-                .current_dir(cwd);
+            c.args(boundary.bwrap_args(cwd, opts.interactive));
+            if let Some(var) = opts.outer_marker {
+                c.env(var, "1").args(["--unsetenv", var]);
+            }
+            c.arg("--").arg(program).args(args).current_dir(cwd);
             c
         }
         #[cfg(target_os = "linux")]

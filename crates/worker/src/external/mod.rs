@@ -711,6 +711,9 @@ fn command(
             agent_team_sandbox::Options {
                 interactive: !headless,
                 unix_sockets: true,
+                // A stop gives the CLI SIGTERM first, inside its sandbox, so it saves its
+                // session; the CLI itself never sees the marker.
+                outer_marker: Some(agent_team_pane::procs::STOP_INSIDE_FIRST),
             },
         ))
     } else {

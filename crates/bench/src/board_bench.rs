@@ -3,6 +3,7 @@
 //! `agent-team events --follow` reading the same stream in the same run.
 
 use crate::daemon_bench::{BenchTeam, bin_dir, cpu_secs};
+use crate::pane_bench::tmux;
 use crate::report::*;
 use agent_team_protocol::*;
 use anyhow::{Context, Result, bail};
@@ -24,21 +25,6 @@ impl Drop for BoardPane {
             .env_remove("TMUX")
             .output();
     }
-}
-
-fn tmux(socket: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new("tmux")
-        .arg("-S")
-        .arg(socket)
-        .args(args)
-        .env_remove("TMUX")
-        .env_remove("TMUX_PANE")
-        .output()
-        .context("cannot run tmux")?;
-    if !out.status.success() {
-        bail!("tmux {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// Starts the board for `team` in a 120×40 pane; returns it and the board's pid.

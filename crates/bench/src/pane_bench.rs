@@ -10,13 +10,18 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn tmux(sock: &Path, args: &[&str]) -> Result<String> {
+/// `tmux ARGS` on the private server at `sock` (the bench's own servers only), its output
+/// trimmed; an error with tmux's stderr when it fails.
+pub(crate) fn tmux(sock: &Path, args: &[&str]) -> Result<String> {
     let out = Command::new("tmux")
         .arg("-S")
         .arg(sock)
         .args(args)
         .env_remove("TMUX")
-        .output()?;
+        .env_remove("TMUX_PANE")
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run tmux")?;
     if !out.status.success() {
         bail!("tmux {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }

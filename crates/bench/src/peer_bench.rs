@@ -12,6 +12,7 @@
 //! the first teammate's first model request, and the peak PSS of the whole process tree.
 
 use crate::model_bench::{pss_kb, rss_kb, tree};
+use crate::pane_bench::tmux;
 use crate::report::*;
 use agent_team_mockmodel::{MockModel, Step, Wire};
 use anyhow::{Context, Result, bail};
@@ -310,22 +311,6 @@ fn claude_run(dir: &Path, i: usize, sample: bool) -> Result<PeerOutcome> {
 
 /// The leader's instruction for the `models` workload.
 const PROMPT: &str = "Split the work into a.txt and b.txt, give each to a teammate, and answer when both are written.";
-
-/// `tmux ARGS` on the private server at `sock`.
-fn tmux(sock: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new("tmux")
-        .arg("-S")
-        .arg(sock)
-        .args(args)
-        .env_remove("TMUX")
-        .stdin(Stdio::null())
-        .output()
-        .context("cannot run tmux")?;
-    if !out.status.success() {
-        bail!("tmux {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
 /// One run of the `models` workload by Claude Code's tmux team: its leader interactive in a
 /// pane of a private tmux server, each teammate a Claude Code of its own in a pane beside it.

@@ -440,6 +440,58 @@ fn watch_tmux_team(
     )
 }
 
+/// A team's three peer figures over its runs: the median wall of the runs nothing sampled
+/// (seconds), the median spawn → first request (seconds), the peak PSS (MiB).
+struct Figures {
+    wall: f64,
+    spawn: f64,
+    pss_mib: f64,
+}
+
+/// [`Figures`] of runs given as (sampled, wall, spawn → first request, peak PSS KiB).
+fn figures(runs: impl Iterator<Item = (bool, Duration, Duration, u64)>) -> Figures {
+    let runs: Vec<_> = runs.collect();
+    Figures {
+        wall: median(runs.iter().filter(|r| !r.0).map(|r| r.1)),
+        spawn: median(runs.iter().map(|r| r.2)),
+        pss_mib: runs.iter().map(|r| r.3).max().unwrap_or(0) as f64 / 1024.0,
+    }
+}
+
+/// The rows of `ours` (our team on `backend`) beside `peer` (named `who`): wall, spawn → first
+/// request, peak PSS; `goals`: against the goals (≥ 50× on speed, ≤ 1/30 memory),
+/// else shown only.
+fn beside(r: &mut Report, backend: &str, ours: &Figures, peer: &Figures, who: &str, goals: bool) {
+    let goal = |g: &'static str| if goals { g } else { "—" };
+    r.add(
+        &format!("peer: team run, ours on the {backend} beside {who} (median wall)"),
+        dur(ours.wall),
+        format!("{} {who}", dur(peer.wall)),
+        format!("1/{:.0}", peer.wall / ours.wall),
+        goal("≤ 1/50"),
+        !goals || ours.wall * SPEED_GOAL <= peer.wall,
+    );
+    r.add(
+        &format!("  peer: {backend} beside {who}, spawn request → first request (median)"),
+        dur(ours.spawn),
+        format!("{} {who}", dur(peer.spawn)),
+        format!("1/{:.0}", peer.spawn / ours.spawn),
+        goal("≤ 1/50"),
+        !goals || ours.spawn * SPEED_GOAL <= peer.spawn,
+    );
+    r.add(
+        &format!("  peer: {backend} beside {who}, whole process tree, peak PSS"),
+        format!("{:.1} MiB", ours.pss_mib),
+        format!("{:.1} MiB {who}", peer.pss_mib),
+        format!(
+            "1/{:.0}",
+            peer.pss_mib / ours.pss_mib.max(f64::MIN_POSITIVE)
+        ),
+        goal("≤ 1/30"),
+        !goals || ours.pss_mib * MEMORY_GOAL <= peer.pss_mib,
+    );
+}
+
 /// Median of `xs` in seconds.
 fn median(xs: impl Iterator<Item = Duration>) -> f64 {
     let mut v: Vec<f64> = xs.map(|d| d.as_secs_f64()).collect();
@@ -473,98 +525,44 @@ pub fn run(r: &mut Report, dir: &Path, quick: bool) -> Result<()> {
             }
         }
     }
-    let wall_ours = median(ours.iter().filter(|(s, _)| !s).map(|(_, o)| o.wall));
-    let wall_cc = median(theirs.iter().filter(|(s, _)| !s).map(|(_, o)| o.wall));
-    let spawn_ours = median(ours.iter().map(|(_, o)| o.spawn_to_first_request));
-    let spawn_cc = median(theirs.iter().map(|(_, o)| o.spawn));
-    let pss_ours = ours.iter().map(|(_, o)| o.peak_pss_kb).max().unwrap_or(0) as f64 / 1024.0;
-    let pss_cc = theirs.iter().map(|(_, o)| o.pss_kb).max().unwrap_or(0) as f64 / 1024.0;
+    let ours_fig = figures(
+        ours.iter()
+            .map(|(s, o)| (*s, o.wall, o.spawn_to_first_request, o.peak_pss_kb)),
+    );
+    let inproc_fig = figures(
+        ours_inproc
+            .iter()
+            .map(|(s, o)| (*s, o.wall, o.spawn_to_first_request, o.peak_pss_kb)),
+    );
+    let cc_fig = figures(theirs.iter().map(|(s, o)| (*s, o.wall, o.spawn, o.pss_kb)));
     let rss_cc = theirs.iter().map(|(_, o)| o.rss_kb).max().unwrap_or(0) as f64 / 1024.0;
-    r.add(
-        "peer: team run, leader + 2 teammates, 2 files (median wall)",
-        dur(wall_ours),
-        format!("{} Claude Code", dur(wall_cc)),
-        format!("1/{:.0}", wall_cc / wall_ours),
-        "≤ 1/50",
-        wall_ours * SPEED_GOAL <= wall_cc,
+    beside(
+        r,
+        "process backend",
+        &ours_fig,
+        &cc_fig,
+        "Claude Code",
+        true,
     );
-    r.add(
-        "  peer: spawn request → the teammate's first request (median)",
-        dur(spawn_ours),
-        format!("{} Claude Code", dur(spawn_cc)),
-        format!("1/{:.0}", spawn_cc / spawn_ours),
-        "≤ 1/50",
-        spawn_ours * SPEED_GOAL <= spawn_cc,
-    );
-    r.add(
-        "  peer: whole process tree, peak PSS",
-        format!("{pss_ours:.1} MiB"),
-        format!("{pss_cc:.1} MiB Claude Code"),
-        format!("1/{:.0}", pss_cc / pss_ours.max(f64::MIN_POSITIVE)),
-        "≤ 1/30",
-        pss_ours * MEMORY_GOAL <= pss_cc,
-    );
-    let wall_ip = median(ours_inproc.iter().filter(|(s, _)| !s).map(|(_, o)| o.wall));
-    let spawn_ip = median(ours_inproc.iter().map(|(_, o)| o.spawn_to_first_request));
-    let pss_ip = ours_inproc
-        .iter()
-        .map(|(_, o)| o.peak_pss_kb)
-        .max()
-        .unwrap_or(0) as f64
-        / 1024.0;
-    r.add(
-        "peer: ours in-process beside Claude Code in-process (median wall)",
-        dur(wall_ip),
-        format!("{} Claude Code", dur(wall_cc)),
-        format!("1/{:.0}", wall_cc / wall_ip),
-        "≤ 1/50",
-        wall_ip * SPEED_GOAL <= wall_cc,
-    );
-    r.add(
-        "  peer: in-process, spawn request → first request (median)",
-        dur(spawn_ip),
-        format!("{} Claude Code", dur(spawn_cc)),
-        format!("1/{:.0}", spawn_cc / spawn_ip),
-        "≤ 1/50",
-        spawn_ip * SPEED_GOAL <= spawn_cc,
-    );
-    r.add(
-        "  peer: in-process, whole process tree, peak PSS",
-        format!("{pss_ip:.1} MiB"),
-        format!("{pss_cc:.1} MiB Claude Code"),
-        format!("1/{:.0}", pss_cc / pss_ip.max(f64::MIN_POSITIVE)),
-        "≤ 1/30",
-        pss_ip * MEMORY_GOAL <= pss_cc,
+    beside(
+        r,
+        "in-process backend",
+        &inproc_fig,
+        &cc_fig,
+        "Claude Code",
+        true,
     );
     if panes.is_empty() {
         r.note("peer: tmux is not installed: Claude Code's tmux team was not run".into());
     } else {
-        let wall_tmux = median(panes.iter().filter(|(s, _)| !s).map(|(_, o)| o.wall));
-        let spawn_tmux = median(panes.iter().map(|(_, o)| o.spawn));
-        let pss_tmux = panes.iter().map(|(_, o)| o.pss_kb).max().unwrap_or(0) as f64 / 1024.0;
-        r.add(
-            "peer: the same, Claude Code's tmux team (median wall)",
-            dur(wall_ours),
-            format!("{} Claude Code tmux", dur(wall_tmux)),
-            format!("1/{:.0}", wall_tmux / wall_ours),
-            "—",
-            true,
-        );
-        r.add(
-            "  peer: spawn request → first request, tmux team",
-            dur(spawn_ours),
-            format!("{} Claude Code tmux", dur(spawn_tmux)),
-            format!("1/{:.0}", spawn_tmux / spawn_ours),
-            "—",
-            true,
-        );
-        r.add(
-            "  peer: peak PSS, tmux team (its panes' processes)",
-            format!("{pss_ours:.1} MiB"),
-            format!("{pss_tmux:.1} MiB Claude Code tmux"),
-            format!("1/{:.0}", pss_tmux / pss_ours.max(f64::MIN_POSITIVE)),
-            "—",
-            true,
+        let tmux_fig = figures(panes.iter().map(|(s, o)| (*s, o.wall, o.spawn, o.pss_kb)));
+        beside(
+            r,
+            "process backend",
+            &ours_fig,
+            &tmux_fig,
+            "Claude Code tmux",
+            false,
         );
         let (l, b1, b2) = panes.last().map(|(_, o)| o.requests).unwrap_or_default();
         r.note(format!(

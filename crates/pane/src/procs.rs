@@ -257,9 +257,16 @@ pub fn sandboxes_of(pgid: u32) -> Vec<(u32, u64)> {
         return Vec::new();
     };
     let ns = |pid: u32| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+    // Only members of this process's namespace start sandboxes that count: a namespace a
+    // sandboxed program made inside its own (an agent CLI's member in a pane) ends with it,
+    // and what it sets in its environment must not decide how its group is stopped.
+    let here = ns(std::process::id());
     let mut out = Vec::new();
     for member in table.iter().filter(|p| p.pgrp == pgid) {
         let Some(own) = ns(member.pid) else { continue };
+        if here.as_ref().is_some_and(|h| *h != own) {
+            continue;
+        }
         for child in table.iter().filter(|c| c.ppid == member.pid) {
             if ns(child.pid).is_some_and(|theirs| theirs != own)
                 && let Some(start) = start_time(child.pid)

@@ -98,6 +98,17 @@ fn heals_on(backend: &str) {
             >= 2
     });
     let first = daemon_pid(&sb, team).expect("a daemon");
+    // While the daemon runs its guardian is the small bridge, not a whole `agent-team`; it
+    // becomes one only to bring the daemon back (on the in-process backend it is the only
+    // healer: no worker process outlives the daemon).
+    let guards = guardians(&sb, team);
+    assert_eq!(guards.len(), 1, "{backend}: the daemon has one guardian");
+    let exe = std::fs::read_link(format!("/proc/{}/exe", guards[0])).unwrap();
+    assert!(
+        exe.ends_with("agent-team-bridge"),
+        "{backend}: the waiting guardian is {}",
+        exe.display()
+    );
     signal(first, nix::sys::signal::Signal::SIGKILL);
     if backend == "in-process" {
         // Commands inside the daemon die with it (and run again): the gate opens once the
@@ -357,4 +368,38 @@ fn a_team_stopped_with_down_stays_stopped() {
     let _ = out;
     assert!(agent_team_client::daemon_running(&tp));
     sb.ok(&["--team", team, "down"]);
+}
+
+/// The small guardian (`agent-team-bridge guard PROGRAM…`): a byte on its stdin (the daemon
+/// stopped on purpose) ends it without running PROGRAM; end of file (the daemon ended) makes
+/// it PROGRAM, with its arguments.
+#[test]
+fn the_waiting_guardian_becomes_its_program_only_at_the_end_of_its_pipe() {
+    use std::io::Write;
+    let sb = Sandbox::new();
+    let ran = sb.path("ran");
+    let program = ["sh", "-c", "echo \"$0\" > \"$1\"", "healed"];
+    // Dismissed: a byte, then the pipe closes.
+    let mut g = sb
+        .cmd("agent-team-bridge")
+        .arg("guard")
+        .args(program)
+        .arg(&ran)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    g.stdin.take().unwrap().write_all(b"s").unwrap();
+    assert!(g.wait().unwrap().success());
+    assert!(!ran.exists(), "a dismissed guardian ran its program");
+    // The daemon ended: end of file, and the guardian becomes the program.
+    let out = sb
+        .cmd("agent-team-bridge")
+        .arg("guard")
+        .args(program)
+        .arg(&ran)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(std::fs::read_to_string(&ran).unwrap(), "healed\n");
 }

@@ -504,6 +504,11 @@ pub fn run(r: &mut Report, dir: &Path, quick: bool) -> Result<()> {
         "== our team beside Claude Code's own agent teams, same script and mock (issue 30) =="
     );
     let rounds = if quick { 2 } else { 6 };
+    // Our side alone (no Claude Code run, no ratio): for comparing two builds of ours, each
+    // `AGENT_TEAM_BIN_DIR` in turn, as BENCHMARKS does.
+    if std::env::var_os("BENCH_PEER_OURS_ONLY").is_some() {
+        return ours_only(r, dir, rounds);
+    }
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     // Ours on the in-process backend too: its teammates run in the daemon, as Claude Code's
     // in-process teammates run in its leader's process.
@@ -579,5 +584,29 @@ pub fn run(r: &mut Report, dir: &Path, quick: bool) -> Result<()> {
          (ours: leader 4–5, each teammate 4)",
         crate::clis_bench::CLAUDE_CODE_VERSION,
     ));
+    Ok(())
+}
+
+/// `BENCH_PEER_OURS_ONLY=1`: our two backends' rows of the section, without Claude Code's.
+fn ours_only(r: &mut Report, dir: &Path, rounds: usize) -> Result<()> {
+    for (k, backend) in ["process", "in-process"].into_iter().enumerate() {
+        let mut runs = Vec::new();
+        for i in 0..rounds {
+            for sample in [false, true] {
+                let n = 3000 + 1000 * k + 2 * i + usize::from(sample);
+                let o = crate::model_bench::run_on(dir, n, sample, backend)?;
+                runs.push((sample, o.wall, o.spawn_to_first_request, o.peak_pss_kb));
+            }
+        }
+        let f = figures(runs.into_iter());
+        r.note(format!(
+            "peer (ours only, {} at {}): {backend} backend: wall {}, spawn → first request {}, peak PSS {:.1} MiB",
+            rounds,
+            crate::daemon_bench::bin_dir().display(),
+            dur(f.wall),
+            dur(f.spawn),
+            f.pss_mib
+        ));
+    }
     Ok(())
 }

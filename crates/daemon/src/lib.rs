@@ -112,7 +112,16 @@ pub struct DaemonOptions {
     /// The `agent-team` executable to run this daemon's guardian with (`daemon --guard`), which
     /// brings the daemon back should it crash; `None`: no guardian (tests, benches).
     pub guard_exe: Option<std::path::PathBuf>,
+    /// The small program that stands for the guardian while the daemon runs
+    /// (`agent-team-bridge guard EXE daemon --guard …`: it waits on the pipe and becomes the
+    /// whole `agent-team` only once the daemon has ended); `None`: the guardian is the whole
+    /// `agent-team` from the start.
+    pub guard_waiter: Option<std::path::PathBuf>,
 }
+
+/// Set in the guardian's environment: the pid of the daemon it guards (a guardian that became
+/// `agent-team` after its waiter saw the daemon end may already have another parent).
+pub const ENV_GUARDED_PID: &str = "AGENT_TEAM_GUARDED_PID";
 
 impl DaemonOptions {
     /// Defaults from the spec for `team` under `paths`.
@@ -127,6 +136,7 @@ impl DaemonOptions {
             env: SupervisorEnv::default(),
             heal: false,
             guard_exe: None,
+            guard_waiter: None,
         }
     }
 }
@@ -152,7 +162,7 @@ pub fn run_notifying(opts: DaemonOptions, listening: impl FnOnce()) -> Result<()
         let stopped = prepared.paths.stopped.clone();
         // Held until this process ends: the guardian wakes when it closes, crash or not.
         let guardian = match &opts.guard_exe {
-            Some(exe) => match spawn_guardian(exe, &prepared.paths) {
+            Some(exe) => match spawn_guardian(exe, opts.guard_waiter.as_deref(), &prepared.paths) {
                 Ok(g) => Some(g),
                 Err(e) => {
                     tracing::warn!("cannot start the daemon's guardian: {e}");
@@ -196,15 +206,30 @@ impl Guardian {
     }
 }
 
-/// Starts `exe daemon --guard --team T` in a process group of its own with the read end of a
-/// pipe as its stdin; the write end, returned, stays in this process (close-on-exec, so no
-/// agent holds it). When this daemon ends, however it ends, the guardian reads end of file and
-/// brings it back unless the team was stopped on purpose; a byte on the pipe dismisses it.
-fn spawn_guardian(exe: &std::path::Path, tp: &TeamPaths) -> std::io::Result<Guardian> {
+/// Starts `exe daemon --guard --team T` (behind `waiter guard`, when there is a waiter) in a
+/// process group of its own with the read end of a pipe as its stdin; the write end, returned,
+/// stays in this process (close-on-exec, so no agent holds it). When this daemon ends, however
+/// it ends, the guardian reads end of file and brings it back unless the team was stopped on
+/// purpose; a byte on the pipe dismisses it. The waiter (a standard-library-only program) is
+/// what waits for the daemon's whole life: ~0.5 MiB instead of a whole `agent-team`'s ~3 MiB.
+fn spawn_guardian(
+    exe: &std::path::Path,
+    waiter: Option<&std::path::Path>,
+    tp: &TeamPaths,
+) -> std::io::Result<Guardian> {
     use std::os::unix::process::CommandExt as _;
     let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let mut child = std::process::Command::new(exe)
+    let mut cmd = match waiter {
+        Some(w) => {
+            let mut c = std::process::Command::new(w);
+            c.arg("guard").arg(exe);
+            c
+        }
+        None => std::process::Command::new(exe),
+    };
+    let mut child = cmd
         .args(["daemon", "--guard", "--team", &tp.team])
+        .env(ENV_GUARDED_PID, std::process::id().to_string())
         // This daemon's starter's pipe is not the guardian's (it has no such descriptor).
         .env_remove(agent_team_paths::ENV_START_FD)
         .stdin(std::process::Stdio::from(reader))

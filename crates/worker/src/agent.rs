@@ -234,7 +234,15 @@ pub async fn run(
     // answered the task it was given: the text is the task's result.
     let text_answers = !is_leader && config.strategy != agent_team_config::TeamStrategy::Leader;
     let mut given: Vec<u64> = Vec::new();
-    let members = match link.call_retry(Request::Agents).await {
+    // The roster, and the goal for the leader, asked together: one wait, not two.
+    let (members, goal) = tokio::join!(link.call_retry(Request::Agents), async {
+        if is_leader {
+            Some(link.call_retry(Request::TeamInfo).await)
+        } else {
+            None
+        }
+    });
+    let members = match members {
         Ok(Reply::Agents { agents }) => agents,
         _ => vec![],
     };
@@ -264,8 +272,8 @@ pub async fn run(
         planning,
     ))];
     if is_leader {
-        let goal = match link.call_retry(Request::TeamInfo).await {
-            Ok(Reply::Team { team }) => team.goal,
+        let goal = match goal {
+            Some(Ok(Reply::Team { team })) => team.goal,
             _ => None,
         };
         messages.push(ChatMessage::user(format!(
@@ -380,10 +388,6 @@ pub async fn run(
         }
         steps += 1;
         ctx.turns.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        link.fire(Request::SetStatus {
-            status: AgentStatus::Running,
-            error: None,
-        });
         if !notices.is_empty() {
             messages.push(ChatMessage::user(std::mem::take(&mut notices).join("\n\n")));
         }
@@ -394,6 +398,12 @@ pub async fn run(
         };
         // The daemon keeps the budgets: a spent one stops the agent before it spends more.
         budget_lease(link, role, &req, out).await?;
+        // Said once the lease is taken, not before: a status is a write, and the lease (a
+        // read) asked in the same batch would wait for its fsync before every model request.
+        link.fire(Request::SetStatus {
+            status: AgentStatus::Running,
+            error: None,
+        });
         let link2 = link.clone();
         let out2 = out.clone();
         let mut on_event = move |ev: StreamEvent| {

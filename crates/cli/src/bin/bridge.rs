@@ -2,8 +2,10 @@
 //! server (`mcp SOCKET`) it carries bytes between the CLI's stdin/stdout and the socket its
 //! worker serves the team's tools on; as its hook (`hook EVENT … --socket SOCKET`) it hands
 //! the hook's input to that worker and prints the answer. So beside each CLI there is one small
-//! process of ours instead of a second whole `agent-team`. Standard library only: every page it
-//! maps counts against the memory the team costs beside the CLI.
+//! process of ours instead of a second whole `agent-team`. As `guard PROGRAM…` it is a team
+//! daemon's guardian while the daemon runs, and becomes PROGRAM (the whole `agent-team`, which
+//! heals) only once the daemon has ended. Standard library only: every page it maps counts
+//! against the memory the team costs.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -11,12 +13,18 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage: agent-team-bridge mcp SOCKET
        agent-team-bridge hook stop|pre-tool-use [--cli NAME] --socket SOCKET
+       agent-team-bridge guard PROGRAM [ARG...]
 
 Started by an agent CLI, never by hand: the configuration its worker writes registers it as
 the CLI's `team` MCP server (carrying the MCP session between the CLI's stdin/stdout and the
 worker's SOCKET) and as its turn-end and pre-tool hooks (the hook's input goes to the worker,
 which answers; what it answers is printed, and its exit code is this one's). A pre-tool hook
-that gets no answer exits 2: the CLI refuses the call.";
+that gets no answer exits 2: the CLI refuses the call.
+
+As `guard`, started by a team's daemon as its guardian: it waits on its stdin, a pipe only the
+daemon writes. A byte (the daemon was stopped on purpose) ends it; end of file (the daemon
+ended, by a crash or not) makes it PROGRAM (`agent-team daemon --guard ...`), which brings
+the daemon back unless the team was stopped on purpose.";
 
 /// The most of a hook's input handed on (the worker reads no more).
 const HOOK_INPUT_MAX: u64 = 256 * 1024;
@@ -32,6 +40,7 @@ fn main() -> ExitCode {
             }
         },
         Some("hook") => hook(&args[1..]),
+        Some("guard") if args.len() >= 2 => guard(&args[1], &args[2..]),
         Some("--help" | "-h") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -41,6 +50,27 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `guard PROGRAM [ARG…]`: waits on stdin (the daemon's pipe); a byte means the daemon was
+/// stopped on purpose (exit 0), end of file that it ended: then this process becomes PROGRAM,
+/// with the same stdin (at its end of file), environment and process group.
+fn guard(program: &str, args: &[String]) -> ExitCode {
+    use std::os::unix::process::CommandExt as _;
+    let mut sink = [0u8; 64];
+    let mut stdin = std::io::stdin().lock();
+    loop {
+        match stdin.read(&mut sink) {
+            Ok(0) => break,
+            Ok(_) => return ExitCode::SUCCESS,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    drop(stdin);
+    let e = std::process::Command::new(program).args(args).exec();
+    eprintln!("agent-team-bridge: guard: cannot run {program}: {e}");
+    ExitCode::from(1)
 }
 
 /// Carries stdin to the socket (on a thread; its end half-closes the socket) and the socket to

@@ -59,6 +59,12 @@ pub fn daemon(ctx: &Ctx, foreground: bool, permission_timeout: u64) -> Result<Ex
     };
     opts.heal = std::env::var_os(agent_team_client::heal::ENV_HEAL).is_some();
     opts.guard_exe = std::env::current_exe().ok();
+    // The guardian waits as the small bridge when it is installed beside us.
+    opts.guard_waiter = opts
+        .guard_exe
+        .as_deref()
+        .map(agent_team_worker::external::bridge_exe)
+        .filter(|b| b.is_file());
     // Listening: the starter is let go by the pipe's end.
     let listening = || drop(start_pipe.borrow_mut().take());
     match agent_team_daemon::run_notifying(opts, listening) {
@@ -80,8 +86,13 @@ pub fn daemon(ctx: &Ctx, foreground: bool, permission_timeout: u64) -> Result<Ex
 pub fn guard(ctx: &Ctx) -> Result<ExitCode> {
     use agent_team_client::heal::{Healed, Healer};
     use std::io::Read;
-    // The daemon that started this guardian.
-    let daemon = nix::unistd::getppid();
+    // The daemon that started this guardian (its waiter, when it started one, then became
+    // this program, maybe once the daemon was gone).
+    let daemon = std::env::var(agent_team_daemon::ENV_GUARDED_PID)
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok())
+        .map(nix::unistd::Pid::from_raw)
+        .unwrap_or_else(nix::unistd::getppid);
     let mut sink = [0u8; 64];
     let mut stdin = std::io::stdin().lock();
     loop {

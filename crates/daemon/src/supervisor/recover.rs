@@ -7,11 +7,15 @@ impl Step<'_> {
     /// Loads the stored configuration and re-adopts agents that were running before a restart.
     pub(crate) fn sup_recover(&mut self) {
         // Task commands of in-process agents of a crashed predecessor are orphans now: the
-        // agents that ran them died with it, so they go too (their tasks are run again).
-        let reaped =
-            agent_team_pane::procs::reap_marked(&self.sup.paths.socket.display().to_string());
-        if reaped > 0 {
-            tracing::warn!(reaped, "killed task commands left by the previous daemon");
+        // agents that ran them died with it, so they go too (their tasks are run again). The
+        // look at every process on the machine is skipped for a team with no agent on record
+        // (a new one): an agent runs a command only once its record was committed.
+        if self.state.agent_records().next().is_some() {
+            let reaped =
+                agent_team_pane::procs::reap_marked(&self.sup.paths.socket.display().to_string());
+            if reaped > 0 {
+                tracing::warn!(reaped, "killed task commands left by the previous daemon");
+            }
         }
         self.sup.config = self.stored_config();
         let now = self.sup.clock.wall();

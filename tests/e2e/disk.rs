@@ -132,6 +132,25 @@ fn reads_work_on_a_full_disk() {
     sb.ok(&["up", "--detach"]);
     sb.ok(&["--team", "rd", "task", "add", "first"]);
     sb.ok(&["--team", "rd", "send", "leader", "hello leader"]);
+    // The leader's acknowledgement of the message is a write: once the disk is full, a read
+    // answered in the same batch as that refused write would be refused with it. Reads are
+    // what this test is about, so the team is quiet first.
+    wait_for(
+        "the leader to have read its message",
+        std::time::Duration::from_secs(30),
+        || {
+            let out = sb.run(&["--team", "rd", "inbox", "leader", "--json"]);
+            serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                .ok()
+                .and_then(|v| v.as_array().cloned())
+                .is_some_and(|m| {
+                    m.iter().any(|m| {
+                        m.get("body").and_then(|b| b.as_str()) == Some("hello leader")
+                            && m.get("state").and_then(|s| s.as_str()) == Some("read")
+                    })
+                })
+        },
+    );
     let filler = fill(&sb.paths.home);
     // The disk is full: a write is refused ...
     let desc = "d".repeat(30_000);

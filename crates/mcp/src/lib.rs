@@ -821,14 +821,35 @@ impl ServerHandler for TeamServer {
         // The first listing: the CLI has the tools now, so its first instruction may go in.
         if let Some(text) = self.first_input.lock().ok().and_then(|mut f| f.take()) {
             let link = self.ctx.link.clone();
-            if let Ok(mut u) = self.unconfirmed_first.lock() {
+            let unconfirmed = self.unconfirmed_first.clone();
+            if let Ok(mut u) = unconfirmed.lock() {
                 *u = Some(text.clone());
             }
             tokio::spawn(async move {
                 // The CLI makes the listed tools its own a moment after listing them.
                 tokio::time::sleep(FIRST_INPUT_SETTLE).await;
-                if let Err(e) = link.call_retry(Request::PaneInput { text }).await {
+                if let Err(e) = link
+                    .call_retry(Request::PaneInput { text: text.clone() })
+                    .await
+                {
                     tracing::warn!("could not give the CLI its first instruction: {e}");
+                }
+                // A TUI still drawing (a resumed conversation on a loaded machine) can read a
+                // paste and drop it: typed once more while nothing shows it arrived (no tool
+                // call, no turn's end, which clear it).
+                tokio::time::sleep(FIRST_INPUT_CONFIRM).await;
+                let lost = unconfirmed
+                    .lock()
+                    .ok()
+                    .is_some_and(|u| u.as_deref() == Some(text.as_str()));
+                if lost {
+                    tracing::warn!(
+                        "the CLI did nothing with its first instruction in {} s: typed again",
+                        FIRST_INPUT_CONFIRM.as_secs()
+                    );
+                    if let Err(e) = link.call_retry(Request::PaneInput { text }).await {
+                        tracing::warn!("could not give the CLI its first instruction: {e}");
+                    }
                 }
             });
         }
@@ -895,6 +916,11 @@ fn render(m: &Message) -> String {
 
 /// How long after its first tool listing a CLI's first instruction is typed.
 const FIRST_INPUT_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long after typing its first instruction a CLI that has neither called a tool nor ended
+/// a turn is taken to have lost it, and it is typed once more (a model slower than this to its
+/// first tool call sees the instruction twice).
+const FIRST_INPUT_CONFIRM: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// The most hook connections answered at once (a CLI runs one hook at a time per tool call;
 /// Claude Code may run a few tool calls in parallel).

@@ -19,6 +19,62 @@ fn main() {
     {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     }
+    // Each binary's functions in the order a team run calls them (link-order/, written by
+    // `cargo xtask order` from a profiled run: BIN.faults.txt, then BIN.txt): what a process
+    // runs lies together, so it maps those pages instead of the folio around each function it
+    // calls (docs/BENCHMARKS.md). Release builds only (the files name the release build's
+    // symbols), and only with a linker that takes such a file (LLD, rustc's default here).
+    println!("cargo:rerun-if-changed=link-order");
+    let dir = Path::new(&var("CARGO_MANIFEST_DIR")).join("link-order");
+    let out = PathBuf::from(var("OUT_DIR"));
+    if var("PROFILE") == "release" && ordering_links(&out) {
+        for bin in ["agent-team", "agent-team-worker", "agent-team-bridge"] {
+            let mut order = String::new();
+            for part in [format!("{bin}.faults.txt"), format!("{bin}.txt")] {
+                order.push_str(&std::fs::read_to_string(dir.join(part)).unwrap_or_default());
+            }
+            let file = out.join(format!("{bin}.order"));
+            if order.is_empty() || std::fs::write(&file, order).is_err() {
+                continue;
+            }
+            println!(
+                "cargo:rustc-link-arg-bin={bin}=-Wl,--symbol-ordering-file={}",
+                file.display()
+            );
+            // A symbol the file names that a newer build no longer has is skipped quietly.
+            println!("cargo:rustc-link-arg-bin={bin}=-Wl,--no-warn-symbol-ordering");
+        }
+    }
+}
+
+/// Whether rustc, with this build's target and flags, links a program given a symbol ordering
+/// file (GNU ld does not know the option; LLD does).
+fn ordering_links(out: &Path) -> bool {
+    let src = out.join("order-probe.rs");
+    let order = out.join("order-probe.txt");
+    if std::fs::write(&src, "fn main() {}\n").is_err() || std::fs::write(&order, "main\n").is_err()
+    {
+        return false;
+    }
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let mut cmd = Command::new(rustc);
+    if let Ok(flags) = std::env::var("CARGO_ENCODED_RUSTFLAGS") {
+        cmd.args(flags.split('\x1f').filter(|f| !f.is_empty()));
+    }
+    cmd.arg("--target")
+        .arg(std::env::var("TARGET").unwrap_or_default())
+        .arg(format!(
+            "-Clink-arg=-Wl,--symbol-ordering-file={}",
+            order.display()
+        ))
+        .arg("-Clink-arg=-Wl,--no-warn-symbol-ordering")
+        .arg("-o")
+        .arg(out.join("order-probe"))
+        .arg(&src)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Whether a position-independent program with a relative relocation, linked with

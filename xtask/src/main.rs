@@ -6,10 +6,14 @@
 //!   measured in the same run; `--save` writes them to docs/BENCHMARKS.md.
 //! - `cargo xtask man`: writes the man page, generated from the CLI's one clap definition, to
 //!   docs/man/agent-team.1.
+//! - `cargo xtask order [--from-profiles|--faults]`: profiles a team run and writes
+//!   crates/cli/link-order/, the order the linker lays out our functions in (xtask/src/order.rs).
 //! - `cargo xtask soak [--seconds N] [--backend B] [--seed S]`: the real binaries under load
 //!   while the daemon, agents and panes are SIGKILLed; checks nothing is lost, duplicated or
 //!   left behind (docs/RELIABILITY.md).
 
+mod order;
+mod order_faults;
 mod soak;
 
 use anyhow::{Context, Result, bail};
@@ -24,15 +28,19 @@ fn main() -> Result<()> {
         Some("bench") => bench(&root, &args[1..]),
         Some("soak") => soak::soak(&root, &args[1..]),
         Some("man") => man(&root),
+        Some("order") => order::order(&root, &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|bench [--save] [--quick]|man|soak [--seconds N] [--backend B] [--seed S]>"
+                "usage: cargo xtask <ci|bench [--save] [--quick]|man|order [--from-profiles|--faults]|soak [--seconds N] [--backend B] [--seed S]>"
             );
             eprintln!(
                 "  ci      format check, clippy -D warnings, build, the whole test suite, a 30 s soak, docs"
             );
             eprintln!("  bench   SPEC §6 figures beside their same-run floors (release build)");
             eprintln!("  man     write docs/man/agent-team.1 from the CLI's clap definition");
+            eprintln!(
+                "  order   profile a team run, write crates/cli/link-order/ (functions in the order they run)"
+            );
             eprintln!(
                 "  soak    kill the daemon, agents and panes under load; check nothing is lost"
             );
@@ -44,6 +52,14 @@ fn main() -> Result<()> {
 fn root() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     dir.parent().map(Path::to_path_buf).unwrap_or(dir)
+}
+
+/// Where cargo builds: CARGO_TARGET_DIR when set (relative to the workspace), else target/.
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|t| if t.is_relative() { root.join(t) } else { t })
+        .unwrap_or_else(|| root.join("target"))
 }
 
 fn cargo(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<()> {
@@ -103,10 +119,7 @@ const PYTEST: &str = "pytest==9.2.0";
 /// a network (its own build backend); pytest, at a pinned version, comes from the package index
 /// once per venv (as the agent CLIs come from npm).
 fn python(root: &Path) -> Result<()> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|t| if t.is_relative() { root.join(t) } else { t })
-        .unwrap_or_else(|| root.join("target"));
+    let target = target_dir(root);
     let venv = target.join("pyvenv");
     let py = venv.join("bin").join("python");
     let run = |cmd: &mut Command, what: &str| -> Result<()> {
@@ -202,11 +215,7 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
         ],
         &[],
     )?;
-    // Where cargo just built them: CARGO_TARGET_DIR when set (as for the soak).
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|t| if t.is_relative() { root.join(t) } else { t })
-        .unwrap_or_else(|| root.join("target"));
+    let target = target_dir(root);
     let bin_dir = target.join("release");
     let mut cmd = Command::new(bin_dir.join("agent-team-bench"));
     cmd.current_dir(root)

@@ -108,10 +108,7 @@ fn tmux_ok() -> bool {
 pub fn soak(root: &Path, args: &[String]) -> Result<()> {
     let opts = parse(args)?;
     super::cargo(root, &["build", "-p", "agent-team-cli", "--bins"], &[])?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|t| if t.is_relative() { root.join(t) } else { t })
-        .unwrap_or_else(|| root.join("target"));
+    let target = super::target_dir(root);
     let bin = target.join("debug").join("agent-team");
     if !bin.exists() {
         bail!("{} is missing after the build", bin.display());

@@ -1119,6 +1119,7 @@ fn measure_latency(
 /// Runs the section.
 pub fn run(r: &mut Report, dir: &Path, _quick: bool) -> Result<()> {
     println!("== agent CLIs as teammates (issue 16) ==");
+    crate::link_order::note(r, &crate::daemon_bench::bin_dir());
     let sb = Sandbox::new(dir)?;
     // Each run costs a CLI's start (0.5–3 s); the starts spread ±40 % on a loaded machine.
     let rounds = 5;

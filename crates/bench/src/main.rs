@@ -10,6 +10,7 @@ mod floor;
 mod foundation_bench;
 mod hardening_bench;
 mod heal_bench;
+mod link_order;
 mod model_bench;
 mod pane_bench;
 mod peer_bench;

@@ -504,6 +504,7 @@ pub fn run(r: &mut Report, dir: &Path, quick: bool) -> Result<()> {
         "== our team beside Claude Code's own agent teams, same script and mock (issue 30) =="
     );
     let rounds = if quick { 2 } else { 6 };
+    crate::link_order::note(r, &crate::daemon_bench::bin_dir());
     // Our side alone (no Claude Code run, no ratio): for comparing two builds of ours, each
     // `AGENT_TEAM_BIN_DIR` in turn, as BENCHMARKS does.
     if std::env::var_os("BENCH_PEER_OURS_ONLY").is_some() {

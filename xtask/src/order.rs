@@ -18,13 +18,11 @@ use std::path::Path;
 use std::process::Command;
 
 /// The bench sections whose processes are profiled, with their settings: a team of model
-/// agents in one process and in one each (peer), and workers beside agent CLIs (clis).
+/// agents in one process and in one each (peer), and workers beside every agent CLI we adapt
+/// (clis: each adapter runs code of its own).
 pub(crate) const RUNS: [&[(&str, &str)]; 2] = [
     &[("BENCH_SECTION", "peer"), ("BENCH_PEER_OURS_ONLY", "1")],
-    &[
-        ("BENCH_SECTION", "clis"),
-        ("BENCH_CLIS", "claude-code,codex"),
-    ],
+    &[("BENCH_SECTION", "clis")],
 ];
 
 /// Builds, profiles and writes the order files; with `--from-profiles`, only writes them from

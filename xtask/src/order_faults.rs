@@ -99,10 +99,7 @@ pub fn fault_passes(root: &Path, release: &Path, data_dir: &Path, passes: usize)
                 let file = dir.join(format!("{bin}.faults.txt"));
                 let now = listed(&dir, bin)?;
                 let symbols = text_symbols(&path)?;
-                let new: Vec<String> = cold_functions(&faults, &symbols, &linked[bin])
-                    .into_iter()
-                    .filter(|n| !now.contains(n))
-                    .collect();
+                let new = additions(&faults, &symbols, &linked[bin], &now);
                 if new.is_empty() {
                     continue;
                 }
@@ -226,6 +223,21 @@ fn cold_functions(faults: &[u64], symbols: &[Symbol], listed: &HashSet<String>) 
     out
 }
 
+/// What a run of a pass adds: the functions faulted in past the stretch the binary was linked
+/// with (`linked`), not yet listed (`now`: with what earlier runs of the pass added, which lie
+/// in the cold code until the next link and so must not move the stretch's end).
+fn additions(
+    faults: &[u64],
+    symbols: &[Symbol],
+    linked: &HashSet<String>,
+    now: &HashSet<String>,
+) -> Vec<String> {
+    cold_functions(faults, symbols, linked)
+        .into_iter()
+        .filter(|n| !now.contains(n))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,6 +277,23 @@ mod tests {
                 "cold".to_string(),
                 "listed_later".to_string()
             ]
+        );
+    }
+
+    #[test]
+    fn what_an_earlier_run_of_the_pass_added_does_not_hide_later_faults() {
+        let symbols: Vec<Symbol> = vec![
+            (0x100, 0x10, "hot".into()),
+            (0x200, 0x10, "cold".into()),
+            (0x900, 0x10, "added_by_the_first_run".into()),
+        ];
+        let linked = HashSet::from(["hot".to_string()]);
+        let now = HashSet::from(["hot".to_string(), "added_by_the_first_run".to_string()]);
+        // The second run faults in `cold` (and again in what the first run added).
+        let faults = [0x205, 0x905];
+        assert_eq!(
+            additions(&faults, &symbols, &linked, &now),
+            vec!["cold".to_string()]
         );
     }
 }

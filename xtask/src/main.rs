@@ -201,7 +201,8 @@ fn man(root: &Path) -> Result<()> {
     Ok(())
 }
 
-fn bench(root: &Path, args: &[String]) -> Result<()> {
+/// The release build of our binaries and the bench, as the bench and `order` measure them.
+fn build_release(root: &Path) -> Result<()> {
     cargo(
         root,
         &[
@@ -214,7 +215,11 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
             "agent-team-bench",
         ],
         &[],
-    )?;
+    )
+}
+
+fn bench(root: &Path, args: &[String]) -> Result<()> {
+    build_release(root)?;
     let target = target_dir(root);
     let bin_dir = target.join("release");
     let mut cmd = Command::new(bin_dir.join("agent-team-bench"));

@@ -66,19 +66,7 @@ pub fn order(root: &Path, args: &[String]) -> Result<()> {
             ("CARGO_TARGET_DIR", &instrumented_target),
         ],
     )?;
-    crate::cargo(
-        root,
-        &[
-            "build",
-            "--release",
-            "--bins",
-            "-p",
-            "agent-team-cli",
-            "-p",
-            "agent-team-bench",
-        ],
-        &[],
-    )?;
+    crate::build_release(root)?;
     let instrumented = instrumented_dir.join("release");
     std::fs::remove_dir_all(&profiles)
         .and_then(|()| std::fs::create_dir_all(&profiles))

@@ -39,25 +39,13 @@ pub fn fault_passes(root: &Path, release: &Path, data_dir: &Path, passes: usize)
     }
     let dir = root.join("crates").join("cli").join("link-order");
     for pass in 1..=passes {
-        crate::cargo(
-            root,
-            &[
-                "build",
-                "--release",
-                "--bins",
-                "-p",
-                "agent-team-cli",
-                "-p",
-                "agent-team-bench",
-            ],
-            &[],
-        )?;
+        crate::build_release(root)?;
         let mut added = 0;
         // What the binaries were linked with: their listed stretch ends after the last of
         // these (what this pass adds lies in the cold code until the next link).
         let mut linked = HashMap::new();
         for bin in BINS {
-            linked.insert(bin, listed(&dir, bin)?);
+            linked.insert(bin, listed(&dir, bin));
         }
         for (k, run) in crate::order::RUNS.iter().enumerate() {
             let data = data_dir.join(format!("faults-{k}.data"));
@@ -97,7 +85,7 @@ pub fn fault_passes(root: &Path, release: &Path, data_dir: &Path, passes: usize)
                 let path = release.join(bin);
                 let faults = faults_of(&text, &path.display().to_string());
                 let file = dir.join(format!("{bin}.faults.txt"));
-                let now = listed(&dir, bin)?;
+                let now = listed(&dir, bin);
                 let symbols = text_symbols(&path)?;
                 let new = additions(&faults, &symbols, &linked[bin], &now);
                 if new.is_empty() {
@@ -121,8 +109,8 @@ pub fn fault_passes(root: &Path, release: &Path, data_dir: &Path, passes: usize)
     Ok(())
 }
 
-/// The symbols the binary's files list (BIN.faults.txt, then BIN.txt).
-fn listed(dir: &Path, bin: &str) -> Result<HashSet<String>> {
+/// The symbols the binary's files list (BIN.faults.txt, then BIN.txt; a missing file lists none).
+fn listed(dir: &Path, bin: &str) -> HashSet<String> {
     let mut out = HashSet::new();
     for name in [format!("{bin}.faults.txt"), format!("{bin}.txt")] {
         let path = dir.join(name);
@@ -130,7 +118,7 @@ fn listed(dir: &Path, bin: &str) -> Result<HashSet<String>> {
             out.extend(text.lines().filter(|l| !l.is_empty()).map(str::to_string));
         }
     }
-    Ok(out)
+    out
 }
 
 /// A function of the binary's text: its address, size and name.

@@ -102,14 +102,27 @@ pub fn order(root: &Path, args: &[String]) -> Result<()> {
 const FAULT_PASSES: usize = 3;
 
 /// `cargo xtask order --from-profiles`: the BIN.txt files written anew from the profiles of
-/// the last `cargo xtask order` and the release binaries as they are (no build, no bench; the
-/// fault passes' BIN.faults.txt are kept).
+/// the last `cargo xtask order` and the release binaries as they are (no build, no bench); the
+/// fault passes' BIN.faults.txt keep their functions, under the names the binaries give them
+/// now (a change of code renames ThinLTO's locals: [`renamed`]).
 pub fn write_layouts(root: &Path, profiles: &Path, release: &Path) -> Result<()> {
     let ran = functions_run(profiles)?;
     let dir = root.join("crates").join("cli").join("link-order");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     for (layout, kinds) in LAYOUTS.iter().zip(&ran.by_layout) {
         let symbols = symbols_of(&release.join(layout.bin))?;
+        let faults = dir.join(format!("{}.faults.txt", layout.bin));
+        if let Ok(old) = std::fs::read_to_string(&faults) {
+            let new = renamed(&old, &symbols);
+            std::fs::write(&faults, &new)
+                .with_context(|| format!("cannot write {}", faults.display()))?;
+            eprintln!(
+                "xtask: {}: {} of {} names as the binary has them now",
+                faults.display(),
+                new.lines().count(),
+                old.lines().count()
+            );
+        }
         let text = layout_file(kinds, &symbols);
         let out = dir.join(format!("{}.txt", layout.bin));
         std::fs::write(&out, &text).with_context(|| format!("cannot write {}", out.display()))?;
@@ -351,9 +364,68 @@ fn unsuffixed(symbol: &str) -> &str {
     }
 }
 
-/// The function symbols of the binary at `path` (`nm`), by their names without a ThinLTO
-/// suffix.
-fn symbols_of(path: &Path) -> Result<HashMap<String, Vec<String>>> {
+/// A legacy-mangled name without its hash (`…17h0123456789abcdefE` → `…`); other names as
+/// they are. The hash covers more than the path (a change of the crate's code can change it),
+/// so a function of a changed crate is found again by its path.
+fn hashless(symbol: &str) -> &str {
+    let n = symbol.len();
+    let hashed = symbol.starts_with("_ZN")
+        && n > 20
+        && symbol.ends_with('E')
+        && symbol.get(n - 20..n - 17) == Some("17h")
+        && symbol
+            .get(n - 17..n - 1)
+            .is_some_and(|h| h.bytes().all(|c| c.is_ascii_hexdigit()));
+    if hashed { &symbol[..n - 20] } else { symbol }
+}
+
+/// How many symbols of one path a name without its hash may stand for: more means a generic
+/// function's instances, of which a profile ran only some.
+const SAME_PATH_MAX: usize = 4;
+
+/// A binary's function symbols, found by a name from a profile or an older order file.
+#[derive(Default)]
+struct Symbols {
+    /// By name without a ThinLTO suffix.
+    by_name: HashMap<String, Vec<String>>,
+    /// By name without a ThinLTO suffix and without its hash.
+    by_path: HashMap<String, Vec<String>>,
+}
+
+impl Symbols {
+    /// From the binary's symbol names.
+    fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut out = Symbols::default();
+        for name in names {
+            let same = out.by_name.entry(unsuffixed(name).to_string()).or_default();
+            if same.iter().any(|n| n == name) {
+                continue;
+            }
+            same.push(name.to_string());
+            out.by_path
+                .entry(hashless(unsuffixed(name)).to_string())
+                .or_default()
+                .push(name.to_string());
+        }
+        out
+    }
+
+    /// The binary's symbols for `name`: those of the same name (its ThinLTO suffix aside),
+    /// else those of the same path when they are few (see [`hashless`]).
+    fn for_name(&self, name: &str) -> &[String] {
+        let name = unsuffixed(name);
+        if let Some(same) = self.by_name.get(name) {
+            return same;
+        }
+        match self.by_path.get(hashless(name)) {
+            Some(same) if same.len() <= SAME_PATH_MAX => same,
+            _ => &[],
+        }
+    }
+}
+
+/// The function symbols of the binary at `path` (`nm`).
+fn symbols_of(path: &Path) -> Result<Symbols> {
     let listed = Command::new("nm")
         .args(["--defined-only", "--no-sort"])
         .arg(path)
@@ -362,28 +434,42 @@ fn symbols_of(path: &Path) -> Result<HashMap<String, Vec<String>>> {
     if !listed.status.success() {
         bail!("nm {} failed ({})", path.display(), listed.status);
     }
-    let mut out: HashMap<String, Vec<String>> = HashMap::new();
-    for line in String::from_utf8_lossy(&listed.stdout).lines() {
+    let text = String::from_utf8_lossy(&listed.stdout);
+    Ok(Symbols::from_names(text.lines().filter_map(|line| {
         let mut fields = line.split_whitespace();
-        let (Some(_), Some(kind), Some(name)) = (fields.next(), fields.next(), fields.next())
-        else {
-            continue;
-        };
-        if !matches!(kind, "t" | "T" | "W" | "w") {
-            continue;
+        match (fields.next(), fields.next(), fields.next()) {
+            (Some(_), Some("t" | "T" | "W" | "w"), Some(name)) => Some(name),
+            _ => None,
         }
-        let names = out.entry(unsuffixed(name).to_string()).or_default();
-        if !names.iter().any(|n| n == name) {
-            names.push(name.to_string());
+    })))
+}
+
+/// An order file's names as the binary has them now ([`Symbols::for_name`]): a name it still
+/// has stays, one whose ThinLTO suffix or hash changed becomes the binary's names for it, and
+/// one it no longer has goes; in the file's order, each name once.
+fn renamed(file: &str, symbols: &Symbols) -> String {
+    let mut seen = HashSet::new();
+    let mut text = String::new();
+    for line in file.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let now = symbols.for_name(line);
+        let names: Vec<&String> = match now.iter().find(|n| *n == line) {
+            Some(same) => vec![same],
+            None => now.iter().collect(),
+        };
+        for n in names {
+            if seen.insert(n.clone()) {
+                text.push_str(n);
+                text.push('\n');
+            }
         }
     }
-    Ok(out)
+    text
 }
 
 /// A binary's order file: its symbols of the functions only the first kind of its processes
 /// ran, then of those both ran, then of those only the second ran; each group by name (stable
 /// from one generation to the next).
-fn layout_file(kinds: &Kinds, symbols: &HashMap<String, Vec<String>>) -> String {
+fn layout_file(kinds: &Kinds, symbols: &Symbols) -> String {
     let [first, second] = &kinds.ran;
     let groups = [
         first.difference(second).collect::<Vec<_>>(),
@@ -394,8 +480,7 @@ fn layout_file(kinds: &Kinds, symbols: &HashMap<String, Vec<String>>) -> String 
     for group in groups {
         let mut names: Vec<&str> = group
             .iter()
-            .filter_map(|n| symbols.get(n.as_str()))
-            .flatten()
+            .flat_map(|n| symbols.for_name(n))
             .map(String::as_str)
             .collect();
         names.sort_unstable();
@@ -438,6 +523,32 @@ mod tests {
     }
 
     #[test]
+    fn a_fault_file_follows_a_function_whose_thinlto_suffix_changed() {
+        let symbols =
+            Symbols::from_names(["kept", "moved.llvm.22", "twice.llvm.3", "twice.llvm.4"]);
+        let file = "moved.llvm.11\ngone.llvm.5\nkept\ntwice.llvm.3\nmoved.llvm.11\n";
+        assert_eq!(
+            renamed(file, &symbols),
+            "moved.llvm.22\nkept\ntwice.llvm.3\n"
+        );
+    }
+
+    #[test]
+    fn a_function_whose_hash_changed_is_found_by_its_path_unless_it_has_many_instances() {
+        let h = |n: u8| format!("_ZN1a3foo17h{:016x}E", n);
+        let g = |n: u8| format!("_ZN1a3map17h{:016x}E", n);
+        let names: Vec<String> = [h(2)].into_iter().chain((10..20).map(g)).collect();
+        let symbols = Symbols::from_names(names.iter().map(String::as_str));
+        assert_eq!(symbols.for_name(&h(1)), [h(2)]);
+        assert_eq!(symbols.for_name(&format!("{}.llvm.7", h(1))), [h(2)]);
+        // One instance of a generic function that ran is not every instance of it.
+        assert!(symbols.for_name(&g(1)).is_empty());
+        assert_eq!(symbols.for_name(&g(12)), [g(12)]);
+        assert_eq!(hashless("_ZN1a3foo17hxyz"), "_ZN1a3foo17hxyz");
+        assert_eq!(hashless("sqlite3_step"), "sqlite3_step");
+    }
+
+    #[test]
     fn only_a_thinlto_suffix_is_cut_from_a_name() {
         assert_eq!(
             unsuffixed("_ZN1a3foo17h0123456789abcdefE.llvm.8094397058065389549"),
@@ -457,15 +568,7 @@ mod tests {
             ran: [set(&["both", "first", "gone"]), set(&["both", "second"])],
             processes: [1, 1],
         };
-        let symbols = HashMap::from([
-            ("first".to_string(), vec!["first".to_string()]),
-            (
-                "both".to_string(),
-                vec!["both.llvm.1".to_string(), "both".to_string()],
-            ),
-            ("second".to_string(), vec!["second".to_string()]),
-            ("unrun".to_string(), vec!["unrun".to_string()]),
-        ]);
+        let symbols = Symbols::from_names(["first", "both.llvm.1", "both", "second", "unrun"]);
         assert_eq!(
             layout_file(&kinds, &symbols),
             "first\nboth\nboth.llvm.1\nsecond\n"

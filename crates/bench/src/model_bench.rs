@@ -183,6 +183,23 @@ pub(crate) fn run_on(dir: &Path, i: usize, sample: bool, backend: &str) -> Resul
         std::thread::sleep(Duration::from_millis(5));
     };
     let wall = t0.elapsed();
+    if std::env::var_os("BENCH_TIMELINE").is_some() {
+        // Where a run's time goes: each agent's model requests, in ms from the start.
+        let at = |a: &str| {
+            mock.request_times(a)
+                .iter()
+                .map(|t| format!("{:.1}", (*t - t0).as_secs_f64() * 1e3))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        eprintln!(
+            "timeline {backend} wall {:.1} ms | leader {} | b1 {} | b2 {}",
+            wall.as_secs_f64() * 1e3,
+            at("leader"),
+            at("b1"),
+            at("b2")
+        );
+    }
     if !status.success() {
         bail!(
             "the model team run failed ({status}); unmatched requests: {:?}",

@@ -87,6 +87,20 @@ impl AsyncClient {
         self.call_with_rid(req, rid).await
     }
 
+    /// Queues a request the daemon answers with nothing (`no_reply`: progress events,
+    /// statuses), ahead of every request made after it on this connection. It fails only when
+    /// the connection is gone or the request cannot be encoded.
+    pub fn send_no_reply(&self, req: Request) -> Result<(), ClientError> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let bytes = frame::encode(&ClientFrame::Request {
+            id,
+            body: req,
+            rid: None,
+            no_reply: true,
+        })?;
+        self.inner.out.send(bytes).map_err(|_| closed())
+    }
+
     /// Makes one request under request id `rid`: the daemon applies a mutating request with a
     /// given id once, and answers every repeat of it with the first reply.
     pub async fn call_with_rid(
@@ -95,7 +109,12 @@ impl AsyncClient {
         rid: Option<String>,
     ) -> Result<Reply, ClientError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let bytes = frame::encode(&ClientFrame::Request { id, body: req, rid })?;
+        let bytes = frame::encode(&ClientFrame::Request {
+            id,
+            body: req,
+            rid,
+            no_reply: false,
+        })?;
         let (tx, rx) = oneshot::channel();
         {
             let mut guard = self.inner.pending.lock().map_err(|_| closed())?;

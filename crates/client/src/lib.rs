@@ -254,7 +254,12 @@ impl Client {
         let id = self.next_id;
         frame::write(
             &mut self.writer,
-            &ClientFrame::Request { id, body: req, rid },
+            &ClientFrame::Request {
+                id,
+                body: req,
+                rid,
+                no_reply: false,
+            },
         )?;
         Ok(id)
     }

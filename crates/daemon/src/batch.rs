@@ -3,11 +3,15 @@
 //! fires the timers that are due and commits the batch. It sits above the core and the
 //! modules that work on it, so the core itself calls none of them.
 
-use crate::core::{Core, CoreMsg, MAX_BATCH, MAX_RID_LEN, RETENTION_EVERY, Timer, sleep_until};
+use crate::core::{
+    Core, CoreMsg, HOLD_UNANSWERED, MAX_BATCH, MAX_RID_LEN, RETENTION_EVERY, Timer, sleep_until,
+};
+use crate::outbox::ConnId;
 use agent_team_protocol::frame;
 use agent_team_protocol::*;
+use agent_team_state::Actor;
 use std::cmp::Reverse;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 impl Core {
@@ -28,6 +32,8 @@ impl Core {
     ) -> Result<(), agent_team_store::StoreError> {
         // Persist the recovery fix-ups before serving anyone.
         self.commit_batch()?;
+        // When a held batch ([`HOLD_UNANSWERED`]) must be committed at the latest.
+        let mut hold_until: Option<Instant> = None;
         loop {
             let next_timer = self.timers.peek().map(|Reverse((at, _))| *at);
             // A subscriber reading its backlog keeps the loop turning without waiting.
@@ -38,10 +44,14 @@ impl Core {
                     None => break,
                 },
                 _ = sleep_until(next_timer) => None,
+                _ = sleep_until(hold_until), if hold_until.is_some() => None,
                 _ = tokio::task::yield_now(), if backlog => None,
             };
-            self.fire_timers();
+            let fired = self.fire_timers();
+            // Whether this batch is made only of requests nobody waits for (to commit).
+            let mut unanswered = first.is_some() && !fired;
             if let Some(first) = first {
+                unanswered &= is_unanswered(&first);
                 self.handle(first);
                 // Let the runtime poll the sockets once more before committing: requests that
                 // arrived during the previous commit join this batch (group commit) instead of
@@ -52,14 +62,24 @@ impl Core {
             while n < MAX_BATCH && !self.sup.stopping() {
                 match rx.try_recv() {
                     Ok(m) => {
+                        unanswered &= is_unanswered(&m);
                         self.handle(m);
                         n += 1;
                     }
                     Err(_) => break,
                 }
             }
-            self.stats.0 += 1;
             self.stats.1 += n as u64;
+            // Nobody waits for it and nothing is to be sent: it is synced with the next batch,
+            // or HOLD_UNANSWERED after the first batch held (a steady stream of them too).
+            let due = hold_until.is_some_and(|at| Instant::now() >= at);
+            if unanswered && !due && self.responses.is_empty() && !self.sup.stopping() {
+                self.held += 1;
+                hold_until.get_or_insert_with(|| Instant::now() + HOLD_UNANSWERED);
+                continue;
+            }
+            hold_until = None;
+            self.stats.0 += 1;
             self.commit_batch()?;
             if self.sup.stopping() && (self.sup.all_down() || self.force_exit) {
                 break;
@@ -85,6 +105,7 @@ impl Core {
         self.notifier.finish(Duration::from_secs(limit));
         tracing::info!(
             batches = self.stats.0,
+            held = self.held,
             messages = self.stats.1,
             commit_ms = self.commit_time.as_millis() as u64,
             "core stopped"
@@ -95,8 +116,10 @@ impl Core {
         Ok(())
     }
 
-    pub(crate) fn fire_timers(&mut self) {
+    /// Fires the timers that are due; returns whether any was.
+    pub(crate) fn fire_timers(&mut self) -> bool {
         let now = self.clock.now();
+        let mut fired = false;
         while let Some(Reverse((at, _))) = self.timers.peek() {
             if *at > now {
                 break;
@@ -104,6 +127,7 @@ impl Core {
             let Some(Reverse((_, timer))) = self.timers.pop() else {
                 break;
             };
+            fired = true;
             match timer {
                 Timer::PermTimeout(id) => {
                     let reason = format!("no decision within {} s", self.perm_timeout().as_secs());
@@ -122,6 +146,7 @@ impl Core {
                 }
             }
         }
+        fired
     }
 
     pub(crate) fn handle(&mut self, msg: CoreMsg) {
@@ -143,17 +168,22 @@ impl Core {
                 }
                 let _ = reply.send(verdict);
             }
-            CoreMsg::Request { conn, id, req, rid } => {
+            CoreMsg::Request {
+                conn,
+                id,
+                req,
+                rid,
+                no_reply,
+            } => {
                 let Some(actor) = self.sessions.get(&conn).map(|s| s.actor.clone()) else {
                     return;
                 };
+                if no_reply {
+                    return self.apply_unanswered(conn, id, &actor, req);
+                }
                 // A mutating request with a request id is applied once: a retry is answered
                 // with the first reply (remembered durably), or joins it while in flight.
-                if let Err(e) = req.check_sizes() {
-                    return self.answer(conn, id, Err(e));
-                }
-                if self.storage_full && req.is_mutating() && self.low_disk() {
-                    let e = self.storage_full_error();
+                if let Some(e) = self.refusal(&req) {
                     return self.answer(conn, id, Err(e));
                 }
                 let rid = rid.filter(|_| req.is_mutating());
@@ -176,8 +206,16 @@ impl Core {
                         }
                     }
                 }
+                // Answers that acknowledge nothing and show nothing uncommitted go out at
+                // once, not after the batch's fsync: a granted lease (a model request waits
+                // for it) and the configuration when it is on disk (a starting agent's).
+                let lease = matches!(req, Request::BudgetCheck { .. });
+                let config = matches!(req, Request::GetConfig) && !self.state.config_changed();
                 let outcome = crate::handlers::dispatch(self, conn, id, &actor, req, rid.as_ref());
                 match (outcome, rid) {
+                    (Some(outcome), None) if config || (lease && granted(&outcome)) => {
+                        self.answer_now(conn, id, outcome)
+                    }
                     (Some(outcome), Some(rid)) => {
                         // Answered first, then remembered: the outcome moves, not copied.
                         let outcome = self.queue_response(conn, id, outcome);
@@ -205,4 +243,54 @@ impl Core {
             CoreMsg::WorkDone { conn, id, done } => self.work_done(conn, id, done),
         }
     }
+
+    /// Why `req` is refused before it is applied: a field over its size limit, or a write
+    /// while the disk is full.
+    fn refusal(&self, req: &Request) -> Option<ErrorBody> {
+        if let Err(e) = req.check_sizes() {
+            return Some(e);
+        }
+        (self.storage_full && req.is_mutating() && self.low_disk())
+            .then(|| self.storage_full_error())
+    }
+
+    /// A `no_reply` request: applied like any other, its answer dropped (an error only logged),
+    /// and one answered later (spawn, kill, …) remembered so that answer is dropped too.
+    fn apply_unanswered(&mut self, conn: ConnId, id: u64, actor: &Actor, req: Request) {
+        let outcome = match self.refusal(&req) {
+            Some(e) => Some(Err(e)),
+            None => crate::handlers::dispatch(self, conn, id, actor, req, None),
+        };
+        match outcome {
+            Some(Err(e)) => tracing::debug!("a request sent without waiting failed: {}", e.message),
+            Some(Ok(_)) => {}
+            None => {
+                self.unanswered.insert((conn, id));
+            }
+        }
+    }
+}
+
+/// Whether `msg` may need no commit of its own: a request its sender waits for no answer to, or
+/// one that may be answered at once (a budget lease, the configuration). One that is not
+/// answered at once leaves its answer in the batch's responses, and the batch commits.
+fn is_unanswered(msg: &CoreMsg) -> bool {
+    match msg {
+        CoreMsg::Request { no_reply: true, .. } => true,
+        CoreMsg::Request { req, .. } => {
+            matches!(req, Request::BudgetCheck { .. } | Request::GetConfig)
+        }
+        _ => false,
+    }
+}
+
+/// Whether a budget lease was granted (neither stop nor wait).
+fn granted(outcome: &Result<Reply, ErrorBody>) -> bool {
+    matches!(
+        outcome,
+        Ok(Reply::Budget {
+            stop: None,
+            wait: None
+        })
+    )
 }

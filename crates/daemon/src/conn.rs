@@ -226,6 +226,7 @@ async fn read_loop<R: tokio::io::AsyncRead + Unpin>(
                 id: req_id,
                 body,
                 rid,
+                no_reply,
             }) => {
                 if core
                     .send(CoreMsg::Request {
@@ -233,6 +234,7 @@ async fn read_loop<R: tokio::io::AsyncRead + Unpin>(
                         id: req_id,
                         req: body,
                         rid,
+                        no_reply,
                     })
                     .is_err()
                 {

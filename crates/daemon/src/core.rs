@@ -49,6 +49,9 @@ pub enum CoreMsg {
         req: Request,
         /// The client's request id, for answering a retry with the first reply.
         rid: Option<String>,
+        /// The client waits for no answer: none is sent, and a batch of only such requests
+        /// may wait for the next commit (at most 2 ms).
+        no_reply: bool,
     },
     /// A connection closed.
     Closed {
@@ -122,6 +125,11 @@ pub struct CoreConfig {
 
 /// The most requests applied before a commit; bounds the latency one batch adds.
 pub(crate) const MAX_BATCH: usize = 4096;
+/// How long a batch made only of `no_reply` requests (agents' progress events and statuses)
+/// may wait for the next commit: nobody is waiting for it, so it is synced with whatever comes
+/// next instead of with an fsync of its own; this long after the first batch held it is
+/// committed anyway, so what it changes reaches subscribers and `wait_for` promptly.
+pub(crate) const HOLD_UNANSWERED: Duration = Duration::from_millis(2);
 /// How often the retention window is applied.
 pub(crate) const RETENTION_EVERY: Duration = Duration::from_secs(6 * 3600);
 
@@ -203,11 +211,16 @@ pub struct Core {
     /// Tasks this batch completed, for a worktree teammate's commit of its work once the
     /// batch is done.
     pub(crate) completed: Vec<Task>,
+    /// `no_reply` requests that will be answered later (spawn, kill, …): their answer is
+    /// dropped instead of sent.
+    pub(crate) unanswered: std::collections::HashSet<(ConnId, u64)>,
+    /// Batches held for the next commit ([`HOLD_UNANSWERED`]), for the log.
+    pub(crate) held: u64,
 }
 
 impl Core {
-    /// `down`, the end of `run` or a signal: the clean-stop marker is written (and synced)
-    /// before anything stops, so whoever sees this daemon go away knows not to bring it back;
+    /// `down`, the end of `run` or a signal: the clean-stop marker is written before anything
+    /// stops, so whoever sees this daemon go away knows not to bring it back;
     /// then every agent is asked to exit.
     pub(crate) fn stop_on_purpose(&mut self) {
         if let Err(e) = agent_team_paths::mark_stopped(&self.cfg.paths.stopped) {
@@ -279,6 +292,8 @@ impl Core {
             notifier: crate::notify::Notifier::default(),
             hooks,
             completed: Vec::new(),
+            unanswered: Default::default(),
+            held: 0,
         };
         core.state.set_inbox_limit(core.cfg.inbox_limit);
         core.recover();
@@ -369,6 +384,9 @@ impl Core {
 
     /// Queues the answer to request `id` of `conn` (sent when the batch commits).
     pub(crate) fn answer(&mut self, conn: ConnId, id: u64, outcome: Result<Reply, ErrorBody>) {
+        if !self.unanswered.is_empty() && self.unanswered.remove(&(conn, id)) {
+            return;
+        }
         // Most answers have no request waiting on them by request id: skip hashing the key.
         let pending = if self.rid_pending.is_empty() {
             None
@@ -385,6 +403,22 @@ impl Core {
         let outcome = self.queue_response(conn, id, outcome);
         let (identity, rid) = key;
         self.state.remember_outcome(&identity, rid, outcome);
+    }
+
+    /// Sends the response to request `id` of `conn` now, ahead of the batch's commit: only for
+    /// an answer that acknowledges no change (a granted budget lease, held in memory: a daemon
+    /// that lost the batch to a crash would grant it as well).
+    pub(crate) fn answer_now(&mut self, conn: ConnId, id: u64, outcome: Result<Reply, ErrorBody>) {
+        match (
+            frame::encode(&ServerFrame::response(id, outcome)),
+            self.sessions.get(&conn),
+        ) {
+            (Ok(bytes), Some(s)) => {
+                s.handle.send(bytes);
+            }
+            (Err(e), _) => tracing::warn!("cannot encode an answer: {e}"),
+            (Ok(_), None) => {}
+        }
     }
 
     /// Queues the response frame for request `id` of `conn` (sent when the batch commits) and

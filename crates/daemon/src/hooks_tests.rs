@@ -148,6 +148,7 @@ impl H {
             id,
             req,
             rid: rid.map(str::to_string),
+            no_reply: false,
         });
         self.core.flush().unwrap();
     }

@@ -71,8 +71,9 @@ impl DaemonLock {
         }
         file.set_len(0).map_err(io)?;
         file.seek(SeekFrom::Start(0)).map_err(io)?;
+        // Not synced: the pid is for live processes of this boot (see
+        // `agent_team_paths::mark_stopped`).
         write!(file, "{}", std::process::id()).map_err(io)?;
-        file.sync_all().map_err(io)?;
         Ok(DaemonLock {
             file,
             path: path.to_path_buf(),

@@ -96,7 +96,7 @@ pub struct TeamPaths {
     /// The values of the team's secrets (0600, JSON), written by whoever starts the team and
     /// read by each agent as it starts; never in the state dir (docs/SECURITY.md).
     pub secrets: PathBuf,
-    /// The clean-stop marker: written (and synced) by a daemon that stops on purpose (`down`,
+    /// The clean-stop marker: written by a daemon that stops on purpose (`down`,
     /// the end of `run`, SIGTERM) before its socket goes away, removed by the next daemon that
     /// starts. Whoever would bring a crashed daemon back leaves a team that has it stopped.
     pub stopped: PathBuf,
@@ -107,31 +107,23 @@ pub fn stopped_file(runtime: &Path, team: &str) -> PathBuf {
     runtime.join(format!("{team}.stopped"))
 }
 
-/// Writes the clean-stop marker at `path` and syncs it and its directory, so a crash just after
-/// still finds it.
+/// Writes the clean-stop marker at `path`. Like every file of the runtime dir it is not synced:
+/// it speaks to processes that run beside the daemon, which a crash of the daemon leaves running
+/// (the file is in the OS cache) and a power cut ends (and the runtime dir is normally a tmpfs).
 pub fn mark_stopped(path: &Path) -> Result<(), io::Error> {
-    let f = fs::OpenOptions::new()
+    fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(path)?;
-    f.sync_all()?;
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir)?.sync_all()?;
-    }
     Ok(())
 }
 
 /// Removes the clean-stop marker at `path` (a daemon is starting); a missing one is fine.
 pub fn clear_stopped(path: &Path) -> Result<(), io::Error> {
     match fs::remove_file(path) {
-        Ok(()) => {
-            if let Some(dir) = path.parent() {
-                fs::File::open(dir)?.sync_all()?;
-            }
-            Ok(())
-        }
+        Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
@@ -336,6 +328,8 @@ pub fn wait_lock_released(path: &Path, timeout: std::time::Duration) -> bool {
 }
 
 /// Writes a secret file readable only by the owner (0600), replacing any old one atomically.
+/// Not synced: secret files live in the runtime dir, read only by processes of the same boot
+/// (see [`mark_stopped`]).
 pub fn write_secret_file(path: &Path, secret: &str) -> Result<(), io::Error> {
     let tmp = path.with_extension("tmp");
     let _ = fs::remove_file(&tmp);
@@ -345,7 +339,6 @@ pub fn write_secret_file(path: &Path, secret: &str) -> Result<(), io::Error> {
         .mode(0o600)
         .open(&tmp)?;
     f.write_all(secret.as_bytes())?;
-    f.sync_all()?;
     fs::rename(&tmp, path)
 }
 

@@ -59,6 +59,9 @@ pub struct Welcome {
 }
 
 /// A frame from a client. Unknown fields are refused, as docs/PROTOCOL.md says.
+// A request is nearly every frame (a hello is one per connection), decoded and moved on once:
+// boxing it would cost an allocation per request to shrink the rare variant's size.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientFrame {
@@ -75,6 +78,10 @@ pub enum ClientFrame {
         /// the original reply instead of being applied again (exactly once across reconnects).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rid: Option<String>,
+        /// The sender waits for no answer (progress events, statuses): the daemon sends none,
+        /// and may hold what it changes for its next commit instead of syncing it alone.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        no_reply: bool,
     },
 }
 
@@ -190,6 +197,7 @@ mod tests {
                 dedup: None,
             },
             rid: None,
+            no_reply: false,
         };
         assert_eq!(
             serde_json::to_value(&f).unwrap(),
@@ -212,6 +220,7 @@ mod tests {
                 id: 1,
                 body: Request::Ping,
                 rid: None,
+                no_reply: false,
             }
         );
     }
@@ -222,11 +231,28 @@ mod tests {
             id: 2,
             body: Request::TaskClaimNext,
             rid: Some("ab12".into()),
+            no_reply: false,
         };
         let v = serde_json::to_value(&f).unwrap();
         assert_eq!(
             v,
             json!({"type":"request","id":2,"body":{"op":"task_claim_next"},"rid":"ab12"})
+        );
+        assert_eq!(serde_json::from_value::<ClientFrame>(v).unwrap(), f);
+    }
+
+    #[test]
+    fn no_reply_travels_only_when_set() {
+        let f = ClientFrame::Request {
+            id: 3,
+            body: Request::Ping,
+            rid: None,
+            no_reply: true,
+        };
+        let v = serde_json::to_value(&f).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"request","id":3,"body":{"op":"ping"},"no_reply":true})
         );
         assert_eq!(serde_json::from_value::<ClientFrame>(v).unwrap(), f);
     }

@@ -407,8 +407,14 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
                 client,
             })
         }),
-        4 => (any::<u64>(), request(), opt_text())
-            .prop_map(|(id, body, rid)| ClientFrame::Request { id, body, rid }),
+        4 => (any::<u64>(), request(), opt_text(), any::<bool>()).prop_map(
+            |(id, body, rid, no_reply)| ClientFrame::Request {
+                id,
+                body,
+                rid,
+                no_reply
+            }
+        ),
     ]
 }
 

@@ -354,6 +354,12 @@ impl TeamState {
         std::mem::take(&mut self.changes)
     }
 
+    /// Whether a change of the team configuration waits for the next commit (until then, the
+    /// configuration a reader is given would not be on disk yet).
+    pub fn config_changed(&self) -> bool {
+        self.changes.iter().any(|c| matches!(c, Change::Config(_)))
+    }
+
     /// Whether mutations are waiting to be persisted.
     pub fn has_changes(&self) -> bool {
         !self.changes.is_empty() || !self.reply_batch.is_empty()

@@ -417,9 +417,6 @@ pub async fn run(
         let turn = match model.turn(&req, &mut on_event).await {
             Ok(t) => {
                 retry.reset();
-                report_usage(link, role, &req, &t, out).await;
-                // The model has read them: now they are read.
-                std::mem::take(&mut seen).ack(link.as_ref()).await;
                 t
             }
             Err(e) if e.is_config() => return Err(AgentError::Fatal(e.to_string())),
@@ -456,31 +453,44 @@ pub async fn run(
             turn.tool_calls.clone(),
         ));
         pending = !turn.tool_calls.is_empty();
-        if text_answers && turn.tool_calls.is_empty() {
-            answer_given(link, &mut given, &turn.text, out).await;
-        }
-        let mut finished = None;
-        for call in &turn.tool_calls {
-            let outcome = run_call(
-                link,
-                &mut inbox,
-                role,
-                &ctx,
-                (&tool_names, &full_names),
-                call,
-                out,
-            )
-            .await?;
-            if outcome.finished.is_some() {
-                finished = outcome.finished.clone();
+        // The response's usage, and the messages the model has now read marked read, go to
+        // the daemon beside the turn's tool calls: each waits for a commit, and side by side
+        // they share one instead of waiting in turn. Both are done before the next request's
+        // lease is asked for (it counts the usage) and before the agent ends.
+        let read = std::mem::take(&mut seen);
+        let bookkeeping = async {
+            report_usage(link, role, &req, &turn, out).await;
+            read.ack(link.as_ref()).await;
+        };
+        let work = async {
+            if text_answers && turn.tool_calls.is_empty() {
+                answer_given(link, &mut given, &turn.text, out).await;
             }
-            messages.push(ChatMessage::tool(
-                call.id.clone(),
-                outcome.content,
-                outcome.is_error,
-            ));
-        }
-        if let Some(answer) = finished {
+            let mut finished = None;
+            for call in &turn.tool_calls {
+                let outcome = run_call(
+                    link,
+                    &mut inbox,
+                    role,
+                    &ctx,
+                    (&tool_names, &full_names),
+                    call,
+                    out,
+                )
+                .await?;
+                if outcome.finished.is_some() {
+                    finished = outcome.finished.clone();
+                }
+                messages.push(ChatMessage::tool(
+                    call.id.clone(),
+                    outcome.content,
+                    outcome.is_error,
+                ));
+            }
+            Ok::<_, AgentError>(finished)
+        };
+        let ((), finished) = tokio::join!(bookkeeping, work);
+        if let Some(answer) = finished? {
             out.say(&format!("finished the team:\n{answer}"));
             return Ok(());
         }

@@ -183,11 +183,21 @@ impl Link {
         }
     }
 
-    /// Sends without waiting for the answer (progress events, acks).
+    /// Sends a request nobody waits for (progress events, statuses) as `no_reply`: the daemon
+    /// answers nothing and may commit it with its next batch instead of syncing it alone.
+    /// Connected, it is queued at once, ahead of the agent's next request; otherwise it goes
+    /// once the keeper has a connection. A dropped connection loses it, as it always did.
     pub fn fire(self: &Arc<Self>, req: Request) {
+        let now = self.client.borrow().clone();
+        if let Some(c) = now {
+            let _ = c.send_no_reply(req);
+            return;
+        }
         let me = self.clone();
         tokio::spawn(async move {
-            let _ = me.call(req).await;
+            if let Ok(c) = me.connected().await {
+                let _ = c.send_no_reply(req);
+            }
         });
     }
 

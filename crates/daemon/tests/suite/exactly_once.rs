@@ -20,6 +20,7 @@ fn fire_and_drop(t: &TestTeam, hello: &Hello, req: Request, rid: &str) {
             id: 1,
             body: req,
             rid: Some(rid.into()),
+            no_reply: false,
         },
     )
     .unwrap();

@@ -5,6 +5,7 @@ mod lifecycle;
 mod limits;
 mod memory;
 mod messages;
+mod no_reply;
 mod perms_events;
 mod protocol_doc;
 mod restart;

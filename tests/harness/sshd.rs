@@ -135,9 +135,8 @@ impl Netns {
     }
 
     /// Ends every process in the namespace, then its holder. The sessions are given a few
-    /// seconds to end by themselves first (their client is gone): a login shell killed in the
-    /// middle of its rc file can leave a lock behind (pyenv's rehash does) that would hang
-    /// every later ssh session of this user.
+    /// seconds to end by themselves first (their client is gone), as a real host's would; what
+    /// is still there then is killed.
     fn kill_all(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(5);
         while !self.members().is_empty() && Instant::now() < deadline {
@@ -201,6 +200,12 @@ impl Sshd {
         keygen(&d.join("hostkey"));
         keygen(&d.join("userkey"));
         std::fs::copy(d.join("userkey.pub"), d.join("authorized_keys")).unwrap();
+        // The host's sessions get a home of their own (sshd's `SetEnv HOME`), so the shell
+        // sshd runs every command with reads none of the test user's rc files: those are the
+        // machine's, not the test's, and a pyenv in them left a stale lock once a session was
+        // killed mid-rc, after which every login on this machine waited 60 s (all the remote
+        // tests failed in CI with "ssh did not finish within 30s").
+        std::fs::create_dir(d.join("home")).unwrap();
         // sshd refuses to start without its privilege separation directory.
         let _ = std::fs::create_dir_all("/run/sshd");
         let netns = match Netns::make() {
@@ -230,7 +235,7 @@ impl Sshd {
                  KbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
                  PermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\n\
                  AllowStreamLocalForwarding yes\nPidFile {d}/sshd.pid\nLogLevel VERBOSE\n\
-                 MaxSessions 50\nMaxStartups 50\n",
+                 MaxSessions 50\nMaxStartups 50\nSetEnv HOME={d}/home\n",
                 d = d.display()
             ),
         )

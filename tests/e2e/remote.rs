@@ -689,3 +689,40 @@ fn a_model_driven_remote_teammate_gets_its_api_key_over_the_link_and_works_its_t
     open_gate(&sshd);
     down_leaves_the_host_clean(&sb, &sshd);
 }
+
+#[test]
+fn a_call_through_a_dead_link_fails_and_never_reaches_the_host_another_way() {
+    // The real ssh against the real sshd: a master, then its death as the link's death
+    // (SIGKILL, its control socket left behind). A call through that link must say the host
+    // is unreachable; ssh's own fallback would connect anew, bypassing the link, and run it
+    // (on a host that does not answer, it stalled for ConnectTimeout instead).
+    use agent_team_remote::{OpenSsh, RemoteError, Ssh};
+    let sshd = Sshd::start();
+    let ssh = OpenSsh::new(vec![
+        "ssh".into(),
+        "-F".into(),
+        sshd.config().display().to_string(),
+    ]);
+    let control = sshd.dir.path().join("link.ctl");
+    let log = sshd.dir.path().join("link.log");
+    let mut master = ssh.master(HOST, &control, &log).unwrap();
+    wait_for("the master to answer", T, || ssh.check(HOST, &control));
+    let through = ssh.script(HOST, Some(&control), "echo through", T).unwrap();
+    assert_eq!(through.stdout.trim(), "through", "{through:?}");
+    master.kill().unwrap();
+    master.wait().unwrap();
+    assert!(control.exists(), "a killed master leaves its socket");
+    let after = ssh.script(HOST, Some(&control), "echo through", T);
+    match after {
+        Ok(out) => {
+            assert_ne!(
+                out.stdout.trim(),
+                "through",
+                "ran without the link: {out:?}"
+            );
+            assert_eq!(out.code, Some(255), "unreachable, as ssh says it: {out:?}");
+        }
+        Err(RemoteError::Unreachable { .. }) => {}
+        Err(e) => panic!("a dead link is an unreachable host, not {e}"),
+    }
+}

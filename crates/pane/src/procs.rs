@@ -396,8 +396,21 @@ pub struct Bounded {
     pub status: Option<std::process::ExitStatus>,
     /// It ran past its time and its group was killed.
     pub timed_out: bool,
+    /// Its standard output (when asked to keep it, [`BoundedIo::stdout`]).
+    pub stdout: Vec<u8>,
     /// The last bytes of its stderr (when asked to keep them).
     pub stderr: Vec<u8>,
+}
+
+/// What [`run_bounded_io`] gives a bounded command and keeps of what it prints.
+#[derive(Default)]
+pub struct BoundedIo {
+    /// Its standard input, copied in on a thread of its own (none: no stdin).
+    pub input: Option<Box<dyn std::io::Read + Send>>,
+    /// Keep its whole standard output (else it is discarded).
+    pub stdout: bool,
+    /// Keep that many of the last bytes of its stderr (0: none).
+    pub keep_stderr: usize,
 }
 
 /// The one runner for the commands the team runs with a deadline outside an agent (the team's
@@ -406,20 +419,50 @@ pub struct Bounded {
 /// ([`watch_group`]), killed whole when it runs past `timeout`; `keep_stderr` keeps that many
 /// of the last bytes of its stderr (0: none).
 pub fn run_bounded(
-    mut cmd: std::process::Command,
+    cmd: std::process::Command,
     input: Option<Vec<u8>>,
     timeout: Duration,
     keep_stderr: usize,
 ) -> std::io::Result<Bounded> {
-    use std::io::{Read as _, Write as _};
+    run_bounded_io(
+        cmd,
+        BoundedIo {
+            input: input
+                .map(|b| Box::new(std::io::Cursor::new(b)) as Box<dyn std::io::Read + Send>),
+            stdout: false,
+            keep_stderr,
+        },
+        timeout,
+    )
+}
+
+/// [`run_bounded`] with any reader as its stdin and its stdout kept when asked (the remote
+/// backend's ssh calls): whatever the command leaves behind in its group (an ssh's
+/// `ProxyCommand`, which holds its stderr) is killed with it, so nothing it started can hold
+/// the caller past the deadline or outlive the call.
+pub fn run_bounded_io(
+    mut cmd: std::process::Command,
+    io: BoundedIo,
+    timeout: Duration,
+) -> std::io::Result<Bounded> {
+    use std::io::Read as _;
     use std::os::unix::process::CommandExt as _;
     use std::process::Stdio;
+    let BoundedIo {
+        input,
+        stdout: keep_stdout,
+        keep_stderr,
+    } = io;
     cmd.stdin(if input.is_some() {
         Stdio::piped()
     } else {
         Stdio::null()
     })
-    .stdout(Stdio::null())
+    .stdout(if keep_stdout {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
     .stderr(if keep_stderr > 0 {
         Stdio::piped()
     } else {
@@ -429,15 +472,25 @@ pub fn run_bounded(
     let mut child = cmd.spawn()?;
     let pid = child.id();
     // Without a watchdog it still runs and is killed at its deadline; only a SIGKILL of this
-    // process would leave it.
+    // process would leave it. Dropped at the end, it kills what the command left in its group.
     let _watchdog = watch_group(pid).ok();
-    if let (Some(mut stdin), Some(input)) = (child.stdin.take(), input) {
+    if let (Some(mut stdin), Some(mut input)) = (child.stdin.take(), input) {
         // A command that does not read its stdin must not hold the caller past the timeout:
         // the writer has a thread of its own and gets EPIPE once the command is gone.
         let _ = std::thread::Builder::new()
             .name("bounded-stdin".into())
             .spawn(move || {
-                let _ = stdin.write_all(&input);
+                let _ = std::io::copy(&mut input, &mut stdin);
+            });
+    }
+    let (out_tx, out_rx) = std::sync::mpsc::channel();
+    if let Some(mut stdout) = child.stdout.take() {
+        let _ = std::thread::Builder::new()
+            .name("bounded-stdout".into())
+            .spawn(move || {
+                let mut all = Vec::new();
+                let _ = stdout.read_to_end(&mut all);
+                let _ = out_tx.send(all);
             });
     }
     let (tx, rx) = std::sync::mpsc::channel();
@@ -477,11 +530,16 @@ pub fn run_bounded(
                 out.timed_out = true;
                 break;
             }
-            None => std::thread::sleep(Duration::from_millis(10)),
+            None => std::thread::sleep(Duration::from_millis(5)),
         }
     }
+    // A child it left behind may hold a pipe open: what came so far is enough.
+    if keep_stdout {
+        out.stdout = out_rx
+            .recv_timeout(Duration::from_secs(2))
+            .unwrap_or_default();
+    }
     if keep_stderr > 0 {
-        // A child it left behind may hold stderr open: what came so far is enough.
         let mut kept = rx.recv_timeout(Duration::from_secs(2)).unwrap_or_default();
         if kept.len() > keep_stderr {
             kept.drain(..kept.len() - keep_stderr);

@@ -3,10 +3,10 @@
 //! forward a symlink) and the real [`OpenSsh`] only in the end-to-end tests against a real sshd.
 
 use crate::RemoteError;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What a finished command printed.
 #[derive(Debug, Clone, Default)]
@@ -78,6 +78,15 @@ pub struct OpenSsh {
 /// and give up on an unreachable host in bounded time.
 const BATCH: [&str; 4] = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"];
 
+/// Options of every call made through the link's master: through it or not at all. With its
+/// master gone, ssh would connect to the host anew (`ControlMaster=no` falls back to a direct
+/// connection): on a host that does not answer, a call stalled for `ConnectTimeout` where the
+/// link was known to be down; on one that does, a session the link knew nothing of. A proxy
+/// command that fails at once makes that fallback fail at once (exit 255, unreachable); the
+/// master, when there is one, needs no proxy. Given on the command line, it wins over a
+/// `ProxyCommand` or `ProxyJump` of the user's configuration for this call only.
+const LINK_ONLY: [&str; 2] = ["-o", "ProxyCommand=false"];
+
 impl OpenSsh {
     /// A client running `command` (at least the program).
     pub fn new(command: Vec<String>) -> Self {
@@ -98,7 +107,11 @@ impl OpenSsh {
     fn via(c: &mut Command, via: Option<&Path>) {
         match via {
             Some(p) => {
-                c.arg("-o").arg("ControlMaster=no").arg("-S").arg(p);
+                c.arg("-o")
+                    .arg("ControlMaster=no")
+                    .arg("-S")
+                    .arg(p)
+                    .args(LINK_ONLY);
             }
             None => {
                 c.arg("-o")
@@ -219,6 +232,7 @@ impl Ssh for OpenSsh {
         v.extend(BATCH.iter().map(|s| s.to_string()));
         v.extend(["-o".into(), "ControlMaster=no".into(), "-S".into()]);
         v.push(via.display().to_string());
+        v.extend(LINK_ONLY.iter().map(|s| s.to_string()));
         // A terminal on the host even when this side has none (a headless viewer): its
         // commands get SIGHUP when the session ends, so nothing of the view outlives it.
         v.extend([
@@ -334,77 +348,42 @@ enum Input {
     File(PathBuf),
 }
 
-/// Runs `c` with `input` on its standard input, collecting its output, killed at `timeout`.
-fn run(mut c: Command, input: Input, timeout: Duration) -> Result<Output, RemoteError> {
+/// Runs `c` with `input` on its standard input, collecting its output, killed at `timeout`
+/// with everything it started (its ProxyCommand, which holds its stderr): the one bounded
+/// runner, [`agent_team_pane::procs::run_bounded_io`].
+fn run(c: Command, input: Input, timeout: Duration) -> Result<Output, RemoteError> {
     let program = c.get_program().to_string_lossy().into_owned();
-    c.stdin(match input {
-        Input::None => Stdio::null(),
-        _ => Stdio::piped(),
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = c
-        .spawn()
-        .map_err(|e| RemoteError::Io(format!("cannot start {program}: {e}")))?;
-    let stdin = child.stdin.take();
-    let feeder = std::thread::spawn(move || -> std::io::Result<()> {
-        let Some(mut w) = stdin else { return Ok(()) };
-        match input {
-            Input::None => Ok(()),
-            Input::Text(t) => w.write_all(&t),
-            Input::File(p) => {
-                let mut f = std::fs::File::open(p)?;
-                std::io::copy(&mut f, &mut w).map(|_| ())
-            }
-        }
-    });
-    let reader = |r: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut s = Vec::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_end(&mut s);
-            }
-            String::from_utf8_lossy(&s).into_owned()
-        })
-    };
-    let out = reader(
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-    );
-    let err = reader(
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-    );
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break Some(s),
-            Ok(None) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
+    let input: Option<Box<dyn Read + Send>> = match input {
+        Input::None => None,
+        Input::Text(t) => Some(Box::new(std::io::Cursor::new(t))),
+        Input::File(p) => {
+            Some(Box::new(std::fs::File::open(&p).map_err(|e| {
+                RemoteError::Io(format!("cannot read {}: {e}", p.display()))
+            })?))
         }
     };
-    let _ = feeder.join();
-    let stdout = out.join().unwrap_or_default();
-    let stderr = err.join().unwrap_or_default();
-    match status {
-        Some(s) => Ok(Output {
-            code: s.code(),
-            stdout,
-            stderr,
-        }),
-        None => Err(RemoteError::Timeout {
+    let done = agent_team_pane::procs::run_bounded_io(
+        c,
+        agent_team_pane::procs::BoundedIo {
+            input,
+            stdout: true,
+            keep_stderr: STDERR_KEEP,
+        },
+        timeout,
+    )
+    .map_err(|e| RemoteError::Io(format!("cannot start {program}: {e}")))?;
+    if done.timed_out {
+        return Err(RemoteError::Timeout {
             what: program,
             after: timeout,
-        }),
+        });
     }
+    Ok(Output {
+        code: done.status.and_then(|s| s.code()),
+        stdout: String::from_utf8_lossy(&done.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&done.stderr).into_owned(),
+    })
 }
+
+/// How much of an ssh call's stderr is kept: its last lines say why it failed.
+const STDERR_KEEP: usize = 64 * 1024;

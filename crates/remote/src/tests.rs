@@ -291,3 +291,40 @@ fn no_link_is_made_again_once_the_backend_was_shut_down() {
     );
     agent_team_pane::procs::kill_tree(l.pid);
 }
+
+#[test]
+fn an_ssh_call_past_its_time_returns_and_takes_what_ssh_started_with_it() {
+    // A stand-in ssh that starts a child holding its stdout and stderr (as a ProxyCommand
+    // holds ssh's stderr), then never ends. The call must return at its deadline, not when
+    // the last holder of its pipes lets go, and that child must not outlive the call.
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("child.pid");
+    let ssh = OpenSsh::new(vec![
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "sleep 1000 & echo $! > {}; exec sleep 1000",
+            agent_team_pane::shell_quote(&pidfile.display().to_string())
+        ),
+        "ssh".into(),
+    ]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(ssh.script("box", None, "true", Duration::from_millis(300)));
+    });
+    let got = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the call returned (its timeout is 300 ms)");
+    assert!(
+        matches!(got, Err(RemoteError::Timeout { .. })),
+        "a call past its time is a timeout: {got:?}"
+    );
+    let child: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    wait_for("the child ssh left to be gone", || {
+        !agent_team_pane::procs::pid_alive(child) || agent_team_pane::procs::is_zombie(child)
+    });
+}

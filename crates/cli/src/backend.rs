@@ -83,7 +83,7 @@ pub fn worker_exe() -> Result<PathBuf> {
 pub fn supervisor_env(paths: &agent_team_paths::Paths) -> Result<agent_team_daemon::SupervisorEnv> {
     Ok(agent_team_daemon::SupervisorEnv {
         worker_exe: Some(worker_exe()?),
-        runner: Some(Arc::new(agent_team_worker::inprocess::Runner)),
+        runner: Some(Arc::new(agent_team_worker::inprocess::Runner::default())),
         factory: None,
         heal_env: agent_team_client::heal::Healer::launch_env(paths, std::env::current_exe().ok()),
     })

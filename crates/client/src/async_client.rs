@@ -108,6 +108,13 @@ impl AsyncClient {
         req: Request,
         rid: Option<String>,
     ) -> Result<Reply, ClientError> {
+        self.queue(req, rid)?.reply().await
+    }
+
+    /// Queues one request now, ahead of every request made after it on this connection (the
+    /// daemon applies a connection's requests in order), and gives the wait for its answer:
+    /// a request that must come first need not be waited for before the next is sent.
+    pub fn queue(&self, req: Request, rid: Option<String>) -> Result<Queued, ClientError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let bytes = frame::encode(&ClientFrame::Request {
             id,
@@ -128,7 +135,17 @@ impl AsyncClient {
         if self.inner.out.send(bytes).is_err() {
             return Err(closed());
         }
-        match rx.await {
+        Ok(Queued(rx))
+    }
+}
+
+/// A request sent on an [`AsyncClient`]'s connection, its answer still to come.
+pub struct Queued(oneshot::Receiver<Result<Reply, ErrorBody>>);
+
+impl Queued {
+    /// Waits for the answer.
+    pub async fn reply(self) -> Result<Reply, ClientError> {
+        match self.0.await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(e)) => Err(ClientError::Server(e)),
             Err(_) => Err(closed()),

@@ -8,13 +8,13 @@ mod async_client;
 mod autostart;
 pub mod heal;
 
-pub use async_client::AsyncClient;
+pub use async_client::{AsyncClient, Queued};
 pub use autostart::{ENV_START_FD, StartError, daemon_running, ensure_daemon};
 
 use agent_team_paths::TeamPaths;
 use agent_team_protocol::frame::{self, FrameError};
 use agent_team_protocol::*;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufReader, BufWriter, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -349,9 +349,49 @@ impl Client {
         }
     }
 
+    /// Makes several requests at once and gives their answers in the order asked: one wait
+    /// for all instead of one each (the daemon answers a batch's requests together). Fails only
+    /// when the connection does; each answer may be the daemon's error.
+    pub fn call_all(
+        &mut self,
+        reqs: Vec<Request>,
+    ) -> Result<Vec<Result<Reply, ClientError>>, ClientError> {
+        let ids = reqs
+            .into_iter()
+            .map(|r| self.send(r))
+            .collect::<Result<Vec<u64>, _>>()?;
+        self.flush()?;
+        let mut got: HashMap<u64, Result<Reply, ErrorBody>> = HashMap::new();
+        while got.len() < ids.len() {
+            let (id, outcome) = self.next_response()?;
+            if ids.contains(&id) {
+                got.insert(id, outcome);
+            }
+        }
+        Ok(ids
+            .iter()
+            .map(|id| match got.remove(id) {
+                Some(Ok(r)) => Ok(r),
+                Some(Err(e)) => Err(ClientError::Server(e)),
+                None => Err(ClientError::Unexpected("an answer went missing".into())),
+            })
+            .collect())
+    }
+
     /// Every task (optionally of one status), fetching page after page.
     pub fn all_tasks(&mut self, status: Option<TaskStatus>) -> Result<Vec<Task>, ClientError> {
-        self.pages(
+        self.tasks_after(status, None)
+    }
+
+    /// Every task (optionally of one status) after task `after`, page after page: the rest of
+    /// a listing whose first page came another way ([`Client::call_all`]).
+    pub fn tasks_after(
+        &mut self,
+        status: Option<TaskStatus>,
+        after: Option<u64>,
+    ) -> Result<Vec<Task>, ClientError> {
+        self.pages_from(
+            after,
             |after| Request::TaskList { status, after },
             |r| match r {
                 Reply::Tasks { tasks } => Some(tasks),
@@ -432,8 +472,18 @@ impl Client {
         items: impl Fn(Reply) -> Option<Vec<T>>,
         key: impl Fn(&T) -> u64,
     ) -> Result<Vec<T>, ClientError> {
+        self.pages_from(None, req, items, key)
+    }
+
+    /// [`Client::pages`] from the item `after` on.
+    fn pages_from<T>(
+        &mut self,
+        mut after: Option<u64>,
+        req: impl Fn(Option<u64>) -> Request,
+        items: impl Fn(Reply) -> Option<Vec<T>>,
+        key: impl Fn(&T) -> u64,
+    ) -> Result<Vec<T>, ClientError> {
         let mut out = Vec::new();
-        let mut after = None;
         loop {
             let reply = self.call(req(after))?;
             let page = items(reply)

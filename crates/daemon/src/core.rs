@@ -216,6 +216,8 @@ pub struct Core {
     pub(crate) unanswered: std::collections::HashSet<(ConnId, u64)>,
     /// Batches held for the next commit ([`HOLD_UNANSWERED`]), for the log.
     pub(crate) held: u64,
+    /// The write end of the guardian's pipe (a copy), written once the stop is on purpose.
+    guardian: Option<std::fs::File>,
 }
 
 impl Core {
@@ -223,13 +225,27 @@ impl Core {
     /// stops, so whoever sees this daemon go away knows not to bring it back;
     /// then every agent is asked to exit.
     pub(crate) fn stop_on_purpose(&mut self) {
-        if let Err(e) = agent_team_paths::mark_stopped(&self.cfg.paths.stopped) {
-            tracing::warn!(
+        match agent_team_paths::mark_stopped(&self.cfg.paths.stopped) {
+            // Nothing to bring back: the guardian goes now, beside the agents' stop, rather
+            // than once everything else is done (the daemon still waits for its exit).
+            Ok(()) => {
+                if let Some(mut pipe) = self.guardian.take() {
+                    use std::io::Write as _;
+                    let _ = pipe.write_all(b"s");
+                }
+            }
+            Err(e) => tracing::warn!(
                 "cannot write the clean-stop marker {}: {e}",
                 self.cfg.paths.stopped.display()
-            );
+            ),
         }
         self.supervise(|s| s.begin_shutdown());
+    }
+
+    /// Gives the core the write end of its guardian's pipe (a copy), so a stop on purpose
+    /// dismisses the guardian as it begins.
+    pub fn dismiss_guardian_with(&mut self, pipe: std::fs::File) {
+        self.guardian = Some(pipe);
     }
 
     /// Builds the core from the stored state.
@@ -294,6 +310,7 @@ impl Core {
             completed: Vec::new(),
             unanswered: Default::default(),
             held: 0,
+            guardian: None,
         };
         core.state.set_inbox_limit(core.cfg.inbox_limit);
         core.recover();

@@ -158,12 +158,17 @@ pub fn run_notifying(opts: DaemonOptions, listening: impl FnOnce()) -> Result<()
         })?;
     gate::raise_fd_limit();
     rt.block_on(async {
-        let prepared = prepare(&opts)?;
+        let mut prepared = prepare(&opts)?;
         let stopped = prepared.paths.stopped.clone();
         // Held until this process ends: the guardian wakes when it closes, crash or not.
         let guardian = match &opts.guard_exe {
             Some(exe) => match spawn_guardian(exe, opts.guard_waiter.as_deref(), &prepared.paths) {
-                Ok(g) => Some(g),
+                Ok(g) => {
+                    if let Ok(pipe) = g.pipe.try_clone() {
+                        prepared.core.dismiss_guardian_with(pipe);
+                    }
+                    Some(g)
+                }
                 Err(e) => {
                     tracing::warn!("cannot start the daemon's guardian: {e}");
                     None
@@ -197,12 +202,13 @@ struct Guardian {
 
 impl Guardian {
     /// Tells the guardian the daemon was stopped on purpose (one byte on its pipe: it exits
-    /// at once) and waits for it to exit, at most `within`.
+    /// at once) and waits for it to exit, at most `within`. The core may have told it already
+    /// ([`Core::dismiss_guardian_with`]): then the byte finds the pipe closed, or waiting, and
+    /// the wait is for an exit under way.
     fn dismiss(mut self, within: Duration) {
         use std::io::Write as _;
-        if self.pipe.write_all(b"s").is_ok() {
-            let _ = self.exited.recv_timeout(within);
-        }
+        let _ = self.pipe.write_all(b"s");
+        let _ = self.exited.recv_timeout(within);
     }
 }
 

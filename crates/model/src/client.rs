@@ -118,23 +118,27 @@ impl<W: Wire> HttpModel<W> {
                 message: "the URL must start with http:// or https://".into(),
             });
         }
-        let mut builder = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .connect_timeout(cfg.timeout)
-            .user_agent(concat!("agent-team/", env!("CARGO_PKG_VERSION")));
-        // A model on this machine (Ollama, llama.cpp, a test server) is never behind the proxy
-        // that HTTP_PROXY names for the outside world.
-        if is_loopback(&parsed) {
-            builder = builder.no_proxy();
-        }
-        // Plain http needs no certificate store: not loading it keeps every agent smaller.
-        if parsed.scheme() == "http" {
-            builder = builder.tls_built_in_root_certs(false);
-        }
-        let http = builder.build().map_err(|e| ModelError::Connect {
-            url: url.clone(),
-            message: error_chain(&e),
-        })?;
+        let (loopback, plain) = (is_loopback(&parsed), parsed.scheme() == "http");
+        let build = || {
+            let mut builder = reqwest::Client::builder()
+                .tcp_nodelay(true)
+                .connect_timeout(cfg.timeout)
+                .user_agent(concat!("agent-team/", env!("CARGO_PKG_VERSION")));
+            // A model on this machine (Ollama, llama.cpp, a test server) is never behind the
+            // proxy that HTTP_PROXY names for the outside world.
+            if loopback {
+                builder = builder.no_proxy();
+            }
+            // Plain http needs no certificate store: not loading it keeps every agent smaller.
+            if plain {
+                builder = builder.tls_built_in_root_certs(false);
+            }
+            builder.build().map_err(|e| ModelError::Connect {
+                url: url.clone(),
+                message: error_chain(&e),
+            })
+        };
+        let http = crate::pool::client((loopback, plain, cfg.timeout), build)?;
         Ok(HttpModel {
             wire,
             cfg,

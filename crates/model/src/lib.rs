@@ -8,7 +8,10 @@
 mod anthropic;
 mod client;
 mod openai;
+mod pool;
 mod sse;
+
+pub use pool::HttpPool;
 
 use serde::{Deserialize, Serialize};
 use std::future::Future;

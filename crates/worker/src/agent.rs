@@ -197,8 +197,61 @@ pub fn trim(messages: &mut [ChatMessage], context_tokens: usize, cache: bool) ->
     trimmed
 }
 
+/// What a model agent reads as it starts, asked beside its configuration: the roster, the
+/// goal (the leader), and the tasks already given to it on the board.
+pub struct Start {
+    members: Vec<AgentInfo>,
+    goal: Option<String>,
+    board: Board,
+}
+
+impl Start {
+    /// Asks for all of it at once. The board is read after the connection's task watch is
+    /// on (it is queued first), so it stands for the first `Reconnected`.
+    pub async fn read(link: &Arc<Link>) -> Start {
+        let is_leader = link.name() == LEADER;
+        let (members, goal, board) = tokio::join!(
+            link.call_retry(Request::Agents),
+            async {
+                if is_leader {
+                    match link.call_retry(Request::TeamInfo).await {
+                        Ok(Reply::Team { team }) => team.goal,
+                        _ => None,
+                    }
+                } else {
+                    None
+                }
+            },
+            board_page(link, None),
+        );
+        Start {
+            members: match members {
+                Ok(Reply::Agents { agents }) => agents,
+                _ => vec![],
+            },
+            goal,
+            board,
+        }
+    }
+}
+
+/// A page of the tasks in progress read from the board (`None`: the read failed).
+type Board = Option<Vec<Task>>;
+
+/// The page of the board's tasks in progress after `after`.
+async fn board_page(link: &Link, after: Option<u64>) -> Board {
+    let req = Request::TaskList {
+        status: Some(TaskStatus::InProgress),
+        after,
+    };
+    match link.call_retry(req).await {
+        Ok(Reply::Tasks { tasks }) => Some(tasks),
+        _ => None,
+    }
+}
+
 /// Runs a model-driven agent until it finishes the team (leader), is asked to shut down, or
-/// cannot go on.
+/// cannot go on; `first` is what it read as it started ([`Start::read`]).
 pub async fn run(
     link: &Arc<Link>,
     inbound: UnboundedReceiver<Inbound>,
@@ -206,6 +259,7 @@ pub async fn run(
     role: &Role,
     out: &Output,
     groups: &crate::CommandGroups,
+    first: Start,
 ) -> Result<(), AgentError> {
     let mut inbox = Inbox::new(inbound);
     let name = link.name().to_string();
@@ -234,18 +288,13 @@ pub async fn run(
     // answered the task it was given: the text is the task's result.
     let text_answers = !is_leader && config.strategy != agent_team_config::TeamStrategy::Leader;
     let mut given: Vec<u64> = Vec::new();
-    // The roster, and the goal for the leader, asked together: one wait, not two.
-    let (members, goal) = tokio::join!(link.call_retry(Request::Agents), async {
-        if is_leader {
-            Some(link.call_retry(Request::TeamInfo).await)
-        } else {
-            None
-        }
-    });
-    let members = match members {
-        Ok(Reply::Agents { agents }) => agents,
-        _ => vec![],
-    };
+    let Start {
+        members,
+        goal,
+        board,
+    } = first;
+    // The board read at the start stands for the first `Reconnected` the link sends.
+    let mut board = Some(board);
     let own_plan = members
         .iter()
         .find(|a| a.name == name)
@@ -272,10 +321,6 @@ pub async fn run(
         planning,
     ))];
     if is_leader {
-        let goal = match goal {
-            Some(Ok(Reply::Team { team })) => team.goal,
-            _ => None,
-        };
         messages.push(ChatMessage::user(format!(
             "Goal: {}",
             goal.unwrap_or_else(|| "(no goal was given; ask the operator)".into())
@@ -315,7 +360,7 @@ pub async fn run(
     loop {
         // Idle point: take what arrived, in priority order.
         for ev in inbox.poll()? {
-            pending |= take_event(link, ev, &name, &mut messages, &mut given).await;
+            pending |= take_event(link, ev, &name, &mut messages, &mut given, &mut board).await;
         }
         approvals.answer_pending(link, out).await;
         let mut text = Vec::new();
@@ -356,7 +401,8 @@ pub async fn run(
             });
             match inbox.wait(Some(&mut approvals)).await? {
                 Woken::Event(ev) => {
-                    pending |= take_event(link, ev, &name, &mut messages, &mut given).await
+                    pending |=
+                        take_event(link, ev, &name, &mut messages, &mut given, &mut board).await
                 }
                 Woken::Line(line) => approvals.take_line(line, link, out).await,
                 Woken::Message => {}
@@ -550,19 +596,22 @@ async fn take_event(
     name: &str,
     messages: &mut Vec<ChatMessage>,
     given: &mut Vec<u64>,
+    read: &mut Option<Board>,
 ) -> bool {
     if !matches!(ev, Inbound::Reconnected) {
         return absorb(ev, name, messages, given);
     }
     let mut new = false;
     let mut after = None;
+    // The first page of the first look was read as the agent started.
+    let mut page = read.take();
     loop {
-        let req = Request::TaskList {
-            status: Some(TaskStatus::InProgress),
-            after,
+        let tasks = match page.take() {
+            Some(page) => page,
+            None => board_page(link, after).await,
         };
-        let tasks = match link.call_retry(req).await {
-            Ok(Reply::Tasks { tasks }) if !tasks.is_empty() => tasks,
+        let tasks = match tasks {
+            Some(tasks) if !tasks.is_empty() => tasks,
             _ => return new,
         };
         after = tasks.last().map(|t| t.id);

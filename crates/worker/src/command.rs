@@ -17,14 +17,16 @@ use std::process::Stdio;
 /// What confines one agent's commands: the identity they may see and, when `sandboxed`, the
 /// boundary they run in (built once per agent from its identity and the team file by
 /// [`agent_team_sandbox::Boundary::for_work`], the one rule for everything an agent influences).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Confinement {
     /// The agent's name (`AGENT_TEAM_NAME` of its commands).
     pub name: String,
     /// Its team (`AGENT_TEAM_TEAM` of its commands).
     pub team: String,
-    /// What its commands may see and write.
-    pub boundary: agent_team_sandbox::Boundary,
+    /// What its commands may see and write: the rule's inputs, and the rule built from them
+    /// when a command first needs it ([`Confinement::boundary`]).
+    work: agent_team_sandbox::Work,
+    boundary: std::sync::OnceLock<agent_team_sandbox::Boundary>,
     /// Whether commands run in the boundary (the team file's `sandbox`, on by default).
     pub sandboxed: bool,
     /// The team's secrets, each given to every command as an environment variable of its
@@ -43,16 +45,20 @@ impl Confinement {
         Confinement {
             name: agent.name.clone(),
             team: agent.team.clone(),
-            boundary: agent_team_sandbox::Boundary::for_work(&work_of(
-                agent,
-                config,
-                role,
-                Vec::new(),
-            )),
+            work: work_of(agent, config, role, Vec::new()),
+            boundary: std::sync::OnceLock::new(),
             sandboxed: config.sandbox == SandboxMode::On,
             secrets: Secrets::default(),
             withheld: config.credential_vars().into_iter().collect(),
         }
+    }
+
+    /// The boundary its commands run in. Built on first use, not as the agent starts: it
+    /// looks up every path it names (a few dozen `realpath`s), which an agent's first model
+    /// request need not wait for, and many model agents never run a command.
+    pub fn boundary(&self) -> &agent_team_sandbox::Boundary {
+        self.boundary
+            .get_or_init(|| agent_team_sandbox::Boundary::for_work(&self.work))
     }
 
     /// `text` (a command's output) with the secrets' values masked, for the agent's log, a
@@ -137,7 +143,7 @@ pub fn work_of(
 /// path when it can be read, and the setting that would allow it); none when not sandboxed.
 pub fn refusal_note(groups: &CommandGroups, output: &str, cwd: &Path) -> Option<String> {
     let conf = groups.confinement.as_ref().filter(|c| c.sandboxed)?;
-    agent_team_sandbox::explain_refusal(output, &conf.boundary, cwd)
+    agent_team_sandbox::explain_refusal(output, conf.boundary(), cwd)
 }
 
 /// `text` with the secrets of `groups` masked (unchanged when it has none).
@@ -167,7 +173,7 @@ pub fn shell(cmd: &str, cwd: &Path, groups: &CommandGroups) -> tokio::process::C
     let args = [OsString::from("-c"), OsString::from(cmd)];
     let mut c = match groups.confinement.as_ref().filter(|c| c.sandboxed) {
         Some(conf) => tokio::process::Command::from(agent_team_sandbox::command(
-            &conf.boundary,
+            conf.boundary(),
             cwd,
             "sh",
             &args,
@@ -329,11 +335,12 @@ mod tests {
             confinement: Some(Arc::new(Confinement {
                 name: name.to_string(),
                 team: "t".to_string(),
-                boundary: agent_team_sandbox::Boundary::for_work(&agent_team_sandbox::Work {
+                work: agent_team_sandbox::Work {
                     workspace: std::env::temp_dir(),
                     control: hide,
                     ..Default::default()
-                }),
+                },
+                boundary: std::sync::OnceLock::new(),
                 sandboxed,
                 secrets: Secrets::default(),
                 withheld: Vec::new(),

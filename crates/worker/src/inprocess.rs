@@ -7,9 +7,13 @@ use agent_team_pane::inprocess::{AgentRunner, RunningAgent};
 use agent_team_pane::{ExitInfo, ExitNotify, LaunchSpec, PaneError};
 use std::sync::{Arc, Mutex};
 
-/// Starts agents as tasks on the runtime it is called from.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Runner;
+/// Starts agents as tasks on the runtime it is called from; they share their connections to
+/// model servers ([`agent_team_model::HttpPool`]: one client for them all, its kept-alive
+/// connections reused from one agent to the next).
+#[derive(Debug, Default, Clone)]
+pub struct Runner {
+    http: agent_team_model::HttpPool,
+}
 
 struct Running {
     abort: tokio::task::AbortHandle,
@@ -73,8 +77,9 @@ impl AgentRunner for Runner {
             ..Default::default()
         };
         let exit2 = exit.clone();
+        let http = self.http.clone();
         let task = handle.spawn(async move {
-            let result = run_agent(agent, out.clone(), groups).await;
+            let result = http.scope(run_agent(agent, out.clone(), groups)).await;
             let code = crate::exit_code(&result);
             if let Err(e) = &result {
                 out.say(&format!("agent stopped: {e}"));

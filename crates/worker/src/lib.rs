@@ -216,7 +216,9 @@ pub async fn run_agent(
         return external::run(agent, out).await;
     }
     let (link, inbound) = link::Link::start(agent.clone(), out.clone()).await?;
-    let mut config: TeamConfig = link.config().await?;
+    // What a loop reads as it starts, asked at once: one wait for all, not one each.
+    let (config, first) = tokio::join!(link.config(), agent::Start::read(&link));
+    let mut config: TeamConfig = config?;
     let role_name = link.welcome_role();
     let mut role = config.role(&role_name).cloned().ok_or_else(|| {
         AgentError::Config(format!(
@@ -264,7 +266,7 @@ pub async fn run_agent(
         (agent_team_config::Provider::Exec, false) => {
             exec::run(&link, inbound, &config, &role, &out, &groups).await
         }
-        _ => agent::run(&link, inbound, &config, &role, &out, &groups).await,
+        _ => agent::run(&link, inbound, &config, &role, &out, &groups, first).await,
     };
     if let Err(e) = &result {
         out.say(&format!("stopping: {e}"));

@@ -338,7 +338,11 @@ async fn keeper(
     tx: mpsc::UnboundedSender<Inbound>,
 ) {
     loop {
-        let _ = client.call(Request::WatchTasks).await;
+        // Queued first, not waited for: the daemon applies this connection's requests in
+        // order, so whatever the agent asks once it has the client (its board on
+        // `Reconnected`) is answered with the watch already on. An ordinary request (a
+        // daemon older than `no_reply` would refuse that), its answer let go.
+        let _ = client.queue(Request::WatchTasks, None);
         link.client.send_replace(Some(client.clone()));
         if tx.send(Inbound::Reconnected).is_err() {
             return;

@@ -26,6 +26,13 @@ struct FakeDaemon {
 
 impl FakeDaemon {
     fn start(name: &str, role: &str, pushes: Vec<Message>) -> Self {
+        Self::start_holding(name, role, pushes, 0)
+    }
+
+    /// [`FakeDaemon::start`] that answers nothing on a connection until `hold` requests have
+    /// arrived on it: a client that waits for one answer before its next request never gets
+    /// there.
+    fn start_holding(name: &str, role: &str, pushes: Vec<Message>, hold: usize) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("d.sock");
         let listener = tokio::net::UnixListener::bind(&socket).unwrap();
@@ -61,6 +68,8 @@ impl FakeDaemon {
                 *current.lock().unwrap() = Some(tx.clone());
                 let seen = seen.clone();
                 tokio::spawn(async move {
+                    let mut held: Vec<Vec<u8>> = Vec::new();
+                    let mut arrived = 0;
                     while let Ok(raw) = frame::tokio_io::read_raw(&mut r).await {
                         let Ok(ClientFrame::Request { id, body, .. }) =
                             serde_json::from_slice(&raw)
@@ -74,8 +83,15 @@ impl FakeDaemon {
                             ok: Some(reply),
                             error: None,
                         };
-                        if tx.send(frame::encode(&frame).unwrap()).is_err() {
-                            return;
+                        arrived += 1;
+                        held.push(frame::encode(&frame).unwrap());
+                        if arrived < hold {
+                            continue;
+                        }
+                        for bytes in held.drain(..) {
+                            if tx.send(bytes).is_err() {
+                                return;
+                            }
                         }
                     }
                 });
@@ -280,6 +296,7 @@ async fn a_model_agent_answers_a_shutdown_request() {
         stream: false,
         ..default_role("worker")
     };
+    let first = agent::Start::read(&link).await;
     ends(agent::run(
         &link,
         inbound,
@@ -287,6 +304,7 @@ async fn a_model_agent_answers_a_shutdown_request() {
         &role,
         &Output::null(),
         &CommandGroups::default(),
+        first,
     ))
     .await;
     check_answered(&d.requests());
@@ -338,7 +356,8 @@ async fn a_model_agent_marks_messages_read_only_after_the_turn_that_took_them() 
     let cfg = config(ws.path());
     let out = Output::null();
     let groups = CommandGroups::default();
-    let run = agent::run(&link, inbound, &cfg, &role, &out, &groups);
+    let first = agent::Start::read(&link).await;
+    let run = agent::run(&link, inbound, &cfg, &role, &out, &groups, first);
     tokio::pin!(run);
     until("the first turn is over", &mut run, || {
         d.requests().iter().any(|r| {
@@ -395,7 +414,8 @@ async fn idle_notices_do_not_wake_a_model_agent() {
     let cfg = config(ws.path());
     let out = Output::null();
     let groups = CommandGroups::default();
-    let run = agent::run(&link, inbound, &cfg, &role, &out, &groups);
+    let first = agent::Start::read(&link).await;
+    let run = agent::run(&link, inbound, &cfg, &role, &out, &groups, first);
     tokio::pin!(run);
     until("the first turn is over", &mut run, || {
         d.requests().iter().any(|r| {
@@ -461,4 +481,62 @@ async fn the_exec_leader_ends_on_the_operators_shutdown_without_answering_it() {
         reads(&requests).iter().all(|ids| !ids.contains(&2)),
         "the teammate's message was not acted on: {requests:#?}"
     );
+}
+
+/// Waits for `f` at most 10 s: a request that waited for an answer the fake daemon holds back
+/// would never end.
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: a request waited for an earlier one's answer"))
+}
+
+#[tokio::test]
+async fn a_link_asks_its_first_request_without_waiting_for_the_task_watch() {
+    // Nothing is answered until two requests came: the task watch and the caller's.
+    let d = FakeDaemon::start_holding("b1", "worker", vec![], 2);
+    let (link, _inbound) = link::Link::start(d.env("b1"), Output::null())
+        .await
+        .unwrap();
+    within("the first call", link.call(Request::Agents))
+        .await
+        .unwrap();
+    // The watch first: the daemon applies a connection's requests in order, so what the
+    // agent reads is answered with the watch on.
+    assert!(
+        matches!(d.requests()[..], [Request::WatchTasks, Request::Agents, ..]),
+        "{:?}",
+        d.requests()
+    );
+}
+
+#[tokio::test]
+async fn an_agent_asks_for_its_configuration_roster_goal_and_board_at_once() {
+    // The leader's start: the watch, the configuration, the roster, the goal and the board,
+    // none answered before all have arrived.
+    let d = FakeDaemon::start_holding("leader", "leader", vec![], 5);
+    let agent = tokio::spawn(agent_team_worker::run_agent(
+        d.env("leader"),
+        Output::null(),
+        CommandGroups::default(),
+    ));
+    within("the start's reads", async {
+        while d.requests().len() < 5 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    agent.abort();
+    let seen = d.requests();
+    for wanted in [
+        Request::GetConfig,
+        Request::Agents,
+        Request::TeamInfo,
+        Request::TaskList {
+            status: Some(TaskStatus::InProgress),
+            after: None,
+        },
+    ] {
+        assert!(seen.contains(&wanted), "{wanted:?} not asked: {seen:?}");
+    }
 }

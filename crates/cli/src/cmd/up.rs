@@ -747,20 +747,25 @@ fn run_team(ctx: &Ctx, args: RunArgs, report: Report, started: Instant) -> Resul
             Err(e) => return Err(e.into()),
         }
     };
-    // The teammates' last turns (their reports to the leader), before the team goes down.
-    let reports = match &outcome {
-        Ok(_) => last_reports(&mut c, cfg.end_grace_secs, run_ts, args.quiet),
-        Err(_) => Default::default(),
+    // The teammates' last turns (their reports to the leader), then what the result says
+    // of the team as the run ended (its figures, its members), before the team goes down.
+    let (reports, agents, usage) = match &outcome {
+        Ok(_) => {
+            wait_for_teammates(&mut c, cfg.end_grace_secs, args.quiet);
+            run_end(&mut c, run_ts)
+        }
+        Err(_) => {
+            let usage = match c.call(Request::Usage) {
+                Ok(Reply::Usage { report }) => Some(report),
+                _ => None,
+            };
+            (Default::default(), Vec::new(), usage)
+        }
     };
     // The worktree teammates' work, landed as the team file says (`finish`).
     let finished_work = match &outcome {
-        Ok(_) => crate::cmd::work::at_run_end(&mut c, &cfg, args.quiet),
+        Ok(_) => crate::cmd::work::at_run_end(&mut c, &cfg, agents, args.quiet),
         Err(_) => Vec::new(),
-    };
-    // The figures as the run ended, before the team goes down.
-    let usage = match c.call(Request::Usage) {
-        Ok(Reply::Usage { report }) => Some(report),
-        _ => None,
     };
     // Shut everything down whatever happened.
     let _ = crate::cmd::teams::shutdown(ctx, &mut c);
@@ -772,13 +777,8 @@ fn run_team(ctx: &Ctx, args: RunArgs, report: Report, started: Instant) -> Resul
 }
 
 /// Waits until every teammate has ended its turn (at most `grace_secs`, then says who was
-/// still working) and gives each teammate's last message to the leader since `since`.
-fn last_reports(
-    c: &mut Client,
-    grace_secs: u64,
-    since: agent_team_protocol::Timestamp,
-    quiet: bool,
-) -> std::collections::BTreeMap<String, String> {
+/// still working).
+fn wait_for_teammates(c: &mut Client, grace_secs: u64, quiet: bool) {
     let wait = Request::WaitFor {
         agents: Vec::new(),
         tasks: Vec::new(),
@@ -804,14 +804,45 @@ fn last_reports(
             busy.join(", ")
         );
     }
+}
+
+/// What a finished run's result reports, asked at once (one wait, not one each): each
+/// teammate's last message to the leader since `since`, the members, the team's figures.
+fn run_end(
+    c: &mut Client,
+    since: agent_team_protocol::Timestamp,
+) -> (
+    std::collections::BTreeMap<String, String>,
+    Vec<AgentInfo>,
+    Option<UsageReport>,
+) {
+    let inbox = |after| Request::Inbox {
+        agent: Some(names::LEADER.into()),
+        unread_only: false,
+        after,
+    };
+    let answers = c
+        .call_all(vec![inbox(None), Request::Agents, Request::Usage])
+        .unwrap_or_default();
+    let mut answers = answers.into_iter();
+    let mut first = answers.next();
+    let agents = match answers.next() {
+        Some(Ok(Reply::Agents { agents })) => agents,
+        _ => Vec::new(),
+    };
+    let usage = match answers.next() {
+        Some(Ok(Reply::Usage { report })) => Some(report),
+        _ => None,
+    };
     let mut reports = std::collections::BTreeMap::new();
     let mut after = None;
     loop {
-        let page = match c.call(Request::Inbox {
-            agent: Some(names::LEADER.into()),
-            unread_only: false,
-            after,
-        }) {
+        // The first page came with the others; the rest, if any, page after page.
+        let answer = match first.take() {
+            Some(a) => a,
+            None => c.call(inbox(after)),
+        };
+        let page = match answer {
             Ok(Reply::Messages { messages }) if !messages.is_empty() => messages,
             _ => break,
         };
@@ -824,7 +855,7 @@ fn last_reports(
             }
         }
     }
-    reports
+    (reports, agents, usage)
 }
 
 /// Whether the daemon that went away was stopped on purpose (`down`, SIGTERM) rather than
@@ -950,11 +981,28 @@ fn follow_until_finished(
         }
         match envelope.event {
             Event::RunFinished { answer, success } => {
-                let details = match c.call(Request::TeamInfo)? {
-                    Reply::Team { team } => team.details,
+                // The run's record and the board's first page asked at once.
+                let mut answers = c
+                    .call_all(vec![
+                        Request::TeamInfo,
+                        Request::TaskList {
+                            status: None,
+                            after: None,
+                        },
+                    ])?
+                    .into_iter();
+                let details = match answers.next().transpose()? {
+                    Some(Reply::Team { team }) => team.details,
                     _ => None,
                 };
-                let tasks = c.all_tasks(None)?;
+                let mut tasks = match answers.next().transpose()? {
+                    Some(Reply::Tasks { tasks }) => tasks,
+                    _ => Vec::new(),
+                };
+                if let Some(last) = tasks.last().map(|t| t.id) {
+                    let rest = c.tasks_after(None, Some(last))?;
+                    tasks.extend(rest);
+                }
                 return Ok(Some(Finished {
                     answer,
                     success,

@@ -264,17 +264,15 @@ pub fn finish_all(ctx: &Ctx, plan: &Plan) -> Result<ExitCode> {
     })
 }
 
-/// The end of a run: each worktree teammate whose role (or the team) says `finish = "merge"`
-/// or `"pr"` is stopped and its work landed; a conflict leaves its branch and is reported.
+/// The end of a run: each worktree teammate (of `agents`, the roster as the run ended) whose
+/// role (or the team) says `finish = "merge"` or `"pr"` is stopped and its work landed; a
+/// conflict leaves its branch and is reported.
 pub fn at_run_end(
     c: &mut agent_team_client::Client,
     cfg: &agent_team_config::TeamConfig,
+    agents: Vec<AgentInfo>,
     quiet: bool,
 ) -> Vec<WorkResult> {
-    let agents = match c.call(Request::Agents) {
-        Ok(Reply::Agents { agents }) => agents,
-        _ => return Vec::new(),
-    };
     let mut out = Vec::new();
     for a in agents.iter().filter(|a| a.name != names::LEADER) {
         let policy = cfg

@@ -778,6 +778,57 @@ fn unix_request(sock: &std::path::Path, req: &str) -> (u16, String) {
 }
 
 #[test]
+fn the_web_board_draws_its_refreshes_in_the_order_they_were_asked() {
+    // The race: a refresh held up reading the diffs (as under load) had read the board
+    // before a change; a later refresh drew the change; the first, drawn last, hid it again,
+    // and nothing more came to redraw it (seen in CI as a plan that never showed).
+    let mut sb = Sandbox::new();
+    sb.write_team_file("name = \"wr\"\nbackend = \"process\"\n[defaults]\nprovider = \"exec\"\n");
+    let srv = Server::start(&mut sb);
+    let (status, _) = srv.post("/v1/teams/wr/up", json!({}));
+    assert_eq!(status, 200);
+    let b = Browser::start();
+    b.open_board(&srv, "wr");
+    wait_for("the leader and the empty board", T, || {
+        b.text("#agents-body").contains("leader") && b.text("#tasks-body").contains("no tasks")
+    });
+    let script = |s: &str| b.cmd("POST", "/execute/sync", json!({"script": s, "args": []}));
+    // The first refresh: its diff reads held for a second once it has read the board.
+    script(
+        "const real = window.fetch; window.__held = false;\
+         window.fetch = (u, o) => { if (!window.__held && String(u).includes('/diff')) {\
+           window.__held = true; return new Promise(r => setTimeout(r, 1000)).then(() => real(u, o)); }\
+           return real(u, o); };\
+         workStale = true; window.__first = refresh(); return true;",
+    );
+    wait_for("the first refresh held in its diff reads", T, || {
+        script("return window.__held === true;") == json!(true)
+    });
+    sb.ok(&[
+        "--team",
+        "wr",
+        "task",
+        "add",
+        "drawn after the first refresh read",
+    ]);
+    script("refresh(); return true;");
+    // Once every refresh asked for is over, the board shows the task.
+    let shown = b.cmd(
+        "POST",
+        "/execute/async",
+        json!({"script": "const done = arguments[arguments.length - 1];\
+            window.__first.then(() => done(document.getElementById('tasks-body').textContent));",
+            "args": []}),
+    );
+    assert!(
+        shown
+            .as_str()
+            .is_some_and(|t| t.contains("drawn after the first refresh read")),
+        "the board drew a stale refresh last: {shown}"
+    );
+}
+
+#[test]
 fn serve_on_a_unix_socket_with_a_generated_token_refuses_remote_and_ctrl_c_leaves_the_teams() {
     use std::os::unix::fs::PermissionsExt;
     let mut sb = Sandbox::new();

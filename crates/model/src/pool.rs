@@ -18,7 +18,8 @@ tokio::task_local! {
     static POOL: HttpPool;
 }
 
-/// The HTTP clients of the agents of one runtime, by [`ClientKey`].
+/// The HTTP clients of the agents of one runtime, one for each kind of client (a loopback
+/// server, plain http, the connect timeout).
 #[derive(Debug, Clone, Default)]
 pub struct HttpPool(Arc<Mutex<HashMap<ClientKey, reqwest::Client>>>);
 

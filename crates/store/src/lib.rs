@@ -69,8 +69,8 @@ pub struct Store {
 }
 
 impl Drop for Store {
-    /// Decides whether closing copies the WAL into the database (see [`WAL_LEAVE_BYTES`]);
-    /// the connection closes after this.
+    /// Decides whether closing copies the WAL into the database (at most `WAL_LEAVE_BYTES`
+    /// is left as it is); the connection closes after this.
     fn drop(&mut self) {
         let wal = self
             .conn

@@ -544,6 +544,22 @@ fn a_session_streams_a_model_teams_text_and_answer() {
     );
 }
 
+/// Serves the sandbox's teams and brings `team` up over HTTP.
+fn serve_up(sb: &mut Sandbox, team: &str) -> Server {
+    let srv = Server::start(sb);
+    let (status, body) = srv.post(&format!("/v1/teams/{team}/up"), json!({}));
+    assert_eq!(status, 200, "up {team}: {body}");
+    srv
+}
+
+/// As [`serve_up`], with a browser showing the team's board.
+fn serve_up_with_board(sb: &mut Sandbox, team: &str) -> (Server, Browser) {
+    let srv = serve_up(sb, team);
+    let b = Browser::start();
+    b.open_board(&srv, team);
+    (srv, b)
+}
+
 #[test]
 fn the_web_board_shows_a_running_team_and_allow_lets_the_teammate_go_on() {
     let mut sb = Sandbox::new();
@@ -553,9 +569,7 @@ fn the_web_board_shows_a_running_team_and_allow_lets_the_teammate_go_on() {
          [[teammates]]\nname = \"b1\"\nrole = \"worker\"\n\
          [[tasks]]\nkey = \"w\"\ntitle = \"publish the page\"\nrun = \"echo published > page.txt\"\n",
     );
-    let srv = Server::start(&mut sb);
-    let (status, _) = srv.post("/v1/teams/web/up", json!({}));
-    assert_eq!(status, 200);
+    let srv = serve_up(&mut sb, "web");
     wait_for("a pending request", T, || {
         !srv.get("/v1/teams/web/permissions").1["permissions"][0].is_null()
     });
@@ -672,11 +686,7 @@ fn the_web_board_rejects_and_approves_a_plan_and_shows_the_checklist() {
          [[teammates]]\nname = \"p1\"\nrole = \"worker\"\nplan_required = true\ncolor = \"magenta\"\n",
         mock.base_url()
     ));
-    let srv = Server::start(&mut sb);
-    let (status, _) = srv.post("/v1/teams/wp/up", json!({}));
-    assert_eq!(status, 200);
-    let b = Browser::start();
-    b.open_board(&srv, "wp");
+    let (_srv, b) = serve_up_with_board(&mut sb, "wp"); // serves while it lives
     wait_for("the plan and the checklist on the board", T, || {
         b.text("#plans-body").contains("plan v1: write out.txt")
             && b.text("#todos-body").contains("write the plan")
@@ -784,11 +794,7 @@ fn the_web_board_draws_its_refreshes_in_the_order_they_were_asked() {
     // and nothing more came to redraw it (seen in CI as a plan that never showed).
     let mut sb = Sandbox::new();
     sb.write_team_file("name = \"wr\"\nbackend = \"process\"\n[defaults]\nprovider = \"exec\"\n");
-    let srv = Server::start(&mut sb);
-    let (status, _) = srv.post("/v1/teams/wr/up", json!({}));
-    assert_eq!(status, 200);
-    let b = Browser::start();
-    b.open_board(&srv, "wr");
+    let (_srv, b) = serve_up_with_board(&mut sb, "wr"); // serves while it lives
     wait_for("the leader and the empty board", T, || {
         b.text("#agents-body").contains("leader") && b.text("#tasks-body").contains("no tasks")
     });

@@ -4,6 +4,7 @@
 mod backend;
 mod cli;
 mod cmd;
+mod code_pages;
 mod ctx;
 mod output;
 

@@ -41,8 +41,8 @@ impl AsyncClient {
                 source,
             })?;
         let (r, w) = stream.into_split();
-        let mut reader = BufReader::with_capacity(64 * 1024, r);
-        let mut writer = BufWriter::with_capacity(64 * 1024, w);
+        let mut reader = BufReader::with_capacity(frame::IO_BUFFER, r);
+        let mut writer = BufWriter::with_capacity(frame::IO_BUFFER, w);
         let hello_bytes = frame::encode(&ClientFrame::Hello(hello.clone()))?;
         writer
             .write_all(&hello_bytes)

@@ -163,8 +163,8 @@ impl Client {
             source,
         })?;
         let mut c = Client {
-            reader: BufReader::with_capacity(64 * 1024, read_half),
-            writer: BufWriter::with_capacity(64 * 1024, stream),
+            reader: BufReader::with_capacity(frame::IO_BUFFER, read_half),
+            writer: BufWriter::with_capacity(frame::IO_BUFFER, stream),
             next_id: 0,
             request_ids: true,
             pushes: VecDeque::new(),

@@ -117,7 +117,7 @@ pub async fn serve(
     };
     if welcomed {
         // Whatever the small buffer already holds is read first; larger reads go past it.
-        let mut reader = BufReader::with_capacity(64 * 1024, small);
+        let mut reader = BufReader::with_capacity(frame::IO_BUFFER, small);
         tokio::select! {
             _ = read_loop(&mut reader, id, &handle, &core) => {}
             _ = handle.cut_off() => {}

@@ -15,6 +15,12 @@ pub const MAX_FRAME_LEN: usize = 1024 * 1024;
 /// daemon hold a megabyte per connection.
 pub const MAX_HELLO_LEN: usize = 8 * 1024;
 
+/// The buffer each end of a connection reads and writes frames through. Frames are small (a
+/// request, an answer, an event); a larger one is read or written past the buffer. Every
+/// connection holds one each way, and an in-process team has a few connections per agent, so
+/// it is kept small: 64 KiB buffers were ~0.4 MiB of an in-process team's daemon.
+pub const IO_BUFFER: usize = 16 * 1024;
+
 /// Why a frame could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {

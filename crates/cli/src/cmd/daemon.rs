@@ -65,8 +65,12 @@ pub fn daemon(ctx: &Ctx, foreground: bool, permission_timeout: u64) -> Result<Ex
         .as_deref()
         .map(agent_team_worker::external::bridge_exe)
         .filter(|b| b.is_file());
-    // Listening: the starter is let go by the pipe's end.
-    let listening = || drop(start_pipe.borrow_mut().take());
+    // Listening: the starter is let go by the pipe's end, and the code that only started the
+    // daemon leaves its pages.
+    let listening = || {
+        drop(start_pipe.borrow_mut().take());
+        crate::code_pages::release();
+    };
     match agent_team_daemon::run_notifying(opts, listening) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {

@@ -705,6 +705,9 @@ fn run_team(ctx: &Ctx, args: RunArgs, report: Report, started: Instant) -> Resul
     // From here on an interrupted `run` stops the team it started, like `down`, and says so.
     stop_on_signal(ctx)?;
     let mut since = start(ctx, &mut c, &cfg, goal, &secrets)?;
+    // From here `run` only follows: the code that read the team file and started the team
+    // leaves its pages.
+    crate::code_pages::release();
     let deadline = args.timeout.map(|s| started + Duration::from_secs(s));
     let approvals = if args.approve_all {
         Approvals::All

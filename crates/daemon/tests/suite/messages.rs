@@ -243,3 +243,43 @@ fn agents_read_only_their_own_inbox() {
     .messages()
     .unwrap();
 }
+
+#[test]
+fn a_message_many_times_the_io_buffer_arrives_whole_both_ways() {
+    // Frames larger than the connections' buffers are read and written past them.
+    let t = TestTeam::start().with_agents(&["leader", "b1"]);
+    let body: String = (0..3 * frame::IO_BUFFER + 1000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let mut b1 = t.agent("b1");
+    send(&mut b1, "leader", &body).unwrap();
+    let mut leader = t.agent("leader");
+    let got = leader
+        .call(Request::Inbox {
+            agent: None,
+            unread_only: false,
+            after: None,
+        })
+        .messages()
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, body);
+    // And through the async client, whose buffers are the same size.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let hello = agent_team_client::agent_hello("t", "leader", &t.secret("leader"), 0);
+    let read = rt.block_on(async {
+        let (c, _pushes) = agent_team_client::AsyncClient::connect(&t.tp().socket, &hello)
+            .await
+            .unwrap();
+        c.call(Request::Inbox {
+            agent: None,
+            unread_only: false,
+            after: None,
+        })
+        .await
+    });
+    assert_eq!(read.messages().unwrap()[0].body, body);
+}

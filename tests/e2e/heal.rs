@@ -189,6 +189,68 @@ fn heals_on(backend: &str) {
 }
 
 #[test]
+fn a_run_stands_for_its_daemons_guardian_and_a_guardian_takes_over_once_the_run_is_killed() {
+    // In process, the daemon holds every agent: nothing but its guardian and `run` can bring
+    // it back, so this is where the hand-over matters.
+    let mut sb = Sandbox::new();
+    let team = "runguard";
+    let dir = sb.dir.path().display().to_string();
+    sb.write_team_file(&format!(
+        "name = \"{team}\"\nboard = false\n[[teammates]]\nname = \"w1\"\nrole = \"worker\"\n\
+         [[tasks]]\nkey = \"t1\"\ntitle = \"t1\"\nrun = \"echo x >> {dir}/start.1; while [ ! -e {dir}/gate ]; do sleep 0.02; done; echo x >> {dir}/done.1\"\n"
+    ));
+    let run = sb.spawn(&["run", "--backend", "in-process", "--timeout", "120"]);
+    wait_for("the task to start", T, || lines(&sb.path("start.1")) >= 1);
+    let first = daemon_pid(&sb, team).expect("a daemon");
+    // While `run` follows the team it brings a crashed daemon back itself: no guardian.
+    assert!(
+        guardians(&sb, team).is_empty(),
+        "a guardian beside the run: {:?}",
+        procs_naming(sb.dir.path())
+    );
+    sb.kill9(run);
+    // The run is gone, the team was not stopped: the daemon starts its guardian.
+    wait_for("a guardian once the run is gone", T, || {
+        guardians(&sb, team).len() == 1
+    });
+    signal(first, nix::sys::signal::Signal::SIGKILL);
+    wait_for("the guardian to bring the daemon back", T, || {
+        daemon_pid(&sb, team).is_some_and(|p| p != first)
+    });
+    // The command died with the daemon and runs again in the new one; the team finishes.
+    std::fs::write(sb.path("gate"), "").unwrap();
+    wait_for("the task to complete", T, || {
+        task_list(&sb, team)
+            .iter()
+            .any(|t| t.get("status").and_then(|s| s.as_str()) == Some("completed"))
+    });
+    sb.ok(&["--team", team, "down"]);
+    wait_for("nothing of the team to be left", T, || {
+        procs_naming(sb.dir.path()).is_empty()
+    });
+}
+
+#[test]
+fn a_run_that_ends_leaves_no_guardian_behind() {
+    let sb = Sandbox::new();
+    sb.write_team_file(
+        "name = \"runend\"\nboard = false\n[[teammates]]\nname = \"w1\"\nrole = \"worker\"\n\
+         [[tasks]]\ntitle = \"t1\"\nrun = \"true\"\n",
+    );
+    let out = sb.ok(&["run", "--backend", "in-process", "--timeout", "60"]);
+    assert!(out.contains("1 completed"), "{out}");
+    // The run stopped its team on purpose before it went: its going starts no guardian.
+    wait_for("nothing of the team to be left", T, || {
+        procs_naming(sb.dir.path()).is_empty()
+    });
+    let log = std::fs::read_to_string(sb.team("runend").daemon_log).unwrap();
+    assert!(
+        !log.contains("guarded this daemon is gone"),
+        "a guardian was started after the run's stop: {log}"
+    );
+}
+
+#[test]
 fn down_after_the_daemon_was_killed_leaves_no_process_and_no_tmux_server() {
     for backend in backends() {
         down_after_crash_on(backend);

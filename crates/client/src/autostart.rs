@@ -51,7 +51,7 @@ pub enum StartError {
     Io(String),
 }
 
-pub use agent_team_paths::ENV_START_FD;
+pub use agent_team_paths::{ENV_START_FD, ENV_STARTER_GUARD_FD};
 
 /// Whether a daemon answers on the team's socket right now.
 pub fn daemon_running(tp: &TeamPaths) -> bool {
@@ -65,8 +65,19 @@ pub fn ensure_daemon(
     exe: &Path,
     extra_env: &[(String, String)],
 ) -> Result<Option<u32>, StartError> {
-    start(tp, exe, extra_env, false)
+    start(tp, exe, extra_env, false, false)
 }
+
+/// [`ensure_daemon`] for a starter that follows the team to its end and brings a crashed
+/// daemon back itself (`run`): a daemon it starts runs without a guardian while this process
+/// lives ([`ENV_STARTER_GUARD_FD`]), and starts one once this process is gone.
+pub fn ensure_daemon_guarded_by_me(tp: &TeamPaths, exe: &Path) -> Result<Option<u32>, StartError> {
+    start(tp, exe, &[], false, true)
+}
+
+/// The writing ends of the pipes of the daemons this process guards
+/// ([`ensure_daemon_guarded_by_me`]): held until it exits, when the kernel closes them.
+static GUARDING: std::sync::Mutex<Vec<std::os::fd::OwnedFd>> = std::sync::Mutex::new(Vec::new());
 
 /// [`ensure_daemon`], the daemon started with every inherited `AGENT_TEAM_*` variable removed
 /// when `scrub` (a starter that is an agent must not hand its identity to the daemon).
@@ -75,6 +86,7 @@ pub(crate) fn start(
     exe: &Path,
     extra_env: &[(String, String)],
     scrub: bool,
+    guarded_by_me: bool,
 ) -> Result<Option<u32>, StartError> {
     if daemon_running(tp) {
         return Ok(None);
@@ -119,18 +131,36 @@ pub(crate) fn start(
     // Last: a starter that is itself a daemon's child inherited its starter's number, which
     // the scrub above would otherwise take away from this daemon.
     cmd.env(ENV_START_FD, tx_fd.to_string());
+    // The pipe that tells the daemon this process guards it: its reading end to the daemon.
+    let guard = if guarded_by_me {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| StartError::Io(format!("cannot make a pipe: {e}")))?;
+        cmd.env(
+            ENV_STARTER_GUARD_FD,
+            std::os::fd::AsRawFd::as_raw_fd(&r).to_string(),
+        );
+        Some((r, w))
+    } else {
+        cmd.env_remove(ENV_STARTER_GUARD_FD);
+        None
+    };
+    let guard_fd = guard
+        .as_ref()
+        .map(|(r, _)| std::os::fd::AsRawFd::as_raw_fd(r));
     // A new session: the daemon must outlive the terminal and the command that started it.
     #[allow(unsafe_code)]
     unsafe {
         cmd.pre_exec(move || {
-            // SAFETY: the pipe's writing end is open until the spawn returns; only the child's
-            // copy loses close-on-exec, so the daemon (and only it) inherits it.
-            let tx = std::os::fd::BorrowedFd::borrow_raw(tx_fd);
-            nix::fcntl::fcntl(
-                tx,
-                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-            )
-            .map_err(std::io::Error::from)?;
+            // SAFETY: the pipes' ends named here are open until the spawn returns; only the
+            // child's copies lose close-on-exec, so the daemon (and only it) inherits them.
+            for fd in std::iter::once(tx_fd).chain(guard_fd) {
+                let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
+                nix::fcntl::fcntl(
+                    fd,
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+                )
+                .map_err(std::io::Error::from)?;
+            }
             nix::unistd::setsid()
                 .map(|_| ())
                 .map_err(std::io::Error::from)
@@ -141,6 +171,13 @@ pub(crate) fn start(
         source,
     })?;
     drop(reason_tx);
+    if let Some((r, w)) = guard {
+        drop(r);
+        GUARDING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(w);
+    }
     let pid = child.id();
     let mut pauses =
         Backoff::new(Duration::from_millis(1), Duration::from_millis(50)).deadline(deadline);

@@ -9,7 +9,10 @@ mod autostart;
 pub mod heal;
 
 pub use async_client::{AsyncClient, Queued};
-pub use autostart::{ENV_START_FD, StartError, daemon_running, ensure_daemon};
+pub use autostart::{
+    ENV_START_FD, ENV_STARTER_GUARD_FD, StartError, daemon_running, ensure_daemon,
+    ensure_daemon_guarded_by_me,
+};
 
 use agent_team_paths::TeamPaths;
 use agent_team_protocol::frame::{self, FrameError};

@@ -216,8 +216,9 @@ pub struct Core {
     pub(crate) unanswered: std::collections::HashSet<(ConnId, u64)>,
     /// Batches held for the next commit ([`HOLD_UNANSWERED`]), for the log.
     pub(crate) held: u64,
-    /// The write end of the guardian's pipe (a copy), written once the stop is on purpose.
-    guardian: Option<std::fs::File>,
+    /// The write end of the guardian's pipe (a copy), written once the stop is on purpose;
+    /// filled when the guardian starts, which may be after the core.
+    guardian: crate::GuardianSlot<std::fs::File>,
 }
 
 impl Core {
@@ -229,7 +230,8 @@ impl Core {
             // Nothing to bring back: the guardian goes now, beside the agents' stop, rather
             // than once everything else is done (the daemon still waits for its exit).
             Ok(()) => {
-                if let Some(mut pipe) = self.guardian.take() {
+                let pipe = crate::lock(&self.guardian).take();
+                if let Some(mut pipe) = pipe {
                     use std::io::Write as _;
                     let _ = pipe.write_all(b"s");
                 }
@@ -242,10 +244,10 @@ impl Core {
         self.supervise(|s| s.begin_shutdown());
     }
 
-    /// Gives the core the write end of its guardian's pipe (a copy), so a stop on purpose
-    /// dismisses the guardian as it begins.
-    pub fn dismiss_guardian_with(&mut self, pipe: std::fs::File) {
-        self.guardian = Some(pipe);
+    /// Gives the core the slot of the write end of its guardian's pipe (a copy), so a stop on
+    /// purpose dismisses the guardian as it begins.
+    pub(crate) fn dismiss_guardian_through(&mut self, slot: crate::GuardianSlot<std::fs::File>) {
+        self.guardian = slot;
     }
 
     /// Builds the core from the stored state.
@@ -310,7 +312,7 @@ impl Core {
             completed: Vec::new(),
             unanswered: Default::default(),
             held: 0,
-            guardian: None,
+            guardian: Default::default(),
         };
         core.state.set_inbox_limit(core.cfg.inbox_limit);
         core.recover();

@@ -117,6 +117,11 @@ pub struct DaemonOptions {
     /// whole `agent-team` only once the daemon has ended); `None`: the guardian is the whole
     /// `agent-team` from the start.
     pub guard_waiter: Option<std::path::PathBuf>,
+    /// The reading end of the pipe whose writing end this daemon's starter holds while it
+    /// follows the team and brings a crashed daemon back itself (`run`,
+    /// `agent_team_paths::ENV_STARTER_GUARD_FD`): the guardian is started only at its end of
+    /// file, and not at all when the team was stopped on purpose by then. `None`: at once.
+    pub starter_guards: Option<std::sync::Arc<std::fs::File>>,
 }
 
 /// Set in the guardian's environment: the pid of the daemon it guards (a guardian that became
@@ -137,6 +142,7 @@ impl DaemonOptions {
             heal: false,
             guard_exe: None,
             guard_waiter: None,
+            starter_guards: None,
         }
     }
 }
@@ -161,33 +167,73 @@ pub fn run_notifying(opts: DaemonOptions, listening: impl FnOnce()) -> Result<()
         let mut prepared = prepare(&opts)?;
         let stopped = prepared.paths.stopped.clone();
         // Held until this process ends: the guardian wakes when it closes, crash or not.
-        let guardian = match &opts.guard_exe {
-            Some(exe) => match spawn_guardian(exe, opts.guard_waiter.as_deref(), &prepared.paths) {
+        let guardian: GuardianSlot<Guardian> = Default::default();
+        let dismiss: GuardianSlot<std::fs::File> = Default::default();
+        prepared.core.dismiss_guardian_through(dismiss.clone());
+        if let Some(exe) = opts.guard_exe.clone() {
+            let (waiter, tp) = (opts.guard_waiter.clone(), prepared.paths.clone());
+            let (slot, stopped) = (guardian.clone(), stopped.clone());
+            let start = move || match spawn_guardian(&exe, waiter.as_deref(), &tp) {
                 Ok(g) => {
                     if let Ok(pipe) = g.pipe.try_clone() {
-                        prepared.core.dismiss_guardian_with(pipe);
+                        *lock(&dismiss) = Some(pipe);
                     }
-                    Some(g)
+                    *lock(&slot) = Some(g);
                 }
-                Err(e) => {
-                    tracing::warn!("cannot start the daemon's guardian: {e}");
-                    None
+                Err(e) => tracing::warn!("cannot start the daemon's guardian: {e}"),
+            };
+            match opts.starter_guards.clone() {
+                // The starter brings this daemon back itself while it lives: a guardian only
+                // once it is gone, and none after a stop on purpose.
+                Some(pipe) => {
+                    std::thread::spawn(move || {
+                        wait_for_end_of_file(&pipe);
+                        if !stopped.exists() {
+                            tracing::info!("the starter that guarded this daemon is gone");
+                            start();
+                        }
+                    });
                 }
-            },
-            None => None,
-        };
+                None => start(),
+            }
+        }
         listening();
         let served = serve(prepared, shutdown_signal()).await;
         // Stopped on purpose: the guardian has nothing to bring back, so it is dismissed and
         // waited for, and whoever waits for this process (`down`) finds nothing of the team
         // left. Otherwise it wakes as the pipe closes with this process.
-        if let Some(g) = guardian
+        let g = lock(&guardian).take();
+        if let Some(g) = g
             && stopped.exists()
         {
             g.dismiss(GUARDIAN_DISMISS_WAIT);
         }
         served
     })
+}
+
+/// Where a guardian started later than the daemon (by another thread) is kept for whoever
+/// needs it: the daemon's end, the core's stop on purpose.
+pub(crate) type GuardianSlot<T> = std::sync::Arc<std::sync::Mutex<Option<T>>>;
+
+/// The slot's lock (a thread that panicked holding it left a value that is still whole).
+pub(crate) fn lock<T>(slot: &GuardianSlot<T>) -> std::sync::MutexGuard<'_, Option<T>> {
+    slot.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Blocks until `pipe` reaches end of file (its writer is gone) or cannot be read.
+fn wait_for_end_of_file(mut pipe: &std::fs::File) {
+    use std::io::Read as _;
+    let mut buf = [0u8; 64];
+    loop {
+        match pipe.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
 }
 
 /// How long a daemon stopped on purpose waits for its dismissed guardian to exit.
@@ -203,7 +249,7 @@ struct Guardian {
 impl Guardian {
     /// Tells the guardian the daemon was stopped on purpose (one byte on its pipe: it exits
     /// at once) and waits for it to exit, at most `within`. The core may have told it already
-    /// ([`Core::dismiss_guardian_with`]): then the byte finds the pipe closed, or waiting, and
+    /// ([`Core::dismiss_guardian_through`]): then the byte finds the pipe closed, or waiting, and
     /// the wait is for an exit under way.
     fn dismiss(mut self, within: Duration) {
         use std::io::Write as _;
@@ -238,6 +284,7 @@ fn spawn_guardian(
         .env(ENV_GUARDED_PID, std::process::id().to_string())
         // This daemon's starter's pipe is not the guardian's (it has no such descriptor).
         .env_remove(agent_team_paths::ENV_START_FD)
+        .env_remove(agent_team_paths::ENV_STARTER_GUARD_FD)
         .stdin(std::process::Stdio::from(reader))
         .stdout(std::process::Stdio::null())
         .process_group(0)

@@ -21,6 +21,11 @@ pub const ENV_API_TOKEN: &str = "AGENT_TEAM_API_TOKEN";
 /// started by the client's autostart says it listens (it closes the pipe) or why it could not
 /// start; no child of the daemon is given it.
 pub const ENV_START_FD: &str = "AGENT_TEAM_START_FD";
+/// Environment variable naming the file descriptor (a pipe's reading end) whose writing end the
+/// daemon's starter holds while it follows the team and brings a crashed daemon back itself
+/// (`run`): while it is open the daemon starts no guardian; at its end of file (the starter
+/// gone, the team not stopped on purpose) the daemon starts one.
+pub const ENV_STARTER_GUARD_FD: &str = "AGENT_TEAM_STARTER_GUARD_FD";
 /// Environment variable overriding the tmux socket path of the team's private tmux server.
 pub const ENV_TMUX_SOCKET: &str = "AGENT_TEAM_TMUX_SOCKET";
 

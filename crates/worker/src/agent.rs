@@ -438,9 +438,12 @@ pub async fn run(
             messages.push(ChatMessage::user(std::mem::take(&mut notices).join("\n\n")));
         }
         trim(&mut messages, role.context_tokens as usize, role.cache);
+        // The tool list goes into the request and comes back after the turn, not copied each
+        // turn (it is the largest part of a short conversation, and its JSON is built anew for
+        // each request anyway).
         let req = TurnRequest {
             messages: messages.clone(),
-            tools: specs.clone(),
+            tools: std::mem::take(&mut specs),
         };
         // The daemon keeps the budgets: a spent one stops the agent before it spends more.
         budget_lease(link, role, &req, out).await?;
@@ -479,6 +482,7 @@ pub async fn run(
                     return Err(AgentError::Daemon(format!("the model kept failing: {e}")));
                 };
                 steps -= 1;
+                specs = req.tools;
                 tokio::time::sleep(wait).await;
                 continue;
             }
@@ -536,6 +540,7 @@ pub async fn run(
             Ok::<_, AgentError>(finished)
         };
         let ((), finished) = tokio::join!(bookkeeping, work);
+        specs = req.tools;
         if let Some(answer) = finished? {
             out.say(&format!("finished the team:\n{answer}"));
             return Ok(());

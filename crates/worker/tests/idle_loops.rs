@@ -540,3 +540,64 @@ async fn an_agent_asks_for_its_configuration_roster_goal_and_board_at_once() {
         assert!(seen.contains(&wanted), "{wanted:?} not asked: {seen:?}");
     }
 }
+
+#[tokio::test]
+async fn every_request_carries_the_whole_tool_list_after_a_retry_and_a_later_turn() {
+    // The tool list goes into each request and comes back after it, on every path.
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    mock.script(
+        "b1",
+        vec![
+            // Not retried by the HTTP client (a 5xx would be): the agent tries the turn again.
+            Step::Status(400, "a passing refusal".into()),
+            Step::Text("first".into()),
+            Step::Text("second".into()),
+        ],
+    );
+    let d = FakeDaemon::start("b1", "worker", vec![]);
+    let ws = tempfile::tempdir().unwrap();
+    let (link, inbound) = link::Link::start(d.env("b1"), Output::null())
+        .await
+        .unwrap();
+    let role = Role {
+        provider: Provider::Openai,
+        model: "mock".into(),
+        base_url: Some(mock.base_url()),
+        api_key_env: Some("AGENT_TEAM_TEST_NO_SUCH_KEY".into()),
+        stream: false,
+        ..default_role("worker")
+    };
+    let cfg = config(ws.path());
+    let out = Output::null();
+    let groups = CommandGroups::default();
+    let first = agent::Start::read(&link).await;
+    let run = agent::run(&link, inbound, &cfg, &role, &out, &groups, first);
+    tokio::pin!(run);
+    until("the retried turn is over", &mut run, || {
+        mock.requests("b1").len() == 2
+            && d.requests().iter().any(|r| {
+                matches!(
+                    r,
+                    Request::SetStatus {
+                        status: AgentStatus::Idle,
+                        ..
+                    }
+                )
+            })
+    })
+    .await;
+    d.push(&msg(8, "leader", "b1", MessageKind::Text));
+    until("a turn takes message 8", &mut run, || {
+        mock.requests("b1").len() == 3
+    })
+    .await;
+    let bodies = mock.requests("b1");
+    let tools = &bodies[0]["tools"];
+    assert!(
+        tools.as_array().is_some_and(|t| !t.is_empty()),
+        "the first request's tools: {tools}"
+    );
+    for (i, b) in bodies.iter().enumerate() {
+        assert_eq!(&b["tools"], tools, "request {i} carries the same tools");
+    }
+}

@@ -65,6 +65,10 @@ pub fn daemon(ctx: &Ctx, foreground: bool, permission_timeout: u64) -> Result<Ex
         .as_deref()
         .map(agent_team_worker::external::bridge_exe)
         .filter(|b| b.is_file());
+    // A starter that follows the team and brings it back itself (`run`) stands for the
+    // guardian while it lives.
+    opts.starter_guards =
+        inherited_pipe(agent_team_client::ENV_STARTER_GUARD_FD).map(std::sync::Arc::new);
     // Listening: the starter is let go by the pipe's end, and the code that only started the
     // daemon leaves its pages.
     let listening = || {
@@ -143,11 +147,14 @@ pub fn guard(ctx: &Ctx) -> Result<ExitCode> {
 /// closed once the daemon listens, or given the reason it could not start; close-on-exec so
 /// no agent inherits it.
 fn start_pipe() -> Option<std::fs::File> {
+    inherited_pipe(agent_team_client::ENV_START_FD)
+}
+
+/// A pipe's end the starter left open for this process under the number in `var`, taken and
+/// made close-on-exec so no agent inherits it.
+fn inherited_pipe(var: &str) -> Option<std::fs::File> {
     use std::os::fd::FromRawFd;
-    let fd: i32 = std::env::var(agent_team_client::ENV_START_FD)
-        .ok()?
-        .parse()
-        .ok()?;
+    let fd: i32 = std::env::var(var).ok()?.parse().ok()?;
     // Only a pipe this process holds under that number is taken.
     let meta = std::fs::metadata(format!("/dev/fd/{fd}")).ok()?;
     if !std::os::unix::fs::FileTypeExt::is_fifo(&meta.file_type()) || fd <= 2 {

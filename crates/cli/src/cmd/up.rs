@@ -700,6 +700,15 @@ fn run_team(ctx: &Ctx, args: RunArgs, report: Report, started: Instant) -> Resul
     let secrets = apply_vars(&mut cfg, &args.vars)?;
     let goal = run_goal(&cfg, args.goal.as_deref())?;
     check_before_start(&cfg, goal.as_deref())?;
+    // `run` brings a crashed daemon back itself while it follows the team (`reconnect`), so
+    // the daemon it starts needs a guardian only once `run` is gone.
+    let exe = std::env::current_exe().context("cannot find the agent-team executable")?;
+    if let Some(pid) = agent_team_client::ensure_daemon_guarded_by_me(&ctx.tp, &exe)? {
+        eprintln!(
+            "agent-team: started the daemon for team {} (pid {pid})",
+            ctx.team
+        );
+    }
     let mut c = ctx.connect()?;
     let run_ts = agent_team_protocol::Timestamp::from(std::time::SystemTime::now());
     // From here on an interrupted `run` stops the team it started, like `down`, and says so.
@@ -745,7 +754,7 @@ fn run_team(ctx: &Ctx, args: RunArgs, report: Report, started: Instant) -> Resul
                         "agent-team: lost the daemon; restarting it and following from event {since}"
                     );
                 }
-                c = reconnect(ctx)?;
+                c = reconnect_guarded(ctx, true)?;
             }
             Err(e) => return Err(e.into()),
         }
@@ -925,12 +934,23 @@ fn stop_on_signal(ctx: &Ctx) -> Result<()> {
 /// Starts the daemon again if needed and connects, retrying while a dying daemon still holds
 /// the socket or a new one is starting.
 pub(crate) fn reconnect(ctx: &Ctx) -> Result<Client> {
+    reconnect_guarded(ctx, false)
+}
+
+/// [`reconnect`]; a daemon started again by a `guarding` caller runs without a guardian while
+/// the caller lives (`agent_team_client::ensure_daemon_guarded_by_me`).
+fn reconnect_guarded(ctx: &Ctx, guarding: bool) -> Result<Client> {
     let exe = std::env::current_exe()?;
     let mut pauses =
         agent_team_backoff::Backoff::new(Duration::from_millis(5), Duration::from_millis(200))
             .deadline(Instant::now() + Duration::from_secs(30));
     loop {
-        let attempt = agent_team_client::ensure_daemon(&ctx.tp, &exe, &[])
+        let started = if guarding {
+            agent_team_client::ensure_daemon_guarded_by_me(&ctx.tp, &exe)
+        } else {
+            agent_team_client::ensure_daemon(&ctx.tp, &exe, &[])
+        };
+        let attempt = started
             .map_err(anyhow::Error::from)
             .and_then(|_| Client::operator(&ctx.tp).map_err(anyhow::Error::from));
         match (attempt, pauses.next()) {

@@ -272,41 +272,88 @@ async fn an_exec_teammate_answers_a_shutdown_request() {
     check_answered(&d.requests());
 }
 
+/// A model agent `b1` on the mock, linked to a fake daemon: what `agent::run` borrows.
+struct ModelAgent {
+    link: Arc<link::Link>,
+    inbound: Option<mpsc::UnboundedReceiver<link::Inbound>>,
+    role: Role,
+    cfg: TeamConfig,
+    out: Output,
+    groups: CommandGroups,
+    _ws: tempfile::TempDir,
+}
+
+impl ModelAgent {
+    async fn start(mock: &MockModel, pushes: Vec<Message>) -> (FakeDaemon, Self) {
+        let d = FakeDaemon::start("b1", "worker", pushes);
+        let ws = tempfile::tempdir().unwrap();
+        let (link, inbound) = link::Link::start(d.env("b1"), Output::null())
+            .await
+            .unwrap();
+        let role = Role {
+            provider: Provider::Openai,
+            model: "mock".into(),
+            base_url: Some(mock.base_url()),
+            api_key_env: Some("AGENT_TEAM_TEST_NO_SUCH_KEY".into()),
+            stream: false,
+            ..default_role("worker")
+        };
+        let cfg = config(ws.path());
+        let a = ModelAgent {
+            link,
+            inbound: Some(inbound),
+            role,
+            cfg,
+            out: Output::null(),
+            groups: CommandGroups::default(),
+            _ws: ws,
+        };
+        (d, a)
+    }
+
+    /// The agent's start and loop, as its worker runs them.
+    async fn run(&mut self) -> Result<(), AgentError> {
+        let inbound = self.inbound.take().unwrap();
+        let first = agent::Start::read(&self.link).await;
+        agent::run(
+            &self.link,
+            inbound,
+            &self.cfg,
+            &self.role,
+            &self.out,
+            &self.groups,
+            first,
+        )
+        .await
+    }
+}
+
+/// Whether the agent has said it is idle (its turn is over).
+fn went_idle(d: &FakeDaemon) -> bool {
+    d.requests().iter().any(|r| {
+        matches!(
+            r,
+            Request::SetStatus {
+                status: AgentStatus::Idle,
+                ..
+            }
+        )
+    })
+}
+
 #[tokio::test]
 async fn a_model_agent_answers_a_shutdown_request() {
     let mock = MockModel::start_background(Wire::OpenAi).unwrap();
     mock.script("b1", vec![Step::Text("ready".into())]);
-    let d = FakeDaemon::start(
-        "b1",
-        "worker",
+    let (d, mut a) = ModelAgent::start(
+        &mock,
         vec![
             msg(3, "leader", "b1", MessageKind::ShutdownRequest),
             msg(1, "b2", "b1", MessageKind::Text),
         ],
-    );
-    let ws = tempfile::tempdir().unwrap();
-    let (link, inbound) = link::Link::start(d.env("b1"), Output::null())
-        .await
-        .unwrap();
-    let role = Role {
-        provider: Provider::Openai,
-        model: "mock".into(),
-        base_url: Some(mock.base_url()),
-        api_key_env: Some("AGENT_TEAM_TEST_NO_SUCH_KEY".into()),
-        stream: false,
-        ..default_role("worker")
-    };
-    let first = agent::Start::read(&link).await;
-    ends(agent::run(
-        &link,
-        inbound,
-        &config(ws.path()),
-        &role,
-        &Output::null(),
-        &CommandGroups::default(),
-        first,
-    ))
+    )
     .await;
+    ends(a.run()).await;
     check_answered(&d.requests());
 }
 
@@ -340,37 +387,10 @@ async fn a_model_agent_marks_messages_read_only_after_the_turn_that_took_them() 
             Step::Gate(gate.clone(), Box::new(Step::Text("took it".into()))),
         ],
     );
-    let d = FakeDaemon::start("b1", "worker", vec![]);
-    let ws = tempfile::tempdir().unwrap();
-    let (link, inbound) = link::Link::start(d.env("b1"), Output::null())
-        .await
-        .unwrap();
-    let role = Role {
-        provider: Provider::Openai,
-        model: "mock".into(),
-        base_url: Some(mock.base_url()),
-        api_key_env: Some("AGENT_TEAM_TEST_NO_SUCH_KEY".into()),
-        stream: false,
-        ..default_role("worker")
-    };
-    let cfg = config(ws.path());
-    let out = Output::null();
-    let groups = CommandGroups::default();
-    let first = agent::Start::read(&link).await;
-    let run = agent::run(&link, inbound, &cfg, &role, &out, &groups, first);
+    let (d, mut a) = ModelAgent::start(&mock, vec![]).await;
+    let run = a.run();
     tokio::pin!(run);
-    until("the first turn is over", &mut run, || {
-        d.requests().iter().any(|r| {
-            matches!(
-                r,
-                Request::SetStatus {
-                    status: AgentStatus::Idle,
-                    ..
-                }
-            )
-        })
-    })
-    .await;
+    until("the first turn is over", &mut run, || went_idle(&d)).await;
     d.push(&msg(5, "leader", "b1", MessageKind::Text));
     until("a turn takes message 5", &mut run, || {
         mock.requests("b1")
@@ -398,37 +418,10 @@ async fn idle_notices_do_not_wake_a_model_agent() {
         "b1",
         vec![Step::Text("first".into()), Step::Text("second".into())],
     );
-    let d = FakeDaemon::start("b1", "worker", vec![]);
-    let ws = tempfile::tempdir().unwrap();
-    let (link, inbound) = link::Link::start(d.env("b1"), Output::null())
-        .await
-        .unwrap();
-    let role = Role {
-        provider: Provider::Openai,
-        model: "mock".into(),
-        base_url: Some(mock.base_url()),
-        api_key_env: Some("AGENT_TEAM_TEST_NO_SUCH_KEY".into()),
-        stream: false,
-        ..default_role("worker")
-    };
-    let cfg = config(ws.path());
-    let out = Output::null();
-    let groups = CommandGroups::default();
-    let first = agent::Start::read(&link).await;
-    let run = agent::run(&link, inbound, &cfg, &role, &out, &groups, first);
+    let (d, mut a) = ModelAgent::start(&mock, vec![]).await;
+    let run = a.run();
     tokio::pin!(run);
-    until("the first turn is over", &mut run, || {
-        d.requests().iter().any(|r| {
-            matches!(
-                r,
-                Request::SetStatus {
-                    status: AgentStatus::Idle,
-                    ..
-                }
-            )
-        })
-    })
-    .await;
+    until("the first turn is over", &mut run, || went_idle(&d)).await;
     d.push(&msg(6, "b2", "b1", MessageKind::Idle));
     d.push(&msg(7, "b3", "b1", MessageKind::ShutdownResponse));
     until("the notices are read", &mut run, || {
@@ -554,36 +547,11 @@ async fn every_request_carries_the_whole_tool_list_after_a_retry_and_a_later_tur
             Step::Text("second".into()),
         ],
     );
-    let d = FakeDaemon::start("b1", "worker", vec![]);
-    let ws = tempfile::tempdir().unwrap();
-    let (link, inbound) = link::Link::start(d.env("b1"), Output::null())
-        .await
-        .unwrap();
-    let role = Role {
-        provider: Provider::Openai,
-        model: "mock".into(),
-        base_url: Some(mock.base_url()),
-        api_key_env: Some("AGENT_TEAM_TEST_NO_SUCH_KEY".into()),
-        stream: false,
-        ..default_role("worker")
-    };
-    let cfg = config(ws.path());
-    let out = Output::null();
-    let groups = CommandGroups::default();
-    let first = agent::Start::read(&link).await;
-    let run = agent::run(&link, inbound, &cfg, &role, &out, &groups, first);
+    let (d, mut a) = ModelAgent::start(&mock, vec![]).await;
+    let run = a.run();
     tokio::pin!(run);
     until("the retried turn is over", &mut run, || {
-        mock.requests("b1").len() == 2
-            && d.requests().iter().any(|r| {
-                matches!(
-                    r,
-                    Request::SetStatus {
-                        status: AgentStatus::Idle,
-                        ..
-                    }
-                )
-            })
+        mock.requests("b1").len() == 2 && went_idle(&d)
     })
     .await;
     d.push(&msg(8, "leader", "b1", MessageKind::Text));

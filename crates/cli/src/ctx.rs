@@ -70,11 +70,28 @@ impl Ctx {
 
     /// Connects as the operator, starting the daemon first if it is not running.
     pub fn connect(&self) -> Result<Client> {
+        self.connect_as_starter(false)
+    }
+
+    /// [`Ctx::connect`] for a command that follows the team to its end and starts a lost
+    /// daemon again itself (`run`): a daemon it starts has no guardian while it lives
+    /// (`agent_team_client::ensure_daemon_guarded_by_me`).
+    pub fn connect_guarding(&self) -> Result<Client> {
+        self.connect_as_starter(true)
+    }
+
+    /// Connects, starting the daemon if needed (guarded by this process when `guarding`).
+    pub(crate) fn connect_as_starter(&self, guarding: bool) -> Result<Client> {
         if let Some(c) = self.connect_existing()? {
             return Ok(c);
         }
         let exe = std::env::current_exe().context("cannot find the agent-team executable")?;
-        if let Some(pid) = agent_team_client::ensure_daemon(&self.tp, &exe, &[])? {
+        let started = if guarding {
+            agent_team_client::ensure_daemon_guarded_by_me(&self.tp, &exe)?
+        } else {
+            agent_team_client::ensure_daemon(&self.tp, &exe, &[])?
+        };
+        if let Some(pid) = started {
             eprintln!(
                 "agent-team: started the daemon for team {} (pid {pid})",
                 self.team

@@ -702,14 +702,7 @@ fn run_team(ctx: &Ctx, args: RunArgs, report: Report, started: Instant) -> Resul
     check_before_start(&cfg, goal.as_deref())?;
     // `run` brings a crashed daemon back itself while it follows the team (`reconnect`), so
     // the daemon it starts needs a guardian only once `run` is gone.
-    let exe = std::env::current_exe().context("cannot find the agent-team executable")?;
-    if let Some(pid) = agent_team_client::ensure_daemon_guarded_by_me(&ctx.tp, &exe)? {
-        eprintln!(
-            "agent-team: started the daemon for team {} (pid {pid})",
-            ctx.team
-        );
-    }
-    let mut c = ctx.connect()?;
+    let mut c = ctx.connect_guarding()?;
     let run_ts = agent_team_protocol::Timestamp::from(std::time::SystemTime::now());
     // From here on an interrupted `run` stops the team it started, like `down`, and says so.
     stop_on_signal(ctx)?;
@@ -940,20 +933,11 @@ pub(crate) fn reconnect(ctx: &Ctx) -> Result<Client> {
 /// [`reconnect`]; a daemon started again by a `guarding` caller runs without a guardian while
 /// the caller lives (`agent_team_client::ensure_daemon_guarded_by_me`).
 fn reconnect_guarded(ctx: &Ctx, guarding: bool) -> Result<Client> {
-    let exe = std::env::current_exe()?;
     let mut pauses =
         agent_team_backoff::Backoff::new(Duration::from_millis(5), Duration::from_millis(200))
             .deadline(Instant::now() + Duration::from_secs(30));
     loop {
-        let started = if guarding {
-            agent_team_client::ensure_daemon_guarded_by_me(&ctx.tp, &exe)
-        } else {
-            agent_team_client::ensure_daemon(&ctx.tp, &exe, &[])
-        };
-        let attempt = started
-            .map_err(anyhow::Error::from)
-            .and_then(|_| Client::operator(&ctx.tp).map_err(anyhow::Error::from));
-        match (attempt, pauses.next()) {
+        match (ctx.connect_as_starter(guarding), pauses.next()) {
             (Ok(c), _) => return Ok(c),
             (Err(_), Some(pause)) => std::thread::sleep(pause),
             (Err(e), None) => return Err(e.context("cannot reach the daemon again")),

@@ -6,13 +6,14 @@
 //!   measured in the same run; `--save` writes them to docs/BENCHMARKS.md.
 //! - `cargo xtask man`: writes the man page, generated from the CLI's one clap definition, to
 //!   docs/man/agent-team.1.
-//! - `cargo xtask order [--from-profiles|--faults]`: profiles a team run and writes
+//! - `cargo xtask order [--from-profiles|--faults|--calls]`: profiles a team run and writes
 //!   crates/cli/link-order/, the order the linker lays out our functions in (xtask/src/order.rs).
 //! - `cargo xtask soak [--seconds N] [--backend B] [--seed S]`: the real binaries under load
 //!   while the daemon, agents and panes are SIGKILLed; checks nothing is lost, duplicated or
 //!   left behind (docs/RELIABILITY.md).
 
 mod order;
+mod order_calls;
 mod order_faults;
 mod soak;
 
@@ -31,7 +32,7 @@ fn main() -> Result<()> {
         Some("order") => order::order(&root, &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|bench [--save] [--quick]|man|order [--from-profiles|--faults]|soak [--seconds N] [--backend B] [--seed S]>"
+                "usage: cargo xtask <ci|bench [--save] [--quick]|man|order [--from-profiles|--faults|--calls]|soak [--seconds N] [--backend B] [--seed S]>"
             );
             eprintln!(
                 "  ci      format check, clippy -D warnings, build, the whole test suite, a 30 s soak, docs"

@@ -9,7 +9,8 @@
 //! and clis sections run with them, and every process writes which functions it entered (a
 //! `.profraw` file, read here). Each binary's file names its release symbols of those
 //! functions (`Layout`). Then the fault passes (xtask/src/order_faults.rs) add what the
-//! profile missed. `crates/cli/build.rs` hands the files to the linker.
+//! profile missed, and the call pass what they still miss (xtask/src/order_calls.rs).
+//! `crates/cli/build.rs` hands the files to the linker.
 
 use anyhow::{Context, Result, bail};
 use std::collections::{HashMap, HashSet};
@@ -26,7 +27,8 @@ pub(crate) const RUNS: [&[(&str, &str)]; 2] = [
 ];
 
 /// Builds, profiles and writes the order files; with `--from-profiles`, only writes them from
-/// the last profiles; with `--faults`, only runs the fault passes on the files as they are.
+/// the last profiles; with `--faults`, only runs the fault passes on the files as they are;
+/// with `--calls`, only the call pass (xtask/src/order_calls.rs).
 pub fn order(root: &Path, args: &[String]) -> Result<()> {
     let target = crate::target_dir(root);
     let instrumented_dir = target.join("order");
@@ -43,8 +45,11 @@ pub fn order(root: &Path, args: &[String]) -> Result<()> {
                 FAULT_PASSES,
             );
         }
+        Some("--calls") => return crate::order_calls::call_pass(root, &release, &instrumented_dir),
         Some(other) => {
-            bail!("cargo xtask order: unknown argument {other} (--from-profiles, --faults)")
+            bail!(
+                "cargo xtask order: unknown argument {other} (--from-profiles, --faults, --calls)"
+            )
         }
     }
     let _ = std::fs::remove_dir_all(&profiles);
@@ -95,7 +100,8 @@ pub fn order(root: &Path, args: &[String]) -> Result<()> {
             .join(format!("{}.faults.txt", layout.bin));
         let _ = std::fs::remove_file(faults);
     }
-    crate::order_faults::fault_passes(root, &release, &instrumented_dir, FAULT_PASSES)
+    crate::order_faults::fault_passes(root, &release, &instrumented_dir, FAULT_PASSES)?;
+    crate::order_calls::call_pass(root, &release, &instrumented_dir)
 }
 
 /// How many times the fault pass runs at most (each finds the next function of each folio).
@@ -123,16 +129,20 @@ pub fn write_layouts(root: &Path, profiles: &Path, release: &Path) -> Result<()>
                 old.lines().count()
             );
         }
-        let text = layout_file(kinds, &symbols);
+        let text = layout_file(layout.stretches, kinds, &symbols);
         let out = dir.join(format!("{}.txt", layout.bin));
         std::fs::write(&out, &text).with_context(|| format!("cannot write {}", out.display()))?;
+        let processes: Vec<String> = layout
+            .kinds
+            .iter()
+            .zip(&kinds.processes)
+            .map(|(k, n)| format!("{n} {}", k.name))
+            .collect();
         eprintln!(
-            "xtask: wrote {} ({} symbols; processes: {} {}, {} other)",
+            "xtask: wrote {} ({} symbols; processes: {})",
             out.display(),
             text.lines().count(),
-            kinds.processes[0],
-            layout.first_kind,
-            kinds.processes[1]
+            processes.join(", ")
         );
     }
     if ran.skipped > 0 {
@@ -141,17 +151,28 @@ pub fn write_layouts(root: &Path, profiles: &Path, release: &Path) -> Result<()>
     Ok(())
 }
 
-/// How one binary's functions are laid out. Its processes are of two kinds, told apart by a
-/// function only the first kind enters: the functions only the first kind ran come first, then
-/// those both ran, then those only the second ran, so that each kind's lie in one stretch.
+/// How one binary's functions are laid out. Its processes are of a few kinds, each told apart
+/// by functions only it enters; the functions are laid out in stretches by which kinds ran
+/// them, in the order `stretches` gives, so that the code of each kind (and of the processes
+/// that run together, as a team's daemon and its `run`) lies in one stretch.
 struct Layout {
     bin: &'static str,
     /// The prefix of the binary's `main` symbol: which binary a profile is of.
     main: &'static str,
-    /// A part of a symbol name only the first kind of process enters.
-    first: &'static str,
-    /// What the first kind is (for the message).
-    first_kind: &'static str,
+    /// The kinds of its processes: a process is of the first kind whose marks (parts of symbol
+    /// names) it entered all; the last kind, with no marks, is every other process.
+    kinds: &'static [Kind],
+    /// The stretches, in order, each the set of kinds (bit `i` for `kinds[i]`) that ran its
+    /// functions. A function that no listed set matches comes after them all.
+    stretches: &'static [u8],
+}
+
+/// One kind of a binary's processes.
+struct Kind {
+    /// What it is (for the message).
+    name: &'static str,
+    /// Parts of symbol names a process of this kind enters all of.
+    marks: &'static [&'static str],
 }
 
 /// Our binaries' layouts.
@@ -159,29 +180,84 @@ const LAYOUTS: [Layout; 3] = [
     Layout {
         bin: "agent-team",
         main: "_ZN10agent_team4main17h",
-        first: "agent_team_daemon4conn5serve",
-        first_kind: "daemon",
+        kinds: &[
+            Kind {
+                name: "daemon with in-process agents",
+                marks: &[
+                    "agent_team_daemon4conn5serve",
+                    "agent_team_worker9run_agent",
+                ],
+            },
+            Kind {
+                name: "daemon",
+                marks: &["agent_team_daemon4conn5serve"],
+            },
+            Kind {
+                name: "run",
+                marks: &["agent_team3cmd2up21follow_until_finished"],
+            },
+            Kind {
+                name: "other",
+                marks: &[],
+            },
+        ],
+        // An in-process team's tree (its daemon, `run`) maps the first five stretches, a
+        // team of worker processes (a daemon, `run`) the second to the seventh; every other
+        // command's own code comes last.
+        stretches: &[0b001, 0b011, 0b111, 0b101, 0b100, 0b110, 0b010],
     },
     Layout {
         bin: "agent-team-worker",
         main: "_ZN17agent_team_worker4main17h",
-        first: "CliAdapter",
-        first_kind: "agent CLI's worker",
+        kinds: &[
+            Kind {
+                name: "agent CLI's worker",
+                marks: &["CliAdapter"],
+            },
+            Kind {
+                name: "other",
+                marks: &[],
+            },
+        ],
+        stretches: &[0b01, 0b11, 0b10],
     },
     Layout {
         bin: "agent-team-bridge",
         main: "_ZN17agent_team_bridge4main17h",
-        first: "",
-        first_kind: "bridge",
+        kinds: &[Kind {
+            name: "bridge",
+            marks: &[],
+        }],
+        stretches: &[0b1],
     },
 ];
+
+impl Layout {
+    /// Which of [`Layout::kinds`] a process that entered `names` is.
+    fn kind_of(&self, names: &HashSet<String>) -> usize {
+        self.kinds
+            .iter()
+            .position(|k| k.marks.iter().all(|m| names.iter().any(|n| n.contains(m))))
+            .unwrap_or(self.kinds.len().saturating_sub(1))
+    }
+}
 
 /// The functions each kind of a binary's processes entered (by symbol name without a ThinLTO
 /// suffix), and how many processes of each kind there were.
 #[derive(Default)]
 struct Kinds {
-    ran: [HashSet<String>; 2],
-    processes: [usize; 2],
+    ran: Vec<HashSet<String>>,
+    processes: Vec<usize>,
+}
+
+impl Kinds {
+    /// Nothing yet, for `n` kinds.
+    fn new(n: usize) -> Self {
+        Kinds {
+            ran: vec![HashSet::new(); n],
+            processes: vec![0; n],
+        }
+    }
 }
 
 /// What the profiles say, per layout of `LAYOUTS`.
@@ -194,7 +270,7 @@ struct Ran {
 /// Reads every `.profraw` file in `dir`.
 fn functions_run(dir: &Path) -> Result<Ran> {
     let mut ran = Ran {
-        by_layout: LAYOUTS.iter().map(|_| Kinds::default()).collect(),
+        by_layout: LAYOUTS.iter().map(|l| Kinds::new(l.kinds.len())).collect(),
         skipped: 0,
     };
     for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
@@ -220,12 +296,16 @@ fn functions_run(dir: &Path) -> Result<Ran> {
         else {
             continue;
         };
-        let kind = usize::from(!names.iter().any(|n| n.contains(LAYOUTS[at].first)));
+        let kind = LAYOUTS[at].kind_of(&names);
         let kinds = &mut ran.by_layout[at];
         kinds.processes[kind] += 1;
         kinds.ran[kind].extend(names);
     }
-    if ran.by_layout.iter().all(|k| k.processes == [0, 0]) {
+    if ran
+        .by_layout
+        .iter()
+        .all(|k| k.processes.iter().all(|&n| n == 0))
+    {
         bail!("no profile of our binaries was found in {}", dir.display());
     }
     Ok(ran)
@@ -466,24 +546,29 @@ fn renamed(file: &str, symbols: &Symbols) -> String {
     text
 }
 
-/// A binary's order file: its symbols of the functions only the first kind of its processes
-/// ran, then of those both ran, then of those only the second ran; each group by name (stable
-/// from one generation to the next).
-fn layout_file(kinds: &Kinds, symbols: &Symbols) -> String {
-    let [first, second] = &kinds.ran;
-    let groups = [
-        first.difference(second).collect::<Vec<_>>(),
-        first.intersection(second).collect(),
-        second.difference(first).collect(),
-    ];
-    let mut text = String::new();
-    for group in groups {
-        let mut names: Vec<&str> = group
+/// A binary's order file: its symbols of the functions each kind of its processes ran, in
+/// `stretches` (sets of kinds, as [`Layout::stretches`]), then those of the functions no listed
+/// set matches; each stretch by name (stable from one generation to the next).
+fn layout_file(stretches: &[u8], kinds: &Kinds, symbols: &Symbols) -> String {
+    let mut by_stretch: Vec<Vec<&str>> = vec![Vec::new(); stretches.len() + 1];
+    let all: HashSet<&String> = kinds.ran.iter().flatten().collect();
+    for name in all {
+        let ran_by = kinds
+            .ran
             .iter()
-            .flat_map(|n| symbols.for_name(n))
-            .map(String::as_str)
-            .collect();
+            .enumerate()
+            .filter(|(_, ran)| ran.contains(name))
+            .fold(0u8, |set, (i, _)| set | 1 << i);
+        let at = stretches
+            .iter()
+            .position(|&s| s == ran_by & stretches.iter().fold(0, |all, s| all | s))
+            .unwrap_or(stretches.len());
+        by_stretch[at].extend(symbols.for_name(name).iter().map(String::as_str));
+    }
+    let mut text = String::new();
+    for mut names in by_stretch {
         names.sort_unstable();
+        names.dedup();
         for n in names {
             text.push_str(n);
             text.push('\n');
@@ -562,15 +647,85 @@ mod tests {
     }
 
     #[test]
+    fn an_in_process_team_and_a_team_of_workers_each_find_their_code_in_one_stretch() {
+        let layout = &LAYOUTS[0];
+        let set = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<HashSet<_>>();
+        // What each kind of process ran: an in-process daemon, a daemon of workers, `run`,
+        // another command (`agent-team mcp`).
+        let kinds = Kinds {
+            ran: vec![
+                set(&["agents", "serve", "both_daemons", "everyone"]),
+                set(&["serve", "both_daemons", "spawn", "everyone", "daemon_run"]),
+                set(&["follow", "everyone", "daemon_run"]),
+                set(&["mcp", "everyone"]),
+            ],
+            processes: vec![1; 4],
+        };
+        let names = [
+            "agents",
+            "serve",
+            "both_daemons",
+            "spawn",
+            "everyone",
+            "daemon_run",
+            "follow",
+            "mcp",
+        ];
+        let file = layout_file(layout.stretches, &kinds, &Symbols::from_names(names));
+        let at: Vec<&str> = file.lines().collect();
+        let stretch = |of: &[&str]| {
+            let mut i: Vec<usize> = of
+                .iter()
+                .map(|n| at.iter().position(|a| a == n).unwrap())
+                .collect();
+            i.sort_unstable();
+            i.windows(2).all(|w| w[1] == w[0] + 1)
+        };
+        let in_process = [
+            "agents",
+            "serve",
+            "both_daemons",
+            "everyone",
+            "follow",
+            "daemon_run",
+        ];
+        let workers = [
+            "serve",
+            "both_daemons",
+            "spawn",
+            "everyone",
+            "daemon_run",
+            "follow",
+        ];
+        assert!(stretch(&in_process), "{at:?}");
+        assert!(stretch(&workers), "{at:?}");
+        assert_eq!(at.last(), Some(&"mcp"), "{at:?}");
+        // Which kind a process is, by the functions it entered.
+        let entered = |names: &[&str]| {
+            layout.kind_of(&names.iter().map(|n| format!("_ZN{n}17h0E")).collect())
+        };
+        assert_eq!(
+            entered(&[
+                "17agent_team_daemon4conn5serve",
+                "17agent_team_worker9run_agent"
+            ]),
+            0
+        );
+        assert_eq!(entered(&["17agent_team_daemon4conn5serve"]), 1);
+        assert_eq!(entered(&["10agent_team3cmd2up21follow_until_finished"]), 2);
+        assert_eq!(entered(&["10agent_team3cmd3mcp"]), 3);
+    }
+
+    #[test]
     fn each_kind_of_process_finds_the_functions_it_ran_in_one_stretch() {
         let set = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
         let kinds = Kinds {
-            ran: [set(&["both", "first", "gone"]), set(&["both", "second"])],
-            processes: [1, 1],
+            ran: vec![set(&["both", "first", "gone"]), set(&["both", "second"])],
+            processes: vec![1, 1],
         };
         let symbols = Symbols::from_names(["first", "both.llvm.1", "both", "second", "unrun"]);
         assert_eq!(
-            layout_file(&kinds, &symbols),
+            layout_file(&[0b01, 0b11, 0b10], &kinds, &symbols),
             "first\nboth\nboth.llvm.1\nsecond\n"
         );
     }

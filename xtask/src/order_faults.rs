@@ -110,7 +110,7 @@ pub fn fault_passes(root: &Path, release: &Path, data_dir: &Path, passes: usize)
 }
 
 /// The symbols the binary's files list (BIN.faults.txt, then BIN.txt; a missing file lists none).
-fn listed(dir: &Path, bin: &str) -> HashSet<String> {
+pub(crate) fn listed(dir: &Path, bin: &str) -> HashSet<String> {
     let mut out = HashSet::new();
     for name in [format!("{bin}.faults.txt"), format!("{bin}.txt")] {
         let path = dir.join(name);
@@ -122,10 +122,10 @@ fn listed(dir: &Path, bin: &str) -> HashSet<String> {
 }
 
 /// A function of the binary's text: its address, size and name.
-type Symbol = (u64, u64, String);
+pub(crate) type Symbol = (u64, u64, String);
 
 /// The binary's function symbols by address (`nm -S -n`).
-fn text_symbols(path: &Path) -> Result<Vec<Symbol>> {
+pub(crate) fn text_symbols(path: &Path) -> Result<Vec<Symbol>> {
     let out = Command::new("nm")
         .args(["-S", "-n", "--defined-only"])
         .arg(path)

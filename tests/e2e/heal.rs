@@ -28,6 +28,16 @@ fn daemon_pid(sb: &Sandbox, team: &str) -> Option<u32> {
     std::fs::read_to_string(&tp.lock).ok()?.trim().parse().ok()
 }
 
+/// Where `pid` maps the agent-team program (the start of its first mapping of it).
+fn program_base(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .ok()?
+        .lines()
+        .find(|l| l.ends_with("/agent-team"))
+        .and_then(|l| l.split('-').next())
+        .map(str::to_string)
+}
+
 /// `task list --json` (a read: it never starts a daemon); empty when the read failed (a read
 /// in flight as the daemon is killed sees its connection reset).
 fn task_list(sb: &Sandbox, team: &str) -> Vec<serde_json::Value> {
@@ -202,6 +212,25 @@ fn a_run_stands_for_its_daemons_guardian_and_a_guardian_takes_over_once_the_run_
     let run = sb.spawn(&["run", "--backend", "in-process", "--timeout", "120"]);
     wait_for("the task to start", T, || lines(&sb.path("start.1")) >= 1);
     let first = daemon_pid(&sb, team).expect("a daemon");
+    // The daemon is `run` forked: it maps the program where `run` does (a program started anew
+    // is placed elsewhere), so it shares the pages `run` relocated at its start; it reads as a
+    // daemon in `ps`.
+    assert_eq!(
+        program_base(first),
+        program_base(run),
+        "the daemon was not forked from run"
+    );
+    let cmdline = std::fs::read(format!("/proc/{first}/cmdline")).unwrap();
+    let words: Vec<&[u8]> = cmdline
+        .split(|b| *b == 0)
+        .filter(|w| !w.is_empty())
+        .collect();
+    assert_eq!(
+        words[1..],
+        [&b"daemon"[..], b"--foreground", b"--team", team.as_bytes()],
+        "{:?}",
+        String::from_utf8_lossy(&cmdline)
+    );
     // While `run` follows the team it brings a crashed daemon back itself: no guardian.
     assert!(
         guardians(&sb, team).is_empty(),

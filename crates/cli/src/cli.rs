@@ -3,6 +3,9 @@
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
+/// How long a permission request waits before it is denied, unless the daemon is told otherwise.
+pub const PERMISSION_TIMEOUT_SECS: u64 = 300;
+
 /// Run a team of AI agents as supervised processes, one per tmux pane.
 #[derive(Debug, Parser)]
 #[command(name = "agent-team", version, about, long_about = None, propagate_version = true)]
@@ -306,7 +309,7 @@ pub enum Command {
         /// Seconds a permission request waits before it is denied.
         #[arg(
             long,
-            default_value_t = 300,
+            default_value_t = PERMISSION_TIMEOUT_SECS,
             value_name = "SECS",
             env = "AGENT_TEAM_PERMISSION_TIMEOUT"
         )]

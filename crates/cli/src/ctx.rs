@@ -87,7 +87,10 @@ impl Ctx {
         }
         let exe = std::env::current_exe().context("cannot find the agent-team executable")?;
         let started = if guarding {
-            agent_team_client::ensure_daemon_guarded_by_me(&self.tp, &exe)?
+            // The daemon is this process forked (when it has one thread): it shares this
+            // process's pages instead of loading the program again.
+            let daemon: &dyn Fn() -> u8 = &|| crate::cmd::daemon::forked(self);
+            agent_team_client::ensure_daemon_guarded_by_me(&self.tp, &exe, Some(daemon))?
         } else {
             agent_team_client::ensure_daemon(&self.tp, &exe, &[])?
         };

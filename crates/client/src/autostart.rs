@@ -2,6 +2,7 @@
 
 use agent_team_backoff::Backoff;
 use agent_team_paths::TeamPaths;
+use std::os::fd::FromRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -65,14 +66,24 @@ pub fn ensure_daemon(
     exe: &Path,
     extra_env: &[(String, String)],
 ) -> Result<Option<u32>, StartError> {
-    start(tp, exe, extra_env, false, false)
+    start(tp, exe, extra_env, false, false, None)
 }
 
 /// [`ensure_daemon`] for a starter that follows the team to its end and brings a crashed
 /// daemon back itself (`run`): a daemon it starts runs without a guardian while this process
 /// lives ([`ENV_STARTER_GUARD_FD`]), and starts one once this process is gone.
-pub fn ensure_daemon_guarded_by_me(tp: &TeamPaths, exe: &Path) -> Result<Option<u32>, StartError> {
-    start(tp, exe, &[], false, true)
+///
+/// With `daemon`, this program's own daemon (what `exe daemon --foreground` runs, returning its
+/// exit status), the daemon is this process forked rather than `exe` started anew, when this
+/// process has one thread (else it is started anew): it shares this process's relocated
+/// data and libraries' pages instead of loading and relocating its own, and starts a few
+/// milliseconds sooner. Its command line is rewritten to the daemon's where it fits.
+pub fn ensure_daemon_guarded_by_me(
+    tp: &TeamPaths,
+    exe: &Path,
+    daemon: Option<&dyn Fn() -> u8>,
+) -> Result<Option<u32>, StartError> {
+    start(tp, exe, &[], false, true, daemon)
 }
 
 /// The writing ends of the pipes of the daemons this process guards
@@ -87,6 +98,7 @@ pub(crate) fn start(
     extra_env: &[(String, String)],
     scrub: bool,
     guarded_by_me: bool,
+    daemon: Option<&dyn Fn() -> u8>,
 ) -> Result<Option<u32>, StartError> {
     if daemon_running(tp) {
         return Ok(None);
@@ -109,67 +121,56 @@ pub(crate) fn start(
     let (reason_rx, reason_tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| StartError::Io(format!("cannot make a pipe: {e}")))?;
     let tx_fd = std::os::fd::AsRawFd::as_raw_fd(&reason_tx);
-    let mut cmd = Command::new(exe);
-    cmd.args(["daemon", "--foreground", "--team", &tp.team])
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(log_err))
-        .env_remove("TMUX")
-        .env_remove("TMUX_PANE")
-        // `serve`'s token is the operator's over HTTP: the daemon has no use for it.
-        .env_remove(agent_team_paths::ENV_API_TOKEN);
+    // The daemon's environment: this process's, less what is not the daemon's, with its pipes.
+    // `serve`'s token is the operator's over HTTP: the daemon has no use for it.
+    let mut env: Vec<(String, Option<String>)> =
+        ["TMUX", "TMUX_PANE", agent_team_paths::ENV_API_TOKEN]
+            .iter()
+            .map(|k| (k.to_string(), None))
+            .collect();
     if scrub {
         for (k, _) in std::env::vars_os() {
-            if k.to_str().is_some_and(|k| k.starts_with("AGENT_TEAM_")) {
-                cmd.env_remove(k);
+            if let Some(k) = k.to_str().filter(|k| k.starts_with("AGENT_TEAM_")) {
+                env.push((k.to_string(), None));
             }
         }
     }
     for (k, v) in extra_env {
-        cmd.env(k, v);
+        env.push((k.clone(), Some(v.clone())));
     }
     // Last: a starter that is itself a daemon's child inherited its starter's number, which
     // the scrub above would otherwise take away from this daemon.
-    cmd.env(ENV_START_FD, tx_fd.to_string());
+    env.push((ENV_START_FD.to_string(), Some(tx_fd.to_string())));
     // The pipe that tells the daemon this process guards it: its reading end to the daemon.
     let guard = if guarded_by_me {
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| StartError::Io(format!("cannot make a pipe: {e}")))?;
-        cmd.env(
-            ENV_STARTER_GUARD_FD,
-            std::os::fd::AsRawFd::as_raw_fd(&r).to_string(),
-        );
+        env.push((
+            ENV_STARTER_GUARD_FD.to_string(),
+            Some(std::os::fd::AsRawFd::as_raw_fd(&r).to_string()),
+        ));
         Some((r, w))
     } else {
-        cmd.env_remove(ENV_STARTER_GUARD_FD);
+        env.push((ENV_STARTER_GUARD_FD.to_string(), None));
         None
     };
     let guard_fd = guard
         .as_ref()
         .map(|(r, _)| std::os::fd::AsRawFd::as_raw_fd(r));
-    // A new session: the daemon must outlive the terminal and the command that started it.
-    #[allow(unsafe_code)]
-    unsafe {
-        cmd.pre_exec(move || {
-            // SAFETY: the pipes' ends named here are open until the spawn returns; only the
-            // child's copies lose close-on-exec, so the daemon (and only it) inherits them.
-            for fd in std::iter::once(tx_fd).chain(guard_fd) {
-                let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
-                nix::fcntl::fcntl(
-                    fd,
-                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-                )
-                .map_err(std::io::Error::from)?;
-            }
-            nix::unistd::setsid()
-                .map(|_| ())
-                .map_err(std::io::Error::from)
-        });
-    }
-    let mut child = cmd.spawn().map_err(|source| StartError::Spawn {
-        exe: exe.to_path_buf(),
-        source,
-    })?;
+    let mut child = match daemon.filter(|_| one_thread()) {
+        Some(daemon) => {
+            let keep: Vec<i32> = std::iter::once(tx_fd).chain(guard_fd).collect();
+            Started::Forked(fork_daemon(tp, daemon, &env, (log, log_err), &keep)?)
+        }
+        None => Started::Child(spawn_daemon(
+            tp,
+            exe,
+            &env,
+            (log, log_err),
+            tx_fd,
+            guard_fd,
+        )?),
+    };
     drop(reason_tx);
     if let Some((r, w)) = guard {
         drop(r);
@@ -195,7 +196,7 @@ pub(crate) fn start(
                 .and_then(|s| s.trim().parse::<u32>().ok());
             return Ok((holder == Some(pid)).then_some(pid));
         }
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Some(status) = child.try_wait() {
             // Lost the race for the lock to another starter: its daemon answers soon.
             if daemon_running(tp)
                 || (agent_team_paths::lock_held(&tp.lock) && wait_for_winner(tp, deadline))
@@ -228,6 +229,205 @@ pub(crate) fn start(
                 });
             }
         }
+    }
+}
+
+/// The daemon's process as its starter knows it: a program it started, or itself forked.
+enum Started {
+    Child(std::process::Child),
+    Forked(nix::unistd::Pid),
+}
+
+impl Started {
+    fn id(&self) -> u32 {
+        match self {
+            Started::Child(c) => c.id(),
+            Started::Forked(p) => p.as_raw().unsigned_abs(),
+        }
+    }
+
+    /// How it exited, when it has.
+    fn try_wait(&mut self) -> Option<String> {
+        use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+        match self {
+            Started::Child(c) => c.try_wait().ok().flatten().map(|s| s.to_string()),
+            Started::Forked(p) => match waitpid(*p, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => None,
+                Ok(s) => Some(format!("{s:?}")),
+            },
+        }
+    }
+
+    /// Waits for its exit (reaps it).
+    fn wait(self) {
+        match self {
+            Started::Child(mut c) => {
+                let _ = c.wait();
+            }
+            Started::Forked(p) => {
+                let _ = nix::sys::wait::waitpid(p, None);
+            }
+        }
+    }
+}
+
+/// Starts `exe daemon --foreground --team T` in a new session, its output to the log, with the
+/// environment `env` gives (a variable without a value is removed) and the pipes' ends
+/// `inherit` (close-on-exec here) open in it.
+fn spawn_daemon(
+    tp: &TeamPaths,
+    exe: &Path,
+    env: &[(String, Option<String>)],
+    (log, log_err): (std::fs::File, std::fs::File),
+    tx_fd: i32,
+    guard_fd: Option<i32>,
+) -> Result<std::process::Child, StartError> {
+    let mut cmd = Command::new(exe);
+    cmd.args(["daemon", "--foreground", "--team", &tp.team])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log_err));
+    for (k, v) in env {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    // A new session: the daemon must outlive the terminal and the command that started it.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(move || {
+            // SAFETY: the pipes' ends named here are open until the spawn returns; only the
+            // child's copies lose close-on-exec, so the daemon (and only it) inherits them.
+            for fd in std::iter::once(tx_fd).chain(guard_fd) {
+                let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
+                nix::fcntl::fcntl(
+                    fd,
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+                )
+                .map_err(std::io::Error::from)?;
+            }
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
+    }
+    cmd.spawn().map_err(|source| StartError::Spawn {
+        exe: exe.to_path_buf(),
+        source,
+    })
+}
+
+/// Whether this process runs one thread (`/proc/self/task`): only then is a forked copy of it
+/// whole (no lock held by a thread the copy lacks).
+fn one_thread() -> bool {
+    std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1)
+}
+
+/// Forks this (one-threaded) process into the team's daemon: the child leaves the session, takes
+/// the log as its output, keeps only the descriptors `keep` (beside 0, 1 and 2), takes the
+/// environment `env` gives, and runs `daemon` to its exit. Returns the child's pid.
+fn fork_daemon(
+    tp: &TeamPaths,
+    daemon: &dyn Fn() -> u8,
+    env: &[(String, Option<String>)],
+    (log, log_err): (std::fs::File, std::fs::File),
+    keep: &[i32],
+) -> Result<nix::unistd::Pid, StartError> {
+    use std::io::Write;
+    // What this process wrote and has not flushed would be written twice.
+    let _ = std::io::stdout().flush();
+    let null = std::fs::File::open("/dev/null")
+        .map_err(|e| StartError::Io(format!("cannot open /dev/null: {e}")))?;
+    // SAFETY: this process has one thread (checked by the caller), so the child is a whole copy
+    // of it and may run any code; it never returns into the caller.
+    #[allow(unsafe_code)]
+    match unsafe { nix::unistd::fork() } {
+        Err(e) => Err(StartError::Io(format!("cannot fork the daemon: {e}"))),
+        Ok(nix::unistd::ForkResult::Parent { child }) => Ok(child),
+        Ok(nix::unistd::ForkResult::Child) => {
+            let ready = nix::unistd::setsid().is_ok()
+                && nix::unistd::dup2_stdin(&null).is_ok()
+                && nix::unistd::dup2_stdout(&log).is_ok()
+                && nix::unistd::dup2_stderr(&log_err).is_ok();
+            drop((null, log, log_err));
+            if !ready {
+                std::process::exit(1);
+            }
+            close_all_but(keep);
+            for (k, v) in env {
+                // SAFETY: the child has one thread (see above).
+                #[allow(unsafe_code)]
+                unsafe {
+                    match v {
+                        Some(v) => std::env::set_var(k, v),
+                        None => std::env::remove_var(k),
+                    }
+                }
+            }
+            retitle(&["agent-team", "daemon", "--foreground", "--team", &tp.team]);
+            std::process::exit(i32::from(daemon()))
+        }
+    }
+}
+
+/// Closes every descriptor of this process above 2 but those in `keep`: a forked daemon must
+/// not hold its starter's (the guard pipe's writing end above all: its end of file is the
+/// starter's end).
+fn close_all_but(keep: &[i32]) {
+    let open: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+                .collect()
+        })
+        .unwrap_or_default();
+    for fd in open.into_iter().filter(|fd| *fd > 2 && !keep.contains(fd)) {
+        // SAFETY: nothing in this freshly forked child uses these descriptors (the directory's
+        // own, already closed, fails harmlessly).
+        #[allow(unsafe_code)]
+        let _ = nix::unistd::close(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+    }
+}
+
+/// Rewrites this process's command line (`/proc/self/cmdline`, what `ps` shows) to `words`, as
+/// much of it as fits in the space the kernel gave the original (whole words only; the rest
+/// of that space zeroed), so that a forked daemon reads as one.
+fn retitle(words: &[&str]) {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields 48 and 49 (arg_start, arg_end), counted after the command's name in parentheses.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let (Some(start), Some(end)) = (
+        fields.get(45).and_then(|f| f.parse::<usize>().ok()),
+        fields.get(46).and_then(|f| f.parse::<usize>().ok()),
+    ) else {
+        return;
+    };
+    let Some(len) = end.checked_sub(start).filter(|l| *l > 0) else {
+        return;
+    };
+    let mut title = Vec::with_capacity(len);
+    for w in words {
+        if title.len() + w.len() + 1 > len {
+            break;
+        }
+        title.extend_from_slice(w.as_bytes());
+        title.push(0);
+    }
+    if title.is_empty() {
+        return;
+    }
+    title.resize(len, 0);
+    // SAFETY: [arg_start, arg_end) is this process's own argument area (on its stack, writable),
+    // as the kernel reports it; nothing in this child reads the old arguments any more.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::ptr::copy_nonoverlapping(title.as_ptr(), start as *mut u8, len);
     }
 }
 

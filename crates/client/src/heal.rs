@@ -119,7 +119,7 @@ impl Healer {
         }
         let mut env = self.env.clone();
         env.push((ENV_HEAL.to_string(), "1".to_string()));
-        match start(&self.tp, &self.exe, &env, true, false) {
+        match start(&self.tp, &self.exe, &env, true, false, None) {
             Ok(pid) => {
                 if let Some(pid) = pid {
                     eprintln!(

@@ -25,6 +25,27 @@ pub fn daemon(ctx: &Ctx, foreground: bool, permission_timeout: u64) -> Result<Ex
         }
         return Ok(ExitCode::SUCCESS);
     }
+    serve_here(ctx, permission_timeout).map(ExitCode::from)
+}
+
+/// The daemon of a `run` that forked it (`Ctx::connect_guarding`): runs to its end and gives
+/// its exit status, as `agent-team daemon --foreground` would exit.
+pub(crate) fn forked(ctx: &Ctx) -> u8 {
+    let permission_timeout = std::env::var("AGENT_TEAM_PERMISSION_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(crate::cli::PERMISSION_TIMEOUT_SECS);
+    match serve_here(ctx, permission_timeout) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("agent-team: error: {}", crate::describe(&e));
+            1
+        }
+    }
+}
+
+/// Runs the daemon in this process until it stops: its exit status.
+fn serve_here(ctx: &Ctx, permission_timeout: u64) -> Result<u8> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AGENT_TEAM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Started by the CLI, stderr is daemon.log: the daemon then writes it itself, rotated by
@@ -76,13 +97,13 @@ pub fn daemon(ctx: &Ctx, foreground: bool, permission_timeout: u64) -> Result<Ex
         crate::code_pages::release();
     };
     match agent_team_daemon::run_notifying(opts, listening) {
-        Ok(()) => Ok(ExitCode::SUCCESS),
+        Ok(()) => Ok(0),
         Err(e) => {
             // Said on stderr (the log) and to the CLI that started it, through its pipe: the
             // log may be on the full disk, and its last lines a previous daemon's.
             eprintln!("agent-team: error: {e}");
             tell_starter(&mut start_pipe.borrow_mut(), &e.to_string());
-            Ok(ExitCode::from(e.exit_code()))
+            Ok(e.exit_code())
         }
     }
 }

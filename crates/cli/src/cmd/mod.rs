@@ -2,7 +2,7 @@
 
 mod agents;
 mod board;
-mod daemon;
+pub(crate) mod daemon;
 mod doctor;
 mod memory;
 mod plan;

@@ -27,8 +27,9 @@ pub(crate) const RUNS: [&[(&str, &str)]; 2] = [
 ];
 
 /// Builds, profiles and writes the order files; with `--from-profiles`, only writes them from
-/// the last profiles; with `--faults`, only runs the fault passes on the files as they are;
-/// with `--calls`, only the call pass (xtask/src/order_calls.rs).
+/// the last profiles; with `--profiles`, profiles anew and writes them, keeping the fault
+/// passes' files; with `--faults`, only runs the fault passes on the files as they are; with
+/// `--calls`, only the call pass (xtask/src/order_calls.rs).
 pub fn order(root: &Path, args: &[String]) -> Result<()> {
     let target = crate::target_dir(root);
     let instrumented_dir = target.join("order");
@@ -46,14 +47,38 @@ pub fn order(root: &Path, args: &[String]) -> Result<()> {
             );
         }
         Some("--calls") => return crate::order_calls::call_pass(root, &release, &instrumented_dir),
+        Some("--profiles") => return profile_pass(root, &profiles, &release, &instrumented_dir),
         Some(other) => {
             bail!(
-                "cargo xtask order: unknown argument {other} (--from-profiles, --faults, --calls)"
+                "cargo xtask order: unknown argument {other} (--from-profiles, --profiles, --faults, --calls)"
             )
         }
     }
-    let _ = std::fs::remove_dir_all(&profiles);
-    std::fs::create_dir_all(&profiles)
+    profile_pass(root, &profiles, &release, &instrumented_dir)?;
+    // The fault passes start from the profile's files alone.
+    for layout in &LAYOUTS {
+        let faults = root
+            .join("crates")
+            .join("cli")
+            .join("link-order")
+            .join(format!("{}.faults.txt", layout.bin));
+        let _ = std::fs::remove_file(faults);
+    }
+    crate::order_faults::fault_passes(root, &release, &instrumented_dir, FAULT_PASSES)?;
+    crate::order_calls::call_pass(root, &release, &instrumented_dir)
+}
+
+/// `cargo xtask order --profiles` (and a full order's first step): the bench's runs with
+/// instrumented binaries, their profiles read into the BIN.txt files (the fault passes'
+/// BIN.faults.txt kept, under the names the binaries have now).
+fn profile_pass(
+    root: &Path,
+    profiles: &Path,
+    release: &Path,
+    instrumented_dir: &Path,
+) -> Result<()> {
+    let _ = std::fs::remove_dir_all(profiles);
+    std::fs::create_dir_all(profiles)
         .with_context(|| format!("cannot create {}", profiles.display()))?;
     let flags = format!(
         "-Cprofile-generate={} -Cllvm-args=-pgo-function-entry-coverage",
@@ -73,8 +98,8 @@ pub fn order(root: &Path, args: &[String]) -> Result<()> {
     )?;
     crate::build_release(root)?;
     let instrumented = instrumented_dir.join("release");
-    std::fs::remove_dir_all(&profiles)
-        .and_then(|()| std::fs::create_dir_all(&profiles))
+    std::fs::remove_dir_all(profiles)
+        .and_then(|()| std::fs::create_dir_all(profiles))
         .with_context(|| format!("cannot empty {}", profiles.display()))?;
     let pattern = profiles.join("%p.profraw");
     for run in RUNS {
@@ -90,18 +115,7 @@ pub fn order(root: &Path, args: &[String]) -> Result<()> {
             bail!("the bench failed ({status}) with {run:?}");
         }
     }
-    write_layouts(root, &profiles, &release)?;
-    // The fault passes start from the profile's files alone.
-    for layout in &LAYOUTS {
-        let faults = root
-            .join("crates")
-            .join("cli")
-            .join("link-order")
-            .join(format!("{}.faults.txt", layout.bin));
-        let _ = std::fs::remove_file(faults);
-    }
-    crate::order_faults::fault_passes(root, &release, &instrumented_dir, FAULT_PASSES)?;
-    crate::order_calls::call_pass(root, &release, &instrumented_dir)
+    write_layouts(root, profiles, release)
 }
 
 /// How many times the fault pass runs at most (each finds the next function of each folio).

@@ -253,7 +253,7 @@ impl Started {
             Started::Child(c) => c.try_wait().ok().flatten().map(|s| s.to_string()),
             Started::Forked(p) => match waitpid(*p, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(_) => None,
-                Ok(s) => Some(format!("{s:?}")),
+                Ok(s) => Some(exit_text(s)),
             },
         }
     }
@@ -269,6 +269,19 @@ impl Started {
             }
         }
     }
+}
+
+/// A forked daemon's end in the words a started one's gets (`ExitStatus`'s: "exit status: 1",
+/// "signal: 9 (SIGKILL)").
+fn exit_text(status: nix::sys::wait::WaitStatus) -> String {
+    use nix::sys::wait::WaitStatus;
+    use std::os::unix::process::ExitStatusExt;
+    let raw = match status {
+        WaitStatus::Exited(_, code) => (code & 0xff) << 8,
+        WaitStatus::Signaled(_, sig, core) => sig as i32 | if core { 0x80 } else { 0 },
+        other => return format!("{other:?}"),
+    };
+    std::process::ExitStatus::from_raw(raw).to_string()
 }
 
 /// Starts `exe daemon --foreground --team T` in a new session, its output to the log, with the
@@ -394,23 +407,18 @@ fn close_all_but(keep: &[i32]) {
 /// much of it as fits in the space the kernel gave the original (whole words only; the rest
 /// of that space zeroed), so that a forked daemon reads as one.
 fn retitle(words: &[&str]) {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return;
-    };
-    // Fields 48 and 49 (arg_start, arg_end), counted after the command's name in parentheses.
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let (Some(start), Some(end)) = (
-        fields.get(45).and_then(|f| f.parse::<usize>().ok()),
-        fields.get(46).and_then(|f| f.parse::<usize>().ok()),
-    ) else {
+    let Some((start, end)) = arg_area() else {
         return;
     };
     let Some(len) = end.checked_sub(start).filter(|l| *l > 0) else {
         return;
     };
+    // Under a tool that runs the program itself (valgrind), the kernel's area is the tool's
+    // own arguments, which it reads again to start children: only an area that holds this
+    // program's `argv[0]` is rewritten.
+    if !holds(start, end, argv0_address()) {
+        return;
+    }
     let mut title = Vec::with_capacity(len);
     for w in words {
         if title.len() + w.len() + 1 > len {
@@ -429,6 +437,42 @@ fn retitle(words: &[&str]) {
     unsafe {
         std::ptr::copy_nonoverlapping(title.as_ptr(), start as *mut u8, len);
     }
+}
+
+/// The process's argument area as the kernel reports it: fields 48 and 49 of
+/// `/proc/self/stat` (arg_start, arg_end).
+fn arg_area() -> Option<(usize, usize)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Counted after the command's name in parentheses (which may hold spaces).
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some((fields.get(45)?.parse().ok()?, fields.get(46)?.parse().ok()?))
+}
+
+/// Whether the argument area `[start, end)` holds the address `argv0`.
+fn holds(start: usize, end: usize, argv0: Option<usize>) -> bool {
+    argv0.is_some_and(|p| (start..end).contains(&p))
+}
+
+/// Where this program's `argv[0]` lies, as the C library kept it at start-up
+/// (`program_invocation_name`).
+#[cfg(target_os = "linux")]
+fn argv0_address() -> Option<usize> {
+    #[allow(unsafe_code)]
+    unsafe extern "C" {
+        static program_invocation_name: *const std::ffi::c_char;
+    }
+    // SAFETY: glibc and musl set this pointer once before `main` and never change it; this
+    // reads the pointer, not what it points to.
+    #[allow(unsafe_code)]
+    let p = unsafe { program_invocation_name };
+    (!p.is_null()).then_some(p as usize)
+}
+
+/// No `argv[0]` to find outside Linux (where there is no `/proc/self/stat` to rewrite by).
+#[cfg(not(target_os = "linux"))]
+fn argv0_address() -> Option<usize> {
+    None
 }
 
 /// Waits until the daemon's start pipe is readable or closed (it listens, or it is gone), at
@@ -503,5 +547,41 @@ fn with_disk_note(tail: String, dir: &Path) -> String {
             dir.display()
         ),
         _ => tail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_area_holding_argv0_is_ours() {
+        assert!(holds(100, 200, Some(100)));
+        assert!(holds(100, 200, Some(199)));
+        assert!(!holds(100, 200, Some(200)));
+        assert!(!holds(100, 200, Some(99)));
+        assert!(!holds(100, 200, None));
+    }
+
+    #[test]
+    fn a_forked_daemons_end_reads_as_a_started_ones() {
+        use nix::sys::signal::Signal;
+        use nix::sys::wait::WaitStatus;
+        let pid = nix::unistd::Pid::from_raw(42);
+        assert_eq!(exit_text(WaitStatus::Exited(pid, 1)), "exit status: 1");
+        assert_eq!(
+            exit_text(WaitStatus::Signaled(pid, Signal::SIGKILL, false)),
+            "signal: 9 (SIGKILL)"
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_process_started_by_the_kernel_holds_its_argv0_in_its_argument_area() {
+        // The test binary was started by exec like any program: the guard lets its area be
+        // rewritten (under valgrind it would not).
+        let (start, end) = arg_area().expect("/proc/self/stat names an argument area");
+        assert!(start < end);
+        assert!(holds(start, end, argv0_address()));
     }
 }

@@ -570,7 +570,7 @@ impl Core {
                 let now = self.clock.wall();
                 // A new connection (or incarnation) has no request in flight yet.
                 self.state.drop_lease(&name);
-                self.state.update_agent(&name, |a| a.info.connected = true);
+                self.state.mark_connected(&name);
                 if matches!(
                     self.state.agent(&name).map(|a| a.info.status),
                     Some(AgentStatus::Starting | AgentStatus::Backoff)

@@ -162,7 +162,15 @@ impl TeamState {
         }
         a.info.status = status;
         let incarnation = a.info.incarnation;
-        self.persist_agent(name);
+        // Up and working, from starting or from another of those: its activity only.
+        if crate::is_activity(status)
+            && (crate::is_activity(old)
+                || matches!(old, AgentStatus::Starting | AgentStatus::Backoff))
+        {
+            self.persist_agent_activity(name);
+        } else {
+            self.persist_agent(name);
+        }
         if old != status {
             self.record(
                 name,
@@ -256,6 +264,33 @@ impl TeamState {
     pub(crate) fn set_current_task(&mut self, name: &str, task: Option<u64>) {
         if let Some(a) = self.agents.get_mut(name) {
             a.info.current_task = task;
+        }
+    }
+
+    /// [`TeamState::update_agent`] for a change of what the agent is doing only (see
+    /// [`Change::AgentActivity`]), e.g. the daemon's own pid for an agent that runs inside it.
+    pub fn update_agent_activity<R>(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(&mut AgentRecord) -> R,
+    ) -> Option<R> {
+        let r = f(self.agents.get_mut(name)?);
+        self.persist_agent_activity(name);
+        Some(r)
+    }
+
+    /// Marks an agent connected (its activity only: see [`Change::AgentActivity`]).
+    pub fn mark_connected(&mut self, name: &str) {
+        if let Some(a) = self.agents.get_mut(name) {
+            a.info.connected = true;
+            self.persist_agent_activity(name);
+        }
+    }
+
+    fn persist_agent_activity(&mut self, name: &str) {
+        if let Some(a) = self.agents.get(name) {
+            self.changes
+                .push(Change::AgentActivity(Box::new(a.clone())));
         }
     }
 

@@ -72,6 +72,10 @@ pub enum Change {
     Task(Task),
     /// Insert or replace an agent.
     Agent(Box<AgentRecord>),
+    /// Insert or replace an agent whose record changed in its activity only (connected; running,
+    /// idle or waiting after starting or another of those): stored as [`Change::Agent`] is, but
+    /// a batch of nothing else need not wait for an fsync (see [`Change::needs_sync`]).
+    AgentActivity(Box<AgentRecord>),
     /// Delete an agent that was rolled back.
     AgentRemoved(String),
     /// A new message copy.
@@ -132,6 +136,38 @@ pub enum Change {
         /// The rows' keys.
         rows: Vec<u64>,
     },
+}
+
+impl Change {
+    /// Whether a batch holding this change must be on disk before it is answered. What need
+    /// not: a message moved to `delivered` or `read`, an agent's activity (its record and its
+    /// status event), and its narration (text and tool calls it reports as it works). Such a batch survives a crash of the daemon (its WAL is in the
+    /// operating system's cache) and the next batch that is synced syncs it too; a power cut
+    /// could at worst deliver a message again or show an agent as still starting, which its
+    /// next connection or turn corrects.
+    pub fn needs_sync(&self) -> bool {
+        match self {
+            Change::MessageState { .. } | Change::AgentActivity(_) => false,
+            Change::Event(env) => match &env.event {
+                Event::AgentStatus { status, .. } => !is_activity(*status),
+                // An agent's narration of its turn (what it says, the tools it calls).
+                Event::TextMessageContent { .. }
+                | Event::ToolCallStart { .. }
+                | Event::ToolCallResult { .. } => false,
+                _ => true,
+            },
+            _ => true,
+        }
+    }
+}
+
+/// The statuses an agent moves between as it works (and the ones it reaches them from
+/// without anything stored changing but its activity).
+pub(crate) fn is_activity(status: AgentStatus) -> bool {
+    matches!(
+        status,
+        AgentStatus::Running | AgentStatus::Idle | AgentStatus::Waiting
+    )
 }
 
 /// The team run as stored: its state, goal and answer.

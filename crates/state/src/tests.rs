@@ -379,6 +379,35 @@ fn acks_only_move_forward_and_only_for_the_owner() {
 }
 
 #[test]
+fn an_agents_activity_needs_no_sync_but_its_start_does() {
+    let mut s = team_with(&["leader", "b1"]);
+    s.take_changes();
+    // A launch: a new incarnation starting is stored before anything else is answered.
+    s.update_agent("b1", |a| a.info.incarnation += 1);
+    s.set_agent_status(
+        "b1",
+        AgentStatus::Starting,
+        Some("incarnation 1".into()),
+        now(),
+    );
+    assert!(s.take_changes().iter().all(Change::needs_sync));
+    // Its connection and its work: activity only.
+    s.mark_connected("b1");
+    s.set_agent_status("b1", AgentStatus::Running, Some("connected".into()), now());
+    s.set_agent_status("b1", AgentStatus::Waiting, None, now());
+    let activity = s.take_changes();
+    assert!(!activity.is_empty());
+    assert!(activity.iter().all(|c| !c.needs_sync()), "{activity:?}");
+    assert!(s.agent("b1").unwrap().info.connected);
+    // Going idle tells the leader (a message): stored before it is answered.
+    s.set_agent_status("b1", AgentStatus::Idle, None, now());
+    assert!(s.take_changes().iter().any(Change::needs_sync));
+    // Stopping is not activity.
+    s.set_agent_status("b1", AgentStatus::Stopped, None, now());
+    assert!(s.take_changes().iter().all(Change::needs_sync));
+}
+
+#[test]
 fn idle_notifications_are_coalesced() {
     let mut s = team_with(&["leader", "b1"]);
     s.set_agent_status("b1", AgentStatus::Running, None, now());

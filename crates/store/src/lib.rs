@@ -60,7 +60,8 @@ impl StoreError {
 pub struct Store {
     conn: Connection,
     team: String,
-    /// Whether `synchronous` is currently NORMAL (for an acknowledgement-only batch).
+    /// Whether `synchronous` is currently NORMAL (for a batch of changes none of which
+    /// [needs a sync](Change::needs_sync)).
     relaxed: bool,
     /// The stored `next_task_id`, so it is written only when a new task raises it.
     next_task_id: u64,
@@ -437,23 +438,22 @@ impl Store {
 
     /// Writes a batch of changes in one transaction and returns once it is durable.
     ///
-    /// A batch that only moves messages to `delivered` or `read` is committed without its own
-    /// fsync: it survives a crash of the process (the WAL is in the OS cache) and the next
-    /// durable commit syncs it; a power cut could at worst deliver such a message again.
+    /// A batch none of whose changes [needs a sync](Change::needs_sync) (messages moved to
+    /// `delivered` or `read`, an agent's activity) is committed without its own fsync: it
+    /// survives a crash of the process (the WAL is in the OS cache) and the next durable commit
+    /// syncs it; a power cut could at worst deliver such a message again.
     pub fn commit(&mut self, changes: &[Change]) -> Result<(), StoreError> {
         if changes.is_empty() {
             return Ok(());
         }
-        let acks_only = changes
-            .iter()
-            .all(|c| matches!(c, Change::MessageState { .. }));
-        if acks_only != self.relaxed {
+        let unsynced = changes.iter().all(|c| !c.needs_sync());
+        if unsynced != self.relaxed {
             self.conn.pragma_update(
                 None,
                 "synchronous",
-                if acks_only { "NORMAL" } else { "FULL" },
+                if unsynced { "NORMAL" } else { "FULL" },
             )?;
-            self.relaxed = acks_only;
+            self.relaxed = unsynced;
         }
         let tx = self.conn.transaction()?;
         let mut next_task_id = None;
@@ -474,7 +474,7 @@ impl Store {
                         )?
                         .execute(params![t.id as i64, to_json(t)])?;
                     }
-                    Change::Agent(a) => {
+                    Change::Agent(a) | Change::AgentActivity(a) => {
                         tx.prepare_cached(
                             "INSERT OR REPLACE INTO agents (name, data) VALUES (?1, ?2)",
                         )?
@@ -892,6 +892,51 @@ mod tests {
             .chunks(24 + page_size)
             .filter(|f| f.len() >= 8 && f[4..8] != [0, 0, 0, 0])
             .count()
+    }
+
+    #[test]
+    fn an_agents_activity_is_committed_without_a_sync_and_stored_as_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("state.db");
+        let mut store = Store::open(&db, "t").unwrap();
+        let now = Timestamp(5);
+        let mut s = TeamState::new("t");
+        s.add_agent(
+            &Actor::Operator,
+            AgentRecord {
+                info: AgentInfo::new("w1", "worker", "external", 1, now),
+                secret: "s".into(),
+                spec: serde_json::Value::Null,
+            },
+            now,
+        )
+        .unwrap();
+        store.commit(&s.take_changes()).unwrap();
+        let synchronous = |store: &Store| -> i64 {
+            store
+                .conn
+                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(synchronous(&store), 2, "a new agent is synced (FULL)");
+        s.mark_connected("w1");
+        let activity = s.take_changes();
+        assert!(matches!(activity.as_slice(), [Change::AgentActivity(_)]));
+        store.commit(&activity).unwrap();
+        assert_eq!(
+            synchronous(&store),
+            1,
+            "activity alone is not synced (NORMAL)"
+        );
+        let stored = store.load().unwrap().agents;
+        assert!(stored[0].info.connected, "stored like the agent's record");
+        s.set_agent_status("w1", AgentStatus::Stopped, None, now);
+        store.commit(&s.take_changes()).unwrap();
+        assert_eq!(
+            synchronous(&store),
+            2,
+            "the next durable change is synced again"
+        );
     }
 
     #[test]

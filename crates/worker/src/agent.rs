@@ -517,25 +517,39 @@ pub async fn run(
                 answer_given(link, &mut given, &turn.text, out).await;
             }
             let mut finished = None;
-            for call in &turn.tool_calls {
-                let outcome = run_call(
-                    link,
-                    &mut inbox,
-                    role,
-                    &ctx,
-                    (&tool_names, &full_names),
-                    call,
-                    out,
+            // Asked for one call at a time, whichever call needs it.
+            let inbox = tokio::sync::Mutex::new(&mut inbox);
+            let names = (tool_names.as_slice(), full_names.as_slice());
+            let calls = &turn.tool_calls;
+            let mut at = 0;
+            while at < calls.len() {
+                // A run of calls that are each one request to the daemon goes out at once, in
+                // the model's order (the daemon applies a connection's requests in order), and
+                // shares one commit instead of waiting for one each.
+                let n = calls[at..]
+                    .iter()
+                    .take(AT_ONCE)
+                    .take_while(|c| goes_at_once(c, role, &ctx, &tool_names))
+                    .count()
+                    .max(1);
+                let outcomes = futures_util::future::join_all(
+                    calls[at..at + n]
+                        .iter()
+                        .map(|call| run_call(link, &inbox, role, &ctx, names, call, out)),
                 )
-                .await?;
-                if outcome.finished.is_some() {
-                    finished = outcome.finished.clone();
+                .await;
+                for (call, outcome) in calls[at..at + n].iter().zip(outcomes) {
+                    let outcome = outcome?;
+                    if outcome.finished.is_some() {
+                        finished = outcome.finished.clone();
+                    }
+                    messages.push(ChatMessage::tool(
+                        call.id.clone(),
+                        outcome.content,
+                        outcome.is_error,
+                    ));
                 }
-                messages.push(ChatMessage::tool(
-                    call.id.clone(),
-                    outcome.content,
-                    outcome.is_error,
-                ));
+                at += n;
             }
             Ok::<_, AgentError>(finished)
         };
@@ -653,13 +667,49 @@ fn absorb(ev: Inbound, name: &str, messages: &mut Vec<ChatMessage>, given: &mut 
     }
 }
 
+/// The most calls that go out together: `join_all` polls up to 30 futures first in the order
+/// given (more go through a set with no such promise), and the request of each is sent at its
+/// first poll.
+const AT_ONCE: usize = 16;
+
+/// Whether `call` may go out beside its neighbours in the turn: a tool that is one request to
+/// the daemon whose answer the next call does not need ([`tools::one_request`]), one
+/// of the agent's tools now, that its policy allows without asking (a question would hold the
+/// calls after it back while the ones beside it went out).
+fn goes_at_once(
+    call: &agent_team_model::ToolCall,
+    role: &Role,
+    ctx: &ToolCtx,
+    tool_names: &[&str],
+) -> bool {
+    let name = agent_team_tools::alias_of(&call.name).unwrap_or(&call.name);
+    if !tool_names.contains(&name) {
+        return false;
+    }
+    let raw = if call.arguments.trim().is_empty() {
+        "{}"
+    } else {
+        call.arguments.as_str()
+    };
+    let Ok(args @ serde_json::Value::Object(_)) = serde_json::from_str::<serde_json::Value>(raw)
+    else {
+        return false;
+    };
+    match tools::ToolCall::parse(name, &args) {
+        Ok(parsed) if tools::one_request(&parsed) => {
+            tools::check(ctx, &role.permissions, &parsed, &args).action == PermAction::Allow
+        }
+        _ => false,
+    }
+}
+
 /// One tool call: arguments parsed, the tool known (one of `tool_names`, the tools it has
 /// now; a tool of `full` it lacks now is held back until its plan is approved), the policy
 /// satisfied, then run.
 #[allow(clippy::too_many_arguments)]
 async fn run_call(
     link: &Arc<Link>,
-    inbox: &mut Inbox,
+    inbox: &tokio::sync::Mutex<&mut Inbox>,
     role: &Role,
     ctx: &ToolCtx,
     (tool_names, full): (&[&str], &[&str]),
@@ -761,8 +811,15 @@ async fn run_call(
                     short(&input, 200)
                 )),
                 PermAction::Ask => {
-                    let (allowed, why) =
-                        ask_permission(link, inbox, &call.name, &input, &reason, out).await?;
+                    let (allowed, why) = ask_permission(
+                        link,
+                        &mut **inbox.lock().await,
+                        &call.name,
+                        &input,
+                        &reason,
+                        out,
+                    )
+                    .await?;
                     if allowed {
                         tools::run(ctx, &parsed).await
                     } else {

@@ -33,6 +33,20 @@ impl FakeDaemon {
     /// arrived on it: a client that waits for one answer before its next request never gets
     /// there.
     fn start_holding(name: &str, role: &str, pushes: Vec<Message>, hold: usize) -> Self {
+        Self::start_holding_until(name, role, pushes, move |seen: &[Request]| {
+            seen.len() >= hold
+        })
+    }
+
+    /// [`FakeDaemon::start`] that answers nothing until `ready` holds for the requests seen so
+    /// far, then all it held and everything after.
+    fn start_holding_until(
+        name: &str,
+        role: &str,
+        pushes: Vec<Message>,
+        ready: impl Fn(&[Request]) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        let ready = Arc::new(ready);
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("d.sock");
         let listener = tokio::net::UnixListener::bind(&socket).unwrap();
@@ -66,10 +80,9 @@ impl FakeDaemon {
                     tx.send(push(m)).unwrap();
                 }
                 *current.lock().unwrap() = Some(tx.clone());
-                let seen = seen.clone();
+                let (seen, ready) = (seen.clone(), ready.clone());
                 tokio::spawn(async move {
                     let mut held: Vec<Vec<u8>> = Vec::new();
-                    let mut arrived = 0;
                     while let Ok(raw) = frame::tokio_io::read_raw(&mut r).await {
                         let Ok(ClientFrame::Request { id, body, .. }) =
                             serde_json::from_slice(&raw)
@@ -77,15 +90,18 @@ impl FakeDaemon {
                             continue;
                         };
                         let reply = answer(&body);
-                        seen.lock().unwrap().push(body);
+                        let go = {
+                            let mut seen = seen.lock().unwrap();
+                            seen.push(body);
+                            ready(&seen)
+                        };
                         let frame = ServerFrame::Response {
                             id,
                             ok: Some(reply),
                             error: None,
                         };
-                        arrived += 1;
                         held.push(frame::encode(&frame).unwrap());
-                        if arrived < hold {
+                        if !go {
                             continue;
                         }
                         for bytes in held.drain(..) {
@@ -286,6 +302,12 @@ struct ModelAgent {
 impl ModelAgent {
     async fn start(mock: &MockModel, pushes: Vec<Message>) -> (FakeDaemon, Self) {
         let d = FakeDaemon::start("b1", "worker", pushes);
+        let a = Self::on(&d, mock).await;
+        (d, a)
+    }
+
+    /// A worker `b1` on the mock model, connected to `d`.
+    async fn on(d: &FakeDaemon, mock: &MockModel) -> Self {
         let ws = tempfile::tempdir().unwrap();
         let (link, inbound) = link::Link::start(d.env("b1"), Output::null())
             .await
@@ -299,7 +321,7 @@ impl ModelAgent {
             ..default_role("worker")
         };
         let cfg = config(ws.path());
-        let a = ModelAgent {
+        ModelAgent {
             link,
             inbound: Some(inbound),
             role,
@@ -307,8 +329,7 @@ impl ModelAgent {
             out: Output::null(),
             groups: CommandGroups::default(),
             _ws: ws,
-        };
-        (d, a)
+        }
     }
 
     /// The agent's start and loop, as its worker runs them.
@@ -568,4 +589,63 @@ async fn every_request_carries_the_whole_tool_list_after_a_retry_and_a_later_tur
     for (i, b) in bodies.iter().enumerate() {
         assert_eq!(&b["tools"], tools, "request {i} carries the same tools");
     }
+}
+
+/// The messages sent with `send_message`, in the order the daemon got them.
+fn sent_texts(requests: &[Request]) -> Vec<String> {
+    requests
+        .iter()
+        .filter_map(|r| match r {
+            Request::Send {
+                body,
+                kind: MessageKind::Text,
+                ..
+            } => Some(body.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_turns_calls_that_are_one_request_each_go_out_together_in_order() {
+    // Two messages in one turn: the daemon answers neither until both have arrived, so an
+    // agent that waited for the first answer before sending the second would never finish
+    // its turn.
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    mock.script(
+        "b1",
+        vec![
+            Step::Tools(vec![
+                (
+                    "send_message".into(),
+                    serde_json::json!({"to": "leader", "text": "first"}),
+                ),
+                (
+                    "send_message".into(),
+                    serde_json::json!({"to": "leader", "text": "second"}),
+                ),
+            ]),
+            Step::Text("done".into()),
+        ],
+    );
+    let d = FakeDaemon::start_holding_until("b1", "worker", vec![], |seen: &[Request]| {
+        let sends = sent_texts(seen).len();
+        sends == 0 || sends >= 2
+    });
+    let mut a = ModelAgent::on(&d, &mock).await;
+    let run = a.run();
+    tokio::pin!(run);
+    until("the turn after the two messages", &mut run, || {
+        mock.requests("b1").len() == 2
+    })
+    .await;
+    assert_eq!(
+        sent_texts(&d.requests()),
+        ["first", "second"],
+        "in the model's order"
+    );
+    // Their results reach the model in its order too.
+    let second = mock.requests("b1")[1].to_string();
+    let (a1, a2) = (second.find("call_1"), second.rfind("call_2"));
+    assert!(a1.is_some() && a2.is_some() && a1 < a2, "{second}");
 }

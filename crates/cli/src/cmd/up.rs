@@ -720,7 +720,15 @@ fn run_team(ctx: &Ctx, args: RunArgs, report: Report, started: Instant) -> Resul
     };
     let stream = report == Report::Stream;
     let outcome = loop {
-        match follow_until_finished(approvals, &mut c, &mut since, deadline, args.quiet, stream) {
+        match follow_until_finished(
+            approvals,
+            &mut c,
+            &mut since,
+            deadline,
+            args.quiet,
+            stream,
+            cfg.end_grace_secs,
+        ) {
             Ok(Some(done)) => break Ok(done),
             Ok(None) => {
                 break Err(RunStopped {
@@ -755,10 +763,8 @@ fn run_team(ctx: &Ctx, args: RunArgs, report: Report, started: Instant) -> Resul
     // The teammates' last turns (their reports to the leader), then what the result says
     // of the team as the run ended (its figures, its members), before the team goes down.
     let (reports, agents, usage) = match &outcome {
-        Ok(_) => {
-            wait_for_teammates(&mut c, cfg.end_grace_secs, args.quiet);
-            run_end(&mut c, run_ts)
-        }
+        // The wait for the teammates' last turns went with the run's end (`RUN_FINISHED`).
+        Ok(_) => run_end(&mut c, run_ts),
         Err(_) => {
             let usage = match c.call(Request::Usage) {
                 Ok(Reply::Usage { report }) => Some(report),
@@ -781,23 +787,26 @@ fn run_team(ctx: &Ctx, args: RunArgs, report: Report, started: Instant) -> Resul
     Ok(done)
 }
 
-/// Waits until every teammate has ended its turn (at most `grace_secs`, then says who was
-/// still working).
-fn wait_for_teammates(c: &mut Client, grace_secs: u64, quiet: bool) {
-    let wait = Request::WaitFor {
+/// The wait until every teammate has ended its turn (at most `grace_secs`): asked as the run
+/// ends, so their last reports to the leader are in its inbox when the result reads it.
+fn teammates_done(grace_secs: u64) -> Request {
+    Request::WaitFor {
         agents: Vec::new(),
         tasks: Vec::new(),
         timeout_ms: grace_secs
             .saturating_mul(1000)
             .min(agent_team_protocol::MAX_WAIT_MS),
         any: false,
-    };
-    if let Ok(Reply::Waited {
+    }
+}
+
+/// Says who was still working when the grace for the teammates' last turns ran out.
+fn say_who_still_works(grace_secs: u64, waited: Reply) {
+    if let Reply::Waited {
         done: false,
         agents,
         ..
-    }) = c.call(wait)
-        && !quiet
+    } = waited
     {
         let busy: Vec<String> = agents
             .into_iter()
@@ -948,6 +957,7 @@ fn reconnect_guarded(ctx: &Ctx, guarding: bool) -> Result<Client> {
 /// Follows events until `RUN_FINISHED`; `Ok(None)` on timeout. With `stream`, every envelope
 /// goes to stdout as one JSON line as it arrives (progress lines stay on stderr). The run's
 /// record (committed with `RUN_FINISHED`) and the board are read before the team goes down.
+#[allow(clippy::too_many_arguments)]
 fn follow_until_finished(
     approvals: Approvals,
     c: &mut Client,
@@ -955,6 +965,7 @@ fn follow_until_finished(
     deadline: Option<Instant>,
     quiet: bool,
     stream: bool,
+    grace_secs: u64,
 ) -> Result<Option<Finished>, ClientError> {
     c.call(Request::Subscribe { since: *since })?;
     let paint = output::color_on_stderr();
@@ -988,7 +999,8 @@ fn follow_until_finished(
         }
         match envelope.event {
             Event::RunFinished { answer, success } => {
-                // The run's record and the board's first page asked at once.
+                // The run's record, the board's first page and the wait for the teammates'
+                // last turns (their reports to the leader) asked at once.
                 let mut answers = c
                     .call_all(vec![
                         Request::TeamInfo,
@@ -996,6 +1008,7 @@ fn follow_until_finished(
                             status: None,
                             after: None,
                         },
+                        teammates_done(grace_secs),
                     ])?
                     .into_iter();
                 let details = match answers.next().transpose()? {
@@ -1006,6 +1019,9 @@ fn follow_until_finished(
                     Some(Reply::Tasks { tasks }) => tasks,
                     _ => Vec::new(),
                 };
+                if !quiet && let Some(Ok(waited)) = answers.next() {
+                    say_who_still_works(grace_secs, waited);
+                }
                 if let Some(last) = tasks.last().map(|t| t.id) {
                     let rest = c.tasks_after(None, Some(last))?;
                     tasks.extend(rest);

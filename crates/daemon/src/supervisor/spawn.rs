@@ -523,7 +523,10 @@ impl Step<'_> {
         let pid_start = (launched.pid != std::process::id() && launched.host.is_none())
             .then(|| agent_team_pane::procs::start_time(launched.pid))
             .flatten();
-        self.state.update_agent(name, |a| {
+        // An agent inside the daemon dies with it: its pid (the daemon's) tells a later `down`
+        // nothing to stop, so recording it need not wait for an fsync.
+        let inside = launched.pid == std::process::id() && launched.host.is_none();
+        let record = |a: &mut agent_team_state::AgentRecord| {
             a.info.pid = Some(launched.pid);
             a.info.pgid = launched.pgid;
             a.info.pane = launched.pane.clone();
@@ -533,7 +536,12 @@ impl Step<'_> {
                     None => spec.remove(PID_START),
                 };
             }
-        });
+        };
+        if inside {
+            self.state.update_agent_activity(name, record);
+        } else {
+            self.state.update_agent(name, record);
+        }
         let stop = {
             let Some(rt) = self.sup.runtimes.get_mut(name) else {
                 return;

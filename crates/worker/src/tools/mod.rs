@@ -332,6 +332,22 @@ pub async fn run(ctx: &ToolCtx, call: &ToolCall) -> ToolOutcome {
     }
 }
 
+/// Whether the call is one request to the daemon whose effect a call after it in the same turn
+/// does not depend on, so several of them may go out together (in order) and share one
+/// commit: starting a teammate, adding a task, a message. Not `update_task_status`: a
+/// `task_completed` hook holds a completion until it decides, and a message after it ("done")
+/// must not overtake it; nor claims, releases or assignments (a later call often builds on
+/// them).
+pub fn one_request(call: &ToolCall) -> bool {
+    matches!(
+        call,
+        ToolCall::SpawnTeammate(_)
+            | ToolCall::CreateTask(_)
+            | ToolCall::SendMessage(_)
+            | ToolCall::Broadcast(_)
+    )
+}
+
 /// Each tool's handler; the match is exhaustive, so a tool added to the catalogue without a
 /// handler does not compile.
 async fn run_inner(ctx: &ToolCtx, call: &ToolCall) -> Result<ToolOutcome, String> {

@@ -894,6 +894,20 @@ mod tests {
             .count()
     }
 
+    /// Adds a worker `name` to the team, as the operator does.
+    fn add_worker(s: &mut TeamState, name: &str, now: Timestamp) {
+        s.add_agent(
+            &Actor::Operator,
+            AgentRecord {
+                info: AgentInfo::new(name, "worker", "external", 1, now),
+                secret: "s".into(),
+                spec: serde_json::Value::Null,
+            },
+            now,
+        )
+        .unwrap();
+    }
+
     #[test]
     fn an_agents_activity_is_committed_without_a_sync_and_stored_as_its_record() {
         let dir = tempfile::tempdir().unwrap();
@@ -901,16 +915,7 @@ mod tests {
         let mut store = Store::open(&db, "t").unwrap();
         let now = Timestamp(5);
         let mut s = TeamState::new("t");
-        s.add_agent(
-            &Actor::Operator,
-            AgentRecord {
-                info: AgentInfo::new("w1", "worker", "external", 1, now),
-                secret: "s".into(),
-                spec: serde_json::Value::Null,
-            },
-            now,
-        )
-        .unwrap();
+        add_worker(&mut s, "w1", now);
         store.commit(&s.take_changes()).unwrap();
         let synchronous = |store: &Store| -> i64 {
             store
@@ -1255,16 +1260,7 @@ mod tests {
         assert!(failed.is_err());
         s.remember_outcome("operator", "r-fail".into(), failed.clone());
         // A send reply is stored short (its id and recipient, no field names).
-        s.add_agent(
-            &op,
-            AgentRecord {
-                info: AgentInfo::new("w1", "worker", "external", 1, now),
-                secret: "s".into(),
-                spec: serde_json::Value::Null,
-            },
-            now,
-        )
-        .unwrap();
+        add_worker(&mut s, "w1", now);
         let sent = s
             .send(&op, "w1", "hi".into(), MessageKind::Text, None, now)
             .map(|(ids, recipients)| Reply::Sent { ids, recipients });

@@ -80,8 +80,11 @@ fn profile_pass(
     let _ = std::fs::remove_dir_all(profiles);
     std::fs::create_dir_all(profiles)
         .with_context(|| format!("cannot create {}", profiles.display()))?;
+    // `agent_team_instrumented`: `run` starts its daemon anew rather than forking it (the
+    // profiler names a process's file by the pid it began with, so a forked daemon would
+    // write into `run`'s).
     let flags = format!(
-        "-Cprofile-generate={} -Cllvm-args=-pgo-function-entry-coverage",
+        "-Cprofile-generate={} -Cllvm-args=-pgo-function-entry-coverage --cfg agent_team_instrumented",
         profiles.display()
     );
     let instrumented_target = instrumented_dir.display().to_string();

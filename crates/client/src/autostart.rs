@@ -157,7 +157,9 @@ pub(crate) fn start(
     let guard_fd = guard
         .as_ref()
         .map(|(r, _)| std::os::fd::AsRawFd::as_raw_fd(r));
-    let mut child = match daemon.filter(|_| one_thread()) {
+    // An instrumented build (`cargo xtask order`) starts the daemon anew: a forked one would
+    // write its profile into this process's file.
+    let mut child = match daemon.filter(|_| one_thread() && !cfg!(agent_team_instrumented)) {
         Some(daemon) => {
             let keep: Vec<i32> = std::iter::once(tx_fd).chain(guard_fd).collect();
             Started::Forked(fork_daemon(tp, daemon, &env, (log, log_err), &keep)?)

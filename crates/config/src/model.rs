@@ -817,6 +817,14 @@ impl TeamConfig {
         self.roles.get(name)
     }
 
+    /// This configuration with `role` as its only role: what a teammate starts from (the other
+    /// roles are for the leader to spawn; the built-in ones alone are ~18 KB of prompts).
+    pub fn with_only_role(&self, role: &str) -> TeamConfig {
+        let mut config = self.clone();
+        config.roles.retain(|name, _| name == role);
+        config
+    }
+
     /// The ssh destinations the team file names (its teammates' and roles' `host`): where the
     /// leader may place a teammate (the operator may name any).
     pub fn hosts(&self) -> std::collections::BTreeSet<&str> {

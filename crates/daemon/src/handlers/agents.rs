@@ -24,14 +24,21 @@ pub(super) fn configure(
 }
 
 /// `get_config`: what agents start from, the stored configuration with its run-time settings
-/// applied (they are kept, under `overrides`, for `config show`).
-pub(super) fn config(core: &Core) -> Reply {
+/// applied (they are kept, under `overrides`, for `config show`). A teammate gets its own role
+/// only: it spawns no one, and the rest is most of the configuration's bytes, serialized and
+/// parsed again on every teammate's start.
+pub(super) fn config(core: &Core, actor: &Actor) -> Reply {
+    let own_role = match actor {
+        Actor::Agent(name) if name != LEADER => core.state.agent(name).map(|a| &a.info.role),
+        _ => None,
+    };
+    let config = match (&core.sup.config, own_role) {
+        (Some(c), Some(role)) => serde_json::to_value(c.with_only_role(role)).ok(),
+        (Some(c), None) => serde_json::to_value(c).ok(),
+        (None, _) => None,
+    };
     Reply::Config {
-        config: core
-            .sup
-            .config
-            .as_ref()
-            .and_then(|c| serde_json::to_value(c).ok())
+        config: config
             .or_else(|| core.state.config().cloned())
             .unwrap_or(serde_json::Value::Null),
     }

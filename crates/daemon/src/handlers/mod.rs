@@ -163,7 +163,7 @@ pub(crate) fn dispatch(
             .map(agent_reply),
         Request::StartRun { goal } => core.supervise(|s| s.start_run(actor, goal)),
         Request::Configure { config } => agents::configure(core, actor, config),
-        Request::GetConfig => Ok(agents::config(core)),
+        Request::GetConfig => Ok(agents::config(core, actor)),
         Request::Finish {
             answer,
             force,

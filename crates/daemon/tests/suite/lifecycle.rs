@@ -138,3 +138,25 @@ fn wait_for_answers_when_its_task_finishes_or_at_its_timeout() {
         .unwrap_err();
     assert_eq!(e.body().unwrap().code, ErrorCode::NotFound);
 }
+
+/// The role names in a `get_config` answer.
+fn config_roles(c: &mut agent_team_client::Client) -> Vec<String> {
+    match c.call(Request::GetConfig).unwrap() {
+        Reply::Config { config } => config["roles"]
+            .as_object()
+            .map(|r| r.keys().cloned().collect())
+            .unwrap_or_default(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn a_teammate_reads_its_own_role_and_the_leader_and_operator_every_role() {
+    let t = TestTeam::start().with_agents(&["leader", "b1"]);
+    configured(&t);
+    let all = config_roles(&mut t.operator());
+    assert!(all.len() > 2, "the built-in roles: {all:?}");
+    assert!(all.contains(&"worker".to_string()) && all.contains(&"leader".to_string()));
+    assert_eq!(config_roles(&mut t.agent("leader")), all);
+    assert_eq!(config_roles(&mut t.agent("b1")), vec!["worker".to_string()]);
+}

@@ -367,7 +367,8 @@ pub enum Request {
         /// The configuration, as `agent-team-config` serializes a `TeamConfig`.
         config: serde_json::Value,
     },
-    /// The stored team configuration (agents read their role from it).
+    /// The stored team configuration (agents read their role from it); a teammate's has its
+    /// own role only, the leader's and the operator's every role.
     GetConfig,
     /// Start a team run with a goal (operator only): starts the leader and the team file's teammates.
     StartRun {

@@ -397,7 +397,7 @@ impl Client {
             after,
             |after| Request::TaskList { status, after },
             |r| match r {
-                Reply::Tasks { tasks } => Some(tasks),
+                Reply::Tasks { tasks, .. } => Some(tasks),
                 _ => None,
             },
             |t| t.id,
@@ -418,7 +418,7 @@ impl Client {
                 after,
             },
             |r| match r {
-                Reply::Messages { messages } => Some(messages),
+                Reply::Messages { messages, .. } => Some(messages),
                 _ => None,
             },
             |m| m.id,
@@ -489,6 +489,7 @@ impl Client {
         let mut out = Vec::new();
         loop {
             let reply = self.call(req(after))?;
+            let last_page = reply.is_last_page();
             let page = items(reply)
                 .ok_or_else(|| ClientError::Unexpected("wrong reply kind for a listing".into()))?;
             match page.last() {
@@ -496,6 +497,9 @@ impl Client {
                 None => return Ok(out),
             }
             out.extend(page);
+            if last_page {
+                return Ok(out);
+            }
         }
     }
 
@@ -533,13 +537,13 @@ impl ReplyExt for Result<Reply, ClientError> {
     }
     fn tasks(self) -> Result<Vec<Task>, ClientError> {
         match self? {
-            Reply::Tasks { tasks } => Ok(tasks),
+            Reply::Tasks { tasks, .. } => Ok(tasks),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }
     fn messages(self) -> Result<Vec<Message>, ClientError> {
         match self? {
-            Reply::Messages { messages } => Ok(messages),
+            Reply::Messages { messages, .. } => Ok(messages),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }

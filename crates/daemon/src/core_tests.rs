@@ -452,7 +452,7 @@ async fn plan_approval_through_the_core() {
         h.agent("p1").plan.map(|p| p.state),
         Some(PlanState::Planning)
     );
-    let Reply::Messages { messages } = call(
+    let Reply::Messages { messages, .. } = call(
         &mut h,
         &op,
         Request::Inbox {

@@ -389,7 +389,7 @@ pub(crate) async fn tasks(
     blocking(&app, move |t| {
         let tasks = all_pages(
             |after| match t.read(&team, Request::TaskList { status, after })? {
-                Reply::Tasks { tasks } => Ok(tasks),
+                Reply::Tasks { tasks, .. } => Ok(tasks),
                 r => Err(unexpected(r)),
             },
             |t| t.id,
@@ -530,7 +530,7 @@ pub(crate) async fn inbox(
                     after,
                 };
                 match t.read(&team, req)? {
-                    Reply::Messages { messages } => Ok(messages),
+                    Reply::Messages { messages, .. } => Ok(messages),
                     r => Err(unexpected(r)),
                 }
             },

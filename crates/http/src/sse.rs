@@ -436,7 +436,7 @@ fn run_record(teams: &dyn crate::Teams, team: &str) -> (Option<RunDetails>, Vec<
                 after,
             },
         ) {
-            Ok(Reply::Tasks { tasks }) => Ok(tasks),
+            Ok(Reply::Tasks { tasks, .. }) => Ok(tasks),
             Ok(_) => Ok(Vec::new()),
             Err(e) => Err(e),
         },

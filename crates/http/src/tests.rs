@@ -115,8 +115,14 @@ impl Teams for Fake {
         }
         match req {
             Request::TeamInfo => Ok(Reply::Team { team: self.info() }),
-            Request::TaskList { after: None, .. } => Ok(Reply::Tasks { tasks: vec![] }),
-            Request::TaskList { .. } => Ok(Reply::Tasks { tasks: vec![] }),
+            Request::TaskList { after: None, .. } => Ok(Reply::Tasks {
+                tasks: vec![],
+                more: None,
+            }),
+            Request::TaskList { .. } => Ok(Reply::Tasks {
+                tasks: vec![],
+                more: None,
+            }),
             Request::WorkDiff { agent, patch } if agent == "w1" => Ok(Reply::WorkDiff {
                 diff: WorkDiff {
                     agent,

@@ -375,6 +375,10 @@ pub enum Request {
         /// The goal given to the leader.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         goal: Option<String>,
+        /// The configuration to store first, as `configure` does: one request and one commit
+        /// where there were two; nothing starts when it is refused.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        config: Option<serde_json::Value>,
     },
     /// End the run with the leader's answer (leader and operator only).
     Finish {
@@ -520,7 +524,7 @@ impl Request {
                 }
                 return Ok(());
             }
-            Request::StartRun { goal: Some(g) } => [("goal", g.len(), body), none, none],
+            Request::StartRun { goal: Some(g), .. } => [("goal", g.len(), body), none, none],
             Request::PlanSubmit { plan } => [("plan", plan.len(), body), none, none],
             Request::PlanDecide {
                 feedback: Some(f), ..
@@ -683,6 +687,10 @@ pub enum Reply {
     Tasks {
         /// The tasks.
         tasks: Vec<Task>,
+        /// Whether more come after the last one (ask with `after`); absent (older daemons):
+        /// unknown, ask until a page is empty.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        more: Option<bool>,
     },
     /// Answer to `task_claim_next`: the claimed task, or none when nothing is claimable.
     MaybeTask {
@@ -700,6 +708,9 @@ pub enum Reply {
     Messages {
         /// The messages.
         messages: Vec<Message>,
+        /// Whether more come after the last one, as for `Tasks`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        more: Option<bool>,
     },
     /// One permission request.
     Perm {
@@ -815,4 +826,21 @@ pub enum Reply {
         /// Its secret.
         secret: String,
     },
+}
+
+impl Reply {
+    /// Whether a listing's page says nothing comes after it (`more: false`), so the page
+    /// that would come back empty need not be asked for. Unknown (an older daemon) is no.
+    pub fn is_last_page(&self) -> bool {
+        matches!(
+            self,
+            Reply::Tasks {
+                more: Some(false),
+                ..
+            } | Reply::Messages {
+                more: Some(false),
+                ..
+            }
+        )
+    }
 }

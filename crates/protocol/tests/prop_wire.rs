@@ -355,7 +355,7 @@ fn team_requests() -> impl Strategy<Value = Request> {
             .prop_map(|(status, error)| Request::SetStatus { status, error }),
         json().prop_map(|config| Request::Configure { config }),
         Just(Request::GetConfig),
-        opt_text().prop_map(|goal| Request::StartRun { goal }),
+        opt_text().prop_map(|goal| Request::StartRun { goal, config: None }),
         (text(), any::<bool>(), any::<bool>()).prop_map(|(answer, force, success)| {
             Request::Finish {
                 answer,

@@ -235,8 +235,9 @@ impl Start {
     }
 }
 
-/// A page of the tasks in progress read from the board (`None`: the read failed).
-type Board = Option<Vec<Task>>;
+/// A page of the tasks in progress read from the board, and whether it is the last one
+/// (`None`: the read failed).
+type Board = Option<(Vec<Task>, bool)>;
 
 /// The page of the board's tasks in progress after `after`.
 async fn board_page(link: &Link, after: Option<u64>) -> Board {
@@ -245,8 +246,14 @@ async fn board_page(link: &Link, after: Option<u64>) -> Board {
         after,
     };
     match link.call_retry(req).await {
-        Ok(Reply::Tasks { tasks }) => Some(tasks),
-        _ => None,
+        Ok(reply) => {
+            let last_page = reply.is_last_page();
+            match reply {
+                Reply::Tasks { tasks, .. } => Some((tasks, last_page)),
+                _ => None,
+            }
+        }
+        Err(_) => None,
     }
 }
 
@@ -629,13 +636,16 @@ async fn take_event(
             Some(page) => page,
             None => board_page(link, after).await,
         };
-        let tasks = match tasks {
-            Some(tasks) if !tasks.is_empty() => tasks,
+        let (tasks, last_page) = match tasks {
+            Some((tasks, last_page)) if !tasks.is_empty() => (tasks, last_page),
             _ => return new,
         };
         after = tasks.last().map(|t| t.id);
         for t in tasks {
             new |= absorb(Inbound::Task(t), name, messages, given);
+        }
+        if last_page {
+            return new;
         }
     }
 }

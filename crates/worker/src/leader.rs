@@ -147,12 +147,19 @@ async fn all_tasks(link: &Link) -> Result<Vec<Task>, AgentError> {
             })
             .await
         {
-            Ok(Reply::Tasks { tasks }) if tasks.is_empty() => return Ok(out),
-            Ok(Reply::Tasks { tasks }) => {
-                after = tasks.last().map(|t| t.id);
-                out.extend(tasks);
+            Ok(reply) => {
+                let last_page = reply.is_last_page();
+                match reply {
+                    Reply::Tasks { tasks, .. } if !tasks.is_empty() => {
+                        after = tasks.last().map(|t| t.id);
+                        out.extend(tasks);
+                    }
+                    _ => return Ok(out),
+                }
+                if last_page {
+                    return Ok(out);
+                }
             }
-            Ok(_) => return Ok(out),
             Err(e) => return Err(AgentError::Daemon(e.to_string())),
         }
     }

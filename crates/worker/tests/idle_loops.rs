@@ -155,7 +155,10 @@ fn answer(req: &Request) -> Reply {
     match req {
         Request::Agents => Reply::Agents { agents: vec![] },
         Request::TaskClaimNext => Reply::MaybeTask { task: None },
-        Request::TaskList { .. } => Reply::Tasks { tasks: vec![] },
+        Request::TaskList { .. } => Reply::Tasks {
+            tasks: vec![],
+            more: None,
+        },
         Request::Send { to, .. } => Reply::Sent {
             ids: vec![1000],
             recipients: vec![to.clone()],

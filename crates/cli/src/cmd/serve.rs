@@ -93,6 +93,7 @@ fn stored_reply(
                 .into_iter()
                 .filter(|t| after_id(after)(t.id))
                 .collect(),
+            more: Some(false),
         },
         Request::WorkDiff { agent, patch } => Reply::WorkDiff {
             diff: crate::ctx::stored_work_diff(state, &agent, patch)?,
@@ -113,18 +114,22 @@ fn stored_reply(
             after,
         } => {
             let name = agent.unwrap_or_default();
+            const PAGE: usize = 5000;
             let messages = if unread_only {
                 state.unread(&name)
             } else {
                 store
-                    .inbox(&name, after.unwrap_or(0), 5000)
+                    .inbox(&name, after.unwrap_or(0), PAGE)
                     .map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()))?
             };
+            // Only a store page as long as asked for may have more behind it.
+            let more = !unread_only && messages.len() >= PAGE;
             Reply::Messages {
                 messages: messages
                     .into_iter()
                     .filter(|m| after_id(after)(m.id))
                     .collect(),
+                more: Some(more),
             }
         }
         other => {

@@ -178,7 +178,7 @@ fn write_secrets(ctx: &Ctx, secrets: &Secrets) -> Result<()> {
 /// Refuses a goal or a team configuration the daemon would refuse, before any daemon starts.
 fn check_before_start(cfg: &TeamConfig, goal: Option<&str>) -> Result<()> {
     let goal = goal.map(str::to_string);
-    Request::StartRun { goal }
+    Request::StartRun { goal, config: None }
         .check_sizes()
         .map_err(ClientError::Server)?;
     let size = serde_json::to_vec(cfg).map(|v| v.len()).unwrap_or(0);
@@ -333,14 +333,29 @@ pub(crate) fn start(
     secrets: &Secrets,
 ) -> Result<u64> {
     check_before_start(cfg, goal.as_deref())?;
-    let last_seq = match c.call(Request::TeamInfo)? {
-        Reply::Team { team } => team.last_seq,
-        _ => 0,
-    };
     write_secrets(ctx, secrets)?;
     let value = serde_json::to_value(cfg).context("cannot encode the team configuration")?;
-    c.call(Request::Configure { config: value })?;
-    c.call(Request::StartRun { goal })?;
+    // The configuration goes with the start (one request, one commit) when both fit in one
+    // frame, else first on its own: sent together, a refused configuration would let the
+    // start go ahead with the stored one. The event sequence number is read just before.
+    let size = serde_json::to_vec(&value).map_or(usize::MAX, |v| v.len());
+    let goal_len = goal.as_ref().map_or(0, String::len);
+    let (first, then) = if size.saturating_add(goal_len) + 1024 <= MAX_FRAME_LEN {
+        let config = Some(value);
+        (Request::StartRun { goal, config }, None)
+    } else {
+        let then = Request::StartRun { goal, config: None };
+        (Request::Configure { config: value }, Some(then))
+    };
+    let mut answers = c.call_all(vec![Request::TeamInfo, first])?.into_iter();
+    let last_seq = match answers.next().transpose()? {
+        Some(Reply::Team { team }) => team.last_seq,
+        _ => 0,
+    };
+    answers.next().transpose()?;
+    if let Some(then) = then {
+        c.call(then)?;
+    }
     Ok(last_seq)
 }
 
@@ -856,8 +871,9 @@ fn run_end(
             Some(a) => a,
             None => c.call(inbox(after)),
         };
+        let last_page = answer.as_ref().is_ok_and(Reply::is_last_page);
         let page = match answer {
-            Ok(Reply::Messages { messages }) if !messages.is_empty() => messages,
+            Ok(Reply::Messages { messages, .. }) if !messages.is_empty() => messages,
             _ => break,
         };
         after = page.last().map(|m| m.id);
@@ -867,6 +883,9 @@ fn run_end(
             if from_teammate && m.ts >= since && m.kind == MessageKind::Text {
                 reports.insert(m.from, m.body);
             }
+        }
+        if last_page {
+            break;
         }
     }
     (reports, agents, usage)
@@ -1015,14 +1034,20 @@ fn follow_until_finished(
                     Some(Reply::Team { team }) => team.details,
                     _ => None,
                 };
-                let mut tasks = match answers.next().transpose()? {
-                    Some(Reply::Tasks { tasks }) => tasks,
-                    _ => Vec::new(),
+                let (mut tasks, last_page) = match answers.next().transpose()? {
+                    Some(reply) => {
+                        let last_page = reply.is_last_page();
+                        match reply {
+                            Reply::Tasks { tasks, .. } => (tasks, last_page),
+                            _ => (Vec::new(), true),
+                        }
+                    }
+                    None => (Vec::new(), true),
                 };
                 if !quiet && let Some(Ok(waited)) = answers.next() {
                     say_who_still_works(grace_secs, waited);
                 }
-                if let Some(last) = tasks.last().map(|t| t.id) {
+                if let Some(last) = tasks.last().map(|t| t.id).filter(|_| !last_page) {
                     let rest = c.tasks_after(None, Some(last))?;
                     tasks.extend(rest);
                 }

@@ -1,6 +1,6 @@
 //! The mailboxes' requests: send, read an inbox, acknowledge.
 
-use super::{PAGE_ITEMS, page, store_error};
+use super::{PAGE_ITEMS, page_more, store_error};
 use crate::core::Core;
 use agent_team_protocol::{ErrorBody, ErrorCode, Message, MessageKind, Reply, Timestamp};
 use agent_team_state::{Actor, TeamState};
@@ -51,8 +51,10 @@ pub(super) fn inbox(
             .unread(&whose)
             .into_iter()
             .filter(|m| m.id > after);
+        let (messages, more) = page_more(unread);
         return Ok(Reply::Messages {
-            messages: page(unread),
+            messages,
+            more: Some(more),
         });
     }
     core.flush_for_read()?;
@@ -71,7 +73,11 @@ pub(super) fn inbox(
             *m = u.clone();
         }
     }
+    // A store page as long as asked for may have more behind it.
+    let full = messages.len() >= PAGE_ITEMS;
+    let (messages, more) = page_more(messages.into_iter());
     Ok(Reply::Messages {
-        messages: page(messages.into_iter()),
+        messages,
+        more: Some(more || full),
     })
 }

@@ -27,16 +27,22 @@ const PAGE_BYTES: usize = 900 * 1024;
 
 /// Takes items while they fit in one reply frame; the client asks for the rest with `after`.
 pub(crate) fn page<T: serde::Serialize>(items: impl Iterator<Item = T>) -> Vec<T> {
+    page_more(items).0
+}
+
+/// [`page`], and whether items were left for the next page (a reply's `more`, which spares
+/// the client the request that would find the next page empty).
+pub(crate) fn page_more<T: serde::Serialize>(items: impl Iterator<Item = T>) -> (Vec<T>, bool) {
     let mut used = 0;
     let mut out = Vec::new();
-    for item in items.take(PAGE_ITEMS) {
+    for item in items {
         used += serde_json::to_vec(&item).map(|v| v.len() + 1).unwrap_or(0);
-        if used > PAGE_BYTES && !out.is_empty() {
-            break;
+        if out.len() == PAGE_ITEMS || (used > PAGE_BYTES && !out.is_empty()) {
+            return (out, true);
         }
         out.push(item);
     }
-    out
+    (out, false)
 }
 
 /// An answer now, or `None` when it comes later (the supervisor's, a hook's, git work's).
@@ -161,7 +167,11 @@ pub(crate) fn dispatch(
             .state
             .decide_plan(actor, &agent, approve, feedback, now)
             .map(agent_reply),
-        Request::StartRun { goal } => core.supervise(|s| s.start_run(actor, goal)),
+        Request::StartRun { goal, config } => match config {
+            Some(config) => agents::configure(core, actor, config)
+                .and_then(|_| core.supervise(|s| s.start_run(actor, goal))),
+            None => core.supervise(|s| s.start_run(actor, goal)),
+        },
         Request::Configure { config } => agents::configure(core, actor, config),
         Request::GetConfig => Ok(agents::config(core, actor)),
         Request::Finish {
@@ -377,5 +387,17 @@ mod tests {
             page(std::iter::repeat_n(1u8, PAGE_ITEMS + 5)).len(),
             PAGE_ITEMS
         );
+    }
+
+    #[test]
+    fn a_page_says_whether_more_come_after_it() {
+        let big = "x".repeat(PAGE_BYTES);
+        assert!(page_more([big.clone(), big.clone()].into_iter()).1);
+        assert_eq!(page_more([big.clone()].into_iter()), (vec![big], false));
+        let (items, more) = page_more(std::iter::repeat_n(1u8, PAGE_ITEMS + 1));
+        assert_eq!((items.len(), more), (PAGE_ITEMS, true));
+        let (items, more) = page_more(std::iter::repeat_n(1u8, PAGE_ITEMS));
+        assert_eq!((items.len(), more), (PAGE_ITEMS, false));
+        assert_eq!(page_more(std::iter::empty::<u8>()), (vec![], false));
     }
 }

@@ -1,7 +1,7 @@
 //! The task board's requests: add, list, show, claim, assign, release, finish, cancel, retry,
 //! and watching the board.
 
-use super::{page, task_reply};
+use super::{page_more, task_reply};
 use crate::core::Core;
 use crate::supervisor::Supervisor;
 use agent_team_config::TeamConfig;
@@ -35,13 +35,15 @@ pub(super) fn add(
 /// `task_list`: one page of the board, from the task after `after`.
 pub(super) fn list(state: &TeamState, status: Option<TaskStatus>, after: Option<u64>) -> Reply {
     let after = after.unwrap_or(0);
+    let (tasks, more) = page_more(
+        state
+            .tasks_view(status)
+            .into_iter()
+            .filter(|t| t.id > after),
+    );
     Reply::Tasks {
-        tasks: page(
-            state
-                .tasks_view(status)
-                .into_iter()
-                .filter(|t| t.id > after),
-        ),
+        tasks,
+        more: Some(more),
     }
 }
 

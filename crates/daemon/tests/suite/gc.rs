@@ -75,7 +75,7 @@ fn gc_removes_what_is_done_keeps_what_is_not_and_never_reuses_an_id() {
         })
         .unwrap()
     {
-        Reply::Messages { messages } => messages,
+        Reply::Messages { messages, .. } => messages,
         other => panic!("{other:?}"),
     };
     assert_eq!(inbox.len(), 1);

@@ -160,3 +160,61 @@ fn a_teammate_reads_its_own_role_and_the_leader_and_operator_every_role() {
     assert_eq!(config_roles(&mut t.agent("leader")), all);
     assert_eq!(config_roles(&mut t.agent("b1")), vec!["worker".to_string()]);
 }
+
+#[test]
+fn a_start_run_whose_configuration_is_refused_starts_nothing() {
+    let t = TestTeam::start();
+    let mut op = t.operator();
+    let before = match op.call(Request::TeamInfo).unwrap() {
+        Reply::Team { team } => team,
+        other => panic!("{other:?}"),
+    };
+    // A configuration for another team is refused by `configure`'s own checks: the start that
+    // carries it starts nothing and stores nothing.
+    let other = agent_team_config::empty_team("other", std::path::Path::new("/tmp"));
+    let e = op
+        .call(Request::StartRun {
+            goal: Some("a goal".into()),
+            config: Some(serde_json::to_value(&other).unwrap()),
+        })
+        .unwrap_err();
+    let body = e.body().unwrap();
+    assert_eq!(body.code, ErrorCode::BadRequest, "{}", body.message);
+    assert!(body.message.contains("other"), "{}", body.message);
+    let after = match op.call(Request::TeamInfo).unwrap() {
+        Reply::Team { team } => team,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(after.run, before.run, "no run started");
+    assert_eq!(after.goal, None);
+    assert!(
+        after.agents.is_empty(),
+        "nobody started: {:?}",
+        after.agents
+    );
+    assert_eq!(after.last_seq, before.last_seq, "no event recorded");
+    assert_eq!(
+        op.call(Request::GetConfig).unwrap(),
+        Reply::Config {
+            config: serde_json::Value::Null
+        }
+    );
+    // Only the operator may configure, through `start_run` too.
+    let t = TestTeam::start().with_agents(&["leader"]);
+    let mut own = agent_team_config::empty_team("t", std::path::Path::new("/tmp"));
+    own.backend = agent_team_config::BackendKind::Process;
+    let e = t
+        .agent("leader")
+        .call(Request::StartRun {
+            goal: None,
+            config: Some(serde_json::to_value(&own).unwrap()),
+        })
+        .unwrap_err();
+    assert_eq!(e.body().unwrap().code, ErrorCode::PermissionDenied);
+    assert_eq!(
+        t.operator().call(Request::GetConfig).unwrap(),
+        Reply::Config {
+            config: serde_json::Value::Null
+        }
+    );
+}

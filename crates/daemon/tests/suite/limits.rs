@@ -181,7 +181,7 @@ fn a_permission_request_reaches_a_leader_whose_inbox_is_full() {
             after: None,
         })
         .unwrap();
-    let Reply::Messages { messages } = inbox else {
+    let Reply::Messages { messages, .. } = inbox else {
         panic!("{inbox:?}")
     };
     assert!(

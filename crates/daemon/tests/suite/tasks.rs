@@ -303,3 +303,56 @@ fn keyed_creation_is_idempotent_and_claim_next_takes_lowest() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_listing_says_when_its_page_is_the_last() {
+    let t = TestTeam::start().with_agents(&["leader", "b1"]);
+    let mut op = t.operator();
+    let first = add_task(&mut op, "one", &[]).id;
+    add_task(&mut op, "two", &[]);
+    let tasks = op
+        .call(Request::TaskList {
+            status: None,
+            after: None,
+        })
+        .unwrap();
+    assert!(tasks.is_last_page(), "{tasks:?}");
+    let Reply::Tasks { tasks, .. } = tasks else {
+        panic!("{tasks:?}")
+    };
+    assert_eq!(tasks.len(), 2);
+    let rest = op
+        .call(Request::TaskList {
+            status: None,
+            after: Some(first),
+        })
+        .unwrap();
+    assert!(rest.is_last_page());
+    // The client reads every page all the same, stopping at the last.
+    assert_eq!(op.all_tasks(None).unwrap().len(), 2);
+    op.call(Request::Send {
+        to: "b1".into(),
+        body: "hello".into(),
+        kind: MessageKind::Text,
+        summary: None,
+        dedup: None,
+    })
+    .unwrap();
+    for unread_only in [true, false] {
+        let inbox = op
+            .call(Request::Inbox {
+                agent: Some("b1".into()),
+                unread_only,
+                after: None,
+            })
+            .unwrap();
+        assert!(inbox.is_last_page(), "{inbox:?}");
+        let Reply::Messages { messages, .. } = inbox else {
+            panic!("{inbox:?}")
+        };
+        assert_eq!(messages.len(), 1);
+    }
+    // An answer of an older daemon (no `more`) is not taken for the last page.
+    let old: Reply = serde_json::from_value(json!({"kind": "tasks", "tasks": []})).unwrap();
+    assert!(!old.is_last_page());
+}

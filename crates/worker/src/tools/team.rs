@@ -293,10 +293,10 @@ pub(super) async fn read_inbox(
         after: None,
     };
     Ok(match daemon(ctx, req).await? {
-        Reply::Messages { messages } if messages.is_empty() => {
+        Reply::Messages { messages, .. } if messages.is_empty() => {
             ToolOutcome::ok("no messages".to_string())
         }
-        Reply::Messages { messages } => ToolOutcome::ok(
+        Reply::Messages { messages, .. } => ToolOutcome::ok(
             messages
                 .iter()
                 .map(|m| {
@@ -364,7 +364,7 @@ pub(super) async fn list_tasks(ctx: &ToolCtx, a: &ListTasks) -> Result<ToolOutco
         after: None,
     };
     Ok(match daemon(ctx, req).await? {
-        Reply::Tasks { tasks } => {
+        Reply::Tasks { tasks, .. } => {
             let rows: Vec<Value> = tasks
                 .iter()
                 .map(|t| json!({"id": t.id, "title": t.title, "status": t.status, "owner": t.owner, "blocked_by": t.blocked_by, "blocks": t.blocks, "description": t.description, "result": t.result}))

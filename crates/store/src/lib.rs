@@ -184,8 +184,8 @@ impl Store {
     pub fn open(path: &Path, team: &str) -> Result<Self, StoreError> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        // Room for every statement a commit runs (rusqlite keeps 16 by default; a commit uses
-        // up to 27, and an evicted one is parsed again at its next use).
+        // Room for every statement the store runs again and again (rusqlite keeps 16 by
+        // default, fewer than the commits alone use; an evicted one is parsed again).
         conn.set_prepared_statement_cache_capacity(64);
         // Small pages: a commit writes whole pages to the WAL, and a message's commit touches a
         // few tables; 1 KiB pages cut the bytes each fsync waits for (measured: p50 latency

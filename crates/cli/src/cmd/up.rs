@@ -340,11 +340,15 @@ pub(crate) fn start(
     // start go ahead with the stored one. The event sequence number is read just before.
     let size = serde_json::to_vec(&value).map_or(usize::MAX, |v| v.len());
     let goal_len = goal.as_ref().map_or(0, String::len);
-    let (first, then) = if size.saturating_add(goal_len) + 1024 <= MAX_FRAME_LEN {
-        let config = Some(value);
+    let together = size.saturating_add(goal_len) + 1024 <= MAX_FRAME_LEN;
+    let (first, then) = if together {
+        let (goal, config) = (goal.clone(), Some(value));
         (Request::StartRun { goal, config }, None)
     } else {
-        let then = Request::StartRun { goal, config: None };
+        let then = Request::StartRun {
+            goal: goal.clone(),
+            config: None,
+        };
         (Request::Configure { config: value }, Some(then))
     };
     let mut answers = c.call_all(vec![Request::TeamInfo, first])?.into_iter();
@@ -352,11 +356,30 @@ pub(crate) fn start(
         Some(Reply::Team { team }) => team.last_seq,
         _ => 0,
     };
-    answers.next().transpose()?;
+    match answers.next().transpose() {
+        // A daemon from before `start_run` took the configuration refuses it unread: the
+        // two requests it knows, one after the other.
+        Err(e) if together && knows_no_start_config(&e) => {
+            let config =
+                serde_json::to_value(cfg).context("cannot encode the team configuration")?;
+            c.call(Request::Configure { config })?;
+            c.call(Request::StartRun { goal, config: None })?;
+        }
+        other => {
+            other?;
+        }
+    }
     if let Some(then) = then {
         c.call(then)?;
     }
     Ok(last_seq)
+}
+
+/// Whether `e` is an older daemon's refusal of `start_run`'s `config` field (it decodes
+/// requests strictly: an unknown field is `bad_request` naming it).
+fn knows_no_start_config(e: &ClientError) -> bool {
+    matches!(e, ClientError::Server(body)
+        if body.code == ErrorCode::BadRequest && body.message.contains("unknown field `config`"))
 }
 
 /// Waits until the leader is connected (or clearly failed), so `up` reports problems at once.
@@ -1204,5 +1227,28 @@ fn progress(agent: &str, ev: &Event, name: &dyn Fn(&str, usize) -> String) {
             );
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_older_daemons_refusal_of_the_start_configuration_is_recognised() {
+        // What a daemon answers a request with a field its protocol lacks (`invalid request: `
+        // and serde's message), shown with a request whose variant has no `config` either.
+        let e = serde_json::from_str::<Request>(r#"{"op":"task_show","id":1,"config":{}}"#)
+            .unwrap_err();
+        let refusal = ClientError::Server(ErrorBody::new(
+            ErrorCode::BadRequest,
+            format!("invalid request: {e}"),
+        ));
+        assert!(knows_no_start_config(&refusal), "{refusal}");
+        let refused_config = ClientError::Server(ErrorBody::new(
+            ErrorCode::BadRequest,
+            "invalid team configuration: unknown field `model`",
+        ));
+        assert!(!knows_no_start_config(&refused_config));
     }
 }

@@ -921,6 +921,16 @@ mod tests {
             .count()
     }
 
+    /// A new store of team `t` in a temporary directory (kept while the first value lives),
+    /// its path, and the state loaded from it.
+    fn new_store() -> (tempfile::TempDir, PathBuf, Store, TeamState) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let store = Store::open(&db, "t").unwrap();
+        let s = TeamState::restore("t", store.load().unwrap());
+        (dir, db, store, s)
+    }
+
     /// Adds a worker `name` to the team, as the operator does.
     fn add_worker(s: &mut TeamState, name: &str, now: Timestamp) {
         s.add_agent(
@@ -1038,10 +1048,7 @@ mod tests {
 
     #[test]
     fn a_full_disk_leaves_nothing_of_the_batch_and_the_next_commit_goes_through() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("s.db");
-        let mut store = Store::open(&db, "t").unwrap();
-        let mut s = TeamState::restore("t", store.load().unwrap());
+        let (_dir, db, mut store, mut s) = new_store();
         let task = |s: &mut TeamState, title: &str, bytes: usize| {
             s.task_add(
                 &Actor::Operator,
@@ -1088,10 +1095,7 @@ mod tests {
 
     #[test]
     fn state_survives_reopen_and_ids_continue() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("s.db");
-        let mut store = Store::open(&db, "t").unwrap();
-        let mut s = TeamState::restore("t", store.load().unwrap());
+        let (_dir, db, mut store, mut s) = new_store();
         let now = Timestamp(5);
         s.task_add(
             &Actor::Operator,

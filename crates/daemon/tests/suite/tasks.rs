@@ -308,50 +308,42 @@ fn keyed_creation_is_idempotent_and_claim_next_takes_lowest() {
 fn a_listing_says_when_its_page_is_the_last() {
     let t = TestTeam::start().with_agents(&["leader", "b1"]);
     let mut op = t.operator();
-    let first = add_task(&mut op, "one", &[]).id;
-    add_task(&mut op, "two", &[]);
-    let tasks = op
-        .call(Request::TaskList {
-            status: None,
-            after: None,
-        })
-        .unwrap();
-    assert!(tasks.is_last_page(), "{tasks:?}");
-    let Reply::Tasks { tasks, .. } = tasks else {
-        panic!("{tasks:?}")
-    };
-    assert_eq!(tasks.len(), 2);
-    let rest = op
-        .call(Request::TaskList {
-            status: None,
-            after: Some(first),
-        })
-        .unwrap();
-    assert!(rest.is_last_page());
-    // The client reads every page all the same, stopping at the last.
-    assert_eq!(op.all_tasks(None).unwrap().len(), 2);
-    op.call(Request::Send {
-        to: "b1".into(),
-        body: "hello".into(),
-        kind: MessageKind::Text,
-        summary: None,
-        dedup: None,
-    })
-    .unwrap();
-    for unread_only in [true, false] {
-        let inbox = op
-            .call(Request::Inbox {
-                agent: Some("b1".into()),
-                unread_only,
-                after: None,
-            })
-            .unwrap();
-        assert!(inbox.is_last_page(), "{inbox:?}");
-        let Reply::Messages { messages, .. } = inbox else {
-            panic!("{inbox:?}")
+    // (whether the page says it is the last, how many items it has)
+    let mut listed = |req| {
+        let reply = op.call(req).unwrap();
+        let n = match &reply {
+            Reply::Tasks { tasks, .. } => tasks.len(),
+            Reply::Messages { messages, .. } => messages.len(),
+            other => panic!("{other:?}"),
         };
-        assert_eq!(messages.len(), 1);
+        (reply.is_last_page(), n)
+    };
+    let first = add_task(&mut t.operator(), "one", &[]).id;
+    add_task(&mut t.operator(), "two", &[]);
+    let (status, after) = (None, None);
+    assert_eq!(listed(Request::TaskList { status, after }), (true, 2));
+    let after = Some(first);
+    assert_eq!(listed(Request::TaskList { status, after }), (true, 1));
+    t.operator()
+        .call(Request::Send {
+            to: "b1".into(),
+            body: "hello".into(),
+            kind: MessageKind::Text,
+            summary: None,
+            dedup: None,
+        })
+        .unwrap();
+    for unread_only in [true, false] {
+        let agent = Some("b1".into());
+        let inbox = Request::Inbox {
+            agent,
+            unread_only,
+            after: None,
+        };
+        assert_eq!(listed(inbox), (true, 1));
     }
+    // The client reads every page all the same, stopping at the last.
+    assert_eq!(t.operator().all_tasks(None).unwrap().len(), 2);
     // An answer of an older daemon (no `more`) is not taken for the last page.
     let old: Reply = serde_json::from_value(json!({"kind": "tasks", "tasks": []})).unwrap();
     assert!(!old.is_last_page());

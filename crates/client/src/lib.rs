@@ -558,7 +558,85 @@ impl ReplyExt for Result<Reply, ClientError> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::new_rid;
+    use super::*;
+
+    /// A daemon stand-in on a fresh socket: welcomes one client and answers each `task_list`
+    /// with `pages` in turn (then empty pages), saying `more` as given; returns the socket and
+    /// a thread that ends with how many `task_list`s it was asked.
+    fn paging_daemon(
+        pages: Vec<Vec<u64>>,
+        more: Option<bool>,
+    ) -> (PathBuf, std::thread::JoinHandle<usize>) {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let socket = std::env::temp_dir().join(format!("at-pages-{}-{n}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&socket);
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let thread = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut writer = stream;
+            let _hello: ClientFrame = frame::read(&mut reader).unwrap();
+            let welcome = Welcome {
+                protocol: PROTOCOL_VERSION,
+                team: "t".into(),
+                identity: "operator".into(),
+                role: "operator".into(),
+                incarnation: 0,
+                daemon_pid: 1,
+            };
+            frame::write(&mut writer, &ServerFrame::Welcome(welcome)).unwrap();
+            let mut pages = pages.into_iter();
+            let mut asked = 0;
+            while let Ok(ClientFrame::Request { id, body, .. }) = frame::read(&mut reader) {
+                let Request::TaskList { .. } = body else {
+                    break;
+                };
+                asked += 1;
+                let tasks = pages
+                    .next()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|id| {
+                        serde_json::from_value(serde_json::json!({
+                            "id": id, "title": "t", "status": "pending", "created_by": "operator",
+                            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"
+                        }))
+                        .unwrap()
+                    })
+                    .collect();
+                let reply = Reply::Tasks { tasks, more };
+                frame::write(&mut writer, &ServerFrame::response(id, Ok(reply))).unwrap();
+                writer.flush().unwrap();
+            }
+            asked
+        });
+        (socket, thread)
+    }
+
+    fn listed(pages: Vec<Vec<u64>>, more: Option<bool>) -> (usize, usize) {
+        let (socket, daemon) = paging_daemon(pages, more);
+        let hello = Hello {
+            protocol: PROTOCOL_VERSION,
+            team: "t".into(),
+            auth: Auth::Operator { secret: "s".into() },
+            client: None,
+        };
+        let mut c = Client::connect(&socket, &hello).unwrap();
+        let tasks = c.all_tasks(None).unwrap();
+        drop(c);
+        let _ = std::fs::remove_file(&socket);
+        (tasks.len(), daemon.join().unwrap())
+    }
+
+    #[test]
+    fn a_listing_stops_at_the_page_that_says_it_is_the_last() {
+        // (tasks read, `task_list`s asked)
+        assert_eq!(listed(vec![vec![1, 2]], Some(false)), (2, 1));
+        // An older daemon says nothing: the pager asks until a page comes back empty.
+        assert_eq!(listed(vec![vec![1, 2]], None), (2, 2));
+        assert_eq!(listed(vec![vec![1, 2], vec![3]], Some(true)), (3, 3));
+    }
 
     /// Ids share the process's prefix and count up in lower-case hex, as `{:x}` writes.
     #[test]

@@ -111,6 +111,7 @@ impl Sandbox {
     pub fn new() -> Self {
         let dir = tempfile::Builder::new().prefix("at-").tempdir().unwrap();
         let paths = Paths::new(dir.path().join("home"), dir.path().join("run"));
+        std::fs::create_dir(dir.path().join("tmp")).unwrap();
         Sandbox {
             dir,
             paths,
@@ -135,8 +136,12 @@ impl Sandbox {
                 c.env_remove(k);
             }
         }
+        // Temp files go in the sandbox, so they go with it: the agent CLIs' Bun runtimes
+        // unpack a native library into `$TMPDIR` at every start and never remove it (5–14 MB a
+        // start; the suite left gigabytes in the machine's `/tmp`).
         c.env("AGENT_TEAM_HOME", &self.paths.home)
             .env("AGENT_TEAM_RUNTIME_DIR", &self.paths.runtime)
+            .env("TMPDIR", self.dir.path().join("tmp"))
             .env_remove("TMUX")
             .env_remove("TMUX_PANE")
             .current_dir(self.dir.path());

@@ -26,6 +26,25 @@ use daemon_bench::*;
 use report::*;
 use std::time::{Duration, Instant};
 
+/// Set (to the dir `TMPDIR` names) in the bench process that does the work.
+const PRIVATE_TMP: &str = "AGENT_TEAM_BENCH_TMPDIR";
+
+/// Runs the bench again with `TMPDIR` on a dir of its own, removed when it ends: the agent
+/// CLIs' Bun runtimes unpack a native library into `$TMPDIR` at every start and never remove it
+/// (5–14 MB a start, gigabytes over a few benches).
+fn with_private_tmp() -> Result<()> {
+    use anyhow::Context;
+    let tmp = tempfile::Builder::new().prefix("at-bench-tmp-").tempdir()?;
+    let status = std::process::Command::new(std::env::current_exe()?)
+        .args(std::env::args_os().skip(1))
+        .env("TMPDIR", tmp.path())
+        .env(PRIVATE_TMP, tmp.path())
+        .status()
+        .context("cannot run the bench")?;
+    drop(tmp);
+    std::process::exit(status.code().unwrap_or(1));
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("relay") {
@@ -33,6 +52,9 @@ fn main() -> Result<()> {
             .get(1)
             .ok_or_else(|| anyhow::anyhow!("relay needs a socket path"))?;
         return floor::relay_main(std::path::Path::new(sock));
+    }
+    if std::env::var_os(PRIVATE_TMP).is_none() {
+        return with_private_tmp();
     }
     let save = args.iter().any(|a| a == "--save");
     let quick = args.iter().any(|a| a == "--quick");

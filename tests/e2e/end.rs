@@ -17,13 +17,20 @@ const T: Duration = Duration::from_secs(60);
 fn an_exec_leader_waits_for_a_report_sent_after_the_last_task() {
     let mock = MockModel::start_background(Wire::OpenAi).unwrap();
     let gate = Gate::new();
+    // b1 starts beside the leader, which puts the task on the board after its spawn calls:
+    // b1's first turn completes it once it is there (before, it could come first and find
+    // no task 1).
+    let on_board = Gate::new();
     mock.script(
         "b1",
         vec![
-            Step::Tools(vec![(
-                "update_task_status".into(),
-                json!({"id": 1, "status": "completed", "result": "built"}),
-            )]),
+            Step::Gate(
+                on_board.clone(),
+                Box::new(Step::Tools(vec![(
+                    "update_task_status".into(),
+                    json!({"id": 1, "status": "completed", "result": "built"}),
+                )])),
+            ),
             Step::Gate(
                 gate.clone(),
                 Box::new(Step::Tools(vec![(
@@ -44,6 +51,12 @@ fn an_exec_leader_waits_for_a_report_sent_after_the_last_task() {
         mock.base_url()
     ));
     let run = sb.spawn(&["run", "--json", "--timeout", "60", "--quiet"]);
+    wait_for("the task on the board", T, || {
+        agent_team_client::Client::operator(&sb.team("end"))
+            .and_then(|mut c| c.all_tasks(None))
+            .is_ok_and(|tasks| tasks.iter().any(|t| t.id == 1))
+    });
+    on_board.open();
     let leader_log = sb.team("end").agent_log("leader");
     wait_for("the leader waiting, or the run over", T, || {
         let waiting =

@@ -97,13 +97,25 @@ fn a_full_disk_refuses_writes_serves_reads_recovers_and_a_start_says_why() {
     ids.dedup();
     assert_eq!(ids.len(), tasks.len(), "ids are never reused");
 
-    // A start on a full disk says why, with its own exit code.
+    // A start on a full disk. A team with a store starts (opening it writes nothing), serves
+    // reads and refuses the write, saying why.
     sb.ok(&["--team", "full", "down"]);
     let filler = fill(&sb.paths.home);
     let out = sb.run(&["--team", "full", "task", "add", "x"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    // The daemon's own reason, through the start pipe (issue 26).
+    assert!(
+        err.contains("is full") && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let list = sb.ok(&["--team", "full", "task", "list"]);
+    assert!(list.contains("after"), "{list}");
+    // A new team cannot start: its store cannot be made. The daemon's own reason, through the
+    // start pipe (issue 26).
+    let out = sb.run(&["--team", "fresh", "task", "add", "x"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains("the daemon could not start") && err.contains("is full"),
         "{err}"

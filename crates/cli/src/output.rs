@@ -65,6 +65,17 @@ pub fn table_painted(header: &[&str], rows: &[Vec<String>], first_colors: &[Opti
     }
 }
 
+/// Writes `line` and a newline to stderr in one write, ignoring a failure: a daemon's stderr is
+/// its log, which a full disk refuses (`eprintln!` would panic there), and stderr is
+/// unbuffered (a formatted line would go out piece by piece).
+pub fn say(line: &str) {
+    use std::io::Write;
+    let mut whole = String::with_capacity(line.len() + 1);
+    whole.push_str(line);
+    whole.push('\n');
+    let _ = std::io::stderr().write_all(whole.as_bytes());
+}
+
 /// Whether stdout gets colour: a terminal, and `NO_COLOR` unset or empty.
 pub fn color_on_stdout() -> bool {
     use std::io::IsTerminal;

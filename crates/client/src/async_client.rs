@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 
@@ -29,11 +29,17 @@ struct Inner {
 
 impl AsyncClient {
     /// Connects, says hello, and returns the client and the channel pushes arrive on.
-    /// The channel closes when the connection ends.
+    /// The channel closes when the connection ends. A client in the daemon's own process
+    /// (its in-process agents) reaches it through memory instead of the socket
+    /// ([`crate::local`]).
     pub async fn connect(
         socket: &Path,
         hello: &Hello,
     ) -> Result<(Self, mpsc::UnboundedReceiver<Push>), ClientError> {
+        if let Some(stream) = crate::local::connect(socket) {
+            let (r, w) = tokio::io::split(stream);
+            return Self::over(r, w, hello).await;
+        }
         let stream = UnixStream::connect(socket)
             .await
             .map_err(|source| ClientError::Connect {
@@ -41,6 +47,19 @@ impl AsyncClient {
                 source,
             })?;
         let (r, w) = stream.into_split();
+        Self::over(r, w, hello).await
+    }
+
+    /// Says hello over an open connection's two halves and starts its reader and writer.
+    async fn over<R, W>(
+        r: R,
+        w: W,
+        hello: &Hello,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<Push>), ClientError>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let mut reader = BufReader::with_capacity(frame::IO_BUFFER, r);
         let mut writer = BufWriter::with_capacity(frame::IO_BUFFER, w);
         let hello_bytes = frame::encode(&ClientFrame::Hello(hello.clone()))?;
@@ -157,8 +176,8 @@ fn closed() -> ClientError {
     ClientError::Frame(FrameError::Closed)
 }
 
-async fn read_loop(
-    mut reader: BufReader<tokio::net::unix::OwnedReadHalf>,
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut reader: BufReader<R>,
     pending: Pending,
     pushes: mpsc::UnboundedSender<Push>,
 ) {
@@ -194,8 +213,8 @@ async fn read_loop(
     }
 }
 
-async fn write_loop(
-    mut w: BufWriter<tokio::net::unix::OwnedWriteHalf>,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut w: BufWriter<W>,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
 ) {
     while let Some(first) = rx.recv().await {

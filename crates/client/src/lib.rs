@@ -7,6 +7,7 @@
 mod async_client;
 mod autostart;
 pub mod heal;
+pub mod local;
 
 pub use async_client::{AsyncClient, Queued};
 pub use autostart::{

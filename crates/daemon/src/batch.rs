@@ -94,6 +94,8 @@ impl Core {
             }
         }
         self.commit_batch()?;
+        // What the stop committed without a sync of its own is on disk before the daemon ends.
+        self.store.settle()?;
         self.sup.backend_shutdown();
         // The last notifications (the run's end) run before the daemon exits, bounded by the
         // team's notify timeout.
@@ -280,6 +282,10 @@ fn is_unanswered(msg: &CoreMsg) -> bool {
         CoreMsg::Request { req, .. } => {
             matches!(req, Request::BudgetCheck { .. } | Request::GetConfig)
         }
+        // What the backends report (an agent started, ended, a poll) answers nobody by itself;
+        // an answer it leads to (a spawn that failed) is in the batch's responses, and those
+        // commit it at once.
+        CoreMsg::Sup(_) | CoreMsg::Poll | CoreMsg::ChildExited => true,
         _ => false,
     }
 }

@@ -23,15 +23,57 @@ pub async fn serve(
     gate: Arc<Gate>,
     admission: Admission,
 ) {
-    let _counted = Counted::new(gate.clone(), id);
-    let my_uid = nix::unistd::geteuid().as_raw();
     let peer = stream.peer_creds().ok();
-    let peer_uid = peer.as_ref().and_then(|c| c.euid());
-    let peer_pid = peer.as_ref().and_then(|c| c.pid()).map(|p| p as u32);
+    let peer = Peer {
+        uid: peer.as_ref().and_then(|c| c.euid()),
+        pid: peer.as_ref().and_then(|c| c.pid()).map(|p| p as u32),
+    };
     // Splitting is deprecated upstream only because an Arc does the same; we shut the write
     // half down explicitly, which is the behaviour the deprecation note warns about.
     #[allow(deprecated)]
     let (rx_half, tx_half) = stream.split();
+    serve_halves(rx_half, tx_half, peer, id, core, gate, admission).await;
+}
+
+/// Serves the daemon's end of an in-memory connection opened in this process (an in-process
+/// agent's, see [`agent_team_client::local`]): the same handshake and frames as a socket's,
+/// its peer this process.
+pub async fn serve_in_memory(
+    stream: tokio::io::DuplexStream,
+    id: ConnId,
+    core: CoreTx,
+    gate: Arc<Gate>,
+    admission: Admission,
+) {
+    let peer = Peer {
+        uid: Some(nix::unistd::geteuid().as_raw()),
+        pid: Some(std::process::id()),
+    };
+    let (rx_half, tx_half) = tokio::io::split(stream);
+    serve_halves(rx_half, tx_half, peer, id, core, gate, admission).await;
+}
+
+/// Who is at the other end of a connection, as the kernel says.
+struct Peer {
+    uid: Option<u32>,
+    pid: Option<u32>,
+}
+
+async fn serve_halves<R, W>(
+    rx_half: R,
+    tx_half: W,
+    peer: Peer,
+    id: ConnId,
+    core: CoreTx,
+    gate: Arc<Gate>,
+    admission: Admission,
+) where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let _counted = Counted::new(gate.clone(), id);
+    let my_uid = nix::unistd::geteuid().as_raw();
+    let (peer_uid, peer_pid) = (peer.uid, peer.pid);
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = ConnHandle::new(tx, gate.max_unread_bytes());
     let writer = tokio::spawn(write_loop(tx_half, rx, handle.clone()));

@@ -374,6 +374,14 @@ impl Core {
             match action {
                 Action::Schedule { after, timer } => self.schedule(after, Timer::Sup(timer)),
                 Action::Answer { conn, id, outcome } => self.answer(conn, id, outcome),
+                // An in-process agent's start is a task and a log file: done here, it needs
+                // no blocking thread (nor the hop to one and back).
+                Action::Run(job) if job.is_quick() => {
+                    let tx = self.self_tx.clone();
+                    job.run(&|ev| {
+                        let _ = tx.send(CoreMsg::Sup(ev));
+                    });
+                }
                 Action::Run(job) => {
                     let tx = self.self_tx.clone();
                     tokio::task::spawn_blocking(move || {
@@ -762,7 +770,13 @@ impl Core {
         hooks.plan(cx, &changes);
         changes.extend(self.state.take_changes());
         let t0 = Instant::now();
-        let committed = self.store.commit(&changes);
+        // A stopping team's batch that answers nobody (its agents going down) is not waited
+        // for: the batch that answers the stop, or the last one, syncs it.
+        let committed = if self.sup.stopping() && self.responses.is_empty() {
+            self.store.commit_unsynced(&changes)
+        } else {
+            self.store.commit(&changes)
+        };
         self.commit_time += t0.elapsed();
         if let Err(e) = committed {
             if self.disk_is_full(&e) {

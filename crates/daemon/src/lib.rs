@@ -32,6 +32,7 @@ use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
 use interprocess::os::unix::local_socket::ListenerOptionsExt;
 use lock::DaemonLock;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -448,17 +449,45 @@ pub async fn serve(
         });
     }
     tracing::info!(team = %paths.team, pid = std::process::id(), "daemon listening on {}", paths.socket.display());
+    // Connection ids, shared by the socket's connections and the in-memory ones.
+    let ids = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let next_id = {
+        let ids = ids.clone();
+        move || ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+    };
+    // The in-process agents reach the core through memory: the same handshake and frames,
+    // gated and counted as the socket's connections are.
+    let _in_memory = {
+        let (tx, gate, next_id) = (tx.clone(), gate.clone(), next_id.clone());
+        // Served on the daemon's runtime, whichever runtime the client connects from.
+        let runtime = tokio::runtime::Handle::current();
+        agent_team_client::local::serve(
+            &paths.socket,
+            Arc::new(move || {
+                let (client, server) = tokio::io::duplex(agent_team_protocol::frame::IO_BUFFER);
+                let id = next_id();
+                let admission = gate.admit(id);
+                runtime.spawn(conn::serve_in_memory(
+                    server,
+                    id,
+                    tx.clone(),
+                    gate.clone(),
+                    admission,
+                ));
+                Some(client)
+            }),
+        )
+    };
     let accept_tx = tx.clone();
     let accept = async move {
-        let mut next_id = 0u64;
         loop {
             match listener.accept().await {
                 Ok(stream) => {
-                    next_id += 1;
-                    let admission = gate.admit(next_id);
+                    let id = next_id();
+                    let admission = gate.admit(id);
                     tokio::spawn(conn::serve(
                         stream,
-                        next_id,
+                        id,
                         accept_tx.clone(),
                         gate.clone(),
                         admission,

@@ -54,6 +54,10 @@ impl PaneBackend for InProcessBackend {
         "in-process"
     }
 
+    fn spawns_at_once(&self, _spec: &LaunchSpec) -> bool {
+        true
+    }
+
     fn spawn(&self, spec: &LaunchSpec) -> Result<Launched, PaneError> {
         let notify = self.on_exit.lock().ok().and_then(|n| n.clone());
         let agent = self.runner.start(spec, notify)?;

@@ -143,6 +143,13 @@ pub trait PaneBackend: Send + Sync {
         specs.iter().map(|s| self.spawn(s)).collect()
     }
 
+    /// Whether starting `spec` is quick and never blocks (an in-process agent is a task and a
+    /// log file), so the daemon may start it on its own thread instead of handing it to a
+    /// blocking one.
+    fn spawns_at_once(&self, _spec: &LaunchSpec) -> bool {
+        false
+    }
+
     /// Starts it again in the same place (same pane); the old process must already be stopped.
     fn respawn(&self, spec: &LaunchSpec, _previous: &Launched) -> Result<Launched, PaneError> {
         self.spawn(spec)

@@ -318,6 +318,11 @@ pub fn wait_lock_released(path: &Path, timeout: std::time::Duration) -> bool {
     let Ok(file) = fs::OpenOptions::new().read(true).open(path) else {
         return true;
     };
+    // Let go already (the holder has exited): no thread to wait in.
+    if file.try_lock_shared().is_ok() {
+        let _ = file.unlock();
+        return true;
+    }
     let (tx, rx) = std::sync::mpsc::channel();
     let spawned = std::thread::Builder::new()
         .name("lock-wait".into())

@@ -1460,6 +1460,10 @@ impl PaneBackend for Routed {
         self.local.kind()
     }
 
+    fn spawns_at_once(&self, spec: &LaunchSpec) -> bool {
+        spec.host.is_none() && self.local.spawns_at_once(spec)
+    }
+
     fn spawn(&self, spec: &LaunchSpec) -> Result<Launched, PaneError> {
         if spec.host.is_some() {
             let l = self.remote.spawn(spec)?;

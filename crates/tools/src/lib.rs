@@ -136,7 +136,22 @@ impl ToolDef {
 
     /// The JSON schema of its arguments as the models get it (see [`model_schema`]).
     pub fn schema(&self) -> Value {
-        (self.schema)()
+        self.schema_shared().as_ref().clone()
+    }
+
+    /// [`ToolDef::schema`] without a copy. Made once per process: every agent's tool list and
+    /// every call's check asks for it, and schemars builds it anew each time (~4 µs, some 360
+    /// times in a short team run of three agents in one daemon).
+    pub fn schema_shared(&self) -> std::sync::Arc<Value> {
+        type Made = std::collections::BTreeMap<&'static str, std::sync::Arc<Value>>;
+        static MADE: std::sync::Mutex<Made> = std::sync::Mutex::new(Made::new());
+        match MADE.lock() {
+            Ok(mut made) => made
+                .entry(self.name)
+                .or_insert_with(|| std::sync::Arc::new((self.schema)()))
+                .clone(),
+            Err(_) => std::sync::Arc::new((self.schema)()),
+        }
     }
 }
 

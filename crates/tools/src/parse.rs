@@ -44,7 +44,7 @@ impl ToolArgError {
 /// the type, whose message is passed on.
 pub fn parse<T: DeserializeOwned>(name: &str, args: &Value) -> Result<T, ToolArgError> {
     if let Some(def) = lookup(name) {
-        check_object(&def.schema(), args)
+        check_object(&def.schema_shared(), args)
             .map_err(|(field, problem)| ToolArgError::new(name, field.as_deref(), problem))?;
     }
     serde_json::from_value(args.clone()).map_err(|e| {

@@ -38,7 +38,7 @@ pub(crate) fn forked(ctx: &Ctx) -> u8 {
     match serve_here(ctx, permission_timeout) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("agent-team: error: {}", crate::describe(&e));
+            crate::output::say(&format!("agent-team: error: {}", crate::describe(&e)));
             1
         }
     }
@@ -99,10 +99,11 @@ fn serve_here(ctx: &Ctx, permission_timeout: u64) -> Result<u8> {
     match agent_team_daemon::run_notifying(opts, listening) {
         Ok(()) => Ok(0),
         Err(e) => {
-            // Said on stderr (the log) and to the CLI that started it, through its pipe: the
-            // log may be on the full disk, and its last lines a previous daemon's.
-            eprintln!("agent-team: error: {e}");
+            // Said to the CLI that started it, through its pipe, and on stderr (the log): the
+            // log may be on the full disk (a failed write is let go), and its last lines a
+            // previous daemon's.
             tell_starter(&mut start_pipe.borrow_mut(), &e.to_string());
+            crate::output::say(&format!("agent-team: error: {e}"));
             Ok(e.exit_code())
         }
     }
@@ -155,7 +156,10 @@ pub fn guard(ctx: &Ctx) -> Result<ExitCode> {
             Ok(Healed::Running) | Ok(Healed::Stopped) => return Ok(ExitCode::SUCCESS),
             Err(e) => match pauses.next() {
                 Some(p) => {
-                    eprintln!("agent-team: guardian of team {}: {e}; retrying", ctx.team);
+                    crate::output::say(&format!(
+                        "agent-team: guardian of team {}: {e}; retrying",
+                        ctx.team
+                    ));
                     std::thread::sleep(p);
                 }
                 None => return Err(e).context("cannot bring the daemon back"),

@@ -429,7 +429,10 @@ pub fn shutdown(ctx: &Ctx, c: &mut agent_team_client::Client) -> Result<u32> {
         Err(e) if e.is_disconnect() => {}
         Err(e) => return Err(e.into()),
     }
-    // Wait for the daemon to release its lock: only then is everything it owned stopped.
+    // Wait for the daemon to be gone, and for its lock to be let go (a daemon that took over
+    // meanwhile, by another pid, holds it): only then is everything it owned stopped. Its exit
+    // first: it lets go of the lock on its way out, so the lock's wait then needs no thread.
+    let exited = agent_team_pane::procs::wait_exit(pid, Duration::from_secs(60));
     if !agent_team_paths::wait_lock_released(&ctx.tp.lock, Duration::from_secs(60)) {
         bail!(crate::Hinted::new(
             format!("the daemon (pid {pid}) did not stop within 60 s"),
@@ -439,8 +442,7 @@ pub fn shutdown(ctx: &Ctx, c: &mut agent_team_client::Client) -> Result<u32> {
             )
         ));
     }
-    // Then for the process itself to be gone (it may still be tearing down its runtime).
-    if !agent_team_pane::procs::wait_exit(pid, Duration::from_secs(60)) {
+    if !exited {
         bail!(crate::Hinted::new(
             format!("the daemon (pid {pid}) released its lock but did not exit"),
             "kill it"

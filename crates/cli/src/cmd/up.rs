@@ -658,7 +658,7 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
     match (report, outcome) {
         (Report::Text, Ok(done)) => {
             if let Some(u) = done.usage.as_ref().filter(|u| u.run.requests > 0) {
-                eprintln!(
+                crate::output::say(&format!(
                     "agent-team: the run used {} tokens ({} input, {} cached, {} output) in {} model requests, cost {}",
                     u.run.tokens(),
                     u.run.input_tokens,
@@ -666,7 +666,7 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
                     u.run.output_tokens,
                     u.run.requests,
                     crate::cmd::usage::cost(u.run.cost_usd)
-                );
+                ));
             }
             output::line(&done.answer);
             Ok(exit_for(done.success))

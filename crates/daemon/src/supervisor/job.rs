@@ -7,9 +7,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Whether `spec` runs in a worktree of its own, to be made before it starts.
+fn needs_workspace(spec: &LaunchSpec, team_workspace: &std::path::Path) -> bool {
+    spec.cwd != team_workspace && spec.env.iter().any(|(k, _)| k == WORKSPACE_ENV)
+}
+
 /// Creates a worktree-isolated agent's checkout before its process starts.
 fn prepare_workspace(spec: &LaunchSpec, team_workspace: &std::path::Path) -> Result<(), String> {
-    if spec.cwd != team_workspace && spec.env.iter().any(|(k, _)| k == WORKSPACE_ENV) {
+    if needs_workspace(spec, team_workspace) {
         agent_team_worktree::ensure(team_workspace, &spec.name).map_err(|e| e.to_string())?;
     }
     Ok(())
@@ -93,6 +98,31 @@ impl std::fmt::Debug for Job {
 }
 
 impl Job {
+    /// Whether the work is quick and never blocks, so the daemon's core may do it itself:
+    /// starting agents whose backend starts them at once (in-process tasks) and who need no
+    /// worktree made first.
+    pub fn is_quick(&self) -> bool {
+        let quick = |spec: &LaunchSpec, team_ws: &std::path::Path, backend: &dyn PaneBackend| {
+            !needs_workspace(spec, team_ws) && backend.spawns_at_once(spec)
+        };
+        match self {
+            Job::Launch {
+                spec,
+                team_ws,
+                backend,
+                ..
+            } => quick(spec, team_ws, backend.as_ref()),
+            Job::LaunchMany {
+                batch,
+                team_ws,
+                backend,
+            } => batch
+                .iter()
+                .all(|(_, _, spec)| quick(spec, team_ws, backend.as_ref())),
+            _ => false,
+        }
+    }
+
     /// Does the work (blocking); each outcome goes to `report` as it is known.
     pub fn run(self, report: &dyn Fn(SupEvent)) {
         match self {

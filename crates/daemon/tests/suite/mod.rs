@@ -1,6 +1,7 @@
 mod bad_input;
 mod exactly_once;
 mod gc;
+mod in_memory;
 mod lifecycle;
 mod limits;
 mod memory;

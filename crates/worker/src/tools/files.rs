@@ -28,7 +28,7 @@ pub(super) async fn read_file(ctx: &ToolCtx, a: &ReadFile) -> Result<ToolOutcome
 pub(super) async fn write_file(ctx: &ToolCtx, a: &WriteFile) -> Result<ToolOutcome, String> {
     let path = confine(&ctx.root, &a.path)?;
     let content = &a.content;
-    if let Some(dir) = path.parent() {
+    if let Some(dir) = path.parent().filter(|d| !d.is_dir()) {
         tokio::fs::create_dir_all(dir)
             .await
             .map_err(|e| format!("cannot create {}: {e}", display(&ctx.root, dir)))?;
@@ -385,30 +385,49 @@ pub fn confine(root: &Path, path: &str) -> Result<PathBuf, String> {
     Ok(clean)
 }
 
-/// Up to `cap` bytes of `path` from `offset`, and the file's length.
+/// Up to `cap` bytes of `path` from `offset`, and the file's length: read on a blocking
+/// thread in one go (one hop there and back, where each `tokio::fs` call is one).
 async fn read_window(path: &Path, offset: u64, cap: usize) -> std::io::Result<(Vec<u8>, u64)> {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    let mut f = tokio::fs::File::open(path).await?;
-    let len = f.metadata().await?.len();
-    f.seek(std::io::SeekFrom::Start(offset.min(len))).await?;
-    let mut buf = Vec::with_capacity(cap.min(len as usize));
-    f.take(cap as u64).read_to_end(&mut buf).await?;
-    Ok((buf, len))
+    let path = path.to_path_buf();
+    blocking(move || {
+        use std::io::{Read, Seek};
+        let mut f = std::fs::File::open(&path)?;
+        let len = f.metadata()?.len();
+        f.seek(std::io::SeekFrom::Start(offset.min(len)))?;
+        let mut buf = Vec::with_capacity(cap.min(len as usize));
+        f.take(cap as u64).read_to_end(&mut buf)?;
+        Ok((buf, len))
+    })
+    .await
 }
 
 /// Writes `bytes` to `path`, refusing to follow a symlink in its last component, so a link
-/// swapped in after [`confine`] looked cannot redirect the write.
+/// swapped in after [`confine`] looked cannot redirect the write. Done on a blocking thread
+/// in one go.
 async fn write_no_follow(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use tokio::io::AsyncWriteExt;
-    let mut f = tokio::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-        .open(path)
-        .await?;
-    f.write_all(bytes).await?;
-    f.flush().await
+    let (path, bytes) = (path.to_path_buf(), bytes.to_vec());
+    blocking(move || {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+            .open(&path)?;
+        f.write_all(&bytes)?;
+        f.flush()
+    })
+    .await
+}
+
+/// Runs file work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 fn display(root: &Path, p: &Path) -> String {

@@ -1,0 +1,68 @@
+//! An agent in the daemon's own process (the in-process backend's) reaches the core through
+//! memory, not the socket: the same handshake, requests, answers and pushes.
+
+use super::support::*;
+use agent_team_client::{AsyncClient, ReplyExt};
+use agent_team_protocol::*;
+
+#[test]
+fn an_agent_in_the_daemons_process_is_served_through_memory_while_it_runs() {
+    let mut t = TestTeam::start().with_agents(&["leader", "w1"]);
+    let socket = t.tp().socket;
+    // With the socket's file moved away nothing reaches the daemon through it; a client in
+    // this process still does.
+    let away = socket.with_extension("away");
+    std::fs::rename(&socket, &away).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let hello = agent_team_client::agent_hello("t", "w1", &t.secret("w1"), 0);
+    let (who, pushed) = rt.block_on(async {
+        let (c, mut pushes) = AsyncClient::connect(&socket, &hello).await.unwrap();
+        let who = c.welcome().identity.clone();
+        // A request and its answer, then a push caused by another client.
+        let tasks = c
+            .call(Request::TaskList {
+                status: None,
+                after: None,
+            })
+            .await;
+        assert!(tasks.tasks().unwrap().is_empty());
+        c.call(Request::WatchTasks).await.unwrap();
+        let added = tokio::task::spawn_blocking({
+            let tp = t.tp();
+            let away = away.clone();
+            move || {
+                // The operator's blocking client needs the socket: put it back for it.
+                std::fs::rename(&away, &tp.socket).unwrap();
+                let mut op = agent_team_client::Client::operator(&tp).unwrap();
+                add_task(&mut op, "through memory", &[]).id
+            }
+        })
+        .await
+        .unwrap();
+        let push = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            loop {
+                match pushes.recv().await {
+                    Some(Push::Task { task }) if task.id == added => return task.title,
+                    Some(_) => continue,
+                    None => panic!("the connection closed"),
+                }
+            }
+        })
+        .await
+        .expect("the task's push arrived");
+        (who, push)
+    });
+    assert_eq!(who, "w1");
+    assert_eq!(pushed, "through memory");
+    // Once the daemon is gone, a client in this process goes to the socket again (and finds
+    // nothing there).
+    t.stop();
+    let gone = rt.block_on(AsyncClient::connect(&socket, &hello));
+    assert!(
+        matches!(gone, Err(agent_team_client::ClientError::Connect { .. })),
+        "a stopped daemon is not reachable through memory"
+    );
+}

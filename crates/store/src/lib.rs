@@ -126,9 +126,12 @@ const WAL_KEEP_BYTES: i64 = 16 << 20;
 const WAL_LEAVE_BYTES: u64 = 1 << 20;
 
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- Tables keyed by text are WITHOUT ROWID (a new file's; older files keep theirs, read and
+-- written the same way): a row replaced is one b-tree to change, not a table and its index,
+-- so a commit writes fewer pages to the WAL (the usage and the run record change every turn).
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tasks (id INTEGER PRIMARY KEY, data TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS agents (name TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS agents (name TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
 -- No index on recipient: each index costs every message twice (insert and read-ack), and
 -- measured broadcast deliveries rose ~30 % without it. Inbox history is read by id range.
 CREATE TABLE IF NOT EXISTS messages (
@@ -150,7 +153,7 @@ CREATE TABLE IF NOT EXISTS dedup (
     key TEXT NOT NULL,
     data TEXT NOT NULL,
     PRIMARY KEY (sender, key)
-);
+) WITHOUT ROWID;
 -- Replies to requests that carried a request id, so a retry is answered, not applied again.
 -- One row per commit holding every identity's replies (JSON, the state's `replies` module
 -- says how; `identity` is '' — builds before it wrote one identity's row, named here): a row
@@ -168,7 +171,7 @@ CREATE TABLE IF NOT EXISTS reply_batches (
 -- Databases written before rows were pruned by key have this index; nothing reads it now.
 DROP INDEX IF EXISTS reply_batches_by_identity;
 -- The team's memory: one row per key, the entry (key, value, version, writer, time) as JSON.
-CREATE TABLE IF NOT EXISTS memory (key TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS memory (key TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
 -- Model usage: one row per agent and model (tokens, requests, picodollars) as JSON; never
 -- compacted, so the figures and the budgets that count them survive a gc.
 CREATE TABLE IF NOT EXISTS usage (
@@ -176,9 +179,9 @@ CREATE TABLE IF NOT EXISTS usage (
     model TEXT NOT NULL,
     data TEXT NOT NULL,
     PRIMARY KEY (agent, model)
-);
+) WITHOUT ROWID;
 -- Budgets set at run time and the level last reported, one row per role ('' for the team).
-CREATE TABLE IF NOT EXISTS budgets (scope TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS budgets (scope TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
 -- Hook runs the daemon owes ([hooks]): recorded with their event (pending) and again before
 -- the process starts (started), deleted once the outcome is applied; never compacted.
 CREATE TABLE IF NOT EXISTS hook_runs (id INTEGER PRIMARY KEY, data TEXT NOT NULL);
@@ -1109,6 +1112,60 @@ mod tests {
             AgentStatus::Stopped,
             "stored all the same"
         );
+    }
+
+    #[test]
+    fn a_store_whose_keyed_tables_have_rowids_is_read_and_written_as_before() {
+        // A file made before the keyed tables were WITHOUT ROWID: its tables stay as they are.
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("state.db");
+        {
+            let old = Connection::open(&db).unwrap();
+            old.execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 CREATE TABLE agents (name TEXT PRIMARY KEY, data TEXT NOT NULL);
+                 CREATE TABLE usage (agent TEXT NOT NULL, model TEXT NOT NULL,
+                     data TEXT NOT NULL, PRIMARY KEY (agent, model));",
+            )
+            .unwrap();
+        }
+        let mut store = Store::open(&db, "t").unwrap();
+        let rowid_tables: i64 = store
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name IN ('meta', 'agents', 'usage') \
+                 AND sql NOT LIKE '%WITHOUT ROWID%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(
+            rowid_tables, 3,
+            "an older file's tables are left as they were"
+        );
+        let mut s = TeamState::new("t");
+        add_worker(&mut s, "w1", Timestamp(1));
+        store.commit(&s.take_changes()).unwrap();
+        s.set_agent_status("w1", AgentStatus::Stopped, None, Timestamp(2));
+        store.commit(&s.take_changes()).unwrap();
+        drop(store);
+        let store = Store::open(&db, "t").unwrap();
+        let agents = store.load().unwrap().agents;
+        assert_eq!(agents.len(), 1);
+        assert_eq!(agents[0].info.status, AgentStatus::Stopped);
+        // A new file's keyed tables have no rowid.
+        let fresh = dir.path().join("fresh.db");
+        let store = Store::open(&fresh, "t").unwrap();
+        let without: i64 = store
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE sql LIKE '%WITHOUT ROWID%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(without, 6, "meta, agents, dedup, memory, usage, budgets");
     }
 
     #[test]

@@ -1026,6 +1026,14 @@ mod tests {
         (dir, db, store, s)
     }
 
+    /// The connection's `synchronous` setting now (1 NORMAL, 2 FULL).
+    fn synchronous(store: &Store) -> i64 {
+        store
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap()
+    }
+
     /// Adds a worker `name` to the team, as the operator does.
     fn add_worker(s: &mut TeamState, name: &str, now: Timestamp) {
         s.add_agent(
@@ -1049,12 +1057,6 @@ mod tests {
         let mut s = TeamState::new("t");
         add_worker(&mut s, "w1", now);
         store.commit(&s.take_changes()).unwrap();
-        let synchronous = |store: &Store| -> i64 {
-            store
-                .conn
-                .query_row("PRAGMA synchronous", [], |r| r.get(0))
-                .unwrap()
-        };
         assert_eq!(synchronous(&store), 2, "a new agent is synced (FULL)");
         s.mark_connected("w1");
         let activity = s.take_changes();
@@ -1078,17 +1080,8 @@ mod tests {
 
     #[test]
     fn a_commit_left_unsynced_is_owed_until_a_synced_commit_or_a_settle() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("state.db");
-        let mut store = Store::open(&db, "t").unwrap();
+        let (_dir, db, mut store, mut s) = new_store();
         let now = Timestamp(5);
-        let mut s = TeamState::new("t");
-        let synchronous = |store: &Store| -> i64 {
-            store
-                .conn
-                .query_row("PRAGMA synchronous", [], |r| r.get(0))
-                .unwrap()
-        };
         add_worker(&mut s, "w1", now);
         store.commit_unsynced(&s.take_changes()).unwrap();
         assert_eq!(synchronous(&store), 1, "committed without a sync (NORMAL)");

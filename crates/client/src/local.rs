@@ -3,6 +3,7 @@
 //! request costs no system call and waits for no poll of the runtime's sockets.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::DuplexStream;
 
@@ -10,31 +11,41 @@ use tokio::io::DuplexStream;
 /// served; `None` when it no longer takes connections.
 pub type Connector = Arc<dyn Fn() -> Option<DuplexStream> + Send + Sync>;
 
+/// One daemon served in this process: its socket path, which registration made it, and how
+/// to reach it.
+type Served = (PathBuf, u64, Connector);
+
 /// The daemons this process serves, by socket path (tests run several in one process).
-static SERVED: Mutex<Vec<(PathBuf, Connector)>> = Mutex::new(Vec::new());
+static SERVED: Mutex<Vec<Served>> = Mutex::new(Vec::new());
+
+/// Tells registrations apart, so one dropped late does not remove its successor's.
+static NEXT: AtomicU64 = AtomicU64::new(0);
 
 /// Keeps a daemon reachable through memory until dropped.
 #[must_use = "the daemon is reachable through memory only while this is kept"]
 pub struct Registration {
     socket: PathBuf,
+    id: u64,
 }
 
 /// Makes the daemon listening on `socket` reachable through memory from this process: a
 /// client connecting to that path here gets a connection from `connector` instead.
 pub fn serve(socket: &Path, connector: Connector) -> Registration {
+    let id = NEXT.fetch_add(1, Ordering::Relaxed);
     if let Ok(mut served) = SERVED.lock() {
-        served.retain(|(p, _)| p != socket);
-        served.push((socket.to_path_buf(), connector));
+        served.retain(|(p, _, _)| p != socket);
+        served.push((socket.to_path_buf(), id, connector));
     }
     Registration {
         socket: socket.to_path_buf(),
+        id,
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         if let Ok(mut served) = SERVED.lock() {
-            served.retain(|(p, _)| *p != self.socket);
+            served.retain(|(p, id, _)| *p != self.socket || *id != self.id);
         }
     }
 }
@@ -45,7 +56,26 @@ pub(crate) fn connect(socket: &Path) -> Option<DuplexStream> {
         .lock()
         .ok()?
         .iter()
-        .find(|(p, _)| p == socket)
-        .map(|(_, c)| c.clone())?;
+        .find(|(p, _, _)| p == socket)
+        .map(|(_, _, c)| c.clone())?;
     connector()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registration_dropped_after_its_successor_leaves_the_successor_in_place() {
+        let socket = Path::new("/nonexistent/agent-team-local-test.sock");
+        let none: Connector = Arc::new(|| None);
+        let first = serve(socket, none.clone());
+        let second = serve(socket, none);
+        let served = |s: &Path| SERVED.lock().unwrap().iter().filter(|e| e.0 == s).count();
+        assert_eq!(served(socket), 1, "the second replaced the first");
+        drop(first);
+        assert_eq!(served(socket), 1, "the late drop left the second's");
+        drop(second);
+        assert_eq!(served(socket), 0);
+    }
 }

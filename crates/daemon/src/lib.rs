@@ -450,9 +450,8 @@ pub async fn serve(
     }
     tracing::info!(team = %paths.team, pid = std::process::id(), "daemon listening on {}", paths.socket.display());
     // Connection ids, shared by the socket's connections and the in-memory ones.
-    let ids = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let next_id = {
-        let ids = ids.clone();
+        let ids = Arc::new(std::sync::atomic::AtomicU64::new(0));
         move || ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
     };
     // The in-process agents reach the core through memory: the same handshake and frames,

@@ -10,7 +10,6 @@ mod output;
 
 use agent_team_client::ClientError;
 use agent_team_protocol::ErrorCode;
-use clap::Parser;
 use std::fmt;
 use std::process::ExitCode;
 
@@ -42,7 +41,7 @@ impl std::error::Error for Hinted {}
 fn main() -> ExitCode {
     // A daemon running agents in-process serves an agent CLI's team tools itself.
     agent_team_worker::external::set_tool_host(&agent_team_mcp::WORKER_HOST);
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::parse_args();
     match cmd::run(cli) {
         Ok(code) => code,
         Err(e) => {

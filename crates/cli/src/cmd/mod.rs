@@ -15,7 +15,7 @@ pub(crate) mod up;
 mod usage;
 pub(crate) mod work;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, Globals};
 use crate::ctx::Ctx;
 use anyhow::{Context, Result};
 use std::process::ExitCode;
@@ -45,8 +45,7 @@ fn inside_an_agents_sandbox() -> Result<()> {
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let Cli {
-        team,
-        file,
+        globals: Globals { team, file },
         command,
     } = cli;
     // `teams` is about every team, so it resolves none.

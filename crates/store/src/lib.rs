@@ -85,10 +85,7 @@ impl Drop for Store {
     /// Decides whether closing copies the WAL into the database (at most `WAL_LEAVE_BYTES`
     /// is left as it is); the connection closes after this.
     fn drop(&mut self) {
-        let wal = self
-            .conn
-            .path()
-            .map(|db| PathBuf::from(format!("{db}-wal")));
+        let wal = self.conn.path().map(|db| wal_path(Path::new(db)));
         let len = wal
             .and_then(|w| std::fs::metadata(w).ok())
             .map_or(0, |m| m.len());
@@ -495,9 +492,7 @@ impl Store {
         let Some(db) = self.conn.path().map(std::path::PathBuf::from) else {
             return Ok(());
         };
-        let mut wal = db.clone().into_os_string();
-        wal.push("-wal");
-        std::fs::File::open(&wal)
+        std::fs::File::open(wal_path(&db))
             .and_then(|f| f.sync_all())
             .map_err(|source| StoreError::Io { path: db, source })
     }
@@ -981,6 +976,13 @@ fn create_aside(path: &Path, team: &str) -> Result<(), StoreError> {
 /// (the bench's team run writes ~200 KB).
 const WAL_PREALLOC_BYTES: u64 = 256 << 10;
 
+/// Where SQLite keeps the WAL of the database at `db`: beside it, `-wal` appended.
+fn wal_path(db: &Path) -> PathBuf {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    PathBuf::from(wal)
+}
+
 /// Brings the WAL of the database at `path` up to [`WAL_PREALLOC_BYTES`] with zeros after
 /// whatever it holds; `fresh`: a new database's, so any WAL already there is an older
 /// database's and goes first. Called before SQLite opens the file. Not synced: SQLite's first
@@ -988,9 +990,7 @@ const WAL_PREALLOC_BYTES: u64 = 256 << 10;
 /// only a saving: a disk too full for them leaves the WAL as it is and the store opens.
 fn preallocate_wal(path: &Path, fresh: bool) -> Result<(), StoreError> {
     use std::os::unix::fs::FileExt;
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    let wal = PathBuf::from(wal);
+    let wal = wal_path(path);
     let io = |source: std::io::Error| StoreError::Io {
         path: wal.clone(),
         source,

@@ -268,6 +268,12 @@ fn a_run_that_ends_leaves_no_guardian_behind() {
     );
     let out = sb.ok(&["run", "--backend", "in-process", "--timeout", "60"]);
     assert!(out.contains("1 completed"), "{out}");
+    // The run returned once the daemon let go of its lock, which it does last: nothing of the
+    // team runs any more (its process may still be on its way out).
+    assert!(
+        !agent_team_paths::lock_held(&sb.team("runend").lock),
+        "run returned while its daemon still held the team"
+    );
     // The run stopped its team on purpose before it went: its going starts no guardian.
     wait_for("nothing of the team to be left", T, || {
         procs_naming(sb.dir.path()).is_empty()

@@ -164,8 +164,12 @@ pub fn run_notifying(opts: DaemonOptions, listening: impl FnOnce()) -> Result<()
             source,
         })?;
     gate::raise_fd_limit();
-    rt.block_on(async {
+    // Let go of last, once the runtime has ended (below): whoever waits for the lock (`run`)
+    // then knows nothing of the daemon is left running but the process's own exit.
+    let mut lock_held = None;
+    let served = rt.block_on(async {
         let mut prepared = prepare(&opts)?;
+        lock_held = prepared.lock.take();
         let stopped = prepared.paths.stopped.clone();
         // Held until this process ends: the guardian wakes when it closes, crash or not.
         let guardian: GuardianSlot<Guardian> = Default::default();
@@ -210,7 +214,17 @@ pub fn run_notifying(opts: DaemonOptions, listening: impl FnOnce()) -> Result<()
             g.dismiss(GUARDIAN_DISMISS_WAIT);
         }
         served
-    })
+    });
+    end_then_let_go(rt, lock_held);
+    served
+}
+
+/// Ends the daemon's runtime, which waits for its blocking work (a supervisor job, a hook, a
+/// git commit of a task's work) to finish, and only then lets go of the lock: whoever waits
+/// for the lock (`run`) knows that nothing the daemon started still runs.
+fn end_then_let_go(rt: tokio::runtime::Runtime, lock: Option<DaemonLock>) {
+    drop(rt);
+    drop(lock);
 }
 
 /// Where a guardian started later than the daemon (by another thread) is kept for whoever
@@ -304,7 +318,8 @@ fn spawn_guardian(
 
 /// Everything taken and opened before serving: the lock, the store, the listener.
 pub struct Prepared {
-    lock: DaemonLock,
+    /// Let go of as [`serve`] ends, unless its caller took it to let go of later.
+    lock: Option<DaemonLock>,
     paths: TeamPaths,
     core: Core,
     listener: interprocess::local_socket::tokio::Listener,
@@ -412,7 +427,7 @@ fn prepare_inner(opts: &DaemonOptions) -> Result<Prepared, DaemonError> {
             source,
         })?;
     Ok(Prepared {
-        lock,
+        lock: Some(lock),
         paths: tp,
         core,
         listener,
@@ -628,5 +643,38 @@ impl DaemonThread {
 impl Drop for DaemonThread {
     fn drop(&mut self) {
         let _ = self.stop_inner();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_is_let_go_only_once_the_runtimes_blocking_work_has_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("daemon.lock");
+        let lock = DaemonLock::acquire(&path).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (started, running) = std::sync::mpsc::channel();
+        let (finish, finished) = std::sync::mpsc::channel::<()>();
+        rt.spawn_blocking(move || {
+            let _ = started.send(());
+            let _ = finished.recv();
+        });
+        running.recv().unwrap();
+        let ending = std::thread::spawn(move || end_then_let_go(rt, Some(lock)));
+        assert!(
+            !agent_team_paths::wait_lock_released(&path, Duration::from_millis(300)),
+            "the lock was let go while a blocking job still ran"
+        );
+        finish.send(()).unwrap();
+        assert!(agent_team_paths::wait_lock_released(
+            &path,
+            Duration::from_secs(30)
+        ));
+        ending.join().unwrap();
     }
 }

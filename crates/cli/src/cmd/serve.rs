@@ -218,7 +218,8 @@ impl Teams for LocalTeams {
         let ctx = self.existing(team)?;
         match ctx.connect_existing().map_err(body)? {
             Some(mut c) => {
-                crate::cmd::teams::shutdown(&ctx, &mut c).map_err(body)?;
+                crate::cmd::teams::shutdown(&ctx, &mut c, crate::cmd::teams::Until::Exited)
+                    .map_err(body)?;
                 Ok(true)
             }
             None => Ok(false),

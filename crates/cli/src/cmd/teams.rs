@@ -250,7 +250,7 @@ pub fn down(ctx: &Ctx, json: bool) -> Result<ExitCode> {
     let stopped_before = ctx.tp.stopped.exists();
     loop {
         if let Some(mut c) = ctx.connect_existing()? {
-            let pid = shutdown(ctx, &mut c)?;
+            let pid = shutdown(ctx, &mut c, Until::Exited)?;
             if json {
                 output::json(&DownReport {
                     team: ctx.team.clone(),
@@ -420,8 +420,19 @@ fn clean_up_after_a_dead_daemon(ctx: &Ctx) -> Result<Vec<String>> {
     Ok(stopped)
 }
 
-/// Asks the daemon to stop every agent and itself, and waits until it has released its lock.
-pub fn shutdown(ctx: &Ctx, c: &mut agent_team_client::Client) -> Result<u32> {
+/// How far [`shutdown`] follows the daemon's end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// Its process has exited and its lock is let go (`down`: no process of the team is left).
+    Exited,
+    /// Its lock is let go: it lets go last, once every agent, command, hook and git job it ran
+    /// has ended and its store is closed, so only the process's own exit is still under way
+    /// (the end of `run`, which need not wait for the kernel to tear the process down).
+    LetGo,
+}
+
+/// Asks the daemon to stop every agent and itself, and waits as `until` says.
+pub fn shutdown(ctx: &Ctx, c: &mut agent_team_client::Client, until: Until) -> Result<u32> {
     let pid = c.welcome().daemon_pid;
     match c.call(Request::Shutdown) {
         Ok(_) => {}
@@ -429,18 +440,18 @@ pub fn shutdown(ctx: &Ctx, c: &mut agent_team_client::Client) -> Result<u32> {
         Err(e) if e.is_disconnect() => {}
         Err(e) => return Err(e.into()),
     }
+    if until == Until::LetGo {
+        if !agent_team_paths::wait_lock_released(&ctx.tp.lock, Duration::from_secs(60)) {
+            bail!(still_running(ctx, pid));
+        }
+        return Ok(pid);
+    }
     // Wait for the daemon to be gone, and for its lock to be let go (a daemon that took over
     // meanwhile, by another pid, holds it): only then is everything it owned stopped. Its exit
     // first: it lets go of the lock on its way out, so the lock's wait then needs no thread.
     let exited = agent_team_pane::procs::wait_exit(pid, Duration::from_secs(60));
     if !agent_team_paths::wait_lock_released(&ctx.tp.lock, Duration::from_secs(60)) {
-        bail!(crate::Hinted::new(
-            format!("the daemon (pid {pid}) did not stop within 60 s"),
-            format!(
-                "check {} and kill it if needed",
-                ctx.tp.daemon_log.display()
-            )
-        ));
+        bail!(still_running(ctx, pid));
     }
     if !exited {
         bail!(crate::Hinted::new(
@@ -449,4 +460,15 @@ pub fn shutdown(ctx: &Ctx, c: &mut agent_team_client::Client) -> Result<u32> {
         ));
     }
     Ok(pid)
+}
+
+/// The error of a daemon that still holds its lock a minute after it was asked to stop.
+fn still_running(ctx: &Ctx, pid: u32) -> crate::Hinted {
+    crate::Hinted::new(
+        format!("the daemon (pid {pid}) did not stop within 60 s"),
+        format!(
+            "check {} and kill it if needed",
+            ctx.tp.daemon_log.display()
+        ),
+    )
 }

@@ -816,8 +816,9 @@ fn run_team(ctx: &Ctx, args: RunArgs, report: Report, started: Instant) -> Resul
         Ok(_) => crate::cmd::work::at_run_end(&mut c, &cfg, agents, args.quiet),
         Err(_) => Vec::new(),
     };
-    // Shut everything down whatever happened.
-    let _ = crate::cmd::teams::shutdown(ctx, &mut c);
+    // Shut everything down whatever happened: once the daemon lets go of its lock, nothing of
+    // the team runs any more.
+    let _ = crate::cmd::teams::shutdown(ctx, &mut c, crate::cmd::teams::Until::LetGo);
     let mut done = outcome?;
     done.usage = usage;
     done.reports = reports;
@@ -949,7 +950,10 @@ fn stop_on_signal(ctx: &Ctx) -> Result<()> {
                 file,
             };
             let stopped = match ctx.connect_existing() {
-                Ok(Some(mut c)) => crate::cmd::teams::shutdown(&ctx, &mut c).map(|_| ()),
+                Ok(Some(mut c)) => {
+                    crate::cmd::teams::shutdown(&ctx, &mut c, crate::cmd::teams::Until::Exited)
+                        .map(|_| ())
+                }
                 Ok(None) => Ok(()),
                 Err(e) => Err(e),
             };

@@ -196,8 +196,7 @@ impl Store {
     pub fn open(path: &Path, team: &str) -> Result<Self, StoreError> {
         let created = !path.exists();
         if created {
-            let aside = write_aside(path)?;
-            move_in(path, &aside)?;
+            create_aside(path)?;
         } else {
             preallocate_wal(path, false)?;
         }
@@ -945,12 +944,12 @@ fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
 /// `AGENT_TEAM_WRITE_STORE_IMAGE=1` after the schema changed.
 const IMAGE: &[u8] = include_bytes!("image.sqlite");
 
-/// A new database is made beside `path` and moved in whole: [`IMAGE`] written to a side file
-/// (here), then synced, renamed in, and the directory synced ([`move_in`]). A crash before the
-/// rename leaves only the side file, which the next creation replaces; SQLite's own way (a
-/// rollback journal to switch a new file to WAL, then the schema through the WAL) took seven
-/// fsyncs and a journal made and deleted. Returns the side file's path.
-fn write_aside(path: &Path) -> Result<PathBuf, StoreError> {
+/// Makes a new database at `path` beside it and moves it in whole: [`IMAGE`] written to a
+/// side file and synced, renamed in, and the directory synced. A crash before the rename
+/// leaves only the side file, which the next creation replaces; SQLite's own way (a rollback
+/// journal to switch a new file to WAL, then the schema through the WAL) took seven fsyncs
+/// and a journal made and deleted.
+fn create_aside(path: &Path) -> Result<(), StoreError> {
     use std::io::Write as _;
     let mut aside = path.as_os_str().to_owned();
     aside.push(".new");
@@ -967,26 +966,13 @@ fn write_aside(path: &Path) -> Result<PathBuf, StoreError> {
         .write(true)
         .create_new(true)
         .open(&aside)
-        .and_then(|mut file| file.write_all(IMAGE))
-        .map_err(io)?;
-    Ok(aside)
-}
-
-/// Makes the side file [`write_aside`] wrote the database at `path`: synced, renamed in, the
-/// directory synced (with it any WAL left by a database that was there before is gone).
-fn move_in(path: &Path, aside: &Path) -> Result<(), StoreError> {
-    let io = |source: std::io::Error| StoreError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    std::fs::File::open(aside)
-        .and_then(|f| f.sync_all())
+        .and_then(|mut file| file.write_all(IMAGE).and_then(|()| file.sync_all()))
         .map_err(io)?;
     // A WAL left beside a database that is gone belongs to that one: SQLite would replay its
     // frames into this one. The unlink and the new WAL are made durable by the directory's
     // sync below, with the rename.
     preallocate_wal(path, true)?;
-    std::fs::rename(aside, path).map_err(io)?;
+    std::fs::rename(&aside, path).map_err(io)?;
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -1085,6 +1071,7 @@ fn check_meta(conn: &Connection, team: &str) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use agent_team_state::{Actor, TeamState, replies::KEEP_PER_IDENTITY, tasks::NewTask};
 
     /// Makes [`IMAGE`] at `path` from [`SCHEMA`]: written with no journal and no sync, then
     /// switched to WAL (stored in the header: every later open uses the WAL).
@@ -1127,34 +1114,24 @@ mod tests {
                 .unwrap();
             out.push(format!("{pragma} = {v}"));
         }
-        let mut stmt = conn
-            .prepare("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name")
-            .unwrap();
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(format!(
-                    "{} {} {} {:?}",
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Option<String>>(3)?
-                ))
-            })
-            .unwrap();
-        out.extend(rows.map(Result::unwrap));
-        let mut stmt = conn
-            .prepare("SELECT key, value FROM meta ORDER BY key")
-            .unwrap();
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(format!(
-                    "meta {} = {}",
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?
-                ))
-            })
-            .unwrap();
-        out.extend(rows.map(Result::unwrap));
+        for sql in [
+            "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name",
+            "SELECT 'meta', key, value FROM meta ORDER BY key",
+        ] {
+            let mut stmt = conn.prepare(sql).unwrap();
+            let columns = stmt.column_count();
+            let rows = stmt
+                .query_map([], |r| {
+                    (0..columns)
+                        .map(|i| {
+                            r.get::<_, rusqlite::types::Value>(i)
+                                .map(|v| format!("{v:?}"))
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .unwrap();
+            out.extend(rows.map(|r| r.unwrap().join(" ")));
+        }
         out
     }
 
@@ -1187,7 +1164,6 @@ mod tests {
             image_file.display()
         );
     }
-    use agent_team_state::{Actor, TeamState, replies::KEEP_PER_IDENTITY, tasks::NewTask};
 
     /// The commits in a WAL file: frames whose header's second word (the database's size
     /// after the commit) is not zero (SQLite's WAL format: a 32-byte file header, then frames

@@ -25,6 +25,8 @@ struct Inner {
     pending: Pending,
     out: mpsc::UnboundedSender<Vec<u8>>,
     welcome: Welcome,
+    /// The welcome's start reads, taken out of it: handed over once ([`AsyncClient::take_start`]).
+    start: Mutex<Option<Box<StartReads>>>,
 }
 
 impl AsyncClient {
@@ -69,7 +71,7 @@ impl AsyncClient {
             .map_err(FrameError::Io)?;
         writer.flush().await.map_err(FrameError::Io)?;
         let payload = frame::tokio_io::read_raw(&mut reader).await?;
-        let welcome =
+        let mut welcome =
             match serde_json::from_slice::<ServerFrame>(&payload).map_err(FrameError::Json)? {
                 ServerFrame::Welcome(w) => w,
                 ServerFrame::Error { error } => return Err(ClientError::Refused(error)),
@@ -84,6 +86,7 @@ impl AsyncClient {
             next_id: AtomicU64::new(0),
             pending,
             out: out_tx,
+            start: Mutex::new(welcome.start.take()),
             welcome,
         };
         Ok((
@@ -97,6 +100,11 @@ impl AsyncClient {
     /// The daemon's welcome.
     pub fn welcome(&self) -> &Welcome {
         &self.inner.welcome
+    }
+
+    /// What the welcome carried for a hello that asked (`start`); `None` after the first call.
+    pub fn take_start(&self) -> Option<Box<StartReads>> {
+        self.inner.start.lock().ok()?.take()
     }
 
     /// Makes one request and waits for its answer. A mutating request carries a fresh request

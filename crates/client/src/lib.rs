@@ -127,6 +127,7 @@ pub fn operator_hello(tp: &TeamPaths) -> Result<Hello, ClientError> {
         team: tp.team.clone(),
         auth: Auth::Operator { secret },
         client: Some(format!("agent-team/{}", env!("CARGO_PKG_VERSION"))),
+        start: false,
     })
 }
 
@@ -141,6 +142,7 @@ pub fn agent_hello(team: &str, name: &str, secret: &str, incarnation: u64) -> He
             incarnation,
         },
         client: Some(format!("agent-team-worker/{}", env!("CARGO_PKG_VERSION"))),
+        start: false,
     }
 }
 
@@ -179,6 +181,7 @@ impl Client {
                 role: String::new(),
                 incarnation: 0,
                 daemon_pid: 0,
+                start: None,
             },
         };
         frame::write(&mut c.writer, &ClientFrame::Hello(hello.clone()))?;
@@ -585,6 +588,7 @@ mod tests {
                 role: "operator".into(),
                 incarnation: 0,
                 daemon_pid: 1,
+                start: None,
             };
             frame::write(&mut writer, &ServerFrame::Welcome(welcome)).unwrap();
             let mut pages = pages.into_iter();
@@ -622,6 +626,7 @@ mod tests {
             team: "t".into(),
             auth: Auth::Operator { secret: "s".into() },
             client: None,
+            start: false,
         };
         let mut c = Client::connect(&socket, &hello).unwrap();
         let tasks = c.all_tasks(None).unwrap();

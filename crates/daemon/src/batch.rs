@@ -162,9 +162,20 @@ impl Core {
             } => {
                 // The welcome goes out with the batch, ahead of any pushes queued behind it.
                 let mark = self.responses.len();
+                let start = hello.start;
                 let verdict = self.hello(conn, hello, peer_pid, handle);
+                // An agent starting its loop gets its first reads with the welcome.
+                let reads = self
+                    .sessions
+                    .get(&conn)
+                    .map(|s| s.actor.clone())
+                    .filter(|a| start && verdict.is_ok() && matches!(a, Actor::Agent(_)))
+                    .and_then(|actor| crate::handlers::start_reads(self, conn, &actor));
                 if let Ok(w) = &verdict
-                    && let Ok(bytes) = frame::encode(&ServerFrame::Welcome(w.clone()))
+                    && let Ok(bytes) = frame::encode(&ServerFrame::Welcome(Welcome {
+                        start: reads,
+                        ..w.clone()
+                    }))
                 {
                     self.responses.insert(mark, (conn, None, bytes));
                 }

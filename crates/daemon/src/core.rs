@@ -511,6 +511,7 @@ impl Core {
             role: role.to_string(),
             incarnation,
             daemon_pid,
+            start: None,
         };
         match hello.auth {
             Auth::Operator { secret } => {

@@ -39,6 +39,10 @@ pub struct Hello {
     /// Free-form client name for logs, e.g. `agent-team-cli/0.1.0`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,
+    /// An agent starting its loop: the welcome carries what it reads first ([`StartReads`])
+    /// and the connection's task watch is on, saving it a round of requests.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub start: bool,
 }
 
 /// The daemon's answer to a good hello.
@@ -56,6 +60,25 @@ pub struct Welcome {
     pub incarnation: u64,
     /// The daemon's process id.
     pub daemon_pid: u32,
+    /// For an agent's hello that asked (`start`): what it reads as it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<Box<StartReads>>,
+}
+
+/// What an agent reads as it starts, each the reply its request would get (`get_config`,
+/// `agents`, `team_info` for the leader, `task_list` of the tasks in progress), answered with
+/// the welcome after `watch_tasks`. Each is taken once; a later read asks the daemon.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StartReads {
+    /// `get_config`'s reply.
+    pub config: Option<Reply>,
+    /// `agents`' reply.
+    pub agents: Option<Reply>,
+    /// `team_info`'s reply (the leader's only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<Reply>,
+    /// `task_list`'s reply for the tasks in progress (its first page).
+    pub tasks: Option<Reply>,
 }
 
 /// A frame from a client. Unknown fields are refused, as docs/PROTOCOL.md says.

@@ -399,14 +399,17 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
         }),
     ];
     prop_oneof![
-        1 => (any::<u32>(), text(), auth, opt_text()).prop_map(|(protocol, team, auth, client)| {
-            ClientFrame::Hello(Hello {
-                protocol,
-                team,
-                auth,
-                client,
-            })
-        }),
+        1 => (any::<u32>(), text(), auth, opt_text(), any::<bool>()).prop_map(
+            |(protocol, team, auth, client, start)| {
+                ClientFrame::Hello(Hello {
+                    protocol,
+                    team,
+                    auth,
+                    client,
+                    start,
+                })
+            }
+        ),
         4 => (any::<u64>(), request(), opt_text(), any::<bool>()).prop_map(
             |(id, body, rid, no_reply)| ClientFrame::Request {
                 id,

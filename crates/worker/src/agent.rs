@@ -210,11 +210,12 @@ impl Start {
     /// on (it is queued first), so it stands for the first `Reconnected`.
     pub async fn read(link: &Arc<Link>) -> Start {
         let is_leader = link.name() == LEADER;
+        // What the daemon's welcome carried is taken; the rest is asked for.
         let (members, goal, board) = tokio::join!(
-            link.call_retry(Request::Agents),
+            link.read_first(|s| &mut s.agents, Request::Agents),
             async {
                 if is_leader {
-                    match link.call_retry(Request::TeamInfo).await {
+                    match link.read_first(|s| &mut s.team, Request::TeamInfo).await {
                         Ok(Reply::Team { team }) => team.goal,
                         _ => None,
                     }
@@ -222,7 +223,12 @@ impl Start {
                     None
                 }
             },
-            board_page(link, None),
+            async {
+                match link.take_read(|s| &mut s.tasks) {
+                    Some(reply) => board_reply(reply),
+                    None => board_page(link, None).await,
+                }
+            },
         );
         Start {
             members: match members {
@@ -239,6 +245,15 @@ impl Start {
 /// (`None`: the read failed).
 type Board = Option<(Vec<Task>, bool)>;
 
+/// A `task_list` reply as a [`Board`] page.
+fn board_reply(reply: Reply) -> Board {
+    let last_page = reply.is_last_page();
+    match reply {
+        Reply::Tasks { tasks, .. } => Some((tasks, last_page)),
+        _ => None,
+    }
+}
+
 /// The page of the board's tasks in progress after `after`.
 async fn board_page(link: &Link, after: Option<u64>) -> Board {
     let req = Request::TaskList {
@@ -246,13 +261,7 @@ async fn board_page(link: &Link, after: Option<u64>) -> Board {
         after,
     };
     match link.call_retry(req).await {
-        Ok(reply) => {
-            let last_page = reply.is_last_page();
-            match reply {
-                Reply::Tasks { tasks, .. } => Some((tasks, last_page)),
-                _ => None,
-            }
-        }
+        Ok(reply) => board_reply(reply),
         Err(_) => None,
     }
 }

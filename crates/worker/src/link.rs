@@ -82,15 +82,19 @@ pub struct Link {
     /// Acknowledge a message as `delivered` as soon as it arrives (our workers hold it in
     /// their inbox); an agent's MCP server does not: the CLI has it only once handed over.
     ack_on_receipt: bool,
+    /// What the daemon's welcome carried for the agent's first reads, each taken once
+    /// ([`Link::config`], [`crate::agent::Start::read`]).
+    start: Mutex<StartReads>,
 }
 
 impl Link {
-    /// Connects (waiting for the daemon if needed) and starts the keeper task.
+    /// Connects (waiting for the daemon if needed) and starts the keeper task; the hello asks
+    /// for the agent loop's first reads with the welcome.
     pub async fn start(
         agent: AgentEnv,
         out: Output,
     ) -> Result<(Arc<Link>, mpsc::UnboundedReceiver<Inbound>), AgentError> {
-        Self::start_with(agent, out, true).await
+        Self::open(agent, out, true, true).await
     }
 
     /// [`Link::start`], choosing whether an arriving message is acknowledged as `delivered`
@@ -100,7 +104,20 @@ impl Link {
         out: Output,
         ack_on_receipt: bool,
     ) -> Result<(Arc<Link>, mpsc::UnboundedReceiver<Inbound>), AgentError> {
-        let (client, pushes) = connect(&agent, &out).await?;
+        Self::open(agent, out, ack_on_receipt, false).await
+    }
+
+    /// Connects; `start`: the hello asks for the first reads with the welcome.
+    async fn open(
+        agent: AgentEnv,
+        out: Output,
+        ack_on_receipt: bool,
+        start: bool,
+    ) -> Result<(Arc<Link>, mpsc::UnboundedReceiver<Inbound>), AgentError> {
+        let (client, pushes) = connect(&agent, &out, start).await?;
+        let reads = client.take_start();
+        // The daemon put the task watch on before answering the reads.
+        let watching = reads.is_some();
         let (ctx, _) = watch::channel(None);
         let link = Arc::new(Link {
             agent,
@@ -109,9 +126,10 @@ impl Link {
             seen: Mutex::new(HashSet::new()),
             gone: Mutex::new(None),
             ack_on_receipt,
+            start: Mutex::new(reads.map(|r| *r).unwrap_or_default()),
         });
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(keeper(link.clone(), out, client, pushes, tx));
+        tokio::spawn(keeper(link.clone(), out, client, pushes, tx, watching));
         Ok((link, rx))
     }
 
@@ -201,9 +219,32 @@ impl Link {
         });
     }
 
+    /// One of the first reads the welcome carried, taken (`None`: ask the daemon).
+    pub(crate) fn take_read(
+        &self,
+        which: fn(&mut StartReads) -> &mut Option<Reply>,
+    ) -> Option<Reply> {
+        self.start
+            .lock()
+            .ok()
+            .and_then(|mut s| which(&mut s).take())
+    }
+
+    /// A request's reply: the welcome's when it carried it, else the daemon's.
+    pub(crate) async fn read_first(
+        &self,
+        which: fn(&mut StartReads) -> &mut Option<Reply>,
+        req: Request,
+    ) -> Result<Reply, CallError> {
+        match self.take_read(which) {
+            Some(reply) => Ok(reply),
+            None => self.call_retry(req).await,
+        }
+    }
+
     /// The team configuration.
     pub async fn config(&self) -> Result<agent_team_config::TeamConfig, AgentError> {
-        match self.call_retry(Request::GetConfig).await {
+        match self.read_first(|s| &mut s.config, Request::GetConfig).await {
             Ok(Reply::Config { config }) if !config.is_null() => serde_json::from_value(config)
                 .map_err(|e| {
                     AgentError::Config(format!("cannot read the team configuration: {e}"))
@@ -267,8 +308,12 @@ impl Link {
 async fn connect(
     agent: &AgentEnv,
     out: &Output,
+    start: bool,
 ) -> Result<(AsyncClient, mpsc::UnboundedReceiver<Push>), AgentError> {
-    let hello = agent_hello(&agent.team, &agent.name, &agent.secret, agent.incarnation);
+    let hello = Hello {
+        start,
+        ..agent_hello(&agent.team, &agent.name, &agent.secret, agent.incarnation)
+    };
     let mut backoff = reconnect_backoff(Instant::now());
     let mut said = false;
     loop {
@@ -336,13 +381,17 @@ async fn keeper(
     mut client: AsyncClient,
     mut pushes: mpsc::UnboundedReceiver<Push>,
     tx: mpsc::UnboundedSender<Inbound>,
+    mut watching: bool,
 ) {
     loop {
         // Queued first, not waited for: the daemon applies this connection's requests in
         // order, so whatever the agent asks once it has the client (its board on
         // `Reconnected`) is answered with the watch already on. An ordinary request (a
-        // daemon older than `no_reply` would refuse that), its answer let go.
-        let _ = client.queue(Request::WatchTasks, None);
+        // daemon older than `no_reply` would refuse that), its answer let go. A welcome
+        // that carried the first reads says the watch is on already.
+        if !std::mem::take(&mut watching) {
+            let _ = client.queue(Request::WatchTasks, None);
+        }
         link.client.send_replace(Some(client.clone()));
         if tx.send(Inbound::Reconnected).is_err() {
             return;
@@ -382,7 +431,7 @@ async fn keeper(
         }
         link.client.send_replace(None);
         out.say("lost the connection to the daemon; reconnecting");
-        match connect(&link.agent, &out).await {
+        match connect(&link.agent, &out, false).await {
             Ok((c, p)) => {
                 out.say("reconnected");
                 client = c;

@@ -144,6 +144,7 @@ mod tests {
                 secret: "guess".into(),
             },
             client: Some("x".into()),
+            start: false,
         });
         inside
             .write_all(&agent_team_protocol::frame::encode(&claim).unwrap())

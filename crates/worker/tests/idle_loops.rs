@@ -46,6 +46,17 @@ impl FakeDaemon {
         pushes: Vec<Message>,
         ready: impl Fn(&[Request]) -> bool + Send + Sync + 'static,
     ) -> Self {
+        Self::start_welcoming(name, role, pushes, ready, None)
+    }
+
+    /// [`FakeDaemon::start_holding_until`] whose welcome carries `reads` (a hello's `start`).
+    fn start_welcoming(
+        name: &str,
+        role: &str,
+        pushes: Vec<Message>,
+        ready: impl Fn(&[Request]) -> bool + Send + Sync + 'static,
+        reads: Option<Box<StartReads>>,
+    ) -> Self {
         let ready = Arc::new(ready);
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("d.sock");
@@ -60,6 +71,7 @@ impl FakeDaemon {
             role: role.into(),
             incarnation: 1,
             daemon_pid: std::process::id(),
+            start: reads,
         };
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -524,6 +536,41 @@ async fn a_link_asks_its_first_request_without_waiting_for_the_task_watch() {
         matches!(d.requests()[..], [Request::WatchTasks, Request::Agents, ..]),
         "{:?}",
         d.requests()
+    );
+}
+
+#[tokio::test]
+async fn a_welcome_that_carries_the_first_reads_spares_their_requests_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let team = config(dir.path());
+    let reads = StartReads {
+        config: Some(Reply::Config {
+            config: serde_json::to_value(&team).unwrap(),
+        }),
+        agents: Some(answer(&Request::Agents)),
+        team: None,
+        tasks: Some(answer(&Request::TaskList {
+            status: Some(TaskStatus::InProgress),
+            after: None,
+        })),
+    };
+    let d = FakeDaemon::start_welcoming("b1", "worker", vec![], |_| true, Some(Box::new(reads)));
+    let (link, _inbound) = link::Link::start(d.env("b1"), Output::null())
+        .await
+        .unwrap();
+    let got = within("the carried configuration", link.config())
+        .await
+        .unwrap();
+    assert_eq!(got.name, team.name);
+    let start = within("the carried start", agent::Start::read(&link)).await;
+    drop(start);
+    // Read once: asked again, the configuration comes from the daemon.
+    within("the configuration asked", link.config()).await.ok();
+    let seen = d.requests();
+    assert_eq!(
+        seen,
+        vec![Request::GetConfig],
+        "the watch was on and the reads carried: only the second read is asked"
     );
 }
 

@@ -45,6 +45,35 @@ pub(crate) fn page_more<T: serde::Serialize>(items: impl Iterator<Item = T>) -> 
     (out, false)
 }
 
+/// What a starting agent reads first, answered with its welcome: the task watch put on
+/// first (as the worker's own `watch_tasks` is queued first), then each read as [`dispatch`]
+/// answers it. `None` when any of them fails: the agent then asks for each itself.
+pub(crate) fn start_reads(
+    core: &mut Core,
+    conn: ConnId,
+    actor: &Actor,
+) -> Option<Box<agent_team_protocol::StartReads>> {
+    let mut read = |req: Request| match dispatch(core, conn, 0, actor, req, None) {
+        Some(Ok(reply)) => Some(reply),
+        _ => None,
+    };
+    read(Request::WatchTasks)?;
+    let leader = actor.name() == agent_team_protocol::names::LEADER;
+    Some(Box::new(agent_team_protocol::StartReads {
+        config: Some(read(Request::GetConfig)?),
+        agents: Some(read(Request::Agents)?),
+        team: if leader {
+            Some(read(Request::TeamInfo)?)
+        } else {
+            None
+        },
+        tasks: Some(read(Request::TaskList {
+            status: Some(TaskStatus::InProgress),
+            after: None,
+        })?),
+    }))
+}
+
 /// An answer now, or `None` when it comes later (the supervisor's, a hook's, git work's).
 type Outcome = Option<Result<Reply, ErrorBody>>;
 

@@ -348,3 +348,56 @@ fn a_listing_says_when_its_page_is_the_last() {
     let old: Reply = serde_json::from_value(json!({"kind": "tasks", "tasks": []})).unwrap();
     assert!(!old.is_last_page());
 }
+
+/// An agent's hello that asks (`start`) is welcomed with its first reads, each what its
+/// request would answer, and with its task watch on; the leader's also carries the team's.
+#[test]
+fn a_starting_agents_welcome_carries_its_first_reads_and_its_watch_is_on() {
+    let t = TestTeam::start().with_agents(&["leader", "w1"]);
+    let mut op = t.operator();
+    let mut w1 = t.agent("w1");
+    let claimed = add_task(&mut op, "in progress", &[]);
+    w1.call(Request::TaskClaim { id: claimed.id }).unwrap();
+    let hello = |name: &str| Hello {
+        start: true,
+        ..agent_team_client::agent_hello("t", name, &t.secret(name), 0)
+    };
+    let mut again = agent_team_client::Client::connect(&t.tp().socket, &hello("w1")).unwrap();
+    let reads = again
+        .welcome()
+        .start
+        .clone()
+        .expect("the welcome carries the reads");
+    // (The new connection replaced w1's first one.)
+    assert_eq!(reads.config, Some(again.call(Request::GetConfig).unwrap()));
+    assert_eq!(reads.agents, Some(again.call(Request::Agents).unwrap()));
+    let in_progress = Request::TaskList {
+        status: Some(TaskStatus::InProgress),
+        after: None,
+    };
+    let Some(Reply::Tasks { tasks, .. }) = &reads.tasks else {
+        panic!("a task list: {:?}", reads.tasks)
+    };
+    assert_eq!(
+        tasks.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![claimed.id]
+    );
+    assert_eq!(reads.tasks, Some(again.call(in_progress).unwrap()));
+    assert_eq!(reads.team, None, "the team's goal is the leader's read");
+    // The watch is on without a `watch_tasks` of its own.
+    let added = add_task(&mut op, "pushed", &[]);
+    loop {
+        match again
+            .next_push(Some(std::time::Duration::from_secs(10)))
+            .unwrap()
+        {
+            Push::Task { task } if task.id == added.id => break,
+            _ => continue,
+        }
+    }
+    let leader = agent_team_client::Client::connect(&t.tp().socket, &hello("leader")).unwrap();
+    let team = leader.welcome().start.as_ref().and_then(|s| s.team.clone());
+    assert!(matches!(team, Some(Reply::Team { .. })), "{team:?}");
+    // A hello that does not ask gets a welcome as before.
+    assert_eq!(t.agent("w1").welcome().start, None);
+}

@@ -275,10 +275,14 @@ pub fn at_run_end(
 ) -> Vec<WorkResult> {
     let mut out = Vec::new();
     for a in agents.iter().filter(|a| a.name != names::LEADER) {
-        let policy = cfg
-            .role(&a.role)
-            .and_then(|r| r.finish)
-            .unwrap_or(cfg.finish);
+        let role = cfg.role(&a.role);
+        // Only a worktree teammate (or a member on another host, whose branch comes home) has
+        // a branch to land: nobody else's needs a look with git.
+        let worktree = role.is_some_and(|r| r.isolation == agent_team_config::Isolation::Worktree);
+        if !worktree && a.host.is_none() {
+            continue;
+        }
+        let policy = role.and_then(|r| r.finish).unwrap_or(cfg.finish);
         let action = match policy {
             FinishPolicy::Keep => continue,
             FinishPolicy::Merge => FinishAction::Merge,

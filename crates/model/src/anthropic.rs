@@ -39,8 +39,8 @@ impl Wire for Anthropic {
         }
     }
 
-    fn body(&self, cfg: &ModelConfig, req: &TurnRequest) -> Value {
-        build_body(cfg, req)
+    fn body(&self, cfg: &ModelConfig, req: &TurnRequest) -> serde_json::Result<Vec<u8>> {
+        serde_json::to_vec(&build_body(cfg, req))
     }
 
     fn parse(&self, v: &Value) -> Result<Turn, Failure> {

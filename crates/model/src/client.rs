@@ -63,8 +63,8 @@ pub(crate) trait Wire: Send + Sync + 'static {
     fn endpoint(&self, base: &str) -> String;
     /// Adds the credential and API headers.
     fn authorize(&self, rb: reqwest::RequestBuilder, key: Option<&str>) -> reqwest::RequestBuilder;
-    /// The request body.
-    fn body(&self, cfg: &ModelConfig, req: &TurnRequest) -> serde_json::Value;
+    /// The request body, as sent.
+    fn body(&self, cfg: &ModelConfig, req: &TurnRequest) -> serde_json::Result<Vec<u8>>;
     /// Reads a whole (non-streamed) answer.
     fn parse(&self, v: &serde_json::Value) -> Result<Turn, Failure>;
 }
@@ -155,7 +155,9 @@ impl<W: Wire> HttpModel<W> {
         req: &TurnRequest,
         on_event: &mut (dyn FnMut(StreamEvent) + Send),
     ) -> Result<Turn, ModelError> {
-        let body = serde_json::to_vec(&self.wire.body(&self.cfg, req))
+        let body = self
+            .wire
+            .body(&self.cfg, req)
             .map_err(|e| ModelError::Protocol(format!("cannot encode the request: {e}")))?;
         let mut backoff = retry_backoff(self.cfg.max_retries);
         let mut attempts = 0u32;

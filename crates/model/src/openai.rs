@@ -2,8 +2,8 @@
 
 use crate::client::{Failure, StreamDecoder, Wire, temperature_json};
 use crate::sse::SseEvent;
-use crate::{ChatRole, ModelConfig, StreamEvent, ToolCall, Turn, TurnRequest, Usage};
-use serde_json::{Map, Value, json};
+use crate::{ChatMessage, ChatRole, ModelConfig, StreamEvent, ToolCall, Turn, TurnRequest, Usage};
+use serde_json::Value;
 
 /// `POST {base_url}/chat/completions`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -31,8 +31,8 @@ impl Wire for OpenAi {
         }
     }
 
-    fn body(&self, cfg: &ModelConfig, req: &TurnRequest) -> Value {
-        build_body(cfg, req)
+    fn body(&self, cfg: &ModelConfig, req: &TurnRequest) -> serde_json::Result<Vec<u8>> {
+        body_bytes(cfg, req)
     }
 
     fn parse(&self, v: &Value) -> Result<Turn, Failure> {
@@ -45,76 +45,135 @@ impl Wire for OpenAi {
 /// but the messages added at the end (the team's context trimming rewrites older ones rarely,
 /// in large steps); with `cfg.cache` it names the agent's `prompt_cache_key`.
 pub(crate) fn build_body(cfg: &ModelConfig, req: &TurnRequest) -> Value {
-    let messages: Vec<Value> = req
-        .messages
-        .iter()
-        .map(|m| match m.role {
-            ChatRole::System => json!({"role": "system", "content": m.content}),
-            ChatRole::User => json!({"role": "user", "content": m.content}),
-            ChatRole::Assistant => {
-                let mut msg = Map::new();
-                msg.insert("role".into(), "assistant".into());
-                // A turn that only called tools has no text; the API wants `null` there.
-                let content = if m.content.is_empty() && !m.tool_calls.is_empty() {
-                    Value::Null
-                } else {
-                    Value::String(m.content.clone())
-                };
-                msg.insert("content".into(), content);
-                if !m.tool_calls.is_empty() {
-                    let calls: Vec<Value> = m
-                        .tool_calls
-                        .iter()
-                        .map(|c| {
-                            json!({
-                                "id": c.id,
-                                "type": "function",
-                                "function": {"name": c.name, "arguments": c.arguments},
-                            })
-                        })
-                        .collect();
-                    msg.insert("tool_calls".into(), Value::Array(calls));
-                }
-                Value::Object(msg)
-            }
-            ChatRole::Tool => json!({
-                "role": "tool",
-                "tool_call_id": m.tool_call_id.clone().unwrap_or_default(),
-                "content": m.content,
+    serde_json::to_value(Body::new(cfg, req)).unwrap_or(Value::Null)
+}
+
+/// [`build_body`] as the bytes sent, written straight from the request: no JSON tree is built
+/// (each turn's body holds the whole conversation and every tool's schema, and copying them
+/// into a tree first took most of the encoding's time). The keys come in the order a tree's
+/// sorted map writes them, so the bytes are what [`build_body`] serializes to.
+pub(crate) fn body_bytes(cfg: &ModelConfig, req: &TurnRequest) -> serde_json::Result<Vec<u8>> {
+    serde_json::to_vec(&Body::new(cfg, req))
+}
+
+/// The body's fields, borrowed from the request, in sorted order.
+#[derive(serde::Serialize)]
+struct Body<'a> {
+    max_tokens: u32,
+    messages: Vec<Msg<'a>>,
+    model: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_cache_key: Option<&'a str>,
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<Value>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<Func<'a>>,
+}
+
+impl<'a> Body<'a> {
+    fn new(cfg: &'a ModelConfig, req: &'a TurnRequest) -> Self {
+        Body {
+            max_tokens: cfg.max_tokens,
+            messages: req.messages.iter().map(Msg).collect(),
+            model: &cfg.model,
+            prompt_cache_key: cfg.cache_key.as_deref().filter(|_| cfg.cache),
+            stream: cfg.stream,
+            // Without it a streamed answer carries no token counts (the final chunk has them).
+            stream_options: cfg.stream.then_some(StreamOptions {
+                include_usage: true,
             }),
-        })
-        .collect();
-    let mut body = Map::new();
-    body.insert("model".into(), cfg.model.clone().into());
-    body.insert("messages".into(), Value::Array(messages));
-    if !req.tools.is_empty() {
-        let tools: Vec<Value> = req
-            .tools
-            .iter()
-            .map(|t| {
-                json!({
-                    "type": "function",
-                    "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
-                })
-            })
-            .collect();
-        body.insert("tools".into(), Value::Array(tools));
+            temperature: cfg.temperature.map(temperature_json),
+            tools: req.tools.iter().map(Func::Tool).collect(),
+        }
     }
-    body.insert("max_tokens".into(), cfg.max_tokens.into());
-    if let Some(t) = cfg.temperature {
-        body.insert("temperature".into(), temperature_json(t));
+}
+
+#[derive(serde::Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+/// One message as the API takes it.
+struct Msg<'a>(&'a ChatMessage);
+
+impl serde::Serialize for Msg<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let m = self.0;
+        let mut map = s.serialize_map(None)?;
+        match m.role {
+            ChatRole::System | ChatRole::User => {
+                map.serialize_entry("content", &m.content)?;
+                let role = if matches!(m.role, ChatRole::System) {
+                    "system"
+                } else {
+                    "user"
+                };
+                map.serialize_entry("role", role)?;
+            }
+            ChatRole::Assistant => {
+                // A turn that only called tools has no text; the API wants `null` there.
+                let content =
+                    (!m.content.is_empty() || m.tool_calls.is_empty()).then_some(&m.content);
+                map.serialize_entry("content", &content)?;
+                map.serialize_entry("role", "assistant")?;
+                if !m.tool_calls.is_empty() {
+                    let calls: Vec<Func<'_>> = m.tool_calls.iter().map(Func::Call).collect();
+                    map.serialize_entry("tool_calls", &calls)?;
+                }
+            }
+            ChatRole::Tool => {
+                map.serialize_entry("content", &m.content)?;
+                map.serialize_entry("role", "tool")?;
+                map.serialize_entry(
+                    "tool_call_id",
+                    m.tool_call_id.as_deref().unwrap_or_default(),
+                )?;
+            }
+        }
+        map.end()
     }
-    if cfg.cache
-        && let Some(key) = &cfg.cache_key
-    {
-        body.insert("prompt_cache_key".into(), key.clone().into());
+}
+
+/// A `{"function": {...}, ...}` object: a tool offered, or a call the model made.
+enum Func<'a> {
+    Tool(&'a crate::ToolSpec),
+    Call(&'a ToolCall),
+}
+
+impl serde::Serialize for Func<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        /// The inner `function` object's fields, sorted.
+        struct Inner<'a>(&'a Func<'a>);
+        impl serde::Serialize for Inner<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut map = s.serialize_map(Some(3))?;
+                match self.0 {
+                    Func::Tool(t) => {
+                        map.serialize_entry("description", &t.description)?;
+                        map.serialize_entry("name", &t.name)?;
+                        map.serialize_entry("parameters", &t.parameters)?;
+                    }
+                    Func::Call(c) => {
+                        map.serialize_entry("arguments", &c.arguments)?;
+                        map.serialize_entry("name", &c.name)?;
+                    }
+                }
+                map.end()
+            }
+        }
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("function", &Inner(self))?;
+        if let Func::Call(c) = self {
+            map.serialize_entry("id", &c.id)?;
+        }
+        map.serialize_entry("type", "function")?;
+        map.end()
     }
-    body.insert("stream".into(), cfg.stream.into());
-    if cfg.stream {
-        // Without it a streamed answer carries no token counts (the final chunk has them).
-        body.insert("stream_options".into(), json!({"include_usage": true}));
-    }
-    Value::Object(body)
 }
 
 /// Reads a whole answer.
@@ -406,7 +465,8 @@ impl OpenAiStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ApiKind, ChatMessage, ToolSpec};
+    use crate::{ApiKind, ToolSpec};
+    use serde_json::json;
     use std::time::Duration;
 
     fn cfg(stream: bool) -> ModelConfig {
@@ -482,9 +542,9 @@ mod tests {
         assert!(build_body(&off, &req).get("prompt_cache_key").is_none());
     }
 
-    #[test]
-    fn body_has_every_role() {
-        let req = TurnRequest {
+    /// A conversation with every kind of message and a tool.
+    fn every_role() -> TurnRequest {
+        TurnRequest {
             messages: vec![
                 ChatMessage::system("be brief"),
                 ChatMessage::user("hi"),
@@ -504,7 +564,12 @@ mod tests {
                 description: "reads a file".into(),
                 parameters: json!({"type": "object"}),
             }],
-        };
+        }
+    }
+
+    #[test]
+    fn body_has_every_role() {
+        let req = every_role();
         let body = build_body(&cfg(true), &req);
         assert_eq!(
             body,
@@ -526,6 +591,27 @@ mod tests {
                 "stream_options": {"include_usage": true},
             })
         );
+    }
+
+    #[test]
+    fn the_bytes_sent_are_the_bodys_json_with_its_keys_sorted() {
+        // What was sent before the body was written straight from the request: its tree
+        // (sorted keys at every level) serialized. The same bytes keep a cached prefix valid
+        // across an upgrade, and show every message kind's keys in the order a tree has them.
+        let keyed = ModelConfig {
+            cache_key: Some("team/leader".into()),
+            ..cfg(true)
+        };
+        for c in [keyed, cfg(false)] {
+            let req = every_role();
+            let sent = body_bytes(&c, &req).unwrap();
+            let tree: Value = serde_json::from_slice(&sent).unwrap();
+            assert_eq!(
+                String::from_utf8(sent).unwrap(),
+                serde_json::to_string(&tree).unwrap()
+            );
+            assert_eq!(tree, build_body(&c, &req));
+        }
     }
 
     #[test]

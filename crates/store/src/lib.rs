@@ -2395,10 +2395,7 @@ mod tests {
         )
         .unwrap();
         assert!(store.commit(&s.take_changes()).is_err());
-        assert!(
-            !db.exists(),
-            "SQLite made an empty database at the second commit"
-        );
+        assert!(!db.exists(), "SQLite made an empty database at the second commit");
     }
 
     #[test]

@@ -164,13 +164,23 @@ impl Core {
                 let mark = self.responses.len();
                 let start = hello.start;
                 let verdict = self.hello(conn, hello, peer_pid, handle);
+                // The hello queued the agent's unread messages behind the welcome: a starting
+                // agent is told how many, to take them in before its first turn.
+                let pushed = self.responses[mark..]
+                    .iter()
+                    .filter(|(c, id, _)| *c == conn && id.is_none())
+                    .count();
                 // An agent starting its loop gets its first reads with the welcome.
                 let reads = self
                     .sessions
                     .get(&conn)
                     .map(|s| s.actor.clone())
                     .filter(|a| start && verdict.is_ok() && matches!(a, Actor::Agent(_)))
-                    .and_then(|actor| crate::handlers::start_reads(self, conn, &actor));
+                    .and_then(|actor| crate::handlers::start_reads(self, conn, &actor))
+                    .map(|mut reads| {
+                        reads.unread = u32::try_from(pushed).unwrap_or(u32::MAX);
+                        reads
+                    });
                 if let Ok(w) = &verdict
                     && let Ok(bytes) = frame::encode(&ServerFrame::Welcome(Welcome {
                         start: reads,

@@ -79,6 +79,15 @@ pub struct StartReads {
     pub team: Option<Reply>,
     /// `task_list`'s reply for the tasks in progress (its first page).
     pub tasks: Option<Reply>,
+    /// How many of the agent's unread messages the daemon pushes right behind the welcome: the
+    /// agent takes them in before its first turn, as it would have during its own reads.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unread: u32,
+}
+
+/// Whether a count is zero (left out of the wire).
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A frame from a client. Unknown fields are refused, as docs/PROTOCOL.md says.

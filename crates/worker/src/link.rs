@@ -118,6 +118,10 @@ impl Link {
         let reads = client.take_start();
         // The daemon put the task watch on before answering the reads.
         let watching = reads.is_some();
+        // The unread messages pushed behind the welcome are in the inbound queue before the
+        // agent's first turn, as they were when it asked for its reads itself.
+        let unread = reads.as_ref().map_or(0, |r| r.unread);
+        let (taken_in, all_in) = tokio::sync::oneshot::channel();
         let (ctx, _) = watch::channel(None);
         let link = Arc::new(Link {
             agent,
@@ -129,7 +133,23 @@ impl Link {
             start: Mutex::new(reads.map(|r| *r).unwrap_or_default()),
         });
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(keeper(link.clone(), out, client, pushes, tx, watching));
+        let first = FirstPushes {
+            unread,
+            taken_in: Some(taken_in),
+        };
+        tokio::spawn(keeper(
+            link.clone(),
+            out,
+            client,
+            pushes,
+            tx,
+            watching,
+            first,
+        ));
+        if unread > 0 {
+            // A connection lost meanwhile drops the sender: the agent starts anyway.
+            let _ = all_in.await;
+        }
         Ok((link, rx))
     }
 
@@ -382,6 +402,7 @@ async fn keeper(
     mut pushes: mpsc::UnboundedReceiver<Push>,
     tx: mpsc::UnboundedSender<Inbound>,
     mut watching: bool,
+    mut first: FirstPushes,
 ) {
     loop {
         // Queued first, not waited for: the daemon applies this connection's requests in
@@ -396,9 +417,11 @@ async fn keeper(
         if tx.send(Inbound::Reconnected).is_err() {
             return;
         }
+        first.check();
         while let Some(p) = pushes.recv().await {
             let inbound = match p {
                 Push::Message { message } => {
+                    first.one_in();
                     let new = link
                         .seen
                         .lock()
@@ -417,6 +440,7 @@ async fn keeper(
                         });
                     }
                     if !new {
+                        first.check();
                         continue;
                     }
                     Inbound::Message(message)
@@ -428,7 +452,10 @@ async fn keeper(
             if tx.send(inbound).is_err() {
                 return;
             }
+            first.check();
         }
+        // Whatever did not come with this connection will not.
+        first.taken_in = None;
         link.client.send_replace(None);
         out.say("lost the connection to the daemon; reconnecting");
         match connect(&link.agent, &out, false).await {
@@ -445,6 +472,31 @@ async fn keeper(
                 let _ = tx.send(Inbound::Fatal(e.to_string()));
                 return;
             }
+        }
+    }
+}
+
+/// The messages a welcome said are pushed right behind it: the link's opening waits until the
+/// keeper has passed them on.
+struct FirstPushes {
+    /// How many are still to come.
+    unread: u32,
+    /// Told once they are all in (dropped when the connection ends first).
+    taken_in: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl FirstPushes {
+    /// One of them arrived.
+    fn one_in(&mut self) {
+        self.unread = self.unread.saturating_sub(1);
+    }
+
+    /// Tells the opening once none is left to come.
+    fn check(&mut self) {
+        if self.unread == 0
+            && let Some(t) = self.taken_in.take()
+        {
+            let _ = t.send(());
         }
     }
 }

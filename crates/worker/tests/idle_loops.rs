@@ -49,6 +49,17 @@ impl FakeDaemon {
         Self::start_welcoming(name, role, pushes, ready, None)
     }
 
+    /// [`FakeDaemon::start_welcoming`] whose pushes follow the welcome only `late` after it,
+    /// as a busy daemon's might.
+    fn start_welcoming_late(
+        name: &str,
+        pushes: Vec<Message>,
+        reads: Box<StartReads>,
+        late: std::time::Duration,
+    ) -> Self {
+        Self::start_with(name, "worker", pushes, |_| true, Some(reads), late)
+    }
+
     /// [`FakeDaemon::start_holding_until`] whose welcome carries `reads` (a hello's `start`).
     fn start_welcoming(
         name: &str,
@@ -56,6 +67,17 @@ impl FakeDaemon {
         pushes: Vec<Message>,
         ready: impl Fn(&[Request]) -> bool + Send + Sync + 'static,
         reads: Option<Box<StartReads>>,
+    ) -> Self {
+        Self::start_with(name, role, pushes, ready, reads, std::time::Duration::ZERO)
+    }
+
+    fn start_with(
+        name: &str,
+        role: &str,
+        pushes: Vec<Message>,
+        ready: impl Fn(&[Request]) -> bool + Send + Sync + 'static,
+        reads: Option<Box<StartReads>>,
+        late: std::time::Duration,
     ) -> Self {
         let ready = Arc::new(ready);
         let dir = tempfile::tempdir().unwrap();
@@ -88,6 +110,9 @@ impl FakeDaemon {
                 });
                 tx.send(frame::encode(&ServerFrame::Welcome(welcome.clone())).unwrap())
                     .unwrap();
+                if !late.is_zero() {
+                    tokio::time::sleep(late).await;
+                }
                 for m in &pushes {
                     tx.send(push(m)).unwrap();
                 }
@@ -553,6 +578,7 @@ async fn a_welcome_that_carries_the_first_reads_spares_their_requests_once() {
             status: Some(TaskStatus::InProgress),
             after: None,
         })),
+        unread: 0,
     };
     let d = FakeDaemon::start_welcoming("b1", "worker", vec![], |_| true, Some(Box::new(reads)));
     let (link, _inbound) = link::Link::start(d.env("b1"), Output::null())
@@ -698,4 +724,36 @@ async fn a_turns_calls_that_are_one_request_each_go_out_together_in_order() {
     let second = mock.requests("b1")[1].to_string();
     let (a1, a2) = (second.find("call_1"), second.rfind("call_2"));
     assert!(a1.is_some() && a2.is_some() && a1 < a2, "{second}");
+}
+
+/// The unread messages a welcome with the first reads says follow it are in the agent's
+/// inbound queue when its link is open, however late they come: its first turn sees them (a
+/// teammate's first message from its spawn, above all). Without the wait the link opened as
+/// soon as the welcome came, and the first turn went out without them.
+#[tokio::test]
+async fn the_unread_messages_behind_a_welcome_with_the_first_reads_are_in_before_the_first_turn() {
+    let first = msg(7, "leader", "b1", MessageKind::Text);
+    let reads = StartReads {
+        unread: 1,
+        ..Default::default()
+    };
+    let d = FakeDaemon::start_welcoming_late(
+        "b1",
+        vec![first.clone()],
+        Box::new(reads),
+        std::time::Duration::from_millis(100),
+    );
+    let (_link, mut inbound) = within(
+        "the link open",
+        link::Link::start(d.env("b1"), Output::null()),
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    while let Ok(ev) = inbound.try_recv() {
+        if let link::Inbound::Message(m) = ev {
+            got.push(m.id);
+        }
+    }
+    assert_eq!(got, vec![first.id]);
 }

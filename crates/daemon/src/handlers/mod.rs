@@ -71,6 +71,8 @@ pub(crate) fn start_reads(
             status: Some(TaskStatus::InProgress),
             after: None,
         })?),
+        // Counted by the caller, which saw what the hello queued.
+        unread: 0,
     }))
 }
 

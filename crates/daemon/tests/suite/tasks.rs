@@ -358,6 +358,17 @@ fn a_starting_agents_welcome_carries_its_first_reads_and_its_watch_is_on() {
     let mut w1 = t.agent("w1");
     let claimed = add_task(&mut op, "in progress", &[]);
     w1.call(Request::TaskClaim { id: claimed.id }).unwrap();
+    // Two messages w1 has not read: pushed again behind the welcome, and counted in it.
+    for body in ["one", "two"] {
+        op.call(Request::Send {
+            to: "w1".into(),
+            body: body.into(),
+            kind: MessageKind::Text,
+            summary: None,
+            dedup: None,
+        })
+        .unwrap();
+    }
     let hello = |name: &str| Hello {
         start: true,
         ..agent_team_client::agent_hello("t", name, &t.secret(name), 0)
@@ -384,6 +395,7 @@ fn a_starting_agents_welcome_carries_its_first_reads_and_its_watch_is_on() {
     );
     assert_eq!(reads.tasks, Some(again.call(in_progress).unwrap()));
     assert_eq!(reads.team, None, "the team's goal is the leader's read");
+    assert_eq!(reads.unread, 2, "{reads:?}");
     // The watch is on without a `watch_tasks` of its own.
     let added = add_task(&mut op, "pushed", &[]);
     loop {

@@ -46,32 +46,12 @@ impl FakeDaemon {
         pushes: Vec<Message>,
         ready: impl Fn(&[Request]) -> bool + Send + Sync + 'static,
     ) -> Self {
-        Self::start_welcoming(name, role, pushes, ready, None)
+        Self::start_welcoming(name, role, pushes, ready, None, std::time::Duration::ZERO)
     }
 
-    /// [`FakeDaemon::start_welcoming`] whose pushes follow the welcome only `late` after it,
-    /// as a busy daemon's might.
-    fn start_welcoming_late(
-        name: &str,
-        pushes: Vec<Message>,
-        reads: Box<StartReads>,
-        late: std::time::Duration,
-    ) -> Self {
-        Self::start_with(name, "worker", pushes, |_| true, Some(reads), late)
-    }
-
-    /// [`FakeDaemon::start_holding_until`] whose welcome carries `reads` (a hello's `start`).
+    /// [`FakeDaemon::start_holding_until`] whose welcome carries `reads` (a hello's `start`),
+    /// its pushes following it `late` after it (as a busy daemon's might).
     fn start_welcoming(
-        name: &str,
-        role: &str,
-        pushes: Vec<Message>,
-        ready: impl Fn(&[Request]) -> bool + Send + Sync + 'static,
-        reads: Option<Box<StartReads>>,
-    ) -> Self {
-        Self::start_with(name, role, pushes, ready, reads, std::time::Duration::ZERO)
-    }
-
-    fn start_with(
         name: &str,
         role: &str,
         pushes: Vec<Message>,
@@ -580,7 +560,14 @@ async fn a_welcome_that_carries_the_first_reads_spares_their_requests_once() {
         })),
         unread: 0,
     };
-    let d = FakeDaemon::start_welcoming("b1", "worker", vec![], |_| true, Some(Box::new(reads)));
+    let d = FakeDaemon::start_welcoming(
+        "b1",
+        "worker",
+        vec![],
+        |_| true,
+        Some(Box::new(reads)),
+        std::time::Duration::ZERO,
+    );
     let (link, _inbound) = link::Link::start(d.env("b1"), Output::null())
         .await
         .unwrap();
@@ -737,10 +724,12 @@ async fn the_unread_messages_behind_a_welcome_with_the_first_reads_are_in_before
         unread: 1,
         ..Default::default()
     };
-    let d = FakeDaemon::start_welcoming_late(
+    let d = FakeDaemon::start_welcoming(
         "b1",
+        "worker",
         vec![first.clone()],
-        Box::new(reads),
+        |_| true,
+        Some(Box::new(reads)),
         std::time::Duration::from_millis(100),
     );
     let (_link, mut inbound) = within(

@@ -147,8 +147,9 @@ impl Link {
             first,
         ));
         if unread > 0 {
-            // A connection lost meanwhile drops the sender: the agent starts anyway.
-            let _ = all_in.await;
+            // A connection lost meanwhile drops the sender, and the wait is bounded: the agent
+            // starts anyway (what did not come yet comes later, as any message does).
+            let _ = tokio::time::timeout(FIRST_PUSHES_WAIT, all_in).await;
         }
         Ok((link, rx))
     }
@@ -475,6 +476,9 @@ async fn keeper(
         }
     }
 }
+
+/// The longest an agent's start waits for the messages its welcome said follow it.
+const FIRST_PUSHES_WAIT: Duration = Duration::from_secs(5);
 
 /// The messages a welcome said are pushed right behind it: the link's opening waits until the
 /// keeper has passed them on.

@@ -58,16 +58,12 @@ impl Core {
                 // each paying for an fsync of its own. `yield_now` resumes after that poll.
                 tokio::task::yield_now().await;
             }
-            let mut n = 1;
-            while n < MAX_BATCH && !self.sup.stopping() {
-                match rx.try_recv() {
-                    Ok(m) => {
-                        unanswered &= is_unanswered(&m);
-                        self.handle(m);
-                        n += 1;
-                    }
-                    Err(_) => break,
-                }
+            let mut n = self.drain(&mut rx, 1, &mut unanswered);
+            // Agents this batch started inside the daemon run once before it commits: their
+            // hellos join it, and one synced commit holds their spawns and their starts.
+            if std::mem::take(&mut self.started_inside) && n < MAX_BATCH {
+                tokio::task::yield_now().await;
+                n = self.drain(&mut rx, n, &mut unanswered);
             }
             self.stats.1 += n as u64;
             // Nobody waits for it and nothing is to be sent: it is synced with the next batch,
@@ -116,6 +112,28 @@ impl Core {
             s.handle.close();
         }
         Ok(())
+    }
+
+    /// Handles what is queued for the core, up to [`MAX_BATCH`] messages in the batch (`n`
+    /// so far); returns the batch's count. `unanswered` stays true while every message is one
+    /// nobody waits for.
+    fn drain(
+        &mut self,
+        rx: &mut mpsc::UnboundedReceiver<CoreMsg>,
+        mut n: usize,
+        unanswered: &mut bool,
+    ) -> usize {
+        while n < MAX_BATCH && !self.sup.stopping() {
+            match rx.try_recv() {
+                Ok(m) => {
+                    *unanswered &= is_unanswered(&m);
+                    self.handle(m);
+                    n += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        n
     }
 
     /// Fires the timers that are due; returns whether any was.
@@ -171,16 +189,13 @@ impl Core {
                     .filter(|(c, id, _)| *c == conn && id.is_none())
                     .count();
                 // An agent starting its loop gets its first reads with the welcome.
+                let unread = u32::try_from(pushed).unwrap_or(u32::MAX);
                 let reads = self
                     .sessions
                     .get(&conn)
                     .map(|s| s.actor.clone())
                     .filter(|a| start && verdict.is_ok() && matches!(a, Actor::Agent(_)))
-                    .and_then(|actor| crate::handlers::start_reads(self, conn, &actor))
-                    .map(|mut reads| {
-                        reads.unread = u32::try_from(pushed).unwrap_or(u32::MAX);
-                        reads
-                    });
+                    .and_then(|actor| crate::handlers::start_reads(self, conn, &actor, unread));
                 if let Ok(w) = &verdict
                     && let Ok(bytes) = frame::encode(&ServerFrame::Welcome(Welcome {
                         start: reads,

@@ -216,6 +216,9 @@ pub struct Core {
     pub(crate) unanswered: std::collections::HashSet<(ConnId, u64)>,
     /// Batches held for the next commit ([`HOLD_UNANSWERED`]), for the log.
     pub(crate) held: u64,
+    /// This batch started agents inside the daemon: what they send as they first run (their
+    /// hellos) joins the batch before it commits (the batch loop's `drain`).
+    pub(crate) started_inside: bool,
     /// The write end of the guardian's pipe (a copy), written once the stop is on purpose;
     /// filled when the guardian starts, which may be after the core.
     guardian: crate::GuardianSlot<std::fs::File>,
@@ -312,6 +315,7 @@ impl Core {
             completed: Vec::new(),
             unanswered: Default::default(),
             held: 0,
+            started_inside: false,
             guardian: Default::default(),
         };
         core.state.set_inbox_limit(core.cfg.inbox_limit);
@@ -377,6 +381,7 @@ impl Core {
                 // An in-process agent's start is a task and a log file: done here, it needs
                 // no blocking thread (nor the hop to one and back).
                 Action::Run(job) if job.is_quick() => {
+                    self.started_inside = true;
                     let tx = self.self_tx.clone();
                     job.run(&|ev| {
                         let _ = tx.send(CoreMsg::Sup(ev));

@@ -25,44 +25,67 @@ struct Harness {
     _dir: tempfile::TempDir,
 }
 
+/// A core of team `t` in `dir` on a fake clock, its state restored from the store there,
+/// agents launched by `factory`'s backend; what it sends itself goes to `tx`.
+pub(super) fn core_at(
+    dir: &std::path::Path,
+    factory: Option<BackendFactory>,
+    tx: mpsc::UnboundedSender<CoreMsg>,
+    clock: FakeClock,
+) -> Core {
+    let paths = agent_team_paths::Paths::new(dir.join("home"), dir.join("run"));
+    let tp = paths.team("t").unwrap();
+    tp.ensure_dirs().unwrap();
+    let store = Store::open(&tp.db, "t").unwrap();
+    let state = TeamState::restore("t", store.load().unwrap());
+    let env = SupervisorEnv {
+        worker_exe: Some("/bin/true".into()),
+        runner: None,
+        factory,
+        heal_env: Vec::new(),
+    };
+    let cfg = CoreConfig {
+        team: "t".into(),
+        paths: tp,
+        operator_secret: "s".into(),
+        perm_timeout: Duration::from_secs(300),
+        inbox_limit: 100,
+        max_queued_frames: 1000,
+        gate: crate::gate::Gate::new(&Default::default()),
+    };
+    Core::with_clock(cfg, store, state, env, tx, Arc::new(clock))
+}
+
+/// [`core_at`] with its team configured on `kind`, every agent launched by `backend`.
+fn core_in(
+    dir: &std::path::Path,
+    kind: BackendKind,
+    backend: Arc<dyn PaneBackend>,
+    tx: mpsc::UnboundedSender<CoreMsg>,
+    clock: FakeClock,
+) -> Core {
+    let factory: BackendFactory = Arc::new(move |_, _| Ok(backend.clone()));
+    let mut core = core_at(dir, Some(factory), tx, clock);
+    let mut team = agent_team_config::empty_team("t", dir);
+    team.backend = kind;
+    core.supervise(|s| s.configure(&Actor::Operator, serde_json::to_value(&team).unwrap()))
+        .unwrap();
+    core
+}
+
 impl Harness {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let paths = agent_team_paths::Paths::new(dir.path().join("home"), dir.path().join("run"));
-        let tp = paths.team("t").unwrap();
-        tp.ensure_dirs().unwrap();
-        let store = Store::open(&tp.db, "t").unwrap();
         let backend = Arc::new(FakeBackend::new());
-        let b = backend.clone();
-        let env = SupervisorEnv {
-            worker_exe: Some("/bin/true".into()),
-            runner: None,
-            factory: Some(Arc::new(move |_, _| Ok(b.clone() as Arc<dyn PaneBackend>))),
-            heal_env: Vec::new(),
-        };
         let (tx, rx) = mpsc::unbounded_channel();
         let clock = FakeClock::default();
-        let cfg = CoreConfig {
-            team: "t".into(),
-            paths: tp,
-            operator_secret: "s".into(),
-            perm_timeout: Duration::from_secs(300),
-            inbox_limit: 100,
-            max_queued_frames: 1000,
-            gate: crate::gate::Gate::new(&Default::default()),
-        };
-        let mut core = Core::with_clock(
-            cfg,
-            store,
-            TeamState::new("t"),
-            env,
+        let core = core_in(
+            dir.path(),
+            BackendKind::Process,
+            backend.clone(),
             tx,
-            Arc::new(clock.clone()),
+            clock.clone(),
         );
-        let mut team = agent_team_config::empty_team("t", dir.path());
-        team.backend = BackendKind::Process;
-        core.supervise(|s| s.configure(&Actor::Operator, serde_json::to_value(&team).unwrap()))
-            .unwrap();
         Harness {
             core,
             rx,
@@ -741,4 +764,140 @@ async fn a_first_usage_report_starts_the_members_held_behind_it() {
     })
     .await;
     assert_eq!(h.spawns(), 3);
+}
+
+/// An in-process agent for [`what_agents_started_inside_the_daemon_send_first_joins_the_batch_that_started_them`]:
+/// as it first runs it reads whether its spawn is on disk yet, then sends the core a message.
+struct FirstRun {
+    db: std::path::PathBuf,
+    tx: mpsc::UnboundedSender<CoreMsg>,
+    spawn_on_disk: Arc<std::sync::Mutex<Option<bool>>>,
+}
+
+impl agent_team_pane::inprocess::AgentRunner for FirstRun {
+    fn start(
+        &self,
+        _spec: &agent_team_pane::LaunchSpec,
+        _on_exit: Option<agent_team_pane::ExitNotify>,
+    ) -> Result<Arc<dyn agent_team_pane::inprocess::RunningAgent>, agent_team_pane::PaneError> {
+        let (db, tx, seen) = (self.db.clone(), self.tx.clone(), self.spawn_on_disk.clone());
+        tokio::spawn(async move {
+            *seen.lock().unwrap() = Some(written(&db, MARK));
+            let _ = tx.send(CoreMsg::Poll);
+        });
+        Ok(Arc::new(Idle))
+    }
+}
+
+/// The spawn's instructions, looked for in the store's files.
+const MARK: &str = "instructions-that-mark-the-spawn";
+
+/// Whether `mark` is in the database or its WAL (written by a commit; the store holds its
+/// database locked, so it is read as bytes).
+fn written(db: &std::path::Path, mark: &str) -> bool {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    [db.to_path_buf(), std::path::PathBuf::from(wal)]
+        .iter()
+        .filter_map(|f| std::fs::read(f).ok())
+        .any(|bytes| bytes.windows(mark.len()).any(|w| w == mark.as_bytes()))
+}
+
+/// A running in-process agent that never ends by itself.
+struct Idle;
+
+impl agent_team_pane::inprocess::RunningAgent for Idle {
+    fn abort(&self) {}
+    fn exit(&self) -> Option<ExitInfo> {
+        None
+    }
+}
+
+/// A batch that starts agents inside the daemon lets them run once before it commits, so what
+/// they send first (their hellos) joins it and one synced commit holds the spawns and the
+/// starts. The spawn here is not the batch's first message (after the first one the loop turns
+/// the runtime anyway): without the extra turn the agent first ran after the commit and found
+/// its spawn on disk. Nothing leaves the daemon before that commit (the agent's welcome is a
+/// response of the batch).
+#[tokio::test(flavor = "current_thread")]
+async fn what_agents_started_inside_the_daemon_send_first_joins_the_batch_that_started_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = agent_team_paths::Paths::new(dir.path().join("home"), dir.path().join("run"))
+        .team("t")
+        .unwrap()
+        .db;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let spawn_on_disk = Arc::new(std::sync::Mutex::new(None));
+    let runner: Arc<dyn agent_team_pane::inprocess::AgentRunner> = Arc::new(FirstRun {
+        db: db.clone(),
+        tx: tx.clone(),
+        spawn_on_disk: spawn_on_disk.clone(),
+    });
+    let backend = Arc::new(agent_team_pane::inprocess::InProcessBackend::new(runner));
+    let core = core_in(
+        dir.path(),
+        BackendKind::InProcess,
+        backend,
+        tx.clone(),
+        FakeClock::default(),
+    );
+    // The operator's hello first, then its spawn, both queued before the loop runs: one batch.
+    let (out_tx, mut out) = mpsc::unbounded_channel();
+    let (reply, welcomed) = tokio::sync::oneshot::channel();
+    tx.send(CoreMsg::Hello {
+        conn: 1,
+        hello: Hello {
+            protocol: PROTOCOL_VERSION,
+            team: "t".into(),
+            auth: Auth::Operator { secret: "s".into() },
+            client: None,
+            start: false,
+        },
+        peer_pid: None,
+        handle: crate::outbox::ConnHandle::new(out_tx, 1000),
+        reply,
+    })
+    .unwrap();
+    tx.send(CoreMsg::Request {
+        conn: 1,
+        id: 1,
+        req: Request::Spawn {
+            role: "worker".into(),
+            name: Some("w1".into()),
+            instructions: Some(MARK.into()),
+            model: None,
+            message: None,
+            host: None,
+            workspace: None,
+        },
+        rid: None,
+        no_reply: false,
+    })
+    .unwrap();
+    let core = tokio::spawn(core.run(rx));
+    welcomed.await.unwrap().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while spawn_on_disk.lock().unwrap().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the agent never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        *spawn_on_disk.lock().unwrap(),
+        Some(false),
+        "the agent ran before its spawn's batch committed"
+    );
+    // The batch's frames go out after its commit: with the operator's welcome out, the spawn
+    // is on disk.
+    let _welcome = tokio::time::timeout(Duration::from_secs(10), out.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        written(&db, MARK),
+        "the spawn is on disk once its batch's frames are out"
+    );
+    core.abort();
 }

@@ -29,29 +29,8 @@ fn hook(command: &str) -> Option<Hook> {
 }
 
 fn core_at(dir: &std::path::Path) -> (Core, mpsc::UnboundedReceiver<CoreMsg>) {
-    let paths = agent_team_paths::Paths::new(dir.join("home"), dir.join("run"));
-    let tp = paths.team("t").unwrap();
-    tp.ensure_dirs().unwrap();
-    let store = Store::open(&tp.db, "t").unwrap();
-    let state = TeamState::restore("t", store.load().unwrap());
     let (tx, rx) = mpsc::unbounded_channel();
-    let cfg = CoreConfig {
-        team: "t".into(),
-        paths: tp,
-        operator_secret: "s".into(),
-        perm_timeout: Duration::from_secs(300),
-        inbox_limit: 100,
-        max_queued_frames: 1000,
-        gate: crate::gate::Gate::new(&Default::default()),
-    };
-    let env = crate::supervisor::SupervisorEnv {
-        worker_exe: Some("/bin/true".into()),
-        runner: None,
-        factory: None,
-        heal_env: Vec::new(),
-    };
-    let clock = crate::clock::FakeClock::default();
-    let core = Core::with_clock(cfg, store, state, env, tx, Arc::new(clock));
+    let core = super::tests::core_at(dir, None, tx, crate::clock::FakeClock::default());
     (core, rx)
 }
 

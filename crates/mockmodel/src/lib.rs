@@ -649,14 +649,22 @@ async fn handle(
         .or_else(|| req.get("model").and_then(Value::as_str).map(str::to_string))
         .unwrap_or_else(|| "mock".to_string());
     let caching = shared.caching.load(Ordering::SeqCst);
-    let (mut step, accounting, agent, writer) = {
+    let (mut step, accounting, agent, writer, delivery, include_usage) = {
         let mut inner = shared.lock();
-        let text = req.to_string();
-        let aside = inner
-            .asides
-            .iter()
-            .find(|(needle, _)| text.contains(needle.as_str()))
-            .map(|(_, answer)| answer.clone());
+        // The body's text, written again from its JSON only when a needle is looked for (most
+        // requests look for none).
+        let mut text = None::<String>;
+        let aside = match inner.asides.is_empty() {
+            true => None,
+            false => {
+                let t = body_text(&mut text, &req);
+                inner
+                    .asides
+                    .iter()
+                    .find(|(needle, _)| t.contains(needle.as_str()))
+                    .map(|(_, answer)| answer.clone())
+            }
+        };
         // A side request names no agent here: it takes no step and is kept apart.
         let agent = match aside {
             Some(_) => None,
@@ -672,7 +680,10 @@ async fn handle(
             match queue.front() {
                 Some(Step::Until {
                     needles, meanwhile, ..
-                }) if !needles.iter().all(|n| text.contains(n.as_str())) => {
+                }) if !needles
+                    .iter()
+                    .all(|n| body_text(&mut text, &req).contains(n.as_str())) =>
+                {
                     Some((**meanwhile).clone())
                 }
                 Some(Step::Until { .. }) => match queue.pop_front() {
@@ -683,11 +694,6 @@ async fn handle(
             }
         });
         if let Some(agent) = &agent {
-            inner
-                .requests
-                .entry(agent.clone())
-                .or_default()
-                .push(req.clone());
             inner.times.entry(agent.clone()).or_default().push(arrived);
             let key = [
                 header::AUTHORIZATION.as_str(),
@@ -700,6 +706,9 @@ async fn handle(
             inner.keys.entry(agent.clone()).or_default().push(key);
         }
         if let Some(message) = refused {
+            if let Some(agent) = &agent {
+                inner.requests.entry(agent.clone()).or_default().push(req);
+            }
             return error_response(api, 400, &message);
         }
         let step = match (step, aside) {
@@ -719,7 +728,21 @@ async fn handle(
             let now = arrived + inner.clock_offset;
             inner.cache.account_pending(writer, api, &req, &model, now)
         });
-        (step, accounting, agent, writer)
+        // Kept for the tests' reads, moved in (the delivery is read from it first).
+        let delivery = call.delivery.unwrap_or(
+            match req.get("stream").and_then(Value::as_bool) == Some(true) {
+                true => Delivery::Sse,
+                false => Delivery::Whole,
+            },
+        );
+        let include_usage = req
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            == Some(true);
+        if let Some(agent) = &agent {
+            inner.requests.entry(agent.clone()).or_default().push(req);
+        }
+        (step, accounting, agent, writer, delivery, include_usage)
     };
     let mut usage = None;
     let mut omit_usage = shared.omit_usage.load(Ordering::SeqCst);
@@ -801,17 +824,7 @@ async fn handle(
         let counts = answer.counts();
         shared.lock().billed.entry(agent).or_default().add(counts);
     }
-    let delivery = call.delivery.unwrap_or(
-        match req.get("stream").and_then(Value::as_bool) == Some(true) {
-            true => Delivery::Sse,
-            false => Delivery::Whole,
-        },
-    );
     if delivery == Delivery::Sse {
-        let include_usage = req
-            .pointer("/stream_options/include_usage")
-            .and_then(Value::as_bool)
-            == Some(true);
         let chunks = match api {
             Api::OpenAi => render::openai_stream(&answer, include_usage),
             Api::Anthropic => render::anthropic_stream(&answer),
@@ -843,6 +856,11 @@ async fn handle(
         };
         json_response(StatusCode::OK, &v)
     }
+}
+
+/// A request body's text for needles, written from its JSON once per request when asked.
+fn body_text<'a>(text: &'a mut Option<String>, req: &Value) -> &'a str {
+    text.get_or_insert_with(|| req.to_string())
 }
 
 /// Whether a step answers with an HTTP error, however it is wrapped.

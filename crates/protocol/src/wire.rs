@@ -79,6 +79,10 @@ pub struct StartReads {
     pub team: Option<Reply>,
     /// `task_list`'s reply for the tasks in progress (its first page).
     pub tasks: Option<Reply>,
+    /// `budget_check`'s grant for the agent's first model request, given only to an agent on
+    /// the model loop that no budget limits (its first request then asks nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Reply>,
     /// How many of the agent's unread messages the daemon pushes right behind the welcome: the
     /// agent takes them in before its first turn, as it would have during its own reads.
     #[serde(default, skip_serializing_if = "is_zero")]

@@ -436,6 +436,15 @@ impl TeamState {
         Ok(())
     }
 
+    /// Whether a budget limits `agent`: its role's or the team's (the file's or `budget_set`'s).
+    /// One that none limits is granted every lease, so its first one can be given unasked.
+    pub fn budget_limits(&self, agent: &str, budgets: &BudgetConfig) -> bool {
+        let role = self.agents.get(agent).map(|a| a.info.role.as_str());
+        [role, None]
+            .into_iter()
+            .any(|scope| self.limit(scope, budgets).is_set())
+    }
+
     /// The limit in force for a budget: `budget_set`'s figures over the file's.
     fn limit(&self, role: Option<&str>, budgets: &BudgetConfig) -> BudgetLimit {
         let file = match role {

@@ -1006,6 +1006,14 @@ pub(crate) async fn budget_lease(
     req: &TurnRequest,
     out: &Output,
 ) -> Result<(), AgentError> {
+    // The welcome may have carried the first request's lease (granted: no budget limits us).
+    if let Some(Reply::Budget {
+        stop: None,
+        wait: None,
+    }) = link.take_read(|s| &mut s.lease)
+    {
+        return Ok(());
+    }
     let ask = Request::BudgetCheck {
         model: Some(role.model.clone()),
         input_tokens: Some(prompt_tokens(req)),

@@ -49,6 +49,18 @@ impl FakeDaemon {
         Self::start_welcoming(name, role, pushes, ready, None, std::time::Duration::ZERO)
     }
 
+    /// A daemon for worker `b1` answering everything at once, its welcome carrying `reads`.
+    fn welcoming_b1(reads: StartReads) -> Self {
+        Self::start_welcoming(
+            "b1",
+            "worker",
+            vec![],
+            |_| true,
+            Some(Box::new(reads)),
+            std::time::Duration::ZERO,
+        )
+    }
+
     /// [`FakeDaemon::start_holding_until`] whose welcome carries `reads` (a hello's `start`),
     /// its pushes following it `late` after it (as a busy daemon's might).
     fn start_welcoming(
@@ -559,15 +571,9 @@ async fn a_welcome_that_carries_the_first_reads_spares_their_requests_once() {
             after: None,
         })),
         unread: 0,
+        lease: None,
     };
-    let d = FakeDaemon::start_welcoming(
-        "b1",
-        "worker",
-        vec![],
-        |_| true,
-        Some(Box::new(reads)),
-        std::time::Duration::ZERO,
-    );
+    let d = FakeDaemon::welcoming_b1(reads);
     let (link, _inbound) = link::Link::start(d.env("b1"), Output::null())
         .await
         .unwrap();
@@ -745,4 +751,50 @@ async fn the_unread_messages_behind_a_welcome_with_the_first_reads_are_in_before
         }
     }
     assert_eq!(got, vec![first.id]);
+}
+
+/// A lease the welcome granted serves the agent's first model request alone: it asks the
+/// daemon for none before that request and for one before the next.
+#[tokio::test]
+async fn a_lease_granted_with_the_welcome_spares_only_the_first_requests_budget_check() {
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    mock.script(
+        "b1",
+        vec![
+            Step::Tools(vec![(
+                "send_message".into(),
+                serde_json::json!({"to": "leader", "text": "first"}),
+            )]),
+            Step::Text("done".into()),
+        ],
+    );
+    let reads = StartReads {
+        lease: Some(Reply::Budget {
+            stop: None,
+            wait: None,
+        }),
+        ..Default::default()
+    };
+    let d = FakeDaemon::welcoming_b1(reads);
+    let mut a = ModelAgent::on(&d, &mock).await;
+    let run = a.run();
+    tokio::pin!(run);
+    until("the second model request", &mut run, || {
+        mock.requests("b1").len() == 2
+    })
+    .await;
+    let checks = |seen: &[Request]| {
+        seen.iter()
+            .filter(|r| matches!(r, Request::BudgetCheck { .. }))
+            .count()
+    };
+    // The message was sent between the two model requests: the checks before it are the
+    // first request's.
+    let seen = d.requests();
+    let sent = seen
+        .iter()
+        .position(|r| matches!(r, Request::Send { .. }))
+        .expect("the message sent");
+    assert_eq!(checks(&seen[..sent]), 0, "{seen:?}");
+    assert_eq!(checks(&seen[sent..]), 1, "{seen:?}");
 }

@@ -47,33 +47,78 @@ pub(crate) fn page_more<T: serde::Serialize>(items: impl Iterator<Item = T>) -> 
 
 /// What a starting agent reads first, answered with its welcome: the task watch put on
 /// first (as the worker's own `watch_tasks` is queued first), then each read as [`dispatch`]
-/// answers it. `None` when any of them fails: the agent then asks for each itself.
+/// answers it, `unread` the count of its messages the hello pushes behind the welcome, and the
+/// lease for its first model request when it runs our model loop and no budget limits it (it
+/// would be granted anyway: the agent's own `budget_check` through [`dispatch`]). `None` when
+/// any read fails: the agent then asks for each itself.
 pub(crate) fn start_reads(
     core: &mut Core,
     conn: ConnId,
     actor: &Actor,
+    unread: u32,
 ) -> Option<Box<agent_team_protocol::StartReads>> {
-    let mut read = |req: Request| match dispatch(core, conn, 0, actor, req, None) {
+    let read = |core: &mut Core, req: Request| match dispatch(core, conn, 0, actor, req, None) {
         Some(Ok(reply)) => Some(reply),
         _ => None,
     };
-    read(Request::WatchTasks)?;
+    read(core, Request::WatchTasks)?;
     let leader = actor.name() == agent_team_protocol::names::LEADER;
-    Some(Box::new(agent_team_protocol::StartReads {
-        config: Some(read(Request::GetConfig)?),
-        agents: Some(read(Request::Agents)?),
-        team: if leader {
-            Some(read(Request::TeamInfo)?)
-        } else {
-            None
-        },
-        tasks: Some(read(Request::TaskList {
+    let config = read(core, Request::GetConfig)?;
+    let agents = read(core, Request::Agents)?;
+    let team = match leader {
+        true => Some(read(core, Request::TeamInfo)?),
+        false => None,
+    };
+    let tasks = read(
+        core,
+        Request::TaskList {
             status: Some(TaskStatus::InProgress),
             after: None,
-        })?),
-        // Counted by the caller, which saw what the hello queued.
-        unread: 0,
+        },
+    )?;
+    let lease = first_lease(core, actor).and_then(|ask| read(core, ask));
+    Some(Box::new(agent_team_protocol::StartReads {
+        config: Some(config),
+        agents: Some(agents),
+        team,
+        tasks: Some(tasks),
+        unread,
+        lease: lease.filter(|r| {
+            matches!(
+                r,
+                Reply::Budget {
+                    stop: None,
+                    wait: None
+                }
+            )
+        }),
     }))
+}
+
+/// The `budget_check` a starting agent's first model request would make, when the daemon may
+/// make it for the agent: it runs our model loop (an exec agent or an agent CLI takes no lease
+/// and so would never settle one) and no budget limits it (a grant is then certain). Its prompt
+/// is not known yet: the lease counts the most output only.
+fn first_lease(core: &Core, actor: &Actor) -> Option<Request> {
+    let name = actor.agent()?;
+    let rec = core.state.agent(name)?;
+    if !core.sup.on_model_loop(rec) || core.state.budget_limits(name, &core.sup.budgets()) {
+        return None;
+    }
+    let model = rec
+        .spec
+        .get("model")
+        .and_then(|m| m.as_str())
+        .map(str::to_string)
+        .or_else(|| {
+            let cfg = core.sup.config.as_ref()?;
+            Some(cfg.role(&rec.info.role)?.model.clone())
+        });
+    Some(Request::BudgetCheck {
+        model,
+        input_tokens: None,
+        output_tokens: None,
+    })
 }
 
 /// An answer now, or `None` when it comes later (the supervisor's, a hook's, git work's).

@@ -262,6 +262,15 @@ impl Supervisor {
         )
     }
 
+    /// Whether the agent runs our model loop (OpenAI or Anthropic): the agents that take a
+    /// budget lease before each model request and read a staggered start's cached prefix.
+    pub(crate) fn on_model_loop(&self, rec: &AgentRecord) -> bool {
+        matches!(
+            self.provider_of(rec),
+            Some(agent_team_config::Provider::Openai | agent_team_config::Provider::Anthropic)
+        )
+    }
+
     /// Types `text` into a pane on the one paste thread (each paste takes a moment: the
     /// text, a pause for the CLI to take it, then Enter), so pastes never overlap and never
     /// hold up the core. False when [`PASTE_QUEUE`] pastes are already waiting.

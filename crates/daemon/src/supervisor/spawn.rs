@@ -276,12 +276,7 @@ impl Step<'_> {
         let mut firsts: HashMap<String, String> = HashMap::new();
         for name in names {
             let group = self.state.agent(name).and_then(|rec| {
-                let provider = self.sup.provider_of(rec)?;
-                let model_loop = matches!(
-                    provider,
-                    agent_team_config::Provider::Openai | agent_team_config::Provider::Anthropic
-                );
-                (model_loop && name != LEADER).then(|| rec.info.role.clone())
+                (self.sup.on_model_loop(rec) && name != LEADER).then(|| rec.info.role.clone())
             });
             match group.and_then(|role| match firsts.get(&role) {
                 Some(first) => Some(first.clone()),

@@ -413,3 +413,48 @@ fn a_starting_agents_welcome_carries_its_first_reads_and_its_watch_is_on() {
     // A hello that does not ask gets a welcome as before.
     assert_eq!(t.agent("w1").welcome().start, None);
 }
+
+#[test]
+fn a_starting_agents_welcome_grants_its_first_lease_only_when_no_budget_limits_it() {
+    let t = TestTeam::start().with_agents(&["leader", "w1"]);
+    let mut op = t.operator();
+    // w1's role runs our model loop; the leader's is exec (it takes no lease, so it would
+    // never settle one given unasked).
+    let mut cfg = agent_team_config::empty_team("t", std::path::Path::new("/tmp"));
+    cfg.backend = agent_team_config::BackendKind::Process;
+    cfg.roles.get_mut("worker").unwrap().provider = agent_team_config::Provider::Anthropic;
+    cfg.roles.get_mut("leader").unwrap().provider = agent_team_config::Provider::Exec;
+    op.call(Request::Configure {
+        config: serde_json::to_value(&cfg).unwrap(),
+    })
+    .unwrap();
+    let lease_of = |name: &str| {
+        let hello = Hello {
+            start: true,
+            ..agent_team_client::agent_hello("t", name, &t.secret(name), 0)
+        };
+        let c = agent_team_client::Client::connect(&t.tp().socket, &hello).unwrap();
+        c.welcome().start.clone().expect("the first reads").lease
+    };
+    let granted = Some(Reply::Budget {
+        stop: None,
+        wait: None,
+    });
+    assert_eq!(lease_of("w1"), granted, "no budget limits w1");
+    assert_eq!(lease_of("leader"), None, "an exec leader takes no lease");
+    // A budget on w1's role: w1 asks for each lease itself.
+    let budget = |op: &mut agent_team_client::Client, role: Option<&str>, tokens: u64| {
+        op.call(Request::BudgetSet {
+            role: role.map(str::to_string),
+            tokens: Some(tokens),
+            usd: None,
+        })
+        .unwrap();
+    };
+    budget(&mut op, Some("worker"), 1_000_000);
+    assert_eq!(lease_of("w1"), None, "the role's budget limits w1");
+    budget(&mut op, Some("worker"), 0);
+    assert_eq!(lease_of("w1"), granted, "the role's budget was removed");
+    budget(&mut op, None, 1_000_000);
+    assert_eq!(lease_of("w1"), None, "the team's budget limits w1");
+}

@@ -450,7 +450,8 @@ async fn clients_see_cache_reads_on_the_second_turn() {
             tools: vec![ToolSpec {
                 name: "read_file".into(),
                 description: "Reads a file.".into(),
-                parameters: json!({"type": "object", "properties": {"path": {"type": "string"}}}),
+                parameters: json!({"type": "object", "properties": {"path": {"type": "string"}}})
+                    .into(),
             }],
         };
         let first = model.turn(&req, &mut |_| {}).await.unwrap();

@@ -612,7 +612,7 @@ mod tests {
             tools: vec![ToolSpec {
                 name: "read".into(),
                 description: "reads".into(),
-                parameters: json!({"type": "object"}),
+                parameters: json!({"type": "object"}).into(),
             }],
         };
         let body = build_body(&cfg(true), &req);
@@ -656,12 +656,12 @@ mod tests {
                 ToolSpec {
                     name: "list".into(),
                     description: "lists".into(),
-                    parameters: json!({"type": "object"}),
+                    parameters: json!({"type": "object"}).into(),
                 },
                 ToolSpec {
                     name: "read".into(),
                     description: tool_description.into(),
-                    parameters: json!({"type": "object"}),
+                    parameters: json!({"type": "object"}).into(),
                 },
             ],
         }

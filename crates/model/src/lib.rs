@@ -181,8 +181,9 @@ pub struct ToolSpec {
     pub name: String,
     /// What it does, for the model.
     pub description: String,
-    /// A JSON schema of its arguments (an object schema).
-    pub parameters: serde_json::Value,
+    /// A JSON schema of its arguments (an object schema), shared: every agent's tool list
+    /// holds the process's one copy instead of a deep copy of its own.
+    pub parameters: std::sync::Arc<serde_json::Value>,
 }
 
 /// What one request asks.

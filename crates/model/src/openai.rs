@@ -497,7 +497,7 @@ mod tests {
         let tools = vec![ToolSpec {
             name: "read".into(),
             description: "reads".into(),
-            parameters: json!({"type": "object"}),
+            parameters: json!({"type": "object"}).into(),
         }];
         let mut req = TurnRequest {
             messages: vec![
@@ -562,7 +562,7 @@ mod tests {
             tools: vec![ToolSpec {
                 name: "read".into(),
                 description: "reads a file".into(),
-                parameters: json!({"type": "object"}),
+                parameters: json!({"type": "object"}).into(),
             }],
         }
     }

@@ -84,7 +84,7 @@ pub fn specs(names: &[&str]) -> Vec<ToolSpec> {
         .map(|t| ToolSpec {
             name: t.name.to_string(),
             description: t.description.to_string(),
-            parameters: t.schema(),
+            parameters: t.schema_shared(),
         })
         .collect()
 }
@@ -576,13 +576,22 @@ mod tests {
             assert_eq!(&s.name, name);
             assert_eq!(s.parameters["type"], "object", "{name}");
             assert_eq!(
-                s.parameters,
+                *s.parameters,
                 lookup(name).unwrap().schema(),
                 "{name}: the catalogue's schema"
             );
         }
         assert!(specs(&["teleport"]).is_empty());
         assert!(markdown().contains("`bash`"));
+        // Every agent's list holds the one schema of each tool, not a copy of its own.
+        let again = specs(&all);
+        for (a, b) in got.iter().zip(&again) {
+            assert!(
+                std::sync::Arc::ptr_eq(&a.parameters, &b.parameters),
+                "{}",
+                a.name
+            );
+        }
     }
 
     /// A planning agent is offered no tool that changes the workspace, and `submit_plan`;

@@ -163,7 +163,8 @@ pub(crate) fn run_on(dir: &Path, i: usize, sample: bool, backend: &str) -> Resul
         .env("MOCK_KEY", "k")
         .env_remove("TMUX")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        // Kept for a run that fails, whose reason the error then carries.
+        .stderr(std::fs::File::create(ws.join("run.stderr"))?)
         .spawn()?;
     let root = child.id();
     let mut peak = 0;
@@ -201,9 +202,11 @@ pub(crate) fn run_on(dir: &Path, i: usize, sample: bool, backend: &str) -> Resul
         );
     }
     if !status.success() {
+        let said = std::fs::read_to_string(ws.join("run.stderr")).unwrap_or_default();
         bail!(
-            "the model team run failed ({status}); unmatched requests: {:?}",
-            mock.unmatched()
+            "the model team run on the {backend} backend failed ({status}); unmatched requests: {:?}; it said: {}",
+            mock.unmatched(),
+            said.trim()
         );
     }
     // The leader's second request is answered with the spawn calls.

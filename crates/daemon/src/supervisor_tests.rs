@@ -629,3 +629,58 @@ fn the_leader_places_teammates_only_on_hosts_the_team_file_names() {
     // Nothing ssh would read as an option, from anyone.
     assert!(check_placement(&Actor::Operator, &cfg, Some("-oProxyCommand=x"), None).is_err());
 }
+
+/// An agent's model, for its launch and for the first lease its welcome carries: a model set
+/// for the member at run time (`member.NAME.model`) wins over its own (spawn or team file),
+/// which wins over its role's. (The first lease took the spawn's model over the override.)
+#[test]
+fn an_agents_model_is_its_override_then_its_own_then_its_roles() {
+    let (mut sup, mut state, _backend, _dir) = bare();
+    let members = vec![
+        member("a1", "worker"),
+        SpawnMember {
+            model: Some("special-model".into()),
+            ..member("a2", "worker")
+        },
+    ];
+    let mut step = sup.step(&mut state);
+    step.spawn_team_request(&Actor::Agent(LEADER.into()), members)
+        .unwrap();
+    step.finish();
+    let role_model = sup
+        .config
+        .as_ref()
+        .unwrap()
+        .role("worker")
+        .unwrap()
+        .model
+        .clone();
+    let model = |sup: &Supervisor, state: &TeamState, name: &str| {
+        (
+            sup.own_model(state.agent(name).unwrap())
+                .map(str::to_string),
+            sup.model_of(state.agent(name).unwrap()),
+        )
+    };
+    assert_eq!(model(&sup, &state, "a1"), (None, Some(role_model.clone())));
+    assert_eq!(
+        model(&sup, &state, "a2"),
+        (Some("special-model".into()), Some("special-model".into()))
+    );
+    let mut step = sup.step(&mut state);
+    step.config_change(
+        &Actor::Operator,
+        Some("member.a2.model".into()),
+        Some("set-at-run-time".into()),
+    )
+    .unwrap();
+    step.finish();
+    assert_eq!(
+        model(&sup, &state, "a2"),
+        (
+            Some("set-at-run-time".into()),
+            Some("set-at-run-time".into())
+        )
+    );
+    assert_eq!(model(&sup, &state, "a1").1, Some(role_model));
+}

@@ -315,7 +315,8 @@ pub(crate) fn checked(kind: &str, name: &str) -> Result<String, ApiError> {
     Ok(name.to_string())
 }
 
-fn unexpected(reply: Reply) -> ErrorBody {
+/// A reply of a kind the request does not produce, as an internal error naming it.
+pub(crate) fn unexpected(reply: Reply) -> ErrorBody {
     ErrorBody::new(
         ErrorCode::Internal,
         format!("unexpected reply from the daemon: {reply:?}"),
@@ -355,20 +356,28 @@ pub(crate) async fn agents(
     .await
 }
 
-/// Every page of a paged list request.
+/// Every page of a paged list request: `page` asks for the page after an id, `items` takes a
+/// reply's items (a reply of the wrong kind is [`unexpected`]). Stops at an empty page, or at one that
+/// says nothing follows it (`more: false`), so that empty page is not asked for.
 pub(crate) fn all_pages<T>(
-    mut page: impl FnMut(Option<u64>) -> Result<Vec<T>, ErrorBody>,
+    mut page: impl FnMut(Option<u64>) -> Result<Reply, ErrorBody>,
+    items: impl Fn(Reply) -> Result<Vec<T>, ErrorBody>,
     id: impl Fn(&T) -> u64,
 ) -> Result<Vec<T>, ErrorBody> {
     let mut all = Vec::new();
     let mut after = None;
     loop {
-        let got = page(after)?;
+        let reply = page(after)?;
+        let last_page = reply.is_last_page();
+        let got = items(reply)?;
         match got.last() {
             Some(last) => after = Some(id(last)),
             None => return Ok(all),
         }
         all.extend(got);
+        if last_page {
+            return Ok(all);
+        }
     }
 }
 
@@ -388,7 +397,8 @@ pub(crate) async fn tasks(
     };
     blocking(&app, move |t| {
         let tasks = all_pages(
-            |after| match t.read(&team, Request::TaskList { status, after })? {
+            |after| t.read(&team, Request::TaskList { status, after }),
+            |r| match r {
                 Reply::Tasks { tasks, .. } => Ok(tasks),
                 r => Err(unexpected(r)),
             },
@@ -469,7 +479,8 @@ pub(crate) async fn perms(
     let team = checked("team", &team)?;
     blocking(&app, move |t| {
         let permissions = all_pages(
-            |after| match t.read(&team, Request::PermList { all: f.all, after })? {
+            |after| t.read(&team, Request::PermList { all: f.all, after }),
+            |r| match r {
                 Reply::Perms { requests } => Ok(requests),
                 r => Err(unexpected(r)),
             },
@@ -529,10 +540,11 @@ pub(crate) async fn inbox(
                     unread_only: f.unread,
                     after,
                 };
-                match t.read(&team, req)? {
-                    Reply::Messages { messages, .. } => Ok(messages),
-                    r => Err(unexpected(r)),
-                }
+                t.read(&team, req)
+            },
+            |r| match r {
+                Reply::Messages { messages, .. } => Ok(messages),
+                r => Err(unexpected(r)),
             },
             |m| m.id,
         )?;

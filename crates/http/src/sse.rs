@@ -429,16 +429,16 @@ fn run_record(teams: &dyn crate::Teams, team: &str) -> (Option<RunDetails>, Vec<
         _ => None,
     };
     let tasks = crate::rest::all_pages(
-        |after| match teams.read(
-            team,
-            Request::TaskList {
+        |after| {
+            let req = Request::TaskList {
                 status: None,
                 after,
-            },
-        ) {
-            Ok(Reply::Tasks { tasks, .. }) => Ok(tasks),
-            Ok(_) => Ok(Vec::new()),
-            Err(e) => Err(e),
+            };
+            teams.read(team, req)
+        },
+        |r| match r {
+            Reply::Tasks { tasks, .. } => Ok(tasks),
+            r => Err(crate::rest::unexpected(r)),
         },
         |t| t.id,
     )

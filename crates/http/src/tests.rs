@@ -1526,3 +1526,51 @@ async fn a_request_head_over_64_kib_gets_431() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
 }
+
+/// The HTTP routes' pager stops at the page that says it is the last (`more: false`) instead
+/// of asking for the empty one after it; an older daemon's pages (no `more`) are read until
+/// one comes back empty. Fails with the pager ignoring `more` (2 asked where 1 is enough).
+#[test]
+fn the_http_pager_stops_at_the_page_that_says_it_is_the_last() {
+    let task = |id: u64| -> Task {
+        serde_json::from_value(json!({
+            "id": id, "title": "t", "status": "pending", "created_by": "operator",
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"
+        }))
+        .unwrap()
+    };
+    // (tasks read, pages asked) for these pages, each saying `more` as given.
+    let listed = |pages: Vec<Vec<u64>>, more: Option<bool>| {
+        let asked = std::cell::Cell::new(0);
+        let tasks = crate::rest::all_pages(
+            |_after| {
+                let page = pages.get(asked.get()).cloned().unwrap_or_default();
+                asked.set(asked.get() + 1);
+                Ok(Reply::Tasks {
+                    tasks: page.into_iter().map(task).collect(),
+                    more,
+                })
+            },
+            |r| match r {
+                Reply::Tasks { tasks, .. } => Ok(tasks),
+                r => Err(crate::rest::unexpected(r)),
+            },
+            |t| t.id,
+        )
+        .unwrap();
+        (tasks.len(), asked.get())
+    };
+    assert_eq!(listed(vec![vec![1, 2]], Some(false)), (2, 1));
+    assert_eq!(listed(vec![vec![1, 2]], None), (2, 2));
+    assert_eq!(listed(vec![vec![1, 2], vec![3]], Some(true)), (3, 3));
+    // A reply of another kind is an error, not an empty listing.
+    let wrong = crate::rest::all_pages(
+        |_| Ok(Reply::Done),
+        |r| match r {
+            Reply::Tasks { tasks, .. } => Ok(tasks),
+            r => Err(crate::rest::unexpected(r)),
+        },
+        |t: &Task| t.id,
+    );
+    assert!(wrong.is_err());
+}

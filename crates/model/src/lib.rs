@@ -33,11 +33,12 @@ pub fn connect(cfg: ModelConfig, key_hint: String) -> Result<Arc<dyn Model>, Mod
 }
 
 /// The JSON body a request for `req` sends to `cfg`'s API (what [`connect`]'s model posts),
-/// for tests and tools that check what goes on the wire.
-pub fn request_body(cfg: &ModelConfig, req: &TurnRequest) -> serde_json::Value {
+/// for tests and tools that check what goes on the wire; fails where encoding the request
+/// would (the model's request fails the same way).
+pub fn request_body(cfg: &ModelConfig, req: &TurnRequest) -> serde_json::Result<serde_json::Value> {
     match cfg.api {
         ApiKind::OpenAi => openai::build_body(cfg, req),
-        ApiKind::Anthropic => anthropic::build_body(cfg, req),
+        ApiKind::Anthropic => Ok(anthropic::build_body(cfg, req)),
     }
 }
 

@@ -44,8 +44,8 @@ impl Wire for OpenAi {
 /// and the system prompt come first and nothing in the body changes from one turn to the next
 /// but the messages added at the end (the team's context trimming rewrites older ones rarely,
 /// in large steps); with `cfg.cache` it names the agent's `prompt_cache_key`.
-pub(crate) fn build_body(cfg: &ModelConfig, req: &TurnRequest) -> Value {
-    serde_json::to_value(Body::new(cfg, req)).unwrap_or(Value::Null)
+pub(crate) fn build_body(cfg: &ModelConfig, req: &TurnRequest) -> serde_json::Result<Value> {
+    serde_json::to_value(Body::new(cfg, req))
 }
 
 /// [`build_body`] as the bytes sent, written straight from the request: no JSON tree is built
@@ -506,7 +506,7 @@ mod tests {
             ],
             tools,
         };
-        let first = build_body(&cfg, &req);
+        let first = build_body(&cfg, &req).unwrap();
         assert_eq!(first["prompt_cache_key"], "agent-team/t/alice");
         req.messages.push(ChatMessage::assistant(
             "",
@@ -520,7 +520,7 @@ mod tests {
             .push(ChatMessage::tool("c1", "text of a", false));
         req.messages
             .push(ChatMessage::user("[message from bob] hi"));
-        let second = build_body(&cfg, &req);
+        let second = build_body(&cfg, &req).unwrap();
         assert_eq!(second["tools"].to_string(), first["tools"].to_string());
         assert_eq!(second["prompt_cache_key"], first["prompt_cache_key"]);
         let before = first["messages"].to_string();
@@ -539,7 +539,12 @@ mod tests {
             cache: false,
             ..cfg.clone()
         };
-        assert!(build_body(&off, &req).get("prompt_cache_key").is_none());
+        assert!(
+            build_body(&off, &req)
+                .unwrap()
+                .get("prompt_cache_key")
+                .is_none()
+        );
     }
 
     /// A conversation with every kind of message and a tool.
@@ -570,7 +575,7 @@ mod tests {
     #[test]
     fn body_has_every_role() {
         let req = every_role();
-        let body = build_body(&cfg(true), &req);
+        let body = build_body(&cfg(true), &req).unwrap();
         assert_eq!(
             body,
             json!({
@@ -610,7 +615,7 @@ mod tests {
                 String::from_utf8(sent).unwrap(),
                 serde_json::to_string(&tree).unwrap()
             );
-            assert_eq!(tree, build_body(&c, &req));
+            assert_eq!(tree, build_body(&c, &req).unwrap());
         }
     }
 
@@ -624,7 +629,8 @@ mod tests {
                 messages: vec![ChatMessage::user("x")],
                 tools: vec![],
             },
-        );
+        )
+        .unwrap();
         assert!(body.get("tools").is_none());
         assert!(body.get("temperature").is_none());
         assert_eq!(body["stream"], json!(false));

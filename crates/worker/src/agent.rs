@@ -952,7 +952,7 @@ mod tests {
                 messages: m.clone(),
                 tools: specs.clone(),
             };
-            let body = agent_team_model::request_body(&cfg, &req);
+            let body = agent_team_model::request_body(&cfg, &req).unwrap();
             let now = format!("{}{}", body["tools"], body["messages"]);
             if let Some(before) = &last {
                 let same = now.starts_with(before.trim_end_matches(']'));

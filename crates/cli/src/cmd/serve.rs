@@ -210,8 +210,10 @@ impl Teams for LocalTeams {
         all.extend(secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
         let (cfg, goal, secrets) =
             crate::cmd::up::with_variables(cfg, goal, variables, &all).map_err(body)?;
+        // Checked before a daemon starts, as `up` and `run` do.
+        let checked = crate::cmd::up::check_before_start(&cfg, goal.as_deref()).map_err(body)?;
         let mut c = ctx.connect().map_err(body)?;
-        crate::cmd::up::start(&ctx, &mut c, &cfg, goal, &secrets).map_err(body)
+        crate::cmd::up::start(&ctx, &mut c, &cfg, checked, goal, &secrets).map_err(body)
     }
 
     fn down(&self, team: &str) -> Result<bool, ErrorBody> {

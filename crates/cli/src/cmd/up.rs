@@ -176,12 +176,13 @@ fn write_secrets(ctx: &Ctx, secrets: &Secrets) -> Result<()> {
 }
 
 /// Refuses a goal or a team configuration the daemon would refuse, before any daemon starts.
-fn check_before_start(cfg: &TeamConfig, goal: Option<&str>) -> Result<()> {
+pub(crate) fn check_before_start(cfg: &TeamConfig, goal: Option<&str>) -> Result<Checked> {
     let goal = goal.map(str::to_string);
     Request::StartRun { goal, config: None }
         .check_sizes()
         .map_err(ClientError::Server)?;
-    let size = serde_json::to_vec(cfg).map(|v| v.len()).unwrap_or(0);
+    let config = serde_json::to_value(cfg).context("cannot encode the team configuration")?;
+    let size = agent_team_protocol::memory::json_len(&config);
     if size + 1024 > MAX_FRAME_LEN {
         bail!(crate::Hinted::new(
             format!("the team configuration has {size} bytes; the limit is {MAX_FRAME_LEN}"),
@@ -189,7 +190,16 @@ fn check_before_start(cfg: &TeamConfig, goal: Option<&str>) -> Result<()> {
         ));
     }
     check_clis(cfg, std::env::var("PATH").ok().as_deref())?;
-    check_hosts(cfg)
+    check_hosts(cfg)?;
+    Ok(Checked { config, size })
+}
+
+/// A team configuration [`check_before_start`] passed, encoded once: what [`start`] sends.
+pub(crate) struct Checked {
+    /// The configuration as the daemon stores it.
+    config: serde_json::Value,
+    /// Its length as compact JSON.
+    size: usize,
 }
 
 /// The hosts of the team file's remote members.
@@ -329,16 +339,18 @@ pub(crate) fn start(
     ctx: &Ctx,
     c: &mut Client,
     cfg: &TeamConfig,
+    checked: Checked,
     goal: Option<String>,
     secrets: &Secrets,
 ) -> Result<u64> {
-    check_before_start(cfg, goal.as_deref())?;
     write_secrets(ctx, secrets)?;
-    let value = serde_json::to_value(cfg).context("cannot encode the team configuration")?;
+    let Checked {
+        config: value,
+        size,
+    } = checked;
     // The configuration goes with the start (one request, one commit) when both fit in one
     // frame, else first on its own: sent together, a refused configuration would let the
     // start go ahead with the stored one. The event sequence number is read just before.
-    let size = serde_json::to_vec(&value).map_or(usize::MAX, |v| v.len());
     let goal_len = goal.as_ref().map_or(0, String::len);
     let together = size.saturating_add(goal_len) + 1024 <= MAX_FRAME_LEN;
     let (first, then) = if together {
@@ -439,7 +451,7 @@ pub fn up(ctx: &Ctx, args: UpArgs) -> Result<ExitCode> {
     };
     let already = running.is_some();
     // Otherwise the configuration (and the backend) is checked before any daemon starts.
-    let (mut c, cfg, why, goal, secrets) = match running {
+    let (mut c, cfg, why, goal, secrets, checked) = match running {
         Some((c, cfg)) => {
             if !args.vars.vars.is_empty() || !args.vars.secrets.is_empty() {
                 eprintln!(
@@ -447,7 +459,7 @@ pub fn up(ctx: &Ctx, args: UpArgs) -> Result<ExitCode> {
                 );
             }
             let why = "already running".to_string();
-            (c, cfg, why, None, Secrets::default())
+            (c, cfg, why, None, Secrets::default(), None)
         }
         None => {
             let (mut cfg, why) = team_config(ctx, args.demo, args.backend.as_deref(), args.here)?;
@@ -455,15 +467,15 @@ pub fn up(ctx: &Ctx, args: UpArgs) -> Result<ExitCode> {
             set_strategy(&mut cfg, args.strategy)?;
             let secrets = apply_vars(&mut cfg, &args.vars)?;
             let goal = run_goal(&cfg, args.goal.as_deref())?;
-            check_before_start(&cfg, goal.as_deref())?;
-            (ctx.connect()?, cfg, why, goal, secrets)
+            let checked = check_before_start(&cfg, goal.as_deref())?;
+            (ctx.connect()?, cfg, why, goal, secrets, Some(checked))
         }
     };
     eprintln!("agent-team: backend {} ({why})", cfg.backend.as_str());
     warn_sandbox(ctx, &cfg);
     warn_untested_clis(&cfg);
-    if !already {
-        start(ctx, &mut c, &cfg, goal, &secrets)?;
+    if let Some(checked) = checked {
+        start(ctx, &mut c, &cfg, checked, goal, &secrets)?;
     } else if let Some(place) = &cfg.tmux
         && cfg.backend == BackendKind::Tmux
         && !agent_team_pane::tmux::session_exists(&agent_team_pane::tmux::Placement {
@@ -737,14 +749,14 @@ fn run_team(ctx: &Ctx, args: RunArgs, report: Report, started: Instant) -> Resul
     }
     let secrets = apply_vars(&mut cfg, &args.vars)?;
     let goal = run_goal(&cfg, args.goal.as_deref())?;
-    check_before_start(&cfg, goal.as_deref())?;
+    let checked = check_before_start(&cfg, goal.as_deref())?;
     // `run` brings a crashed daemon back itself while it follows the team (`reconnect`), so
     // the daemon it starts needs a guardian only once `run` is gone.
     let mut c = ctx.connect_guarding()?;
     let run_ts = agent_team_protocol::Timestamp::from(std::time::SystemTime::now());
     // From here on an interrupted `run` stops the team it started, like `down`, and says so.
     stop_on_signal(ctx)?;
-    let mut since = start(ctx, &mut c, &cfg, goal, &secrets)?;
+    let mut since = start(ctx, &mut c, &cfg, checked, goal, &secrets)?;
     // From here `run` only follows: the code that read the team file and started the team
     // leaves its pages.
     crate::code_pages::release();

@@ -105,15 +105,7 @@ fn first_lease(core: &Core, actor: &Actor) -> Option<Request> {
     if !core.sup.on_model_loop(rec) || core.state.budget_limits(name, &core.sup.budgets()) {
         return None;
     }
-    let model = rec
-        .spec
-        .get("model")
-        .and_then(|m| m.as_str())
-        .map(str::to_string)
-        .or_else(|| {
-            let cfg = core.sup.config.as_ref()?;
-            Some(cfg.role(&rec.info.role)?.model.clone())
-        });
+    let model = core.sup.model_of(rec);
     Some(Request::BudgetCheck {
         model,
         input_tokens: None,

@@ -262,6 +262,25 @@ impl Supervisor {
         )
     }
 
+    /// The model an agent was given for itself, which its launch hands it: `member.NAME.model`
+    /// set at run time, else its member's own (team file or spawn). `None` leaves it its
+    /// role's (the worker reads that from the configuration).
+    pub(crate) fn own_model<'a>(&'a self, rec: &'a AgentRecord) -> Option<&'a str> {
+        self.config
+            .as_ref()
+            .and_then(|c| c.member_override(&rec.info.name, "model"))
+            .or_else(|| rec.spec.get("model").and_then(|v| v.as_str()))
+    }
+
+    /// The model an agent runs: [`Self::own_model`], else its role's. `None` without a
+    /// configuration or with an unknown role and no model of its own.
+    pub(crate) fn model_of(&self, rec: &AgentRecord) -> Option<String> {
+        self.own_model(rec).map(str::to_string).or_else(|| {
+            let role = self.config.as_ref()?.role(&rec.info.role)?;
+            Some(role.model.clone())
+        })
+    }
+
     /// Whether the agent runs our model loop (OpenAI or Anthropic): the agents that take a
     /// budget lease before each model request and read a staggered start's cached prefix.
     pub(crate) fn on_model_loop(&self, rec: &AgentRecord) -> bool {

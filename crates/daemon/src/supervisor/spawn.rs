@@ -401,17 +401,16 @@ impl Step<'_> {
         if provider.is_external() {
             envs.push((env::EXTERNAL.to_string(), provider.as_str().to_string()));
         }
-        // The member's own model, provider and instructions (team file or spawn); a model set
-        // for it at run time (`member.NAME.model`) wins.
+        // The member's own model (`member.NAME.model` set at run time wins), provider and
+        // instructions (team file or spawn).
+        if let Some(model) = self.sup.own_model(rec) {
+            envs.push((env::MODEL.to_string(), model.to_string()));
+        }
         for (key, var) in [
-            ("model", env::MODEL),
             ("provider", env::PROVIDER),
             ("instructions", env::INSTRUCTIONS),
         ] {
-            let set = (key == "model")
-                .then(|| cfg.member_override(&rec.info.name, "model"))
-                .flatten();
-            if let Some(v) = set.or_else(|| rec.spec.get(key).and_then(|v| v.as_str())) {
+            if let Some(v) = rec.spec.get(key).and_then(|v| v.as_str()) {
                 envs.push((var.to_string(), v.to_string()));
             }
         }

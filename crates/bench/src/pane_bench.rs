@@ -168,7 +168,7 @@ pub fn run(r: &mut Report, dir: &Path, quick: bool) -> Result<()> {
             _ => 0,
         };
         let mut sub = bt.operator()?;
-        sub.call(Request::Subscribe { since })?;
+        sub.call(Request::Subscribe { since, types: None })?;
         let victim = match op.call(Request::Agents)? {
             Reply::Agents { agents } => agents
                 .into_iter()

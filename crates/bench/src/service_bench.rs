@@ -92,7 +92,7 @@ fn socket_client(
     tx: mpsc::Sender<(u64, Instant)>,
 ) -> Result<std::thread::JoinHandle<()>> {
     let mut c = team.operator()?;
-    c.call(Request::Subscribe { since })?;
+    c.call(Request::Subscribe { since, types: None })?;
     Ok(std::thread::spawn(move || {
         loop {
             match c.next_push(Some(Duration::from_secs(30))) {

@@ -148,9 +148,24 @@ pub(crate) struct Session {
     pub(crate) handle: ConnHandle,
     /// Who it is.
     pub(crate) actor: Actor,
-    /// For a subscriber: the newest sequence number it has been sent.
+    /// For a subscriber: the newest sequence number it has been sent (or passed over).
     sub: Option<u64>,
+    /// For a subscriber of some event types only: their bits ([`type_bit`]).
+    sub_types: Option<u32>,
     watch_tasks: bool,
+}
+
+/// An event type's bit in a subscription's filter: its place in [`EVENT_TYPES`].
+pub(crate) fn type_bit(name: &str) -> Option<u32> {
+    EVENT_TYPES
+        .iter()
+        .position(|t| *t == name)
+        .map(|i| 1u32 << i)
+}
+
+/// Whether a subscriber with the filter `types` is sent `event`.
+fn wanted_by(types: Option<u32>, event: &Event) -> bool {
+    types.is_none_or(|bits| type_bit(event.type_name()).is_some_and(|b| bits & b != 0))
 }
 
 /// Things that happen later, in the core's own time.
@@ -529,6 +544,7 @@ impl Core {
                         handle,
                         actor: Actor::Operator,
                         sub: None,
+                        sub_types: None,
                         watch_tasks: false,
                     },
                 );
@@ -578,6 +594,7 @@ impl Core {
                         handle: handle.clone(),
                         actor: Actor::Agent(name.clone()),
                         sub: None,
+                        sub_types: None,
                         watch_tasks: false,
                     },
                 );
@@ -872,6 +889,11 @@ impl Core {
                         if env.seq != sent + 1 {
                             continue;
                         }
+                        // One that did not ask for its type passes over it.
+                        if !wanted_by(s.sub_types, &env.event) {
+                            s.sub = Some(env.seq);
+                            continue;
+                        }
                         let b = bytes.get_or_insert_with(|| {
                             frame::encode(&ServerFrame::Push(Push::Event {
                                 envelope: env.clone(),
@@ -937,9 +959,10 @@ impl Core {
             };
             for env in events {
                 let seq = env.seq;
-                if !s
-                    .handle
-                    .send_frame(&ServerFrame::Push(Push::Event { envelope: env }))
+                if wanted_by(s.sub_types, &env.event)
+                    && !s
+                        .handle
+                        .send_frame(&ServerFrame::Push(Push::Event { envelope: env }))
                 {
                     break;
                 }
@@ -971,10 +994,12 @@ impl Core {
         }
     }
 
-    /// Makes this connection a subscriber that has been sent events up to `sent`.
-    pub(crate) fn subscribe(&mut self, conn: ConnId, sent: u64) {
+    /// Makes this connection a subscriber that has been sent events up to `sent`, of the
+    /// types whose bits `types` holds (all, without it).
+    pub(crate) fn subscribe(&mut self, conn: ConnId, sent: u64, types: Option<u32>) {
         if let Some(sess) = self.sessions.get_mut(&conn) {
             sess.sub = Some(sent);
+            sess.sub_types = types;
         }
     }
 

@@ -115,6 +115,7 @@ impl H {
                 handle,
                 actor,
                 sub: None,
+                sub_types: None,
                 watch_tasks: false,
             },
         );

@@ -892,6 +892,35 @@ fn present_value<'de, D: Deserializer<'de>>(d: D) -> Result<Option<serde_json::V
     serde_json::Value::deserialize(d).map(Some)
 }
 
+/// Every event type's name ([`Event::type_name`]), for what names types (a subscription's
+/// filter): checked against the protocol's schema by a test.
+pub const EVENT_TYPES: [&str; 24] = [
+    "RUN_STARTED",
+    "RUN_FINISHED",
+    "TEXT_MESSAGE_CONTENT",
+    "TOOL_CALL_START",
+    "TOOL_CALL_RESULT",
+    "AGENT_STATUS",
+    "TASK_UPDATED",
+    "MESSAGE_SENT",
+    "PERMISSION_REQUESTED",
+    "PERMISSION_DECIDED",
+    "ERROR",
+    "MEMORY_UPDATED",
+    "WORKER_STARTED",
+    "WORKER_FINISHED",
+    "COORDINATOR_DECISION",
+    "FINAL_ANSWER",
+    "USAGE_UPDATED",
+    "BUDGET_WARNING",
+    "HOOK_FAILED",
+    "FINISHED_WORK",
+    "PLAN_SUBMITTED",
+    "PLAN_DECIDED",
+    "TEAM_DISSOLVED",
+    "CONFIG_CHANGED",
+];
+
 impl Event {
     /// The SCREAMING_SNAKE_CASE type name.
     pub fn type_name(&self) -> &'static str {
@@ -1336,5 +1365,47 @@ mod message_order_tests {
             serde_json::to_value(&failed).unwrap(),
             serde_json::json!({"type": "error", "error": {"code": "timeout", "message": "too slow"}})
         );
+    }
+}
+
+#[cfg(all(test, feature = "schema"))]
+#[allow(clippy::unwrap_used)]
+mod event_types_tests {
+    use super::*;
+
+    /// The `const` values of every `type` property in a schema.
+    fn type_consts(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if let Some(c) = m
+                    .get("properties")
+                    .and_then(|p| p.get("type"))
+                    .and_then(|t| t.get("const"))
+                    .and_then(|c| c.as_str())
+                {
+                    out.push(c.to_string());
+                }
+                m.values().for_each(|x| type_consts(x, out));
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| type_consts(x, out)),
+            _ => {}
+        }
+    }
+
+    /// [`EVENT_TYPES`] names every event type the protocol has, once: what a subscription's
+    /// filter accepts is exactly what can be recorded.
+    #[test]
+    fn event_types_are_every_events_type_once() {
+        let schema = serde_json::to_value(schemars::schema_for!(Event)).unwrap();
+        let mut found = Vec::new();
+        type_consts(&schema, &mut found);
+        found.sort();
+        found.dedup();
+        let mut listed: Vec<String> = EVENT_TYPES.iter().map(|t| t.to_string()).collect();
+        listed.sort();
+        let n = listed.len();
+        listed.dedup();
+        assert_eq!(listed.len(), n, "a type is listed twice");
+        assert_eq!(listed, found);
     }
 }

@@ -205,6 +205,9 @@ pub enum Request {
         /// Start after this sequence number.
         #[serde(default)]
         since: u64,
+        /// Only events of these types ([`EVENT_TYPES`](crate::EVENT_TYPES)); none: every event.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        types: Option<Vec<String>>,
     },
     /// Record an event from the calling agent (text deltas, tool calls, errors).
     Emit {

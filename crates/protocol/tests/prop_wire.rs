@@ -329,7 +329,7 @@ fn message_requests() -> impl Strategy<Value = Request> {
             }),
         (any::<u64>(), prop::option::of(any::<u32>()))
             .prop_map(|(since, limit)| Request::Events { since, limit }),
-        any::<u64>().prop_map(|since| Request::Subscribe { since }),
+        any::<u64>().prop_map(|since| Request::Subscribe { since, types: None }),
         event().prop_map(|event| Request::Emit { event }),
     ]
 }

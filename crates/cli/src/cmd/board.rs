@@ -357,7 +357,7 @@ pub fn events(ctx: &Ctx, follow: bool, since: u64) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    c.call(Request::Subscribe { since })?;
+    c.call(Request::Subscribe { since, types: None })?;
     loop {
         match c.next_push(None) {
             Ok(Push::Event { envelope }) => output::line(&serde_json::to_string(&envelope)?),

@@ -254,8 +254,11 @@ impl LocalFollow {
     fn attach(&mut self) -> Result<(), ErrorBody> {
         match self.ctx.connect_existing().map_err(body)? {
             Some(mut c) => {
-                c.call(Request::Subscribe { since: self.last })
-                    .map_err(|e| body(e.into()))?;
+                c.call(Request::Subscribe {
+                    since: self.last,
+                    types: None,
+                })
+                .map_err(|e| body(e.into()))?;
                 self.client = Some(c);
             }
             None => {
@@ -308,8 +311,11 @@ impl Follow for LocalFollow {
                     // A crash: start the daemon again (it re-adopts the agents) and go on
                     // from the last envelope given out.
                     let mut c = crate::cmd::up::reconnect(&self.ctx).map_err(body)?;
-                    c.call(Request::Subscribe { since: self.last })
-                        .map_err(|e| body(e.into()))?;
+                    c.call(Request::Subscribe {
+                        since: self.last,
+                        types: None,
+                    })
+                    .map_err(|e| body(e.into()))?;
                     self.client = Some(c);
                 }
                 Err(e) => return Err(body(e.into())),

@@ -817,7 +817,7 @@ fn follow(ctx: Ctx, tx: mpsc::Sender<Envelope>) {
         }
         loop {
             if let Ok(Some(mut c)) = ctx.connect_existing()
-                && c.call(Request::Subscribe { since }).is_ok()
+                && c.call(Request::Subscribe { since, types: None }).is_ok()
             {
                 loop {
                     match c.next_push(None) {

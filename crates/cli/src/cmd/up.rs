@@ -371,7 +371,7 @@ pub(crate) fn start(
     match answers.next().transpose() {
         // A daemon from before `start_run` took the configuration refuses it unread: the
         // two requests it knows, one after the other.
-        Err(e) if together && knows_no_start_config(&e) => {
+        Err(e) if together && knows_no_field(&e, "config") => {
             let config =
                 serde_json::to_value(cfg).context("cannot encode the team configuration")?;
             c.call(Request::Configure { config })?;
@@ -387,11 +387,13 @@ pub(crate) fn start(
     Ok(last_seq)
 }
 
-/// Whether `e` is an older daemon's refusal of `start_run`'s `config` field (it decodes
-/// requests strictly: an unknown field is `bad_request` naming it).
-fn knows_no_start_config(e: &ClientError) -> bool {
+/// Whether `e` is an older daemon's refusal of a request's `field` it does not know yet
+/// (`start_run`'s `config`, `subscribe`'s `types`): it decodes requests strictly, so an
+/// unknown field is `bad_request` naming it.
+fn knows_no_field(e: &ClientError, field: &str) -> bool {
     matches!(e, ClientError::Server(body)
-        if body.code == ErrorCode::BadRequest && body.message.contains("unknown field `config`"))
+        if body.code == ErrorCode::BadRequest
+            && body.message.contains(&format!("unknown field `{field}`")))
 }
 
 /// Waits until the leader is connected (or clearly failed), so `up` reports problems at once.
@@ -1025,7 +1027,32 @@ fn follow_until_finished(
     stream: bool,
     grace_secs: u64,
 ) -> Result<Option<Finished>, ClientError> {
-    c.call(Request::Subscribe { since: *since })?;
+    // Quiet and not streaming, it acts on the run's end and on the permission requests it
+    // answers, nothing else: it asks for those events only, so the daemon encodes and sends,
+    // and this process reads, a few frames instead of every event of the run.
+    let types = (quiet && !stream).then(|| {
+        let mut types = vec!["RUN_FINISHED".to_string()];
+        if approvals != Approvals::Leave {
+            types.push("PERMISSION_REQUESTED".to_string());
+        }
+        types
+    });
+    let filtered = types.is_some();
+    match c.call(Request::Subscribe {
+        since: *since,
+        types,
+    }) {
+        // A daemon from before the filter: every event, as before.
+        Err(e) if filtered && knows_no_field(&e, "types") => {
+            c.call(Request::Subscribe {
+                since: *since,
+                types: None,
+            })?;
+        }
+        other => {
+            other?;
+        }
+    }
     let paint = output::color_on_stderr();
     let mut colors: std::collections::HashMap<String, String> = Default::default();
     loop {
@@ -1260,11 +1287,20 @@ mod tests {
             ErrorCode::BadRequest,
             format!("invalid request: {e}"),
         ));
-        assert!(knows_no_start_config(&refusal), "{refusal}");
+        assert!(knows_no_field(&refusal, "config"), "{refusal}");
         let refused_config = ClientError::Server(ErrorBody::new(
             ErrorCode::BadRequest,
             "invalid team configuration: unknown field `model`",
         ));
-        assert!(!knows_no_start_config(&refused_config));
+        assert!(!knows_no_field(&refused_config, "config"));
+        // The same for `subscribe`'s event types.
+        let e =
+            serde_json::from_str::<Request>(r#"{"op":"task_show","id":1,"types":[]}"#).unwrap_err();
+        let refusal = ClientError::Server(ErrorBody::new(
+            ErrorCode::BadRequest,
+            format!("invalid request: {e}"),
+        ));
+        assert!(knows_no_field(&refusal, "types"), "{refusal}");
+        assert!(!knows_no_field(&refusal, "config"));
     }
 }

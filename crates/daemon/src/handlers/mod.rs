@@ -205,7 +205,7 @@ pub(crate) fn dispatch(
         } => perms::decide(core, actor, id, allow, always, pattern, reason, now),
         // The event log.
         Request::Events { since, limit } => events::read(core, since, limit),
-        Request::Subscribe { since } => Ok(events::subscribe(core, conn, since)),
+        Request::Subscribe { since, types } => events::subscribe(core, conn, since, types),
         Request::Emit { event } => core.state.emit(actor, event, now).map(|_| Reply::Done),
         // The roster and the run.
         Request::Ping => Ok(Reply::Pong {

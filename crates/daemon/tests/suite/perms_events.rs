@@ -174,7 +174,13 @@ fn events_follow_gets_backlog_then_live_without_gaps() {
         add_task(&mut op, &format!("t{i}"), &[]);
     }
     let mut sub = t.operator();
-    let last = match sub.call(Request::Subscribe { since: 2 }).unwrap() {
+    let last = match sub
+        .call(Request::Subscribe {
+            since: 2,
+            types: None,
+        })
+        .unwrap()
+    {
         Reply::Subscribed { last_seq } => last_seq,
         other => panic!("{other:?}"),
     };
@@ -190,6 +196,76 @@ fn events_follow_gets_backlog_then_live_without_gaps() {
     }
     let expect: Vec<u64> = (3..=last + 5).collect();
     assert_eq!(seqs, expect);
+}
+
+/// A subscription to some event types gets only those, from its backlog and live, with their
+/// own sequence numbers (the others are passed over, not renumbered); an unknown type is
+/// refused, naming the valid ones. Fails with the filter ignored (a text event comes).
+#[test]
+fn a_subscription_to_some_event_types_gets_only_those() {
+    let t = TestTeam::start().with_agents(&["leader", "b1"]);
+    let mut op = t.operator();
+    let mut b1 = t.agent("b1");
+    let text = |b1: &mut agent_team_client::Client| {
+        b1.call(Request::Emit {
+            event: Event::TextMessageContent {
+                delta: "thinking".into(),
+            },
+        })
+        .unwrap();
+    };
+    add_task(&mut op, "before", &[]);
+    text(&mut b1);
+    let mut sub = t.operator();
+    let refused = sub.call(Request::Subscribe {
+        since: 0,
+        types: Some(vec!["TASK_UPDATED".into(), "NO_SUCH_EVENT".into()]),
+    });
+    let (code, _) = err_code(refused);
+    assert_eq!(code, ErrorCode::BadRequest);
+    let last = match sub
+        .call(Request::Subscribe {
+            since: 0,
+            types: Some(vec!["TASK_UPDATED".into()]),
+        })
+        .unwrap()
+    {
+        Reply::Subscribed { last_seq } => last_seq,
+        other => panic!("{other:?}"),
+    };
+    text(&mut b1);
+    add_task(&mut op, "after", &[]);
+    text(&mut b1);
+    add_task(&mut op, "last", &[]);
+    let mut titles = Vec::new();
+    let mut seqs = Vec::new();
+    while titles.len() < 3 {
+        if let Push::Event { envelope } = sub.next_push(Some(Duration::from_secs(10))).unwrap() {
+            seqs.push(envelope.seq);
+            match envelope.event {
+                Event::TaskUpdated { task } => titles.push(task.title),
+                other => panic!("only task events were asked for, got {other:?}"),
+            }
+        }
+    }
+    assert_eq!(titles, ["before", "after", "last"]);
+    assert!(
+        seqs[0] <= last && seqs[1] > last + 1,
+        "{seqs:?} around {last}"
+    );
+    // Nothing else is queued for it: the next push is the next task's.
+    text(&mut b1);
+    add_task(&mut op, "next", &[]);
+    match sub.next_push(Some(Duration::from_secs(10))).unwrap() {
+        Push::Event {
+            envelope:
+                Envelope {
+                    event: Event::TaskUpdated { task },
+                    ..
+                },
+        } => assert_eq!(task.title, "next"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -312,7 +388,13 @@ fn a_slow_subscriber_gets_its_backlog_and_a_client_that_stops_reading_is_cut() {
     // b1 asks for a backlog five times the cut-off and reads it only later: the daemon sends it
     // as b1 makes room, never enough at once to cut b1 off.
     let mut b1 = t.agent("b1");
-    let last = match b1.call(Request::Subscribe { since: 0 }).unwrap() {
+    let last = match b1
+        .call(Request::Subscribe {
+            since: 0,
+            types: None,
+        })
+        .unwrap()
+    {
         Reply::Subscribed { last_seq } => last_seq,
         other => panic!("{other:?}"),
     };
@@ -335,6 +417,7 @@ fn a_slow_subscriber_gets_its_backlog_and_a_client_that_stops_reading_is_cut() {
     let mut b2 = t.agent("b2");
     b2.call(Request::Subscribe {
         since: last + 10_000,
+        types: None,
     })
     .unwrap();
     assert!(connected(&mut op, "b2"));

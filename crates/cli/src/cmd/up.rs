@@ -175,7 +175,8 @@ fn write_secrets(ctx: &Ctx, secrets: &Secrets) -> Result<()> {
     }
 }
 
-/// Refuses a goal or a team configuration the daemon would refuse, before any daemon starts.
+/// Refuses a goal or a team configuration the daemon would refuse, before any daemon starts;
+/// returns the configuration encoded as [`start`] sends it.
 pub(crate) fn check_before_start(cfg: &TeamConfig, goal: Option<&str>) -> Result<Checked> {
     let goal = goal.map(str::to_string);
     Request::StartRun { goal, config: None }

@@ -205,7 +205,7 @@ pub enum Request {
         /// Start after this sequence number.
         #[serde(default)]
         since: u64,
-        /// Only events of these types ([`EVENT_TYPES`](crate::EVENT_TYPES)); none: every event.
+        /// Only events of these types ([`EVENT_TYPES`]); none: every event.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         types: Option<Vec<String>>,
     },

@@ -1446,22 +1446,10 @@ mod tests {
     #[test]
     fn a_new_stores_directory_sync_is_owed_until_a_synced_commit_or_settle() {
         let dir = tempfile::tempdir().unwrap();
-        let task = |s: &mut TeamState, i: u64| {
-            s.task_add(
-                &Actor::Operator,
-                NewTask {
-                    title: format!("task {i}"),
-                    ..Default::default()
-                },
-                Timestamp(i),
-            )
-            .unwrap();
-            s.take_changes()
-        };
         let db = dir.path().join("a.db");
         let (mut store, mut s) = (Store::open(&db, "t").unwrap(), TeamState::new("t"));
         assert!(store.dir_owed, "a new database's name awaits a sync");
-        store.commit_unsynced(&task(&mut s, 1)).unwrap();
+        store.commit_unsynced(&new_task(&mut s, 1)).unwrap();
         assert!(store.dir_owed, "an unsynced commit syncs nothing");
         store.settle().unwrap();
         assert!(
@@ -1475,7 +1463,7 @@ mod tests {
         );
         let db = dir.path().join("b.db");
         let (mut store, mut s) = (Store::open(&db, "t").unwrap(), TeamState::new("t"));
-        store.commit(&task(&mut s, 1)).unwrap();
+        store.commit(&new_task(&mut s, 1)).unwrap();
         assert!(
             !store.dir_owed,
             "the first synced commit's WAL sync syncs the directory"
@@ -1486,19 +1474,24 @@ mod tests {
         assert_eq!(snap.tasks.len(), 1);
     }
 
+    /// The changes of adding task `i` to the team.
+    fn new_task(s: &mut TeamState, i: u64) -> Vec<Change> {
+        s.task_add(
+            &Actor::Operator,
+            NewTask {
+                title: format!("task {i}"),
+                ..Default::default()
+            },
+            Timestamp(i),
+        )
+        .unwrap();
+        s.take_changes()
+    }
+
     /// Adds `n` tasks to the team, each committed on its own.
     fn add_tasks(store: &mut Store, s: &mut TeamState, n: u64) {
         for i in 0..n {
-            s.task_add(
-                &Actor::Operator,
-                NewTask {
-                    title: format!("task {i}"),
-                    ..Default::default()
-                },
-                Timestamp(i),
-            )
-            .unwrap();
-            store.commit(&s.take_changes()).unwrap();
+            store.commit(&new_task(s, i)).unwrap();
         }
     }
 

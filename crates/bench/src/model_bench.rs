@@ -66,6 +66,63 @@ fn script(mock: &MockModel) {
     }
 }
 
+/// The CPU time (user and system) a run's processes used: the command the bench started and
+/// every process under it, as the kernel counts reaped children (`RUSAGE_CHILDREN`). The bench
+/// is a child subreaper meanwhile, so what outlives its parent (our daemon outlives `run` by
+/// its exit; what Claude Code's group leaves when it is killed) comes back to the bench and is
+/// reaped and counted too. A steadier figure than the wall on a busy machine: it counts the
+/// work done, not the waits for the other core.
+pub(crate) struct RunCpu {
+    before: Option<Duration>,
+}
+
+impl RunCpu {
+    /// Starts counting: call before the command starts.
+    pub(crate) fn start() -> RunCpu {
+        let _ = nix::sys::prctl::set_child_subreaper(true);
+        RunCpu {
+            before: children_cpu(),
+        }
+    }
+
+    /// Reaps what is left of the run (for at most 10 s) once its command was waited for, and
+    /// gives its CPU time; `None` when something of it did not end or could not be read.
+    pub(crate) fn finish(self) -> Option<Duration> {
+        let all_reaped = reap_orphans(Duration::from_secs(10));
+        let _ = nix::sys::prctl::set_child_subreaper(false);
+        let after = children_cpu()?;
+        after.checked_sub(self.before?).filter(|_| all_reaped)
+    }
+}
+
+/// The CPU time of this process's reaped children.
+fn children_cpu() -> Option<Duration> {
+    let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).ok()?;
+    let d = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(t.tv_sec().max(0) as u64)
+            + Duration::from_micros(t.tv_usec().max(0) as u64)
+    };
+    Some(d(u.user_time()) + d(u.system_time()))
+}
+
+/// Reaps every child of this process that exits within `within` (orphans of a run handed
+/// to it as a subreaper); whether none was left.
+fn reap_orphans(within: Duration) -> bool {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    let deadline = Instant::now() + within;
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Ok(WaitStatus::StillAlive) => return false,
+            Ok(_) => {}
+            // ECHILD: none left.
+            Err(_) => return true,
+        }
+    }
+}
+
 /// Pids of `root` and all its descendants.
 pub(crate) fn tree(root: u32) -> HashSet<u32> {
     let mut parent: HashMap<u32, u32> = HashMap::new();
@@ -132,6 +189,8 @@ pub(crate) struct Outcome {
     pub peak_pss_kb: u64,
     pub spawn_to_first_request: Duration,
     pub delivery: Duration,
+    /// The CPU time of `run` and every process under it ([`RunCpu`]).
+    pub cpu: Option<Duration>,
 }
 
 /// One run of the team; with `sample`, its process tree's memory is read every 5 ms (which
@@ -154,6 +213,7 @@ pub(crate) fn run_on(dir: &Path, i: usize, sample: bool, backend: &str) -> Resul
             mock.base_url()
         ),
     )?;
+    let cpu = RunCpu::start();
     let t0 = Instant::now();
     let mut child = Command::new(bin_dir().join("agent-team"))
         .args(["run", "--backend", backend, "--quiet", "--timeout", "60"])
@@ -184,6 +244,7 @@ pub(crate) fn run_on(dir: &Path, i: usize, sample: bool, backend: &str) -> Resul
         std::thread::sleep(Duration::from_millis(5));
     };
     let wall = t0.elapsed();
+    let cpu = cpu.finish();
     if std::env::var_os("BENCH_TIMELINE").is_some() {
         // Where a run's time goes: each agent's model requests, in ms from the start.
         let at = |a: &str| {
@@ -230,6 +291,7 @@ pub(crate) fn run_on(dir: &Path, i: usize, sample: bool, backend: &str) -> Resul
         peak_pss_kb: peak_pss,
         spawn_to_first_request: spawn,
         delivery: got - sent,
+        cpu,
     })
 }
 

@@ -38,6 +38,8 @@ pub(crate) struct ClaudeRun {
     pub peak_rss_kb: u64,
     /// What it printed (its final answer).
     pub stdout: String,
+    /// The CPU time of its whole process tree ([`RunCpu`](crate::model_bench::RunCpu)).
+    pub cpu: Option<Duration>,
 }
 
 /// Runs Claude Code as the leader of its own team in `ws` against `mock` (whose scripts name
@@ -73,6 +75,7 @@ pub(crate) fn claude_team(
         .env("CLAUDE_CODE_ENABLE_TODO_TOOLS", "1")
         .env_remove("TMUX")
         .env_remove("TMUX_PANE");
+    let cpu = crate::model_bench::RunCpu::start();
     let t0 = Instant::now();
     let mut child = cmd
         .spawn()
@@ -112,6 +115,7 @@ pub(crate) fn claude_team(
         nix::sys::signal::Signal::SIGKILL,
     );
     let stdout = reader.join().unwrap_or_default();
+    let cpu = cpu.finish();
     if !status.success() {
         bail!(
             "Claude Code's team run failed ({status}): {}\n{}\nunmatched requests: {}",
@@ -125,6 +129,7 @@ pub(crate) fn claude_team(
         peak_pss_kb: pss,
         peak_rss_kb: rss,
         stdout,
+        cpu,
     })
 }
 
@@ -276,6 +281,9 @@ struct PeerOutcome {
     pss_kb: u64,
     rss_kb: u64,
     requests: (usize, usize, usize),
+    /// The CPU time of its process tree, where measured (not the tmux team: its server is
+    /// not the bench's child).
+    cpu: Option<Duration>,
 }
 
 fn claude_run(dir: &Path, i: usize, sample: bool) -> Result<PeerOutcome> {
@@ -306,6 +314,7 @@ fn claude_run(dir: &Path, i: usize, sample: bool) -> Result<PeerOutcome> {
         pss_kb: run.peak_pss_kb,
         rss_kb: run.peak_rss_kb,
         requests: (leader.len(), b1.len(), mock.request_times("b2").len()),
+        cpu: run.cpu,
     })
 }
 
@@ -397,6 +406,7 @@ fn claude_tmux_run(dir: &Path, i: usize, sample: bool) -> Result<PeerOutcome> {
         pss_kb: pss,
         rss_kb: rss,
         requests: (leader.len(), b1.len(), mock.request_times("b2").len()),
+        cpu: None,
     })
 }
 
@@ -492,6 +502,15 @@ fn beside(r: &mut Report, backend: &str, ours: &Figures, peer: &Figures, who: &s
     );
 }
 
+/// The median CPU time of the runs nothing sampled, as text ("—" when none was measured).
+fn cpu_median(runs: impl Iterator<Item = (bool, Option<Duration>)>) -> String {
+    let cpu: Vec<Duration> = runs.filter(|r| !r.0).filter_map(|r| r.1).collect();
+    if cpu.is_empty() {
+        return "—".into();
+    }
+    dur(median(cpu.into_iter()))
+}
+
 /// Median of `xs` in seconds.
 fn median(xs: impl Iterator<Item = Duration>) -> f64 {
     let mut v: Vec<f64> = xs.map(|d| d.as_secs_f64()).collect();
@@ -585,6 +604,13 @@ pub fn run(r: &mut Report, dir: &Path, quick: bool) -> Result<()> {
          (ours: leader 4–5, each teammate 4)",
         crate::clis_bench::CLAUDE_CODE_VERSION,
     ));
+    r.note(format!(
+        "peer: CPU time of a run's whole process tree (median of the runs nothing sampled): ours \
+         in-process {}, ours process backend {}, Claude Code in-process {}",
+        cpu_median(ours_inproc.iter().map(|(s, o)| (*s, o.cpu))),
+        cpu_median(ours.iter().map(|(s, o)| (*s, o.cpu))),
+        cpu_median(theirs.iter().map(|(s, o)| (*s, o.cpu))),
+    ));
     Ok(())
 }
 
@@ -596,12 +622,19 @@ fn ours_only(r: &mut Report, dir: &Path, rounds: usize) -> Result<()> {
             for sample in [false, true] {
                 let n = 3000 + 1000 * k + 2 * i + usize::from(sample);
                 let o = crate::model_bench::run_on(dir, n, sample, backend)?;
-                runs.push((sample, o.wall, o.spawn_to_first_request, o.peak_pss_kb));
+                runs.push((
+                    sample,
+                    o.wall,
+                    o.spawn_to_first_request,
+                    o.peak_pss_kb,
+                    o.cpu,
+                ));
             }
         }
-        let f = figures(runs.into_iter());
+        let cpu = cpu_median(runs.iter().map(|r| (r.0, r.4)));
+        let f = figures(runs.into_iter().map(|r| (r.0, r.1, r.2, r.3)));
         r.note(format!(
-            "peer (ours only, {} at {}): {backend} backend: wall {}, spawn → first request {}, peak PSS {:.1} MiB",
+            "peer (ours only, {} at {}): {backend} backend: wall {}, spawn → first request {}, peak PSS {:.1} MiB, CPU {cpu}",
             rounds,
             crate::daemon_bench::bin_dir().display(),
             dur(f.wall),

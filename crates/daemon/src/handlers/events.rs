@@ -4,7 +4,7 @@
 use super::{PAGE_ITEMS, page, store_error};
 use crate::core::Core;
 use crate::outbox::ConnId;
-use agent_team_protocol::{EVENT_TYPES, ErrorBody, ErrorCode, Reply};
+use agent_team_protocol::{EVENT_TYPES, ErrorBody, ErrorCode, Reply, cut_text};
 use serde_json::json;
 
 /// `events`: a page of the log from the store, after this batch's changes so far are in it.
@@ -33,7 +33,7 @@ pub(super) fn subscribe(
                 .ok_or_else(|| {
                     ErrorBody::with_details(
                         ErrorCode::BadRequest,
-                        format!("no event type {name:?}"),
+                        format!("no event type {:?}", cut_text(name, 64)),
                         json!({"field": "types", "valid": EVENT_TYPES}),
                     )
                 })

@@ -221,8 +221,23 @@ fn a_subscription_to_some_event_types_gets_only_those() {
         since: 0,
         types: Some(vec!["TASK_UPDATED".into(), "NO_SUCH_EVENT".into()]),
     });
-    let (code, _) = err_code(refused);
+    let (code, details) = err_code(refused);
     assert_eq!(code, ErrorCode::BadRequest);
+    assert_eq!(
+        details["valid"].as_array().map(Vec::len),
+        Some(EVENT_TYPES.len())
+    );
+    // A huge unknown name is not echoed whole.
+    match sub.call(Request::Subscribe {
+        since: 0,
+        types: Some(vec!["X".repeat(100_000)]),
+    }) {
+        Err(agent_team_client::ClientError::Server(e)) => {
+            assert_eq!(e.code, ErrorCode::BadRequest);
+            assert!(e.message.len() < 200, "{} bytes", e.message.len());
+        }
+        other => panic!("{other:?}"),
+    }
     let last = match sub
         .call(Request::Subscribe {
             since: 0,

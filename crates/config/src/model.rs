@@ -658,8 +658,9 @@ pub struct TeamConfig {
     pub approver: Approver,
     /// Seconds before an unanswered permission request is denied.
     pub permission_timeout_secs: u64,
-    /// Milliseconds at most that members of one role started together wait for the first of
-    /// them to have its first model request answered, so theirs read the prefix it cached
+    /// Milliseconds at most, from the first one's start, that members of one role started
+    /// together (or spawned while the first has no answer yet) wait for the first of them to
+    /// have its first model request answered, so theirs read the prefix it cached
     /// (`spawn_stagger_ms`; 0 starts them all at once). They start as soon as it is answered.
     #[serde(default = "default_spawn_stagger_ms")]
     pub spawn_stagger_ms: u64,

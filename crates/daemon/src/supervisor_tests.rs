@@ -10,6 +10,11 @@ use agent_team_state::TeamState;
 
 /// A supervisor alone, without a core: what each call asks for.
 fn bare() -> (Supervisor, TeamState, Arc<FakeBackend>, tempfile::TempDir) {
+    bare_at(FakeClock::default())
+}
+
+/// [`bare`] on `clock`.
+fn bare_at(clock: FakeClock) -> (Supervisor, TeamState, Arc<FakeBackend>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let paths = agent_team_paths::Paths::new(dir.path().join("home"), dir.path().join("run"));
     let tp = paths.team("t").unwrap();
@@ -21,13 +26,7 @@ fn bare() -> (Supervisor, TeamState, Arc<FakeBackend>, tempfile::TempDir) {
         factory: Some(Arc::new(move |_, _| Ok(b.clone() as Arc<dyn PaneBackend>))),
         heal_env: Vec::new(),
     };
-    let mut sup = Supervisor::new(
-        env,
-        "t".into(),
-        tp,
-        Arc::new(FakeClock::default()),
-        Arc::new(|| {}),
-    );
+    let mut sup = Supervisor::new(env, "t".into(), tp, Arc::new(clock), Arc::new(|| {}));
     let mut state = TeamState::new("t");
     let mut team = agent_team_config::empty_team("t", dir.path());
     team.backend = BackendKind::Process;
@@ -284,7 +283,15 @@ fn spawn_team_launches_every_member_with_its_own_settings() {
 
 /// A supervisor alone whose `worker` role runs our model loop (Anthropic), with `stagger_ms`.
 fn with_model_workers(stagger_ms: u64) -> (Supervisor, TeamState, tempfile::TempDir) {
-    let (mut sup, mut state, _backend, dir) = bare();
+    with_model_workers_at(stagger_ms, FakeClock::default())
+}
+
+/// [`with_model_workers`] on `clock`.
+fn with_model_workers_at(
+    stagger_ms: u64,
+    clock: FakeClock,
+) -> (Supervisor, TeamState, tempfile::TempDir) {
+    let (mut sup, mut state, _backend, dir) = bare_at(clock);
     let mut team = agent_team_config::empty_team("t", dir.path());
     team.backend = BackendKind::Process;
     team.spawn_stagger_ms = stagger_ms;
@@ -380,6 +387,100 @@ fn staggered_members_start_at_the_longest_wait_and_zero_turns_staggering_off() {
         (now.as_slice(), timers.len()),
         (["a1".to_string(), "a2".to_string()].as_slice(), 0)
     );
+}
+
+/// Issue 30: two `spawn_teammate` calls of one role (one turn of the leader) start
+/// staggered like a `spawn_team`: the second waits until the first one's first request is
+/// answered, and is answered itself once it has connected; a later spawn of the role, after
+/// that answer, starts at once.
+#[test]
+fn a_spawn_of_a_role_whose_first_member_is_unanswered_waits_for_its_answer() {
+    let (mut sup, mut state, _dir) = with_model_workers(5_000);
+    let mut step = sup.step(&mut state);
+    let leader = Actor::Agent(LEADER.into());
+    assert!(
+        step.spawn_request(&leader, 7, 1, worker_named("a1"))
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        step.spawn_request(&leader, 7, 2, worker_named("a2"))
+            .unwrap()
+            .is_none()
+    );
+    let actions = step.finish();
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::Answer { .. })),
+        "{actions:?}"
+    );
+    let (now, timers) = launched_and_staggered(&actions);
+    assert_eq!(now, ["a1"]);
+    assert_eq!(timers, [("a1".to_string(), Duration::from_millis(5_000))]);
+    assert_eq!(
+        state.agent("a2").unwrap().info.status,
+        AgentStatus::Starting
+    );
+    let mut step = sup.step(&mut state);
+    step.first_answered("a1");
+    let actions = step.finish();
+    assert_eq!(launched_and_staggered(&actions).0, ["a2"]);
+    // a2 is answered when it connects, as any spawn.
+    drive(&mut sup, &mut state, actions);
+    state.update_agent("a2", |a| a.info.connected = true);
+    let mut step = sup.step(&mut state);
+    step.on_connected("a2", None);
+    let answered = step.finish();
+    assert!(
+        matches!(answered.as_slice(), [Action::Answer { conn: 7, id: 2, outcome: Ok(Reply::Agent { agent }) }]
+            if agent.name == "a2"),
+        "{answered:?}"
+    );
+    // a1 was answered: nothing to wait for.
+    let mut step = sup.step(&mut state);
+    step.spawn_request(&leader, 7, 3, worker_named("a3"))
+        .unwrap();
+    assert_eq!(launched_and_staggered(&step.finish()).0, ["a3"]);
+}
+
+/// Issue 30: a spawn waits behind an unanswered member of its role only within
+/// `spawn_stagger_ms` of that member's start (the timer ends the wait then, counted from its
+/// start), and not at all behind one that went down.
+#[test]
+fn a_spawn_waits_behind_an_unanswered_member_only_within_the_stagger() {
+    let clock = FakeClock::default();
+    let (mut sup, mut state, _dir) = with_model_workers_at(5_000, clock.clone());
+    let leader = Actor::Agent(LEADER.into());
+    let mut step = sup.step(&mut state);
+    step.spawn_request(&leader, 7, 1, worker_named("a1"))
+        .unwrap();
+    assert_eq!(launched_and_staggered(&step.finish()).0, ["a1"]);
+    clock.advance(Duration::from_millis(3_000));
+    let mut step = sup.step(&mut state);
+    step.spawn_request(&leader, 7, 2, worker_named("a2"))
+        .unwrap();
+    let (now, timers) = launched_and_staggered(&step.finish());
+    assert!(now.is_empty());
+    assert_eq!(timers, [("a1".to_string(), Duration::from_millis(2_000))]);
+    clock.advance(Duration::from_millis(2_000));
+    let mut step = sup.step(&mut state);
+    step.timer(SupTimer::Stagger("a1".into()));
+    step.spawn_request(&leader, 7, 3, worker_named("a3"))
+        .unwrap();
+    assert_eq!(launched_and_staggered(&step.finish()).0, ["a2", "a3"]);
+
+    // b1 goes down before its first answer: b2 does not wait for it.
+    let (mut sup, mut state, _dir) = with_model_workers(5_000);
+    let mut step = sup.step(&mut state);
+    step.spawn_request(&leader, 7, 1, worker_named("b1"))
+        .unwrap();
+    step.finish();
+    let mut step = sup.step(&mut state);
+    step.after_down("b1", Some(StopReason::Operator), None);
+    step.finish();
+    let mut step = sup.step(&mut state);
+    step.spawn_request(&leader, 7, 2, worker_named("b2"))
+        .unwrap();
+    assert_eq!(launched_and_staggered(&step.finish()).0, ["b2"]);
 }
 
 /// Issue 15: the team is one level deep; a teammate's spawn says so.

@@ -63,7 +63,7 @@ pub(super) fn report(
         tracing::warn!("the team's budget is spent; the run ended");
     }
     if let Some(name) = actor.agent()
-        && core.sup.staggered.contains_key(name)
+        && core.sup.priming.values().any(|(first, _)| first == name)
     {
         let name = name.to_string();
         core.supervise(|s| s.first_answered(&name));

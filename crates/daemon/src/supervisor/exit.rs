@@ -136,6 +136,8 @@ impl Step<'_> {
         reason: Option<StopReason>,
         exit: Option<ExitInfo>,
     ) {
+        // A first member of a staggered start gone before its answer holds nobody back.
+        self.first_answered(name);
         let now = self.sup.clock.wall();
         let detail = exit.map(|e| e.to_string());
         let run_over = matches!(

@@ -21,7 +21,7 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a spawned agent has to connect back (`AGENT_TEAM_CONNECT_DEADLINE_MS` overrides it,
 /// for tests of the deadline itself).
@@ -124,7 +124,7 @@ pub(crate) struct Runtime {
     close_reason: Option<String>,
     /// Since when its host has been unreachable (a remote agent whose link is down), and the
     /// status it had then (given back when the host answers again).
-    unreachable: Option<(std::time::Instant, AgentStatus)>,
+    unreachable: Option<(Instant, AgentStatus)>,
 }
 
 impl Supervisor {
@@ -175,6 +175,10 @@ pub struct Supervisor {
     /// they start once its first model request is answered (its first usage report) or
     /// after the team's `spawn_stagger_ms`, whichever comes first.
     pub(crate) staggered: HashMap<String, Vec<String>>,
+    /// By role: the member of it on our model loop started last whose first model request
+    /// has not been answered yet, and when it started. A member of that role spawned within
+    /// `spawn_stagger_ms` of it is held behind it (see [`Step::stagger`]).
+    pub(crate) priming: HashMap<String, (String, Instant)>,
 }
 
 impl Supervisor {
@@ -204,6 +208,7 @@ impl Supervisor {
             waits: Default::default(),
             next_wait: 0,
             staggered: HashMap::new(),
+            priming: HashMap::new(),
         }
     }
 

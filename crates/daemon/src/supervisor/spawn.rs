@@ -74,7 +74,10 @@ impl Step<'_> {
         m.name = name.clone();
         self.add_agent_record(&m, Some((conn, id)))?;
         self.first_message(actor, &m);
-        self.launch(&name);
+        // Answered once it has connected, also when it starts staggered behind another.
+        if !self.stagger(std::slice::from_ref(&name)).is_empty() {
+            self.launch(&name);
+        }
         Ok(None)
     }
 
@@ -258,53 +261,63 @@ impl Step<'_> {
     }
 
     /// Starts several new agents at once, in order (tmux: one command for all their panes).
-    /// Members of one role on our own model loop start staggered: the first now, the others
-    /// once its first model request has been answered ([`Step::first_answered`]) or after the
-    /// team's `spawn_stagger_ms`, so their first requests read the prefix its request cached.
+    /// Members of one role on our own model loop start staggered ([`Step::stagger`]).
     pub(super) fn launch_many(&mut self, names: &[String]) {
         let names = self.stagger(names);
         self.launch_now(&names);
     }
 
-    /// Which of `names` start now; the others are held behind the first of their role.
+    /// Which of `names` (new members) start now. Members of one role on our own model loop
+    /// start staggered: the first now, the others once its first model request has been
+    /// answered ([`Step::first_answered`]) or after the team's `spawn_stagger_ms`, so their
+    /// first requests read the prefix its request cached. That holds across requests too
+    /// (two `spawn_teammate` calls of one turn): a member spawned within `spawn_stagger_ms`
+    /// of an earlier member of its role whose first request is not answered yet waits behind
+    /// it, until the same moment.
     pub(super) fn stagger(&mut self, names: &[String]) -> Vec<String> {
         let wait = self.sup.config.as_ref().map_or(0, |c| c.spawn_stagger_ms);
         if wait == 0 {
             return names.to_vec();
         }
-        let mut now = Vec::new();
-        let mut firsts: HashMap<String, String> = HashMap::new();
+        let wait = Duration::from_millis(wait);
+        let now = self.sup.clock.now();
+        let mut starting = Vec::new();
         for name in names {
-            let group = self.state.agent(name).and_then(|rec| {
+            let role = self.state.agent(name).and_then(|rec| {
                 (self.sup.on_model_loop(rec) && name != LEADER).then(|| rec.info.role.clone())
             });
-            match group.and_then(|role| match firsts.get(&role) {
-                Some(first) => Some(first.clone()),
-                None => {
-                    firsts.insert(role, name.clone());
-                    None
+            let Some(role) = role else {
+                starting.push(name.clone());
+                continue;
+            };
+            let ahead = self
+                .sup
+                .priming
+                .get(&role)
+                .map(|(first, since)| (first.clone(), crate::clock::deadline(*since, wait)))
+                .filter(|(_, until)| now < *until);
+            match ahead {
+                Some((first, until)) => {
+                    let held = self.sup.staggered.entry(first.clone()).or_default();
+                    held.push(name.clone());
+                    if held.len() == 1 {
+                        // Its longest wait ends `spawn_stagger_ms` after the first started.
+                        self.schedule(until - now, SupTimer::Stagger(first));
+                    }
                 }
-            }) {
-                Some(first) => self
-                    .sup
-                    .staggered
-                    .entry(first)
-                    .or_default()
-                    .push(name.clone()),
-                None => now.push(name.clone()),
+                None => {
+                    self.sup.priming.insert(role, (name.clone(), now));
+                    starting.push(name.clone());
+                }
             }
         }
-        for first in firsts.into_values() {
-            if self.sup.staggered.contains_key(&first) {
-                self.schedule(Duration::from_millis(wait), SupTimer::Stagger(first));
-            }
-        }
-        now
+        starting
     }
 
-    /// `name`'s first model request was answered (it reported its usage): the members held
-    /// behind it start now.
+    /// `name`'s first model request was answered (it reported its usage), or it went down
+    /// before: the members held behind it start now.
     pub(crate) fn first_answered(&mut self, name: &str) {
+        self.sup.priming.retain(|_, (first, _)| first != name);
         if self.sup.staggered.contains_key(name) {
             self.release_staggered(name);
         }

@@ -458,6 +458,11 @@ async fn keeper(
         // Whatever did not come with this connection will not.
         first.taken_in = None;
         link.client.send_replace(None);
+        // The agent reading this link is gone (an in-process agent stopped with its daemon):
+        // nothing to reconnect for.
+        if tx.is_closed() {
+            return;
+        }
         out.say("lost the connection to the daemon; reconnecting");
         match connect(&link.agent, &out, false).await {
             Ok((c, p)) => {

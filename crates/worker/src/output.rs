@@ -66,7 +66,12 @@ impl Output {
             let _ = o.flush();
         }
         if let Some(f) = s.file.as_mut() {
-            let _ = writeln!(f, "{line}");
+            // One write: the line lands whole (the log is opened to append, and a process
+            // agent's stderr shares it), and costs one system call instead of two.
+            let mut whole = String::with_capacity(line.len() + 1);
+            whole.push_str(line);
+            whole.push('\n');
+            let _ = f.write_all(whole.as_bytes());
         }
     }
 

@@ -21,6 +21,10 @@ struct FakeDaemon {
     socket: PathBuf,
     requests: Arc<Mutex<Vec<Request>>>,
     writer: Arc<Mutex<Option<mpsc::UnboundedSender<Vec<u8>>>>>,
+    /// Connections accepted so far.
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    /// Set to end every connection accepted so far (their clients read the end).
+    cut: tokio::sync::watch::Sender<u64>,
     _dir: tempfile::TempDir,
 }
 
@@ -78,6 +82,9 @@ impl FakeDaemon {
         let requests: Arc<Mutex<Vec<Request>>> = Arc::default();
         let writer: Arc<Mutex<Option<mpsc::UnboundedSender<Vec<u8>>>>> = Arc::default();
         let (seen, current) = (requests.clone(), writer.clone());
+        let accepted: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let (cut, cuts) = tokio::sync::watch::channel(0u64);
+        let counted = accepted.clone();
         let welcome = Welcome {
             protocol: PROTOCOL_VERSION,
             team: "t".into(),
@@ -89,14 +96,28 @@ impl FakeDaemon {
         };
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let (r, mut w) = stream.into_split();
                 let mut r = tokio::io::BufReader::new(r);
                 frame::tokio_io::read_raw(&mut r).await.unwrap();
                 let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+                let mut cuts = cuts.clone();
+                cuts.mark_unchanged();
                 tokio::spawn(async move {
-                    while let Some(bytes) = rx.recv().await {
-                        if w.write_all(&bytes).await.is_err() {
-                            return;
+                    loop {
+                        tokio::select! {
+                            bytes = rx.recv() => match bytes {
+                                Some(bytes) => {
+                                    if w.write_all(&bytes).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                None => return,
+                            },
+                            _ = cuts.changed() => {
+                                let _ = w.shutdown().await;
+                                return;
+                            }
                         }
                     }
                 });
@@ -146,6 +167,8 @@ impl FakeDaemon {
             socket,
             requests,
             writer,
+            accepted,
+            cut,
             _dir: dir,
         }
     }
@@ -163,6 +186,15 @@ impl FakeDaemon {
             external: false,
             healer: None,
         }
+    }
+
+    /// Ends every connection so far (each client reads the end of its stream).
+    fn cut_connections(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn requests(&self) -> Vec<Request> {
@@ -797,4 +829,46 @@ async fn a_lease_granted_with_the_welcome_spares_only_the_first_requests_budget_
         .expect("the message sent");
     assert_eq!(checks(&seen[..sent]), 0, "{seen:?}");
     assert_eq!(checks(&seen[sent..]), 1, "{seen:?}");
+}
+
+/// A link whose agent is gone (an in-process agent stopped with its daemon, whose
+/// connections then close) does not reconnect: it lets go at once instead of dialling a
+/// daemon that is ending. A live agent's link reconnects.
+#[tokio::test]
+async fn a_link_whose_agent_is_gone_lets_go_when_its_connection_ends() {
+    let d = FakeDaemon::start("b1", "worker", vec![]);
+    let (gone, mut inbound) = within(
+        "the link opens",
+        link::Link::start(d.env("b1"), Output::null()),
+    )
+    .await
+    .unwrap();
+    // Its keeper runs (it says the link is connected), then the agent goes.
+    within("the keeper runs", inbound.recv()).await;
+    drop(inbound);
+    let (live, _inbound) = within(
+        "the second link opens",
+        link::Link::start(d.env("b1"), Output::null()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(d.accepted(), 2);
+    d.cut_connections();
+    // Only the live one's keeper dials again; the other's ends, letting go of its link.
+    eventually("the live link reconnects", || d.accepted() >= 3).await;
+    eventually("the gone agent's keeper lets go", || {
+        Arc::strong_count(&gone) == 1
+    })
+    .await;
+    assert_eq!(d.accepted(), 3, "the gone agent's link dialled again");
+    drop(live);
+}
+
+/// Waits (up to 30 s) until `cond` holds.
+async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

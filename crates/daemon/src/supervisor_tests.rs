@@ -79,13 +79,18 @@ fn a_spawn_asks_for_a_launch_then_a_connect_deadline_and_answers_when_connected(
         "{left:?}"
     );
     assert_eq!(backend.calls.lock().unwrap().len(), 1);
-    state.update_agent("b1", |a| a.info.connected = true);
-    let mut step = sup.step(&mut state);
-    step.on_connected("b1", None);
+    connects_and_is_answered(&mut sup, &mut state, "b1", 1);
+}
+
+/// `name` connects: its spawn (request `id` of connection 7) is answered, and nothing else.
+fn connects_and_is_answered(sup: &mut Supervisor, state: &mut TeamState, name: &str, id: u64) {
+    state.update_agent(name, |a| a.info.connected = true);
+    let mut step = sup.step(state);
+    step.on_connected(name, None);
     let answered = step.finish();
     assert!(
-        matches!(answered.as_slice(), [Action::Answer { conn: 7, id: 1, outcome: Ok(Reply::Agent { agent }) }]
-            if agent.name == "b1"),
+        matches!(answered.as_slice(), [Action::Answer { conn: 7, id: i, outcome: Ok(Reply::Agent { agent }) }]
+            if agent.name == name && *i == id),
         "{answered:?}"
     );
 }
@@ -426,20 +431,9 @@ fn a_spawn_of_a_role_whose_first_member_is_unanswered_waits_for_its_answer() {
     assert_eq!(launched_and_staggered(&actions).0, ["a2"]);
     // a2 is answered when it connects, as any spawn.
     drive(&mut sup, &mut state, actions);
-    state.update_agent("a2", |a| a.info.connected = true);
-    let mut step = sup.step(&mut state);
-    step.on_connected("a2", None);
-    let answered = step.finish();
-    assert!(
-        matches!(answered.as_slice(), [Action::Answer { conn: 7, id: 2, outcome: Ok(Reply::Agent { agent }) }]
-            if agent.name == "a2"),
-        "{answered:?}"
-    );
+    connects_and_is_answered(&mut sup, &mut state, "a2", 2);
     // a1 was answered: nothing to wait for.
-    let mut step = sup.step(&mut state);
-    step.spawn_request(&leader, 7, 3, worker_named("a3"))
-        .unwrap();
-    assert_eq!(launched_and_staggered(&step.finish()).0, ["a3"]);
+    assert_eq!(leader_spawns(&mut sup, &mut state, 3, "a3").0, ["a3"]);
 }
 
 /// Issue 30: a spawn waits behind an unanswered member of its role only within
@@ -450,15 +444,9 @@ fn a_spawn_waits_behind_an_unanswered_member_only_within_the_stagger() {
     let clock = FakeClock::default();
     let (mut sup, mut state, _dir) = with_model_workers_at(5_000, clock.clone());
     let leader = Actor::Agent(LEADER.into());
-    let mut step = sup.step(&mut state);
-    step.spawn_request(&leader, 7, 1, worker_named("a1"))
-        .unwrap();
-    assert_eq!(launched_and_staggered(&step.finish()).0, ["a1"]);
+    assert_eq!(leader_spawns(&mut sup, &mut state, 1, "a1").0, ["a1"]);
     clock.advance(Duration::from_millis(3_000));
-    let mut step = sup.step(&mut state);
-    step.spawn_request(&leader, 7, 2, worker_named("a2"))
-        .unwrap();
-    let (now, timers) = launched_and_staggered(&step.finish());
+    let (now, timers) = leader_spawns(&mut sup, &mut state, 2, "a2");
     assert!(now.is_empty());
     assert_eq!(timers, [("a1".to_string(), Duration::from_millis(2_000))]);
     clock.advance(Duration::from_millis(2_000));
@@ -470,17 +458,24 @@ fn a_spawn_waits_behind_an_unanswered_member_only_within_the_stagger() {
 
     // b1 goes down before its first answer: b2 does not wait for it.
     let (mut sup, mut state, _dir) = with_model_workers(5_000);
-    let mut step = sup.step(&mut state);
-    step.spawn_request(&leader, 7, 1, worker_named("b1"))
-        .unwrap();
-    step.finish();
+    leader_spawns(&mut sup, &mut state, 1, "b1");
     let mut step = sup.step(&mut state);
     step.after_down("b1", Some(StopReason::Operator), None);
     step.finish();
-    let mut step = sup.step(&mut state);
-    step.spawn_request(&leader, 7, 2, worker_named("b2"))
+    assert_eq!(leader_spawns(&mut sup, &mut state, 2, "b2").0, ["b2"]);
+}
+
+/// The leader spawns worker `name` (request `id`): the launches and stagger timers it asks for.
+fn leader_spawns(
+    sup: &mut Supervisor,
+    state: &mut TeamState,
+    id: u64,
+    name: &str,
+) -> (Vec<String>, Vec<(String, Duration)>) {
+    let mut step = sup.step(state);
+    step.spawn_request(&Actor::Agent(LEADER.into()), 7, id, worker_named(name))
         .unwrap();
-    assert_eq!(launched_and_staggered(&step.finish()).0, ["b2"]);
+    launched_and_staggered(&step.finish())
 }
 
 /// Issue 15: the team is one level deep; a teammate's spawn says so.

@@ -20,6 +20,10 @@ const PASTE_SETTLE: Duration = Duration::from_millis(300);
 /// How long a paste waits for the pane's program to read keys, and its Enter for the program
 /// to have read the paste (a program that never does gets them anyway, after this).
 const PASTE_READY_WAIT: Duration = Duration::from_secs(10);
+/// How long the Enter waits to see the paste in the program's input queue first: tmux writes
+/// it to the terminal on its own loop, a moment after its command returned. A quick program
+/// may have read it between two looks, so it is not waited for longer.
+const PASTE_ARRIVE_WAIT: Duration = Duration::from_millis(200);
 
 /// A pane's terminal, opened to look at, never to read from or to own: whether its program
 /// reads keys one by one yet, and whether it has read what was typed.
@@ -765,6 +769,9 @@ impl PaneBackend for TmuxBackend {
         // within 30 ms, seen in 0.61.0), so the line would wait unsent. A busy program reads
         // late: its terminal's input queue says when it has.
         if let Some(t) = &tty {
+            // Seen arrive first: an empty queue before the paste is in it said nothing, and a
+            // busy program then read the paste and its Enter in one read (seen in CI).
+            t.wait_until(PASTE_ARRIVE_WAIT, |t| t.unread() > 0);
             t.wait_until(PASTE_READY_WAIT, |t| t.unread() == 0);
         }
         std::thread::sleep(PASTE_SETTLE);

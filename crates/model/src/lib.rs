@@ -9,6 +9,7 @@ mod anthropic;
 mod client;
 mod openai;
 mod pool;
+mod schema;
 mod sse;
 
 pub use pool::HttpPool;
@@ -185,6 +186,14 @@ pub struct ToolSpec {
     /// A JSON schema of its arguments (an object schema), shared: every agent's tool list
     /// holds the process's one copy instead of a deep copy of its own.
     pub parameters: std::sync::Arc<serde_json::Value>,
+}
+
+impl ToolSpec {
+    /// Its schema as compact JSON text, written once per process for every use of the same
+    /// shared schema: each request's body, each estimate of a prompt's size.
+    pub fn parameters_json(&self) -> Arc<str> {
+        schema::json(&self.parameters)
+    }
 }
 
 /// What one request asks.

@@ -45,15 +45,42 @@ impl Wire for OpenAi {
 /// but the messages added at the end (the team's context trimming rewrites older ones rarely,
 /// in large steps); with `cfg.cache` it names the agent's `prompt_cache_key`.
 pub(crate) fn build_body(cfg: &ModelConfig, req: &TurnRequest) -> serde_json::Result<Value> {
-    serde_json::to_value(Body::new(cfg, req))
+    let mut body = Body::new(cfg, &req.tools);
+    body.messages = req.messages.iter().map(Msg).collect();
+    serde_json::to_value(body)
 }
 
 /// [`build_body`] as the bytes sent, written straight from the request: no JSON tree is built
 /// (each turn's body holds the whole conversation and every tool's schema, and copying them
 /// into a tree first took most of the encoding's time). The keys come in the order a tree's
 /// sorted map writes them, so the bytes are what [`build_body`] serializes to.
+///
+/// The tools go last (their key sorts last), each schema as the text written once per process
+/// ([`crate::ToolSpec::parameters_json`]): they are most of a short conversation's bytes.
 pub(crate) fn body_bytes(cfg: &ModelConfig, req: &TurnRequest) -> serde_json::Result<Vec<u8>> {
-    serde_json::to_vec(&Body::new(cfg, req))
+    let mut body = Body::new(cfg, &[]);
+    body.messages = req.messages.iter().map(Msg).collect();
+    let mut out = serde_json::to_vec(&body)?;
+    if req.tools.is_empty() {
+        return Ok(out);
+    }
+    // The object's closing brace gives way to the tools, then closes it.
+    out.pop();
+    out.extend_from_slice(b",\"tools\":[");
+    for (i, t) in req.tools.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"function\":{\"description\":");
+        serde_json::to_writer(&mut out, &t.description)?;
+        out.extend_from_slice(b",\"name\":");
+        serde_json::to_writer(&mut out, &t.name)?;
+        out.extend_from_slice(b",\"parameters\":");
+        out.extend_from_slice(t.parameters_json().as_bytes());
+        out.extend_from_slice(b"},\"type\":\"function\"}");
+    }
+    out.extend_from_slice(b"]}");
+    Ok(out)
 }
 
 /// The body's fields, borrowed from the request, in sorted order.
@@ -74,10 +101,11 @@ struct Body<'a> {
 }
 
 impl<'a> Body<'a> {
-    fn new(cfg: &'a ModelConfig, req: &'a TurnRequest) -> Self {
+    /// The body of `messages` and `tools` (the tools' schemas as trees).
+    fn new(cfg: &'a ModelConfig, tools: &'a [crate::ToolSpec]) -> Self {
         Body {
             max_tokens: cfg.max_tokens,
-            messages: req.messages.iter().map(Msg).collect(),
+            messages: Vec::new(),
             model: &cfg.model,
             prompt_cache_key: cfg.cache_key.as_deref().filter(|_| cfg.cache),
             stream: cfg.stream,
@@ -86,7 +114,7 @@ impl<'a> Body<'a> {
                 include_usage: true,
             }),
             temperature: cfg.temperature.map(temperature_json),
-            tools: req.tools.iter().map(Func::Tool).collect(),
+            tools: tools.iter().map(Func::Tool).collect(),
         }
     }
 }

@@ -469,17 +469,12 @@ pub async fn run(
             status: AgentStatus::Running,
             error: None,
         });
-        let link2 = link.clone();
-        let out2 = out.clone();
-        let mut on_event = move |ev: StreamEvent| {
-            if let StreamEvent::Text(delta) = ev {
-                out2.write(&delta);
-                link2.fire(Request::Emit {
-                    event: Event::TextMessageContent { delta },
-                });
-            }
-        };
-        let turn = match model.turn(&req, &mut on_event).await {
+        let streamed = StreamedText::new(link, out);
+        let mut on_event = streamed.on_event();
+        let turn = model.turn(&req, &mut on_event).await;
+        // What streamed goes out before anything the turn does next.
+        streamed.flush();
+        let turn = match turn {
             Ok(t) => {
                 retry.reset();
                 t
@@ -888,6 +883,81 @@ fn report(
     out.say(&format!("✗ {}: {}", call.name, o.content));
 }
 
+/// A model turn's streamed text on its way to the agent's log and the daemon: the deltas that
+/// arrive together (one read of the stream) go out as one write and one `TEXT_MESSAGE_CONTENT`
+/// event, not one each. A stream read a piece at a time still shows each piece as it comes;
+/// one read often holds several (every event of a fast answer), and each event is a request
+/// the daemon decodes, applies, routes and stores.
+#[derive(Clone)]
+pub(crate) struct StreamedText {
+    pending: Arc<std::sync::Mutex<String>>,
+    send: Arc<dyn Fn(String) + Send + Sync>,
+}
+
+impl StreamedText {
+    /// Text for `link`'s agent, written to `out`.
+    pub(crate) fn new(link: &Arc<Link>, out: &Output) -> Self {
+        let (link, out) = (link.clone(), out.clone());
+        Self::to(move |delta| {
+            out.write(&delta);
+            link.fire(Request::Emit {
+                event: Event::TextMessageContent { delta },
+            });
+        })
+    }
+
+    /// Text handed to `send` batch by batch.
+    fn to(send: impl Fn(String) + Send + Sync + 'static) -> Self {
+        StreamedText {
+            pending: Arc::default(),
+            send: Arc::new(send),
+        }
+    }
+
+    /// The turn's stream callback: takes the text deltas.
+    pub(crate) fn on_event(&self) -> impl FnMut(StreamEvent) + Send + 'static {
+        let me = self.clone();
+        move |ev| {
+            if let StreamEvent::Text(delta) = ev {
+                me.push(&delta);
+            }
+        }
+    }
+
+    /// Adds a delta; the first of a batch sends the batch once the turn's task waits for more
+    /// of the stream (a task queued now runs then), so what the same read held goes with it.
+    fn push(&self, delta: &str) {
+        let first = match self.pending.lock() {
+            Ok(mut p) => {
+                let first = p.is_empty();
+                p.push_str(delta);
+                first
+            }
+            Err(_) => return,
+        };
+        if !first {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let me = self.clone();
+                rt.spawn(async move { me.flush() });
+            }
+            Err(_) => self.flush(),
+        }
+    }
+
+    /// Sends what is pending, under the lock: batches go out in the order they came.
+    pub(crate) fn flush(&self) {
+        let Ok(mut p) = self.pending.lock() else {
+            return;
+        };
+        if !p.is_empty() {
+            (self.send)(std::mem::take(&mut *p));
+        }
+    }
+}
+
 fn short(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.to_string()
@@ -900,6 +970,30 @@ fn short(s: &str, n: usize) -> String {
 mod tests {
     use super::*;
 
+    #[tokio::test(flavor = "current_thread")]
+    async fn deltas_that_arrive_together_go_out_as_one_in_order() {
+        let sent = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let s2 = sent.clone();
+        let text = StreamedText::to(move |d| s2.lock().unwrap().push(d));
+        let mut on_event = text.on_event();
+        // One read of the stream: three deltas before the task waits again.
+        for d in ["Hel", "lo, ", "world"] {
+            on_event(StreamEvent::Text(d.into()));
+        }
+        assert!(sent.lock().unwrap().is_empty(), "nothing goes out mid-read");
+        tokio::task::yield_now().await;
+        assert_eq!(*sent.lock().unwrap(), ["Hello, world"]);
+        // The next read's delta, then the turn's end sends it at once, ahead of what follows.
+        on_event(StreamEvent::Text("!".into()));
+        text.flush();
+        assert_eq!(*sent.lock().unwrap(), ["Hello, world", "!"]);
+        tokio::task::yield_now().await;
+        assert_eq!(
+            sent.lock().unwrap().len(),
+            2,
+            "the queued send found nothing left"
+        );
+    }
     #[test]
     fn trimming_replaces_the_oldest_tool_output_first() {
         let big = "x".repeat(4000);
@@ -1091,12 +1185,34 @@ fn text_tokens(bytes: usize) -> u64 {
     agent_team_model::estimate_tokens(bytes)
 }
 
-/// An estimate of a request's prompt tokens from its text (messages and tool schemas).
+/// About how many bytes of JSON keys and punctuation a message, a tool call and a tool add
+/// to a request beside their text.
+const FRAMING_BYTES: usize = 32;
+
+/// An estimate of a request's prompt tokens from its text (messages and tool schemas): the
+/// bytes of the text each carries, counted as they are rather than by writing the request out
+/// as JSON once more each turn (it is written when it is sent; each tool schema's text is
+/// written once per process).
 pub(crate) fn prompt_tokens(req: &TurnRequest) -> u64 {
-    text_tokens(
-        serde_json::to_string(&req.messages).map_or(0, |s| s.len())
-            + serde_json::to_string(&req.tools).map_or(0, |s| s.len()),
-    )
+    let messages: usize = req
+        .messages
+        .iter()
+        .map(|m| {
+            FRAMING_BYTES
+                + m.content.len()
+                + m.tool_call_id.as_ref().map_or(0, String::len)
+                + m.tool_calls
+                    .iter()
+                    .map(|c| FRAMING_BYTES + c.id.len() + c.name.len() + c.arguments.len())
+                    .sum::<usize>()
+        })
+        .sum();
+    let tools: usize = req
+        .tools
+        .iter()
+        .map(|t| FRAMING_BYTES + t.name.len() + t.description.len() + t.parameters_json().len())
+        .sum();
+    text_tokens(messages + tools)
 }
 
 /// An estimate of a response's usage from its text: about 4 bytes a token, at least one.
@@ -1135,5 +1251,33 @@ mod usage_tests {
         let u = estimate_usage(&req, &turn);
         assert!(u.input_tokens >= 1000, "{u:?}");
         assert_eq!(u.output_tokens, 100, "{u:?}");
+    }
+
+    #[test]
+    fn the_prompt_estimate_stays_near_the_request_written_as_json() {
+        let mut messages = vec![
+            ChatMessage::system("you are b1 ".repeat(200)),
+            ChatMessage::user("write a.txt".repeat(20)),
+        ];
+        messages.push(ChatMessage::assistant(
+            String::new(),
+            vec![agent_team_model::ToolCall {
+                id: "call_1".into(),
+                name: "write_file".into(),
+                arguments: r#"{"path":"a.txt","content":"b1\n"}"#.into(),
+            }],
+        ));
+        messages.push(ChatMessage::tool("call_1", "wrote 3 bytes", false));
+        let req = TurnRequest {
+            messages,
+            tools: crate::tools::specs(&["read_file", "write_file", "send_message", "claim_task"]),
+        };
+        let written = serde_json::to_string(&req.messages).map_or(0, |s| s.len())
+            + serde_json::to_string(&req.tools).map_or(0, |s| s.len());
+        let estimated = prompt_tokens(&req) * 4;
+        // The budget arithmetic of a request written out as JSON (about 4 bytes a token),
+        // within a tenth.
+        let off = (estimated as f64 - written as f64).abs() / written as f64;
+        assert!(off < 0.1, "estimated {estimated} bytes, written {written}");
     }
 }

@@ -24,7 +24,7 @@ use crate::output::Output;
 use crate::prompt::Approvals;
 use agent_team_backoff::Backoff;
 use agent_team_config::{CollaborateOrder, Role, TeamConfig, TeamStrategy};
-use agent_team_model::{ChatMessage, Model, StreamEvent, TurnRequest};
+use agent_team_model::{ChatMessage, Model, TurnRequest};
 use agent_team_protocol::names::LEADER;
 use agent_team_protocol::*;
 use std::collections::{BTreeMap, HashMap};
@@ -459,17 +459,12 @@ impl Leader<'_> {
             };
             // The leader's own calls count against the budgets like anyone's.
             crate::agent::budget_lease(self.link, self.role, &req, self.out).await?;
-            let link = self.link.clone();
-            let out = self.out.clone();
-            let mut on_event = move |ev: StreamEvent| {
-                if let StreamEvent::Text(delta) = ev {
-                    out.write(&delta);
-                    link.fire(Request::Emit {
-                        event: Event::TextMessageContent { delta },
-                    });
-                }
-            };
-            match self.model.turn(&req, &mut on_event).await {
+            let streamed = crate::agent::StreamedText::new(self.link, self.out);
+            let mut on_event = streamed.on_event();
+            let turn = self.model.turn(&req, &mut on_event).await;
+            // What streamed goes out before anything the turn does next.
+            streamed.flush();
+            match turn {
                 Ok(turn) => {
                     crate::agent::report_usage(self.link, self.role, &req, &turn, self.out).await;
                     if !self.role.stream && !turn.text.is_empty() {

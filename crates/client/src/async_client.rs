@@ -20,10 +20,27 @@ pub struct AsyncClient {
     inner: Arc<Inner>,
 }
 
+/// Where a connection's requests go: encoded onto a socket, or as values to a daemon in this
+/// process ([`crate::local`]).
+enum Out {
+    Bytes(mpsc::UnboundedSender<Vec<u8>>),
+    Frames(mpsc::UnboundedSender<ClientFrame>),
+}
+
+impl Out {
+    /// Queues `frame`; it fails when the connection is gone or the frame cannot be encoded.
+    fn send(&self, frame: ClientFrame) -> Result<(), ClientError> {
+        match self {
+            Out::Bytes(tx) => tx.send(frame::encode(&frame)?).map_err(|_| closed()),
+            Out::Frames(tx) => tx.send(frame).map_err(|_| closed()),
+        }
+    }
+}
+
 struct Inner {
     next_id: AtomicU64,
     pending: Pending,
-    out: mpsc::UnboundedSender<Vec<u8>>,
+    out: Out,
     welcome: Welcome,
     /// The welcome's start reads, taken out of it: handed over once ([`AsyncClient::take_start`]).
     start: Mutex<Option<Box<StartReads>>>,
@@ -38,9 +55,8 @@ impl AsyncClient {
         socket: &Path,
         hello: &Hello,
     ) -> Result<(Self, mpsc::UnboundedReceiver<Push>), ClientError> {
-        if let Some(stream) = crate::local::connect(socket) {
-            let (r, w) = tokio::io::split(stream);
-            return Self::over(r, w, hello).await;
+        if let Some(conn) = crate::local::connect(socket) {
+            return Self::over_local(conn, hello).await;
         }
         let stream = UnixStream::connect(socket)
             .await
@@ -71,30 +87,70 @@ impl AsyncClient {
             .map_err(FrameError::Io)?;
         writer.flush().await.map_err(FrameError::Io)?;
         let payload = frame::tokio_io::read_raw(&mut reader).await?;
-        let mut welcome =
-            match serde_json::from_slice::<ServerFrame>(&payload).map_err(FrameError::Json)? {
-                ServerFrame::Welcome(w) => w,
-                ServerFrame::Error { error } => return Err(ClientError::Refused(error)),
-                other => return Err(ClientError::Unexpected(format!("{other:?}"))),
-            };
+        let welcome = welcome_in(&payload)?;
         let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
         let (push_tx, push_rx) = mpsc::unbounded_channel();
         let (out_tx, out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
         tokio::spawn(read_loop(reader, pending.clone(), push_tx));
         tokio::spawn(write_loop(writer, out_rx));
+        Ok(Self::made(welcome, pending, Out::Bytes(out_tx), push_rx))
+    }
+
+    /// Says hello over an in-memory connection to a daemon in this process and starts its
+    /// reader: requests go as values, answers come as the daemon's encoded frames.
+    async fn over_local(
+        conn: crate::local::LocalConn,
+        hello: &Hello,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<Push>), ClientError> {
+        let crate::local::LocalConn {
+            to_daemon,
+            mut from_daemon,
+        } = conn;
+        to_daemon
+            .send(ClientFrame::Hello(hello.clone()))
+            .map_err(|_| closed())?;
+        let first = from_daemon.recv().await.ok_or_else(closed)?;
+        let welcome = welcome_in(frame_payload(&first)?)?;
+        let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
+        let (push_tx, push_rx) = mpsc::unbounded_channel();
+        let reader_pending = pending.clone();
+        tokio::spawn(async move {
+            while let Some(bytes) = from_daemon.recv().await {
+                match frame_payload(&bytes) {
+                    Ok(payload) => route(payload, &reader_pending, &push_tx),
+                    Err(_) => break,
+                }
+            }
+            fail_pending(&reader_pending);
+        });
+        Ok(Self::made(
+            welcome,
+            pending,
+            Out::Frames(to_daemon),
+            push_rx,
+        ))
+    }
+
+    /// The client of a welcomed connection.
+    fn made(
+        mut welcome: Welcome,
+        pending: Pending,
+        out: Out,
+        push_rx: mpsc::UnboundedReceiver<Push>,
+    ) -> (Self, mpsc::UnboundedReceiver<Push>) {
         let inner = Inner {
             next_id: AtomicU64::new(0),
             pending,
-            out: out_tx,
+            out,
             start: Mutex::new(welcome.start.take()),
             welcome,
         };
-        Ok((
+        (
             AsyncClient {
                 inner: Arc::new(inner),
             },
             push_rx,
-        ))
+        )
     }
 
     /// The daemon's welcome.
@@ -119,13 +175,12 @@ impl AsyncClient {
     /// the connection is gone or the request cannot be encoded.
     pub fn send_no_reply(&self, req: Request) -> Result<(), ClientError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let bytes = frame::encode(&ClientFrame::Request {
+        self.inner.out.send(ClientFrame::Request {
             id,
             body: req,
             rid: None,
             no_reply: true,
-        })?;
-        self.inner.out.send(bytes).map_err(|_| closed())
+        })
     }
 
     /// Makes one request under request id `rid`: the daemon applies a mutating request with a
@@ -143,12 +198,12 @@ impl AsyncClient {
     /// a request that must come first need not be waited for before the next is sent.
     pub fn queue(&self, req: Request, rid: Option<String>) -> Result<Queued, ClientError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let bytes = frame::encode(&ClientFrame::Request {
+        let request = ClientFrame::Request {
             id,
             body: req,
             rid,
             no_reply: false,
-        })?;
+        };
         let (tx, rx) = oneshot::channel();
         {
             let mut guard = self.inner.pending.lock().map_err(|_| closed())?;
@@ -159,8 +214,14 @@ impl AsyncClient {
                 None => return Err(closed()),
             }
         }
-        if self.inner.out.send(bytes).is_err() {
-            return Err(closed());
+        if let Err(e) = self.inner.out.send(request) {
+            // Nothing went out: nobody waits for its answer.
+            if let Ok(mut guard) = self.inner.pending.lock()
+                && let Some(map) = guard.as_mut()
+            {
+                map.remove(&id);
+            }
+            return Err(e);
         }
         Ok(Queued(rx))
     }
@@ -194,28 +255,57 @@ async fn read_loop<R: AsyncRead + Unpin>(
             Ok(p) => p,
             Err(_) => break,
         };
-        match serde_json::from_slice::<ServerFrame>(&payload) {
-            Ok(ServerFrame::Response { id, ok, error }) => {
-                let tx = pending
-                    .lock()
-                    .ok()
-                    .and_then(|mut g| g.as_mut().and_then(|m| m.remove(&id)));
-                if let Some(tx) = tx {
-                    let outcome = match (ok, error) {
-                        (Some(r), _) => Ok(r),
-                        (None, Some(e)) => Err(e),
-                        (None, None) => Err(ErrorBody::new(ErrorCode::Internal, "empty response")),
-                    };
-                    let _ = tx.send(outcome);
-                }
-            }
-            Ok(ServerFrame::Push(p)) => {
-                let _ = pushes.send(p);
-            }
-            Ok(ServerFrame::Error { .. }) | Ok(ServerFrame::Welcome(_)) | Err(_) => {}
-        }
+        route(&payload, &pending, &pushes);
     }
-    // Fail every waiting call and refuse new ones.
+    fail_pending(&pending);
+}
+
+/// The welcome in a connection's first frame from the daemon, or why there is none.
+fn welcome_in(payload: &[u8]) -> Result<Welcome, ClientError> {
+    match serde_json::from_slice::<ServerFrame>(payload).map_err(FrameError::Json)? {
+        ServerFrame::Welcome(w) => Ok(w),
+        ServerFrame::Error { error } => Err(ClientError::Refused(error)),
+        other => Err(ClientError::Unexpected(format!("{other:?}"))),
+    }
+}
+
+/// The payload of an encoded frame (its header checked), as an in-memory connection hands it
+/// over whole.
+fn frame_payload(bytes: &[u8]) -> Result<&[u8], ClientError> {
+    let (header, payload) = bytes.split_first_chunk::<4>().ok_or_else(closed)?;
+    let len = frame::check_header(*header)?;
+    payload
+        .get(..len)
+        .ok_or(ClientError::Frame(FrameError::Truncated))
+}
+
+/// Hands a frame from the daemon to whoever waits for it: an answer to its caller, a push to
+/// the channel.
+fn route(payload: &[u8], pending: &Pending, pushes: &mpsc::UnboundedSender<Push>) {
+    match serde_json::from_slice::<ServerFrame>(payload) {
+        Ok(ServerFrame::Response { id, ok, error }) => {
+            let tx = pending
+                .lock()
+                .ok()
+                .and_then(|mut g| g.as_mut().and_then(|m| m.remove(&id)));
+            if let Some(tx) = tx {
+                let outcome = match (ok, error) {
+                    (Some(r), _) => Ok(r),
+                    (None, Some(e)) => Err(e),
+                    (None, None) => Err(ErrorBody::new(ErrorCode::Internal, "empty response")),
+                };
+                let _ = tx.send(outcome);
+            }
+        }
+        Ok(ServerFrame::Push(p)) => {
+            let _ = pushes.send(p);
+        }
+        Ok(ServerFrame::Error { .. }) | Ok(ServerFrame::Welcome(_)) | Err(_) => {}
+    }
+}
+
+/// Fails every waiting call and refuses new ones: the connection is gone.
+fn fail_pending(pending: &Pending) {
     if let Ok(mut g) = pending.lock() {
         g.take();
     }

@@ -1,15 +1,27 @@
 //! Connections from inside the daemon's own process: its in-process agents reach their core
-//! through memory (a tokio duplex pipe, the same frames) instead of the team's socket, so a
-//! request costs no system call and waits for no poll of the runtime's sockets.
+//! through memory instead of the team's socket, so a request costs no system call and waits
+//! for no poll of the runtime's sockets. Requests go to the daemon as values (nothing to
+//! encode, nothing to parse: most of what an in-process agent says is small and frequent);
+//! the daemon's frames come back encoded, as it writes them for every client.
 
+use agent_team_protocol::ClientFrame;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::io::DuplexStream;
+use tokio::sync::mpsc;
+
+/// The client's end of one in-memory connection. Dropping `to_daemon` closes the connection,
+/// as closing a socket would; the daemon closing it ends `from_daemon`.
+pub struct LocalConn {
+    /// The client's frames (its hello first), in order.
+    pub to_daemon: mpsc::UnboundedSender<ClientFrame>,
+    /// The daemon's frames, each as it goes on the wire (header and JSON payload).
+    pub from_daemon: mpsc::Receiver<Vec<u8>>,
+}
 
 /// Opens one in-memory connection to a daemon served in this process and has its far end
 /// served; `None` when it no longer takes connections.
-pub type Connector = Arc<dyn Fn() -> Option<DuplexStream> + Send + Sync>;
+pub type Connector = Arc<dyn Fn() -> Option<LocalConn> + Send + Sync>;
 
 /// One daemon served in this process: its socket path, which registration made it, and how
 /// to reach it.
@@ -51,7 +63,7 @@ impl Drop for Registration {
 }
 
 /// An in-memory connection to the daemon of `socket`, when this process serves it.
-pub(crate) fn connect(socket: &Path) -> Option<DuplexStream> {
+pub(crate) fn connect(socket: &Path) -> Option<LocalConn> {
     let connector = SERVED
         .lock()
         .ok()?

@@ -3,7 +3,7 @@
 
 use crate::core::{CoreMsg, CoreTx};
 use crate::gate::{Admission, Counted, Gate};
-use crate::outbox::{ConnHandle, ConnId, write_loop};
+use crate::outbox::{ConnHandle, ConnId, forward_loop, write_loop};
 use agent_team_protocol::frame::{self, FrameError};
 use agent_team_protocol::{ClientFrame, ErrorBody, ErrorCode, ServerFrame, Welcome};
 use interprocess::local_socket::tokio::Stream;
@@ -36,21 +36,73 @@ pub async fn serve(
 }
 
 /// Serves the daemon's end of an in-memory connection opened in this process (an in-process
-/// agent's, see [`agent_team_client::local`]): the same handshake and frames as a socket's,
-/// its peer this process.
-pub async fn serve_in_memory(
-    stream: tokio::io::DuplexStream,
+/// agent's, see [`agent_team_client::local`]): the same gate, hello and core as a socket's,
+/// its peer this process. Requests arrive as values (nothing to parse), frames leave encoded
+/// as for any client.
+pub async fn serve_local(
+    mut requests: mpsc::UnboundedReceiver<ClientFrame>,
+    frames: mpsc::Sender<Vec<u8>>,
     id: ConnId,
     core: CoreTx,
     gate: Arc<Gate>,
     admission: Admission,
 ) {
-    let peer = Peer {
-        uid: Some(nix::unistd::geteuid().as_raw()),
-        pid: Some(std::process::id()),
+    let _counted = Counted::new(gate.clone(), id);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handle = ConnHandle::new(tx, gate.max_unread_bytes());
+    let writer = tokio::spawn(forward_loop(frames, rx, handle.clone()));
+    let evicted = match admission {
+        Admission::Admitted { evicted } => evicted,
+        Admission::Refused { open, max } => {
+            refuse(&handle, id, open, max);
+            handle.close();
+            let _ = writer.await;
+            return;
+        }
     };
-    let (rx_half, tx_half) = tokio::io::split(stream);
-    serve_halves(rx_half, tx_half, peer, id, core, gate, admission).await;
+    let deadline = gate.hello_timeout();
+    let first = tokio::select! {
+        f = requests.recv() => f,
+        _ = tokio::time::sleep(deadline) => {
+            handle.send_frame(&no_hello_within(deadline));
+            None
+        }
+        _ = evicted.notified() => {
+            handle.send_frame(&evicted_without_hello());
+            None
+        }
+    };
+    let welcomed = match first {
+        Some(ClientFrame::Hello(hello)) => {
+            gate.said_hello(id);
+            welcome(hello, id, &handle, Some(std::process::id()), &core)
+                .await
+                .is_some()
+        }
+        Some(ClientFrame::Request { .. }) => {
+            handle.send_frame(&conn_error(
+                ErrorCode::Unauthorized,
+                "the first frame must be a hello",
+            ));
+            false
+        }
+        None => false,
+    };
+    if welcomed {
+        tokio::select! {
+            _ = async {
+                while let Some(f) = requests.recv().await {
+                    if !take(f, id, &handle, &core) {
+                        return;
+                    }
+                }
+            } => {}
+            _ = handle.cut_off() => {}
+        }
+        let _ = core.send(CoreMsg::Closed { conn: id });
+    }
+    handle.close();
+    let _ = writer.await;
 }
 
 /// Who is at the other end of a connection, as the kernel says.
@@ -81,17 +133,7 @@ async fn serve_halves<R, W>(
     let evicted = match admission {
         Admission::Admitted { evicted } => evicted,
         Admission::Refused { open, max } => {
-            tracing::warn!(conn = id, open, max, "refused a connection: at the cap");
-            handle.send_frame(&ServerFrame::Error {
-                error: ErrorBody::with_details(
-                    ErrorCode::LimitExceeded,
-                    format!(
-                        "the daemon already serves {open} connections (limits.max_connections \
-                         = {max}); try again later"
-                    ),
-                    serde_json::json!({"limit": "max_connections", "max": max}),
-                ),
-            });
+            refuse(&handle, id, open, max);
             handle.close();
             let _ = writer.await;
             return;
@@ -124,27 +166,11 @@ async fn serve_halves<R, W>(
         // The hello is small: a bigger first frame is refused from its header, unread.
         p = frame::tokio_io::read_raw_within(&mut small, frame::MAX_HELLO_LEN) => Some(p),
         _ = tokio::time::sleep(deadline) => {
-            handle.send_frame(&ServerFrame::Error {
-                error: ErrorBody::with_details(
-                    ErrorCode::LimitExceeded,
-                    format!(
-                        "no hello within {} s (limits.hello_timeout_secs); closing",
-                        deadline.as_secs_f64()
-                    ),
-                    serde_json::json!({"limit": "hello_timeout_secs"}),
-                ),
-            });
+            handle.send_frame(&no_hello_within(deadline));
             None
         }
         _ = evicted.notified() => {
-            handle.send_frame(&ServerFrame::Error {
-                error: ErrorBody::with_details(
-                    ErrorCode::LimitExceeded,
-                    "closed without a hello to make room for a new connection \
-                     (limits.max_connections)",
-                    serde_json::json!({"limit": "max_connections"}),
-                ),
-            });
+            handle.send_frame(&evicted_without_hello());
             None
         }
     };
@@ -226,6 +252,18 @@ async fn handshake(
             return None;
         }
     };
+    welcome(hello, id, handle, peer_pid, core).await
+}
+
+/// Has the core judge a hello; returns the welcome on success (the core queued it for the
+/// client), else sends the refusal.
+async fn welcome(
+    hello: agent_team_protocol::Hello,
+    id: ConnId,
+    handle: &ConnHandle,
+    peer_pid: Option<u32>,
+    core: &CoreTx,
+) -> Option<Welcome> {
     let (reply_tx, reply_rx) = oneshot::channel();
     if core
         .send(CoreMsg::Hello {
@@ -264,30 +302,10 @@ async fn read_loop<R: tokio::io::AsyncRead + Unpin>(
             }
         };
         match serde_json::from_slice::<ClientFrame>(&payload) {
-            Ok(ClientFrame::Request {
-                id: req_id,
-                body,
-                rid,
-                no_reply,
-            }) => {
-                if core
-                    .send(CoreMsg::Request {
-                        conn: id,
-                        id: req_id,
-                        req: body,
-                        rid,
-                        no_reply,
-                    })
-                    .is_err()
-                {
+            Ok(f) => {
+                if !take(f, id, handle, core) {
                     return;
                 }
-            }
-            Ok(ClientFrame::Hello(_)) => {
-                handle.send_frame(&conn_error(
-                    ErrorCode::BadRequest,
-                    "this connection already said hello",
-                ));
             }
             Err(e) => {
                 // Answer on the request id when one can be read, so the client can match it.
@@ -305,6 +323,75 @@ async fn read_loop<R: tokio::io::AsyncRead + Unpin>(
                 handle.send_frame(&frame);
             }
         }
+    }
+}
+
+/// Takes one frame of a welcomed connection: a request goes to the core, a second hello is
+/// refused. Returns false once the core is gone.
+fn take(f: ClientFrame, id: ConnId, handle: &ConnHandle, core: &CoreTx) -> bool {
+    match f {
+        ClientFrame::Request {
+            id: req_id,
+            body,
+            rid,
+            no_reply,
+        } => core
+            .send(CoreMsg::Request {
+                conn: id,
+                id: req_id,
+                req: body,
+                rid,
+                no_reply,
+            })
+            .is_ok(),
+        ClientFrame::Hello(_) => {
+            handle.send_frame(&conn_error(
+                ErrorCode::BadRequest,
+                "this connection already said hello",
+            ));
+            true
+        }
+    }
+}
+
+/// Refuses a connection over the cap.
+fn refuse(handle: &ConnHandle, id: ConnId, open: usize, max: usize) {
+    tracing::warn!(conn = id, open, max, "refused a connection: at the cap");
+    handle.send_frame(&ServerFrame::Error {
+        error: ErrorBody::with_details(
+            ErrorCode::LimitExceeded,
+            format!(
+                "the daemon already serves {open} connections (limits.max_connections \
+                 = {max}); try again later"
+            ),
+            serde_json::json!({"limit": "max_connections", "max": max}),
+        ),
+    });
+}
+
+/// The error of a connection that said no hello in time.
+fn no_hello_within(deadline: std::time::Duration) -> ServerFrame {
+    ServerFrame::Error {
+        error: ErrorBody::with_details(
+            ErrorCode::LimitExceeded,
+            format!(
+                "no hello within {} s (limits.hello_timeout_secs); closing",
+                deadline.as_secs_f64()
+            ),
+            serde_json::json!({"limit": "hello_timeout_secs"}),
+        ),
+    }
+}
+
+/// The error of a connection closed before its hello to make room for a new one.
+fn evicted_without_hello() -> ServerFrame {
+    ServerFrame::Error {
+        error: ErrorBody::with_details(
+            ErrorCode::LimitExceeded,
+            "closed without a hello to make room for a new connection \
+             (limits.max_connections)",
+            serde_json::json!({"limit": "max_connections"}),
+        ),
     }
 }
 

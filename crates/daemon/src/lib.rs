@@ -251,6 +251,10 @@ fn wait_for_end_of_file(mut pipe: &std::fs::File) {
     }
 }
 
+/// How many frames an in-process agent may leave unread before the core's further frames
+/// for it wait (and count towards its cut-off as a socket's unwritten bytes do).
+const LOCAL_FRAMES: usize = 256;
+
 /// How long a daemon stopped on purpose waits for its dismissed guardian to exit.
 const GUARDIAN_DISMISS_WAIT: Duration = Duration::from_secs(2);
 
@@ -469,8 +473,9 @@ pub async fn serve(
         let ids = Arc::new(std::sync::atomic::AtomicU64::new(0));
         move || ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
     };
-    // The in-process agents reach the core through memory: the same handshake and frames,
-    // gated and counted as the socket's connections are.
+    // The in-process agents reach the core through memory: the same handshake, their requests
+    // as values and the core's frames as it encodes them, gated and counted as the socket's
+    // connections are.
     let _in_memory = {
         let (tx, gate, next_id) = (tx.clone(), gate.clone(), next_id.clone());
         // Served on the daemon's runtime, whichever runtime the client connects from.
@@ -478,17 +483,22 @@ pub async fn serve(
         agent_team_client::local::serve(
             &paths.socket,
             Arc::new(move || {
-                let (client, server) = tokio::io::duplex(agent_team_protocol::frame::IO_BUFFER);
+                let (to_daemon, requests) = tokio::sync::mpsc::unbounded_channel();
+                let (frames, from_daemon) = tokio::sync::mpsc::channel(LOCAL_FRAMES);
                 let id = next_id();
                 let admission = gate.admit(id);
-                runtime.spawn(conn::serve_in_memory(
-                    server,
+                runtime.spawn(conn::serve_local(
+                    requests,
+                    frames,
                     id,
                     tx.clone(),
                     gate.clone(),
                     admission,
                 ));
-                Some(client)
+                Some(agent_team_client::local::LocalConn {
+                    to_daemon,
+                    from_daemon,
+                })
             }),
         )
     };

@@ -165,5 +165,32 @@ async fn write_frames<W: tokio::io::AsyncWrite + Unpin>(
     let _ = w.flush().await;
 }
 
+/// Hands what the core queued for an in-memory connection to its client, frame by frame,
+/// until it closes or is cut. The channel is bounded, so a client that stops reading leaves
+/// frames queued here, where they count towards its cut-off as unwritten bytes do.
+pub(crate) async fn forward_loop(
+    to: mpsc::Sender<Vec<u8>>,
+    mut rx: mpsc::UnboundedReceiver<Outbound>,
+    handle: ConnHandle,
+) {
+    let forward = async {
+        while let Some(out) = rx.recv().await {
+            let Outbound::Frame(bytes) = out else {
+                return;
+            };
+            let len = bytes.len();
+            if to.send(bytes).await.is_err() {
+                return;
+            }
+            handle.queued.fetch_sub(1, Ordering::Relaxed);
+            handle.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+        }
+    };
+    tokio::select! {
+        _ = forward => {}
+        _ = handle.cut_off() => {}
+    }
+}
+
 /// Bytes gathered from queued frames before they are written in one go.
 const BATCH_BYTES: usize = 64 * 1024;

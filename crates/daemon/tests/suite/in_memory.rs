@@ -66,3 +66,55 @@ fn an_agent_in_the_daemons_process_is_served_through_memory_while_it_runs() {
         "a stopped daemon is not reachable through memory"
     );
 }
+
+#[test]
+fn an_in_memory_agents_requests_are_answered_in_order_and_its_end_closes_its_connection() {
+    let t = TestTeam::start().with_agents(&["leader", "w1"]);
+    let socket = t.tp().socket;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let hello = agent_team_client::agent_hello("t", "leader", &t.secret("leader"), 0);
+    let mut op = t.operator();
+    let connected = |op: &mut agent_team_client::Client| match op.call(Request::Agents).unwrap() {
+        Reply::Agents { agents } => agents.iter().any(|a| a.name == "leader" && a.connected),
+        other => panic!("{other:?}"),
+    };
+    let client = rt.block_on(async {
+        let (c, pushes) = AsyncClient::connect(&socket, &hello).await.unwrap();
+        // Queued one after the other without waiting: applied and answered in that order.
+        let add = |title: &str| Request::TaskAdd {
+            title: title.into(),
+            description: String::new(),
+            run: None,
+            blocked_by: vec![],
+            assign: None,
+            key: None,
+        };
+        let first = c.queue(add("one"), Some("r1".into())).unwrap();
+        let second = c.queue(add("two"), Some("r2".into())).unwrap();
+        let (a, b) = (first.reply().await.unwrap(), second.reply().await.unwrap());
+        let id = |r: Reply| match r {
+            Reply::Task { task } => task.id,
+            other => panic!("{other:?}"),
+        };
+        assert!(id(a) < id(b), "the second request was applied first");
+        (c, pushes)
+    });
+    assert!(
+        connected(&mut op),
+        "the leader is connected while its client lives"
+    );
+    // The client let go: the daemon sees the connection close.
+    drop(client);
+    drop(rt);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while connected(&mut op) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the leader still shows connected"
+        );
+        std::thread::yield_now();
+    }
+}

@@ -385,6 +385,39 @@ impl Client {
             .collect())
     }
 
+    /// [`Client::call_all`] for requests whose last may end the connection (`shutdown`): the
+    /// answers read before the daemon closed it are kept, the rest are errors.
+    pub fn call_all_then_gone(&mut self, reqs: Vec<Request>) -> Vec<Result<Reply, ClientError>> {
+        let mut ids = Vec::with_capacity(reqs.len());
+        for r in reqs {
+            match self.send(r) {
+                Ok(id) => ids.push(id),
+                Err(_) => break,
+            }
+        }
+        let mut got: HashMap<u64, Result<Reply, ErrorBody>> = HashMap::new();
+        if self.flush().is_ok() {
+            while got.len() < ids.len() {
+                match self.next_response() {
+                    Ok((id, outcome)) if ids.contains(&id) => {
+                        got.insert(id, outcome);
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        }
+        ids.iter()
+            .map(|id| match got.remove(id) {
+                Some(Ok(r)) => Ok(r),
+                Some(Err(e)) => Err(ClientError::Server(e)),
+                None => Err(ClientError::Frame(
+                    agent_team_protocol::frame::FrameError::Closed,
+                )),
+            })
+            .collect()
+    }
+
     /// Every task (optionally of one status), fetching page after page.
     pub fn all_tasks(&mut self, status: Option<TaskStatus>) -> Result<Vec<Task>, ClientError> {
         self.tasks_after(status, None)

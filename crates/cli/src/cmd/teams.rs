@@ -441,10 +441,7 @@ pub fn shutdown(ctx: &Ctx, c: &mut agent_team_client::Client, until: Until) -> R
         Err(e) => return Err(e.into()),
     }
     if until == Until::LetGo {
-        if !agent_team_paths::wait_lock_released(&ctx.tp.lock, Duration::from_secs(60)) {
-            bail!(still_running(ctx, pid));
-        }
-        return Ok(pid);
+        return let_go(ctx, pid);
     }
     // Wait for the daemon to be gone, and for its lock to be let go (a daemon that took over
     // meanwhile, by another pid, holds it): only then is everything it owned stopped. Its exit
@@ -458,6 +455,15 @@ pub fn shutdown(ctx: &Ctx, c: &mut agent_team_client::Client, until: Until) -> R
             format!("the daemon (pid {pid}) released its lock but did not exit"),
             "kill it"
         ));
+    }
+    Ok(pid)
+}
+
+/// Waits for the daemon (`pid`), asked to stop, to let go of its lock: then nothing of the
+/// team runs any more.
+pub fn let_go(ctx: &Ctx, pid: u32) -> Result<u32> {
+    if !agent_team_paths::wait_lock_released(&ctx.tp.lock, Duration::from_secs(60)) {
+        bail!(still_running(ctx, pid));
     }
     Ok(pid)
 }

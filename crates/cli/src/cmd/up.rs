@@ -815,9 +815,15 @@ fn run_team(ctx: &Ctx, args: RunArgs, report: Report, started: Instant) -> Resul
     };
     // The teammates' last turns (their reports to the leader), then what the result says
     // of the team as the run ended (its figures, its members), before the team goes down.
+    // A text report shows no reports, and a team with no worktree or remote members has no
+    // work to land: its stop then goes with these reads, one round trip and one commit.
+    let end = RunEnd {
+        reports: report != Report::Text,
+        stop: report == Report::Text && !may_land_work(&cfg),
+    };
     let (reports, agents, usage) = match &outcome {
         // The wait for the teammates' last turns went with the run's end (`RUN_FINISHED`).
-        Ok(_) => run_end(&mut c, run_ts),
+        Ok(_) => run_end(&mut c, run_ts, end),
         Err(_) => {
             let usage = match c.call(Request::Usage) {
                 Ok(Reply::Usage { report }) => Some(report),
@@ -826,14 +832,23 @@ fn run_team(ctx: &Ctx, args: RunArgs, report: Report, started: Instant) -> Resul
             (Default::default(), Vec::new(), usage)
         }
     };
+    let stopped = outcome.is_ok() && end.stop;
     // The worktree teammates' work, landed as the team file says (`finish`).
     let finished_work = match &outcome {
-        Ok(_) => crate::cmd::work::at_run_end(&mut c, &cfg, agents, args.quiet),
+        Ok(_) if !stopped => crate::cmd::work::at_run_end(&mut c, &cfg, agents, args.quiet),
+        Ok(_) => {
+            left_unlanded(&cfg, &agents);
+            Vec::new()
+        }
         Err(_) => Vec::new(),
     };
     // Shut everything down whatever happened: once the daemon lets go of its lock, nothing of
     // the team runs any more.
-    let _ = crate::cmd::teams::shutdown(ctx, &mut c, crate::cmd::teams::Until::LetGo);
+    if stopped {
+        let _ = crate::cmd::teams::let_go(ctx, c.welcome().daemon_pid);
+    } else {
+        let _ = crate::cmd::teams::shutdown(ctx, &mut c, crate::cmd::teams::Until::LetGo);
+    }
     let mut done = outcome?;
     done.usage = usage;
     done.reports = reports;
@@ -879,6 +894,7 @@ fn say_who_still_works(grace_secs: u64, waited: Reply) {
 fn run_end(
     c: &mut Client,
     since: agent_team_protocol::Timestamp,
+    end: RunEnd,
 ) -> (
     std::collections::BTreeMap<String, String>,
     Vec<AgentInfo>,
@@ -889,11 +905,20 @@ fn run_end(
         unread_only: false,
         after,
     };
-    let answers = c
-        .call_all(vec![inbox(None), Request::Agents, Request::Usage])
-        .unwrap_or_default();
+    let mut asked = Vec::with_capacity(4);
+    if end.reports {
+        asked.push(inbox(None));
+    }
+    asked.extend([Request::Agents, Request::Usage]);
+    if end.stop {
+        asked.push(Request::Shutdown);
+    }
+    let answers = match end.stop {
+        true => c.call_all_then_gone(asked),
+        false => c.call_all(asked).unwrap_or_default(),
+    };
     let mut answers = answers.into_iter();
-    let mut first = answers.next();
+    let mut first = if end.reports { answers.next() } else { None };
     let agents = match answers.next() {
         Some(Ok(Reply::Agents { agents })) => agents,
         _ => Vec::new(),
@@ -905,6 +930,10 @@ fn run_end(
     let mut reports = std::collections::BTreeMap::new();
     let mut after = None;
     loop {
+        // A text report shows no reports: none read.
+        if !end.reports {
+            break;
+        }
         // The first page came with the others; the rest, if any, page after page.
         let answer = match first.take() {
             Some(a) => a,
@@ -928,6 +957,45 @@ fn run_end(
         }
     }
     (reports, agents, usage)
+}
+
+/// What the end of a finished run reads, and whether the team's stop goes with it.
+#[derive(Debug, Clone, Copy)]
+struct RunEnd {
+    /// The teammates' reports to the leader (the leader's inbox), which a JSON result shows.
+    reports: bool,
+    /// The stop asked with the reads, behind them (nothing is left to do with the daemon).
+    stop: bool,
+}
+
+/// Whether a run of `cfg` may end with teammates' work to land (`finish`): a worktree role,
+/// or members on other hosts, whose branches come home.
+fn may_land_work(cfg: &agent_team_config::TeamConfig) -> bool {
+    cfg.roles
+        .values()
+        .any(|r| r.isolation == agent_team_config::Isolation::Worktree)
+        || !cfg.hosts().is_empty()
+}
+
+/// Says which teammates' work a run stopped with its last reads left on their branches: a
+/// member placed on another host during the run (by the operator: the team file has none),
+/// whose work the team's `finish` would have landed.
+fn left_unlanded(cfg: &agent_team_config::TeamConfig, agents: &[AgentInfo]) {
+    for a in agents.iter().filter(|a| a.host.is_some()) {
+        let policy = cfg
+            .role(&a.role)
+            .and_then(|r| r.finish)
+            .unwrap_or(cfg.finish);
+        if policy != FinishPolicy::Keep {
+            eprintln!(
+                "agent-team: {}'s work on {} was left on its branch; `agent-team up` and \
+                 `agent-team finish {}` land it",
+                a.name,
+                a.host.as_deref().unwrap_or_default(),
+                a.name
+            );
+        }
+    }
 }
 
 /// Whether the daemon that went away was stopped on purpose (`down`, SIGTERM) rather than
@@ -1277,6 +1345,23 @@ fn progress(agent: &str, ev: &Event, name: &dyn Fn(&str, usize) -> String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_team_with_worktree_or_remote_members_may_have_work_to_land_at_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let team = dir.path().join("agent-team.toml");
+        let parse = |text: &str| {
+            std::fs::write(&team, text).unwrap();
+            agent_team_config::load(&team).unwrap()
+        };
+        assert!(!may_land_work(&parse("name = \"t\"\n")));
+        assert!(may_land_work(&parse(
+            "name = \"t\"\n[roles.a]\nisolation = \"worktree\"\n"
+        )));
+        assert!(may_land_work(&parse(
+            "name = \"t\"\n[roles.a]\nhost = \"box\"\n"
+        )));
+    }
 
     #[test]
     fn an_older_daemons_refusal_of_the_start_configuration_is_recognised() {

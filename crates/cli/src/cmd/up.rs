@@ -771,7 +771,6 @@ fn run_team(ctx: &Ctx, args: RunArgs, report: Report, started: Instant) -> Resul
     } else {
         Approvals::Leave
     };
-    let stream = report == Report::Stream;
     let outcome = loop {
         match follow_until_finished(
             approvals,
@@ -779,7 +778,7 @@ fn run_team(ctx: &Ctx, args: RunArgs, report: Report, started: Instant) -> Resul
             &mut since,
             deadline,
             args.quiet,
-            stream,
+            report,
             cfg.end_grace_secs,
         ) {
             Ok(Some(done)) => break Ok(done),
@@ -1093,9 +1092,12 @@ fn follow_until_finished(
     since: &mut u64,
     deadline: Option<Instant>,
     quiet: bool,
-    stream: bool,
+    report: Report,
     grace_secs: u64,
 ) -> Result<Option<Finished>, ClientError> {
+    let stream = report == Report::Stream;
+    // A result object shows the run's record and the board; a text report neither.
+    let result = report != Report::Text;
     // Quiet and not streaming, it acts on the run's end and on the permission requests it
     // answers, nothing else: it asks for those events only, so the daemon encodes and sends,
     // and this process reads, a few frames instead of every event of the run.
@@ -1153,31 +1155,38 @@ fn follow_until_finished(
         }
         match envelope.event {
             Event::RunFinished { answer, success } => {
-                // The run's record, the board's first page and the wait for the teammates'
-                // last turns (their reports to the leader) asked at once.
-                let mut answers = c
-                    .call_all(vec![
-                        Request::TeamInfo,
-                        Request::TaskList {
-                            status: None,
-                            after: None,
-                        },
-                        teammates_done(grace_secs),
-                    ])?
-                    .into_iter();
-                let details = match answers.next().transpose()? {
-                    Some(Reply::Team { team }) => team.details,
-                    _ => None,
+                // The run's record and the board's first page (for a result object; a text
+                // report shows neither) and the wait for the teammates' last turns (their
+                // reports to the leader) asked at once.
+                let mut asked = Vec::with_capacity(3);
+                if result {
+                    asked.push(Request::TeamInfo);
+                    asked.push(Request::TaskList {
+                        status: None,
+                        after: None,
+                    });
+                }
+                asked.push(teammates_done(grace_secs));
+                let mut answers = c.call_all(asked)?.into_iter();
+                let details = match result {
+                    true => match answers.next().transpose()? {
+                        Some(Reply::Team { team }) => team.details,
+                        _ => None,
+                    },
+                    false => None,
                 };
-                let (mut tasks, last_page) = match answers.next().transpose()? {
-                    Some(reply) => {
-                        let last_page = reply.is_last_page();
-                        match reply {
-                            Reply::Tasks { tasks, .. } => (tasks, last_page),
-                            _ => (Vec::new(), true),
+                let (mut tasks, last_page) = match result {
+                    true => match answers.next().transpose()? {
+                        Some(reply) => {
+                            let last_page = reply.is_last_page();
+                            match reply {
+                                Reply::Tasks { tasks, .. } => (tasks, last_page),
+                                _ => (Vec::new(), true),
+                            }
                         }
-                    }
-                    None => (Vec::new(), true),
+                        None => (Vec::new(), true),
+                    },
+                    false => (Vec::new(), true),
                 };
                 if !quiet && let Some(Ok(waited)) = answers.next() {
                     say_who_still_works(grace_secs, waited);

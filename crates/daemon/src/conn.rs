@@ -51,27 +51,13 @@ pub async fn serve_local(
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = ConnHandle::new(tx, gate.max_unread_bytes());
     let writer = tokio::spawn(forward_loop(frames, rx, handle.clone()));
-    let evicted = match admission {
-        Admission::Admitted { evicted } => evicted,
-        Admission::Refused { open, max } => {
-            refuse(&handle, id, open, max);
-            handle.close();
-            let _ = writer.await;
-            return;
-        }
+    let Some(evicted) = admitted(admission, &handle, id) else {
+        let _ = writer.await;
+        return;
     };
-    let deadline = gate.hello_timeout();
-    let first = tokio::select! {
-        f = requests.recv() => f,
-        _ = tokio::time::sleep(deadline) => {
-            handle.send_frame(&no_hello_within(deadline));
-            None
-        }
-        _ = evicted.notified() => {
-            handle.send_frame(&evicted_without_hello());
-            None
-        }
-    };
+    let first = within_hello_deadline(requests.recv(), &gate, &evicted, &handle)
+        .await
+        .flatten();
     let welcomed = match first {
         Some(ClientFrame::Hello(hello)) => {
             gate.said_hello(id);
@@ -130,14 +116,9 @@ async fn serve_halves<R, W>(
     let handle = ConnHandle::new(tx, gate.max_unread_bytes());
     let writer = tokio::spawn(write_loop(tx_half, rx, handle.clone()));
 
-    let evicted = match admission {
-        Admission::Admitted { evicted } => evicted,
-        Admission::Refused { open, max } => {
-            refuse(&handle, id, open, max);
-            handle.close();
-            let _ = writer.await;
-            return;
-        }
+    let Some(evicted) = admitted(admission, &handle, id) else {
+        let _ = writer.await;
+        return;
     };
 
     if peer_uid != Some(my_uid) {
@@ -158,22 +139,9 @@ async fn serve_halves<R, W>(
     // The hello is read through a small buffer (a connection that never says hello costs
     // little), within the deadline; at the connection cap, the oldest without a hello makes room.
     let mut small = BufReader::with_capacity(4 * 1024, rx_half);
-    let deadline = gate.hello_timeout();
-    // Only the wait for the first frame is cut short: once a hello is in, the connection is no
-    // longer idle, and the core's verdict on it is always awaited (a session the core opened is
-    // always closed again).
-    let first = tokio::select! {
-        // The hello is small: a bigger first frame is refused from its header, unread.
-        p = frame::tokio_io::read_raw_within(&mut small, frame::MAX_HELLO_LEN) => Some(p),
-        _ = tokio::time::sleep(deadline) => {
-            handle.send_frame(&no_hello_within(deadline));
-            None
-        }
-        _ = evicted.notified() => {
-            handle.send_frame(&evicted_without_hello());
-            None
-        }
-    };
+    // The hello is small: a bigger first frame is refused from its header, unread.
+    let hello = frame::tokio_io::read_raw_within(&mut small, frame::MAX_HELLO_LEN);
+    let first = within_hello_deadline(hello, &gate, &evicted, &handle).await;
     let welcomed = match first {
         Some(payload) => {
             gate.said_hello(id);
@@ -350,6 +318,48 @@ fn take(f: ClientFrame, id: ConnId, handle: &ConnHandle, core: &CoreTx) -> bool 
                 "this connection already said hello",
             ));
             true
+        }
+    }
+}
+
+/// The gate's verdict on a new connection: the notice that evicts it while it has not said
+/// hello, or `None` once the refusal is queued and the connection asked to close.
+fn admitted(
+    admission: Admission,
+    handle: &ConnHandle,
+    id: ConnId,
+) -> Option<Arc<tokio::sync::Notify>> {
+    match admission {
+        Admission::Admitted { evicted } => Some(evicted),
+        Admission::Refused { open, max } => {
+            refuse(handle, id, open, max);
+            handle.close();
+            None
+        }
+    }
+}
+
+/// Waits for a connection's first frame (`read`) within the hello deadline, unless the gate
+/// evicts the connection first to make room; either way its error is queued and `None`
+/// returned. Only this wait is cut short: once a hello is in, the connection is no longer idle,
+/// and the core's verdict on it is always awaited (a session the core opened is always closed
+/// again).
+async fn within_hello_deadline<T>(
+    read: impl std::future::Future<Output = T>,
+    gate: &Gate,
+    evicted: &tokio::sync::Notify,
+    handle: &ConnHandle,
+) -> Option<T> {
+    let deadline = gate.hello_timeout();
+    tokio::select! {
+        v = read => Some(v),
+        _ = tokio::time::sleep(deadline) => {
+            handle.send_frame(&no_hello_within(deadline));
+            None
+        }
+        _ = evicted.notified() => {
+            handle.send_frame(&evicted_without_hello());
+            None
         }
     }
 }

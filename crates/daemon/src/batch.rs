@@ -4,7 +4,8 @@
 //! modules that work on it, so the core itself calls none of them.
 
 use crate::core::{
-    Core, CoreMsg, HOLD_UNANSWERED, MAX_BATCH, MAX_RID_LEN, RETENTION_EVERY, Timer, sleep_until,
+    Core, CoreMsg, HOLD_UNANSWERED, MAX_BATCH, MAX_RID_LEN, RETENTION_EVERY, Timer, WELCOME_TURNS,
+    sleep_until,
 };
 use crate::outbox::ConnId;
 use agent_team_protocol::frame;
@@ -65,6 +66,18 @@ impl Core {
                 tokio::task::yield_now().await;
                 n = self.drain(&mut rx, n, &mut unanswered);
             }
+            // In-process agents welcomed in this batch get to their first model request first.
+            if std::mem::take(&mut self.welcomed_inside) {
+                for _ in 0..WELCOME_TURNS {
+                    if n >= MAX_BATCH {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                    n = self.drain(&mut rx, n, &mut unanswered);
+                }
+                // Agents welcomed during those turns had them too.
+                self.welcomed_inside = false;
+            }
             self.stats.1 += n as u64;
             // Nobody waits for it and nothing is to be sent: it is synced with the next batch,
             // or HOLD_UNANSWERED after the first batch held (a steady stream of them too).
@@ -112,6 +125,42 @@ impl Core {
             s.handle.close();
         }
         Ok(())
+    }
+
+    /// Sends an in-process agent its welcome (queued at `mark`) and the pushes queued behind
+    /// it now, not after the batch's commit: the agent then makes its first model request
+    /// while the commit syncs, instead of after it. Nobody outside this process is told
+    /// anything before the commit: the agent shares the daemon's process and thread, a crash
+    /// before the commit ends it with the daemon, and what it did by then stands as an agent's
+    /// work does when a crash loses its report. (A batch refused for a full disk sends its
+    /// welcomes and pushes too, see `refuse_batch_for_full_disk`.) Agents over the socket are
+    /// welcomed after the commit.
+    fn welcome_in_process_now(&mut self, conn: ConnId, mark: usize) {
+        if !self.in_process_agent(conn) {
+            return;
+        }
+        let Some(s) = self.sessions.get(&conn) else {
+            return;
+        };
+        self.welcomed_inside = true;
+        let mut i = mark;
+        while i < self.responses.len() {
+            if self.responses[i].0 == conn && self.responses[i].1.is_none() {
+                let (_, _, bytes) = self.responses.remove(i);
+                s.handle.send(bytes);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Whether `conn` is an in-process agent's in-memory connection ([`ConnHandle::in_process`]).
+    ///
+    /// [`ConnHandle::in_process`]: crate::outbox::ConnHandle::in_process
+    fn in_process_agent(&self, conn: ConnId) -> bool {
+        self.sessions
+            .get(&conn)
+            .is_some_and(|s| s.handle.in_process() && matches!(s.actor, Actor::Agent(_)))
     }
 
     /// Handles what is queued for the core, up to [`MAX_BATCH`] messages in the batch (`n`
@@ -203,6 +252,7 @@ impl Core {
                     }))
                 {
                     self.responses.insert(mark, (conn, None, bytes));
+                    self.welcome_in_process_now(conn, mark);
                 }
                 let _ = reply.send(verdict);
             }
@@ -246,9 +296,11 @@ impl Core {
                 }
                 // Answers that acknowledge nothing and show nothing uncommitted go out at
                 // once, not after the batch's fsync: a granted lease (a model request waits
-                // for it) and the configuration when it is on disk (a starting agent's).
+                // for it) and the configuration when it is on disk (a starting agent's), or
+                // for an in-process agent (see `welcome_in_process_now`) at any time.
                 let lease = matches!(req, Request::BudgetCheck { .. });
-                let config = matches!(req, Request::GetConfig) && !self.state.config_changed();
+                let config = matches!(req, Request::GetConfig)
+                    && (!self.state.config_changed() || self.in_process_agent(conn));
                 let outcome = crate::handlers::dispatch(self, conn, id, &actor, req, rid.as_ref());
                 match (outcome, rid) {
                     (Some(outcome), None) if config || (lease && granted(&outcome)) => {

@@ -49,7 +49,7 @@ pub async fn serve_local(
 ) {
     let _counted = Counted::new(gate.clone(), id);
     let (tx, rx) = mpsc::unbounded_channel();
-    let handle = ConnHandle::new(tx, gate.max_unread_bytes());
+    let handle = ConnHandle::new_in_process(tx, gate.max_unread_bytes());
     let writer = tokio::spawn(forward_loop(frames, rx, handle.clone()));
     let Some(evicted) = admitted(admission, &handle, id) else {
         let _ = writer.await;

@@ -130,6 +130,11 @@ pub(crate) const MAX_BATCH: usize = 4096;
 /// next instead of with an fsync of its own; this long after the first batch held it is
 /// committed anyway, so what it changes reaches subscribers and `wait_for` promptly.
 pub(crate) const HOLD_UNANSWERED: Duration = Duration::from_millis(2);
+/// How many times a batch that welcomed an in-process agent lets the runtime turn before it
+/// commits: enough for the agent to take its welcome, build its first model request and hand
+/// it to the connection (a new connection's set-up takes a turn of its own), so the request
+/// is out while the commit syncs. What the agent sends meanwhile joins the batch.
+pub(crate) const WELCOME_TURNS: usize = 4;
 /// How often the retention window is applied.
 pub(crate) const RETENTION_EVERY: Duration = Duration::from_secs(6 * 3600);
 
@@ -234,6 +239,9 @@ pub struct Core {
     /// This batch started agents inside the daemon: what they send as they first run (their
     /// hellos) joins the batch before it commits (the batch loop's `drain`).
     pub(crate) started_inside: bool,
+    /// This batch welcomed an in-process agent before its commit: it runs on to its first
+    /// model request before the commit syncs ([`WELCOME_TURNS`]).
+    pub(crate) welcomed_inside: bool,
     /// The write end of the guardian's pipe (a copy), written once the stop is on purpose;
     /// filled when the guardian starts, which may be after the core.
     guardian: crate::GuardianSlot<std::fs::File>,
@@ -331,6 +339,7 @@ impl Core {
             unanswered: Default::default(),
             held: 0,
             started_inside: false,
+            welcomed_inside: false,
             guardian: Default::default(),
         };
         core.state.set_inbox_limit(core.cfg.inbox_limit);

@@ -901,3 +901,140 @@ async fn what_agents_started_inside_the_daemon_send_first_joins_the_batch_that_s
     );
     core.abort();
 }
+
+/// An in-process agent for [`an_in_process_agents_welcome_goes_out_before_its_spawns_commit`]:
+/// it says hello as the spawned agent over a handle of `in_process` kind, and notes whether
+/// the spawn was on disk when its welcome reached it.
+struct Welcomed {
+    db: std::path::PathBuf,
+    tx: mpsc::UnboundedSender<CoreMsg>,
+    in_process: bool,
+    spawn_on_disk: Arc<std::sync::Mutex<Option<bool>>>,
+}
+
+impl agent_team_pane::inprocess::AgentRunner for Welcomed {
+    fn start(
+        &self,
+        spec: &agent_team_pane::LaunchSpec,
+        _on_exit: Option<agent_team_pane::ExitNotify>,
+    ) -> Result<Arc<dyn agent_team_pane::inprocess::RunningAgent>, agent_team_pane::PaneError> {
+        let env = |k: &str| {
+            spec.env
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        let hello = agent_team_client::agent_hello(
+            "t",
+            &spec.name,
+            &env(agent_team_pane::env::SECRET),
+            env(agent_team_pane::env::INCARNATION).parse().unwrap(),
+        );
+        let (out_tx, mut out) = mpsc::unbounded_channel();
+        let handle = if self.in_process {
+            crate::outbox::ConnHandle::new_in_process(out_tx, usize::MAX)
+        } else {
+            crate::outbox::ConnHandle::new(out_tx, usize::MAX)
+        };
+        let (db, tx, seen) = (self.db.clone(), self.tx.clone(), self.spawn_on_disk.clone());
+        tokio::spawn(async move {
+            let (reply, _verdict) = tokio::sync::oneshot::channel();
+            let _ = tx.send(CoreMsg::Hello {
+                conn: 2,
+                hello,
+                peer_pid: None,
+                handle,
+                reply,
+            });
+            if out.recv().await.is_some() {
+                *seen.lock().unwrap() = Some(written(&db, MARK));
+            }
+        });
+        Ok(Arc::new(Idle))
+    }
+}
+
+/// An agent that runs in the daemon's process and on its runtime is welcomed before the batch
+/// that spawned it commits, and gets to run before that commit (its first model request then
+/// overlaps the commit's sync); an agent over the socket is welcomed once the spawn is on disk.
+#[tokio::test(flavor = "current_thread")]
+async fn an_in_process_agents_welcome_goes_out_before_its_spawns_commit() {
+    for in_process in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = agent_team_paths::Paths::new(dir.path().join("home"), dir.path().join("run"))
+            .team("t")
+            .unwrap()
+            .db;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let spawn_on_disk = Arc::new(std::sync::Mutex::new(None));
+        let runner: Arc<dyn agent_team_pane::inprocess::AgentRunner> = Arc::new(Welcomed {
+            db: db.clone(),
+            tx: tx.clone(),
+            in_process,
+            spawn_on_disk: spawn_on_disk.clone(),
+        });
+        let backend = Arc::new(agent_team_pane::inprocess::InProcessBackend::new(runner));
+        let core = core_in(
+            dir.path(),
+            BackendKind::InProcess,
+            backend,
+            tx.clone(),
+            FakeClock::default(),
+        );
+        let (out_tx, _out) = mpsc::unbounded_channel();
+        let (reply, welcomed) = tokio::sync::oneshot::channel();
+        tx.send(CoreMsg::Hello {
+            conn: 1,
+            hello: Hello {
+                protocol: PROTOCOL_VERSION,
+                team: "t".into(),
+                auth: Auth::Operator { secret: "s".into() },
+                client: None,
+                start: false,
+            },
+            peer_pid: None,
+            handle: crate::outbox::ConnHandle::new(out_tx, 1000),
+            reply,
+        })
+        .unwrap();
+        tx.send(CoreMsg::Request {
+            conn: 1,
+            id: 1,
+            req: Request::Spawn {
+                role: "worker".into(),
+                name: Some("w1".into()),
+                instructions: Some(MARK.into()),
+                model: None,
+                message: None,
+                host: None,
+                workspace: None,
+            },
+            rid: None,
+            no_reply: false,
+        })
+        .unwrap();
+        let core = tokio::spawn(core.run(rx));
+        welcomed.await.unwrap().unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while spawn_on_disk.lock().unwrap().is_none() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the agent was never welcomed (in process: {in_process})"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            *spawn_on_disk.lock().unwrap(),
+            Some(!in_process),
+            "in process: {in_process}"
+        );
+        // The spawn is on disk by the end all the same.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !written(&db, MARK) {
+            assert!(tokio::time::Instant::now() < deadline, "never committed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        core.abort();
+    }
+}

@@ -33,6 +33,10 @@ pub struct ConnHandle {
     cut: Arc<tokio::sync::watch::Sender<bool>>,
     /// How many unread bytes cut the connection.
     limit: usize,
+    /// Whether the client runs in the daemon's own process and on its runtime (an in-process
+    /// agent's in-memory connection): it ends with the daemon and runs only when the core
+    /// yields, never during a commit.
+    in_process: bool,
 }
 
 /// The unread frames that pace a subscriber's catch-up (half of it at most is sent at once).
@@ -47,7 +51,22 @@ impl ConnHandle {
             queued_bytes: Arc::new(AtomicUsize::new(0)),
             cut: Arc::new(tokio::sync::watch::channel(false).0),
             limit,
+            in_process: false,
         }
+    }
+
+    /// The handle of an in-memory connection from this process ([`ConnHandle::in_process`]).
+    pub(crate) fn new_in_process(tx: mpsc::UnboundedSender<Outbound>, limit: usize) -> Self {
+        ConnHandle {
+            in_process: true,
+            ..Self::new(tx, limit)
+        }
+    }
+
+    /// Whether the client shares the daemon's process and runtime: what it is told can reach
+    /// nobody beyond that process before the core's next commit returns.
+    pub(crate) fn in_process(&self) -> bool {
+        self.in_process
     }
 
     /// Queues an encoded frame; returns false if the connection is gone or hopelessly behind

@@ -25,7 +25,7 @@ pub use supervisor::{PID_START, SupervisorEnv, remote_backend};
 
 use agent_team_paths::{Paths, TeamPaths};
 use agent_team_state::TeamState;
-use agent_team_store::Store;
+use agent_team_store::{Store, StoreError};
 use core::{Core, CoreConfig, CoreMsg};
 use interprocess::local_socket::traits::tokio::Listener as _;
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
@@ -156,6 +156,9 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
 /// [`run`], calling `listening` once the socket accepts connections (the starter that waits on
 /// the daemon's start pipe is told then, not by polling).
 pub fn run_notifying(opts: DaemonOptions, listening: impl FnOnce()) -> Result<(), DaemonError> {
+    // The lock first; the store's files are then written and synced on a thread of their own
+    // while the runtime starts and the credential is written.
+    let locked = lock_and_open(&opts).map_err(|e| on_full_disk(&opts, e))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -168,7 +171,7 @@ pub fn run_notifying(opts: DaemonOptions, listening: impl FnOnce()) -> Result<()
     // then knows nothing of the daemon is left running but the process's own exit.
     let mut lock_held = None;
     let served = rt.block_on(async {
-        let mut prepared = prepare(&opts)?;
+        let mut prepared = prepare_locked(&opts, locked).map_err(|e| on_full_disk(&opts, e))?;
         lock_held = prepared.lock.take();
         let stopped = prepared.paths.stopped.clone();
         // Held until this process ends: the guardian wakes when it closes, crash or not.
@@ -335,24 +338,106 @@ pub struct Prepared {
 /// Takes the lock, cleans up a crashed daemon's leftovers, opens the state and binds the socket.
 /// A failure on a full disk says so ([`DaemonError::StorageFull`]).
 pub fn prepare(opts: &DaemonOptions) -> Result<Prepared, DaemonError> {
-    prepare_inner(opts).map_err(|e| {
-        let dir = opts
-            .paths
-            .team(&opts.team)
-            .map(|tp| tp.dir)
-            .unwrap_or_else(|_| opts.paths.home.clone());
-        match agent_team_paths::free_bytes(&dir) {
-            Some(free) if free < agent_team_paths::LOW_DISK_BYTES => DaemonError::StorageFull {
-                dir,
-                free,
-                cause: e.to_string(),
-            },
-            _ => e,
-        }
-    })
+    lock_and_open(opts)
+        .and_then(|locked| prepare_locked(opts, locked))
+        .map_err(|e| on_full_disk(opts, e))
 }
 
-fn prepare_inner(opts: &DaemonOptions) -> Result<Prepared, DaemonError> {
+/// `e`, or [`DaemonError::StorageFull`] when the disk holding the team's state is (nearly) full.
+fn on_full_disk(opts: &DaemonOptions, e: DaemonError) -> DaemonError {
+    let dir = opts
+        .paths
+        .team(&opts.team)
+        .map(|tp| tp.dir)
+        .unwrap_or_else(|_| opts.paths.home.clone());
+    match agent_team_paths::free_bytes(&dir) {
+        Some(free) if free < agent_team_paths::LOW_DISK_BYTES => DaemonError::StorageFull {
+            dir,
+            free,
+            cause: e.to_string(),
+        },
+        _ => e,
+    }
+}
+
+/// The lock taken, a crashed daemon's leftovers cleared, and the store being opened.
+struct Locked {
+    /// Declared first: dropped on a failed start, it is waited for before the lock goes.
+    store: Opening,
+    lock: DaemonLock,
+    tp: TeamPaths,
+}
+
+/// The store opened and read: what [`open_and_read`] gives.
+type Opened = Result<(Store, agent_team_state::Snapshot), StoreError>;
+
+/// The store and what it holds, read on a thread of its own (or at once, when no thread
+/// starts). Dropped unused, it waits for that thread: nothing writes the store once the lock
+/// is let go.
+struct Opening {
+    thread: Option<std::thread::JoinHandle<Opened>>,
+    done: Option<Opened>,
+}
+
+impl Opening {
+    /// Opens (creating if needed) the store of `team` at `db` and reads it, on a thread: a new
+    /// team's store is written and synced meanwhile (~1 ms here, more on a busy disk), not
+    /// before the daemon's other start-up work.
+    fn start(db: std::path::PathBuf, team: String) -> Self {
+        let (d, t) = (db.clone(), team.clone());
+        match std::thread::Builder::new()
+            .name("store-open".into())
+            .spawn(move || open_and_read(&d, &t))
+        {
+            Ok(handle) => Opening {
+                thread: Some(handle),
+                done: None,
+            },
+            // No thread to be had: opened here.
+            Err(_) => Opening {
+                thread: None,
+                done: Some(open_and_read(&db, &team)),
+            },
+        }
+    }
+
+    /// The opened store and its contents, once ready.
+    fn wait(mut self) -> Result<(Store, agent_team_state::Snapshot), DaemonError> {
+        let opened = match self.thread.take() {
+            Some(handle) => handle.join().map_err(|_| DaemonError::Io {
+                what: "the thread opening the store panicked".into(),
+                source: std::io::Error::other("panicked"),
+            })?,
+            None => self.done.take().ok_or_else(|| DaemonError::Io {
+                what: "the store was taken twice".into(),
+                source: std::io::Error::other("taken"),
+            })?,
+        };
+        Ok(opened?)
+    }
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        if let Some(handle) = self.thread.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Opens (creating if needed) the store of `team` at `db` and reads what the state needs.
+fn open_and_read(
+    db: &std::path::Path,
+    team: &str,
+) -> Result<(Store, agent_team_state::Snapshot), StoreError> {
+    let store = Store::open(db, team)?;
+    let snapshot = store.load()?;
+    Ok((store, snapshot))
+}
+
+/// Takes the lock, clears a crashed daemon's leftovers (the clean-stop marker, the socket) and
+/// starts opening the store.
+fn lock_and_open(opts: &DaemonOptions) -> Result<Locked, DaemonError> {
     let tp = opts.paths.team(&opts.team)?;
     opts.paths.ensure_runtime()?;
     tp.ensure_dirs()?;
@@ -379,21 +464,35 @@ fn prepare_inner(opts: &DaemonOptions) -> Result<Prepared, DaemonError> {
             });
         }
     }
-    let operator_secret = agent_team_paths::new_secret().map_err(|source| DaemonError::Io {
-        what: "cannot generate the operator credential".into(),
-        source,
-    })?;
-    agent_team_paths::write_secret_file(&tp.operator_secret, &operator_secret).map_err(
-        |source| DaemonError::Io {
-            what: format!(
-                "cannot write the operator credential {}",
-                tp.operator_secret.display()
-            ),
+    let store = Opening::start(tp.db.clone(), opts.team.clone());
+    Ok(Locked { store, lock, tp })
+}
+
+/// The rest of [`prepare`] once [`lock_and_open`] has run: the operator credential, the store
+/// awaited, the core and the listener.
+fn prepare_locked(opts: &DaemonOptions, locked: Locked) -> Result<Prepared, DaemonError> {
+    let Locked { store, lock, tp } = locked;
+    let secret = agent_team_paths::new_secret()
+        .map_err(|source| DaemonError::Io {
+            what: "cannot generate the operator credential".into(),
             source,
-        },
-    )?;
-    let store = Store::open(&tp.db, &opts.team)?;
-    let snapshot = store.load()?;
+        })
+        .and_then(|secret| {
+            agent_team_paths::write_secret_file(&tp.operator_secret, &secret)
+                .map(|()| secret)
+                .map_err(|source| DaemonError::Io {
+                    what: format!(
+                        "cannot write the operator credential {}",
+                        tp.operator_secret.display()
+                    ),
+                    source,
+                })
+        });
+    // Waited for whatever became of the credential: nothing writes the store once the lock
+    // is let go.
+    let opened = store.wait();
+    let operator_secret = secret?;
+    let (store, snapshot) = opened?;
     let state = TeamState::restore(&opts.team, snapshot);
     // The stored team file's limits hold from the first connection on.
     let limits = state
@@ -659,6 +758,23 @@ impl Drop for DaemonThread {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_store_being_opened_is_waited_for_when_the_start_fails_before_using_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("state.db");
+        // A start that failed after the lock (its credential not written, say) drops it unused.
+        drop(Opening::start(db.clone(), "t".into()));
+        // Its thread has ended: the store is whole and nobody holds it (the store keeps its
+        // database locked while open, so a second opener would wait and fail).
+        assert!(db.exists());
+        let store = Store::open(&db, "t").unwrap();
+        assert_eq!(store.load().unwrap().agents.len(), 0);
+        // And used, it hands over what it read.
+        drop(store);
+        let (_store, snapshot) = Opening::start(db, "t".into()).wait().unwrap();
+        assert!(snapshot.tasks.is_empty());
+    }
 
     #[test]
     fn the_lock_is_let_go_only_once_the_runtimes_blocking_work_has_ended() {

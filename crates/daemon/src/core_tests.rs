@@ -813,37 +813,57 @@ impl agent_team_pane::inprocess::RunningAgent for Idle {
     }
 }
 
-/// A batch that starts agents inside the daemon lets them run once before it commits, so what
-/// they send first (their hellos) joins it and one synced commit holds the spawns and the
-/// starts. The spawn here is not the batch's first message (after the first one the loop turns
-/// the runtime anyway): without the extra turn the agent first ran after the commit and found
-/// its spawn on disk. Nothing leaves the daemon before that commit (the agent's welcome is a
-/// response of the batch).
-#[tokio::test(flavor = "current_thread")]
-async fn what_agents_started_inside_the_daemon_send_first_joins_the_batch_that_started_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = agent_team_paths::Paths::new(dir.path().join("home"), dir.path().join("run"))
+/// A core on the in-process backend in `dir` whose agents the runner `make` builds starts
+/// (given the store's path and the core's queue); with the store's path and the queue's ends.
+fn in_process_core(
+    dir: &std::path::Path,
+    make: impl FnOnce(
+        std::path::PathBuf,
+        mpsc::UnboundedSender<CoreMsg>,
+    ) -> Arc<dyn agent_team_pane::inprocess::AgentRunner>,
+) -> (
+    Core,
+    std::path::PathBuf,
+    mpsc::UnboundedSender<CoreMsg>,
+    mpsc::UnboundedReceiver<CoreMsg>,
+) {
+    let db = agent_team_paths::Paths::new(dir.join("home"), dir.join("run"))
         .team("t")
         .unwrap()
         .db;
     let (tx, rx) = mpsc::unbounded_channel();
-    let spawn_on_disk = Arc::new(std::sync::Mutex::new(None));
-    let runner: Arc<dyn agent_team_pane::inprocess::AgentRunner> = Arc::new(FirstRun {
-        db: db.clone(),
-        tx: tx.clone(),
-        spawn_on_disk: spawn_on_disk.clone(),
-    });
+    let runner = make(db.clone(), tx.clone());
     let backend = Arc::new(agent_team_pane::inprocess::InProcessBackend::new(runner));
     let core = core_in(
-        dir.path(),
+        dir,
         BackendKind::InProcess,
         backend,
         tx.clone(),
         FakeClock::default(),
     );
-    // The operator's hello first, then its spawn, both queued before the loop runs: one batch.
-    let (out_tx, mut out) = mpsc::unbounded_channel();
-    let (reply, welcomed) = tokio::sync::oneshot::channel();
+    (core, db, tx, rx)
+}
+
+/// What a fake agent noted in `slot`, once it has (within 10 s, else `never` fails the test).
+async fn noted(slot: &std::sync::Mutex<Option<bool>>, never: &str) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = *slot.lock().unwrap() {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{never}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Queues the operator's hello and its spawn of `w1` (its instructions [`MARK`]) before the
+/// core's loop runs, so they make one batch; returns what the operator's connection is sent
+/// (its welcome first, once the batch has committed).
+fn queue_operator_spawn(
+    tx: &mpsc::UnboundedSender<CoreMsg>,
+) -> mpsc::UnboundedReceiver<crate::outbox::Outbound> {
+    let (out_tx, out) = mpsc::unbounded_channel();
+    let (reply, _welcomed) = tokio::sync::oneshot::channel();
     tx.send(CoreMsg::Hello {
         conn: 1,
         hello: Hello {
@@ -874,19 +894,31 @@ async fn what_agents_started_inside_the_daemon_send_first_joins_the_batch_that_s
         no_reply: false,
     })
     .unwrap();
+    out
+}
+
+/// A batch that starts agents inside the daemon lets them run once before it commits, so what
+/// they send first (their hellos) joins it and one synced commit holds the spawns and the
+/// starts. The spawn here is not the batch's first message (after the first one the loop turns
+/// the runtime anyway): without the extra turn the agent first ran after the commit and found
+/// its spawn on disk. Nothing leaves the daemon before that commit (the agent's welcome is a
+/// response of the batch).
+#[tokio::test(flavor = "current_thread")]
+async fn what_agents_started_inside_the_daemon_send_first_joins_the_batch_that_started_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let spawn_on_disk = Arc::new(std::sync::Mutex::new(None));
+    let seen = spawn_on_disk.clone();
+    let (core, db, tx, rx) = in_process_core(dir.path(), |db, tx| {
+        Arc::new(FirstRun {
+            db,
+            tx,
+            spawn_on_disk: seen,
+        })
+    });
+    let mut out = queue_operator_spawn(&tx);
     let core = tokio::spawn(core.run(rx));
-    welcomed.await.unwrap().unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while spawn_on_disk.lock().unwrap().is_none() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the agent never ran"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert_eq!(
-        *spawn_on_disk.lock().unwrap(),
-        Some(false),
+    assert!(
+        !noted(&spawn_on_disk, "the agent never ran").await,
         "the agent ran before its spawn's batch committed"
     );
     // The batch's frames go out after its commit: with the operator's welcome out, the spawn
@@ -962,71 +994,21 @@ impl agent_team_pane::inprocess::AgentRunner for Welcomed {
 async fn an_in_process_agents_welcome_goes_out_before_its_spawns_commit() {
     for in_process in [true, false] {
         let dir = tempfile::tempdir().unwrap();
-        let db = agent_team_paths::Paths::new(dir.path().join("home"), dir.path().join("run"))
-            .team("t")
-            .unwrap()
-            .db;
-        let (tx, rx) = mpsc::unbounded_channel();
         let spawn_on_disk = Arc::new(std::sync::Mutex::new(None));
-        let runner: Arc<dyn agent_team_pane::inprocess::AgentRunner> = Arc::new(Welcomed {
-            db: db.clone(),
-            tx: tx.clone(),
-            in_process,
-            spawn_on_disk: spawn_on_disk.clone(),
+        let seen = spawn_on_disk.clone();
+        let (core, db, tx, rx) = in_process_core(dir.path(), |db, tx| {
+            Arc::new(Welcomed {
+                db,
+                tx,
+                in_process,
+                spawn_on_disk: seen,
+            })
         });
-        let backend = Arc::new(agent_team_pane::inprocess::InProcessBackend::new(runner));
-        let core = core_in(
-            dir.path(),
-            BackendKind::InProcess,
-            backend,
-            tx.clone(),
-            FakeClock::default(),
-        );
-        let (out_tx, _out) = mpsc::unbounded_channel();
-        let (reply, welcomed) = tokio::sync::oneshot::channel();
-        tx.send(CoreMsg::Hello {
-            conn: 1,
-            hello: Hello {
-                protocol: PROTOCOL_VERSION,
-                team: "t".into(),
-                auth: Auth::Operator { secret: "s".into() },
-                client: None,
-                start: false,
-            },
-            peer_pid: None,
-            handle: crate::outbox::ConnHandle::new(out_tx, 1000),
-            reply,
-        })
-        .unwrap();
-        tx.send(CoreMsg::Request {
-            conn: 1,
-            id: 1,
-            req: Request::Spawn {
-                role: "worker".into(),
-                name: Some("w1".into()),
-                instructions: Some(MARK.into()),
-                model: None,
-                message: None,
-                host: None,
-                workspace: None,
-            },
-            rid: None,
-            no_reply: false,
-        })
-        .unwrap();
+        let _out = queue_operator_spawn(&tx);
         let core = tokio::spawn(core.run(rx));
-        welcomed.await.unwrap().unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while spawn_on_disk.lock().unwrap().is_none() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the agent was never welcomed (in process: {in_process})"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
         assert_eq!(
-            *spawn_on_disk.lock().unwrap(),
-            Some(!in_process),
+            noted(&spawn_on_disk, "the agent was never welcomed").await,
+            !in_process,
             "in process: {in_process}"
         );
         // The spawn is on disk by the end all the same.

@@ -91,16 +91,10 @@ fn serve_here(ctx: &Ctx, permission_timeout: u64) -> Result<u8> {
     opts.starter_guards =
         inherited_pipe(agent_team_client::ENV_STARTER_GUARD_FD).map(std::sync::Arc::new);
     // Listening: the starter is let go by the pipe's end, and the code that only started the
-    // daemon leaves its pages, on a thread of its own: the daemon answers its starter's hello
-    // meanwhile (the release took ~0.2 ms on the way to it).
+    // daemon leaves its pages.
     let listening = || {
         drop(start_pipe.borrow_mut().take());
-        let released = std::thread::Builder::new()
-            .name("code-pages".into())
-            .spawn(crate::code_pages::release);
-        if released.is_err() {
-            crate::code_pages::release();
-        }
+        crate::code_pages::release();
     };
     match agent_team_daemon::run_notifying(opts, listening) {
         Ok(()) => Ok(0),

@@ -296,11 +296,9 @@ impl Core {
                 }
                 // Answers that acknowledge nothing and show nothing uncommitted go out at
                 // once, not after the batch's fsync: a granted lease (a model request waits
-                // for it) and the configuration when it is on disk (a starting agent's), or
-                // for an in-process agent (see `welcome_in_process_now`) at any time.
+                // for it) and the configuration when it is on disk (a starting agent's).
                 let lease = matches!(req, Request::BudgetCheck { .. });
-                let config = matches!(req, Request::GetConfig)
-                    && (!self.state.config_changed() || self.in_process_agent(conn));
+                let config = matches!(req, Request::GetConfig) && !self.state.config_changed();
                 let outcome = crate::handlers::dispatch(self, conn, id, &actor, req, rid.as_ref());
                 match (outcome, rid) {
                     (Some(outcome), None) if config || (lease && granted(&outcome)) => {

@@ -147,7 +147,10 @@ pub(crate) fn ruleset(cwd: &Path, b: &Boundary) -> Result<Option<OwnedFd>, Strin
     cover(Path::new("/dev"), deny, &mut write);
     for w in b.writable().chain(std::iter::once(cwd)) {
         if let Ok(w) = std::fs::canonicalize(w) {
-            cover(&w, deny, &mut write);
+            // A writable dir kept inside a hidden one (the demo's workspace in its team's
+            // state dir, a CLI teammate's home) is put back; what is hidden inside it is not.
+            let inside: Vec<PathBuf> = deny.iter().filter(|d| !w.starts_with(d)).cloned().collect();
+            cover(&w, &inside, &mut write);
         }
     }
     let rules = read

@@ -417,3 +417,53 @@ fn the_fallback_refuses_unix_sockets_and_keeps_pipes() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), "piped\n", "{m:?}");
     }
 }
+
+#[test]
+fn a_workspace_kept_inside_the_state_dir_is_writable_and_the_state_beside_it_hidden() {
+    // The demo's workspace is <home>/teams/demo/workspace: inside the hidden state dirs. Under
+    // each mechanism this machine has (CI installs bubblewrap; Landlock is the kernel's).
+    let mut mechanisms = Vec::new();
+    if let Ok(bwrap) = &support().namespace {
+        mechanisms.push(Mechanism::Namespace(bwrap.clone()));
+    }
+    if let Ok(abi) = landlock_abi() {
+        mechanisms.push(Mechanism::Landlock(abi));
+    }
+    assert!(!mechanisms.is_empty(), "no sandbox on this machine");
+    for m in mechanisms {
+        let l = Layout::new();
+        let ws = l.base.join("state/teams/t/workspace");
+        std::fs::create_dir_all(&ws).unwrap();
+        let mut work = l.work();
+        work.workspace = ws.clone();
+        work.control.push(l.base.join("state/teams/t"));
+        let b = Boundary::for_work(&work);
+        let out = command_with(
+            &m,
+            &b,
+            &ws,
+            "sh",
+            &[
+                "-c".into(),
+                "mkdir -p src && echo hi > src/x && cat src/x && cat ../state.db".into(),
+            ],
+            Options::default(),
+        )
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The state db's content ("state") is never printed: only the file written here.
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "hi\n",
+            "{m:?}: {text}"
+        );
+        assert!(!out.status.success(), "{m:?}: {text}");
+        assert_eq!(std::fs::read_to_string(ws.join("src/x")).unwrap(), "hi\n");
+    }
+}

@@ -1796,8 +1796,8 @@ class StreamRequest:
     #: when the request resumes with `Last-Event-ID`.
     message: str
 
-    #: Environment for those commands (NexAU's sandbox env): handled as `secrets` are, so a
-    #: value of 8 bytes or more is masked in what agents read back too.
+    #: Environment for those commands (NexAU's `sandbox_env`): like `secrets` never in a
+    #: prompt or the store, but not a secret, so shown as it is in what agents read back.
     env: Dict[str, str] = field(default_factory=dict)
 
     #: Secrets for the commands of the run this request starts (NexAU's `runtime_vars`):

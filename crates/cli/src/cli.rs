@@ -469,10 +469,40 @@ pub struct VarArgs {
     /// which keeps it off this command line).
     #[arg(long = "secret", value_name = "KEY[=VALUE]", value_parser = parse_secret)]
     pub secrets: Vec<(String, String)>,
+    /// Put KEY=VALUE into the environment of the agents' commands, shown as it is (NexAU's
+    /// `sandbox_env`: environment, not a secret, so never masked; never a prompt or the
+    /// store). `--env KEY` takes the value of $KEY here (repeatable).
+    #[arg(long = "env", value_name = "KEY[=VALUE]", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+}
+
+impl VarArgs {
+    /// Moves `--env` into `secrets` under [`agent_team_config::PLAIN_ENV_PREFIX`], the form
+    /// `resolve_secrets` takes plain environment in (it then reaches the commands unmasked).
+    pub fn fold_env(&mut self) {
+        let env = std::mem::take(&mut self.env);
+        self.secrets.extend(
+            env.into_iter()
+                .map(|(k, v)| (format!("{}{k}", agent_team_config::PLAIN_ENV_PREFIX), v)),
+        );
+    }
+}
+
+fn parse_env(arg: &str) -> Result<(String, String), String> {
+    if arg.contains('=') {
+        return agent_team_config::parse_assignment(arg);
+    }
+    agent_team_config::check_key(arg)?;
+    match std::env::var(arg) {
+        Ok(v) => Ok((arg.to_string(), v)),
+        Err(_) => Err(format!(
+            "the environment variable {arg} is not set (give --env {arg}=VALUE, or export it)"
+        )),
+    }
 }
 
 fn parse_var(arg: &str) -> Result<(String, String), String> {
-    agent_team_config::parse_assignment(arg)
+    agent_team_config::parse_var_assignment(arg)
 }
 
 fn parse_secret(arg: &str) -> Result<(String, String), String> {

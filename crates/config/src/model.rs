@@ -468,6 +468,12 @@ pub struct Role {
     /// `~/.ssh/config` applies); none: this machine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// The names its members are offered the team tools under (`tool_names = "qwen"`: Qwen
+    /// Code's `task_create`, `task_update`, `agent`, ... with its schemas; see
+    /// `agent_team_tools::aliases`); none: ours. Calls by any system's names are accepted
+    /// either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_names: Option<String>,
 }
 
 fn yes() -> bool {

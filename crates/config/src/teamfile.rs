@@ -277,6 +277,8 @@ pub(crate) struct RawRole {
     sandbox: Option<SandboxPaths>,
     /// The ssh destination its members run on.
     host: Option<String>,
+    /// The names its members are offered the team tools under (`qwen`; none: ours).
+    tool_names: Option<String>,
     /// Tools a role file takes away (Claude Code's `disallowedTools`), from its `tools` or from
     /// the set it would have without them.
     #[serde(skip)]
@@ -954,6 +956,7 @@ fn overlay(base: RawRole, top: RawRole) -> RawRole {
         finish: top.finish.or(base.finish),
         sandbox: top.sandbox.or(base.sandbox),
         host: top.host.or(base.host),
+        tool_names: top.tool_names.or(base.tool_names),
         source: top.source.or(base.source),
         disallowed: top.disallowed.or(base.disallowed),
         allowed_tools: top.allowed_tools.or(base.allowed_tools),
@@ -1072,7 +1075,11 @@ fn resolve_role(
         ));
     }
     if let Some(h) = &r.host {
-        crate::model::check_host(h).map_err(|m| cx.err(span, &format!("roles.{name}.host"), m))?;
+        crate::model::check_host(h)
+            .map_err(|m| cx.err(span.clone(), &format!("roles.{name}.host"), m))?;
+    }
+    if let Some(k) = &r.tool_names {
+        check_tool_names(k).map_err(|m| cx.err(span, &format!("roles.{name}.tool_names"), m))?;
     }
     Ok(Role {
         name: name.to_string(),
@@ -1100,7 +1107,23 @@ fn resolve_role(
         finish: r.finish.or(fallback.finish),
         sandbox: r.sandbox.unwrap_or(fallback.sandbox),
         host: r.host.or(fallback.host),
+        tool_names: r.tool_names.or(fallback.tool_names),
     })
+}
+
+/// A role's `tool_names` must be a naming the tools catalogue has (`agent-team`, `qwen`).
+fn check_tool_names(key: &str) -> Result<(), String> {
+    if agent_team_tools::aliases::naming(Some(key)).is_some() {
+        return Ok(());
+    }
+    let known: Vec<String> = agent_team_tools::aliases::NAMINGS
+        .iter()
+        .map(|n| format!("{:?}", n.key))
+        .collect();
+    Err(format!(
+        "tool_names {key:?} is not a naming of the team tools; use one of {}",
+        known.join(", ")
+    ))
 }
 
 fn resolve_tasks(
@@ -1224,6 +1247,7 @@ const FRONT_MATTER_KEYS: &[(&str, &[&str])] = &[
     ("plan_required", &["planrequired"]),
     ("permission_mode", &["permissionmode"]),
     ("isolation", &["isolation"]),
+    ("tool_names", &["toolnames"]),
     // Claude Code's colour for the subagent in its own UI: nothing to do here.
     ("color", &["color", "colour"]),
 ];
@@ -1564,6 +1588,10 @@ pub(crate) fn parse_role_file(path: &Path) -> Result<(String, RawRole, Vec<Strin
             return Err(fm.err(&key, format!("{key} is true or false, not {}", show(&v))));
         }
     };
+    let tool_names = fm.text("tool_names")?;
+    if let Some(k) = &tool_names {
+        check_tool_names(k).map_err(|m| fm.err("tool_names", m))?;
+    }
     let description = fm.text("description")?;
     fm.take("color");
     for key in fm.other {
@@ -1586,6 +1614,7 @@ pub(crate) fn parse_role_file(path: &Path) -> Result<(String, RawRole, Vec<Strin
         isolation,
         hooks,
         plan_required,
+        tool_names,
         ..Default::default()
     };
     Ok((name, role, warnings))

@@ -48,8 +48,13 @@ pub fn check_key(key: &str) -> Result<(), String> {
         ));
     }
     if BUILTIN_VARIABLES.contains(&key) {
+        let hint = if CALLER_BUILTINS.contains(&key) {
+            format!(" (`--var {key}=VALUE` sets it for one start)")
+        } else {
+            String::new()
+        };
         return Err(format!(
-            "{key:?} is a built-in variable ({}); choose another name",
+            "{key:?} is a built-in variable ({}); choose another name{hint}",
             BUILTIN_VARIABLES.join(", ")
         ));
     }
@@ -61,12 +66,44 @@ pub fn check_key(key: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Splits a `KEY=VALUE` argument (`--var`, `--secret`); the key is checked with [`check_key`].
+/// The built-ins a caller's variable may set for one start (`--var`, a request's `variables`,
+/// the Python package's `variables` and NexAU's `ContextValue(template=...)`): the caller's
+/// value is used instead of the built-in in every text. NexAU's own example passes
+/// `template={"date": ...}`. `agent` and `role` are filled per agent and cannot be set; the
+/// team file's `[variables]` cannot set any built-in (it would fix `date` for every start).
+pub const CALLER_BUILTINS: [&str; 3] = ["date", "team", "workspace"];
+
+/// Why `key` cannot name a variable a caller gives at start (`--var`, a request's
+/// `variables`): [`check_key`], except that [`CALLER_BUILTINS`] are taken (the caller's value
+/// wins over the built-in).
+pub fn check_var_key(key: &str) -> Result<(), String> {
+    if CALLER_BUILTINS.contains(&key) {
+        return Ok(());
+    }
+    if PER_AGENT.contains(&key) {
+        return Err(format!(
+            "{key:?} is a built-in filled for each agent in its system prompt; choose another name"
+        ));
+    }
+    check_key(key)
+}
+
+/// Splits a `KEY=VALUE` argument (`--secret`); the key is checked with [`check_key`].
 pub fn parse_assignment(arg: &str) -> Result<(String, String), String> {
     let Some((k, v)) = arg.split_once('=') else {
         return Err(format!("expected KEY=VALUE, got {arg:?}"));
     };
     check_key(k)?;
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// Splits a `--var KEY=VALUE` argument; the key is checked with [`check_var_key`] (a caller may
+/// set `date`, `team` or `workspace`).
+pub fn parse_var_assignment(arg: &str) -> Result<(String, String), String> {
+    let Some((k, v)) = arg.split_once('=') else {
+        return Err(format!("expected KEY=VALUE, got {arg:?}"));
+    };
+    check_var_key(k)?;
     Ok((k.to_string(), v.to_string()))
 }
 
@@ -345,7 +382,7 @@ fn check_text(
 
 /// Merges `extra` (`--var`, the `variables` of an HTTP request) over the team's variables
 /// (`[variables]`, or those a stored configuration kept), fixes `{{date}}` to today's local
-/// date, and checks every placeholder of the goal, the system prompts and the team file's
+/// date unless `extra` gives one (a caller may set [`CALLER_BUILTINS`]), and checks every placeholder of the goal, the system prompts and the team file's
 /// tasks: an unknown variable, a secret or `{{agent}}` outside a prompt is an error naming
 /// the file, the line and the field. Call it once the team's name, workspace and secrets
 /// ([`resolve_secrets`]) are final; nothing is filled here (see the module docs).
@@ -363,7 +400,7 @@ pub fn apply_variables_on(
     date: &str,
 ) -> Result<(), ConfigError> {
     for (k, v) in extra {
-        check_key(k).map_err(|m| ConfigError {
+        check_var_key(k).map_err(|m| ConfigError {
             file: PathBuf::new(),
             line: None,
             col: None,
@@ -372,7 +409,11 @@ pub fn apply_variables_on(
         })?;
         cfg.variables.insert(k.clone(), v.clone());
     }
-    cfg.variables.insert("date".into(), date.to_string());
+    // A date a caller gives is the run's; else today's (also over the one a stored
+    // configuration kept from its last start).
+    if !extra.contains_key("date") {
+        cfg.variables.insert("date".into(), date.to_string());
+    }
     if let Some(k) = cfg.variables.keys().find(|k| cfg.secrets.contains_key(*k)) {
         return Err(ConfigError {
             file: cfg
@@ -552,16 +593,33 @@ pub struct SecretSource {
     pub env: Option<String>,
 }
 
-/// Secret values by name: what task commands get in their environment. Its `Debug` shows
-/// names only, so a value never reaches a log by accident; it is never serialised with the
-/// team's configuration.
+/// In the `given` map of [`resolve_secrets`], a key `env:NAME` is plain environment (`--env`,
+/// a request's `env`, NexAU's `sandbox_env`): given to the agents' commands like a secret,
+/// kept out of the store like one, but never masked, since it is not a secret.
+pub use agent_team_protocol::names::PLAIN_ENV_PREFIX;
+
+/// Secret values by name: what task commands get in their environment, masked in what they
+/// print; and plain environment beside them (given to the commands, never masked). Its
+/// `Debug` shows names only, so a value never reaches a log by accident; it is never
+/// serialised with the team's configuration.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secrets(BTreeMap<String, String>);
+pub struct Secrets(BTreeMap<String, String>, BTreeMap<String, String>);
 
 impl fmt::Debug for Secrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.0.keys()).finish()
+        f.debug_set().entries(self.keys()).finish()
     }
+}
+
+/// The secrets file's text: the secrets alone (as before plain environment existed), or both.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum SecretsFile {
+    Both {
+        secrets: BTreeMap<String, String>,
+        env: BTreeMap<String, String>,
+    },
+    Secrets(BTreeMap<String, String>),
 }
 
 /// A secrets file that cannot be read back.
@@ -572,34 +630,65 @@ pub struct SecretsFileError(String);
 impl Secrets {
     /// Secrets from name/value pairs.
     pub fn from_map(map: BTreeMap<String, String>) -> Self {
-        Secrets(map)
+        Secrets(map, BTreeMap::new())
     }
 
-    /// Whether there are none.
+    /// These secrets with `env` as plain environment beside them (never masked; a name that
+    /// is also a secret stays the secret).
+    pub fn with_env(mut self, env: BTreeMap<String, String>) -> Self {
+        self.1 = env
+            .into_iter()
+            .filter(|(k, _)| !self.0.contains_key(k))
+            .collect();
+        self
+    }
+
+    /// Whether there are none (neither secrets nor plain environment).
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.is_empty() && self.1.is_empty()
     }
 
-    /// The names.
+    /// The names, plain environment's first.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.0.keys().map(String::as_str)
+        self.1.keys().chain(self.0.keys()).map(String::as_str)
     }
 
-    /// Name and value of each.
+    /// Name and value of each, plain environment's first: what a command's environment gets.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.1
+            .iter()
+            .chain(self.0.iter())
+            .map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
-    /// The text of the team's secrets file (JSON), written 0600 into the runtime dir.
+    /// The plain environment (names and values shown as they are).
+    pub fn env(&self) -> &BTreeMap<String, String> {
+        &self.1
+    }
+
+    /// The text of the team's secrets file (JSON), written 0600 into the runtime dir: the
+    /// secrets as one object, or `{"secrets": …, "env": …}` when there is plain environment.
     pub fn to_file_text(&self) -> String {
-        serde_json::to_string(&self.0).unwrap_or_else(|_| "{}".into())
+        let file = if self.1.is_empty() {
+            SecretsFile::Secrets(self.0.clone())
+        } else {
+            SecretsFile::Both {
+                secrets: self.0.clone(),
+                env: self.1.clone(),
+            }
+        };
+        serde_json::to_string(&file).unwrap_or_else(|_| "{}".into())
     }
 
     /// Reads the text [`Secrets::to_file_text`] wrote.
     pub fn from_file_text(text: &str) -> Result<Self, SecretsFileError> {
-        serde_json::from_str(text)
-            .map(Secrets)
-            .map_err(|e| SecretsFileError(e.to_string()))
+        match serde_json::from_str(text) {
+            Ok(SecretsFile::Both { secrets, env }) => {
+                Ok(Secrets(secrets, BTreeMap::new()).with_env(env))
+            }
+            Ok(SecretsFile::Secrets(s)) => Ok(Secrets::from_map(s)),
+            Err(e) => Err(SecretsFileError(e.to_string())),
+        }
     }
 
     /// `text` with every secret value of at least [`MIN_MASKED_SECRET`] bytes replaced by
@@ -772,7 +861,9 @@ impl<'a> LineMasker<'a> {
 }
 
 /// Resolves the team's secrets: `given` (`--secret`) over the team file's `[secrets]`, whose
-/// values are read with `env` (the CLI's environment) now. Records every name in
+/// values are read with `env` (the CLI's environment) now. A `given` key `env:NAME`
+/// ([`PLAIN_ENV_PREFIX`], `--env`) is plain environment: `NAME` reaches the commands unmasked
+/// and is not recorded as a secret. Records every name in
 /// [`TeamConfig::secrets`] (so a placeholder naming one is refused) and returns the values,
 /// which the caller hands to the agents without the store (docs/SECURITY.md). A `--secret`
 /// of an earlier start that is not given again is dropped.
@@ -808,7 +899,19 @@ pub fn resolve_secrets(
             }
         }
     }
+    let mut plain = BTreeMap::new();
     for (k, v) in given {
+        if let Some(name) = k.strip_prefix(PLAIN_ENV_PREFIX) {
+            check_key(name).map_err(|m| ConfigError {
+                file: PathBuf::new(),
+                line: None,
+                col: None,
+                field: None,
+                message: format!("--env {name}: {m}"),
+            })?;
+            plain.insert(name.to_string(), v.clone());
+            continue;
+        }
         check_key(k).map_err(|m| ConfigError {
             file: PathBuf::new(),
             line: None,
@@ -821,7 +924,7 @@ pub fn resolve_secrets(
             .or_insert(SecretSource { env: None });
         values.insert(k.clone(), v.clone());
     }
-    Ok(Secrets(values))
+    Ok(Secrets(values, BTreeMap::new()).with_env(plain))
 }
 
 /// Today's date in the local time zone, as YYYY-MM-DD.
@@ -939,7 +1042,7 @@ run = "echo {{env}} > out.txt"
             fill_goal(&cfg, "{{env}}/{{feature}}").unwrap(),
             "prod/login"
         );
-        for bad in ["1x", "a-b", "", "date", "agent", "AGENT_TEAM_SOCKET"] {
+        for bad in ["1x", "a-b", "", "agent", "role", "AGENT_TEAM_SOCKET"] {
             let mut cfg = parse(TEAM);
             let e = apply_variables_on(&mut cfg, &vars(&[(bad, "v")]), "d").unwrap_err();
             assert!(e.to_string().starts_with(&format!("--var {bad}: ")), "{e}");
@@ -1108,6 +1211,110 @@ run = "echo {{env}} > out.txt"
         let mut c = parse(text);
         resolve_secrets(&mut c, &BTreeMap::new(), env).unwrap();
         assert!(apply_variables_on(&mut c, &vars(&[("TOKEN", "x")]), "d").is_err());
+    }
+
+    /// NexAU's example: `ContextValue(template={"date": "2026-03-04", "username": "alice"})`
+    /// (`--var date=… --var username=…`) was refused as "a built-in variable"; a caller's
+    /// `date`, `team` and `workspace` win over the built-ins now.
+    #[test]
+    fn a_callers_date_team_and_workspace_win_over_the_built_ins() {
+        let mut cfg = parse(TEAM);
+        let extra = vars(&[("date", "2026-03-04"), ("username", "alice")]);
+        apply_variables_on(&mut cfg, &extra, "2030-01-02").unwrap();
+        assert_eq!(
+            team_goal(&cfg).unwrap().unwrap(),
+            "Ship login by 2026-03-04"
+        );
+        assert_eq!(
+            fill_goal(&cfg, "{{username}} on {{date}}").unwrap(),
+            "alice on 2026-03-04"
+        );
+        // The next start without it: today's date again, also over the stored one.
+        apply_variables_on(&mut cfg, &BTreeMap::new(), "2030-01-03").unwrap();
+        assert_eq!(fill_goal(&cfg, "{{date}}").unwrap(), "2030-01-03");
+        // `team` and `workspace` too, also in a system prompt; `agent` and `role` never.
+        let mut cfg = parse(TEAM);
+        let extra = vars(&[("team", "Web Team"), ("workspace", "/tmp/project")]);
+        apply_variables_on(&mut cfg, &extra, "d").unwrap();
+        let role = cfg.role("builder").unwrap().clone();
+        let prompt = fill_prompt(&cfg, &role, "b1", Path::new("/elsewhere"));
+        assert!(
+            prompt.starts_with(
+                "You are b1, a builder of team Web Team.\nDeploy to staging from /tmp/project;"
+            ),
+            "{prompt}"
+        );
+        for per_agent in ["agent", "role"] {
+            let e =
+                apply_variables_on(&mut parse(TEAM), &vars(&[(per_agent, "x")]), "d").unwrap_err();
+            assert!(e.to_string().contains("filled for each agent"), "{e}");
+        }
+        assert_eq!(
+            parse_var_assignment("date=2026-03-04").unwrap(),
+            ("date".into(), "2026-03-04".into())
+        );
+        assert!(parse_var_assignment("agent=x").is_err());
+        // A secret (and the team file's [variables]) still cannot take a built-in's name.
+        assert!(parse_assignment("date=x").is_err());
+        let e = parse_team_file(
+            Path::new("/w/team.toml"),
+            "name = \"web\"\n[variables]\ndate = \"2026-03-04\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("`--var date=VALUE` sets it for one start"),
+            "{e}"
+        );
+    }
+
+    /// NexAU's `sandbox_env` (`--env`, a request's `env`) is environment, not a secret: its
+    /// values reach the commands as they are and are never masked (they were shown as
+    /// `[secret WORKSPACE]`).
+    #[test]
+    fn plain_environment_reaches_commands_unmasked_and_is_no_secret() {
+        let mut cfg = parse("name = \"t\"\n");
+        let given = vars(&[
+            ("env:WORKSPACE", "/tmp/project"),
+            ("api_key", "sk-0123456789"),
+        ]);
+        let s = resolve_secrets(&mut cfg, &given, |_| None).unwrap();
+        assert_eq!(
+            s.iter().collect::<Vec<_>>(),
+            vec![("WORKSPACE", "/tmp/project"), ("api_key", "sk-0123456789")]
+        );
+        assert_eq!(
+            s.mask("ws=/tmp/project key=sk-0123456789"),
+            "ws=/tmp/project key=[secret api_key]"
+        );
+        assert_eq!(s.longest(), "sk-0123456789".len());
+        assert!(!cfg.secrets.contains_key("WORKSPACE"), "not a secret");
+        assert!(cfg.secrets.contains_key("api_key"));
+        assert_eq!(format!("{s:?}"), r#"{"WORKSPACE", "api_key"}"#);
+        // The file carries both; a file of secrets alone (as written before) still reads.
+        let back = Secrets::from_file_text(&s.to_file_text()).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.env()["WORKSPACE"], "/tmp/project");
+        let old = Secrets::from_file_text(r#"{"K":"v4lue","env":"x"}"#).unwrap();
+        assert_eq!(old.mask("v4lue"), "[secret K]");
+        assert!(old.env().is_empty());
+        // Only environment: the file is still written (not empty), nothing is masked.
+        let only = resolve_secrets(
+            &mut parse("name = \"t\"\n"),
+            &vars(&[("env:A", "abcdef")]),
+            |_| None,
+        )
+        .unwrap();
+        assert!(!only.is_empty());
+        assert_eq!(only.mask("abcdef"), "abcdef");
+        // A bad name is refused, named as --env.
+        let e = resolve_secrets(
+            &mut parse("name = \"t\"\n"),
+            &vars(&[("env:1x", "v")]),
+            |_| None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("--env 1x: "), "{e}");
     }
 
     #[test]

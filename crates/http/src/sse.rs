@@ -43,8 +43,8 @@ pub struct StreamRequest {
     /// (these win), masked in what agents read back, never in a prompt, never stored.
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
-    /// Environment for those commands (NexAU's sandbox env): handled as `secrets` are, so a
-    /// value of 8 bytes or more is masked in what agents read back too.
+    /// Environment for those commands (NexAU's `sandbox_env`): like `secrets` never in a
+    /// prompt or the store, but not a secret, so shown as it is in what agents read back.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
 }
@@ -327,7 +327,12 @@ pub(crate) async fn team_stream(
     })?;
     let mut vars = app.settings.variables.clone();
     vars.extend(req.variables);
-    let mut secrets = req.env;
+    // Plain environment goes as `env:NAME` (never masked), secrets under their names.
+    let mut secrets: BTreeMap<String, String> = req
+        .env
+        .into_iter()
+        .map(|(k, v)| (format!("{}{k}", names::PLAIN_ENV_PREFIX), v))
+        .collect();
     secrets.extend(req.secrets);
     let t = team.clone();
     let team_started = Arc::new(std::sync::atomic::AtomicBool::new(false));

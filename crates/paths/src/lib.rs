@@ -214,7 +214,7 @@ impl Paths {
                 rd.filter_map(|e| e.ok())
                     .filter(|e| e.path().is_dir())
                     .filter_map(|e| e.file_name().into_string().ok())
-                    .filter(|n| agent_team_protocol::names::is_valid(n))
+                    .filter(|n| agent_team_protocol::names::is_valid_team(n))
                     .collect()
             })
             .unwrap_or_default();

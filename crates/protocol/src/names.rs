@@ -1,4 +1,7 @@
-//! Validation of team and agent names (`^[a-z][a-z0-9-]{0,31}$`, SPEC §2).
+//! Validation of team and agent names (`^[a-z][a-z0-9-]{0,31}$`, SPEC §2). Team names may
+//! also hold `_` after the first letter (`^[a-z][a-z0-9_-]{0,31}$`): lauren-ai names teams
+//! after Python identifiers (`content_team`), and `_` is as safe as `-` in a path, a socket
+//! file's name and a tmux session's name (tmux refuses only `.` and `:`).
 
 /// The name reserved for the team's leader.
 pub const LEADER: &str = "leader";
@@ -7,6 +10,11 @@ pub const LEADER: &str = "leader";
 pub const OPERATOR: &str = "operator";
 /// The sender of what the daemon itself says (hooks' feedback, budget warnings, plans).
 pub const DAEMON: &str = "daemon";
+
+/// The prefix that marks plain environment (`--env`, `POST /team/stream`'s `env`, NexAU's
+/// `sandbox_env`) among the secrets handed to a team's start (`env:NAME`): `NAME` reaches the
+/// agents' commands as a secret does, but unmasked. Never a valid variable or agent name.
+pub const PLAIN_ENV_PREFIX: &str = "env:";
 
 /// Whether `name` is a valid team or agent name.
 pub fn is_valid(name: &str) -> bool {
@@ -17,6 +25,18 @@ pub fn is_valid(name: &str) -> bool {
         && bytes
             .iter()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+/// Whether `name` is a valid team name: as [`is_valid`], and `_` is allowed after the first
+/// letter (`content_team`, as lauren-ai writes team names).
+pub fn is_valid_team(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 32
+        && bytes[0].is_ascii_lowercase()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_')
 }
 
 /// Names no agent may take: the operator's pseudo-sender, the daemon's name in the event log,
@@ -38,6 +58,16 @@ pub fn validate(kind: &str, name: &str) -> Result<(), String> {
             "the agent name {name:?} is reserved: `operator`, `daemon`, `all`, `*` and names \
              starting with `_` are never agent names; choose another"
         ));
+    }
+    if kind == "team" {
+        return if is_valid_team(name) {
+            Ok(())
+        } else {
+            Err(format!(
+                "invalid team name {name:?}: use 1-32 characters, a lower-case letter first, \
+                 then lower-case letters, digits, '-' or '_'"
+            ))
+        };
     }
     if is_valid(name) {
         Ok(())
@@ -76,6 +106,36 @@ mod tests {
         ] {
             assert!(!is_valid(bad), "{bad}");
         }
+    }
+
+    /// lauren-ai's `@team(name="content_team")` was refused: team names take `_` (after the
+    /// first letter); agent and role names still do not, and nothing that could leave a
+    /// directory or break a tmux target is taken.
+    #[test]
+    fn team_names_take_underscores_as_lauren_writes_them() {
+        validate("team", "content_team").unwrap();
+        validate("team", "qa_team-2").unwrap();
+        for bad in [
+            "_team",
+            "a.b",
+            "a/b",
+            "a:b",
+            "..",
+            "Content_team",
+            "",
+            "1_a",
+        ] {
+            assert!(validate("team", bad).is_err(), "{bad}");
+        }
+        assert!(!is_valid_team(&format!("a{}", "_".repeat(32))));
+        let e = validate("agent", "content_writer").unwrap_err();
+        assert!(e.contains("invalid agent name"), "{e}");
+        assert!(validate("role", "content_writer").is_err());
+        assert!(
+            validate("team", "a b")
+                .unwrap_err()
+                .contains("digits, '-' or '_'")
+        );
     }
 
     /// Issue 12, finding 3: these were accepted as agent names.

@@ -15,7 +15,7 @@ pub(crate) mod up;
 mod usage;
 pub(crate) mod work;
 
-use crate::cli::{Cli, Command, Globals};
+use crate::cli::{Cli, Command, Globals, RunArgs, ServeArgs, UpArgs};
 use crate::ctx::Ctx;
 use anyhow::{Context, Result};
 use std::process::ExitCode;
@@ -46,8 +46,14 @@ fn inside_an_agents_sandbox() -> Result<()> {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let Cli {
         globals: Globals { team, file },
-        command,
+        mut command,
     } = cli;
+    if let Command::Up(UpArgs { vars, .. })
+    | Command::Run(RunArgs { vars, .. })
+    | Command::Serve(ServeArgs { vars, .. }) = &mut command
+    {
+        vars.fold_env();
+    }
     // `teams` is about every team, so it resolves none.
     let command = match command {
         Command::Teams(t) => return teams::teams(t),

@@ -1252,3 +1252,36 @@ fn an_agent_is_sent_its_model_key_and_the_search_key_only() {
         assert!(all.contains(k), "{k}");
     }
 }
+
+/// Issue 61 item 3: `tool_names = "qwen"` on a role (team file or a role file's front matter)
+/// asks for the team tools under Qwen Code's names; an unknown naming is an error naming the
+/// role.
+#[test]
+fn tool_names_is_read_from_the_team_file_and_role_files_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join(".agent-team/agents")).unwrap();
+    std::fs::write(
+        dir.path().join(".agent-team/agents/qwenish.md"),
+        "---\nname: qwenish\ntool_names: qwen\n---\nYou use Qwen's names.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("agent-team.toml"),
+        "[roles.leader]\ntool_names = \"qwen\"\n[roles.plain]\ntools = [\"bash\"]\n",
+    )
+    .unwrap();
+    let cfg = load(&dir.path().join("agent-team.toml")).unwrap();
+    assert_eq!(
+        cfg.role("leader").unwrap().tool_names.as_deref(),
+        Some("qwen")
+    );
+    assert_eq!(
+        cfg.role("qwenish").unwrap().tool_names.as_deref(),
+        Some("qwen")
+    );
+    assert_eq!(cfg.role("plain").unwrap().tool_names, None);
+    assert_eq!(cfg.role("worker").unwrap().tool_names, None);
+    let e = parse("[roles.leader]\ntool_names = \"klingon\"\n").unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("roles.leader.tool_names"), "{e}");
+    assert!(e.message.contains("\"qwen\""), "{e}");
+}

@@ -5,6 +5,7 @@
 //!
 //! Pure data: no I/O, no knowledge of the daemon or of the workspace.
 
+pub mod aliases;
 pub mod cli_names;
 mod files;
 mod memory;
@@ -18,6 +19,7 @@ mod team;
 mod todos;
 mod web;
 
+pub use aliases::{Caller, Naming, Translated, alias_of, translate};
 pub use files::{EditFile, Glob, Grep, ListFiles, ReadFile, WriteFile};
 pub use memory::{MemoryGet, MemoryList, MemorySet};
 pub use messages::{Broadcast, ReadInbox, SendMessage, WaitForMessages};
@@ -297,18 +299,6 @@ pub fn lookup(name: &str) -> Option<&'static ToolDef> {
     CATALOGUE.iter().find(|t| t.name == name)
 }
 
-/// Names other teams' prompts give our tools (Qwen Code's `team_delete`): a call by one of
-/// them is a call of ours.
-pub const ALIASES: &[(&str, &str)] = &[("team_delete", <DissolveTeam as Tool>::NAME)];
-
-/// Our tool's name for an alias in [`ALIASES`], none for any other name.
-pub fn alias_of(name: &str) -> Option<&'static str> {
-    ALIASES
-        .iter()
-        .find(|(a, _)| *a == name)
-        .map(|(_, ours)| *ours)
-}
-
 /// The tool a plan-required teammate submits its plan with: it gets it until the plan is
 /// approved.
 pub const SUBMIT_PLAN: &str = <SubmitPlan as Tool>::NAME;
@@ -358,7 +348,8 @@ pub fn tools_doc() -> String {
          \"role\" means the role's `tools` list decides; \"plan\" means a teammate whose plan is \
          required (`plan_required`) gets it until the plan is approved.\n\n{}",
         markdown(),
-    ) + &mcp_markdown()
+    ) + &aliases::markdown()
+        + &mcp_markdown()
 }
 
 /// The section of `docs/TOOLS.md` on what the MCP front end adds for external agent CLIs.

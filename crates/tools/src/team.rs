@@ -97,8 +97,8 @@ impl Tool for WaitFor {
     const AUDIENCE: Audience = Audience::LEADER;
 }
 
-/// Arguments of `dissolve_team`: the leader ends the whole team at once (pydantic's
-/// `dissolve_team`, Qwen Code's `team_delete`).
+/// Arguments of `dissolve_team`: the leader stops every teammate at once (pydantic's
+/// `dissolve_team`); the run goes on (Qwen Code's `team_delete` ends it: see `aliases`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DissolveTeam {
@@ -110,7 +110,7 @@ pub struct DissolveTeam {
 
 impl Tool for DissolveTeam {
     const NAME: &'static str = "dissolve_team";
-    const DESCRIPTION: &'static str = "Stop every teammate at once (also called team_delete): the tasks they hold go back to pending (with cancel_tasks: every pending task is cancelled), their slots are free. You and the run go on: finish_team, or spawn anew.";
+    const DESCRIPTION: &'static str = "Stop every teammate at once: the tasks they hold go back to pending (with cancel_tasks: every pending task is cancelled), their slots are free. You and the run go on: finish_team, or spawn anew.";
     const AUDIENCE: Audience = Audience::LEADER;
 }
 

@@ -22,6 +22,7 @@ use agent_team_config::policy::{self, perms};
 use agent_team_config::{PermAction, PolicyRule, Role, TeamConfig};
 use agent_team_model::ToolSpec;
 use agent_team_protocol::*;
+use agent_team_tools::aliases::{self, Naming, Offered};
 use agent_team_tools::{
     CATALOGUE, DECIDE_PERMISSION, LEADER_TOOLS, SUBMIT_PLAN, TEAMMATE_TOOLS, lookup,
 };
@@ -86,6 +87,31 @@ pub fn specs(names: &[&str]) -> Vec<ToolSpec> {
             description: t.description.to_string(),
             parameters: t.schema_shared(),
         })
+        .collect()
+}
+
+/// The model's view of those tools as a role's `tool_names` asks (`naming`): another system's
+/// names and schemas for the tools it has a counterpart of (Qwen Code's `task_update` in place
+/// of `claim_task`, `update_task_status`, ...), ours for the rest.
+pub fn specs_named(names: &[&str], naming: &Naming) -> Vec<ToolSpec> {
+    aliases::offered(names, naming)
+        .into_iter()
+        .filter_map(|o| match o {
+            Offered::Ours(n) => specs(&[n]).pop(),
+            Offered::Theirs(t) => Some(ToolSpec {
+                name: t.name.to_string(),
+                description: t.description.to_string(),
+                parameters: Arc::new(t.schema()),
+            }),
+        })
+        .collect()
+}
+
+/// The names the model is offered its tools `names` under, by `naming` (see [`specs_named`]).
+pub fn offered_names(names: &[&str], naming: &Naming) -> Vec<&'static str> {
+    aliases::offered(names, naming)
+        .iter()
+        .map(Offered::name)
         .collect()
 }
 
@@ -643,6 +669,65 @@ mod tests {
                 "{role}: {names:?}"
             );
             assert_eq!(names.contains(&"memory_set"), writes, "{role}: {names:?}");
+        }
+    }
+
+    /// Issue 61 item 3: a role with `tool_names = "qwen"` is offered Qwen Code's team tools
+    /// under its names and schemas in place of ours, its workspace tools and the team tools
+    /// Qwen Code has no counterpart of under ours; without it, ours exactly.
+    #[test]
+    fn a_qwen_named_role_is_offered_qwen_tools_with_their_schemas() {
+        let cfg = agent_team_config::builtin_roles();
+        let qwen = aliases::naming(Some("qwen")).unwrap();
+        let leader = specs_named(&tool_names(&cfg["leader"], true, false), qwen);
+        let by_name = |list: &[ToolSpec], n: &str| list.iter().find(|s| s.name == n).cloned();
+        let update = by_name(&leader, "task_update").unwrap();
+        assert_eq!(update.parameters["required"], serde_json::json!(["taskId"]));
+        assert_eq!(update.parameters["properties"]["taskId"]["type"], "string");
+        let create = by_name(&leader, "task_create").unwrap();
+        assert_eq!(
+            create.parameters["required"],
+            serde_json::json!(["subject", "description"])
+        );
+        let agent = by_name(&leader, "agent").unwrap();
+        assert!(agent.parameters["properties"]["subagent_type"].is_object());
+        let send = by_name(&leader, "send_message").unwrap();
+        assert_eq!(
+            send.parameters["required"],
+            serde_json::json!(["to", "message"])
+        );
+        for n in [
+            "team_create",
+            "team_delete",
+            "task_list",
+            "wait_for",
+            "read_file",
+        ] {
+            assert!(by_name(&leader, n).is_some(), "{n}");
+        }
+        for n in [
+            "create_task",
+            "spawn_teammate",
+            "list_tasks",
+            "finish_team",
+            "assign_task",
+        ] {
+            assert!(by_name(&leader, n).is_none(), "{n}");
+        }
+        let worker = specs_named(&tool_names(&cfg["worker"], false, false), qwen);
+        assert!(by_name(&worker, "task_update").is_some());
+        assert!(by_name(&worker, "claim_task").is_none() && by_name(&worker, "agent").is_none());
+        // Ours: the catalogue's, the same shared schemas.
+        let names = tool_names(&cfg["leader"], true, false);
+        let ours = specs_named(&names, &aliases::AGENT_TEAM);
+        let plain = specs(&names);
+        assert_eq!(ours.len(), plain.len());
+        for (a, b) in ours.iter().zip(&plain) {
+            assert!(
+                std::sync::Arc::ptr_eq(&a.parameters, &b.parameters),
+                "{}",
+                a.name
+            );
         }
     }
 }

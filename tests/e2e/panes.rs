@@ -175,6 +175,199 @@ fn up_detach_opens_one_pane_per_agent_with_titles_and_work() {
     sb.ok(&["--team", "panes", "down"]);
 }
 
+/// The team window's panes as tmux sizes them: (pane id, width, height, title, window id).
+fn window_panes(sb: &Sandbox, team: &str) -> Vec<(String, u32, u32, String, String)> {
+    let out = sb
+        .tmux(
+            &sb.tmux_socket(team),
+            &[
+                "list-panes",
+                "-s",
+                "-t",
+                team,
+                "-F",
+                "#{pane_id}\t#{pane_width}\t#{pane_height}\t#{pane_title}\t#{window_id}",
+            ],
+        )
+        .unwrap_or_default();
+    out.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            Some((
+                f.first()?.to_string(),
+                f.get(1)?.parse().ok()?,
+                f.get(2)?.parse().ok()?,
+                f.get(3)?.to_string(),
+                f.get(4)?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Whether the team window shows `agents` agent panes of at least `min_w`×`min_h`, the
+/// leader's the largest, unzoomed, and the board readable beside them (40 columns) or in a
+/// window of its own.
+fn laid_out(sb: &Sandbox, team: &str, agents: usize, min_w: u32, min_h: u32) -> bool {
+    let all = window_panes(sb, team);
+    let Some(leader) = all.iter().find(|p| p.3.starts_with("leader@")) else {
+        return false;
+    };
+    let window = leader.4.clone();
+    let zoomed = sb
+        .tmux(
+            &sb.tmux_socket(team),
+            &["display", "-p", "-t", &window, "#{window_zoomed_flag}"],
+        )
+        .is_ok_and(|z| z == "0");
+    let here: Vec<_> = all
+        .iter()
+        .filter(|p| p.4 == window && p.3 != "board")
+        .collect();
+    let board_ok = all
+        .iter()
+        .find(|p| p.3 == "board")
+        .is_some_and(|b| b.4 != window || b.1 >= 40);
+    zoomed
+        && board_ok
+        && here.len() == agents
+        && here.iter().all(|p| p.1 >= min_w && p.2 >= min_h)
+        && here.iter().all(|p| leader.1 * leader.2 >= p.1 * p.2)
+}
+
+#[test]
+fn up_attached_shows_the_whole_team_laid_out_for_the_terminal_and_follows_it() {
+    let sb = Sandbox::new();
+    sb.write_team_file(&team_file("look", ""));
+    // A terminal of the test's own: a tmux server whose only pane runs `agent-team up`, as a
+    // person's terminal would (160x45, no status line of its own).
+    let outer = sb.path("outer.tmux");
+    let cmd = format!(
+        "cd {} && env -u TMUX AGENT_TEAM_HOME={} AGENT_TEAM_RUNTIME_DIR={} {} up; sleep 600",
+        sb.dir.path().display(),
+        sb.paths.home.display(),
+        sb.paths.runtime.display(),
+        bin("agent-team").display()
+    );
+    sb.tmux(
+        &outer,
+        &[
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            "outer",
+            "-x",
+            "160",
+            "-y",
+            "45",
+            &cmd,
+        ],
+    )
+    .unwrap();
+    let _ = sb.tmux(&outer, &["set", "-g", "status", "off"]);
+    let team_sock = sb.tmux_socket("look");
+    let outer_guard = KillServer(&sb, outer.clone());
+    wait_for("a client on the team's server", T, || {
+        sb.tmux(&team_sock, &["list-clients"])
+            .is_ok_and(|c| !c.is_empty())
+    });
+    wait_for_or(
+        "the team laid out at 160x45",
+        T,
+        || laid_out(&sb, "look", 4, 30, 5),
+        || format!("{:?}", window_panes(&sb, "look")),
+    );
+    // The board is beside the team at this size.
+    let all = window_panes(&sb, "look");
+    let leader_window = all
+        .iter()
+        .find(|p| p.3.starts_with("leader@"))
+        .unwrap()
+        .4
+        .clone();
+    assert!(
+        all.iter().any(|p| p.3 == "board" && p.4 == leader_window),
+        "{all:?}"
+    );
+
+    // The terminal shrinks: the window follows it.
+    sb.tmux(
+        &outer,
+        &["resize-window", "-t", "outer", "-x", "100", "-y", "30"],
+    )
+    .unwrap();
+    wait_for_or(
+        "the team laid out at 100x30",
+        T,
+        || laid_out(&sb, "look", 4, 15, 3),
+        || format!("{:?}", window_panes(&sb, "look")),
+    );
+
+    // A teammate spawned while attached gets its place too.
+    sb.ok(&["--team", "look", "spawn", "worker", "--name", "builder-4"]);
+    wait_for_or(
+        "five agents laid out at 100x30",
+        T,
+        || laid_out(&sb, "look", 5, 15, 3),
+        || format!("{:?}", window_panes(&sb, "look")),
+    );
+
+    // Too narrow for a readable board beside the team: it goes to a window of its own, and
+    // comes back when there is room again.
+    sb.tmux(
+        &outer,
+        &["resize-window", "-t", "outer", "-x", "70", "-y", "24"],
+    )
+    .unwrap();
+    wait_for_or(
+        "the board in its own window",
+        T,
+        || {
+            let all = window_panes(&sb, "look");
+            let lw = all
+                .iter()
+                .find(|p| p.3.starts_with("leader@"))
+                .map(|p| p.4.clone());
+            all.iter()
+                .any(|p| p.3 == "board" && Some(&p.4) != lw.as_ref())
+                && laid_out(&sb, "look", 5, 10, 3)
+        },
+        || format!("{:?}", window_panes(&sb, "look")),
+    );
+    sb.tmux(
+        &outer,
+        &["resize-window", "-t", "outer", "-x", "160", "-y", "45"],
+    )
+    .unwrap();
+    wait_for_or(
+        "the board back beside the team",
+        T,
+        || {
+            let all = window_panes(&sb, "look");
+            let lw = all
+                .iter()
+                .find(|p| p.3.starts_with("leader@"))
+                .map(|p| p.4.clone());
+            all.iter()
+                .any(|p| p.3 == "board" && Some(&p.4) == lw.as_ref())
+                && laid_out(&sb, "look", 5, 30, 5)
+        },
+        || format!("{:?}", window_panes(&sb, "look")),
+    );
+    sb.ok(&["--team", "look", "down"]);
+    drop(outer_guard);
+}
+
+/// Kills a tmux server this test started when the test ends, passed or not.
+struct KillServer<'a>(&'a Sandbox, std::path::PathBuf);
+
+impl Drop for KillServer<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.tmux(&self.1, &["kill-server"]);
+    }
+}
+
 #[test]
 fn attach_from_inside_another_tmux_selects_and_zooms_the_pane() {
     let sb = Sandbox::new();

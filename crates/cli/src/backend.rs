@@ -86,6 +86,7 @@ pub fn supervisor_env(paths: &agent_team_paths::Paths) -> Result<agent_team_daem
         runner: Some(Arc::new(agent_team_worker::inprocess::Runner::default())),
         factory: None,
         heal_env: agent_team_client::heal::Healer::launch_env(paths, std::env::current_exe().ok()),
+        layout_exe: std::env::current_exe().ok(),
     })
 }
 

@@ -67,10 +67,11 @@ pub enum Command {
     Up(UpArgs),
     /// Start the team, wait until the leader finishes it, print the answer, shut it down.
     Run(RunArgs),
-    /// Put this terminal on an agent's pane (tmux: attach or switch, then select and zoom it).
+    /// Put this terminal on the team's window (tmux: attach or switch): with no NAME the whole
+    /// team, unzoomed and laid out for this terminal; with NAME that agent's pane, zoomed.
     Attach {
-        /// The agent.
-        name: String,
+        /// The agent (none: the whole team, the leader's pane selected).
+        name: Option<String>,
     },
     /// Stop one agent; it is not restarted and its task goes back to pending.
     Kill {
@@ -194,6 +195,23 @@ pub enum Command {
     /// Print the man page (roff); `cargo xtask man` writes it to docs/man/.
     #[command(hide = true)]
     Man,
+    /// Lay a team's tmux window out again for its size (run by the window's own tmux hooks on
+    /// a resize or a split; not for use by hand).
+    #[command(hide = true)]
+    TmuxLayout {
+        /// The tmux server's socket.
+        #[arg(long, value_name = "PATH")]
+        socket: std::path::PathBuf,
+        /// The team window (`@N`).
+        #[arg(long, value_name = "WINDOW")]
+        window: String,
+        /// tmux's name of the layout (`main-vertical` is the team's own arrangement).
+        #[arg(long, default_value = "main-vertical")]
+        layout: String,
+        /// The file held locked while the window is laid out.
+        #[arg(long, value_name = "PATH")]
+        lock: std::path::PathBuf,
+    },
     /// Show the model usage: tokens, requests and cost per agent, per role and in total, and
     /// the budgets.
     Usage(JsonFlag),

@@ -55,6 +55,12 @@ pub enum Layout {
     MainVertical,
     /// An even grid.
     Tiled,
+    /// The leader on top, teammates side by side below (tmux's `main-horizontal`).
+    MainHorizontal,
+    /// Every pane side by side (tmux's `even-horizontal`).
+    EvenHorizontal,
+    /// Every pane stacked (tmux's `even-vertical`).
+    EvenVertical,
     /// One tmux window per agent.
     Windows,
 }

@@ -43,6 +43,7 @@ pub(super) fn core_at(
         runner: None,
         factory,
         heal_env: Vec::new(),
+        layout_exe: None,
     };
     let cfg = CoreConfig {
         team: "t".into(),

@@ -25,6 +25,7 @@ fn bare_at(clock: FakeClock) -> (Supervisor, TeamState, Arc<FakeBackend>, tempfi
         runner: None,
         factory: Some(Arc::new(move |_, _| Ok(b.clone() as Arc<dyn PaneBackend>))),
         heal_env: Vec::new(),
+        layout_exe: None,
     };
     let mut sup = Supervisor::new(env, "t".into(), tp, Arc::new(clock), Arc::new(|| {}));
     let mut state = TeamState::new("t");

@@ -9,6 +9,7 @@ pub mod inprocess;
 pub mod iterm;
 pub mod process;
 pub mod procs;
+pub mod layout;
 pub mod tmux;
 
 use std::fmt;

@@ -94,6 +94,12 @@ pub enum TmuxLayout {
     MainVertical,
     /// An even grid.
     Tiled,
+    /// The leader on top, the others side by side below (tmux's `main-horizontal`).
+    MainHorizontal,
+    /// Every pane side by side (tmux's `even-horizontal`).
+    EvenHorizontal,
+    /// Every pane stacked (tmux's `even-vertical`).
+    EvenVertical,
     /// One window per agent.
     Windows,
 }
@@ -205,6 +211,21 @@ pub fn open_side_pane(
     }
     let mut cmds = TmuxCommands::new();
     cmds.push(SelectPane::new().target_pane(pane.as_str()).title(title));
+    cmds.push(
+        DisplayMessage::new()
+            .print()
+            .target_pane(pane.as_str())
+            .message("#{window_id}"),
+    );
+    let window = run(&place.socket, None, cmds).map_err(|e| PaneError::Tool(e.to_string()))?;
+    // Marked as the board of its window, and the window laid out again with it (the split's
+    // own hook ran before the mark).
+    let mut cmds = TmuxCommands::new();
+    cmds.push(raw(
+        "set-option",
+        &["-p", "-t", &pane, BOARD_OPTION, window.trim()],
+    ));
+    cmds.push(raw("set-hook", &["-R", "-w", "-t", &pane, LAYOUT_HOOKS[0]]));
     run(&place.socket, None, cmds).map_err(|e| PaneError::Tool(e.to_string()))?;
     Ok(pane)
 }
@@ -326,6 +347,11 @@ pub struct TmuxBackend {
     owned: Mutex<HashMap<String, String>>,
     /// Marks (pane, agent, title, colour) not yet written to tmux.
     unmarked: Mutex<Vec<Mark>>,
+    /// This program, which the window's hooks run to lay the window out again (none: tmux's
+    /// own layout after each split, and nothing on a resize).
+    layout_exe: Option<PathBuf>,
+    /// Whether the current server's team window has its hooks.
+    hooked: Mutex<bool>,
 }
 
 impl TmuxBackend {
@@ -357,7 +383,16 @@ set -g mouse on
             spawning: Mutex::new(()),
             owned: Mutex::new(HashMap::new()),
             unmarked: Mutex::new(Vec::new()),
+            layout_exe: None,
+            hooked: Mutex::new(false),
         })
+    }
+
+    /// Lays the team window out by `exe tmux-layout` whenever the window changes size or panes
+    /// (tmux hooks on the window), so the attached terminal always shows every agent.
+    pub fn with_layout_hooks(mut self, exe: PathBuf) -> Self {
+        self.layout_exe = Some(exe);
+        self
     }
 
     /// The placement.
@@ -478,6 +513,9 @@ set -g mouse on
     fn forget_server(&self) {
         if let Ok(mut o) = self.owned.lock() {
             o.clear();
+        }
+        if let Ok(mut h) = self.hooked.lock() {
+            *h = false;
         }
         if let Ok(mut t) = self.titles.lock() {
             t.clear();
@@ -605,16 +643,247 @@ set -g mouse on
                 self.mark(l, spec);
             }
         }
+        if let Some(Ok(Launched { pane: Some(p), .. })) = launched.first()
+            && self
+                .hooked
+                .lock()
+                .is_ok_and(|mut h| !std::mem::replace(&mut *h, true))
+        {
+            self.hook_window(p);
+        }
         launched
     }
 
     fn layout_name(&self) -> Option<&'static str> {
-        match self.layout {
+        self.layout.tmux_name()
+    }
+
+    /// Sets the team window's hooks so tmux lays it out again whenever the window is resized
+    /// (a client attached or its terminal resized) or split, by running this program's
+    /// `tmux-layout` (the daemon lays it out itself after its own changes). `pane` is any pane
+    /// of the window.
+    fn hook_window(&self, pane: &str) {
+        let Some(exe) = &self.layout_exe else { return };
+        if self.layout == TmuxLayout::Windows {
+            return;
+        }
+        let line = layout_hook_line(exe, &self.place.socket, &self.lock_path(), self.layout);
+        let mut cmds = TmuxCommands::new();
+        for hook in LAYOUT_HOOKS {
+            cmds.push(raw("set-hook", &["-w", "-t", pane, hook, &line]));
+        }
+        // The panes made before the hooks were there are laid out now.
+        cmds.push(raw("set-hook", &["-R", "-w", "-t", pane, LAYOUT_HOOKS[0]]));
+        let _ = self.tmux(cmds);
+    }
+
+    /// The file `tmux-layout` runs hold a lock on, so two never interleave their moves.
+    fn lock_path(&self) -> PathBuf {
+        self.secret_dir
+            .join(format!("{}.layout.lock", self.place.session))
+    }
+}
+
+impl TmuxLayout {
+    /// tmux's own name of the layout (`None` for one window per agent).
+    pub fn tmux_name(self) -> Option<&'static str> {
+        match self {
             TmuxLayout::MainVertical => Some("main-vertical"),
             TmuxLayout::Tiled => Some("tiled"),
+            TmuxLayout::MainHorizontal => Some("main-horizontal"),
+            TmuxLayout::EvenHorizontal => Some("even-horizontal"),
+            TmuxLayout::EvenVertical => Some("even-vertical"),
             TmuxLayout::Windows => None,
         }
     }
+
+    /// The layout tmux calls `name`.
+    pub fn from_tmux_name(name: &str) -> Option<TmuxLayout> {
+        [
+            TmuxLayout::MainVertical,
+            TmuxLayout::Tiled,
+            TmuxLayout::MainHorizontal,
+            TmuxLayout::EvenHorizontal,
+            TmuxLayout::EvenVertical,
+        ]
+        .into_iter()
+        .find(|l| l.tmux_name() == Some(name))
+        .or((name == "windows").then_some(TmuxLayout::Windows))
+    }
+}
+
+/// The window hooks after which the team window is laid out again.
+const LAYOUT_HOOKS: [&str; 3] = ["window-resized", "after-split-window", "after-kill-pane"];
+
+/// The pane option marking the board's pane; its value is the team window's id.
+const BOARD_OPTION: &str = "@agent-team-board";
+
+/// A tmux command that `tmux_interface` has no builder for, with its arguments as they are.
+fn raw<'a>(name: &'a str, args: &[&str]) -> tmux_interface::TmuxCommand<'a> {
+    let mut c = tmux_interface::TmuxCommand::with_name(name);
+    for a in args {
+        c.push_param(a.to_string());
+    }
+    c
+}
+
+/// The hook's tmux command: `run-shell -b` of `exe tmux-layout …` for the hook's window, its
+/// output dropped (run-shell would show it in the pane). The shell line is quoted for the
+/// shell, then for run-shell's formats (`#` doubled, `#{window_id}` left to expand), then for
+/// tmux's parser (a double-quoted string).
+pub fn layout_hook_line(exe: &Path, socket: &Path, lock: &Path, layout: TmuxLayout) -> String {
+    let q = |p: &Path| crate::shell_quote(&p.display().to_string()).replace('#', "##");
+    let shell = format!(
+        "{} tmux-layout --socket {} --lock {} --layout {} --window '#{{window_id}}' >/dev/null 2>&1",
+        q(exe),
+        q(socket),
+        q(lock),
+        layout.tmux_name().unwrap_or("main-vertical"),
+    );
+    let quoted = shell
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('$', "\\$");
+    format!("run-shell -b \"{quoted}\"")
+}
+
+/// One pane of the team's session as [`relayout`] sees it.
+#[derive(Debug, Clone)]
+struct SessionPane {
+    window: String,
+    id: String,
+    owner: String,
+    board_of: String,
+    size: (usize, usize),
+}
+
+/// [`relayout`] while holding `lock`, so runs started by several hooks at once take turns.
+pub fn relayout_locked(
+    socket: &Path,
+    window: &str,
+    layout: TmuxLayout,
+    lock: &Path,
+) -> Result<(), PaneError> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock)
+        .map_err(|source| PaneError::Io {
+            what: format!("cannot open {}", lock.display()),
+            source,
+        })?;
+    let _held = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| PaneError::Tool(format!("cannot lock {}: {e}", lock.display())))?;
+    relayout(socket, window, layout)
+}
+
+/// Lays out the team window `window` (`@N`) for its size now: the leader's pane first and
+/// largest, every other agent's pane visible, and the board beside them when it can be
+/// readable there (else in a window of its own: [`crate::layout`]). Any other layout is
+/// tmux's own, with the board in the window.
+pub fn relayout(socket: &Path, window: &str, layout: TmuxLayout) -> Result<(), PaneError> {
+    let tool = |e: TmuxFailure| PaneError::Tool(e.to_string());
+    if layout == TmuxLayout::Windows {
+        return Ok(());
+    }
+    let mut cmds = TmuxCommands::new();
+    cmds.push(ListPanes::new().session().target(window).format(format!(
+        "#{{window_id}}\t#{{pane_id}}\t#{{{OWNER_OPTION}}}\t#{{{BOARD_OPTION}}}\t#{{window_width}}\t#{{window_height}}"
+    )));
+    let out = run(socket, None, cmds).map_err(tool)?;
+    let panes: Vec<SessionPane> = out
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            Some(SessionPane {
+                window: f.first()?.to_string(),
+                id: f.get(1)?.to_string(),
+                owner: f.get(2)?.to_string(),
+                board_of: f.get(3)?.to_string(),
+                size: (f.get(4)?.parse().ok()?, f.get(5)?.parse().ok()?),
+            })
+        })
+        .collect();
+    let board = panes.iter().find(|p| p.board_of == window);
+    let here: Vec<&SessionPane> = panes
+        .iter()
+        .filter(|p| p.window == window && p.board_of != window)
+        .collect();
+    let Some(first) = here.first() else {
+        return Ok(());
+    };
+    let size = first.size;
+    let leader = here
+        .iter()
+        .find(|p| p.owner == "leader")
+        .copied()
+        .unwrap_or(first);
+    let number = |id: &str| id.trim_start_matches('%').parse::<u32>().ok();
+    // In the order they were made (the roster's), whatever order the splits left them in.
+    let mut agents: Vec<&SessionPane> =
+        here.iter().copied().filter(|p| p.id != leader.id).collect();
+    agents.sort_by_key(|p| number(&p.id));
+    let plan = if layout == TmuxLayout::MainVertical {
+        let ids = crate::layout::Panes {
+            leader: number(&leader.id).unwrap_or(0),
+            agents: agents.iter().filter_map(|p| number(&p.id)).collect(),
+            board: board.and_then(|b| number(&b.id)),
+        };
+        crate::layout::main_vertical(size.0, size.1, &ids)
+    } else {
+        None
+    };
+    let board_inside = plan.as_ref().is_none_or(|p| p.board_inside);
+    let mut cmds = TmuxCommands::new();
+    // The order the window's panes must have: tmux gives a layout's cells to the panes in
+    // the window's order, whatever numbers the layout names.
+    let mut want: Vec<&str> = std::iter::once(leader.id.as_str())
+        .chain(agents.iter().map(|p| p.id.as_str()))
+        .collect();
+    let mut order: Vec<&str> = here.iter().map(|p| p.id.as_str()).collect();
+    if let Some(b) = board {
+        if board_inside {
+            want.push(b.id.as_str());
+            if b.window == window {
+                order.push(b.id.as_str());
+            } else {
+                // Back beside the team, after the last agent.
+                let last = order.last().copied().unwrap_or(leader.id.as_str());
+                cmds.push(raw("join-pane", &["-d", "-s", &b.id, "-t", last]));
+                order.push(b.id.as_str());
+            }
+        } else if b.window == window {
+            cmds.push(raw("break-pane", &["-d", "-s", &b.id, "-n", "board"]));
+        }
+    }
+    // With the board in the window, `here` lacked it: it sits wherever it was split.
+    if board_inside
+        && let Some(b) = board
+        && b.window == window
+    {
+        order = panes
+            .iter()
+            .filter(|p| p.window == window)
+            .map(|p| p.id.as_str())
+            .collect();
+    }
+    for i in 0..want.len() {
+        if order.get(i) != Some(&want[i])
+            && let Some(j) = order.iter().position(|p| *p == want[i])
+        {
+            cmds.push(raw("swap-pane", &["-d", "-s", want[i], "-t", order[i]]));
+            order.swap(i, j);
+        }
+    }
+    match &plan {
+        Some(p) => cmds.push(raw("select-layout", &["-t", window, &p.layout])),
+        None => cmds.push(raw(
+            "select-layout",
+            &["-t", window, layout.tmux_name().unwrap_or("tiled")],
+        )),
+    }
+    run(socket, None, cmds).map(|_| ()).map_err(tool)
 }
 
 impl PaneBackend for TmuxBackend {
@@ -895,16 +1164,33 @@ impl PaneBackend for TmuxBackend {
     }
 }
 
+/// How [`attach_command`] shows the pane it puts the terminal on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachView {
+    /// The pane alone, zoomed to the whole window (`attach NAME`).
+    Zoomed,
+    /// The whole team window, unzoomed, with the pane selected (`up`, `attach` with no name).
+    Team,
+}
+
 /// The command that puts this terminal on `pane`: attach from outside tmux, or switch the
-/// client when already inside the same server. The pane is selected and zoomed either way.
+/// client when already inside the same server. The pane is selected, and zoomed or the window
+/// unzoomed as `view` says.
 pub fn attach_command(
     socket: &Path,
     session: &str,
     pane: &str,
     inside_same_server: bool,
+    view: AttachView,
 ) -> std::process::Command {
-    let zoom =
-        format!("if-shell -F -t {pane} '#{{window_zoomed_flag}}' '' 'resize-pane -Z -t {pane}'");
+    let zoom = match view {
+        AttachView::Zoomed => {
+            format!("if-shell -F -t {pane} '#{{window_zoomed_flag}}' '' 'resize-pane -Z -t {pane}'")
+        }
+        AttachView::Team => {
+            format!("if-shell -F -t {pane} '#{{window_zoomed_flag}}' 'resize-pane -Z -t {pane}' ''")
+        }
+    };
     let mut c = std::process::Command::new("tmux");
     c.arg("-S").arg(socket);
     c.args([
@@ -1073,7 +1359,7 @@ mod tests {
 
     #[test]
     fn attach_selects_zooms_and_attaches() {
-        let c = attach_command(Path::new("/r/t.tmux"), "t", "%3", false);
+        let c = attach_command(Path::new("/r/t.tmux"), "t", "%3", false, AttachView::Zoomed);
         let args: Vec<String> = c
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())
@@ -1104,11 +1390,75 @@ mod tests {
                 "t"
             ]
         );
-        let c = attach_command(Path::new("/r/t.tmux"), "t", "%3", true);
+        let c = attach_command(Path::new("/r/t.tmux"), "t", "%3", true, AttachView::Zoomed);
         let args: Vec<String> = c
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
         assert_eq!(args[args.len() - 4..], [";", "switch-client", "-t", "%3"]);
+        // The team view unzooms a zoomed window instead.
+        let c = attach_command(Path::new("/r/t.tmux"), "t", "%3", false, AttachView::Team);
+        let args: Vec<String> = c
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(args[15..17], ["resize-pane -Z -t %3", ""]);
+    }
+
+    #[test]
+    fn the_layout_hook_runs_its_program_with_quotes_dollars_and_hashes_in_paths() {
+        // A real tmux server of this test's own, and a stand-in program under an awkward path
+        // that writes down the arguments the hook gave it.
+        let dir = tempfile::tempdir().unwrap();
+        let odd = dir.path().join("o p").join("a$b").join("#x");
+        std::fs::create_dir_all(&odd).unwrap();
+        let seen = dir.path().join("seen");
+        let exe = odd.join("agent-team");
+        std::fs::write(
+            &exe,
+            format!("#!/bin/sh\nprintf '%s|' \"$@\" > '{}'\n", seen.display()),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let socket = dir.path().join("it's.tmux");
+        let lock = dir.path().join("l.lock");
+        let tmux = |args: &[&str]| {
+            std::process::Command::new("tmux")
+                .arg("-S")
+                .arg(&socket)
+                .args(["-f", "/dev/null"])
+                .args(args)
+                .env_remove("TMUX")
+                .output()
+                .unwrap()
+        };
+        assert!(
+            tmux(&["new-session", "-d", "-x", "80", "-y", "24", "sleep 60"])
+                .status
+                .success()
+        );
+        let line = layout_hook_line(&exe, &socket, &lock, TmuxLayout::Tiled);
+        let set = tmux(&["set-hook", "-w", "-t", "%0", "window-resized", &line]);
+        assert!(set.status.success(), "{set:?}");
+        assert!(
+            tmux(&["set-hook", "-R", "-w", "-t", "%0", "window-resized"])
+                .status
+                .success()
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !seen.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = tmux(&["kill-server"]);
+        let args = std::fs::read_to_string(&seen).unwrap_or_default();
+        assert_eq!(
+            args,
+            format!(
+                "tmux-layout|--socket|{}|--lock|{}|--layout|tiled|--window|@0|",
+                socket.display(),
+                lock.display()
+            )
+        );
     }
 }

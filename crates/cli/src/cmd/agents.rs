@@ -131,8 +131,13 @@ pub fn tmux_place(
     })))
 }
 
-/// The command that attaches this terminal to `name`'s pane.
-pub fn attach_command(ctx: &Ctx, name: &str) -> Result<std::process::Command> {
+/// The command that attaches this terminal to `name`'s pane, zoomed, or with `view` =
+/// [`AttachView::Team`] to the whole team window with that pane selected.
+pub fn attach_command(
+    ctx: &Ctx,
+    name: &str,
+    view: agent_team_pane::tmux::AttachView,
+) -> Result<std::process::Command> {
     let mut c = ctx.connect()?;
     let Some(place) = tmux_place(ctx, &mut c)? else {
         bail!(crate::Hinted::new(
@@ -166,12 +171,17 @@ pub fn attach_command(ctx: &Ctx, name: &str) -> Result<std::process::Command> {
         &place.session,
         pane,
         inside,
+        view,
     ))
 }
 
-/// `agent-team attach NAME`
-pub fn attach(ctx: &Ctx, name: &str) -> Result<ExitCode> {
-    let mut cmd = attach_command(ctx, name)?;
+/// `agent-team attach [NAME]`: NAME's pane zoomed, or the whole team with the leader selected.
+pub fn attach(ctx: &Ctx, name: Option<&str>) -> Result<ExitCode> {
+    use agent_team_pane::tmux::AttachView;
+    let mut cmd = match name {
+        Some(n) => attach_command(ctx, n, AttachView::Zoomed)?,
+        None => attach_command(ctx, agent_team_protocol::names::LEADER, AttachView::Team)?,
+    };
     use std::os::unix::process::CommandExt;
     let err = cmd.exec();
     bail!(crate::Hinted::new(

@@ -65,6 +65,17 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             clap_complete::generate(shell, &mut cmd, "agent-team", &mut std::io::stdout());
             return Ok(ExitCode::SUCCESS);
         }
+        Command::TmuxLayout {
+            socket,
+            window,
+            layout,
+            lock,
+        } => {
+            let layout = agent_team_pane::tmux::TmuxLayout::from_tmux_name(&layout)
+                .with_context(|| format!("unknown tmux layout {layout:?}"))?;
+            agent_team_pane::tmux::relayout_locked(&socket, &window, layout, &lock)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Man => {
             let cmd = <Cli as clap::CommandFactory>::command();
             clap_mangen::Man::new(cmd)
@@ -156,7 +167,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 _ => work::finish_all(&ctx, &plan),
             }
         }
-        Command::Attach { name } => agents::attach(&ctx, &name),
+        Command::Attach { name } => agents::attach(&ctx, name.as_deref()),
         Command::Ps(j) => board::ps(&ctx, j.json),
         Command::Board => tui::board(&ctx),
         Command::Usage(j) => usage::usage(&ctx, j.json),
@@ -193,7 +204,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Teams(t) => teams::teams(t),
         Command::Doctor(j) => doctor::doctor(j.json),
         Command::Roles(j) => roles::roles(ctx.file.clone(), j.json),
-        Command::Completions { .. } | Command::Man | Command::Hook { .. } => Ok(ExitCode::SUCCESS),
+        Command::Completions { .. }
+        | Command::Man
+        | Command::Hook { .. }
+        | Command::TmuxLayout { .. } => Ok(ExitCode::SUCCESS),
     }
 }
 

@@ -1049,7 +1049,11 @@ fn run_loop(
 /// Puts the terminal on an agent's pane: inside the team's tmux that is a switch; outside,
 /// the board steps aside while tmux is attached and comes back after.
 fn jump(ctx: &Ctx, terminal: &mut ratatui::DefaultTerminal, name: &str) -> String {
-    let mut cmd = match crate::cmd::agents::attach_command(ctx, name) {
+    let mut cmd = match crate::cmd::agents::attach_command(
+        ctx,
+        name,
+        agent_team_pane::tmux::AttachView::Zoomed,
+    ) {
         Ok(c) => c,
         Err(e) => return crate::describe(&e),
     };

@@ -522,6 +522,9 @@ pub struct SupervisorEnv {
     /// Given to each agent process's launch so its worker can bring a crashed daemon back
     /// (`agent_team_client::heal::Healer::launch_env`); empty: agents do not heal.
     pub heal_env: Vec<(String, String)>,
+    /// The `agent-team` executable whose `tmux-layout` the team window's hooks run to lay it
+    /// out again on a resize or a split; `None`: tmux's own layout after each split only.
+    pub layout_exe: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for SupervisorEnv {

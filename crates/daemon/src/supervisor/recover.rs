@@ -123,13 +123,21 @@ impl Step<'_> {
                 BackendKind::Tmux => {
                     use agent_team_pane::tmux::{TmuxBackend, TmuxLayout};
                     let place = tmux_placement(&cfg, &self.sup.paths.tmux_socket, &self.sup.team);
+                    use agent_team_config::Layout as L;
                     let layout = match cfg.layout {
-                        agent_team_config::Layout::MainVertical => TmuxLayout::MainVertical,
-                        agent_team_config::Layout::Tiled => TmuxLayout::Tiled,
-                        agent_team_config::Layout::Windows => TmuxLayout::Windows,
+                        L::MainVertical => TmuxLayout::MainVertical,
+                        L::Tiled => TmuxLayout::Tiled,
+                        L::MainHorizontal => TmuxLayout::MainHorizontal,
+                        L::EvenHorizontal => TmuxLayout::EvenHorizontal,
+                        L::EvenVertical => TmuxLayout::EvenVertical,
+                        L::Windows => TmuxLayout::Windows,
                     };
-                    let b = TmuxBackend::new(place, layout, &runtime)
+                    let mut b = TmuxBackend::new(place, layout, &runtime)
                         .map_err(|e| err(ErrorCode::InvalidState, e.to_string()))?;
+                    // The window is laid out again by this program on every resize or split.
+                    if let Some(exe) = &self.sup.env.layout_exe {
+                        b = b.with_layout_hooks(exe.clone());
+                    }
                     Arc::new(b)
                 }
                 BackendKind::Iterm2 => Arc::new(agent_team_pane::iterm::ItermBackend::new(

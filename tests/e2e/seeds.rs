@@ -133,10 +133,11 @@ fn a_teammate_claims_with_update_task_status_reads_its_inbox_and_the_leader_wait
     assert!(mock.unmatched().is_empty(), "{:?}", mock.unmatched());
 }
 
-/// Nyzhi's `default_role`, the board's computed `blocks`, and Qwen Code's `team_delete`
-/// (our `dissolve_team`): every teammate stopped at once, the open tasks cancelled, one event.
+/// Nyzhi's `default_role`, the board's computed `blocks`, and pydantic's `dissolve_team`:
+/// every teammate stopped at once, the open tasks cancelled, one event. (Qwen Code's
+/// `team_delete` ends the run instead: see `a_qwen_leader_works_the_board_with_qwen_names_only`.)
 #[test]
-fn a_leader_dissolves_its_team_with_team_delete_members_get_the_default_role_tasks_show_blocks() {
+fn a_leader_dissolves_its_team_members_get_the_default_role_tasks_show_blocks() {
     let mock = MockModel::start_background(Wire::OpenAi).unwrap();
     mock.script(
         "leader",
@@ -148,7 +149,7 @@ fn a_leader_dissolves_its_team_with_team_delete_members_get_the_default_role_tas
             ]),
             Step::tools(&[("list_tasks", json!({}))]),
             Step::tools(&[(
-                "team_delete",
+                "dissolve_team",
                 json!({"reason": "done for today", "cancel_tasks": true}),
             )]),
             Step::tools(&[(
@@ -190,7 +191,7 @@ fn a_leader_dissolves_its_team_with_team_delete_members_get_the_default_role_tas
     let shown: Task =
         serde_json::from_str(&sb.ok(&["--team", "sd", "task", "show", "1", "--json"])).unwrap();
     assert_eq!(shown.blocks, vec![2]);
-    // team_delete was dissolve_team: both stopped, both tasks cancelled, one event saying so.
+    // dissolve_team: both stopped, both tasks cancelled, one event saying so.
     assert!(
         leader[4].starts_with("stopping r1, s1") && leader[4].contains("cancelled tasks 1, 2"),
         "{leader:?}"
@@ -431,4 +432,206 @@ fn settings_changed_at_run_time_apply_at_the_next_start_and_reset() {
     assert_eq!(changes[5], ("defaults.model".into(), "operator".into()));
     assert_eq!(changes[6], ("*".into(), "operator".into()));
     sb.ok(&["down"]);
+}
+
+/// Issue 61 item 3: a leader written for Qwen Code's agent team, using only its tool names
+/// and fields (team_create → task_create → agent → task_update → send_message →
+/// team_delete), works a board end to end; its teammate, of a role with the same
+/// `tool_names = "qwen"`, claims and finishes with task_update. Both are offered Qwen Code's
+/// names and schemas instead of ours.
+#[test]
+fn a_qwen_leader_works_the_board_with_qwen_names_only() {
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    mock.script(
+        "leader",
+        vec![
+            Step::tools(&[
+                (
+                    "team_create",
+                    json!({"team_name": "web", "description": "two files"}),
+                ),
+                (
+                    "task_create",
+                    json!({"subject": "first", "description": "write one", "activeForm": "Writing one"}),
+                ),
+                (
+                    "task_create",
+                    json!({"subject": "second", "description": "write two", "blockedBy": ["1"]}),
+                ),
+                (
+                    "agent",
+                    json!({"description": "a writer", "prompt": "Claim task 1 and do it (marker-q1)", "subagent_type": "worker", "name": "q1"}),
+                ),
+            ]),
+            Step::Until {
+                needles: vec!["q1-done-1".into()],
+                then: Box::new(Step::tools(&[(
+                    "task_update",
+                    json!({"taskId": "2", "owner": "q1"}),
+                )])),
+                meanwhile: Box::new(Step::Text("Waiting for q1.".into())),
+            },
+            Step::Until {
+                needles: vec!["q1-done-2".into()],
+                then: Box::new(Step::tools(&[
+                    ("task_list", json!({})),
+                    ("send_message", json!({"to": "*", "message": "thanks, all done"})),
+                ])),
+                meanwhile: Box::new(Step::Text("Waiting for q1.".into())),
+            },
+            Step::TextAndTools(
+                "Both tasks are done (qwen-final).".into(),
+                vec![("team_delete".into(), json!({}))],
+            ),
+            Step::Text("Finished.".into()),
+        ],
+    );
+    mock.script(
+        "q1",
+        vec![
+            Step::Until {
+                needles: vec!["marker-q1".into()],
+                then: Box::new(Step::tools(&[(
+                    "task_update",
+                    json!({"taskId": "1", "status": "in_progress"}),
+                )])),
+                meanwhile: Box::new(Step::Text("Waiting for work.".into())),
+            },
+            Step::tools(&[
+                (
+                    "task_update",
+                    json!({"taskId": "1", "status": "completed", "result": "one is done"}),
+                ),
+                (
+                    "send_message",
+                    json!({"to": "leader", "message": "task 1 done (q1-done-1)", "summary": "done"}),
+                ),
+            ]),
+            Step::Until {
+                needles: vec!["Task 2 (second) is now yours".into()],
+                then: Box::new(Step::tools(&[
+                    (
+                        "task_update",
+                        json!({"taskId": "#2", "status": "completed", "result": "two is done"}),
+                    ),
+                    (
+                        "send_message",
+                        json!({"to": "leader", "message": "task 2 done (q1-done-2)"}),
+                    ),
+                ])),
+                meanwhile: Box::new(Step::Text("Waiting for work.".into())),
+            },
+            Step::Text("Nothing left for me.".into()),
+            Step::Text("Nothing left for me.".into()),
+            Step::Text("Nothing left for me.".into()),
+        ],
+    );
+    let mut sb = Sandbox::new();
+    sb.env.push(("MOCK_API_KEY".into(), "test-key".into()));
+    sb.write_team_file(&format!(
+        "name = \"qw\"\n[defaults]\nprovider = \"openai\"\nmodel = \"mock-1\"\nbase_url = \"{}\"\n\
+         api_key_env = \"MOCK_API_KEY\"\n[roles.leader]\ntool_names = \"qwen\"\n\
+         [roles.worker]\ntool_names = \"qwen\"\n",
+        mock.base_url()
+    ));
+    let run = sb.spawn(&["run", "--backend", "process", "--timeout", "60", "--quiet"]);
+    let (status, out) = sb.wait_child(run, T);
+    assert!(status.success(), "{out}");
+    // team_delete ended the run with the text of its turn as the answer.
+    assert!(out.contains("Both tasks are done (qwen-final)."), "{out}");
+
+    // Both tasks done by q1, the second blocked by the first (blockedBy).
+    let tasks: Vec<Task> =
+        serde_json::from_str(&sb.ok(&["--team", "qw", "task", "list", "--json"])).unwrap();
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    for t in &tasks {
+        assert_eq!(t.status, TaskStatus::Completed, "{tasks:?}");
+        assert_eq!(t.owner.as_deref(), Some("q1"), "{tasks:?}");
+    }
+    assert_eq!(tasks[0].title, "first");
+    assert_eq!(tasks[0].description, "write one");
+    assert_eq!(tasks[1].blocked_by, vec![1], "{tasks:?}");
+    let q1: AgentInfo =
+        serde_json::from_str::<Vec<AgentInfo>>(&sb.ok(&["--team", "qw", "ps", "--json"]))
+            .unwrap()
+            .into_iter()
+            .find(|a| a.name == "q1")
+            .unwrap();
+    assert_eq!(q1.role, "worker");
+
+    // Offered under Qwen Code's names and schemas, ours gone where Qwen has a counterpart.
+    let offered = |agent: &str| -> Vec<String> {
+        let first = &mock.requests(agent)[0];
+        first["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["function"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let leader_tools = offered("leader");
+    for n in [
+        "team_create",
+        "team_delete",
+        "task_create",
+        "task_update",
+        "task_list",
+        "agent",
+        "send_message",
+    ] {
+        assert!(leader_tools.iter().any(|t| t == n), "{n}: {leader_tools:?}");
+    }
+    for n in [
+        "create_task",
+        "assign_task",
+        "list_tasks",
+        "spawn_teammate",
+        "finish_team",
+    ] {
+        assert!(
+            !leader_tools.iter().any(|t| t == n),
+            "{n}: {leader_tools:?}"
+        );
+    }
+    let q1_tools = offered("q1");
+    assert!(q1_tools.iter().any(|t| t == "task_update"), "{q1_tools:?}");
+    assert!(
+        !q1_tools
+            .iter()
+            .any(|t| t == "claim_task" || t == "update_task_status"),
+        "{q1_tools:?}"
+    );
+    let first = &mock.requests("leader")[0];
+    let task_update = first["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["function"]["name"] == "task_update")
+        .unwrap();
+    assert_eq!(
+        task_update["function"]["parameters"]["required"],
+        json!(["taskId"])
+    );
+    let system = first["messages"][0]["content"].as_str().unwrap();
+    assert!(
+        system.contains("team_delete") && system.contains("task_create"),
+        "{system}"
+    );
+
+    // What each call was told: team_create was a success naming the team's members, the
+    // owner alone assigned, the "*" message went to everyone.
+    let leader = tool_results(&mock.requests("leader"));
+    assert_eq!(leader.len(), 7, "{leader:?}");
+    assert!(leader[0].contains("needs no creating"), "{leader:?}");
+    assert!(leader[0].contains("leader"), "{leader:?}");
+    assert!(
+        leader[4].contains("task 2") && leader[4].contains("q1"),
+        "{leader:?}"
+    );
+    let listed: serde_json::Value = serde_json::from_str(&leader[5]).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    let q1r = tool_results(&mock.requests("q1"));
+    assert_eq!(q1r[0], "task 1 (first) is in_progress, owner q1", "{q1r:?}");
+    assert_eq!(q1r[1], "task 1 (first) is completed, owner q1", "{q1r:?}");
+    assert!(mock.unmatched().is_empty(), "{:?}", mock.unmatched());
 }

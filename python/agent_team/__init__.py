@@ -5,7 +5,8 @@
 
     team = Team(file="agent-team.toml")             # drives the `agent-team` binary
     result = asyncio.run(team.run("Build a TODO app"))
-    print(result.final_answer, result.worker_outputs, result.rounds)
+    print(result)                     # the answer: a TeamResult is a str
+    print(result.success, result.worker_outputs, result.rounds)
 
 or over a server: ``Team.connect("http://127.0.0.1:8000", token)`` (``agent-team serve``).
 See python/README.md.
@@ -26,7 +27,8 @@ from .events import (
     WorkerStarted,
     team_event,
 )
-from .team import ContextValue, Team, TeamError, TeamResult
+from .memory import TeamMemory
+from .team import DEFAULT_TIMEOUT, ContextValue, Team, TeamError, TeamResult
 
 __version__ = "0.1.0"
 
@@ -35,6 +37,8 @@ __all__ = [
     "TeamResult",
     "TeamError",
     "ContextValue",
+    "TeamMemory",
+    "DEFAULT_TIMEOUT",
     "TeamStreamEnvelope",
     "Envelope",
     "Task",

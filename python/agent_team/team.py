@@ -20,6 +20,7 @@ from typing import (
     List,
     Mapping,
     Optional,
+    TYPE_CHECKING,
     Sequence,
     Tuple,
     Union,
@@ -41,7 +42,25 @@ from ._schema import (
 from ._sync import iterate_sync, run_sync
 from .events import FinalAnswer, TeamEvent, TeamStreamEnvelope
 
-__all__ = ["Team", "TeamResult", "TeamError", "ContextValue"]
+if TYPE_CHECKING:  # pragma: no cover
+    from .memory import TeamMemory
+
+__all__ = ["Team", "TeamResult", "TeamError", "ContextValue", "DEFAULT_TIMEOUT"]
+
+#: How long a run waits for its answer unless told otherwise: 30 minutes. A run that reaches
+#: it stops the team and raises :class:`TeamError` with ``code == "timeout"`` (over ``serve``:
+#: ``TimeoutError``). Pass ``timeout=None`` explicitly to wait without a limit.
+DEFAULT_TIMEOUT: float = 30 * 60.0
+
+
+class _Unset:
+    """The default of a ``timeout`` argument: "not given" (None means "no limit")."""
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+_UNSET: Any = _Unset()
 
 Variables = Union[Mapping[str, Any], "ContextValue", None]
 OnEnvelope = Optional[Callable[[TeamStreamEnvelope], Any]]
@@ -77,22 +96,27 @@ class TeamError(RuntimeError):
 @dataclass
 class ContextValue:
     """NexAU's ``ContextValue``, for code written against it: ``template`` fills ``{{KEY}}``
-    placeholders (agent-team's variables); ``runtime_vars`` and ``sandbox_env`` go to the
+    placeholders (agent-team's variables; ``date``, ``team`` and ``workspace`` given here win
+    over the built-ins, as NexAU's own example passes ``date``); ``runtime_vars`` go to the
     environment of the agents' commands as secrets (``run --secret``: never a prompt, the
-    store or a log). A plain dict given as ``variables`` is the same as ``template``."""
+    store or a log, masked in what agents read back); ``sandbox_env`` goes to that
+    environment as plain environment (``run --env``: never a prompt or the store, shown as it
+    is, not masked). A plain dict given as ``variables`` is the same as ``template``."""
 
     template: Dict[str, Any] = field(default_factory=dict)
     runtime_vars: Dict[str, Any] = field(default_factory=dict)
     sandbox_env: Dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class TeamResult:
-    """What a run ended with: lauren-ai's ``TeamResult`` (``final_answer``,
-    ``worker_outputs``, ``rounds``) plus agent-team's board and usage. ``str(result)`` is the
-    final answer, as NexAU's ``run()`` returns it."""
+class TeamResult(str):
+    """What a run ended with. It IS the final answer, a ``str`` (NexAU: "``run()`` returns the
+    leader's final response as a string"): ``print(result)``, ``result == "..."``,
+    ``result.upper()`` all see the answer. The rest are attributes: lauren-ai's
+    ``final_answer``, ``worker_outputs`` and ``rounds``, and agent-team's ``success``,
+    ``tasks``, ``usage``, ``team``, ``strategy``, ``seconds``, ``reports``,
+    ``finished_work`` and ``raw``."""
 
-    #: The leader's (or the coordinator's) final answer.
+    #: The leader's (or the coordinator's) final answer: the string itself, as a plain ``str``.
     final_answer: str
     #: Whether the team finished the run as a success (a ``coordinator`` run that reached
     #: ``max_rounds`` without ``DONE`` did not).
@@ -108,23 +132,83 @@ class TeamResult:
     #: Model usage per agent, per role and in total (None when it could not be read).
     usage: Optional[UsageReport]
     #: The team that ran.
-    team: str = ""
+    team: str
     #: ``leader``, ``coordinator`` or ``collaborate``.
-    strategy: str = "leader"
+    strategy: str
     #: Seconds from the start of the run to the answer.
-    seconds: float = 0.0
+    seconds: float
     #: Each teammate's last message to the leader, by name.
-    reports: Dict[str, str] = field(default_factory=dict)
+    reports: Dict[str, str]
     #: What the run's end did with worktree teammates' work.
-    finished_work: List[WorkResult] = field(default_factory=list)
+    finished_work: List[WorkResult]
     #: The result object as the binary gave it.
-    raw: Optional[CompleteStreamItem] = field(default=None, repr=False, compare=False)
+    raw: Optional[CompleteStreamItem]
+
+    #: The attributes besides the answer, in the order ``repr`` shows them.
+    FIELDS = (
+        "success",
+        "worker_outputs",
+        "rounds",
+        "tasks",
+        "usage",
+        "team",
+        "strategy",
+        "seconds",
+        "reports",
+        "finished_work",
+    )
+
+    def __new__(
+        cls,
+        final_answer: str = "",
+        success: bool = False,
+        worker_outputs: Optional[Dict[str, str]] = None,
+        rounds: int = 0,
+        tasks: Optional[List[Task]] = None,
+        usage: Optional[UsageReport] = None,
+        team: str = "",
+        strategy: str = "leader",
+        seconds: float = 0.0,
+        reports: Optional[Dict[str, str]] = None,
+        finished_work: Optional[List[WorkResult]] = None,
+        raw: Optional[CompleteStreamItem] = None,
+    ) -> "TeamResult":
+        self = super().__new__(cls, final_answer)
+        self.final_answer = str(final_answer)
+        self.success = success
+        self.worker_outputs = dict(worker_outputs or {})
+        self.rounds = rounds
+        self.tasks = list(tasks or [])
+        self.usage = usage
+        self.team = team
+        self.strategy = strategy
+        self.seconds = seconds
+        self.reports = dict(reports or {})
+        self.finished_work = list(finished_work or [])
+        self.raw = raw
+        return self
+
+    @property
+    def answer(self) -> str:
+        """The final answer (the binary's ``answer`` field; the same as ``final_answer``)."""
+        return self.final_answer
 
     def __str__(self) -> str:
         return self.final_answer
 
+    def __repr__(self) -> str:
+        rest = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.FIELDS)
+        return f"TeamResult(final_answer={self.final_answer!r}, {rest})"
+
+    def __getnewargs_ex__(self) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
+        # pickle/copy: rebuild with every attribute, not only the string.
+        kw = {k: getattr(self, k) for k in self.FIELDS}
+        kw["raw"] = self.raw
+        return (self.final_answer,), kw
+
     @classmethod
     def from_complete(cls, c: CompleteStreamItem) -> "TeamResult":
+        """The result of the binary's (or the server's) ``complete`` object."""
         return cls(
             final_answer=c.result,
             success=c.success,
@@ -143,19 +227,23 @@ class TeamResult:
 
 def _split_variables(
     variables: Variables, secrets: Optional[Mapping[str, Any]]
-) -> Tuple[Dict[str, str], Dict[str, str]]:
-    """(variables, secrets) as strings, a ContextValue taken apart."""
+) -> Tuple[Dict[str, str], Dict[str, str], Dict[str, str]]:
+    """(variables, secrets, plain environment) as strings, a ContextValue taken apart."""
     out_vars: Dict[str, str] = {}
     out_secrets: Dict[str, str] = {}
+    out_env: Dict[str, str] = {}
     if isinstance(variables, ContextValue):
         out_vars.update({str(k): str(v) for k, v in variables.template.items()})
         out_secrets.update({str(k): str(v) for k, v in variables.runtime_vars.items()})
-        out_secrets.update({str(k): str(v) for k, v in variables.sandbox_env.items()})
+        out_env.update({str(k): str(v) for k, v in variables.sandbox_env.items()})
     elif variables is not None:
         out_vars.update({str(k): str(v) for k, v in variables.items()})
     if secrets:
         out_secrets.update({str(k): str(v) for k, v in secrets.items()})
-    return out_vars, out_secrets
+    # A name given as both is a secret (masked), never shown.
+    for k in out_secrets:
+        out_env.pop(k, None)
+    return out_vars, out_secrets, out_env
 
 
 async def _call(fn: Optional[Callable[[Any], Any]], arg: Any) -> None:
@@ -179,7 +267,9 @@ class Team:
     API key variable or ``AGENT_TEAM_HOME``), ``backend`` (``process`` by default: no tmux panes
     for a library; ``None`` takes the team file's), ``strategy``, ``workers``, ``approve_all``
     (allow every permission request without asking; without it requests wait for
-    :meth:`approve`), ``timeout`` (seconds, ``run --timeout``) and ``extra_args``.
+    :meth:`approve`), ``timeout`` (seconds a run may take, ``run --timeout``: by default
+    :data:`DEFAULT_TIMEOUT`, 30 minutes; ``timeout=None`` given explicitly waits without a
+    limit) and ``extra_args``.
     """
 
     def __init__(
@@ -194,7 +284,7 @@ class Team:
         strategy: Optional[str] = None,
         workers: Optional[int] = None,
         approve_all: bool = False,
-        timeout: Optional[float] = None,
+        timeout: Optional[float] = _UNSET,
         extra_args: Sequence[str] = (),
     ) -> None:
         self._remote: Optional[_Remote] = None
@@ -208,7 +298,8 @@ class Team:
         self.strategy = strategy
         self.workers = workers
         self.approve_all = approve_all
-        self.timeout = timeout
+        #: Seconds a run may take unless the run says otherwise (None: no limit).
+        self.timeout: Optional[float] = DEFAULT_TIMEOUT if timeout is _UNSET else timeout
         self.extra_args = list(extra_args)
         #: The result of the last run that ended (also after :meth:`run_streaming`).
         self.last_result: Optional[TeamResult] = None
@@ -224,7 +315,7 @@ class Team:
         team: Optional[str] = None,
         user_id: str = "agent-team-python",
         session_id: Optional[str] = None,
-        timeout: Optional[float] = None,
+        timeout: Optional[float] = _UNSET,
     ) -> "Team":
         """A team served by ``agent-team serve`` at ``url`` (``http://127.0.0.1:8000``, or
         ``unix:/path``). ``token`` defaults to ``$AGENT_TEAM_API_TOKEN``.
@@ -232,7 +323,9 @@ class Team:
         Runs go through NexAU's ``POST /team/stream``: ``user_id`` and ``session_id`` (a new
         random one per ``Team`` unless given) name one team made from the served file; a run
         started while that team's run goes on sends the message to its leader. The board
-        helpers act on ``team`` when given, else on the session's team once a run started."""
+        helpers act on ``team`` when given, else on the session's team once a run started.
+        ``timeout`` is how long a run may wait for its result (default
+        :data:`DEFAULT_TIMEOUT`; ``None`` explicitly: no limit)."""
         token = token if token is not None else os.environ.get("AGENT_TEAM_API_TOKEN")
         self = cls.__new__(cls)
         self._remote = _Remote(
@@ -250,7 +343,7 @@ class Team:
         self.strategy = None
         self.workers = None
         self.approve_all = False
-        self.timeout = timeout
+        self.timeout = DEFAULT_TIMEOUT if timeout is _UNSET else timeout
         self.extra_args = []
         self.last_result = None
         return self
@@ -264,6 +357,14 @@ class Team:
         if a.unix is not None:
             return f"unix:{a.unix}"
         return f"{'https' if a.tls else 'http'}://{a.host_header()}{a.prefix}"
+
+    @property
+    def memory(self) -> "TeamMemory":
+        """The team's shared memory (lauren-ai's ``TeamMemory``): ``await
+        team.memory.get(key)``, ``set``, ``get_all``, ``delete``."""
+        from .memory import TeamMemory
+
+        return TeamMemory(self)
 
     @property
     def session_id(self) -> Optional[str]:
@@ -282,16 +383,24 @@ class Team:
         *,
         variables: Variables = None,
         secrets: Optional[Mapping[str, Any]] = None,
-        timeout: Optional[float] = None,
+        timeout: Optional[float] = _UNSET,
     ) -> TeamResult:
         """Runs the team on ``message`` (the goal; default: the team file's ``goal``) until the
-        leader finishes, and returns the result (``str(result)`` is the answer). A run that
-        ends without success still returns (``result.success`` is False); a run that stops
-        without an answer raises :class:`TeamError`.
+        leader finishes, and returns its final answer: a :class:`TeamResult`, which is a
+        ``str`` (the answer, as NexAU's ``run()`` returns it) carrying ``success``,
+        ``worker_outputs``, ``rounds``, ``tasks``, ``usage``, … as attributes. A run that ends
+        without success still returns (``result.success`` is False); a run that stops without
+        an answer raises :class:`TeamError` (``code`` ``timeout``, ``stopped``, …).
 
-        ``variables`` fill ``{{KEY}}`` placeholders (``run --var``); ``secrets`` reach the
-        environment of the agents' commands only (``run --secret``, passed through the
-        binary's environment, never its command line)."""
+        ``variables`` fill ``{{KEY}}`` placeholders (``run --var``; a dict, or a
+        :class:`ContextValue`); ``secrets`` reach the environment of the agents' commands only
+        (``run --secret``, passed through the binary's environment, never its command line).
+
+        ``timeout`` is how many seconds the run may take: by default the ``Team``'s (which is
+        :data:`DEFAULT_TIMEOUT`, 30 minutes, unless given), so a leader that is never woken does
+        not wait forever; ``timeout=None`` given explicitly waits without a limit. At the limit
+        the team is stopped and :class:`TeamError` (``code == "timeout"``) is raised (over
+        ``serve``, ``TimeoutError``; the session's team goes on there)."""
         async for _ in self.run_streaming(message, variables=variables, secrets=secrets, timeout=timeout):
             pass
         assert self.last_result is not None
@@ -305,7 +414,7 @@ class Team:
         secrets: Optional[Mapping[str, Any]] = None,
         on_envelope: OnEnvelope = None,
         on_event: OnEvent = None,
-        timeout: Optional[float] = None,
+        timeout: Optional[float] = _UNSET,
     ) -> AsyncGenerator[TeamStreamEnvelope, None]:
         """Runs the team and yields every event as it happens, as a
         :class:`~agent_team.TeamStreamEnvelope` (NexAU's ``run_streaming``). ``on_envelope`` is
@@ -344,7 +453,7 @@ class Team:
         *,
         variables: Variables = None,
         secrets: Optional[Mapping[str, Any]] = None,
-        timeout: Optional[float] = None,
+        timeout: Optional[float] = _UNSET,
     ) -> AsyncGenerator[TeamEvent, None]:
         """lauren-ai's ``run_stream``: only the team events (:class:`WorkerStarted`,
         :class:`WorkerFinished`, :class:`CoordinatorDecision`, :class:`FinalAnswer`). A
@@ -370,13 +479,13 @@ class Team:
         secrets: Optional[Mapping[str, Any]],
         timeout: Optional[float],
     ) -> AsyncGenerator[Union[TeamStreamEnvelope, TeamResult], None]:
-        variables_, secrets_ = _split_variables(variables, secrets)
-        timeout = timeout if timeout is not None else self.timeout
+        variables_, secrets_, env_ = _split_variables(variables, secrets)
+        timeout = self.timeout if timeout is _UNSET else timeout
         if self._remote is not None:
             if message is None:
                 raise ValueError("a run over `agent-team serve` needs a message (POST /team/stream)")
-            return self._remote.stream(self, message, variables_, secrets_, timeout)
-        return self._subprocess_stream(message, variables_, secrets_, timeout)
+            return self._remote.stream(self, message, variables_, secrets_, env_, timeout)
+        return self._subprocess_stream(message, variables_, secrets_, env_, timeout)
 
     # The subprocess -------------------------------------------------------------------------
 
@@ -399,6 +508,7 @@ class Team:
         message: Optional[str],
         variables: Dict[str, str],
         secrets: Dict[str, str],
+        env: Dict[str, str],
         timeout: Optional[float],
     ) -> AsyncGenerator[Union[TeamStreamEnvelope, TeamResult], None]:
         args = self._base_args() + ["run", "--stream", "--quiet"]
@@ -417,6 +527,9 @@ class Team:
         # `--secret KEY` takes the value from the binary's environment: never on a command line.
         for k in secrets:
             args += ["--secret", k]
+        # Plain environment is no secret: on the command line, never masked.
+        for k, v in env.items():
+            args += ["--env", f"{k}={v}"]
         args += self.extra_args
         if message is not None:
             args += ["--", message]
@@ -695,14 +808,18 @@ class _Remote:
         message: str,
         variables: Dict[str, str],
         secrets: Dict[str, str],
+        env: Dict[str, str],
         timeout: Optional[float],
     ) -> AsyncGenerator[Union[TeamStreamEnvelope, TeamResult], None]:
         body: Dict[str, Any] = {"user_id": self.user_id, "session_id": self.session_id, "message": message}
         if variables:
             body["variables"] = variables
-        # NexAU's runtime_vars and sandbox env: the run's commands get them, nothing stores them.
+        # NexAU's runtime_vars: the run's commands get them, masked; nothing stores them.
         if secrets:
             body["secrets"] = secrets
+        # NexAU's sandbox_env: environment of the run's commands, shown as it is.
+        if env:
+            body["env"] = env
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         resp = await asyncio.wait_for(

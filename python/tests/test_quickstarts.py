@@ -4,6 +4,7 @@ pointed at the mock model."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import DEADLINE, PYTHON_DIR, World, clean_environ, model_defaults
-from mockmodel import MockModel, text, until
+from mockmodel import MockModel, call, said, text, until
 from scenarios import TODO_ANSWER, script_todo
 
 README = (PYTHON_DIR / "README.md").read_text(encoding="utf-8")
@@ -108,3 +109,51 @@ def test_lauren_quickstart(world: World, mock: MockModel) -> None:
     # The workers' system prompts are the roles' own.
     assert "You are a web researcher." in str(mock.requests("researcher")[0])
     assert "You are a concise writer." in str(mock.requests("writer")[0])
+
+
+#: NexAU's runtime-variables team: the leader's prompt uses the template's values, and its
+#: `bash` shows what the commands' environment holds.
+NEXAU_VARS_TEAM = (
+    'name = "todo"\n'
+    "{defaults}\n"
+    "[roles.leader]\n"
+    'tools = ["bash"]\n'
+    'permissions = {{ bash = "allow" }}\n'
+    'system_prompt = "Today is {{{{date}}}}; you work for {{{{username}}}}."\n'
+)
+
+
+def test_nexau_context_value_as_written(world: World, mock: MockModel) -> None:
+    """NexAU's `ContextValue(template={"date": ...}, runtime_vars=..., sandbox_env=...)` runs:
+    `date` was refused as a built-in, `sandbox_env` was masked as a secret, and `run()` gave no
+    string."""
+    world.write("agent-team.toml", NEXAU_VARS_TEAM.format(defaults=model_defaults(mock)))
+    mock.script(
+        "leader",
+        [
+            call("bash", {"command": 'echo "ws=$WORKSPACE key=$api_key"'}),
+            call("finish_team", {"answer": "Built for alice on 2026-03-04."}),
+        ],
+    )
+    out = run_snippet(world, block("nexau-variables")).splitlines()
+    assert out == ["Built for alice on 2026-03-04."], out
+    first = said(mock.requests("leader")[0])
+    assert "Today is 2026-03-04; you work for alice." in first, first
+    everything = json.dumps(mock.requests("leader"))
+    # sandbox_env is environment, shown as it is; runtime_vars stay secret.
+    assert "ws=/tmp/project key=[secret api_key]" in everything, everything
+    assert "[secret WORKSPACE]" not in everything
+    assert "sk-..." not in everything
+
+
+@pytest.mark.skipif(sys.version_info < (3, 10), reason="lauren's quick start uses `match`")
+def test_lauren_content_team_name_and_team_memory_as_written(world: World, mock: MockModel) -> None:
+    """lauren's `name="content_team"` is a team name as written, and its `TeamMemory` example
+    reads and writes that team's memory, the one its agents share."""
+    world.write("agent-team.toml", on_the_mock(block("lauren-team-file"), mock))
+    out = run_snippet(world, block("lauren-memory")).splitlines()
+    assert out == ["{'user_id': 42}", "{'context': {'user_id': 42}}"], out
+    assert world.teams() == ["content_team"]
+    # The team's own memory, as its agents and the CLI see it.
+    got = world.cli("memory", "get", "context", "--json").stdout
+    assert json.loads(got)["value"] == {"user_id": 42}

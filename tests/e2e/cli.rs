@@ -106,71 +106,82 @@ fn read_only_commands_never_create_a_team_and_read_a_stopped_one() {
     );
 }
 
+/// Runs `agent-team ARGS` for each of `commands` at the same instant: every command waits at a
+/// FIFO and all are let go together, so they really race. Returns each one's output, in order.
+fn release_together(sb: &Sandbox, commands: &[Vec<String>]) -> Vec<std::process::Output> {
+    let gate = sb.path("gate");
+    if !gate.exists() {
+        nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    }
+    // Held open for reading and writing, the FIFO lets every command's `cat` open it at
+    // once and then wait in read() until this end is closed.
+    let hold = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&gate)
+        .unwrap();
+    let children: Vec<_> = commands
+        .iter()
+        .map(|args| {
+            let script = format!("cat {} >/dev/null; exec \"$0\" \"$@\"", gate.display());
+            let exe = sb.cmd("agent-team").get_program().to_owned();
+            let mut c = std::process::Command::new("sh");
+            c.arg("-c").arg(script).arg(exe).args(args);
+            for (k, v) in sb.cmd("agent-team").get_envs() {
+                match v {
+                    Some(v) => c.env(k, v),
+                    None => c.env_remove(k),
+                };
+            }
+            c.current_dir(sb.dir.path())
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Once every command's `cat` has the FIFO open, closing our end releases them all
+    // together (each reads end of file).
+    let want = format!("cat\0{}\0", gate.display());
+    wait_for(
+        "the commands to wait at the gate",
+        std::time::Duration::from_secs(30),
+        || {
+            let waiting = std::fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .filter(|e| {
+                    std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want.as_bytes())
+                        && std::fs::read_dir(e.path().join("fd")).is_ok_and(|fds| {
+                            fds.flatten()
+                                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l == gate))
+                        })
+                })
+                .count();
+            waiting == commands.len()
+        },
+    );
+    drop(hold);
+    children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect()
+}
+
 #[test]
 fn concurrent_commands_against_a_stopped_or_crashed_team_all_succeed() {
     let sb = Sandbox::new();
-    // Every command waits at a FIFO and all are let go at once, so they really race.
-    let gate = sb.path("gate");
-    nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::S_IRWXU).unwrap();
     let run_many = |sb: &Sandbox, n: usize, tag: &str| {
-        // Held open for reading and writing, the FIFO lets every command's `cat` open it at
-        // once and then wait in read() until this end is closed.
-        let hold = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&gate)
-            .unwrap();
-        let children: Vec<_> = (0..n)
+        let commands: Vec<Vec<String>> = (0..n)
             .map(|i| {
-                let c = sb.cmd("agent-team");
-                let script = format!(
-                    "cat {} >/dev/null; exec \"$0\" --team web task add {tag}-{i}",
-                    gate.display()
-                );
-                let exe = c.get_program().to_owned();
-                let mut c = std::process::Command::new("sh");
-                c.arg("-c").arg(script).arg(exe);
-                for (k, v) in sb.cmd("agent-team").get_envs() {
-                    match v {
-                        Some(v) => c.env(k, v),
-                        None => c.env_remove(k),
-                    };
-                }
-                c.current_dir(sb.dir.path())
-                    .stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .unwrap()
+                ["--team", "web", "task", "add", &format!("{tag}-{i}")]
+                    .map(String::from)
+                    .to_vec()
             })
             .collect();
-        // Once every command's `cat` has the FIFO open, closing our end releases them all
-        // together (each reads end of file).
-        let want = format!("cat\0{}\0", gate.display());
-        let gate_path = gate.clone();
-        wait_for(
-            "the commands to wait at the gate",
-            std::time::Duration::from_secs(30),
-            || {
-                let waiting = std::fs::read_dir("/proc")
-                    .unwrap()
-                    .flatten()
-                    .filter(|e| {
-                        std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want.as_bytes())
-                            && std::fs::read_dir(e.path().join("fd")).is_ok_and(|fds| {
-                                fds.flatten().any(|fd| {
-                                    std::fs::read_link(fd.path()).is_ok_and(|l| l == gate_path)
-                                })
-                            })
-                    })
-                    .count();
-                waiting == n
-            },
-        );
-        drop(hold);
         let mut started = 0;
-        for c in children {
-            let out = c.wait_with_output().unwrap();
+        for out in release_together(sb, &commands) {
             let err = String::from_utf8_lossy(&out.stderr).to_string();
             assert!(out.status.success(), "a concurrent command failed: {err}");
             started += usize::from(err.contains("started the daemon"));
@@ -204,6 +215,57 @@ fn concurrent_commands_against_a_stopped_or_crashed_team_all_succeed() {
         serde_json::from_str(&sb.ok(&["--team", "web", "task", "list", "--json"])).unwrap();
     assert_eq!(tasks.as_array().unwrap().len(), 24 + 24 + 40);
     sb.ok(&["--team", "web", "down"]);
+}
+
+#[test]
+fn reads_never_fail_while_writers_start_a_stopped_team() {
+    // 8 writers start the stopped team's daemon while 4 readers read it, released together,
+    // 20 rounds: every read answers and every write is applied.
+    let sb = Sandbox::new();
+    // A team that ran once: it has a leader whose inbox can be read.
+    sb.write_team_file("name = \"web\"\n");
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    sb.ok(&["--team", "web", "task", "add", "first"]);
+    sb.ok(&["--team", "web", "down"]);
+    let reads: [&[&str]; 4] = [
+        &["ps", "--json"],
+        &["perms", "--json"],
+        &["task", "list", "--json"],
+        &["inbox", "leader", "--json"],
+    ];
+    let mut failures = Vec::new();
+    for round in 0..20 {
+        let mut commands: Vec<Vec<String>> = (0..8)
+            .map(|i| {
+                ["--team", "web", "task", "add", &format!("r{round}-w{i}")]
+                    .map(String::from)
+                    .to_vec()
+            })
+            .collect();
+        for r in reads {
+            let mut c = vec!["--team".to_string(), "web".to_string()];
+            c.extend(r.iter().map(|a| a.to_string()));
+            commands.push(c);
+        }
+        for (c, out) in commands.iter().zip(release_together(&sb, &commands)) {
+            if !out.status.success() {
+                failures.push(format!(
+                    "round {round}: {}: {}",
+                    c.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+        }
+        sb.ok(&["--team", "web", "down"]);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:#?}",
+        failures.len()
+    );
+    let tasks: serde_json::Value =
+        serde_json::from_str(&sb.ok(&["--team", "web", "task", "list", "--json"])).unwrap();
+    assert_eq!(tasks.as_array().unwrap().len(), 1 + 8 * 20);
 }
 
 #[test]

@@ -163,16 +163,24 @@ impl Ctx {
             db: self.tp.db.clone(),
             team: self.team.clone(),
         };
-        if let Some(c) = self.connect_existing()? {
-            return Ok(Reader::Live(c, at));
-        }
-        if !self.tp.db.exists() {
-            anyhow::bail!(crate::Hinted::new(
-                format!("there is no team {:?} here", self.team),
-                "start one with `agent-team up`, or name one with --team (see `agent-team teams list`)",
-            ));
-        }
-        let (state, store) = at.open()?;
+        // A daemon starting meanwhile holds the store locked while it runs: then it answers.
+        let deadline = std::time::Instant::now() + READ_WAIT;
+        let (state, store) = loop {
+            if let Some(c) = self.connect_existing()? {
+                return Ok(Reader::Live(c, at));
+            }
+            if !self.tp.db.exists() {
+                anyhow::bail!(crate::Hinted::new(
+                    format!("there is no team {:?} here", self.team),
+                    "start one with `agent-team up`, or name one with --team (see `agent-team teams list`)",
+                ));
+            }
+            match at.try_open() {
+                Ok(opened) => break opened,
+                Err(e) if e.is_busy() && std::time::Instant::now() < deadline => continue,
+                Err(e) => return Err(at.failed(e)),
+            }
+        };
         if note {
             eprintln!(
                 "agent-team: team {} is not running; showing its stored state (start it with `agent-team up`)",
@@ -278,16 +286,39 @@ impl StoredAt {
         }
     }
 
-    /// The stored state, and the database opened read-only.
+    /// The stored state, and the database opened read-only; a daemon that started meanwhile
+    /// and holds it is waited for ([`READ_WAIT`]).
     pub(crate) fn open(&self) -> Result<(Box<TeamState>, Store)> {
-        let store = Store::open_read_only(&self.db, &self.team)
-            .with_context(|| format!("cannot read the state of team {}", self.team))?;
-        let snap = store
-            .load()
-            .with_context(|| format!("cannot read the state of team {}", self.team))?;
+        let deadline = std::time::Instant::now() + READ_WAIT;
+        loop {
+            match self.try_open() {
+                Ok(opened) => return Ok(opened),
+                Err(e) if e.is_busy() && std::time::Instant::now() < deadline => continue,
+                Err(e) => return Err(self.failed(e)),
+            }
+        }
+    }
+
+    /// One try at [`StoredAt::open`], waiting [`BUSY_TRY`] at most for another's lock.
+    fn try_open(&self) -> Result<(Box<TeamState>, Store), agent_team_store::StoreError> {
+        let store = Store::open_read_only(&self.db, &self.team)?;
+        store.set_busy_timeout(BUSY_TRY)?;
+        let snap = store.load()?;
+        store.set_busy_timeout(std::time::Duration::from_secs(5))?;
         Ok((Box::new(TeamState::restore(&self.team, snap)), store))
     }
+
+    /// The error of a read of the stored state that failed.
+    fn failed(&self, e: agent_team_store::StoreError) -> anyhow::Error {
+        anyhow::Error::new(e).context(format!("cannot read the state of team {}", self.team))
+    }
 }
+
+/// How long a read waits, in all, for a team whose daemon is starting to answer.
+const READ_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+/// How long one try at the stored state waits for another connection's lock, before the
+/// reader looks for a daemon that answers.
+const BUSY_TRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The most rows read from a stopped team's database per query.
 const STORED_PAGE: usize = 5000;

@@ -63,6 +63,16 @@ impl StoreError {
             _ => false,
         }
     }
+
+    /// Whether another connection holds the database (`SQLITE_BUSY`/`SQLITE_LOCKED`): a
+    /// daemon that started meanwhile keeps its store locked while it runs, so a reader then
+    /// asks the daemon instead.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, StoreError::Sqlite(e) if matches!(
+            e.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        ))
+    }
 }
 
 /// The SQLite connection and the team it stores.
@@ -285,6 +295,12 @@ impl Store {
             owed: false,
             dir_owed: false,
         })
+    }
+
+    /// How long a statement waits for another connection's lock before it fails busy (5 s
+    /// from [`Store::open_read_only`]).
+    pub fn set_busy_timeout(&self, wait: std::time::Duration) -> Result<(), StoreError> {
+        Ok(self.conn.busy_timeout(wait)?)
     }
 
     /// Reads everything the in-memory state needs after a restart.

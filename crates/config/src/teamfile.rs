@@ -413,7 +413,8 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
     allowed_tools_alias(&cx, "defaults", None, &mut raw.defaults)?;
     // Roles: built-ins, then role files, then [roles.X] over them; [defaults] under all.
     let mut layers: BTreeMap<String, RawRole> = BTreeMap::new();
-    let (files, warnings) = load_role_files(&workspace)?;
+    let (files, mut warnings) = load_role_files(&workspace)?;
+    team_file_tools(&cx, "defaults", None, &mut raw.defaults, &mut warnings)?;
     for (name, role) in files {
         layers.insert(name, role);
     }
@@ -425,6 +426,13 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
             ..r.get_ref().clone()
         };
         allowed_tools_alias(&cx, &format!("roles.{rname}"), Some(r.span()), &mut top)?;
+        team_file_tools(
+            &cx,
+            &format!("roles.{rname}"),
+            Some(r.span()),
+            &mut top,
+            &mut warnings,
+        )?;
         let merged = match layers.remove(rname) {
             // A role file's role that the team file only adds to still comes from that file.
             Some(base) => {
@@ -998,6 +1006,40 @@ fn allowed_tools_alias(
     Ok(())
 }
 
+/// The tool names of a team file's `tools` (`allowed_tools`) in `[roles.NAME]` or
+/// `[defaults]` (`prefix`) as ours, mapped as a role file's are ([`map_tools`]: Claude Code's
+/// `Read`, Nyzhi's `read`, …), so Nyzhi's `[agent.agents.roles.X]` example works as written.
+/// Nyzhi's git tools have no counterpart: left out with a warning, as in a role file; any
+/// other unknown name is an error naming the role (a typo in the team file is not let pass).
+fn team_file_tools(
+    cx: &Ctx<'_>,
+    prefix: &str,
+    span: Option<std::ops::Range<usize>>,
+    role: &mut RawRole,
+    warnings: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    let Some(list) = role.tools.take() else {
+        return Ok(());
+    };
+    let (mapped, unknown) = map_tools(&list);
+    for t in unknown {
+        if !NYZHI_GIT_TOOLS.contains(&t.as_str()) {
+            return Err(cx.err(
+                span,
+                &format!("{prefix}.tools"),
+                format!("unknown tool {t:?}"),
+            ));
+        }
+        warnings.push(format!(
+            "{}: {prefix}.tools: tool {t:?}: agent-team has no git tool and never gives bash \
+             in its place; the role runs without it",
+            cx.path.display()
+        ));
+    }
+    role.tools = Some(mapped);
+    Ok(())
+}
+
 fn resolve_role(
     cx: &Ctx<'_>,
     name: &str,
@@ -1048,6 +1090,8 @@ fn resolve_role(
                         format!("bad rule {key:?}: use `tool` or `tool(pattern*)`"),
                     ));
                 };
+                // A rule may name a tool as a role file would (`Bash(git *)`, `read`).
+                let tool = if tool == "*" { tool } else { our_tool(&tool) };
                 if tool != "*" && !is_known_tool(&tool) {
                     return Err(cx.err(
                         span.clone(),
@@ -1999,5 +2043,83 @@ timeout_secs = 3
         }
         // A year itself is allowed.
         parse("name = \"t\"\npermission_timeout = 31536000\n").unwrap();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tool_name_tests {
+    use super::*;
+
+    /// Nyzhi's config role, as its docs write it (`[agent.agents.roles.frontend-specialist]`
+    /// becomes `[roles.frontend-specialist]`): its tool names were refused (`unknown tool
+    /// "read"`) while a role file took them.
+    const NYZHI: &str = r#"name = "payment-team"
+
+[roles.frontend-specialist]
+description = "Expert in React and CSS"
+system_prompt = "You are a frontend specialist. Focus on component design, accessibility, and performance."
+model = "anthropic/claude-sonnet-4-20250514"
+max_steps = 50
+allowed_tools = ["read", "write", "edit", "grep", "glob", "bash", "git_status", "git_diff"]
+"#;
+
+    #[test]
+    fn a_team_file_role_takes_the_tool_names_a_role_file_takes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("agent-team.toml");
+        std::fs::write(&file, NYZHI).unwrap();
+        let cfg = crate::load(&file).unwrap();
+        let role = cfg.role("frontend-specialist").unwrap();
+        let (expected, _) = map_tools(&[
+            "read".to_string(),
+            "write".to_string(),
+            "edit".to_string(),
+            "grep".to_string(),
+            "glob".to_string(),
+            "bash".to_string(),
+        ]);
+        assert_eq!(role.tools, expected);
+        assert!(
+            role.tools.contains(&"read_file".to_string()),
+            "{:?}",
+            role.tools
+        );
+        assert!(role.tools.contains(&"write_file".to_string()));
+        assert_eq!(role.max_steps, 50);
+        // The git tools have no counterpart: left out with a warning each, as in a role file.
+        let git: Vec<_> = cfg.warnings.iter().filter(|w| w.contains("git_")).collect();
+        assert_eq!(git.len(), 2, "{:?}", cfg.warnings);
+        assert!(
+            git[0].contains("roles.frontend-specialist.tools"),
+            "{}",
+            git[0]
+        );
+        // Claude Code's names too, in `tools`, `[defaults]` and permission rules.
+        let text = "name = \"t\"\n[defaults]\ntools = [\"Read\", \"Bash\"]\n\
+                    [roles.r]\ntools = [\"Read\", \"Grep\", \"read_file\"]\n\
+                    permissions = { \"Bash(git *)\" = \"allow\" }\n";
+        let cfg = parse_team_file(Path::new("/w/agent-team.toml"), text).unwrap();
+        let r = cfg.role("r").unwrap();
+        assert_eq!(r.tools[0], "read_file");
+        assert_eq!(r.tools.len(), 2, "read_file once: {:?}", r.tools);
+        assert_eq!(r.permissions[0].tool, "bash");
+        assert!(
+            cfg.role("worker")
+                .unwrap()
+                .tools
+                .contains(&"bash".to_string())
+        );
+        // A name nobody has is still an error naming the role.
+        let e = parse_team_file(
+            Path::new("/w/agent-team.toml"),
+            "name = \"t\"\n[roles.r]\ntools = [\"raed\"]\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("field `roles.r.tools`: unknown tool \"raed\""),
+            "{e}"
+        );
     }
 }

@@ -869,8 +869,21 @@ impl ServerHandler for TeamServer {
         if let Ok(mut u) = self.unconfirmed_first.lock() {
             *u = None;
         }
-        let name = request.name.as_ref();
-        let name = agent_team_tools::alias_of(name).unwrap_or(name);
+        // Another system's name or field spelling for one of ours (Qwen Code's `task_update`,
+        // `subject`, `blockedBy`, ...) is a call of ours, rewritten before anything is checked,
+        // as the model loop does (`agent_team_tools::translate`).
+        let given = Value::Object(request.arguments.unwrap_or_default());
+        let me = self.ctx.link.name().to_string();
+        let who = agent_team_tools::Caller {
+            name: &me,
+            is_leader: me == agent_team_protocol::names::LEADER,
+            said: "",
+        };
+        let (name, args, note) = match agent_team_tools::translate(&request.name, &given, who) {
+            Err(msg) => return Ok(CallToolResult::error(vec![Content::text(msg)]).into()),
+            Ok(Some(t)) => (t.name, t.args, t.note),
+            Ok(None) => (request.name.as_ref(), given, None),
+        };
         if !self.names.contains(&name) {
             return Err(ErrorData::invalid_params(
                 format!(
@@ -880,7 +893,6 @@ impl ServerHandler for TeamServer {
                 None,
             ));
         }
-        let args = Value::Object(request.arguments.unwrap_or_default());
         if name == WaitForMessages::NAME {
             let parsed = agent_team_tools::parse::<WaitForMessages>(name, &args)
                 .map_err(|e| ErrorData::invalid_params(e.to_string(), None))?;
@@ -899,7 +911,11 @@ impl ServerHandler for TeamServer {
         let call = ToolCall::parse(name, &args)
             .map_err(|e| ErrorData::invalid_params(e.to_string(), None))?;
         let outcome = tools::run(&self.ctx, &call).await;
-        let content = vec![Content::text(outcome.content)];
+        let text = match note {
+            Some(n) => format!("{n}{}", outcome.content),
+            None => outcome.content,
+        };
+        let content = vec![Content::text(text)];
         Ok(if outcome.is_error {
             CallToolResult::error(content)
         } else {

@@ -269,6 +269,54 @@ fn reads_never_fail_while_writers_start_a_stopped_team() {
 }
 
 #[test]
+fn the_demo_does_all_its_work_says_where_its_report_is_and_ps_after_down_finds_it() {
+    // What a newcomer types first: the demo's every task completes (its workspace is inside
+    // its state dir, which the sandbox hides), and the report's path is printed.
+    let sb = Sandbox::new();
+    let out = sb.run(&["run", "--demo", "--backend", "process", "--approve-all"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let report = sb.team("demo").dir.join("workspace").join("REPORT.md");
+    assert!(
+        err.contains(&format!("the demo's report is {}", report.display())),
+        "{err}"
+    );
+    assert!(
+        std::fs::read_to_string(&report)
+            .unwrap()
+            .starts_with("# Word report"),
+        "{err}"
+    );
+    let tasks: Vec<agent_team_protocol::Task> =
+        serde_json::from_str(&sb.ok(&["--team", "demo", "task", "list", "--json"])).unwrap();
+    assert_eq!(tasks.len(), 8);
+    for t in tasks {
+        assert_eq!(
+            t.status,
+            agent_team_protocol::TaskStatus::Completed,
+            "{t:?}\n{err}"
+        );
+    }
+    // Stopped, with no team file here: `ps` finds the team started from this directory.
+    let ps = sb.run(&["ps"]);
+    assert!(
+        ps.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ps.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&ps.stdout).contains("leader@demo"),
+        "{}",
+        String::from_utf8_lossy(&ps.stdout)
+    );
+    // `up --demo` then `down`: the same.
+    let up = sb.ok(&["up", "--demo", "--backend", "process", "--detach"]);
+    assert!(up.contains(&report.display().to_string()), "{up}");
+    sb.ok(&["--team", "demo", "down"]);
+    assert!(sb.ok(&["ps"]).contains("leader@demo"));
+}
+
+#[test]
 fn error_hints_are_not_repeated() {
     let sb = Sandbox::new();
     sb.ok(&["--team", "web", "task", "add", "x"]);

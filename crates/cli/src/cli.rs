@@ -23,7 +23,7 @@ pub struct Cli {
 /// subcommand can be built with them: [`Cli::parse_args`]).
 #[derive(Debug, Args)]
 pub struct Globals {
-    /// The team to act on [default: the team of ./agent-team.toml, else the only running team, else `default`].
+    /// The team to act on [default: the team of ./agent-team.toml, else the only running team, else the team `up`/`run` last started from this directory, else `default`].
     #[arg(long, global = true, env = "AGENT_TEAM_TEAM", value_name = "NAME")]
     pub team: Option<String>,
 

@@ -53,6 +53,14 @@ impl Ctx {
                     let running = running_teams(&paths);
                     if running.len() == 1 {
                         running[0].clone()
+                    } else if let Some(last) = running
+                        .is_empty()
+                        .then(|| last_team_of_dir(&paths))
+                        .flatten()
+                    {
+                        // Nothing runs: the team `up`/`run` last started from here (`ps`
+                        // after `down` of the demo finds the demo).
+                        last
                     } else {
                         "default".to_string()
                     }
@@ -209,6 +217,59 @@ impl Ctx {
             }
             Err(ClientError::Connect { .. }) | Err(ClientError::Credential { .. }) => Ok(None),
             Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The file that names, per directory, the team `up` or `run` last started from it: a line
+/// `TEAM<TAB>DIR` each, the newest last.
+fn last_teams_file(paths: &Paths) -> PathBuf {
+    paths.home.join("last-team-by-dir.tsv")
+}
+
+/// The most directories [`last_teams_file`] remembers.
+const LAST_TEAMS_KEPT: usize = 200;
+
+/// The team `up` or `run` last started from this directory, if its state is still there.
+fn last_team_of_dir(paths: &Paths) -> Option<String> {
+    let cwd = std::env::current_dir().ok()?;
+    let cwd = cwd.to_str()?;
+    let text = std::fs::read_to_string(last_teams_file(paths)).ok()?;
+    text.lines()
+        .rev()
+        .filter_map(|l| l.split_once('\t'))
+        .find(|(_, dir)| *dir == cwd)
+        .map(|(team, _)| team.to_string())
+        .filter(|team| paths.team(team).is_ok_and(|tp| tp.db.exists()))
+}
+
+impl Ctx {
+    /// Notes that `up` or `run` started this team from the current directory, so a later
+    /// command here with no team named finds it once it is stopped. Best effort: a failure
+    /// to note it costs only that.
+    pub fn remember_dir(&self) {
+        let (Ok(cwd), file) = (std::env::current_dir(), last_teams_file(&self.paths)) else {
+            return;
+        };
+        let Some(cwd) = cwd.to_str().filter(|c| !c.contains(['\t', '\n'])) else {
+            return;
+        };
+        let old = std::fs::read_to_string(&file).unwrap_or_default();
+        let mut lines: Vec<&str> = old
+            .lines()
+            .filter(|l| l.split_once('\t').is_some_and(|(_, d)| d != cwd))
+            .collect();
+        let mine = format!("{}\t{cwd}", self.team);
+        lines.push(&mine);
+        let start = lines.len().saturating_sub(LAST_TEAMS_KEPT);
+        let text: String = lines[start..].iter().map(|l| format!("{l}\n")).collect();
+        // Written aside and renamed: a reader never sees half a file.
+        let tmp = file.with_extension(format!("tsv.{}", std::process::id()));
+        if std::fs::create_dir_all(&self.paths.home).is_ok()
+            && std::fs::write(&tmp, text).is_ok()
+            && std::fs::rename(&tmp, &file).is_err()
+        {
+            let _ = std::fs::remove_file(&tmp);
         }
     }
 }

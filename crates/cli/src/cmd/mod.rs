@@ -98,6 +98,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     if demo {
         fresh_demo(&ctx)?;
     }
+    if matches!(&command, Command::Up(_) | Command::Run(_)) {
+        ctx.remember_dir();
+    }
     match command {
         Command::Up(a) => up::up(&ctx, a),
         Command::Run(a) => up::run(&ctx, a),

@@ -521,7 +521,7 @@ pub fn up(ctx: &Ctx, args: UpArgs) -> Result<ExitCode> {
         ));
         if let Some(place) = &cfg.tmux {
             output::line(&format!(
-                "  attach: agent-team --team {} attach leader   (or: tmux -S {} attach -t {})",
+                "  attach: agent-team --team {} attach   (or: tmux -S {} attach -t {})",
                 ctx.team,
                 place.socket.display(),
                 place.session
@@ -531,12 +531,23 @@ pub fn up(ctx: &Ctx, args: UpArgs) -> Result<ExitCode> {
             "  watch:  agent-team --team {} ps   |   agent-team --team {} logs leader --follow",
             ctx.team, ctx.team
         ));
+        if args.demo {
+            output::line(&format!(
+                "  report: the demo writes {}",
+                demo_report(ctx).display()
+            ));
+        }
         output::line(&format!("  stop:   agent-team --team {} down", ctx.team));
     }
     // Attach to the leader's pane when a person is watching.
     let tty = nix::unistd::isatty(std::io::stdout()).unwrap_or(false);
     if cfg.backend == BackendKind::Tmux && !args.detach && !args.json && tty {
-        let mut cmd = crate::cmd::agents::attach_command(ctx, names::LEADER)?;
+        // The whole team, unzoomed: the window lays itself out for this terminal as it attaches.
+        let mut cmd = crate::cmd::agents::attach_command(
+            ctx,
+            names::LEADER,
+            agent_team_pane::tmux::AttachView::Team,
+        )?;
         use std::os::unix::process::CommandExt;
         let err = cmd.exec();
         bail!(crate::Hinted::new(
@@ -545,6 +556,11 @@ pub fn up(ctx: &Ctx, args: UpArgs) -> Result<ExitCode> {
         ));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where the demo team writes its report (its workspace is under its state dir).
+fn demo_report(ctx: &Ctx) -> std::path::PathBuf {
+    ctx.tp.dir.join("workspace").join("REPORT.md")
 }
 
 /// Opens the live board in a pane beside the leader (tmux, unless `board = false`). A board
@@ -664,6 +680,7 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
         RESULT_ON_STDOUT.store(true, std::sync::atomic::Ordering::SeqCst);
     }
     let started = Instant::now();
+    let demo_report = args.demo.then(|| demo_report(ctx));
     let outcome = run_team(ctx, args, report, started);
     if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
         loop {
@@ -684,6 +701,12 @@ pub fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
                 ));
             }
             output::line(&done.answer);
+            if let Some(path) = demo_report.filter(|p| p.exists()) {
+                crate::output::say(&format!(
+                    "agent-team: the demo's report is {}",
+                    path.display()
+                ));
+            }
             Ok(exit_for(done.success))
         }
         (Report::Text, Err(e)) => Err(e),

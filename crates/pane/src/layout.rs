@@ -19,7 +19,7 @@ pub const BOARD_MIN_COLS: usize = 40;
 /// The fewest rows the board gets beside the team.
 const BOARD_MIN_ROWS: usize = 8;
 /// The most rows the board takes from the teammates.
-const BOARD_MAX_ROWS: usize = 20;
+const BOARD_MAX_ROWS: usize = 24;
 
 /// What a window's panes are, by tmux pane number (`%N` without the `%`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,7 +117,9 @@ pub fn main_vertical(w: usize, h: usize, panes: &Panes) -> Option<Plan> {
         left = w - 1 - BOARD_MIN_COLS;
     }
     let right = w.checked_sub(left + 1).filter(|r| *r > 0)?;
-    let board_rows = (h / 3).clamp(BOARD_MIN_ROWS, BOARD_MAX_ROWS);
+    // The board's share of the right part: two fifths, less (down to its least) when the
+    // teammates would not fit beside it.
+    let preferred = (h * 2 / 5).clamp(BOARD_MIN_ROWS, BOARD_MAX_ROWS);
     let with_board = panes
         .board
         .filter(|_| right >= BOARD_MIN_COLS)
@@ -125,14 +127,16 @@ pub fn main_vertical(w: usize, h: usize, panes: &Panes) -> Option<Plan> {
             if n == 0 {
                 return Some(Cell::Pane(b));
             }
-            let rest = h.checked_sub(board_rows + 1)?;
-            let team = grid(&panes.agents, right, rest, true)?;
-            let mut stack = match team {
-                Cell::Column(cells) => cells,
-                other => vec![(rest, other)],
-            };
-            stack.push((board_rows, Cell::Pane(b)));
-            Some(Cell::Column(stack))
+            (BOARD_MIN_ROWS..=preferred).rev().find_map(|board_rows| {
+                let rest = h.checked_sub(board_rows + 1)?;
+                let team = grid(&panes.agents, right, rest, true)?;
+                let mut stack = match team {
+                    Cell::Column(cells) => cells,
+                    other => vec![(rest, other)],
+                };
+                stack.push((board_rows, Cell::Pane(b)));
+                Some(Cell::Column(stack))
+            })
         });
     let board_inside = with_board.is_some();
     let right_cell = match with_board {
@@ -286,6 +290,8 @@ mod tests {
             let leader = s.iter().find(|p| p.0 == 0).unwrap();
             let board = s.iter().find(|p| p.0 == 100).unwrap();
             assert!(board.1 >= BOARD_MIN_COLS, "{w}x{h}: board {board:?}");
+            // Two fifths of the height, where the teammates still fit beside it.
+            assert!(board.2 >= h * 2 / 5, "{w}x{h}: board {board:?}");
             for p in &s {
                 // A pane's height in tmux is its cell's less the border's title line.
                 assert!(p.1 >= min_w && p.2 - 1 >= min_h, "{w}x{h}: {p:?}");

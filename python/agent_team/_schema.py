@@ -45,7 +45,7 @@ FinishAction = Literal["merge", "pr", "discard"]
 MessageKind = Literal["text", "shutdown_request", "shutdown_response", "idle", "task_event", "permission"]
 
 #: Where a permission request stands.
-PermStatus = Literal["pending", "allowed", "denied"]
+PermStatus = Literal["pending", "allowed", "denied", "void"]
 
 #: Where the plan of a plan-required teammate stands.
 PlanState = Literal["planning", "submitted", "approved"]

@@ -21,6 +21,7 @@ mod panes;
 mod perms;
 mod plans;
 mod remote;
+mod reruns;
 mod roles;
 mod sandbox;
 mod search;

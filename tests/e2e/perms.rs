@@ -194,3 +194,50 @@ fn an_exec_teammate_allowed_every_command_is_asked_before_writing_git_config_thr
     );
     sb.ok(&["--team", "px", "down"]);
 }
+
+/// Issue 61, stale approvals: once the requesting teammate is killed its request is `void`,
+/// `perms --json` says so, and `approve` fails with the reason instead of "allowed once".
+#[test]
+fn a_killed_teammates_request_is_void_and_approving_it_fails() {
+    let sb = Sandbox::new();
+    sb.write_team_file(
+        "name = \"pv\"\n[roles.worker]\npermissions = { bash = \"ask\" }\n\
+         [[teammates]]\nname = \"b1\"\nrole = \"worker\"\n\
+         [[tasks]]\ntitle = \"needs a yes\"\nrun = \"echo approved > yes.txt\"\n",
+    );
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    let pending = || {
+        let out = sb.ok(&["--team", "pv", "perms", "--all", "--json"]);
+        serde_json::from_str::<Vec<PermRequest>>(&out).unwrap()
+    };
+    wait_for("b1's request", T, || {
+        pending()
+            .iter()
+            .any(|r| r.agent == "b1" && r.status == PermStatus::Pending)
+    });
+    let id = pending().iter().find(|r| r.agent == "b1").unwrap().id;
+    sb.ok(&["--team", "pv", "kill", "b1"]);
+    wait_for("the request to be void", T, || {
+        pending()
+            .iter()
+            .any(|r| r.id == id && r.status == PermStatus::Void)
+    });
+    // Not pending any more: the default listing has nothing to decide.
+    let listed = sb.run(&["--team", "pv", "perms", "--json"]);
+    let still: Vec<PermRequest> = serde_json::from_slice(&listed.stdout).unwrap();
+    assert!(still.iter().all(|r| r.id != id), "{still:?}");
+    let all = sb.ok(&["--team", "pv", "perms", "--all"]);
+    assert!(all.contains("void"), "{all}");
+    let out = sb.run(&["--team", "pv", "approve", &id.to_string()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "agent-team: error: request {id} is void: its requester b1 is gone (stopped"
+        )),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("allowed"));
+    assert!(!sb.path("yes.txt").exists(), "nothing ran");
+    sb.ok(&["--team", "pv", "down"]);
+}

@@ -559,6 +559,9 @@ pub enum PermStatus {
     Allowed,
     /// Denied by a decision, a timeout or a vanished approver.
     Denied,
+    /// Its requester is gone (killed, exited, failed, or its incarnation over) before anyone
+    /// decided: nobody waits for the answer any more, so it cannot be decided.
+    Void,
 }
 
 /// A decision on a permission request.

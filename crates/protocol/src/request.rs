@@ -396,6 +396,11 @@ pub enum Request {
         /// How the run went (strategy, rounds, workers' outputs), kept with the run.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         details: Option<crate::RunDetails>,
+        /// The finish is the leader program's own reading of the board (the offline leader's
+        /// summary), not a decision of a model or a person: it is a success only when a task
+        /// was done during the run (a run that did nothing is not a success).
+        #[serde(default, skip_serializing_if = "is_false")]
+        auto: bool,
     },
     /// Stop every agent and the daemon (operator only); state stays on disk.
     Shutdown,

@@ -362,6 +362,7 @@ fn team_requests() -> impl Strategy<Value = Request> {
                 force,
                 success,
                 details: None,
+                auto: false,
             }
         }),
         Just(Request::Shutdown),

@@ -135,6 +135,34 @@ impl TeamState {
         }
     }
 
+    /// Takes a teammate that is down (stopped, exited, failed) off the roster as a new run
+    /// starts from the team's declared members; its inbox goes with it and an `AGENT_STATUS`
+    /// event says why. Returns its last incarnation (a new member of the same name goes on
+    /// from it, so nothing of the old one is taken for the new one); `None` when there is no
+    /// such agent or it is not down.
+    pub fn forget_agent(&mut self, name: &str, why: &str, now: Timestamp) -> Option<u64> {
+        let a = self.agents.get(name)?;
+        if name == LEADER || !a.info.status.is_down() {
+            return None;
+        }
+        let (status, incarnation) = (a.info.status, a.info.incarnation);
+        // Its last event is recorded while it is still on the roster (its role is looked up).
+        self.record(
+            name,
+            Event::AgentStatus {
+                status,
+                incarnation,
+                detail: Some(format!("off the roster: {why}")),
+            },
+            now,
+        );
+        self.release_held(name, now);
+        self.agents.remove(name);
+        self.inboxes.remove(name);
+        self.changes.push(Change::AgentRemoved(name.to_string()));
+        Some(incarnation)
+    }
+
     /// Changes an agent's record with `f` and persists it; `None` if there is no such agent.
     pub fn update_agent<R>(
         &mut self,
@@ -172,6 +200,16 @@ impl TeamState {
             self.persist_agent(name);
         }
         if old != status {
+            // Its process is gone (or a new one starts): the requests the old one waits on
+            // have nobody to answer to.
+            if status.is_down() || matches!(status, AgentStatus::Backoff | AgentStatus::Starting) {
+                let why = match (&detail, status) {
+                    (_, AgentStatus::Starting) => "restarted: a new incarnation".to_string(),
+                    (Some(d), _) => format!("{status}: {d}"),
+                    (None, _) => status.to_string(),
+                };
+                self.perm_void_for(name, &why, now);
+            }
             self.record(
                 name,
                 Event::AgentStatus {

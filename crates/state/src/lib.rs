@@ -188,6 +188,9 @@ pub struct RunRecord {
     /// The model usage since the run started.
     #[serde(default)]
     pub usage: UsageSum,
+    /// When the run started (absent in a record of a version that did not keep it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
 }
 
 impl Default for RunRecord {
@@ -198,6 +201,7 @@ impl Default for RunRecord {
             answer: None,
             details: None,
             usage: UsageSum::default(),
+            started_at: None,
         }
     }
 }
@@ -525,12 +529,18 @@ impl TeamState {
         now: Timestamp,
     ) -> Outcome<()> {
         require_privileged(actor, "start a run")?;
+        // A new run does the team file's tasks again: the key of a task an earlier run ended
+        // names nothing any more, so a keyed creation in this run makes a new task.
+        let tasks = &self.tasks;
+        self.task_keys
+            .retain(|_, id| tasks.get(id).is_none_or(|t| !t.status.is_terminal()));
         self.run = RunRecord {
             state: RunState::Running,
             goal: goal.clone(),
             answer: None,
             details: None,
             usage: UsageSum::default(),
+            started_at: Some(now),
         };
         self.changes.push(Change::Run(self.run.clone()));
         self.record(actor.name(), Event::RunStarted { goal }, now);
@@ -581,6 +591,17 @@ impl TeamState {
         self.changes.push(Change::Run(self.run.clone()));
         self.record(actor.name(), Event::RunFinished { answer, success }, now);
         Ok(())
+    }
+
+    /// Whether a task was completed since the run started (true for a run record that does not
+    /// say when it started: nothing is held against a run of an older version).
+    pub fn run_did_work(&self) -> bool {
+        let Some(start) = self.run.started_at else {
+            return true;
+        };
+        self.tasks
+            .values()
+            .any(|t| t.status == TaskStatus::Completed && t.finished_at.is_some_and(|f| f >= start))
     }
 
     /// Marks the run failed without an answer from the leader (e.g. the leader failed).

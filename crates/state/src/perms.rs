@@ -124,6 +124,21 @@ impl TeamState {
                 json!({"request": id}),
             )
         })?;
+        if req.status == PermStatus::Void {
+            let why = req
+                .decision
+                .as_ref()
+                .and_then(|d| d.reason.clone())
+                .unwrap_or_else(|| "gone".into());
+            return Err(ErrorBody::with_details(
+                ErrorCode::InvalidState,
+                format!(
+                    "request {id} is void: its requester {} is gone ({why})",
+                    req.agent
+                ),
+                json!({"request": id, "status": req.status, "agent": req.agent}),
+            ));
+        }
         if req.status != PermStatus::Pending {
             return Err(ErrorBody::with_details(
                 ErrorCode::InvalidState,
@@ -202,6 +217,43 @@ impl TeamState {
             ts: now,
         };
         self.resolve(id, d, now)
+    }
+
+    /// Voids every pending request of `agent`, whose process is gone (`why`: how it went,
+    /// e.g. `stopped: killed by the operator`): nobody waits for their answers, so an approval
+    /// now would allow nothing. Returns the requests it voided.
+    pub fn perm_void_for(&mut self, agent: &str, why: &str, now: Timestamp) -> Vec<PermRequest> {
+        let ids: Vec<u64> = self
+            .perms
+            .values()
+            .filter(|p| p.status == PermStatus::Pending && p.agent == agent)
+            .map(|p| p.id)
+            .collect();
+        let mut voided = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(req) = self.perms.get_mut(&id) else {
+                continue;
+            };
+            req.status = PermStatus::Void;
+            req.decision = Some(PermDecision {
+                allow: false,
+                always: false,
+                by: "requester-gone".into(),
+                reason: Some(why.to_string()),
+                ts: now,
+            });
+            let req = req.clone();
+            self.changes.push(Change::Perm(req.clone()));
+            self.record(
+                agent,
+                Event::PermissionDecided {
+                    request: req.clone(),
+                },
+                now,
+            );
+            voided.push(req);
+        }
+        voided
     }
 
     /// The team rules.

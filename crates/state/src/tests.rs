@@ -1067,3 +1067,108 @@ fn a_leader_whose_run_ended_still_gets_the_last_reports() {
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::NotFound);
 }
+
+/// Issue 61, stale approvals: a request whose requester is gone is void, not pending, and
+/// deciding it is an error that names the requester and how it went.
+#[test]
+fn a_request_of_a_requester_that_is_gone_is_void_and_cannot_be_decided() {
+    let mut s = team_with(&["leader", "b1", "b2"]);
+    let b1 = Actor::Agent("b1".into());
+    let b2 = Actor::Agent("b2".into());
+    let r1 = s
+        .perm_request(&b1, "bash".into(), "rm -rf out".into(), "".into(), now())
+        .unwrap();
+    let r2 = s
+        .perm_request(&b2, "bash".into(), "ls".into(), "".into(), now())
+        .unwrap();
+    s.set_agent_status(
+        "b1",
+        AgentStatus::Stopped,
+        Some("killed by the operator".into()),
+        now(),
+    );
+    let void = s.perm(r1.id).unwrap();
+    assert_eq!(void.status, PermStatus::Void);
+    // Only the pending list loses it; every request still lists it, void.
+    assert!(s.perms(false).iter().all(|p| p.id != r1.id));
+    assert!(s.perms(true).iter().any(|p| p.id == r1.id));
+    let e = s
+        .perm_decide(&Actor::Operator, r1.id, true, false, None, None, now())
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidState);
+    assert_eq!(
+        e.message,
+        format!(
+            "request {} is void: its requester b1 is gone (stopped: killed by the operator)",
+            r1.id
+        )
+    );
+    // The other agent's request is untouched and decided as before.
+    assert_eq!(s.perm(r2.id).unwrap().status, PermStatus::Pending);
+    s.perm_decide(&Actor::Operator, r2.id, true, false, None, None, now())
+        .unwrap();
+    // A new incarnation (a restart) voids the old one's request too; a running agent's stays.
+    let r3 = s
+        .perm_request(&b2, "bash".into(), "pwd".into(), "".into(), now())
+        .unwrap();
+    s.set_agent_status("b2", AgentStatus::Running, None, now());
+    assert_eq!(s.perm(r3.id).unwrap().status, PermStatus::Pending);
+    s.set_agent_status("b2", AgentStatus::Starting, None, now());
+    assert_eq!(s.perm(r3.id).unwrap().status, PermStatus::Void);
+    // A timeout does not turn a void request into a denied one.
+    assert!(
+        s.perm_expire(r3.id, "timeout", "late".into(), now())
+            .is_none()
+    );
+}
+
+/// Issue 61, re-runs: a down teammate leaves the roster (a new run starts from the team's
+/// declared members), a live one and the leader do not; a new run's keyed tasks are new tasks,
+/// and a run did work only when a task was completed after it started.
+#[test]
+fn a_new_run_forgets_down_teammates_redoes_keyed_tasks_and_knows_whether_it_did_work() {
+    let mut s = team_with(&["leader", "b1", "b2"]);
+    s.set_agent_status("b1", AgentStatus::Exited, None, now());
+    assert_eq!(
+        s.forget_agent("b2", "new run", now()),
+        None,
+        "b2 is not down"
+    );
+    assert_eq!(s.forget_agent("b1", "new run", now()), Some(1));
+    assert!(s.agent("b1").is_none());
+    assert!(s.agent("b2").is_some());
+
+    let keyed = |s: &mut TeamState| {
+        s.task_add(
+            &Actor::Operator,
+            NewTask {
+                title: "t".into(),
+                key: Some("k".into()),
+                ..Default::default()
+            },
+            now(),
+        )
+        .unwrap()
+        .id
+    };
+    s.start_run(&Actor::Operator, None, Timestamp(1_000))
+        .unwrap();
+    let first = keyed(&mut s);
+    assert_eq!(keyed(&mut s), first, "a key names one task within a run");
+    assert!(!s.run_did_work());
+    s.task_claim(&Actor::Agent("b2".into()), first, Timestamp(1_001))
+        .unwrap();
+    s.task_finish(
+        &Actor::Agent("b2".into()),
+        first,
+        TaskStatus::Completed,
+        None,
+        Timestamp(1_002),
+    )
+    .unwrap();
+    assert!(s.run_did_work());
+    s.start_run(&Actor::Operator, None, Timestamp(2_000))
+        .unwrap();
+    assert!(!s.run_did_work(), "the task was done by the run before");
+    assert_ne!(keyed(&mut s), first, "a new run does the keyed task again");
+}

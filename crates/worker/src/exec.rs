@@ -272,6 +272,8 @@ pub fn verdict(r: &PermRequest) -> Option<(bool, String)> {
     match r.status {
         PermStatus::Pending => None,
         PermStatus::Allowed => Some((true, String::new())),
+        // Only a request of an incarnation that is over is void: not this one's answer.
+        PermStatus::Void => Some((false, "void: its requester is gone".into())),
         PermStatus::Denied => Some((
             false,
             r.decision

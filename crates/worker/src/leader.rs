@@ -281,6 +281,9 @@ async fn finish(link: &Link, tasks: &[Task], out: &Output) -> Result<(), AgentEr
             success,
             // No model: no rounds; the workers' outputs are read from the board.
             details: Some(RunDetails::default()),
+            // Its summary of the board, not a decision: a board that earlier runs did is
+            // not this run's success.
+            auto: true,
         })
         .await
     {

@@ -707,6 +707,7 @@ impl Leader<'_> {
                 force: true,
                 success,
                 details: Some(details),
+                auto: false,
             })
             .await
         {

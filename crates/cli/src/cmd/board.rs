@@ -269,9 +269,18 @@ pub fn perms(ctx: &Ctx, all: bool, json: bool) -> Result<ExitCode> {
     let rows: Vec<Vec<String>> = requests
         .iter()
         .map(|r| {
-            let status = match &r.decision {
-                Some(d) => format!("{} by {}", if d.allow { "allowed" } else { "denied" }, d.by),
-                None => "pending".into(),
+            let status = match (&r.decision, r.status) {
+                // Its requester is gone: nothing to decide any more.
+                (d, PermStatus::Void) => format!(
+                    "void ({})",
+                    d.as_ref()
+                        .and_then(|d| d.reason.as_deref())
+                        .unwrap_or("requester gone")
+                ),
+                (Some(d), _) => {
+                    format!("{} by {}", if d.allow { "allowed" } else { "denied" }, d.by)
+                }
+                (None, _) => "pending".into(),
             };
             vec![
                 r.id.to_string(),

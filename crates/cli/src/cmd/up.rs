@@ -1302,8 +1302,9 @@ fn decide(approvals: Approvals, c: &mut Client, r: &PermRequest) -> Result<(), C
         reason,
     }) {
         Ok(_) => Ok(()),
-        Err(e) if e.code() == Some(ErrorCode::InvalidState) => {
-            eprintln!("agent-team: request {} was already decided", r.id);
+        // Decided meanwhile, or void (its requester is gone): the daemon says which.
+        Err(ClientError::Server(b)) if b.code == ErrorCode::InvalidState => {
+            eprintln!("agent-team: {}", b.message);
             Ok(())
         }
         Err(e) => Err(e),

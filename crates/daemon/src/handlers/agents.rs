@@ -44,7 +44,9 @@ pub(super) fn config(core: &Core, actor: &Actor) -> Reply {
     }
 }
 
-/// `finish`: the run ends, and the team with it.
+/// `finish`: the run ends, and the team with it. An automatic finish (`auto`: the offline
+/// leader's summary of the board) of a run in which no task was done is not a success.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn finish(
     core: &mut Core,
     actor: &Actor,
@@ -52,8 +54,19 @@ pub(super) fn finish(
     force: bool,
     success: bool,
     details: Option<RunDetails>,
+    auto: bool,
     now: Timestamp,
 ) -> Result<Reply, ErrorBody> {
+    let (answer, success) = if auto && success && !core.state.run_did_work() {
+        (
+            format!(
+                "{answer}\nno task was done in this run (the board's tasks were done before it)"
+            ),
+            false,
+        )
+    } else {
+        (answer, success)
+    };
     core.state
         .finish(actor, answer, force, success, details, now)?;
     core.supervise(|s| s.finish_team());

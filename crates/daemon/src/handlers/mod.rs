@@ -247,7 +247,8 @@ pub(crate) fn dispatch(
             force,
             success,
             details,
-        } => agents::finish(core, actor, answer, force, success, details, now),
+            auto,
+        } => agents::finish(core, actor, answer, force, success, details, auto, now),
         Request::Shutdown => agents::shutdown(core, actor),
         Request::ConfigSet { key, value } => {
             core.supervise(|s| s.config_change(actor, Some(key), Some(value)))

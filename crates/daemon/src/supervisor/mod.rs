@@ -179,6 +179,10 @@ pub struct Supervisor {
     /// has not been answered yet, and when it started. A member of that role spawned within
     /// `spawn_stagger_ms` of it is held behind it (see [`Step::stagger`]).
     pub(crate) priming: HashMap<String, (String, Instant)>,
+    /// The last incarnation of each teammate a new run took off the roster: a member spawned
+    /// again under its name goes on from it, so a timer or a late process of the old one is
+    /// never taken for the new one.
+    pub(crate) retired: HashMap<String, u64>,
 }
 
 impl Supervisor {
@@ -209,6 +213,7 @@ impl Supervisor {
             next_wait: 0,
             staggered: HashMap::new(),
             priming: HashMap::new(),
+            retired: HashMap::new(),
         }
     }
 

@@ -184,8 +184,11 @@ impl Step<'_> {
                 self.launch_many(&names);
             }
             Some(s) if s.is_down() => {
-                // A new run of a team that ran before: its leader and its team-file teammates
-                // come back (same names, same inboxes).
+                // A new run of a team that ran before starts from the team's declared members:
+                // a teammate an earlier run's leader (or the operator) spawned and that is down
+                // now leaves the roster, so this run's leader can spawn that name afresh.
+                self.forget_undeclared(&cfg);
+                // Its leader and its team-file teammates come back (same names, same inboxes).
                 self.restart_agent(LEADER, None)?;
                 for t in &cfg.teammates {
                     if self
@@ -200,6 +203,32 @@ impl Step<'_> {
             Some(_) => {}
         }
         Ok(Reply::Done)
+    }
+
+    /// Takes every teammate that is down and not one of the team file's members off the
+    /// roster (an agent of the `external` backend, which connects by itself, stays).
+    fn forget_undeclared(&mut self, cfg: &TeamConfig) {
+        let now = self.sup.clock.wall();
+        let gone: Vec<String> = self
+            .state
+            .agent_records()
+            .filter(|a| {
+                a.info.name != LEADER
+                    && a.info.status.is_down()
+                    && a.info.backend != "external"
+                    && !cfg.teammates.iter().any(|t| t.name == a.info.name)
+            })
+            .map(|a| a.info.name.clone())
+            .collect();
+        for name in gone {
+            if let Some(incarnation) =
+                self.state
+                    .forget_agent(&name, "a new run starts from the team file's members", now)
+            {
+                self.sup.runtimes.remove(&name);
+                self.sup.retired.insert(name, incarnation);
+            }
+        }
     }
 
     /// After `finish`: ask every teammate to shut down, and stop those that do not: an idle

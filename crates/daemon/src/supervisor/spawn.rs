@@ -141,7 +141,8 @@ impl Step<'_> {
         } else {
             backend.kind()
         };
-        let mut info = AgentInfo::new(name, role, kind, 0, now);
+        let incarnation = self.sup.retired.get(name).copied().unwrap_or(0);
+        let mut info = AgentInfo::new(name, role, kind, incarnation, now);
         info.host = host.clone();
         info.color = Some(
             m.color

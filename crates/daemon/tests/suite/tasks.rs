@@ -222,6 +222,7 @@ fn teammate_calling_leader_only_operations_is_denied_and_nothing_changes() {
             force: true,
             success: true,
             details: None,
+            auto: false,
         },
         Request::Register {
             name: "evil".into(),

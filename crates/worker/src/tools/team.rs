@@ -389,6 +389,7 @@ pub(super) async fn finish_team(ctx: &ToolCtx, a: &FinishTeam) -> Result<ToolOut
                 rounds: ctx.turns.load(std::sync::atomic::Ordering::SeqCst),
                 worker_outputs: Default::default(),
             }),
+            auto: false,
         },
     )
     .await?;

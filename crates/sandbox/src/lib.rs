@@ -264,6 +264,10 @@ impl Boundary {
         let mut push = |parts: &[&OsStr]| a.extend(parts.iter().map(|s| s.to_os_string()));
         push(&[
             "--die-with-parent".as_ref(),
+            // No capability inside, also when the operator is root: root in here once
+            // unmounted the tmpfs over the runtime dir and read the operator credential.
+            "--cap-drop".as_ref(),
+            "ALL".as_ref(),
             "--unshare-pid".as_ref(),
             "--ro-bind".as_ref(),
             "/".as_ref(),

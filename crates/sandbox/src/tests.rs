@@ -467,3 +467,24 @@ fn a_workspace_kept_inside_the_state_dir_is_writable_and_the_state_beside_it_hid
         assert_eq!(std::fs::read_to_string(ws.join("src/x")).unwrap(), "hi\n");
     }
 }
+
+#[test]
+fn root_inside_keeps_no_capability_and_cannot_unmount_what_hides_the_control_plane() {
+    // Started by root, a command once kept CapEff=000001fffeffffff: it `umount -l`ed the tmpfs
+    // over the runtime dir and read the operator credential.
+    if !namespace_or_skip() {
+        return;
+    }
+    let l = Layout::new();
+    let b = Boundary::for_work(&l.work());
+    let run = l.base.join("run");
+    let (_, out) = l.run(
+        &b,
+        &format!(
+            "grep CapEff /proc/self/status; umount -l {run} 2>/dev/null; \
+             cat {run}/t.operator 2>/dev/null; echo end",
+            run = run.display()
+        ),
+    );
+    assert_eq!(out, "CapEff:\t0000000000000000\nend\n", "{out}");
+}

@@ -272,8 +272,10 @@ impl Boundary {
             "--ro-bind".as_ref(),
             "/".as_ref(),
             "/".as_ref(),
-            "--dev-bind".as_ref(),
-            "/dev".as_ref(),
+            // A minimal /dev (null, zero, random, urandom, tty, shm and a pts instance of its
+            // own): no other terminal to write a fake screen into, no disk. A program keeps the
+            // terminal it was started on (inherited, not opened by path).
+            "--dev".as_ref(),
             "/dev".as_ref(),
             "--proc".as_ref(),
             "/proc".as_ref(),
@@ -403,12 +405,13 @@ fn probe_bwrap() -> Result<PathBuf, String> {
     let out = std::process::Command::new(&exe)
         .args([
             "--die-with-parent",
+            "--cap-drop",
+            "ALL",
             "--unshare-pid",
             "--ro-bind",
             "/",
             "/",
-            "--dev-bind",
-            "/dev",
+            "--dev",
             "/dev",
             "--proc",
             "/proc",

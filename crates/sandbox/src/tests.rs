@@ -488,3 +488,38 @@ fn root_inside_keeps_no_capability_and_cannot_unmount_what_hides_the_control_pla
     );
     assert_eq!(out, "CapEff:\t0000000000000000\nend\n", "{out}");
 }
+
+#[test]
+fn a_command_sees_a_minimal_dev_and_no_other_terminal() {
+    // With /dev bound whole, a command wrote a fake "APPROVED" screen into the leader's pty.
+    if !namespace_or_skip() {
+        return;
+    }
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave = nix::unistd::ttyname(&pty.slave).unwrap();
+    let l = Layout::new();
+    let b = Boundary::for_work(&l.work());
+    let (_, out) = l.run(
+        &b,
+        &format!(
+            "printf APPROVED > {} 2>/dev/null && echo wrote; ls /dev | tr '\\n' ' '; echo",
+            slave.display()
+        ),
+    );
+    assert!(!out.contains("wrote"), "{out}");
+    // Only what a program needs: no disks, no other terminals, no kernel memory.
+    for gone in ["sda", "vda", "kmsg", "mem", "tty0", "console"] {
+        assert!(!out.split_whitespace().any(|d| d == gone), "/dev/{gone}: {out}");
+    }
+    for there in ["null", "zero", "random", "urandom", "pts", "ptmx", "shm", "tty"] {
+        assert!(out.split_whitespace().any(|d| d == there), "/dev/{there}: {out}");
+    }
+    let mut buf = [0u8; 64];
+    nix::fcntl::fcntl(
+        &pty.master,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .unwrap();
+    let got = nix::unistd::read(&pty.master, &mut buf).unwrap_or(0);
+    assert_eq!(got, 0, "the pty got {:?}", &buf[..got]);
+}

@@ -320,19 +320,22 @@ fn up_attached_shows_the_whole_team_laid_out_for_the_terminal_and_follows_it() {
         &["resize-window", "-t", "outer", "-x", "70", "-y", "24"],
     )
     .unwrap();
+    // Whether the board is in the leader's window (`beside`) or a window of its own, with
+    // the team laid out around it.
+    let board_at = |beside: bool, min_w: u32, min_h: u32| {
+        let all = window_panes(&sb, "look");
+        let lw = all
+            .iter()
+            .find(|p| p.3.starts_with("leader@"))
+            .map(|p| p.4.clone());
+        all.iter()
+            .any(|p| p.3 == "board" && (Some(&p.4) == lw.as_ref()) == beside)
+            && laid_out(&sb, "look", 5, min_w, min_h)
+    };
     wait_for_or(
         "the board in its own window",
         T,
-        || {
-            let all = window_panes(&sb, "look");
-            let lw = all
-                .iter()
-                .find(|p| p.3.starts_with("leader@"))
-                .map(|p| p.4.clone());
-            all.iter()
-                .any(|p| p.3 == "board" && Some(&p.4) != lw.as_ref())
-                && laid_out(&sb, "look", 5, 10, 3)
-        },
+        || board_at(false, 10, 3),
         || format!("{:?}", window_panes(&sb, "look")),
     );
     sb.tmux(
@@ -343,16 +346,7 @@ fn up_attached_shows_the_whole_team_laid_out_for_the_terminal_and_follows_it() {
     wait_for_or(
         "the board back beside the team",
         T,
-        || {
-            let all = window_panes(&sb, "look");
-            let lw = all
-                .iter()
-                .find(|p| p.3.starts_with("leader@"))
-                .map(|p| p.4.clone());
-            all.iter()
-                .any(|p| p.3 == "board" && Some(&p.4) == lw.as_ref())
-                && laid_out(&sb, "look", 5, 30, 5)
-        },
+        || board_at(true, 30, 5),
         || format!("{:?}", window_panes(&sb, "look")),
     );
     sb.ok(&["--team", "look", "down"]);

@@ -507,6 +507,12 @@ impl VarArgs {
 }
 
 fn parse_env(arg: &str) -> Result<(String, String), String> {
+    assignment_or_env(arg, "--env")
+}
+
+/// `KEY=VALUE`, or `KEY` alone for the value of the environment variable KEY (named in the
+/// error as given with `flag`).
+fn assignment_or_env(arg: &str, flag: &str) -> Result<(String, String), String> {
     if arg.contains('=') {
         return agent_team_config::parse_assignment(arg);
     }
@@ -514,7 +520,7 @@ fn parse_env(arg: &str) -> Result<(String, String), String> {
     match std::env::var(arg) {
         Ok(v) => Ok((arg.to_string(), v)),
         Err(_) => Err(format!(
-            "the environment variable {arg} is not set (give --env {arg}=VALUE, or export it)"
+            "the environment variable {arg} is not set (give {flag} {arg}=VALUE, or export it)"
         )),
     }
 }
@@ -524,16 +530,7 @@ fn parse_var(arg: &str) -> Result<(String, String), String> {
 }
 
 fn parse_secret(arg: &str) -> Result<(String, String), String> {
-    if arg.contains('=') {
-        return agent_team_config::parse_assignment(arg);
-    }
-    agent_team_config::check_key(arg)?;
-    match std::env::var(arg) {
-        Ok(v) => Ok((arg.to_string(), v)),
-        Err(_) => Err(format!(
-            "the environment variable {arg} is not set (give --secret {arg}=VALUE, or export it)"
-        )),
-    }
+    assignment_or_env(arg, "--secret")
 }
 
 /// Arguments of `run`.

@@ -18,25 +18,24 @@ pub const PLAIN_ENV_PREFIX: &str = "env:";
 
 /// Whether `name` is a valid team or agent name.
 pub fn is_valid(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 32
-        && bytes[0].is_ascii_lowercase()
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+    valid_with(name, b"-")
 }
 
 /// Whether `name` is a valid team name: as [`is_valid`], and `_` is allowed after the first
 /// letter (`content_team`, as lauren-ai writes team names).
 pub fn is_valid_team(name: &str) -> bool {
+    valid_with(name, b"-_")
+}
+
+/// A lowercase letter, then at most 31 lowercase letters, digits and bytes of `extra`.
+fn valid_with(name: &str, extra: &[u8]) -> bool {
     let bytes = name.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= 32
         && bytes[0].is_ascii_lowercase()
         && bytes
             .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_')
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || extra.contains(b))
 }
 
 /// Names no agent may take: the operator's pseudo-sender, the daemon's name in the event log,

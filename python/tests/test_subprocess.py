@@ -241,7 +241,10 @@ def test_sync_wrappers_run_without_an_event_loop(world: World) -> None:
     assert isinstance(envs[0].event, s.RunStartedEvent) and envs[0].event.goal == "count again"
     assert isinstance(envs[-1].event, s.RunFinishedEvent)
     assert team.last_result is not None and team.last_result.success
-    assert [t.title for t in team.tasks_sync()] == ["One", "Two"]
+    # Each run does the team file's tasks again (a second run that did nothing would be no
+    # success): the board keeps both runs' tasks.
+    assert [t.title for t in team.tasks_sync()] == ["One", "Two", "One", "Two"]
+    assert all(t.status == "completed" for t in team.tasks_sync())
     assert team.permissions_sync(all=True) == []
 
     # Inside a running event loop (a notebook) the sync wrappers still work.

@@ -403,3 +403,51 @@ fn the_fallback_keeps_task_commands_off_the_teams_tmux_server() {
     );
     sb.ok(&["--team", TEAM, "down"]);
 }
+
+#[test]
+fn agent_team_sandbox_runs_a_command_where_a_roles_agents_run_theirs() {
+    // For users to try their tools, and for attacks: the same boundary as an agent's command.
+    let sb = Sandbox::new();
+    sb.write_team_file("name = \"try\"\n");
+    // A running team's control plane: its operator credential.
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    let credential = sb.paths.runtime.join("try.operator");
+    assert!(credential.exists());
+    let view: serde_json::Value = serde_json::from_str(&sb.ok(&["sandbox", "--json"])).unwrap();
+    let runtime = std::fs::canonicalize(&sb.paths.runtime).unwrap();
+    assert!(
+        view["hidden"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p.as_str() == Some(&runtime.display().to_string())),
+        "{view}"
+    );
+    let out = sb
+        .cmd("agent-team")
+        .args(["sandbox", "--", "sh", "-c"])
+        .arg(format!(
+            "cat {} && echo READ; echo made > made.txt; exit 7",
+            credential.display()
+        ))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "the command's exit code is ours"
+    );
+    assert!(!text.contains("READ"), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(sb.path("made.txt")).unwrap(),
+        "made\n",
+        "the workspace is writable"
+    );
+    // A role that does not exist is a clear error.
+    let bad = sb.run(&["sandbox", "--role", "nope", "--", "true"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("valid roles"));
+    sb.ok(&["--team", "try", "down"]);
+}

@@ -310,6 +310,20 @@ pub enum Command {
     Roles(JsonFlag),
     /// Check what this machine offers a team: the task-command sandbox (Landlock), tmux.
     Doctor(JsonFlag),
+    /// Run a command in the sandbox a role's agents get (their task commands, `bash` tool and
+    /// CLI), to try your tools there: `agent-team sandbox -- npm install`. With no command, print
+    /// what that sandbox hides, lets write and protects.
+    Sandbox {
+        /// The role whose sandbox (its `[sandbox]` paths over the team's).
+        #[arg(long, default_value = "worker")]
+        role: String,
+        /// Print the sandbox's view as JSON (with no command).
+        #[arg(long)]
+        json: bool,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, value_name = "CMD")]
+        command: Vec<std::ffi::OsString>,
+    },
     /// Compact the team's state now: remove read messages, finished tasks nothing waits on
     /// and events older than --older-than, and give the space back (the daemon also does this
     /// every few hours for what is older than `limits.retention_days`).

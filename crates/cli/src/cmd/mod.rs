@@ -7,6 +7,7 @@ mod doctor;
 mod memory;
 mod plan;
 pub(crate) mod roles;
+mod sandbox;
 mod serve;
 mod settings;
 pub(crate) mod teams;
@@ -171,6 +172,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Attach { name } => agents::attach(&ctx, name.as_deref()),
+        Command::Sandbox {
+            role,
+            json,
+            command,
+        } => sandbox::sandbox(&ctx, &role, json, &command),
         Command::Ps(j) => board::ps(&ctx, j.json),
         Command::Board => tui::board(&ctx),
         Command::Usage(j) => usage::usage(&ctx, j.json),

@@ -32,8 +32,9 @@ fn resolve_with(
                 Ok((BackendKind::Iterm2, "asked for".into()))
             } else {
                 bail!(crate::Hinted::new(
-                    "the iterm2 backend needs iTerm2 with its `it2` tool or osascript",
-                    "run inside iTerm2 on macOS, or use --backend tmux"
+                    format!("the iterm2 backend was asked for but {}", iterm2_missing()),
+                    "run `agent-team up` from an iTerm2 window on macOS (it drives iTerm2 through \
+                     osascript, iTerm2's AppleScript), or use --backend tmux"
                 ))
             }
         }
@@ -46,7 +47,10 @@ fn resolve_with(
             if iterm2 {
                 return Ok((
                     BackendKind::Iterm2,
-                    format!("auto: no usable tmux ({why_not}), running in iTerm2"),
+                    format!(
+                        "auto: no usable tmux ({why_not}), so agents get iTerm2 sessions in this \
+                         iTerm2 (driven through osascript)"
+                    ),
                 ));
             }
             Ok((
@@ -59,8 +63,36 @@ fn resolve_with(
     }
 }
 
+/// Whether this terminal is iTerm2 on macOS, where the iterm2 backend can drive it with
+/// `osascript` (iTerm2's AppleScript; no other iTerm2 tool is used).
 fn in_iterm2() -> bool {
     std::env::var("TERM_PROGRAM").is_ok_and(|t| t == "iTerm.app") && cfg!(target_os = "macos")
+}
+
+/// Why [`in_iterm2`] is false, for messages.
+fn iterm2_missing() -> String {
+    if !cfg!(target_os = "macos") {
+        return "iTerm2 runs only on macOS".into();
+    }
+    match std::env::var("TERM_PROGRAM") {
+        Ok(t) => format!("this terminal is {t}, not iTerm2 (TERM_PROGRAM is not iTerm.app)"),
+        Err(_) => "this terminal is not iTerm2 (TERM_PROGRAM is not iTerm.app)".into(),
+    }
+}
+
+/// `agent-team doctor`'s iTerm2 line: whether `--backend iterm2` (and `auto` without tmux)
+/// can use this terminal, and why not.
+pub fn iterm2_check() -> (bool, String) {
+    if in_iterm2() {
+        (
+            true,
+            "this terminal is iTerm2 on macOS: the iterm2 backend can drive it through osascript \
+             (iTerm2's AppleScript); this backend is tested only against a fake osascript"
+                .into(),
+        )
+    } else {
+        (false, iterm2_missing())
+    }
 }
 
 /// The worker executable: `AGENT_TEAM_WORKER`, else `agent-team-worker` beside this binary.
@@ -120,5 +152,25 @@ mod tests {
             (BackendKind::Tmux, "auto: tmux 3.3a is usable")
         );
         assert!(resolve_with(BackendKind::Tmux, tmux_is("tmux 3.0"), false).is_err());
+    }
+
+    /// The iterm2 backend needs nothing but iTerm2 and osascript: no message names another
+    /// tool (an `it2` was named, which the backend never used).
+    #[test]
+    fn iterm2_messages_name_osascript_and_no_other_tool() {
+        let err = resolve_with(BackendKind::Iterm2, tmux_is("tmux 3.3a"), false).unwrap_err();
+        let text = crate::describe(&err);
+        assert!(text.contains("osascript"), "{text}");
+        assert!(!text.contains("it2"), "{text}");
+        assert!(text.contains("--backend tmux"), "{text}");
+        let (kind, why) = resolve_with(BackendKind::Auto, tmux_is("tmux 3.1c"), true).unwrap();
+        assert_eq!(kind, BackendKind::Iterm2);
+        assert!(
+            why.contains("iTerm2 sessions") && why.contains("osascript"),
+            "{why}"
+        );
+        let (ok, detail) = iterm2_check();
+        assert!(!ok || detail.contains("osascript"), "{detail}");
+        assert!(!detail.contains("it2"), "{detail}");
     }
 }

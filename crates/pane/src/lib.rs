@@ -35,7 +35,7 @@ pub enum PaneError {
         /// The failure.
         source: std::io::Error,
     },
-    /// The backend's tool (tmux, it2) refused or failed.
+    /// The backend's tool (tmux, or osascript for iTerm2) refused or failed.
     #[error("{0}")]
     Tool(String),
     /// The processes would not die.

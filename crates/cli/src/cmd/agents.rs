@@ -110,16 +110,21 @@ pub fn logs(ctx: &Ctx, name: &str, follow: bool) -> Result<ExitCode> {
     }
 }
 
+/// The team's configuration as its daemon keeps it (none before its first `up`).
+fn team_config(c: &mut agent_team_client::Client) -> Result<Option<agent_team_config::TeamConfig>> {
+    Ok(match c.call(Request::GetConfig)? {
+        Reply::Config { config } if !config.is_null() => Some(serde_json::from_value(config)?),
+        _ => None,
+    })
+}
+
 /// Where the team's tmux panes are, from the daemon's stored configuration.
 pub fn tmux_place(
     ctx: &Ctx,
     c: &mut agent_team_client::Client,
 ) -> Result<Option<agent_team_config::TmuxPlace>> {
-    let cfg = match c.call(Request::GetConfig)? {
-        Reply::Config { config } if !config.is_null() => {
-            serde_json::from_value::<agent_team_config::TeamConfig>(config)?
-        }
-        _ => return Ok(None),
+    let Some(cfg) = team_config(c)? else {
+        return Ok(None);
     };
     if cfg.backend != agent_team_config::BackendKind::Tmux {
         return Ok(None);
@@ -131,23 +136,8 @@ pub fn tmux_place(
     })))
 }
 
-/// The command that attaches this terminal to `name`'s pane, zoomed, or with `view` =
-/// [`AttachView::Team`] to the whole team window with that pane selected.
-pub fn attach_command(
-    ctx: &Ctx,
-    name: &str,
-    view: agent_team_pane::tmux::AttachView,
-) -> Result<std::process::Command> {
-    let mut c = ctx.connect()?;
-    let Some(place) = tmux_place(ctx, &mut c)? else {
-        bail!(crate::Hinted::new(
-            format!(
-                "team {} does not run in tmux, so there is no pane to attach to",
-                ctx.team
-            ),
-            format!("follow the agent with `agent-team logs {name} --follow`")
-        ));
-    };
+/// `name`'s pane id (tmux `%N`, iTerm2 session id), or why it has none.
+fn agent_pane(c: &mut agent_team_client::Client, name: &str) -> Result<String> {
     let agents = match c.call(Request::Agents)? {
         Reply::Agents { agents } => agents,
         _ => vec![],
@@ -165,19 +155,76 @@ pub fn attach_command(
             "see `agent-team ps`"
         ));
     };
+    Ok(pane.clone())
+}
+
+/// The command that attaches this terminal to `name`'s pane, zoomed, or with `view` =
+/// [`AttachView::Team`] to the whole team window with that pane selected.
+pub fn attach_command(
+    ctx: &Ctx,
+    name: &str,
+    view: agent_team_pane::tmux::AttachView,
+) -> Result<std::process::Command> {
+    let mut c = ctx.connect()?;
+    let Some(place) = tmux_place(ctx, &mut c)? else {
+        if team_config(&mut c)?
+            .is_some_and(|cfg| cfg.backend == agent_team_config::BackendKind::Iterm2)
+        {
+            bail!(crate::Hinted::new(
+                format!("team {} runs in iTerm2, not tmux", ctx.team),
+                format!("`agent-team attach {name}` brings its iTerm2 session to the front")
+            ));
+        }
+        bail!(crate::Hinted::new(
+            format!(
+                "team {} does not run in tmux, so there is no pane to attach to",
+                ctx.team
+            ),
+            format!("follow the agent with `agent-team logs {name} --follow`")
+        ));
+    };
+    let pane = agent_pane(&mut c, name)?;
     let inside = agent_team_pane::tmux::current_server().is_some_and(|s| s == place.socket);
     Ok(agent_team_pane::tmux::attach_command(
         &place.socket,
         &place.session,
-        pane,
+        &pane,
         inside,
         view,
     ))
 }
 
+/// For a team on the iTerm2 backend, brings `name`'s session to the front (its window raised,
+/// its tab and pane selected) through iTerm2's AppleScript; false for other backends.
+fn attach_iterm2(ctx: &Ctx, name: &str) -> Result<bool> {
+    let mut c = ctx.connect()?;
+    if !team_config(&mut c)?
+        .is_some_and(|cfg| cfg.backend == agent_team_config::BackendKind::Iterm2)
+    {
+        return Ok(false);
+    }
+    let sid = agent_pane(&mut c, name)?;
+    agent_team_pane::iterm::select_session(&agent_team_pane::iterm::RealOsascript, &sid).map_err(
+        |e| {
+            crate::Hinted::new(
+                format!("cannot bring {name}'s iTerm2 session to the front: {e}"),
+                format!("follow the agent with `agent-team logs {name} --follow`"),
+            )
+        },
+    )?;
+    output::line(&format!(
+        "{name}'s iTerm2 session is in front (session {sid})"
+    ));
+    Ok(true)
+}
+
 /// `agent-team attach [NAME]`: NAME's pane zoomed, or the whole team with the leader selected.
+/// On the iTerm2 backend: NAME's (or the leader's) session brought to the front.
 pub fn attach(ctx: &Ctx, name: Option<&str>) -> Result<ExitCode> {
     use agent_team_pane::tmux::AttachView;
+    if attach_iterm2(ctx, name.unwrap_or(agent_team_protocol::names::LEADER))? {
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut cmd = match name {
         Some(n) => attach_command(ctx, n, AttachView::Zoomed)?,
         None => attach_command(ctx, agent_team_protocol::names::LEADER, AttachView::Team)?,

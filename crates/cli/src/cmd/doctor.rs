@@ -66,11 +66,13 @@ pub fn doctor(json: bool) -> Result<ExitCode> {
         Ok((_, _, v)) => (true, v),
         Err(e) => (false, e.to_string()),
     };
+    let iterm2 = crate::backend::iterm2_check();
     let checks = [
         ("sandbox", sandbox_ok, sandbox),
         ("namespace", namespace.0, namespace.1),
         ("landlock", landlock.0, landlock.1),
         ("tmux", tmux.0, tmux.1),
+        ("iterm2", iterm2.0, iterm2.1),
     ];
     if json {
         let v: Vec<serde_json::Value> = checks

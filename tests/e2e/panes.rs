@@ -410,6 +410,41 @@ fn attach_from_inside_another_tmux_selects_and_zooms_the_pane() {
         )
         .unwrap();
     assert_eq!(state, "1 1", "builder-1's pane is active and zoomed");
+    // The terminal shrinks: the team window is laid out again for it (the board goes to a
+    // window of its own at this size, which only our layout does), and the pane the person
+    // zoomed stays zoomed.
+    sb.tmux(
+        &outer,
+        &["resize-window", "-t", "outer", "-x", "70", "-y", "24"],
+    )
+    .unwrap();
+    wait_for_or(
+        "the board in a window of its own",
+        T,
+        || {
+            let all = window_panes(&sb, "att");
+            let leader = all.iter().find(|p| p.3.starts_with("leader@"));
+            all.iter()
+                .any(|p| p.3 == "board" && leader.is_some_and(|l| l.4 != p.4))
+        },
+        || format!("{:?}", window_panes(&sb, "att")),
+    );
+    let state = sb
+        .tmux(
+            &team_sock,
+            &[
+                "display",
+                "-p",
+                "-t",
+                &target,
+                "#{pane_active} #{window_zoomed_flag}",
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        state, "1 1",
+        "builder-1 is still zoomed after the new layout"
+    );
     sb.ok(&["--team", "att", "down"]);
 }
 

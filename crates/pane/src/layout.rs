@@ -294,7 +294,7 @@ mod tests {
             assert!(board.2 >= h * 2 / 5, "{w}x{h}: board {board:?}");
             for p in &s {
                 // A pane's height in tmux is its cell's less the border's title line.
-                assert!(p.1 >= min_w && p.2 - 1 >= min_h, "{w}x{h}: {p:?}");
+                assert!(p.1 >= min_w && p.2 > min_h, "{w}x{h}: {p:?}");
                 assert!(
                     leader.1 * leader.2 >= p.1 * p.2,
                     "the leader is largest: {s:?}"

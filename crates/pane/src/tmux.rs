@@ -755,6 +755,8 @@ struct SessionPane {
     owner: String,
     board_of: String,
     size: (usize, usize),
+    /// The window is zoomed, on this pane.
+    zoomed_active: bool,
 }
 
 /// [`relayout`] while holding `lock`, so runs started by several hooks at once take turns.
@@ -789,7 +791,7 @@ pub fn relayout(socket: &Path, window: &str, layout: TmuxLayout) -> Result<(), P
     }
     let mut cmds = TmuxCommands::new();
     cmds.push(ListPanes::new().session().target(window).format(format!(
-        "#{{window_id}}\t#{{pane_id}}\t#{{{OWNER_OPTION}}}\t#{{{BOARD_OPTION}}}\t#{{window_width}}\t#{{window_height}}"
+        "#{{window_id}}\t#{{pane_id}}\t#{{{OWNER_OPTION}}}\t#{{{BOARD_OPTION}}}\t#{{window_width}}\t#{{window_height}}\t#{{window_zoomed_flag}}#{{pane_active}}"
     )));
     let out = run(socket, None, cmds).map_err(tool)?;
     let panes: Vec<SessionPane> = out
@@ -802,6 +804,7 @@ pub fn relayout(socket: &Path, window: &str, layout: TmuxLayout) -> Result<(), P
                 owner: f.get(2)?.to_string(),
                 board_of: f.get(3)?.to_string(),
                 size: (f.get(4)?.parse().ok()?, f.get(5)?.parse().ok()?),
+                zoomed_active: f.get(6).is_some_and(|z| *z == "11"),
             })
         })
         .collect();
@@ -882,6 +885,11 @@ pub fn relayout(socket: &Path, window: &str, layout: TmuxLayout) -> Result<(), P
             "select-layout",
             &["-t", window, layout.tmux_name().unwrap_or("tiled")],
         )),
+    }
+    // A layout unzooms the window: a pane someone zoomed (`attach NAME`) is zoomed again,
+    // over the new layout, so unzooming it later shows the team laid out for this size.
+    if let Some(z) = here.iter().find(|p| p.zoomed_active) {
+        cmds.push(raw("resize-pane", &["-Z", "-t", &z.id]));
     }
     run(socket, None, cmds).map(|_| ()).map_err(tool)
 }

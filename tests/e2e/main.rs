@@ -30,5 +30,6 @@ mod service;
 mod strategies;
 mod tui;
 mod usage;
+mod vanish;
 mod vars;
 mod workers;

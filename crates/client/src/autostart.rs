@@ -103,8 +103,19 @@ pub(crate) fn start(
     if daemon_running(tp) {
         return Ok(None);
     }
-    tp.ensure_dirs()
-        .map_err(|e| StartError::Io(e.to_string()))?;
+    if scrub {
+        // A healer's start (the only one that scrubs): it brings a team back, it never makes
+        // one, so a state dir deleted meanwhile is not made again.
+        if !tp.dir.is_dir() {
+            return Err(StartError::Io(format!(
+                "the state dir {} is gone",
+                tp.dir.display()
+            )));
+        }
+    } else {
+        tp.ensure_dirs()
+            .map_err(|e| StartError::Io(e.to_string()))?;
+    }
     let deadline = Instant::now() + START_DEADLINE;
     // Another command is starting it right now: wait for that one instead of racing it.
     if agent_team_paths::lock_held(&tp.lock) && wait_for_winner(tp, deadline) {

@@ -5,6 +5,11 @@
 //! `run`, SIGTERM) leaves the clean-stop marker ([`TeamPaths::stopped`]), and then nobody brings
 //! it back: the healer says [`Healed::Stopped`], and a daemon started by a healer checks the
 //! marker again under the lock ([`ENV_HEAL`]), so a `down` racing a healer always wins.
+//!
+//! A team whose files were deleted (its state dir, its database or its runtime dir gone, or
+//! replaced by others) is not brought back either: the healer compares what the paths resolve
+//! to with the [`TeamFiles`] it knew and says [`Healed::Gone`], and a healer's daemon refuses to
+//! start where the state dir or the database is missing (issue 70).
 
 use crate::autostart::{StartError, daemon_running, start};
 use agent_team_paths::{Paths, TeamPaths};
@@ -29,6 +34,15 @@ pub const DAEMON_ENV: [&str; 7] = [
     "AGENT_TEAM_LOG_CAP_BYTES",
 ];
 
+/// Set in the guardian's environment by the daemon it guards: the daemon's [`TeamFiles`]
+/// ([`TeamFiles::encode`]), so the guardian brings back only a team whose files are the ones
+/// its daemon ran on.
+pub const ENV_GUARDED_FILES: &str = "AGENT_TEAM_GUARDED_FILES";
+
+/// Set on a daemon a healer starts, with the [`TeamFiles`] the healer knew: the daemon serves
+/// those only (files deleted and made again since are another team's).
+pub const ENV_HEAL_FILES: &str = "AGENT_TEAM_HEAL_FILES";
+
 /// What a heal found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Healed {
@@ -36,6 +50,69 @@ pub enum Healed {
     Running,
     /// The team was stopped on purpose: nobody may bring it back.
     Stopped,
+    /// The team's files were deleted (or replaced): there is no team to bring back.
+    Gone,
+}
+
+/// Which files a team runs on: the (device, inode) of its state dir, its database and its
+/// runtime dir. A team whose paths resolve to others (deleted, or deleted and made again) is
+/// not the team a daemon served: its daemon stops and nobody brings it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TeamFiles {
+    dir: (u64, u64),
+    db: (u64, u64),
+    runtime: (u64, u64),
+}
+
+impl TeamFiles {
+    /// What `tp`'s state dir, database and runtime dir are now; `None` when one is missing.
+    pub fn of(tp: &TeamPaths) -> Option<Self> {
+        let runtime = tp.lock.parent()?;
+        Some(TeamFiles {
+            dir: file_id(&tp.dir)?,
+            db: file_id(&tp.db)?,
+            runtime: file_id(runtime)?,
+        })
+    }
+
+    /// Whether `tp`'s paths still resolve to these files.
+    pub fn still_there(&self, tp: &TeamPaths) -> bool {
+        TeamFiles::of(tp) == Some(*self)
+    }
+
+    /// Whether `tp`'s runtime dir is still this one (its files may be cleaned up, its
+    /// clean-stop marker written).
+    pub fn runtime_still_there(&self, tp: &TeamPaths) -> bool {
+        tp.lock.parent().and_then(file_id) == Some(self.runtime)
+    }
+
+    /// The form [`ENV_GUARDED_FILES`] carries: six numbers separated by `:`.
+    pub fn encode(&self) -> String {
+        let (a, b, c) = (self.dir, self.db, self.runtime);
+        format!("{}:{}:{}:{}:{}:{}", a.0, a.1, b.0, b.1, c.0, c.1)
+    }
+
+    /// Reads [`TeamFiles::encode`]'s form; `None` when it is not that.
+    pub fn parse(s: &str) -> Option<Self> {
+        let n: Vec<u64> = s
+            .split(':')
+            .map(|p| p.trim().parse().ok())
+            .collect::<Option<_>>()?;
+        match n[..] {
+            [a, b, c, d, e, f] => Some(TeamFiles {
+                dir: (a, b),
+                db: (c, d),
+                runtime: (e, f),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The (device, inode) `path` resolves to, if it exists.
+fn file_id(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// What a healer needs: where the team lives, the executable, the daemon's environment.
@@ -44,21 +121,43 @@ pub struct Healer {
     tp: TeamPaths,
     exe: PathBuf,
     env: Vec<(String, String)>,
+    /// The team's files as this healer first saw them (`None`: they were not all there).
+    files: Option<TeamFiles>,
 }
 
 impl Healer {
-    /// A healer for `team` under `paths`, starting `exe`, with the daemon's environment `env`.
+    /// A healer for `team` under `paths`, starting `exe`, with the daemon's environment `env`;
+    /// it brings back only the team whose files are there now ([`TeamFiles`]).
     pub fn new(
         paths: &Paths,
         team: &str,
         exe: PathBuf,
         env: Vec<(String, String)>,
     ) -> Result<Self, agent_team_paths::PathError> {
+        let tp = paths.team(team)?;
+        let files = TeamFiles::of(&tp);
         Ok(Healer {
-            tp: paths.team(team)?,
+            tp,
             exe,
             env,
+            files,
         })
+    }
+
+    /// This healer bringing back only the team that runs on `files` (a guardian is told them
+    /// by its daemon: by the time it heals, the paths may name others).
+    pub fn with_files(mut self, files: TeamFiles) -> Self {
+        self.files = Some(files);
+        self
+    }
+
+    /// Whether the team's files are still the ones this healer knew (or, when it knew none,
+    /// whether the state dir and the database are there now).
+    pub fn files_there(&self) -> bool {
+        match &self.files {
+            Some(f) => f.still_there(&self.tp),
+            None => self.tp.dir.is_dir() && self.tp.db.is_file(),
+        }
     }
 
     /// The variables a daemon gives each agent's launch so its worker can heal: the executable
@@ -108,8 +207,9 @@ impl Healer {
         self.tp.stopped.exists()
     }
 
-    /// Makes sure the daemon runs unless the team was stopped on purpose. Blocking (up to the
-    /// start deadline of [`crate::ensure_daemon`]); `Err` when no daemon could be started.
+    /// Makes sure the daemon runs unless the team was stopped on purpose or its files are
+    /// gone. Blocking (up to the start deadline of [`crate::ensure_daemon`]); `Err` when no
+    /// daemon could be started.
     pub fn heal(&self) -> Result<Healed, StartError> {
         if self.stopped() {
             return Ok(Healed::Stopped);
@@ -117,8 +217,14 @@ impl Healer {
         if daemon_running(&self.tp) {
             return Ok(Healed::Running);
         }
+        if !self.files_there() {
+            return Ok(Healed::Gone);
+        }
         let mut env = self.env.clone();
         env.push((ENV_HEAL.to_string(), "1".to_string()));
+        if let Some(files) = &self.files {
+            env.push((ENV_HEAL_FILES.to_string(), files.encode()));
+        }
         match start(&self.tp, &self.exe, &env, true, false, None) {
             Ok(pid) => {
                 if let Some(pid) = pid {
@@ -131,6 +237,8 @@ impl Healer {
             }
             // A `down` won the race: its marker is there now.
             Err(_) if self.stopped() => Ok(Healed::Stopped),
+            // The files went meanwhile (the daemon refused to start without them).
+            Err(_) if !self.files_there() => Ok(Healed::Gone),
             Err(e) => Err(e),
         }
     }
@@ -146,6 +254,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("heal-test-{}", std::process::id()));
         let paths = Paths::new(dir.join("home"), dir.join("run"));
         paths.ensure_runtime().unwrap();
+        let tp = paths.team("t").unwrap();
+        tp.ensure_dirs().unwrap();
+        std::fs::write(&tp.db, "").unwrap();
         // An executable that would fail loudly if it were started.
         let h = Healer::new(
             &paths,
@@ -161,6 +272,40 @@ mod tests {
             h.heal().is_err(),
             "without the marker it tries to start the daemon"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_team_whose_files_are_gone_or_replaced_is_never_brought_back() {
+        let dir = std::env::temp_dir().join(format!("heal-gone-{}", std::process::id()));
+        let paths = Paths::new(dir.join("home"), dir.join("run"));
+        paths.ensure_runtime().unwrap();
+        let tp = paths.team("t").unwrap();
+        tp.ensure_dirs().unwrap();
+        std::fs::write(&tp.db, "").unwrap();
+        let files = TeamFiles::of(&tp).unwrap();
+        assert_eq!(TeamFiles::parse(&files.encode()), Some(files));
+        assert_eq!(TeamFiles::parse("1:2:3"), None);
+        // An executable that would fail loudly if it were started.
+        let exe = PathBuf::from("/nonexistent/agent-team");
+        let h = Healer::new(&paths, "t", exe.clone(), vec![]).unwrap();
+        assert!(h.files_there());
+        assert!(h.heal().is_err(), "with its files there it tries to start");
+        // The state dir deleted and made again (a new team of the same name): not this team.
+        std::fs::remove_dir_all(&tp.dir).unwrap();
+        assert_eq!(h.heal().unwrap(), Healed::Gone);
+        tp.ensure_dirs().unwrap();
+        std::fs::write(&tp.db, "").unwrap();
+        assert!(!files.still_there(&tp));
+        assert!(files.runtime_still_there(&tp));
+        assert_eq!(h.heal().unwrap(), Healed::Gone);
+        // A guardian told the new files heals them; the runtime dir deleted, it does not.
+        let g = Healer::new(&paths, "t", exe, vec![])
+            .unwrap()
+            .with_files(TeamFiles::of(&tp).unwrap());
+        assert!(g.heal().is_err());
+        std::fs::remove_dir_all(&paths.runtime).unwrap();
+        assert_eq!(g.heal().unwrap(), Healed::Gone);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -89,7 +89,7 @@ impl Core {
             }
             hold_until = None;
             self.stats.0 += 1;
-            self.commit_batch()?;
+            self.commit_vanishing(|core| core.commit_batch())?;
             if self.sup.stopping() && (self.sup.all_down() || self.force_exit) {
                 break;
             }
@@ -102,9 +102,9 @@ impl Core {
                 }
             }
         }
-        self.commit_batch()?;
+        self.commit_vanishing(|core| core.commit_batch())?;
         // What the stop committed without a sync of its own is on disk before the daemon ends.
-        self.store.settle()?;
+        self.commit_vanishing(|core| core.store.settle())?;
         self.sup.backend_shutdown();
         // The last notifications (the run's end) run before the daemon exits, bounded by the
         // team's notify timeout.
@@ -125,6 +125,21 @@ impl Core {
             s.handle.close();
         }
         Ok(())
+    }
+
+    /// Runs a commit step; once the team's files are gone ([`Core::vanished`]) a failure is
+    /// only logged, so the agents are still stopped and the panes closed.
+    fn commit_vanishing(
+        &mut self,
+        step: impl FnOnce(&mut Self) -> Result<(), agent_team_store::StoreError>,
+    ) -> Result<(), agent_team_store::StoreError> {
+        match step(self) {
+            Err(e) if self.vanished => {
+                tracing::debug!("the store's files are gone: {e}");
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Sends an in-process agent its welcome (queued at `mark`) and the pushes queued behind
@@ -320,6 +335,10 @@ impl Core {
             }
             CoreMsg::Closed { conn } => self.closed(conn),
             CoreMsg::Shutdown => self.stop_on_purpose(),
+            CoreMsg::Vanished {
+                runtime_intact,
+                force,
+            } => self.stop_vanished(runtime_intact, force),
             CoreMsg::Sup(ev) => self.supervise(|s| s.sup_event(ev)),
             CoreMsg::Poll => self.supervise(|s| s.poll()),
             CoreMsg::ChildExited => self.supervise(|s| s.child_exited()),

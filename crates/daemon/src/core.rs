@@ -60,6 +60,14 @@ pub enum CoreMsg {
     },
     /// SIGTERM, SIGINT or a `shutdown` request: stop cleanly.
     Shutdown,
+    /// The team's files were deleted or replaced ([`crate::vanish`]): stop for good.
+    Vanished {
+        /// The runtime dir is still this daemon's (only the state went): the stop is then a
+        /// stop on purpose, with its marker.
+        runtime_intact: bool,
+        /// The agents had their time: exit now, whatever is still stopping.
+        force: bool,
+    },
     /// A blocking supervisor operation finished.
     Sup(crate::supervisor::SupEvent),
     /// An agent may have ended (an in-process agent said so): check now rather than at the
@@ -245,6 +253,9 @@ pub struct Core {
     /// The write end of the guardian's pipe (a copy), written once the stop is on purpose;
     /// filled when the guardian starts, which may be after the core.
     guardian: crate::GuardianSlot<std::fs::File>,
+    /// The team's files were deleted ([`crate::vanish`]): the stop goes on whatever the store
+    /// says (its files are gone; what it fails to write matters to nobody).
+    pub(crate) vanished: bool,
 }
 
 impl Core {
@@ -255,19 +266,40 @@ impl Core {
         match agent_team_paths::mark_stopped(&self.cfg.paths.stopped) {
             // Nothing to bring back: the guardian goes now, beside the agents' stop, rather
             // than once everything else is done (the daemon still waits for its exit).
-            Ok(()) => {
-                let pipe = crate::lock(&self.guardian).take();
-                if let Some(mut pipe) = pipe {
-                    use std::io::Write as _;
-                    let _ = pipe.write_all(b"s");
-                }
-            }
+            Ok(()) => self.dismiss_guardian(),
             Err(e) => tracing::warn!(
                 "cannot write the clean-stop marker {}: {e}",
                 self.cfg.paths.stopped.display()
             ),
         }
         self.supervise(|s| s.begin_shutdown());
+    }
+
+    /// The team's files were deleted or replaced ([`crate::vanish`]): the team stops as on
+    /// `down` and nothing brings it back. With the runtime dir still there it is a stop on
+    /// purpose (its marker tells every healer); without it nothing is written where the files
+    /// were, and the guardian is dismissed through its pipe. `force`: exit now.
+    pub(crate) fn stop_vanished(&mut self, runtime_intact: bool, force: bool) {
+        self.vanished = true;
+        if runtime_intact && !self.sup.stopping() {
+            self.stop_on_purpose();
+        } else {
+            self.dismiss_guardian();
+            self.supervise(|s| s.begin_shutdown());
+        }
+        if force {
+            tracing::warn!("the agents did not all stop in time; exiting anyway");
+            self.force_exit = true;
+        }
+    }
+
+    /// Tells the guardian (one byte on its pipe) that there is nothing to bring back.
+    fn dismiss_guardian(&mut self) {
+        let pipe = crate::lock(&self.guardian).take();
+        if let Some(mut pipe) = pipe {
+            use std::io::Write as _;
+            let _ = pipe.write_all(b"s");
+        }
     }
 
     /// Gives the core the slot of the write end of its guardian's pipe (a copy), so a stop on
@@ -341,6 +373,7 @@ impl Core {
             started_inside: false,
             welcomed_inside: false,
             guardian: Default::default(),
+            vanished: false,
         };
         core.state.set_inbox_limit(core.cfg.inbox_limit);
         core.recover();

@@ -19,6 +19,7 @@ mod notify;
 pub mod outbox;
 pub mod policy;
 pub mod supervisor;
+mod vanish;
 mod work;
 
 pub use supervisor::{PID_START, SupervisorEnv, remote_backend};
@@ -65,6 +66,9 @@ pub enum DaemonError {
     /// A healer tried to bring back a team that was stopped on purpose (`down`).
     #[error("team {0} was stopped on purpose (`agent-team down`); not bringing it back")]
     StoppedOnPurpose(String),
+    /// A healer tried to bring back a team whose state dir or database was deleted.
+    #[error("the files of team {0} were deleted; not bringing it back")]
+    Gone(String),
     /// The socket or a file could not be set up.
     #[error("{what}: {source}")]
     Io {
@@ -84,7 +88,7 @@ impl DaemonError {
     pub fn exit_code(&self) -> u8 {
         match self {
             DaemonError::StorageFull { .. } => EXIT_STORAGE_FULL,
-            DaemonError::StoppedOnPurpose(_) => 0,
+            DaemonError::StoppedOnPurpose(_) | DaemonError::Gone(_) => 0,
             _ => 1,
         }
     }
@@ -110,6 +114,9 @@ pub struct DaemonOptions {
     /// Started by a healer (a worker, a relay or the guardian bringing a crashed daemon back):
     /// refuse to start when the team was stopped on purpose, checked under the lock.
     pub heal: bool,
+    /// With `heal`: the files the healer knew the team by; the daemon serves those only, and
+    /// refuses to start (under the lock) when the paths name others by then.
+    pub heal_files: Option<agent_team_client::heal::TeamFiles>,
     /// The `agent-team` executable to run this daemon's guardian with (`daemon --guard`), which
     /// brings the daemon back should it crash; `None`: no guardian (tests, benches).
     pub guard_exe: Option<std::path::PathBuf>,
@@ -141,6 +148,7 @@ impl DaemonOptions {
             limits: agent_team_config::Limits::default(),
             env: SupervisorEnv::default(),
             heal: false,
+            heal_files: None,
             guard_exe: None,
             guard_waiter: None,
             starter_guards: None,
@@ -181,7 +189,8 @@ pub fn run_notifying(opts: DaemonOptions, listening: impl FnOnce()) -> Result<()
         if let Some(exe) = opts.guard_exe.clone() {
             let (waiter, tp) = (opts.guard_waiter.clone(), prepared.paths.clone());
             let (slot, stopped) = (guardian.clone(), stopped.clone());
-            let start = move || match spawn_guardian(&exe, waiter.as_deref(), &tp) {
+            let files = prepared.files;
+            let start = move || match spawn_guardian(&exe, waiter.as_deref(), &tp, files) {
                 Ok(g) => {
                     if let Ok(pipe) = g.pipe.try_clone() {
                         *lock(&dismiss) = Some(pipe);
@@ -284,12 +293,13 @@ impl Guardian {
 /// process group of its own with the read end of a pipe as its stdin; the write end, returned,
 /// stays in this process (close-on-exec, so no agent holds it). When this daemon ends, however
 /// it ends, the guardian reads end of file and brings it back unless the team was stopped on
-/// purpose; a byte on the pipe dismisses it. The waiter (a standard-library-only program) is
+/// purpose or its files (`files`, this daemon's) are gone; a byte on the pipe dismisses it. The waiter (a standard-library-only program) is
 /// what waits for the daemon's whole life: ~0.7 MiB of PSS instead of a whole `agent-team`'s ~3 MiB.
 fn spawn_guardian(
     exe: &std::path::Path,
     waiter: Option<&std::path::Path>,
     tp: &TeamPaths,
+    files: Option<agent_team_client::heal::TeamFiles>,
 ) -> std::io::Result<Guardian> {
     use std::os::unix::process::CommandExt as _;
     let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
@@ -301,6 +311,9 @@ fn spawn_guardian(
         }
         None => std::process::Command::new(exe),
     };
+    if let Some(files) = files {
+        cmd.env(agent_team_client::heal::ENV_GUARDED_FILES, files.encode());
+    }
     let mut child = cmd
         .args(["daemon", "--guard", "--team", &tp.team])
         .env(ENV_GUARDED_PID, std::process::id().to_string())
@@ -328,6 +341,9 @@ pub struct Prepared {
     /// Let go of as [`serve`] ends, unless its caller took it to let go of later.
     lock: Option<DaemonLock>,
     paths: TeamPaths,
+    /// The files this daemon serves (`None`: one was missing once it was ready, which only a
+    /// deletion racing its start does): their deletion ends the team ([`vanish`]).
+    files: Option<agent_team_client::heal::TeamFiles>,
     core: Core,
     listener: interprocess::local_socket::tokio::Listener,
     tx: mpsc::UnboundedSender<CoreMsg>,
@@ -439,12 +455,27 @@ fn open_and_read(
 /// starts opening the store.
 fn lock_and_open(opts: &DaemonOptions) -> Result<Locked, DaemonError> {
     let tp = opts.paths.team(&opts.team)?;
-    opts.paths.ensure_runtime()?;
-    tp.ensure_dirs()?;
+    // A healer brings back a team, it never makes one: with its state deleted there is nothing
+    // to bring back (and nothing of it is made again here).
+    let gone = |tp: &TeamPaths| {
+        !(tp.dir.is_dir() && tp.db.is_file() && tp.lock.parent().is_some_and(|r| r.is_dir()))
+    };
+    if opts.heal {
+        if gone(&tp) {
+            return Err(DaemonError::Gone(opts.team.clone()));
+        }
+    } else {
+        opts.paths.ensure_runtime()?;
+        tp.ensure_dirs()?;
+    }
     let lock = DaemonLock::acquire(&tp.lock)?;
     // A healer's start and `down` may race: under the lock the marker decides.
     if opts.heal && tp.stopped.exists() {
         return Err(DaemonError::StoppedOnPurpose(opts.team.clone()));
+    }
+    // And a deletion: the files are the healer's, or there is no team to bring back.
+    if opts.heal && (gone(&tp) || opts.heal_files.is_some_and(|f| !f.still_there(&tp))) {
+        return Err(DaemonError::Gone(opts.team.clone()));
     }
     agent_team_paths::clear_stopped(&tp.stopped).map_err(|source| DaemonError::Io {
         what: format!(
@@ -529,9 +560,15 @@ fn prepare_locked(opts: &DaemonOptions, locked: Locked) -> Result<Prepared, Daem
             what: format!("cannot listen on {}", tp.socket.display()),
             source,
         })?;
+    // A healer's daemon serves the files the healer knew (checked under the lock).
+    let files = opts
+        .heal_files
+        .filter(|_| opts.heal)
+        .or_else(|| agent_team_client::heal::TeamFiles::of(&tp));
     Ok(Prepared {
         lock: Some(lock),
         paths: tp,
+        files,
         core,
         listener,
         tx,
@@ -548,13 +585,32 @@ pub async fn serve(
     let Prepared {
         lock,
         paths,
+        files,
         core,
-        listener,
+        mut listener,
         tx,
         rx,
         gate,
     } = prepared;
     let core_task = tokio::spawn(core.run(rx));
+    // Its files deleted, the team is gone: the daemon stops it and exits.
+    let runtime_gone = vanish::RuntimeGone::default();
+    let _watch = match files {
+        Some(files) => Some(AbortOnDrop(tokio::spawn(vanish::watch(
+            paths.clone(),
+            files,
+            tx.clone(),
+            runtime_gone.clone(),
+        )))),
+        None => {
+            let _ = tx.send(CoreMsg::Vanished {
+                runtime_intact: false,
+                force: false,
+            });
+            runtime_gone.store(true, std::sync::atomic::Ordering::SeqCst);
+            None
+        }
+    };
     // Children that exit are noticed at once, not at the next poll.
     if let Ok(mut chld) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
         let tx = tx.clone();
@@ -602,7 +658,9 @@ pub async fn serve(
         )
     };
     let accept_tx = tx.clone();
+    let listening = &listener;
     let accept = async move {
+        let listener = listening;
         loop {
             match listener.accept().await {
                 Ok(stream) => {
@@ -639,11 +697,18 @@ pub async fn serve(
         }
         r = &mut core_task => r,
     };
-    // The listener (and with it the socket file) is gone once `accept` is dropped.
-    let _ = std::fs::remove_file(&paths.operator_secret);
-    // The team's agents are stopped: their secrets go too (a crash leaves them for the agents
-    // the next daemon re-adopts or restarts).
-    let _ = std::fs::remove_file(&paths.secrets);
+    if vanish::runtime_gone(&runtime_gone) {
+        // The runtime dir went: its paths may name another team's files by now, so nothing
+        // there is touched (not even the socket the listener would remove as it goes).
+        listener.do_not_reclaim_name_on_drop();
+    } else {
+        // The socket file goes with the listener.
+        drop(listener);
+        let _ = std::fs::remove_file(&paths.operator_secret);
+        // The team's agents are stopped: their secrets go too (a crash leaves them for the
+        // agents the next daemon re-adopts or restarts).
+        let _ = std::fs::remove_file(&paths.secrets);
+    }
     drop(lock);
     match result {
         Ok(Ok(())) => Ok(()),
@@ -652,6 +717,15 @@ pub async fn serve(
             what: "the core task failed".into(),
             source: std::io::Error::other(join.to_string()),
         }),
+    }
+}
+
+/// A task aborted when this is dropped (the vanish watch ends with [`serve`]).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -48,8 +48,10 @@ impl PaneBackend for ProcessBackend {
 
     fn spawn(&self, spec: &LaunchSpec) -> Result<Launched, PaneError> {
         let io = |what: String| move |source| PaneError::Io { what, source };
-        if let Some(dir) = spec.log.parent() {
-            std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
+        // The log's own directory only: the team's state dir deleted is not made again (its
+        // daemon is stopping the team, issue 70).
+        if let Some(dir) = spec.log.parent().filter(|d| !d.is_dir()) {
+            std::fs::create_dir(dir).map_err(io(format!("cannot create {}", dir.display())))?;
         }
         let log = std::fs::OpenOptions::new()
             .create(true)

@@ -1150,18 +1150,37 @@ impl PaneBackend for TmuxBackend {
             pid_cmd.push(DisplayMessage::new().print().message("#{pid}"));
             let server_pid: Option<u32> =
                 self.tmux(pid_cmd).ok().and_then(|o| o.trim().parse().ok());
-            cmds.push(KillServer::new());
-            let _ = self.tmux(cmds);
+            let servers = match server_pid {
+                Some(pid) => {
+                    cmds.push(KillServer::new());
+                    let _ = self.tmux(cmds);
+                    vec![pid]
+                }
+                // Its socket was deleted (the team's runtime dir with it): the server can no
+                // longer be told anything, so it is found by the socket its command line names
+                // and ended with SIGTERM (its panes' processes get SIGHUP).
+                None => {
+                    let found = servers_named(&self.place.socket);
+                    for pid in &found {
+                        if let Ok(pid) = i32::try_from(*pid) {
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(pid),
+                                nix::sys::signal::Signal::SIGTERM,
+                            );
+                        }
+                    }
+                    found
+                }
+            };
             // kill-server returns before the server has exited: wait until the process is gone.
             let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            while let Some(pid) = server_pid {
-                if !crate::procs::pid_alive(pid)
-                    || crate::procs::is_zombie(pid)
-                    || std::time::Instant::now() > deadline
+            for pid in servers {
+                while crate::procs::pid_alive(pid)
+                    && !crate::procs::is_zombie(pid)
+                    && std::time::Instant::now() < deadline
                 {
-                    break;
+                    std::thread::sleep(Duration::from_millis(5));
                 }
-                std::thread::sleep(Duration::from_millis(5));
             }
             let _ = std::fs::remove_file(&self.place.socket);
         } else if let Some(w) = &self.place.window {
@@ -1170,6 +1189,31 @@ impl PaneBackend for TmuxBackend {
         }
         let _ = std::fs::remove_file(&self.config);
     }
+}
+
+/// The tmux servers (and clients) of this user whose command line names `socket` after `-S`
+/// (how every server of a team is started): a server whose socket file was deleted still
+/// runs, and only this finds it.
+pub fn servers_named(socket: &Path) -> Vec<u32> {
+    let mut want = b"\0-S\0".to_vec();
+    want.extend_from_slice(socket.as_os_str().as_encoded_bytes());
+    want.push(0);
+    let me = nix::unistd::getuid().as_raw();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            use std::os::unix::fs::MetadataExt as _;
+            let dir = format!("/proc/{pid}");
+            let mine = std::fs::metadata(&dir).is_ok_and(|m| m.uid() == me);
+            let comm = std::fs::read_to_string(format!("{dir}/comm")).unwrap_or_default();
+            let cmd = std::fs::read(format!("{dir}/cmdline")).unwrap_or_default();
+            mine && comm.starts_with("tmux")
+                && cmd.windows(want.len()).any(|w| w == want.as_slice())
+        })
+        .collect()
 }
 
 /// How [`attach_command`] shows the pane it puts the terminal on.

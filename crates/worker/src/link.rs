@@ -364,6 +364,12 @@ async fn connect(
                             agent.team
                         )));
                     }
+                    Some(Ok(Healed::Gone)) => {
+                        return Err(AgentError::Daemon(format!(
+                            "the files of team {} were deleted; not bringing it back",
+                            agent.team
+                        )));
+                    }
                     Some(Err(why)) if !said => {
                         out.say(&format!("cannot restart the daemon: {why}"))
                     }

@@ -97,8 +97,10 @@ fn open(p: &std::path::Path, std_fds: bool) -> Option<RotatingLog> {
 
 /// [`open`] with the cap given.
 fn open_capped(p: &std::path::Path, std_fds: bool, cap: u64) -> Option<RotatingLog> {
-    if let Some(d) = p.parent() {
-        let _ = std::fs::create_dir_all(d);
+    // The log's own directory only: the team's state dir deleted is not made again (its
+    // daemon is stopping the team, issue 70).
+    if let Some(d) = p.parent().filter(|d| !d.is_dir()) {
+        let _ = std::fs::create_dir(d);
     }
     let log = RotatingLog::open(p, cap, LOG_KEEP, std_fds).ok()?;
     Some(if std_fds { log.with_stdout() } else { log })

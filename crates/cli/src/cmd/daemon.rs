@@ -79,6 +79,10 @@ fn serve_here(ctx: &Ctx, permission_timeout: u64) -> Result<u8> {
         }
     };
     opts.heal = std::env::var_os(agent_team_client::heal::ENV_HEAL).is_some();
+    opts.heal_files = std::env::var(agent_team_client::heal::ENV_HEAL_FILES)
+        .ok()
+        .filter(|_| opts.heal)
+        .and_then(|v| agent_team_client::heal::TeamFiles::parse(&v));
     opts.guard_exe = std::env::current_exe().ok();
     // The guardian waits as the small bridge when it is installed beside us.
     opts.guard_waiter = opts
@@ -111,7 +115,7 @@ fn serve_here(ctx: &Ctx, permission_timeout: u64) -> Result<u8> {
 
 /// `agent-team daemon --guard`: the daemon's guardian. Its stdin is a pipe whose only writer is
 /// the daemon; at end of file (the daemon ended, by a crash or not) it brings the daemon back
-/// unless the team was stopped on purpose, then exits (the new daemon has a guardian of its
+/// unless the team was stopped on purpose or its files were deleted, then exits (the new daemon has a guardian of its
 /// own). A byte on the pipe is the daemon dismissing it (stopped on purpose): it exits at once.
 pub fn guard(ctx: &Ctx) -> Result<ExitCode> {
     use agent_team_client::heal::{Healed, Healer};
@@ -142,10 +146,18 @@ pub fn guard(ctx: &Ctx) -> Result<ExitCode> {
     }
     let exe = std::env::current_exe().context("cannot find the agent-team executable")?;
     let env = Healer::launch_env(&ctx.paths, Some(exe));
-    let healer = Healer::from_lookup(&ctx.team, |k| {
+    let mut healer = Healer::from_lookup(&ctx.team, |k| {
         env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
     })
     .context("cannot describe the team's daemon")?;
+    // The files the daemon ran on: a team whose files were deleted (or made anew by someone
+    // else) since is not brought back.
+    if let Some(files) = std::env::var(agent_team_client::heal::ENV_GUARDED_FILES)
+        .ok()
+        .and_then(|v| agent_team_client::heal::TeamFiles::parse(&v))
+    {
+        healer = healer.with_files(files);
+    }
     // A start can fail for a while (the disk is full): try again for a minute, then leave it
     // to the agents' workers and the next command.
     let mut pauses =
@@ -154,6 +166,13 @@ pub fn guard(ctx: &Ctx) -> Result<ExitCode> {
     loop {
         match healer.heal() {
             Ok(Healed::Running) | Ok(Healed::Stopped) => return Ok(ExitCode::SUCCESS),
+            Ok(Healed::Gone) => {
+                crate::output::say(&format!(
+                    "agent-team: guardian of team {}: the team's files were deleted; not bringing it back",
+                    ctx.team
+                ));
+                return Ok(ExitCode::SUCCESS);
+            }
             Err(e) => match pauses.next() {
                 Some(p) => {
                     crate::output::say(&format!(

@@ -230,11 +230,13 @@ impl Teams for LocalTeams {
 
     fn follow(&self, team: &str, since: u64) -> Result<Box<dyn Follow>, ErrorBody> {
         let ctx = self.existing(team)?;
+        let files = agent_team_client::heal::TeamFiles::of(&ctx.tp);
         let mut f = LocalFollow {
             ctx,
             client: None,
             last: since,
             backlog: VecDeque::new(),
+            files,
         };
         f.attach()?;
         Ok(Box::new(f))
@@ -247,6 +249,9 @@ struct LocalFollow {
     client: Option<Client>,
     last: u64,
     backlog: VecDeque<Envelope>,
+    /// The team's files as the stream found them: a daemon lost once they are gone (deleted,
+    /// or made anew by someone else) is not started again, and the stream ends.
+    files: Option<agent_team_client::heal::TeamFiles>,
 }
 
 impl LocalFollow {
@@ -267,6 +272,56 @@ impl LocalFollow {
             }
         }
         Ok(())
+    }
+
+    /// The team's files were deleted: there is nothing to follow any more.
+    fn gone(&self) -> ErrorBody {
+        ErrorBody::new(
+            ErrorCode::InvalidState,
+            format!("the files of team {} were deleted", self.ctx.team),
+        )
+    }
+
+    /// The daemon crashed: brings it back as a healer does (never where the team's files are
+    /// gone, never after a stop on purpose) and connects to it.
+    fn heal(&self) -> Result<Client, ErrorBody> {
+        use agent_team_client::heal::{Healed, Healer};
+        let exe = std::env::current_exe()
+            .context("cannot find the agent-team executable")
+            .map_err(body)?;
+        let env = Healer::launch_env(&self.ctx.paths, Some(exe.clone()));
+        let mut healer =
+            Healer::new(&self.ctx.paths, &self.ctx.team, exe, env).map_err(|e| body(e.into()))?;
+        match self.files {
+            Some(files) => healer = healer.with_files(files),
+            None => return Err(self.gone()),
+        }
+        let mut pauses =
+            agent_team_backoff::Backoff::new(Duration::from_millis(5), Duration::from_millis(200))
+                .deadline(Instant::now() + Duration::from_secs(30));
+        loop {
+            let why = match healer.heal() {
+                Ok(Healed::Running) => match Client::operator(&self.ctx.tp) {
+                    Ok(c) => return Ok(c),
+                    Err(e) => e.to_string(),
+                },
+                Ok(Healed::Stopped) => return Err(self.stopped()),
+                Ok(Healed::Gone) => return Err(self.gone()),
+                Err(e) => e.to_string(),
+            };
+            match pauses.next() {
+                Some(pause) => std::thread::sleep(pause),
+                None => {
+                    return Err(ErrorBody::new(
+                        ErrorCode::Internal,
+                        format!(
+                            "cannot reach the daemon of team {} again: {why}",
+                            self.ctx.team
+                        ),
+                    ));
+                }
+            }
+        }
     }
 
     fn stopped(&self) -> ErrorBody {
@@ -309,8 +364,8 @@ impl Follow for LocalFollow {
                         return Err(self.stopped());
                     }
                     // A crash: start the daemon again (it re-adopts the agents) and go on
-                    // from the last envelope given out.
-                    let mut c = crate::cmd::up::reconnect(&self.ctx).map_err(body)?;
+                    // from the last envelope given out; not when the team's files are gone.
+                    let mut c = self.heal()?;
                     c.call(Request::Subscribe {
                         since: self.last,
                         types: None,

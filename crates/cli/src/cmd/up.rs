@@ -1085,13 +1085,8 @@ fn stop_on_signal(ctx: &Ctx) -> Result<()> {
 }
 
 /// Starts the daemon again if needed and connects, retrying while a dying daemon still holds
-/// the socket or a new one is starting.
-pub(crate) fn reconnect(ctx: &Ctx) -> Result<Client> {
-    reconnect_guarded(ctx, false)
-}
-
-/// [`reconnect`]; a daemon started again by a `guarding` caller runs without a guardian while
-/// the caller lives (`agent_team_client::ensure_daemon_guarded_by_me`).
+/// the socket or a new one is starting; a daemon started again by a `guarding` caller runs
+/// without a guardian while the caller lives (`agent_team_client::ensure_daemon_guarded_by_me`).
 fn reconnect_guarded(ctx: &Ctx, guarding: bool) -> Result<Client> {
     let mut pauses =
         agent_team_backoff::Backoff::new(Duration::from_millis(5), Duration::from_millis(200))

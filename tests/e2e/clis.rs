@@ -10,11 +10,11 @@ use std::time::Duration;
 const T: Duration = Duration::from_secs(60);
 
 /// The agent CLIs' versions the suite installs and runs (the README's table says the same).
-const CLAUDE_CODE_VERSION: &str = "2.1.330";
+const CLAUDE_CODE_VERSION: &str = "2.1.332";
 /// See [`CLAUDE_CODE_VERSION`].
 const GEMINI_CLI_VERSION: &str = "0.61.0";
 /// See [`CLAUDE_CODE_VERSION`].
-const CODEX_VERSION: &str = "0.169.0";
+const CODEX_VERSION: &str = "0.171.0";
 /// See [`CLAUDE_CODE_VERSION`].
 const QWEN_CODE_VERSION: &str = "0.24.4";
 

@@ -38,7 +38,7 @@ const IDLE_SAMPLES: usize = 3;
 const BUSY_SAMPLES: usize = 3;
 
 /// The Claude Code the bench drives (the end-to-end tests' pin).
-pub(crate) const CLAUDE_CODE_VERSION: &str = "2.1.330";
+pub(crate) const CLAUDE_CODE_VERSION: &str = "2.1.332";
 
 /// One pinned agent CLI and how it is set up against the mock.
 struct Cli {
@@ -93,7 +93,7 @@ const CLIS: [Cli; 6] = [
         label: "Codex",
         provider: "codex",
         package: "@openai/codex",
-        version: "0.169.0",
+        version: "0.171.0",
         bin: "codex",
         model: "gpt-5-codex",
         wire: Wire::OpenAi,

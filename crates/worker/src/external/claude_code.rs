@@ -28,7 +28,7 @@ impl CliAdapter for ClaudeCode {
         Some("@anthropic-ai/claude-code")
     }
     fn tested_version(&self) -> Option<&'static str> {
-        Some("2.1.330")
+        Some("2.1.332")
     }
     fn transcripts_dir(&self) -> Option<&'static str> {
         Some(".claude")

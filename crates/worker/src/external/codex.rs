@@ -23,7 +23,7 @@ impl CliAdapter for Codex {
         Some("@openai/codex")
     }
     fn tested_version(&self) -> Option<&'static str> {
-        Some("0.169.0")
+        Some("0.171.0")
     }
 
     /// Codex obeys a hook's deny only and takes an allow as an error: nothing for an allowed
@@ -48,12 +48,13 @@ impl CliAdapter for Codex {
         };
         let mut toml = format!(
             "model = {model}\nmodel_provider = \"team\"\napproval_policy = \"never\"\n\
-             sandbox_mode = \"workspace-write\"\ncheck_for_update_on_startup = false\n\n\
+             sandbox_mode = {sandbox}\ncheck_for_update_on_startup = false\n\n\
              [model_providers.team]\nname = \"team\"\nbase_url = {base}\n\
              wire_api = \"responses\"\nenv_key = {key}\nrequest_max_retries = 0\n\
              stream_max_retries = 0\n\n[mcp_servers.team]\ncommand = {cmd}\nargs = {args}\n\
              default_tools_approval_mode = \"approve\"\n",
             model = toml_str(&role.model),
+            sandbox = toml_str(codex_sandbox_mode(own_sandbox_cannot_nest(cx))),
             base = toml_str(&base),
             key = toml_str(&key_var),
             cmd = toml_str(&cx.mcp_command()),
@@ -107,9 +108,34 @@ impl CliAdapter for Codex {
     }
 }
 
+/// Codex's `sandbox_mode`: its own `workspace-write` sandbox, unless that cannot start
+/// (`cannot_nest`), where ours, which already holds the whole CLI, is the boundary.
+pub fn codex_sandbox_mode(cannot_nest: bool) -> &'static str {
+    if cannot_nest {
+        "danger-full-access"
+    } else {
+        "workspace-write"
+    }
+}
+
+/// Whether Codex's own sandbox (bubblewrap making a user namespace) cannot start inside the
+/// team's: ours is bubblewrap too and, for an operator who is root, drops every capability,
+/// so a nested bubblewrap cannot map its user namespace (`bwrap: setting up uid map:
+/// Operation not permitted`) and every shell call of Codex failed (seen with 0.169.0 and
+/// 0.171.0).
+fn own_sandbox_cannot_nest(cx: &LaunchCtx<'_>) -> bool {
+    cx.config.sandbox == agent_team_config::SandboxMode::On
+        && matches!(
+            agent_team_sandbox::support().mechanism(),
+            agent_team_sandbox::Mechanism::Namespace(_)
+        )
+        && nix::unistd::geteuid().is_root()
+}
+
 /// Codex's own tools that its `PreToolUse` hook must judge for `role`: the shell when the role
 /// lacks it or does not allow it outright. Codex runs with `approval_policy = "never"` in its
-/// workspace-write sandbox; the hook's deny is what stops a call.
+/// workspace-write sandbox (or, where that cannot start, in ours only); the hook's deny is what
+/// stops a call.
 pub fn codex_judged(role: &Role) -> Vec<String> {
     CODEX
         .names()

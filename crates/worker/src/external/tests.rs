@@ -148,6 +148,46 @@ fn claude_code_gets_a_private_seeded_home_its_mcp_server_only_and_the_prompt() {
     assert_eq!(l.cwd, PathBuf::from("/ws"));
 }
 
+/// Codex's own sandbox is kept where it can start and left to ours where it cannot (nested in
+/// our bubblewrap as root, every shell call of Codex failed: "bwrap: setting up uid map").
+#[test]
+fn codex_keeps_its_own_sandbox_unless_it_cannot_start_inside_ours() {
+    assert_eq!(codex::codex_sandbox_mode(false), "workspace-write");
+    assert_eq!(codex::codex_sandbox_mode(true), "danger-full-access");
+    let mode_with = |sandbox| {
+        let mut c = config();
+        c.sandbox = sandbox;
+        let l = plan(
+            &agent(),
+            &c,
+            &role(Provider::Codex),
+            Path::new("/home/cc"),
+            Path::new("/bin/agent-team-bridge"),
+            true,
+            None,
+        )
+        .unwrap();
+        let toml = file(&l, "config.toml").to_string();
+        toml.lines()
+            .find_map(|l| l.strip_prefix("sandbox_mode = "))
+            .map(|v| v.trim_matches('"').to_string())
+            .unwrap_or_else(|| panic!("no sandbox_mode in\n{toml}"))
+    };
+    // Without the team's sandbox Codex's own is all there is.
+    assert_eq!(
+        mode_with(agent_team_config::SandboxMode::Off),
+        "workspace-write"
+    );
+    let nested_as_root = matches!(
+        agent_team_sandbox::support().mechanism(),
+        agent_team_sandbox::Mechanism::Namespace(_)
+    ) && nix::unistd::geteuid().is_root();
+    assert_eq!(
+        mode_with(agent_team_config::SandboxMode::On),
+        codex::codex_sandbox_mode(nested_as_root)
+    );
+}
+
 #[test]
 fn codex_gets_a_responses_provider_the_team_server_and_no_daemon() {
     let l = plan(

@@ -29,10 +29,10 @@ pub use model::*;
 pub use usage::{ANTHROPIC_CACHE_WRITE, BUILTIN_PRICES, Notify, PICO_PER_USD, Price, price_for};
 pub use vars::{
     BUILTIN_VARIABLES, CALLER_BUILTINS, LineMasker, MIN_MASKED_SECRET, Origin, Origins,
-    PLAIN_ENV_PREFIX, SecretSource, Secrets, SecretsFileError, apply_variables,
-    apply_variables_on, check_key, check_var_key, escape_placeholders, fill_coordinator_prompt,
-    fill_goal, fill_prompt, fill_task_text, is_valid_key, local_date, parse_assignment,
-    parse_var_assignment, placeholders, resolve_secrets, team_goal,
+    PLAIN_ENV_PREFIX, SecretSource, Secrets, SecretsFileError, apply_variables, apply_variables_on,
+    check_key, check_var_key, escape_placeholders, fill_coordinator_prompt, fill_goal, fill_prompt,
+    fill_task_text, is_valid_key, local_date, parse_assignment, parse_var_assignment, placeholders,
+    resolve_secrets, team_goal,
 };
 
 use std::fmt;

@@ -7,9 +7,9 @@
 pub mod fake;
 pub mod inprocess;
 pub mod iterm;
+pub mod layout;
 pub mod process;
 pub mod procs;
-pub mod layout;
 pub mod tmux;
 
 use std::fmt;

@@ -509,10 +509,18 @@ fn a_command_sees_a_minimal_dev_and_no_other_terminal() {
     assert!(!out.contains("wrote"), "{out}");
     // Only what a program needs: no disks, no other terminals, no kernel memory.
     for gone in ["sda", "vda", "kmsg", "mem", "tty0", "console"] {
-        assert!(!out.split_whitespace().any(|d| d == gone), "/dev/{gone}: {out}");
+        assert!(
+            !out.split_whitespace().any(|d| d == gone),
+            "/dev/{gone}: {out}"
+        );
     }
-    for there in ["null", "zero", "random", "urandom", "pts", "ptmx", "shm", "tty"] {
-        assert!(out.split_whitespace().any(|d| d == there), "/dev/{there}: {out}");
+    for there in [
+        "null", "zero", "random", "urandom", "pts", "ptmx", "shm", "tty",
+    ] {
+        assert!(
+            out.split_whitespace().any(|d| d == there),
+            "/dev/{there}: {out}"
+        );
     }
     let mut buf = [0u8; 64];
     nix::fcntl::fcntl(

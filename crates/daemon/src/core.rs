@@ -60,7 +60,7 @@ pub enum CoreMsg {
     },
     /// SIGTERM, SIGINT or a `shutdown` request: stop cleanly.
     Shutdown,
-    /// The team's files were deleted or replaced ([`crate::vanish`]): stop for good.
+    /// The team's files were deleted or replaced (`vanish.rs`): stop for good.
     Vanished {
         /// The runtime dir is still this daemon's (only the state went): the stop is then a
         /// stop on purpose, with its marker.
@@ -253,7 +253,7 @@ pub struct Core {
     /// The write end of the guardian's pipe (a copy), written once the stop is on purpose;
     /// filled when the guardian starts, which may be after the core.
     guardian: crate::GuardianSlot<std::fs::File>,
-    /// The team's files were deleted ([`crate::vanish`]): the stop goes on whatever the store
+    /// The team's files were deleted (`vanish.rs`): the stop goes on whatever the store
     /// says (its files are gone; what it fails to write matters to nobody).
     pub(crate) vanished: bool,
 }
@@ -275,7 +275,7 @@ impl Core {
         self.supervise(|s| s.begin_shutdown());
     }
 
-    /// The team's files were deleted or replaced ([`crate::vanish`]): the team stops as on
+    /// The team's files were deleted or replaced (`vanish.rs`): the team stops as on
     /// `down` and nothing brings it back. With the runtime dir still there it is a stop on
     /// purpose (its marker tells every healer); without it nothing is written where the files
     /// were, and the guardian is dismissed through its pipe. `force`: exit now.

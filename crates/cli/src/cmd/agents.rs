@@ -159,7 +159,7 @@ fn agent_pane(c: &mut agent_team_client::Client, name: &str) -> Result<String> {
 }
 
 /// The command that attaches this terminal to `name`'s pane, zoomed, or with `view` =
-/// [`AttachView::Team`] to the whole team window with that pane selected.
+/// [`AttachView::Team`](agent_team_pane::tmux::AttachView::Team) to the whole team window with that pane selected.
 pub fn attach_command(
     ctx: &Ctx,
     name: &str,

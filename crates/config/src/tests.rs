@@ -1285,3 +1285,23 @@ fn tool_names_is_read_from_the_team_file_and_role_files_and_checked() {
     assert_eq!(e.field.as_deref(), Some("roles.leader.tool_names"), "{e}");
     assert!(e.message.contains("\"qwen\""), "{e}");
 }
+
+#[test]
+fn the_layout_takes_tmux_s_own_names_and_refuses_others() {
+    for (name, want) in [
+        ("main-vertical", Layout::MainVertical),
+        ("main-horizontal", Layout::MainHorizontal),
+        ("even-horizontal", Layout::EvenHorizontal),
+        ("even-vertical", Layout::EvenVertical),
+        ("tiled", Layout::Tiled),
+        ("windows", Layout::Windows),
+    ] {
+        let cfg = parse(&format!("name = \"t\"\nlayout = \"{name}\"\n")).unwrap();
+        assert_eq!(cfg.layout, want, "{name}");
+    }
+    let e = parse("name = \"t\"\nlayout = \"spiral\"\n").unwrap_err();
+    assert!(
+        e.to_string().contains("spiral") && e.to_string().contains("even-vertical"),
+        "{e}"
+    );
+}

@@ -8,17 +8,6 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 
-/// Process and in-process always, tmux when a usable one is installed.
-fn backends() -> Vec<&'static str> {
-    let mut v = vec!["process", "in-process"];
-    if agent_team_pane::tmux::version().is_ok() {
-        v.push("tmux");
-    } else {
-        eprintln!("tmux >= 3.2 not found: the tmux case is skipped");
-    }
-    v
-}
-
 /// The daemon's pid from its lock file, if a daemon holds it.
 fn daemon_pid(sb: &Sandbox, team: &str) -> Option<u32> {
     let tp = sb.team(team);

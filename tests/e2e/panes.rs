@@ -393,12 +393,9 @@ fn attach_from_inside_another_tmux_selects_and_zooms_the_pane() {
     )
     .unwrap();
     let team_sock = sb.tmux_socket("att");
-    wait_for("a client on the team's server", T, || {
-        sb.tmux(&team_sock, &["list-clients"])
-            .is_ok_and(|c| !c.is_empty())
-    });
-    let state = sb
-        .tmux(
+    // Whether builder-1's pane is the active one and the window zoomed ("1 1").
+    let zoom_state = |sb: &Sandbox| {
+        sb.tmux(
             &team_sock,
             &[
                 "display",
@@ -408,7 +405,13 @@ fn attach_from_inside_another_tmux_selects_and_zooms_the_pane() {
                 "#{pane_active} #{window_zoomed_flag}",
             ],
         )
-        .unwrap();
+        .unwrap()
+    };
+    wait_for("a client on the team's server", T, || {
+        sb.tmux(&team_sock, &["list-clients"])
+            .is_ok_and(|c| !c.is_empty())
+    });
+    let state = zoom_state(&sb);
     assert_eq!(state, "1 1", "builder-1's pane is active and zoomed");
     // The terminal shrinks: the team window is laid out again for it (the board goes to a
     // window of its own at this size, which only our layout does), and the pane the person
@@ -429,18 +432,7 @@ fn attach_from_inside_another_tmux_selects_and_zooms_the_pane() {
         },
         || format!("{:?}", window_panes(&sb, "att")),
     );
-    let state = sb
-        .tmux(
-            &team_sock,
-            &[
-                "display",
-                "-p",
-                "-t",
-                &target,
-                "#{pane_active} #{window_zoomed_flag}",
-            ],
-        )
-        .unwrap();
+    let state = zoom_state(&sb);
     assert_eq!(
         state, "1 1",
         "builder-1 is still zoomed after the new layout"

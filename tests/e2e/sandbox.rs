@@ -12,16 +12,6 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 
-pub(crate) fn backends() -> Vec<&'static str> {
-    let mut v = vec!["process", "in-process"];
-    if agent_team_pane::tmux::version().is_ok() {
-        v.push("tmux");
-    } else {
-        eprintln!("tmux >= 3.2 not found: the tmux case is skipped");
-    }
-    v
-}
-
 /// The Landlock ABI task commands run under, or why they are not sandboxed here (from
 /// `agent-team doctor`).
 fn landlock_abi(sb: &Sandbox) -> Result<u32, String> {

@@ -12,17 +12,6 @@ const T: Duration = Duration::from_secs(60);
 /// How soon after the deletion nothing of the team may be left (the bound).
 const GONE_WITHIN: Duration = Duration::from_secs(10);
 
-/// Process and in-process always, tmux when a usable one is installed.
-fn backends() -> Vec<&'static str> {
-    let mut v = vec!["process", "in-process"];
-    if agent_team_pane::tmux::version().is_ok() {
-        v.push("tmux");
-    } else {
-        eprintln!("tmux >= 3.2 not found: the tmux case is skipped");
-    }
-    v
-}
-
 /// The processes of the sandbox's teams: whatever names the sandbox in its command line or
 /// environment, or works in it, except `serve` (which is not a team's).
 fn team_procs(sb: &Sandbox) -> Vec<(u32, String)> {

@@ -106,17 +106,6 @@ fn up(sb: &Sandbox, team: &str, teammates: &[&str], tasks: &str, extra: &str) {
     up_on(sb, "process", team, teammates, tasks, extra);
 }
 
-/// The backends a lifecycle test runs on: process and in-process always, tmux when present.
-fn backends() -> Vec<&'static str> {
-    let mut v = vec!["process", "in-process"];
-    if agent_team_pane::tmux::version().is_ok() {
-        v.push("tmux");
-    } else {
-        eprintln!("tmux >= 3.2 not found: the tmux case is skipped");
-    }
-    v
-}
-
 /// [`up`] on a given backend.
 fn up_on(sb: &Sandbox, backend: &str, team: &str, teammates: &[&str], tasks: &str, extra: &str) {
     let mut s = format!("name = \"{team}\"\n{extra}\n");

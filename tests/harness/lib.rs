@@ -34,6 +34,18 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// The backends a test of something every backend does runs on: process and in-process
+/// always, tmux when a usable one (3.2 or newer) is installed.
+pub fn backends() -> Vec<&'static str> {
+    let mut v = vec!["process", "in-process"];
+    if agent_team_pane::tmux::version().is_ok() {
+        v.push("tmux");
+    } else {
+        eprintln!("tmux >= 3.2 not found: the tmux case is skipped");
+    }
+    v
+}
+
 /// git in `dir` (as a test user), its trimmed output; panics with its stderr when it fails.
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")

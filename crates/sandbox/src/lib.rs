@@ -402,7 +402,8 @@ fn probe_bwrap() -> Result<PathBuf, String> {
             "bubblewrap is not installed (apt-get install bubblewrap)".to_string()
         })?,
     };
-    let out = std::process::Command::new(&exe)
+    let mut probe = std::process::Command::new(&exe);
+    probe
         .args([
             "--die-with-parent",
             "--cap-drop",
@@ -420,7 +421,11 @@ fn probe_bwrap() -> Result<PathBuf, String> {
             "--",
             "true",
         ])
-        .stdin(std::process::Stdio::null())
+        .stdin(std::process::Stdio::null());
+    // With the filter every sandbox gets: a bubblewrap that cannot start under it (a setuid
+    // one, with no new privileges) is no namespace here.
+    no_terminal_input(&mut probe);
+    let out = probe
         .output()
         .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
     if out.status.success() {
@@ -499,6 +504,7 @@ pub fn command_with(
                 c.env(var, "1").args(["--unsetenv", var]);
             }
             c.arg("--").arg(program).args(args).current_dir(cwd);
+            no_terminal_input(&mut c);
             c
         }
         #[cfg(target_os = "linux")]
@@ -509,6 +515,7 @@ pub fn command_with(
             if !opts.unix_sockets {
                 fallback_seccomp(&mut c);
             }
+            no_terminal_input(&mut c);
             c
         }
         _ => {
@@ -517,9 +524,25 @@ pub fn command_with(
             if !opts.unix_sockets {
                 fallback_seccomp(&mut c);
             }
+            no_terminal_input(&mut c);
             c
         }
     }
+}
+
+/// No process inside types into a terminal (`TIOCSTI`, `TIOCLINUX`), its own included: see
+/// the `seccomp` module. A no-op where it is not built.
+fn no_terminal_input(c: &mut std::process::Command) {
+    #[cfg(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    seccomp::deny_terminal_input(c);
+    #[cfg(not(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    )))]
+    let _ = c;
 }
 
 /// Without a namespace, no Unix socket can be made (Landlock before ABI 9 does not restrict

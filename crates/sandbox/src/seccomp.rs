@@ -53,10 +53,51 @@ pub(crate) fn program() -> Vec<nix::libc::sock_filter> {
     ]
 }
 
+/// Offset of a call's second argument (low 32 bits, little-endian): an `ioctl`'s request,
+/// which the kernel takes as an `unsigned int`, so its high bits never matter.
+const OFF_ARG1: u32 = 24;
+
+/// The first call number of the x32 ABI on x86_64 (the same audit arch, another numbering):
+/// refused whole, so no call is made past the checks by its x32 number.
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+/// The program every sandboxed process runs under: another ABI (and x32) → EPERM; `ioctl`
+/// with `TIOCSTI` (type into a terminal) or `TIOCLINUX` (paste a console's selection) →
+/// EPERM; else allow. An interactive CLI keeps its terminal to draw in and get resizes from,
+/// but can type into none, its own included.
+pub(crate) fn no_terminal_input() -> Vec<nix::libc::sock_filter> {
+    use nix::libc::*;
+    let deny = SECCOMP_RET_ERRNO | (EPERM as u32);
+    vec![
+        stmt(BPF_LD | BPF_W | BPF_ABS, OFF_ARCH),
+        jump(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH, 1, 0),
+        stmt(BPF_RET | BPF_K, deny),
+        stmt(BPF_LD | BPF_W | BPF_ABS, OFF_NR),
+        jump(BPF_JMP | BPF_JGE | BPF_K, X32_SYSCALL_BIT, 5, 0),
+        jump(BPF_JMP | BPF_JEQ | BPF_K, SYS_ioctl as u32, 0, 5),
+        stmt(BPF_LD | BPF_W | BPF_ABS, OFF_ARG1),
+        jump(BPF_JMP | BPF_JEQ | BPF_K, TIOCSTI as u32, 2, 0),
+        jump(BPF_JMP | BPF_JEQ | BPF_K, TIOCLINUX as u32, 1, 0),
+        stmt(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        stmt(BPF_RET | BPF_K, deny),
+        stmt(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    ]
+}
+
 /// Installs the filter in `c`'s child just before exec (after `PR_SET_NO_NEW_PRIVS`, which it
 /// sets itself). The program is built before the fork; the child only makes two `prctl`s.
 pub(crate) fn deny_unix_sockets(c: &mut std::process::Command) {
-    let filter = program();
+    install(c, program());
+}
+
+/// Installs [`no_terminal_input`] in `c`'s child (bubblewrap, or the command itself without a
+/// namespace): everything it starts inherits it.
+pub(crate) fn deny_terminal_input(c: &mut std::process::Command) {
+    install(c, no_terminal_input());
+}
+
+/// Installs `filter` in `c`'s child just before exec, after `PR_SET_NO_NEW_PRIVS`.
+fn install(c: &mut std::process::Command, filter: Vec<nix::libc::sock_filter>) {
     // SAFETY: the closure runs in the forked child before exec and only calls prctl with a
     // program allocated before the fork (it allocates nothing).
     #[allow(unsafe_code)]

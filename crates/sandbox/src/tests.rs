@@ -531,3 +531,65 @@ fn a_command_sees_a_minimal_dev_and_no_other_terminal() {
     let got = nix::unistd::read(&pty.master, &mut buf).unwrap_or(0);
     assert_eq!(got, 0, "the pty got {:?}", &buf[..got]);
 }
+
+#[test]
+fn nothing_inside_types_into_a_terminal_not_even_its_own() {
+    // An interactive CLI keeps its pane's terminal; with TIOCSTI it could type `y 1` into
+    // whatever reads that terminal. Run under each mechanism, on a pty that is the command's
+    // controlling terminal (as a pane's is).
+    let mut mechanisms = Vec::new();
+    if let Ok(bwrap) = &support().namespace {
+        mechanisms.push(Mechanism::Namespace(bwrap.clone()));
+    }
+    if let Ok(abi) = landlock_abi() {
+        mechanisms.push(Mechanism::Landlock(abi));
+    }
+    mechanisms.push(Mechanism::None("test".into()));
+    let probe = "import fcntl, termios\n\
+                 for req in (termios.TIOCSTI, 0x541C):\n\
+                 \x20   try:\n\
+                 \x20       fcntl.ioctl(0, req, b'x')\n\
+                 \x20       print('typed')\n\
+                 \x20   except OSError as e:\n\
+                 \x20       print('refused', e.errno)\n";
+    for m in mechanisms {
+        let l = Layout::new();
+        let b = Boundary::for_work(&l.work());
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let slave = pty.slave.try_clone().unwrap();
+        let mut c = command_with(
+            &m,
+            &b,
+            &l.base.join("ws"),
+            "python3",
+            &["-c".into(), probe.into()],
+            Options {
+                interactive: true,
+                ..Options::default()
+            },
+        );
+        c.stdin(std::process::Stdio::from(slave))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // A session of its own whose controlling terminal is the pty, as a pane's process has.
+        // SAFETY: setsid and ioctl only, between fork and exec.
+        #[allow(unsafe_code)]
+        unsafe {
+            use std::os::unix::process::CommandExt as _;
+            c.pre_exec(|| {
+                if nix::libc::setsid() < 0 || nix::libc::ioctl(0, nix::libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let out = c.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            text,
+            format!("refused {0}\nrefused {0}\n", nix::libc::EPERM),
+            "{m:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -32,6 +32,8 @@ struct Inner {
     stderr: bool,
     /// Whether fd 1 is the log and must follow each rotation.
     stdout: bool,
+    /// Bytes not written because the write failed (a full disk) since the last that was.
+    dropped: u64,
 }
 
 impl RotatingLog {
@@ -49,6 +51,7 @@ impl RotatingLog {
                 keep,
                 stderr,
                 stdout: false,
+                dropped: 0,
             })),
         })
     }
@@ -127,16 +130,37 @@ impl Write for RotatingLog {
             // A rotation that fails (a full disk) keeps writing to the current file.
             let _ = inner.rotate();
         }
-        let n = inner.file.write(buf)?;
-        inner.size += n as u64;
-        Ok(n)
+        // A log is never why its process fails: a write that fails (a full disk) is dropped
+        // and counted, and the next one that goes through says how much was lost.
+        if inner.dropped > 0 {
+            let note = format!(
+                "[agent-team: {} bytes of log were dropped: the disk was full or failing]\n",
+                inner.dropped
+            );
+            if inner.file.write_all(note.as_bytes()).is_err() {
+                inner.dropped += buf.len() as u64;
+                return Ok(buf.len());
+            }
+            inner.size += note.len() as u64;
+            inner.dropped = 0;
+        }
+        match inner.file.write(buf) {
+            Ok(n) => {
+                inner.size += n as u64;
+                Ok(n)
+            }
+            Err(_) => {
+                inner.dropped += buf.len() as u64;
+                Ok(buf.len())
+            }
+        }
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        match self.inner.lock() {
-            Ok(mut inner) => inner.file.flush(),
-            Err(_) => Ok(()),
+        if let Ok(mut inner) = self.inner.lock() {
+            let _ = inner.file.flush();
         }
+        Ok(())
     }
 }
 
@@ -144,6 +168,26 @@ impl Write for RotatingLog {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_full_disk_drops_log_lines_and_counts_them_instead_of_failing_the_writer() {
+        // /dev/full fails every write with ENOSPC, as a full disk does.
+        let mut log = RotatingLog::open(Path::new("/dev/full"), 1 << 20, 0, false).unwrap();
+        assert_eq!(log.write(b"one\n").unwrap(), 4);
+        log.write_all(b"two\n").unwrap();
+        log.flush().unwrap();
+        assert_eq!(log.inner.lock().unwrap().dropped, 8);
+        // Room again (here: the file swapped for a writable one): the loss is said first.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("daemon.log");
+        log.inner.lock().unwrap().file = File::create(&path).unwrap();
+        log.write_all(b"three\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "[agent-team: 8 bytes of log were dropped: the disk was full or failing]\nthree\n"
+        );
+        assert_eq!(log.inner.lock().unwrap().dropped, 0);
+    }
 
     #[test]
     fn the_log_rotates_at_its_cap_and_keeps_a_bounded_number_of_files() {

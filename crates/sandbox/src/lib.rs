@@ -531,33 +531,41 @@ pub fn command_with(
 }
 
 /// No process inside types into a terminal (`TIOCSTI`, `TIOCLINUX`), its own included: see
-/// the `seccomp` module. A no-op where it is not built.
+/// the `seccomp` module.
 fn no_terminal_input(c: &mut std::process::Command) {
-    #[cfg(all(
-        target_os = "linux",
-        any(target_arch = "x86_64", target_arch = "aarch64")
-    ))]
-    seccomp::deny_terminal_input(c);
-    #[cfg(not(all(
-        target_os = "linux",
-        any(target_arch = "x86_64", target_arch = "aarch64")
-    )))]
-    let _ = c;
+    with_seccomp(c, Filter::TerminalInput);
 }
 
 /// Without a namespace, no Unix socket can be made (Landlock before ABI 9 does not restrict
-/// `connect()`): see the `seccomp` module. A no-op where it is not built.
+/// `connect()`): see the `seccomp` module.
 fn fallback_seccomp(c: &mut std::process::Command) {
+    with_seccomp(c, Filter::UnixSockets);
+}
+
+/// The seccomp filters a sandboxed command may get.
+#[derive(Debug, Clone, Copy)]
+enum Filter {
+    /// `seccomp::deny_terminal_input`.
+    TerminalInput,
+    /// `seccomp::deny_unix_sockets`.
+    UnixSockets,
+}
+
+/// Installs `filter` in `c`'s child; a no-op where the `seccomp` module is not built.
+fn with_seccomp(c: &mut std::process::Command, filter: Filter) {
     #[cfg(all(
         target_os = "linux",
         any(target_arch = "x86_64", target_arch = "aarch64")
     ))]
-    seccomp::deny_unix_sockets(c);
+    match filter {
+        Filter::TerminalInput => seccomp::deny_terminal_input(c),
+        Filter::UnixSockets => seccomp::deny_unix_sockets(c),
+    }
     #[cfg(not(all(
         target_os = "linux",
         any(target_arch = "x86_64", target_arch = "aarch64")
     )))]
-    let _ = c;
+    let _ = (c, filter);
 }
 
 /// The note added to a failed command's result when its output shows a write the sandbox

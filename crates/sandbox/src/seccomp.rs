@@ -40,16 +40,26 @@ fn jump(code: u32, k: u32, jt: u8, jf: u8) -> nix::libc::sock_filter {
 pub(crate) fn program() -> Vec<nix::libc::sock_filter> {
     use nix::libc::*;
     let deny = SECCOMP_RET_ERRNO | (EPERM as u32);
-    vec![
-        stmt(BPF_LD | BPF_W | BPF_ABS, OFF_ARCH),
-        jump(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH, 1, 0),
-        stmt(BPF_RET | BPF_K, deny),
-        stmt(BPF_LD | BPF_W | BPF_ABS, OFF_NR),
+    let mut p = this_abi_only(deny);
+    p.extend([
         jump(BPF_JMP | BPF_JEQ | BPF_K, SYS_socket as u32, 0, 3),
         stmt(BPF_LD | BPF_W | BPF_ABS, OFF_ARG0),
         jump(BPF_JMP | BPF_JEQ | BPF_K, AF_UNIX as u32, 0, 1),
         stmt(BPF_RET | BPF_K, deny),
         stmt(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    ]);
+    p
+}
+
+/// The start of every program: a call through another ABI gets `deny`; then the call's
+/// number is loaded.
+fn this_abi_only(deny: u32) -> Vec<nix::libc::sock_filter> {
+    use nix::libc::*;
+    vec![
+        stmt(BPF_LD | BPF_W | BPF_ABS, OFF_ARCH),
+        jump(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH, 1, 0),
+        stmt(BPF_RET | BPF_K, deny),
+        stmt(BPF_LD | BPF_W | BPF_ABS, OFF_NR),
     ]
 }
 
@@ -68,11 +78,8 @@ const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 pub(crate) fn no_terminal_input() -> Vec<nix::libc::sock_filter> {
     use nix::libc::*;
     let deny = SECCOMP_RET_ERRNO | (EPERM as u32);
-    vec![
-        stmt(BPF_LD | BPF_W | BPF_ABS, OFF_ARCH),
-        jump(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH, 1, 0),
-        stmt(BPF_RET | BPF_K, deny),
-        stmt(BPF_LD | BPF_W | BPF_ABS, OFF_NR),
+    let mut p = this_abi_only(deny);
+    p.extend([
         jump(BPF_JMP | BPF_JGE | BPF_K, X32_SYSCALL_BIT, 5, 0),
         jump(BPF_JMP | BPF_JEQ | BPF_K, SYS_ioctl as u32, 0, 5),
         stmt(BPF_LD | BPF_W | BPF_ABS, OFF_ARG1),
@@ -81,7 +88,8 @@ pub(crate) fn no_terminal_input() -> Vec<nix::libc::sock_filter> {
         stmt(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
         stmt(BPF_RET | BPF_K, deny),
         stmt(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    ]
+    ]);
+    p
 }
 
 /// Installs the filter in `c`'s child just before exec (after `PR_SET_NO_NEW_PRIVS`, which it

@@ -7,7 +7,8 @@
 //! - `cargo xtask man`: writes the man page, generated from the CLI's one clap definition, to
 //!   docs/man/agent-team.1.
 //! - `cargo xtask order [--from-profiles|--faults|--calls]`: profiles a team run and writes
-//!   crates/cli/link-order/, the order the linker lays out our functions in (xtask/src/order.rs).
+//!   crates/cli/link-order/ (build output, ignored by git), the order the linker lays out our
+//!   functions in (xtask/src/order.rs).
 //! - `cargo xtask soak [--seconds N] [--backend B] [--seed S]`: the real binaries under load
 //!   while the daemon, agents and panes are SIGKILLed; checks nothing is lost, duplicated or
 //!   left behind (docs/RELIABILITY.md).

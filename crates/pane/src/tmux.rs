@@ -728,13 +728,14 @@ fn raw<'a>(name: &'a str, args: &[&str]) -> tmux_interface::TmuxCommand<'a> {
 }
 
 /// The hook's tmux command: `run-shell -b` of `exe tmux-layout …` for the hook's window, its
-/// output dropped (run-shell would show it in the pane). The shell line is quoted for the
+/// output dropped and its failure too (run-shell would show either in the pane, in a mode that
+/// takes the keys a person types there). The shell line is quoted for the
 /// shell, then for run-shell's formats (`#` doubled, `#{window_id}` left to expand), then for
 /// tmux's parser (a double-quoted string).
 pub fn layout_hook_line(exe: &Path, socket: &Path, lock: &Path, layout: TmuxLayout) -> String {
     let q = |p: &Path| crate::shell_quote(&p.display().to_string()).replace('#', "##");
     let shell = format!(
-        "{} tmux-layout --socket {} --lock {} --layout {} --window '#{{window_id}}' >/dev/null 2>&1",
+        "{} tmux-layout --socket {} --lock {} --layout {} --window '#{{window_id}}' >/dev/null 2>&1 || true",
         q(exe),
         q(socket),
         q(lock),
@@ -785,6 +786,19 @@ pub fn relayout_locked(
 /// readable there (else in a window of its own: [`crate::layout`]). Any other layout is
 /// tmux's own, with the board in the window.
 pub fn relayout(socket: &Path, window: &str, layout: TmuxLayout) -> Result<(), PaneError> {
+    // A pane made or killed between reading the window and laying it out makes tmux refuse
+    // the layout (`have 5 panes but need 4`): read it again, a few times.
+    let mut tries = 0;
+    loop {
+        match relayout_once(socket, window, layout) {
+            Err(PaneError::Tool(e)) if e.contains("panes but need") && tries < 5 => tries += 1,
+            done => return done,
+        }
+    }
+}
+
+/// One reading of the window and one layout for it ([`relayout`]).
+fn relayout_once(socket: &Path, window: &str, layout: TmuxLayout) -> Result<(), PaneError> {
     let tool = |e: TmuxFailure| PaneError::Tool(e.to_string());
     if layout == TmuxLayout::Windows {
         return Ok(());
@@ -1468,7 +1482,12 @@ mod tests {
         let exe = odd.join("agent-team");
         std::fs::write(
             &exe,
-            format!("#!/bin/sh\nprintf '%s|' \"$@\" > '{}'\n", seen.display()),
+            // It fails, as a layout can when a pane comes or goes meanwhile.
+            format!(
+                "#!/bin/sh\nprintf '%s|' \"$@\" > '{}.tmp'\necho $$ > '{}.pid'\nmv '{0}.tmp' '{0}'\nexit 1\n",
+                seen.display(),
+                seen.display()
+            ),
         )
         .unwrap();
         use std::os::unix::fs::PermissionsExt as _;
@@ -1502,7 +1521,19 @@ mod tests {
         while !seen.exists() && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
+        // Once tmux has reaped the program, its failure would have put the pane in a mode.
+        let pid = std::fs::read_to_string(seen.with_extension("pid")).unwrap_or_default();
+        let proc = PathBuf::from(format!("/proc/{}", pid.trim()));
+        while proc.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mode = tmux(&["display", "-p", "-t", "%0", "#{pane_in_mode}"]);
         let _ = tmux(&["kill-server"]);
+        assert_eq!(
+            String::from_utf8_lossy(&mode.stdout).trim(),
+            "0",
+            "a failed layout leaves the pane taking keys"
+        );
         let args = std::fs::read_to_string(&seen).unwrap_or_default();
         assert_eq!(
             args,

@@ -25,6 +25,8 @@ use std::sync::OnceLock;
 
 #[cfg(target_os = "linux")]
 mod landlock_rules;
+pub mod network;
+pub use network::NetworkWiring;
 #[cfg(all(
     target_os = "linux",
     any(target_arch = "x86_64", target_arch = "aarch64")
@@ -107,6 +109,9 @@ pub struct Boundary {
     /// Every protected path, mounted or not (outside writable dirs the read-only root covers
     /// them), to explain a refused write.
     pub protected: Vec<PathBuf>,
+    /// How the network is reached: through the team's egress proxy in a network namespace of
+    /// its own, or (none) the host's network.
+    pub network: Option<NetworkWiring>,
 }
 
 /// What [`Boundary::for_work`] builds the rule from: where the team keeps its control plane
@@ -130,6 +135,8 @@ pub struct Work {
     pub expose: Vec<PathBuf>,
     /// The user's home dir (the caches and the protected start-up files are under it).
     pub home: Option<PathBuf>,
+    /// The team's egress proxy for this agent (none: the host's network).
+    pub network: Option<NetworkWiring>,
 }
 
 impl Boundary {
@@ -183,6 +190,7 @@ impl Boundary {
         }
         b.write.extend(work.extra_write.iter().cloned());
         b.expose.extend(work.expose.iter().cloned());
+        b.network = work.network.clone();
         b.normalise()
     }
 
@@ -297,6 +305,9 @@ impl Boundary {
             push(&["--remount-ro".as_ref(), p.as_os_str()]);
         }
         push(&["--chdir".as_ref(), cwd.as_os_str()]);
+        if let Some(net) = &self.network {
+            a.extend(network::bwrap_args(net));
+        }
         a
     }
 
@@ -503,7 +514,13 @@ pub fn command_with(
             if let Some(var) = opts.outer_marker {
                 c.env(var, "1").args(["--unsetenv", var]);
             }
-            c.arg("--").arg(program).args(args).current_dir(cwd);
+            c.arg("--");
+            match &boundary.network {
+                // The proxy's forwarder starts first, inside, and runs the program.
+                Some(net) => c.args(network::wrap(net, program.as_ref(), args)),
+                None => c.arg(program).args(args),
+            };
+            c.current_dir(cwd);
             no_terminal_input(&mut c);
             c
         }

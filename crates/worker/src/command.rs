@@ -136,6 +136,7 @@ pub fn work_of(
         read_deny: paths.read_deny,
         expose,
         home,
+        network: None,
     }
 }
 

@@ -16,6 +16,7 @@ mod hooks;
 mod lifecycle;
 mod memory;
 mod models;
+mod network;
 mod opencode;
 mod panes;
 mod perms;

@@ -4,8 +4,10 @@
 //! the hook's input to that worker and prints the answer. So beside each CLI there is one small
 //! process of ours instead of a second whole `agent-team`. As `guard PROGRAM…` it is a team
 //! daemon's guardian while the daemon runs, and becomes PROGRAM (the whole `agent-team`, which
-//! heals) only once the daemon has ended. Standard library only: every page it maps counts
-//! against the memory the team costs.
+//! heals) only once the daemon has ended. As `net --socket SOCK … -- PROGRAM…` it is the first
+//! process in a sandbox's own network namespace: it carries the sandbox's loopback proxy port
+//! (and any forwarded loopback port) to the team's egress proxy on SOCK, then becomes PROGRAM.
+//! Standard library only: every page it maps counts against the memory the team costs.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -14,6 +16,7 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: agent-team-bridge mcp SOCKET
        agent-team-bridge hook stop|pre-tool-use [--cli NAME] --socket SOCKET
        agent-team-bridge guard PROGRAM [ARG...]
+       agent-team-bridge net --socket SOCK [--listen PORT] [--forward PORT]... -- PROGRAM [ARG...]
 
 Started by an agent CLI, never by hand: the configuration its worker writes registers it as
 the CLI's `team` MCP server (carrying the MCP session between the CLI's stdin/stdout and the
@@ -24,7 +27,15 @@ that gets no answer exits 2: the CLI refuses the call.
 As `guard`, started by a team's daemon as its guardian: it waits on its stdin, a pipe only the
 daemon writes. A byte (the daemon was stopped on purpose) ends it; end of file (the daemon
 ended, by a crash or not) makes it PROGRAM (`agent-team daemon --guard ...`), which brings
-the daemon back unless the team was stopped on purpose.";
+the daemon back unless the team was stopped on purpose.
+
+As `net`, the first process of a sandbox with a network of its own: a forwarder (a process of
+its own group) listens on 127.0.0.1:PORT (default 3128) and carries each connection to the
+team's egress proxy on SOCK, and on 127.0.0.1:P for each --forward P, turning each connection
+into a tunnel to the host's 127.0.0.1:P (checked by the proxy like any other); then this
+process becomes PROGRAM with HTTP_PROXY, HTTPS_PROXY and ALL_PROXY (and their lower-case
+forms) set to http://127.0.0.1:PORT and NO_PROXY=localhost,127.0.0.1,::1. Signals reach
+PROGRAM itself and its exit status is this process's; the forwarder ends with it.";
 
 /// The most of a hook's input handed on (the worker reads no more).
 const HOOK_INPUT_MAX: u64 = 256 * 1024;
@@ -41,6 +52,8 @@ fn main() -> ExitCode {
         },
         Some("hook") => hook(&args[1..]),
         Some("guard") if args.len() >= 2 => guard(&args[1], &args[2..]),
+        Some("net") => net::main(&args[1..]),
+        Some(net::SERVE) => net::serve(&args[1..]),
         Some("--help" | "-h") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -48,6 +61,242 @@ fn main() -> ExitCode {
         _ => {
             eprintln!("{USAGE}");
             ExitCode::from(2)
+        }
+    }
+}
+
+mod net {
+    //! `net`: the sandbox's loopback carried to the team's egress proxy.
+
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::os::unix::net::UnixStream;
+    use std::os::unix::process::CommandExt as _;
+    use std::process::{ExitCode, Stdio};
+    use std::time::Duration;
+
+    /// The forwarder's own (internal) subcommand, run by `net` as a child.
+    pub const SERVE: &str = "net-serve";
+    /// The proxy port inside the sandbox when `--listen` is not given.
+    const DEFAULT_LISTEN: u16 = 3128;
+    /// A thread's stack: a copy buffer and little else.
+    const STACK: usize = 64 * 1024;
+    /// The most of a proxy's answer to a tunnel request read before giving up on it.
+    const ANSWER_MAX: usize = 16 * 1024;
+
+    /// What `net` and `net-serve` take.
+    struct Args {
+        socket: String,
+        listen: u16,
+        forward: Vec<u16>,
+        program: Vec<String>,
+    }
+
+    fn parse(args: &[String]) -> Result<Args, String> {
+        let (mut socket, mut listen, mut forward) = (None, DEFAULT_LISTEN, Vec::new());
+        let mut it = args.iter();
+        let port = |v: Option<&String>, what: &str| -> Result<u16, String> {
+            v.and_then(|p| p.parse::<u16>().ok())
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("{what} needs a port (1-65535)"))
+        };
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--socket" => socket = Some(it.next().ok_or("--socket needs a path")?.clone()),
+                "--listen" => listen = port(it.next(), "--listen")?,
+                "--forward" => forward.push(port(it.next(), "--forward")?),
+                "--" => break,
+                other => return Err(format!("unknown argument {other:?}")),
+            }
+        }
+        let program: Vec<String> = it.cloned().collect();
+        let socket = socket.ok_or("no --socket")?;
+        if forward.contains(&listen) {
+            return Err(format!("port {listen} is both --listen and --forward"));
+        }
+        Ok(Args {
+            socket,
+            listen,
+            forward,
+            program,
+        })
+    }
+
+    /// `net`: starts the forwarder, waits until it listens, then becomes PROGRAM.
+    pub fn main(args: &[String]) -> ExitCode {
+        let usage = |why: String| {
+            eprintln!("agent-team-bridge: net: {why}\n{}", super::USAGE);
+            ExitCode::from(2)
+        };
+        let fail = |why: String| {
+            eprintln!("agent-team-bridge: net: {why}");
+            ExitCode::from(1)
+        };
+        let a = match parse(args) {
+            Ok(a) if !a.program.is_empty() => a,
+            Ok(_) => return usage("no PROGRAM after --".into()),
+            Err(e) => return usage(e),
+        };
+        let exe = match std::env::current_exe() {
+            Ok(e) => e,
+            Err(e) => return fail(format!("cannot find this program: {e}")),
+        };
+        let mut serve = std::process::Command::new(exe);
+        serve.arg(SERVE).arg("--socket").arg(&a.socket);
+        serve.arg("--listen").arg(a.listen.to_string());
+        for p in &a.forward {
+            serve.arg("--forward").arg(p.to_string());
+        }
+        // A group of its own: a Ctrl-C typed in the pane is PROGRAM's, not the network's.
+        serve
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .process_group(0);
+        let mut child = match serve.spawn() {
+            Ok(c) => c,
+            Err(e) => return fail(format!("cannot start the forwarder: {e}")),
+        };
+        // One line once every port listens (nothing: it failed and said why on stderr).
+        let mut ready = [0u8; 6];
+        let ok = child
+            .stdout
+            .take()
+            .is_some_and(|mut out| out.read_exact(&mut ready).is_ok() && &ready == b"ready\n");
+        if !ok {
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("agent-team-bridge: net: the forwarder did not start");
+            return ExitCode::from(1);
+        }
+        let proxy = format!("http://127.0.0.1:{}", a.listen);
+        let mut cmd = std::process::Command::new(&a.program[0]);
+        cmd.args(&a.program[1..]);
+        for k in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"] {
+            cmd.env(k, &proxy).env(k.to_ascii_lowercase(), &proxy);
+        }
+        let no_proxy = "localhost,127.0.0.1,::1";
+        cmd.env("NO_PROXY", no_proxy).env("no_proxy", no_proxy);
+        let e = cmd.exec();
+        eprintln!("agent-team-bridge: net: cannot run {}: {e}", a.program[0]);
+        ExitCode::from(127)
+    }
+
+    /// `net-serve`: the listeners, each connection on a thread, until the process that
+    /// started it (and became PROGRAM) has ended.
+    pub fn serve(args: &[String]) -> ExitCode {
+        let a = match parse(args) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("agent-team-bridge: {SERVE}: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let parent = std::os::unix::process::parent_id();
+        let mut listeners = Vec::new();
+        for (port, tunnel) in
+            std::iter::once((a.listen, false)).chain(a.forward.iter().map(|p| (*p, true)))
+        {
+            match TcpListener::bind(("127.0.0.1", port)) {
+                Ok(l) => listeners.push((l, port, tunnel)),
+                Err(e) => {
+                    eprintln!("agent-team-bridge: net: cannot listen on 127.0.0.1:{port}: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        for (l, port, tunnel) in listeners {
+            let socket = a.socket.clone();
+            let spawned = std::thread::Builder::new()
+                .stack_size(STACK)
+                .spawn(move || accept(l, port, tunnel, &socket));
+            if let Err(e) = spawned {
+                eprintln!("agent-team-bridge: net: {e}");
+                return ExitCode::from(1);
+            }
+        }
+        {
+            let mut out = std::io::stdout().lock();
+            if out
+                .write_all(b"ready\n")
+                .and_then(|()| out.flush())
+                .is_err()
+            {
+                return ExitCode::from(1);
+            }
+        }
+        // Ends once PROGRAM (this process's parent) has: then the parent is another.
+        while std::os::unix::process::parent_id() == parent {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        ExitCode::SUCCESS
+    }
+
+    fn accept(l: TcpListener, port: u16, tunnel: bool, socket: &str) {
+        for conn in l.incoming() {
+            let Ok(conn) = conn else { continue };
+            let socket = socket.to_string();
+            let _ = std::thread::Builder::new()
+                .stack_size(STACK)
+                .spawn(move || {
+                    if let Err(e) = carry(conn, port, tunnel, &socket) {
+                        eprintln!("agent-team-bridge: net: 127.0.0.1:{port}: {e}");
+                    }
+                });
+        }
+    }
+
+    /// One connection carried to the proxy; a forwarded port's first asks for its tunnel and
+    /// hands a refusal back as it came (the client reads the proxy's reason).
+    fn carry(client: TcpStream, port: u16, tunnel: bool, socket: &str) -> std::io::Result<()> {
+        let _ = client.set_nodelay(true);
+        let mut proxy = UnixStream::connect(socket)?;
+        if tunnel {
+            proxy.write_all(
+                format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n")
+                    .as_bytes(),
+            )?;
+            let mut head = Vec::with_capacity(64);
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if head.len() >= ANSWER_MAX || proxy.read(&mut byte)? == 0 {
+                    break;
+                }
+                head.push(byte[0]);
+            }
+            let established =
+                head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200");
+            if !established {
+                let mut c = &client;
+                c.write_all(&head)?;
+                std::io::copy(&mut proxy, &mut c)?;
+                return Ok(());
+            }
+        }
+        let (mut c_in, mut p_out) = (client.try_clone()?, proxy.try_clone()?);
+        let up = std::thread::Builder::new()
+            .stack_size(STACK)
+            .spawn(move || {
+                let _ = copy(&mut c_in, &mut p_out);
+                let _ = p_out.shutdown(Shutdown::Write);
+            })?;
+        let mut c_out = &client;
+        let _ = copy(&mut proxy, &mut c_out);
+        let _ = client.shutdown(Shutdown::Write);
+        let _ = up.join();
+        Ok(())
+    }
+
+    /// Copies until `from` ends.
+    fn copy(from: &mut impl Read, to: &mut impl Write) -> std::io::Result<()> {
+        let mut buf = [0u8; 8 * 1024];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            to.write_all(&buf[..n])?;
         }
     }
 }

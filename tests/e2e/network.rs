@@ -1,0 +1,206 @@
+//! Network by asking (issue 62): a sandboxed process has a network of its own whose only way
+//! out is the team's egress proxy. Here the forwarder (`agent-team-bridge net`) in a real
+//! network namespace, in front of the real proxy (`agent-team-egress`), with `curl` inside and
+//! listeners on the host's 127.0.0.1; and then a team's task command doing the same through
+//! its daemon, where an unlisted destination is a permission request.
+
+use agent_team_e2e::*;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+
+/// A plain HTTP server on the host's 127.0.0.1 that answers `hello from PORT` and keeps the
+/// request lines it saw.
+pub(crate) struct Listener {
+    pub port: u16,
+    pub seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl Listener {
+    pub fn start() -> Listener {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(c) = c else { continue };
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    let mut r = BufReader::new(&c);
+                    let mut first = String::new();
+                    let _ = r.read_line(&mut first);
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                            break;
+                        }
+                    }
+                    s.lock().unwrap().push(first.trim_end().to_string());
+                    let body = format!("hello from {port}\n");
+                    let _ = (&c).write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    );
+                });
+            }
+        });
+        Listener { port, seen }
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Whether bubblewrap can make a network namespace here (else why not).
+pub(crate) fn netns() -> Result<(), String> {
+    let out = Command::new("bwrap")
+        .args(["--ro-bind", "/", "/", "--unshare-net", "--", "true"])
+        .output()
+        .map_err(|e| format!("bwrap: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// The real proxy on `dir/proxy.sock`, for `policy`, served on a thread of its own.
+fn proxy(dir: &Path, policy: agent_team_egress::Policy) -> PathBuf {
+    let sock = dir.join("proxy.sock");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let s = sock.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::UnixListener::bind(&s).unwrap();
+            tx.send(()).unwrap();
+            let p =
+                agent_team_egress::Proxy::new(policy, None, agent_team_egress::Limits::default());
+            let _ = p.serve(l).await;
+        });
+    });
+    rx.recv().unwrap();
+    sock
+}
+
+/// `sh -c script` as the forwarder's program, in a network namespace of its own, with `dir`
+/// (holding the proxy's socket) bound in.
+fn in_netns(dir: &Path, forward: &[u16], script: &str) -> Output {
+    let mut c = Command::new("bwrap");
+    c.args(["--die-with-parent", "--ro-bind", "/", "/", "--dev", "/dev"])
+        .args(["--proc", "/proc", "--unshare-pid", "--unshare-net"])
+        .arg("--bind")
+        .arg(dir)
+        .arg(dir)
+        .arg("--")
+        .arg(bin("agent-team-bridge"))
+        .arg("net")
+        .arg("--socket")
+        .arg(dir.join("proxy.sock"));
+    for p in forward {
+        c.arg("--forward").arg(p.to_string());
+    }
+    c.args(["--", "sh", "-c", script]).output().unwrap()
+}
+
+#[test]
+fn the_forwarder_carries_a_network_namespace_to_the_proxy_and_nothing_else() {
+    if let Err(why) = netns() {
+        eprintln!("no network namespace here, skipped: {why}");
+        return;
+    }
+    let (listed, unlisted, model) = (Listener::start(), Listener::start(), Listener::start());
+    let dir = tempfile::tempdir().unwrap();
+    let policy = agent_team_egress::Policy {
+        mode: agent_team_egress::Mode::List,
+        allow: [listed.port, model.port]
+            .iter()
+            .map(|p| agent_team_egress::Pattern::parse(&format!("127.0.0.1:{p}")).unwrap())
+            .collect(),
+    };
+    proxy(dir.path(), policy);
+    let script = format!(
+        "echo \"proxy=$HTTP_PROXY $https_proxy $ALL_PROXY no=$NO_PROXY\"
+         curl -s --max-time 5 http://127.0.0.1:{l}/direct; echo \"direct=$?\"
+         curl -s --max-time 20 --noproxy '' http://127.0.0.1:{l}/listed
+         curl -s --max-time 20 --noproxy '' http://127.0.0.1:{u}/unlisted
+         curl -s --max-time 20 http://127.0.0.1:{m}/model
+         exit 7",
+        l = listed.port,
+        u = unlisted.port,
+        m = model.port,
+    );
+    let out = in_netns(dir.path(), &[model.port], &script);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let all = format!("{stdout}\n{stderr}");
+    // The program's own exit status.
+    assert_eq!(out.status.code(), Some(7), "{all}");
+    let proxy = "http://127.0.0.1:3128";
+    assert!(
+        stdout.contains(&format!(
+            "proxy={proxy} {proxy} {proxy} no=localhost,127.0.0.1,::1"
+        )),
+        "{all}"
+    );
+    // The host's loopback is not the sandbox's: connection refused (curl's 7).
+    assert!(stdout.contains("direct=7"), "{all}");
+    // Through the proxy: the listed destination answers, the unlisted one is refused with how
+    // to allow it, and the forwarded model port works with no proxy setting at all.
+    assert!(
+        stdout.contains(&format!("hello from {}", listed.port)),
+        "{all}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "127.0.0.1:{} is not on the team's list",
+            unlisted.port
+        )),
+        "{all}"
+    );
+    assert!(
+        stdout.contains(&format!("hello from {}", model.port)),
+        "{all}"
+    );
+    assert_eq!(listed.requests(), ["GET /listed HTTP/1.1"]);
+    assert_eq!(model.requests(), ["GET /model HTTP/1.1"]);
+    assert!(unlisted.requests().is_empty());
+}
+
+#[test]
+fn the_forwarders_program_keeps_its_signals_and_exit_status() {
+    if let Err(why) = netns() {
+        eprintln!("no network namespace here, skipped: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    proxy(dir.path(), agent_team_egress::Policy::default());
+    // Killed by a signal: 128 + its number, as a shell reports it.
+    let out = in_netns(dir.path(), &[], "kill -TERM $$");
+    assert_eq!(out.status.code(), Some(128 + 15), "{out:?}");
+    // A program that cannot run: 127 and why.
+    let out = in_netns(dir.path(), &[], "exec /nonexistent/program");
+    assert_eq!(out.status.code(), Some(127), "{out:?}");
+    // Without its program, or with a bad port, it says how it is used.
+    for args in [
+        &["--socket", "s"][..],
+        &["--socket", "s", "--forward", "x", "--", "true"],
+    ] {
+        let out = Command::new(bin("agent-team-bridge"))
+            .arg("net")
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+    }
+}

@@ -10,6 +10,7 @@ mod copilot;
 mod crash;
 mod disk;
 mod end;
+mod fallback;
 mod finish;
 mod heal;
 mod hooks;

@@ -65,17 +65,21 @@ pub enum Layout {
     Windows,
 }
 
-/// Whether task commands run in the sandbox (docs/SECURITY.md): on Linux a Landlock ruleset
-/// that keeps them out of the team's runtime and state dirs and writing only in the working
-/// dir and temp. `off` is the team file's explicit opt-out.
+/// Whether what agents influence runs in the sandbox (docs/SECURITY.md): a mount and PID
+/// namespace by bubblewrap, else the Landlock fallback. `off` is the team file's explicit
+/// opt-out; `weak` accepts the fallback for agent CLI teammates too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum SandboxMode {
-    /// Confine task commands (where the kernel can).
+    /// Confine everything by the best mechanism here; without a namespace, agent CLI teammates
+    /// (whose whole tree the fallback cannot hold) are refused.
     #[default]
     On,
-    /// Run task commands unconfined (their environment is still scrubbed).
+    /// Run everything unconfined (the environment is still scrubbed).
     Off,
+    /// As `on`, but agent CLI teammates also run under the fallback when no namespace works
+    /// here (the team file accepts its gaps); where the namespace works, the same as `on`.
+    Weak,
 }
 
 impl SandboxPaths {
@@ -110,7 +114,13 @@ impl SandboxMode {
         match self {
             SandboxMode::On => "on",
             SandboxMode::Off => "off",
+            SandboxMode::Weak => "weak",
         }
+    }
+
+    /// Whether agents' commands run confined (`on` and `weak`).
+    pub fn confines(&self) -> bool {
+        *self != SandboxMode::Off
     }
 }
 

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use toml::Spanned;
 
-/// `sandbox = "on" | "off"`, or the `[sandbox]` table: `mode`, `write`, `read_deny`.
+/// `sandbox = "on" | "off" | "weak"`, or the `[sandbox]` table: `mode`, `write`, `read_deny`.
 #[derive(Debug)]
 enum RawSandbox {
     Mode(SandboxMode),
@@ -29,14 +29,15 @@ impl<'de> Deserialize<'de> for RawSandbox {
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = RawSandbox;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("`on` or `off`, or a [sandbox] table")
+                f.write_str("`on`, `off` or `weak`, or a [sandbox] table")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawSandbox, E> {
                 match v {
                     "on" => Ok(RawSandbox::Mode(SandboxMode::On)),
                     "off" => Ok(RawSandbox::Mode(SandboxMode::Off)),
+                    "weak" => Ok(RawSandbox::Mode(SandboxMode::Weak)),
                     other => Err(E::custom(format!(
-                        "unknown variant `{other}`, expected `on` or `off`"
+                        "unknown variant `{other}`, expected `on`, `off` or `weak`"
                     ))),
                 }
             }
@@ -1892,8 +1893,29 @@ mod sandbox_tests {
             SandboxMode::Off
         );
         let e = parse("name = \"a\"\nsandbox = \"maybe\"\n").unwrap_err();
-        assert!(e.to_string().contains("expected `on` or `off`"), "{e}");
+        assert!(
+            e.to_string().contains("expected `on`, `off` or `weak`"),
+            "{e}"
+        );
         assert_eq!(e.line, Some(2), "{e}");
+    }
+
+    #[test]
+    fn sandbox_weak_accepts_the_fallback_and_still_confines() {
+        let weak = parse("name = \"a\"\nsandbox = \"weak\"\n").unwrap().sandbox;
+        assert_eq!(weak, SandboxMode::Weak);
+        assert_eq!(weak.as_str(), "weak");
+        assert!(weak.confines() && SandboxMode::On.confines() && !SandboxMode::Off.confines());
+        let table = parse("name = \"a\"\n[sandbox]\nmode = \"weak\"\nwrite = [\"out\"]\n").unwrap();
+        assert_eq!(table.sandbox, SandboxMode::Weak);
+        assert_eq!(table.sandbox_paths.write, [table.workspace.join("out")]);
+        // What the daemon stores and hands each agent keeps it.
+        let json = serde_json::to_value(&table).unwrap();
+        assert_eq!(json["sandbox"], "weak");
+        let back: TeamConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(back.sandbox, SandboxMode::Weak);
+        let e = parse("name = \"a\"\n[sandbox]\nmode = \"weakest\"\n").unwrap_err();
+        assert!(e.to_string().contains("weak"), "{e}");
     }
 
     #[test]

@@ -1,15 +1,21 @@
 //! `agent-team doctor`: what this machine offers the team, starting with whether task commands
-//! can be sandboxed (docs/SECURITY.md), so a missing protection is seen before it matters.
+//! can be sandboxed (docs/SECURITY.md) and what that sandbox holds and does not, so a missing
+//! protection is seen before it matters.
 
+use super::sandbox::View;
+use crate::ctx::Ctx;
 use crate::output;
 use agent_team_paths::Paths;
-use anyhow::Result;
+use anyhow::{Context, Result};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Prints each check as `name: ok|missing — detail`; exits 0 either way (it informs). The
+/// Prints each check as `name: ok|missing — detail`, then the sandbox's view (what the team's
+/// default role's agents read, write, cannot see, and how they reach the network; what does
+/// not hold here), as `agent-team sandbox` prints it; exits 0 either way (it informs). The
 /// `sandbox` check says which mechanism confines agents' commands, CLI teammates, hooks and
 /// notify commands; `namespace` and `landlock` say which layers this machine has and why not.
-pub fn doctor(json: bool) -> Result<ExitCode> {
+pub fn doctor(team: Option<String>, file: Option<PathBuf>, json: bool) -> Result<ExitCode> {
     let paths = Paths::from_env()?;
     let support = agent_team_sandbox::support();
     let hidden = format!("{} and {}", paths.runtime.display(), paths.home.display());
@@ -27,7 +33,8 @@ pub fn doctor(json: bool) -> Result<ExitCode> {
             true,
             format!(
                 "Landlock only (ABI {abi}): agents' commands cannot read {hidden}; files that run \
-                 later are not protected{}",
+                 later are not protected{}; agent CLI teammates start only with sandbox = \
+                 \"weak\" in the team file (below: what does not hold)",
                 if abi >= 9 {
                     ""
                 } else {
@@ -39,7 +46,8 @@ pub fn doctor(json: bool) -> Result<ExitCode> {
         agent_team_sandbox::Mechanism::None(why) => (
             false,
             format!(
-                "{why}: agents' commands run unsandboxed and can read the operator credential in {}",
+                "{why}: agents' commands run unsandboxed and can read the operator credential in \
+                 {}; agent CLI teammates start only with sandbox = \"weak\" in the team file",
                 paths.runtime.display()
             ),
         ),
@@ -74,6 +82,7 @@ pub fn doctor(json: bool) -> Result<ExitCode> {
         ("tmux", tmux.0, tmux.1),
         ("iterm2", iterm2.0, iterm2.1),
     ];
+    let view = sandbox_view(team, file);
     if json {
         let v: Vec<serde_json::Value> = checks
             .iter()
@@ -81,7 +90,16 @@ pub fn doctor(json: bool) -> Result<ExitCode> {
                 |(name, ok, detail)| serde_json::json!({"check": name, "ok": ok, "detail": detail}),
             )
             .collect();
-        output::json(&serde_json::json!({ "checks": v }));
+        let view = match view {
+            Ok((team, role, view)) => {
+                let mut v = view.json();
+                v["team"] = serde_json::json!(team);
+                v["role"] = serde_json::json!(role);
+                v
+            }
+            Err(e) => serde_json::json!({ "error": format!("{e:#}") }),
+        };
+        output::json(&serde_json::json!({ "checks": v, "view": view }));
     } else {
         for (name, ok, detail) in &checks {
             output::line(&format!(
@@ -89,6 +107,49 @@ pub fn doctor(json: bool) -> Result<ExitCode> {
                 if *ok { "ok" } else { "missing" }
             ));
         }
+        match view {
+            Ok((team, role, view)) => {
+                output::line(&format!(
+                    "the sandbox of role {role} in team {team} (`agent-team sandbox`):"
+                ));
+                for l in view.lines() {
+                    output::line(&format!("  {l}"));
+                }
+            }
+            Err(e) => output::line(&format!("the sandbox's view: cannot be built: {e:#}")),
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The sandbox of the default role (`worker`, else the first) of the team here: its name, the
+/// role's and the view. The team file is read without choosing a backend (doctor also runs
+/// where tmux is missing); with none, the team of this directory with the built-in roles.
+fn sandbox_view(team: Option<String>, file: Option<PathBuf>) -> Result<(String, String, View)> {
+    let ctx = Ctx::resolve(team, file)?;
+    let mut cfg = match &ctx.file {
+        Some(f) => agent_team_config::load(f)?,
+        None => {
+            let cwd = std::env::current_dir().context("cannot read the current directory")?;
+            agent_team_config::empty_team(&ctx.team, &cwd)
+        }
+    };
+    cfg.name = ctx.team.clone();
+    let role = if cfg.role("worker").is_some() {
+        "worker".to_string()
+    } else {
+        let mut names: Vec<&String> = cfg.roles.keys().collect();
+        names.sort_unstable();
+        names
+            .first()
+            .map(|n| n.to_string())
+            .context("the team has no role")?
+    };
+    let boundary = super::sandbox::role_boundary(&ctx, &cfg, &role)?;
+    let view = View::of(
+        &boundary,
+        &agent_team_sandbox::support().mechanism(),
+        cfg.sandbox,
+    );
+    Ok((ctx.team, role, view))
 }

@@ -58,7 +58,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     // `teams` is about every team, so it resolves none.
     let command = match command {
         Command::Teams(t) => return teams::teams(t),
-        Command::Doctor(j) => return doctor::doctor(j.json),
+        Command::Doctor(j) => return doctor::doctor(team, file, j.json),
         Command::Roles(j) => return roles::roles(file, j.json),
         Command::Hook { socket, event, cli } => return hook(&socket, &event, cli.as_deref()),
         Command::Completions { shell } => {
@@ -211,7 +211,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         } => daemon::daemon(&ctx, foreground, permission_timeout),
         // Handled above.
         Command::Teams(t) => teams::teams(t),
-        Command::Doctor(j) => doctor::doctor(j.json),
+        Command::Doctor(j) => doctor::doctor(Some(ctx.team.clone()), ctx.file.clone(), j.json),
         Command::Roles(j) => roles::roles(ctx.file.clone(), j.json),
         Command::Completions { .. }
         | Command::Man

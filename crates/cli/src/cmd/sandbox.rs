@@ -1,42 +1,32 @@
 //! `agent-team sandbox [--role R] [-- CMD ARGS...]`: a command run in the sandbox a role's
 //! task commands, `bash` tool and CLI get, so users can try their tools there (and tests can
-//! attack it); with no command, what that sandbox hides, protects and lets write.
+//! attack it); with no command, what that sandbox hides, protects and lets write, how it
+//! reaches the network and what does not hold here (`agent-team doctor` prints the same).
 
 use crate::ctx::Ctx;
+use agent_team_config::{SandboxMode, TeamConfig};
+use agent_team_sandbox::{Boundary, Mechanism};
 use anyhow::{Context, Result, bail};
 use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// `agent-team sandbox`
 pub fn sandbox(ctx: &Ctx, role: &str, json: bool, command: &[OsString]) -> Result<ExitCode> {
     let (cfg, _) = super::up::team_config(ctx, false, None, false)?;
-    let Some(r) = cfg.role(role) else {
-        let mut names: Vec<&str> = cfg.roles.keys().map(String::as_str).collect();
-        names.sort_unstable();
-        bail!(crate::Hinted::new(
-            format!("no role {role:?}"),
-            format!("valid roles: {}", names.join(", "))
-        ));
-    };
-    // The paths of an agent of this team that no one started: its runtime dir, its state.
-    let agent = agent_team_worker::AgentEnv {
-        socket: ctx.tp.socket.clone(),
-        team: ctx.team.clone(),
-        name: format!("sandbox-{role}"),
-        secret: String::new(),
-        incarnation: 0,
-        log_file: Some(ctx.tp.logs.join("sandbox.log")),
-        workspace: None,
-        member: Default::default(),
-        external: false,
-        healer: None,
-    };
-    let work = agent_team_worker::command::work_of(&agent, &cfg, r, Vec::new());
-    let boundary = agent_team_sandbox::Boundary::for_work(&work);
+    let boundary = role_boundary(ctx, &cfg, role)?;
     let mechanism = agent_team_sandbox::support().mechanism();
     let off = cfg.sandbox == agent_team_config::SandboxMode::Off;
     let Some((program, args)) = command.split_first() else {
-        return view(&boundary, &mechanism, off, json);
+        let view = View::of(&boundary, &mechanism, cfg.sandbox);
+        if json {
+            crate::output::json(&view.json());
+        } else {
+            for l in view.lines() {
+                crate::output::line(&l);
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
     };
     if off {
         eprintln!(
@@ -88,49 +78,273 @@ pub fn sandbox(ctx: &Ctx, role: &str, json: bool, command: &[OsString]) -> Resul
     })
 }
 
-/// What the sandbox is: its mechanism and its paths.
-fn view(
-    b: &agent_team_sandbox::Boundary,
-    mechanism: &agent_team_sandbox::Mechanism,
-    off: bool,
-    json: bool,
-) -> Result<ExitCode> {
-    use agent_team_sandbox::Mechanism;
-    let how = match (off, mechanism) {
-        (true, _) => {
-            "off (sandbox = \"off\" in the team file): commands run unconfined".to_string()
-        }
-        (false, Mechanism::Namespace(p)) => format!("a namespace by bubblewrap ({})", p.display()),
-        (false, Mechanism::Landlock(abi)) => format!(
-            "Landlock ABI {abi} (the fallback: hidden dirs are unreadable, not gone; no network \
-             or capability rule)"
-        ),
-        (false, Mechanism::None(why)) => format!("none: the environment is scrubbed only ({why})"),
+/// The boundary an agent of `role` in the team `cfg` gets: the paths of an agent no one
+/// started (its runtime dir, its state), the role's `[sandbox]` paths over the team's.
+pub(crate) fn role_boundary(
+    ctx: &Ctx,
+    cfg: &TeamConfig,
+    role: &str,
+) -> Result<agent_team_sandbox::Boundary> {
+    let Some(r) = cfg.role(role) else {
+        let mut names: Vec<&str> = cfg.roles.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        bail!(crate::Hinted::new(
+            format!("no role {role:?}"),
+            format!("valid roles: {}", names.join(", "))
+        ));
     };
-    let paths = |v: &[std::path::PathBuf]| -> Vec<String> {
-        v.iter().map(|p| p.display().to_string()).collect()
+    let agent = agent_team_worker::AgentEnv {
+        socket: ctx.tp.socket.clone(),
+        team: ctx.team.clone(),
+        name: format!("sandbox-{role}"),
+        secret: String::new(),
+        incarnation: 0,
+        log_file: Some(ctx.tp.logs.join("sandbox.log")),
+        workspace: None,
+        member: Default::default(),
+        external: false,
+        healer: None,
     };
-    let writable: Vec<std::path::PathBuf> = b.writable().map(|p| p.to_path_buf()).collect();
-    if json {
-        crate::output::json(&serde_json::json!({
-            "mechanism": how,
-            "hidden": paths(&b.hide),
-            "writable": paths(&writable),
-            "read_only": paths(&b.protected),
-        }));
-    } else {
-        crate::output::line(&format!("sandbox: {how}"));
-        for (title, list) in [
-            ("hidden (empty inside)", paths(&b.hide)),
-            ("writable", paths(&writable)),
-            ("read-only (protected)", paths(&b.protected)),
-        ] {
-            crate::output::line(&format!("{title}:"));
-            for p in list {
-                crate::output::line(&format!("  {p}"));
+    let work = agent_team_worker::command::work_of(&agent, cfg, r, Vec::new());
+    Ok(agent_team_sandbox::Boundary::for_work(&work))
+}
+
+/// What a sandbox is, as `agent-team sandbox` (no command) and `agent-team doctor` show it:
+/// the mechanism, each list of paths the boundary holds, how the network is reached, and the
+/// protections that do not hold on this machine.
+pub(crate) struct View {
+    /// The mechanism in words.
+    mechanism: String,
+    /// Each list: its JSON key, its title in text, its entries.
+    parts: Vec<(&'static str, &'static str, Vec<String>)>,
+    /// How the network is reached.
+    network: String,
+    /// The protections that do not hold here (none where the namespace works).
+    not_enforced: Vec<String>,
+}
+
+impl View {
+    /// The view of `b` confined by `mechanism` as the team file's `mode` says.
+    pub(crate) fn of(b: &Boundary, mechanism: &Mechanism, mode: SandboxMode) -> View {
+        let off = mode == SandboxMode::Off;
+        let fallback = !matches!(mechanism, Mechanism::Namespace(_));
+        let mechanism_text = match (off, mechanism) {
+            (true, _) => {
+                "off (sandbox = \"off\" in the team file): commands run unconfined".to_string()
             }
+            (false, Mechanism::Namespace(p)) => {
+                format!("a namespace by bubblewrap ({})", p.display())
+            }
+            (false, Mechanism::Landlock(abi)) => format!(
+                "Landlock (ABI {abi}), the fallback: no namespace here{}",
+                weak_note(mode)
+            ),
+            (false, Mechanism::None(why)) => format!(
+                "none: the environment is scrubbed only ({why}){}",
+                weak_note(mode)
+            ),
+        };
+        let paths = |v: &mut dyn Iterator<Item = &Path>| -> Vec<String> {
+            v.map(|p| p.display().to_string()).collect()
+        };
+        let hidden_title = if fallback {
+            "hidden (unreadable, but there)"
+        } else {
+            "hidden (empty inside)"
+        };
+        let protected_title = if fallback {
+            "read-only (protected; not enforced inside writable dirs)"
+        } else {
+            "read-only (protected)"
+        };
+        let parts = vec![
+            (
+                "hidden",
+                hidden_title,
+                paths(&mut b.hide.iter().map(PathBuf::as_path)),
+            ),
+            ("writable", "writable", paths(&mut b.writable())),
+            (
+                "read_only",
+                protected_title,
+                paths(&mut b.protected.iter().map(PathBuf::as_path)),
+            ),
+            (
+                "exposed",
+                "put back inside a hidden dir (writable)",
+                paths(&mut b.expose.iter().map(PathBuf::as_path)),
+            ),
+            (
+                "readable",
+                "readable (read-only)",
+                vec!["everything else".to_string()],
+            ),
+        ];
+        let network = match (off, mechanism, &b.network) {
+            (true, _, _) => "the host's network, open (sandbox = \"off\")".to_string(),
+            (false, Mechanism::Namespace(_), Some(n)) => format!(
+                "only through the team's egress proxy, from a network namespace of its own (the \
+                 proxy's socket is in {})",
+                n.dir.display()
+            ),
+            (false, Mechanism::Namespace(_), None) => {
+                "the host's network, open (no egress proxy)".to_string()
+            }
+            (false, _, _) => {
+                "the host's network, open (no network namespace without bubblewrap)".to_string()
+            }
+        };
+        let not_enforced = if off {
+            vec!["any of it: sandbox = \"off\" runs agents' commands unconfined".to_string()]
+        } else {
+            missing_protections(mechanism)
+        };
+        View {
+            mechanism: mechanism_text,
+            parts,
+            network,
+            not_enforced,
         }
-        crate::output::line("everything else: read-only");
     }
-    Ok(ExitCode::SUCCESS)
+
+    /// As JSON: `mechanism`, one list per part, `network`, `not_enforced`.
+    pub(crate) fn json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "mechanism": self.mechanism,
+            "network": self.network,
+            "not_enforced": self.not_enforced,
+        });
+        for (key, _, items) in &self.parts {
+            v[*key] = serde_json::json!(items);
+        }
+        v
+    }
+
+    /// As lines of text.
+    pub(crate) fn lines(&self) -> Vec<String> {
+        let mut out = vec![format!("sandbox: {}", self.mechanism)];
+        for (_, title, items) in &self.parts {
+            if items.is_empty() {
+                continue;
+            }
+            out.push(format!("{title}:"));
+            out.extend(items.iter().map(|p| format!("  {p}")));
+        }
+        out.push(format!("network: {}", self.network));
+        if !self.not_enforced.is_empty() {
+            out.push("not enforced here:".to_string());
+            out.extend(self.not_enforced.iter().map(|g| format!("  - {g}")));
+        }
+        out
+    }
+}
+
+/// What the team file's `weak` adds to the fallback's description.
+fn weak_note(mode: SandboxMode) -> &'static str {
+    if mode == SandboxMode::Weak {
+        "; sandbox = \"weak\": agent CLI teammates run under it too"
+    } else {
+        ""
+    }
+}
+
+/// The protections of the sandbox (docs/SECURITY.md) that do not hold under `mechanism`: none
+/// in a namespace; under the Landlock fallback or with nothing, each in a few words.
+pub(crate) fn missing_protections(mechanism: &Mechanism) -> Vec<String> {
+    let mut v = match mechanism {
+        Mechanism::Namespace(_) => return Vec::new(),
+        Mechanism::Landlock(_) => vec![
+            "the team's control plane (runtime and state dirs) is only unreadable, not absent: \
+             its paths and names can be seen"
+                .to_string(),
+        ],
+        Mechanism::None(_) => vec![
+            "the team's control plane is readable: agents' commands can read the operator \
+             credential, and write wherever you can"
+                .to_string(),
+        ],
+    };
+    v.push(
+        "read-only paths inside writable dirs (.git/hooks, .git/config, .claude/, the team file, \
+         hook scripts) are not enforced: agents can rewrite what runs later"
+            .to_string(),
+    );
+    v.push(
+        "protected paths that do not exist yet (.claude/, .envrc, .mcp.json, \
+         ~/.cargo/config.toml) can be created"
+            .to_string(),
+    );
+    v.push("no network namespace, so no egress proxy: the network is open".to_string());
+    v.push(match mechanism {
+        Mechanism::Landlock(abi) if *abi >= 6 => {
+            "no PID namespace: your other processes are visible to agents' commands (Landlock \
+             refuses signals to them)"
+                .to_string()
+        }
+        _ => "no PID namespace: your other processes are visible to agents' commands, which can \
+              signal them"
+            .to_string(),
+    });
+    v.push(
+        "run as root, agents' commands keep the host's root capabilities (no user namespace \
+         drops them)"
+            .to_string(),
+    );
+    if let Mechanism::Landlock(abi) = mechanism
+        && *abi < 9
+    {
+        v.push(format!(
+            "Landlock ABI {abi} does not restrict connect(): a CLI teammate's tree can reach Unix \
+             sockets such as the team's tmux server (task commands get a filter against making \
+             them)"
+        ));
+    }
+    v
+}
+
+/// The warning `up` and `run` print once when no namespace works here (none otherwise, and
+/// none with `sandbox = "off"`): the mechanism, what does not hold, and what happens to the
+/// members in `clis` (those that run an agent CLI on this machine).
+pub(crate) fn fallback_warning(
+    cfg: &TeamConfig,
+    support: &agent_team_sandbox::Support,
+    clis: &[String],
+) -> Option<String> {
+    let mechanism = support.mechanism();
+    let gaps = missing_protections(&mechanism);
+    if cfg.sandbox == SandboxMode::Off || gaps.is_empty() {
+        return None;
+    }
+    let why = support
+        .namespace
+        .as_ref()
+        .err()
+        .cloned()
+        .unwrap_or_default();
+    let how = match &mechanism {
+        Mechanism::Landlock(abi) => format!("under Landlock (ABI {abi}) only"),
+        _ => "unconfined (the environment is scrubbed only)".to_string(),
+    };
+    let mut text = format!(
+        "agent-team: warning: no sandbox namespace here ({why}): agents' commands run {how}, and \
+         these protections do not hold:"
+    );
+    for g in &gaps {
+        text.push_str(&format!("\n  - {g}"));
+    }
+    if !clis.is_empty() {
+        let names = clis.join(", ");
+        text.push_str(&match cfg.sandbox {
+            SandboxMode::Weak => format!(
+                "\n  agent CLI teammates ({names}) run under it too: the team file says \
+                 sandbox = \"weak\""
+            ),
+            _ => format!(
+                "\n  agent CLI teammates ({names}) will not start: the fallback cannot hold a \
+                 CLI's whole tree; sandbox = \"weak\" in the team file accepts it"
+            ),
+        });
+    }
+    text.push_str("\n  install bubblewrap for the full sandbox (see `agent-team doctor`)");
+    Some(text)
 }

@@ -326,10 +326,24 @@ fn stored_config(ctx: &Ctx) -> Option<TeamConfig> {
     serde_json::from_value(value).ok()
 }
 
-/// One line on stderr for each way task commands will not be confined as the team file asks
-/// (no Landlock in this kernel, a state dir inside the workspace); see `agent-team doctor`.
+/// On stderr, how agents' commands will not be confined as the team file asks: without a
+/// namespace one block naming each protection that does not hold and the CLI teammates that
+/// will not start (or, with `sandbox = "weak"`, run under the fallback); then a line for each
+/// other problem (a state dir inside the workspace); see `agent-team doctor`.
 fn warn_sandbox(ctx: &Ctx, cfg: &TeamConfig) {
-    for w in agent_team_worker::command::sandbox_warnings(cfg, &ctx.paths) {
+    let clis: Vec<String> = local_cli_members(cfg)
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    let block = super::sandbox::fallback_warning(cfg, agent_team_sandbox::support(), &clis);
+    let warnings = agent_team_worker::command::sandbox_warnings(cfg, &ctx.paths);
+    // Without a namespace the first warning is the mechanism's line, which the block says
+    // in full.
+    let skip = usize::from(block.is_some());
+    if let Some(block) = block {
+        eprintln!("{block}");
+    }
+    for w in warnings.into_iter().skip(skip) {
         eprintln!("agent-team: warning: {w}");
     }
 }

@@ -124,7 +124,7 @@ pub fn codex_sandbox_mode(cannot_nest: bool) -> &'static str {
 /// Operation not permitted`) and every shell call of Codex failed (seen with 0.169.0 and
 /// 0.171.0).
 fn own_sandbox_cannot_nest(cx: &LaunchCtx<'_>) -> bool {
-    cx.config.sandbox == agent_team_config::SandboxMode::On
+    cx.config.sandbox.confines()
         && matches!(
             agent_team_sandbox::support().mechanism(),
             agent_team_sandbox::Mechanism::Namespace(_)

@@ -572,7 +572,13 @@ pub fn write_files(launch: &Launch) -> Result<(), AgentError> {
 /// private configuration, starts the CLI in this pane and waits for it. Its exit status is the
 /// agent's: 0 is a finished agent, anything else a failure the restart policy sees.
 pub async fn run(agent: AgentEnv, out: Output) -> Result<(), AgentError> {
-    let (config, role) = read_role(&agent).await?;
+    let (config, role) = match read_role(&agent).await {
+        Err(AgentError::Fatal(why)) => {
+            out.say(&format!("not starting: {why}"));
+            return Err(AgentError::Fatal(why));
+        }
+        other => other?,
+    };
     let paths =
         agent_team_paths::Paths::from_env().map_err(|e| AgentError::Config(e.to_string()))?;
     let home = paths
@@ -659,8 +665,35 @@ fn relay_agent(agent: &AgentEnv, home: &Path) -> AgentEnv {
     }
 }
 
+/// Why an agent CLI may not start on this machine, if it may not: the team's sandbox is `on`
+/// and there is no namespace here, so only the fallback would hold the CLI's whole tree (its
+/// shell, hooks and MCP servers) with the gaps docs/SECURITY.md lists. `sandbox = "weak"`
+/// accepts them; `off` confines nothing anyway.
+pub fn fallback_refusal(
+    mode: agent_team_config::SandboxMode,
+    support: &agent_team_sandbox::Support,
+) -> Option<String> {
+    use agent_team_sandbox::Mechanism;
+    if mode != agent_team_config::SandboxMode::On {
+        return None;
+    }
+    let no_namespace = support.namespace.as_ref().err()?;
+    let fallback = match support.mechanism() {
+        Mechanism::Namespace(_) => return None,
+        Mechanism::Landlock(abi) => format!("only the Landlock fallback (ABI {abi})"),
+        Mechanism::None(_) => "no sandbox at all".to_string(),
+    };
+    Some(format!(
+        "needs sandbox = \"weak\" in the team file: an agent CLI teammate needs the sandbox's \
+         namespace, and this machine has {fallback} ({no_namespace}), which cannot hold the CLI's \
+         whole tree (see `agent-team doctor`); install bubblewrap, or accept the weaker sandbox \
+         with sandbox = \"weak\""
+    ))
+}
+
 /// The team's configuration and this agent's role in it (with the member's own overrides),
-/// over a short connection of its own.
+/// over a short connection of its own. Refused ([`AgentError::Fatal`], told to the daemon so
+/// `ps` shows why) when the team's sandbox cannot hold a CLI here ([`fallback_refusal`]).
 async fn read_role(agent: &AgentEnv) -> Result<(TeamConfig, Role), AgentError> {
     let hello = agent_hello(&agent.team, &agent.name, &agent.secret, agent.incarnation);
     let (client, _pushes) = AsyncClient::connect(&agent.socket, &hello)
@@ -680,6 +713,15 @@ async fn read_role(agent: &AgentEnv) -> Result<(TeamConfig, Role), AgentError> {
         ))
     })?;
     agent.member.apply(&mut role)?;
+    if let Some(why) = fallback_refusal(config.sandbox, agent_team_sandbox::support()) {
+        let _ = client
+            .call(Request::SetStatus {
+                status: agent_team_protocol::AgentStatus::Idle,
+                error: Some(why.clone()),
+            })
+            .await;
+        return Err(AgentError::Fatal(why));
+    }
     Ok((config, role))
 }
 
@@ -697,7 +739,7 @@ fn command(
     headless: bool,
 ) -> tokio::process::Command {
     let args: Vec<std::ffi::OsString> = launch.args.iter().map(Into::into).collect();
-    let mut cmd = if config.sandbox == agent_team_config::SandboxMode::On {
+    let mut cmd = if config.sandbox.confines() {
         let mut expose = vec![home.to_path_buf()];
         expose.extend(agent.log_file.clone());
         let boundary = agent_team_sandbox::Boundary::for_work(&crate::command::work_of(

@@ -835,3 +835,39 @@ fn gemini_in_a_pane_does_not_take_ci_for_no_terminal() {
     );
     assert!(ci_vars(true).is_empty());
 }
+
+/// Without a namespace an agent CLI starts only when the team file accepts the fallback
+/// (`sandbox = "weak"`) or turned the sandbox off; the refusal names the setting.
+#[test]
+fn a_cli_needs_the_namespace_unless_the_team_file_says_weak() {
+    use agent_team_config::SandboxMode;
+    use agent_team_sandbox::Support;
+    let namespace = Support {
+        namespace: Ok("/usr/bin/bwrap".into()),
+        landlock: Ok(6),
+    };
+    let landlock = Support {
+        namespace: Err("AGENT_TEAM_BWRAP=none".into()),
+        landlock: Ok(6),
+    };
+    let nothing = Support {
+        namespace: Err("bubblewrap is not installed".into()),
+        landlock: Err("no Landlock".into()),
+    };
+    for mode in [SandboxMode::On, SandboxMode::Weak, SandboxMode::Off] {
+        assert_eq!(fallback_refusal(mode, &namespace), None, "{mode:?}");
+    }
+    for (support, says) in [(&landlock, "Landlock"), (&nothing, "no sandbox at all")] {
+        let why = fallback_refusal(SandboxMode::On, support).unwrap();
+        assert!(
+            why.contains("sandbox = \"weak\"") && why.contains(says),
+            "{why}"
+        );
+        assert!(
+            why.contains(support.namespace.as_ref().unwrap_err()),
+            "{why}"
+        );
+        assert_eq!(fallback_refusal(SandboxMode::Weak, support), None);
+        assert_eq!(fallback_refusal(SandboxMode::Off, support), None);
+    }
+}

@@ -98,17 +98,20 @@ fn cli_teammate_attack_on(backend: &str) {
     }
     let ws = sb.path("ws");
     git_repo(&ws);
+    // The CLI's program and where it writes what got through: granted to the sandbox by the
+    // team file (it starts from nothing else).
     let out = sb.path("out");
     std::fs::create_dir_all(&out).unwrap();
-    let script = sb.path("attack.sh");
+    let script = out.join("attack.sh");
     std::fs::write(&script, cli_attack(&sb, &out)).unwrap();
     let team = format!(
-        "name = \"{TEAM}\"\nboard = false\n[roles.worker]\npermissions = {{ bash = \"allow\", \"bash(*deploy*)\" = \"ask\" }}\n\
+        "name = \"{TEAM}\"\nboard = false\n[sandbox]\nwrite = [\"{out}\"]\n[roles.worker]\npermissions = {{ bash = \"allow\", \"bash(*deploy*)\" = \"ask\" }}\n\
          [roles.hostile]\ndescription = \"a CLI teammate turned against its team\"\nprovider = \"cli\"\nmodel = \"none\"\n\
          command = [\"sh\", \"{script}\"]\nrestart = \"never\"\n\
          [[teammates]]\nname = \"b1\"\nrole = \"worker\"\n[[teammates]]\nname = \"cc\"\nrole = \"hostile\"\n\
          [[tasks]]\nkey = \"deploy\"\ntitle = \"deploy\"\nrun = \"echo deployed\"\nassign = \"b1\"\n",
-        script = script.display()
+        script = script.display(),
+        out = out.display()
     );
     up_in_ws(&sb, backend, &team);
     wait_for("b1's deploy request", T, || !pending(&sb, TEAM).is_empty());
@@ -303,9 +306,9 @@ fn the_daemons_git_runs_no_planted_hook_and_worktrees_are_each_teammates_own() {
 
 /// Ordinary work in the default sandbox, with the runtime dir directly under /tmp (as on a
 /// machine without XDG_RUNTIME_DIR): new files in /tmp, mktemp, `npm install` of a local
-/// package, `cargo build` with a path dependency, `pip download` from a local wheel, `git add`
-/// and `git commit`; and writes to `~/.bashrc` or `.git/hooks/` refused with a result that
-/// says why.
+/// package, `cargo build` with a path dependency, `pip download` from a local wheel, `git
+/// status`, `log` and `diff`; and a commit in the workspace's repository, `.git/hooks/` or a
+/// system dir refused with a result that says why.
 #[test]
 fn ordinary_work_just_works_in_the_default_sandbox() {
     let mut sb = Sandbox::new();
@@ -383,7 +386,7 @@ fn ordinary_work_just_works_in_the_default_sandbox() {
         "printf 'f=$(mktemp) && echo t > \"$f\" && rm \"$f\"' > m.sh && sh m.sh && echo OK:mktemp".to_string(),
         "npm install --no-audit --no-fund --offline ./localpkg >/dev/null 2>&1 && node -e 'process.exit(require(\"localpkg\") === 42 ? 0 : 1)' && echo OK:npm".to_string(),
         "(cd app && cargo build -q --offline && ./target/debug/app | grep -q 42) && echo OK:cargo".to_string(),
-        "git add README package.json && git -c user.email=b@x -c user.name=b commit -qm 'from b2' && echo OK:git".to_string(),
+        "git status --short >/dev/null && git log --oneline >/dev/null && git diff >/dev/null && echo OK:git".to_string(),
     ];
     if have_pip {
         work.push(
@@ -400,21 +403,21 @@ fn ordinary_work_just_works_in_the_default_sandbox() {
     if have_pip {
         assert!(result.contains("OK:pip"), "{result}");
     }
-    let made = Path::new("/tmp").join(&name);
-    assert_eq!(std::fs::read_to_string(&made).unwrap(), "x\n");
-    let _ = std::fs::remove_file(made);
+    // The command's /tmp is its own.
+    assert!(!Path::new("/tmp").join(&name).exists());
 
     // Refused, and the task's result says why and what would allow it.
-    let home = std::env::var("HOME").unwrap_or_default();
     for (cmd, why) in [
         (
-            "echo 'alias ls=x' >> ~/.bashrc".to_string(),
-            format!("{home}/.bashrc is read-only for agents' commands"),
+            // The workspace's repository is one read-only unit: a commit is a worktree
+            // teammate's, on its own branch.
+            "git add package.json && git -c user.email=b@x -c user.name=b commit -qm x".to_string(),
+            "in the workspace's git repository, read-only for agents' commands".to_string(),
         ),
         (
             // Through a script of its own: the permission check would ask for a visible one.
             "printf 'echo x > .git/hooks/pre-commit' > p.sh && sh p.sh".to_string(),
-            ".git/hooks/pre-commit is read-only for agents' commands".to_string(),
+            ".git/hooks/pre-commit is in the workspace's git repository".to_string(),
         ),
         (
             "echo x > /usr/local/agent-team-e2e.txt".to_string(),

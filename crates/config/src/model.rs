@@ -85,7 +85,7 @@ pub enum SandboxMode {
 impl SandboxPaths {
     /// Whether it adds nothing.
     pub fn is_empty(&self) -> bool {
-        self.write.is_empty() && self.read_deny.is_empty()
+        self.write.is_empty() && self.read_deny.is_empty() && self.read.is_empty()
     }
 
     /// The paths made absolute: `~/` is `home`, a relative one is in `workspace`.
@@ -97,6 +97,7 @@ impl SandboxPaths {
         SandboxPaths {
             write: self.write.iter().map(abs).collect(),
             read_deny: self.read_deny.iter().map(abs).collect(),
+            read: self.read.iter().map(abs).collect(),
         }
     }
 
@@ -104,6 +105,7 @@ impl SandboxPaths {
     pub fn and(mut self, other: SandboxPaths) -> SandboxPaths {
         self.write.extend(other.write);
         self.read_deny.extend(other.read_deny);
+        self.read.extend(other.read);
         self
     }
 }
@@ -124,7 +126,7 @@ impl SandboxMode {
     }
 }
 
-/// `[sandbox] write = [...]` and `read_deny = [...]`: what the team file adds to the sandbox's
+/// `[sandbox] write = [...]`, `read = [...]` and `read_deny = [...]`: what the team file adds to the sandbox's
 /// rule (docs/SECURITY.md), as absolute paths (`~/` is the home dir, others are relative to the
 /// workspace).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -136,6 +138,10 @@ pub struct SandboxPaths {
     /// More dirs agents' commands cannot see at all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub read_deny: Vec<PathBuf>,
+    /// More paths agents' commands may read (a namespace sandbox starts from nothing but the
+    /// system's public files, the toolchains and the work).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read: Vec<PathBuf>,
 }
 
 /// How long same-role members started together wait at most for the first one's first

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use toml::Spanned;
 
-/// `sandbox = "on" | "off" | "weak"`, or the `[sandbox]` table: `mode`, `write`, `read_deny`.
+/// `sandbox = "on" | "off" | "weak"`, or the `[sandbox]` table: `mode`, `write`, `read`, `read_deny`.
 #[derive(Debug)]
 enum RawSandbox {
     Mode(SandboxMode),
@@ -60,6 +60,8 @@ struct RawSandboxTable {
     write: Vec<String>,
     #[serde(default)]
     read_deny: Vec<String>,
+    #[serde(default)]
+    read: Vec<String>,
 }
 
 impl RawSandbox {
@@ -96,6 +98,7 @@ impl RawSandbox {
         Ok(SandboxPaths {
             write: resolve("write", &t.write)?,
             read_deny: resolve("read_deny", &t.read_deny)?,
+            read: resolve("read", &t.read)?,
         })
     }
 }
@@ -274,7 +277,7 @@ pub(crate) struct RawRole {
     plan_required: Option<bool>,
     /// What `run` does with a worktree member's work at its end.
     finish: Option<agent_team_protocol::FinishPolicy>,
-    /// `[roles.X.sandbox]`: `write` and `read_deny` for this role's members.
+    /// `[roles.X.sandbox]`: `write`, `read` and `read_deny` for this role's members.
     sandbox: Option<SandboxPaths>,
     /// The ssh destination its members run on.
     host: Option<String>,

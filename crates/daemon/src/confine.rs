@@ -51,6 +51,8 @@ pub fn boundary(cfg: &TeamConfig, paths: &TeamPaths) -> Option<Arc<Boundary>> {
         protected_files: cfg.files_that_run_later(),
         extra_write: cfg.sandbox_paths.write.clone(),
         read_deny: cfg.sandbox_paths.read_deny.clone(),
+        read: cfg.sandbox_paths.read.clone(),
+        sandbox_home: Some(agent_team_paths::sandbox_home(&paths.dir)),
         home: std::env::var_os("HOME")
             .filter(|h| !h.is_empty())
             .map(PathBuf::from),

@@ -140,6 +140,13 @@ pub fn secrets_file(runtime: &Path, team: &str) -> PathBuf {
     runtime.join(format!("{team}.secrets.json"))
 }
 
+/// The home dir every sandboxed command of the team whose state dir is `team_dir` gets, at
+/// the operator's `$HOME` path (its package caches persist there between commands; nothing
+/// of the operator's home is in it).
+pub fn sandbox_home(team_dir: &Path) -> PathBuf {
+    team_dir.join("sandbox-home")
+}
+
 impl Paths {
     /// Resolves the locations from the environment (see the module docs).
     pub fn from_env() -> Result<Self, PathError> {

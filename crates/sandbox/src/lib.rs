@@ -27,6 +27,7 @@ use std::sync::OnceLock;
 mod landlock_rules;
 pub mod network;
 pub use network::NetworkWiring;
+pub mod view;
 #[cfg(all(
     target_os = "linux",
     any(target_arch = "x86_64", target_arch = "aarch64")
@@ -79,20 +80,32 @@ pub const HOME_PROTECTED: &[&str] = &[
 ];
 
 /// Paths inside a workspace that run code later or configure the team: read-only in the
-/// sandbox (objects, refs and the index stay writable, so `git add` and `git commit` work).
+/// sandbox, `.git` as one unit (a read-only file inside a writable `.git` was moved away with
+/// its dir once). A worktree teammate writes git's objects and its own branch only.
 pub const WORKSPACE_PROTECTED: &[&str] = &[
     "agent-team.toml",
-    ".git/hooks",
-    ".git/config",
-    ".git/info",
+    ".git",
     ".agent-team",
     ".claude",
     ".nyzhi",
     ".codex",
     ".qwen",
+    ".gemini",
+    ".vscode",
+    ".idea",
+    ".cargo",
+    ".npmrc",
     ".mcp.json",
     ".envrc",
 ];
+
+/// The protected workspace paths that are kept from being made where they are missing (an
+/// empty read-only dir stands in their place while a namespace sandbox runs: what an agent
+/// made there would run later as the operator). `.git` is left out: an agent may start a
+/// repository in a workspace that has none.
+fn blocked_when_missing(name: &str) -> bool {
+    name != ".git"
+}
 
 /// What one sandboxed process may see and write. Every path is absolute and canonical.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -112,6 +125,28 @@ pub struct Boundary {
     /// How the network is reached: through the team's egress proxy in a network namespace of
     /// its own, or (none) the host's network.
     pub network: Option<NetworkWiring>,
+    /// Read-only in a namespace, beside the system's base ([`view::base`]): the toolchains
+    /// under the home dir, the dirs on `PATH`, the programs the caller runs, `[sandbox] read`.
+    pub read: Vec<PathBuf>,
+    /// The home dir in a namespace: the team's own sandbox home (or an empty one) at the
+    /// operator's home path; nothing of the operator's is in it but the toolchains.
+    pub home: Option<FreshHome>,
+    /// Private, empty and writable in a namespace: the temp dirs.
+    pub temp: Vec<PathBuf>,
+    /// Protected paths that do not exist: kept from being made in a namespace.
+    pub block: Vec<PathBuf>,
+    /// Writable only where no namespace gives a private copy (Landlock): the temp dirs and the
+    /// operator's package caches.
+    pub fallback_write: Vec<PathBuf>,
+}
+
+/// The home dir a namespace sandbox gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FreshHome {
+    /// Where it is (the operator's `$HOME`, so tools find their toolchains where they are).
+    pub at: PathBuf,
+    /// The dir bound there, writable (the team's sandbox home); none: an empty tmpfs.
+    pub from: Option<PathBuf>,
 }
 
 /// What [`Boundary::for_work`] builds the rule from: where the team keeps its control plane
@@ -137,6 +172,12 @@ pub struct Work {
     pub home: Option<PathBuf>,
     /// The team's egress proxy for this agent (none: the host's network).
     pub network: Option<NetworkWiring>,
+    /// More read-only paths in a namespace: `[sandbox] read`, the programs the caller runs
+    /// (an agent CLI's install dir).
+    pub read: Vec<PathBuf>,
+    /// The team's sandbox home, bound writable at `$HOME` in a namespace (made when missing;
+    /// none: an empty one that ends with the command).
+    pub sandbox_home: Option<PathBuf>,
 }
 
 impl Boundary {
@@ -146,15 +187,25 @@ impl Boundary {
         b.hide.extend(work.control.iter().cloned());
         b.hide.extend(tmux_dirs());
         b.hide.extend(work.read_deny.iter().cloned());
+        let mut roots = vec![work.workspace.clone()];
         match &work.worktree {
             Some(tree) => {
                 // Not the team's workspace (read-only even where a writable dir holds it).
                 b.read_only.push(work.workspace.clone());
+                b.read.push(work.workspace.clone());
                 b.write.push(tree.clone());
                 b.read_only.push(tree.join(".git"));
+                roots.push(tree.clone());
                 if let Some(common) = git_common_dir(tree) {
-                    for d in ["objects", "refs", "logs"] {
-                        b.write.push(common.join(d));
+                    // Git's objects and this teammate's own branch; no other ref (the operator's
+                    // checked-out branch once moved under a worktree teammate).
+                    b.write.push(common.join("objects"));
+                    for d in ["refs/heads/agent-team", "logs/refs/heads/agent-team"] {
+                        let dir = common.join(d);
+                        if !dir.exists() {
+                            let _ = std::fs::create_dir_all(&dir);
+                        }
+                        b.write.push(dir);
                     }
                     if let Some(name) = tree.file_name() {
                         let meta = common.join("worktrees").join(name);
@@ -167,14 +218,23 @@ impl Boundary {
             }
             None => b.write.push(work.workspace.clone()),
         }
-        for p in WORKSPACE_PROTECTED {
-            b.read_only.push(work.workspace.join(p));
-            if let Some(tree) = &work.worktree {
-                b.read_only.push(tree.join(p));
+        for root in &roots {
+            for p in WORKSPACE_PROTECTED {
+                let path = root.join(p);
+                if !path.exists() && blocked_when_missing(p) {
+                    b.block.push(path.clone());
+                }
+                b.read_only.push(path);
+            }
+        }
+        for f in &work.protected_files {
+            if !f.exists() && roots.iter().any(|r| f.starts_with(r)) {
+                b.block.push(f.clone());
             }
         }
         b.read_only.extend(work.protected_files.iter().cloned());
-        b.write.extend(temp_dirs());
+        b.temp.extend(temp_dirs());
+        b.fallback_write.extend(temp_dirs());
         if let Some(home) = &work.home {
             for (i, c) in CACHE_DIRS.iter().enumerate() {
                 let dir = home.join(c);
@@ -182,12 +242,32 @@ impl Boundary {
                 if i < 2 && !dir.exists() {
                     let _ = std::fs::create_dir_all(&dir);
                 }
-                b.write.push(dir);
+                b.fallback_write.push(dir);
             }
             for p in HOME_PROTECTED {
-                b.read_only.push(home.join(p));
+                b.protected.push(home.join(p));
             }
+            for t in view::HOME_TOOLCHAINS {
+                b.read.push(home.join(t));
+            }
+            if let Some(from) = &work.sandbox_home {
+                let _ = std::fs::create_dir_all(from);
+            }
+            b.home = Some(FreshHome {
+                at: home.clone(),
+                from: work.sandbox_home.clone(),
+            });
         }
+        b.read
+            .extend(view::path_dirs(std::env::var_os("PATH").as_deref()));
+        // This program's own dir: the bridge an agent CLI runs as its MCP server is there.
+        if let Some(dir) = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(Path::to_path_buf))
+        {
+            b.read.push(view::program_root(&dir));
+        }
+        b.read.extend(work.read.iter().cloned());
         b.write.extend(work.extra_write.iter().cloned());
         b.expose.extend(work.expose.iter().cloned());
         b.network = work.network.clone();
@@ -195,7 +275,8 @@ impl Boundary {
     }
 
     /// Every path canonical and existing, each once; read-only paths only where something
-    /// writable contains them (elsewhere the read-only root already covers them).
+    /// writable contains them (elsewhere the read-only root already covers them); hidden dirs
+    /// only where something bound would show them.
     fn normalise(mut self) -> Boundary {
         let canon = |v: Vec<PathBuf>| -> Vec<PathBuf> {
             let mut v: Vec<PathBuf> = v
@@ -210,16 +291,26 @@ impl Boundary {
         self.hide.retain(|p| p.is_dir());
         self.write = canon(self.write);
         self.expose = canon(self.expose);
-        self.protected = self.read_only.clone();
-        self.protected.extend(canon(self.read_only.clone()));
-        self.protected.sort();
-        self.protected.dedup();
+        self.read = canon(self.read);
+        self.fallback_write = canon(self.fallback_write);
+        // Outer first: `$TMPDIR` inside `/tmp` is a tmpfs of its own inside the private `/tmp`.
+        self.temp = canon(self.temp);
+        self.temp.sort_by_key(|p| p.components().count());
+        self.block.sort();
+        self.block.dedup();
+        let mut protected = std::mem::take(&mut self.protected);
+        protected.extend(self.read_only.iter().cloned());
+        protected.extend(canon(self.read_only.clone()));
+        protected.sort();
+        protected.dedup();
+        self.protected = protected;
         self.read_only = canon(self.read_only);
         let writable = |p: &Path| {
             self.write
                 .iter()
                 .chain(self.expose.iter())
                 .any(|w| p.starts_with(w))
+                || self.home.as_ref().is_some_and(|h| p.starts_with(&h.at))
         };
         let ro: Vec<PathBuf> = self
             .read_only
@@ -232,10 +323,11 @@ impl Boundary {
     }
 
     /// The mount operations in the order bubblewrap must apply them: outer paths before the
-    /// paths inside them, so a hidden dir inside `/tmp` stays hidden and a read-only file
-    /// inside the workspace stays read-only.
+    /// paths inside them, so a hidden dir inside the workspace stays hidden and a read-only
+    /// file inside it stays read-only.
     fn mounts(&self) -> Vec<(Mount, &Path)> {
         let mut ops: Vec<(Mount, &Path)> = Vec::new();
+        ops.extend(self.read.iter().map(|p| (Mount::Read, p.as_path())));
         ops.extend(self.write.iter().map(|p| (Mount::Write, p.as_path())));
         ops.extend(self.hide.iter().map(|p| (Mount::Hide, p.as_path())));
         ops.extend(
@@ -243,17 +335,18 @@ impl Boundary {
                 .iter()
                 .map(|p| (Mount::ReadOnly, p.as_path())),
         );
+        ops.extend(self.block.iter().map(|p| (Mount::ReadOnly, p.as_path())));
         ops.extend(self.expose.iter().map(|p| (Mount::Write, p.as_path())));
-        // A write inside another write with nothing between them adds nothing.
+        // A mount inside another of its kind with nothing between them adds nothing.
         let covered = |op: &(Mount, &Path)| {
-            op.0 == Mount::Write
+            matches!(op.0, Mount::Write | Mount::Read)
                 && ops.iter().any(|(m, q)| {
-                    *m == Mount::Write
+                    *m == op.0
                         && *q != op.1
                         && op.1.starts_with(q)
-                        && !ops.iter().any(|(k, h)| {
-                            *k != Mount::Write && h.starts_with(q) && op.1.starts_with(h)
-                        })
+                        && !ops
+                            .iter()
+                            .any(|(k, h)| *k != op.0 && h.starts_with(q) && op.1.starts_with(h))
                 })
         };
         let keep: Vec<bool> = ops.iter().map(|op| !covered(op)).collect();
@@ -263,23 +356,37 @@ impl Boundary {
             .filter_map(|(op, k)| k.then_some(op))
             .collect();
         ops.sort_by_key(|(m, p)| (p.components().count(), *m));
+        ops.dedup();
         ops
     }
 
-    /// bubblewrap's arguments (before `--` and the program) for a process in `cwd`.
+    /// bubblewrap's arguments (before `--` and the program) for a process in `cwd`: an empty
+    /// root, the system's public part read-only ([`view::base`]), a minimal `/dev`, a private
+    /// `/proc`, `/tmp` and home, then the work; in a user namespace with no capability.
     pub fn bwrap_args(&self, cwd: &Path, interactive: bool) -> Vec<OsString> {
         let mut a: Vec<OsString> = Vec::new();
         let mut push = |parts: &[&OsStr]| a.extend(parts.iter().map(|s| s.to_os_string()));
         push(&[
             "--die-with-parent".as_ref(),
-            // No capability inside, also when the operator is root: root in here once
+            // A user namespace, also for root, with no capability inside: root in here once
             // unmounted the tmpfs over the runtime dir and read the operator credential.
+            "--unshare-user".as_ref(),
             "--cap-drop".as_ref(),
             "ALL".as_ref(),
             "--unshare-pid".as_ref(),
-            "--ro-bind".as_ref(),
-            "/".as_ref(),
-            "/".as_ref(),
+            "--unshare-ipc".as_ref(),
+            "--unshare-uts".as_ref(),
+            "--unshare-cgroup-try".as_ref(),
+        ]);
+        for e in view::base() {
+            match e {
+                view::Entry::Bind(p) => push(&["--ro-bind".as_ref(), p.as_os_str(), p.as_os_str()]),
+                view::Entry::Symlink { target, link } => {
+                    push(&["--symlink".as_ref(), target.as_os_str(), link.as_os_str()])
+                }
+            }
+        }
+        push(&[
             // A minimal /dev (null, zero, random, urandom, tty, shm and a pts instance of its
             // own): no other terminal to write a fake screen into, no disk. A program keeps the
             // terminal it was started on (inherited, not opened by path).
@@ -288,6 +395,15 @@ impl Boundary {
             "--proc".as_ref(),
             "/proc".as_ref(),
         ]);
+        for t in &self.temp {
+            push(&["--tmpfs".as_ref(), t.as_os_str()]);
+        }
+        if let Some(h) = &self.home {
+            match &h.from {
+                Some(from) => push(&["--bind".as_ref(), from.as_os_str(), h.at.as_os_str()]),
+                None => push(&["--tmpfs".as_ref(), h.at.as_os_str()]),
+            }
+        }
         if !interactive {
             // No controlling terminal: nothing can be typed into the pane it runs in.
             push(&["--new-session".as_ref()]);
@@ -297,7 +413,7 @@ impl Boundary {
             match m {
                 Mount::Write => push(&["--bind".as_ref(), p, p]),
                 Mount::Hide => push(&["--perms".as_ref(), "0500".as_ref(), "--tmpfs".as_ref(), p]),
-                Mount::ReadOnly => push(&["--ro-bind".as_ref(), p, p]),
+                Mount::ReadOnly | Mount::Read => push(&["--ro-bind".as_ref(), p, p]),
             }
         }
         // Read-only once whatever is put back inside them is mounted.
@@ -311,18 +427,50 @@ impl Boundary {
         a
     }
 
+    /// Makes the stand-ins for the missing protected paths (empty dirs, bound read-only), so
+    /// the namespace can keep them from being made; one that cannot be made stays missing.
+    fn make_blocks(&self) {
+        for p in &self.block {
+            if std::fs::symlink_metadata(p).is_err() {
+                let _ = std::fs::create_dir(p);
+            }
+        }
+    }
+
     /// The writable dirs (Landlock's grants, and what a refused write is explained against).
     pub fn writable(&self) -> impl Iterator<Item = &Path> {
         self.write
             .iter()
             .chain(self.expose.iter())
+            .chain(self.fallback_write.iter())
             .map(PathBuf::as_path)
     }
+}
+
+/// Removes the empty stand-ins a namespace left for missing protected paths in `workspace`
+/// and its worktrees (the team is over: nothing keeps them from being made any more, and
+/// nothing of ours should stay in the operator's tree). A dir with anything in it stays.
+pub fn remove_blocks(workspace: &Path) {
+    let mut roots = vec![workspace.to_path_buf()];
+    if let Ok(rd) = std::fs::read_dir(workspace.join(".agent-team/worktrees")) {
+        roots.extend(rd.flatten().map(|e| e.path()));
+    }
+    for root in roots {
+        for p in WORKSPACE_PROTECTED {
+            if blocked_when_missing(p) && *p != ".agent-team" {
+                // Only an empty dir: `remove_dir` refuses anything else.
+                let _ = std::fs::remove_dir(root.join(p));
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(workspace.join(".agent-team/worktrees"));
+    let _ = std::fs::remove_dir(workspace.join(".agent-team"));
 }
 
 /// The kinds of mount, in the order they apply at one depth.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Mount {
+    Read,
     Write,
     Hide,
     ReadOnly,
@@ -417,12 +565,22 @@ fn probe_bwrap() -> Result<PathBuf, String> {
     probe
         .args([
             "--die-with-parent",
+            "--unshare-user",
             "--cap-drop",
             "ALL",
             "--unshare-pid",
             "--ro-bind",
-            "/",
-            "/",
+            "/usr",
+            "/usr",
+            "--symlink",
+            "usr/bin",
+            "/bin",
+            "--symlink",
+            "usr/lib",
+            "/lib",
+            "--symlink",
+            "usr/lib64",
+            "/lib64",
             "--dev",
             "/dev",
             "--proc",
@@ -509,6 +667,7 @@ pub fn command_with(
 ) -> std::process::Command {
     match mechanism {
         Mechanism::Namespace(bwrap) => {
+            boundary.make_blocks();
             let mut c = std::process::Command::new(bwrap);
             c.args(boundary.bwrap_args(cwd, opts.interactive));
             if let Some(var) = opts.outer_marker {
@@ -624,7 +783,14 @@ pub fn explain_refusal(output: &str, boundary: &Boundary, cwd: &Path) -> Option<
     });
     let under = |p: &Path, list: &[PathBuf]| list.iter().any(|r| p.starts_with(r));
     let writable: Vec<PathBuf> = boundary.writable().map(Path::to_path_buf).collect();
+    let in_git = |p: &Path| p.components().any(|c| c.as_os_str() == ".git");
     Some(match path {
+        Some(p) if in_git(&p) && under(&p, &boundary.protected) => format!(
+            "agent-team sandbox: {} is in the workspace's git repository, read-only for agents' \
+             commands (`git status`, `diff` and `log` work); a teammate with `isolation = \
+             \"worktree\"` commits on its own branch",
+            p.display()
+        ),
         Some(p) if under(&p, &boundary.hide) => format!(
             "agent-team sandbox: {} is the team's control plane, hidden from agents' commands",
             p.display()

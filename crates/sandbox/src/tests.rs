@@ -85,32 +85,36 @@ fn the_rule_hides_the_control_plane_and_protects_what_runs_code_later() {
     assert!(b.hide.contains(&l.base.join("run")));
     assert!(b.hide.contains(&l.base.join("state")));
     assert!(b.write.contains(&l.base.join("ws")));
+    // The operator's caches are written only under the fallback; a namespace gets a home of
+    // its own at the same path.
     assert!(
-        b.write.contains(&l.base.join("home/.npm")),
+        b.fallback_write.contains(&l.base.join("home/.npm")),
         "made when missing"
     );
-    assert!(b.write.contains(&l.base.join("home/.cargo")));
-    for p in [
-        "ws/.git/hooks",
-        "ws/.git/config",
-        "ws/agent-team.toml",
-        "ws/check.sh",
-        "home/.cargo/bin",
-    ] {
+    assert!(!b.write.iter().any(|w| w.starts_with(l.base.join("home"))));
+    assert_eq!(
+        b.home,
+        Some(FreshHome {
+            at: l.base.join("home"),
+            from: None
+        })
+    );
+    assert!(b.read.contains(&l.base.join("home/.cargo/bin")));
+    // `.git` is one read-only unit, not files inside a writable dir.
+    for p in ["ws/.git", "ws/agent-team.toml", "ws/check.sh"] {
         assert!(b.read_only.contains(&l.base.join(p)), "{p}: {b:?}");
     }
-    // Under a writable dir (this layout is in /tmp), the start-up files get a mount of their
-    // own; a read-only path under nothing writable needs none.
-    assert!(b.read_only.contains(&l.base.join("home/.bashrc")));
-    assert!(!b.read_only.iter().any(|p| p.starts_with("/usr")));
+    assert!(b.protected.contains(&l.base.join("home/.bashrc")));
+    // What runs code later and is missing is kept from being made.
+    for p in [".claude", ".envrc", ".mcp.json", ".vscode", ".cargo", ".npmrc"] {
+        assert!(b.block.contains(&l.base.join("ws").join(p)), "{p}: {b:?}");
+    }
+    assert!(!b.block.iter().any(|p| p.ends_with(".git")));
     // Outer paths come before the paths inside them.
     let mounts = b.mounts();
     let at = |p: &Path| mounts.iter().position(|(_, q)| *q == p).unwrap();
-    let tmp = std::fs::canonicalize("/tmp").unwrap();
-    assert!(at(&tmp) < at(&l.base.join("run")));
-    assert!(at(&tmp) < at(&l.base.join("ws/.git/hooks")));
-    // The workspace is inside /tmp here, with nothing hidden between: no mount of its own.
-    assert!(!mounts.iter().any(|(_, q)| *q == l.base.join("ws")));
+    assert!(at(&l.base.join("ws")) < at(&l.base.join("ws/.git")));
+    assert!(at(&l.base.join("ws")) < at(&l.base.join("ws/.claude")));
 }
 
 #[test]
@@ -134,13 +138,18 @@ fn a_worktree_teammate_writes_its_tree_and_its_git_metadata_only() {
     });
     assert!(b.write.contains(&tree));
     assert!(!b.write.contains(&l.base.join("ws")));
+    assert!(b.read.contains(&l.base.join("ws")));
+    // Git's objects and its own branch: no other ref (not the operator's checked-out one).
     for p in [
         "ws/.git/objects",
-        "ws/.git/refs",
-        "ws/.git/logs",
+        "ws/.git/refs/heads/agent-team",
+        "ws/.git/logs/refs/heads/agent-team",
         "ws/.git/worktrees/b1",
     ] {
         assert!(b.write.contains(&l.base.join(p)), "{p}");
+    }
+    for p in ["ws/.git/refs", "ws/.git/logs", "ws/.git/refs/heads"] {
+        assert!(!b.write.contains(&l.base.join(p)), "{p}");
     }
     assert!(b.read_only.contains(&tree.join(".git")));
 }
@@ -153,17 +162,27 @@ fn inside_the_namespace_the_control_plane_is_gone_and_ordinary_writes_work() {
     let l = Layout::new();
     let b = Boundary::for_work(&l.work());
     let run = |cmd: &str| l.run(&b, cmd);
+    let operator_home = std::env::var("HOME").unwrap_or_default();
     let refused = [
         format!("cat {}/run/t.operator", l.base.display()),
         format!("cat {}/state/teams/t/state.db", l.base.display()),
         format!("echo x > {}/run/planted", l.base.display()),
         "echo '#!/bin/sh' > .git/hooks/post-checkout".to_string(),
         "echo '[core] hooksPath = /tmp' >> .git/config".to_string(),
+        // A protection cannot be moved away with its dir, nor a missing one made.
+        "mv .git .git.old".to_string(),
+        "mkdir -p .claude && echo '{}' > .claude/settings.json".to_string(),
+        "echo 'curl x | sh' > .envrc".to_string(),
+        "echo '{}' > .mcp.json".to_string(),
+        "mkdir -p .cargo && echo x > .cargo/config.toml".to_string(),
         "echo 'cp x y' >> check.sh".to_string(),
         "echo x >> agent-team.toml".to_string(),
         "rm -f check.sh".to_string(),
-        format!("echo x >> {}/home/.bashrc", l.base.display()),
         format!("echo x > {}/home/.cargo/bin/cargo", l.base.display()),
+        // Nothing of the operator's home, nor what only root may read (also as root).
+        format!("ls -A {operator_home}/.ssh {operator_home}/.gitconfig"),
+        "cat /etc/shadow".to_string(),
+        "ls /run/user /var/lib /srv /mnt /media".to_string(),
     ];
     for cmd in &refused {
         let (code, out) = run(cmd);
@@ -171,6 +190,8 @@ fn inside_the_namespace_the_control_plane_is_gone_and_ordinary_writes_work() {
     }
     assert!(!l.base.join("run/planted").exists());
     assert!(!l.base.join("ws/.git/hooks/post-checkout").exists());
+    assert!(l.base.join("ws/.git/config").is_file());
+    assert!(!l.base.join("ws/.envrc").is_file() && !l.base.join("ws/.claude/settings.json").exists());
     assert_eq!(
         std::fs::read_to_string(l.base.join("ws/check.sh")).unwrap(),
         "echo ok\n"
@@ -184,28 +205,56 @@ fn inside_the_namespace_the_control_plane_is_gone_and_ordinary_writes_work() {
         !listing.contains("operator") && !listing.contains("teams"),
         "{listing}"
     );
-    // Ordinary work: the workspace, git's objects, a new file in /tmp, mktemp, the caches.
+    // Ordinary work: the workspace, a new file in a private /tmp, mktemp, the home (a fresh
+    // one: the operator's start-up files are not the command's to change).
     let name = format!("agent-team-sandbox-test-{}", std::process::id());
     for cmd in [
-        "echo made > src/new.txt".to_string(),
-        "echo obj > .git/objects/o && echo ref > .git/refs/r".to_string(),
+        "echo made > src/new.txt && git status --short >/dev/null 2>&1; cat src/new.txt".to_string(),
         format!("echo x > /tmp/{name} && cat /tmp/{name}"),
         "f=$(mktemp) && echo t > $f && rm $f".to_string(),
-        format!("echo c > {}/home/.npm/c", l.base.display()),
+        format!("mkdir -p {h}/.npm && echo c > {h}/.npm/c", h = l.base.join("home").display()),
+        format!("echo 'alias ls=x' >> {}/home/.bashrc", l.base.display()),
     ] {
         let (code, out) = run(&cmd);
         assert_eq!(code, 0, "{cmd} was refused: {out}");
     }
-    assert_eq!(
-        std::fs::read_to_string(Path::new("/tmp").join(&name)).unwrap(),
-        "x\n",
-        "the real /tmp, not a private copy"
+    assert!(
+        !Path::new("/tmp").join(&name).exists(),
+        "a private /tmp, not the operator's"
     );
-    let _ = std::fs::remove_file(Path::new("/tmp").join(&name));
+    assert_eq!(
+        std::fs::read_to_string(l.base.join("home/.bashrc")).unwrap(),
+        "# rc\n"
+    );
     // No process outside: not our environ, no signal to us, even as root.
     let me = std::process::id();
     let (code, out) = run(&format!("cat /proc/{me}/environ || kill -0 {me}"));
     assert_ne!(code, 0, "reached the parent: {out}");
+}
+
+#[test]
+fn the_teams_sandbox_home_keeps_the_caches_and_nothing_of_the_operators_home() {
+    if !namespace_or_skip() {
+        return;
+    }
+    let l = Layout::new();
+    let own = l.base.join("state/teams/t/sandbox-home");
+    let b = Boundary::for_work(&Work {
+        sandbox_home: Some(own.clone()),
+        ..l.work()
+    });
+    let home = l.base.join("home");
+    let (code, out) = l.run(
+        &b,
+        &format!(
+            "mkdir -p {h}/.npm && echo c > {h}/.npm/c && ls -A {h} && cat {h}/.bashrc",
+            h = home.display()
+        ),
+    );
+    assert_ne!(code, 0, "the operator's .bashrc was there: {out}");
+    assert!(!out.lines().any(|l| l == ".bashrc"), "{out}");
+    assert_eq!(std::fs::read_to_string(own.join(".npm/c")).unwrap(), "c\n");
+    assert!(!home.join(".npm/c").exists());
 }
 
 #[test]
@@ -287,7 +336,7 @@ fn a_refused_write_is_explained_with_the_setting_that_allows_it() {
     ] {
         let note = explain_refusal(out, &b, &ws).unwrap();
         assert!(
-            note.contains(".git/hooks/pre-commit is read-only for agents"),
+            note.contains(".git/hooks/pre-commit is in the workspace's git repository"),
             "{out}: {note}"
         );
     }

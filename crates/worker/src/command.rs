@@ -100,6 +100,7 @@ pub fn work_of(
     }
     // The agent's log is <home>/teams/<team>/logs/<name>.log: its team's state dir and the
     // state root, even when this process's environment would resolve others.
+    let mut sandbox_home = None;
     if let Some(team_dir) = agent
         .log_file
         .as_deref()
@@ -107,6 +108,7 @@ pub fn work_of(
         .and_then(Path::parent)
     {
         control.push(team_dir.to_path_buf());
+        sandbox_home = Some(agent_team_paths::sandbox_home(team_dir));
         if let Some(teams) = team_dir.parent()
             && teams.file_name().is_some_and(|n| n == "teams")
             && let Some(home) = teams.parent()
@@ -137,6 +139,8 @@ pub fn work_of(
         expose,
         home,
         network: None,
+        read: paths.read,
+        sandbox_home,
     }
 }
 

@@ -1,0 +1,196 @@
+//! What a namespace sandbox starts from: nothing, then the machine's public programs and
+//! configuration read-only. The root is an empty tmpfs; into it go the system's program dirs
+//! (`/usr`, `/bin`, `/lib*`, `/sbin` and `/opt`, whose links stay links), of `/etc` only what
+//! every user of the machine may read (never `/etc/shadow`, a host key or a dir of private
+//! keys, also when the operator is root), the toolchains under the home dir (read-only) and the
+//! dirs on `PATH`. Nothing else of the operator's home, `/run`, `/var`, `/tmp`, `/media`,
+//! `/mnt` or `/srv` is there.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// One piece of the read-only base.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// A dir or file bound read-only at its own path.
+    Bind(PathBuf),
+    /// A symbolic link made at `link` pointing at `target` (as it reads on the host).
+    Symlink {
+        /// What the link says.
+        target: PathBuf,
+        /// Where the link is.
+        link: PathBuf,
+    },
+}
+
+/// The system's program dirs, each bound when it is a dir and remade when it is a link.
+const SYSTEM_DIRS: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt",
+];
+
+/// Toolchains under the home dir that tools on `PATH` need at their usual place (read-only:
+/// the sandbox's home is the team's own, and a toolchain is not its to change).
+pub const HOME_TOOLCHAINS: &[&str] = &[
+    ".rustup",
+    ".cargo/bin",
+    ".pyenv",
+    ".nvm",
+    ".volta",
+    ".bun/bin",
+    ".deno/bin",
+    "go/bin",
+    ".local/bin",
+    ".sdkman/candidates",
+];
+
+/// The most entries of `/etc` looked at (a bound on the walk).
+const ETC_MAX: usize = 20_000;
+
+/// The read-only base of every namespace sandbox on this machine, computed once per process.
+pub fn base() -> &'static [Entry] {
+    static BASE: OnceLock<Vec<Entry>> = OnceLock::new();
+    BASE.get_or_init(|| {
+        let mut v = Vec::new();
+        for d in SYSTEM_DIRS {
+            let p = Path::new(d);
+            match std::fs::symlink_metadata(p) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    if let Ok(target) = std::fs::read_link(p) {
+                        v.push(Entry::Symlink {
+                            target,
+                            link: p.to_path_buf(),
+                        });
+                    }
+                }
+                Ok(m) if m.is_dir() => v.push(Entry::Bind(p.to_path_buf())),
+                _ => {}
+            }
+        }
+        let mut budget = ETC_MAX;
+        public(Path::new("/etc"), &mut v, &mut budget);
+        v
+    })
+}
+
+/// Whether every user of the machine may read `m` (and enter it, for a dir).
+fn world_readable(m: &std::fs::Metadata) -> bool {
+    let mode = m.permissions().mode();
+    mode & 0o004 != 0 && (!m.is_dir() || mode & 0o001 != 0)
+}
+
+/// What of `dir` every user may read: `dir` whole when all of it is, else each public entry
+/// (a public subdir holding something private is walked the same way). A link is remade as
+/// a link when it points into the system's dirs, and bound as what it points at when that is
+/// public and elsewhere (`/etc/resolv.conf` into `/run`).
+fn public(dir: &Path, out: &mut Vec<Entry>, budget: &mut usize) {
+    let Ok(m) = std::fs::symlink_metadata(dir) else {
+        return;
+    };
+    if !world_readable(&m) {
+        return;
+    }
+    let mut inside = Vec::new();
+    if all_public(dir, budget) {
+        out.push(Entry::Bind(dir.to_path_buf()));
+        return;
+    }
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let Ok(m) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if m.file_type().is_symlink() {
+            let Ok(target) = std::fs::read_link(&p) else {
+                continue;
+            };
+            let resolved = std::fs::canonicalize(&p).ok();
+            let in_system = resolved.as_deref().is_some_and(|r| {
+                SYSTEM_DIRS.iter().any(|d| r.starts_with(d)) || r.starts_with("/etc")
+            });
+            match resolved {
+                _ if in_system => inside.push(Entry::Symlink { target, link: p }),
+                Some(r)
+                    if std::fs::metadata(&r).is_ok_and(|m| m.is_file() && world_readable(&m)) =>
+                {
+                    inside.push(Entry::Bind(p))
+                }
+                // A dangling link, or into something private.
+                _ => {}
+            }
+        } else if m.is_dir() {
+            public(&p, &mut inside, budget);
+        } else if m.is_file() && world_readable(&m) {
+            inside.push(Entry::Bind(p));
+        }
+    }
+    out.extend(inside);
+}
+
+/// Whether everything under `dir` is public, links included (a link makes the dir walked
+/// entry by entry). Gives up (false) past the walk's budget.
+fn all_public(dir: &Path, budget: &mut usize) -> bool {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    for e in rd.flatten() {
+        if *budget == 0 {
+            return false;
+        }
+        *budget -= 1;
+        let Ok(m) = std::fs::symlink_metadata(e.path()) else {
+            return false;
+        };
+        if m.file_type().is_symlink() || !world_readable(&m) {
+            return false;
+        }
+        if m.is_dir() && !all_public(&e.path(), budget) {
+            return false;
+        }
+        // Sockets, fifos and devices have no place in /etc.
+        if !m.is_dir() && !m.is_file() {
+            return false;
+        }
+    }
+    true
+}
+
+/// The dirs of `path` (a `PATH` value) that are neither in the base nor under `home`'s hidden
+/// part: each bound read-only, a `node_modules/.bin` as its whole package tree (its programs
+/// are links into it).
+pub fn path_dirs(path: Option<&std::ffi::OsStr>) -> Vec<PathBuf> {
+    let Some(path) = path else {
+        return Vec::new();
+    };
+    std::env::split_paths(path)
+        .filter(|d| d.is_absolute())
+        .filter_map(|d| std::fs::canonicalize(d).ok())
+        .map(|d| program_root(&d))
+        .filter(|d| !SYSTEM_DIRS.iter().any(|s| d.starts_with(s)))
+        .collect()
+}
+
+/// Version managers whose programs on `PATH` (shims, a version's `bin`) need the manager's
+/// whole tree.
+const MANAGERS: &[&str] = &[".pyenv", ".nvm", ".rustup", ".volta", ".sdkman", ".bun", ".deno"];
+
+/// The tree a program at `dir` needs: a version manager's whole tree when `dir` is in one,
+/// the prefix holding a `node_modules` it is in (npm's `.bin` links, a CLI's own package and
+/// the `node` package beside it), else `dir`.
+pub fn program_root(dir: &Path) -> PathBuf {
+    if let Some(m) = dir
+        .ancestors()
+        .find(|a| a.file_name().is_some_and(|n| MANAGERS.iter().any(|m| n == *m)))
+    {
+        return m.to_path_buf();
+    }
+    dir.ancestors()
+        .filter(|a| a.file_name().is_some_and(|n| n == "node_modules"))
+        .last()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| dir.to_path_buf())
+}

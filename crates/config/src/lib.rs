@@ -7,6 +7,8 @@ mod builtin;
 mod demo;
 mod hooks;
 mod model;
+mod network;
+pub use network::{NetworkMode, SandboxNetwork, endpoint, is_loopback};
 pub mod overrides;
 pub mod policy;
 mod teamfile;
@@ -108,6 +110,7 @@ pub fn empty_team(name: &str, workspace: &Path) -> TeamConfig {
         tmux: None,
         sandbox: SandboxMode::On,
         sandbox_paths: SandboxPaths::default(),
+        sandbox_network: Default::default(),
         board: true,
         limits: Limits::default(),
         ssh: Default::default(),

@@ -720,6 +720,9 @@ pub struct TeamConfig {
     /// The team file's additions to the sandbox's paths (`[sandbox] write`, `read_deny`).
     #[serde(default, skip_serializing_if = "crate::model::SandboxPaths::is_empty")]
     pub sandbox_paths: SandboxPaths,
+    /// `[sandbox.network]`: how agents' sandboxed processes reach the network.
+    #[serde(default, skip_serializing_if = "crate::SandboxNetwork::is_default")]
+    pub sandbox_network: crate::SandboxNetwork,
     /// Whether `up` on tmux opens the live board (`agent-team board`) in a pane beside the
     /// leader (`board = false` turns it off).
     #[serde(default = "yes")]

@@ -62,6 +62,9 @@ struct RawSandboxTable {
     read_deny: Vec<String>,
     #[serde(default)]
     read: Vec<String>,
+    /// `[sandbox.network]`.
+    #[serde(default)]
+    network: crate::SandboxNetwork,
 }
 
 impl RawSandbox {
@@ -815,6 +818,15 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
             .map(RawSandbox::mode)
             .unwrap_or_default(),
         sandbox_paths,
+        sandbox_network: match &raw.sandbox {
+            Some(RawSandbox::Table(t)) => {
+                t.network
+                    .check()
+                    .map_err(|why| cx.err(None, "sandbox.network.allow", why))?;
+                t.network.clone()
+            }
+            _ => Default::default(),
+        },
         board: raw.board.unwrap_or(true),
         limits: raw.limits,
         ssh: raw.ssh,

@@ -269,6 +269,13 @@ impl Core {
                     self.responses.insert(mark, (conn, None, bytes));
                     self.welcome_in_process_now(conn, mark);
                 }
+                // Its egress proxy is served before it can start a sandboxed process.
+                if let Some(Actor::Agent(name)) = self.sessions.get(&conn).map(|s| &s.actor)
+                    && verdict.is_ok()
+                {
+                    let name = name.clone();
+                    self.net_hello(&name);
+                }
                 let _ = reply.send(verdict);
             }
             CoreMsg::Request {
@@ -348,6 +355,7 @@ impl Core {
                 self.deliver(answers);
             }
             CoreMsg::WorkDone { conn, id, done } => self.work_done(conn, id, done),
+            CoreMsg::NetAsk { agent, dest, reply } => self.net_ask(agent, dest, reply),
         }
     }
 

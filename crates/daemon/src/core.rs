@@ -77,6 +77,15 @@ pub enum CoreMsg {
     /// children; with tmux it is one of our own tmux commands, and polling on it would run
     /// another tmux command whose exit is the next SIGCHLD (a busy loop).
     ChildExited,
+    /// An agent's egress proxy asks about a destination off the team's list (`crate::net`).
+    NetAsk {
+        /// The agent whose proxy asks.
+        agent: String,
+        /// `host:port`.
+        dest: String,
+        /// The decision, once made.
+        reply: oneshot::Sender<agent_team_egress::Answer>,
+    },
     /// A worktree teammate's git work (`work_diff`, `work_finish`) ended.
     WorkDone {
         /// The connection that asked.
@@ -256,6 +265,8 @@ pub struct Core {
     /// The team's files were deleted (`vanish.rs`): the stop goes on whatever the store
     /// says (its files are gone; what it fails to write matters to nobody).
     pub(crate) vanished: bool,
+    /// The agents' egress proxies and their questions (`crate::net`).
+    pub(crate) net: crate::net::Net,
 }
 
 impl Core {
@@ -374,6 +385,7 @@ impl Core {
             welcomed_inside: false,
             guardian: Default::default(),
             vanished: false,
+            net: Default::default(),
         };
         core.state.set_inbox_limit(core.cfg.inbox_limit);
         core.recover();
@@ -947,6 +959,7 @@ impl Core {
                     }
                 }
                 Change::Perm(p) if p.status != PermStatus::Pending => {
+                    self.net_decided(p);
                     if let Some(s) = self
                         .agent_conn
                         .get(&p.agent)

@@ -107,6 +107,13 @@ pub struct TeamPaths {
     pub stopped: PathBuf,
 }
 
+/// The dir of `agent`'s egress proxy socket in team `team` whose runtime dir is `runtime`
+/// (`<runtime>/<team>.net/<agent>`): the daemon serves the socket there, the agent's sandbox
+/// binds the dir in (one dir per agent, so the daemon knows who asks).
+pub fn net_dir(runtime: &Path, team: &str, agent: &str) -> PathBuf {
+    runtime.join(format!("{team}.net")).join(agent)
+}
+
 /// The clean-stop marker of `team` whose runtime dir is `runtime` (see [`TeamPaths::stopped`]).
 pub fn stopped_file(runtime: &Path, team: &str) -> PathBuf {
     runtime.join(format!("{team}.stopped"))

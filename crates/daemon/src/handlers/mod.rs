@@ -119,6 +119,26 @@ type Outcome = Option<Result<Reply, ErrorBody>>;
 /// The one dispatch: every request kind, matched once, to the function that applies it, given
 /// only the parts of the core it needs. `id` is the request's frame id, for the answers that
 /// come later; `rid` its request id, which a held completion keeps for its retries.
+/// A permission request raised by the daemon for `agent` (its egress proxy asking about a
+/// destination): the same path as an agent's own `perm_request`.
+pub(crate) fn ask_permission(
+    core: &mut Core,
+    agent: &str,
+    tool: &str,
+    input: String,
+    reason: String,
+) -> Result<agent_team_protocol::PermRequest, ErrorBody> {
+    let now = core.clock.wall();
+    let actor = Actor::Agent(agent.to_string());
+    match perms::ask(core, &actor, tool.to_string(), input, reason, now)? {
+        Reply::Perm { request } => Ok(request),
+        _ => Err(ErrorBody::new(
+            ErrorCode::Internal,
+            "a permission request answered no request",
+        )),
+    }
+}
+
 pub(crate) fn dispatch(
     core: &mut Core,
     conn: ConnId,

@@ -1,0 +1,250 @@
+//! Network by asking (issue 62): the daemon serves one egress proxy per agent, on a socket in a
+//! dir of its own (`agent_team_paths::net_dir`), which the agent's sandboxes bind in. A
+//! destination off the team's list is, in mode `ask`, a permission request of that agent (tool
+//! `network`, input `host:port`) decided like any other: the proxy waits for the decision.
+
+use crate::core::{Core, CoreMsg, CoreTx};
+use agent_team_config::{NetworkMode, Role, SandboxMode, TeamConfig};
+use agent_team_egress::{Answer, AnswerFuture, Ask, Destination, Limits, Mode, Pattern, Policy};
+use agent_team_protocol::{PermRequest, PermStatus};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// The tool name of a network permission request.
+pub const NETWORK_TOOL: &str = "network";
+
+/// The proxies the daemon serves and the proxies' questions waiting for a decision.
+#[derive(Default)]
+pub(crate) struct Net {
+    /// Each agent's proxy, by agent name.
+    proxies: HashMap<String, (Arc<agent_team_egress::Proxy>, tokio::task::JoinHandle<()>)>,
+    /// The proxies waiting on each pending request, by request id.
+    waiters: HashMap<u64, Vec<oneshot::Sender<Answer>>>,
+}
+
+impl std::fmt::Debug for Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Net")
+            .field("proxies", &self.proxies.keys().collect::<Vec<_>>())
+            .field("waiters", &self.waiters.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for (_, (_, task)) in self.proxies.drain() {
+            task.abort();
+        }
+    }
+}
+
+/// The proxy policy of an agent of `role` in `cfg`; none when its network is not confined
+/// (`sandbox = "off"`, `mode = "open"`). The list is the team file's and the role's model
+/// endpoint.
+pub fn policy(cfg: &TeamConfig, role: Option<&Role>) -> Option<Policy> {
+    if cfg.sandbox == SandboxMode::Off {
+        return None;
+    }
+    let net = &cfg.sandbox_network;
+    let mode = match net.mode {
+        NetworkMode::Open => return None,
+        NetworkMode::List => Mode::List,
+        NetworkMode::Ask => Mode::Ask,
+    };
+    let mut allow: Vec<Pattern> = net
+        .allow
+        .iter()
+        .filter_map(|a| match Pattern::parse(a) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!("[sandbox.network] allow: {e}");
+                None
+            }
+        })
+        .collect();
+    if let Some((host, port)) = role
+        .and_then(|r| r.base_url.as_deref())
+        .and_then(agent_team_config::endpoint)
+    {
+        let text = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        allow.extend(Pattern::parse(&text).ok());
+    }
+    Some(Policy { mode, allow })
+}
+
+/// Asks the core: a permission request of `agent`, answered when decided.
+struct Asker {
+    agent: String,
+    core: CoreTx,
+}
+
+impl Ask for Asker {
+    fn ask(&self, dest: &Destination) -> AnswerFuture {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.core.send(CoreMsg::NetAsk {
+            agent: self.agent.clone(),
+            dest: dest.to_string(),
+            reply: tx,
+        });
+        Box::pin(async move {
+            if sent.is_err() {
+                return Answer::Deny("agent-team: the team's daemon is stopping".into());
+            }
+            rx.await
+                .unwrap_or_else(|_| Answer::Deny("agent-team: no decision was made".into()))
+        })
+    }
+}
+
+/// What the proxy says for a decided request.
+fn answer_of(req: &PermRequest) -> Answer {
+    if req.status == PermStatus::Allowed {
+        return Answer::Allow;
+    }
+    let why = req
+        .decision
+        .as_ref()
+        .and_then(|d| d.reason.clone())
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default();
+    let host = Destination::parse(&req.input, None).map_or(req.input.clone(), |d| d.host);
+    Answer::Deny(format!(
+        "agent-team: network access to {} was denied by request {}{why}; \
+         `[sandbox.network] allow = [\"{host}\"]` in the team file lets it through",
+        req.input, req.id
+    ))
+}
+
+/// Serves a proxy for `policy` on `dir/proxy.sock` (the dir made 0700, a stale socket
+/// replaced).
+fn serve(
+    dir: &Path,
+    policy: Policy,
+    ask: Option<Arc<dyn Ask>>,
+) -> std::io::Result<(Arc<agent_team_egress::Proxy>, tokio::task::JoinHandle<()>)> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let sock = dir.join(agent_team_sandbox::network::PROXY_SOCKET);
+    match std::fs::remove_file(&sock) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let listener = std::os::unix::net::UnixListener::bind(&sock)?;
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))?;
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::UnixListener::from_std(listener)?;
+    let proxy = agent_team_egress::Proxy::new(policy, ask, Limits::default());
+    let task = tokio::spawn({
+        let p = proxy.clone();
+        async move {
+            if let Err(e) = p.serve(listener).await {
+                tracing::warn!("egress proxy stopped: {e}");
+            }
+        }
+    });
+    Ok((proxy, task))
+}
+
+impl Core {
+    /// An agent said hello: its proxy is served (or its policy brought up to date) before it
+    /// can start a sandboxed process.
+    pub(crate) fn net_hello(&mut self, agent: &str) {
+        let Some(cfg) = self.sup.config.as_ref() else {
+            return;
+        };
+        let role = self.state.agent(agent).and_then(|a| cfg.role(&a.info.role));
+        let Some(policy) = policy(cfg, role) else {
+            return;
+        };
+        if let Some((proxy, task)) = self.net.proxies.get(agent)
+            && !task.is_finished()
+        {
+            proxy.set_policy(policy);
+            return;
+        }
+        let Some(runtime) = self.cfg.paths.socket.parent() else {
+            return;
+        };
+        let dir = agent_team_paths::net_dir(runtime, &self.cfg.team, agent);
+        let ask: Option<Arc<dyn Ask>> = Some(Arc::new(Asker {
+            agent: agent.to_string(),
+            core: self.self_tx.clone(),
+        }));
+        match serve(&dir, policy, ask) {
+            Ok(p) => {
+                self.net.proxies.insert(agent.to_string(), p);
+            }
+            Err(e) => tracing::warn!(
+                agent,
+                "cannot serve the egress proxy in {}: {e}",
+                dir.display()
+            ),
+        }
+    }
+
+    /// A proxy asks about `dest` for `agent`: a permission request like any other, answered at
+    /// once when a rule decides it, else when someone does.
+    pub(crate) fn net_ask(&mut self, agent: String, dest: String, reply: oneshot::Sender<Answer>) {
+        let reason = self
+            .state
+            .agent(&agent)
+            .and_then(|a| a.info.current_task)
+            .and_then(|id| self.state.task(id).ok().map(|t| (id, t.title.clone())))
+            .map(|(id, title)| format!("task {id}: {title}"))
+            .unwrap_or_default();
+        match crate::handlers::ask_permission(self, &agent, NETWORK_TOOL, dest, reason) {
+            Ok(req) if req.status == PermStatus::Pending => {
+                self.net.waiters.entry(req.id).or_default().push(reply);
+            }
+            Ok(req) => {
+                let _ = reply.send(answer_of(&req));
+            }
+            Err(e) => {
+                let _ = reply.send(Answer::Deny(format!("agent-team: {}", e.message)));
+            }
+        }
+    }
+
+    /// A request was decided (committed): the proxies waiting on it go on or refuse.
+    pub(crate) fn net_decided(&mut self, req: &PermRequest) {
+        if let Some(waiting) = self.net.waiters.remove(&req.id) {
+            let answer = answer_of(req);
+            for w in waiting {
+                let _ = w.send(answer.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_lists_the_team_file_and_the_roles_endpoint_and_open_is_none() {
+        let mut cfg = agent_team_config::empty_team("t", std::path::Path::new("/w"));
+        cfg.sandbox_network.allow = vec!["registry.npmjs.org".into(), "bad host".into()];
+        let mut role = cfg.roles.values().next().unwrap().clone();
+        role.base_url = Some("http://127.0.0.1:4567/v1".into());
+        let p = policy(&cfg, Some(&role)).unwrap();
+        assert_eq!(p.mode, Mode::Ask);
+        let shown: Vec<String> = p.allow.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["registry.npmjs.org", "127.0.0.1:4567"]);
+        cfg.sandbox_network.mode = NetworkMode::Open;
+        assert_eq!(policy(&cfg, Some(&role)), None);
+        cfg.sandbox_network.mode = NetworkMode::List;
+        cfg.sandbox = SandboxMode::Off;
+        assert_eq!(policy(&cfg, None), None);
+    }
+}

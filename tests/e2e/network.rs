@@ -204,3 +204,189 @@ fn the_forwarders_program_keeps_its_signals_and_exit_status() {
         assert_eq!(out.status.code(), Some(2), "{out:?}");
     }
 }
+
+const T: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A team of one exec teammate (`n1`, its commands allowed; `keep` holds a long task so the
+/// run does not end between tests' tasks) with `network` as its `[sandbox.network]` table, up
+/// on the process backend.
+fn net_team(sb: &Sandbox, team: &str, network: &str) {
+    crate::sandbox::up_in_ws(
+        sb,
+        "process",
+        &format!(
+            "name = \"{team}\"\n[sandbox.network]\n{network}\n[roles.worker]\n\
+             permissions = {{ bash = \"allow\" }}\n[[teammates]]\nname = \"n1\"\nrole = \"worker\"\n\
+             [[teammates]]\nname = \"keep\"\nrole = \"worker\"\n\
+             [[tasks]]\nkey = \"keep\"\ntitle = \"keep the team up\"\nrun = \"sleep 600\"\nassign = \"keep\"\n"
+        ),
+    );
+}
+
+/// Adds a task with command `run` for n1 and returns its id.
+fn add_task(sb: &Sandbox, team: &str, run: &str) -> u64 {
+    let out = sb.ok(&[
+        "--team", team, "task", "add", "net", "--run", run, "--assign", "n1", "--json",
+    ]);
+    serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"]
+        .as_u64()
+        .unwrap()
+}
+
+/// The task's result once it ended, and whether it completed.
+fn ended(sb: &Sandbox, team: &str, id: u64) -> (bool, String) {
+    use agent_team_protocol::TaskStatus;
+    wait_for(&format!("task {id} to end"), T, || {
+        sb.tasks(team)
+            .iter()
+            .any(|t| t.id == id && matches!(t.status, TaskStatus::Completed | TaskStatus::Failed))
+    });
+    let t = sb.tasks(team).into_iter().find(|t| t.id == id).unwrap();
+    (
+        t.status == TaskStatus::Completed,
+        t.result.unwrap_or_default(),
+    )
+}
+
+/// The pending network request of n1, once there is one.
+fn network_request(sb: &Sandbox, team: &str) -> agent_team_protocol::PermRequest {
+    let mut found = None;
+    wait_for("a network permission request", T, || {
+        found = sb.pending_from(team, "n1").filter(|p| p.tool == "network");
+        found.is_some()
+    });
+    found.unwrap()
+}
+
+/// Whether task commands run in a namespace here (else why not).
+fn namespaced(sb: &Sandbox) -> Result<(), String> {
+    netns()?;
+    let doctor: serde_json::Value = serde_json::from_str(&sb.ok(&["doctor", "--json"])).unwrap();
+    let ns = doctor["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "namespace")
+        .cloned()
+        .unwrap_or_default();
+    if ns["ok"] == true {
+        Ok(())
+    } else {
+        Err(ns["detail"].as_str().unwrap_or("no namespace").to_string())
+    }
+}
+
+#[test]
+fn a_task_commands_network_is_asked_for_and_decided_like_any_permission() {
+    let sb = Sandbox::new();
+    if let Err(why) = namespaced(&sb) {
+        eprintln!("no network namespace for task commands here, skipped: {why}");
+        return;
+    }
+    let team = "netask";
+    let l = Listener::start();
+    net_team(&sb, team, "mode = \"ask\"");
+    let url = format!("http://127.0.0.1:{}", l.port);
+    // (a) The host's loopback is not the sandbox's: refused at once, nothing asked.
+    let id = add_task(
+        &sb,
+        team,
+        &format!("curl -s --max-time 10 {url}/direct; echo direct=$?"),
+    );
+    let (_, out) = ended(&sb, team, id);
+    assert!(out.contains("direct=7"), "{out}");
+    assert!(sb.pending_from(team, "n1").is_none());
+    // (b) Through the proxy: a pending `network 127.0.0.1:PORT` request the command waits on;
+    // approved, the listener sees the request and the command its answer.
+    let id = add_task(
+        &sb,
+        team,
+        &format!("curl -sS --fail-with-body --noproxy '' {url}/asked"),
+    );
+    let req = network_request(&sb, team);
+    assert_eq!(req.input, format!("127.0.0.1:{}", l.port));
+    assert!(req.reason.contains(&format!("task {id}")), "{req:?}");
+    assert!(l.requests().is_empty(), "it went out before the decision");
+    sb.ok(&["--team", team, "approve", &req.id.to_string()]);
+    let (ok, out) = ended(&sb, team, id);
+    assert!(
+        ok && out.contains(&format!("hello from {}", l.port)),
+        "{out}"
+    );
+    assert_eq!(l.requests(), ["GET /asked HTTP/1.1"]);
+    // (c) Denied: the command fails with the proxy's reason, and nothing went out.
+    let id = add_task(
+        &sb,
+        team,
+        &format!("curl -sS --fail-with-body --noproxy '' {url}/denied"),
+    );
+    let req = network_request(&sb, team);
+    sb.ok(&["--team", team, "deny", &req.id.to_string()]);
+    let (ok, out) = ended(&sb, team, id);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "network access to 127.0.0.1:{} was denied",
+            l.port
+        )),
+        "{out}"
+    );
+    assert_eq!(l.requests().len(), 1);
+    sb.ok(&["--team", team, "down"]);
+}
+
+#[test]
+fn a_listed_destination_passes_unasked_and_the_sandboxs_own_loopback_works() {
+    let sb = Sandbox::new();
+    if let Err(why) = namespaced(&sb) {
+        eprintln!("no network namespace for task commands here, skipped: {why}");
+        return;
+    }
+    let team = "netlist";
+    let l = Listener::start();
+    net_team(
+        &sb,
+        team,
+        &format!("mode = \"list\"\nallow = [\"127.0.0.1:{}\"]", l.port),
+    );
+    // (d) Listed: through with no request.
+    let id = add_task(
+        &sb,
+        team,
+        &format!(
+            "curl -sS --fail-with-body --noproxy '' http://127.0.0.1:{}/listed",
+            l.port
+        ),
+    );
+    let (ok, out) = ended(&sb, team, id);
+    assert!(
+        ok && out.contains(&format!("hello from {}", l.port)),
+        "{out}"
+    );
+    assert_eq!(l.requests(), ["GET /listed HTTP/1.1"]);
+    // Unlisted in mode list: refused with how to allow it, no request.
+    let id = add_task(
+        &sb,
+        team,
+        "curl -sS --fail-with-body --noproxy '' http://127.0.0.1:9/x",
+    );
+    let (ok, out) = ended(&sb, team, id);
+    assert!(!ok && out.contains("is not on the team's list"), "{out}");
+    // (e) A dev server the command starts on its own loopback answers it (no proxy: NO_PROXY).
+    let id = add_task(
+        &sb,
+        team,
+        "/usr/bin/python3 -c \"import http.server as h, threading, urllib.request as u; \
+         s = h.HTTPServer(('127.0.0.1', 0), h.SimpleHTTPRequestHandler); \
+         threading.Thread(target=s.serve_forever, daemon=True).start(); \
+         print('served', u.urlopen('http://127.0.0.1:%d/' % s.server_port).status)\"",
+    );
+    let (ok, out) = ended(&sb, team, id);
+    assert!(ok && out.contains("served 200"), "{out}");
+    let perms = agent_team_client::Client::operator(&sb.team(team))
+        .unwrap()
+        .all_perms(true)
+        .unwrap();
+    assert!(perms.is_empty(), "{perms:?}");
+    sb.ok(&["--team", team, "down"]);
+}

@@ -138,10 +138,42 @@ pub fn work_of(
         read_deny: paths.read_deny,
         expose,
         home,
-        network: None,
+        network: network_of(agent, config, role),
         read: paths.read,
         sandbox_home,
     }
+}
+
+/// Where the agent's sandboxed processes reach the network: its egress proxy's dir, which its
+/// daemon made when it said hello (`agent_team_paths::net_dir`), with the forwarder beside
+/// this program and the role's model endpoint forwarded when it is on the loopback. None (the
+/// host's network): `mode = "open"`, or no proxy dir here (a teammate on another host).
+fn network_of(
+    agent: &AgentEnv,
+    config: &TeamConfig,
+    role: &Role,
+) -> Option<agent_team_sandbox::NetworkWiring> {
+    if config.sandbox_network.mode == agent_team_config::NetworkMode::Open {
+        return None;
+    }
+    let dir = agent_team_paths::net_dir(agent.socket.parent()?, &agent.team, &agent.name);
+    if !dir.is_dir() {
+        return None;
+    }
+    let bridge = crate::external::bridge_exe(&std::env::current_exe().ok()?);
+    let forward = role
+        .base_url
+        .as_deref()
+        .and_then(agent_team_config::endpoint)
+        .filter(|(host, _)| agent_team_config::is_loopback(host))
+        .map(|(_, port)| port)
+        .into_iter()
+        .collect();
+    Some(agent_team_sandbox::NetworkWiring {
+        dir,
+        bridge,
+        forward,
+    })
 }
 
 /// The note for a failed command whose output shows a write the sandbox refused (with the

@@ -24,6 +24,7 @@ fn without_namespace() -> Sandbox {
 /// What each missing protection's line says, whichever fallback this kernel has.
 const GAPS: &[&str] = &[
     "control plane",
+    "not built from nothing",
     "read-only paths inside writable dirs",
     "can be created",
     "the network is open",
@@ -89,13 +90,32 @@ fn doctor_names_every_protection_the_fallback_does_not_hold() {
         .unwrap()
         .iter()
         .any(|c| c["check"] == "namespace" && c["ok"] == true);
+    assert_eq!(
+        view["readable"],
+        serde_json::json!(["everything but the hidden dirs"]),
+        "the fallback reads all but the hidden dirs: {view}"
+    );
     if namespace {
-        assert_eq!(
-            json["view"]["not_enforced"],
-            serde_json::json!([]),
-            "{json}"
-        );
+        let view = &json["view"];
+        assert_eq!(view["not_enforced"], serde_json::json!([]), "{json}");
         assert!(!with.ok(&["doctor"]).contains("not enforced here"));
+        // Built from nothing: the system's programs are what is readable, temp is private.
+        assert!(
+            view["readable"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p == "/usr"),
+            "{view}"
+        );
+        assert!(
+            view["private"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p == "/tmp"),
+            "{view}"
+        );
     }
 }
 

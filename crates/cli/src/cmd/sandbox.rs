@@ -115,8 +115,8 @@ pub(crate) fn role_boundary(
 pub(crate) struct View {
     /// The mechanism in words.
     mechanism: String,
-    /// Each list: its JSON key, its title in text, its entries.
-    parts: Vec<(&'static str, &'static str, Vec<String>)>,
+    /// Each list of paths, in the order shown.
+    parts: Vec<Part>,
     /// How the network is reached.
     network: String,
     /// The protections that do not hold here (none where the namespace works).
@@ -144,48 +144,129 @@ impl View {
                 weak_note(mode)
             ),
         };
-        let paths = |v: &mut dyn Iterator<Item = &Path>| -> Vec<String> {
-            v.map(|p| p.display().to_string()).collect()
+        let paths =
+            |v: &[PathBuf]| -> Vec<String> { v.iter().map(|p| p.display().to_string()).collect() };
+        let part = |key, title, items: Vec<String>| Part {
+            key,
+            title,
+            shown: items.clone(),
+            items,
         };
-        let hidden_title = if fallback {
-            "hidden (unreadable, but there)"
-        } else {
-            "hidden (empty inside)"
-        };
-        let protected_title = if fallback {
-            "read-only (protected; not enforced inside writable dirs)"
-        } else {
-            "read-only (protected)"
-        };
-        let parts = vec![
-            (
-                "hidden",
-                hidden_title,
-                paths(&mut b.hide.iter().map(PathBuf::as_path)),
-            ),
-            ("writable", "writable", paths(&mut b.writable())),
-            (
-                "read_only",
-                protected_title,
-                paths(&mut b.protected.iter().map(PathBuf::as_path)),
-            ),
-            (
-                "exposed",
-                "put back inside a hidden dir (writable)",
-                paths(&mut b.expose.iter().map(PathBuf::as_path)),
-            ),
-            (
+        let mut parts = Vec::new();
+        if fallback {
+            // Landlock grants what is not hidden: the operator's own files, temp and caches.
+            parts.push(part(
                 "readable",
                 "readable (read-only)",
-                vec!["everything else".to_string()],
-            ),
-        ];
+                vec!["everything but the hidden dirs".to_string()],
+            ));
+            parts.push(part(
+                "hidden",
+                "hidden (unreadable, but there)",
+                paths(&b.hide),
+            ));
+            let writable: Vec<PathBuf> = b.writable().map(Path::to_path_buf).collect();
+            parts.push(part("writable", "writable", paths(&writable)));
+            parts.push(part(
+                "read_only",
+                "read-only (protected; not enforced inside writable dirs)",
+                paths(&b.protected),
+            ));
+            parts.push(part(
+                "blocked",
+                "protected but missing (can be created here)",
+                paths(&b.block),
+            ));
+        } else {
+            // A namespace starts from nothing: the system's public part, then the boundary's.
+            let mut base = Vec::new();
+            let mut etc = 0;
+            let mut shown = Vec::new();
+            for e in agent_team_sandbox::view::base() {
+                let (path, text) = match e {
+                    agent_team_sandbox::view::Entry::Bind(p) => {
+                        (p.clone(), p.display().to_string())
+                    }
+                    agent_team_sandbox::view::Entry::Symlink { target, link } => (
+                        link.clone(),
+                        format!("{} -> {}", link.display(), target.display()),
+                    ),
+                };
+                base.push(text.clone());
+                if path.starts_with("/etc") {
+                    etc += 1;
+                } else {
+                    shown.push(text);
+                }
+            }
+            if etc > 0 {
+                shown.push(format!(
+                    "/etc: its {etc} public entries (nothing only root may read)"
+                ));
+            }
+            let read = paths(&b.read);
+            shown.extend(read.iter().cloned());
+            base.extend(read);
+            parts.push(Part {
+                key: "readable",
+                title: "readable (read-only; nothing else is there)",
+                items: base,
+                shown,
+            });
+            parts.push(part("hidden", "hidden (empty inside)", paths(&b.hide)));
+            let mut writable = b.write.clone();
+            writable.extend(b.expose.iter().cloned());
+            parts.push(part("writable", "writable", paths(&writable)));
+            parts.push(part(
+                "private",
+                "private (empty and writable, gone with the command)",
+                paths(&b.temp),
+            ));
+            if let Some(h) = &b.home {
+                parts.push(part(
+                    "home",
+                    "home",
+                    vec![match &h.from {
+                        Some(from) => format!(
+                            "{} (the team's sandbox home {}, writable; none of your files)",
+                            h.at.display(),
+                            from.display()
+                        ),
+                        None => format!(
+                            "{} (empty and writable, gone with the command)",
+                            h.at.display()
+                        ),
+                    }],
+                ));
+            }
+            parts.push(part(
+                "read_only",
+                "read-only (protected)",
+                paths(&b.protected),
+            ));
+            parts.push(part(
+                "blocked",
+                "protected but missing (kept from being made)",
+                paths(&b.block),
+            ));
+        }
+        parts.push(part(
+            "exposed",
+            "put back inside a hidden dir (writable)",
+            paths(&b.expose),
+        ));
         let network = match (off, mechanism, &b.network) {
             (true, _, _) => "the host's network, open (sandbox = \"off\")".to_string(),
             (false, Mechanism::Namespace(_), Some(n)) => format!(
                 "only through the team's egress proxy, from a network namespace of its own (the \
-                 proxy's socket is in {})",
-                n.dir.display()
+                 proxy's socket is in {}{})",
+                n.dir.display(),
+                if n.forward.is_empty() {
+                    String::new()
+                } else {
+                    let ports: Vec<String> = n.forward.iter().map(u16::to_string).collect();
+                    format!("; the host's loopback ports {} forwarded", ports.join(", "))
+                }
             ),
             (false, Mechanism::Namespace(_), None) => {
                 "the host's network, open (no egress proxy)".to_string()
@@ -214,8 +295,8 @@ impl View {
             "network": self.network,
             "not_enforced": self.not_enforced,
         });
-        for (key, _, items) in &self.parts {
-            v[*key] = serde_json::json!(items);
+        for p in &self.parts {
+            v[p.key] = serde_json::json!(p.items);
         }
         v
     }
@@ -223,12 +304,12 @@ impl View {
     /// As lines of text.
     pub(crate) fn lines(&self) -> Vec<String> {
         let mut out = vec![format!("sandbox: {}", self.mechanism)];
-        for (_, title, items) in &self.parts {
-            if items.is_empty() {
+        for p in &self.parts {
+            if p.shown.is_empty() {
                 continue;
             }
-            out.push(format!("{title}:"));
-            out.extend(items.iter().map(|p| format!("  {p}")));
+            out.push(format!("{}:", p.title));
+            out.extend(p.shown.iter().map(|l| format!("  {l}")));
         }
         out.push(format!("network: {}", self.network));
         if !self.not_enforced.is_empty() {
@@ -237,6 +318,18 @@ impl View {
         }
         out
     }
+}
+
+/// One list of a [`View`].
+struct Part {
+    /// Its key in JSON.
+    key: &'static str,
+    /// Its title in text.
+    title: &'static str,
+    /// Its entries (JSON).
+    items: Vec<String>,
+    /// Its entries as text shows them (a long list summed up).
+    shown: Vec<String>,
 }
 
 /// What the team file's `weak` adds to the fallback's description.
@@ -264,6 +357,12 @@ pub(crate) fn missing_protections(mechanism: &Mechanism) -> Vec<String> {
                 .to_string(),
         ],
     };
+    v.push(
+        "the world is not built from nothing: your files outside the hidden dirs are readable \
+         (~/.ssh, credentials under ~/.config, browser profiles), and /tmp, the home dir and the \
+         package caches are your shared ones, not private copies"
+            .to_string(),
+    );
     v.push(
         "read-only paths inside writable dirs (.git/hooks, .git/config, .claude/, the team file, \
          hook scripts) are not enforced: agents can rewrite what runs later"

@@ -384,6 +384,9 @@ impl Boundary {
                 view::Entry::Symlink { target, link } => {
                     push(&["--symlink".as_ref(), target.as_os_str(), link.as_os_str()])
                 }
+                view::Entry::BindAt { from, at } => {
+                    push(&["--ro-bind".as_ref(), from.as_os_str(), at.as_os_str()])
+                }
             }
         }
         push(&[

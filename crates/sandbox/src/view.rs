@@ -15,6 +15,13 @@ use std::sync::OnceLock;
 pub enum Entry {
     /// A dir or file bound read-only at its own path.
     Bind(PathBuf),
+    /// A dir bound read-only at another path (`/etc` from its snapshot).
+    BindAt {
+        /// The dir outside.
+        from: PathBuf,
+        /// Where it is inside.
+        at: PathBuf,
+    },
     /// A symbolic link made at `link` pointing at `target` (as it reads on the host).
     Symlink {
         /// What the link says.
@@ -68,8 +75,152 @@ pub fn base() -> &'static [Entry] {
             }
         }
         let mut budget = ETC_MAX;
-        public(Path::new("/etc"), &mut v, &mut budget);
+        let mut etc = Vec::new();
+        public(Path::new("/etc"), &mut etc, &mut budget);
+        // One mount for all of it where a snapshot can be kept (each mount costs ~0.7 ms in
+        // a user namespace; /etc is a few hundred), else each piece on its own.
+        match snapshot_root().and_then(|root| snapshot(&etc, &root)) {
+            Some(from) => v.push(Entry::BindAt {
+                from,
+                at: PathBuf::from("/etc"),
+            }),
+            None => v.extend(etc),
+        }
         v
+    })
+}
+
+/// Where snapshots of the public part of `/etc` are kept: beside the default state root
+/// (`$XDG_STATE_HOME` or `~/.local/state`, then `agent-team/sandbox-etc`), which no
+/// sandbox sees.
+fn snapshot_root() -> Option<PathBuf> {
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".local/state"))
+        })?;
+    state.is_absolute().then(|| state.join("agent-team/sandbox-etc"))
+}
+
+/// The snapshot of `entries` (the public part of `/etc`) under `root`, made when missing: a
+/// dir named by what the entries are now (paths, sizes, times, modes), so a changed `/etc`
+/// gets a new one. Made aside and renamed into place, so a half-made one is never used.
+fn snapshot(entries: &[Entry], root: &Path) -> Option<PathBuf> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut budget = ETC_MAX;
+    for e in entries {
+        match e {
+            Entry::Bind(p) => fingerprint(p, &mut h, &mut budget)?,
+            Entry::Symlink { target, link } => (target, link).hash(&mut h),
+            Entry::BindAt { .. } => return None,
+        }
+    }
+    let dir = root.join(format!("etc-{:016x}", h.finish()));
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    std::fs::create_dir_all(root).ok()?;
+    // Older snapshots go after a day (a sandbox started before `/etc` changed may still
+    // have one mounted).
+    let day = std::time::Duration::from_secs(24 * 3600);
+    for old in std::fs::read_dir(root).ok()?.flatten() {
+        let stale = old
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > day);
+        if stale {
+            let _ = std::fs::remove_dir_all(old.path());
+        }
+    }
+    let tmp = root.join(format!(".etc-{}-{:016x}", std::process::id(), h.finish()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir(&tmp).ok()?;
+    let made = entries.iter().all(|e| copy_entry(e, &tmp));
+    let _ = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755));
+    if made && (std::fs::rename(&tmp, &dir).is_ok() || dir.is_dir()) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Some(dir);
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    None
+}
+
+/// Feeds what `p` is now (recursively for a dir) into `h`; none past the walk's budget.
+fn fingerprint(p: &Path, h: &mut impl std::hash::Hasher, budget: &mut usize) -> Option<()> {
+    use std::hash::Hash;
+    use std::os::unix::fs::MetadataExt;
+    *budget = budget.checked_sub(1)?;
+    let m = std::fs::metadata(p).ok()?;
+    (p, m.len(), m.mtime(), m.mtime_nsec(), m.mode()).hash(h);
+    if m.is_dir() {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(p).ok()?.flatten().map(|e| e.path()).collect();
+        names.sort();
+        for n in names {
+            match std::fs::symlink_metadata(&n) {
+                Ok(l) if l.file_type().is_symlink() => {
+                    (&n, std::fs::read_link(&n).ok()).hash(h);
+                }
+                _ => fingerprint(&n, h, budget)?,
+            }
+        }
+    }
+    Some(())
+}
+
+/// Copies one entry of `/etc` into the snapshot at `into` (as `/etc/x` is `into/x`).
+fn copy_entry(e: &Entry, into: &Path) -> bool {
+    let dest = |p: &Path| p.strip_prefix("/etc").ok().map(|r| into.join(r));
+    match e {
+        Entry::Bind(p) => match dest(p) {
+            Some(d) => copy_tree(p, &d),
+            None => false,
+        },
+        Entry::Symlink { target, link } => match dest(link) {
+            Some(d) => {
+                d.parent().is_some_and(|p| std::fs::create_dir_all(p).is_ok())
+                    && std::os::unix::fs::symlink(target, &d).is_ok()
+            }
+            None => false,
+        },
+        Entry::BindAt { .. } => false,
+    }
+}
+
+/// Copies `from` (a public file, what a link names, or a dir whose links stay links) to `to`.
+fn copy_tree(from: &Path, to: &Path) -> bool {
+    let Some(parent) = to.parent() else {
+        return false;
+    };
+    if std::fs::create_dir_all(parent).is_err() {
+        return false;
+    }
+    let Ok(m) = std::fs::metadata(from) else {
+        return false;
+    };
+    if !m.is_dir() {
+        return std::fs::copy(from, to).is_ok();
+    }
+    if std::fs::create_dir(to).is_err() && !to.is_dir() {
+        return false;
+    }
+    let _ = std::fs::set_permissions(to, m.permissions());
+    let Ok(rd) = std::fs::read_dir(from) else {
+        return false;
+    };
+    rd.flatten().all(|e| {
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        match std::fs::symlink_metadata(&src) {
+            Ok(l) if l.file_type().is_symlink() => std::fs::read_link(&src)
+                .is_ok_and(|t| std::os::unix::fs::symlink(t, &dst).is_ok()),
+            Ok(_) => copy_tree(&src, &dst),
+            Err(_) => false,
+        }
     })
 }
 
@@ -108,8 +259,10 @@ fn public(dir: &Path, out: &mut Vec<Entry>, budget: &mut usize) {
                 continue;
             };
             let resolved = std::fs::canonicalize(&p).ok();
+            // Into what the sandbox has of its own (`/etc/mtab` is `/proc/self/mounts`): a link.
             let in_system = resolved.as_deref().is_some_and(|r| {
-                SYSTEM_DIRS.iter().any(|d| r.starts_with(d)) || r.starts_with("/etc")
+                SYSTEM_DIRS.iter().any(|d| r.starts_with(d))
+                    || ["/etc", "/proc", "/dev"].iter().any(|d| r.starts_with(d))
             });
             match resolved {
                 _ if in_system => inside.push(Entry::Symlink { target, link: p }),
@@ -130,8 +283,8 @@ fn public(dir: &Path, out: &mut Vec<Entry>, budget: &mut usize) {
     out.extend(inside);
 }
 
-/// Whether everything under `dir` is public, links included (a link makes the dir walked
-/// entry by entry). Gives up (false) past the walk's budget.
+/// Whether everything under `dir` is public. A link is (what it names is looked up inside the
+/// sandbox, where only what is bound exists). Gives up (false) past the walk's budget.
 fn all_public(dir: &Path, budget: &mut usize) -> bool {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return false;
@@ -144,7 +297,10 @@ fn all_public(dir: &Path, budget: &mut usize) -> bool {
         let Ok(m) = std::fs::symlink_metadata(e.path()) else {
             return false;
         };
-        if m.file_type().is_symlink() || !world_readable(&m) {
+        if m.file_type().is_symlink() {
+            continue;
+        }
+        if !world_readable(&m) {
             return false;
         }
         if m.is_dir() && !all_public(&e.path(), budget) {

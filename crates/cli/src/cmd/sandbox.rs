@@ -191,6 +191,10 @@ impl View {
                         link.clone(),
                         format!("{} -> {}", link.display(), target.display()),
                     ),
+                    agent_team_sandbox::view::Entry::BindAt { from, at } => (
+                        at.clone(),
+                        format!("{} (the public part, from {})", at.display(), from.display()),
+                    ),
                 };
                 base.push(text.clone());
                 if path.starts_with("/etc") {

@@ -8,7 +8,7 @@ mod demo;
 mod hooks;
 mod model;
 mod network;
-pub use network::{NetworkMode, SandboxNetwork, endpoint, is_loopback};
+pub use network::{NetworkMode, RoleNetwork, SandboxNetwork, endpoint, is_loopback};
 pub mod overrides;
 pub mod policy;
 mod teamfile;

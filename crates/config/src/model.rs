@@ -85,7 +85,10 @@ pub enum SandboxMode {
 impl SandboxPaths {
     /// Whether it adds nothing.
     pub fn is_empty(&self) -> bool {
-        self.write.is_empty() && self.read_deny.is_empty() && self.read.is_empty()
+        self.write.is_empty()
+            && self.read_deny.is_empty()
+            && self.read.is_empty()
+            && self.network.is_empty()
     }
 
     /// The paths made absolute: `~/` is `home`, a relative one is in `workspace`.
@@ -98,14 +101,17 @@ impl SandboxPaths {
             write: self.write.iter().map(abs).collect(),
             read_deny: self.read_deny.iter().map(abs).collect(),
             read: self.read.iter().map(abs).collect(),
+            network: self.network.clone(),
         }
     }
 
-    /// Both lists, `other`'s after these.
+    /// Both lists, `other`'s after these (and `other`'s network mode when it has one).
     pub fn and(mut self, other: SandboxPaths) -> SandboxPaths {
         self.write.extend(other.write);
         self.read_deny.extend(other.read_deny);
         self.read.extend(other.read);
+        self.network.mode = other.network.mode.or(self.network.mode);
+        self.network.allow.extend(other.network.allow);
         self
     }
 }
@@ -142,6 +148,10 @@ pub struct SandboxPaths {
     /// system's public files, the toolchains and the work).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub read: Vec<PathBuf>,
+    /// `[roles.X.sandbox.network]`: a role's own network mode and the destinations it adds to
+    /// the team's list (always empty for the team: its own is `TeamConfig::sandbox_network`).
+    #[serde(default, skip_serializing_if = "crate::RoleNetwork::is_empty")]
+    pub network: crate::RoleNetwork,
 }
 
 /// How long same-role members started together wait at most for the first one's first

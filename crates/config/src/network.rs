@@ -50,19 +50,71 @@ impl SandboxNetwork {
 
     /// The first entry of `allow` that cannot be a destination pattern, with why.
     pub fn check(&self) -> Result<(), String> {
-        for a in &self.allow {
-            let ok = |b: u8| b.is_ascii_alphanumeric() || b".-_:*[]".contains(&b);
-            if a.trim().is_empty() {
-                return Err("an empty destination".into());
-            }
-            if !a.bytes().all(ok) {
-                return Err(format!(
-                    "{a:?} is not a destination (host, host:port, *.domain, * or *:port)"
-                ));
-            }
-        }
-        Ok(())
+        check_allow(&self.allow)
     }
+
+    /// The network of a member of a role whose own table is `role`: the role's mode when it
+    /// names one (else the team's), the team's list and then the role's.
+    pub fn with_role(&self, role: &RoleNetwork) -> SandboxNetwork {
+        let mut allow = self.allow.clone();
+        allow.extend(role.allow.iter().cloned());
+        SandboxNetwork {
+            mode: role.mode.unwrap_or(self.mode),
+            allow,
+        }
+    }
+}
+
+/// `[roles.X.sandbox.network]`: what a role changes of the team's network for its members, a
+/// mode of its own (none: the team's) and destinations added to the team's list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RoleNetwork {
+    /// The role's mode; none: the team's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<NetworkMode>,
+    /// Destinations its members reach without asking, beside the team's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+}
+
+impl RoleNetwork {
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.mode.is_none() && self.allow.is_empty()
+    }
+
+    /// The first entry of `allow` that cannot be a destination pattern, with why.
+    pub fn check(&self) -> Result<(), String> {
+        check_allow(&self.allow)
+    }
+}
+
+impl crate::TeamConfig {
+    /// The network of a member of `role` (none: the team's own, as for hooks): the team's
+    /// `[sandbox.network]` with the role's `[roles.X.sandbox.network]` over it.
+    pub fn network_for(&self, role: Option<&crate::Role>) -> SandboxNetwork {
+        match role {
+            Some(r) => self.sandbox_network.with_role(&r.sandbox.network),
+            None => self.sandbox_network.clone(),
+        }
+    }
+}
+
+/// The first entry of an allow list that cannot be a destination pattern, with why.
+fn check_allow(allow: &[String]) -> Result<(), String> {
+    for a in allow {
+        let ok = |b: u8| b.is_ascii_alphanumeric() || b".-_:*[]".contains(&b);
+        if a.trim().is_empty() {
+            return Err("an empty destination".into());
+        }
+        if !a.bytes().all(ok) {
+            return Err(format!(
+                "{a:?} is not a destination (host, host:port, *.domain, * or *:port)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The `host` and port a model endpoint address names (`http://127.0.0.1:8080/v1` →
@@ -155,5 +207,57 @@ mod tests {
         ] {
             assert!(parse(&format!("name = \"a\"\n{bad}")).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_role_sets_its_own_mode_and_adds_to_the_teams_list() {
+        let c = parse(
+            "name = \"a\"\n[sandbox.network]\nmode = \"ask\"\nallow = [\"registry.npmjs.org\"]\n\
+             [roles.fetcher.sandbox.network]\nmode = \"list\"\nallow = [\"*.pypi.org:443\"]\n\
+             [roles.builder.sandbox]\nwrite = [\"out\"]\nnetwork = { allow = [\"crates.io\"] }\n\
+             [roles.wide.sandbox.network]\nmode = \"open\"\n",
+        )
+        .unwrap();
+        let of = |r: &str| c.network_for(c.role(r));
+        let fetcher = of("fetcher");
+        assert_eq!(fetcher.mode, NetworkMode::List);
+        assert_eq!(fetcher.allow, ["registry.npmjs.org", "*.pypi.org:443"]);
+        let builder = of("builder");
+        assert_eq!(builder.mode, NetworkMode::Ask);
+        assert_eq!(builder.allow, ["registry.npmjs.org", "crates.io"]);
+        assert_eq!(
+            c.role("builder").unwrap().sandbox.write,
+            [std::path::PathBuf::from("out")]
+        );
+        assert_eq!(of("wide").mode, NetworkMode::Open);
+        // A role that says nothing has the team's; so do the hooks (no role).
+        assert_eq!(of("worker"), c.sandbox_network);
+        assert_eq!(c.network_for(None), c.sandbox_network);
+        // Stored and read back (agents read the configuration the daemon stores).
+        let back: crate::TeamConfig =
+            serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back.network_for(back.role("fetcher")), fetcher);
+        // Paths and networks layered: the later table's mode wins, the lists add up.
+        let both = c
+            .role("builder")
+            .unwrap()
+            .sandbox
+            .clone()
+            .and(c.role("fetcher").unwrap().sandbox.clone());
+        assert_eq!(both.network.mode, Some(NetworkMode::List));
+        assert_eq!(both.network.allow, ["crates.io", "*.pypi.org:443"]);
+        for bad in [
+            "[roles.w.sandbox.network]\nmode = \"maybe\"\n",
+            "[roles.w.sandbox.network]\nallow = [\"a b\"]\n",
+            "[roles.w.sandbox.network]\nallow = [\"\"]\n",
+            "[roles.w.sandbox.network]\nhosts = []\n",
+        ] {
+            let e = parse(&format!("name = \"a\"\n{bad}"));
+            assert!(e.is_err(), "{bad}");
+        }
+        let e = parse("name = \"a\"\n[roles.w.sandbox.network]\nallow = [\"a b\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("roles.w.sandbox.network.allow"), "{e}");
     }
 }

@@ -102,6 +102,7 @@ impl RawSandbox {
             write: resolve("write", &t.write)?,
             read_deny: resolve("read_deny", &t.read_deny)?,
             read: resolve("read", &t.read)?,
+            network: Default::default(),
         })
     }
 }
@@ -1139,7 +1140,13 @@ fn resolve_role(
             .map_err(|m| cx.err(span.clone(), &format!("roles.{name}.host"), m))?;
     }
     if let Some(k) = &r.tool_names {
-        check_tool_names(k).map_err(|m| cx.err(span, &format!("roles.{name}.tool_names"), m))?;
+        check_tool_names(k)
+            .map_err(|m| cx.err(span.clone(), &format!("roles.{name}.tool_names"), m))?;
+    }
+    if let Some(s) = &r.sandbox {
+        s.network
+            .check()
+            .map_err(|m| cx.err(span, &format!("roles.{name}.sandbox.network.allow"), m))?;
     }
     Ok(Role {
         name: name.to_string(),

@@ -147,13 +147,14 @@ pub fn work_of(
 /// Where the agent's sandboxed processes reach the network: its egress proxy's dir, which its
 /// daemon made when it said hello (`agent_team_paths::net_dir`), with the forwarder beside
 /// this program and the role's model endpoint forwarded when it is on the loopback. None (the
-/// host's network): `mode = "open"`, or no proxy dir here (a teammate on another host).
+/// host's network): `mode = "open"` (the team's, or the role's own
+/// `[roles.X.sandbox.network]`), or no proxy dir here (a teammate on another host).
 fn network_of(
     agent: &AgentEnv,
     config: &TeamConfig,
     role: &Role,
 ) -> Option<agent_team_sandbox::NetworkWiring> {
-    if config.sandbox_network.mode == agent_team_config::NetworkMode::Open {
+    if config.network_for(Some(role)).mode == agent_team_config::NetworkMode::Open {
         return None;
     }
     let dir = agent_team_paths::net_dir(agent.socket.parent()?, &agent.team, &agent.name);

@@ -390,3 +390,130 @@ fn a_listed_destination_passes_unasked_and_the_sandboxs_own_loopback_works() {
     assert!(perms.is_empty(), "{perms:?}");
     sb.ok(&["--team", team, "down"]);
 }
+
+/// Every network request of the team (decided ones included).
+fn network_requests(sb: &Sandbox, team: &str) -> Vec<agent_team_protocol::PermRequest> {
+    agent_team_client::Client::operator(&sb.team(team))
+        .unwrap()
+        .all_perms(true)
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.tool == "network")
+        .collect()
+}
+
+#[test]
+fn allow_always_lets_the_same_destination_through_with_no_new_request() {
+    let sb = Sandbox::new();
+    if let Err(why) = namespaced(&sb) {
+        eprintln!("no network namespace for task commands here, skipped: {why}");
+        return;
+    }
+    let team = "netalways";
+    let (l, other, third) = (Listener::start(), Listener::start(), Listener::start());
+    net_team(&sb, team, "mode = \"ask\"");
+    let curl = |port: u16, path: &str| {
+        format!("curl -sS --fail-with-body --noproxy '' http://127.0.0.1:{port}/{path}")
+    };
+    // Asked once, allowed always.
+    let id = add_task(&sb, team, &curl(l.port, "first"));
+    let req = network_request(&sb, team);
+    sb.ok(&["--team", team, "approve", "--always", &req.id.to_string()]);
+    let (ok, out) = ended(&sb, team, id);
+    assert!(
+        ok && out.contains(&format!("hello from {}", l.port)),
+        "{out}"
+    );
+    // The same destination again: through, and no new request at all.
+    let id = add_task(&sb, team, &curl(l.port, "second"));
+    let (ok, out) = ended(&sb, team, id);
+    assert!(
+        ok && out.contains(&format!("hello from {}", l.port)),
+        "{out}"
+    );
+    assert_eq!(
+        l.requests(),
+        ["GET /first HTTP/1.1", "GET /second HTTP/1.1"]
+    );
+    let asked: Vec<u64> = network_requests(&sb, team).iter().map(|r| r.id).collect();
+    assert_eq!(asked, [req.id]);
+    // The rule is that host on that port: another port of it is asked again. Allowed always
+    // with a pattern the person chose (`127.0.0.1:*`), every port of it passes from then on.
+    let id = add_task(&sb, team, &curl(other.port, "other"));
+    let req2 = network_request(&sb, team);
+    assert_eq!(req2.input, format!("127.0.0.1:{}", other.port));
+    sb.ok(&[
+        "--team",
+        team,
+        "approve",
+        "--always",
+        "--pattern",
+        "127.0.0.1:*",
+        &req2.id.to_string(),
+    ]);
+    let (ok, out) = ended(&sb, team, id);
+    assert!(ok, "{out}");
+    let id = add_task(&sb, team, &curl(third.port, "third"));
+    let (ok, out) = ended(&sb, team, id);
+    assert!(
+        ok && out.contains(&format!("hello from {}", third.port)),
+        "{out}"
+    );
+    assert_eq!(network_requests(&sb, team).len(), 2);
+    sb.ok(&["--team", team, "down"]);
+}
+
+#[test]
+fn a_hooks_network_is_the_team_files_list_and_nothing_is_asked() {
+    let sb = Sandbox::new();
+    if let Err(why) = namespaced(&sb) {
+        eprintln!("no network namespace for hooks here, skipped: {why}");
+        return;
+    }
+    let team = "nethook";
+    let (listed, unlisted) = (Listener::start(), Listener::start());
+    // Mode `ask` for the agents; a hook is never asked for: what is unlisted is refused.
+    let hook = format!(
+        "{{ curl -s --max-time 20 --noproxy '' http://127.0.0.1:{u}/hook-unlisted; \
+         curl -s --max-time 20 --noproxy '' http://127.0.0.1:{l}/hook-listed; \
+         curl -s --max-time 5 --proxy '' http://127.0.0.1:{l}/direct; echo \"direct=$?\"; \
+         echo hook-done; }} >> hook-out 2>&1",
+        u = unlisted.port,
+        l = listed.port,
+    );
+    net_team(
+        &sb,
+        team,
+        &format!(
+            "mode = \"ask\"\nallow = [\"127.0.0.1:{}\"]\n[hooks]\ntask_created = '''{hook}'''",
+            listed.port
+        ),
+    );
+    let out_file = sb.path("ws/hook-out");
+    wait_for("the hook to run", T, || {
+        std::fs::read_to_string(&out_file).is_ok_and(|s| s.contains("hook-done"))
+    });
+    let out = std::fs::read_to_string(&out_file).unwrap();
+    // Listed: through the daemon's own proxy. Unlisted: refused, with how to allow it.
+    assert!(
+        out.contains(&format!("hello from {}", listed.port)),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "127.0.0.1:{} is not on the team's list",
+            unlisted.port
+        )),
+        "{out}"
+    );
+    // The host's loopback is not the hook's.
+    assert!(out.contains("direct=7"), "{out}");
+    assert!(unlisted.requests().is_empty(), "{:?}", unlisted.requests());
+    assert!(
+        listed
+            .requests()
+            .contains(&"GET /hook-listed HTTP/1.1".to_string())
+    );
+    assert!(network_requests(&sb, team).is_empty());
+    sb.ok(&["--team", team, "down"]);
+}

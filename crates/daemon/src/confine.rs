@@ -33,8 +33,13 @@ const KEPT_ENV: &[&str] = &[
 ];
 
 /// The sandbox of the team's hooks and notify commands (none with `sandbox = "off"`): the same
-/// rule as agents' commands in the team's workspace, with the team's control plane hidden.
-pub fn boundary(cfg: &TeamConfig, paths: &TeamPaths) -> Option<Arc<Boundary>> {
+/// rule as agents' commands in the team's workspace, with the team's control plane hidden, and
+/// `network` their way out (the daemon's own proxy, `Core::hooks_network`; none: the host's).
+pub fn boundary(
+    cfg: &TeamConfig,
+    paths: &TeamPaths,
+    network: Option<agent_team_sandbox::NetworkWiring>,
+) -> Option<Arc<Boundary>> {
     if cfg.sandbox == SandboxMode::Off {
         return None;
     }
@@ -56,6 +61,7 @@ pub fn boundary(cfg: &TeamConfig, paths: &TeamPaths) -> Option<Arc<Boundary>> {
         home: std::env::var_os("HOME")
             .filter(|h| !h.is_empty())
             .map(PathBuf::from),
+        network,
         ..Work::default()
     })))
 }
@@ -81,8 +87,8 @@ pub fn shell(line: &str, dir: &Path, sandbox: Option<&Boundary>) -> Command {
     cmd
 }
 
-/// `git -C repo` that runs no hook and no fsmonitor (the one home of that rule is
-/// `agent-team-worktree`).
+/// `git -C repo` that runs nothing the repository's config or the environment names (the one
+/// home of that rule is `agent-team-worktree`, with `check_config` for the drivers it refuses).
 pub use agent_team_worktree::git;
 
 /// Clears `cmd`'s environment down to [`KEPT_ENV`].

@@ -818,11 +818,12 @@ impl Core {
             return Ok(());
         }
         self.route(&changes);
+        let network = self.hooks_network();
         let sandbox = self
             .sup
             .config
             .as_ref()
-            .and_then(|cfg| crate::confine::boundary(cfg, &self.cfg.paths));
+            .and_then(|cfg| crate::confine::boundary(cfg, &self.cfg.paths, network));
         for run in runs {
             let (id, tx) = (run.id, self.self_tx.clone());
             tracing::info!(hook = %run.hook, id, command = %run.command, "running a hook");
@@ -890,13 +891,24 @@ impl Core {
     /// and the desktop. Only queues it; the notification thread does the work.
     fn notify(&mut self, env: &Envelope) {
         use crate::notify::{Job, Target};
+        let commanded = self
+            .sup
+            .config
+            .as_ref()
+            .and_then(|c| c.notify.command.as_ref())
+            .is_some_and(|line| !line.trim().is_empty());
+        let network = if commanded {
+            self.hooks_network()
+        } else {
+            None
+        };
         let Some(cfg) = &self.sup.config else { return };
         let target = match &cfg.notify.command {
             Some(line) if !line.trim().is_empty() => Target::Command {
                 line: line.clone(),
                 timeout: Duration::from_secs(cfg.notify.timeout_secs.max(1)),
                 dir: cfg.workspace.clone(),
-                sandbox: crate::confine::boundary(cfg, &self.cfg.paths),
+                sandbox: crate::confine::boundary(cfg, &self.cfg.paths, network),
             },
             _ if cfg.notify.bell => Target::Bell {
                 pane: self.sup.pane_of(agent_team_protocol::names::LEADER),

@@ -42,13 +42,13 @@ impl Drop for Net {
 }
 
 /// The proxy policy of an agent of `role` in `cfg`; none when its network is not confined
-/// (`sandbox = "off"`, `mode = "open"`). The list is the team file's and the role's model
-/// endpoint.
+/// (`sandbox = "off"`, `mode = "open"`, the team's or the role's). The list is the team file's,
+/// the role's own (`[roles.X.sandbox.network]`) and the role's model endpoint.
 pub fn policy(cfg: &TeamConfig, role: Option<&Role>) -> Option<Policy> {
     if cfg.sandbox == SandboxMode::Off {
         return None;
     }
-    let net = &cfg.sandbox_network;
+    let net = &cfg.network_for(role);
     let mode = match net.mode {
         NetworkMode::Open => return None,
         NetworkMode::List => Mode::List,
@@ -78,6 +78,19 @@ pub fn policy(cfg: &TeamConfig, role: Option<&Role>) -> Option<Policy> {
     }
     Some(Policy { mode, allow })
 }
+
+/// The proxy policy of the team's hooks and notify commands: mode `list` with the team file's
+/// list only (no agent can be asked for them, and no model endpoint is theirs); none when
+/// their network is not confined (`sandbox = "off"`, the team's `mode = "open"`).
+pub fn hooks_policy(cfg: &TeamConfig) -> Option<Policy> {
+    let mut p = policy(cfg, None)?;
+    p.mode = Mode::List;
+    Some(p)
+}
+
+/// The name the hooks' proxy is served under (`<team>.net/daemon`): a reserved name, never
+/// an agent's.
+const HOOKS: &str = agent_team_protocol::names::DAEMON;
 
 /// Asks the core: a permission request of `agent`, answered when decided.
 struct Asker {
@@ -192,9 +205,57 @@ impl Core {
         }
     }
 
+    /// Where the team's hooks and notify commands reach the network: a proxy of the daemon's
+    /// own, served on first use (its policy brought up to date on every later one), in mode
+    /// `list` ([`hooks_policy`]). None: the host's network (`mode = "open"`, `sandbox =
+    /// "off"`), or the forwarder missing beside this program (said in the log).
+    pub(crate) fn hooks_network(&mut self) -> Option<agent_team_sandbox::NetworkWiring> {
+        let policy = hooks_policy(self.sup.config.as_ref()?)?;
+        let runtime = self.cfg.paths.socket.parent()?;
+        let dir = agent_team_paths::net_dir(runtime, &self.cfg.team, HOOKS);
+        let bridge = std::env::current_exe()
+            .ok()?
+            .with_file_name("agent-team-bridge");
+        if !bridge.is_file() {
+            tracing::warn!(
+                "hooks keep the host's network: no forwarder at {}",
+                bridge.display()
+            );
+            return None;
+        }
+        match self.net.proxies.get(HOOKS) {
+            Some((proxy, task)) if !task.is_finished() => proxy.set_policy(policy),
+            _ => match serve(&dir, policy, None) {
+                Ok(p) => {
+                    self.net.proxies.insert(HOOKS.to_string(), p);
+                }
+                Err(e) => {
+                    // Without its proxy a hook has no way out at all: refused, not opened.
+                    tracing::warn!("cannot serve the hooks' proxy in {}: {e}", dir.display());
+                }
+            },
+        }
+        Some(agent_team_sandbox::NetworkWiring {
+            dir,
+            bridge,
+            forward: Vec::new(),
+        })
+    }
+
     /// A proxy asks about `dest` for `agent`: a permission request like any other, answered at
     /// once when a rule decides it, else when someone does.
     pub(crate) fn net_ask(&mut self, agent: String, dest: String, reply: oneshot::Sender<Answer>) {
+        // Allowed always before (`approve --always`, with or without `--pattern`): through,
+        // with no new request (a build's hundred connections are not a hundred records).
+        if self
+            .state
+            .rules()
+            .iter()
+            .any(|r| r.allows(NETWORK_TOOL, &dest))
+        {
+            let _ = reply.send(Answer::Allow);
+            return;
+        }
         let reason = self
             .state
             .agent(&agent)
@@ -241,10 +302,30 @@ mod tests {
         assert_eq!(p.mode, Mode::Ask);
         let shown: Vec<String> = p.allow.iter().map(ToString::to_string).collect();
         assert_eq!(shown, ["registry.npmjs.org", "127.0.0.1:4567"]);
+        // The role's own list after the team's; its own mode over the team's.
+        role.sandbox.network.allow = vec!["crates.io:443".into()];
+        let p = policy(&cfg, Some(&role)).unwrap();
+        let shown: Vec<String> = p.allow.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            ["registry.npmjs.org", "crates.io:443", "127.0.0.1:4567"]
+        );
+        role.sandbox.network.mode = Some(NetworkMode::Open);
+        assert_eq!(policy(&cfg, Some(&role)), None);
+        // The hooks: the team's list only, never asked.
+        let h = hooks_policy(&cfg).unwrap();
+        assert_eq!(h.mode, Mode::List);
+        let shown: Vec<String> = h.allow.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["registry.npmjs.org"]);
         cfg.sandbox_network.mode = NetworkMode::Open;
+        assert_eq!(hooks_policy(&cfg), None);
+        role.sandbox.network.mode = Some(NetworkMode::List);
+        assert_eq!(policy(&cfg, Some(&role)).unwrap().mode, Mode::List);
+        role.sandbox.network.mode = None;
         assert_eq!(policy(&cfg, Some(&role)), None);
         cfg.sandbox_network.mode = NetworkMode::List;
         cfg.sandbox = SandboxMode::Off;
         assert_eq!(policy(&cfg, None), None);
+        assert_eq!(hooks_policy(&cfg), None);
     }
 }

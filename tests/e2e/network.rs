@@ -517,3 +517,293 @@ fn a_hooks_network_is_the_team_files_list_and_nothing_is_asked() {
     assert!(network_requests(&sb, team).is_empty());
     sb.ok(&["--team", team, "down"]);
 }
+
+/// A plain HTTP file server on the host's 127.0.0.1 serving `root` (a dir's `index.html` for a
+/// path ending in `/`; JSON for names without an extension, as registries answer), keeping the
+/// paths it was asked for.
+struct FileServer {
+    port: u16,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl FileServer {
+    fn start(root: PathBuf) -> FileServer {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(c) = c else { continue };
+                let (s, root) = (s.clone(), root.clone());
+                std::thread::spawn(move || {
+                    let mut r = BufReader::new(&c);
+                    let mut first = String::new();
+                    let _ = r.read_line(&mut first);
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let path = first.split(' ').nth(1).unwrap_or("/").to_string();
+                    let path = path.split(['?', '#']).next().unwrap_or("/").to_string();
+                    s.lock().unwrap().push(path.clone());
+                    let mut file = root.join(path.trim_start_matches('/'));
+                    if path.ends_with('/') {
+                        file = file.join("index.html");
+                    }
+                    let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("");
+                    let kind = match ext {
+                        "html" => "text/html",
+                        "" | "json" => "application/json",
+                        _ => "application/octet-stream",
+                    };
+                    let head = |status: &str, len: usize| {
+                        format!(
+                            "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len}\r\n\
+                             Connection: close\r\n\r\n"
+                        )
+                    };
+                    let mut w = &c;
+                    match std::fs::read(&file) {
+                        Ok(body) if !path.contains("..") => {
+                            let _ = w.write_all(head("200 OK", body.len()).as_bytes());
+                            let _ = w.write_all(&body);
+                        }
+                        _ => {
+                            let _ = w.write_all(head("404 Not Found", 0).as_bytes());
+                        }
+                    }
+                });
+            }
+        });
+        FileServer { port, seen }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Writes, under `root`, three tiny registries served at `http://127.0.0.1:PORT/`: npm's
+/// (`/npm/tinynpm` metadata, its `.tgz`), a PEP 503 simple index (`/simple/tinypy/`, a wheel)
+/// and a cargo sparse registry (`/cargo/`: config.json, the index file, the `.crate`).
+const REGISTRIES: &str = r#"
+import base64, hashlib, io, json, os, sys, tarfile, zipfile
+root, port = sys.argv[1], sys.argv[2]
+base = "http://127.0.0.1:%s" % port
+def put(rel, data):
+    p = os.path.join(root, rel)
+    os.makedirs(os.path.dirname(p), exist_ok=True)
+    with open(p, "wb") as f:
+        f.write(data if isinstance(data, bytes) else data.encode())
+def targz(files):
+    b = io.BytesIO()
+    with tarfile.open(fileobj=b, mode="w:gz") as t:
+        for name, text in files:
+            data = text.encode()
+            i = tarfile.TarInfo(name); i.size = len(data); i.mode = 0o644; i.mtime = 1
+            t.addfile(i, io.BytesIO(data))
+    return b.getvalue()
+# npm
+tgz = targz([("package/package.json", json.dumps({"name": "tinynpm", "version": "1.0.0", "main": "index.js"})),
+             ("package/index.js", "module.exports = 'tinynpm works';\n")])
+put("npm/files/tinynpm-1.0.0.tgz", tgz)
+integrity = "sha512-" + base64.b64encode(hashlib.sha512(tgz).digest()).decode()
+version = {"name": "tinynpm", "version": "1.0.0", "main": "index.js",
+           "dist": {"tarball": base + "/npm/files/tinynpm-1.0.0.tgz",
+                    "shasum": hashlib.sha1(tgz).hexdigest(), "integrity": integrity}}
+put("npm/tinynpm", json.dumps({"name": "tinynpm", "dist-tags": {"latest": "1.0.0"},
+                               "versions": {"1.0.0": version}}))
+# PEP 503
+files = {"tinypy/__init__.py": "VALUE = 'tinypy works'\n",
+         "tinypy-0.1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: tinypy\nVersion: 0.1.0\n",
+         "tinypy-0.1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: e2e\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+record = ""
+for name, text in files.items():
+    d = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+    record += "%s,sha256=%s,%d\n" % (name, d, len(text.encode()))
+record += "tinypy-0.1.0.dist-info/RECORD,,\n"
+files["tinypy-0.1.0.dist-info/RECORD"] = record
+b = io.BytesIO()
+with zipfile.ZipFile(b, "w") as z:
+    for name, text in files.items():
+        z.writestr(name, text)
+whl = b.getvalue()
+put("files/tinypy-0.1.0-py3-none-any.whl", whl)
+put("simple/index.html", '<html><body><a href="tinypy/">tinypy</a></body></html>\n')
+put("simple/tinypy/index.html", '<html><body><a href="../../files/tinypy-0.1.0-py3-none-any.whl#sha256=%s">tinypy-0.1.0-py3-none-any.whl</a></body></html>\n' % hashlib.sha256(whl).hexdigest())
+# cargo sparse registry
+crate = targz([("tinycrate-0.1.0/Cargo.toml", '[package]\nname = "tinycrate"\nversion = "0.1.0"\nedition = "2021"\n'),
+               ("tinycrate-0.1.0/src/lib.rs", 'pub fn value() -> &\'static str { "tinycrate works" }\n')])
+put("cargo/dl/tinycrate-0.1.0.crate", crate)
+put("cargo/config.json", json.dumps({"dl": base + "/cargo/dl/{crate}-{version}.crate"}))
+put("cargo/ti/ny/tinycrate", json.dumps({"name": "tinycrate", "vers": "0.1.0", "deps": [],
+    "cksum": hashlib.sha256(crate).hexdigest(), "features": {}, "yanked": False}) + "\n")
+"#;
+
+/// The programs of `names` not installed here (each test of one is skipped with a message).
+fn missing(names: &[&'static str]) -> Vec<&'static str> {
+    names
+        .iter()
+        .copied()
+        .filter(|n| {
+            !Command::new("sh")
+                .args(["-c", &format!("command -v {n}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .collect()
+}
+
+/// The task's result once it ended (within `within`), and whether it completed.
+fn ended_within(sb: &Sandbox, team: &str, id: u64, within: std::time::Duration) -> (bool, String) {
+    use agent_team_protocol::TaskStatus;
+    wait_for(&format!("task {id} to end"), within, || {
+        sb.tasks(team)
+            .iter()
+            .any(|t| t.id == id && matches!(t.status, TaskStatus::Completed | TaskStatus::Failed))
+    });
+    ended(sb, team, id)
+}
+
+/// Ordinary work in the default sandbox, through the proxy: `npm install`, `pip install` and
+/// `cargo build` from registries on a listed destination (served here on the host's loopback,
+/// so the commands drop the sandbox's `NO_PROXY`, which keeps the sandbox's own loopback off the
+/// proxy), and `git status`/`diff`/`log` in the workspace. Whichever of npm, pip, cargo is not
+/// installed is skipped with a message.
+#[test]
+fn npm_pip_cargo_and_git_work_through_the_proxy() {
+    let sb = Sandbox::new();
+    if let Err(why) = namespaced(&sb) {
+        eprintln!("no network namespace for task commands here, skipped: {why}");
+        return;
+    }
+    if !missing(&["python3"]).is_empty() {
+        eprintln!("no python3 to build the registries: skipped");
+        return;
+    }
+    let team = "network";
+    let root = sb.path("registries");
+    std::fs::create_dir_all(&root).unwrap();
+    let server = FileServer::start(root.clone());
+    let mut py = Command::new("python3")
+        .arg("-")
+        .arg(&root)
+        .arg(server.port.to_string())
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    py.stdin
+        .take()
+        .unwrap()
+        .write_all(REGISTRIES.as_bytes())
+        .unwrap();
+    assert!(py.wait().unwrap().success());
+    // The workspace: a git repository with one commit, a Rust crate depending on the registry's.
+    let ws = sb.path("ws");
+    std::fs::create_dir_all(ws.join("rustapp/src")).unwrap();
+    std::fs::write(
+        ws.join("rustapp/Cargo.toml"),
+        "[package]\nname = \"rustapp\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\
+         [dependencies]\ntinycrate = { version = \"0.1\", registry = \"local\" }\n[workspace]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        ws.join("rustapp/src/main.rs"),
+        "fn main() { println!(\"{}\", tinycrate::value()); }\n",
+    )
+    .unwrap();
+    std::fs::write(ws.join("notes.txt"), "first\n").unwrap();
+    git(&ws, &["init", "-q"]);
+    git(&ws, &["add", "notes.txt"]);
+    git(
+        &ws,
+        &[
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "user.name=t",
+            "commit",
+            "-q",
+            "-m",
+            "the first commit",
+        ],
+    );
+    std::fs::write(ws.join("notes.txt"), "first\nsecond\n").unwrap();
+    net_team(
+        &sb,
+        team,
+        &format!("mode = \"list\"\nallow = [\"127.0.0.1:{}\"]", server.port),
+    );
+    let url = format!("http://127.0.0.1:{}", server.port);
+    let long = std::time::Duration::from_secs(300);
+    let run = |cmd: String| {
+        let id = add_task(&sb, team, &format!("unset NO_PROXY no_proxy; {cmd}"));
+        ended_within(&sb, team, id, long)
+    };
+    let skipped = missing(&["npm", "node", "cargo"]);
+    if skipped.iter().any(|n| *n == "npm" || *n == "node") {
+        eprintln!("no npm/node here: npm install skipped");
+    } else {
+        let (ok, out) = run(format!(
+            "mkdir -p npmapp && cd npmapp && npm install tinynpm --registry {url}/npm/ \
+             --no-audit --no-fund --no-update-notifier 2>&1 && node -e \"console.log(require('tinynpm'))\""
+        ));
+        assert!(ok && out.contains("tinynpm works"), "npm: {out}");
+    }
+    // pip in a virtual environment, as a project would (a pyenv shim's own pip wants to
+    // rehash pyenv's shims after an install, which the sandbox keeps read-only).
+    let pip = Command::new("python3")
+        .args(["-c", "import venv, ensurepip"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !pip {
+        eprintln!("no python3 venv/ensurepip here: pip install skipped");
+    } else {
+        let (ok, out) = run(format!(
+            "python3 -m venv .venv && .venv/bin/pip install --no-cache-dir \
+             --disable-pip-version-check --index-url {url}/simple/ tinypy 2>&1 && \
+             .venv/bin/python -c 'import tinypy; print(tinypy.VALUE)'"
+        ));
+        assert!(ok && out.contains("tinypy works"), "pip: {out}");
+    }
+    if skipped.contains(&"cargo") {
+        eprintln!("no cargo here: cargo build skipped");
+    } else {
+        let (ok, out) = run(format!(
+            "cd rustapp && unset CARGO_TARGET_DIR CARGO_BUILD_TARGET_DIR && \
+             CARGO_REGISTRIES_LOCAL_INDEX=sparse+{url}/cargo/ cargo build -q 2>&1 && ./target/debug/rustapp"
+        ));
+        assert!(ok && out.contains("tinycrate works"), "cargo: {out}");
+    }
+    // git reads the workspace's repository (its .git read-only) as it always did.
+    let (ok, out) =
+        run("git status --short && git diff --stat && git log --oneline --format=%s".into());
+    assert!(ok, "git: {out}");
+    assert!(out.contains("M notes.txt"), "git status: {out}");
+    assert!(out.contains("notes.txt | 1 +"), "git diff: {out}");
+    assert!(out.contains("the first commit"), "git log: {out}");
+    // It all went through the proxy to the listed registry, and nothing was asked.
+    let seen = server.requests();
+    for (tool, path) in [
+        ("npm", "/npm/files/tinynpm-1.0.0.tgz"),
+        ("cargo", "/cargo/dl/tinycrate-0.1.0.crate"),
+    ] {
+        if !skipped.contains(&tool) {
+            assert!(
+                seen.iter().any(|p| p == path),
+                "{path} not fetched: {seen:?}"
+            );
+        }
+    }
+    if pip {
+        assert!(
+            seen.iter().any(|p| p.ends_with(".whl")),
+            "no wheel fetched: {seen:?}"
+        );
+    }
+    assert!(network_requests(&sb, team).is_empty());
+    sb.ok(&["--team", team, "down"]);
+}

@@ -219,9 +219,11 @@ fn qwen_code() -> std::path::PathBuf {
     let qwen = installed("@qwen-code/qwen-code", QWEN_CODE_VERSION, "qwen");
     let node = installed("node", "22", "node");
     let node_bin = node.canonicalize().unwrap().parent().unwrap().to_path_buf();
-    let dir = qwen.parent().unwrap().join("../../node22-wrapper");
-    std::fs::create_dir_all(&dir).unwrap();
-    let wrapper = dir.join("qwen");
+    // In the cache's own dir, by paths without `..`: the sandbox starts from nothing and
+    // binds the dir of a CLI's program (here the whole cache: Qwen Code and Node 22 both).
+    let qwen = qwen.parent().unwrap().canonicalize().unwrap().join("qwen");
+    let dir = qwen.ancestors().nth(4).unwrap().to_path_buf();
+    let wrapper = dir.join("qwen-node22");
     let script = format!(
         "#!/bin/sh\nPATH='{}':\"$PATH\" exec '{}' \"$@\"\n",
         node_bin.display(),
@@ -231,7 +233,7 @@ fn qwen_code() -> std::path::PathBuf {
         use std::os::unix::fs::PermissionsExt;
         // Tests run as threads of one process: the name is this thread's own.
         let tmp = dir.join(format!(
-            ".qwen.{}.{:?}",
+            ".qwen-node22.{}.{:?}",
             std::process::id(),
             std::thread::current().id()
         ));

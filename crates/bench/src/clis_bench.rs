@@ -215,15 +215,19 @@ fn installed(cli: &Cli) -> Result<PathBuf, String> {
         .ok()
         .and_then(|n| n.parent().map(Path::to_path_buf))
         .ok_or("the node@22 package has no binary")?;
-    // Beside the package's `node_modules` (the command is in `node_modules/.bin`).
-    let dir = exe
+    // In the cache's own dir, by paths without `..`: the sandbox starts from nothing and binds
+    // the dir of a CLI's program (here the whole cache: the CLI and Node 22 both).
+    let exe = exe
         .parent()
-        .and_then(Path::parent)
-        .and_then(Path::parent)
-        .map(|p| p.join("node22-wrapper"))
+        .and_then(|d| d.canonicalize().ok())
+        .map(|d| d.join(cli.bin))
         .ok_or("the CLI's command is not in an npm install")?;
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let wrapper = dir.join(cli.bin);
+    let dir = exe
+        .ancestors()
+        .nth(4)
+        .map(Path::to_path_buf)
+        .ok_or("the CLI's command is not in an npm install")?;
+    let wrapper = dir.join(format!("{}-node22", cli.bin));
     let script = format!(
         "#!/bin/sh\nPATH='{}':\"$PATH\" exec '{}' \"$@\"\n",
         node_bin.display(),

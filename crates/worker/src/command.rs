@@ -27,7 +27,8 @@ pub struct Confinement {
     /// when a command first needs it ([`Confinement::boundary`]).
     work: agent_team_sandbox::Work,
     boundary: std::sync::OnceLock<agent_team_sandbox::Boundary>,
-    /// Whether commands run in the boundary (the team file's `sandbox`, on by default).
+    /// Whether commands run in the boundary (the team file's `sandbox`: `on`, the default, or
+    /// `weak`).
     pub sandboxed: bool,
     /// The team's secrets, each given to every command as an environment variable of its
     /// name (read from the team's secrets file when the agent starts; see [`load_secrets`]).
@@ -47,7 +48,7 @@ impl Confinement {
             team: agent.team.clone(),
             work: work_of(agent, config, role, Vec::new()),
             boundary: std::sync::OnceLock::new(),
-            sandboxed: config.sandbox == SandboxMode::On,
+            sandboxed: config.sandbox.confines(),
             secrets: Secrets::default(),
             withheld: config.credential_vars().into_iter().collect(),
         }

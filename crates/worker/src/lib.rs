@@ -236,9 +236,6 @@ pub async fn run_agent(
         config.workspace = ws.clone();
     }
     let mut confinement = command::Confinement::for_agent(&agent, &config, &role);
-    // `sandbox = "weak"` confines commands as `on` does (it only lets CLI teammates start
-    // under the fallback).
-    confinement.sandboxed = config.sandbox.confines();
     // The team's secrets go to its commands only; a file that cannot be read stops the agent
     // (its commands would run without what they need).
     confinement.secrets = command::load_secrets(&agent).map_err(AgentError::Config)?;

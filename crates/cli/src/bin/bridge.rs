@@ -198,6 +198,11 @@ mod net {
         {
             match TcpListener::bind(("127.0.0.1", port)) {
                 Ok(l) => listeners.push((l, port, tunnel)),
+                // A forwarded port that cannot be had (below 1024: no capability in here) is
+                // said and left out; the proxy's own port is needed.
+                Err(e) if tunnel => {
+                    eprintln!("agent-team-bridge: net: 127.0.0.1:{port} is not forwarded: {e}");
+                }
                 Err(e) => {
                     eprintln!("agent-team-bridge: net: cannot listen on 127.0.0.1:{port}: {e}");
                     return ExitCode::from(1);

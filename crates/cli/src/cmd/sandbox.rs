@@ -193,7 +193,11 @@ impl View {
                     ),
                     agent_team_sandbox::view::Entry::BindAt { from, at } => (
                         at.clone(),
-                        format!("{} (the public part, from {})", at.display(), from.display()),
+                        format!(
+                            "{} (the public part, from {})",
+                            at.display(),
+                            from.display()
+                        ),
                     ),
                 };
                 base.push(text.clone());

@@ -738,17 +738,45 @@ fn command(
     launch: &Launch,
     headless: bool,
 ) -> tokio::process::Command {
-    let args: Vec<std::ffi::OsString> = launch.args.iter().map(Into::into).collect();
+    let mut args: Vec<std::ffi::OsString> = launch.args.iter().map(Into::into).collect();
     let mut cmd = if config.sandbox.confines() {
         let mut expose = vec![home.to_path_buf()];
         expose.extend(agent.log_file.clone());
-        let boundary = agent_team_sandbox::Boundary::for_work(&crate::command::work_of(
-            agent, config, role, expose,
-        ));
+        let mut work = crate::command::work_of(agent, config, role, expose);
+        // The CLI's own program (and the script an interpreter runs first, as the team file
+        // names it): its whole install tree, read-only, in a sandbox that starts from nothing;
+        // each named by a path that exists in there (`a/../b` needs an `a` that may not).
+        let exe = exe
+            .parent()
+            .and_then(|d| std::fs::canonicalize(d).ok())
+            .zip(exe.file_name())
+            .map(|(d, n)| d.join(n))
+            .unwrap_or_else(|| exe.to_path_buf());
+        let script = args
+            .first()
+            .map(std::path::PathBuf::from)
+            .filter(|p| {
+                p.is_absolute()
+                    && p.is_file()
+                    && p.extension()
+                        .is_some_and(|e| ["js", "mjs", "cjs", "py", "sh"].iter().any(|x| e == *x))
+            })
+            .and_then(|p| std::fs::canonicalize(p).ok());
+        if let Some(s) = &script {
+            args[0] = s.clone().into_os_string();
+        }
+        work.read.extend(
+            std::iter::once(exe.clone())
+                .chain(script)
+                .filter(|p| p.is_absolute())
+                .filter_map(|p| std::fs::canonicalize(p).ok())
+                .filter_map(|p| p.parent().map(agent_team_sandbox::view::program_root)),
+        );
+        let boundary = agent_team_sandbox::Boundary::for_work(&work);
         tokio::process::Command::from(agent_team_sandbox::command(
             &boundary,
             &launch.cwd,
-            exe,
+            &exe,
             &args,
             agent_team_sandbox::Options {
                 interactive: !headless,

@@ -270,6 +270,18 @@ fn the_daemons_git_runs_no_planted_hook_and_worktrees_are_each_teammates_own() {
         ),
     );
     let w1 = ws.join(".agent-team/worktrees/w1");
+    let head_of = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&ws)
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // The operator's checked-out branch, and where it is.
+    let main = head_of(&["symbolic-ref", "--short", "HEAD"]);
+    let main_before = head_of(&["rev-parse", "HEAD"]);
     let w2 = ws.join(".agent-team/worktrees/w2");
     wait_for("both worktrees", T, || {
         w1.join(".git").exists() && w2.join(".git").exists()
@@ -285,22 +297,38 @@ fn the_daemons_git_runs_no_planted_hook_and_worktrees_are_each_teammates_own() {
         &format!(
             "printf '%s\\n' 'echo theirs > {w1}/stolen.txt && echo LEAK:other-worktree' \
              'echo x > {ws}/top.txt && echo LEAK:workspace' \
-             'echo x > {ws}/.git/hooks/pre-commit && echo LEAK:git-hook' > p.sh; sh p.sh\n\
-             echo mine > mine.txt && git add mine.txt && git -c user.email=w@x -c user.name=w commit -qm mine && echo OK:committed",
+             'echo x > {ws}/.git/hooks/pre-commit && echo LEAK:git-hook' \
+             'git update-ref refs/heads/{main} HEAD 2>/dev/null && echo LEAK:moved-main' \
+             'git update-ref refs/heads/agent-team/w1 HEAD 2>/dev/null && echo LEAK:moved-w1' \
+             'printf \"ref: refs/heads/{main}\\n\" > $(git rev-parse --git-dir)/HEAD && echo LEAK:switched-branch' \
+             'git -c user.email=w@x -c user.name=w commit -qm own --allow-empty 2>/dev/null && echo LEAK:own-commit' > p.sh; sh p.sh\n\
+             echo mine > mine.txt && git add mine.txt && echo OK:added",
             w1 = w1.display(),
-            ws = ws.display()
+            ws = ws.display(),
         ),
     );
     assert!(!result.contains("LEAK:"), "{result}");
-    assert!(result.contains("OK:committed"), "{result}");
+    assert!(result.contains("OK:added"), "{result}");
     assert!(!w1.join("stolen.txt").exists() && !ws.join("top.txt").exists());
-    let log = std::process::Command::new("git")
-        .arg("-C")
-        .arg(&ws)
-        .args(["log", "--oneline", "agent-team/w2"])
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&log.stdout).contains("mine"));
+    // The teammate's work is committed by the daemon, on its own branch, once its task is done.
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&ws)
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    wait_for("the daemon's commit of w2's task", T, || {
+        git(&["show", "--stat", "--format=%an", "agent-team/w2"]).contains("mine.txt")
+    });
+    assert_eq!(
+        git(&["rev-parse", &main]).trim(),
+        main_before,
+        "the operator's branch moved"
+    );
+    assert_eq!(git(&["symbolic-ref", "--short", "HEAD"]).trim(), main);
     sb.ok(&["--team", TEAM, "down"]);
 }
 

@@ -197,22 +197,18 @@ impl Boundary {
                 b.read_only.push(tree.join(".git"));
                 roots.push(tree.clone());
                 if let Some(common) = git_common_dir(tree) {
-                    // Git's objects and this teammate's own branch; no other ref (the operator's
-                    // checked-out branch once moved under a worktree teammate).
+                    // Git's objects (`git add`, `stash`) and the worktree's own index; no ref
+                    // (the operator's checked-out branch once moved under a worktree teammate)
+                    // and not which branch the worktree is on: its commits are the daemon's,
+                    // made on its own branch when a task of it completes.
                     b.write.push(common.join("objects"));
-                    for d in ["refs/heads/agent-team", "logs/refs/heads/agent-team"] {
-                        let dir = common.join(d);
-                        if !dir.exists() {
-                            let _ = std::fs::create_dir_all(&dir);
-                        }
-                        b.write.push(dir);
-                    }
                     if let Some(name) = tree.file_name() {
                         let meta = common.join("worktrees").join(name);
                         b.write.push(meta.clone());
-                        // Where git finds the repository from this worktree.
-                        b.read_only.push(meta.join("commondir"));
-                        b.read_only.push(meta.join("gitdir"));
+                        // Where git finds the repository from this worktree, and its branch.
+                        for f in ["commondir", "gitdir", "HEAD"] {
+                            b.read_only.push(meta.join(f));
+                        }
                     }
                 }
             }
@@ -790,8 +786,8 @@ pub fn explain_refusal(output: &str, boundary: &Boundary, cwd: &Path) -> Option<
     Some(match path {
         Some(p) if in_git(&p) && under(&p, &boundary.protected) => format!(
             "agent-team sandbox: {} is in the workspace's git repository, read-only for agents' \
-             commands (`git status`, `diff` and `log` work); a teammate with `isolation = \
-             \"worktree\"` commits on its own branch",
+             commands (`git status`, `diff`, `log` and, in a worktree, `add` work); a worktree \
+             teammate's work is committed by the daemon on its own branch as each task completes",
             p.display()
         ),
         Some(p) if under(&p, &boundary.hide) => format!(

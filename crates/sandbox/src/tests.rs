@@ -106,7 +106,14 @@ fn the_rule_hides_the_control_plane_and_protects_what_runs_code_later() {
     }
     assert!(b.protected.contains(&l.base.join("home/.bashrc")));
     // What runs code later and is missing is kept from being made.
-    for p in [".claude", ".envrc", ".mcp.json", ".vscode", ".cargo", ".npmrc"] {
+    for p in [
+        ".claude",
+        ".envrc",
+        ".mcp.json",
+        ".vscode",
+        ".cargo",
+        ".npmrc",
+    ] {
         assert!(b.block.contains(&l.base.join("ws").join(p)), "{p}: {b:?}");
     }
     assert!(!b.block.iter().any(|p| p.ends_with(".git")));
@@ -139,18 +146,34 @@ fn a_worktree_teammate_writes_its_tree_and_its_git_metadata_only() {
     assert!(b.write.contains(&tree));
     assert!(!b.write.contains(&l.base.join("ws")));
     assert!(b.read.contains(&l.base.join("ws")));
-    // Git's objects and its own branch: no other ref (not the operator's checked-out one).
-    for p in [
-        "ws/.git/objects",
-        "ws/.git/refs/heads/agent-team",
-        "ws/.git/logs/refs/heads/agent-team",
-        "ws/.git/worktrees/b1",
-    ] {
+    // Git's objects and its worktree's index: no ref (not the operator's checked-out one, not
+    // another teammate's), and not which branch it is on.
+    for p in ["ws/.git/objects", "ws/.git/worktrees/b1"] {
         assert!(b.write.contains(&l.base.join(p)), "{p}");
     }
-    for p in ["ws/.git/refs", "ws/.git/logs", "ws/.git/refs/heads"] {
-        assert!(!b.write.contains(&l.base.join(p)), "{p}");
-    }
+    assert!(
+        !b.write
+            .iter()
+            .any(|w| w.starts_with(l.base.join("ws/.git/refs")))
+    );
+    assert!(
+        !b.write
+            .iter()
+            .any(|w| w.starts_with(l.base.join("ws/.git/logs")))
+    );
+    std::fs::write(
+        l.base.join("ws/.git/worktrees/b1/HEAD"),
+        "ref: refs/heads/agent-team/b1\n",
+    )
+    .unwrap();
+    let b = Boundary::for_work(&Work {
+        worktree: Some(tree.clone()),
+        ..l.work()
+    });
+    assert!(
+        b.read_only
+            .contains(&l.base.join("ws/.git/worktrees/b1/HEAD"))
+    );
     assert!(b.read_only.contains(&tree.join(".git")));
 }
 
@@ -191,7 +214,9 @@ fn inside_the_namespace_the_control_plane_is_gone_and_ordinary_writes_work() {
     assert!(!l.base.join("run/planted").exists());
     assert!(!l.base.join("ws/.git/hooks/post-checkout").exists());
     assert!(l.base.join("ws/.git/config").is_file());
-    assert!(!l.base.join("ws/.envrc").is_file() && !l.base.join("ws/.claude/settings.json").exists());
+    assert!(
+        !l.base.join("ws/.envrc").is_file() && !l.base.join("ws/.claude/settings.json").exists()
+    );
     assert_eq!(
         std::fs::read_to_string(l.base.join("ws/check.sh")).unwrap(),
         "echo ok\n"
@@ -209,10 +234,14 @@ fn inside_the_namespace_the_control_plane_is_gone_and_ordinary_writes_work() {
     // one: the operator's start-up files are not the command's to change).
     let name = format!("agent-team-sandbox-test-{}", std::process::id());
     for cmd in [
-        "echo made > src/new.txt && git status --short >/dev/null 2>&1; cat src/new.txt".to_string(),
+        "echo made > src/new.txt && git status --short >/dev/null 2>&1; cat src/new.txt"
+            .to_string(),
         format!("echo x > /tmp/{name} && cat /tmp/{name}"),
         "f=$(mktemp) && echo t > $f && rm $f".to_string(),
-        format!("mkdir -p {h}/.npm && echo c > {h}/.npm/c", h = l.base.join("home").display()),
+        format!(
+            "mkdir -p {h}/.npm && echo c > {h}/.npm/c",
+            h = l.base.join("home").display()
+        ),
         format!("echo 'alias ls=x' >> {}/home/.bashrc", l.base.display()),
     ] {
         let (code, out) = run(&cmd);

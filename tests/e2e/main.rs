@@ -4,6 +4,7 @@
 
 mod boards_finish;
 mod boundary;
+mod canaries;
 mod cli;
 mod clis;
 mod copilot;

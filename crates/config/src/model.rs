@@ -88,6 +88,7 @@ impl SandboxPaths {
         self.write.is_empty()
             && self.read_deny.is_empty()
             && self.read.is_empty()
+            && self.protect.is_empty()
             && self.network.is_empty()
     }
 
@@ -101,6 +102,7 @@ impl SandboxPaths {
             write: self.write.iter().map(abs).collect(),
             read_deny: self.read_deny.iter().map(abs).collect(),
             read: self.read.iter().map(abs).collect(),
+            protect: self.protect.iter().map(abs).collect(),
             network: self.network.clone(),
         }
     }
@@ -110,6 +112,7 @@ impl SandboxPaths {
         self.write.extend(other.write);
         self.read_deny.extend(other.read_deny);
         self.read.extend(other.read);
+        self.protect.extend(other.protect);
         self.network.mode = other.network.mode.or(self.network.mode);
         self.network.allow.extend(other.network.allow);
         self
@@ -148,6 +151,10 @@ pub struct SandboxPaths {
     /// system's public files, the toolchains and the work).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub read: Vec<PathBuf>,
+    /// More paths that run code later: read-only for agents' commands, and kept from being
+    /// made where missing (beside the built-in list: `.git`, `.claude/`, `.envrc`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protect: Vec<PathBuf>,
     /// `[roles.X.sandbox.network]`: a role's own network mode and the destinations it adds to
     /// the team's list (always empty for the team: its own is `TeamConfig::sandbox_network`).
     #[serde(default, skip_serializing_if = "crate::RoleNetwork::is_empty")]

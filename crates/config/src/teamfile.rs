@@ -16,7 +16,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use toml::Spanned;
 
-/// `sandbox = "on" | "off" | "weak"`, or the `[sandbox]` table: `mode`, `write`, `read`, `read_deny`.
+/// `sandbox = "on" | "off" | "weak"`, or the `[sandbox]` table: `mode`, `write`, `read`, `read_deny`, `protect`,
+/// `network`.
 #[derive(Debug)]
 enum RawSandbox {
     Mode(SandboxMode),
@@ -62,6 +63,8 @@ struct RawSandboxTable {
     read_deny: Vec<String>,
     #[serde(default)]
     read: Vec<String>,
+    #[serde(default)]
+    protect: Vec<String>,
     /// `[sandbox.network]`.
     #[serde(default)]
     network: crate::SandboxNetwork,
@@ -102,6 +105,7 @@ impl RawSandbox {
             write: resolve("write", &t.write)?,
             read_deny: resolve("read_deny", &t.read_deny)?,
             read: resolve("read", &t.read)?,
+            protect: resolve("protect", &t.protect)?,
             network: Default::default(),
         })
     }
@@ -1943,10 +1947,13 @@ mod sandbox_tests {
     #[test]
     fn the_sandbox_table_adds_write_and_read_deny_paths() {
         let c = parse(
-            "name = \"a\"\n[sandbox]\nwrite = [\"out\", \"/var/cache/x\"]\nread_deny = [\"secrets\"]\n",
+            "name = \"a\"\n[sandbox]\nwrite = [\"out\", \"/var/cache/x\"]\nread_deny = [\"secrets\"]\n\
+             read = [\"/srv/data\"]\nprotect = [\"ci/deploy.sh\"]\n",
         )
         .unwrap();
         assert_eq!(c.sandbox, SandboxMode::On);
+        assert_eq!(c.sandbox_paths.read, [PathBuf::from("/srv/data")]);
+        assert_eq!(c.sandbox_paths.protect, [c.workspace.join("ci/deploy.sh")]);
         assert_eq!(
             c.sandbox_paths.write,
             [c.workspace.join("out"), PathBuf::from("/var/cache/x")]

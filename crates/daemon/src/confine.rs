@@ -53,7 +53,11 @@ pub fn boundary(
     Some(Arc::new(Boundary::for_work(&Work {
         workspace: cfg.workspace.clone(),
         control,
-        protected_files: cfg.files_that_run_later(),
+        protected_files: cfg
+            .files_that_run_later()
+            .into_iter()
+            .chain(cfg.sandbox_paths.protect.iter().cloned())
+            .collect(),
         extra_write: cfg.sandbox_paths.write.clone(),
         read_deny: cfg.sandbox_paths.read_deny.clone(),
         read: cfg.sandbox_paths.read.clone(),

@@ -27,12 +27,12 @@ use std::sync::OnceLock;
 mod landlock_rules;
 pub mod network;
 pub use network::NetworkWiring;
-pub mod view;
 #[cfg(all(
     target_os = "linux",
     any(target_arch = "x86_64", target_arch = "aarch64")
 ))]
 mod seccomp;
+pub mod view;
 
 /// The package-manager caches under the home dir that sandboxed commands may write (created
 /// when missing for the first two, bound when they exist for the others), so `npm install`,
@@ -223,12 +223,32 @@ impl Boundary {
                 b.read_only.push(path);
             }
         }
-        for f in &work.protected_files {
-            if !f.exists() && roots.iter().any(|r| f.starts_with(r)) {
-                b.block.push(f.clone());
+        // A protected file of the workspace is protected in a worktree teammate's tree too.
+        let mut files = work.protected_files.clone();
+        if let Some(tree) = &work.worktree {
+            files.extend(
+                work.protected_files
+                    .iter()
+                    .filter_map(|f| f.strip_prefix(&work.workspace).ok())
+                    .filter(|rel| !rel.starts_with(".agent-team"))
+                    .map(|rel| tree.join(rel)),
+            );
+        }
+        for f in &files {
+            if let Some(root) = roots.iter().find(|r| f.starts_with(r))
+                && !f.exists()
+            {
+                // The outermost missing dir on the way: nothing can be made under it.
+                let top = f
+                    .ancestors()
+                    .take_while(|a| *a != root.as_path())
+                    .filter(|a| !a.exists())
+                    .last()
+                    .unwrap_or(f);
+                b.block.push(top.to_path_buf());
             }
         }
-        b.read_only.extend(work.protected_files.iter().cloned());
+        b.read_only.extend(files);
         b.temp.extend(temp_dirs());
         b.fallback_write.extend(temp_dirs());
         if let Some(home) = &work.home {
@@ -331,7 +351,13 @@ impl Boundary {
                 .iter()
                 .map(|p| (Mount::ReadOnly, p.as_path())),
         );
-        ops.extend(self.block.iter().map(|p| (Mount::ReadOnly, p.as_path())));
+        // (A stand-in that could not be made is not there to bind.)
+        ops.extend(
+            self.block
+                .iter()
+                .filter(|p| p.exists())
+                .map(|p| (Mount::ReadOnly, p.as_path())),
+        );
         ops.extend(self.expose.iter().map(|p| (Mount::Write, p.as_path())));
         // A mount inside another of its kind with nothing between them adds nothing.
         let covered = |op: &(Mount, &Path)| {

@@ -117,7 +117,15 @@ fn the_rule_hides_the_control_plane_and_protects_what_runs_code_later() {
         assert!(b.block.contains(&l.base.join("ws").join(p)), "{p}: {b:?}");
     }
     assert!(!b.block.iter().any(|p| p.ends_with(".git")));
-    // Outer paths come before the paths inside them.
+    // A protected file in a dir that does not exist yet: the dir is kept from being made.
+    let b2 = Boundary::for_work(&Work {
+        protected_files: vec![l.base.join("ws/ci/hooks/check.sh")],
+        ..l.work()
+    });
+    assert!(b2.block.contains(&l.base.join("ws/ci")), "{:?}", b2.block);
+    // Outer paths come before the paths inside them (the stand-ins made, as a command's
+    // start makes them).
+    b.make_blocks();
     let mounts = b.mounts();
     let at = |p: &Path| mounts.iter().position(|(_, q)| *q == p).unwrap();
     assert!(at(&l.base.join("ws")) < at(&l.base.join("ws/.git")));

@@ -102,7 +102,9 @@ fn snapshot_root() -> Option<PathBuf> {
                 .filter(|v| !v.is_empty())
                 .map(|h| PathBuf::from(h).join(".local/state"))
         })?;
-    state.is_absolute().then(|| state.join("agent-team/sandbox-etc"))
+    state
+        .is_absolute()
+        .then(|| state.join("agent-team/sandbox-etc"))
 }
 
 /// The snapshot of `entries` (the public part of `/etc`) under `root`, made when missing: a
@@ -159,7 +161,11 @@ fn fingerprint(p: &Path, h: &mut impl std::hash::Hasher, budget: &mut usize) -> 
     let m = std::fs::metadata(p).ok()?;
     (p, m.len(), m.mtime(), m.mtime_nsec(), m.mode()).hash(h);
     if m.is_dir() {
-        let mut names: Vec<PathBuf> = std::fs::read_dir(p).ok()?.flatten().map(|e| e.path()).collect();
+        let mut names: Vec<PathBuf> = std::fs::read_dir(p)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .collect();
         names.sort();
         for n in names {
             match std::fs::symlink_metadata(&n) {
@@ -183,7 +189,8 @@ fn copy_entry(e: &Entry, into: &Path) -> bool {
         },
         Entry::Symlink { target, link } => match dest(link) {
             Some(d) => {
-                d.parent().is_some_and(|p| std::fs::create_dir_all(p).is_ok())
+                d.parent()
+                    .is_some_and(|p| std::fs::create_dir_all(p).is_ok())
                     && std::os::unix::fs::symlink(target, &d).is_ok()
             }
             None => false,
@@ -216,8 +223,9 @@ fn copy_tree(from: &Path, to: &Path) -> bool {
     rd.flatten().all(|e| {
         let (src, dst) = (e.path(), to.join(e.file_name()));
         match std::fs::symlink_metadata(&src) {
-            Ok(l) if l.file_type().is_symlink() => std::fs::read_link(&src)
-                .is_ok_and(|t| std::os::unix::fs::symlink(t, &dst).is_ok()),
+            Ok(l) if l.file_type().is_symlink() => {
+                std::fs::read_link(&src).is_ok_and(|t| std::os::unix::fs::symlink(t, &dst).is_ok())
+            }
             Ok(_) => copy_tree(&src, &dst),
             Err(_) => false,
         }
@@ -331,16 +339,18 @@ pub fn path_dirs(path: Option<&std::ffi::OsStr>) -> Vec<PathBuf> {
 
 /// Version managers whose programs on `PATH` (shims, a version's `bin`) need the manager's
 /// whole tree.
-const MANAGERS: &[&str] = &[".pyenv", ".nvm", ".rustup", ".volta", ".sdkman", ".bun", ".deno"];
+const MANAGERS: &[&str] = &[
+    ".pyenv", ".nvm", ".rustup", ".volta", ".sdkman", ".bun", ".deno",
+];
 
 /// The tree a program at `dir` needs: a version manager's whole tree when `dir` is in one,
 /// the prefix holding a `node_modules` it is in (npm's `.bin` links, a CLI's own package and
 /// the `node` package beside it), else `dir`.
 pub fn program_root(dir: &Path) -> PathBuf {
-    if let Some(m) = dir
-        .ancestors()
-        .find(|a| a.file_name().is_some_and(|n| MANAGERS.iter().any(|m| n == *m)))
-    {
+    if let Some(m) = dir.ancestors().find(|a| {
+        a.file_name()
+            .is_some_and(|n| MANAGERS.iter().any(|m| n == *m))
+    }) {
         return m.to_path_buf();
     }
     dir.ancestors()

@@ -134,7 +134,11 @@ pub fn work_of(
         workspace: config.workspace.clone(),
         worktree,
         control,
-        protected_files: config.files_that_run_later(),
+        protected_files: config
+            .files_that_run_later()
+            .into_iter()
+            .chain(paths.protect.iter().cloned())
+            .collect(),
         extra_write: paths.write,
         read_deny: paths.read_deny,
         expose,

@@ -401,3 +401,83 @@ fn the_leader_reviews_and_merges_a_teammates_work_with_its_tools() {
     assert_eq!(git(&d, &["branch", "--list", "agent-team/*"]), "");
     sb.ok(&["down"]);
 }
+
+#[test]
+fn run_with_finish_merge_leaves_a_control_plane_change_unmerged_until_the_operator_accepts_it() {
+    for accept in [false, true] {
+        let sb = repo();
+        let d = sb.dir.path();
+        // No sandbox, so the teammate can write its copy of the team file at all.
+        sb.write_team_file(&team(
+            "cp",
+            &[(
+                "a",
+                "echo '# sandbox off from now on' >> agent-team.toml; mkdir -p .github/workflows; \
+                 echo 'on: push' > .github/workflows/ci.yml; echo ok > ok.txt",
+            )],
+            "finish = \"merge\"\nsandbox = \"off\"",
+        ));
+        git(d, &["add", "agent-team.toml"]);
+        git(d, &["commit", "-qm", "team"]);
+        let before = git(d, &["rev-parse", "main"]);
+        let mut args = vec![
+            "run",
+            "--backend",
+            "process",
+            "--json",
+            "--timeout",
+            "60",
+            "--quiet",
+            // The write to the team file is asked (a protected path): allowed here, so the
+            // teammate's branch carries it and only `finish` stands in the way.
+            "--approve-all",
+        ];
+        if accept {
+            args.push("--accept-control-changes");
+        }
+        let out = sb.run(&args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let result: serde_json::Value =
+            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+        let work = result["finished_work"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{result:#}\n{stderr}"));
+        assert_eq!(work.len(), 1, "{result:#}");
+        if accept {
+            assert_eq!(work[0]["outcome"]["action"], "merge", "{result:#}");
+            assert!(d.join("ok.txt").exists());
+            assert!(
+                std::fs::read_to_string(d.join("agent-team.toml"))
+                    .unwrap()
+                    .lines()
+                    .any(|l| l.starts_with("# sandbox off"))
+            );
+            assert!(d.join(".github/workflows/ci.yml").exists());
+        } else {
+            // Nothing landed, and the run says why, naming the files and the way to land them.
+            let err = work[0]["error"].as_str().unwrap_or_default();
+            for want in [
+                "control plane",
+                "agent-team.toml",
+                ".github/workflows/ci.yml",
+                "--accept-control-changes",
+            ] {
+                assert!(err.contains(want), "{want}: {result:#}");
+                assert!(stderr.contains(want), "{want}: {stderr}");
+            }
+            assert!(!err.contains("ok.txt"), "{err}");
+            assert_eq!(git(d, &["rev-parse", "main"]), before);
+            assert!(!d.join("ok.txt").exists());
+            let tf = std::fs::read_to_string(d.join("agent-team.toml")).unwrap();
+            assert!(
+                !tf.lines().any(|l| l.starts_with("# sandbox off")),
+                "{tf}\n{}\n{}",
+                git(d, &["status", "--porcelain"]),
+                git(d, &["log", "--all", "--stat", "--format=%an %s"])
+            );
+            // The work is kept on its branch for the operator to look at.
+            assert!(git(d, &["branch", "--list", "agent-team/a"]).contains("agent-team/a"));
+        }
+    }
+}

@@ -82,6 +82,8 @@ pub fn run(r: &mut Report, dir: &Path, quick: bool) -> Result<()> {
                     into: None,
                     keep: false,
                     tasks: vec![],
+                    control_files: vec![],
+                    accept_control: false,
                 },
             )?;
             let took = t.elapsed();

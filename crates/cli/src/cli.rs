@@ -148,6 +148,11 @@ pub enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Merge even when the branch changes the team's control plane (the team file, hook
+        /// and notify scripts, .agent-team/, .claude/ and other agent CLIs' settings,
+        /// .github/workflows/, .git* files, ...): look at them first (`agent-team diff NAME`).
+        #[arg(long)]
+        accept_control_changes: bool,
     },
     /// Add a teammate from a role.
     Spawn {
@@ -585,6 +590,10 @@ pub struct RunArgs {
     /// already uses are skipped), besides the team file's own.
     #[arg(short = 'n', long = "workers", value_name = "N")]
     pub workers: Option<usize>,
+    /// With `finish = "merge"`: merge a teammate's branch even when it changes the team's
+    /// control plane (the team file, hook scripts, agent CLIs' settings, workflows, ...).
+    #[arg(long)]
+    pub accept_control_changes: bool,
     /// `--var` and `--secret`.
     #[command(flatten)]
     pub vars: VarArgs,

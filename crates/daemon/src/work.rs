@@ -23,6 +23,8 @@ pub(crate) struct WorkFinishArgs {
     pub into: Option<String>,
     /// Keep the branch after a merge.
     pub keep: bool,
+    /// Land control-plane changes (the operator only).
+    pub accept_control_changes: bool,
 }
 
 impl Core {
@@ -84,6 +86,7 @@ impl Core {
             action,
             into,
             keep,
+            accept_control_changes,
         } = finish;
         let repo = match self.work_repo(actor) {
             Ok(repo) => repo,
@@ -102,6 +105,13 @@ impl Core {
                 "only the operator may open a pull request unless the team file says finish = \"pr\"",
             )));
         }
+        // What makes the team what it is lands only when the operator says so, after seeing it.
+        if accept_control_changes && !matches!(actor, Actor::Operator) {
+            return Some(Err(ErrorBody::new(
+                ErrorCode::PermissionDenied,
+                "only the operator may accept changes to the team's control plane (agent-team finish NAME --merge --accept-control-changes)",
+            )));
+        }
         let finish = FinishRequest {
             agent: agent.clone(),
             team: self.cfg.team.clone(),
@@ -109,10 +119,31 @@ impl Core {
             into,
             keep,
             tasks: self.finished_tasks(&agent),
+            control_files: self.control_files(&repo),
+            accept_control: accept_control_changes,
         };
         self.finishing.insert(agent.clone());
         self.run_work(conn, id, move || finish_work(repo, finish));
         None
+    }
+
+    /// The team's own control-plane files relative to `repo`: its team file and the scripts
+    /// its hooks and `[notify]` run.
+    fn control_files(&self, repo: &std::path::Path) -> Vec<String> {
+        let Some(cfg) = self.sup.config.as_ref() else {
+            return Vec::new();
+        };
+        let canon = repo.canonicalize().unwrap_or_else(|_| repo.to_path_buf());
+        cfg.files_that_run_later()
+            .into_iter()
+            .filter_map(|f| {
+                let f = f.canonicalize().unwrap_or(f);
+                f.strip_prefix(&canon)
+                    .or_else(|_| f.strip_prefix(repo))
+                    .ok()
+                    .map(|p| p.to_string_lossy().into_owned())
+            })
+            .collect()
     }
 
     /// Refuses to land the work of a teammate that may still be changing it.
@@ -285,5 +316,21 @@ fn finish_work(repo: PathBuf, finish: FinishRequest) -> WorkDone {
     WorkDone::Finish {
         agent: finish.agent.clone(),
         outcome: agent_team_worktree::finish(&repo, &finish),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// What the sandbox keeps read-only in a workspace because it runs code later is control
+    /// plane for `finish` too: the two lists stay together.
+    #[test]
+    fn every_path_the_sandbox_protects_is_control_plane_for_finish() {
+        for p in agent_team_sandbox::WORKSPACE_PROTECTED {
+            assert!(
+                agent_team_worktree::is_control(p, &[])
+                    || agent_team_worktree::is_control(&format!("{p}/x"), &[]),
+                "{p} is protected in the sandbox but would be merged by finish"
+            );
+        }
     }
 }

@@ -641,6 +641,7 @@ pub(crate) async fn finish(
         action: b.action,
         into: b.into,
         keep: b.keep,
+        accept_control_changes: false,
     };
     blocking(&app, move |t| match t.call(&team, req)? {
         Reply::WorkFinished { outcome } => Ok(axum::Json(outcome)),

@@ -181,6 +181,7 @@ impl Teams for Fake {
                 action,
                 into,
                 keep,
+                ..
             } => Ok(Reply::WorkFinished {
                 outcome: FinishOutcome {
                     branch: format!("agent-team/{agent}"),

@@ -39,6 +39,10 @@ pub enum Request {
         /// Keep the branch after a merge.
         #[serde(default, skip_serializing_if = "is_false")]
         keep: bool,
+        /// Merge even when the branch changes the team's control plane (the team file, hook
+        /// scripts, agent CLIs' settings, workflows): the operator only, after seeing them.
+        #[serde(default, skip_serializing_if = "is_false")]
+        accept_control_changes: bool,
     },
     /// A summary of the team and its run.
     TeamInfo,

@@ -1049,7 +1049,7 @@ impl Core {
         )?;
         agent_team_worktree::record_base(repo, name)
             .map_err(|e| RemoteError::Io(format!("cannot record {name}'s base: {e}")))?;
-        let g = "git -c core.hooksPath=/dev/null -c core.fsmonitor=false";
+        let g = agent_team_worktree::shell_git();
         let script = format!(
             "set -e\n[ -e {w}/.git ] && exit 0\nmkdir -p \"$(dirname {w})\"\n\
              if {g} -C {b} rev-parse -q --verify refs/heads/{br} >/dev/null; then \
@@ -1088,7 +1088,7 @@ impl Core {
         let wt = format!("{root}/work/{team}/{name}");
         let who = format!("{name}@{team}");
         let eof = format!("AGENT_TEAM_{}", random_hex());
-        let g = "git -c core.hooksPath=/dev/null -c core.fsmonitor=false";
+        let g = agent_team_worktree::shell_git();
         let script = format!(
             "set -e\nW={w}\n[ -e \"$W/.git\" ] || exit 0\n{g} -C \"$W\" add -A\n\
              if ! {g} -C \"$W\" diff --cached --quiet; then \

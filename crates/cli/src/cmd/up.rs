@@ -871,7 +871,13 @@ fn run_team(ctx: &Ctx, args: RunArgs, report: Report, started: Instant) -> Resul
     let stopped = outcome.is_ok() && end.stop;
     // The worktree teammates' work, landed as the team file says (`finish`).
     let finished_work = match &outcome {
-        Ok(_) if !stopped => crate::cmd::work::at_run_end(&mut c, &cfg, agents, args.quiet),
+        Ok(_) if !stopped => crate::cmd::work::at_run_end(
+            &mut c,
+            &cfg,
+            agents,
+            args.quiet,
+            args.accept_control_changes,
+        ),
         Ok(_) => {
             left_unlanded(&cfg, &agents);
             Vec::new()

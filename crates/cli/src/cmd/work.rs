@@ -20,6 +20,8 @@ pub struct Plan {
     pub yes: bool,
     /// Print JSON.
     pub json: bool,
+    /// Land changes to the team's control plane (`--accept-control-changes`).
+    pub accept_control: bool,
 }
 
 /// The team's workspace, from its stored configuration.
@@ -124,6 +126,7 @@ fn request(name: &str, action: FinishAction, plan: &Plan) -> Request {
         action,
         into: plan.into.clone(),
         keep: plan.keep,
+        accept_control_changes: plan.accept_control,
     }
 }
 
@@ -266,12 +269,14 @@ pub fn finish_all(ctx: &Ctx, plan: &Plan) -> Result<ExitCode> {
 
 /// The end of a run: each worktree teammate (of `agents`, the roster as the run ended) whose
 /// role (or the team) says `finish = "merge"` or `"pr"` is stopped and its work landed; a
-/// conflict leaves its branch and is reported.
+/// conflict, or a change to the team's control plane without `accept_control`, leaves its
+/// branch and is reported.
 pub fn at_run_end(
     c: &mut agent_team_client::Client,
     cfg: &agent_team_config::TeamConfig,
     agents: Vec<AgentInfo>,
     quiet: bool,
+    accept_control: bool,
 ) -> Vec<WorkResult> {
     let mut out = Vec::new();
     for a in agents.iter().filter(|a| a.name != names::LEADER) {
@@ -303,6 +308,7 @@ pub fn at_run_end(
             action,
             into: None,
             keep: false,
+            accept_control_changes: accept_control,
         };
         let result = match c.call(req) {
             Ok(Reply::WorkFinished { outcome }) => {

@@ -335,12 +335,14 @@ pub(crate) fn dispatch(
             action,
             into,
             keep,
+            accept_control_changes,
         } => {
             let finish = WorkFinishArgs {
                 agent,
                 action,
                 into,
                 keep,
+                accept_control_changes,
             };
             return core.work_finish(actor, conn, id, finish);
         }

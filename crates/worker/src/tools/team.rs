@@ -198,6 +198,8 @@ pub(super) async fn finish_teammate_work(
         action,
         into: None,
         keep: false,
+        // The leader can never land control-plane changes: the operator decides.
+        accept_control_changes: false,
     };
     Ok(match daemon(ctx, req).await? {
         Reply::WorkFinished { outcome } => ToolOutcome::ok(to_json(&outcome)),

@@ -50,6 +50,9 @@ const CANARIES: &[&str] = &[
     "tcp-proxy",
 ];
 
+/// Held while a user is made or removed.
+static USERS: Mutex<()> = Mutex::new(());
+
 /// A user made for the test (root only), removed when dropped, also when the test fails.
 struct TestUser {
     name: String,
@@ -65,7 +68,11 @@ impl TestUser {
             eprintln!("not root: the normal-user case runs as this test's own user");
             return None;
         }
-        let name = format!("atc{}", std::process::id());
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("atc{}x{n}", std::process::id());
+        // One at a time: useradd and userdel lock /etc/passwd and fail rather than wait.
+        let _one = USERS.lock().unwrap_or_else(|e| e.into_inner());
         let made = Command::new("useradd")
             .args(["-M", "-s", "/bin/sh", &name])
             .output();
@@ -106,6 +113,7 @@ impl Drop for TestUser {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
+        let _one = USERS.lock().unwrap_or_else(|e| e.into_inner());
         let _ = Command::new("userdel").args(["-f", &self.name]).status();
     }
 }
@@ -903,4 +911,16 @@ fn no_canary_is_reached_from_any_context_as_a_normal_user() {
         return;
     };
     canaries_on("process", Some(&user));
+}
+
+#[test]
+fn no_canary_is_reached_from_any_context_as_a_normal_user_in_tmux() {
+    if agent_team_pane::tmux::version().is_err() {
+        eprintln!("skipped: tmux >= 3.2 not found");
+        return;
+    }
+    let Some(user) = TestUser::make() else {
+        return;
+    };
+    canaries_on("tmux", Some(&user));
 }

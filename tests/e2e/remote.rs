@@ -20,12 +20,22 @@ fn team_with(sshd: &Sshd, worker: bool, far_task: &str, near_task: &str) -> Stri
     let w = bin("agent-team-worker");
     format!(
         "name = \"rt\"\nboard = false\n{ssh}\n\
+         [sandbox]\nread = [\"{gate}\"]\n\
          [[teammates]]\nname = \"far\"\nrole = \"worker\"\nhost = \"{HOST}\"\n\
          [[teammates]]\nname = \"near\"\nrole = \"worker\"\n\
          [[tasks]]\ntitle = \"far work\"\nrun = \"{far_task}\"\nassign = \"far\"\n\
          [[tasks]]\ntitle = \"near work\"\nrun = \"{near_task}\"\nassign = \"near\"\n",
         ssh = sshd.ssh_table(worker.then_some(w.as_path())),
+        gate = gate_dir(sshd).display(),
     )
+}
+
+/// The dir of the gate a task waits on: granted to the sandbox by the team file (it starts
+/// from nothing else).
+fn gate_dir(sshd: &Sshd) -> std::path::PathBuf {
+    let dir = sshd.dir.path().join("gate");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 /// `name` as `ps --json` shows it (a read: while the daemon is down it reads the stored
@@ -47,12 +57,12 @@ fn tasks_now(sb: &Sandbox) -> Vec<Task> {
 fn gated_near_task(sshd: &Sshd) -> String {
     format!(
         "while [ ! -e {} ]; do sleep 0.05; done; echo near > near.txt",
-        sshd.dir.path().join("near-go").display()
+        gate_dir(sshd).join("near-go").display()
     )
 }
 
 fn open_gate(sshd: &Sshd) {
-    std::fs::write(sshd.dir.path().join("near-go"), "").unwrap();
+    std::fs::write(gate_dir(sshd).join("near-go"), "").unwrap();
 }
 
 fn far_workspace(sshd: &Sshd) -> std::path::PathBuf {
@@ -222,7 +232,7 @@ fn a_remote_teammate_is_killed_and_restarted_on_its_host_as_the_same_member() {
     let sshd = Sshd::start();
     let sb = Sandbox::new();
     // The local task holds the run open until the test is done with far.
-    let go = sshd.dir.path().join("go");
+    let go = gate_dir(&sshd).join("go");
     sb.write_team_file(&team_with(
         &sshd,
         true,
@@ -268,7 +278,7 @@ fn a_remote_teammate_is_killed_and_restarted_on_its_host_as_the_same_member() {
 fn up_with_a_waiting_remote_task() -> (Sshd, Sandbox, std::path::PathBuf, std::path::PathBuf) {
     let sshd = Sshd::start();
     let sb = Sandbox::new();
-    let go = sshd.dir.path().join("go");
+    let go = gate_dir(&sshd).join("go");
     sb.write_team_file(&team(
         &sshd,
         true,
@@ -651,6 +661,7 @@ fn a_model_driven_remote_teammate_gets_its_api_key_over_the_link_and_works_its_t
     sb.env.push(("MOCK_API_KEY".into(), key.into()));
     sb.write_team_file(&format!(
         "name = \"rt\"\nboard = false\n{ssh}\n\
+         [sandbox]\nread = [\"{gate}\"]\n\
          [roles.coder]\nprovider = \"openai\"\nmodel = \"mock-1\"\nbase_url = \"{url}\"\n\
          api_key_env = \"MOCK_API_KEY\"\n\
          [[teammates]]\nname = \"far\"\nrole = \"coder\"\nhost = \"{HOST}\"\n\
@@ -660,6 +671,7 @@ fn a_model_driven_remote_teammate_gets_its_api_key_over_the_link_and_works_its_t
         ssh = sshd.ssh_table(Some(&bin("agent-team-worker"))),
         url = mock.base_url(),
         near = gated_near_task(&sshd),
+        gate = gate_dir(&sshd).display(),
     ));
     sb.ok(&["up", "--backend", "process", "--detach"]);
     let ws = far_workspace(&sshd);

@@ -15,6 +15,7 @@ mod fallback;
 mod finish;
 mod heal;
 mod hooks;
+mod inert;
 mod lifecycle;
 mod memory;
 mod models;

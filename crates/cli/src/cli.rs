@@ -182,6 +182,10 @@ pub enum Command {
         /// Keep printing new output (`-f` is the team file, so no short form).
         #[arg(long)]
         follow: bool,
+        /// Print the log's bytes as they are (escape codes and all), for scripts; without it,
+        /// control, bidi and zero-width characters are shown as codes.
+        #[arg(long)]
+        raw: bool,
     },
     /// Show the agents: status, backend, pid, pane, incarnation, restarts, task, last activity,
     /// tokens (input + output) and cost.
@@ -646,6 +650,10 @@ pub enum TaskCmd {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Print the agents' text as it is (escape codes and all), for scripts; without it,
+        /// control, bidi and zero-width characters are shown as codes.
+        #[arg(long, conflicts_with = "json")]
+        raw: bool,
     },
     /// Give a pending task to an agent.
     Assign {

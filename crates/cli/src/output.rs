@@ -145,7 +145,8 @@ pub fn ago(ts: agent_team_protocol::Timestamp) -> String {
 
 /// Shortens text to `n` characters for a table cell.
 pub fn short(s: &str, n: usize) -> String {
-    let one_line = agent_team_protocol::text::printable(&s.replace('\n', " "));
+    // Inert and on one line: a newline shows as `\n`, never dropped or joined.
+    let one_line = agent_team_protocol::text::printable(s);
     if one_line.chars().count() <= n {
         one_line
     } else {

@@ -6,6 +6,7 @@ use crate::{
     WorktreeError, base, branch, check_config, check_config_for, git, git_as_user, holds, output,
     path, require_work, run,
 };
+use agent_team_protocol::text::printable;
 use agent_team_protocol::{FinishAction, FinishOutcome};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -38,23 +39,25 @@ impl FinishRequest {
         format!("{}@{}", self.agent, self.team)
     }
 
-    /// One line naming the work: the task titles.
+    /// One line naming the work: the task titles (inert: `git log` shows them on a terminal).
     fn title(&self) -> String {
         if self.tasks.is_empty() {
             format!("Work of {}", self.who())
         } else {
-            let titles: Vec<&str> = self.tasks.iter().map(|(_, t, _)| t.as_str()).collect();
+            let titles: Vec<String> = self.tasks.iter().map(|(_, t, _)| printable(t)).collect();
             format!("{}: {}", self.who(), titles.join("; "))
         }
     }
 
-    /// The tasks and their results, one line each.
+    /// The tasks and their results, one line each (inert text, as the title).
     fn body(&self) -> String {
         self.tasks
             .iter()
             .map(|(id, t, r)| match r {
-                Some(r) if !r.trim().is_empty() => format!("- #{id} {t}: {}", r.trim()),
-                _ => format!("- #{id} {t}"),
+                Some(r) if !r.trim().is_empty() => {
+                    format!("- #{id} {}: {}", printable(t), printable(r.trim()))
+                }
+                _ => format!("- #{id} {}", printable(t)),
             })
             .collect::<Vec<_>>()
             .join("\n")
@@ -575,5 +578,19 @@ mod tests {
         };
         assert_eq!(r.title(), "a@t: One; Two");
         assert_eq!(r.body(), "- #1 One: did it\n- #2 Two");
+        // What the teammate wrote is inert in the commit message `git log` prints.
+        let evil = FinishRequest {
+            tasks: vec![(
+                3,
+                "t\u{1b}]0;FAKE\u{7}".into(),
+                Some("ok\u{1b}[2J\u{9b}\u{202e}x\nmore".into()),
+            )],
+            ..r
+        };
+        assert_eq!(evil.title(), "a@t: t\\u{1b}]0;FAKE\\u{7}");
+        assert_eq!(
+            evil.body(),
+            "- #3 t\\u{1b}]0;FAKE\\u{7}: ok\\u{1b}[2J\\u{9b}\\u{202e}x\\nmore"
+        );
     }
 }

@@ -69,7 +69,7 @@ pub fn dissolve(
 }
 
 /// `agent-team logs NAME [--follow]`
-pub fn logs(ctx: &Ctx, name: &str, follow: bool) -> Result<ExitCode> {
+pub fn logs(ctx: &Ctx, name: &str, follow: bool, raw: bool) -> Result<ExitCode> {
     agent_team_protocol::names::validate("agent", name)
         .map_err(|m| crate::Hinted::new(m, "see `agent-team ps`"))?;
     let path = ctx.tp.agent_log(name);
@@ -83,9 +83,26 @@ pub fn logs(ctx: &Ctx, name: &str, follow: bool) -> Result<ExitCode> {
             "see `agent-team ps` for the agents"
         )),
     };
-    let mut buf = String::new();
-    f.read_to_string(&mut buf)?;
-    print!("{buf}");
+    // What agents printed (a remote one's too) is shown inert unless asked raw: an escape
+    // sequence in a log must not act on the reader's terminal. Bytes, not text: a log may hold
+    // anything.
+    let show = |bytes: &[u8]| {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        if raw {
+            out.write_all(bytes)
+        } else {
+            out.write_all(
+                agent_team_protocol::text::printable_lines(&String::from_utf8_lossy(bytes), "")
+                    .as_bytes(),
+            )
+        }
+    };
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf)?;
+    if show(&buf).is_err() {
+        return Ok(ExitCode::SUCCESS);
+    }
     if !follow {
         return Ok(ExitCode::SUCCESS);
     }
@@ -97,12 +114,11 @@ pub fn logs(ctx: &Ctx, name: &str, follow: bool) -> Result<ExitCode> {
         }
         if len > pos {
             f.seek(SeekFrom::Start(pos))?;
-            let mut chunk = String::new();
-            f.read_to_string(&mut chunk)?;
+            let mut chunk = Vec::new();
+            f.read_to_end(&mut chunk)?;
             pos = f.stream_position()?;
-            print!("{chunk}");
             use std::io::Write;
-            if std::io::stdout().flush().is_err() {
+            if show(&chunk).is_err() || std::io::stdout().flush().is_err() {
                 return Ok(ExitCode::SUCCESS);
             }
         }

@@ -119,9 +119,13 @@ pub fn task(ctx: &Ctx, cmd: TaskCmd) -> Result<ExitCode> {
             }
             return Ok(ExitCode::SUCCESS);
         }
-        TaskCmd::Show { id, json } => {
+        TaskCmd::Show { id, json, raw } => {
             let task = ctx.reader()?.task(id)?;
-            show_task(&task, json);
+            if raw {
+                print_task(&task, &|s: &str| s.to_string());
+            } else {
+                show_task(&task, json);
+            }
             return Ok(ExitCode::SUCCESS);
         }
         TaskCmd::Assign { id, name } => (Request::TaskAssign { id, to: name }, false),
@@ -141,7 +145,7 @@ fn show_task(task: &Task, json: bool) {
     if json {
         output::json(task);
     } else {
-        print_task(task);
+        print_task(task, &|s: &str| text::printable_lines(s, "              "));
     }
 }
 
@@ -170,8 +174,9 @@ fn print_tasks(tasks: &[Task]) {
     output::table(&["ID", "STATUS", "OWNER", "BLOCKED_BY", "TITLE"], &rows);
 }
 
-fn print_task(t: &Task) {
-    output::line(&format!("task {}: {}", t.id, t.title));
+/// A task's fields, each agent-written one through `show` (inert text, or raw with `--raw`).
+fn print_task(t: &Task, show: &dyn Fn(&str) -> String) {
+    output::line(&format!("task {}: {}", t.id, show(&t.title)));
     output::line(&format!("  status:     {}", t.status));
     output::line(&format!("  owner:      {}", opt(&t.owner)));
     if !t.blocked_by.is_empty() {
@@ -181,17 +186,17 @@ fn print_task(t: &Task) {
         output::line(&format!("  blocks:     {:?}", t.blocks));
     }
     if let Some(r) = &t.run {
-        output::line(&format!("  run:        {r}"));
+        output::line(&format!("  run:        {}", show(r)));
     }
     if !t.description.is_empty() {
-        output::line(&format!("  description: {}", t.description));
+        output::line(&format!("  description: {}", show(&t.description)));
     }
     output::line(&format!(
         "  created:    {} by {}",
         t.created_at, t.created_by
     ));
     if let Some(r) = &t.result {
-        output::line(&format!("  result:     {}", r.trim_end()));
+        output::line(&format!("  result:     {}", show(r.trim_end())));
     }
 }
 
@@ -273,9 +278,11 @@ pub fn perms(ctx: &Ctx, all: bool, json: bool) -> Result<ExitCode> {
                 // Its requester is gone: nothing to decide any more.
                 (d, PermStatus::Void) => format!(
                     "void ({})",
-                    d.as_ref()
-                        .and_then(|d| d.reason.as_deref())
-                        .unwrap_or("requester gone")
+                    text::printable(
+                        d.as_ref()
+                            .and_then(|d| d.reason.as_deref())
+                            .unwrap_or("requester gone")
+                    )
                 ),
                 (Some(d), _) => {
                     format!("{} by {}", if d.allow { "allowed" } else { "denied" }, d.by)

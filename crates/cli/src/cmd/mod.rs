@@ -137,7 +137,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             },
             json,
         ),
-        Command::Logs { name, follow } => agents::logs(&ctx, &name, follow),
+        Command::Logs { name, follow, raw } => agents::logs(&ctx, &name, follow, raw),
         Command::Diff { name, stat, json } => work::diff(&ctx, &name, stat, json),
         Command::Finish {
             name,

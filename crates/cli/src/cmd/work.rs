@@ -58,7 +58,8 @@ pub fn diff(ctx: &Ctx, name: &str, stat: bool, json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(p) = &d.patch {
-        print!("{p}");
+        // The patch is the teammate's text: shown inert (`--json` has it as it is).
+        print!("{}", text::printable_lines(p, ""));
     }
     for l in d.stat_lines() {
         output::line(&l);

@@ -456,7 +456,21 @@ fn ordinary_work_just_works_in_the_default_sandbox() {
         assert!(result.contains(&why), "{cmd}: {result}");
     }
     assert!(!ws.join(".git/hooks/pre-commit").exists());
+    // What runs code later and is missing cannot be made, and the stand-ins that kept it so
+    // go with the team, as do its agents' proxy sockets.
+    // (Through a script of its own: the permission check would ask for a visible one.)
+    let result = run_failing(
+        &sb,
+        "b2",
+        "printf 'mkdir -p .claude/x || echo x > .envrc/x' > q.sh && sh q.sh",
+    );
+    assert!(result.contains("Read-only file system"), "{result}");
+    assert!(ws.join(".claude").is_dir() && ws.join(".envrc").is_dir());
     sb.ok(&["--team", TEAM, "down"]);
+    for p in [".claude", ".envrc", ".mcp.json", ".vscode", ".agent-team"] {
+        assert!(!ws.join(p).exists(), "{p} left in the workspace after down");
+    }
+    assert!(!rt.path().join(format!("{TEAM}.net")).exists());
 }
 
 /// `serve`'s token never reaches a daemon (a command of its agents could read it in the

@@ -124,7 +124,25 @@ impl Core {
         for s in self.sessions.values() {
             s.handle.close();
         }
+        if self.cfg.paths.stopped.exists() && self.sup.all_down() {
+            self.clear_away();
+        }
         Ok(())
+    }
+
+    /// A team stopped on purpose with every agent down leaves nothing of its sandboxes behind:
+    /// the stand-ins that kept missing protected paths from being made in its workspace, and
+    /// its agents' proxy sockets.
+    fn clear_away(&self) {
+        if let Some(cfg) = &self.sup.config {
+            agent_team_sandbox::remove_blocks(&cfg.workspace);
+        }
+        if let Some(runtime) = self.cfg.paths.socket.parent() {
+            let net = agent_team_paths::net_dir(runtime, &self.cfg.team, "x");
+            if let Some(dir) = net.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
     }
 
     /// Runs a commit step; once the team's files are gone ([`Core::vanished`]) a failure is

@@ -183,7 +183,6 @@ pub fn run_notifying(opts: DaemonOptions, listening: impl FnOnce()) -> Result<()
         let mut prepared = prepare_locked(&opts, locked).map_err(|e| on_full_disk(&opts, e))?;
         lock_held = prepared.lock.take();
         let stopped = prepared.paths.stopped.clone();
-        let workspace = prepared.core.sup.config.as_ref().map(|c| c.workspace.clone());
         // Held until this process ends: the guardian wakes when it closes, crash or not.
         let guardian: GuardianSlot<Guardian> = Default::default();
         let dismiss: GuardianSlot<std::fs::File> = Default::default();
@@ -226,12 +225,6 @@ pub fn run_notifying(opts: DaemonOptions, listening: impl FnOnce()) -> Result<()
             && stopped.exists()
         {
             g.dismiss(GUARDIAN_DISMISS_WAIT);
-        }
-        // The stand-ins that kept missing protected paths from being made go with the team.
-        if stopped.exists()
-            && let Some(ws) = &workspace
-        {
-            agent_team_sandbox::remove_blocks(ws);
         }
         served
     });

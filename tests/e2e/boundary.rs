@@ -270,7 +270,7 @@ fn the_daemons_git_runs_no_planted_hook_and_worktrees_are_each_teammates_own() {
         ),
     );
     let w1 = ws.join(".agent-team/worktrees/w1");
-    let head_of = |args: &[&str]| {
+    let git = |args: &[&str]| {
         let out = std::process::Command::new("git")
             .arg("-C")
             .arg(&ws)
@@ -280,8 +280,8 @@ fn the_daemons_git_runs_no_planted_hook_and_worktrees_are_each_teammates_own() {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     // The operator's checked-out branch, and where it is.
-    let main = head_of(&["symbolic-ref", "--short", "HEAD"]);
-    let main_before = head_of(&["rev-parse", "HEAD"]);
+    let main = git(&["symbolic-ref", "--short", "HEAD"]);
+    let main_before = git(&["rev-parse", "HEAD"]);
     let w2 = ws.join(".agent-team/worktrees/w2");
     wait_for("both worktrees", T, || {
         w1.join(".git").exists() && w2.join(".git").exists()
@@ -311,24 +311,15 @@ fn the_daemons_git_runs_no_planted_hook_and_worktrees_are_each_teammates_own() {
     assert!(result.contains("OK:added"), "{result}");
     assert!(!w1.join("stolen.txt").exists() && !ws.join("top.txt").exists());
     // The teammate's work is committed by the daemon, on its own branch, once its task is done.
-    let git = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .arg("-C")
-            .arg(&ws)
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
     wait_for("the daemon's commit of w2's task", T, || {
         git(&["show", "--stat", "--format=%an", "agent-team/w2"]).contains("mine.txt")
     });
     assert_eq!(
-        git(&["rev-parse", &main]).trim(),
+        git(&["rev-parse", &main]),
         main_before,
         "the operator's branch moved"
     );
-    assert_eq!(git(&["symbolic-ref", "--short", "HEAD"]).trim(), main);
+    assert_eq!(git(&["symbolic-ref", "--short", "HEAD"]), main);
     sb.ok(&["--team", TEAM, "down"]);
 }
 

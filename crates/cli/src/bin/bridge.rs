@@ -281,28 +281,14 @@ mod net {
         let up = std::thread::Builder::new()
             .stack_size(STACK)
             .spawn(move || {
-                let _ = copy(&mut c_in, &mut p_out);
+                let _ = super::copy_flushed(&mut c_in, &mut p_out);
                 let _ = p_out.shutdown(Shutdown::Write);
             })?;
         let mut c_out = &client;
-        let _ = copy(&mut proxy, &mut c_out);
+        let _ = super::copy_flushed(&mut proxy, &mut c_out);
         let _ = client.shutdown(Shutdown::Write);
         let _ = up.join();
         Ok(())
-    }
-
-    /// Copies until `from` ends.
-    fn copy(from: &mut impl Read, to: &mut impl Write) -> std::io::Result<()> {
-        let mut buf = [0u8; 8 * 1024];
-        loop {
-            let n = match from.read(&mut buf) {
-                Ok(0) => return Ok(()),
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            to.write_all(&buf[..n])?;
-        }
     }
 }
 

@@ -412,6 +412,12 @@ fn ordinary_work_just_works_in_the_default_sandbox() {
             "pip download -q --no-index --find-links ./wheels pyk -d dl && ls dl | grep -q pyk && echo OK:pip"
                 .to_string(),
         );
+        // Installed where the sandbox lets it (pyenv's own site-packages are read-only: the
+        // team's home), and a pyenv shim's rehash after it works on the team's copy.
+        work.push(
+            "pip install -q --no-index --find-links ./wheels pyk 2>/dev/null && python3 -c 'import pyk' && echo OK:pip-install"
+                .to_string(),
+        );
     } else {
         eprintln!("pip or python3 missing: the pip case is skipped");
     }
@@ -421,6 +427,7 @@ fn ordinary_work_just_works_in_the_default_sandbox() {
     }
     if have_pip {
         assert!(result.contains("OK:pip"), "{result}");
+        assert!(result.contains("OK:pip-install"), "{result}");
     }
     // The command's /tmp is its own.
     assert!(!Path::new("/tmp").join(&name).exists());

@@ -135,6 +135,9 @@ pub struct Boundary {
     pub temp: Vec<PathBuf>,
     /// Protected paths that do not exist: kept from being made in a namespace.
     pub block: Vec<PathBuf>,
+    /// Writable copies of the team's own bound over a read-only toolchain's dir that its tools
+    /// write as they work (pyenv's shims, remade after each `pip install`): `(copy, at)`.
+    pub shims: Vec<(PathBuf, PathBuf)>,
     /// Writable only where no namespace gives a private copy (Landlock): the temp dirs and the
     /// operator's package caches.
     pub fallback_write: Vec<PathBuf>,
@@ -268,6 +271,13 @@ impl Boundary {
             }
             if let Some(from) = &work.sandbox_home {
                 let _ = std::fs::create_dir_all(from);
+                for dir in SHIM_DIRS {
+                    let at = home.join(dir);
+                    let copy = from.join(".agent-team-shims").join(dir.replace('/', "-"));
+                    if at.is_dir() && copy_dir_once(&at, &copy) {
+                        b.shims.push((copy, at));
+                    }
+                }
             }
             b.home = Some(FreshHome {
                 at: home.clone(),
@@ -441,6 +451,9 @@ impl Boundary {
                 Mount::ReadOnly | Mount::Read => push(&["--ro-bind".as_ref(), p, p]),
             }
         }
+        for (copy, at) in &self.shims {
+            push(&["--bind".as_ref(), copy.as_os_str(), at.as_os_str()]);
+        }
         // Read-only once whatever is put back inside them is mounted.
         for p in &self.hide {
             push(&["--remount-ro".as_ref(), p.as_os_str()]);
@@ -490,6 +503,36 @@ pub fn remove_blocks(workspace: &Path) {
     }
     let _ = std::fs::remove_dir(workspace.join(".agent-team/worktrees"));
     let _ = std::fs::remove_dir(workspace.join(".agent-team"));
+}
+
+/// Dirs of toolchains under the home dir that their own tools rewrite as they work (`pip
+/// install` through a pyenv shim runs `pyenv rehash`, which fails, and with it the install, where
+/// the shims are read-only): the sandbox gets a copy of the team's own there.
+const SHIM_DIRS: &[&str] = &[".pyenv/shims", ".rbenv/shims"];
+
+/// Makes `copy` a copy of the plain files of `dir` (shims are small scripts) unless it exists;
+/// whether it is there.
+fn copy_dir_once(dir: &Path, copy: &Path) -> bool {
+    if copy.is_dir() {
+        return true;
+    }
+    let Some(parent) = copy.parent() else {
+        return false;
+    };
+    let tmp = parent.join(format!(
+        ".{}.{}",
+        copy.file_name().and_then(|n| n.to_str()).unwrap_or("copy"),
+        std::process::id()
+    ));
+    let made = std::fs::create_dir_all(&tmp).is_ok()
+        && std::fs::read_dir(dir).is_ok_and(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                .all(|e| std::fs::copy(e.path(), tmp.join(e.file_name())).is_ok())
+        });
+    let done = made && (std::fs::rename(&tmp, copy).is_ok() || copy.is_dir());
+    let _ = std::fs::remove_dir_all(&tmp);
+    done
 }
 
 /// The kinds of mount, in the order they apply at one depth.

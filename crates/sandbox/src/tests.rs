@@ -295,6 +295,38 @@ fn the_teams_sandbox_home_keeps_the_caches_and_nothing_of_the_operators_home() {
 }
 
 #[test]
+fn a_toolchains_shims_are_the_teams_own_copy_and_the_rest_of_it_read_only() {
+    if !namespace_or_skip() {
+        return;
+    }
+    let l = Layout::new();
+    let shims = l.base.join("home/.pyenv/shims");
+    std::fs::create_dir_all(&shims).unwrap();
+    std::fs::create_dir_all(l.base.join("home/.pyenv/versions")).unwrap();
+    std::fs::write(shims.join("python"), "#!/bin/sh\n").unwrap();
+    let own = l.base.join("state/teams/t/sandbox-home");
+    let b = Boundary::for_work(&Work {
+        sandbox_home: Some(own.clone()),
+        ..l.work()
+    });
+    let (code, out) = l.run(
+        &b,
+        &format!(
+            "cat {s}/python && echo '#!/bin/sh' > {s}/pip && echo OK:rehash; echo x > {v}/x",
+            s = shims.display(),
+            v = l.base.join("home/.pyenv/versions").display()
+        ),
+    );
+    assert_ne!(code, 0, "the toolchain itself was writable: {out}");
+    assert!(out.contains("OK:rehash"), "{out}");
+    assert!(
+        !shims.join("pip").exists(),
+        "the operator's shims were written"
+    );
+    assert!(!l.base.join("home/.pyenv/versions/x").exists());
+}
+
+#[test]
 fn a_cli_home_put_back_inside_the_hidden_state_dir_is_the_only_thing_there() {
     if !namespace_or_skip() {
         return;

@@ -4,10 +4,11 @@
 //! socket in `$XDG_RUNTIME_DIR`, an abstract socket, a listener on the host's 127.0.0.1, the
 //! team's panes' ptys), then probed by one script from every context an agent influences: a
 //! task command, a model's `bash`, a `[hooks]` command, a `[notify]` command and a CLI
-//! teammate's own shell; as root and as a normal user made for the test. Nothing may reach a
-//! canary: no `LEAK:` line, no connection at a listener, no canary string in any output or
-//! stored state, the loopback destination only a pending `network` request (denied, never
-//! approved); and, as root, nothing inside can unmount or type into a terminal.
+//! teammate's own shell; on the process, tmux and in-process backends; as root and as a normal
+//! user made for the test. Nothing may reach a canary: no `LEAK:` line, no connection at a
+//! listener, no canary string in any output or stored state, the loopback destination only a
+//! pending `network` request (denied, never approved); and, as root, nothing inside can unmount
+//! or type into a terminal.
 //!
 //! The plant is proved first from outside the sandbox, with the same script as the same user,
 //! so the suite cannot pass because a canary was never reachable.
@@ -704,6 +705,16 @@ fn canaries_on(backend: &str, user: Option<&TestUser>) {
         "--detach",
     ]);
 
+    // The contexts run on the backend asked for (in-process: the task command and the model's
+    // bash are the daemon's own children).
+    wait_for("the teammates on their backend", T, || {
+        let ps: Vec<agent_team_protocol::AgentInfo> =
+            serde_json::from_str(&op.ok(&["--team", TEAM, "ps", "--json"])).unwrap_or_default();
+        ["n1", "m1", "cc"]
+            .iter()
+            .all(|n| ps.iter().any(|a| a.name == *n && a.backend == backend))
+    });
+
     // The panes' ptys (the leader's among them) are canaries too: written before the probes go.
     let mut ttys = Vec::new();
     if backend == "tmux" {
@@ -905,6 +916,11 @@ fn no_canary_is_reached_from_any_context_in_tmux() {
 }
 
 #[test]
+fn no_canary_is_reached_from_any_context_on_the_in_process_backend() {
+    canaries_on("in-process", None);
+}
+
+#[test]
 fn no_canary_is_reached_from_any_context_as_a_normal_user() {
     let Some(user) = TestUser::make() else {
         // Not root: the cases above already ran as a normal user.
@@ -923,4 +939,12 @@ fn no_canary_is_reached_from_any_context_as_a_normal_user_in_tmux() {
         return;
     };
     canaries_on("tmux", Some(&user));
+}
+
+#[test]
+fn no_canary_is_reached_from_any_context_as_a_normal_user_in_process() {
+    let Some(user) = TestUser::make() else {
+        return;
+    };
+    canaries_on("in-process", Some(&user));
 }

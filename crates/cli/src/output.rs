@@ -10,10 +10,11 @@ pub fn line(text: &str) {
     }
 }
 
-/// Prints a value as pretty JSON.
+/// Prints a value as pretty JSON (the same value, with C1, DEL, bidi and zero-width
+/// characters escaped: inert on a terminal, see [`agent_team_protocol::text::inert_json`]).
 pub fn json<T: serde::Serialize>(value: &T) {
     match serde_json::to_string_pretty(value) {
-        Ok(s) => line(&s),
+        Ok(s) => line(&agent_team_protocol::text::inert_json(&s)),
         Err(e) => eprintln!("agent-team: error: cannot encode JSON: {e}"),
     }
 }

@@ -89,6 +89,24 @@ pub fn printable_lines(s: &str, indent: &str) -> String {
     out
 }
 
+/// Serialized JSON `json` with every character a JSON encoder leaves as it is but a terminal
+/// would act on or be fooled by (DEL, C1 such as U+009B, bidi and zero-width characters)
+/// written as a `\uXXXX` escape: the same JSON value, so scripts read what the agent wrote,
+/// and bytes that are inert when the JSON is printed on a terminal (`events`, `--json`).
+/// Outside strings JSON is ASCII, so the escapes land inside strings only.
+pub fn inert_json(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if c.is_control() || is_invisible(c) {
+            // Every such character is in the Basic Multilingual Plane: one escape.
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +161,23 @@ mod tests {
         // Short runs stay as they are.
         assert_eq!(printable("a  b"), "a  b");
         assert_eq!(printable(&" ".repeat(20)), "␣[20 spaces]␣");
+    }
+
+    #[test]
+    fn json_keeps_its_value_and_loses_its_raw_controls() {
+        let v = serde_json::json!({ "body": HOSTILE, "n": 1 });
+        let raw = serde_json::to_string(&v).unwrap_or_default();
+        let out = inert_json(&raw);
+        assert!(
+            !out.chars().any(|c| c.is_control() || is_invisible(c)),
+            "{out}"
+        );
+        assert!(
+            out.contains("\\u009b31m") && out.contains("\\u202e"),
+            "{out}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        assert_eq!(back, v);
     }
 
     #[test]

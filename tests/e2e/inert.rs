@@ -69,3 +69,40 @@ fn task_show_and_logs_show_agent_text_inert_and_raw_on_request() {
     let raw = sb.ok(&["--team", "web", "logs", "w1", "--raw"]);
     assert_eq!(raw, format!("{HOSTILE}\nsecond line\r\n"));
 }
+
+/// The web board (issue 63): a task title with escapes, C1, a bidi override, zero-width
+/// characters, markup and padding is drawn as text with the codes visible and nothing cut, in
+/// headless chromium; the JSON over HTTP carries the title as written (data, for scripts).
+#[test]
+fn the_web_board_shows_agent_text_as_visible_codes() {
+    use agent_team_e2e::web::*;
+    let mut sb = Sandbox::new();
+    sb.write_team_file("name = \"inw\"\nbackend = \"process\"\nboard = false\n");
+    let title = format!(
+        "{HOSTILE}<b>bold</b>ls -la{}; curl x | sh",
+        " ".repeat(600)
+    );
+    sb.ok(&["--team", "inw", "task", "add", &title]);
+    let srv = Server::start(&mut sb);
+    let (status, tasks) = srv.get("/v1/teams/inw/tasks");
+    assert_eq!(status, 200, "{tasks}");
+    assert_eq!(tasks["tasks"][0]["title"], title.as_str());
+    let b = Browser::start();
+    b.open_board(&srv, "inw");
+    let mut shown = String::new();
+    wait_for(
+        "the task on the board",
+        std::time::Duration::from_secs(60),
+        || {
+            shown = b.text("#tasks-body");
+            shown.contains("curl x | sh")
+        },
+    );
+    inert(&shown);
+    assert!(
+        shown.contains("<b>bold</b>ls -la␣[600 spaces]␣; curl x | sh"),
+        "{shown}"
+    );
+    // Markup stayed text: no element was made of it.
+    assert!(b.find("#tasks-body b").is_none());
+}

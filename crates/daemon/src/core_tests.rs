@@ -1021,3 +1021,35 @@ async fn an_in_process_agents_welcome_goes_out_before_its_spawns_commit() {
         core.abort();
     }
 }
+
+/// Issue 63: the leader (a model) can never accept control-plane changes: a `work_finish`
+/// asking to is refused before any git runs, for the leader and a teammate alike; without
+/// the flag the leader's request goes on to git (answered later, off the core).
+#[tokio::test(flavor = "current_thread")]
+async fn the_leader_cannot_accept_control_plane_changes() {
+    let mut h = Harness::new();
+    let finish = |accept: bool| Request::WorkFinish {
+        agent: "ghost".into(),
+        action: FinishAction::Merge,
+        into: None,
+        keep: false,
+        accept_control_changes: accept,
+    };
+    let e = h
+        .core
+        .request(1, &Actor::Agent(LEADER.into()), finish(true))
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::PermissionDenied, "{e:?}");
+    assert!(e.message.contains("only the operator"), "{e:?}");
+    let e = h
+        .core
+        .request(1, &Actor::Agent("w1".into()), finish(true))
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::PermissionDenied, "{e:?}");
+    // The same request without the flag is not refused for it: it is handed to git.
+    let later = h
+        .core
+        .request(1, &Actor::Agent(LEADER.into()), finish(false))
+        .unwrap_err();
+    assert!(later.message.contains("answered later"), "{later:?}");
+}

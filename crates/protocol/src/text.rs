@@ -97,7 +97,9 @@ pub fn printable_lines(s: &str, indent: &str) -> String {
 pub fn inert_json(json: &str) -> String {
     let mut out = String::with_capacity(json.len());
     for c in json.chars() {
-        if c.is_control() || is_invisible(c) {
+        // A raw newline, tab or return is the layout of pretty JSON: inside strings the encoder
+        // already wrote them as escapes.
+        if (c.is_control() && !matches!(c, '\n' | '\r' | '\t')) || is_invisible(c) {
             // Every such character is in the Basic Multilingual Plane: one escape.
             out.push_str(&format!("\\u{:04x}", c as u32));
         } else {
@@ -177,6 +179,11 @@ mod tests {
             "{out}"
         );
         let back: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        assert_eq!(back, v);
+        // Pretty JSON (`--json`) keeps its layout and stays JSON.
+        let pretty = inert_json(&serde_json::to_string_pretty(&v).unwrap_or_default());
+        assert!(pretty.contains("{\n  \""), "{pretty}");
+        let back: serde_json::Value = serde_json::from_str(&pretty).unwrap_or_default();
         assert_eq!(back, v);
     }
 

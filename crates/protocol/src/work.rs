@@ -64,7 +64,8 @@ pub struct WorkDiff {
     pub added: u64,
     /// Lines removed in all.
     pub removed: u64,
-    /// The patch itself, when asked for (cut at 1 MiB, with a line saying so).
+    /// The patch itself, when asked for (its first 512 KiB at most, cut to fit one frame as
+    /// JSON, with a line saying how many bytes are not shown and how to see them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patch: Option<String>,
 }

@@ -453,8 +453,112 @@ pub(crate) fn require_work(repo: &Path, name: &str) -> Result<(), WorktreeError>
     }
 }
 
-/// The patch cut: a diff is shown, not archived.
-const MAX_PATCH: usize = 1 << 20;
+/// The most bytes of git's patch kept: a diff is shown, not archived. The rest is counted as
+/// it goes by, never held.
+const MAX_PATCH: usize = 512 * 1024;
+
+/// The most bytes the kept patch may take once encoded as JSON (a control character takes 6):
+/// with the file list and the envelope, the reply stays inside the protocol's 1 MiB frame.
+const MAX_PATCH_JSON: usize = 640 * 1024;
+
+/// Past this many bytes git's patch is not even counted: git is stopped.
+const MAX_PATCH_COUNTED: u64 = 1 << 30;
+
+/// git's output of `cmd` read with a bounded buffer: its first `keep` bytes, how many more
+/// there were (counted, not kept; git is killed once they pass `limit`, and `cut_short` says
+/// so), whether git succeeded (a kill is not a failure) and its stderr's start.
+struct Bounded {
+    kept: Vec<u8>,
+    more: u64,
+    cut_short: bool,
+    ok: bool,
+    stderr: String,
+}
+
+fn bounded_output(cmd: &mut Command, keep: usize, limit: u64) -> Result<Bounded, WorktreeError> {
+    use std::io::Read;
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let err_reader = child.stderr.take().map(|mut e| {
+        std::thread::spawn(move || {
+            let mut head = Vec::new();
+            let _ = (&mut e).take(64 * 1024).read_to_end(&mut head);
+            let _ = std::io::copy(&mut e, &mut std::io::sink());
+            String::from_utf8_lossy(&head).trim().to_string()
+        })
+    });
+    let mut kept = Vec::new();
+    let mut more = 0u64;
+    let mut cut_short = false;
+    if let Some(mut out) = child.stdout.take() {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match out.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(e.into());
+                }
+            };
+            let room = keep.saturating_sub(kept.len()).min(n);
+            kept.extend_from_slice(&buf[..room]);
+            more += (n - room) as u64;
+            if more > limit {
+                cut_short = true;
+                let _ = child.kill();
+                break;
+            }
+        }
+    }
+    let status = child.wait()?;
+    let stderr = err_reader.and_then(|t| t.join().ok()).unwrap_or_default();
+    Ok(Bounded {
+        kept,
+        more,
+        cut_short,
+        ok: status.success() || cut_short,
+        stderr,
+    })
+}
+
+/// How many bytes `c` takes in a JSON string.
+fn json_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+/// `patch` (git's first bytes, `more` not read) cut so it fits [`MAX_PATCH_JSON`] as JSON,
+/// ending with a line that says how much is not shown and how to see it.
+fn cut_patch(patch: &[u8], more: u64, cut_short: bool, how: &str) -> String {
+    let mut text = String::from_utf8_lossy(patch).into_owned();
+    let mut json = 0usize;
+    let mut end = text.len();
+    for (i, c) in text.char_indices() {
+        json += json_len(c);
+        if json > MAX_PATCH_JSON {
+            end = i;
+            break;
+        }
+    }
+    let left = more + (text.len() - end) as u64;
+    if left == 0 {
+        return text;
+    }
+    text.truncate(end);
+    format!(
+        "{text}\n[agent-team: {}{left} more bytes not shown; `{how}` in a shell shows them (the teammate may have written that repository's git config: see README)]\n",
+        if cut_short { "more than " } else { "" }
+    )
+}
 
 /// `name`'s changes against the commit it started from, committed and uncommitted (new files
 /// included): what [`finish`] would land. Reads only: the worktree's index is not touched.
@@ -482,8 +586,8 @@ pub fn diff(repo: &Path, name: &str, with_patch: bool) -> Result<WorkDiff, Workt
         .prefix("agent-team-diff-")
         .tempdir()?;
     let index = scratch.path().join("index");
-    let diff_args = |extra: &[&str]| -> Result<String, WorktreeError> {
-        let mut cmd = if live {
+    let diff_cmd = |extra: &[&str]| -> Command {
+        if live {
             let mut c = git(&wt);
             c.env("GIT_INDEX_FILE", &index);
             c.args([
@@ -509,8 +613,10 @@ pub fn diff(repo: &Path, name: &str, with_patch: bool) -> Result<WorkDiff, Workt
             .args(extra)
             .args([&fork, &branch]);
             c
-        };
-        let o = output(&mut cmd)?;
+        }
+    };
+    let diff_args = |extra: &[&str]| -> Result<String, WorktreeError> {
+        let o = output(&mut diff_cmd(extra))?;
         if o.ok {
             Ok(o.stdout)
         } else {
@@ -538,18 +644,19 @@ pub fn diff(repo: &Path, name: &str, with_patch: bool) -> Result<WorkDiff, Workt
     }
     let files = parse_numstat(&diff_args(&["--numstat"])?);
     let patch = if with_patch {
-        let mut p = diff_args(&[])?;
-        if p.len() > MAX_PATCH {
-            let mut cut = MAX_PATCH;
-            while !p.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            p.truncate(cut);
-            p.push_str(
-                "\n[agent-team: the patch is cut at 1 MiB; see `git diff` in the worktree]\n",
-            );
+        let o = bounded_output(&mut diff_cmd(&[]), MAX_PATCH, MAX_PATCH_COUNTED)?;
+        if !o.ok {
+            return Err(WorktreeError::Git {
+                args: "diff".into(),
+                stderr: o.stderr,
+            });
         }
-        Some(p)
+        let how = if live {
+            format!("git -C {} diff {fork}", wt.display())
+        } else {
+            format!("git -C {} diff {fork} {branch}", repo.display())
+        };
+        Some(cut_patch(&o.kept, o.more, o.cut_short, &how))
     } else {
         None
     };

@@ -477,3 +477,56 @@ fn a_branch_changing_the_control_plane_is_not_merged_until_accepted() {
     assert!(r.join("agent-team.toml").exists());
     assert!(r.join("ok.txt").exists());
 }
+
+/// Issue 63 item 6: a change of more than 2 MiB (control characters among it, which JSON
+/// makes 6 bytes each) comes back cut, whole as a reply frame, saying how much is not shown
+/// and how to see it; a small patch is whole.
+#[test]
+fn a_large_patch_is_cut_to_fit_one_frame_and_says_what_is_left() {
+    let d = repo();
+    let r = d.path();
+    let wt = ensure(r, "a").unwrap();
+    // 3 MiB of lines, each with a control character JSON escapes as \u0001.
+    let line = format!("{}\u{1}\"\n", "x".repeat(60));
+    let big = line.repeat(3 * 1024 * 1024 / line.len());
+    std::fs::write(wt.join("big.txt"), &big).unwrap();
+    let got = diff(r, "a", true).unwrap();
+    let patch = got.patch.clone().unwrap();
+    assert!(patch.len() < MAX_PATCH + 1024, "{}", patch.len());
+    assert!(patch.contains("+xxxx"));
+    let tail = patch.lines().last().unwrap();
+    assert!(tail.contains("more bytes not shown"), "{tail}");
+    assert!(
+        tail.contains(&format!("git -C {} diff", wt.display())),
+        "{tail}"
+    );
+    let more: u64 = tail
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{tail}"));
+    assert!(more > 2 * 1024 * 1024, "{tail}");
+    // The reply fits a frame.
+    let reply = serde_json::to_vec(&agent_team_protocol::Reply::WorkDiff { diff: got }).unwrap();
+    assert!(
+        reply.len() < agent_team_protocol::MAX_FRAME_LEN,
+        "{}",
+        reply.len()
+    );
+    // A small change is whole, with no note.
+    std::fs::write(wt.join("big.txt"), "small\n").unwrap();
+    let small = diff(r, "a", true).unwrap().patch.unwrap();
+    assert!(
+        small.contains("+small") && !small.contains("not shown"),
+        "{small}"
+    );
+}
+
+#[test]
+fn git_output_past_the_limit_is_not_read_and_git_is_stopped() {
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "yes 0123456789012345678901234567890123456789"]);
+    let o = bounded_output(&mut cmd, 1000, 10 * 1024 * 1024).unwrap();
+    assert_eq!(o.kept.len(), 1000);
+    assert!(o.cut_short && o.ok && o.more > 10 * 1024 * 1024);
+}

@@ -44,9 +44,10 @@ pub fn boundary(
         return None;
     }
     let mut control: Vec<PathBuf> = vec![paths.dir.clone()];
-    // (The team's tmux socket is in the runtime dir unless AGENT_TEAM_TMUX_SOCKET puts it
-    // elsewhere; its dir is then not hidden: it may be a shared one such as /tmp.)
+    // The team's tmux socket is in the runtime dir unless AGENT_TEAM_TMUX_SOCKET puts it
+    // elsewhere: then the socket itself (its dir may be a shared one).
     control.extend(paths.socket.parent().map(Path::to_path_buf));
+    control.push(paths.tmux_socket.clone());
     if let Some(root) = paths.dir.parent().and_then(Path::parent) {
         control.push(root.to_path_buf());
     }

@@ -135,6 +135,9 @@ pub struct Boundary {
     pub temp: Vec<PathBuf>,
     /// Protected paths that do not exist: kept from being made in a namespace.
     pub block: Vec<PathBuf>,
+    /// Files of the control plane (a socket) where a bind would show them: `/dev/null` over
+    /// each in a namespace.
+    pub hide_files: Vec<PathBuf>,
     /// Writable copies of the team's own bound over a read-only toolchain's dir that its tools
     /// write as they work (pyenv's shims, remade after each `pip install`): `(copy, at)`.
     pub shims: Vec<(PathBuf, PathBuf)>,
@@ -314,6 +317,9 @@ impl Boundary {
             v
         };
         self.hide = canon(self.hide);
+        // A file of the control plane where something bound would show it (a tmux socket the
+        // environment put in the workspace): `/dev/null` in its place.
+        self.hide_files = self.hide.iter().filter(|p| !p.is_dir()).cloned().collect();
         self.hide.retain(|p| p.is_dir());
         self.write = canon(self.write);
         self.expose = canon(self.expose);
@@ -355,7 +361,13 @@ impl Boundary {
         let mut ops: Vec<(Mount, &Path)> = Vec::new();
         ops.extend(self.read.iter().map(|p| (Mount::Read, p.as_path())));
         ops.extend(self.write.iter().map(|p| (Mount::Write, p.as_path())));
-        ops.extend(self.hide.iter().map(|p| (Mount::Hide, p.as_path())));
+        // Hidden where something bound would show it; elsewhere it is not there at all.
+        ops.extend(
+            self.hide
+                .iter()
+                .filter(|p| self.shown(p))
+                .map(|p| (Mount::Hide, p.as_path())),
+        );
         ops.extend(
             self.read_only
                 .iter()
@@ -454,8 +466,11 @@ impl Boundary {
         for (copy, at) in &self.shims {
             push(&["--bind".as_ref(), copy.as_os_str(), at.as_os_str()]);
         }
+        for f in self.hide_files.iter().filter(|f| self.shown(f)) {
+            push(&["--ro-bind".as_ref(), "/dev/null".as_ref(), f.as_os_str()]);
+        }
         // Read-only once whatever is put back inside them is mounted.
-        for p in &self.hide {
+        for p in self.hide.iter().filter(|p| self.shown(p)) {
             push(&["--remount-ro".as_ref(), p.as_os_str()]);
         }
         push(&["--chdir".as_ref(), cwd.as_os_str()]);
@@ -463,6 +478,22 @@ impl Boundary {
             a.extend(network::bwrap_args(net));
         }
         a
+    }
+
+    /// Whether a namespace would show `p` without a hide: it is inside something bound from
+    /// the host (the work, a read-only path, the system's base).
+    fn shown(&self, p: &Path) -> bool {
+        self.write
+            .iter()
+            .chain(&self.read)
+            .chain(&self.expose)
+            .chain(&self.read_only)
+            .any(|b| p.starts_with(b))
+            || view::base().iter().any(|e| match e {
+                view::Entry::Bind(b) => p.starts_with(b),
+                view::Entry::BindAt { at, .. } => p.starts_with(at),
+                view::Entry::Symlink { .. } => false,
+            })
     }
 
     /// Makes the stand-ins for the missing protected paths (empty dirs, bound read-only), so

@@ -295,6 +295,26 @@ fn the_teams_sandbox_home_keeps_the_caches_and_nothing_of_the_operators_home() {
 }
 
 #[test]
+fn a_control_socket_inside_the_workspace_is_not_a_socket_in_there() {
+    if !namespace_or_skip() {
+        return;
+    }
+    // A tmux socket the environment put in the workspace: run-shell there would run outside.
+    let l = Layout::new();
+    let sock = l.base.join("ws/team.tmux");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let mut work = l.work();
+    work.control.push(sock.clone());
+    let b = Boundary::for_work(&work);
+    let probe = format!("test -S {} && echo LEAK:socket; ls src", sock.display());
+    let (_, out) = l.run(&Boundary::for_work(&l.work()), &probe);
+    assert!(out.contains("LEAK:socket"), "the plant is not a socket inside: {out}");
+    let (_, out) = l.run(&b, &probe);
+    assert!(!out.contains("LEAK:"), "{out}");
+    assert!(std::os::unix::net::UnixStream::connect(&sock).is_ok());
+}
+
+#[test]
 fn a_toolchains_shims_are_the_teams_own_copy_and_the_rest_of_it_read_only() {
     if !namespace_or_skip() {
         return;

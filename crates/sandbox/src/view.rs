@@ -95,7 +95,11 @@ pub fn base() -> &'static [Entry] {
 /// else `$XDG_STATE_HOME` or `~/.local/state`, then `agent-team`), under `sandbox-etc`, which no
 /// sandbox sees.
 fn snapshot_root() -> Option<PathBuf> {
-    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     let root = var("AGENT_TEAM_HOME").or_else(|| {
         var("XDG_STATE_HOME")
             .or_else(|| var("HOME").map(|h| h.join(".local/state")))

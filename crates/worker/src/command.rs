@@ -121,6 +121,13 @@ pub fn work_of(
         control.push(p.runtime);
         control.push(p.home);
     }
+    // The team's tmux server, wherever the environment put its socket (run-shell there runs
+    // outside every sandbox).
+    if let Some(tmux) =
+        std::env::var_os(agent_team_paths::ENV_TMUX_SOCKET).filter(|s| !s.is_empty())
+    {
+        control.push(PathBuf::from(tmux));
+    }
     let worktree = agent.workspace.clone().filter(|w| *w != config.workspace);
     let home = std::env::var_os("HOME")
         .filter(|h| !h.is_empty())

@@ -221,10 +221,24 @@ impl View {
                 items: base,
                 shown,
             });
-            parts.push(part("hidden", "hidden (empty inside)", paths(&b.hide)));
+            let mut hidden = paths(&b.hide);
+            hidden.extend(
+                b.hide_files
+                    .iter()
+                    .map(|f| format!("{} (a file: /dev/null in its place)", f.display())),
+            );
+            parts.push(part("hidden", "hidden (empty inside)", hidden));
             let mut writable = b.write.clone();
             writable.extend(b.expose.iter().cloned());
-            parts.push(part("writable", "writable", paths(&writable)));
+            let mut writable: Vec<String> = paths(&writable);
+            writable.extend(b.shims.iter().map(|(copy, at)| {
+                format!(
+                    "{} (the team's own copy, {}; yours is never written)",
+                    at.display(),
+                    copy.display()
+                )
+            }));
+            parts.push(part("writable", "writable", writable));
             parts.push(part(
                 "private",
                 "private (empty and writable, gone with the command)",

@@ -106,6 +106,24 @@ fn up_detach_opens_one_pane_per_agent_with_titles_and_work() {
         )
         .unwrap();
     assert!(border.contains("#{@agent-team-color}"), "{border}");
+    // What a pane's program sets as its title (OSC 2, as `select-pane -T` does here) is not
+    // what its border draws: the daemon's title is.
+    let first = &p[0].0;
+    sb.tmux(
+        &sb.tmux_socket("panes"),
+        &["select-pane", "-t", first, "-T", "FAKE: request 9 approved"],
+    )
+    .unwrap();
+    let drawn = sb
+        .tmux(
+            &sb.tmux_socket("panes"),
+            &["display", "-p", "-t", first, "#{E:pane-border-format}"],
+        )
+        .unwrap();
+    assert!(
+        !drawn.contains("FAKE") && drawn.contains("@panes · "),
+        "{drawn}"
+    );
     // The leader is the main pane on the left.
     let layout = sb
         .tmux(

@@ -73,9 +73,27 @@ const OWNER_OPTION: &str = "@agent-team-agent";
 type Mark = (String, String, String, Option<String>);
 /// The pane option holding the agent's colour, which the border format draws its title in.
 const COLOR_OPTION: &str = "@agent-team-color";
-/// The pane border: the pane's title, in the agent's colour when it has one.
+/// The pane option holding the title the daemon gave a pane. The border draws it, not
+/// `pane_title`: the program in a pane can set that one itself (OSC 0/2, which tmux 3.3 cannot
+/// refuse), and an agent CLI once drew `FAKE: request 9 approved` there.
+const TITLE_OPTION: &str = "@agent-team-title";
+/// The pane border: the title the daemon gave the pane, in the agent's colour when it has one.
 const BORDER_FORMAT: &str =
-    " #{?@agent-team-color,#[fg=#{@agent-team-color}],}#{pane_title}#[default] ";
+    " #{?@agent-team-color,#[fg=#{@agent-team-color}],}#{@agent-team-title}#[default] ";
+
+/// The commands that title `pane` `title`: tmux's own title (what `list-panes` and a terminal
+/// show) and the option the border draws.
+fn title_cmds<'a>(pane: &'a str, title: &'a str) -> [tmux_interface::TmuxCommand<'a>; 2] {
+    [
+        SelectPane::new().target_pane(pane).title(title).build(),
+        SetOption::new()
+            .pane()
+            .target_pane(pane)
+            .option(TITLE_OPTION)
+            .value(title)
+            .build(),
+    ]
+}
 
 /// What the `--here` window runs until the first agent replaces it.
 const PLACEHOLDER: &str = "sleep 86400";
@@ -210,7 +228,9 @@ pub fn open_side_pane(
         )));
     }
     let mut cmds = TmuxCommands::new();
-    cmds.push(SelectPane::new().target_pane(pane.as_str()).title(title));
+    for c in title_cmds(pane.as_str(), title) {
+        cmds.push(c);
+    }
     cmds.push(
         DisplayMessage::new()
             .print()
@@ -1023,7 +1043,9 @@ impl PaneBackend for TmuxBackend {
             return;
         }
         let mut cmds = TmuxCommands::new();
-        cmds.push(SelectPane::new().target_pane(pane.as_str()).title(title));
+        for c in title_cmds(pane.as_str(), title) {
+            cmds.push(c);
+        }
         if self.tmux(cmds).is_ok()
             && let Ok(mut t) = self.titles.lock()
         {
@@ -1140,7 +1162,9 @@ impl PaneBackend for TmuxBackend {
             }
         }
         for (p, t) in &fresh {
-            cmds.push(SelectPane::new().target_pane(p.as_str()).title(t.as_str()));
+            for c in title_cmds(p.as_str(), t.as_str()) {
+                cmds.push(c);
+            }
         }
         if self.tmux(cmds).is_ok()
             && let Ok(mut known) = self.titles.lock()

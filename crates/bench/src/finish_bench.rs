@@ -122,5 +122,56 @@ pub fn run(r: &mut Report, dir: &Path, quick: bool) -> Result<()> {
         "≤ 1.5× git merge",
         ratio <= 1.5,
     );
+    diff_memory(r, dir, quick)
+}
+
+/// This process's peak resident memory since [`reset_peak`], in KiB.
+fn peak_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Starts counting this process's peak resident memory from now (Linux: `clear_refs` 5).
+fn reset_peak() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// `diff` (what `agent-team diff` asks the daemon for) of a teammate's worktree where a file
+/// became large: the peak memory it adds beside the same diff of a one-line change (issue 63: a
+/// 200 MB file once took the daemon to 262–395 MiB).
+fn diff_memory(r: &mut Report, dir: &Path, quick: bool) -> Result<()> {
+    let mb = if quick { 50 } else { 200 };
+    let mut peaks = Vec::new();
+    for (name, size) in [("small", 1usize), ("large", mb * 1024 * 1024)] {
+        let repo = dir.join(format!("diff-{name}"));
+        std::fs::create_dir_all(&repo)?;
+        git(&repo, &["init", "-q", "-b", "main"])?;
+        std::fs::write(repo.join("big.txt"), "base\n")?;
+        git(&repo, &["add", "-A"])?;
+        git(&repo, &["commit", "-qm", "base"])?;
+        let wt = agent_team_worktree::ensure(&repo, "a")?;
+        // A text file (lines), as a generated file or a log a teammate left would be.
+        let line = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n";
+        std::fs::write(wt.join("big.txt"), line.repeat(size.div_ceil(line.len())))?;
+        ensure!(reset_peak(), "cannot reset the peak memory count (/proc/self/clear_refs)");
+        let before = peak_kib().unwrap_or(0);
+        let d = agent_team_worktree::diff(&repo, "a", true)?;
+        let after = peak_kib().unwrap_or(0);
+        ensure!(d.patch.as_deref().is_some_and(|p| !p.is_empty()), "no patch");
+        peaks.push(after.saturating_sub(before));
+        std::fs::remove_dir_all(&repo)?;
+    }
+    let (small, large) = (peaks[0] as f64 / 1024.0, peaks[1] as f64 / 1024.0);
+    r.add(
+        &format!("`diff` of a file grown to {mb} MB in a teammate's worktree: peak memory added"),
+        format!("{large:.1} MiB"),
+        format!("{small:.1} MiB for a 1-byte file"),
+        format!("+{:.1} MiB", large - small),
+        "≤ +8 MiB",
+        large - small <= 8.0,
+    );
     Ok(())
 }

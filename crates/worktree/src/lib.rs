@@ -154,7 +154,7 @@ const SAFE_CONFIG: &[&str] = &[
 
 /// `git -C repo` that runs nothing `.git/config`, the repository or the environment names:
 /// no hook, no fsmonitor, no pager, editor, ssh or credential program, no external diff, no
-/// system or global config, a clean environment ([`SAFE_CONFIG`]). Agents write the workspace
+/// system or global config, a clean environment (`SAFE_CONFIG`). Agents write the workspace
 /// and its `.git/`, and git run by the daemon or the operator's CLI must not run their code;
 /// run [`check_config`] first for the drivers that cannot be turned off here.
 pub fn git(repo: &Path) -> Command {

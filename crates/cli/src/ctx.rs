@@ -573,7 +573,8 @@ pub fn stored_work_diff(state: &TeamState, name: &str, patch: bool) -> Result<Wo
             format!("cannot read the team's stored configuration: {e}"),
         )
     })?;
-    agent_team_worktree::diff(&config.workspace, name, patch).map_err(|e| e.to_error_body())
+    agent_team_worktree::diff_with(&config.workspace, name, patch, &config.control_files())
+        .map_err(|e| e.to_error_body())
 }
 
 /// Reads a stopped team's rows page after page, from `after` on, until a short page.

@@ -224,6 +224,28 @@ impl crate::TeamConfig {
         }
         files
     }
+
+    /// The team's own control-plane paths relative to the workspace, for `finish` and `diff`
+    /// (beside the fixed list of `agent_team_worktree::is_control`): its team file and the
+    /// scripts its hooks and `[notify]` run, when they are in the workspace, then
+    /// `[finish] review`.
+    pub fn control_files(&self) -> Vec<String> {
+        let ws = &self.workspace;
+        let canon = ws.canonicalize().unwrap_or_else(|_| ws.clone());
+        let mut out: Vec<String> = self
+            .files_that_run_later()
+            .into_iter()
+            .filter_map(|f| {
+                let f = f.canonicalize().unwrap_or(f);
+                f.strip_prefix(&canon)
+                    .or_else(|_| f.strip_prefix(ws))
+                    .ok()
+                    .map(|p| p.to_string_lossy().into_owned())
+            })
+            .collect();
+        out.extend(self.finish_review.iter().cloned());
+        out
+    }
 }
 
 /// Programs that run the file given as their first argument that is not an option.

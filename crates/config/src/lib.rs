@@ -102,6 +102,7 @@ pub fn empty_team(name: &str, workspace: &Path) -> TeamConfig {
         end_grace_secs: DEFAULT_END_GRACE_SECS,
         spawn_stagger_ms: crate::model::DEFAULT_SPAWN_STAGGER_MS,
         finish: Default::default(),
+        finish_review: Vec::new(),
         roles: builtin_roles(),
         teammates: vec![],
         tasks: vec![],

@@ -717,6 +717,11 @@ pub struct TeamConfig {
     /// `keep`); a role's own `finish` wins.
     #[serde(default)]
     pub finish: agent_team_protocol::FinishPolicy,
+    /// `[finish] review`: paths (prefixes, relative to the workspace) that are the team's
+    /// control plane beside the fixed list: `finish --merge` lands a change to one only when
+    /// the operator accepts it, and `diff` lists them first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finish_review: Vec<String>,
     /// Every role by name (built-ins included).
     pub roles: BTreeMap<String, Role>,
     /// The teammates to start with.

@@ -70,6 +70,89 @@ struct RawSandboxTable {
     network: crate::SandboxNetwork,
 }
 
+/// The top level's `finish`: what `run` does with worktree teammates' work at its end
+/// (`finish = "merge"`), or a `[finish]` table with it as `mode` and `review`: more paths
+/// that are the team's control plane (see [`RawFinishTable`]).
+#[derive(Debug)]
+enum RawFinish {
+    Mode(agent_team_protocol::FinishPolicy),
+    Table(RawFinishTable),
+}
+
+impl<'de> Deserialize<'de> for RawFinish {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawFinish;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`keep`, `merge` or `pr`, or a [finish] table")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawFinish, E> {
+                agent_team_protocol::FinishPolicy::deserialize(
+                    serde::de::value::StrDeserializer::<E>::new(v),
+                )
+                .map(RawFinish::Mode)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<RawFinish, A::Error> {
+                RawFinishTable::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(RawFinish::Table)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The `[finish]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFinishTable {
+    /// What `run` does at its end (as `finish = "…"`).
+    #[serde(default)]
+    mode: agent_team_protocol::FinishPolicy,
+    /// Paths (prefixes, relative to the workspace) a merge lands only when the operator
+    /// accepts them, beside the fixed control plane.
+    #[serde(default)]
+    review: Vec<Spanned<String>>,
+}
+
+impl RawFinish {
+    fn mode(&self) -> agent_team_protocol::FinishPolicy {
+        match self {
+            RawFinish::Mode(m) => *m,
+            RawFinish::Table(t) => t.mode,
+        }
+    }
+
+    /// `review`'s paths, checked: relative to the workspace, inside it (`./` dropped).
+    fn review(&self, cx: &Ctx) -> Result<Vec<String>, ConfigError> {
+        let RawFinish::Table(t) = self else {
+            return Ok(Vec::new());
+        };
+        t.review
+            .iter()
+            .map(|p| {
+                let span = Some(p.span());
+                let v = p.get_ref().trim_start_matches("./");
+                let bad = v.is_empty()
+                    || v.starts_with('/')
+                    || v.split('/').any(|c| c == "..")
+                    || v.chars().any(char::is_control);
+                if bad {
+                    return Err(cx.err(
+                        span,
+                        "finish.review",
+                        format!(
+                            "{:?} is not a path inside the workspace (relative, no `..`)",
+                            p.get_ref()
+                        ),
+                    ));
+                }
+                Ok(v.to_string())
+            })
+            .collect()
+    }
+}
+
 impl RawSandbox {
     fn mode(&self) -> SandboxMode {
         match self {
@@ -123,7 +206,7 @@ struct RawTeamFile {
     permission_timeout: Option<u64>,
     end_grace: Option<u64>,
     spawn_stagger_ms: Option<u64>,
-    finish: Option<agent_team_protocol::FinishPolicy>,
+    finish: Option<RawFinish>,
     sandbox: Option<RawSandbox>,
     board: Option<bool>,
     strategy: Option<Spanned<String>>,
@@ -810,7 +893,11 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
         spawn_stagger_ms: raw
             .spawn_stagger_ms
             .unwrap_or(crate::model::DEFAULT_SPAWN_STAGGER_MS),
-        finish: raw.finish.unwrap_or_default(),
+        finish: raw.finish.as_ref().map(RawFinish::mode).unwrap_or_default(),
+        finish_review: match &raw.finish {
+            Some(f) => f.review(&cx)?,
+            None => Vec::new(),
+        },
         roles,
         teammates,
         tasks,
@@ -2172,5 +2259,49 @@ allowed_tools = ["read", "write", "edit", "grep", "glob", "bash", "git_status", 
                 .ends_with("field `roles.r.tools`: unknown tool \"raed\""),
             "{e}"
         );
+    }
+}
+
+#[cfg(test)]
+mod finish_tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<TeamConfig, ConfigError> {
+        parse_team_file(Path::new("/w/agent-team.toml"), text)
+    }
+
+    #[test]
+    fn finish_is_a_mode_or_a_table_whose_review_paths_are_control_plane() {
+        let c = parse("name = \"a\"\nfinish = \"merge\"\n").unwrap();
+        assert_eq!(c.finish, agent_team_protocol::FinishPolicy::Merge);
+        assert!(c.finish_review.is_empty());
+        let c = parse(
+            "name = \"a\"\n[finish]\nmode = \"pr\"\nreview = [\"deploy/\", \"./Makefile\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.finish, agent_team_protocol::FinishPolicy::Pr);
+        assert_eq!(c.finish_review, ["deploy/", "Makefile"]);
+        // The team file itself, then the review paths: what finish and diff add to the rule.
+        assert_eq!(
+            c.control_files(),
+            ["agent-team.toml", "deploy/", "Makefile"]
+        );
+        let c = parse("name = \"a\"\n[finish]\nreview = [\"Makefile\"]\n").unwrap();
+        assert_eq!(c.finish, agent_team_protocol::FinishPolicy::Keep);
+        // A stored configuration keeps them.
+        let back: TeamConfig = serde_json::from_value(serde_json::to_value(&c).unwrap()).unwrap();
+        assert_eq!(back.finish_review, ["Makefile"]);
+    }
+
+    #[test]
+    fn a_review_path_outside_the_workspace_or_an_unknown_key_is_refused_where_it_is() {
+        for bad in ["\"/etc\"", "\"../x\"", "\"a/../../b\"", "\"\""] {
+            let e = parse(&format!("name = \"a\"\n[finish]\nreview = [{bad}]\n")).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some("finish.review"), "{bad}: {e}");
+            assert_eq!(e.line, Some(3), "{bad}: {e}");
+        }
+        assert!(parse("name = \"a\"\n[finish]\nreviews = []\n").is_err());
+        let e = parse("name = \"a\"\nfinish = \"land\"\n").unwrap_err();
+        assert!(e.to_string().contains("keep"), "{e}");
     }
 }

@@ -63,9 +63,10 @@ impl Core {
             Ok(repo) => repo,
             Err(e) => return Some(Err(e)),
         };
+        let control = self.control_files();
         self.run_work(conn, id, move || {
             WorkDone::Diff(
-                agent_team_worktree::diff(&repo, &agent, patch)
+                agent_team_worktree::diff_with(&repo, &agent, patch, &control)
                     .map(|diff| Reply::WorkDiff { diff })
                     .map_err(|e| e.to_error_body()),
             )
@@ -119,7 +120,7 @@ impl Core {
             into,
             keep,
             tasks: self.finished_tasks(&agent),
-            control_files: self.control_files(&repo),
+            control_files: self.control_files(),
             accept_control: accept_control_changes,
         };
         self.finishing.insert(agent.clone());
@@ -127,23 +128,14 @@ impl Core {
         None
     }
 
-    /// The team's own control-plane files relative to `repo`: its team file and the scripts
-    /// its hooks and `[notify]` run.
-    fn control_files(&self, repo: &std::path::Path) -> Vec<String> {
-        let Some(cfg) = self.sup.config.as_ref() else {
-            return Vec::new();
-        };
-        let canon = repo.canonicalize().unwrap_or_else(|_| repo.to_path_buf());
-        cfg.files_that_run_later()
-            .into_iter()
-            .filter_map(|f| {
-                let f = f.canonicalize().unwrap_or(f);
-                f.strip_prefix(&canon)
-                    .or_else(|_| f.strip_prefix(repo))
-                    .ok()
-                    .map(|p| p.to_string_lossy().into_owned())
-            })
-            .collect()
+    /// The team's own control-plane paths relative to its workspace (the team file, the
+    /// scripts its hooks and `[notify]` run, `[finish] review`).
+    fn control_files(&self) -> Vec<String> {
+        self.sup
+            .config
+            .as_ref()
+            .map(agent_team_config::TeamConfig::control_files)
+            .unwrap_or_default()
     }
 
     /// Refuses to land the work of a teammate that may still be changing it.

@@ -136,6 +136,7 @@ impl Teams for Fake {
                         added: Some(1),
                         removed: Some(0),
                     }],
+                    control_paths: vec![],
                     added: 1,
                     removed: 0,
                     patch: patch.then(|| "+x\n".to_string()),

@@ -60,6 +60,10 @@ pub struct WorkDiff {
     pub uncommitted: bool,
     /// The changed files, by path.
     pub files: Vec<FileChange>,
+    /// The changed files that are the team's control plane (the rule `finish --merge` refuses
+    /// by without `--accept-control-changes`), in `files`' order: shown first.
+    #[serde(default)]
+    pub control_paths: Vec<String>,
     /// Lines added in all.
     pub added: u64,
     /// Lines removed in all.

@@ -29,10 +29,11 @@ pub const CONTROL_FILES: &[&str] = &["agent-team.toml", ".mcp.json", ".envrc", "
 pub const CONTROL_PREFIXES: &[&str] = &[".github/workflows/", ".config/agent-team/"];
 
 /// Whether the repository path `path` (`/`-separated, relative to its top) is control plane,
-/// or is one of `extra` (the team's own: its team file and the scripts its hooks and `[notify]`
-/// run, relative to the top).
+/// or is under one of `extra` (the team's own, relative to the top: its team file, the scripts
+/// its hooks and `[notify]` run, `[finish] review`'s paths), each the path itself or a
+/// directory above it (`deploy/` and `deploy` both take in `deploy/x`, not `deployed`).
 pub fn is_control(path: &str, extra: &[String]) -> bool {
-    if extra.iter().any(|e| e == path) {
+    if extra.iter().any(|e| under(path, e)) {
         return true;
     }
     if CONTROL_PREFIXES.iter().any(|p| path.starts_with(p)) {
@@ -50,6 +51,15 @@ pub fn is_control(path: &str, extra: &[String]) -> bool {
         || CONTROL_DIRS.contains(last)
         || CONTROL_FILES.contains(last)
         || gits(last)
+}
+
+/// Whether `path` is `prefix` or inside it, at a `/` (a trailing `/` on `prefix` optional).
+fn under(path: &str, prefix: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    !prefix.is_empty()
+        && path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// The paths of `changed` that are control plane (see [`is_control`]), in order.
@@ -106,5 +116,21 @@ mod tests {
             control_changes(["a.txt", "agent-team.toml", "b.txt"], &[]),
             ["agent-team.toml"]
         );
+    }
+
+    #[test]
+    fn review_paths_take_in_a_file_or_everything_under_a_directory() {
+        let review = vec![
+            "deploy/".to_string(),
+            "Makefile".to_string(),
+            "ops".to_string(),
+        ];
+        for p in ["deploy/prod.yml", "deploy/a/b", "Makefile", "ops/run.sh"] {
+            assert!(is_control(p, &review), "{p}");
+        }
+        for p in ["deployed.txt", "Makefile.am", "src/Makefile", "opsx/y"] {
+            assert!(!is_control(p, &review), "{p}");
+        }
+        assert!(!is_control("x", &[String::new(), "/".to_string()]));
     }
 }

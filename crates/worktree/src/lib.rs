@@ -562,7 +562,19 @@ fn cut_patch(patch: &[u8], more: u64, cut_short: bool, how: &str) -> String {
 
 /// `name`'s changes against the commit it started from, committed and uncommitted (new files
 /// included): what [`finish`] would land. Reads only: the worktree's index is not touched.
+/// Its `control_paths` are by the fixed list alone: [`diff_with`] adds the team's own.
 pub fn diff(repo: &Path, name: &str, with_patch: bool) -> Result<WorkDiff, WorktreeError> {
+    diff_with(repo, name, with_patch, &[])
+}
+
+/// [`diff`], its `control_paths` by the rule `finish` refuses a merge by ([`control_changes`]),
+/// `control_files` being the team's own (as [`FinishRequest::control_files`]).
+pub fn diff_with(
+    repo: &Path,
+    name: &str,
+    with_patch: bool,
+    control_files: &[String],
+) -> Result<WorkDiff, WorktreeError> {
     require_work(repo, name)?;
     check_config(repo)?;
     let branch = branch(name);
@@ -642,7 +654,10 @@ pub fn diff(repo: &Path, name: &str, with_patch: bool) -> Result<WorkDiff, Workt
             });
         }
     }
-    let files = parse_numstat(&diff_args(&["--numstat"])?);
+    // `-z`: the paths as they are (not quoted), so the control-plane rule sees them as
+    // `finish` does.
+    let files = parse_numstat(&diff_args(&["--numstat", "-z"])?);
+    let control_paths = control_changes(files.iter().map(|f| f.path.as_str()), control_files);
     let patch = if with_patch {
         let o = bounded_output(&mut diff_cmd(&[]), MAX_PATCH, MAX_PATCH_COUNTED)?;
         if !o.ok {
@@ -670,13 +685,15 @@ pub fn diff(repo: &Path, name: &str, with_patch: bool) -> Result<WorkDiff, Workt
         added: files.iter().filter_map(|f| f.added).sum(),
         removed: files.iter().filter_map(|f| f.removed).sum(),
         files,
+        control_paths,
         patch,
     })
 }
 
-/// `git diff --numstat` lines: `ADDED\tREMOVED\tPATH`, `-` for a binary file's counts.
+/// `git diff --numstat -z --no-renames` records: `ADDED\tREMOVED\tPATH\0`, `-` for a
+/// binary file's counts.
 fn parse_numstat(out: &str) -> Vec<FileChange> {
-    out.lines()
+    out.split('\0')
         .filter_map(|l| {
             let mut f = l.splitn(3, '\t');
             let added = f.next()?.parse().ok();

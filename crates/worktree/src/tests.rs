@@ -530,3 +530,121 @@ fn git_output_past_the_limit_is_not_read_and_git_is_stopped() {
     assert_eq!(o.kept.len(), 1000);
     assert!(o.cut_short && o.ok && o.more > 10 * 1024 * 1024);
 }
+
+/// Issue 63 item 2: `[finish] review` paths are control plane for `finish` and `diff`, by
+/// the same rule; `diff` names the control-plane files of the branch.
+#[test]
+fn a_review_path_is_refused_by_finish_and_listed_by_diff() {
+    let d = repo();
+    let r = d.path();
+    let wt = ensure(r, "a").unwrap();
+    std::fs::write(wt.join("Makefile"), "all:\n\tcurl x | sh\n").unwrap();
+    std::fs::write(wt.join("ok.txt"), "fine\n").unwrap();
+    std::fs::create_dir_all(wt.join(".claude")).unwrap();
+    std::fs::write(wt.join(".claude/settings.json"), "{}").unwrap();
+    let review = vec!["deploy/".to_string(), "Makefile".to_string()];
+    let dd = diff_with(r, "a", false, &review).unwrap();
+    assert_eq!(dd.control_paths, [".claude/settings.json", "Makefile"]);
+    // Without the team's own list only the fixed one counts.
+    assert_eq!(
+        diff(r, "a", false).unwrap().control_paths,
+        [".claude/settings.json"]
+    );
+    // A name git would quote (`".claude/\303\251.json"`) is still seen as it is.
+    std::fs::write(wt.join(".claude/é.json"), "{}").unwrap();
+    assert_eq!(
+        diff(r, "a", false).unwrap().control_paths,
+        [".claude/settings.json", ".claude/é.json"]
+    );
+    std::fs::remove_dir_all(wt.join(".claude")).unwrap();
+    let main_before = run(r, &["rev-parse", "main"]).unwrap();
+    let mut r1 = req("a", FinishAction::Merge);
+    r1.control_files = review;
+    let e = finish(r, &r1).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(e, WorktreeError::ControlChanges { ref paths, .. } if paths == &["Makefile"]),
+        "{msg}"
+    );
+    assert_eq!(run(r, &["rev-parse", "main"]).unwrap(), main_before);
+    assert!(!r.join("Makefile").exists());
+    // The same branch, the team not reviewing Makefile: it lands.
+    r1.control_files = vec!["deploy/".into()];
+    finish(r, &r1).unwrap();
+    assert!(r.join("Makefile").exists() && r.join("ok.txt").exists());
+}
+
+/// Issue 63 tests: a branch carrying symlinks out of the repository and files named like git
+/// options: `diff` and `finish` run nothing, follow no link out, and land the links as links.
+#[test]
+fn symlinks_out_and_option_named_files_run_nothing_and_land_as_they_are() {
+    use std::os::unix::fs::symlink;
+    let d = repo();
+    let r = d.path();
+    let outside = tempfile::tempdir().unwrap();
+    let o = outside.path();
+    std::fs::write(o.join("secret"), "TOP-SECRET-CONTENT\n").unwrap();
+    let wt = ensure(r, "a").unwrap();
+    symlink(o.join("secret"), wt.join("link")).unwrap();
+    symlink(o, wt.join("outdir")).unwrap();
+    symlink("../../../../../../../../etc/passwd", wt.join("rel")).unwrap();
+    let hostile = [
+        "--upload-pack=touch x",
+        "-n",
+        "--output=pwned",
+        "--exec=touch x",
+        "-c core.fsmonitor=touch x",
+    ];
+    for n in hostile {
+        std::fs::write(wt.join(n), format!("{n}\n")).unwrap();
+    }
+    // Uncommitted first (the scratch index), then committed on the branch.
+    let check = |dd: &WorkDiff| {
+        let paths: Vec<&str> = dd.files.iter().map(|f| f.path.as_str()).collect();
+        for n in hostile.iter().chain(&["link", "outdir", "rel"]) {
+            assert!(paths.contains(n), "{n} not in {paths:?}");
+        }
+        let patch = dd.patch.as_deref().unwrap();
+        assert!(!patch.contains("TOP-SECRET"), "{patch}");
+        assert!(patch.contains("new file mode 120000"), "{patch}");
+        assert!(patch.contains(&o.join("secret").display().to_string()));
+    };
+    check(&diff(r, "a", true).unwrap());
+    run(&wt, &["add", "-A"]).unwrap();
+    run(&wt, &["commit", "-q", "-m", "links"]).unwrap();
+    check(&diff(r, "a", true).unwrap());
+    finish(r, &req("a", FinishAction::Merge)).unwrap();
+    // Landed as links, pointing where they did; the targets untouched, nothing written out.
+    for (n, to) in [
+        ("link", o.join("secret")),
+        ("outdir", o.to_path_buf()),
+        ("rel", PathBuf::from("../../../../../../../../etc/passwd")),
+    ] {
+        let m = std::fs::symlink_metadata(r.join(n)).unwrap();
+        assert!(m.file_type().is_symlink(), "{n}");
+        assert_eq!(std::fs::read_link(r.join(n)).unwrap(), to);
+    }
+    let mut left: Vec<_> = std::fs::read_dir(o)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["secret"]);
+    assert_eq!(
+        std::fs::read_to_string(o.join("secret")).unwrap(),
+        "TOP-SECRET-CONTENT\n"
+    );
+    for n in hostile {
+        assert_eq!(
+            std::fs::read_to_string(r.join(n)).unwrap(),
+            format!("{n}\n")
+        );
+    }
+    // No option ran: nothing made `x` or `pwned` in the workspace, the worktree or here.
+    let here = std::env::current_dir().unwrap();
+    for dir in [r, wt.as_path(), here.as_path(), o] {
+        for m in ["x", "pwned"] {
+            assert!(!dir.join(m).exists(), "{} in {}", m, dir.display());
+        }
+    }
+}

@@ -1366,6 +1366,7 @@ mod tests {
                     removed: Some(0),
                 },
             ],
+            control_paths: vec![],
             added: 12,
             removed: 1,
             patch: None,

@@ -57,6 +57,9 @@ pub fn diff(ctx: &Ctx, name: &str, stat: bool, json: bool) -> Result<ExitCode> {
         output::json(&d);
         return Ok(ExitCode::SUCCESS);
     }
+    for l in control_block(&d.control_paths, output::color_on_stdout()) {
+        output::line(&l);
+    }
     if let Some(p) = &d.patch {
         // The patch is the teammate's text: shown inert (`--json` has it as it is).
         print!("{}", text::printable_lines(p, ""));
@@ -65,6 +68,33 @@ pub fn diff(ctx: &Ctx, name: &str, stat: bool, json: bool) -> Result<ExitCode> {
         output::line(&l);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `diff` shows first: the changed files that are the team's control plane (`finish
+/// --merge` refuses them until the operator accepts them), bold red when `color`, each path
+/// inert (it is the teammate's); nothing when there are none.
+fn control_block(paths: &[String], color: bool) -> Vec<String> {
+    if paths.is_empty() {
+        return Vec::new();
+    }
+    let loud = |t: String| {
+        if color {
+            format!("\x1b[1;31m{t}\x1b[0m")
+        } else {
+            t
+        }
+    };
+    let mut out = vec![loud(
+        "control-plane changes (finish --merge refuses them without --accept-control-changes):"
+            .to_string(),
+    )];
+    out.extend(
+        paths
+            .iter()
+            .map(|p| loud(format!("  {}", text::printable(p)))),
+    );
+    out.push(String::new());
+    out
 }
 
 fn ask(question: &str) -> Result<String> {
@@ -344,4 +374,30 @@ pub fn at_run_end(
         out.push(result);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_plane_changes_come_first_loud_on_a_terminal_and_inert() {
+        assert!(control_block(&[], true).is_empty());
+        let paths = vec![
+            "agent-team.toml".to_string(),
+            ".claude/settings\u{1b}]0;x\u{7}.json".to_string(),
+        ];
+        let plain = control_block(&paths, false);
+        assert!(plain[0].starts_with("control-plane changes (finish --merge refuses"));
+        assert_eq!(plain[1], "  agent-team.toml");
+        assert!(!plain[2].contains('\u{1b}'), "{:?}", plain[2]);
+        assert!(plain.iter().all(|l| !l.contains("\x1b[")));
+        let loud = control_block(&paths, true);
+        assert!(
+            loud[0].starts_with("\x1b[1;31mcontrol-plane changes"),
+            "{:?}",
+            loud[0]
+        );
+        assert!(loud[1].ends_with("\x1b[0m"));
+    }
 }

@@ -13,6 +13,7 @@
 //! The plant is proved first from outside the sandbox, with the same script as the same user,
 //! so the suite cannot pass because a canary was never reachable.
 
+use agent_team_e2e::sshd::{HOST, Sshd};
 use agent_team_e2e::*;
 use agent_team_mockmodel::{MockModel, Step, Wire};
 use agent_team_protocol::PermRequest;
@@ -181,15 +182,27 @@ struct World {
 }
 
 impl World {
+    /// The operator's world on this machine, made `user`'s (none: this test's own user).
     fn plant(user: Option<&TestUser>) -> World {
+        World::plant_on(user, None)
+    }
+
+    /// A world planted for `host`'s side (none: this machine's): its abstract socket and its
+    /// listener bound in the host's network namespace (where its sessions are), its files and
+    /// path sockets on the one machine both sides share.
+    fn plant_on(user: Option<&TestUser>, host: Option<&Sshd>) -> World {
+        let in_host = |bind: &(dyn Fn() + Sync)| match host {
+            Some(h) => h.on_host(bind),
+            None => bind(),
+        };
         let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
         std::fs::create_dir_all(&base).unwrap();
         let home = tempfile::Builder::new()
-            .prefix("at-canary-home-")
+            .prefix("at-op-home-")
             .tempdir_in(&base)
             .unwrap();
         let xdg = tempfile::Builder::new()
-            .prefix("at-canary-xdg-")
+            .prefix("at-op-xdg-")
             .tempdir_in(&base)
             .unwrap();
         let agent_dir = tempfile::Builder::new()
@@ -204,6 +217,10 @@ impl World {
                 .unwrap()
                 .as_nanos()
         );
+        // Only the canaries' values hold `at-canary-` (what the probe looks for in files): the
+        // names of the world's dirs and sockets do not, so a file that merely names one of them
+        // (an agent CLI records its environment, its `$XDG_RUNTIME_DIR` among it, and the
+        // script it ran) is not taken for a canary read.
         let value = |name: &str| format!("at-canary-{name}-{unique}");
         let mut values = Vec::new();
         for (name, rel, text) in [
@@ -259,12 +276,17 @@ impl World {
             });
         }
         // The abstract socket (no file, no permission: only a network namespace keeps it out).
-        let abstract_name = format!("at-canary-abstract-{unique}");
+        let abstract_name = format!("at-op-abstract-{unique}");
         {
             use std::os::linux::net::SocketAddrExt;
             let addr = std::os::unix::net::SocketAddr::from_abstract_name(abstract_name.as_bytes())
                 .unwrap();
-            let l = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+            let l = Mutex::new(None);
+            in_host(&|| {
+                *l.lock().unwrap() =
+                    Some(std::os::unix::net::UnixListener::bind_addr(&addr).unwrap())
+            });
+            let l = l.into_inner().unwrap().unwrap();
             let (canary, seen) = (value("abstract-socket"), seen.clone());
             values.push(("abstract-socket".into(), canary.clone()));
             std::thread::spawn(move || {
@@ -275,7 +297,11 @@ impl World {
             });
         }
         // The operator's service on the host's loopback.
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp = Mutex::new(None);
+        in_host(&|| {
+            *tcp.lock().unwrap() = Some(std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        });
+        let tcp = tcp.into_inner().unwrap().unwrap();
         let port = tcp.local_addr().unwrap().port();
         {
             let (canary, seen) = (value("tcp"), seen.clone());
@@ -621,7 +647,7 @@ fn canaries_on(backend: &str, user: Option<&TestUser>) {
     std::fs::create_dir_all(&ws).unwrap();
     std::fs::write(ws.join("README"), "the workspace\n").unwrap();
     let outside_dir = tempfile::Builder::new()
-        .prefix("at-canary-outside-")
+        .prefix("at-op-outside-")
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .unwrap();
     if let Some(u) = user {
@@ -814,21 +840,24 @@ fn canaries_on(backend: &str, user: Option<&TestUser>) {
         report.extend(
             out.lines()
                 .filter(|l| l.starts_with("LEAK:"))
-                .map(|l| format!("{ctx}: {l}")),
+                .map(|l| format!("{ctx}: {l}{}", found_in(l))),
         );
-        // No capability inside, as root too; the runtime dir is a mount inside (what `umount`
-        // was tried on) and no terminal took a key.
+        // No capability inside, as root too, and no terminal took a key.
         report.extend(
             out.lines()
                 .filter(|l| l.starts_with("CAPS:") && !l.ends_with("CapEff:0000000000000000"))
                 .map(|l| format!("{ctx}: capabilities inside: {l}")),
         );
-        let runtime = std::fs::canonicalize(&sb.paths.runtime).unwrap();
-        if !out.contains(&format!("OK:mounted:{}", sb.paths.runtime.display()))
-            && !out.contains(&format!("OK:mounted:{}", runtime.display()))
+        // In a mount namespace of its own: the probe dir (bound in by `[sandbox] write`) is a
+        // mount inside only, which `umount` was tried on. (The hidden runtime dir is no mount
+        // inside any more: the sandbox mounts over a hidden dir only where something bound
+        // would show it, and starts from nothing.)
+        let probe_real = std::fs::canonicalize(&probe).unwrap();
+        if !out.contains(&format!("OK:mounted:{}", probe.display()))
+            && !out.contains(&format!("OK:mounted:{}", probe_real.display()))
         {
             report.push(format!(
-                "{ctx}: the hidden runtime dir is not a mount inside (not in a namespace?)"
+                "{ctx}: the probe dir is not a mount inside (not in a namespace?)"
             ));
         }
         for c in world.connections_from(ctx) {
@@ -947,4 +976,562 @@ fn no_canary_is_reached_from_any_context_as_a_normal_user_in_process() {
         return;
     };
     canaries_on("in-process", Some(&user));
+}
+
+/// Every canary of `world` answered the probe run outside the sandbox (`out`, context
+/// `outside`): the plant `what` names works, so a probe inside that reaches none proves something.
+fn assert_reachable_outside(world: &World, out: &str, what: &str) {
+    assert!(out.contains("FINISHED:outside"), "{what}: {out}");
+    for name in CANARIES {
+        assert!(
+            out.lines().any(|l| l.starts_with(&format!("LEAK:{name} "))),
+            "{what}: the canary {name} is not reachable even from outside the sandbox: the plant \
+             is broken\n{out}"
+        );
+    }
+    for (name, v) in &world.values {
+        assert!(
+            out.contains(v.as_str()),
+            "{what}: {name}'s value not read from outside\n{out}"
+        );
+    }
+    assert!(!world.connections_from("outside").is_empty(), "{what}");
+}
+
+/// For a probe's `LEAK:found-in:FILE` line, what FILE holds that looks like a canary (the
+/// test reads it outside the sandbox, if it is still there).
+fn found_in(line: &str) -> String {
+    let Some(file) = line.strip_prefix("LEAK:found-in:") else {
+        return String::new();
+    };
+    let text = String::from_utf8_lossy(&std::fs::read(file).unwrap_or_default()).into_owned();
+    let hits: Vec<&str> = text
+        .match_indices("at-canary-")
+        .map(|(i, _)| {
+            let end = text[i..]
+                .find(|c: char| c.is_whitespace() || "\"',\\".contains(c))
+                .map_or(text.len(), |e| i + e);
+            &text[i..end]
+        })
+        .collect();
+    format!(" (holding {hits:?})")
+}
+
+/// What a probe run as `ctx` found of `world` (its output in `probe`): each `LEAK:` line,
+/// a capability, no namespace of its own (`mounted`, a dir that is a mount only inside one),
+/// a connection at one of the world's listeners.
+fn reached(world: &World, probe: &Path, ctx: &str, mounted: &Path) -> Vec<String> {
+    let out = out_of(probe, ctx);
+    let mut report: Vec<String> = out
+        .lines()
+        .filter(|l| l.starts_with("LEAK:"))
+        .map(|l| format!("{ctx}: {l}{}", found_in(l)))
+        .collect();
+    report.extend(
+        out.lines()
+            .filter(|l| l.starts_with("CAPS:") && !l.ends_with("CapEff:0000000000000000"))
+            .map(|l| format!("{ctx}: capabilities inside: {l}")),
+    );
+    if !out.contains(&format!("OK:mounted:{}", mounted.display())) {
+        report.push(format!(
+            "{ctx}: {} is not a mount inside (not in a namespace?)\n{out}",
+            mounted.display()
+        ));
+    }
+    for c in world.connections_from(ctx) {
+        report.push(format!("{ctx}: connection at {}: {}", c.0, c.1));
+    }
+    for c in world.seen.lock().unwrap().iter() {
+        let from = c.1.split_whitespace().next().unwrap_or("");
+        let known = from == "outside" || from == ctx || c.1.starts_with("GET /outside-proxy");
+        // The operator's own ssh (`up`'s check of the host, the daemon's link to it: outside
+        // every sandbox) uses their agent, as any ssh of theirs does.
+        let their_ssh = c.0 == "agent-socket" && c.1.contains("session-bind@openssh.com");
+        if !known && !their_ssh && !c.1.contains(&format!("/{ctx}-proxy")) {
+            report.push(format!("an unknown connection at {}: {:?}", c.0, c.1));
+        }
+    }
+    report
+}
+
+/// The canary suite on a remote host's side: a teammate on the test's own sshd (`host =`)
+/// runs the probe as its task command, in the host's sandbox, against the canaries of the
+/// host's side (a home of its own that the host's sessions log in with, `SSH_AUTH_SOCK` and
+/// `XDG_RUNTIME_DIR` sockets, an abstract socket and a listener on the host's loopback: its
+/// network namespace) and the operator's on this machine (the same machine here: its files and
+/// path sockets are beside the host's).
+#[test]
+fn no_canary_is_reached_from_a_remote_hosts_sandbox() {
+    let sb = Sandbox::new();
+    if let Err(why) = namespaced(&sb) {
+        eprintln!("no namespace sandbox here, skipped: {why}");
+        return;
+    }
+    let mut sshd = Sshd::start();
+    let here = World::plant(None);
+    let there = World::plant_on(None, Some(&sshd));
+    sshd.set_env(&there.env());
+    let probe_here = sb.path("probe");
+    let probe_there = sshd.dir.path().join("probe");
+    let remote_run = sshd.remote_dir().join("run");
+    for d in [&probe_here, &probe_there] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("go"), "").unwrap();
+    }
+    let script_here = probe_here.join("probe.sh");
+    std::fs::write(
+        &script_here,
+        here.probe(&probe_here, &sb.paths.runtime, &sb.paths.home),
+    )
+    .unwrap();
+    let script_there = probe_there.join("probe.sh");
+    std::fs::write(
+        &script_there,
+        there.probe(&probe_there, &remote_run, &sshd.remote_dir()),
+    )
+    .unwrap();
+    let op = Operator {
+        sb: &sb,
+        user: None,
+        env: here.env(),
+    };
+
+    // (1) The plants work: the operator's from outside here, the host's from a session there.
+    let outside = |world: &World, dir: &Path| {
+        let script = dir.join("probe.sh");
+        std::fs::write(&script, world.probe(dir, &remote_run, &sshd.remote_dir())).unwrap();
+        std::fs::write(dir.join("go"), "").unwrap();
+        script
+    };
+    let outside_here = tempfile::Builder::new()
+        .prefix("at-op-outside-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let script = outside(&here, outside_here.path());
+    let o = op
+        .command(
+            Path::new("/bin/sh"),
+            &[&script.display().to_string(), "outside"],
+        )
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_reachable_outside(&here, &String::from_utf8_lossy(&o.stdout), "here");
+    let outside_there = tempfile::Builder::new()
+        .prefix("at-op-outside-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let script = outside(&there, outside_there.path());
+    let o = Command::new("ssh")
+        .arg("-F")
+        .arg(sshd.config())
+        .args([HOST, "sh", &script.display().to_string(), "outside"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_reachable_outside(
+        &there,
+        &String::from_utf8_lossy(&o.stdout),
+        "on the host, from an ssh session",
+    );
+
+    // (2) The remote teammate's task command probes the host's world, then the operator's.
+    let ws = sb.path("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    let dirs = format!(
+        "[\"{}\", \"{}\"]",
+        probe_here.display(),
+        probe_there.display()
+    );
+    std::fs::write(
+        ws.join("agent-team.toml"),
+        format!(
+            "name = \"{TEAM}\"\nboard = false\n{ssh}\n\
+             [sandbox]\nread = {dirs}\nwrite = {dirs}\n\
+             [roles.leader]\nprovider = \"exec\"\n\
+             [roles.worker]\nprovider = \"exec\"\npermissions = {{ bash = \"allow\" }}\n\
+             [[teammates]]\nname = \"far\"\nrole = \"worker\"\nhost = \"{HOST}\"\n\
+             [[tasks]]\nkey = \"probe\"\ntitle = \"probe\"\nrun = \"sh {there} remote; sh {here} remote\"\nassign = \"far\"\n",
+            ssh = sshd.ssh_table(Some(&bin("agent-team-worker"))),
+            there = script_there.display(),
+            here = script_here.display(),
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    op.ok(&[
+        "-f",
+        "ws/agent-team.toml",
+        "up",
+        "--backend",
+        "process",
+        "--detach",
+    ]);
+    let finished = |p: &Path| out_of(p, "remote").contains("FINISHED:remote");
+    let mut asked = Vec::new();
+    wait_for_or(
+        "the remote probes to finish",
+        T,
+        || {
+            for p in op.pending() {
+                assert_eq!(p.tool, "network", "an unexpected request {p:?}");
+                assert_eq!(p.agent, "far", "{p:?}");
+                assert!(
+                    [here.port, there.port]
+                        .iter()
+                        .any(|port| p.input == format!("127.0.0.1:{port}")),
+                    "{p:?}"
+                );
+                assert_eq!(p.status, agent_team_protocol::PermStatus::Pending);
+                op.ok(&["--team", TEAM, "deny", &p.id.to_string()]);
+                asked.push(p.input.clone());
+            }
+            finished(&probe_here) && finished(&probe_there)
+        },
+        || {
+            format!(
+                "--- the host's world:\n{}\n--- the operator's:\n{}\n--- far's log:\n{}",
+                out_of(&probe_there, "remote"),
+                out_of(&probe_here, "remote"),
+                op.at(&["--team", TEAM, "logs", "far"])
+                    .stdout
+                    .escape_ascii()
+            )
+        },
+    );
+    eprintln!("remote: probed in {:?}", started.elapsed());
+
+    // (3) Nothing reached a canary, of either side.
+    let mut report = reached(&there, &probe_there, "remote", &probe_there);
+    report.extend(reached(&here, &probe_here, "remote", &probe_here));
+    for p in [&probe_here, &probe_there] {
+        let out = out_of(p, "remote");
+        assert!(out.contains("START:remote uid="), "{out}");
+    }
+    // The host's loopback destination is a request of the remote teammate's (its sandbox
+    // reaches the network only by asking, as a local one's does), denied.
+    if !asked
+        .iter()
+        .any(|a| *a == format!("127.0.0.1:{}", there.port))
+    {
+        report.push(format!(
+            "remote: the host's loopback (127.0.0.1:{}) was never asked for: asked {asked:?}",
+            there.port
+        ));
+    }
+    op.ok(&["--team", TEAM, "down"]);
+    for dir in [sb.dir.path(), &sshd.remote_dir()] {
+        for (file, name) in
+            files_holding(dir, &[here.values.clone(), there.values.clone()].concat())
+        {
+            report.push(format!("{name}'s value in {}", file.display()));
+        }
+    }
+    // KNOWN LEAK: a remote teammate's sandbox shares the host's network namespace (the worker
+    // there has no egress proxy dir: `network_of` in crates/worker/src/command.rs gives it
+    // the host's network): its task command connects to the host's abstract socket and to a
+    // listener on the host's 127.0.0.1, directly and with curl, and is never asked about it.
+    // This assertion fails until the host's sandbox gets a network namespace of its own with
+    // the team's proxy over the link.
+    assert!(
+        report.is_empty(),
+        "a remote host's sandbox: canaries reached:\n{}",
+        report.join("\n")
+    );
+}
+
+/// A real agent CLI as a teammate, for [`canaries_in_a_clis_shell`]: its `[roles.cli]`
+/// section against `mock`, the key variable its role names, its shell tool's name and
+/// arguments for a command, and what its model says first.
+struct CliCase {
+    /// The probe's context name (the CLI's).
+    ctx: &'static str,
+    role: String,
+    mock: MockModel,
+    key: (&'static str, &'static str),
+    shell: &'static str,
+    args: fn(&str) -> serde_json::Value,
+}
+
+/// `{"command": cmd}`: the shell tool's arguments of every CLI but Codex.
+fn command_arg(cmd: &str) -> serde_json::Value {
+    json!({ "command": cmd })
+}
+
+/// The canary suite in a real agent CLI's own shell tool: its model (the mock) calls the
+/// tool with the probe script (granted by `[sandbox] read`/`write`), which the role allows
+/// outright (`bash = "allow"`: no hook asks anyone), on the process backend. Nothing is
+/// reached; the loopback destination is only a `network` request of the CLI's teammate,
+/// denied; the model gets the probe's output and no canary in it.
+fn canaries_in_a_clis_shell(case: CliCase) {
+    let ctx = case.ctx;
+    let sb = Sandbox::new();
+    if let Err(why) = namespaced(&sb) {
+        eprintln!("no namespace sandbox here, skipped: {why}");
+        return;
+    }
+    let world = World::plant(None);
+    let probe = sb.path("probe");
+    std::fs::create_dir_all(&probe).unwrap();
+    let script = probe.join("probe.sh");
+    std::fs::write(
+        &script,
+        world.probe(&probe, &sb.paths.runtime, &sb.paths.home),
+    )
+    .unwrap();
+    std::fs::write(probe.join("ttys"), "").unwrap();
+    std::fs::write(probe.join("go"), "").unwrap();
+    let mut op = Operator {
+        sb: &sb,
+        user: None,
+        env: world.env(),
+    };
+    op.env.push((case.key.0.into(), case.key.1.into()));
+    let cmd = format!("sh {} {ctx}", script.display());
+    case.mock.script(
+        "cc",
+        vec![
+            Step::Tools(vec![(case.shell.into(), (case.args)(&cmd))]),
+            Step::Text("Probed.".into()),
+        ],
+    );
+    let ws = sb.path("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    std::fs::write(
+        ws.join("agent-team.toml"),
+        format!(
+            "name = \"{TEAM}\"\nboard = false\n\
+             [sandbox]\nread = [\"{probe}\"]\nwrite = [\"{probe}\"]\n\n\
+             {role}permissions = {{ bash = \"allow\" }}\n\n\
+             [[teammates]]\nname = \"cc\"\nrole = \"cli\"\n",
+            probe = probe.display(),
+            role = case.role,
+        ),
+    )
+    .unwrap();
+    let up = op.at(&[
+        "-f",
+        "ws/agent-team.toml",
+        "up",
+        "--backend",
+        "process",
+        "--detach",
+    ]);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let log = || std::fs::read_to_string(sb.team(TEAM).logs.join("cc.log")).unwrap_or_default();
+    let mut asked = Vec::new();
+    let started = Instant::now();
+    wait_for_or(
+        &format!("{ctx}'s probe to finish"),
+        Duration::from_secs(120),
+        || {
+            for p in op.pending() {
+                assert_eq!(p.tool, "network", "{ctx}: an unexpected request {p:?}");
+                assert_eq!(p.agent, "cc", "{p:?}");
+                assert_eq!(p.input, format!("127.0.0.1:{}", world.port), "{p:?}");
+                assert_eq!(p.status, agent_team_protocol::PermStatus::Pending);
+                assert!(
+                    world.connections_from(ctx).is_empty(),
+                    "{ctx} reached the listener before a decision: {:?}",
+                    world.connections_from(ctx)
+                );
+                op.ok(&["--team", TEAM, "deny", &p.id.to_string()]);
+                asked.push(p.id);
+            }
+            out_of(&probe, ctx).contains(&format!("FINISHED:{ctx}"))
+        },
+        || {
+            format!(
+                "--- probe:\n{}\n--- cc's log:\n{}\n--- unmatched: {:?}",
+                out_of(&probe, ctx),
+                log(),
+                case.mock.unmatched()
+            )
+        },
+    );
+    eprintln!("{ctx}: probed in {:?}", started.elapsed());
+    // The CLI's model got the probe's output back.
+    wait_for_or(
+        "the probe's output to reach the model",
+        T,
+        || {
+            case.mock
+                .requests("cc")
+                .iter()
+                .any(|r| r.to_string().contains(&format!("FINISHED:{ctx}")))
+        },
+        log,
+    );
+    let out = out_of(&probe, ctx);
+    let uid = nix::unistd::getuid().as_raw();
+    assert!(
+        out.contains(&format!("START:{ctx} uid={uid} ")),
+        "{ctx} did not run as uid {uid}\n{out}"
+    );
+    let mut report = reached(&world, &probe, ctx, &probe);
+    let to_model: String = case
+        .mock
+        .requests("cc")
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    for (name, v) in &world.values {
+        if to_model.contains(v.as_str()) {
+            report.push(format!("{name}'s value sent to the CLI's model"));
+        }
+    }
+    assert!(
+        !asked.is_empty(),
+        "{ctx}: the loopback connection was never asked for\n{out}"
+    );
+    op.ok(&["--team", TEAM, "down"]);
+    for (file, name) in files_holding(sb.dir.path(), &world.values) {
+        report.push(format!("{name}'s value in {}", file.display()));
+    }
+    assert!(
+        report.is_empty(),
+        "{ctx}'s own shell: canaries reached:\n{}",
+        report.join("\n")
+    );
+}
+
+#[test]
+fn no_canary_is_reached_from_claude_codes_bash() {
+    use super::clis::{ANTHROPIC_KEY, CLAUDE_CODE_VERSION, cli_role, installed};
+    let claude = installed("@anthropic-ai/claude-code", CLAUDE_CODE_VERSION, "claude");
+    let mock = MockModel::start_background(Wire::Anthropic).unwrap();
+    let role = cli_role(
+        "cli",
+        "claude-code",
+        "claude-sonnet-4-5",
+        &mock.base_url(),
+        ANTHROPIC_KEY.0,
+        &claude,
+    );
+    canaries_in_a_clis_shell(CliCase {
+        ctx: "claude-code",
+        role,
+        mock,
+        key: ANTHROPIC_KEY,
+        shell: "Bash",
+        args: command_arg,
+    });
+}
+
+#[test]
+fn no_canary_is_reached_from_codexs_exec_command() {
+    use super::clis::{CODEX_VERSION, OPENAI_KEY, cli_role, installed};
+    let codex = installed("@openai/codex", CODEX_VERSION, "codex");
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    let role = cli_role(
+        "cli",
+        "codex",
+        "gpt-5-codex",
+        &mock.base_url(),
+        OPENAI_KEY.0,
+        &codex,
+    );
+    canaries_in_a_clis_shell(CliCase {
+        ctx: "codex",
+        role,
+        mock,
+        key: OPENAI_KEY,
+        shell: "exec_command",
+        args: |cmd| json!({ "cmd": cmd }),
+    });
+}
+
+#[test]
+fn no_canary_is_reached_from_gemini_clis_run_shell_command() {
+    use super::clis::{GEMINI_CLI_VERSION, GEMINI_KEY, cli_role, installed};
+    let gemini = installed("@google/gemini-cli", GEMINI_CLI_VERSION, "gemini");
+    let mock = MockModel::start_background(Wire::Gemini).unwrap();
+    let role = cli_role(
+        "cli",
+        "gemini-cli",
+        "gemini-2.5-pro",
+        &mock.base_url(),
+        GEMINI_KEY.0,
+        &gemini,
+    );
+    canaries_in_a_clis_shell(CliCase {
+        ctx: "gemini-cli",
+        role,
+        mock,
+        key: GEMINI_KEY,
+        shell: "run_shell_command",
+        args: command_arg,
+    });
+}
+
+#[test]
+fn no_canary_is_reached_from_qwen_codes_run_shell_command() {
+    use super::clis::{OPENAI_KEY, cli_role, qwen_code};
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    let role = cli_role(
+        "cli",
+        "qwen-code",
+        "qwen3-coder",
+        &mock.base_url(),
+        OPENAI_KEY.0,
+        &qwen_code(),
+    );
+    canaries_in_a_clis_shell(CliCase {
+        ctx: "qwen-code",
+        role,
+        mock,
+        key: OPENAI_KEY,
+        shell: "run_shell_command",
+        args: command_arg,
+    });
+}
+
+#[test]
+fn no_canary_is_reached_from_copilots_bash() {
+    use super::clis::{OPENAI_KEY, cli_role};
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    let role = cli_role(
+        "cli",
+        "copilot",
+        "gpt-4.1",
+        &mock.base_url(),
+        OPENAI_KEY.0,
+        &super::copilot::copilot(),
+    );
+    canaries_in_a_clis_shell(CliCase {
+        ctx: "copilot",
+        role,
+        mock,
+        key: OPENAI_KEY,
+        shell: "bash",
+        args: command_arg,
+    });
+}
+
+#[test]
+fn no_canary_is_reached_from_opencodes_bash() {
+    use super::clis::{OPENAI_KEY, cli_role};
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    // opencode asks for a session title first: answered aside.
+    mock.answer_aside("You are a title generator", "Team work");
+    let role = cli_role(
+        "cli",
+        "opencode",
+        "qwen3-coder",
+        &mock.base_url(),
+        OPENAI_KEY.0,
+        &super::opencode::opencode(),
+    );
+    canaries_in_a_clis_shell(CliCase {
+        ctx: "opencode",
+        role,
+        mock,
+        key: OPENAI_KEY,
+        shell: "bash",
+        args: command_arg,
+    });
 }

@@ -10,11 +10,11 @@ use std::time::Duration;
 const T: Duration = Duration::from_secs(60);
 
 /// The agent CLIs' versions the suite installs and runs (the README's table says the same).
-const CLAUDE_CODE_VERSION: &str = "2.1.332";
+pub(crate) const CLAUDE_CODE_VERSION: &str = "2.1.332";
 /// See [`CLAUDE_CODE_VERSION`].
-const GEMINI_CLI_VERSION: &str = "0.61.0";
+pub(crate) const GEMINI_CLI_VERSION: &str = "0.61.0";
 /// See [`CLAUDE_CODE_VERSION`].
-const CODEX_VERSION: &str = "0.171.0";
+pub(crate) const CODEX_VERSION: &str = "0.171.0";
 /// See [`CLAUDE_CODE_VERSION`].
 const QWEN_CODE_VERSION: &str = "0.24.4";
 
@@ -215,7 +215,7 @@ pub(crate) fn installed(package: &str, version: &str, bin: &str) -> std::path::P
 /// Qwen Code at [`QWEN_CODE_VERSION`], which needs Node 22: the npm `node@22` package's binary,
 /// installed into the same cache, put first on the CLI's `PATH` by a small wrapper script (the
 /// role's `command`), so the machine's own Node is left alone.
-fn qwen_code() -> std::path::PathBuf {
+pub(crate) fn qwen_code() -> std::path::PathBuf {
     let qwen = installed("@qwen-code/qwen-code", QWEN_CODE_VERSION, "qwen");
     let node = installed("node", "22", "node");
     let node_bin = node.canonicalize().unwrap().parent().unwrap().to_path_buf();
@@ -1208,10 +1208,10 @@ fn gemini_tool(name: &str) -> String {
 }
 
 /// The key variable and value the sandbox gives Gemini CLI.
-const GEMINI_KEY: (&str, &str) = ("AT_TEST_GEMINI_KEY", "gm-test-key-0123456789");
+pub(crate) const GEMINI_KEY: (&str, &str) = ("AT_TEST_GEMINI_KEY", "gm-test-key-0123456789");
 
 /// The key variable and value the sandbox gives the Anthropic-wire CLIs.
-const ANTHROPIC_KEY: (&str, &str) = ("AT_TEST_ANTHROPIC_KEY", "sk-ant-test-0123456789abcdefghij");
+pub(crate) const ANTHROPIC_KEY: (&str, &str) = ("AT_TEST_ANTHROPIC_KEY", "sk-ant-test-0123456789abcdefghij");
 /// The key variable and value the sandbox gives the OpenAI-wire CLIs.
 pub(crate) const OPENAI_KEY: (&str, &str) = ("AT_TEST_OPENAI_KEY", "sk-test-openai");
 

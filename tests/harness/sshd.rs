@@ -355,6 +355,37 @@ impl Sshd {
         }
     }
 
+    /// Sets the environment of the host's sessions (`SetEnv`: the home and whatever else a
+    /// login there would have, e.g. `SSH_AUTH_SOCK`) and restarts sshd with it; `HOME` replaces
+    /// the harness's own.
+    pub fn set_env(&mut self, vars: &[(String, String)]) {
+        let config = self.dir.path().join("sshd_config");
+        let text = std::fs::read_to_string(&config).unwrap();
+        let mut line = String::from("SetEnv");
+        if !vars.iter().any(|(k, _)| k == "HOME") {
+            line.push_str(&format!(" HOME={}/home", self.dir.path().display()));
+        }
+        for (k, v) in vars {
+            assert!(
+                !v.contains(char::is_whitespace) && !v.contains('"'),
+                "SetEnv {k}={v}: no blanks or quotes"
+            );
+            line.push_str(&format!(" {k}={v}"));
+        }
+        let text: Vec<String> = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("SetEnv ") {
+                    line.clone()
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        std::fs::write(&config, text.join("\n") + "\n").unwrap();
+        self.restart();
+    }
+
     /// The client configuration naming the server [`HOST`].
     pub fn config(&self) -> PathBuf {
         self.dir.path().join("ssh_config")

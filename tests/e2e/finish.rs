@@ -481,3 +481,82 @@ fn run_with_finish_merge_leaves_a_control_plane_change_unmerged_until_the_operat
         }
     }
 }
+
+/// Issue 63 item 2: `agent-team diff` names the branch's control-plane changes (the team file,
+/// `.claude/settings.json`, a `[finish] review` path) first, before the patch, and `--json`
+/// carries them; `finish --merge` refuses that branch until `--accept-control-changes`.
+#[test]
+fn diff_lists_control_plane_changes_first_and_finish_refuses_a_review_path_until_accepted() {
+    let sb = repo();
+    let d = sb.dir.path();
+    sb.write_team_file(&team(
+        "cpd",
+        &[(
+            "a",
+            "echo '# sandbox off from now on' >> agent-team.toml; mkdir -p .claude; \
+             echo '{}' > .claude/settings.json; echo 'all:' > Makefile; echo ok > ok.txt",
+        )],
+        "sandbox = \"off\"\n[finish]\nreview = [\"Makefile\", \"deploy/\"]",
+    ));
+    git(d, &["add", "agent-team.toml"]);
+    git(d, &["commit", "-qm", "team"]);
+    let before = git(d, &["rev-parse", "main"]);
+    let out = sb.run(&[
+        "run",
+        "--backend",
+        "process",
+        "--json",
+        "--timeout",
+        "60",
+        "--quiet",
+        "--approve-all",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The team is stopped: `diff` reads its stored configuration (review paths included).
+    let shown = sb.ok(&["diff", "a"]);
+    let mut lines = shown.lines();
+    assert_eq!(
+        lines.next(),
+        Some(
+            "control-plane changes (finish --merge refuses them without --accept-control-changes):"
+        ),
+        "{shown}"
+    );
+    let block: Vec<&str> = lines.by_ref().take_while(|l| !l.is_empty()).collect();
+    assert_eq!(
+        block,
+        ["  .claude/settings.json", "  Makefile", "  agent-team.toml"],
+        "{shown}"
+    );
+    // Then the patch, plain (stdout is not a terminal).
+    assert!(
+        lines.next().is_some_and(|l| l.starts_with("diff --git")),
+        "{shown}"
+    );
+    assert!(!shown.contains('\u{1b}'), "{shown}");
+    let json: WorkDiff = serde_json::from_str(&sb.ok(&["diff", "a", "--json"])).unwrap();
+    assert_eq!(
+        json.control_paths,
+        [".claude/settings.json", "Makefile", "agent-team.toml"]
+    );
+    let refused = sb.run(&["finish", "a", "--merge"]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{err}");
+    for want in [
+        "control plane",
+        "Makefile",
+        ".claude/settings.json",
+        "--accept-control-changes",
+    ] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    assert_eq!(git(d, &["rev-parse", "main"]), before);
+    assert!(!d.join("Makefile").exists());
+    sb.ok(&["finish", "a", "--merge", "--accept-control-changes"]);
+    assert!(d.join("Makefile").exists() && d.join("ok.txt").exists());
+    sb.run(&["down"]);
+}

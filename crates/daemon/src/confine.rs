@@ -66,6 +66,9 @@ pub fn boundary(
         home: std::env::var_os("HOME")
             .filter(|h| !h.is_empty())
             .map(PathBuf::from),
+        // Without the daemon's proxy for them (no forwarder beside it) and a network the team
+        // file does not open: shut, not the host's.
+        offline: cfg.network_for(None).mode != agent_team_config::NetworkMode::Open,
         network,
         ..Work::default()
     })))

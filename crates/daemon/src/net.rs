@@ -218,7 +218,7 @@ impl Core {
             .with_file_name("agent-team-bridge");
         if !bridge.is_file() {
             tracing::warn!(
-                "hooks keep the host's network: no forwarder at {}",
+                "hooks have no network (no forwarder at {}): their sandbox's network is shut",
                 bridge.display()
             );
             return None;

@@ -123,8 +123,12 @@ pub struct Boundary {
     /// them), to explain a refused write.
     pub protected: Vec<PathBuf>,
     /// How the network is reached: through the team's egress proxy in a network namespace of
-    /// its own, or (none) the host's network.
+    /// its own, or (none) the host's network unless `offline`.
     pub network: Option<NetworkWiring>,
+    /// With no proxy: a network namespace of its own all the same (only its own loopback),
+    /// where no proxy serves this agent (a teammate on another host) and the network is not
+    /// open by the team file: shut, not opened.
+    pub offline: bool,
     /// Read-only in a namespace, beside the system's base ([`view::base`]): the toolchains
     /// under the home dir, the dirs on `PATH`, the programs the caller runs, `[sandbox] read`.
     pub read: Vec<PathBuf>,
@@ -176,8 +180,10 @@ pub struct Work {
     pub expose: Vec<PathBuf>,
     /// The user's home dir (the caches and the protected start-up files are under it).
     pub home: Option<PathBuf>,
-    /// The team's egress proxy for this agent (none: the host's network).
+    /// The team's egress proxy for this agent (none: the host's network, unless `offline`).
     pub network: Option<NetworkWiring>,
+    /// No proxy and a network not open: a network namespace with only its own loopback.
+    pub offline: bool,
     /// More read-only paths in a namespace: `[sandbox] read`, the programs the caller runs
     /// (an agent CLI's install dir).
     pub read: Vec<PathBuf>,
@@ -300,6 +306,7 @@ impl Boundary {
         b.write.extend(work.extra_write.iter().cloned());
         b.expose.extend(work.expose.iter().cloned());
         b.network = work.network.clone();
+        b.offline = work.offline && work.network.is_none();
         b.normalise()
     }
 
@@ -476,6 +483,8 @@ impl Boundary {
         push(&["--chdir".as_ref(), cwd.as_os_str()]);
         if let Some(net) = &self.network {
             a.extend(network::bwrap_args(net));
+        } else if self.offline {
+            a.push("--unshare-net".into());
         }
         a
     }

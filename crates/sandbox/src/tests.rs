@@ -295,6 +295,30 @@ fn the_teams_sandbox_home_keeps_the_caches_and_nothing_of_the_operators_home() {
 }
 
 #[test]
+fn with_no_proxy_the_network_is_shut_not_the_hosts() {
+    if !namespace_or_skip() {
+        return;
+    }
+    let l = Layout::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let probe = format!(
+        "python3 -c \"import socket; socket.create_connection(('127.0.0.1', {port}), 2)\" && echo REACHED"
+    );
+    let (_, out) = l.run(&Boundary::for_work(&l.work()), &probe);
+    assert!(
+        out.contains("REACHED"),
+        "the plant is not reachable without offline: {out}"
+    );
+    let shut = Boundary::for_work(&Work {
+        offline: true,
+        ..l.work()
+    });
+    let (code, out) = l.run(&shut, &probe);
+    assert!(code != 0 && !out.contains("REACHED"), "{out}");
+}
+
+#[test]
 fn a_control_socket_inside_the_workspace_is_not_a_socket_in_there() {
     if !namespace_or_skip() {
         return;
@@ -308,7 +332,10 @@ fn a_control_socket_inside_the_workspace_is_not_a_socket_in_there() {
     let b = Boundary::for_work(&work);
     let probe = format!("test -S {} && echo LEAK:socket; ls src", sock.display());
     let (_, out) = l.run(&Boundary::for_work(&l.work()), &probe);
-    assert!(out.contains("LEAK:socket"), "the plant is not a socket inside: {out}");
+    assert!(
+        out.contains("LEAK:socket"),
+        "the plant is not a socket inside: {out}"
+    );
     let (_, out) = l.run(&b, &probe);
     assert!(!out.contains("LEAK:"), "{out}");
     assert!(std::os::unix::net::UnixStream::connect(&sock).is_ok());

@@ -151,6 +151,9 @@ pub fn work_of(
         expose,
         home,
         network: network_of(agent, config, role),
+        // No proxy for this agent here (a teammate on another host) and a network the team file
+        // does not open: shut, not the host's.
+        offline: config.network_for(Some(role)).mode != agent_team_config::NetworkMode::Open,
         read: paths.read,
         sandbox_home,
     }

@@ -290,8 +290,13 @@ impl View {
                     format!("; the host's loopback ports {} forwarded", ports.join(", "))
                 }
             ),
+            (false, Mechanism::Namespace(_), None) if b.offline => {
+                "none: a network namespace of its own with only its loopback (no egress proxy \
+                 serves it here)"
+                    .to_string()
+            }
             (false, Mechanism::Namespace(_), None) => {
-                "the host's network, open (no egress proxy)".to_string()
+                "the host's network, open (the team file's network mode is \"open\")".to_string()
             }
             (false, _, _) => {
                 "the host's network, open (no network namespace without bubblewrap)".to_string()

@@ -1211,7 +1211,8 @@ fn gemini_tool(name: &str) -> String {
 pub(crate) const GEMINI_KEY: (&str, &str) = ("AT_TEST_GEMINI_KEY", "gm-test-key-0123456789");
 
 /// The key variable and value the sandbox gives the Anthropic-wire CLIs.
-pub(crate) const ANTHROPIC_KEY: (&str, &str) = ("AT_TEST_ANTHROPIC_KEY", "sk-ant-test-0123456789abcdefghij");
+pub(crate) const ANTHROPIC_KEY: (&str, &str) =
+    ("AT_TEST_ANTHROPIC_KEY", "sk-ant-test-0123456789abcdefghij");
 /// The key variable and value the sandbox gives the OpenAI-wire CLIs.
 pub(crate) const OPENAI_KEY: (&str, &str) = ("AT_TEST_OPENAI_KEY", "sk-test-openai");
 

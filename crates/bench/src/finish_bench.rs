@@ -156,11 +156,17 @@ fn diff_memory(r: &mut Report, dir: &Path, quick: bool) -> Result<()> {
         // A text file (lines), as a generated file or a log a teammate left would be.
         let line = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n";
         std::fs::write(wt.join("big.txt"), line.repeat(size.div_ceil(line.len())))?;
-        ensure!(reset_peak(), "cannot reset the peak memory count (/proc/self/clear_refs)");
+        ensure!(
+            reset_peak(),
+            "cannot reset the peak memory count (/proc/self/clear_refs)"
+        );
         let before = peak_kib().unwrap_or(0);
         let d = agent_team_worktree::diff(&repo, "a", true)?;
         let after = peak_kib().unwrap_or(0);
-        ensure!(d.patch.as_deref().is_some_and(|p| !p.is_empty()), "no patch");
+        ensure!(
+            d.patch.as_deref().is_some_and(|p| !p.is_empty()),
+            "no patch"
+        );
         peaks.push(after.saturating_sub(before));
         std::fs::remove_dir_all(&repo)?;
     }

@@ -2191,10 +2191,15 @@ class WorkDiff:
     #: The branch its work lands on by default (the one the team started from).
     base: Optional[str] = None
 
-    #: The patch itself, when asked for (cut at 1 MiB, with a line saying so).
+    #: The changed files that are the team's control plane (the rule `finish --merge` refuses
+    #: by without `--accept-control-changes`), in `files`' order: shown first.
+    control_paths: List[str] = field(default_factory=list)
+
+    #: The patch itself, when asked for (its first 512 KiB at most, cut to fit one frame as
+    #: JSON, with a line saying how many bytes are not shown and how to see them).
     patch: Optional[str] = None
 
-    _FIELDS: ClassVar[Tuple[Any, ...]] = (('agent', 'agent', None, True, None), ('branch', 'branch', None, True, None), ('fork', 'fork', None, True, None), ('commits', 'commits', None, True, None), ('uncommitted', 'uncommitted', None, True, None), ('files', 'files', ('list', ('class', 'FileChange')), True, None), ('added', 'added', None, True, None), ('removed', 'removed', None, True, None), ('base', 'base', None, False, None), ('patch', 'patch', None, False, None))
+    _FIELDS: ClassVar[Tuple[Any, ...]] = (('agent', 'agent', None, True, None), ('branch', 'branch', None, True, None), ('fork', 'fork', None, True, None), ('commits', 'commits', None, True, None), ('uncommitted', 'uncommitted', None, True, None), ('files', 'files', ('list', ('class', 'FileChange')), True, None), ('added', 'added', None, True, None), ('removed', 'removed', None, True, None), ('base', 'base', None, False, None), ('control_paths', 'control_paths', None, False, []), ('patch', 'patch', None, False, None))
 
     @classmethod
     def from_dict(cls: Type[_T], data: Dict[str, Any]) -> _T:

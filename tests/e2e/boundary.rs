@@ -16,15 +16,7 @@ const T: Duration = Duration::from_secs(60);
 
 /// `None` when agents' commands run in a namespace here, else why not (from `doctor`).
 fn no_namespace(sb: &Sandbox) -> Option<String> {
-    let doctor: serde_json::Value = serde_json::from_str(&sb.ok(&["doctor", "--json"])).unwrap();
-    let check = doctor["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["check"] == "namespace")
-        .unwrap()
-        .clone();
-    (check["ok"] != true).then(|| check["detail"].as_str().unwrap_or_default().to_string())
+    sb.doctor_check("namespace").err()
 }
 
 /// A git repository with one commit at `dir`.

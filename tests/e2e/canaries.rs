@@ -545,19 +545,7 @@ impl Operator<'_> {
 
 /// Whether agents' commands run in a namespace here (else why not, from `doctor`).
 fn namespaced(sb: &Sandbox) -> Result<(), String> {
-    let doctor: serde_json::Value = serde_json::from_str(&sb.ok(&["doctor", "--json"])).unwrap();
-    let ns = doctor["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["check"] == "namespace")
-        .cloned()
-        .unwrap_or_default();
-    if ns["ok"] == true {
-        Ok(())
-    } else {
-        Err(ns["detail"].as_str().unwrap_or("no namespace").to_string())
-    }
+    sb.doctor_check("namespace")
 }
 
 /// The lines of a context's probe output.

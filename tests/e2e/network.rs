@@ -261,19 +261,7 @@ fn network_request(sb: &Sandbox, team: &str) -> agent_team_protocol::PermRequest
 /// Whether task commands run in a namespace here (else why not).
 fn namespaced(sb: &Sandbox) -> Result<(), String> {
     netns()?;
-    let doctor: serde_json::Value = serde_json::from_str(&sb.ok(&["doctor", "--json"])).unwrap();
-    let ns = doctor["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["check"] == "namespace")
-        .cloned()
-        .unwrap_or_default();
-    if ns["ok"] == true {
-        Ok(())
-    } else {
-        Err(ns["detail"].as_str().unwrap_or("no namespace").to_string())
-    }
+    sb.doctor_check("namespace")
 }
 
 #[test]

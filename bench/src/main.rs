@@ -642,7 +642,7 @@ nothing else running. Run-to-run spread on this machine: about ±10 % on the thr
 ## Agent CLIs as teammates (issue 16)
 
 `CARGO_TARGET_DIR=… BENCH_SECTION=clis cargo xtask bench` (section `clis`,
-crates/bench/src/clis_bench.rs), run on 2026-11-23 at 21:21 UTC (Linux 6.18.44-fc-v782 x86_64,
+bench/src/clis_bench.rs), run on 2026-11-23 at 21:21 UTC (Linux 6.18.44-fc-v782 x86_64,
 2 CPUs; load average 3.2–3.7: another engineer was building). The pinned CLIs of the
 end-to-end tests (Claude Code 2.1.197, Codex 0.169.0, Qwen Code 0.15.10, from `<target>/clis`,
 installed there with npm when missing) against the mock model on 127.0.0.1, release binaries,

@@ -1,7 +1,9 @@
 //! `cargo xtask`: the project's automation, in Rust so it runs wherever cargo does.
 //!
-//! - `cargo xtask ci`: everything CI checks (format, lints, build, tests, the Python package's
-//!   tests in a venv under target/, a 30 s soak, docs).
+//! - `cargo xtask ci`: everything CI checks (the invariants first, format, lints, build, tests,
+//!   the Python package's tests in a venv under target/, a 30 s soak, docs).
+//! - `cargo xtask invariants`: the ARCHITECTURE.md invariants a grep can check, each with the
+//!   file:line that breaks it (xtask/src/invariants.rs); seconds, no build.
 //! - `cargo xtask bench [--save]`: the performance figures of SPEC §6, each beside its floor
 //!   measured in the same run; `--save` writes them to docs/BENCHMARKS.md.
 //! - `cargo xtask man`: writes the man page, generated from the CLI's one clap definition, to
@@ -13,6 +15,7 @@
 //!   while the daemon, agents and panes are SIGKILLed; checks nothing is lost, duplicated or
 //!   left behind (docs/RELIABILITY.md).
 
+mod invariants;
 mod order;
 mod order_calls;
 mod order_faults;
@@ -27,17 +30,19 @@ fn main() -> Result<()> {
     let root = root();
     match args.first().map(String::as_str) {
         Some("ci") => ci(&root),
+        Some("invariants") => invariants::invariants(&root),
         Some("bench") => bench(&root, &args[1..]),
         Some("soak") => soak::soak(&root, &args[1..]),
         Some("man") => man(&root),
         Some("order") => order::order(&root, &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|bench [--save] [--quick]|man|order [--from-profiles|--faults|--calls]|soak [--seconds N] [--backend B] [--seed S]>"
+                "usage: cargo xtask <ci|invariants|bench [--save] [--quick]|man|order [--from-profiles|--faults|--calls]|soak [--seconds N] [--backend B] [--seed S]>"
             );
             eprintln!(
-                "  ci      format check, clippy -D warnings, build, the whole test suite, a 30 s soak, docs"
+                "  ci      invariants, format check, clippy -D warnings, build, the whole test suite, a 30 s soak, docs"
             );
+            eprintln!("  invariants  the ARCHITECTURE.md invariants a grep can check (no build)");
             eprintln!("  bench   SPEC §6 figures beside their same-run floors (release build)");
             eprintln!("  man     write docs/man/agent-team.1 from the CLI's clap definition");
             eprintln!(
@@ -82,6 +87,8 @@ fn cargo(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<()> {
 
 fn ci(root: &Path) -> Result<()> {
     let started = std::time::Instant::now();
+    // Seconds and no build: a broken architecture rule is reported before the long part.
+    invariants::invariants(root)?;
     cargo(root, &["fmt", "--all", "--check"], &[])?;
     cargo(
         root,

@@ -15,9 +15,15 @@
 //! copied worker, keyed by version and hash), `work/TEAM/NAME` (a member's default workspace).
 
 mod backend;
+mod link;
+mod placement;
+mod routing;
+mod scripts;
 pub mod ssh;
+mod worktrees;
 
-pub use backend::{RemoteBackend, Routed};
+pub use backend::RemoteBackend;
+pub use routing::Routed;
 pub use ssh::{LocalSsh, OpenSsh, Ssh};
 
 use std::path::PathBuf;
@@ -173,8 +179,8 @@ pub fn check_hosts(settings: &RemoteSettings, hosts: &[String]) -> Result<(), Re
     let ssh = OpenSsh::new(settings.ssh.clone());
     let mine = local_uname();
     for host in hosts {
-        let info = backend::probe(&ssh, settings, host)?;
-        backend::choose_worker(settings, host, &info, &mine)?;
+        let info = placement::probe(&ssh, settings, host)?;
+        placement::choose_worker(settings, host, &info, &mine)?;
     }
     Ok(())
 }

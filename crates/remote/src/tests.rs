@@ -1,5 +1,5 @@
 use super::*;
-use crate::backend::{WorkerChoice, choose_worker};
+use crate::placement::{WorkerChoice, choose_worker};
 use agent_team_pane::{LaunchSpec, Liveness, PaneBackend, env};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -464,8 +464,115 @@ impl Ctx<'_> {
 /// Parses and resolves a team file. `workspace` defaults to the file's directory.
 pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigError> {
     let cx = Ctx { path, text };
-    // An empty file is more likely a mistake than a wish for team `default` with built-ins.
-    if text
+    check_not_empty(&cx)?;
+    let mut raw = read_toml(path, text)?;
+    let workspace = team_workspace(path);
+    let name = team_name(&cx, &raw.name)?;
+    let mut warnings = Vec::new();
+    let layers = role_layers(&cx, &mut raw, &workspace, &mut warnings)?;
+    check_defaults(&cx, &raw.defaults)?;
+    let mut origins = Origins::default();
+    let roles = resolve_roles(&cx, &raw, layers, &mut origins)?;
+    let default_role = default_role(&cx, &raw.default_role, &roles.roles)?;
+    let max_teammates = raw.max_teammates.unwrap_or(10);
+    let teammates = resolve_teammates(&cx, &raw.teammates, &roles.roles, &default_role)?;
+    check_ssh(&cx, &raw.ssh)?;
+    check_limits(&cx, &raw.limits)?;
+    check_plans(&cx, &raw.roles, &roles.roles, &teammates)?;
+    check_team_size(&cx, &teammates, max_teammates)?;
+    let tasks = resolve_tasks(&cx, &raw.tasks, &teammates, &mut origins)?;
+    let variables = resolve_variables(&cx, &raw.variables)?;
+    let secrets = resolve_secrets(&cx, &raw.secrets, &variables, &mut origins)?;
+    if let Some(g) = &raw.goal {
+        origins.set("goal".into(), path, cx.value_line(g.span()));
+    }
+    let budget = budget_limit(&cx, "", raw.budget_tokens, raw.budget_usd)?;
+    check_prices(&cx, &raw.prices)?;
+    check_hooks(&cx, "hooks", &raw.hooks)?;
+    check_durations(&cx, &raw)?;
+    let strategy = team_strategy(&cx, &raw.strategy)?;
+    let max_rounds = max_rounds(&cx, &raw.max_rounds)?;
+    if let Some(p) = &raw.coordinator_prompt {
+        origins.set("coordinator_prompt".into(), path, cx.value_line(p.span()));
+    }
+    let search = resolve_search(&cx, raw.search.as_ref())?;
+    let sandbox_paths = match &raw.sandbox {
+        Some(s) => s.paths(&cx, &workspace)?,
+        None => SandboxPaths::default(),
+    };
+    let finish_review = match &raw.finish {
+        Some(f) => f.review(&cx)?,
+        None => Vec::new(),
+    };
+    let sandbox_network = sandbox_network(&cx, &raw.sandbox)?;
+    let strategy_span = raw.strategy.as_ref().map(|st| st.span());
+    let cfg = TeamConfig {
+        name,
+        goal: raw.goal.map(Spanned::into_inner),
+        backend: raw.backend.unwrap_or_default(),
+        layout: raw.layout.unwrap_or_default(),
+        max_teammates,
+        approver: raw.approver.unwrap_or_default(),
+        permission_timeout_secs: raw.permission_timeout.unwrap_or(300),
+        end_grace_secs: raw.end_grace.unwrap_or(crate::DEFAULT_END_GRACE_SECS),
+        spawn_stagger_ms: raw
+            .spawn_stagger_ms
+            .unwrap_or(crate::model::DEFAULT_SPAWN_STAGGER_MS),
+        finish: raw.finish.as_ref().map(RawFinish::mode).unwrap_or_default(),
+        finish_review,
+        roles: roles.roles,
+        teammates,
+        tasks,
+        workspace,
+        source: Some(path.to_path_buf()),
+        tmux: None,
+        sandbox: raw
+            .sandbox
+            .as_ref()
+            .map(RawSandbox::mode)
+            .unwrap_or_default(),
+        sandbox_paths,
+        sandbox_network,
+        board: raw.board.unwrap_or(true),
+        limits: raw.limits,
+        ssh: raw.ssh,
+        search,
+        variables,
+        secrets,
+        strategy,
+        max_rounds,
+        coordinator_prompt: raw
+            .coordinator_prompt
+            .map(Spanned::into_inner)
+            .unwrap_or_else(|| DEFAULT_COORDINATOR_PROMPT.to_string()),
+        collaborate_order: raw.collaborate_order.unwrap_or_default(),
+        memory: raw.memory.unwrap_or_default(),
+        default_role,
+        default_model: raw.defaults.model.clone().filter(|m| !m.is_empty()),
+        overrides: Default::default(),
+        budget,
+        role_budgets: roles.budgets,
+        prices: raw.prices,
+        notify: raw.notify,
+        hooks: raw.hooks,
+        role_hooks: roles.hooks,
+        origins,
+        warnings,
+    };
+    check_strategy(&cfg).map_err(|mut e| {
+        if e.file.as_os_str().is_empty() {
+            e.file = path.to_path_buf();
+            e.line = strategy_span.map(|s| line_col(text, s.start).0);
+        }
+        e
+    })?;
+    Ok(cfg)
+}
+
+/// An empty file is more likely a mistake than a wish for team `default` with built-ins.
+fn check_not_empty(cx: &Ctx<'_>) -> Result<(), ConfigError> {
+    if cx
+        .text
         .lines()
         .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
     {
@@ -475,7 +582,12 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
             "the team file is empty; it needs at least a name, e.g. name = \"webapp\"",
         ));
     }
-    let raw: RawTeamFile = toml::from_str(text).map_err(|e| {
+    Ok(())
+}
+
+/// The team file's TOML as written, its syntax or shape errors placed where they are.
+fn read_toml(path: &Path, text: &str) -> Result<RawTeamFile, ConfigError> {
+    toml::from_str(text).map_err(|e| {
         let field = e.message().split('`').nth(1).map(str::to_string);
         let (line, col) = e
             .span()
@@ -488,28 +600,45 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
             field,
             message: e.message().trim().to_string(),
         }
-    })?;
+    })
+}
+
+/// The team's workspace: the team file's directory, canonical when it can be.
+fn team_workspace(path: &Path) -> PathBuf {
     let dir = path
         .parent()
         .map(Path::to_path_buf)
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| PathBuf::from("."));
-    let workspace = std::fs::canonicalize(&dir).unwrap_or(dir);
-    let name = match &raw.name {
+    std::fs::canonicalize(&dir).unwrap_or(dir)
+}
+
+/// `name`, checked; `default` when none is given.
+fn team_name(cx: &Ctx<'_>, name: &Option<Spanned<String>>) -> Result<String, ConfigError> {
+    match name {
         Some(n) => {
             agent_team_protocol::names::validate("team", n.get_ref())
                 .map_err(|m| cx.err(Some(n.span()), "name", m))?;
-            n.get_ref().clone()
+            Ok(n.get_ref().clone())
         }
-        None => "default".to_string(),
-    };
+        None => Ok("default".to_string()),
+    }
+}
 
-    let mut raw = raw;
-    allowed_tools_alias(&cx, "defaults", None, &mut raw.defaults)?;
-    // Roles: built-ins, then role files, then [roles.X] over them; [defaults] under all.
+/// The roles as written, each the layers of one name merged: role files, then `[roles.X]`
+/// over them (built-ins and `[defaults]` come under all in [`resolve_roles`]). Aliases and
+/// tool names of `[defaults]` and `[roles.X]` are normalised on the way, warnings kept.
+fn role_layers(
+    cx: &Ctx<'_>,
+    raw: &mut RawTeamFile,
+    workspace: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<BTreeMap<String, RawRole>, ConfigError> {
+    allowed_tools_alias(cx, "defaults", None, &mut raw.defaults)?;
     let mut layers: BTreeMap<String, RawRole> = BTreeMap::new();
-    let (files, mut warnings) = load_role_files(&workspace)?;
-    team_file_tools(&cx, "defaults", None, &mut raw.defaults, &mut warnings)?;
+    let (files, file_warnings) = load_role_files(workspace)?;
+    warnings.extend(file_warnings);
+    team_file_tools(cx, "defaults", None, &mut raw.defaults, warnings)?;
     for (name, role) in files {
         layers.insert(name, role);
     }
@@ -520,13 +649,13 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
             source: Some(TEAM_FILE_SOURCE.to_string()),
             ..r.get_ref().clone()
         };
-        allowed_tools_alias(&cx, &format!("roles.{rname}"), Some(r.span()), &mut top)?;
+        allowed_tools_alias(cx, &format!("roles.{rname}"), Some(r.span()), &mut top)?;
         team_file_tools(
-            &cx,
+            cx,
             &format!("roles.{rname}"),
             Some(r.span()),
             &mut top,
-            &mut warnings,
+            warnings,
         )?;
         let merged = match layers.remove(rname) {
             // A role file's role that the team file only adds to still comes from that file.
@@ -544,7 +673,12 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
         };
         layers.insert(rname.clone(), merged);
     }
-    if raw.defaults.budget_tokens.is_some() || raw.defaults.budget_usd.is_some() {
+    Ok(layers)
+}
+
+/// `[defaults]` holds no budget and no hooks: those are per role or for the whole team.
+fn check_defaults(cx: &Ctx<'_>, defaults: &RawRole) -> Result<(), ConfigError> {
+    if defaults.budget_tokens.is_some() || defaults.budget_usd.is_some() {
         return Err(cx.err(
             None,
             "defaults.budget_tokens",
@@ -552,11 +686,7 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
              not in [defaults]",
         ));
     }
-    let mut roles = builtin_roles();
-    let mut origins = Origins::default();
-    let mut role_budgets = BTreeMap::new();
-    let mut role_hooks = BTreeMap::new();
-    if raw.defaults.hooks.is_some() {
+    if defaults.hooks.is_some() {
         return Err(cx.err(
             None,
             "defaults.hooks",
@@ -564,24 +694,45 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
              not in [defaults]",
         ));
     }
+    Ok(())
+}
+
+/// The team's roles resolved, with the budgets and hooks some of them set.
+struct ResolvedRoles {
+    roles: BTreeMap<String, Role>,
+    budgets: BTreeMap<String, agent_team_protocol::BudgetLimit>,
+    hooks: BTreeMap<String, crate::Hooks>,
+}
+
+/// The built-in roles with `layers` over them and `[defaults]` under all; each role's budget
+/// and hooks checked and kept beside it.
+fn resolve_roles(
+    cx: &Ctx<'_>,
+    raw: &RawTeamFile,
+    layers: BTreeMap<String, RawRole>,
+    origins: &mut Origins,
+) -> Result<ResolvedRoles, ConfigError> {
+    let mut roles = builtin_roles();
+    let mut budgets = BTreeMap::new();
+    let mut hooks = BTreeMap::new();
     let resolved: HashSet<String> = layers.keys().cloned().collect();
     for (rname, layer) in layers {
         let span = raw.roles.get(&rname).map(|r| r.span());
         let budget = budget_limit(
-            &cx,
+            cx,
             &format!("roles.{rname}"),
             layer.budget_tokens,
             layer.budget_usd,
         )?;
         if budget.is_set() {
-            role_budgets.insert(rname.clone(), budget);
+            budgets.insert(rname.clone(), budget);
         }
         if let Some(h) = layer.hooks.as_ref().filter(|h| !h.is_empty()) {
-            check_hooks(&cx, &format!("roles.{rname}.hooks"), h)?;
-            role_hooks.insert(rname.clone(), h.clone());
+            check_hooks(cx, &format!("roles.{rname}.hooks"), h)?;
+            hooks.insert(rname.clone(), h.clone());
         }
         let base = roles.get(&rname).cloned();
-        let role = resolve_role(&cx, &rname, base, &raw.defaults, layer, span, &mut origins)?;
+        let role = resolve_role(cx, &rname, base, &raw.defaults, layer, span, origins)?;
         roles.insert(rname, role);
     }
     // Built-ins not overridden still take [defaults] (provider, model, …). A role from a role
@@ -590,33 +741,54 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
     for (rname, role) in roles.iter_mut() {
         if !resolved.contains(rname) {
             *role = resolve_role(
-                &cx,
+                cx,
                 rname,
                 Some(role.clone()),
                 &raw.defaults,
                 RawRole::default(),
                 None,
-                &mut origins,
+                origins,
             )?;
         }
     }
+    Ok(ResolvedRoles {
+        roles,
+        budgets,
+        hooks,
+    })
+}
 
-    let default_role = match &raw.default_role {
+/// `default_role`: a known role other than the leader's; the built-in default when none is
+/// given.
+fn default_role(
+    cx: &Ctx<'_>,
+    default_role: &Option<Spanned<String>>,
+    roles: &BTreeMap<String, Role>,
+) -> Result<String, ConfigError> {
+    match default_role {
         Some(r) if !roles.contains_key(r.get_ref()) || r.get_ref() == LEADER_ROLE => {
             let known: Vec<&String> = roles.keys().filter(|k| *k != LEADER_ROLE).collect();
-            return Err(cx.err(
+            Err(cx.err(
                 Some(r.span()),
                 "default_role",
                 format!("unknown role {:?}; known roles: {known:?}", r.get_ref()),
-            ));
+            ))
         }
-        Some(r) => r.get_ref().clone(),
-        None => crate::model::DEFAULT_ROLE.to_string(),
-    };
-    let max_teammates = raw.max_teammates.unwrap_or(10);
+        Some(r) => Ok(r.get_ref().clone()),
+        None => Ok(crate::model::DEFAULT_ROLE.to_string()),
+    }
+}
+
+/// `[[teammates]]`, each checked: a valid name, not the leader's, listed once.
+fn resolve_teammates(
+    cx: &Ctx<'_>,
+    raw: &[Spanned<RawTeammate>],
+    roles: &BTreeMap<String, Role>,
+    default_role: &str,
+) -> Result<Vec<Teammate>, ConfigError> {
     let mut teammates = Vec::new();
     let mut seen = HashSet::new();
-    for t in &raw.teammates {
+    for t in raw {
         let tm = t.get_ref();
         let n = tm.name.get_ref();
         agent_team_protocol::names::validate("agent", n)
@@ -635,62 +807,82 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
                 format!("teammate {n:?} is listed twice"),
             ));
         }
-        let role = tm
-            .role
-            .as_ref()
-            .map(|r| r.get_ref().clone())
-            .unwrap_or_else(|| default_role.clone());
-        if !roles.contains_key(&role) {
-            let span = tm.role.as_ref().map(|r| r.span()).unwrap_or(t.span());
-            let known: Vec<&String> = roles.keys().collect();
-            return Err(cx.err(
-                Some(span),
-                "teammates.role",
-                format!("unknown role {role:?}; known roles: {known:?}"),
-            ));
-        }
-        if let Some(h) = &tm.host {
-            crate::model::check_host(h.get_ref())
-                .map_err(|m| cx.err(Some(h.span()), "teammates.host", m))?;
-        }
-        if let Some(w) = &tm.workspace
-            && tm.host.is_none()
-            && roles.get(&role).and_then(|r| r.host.as_ref()).is_none()
-        {
-            return Err(cx.err(
-                Some(w.span()),
-                "teammates.workspace",
-                "`workspace` is a directory on the member's host: give it a `host` too",
-            ));
-        }
-        if let Some(c) = &tm.color
-            && !crate::model::valid_color(c.get_ref())
-        {
-            return Err(cx.err(
-                Some(c.span()),
-                "teammates.color",
-                format!(
-                    "color {:?} is neither a colour name (e.g. \"cyan\") nor #rrggbb",
-                    c.get_ref()
-                ),
-            ));
-        }
-        teammates.push(Teammate {
-            name: n.clone(),
-            role,
-            instructions: tm.instructions.clone().filter(|s| !s.trim().is_empty()),
-            model: tm.model.clone().filter(|s| !s.is_empty()),
-            provider: tm.provider,
-            color: tm.color.as_ref().map(|c| c.get_ref().clone()),
-            plan_required: tm.plan_required,
-            host: tm.host.as_ref().map(|h| h.get_ref().clone()),
-            workspace: tm.workspace.as_ref().map(|w| w.get_ref().clone()),
-        });
+        teammates.push(resolve_teammate(cx, t, roles, default_role)?);
     }
-    if raw.ssh.command.is_empty() || raw.ssh.command[0].is_empty() {
+    Ok(teammates)
+}
+
+/// One `[[teammates]]` entry: its role known, its host, workspace and colour valid.
+fn resolve_teammate(
+    cx: &Ctx<'_>,
+    t: &Spanned<RawTeammate>,
+    roles: &BTreeMap<String, Role>,
+    default_role: &str,
+) -> Result<Teammate, ConfigError> {
+    let tm = t.get_ref();
+    let role = tm
+        .role
+        .as_ref()
+        .map(|r| r.get_ref().clone())
+        .unwrap_or_else(|| default_role.to_string());
+    if !roles.contains_key(&role) {
+        let span = tm.role.as_ref().map(|r| r.span()).unwrap_or(t.span());
+        let known: Vec<&String> = roles.keys().collect();
+        return Err(cx.err(
+            Some(span),
+            "teammates.role",
+            format!("unknown role {role:?}; known roles: {known:?}"),
+        ));
+    }
+    if let Some(h) = &tm.host {
+        crate::model::check_host(h.get_ref())
+            .map_err(|m| cx.err(Some(h.span()), "teammates.host", m))?;
+    }
+    if let Some(w) = &tm.workspace
+        && tm.host.is_none()
+        && roles.get(&role).and_then(|r| r.host.as_ref()).is_none()
+    {
+        return Err(cx.err(
+            Some(w.span()),
+            "teammates.workspace",
+            "`workspace` is a directory on the member's host: give it a `host` too",
+        ));
+    }
+    if let Some(c) = &tm.color
+        && !crate::model::valid_color(c.get_ref())
+    {
+        return Err(cx.err(
+            Some(c.span()),
+            "teammates.color",
+            format!(
+                "color {:?} is neither a colour name (e.g. \"cyan\") nor #rrggbb",
+                c.get_ref()
+            ),
+        ));
+    }
+    Ok(Teammate {
+        name: tm.name.get_ref().clone(),
+        role,
+        instructions: tm.instructions.clone().filter(|s| !s.trim().is_empty()),
+        model: tm.model.clone().filter(|s| !s.is_empty()),
+        provider: tm.provider,
+        color: tm.color.as_ref().map(|c| c.get_ref().clone()),
+        plan_required: tm.plan_required,
+        host: tm.host.as_ref().map(|h| h.get_ref().clone()),
+        workspace: tm.workspace.as_ref().map(|w| w.get_ref().clone()),
+    })
+}
+
+/// `[ssh] command` names a program.
+fn check_ssh(cx: &Ctx<'_>, ssh: &crate::model::SshSettings) -> Result<(), ConfigError> {
+    if ssh.command.is_empty() || ssh.command[0].is_empty() {
         return Err(cx.err(None, "ssh.command", "`command` must name the ssh program"));
     }
-    let l = raw.limits;
+    Ok(())
+}
+
+/// `[limits]` are not below what the daemon needs to work.
+fn check_limits(cx: &Ctx<'_>, l: &Limits) -> Result<(), ConfigError> {
     for (field, value, min) in [
         (
             "limits.hello_timeout_secs",
@@ -712,12 +904,22 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
             ));
         }
     }
+    Ok(())
+}
+
+/// `plan_required` can be kept: never on the leader, and only where the provider can plan.
+fn check_plans(
+    cx: &Ctx<'_>,
+    raw_roles: &BTreeMap<String, Spanned<RawRole>>,
+    roles: &BTreeMap<String, Role>,
+    teammates: &[Teammate],
+) -> Result<(), ConfigError> {
     if roles
         .get(agent_team_protocol::names::LEADER)
         .is_some_and(|r| r.plan_required)
     {
         return Err(cx.err(
-            raw.roles
+            raw_roles
                 .get(agent_team_protocol::names::LEADER)
                 .map(|r| r.span()),
             "roles.leader.plan_required",
@@ -726,10 +928,10 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
     }
     // A role that requires a plan but whose own provider cannot plan would leave every
     // teammate spawned from it ungated without a word.
-    for (name, r) in &roles {
+    for (name, r) in roles {
         if r.plan_required && !r.provider.can_plan() {
             return Err(cx.err(
-                raw.roles.get(name).map(|r| r.span()),
+                raw_roles.get(name).map(|r| r.span()),
                 &format!("roles.{name}.plan_required"),
                 format!(
                     "role {name:?} requires a plan, but {} (set provider on the role)",
@@ -738,7 +940,7 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
             ));
         }
     }
-    for t in &teammates {
+    for t in teammates {
         let provider = t
             .provider
             .or_else(|| roles.get(&t.role).map(|r| r.provider));
@@ -757,6 +959,15 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
             ));
         }
     }
+    Ok(())
+}
+
+/// No more `[[teammates]]` than `max_teammates`.
+fn check_team_size(
+    cx: &Ctx<'_>,
+    teammates: &[Teammate],
+    max_teammates: usize,
+) -> Result<(), ConfigError> {
     if teammates.len() > max_teammates {
         return Err(cx.err(
             None,
@@ -767,16 +978,33 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
             ),
         ));
     }
+    Ok(())
+}
 
-    let tasks = resolve_tasks(&cx, &raw.tasks, &teammates, &mut origins)?;
+/// `[variables]`, their keys checked.
+fn resolve_variables(
+    cx: &Ctx<'_>,
+    raw: &BTreeMap<String, Spanned<String>>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
     let mut variables = BTreeMap::new();
-    for (k, v) in &raw.variables {
+    for (k, v) in raw {
         let field = format!("variables.{k}");
         check_key(k).map_err(|m| cx.err(Some(v.span()), &field, format!("{field}: {m}")))?;
         variables.insert(k.clone(), v.get_ref().clone());
     }
+    Ok(variables)
+}
+
+/// `[secrets]`: each key checked and not also a variable, each `env` a variable's name;
+/// where each is set goes to `origins`.
+fn resolve_secrets(
+    cx: &Ctx<'_>,
+    raw: &BTreeMap<String, Spanned<RawSecret>>,
+    variables: &BTreeMap<String, String>,
+    origins: &mut Origins,
+) -> Result<BTreeMap<String, SecretSource>, ConfigError> {
     let mut secrets = BTreeMap::new();
-    for (k, v) in &raw.secrets {
+    for (k, v) in raw {
         let field = format!("secrets.{k}");
         check_key(k).map_err(|m| cx.err(Some(v.span()), &field, format!("{field}: {m}")))?;
         if variables.contains_key(k) {
@@ -794,7 +1022,7 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
                 format!("{field}: {env:?} is not an environment variable name"),
             ));
         }
-        origins.set(field, path, cx.value_line(v.span()));
+        origins.set(field, cx.path, cx.value_line(v.span()));
         secrets.insert(
             k.clone(),
             SecretSource {
@@ -802,11 +1030,12 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
             },
         );
     }
-    if let Some(g) = &raw.goal {
-        origins.set("goal".into(), path, cx.value_line(g.span()));
-    }
-    let budget = budget_limit(&cx, "", raw.budget_tokens, raw.budget_usd)?;
-    for (model, p) in &raw.prices {
+    Ok(secrets)
+}
+
+/// `[prices]`: each figure a number of dollars per million tokens, 0 or more.
+fn check_prices(cx: &Ctx<'_>, prices: &BTreeMap<String, crate::Price>) -> Result<(), ConfigError> {
+    for (model, p) in prices {
         for (what, v) in [
             ("input", Some(p.input)),
             ("output", Some(p.output)),
@@ -823,12 +1052,16 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
             }
         }
     }
-    check_hooks(&cx, "hooks", &raw.hooks)?;
+    Ok(())
+}
+
+/// Every duration at most a year; `notify.timeout_secs` at least a second.
+fn check_durations(cx: &Ctx<'_>, raw: &RawTeamFile) -> Result<(), ConfigError> {
     for (field, value) in [
         ("permission_timeout", raw.permission_timeout.unwrap_or(0)),
         ("end_grace", raw.end_grace.unwrap_or(0)),
         ("spawn_stagger_ms", raw.spawn_stagger_ms.unwrap_or(0) / 1000),
-        ("limits.hello_timeout_secs", l.hello_timeout_secs),
+        ("limits.hello_timeout_secs", raw.limits.hello_timeout_secs),
         ("notify.timeout_secs", raw.notify.timeout_secs),
     ] {
         if value > crate::MAX_DURATION_SECS {
@@ -849,7 +1082,15 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
             "notify.timeout_secs must be at least 1",
         ));
     }
-    let strategy = match &raw.strategy {
+    Ok(())
+}
+
+/// `strategy`: leader (the default), coordinator or collaborate.
+fn team_strategy(
+    cx: &Ctx<'_>,
+    strategy: &Option<Spanned<String>>,
+) -> Result<TeamStrategy, ConfigError> {
+    match strategy {
         Some(st) => TeamStrategy::parse(st.get_ref()).ok_or_else(|| {
             cx.err(
                 Some(st.span()),
@@ -859,103 +1100,38 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
                     st.get_ref()
                 ),
             )
-        })?,
-        None => TeamStrategy::Leader,
-    };
-    let max_rounds = match &raw.max_rounds {
-        Some(m) if *m.get_ref() == 0 => {
-            return Err(cx.err(
-                Some(m.span()),
-                "max_rounds",
-                "max_rounds must be at least 1",
-            ));
-        }
-        Some(m) => *m.get_ref(),
-        None => DEFAULT_MAX_ROUNDS,
-    };
-    if let Some(p) = &raw.coordinator_prompt {
-        origins.set("coordinator_prompt".into(), path, cx.value_line(p.span()));
+        }),
+        None => Ok(TeamStrategy::Leader),
     }
-    let search = resolve_search(&cx, raw.search.as_ref())?;
-    let sandbox_paths = match &raw.sandbox {
-        Some(s) => s.paths(&cx, &workspace)?,
-        None => SandboxPaths::default(),
-    };
-    let cfg = TeamConfig {
-        name,
-        goal: raw.goal.map(Spanned::into_inner),
-        backend: raw.backend.unwrap_or_default(),
-        layout: raw.layout.unwrap_or_default(),
-        max_teammates,
-        approver: raw.approver.unwrap_or_default(),
-        permission_timeout_secs: raw.permission_timeout.unwrap_or(300),
-        end_grace_secs: raw.end_grace.unwrap_or(crate::DEFAULT_END_GRACE_SECS),
-        spawn_stagger_ms: raw
-            .spawn_stagger_ms
-            .unwrap_or(crate::model::DEFAULT_SPAWN_STAGGER_MS),
-        finish: raw.finish.as_ref().map(RawFinish::mode).unwrap_or_default(),
-        finish_review: match &raw.finish {
-            Some(f) => f.review(&cx)?,
-            None => Vec::new(),
-        },
-        roles,
-        teammates,
-        tasks,
-        workspace,
-        source: Some(path.to_path_buf()),
-        tmux: None,
-        sandbox: raw
-            .sandbox
-            .as_ref()
-            .map(RawSandbox::mode)
-            .unwrap_or_default(),
-        sandbox_paths,
-        sandbox_network: match &raw.sandbox {
-            Some(RawSandbox::Table(t)) => {
-                t.network
-                    .check()
-                    .map_err(|why| cx.err(None, "sandbox.network.allow", why))?;
-                t.network.clone()
-            }
-            _ => Default::default(),
-        },
-        board: raw.board.unwrap_or(true),
-        limits: raw.limits,
-        ssh: raw.ssh,
-        search,
-        variables,
-        secrets,
-        strategy,
-        max_rounds,
-        coordinator_prompt: raw
-            .coordinator_prompt
-            .map(Spanned::into_inner)
-            .unwrap_or_else(|| DEFAULT_COORDINATOR_PROMPT.to_string()),
-        collaborate_order: raw.collaborate_order.unwrap_or_default(),
-        memory: raw.memory.unwrap_or_default(),
-        default_role,
-        default_model: raw.defaults.model.clone().filter(|m| !m.is_empty()),
-        overrides: Default::default(),
-        budget,
-        role_budgets,
-        prices: raw.prices,
-        notify: raw.notify,
-        hooks: raw.hooks,
-        role_hooks,
-        origins,
-        warnings,
-    };
-    check_strategy(&cfg).map_err(|mut e| {
-        if e.file.as_os_str().is_empty() {
-            e.file = path.to_path_buf();
-            e.line = raw
-                .strategy
-                .as_ref()
-                .map(|st| line_col(text, st.span().start).0);
+}
+
+/// `max_rounds`: at least 1; [`DEFAULT_MAX_ROUNDS`] when none is given.
+fn max_rounds(cx: &Ctx<'_>, max_rounds: &Option<Spanned<u32>>) -> Result<u32, ConfigError> {
+    match max_rounds {
+        Some(m) if *m.get_ref() == 0 => Err(cx.err(
+            Some(m.span()),
+            "max_rounds",
+            "max_rounds must be at least 1",
+        )),
+        Some(m) => Ok(*m.get_ref()),
+        None => Ok(DEFAULT_MAX_ROUNDS),
+    }
+}
+
+/// `[sandbox.network]`, checked (the default when `sandbox` is a mode, not a table).
+fn sandbox_network(
+    cx: &Ctx<'_>,
+    sandbox: &Option<RawSandbox>,
+) -> Result<crate::SandboxNetwork, ConfigError> {
+    match sandbox {
+        Some(RawSandbox::Table(t)) => {
+            t.network
+                .check()
+                .map_err(|why| cx.err(None, "sandbox.network.allow", why))?;
+            Ok(t.network.clone())
         }
-        e
-    })?;
-    Ok(cfg)
+        _ => Ok(Default::default()),
+    }
 }
 
 /// A `[hooks]` table's hooks can run: each command non-empty, each timeout at least 1 s.

@@ -1675,13 +1675,7 @@ fn load_role_files(workspace: &Path) -> Result<(RoleLayers, Vec<String>), Config
 /// that do not run before a call) are left out with a warning; `color` silently; a key
 /// agent-team does not know is a warning too.
 pub(crate) fn parse_role_file(path: &Path) -> Result<(String, RawRole, Vec<String>), ConfigError> {
-    let err = |line: Option<usize>, field: Option<&str>, message: String| ConfigError {
-        file: path.to_path_buf(),
-        line,
-        col: None,
-        field: field.map(str::to_string),
-        message,
-    };
+    let err = |line, field, message| role_file_err(path, line, field, message);
     let text =
         std::fs::read_to_string(path).map_err(|e| err(None, None, format!("cannot read: {e}")))?;
     let stem = path
@@ -1693,27 +1687,7 @@ pub(crate) fn parse_role_file(path: &Path) -> Result<(String, RawRole, Vec<Strin
         .strip_prefix("---\n")
         .or_else(|| text.strip_prefix("---\r\n"))
     else {
-        // Plain Markdown: the name from the file, the description from the first heading.
-        agent_team_protocol::names::validate("role", &stem)
-            .map_err(|m| err(None, Some("name"), format!("the file name: {m}")))?;
-        let description = text
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("# "))
-            .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty());
-        let body_line = text
-            .lines()
-            .position(|l| !l.trim().is_empty())
-            .map_or(1, |n| n + 1);
-        let role = RawRole {
-            description,
-            system_prompt: Some(text.trim().to_string())
-                .filter(|b| !b.is_empty())
-                .map(|b| Spanned::new(0..0, b)),
-            prompt_origin: Some((path.to_path_buf(), body_line)),
-            ..Default::default()
-        };
-        return Ok((stem, role, Vec::new()));
+        return plain_role_file(path, &text, stem);
     };
     let end = rest.find("\n---").ok_or_else(|| {
         err(
@@ -1727,231 +1701,60 @@ pub(crate) fn parse_role_file(path: &Path) -> Result<(String, RawRole, Vec<Strin
     let body_at = text.len() - body.len() + (body.len() - body.trim_start().len());
     let body_line = text[..body_at].matches('\n').count() + 1;
     let mut fm = FrontMatter::read(path, yaml)?;
-    let mut warnings = Vec::new();
-
     let name = fm.text("name")?.unwrap_or(stem);
     agent_team_protocol::names::validate("role", &name)
         .map_err(|m| err(Some(2), Some("name"), m))?;
-    let tools = fm.tools("tools")?;
-    let disallowed = fm.tools("disallowed_tools")?;
-    let mut read_only = match fm.take("read_only") {
-        None => false,
-        Some((_, Value::Bool(b))) => b,
-        // Nyzhi reads its front matter as text: `read_only: "true"` means the same there.
-        Some((_, Value::String(s))) if s == "true" || s == "false" => s == "true",
-        Some((key, v)) => {
-            return Err(fm.err(
-                &key,
-                format!(
-                    "{key} is true or false, not {}; agent-team cannot tell whether it makes the \
-                     role read-only",
-                    show(&v)
-                ),
-            ));
-        }
-    };
-    let max_steps = match fm.take("max_steps") {
-        None => None,
-        Some((key, v)) => {
-            let n = match &v {
-                Value::Number(n) => n.as_u64(),
-                Value::String(s) => s.trim().parse::<u64>().ok(),
-                _ => None,
-            };
-            match n.and_then(|n| u32::try_from(n).ok()).filter(|n| *n >= 1) {
-                Some(n) => Some(n),
-                None => {
-                    return Err(fm.err(
-                        &key,
-                        format!(
-                            "{key} is the most model turns the role may take, a whole number of \
-                             at least 1, not {}",
-                            show(&v)
-                        ),
-                    ));
-                }
-            }
-        }
-    };
-    match fm.take("permission_mode") {
-        None => {}
-        Some((key, Value::String(mode))) => match mode.as_str() {
-            // Claude Code's plan mode reads and changes nothing.
-            "plan" => read_only = true,
-            // The host's own rules: here, the team's permission policy.
-            "default" => {}
-            // These only let Claude Code ask less: leaving them out narrows, never widens.
-            "acceptEdits" | "bypassPermissions" => warnings.push(format!(
-                "{}: {key} {mode:?} only lets Claude Code ask less; left out, the role keeps \
-                 the team's permission policy",
-                path.display()
-            )),
-            _ => {
-                return Err(fm.err(
-                    &key,
-                    format!(
-                        "{key} {mode:?} makes Claude Code refuse or ask before tool calls it \
-                         would otherwise run, and agent-team cannot take that from a role file; \
-                         remove it and give the role `permissions` in [roles.{name}] of the team \
-                         file (e.g. bash = \"ask\" or \"deny\")"
-                    ),
-                ));
-            }
-        },
-        Some((key, v)) => {
-            return Err(fm.err(
-                &key,
-                format!("{key} is a mode such as plan, not {}", show(&v)),
-            ));
-        }
-    }
-    let isolation = match fm.take("isolation") {
-        None => None,
-        Some((key, v)) => Some(serde_yaml_ng::from_value::<Isolation>(v.clone()).map_err(
-            |_| {
-                fm.err(
-                    &key,
-                    format!("{key} is shared or worktree, not {}", show(&v)),
-                )
-            },
-        )?),
-    };
+    let (mut role, warnings) = fm.into_role(&name)?;
+    role.system_prompt = Some(body.trim().to_string())
+        .filter(|b| !b.is_empty())
+        .map(|b| Spanned::new(0..0, b));
+    role.prompt_origin = Some((path.to_path_buf(), body_line));
+    Ok((name, role, warnings))
+}
 
-    // Taking part of a tool away (`Bash(rm *)`) is a rule for `permissions`: refused rather
-    // than ignored, which would leave the whole tool.
-    if let Some((key, list)) = &disallowed {
-        for t in list {
-            let Some((b, pattern)) = t.split_once('(') else {
-                continue;
-            };
-            let ours = our_tool(b.trim());
-            if is_known_tool(&ours) {
-                let pattern = pattern.strip_suffix(')').unwrap_or(pattern);
-                return Err(fm.err(
-                    key,
-                    format!(
-                        "{key}: {t:?} takes part of {ours} away, which a role file cannot do; \
-                         take all of it away, or deny the pattern with `permissions` in \
-                         [roles.{name}] of the team file (\"{ours}({pattern})\" = \"deny\")"
-                    ),
-                ));
-            }
-        }
+/// An error in the role file at `path`.
+fn role_file_err(
+    path: &Path,
+    line: Option<usize>,
+    field: Option<&str>,
+    message: String,
+) -> ConfigError {
+    ConfigError {
+        file: path.to_path_buf(),
+        line,
+        col: None,
+        field: field.map(str::to_string),
+        message,
     }
-    let mut mapped = |list: Vec<String>, key: &str, what: &str| {
-        let (mapped, unknown) = map_tools(&list);
-        for t in unknown {
-            let why = if NYZHI_GIT_TOOLS.contains(&t.as_str()) {
-                "agent-team has no git tool and never gives bash in its place"
-            } else {
-                "it has no counterpart in agent-team"
-            };
-            warnings.push(format!(
-                "{}: {key}: tool {t:?}: {why}; {what}",
-                path.display()
-            ));
-        }
-        mapped
-    };
-    let tools = tools.map(|(key, l)| mapped(l, &key, "the role runs without it"));
-    let disallowed = disallowed.map(|(key, l)| mapped(l, &key, "there is nothing to take away"));
-    if read_only && let Some(listed) = &tools {
-        let gone: Vec<&str> = listed
-            .iter()
-            .map(String::as_str)
-            .filter(|t| !READ_ONLY_TOOLS.contains(t))
-            .collect();
-        if !gone.is_empty() {
-            warnings.push(format!(
-                "{}: the role is read-only, so it runs without {}",
-                path.display(),
-                gone.join(", ")
-            ));
-        }
-    }
-    let claude_file = path.parent().is_some_and(|d| d.ends_with(".claude/agents"));
-    let hooks = match fm.take("hooks") {
-        None => None,
-        Some((key, v)) => match serde_yaml_ng::from_value::<crate::Hooks>(v.clone()) {
-            Ok(h) => Some(h),
-            // Claude Code's own hook shape in its own subagent file: not ours to run. One that
-            // can refuse a tool call restricts the role, so leaving it out would widen it.
-            Err(_) if claude_file => {
-                let blocking = CLAUDE_BLOCKING_HOOKS
-                    .iter()
-                    .find(|e| v.get(*e).is_some_and(|h| !h.is_null()));
-                if let Some(event) = blocking {
-                    return Err(fm.err(
-                        &key,
-                        format!(
-                            "{key}: Claude Code's {event} hooks can refuse a tool call, and \
-                             agent-team cannot run them; remove them and restrict the role \
-                             with `disallowedTools` or with `permissions` in [roles.{name}] of \
-                             the team file"
-                        ),
-                    ));
-                }
-                warnings.push(format!(
-                    "{}: {key}: Claude Code's hooks are not agent-team's (see [hooks] in the \
-                     team file); left out",
-                    path.display()
-                ));
-                None
-            }
-            Err(e) => {
-                return Err(fm.err(&key, format!("bad front matter: {key}: {e}")));
-            }
-        },
-    };
-    let model = match fm.text("model")? {
-        Some(m) if m == "inherit" => None,
-        Some(m) if CLAUDE_MODEL_ALIASES.contains(&m.as_str()) => {
-            warnings.push(format!(
-                "{}: model {m:?} is a Claude Code alias, not a model name; the role uses the \
-                 team's model",
-                path.display()
-            ));
-            None
-        }
-        m => m,
-    };
-    let plan_required = match fm.take("plan_required") {
-        None => None,
-        Some((_, Value::Bool(b))) => Some(b),
-        Some((key, v)) => {
-            return Err(fm.err(&key, format!("{key} is true or false, not {}", show(&v))));
-        }
-    };
-    let tool_names = fm.text("tool_names")?;
-    if let Some(k) = &tool_names {
-        check_tool_names(k).map_err(|m| fm.err("tool_names", m))?;
-    }
-    let description = fm.text("description")?;
-    fm.take("color");
-    for key in fm.other {
-        warnings.push(format!(
-            "{}: front matter {key:?} is not used by agent-team; left out",
-            path.display()
-        ));
-    }
+}
+
+/// A role file without front matter, plain Markdown: the name from the file, the
+/// description from the first heading, the whole text the prompt.
+fn plain_role_file(
+    path: &Path,
+    text: &str,
+    stem: String,
+) -> Result<(String, RawRole, Vec<String>), ConfigError> {
+    agent_team_protocol::names::validate("role", &stem)
+        .map_err(|m| role_file_err(path, None, Some("name"), format!("the file name: {m}")))?;
+    let description = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("# "))
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty());
+    let body_line = text
+        .lines()
+        .position(|l| !l.trim().is_empty())
+        .map_or(1, |n| n + 1);
     let role = RawRole {
         description,
-        system_prompt: Some(body.trim().to_string())
+        system_prompt: Some(text.trim().to_string())
             .filter(|b| !b.is_empty())
             .map(|b| Spanned::new(0..0, b)),
         prompt_origin: Some((path.to_path_buf(), body_line)),
-        model,
-        tools,
-        disallowed,
-        read_only: read_only.then_some(true),
-        max_steps,
-        isolation,
-        hooks,
-        plan_required,
-        tool_names,
         ..Default::default()
     };
-    Ok((name, role, warnings))
+    Ok((stem, role, Vec::new()))
 }
 
 /// A role file's front matter, by key (see [`FRONT_MATTER_KEYS`]): each known key with the
@@ -1961,6 +1764,8 @@ struct FrontMatter {
     yaml: String,
     known: BTreeMap<&'static str, (String, Value)>,
     other: Vec<String>,
+    /// What was left out of the role, for the user.
+    warnings: Vec<String>,
 }
 
 impl FrontMatter {
@@ -2028,6 +1833,7 @@ impl FrontMatter {
             yaml: yaml.to_string(),
             known,
             other,
+            warnings: Vec::new(),
         })
     }
 
@@ -2087,6 +1893,266 @@ impl FrontMatter {
             _ => return Err(bad(&v)),
         };
         Ok(Some((key, list)))
+    }
+    /// Notes what was left out of the role, naming the file.
+    fn warn(&mut self, what: String) {
+        self.warnings
+            .push(format!("{}: {what}", self.path.display()));
+    }
+
+    /// The role of the role named `name` that the front matter describes (all but its
+    /// prompt), and the warnings: each key read in turn, restricting the role or refused.
+    fn into_role(mut self, name: &str) -> Result<(RawRole, Vec<String>), ConfigError> {
+        let tools = self.tools("tools")?;
+        let disallowed = self.tools("disallowed_tools")?;
+        let mut read_only = self.read_only()?;
+        let max_steps = self.max_steps()?;
+        if self.permission_mode(name)? {
+            read_only = true;
+        }
+        let isolation = self.isolation()?;
+        if let Some((key, list)) = &disallowed {
+            self.no_partial_tools(key, list, name)?;
+        }
+        let tools = tools.map(|(key, l)| self.mapped(l, &key, "the role runs without it"));
+        let disallowed =
+            disallowed.map(|(key, l)| self.mapped(l, &key, "there is nothing to take away"));
+        if read_only && let Some(listed) = &tools {
+            self.warn_read_only(listed);
+        }
+        let hooks = self.hooks(name)?;
+        let model = self.model()?;
+        let plan_required = self.plan_required()?;
+        let tool_names = self.text("tool_names")?;
+        if let Some(k) = &tool_names {
+            check_tool_names(k).map_err(|m| self.err("tool_names", m))?;
+        }
+        let description = self.text("description")?;
+        self.take("color");
+        for key in std::mem::take(&mut self.other) {
+            self.warn(format!(
+                "front matter {key:?} is not used by agent-team; left out"
+            ));
+        }
+        let role = RawRole {
+            description,
+            model,
+            tools,
+            disallowed,
+            read_only: read_only.then_some(true),
+            max_steps,
+            isolation,
+            hooks,
+            plan_required,
+            tool_names,
+            ..Default::default()
+        };
+        Ok((role, self.warnings))
+    }
+
+    /// `read_only`: true or false (as YAML or, Nyzhi's way, as text).
+    fn read_only(&mut self) -> Result<bool, ConfigError> {
+        match self.take("read_only") {
+            None => Ok(false),
+            Some((_, Value::Bool(b))) => Ok(b),
+            // Nyzhi reads its front matter as text: `read_only: "true"` means the same there.
+            Some((_, Value::String(s))) if s == "true" || s == "false" => Ok(s == "true"),
+            Some((key, v)) => Err(self.err(
+                &key,
+                format!(
+                    "{key} is true or false, not {}; agent-team cannot tell whether it makes the \
+                     role read-only",
+                    show(&v)
+                ),
+            )),
+        }
+    }
+
+    /// `max_steps` (or `maxTurns`): a whole number of at least 1.
+    fn max_steps(&mut self) -> Result<Option<u32>, ConfigError> {
+        let Some((key, v)) = self.take("max_steps") else {
+            return Ok(None);
+        };
+        let n = match &v {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.trim().parse::<u64>().ok(),
+            _ => None,
+        };
+        match n.and_then(|n| u32::try_from(n).ok()).filter(|n| *n >= 1) {
+            Some(n) => Ok(Some(n)),
+            None => Err(self.err(
+                &key,
+                format!(
+                    "{key} is the most model turns the role may take, a whole number of \
+                     at least 1, not {}",
+                    show(&v)
+                ),
+            )),
+        }
+    }
+
+    /// Claude Code's `permissionMode`: whether it makes the role read-only (`plan`); a mode
+    /// that only asks less is left out with a warning, one that asks more is refused.
+    fn permission_mode(&mut self, name: &str) -> Result<bool, ConfigError> {
+        match self.take("permission_mode") {
+            None => Ok(false),
+            Some((key, Value::String(mode))) => match mode.as_str() {
+                // Claude Code's plan mode reads and changes nothing.
+                "plan" => Ok(true),
+                // The host's own rules: here, the team's permission policy.
+                "default" => Ok(false),
+                // These only let Claude Code ask less: leaving them out narrows, never widens.
+                "acceptEdits" | "bypassPermissions" => {
+                    self.warn(format!(
+                        "{key} {mode:?} only lets Claude Code ask less; left out, the role keeps \
+                         the team's permission policy"
+                    ));
+                    Ok(false)
+                }
+                _ => Err(self.err(
+                    &key,
+                    format!(
+                        "{key} {mode:?} makes Claude Code refuse or ask before tool calls it \
+                         would otherwise run, and agent-team cannot take that from a role file; \
+                         remove it and give the role `permissions` in [roles.{name}] of the team \
+                         file (e.g. bash = \"ask\" or \"deny\")"
+                    ),
+                )),
+            },
+            Some((key, v)) => Err(self.err(
+                &key,
+                format!("{key} is a mode such as plan, not {}", show(&v)),
+            )),
+        }
+    }
+
+    /// `isolation`: shared or worktree.
+    fn isolation(&mut self) -> Result<Option<Isolation>, ConfigError> {
+        let Some((key, v)) = self.take("isolation") else {
+            return Ok(None);
+        };
+        serde_yaml_ng::from_value::<Isolation>(v.clone())
+            .map(Some)
+            .map_err(|_| {
+                self.err(
+                    &key,
+                    format!("{key} is shared or worktree, not {}", show(&v)),
+                )
+            })
+    }
+
+    /// Taking part of a tool away (`Bash(rm *)`) is a rule for `permissions`: refused rather
+    /// than ignored, which would leave the whole tool.
+    fn no_partial_tools(&self, key: &str, list: &[String], name: &str) -> Result<(), ConfigError> {
+        for t in list {
+            let Some((b, pattern)) = t.split_once('(') else {
+                continue;
+            };
+            let ours = our_tool(b.trim());
+            if is_known_tool(&ours) {
+                let pattern = pattern.strip_suffix(')').unwrap_or(pattern);
+                return Err(self.err(
+                    key,
+                    format!(
+                        "{key}: {t:?} takes part of {ours} away, which a role file cannot do; \
+                         take all of it away, or deny the pattern with `permissions` in \
+                         [roles.{name}] of the team file (\"{ours}({pattern})\" = \"deny\")"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `list` (under `key`) as our tool names; each with no counterpart left out with a
+    /// warning ending in `what`.
+    fn mapped(&mut self, list: Vec<String>, key: &str, what: &str) -> Vec<String> {
+        let (mapped, unknown) = map_tools(&list);
+        for t in unknown {
+            let why = if NYZHI_GIT_TOOLS.contains(&t.as_str()) {
+                "agent-team has no git tool and never gives bash in its place"
+            } else {
+                "it has no counterpart in agent-team"
+            };
+            self.warn(format!("{key}: tool {t:?}: {why}; {what}"));
+        }
+        mapped
+    }
+
+    /// A read-only role's listed tools that change something go: said in a warning.
+    fn warn_read_only(&mut self, listed: &[String]) {
+        let gone: Vec<&str> = listed
+            .iter()
+            .map(String::as_str)
+            .filter(|t| !READ_ONLY_TOOLS.contains(t))
+            .collect();
+        if !gone.is_empty() {
+            let gone = gone.join(", ");
+            self.warn(format!("the role is read-only, so it runs without {gone}"));
+        }
+    }
+
+    /// `hooks`: ours; Claude Code's own in its own subagent file are left out with a warning,
+    /// unless they can refuse a tool call (leaving those out would widen the role).
+    fn hooks(&mut self, name: &str) -> Result<Option<crate::Hooks>, ConfigError> {
+        let Some((key, v)) = self.take("hooks") else {
+            return Ok(None);
+        };
+        let claude_file = self
+            .path
+            .parent()
+            .is_some_and(|d| d.ends_with(".claude/agents"));
+        match serde_yaml_ng::from_value::<crate::Hooks>(v.clone()) {
+            Ok(h) => Ok(Some(h)),
+            Err(_) if claude_file => {
+                let blocking = CLAUDE_BLOCKING_HOOKS
+                    .iter()
+                    .find(|e| v.get(*e).is_some_and(|h| !h.is_null()));
+                if let Some(event) = blocking {
+                    return Err(self.err(
+                        &key,
+                        format!(
+                            "{key}: Claude Code's {event} hooks can refuse a tool call, and \
+                             agent-team cannot run them; remove them and restrict the role \
+                             with `disallowedTools` or with `permissions` in [roles.{name}] of \
+                             the team file"
+                        ),
+                    ));
+                }
+                self.warn(format!(
+                    "{key}: Claude Code's hooks are not agent-team's (see [hooks] in the \
+                     team file); left out"
+                ));
+                Ok(None)
+            }
+            Err(e) => Err(self.err(&key, format!("bad front matter: {key}: {e}"))),
+        }
+    }
+
+    /// `model`: none for Claude Code's `inherit` and its aliases (with a warning).
+    fn model(&mut self) -> Result<Option<String>, ConfigError> {
+        Ok(match self.text("model")? {
+            Some(m) if m == "inherit" => None,
+            Some(m) if CLAUDE_MODEL_ALIASES.contains(&m.as_str()) => {
+                self.warn(format!(
+                    "model {m:?} is a Claude Code alias, not a model name; the role uses the \
+                     team's model"
+                ));
+                None
+            }
+            m => m,
+        })
+    }
+
+    /// `plan_required`: true or false.
+    fn plan_required(&mut self) -> Result<Option<bool>, ConfigError> {
+        match self.take("plan_required") {
+            None => Ok(None),
+            Some((_, Value::Bool(b))) => Ok(Some(b)),
+            Some((key, v)) => {
+                Err(self.err(&key, format!("{key} is true or false, not {}", show(&v))))
+            }
+        }
     }
 }
 

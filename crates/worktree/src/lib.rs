@@ -124,8 +124,8 @@ const GIT_ENV: &[&str] = &[
 /// The keys of git's configuration that run a program or send git elsewhere, set on the
 /// command line (which git reads last, so it wins over `.git/config`) to values that run
 /// nothing. The keys that cannot be set this way (a driver's name is the repository's own
-/// choice) are refused by [`check_config`] instead. ARCHITECTURE.md "Git the daemon runs"
-/// lists where each comes from in git's documentation.
+/// choice) are refused by [`check_config`] instead. docs/SECURITY.md "Git the daemon runs
+/// runs nothing an agent wrote" lists where each comes from in git's documentation.
 const SAFE_CONFIG: &[&str] = &[
     "core.hooksPath=/dev/null",
     "core.fsmonitor=false",

@@ -195,6 +195,18 @@ pub(crate) fn invariants(root: &Path) -> Result<()> {
             ),
         ),
         (
+            "only the daemon opens the store for writing (`Store::open(` in production code only in crates/daemon; others open it read-only)",
+            sources.find(
+                |f| {
+                    f.starts_with("crates/")
+                        && !f.starts_with("crates/daemon/")
+                        && !f.starts_with("crates/store/")
+                },
+                &["Store::open("],
+                Scope::Production,
+            ),
+        ),
+        (
             "state, perms and tools do no I/O and read no clock; protocol reads no clock and touches no file, socket or process",
             pure(&sources),
         ),

@@ -115,7 +115,10 @@ pub fn worker_exe() -> Result<PathBuf> {
 pub fn supervisor_env(paths: &agent_team_paths::Paths) -> Result<agent_team_daemon::SupervisorEnv> {
     Ok(agent_team_daemon::SupervisorEnv {
         worker_exe: Some(worker_exe()?),
-        runner: Some(Arc::new(agent_team_worker::inprocess::Runner::default())),
+        // A daemon running agents in-process serves an agent CLI's team tools itself.
+        runner: Some(Arc::new(agent_team_worker::inprocess::Runner::with_tools(
+            Arc::new(agent_team_mcp::WorkerHost),
+        ))),
         factory: None,
         heal_env: agent_team_client::heal::Healer::launch_env(paths, std::env::current_exe().ok()),
         layout_exe: std::env::current_exe().ok(),

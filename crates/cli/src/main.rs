@@ -39,8 +39,6 @@ impl fmt::Display for Hinted {
 impl std::error::Error for Hinted {}
 
 fn main() -> ExitCode {
-    // A daemon running agents in-process serves an agent CLI's team tools itself.
-    agent_team_worker::external::set_tool_host(&agent_team_mcp::WORKER_HOST);
     let cli = cli::Cli::parse_args();
     match cmd::run(cli) {
         Ok(code) => code,

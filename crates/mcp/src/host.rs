@@ -1,29 +1,32 @@
 //! The team's tools served from an agent CLI's worker: the CLI starts `agent-team-bridge mcp
 //! SOCKET` as its MCP server, and each bridge connection is an MCP session of one
-//! [`TeamServer`] living in the worker (outside the CLI's sandbox), which also answers the
-//! CLI's hooks. Beside the CLI then runs one small bridge of ours, not a second `agent-team`.
+//! [`TeamServer`] living in the worker (outside the CLI's sandbox) over the agent's own
+//! session, which also answers the CLI's hooks. Beside the CLI then runs one small bridge of
+//! ours, not a second `agent-team`.
 
-use crate::{CliEnd, TeamServer, descends_from};
+use crate::Session;
+use crate::end::CliEnd;
+use crate::hooks::{descends_from, parent_of};
+use crate::server::TeamServer;
+use agent_team_worker::AgentError;
 use agent_team_worker::external::{ToolHost, ToolServing, ToolsGuard};
-use agent_team_worker::{AgentEnv, AgentError};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::Ordering;
 
 /// The most MCP sessions served at once to one CLI (it opens one; a restarted MCP client
 /// another): one more is closed unserved.
 const SESSIONS_MAX: usize = 8;
 
-/// The [`ToolHost`] of the worker and `agent-team` binaries.
+/// The [`ToolHost`] of the worker and `agent-team` binaries: they hand it to
+/// `agent_team_worker::run_agent`.
+#[derive(Debug, Default, Clone, Copy)]
 pub struct WorkerHost;
-
-/// The one [`WorkerHost`], for [`agent_team_worker::external::set_tool_host`].
-pub static WORKER_HOST: WorkerHost = WorkerHost;
 
 impl ToolHost for WorkerHost {
     fn start(
         &self,
-        agent: AgentEnv,
+        session: Arc<Session>,
         home: &Path,
         serving: &ToolServing,
     ) -> Result<ToolsGuard, AgentError> {
@@ -40,38 +43,25 @@ impl ToolHost for WorkerHost {
             let _ = std::fs::remove_file(f);
             text
         });
-        let end = Arc::new(CliEnd {
-            pid: AtomicI32::new(0),
-            home: Some(home.to_path_buf()),
-            done: AtomicBool::new(false),
-        });
-        let (serving, worker) = (serving.clone(), std::process::id() as i32);
-        let task = tokio::spawn(async move {
-            let mut server = match TeamServer::connect(agent).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!("cannot serve the team's tools: {e}");
-                    return;
-                }
-            };
-            server.end = end.clone();
-            server
-                .interactive
-                .store(serving.interactive, Ordering::SeqCst);
-            if let Some(text) = first {
-                server.first_input_after_listing(text.trim().to_string());
+        let end = Arc::new(CliEnd::new(home));
+        let server = TeamServer::new(session, end.clone());
+        server
+            .pane
+            .interactive
+            .store(serving.interactive, Ordering::SeqCst);
+        if let Some(text) = first {
+            server.first_input_after_listing(text.trim().to_string());
+        }
+        // Every process of the CLI descends from this worker, which started it.
+        let worker = std::process::id() as i32;
+        let mut guard = ToolsGuard(Vec::new());
+        if let Some(sock) = &serving.hook_socket {
+            match server.serve_hooks(sock, worker) {
+                Ok(h) => guard.0.push(h),
+                Err(e) => tracing::warn!("cannot answer the CLI's hooks: {e}"),
             }
-            // Every process of the CLI descends from this worker, which started it.
-            let _hooks = match &serving.hook_socket {
-                Some(sock) => match server.serve_hooks(sock, worker) {
-                    Ok(h) => Some(ToolsGuard(vec![h])),
-                    Err(e) => {
-                        tracing::warn!("cannot answer the CLI's hooks: {e}");
-                        None
-                    }
-                },
-                None => None,
-            };
+        }
+        let task = tokio::spawn(async move {
             // Each session ends with the task (a JoinSet aborts what it holds when dropped).
             let mut sessions = tokio::task::JoinSet::new();
             while let Ok((stream, _)) = listener.accept().await {
@@ -96,16 +86,7 @@ impl ToolHost for WorkerHost {
                 });
             }
         });
-        Ok(ToolsGuard(vec![task.abort_handle()]))
+        guard.0.push(task.abort_handle());
+        Ok(guard)
     }
-}
-
-/// The parent of process `pid` (from `/proc`).
-pub(crate) fn parent_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // `pid (comm) state ppid …`: comm may hold spaces and parentheses.
-    stat.rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .filter(|p: &i32| *p > 1)
 }

@@ -5,14 +5,14 @@
 //! reported to the daemon, which is asked before each request whether a budget is spent.
 
 use crate::AgentError;
-use crate::exec::ask_permission;
-use crate::idle::{self, Acted, Inbox, Taken, Woken};
+use crate::idle::{self, Acted, Taken, Woken};
 use crate::link::{Inbound, Link};
 use crate::output::Output;
 use crate::prompt::Approvals;
-use crate::tools::{self, ToolCtx, ToolOutcome};
+use crate::session::{Offer, Session};
+use crate::tools::{self, ToolOutcome};
 use agent_team_backoff::Backoff;
-use agent_team_config::{Approver, PermAction, Provider, Role, TeamConfig};
+use agent_team_config::{Approver, Provider, Role, TeamConfig};
 use agent_team_model::{
     ApiKind, ChatMessage, ChatRole, Model, ModelConfig, StreamEvent, TurnRequest,
 };
@@ -20,7 +20,6 @@ use agent_team_protocol::names::LEADER;
 use agent_team_protocol::*;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc::UnboundedReceiver;
 
 /// The model a role asks for, with its key read from the environment; `cache_key` is the
 /// agent's OpenAI `prompt_cache_key` ([`cache_key`]), sent unless the role turns caching off.
@@ -271,84 +270,153 @@ async fn board_page(link: &Link, after: Option<u64>) -> Board {
 
 /// Runs a model-driven agent until it finishes the team (leader), is asked to shut down, or
 /// cannot go on; `first` is what it read as it started ([`Start::read`]).
-pub async fn run(
-    link: &Arc<Link>,
-    inbound: UnboundedReceiver<Inbound>,
-    config: &TeamConfig,
-    role: &Role,
-    out: &Output,
-    groups: &crate::CommandGroups,
-    first: Start,
-) -> Result<(), AgentError> {
-    let mut inbox = Inbox::new(inbound);
-    let name = link.name().to_string();
-    let is_leader = name == LEADER;
-    let model = model_for(role, cache_key(config, &name))?;
-    out.say(&format!("model: {}", model.describe()));
-    let leader_approves = config.approver == Approver::Leader;
-    // Its whole set; while its plan is required and not approved it gets the read-only part
-    // of it and `submit_plan` (the daemon keeps the plan state, read at start and before each
-    // model request until it is approved).
-    let full_names = tools::tool_names(role, is_leader, leader_approves);
-    let root = config
-        .workspace
-        .canonicalize()
-        .unwrap_or_else(|_| config.workspace.clone());
-    let ctx = ToolCtx {
-        link: link.clone(),
-        root,
-        groups: groups.clone(),
-        team_file: tools::team_file(config),
-        runs_later: tools::runs_later(config),
-        turns: Arc::new(std::sync::atomic::AtomicU32::new(0)),
-        search: config.search.clone(),
-    };
-    // A worker of a coordinator or collaborate run whose turn ends with text only has
-    // answered the task it was given: the text is the task's result.
-    let text_answers = !is_leader && config.strategy != agent_team_config::TeamStrategy::Leader;
-    let mut given: Vec<u64> = Vec::new();
-    let Start {
-        members,
-        goal,
-        board,
-    } = first;
-    // The board read at the start stands for the first `Reconnected` the link sends.
-    let mut board = Some(board);
-    let own_plan = members
-        .iter()
-        .find(|a| a.name == name)
-        .and_then(|a| a.plan.clone());
-    let plan_required = own_plan.is_some();
-    let mut planning = own_plan
-        .as_ref()
-        .is_some_and(|p| p.state != PlanState::Approved);
-    let names_for = |planning: bool| {
-        if plan_required {
-            tools::plan_gate(&full_names, planning)
-        } else {
-            full_names.clone()
+pub async fn run(session: &Session, first: Start) -> Result<(), AgentError> {
+    let mut turns = Turns::new(session, first)?;
+    loop {
+        if turns.idle_point().await? {
+            return Ok(());
         }
-    };
-    let mut tool_names = names_for(planning);
-    let mut specs = tools::specs_named(&tool_names, naming_of(role));
-    let mut messages = vec![ChatMessage::system(system_prompt(
-        &name,
-        role,
-        config,
-        &members,
-        &tool_names,
-        planning,
-    ))];
-    if is_leader {
-        messages.push(ChatMessage::user(format!(
-            "Goal: {}",
-            goal.unwrap_or_else(|| "(no goal was given; ask the operator)".into())
-        )));
-    } else if planning {
+        if !turns.pending {
+            turns.wait().await?;
+            continue;
+        }
+        if let Some(answer) = turns.turn().await? {
+            session.out().say(&format!("finished the team:\n{answer}"));
+            return Ok(());
+        }
+    }
+}
+
+/// A model agent between its turns.
+struct Turns<'a> {
+    session: &'a Session,
+    model: Arc<dyn Model>,
+    leader_approves: bool,
+    /// A worker of a coordinator or collaborate run whose turn ends with text only has
+    /// answered the task it was given: the text is the task's result.
+    text_answers: bool,
+    /// Its whole set of tools; while its plan is required and not approved it gets the
+    /// read-only part of it and `submit_plan` (the daemon keeps the plan state, read at start
+    /// and before each model request until it is approved).
+    full_names: Vec<&'static str>,
+    /// The tools it has now.
+    tool_names: Vec<&'static str>,
+    /// Their specs; they go into each request and come back after the turn, not copied each
+    /// turn (the largest part of a short conversation).
+    specs: Vec<agent_team_model::ToolSpec>,
+    plan_required: bool,
+    planning: bool,
+    members: Vec<AgentInfo>,
+    messages: Vec<ChatMessage>,
+    /// Tasks the leader gave it (a coordinator or collaborate run's worker answers them).
+    given: Vec<u64>,
+    /// The board read at the start, standing for the first `Reconnected` the link sends.
+    board: Option<Board>,
+    approvals: Approvals,
+    /// Something new for the model: a turn is due.
+    pending: bool,
+    /// Idle and status notices, held for the next turn something else starts: they never
+    /// wake the model by themselves (each would cost a whole request). Counted for the log.
+    notices: Vec<String>,
+    notices_held: u64,
+    /// Messages given to the model, marked read once a turn that saw them is over.
+    seen: Acted,
+    steps: u32,
+    /// A turn that failed after the model client's own retries is tried again twice, 2 s
+    /// and 4 s later; a success starts over.
+    retry: Backoff,
+}
+
+impl<'a> Turns<'a> {
+    /// The agent as it starts: its model, its tools, its first messages.
+    fn new(session: &'a Session, first: Start) -> Result<Self, AgentError> {
+        let (config, role, out) = (session.config(), session.role(), session.out());
+        let name = session.name();
+        let is_leader = session.is_leader();
+        let model = model_for(role, cache_key(config, name))?;
+        out.say(&format!("model: {}", model.describe()));
+        let leader_approves = config.approver == Approver::Leader;
+        let full_names = tools::tool_names(role, is_leader, leader_approves);
+        let Start {
+            members,
+            goal,
+            board,
+        } = first;
+        let own_plan = members
+            .iter()
+            .find(|a| a.name == name)
+            .and_then(|a| a.plan.clone());
+        let plan_required = own_plan.is_some();
+        let planning = own_plan
+            .as_ref()
+            .is_some_and(|p| p.state != PlanState::Approved);
+        let mut turns = Turns {
+            session,
+            model,
+            leader_approves,
+            text_answers: !is_leader && config.strategy != agent_team_config::TeamStrategy::Leader,
+            full_names,
+            tool_names: Vec::new(),
+            specs: Vec::new(),
+            plan_required,
+            planning,
+            members,
+            messages: Vec::new(),
+            given: Vec::new(),
+            board: Some(board),
+            approvals: Approvals::new(is_leader && !leader_approves),
+            pending: true,
+            notices: Vec::new(),
+            notices_held: 0,
+            seen: Acted::default(),
+            steps: 0,
+            retry: Backoff::new(Duration::from_secs(2), Duration::from_secs(4)).max_retries(2),
+        };
+        turns.offer_tools();
+        turns
+            .messages
+            .push(turns.first_words(goal, own_plan.as_ref()));
+        Ok(turns)
+    }
+
+    /// Its tools as they are now (the plan gate), their specs and the system prompt naming them.
+    fn offer_tools(&mut self) {
+        let s = self.session;
+        self.tool_names = if self.plan_required {
+            tools::plan_gate(&self.full_names, self.planning)
+        } else {
+            self.full_names.clone()
+        };
+        self.specs = tools::specs_named(&self.tool_names, naming_of(s.role()));
+        let prompt = ChatMessage::system(system_prompt(
+            s.name(),
+            s.role(),
+            s.config(),
+            &self.members,
+            &self.tool_names,
+            self.planning,
+        ));
+        match self.messages.first_mut() {
+            Some(first) => *first = prompt,
+            None => self.messages.push(prompt),
+        }
+    }
+
+    /// The first user message: the leader's goal, a planner's instructions, or the start.
+    fn first_words(&self, goal: Option<String>, own_plan: Option<&PlanInfo>) -> ChatMessage {
+        if self.session.is_leader() {
+            return ChatMessage::user(format!(
+                "Goal: {}",
+                goal.unwrap_or_else(|| "(no goal was given; ask the operator)".into())
+            ));
+        }
+        if !self.planning {
+            return ChatMessage::user("You have joined the team. Check the task board and start.");
+        }
         let mut first = "You have joined the team. Check the task board, look at the workspace \
                          and submit your plan with submit_plan."
             .to_string();
-        match &own_plan {
+        match own_plan {
             Some(p) if p.state == PlanState::Submitted => first.push_str(
                 " You already submitted a plan: wait for the decision, which reaches you as a \
                  message.",
@@ -358,111 +426,117 @@ pub async fn run(
             }) => first.push_str(&format!(" Your last plan was rejected. Feedback: {f}")),
             _ => {}
         }
-        messages.push(ChatMessage::user(first));
-    } else {
-        messages.push(ChatMessage::user(
-            "You have joined the team. Check the task board and start.",
-        ));
+        ChatMessage::user(first)
     }
-    let mut approvals = Approvals::new(is_leader && !leader_approves);
-    let mut pending = true;
-    // Idle and status notices, held for the next turn something else starts: they never
-    // wake the model by themselves (each would cost a whole request). Counted for the log.
-    let mut notices: Vec<String> = Vec::new();
-    let mut notices_held = 0u64;
-    // Messages given to the model, marked read once a turn that saw them is over.
-    let mut seen = Acted::default();
-    let mut steps = 0u32;
-    // A turn that failed after the model client's own retries is tried again twice, 2 s and
-    // 4 s later; a success starts over.
-    let mut retry = Backoff::new(Duration::from_secs(2), Duration::from_secs(4)).max_retries(2);
-    loop {
-        // Idle point: take what arrived, in priority order.
+
+    /// The idle point: what arrived, then the messages in priority order. True when the
+    /// agent was asked to shut down (and answered).
+    async fn idle_point(&mut self) -> Result<bool, AgentError> {
+        let s = self.session;
+        let (link, out, inbox) = (s.link(), s.out(), s.inbox());
         for ev in inbox.poll()? {
-            pending |= take_event(link, ev, &name, &mut messages, &mut given, &mut board).await;
+            self.pending |= self.take_event(ev).await;
         }
-        approvals.answer_pending(link, out).await;
+        self.approvals.answer_pending(link, out).await;
         let mut text = Vec::new();
+        let (approvals, notices) = (&mut self.approvals, &mut self.notices);
+        let (leader_approves, held) = (self.leader_approves, &mut self.notices_held);
         let taken = inbox
             .take(link.as_ref(), out, |m| match m.kind {
                 MessageKind::Permission if approvals.active() => approvals.ask(m, out),
                 MessageKind::Permission if !leader_approves => {}
                 _ if is_notice(m.kind) => {
-                    idle::show(&name, m, out);
-                    notices_held += 1;
+                    idle::show(s.name(), m, out);
+                    *held += 1;
                     out.say(&format!(
                         "(a notice: held for the next turn, it does not wake the model; \
-                         {notices_held} so far)"
+                         {held} so far)"
                     ));
                     notices.push(format!("[message from {}] {}", m.from, m.body));
                 }
                 _ => {
-                    idle::show(&name, m, out);
+                    idle::show(s.name(), m, out);
                     approvals.offer_plan(m, out);
                     text.push(format!("[message from {}] {}", m.from, m.body));
                 }
             })
             .await;
         match taken {
-            Taken::Shutdown => return Ok(()),
+            Taken::Shutdown => return Ok(true),
             // Notices alone are read now; the model sees them with its next turn.
             Taken::Work(acted) if text.is_empty() => acted.ack(link.as_ref()).await,
             Taken::Work(acted) => {
-                messages.push(ChatMessage::user(text.join("\n\n")));
-                seen.extend(acted);
-                pending = true;
+                self.messages.push(ChatMessage::user(text.join("\n\n")));
+                self.seen.extend(acted);
+                self.pending = true;
             }
         }
-        if !pending {
-            link.fire(Request::SetStatus {
-                status: AgentStatus::Idle,
-                error: None,
-            });
-            match inbox.wait(Some(&mut approvals)).await? {
-                Woken::Event(ev) => {
-                    pending |=
-                        take_event(link, ev, &name, &mut messages, &mut given, &mut board).await
-                }
-                Woken::Line(line) => approvals.take_line(line, link, out).await,
-                Woken::Message => {}
+        Ok(false)
+    }
+
+    /// Nothing to do: idle until a message, an event or a line at the approval prompt.
+    async fn wait(&mut self) -> Result<(), AgentError> {
+        let link = self.session.link();
+        link.fire(Request::SetStatus {
+            status: AgentStatus::Idle,
+            error: None,
+        });
+        match self.session.inbox().wait(Some(&mut self.approvals)).await? {
+            Woken::Event(ev) => self.pending |= self.take_event(ev).await,
+            Woken::Line(line) => {
+                self.approvals
+                    .take_line(line, link, self.session.out())
+                    .await
             }
-            continue;
+            Woken::Message => {}
         }
+        Ok(())
+    }
+
+    /// Takes one event other than a message ([`take_event`]).
+    async fn take_event(&mut self, ev: Inbound) -> bool {
+        let s = self.session;
+        take_event(
+            s.link(),
+            ev,
+            s.name(),
+            &mut self.messages,
+            &mut self.given,
+            &mut self.board,
+        )
+        .await
+    }
+
+    /// One model turn and its tool calls; the team's answer when it finished the team.
+    async fn turn(&mut self) -> Result<Option<String>, AgentError> {
+        let s = self.session;
+        let (link, role, out) = (s.link(), s.role(), s.out());
         // A decision on its plan arrives as a message; the state itself is the daemon's.
-        if planning {
-            planning = still_planning(link).await;
-            if !planning {
-                tool_names = names_for(false);
-                specs = tools::specs_named(&tool_names, naming_of(role));
-                messages[0] = ChatMessage::system(system_prompt(
-                    &name,
-                    role,
-                    config,
-                    &members,
-                    &tool_names,
-                    false,
-                ));
+        if self.planning {
+            self.planning = still_planning(link).await;
+            if !self.planning {
+                self.offer_tools();
                 out.say("plan approved: full tool set");
             }
         }
-        if steps >= role.max_steps {
+        if self.steps >= role.max_steps {
             return Err(AgentError::Fatal(format!(
                 "stopped after max_steps = {} model turns",
                 role.max_steps
             )));
         }
-        steps += 1;
-        ctx.turns.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        if !notices.is_empty() {
-            messages.push(ChatMessage::user(std::mem::take(&mut notices).join("\n\n")));
+        self.steps += 1;
+        s.ctx()
+            .turns
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if !self.notices.is_empty() {
+            let notices = std::mem::take(&mut self.notices).join("\n\n");
+            self.messages.push(ChatMessage::user(notices));
         }
-        trim(&mut messages, role.context_tokens as usize, role.cache);
-        // The tool list goes into the request and comes back after the turn, not copied each
-        // turn (it is the largest part of a short conversation, and its JSON is built anew for
-        // each request anyway).
+        trim(&mut self.messages, role.context_tokens as usize, role.cache);
         let req = TurnRequest {
-            messages: messages.clone(),
-            tools: std::mem::take(&mut specs),
+            messages: self.messages.clone(),
+            tools: std::mem::take(&mut self.specs),
         };
         // The daemon keeps the budgets: a spent one stops the agent before it spends more.
         budget_lease(link, role, &req, out).await?;
@@ -474,12 +548,12 @@ pub async fn run(
         });
         let streamed = StreamedText::new(link, out);
         let mut on_event = streamed.on_event();
-        let turn = model.turn(&req, &mut on_event).await;
+        let turn = self.model.turn(&req, &mut on_event).await;
         // What streamed goes out before anything the turn does next.
         streamed.flush();
         let turn = match turn {
             Ok(t) => {
-                retry.reset();
+                self.retry.reset();
                 t
             }
             Err(e) if e.is_config() => return Err(AgentError::Fatal(e.to_string())),
@@ -492,13 +566,13 @@ pub async fn run(
                         },
                     })
                     .await;
-                let Some(wait) = retry.next() else {
+                let Some(wait) = self.retry.next() else {
                     return Err(AgentError::Daemon(format!("the model kept failing: {e}")));
                 };
-                steps -= 1;
-                specs = req.tools;
+                self.steps -= 1;
+                self.specs = req.tools;
                 tokio::time::sleep(wait).await;
-                continue;
+                return Ok(None);
             }
         };
         if !role.stream && !turn.text.is_empty() {
@@ -512,73 +586,116 @@ pub async fn run(
         if !turn.text.is_empty() {
             out.say("");
         }
-        messages.push(ChatMessage::assistant(
+        self.messages.push(ChatMessage::assistant(
             turn.text.clone(),
             turn.tool_calls.clone(),
         ));
-        pending = !turn.tool_calls.is_empty();
+        self.pending = !turn.tool_calls.is_empty();
         // The response's usage, and the messages the model has now read marked read, go to
         // the daemon beside the turn's tool calls: each waits for a commit, and side by side
         // they share one instead of waiting in turn. Both are done before the next request's
         // lease is asked for (it counts the usage) and before the agent ends.
-        let read = std::mem::take(&mut seen);
+        let read = std::mem::take(&mut self.seen);
         let bookkeeping = async {
             report_usage(link, role, &req, &turn, out).await;
             read.ack(link.as_ref()).await;
         };
         let work = async {
-            if text_answers && turn.tool_calls.is_empty() {
-                answer_given(link, &mut given, &turn.text, out).await;
+            if self.text_answers && turn.tool_calls.is_empty() {
+                answer_given(link, &mut self.given, &turn.text, out).await;
             }
-            let mut finished = None;
-            // Asked for one call at a time, whichever call needs it.
-            let inbox = tokio::sync::Mutex::new(&mut inbox);
-            let names = (tool_names.as_slice(), full_names.as_slice());
-            let calls = &turn.tool_calls;
-            // Who calls, for other systems' names whose meaning depends on it (`task_update`
-            // by the leader assigns; `team_delete`'s answer is this turn's text).
-            let who = agent_team_tools::Caller {
-                name: &name,
-                is_leader,
-                said: &turn.text,
+            let offer = Offer {
+                now: &self.tool_names,
+                full: &self.full_names,
+                naming: naming_of(role),
             };
-            let mut at = 0;
-            while at < calls.len() {
-                // A run of calls that are each one request to the daemon goes out at once, in
-                // the model's order (the daemon applies a connection's requests in order), and
-                // shares one commit instead of waiting for one each.
-                let n = calls[at..]
-                    .iter()
-                    .take(AT_ONCE)
-                    .take_while(|c| goes_at_once(c, role, &ctx, &tool_names, who))
-                    .count()
-                    .max(1);
-                let outcomes = futures_util::future::join_all(
-                    calls[at..at + n]
-                        .iter()
-                        .map(|call| run_call(link, &inbox, role, &ctx, names, who, call, out)),
-                )
-                .await;
-                for (call, outcome) in calls[at..at + n].iter().zip(outcomes) {
-                    let outcome = outcome?;
-                    if outcome.finished.is_some() {
-                        finished = outcome.finished.clone();
-                    }
-                    messages.push(ChatMessage::tool(
-                        call.id.clone(),
-                        outcome.content,
-                        outcome.is_error,
-                    ));
-                }
-                at += n;
-            }
-            Ok::<_, AgentError>(finished)
+            run_calls(s, &turn.text, &turn.tool_calls, offer, &mut self.messages).await
         };
         let ((), finished) = tokio::join!(bookkeeping, work);
-        specs = req.tools;
-        if let Some(answer) = finished? {
-            out.say(&format!("finished the team:\n{answer}"));
-            return Ok(());
+        self.specs = req.tools;
+        finished
+    }
+}
+
+/// A turn's tool calls, their results added to `messages` in the model's order; the team's
+/// answer when one of them finished the team. A run of calls that are each one request to the
+/// daemon goes out at once, in the model's order (the daemon applies a connection's requests
+/// in order), and shares one commit instead of waiting for one each.
+async fn run_calls(
+    session: &Session,
+    said: &str,
+    calls: &[agent_team_model::ToolCall],
+    offer: Offer<'_>,
+    messages: &mut Vec<ChatMessage>,
+) -> Result<Option<String>, AgentError> {
+    // Who calls, for other systems' names whose meaning depends on it (`task_update` by the
+    // leader assigns; `team_delete`'s answer is this turn's text).
+    let who = session.caller(said);
+    let mut finished = None;
+    let mut at = 0;
+    while at < calls.len() {
+        let n = calls[at..]
+            .iter()
+            .take(AT_ONCE)
+            .take_while(|c| {
+                args_of(c).is_ok_and(|args| session.goes_at_once(&c.name, &args, who, offer.now))
+            })
+            .count()
+            .max(1);
+        let outcomes = futures_util::future::join_all(
+            calls[at..at + n]
+                .iter()
+                .map(|call| model_call(session, call, who, offer)),
+        )
+        .await;
+        for (call, outcome) in calls[at..at + n].iter().zip(outcomes) {
+            let outcome = outcome?;
+            if outcome.finished.is_some() {
+                finished = outcome.finished.clone();
+            }
+            messages.push(ChatMessage::tool(
+                call.id.clone(),
+                outcome.content,
+                outcome.is_error,
+            ));
+        }
+        at += n;
+    }
+    Ok(finished)
+}
+
+/// A model's tool call's arguments: a JSON object (empty when it sent none).
+fn args_of(call: &agent_team_model::ToolCall) -> Result<serde_json::Value, String> {
+    let raw = if call.arguments.trim().is_empty() {
+        "{}"
+    } else {
+        call.arguments.as_str()
+    };
+    match serde_json::from_str::<serde_json::Value>(raw) {
+        Ok(v @ serde_json::Value::Object(_)) => Ok(v),
+        Ok(_) => Err(format!(
+            "the arguments of {} must be a JSON object",
+            call.name
+        )),
+        Err(e) => Err(format!(
+            "the arguments of {} are not valid JSON ({e}); send a JSON object",
+            call.name
+        )),
+    }
+}
+
+/// One of the model's tool calls through the session's pipeline ([`Session::call`]).
+async fn model_call(
+    session: &Session,
+    call: &agent_team_model::ToolCall,
+    who: agent_team_tools::Caller<'_>,
+    offer: Offer<'_>,
+) -> Result<ToolOutcome, AgentError> {
+    match args_of(call) {
+        Ok(args) => session.call(&call.id, &call.name, args, who, offer).await,
+        Err(msg) => {
+            let raw = serde_json::Value::String(call.arguments.clone());
+            Ok(session.refused(&call.id, &call.name, &raw, msg))
         }
     }
 }
@@ -696,231 +813,6 @@ fn absorb(ev: Inbound, name: &str, messages: &mut Vec<ChatMessage>, given: &mut 
 /// first poll.
 const AT_ONCE: usize = 16;
 
-/// Whether `call` may go out beside its neighbours in the turn: a tool that is one request to
-/// the daemon whose answer the next call does not need ([`tools::one_request`]), one
-/// of the agent's tools now, that its policy allows without asking (a question would hold the
-/// calls after it back while the ones beside it went out).
-fn goes_at_once(
-    call: &agent_team_model::ToolCall,
-    role: &Role,
-    ctx: &ToolCtx,
-    tool_names: &[&str],
-    who: agent_team_tools::Caller<'_>,
-) -> bool {
-    let raw = if call.arguments.trim().is_empty() {
-        "{}"
-    } else {
-        call.arguments.as_str()
-    };
-    let Ok(args @ serde_json::Value::Object(_)) = serde_json::from_str::<serde_json::Value>(raw)
-    else {
-        return false;
-    };
-    let (name, args) = match agent_team_tools::translate(&call.name, &args, who) {
-        Ok(Some(t)) if t.note.is_none() => (t.name, t.args),
-        Ok(None) => (call.name.as_str(), args),
-        _ => return false,
-    };
-    if !tool_names.contains(&name) {
-        return false;
-    }
-    match tools::ToolCall::parse(name, &args) {
-        Ok(parsed) if tools::one_request(&parsed) => {
-            tools::check(ctx, &role.permissions, &parsed, &args).action == PermAction::Allow
-        }
-        _ => false,
-    }
-}
-
-/// One tool call: arguments parsed, the tool known (one of `tool_names`, the tools it has
-/// now; a tool of `full` it lacks now is held back until its plan is approved), the policy
-/// satisfied, then run.
-#[allow(clippy::too_many_arguments)]
-async fn run_call(
-    link: &Arc<Link>,
-    inbox: &tokio::sync::Mutex<&mut Inbox>,
-    role: &Role,
-    ctx: &ToolCtx,
-    (tool_names, full): (&[&str], &[&str]),
-    who: agent_team_tools::Caller<'_>,
-    call: &agent_team_model::ToolCall,
-    out: &Output,
-) -> Result<ToolOutcome, AgentError> {
-    let raw = if call.arguments.trim().is_empty() {
-        "{}"
-    } else {
-        call.arguments.as_str()
-    };
-    let parsed = match serde_json::from_str::<serde_json::Value>(raw) {
-        Ok(v @ serde_json::Value::Object(_)) => Ok(v),
-        Ok(_) => Err(format!(
-            "the arguments of {} must be a JSON object",
-            call.name
-        )),
-        Err(e) => Err(format!(
-            "the arguments of {} are not valid JSON ({e}); send a JSON object",
-            call.name
-        )),
-    };
-    let args = match parsed {
-        Ok(a) => a,
-        Err(msg) => {
-            let o = ToolOutcome::err(msg);
-            report(
-                link,
-                call,
-                &serde_json::Value::String(call.arguments.clone()),
-                &o,
-                out,
-            );
-            return Ok(o);
-        }
-    };
-    // Another system's name or field spelling for one of ours (Qwen Code's `task_update`,
-    // `subject`, `blockedBy`, ...) is a call of ours: rewritten before anything is checked,
-    // so our audience, policy and argument checks apply to it (`agent_team_tools::aliases`).
-    let called = call.name.clone();
-    let aliased;
-    let (call, args, note) = match agent_team_tools::translate(&call.name, &args, who) {
-        Err(msg) => {
-            let o = ToolOutcome::err(msg);
-            report(link, call, &args, &o, out);
-            return Ok(o);
-        }
-        Ok(None) => (call, args, None),
-        Ok(Some(t)) => {
-            aliased = agent_team_model::ToolCall {
-                name: t.name.to_string(),
-                arguments: t.args.to_string(),
-                ..call.clone()
-            };
-            (&aliased, t.args, t.note)
-        }
-    };
-    let held_back = full
-        .contains(&call.name.as_str())
-        .then(|| tools::refused_while_planning(&call.name))
-        .flatten();
-    if !tool_names.contains(&call.name.as_str()) {
-        let o = ToolOutcome::err(if let Some(why) = held_back {
-            why
-        } else if agent_team_tools::SPAWN_TOOLS.contains(&call.name.as_str()) {
-            // The team is one level deep: only the leader starts teammates.
-            format!(
-                "{} refused: teammates cannot spawn teammates (max_depth 1); ask the leader \
-                     with send_message if the team needs more hands",
-                call.name
-            )
-        } else {
-            // Named as the model called it, with its tools as it was offered them.
-            let offered = tools::offered_names(tool_names, naming_of(role));
-            let called = if called == call.name {
-                format!("{called:?}")
-            } else {
-                format!("{called:?} ({} here)", call.name)
-            };
-            format!(
-                "unknown tool {called}; your tools are: {}",
-                offered.join(", ")
-            )
-        });
-        report(link, call, &args, &o, out);
-        return Ok(o);
-    }
-    link.fire(Request::Emit {
-        event: Event::ToolCallStart {
-            tool_call_id: call.id.clone(),
-            tool_name: call.name.clone(),
-            args: args.clone(),
-        },
-    });
-    out.say(&format!(
-        "⚙ {} {}",
-        call.name,
-        short(&args.to_string(), 200)
-    ));
-    // Arguments the tool cannot take are refused before the policy: nothing is asked for a
-    // call that could not run.
-    let outcome = match tools::ToolCall::parse(&call.name, &args) {
-        Err(e) => ToolOutcome::err(e.to_string()),
-        Ok(parsed) => {
-            let tools::Checked {
-                input,
-                action,
-                reason,
-            } = tools::check(ctx, &role.permissions, &parsed, &args);
-            match action {
-                PermAction::Deny => ToolOutcome::err(format!(
-                    "the role's policy denies {} `{}`",
-                    call.name,
-                    short(&input, 200)
-                )),
-                PermAction::Ask => {
-                    let (allowed, why) = ask_permission(
-                        link,
-                        &mut **inbox.lock().await,
-                        &call.name,
-                        &input,
-                        &reason,
-                        out,
-                    )
-                    .await?;
-                    if allowed {
-                        tools::run(ctx, &parsed).await
-                    } else {
-                        ToolOutcome::err(format!("permission denied: {why}"))
-                    }
-                }
-                PermAction::Allow => tools::run(ctx, &parsed).await,
-            }
-        }
-    };
-    let outcome = match note {
-        Some(note) if !outcome.is_error => ToolOutcome {
-            content: format!("{note}{}", outcome.content),
-            ..outcome
-        },
-        _ => outcome,
-    };
-    link.fire(Request::Emit {
-        event: Event::ToolCallResult {
-            tool_call_id: call.id.clone(),
-            content: short(&outcome.content, 2000),
-            is_error: outcome.is_error,
-        },
-    });
-    out.say(&format!(
-        "  {} {}",
-        if outcome.is_error { "✗" } else { "→" },
-        short(&outcome.content, 300)
-    ));
-    Ok(outcome)
-}
-
-fn report(
-    link: &Arc<Link>,
-    call: &agent_team_model::ToolCall,
-    args: &serde_json::Value,
-    o: &ToolOutcome,
-    out: &Output,
-) {
-    link.fire(Request::Emit {
-        event: Event::ToolCallStart {
-            tool_call_id: call.id.clone(),
-            tool_name: call.name.clone(),
-            args: args.clone(),
-        },
-    });
-    link.fire(Request::Emit {
-        event: Event::ToolCallResult {
-            tool_call_id: call.id.clone(),
-            content: o.content.clone(),
-            is_error: true,
-        },
-    });
-    out.say(&format!("✗ {}: {}", call.name, o.content));
-}
-
 /// A model turn's streamed text on its way to the agent's log and the daemon: the deltas that
 /// arrive together (one read of the stream) go out as one write and one `TEXT_MESSAGE_CONTENT`
 /// event, not one each. A stream read a piece at a time still shows each piece as it comes;
@@ -993,14 +885,6 @@ impl StreamedText {
         if !p.is_empty() {
             (self.send)(std::mem::take(&mut *p));
         }
-    }
-}
-
-fn short(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        format!("{}…", s.chars().take(n).collect::<String>())
     }
 }
 

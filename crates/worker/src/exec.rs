@@ -3,28 +3,21 @@
 //! lowest-id claimable one, runs its `run` command with `sh -c` under the role's permission
 //! policy, completes it with the exit code and the tail of the output, and tells the leader.
 
-use crate::idle::{self, Inbox, Taken, Woken};
+use crate::idle::{self, Taken, Woken};
 use crate::link::{CallError, Inbound, Link};
 use crate::output::Output;
+use crate::session::Session;
 use crate::{AgentError, CommandGroups};
-use agent_team_config::{PermAction, Role, TeamConfig, policy};
+use agent_team_config::{PermAction, policy};
 use agent_team_protocol::names::LEADER;
 use agent_team_protocol::*;
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
-use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Runs an exec teammate until it is asked to shut down.
-pub async fn run(
-    link: &Arc<Link>,
-    inbound: UnboundedReceiver<Inbound>,
-    config: &TeamConfig,
-    role: &Role,
-    out: &Output,
-    groups: &CommandGroups,
-) -> Result<(), AgentError> {
-    let mut inbox = Inbox::new(inbound);
+pub async fn run(session: &Session) -> Result<(), AgentError> {
+    let (link, out, inbox) = (session.link(), session.out(), session.inbox());
     let mut resync = true;
     let mut held: Option<u64> = None;
     loop {
@@ -73,7 +66,7 @@ pub async fn run(
         match task {
             Some(t) => {
                 link.set_status(AgentStatus::Running).await;
-                run_task(link, &mut inbox, config, role, out, groups, t).await?;
+                run_task(session, t).await?;
             }
             None => {
                 link.set_status(AgentStatus::Idle).await;
@@ -103,16 +96,15 @@ async fn current_task(link: &Link) -> Option<u64> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_task(
-    link: &Arc<Link>,
-    inbox: &mut Inbox,
-    config: &TeamConfig,
-    role: &Role,
-    out: &Output,
-    groups: &CommandGroups,
-    task: Task,
-) -> Result<(), AgentError> {
+/// Runs the task's command under the role's policy and finishes the task with its outcome.
+async fn run_task(session: &Session, task: Task) -> Result<(), AgentError> {
+    let (link, config, role, out) = (
+        session.link(),
+        session.config(),
+        session.role(),
+        session.out(),
+    );
+    let groups = &session.ctx().groups;
     out.say(&format!("▶ task {}: {}", task.id, task.title));
     let Some(cmd) = task.run.clone() else {
         let why = "the exec provider only runs tasks that have a `run` command".to_string();
@@ -154,7 +146,7 @@ async fn run_task(
                 Some(p) => format!("task {}: {} ({p})", task.id, task.title),
                 None => format!("task {}: {}", task.id, task.title),
             };
-            let (allowed, why) = ask_permission(link, inbox, "bash", &cmd, &reason, out).await?;
+            let (allowed, why) = session.ask("bash", &cmd, &reason).await?;
             if !allowed {
                 let why = format!("permission denied: {why}");
                 out.say(&format!("✗ task {}: {why}", task.id));
@@ -190,98 +182,6 @@ async fn run_task(
         task.id
     ));
     finish(link, &task, status, result, out).await
-}
-
-/// Asks for permission and waits for the decision; returns (allowed, reason). Messages that
-/// arrive meanwhile wait for the next idle point.
-pub async fn ask_permission(
-    link: &Arc<Link>,
-    inbox: &mut Inbox,
-    tool: &str,
-    input: &str,
-    reason: &str,
-    out: &Output,
-) -> Result<(bool, String), AgentError> {
-    let req = raise_permission(link, tool, input, reason)
-        .await
-        .map_err(AgentError::Daemon)?;
-    if let Some(v) = verdict(&req) {
-        return Ok(v);
-    }
-    out.say(&format!(
-        "⏸ waiting for approval of request {}: {tool} `{input}` (agent-team approve {} / deny {})",
-        req.id, req.id, req.id
-    ));
-    loop {
-        match inbox.wait(None).await? {
-            Woken::Event(Inbound::PermDecided(r)) if r.id == req.id => {
-                if let Some(v) = verdict(&r) {
-                    return Ok(v);
-                }
-            }
-            Woken::Event(Inbound::Reconnected) => {
-                // The decision may have been pushed while we were away.
-                if let Some(v) = decided_meanwhile(link, req.id).await {
-                    return Ok(v);
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-/// Raises a permission request for `tool` with `input`: the request as the daemon holds it
-/// (already decided when a team rule covers it), or why it could not be raised.
-pub async fn raise_permission(
-    link: &Link,
-    tool: &str,
-    input: &str,
-    reason: &str,
-) -> Result<PermRequest, String> {
-    match link
-        .call_retry(Request::PermRequest {
-            tool: tool.into(),
-            input: input.into(),
-            reason: reason.into(),
-        })
-        .await
-    {
-        Ok(Reply::Perm { request }) => Ok(request),
-        Ok(_) => Err("unexpected reply to perm_request".into()),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-/// The verdict on request `id` if it was decided while its push could have been missed (a
-/// reconnect, a lagging listener).
-pub async fn decided_meanwhile(link: &Link, id: u64) -> Option<(bool, String)> {
-    match link
-        .call_retry(Request::PermList {
-            all: true,
-            after: Some(id.saturating_sub(1)),
-        })
-        .await
-    {
-        Ok(Reply::Perms { requests }) => requests.iter().find(|r| r.id == id).and_then(verdict),
-        _ => None,
-    }
-}
-
-/// A decided request as (allowed, why it was denied); `None` while it is pending.
-pub fn verdict(r: &PermRequest) -> Option<(bool, String)> {
-    match r.status {
-        PermStatus::Pending => None,
-        PermStatus::Allowed => Some((true, String::new())),
-        // Only a request of an incarnation that is over is void: not this one's answer.
-        PermStatus::Void => Some((false, "void: its requester is gone".into())),
-        PermStatus::Denied => Some((
-            false,
-            r.decision
-                .as_ref()
-                .and_then(|d| d.reason.clone().map(|x| format!("{x} (by {})", d.by)))
-                .unwrap_or_else(|| "denied".into()),
-        )),
-    }
 }
 
 /// The last `max` bytes of `s`, cut at a character boundary.

@@ -12,15 +12,12 @@
 //!   unread for whoever runs as this agent next;
 //! - the loop waits for the next event here, so a shutdown request reaches an idle agent at once.
 
-use crate::AgentError;
 use crate::link::{Inbound, Link};
 use crate::output::Output;
-use crate::prompt::Approvals;
 use agent_team_protocol::names::{DAEMON, OPERATOR};
 use agent_team_protocol::*;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use tokio::sync::mpsc::UnboundedReceiver;
 
 /// What the idle point needs from the daemon: [`Link`] in the agent, a fake in the tests.
 pub trait Daemon: Sync {
@@ -70,6 +67,11 @@ impl Acted {
         self.0.is_empty()
     }
 
+    /// The messages `msgs`, acted on.
+    pub(crate) fn of(msgs: &[Message]) -> Acted {
+        Acted(msgs.iter().map(|m| m.id).collect())
+    }
+
     /// Adds another idle point's messages, to be marked read together.
     pub fn extend(&mut self, other: Acted) {
         self.0.extend(other.0);
@@ -97,102 +99,12 @@ pub enum Taken {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Woken {
-    /// A message, kept for the next [`Inbox::take`].
+    /// A message, kept for the next [`crate::inbox::Inbox::take`].
     Message,
-    /// Something else from the daemon (a task change, a permission decision, a reconnect).
+    /// Something else from the daemon (a task change, a reconnect).
     Event(Inbound),
     /// A line typed at the approval prompt.
     Line(Option<String>),
-}
-
-/// The events from the daemon and the messages waiting for the next idle point.
-pub struct Inbox {
-    inbound: UnboundedReceiver<Inbound>,
-    pending: Vec<Message>,
-}
-
-impl Inbox {
-    /// Reads from the link's stream of events.
-    pub fn new(inbound: UnboundedReceiver<Inbound>) -> Self {
-        Inbox {
-            inbound,
-            pending: Vec::new(),
-        }
-    }
-
-    /// Keeps a message for the next idle point.
-    pub fn push(&mut self, m: Message) {
-        self.pending.push(m);
-    }
-
-    /// Whether no message waits.
-    pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
-    }
-
-    /// Keeps a message; passes anything else on; the link's end is an error.
-    fn sort_in(&mut self, ev: Inbound) -> Result<Option<Inbound>, AgentError> {
-        match ev {
-            Inbound::Message(m) => {
-                self.pending.push(m);
-                Ok(None)
-            }
-            Inbound::Fatal(why) => Err(AgentError::Daemon(why)),
-            other => Ok(Some(other)),
-        }
-    }
-
-    /// Takes everything that already arrived without waiting: messages are kept, the other
-    /// events are returned in arrival order.
-    pub fn poll(&mut self) -> Result<Vec<Inbound>, AgentError> {
-        let mut events = Vec::new();
-        while let Ok(ev) = self.inbound.try_recv() {
-            events.extend(self.sort_in(ev)?);
-        }
-        Ok(events)
-    }
-
-    /// Waits for the next event from the daemon, or for a line at the approval prompt when
-    /// one is given (an inactive prompt never answers).
-    pub async fn wait(&mut self, approvals: Option<&mut Approvals>) -> Result<Woken, AgentError> {
-        let ev = match approvals {
-            Some(a) => tokio::select! {
-                ev = self.inbound.recv() => ev,
-                line = a.next_line() => return Ok(Woken::Line(line)),
-            },
-            None => self.inbound.recv().await,
-        };
-        match ev {
-            Some(ev) => Ok(match self.sort_in(ev)? {
-                Some(other) => Woken::Event(other),
-                None => Woken::Message,
-            }),
-            None => Err(AgentError::Daemon("the link to the daemon closed".into())),
-        }
-    }
-
-    /// The idle point: takes every waiting message in priority order ([`order`]). A shutdown
-    /// request is answered and ends the loop ([`Taken::Shutdown`], see [`shut_down`]); every
-    /// other message is handed to `act`, and the ids of those are returned to be marked read
-    /// once acting is over.
-    pub async fn take(
-        &mut self,
-        daemon: &impl Daemon,
-        out: &Output,
-        mut act: impl FnMut(&Message),
-    ) -> Taken {
-        match order(std::mem::take(&mut self.pending)) {
-            // Whatever else waited is left unread: nobody acted on it.
-            Order::Shutdown { requests, .. } => {
-                shut_down(daemon, out, &requests).await;
-                Taken::Shutdown
-            }
-            Order::Work(msgs) => {
-                msgs.iter().for_each(&mut act);
-                Taken::Work(Acted(msgs.iter().map(|m| m.id).collect()))
-            }
-        }
-    }
 }
 
 /// What the messages of an idle point come to, in the order they are taken: the one rule
@@ -359,90 +271,6 @@ mod tests {
         }
     }
 
-    fn inbox(msgs: Vec<Message>) -> (Inbox, tokio::sync::mpsc::UnboundedSender<Inbound>) {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut inbox = Inbox::new(rx);
-        for m in msgs {
-            inbox.push(m);
-        }
-        (inbox, tx)
-    }
-
-    #[tokio::test]
-    async fn messages_are_acted_on_in_priority_order_and_not_marked_read_by_the_idle_point() {
-        let daemon = FakeDaemon::new("b1");
-        let (mut inbox, _tx) = inbox(vec![
-            msg(1, "b2", MessageKind::Text),
-            msg(2, "operator", MessageKind::Text),
-            msg(3, "b3", MessageKind::TaskEvent),
-            msg(4, "leader", MessageKind::Text),
-            msg(5, "daemon", MessageKind::Permission),
-        ]);
-        let mut order = Vec::new();
-        let taken = inbox
-            .take(&daemon, &Output::null(), |m| order.push(m.id))
-            .await;
-        assert_eq!(order, [2, 4, 5, 1, 3]);
-        assert_eq!(taken, Taken::Work(Acted(vec![2, 4, 5, 1, 3])));
-        assert!(daemon.calls().is_empty(), "the caller marks them read");
-        assert!(inbox.is_empty());
-        let Taken::Work(acted) = taken else {
-            unreachable!()
-        };
-        acted.ack(&daemon).await;
-        assert_eq!(daemon.calls(), [Call::Read(vec![2, 4, 5, 1, 3])]);
-    }
-
-    #[tokio::test]
-    async fn a_shutdown_request_is_answered_then_read_and_the_rest_stays_unread() {
-        let daemon = FakeDaemon::new("b1");
-        let (mut inbox, _tx) = inbox(vec![
-            msg(7, "leader", MessageKind::Text),
-            msg(8, "b2", MessageKind::Text),
-            msg(9, "leader", MessageKind::ShutdownRequest),
-        ]);
-        let mut acted = Vec::new();
-        let taken = inbox
-            .take(&daemon, &Output::null(), |m| acted.push(m.id))
-            .await;
-        assert_eq!(taken, Taken::Shutdown);
-        assert!(acted.is_empty(), "nothing is acted on after a shutdown");
-        assert_eq!(
-            daemon.calls(),
-            [
-                Call::Answer {
-                    to: "leader".into(),
-                    key: "shutdown-9".into()
-                },
-                Call::Read(vec![9]),
-            ],
-            "answered first, then marked read; 7 and 8 stay unread"
-        );
-    }
-
-    #[tokio::test]
-    async fn the_operator_and_the_daemon_get_no_answer_and_each_agent_one() {
-        let daemon = FakeDaemon::new("b1");
-        let (mut inbox, _tx) = inbox(vec![
-            msg(3, "leader", MessageKind::ShutdownRequest),
-            msg(1, "operator", MessageKind::ShutdownRequest),
-            msg(2, "daemon", MessageKind::ShutdownRequest),
-            msg(4, "leader", MessageKind::ShutdownRequest),
-        ]);
-        let taken = inbox.take(&daemon, &Output::null(), |_| {}).await;
-        assert_eq!(taken, Taken::Shutdown);
-        assert_eq!(
-            daemon.calls(),
-            [
-                Call::Answer {
-                    to: "leader".into(),
-                    key: "shutdown-3".into()
-                },
-                Call::Read(vec![1, 2, 3, 4]),
-            ]
-        );
-    }
-
     #[test]
     fn the_order_is_shutdown_then_leader_operator_daemon_then_peers_fifo_within_each() {
         let ids = |v: &[Message]| v.iter().map(|m| m.id).collect::<Vec<_>>();
@@ -475,29 +303,5 @@ mod tests {
         std::fs::write(shutdown_marker(home.path()), "").unwrap();
         assert!(take_shutdown_marker(home.path()));
         assert!(!take_shutdown_marker(home.path()), "taken once");
-    }
-
-    #[tokio::test]
-    async fn waiting_keeps_messages_passes_events_on_and_ends_with_the_link() {
-        let (mut inbox, tx) = inbox(vec![]);
-        tx.send(Inbound::Message(msg(1, "b2", MessageKind::Text)))
-            .unwrap();
-        tx.send(Inbound::Reconnected).unwrap();
-        assert!(matches!(inbox.wait(None).await.unwrap(), Woken::Message));
-        assert!(matches!(
-            inbox.wait(None).await.unwrap(),
-            Woken::Event(Inbound::Reconnected)
-        ));
-        assert!(!inbox.is_empty());
-        tx.send(Inbound::Message(msg(2, "b2", MessageKind::Text)))
-            .unwrap();
-        tx.send(Inbound::Reconnected).unwrap();
-        let events = inbox.poll().unwrap();
-        assert!(matches!(events[..], [Inbound::Reconnected]));
-        assert_eq!(inbox.pending.len(), 2);
-        tx.send(Inbound::Fatal("refused".into())).unwrap();
-        assert!(inbox.poll().is_err());
-        drop(tx);
-        assert!(inbox.wait(None).await.is_err());
     }
 }

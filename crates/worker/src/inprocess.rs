@@ -1,6 +1,7 @@
 //! The daemon's in-process backend runs agents with this runner: the same agent loop as the
 //! worker binary, as a task on the daemon's runtime, its output in the agent's log file.
 
+use crate::external::ToolHost;
 use crate::output::Output;
 use crate::{AgentEnv, CommandGroups, run_agent};
 use agent_team_pane::inprocess::{AgentRunner, RunningAgent};
@@ -10,9 +11,21 @@ use std::sync::{Arc, Mutex};
 /// Starts agents as tasks on the runtime it is called from; they share their connections to
 /// model servers ([`agent_team_model::HttpPool`]: one client for them all, its kept-alive
 /// connections reused from one agent to the next).
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub struct Runner {
     http: agent_team_model::HttpPool,
+    /// What serves an agent CLI's team tools ([`crate::external::ToolHost`]).
+    tools: Option<Arc<dyn ToolHost>>,
+}
+
+impl Runner {
+    /// A runner whose agent CLIs are served the team's tools by `tools`.
+    pub fn with_tools(tools: Arc<dyn ToolHost>) -> Runner {
+        Runner {
+            tools: Some(tools),
+            ..Runner::default()
+        }
+    }
 }
 
 struct Running {
@@ -77,9 +90,10 @@ impl AgentRunner for Runner {
             ..Default::default()
         };
         let exit2 = exit.clone();
-        let http = self.http.clone();
+        let (http, tools) = (self.http.clone(), self.tools.clone());
         let task = handle.spawn(async move {
-            let result = http.scope(run_agent(agent, out.clone(), groups)).await;
+            let run = run_agent(agent, out.clone(), groups, tools.as_deref());
+            let result = http.scope(run).await;
             let code = crate::exit_code(&result);
             if let Err(e) = &result {
                 out.say(&format!("agent stopped: {e}"));

@@ -3,24 +3,23 @@
 //! terminal, and finishes the team with a summary as its answer.
 
 use crate::AgentError;
-use crate::idle::{self, Inbox, Taken, Woken};
-use crate::link::{CallError, Inbound, Link};
+use crate::idle::{self, Taken, Woken};
+use crate::link::{CallError, Link};
 use crate::output::Output;
-use agent_team_config::{Role, TeamConfig};
+use crate::session::Session;
+use agent_team_config::TeamConfig;
 use agent_team_protocol::*;
 use std::collections::HashMap;
 use std::sync::Arc;
-use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Runs the leader until the team is finished.
-pub async fn run(
-    link: &Arc<Link>,
-    inbound: UnboundedReceiver<Inbound>,
-    config: &TeamConfig,
-    _role: &Role,
-    out: &Output,
-) -> Result<(), AgentError> {
-    let mut inbox = Inbox::new(inbound);
+pub async fn run(session: &Session) -> Result<(), AgentError> {
+    let (link, config, out, inbox) = (
+        session.link(),
+        session.config(),
+        session.out(),
+        session.inbox(),
+    );
     bootstrap(link, config, out).await?;
     let mut said_waiting = false;
     let mut approvals =

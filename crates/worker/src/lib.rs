@@ -3,20 +3,23 @@
 //!
 //! An agent connects with the identity it was given at spawn, keeps the connection alive across
 //! daemon restarts, takes its messages at idle points in priority order (shutdown, leader,
-//! peers; one implementation for every loop, in [`idle`]), and works: the offline `exec`
-//! provider runs task commands; model providers come in their own module.
+//! peers; one implementation for every loop, in [`idle`] and [`inbox`]), and works: the
+//! offline `exec` provider runs task commands; model providers come in their own module; an
+//! agent CLI runs in its pane, served the team's tools from here. Each works through one
+//! [`session::Session`]: its link, its inbox, its role and the one way its tool calls run.
 
 pub mod agent;
 pub mod command;
 pub mod exec;
 pub mod external;
 pub mod idle;
+pub mod inbox;
 pub mod inprocess;
 pub mod leader;
 pub mod link;
 pub mod output;
 pub mod prompt;
-pub mod relay;
+pub mod session;
 pub mod strategy;
 pub mod tools;
 
@@ -101,7 +104,7 @@ pub struct AgentEnv {
     /// The agent is an external CLI ([`external`]): run it instead of our own loop.
     pub external: bool,
     /// How this agent's process brings a crashed daemon back (from its launch); `None` inside
-    /// the daemon and in a CLI teammate's MCP server (its worker's relay heals instead).
+    /// the daemon.
     pub healer: Option<agent_team_client::heal::Healer>,
 }
 
@@ -206,18 +209,29 @@ pub struct CommandGroups {
     pub confinement: Option<Arc<command::Confinement>>,
 }
 
-/// Runs one agent until it is told to shut down (Ok) or cannot go on (Err).
+/// Runs one agent until it is told to shut down (Ok) or cannot go on (Err). `tools` serves
+/// the team's tools to an agent CLI ([`external::ToolHost`]; the MCP server, which lives in a
+/// crate that depends on this one); an agent CLI cannot run without it.
 pub async fn run_agent(
     agent: AgentEnv,
     out: output::Output,
     groups: CommandGroups,
+    tools: Option<&dyn external::ToolHost>,
 ) -> Result<(), AgentError> {
-    if agent.external {
-        return external::run(agent, out).await;
-    }
-    let (link, inbound) = link::Link::start(agent.clone(), out.clone()).await?;
+    // A CLI's messages are delivered only once the CLI has them (marked read as they are
+    // handed over: a hook's answer, a paste, `wait_for_messages`), not as they arrive.
+    let (link, inbound) = if agent.external {
+        link::Link::start_with(agent.clone(), out.clone(), false).await?
+    } else {
+        link::Link::start(agent.clone(), out.clone()).await?
+    };
     // What a loop reads as it starts, asked at once: one wait for all, not one each.
-    let (config, first) = tokio::join!(link.config(), agent::Start::read(&link));
+    let (config, first) = tokio::join!(link.config(), async {
+        match agent.external {
+            true => None,
+            false => Some(agent::Start::read(&link).await),
+        }
+    });
     let mut config: TeamConfig = config?;
     let role_name = link.welcome_role();
     let mut role = config.role(&role_name).cloned().ok_or_else(|| {
@@ -228,6 +242,10 @@ pub async fn run_agent(
     })?;
     // This member's own model, provider and instructions.
     agent.member.apply(&mut role)?;
+    let Some(first) = first else {
+        let session = session::Session::new(link, inbound, config, role, out, groups, false);
+        return external::run(&Arc::new(session), tools).await;
+    };
     // On another host the member's directory there is all it has of the team's: the team
     // file's directory is on the daemon's machine.
     if std::env::var_os(agent_team_pane::env::HOST).is_some()
@@ -254,23 +272,20 @@ pub async fn run_agent(
         agent.incarnation,
         role.provider.as_str()
     ));
-    let is_leader = agent.name == agent_team_protocol::names::LEADER;
-    let result = match (role.provider, is_leader) {
+    let session = session::Session::new(link, inbound, config, role, out, groups, true);
+    let (config, role) = (session.config(), session.role());
+    let result = match (role.provider, session.is_leader()) {
         // A coordinator or collaborate run: the leader drives its own loop (`strategy`).
         (_, true) if config.strategy != agent_team_config::TeamStrategy::Leader => {
-            strategy::run(&link, inbound, &config, &role, &out).await
+            strategy::run(&session).await
         }
-        (agent_team_config::Provider::Exec, true) => {
-            leader::run(&link, inbound, &config, &role, &out).await
-        }
-        (agent_team_config::Provider::Exec, false) => {
-            exec::run(&link, inbound, &config, &role, &out, &groups).await
-        }
-        _ => agent::run(&link, inbound, &config, &role, &out, &groups, first).await,
+        (agent_team_config::Provider::Exec, true) => leader::run(&session).await,
+        (agent_team_config::Provider::Exec, false) => exec::run(&session).await,
+        _ => agent::run(&session, first).await,
     };
     if let Err(e) = &result {
-        out.say(&format!("stopping: {e}"));
-        let _ = link.report_error(&e.to_string()).await;
+        session.out().say(&format!("stopping: {e}"));
+        let _ = session.link().report_error(&e.to_string()).await;
     }
     result
 }

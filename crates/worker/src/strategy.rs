@@ -18,10 +18,12 @@
 //!   final answer from the goal and every output (the synthesis call).
 
 use crate::AgentError;
-use crate::idle::{self, Inbox, Taken, Woken};
+use crate::idle::{self, Taken, Woken};
+use crate::inbox::Inbox;
 use crate::link::{CallError, Inbound, Link};
 use crate::output::Output;
 use crate::prompt::Approvals;
+use crate::session::Session;
 use agent_team_backoff::Backoff;
 use agent_team_config::{CollaborateOrder, Role, TeamConfig, TeamStrategy};
 use agent_team_model::{ChatMessage, Model, TurnRequest};
@@ -30,7 +32,6 @@ use agent_team_protocol::*;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc::UnboundedReceiver;
 
 /// The most bytes of an output written to team memory (its values are limited to 64 KiB as
 /// JSON, and escaping can make a string longer).
@@ -201,7 +202,7 @@ type Outcome = (String, bool, RunDetails);
 /// The leader's state while it drives a strategy run.
 struct Leader<'a> {
     link: &'a Arc<Link>,
-    inbox: Inbox,
+    inbox: &'a Inbox,
     approvals: Approvals,
     config: &'a TeamConfig,
     role: &'a Role,
@@ -215,13 +216,13 @@ struct Leader<'a> {
 }
 
 /// Runs the leader of a `coordinator` or `collaborate` team until the run is finished.
-pub async fn run(
-    link: &Arc<Link>,
-    inbound: UnboundedReceiver<Inbound>,
-    config: &TeamConfig,
-    role: &Role,
-    out: &Output,
-) -> Result<(), AgentError> {
+pub async fn run(session: &Session) -> Result<(), AgentError> {
+    let (link, config, role, out) = (
+        session.link(),
+        session.config(),
+        session.role(),
+        session.out(),
+    );
     let model = crate::agent::model_for(role, crate::agent::cache_key(config, link.name()))?;
     out.say(&format!(
         "strategy {} · model {}",
@@ -237,7 +238,7 @@ pub async fn run(
     link.set_status(AgentStatus::Running).await;
     let mut leader = Leader {
         link,
-        inbox: Inbox::new(inbound),
+        inbox: session.inbox(),
         approvals: Approvals::new(config.approver == agent_team_config::Approver::Human),
         config,
         role,

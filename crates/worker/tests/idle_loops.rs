@@ -8,6 +8,7 @@ use agent_team_mockmodel::{MockModel, Step, Wire};
 use agent_team_protocol::frame;
 use agent_team_protocol::*;
 use agent_team_worker::output::Output;
+use agent_team_worker::session::Session;
 use agent_team_worker::{AgentEnv, AgentError, CommandGroups, agent, exec, leader, link};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -340,15 +341,16 @@ async fn an_exec_teammate_answers_a_shutdown_request() {
         .await
         .unwrap();
     let role = default_role("worker");
-    ends(exec::run(
-        &link,
+    let session = Session::new(
+        link,
         inbound,
-        &config(ws.path()),
-        &role,
-        &Output::null(),
-        &CommandGroups::default(),
-    ))
-    .await;
+        config(ws.path()),
+        role,
+        Output::null(),
+        CommandGroups::default(),
+        true,
+    );
+    ends(exec::run(&session)).await;
     check_answered(&d.requests());
 }
 
@@ -400,16 +402,16 @@ impl ModelAgent {
     async fn run(&mut self) -> Result<(), AgentError> {
         let inbound = self.inbound.take().unwrap();
         let first = agent::Start::read(&self.link).await;
-        agent::run(
-            &self.link,
+        let session = Session::new(
+            self.link.clone(),
             inbound,
-            &self.cfg,
-            &self.role,
-            &self.out,
-            &self.groups,
-            first,
-        )
-        .await
+            self.cfg.clone(),
+            self.role.clone(),
+            self.out.clone(),
+            self.groups.clone(),
+            true,
+        );
+        agent::run(&session, first).await
     }
 }
 
@@ -541,14 +543,16 @@ async fn the_exec_leader_ends_on_the_operators_shutdown_without_answering_it() {
         .await
         .unwrap();
     let role = default_role("leader");
-    ends(leader::run(
-        &link,
+    let session = Session::new(
+        link,
         inbound,
-        &config(ws.path()),
-        &role,
-        &Output::null(),
-    ))
-    .await;
+        config(ws.path()),
+        role,
+        Output::null(),
+        CommandGroups::default(),
+        true,
+    );
+    ends(leader::run(&session)).await;
     let requests = d.requests();
     assert!(
         responses(&requests).is_empty(),
@@ -634,6 +638,7 @@ async fn an_agent_asks_for_its_configuration_roster_goal_and_board_at_once() {
         d.env("leader"),
         Output::null(),
         CommandGroups::default(),
+        None,
     ));
     within("the start's reads", async {
         while d.requests().len() < 5 {

@@ -14,8 +14,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // An agent CLI's team tools are served from here, to its bridge.
-    agent_team_worker::external::set_tool_host(&agent_team_mcp::WORKER_HOST);
     let out = Output::for_process(agent.log_file.clone());
     // Warnings of the libraries (the model client's retries) go where the agent's output goes.
     let log = out.clone();
@@ -38,7 +36,14 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = rt.block_on(run_agent(agent, out, CommandGroups::default()));
+    // An agent CLI's team tools are served from here, to its bridge.
+    let tools = agent_team_mcp::WorkerHost;
+    let result = rt.block_on(run_agent(
+        agent,
+        out,
+        CommandGroups::default(),
+        Some(&tools),
+    ));
     if let Err(e) = &result
         && agent_team_worker::exit_code(&result) != 0
     {

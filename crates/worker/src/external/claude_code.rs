@@ -6,8 +6,8 @@
 //! in the background).
 
 use super::{
-    CliAdapter, Launch, LaunchCtx, PERMISSION_HOOK_TIMEOUT_SECS, allowed_outright, extra_args,
-    pretty, session::session_args, team_tools,
+    CliAdapter, Launch, LaunchCtx, PERMISSION_HOOK_TIMEOUT_SECS, allowed_outright,
+    conversation::session_args, extra_args, pretty, team_tools,
 };
 use crate::AgentError;
 use agent_team_config::{Provider, Role};

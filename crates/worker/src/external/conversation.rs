@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 /// Which conversation a CLI launch holds: a new one under an id chosen
 /// here (recorded in the agent's CLI home), or the recorded one, resumed after a restart.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Session {
+pub enum Conversation {
     /// Start the conversation with this id (`--session-id`).
     New(String),
     /// Resume this conversation (`--resume`): the CLI's own context survives the restart.
@@ -26,15 +26,15 @@ pub const RESUMED_INPUT: &str = "You were restarted. Carry on where you left off
 /// the CLI's own transcript of it exists (so a resume cannot fail on a conversation the CLI
 /// never wrote), else a new one with a fresh id. `None` for a CLI without session ids (see
 /// [`CliAdapter::transcripts_dir`]).
-pub fn session_for(cli: &dyn CliAdapter, home: &Path) -> Option<Session> {
+pub fn session_for(cli: &dyn CliAdapter, home: &Path) -> Option<Conversation> {
     let config_dir = home.join(cli.transcripts_dir()?);
     let recorded = cli.recorded_session(home).filter(|s| cli.is_session_id(s));
     if let Some(id) = recorded
         && cli.has_transcript(&config_dir, &id)
     {
-        return Some(Session::Resume(id));
+        return Some(Conversation::Resume(id));
     }
-    Some(Session::New(new_session_id()))
+    Some(Conversation::New(new_session_id()))
 }
 
 /// A session id as we write them: a UUID (only hex digits and dashes reach a command line).
@@ -84,15 +84,15 @@ fn new_session_id() -> String {
 /// The arguments that start or resume `session` (`--session-id` / `--resume`, as Claude Code
 /// and Qwen Code take them), and the file recording a new one's id.
 pub fn session_args(
-    session: Option<&Session>,
+    session: Option<&Conversation>,
     home: &Path,
 ) -> (Vec<String>, Option<(PathBuf, String)>) {
     match session {
-        Some(Session::New(id)) => (
+        Some(Conversation::New(id)) => (
             vec!["--session-id".into(), id.clone()],
             Some((home.join(SESSION_FILE), id.clone())),
         ),
-        Some(Session::Resume(id)) => (vec!["--resume".into(), id.clone()], None),
+        Some(Conversation::Resume(id)) => (vec!["--resume".into(), id.clone()], None),
         None => (Vec::new(), None),
     }
 }

@@ -14,7 +14,7 @@
 //! (answers nothing) the team's own tools and Copilot's harmless ones ([`copilot_judges`]).
 
 use super::{CliAdapter, Launch, LaunchCtx, PERMISSION_HOOK_TIMEOUT_SECS, extra_args, pretty};
-use super::{SESSION_FILE, Session};
+use super::{Conversation, SESSION_FILE};
 use crate::AgentError;
 use agent_team_config::Provider;
 use serde_json::json;
@@ -150,11 +150,11 @@ impl CliAdapter for Copilot {
             format!("@{}", mcp_file.display()),
         ]);
         match cx.session {
-            Some(Session::New(id)) => {
+            Some(Conversation::New(id)) => {
                 l.args.push(format!("--session-id={id}"));
                 l.files.push((home.join(SESSION_FILE), id.clone()));
             }
-            Some(Session::Resume(id)) => l.args.push(format!("--resume={id}")),
+            Some(Conversation::Resume(id)) => l.args.push(format!("--resume={id}")),
             None => {}
         }
         l.args.extend(extra_args(role));
@@ -225,7 +225,7 @@ mod tests {
         c
     }
 
-    fn launch(role: &Role, headless: bool, session: Option<&Session>) -> Launch {
+    fn launch(role: &Role, headless: bool, session: Option<&Conversation>) -> Launch {
         plan(
             &agent(),
             &config(),
@@ -347,7 +347,7 @@ mod tests {
 
     #[test]
     fn copilot_runs_its_prompt_headless_or_interactive_in_its_session() {
-        let new = Session::New("0cb916db-26aa-40f2-86b5-1ba81b225fd2".into());
+        let new = Conversation::New("0cb916db-26aa-40f2-86b5-1ba81b225fd2".into());
         let l = launch(&role(), true, Some(&new));
         let n = l.args.len();
         assert_eq!(l.args[n - 2], "-p");
@@ -364,7 +364,7 @@ mod tests {
         );
         // In a pane, `-i` submits it once the MCP servers are up (nothing is typed), and the
         // team server knows to wake an idle Copilot by typing its messages there.
-        let resumed = Session::Resume("0cb916db-26aa-40f2-86b5-1ba81b225fd2".into());
+        let resumed = Conversation::Resume("0cb916db-26aa-40f2-86b5-1ba81b225fd2".into());
         let l = launch(&role(), false, Some(&resumed));
         let n = l.args.len();
         assert_eq!(l.args[n - 2], "-i");
@@ -404,11 +404,14 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(SESSION_FILE), id).unwrap();
         // Recorded, but Copilot never wrote it: a new session.
-        assert!(matches!(session_for(cli, &dir), Some(Session::New(n)) if n != id));
+        assert!(matches!(session_for(cli, &dir), Some(Conversation::New(n)) if n != id));
         let state = dir.join(".copilot/session-state").join(id);
         std::fs::create_dir_all(&state).unwrap();
         std::fs::write(state.join("events.jsonl"), "{}\n").unwrap();
-        assert_eq!(session_for(cli, &dir), Some(Session::Resume(id.into())));
+        assert_eq!(
+            session_for(cli, &dir),
+            Some(Conversation::Resume(id.into()))
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

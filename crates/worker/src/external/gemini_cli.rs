@@ -8,7 +8,7 @@
 //! it opens its project storage first). Seen with 0.61.0 (docs/CLIS.md).
 
 use super::{CliAdapter, Launch, LaunchCtx, PERMISSION_HOOK_TIMEOUT_SECS, allowed_outright};
-use super::{Session, extra_args, pretty};
+use super::{Conversation, extra_args, pretty};
 use crate::AgentError;
 use agent_team_config::{Provider, Role};
 use agent_team_tools::cli_names::GEMINI_CLI;
@@ -54,7 +54,7 @@ impl CliAdapter for GeminiCli {
     /// (seen in 0.61.0: only its session context and the prompt), so the instruction to carry
     /// on is typed into the pane once it has listed the team tools, by then with it.
     fn types_first_input(&self, cx: &LaunchCtx<'_>) -> bool {
-        !cx.headless && matches!(cx.session, Some(Session::Resume(_)))
+        !cx.headless && matches!(cx.session, Some(Conversation::Resume(_)))
     }
     /// Its `BeforeTool` hook reads a top-level decision; in `yolo` an allow needs no answer.
     fn pre_tool_answer(&self, allow: bool, reason: &str) -> Option<String> {
@@ -139,7 +139,7 @@ impl CliAdapter for GeminiCli {
         ]);
         // A new conversation is named by Gemini CLI itself (found afterwards: see
         // `recorded_session`).
-        if let Some(Session::Resume(id)) = cx.session {
+        if let Some(Conversation::Resume(id)) = cx.session {
             l.args.extend(["--resume".into(), id.clone()]);
         }
         l.args.extend(extra_args(role));

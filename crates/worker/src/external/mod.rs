@@ -9,14 +9,14 @@
 //! [`plan`] is pure (argv, environment, files), so each adapter's launch command is tested
 //! without the CLI; [`run`] carries a plan out.
 
-use crate::output::Output;
+use crate::session::Session as AgentSession;
 use crate::{AgentEnv, AgentError};
-use agent_team_client::{AsyncClient, agent_hello};
 use agent_team_config::{Provider, Role, TeamConfig};
 use agent_team_pane::env;
-use agent_team_protocol::{Reply, Request};
+use agent_team_protocol::Request;
 use serde_json::json;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// What it takes to start one external CLI.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,13 +55,14 @@ pub struct ToolServing {
 }
 
 /// What serves the team's tools to a CLI from its worker: the MCP server, which lives in a
-/// crate that depends on this one, so each binary hands it in once ([`set_tool_host`]).
+/// crate that depends on this one, so each binary hands it to [`crate::run_agent`].
 pub trait ToolHost: Send + Sync {
-    /// Starts serving `serving` on the current runtime, joined to the team as `agent` (through
-    /// the worker's relay in `home`); serving ends when the guard is dropped.
+    /// Starts serving `serving` on the current runtime, through the agent's own `session` (the
+    /// worker's one connection to the team); `home` is the CLI's private home. Serving ends
+    /// when the guard is dropped.
     fn start(
         &self,
-        agent: AgentEnv,
+        session: Arc<AgentSession>,
         home: &Path,
         serving: &ToolServing,
     ) -> Result<ToolsGuard, AgentError>;
@@ -78,15 +79,6 @@ impl Drop for ToolsGuard {
     }
 }
 
-/// The host this process serves CLIs' tools with, set once by its `main`.
-static TOOL_HOST: std::sync::OnceLock<&'static dyn ToolHost> = std::sync::OnceLock::new();
-
-/// Names the [`ToolHost`] of this process (the worker and `agent-team` binaries set the MCP
-/// server's); later calls change nothing.
-pub fn set_tool_host(host: &'static dyn ToolHost) {
-    let _ = TOOL_HOST.set(host);
-}
-
 /// The `agent-team-bridge` binary beside `exe` (they are built, installed and copied to a
 /// remote host together).
 pub fn bridge_exe(exe: &Path) -> PathBuf {
@@ -95,18 +87,18 @@ pub fn bridge_exe(exe: &Path) -> PathBuf {
 
 mod claude_code;
 mod codex;
+mod conversation;
 mod copilot;
 mod gemini_cli;
 mod opencode;
 mod qwen_code;
-mod session;
 mod template;
 
 pub use claude_code::{ClaudeTools, claude_tools};
 pub use codex::codex_judged;
+pub use conversation::{Conversation, RESUMED_INPUT, SESSION_FILE, session_for};
 pub use gemini_cli::gemini_judged;
 pub use qwen_code::qwen_judged;
-pub use session::{RESUMED_INPUT, SESSION_FILE, Session, session_for};
 
 /// Everything agent-team knows about one agent CLI: how to install and find it, what to seed
 /// in its private home, how to register our MCP server and its hooks for one launch, how to
@@ -139,7 +131,7 @@ pub trait CliAdapter: Sync {
     /// [`CliAdapter::transcripts_dir`]): a file [`CliAdapter::is_transcript_of`] accepts,
     /// unless the CLI keeps it at a path of its own.
     fn has_transcript(&self, dir: &Path, id: &str) -> bool {
-        session::transcript_exists(dir, &|name| self.is_transcript_of(name, id), 5)
+        conversation::transcript_exists(dir, &|name| self.is_transcript_of(name, id), 5)
     }
     /// The conversation an earlier launch in `home` held, for a resume: the id recorded in
     /// its [`SESSION_FILE`], unless the CLI names its sessions itself and it is found elsewhere.
@@ -151,7 +143,7 @@ pub trait CliAdapter: Sync {
     /// Whether `id` (read back from the session file) is a session id of this CLI's: one of
     /// our UUIDs, unless the CLI names its sessions itself.
     fn is_session_id(&self, id: &str) -> bool {
-        session::is_session_id(id)
+        conversation::is_session_id(id)
     }
     /// Whether the CLI's hooks answer over the launch's hook socket (so its worker listens
     /// there).
@@ -251,7 +243,7 @@ pub struct LaunchCtx<'a> {
     /// No terminal shows the CLI's screen (the `process` backend): one-shot modes are used.
     pub headless: bool,
     /// The conversation this launch holds, for CLIs with session ids.
-    pub session: Option<&'a Session>,
+    pub session: Option<&'a Conversation>,
     /// Where the CLI runs.
     pub cwd: PathBuf,
     /// Its first input (or, resumed, the instruction to carry on).
@@ -347,7 +339,7 @@ pub fn plan(
     home: &Path,
     bridge: &Path,
     headless: bool,
-    session: Option<&Session>,
+    session: Option<&Conversation>,
 ) -> Result<Launch, AgentError> {
     let Some(cli) = adapter(role.provider) else {
         return Err(AgentError::Config(format!(
@@ -368,7 +360,7 @@ pub fn plan(
             .clone()
             .unwrap_or_else(|| config.workspace.clone()),
         prompt: match session {
-            Some(Session::Resume(_)) => RESUMED_INPUT.to_string(),
+            Some(Conversation::Resume(_)) => RESUMED_INPUT.to_string(),
             _ => first_input(agent, config, role),
         },
     };
@@ -435,11 +427,6 @@ pub fn find_program(program: &str, path_var: Option<&str>) -> Option<PathBuf> {
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// The relay's socket in the CLI's private home `home` (see [`crate::relay`]).
-pub fn link_socket(home: &Path) -> PathBuf {
-    home.join("link.sock")
 }
 
 /// The CLI's timeout for the permission hook: a day, so the daemon's permission timeout (which
@@ -567,18 +554,37 @@ pub fn write_files(launch: &Launch) -> Result<(), AgentError> {
     Ok(())
 }
 
-/// Runs the external CLI of this agent: reads its role once (a short connection that ends
-/// before the CLI starts, so the CLI's MCP server is the agent's one connection), writes the
-/// private configuration, starts the CLI in this pane and waits for it. Its exit status is the
-/// agent's: 0 is a finished agent, anything else a failure the restart policy sees.
-pub async fn run(agent: AgentEnv, out: Output) -> Result<(), AgentError> {
-    let (config, role) = match read_role(&agent).await {
-        Err(AgentError::Fatal(why)) => {
-            out.say(&format!("not starting: {why}"));
-            return Err(AgentError::Fatal(why));
-        }
-        other => other?,
-    };
+/// Runs the external CLI of this agent: writes its private configuration, serves it the
+/// team's tools through the agent's own `session` (the worker's one connection: the CLI's
+/// MCP server and hooks are answered here, outside its sandbox, as this agent and no other),
+/// starts the CLI in this pane and waits for it. Its exit status is the agent's: 0 is a
+/// finished agent, anything else a failure the restart policy sees. Refused
+/// ([`AgentError::Fatal`], told to the daemon so `ps` shows why) when the team's sandbox cannot
+/// hold a CLI here ([`fallback_refusal`]).
+pub async fn run(
+    session: &Arc<AgentSession>,
+    tools: Option<&dyn ToolHost>,
+) -> Result<(), AgentError> {
+    let (link, config, role, out) = (
+        session.link(),
+        session.config(),
+        session.role(),
+        session.out(),
+    );
+    let agent = link.agent();
+    if let Some(why) = fallback_refusal(config.sandbox, agent_team_sandbox::support()) {
+        out.say(&format!("not starting: {why}"));
+        let _ = link
+            .call(Request::SetStatus {
+                status: agent_team_protocol::AgentStatus::Idle,
+                error: Some(why.clone()),
+            })
+            .await;
+        return Err(AgentError::Fatal(why));
+    }
+    let host = tools.ok_or_else(|| {
+        AgentError::Config("this program cannot serve the team's tools to a CLI".into())
+    })?;
     let paths =
         agent_team_paths::Paths::from_env().map_err(|e| AgentError::Config(e.to_string()))?;
     let home = paths
@@ -588,15 +594,15 @@ pub async fn run(agent: AgentEnv, out: Output) -> Result<(), AgentError> {
     // A shutdown an earlier launch was asked for is not this one's.
     let _ = crate::idle::take_shutdown_marker(&home);
     let headless = !nix::unistd::isatty(std::io::stdout()).unwrap_or(false);
-    let session = adapter(role.provider).and_then(|a| session_for(a, &home));
+    let conversation = adapter(role.provider).and_then(|a| session_for(a, &home));
     let launch = plan(
-        &agent,
-        &config,
-        &role,
+        agent,
+        config,
+        role,
         &home,
         &own_bridge(),
         headless,
-        session.as_ref(),
+        conversation.as_ref(),
     )?;
     write_files(&launch)?;
     let path_var = std::env::var("PATH").ok();
@@ -620,19 +626,9 @@ pub async fn run(agent: AgentEnv, out: Output) -> Result<(), AgentError> {
         role.provider.as_str(),
         exe.display()
     ));
-    // The CLI's MCP server reaches the daemon through this relay, as this agent and no other.
-    let _relay = crate::relay::start(&link_socket(&home), &agent).map_err(|e| {
-        AgentError::Config(format!(
-            "cannot listen on {}: {e}",
-            link_socket(&home).display()
-        ))
-    })?;
-    // The team's tools, served from here to the CLI's bridge (as this agent, through the relay).
-    let host = TOOL_HOST.get().ok_or_else(|| {
-        AgentError::Config("this program cannot serve the team's tools to a CLI".into())
-    })?;
-    let _tools = host.start(relay_agent(&agent, &home), &home, &launch.serving)?;
-    let mut cmd = command(&agent, &config, &role, &home, &exe, &launch, headless);
+    // The team's tools, served from here to the CLI's bridge, through this agent's session.
+    let _tools = host.start(session.clone(), &home, &launch.serving)?;
+    let mut cmd = command(agent, config, role, &home, &exe, &launch, headless);
     let status = cmd
         .status()
         .await
@@ -651,17 +647,6 @@ pub async fn run(agent: AgentEnv, out: Output) -> Result<(), AgentError> {
             "{} ended: {status}",
             launch.program
         ))),
-    }
-}
-
-/// The agent as the team's tools join through its worker's relay in `home` (which holds the
-/// secret: none is given here).
-fn relay_agent(agent: &AgentEnv, home: &Path) -> AgentEnv {
-    AgentEnv {
-        socket: link_socket(home),
-        secret: crate::relay::PLACEHOLDER_SECRET.into(),
-        healer: None,
-        ..agent.clone()
     }
 }
 
@@ -689,40 +674,6 @@ pub fn fallback_refusal(
          whole tree (see `agent-team doctor`); install bubblewrap, or accept the weaker sandbox \
          with sandbox = \"weak\""
     ))
-}
-
-/// The team's configuration and this agent's role in it (with the member's own overrides),
-/// over a short connection of its own. Refused ([`AgentError::Fatal`], told to the daemon so
-/// `ps` shows why) when the team's sandbox cannot hold a CLI here ([`fallback_refusal`]).
-async fn read_role(agent: &AgentEnv) -> Result<(TeamConfig, Role), AgentError> {
-    let hello = agent_hello(&agent.team, &agent.name, &agent.secret, agent.incarnation);
-    let (client, _pushes) = AsyncClient::connect(&agent.socket, &hello)
-        .await
-        .map_err(|e| AgentError::Daemon(e.to_string()))?;
-    let role_name = client.welcome().role.clone();
-    let config: TeamConfig = match client.call(Request::GetConfig).await {
-        Ok(Reply::Config { config }) if !config.is_null() => serde_json::from_value(config)
-            .map_err(|e| AgentError::Config(format!("cannot read the team configuration: {e}")))?,
-        Ok(_) => return Err(AgentError::Config("the team has no configuration".into())),
-        Err(e) => return Err(AgentError::Daemon(e.to_string())),
-    };
-    let mut role = config.role(&role_name).cloned().ok_or_else(|| {
-        AgentError::Config(format!(
-            "role {role_name:?} of {} is not in the team configuration",
-            agent.name
-        ))
-    })?;
-    agent.member.apply(&mut role)?;
-    if let Some(why) = fallback_refusal(config.sandbox, agent_team_sandbox::support()) {
-        let _ = client
-            .call(Request::SetStatus {
-                status: agent_team_protocol::AgentStatus::Idle,
-                error: Some(why.clone()),
-            })
-            .await;
-        return Err(AgentError::Fatal(why));
-    }
-    Ok((config, role))
 }
 
 /// The command that runs the CLI `exe` as `launch` says. The CLI and everything it runs (its

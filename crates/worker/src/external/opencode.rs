@@ -12,7 +12,7 @@
 //! (docs/CLIS-research-copilot-opencode.md).
 
 use super::{CliAdapter, Launch, LaunchCtx, allowed_outright, extra_args, pretty};
-use super::{SESSION_FILE, Session};
+use super::{Conversation, SESSION_FILE};
 use crate::AgentError;
 use agent_team_config::{Provider, Role};
 use agent_team_tools::cli_names::OPENCODE;
@@ -59,7 +59,7 @@ impl CliAdapter for Opencode {
     /// Resumed in a pane (`--session`), the TUI ignores `--prompt` (seen in 1.18.33): the
     /// instruction to carry on is typed into it once it has listed the team tools.
     fn types_first_input(&self, cx: &LaunchCtx<'_>) -> bool {
-        !cx.headless && matches!(cx.session, Some(Session::Resume(_)))
+        !cx.headless && matches!(cx.session, Some(Conversation::Resume(_)))
     }
     /// What our plugin reads from the hook's output.
     fn pre_tool_answer(&self, allow: bool, reason: &str) -> Option<String> {
@@ -101,7 +101,7 @@ impl CliAdapter for Opencode {
         if cx.headless {
             l.args.push("run".into());
         }
-        if let Some(Session::Resume(id)) = cx.session {
+        if let Some(Conversation::Resume(id)) = cx.session {
             l.args.extend(["--session".into(), id.clone()]);
         }
         l.args.extend(extra_args(role));
@@ -348,7 +348,7 @@ mod tests {
         }
     }
 
-    fn launch(headless: bool, session: Option<&Session>) -> Launch {
+    fn launch(headless: bool, session: Option<&Conversation>) -> Launch {
         let role = role();
         plan(
             &agent(),
@@ -448,7 +448,7 @@ mod tests {
         assert!(l.args[1].contains("Your name is oc1."));
         assert_eq!(l.stdin, None);
         // A recorded session is resumed, in either mode.
-        let resume = Session::Resume("ses_1a2b3c4d5e6f7g8h".into());
+        let resume = Conversation::Resume("ses_1a2b3c4d5e6f7g8h".into());
         assert_eq!(
             launch(true, Some(&resume)).args,
             ["run", "--session", "ses_1a2b3c4d5e6f7g8h"]
@@ -515,12 +515,12 @@ mod tests {
         let home = dir.path();
         let cli = adapter(Provider::Opencode).unwrap();
         std::fs::write(home.join(SESSION_FILE), "ses_1a2b3c4d5e6f7g8h\n").unwrap();
-        assert!(matches!(session_for(cli, home), Some(Session::New(_))));
+        assert!(matches!(session_for(cli, home), Some(Conversation::New(_))));
         std::fs::create_dir_all(home.join(DATA_DIR)).unwrap();
         std::fs::write(home.join(DATA_DIR).join("opencode.db"), "").unwrap();
         assert_eq!(
             session_for(cli, home),
-            Some(Session::Resume("ses_1a2b3c4d5e6f7g8h".into()))
+            Some(Conversation::Resume("ses_1a2b3c4d5e6f7g8h".into()))
         );
         for bad in [
             "--dangerous",
@@ -530,7 +530,7 @@ mod tests {
         ] {
             std::fs::write(home.join(SESSION_FILE), bad).unwrap();
             assert!(
-                matches!(session_for(cli, home), Some(Session::New(_))),
+                matches!(session_for(cli, home), Some(Conversation::New(_))),
                 "{bad}"
             );
         }

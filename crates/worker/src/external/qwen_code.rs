@@ -4,7 +4,7 @@
 //! judged by the pre-tool hook; `--session-id` / `--resume`.
 
 use super::{CliAdapter, Launch, LaunchCtx, PERMISSION_HOOK_TIMEOUT_SECS, allowed_outright};
-use super::{Session, claude_code, extra_args, pretty, session::session_args};
+use super::{Conversation, claude_code, conversation::session_args, extra_args, pretty};
 use crate::AgentError;
 use agent_team_config::{Provider, Role};
 use agent_team_tools::cli_names::QWEN_CODE;
@@ -33,7 +33,7 @@ impl CliAdapter for QwenCode {
     /// is loaded (as Gemini CLI's, whose fork it is; seen under load in CI), so the
     /// instruction to carry on is typed into the pane once it has listed the team tools.
     fn types_first_input(&self, cx: &LaunchCtx<'_>) -> bool {
-        !cx.headless && matches!(cx.session, Some(Session::Resume(_)))
+        !cx.headless && matches!(cx.session, Some(Conversation::Resume(_)))
     }
 
     /// Before its `-p` / `-i` and the prompt that follows (or last, when the prompt is typed).

@@ -78,14 +78,9 @@ fn the_mcp_config_starts_the_bridge_to_this_agents_worker() {
             first_input_file: Some("/home/cc/first-input.md".into()),
         }
     );
-    // The worker's tools reach the daemon through the relay, which holds the secret: it is in
-    // no file, argument or variable of the CLI (its tools run in the sandbox, where neither
-    // the daemon's socket nor the runtime dir is).
-    let joined = relay_agent(&agent(), Path::new("/home/cc"));
-    assert_eq!(joined.secret, crate::relay::PLACEHOLDER_SECRET);
-    assert_eq!(joined.socket, Path::new("/home/cc/link.sock"));
-    assert_eq!((joined.name.as_str(), joined.incarnation), ("cc", 2));
-    assert!(joined.healer.is_none());
+    // The worker's session holds the secret: it is in no file, argument or variable of the
+    // CLI (its tools run in the sandbox, where neither the daemon's socket nor the runtime
+    // dir is).
     assert!(!l.args.iter().any(|a| a.contains("s3cret")));
     assert!(!l.env.iter().any(|(_, v)| v.contains("s3cret")));
     assert!(!l.files.iter().any(|(_, text)| text.contains("s3cret")));
@@ -549,18 +544,19 @@ fn claude_and_qwen_start_a_recorded_session_and_resume_it_only_when_its_transcri
     let home = tempfile::tempdir().unwrap();
     let home = home.path();
     // Nothing recorded: a new session with a fresh UUID.
-    let Some(Session::New(id)) = session_for(adapter(Provider::ClaudeCode).unwrap(), home) else {
+    let Some(Conversation::New(id)) = session_for(adapter(Provider::ClaudeCode).unwrap(), home)
+    else {
         panic!("no new session")
     };
     assert_eq!(id.len(), 36);
     assert_eq!(&id[14..15], "4", "a version 4 UUID: {id}");
     assert_ne!(
         session_for(adapter(Provider::ClaudeCode).unwrap(), home),
-        Some(Session::New(id.clone())),
+        Some(Conversation::New(id.clone())),
         "ids are fresh"
     );
     // The launch starts it under that id and records it.
-    let launch = |r: &Role, s: &Session| {
+    let launch = |r: &Role, s: &Conversation| {
         plan(
             &agent(),
             &config(),
@@ -572,7 +568,7 @@ fn claude_and_qwen_start_a_recorded_session_and_resume_it_only_when_its_transcri
         )
         .unwrap()
     };
-    let l = launch(&role(Provider::ClaudeCode), &Session::New(id.clone()));
+    let l = launch(&role(Provider::ClaudeCode), &Conversation::New(id.clone()));
     let at = l.args.iter().position(|a| a == "--session-id").unwrap();
     assert_eq!(l.args[at + 1], id);
     assert_eq!(file(&l, SESSION_FILE), id);
@@ -581,14 +577,14 @@ fn claude_and_qwen_start_a_recorded_session_and_resume_it_only_when_its_transcri
     // that would fail.
     assert!(matches!(
         session_for(adapter(Provider::ClaudeCode).unwrap(), home),
-        Some(Session::New(n)) if n != id
+        Some(Conversation::New(n)) if n != id
     ));
     // Once Claude wrote its transcript, a restart resumes it and is told to carry on.
     let project = home.join(".claude/projects/-ws");
     std::fs::create_dir_all(&project).unwrap();
     std::fs::write(project.join(format!("{id}.jsonl")), "{}\n").unwrap();
     let resume = session_for(adapter(Provider::ClaudeCode).unwrap(), home).unwrap();
-    assert_eq!(resume, Session::Resume(id.clone()));
+    assert_eq!(resume, Conversation::Resume(id.clone()));
     let l = launch(&role(Provider::ClaudeCode), &resume);
     let at = l.args.iter().position(|a| a == "--resume").unwrap();
     assert_eq!(l.args[at + 1], id);
@@ -600,23 +596,23 @@ fn claude_and_qwen_start_a_recorded_session_and_resume_it_only_when_its_transcri
     // Qwen Code: the same flags; its transcript lives under its own home.
     assert!(matches!(
         session_for(adapter(Provider::QwenCode).unwrap(), home),
-        Some(Session::New(_))
+        Some(Conversation::New(_))
     ));
     let chats = home.join(".qwen/projects/x/chats");
     std::fs::create_dir_all(&chats).unwrap();
     std::fs::write(chats.join(format!("{id}.jsonl")), "{}\n").unwrap();
-    let q = launch(&role(Provider::QwenCode), &Session::Resume(id.clone()));
+    let q = launch(&role(Provider::QwenCode), &Conversation::Resume(id.clone()));
     assert!(q.args.windows(2).any(|w| w[0] == "--resume" && w[1] == id));
     assert_eq!(q.args.last().map(String::as_str), Some(RESUMED_INPUT));
     assert_eq!(
         session_for(adapter(Provider::QwenCode).unwrap(), home),
-        Some(Session::Resume(id))
+        Some(Conversation::Resume(id))
     );
     // A recorded id that is not a UUID never reaches a command line.
     std::fs::write(home.join(SESSION_FILE), "--dangerous").unwrap();
     assert!(matches!(
         session_for(adapter(Provider::ClaudeCode).unwrap(), home),
-        Some(Session::New(_))
+        Some(Conversation::New(_))
     ));
     // Codex and other CLIs: no session ids.
     assert_eq!(session_for(adapter(Provider::Codex).unwrap(), home), None);
@@ -753,7 +749,7 @@ fn gemini_names_its_own_session_and_a_restart_resumes_its_newest_transcript() {
     let home = tempfile::tempdir().unwrap();
     let home = home.path();
     let gemini = adapter(Provider::GeminiCli).unwrap();
-    let launch = |s: &Session| {
+    let launch = |s: &Conversation| {
         plan(
             &agent(),
             &config(),
@@ -770,7 +766,7 @@ fn gemini_names_its_own_session_and_a_restart_resumes_its_newest_transcript() {
     let Some(new) = session_for(gemini, home) else {
         panic!("Gemini CLI has sessions")
     };
-    assert!(matches!(new, Session::New(_)));
+    assert!(matches!(new, Conversation::New(_)));
     let l = launch(&new);
     assert!(
         !l.args
@@ -802,7 +798,7 @@ fn gemini_names_its_own_session_and_a_restart_resumes_its_newest_transcript() {
         .set_modified(later)
         .unwrap();
     let resume = session_for(gemini, home).unwrap();
-    assert_eq!(resume, Session::Resume(id.into()));
+    assert_eq!(resume, Conversation::Resume(id.into()));
     let l = launch(&resume);
     assert!(l.args.windows(2).any(|w| w[0] == "--resume" && w[1] == id));
     assert_eq!(l.args.last().map(String::as_str), Some(RESUMED_INPUT));

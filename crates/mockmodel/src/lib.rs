@@ -648,130 +648,13 @@ async fn handle(
         .clone()
         .or_else(|| req.get("model").and_then(Value::as_str).map(str::to_string))
         .unwrap_or_else(|| "mock".to_string());
-    let caching = shared.caching.load(Ordering::SeqCst);
-    let (mut step, accounting, agent, writer, delivery, include_usage) = {
-        let mut inner = shared.lock();
-        // The body's text, written again from its JSON only when a needle is looked for (most
-        // requests look for none).
-        let mut text = None::<String>;
-        let aside = match inner.asides.is_empty() {
-            true => None,
-            false => {
-                let t = body_text(&mut text, &req);
-                inner
-                    .asides
-                    .iter()
-                    .find(|(needle, _)| t.contains(needle.as_str()))
-                    .map(|(_, answer)| answer.clone())
-            }
-        };
-        // A side request names no agent here: it takes no step and is kept apart.
-        let agent = match aside {
-            Some(_) => None,
-            None => agent_name(api, &req),
-        };
-        // A request the provider refuses for its caching takes no step.
-        let refused = match caching {
-            true => cache::check(api, &req).err(),
-            false => None,
-        };
-        let step = agent.as_ref().filter(|_| refused.is_none()).and_then(|a| {
-            let queue = inner.scripts.get_mut(a)?;
-            match queue.front() {
-                Some(Step::Until {
-                    needles, meanwhile, ..
-                }) if !needles
-                    .iter()
-                    .all(|n| body_text(&mut text, &req).contains(n.as_str())) =>
-                {
-                    Some((**meanwhile).clone())
-                }
-                Some(Step::Until { .. }) => match queue.pop_front() {
-                    Some(Step::Until { then, .. }) => Some(*then),
-                    other => other,
-                },
-                _ => queue.pop_front(),
-            }
-        });
-        if let Some(agent) = &agent {
-            inner.times.entry(agent.clone()).or_default().push(arrived);
-            let key = [
-                header::AUTHORIZATION.as_str(),
-                "x-api-key",
-                "x-goog-api-key",
-            ]
-            .iter()
-            .find_map(|h| headers.get(*h)?.to_str().ok().map(str::to_string))
-            .or_else(|| call.key.clone());
-            inner.keys.entry(agent.clone()).or_default().push(key);
-        }
-        if let Some(message) = refused {
-            if let Some(agent) = &agent {
-                inner.requests.entry(agent.clone()).or_default().push(req);
-            }
-            return error_response(api, 400, &message);
-        }
-        let step = match (step, aside) {
-            (_, Some(answer)) => {
-                inner.aside_requests.push(req.clone());
-                Step::Text(answer)
-            }
-            (Some(step), None) => step,
-            (None, None) => {
-                inner.unmatched.push(req.clone());
-                Step::Text("(script ended)".into())
-            }
-        };
-        // The provider caches what it answers, not what it fails.
-        let writer = shared.next_request.fetch_add(1, Ordering::Relaxed);
-        let accounting = (caching && !fails(&step)).then(|| {
-            let now = arrived + inner.clock_offset;
-            inner.cache.account_pending(writer, api, &req, &model, now)
-        });
-        // Kept for the tests' reads, moved in (the delivery is read from it first).
-        let delivery = call.delivery.unwrap_or(
-            match req.get("stream").and_then(Value::as_bool) == Some(true) {
-                true => Delivery::Sse,
-                false => Delivery::Whole,
-            },
-        );
-        let include_usage = req
-            .pointer("/stream_options/include_usage")
-            .and_then(Value::as_bool)
-            == Some(true);
-        if let Some(agent) = &agent {
-            inner.requests.entry(agent.clone()).or_default().push(req);
-        }
-        (step, accounting, agent, writer, delivery, include_usage)
+    let taken = match take_step(shared, api, &call, headers, req, &model, arrived) {
+        Ok(t) => t,
+        Err(refused) => return error_response(api, 400, &refused),
     };
-    let mut usage = None;
-    let mut omit_usage = shared.omit_usage.load(Ordering::SeqCst);
-    let step = loop {
-        match step {
-            Step::WithUsage(u, inner) => {
-                usage = Some(u);
-                step = *inner;
-            }
-            Step::WithoutUsage(inner) => {
-                omit_usage = true;
-                step = *inner;
-            }
-            Step::Delay(wait, inner) => {
-                tokio::time::sleep(wait).await;
-                step = *inner;
-            }
-            Step::Gate(gate, inner) => {
-                let until = Instant::now() + GATE_LIMIT;
-                while !gate.is_open() && Instant::now() < until {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                step = *inner;
-            }
-            other => break other,
-        }
-    };
+    let (step, usage, omit_usage) = unwrap_step(shared, taken.step).await;
     // Answered now: what this request wrote to the prompt cache can be read by the next ones.
-    shared.lock().cache.answered(writer);
+    shared.lock().cache.answered(taken.writer);
     let (text, calls) = match step {
         Step::Status(status, message) => return error_response(api, status, &message),
         Step::Text(text) => (text, vec![]),
@@ -784,7 +667,7 @@ async fn handle(
             calls.into_iter().map(|(n, v)| (n, v.to_string())).collect(),
         ),
         Step::RawToolArgs(name, raw) => (String::new(), vec![(name, raw)]),
-        // The loop above unwrapped every delay and gate, and `Until` was resolved when it was
+        // `unwrap_step` unwrapped every delay and gate, and `Until` was resolved when it was
         // taken.
         Step::Delay(..)
         | Step::Gate(..)
@@ -811,7 +694,7 @@ async fn handle(
         omit_usage,
     };
     if answer.usage.is_none()
-        && let Some(a) = accounting
+        && let Some(a) = taken.accounting
     {
         answer.usage = Some(MockUsage {
             input: a.input,
@@ -820,16 +703,209 @@ async fn handle(
             cache_write: a.cache_write,
         });
     }
-    if let Some(agent) = agent {
+    if let Some(agent) = taken.agent {
         let counts = answer.counts();
         shared.lock().billed.entry(agent).or_default().add(counts);
     }
+    respond(api, taken.delivery, taken.include_usage, &answer)
+}
+
+/// What a request took under the lock: its step and what its answer needs.
+struct Taken {
+    step: Step,
+    /// What it read from and wrote to the prompt cache (when the provider caches).
+    accounting: Option<cache::Accounting>,
+    /// The agent it came from (none for a side request).
+    agent: Option<String>,
+    /// Its number as a writer of the prompt cache.
+    writer: u64,
+    delivery: Delivery,
+    /// OpenAI's `stream_options.include_usage`.
+    include_usage: bool,
+}
+
+/// Under the lock: records the request and takes its step (an aside's answer, the agent's
+/// next scripted step, or the end of its script); the provider's message when it refuses
+/// the request for its caching.
+fn take_step(
+    shared: &Shared,
+    api: Api,
+    call: &Call,
+    headers: &HeaderMap,
+    req: Value,
+    model: &str,
+    arrived: Instant,
+) -> Result<Taken, String> {
+    let caching = shared.caching.load(Ordering::SeqCst);
+    let mut inner = shared.lock();
+    // The body's text, written again from its JSON only when a needle is looked for (most
+    // requests look for none).
+    let mut text = None::<String>;
+    let aside = match inner.asides.is_empty() {
+        true => None,
+        false => {
+            let t = body_text(&mut text, &req);
+            inner
+                .asides
+                .iter()
+                .find(|(needle, _)| t.contains(needle.as_str()))
+                .map(|(_, answer)| answer.clone())
+        }
+    };
+    // A side request names no agent here: it takes no step and is kept apart.
+    let agent = match aside {
+        Some(_) => None,
+        None => agent_name(api, &req),
+    };
+    // A request the provider refuses for its caching takes no step.
+    let refused = match caching {
+        true => cache::check(api, &req).err(),
+        false => None,
+    };
+    let step = agent
+        .as_ref()
+        .filter(|_| refused.is_none())
+        .and_then(|a| next_scripted(&mut inner, a, &req, &mut text));
+    if let Some(agent) = &agent {
+        record_arrival(&mut inner, agent, call, headers, arrived);
+    }
+    if let Some(message) = refused {
+        if let Some(agent) = &agent {
+            inner.requests.entry(agent.clone()).or_default().push(req);
+        }
+        return Err(message);
+    }
+    let step = match (step, aside) {
+        (_, Some(answer)) => {
+            inner.aside_requests.push(req.clone());
+            Step::Text(answer)
+        }
+        (Some(step), None) => step,
+        (None, None) => {
+            inner.unmatched.push(req.clone());
+            Step::Text("(script ended)".into())
+        }
+    };
+    // The provider caches what it answers, not what it fails.
+    let writer = shared.next_request.fetch_add(1, Ordering::Relaxed);
+    let accounting = (caching && !fails(&step)).then(|| {
+        let now = arrived + inner.clock_offset;
+        inner.cache.account_pending(writer, api, &req, model, now)
+    });
+    // Kept for the tests' reads, moved in (the delivery is read from it first).
+    let delivery = call.delivery.unwrap_or(
+        match req.get("stream").and_then(Value::as_bool) == Some(true) {
+            true => Delivery::Sse,
+            false => Delivery::Whole,
+        },
+    );
+    let include_usage = req
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        == Some(true);
+    if let Some(agent) = &agent {
+        inner.requests.entry(agent.clone()).or_default().push(req);
+    }
+    Ok(Taken {
+        step,
+        accounting,
+        agent,
+        writer,
+        delivery,
+        include_usage,
+    })
+}
+
+/// `agent`'s next scripted step: an `Until` whose needles are not all in the request yet
+/// answers with its `meanwhile` and stays; none when its script has ended.
+fn next_scripted(
+    inner: &mut Inner,
+    agent: &str,
+    req: &Value,
+    text: &mut Option<String>,
+) -> Option<Step> {
+    let queue = inner.scripts.get_mut(agent)?;
+    match queue.front() {
+        Some(Step::Until {
+            needles, meanwhile, ..
+        }) if !needles
+            .iter()
+            .all(|n| body_text(text, req).contains(n.as_str())) =>
+        {
+            Some((**meanwhile).clone())
+        }
+        Some(Step::Until { .. }) => match queue.pop_front() {
+            Some(Step::Until { then, .. }) => Some(*then),
+            other => other,
+        },
+        _ => queue.pop_front(),
+    }
+}
+
+/// Records when `agent`'s request arrived and the key it carried.
+fn record_arrival(
+    inner: &mut Inner,
+    agent: &str,
+    call: &Call,
+    headers: &HeaderMap,
+    arrived: Instant,
+) {
+    inner
+        .times
+        .entry(agent.to_string())
+        .or_default()
+        .push(arrived);
+    let key = [
+        header::AUTHORIZATION.as_str(),
+        "x-api-key",
+        "x-goog-api-key",
+    ]
+    .iter()
+    .find_map(|h| headers.get(*h)?.to_str().ok().map(str::to_string))
+    .or_else(|| call.key.clone());
+    inner.keys.entry(agent.to_string()).or_default().push(key);
+}
+
+/// `step` with its wrappers done: usage set or left out, delays waited, gates waited for
+/// (each up to [`GATE_LIMIT`]); the step inside, the usage and whether to omit it.
+async fn unwrap_step(shared: &Shared, mut step: Step) -> (Step, Option<MockUsage>, bool) {
+    let mut usage = None;
+    let mut omit_usage = shared.omit_usage.load(Ordering::SeqCst);
+    let step = loop {
+        match step {
+            Step::WithUsage(u, inner) => {
+                usage = Some(u);
+                step = *inner;
+            }
+            Step::WithoutUsage(inner) => {
+                omit_usage = true;
+                step = *inner;
+            }
+            Step::Delay(wait, inner) => {
+                tokio::time::sleep(wait).await;
+                step = *inner;
+            }
+            Step::Gate(gate, inner) => {
+                let until = Instant::now() + GATE_LIMIT;
+                while !gate.is_open() && Instant::now() < until {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                step = *inner;
+            }
+            other => break other,
+        }
+    };
+    (step, usage, omit_usage)
+}
+
+/// The answer rendered for `api`: as server-sent events or one JSON body, as `delivery` says.
+fn respond(api: Api, delivery: Delivery, include_usage: bool, answer: &render::Answer) -> Response {
     if delivery == Delivery::Sse {
         let chunks = match api {
-            Api::OpenAi => render::openai_stream(&answer, include_usage),
-            Api::Anthropic => render::anthropic_stream(&answer),
-            Api::Responses => render::responses_stream(&answer),
-            Api::Gemini => render::gemini_stream(&answer),
+            Api::OpenAi => render::openai_stream(answer, include_usage),
+            Api::Anthropic => render::anthropic_stream(answer),
+            Api::Responses => render::responses_stream(answer),
+            Api::Gemini => render::gemini_stream(answer),
         };
         // Yielding before each chunk lets the server write it out on its own, so the client
         // receives the answer piece by piece as from a real server.
@@ -848,11 +924,11 @@ async fn handle(
             .into_response()
     } else {
         let v = match (api, delivery) {
-            (Api::Gemini, Delivery::JsonArray) => Value::Array(render::gemini_chunks(&answer)),
-            (Api::OpenAi, _) => render::openai_whole(&answer),
-            (Api::Anthropic, _) => render::anthropic_whole(&answer),
-            (Api::Responses, _) => render::responses_whole(&answer),
-            (Api::Gemini, _) => render::gemini_whole(&answer),
+            (Api::Gemini, Delivery::JsonArray) => Value::Array(render::gemini_chunks(answer)),
+            (Api::OpenAi, _) => render::openai_whole(answer),
+            (Api::Anthropic, _) => render::anthropic_whole(answer),
+            (Api::Responses, _) => render::responses_whole(answer),
+            (Api::Gemini, _) => render::gemini_whole(answer),
         };
         json_response(StatusCode::OK, &v)
     }

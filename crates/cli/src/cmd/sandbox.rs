@@ -127,190 +127,25 @@ impl View {
     /// The view of `b` confined by `mechanism` as the team file's `mode` says.
     pub(crate) fn of(b: &Boundary, mechanism: &Mechanism, mode: SandboxMode) -> View {
         let off = mode == SandboxMode::Off;
-        let fallback = !matches!(mechanism, Mechanism::Namespace(_));
-        let mechanism_text = match (off, mechanism) {
-            (true, _) => {
-                "off (sandbox = \"off\" in the team file): commands run unconfined".to_string()
-            }
-            (false, Mechanism::Namespace(p)) => {
-                format!("a namespace by bubblewrap ({})", p.display())
-            }
-            (false, Mechanism::Landlock(abi)) => format!(
-                "Landlock (ABI {abi}), the fallback: no namespace here{}",
-                weak_note(mode)
-            ),
-            (false, Mechanism::None(why)) => format!(
-                "none: the environment is scrubbed only ({why}){}",
-                weak_note(mode)
-            ),
-        };
-        let paths =
-            |v: &[PathBuf]| -> Vec<String> { v.iter().map(|p| p.display().to_string()).collect() };
-        let part = |key, title, items: Vec<String>| Part {
-            key,
-            title,
-            shown: items.clone(),
-            items,
-        };
-        let mut parts = Vec::new();
-        if fallback {
-            // Landlock grants what is not hidden: the operator's own files, temp and caches.
-            parts.push(part(
-                "readable",
-                "readable (read-only)",
-                vec!["everything but the hidden dirs".to_string()],
-            ));
-            parts.push(part(
-                "hidden",
-                "hidden (unreadable, but there)",
-                paths(&b.hide),
-            ));
-            let writable: Vec<PathBuf> = b.writable().map(Path::to_path_buf).collect();
-            parts.push(part("writable", "writable", paths(&writable)));
-            parts.push(part(
-                "read_only",
-                "read-only (protected; not enforced inside writable dirs)",
-                paths(&b.protected),
-            ));
-            parts.push(part(
-                "blocked",
-                "protected but missing (can be created here)",
-                paths(&b.block),
-            ));
+        let mut parts = if matches!(mechanism, Mechanism::Namespace(_)) {
+            namespace_parts(b)
         } else {
-            // A namespace starts from nothing: the system's public part, then the boundary's.
-            let mut base = Vec::new();
-            let mut etc = 0;
-            let mut shown = Vec::new();
-            for e in agent_team_sandbox::view::base() {
-                let (path, text) = match e {
-                    agent_team_sandbox::view::Entry::Bind(p) => {
-                        (p.clone(), p.display().to_string())
-                    }
-                    agent_team_sandbox::view::Entry::Symlink { target, link } => (
-                        link.clone(),
-                        format!("{} -> {}", link.display(), target.display()),
-                    ),
-                    agent_team_sandbox::view::Entry::BindAt { from, at } => (
-                        at.clone(),
-                        format!(
-                            "{} (the public part, from {})",
-                            at.display(),
-                            from.display()
-                        ),
-                    ),
-                };
-                base.push(text.clone());
-                if path.starts_with("/etc") {
-                    etc += 1;
-                } else {
-                    shown.push(text);
-                }
-            }
-            if etc > 0 {
-                shown.push(format!(
-                    "/etc: its {etc} public entries (nothing only root may read)"
-                ));
-            }
-            let read = paths(&b.read);
-            shown.extend(read.iter().cloned());
-            base.extend(read);
-            parts.push(Part {
-                key: "readable",
-                title: "readable (read-only; nothing else is there)",
-                items: base,
-                shown,
-            });
-            let mut hidden = paths(&b.hide);
-            hidden.extend(
-                b.hide_files
-                    .iter()
-                    .map(|f| format!("{} (a file: /dev/null in its place)", f.display())),
-            );
-            parts.push(part("hidden", "hidden (empty inside)", hidden));
-            let mut writable = b.write.clone();
-            writable.extend(b.expose.iter().cloned());
-            let mut writable: Vec<String> = paths(&writable);
-            writable.extend(b.shims.iter().map(|(copy, at)| {
-                format!(
-                    "{} (the team's own copy, {}; yours is never written)",
-                    at.display(),
-                    copy.display()
-                )
-            }));
-            parts.push(part("writable", "writable", writable));
-            parts.push(part(
-                "private",
-                "private (empty and writable, gone with the command)",
-                paths(&b.temp),
-            ));
-            if let Some(h) = &b.home {
-                parts.push(part(
-                    "home",
-                    "home",
-                    vec![match &h.from {
-                        Some(from) => format!(
-                            "{} (the team's sandbox home {}, writable; none of your files)",
-                            h.at.display(),
-                            from.display()
-                        ),
-                        None => format!(
-                            "{} (empty and writable, gone with the command)",
-                            h.at.display()
-                        ),
-                    }],
-                ));
-            }
-            parts.push(part(
-                "read_only",
-                "read-only (protected)",
-                paths(&b.protected),
-            ));
-            parts.push(part(
-                "blocked",
-                "protected but missing (kept from being made)",
-                paths(&b.block),
-            ));
-        }
-        parts.push(part(
+            fallback_parts(b)
+        };
+        parts.push(Part::new(
             "exposed",
             "put back inside a hidden dir (writable)",
             paths(&b.expose),
         ));
-        let network = match (off, mechanism, &b.network) {
-            (true, _, _) => "the host's network, open (sandbox = \"off\")".to_string(),
-            (false, Mechanism::Namespace(_), Some(n)) => format!(
-                "only through the team's egress proxy, from a network namespace of its own (the \
-                 proxy's socket is in {}{})",
-                n.dir.display(),
-                if n.forward.is_empty() {
-                    String::new()
-                } else {
-                    let ports: Vec<String> = n.forward.iter().map(u16::to_string).collect();
-                    format!("; the host's loopback ports {} forwarded", ports.join(", "))
-                }
-            ),
-            (false, Mechanism::Namespace(_), None) if b.offline => {
-                "none: a network namespace of its own with only its loopback (no egress proxy \
-                 serves it here)"
-                    .to_string()
-            }
-            (false, Mechanism::Namespace(_), None) => {
-                "the host's network, open (the team file's network mode is \"open\")".to_string()
-            }
-            (false, _, _) => {
-                "the host's network, open (no network namespace without bubblewrap)".to_string()
-            }
-        };
         let not_enforced = if off {
             vec!["any of it: sandbox = \"off\" runs agents' commands unconfined".to_string()]
         } else {
             missing_protections(mechanism)
         };
         View {
-            mechanism: mechanism_text,
+            mechanism: mechanism_text(off, mechanism, mode),
             parts,
-            network,
+            network: network_text(off, mechanism, b),
             not_enforced,
         }
     }
@@ -357,6 +192,199 @@ struct Part {
     items: Vec<String>,
     /// Its entries as text shows them (a long list summed up).
     shown: Vec<String>,
+}
+
+impl Part {
+    /// A list shown as it is.
+    fn new(key: &'static str, title: &'static str, items: Vec<String>) -> Part {
+        Part {
+            key,
+            title,
+            shown: items.clone(),
+            items,
+        }
+    }
+}
+
+/// Paths as a [`Part`] lists them.
+fn paths(v: &[PathBuf]) -> Vec<String> {
+    v.iter().map(|p| p.display().to_string()).collect()
+}
+
+/// The mechanism in words, as the team file's `mode` leaves it.
+fn mechanism_text(off: bool, mechanism: &Mechanism, mode: SandboxMode) -> String {
+    match (off, mechanism) {
+        (true, _) => {
+            "off (sandbox = \"off\" in the team file): commands run unconfined".to_string()
+        }
+        (false, Mechanism::Namespace(p)) => {
+            format!("a namespace by bubblewrap ({})", p.display())
+        }
+        (false, Mechanism::Landlock(abi)) => format!(
+            "Landlock (ABI {abi}), the fallback: no namespace here{}",
+            weak_note(mode)
+        ),
+        (false, Mechanism::None(why)) => format!(
+            "none: the environment is scrubbed only ({why}){}",
+            weak_note(mode)
+        ),
+    }
+}
+
+/// The lists of a fallback (Landlock, or nothing): it grants what is not hidden, the
+/// operator's own files, temp and caches.
+fn fallback_parts(b: &Boundary) -> Vec<Part> {
+    let writable: Vec<PathBuf> = b.writable().map(Path::to_path_buf).collect();
+    vec![
+        Part::new(
+            "readable",
+            "readable (read-only)",
+            vec!["everything but the hidden dirs".to_string()],
+        ),
+        Part::new("hidden", "hidden (unreadable, but there)", paths(&b.hide)),
+        Part::new("writable", "writable", paths(&writable)),
+        Part::new(
+            "read_only",
+            "read-only (protected; not enforced inside writable dirs)",
+            paths(&b.protected),
+        ),
+        Part::new(
+            "blocked",
+            "protected but missing (can be created here)",
+            paths(&b.block),
+        ),
+    ]
+}
+
+/// The lists of a namespace, which starts from nothing: the system's public part, then the
+/// boundary's.
+fn namespace_parts(b: &Boundary) -> Vec<Part> {
+    let mut parts = vec![readable_part(b)];
+    let mut hidden = paths(&b.hide);
+    hidden.extend(
+        b.hide_files
+            .iter()
+            .map(|f| format!("{} (a file: /dev/null in its place)", f.display())),
+    );
+    parts.push(Part::new("hidden", "hidden (empty inside)", hidden));
+    let mut writable = b.write.clone();
+    writable.extend(b.expose.iter().cloned());
+    let mut writable: Vec<String> = paths(&writable);
+    writable.extend(b.shims.iter().map(|(copy, at)| {
+        format!(
+            "{} (the team's own copy, {}; yours is never written)",
+            at.display(),
+            copy.display()
+        )
+    }));
+    parts.push(Part::new("writable", "writable", writable));
+    parts.push(Part::new(
+        "private",
+        "private (empty and writable, gone with the command)",
+        paths(&b.temp),
+    ));
+    if let Some(h) = &b.home {
+        parts.push(Part::new(
+            "home",
+            "home",
+            vec![match &h.from {
+                Some(from) => format!(
+                    "{} (the team's sandbox home {}, writable; none of your files)",
+                    h.at.display(),
+                    from.display()
+                ),
+                None => format!(
+                    "{} (empty and writable, gone with the command)",
+                    h.at.display()
+                ),
+            }],
+        ));
+    }
+    parts.push(Part::new(
+        "read_only",
+        "read-only (protected)",
+        paths(&b.protected),
+    ));
+    parts.push(Part::new(
+        "blocked",
+        "protected but missing (kept from being made)",
+        paths(&b.block),
+    ));
+    parts
+}
+
+/// What a namespace can read: the system's public part (its `/etc` summed up in text), then
+/// the boundary's own read paths.
+fn readable_part(b: &Boundary) -> Part {
+    let mut base = Vec::new();
+    let mut etc = 0;
+    let mut shown = Vec::new();
+    for e in agent_team_sandbox::view::base() {
+        let (path, text) = match e {
+            agent_team_sandbox::view::Entry::Bind(p) => (p.clone(), p.display().to_string()),
+            agent_team_sandbox::view::Entry::Symlink { target, link } => (
+                link.clone(),
+                format!("{} -> {}", link.display(), target.display()),
+            ),
+            agent_team_sandbox::view::Entry::BindAt { from, at } => (
+                at.clone(),
+                format!(
+                    "{} (the public part, from {})",
+                    at.display(),
+                    from.display()
+                ),
+            ),
+        };
+        base.push(text.clone());
+        if path.starts_with("/etc") {
+            etc += 1;
+        } else {
+            shown.push(text);
+        }
+    }
+    if etc > 0 {
+        shown.push(format!(
+            "/etc: its {etc} public entries (nothing only root may read)"
+        ));
+    }
+    let read = paths(&b.read);
+    shown.extend(read.iter().cloned());
+    base.extend(read);
+    Part {
+        key: "readable",
+        title: "readable (read-only; nothing else is there)",
+        items: base,
+        shown,
+    }
+}
+
+/// How a confined command reaches the network, in words.
+fn network_text(off: bool, mechanism: &Mechanism, b: &Boundary) -> String {
+    match (off, mechanism, &b.network) {
+        (true, _, _) => "the host's network, open (sandbox = \"off\")".to_string(),
+        (false, Mechanism::Namespace(_), Some(n)) => format!(
+            "only through the team's egress proxy, from a network namespace of its own (the \
+             proxy's socket is in {}{})",
+            n.dir.display(),
+            if n.forward.is_empty() {
+                String::new()
+            } else {
+                let ports: Vec<String> = n.forward.iter().map(u16::to_string).collect();
+                format!("; the host's loopback ports {} forwarded", ports.join(", "))
+            }
+        ),
+        (false, Mechanism::Namespace(_), None) if b.offline => {
+            "none: a network namespace of its own with only its loopback (no egress proxy \
+             serves it here)"
+                .to_string()
+        }
+        (false, Mechanism::Namespace(_), None) => {
+            "the host's network, open (the team file's network mode is \"open\")".to_string()
+        }
+        (false, _, _) => {
+            "the host's network, open (no network namespace without bubblewrap)".to_string()
+        }
+    }
 }
 
 /// What the team file's `weak` adds to the fallback's description.

@@ -226,17 +226,16 @@ enum Tok {
     },
 }
 
-fn lex(line: &str) -> Vec<Tok> {
-    let cs: Vec<char> = line.chars().collect();
-    let mut toks = Vec::new();
-    let mut cur: Option<Word> = None;
-    let flush = |cur: &mut Option<Word>, toks: &mut Vec<Tok>| {
-        if let Some(w) = cur.take() {
-            toks.push(Tok::Word(w));
-        }
-    };
-    // A redirection's leading descriptor number (`2>`) is not a word.
-    let drop_fd = |cur: &mut Option<Word>, toks: &mut Vec<Tok>| match cur {
+/// Ends the word being read, if any, as a token of its own.
+fn flush(cur: &mut Option<Word>, toks: &mut Vec<Tok>) {
+    if let Some(w) = cur.take() {
+        toks.push(Tok::Word(w));
+    }
+}
+
+/// Ends the word before a redirection: a leading descriptor number (`2>`) is not a word.
+fn drop_fd(cur: &mut Option<Word>, toks: &mut Vec<Tok>) {
+    match cur {
         Some(w)
             if w.kind == WordKind::Literal
                 && !w.text.is_empty()
@@ -245,7 +244,85 @@ fn lex(line: &str) -> Vec<Tok> {
             *cur = None
         }
         _ => flush(cur, toks),
-    };
+    }
+}
+
+/// Reads a `>`-redirection starting at `cs[i]` (`>`, `>>`, `>|`, `>&`); returns where it ends.
+fn redirect_out(cs: &[char], mut i: usize) -> (usize, Tok) {
+    i += 1;
+    if matches!(cs.get(i), Some('>') | Some('|')) {
+        i += 1;
+    }
+    let dup = cs.get(i) == Some(&'&');
+    if dup {
+        i += 1;
+    }
+    (i, Tok::Redir { out: true, dup })
+}
+
+/// Reads a `<`-redirection starting at `cs[i]` (`<`, `<<`, `<>`, `<&`); returns where it ends.
+fn redirect_in(cs: &[char], mut i: usize) -> (usize, Tok) {
+    i += 1;
+    let mut out = false;
+    while cs.get(i) == Some(&'<') {
+        i += 1;
+    }
+    if cs.get(i) == Some(&'>') {
+        out = true;
+        i += 1;
+    }
+    let dup = cs.get(i) == Some(&'&');
+    if dup {
+        i += 1;
+    }
+    (i, Tok::Redir { out, dup })
+}
+
+/// Reads a `'…'` string starting at the quote `cs[i]` into `w`; returns where it ends.
+fn single_quoted(cs: &[char], mut i: usize, w: &mut Word) -> usize {
+    i += 1;
+    while let Some(&q) = cs.get(i) {
+        i += 1;
+        if q == '\'' {
+            break;
+        }
+        w.text.push(q);
+    }
+    i
+}
+
+/// Reads a `"…"` string starting at the quote `cs[i]` into `w` (a `$` or `` ` `` inside makes
+/// it unknown); returns where it ends.
+fn double_quoted(cs: &[char], mut i: usize, w: &mut Word) -> usize {
+    i += 1;
+    while let Some(&q) = cs.get(i) {
+        i += 1;
+        match q {
+            '"' => break,
+            '\\' => {
+                if let Some(&e) = cs.get(i) {
+                    if !matches!(e, '"' | '\\' | '$' | '`' | '\n') {
+                        w.text.push('\\');
+                    }
+                    w.text.push(e);
+                    i += 1;
+                }
+            }
+            '$' | '`' => {
+                w.taint(WordKind::Unknown);
+                w.text.push(q);
+            }
+            _ => w.text.push(q),
+        }
+    }
+    i
+}
+
+/// Splits a shell line into words, command separators and redirections.
+fn lex(line: &str) -> Vec<Tok> {
+    let cs: Vec<char> = line.chars().collect();
+    let mut toks = Vec::new();
+    let mut cur: Option<Word> = None;
     let mut i = 0;
     while i < cs.len() {
         let c = cs[i];
@@ -295,70 +372,18 @@ fn lex(line: &str) -> Vec<Tok> {
                 toks.push(Tok::Sep);
                 i += 2;
             }
-            '>' => {
+            '>' | '<' => {
                 drop_fd(&mut cur, &mut toks);
-                i += 1;
-                if matches!(cs.get(i), Some('>') | Some('|')) {
-                    i += 1;
-                }
-                let dup = cs.get(i) == Some(&'&');
-                if dup {
-                    i += 1;
-                }
-                toks.push(Tok::Redir { out: true, dup });
+                let (end, tok) = if c == '>' {
+                    redirect_out(&cs, i)
+                } else {
+                    redirect_in(&cs, i)
+                };
+                toks.push(tok);
+                i = end;
             }
-            '<' => {
-                drop_fd(&mut cur, &mut toks);
-                i += 1;
-                let mut out = false;
-                while cs.get(i) == Some(&'<') {
-                    i += 1;
-                }
-                if cs.get(i) == Some(&'>') {
-                    out = true;
-                    i += 1;
-                }
-                let dup = cs.get(i) == Some(&'&');
-                if dup {
-                    i += 1;
-                }
-                toks.push(Tok::Redir { out, dup });
-            }
-            '\'' => {
-                let w = cur.get_or_insert_with(Word::new);
-                i += 1;
-                while let Some(&q) = cs.get(i) {
-                    i += 1;
-                    if q == '\'' {
-                        break;
-                    }
-                    w.text.push(q);
-                }
-            }
-            '"' => {
-                let w = cur.get_or_insert_with(Word::new);
-                i += 1;
-                while let Some(&q) = cs.get(i) {
-                    i += 1;
-                    match q {
-                        '"' => break,
-                        '\\' => {
-                            if let Some(&e) = cs.get(i) {
-                                if !matches!(e, '"' | '\\' | '$' | '`' | '\n') {
-                                    w.text.push('\\');
-                                }
-                                w.text.push(e);
-                                i += 1;
-                            }
-                        }
-                        '$' | '`' => {
-                            w.taint(WordKind::Unknown);
-                            w.text.push(q);
-                        }
-                        _ => w.text.push(q),
-                    }
-                }
-            }
+            '\'' => i = single_quoted(&cs, i, cur.get_or_insert_with(Word::new)),
+            '"' => i = double_quoted(&cs, i, cur.get_or_insert_with(Word::new)),
             '\\' => {
                 let w = cur.get_or_insert_with(Word::new);
                 if let Some(e) = next {

@@ -103,19 +103,7 @@ pub(crate) fn start(
     if daemon_running(tp) {
         return Ok(None);
     }
-    if scrub {
-        // A healer's start (the only one that scrubs): it brings a team back, it never makes
-        // one, so a state dir deleted meanwhile is not made again.
-        if !tp.dir.is_dir() {
-            return Err(StartError::Io(format!(
-                "the state dir {} is gone",
-                tp.dir.display()
-            )));
-        }
-    } else {
-        tp.ensure_dirs()
-            .map_err(|e| StartError::Io(e.to_string()))?;
-    }
+    ready_state_dir(tp, scrub)?;
     let deadline = Instant::now() + START_DEADLINE;
     // Another command is starting it right now: wait for that one instead of racing it.
     if agent_team_paths::lock_held(&tp.lock) && wait_for_winner(tp, deadline) {
@@ -132,26 +120,7 @@ pub(crate) fn start(
     let (reason_rx, reason_tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| StartError::Io(format!("cannot make a pipe: {e}")))?;
     let tx_fd = std::os::fd::AsRawFd::as_raw_fd(&reason_tx);
-    // The daemon's environment: this process's, less what is not the daemon's, with its pipes.
-    // `serve`'s token is the operator's over HTTP: the daemon has no use for it.
-    let mut env: Vec<(String, Option<String>)> =
-        ["TMUX", "TMUX_PANE", agent_team_paths::ENV_API_TOKEN]
-            .iter()
-            .map(|k| (k.to_string(), None))
-            .collect();
-    if scrub {
-        for (k, _) in std::env::vars_os() {
-            if let Some(k) = k.to_str().filter(|k| k.starts_with("AGENT_TEAM_")) {
-                env.push((k.to_string(), None));
-            }
-        }
-    }
-    for (k, v) in extra_env {
-        env.push((k.clone(), Some(v.clone())));
-    }
-    // Last: a starter that is itself a daemon's child inherited its starter's number, which
-    // the scrub above would otherwise take away from this daemon.
-    env.push((ENV_START_FD.to_string(), Some(tx_fd.to_string())));
+    let mut env = daemon_env(extra_env, scrub, tx_fd);
     // The pipe that tells the daemon this process guards it: its reading end to the daemon.
     let guard = if guarded_by_me {
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
@@ -170,7 +139,7 @@ pub(crate) fn start(
         .map(|(r, _)| std::os::fd::AsRawFd::as_raw_fd(r));
     // An instrumented build (`cargo xtask order`) starts the daemon anew: a forked one would
     // write its profile into this process's file.
-    let mut child = match daemon.filter(|_| one_thread() && !cfg!(agent_team_instrumented)) {
+    let child = match daemon.filter(|_| one_thread() && !cfg!(agent_team_instrumented)) {
         Some(daemon) => {
             let keep: Vec<i32> = std::iter::once(tx_fd).chain(guard_fd).collect();
             Started::Forked(fork_daemon(tp, daemon, &env, (log, log_err), &keep)?)
@@ -192,6 +161,64 @@ pub(crate) fn start(
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(w);
     }
+    wait_until_listening(tp, child, reason_rx, deadline)
+}
+
+/// Makes the state dir a daemon start needs; a healer's start (`scrub`) only checks it is there.
+fn ready_state_dir(tp: &TeamPaths, scrub: bool) -> Result<(), StartError> {
+    if scrub {
+        // A healer's start (the only one that scrubs): it brings a team back, it never makes
+        // one, so a state dir deleted meanwhile is not made again.
+        if !tp.dir.is_dir() {
+            return Err(StartError::Io(format!(
+                "the state dir {} is gone",
+                tp.dir.display()
+            )));
+        }
+    } else {
+        tp.ensure_dirs()
+            .map_err(|e| StartError::Io(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// The daemon's environment changes: this process's, less what is not the daemon's (all
+/// `AGENT_TEAM_*` when `scrub`), plus `extra_env` and the reason pipe's number `tx_fd`.
+fn daemon_env(
+    extra_env: &[(String, String)],
+    scrub: bool,
+    tx_fd: i32,
+) -> Vec<(String, Option<String>)> {
+    // `serve`'s token is the operator's over HTTP: the daemon has no use for it.
+    let mut env: Vec<(String, Option<String>)> =
+        ["TMUX", "TMUX_PANE", agent_team_paths::ENV_API_TOKEN]
+            .iter()
+            .map(|k| (k.to_string(), None))
+            .collect();
+    if scrub {
+        for (k, _) in std::env::vars_os() {
+            if let Some(k) = k.to_str().filter(|k| k.starts_with("AGENT_TEAM_")) {
+                env.push((k.to_string(), None));
+            }
+        }
+    }
+    for (k, v) in extra_env {
+        env.push((k.clone(), Some(v.clone())));
+    }
+    // Last: a starter that is itself a daemon's child inherited its starter's number, which
+    // the scrub above would otherwise take away from this daemon.
+    env.push((ENV_START_FD.to_string(), Some(tx_fd.to_string())));
+    env
+}
+
+/// Waits for the started daemon to listen (its pid if it took the lock, `None` if another
+/// starter's did), or says why it exited or did not answer in time.
+fn wait_until_listening(
+    tp: &TeamPaths,
+    mut child: Started,
+    reason_rx: std::os::fd::OwnedFd,
+    deadline: Instant,
+) -> Result<Option<u32>, StartError> {
     let pid = child.id();
     let mut pauses =
         Backoff::new(Duration::from_millis(1), Duration::from_millis(50)).deadline(deadline);

@@ -1,6 +1,7 @@
 //! External agent CLIs as teammates: a `cli`-provider teammate whose command is a scripted
-//! MCP client (tests/e2e/fixtures/fake-cli.js, run by Node) joins the team through
-//! `agent-team mcp` and works on the board with the team tools, on each backend.
+//! MCP client (tests/e2e/fixtures/fake-cli.js, run by Node) joins the team through its
+//! worker's MCP server (the bridge) and works on the board with the team tools, on each
+//! backend; then the real CLIs, installed from npm.
 
 use agent_team_e2e::*;
 use agent_team_protocol::*;
@@ -109,6 +110,21 @@ fn cli_teammate_works_through_mcp(backend: &str) {
         inbox.contains("task 1 done by the CLI") && inbox.contains("\"cc\""),
         "{inbox}"
     );
+    // Its `send_message` crossed no socket back into its own worker: the worker listens only
+    // where the CLI's bridge and hooks reach it (no relay to the daemon), and holds one
+    // connection of its own to the daemon.
+    let listening = worker_listens_on(&sb, "cc");
+    assert!(!listening.is_empty(), "no worker of cc found");
+    for path in &listening {
+        assert!(
+            path.ends_with("/mcp.sock") || path.ends_with("/hook.sock"),
+            "the worker listens on {path}: {listening:?}"
+        );
+    }
+    assert!(
+        !sb.team("clis").cli_home("cc").join("link.sock").exists(),
+        "a relay socket in the CLI's home"
+    );
     // A message to the CLI reaches it through wait_for_messages, and is then read.
     sb.ok(&["send", "cc", "hello cli"]);
     wait_for("the CLI to get its message", T, || {
@@ -129,6 +145,57 @@ fn cli_teammate_works_through_mcp(backend: &str) {
     });
     let down = sb.run(&["down"]);
     assert!(down.status.success());
+}
+
+/// The paths of the Unix sockets the worker of agent `name` in `sb` listens on (its fds'
+/// sockets that `/proc/net/unix` marks as accepting).
+fn worker_listens_on(sb: &Sandbox, name: &str) -> Vec<String> {
+    let home = sb.path("home");
+    let workers: Vec<u32> = procs_naming(&home)
+        .into_iter()
+        .filter(|(pid, _)| {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let want = format!("AGENT_TEAM_NAME={name}");
+            exe.file_name().is_some_and(|n| n == "agent-team-worker")
+                && env.split(|b| *b == 0).any(|v| v == want.as_bytes())
+        })
+        .map(|(pid, _)| pid)
+        .collect();
+    let mut inodes = std::collections::HashSet::new();
+    for pid in workers {
+        for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let link = std::fs::read_link(fd.path()).unwrap_or_default();
+            if let Some(n) = link
+                .to_str()
+                .and_then(|l| l.strip_prefix("socket:["))
+                .and_then(|l| l.strip_suffix(']'))
+            {
+                inodes.insert(n.to_string());
+            }
+        }
+    }
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    let mut paths = Vec::new();
+    for line in table.lines().skip(1) {
+        // Num RefCount Protocol Flags Type St Inode [Path]
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let accepting = f.get(3).is_some_and(|flags| *flags == "00010000");
+        if let (true, Some(inode), Some(path)) = (accepting, f.get(6), f.get(7))
+            && inodes.contains(*inode)
+        {
+            paths.push(path.to_string());
+        }
+    }
+    // Found at all: the worker's own listening sockets stand for it.
+    if inodes.is_empty() {
+        return Vec::new();
+    }
+    paths
 }
 
 #[test]

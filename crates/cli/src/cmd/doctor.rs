@@ -18,40 +18,7 @@ use std::process::ExitCode;
 pub fn doctor(team: Option<String>, file: Option<PathBuf>, json: bool) -> Result<ExitCode> {
     let paths = Paths::from_env()?;
     let support = agent_team_sandbox::support();
-    let hidden = format!("{} and {}", paths.runtime.display(), paths.home.display());
-    let (sandbox_ok, sandbox) = match support.mechanism() {
-        agent_team_sandbox::Mechanism::Namespace(bwrap) => (
-            true,
-            format!(
-                "a mount and PID namespace ({}): agents' commands, CLI teammates, hooks and notify \
-                 commands cannot see {hidden} or any process outside, and write only in the \
-                 workspace, temp and the package caches",
-                bwrap.display()
-            ),
-        ),
-        agent_team_sandbox::Mechanism::Landlock(abi) => (
-            true,
-            format!(
-                "Landlock only (ABI {abi}): agents' commands cannot read {hidden}; files that run \
-                 later are not protected{}; agent CLI teammates start only with sandbox = \
-                 \"weak\" in the team file (below: what does not hold)",
-                if abi >= 9 {
-                    ""
-                } else {
-                    "; a seccomp filter keeps them from making Unix sockets (the tmux server's), \
-                     but not a CLI teammate's tree (install bubblewrap)"
-                }
-            ),
-        ),
-        agent_team_sandbox::Mechanism::None(why) => (
-            false,
-            format!(
-                "{why}: agents' commands run unsandboxed and can read the operator credential in \
-                 {}; agent CLI teammates start only with sandbox = \"weak\" in the team file",
-                paths.runtime.display()
-            ),
-        ),
-    };
+    let (sandbox_ok, sandbox) = sandbox_check(support, &paths);
     let namespace = match &support.namespace {
         Ok(p) => (true, format!("bubblewrap at {}", p.display())),
         Err(why) => (false, why.clone()),
@@ -120,6 +87,45 @@ pub fn doctor(team: Option<String>, file: Option<PathBuf>, json: bool) -> Result
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `sandbox` check: which mechanism confines agents' commands, CLI teammates, hooks and
+/// notify commands here, and what it keeps from them.
+fn sandbox_check(support: &agent_team_sandbox::Support, paths: &Paths) -> (bool, String) {
+    let hidden = format!("{} and {}", paths.runtime.display(), paths.home.display());
+    match support.mechanism() {
+        agent_team_sandbox::Mechanism::Namespace(bwrap) => (
+            true,
+            format!(
+                "a mount and PID namespace ({}): agents' commands, CLI teammates, hooks and notify \
+                 commands cannot see {hidden} or any process outside, and write only in the \
+                 workspace, temp and the package caches",
+                bwrap.display()
+            ),
+        ),
+        agent_team_sandbox::Mechanism::Landlock(abi) => (
+            true,
+            format!(
+                "Landlock only (ABI {abi}): agents' commands cannot read {hidden}; files that run \
+                 later are not protected{}; agent CLI teammates start only with sandbox = \
+                 \"weak\" in the team file (below: what does not hold)",
+                if abi >= 9 {
+                    ""
+                } else {
+                    "; a seccomp filter keeps them from making Unix sockets (the tmux server's), \
+                     but not a CLI teammate's tree (install bubblewrap)"
+                }
+            ),
+        ),
+        agent_team_sandbox::Mechanism::None(why) => (
+            false,
+            format!(
+                "{why}: agents' commands run unsandboxed and can read the operator credential in \
+                 {}; agent CLI teammates start only with sandbox = \"weak\" in the team file",
+                paths.runtime.display()
+            ),
+        ),
+    }
 }
 
 /// The sandbox of the default role (`worker`, else the first) of the team here: its name, the

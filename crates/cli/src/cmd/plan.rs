@@ -13,103 +13,8 @@ use std::process::ExitCode;
 /// `agent-team plan …`
 pub fn plan(ctx: &Ctx, cmd: PlanCmd) -> Result<ExitCode> {
     match cmd {
-        PlanCmd::List(j) => {
-            let agents: Vec<AgentInfo> = ctx
-                .reader()?
-                .agents()?
-                .into_iter()
-                .filter(|a| a.plan.is_some())
-                .collect();
-            if j.json {
-                output::json(&agents.iter().map(entry).collect::<Vec<_>>());
-            } else if agents.is_empty() {
-                eprintln!(
-                    "agent-team: no teammate of team {} needs plan approval (set plan_required = \
-                     true on a [[teammates]] entry or a role)",
-                    ctx.team
-                );
-            } else {
-                let rows: Vec<Vec<String>> = agents
-                    .iter()
-                    .filter_map(|a| a.plan.as_ref().map(|p| (a, p)))
-                    .map(|(a, p)| {
-                        vec![
-                            a.name.clone(),
-                            a.role.clone(),
-                            p.state.to_string(),
-                            p.submissions.to_string(),
-                            p.submitted_at.map_or_else(|| "-".to_string(), ago),
-                            p.plan.as_deref().map_or_else(
-                                || "-".to_string(),
-                                |t| short(&text::printable(t), 60),
-                            ),
-                        ]
-                    })
-                    .collect();
-                output::table(
-                    &["NAME", "ROLE", "PLAN", "SUBMISSIONS", "SUBMITTED", "TEXT"],
-                    &rows,
-                );
-            }
-        }
-        PlanCmd::Show { name, json } => {
-            let agents = ctx.reader()?.agents()?;
-            let Some(a) = agents.iter().find(|a| a.name == name) else {
-                let names: Vec<&str> = agents
-                    .iter()
-                    .filter(|a| a.plan.is_some())
-                    .map(|a| a.name.as_str())
-                    .collect();
-                bail!(crate::Hinted::new(
-                    format!("no agent {name:?} in team {}", ctx.team),
-                    format!(
-                        "teammates with a plan: {}",
-                        if names.is_empty() {
-                            "none".to_string()
-                        } else {
-                            names.join(", ")
-                        }
-                    )
-                ));
-            };
-            let Some(p) = &a.plan else {
-                bail!(crate::Hinted::new(
-                    format!("{name} needs no plan approval"),
-                    "set plan_required = true on its [[teammates]] entry or its role"
-                ));
-            };
-            if json {
-                output::json(&entry(a));
-            } else {
-                output::line(&format!(
-                    "{name} ({}): plan {}{}",
-                    a.role,
-                    p.state,
-                    p.submitted_at
-                        .map(|t| format!(", submitted {}", ago(t)))
-                        .unwrap_or_default()
-                ));
-                if let Some(by) = &p.decided_by {
-                    output::line(&format!(
-                        "last decision by {by}{}",
-                        p.feedback
-                            .as_deref()
-                            .map(|f| format!(": {}", text::printable(f)))
-                            .unwrap_or_default()
-                    ));
-                }
-                output::line("");
-                output::line(&p.plan.as_deref().map_or_else(
-                    || "(no plan submitted yet)".to_string(),
-                    |t| {
-                        t.lines()
-                            .map(text::printable)
-                            .collect::<Vec<_>>()
-                            .join("\n")
-                    },
-                ));
-            }
-        }
+        PlanCmd::List(j) => list_plans(ctx, j.json)?,
+        PlanCmd::Show { name, json } => show_plan(ctx, &name, json)?,
         PlanCmd::Approve {
             name,
             feedback,
@@ -122,6 +27,108 @@ pub fn plan(ctx: &Ctx, cmd: PlanCmd) -> Result<ExitCode> {
         } => decide(ctx, name, false, feedback, json)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `plan list`: every teammate that needs plan approval and where its plan stands.
+fn list_plans(ctx: &Ctx, json: bool) -> Result<()> {
+    let agents: Vec<AgentInfo> = ctx
+        .reader()?
+        .agents()?
+        .into_iter()
+        .filter(|a| a.plan.is_some())
+        .collect();
+    if json {
+        output::json(&agents.iter().map(entry).collect::<Vec<_>>());
+    } else if agents.is_empty() {
+        eprintln!(
+            "agent-team: no teammate of team {} needs plan approval (set plan_required = \
+                     true on a [[teammates]] entry or a role)",
+            ctx.team
+        );
+    } else {
+        let rows: Vec<Vec<String>> = agents
+            .iter()
+            .filter_map(|a| a.plan.as_ref().map(|p| (a, p)))
+            .map(|(a, p)| {
+                vec![
+                    a.name.clone(),
+                    a.role.clone(),
+                    p.state.to_string(),
+                    p.submissions.to_string(),
+                    p.submitted_at.map_or_else(|| "-".to_string(), ago),
+                    p.plan
+                        .as_deref()
+                        .map_or_else(|| "-".to_string(), |t| short(&text::printable(t), 60)),
+                ]
+            })
+            .collect();
+        output::table(
+            &["NAME", "ROLE", "PLAN", "SUBMISSIONS", "SUBMITTED", "TEXT"],
+            &rows,
+        );
+    }
+    Ok(())
+}
+
+/// `plan show`: one teammate's plan, its state and the last decision on it.
+fn show_plan(ctx: &Ctx, name: &str, json: bool) -> Result<()> {
+    let agents = ctx.reader()?.agents()?;
+    let Some(a) = agents.iter().find(|a| a.name == name) else {
+        let names: Vec<&str> = agents
+            .iter()
+            .filter(|a| a.plan.is_some())
+            .map(|a| a.name.as_str())
+            .collect();
+        bail!(crate::Hinted::new(
+            format!("no agent {name:?} in team {}", ctx.team),
+            format!(
+                "teammates with a plan: {}",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            )
+        ));
+    };
+    let Some(p) = &a.plan else {
+        bail!(crate::Hinted::new(
+            format!("{name} needs no plan approval"),
+            "set plan_required = true on its [[teammates]] entry or its role"
+        ));
+    };
+    if json {
+        output::json(&entry(a));
+    } else {
+        output::line(&format!(
+            "{name} ({}): plan {}{}",
+            a.role,
+            p.state,
+            p.submitted_at
+                .map(|t| format!(", submitted {}", ago(t)))
+                .unwrap_or_default()
+        ));
+        if let Some(by) = &p.decided_by {
+            output::line(&format!(
+                "last decision by {by}{}",
+                p.feedback
+                    .as_deref()
+                    .map(|f| format!(": {}", text::printable(f)))
+                    .unwrap_or_default()
+            ));
+        }
+        output::line("");
+        output::line(&p.plan.as_deref().map_or_else(
+            || "(no plan submitted yet)".to_string(),
+            |t| {
+                t.lines()
+                    .map(text::printable)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            },
+        ));
+    }
+    Ok(())
 }
 
 /// One teammate's plan as `--json` prints it.

@@ -400,6 +400,39 @@ fn tcp_listener(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpLi
     socket.listen(4096)
 }
 
+/// Says where the server listens, where its token is (never the token itself: terminal
+/// scrollback, a supervisor's logs) and what it serves.
+fn say_serving(ctx: &Ctx, addr: &Listen, source: TokenSource, token_file: &std::path::Path) {
+    say(&format!(
+        "agent-team: serving {addr} (board at /, API at /v1, NexAU stream at POST /team/stream)"
+    ));
+    match source {
+        TokenSource::Env => say(&format!(
+            "agent-team: token from ${}",
+            agent_team_http::TOKEN_ENV
+        )),
+        TokenSource::File => say(&format!(
+            "agent-team: token in {} (send it as `Authorization: Bearer TOKEN`)",
+            token_file.display()
+        )),
+        TokenSource::Generated => say(&format!(
+            "agent-team: new token written to {} (send it as `Authorization: Bearer TOKEN`)",
+            token_file.display()
+        )),
+    }
+    let served_team = match &ctx.file {
+        Some(f) => format!(
+            "sessions and new teams are made from {} ({})",
+            f.display(),
+            ctx.team
+        ),
+        None => "no team file: only teams that ran before can be started".to_string(),
+    };
+    say(&format!(
+        "agent-team: {served_team}; Ctrl-C stops the server, not the teams"
+    ));
+}
+
 /// `agent-team serve`
 pub fn serve(ctx: Ctx, args: ServeArgs) -> Result<ExitCode> {
     let listen = Listen::parse(&args.listen, args.allow_remote)?;
@@ -470,36 +503,7 @@ pub fn serve(ctx: Ctx, args: ServeArgs) -> Result<ExitCode> {
         // cleanly instead of killing it.
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-        say(&format!(
-            "agent-team: serving {addr} (board at /, API at /v1, NexAU stream at POST /team/stream)"
-        ));
-        // The token itself is never printed (terminal scrollback, logs of a supervisor): only
-        // where it is.
-        match source {
-            TokenSource::Env => say(&format!(
-                "agent-team: token from ${}",
-                agent_team_http::TOKEN_ENV
-            )),
-            TokenSource::File => say(&format!(
-                "agent-team: token in {} (send it as `Authorization: Bearer TOKEN`)",
-                token_file.display()
-            )),
-            TokenSource::Generated => say(&format!(
-                "agent-team: new token written to {} (send it as `Authorization: Bearer TOKEN`)",
-                token_file.display()
-            )),
-        }
-        let served_team = match &ctx.file {
-            Some(f) => format!(
-                "sessions and new teams are made from {} ({})",
-                f.display(),
-                ctx.team
-            ),
-            None => "no team file: only teams that ran before can be started".to_string(),
-        };
-        say(&format!(
-            "agent-team: {served_team}; Ctrl-C stops the server, not the teams"
-        ));
+        say_serving(&ctx, &addr, source, &token_file);
         tokio::select! {
             r = served => match r {
                 Ok(Ok(())) => Ok(()),

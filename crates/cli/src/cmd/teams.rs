@@ -25,130 +25,139 @@ struct TeamRow {
 pub fn teams(cmd: TeamsCmd) -> Result<ExitCode> {
     let paths = Paths::from_env()?;
     match cmd {
-        TeamsCmd::List(j) => {
-            let mut names = paths.list_teams();
-            for r in running_teams(&paths) {
-                if !names.contains(&r) {
-                    names.push(r);
-                }
-            }
-            names.sort();
-            let rows: Vec<TeamRow> = names
-                .iter()
-                .filter_map(|n| team_row(&paths, n).ok())
-                .collect();
-            if j.json {
-                output::json(&rows);
-            } else if rows.is_empty() {
-                eprintln!("agent-team: no teams under {}", paths.teams_dir().display());
-            } else {
-                let table: Vec<Vec<String>> = rows
-                    .iter()
-                    .map(|r| {
-                        vec![
-                            r.name.clone(),
-                            if r.running {
-                                "running".into()
-                            } else {
-                                "stopped".into()
-                            },
-                            output::opt(&r.daemon_pid),
-                            r.run
-                                .map(|s| format!("{s:?}").to_lowercase())
-                                .unwrap_or_else(|| "-".into()),
-                            r.agents.to_string(),
-                            r.tasks.to_string(),
-                            r.state_dir.clone(),
-                        ]
-                    })
-                    .collect();
-                output::table(
-                    &["TEAM", "DAEMON", "PID", "RUN", "AGENTS", "TASKS", "STATE"],
-                    &table,
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        TeamsCmd::Show { name, json } => {
-            let tp = paths.team(&name)?;
-            if !tp.dir.exists() && !agent_team_client::daemon_running(&tp) {
-                bail!(crate::Hinted::new(
-                    format!("no team named {name:?}"),
-                    "see `agent-team teams list`"
-                ));
-            }
-            let info = team_info(&paths, &name)?;
-            if json {
-                output::json(&info);
-            } else {
-                output::line(&format!("team {}", info.name));
-                output::line(&format!(
-                    "  daemon:  {}",
-                    if info.daemon_pid > 0 {
-                        format!("running (pid {})", info.daemon_pid)
-                    } else {
-                        "stopped".into()
-                    }
-                ));
-                output::line(&format!("  state:   {}", info.state_dir));
-                output::line(&format!("  socket:  {}", info.socket));
-                output::line(&format!(
-                    "  run:     {}",
-                    format!("{:?}", info.run).to_lowercase()
-                ));
-                if let Some(g) = &info.goal {
-                    output::line(&format!("  goal:    {g}"));
-                }
-                let counts = |v: Vec<String>| {
-                    if v.is_empty() {
-                        "none".to_string()
-                    } else {
-                        v.join(", ")
-                    }
-                };
-                output::line(&format!(
-                    "  agents:  {}",
-                    counts(
-                        info.agents
-                            .iter()
-                            .map(|(s, n)| format!("{n} {s}"))
-                            .collect()
-                    )
-                ));
-                output::line(&format!(
-                    "  tasks:   {}",
-                    counts(info.tasks.iter().map(|(s, n)| format!("{n} {s}")).collect())
-                ));
-                output::line(&format!("  events:  {}", info.last_seq));
-                if let Some(a) = &info.answer {
-                    output::line(&format!("  answer:  {a}"));
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        TeamsCmd::Delete { name } => {
-            let tp = paths.team(&name)?;
-            if agent_team_client::daemon_running(&tp) {
-                bail!(crate::Hinted::new(
-                    format!("team {name} is running"),
-                    format!("stop it first with `agent-team --team {name} down`")
-                ));
-            }
-            if !tp.dir.exists() {
-                bail!(crate::Hinted::new(
-                    format!("no team named {name:?}"),
-                    "see `agent-team teams list`"
-                ));
-            }
-            std::fs::remove_dir_all(&tp.dir)
-                .with_context(|| format!("cannot delete {}", tp.dir.display()))?;
-            for f in [&tp.lock, &tp.operator_secret, &tp.socket] {
-                let _ = std::fs::remove_file(f);
-            }
-            output::line(&format!("deleted team {name}"));
-            Ok(ExitCode::SUCCESS)
+        TeamsCmd::List(j) => list_teams(&paths, j.json),
+        TeamsCmd::Show { name, json } => show_team(&paths, &name, json),
+        TeamsCmd::Delete { name } => delete_team(&paths, &name),
+    }
+}
+
+/// `teams list`: every team with a state dir or a running daemon, as a table or JSON.
+fn list_teams(paths: &Paths, json: bool) -> Result<ExitCode> {
+    let mut names = paths.list_teams();
+    for r in running_teams(paths) {
+        if !names.contains(&r) {
+            names.push(r);
         }
     }
+    names.sort();
+    let rows: Vec<TeamRow> = names
+        .iter()
+        .filter_map(|n| team_row(paths, n).ok())
+        .collect();
+    if json {
+        output::json(&rows);
+    } else if rows.is_empty() {
+        eprintln!("agent-team: no teams under {}", paths.teams_dir().display());
+    } else {
+        let table: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.name.clone(),
+                    if r.running {
+                        "running".into()
+                    } else {
+                        "stopped".into()
+                    },
+                    output::opt(&r.daemon_pid),
+                    r.run
+                        .map(|s| format!("{s:?}").to_lowercase())
+                        .unwrap_or_else(|| "-".into()),
+                    r.agents.to_string(),
+                    r.tasks.to_string(),
+                    r.state_dir.clone(),
+                ]
+            })
+            .collect();
+        output::table(
+            &["TEAM", "DAEMON", "PID", "RUN", "AGENTS", "TASKS", "STATE"],
+            &table,
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `teams show`: one team's daemon, state, run, agents and tasks.
+fn show_team(paths: &Paths, name: &str, json: bool) -> Result<ExitCode> {
+    let tp = paths.team(name)?;
+    if !tp.dir.exists() && !agent_team_client::daemon_running(&tp) {
+        bail!(crate::Hinted::new(
+            format!("no team named {name:?}"),
+            "see `agent-team teams list`"
+        ));
+    }
+    let info = team_info(paths, name)?;
+    if json {
+        output::json(&info);
+    } else {
+        output::line(&format!("team {}", info.name));
+        output::line(&format!(
+            "  daemon:  {}",
+            if info.daemon_pid > 0 {
+                format!("running (pid {})", info.daemon_pid)
+            } else {
+                "stopped".into()
+            }
+        ));
+        output::line(&format!("  state:   {}", info.state_dir));
+        output::line(&format!("  socket:  {}", info.socket));
+        output::line(&format!(
+            "  run:     {}",
+            format!("{:?}", info.run).to_lowercase()
+        ));
+        if let Some(g) = &info.goal {
+            output::line(&format!("  goal:    {g}"));
+        }
+        let counts = |v: Vec<String>| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        output::line(&format!(
+            "  agents:  {}",
+            counts(
+                info.agents
+                    .iter()
+                    .map(|(s, n)| format!("{n} {s}"))
+                    .collect()
+            )
+        ));
+        output::line(&format!(
+            "  tasks:   {}",
+            counts(info.tasks.iter().map(|(s, n)| format!("{n} {s}")).collect())
+        ));
+        output::line(&format!("  events:  {}", info.last_seq));
+        if let Some(a) = &info.answer {
+            output::line(&format!("  answer:  {a}"));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `teams delete`: removes a stopped team's state dir and its files.
+fn delete_team(paths: &Paths, name: &str) -> Result<ExitCode> {
+    let tp = paths.team(name)?;
+    if agent_team_client::daemon_running(&tp) {
+        bail!(crate::Hinted::new(
+            format!("team {name} is running"),
+            format!("stop it first with `agent-team --team {name} down`")
+        ));
+    }
+    if !tp.dir.exists() {
+        bail!(crate::Hinted::new(
+            format!("no team named {name:?}"),
+            "see `agent-team teams list`"
+        ));
+    }
+    std::fs::remove_dir_all(&tp.dir)
+        .with_context(|| format!("cannot delete {}", tp.dir.display()))?;
+    for f in [&tp.lock, &tp.operator_secret, &tp.socket] {
+        let _ = std::fs::remove_file(f);
+    }
+    output::line(&format!("deleted team {name}"));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn team_row(paths: &Paths, name: &str) -> Result<TeamRow> {

@@ -195,37 +195,45 @@ impl View {
         self.pending().get(self.perm_sel).copied()
     }
 
+    /// A key while a denial's reason is typed: Enter sends it, Esc drops it, others edit it.
+    fn reason_key(&mut self, code: KeyCode) -> Option<Action> {
+        let Some((target, text)) = &mut self.reason else {
+            return None;
+        };
+        match code {
+            KeyCode::Enter => {
+                let text = text.trim().to_string();
+                let text = (!text.is_empty()).then_some(text);
+                let target = target.clone();
+                self.reason = None;
+                return Some(match target {
+                    Target::Perm(id) => Action::Decide {
+                        id,
+                        allow: false,
+                        always: false,
+                        reason: text,
+                    },
+                    Target::Plan(agent) => Action::DecidePlan {
+                        agent,
+                        approve: false,
+                        feedback: text,
+                    },
+                });
+            }
+            KeyCode::Esc => self.reason = None,
+            KeyCode::Backspace => {
+                text.pop();
+            }
+            KeyCode::Char(c) => text.push(c),
+            _ => {}
+        }
+        None
+    }
+
     /// What `key` does: moves the selection, or returns an action for the loop.
     pub fn key(&mut self, key: KeyEvent) -> Option<Action> {
-        if let Some((target, text)) = &mut self.reason {
-            match key.code {
-                KeyCode::Enter => {
-                    let text = text.trim().to_string();
-                    let text = (!text.is_empty()).then_some(text);
-                    let target = target.clone();
-                    self.reason = None;
-                    return Some(match target {
-                        Target::Perm(id) => Action::Decide {
-                            id,
-                            allow: false,
-                            always: false,
-                            reason: text,
-                        },
-                        Target::Plan(agent) => Action::DecidePlan {
-                            agent,
-                            approve: false,
-                            feedback: text,
-                        },
-                    });
-                }
-                KeyCode::Esc => self.reason = None,
-                KeyCode::Backspace => {
-                    text.pop();
-                }
-                KeyCode::Char(c) => text.push(c),
-                _ => {}
-            }
-            return None;
+        if self.reason.is_some() {
+            return self.reason_key(key.code);
         }
         if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
             return Some(Action::Quit);
@@ -294,26 +302,29 @@ impl View {
                 .map(|a| Action::Restart(a.name.clone())),
             KeyCode::Char('k') => self.selected_agent().map(|a| Action::Kill(a.name.clone())),
             KeyCode::Enter => self.selected_agent().map(|a| Action::Jump(a.name.clone())),
-            KeyCode::Char(c @ ('m' | 'x')) => {
-                let name = self.selected_agent()?.name.clone();
-                if !self.work.contains_key(&name) {
-                    self.status = format!(
-                        "{name} has no worktree work to {}",
-                        if c == 'm' { "merge" } else { "discard" }
-                    );
-                    return None;
-                }
-                if c == 'm' {
-                    return Some(Action::Finish {
-                        agent: name,
-                        action: FinishAction::Merge,
-                    });
-                }
-                self.confirm = Some(name);
-                None
-            }
+            KeyCode::Char(c @ ('m' | 'x')) => self.finish_key(c == 'm'),
             _ => None,
         }
+    }
+
+    /// `m` (merge) or `x` (discard, after a `y`) on the selected agent's worktree work.
+    fn finish_key(&mut self, merge: bool) -> Option<Action> {
+        let name = self.selected_agent()?.name.clone();
+        if !self.work.contains_key(&name) {
+            self.status = format!(
+                "{name} has no worktree work to {}",
+                if merge { "merge" } else { "discard" }
+            );
+            return None;
+        }
+        if merge {
+            return Some(Action::Finish {
+                agent: name,
+                action: FinishAction::Merge,
+            });
+        }
+        self.confirm = Some(name);
+        None
     }
 
     fn style(&self, colour: Color) -> Style {

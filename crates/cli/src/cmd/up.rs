@@ -449,23 +449,7 @@ fn wait_for_leader(c: &mut Client) -> Result<AgentInfo> {
 
 /// `agent-team up`
 pub fn up(ctx: &Ctx, args: UpArgs) -> Result<ExitCode> {
-    // A second `up` attaches to the running team (SPEC §3) and keeps its configuration.
-    let running = match ctx.connect_existing()? {
-        Some(mut c) => {
-            let run = match c.call(Request::TeamInfo)? {
-                Reply::Team { team } => team.run == RunState::Running,
-                _ => false,
-            };
-            let cfg = match c.call(Request::GetConfig)? {
-                Reply::Config { config } if run && !config.is_null() => {
-                    Some(serde_json::from_value::<TeamConfig>(config)?)
-                }
-                _ => None,
-            };
-            cfg.map(|cfg| (c, cfg))
-        }
-        None => None,
-    };
+    let running = running_team(ctx)?;
     let already = running.is_some();
     // Otherwise the configuration (and the backend) is checked before any daemon starts.
     let (mut c, cfg, why, goal, secrets, checked) = match running {
@@ -516,6 +500,56 @@ pub fn up(ctx: &Ctx, args: UpArgs) -> Result<ExitCode> {
         Reply::Agents { agents } => agents,
         _ => vec![],
     };
+    say_up(ctx, &args, &cfg, already, &leader, &agents);
+    // Attach to the leader's pane when a person is watching.
+    let tty = nix::unistd::isatty(std::io::stdout()).unwrap_or(false);
+    if cfg.backend == BackendKind::Tmux && !args.detach && !args.json && tty {
+        // The whole team, unzoomed: the window lays itself out for this terminal as it attaches.
+        let mut cmd = crate::cmd::agents::attach_command(
+            ctx,
+            names::LEADER,
+            agent_team_pane::tmux::AttachView::Team,
+        )?;
+        use std::os::unix::process::CommandExt;
+        let err = cmd.exec();
+        bail!(crate::Hinted::new(
+            format!("cannot attach: {err}"),
+            "attach later with `agent-team attach leader`"
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The running team's connection and configuration, if one runs: a second `up` attaches to
+/// it (SPEC §3) and keeps its configuration.
+fn running_team(ctx: &Ctx) -> Result<Option<(Client, TeamConfig)>> {
+    Ok(match ctx.connect_existing()? {
+        Some(mut c) => {
+            let run = match c.call(Request::TeamInfo)? {
+                Reply::Team { team } => team.run == RunState::Running,
+                _ => false,
+            };
+            let cfg = match c.call(Request::GetConfig)? {
+                Reply::Config { config } if run && !config.is_null() => {
+                    Some(serde_json::from_value::<TeamConfig>(config)?)
+                }
+                _ => None,
+            };
+            cfg.map(|cfg| (c, cfg))
+        }
+        None => None,
+    })
+}
+
+/// Tells that the team is up (JSON with `--json`): its leader, how to attach, watch and stop.
+fn say_up(
+    ctx: &Ctx,
+    args: &UpArgs,
+    cfg: &TeamConfig,
+    already: bool,
+    leader: &AgentInfo,
+    agents: &[AgentInfo],
+) {
     if args.json {
         output::json(
             &serde_json::json!({"team": ctx.team, "backend": cfg.backend.as_str(), "already_running": already, "agents": agents}),
@@ -553,23 +587,6 @@ pub fn up(ctx: &Ctx, args: UpArgs) -> Result<ExitCode> {
         }
         output::line(&format!("  stop:   agent-team --team {} down", ctx.team));
     }
-    // Attach to the leader's pane when a person is watching.
-    let tty = nix::unistd::isatty(std::io::stdout()).unwrap_or(false);
-    if cfg.backend == BackendKind::Tmux && !args.detach && !args.json && tty {
-        // The whole team, unzoomed: the window lays itself out for this terminal as it attaches.
-        let mut cmd = crate::cmd::agents::attach_command(
-            ctx,
-            names::LEADER,
-            agent_team_pane::tmux::AttachView::Team,
-        )?;
-        use std::os::unix::process::CommandExt;
-        let err = cmd.exec();
-        bail!(crate::Hinted::new(
-            format!("cannot attach: {err}"),
-            "attach later with `agent-team attach leader`"
-        ));
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Where the demo team writes its report (its workspace is under its state dir).
@@ -808,47 +825,16 @@ fn run_team(ctx: &Ctx, args: RunArgs, report: Report, started: Instant) -> Resul
     } else {
         Approvals::Leave
     };
-    let outcome = loop {
-        match follow_until_finished(
-            approvals,
-            &mut c,
-            &mut since,
-            deadline,
-            args.quiet,
-            report,
-            cfg.end_grace_secs,
-        ) {
-            Ok(Some(done)) => break Ok(done),
-            Ok(None) => {
-                break Err(RunStopped {
-                    code: "timeout",
-                    why: crate::Hinted::new(
-                        "the run did not finish in time",
-                        "raise --timeout, or look at `agent-team ps`",
-                    ),
-                });
-            }
-            Err(e) if e.is_disconnect() && stopped_cleanly(ctx) => {
-                break Err(RunStopped {
-                    code: "stopped",
-                    why: crate::Hinted::new(
-                        format!("team {} was stopped before the run finished", ctx.team),
-                        "someone ran `agent-team down` or signalled its daemon; `agent-team up` starts it again",
-                    ),
-                });
-            }
-            Err(e) if e.is_disconnect() => {
-                // The daemon went away (crash?): start it again; it re-adopts the agents.
-                if !args.quiet {
-                    eprintln!(
-                        "agent-team: lost the daemon; restarting it and following from event {since}"
-                    );
-                }
-                c = reconnect_guarded(ctx, true)?;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
+    let outcome = follow_to_answer(
+        ctx,
+        &mut c,
+        &mut since,
+        approvals,
+        deadline,
+        &args,
+        report,
+        cfg.end_grace_secs,
+    )?;
     // The teammates' last turns (their reports to the leader), then what the result says
     // of the team as the run ended (its figures, its members), before the team goes down.
     // A text report shows no reports, and a team with no worktree or remote members has no
@@ -896,6 +882,56 @@ fn run_team(ctx: &Ctx, args: RunArgs, report: Report, started: Instant) -> Resul
     done.reports = reports;
     done.finished_work = finished_work;
     Ok(done)
+}
+
+/// Follows the run to its answer, starting a crashed daemon again on the way; `Err` inside
+/// when the run stopped without one (timeout, or the team was stopped).
+#[allow(clippy::too_many_arguments)]
+fn follow_to_answer(
+    ctx: &Ctx,
+    c: &mut Client,
+    since: &mut u64,
+    approvals: Approvals,
+    deadline: Option<Instant>,
+    args: &RunArgs,
+    report: Report,
+    grace_secs: u64,
+) -> Result<Result<Finished, RunStopped>> {
+    loop {
+        match follow_until_finished(
+            approvals, c, since, deadline, args.quiet, report, grace_secs,
+        ) {
+            Ok(Some(done)) => return Ok(Ok(done)),
+            Ok(None) => {
+                return Ok(Err(RunStopped {
+                    code: "timeout",
+                    why: crate::Hinted::new(
+                        "the run did not finish in time",
+                        "raise --timeout, or look at `agent-team ps`",
+                    ),
+                }));
+            }
+            Err(e) if e.is_disconnect() && stopped_cleanly(ctx) => {
+                return Ok(Err(RunStopped {
+                    code: "stopped",
+                    why: crate::Hinted::new(
+                        format!("team {} was stopped before the run finished", ctx.team),
+                        "someone ran `agent-team down` or signalled its daemon; `agent-team up` starts it again",
+                    ),
+                }));
+            }
+            Err(e) if e.is_disconnect() => {
+                // The daemon went away (crash?): start it again; it re-adopts the agents.
+                if !args.quiet {
+                    eprintln!(
+                        "agent-team: lost the daemon; restarting it and following from event {since}"
+                    );
+                }
+                *c = reconnect_guarded(ctx, true)?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// The wait until every teammate has ended its turn (at most `grace_secs`): asked as the run
@@ -1136,32 +1172,7 @@ fn follow_until_finished(
     let stream = report == Report::Stream;
     // A result object shows the run's record and the board; a text report neither.
     let result = report != Report::Text;
-    // Quiet and not streaming, it acts on the run's end and on the permission requests it
-    // answers, nothing else: it asks for those events only, so the daemon encodes and sends,
-    // and this process reads, a few frames instead of every event of the run.
-    let types = (quiet && !stream).then(|| {
-        let mut types = vec!["RUN_FINISHED".to_string()];
-        if approvals != Approvals::Leave {
-            types.push("PERMISSION_REQUESTED".to_string());
-        }
-        types
-    });
-    let filtered = types.is_some();
-    match c.call(Request::Subscribe {
-        since: *since,
-        types,
-    }) {
-        // A daemon from before the filter: every event, as before.
-        Err(e) if filtered && knows_no_field(&e, "types") => {
-            c.call(Request::Subscribe {
-                since: *since,
-                types: None,
-            })?;
-        }
-        other => {
-            other?;
-        }
-    }
+    subscribe_to_follow(approvals, c, *since, quiet && !stream)?;
     let paint = output::color_on_stderr();
     let mut colors: std::collections::HashMap<String, String> = Default::default();
     loop {
@@ -1193,54 +1204,11 @@ fn follow_until_finished(
         }
         match envelope.event {
             Event::RunFinished { answer, success } => {
-                // The run's record and the board's first page (for a result object; a text
-                // report shows neither) and the wait for the teammates' last turns (their
-                // reports to the leader) asked at once.
-                let mut asked = Vec::with_capacity(3);
-                if result {
-                    asked.push(Request::TeamInfo);
-                    asked.push(Request::TaskList {
-                        status: None,
-                        after: None,
-                    });
-                }
-                asked.push(teammates_done(grace_secs));
-                let mut answers = c.call_all(asked)?.into_iter();
-                let details = match result {
-                    true => match answers.next().transpose()? {
-                        Some(Reply::Team { team }) => team.details,
-                        _ => None,
-                    },
-                    false => None,
-                };
-                let (mut tasks, last_page) = match result {
-                    true => match answers.next().transpose()? {
-                        Some(reply) => {
-                            let last_page = reply.is_last_page();
-                            match reply {
-                                Reply::Tasks { tasks, .. } => (tasks, last_page),
-                                _ => (Vec::new(), true),
-                            }
-                        }
-                        None => (Vec::new(), true),
-                    },
-                    false => (Vec::new(), true),
-                };
-                if !quiet && let Some(Ok(waited)) = answers.next() {
-                    say_who_still_works(grace_secs, waited);
-                }
-                if let Some(last) = tasks.last().map(|t| t.id).filter(|_| !last_page) {
-                    let rest = c.tasks_after(None, Some(last))?;
-                    tasks.extend(rest);
-                }
+                let finished = read_finished(c, result, quiet, grace_secs)?;
                 return Ok(Some(Finished {
                     answer,
                     success,
-                    details,
-                    tasks,
-                    usage: None,
-                    reports: Default::default(),
-                    finished_work: Vec::new(),
+                    ..finished
                 }));
             }
             Event::PermissionRequested { request }
@@ -1248,31 +1216,130 @@ fn follow_until_finished(
             {
                 decide(approvals, c, &request)?;
             }
-            ev if !quiet => {
-                // Names in their agents' colours, on a terminal without NO_COLOR; the roster is
-                // read again when a name not seen yet shows up.
-                if paint {
-                    let who = [Some(envelope.agent_id.as_str()), event_owner(&ev)];
-                    if who.iter().flatten().any(|n| !colors.contains_key(*n))
-                        && let Ok(Reply::Agents { agents }) = c.call(Request::Agents)
-                    {
-                        for a in agents {
-                            colors.insert(a.name, a.color.unwrap_or_default());
-                        }
-                    }
-                }
-                let name = |n: &str, width: usize| {
-                    let padded = format!("{n:<width$}");
-                    match colors.get(n).filter(|c| paint && !c.is_empty()) {
-                        Some(c) => output::paint(c, &padded),
-                        None => padded,
-                    }
-                };
-                progress(&envelope.agent_id, &ev, &name)
-            }
+            ev if !quiet => print_progress(c, &mut colors, paint, &envelope.agent_id, &ev),
             _ => {}
         }
     }
+}
+
+/// Subscribes to the team's events from `since`: with `few` (quiet, not streaming) only the
+/// run's end and the permission requests it answers.
+fn subscribe_to_follow(
+    approvals: Approvals,
+    c: &mut Client,
+    since: u64,
+    few: bool,
+) -> Result<(), ClientError> {
+    // Quiet and not streaming, it acts on the run's end and on the permission requests it
+    // answers, nothing else: it asks for those events only, so the daemon encodes and sends,
+    // and this process reads, a few frames instead of every event of the run.
+    let types = few.then(|| {
+        let mut types = vec!["RUN_FINISHED".to_string()];
+        if approvals != Approvals::Leave {
+            types.push("PERMISSION_REQUESTED".to_string());
+        }
+        types
+    });
+    let filtered = types.is_some();
+    match c.call(Request::Subscribe { since, types }) {
+        // A daemon from before the filter: every event, as before.
+        Err(e) if filtered && knows_no_field(&e, "types") => {
+            c.call(Request::Subscribe { since, types: None })?;
+        }
+        other => {
+            other?;
+        }
+    }
+    Ok(())
+}
+
+/// At the run's end: the run's record and the board (for a result object), after waiting for
+/// the teammates' last turns; the answer and success are the caller's to fill in.
+fn read_finished(
+    c: &mut Client,
+    result: bool,
+    quiet: bool,
+    grace_secs: u64,
+) -> Result<Finished, ClientError> {
+    // The run's record and the board's first page (for a result object; a text
+    // report shows neither) and the wait for the teammates' last turns (their
+    // reports to the leader) asked at once.
+    let mut asked = Vec::with_capacity(3);
+    if result {
+        asked.push(Request::TeamInfo);
+        asked.push(Request::TaskList {
+            status: None,
+            after: None,
+        });
+    }
+    asked.push(teammates_done(grace_secs));
+    let mut answers = c.call_all(asked)?.into_iter();
+    let details = match result {
+        true => match answers.next().transpose()? {
+            Some(Reply::Team { team }) => team.details,
+            _ => None,
+        },
+        false => None,
+    };
+    let (mut tasks, last_page) = match result {
+        true => match answers.next().transpose()? {
+            Some(reply) => {
+                let last_page = reply.is_last_page();
+                match reply {
+                    Reply::Tasks { tasks, .. } => (tasks, last_page),
+                    _ => (Vec::new(), true),
+                }
+            }
+            None => (Vec::new(), true),
+        },
+        false => (Vec::new(), true),
+    };
+    if !quiet && let Some(Ok(waited)) = answers.next() {
+        say_who_still_works(grace_secs, waited);
+    }
+    if let Some(last) = tasks.last().map(|t| t.id).filter(|_| !last_page) {
+        let rest = c.tasks_after(None, Some(last))?;
+        tasks.extend(rest);
+    }
+    Ok(Finished {
+        answer: String::new(),
+        success: false,
+        details,
+        tasks,
+        usage: None,
+        reports: Default::default(),
+        finished_work: Vec::new(),
+    })
+}
+
+/// Prints one event's progress line, names in their agents' colours when `paint`.
+fn print_progress(
+    c: &mut Client,
+    colors: &mut std::collections::HashMap<String, String>,
+    paint: bool,
+    agent: &str,
+    ev: &Event,
+) {
+    // Names in their agents' colours, on a terminal without NO_COLOR; the roster is
+    // read again when a name not seen yet shows up.
+    if paint {
+        let who = [Some(agent), event_owner(ev)];
+        if who.iter().flatten().any(|n| !colors.contains_key(*n))
+            && let Ok(Reply::Agents { agents }) = c.call(Request::Agents)
+        {
+            for a in agents {
+                colors.insert(a.name, a.color.unwrap_or_default());
+            }
+        }
+    }
+    let name = |n: &str, width: usize| {
+        let padded = format!("{n:<width$}");
+        match colors.get(n).filter(|c| paint && !c.is_empty()) {
+            Some(c) => output::paint(c, &padded),
+            None => padded,
+        }
+    };
+    progress(agent, ev, &name)
 }
 
 /// Who answers permission requests while `run` follows the team.

@@ -19,29 +19,29 @@ fn main() {
     {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     }
-    // Each binary's functions in the order a team run calls them (link-order/, written by
-    // `cargo xtask order` from a profiled run: BIN.faults.txt, then BIN.txt): what a process
-    // runs lies together, so it maps those pages instead of the folio around each function it
-    // calls (docs/BENCHMARKS.md). Release builds only (the files name the release build's
-    // symbols), and only with a linker that takes such a file (LLD, rustc's default here).
-    println!("cargo:rerun-if-changed=link-order");
-    let dir = Path::new(&var("CARGO_MANIFEST_DIR")).join("link-order");
+    // Each binary's functions in the order a team run calls them, so what a process runs lies
+    // together and it maps those pages instead of the folio around each function it calls
+    // (docs/BENCHMARKS.md). Only when AGENT_TEAM_LINK_ORDER names a dir of `BIN.order` files
+    // (real symbols, one a line): `cargo xtask dist` writes them, resolving the committed
+    // hash-free lists in link-order/ against the very build it links (xtask/src/link_order.rs).
+    // A plain `cargo build --release` links in the linker's default order. Release builds only,
+    // and only with a linker that takes such a file (LLD, rustc's default here).
+    println!("cargo:rerun-if-env-changed=AGENT_TEAM_LINK_ORDER");
+    let order_dir = var("AGENT_TEAM_LINK_ORDER");
     let out = PathBuf::from(var("OUT_DIR"));
-    if var("PROFILE") == "release" && ordering_links(&out) {
+    if !order_dir.is_empty() && var("PROFILE") == "release" && ordering_links(&out) {
         for bin in ["agent-team", "agent-team-worker", "agent-team-bridge"] {
-            let mut order = String::new();
-            for part in [format!("{bin}.faults.txt"), format!("{bin}.txt")] {
-                order.push_str(&std::fs::read_to_string(dir.join(part)).unwrap_or_default());
-            }
-            let file = out.join(format!("{bin}.order"));
-            if order.is_empty() || std::fs::write(&file, order).is_err() {
+            let file = Path::new(&order_dir).join(format!("{bin}.order"));
+            if !std::fs::metadata(&file).is_ok_and(|m| m.len() > 0) {
                 continue;
             }
+            println!("cargo:rerun-if-changed={}", file.display());
             println!(
                 "cargo:rustc-link-arg-bin={bin}=-Wl,--symbol-ordering-file={}",
                 file.display()
             );
-            // A symbol the file names that a newer build no longer has is skipped quietly.
+            // The file names this build's symbols; what LLD cannot place (a symbol folded into
+            // another) is skipped without a word.
             println!("cargo:rustc-link-arg-bin={bin}=-Wl,--no-warn-symbol-ordering");
         }
     }

@@ -8,14 +8,18 @@
 //!   measured in the same run; `--save` writes them to docs/BENCHMARKS.md.
 //! - `cargo xtask man`: writes the man page, generated from the CLI's one clap definition, to
 //!   docs/man/agent-team.1.
-//! - `cargo xtask order [--from-profiles|--faults|--calls]`: profiles a team run and writes
-//!   crates/cli/link-order/ (build output, ignored by git), the order the linker lays out our
-//!   functions in (xtask/src/order.rs).
+//! - `cargo xtask dist`: the release binaries linked in the order of crates/cli/link-order/
+//!   (hash-free names, resolved against this very build: xtask/src/link_order.rs).
+//! - `cargo xtask order [--from-profiles|--faults|--calls|--publish]`: profiles a team run and writes
+//!   crates/cli/link-order/BIN.txt, the hash-free order `dist` links our functions in
+//!   (xtask/src/order.rs).
 //! - `cargo xtask soak [--seconds N] [--backend B] [--seed S]`: the real binaries under load
 //!   while the daemon, agents and panes are SIGKILLed; checks nothing is lost, duplicated or
 //!   left behind (docs/RELIABILITY.md).
 
 mod invariants;
+mod link_order;
+mod names;
 mod order;
 mod order_calls;
 mod order_faults;
@@ -34,19 +38,23 @@ fn main() -> Result<()> {
         Some("bench") => bench(&root, &args[1..]),
         Some("soak") => soak::soak(&root, &args[1..]),
         Some("man") => man(&root),
+        Some("dist") => link_order::dist(&root),
         Some("order") => order::order(&root, &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|invariants|bench [--save] [--quick]|man|order [--from-profiles|--faults|--calls]|soak [--seconds N] [--backend B] [--seed S]>"
+                "usage: cargo xtask <ci|invariants|bench [--save] [--quick]|dist|man|order [--from-profiles|--faults|--calls|--publish]|soak [--seconds N] [--backend B] [--seed S]>"
             );
             eprintln!(
                 "  ci      invariants, format check, clippy -D warnings, build, the whole test suite, a 30 s soak, docs"
             );
             eprintln!("  invariants  the ARCHITECTURE.md invariants a grep can check (no build)");
             eprintln!("  bench   SPEC §6 figures beside their same-run floors (release build)");
+            eprintln!(
+                "  dist    release build linked in crates/cli/link-order/'s order, resolved against it"
+            );
             eprintln!("  man     write docs/man/agent-team.1 from the CLI's clap definition");
             eprintln!(
-                "  order   profile a team run, write crates/cli/link-order/ (functions in the order they run)"
+                "  order   profile a team run, write crates/cli/link-order/ (functions in the order they run, hash-free)"
             );
             eprintln!(
                 "  soak    kill the daemon, agents and panes under load; check nothing is lost"
@@ -228,7 +236,8 @@ fn build_release(root: &Path) -> Result<()> {
 }
 
 fn bench(root: &Path, args: &[String]) -> Result<()> {
-    build_release(root)?;
+    // The binaries as `cargo xtask dist` makes them: linked in the link order.
+    link_order::dist(root)?;
     let target = target_dir(root);
     let bin_dir = target.join("release");
     let mut cmd = Command::new(bin_dir.join("agent-team-bench"));

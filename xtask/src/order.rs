@@ -1,5 +1,6 @@
 //! `cargo xtask order`: writes crates/cli/link-order/BIN.txt, the order in which the linker
-//! lays out each of our binaries' functions: those a team run calls, together, so that a
+//! lays out each of our binaries' functions (hash-free names, resolved against each build by
+//! `cargo xtask dist`: xtask/src/link_order.rs): those a team run calls, together, so that a
 //! process maps the few megabytes of code it runs instead of the pages around every function
 //! it calls, spread over the whole binary (the kernel maps up to 64 KiB around each page a
 //! process faults in; docs/BENCHMARKS.md, "Functions in the order they run").
@@ -10,7 +11,8 @@
 //! `.profraw` file, read here). Each binary's file names its release symbols of those
 //! functions (`Layout`). Then the fault passes (xtask/src/order_faults.rs) add what the
 //! profile missed, and the call pass what they still miss (xtask/src/order_calls.rs).
-//! `crates/cli/build.rs` hands the files to the linker.
+//! The passes work on real symbols in target/order/link-order/ (BIN.faults.txt, BIN.txt); at the
+//! end they are written hash-free to crates/cli/link-order/BIN.txt (`link_order::publish`).
 
 use anyhow::{Context, Result, bail};
 use std::collections::{HashMap, HashSet};
@@ -31,12 +33,20 @@ pub(crate) const RUNS: [&[(&str, &str)]; 2] = [
 /// passes' files; with `--faults`, only runs the fault passes on the files as they are; with
 /// `--calls`, only the call pass (xtask/src/order_calls.rs).
 pub fn order(root: &Path, args: &[String]) -> Result<()> {
+    passes(root, args)?;
+    crate::link_order::publish(root)
+}
+
+/// The passes `args` asks for, on the working files (target/order/link-order/).
+fn passes(root: &Path, args: &[String]) -> Result<()> {
     let target = crate::target_dir(root);
     let instrumented_dir = target.join("order");
     let profiles = instrumented_dir.join("profiles");
     let release = target.join("release");
     match args.first().map(String::as_str) {
         None => {}
+        // Only the lists written again from the working files.
+        Some("--publish") => return Ok(()),
         Some("--from-profiles") => return write_layouts(root, &profiles, &release),
         Some("--faults") => {
             return crate::order_faults::fault_passes(
@@ -50,18 +60,14 @@ pub fn order(root: &Path, args: &[String]) -> Result<()> {
         Some("--profiles") => return profile_pass(root, &profiles, &release, &instrumented_dir),
         Some(other) => {
             bail!(
-                "cargo xtask order: unknown argument {other} (--from-profiles, --profiles, --faults, --calls)"
+                "cargo xtask order: unknown argument {other} (--from-profiles, --profiles, --faults, --calls, --publish)"
             )
         }
     }
     profile_pass(root, &profiles, &release, &instrumented_dir)?;
     // The fault passes start from the profile's files alone.
     for layout in &LAYOUTS {
-        let faults = root
-            .join("crates")
-            .join("cli")
-            .join("link-order")
-            .join(format!("{}.faults.txt", layout.bin));
+        let faults = crate::link_order::work_dir(root).join(format!("{}.faults.txt", layout.bin));
         let _ = std::fs::remove_file(faults);
     }
     crate::order_faults::fault_passes(root, &release, &instrumented_dir, FAULT_PASSES)?;
@@ -130,7 +136,7 @@ const FAULT_PASSES: usize = 3;
 /// now (a change of code renames ThinLTO's locals: [`renamed`]).
 pub fn write_layouts(root: &Path, profiles: &Path, release: &Path) -> Result<()> {
     let ran = functions_run(profiles)?;
-    let dir = root.join("crates").join("cli").join("link-order");
+    let dir = crate::link_order::work_dir(root);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     for (layout, kinds) in LAYOUTS.iter().zip(&ran.by_layout) {
         let symbols = symbols_of(&release.join(layout.bin))?;

@@ -4,7 +4,7 @@
 //! the first function of each folio. This pass runs the bench's `peer` section (our teams only)
 //! with the ordered release binaries under `valgrind --tool=callgrind`, which names every
 //! function that ran in each process, and adds those no file lists yet to
-//! crates/cli/link-order/BIN.faults.txt. Measured: ~520 functions (~250 KiB, SQLite's for the
+//! target/order/link-order/BIN.faults.txt. Measured: ~520 functions (~250 KiB, SQLite's for the
 //! most part) left ~20 folios of cold code mapped in an in-process team (1.4 MiB of its 6.4 MiB
 //! of code; docs/BENCHMARKS.md).
 
@@ -32,7 +32,7 @@ pub fn call_pass(root: &Path, release: &Path, data_dir: &Path) -> Result<()> {
         eprintln!("xtask: valgrind is not installed here: no call pass");
         return Ok(());
     }
-    crate::build_release(root)?;
+    crate::link_order::build_working(root)?;
     let out = data_dir.join("calls");
     let _ = std::fs::remove_dir_all(&out);
     let wrappers = out.join("bin");
@@ -83,7 +83,7 @@ pub fn call_pass(root: &Path, release: &Path, data_dir: &Path) -> Result<()> {
             }
         }
     }
-    let dir = root.join("crates").join("cli").join("link-order");
+    let dir = crate::link_order::work_dir(root);
     for bin in BINS {
         let Some(names) = ran.get(bin) else {
             eprintln!("xtask: call pass: no process of {bin} was seen");

@@ -4,7 +4,7 @@
 //! and each maps a whole folio of cold code (128 KiB here) around itself. This pass runs the
 //! bench's sections under `perf record -e page-faults` with the ordered release binaries,
 //! names the function at each fault beyond the listed stretch and adds it to
-//! crates/cli/link-order/BIN.faults.txt, which the build script puts before BIN.txt. A fault
+//! target/order/link-order/BIN.faults.txt, which the passes link with before BIN.txt. A fault
 //! names only the first function of a folio to run, so the pass repeats.
 
 use anyhow::{Context, Result, bail};
@@ -37,9 +37,9 @@ pub fn fault_passes(root: &Path, release: &Path, data_dir: &Path, passes: usize)
         );
         return Ok(());
     }
-    let dir = root.join("crates").join("cli").join("link-order");
+    let dir = crate::link_order::work_dir(root);
     for pass in 1..=passes {
-        crate::build_release(root)?;
+        crate::link_order::build_working(root)?;
         let mut added = 0;
         // What the binaries were linked with: their listed stretch ends after the last of
         // these (what this pass adds lies in the cold code until the next link).

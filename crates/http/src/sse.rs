@@ -288,52 +288,13 @@ pub(crate) async fn team_stream(
     headers: HeaderMap,
     Body(req): Body<StreamRequest>,
 ) -> Result<Response, ApiError> {
-    for (field, v) in [("user_id", &req.user_id), ("session_id", &req.session_id)] {
-        if v.is_empty() || v.len() > 256 || v.chars().any(char::is_control) {
-            return Err(ApiError::bad_request(format!(
-                "{field} must be 1-256 printable characters"
-            )));
-        }
-    }
-    let resume = last_event_id(&headers)?;
-    if resume.is_none() && req.message.trim().is_empty() {
-        return Err(ApiError::bad_request("message is empty"));
-    }
+    let resume = check_stream_request(&req, &headers)?;
     let slot = Slot::take(&app)?;
     let team = crate::session_team(&app.settings.base_team, &req.user_id, &req.session_id);
-    // Counted before the team starts: past `max_sessions`, a new session gets 429.
-    let max = app.settings.max_sessions;
-    let mut session = app.sessions.try_open(&team, max);
-    if session.is_err() {
-        // Full: forget the sessions whose daemon someone else stopped, then look again.
-        let running = blocking(&app, |teams| teams.list()).await?;
-        let running = running
-            .into_iter()
-            .filter(|t| t.running)
-            .map(|t| t.name)
-            .collect();
-        app.sessions.prune(&running);
-        session = app.sessions.try_open(&team, max);
-    }
-    let session = session.map_err(|open| {
-        ApiError::from(ErrorBody::with_details(
-            ErrorCode::LimitExceeded,
-            format!(
-                "{open} session teams are up already (serve --max-sessions {max}); an idle one \
-                 is stopped after --session-idle, or end one with POST /v1/teams/TEAM/down"
-            ),
-            serde_json::json!({"limit": "max_sessions", "max": max}),
-        ))
-    })?;
+    let session = open_session(&app, &team).await?;
     let mut vars = app.settings.variables.clone();
     vars.extend(req.variables);
-    // Plain environment goes as `env:NAME` (never masked), secrets under their names.
-    let mut secrets: BTreeMap<String, String> = req
-        .env
-        .into_iter()
-        .map(|(k, v)| (format!("{}{k}", names::PLAIN_ENV_PREFIX), v))
-        .collect();
-    secrets.extend(req.secrets);
+    let secrets = run_secrets(req.env, req.secrets);
     let t = team.clone();
     let team_started = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let started_in = team_started.clone();
@@ -362,14 +323,7 @@ pub(crate) async fn team_stream(
     let started = std::time::Instant::now();
     let reader = app.teams.clone();
     let result = move |answer: String, success: bool| {
-        let (details, tasks) = run_record(reader.as_ref(), &t);
-        let mut result = RunResult::new(&t, answer, success, started.elapsed().as_secs_f64())
-            .with_details(details, tasks);
-        result.usage = match reader.read(&t, Request::Usage) {
-            Ok(Reply::Usage { report }) => Some(Box::new(report)),
-            _ => None,
-        };
-        StreamItem::Complete(result)
+        complete_item(reader.as_ref(), &t, answer, success, started)
     };
     let t = team.clone();
     spawn_pump(&team, move || {
@@ -424,6 +378,82 @@ pub(crate) async fn team_stream(
         );
     });
     Ok(sse_response(rx, &team))
+}
+
+/// Checks a stream request's names and message; the event it resumes after
+/// (`Last-Event-ID`), if any.
+fn check_stream_request(req: &StreamRequest, headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    for (field, v) in [("user_id", &req.user_id), ("session_id", &req.session_id)] {
+        if v.is_empty() || v.len() > 256 || v.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(format!(
+                "{field} must be 1-256 printable characters"
+            )));
+        }
+    }
+    let resume = last_event_id(headers)?;
+    if resume.is_none() && req.message.trim().is_empty() {
+        return Err(ApiError::bad_request("message is empty"));
+    }
+    Ok(resume)
+}
+
+/// Counts a stream on the session `team`, before the team starts: past `max_sessions`, a new
+/// session gets 429 (after forgetting the sessions whose daemon someone else stopped).
+async fn open_session(app: &Arc<App>, team: &str) -> Result<crate::sessions::Open, ApiError> {
+    let max = app.settings.max_sessions;
+    let mut session = app.sessions.try_open(team, max);
+    if session.is_err() {
+        // Full: forget the sessions whose daemon someone else stopped, then look again.
+        let running = blocking(app, |teams| teams.list()).await?;
+        let running = running
+            .into_iter()
+            .filter(|t| t.running)
+            .map(|t| t.name)
+            .collect();
+        app.sessions.prune(&running);
+        session = app.sessions.try_open(team, max);
+    }
+    session.map_err(|open| {
+        ApiError::from(ErrorBody::with_details(
+            ErrorCode::LimitExceeded,
+            format!(
+                "{open} session teams are up already (serve --max-sessions {max}); an idle one \
+                 is stopped after --session-idle, or end one with POST /v1/teams/TEAM/down"
+            ),
+            serde_json::json!({"limit": "max_sessions", "max": max}),
+        ))
+    })
+}
+
+/// The run's secrets: plain environment as `env:NAME` (never masked), secrets under their names.
+fn run_secrets(
+    env: BTreeMap<String, String>,
+    secrets: BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut all: BTreeMap<String, String> = env
+        .into_iter()
+        .map(|(k, v)| (format!("{}{k}", names::PLAIN_ENV_PREFIX), v))
+        .collect();
+    all.extend(secrets);
+    all
+}
+
+/// The stream's `complete` line: the run's answer with its record, board and usage.
+fn complete_item(
+    reader: &dyn crate::Teams,
+    team: &str,
+    answer: String,
+    success: bool,
+    started: std::time::Instant,
+) -> StreamItem {
+    let (details, tasks) = run_record(reader, team);
+    let mut result = RunResult::new(team, answer, success, started.elapsed().as_secs_f64())
+        .with_details(details, tasks);
+    result.usage = match reader.read(team, Request::Usage) {
+        Ok(Reply::Usage { report }) => Some(Box::new(report)),
+        _ => None,
+    };
+    StreamItem::Complete(result)
 }
 
 /// What a finished run recorded (strategy, rounds, workers' outputs) and the board, for the

@@ -28,6 +28,7 @@ mod remote;
 mod reruns;
 mod roles;
 mod sandbox;
+mod scale;
 mod search;
 mod seeds;
 mod service;

@@ -2,7 +2,7 @@
 //! queue and writing what the core sends back. Bad input gets a structured error, never a panic.
 
 use crate::core::{CoreMsg, CoreTx};
-use crate::gate::{Admission, Counted, Gate};
+use crate::gate::{Admission, Counted, Full, Gate};
 use crate::outbox::{ConnHandle, ConnId, forward_loop, write_loop};
 use agent_team_protocol::frame::{self, FrameError};
 use agent_team_protocol::{ClientFrame, ErrorBody, ErrorCode, ServerFrame, Welcome};
@@ -47,7 +47,7 @@ pub async fn serve_local(
     gate: Arc<Gate>,
     admission: Admission,
 ) {
-    let _counted = Counted::new(gate.clone(), id);
+    let _counted = Counted::in_process(gate.clone(), id);
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = ConnHandle::new_in_process(tx, gate.max_unread_bytes());
     let writer = tokio::spawn(forward_loop(frames, rx, handle.clone()));
@@ -60,8 +60,7 @@ pub async fn serve_local(
         .flatten();
     let welcomed = match first {
         Some(ClientFrame::Hello(hello)) => {
-            gate.said_hello(id);
-            welcome(hello, id, &handle, Some(std::process::id()), &core)
+            welcome(hello, id, &handle, Some(std::process::id()), &core, &gate)
                 .await
                 .is_some()
         }
@@ -143,12 +142,9 @@ async fn serve_halves<R, W>(
     let hello = frame::tokio_io::read_raw_within(&mut small, frame::MAX_HELLO_LEN);
     let first = within_hello_deadline(hello, &gate, &evicted, &handle).await;
     let welcomed = match first {
-        Some(payload) => {
-            gate.said_hello(id);
-            handshake(payload, id, &handle, peer_pid, &core)
-                .await
-                .is_some()
-        }
+        Some(payload) => handshake(payload, id, &handle, peer_pid, &core, &gate)
+            .await
+            .is_some(),
         None => false,
     };
     if welcomed {
@@ -171,6 +167,7 @@ async fn handshake(
     handle: &ConnHandle,
     peer_pid: Option<u32>,
     core: &CoreTx,
+    gate: &Gate,
 ) -> Option<Welcome> {
     let payload = match first {
         Ok(p) => p,
@@ -220,7 +217,7 @@ async fn handshake(
             return None;
         }
     };
-    welcome(hello, id, handle, peer_pid, core).await
+    welcome(hello, id, handle, peer_pid, core, gate).await
 }
 
 /// Has the core judge a hello; returns the welcome on success (the core queued it for the
@@ -231,7 +228,15 @@ async fn welcome(
     handle: &ConnHandle,
     peer_pid: Option<u32>,
     core: &CoreTx,
+    gate: &Gate,
 ) -> Option<Welcome> {
+    // A seat in its pool: an agent's socket connection past the cap is refused here; the
+    // operator's pool is its own, so `ps` and `down` get in however many agents hold seats.
+    let operator = matches!(hello.auth, agent_team_protocol::Auth::Operator { .. });
+    if let Err(Full { open, max }) = gate.seat(id, operator) {
+        refuse_seat(handle, id, operator, open, max);
+        return None;
+    }
     let (reply_tx, reply_rx) = oneshot::channel();
     if core
         .send(CoreMsg::Hello {
@@ -375,6 +380,29 @@ fn refuse(handle: &ConnHandle, id: ConnId, open: usize, max: usize) {
                  = {max}); try again later"
             ),
             serde_json::json!({"limit": "max_connections", "max": max}),
+        ),
+    });
+}
+
+/// Refuses a hello whose pool is full, saying which limit and how to raise it.
+fn refuse_seat(handle: &ConnHandle, id: ConnId, operator: bool, open: usize, max: usize) {
+    tracing::warn!(
+        conn = id,
+        open,
+        max,
+        operator,
+        "refused a hello: at the cap"
+    );
+    let whose = if operator { "operator" } else { "agent" };
+    handle.send_frame(&ServerFrame::Error {
+        error: ErrorBody::with_details(
+            ErrorCode::LimitExceeded,
+            format!(
+                "the daemon already serves {open} {whose} connections (limits.max_connections \
+                 = {max}); raise it in the team file's [limits] (agents of the in-process \
+                 backend count against no socket limit), or try again once one ends"
+            ),
+            serde_json::json!({"limit": "max_connections", "max": max, "pool": whose}),
         ),
     });
 }

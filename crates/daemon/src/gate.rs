@@ -1,7 +1,11 @@
 //! Who may hold a connection (the `[limits]` of the team file): the connection cap, the hello
-//! deadline and the unread-bytes cap. At the cap, the oldest connection that has not said hello
-//! yet is closed to make room (so idle connections cannot lock real clients out); with none, a
-//! new one is refused. Running out of file descriptors does the same.
+//! deadline and the unread-bytes cap. The cap counts the agents' socket connections; the
+//! operator's connections have a pool of their own (as large), and [`OPERATOR_ROOM`] more
+//! connections than the cap may wait for their hello, so the operator (`ps`, `down`) always
+//! gets in however many agents hold theirs; in-process agents (in-memory connections) count
+//! against no socket limit. At the cap, the oldest connection that has not said hello yet is
+//! closed to make room (so idle connections cannot lock real clients out); with none, a new
+//! one is refused. Running out of file descriptors does the same.
 
 use crate::outbox::ConnId;
 use agent_team_config::Limits;
@@ -28,8 +32,23 @@ pub struct Gate {
 struct Live {
     /// Connections that have not said hello yet, oldest first, with what closes them.
     pending: BTreeMap<ConnId, Arc<Notify>>,
-    /// Connections that said hello.
+    /// Agents' connections that said hello (what the cap counts).
     open: HashSet<ConnId>,
+    /// The operator's connections that said hello (a pool of their own, as large as the cap).
+    operators: HashSet<ConnId>,
+}
+
+/// How many connections past the cap may wait for their hello: room for the operator's
+/// commands when every slot the cap allows is an agent's.
+pub const OPERATOR_ROOM: usize = 16;
+
+/// Why a hello was refused a seat ([`Gate::seat`]).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Full {
+    /// Connections of the same kind that hold a seat.
+    pub open: usize,
+    /// The cap.
+    pub max: usize,
 }
 
 /// Whether a new connection may stay.
@@ -79,15 +98,15 @@ impl Gate {
         self.max_unread_bytes.load(Ordering::Relaxed)
     }
 
-    /// Counts a new connection in, closing the oldest one without a hello if the cap is
-    /// reached.
+    /// Counts a new socket connection in, closing the oldest one without a hello if the cap
+    /// (and the operator's room past it) is reached.
     pub fn admit(&self, id: ConnId) -> Admission {
         let max = self.max_connections.load(Ordering::Relaxed);
         self.sockets.fetch_add(1, Ordering::Relaxed);
         let Ok(mut live) = self.live.lock() else {
             return Admission::Refused { open: 0, max };
         };
-        while live.pending.len() + live.open.len() >= max {
+        while live.pending.len() + live.open.len() >= max + OPERATOR_ROOM {
             match live.pending.pop_first() {
                 Some((_, evict)) => evict.notify_one(),
                 None => {
@@ -118,13 +137,39 @@ impl Gate {
         }
     }
 
-    /// The connection said hello: it is no longer the first to go.
-    pub fn said_hello(&self, id: ConnId) {
-        if let Ok(mut live) = self.live.lock()
-            && live.pending.remove(&id).is_some()
-        {
-            live.open.insert(id);
+    /// An in-memory connection of an in-process agent: it counts against no socket limit
+    /// (the roster's `max_teammates` bounds those), and is never evicted.
+    pub fn admit_in_process(&self) -> Admission {
+        Admission::Admitted {
+            evicted: Arc::new(Notify::new()),
         }
+    }
+
+    /// The connection said hello, as the operator or as an agent: it is no longer the first
+    /// to go, and it takes a seat in its pool. An agent's socket connection past the cap is
+    /// refused ([`Full`]); the operator's pool is as large again, apart from the agents'.
+    pub fn seat(&self, id: ConnId, operator: bool) -> Result<(), Full> {
+        let max = self.max_connections.load(Ordering::Relaxed);
+        let Ok(mut live) = self.live.lock() else {
+            return Ok(());
+        };
+        if live.pending.remove(&id).is_none() {
+            // Not counted in: an in-process agent's.
+            return Ok(());
+        }
+        let pool = if operator {
+            &mut live.operators
+        } else {
+            &mut live.open
+        };
+        if pool.len() >= max {
+            return Err(Full {
+                open: pool.len(),
+                max,
+            });
+        }
+        pool.insert(id);
+        Ok(())
     }
 
     /// Whether so many accepted connections are still winding down that the accept loop should
@@ -138,6 +183,7 @@ impl Gate {
         if let Ok(mut live) = self.live.lock() {
             live.pending.remove(&id);
             live.open.remove(&id);
+            live.operators.remove(&id);
         }
     }
 
@@ -145,7 +191,7 @@ impl Gate {
     pub fn counts(&self) -> (usize, usize) {
         self.live
             .lock()
-            .map(|l| (l.open.len(), l.pending.len()))
+            .map(|l| (l.open.len() + l.operators.len(), l.pending.len()))
             .unwrap_or_default()
     }
 
@@ -184,23 +230,41 @@ impl Gate {
 pub struct Counted {
     gate: Arc<Gate>,
     id: ConnId,
+    /// A socket's (counted in [`Gate::admit`]), not an in-process agent's.
+    socket: bool,
 }
 
 impl Counted {
-    /// Counts `id` out of `gate` on drop.
+    /// Counts the socket connection `id` out of `gate` on drop.
     pub fn new(gate: Arc<Gate>, id: ConnId) -> Self {
-        Counted { gate, id }
+        Counted {
+            gate,
+            id,
+            socket: true,
+        }
+    }
+
+    /// The same for an in-process agent's connection, which [`Gate::admit_in_process`]
+    /// counted nowhere.
+    pub fn in_process(gate: Arc<Gate>, id: ConnId) -> Self {
+        Counted {
+            gate,
+            id,
+            socket: false,
+        }
     }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        let _ = self
-            .gate
-            .sockets
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                Some(n.saturating_sub(1))
-            });
+        if self.socket {
+            let _ = self
+                .gate
+                .sockets
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(1))
+                });
+        }
         self.gate.closed(self.id);
     }
 }
@@ -232,19 +296,24 @@ mod tests {
     #[tokio::test]
     async fn at_the_cap_the_oldest_without_a_hello_makes_room() {
         let g = gate(3);
+        // Fill the room past the cap with connections that never say hello.
+        let room: Vec<ConnId> = (100..100 + OPERATOR_ROOM as ConnId).collect();
         let Admission::Admitted { evicted: first } = g.admit(1) else {
             panic!()
         };
         assert!(matches!(g.admit(2), Admission::Admitted { .. }));
-        g.said_hello(2);
+        g.seat(2, false).unwrap();
         assert!(matches!(g.admit(3), Admission::Admitted { .. }));
+        for id in &room {
+            assert!(matches!(g.admit(*id), Admission::Admitted { .. }));
+        }
         // Full: 4 pushes out 1 (the oldest without a hello), not 2 (which said hello).
         assert!(matches!(g.admit(4), Admission::Admitted { .. }));
         tokio::time::timeout(Duration::from_secs(1), first.notified())
             .await
             .unwrap();
         g.closed(1);
-        assert_eq!(g.counts(), (1, 2));
+        assert_eq!(g.counts(), (1, 2 + OPERATOR_ROOM));
     }
 
     #[test]
@@ -264,14 +333,53 @@ mod tests {
     }
 
     #[test]
-    fn when_everyone_said_hello_a_new_one_is_refused_until_one_leaves() {
+    fn when_every_agent_seat_is_taken_a_new_agent_is_refused_until_one_leaves() {
         let g = gate(2);
         for id in [1, 2] {
             assert!(matches!(g.admit(id), Admission::Admitted { .. }));
-            g.said_hello(id);
+            g.seat(id, false).unwrap();
         }
-        assert!(matches!(g.admit(3), Admission::Refused { open: 2, max: 2 }));
+        // Past the cap it may say hello (it could be the operator), but an agent gets no seat.
+        assert!(matches!(g.admit(3), Admission::Admitted { .. }));
+        assert_eq!(g.seat(3, false), Err(Full { open: 2, max: 2 }));
+        g.closed(3);
         drop(Counted::new(g.clone(), 1));
         assert!(matches!(g.admit(4), Admission::Admitted { .. }));
+        assert_eq!(g.seat(4, false), Ok(()));
+    }
+
+    #[test]
+    fn the_operator_gets_in_however_many_agents_hold_a_seat() {
+        let g = gate(2);
+        for id in [1, 2] {
+            assert!(matches!(g.admit(id), Admission::Admitted { .. }));
+            g.seat(id, false).unwrap();
+        }
+        // Even with the room past the cap full of connections that never say hello, the
+        // operator's newest one evicts the oldest of them and is seated.
+        for id in 10..10 + OPERATOR_ROOM as ConnId {
+            assert!(matches!(g.admit(id), Admission::Admitted { .. }));
+        }
+        assert!(matches!(g.admit(50), Admission::Admitted { .. }));
+        assert_eq!(g.seat(50, true), Ok(()));
+        assert!(matches!(g.admit(51), Admission::Admitted { .. }));
+        assert_eq!(g.seat(51, true), Ok(()));
+        assert_eq!(g.counts().0, 4);
+        // The operator's pool is as large as the cap, apart from the agents'.
+        assert!(matches!(g.admit(52), Admission::Admitted { .. }));
+        assert_eq!(g.seat(52, true), Err(Full { open: 2, max: 2 }));
+    }
+
+    #[test]
+    fn in_process_agents_take_no_socket_seat() {
+        let g = gate(1);
+        for id in 1..=50 {
+            assert!(matches!(g.admit_in_process(), Admission::Admitted { .. }));
+            assert_eq!(g.seat(id, false), Ok(()));
+            drop(Counted::in_process(g.clone(), id));
+        }
+        assert_eq!(g.counts(), (0, 0));
+        assert!(matches!(g.admit(99), Admission::Admitted { .. }));
+        assert_eq!(g.seat(99, false), Ok(()));
     }
 }

@@ -630,8 +630,8 @@ pub async fn serve(
         move || ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
     };
     // The in-process agents reach the core through memory: the same handshake, their requests
-    // as values and the core's frames as it encodes them, gated and counted as the socket's
-    // connections are.
+    // as values and the core's frames as it encodes them; they count against no socket limit
+    // (the roster's `max_teammates` bounds them).
     let _in_memory = {
         let (tx, gate, next_id) = (tx.clone(), gate.clone(), next_id.clone());
         // Served on the daemon's runtime, whichever runtime the client connects from.
@@ -642,7 +642,7 @@ pub async fn serve(
                 let (to_daemon, requests) = tokio::sync::mpsc::unbounded_channel();
                 let (frames, from_daemon) = tokio::sync::mpsc::channel(LOCAL_FRAMES);
                 let id = next_id();
-                let admission = gate.admit(id);
+                let admission = gate.admit_in_process();
                 runtime.spawn(conn::serve_local(
                     requests,
                     frames,

@@ -91,22 +91,41 @@ fn at_the_cap_idle_connections_make_room_and_clients_that_said_hello_are_kept() 
 }
 
 #[test]
-fn when_every_slot_said_hello_a_new_client_is_refused_with_a_structured_error() {
+fn when_every_agent_seat_is_taken_a_new_agent_is_refused_and_the_operator_still_gets_in() {
+    let names: Vec<String> = (0..9).map(|i| format!("a{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let t = with_limits(Limits {
         max_connections: 8,
         ..Limits::default()
-    });
-    let held: Vec<_> = (0..8).map(|_| t.operator()).collect();
+    })
+    .with_agents(&refs);
+    let held: Vec<_> = names[..8].iter().map(|n| t.agent(n)).collect();
+    // The ninth agent is refused at its hello, told which limit and how to raise it.
     let mut s = raw(&t);
+    let hello = frame(&json!({
+        "type": "hello", "protocol": PROTOCOL_VERSION, "team": "t",
+        "auth": {"kind": "agent", "name": "a8", "secret": t.secret("a8"), "incarnation": 0},
+    }));
+    s.write_all(&hello).unwrap();
     let answer = read_frame(&mut s).expect("an answer");
     assert_eq!(answer["error"]["code"], "limit_exceeded", "{answer}");
-    assert_eq!(answer["error"]["details"]["max"], 8);
+    assert_eq!(answer["error"]["details"]["max"], 8, "{answer}");
+    assert_eq!(answer["error"]["details"]["pool"], "agent", "{answer}");
+    let text = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("limits.max_connections") && text.contains("[limits]"),
+        "{text}"
+    );
     drop(s);
+    // The operator gets in however many agents hold seats: `ps` and `down` answer.
+    let mut op = t.operator();
+    assert!(matches!(op.call(Request::Agents), Ok(Reply::Agents { .. })));
     drop(held);
-    // Once they are gone, clients get in again.
+    // Once they are gone, agents get in again.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let served = agent_team_client::Client::operator(&t.tp())
+        let hello = agent_team_client::agent_hello("t", "a8", &t.secret("a8"), 0);
+        let served = agent_team_client::Client::connect(&t.tp().socket, &hello)
             .map(|mut c| c.call(Request::Ping).is_ok())
             .unwrap_or(false);
         if served {
@@ -115,6 +134,22 @@ fn when_every_slot_said_hello_a_new_client_is_refused_with_a_structured_error() 
         assert!(Instant::now() < deadline, "never let in again");
         std::thread::yield_now();
     }
+}
+
+#[test]
+fn the_operators_pool_is_as_large_as_the_cap_apart_from_the_agents() {
+    let t = with_limits(Limits {
+        max_connections: 8,
+        ..Limits::default()
+    });
+    let held: Vec<_> = (0..8).map(|_| t.operator()).collect();
+    let mut s = raw(&t);
+    s.write_all(&frame(&operator_hello(&t))).unwrap();
+    let answer = read_frame(&mut s).expect("an answer");
+    assert_eq!(answer["error"]["code"], "limit_exceeded", "{answer}");
+    assert_eq!(answer["error"]["details"]["max"], 8, "{answer}");
+    assert_eq!(answer["error"]["details"]["pool"], "operator", "{answer}");
+    drop(held);
 }
 
 #[test]

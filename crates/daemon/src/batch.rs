@@ -59,25 +59,8 @@ impl Core {
                 // each paying for an fsync of its own. `yield_now` resumes after that poll.
                 tokio::task::yield_now().await;
             }
-            let mut n = self.drain(&mut rx, 1, &mut unanswered);
-            // Agents this batch started inside the daemon run once before it commits: their
-            // hellos join it, and one synced commit holds their spawns and their starts.
-            if std::mem::take(&mut self.started_inside) && n < MAX_BATCH {
-                tokio::task::yield_now().await;
-                n = self.drain(&mut rx, n, &mut unanswered);
-            }
-            // In-process agents welcomed in this batch get to their first model request first.
-            if std::mem::take(&mut self.welcomed_inside) {
-                for _ in 0..WELCOME_TURNS {
-                    if n >= MAX_BATCH {
-                        break;
-                    }
-                    tokio::task::yield_now().await;
-                    n = self.drain(&mut rx, n, &mut unanswered);
-                }
-                // Agents welcomed during those turns had them too.
-                self.welcomed_inside = false;
-            }
+            let n = self.drain(&mut rx, 1, &mut unanswered);
+            let n = self.run_inside_agents(&mut rx, n, &mut unanswered).await;
             self.stats.1 += n as u64;
             // Nobody waits for it and nothing is to be sent: it is synced with the next batch,
             // or HOLD_UNANSWERED after the first batch held (a steady stream of them too).
@@ -102,6 +85,41 @@ impl Core {
                 }
             }
         }
+        self.wind_down()
+    }
+
+    /// Lets the agents this batch started or welcomed inside the daemon run before it commits
+    /// (their hellos and first model requests join it); how many messages the batch holds.
+    async fn run_inside_agents(
+        &mut self,
+        rx: &mut mpsc::UnboundedReceiver<CoreMsg>,
+        mut n: usize,
+        unanswered: &mut bool,
+    ) -> usize {
+        // Agents this batch started inside the daemon run once before it commits: their
+        // hellos join it, and one synced commit holds their spawns and their starts.
+        if std::mem::take(&mut self.started_inside) && n < MAX_BATCH {
+            tokio::task::yield_now().await;
+            n = self.drain(rx, n, unanswered);
+        }
+        // In-process agents welcomed in this batch get to their first model request first.
+        if std::mem::take(&mut self.welcomed_inside) {
+            for _ in 0..WELCOME_TURNS {
+                if n >= MAX_BATCH {
+                    break;
+                }
+                tokio::task::yield_now().await;
+                n = self.drain(rx, n, unanswered);
+            }
+            // Agents welcomed during those turns had them too.
+            self.welcomed_inside = false;
+        }
+        n
+    }
+
+    /// After the loop: the last commit, the backend and notifications finished, the sessions
+    /// closed and, for a team stopped on purpose, its sandboxes' leftovers cleared.
+    fn wind_down(&mut self) -> Result<(), agent_team_store::StoreError> {
         self.commit_vanishing(|core| core.commit_batch())?;
         // What the stop committed without a sync of its own is on disk before the daemon ends.
         self.commit_vanishing(|core| core.store.settle())?;
@@ -251,6 +269,8 @@ impl Core {
         fired
     }
 
+    /// One message to the core: a hello, a request, a closed connection, a stop, a supervisor
+    /// or hook event.
     pub(crate) fn handle(&mut self, msg: CoreMsg) {
         match msg {
             CoreMsg::Hello {
@@ -259,105 +279,14 @@ impl Core {
                 peer_pid,
                 handle,
                 reply,
-            } => {
-                // The welcome goes out with the batch, ahead of any pushes queued behind it.
-                let mark = self.responses.len();
-                let start = hello.start;
-                let verdict = self.hello(conn, hello, peer_pid, handle);
-                // The hello queued the agent's unread messages behind the welcome: a starting
-                // agent is told how many, to take them in before its first turn.
-                let pushed = self.responses[mark..]
-                    .iter()
-                    .filter(|(c, id, _)| *c == conn && id.is_none())
-                    .count();
-                // An agent starting its loop gets its first reads with the welcome.
-                let unread = u32::try_from(pushed).unwrap_or(u32::MAX);
-                let reads = self
-                    .sessions
-                    .get(&conn)
-                    .map(|s| s.actor.clone())
-                    .filter(|a| start && verdict.is_ok() && matches!(a, Actor::Agent(_)))
-                    .and_then(|actor| crate::handlers::start_reads(self, conn, &actor, unread));
-                if let Ok(w) = &verdict
-                    && let Ok(bytes) = frame::encode(&ServerFrame::Welcome(Welcome {
-                        start: reads,
-                        ..w.clone()
-                    }))
-                {
-                    self.responses.insert(mark, (conn, None, bytes));
-                    self.welcome_in_process_now(conn, mark);
-                }
-                // Its egress proxy is served before it can start a sandboxed process.
-                if let Some(Actor::Agent(name)) = self.sessions.get(&conn).map(|s| &s.actor)
-                    && verdict.is_ok()
-                {
-                    let name = name.clone();
-                    self.net_hello(&name);
-                }
-                let _ = reply.send(verdict);
-            }
+            } => self.on_hello(conn, hello, peer_pid, handle, reply),
             CoreMsg::Request {
                 conn,
                 id,
                 req,
                 rid,
                 no_reply,
-            } => {
-                let Some(actor) = self.sessions.get(&conn).map(|s| s.actor.clone()) else {
-                    return;
-                };
-                if no_reply {
-                    return self.apply_unanswered(conn, id, &actor, req);
-                }
-                // A mutating request with a request id is applied once: a retry is answered
-                // with the first reply (remembered durably), or joins it while in flight.
-                if let Some(e) = self.refusal(&req) {
-                    return self.answer(conn, id, Err(e));
-                }
-                let rid = rid.filter(|_| req.is_mutating());
-                if let Some(r) = &rid {
-                    if r.is_empty() || r.len() > MAX_RID_LEN {
-                        let e = ErrorBody::new(
-                            ErrorCode::BadRequest,
-                            format!("a request id (rid) has 1-{MAX_RID_LEN} bytes"),
-                        );
-                        return self.answer(conn, id, Err(e));
-                    }
-                    if let Some(outcome) = self.state.replay_outcome(actor.name(), r) {
-                        return self.answer(conn, id, outcome);
-                    }
-                    if !self.rid_retries.is_empty() {
-                        let key = (actor.name().to_string(), r.clone());
-                        if let Some(retries) = self.rid_retries.get_mut(&key) {
-                            retries.push((conn, id));
-                            return;
-                        }
-                    }
-                }
-                // Answers that acknowledge nothing and show nothing uncommitted go out at
-                // once, not after the batch's fsync: a granted lease (a model request waits
-                // for it) and the configuration when it is on disk (a starting agent's).
-                let lease = matches!(req, Request::BudgetCheck { .. });
-                let config = matches!(req, Request::GetConfig) && !self.state.config_changed();
-                let outcome = crate::handlers::dispatch(self, conn, id, &actor, req, rid.as_ref());
-                match (outcome, rid) {
-                    (Some(outcome), None) if config || (lease && granted(&outcome)) => {
-                        self.answer_now(conn, id, outcome)
-                    }
-                    (Some(outcome), Some(rid)) => {
-                        // Answered first, then remembered: the outcome moves, not copied.
-                        let outcome = self.queue_response(conn, id, outcome);
-                        self.state.remember_outcome(actor.name(), rid, outcome);
-                    }
-                    (Some(outcome), None) => self.answer(conn, id, outcome),
-                    (None, Some(rid)) => {
-                        let key = (actor.name().to_string(), rid);
-                        self.rid_retries.insert(key.clone(), Vec::new());
-                        self.rid_pending.insert((conn, id), key);
-                    }
-                    (None, None) => {}
-                }
-            }
+            } => self.on_request(conn, id, req, rid, no_reply),
             CoreMsg::Closed { conn } => self.closed(conn),
             CoreMsg::Shutdown => self.stop_on_purpose(),
             CoreMsg::Vanished {
@@ -374,6 +303,119 @@ impl Core {
             }
             CoreMsg::WorkDone { conn, id, done } => self.work_done(conn, id, done),
             CoreMsg::NetAsk { agent, dest, reply } => self.net_ask(agent, dest, reply),
+        }
+    }
+
+    /// A hello: its verdict, with the welcome (and a starting agent's first reads) queued
+    /// ahead of any pushes behind it, and an agent's egress proxy served.
+    fn on_hello(
+        &mut self,
+        conn: ConnId,
+        hello: Hello,
+        peer_pid: Option<u32>,
+        handle: crate::outbox::ConnHandle,
+        reply: tokio::sync::oneshot::Sender<Result<Welcome, ErrorBody>>,
+    ) {
+        // The welcome goes out with the batch, ahead of any pushes queued behind it.
+        let mark = self.responses.len();
+        let start = hello.start;
+        let verdict = self.hello(conn, hello, peer_pid, handle);
+        // The hello queued the agent's unread messages behind the welcome: a starting
+        // agent is told how many, to take them in before its first turn.
+        let pushed = self.responses[mark..]
+            .iter()
+            .filter(|(c, id, _)| *c == conn && id.is_none())
+            .count();
+        // An agent starting its loop gets its first reads with the welcome.
+        let unread = u32::try_from(pushed).unwrap_or(u32::MAX);
+        let reads = self
+            .sessions
+            .get(&conn)
+            .map(|s| s.actor.clone())
+            .filter(|a| start && verdict.is_ok() && matches!(a, Actor::Agent(_)))
+            .and_then(|actor| crate::handlers::start_reads(self, conn, &actor, unread));
+        if let Ok(w) = &verdict
+            && let Ok(bytes) = frame::encode(&ServerFrame::Welcome(Welcome {
+                start: reads,
+                ..w.clone()
+            }))
+        {
+            self.responses.insert(mark, (conn, None, bytes));
+            self.welcome_in_process_now(conn, mark);
+        }
+        // Its egress proxy is served before it can start a sandboxed process.
+        if let Some(Actor::Agent(name)) = self.sessions.get(&conn).map(|s| &s.actor)
+            && verdict.is_ok()
+        {
+            let name = name.clone();
+            self.net_hello(&name);
+        }
+        let _ = reply.send(verdict);
+    }
+
+    /// A request: applied (once per request id), and answered at once, after the batch's
+    /// commit, or not at all.
+    fn on_request(
+        &mut self,
+        conn: ConnId,
+        id: u64,
+        req: Request,
+        rid: Option<String>,
+        no_reply: bool,
+    ) {
+        let Some(actor) = self.sessions.get(&conn).map(|s| s.actor.clone()) else {
+            return;
+        };
+        if no_reply {
+            return self.apply_unanswered(conn, id, &actor, req);
+        }
+        // A mutating request with a request id is applied once: a retry is answered
+        // with the first reply (remembered durably), or joins it while in flight.
+        if let Some(e) = self.refusal(&req) {
+            return self.answer(conn, id, Err(e));
+        }
+        let rid = rid.filter(|_| req.is_mutating());
+        if let Some(r) = &rid {
+            if r.is_empty() || r.len() > MAX_RID_LEN {
+                let e = ErrorBody::new(
+                    ErrorCode::BadRequest,
+                    format!("a request id (rid) has 1-{MAX_RID_LEN} bytes"),
+                );
+                return self.answer(conn, id, Err(e));
+            }
+            if let Some(outcome) = self.state.replay_outcome(actor.name(), r) {
+                return self.answer(conn, id, outcome);
+            }
+            if !self.rid_retries.is_empty() {
+                let key = (actor.name().to_string(), r.clone());
+                if let Some(retries) = self.rid_retries.get_mut(&key) {
+                    retries.push((conn, id));
+                    return;
+                }
+            }
+        }
+        // Answers that acknowledge nothing and show nothing uncommitted go out at
+        // once, not after the batch's fsync: a granted lease (a model request waits
+        // for it) and the configuration when it is on disk (a starting agent's).
+        let lease = matches!(req, Request::BudgetCheck { .. });
+        let config = matches!(req, Request::GetConfig) && !self.state.config_changed();
+        let outcome = crate::handlers::dispatch(self, conn, id, &actor, req, rid.as_ref());
+        match (outcome, rid) {
+            (Some(outcome), None) if config || (lease && granted(&outcome)) => {
+                self.answer_now(conn, id, outcome)
+            }
+            (Some(outcome), Some(rid)) => {
+                // Answered first, then remembered: the outcome moves, not copied.
+                let outcome = self.queue_response(conn, id, outcome);
+                self.state.remember_outcome(actor.name(), rid, outcome);
+            }
+            (Some(outcome), None) => self.answer(conn, id, outcome),
+            (None, Some(rid)) => {
+                let key = (actor.name().to_string(), rid);
+                self.rid_retries.insert(key.clone(), Vec::new());
+                self.rid_pending.insert((conn, id), key);
+            }
+            (None, None) => {}
         }
     }
 

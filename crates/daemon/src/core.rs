@@ -549,6 +549,7 @@ impl Core {
         })
     }
 
+    /// Admits a connection's hello: the operator's or an agent's, checked, gets its welcome.
     pub(crate) fn hello(
         &mut self,
         conn: ConnId,
@@ -556,26 +557,7 @@ impl Core {
         peer_pid: Option<u32>,
         handle: ConnHandle,
     ) -> Result<Welcome, ErrorBody> {
-        if hello.protocol != PROTOCOL_VERSION {
-            return Err(ErrorBody::with_details(
-                ErrorCode::UnsupportedVersion,
-                format!(
-                    "protocol version {} is not supported; this daemon speaks {PROTOCOL_VERSION}",
-                    hello.protocol
-                ),
-                json!({"supported": [PROTOCOL_VERSION]}),
-            ));
-        }
-        if hello.team != self.cfg.team {
-            return Err(ErrorBody::with_details(
-                ErrorCode::NotFound,
-                format!(
-                    "this daemon serves team {:?}, not {:?}",
-                    self.cfg.team, hello.team
-                ),
-                json!({"team": self.cfg.team}),
-            ));
-        }
+        self.check_hello(&hello)?;
         let team = self.cfg.team.clone();
         let daemon_pid = self.daemon_pid;
         let welcome = move |identity: &str, role: &str, incarnation: u64| Welcome {
@@ -609,74 +591,116 @@ impl Core {
                 secret,
                 incarnation,
             } => {
-                let Some(rec) = self.state.agent(&name) else {
-                    return Err(unauthorized("unknown agent or wrong secret"));
-                };
-                if !secret_eq(&secret, &rec.secret) {
-                    return Err(unauthorized("unknown agent or wrong secret"));
-                }
-                let current = rec.info.incarnation;
-                if incarnation != 0 && incarnation != current {
-                    return Err(ErrorBody::with_details(
-                        ErrorCode::Unauthorized,
-                        format!(
-                            "incarnation {incarnation} of {name} is stale; the current one is {current}"
-                        ),
-                        json!({"agent": name, "incarnation": current}),
-                    ));
-                }
-                if matches!(
-                    rec.info.status,
-                    AgentStatus::Stopped | AgentStatus::Exited | AgentStatus::Failed
-                ) {
-                    return Err(ErrorBody::with_details(
-                        ErrorCode::InvalidState,
-                        format!("{name} is {}; restart it first", rec.info.status),
-                        json!({"agent": name, "status": rec.info.status}),
-                    ));
-                }
-                let role = rec.info.role.clone();
-                // A reconnect replaces a half-dead older connection of the same agent.
-                if let Some(old) = self.agent_conn.insert(name.clone(), conn)
-                    && let Some(s) = self.sessions.remove(&old)
-                {
-                    s.handle.close();
-                }
-                self.sessions.insert(
-                    conn,
-                    Session {
-                        handle: handle.clone(),
-                        actor: Actor::Agent(name.clone()),
-                        sub: None,
-                        sub_types: None,
-                        watch_tasks: false,
-                    },
-                );
-                let now = self.clock.wall();
-                // A new connection (or incarnation) has no request in flight yet.
-                self.state.drop_lease(&name);
-                self.state.mark_connected(&name);
-                if matches!(
-                    self.state.agent(&name).map(|a| a.info.status),
-                    Some(AgentStatus::Starting | AgentStatus::Backoff)
-                ) {
-                    self.state.set_agent_status(
-                        &name,
-                        AgentStatus::Running,
-                        Some("connected".into()),
-                        now,
-                    );
-                }
-                self.supervise(|s| s.on_connected(&name, peer_pid));
-                // Everything not yet read goes out again; the worker drops ids it has seen.
-                for m in self.state.unread(&name) {
-                    if let Ok(bytes) =
-                        frame::encode(&ServerFrame::Push(Push::Message { message: m }))
-                    {
-                        self.responses.push((conn, None, bytes));
-                    }
-                }
+                let (role, current) = self.check_agent(&name, &secret, incarnation)?;
+                self.connect_agent(conn, &name, peer_pid, handle);
                 Ok(welcome(&name, &role, current))
+            }
+        }
+    }
+
+    /// Checks a hello's protocol version and team.
+    fn check_hello(&self, hello: &Hello) -> Result<(), ErrorBody> {
+        if hello.protocol != PROTOCOL_VERSION {
+            return Err(ErrorBody::with_details(
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "protocol version {} is not supported; this daemon speaks {PROTOCOL_VERSION}",
+                    hello.protocol
+                ),
+                json!({"supported": [PROTOCOL_VERSION]}),
+            ));
+        }
+        if hello.team != self.cfg.team {
+            return Err(ErrorBody::with_details(
+                ErrorCode::NotFound,
+                format!(
+                    "this daemon serves team {:?}, not {:?}",
+                    self.cfg.team, hello.team
+                ),
+                json!({"team": self.cfg.team}),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks an agent's credential and incarnation, and that it is not stopped: its role and
+    /// current incarnation.
+    fn check_agent(
+        &self,
+        name: &str,
+        secret: &str,
+        incarnation: u64,
+    ) -> Result<(String, u64), ErrorBody> {
+        let Some(rec) = self.state.agent(name) else {
+            return Err(unauthorized("unknown agent or wrong secret"));
+        };
+        if !secret_eq(secret, &rec.secret) {
+            return Err(unauthorized("unknown agent or wrong secret"));
+        }
+        let current = rec.info.incarnation;
+        if incarnation != 0 && incarnation != current {
+            return Err(ErrorBody::with_details(
+                ErrorCode::Unauthorized,
+                format!(
+                    "incarnation {incarnation} of {name} is stale; the current one is {current}"
+                ),
+                json!({"agent": name, "incarnation": current}),
+            ));
+        }
+        if matches!(
+            rec.info.status,
+            AgentStatus::Stopped | AgentStatus::Exited | AgentStatus::Failed
+        ) {
+            return Err(ErrorBody::with_details(
+                ErrorCode::InvalidState,
+                format!("{name} is {}; restart it first", rec.info.status),
+                json!({"agent": name, "status": rec.info.status}),
+            ));
+        }
+        Ok((rec.info.role.clone(), current))
+    }
+
+    /// Makes `conn` the agent's session (closing an older one), marks it connected and running,
+    /// and sends again every message it has not read yet.
+    fn connect_agent(
+        &mut self,
+        conn: ConnId,
+        name: &str,
+        peer_pid: Option<u32>,
+        handle: ConnHandle,
+    ) {
+        // A reconnect replaces a half-dead older connection of the same agent.
+        if let Some(old) = self.agent_conn.insert(name.to_string(), conn)
+            && let Some(s) = self.sessions.remove(&old)
+        {
+            s.handle.close();
+        }
+        self.sessions.insert(
+            conn,
+            Session {
+                handle,
+                actor: Actor::Agent(name.to_string()),
+                sub: None,
+                sub_types: None,
+                watch_tasks: false,
+            },
+        );
+        let now = self.clock.wall();
+        // A new connection (or incarnation) has no request in flight yet.
+        self.state.drop_lease(name);
+        self.state.mark_connected(name);
+        if matches!(
+            self.state.agent(name).map(|a| a.info.status),
+            Some(AgentStatus::Starting | AgentStatus::Backoff)
+        ) {
+            self.state
+                .set_agent_status(name, AgentStatus::Running, Some("connected".into()), now);
+        }
+        self.supervise(|s| s.on_connected(name, peer_pid));
+        // Everything not yet read goes out again; the worker drops ids it has seen.
+        for m in self.state.unread(name) {
+            if let Ok(bytes) = frame::encode(&ServerFrame::Push(Push::Message { message: m })) {
+                self.responses.push((conn, None, bytes));
             }
         }
     }

@@ -364,6 +364,8 @@ impl Step<'_> {
         });
     }
 
+    /// What launches an agent's incarnation: its program, environment, directory, log and
+    /// pane title.
     fn launch_spec(&self, rec: &AgentRecord, incarnation: u64) -> Result<LaunchSpec, String> {
         let cfg = self.sup.config.as_ref().ok_or("no team configuration")?;
         let role = cfg
@@ -384,50 +386,8 @@ impl Step<'_> {
                 vec![exe.display().to_string()]
             }
         };
-        let mut envs = vec![
-            (
-                env::SOCKET.to_string(),
-                self.sup.paths.socket.display().to_string(),
-            ),
-            (env::TEAM.to_string(), self.sup.team.clone()),
-            (env::NAME.to_string(), rec.info.name.clone()),
-            (env::SECRET.to_string(), rec.secret.clone()),
-            (env::INCARNATION.to_string(), incarnation.to_string()),
-            (
-                env::LOG_FILE.to_string(),
-                self.sup
-                    .paths
-                    .agent_log(&rec.info.name)
-                    .display()
-                    .to_string(),
-            ),
-        ];
         let host = rec.info.host.clone();
-        // What the worker needs to bring this daemon back after a crash (not for an agent
-        // inside the daemon: it dies with it, nor on another host: it has no daemon there and
-        // waits for the link to come back).
-        if cfg.backend != BackendKind::InProcess && host.is_none() {
-            envs.extend(self.sup.env.heal_env.iter().cloned());
-        }
-        for (k, v) in &role.env {
-            envs.push((k.clone(), v.clone()));
-        }
-        if provider.is_external() {
-            envs.push((env::EXTERNAL.to_string(), provider.as_str().to_string()));
-        }
-        // The member's own model (`member.NAME.model` set at run time wins), provider and
-        // instructions (team file or spawn).
-        if let Some(model) = self.sup.own_model(rec) {
-            envs.push((env::MODEL.to_string(), model.to_string()));
-        }
-        for (key, var) in [
-            ("provider", env::PROVIDER),
-            ("instructions", env::INSTRUCTIONS),
-        ] {
-            if let Some(v) = rec.spec.get(key).and_then(|v| v.as_str()) {
-                envs.push((var.to_string(), v.to_string()));
-            }
-        }
+        let mut envs = self.agent_env(rec, incarnation, cfg, role, provider);
         // A worktree-isolated teammate works in its own checkout (created at launch); a
         // member on another host in the directory given for it there, else (empty) in the
         // remote backend's default one.
@@ -474,6 +434,62 @@ impl Step<'_> {
             color: rec.info.color.clone(),
             host,
         })
+    }
+
+    /// The agent's environment: how it reaches the daemon as itself, how it heals it, its
+    /// role's variables and its own provider, model and instructions.
+    fn agent_env(
+        &self,
+        rec: &AgentRecord,
+        incarnation: u64,
+        cfg: &agent_team_config::TeamConfig,
+        role: &agent_team_config::Role,
+        provider: agent_team_config::Provider,
+    ) -> Vec<(String, String)> {
+        let mut envs = vec![
+            (
+                env::SOCKET.to_string(),
+                self.sup.paths.socket.display().to_string(),
+            ),
+            (env::TEAM.to_string(), self.sup.team.clone()),
+            (env::NAME.to_string(), rec.info.name.clone()),
+            (env::SECRET.to_string(), rec.secret.clone()),
+            (env::INCARNATION.to_string(), incarnation.to_string()),
+            (
+                env::LOG_FILE.to_string(),
+                self.sup
+                    .paths
+                    .agent_log(&rec.info.name)
+                    .display()
+                    .to_string(),
+            ),
+        ];
+        // What the worker needs to bring this daemon back after a crash (not for an agent
+        // inside the daemon: it dies with it, nor on another host: it has no daemon there and
+        // waits for the link to come back).
+        if cfg.backend != BackendKind::InProcess && rec.info.host.is_none() {
+            envs.extend(self.sup.env.heal_env.iter().cloned());
+        }
+        for (k, v) in &role.env {
+            envs.push((k.clone(), v.clone()));
+        }
+        if provider.is_external() {
+            envs.push((env::EXTERNAL.to_string(), provider.as_str().to_string()));
+        }
+        // The member's own model (`member.NAME.model` set at run time wins), provider and
+        // instructions (team file or spawn).
+        if let Some(model) = self.sup.own_model(rec) {
+            envs.push((env::MODEL.to_string(), model.to_string()));
+        }
+        for (key, var) in [
+            ("provider", env::PROVIDER),
+            ("instructions", env::INSTRUCTIONS),
+        ] {
+            if let Some(v) = rec.spec.get(key).and_then(|v| v.as_str()) {
+                envs.push((var.to_string(), v.to_string()));
+            }
+        }
+        envs
     }
 
     fn launch_failed(&mut self, name: &str, incarnation: u64, why: String) {

@@ -224,6 +224,11 @@ fn spawn_team_is_all_or_nothing_and_names_the_bad_member() {
         )
         .unwrap_err();
     assert!(e.message.contains("max_teammates = 2"), "{}", e.message);
+    assert!(
+        e.message.contains("agent-team config set max_teammates"),
+        "says how to raise it: {}",
+        e.message
+    );
     assert_eq!(e.details["member"], "a3");
     assert!(step.finish().is_empty());
     assert!(state.agents().is_empty());

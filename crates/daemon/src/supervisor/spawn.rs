@@ -63,7 +63,8 @@ impl Step<'_> {
             return Err(ErrorBody::with_details(
                 ErrorCode::InvalidState,
                 format!(
-                    "the team already has {} teammates (max_teammates = {})",
+                    "the team already has {} teammates (max_teammates = {}); raise it in the \
+                     team file or with `agent-team config set max_teammates N`",
                     self.state.teammate_count(),
                     cfg.max_teammates
                 ),

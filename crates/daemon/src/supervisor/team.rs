@@ -123,7 +123,8 @@ impl Step<'_> {
                 ErrorCode::InvalidState,
                 format!(
                     "the team has {now} teammates and {} more would exceed max_teammates = {} \
-                     (member {} ({}) is one too many); no teammate was spawned",
+                     (member {} ({}) is one too many); no teammate was spawned (raise it in \
+                     the team file or with `agent-team config set max_teammates N`)",
                     members.len(),
                     cfg.max_teammates,
                     cfg.max_teammates.saturating_sub(now) + 1,

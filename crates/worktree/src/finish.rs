@@ -327,78 +327,12 @@ fn merge(
     let ff = meet == old;
     let subject = format!("Merge {branch} into {into}\n\n{message}");
     if in_workspace {
-        let mut cmd = git(repo);
-        merge_identity(repo, &mut cmd);
-        let o = output(cmd.args(["merge", "--no-edit", "--quiet", "-m", &subject, branch]))?;
-        if !o.ok {
-            let paths: Vec<String> = run(repo, &["diff", "--name-only", "--diff-filter=U"])
-                .unwrap_or_default()
-                .lines()
-                .map(str::to_string)
-                .collect();
-            // Back to exactly where it was (a merge that stopped before starting leaves no
-            // MERGE_HEAD, and then there is nothing to abort).
-            if holds(repo, &["rev-parse", "--verify", "--quiet", "MERGE_HEAD"])? {
-                run(repo, &["merge", "--abort"])?;
-            }
-            if paths.is_empty() {
-                return Err(WorktreeError::Refused(format!(
-                    "git merge refused, nothing changed: {}",
-                    o.stderr
-                )));
-            }
-            return Err(WorktreeError::Conflict {
-                branch: branch.to_string(),
-                into: into.to_string(),
-                paths,
-            });
-        }
-        return Ok((run(repo, &["rev-parse", "HEAD"])?, ff));
+        return Ok((merge_in_workspace(repo, branch, into, &subject)?, ff));
     }
     let new = if ff {
         tip
     } else {
-        let o = output(git(repo).args([
-            "merge-tree",
-            "--write-tree",
-            "--name-only",
-            "--no-messages",
-            &old,
-            &tip,
-        ]))?;
-        let mut lines = o.stdout.lines();
-        let tree = lines.next().unwrap_or_default().trim().to_string();
-        match o.code {
-            Some(0) => {}
-            Some(1) => {
-                let mut paths: Vec<String> = lines
-                    .take_while(|l| !l.is_empty())
-                    .map(str::to_string)
-                    .collect();
-                paths.dedup();
-                return Err(WorktreeError::Conflict {
-                    branch: branch.to_string(),
-                    into: into.to_string(),
-                    paths,
-                });
-            }
-            _ => {
-                return Err(WorktreeError::Git {
-                    args: "merge-tree --write-tree".into(),
-                    stderr: o.stderr,
-                });
-            }
-        }
-        let mut cmd = git(repo);
-        merge_identity(repo, &mut cmd);
-        let o = output(cmd.args(["commit-tree", &tree, "-p", &old, "-p", &tip, "-m", &subject]))?;
-        if !o.ok {
-            return Err(WorktreeError::Git {
-                args: "commit-tree".into(),
-                stderr: o.stderr,
-            });
-        }
-        o.stdout.trim().to_string()
+        merge_commit(repo, branch, into, &old, &tip, &subject)?
     };
     // Only if the base did not move meanwhile.
     run(
@@ -406,6 +340,96 @@ fn merge(
         &["update-ref", &format!("refs/heads/{into}"), &new, &old],
     )?;
     Ok((new, ff))
+}
+
+/// Merges `branch` into `into` checked out in the workspace (its files follow); a conflict
+/// or refusal leaves it exactly as it was. Returns the new tip.
+fn merge_in_workspace(
+    repo: &Path,
+    branch: &str,
+    into: &str,
+    subject: &str,
+) -> Result<String, WorktreeError> {
+    let mut cmd = git(repo);
+    merge_identity(repo, &mut cmd);
+    let o = output(cmd.args(["merge", "--no-edit", "--quiet", "-m", subject, branch]))?;
+    if !o.ok {
+        let paths: Vec<String> = run(repo, &["diff", "--name-only", "--diff-filter=U"])
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        // Back to exactly where it was (a merge that stopped before starting leaves no
+        // MERGE_HEAD, and then there is nothing to abort).
+        if holds(repo, &["rev-parse", "--verify", "--quiet", "MERGE_HEAD"])? {
+            run(repo, &["merge", "--abort"])?;
+        }
+        if paths.is_empty() {
+            return Err(WorktreeError::Refused(format!(
+                "git merge refused, nothing changed: {}",
+                o.stderr
+            )));
+        }
+        return Err(WorktreeError::Conflict {
+            branch: branch.to_string(),
+            into: into.to_string(),
+            paths,
+        });
+    }
+    run(repo, &["rev-parse", "HEAD"])
+}
+
+/// The merge commit of `tip` into `old` made on the refs alone (`git merge-tree`), no
+/// worktree touched; a conflict names its paths.
+fn merge_commit(
+    repo: &Path,
+    branch: &str,
+    into: &str,
+    old: &str,
+    tip: &str,
+    subject: &str,
+) -> Result<String, WorktreeError> {
+    let o = output(git(repo).args([
+        "merge-tree",
+        "--write-tree",
+        "--name-only",
+        "--no-messages",
+        old,
+        tip,
+    ]))?;
+    let mut lines = o.stdout.lines();
+    let tree = lines.next().unwrap_or_default().trim().to_string();
+    match o.code {
+        Some(0) => {}
+        Some(1) => {
+            let mut paths: Vec<String> = lines
+                .take_while(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect();
+            paths.dedup();
+            return Err(WorktreeError::Conflict {
+                branch: branch.to_string(),
+                into: into.to_string(),
+                paths,
+            });
+        }
+        _ => {
+            return Err(WorktreeError::Git {
+                args: "merge-tree --write-tree".into(),
+                stderr: o.stderr,
+            });
+        }
+    }
+    let mut cmd = git(repo);
+    merge_identity(repo, &mut cmd);
+    let o = output(cmd.args(["commit-tree", &tree, "-p", old, "-p", tip, "-m", subject]))?;
+    if !o.ok {
+        return Err(WorktreeError::Git {
+            args: "commit-tree".into(),
+            stderr: o.stderr,
+        });
+    }
+    Ok(o.stdout.trim().to_string())
 }
 
 /// Removes `agent`'s worktree, and its branch unless `keep`.

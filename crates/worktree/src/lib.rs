@@ -567,6 +567,65 @@ pub fn diff(repo: &Path, name: &str, with_patch: bool) -> Result<WorkDiff, Workt
     diff_with(repo, name, with_patch, &[])
 }
 
+/// The `git diff` of a work's changes: the live worktree `wt`'s files (staged in the scratch
+/// `index`) against `fork`, else the branch's commits; `extra` before the revisions.
+fn diff_command(
+    repo: &Path,
+    wt: Option<&Path>,
+    index: &Path,
+    fork: &str,
+    branch: &str,
+    extra: &[&str],
+) -> Command {
+    if let Some(wt) = wt {
+        let mut c = git(wt);
+        c.env("GIT_INDEX_FILE", index);
+        c.args([
+            "diff",
+            "--cached",
+            "--no-renames",
+            "--no-color",
+            "--no-ext-diff",
+            "--no-textconv",
+        ])
+        .args(extra)
+        .arg(fork);
+        c
+    } else {
+        let mut c = git(repo);
+        c.args([
+            "diff",
+            "--no-renames",
+            "--no-color",
+            "--no-ext-diff",
+            "--no-textconv",
+        ])
+        .args(extra)
+        .args([fork, branch]);
+        c
+    }
+}
+
+/// Stages every file of the worktree `wt` as it is (new ones included) into the scratch
+/// `index`, a copy of its real one; its own index is not touched.
+fn stage_all(wt: &Path, index: &Path) -> Result<(), WorktreeError> {
+    let real = PathBuf::from(run(
+        wt,
+        &["rev-parse", "--path-format=absolute", "--git-path", "index"],
+    )?);
+    if real.exists() {
+        std::fs::copy(&real, index)?;
+    }
+    let o = output(git(wt).env("GIT_INDEX_FILE", index).args(["add", "-A"]))?;
+    if !o.ok {
+        return Err(WorktreeError::Git {
+            args: "add -A (into a scratch index)".into(),
+            stderr: o.stderr,
+        });
+    }
+    Ok(())
+}
+
 /// [`diff`], its `control_paths` by the rule `finish` refuses a merge by ([`control_changes`]),
 /// `control_files` being the team's own (as [`FinishRequest::control_files`]).
 pub fn diff_with(
@@ -598,34 +657,15 @@ pub fn diff_with(
         .prefix("agent-team-diff-")
         .tempdir()?;
     let index = scratch.path().join("index");
-    let diff_cmd = |extra: &[&str]| -> Command {
-        if live {
-            let mut c = git(&wt);
-            c.env("GIT_INDEX_FILE", &index);
-            c.args([
-                "diff",
-                "--cached",
-                "--no-renames",
-                "--no-color",
-                "--no-ext-diff",
-                "--no-textconv",
-            ])
-            .args(extra)
-            .arg(&fork);
-            c
-        } else {
-            let mut c = git(repo);
-            c.args([
-                "diff",
-                "--no-renames",
-                "--no-color",
-                "--no-ext-diff",
-                "--no-textconv",
-            ])
-            .args(extra)
-            .args([&fork, &branch]);
-            c
-        }
+    let diff_cmd = |extra: &[&str]| {
+        diff_command(
+            repo,
+            live.then_some(wt.as_path()),
+            &index,
+            &fork,
+            &branch,
+            extra,
+        )
     };
     let diff_args = |extra: &[&str]| -> Result<String, WorktreeError> {
         let o = output(&mut diff_cmd(extra))?;
@@ -639,20 +679,7 @@ pub fn diff_with(
         }
     };
     if live {
-        let real = PathBuf::from(run(
-            &wt,
-            &["rev-parse", "--path-format=absolute", "--git-path", "index"],
-        )?);
-        if real.exists() {
-            std::fs::copy(&real, &index)?;
-        }
-        let o = output(git(&wt).env("GIT_INDEX_FILE", &index).args(["add", "-A"]))?;
-        if !o.ok {
-            return Err(WorktreeError::Git {
-                args: "add -A (into a scratch index)".into(),
-                stderr: o.stderr,
-            });
-        }
+        stage_all(&wt, &index)?;
     }
     // `-z`: the paths as they are (not quoted), so the control-plane rule sees them as
     // `finish` does.

@@ -559,14 +559,24 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
         origins,
         warnings,
     };
-    check_strategy(&cfg).map_err(|mut e| {
+    check_team_strategy(&cx, &cfg, strategy_span)?;
+    Ok(cfg)
+}
+
+/// Checks the team's strategy against its roster; an error without a place points at the
+/// `strategy` key.
+fn check_team_strategy(
+    cx: &Ctx<'_>,
+    cfg: &TeamConfig,
+    strategy_span: Option<std::ops::Range<usize>>,
+) -> Result<(), ConfigError> {
+    check_strategy(cfg).map_err(|mut e| {
         if e.file.as_os_str().is_empty() {
-            e.file = path.to_path_buf();
-            e.line = strategy_span.map(|s| line_col(text, s.start).0);
+            e.file = cx.path.to_path_buf();
+            e.line = strategy_span.map(|s| line_col(cx.text, s.start).0);
         }
         e
-    })?;
-    Ok(cfg)
+    })
 }
 
 /// An empty file is more likely a mistake than a wish for team `default` with built-ins.
@@ -1324,6 +1334,61 @@ fn team_file_tools(
     Ok(())
 }
 
+/// A role's `tools`, each checked to be a tool of ours.
+fn known_tools(
+    cx: &Ctx<'_>,
+    name: &str,
+    span: &Option<std::ops::Range<usize>>,
+    tools: Vec<String>,
+) -> Result<Vec<String>, ConfigError> {
+    for tool in &tools {
+        if !is_known_tool(tool) {
+            return Err(cx.err(
+                span.clone(),
+                &format!("roles.{name}.tools"),
+                format!("unknown tool {tool:?}"),
+            ));
+        }
+    }
+    Ok(tools)
+}
+
+/// A role's `permissions` table read as policy rules (`tool` or `tool(pattern*)` keys, a tool
+/// named as a role file would).
+fn role_rules(
+    cx: &Ctx<'_>,
+    name: &str,
+    span: &Option<std::ops::Range<usize>>,
+    table: BTreeMap<String, PermAction>,
+) -> Result<Vec<PolicyRule>, ConfigError> {
+    let mut rules = Vec::new();
+    for (key, action) in table {
+        let Some((tool, pattern)) = parse_key(&key) else {
+            return Err(cx.err(
+                span.clone(),
+                &format!("roles.{name}.permissions"),
+                format!("bad rule {key:?}: use `tool` or `tool(pattern*)`"),
+            ));
+        };
+        // A rule may name a tool as a role file would (`Bash(git *)`, `read`).
+        let tool = if tool == "*" { tool } else { our_tool(&tool) };
+        if tool != "*" && !is_known_tool(&tool) {
+            return Err(cx.err(
+                span.clone(),
+                &format!("roles.{name}.permissions"),
+                format!("unknown tool {tool:?} in rule {key:?}"),
+            ));
+        }
+        rules.push(PolicyRule {
+            tool,
+            pattern,
+            action,
+        });
+    }
+    Ok(rules)
+}
+
+/// A role of the team file: its layer over the `[defaults]`, over the built-in or base role.
 fn resolve_role(
     cx: &Ctx<'_>,
     name: &str,
@@ -1343,18 +1408,7 @@ fn resolve_role(
     }
     let fallback = base.unwrap_or_else(|| crate::builtin::default_role(name));
     let mut tools = match r.tools {
-        Some(t) => {
-            for tool in &t {
-                if !is_known_tool(tool) {
-                    return Err(cx.err(
-                        span.clone(),
-                        &format!("roles.{name}.tools"),
-                        format!("unknown tool {tool:?}"),
-                    ));
-                }
-            }
-            t
-        }
+        Some(t) => known_tools(cx, name, &span, t)?,
         None => fallback.tools.clone(),
     };
     if let Some(gone) = &r.disallowed {
@@ -1364,33 +1418,7 @@ fn resolve_role(
         tools.retain(|t| READ_ONLY_TOOLS.contains(&t.as_str()));
     }
     let permissions = match r.permissions {
-        Some(p) => {
-            let mut rules = Vec::new();
-            for (key, action) in p {
-                let Some((tool, pattern)) = parse_key(&key) else {
-                    return Err(cx.err(
-                        span.clone(),
-                        &format!("roles.{name}.permissions"),
-                        format!("bad rule {key:?}: use `tool` or `tool(pattern*)`"),
-                    ));
-                };
-                // A rule may name a tool as a role file would (`Bash(git *)`, `read`).
-                let tool = if tool == "*" { tool } else { our_tool(&tool) };
-                if tool != "*" && !is_known_tool(&tool) {
-                    return Err(cx.err(
-                        span.clone(),
-                        &format!("roles.{name}.permissions"),
-                        format!("unknown tool {tool:?} in rule {key:?}"),
-                    ));
-                }
-                rules.push(PolicyRule {
-                    tool,
-                    pattern,
-                    action,
-                });
-            }
-            rules
-        }
+        Some(p) => role_rules(cx, name, &span, p)?,
         None => fallback.permissions.clone(),
     };
     if let Some(cmd) = &r.command
@@ -1537,12 +1565,19 @@ fn resolve_tasks(
             }
         }
     }
-    // Order so every task comes after its blockers; a cycle is an error.
+    order_tasks(cx, &specs)
+}
+
+/// The tasks ordered so every one comes after its blockers; a cycle is an error.
+fn order_tasks(
+    cx: &Ctx<'_>,
+    specs: &[(TaskSpec, std::ops::Range<usize>)],
+) -> Result<Vec<TaskSpec>, ConfigError> {
     let mut done: HashSet<String> = HashSet::new();
     let mut ordered = Vec::new();
     while ordered.len() < specs.len() {
         let before = ordered.len();
-        for (s, _) in &specs {
+        for (s, _) in specs {
             if !done.contains(&s.key) && s.after.iter().all(|a| done.contains(a)) {
                 done.insert(s.key.clone());
                 ordered.push(s.clone());

@@ -56,13 +56,9 @@ struct Outgoing {
     blocks: Vec<Value>,
 }
 
-/// The request body.
-///
-/// The API wants user and assistant messages to alternate and tool results sent as user
-/// messages, so consecutive messages of one role are merged into one; within a user message the
-/// tool results come before any text, as the API requires. With `cfg.cache` the body carries
-/// prompt-cache breakpoints ([`breakpoints`]).
-pub(crate) fn build_body(cfg: &ModelConfig, req: &TurnRequest) -> Value {
+/// The request's system text and its other messages as the API wants them: alternating
+/// roles, tool results as user messages ahead of any text.
+fn alternating(req: &TurnRequest) -> (Vec<&str>, Vec<Outgoing>) {
     let mut system: Vec<&str> = Vec::new();
     let mut out: Vec<Outgoing> = Vec::new();
     for m in &req.messages {
@@ -119,6 +115,17 @@ pub(crate) fn build_body(cfg: &ModelConfig, req: &TurnRequest) -> Value {
             }
         }
     }
+    (system, out)
+}
+
+/// The request body.
+///
+/// The API wants user and assistant messages to alternate and tool results sent as user
+/// messages, so consecutive messages of one role are merged into one; within a user message the
+/// tool results come before any text, as the API requires. With `cfg.cache` the body carries
+/// prompt-cache breakpoints ([`breakpoints`]).
+pub(crate) fn build_body(cfg: &ModelConfig, req: &TurnRequest) -> Value {
+    let (system, out) = alternating(req);
     let mut messages: Vec<Value> = out
         .into_iter()
         .map(|m| json!({"role": m.role, "content": m.blocks}))
@@ -423,85 +430,8 @@ impl StreamDecoder for AnthropicStream {
                     self.add_usage(u);
                 }
             }
-            "content_block_start" => {
-                let index = v
-                    .get("index")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(self.blocks.len() as u64);
-                let cb = v.get("content_block").unwrap_or(&Value::Null);
-                let block = match cb.get("type").and_then(Value::as_str) {
-                    Some("text") => {
-                        let text = cb
-                            .get("text")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_string();
-                        if !text.is_empty() {
-                            emit(StreamEvent::Text(text.clone()));
-                        }
-                        Block::Text(text)
-                    }
-                    Some("tool_use") => {
-                        let id = cb
-                            .get("id")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_string();
-                        let name = cb
-                            .get("name")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_string();
-                        emit(StreamEvent::ToolCallStart {
-                            id: id.clone(),
-                            name: name.clone(),
-                        });
-                        Block::Tool {
-                            id,
-                            name,
-                            initial: input_text(cb.get("input")),
-                            json: String::new(),
-                        }
-                    }
-                    _ => Block::Other,
-                };
-                self.blocks.push((index, block));
-            }
-            "content_block_delta" => {
-                let index = v.get("index").and_then(Value::as_u64);
-                let delta = v.get("delta").unwrap_or(&Value::Null);
-                let block = match index {
-                    Some(i) => self.blocks.iter_mut().find(|(bi, _)| *bi == i),
-                    None => self.blocks.last_mut(),
-                };
-                match (block, delta.get("type").and_then(Value::as_str)) {
-                    (Some((_, Block::Text(text))), Some("text_delta")) => {
-                        let piece = delta
-                            .get("text")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default();
-                        if !piece.is_empty() {
-                            text.push_str(piece);
-                            emit(StreamEvent::Text(piece.to_string()));
-                        }
-                    }
-                    (Some((_, Block::Tool { json, .. })), Some("input_json_delta")) => {
-                        json.push_str(
-                            delta
-                                .get("partial_json")
-                                .and_then(Value::as_str)
-                                .unwrap_or_default(),
-                        );
-                    }
-                    (None, _) => {
-                        return Err(Failure::Protocol(format!(
-                            "a delta for a block that never began: {data}"
-                        )));
-                    }
-                    // Thinking and signature deltas are not part of the turn.
-                    _ => {}
-                }
-            }
+            "content_block_start" => self.block_start(&v, emit),
+            "content_block_delta" => self.block_delta(&v, data, emit)?,
             "message_delta" => {
                 if let Some(reason) = v.pointer("/delta/stop_reason").and_then(Value::as_str) {
                     self.stop = Some(reason.to_string());
@@ -551,6 +481,98 @@ impl StreamDecoder for AnthropicStream {
             }
         }
         Ok(turn)
+    }
+}
+
+impl AnthropicStream {
+    /// `content_block_start`: a text or tool-call block begins (its first text or the call's
+    /// start emitted); any other kind only holds its index.
+    fn block_start(&mut self, v: &Value, emit: &mut dyn FnMut(StreamEvent)) {
+        let index = v
+            .get("index")
+            .and_then(Value::as_u64)
+            .unwrap_or(self.blocks.len() as u64);
+        let cb = v.get("content_block").unwrap_or(&Value::Null);
+        let block = match cb.get("type").and_then(Value::as_str) {
+            Some("text") => {
+                let text = cb
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                if !text.is_empty() {
+                    emit(StreamEvent::Text(text.clone()));
+                }
+                Block::Text(text)
+            }
+            Some("tool_use") => {
+                let id = cb
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let name = cb
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                emit(StreamEvent::ToolCallStart {
+                    id: id.clone(),
+                    name: name.clone(),
+                });
+                Block::Tool {
+                    id,
+                    name,
+                    initial: input_text(cb.get("input")),
+                    json: String::new(),
+                }
+            }
+            _ => Block::Other,
+        };
+        self.blocks.push((index, block));
+    }
+
+    /// `content_block_delta`: more text (emitted) or tool input for a block that began.
+    fn block_delta(
+        &mut self,
+        v: &Value,
+        data: &str,
+        emit: &mut dyn FnMut(StreamEvent),
+    ) -> Result<(), Failure> {
+        let index = v.get("index").and_then(Value::as_u64);
+        let delta = v.get("delta").unwrap_or(&Value::Null);
+        let block = match index {
+            Some(i) => self.blocks.iter_mut().find(|(bi, _)| *bi == i),
+            None => self.blocks.last_mut(),
+        };
+        match (block, delta.get("type").and_then(Value::as_str)) {
+            (Some((_, Block::Text(text))), Some("text_delta")) => {
+                let piece = delta
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                if !piece.is_empty() {
+                    text.push_str(piece);
+                    emit(StreamEvent::Text(piece.to_string()));
+                }
+            }
+            (Some((_, Block::Tool { json, .. })), Some("input_json_delta")) => {
+                json.push_str(
+                    delta
+                        .get("partial_json")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default(),
+                );
+            }
+            (None, _) => {
+                return Err(Failure::Protocol(format!(
+                    "a delta for a block that never began: {data}"
+                )));
+            }
+            // Thinking and signature deltas are not part of the turn.
+            _ => {}
+        }
+        Ok(())
     }
 }
 

@@ -202,27 +202,8 @@ impl Boundary {
         let mut roots = vec![work.workspace.clone()];
         match &work.worktree {
             Some(tree) => {
-                // Not the team's workspace (read-only even where a writable dir holds it).
-                b.read_only.push(work.workspace.clone());
-                b.read.push(work.workspace.clone());
-                b.write.push(tree.clone());
-                b.read_only.push(tree.join(".git"));
+                b.add_worktree(&work.workspace, tree);
                 roots.push(tree.clone());
-                if let Some(common) = git_common_dir(tree) {
-                    // Git's objects (`git add`, `stash`) and the worktree's own index; no ref
-                    // (the operator's checked-out branch once moved under a worktree teammate)
-                    // and not which branch the worktree is on: its commits are the daemon's,
-                    // made on its own branch when a task of it completes.
-                    b.write.push(common.join("objects"));
-                    if let Some(name) = tree.file_name() {
-                        let meta = common.join("worktrees").join(name);
-                        b.write.push(meta.clone());
-                        // Where git finds the repository from this worktree, and its branch.
-                        for f in ["commondir", "gitdir", "HEAD"] {
-                            b.read_only.push(meta.join(f));
-                        }
-                    }
-                }
             }
             None => b.write.push(work.workspace.clone()),
         }
@@ -264,34 +245,7 @@ impl Boundary {
         b.temp.extend(temp_dirs());
         b.fallback_write.extend(temp_dirs());
         if let Some(home) = &work.home {
-            for (i, c) in CACHE_DIRS.iter().enumerate() {
-                let dir = home.join(c);
-                // The two every package manager family shares are made when missing.
-                if i < 2 && !dir.exists() {
-                    let _ = std::fs::create_dir_all(&dir);
-                }
-                b.fallback_write.push(dir);
-            }
-            for p in HOME_PROTECTED {
-                b.protected.push(home.join(p));
-            }
-            for t in view::HOME_TOOLCHAINS {
-                b.read.push(home.join(t));
-            }
-            if let Some(from) = &work.sandbox_home {
-                let _ = std::fs::create_dir_all(from);
-                for dir in SHIM_DIRS {
-                    let at = home.join(dir);
-                    let copy = from.join(".agent-team-shims").join(dir.replace('/', "-"));
-                    if at.is_dir() && copy_dir_once(&at, &copy) {
-                        b.shims.push((copy, at));
-                    }
-                }
-            }
-            b.home = Some(FreshHome {
-                at: home.clone(),
-                from: work.sandbox_home.clone(),
-            });
+            b.add_home(home, work.sandbox_home.as_deref());
         }
         b.read
             .extend(view::path_dirs(std::env::var_os("PATH").as_deref()));
@@ -308,6 +262,64 @@ impl Boundary {
         b.network = work.network.clone();
         b.offline = work.offline && work.network.is_none();
         b.normalise()
+    }
+
+    /// A worktree teammate's `tree`: writable, with git's objects and its own index; the team's
+    /// `workspace` read-only, and the worktree's git metadata too.
+    fn add_worktree(&mut self, workspace: &Path, tree: &Path) {
+        // Not the team's workspace (read-only even where a writable dir holds it).
+        self.read_only.push(workspace.to_path_buf());
+        self.read.push(workspace.to_path_buf());
+        self.write.push(tree.to_path_buf());
+        self.read_only.push(tree.join(".git"));
+        if let Some(common) = git_common_dir(tree) {
+            // Git's objects (`git add`, `stash`) and the worktree's own index; no ref
+            // (the operator's checked-out branch once moved under a worktree teammate)
+            // and not which branch the worktree is on: its commits are the daemon's,
+            // made on its own branch when a task of it completes.
+            self.write.push(common.join("objects"));
+            if let Some(name) = tree.file_name() {
+                let meta = common.join("worktrees").join(name);
+                self.write.push(meta.clone());
+                // Where git finds the repository from this worktree, and its branch.
+                for f in ["commondir", "gitdir", "HEAD"] {
+                    self.read_only.push(meta.join(f));
+                }
+            }
+        }
+    }
+
+    /// The agent's `home`: its package caches writable outside a namespace, its credentials
+    /// protected, its toolchains readable, shims copied into the sandbox home, a fresh `$HOME`.
+    fn add_home(&mut self, home: &Path, sandbox_home: Option<&Path>) {
+        for (i, c) in CACHE_DIRS.iter().enumerate() {
+            let dir = home.join(c);
+            // The two every package manager family shares are made when missing.
+            if i < 2 && !dir.exists() {
+                let _ = std::fs::create_dir_all(&dir);
+            }
+            self.fallback_write.push(dir);
+        }
+        for p in HOME_PROTECTED {
+            self.protected.push(home.join(p));
+        }
+        for t in view::HOME_TOOLCHAINS {
+            self.read.push(home.join(t));
+        }
+        if let Some(from) = sandbox_home {
+            let _ = std::fs::create_dir_all(from);
+            for dir in SHIM_DIRS {
+                let at = home.join(dir);
+                let copy = from.join(".agent-team-shims").join(dir.replace('/', "-"));
+                if at.is_dir() && copy_dir_once(&at, &copy) {
+                    self.shims.push((copy, at));
+                }
+            }
+        }
+        self.home = Some(FreshHome {
+            at: home.to_path_buf(),
+            from: sandbox_home.map(Path::to_path_buf),
+        });
     }
 
     /// Every path canonical and existing, each once; read-only paths only where something

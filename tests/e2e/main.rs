@@ -34,6 +34,7 @@ mod seeds;
 mod service;
 mod strategies;
 mod tui;
+mod upgrade;
 mod usage;
 mod vanish;
 mod vars;

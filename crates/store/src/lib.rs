@@ -10,8 +10,10 @@ use agent_team_state::{AgentRecord, Change, RunRecord, Snapshot, replies::Stored
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 
-/// The schema version this build writes; a newer one on disk is refused.
-pub const SCHEMA_VERSION: i64 = 1;
+/// The schema version this build writes, kept in `meta` as the row `schema`: an older one on
+/// disk is migrated in place when the store opens ([`MIGRATIONS`]), a newer one refused with
+/// the file left as it is.
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Why storage failed.
 #[derive(Debug, thiserror::Error)]
@@ -27,13 +29,25 @@ pub enum StoreError {
         /// The decoding failure.
         source: serde_json::Error,
     },
-    /// The database was written by a newer agent-team.
+    /// The database was written by a newer agent-team (it is left as it is).
     #[error(
-        "state schema version {found} is newer than this agent-team supports ({SCHEMA_VERSION}); upgrade agent-team"
+        "the team's state has schema version {found}, written by a newer agent-team; this one \
+         reads versions up to {SCHEMA_VERSION}: upgrade agent-team to use this team (its state \
+         was left untouched)"
     )]
     TooNew {
         /// The version found on disk.
         found: i64,
+    },
+    /// A step migrating an older database failed (nothing of the migration was kept).
+    #[error("cannot migrate the team's state from schema version {from} ({name}): {source}")]
+    Migration {
+        /// The version the step starts from.
+        from: i64,
+        /// The step.
+        name: &'static str,
+        /// SQLite's refusal.
+        source: rusqlite::Error,
     },
     /// The database belongs to another team.
     #[error("state database belongs to team {found:?}, not {expected:?}")]
@@ -409,6 +423,183 @@ CREATE TABLE IF NOT EXISTS events (
 );
 ";
 
+/// One step of the schema, from version `from` to `from + 1`, run inside the transaction that
+/// opens an older database. Its SQL is frozen: a later schema is a step of its own, never an
+/// edit of an earlier one, so a file of any supported version arrives at the same schema.
+struct Migration {
+    /// The version the step starts from.
+    from: i64,
+    /// What it does, for errors and the tests.
+    name: &'static str,
+    /// The statements.
+    sql: &'static str,
+}
+
+/// Every step from the oldest supported version to [`SCHEMA_VERSION`], in order; the file's
+/// version goes up with each (tests: `upgrade.rs`, with a fixture written by each older schema).
+const MIGRATIONS: &[Migration] = &[Migration {
+    from: 1,
+    name: "v1 completed: the tables later builds of version 1 added, their dropped indexes gone",
+    sql: MIGRATE_1_TO_2,
+}];
+
+/// Version 1 was written by every build before versions were counted; each build added the
+/// tables it needed as it opened a file (`CREATE TABLE IF NOT EXISTS`), so a version 1 file
+/// has the tables of the build that last opened it. This makes any of them version 2: every
+/// table it lacks (as the last build of version 1 made it; the ones it has stay as they are,
+/// rowids and all, read and written the same way), without the
+/// indexes builds stopped making (each cost every message a second b-tree write) and the
+/// per-request reply table no build has read since reply rows were batched.
+const MIGRATE_1_TO_2: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tasks (id INTEGER PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS agents (name TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    sender TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    summary TEXT,
+    ts INTEGER NOT NULL,
+    state INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS perms (id INTEGER PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rules (id INTEGER PRIMARY KEY AUTOINCREMENT, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    agent TEXT NOT NULL,
+    role TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dedup (
+    sender TEXT NOT NULL,
+    key TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (sender, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reply_batches (
+    n INTEGER PRIMARY KEY,
+    identity TEXT NOT NULL,
+    last_n INTEGER NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS memory (key TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS usage (
+    agent TEXT NOT NULL,
+    model TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (agent, model)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS budgets (scope TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hook_runs (id INTEGER PRIMARY KEY, data TEXT NOT NULL);
+DROP INDEX IF EXISTS messages_by_recipient;
+DROP INDEX IF EXISTS messages_unread;
+DROP INDEX IF EXISTS reply_batches_by_identity;
+DROP TABLE IF EXISTS replies;
+";
+
+/// The schema version of the database `conn` reads: the `schema` row of `meta`; `None` for a
+/// database with no tables at all (a file left empty). A `meta` without the row is version 1
+/// (every build wrote it, so none is expected).
+fn stored_version(conn: &Connection) -> Result<Option<i64>, StoreError> {
+    if !has_meta_table(conn)? {
+        let tables: i64 = conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+            [],
+            |r| r.get(0),
+        )?;
+        return Ok(if tables == 0 { None } else { Some(1) });
+    }
+    let v: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok(Some(v.and_then(|v| v.trim().parse().ok()).unwrap_or(1)))
+}
+
+/// Refuses a database of a newer schema before the store touches it: the file and its WAL
+/// stay as they are, byte for byte, and nothing is made beside them.
+fn refuse_newer(path: &Path) -> Result<(), StoreError> {
+    if !wal_path(path).exists() {
+        return refuse_newer_file(path);
+    }
+    // With its WAL: read by a connection that may not write (`query_only`), never copies the
+    // WAL in at its close, and keeps the WAL's index in the heap (no `-shm` file). Read-write,
+    // not read-only: a read-only connection cannot hold the exclusive lock that takes.
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+    conn.pragma_update(None, "query_only", true)?;
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )?;
+    match stored_version(&conn)? {
+        Some(found) if found > SCHEMA_VERSION => Err(StoreError::TooNew { found }),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses a database of a newer schema by its file alone (`immutable`: no lock taken, no
+/// WAL read or made): for a file that has no WAL, whose content is then the file's.
+fn refuse_newer_file(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut uri = String::from("file:");
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            uri.push(char::from(b));
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?immutable=1");
+    let conn = Connection::open_with_flags(
+        uri,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+            | rusqlite::OpenFlags::SQLITE_OPEN_URI
+            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    match stored_version(&conn)? {
+        Some(found) if found > SCHEMA_VERSION => Err(StoreError::TooNew { found }),
+        _ => Ok(()),
+    }
+}
+
+/// Brings the database of the open transaction `tx` to [`SCHEMA_VERSION`]: each step of
+/// [`MIGRATIONS`] from its version on, then the version row; a newer version is refused
+/// (nothing written: the caller drops the transaction). A database with no tables gets the
+/// whole schema.
+fn migrate(tx: &Connection) -> Result<(), StoreError> {
+    let found = match stored_version(tx)? {
+        Some(v) if v > SCHEMA_VERSION => return Err(StoreError::TooNew { found: v }),
+        Some(v) if v == SCHEMA_VERSION => return Ok(()),
+        Some(v) => v,
+        None => {
+            tx.execute_batch(SCHEMA)?;
+            SCHEMA_VERSION
+        }
+    };
+    for step in MIGRATIONS.iter().filter(|m| m.from >= found) {
+        tx.execute_batch(step.sql)
+            .map_err(|source| StoreError::Migration {
+                from: step.from,
+                name: step.name,
+                source,
+            })?;
+    }
+    tx.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?1)",
+        [SCHEMA_VERSION.to_string()],
+    )?;
+    Ok(())
+}
+
 impl Store {
     /// Opens (creating if needed) the database of `team` at `path`.
     pub fn open(path: &Path, team: &str) -> Result<Self, StoreError> {
@@ -416,6 +607,7 @@ impl Store {
         if created {
             create_aside(path)?;
         } else {
+            refuse_newer(path)?;
             preallocate_wal(path, false)?;
         }
         let mut store = Self::connect(path, team, created)?;
@@ -457,7 +649,7 @@ impl Store {
             owed: false,
             dir_owed: false,
         };
-        // The schema and the meta rows of an older file in one transaction: one fsync, not one
+        // An older file's migration and its meta rows in one transaction: one fsync, not one
         // per table (a new team's daemon started ~15 fsyncs later without it). A file just
         // made from the image has the schema; its team's row is written with no sync at all:
         // nothing was acknowledged yet, the first synced commit covers it, and an open after a
@@ -472,8 +664,16 @@ impl Store {
             store.conn.pragma_update(None, "synchronous", "FULL")?;
             store.owed = true;
         } else {
+            // Whose it is first: another team's file is not migrated. The migration and the
+            // team's row in one transaction: one fsync, and nothing of either if one fails.
             let tx = store.conn.transaction()?;
-            tx.execute_batch(SCHEMA)?;
+            if let Some(found) = stored_team(&tx)?.filter(|t| *t != store.team) {
+                return Err(StoreError::WrongTeam {
+                    found,
+                    expected: store.team.clone(),
+                });
+            }
+            migrate(&tx)?;
             check_meta(&tx, &store.team)?;
             tx.commit()?;
         }
@@ -486,11 +686,21 @@ impl Store {
 
     /// Opens an existing database for reading only (the CLI, when no daemon runs).
     pub fn open_read_only(path: &Path, team: &str) -> Result<Self, StoreError> {
+        // A newer file with no WAL is refused before SQLite opens it for reading, which would
+        // make a WAL and its index beside it.
+        if !wal_path(path).exists() {
+            refuse_newer_file(path)?;
+        }
         let conn = Connection::open_with_flags(
             path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // An older version is read as it is (its daemon migrates it); a newer one may mean
+        // anything.
+        if let Some(found) = stored_version(&conn)?.filter(|v| *v > SCHEMA_VERSION) {
+            return Err(StoreError::TooNew { found });
+        }
         Ok(Store {
             conn,
             team: team.to_string(),
@@ -500,6 +710,12 @@ impl Store {
             owed: false,
             dir_owed: false,
         })
+    }
+
+    /// The schema version of the database as stored: [`SCHEMA_VERSION`] once opened for
+    /// writing; an older one when a reader opened a file no daemon has migrated yet.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(stored_version(&self.conn)?.unwrap_or(SCHEMA_VERSION))
     }
 
     /// How long a statement waits for another connection's lock before it fails busy (5 s
@@ -543,7 +759,9 @@ impl Store {
         snap.unread = stmt
             .query_map([], row_to_message)?
             .collect::<Result<Vec<_>, _>>()?;
-        {
+        // A version 1 database read as it is (the CLI reading a stopped team whose daemon has
+        // not migrated it yet) may lack any table later builds added: nothing of it was kept.
+        if self.has_table("dedup")? {
             let mut stmt = self.conn.prepare("SELECT sender, key, data FROM dedup")?;
             let rows = stmt.query_map([], |r| {
                 Ok((
@@ -562,7 +780,7 @@ impl Store {
                 snap.dedup.push((sender, key, ids, recipients));
             }
         }
-        {
+        if self.has_table("reply_batches")? {
             let mut stmt = self
                 .conn
                 .prepare("SELECT n, identity, data FROM reply_batches ORDER BY n")?;
@@ -1156,30 +1374,34 @@ fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
     let _ = (file, offset, len);
 }
 
-/// Checks the schema version and the team a database belongs to, recording either when it
-/// is missing (a new database's team, an old one's version).
-fn check_meta(conn: &Connection, team: &str) -> Result<(), StoreError> {
-    let version: Option<String> = conn
-        .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
-            r.get(0)
-        })
-        .optional()?;
-    match version.and_then(|v| v.parse::<i64>().ok()) {
-        Some(v) if v > SCHEMA_VERSION => return Err(StoreError::TooNew { found: v }),
-        Some(_) => {}
-        None => {
-            conn.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?1)",
-                [SCHEMA_VERSION.to_string()],
-            )?;
-        }
+/// Whether the database has its `meta` table (not one with no tables at all).
+fn has_meta_table(conn: &Connection) -> Result<bool, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+            [],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
+/// The team a database belongs to: its `team` row, if it has one (none in a database with
+/// no tables yet).
+fn stored_team(conn: &Connection) -> Result<Option<String>, StoreError> {
+    if !has_meta_table(conn)? {
+        return Ok(None);
     }
-    let stored: Option<String> = conn
+    Ok(conn
         .query_row("SELECT value FROM meta WHERE key = 'team'", [], |r| {
             r.get(0)
         })
-        .optional()?;
-    match stored {
+        .optional()?)
+}
+
+/// Checks the team a database belongs to, recording it when it is missing (a new database's).
+fn check_meta(conn: &Connection, team: &str) -> Result<(), StoreError> {
+    match stored_team(conn)? {
         Some(t) if t != team => Err(StoreError::WrongTeam {
             found: t,
             expected: team.to_string(),
@@ -2126,7 +2348,8 @@ mod tests {
         store
             .conn
             .execute_batch(
-                "CREATE INDEX reply_batches_by_identity ON reply_batches (identity, last_n)",
+                "CREATE INDEX reply_batches_by_identity ON reply_batches (identity, last_n); \
+                 UPDATE meta SET value = '1' WHERE key = 'schema'",
             )
             .unwrap();
         // Rows as the code before wrote them (one row per identity per commit), fewer than
@@ -2263,7 +2486,8 @@ mod tests {
         let old = dir.path().join("old.db");
         drop(Store::open(&old, "t").unwrap());
         let c = Connection::open(&old).unwrap();
-        c.execute_batch("DROP TABLE memory").unwrap();
+        c.execute_batch("DROP TABLE memory; UPDATE meta SET value = '1' WHERE key = 'schema'")
+            .unwrap();
         drop(c);
         let ro = Store::open_read_only(&old, "t").unwrap();
         assert!(ro.load().unwrap().memory.is_empty());

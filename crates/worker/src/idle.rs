@@ -253,22 +253,28 @@ impl Daemon for FakeDaemon {
     }
 }
 
+/// A message to `b1` of `kind` from `from`, as the idle point's and the inbox's tests write them.
+#[cfg(test)]
+pub(crate) fn test_message(id: u64, from: &str, kind: MessageKind) -> Message {
+    Message {
+        id,
+        from: from.into(),
+        to: "b1".into(),
+        kind,
+        body: format!("body {id}"),
+        summary: None,
+        ts: Timestamp::from(std::time::SystemTime::now()),
+        state: DeliveryState::Delivered,
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     fn msg(id: u64, from: &str, kind: MessageKind) -> Message {
-        Message {
-            id,
-            from: from.into(),
-            to: "b1".into(),
-            kind,
-            body: format!("body {id}"),
-            summary: None,
-            ts: Timestamp::from(std::time::SystemTime::now()),
-            state: DeliveryState::Delivered,
-        }
+        test_message(id, from, kind)
     }
 
     #[test]

@@ -284,19 +284,10 @@ async fn route(
 mod tests {
     use super::*;
     use crate::idle::{Call, FakeDaemon};
-    use agent_team_protocol::{DeliveryState, Timestamp};
+    use agent_team_protocol::Timestamp;
 
     fn msg(id: u64, from: &str, kind: MessageKind) -> Message {
-        Message {
-            id,
-            from: from.into(),
-            to: "b1".into(),
-            kind,
-            body: format!("body {id}"),
-            summary: None,
-            ts: Timestamp::from(std::time::SystemTime::now()),
-            state: DeliveryState::Delivered,
-        }
+        crate::idle::test_message(id, from, kind)
     }
 
     fn inbox(msgs: Vec<Message>) -> (Arc<Inbox>, mpsc::UnboundedSender<Inbound>) {

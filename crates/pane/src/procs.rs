@@ -445,7 +445,6 @@ pub fn run_bounded_io(
     io: BoundedIo,
     timeout: Duration,
 ) -> std::io::Result<Bounded> {
-    use std::io::Read as _;
     use std::os::unix::process::CommandExt as _;
     use std::process::Stdio;
     let BoundedIo {
@@ -483,70 +482,91 @@ pub fn run_bounded_io(
                 let _ = std::io::copy(&mut input, &mut stdin);
             });
     }
-    let (out_tx, out_rx) = std::sync::mpsc::channel();
-    if let Some(mut stdout) = child.stdout.take() {
-        let _ = std::thread::Builder::new()
-            .name("bounded-stdout".into())
-            .spawn(move || {
-                let mut all = Vec::new();
-                let _ = stdout.read_to_end(&mut all);
-                let _ = out_tx.send(all);
-            });
-    }
-    let (tx, rx) = std::sync::mpsc::channel();
-    if let Some(mut stderr) = child.stderr.take() {
-        let _ = std::thread::Builder::new()
-            .name("bounded-stderr".into())
-            .spawn(move || {
-                let mut kept: Vec<u8> = Vec::new();
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stderr.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    kept.extend_from_slice(&buf[..n]);
-                    if kept.len() > 2 * keep_stderr {
-                        kept.drain(..kept.len() - keep_stderr);
-                    }
-                }
-                let _ = tx.send(kept);
-            });
-    }
-    let now = Instant::now();
-    let deadline = now
-        .checked_add(timeout)
-        .or_else(|| now.checked_add(Duration::from_secs(24 * 60 * 60)))
-        .unwrap_or(now);
+    let out_rx = child.stdout.take().map(read_all);
+    let rx = child.stderr.take().map(|e| read_tail(e, keep_stderr));
     let mut out = Bounded::default();
-    loop {
-        match child.try_wait()? {
-            Some(status) => {
-                out.status = Some(status);
-                break;
-            }
-            None if Instant::now() >= deadline => {
-                kill_group(pid);
-                out.status = child.wait().ok();
-                out.timed_out = true;
-                break;
-            }
-            None => std::thread::sleep(Duration::from_millis(5)),
-        }
-    }
+    (out.status, out.timed_out) = wait_or_kill(&mut child, pid, timeout)?;
     // A child it left behind may hold a pipe open: what came so far is enough.
     if keep_stdout {
         out.stdout = out_rx
-            .recv_timeout(Duration::from_secs(2))
+            .and_then(|rx| rx.recv_timeout(Duration::from_secs(2)).ok())
             .unwrap_or_default();
     }
     if keep_stderr > 0 {
-        let mut kept = rx.recv_timeout(Duration::from_secs(2)).unwrap_or_default();
+        let mut kept = rx
+            .and_then(|rx| rx.recv_timeout(Duration::from_secs(2)).ok())
+            .unwrap_or_default();
         if kept.len() > keep_stderr {
             kept.drain(..kept.len() - keep_stderr);
         }
         out.stderr = kept;
     }
     Ok(out)
+}
+
+/// Reads all of a command's stdout on a thread of its own; the bytes come on the receiver.
+fn read_all(mut stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    use std::io::Read as _;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let _ = std::thread::Builder::new()
+        .name("bounded-stdout".into())
+        .spawn(move || {
+            let mut all = Vec::new();
+            let _ = stdout.read_to_end(&mut all);
+            let _ = tx.send(all);
+        });
+    rx
+}
+
+/// Reads a command's stderr on a thread of its own, keeping about its last `keep` bytes (at
+/// most twice that); they come on the receiver.
+fn read_tail(
+    mut stderr: std::process::ChildStderr,
+    keep: usize,
+) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    use std::io::Read as _;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let _ = std::thread::Builder::new()
+        .name("bounded-stderr".into())
+        .spawn(move || {
+            let mut kept: Vec<u8> = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                kept.extend_from_slice(&buf[..n]);
+                if kept.len() > 2 * keep {
+                    kept.drain(..kept.len() - keep);
+                }
+            }
+            let _ = tx.send(kept);
+        });
+    rx
+}
+
+/// Waits for the child until `timeout`, then kills its group `pid`: its exit status and
+/// whether it timed out.
+fn wait_or_kill(
+    child: &mut std::process::Child,
+    pid: u32,
+    timeout: Duration,
+) -> std::io::Result<(Option<std::process::ExitStatus>, bool)> {
+    let now = Instant::now();
+    let deadline = now
+        .checked_add(timeout)
+        .or_else(|| now.checked_add(Duration::from_secs(24 * 60 * 60)))
+        .unwrap_or(now);
+    loop {
+        match child.try_wait()? {
+            Some(status) => return Ok((Some(status), false)),
+            None if Instant::now() >= deadline => {
+                kill_group(pid);
+                return Ok((child.wait().ok(), true));
+            }
+            None => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
 }
 
 /// Kills a whole process group when dropped or when the process holding it dies, even by

@@ -557,6 +557,65 @@ set -g mouse on
             .map(str::to_string)
     }
 
+    /// The tmux commands that make the panes of `specs` (running `lines`): a new session first
+    /// when `with_session`, then windows or splits each followed by the layout.
+    fn creation_commands(
+        &self,
+        specs: &[LaunchSpec],
+        lines: &[String],
+        with_session: bool,
+    ) -> TmuxCommands<'static> {
+        let fmt = "#{pane_id} #{pane_pid}";
+        let mut cmds = TmuxCommands::new();
+        for (i, (spec, line)) in specs.iter().zip(lines).enumerate() {
+            let cwd = spec.cwd.display().to_string();
+            if i == 0 && with_session {
+                let (w, h) = DETACHED_SIZE;
+                cmds.push(
+                    NewSession::new()
+                        .detached()
+                        .session_name(self.place.session.clone())
+                        .window_name(spec.name.clone())
+                        .width(w)
+                        .height(h)
+                        .print()
+                        .format(fmt)
+                        .start_directory(cwd)
+                        .shell_command(line.clone()),
+                );
+            } else if self.layout == TmuxLayout::Windows {
+                cmds.push(
+                    NewWindow::new()
+                        .detached()
+                        .print()
+                        .format(fmt)
+                        .window_name(spec.name.clone())
+                        .target_window(format!("{}:", self.place.session))
+                        .start_directory(cwd)
+                        .shell_command(line.clone()),
+                );
+            } else {
+                cmds.push(
+                    SplitWindow::new()
+                        .detached()
+                        .print()
+                        .format(fmt)
+                        .target_pane(self.window_target())
+                        .start_directory(cwd)
+                        .shell_command(line.clone()),
+                );
+                if let Some(layout) = self.layout_name() {
+                    cmds.push(
+                        SelectLayout::new()
+                            .target_pane(self.window_target())
+                            .layout_name(layout),
+                    );
+                }
+            }
+        }
+        cmds
+    }
+
     /// Creates the panes of `specs` with one tmux command: splits (or windows) of the team's
     /// session, or a new session first when there is none (first start, or the server was
     /// killed). One creation at a time, each split followed by the layout: concurrent splits of
@@ -577,57 +636,7 @@ set -g mouse on
             Err(e) => return fail_all(e.to_string()),
         };
         let _one_at_a_time = self.spawning.lock();
-        let fmt = "#{pane_id} #{pane_pid}";
-        let build = |with_session: bool| {
-            let mut cmds = TmuxCommands::new();
-            for (i, (spec, line)) in specs.iter().zip(&lines).enumerate() {
-                let cwd = spec.cwd.display().to_string();
-                if i == 0 && with_session {
-                    let (w, h) = DETACHED_SIZE;
-                    cmds.push(
-                        NewSession::new()
-                            .detached()
-                            .session_name(self.place.session.clone())
-                            .window_name(spec.name.clone())
-                            .width(w)
-                            .height(h)
-                            .print()
-                            .format(fmt)
-                            .start_directory(cwd)
-                            .shell_command(line.clone()),
-                    );
-                } else if self.layout == TmuxLayout::Windows {
-                    cmds.push(
-                        NewWindow::new()
-                            .detached()
-                            .print()
-                            .format(fmt)
-                            .window_name(spec.name.clone())
-                            .target_window(format!("{}:", self.place.session))
-                            .start_directory(cwd)
-                            .shell_command(line.clone()),
-                    );
-                } else {
-                    cmds.push(
-                        SplitWindow::new()
-                            .detached()
-                            .print()
-                            .format(fmt)
-                            .target_pane(self.window_target())
-                            .start_directory(cwd)
-                            .shell_command(line.clone()),
-                    );
-                    if let Some(layout) = self.layout_name() {
-                        cmds.push(
-                            SelectLayout::new()
-                                .target_pane(self.window_target())
-                                .layout_name(layout),
-                        );
-                    }
-                }
-            }
-            cmds
-        };
+        let build = |with_session: bool| self.creation_commands(specs, &lines, with_session);
         let out = match self.tmux(build(false)) {
             Ok(out) => Ok(out),
             Err(e) => {
@@ -817,18 +826,15 @@ pub fn relayout(socket: &Path, window: &str, layout: TmuxLayout) -> Result<(), P
     }
 }
 
-/// One reading of the window and one layout for it ([`relayout`]).
-fn relayout_once(socket: &Path, window: &str, layout: TmuxLayout) -> Result<(), PaneError> {
-    let tool = |e: TmuxFailure| PaneError::Tool(e.to_string());
-    if layout == TmuxLayout::Windows {
-        return Ok(());
-    }
+/// The panes of the session holding `window`: their window, owner, board mark, size and
+/// whether one is zoomed.
+fn session_panes(socket: &Path, window: &str) -> Result<Vec<SessionPane>, PaneError> {
     let mut cmds = TmuxCommands::new();
     cmds.push(ListPanes::new().session().target(window).format(format!(
         "#{{window_id}}\t#{{pane_id}}\t#{{{OWNER_OPTION}}}\t#{{{BOARD_OPTION}}}\t#{{window_width}}\t#{{window_height}}\t#{{window_zoomed_flag}}#{{pane_active}}"
     )));
-    let out = run(socket, None, cmds).map_err(tool)?;
-    let panes: Vec<SessionPane> = out
+    let out = run(socket, None, cmds).map_err(|e| PaneError::Tool(e.to_string()))?;
+    Ok(out
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split('\t').collect();
@@ -841,7 +847,16 @@ fn relayout_once(socket: &Path, window: &str, layout: TmuxLayout) -> Result<(), 
                 zoomed_active: f.get(6).is_some_and(|z| *z == "11"),
             })
         })
-        .collect();
+        .collect())
+}
+
+/// One reading of the window and one layout for it ([`relayout`]).
+fn relayout_once(socket: &Path, window: &str, layout: TmuxLayout) -> Result<(), PaneError> {
+    let tool = |e: TmuxFailure| PaneError::Tool(e.to_string());
+    if layout == TmuxLayout::Windows {
+        return Ok(());
+    }
+    let panes = session_panes(socket, window)?;
     let board = panes.iter().find(|p| p.board_of == window);
     let here: Vec<&SessionPane> = panes
         .iter()

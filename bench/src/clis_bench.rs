@@ -38,7 +38,7 @@ const IDLE_SAMPLES: usize = 3;
 const BUSY_SAMPLES: usize = 3;
 
 /// The Claude Code the bench drives (the end-to-end tests' pin).
-pub(crate) const CLAUDE_CODE_VERSION: &str = "2.1.332";
+pub(crate) const CLAUDE_CODE_VERSION: &str = agent_team_worker::external::tested::CLAUDE_CODE;
 
 /// One pinned agent CLI and how it is set up against the mock.
 struct Cli {
@@ -93,7 +93,7 @@ const CLIS: [Cli; 6] = [
         label: "Codex",
         provider: "codex",
         package: "@openai/codex",
-        version: "0.171.0",
+        version: agent_team_worker::external::tested::CODEX,
         bin: "codex",
         model: "gpt-5-codex",
         wire: Wire::OpenAi,
@@ -110,7 +110,7 @@ const CLIS: [Cli; 6] = [
         label: "Qwen Code",
         provider: "qwen-code",
         package: "@qwen-code/qwen-code",
-        version: "0.24.4",
+        version: agent_team_worker::external::tested::QWEN_CODE,
         bin: "qwen",
         model: "qwen3-coder",
         wire: Wire::OpenAi,
@@ -127,7 +127,7 @@ const CLIS: [Cli; 6] = [
         label: "Gemini CLI",
         provider: "gemini-cli",
         package: "@google/gemini-cli",
-        version: "0.61.0",
+        version: agent_team_worker::external::tested::GEMINI_CLI,
         bin: "gemini",
         model: "gemini-2.5-pro",
         wire: Wire::Gemini,
@@ -144,7 +144,7 @@ const CLIS: [Cli; 6] = [
         label: "Copilot CLI",
         provider: "copilot",
         package: "@github/copilot",
-        version: "1.0.102",
+        version: agent_team_worker::external::tested::COPILOT,
         bin: "copilot",
         model: "gpt-4.1",
         wire: Wire::OpenAi,
@@ -161,7 +161,7 @@ const CLIS: [Cli; 6] = [
         label: "opencode",
         provider: "opencode",
         package: "opencode-ai",
-        version: "1.18.33",
+        version: agent_team_worker::external::tested::OPENCODE,
         bin: "opencode",
         model: "gpt-4.1",
         wire: Wire::OpenAi,

@@ -10,14 +10,15 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 
-/// The agent CLIs' versions the suite installs and runs (the README's table says the same).
-pub(crate) const CLAUDE_CODE_VERSION: &str = "2.1.332";
+/// The agent CLIs' versions the suite installs and runs: the ones the adapters are tested
+/// with (`agent_team_worker::external::tested`, which the README's table says too).
+pub(crate) const CLAUDE_CODE_VERSION: &str = agent_team_worker::external::tested::CLAUDE_CODE;
 /// See [`CLAUDE_CODE_VERSION`].
-pub(crate) const GEMINI_CLI_VERSION: &str = "0.61.0";
+pub(crate) const GEMINI_CLI_VERSION: &str = agent_team_worker::external::tested::GEMINI_CLI;
 /// See [`CLAUDE_CODE_VERSION`].
-pub(crate) const CODEX_VERSION: &str = "0.171.0";
+pub(crate) const CODEX_VERSION: &str = agent_team_worker::external::tested::CODEX;
 /// See [`CLAUDE_CODE_VERSION`].
-const QWEN_CODE_VERSION: &str = "0.24.4";
+const QWEN_CODE_VERSION: &str = agent_team_worker::external::tested::QWEN_CODE;
 
 fn fixture() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -2647,4 +2648,106 @@ pub(crate) fn works_headless_on_the_board(cli: Headless<'_>) -> (Sandbox, String
             .contains("cc finished task 1")
     );
     (sb, log)
+}
+
+/// `doctor` lists each agent CLI on PATH with its version beside the tested one, and what to
+/// install for a missing one: fake CLIs answering `--version` stand in, one at the tested
+/// version (Claude Code), one older (Codex), one missing (Gemini CLI: nothing named `gemini`
+/// on the PATH given).
+#[test]
+fn doctor_lists_each_agent_cli_with_its_version_beside_the_tested_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    let bin = sb.path("fake-clis");
+    std::fs::create_dir_all(&bin).unwrap();
+    for (name, says) in [
+        ("claude", format!("{CLAUDE_CODE_VERSION} (Claude Code)")),
+        ("codex", "codex-cli 0.170.0".to_string()),
+    ] {
+        let exe = bin.join(name);
+        std::fs::write(
+            &exe,
+            format!("#!/bin/sh\n[ \"$1\" = --version ] && echo '{says}'\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    let doctor = |args: &[&str]| {
+        let out = sb
+            .cmd("agent-team")
+            .args(args)
+            .env("PATH", &path)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = doctor(&["doctor"]);
+    let line = |provider: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{provider}: ")))
+            .unwrap_or_else(|| panic!("no {provider} line:\n{text}"))
+            .to_string()
+    };
+    let claude = line("claude-code");
+    assert!(
+        claude.contains("claude-code: ok")
+            && claude.contains(&format!(
+                "claude {CLAUDE_CODE_VERSION} at {}",
+                bin.display()
+            ))
+            && claude.contains("the version agent-team is tested with"),
+        "{claude}"
+    );
+    let codex = line("codex");
+    assert!(
+        codex.contains("codex: untested")
+            && codex.contains("codex 0.170.0")
+            && codex.contains(&format!("tested with {CODEX_VERSION}"))
+            && codex.contains(&format!("npm install -g @openai/codex@{CODEX_VERSION}")),
+        "{codex}"
+    );
+    let gemini = line("gemini-cli");
+    assert!(
+        gemini.contains("gemini-cli: missing")
+            && gemini.contains("gemini is not on PATH")
+            && gemini.contains(&format!(
+                "npm install -g @google/gemini-cli@{GEMINI_CLI_VERSION}"
+            )),
+        "{gemini}"
+    );
+
+    let json: serde_json::Value = serde_json::from_str(&doctor(&["doctor", "--json"])).unwrap();
+    let cli = |provider: &str| {
+        json["clis"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["provider"] == provider)
+            .unwrap_or_else(|| panic!("no {provider} in {json}"))
+            .clone()
+    };
+    let claude = cli("claude-code");
+    assert_eq!(claude["status"], "ok");
+    assert_eq!(claude["version"], CLAUDE_CODE_VERSION);
+    assert_eq!(claude["tested_version"], CLAUDE_CODE_VERSION);
+    assert_eq!(claude["path"], bin.join("claude").display().to_string());
+    let codex = cli("codex");
+    assert_eq!(codex["status"], "untested");
+    assert_eq!(codex["version"], "0.170.0");
+    assert_eq!(codex["tested_version"], CODEX_VERSION);
+    let gemini = cli("gemini-cli");
+    assert_eq!(gemini["status"], "missing");
+    assert_eq!(gemini["path"], serde_json::Value::Null);
+    assert_eq!(gemini["npm_package"], "@google/gemini-cli");
+    assert_eq!(
+        gemini["install"],
+        format!("npm install -g @google/gemini-cli@{GEMINI_CLI_VERSION}")
+    );
 }

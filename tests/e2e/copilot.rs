@@ -14,8 +14,8 @@ use agent_team_protocol::*;
 use serde_json::json;
 use std::time::Duration;
 
-/// The Copilot CLI version the suite installs and runs (the README's table says the same).
-pub(crate) const COPILOT_VERSION: &str = "1.0.102";
+/// The Copilot CLI version the suite installs and runs: the one its adapter is tested with.
+pub(crate) const COPILOT_VERSION: &str = agent_team_worker::external::tested::COPILOT;
 
 /// How long a Copilot run may take (its first start unpacks its runtime into its home).
 const T: Duration = Duration::from_secs(120);

@@ -14,8 +14,8 @@ use agent_team_protocol::*;
 use serde_json::json;
 use std::time::Duration;
 
-/// The opencode version the suite installs and runs (the README's table says the same).
-pub(crate) const OPENCODE_VERSION: &str = "1.18.33";
+/// The opencode version the suite installs and runs: the one its adapter is tested with.
+pub(crate) const OPENCODE_VERSION: &str = agent_team_worker::external::tested::OPENCODE;
 
 /// How long an opencode run may take.
 const T: Duration = Duration::from_secs(120);

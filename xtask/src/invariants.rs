@@ -80,6 +80,7 @@ pub(crate) const LAYERS: &[(&str, u8, &[&str])] = &[
             "pane",
             "remote",
             "egress",
+            "worker",
         ],
     ),
     ("xtask", 7, &["mockmodel", "protocol"]),
@@ -237,6 +238,10 @@ pub(crate) fn invariants(root: &Path) -> Result<()> {
             "no build output is committed (no tracked file git ignores, none under a link-order/ dir)",
             committed_output(root)?,
         ),
+        (
+            "the agent CLIs' tested versions are said once (crates/worker/src/external/mod.rs `tested`) and the README's \"tested version\" row says the same",
+            tested_versions(root)?,
+        ),
     ];
     let mut failed = 0;
     for (what, findings) in &checks {
@@ -255,6 +260,60 @@ pub(crate) fn invariants(root: &Path) -> Result<()> {
     }
     eprintln!("invariants: all {} hold", checks.len());
     Ok(())
+}
+
+/// The README's table row `| tested version | … |` against the versions in the worker's
+/// `pub mod tested` (the adapters, the end-to-end tests and the bench take theirs from it):
+/// each cell, in order, starts with its CLI's version.
+fn tested_versions(root: &Path) -> Result<Vec<Finding>> {
+    let source_file = "crates/worker/src/external/mod.rs";
+    let source = std::fs::read_to_string(root.join(source_file))
+        .map_err(|e| anyhow::anyhow!("cannot read {source_file}: {e}"))?;
+    let versions: Vec<(String, String)> = source
+        .lines()
+        .skip_while(|l| !l.starts_with("pub mod tested"))
+        .take_while(|l| *l != "}")
+        .filter_map(|l| {
+            let (name, rest) = l
+                .trim()
+                .strip_prefix("pub const ")?
+                .split_once(": &str = \"")?;
+            Some((name.to_string(), rest.strip_suffix("\";")?.to_string()))
+        })
+        .collect();
+    let readme = std::fs::read_to_string(root.join("README.md"))
+        .map_err(|e| anyhow::anyhow!("cannot read README.md: {e}"))?;
+    let Some((line, row)) = readme
+        .lines()
+        .enumerate()
+        .find(|(_, l)| l.starts_with("| tested version |"))
+    else {
+        return Ok(vec![Finding {
+            at: "README.md".into(),
+            what: "no `| tested version |` row".into(),
+        }]);
+    };
+    let cells: Vec<&str> = row.split('|').map(str::trim).skip(2).collect();
+    let mut out = Vec::new();
+    if versions.is_empty() {
+        out.push(Finding {
+            at: source_file.into(),
+            what: "no `pub const NAME: &str = \"VERSION\";` in `pub mod tested`".into(),
+        });
+    }
+    for (i, (name, version)) in versions.iter().enumerate() {
+        let cell = cells.get(i).copied().unwrap_or_default();
+        if cell.split_whitespace().next() != Some(version.as_str()) {
+            out.push(Finding {
+                at: format!("README.md:{}", line + 1),
+                what: format!(
+                    "column {} says `{cell}`; tested::{name} is {version}",
+                    i + 1
+                ),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// One package's manifest: its short name, its path, and its lines.
@@ -286,7 +345,12 @@ fn manifests(root: &Path) -> Result<Vec<Manifest>> {
             .find_map(|l| l.strip_prefix("name = \""))
             .and_then(|l| l.strip_suffix('"'))
             .unwrap_or_default();
-        let name = name.strip_prefix("agent-team-").unwrap_or(name).to_string();
+        // The CLI's package carries the product's name (`cargo install agent-team`).
+        let name = match name {
+            "agent-team" => "cli",
+            _ => name.strip_prefix("agent-team-").unwrap_or(name),
+        }
+        .to_string();
         out.push(Manifest {
             name,
             path: rel(root, &p),
@@ -653,5 +717,34 @@ mod tests {
         let text = "[package]\nname = \"x\"\n[dependencies]\na = 1\n# b = 1\n[dev-dependencies]\n\"c\" = { path = \"..\" }\n[target.'cfg(unix)'.build-dependencies]\nd = 1\n[dependencies.e]\nversion = \"1\"\n[lints]\nworkspace = true\n";
         let names: Vec<String> = dependencies(text).into_iter().map(|(_, n)| n).collect();
         assert_eq!(names, ["a", "c", "d", "e"]);
+    }
+
+    #[test]
+    fn a_readme_version_other_than_the_tested_one_is_reported() {
+        let root = tempfile::tempdir().unwrap();
+        let src = root.path().join("crates/worker/src/external");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(
+            src.join("mod.rs"),
+            "pub mod tested {\n    /// A.\n    pub const A: &str = \"1.2.3\";\n    pub const B: &str = \"0.1.0\";\n}\n",
+        )
+        .unwrap();
+        let readme = |row: &str| {
+            std::fs::write(
+                root.path().join("README.md"),
+                format!("# x\n\n| | A | B |\n{row}\n"),
+            )
+            .unwrap();
+            tested_versions(root.path()).unwrap()
+        };
+        assert!(readme("| tested version | 1.2.3 | 0.1.0 (Node 22) |").is_empty());
+        let found = readme("| tested version | 1.2.3 | 0.1.1 |");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].at, "README.md:4");
+        assert!(
+            found[0].what.contains("tested::B is 0.1.0"),
+            "{}",
+            found[0].what
+        );
     }
 }

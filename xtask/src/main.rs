@@ -1,9 +1,11 @@
 //! `cargo xtask`: the project's automation, in Rust so it runs wherever cargo does.
 //!
-//! - `cargo xtask ci`: everything CI checks (the invariants first, format, lints, build, tests,
-//!   the Python package's tests in a venv under target/, a 30 s soak, docs).
+//! - `cargo xtask ci`: everything CI checks (the invariants first, format, lints, packaging,
+//!   build, tests, the Python package's tests in a venv under target/, a 30 s soak, docs).
 //! - `cargo xtask invariants`: the ARCHITECTURE.md invariants a grep can check, each with the
 //!   file:line that breaks it (xtask/src/invariants.rs); seconds, no build.
+//! - `cargo xtask package`: every publishable crate packaged as `cargo publish` would upload
+//!   it, and checked to compile from its package alone (xtask/src/package.rs); run by `ci`.
 //! - `cargo xtask bench [--save]`: the performance figures of SPEC §6, each beside its floor
 //!   measured in the same run; `--save` writes them to docs/BENCHMARKS.md.
 //! - `cargo xtask man`: writes the man page, generated from the CLI's one clap definition, to
@@ -23,6 +25,7 @@ mod names;
 mod order;
 mod order_calls;
 mod order_faults;
+mod package;
 mod soak;
 
 use anyhow::{Context, Result, bail};
@@ -35,6 +38,7 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("ci") => ci(&root),
         Some("invariants") => invariants::invariants(&root),
+        Some("package") => package::package(&root),
         Some("bench") => bench(&root, &args[1..]),
         Some("soak") => soak::soak(&root, &args[1..]),
         Some("man") => man(&root),
@@ -42,12 +46,13 @@ fn main() -> Result<()> {
         Some("order") => order::order(&root, &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|invariants|bench [--save] [--quick]|dist|man|order [--from-profiles|--faults|--calls|--publish]|soak [--seconds N] [--backend B] [--seed S]>"
+                "usage: cargo xtask <ci|invariants|package|bench [--save] [--quick]|dist|man|order [--from-profiles|--faults|--calls|--publish]|soak [--seconds N] [--backend B] [--seed S]>"
             );
             eprintln!(
-                "  ci      invariants, format check, clippy -D warnings, build, the whole test suite, a 30 s soak, docs"
+                "  ci      invariants, format check, clippy -D warnings, packaging, build, the whole test suite, a 30 s soak, docs"
             );
             eprintln!("  invariants  the ARCHITECTURE.md invariants a grep can check (no build)");
+            eprintln!("  package every publishable crate packaged and checked from its package");
             eprintln!("  bench   SPEC §6 figures beside their same-run floors (release build)");
             eprintln!(
                 "  dist    release build linked in crates/cli/link-order/'s order, resolved against it"
@@ -110,6 +115,8 @@ fn ci(root: &Path) -> Result<()> {
         ],
         &[],
     )?;
+    // Right after clippy, whose checked dependencies it reuses: what crates.io would get.
+    package::package(root)?;
     // The end-to-end suite drives the real binaries, so they must exist first.
     cargo(root, &["build", "--workspace", "--bins"], &[])?;
     cargo(root, &["test", "--workspace", "--no-fail-fast"], &[])?;
@@ -195,7 +202,7 @@ fn python(root: &Path) -> Result<()> {
 fn man(root: &Path) -> Result<()> {
     cargo(
         root,
-        &["build", "--bin", "agent-team", "-p", "agent-team-cli"],
+        &["build", "--bin", "agent-team", "-p", "agent-team"],
         &[],
     )?;
     let out = Command::new(root.join("target").join("debug").join("agent-team"))
@@ -227,7 +234,7 @@ fn build_release(root: &Path) -> Result<()> {
             "--release",
             "--bins",
             "-p",
-            "agent-team-cli",
+            "agent-team",
             "-p",
             "agent-team-bench",
         ],

@@ -107,7 +107,7 @@ fn tmux_ok() -> bool {
 /// anything was lost, duplicated or left behind.
 pub fn soak(root: &Path, args: &[String]) -> Result<()> {
     let opts = parse(args)?;
-    super::cargo(root, &["build", "-p", "agent-team-cli", "--bins"], &[])?;
+    super::cargo(root, &["build", "-p", "agent-team", "--bins"], &[])?;
     let target = super::target_dir(root);
     let bin = target.join("debug").join("agent-team");
     if !bin.exists() {

@@ -10,7 +10,9 @@ use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Prints each check as `name: ok|missing — detail`, then the sandbox's view (what the team's
+/// Prints each check as `name: ok|missing — detail`, then each agent CLI a team can run
+/// ([`AgentCli`]: its version on PATH beside the tested one, what to install), then the
+/// sandbox's view (what the team's
 /// default role's agents read, write, cannot see, and how they reach the network; what does
 /// not hold here), as `agent-team sandbox` prints it; exits 0 either way (it informs). The
 /// `sandbox` check says which mechanism confines agents' commands, CLI teammates, hooks and
@@ -50,6 +52,7 @@ pub fn doctor(team: Option<String>, file: Option<PathBuf>, json: bool) -> Result
         ("iterm2", iterm2.0, iterm2.1),
     ];
     let view = sandbox_view(team, file);
+    let clis = agent_clis(std::env::var("PATH").ok().as_deref());
     if json {
         let v: Vec<serde_json::Value> = checks
             .iter()
@@ -66,13 +69,21 @@ pub fn doctor(team: Option<String>, file: Option<PathBuf>, json: bool) -> Result
             }
             Err(e) => serde_json::json!({ "error": format!("{e:#}") }),
         };
-        output::json(&serde_json::json!({ "checks": v, "view": view }));
+        let clis: Vec<serde_json::Value> = clis.iter().map(AgentCli::json).collect();
+        output::json(&serde_json::json!({ "checks": v, "clis": clis, "view": view }));
     } else {
         for (name, ok, detail) in &checks {
             output::line(&format!(
                 "{name}: {} — {detail}",
                 if *ok { "ok" } else { "missing" }
             ));
+        }
+        output::line(
+            "agent CLIs on PATH (provider: found, its version beside the one agent-team is \
+             tested with):",
+        );
+        for cli in &clis {
+            output::line(&format!("  {}", cli.line()));
         }
         match view {
             Ok((team, role, view)) => {
@@ -158,4 +169,119 @@ fn sandbox_view(team: Option<String>, file: Option<PathBuf>) -> Result<(String, 
         cfg.sandbox,
     );
     Ok((ctx.team, role, view))
+}
+
+/// One agent CLI a team can run (`provider = "claude-code"`, …) as this machine has it: where
+/// it is on PATH and its version, beside the version agent-team is tested with
+/// (`agent_team_worker::external::tested`), so a missing or other version is seen before `up`.
+struct AgentCli {
+    /// The provider's team-file name.
+    provider: &'static str,
+    /// The program looked up on PATH.
+    program: &'static str,
+    /// The npm package that provides it.
+    package: &'static str,
+    /// The version agent-team is tested with.
+    tested: Option<&'static str>,
+    /// Where it is, when it is on PATH.
+    exe: Option<PathBuf>,
+    /// Its version, when it tells.
+    version: Option<String>,
+}
+
+impl AgentCli {
+    /// `ok` (the tested version), `untested` (another version: it runs, with a warning),
+    /// `unknown` (found, its version not told) or `missing`.
+    fn status(&self) -> &'static str {
+        match (&self.exe, &self.version, self.tested) {
+            (None, _, _) => "missing",
+            (Some(_), None, Some(_)) => "unknown",
+            (Some(_), Some(v), Some(t)) if v != t => "untested",
+            _ => "ok",
+        }
+    }
+
+    /// The command that installs the tested version.
+    fn install(&self) -> String {
+        match self.tested {
+            Some(v) => format!("npm install -g {}@{v}", self.package),
+            None => format!("npm install -g {}", self.package),
+        }
+    }
+
+    /// `provider: status — what was found, the tested version, what to install`.
+    fn line(&self) -> String {
+        let tested = self.tested.unwrap_or("any version");
+        let detail = match (&self.exe, self.status()) {
+            (None, _) => format!(
+                "{} is not on PATH; install it: {}",
+                self.program,
+                self.install()
+            ),
+            (Some(exe), "ok") => format!(
+                "{} {} at {}, the version agent-team is tested with",
+                self.program,
+                self.version.as_deref().unwrap_or("(any version)"),
+                exe.display()
+            ),
+            (Some(exe), "unknown") => format!(
+                "{} at {} did not tell its version; agent-team is tested with {tested} ({})",
+                self.program,
+                exe.display(),
+                self.install()
+            ),
+            (Some(exe), _) => format!(
+                "{} {} at {}; agent-team is tested with {tested} ({}); it runs anyway, with a \
+                 warning",
+                self.program,
+                self.version.as_deref().unwrap_or_default(),
+                exe.display(),
+                self.install()
+            ),
+        };
+        format!("{}: {} — {detail}", self.provider, self.status())
+    }
+
+    /// The `clis` entry of `doctor --json`.
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "provider": self.provider,
+            "program": self.program,
+            "npm_package": self.package,
+            "tested_version": self.tested,
+            "path": self.exe.as_ref().map(|p| p.display().to_string()),
+            "version": self.version,
+            "status": self.status(),
+            "install": self.install(),
+        })
+    }
+}
+
+/// Every agent CLI with an npm package, looked up on `path_var`; their versions are asked in
+/// parallel (a Node CLI takes about a second to say it).
+fn agent_clis(path_var: Option<&str>) -> Vec<AgentCli> {
+    use agent_team_worker::external;
+    std::thread::scope(|s| {
+        let asks: Vec<_> = external::adapters()
+            .iter()
+            .filter_map(|a| Some((*a, a.npm_package()?)))
+            .map(|(a, package)| {
+                s.spawn(move || {
+                    let exe = external::find_program(a.program(), path_var);
+                    let version = exe
+                        .as_deref()
+                        .and_then(|e| external::reported_version(a, e));
+                    AgentCli {
+                        provider: a.provider().as_str(),
+                        program: a.program(),
+                        package,
+                        tested: a.tested_version(),
+                        exe,
+                        version,
+                    }
+                })
+            })
+            .collect();
+        asks.into_iter().filter_map(|h| h.join().ok()).collect()
+    })
 }

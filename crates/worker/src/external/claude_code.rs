@@ -28,7 +28,7 @@ impl CliAdapter for ClaudeCode {
         Some("@anthropic-ai/claude-code")
     }
     fn tested_version(&self) -> Option<&'static str> {
-        Some("2.1.332")
+        Some(super::tested::CLAUDE_CODE)
     }
     fn transcripts_dir(&self) -> Option<&'static str> {
         Some(".claude")

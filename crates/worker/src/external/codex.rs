@@ -23,7 +23,7 @@ impl CliAdapter for Codex {
         Some("@openai/codex")
     }
     fn tested_version(&self) -> Option<&'static str> {
-        Some("0.171.0")
+        Some(super::tested::CODEX)
     }
 
     /// Codex obeys a hook's deny only and takes an allow as an error: nothing for an allowed

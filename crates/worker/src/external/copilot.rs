@@ -58,7 +58,7 @@ impl CliAdapter for Copilot {
         Some("@github/copilot")
     }
     fn tested_version(&self) -> Option<&'static str> {
-        Some("1.0.102")
+        Some(super::tested::COPILOT)
     }
     fn transcripts_dir(&self) -> Option<&'static str> {
         Some(".copilot")

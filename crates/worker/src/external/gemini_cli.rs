@@ -29,7 +29,7 @@ impl CliAdapter for GeminiCli {
         Some("@google/gemini-cli")
     }
     fn tested_version(&self) -> Option<&'static str> {
-        Some("0.61.0")
+        Some(super::tested::GEMINI_CLI)
     }
     fn transcripts_dir(&self) -> Option<&'static str> {
         Some(".gemini")

@@ -176,6 +176,25 @@ pub trait CliAdapter: Sync {
     }
 }
 
+/// The version of each agent CLI agent-team is tested with, said once: each adapter's
+/// [`CliAdapter::tested_version`], the versions the end-to-end tests and the bench install,
+/// what `agent-team doctor` compares an installed CLI with, and the README's table (`cargo
+/// xtask invariants` checks it).
+pub mod tested {
+    /// Claude Code (`@anthropic-ai/claude-code`).
+    pub const CLAUDE_CODE: &str = "2.1.332";
+    /// Codex (`@openai/codex`).
+    pub const CODEX: &str = "0.171.0";
+    /// Qwen Code (`@qwen-code/qwen-code`; Node 22 or later).
+    pub const QWEN_CODE: &str = "0.24.4";
+    /// Gemini CLI (`@google/gemini-cli`).
+    pub const GEMINI_CLI: &str = "0.61.0";
+    /// GitHub Copilot CLI (`@github/copilot`).
+    pub const COPILOT: &str = "1.0.102";
+    /// opencode (`opencode-ai`).
+    pub const OPENCODE: &str = "1.18.33";
+}
+
 /// Every agent CLI agent-team can run, one adapter each.
 static ADAPTERS: &[&dyn CliAdapter] = &[
     &claude_code::ClaudeCode,
@@ -186,6 +205,11 @@ static ADAPTERS: &[&dyn CliAdapter] = &[
     &opencode::Opencode,
     &template::Template,
 ];
+
+/// Every adapter, in the order the README's table lists the CLIs (the `cli` template last).
+pub fn adapters() -> &'static [&'static dyn CliAdapter] {
+    ADAPTERS
+}
 
 /// The adapter of `provider`; `None` for a provider that is not an external CLI.
 pub fn adapter(provider: Provider) -> Option<&'static dyn CliAdapter> {
@@ -211,6 +235,62 @@ pub fn installed_version(cli: &dyn CliAdapter, exe: &Path) -> Option<String> {
         let v: serde_json::Value = serde_json::from_str(&text).ok()?;
         (v["name"] == package).then(|| v["version"].as_str().map(String::from))?
     })
+}
+
+/// The version of the CLI at `exe`, for `agent-team doctor`: its npm package's
+/// ([`installed_version`]), else the first version number (`1.2.3`, `v1.2.3-beta.1`) it prints
+/// for `--version` within [`VERSION_TIMEOUT`]. `None` when neither tells.
+pub fn reported_version(cli: &dyn CliAdapter, exe: &Path) -> Option<String> {
+    installed_version(cli, exe).or_else(|| version_output(exe))
+}
+
+/// How long a CLI's `--version` may take (a Node CLI starts in about a second); one that
+/// takes longer is killed and its version is unknown.
+pub const VERSION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What `exe --version` prints, as a version number; the program is killed after
+/// [`VERSION_TIMEOUT`].
+fn version_output(exe: &Path) -> Option<String> {
+    use std::process::{Command, Stdio};
+    let child = Command::new(exe)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let pid = i32::try_from(child.id()).ok()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(VERSION_TIMEOUT) {
+        Ok(out) => version_in(&String::from_utf8_lossy(&out.ok()?.stdout)),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            None
+        }
+    }
+}
+
+/// The first word of `text` that is a version number: three dot-separated numbers, maybe after
+/// a `v` and before a `-pre` or `+build` part (`codex-cli 0.171.0`, `2.1.332 (Claude Code)`).
+pub fn version_in(text: &str) -> Option<String> {
+    text.split(|c: char| c.is_whitespace() || "(),;".contains(c))
+        .map(|w| w.trim_end_matches('.'))
+        .map(|w| w.strip_prefix('v').unwrap_or(w))
+        .find(|w| {
+            let core = w.split(['-', '+']).next().unwrap_or_default();
+            let parts: Vec<&str> = core.split('.').collect();
+            parts.len() == 3
+                && parts
+                    .iter()
+                    .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+        })
+        .map(String::from)
 }
 
 /// The one-line warning for a CLI at `exe` whose installed version is not the one the suite

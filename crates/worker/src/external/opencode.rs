@@ -40,7 +40,7 @@ impl CliAdapter for Opencode {
         Some("opencode-ai")
     }
     fn tested_version(&self) -> Option<&'static str> {
-        Some("1.18.33")
+        Some(super::tested::OPENCODE)
     }
     fn transcripts_dir(&self) -> Option<&'static str> {
         Some(DATA_DIR)

@@ -24,7 +24,7 @@ impl CliAdapter for QwenCode {
         Some("@qwen-code/qwen-code")
     }
     fn tested_version(&self) -> Option<&'static str> {
-        Some("0.24.4")
+        Some(super::tested::QWEN_CODE)
     }
     fn transcripts_dir(&self) -> Option<&'static str> {
         Some(".qwen")

@@ -867,3 +867,59 @@ fn a_cli_needs_the_namespace_unless_the_team_file_says_weak() {
         assert_eq!(fallback_refusal(SandboxMode::Off, support), None);
     }
 }
+
+#[test]
+fn a_version_number_is_found_in_what_each_cli_prints_for_version() {
+    for (printed, version) in [
+        ("2.1.332 (Claude Code)\n", Some("2.1.332")),
+        ("codex-cli 0.171.0\n", Some("0.171.0")),
+        ("0.61.0\n", Some("0.61.0")),
+        (
+            "GitHub Copilot CLI 1.0.102.\nCommit: abc\n",
+            Some("1.0.102"),
+        ),
+        ("v1.18.33\n", Some("1.18.33")),
+        (
+            "gemini 0.62.0-nightly.20260101 (x)\n",
+            Some("0.62.0-nightly.20260101"),
+        ),
+        ("node 22\n", None),
+        ("", None),
+    ] {
+        assert_eq!(version_in(printed).as_deref(), version, "{printed:?}");
+    }
+}
+
+#[test]
+fn a_clis_reported_version_is_its_npm_packages_else_what_version_prints() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("codex");
+    std::fs::write(&exe, "#!/bin/sh\necho \"codex-cli 0.170.2\"\n").unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let codex = adapter(Provider::Codex).unwrap();
+    assert_eq!(reported_version(codex, &exe).as_deref(), Some("0.170.2"));
+    // An npm install's package.json is believed first (no program is run).
+    std::fs::write(
+        dir.path().join("package.json"),
+        r#"{"name": "@openai/codex", "version": "0.171.0"}"#,
+    )
+    .unwrap();
+    assert_eq!(reported_version(codex, &exe).as_deref(), Some("0.171.0"));
+    assert_eq!(reported_version(codex, &dir.path().join("missing")), None);
+}
+
+#[test]
+fn every_cli_with_an_npm_package_names_the_version_it_is_tested_with() {
+    for a in adapters() {
+        if a.npm_package().is_some() {
+            let v = a.tested_version().unwrap();
+            assert_eq!(
+                version_in(v).as_deref(),
+                Some(v),
+                "{}",
+                a.provider().as_str()
+            );
+        }
+    }
+}

@@ -27,19 +27,7 @@ impl TeamState {
                 "only a teammate submits its own plan",
             ));
         };
-        if plan.trim().is_empty() {
-            return Err(bad_request("the plan is empty: say what you will do"));
-        }
-        if plan.len() > MAX_BODY_LEN {
-            return Err(ErrorBody::with_details(
-                ErrorCode::BadRequest,
-                format!(
-                    "the plan has {} bytes; the limit is {MAX_BODY_LEN}",
-                    plan.len()
-                ),
-                json!({"field": "plan", "limit": MAX_BODY_LEN, "size": plan.len()}),
-            ));
-        }
+        check_plan_text(&plan)?;
         let info = self
             .agent(&name)
             .map(|a| a.info.clone())
@@ -87,19 +75,7 @@ impl TeamState {
                 .get(LEADER)
                 .is_some_and(|l| !l.info.status.is_down())
         {
-            let quoted = if plan.len() > QUOTED_PLAN_LEN {
-                let mut end = QUOTED_PLAN_LEN;
-                while !plan.is_char_boundary(end) {
-                    end -= 1;
-                }
-                format!(
-                    "{}\n[… the plan is {} bytes long: `agent-team plan show {name}` has it whole]",
-                    &plan[..end],
-                    plan.len()
-                )
-            } else {
-                plan
-            };
+            let quoted = quoted_plan(plan, &name);
             // A full inbox must not lose the plan: the event and `agent-team plan` have it.
             let _ = self.send(
                 &Actor::Daemon,
@@ -238,5 +214,41 @@ impl TeamState {
             ));
         }
         Ok(())
+    }
+}
+
+/// A submitted plan is not empty and not over [`MAX_BODY_LEN`].
+fn check_plan_text(plan: &str) -> Result<(), ErrorBody> {
+    if plan.trim().is_empty() {
+        return Err(bad_request("the plan is empty: say what you will do"));
+    }
+    if plan.len() > MAX_BODY_LEN {
+        return Err(ErrorBody::with_details(
+            ErrorCode::BadRequest,
+            format!(
+                "the plan has {} bytes; the limit is {MAX_BODY_LEN}",
+                plan.len()
+            ),
+            json!({"field": "plan", "limit": MAX_BODY_LEN, "size": plan.len()}),
+        ));
+    }
+    Ok(())
+}
+
+/// `name`'s plan as the leader's message quotes it: cut at [`QUOTED_PLAN_LEN`] bytes, saying
+/// where the whole plan is.
+fn quoted_plan(plan: String, name: &str) -> String {
+    if plan.len() > QUOTED_PLAN_LEN {
+        let mut end = QUOTED_PLAN_LEN;
+        while !plan.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!(
+            "{}\n[… the plan is {} bytes long: `agent-team plan show {name}` has it whole]",
+            &plan[..end],
+            plan.len()
+        )
+    } else {
+        plan
     }
 }

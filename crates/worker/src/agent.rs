@@ -537,8 +537,9 @@ impl<'a> Turns<'a> {
         .await
     }
 
-    /// One model turn and its tool calls; the team's answer when it finished the team.
-    async fn turn(&mut self) -> Result<Option<String>, AgentError> {
+    /// The next model request: the plan's state looked at again, the step counted (past
+    /// `max_steps` the agent stops), notices added and the conversation trimmed to fit.
+    async fn next_request(&mut self) -> Result<TurnRequest, AgentError> {
         let s = self.session;
         let (link, role, out) = (s.link(), s.role(), s.out());
         // A decision on its plan arrives as a message; the state itself is the daemon's.
@@ -564,10 +565,17 @@ impl<'a> Turns<'a> {
             self.messages.push(ChatMessage::user(notices));
         }
         trim(&mut self.messages, role.context_tokens as usize, role.cache);
-        let req = TurnRequest {
+        Ok(TurnRequest {
             messages: self.messages.clone(),
             tools: std::mem::take(&mut self.specs),
-        };
+        })
+    }
+
+    /// One model turn and its tool calls; the team's answer when it finished the team.
+    async fn turn(&mut self) -> Result<Option<String>, AgentError> {
+        let s = self.session;
+        let (link, role, out) = (s.link(), s.role(), s.out());
+        let req = self.next_request().await?;
         // The daemon keeps the budgets: a spent one stops the agent before it spends more.
         budget_lease(link, role, &req, out).await?;
         // Said once the lease is taken, not before: a status is a write, and the lease (a

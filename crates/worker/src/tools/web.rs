@@ -35,10 +35,10 @@ fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
         && a.port_or_known_default() == b.port_or_known_default()
 }
 
-/// Fetches `url` (see the module docs).
-async fn fetch(url: &str) -> Result<ToolOutcome, String> {
-    let url = check_url(url)?;
-    let client = reqwest::Client::builder()
+/// The HTTP client of `web_fetch`: its timeout, redirects followed only within the first
+/// address's origin, our user agent.
+fn client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
         .timeout(TIMEOUT)
         .redirect(reqwest::redirect::Policy::custom(|attempt| {
             let first = attempt.previous().first().cloned();
@@ -52,8 +52,45 @@ async fn fetch(url: &str) -> Result<ToolOutcome, String> {
         }))
         .user_agent(concat!("agent-team/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
-    let mut resp = client
+        .map_err(|e| format!("cannot make an HTTP client: {e}"))
+}
+
+/// The response's body, at most [`BODY_CAP`] bytes, and whether it was cut there.
+async fn read_capped(
+    resp: &mut reqwest::Response,
+    url: &reqwest::Url,
+) -> Result<(Vec<u8>, bool), String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| format!("cannot read {url}: {e}"))?
+    {
+        let room = BODY_CAP - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, false))
+}
+
+/// Whether a body is HTML: by its content type, or with none by how it starts.
+fn looks_html(ctype: &str, raw: &str) -> bool {
+    ctype.contains("html")
+        || (ctype.is_empty()
+            && raw
+                .trim_start()
+                .to_ascii_lowercase()
+                .starts_with("<!doctype html"))
+        || (ctype.is_empty() && raw.trim_start().to_ascii_lowercase().starts_with("<html"))
+}
+
+/// Fetches `url` (see the module docs).
+async fn fetch(url: &str) -> Result<ToolOutcome, String> {
+    let url = check_url(url)?;
+    let mut resp = client()?
         .get(url.clone())
         .send()
         .await
@@ -81,29 +118,9 @@ async fn fetch(url: &str) -> Result<ToolOutcome, String> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let mut body = Vec::new();
-    let mut cut = false;
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| format!("cannot read {url}: {e}"))?
-    {
-        let room = BODY_CAP - body.len();
-        if chunk.len() > room {
-            body.extend_from_slice(&chunk[..room]);
-            cut = true;
-            break;
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let (body, cut) = read_capped(&mut resp, &url).await?;
     let raw = String::from_utf8_lossy(&body);
-    let is_html = ctype.contains("html")
-        || (ctype.is_empty()
-            && raw
-                .trim_start()
-                .to_ascii_lowercase()
-                .starts_with("<!doctype html"))
-        || (ctype.is_empty() && raw.trim_start().to_ascii_lowercase().starts_with("<html"));
+    let is_html = looks_html(&ctype, &raw);
     let textual = is_html
         || ctype.is_empty()
         || ctype.starts_with("text/")

@@ -600,6 +600,9 @@ fn migrate(tx: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A row of the `dedup` table: a sender, its message key, and the ids and recipients it made.
+type DedupRow = (String, String, Vec<u64>, Vec<String>);
+
 impl Store {
     /// Opens (creating if needed) the database of `team` at `path`.
     pub fn open(path: &Path, team: &str) -> Result<Self, StoreError> {
@@ -762,56 +765,10 @@ impl Store {
         // A version 1 database read as it is (the CLI reading a stopped team whose daemon has
         // not migrated it yet) may lack any table later builds added: nothing of it was kept.
         if self.has_table("dedup")? {
-            let mut stmt = self.conn.prepare("SELECT sender, key, data FROM dedup")?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })?;
-            for row in rows {
-                let (sender, key, data) = row?;
-                let (ids, recipients): (Vec<u64>, Vec<String>) = serde_json::from_str(&data)
-                    .map_err(|source| StoreError::Corrupt {
-                        table: "dedup",
-                        source,
-                    })?;
-                snap.dedup.push((sender, key, ids, recipients));
-            }
+            snap.dedup = self.load_dedup()?;
         }
         if self.has_table("reply_batches")? {
-            let mut stmt = self
-                .conn
-                .prepare("SELECT n, identity, data FROM reply_batches ORDER BY n")?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })?;
-            for row in rows {
-                let (key, identity, data) = row?;
-                let entries = agent_team_state::replies::decode_row(key as u64, &identity, &data)
-                    .map_err(|source| StoreError::Corrupt {
-                    table: "reply_batches",
-                    source,
-                })?;
-                for (identity, rid, n, outcome) in entries {
-                    let outcome = match task_event_ref(&outcome) {
-                        Some((seq, maybe)) => self.task_reply_from_event(seq, maybe)?,
-                        None => outcome.to_string(),
-                    };
-                    snap.replies.push(StoredReply {
-                        identity,
-                        row: key as u64,
-                        rid,
-                        n,
-                        outcome,
-                    });
-                }
-            }
+            snap.replies = self.load_replies()?;
         }
         // A database written before memory existed has no table for it; opened read-only (the
         // CLI reading a stopped team) it cannot get one, and its memory is simply empty.
@@ -846,6 +803,67 @@ impl Store {
                 })?;
         }
         Ok(snap)
+    }
+
+    /// The `dedup` table: each sender's message keys and the ids and recipients they made.
+    fn load_dedup(&self) -> Result<Vec<DedupRow>, StoreError> {
+        let mut dedup = Vec::new();
+        let mut stmt = self.conn.prepare("SELECT sender, key, data FROM dedup")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (sender, key, data) = row?;
+            let (ids, recipients): (Vec<u64>, Vec<String>) =
+                serde_json::from_str(&data).map_err(|source| StoreError::Corrupt {
+                    table: "dedup",
+                    source,
+                })?;
+            dedup.push((sender, key, ids, recipients));
+        }
+        Ok(dedup)
+    }
+
+    /// The remembered replies of the `reply_batches` table, a task's reply read back from the
+    /// event that stores it.
+    fn load_replies(&self) -> Result<Vec<StoredReply>, StoreError> {
+        let mut replies = Vec::new();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT n, identity, data FROM reply_batches ORDER BY n")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (key, identity, data) = row?;
+            let entries = agent_team_state::replies::decode_row(key as u64, &identity, &data)
+                .map_err(|source| StoreError::Corrupt {
+                    table: "reply_batches",
+                    source,
+                })?;
+            for (identity, rid, n, outcome) in entries {
+                let outcome = match task_event_ref(&outcome) {
+                    Some((seq, maybe)) => self.task_reply_from_event(seq, maybe)?,
+                    None => outcome.to_string(),
+                };
+                replies.push(StoredReply {
+                    identity,
+                    row: key as u64,
+                    rid,
+                    n,
+                    outcome,
+                });
+            }
+        }
+        Ok(replies)
     }
 
     /// The remembered reply `{"Ok": task or maybe_task}` whose task is stored in event `seq`

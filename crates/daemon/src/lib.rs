@@ -612,83 +612,15 @@ pub async fn serve(
             None
         }
     };
-    // Children that exit are noticed at once, not at the next poll.
-    if let Ok(mut chld) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            while chld.recv().await.is_some() {
-                if tx.send(CoreMsg::ChildExited).is_err() {
-                    break;
-                }
-            }
-        });
-    }
+    watch_children(&tx);
     tracing::info!(team = %paths.team, pid = std::process::id(), "daemon listening on {}", paths.socket.display());
     // Connection ids, shared by the socket's connections and the in-memory ones.
     let next_id = {
         let ids = Arc::new(std::sync::atomic::AtomicU64::new(0));
         move || ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
     };
-    // The in-process agents reach the core through memory: the same handshake, their requests
-    // as values and the core's frames as it encodes them; they count against no socket limit
-    // (the roster's `max_teammates` bounds them).
-    let _in_memory = {
-        let (tx, gate, next_id) = (tx.clone(), gate.clone(), next_id.clone());
-        // Served on the daemon's runtime, whichever runtime the client connects from.
-        let runtime = tokio::runtime::Handle::current();
-        agent_team_client::local::serve(
-            &paths.socket,
-            Arc::new(move || {
-                let (to_daemon, requests) = tokio::sync::mpsc::unbounded_channel();
-                let (frames, from_daemon) = tokio::sync::mpsc::channel(LOCAL_FRAMES);
-                let id = next_id();
-                let admission = gate.admit_in_process();
-                runtime.spawn(conn::serve_local(
-                    requests,
-                    frames,
-                    id,
-                    tx.clone(),
-                    gate.clone(),
-                    admission,
-                ));
-                Some(agent_team_client::local::LocalConn {
-                    to_daemon,
-                    from_daemon,
-                })
-            }),
-        )
-    };
-    let accept_tx = tx.clone();
-    let listening = &listener;
-    let accept = async move {
-        let listener = listening;
-        loop {
-            match listener.accept().await {
-                Ok(stream) => {
-                    let id = next_id();
-                    let admission = gate.admit(id);
-                    tokio::spawn(conn::serve(
-                        stream,
-                        id,
-                        accept_tx.clone(),
-                        gate.clone(),
-                        admission,
-                    ));
-                    // A flood: let the connections closed to make room end before taking more.
-                    while gate.backed_up() {
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
-                }
-                Err(e) => {
-                    // Out of descriptors (EMFILE, ENFILE): the oldest connection without a hello
-                    // goes, so real clients still get in; the failure is logged once a second.
-                    let _ = gate.accept_failed(&e);
-                    gate.evict_oldest_pending();
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        }
-    };
+    let _in_memory = serve_in_memory(&paths, &tx, &gate, next_id.clone());
+    let accept = accept_connections(&listener, gate, tx.clone(), next_id);
     let mut core_task = core_task;
     let result = tokio::select! {
         _ = accept => Ok(Ok(())),
@@ -718,6 +650,91 @@ pub async fn serve(
             what: "the core task failed".into(),
             source: std::io::Error::other(join.to_string()),
         }),
+    }
+}
+
+/// Tells the core at once when a child exits, not at the next poll.
+fn watch_children(tx: &mpsc::UnboundedSender<CoreMsg>) {
+    if let Ok(mut chld) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while chld.recv().await.is_some() {
+                if tx.send(CoreMsg::ChildExited).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// Serves the in-process agents through memory: the same handshake, their requests as values
+/// and the core's frames as it encodes them; they count against no socket limit (the
+/// roster's `max_teammates` bounds them).
+fn serve_in_memory(
+    paths: &TeamPaths,
+    tx: &mpsc::UnboundedSender<CoreMsg>,
+    gate: &std::sync::Arc<gate::Gate>,
+    next_id: impl Fn() -> u64 + Send + Sync + 'static,
+) -> agent_team_client::local::Registration {
+    let (tx, gate) = (tx.clone(), gate.clone());
+    // Served on the daemon's runtime, whichever runtime the client connects from.
+    let runtime = tokio::runtime::Handle::current();
+    agent_team_client::local::serve(
+        &paths.socket,
+        Arc::new(move || {
+            let (to_daemon, requests) = tokio::sync::mpsc::unbounded_channel();
+            let (frames, from_daemon) = tokio::sync::mpsc::channel(LOCAL_FRAMES);
+            let id = next_id();
+            let admission = gate.admit_in_process();
+            runtime.spawn(conn::serve_local(
+                requests,
+                frames,
+                id,
+                tx.clone(),
+                gate.clone(),
+                admission,
+            ));
+            Some(agent_team_client::local::LocalConn {
+                to_daemon,
+                from_daemon,
+            })
+        }),
+    )
+}
+
+/// Accepts the socket's connections, each admitted by the gate and served on a task of its
+/// own; out of descriptors, the oldest connection without a hello makes room.
+async fn accept_connections(
+    listener: &interprocess::local_socket::tokio::Listener,
+    gate: std::sync::Arc<gate::Gate>,
+    accept_tx: mpsc::UnboundedSender<CoreMsg>,
+    next_id: impl Fn() -> u64,
+) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                let id = next_id();
+                let admission = gate.admit(id);
+                tokio::spawn(conn::serve(
+                    stream,
+                    id,
+                    accept_tx.clone(),
+                    gate.clone(),
+                    admission,
+                ));
+                // A flood: let the connections closed to make room end before taking more.
+                while gate.backed_up() {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            Err(e) => {
+                // Out of descriptors (EMFILE, ENFILE): the oldest connection without a hello
+                // goes, so real clients still get in; the failure is logged once a second.
+                let _ = gate.accept_failed(&e);
+                gate.evict_oldest_pending();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
     }
 }
 

@@ -99,7 +99,7 @@ fn profile_pass(
     // while building is dropped.
     crate::cargo(
         root,
-        &["build", "--release", "--bins", "-p", "agent-team-cli"],
+        &["build", "--release", "--bins", "-p", "agent-team"],
         &[
             ("RUSTFLAGS", &flags),
             ("CARGO_TARGET_DIR", &instrumented_target),

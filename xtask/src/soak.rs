@@ -649,99 +649,115 @@ fn load_one(
     n: &mut u64,
     tokens: &Path,
 ) {
-    {
-        *n += 1;
-        let n = *n;
-        let mut roll = rng.below(100);
-        // Tasks are added no faster than three workers run them: a board that only grows
-        // could not drain in the time the end allows. Over the bound, a message is sent instead.
-        if (45..80).contains(&roll) && backlog(sb, rec) >= MAX_BACKLOG {
-            roll = 0;
-        }
-        if roll < 45 {
-            let to = *rng.pick(&AGENTS).unwrap_or(&"w1");
-            let body = format!("soak-msg-{seed}-{thread}-{n}");
-            let lookup = || {
-                sb.inbox(to)
-                    .map(|m| m.iter().find(|m| m.body == body).map(|m| m.id))
-            };
-            let id = match acked(sb, rec, &["send", to, &body, "--json"], lookup) {
-                Ack::Reply(out) => serde_json::from_str::<serde_json::Value>(&out)
-                    .ok()
-                    .and_then(|v| v["ids"][0].as_u64()),
-                Ack::Found(id) => Some(id),
-                Ack::GaveUp => None,
-            };
-            if let Some(id) = id {
-                locked(rec).msgs.push(AckMsg {
-                    id,
-                    to: to.to_string(),
-                    body,
-                });
-            }
-        } else if roll < 80 {
-            let token = format!("soak-task-{seed}-{thread}-{n}");
-            let run = format!(
-                "sleep 0.{}; echo {token} >> {}",
-                rng.between(1, 6),
-                tokens.display()
-            );
-            let lookup = || {
-                sb.tasks()
-                    .map(|ts| ts.iter().find(|t| t.title == token).map(|t| t.id))
-            };
-            let id = match acked(
-                sb,
-                rec,
-                &["task", "add", &token, "--run", &run, "--json"],
-                lookup,
-            ) {
-                Ack::Reply(out) => serde_json::from_str::<Task>(&out).ok().map(|t| t.id),
-                Ack::Found(id) => Some(id),
-                Ack::GaveUp => None,
-            };
-            if let Some(id) = id {
-                locked(rec).tasks.push(AckTask { id, token });
-            }
-        } else {
-            // Operator claims and releases: assign a recent task to a worker, or put a running
-            // one back to pending.
-            let assign = roll < 90;
-            let candidates: Vec<u64> = if assign {
-                let r = locked(rec);
-                r.tasks.iter().rev().take(10).map(|t| t.id).collect()
-            } else {
-                let out = sb.run(
-                    &["task", "list", "--status", "in_progress", "--json"],
-                    COMMAND_LIMIT,
-                );
-                serde_json::from_str::<Vec<Task>>(&out.stdout)
-                    .map(|ts| ts.iter().map(|t| t.id).collect())
-                    .unwrap_or_default()
-            };
-            let Some(id) = rng.pick(&candidates).map(|id| id.to_string()) else {
-                return;
-            };
-            let out = if assign {
-                let to = *rng.pick(&WORKERS).unwrap_or(&"w1");
-                sb.run(&["task", "assign", &id, to], COMMAND_LIMIT)
-            } else {
-                sb.run(&["task", "release", &id], COMMAND_LIMIT)
-            };
-            let mut r = locked(rec);
-            let slot = if assign {
-                &mut r.assigns
-            } else {
-                &mut r.releases
-            };
-            if out.ok {
-                slot.0 += 1;
-            } else {
-                slot.1 += 1;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(rng.between(10, 120)));
+    *n += 1;
+    let n = *n;
+    let mut roll = rng.below(100);
+    // Tasks are added no faster than three workers run them: a board that only grows
+    // could not drain in the time the end allows. Over the bound, a message is sent instead.
+    if (45..80).contains(&roll) && backlog(sb, rec) >= MAX_BACKLOG {
+        roll = 0;
     }
+    if roll < 45 {
+        send_message(sb, rec, rng, format!("soak-msg-{seed}-{thread}-{n}"));
+    } else if roll < 80 {
+        add_task(
+            sb,
+            rec,
+            rng,
+            format!("soak-task-{seed}-{thread}-{n}"),
+            tokens,
+        );
+    } else if !claim_or_release(sb, rec, rng, roll < 90) {
+        return;
+    }
+    std::thread::sleep(Duration::from_millis(rng.between(10, 120)));
+}
+
+/// Sends `body` to a random agent; an acknowledged message is recorded.
+fn send_message(sb: &Sandbox, rec: &Mutex<Record>, rng: &mut Rng, body: String) {
+    let to = *rng.pick(&AGENTS).unwrap_or(&"w1");
+    let lookup = || {
+        sb.inbox(to)
+            .map(|m| m.iter().find(|m| m.body == body).map(|m| m.id))
+    };
+    let id = match acked(sb, rec, &["send", to, &body, "--json"], lookup) {
+        Ack::Reply(out) => serde_json::from_str::<serde_json::Value>(&out)
+            .ok()
+            .and_then(|v| v["ids"][0].as_u64()),
+        Ack::Found(id) => Some(id),
+        Ack::GaveUp => None,
+    };
+    if let Some(id) = id {
+        locked(rec).msgs.push(AckMsg {
+            id,
+            to: to.to_string(),
+            body,
+        });
+    }
+}
+
+/// Adds a task whose command writes `token` to the token file; an acknowledged task is recorded.
+fn add_task(sb: &Sandbox, rec: &Mutex<Record>, rng: &mut Rng, token: String, tokens: &Path) {
+    let run = format!(
+        "sleep 0.{}; echo {token} >> {}",
+        rng.between(1, 6),
+        tokens.display()
+    );
+    let lookup = || {
+        sb.tasks()
+            .map(|ts| ts.iter().find(|t| t.title == token).map(|t| t.id))
+    };
+    let id = match acked(
+        sb,
+        rec,
+        &["task", "add", &token, "--run", &run, "--json"],
+        lookup,
+    ) {
+        Ack::Reply(out) => serde_json::from_str::<Task>(&out).ok().map(|t| t.id),
+        Ack::Found(id) => Some(id),
+        Ack::GaveUp => None,
+    };
+    if let Some(id) = id {
+        locked(rec).tasks.push(AckTask { id, token });
+    }
+}
+
+/// An operator's claim (`assign`: a recent task to a worker) or release (a running task back to
+/// pending), counted as it went; false when there was no task to do it to.
+fn claim_or_release(sb: &Sandbox, rec: &Mutex<Record>, rng: &mut Rng, assign: bool) -> bool {
+    let candidates: Vec<u64> = if assign {
+        let r = locked(rec);
+        r.tasks.iter().rev().take(10).map(|t| t.id).collect()
+    } else {
+        let out = sb.run(
+            &["task", "list", "--status", "in_progress", "--json"],
+            COMMAND_LIMIT,
+        );
+        serde_json::from_str::<Vec<Task>>(&out.stdout)
+            .map(|ts| ts.iter().map(|t| t.id).collect())
+            .unwrap_or_default()
+    };
+    let Some(id) = rng.pick(&candidates).map(|id| id.to_string()) else {
+        return false;
+    };
+    let out = if assign {
+        let to = *rng.pick(&WORKERS).unwrap_or(&"w1");
+        sb.run(&["task", "assign", &id, to], COMMAND_LIMIT)
+    } else {
+        sb.run(&["task", "release", &id], COMMAND_LIMIT)
+    };
+    let mut r = locked(rec);
+    let slot = if assign {
+        &mut r.assigns
+    } else {
+        &mut r.releases
+    };
+    if out.ok {
+        slot.0 += 1;
+    } else {
+        slot.1 += 1;
+    }
+    true
 }
 
 /// How many acknowledged tasks have not yet run to their end (their token is not in the file).
@@ -1244,8 +1260,15 @@ fn check(sb: &Sandbox, record: Record) -> Report {
         unanswered: record.gave_up.clone(),
         ..Report::default()
     };
+    check_tasks(sb, &record, &mut rep);
+    check_messages(sb, &record, &mut rep);
+    rep.redelivered = printed_twice(sb);
+    rep.record = record;
+    rep
+}
 
-    // Tasks: the board says completed once, the token file counts the executions.
+/// Tasks: the board says completed once, the token file counts the executions.
+fn check_tasks(sb: &Sandbox, record: &Record, rep: &mut Report) {
     let board = sb.tasks().unwrap_or_default();
     if board.is_empty() && !record.tasks.is_empty() {
         rep.lost.push("the board could not be read".into());
@@ -1284,8 +1307,10 @@ fn check(sb: &Sandbox, record: Record) -> Report {
             n => rep.reruns += n - 1,
         }
     }
+}
 
-    // Messages: each acknowledged id once in its recipient's inbox, no body twice, delivered.
+/// Messages: each acknowledged id once in its recipient's inbox, no body twice, delivered.
+fn check_messages(sb: &Sandbox, record: &Record, rep: &mut Report) {
     let mut bodies: HashMap<String, Vec<(u64, String, DeliveryState)>> = HashMap::new();
     let mut ids: HashMap<u64, u64> = HashMap::new();
     for a in AGENTS {
@@ -1335,9 +1360,11 @@ fn check(sb: &Sandbox, record: Record) -> Report {
                 .push(format!("message id {} appears more than once", m.id));
         }
     }
+}
 
-    // What the exec teammates printed: a message taken twice shows twice in its log.
-    // Each printing is kept with the two log lines before it, as evidence.
+/// What the exec teammates printed twice: a message taken twice shows twice in its log. Each
+/// printing is kept with the two log lines before it, as evidence.
+fn printed_twice(sb: &Sandbox) -> Vec<String> {
     let mut seen: HashMap<String, Vec<String>> = HashMap::new();
     for w in WORKERS {
         let log = std::fs::read_to_string(sb.team_dir().join("logs").join(format!("{w}.log")))
@@ -1368,7 +1395,5 @@ fn check(sb: &Sandbox, record: Record) -> Report {
         })
         .collect();
     twice.sort();
-    rep.redelivered = twice;
-    rep.record = record;
-    rep
+    twice
 }

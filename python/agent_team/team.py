@@ -62,6 +62,37 @@ class _Unset:
 
 _UNSET: Any = _Unset()
 
+
+def installed_binary() -> Optional[str]:
+    """The ``agent-team`` binary installed with this very package (the wheel's scripts, which
+    pip puts in the environment's ``bin/`` beside ``agent-team-worker`` and
+    ``agent-team-bridge``), or None: a source checkout, or an install without the binaries.
+
+    Found through the distribution's RECORD, so a ``--user`` or ``--prefix`` install is found
+    wherever its scripts went; only the distribution whose ``agent_team/__init__.py`` is this
+    module's package counts, so another copy on ``sys.path`` never lends its binary."""
+    try:
+        from importlib import metadata
+    except ImportError:  # pragma: no cover - Python < 3.8
+        return None
+    here = os.path.realpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "__init__.py"))
+    try:
+        dist = metadata.distribution("agent-team")
+        files = list(dist.files or [])
+    except (metadata.PackageNotFoundError, OSError):
+        return None
+    if not any(
+        f.as_posix() == "agent_team/__init__.py" and os.path.realpath(str(dist.locate_file(f))) == here
+        for f in files
+    ):
+        return None
+    for f in files:
+        if f.name == "agent-team" and f.as_posix() != "agent-team":
+            path = os.path.abspath(str(dist.locate_file(f)))
+            if os.path.isfile(path) and os.access(path, os.X_OK):
+                return path
+    return None
+
 Variables = Union[Mapping[str, Any], "ContextValue", None]
 OnEnvelope = Optional[Callable[[TeamStreamEnvelope], Any]]
 OnEvent = Optional[Callable[[TeamEvent], Any]]
@@ -262,7 +293,8 @@ class Team:
     (``POST /team/stream`` for runs, the REST API for the board).
 
     Subprocess options: ``team`` (``--team``), ``binary`` (default ``$AGENT_TEAM_BIN``, else
-    ``agent-team`` on ``PATH``), ``cwd`` (where the binary runs, as if ``agent-team run`` were typed
+    the binary installed with this package (:func:`installed_binary`), else ``agent-team`` on
+    ``PATH``), ``cwd`` (where the binary runs, as if ``agent-team run`` were typed
     there), ``env`` (added to this process's environment, e.g. the model's
     API key variable or ``AGENT_TEAM_HOME``), ``backend`` (``process`` by default: no tmux panes
     for a library; ``None`` takes the team file's), ``strategy``, ``workers``, ``approve_all``
@@ -292,7 +324,13 @@ class Team:
         base = self.cwd or os.getcwd()
         self.file = os.path.abspath(os.path.join(base, os.fspath(file))) if file is not None else None
         self.team = team
-        self.binary = binary or os.environ.get("AGENT_TEAM_BIN") or shutil.which("agent-team") or "agent-team"
+        self.binary = (
+            binary
+            or os.environ.get("AGENT_TEAM_BIN")
+            or installed_binary()
+            or shutil.which("agent-team")
+            or "agent-team"
+        )
         self.env = dict(env or {})
         self.backend = backend
         self.strategy = strategy

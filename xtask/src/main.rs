@@ -1,7 +1,8 @@
 //! `cargo xtask`: the project's automation, in Rust so it runs wherever cargo does.
 //!
 //! - `cargo xtask ci`: everything CI checks (the invariants first, format, lints, packaging,
-//!   build, tests, the Python package's tests in a venv under target/, a 30 s soak, docs).
+//!   build, tests, the Python package's wheel and tests in venvs under target/
+//!   (xtask/src/python.rs), a 30 s soak, docs).
 //! - `cargo xtask invariants`: the ARCHITECTURE.md invariants a grep can check, each with the
 //!   file:line that breaks it (xtask/src/invariants.rs); seconds, no build.
 //! - `cargo xtask package`: every publishable crate packaged as `cargo publish` would upload
@@ -26,6 +27,7 @@ mod order;
 mod order_calls;
 mod order_faults;
 mod package;
+mod python;
 mod soak;
 
 use anyhow::{Context, Result, bail};
@@ -120,7 +122,7 @@ fn ci(root: &Path) -> Result<()> {
     // The end-to-end suite drives the real binaries, so they must exist first.
     cargo(root, &["build", "--workspace", "--bins"], &[])?;
     cargo(root, &["test", "--workspace", "--no-fail-fast"], &[])?;
-    python(root)?;
+    python::python(root)?;
     // A short soak (kills under load); `cargo xtask soak --seconds 600` is the long one.
     soak::soak(root, &["--seconds".to_string(), "30".to_string()])?;
     cargo(
@@ -133,69 +135,6 @@ fn ci(root: &Path) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-/// The pytest the Python package's tests run with.
-const PYTEST: &str = "pytest==9.2.0";
-
-/// The Python package (python/): a venv under target/, pytest and the package installed in
-/// it, and its pytest suite run against the binaries just built. The package installs without
-/// a network (its own build backend); pytest, at a pinned version, comes from the package index
-/// once per venv (as the agent CLIs come from npm).
-fn python(root: &Path) -> Result<()> {
-    let target = target_dir(root);
-    let venv = target.join("pyvenv");
-    let py = venv.join("bin").join("python");
-    let run = |cmd: &mut Command, what: &str| -> Result<()> {
-        eprintln!("xtask: {what}");
-        let status = cmd
-            .current_dir(root)
-            .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
-            .status()
-            .with_context(|| format!("cannot run {what}"))?;
-        if !status.success() {
-            bail!("{what} failed ({status})");
-        }
-        Ok(())
-    };
-    if !py.exists() {
-        let mut venv_cmd = Command::new("python3");
-        venv_cmd.args(["-m", "venv"]).arg(&venv);
-        run(
-            &mut venv_cmd,
-            "python3 -m venv target/pyvenv (Debian: apt-get install python3-venv)",
-        )?;
-    }
-    let has_pytest = Command::new(&py)
-        .args(["-c", "import pytest"])
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_pytest {
-        run(
-            Command::new(&py).args(["-m", "pip", "install", "-q", PYTEST]),
-            "pip install pytest",
-        )?;
-    }
-    run(
-        Command::new(&py).args([
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-index",
-            "--force-reinstall",
-            "--no-deps",
-            "./python",
-        ]),
-        "pip install ./python",
-    )?;
-    run(
-        Command::new(&py)
-            .args(["-m", "pytest", "-p", "no:cacheprovider", "python/tests"])
-            .env("AGENT_TEAM_BIN", target.join("debug").join("agent-team")),
-        "pytest python/tests",
-    )
 }
 
 /// Builds the CLI and writes its man page (the hidden `agent-team man`) to docs/man/.

@@ -150,3 +150,26 @@ fn bash_completes_re_to_restart() {
         "{man}"
     );
 }
+
+#[test]
+fn completions_piped_into_head_end_quietly() {
+    // `agent-team completions bash | head`: the reader goes after a few lines while the
+    // script (over 64 KiB, more than a pipe holds) is still being written.
+    let sb = Sandbox::new();
+    for shell in ["bash", "zsh", "fish", "powershell"] {
+        let mut child = sb
+            .cmd("agent-team")
+            .args(["completions", shell])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = [0u8; 64];
+        std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{shell}: {}: {err}", out.status);
+        assert!(err.is_empty(), "{shell}: {err}");
+    }
+}

@@ -1,7 +1,8 @@
 //! `cargo xtask`: the project's automation, in Rust so it runs wherever cargo does.
 //!
 //! - `cargo xtask ci`: everything CI checks (the invariants first, format, lints, packaging,
-//!   build, tests, the Python package's wheel and tests in venvs under target/
+//!   build, tests, the release archive's layout installed and run (dist --profile dev --check),
+//!   the Python package's wheel and tests in venvs under target/
 //!   (xtask/src/python.rs), a 30 s soak, docs).
 //! - `cargo xtask invariants`: the ARCHITECTURE.md invariants a grep can check, each with the
 //!   file:line that breaks it (xtask/src/invariants.rs); seconds, no build.
@@ -11,8 +12,10 @@
 //!   measured in the same run; `--save` writes them to docs/BENCHMARKS.md.
 //! - `cargo xtask man`: writes the man page, generated from the CLI's one clap definition, to
 //!   docs/man/agent-team.1.
-//! - `cargo xtask dist`: the release binaries linked in the order of crates/cli/link-order/
-//!   (hash-free names, resolved against this very build: xtask/src/link_order.rs).
+//! - `cargo xtask dist [--profile release|dev] [--check]`: the release binaries linked in the
+//!   order of crates/cli/link-order/ (hash-free names, resolved against this very build:
+//!   xtask/src/link_order.rs), packed into target/dist/'s tar.gz archives with SHA256SUMS;
+//!   `--check` installs them into an empty prefix and runs the demo (xtask/src/dist.rs).
 //! - `cargo xtask order [--from-profiles|--faults|--calls|--publish]`: profiles a team run and writes
 //!   crates/cli/link-order/BIN.txt, the hash-free order `dist` links our functions in
 //!   (xtask/src/order.rs).
@@ -20,6 +23,7 @@
 //!   while the daemon, agents and panes are SIGKILLed; checks nothing is lost, duplicated or
 //!   left behind (docs/RELIABILITY.md).
 
+mod dist;
 mod invariants;
 mod link_order;
 mod names;
@@ -44,20 +48,20 @@ fn main() -> Result<()> {
         Some("bench") => bench(&root, &args[1..]),
         Some("soak") => soak::soak(&root, &args[1..]),
         Some("man") => man(&root),
-        Some("dist") => link_order::dist(&root),
+        Some("dist") => dist::dist(&root, &args[1..]),
         Some("order") => order::order(&root, &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|invariants|package|bench [--save] [--quick]|dist|man|order [--from-profiles|--faults|--calls|--publish]|soak [--seconds N] [--backend B] [--seed S]>"
+                "usage: cargo xtask <ci|invariants|package|bench [--save] [--quick]|dist [--profile release|dev] [--check]|man|order [--from-profiles|--faults|--calls|--publish]|soak [--seconds N] [--backend B] [--seed S]>"
             );
             eprintln!(
-                "  ci      invariants, format check, clippy -D warnings, packaging, build, the whole test suite, a 30 s soak, docs"
+                "  ci      invariants, format check, clippy -D warnings, packaging, build, the whole test suite, the archive installed and run, a 30 s soak, docs"
             );
             eprintln!("  invariants  the ARCHITECTURE.md invariants a grep can check (no build)");
             eprintln!("  package every publishable crate packaged and checked from its package");
             eprintln!("  bench   SPEC §6 figures beside their same-run floors (release build)");
             eprintln!(
-                "  dist    release build linked in crates/cli/link-order/'s order, resolved against it"
+                "  dist    release build linked in crates/cli/link-order/'s order, packed in target/dist/*.tar.gz; --check installs and runs it"
             );
             eprintln!("  man     write docs/man/agent-team.1 from the CLI's clap definition");
             eprintln!(
@@ -122,6 +126,9 @@ fn ci(root: &Path) -> Result<()> {
     // The end-to-end suite drives the real binaries, so they must exist first.
     cargo(root, &["build", "--workspace", "--bins"], &[])?;
     cargo(root, &["test", "--workspace", "--no-fail-fast"], &[])?;
+    // The release archive's layout, installed into an empty prefix and run, made of the debug
+    // binaries just built (seconds; `cargo xtask dist` makes the real one).
+    dist::run(root, dist::Profile::Dev, true)?;
     python::python(root)?;
     // A short soak (kills under load); `cargo xtask soak --seconds 600` is the long one.
     soak::soak(root, &["--seconds".to_string(), "30".to_string()])?;

@@ -61,11 +61,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Doctor(j) => return doctor::doctor(team, file, j.json),
         Command::Roles(j) => return roles::roles(file, j.json),
         Command::Hook { socket, event, cli } => return hook(&socket, &event, cli.as_deref()),
-        Command::Completions { shell } => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "agent-team", &mut std::io::stdout());
-            return Ok(ExitCode::SUCCESS);
-        }
+        Command::Completions { shell } => return completions(shell),
         Command::TmuxLayout {
             socket,
             window,
@@ -219,6 +215,23 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         | Command::Man
         | Command::Hook { .. }
         | Command::TmuxLayout { .. } => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// `agent-team completions SHELL`: the script, written at once so that a reader that stops
+/// early (`agent-team completions bash | head`) ends it quietly, not with clap_complete's panic
+/// on the broken pipe.
+fn completions(shell: clap_complete::Shell) -> Result<ExitCode> {
+    use std::io::Write;
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "agent-team", &mut script);
+    let mut out = std::io::stdout().lock();
+    match out.write_all(&script).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write the completion script")
+        }
+        _ => Ok(ExitCode::SUCCESS),
     }
 }
 

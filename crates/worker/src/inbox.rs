@@ -71,7 +71,21 @@ impl Inbox {
             events: events_rx,
             decided: broadcast::channel(64).0,
         });
-        tokio::spawn(route(inbound, inbox.clone(), events_tx));
+        // What the link already holds is in the inbox at once: the unread messages pushed
+        // behind the welcome are there for the agent's first idle point.
+        let mut inbound = inbound;
+        let mut refused = false;
+        while let Ok(i) = inbound.try_recv() {
+            if !sort(&inbox, events_tx.as_ref(), i) {
+                refused = true;
+                break;
+            }
+        }
+        if refused {
+            inbox.gone.store(true, Ordering::SeqCst);
+        } else {
+            tokio::spawn(route(inbound, inbox.clone(), events_tx));
+        }
         inbox
     }
 
@@ -130,6 +144,8 @@ impl Inbox {
     /// The idle point of a CLI: what is queued, in the idle point's order, or the end when a
     /// shutdown request came (answered and marked read through `daemon` the first time).
     pub async fn hand_over(&self, daemon: &impl Daemon, out: &Output) -> Handover {
+        // What the link received meanwhile is sorted in first (the sorting task runs).
+        tokio::task::yield_now().await;
         match self.take_queued() {
             (Ok(messages), _) => Handover::Messages(messages),
             (Err(requests), first) => {
@@ -251,32 +267,37 @@ async fn route(
     events: Option<mpsc::UnboundedSender<Inbound>>,
 ) {
     while let Some(i) = rx.recv().await {
-        match i {
-            Inbound::Message(m) => inbox.push(m),
-            Inbound::PermDecided(r) => {
-                let _ = inbox.decided.send(Decided::One(r));
-            }
-            Inbound::Reconnected => {
-                let _ = inbox.decided.send(Decided::Reconnected);
-                if let Some(tx) = &events {
-                    let _ = tx.send(Inbound::Reconnected);
-                }
-            }
-            Inbound::Fatal(why) => {
-                if let Some(tx) = &events {
-                    let _ = tx.send(Inbound::Fatal(why));
-                }
-                break;
-            }
-            other => {
-                if let Some(tx) = &events {
-                    let _ = tx.send(other);
-                }
-            }
+        if !sort(&inbox, events.as_ref(), i) {
+            break;
         }
     }
     inbox.gone.store(true, Ordering::SeqCst);
     inbox.arrived.notify_waiters();
+}
+
+/// Sorts one thing the link received into `inbox`; false once the link is refused for good.
+fn sort(inbox: &Inbox, events: Option<&mpsc::UnboundedSender<Inbound>>, i: Inbound) -> bool {
+    let pass_on = |i: Inbound| {
+        if let Some(tx) = events {
+            let _ = tx.send(i);
+        }
+    };
+    match i {
+        Inbound::Message(m) => inbox.push(m),
+        Inbound::PermDecided(r) => {
+            let _ = inbox.decided.send(Decided::One(r));
+        }
+        Inbound::Reconnected => {
+            let _ = inbox.decided.send(Decided::Reconnected);
+            pass_on(Inbound::Reconnected);
+        }
+        Inbound::Fatal(why) => {
+            pass_on(Inbound::Fatal(why));
+            return false;
+        }
+        other => pass_on(other),
+    }
+    true
 }
 
 #[cfg(test)]
@@ -477,6 +498,18 @@ mod tests {
             Handover::Shutdown(requests)
         );
         assert_eq!(daemon.calls().len(), 2, "answered once");
+    }
+
+    #[tokio::test]
+    async fn what_the_link_holds_at_the_start_is_in_the_inbox_at_once() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tx.send(Inbound::Message(msg(1, "leader", MessageKind::Text)))
+            .unwrap();
+        tx.send(Inbound::Reconnected).unwrap();
+        let inbox = Inbox::start(rx, true);
+        // No await between the start and the look: the first idle point has them.
+        assert!(!inbox.is_empty());
+        assert!(matches!(inbox.poll().unwrap()[..], [Inbound::Reconnected]));
     }
 
     #[tokio::test]

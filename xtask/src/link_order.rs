@@ -66,7 +66,7 @@ pub(crate) fn build_ordered(root: &Path, dir: &Path) -> Result<()> {
             "--release",
             "--bins",
             "-p",
-            "agent-team-cli",
+            "agent-team",
             "-p",
             "agent-team-bench",
         ],

@@ -1,7 +1,7 @@
 //! The link order, made against the build it orders. crates/cli/link-order/BIN.txt (committed)
 //! lists each binary's functions in the order a team run calls them, by HASH-FREE name: a
 //! legacy-mangled symbol without its `17h<16 hex>E` hash, a v0 one without its crates'
-//! disambiguators, either without a ThinLTO `.llvm.N` suffix ([`key`]). Those hashes change
+//! disambiguators, either without a ThinLTO `.llvm.N` suffix ([`crate::names::key`]). Those hashes change
 //! with the toolchain and every dependency, so a list of real symbols went stale without a
 //! word; a hash-free name stays as long as the function keeps its path.
 //!

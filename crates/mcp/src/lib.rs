@@ -5,10 +5,9 @@
 //! never an identity from tool arguments): its tools run through the session's one pipeline,
 //! so a tool behaves the same for our workers and for a CLI.
 //!
-//! One file per job: [`server`] (what one CLI launch shares), [`tools`] (the MCP tools),
-//! [`hooks`] (the hook socket and its answers), [`pane`] (typing into the CLI's pane), [`end`]
-//! (ending the CLI), [`host`] (the bridge's sessions); [`permission`] and [`wire`] are the
-//! hooks' formats. rmcp, the official Rust SDK, is confined to this crate.
+//! One file per job: `server` (what one CLI launch shares), `tools` (the MCP tools), `hooks`
+//! (the hook socket and its answers), `pane` (typing into the CLI's pane), `end` (ending the
+//! CLI), `host` (the bridge's sessions); [`permission`] and [`wire`] are the hooks' formats. rmcp, the official Rust SDK, is confined to this crate.
 
 mod end;
 mod hooks;

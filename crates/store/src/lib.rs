@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 
 /// The schema version this build writes, kept in `meta` as the row `schema`: an older one on
-/// disk is migrated in place when the store opens ([`MIGRATIONS`]), a newer one refused with
+/// disk is migrated in place when the store opens (`MIGRATIONS`), a newer one refused with
 /// the file left as it is.
 pub const SCHEMA_VERSION: i64 = 2;
 

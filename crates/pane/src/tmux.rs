@@ -789,13 +789,9 @@ struct SessionPane {
     zoomed_active: bool,
 }
 
-/// [`relayout`] while holding `lock`, so runs started by several hooks at once take turns.
-pub fn relayout_locked(
-    socket: &Path,
-    window: &str,
-    layout: TmuxLayout,
-    lock: &Path,
-) -> Result<(), PaneError> {
+/// Takes the layout lock `lock` (created if missing), held until the guard is dropped: the
+/// layout hook's runs and `attach` take turns under it.
+fn layout_lock(lock: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, PaneError> {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -805,8 +801,18 @@ pub fn relayout_locked(
             what: format!("cannot open {}", lock.display()),
             source,
         })?;
-    let _held = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| PaneError::Tool(format!("cannot lock {}: {e}", lock.display())))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| PaneError::Tool(format!("cannot lock {}: {e}", lock.display())))
+}
+
+/// [`relayout`] while holding `lock`, so runs started by several hooks at once take turns.
+pub fn relayout_locked(
+    socket: &Path,
+    window: &str,
+    layout: TmuxLayout,
+    lock: &Path,
+) -> Result<(), PaneError> {
+    let _held = layout_lock(lock)?;
     relayout(socket, window, layout)
 }
 
@@ -1309,17 +1315,7 @@ pub fn select_locked(
     view: AttachView,
     lock: &Path,
 ) -> Result<(), PaneError> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(lock)
-        .map_err(|source| PaneError::Io {
-            what: format!("cannot open {}", lock.display()),
-            source,
-        })?;
-    let _held = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| PaneError::Tool(format!("cannot lock {}: {e}", lock.display())))?;
+    let _held = layout_lock(lock)?;
     let out = std::process::Command::new("tmux")
         .arg("-S")
         .arg(socket)

@@ -121,6 +121,13 @@ fn ci(root: &Path) -> Result<()> {
         ],
         &[],
     )?;
+    // The docs before the long part: a broken doc link once failed a run after 30 minutes of
+    // passing tests.
+    cargo(
+        root,
+        &["doc", "--workspace", "--no-deps"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )?;
     // Right after clippy, whose checked dependencies it reuses: what crates.io would get.
     package::package(root)?;
     // The end-to-end suite drives the real binaries, so they must exist first.
@@ -132,11 +139,6 @@ fn ci(root: &Path) -> Result<()> {
     python::python(root)?;
     // A short soak (kills under load); `cargo xtask soak --seconds 600` is the long one.
     soak::soak(root, &["--seconds".to_string(), "30".to_string()])?;
-    cargo(
-        root,
-        &["doc", "--workspace", "--no-deps"],
-        &[("RUSTDOCFLAGS", "-D warnings")],
-    )?;
     eprintln!(
         "xtask: ci passed in {:.0} s",
         started.elapsed().as_secs_f64()

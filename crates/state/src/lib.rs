@@ -254,6 +254,9 @@ pub struct TeamState {
     task_keys: HashMap<String, u64>,
     /// Pending task ids, so `claim_next` does not scan finished work.
     pending: BTreeSet<u64>,
+    /// Each task's dependents (the tasks whose `blocked_by` names it), so a completion finds
+    /// what it unblocks and a read fills `blocks` without scanning the board.
+    dependents: HashMap<u64, Vec<u64>>,
     next_task_id: u64,
     agents: BTreeMap<String, AgentRecord>,
     /// Unread (queued or delivered) copies per recipient, oldest first.
@@ -300,6 +303,7 @@ impl TeamState {
             tasks: BTreeMap::new(),
             task_keys: HashMap::new(),
             pending: BTreeSet::new(),
+            dependents: HashMap::new(),
             next_task_id: snap.max_task_id + 1,
             agents: BTreeMap::new(),
             inboxes: HashMap::new(),
@@ -348,6 +352,9 @@ impl TeamState {
             }
             if t.status == TaskStatus::Pending {
                 s.pending.insert(t.id);
+            }
+            for b in &t.blocked_by {
+                s.dependents.entry(*b).or_default().push(t.id);
             }
             s.tasks.insert(t.id, t);
         }

@@ -47,12 +47,20 @@ impl TeamState {
     /// handed out again).
     pub fn forget_tasks(&mut self, ids: &[u64]) {
         for id in ids {
-            if let Some(t) = self.tasks.remove(id)
-                && let Some(k) = t.key
+            let Some(t) = self.tasks.remove(id) else {
+                continue;
+            };
+            if let Some(k) = t.key
                 && self.task_keys.get(&k) == Some(id)
             {
                 self.task_keys.remove(&k);
             }
+            for b in &t.blocked_by {
+                if let Some(d) = self.dependents.get_mut(b) {
+                    d.retain(|x| x != id);
+                }
+            }
+            self.dependents.remove(id);
             self.pending.remove(id);
         }
     }
@@ -75,16 +83,10 @@ impl TeamState {
 
     /// Tasks as readers see them ([`TeamState::tasks`] with each one's `blocks` filled).
     pub fn tasks_view(&self, status: Option<TaskStatus>) -> Vec<Task> {
-        let mut blocks: std::collections::HashMap<u64, Vec<u64>> = Default::default();
-        for t in self.tasks.values() {
-            for b in &t.blocked_by {
-                blocks.entry(*b).or_default().push(t.id);
-            }
-        }
         self.tasks(status)
             .into_iter()
             .map(|mut t| {
-                t.blocks = blocks.remove(&t.id).unwrap_or_default();
+                t.blocks = self.dependents.get(&t.id).cloned().unwrap_or_default();
                 t
             })
             .collect()
@@ -93,12 +95,7 @@ impl TeamState {
     /// One task as readers see it (with `blocks` filled).
     pub fn task_view(&self, id: u64) -> Outcome<Task> {
         let mut task = self.task(id)?.clone();
-        task.blocks = self
-            .tasks
-            .values()
-            .filter(|t| t.blocked_by.contains(&id))
-            .map(|t| t.id)
-            .collect();
+        task.blocks = self.dependents.get(&id).cloned().unwrap_or_default();
         Ok(task)
     }
 
@@ -176,6 +173,9 @@ impl TeamState {
             self.task_keys.insert(k.clone(), id);
         }
         self.pending.insert(id);
+        for b in &task.blocked_by {
+            self.dependents.entry(*b).or_default().push(id);
+        }
         self.tasks.insert(id, task);
         match new.assign {
             Some(to) => self.assign_inner(actor, id, &to, now),
@@ -288,10 +288,49 @@ impl TeamState {
             t.updated_at = now;
             t.finished_at = Some(now);
         }
-        if let Some(o) = owner {
-            self.set_current_task(&o, None);
+        if let Some(o) = &owner {
+            self.set_current_task(o, None);
         }
-        self.task_changed(actor.name(), id, now)
+        let finished = self.task_changed(actor.name(), id, now)?;
+        self.start_reserved(actor.name(), &finished, owner.as_deref(), now);
+        Ok(finished)
+    }
+
+    /// After `finished` ended: a task assigned while it was blocked, or while its agent held
+    /// another, starts for that agent once it can (its last blocker completed, or its agent,
+    /// `freed`, is done with the one it held). Without this a reserved task stayed pending
+    /// until someone looked at the board again.
+    fn start_reserved(&mut self, by: &str, finished: &Task, freed: Option<&str>, now: Timestamp) {
+        let mut ready: Vec<(u64, String)> = Vec::new();
+        if finished.status == TaskStatus::Completed {
+            for d in self.dependents.get(&finished.id).into_iter().flatten() {
+                if let Some(t) = self.tasks.get(d)
+                    && t.status == TaskStatus::Pending
+                    && let Some(o) = &t.owner
+                {
+                    ready.push((*d, o.clone()));
+                }
+            }
+        }
+        if let Some(agent) = freed {
+            let own = self.pending.iter().copied().find(|id| {
+                self.tasks.get(id).is_some_and(|t| {
+                    t.owner.as_deref() == Some(agent) && self.unfinished_blockers(t).is_empty()
+                })
+            });
+            if let Some(id) = own {
+                ready.push((id, agent.to_string()));
+            }
+        }
+        ready.sort();
+        for (id, agent) in ready {
+            let startable = self.tasks.get(&id).is_some_and(|t| {
+                t.status == TaskStatus::Pending && self.unfinished_blockers(t).is_empty()
+            }) && self.held_task(&agent).is_none();
+            if startable {
+                let _ = self.start(by, id, &agent, now);
+            }
+        }
     }
 
     /// Whether `actor` may finish task `id` as `status` with `result` now, changing nothing:

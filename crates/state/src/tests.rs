@@ -219,13 +219,40 @@ fn assignment_starts_or_reserves() {
         (got.status, got.owner.as_deref()),
         (TaskStatus::Pending, Some("b2"))
     );
-    s.task_finish(&a("b1"), t1, TaskStatus::Completed, None, now())
-        .unwrap();
     assert_eq!(
         s.task_claim(&a("b1"), t2, now()).unwrap_err().code,
         ErrorCode::Conflict
     );
-    assert_eq!(s.task_claim_next(&a("b2"), now()).unwrap().unwrap().id, t2);
+    // Its last blocker completed: the reserved task starts for b2 without anyone asking.
+    s.task_finish(&a("b1"), t1, TaskStatus::Completed, None, now())
+        .unwrap();
+    let t2_now = s.task(t2).unwrap();
+    assert_eq!(
+        (t2_now.status, t2_now.owner.as_deref()),
+        (TaskStatus::InProgress, Some("b2"))
+    );
+    assert_eq!(s.held_task("b2"), Some(t2));
+    // Assigned while b2 is busy: reserved, and started when b2 finishes what it holds.
+    let t3 = add(&mut s, "three", &[]);
+    let got = s.task_assign(&Actor::Operator, t3, "b2", now()).unwrap();
+    assert_eq!(
+        (got.status, got.owner.as_deref()),
+        (TaskStatus::Pending, Some("b2"))
+    );
+    s.task_finish(&a("b2"), t2, TaskStatus::Failed, None, now())
+        .unwrap();
+    assert_eq!(s.task(t3).unwrap().status, TaskStatus::InProgress);
+    assert_eq!(s.held_task("b2"), Some(t3));
+    // A failed blocker starts nothing.
+    let t4 = add(&mut s, "four", &[]);
+    let t5 = add(&mut s, "five", &[t4]);
+    s.task_assign(&Actor::Operator, t4, "b1", now()).unwrap();
+    s.task_assign(&Actor::Operator, t5, "b1", now()).unwrap();
+    s.task_finish(&a("b1"), t4, TaskStatus::Failed, None, now())
+        .unwrap();
+    assert_eq!(s.task(t5).unwrap().status, TaskStatus::Pending);
+    // What a completion unblocks is in its `blocks`.
+    assert_eq!(s.task_view(t4).unwrap().blocks, vec![t5]);
     let e = s
         .task_assign(&Actor::Operator, t1, "nobody", now())
         .unwrap_err();

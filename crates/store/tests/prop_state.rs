@@ -502,8 +502,44 @@ impl Model {
             return err(ErrorCode::InvalidState);
         }
         Self::owner_or_privileged(actor, t)?;
+        let freed = t.owner.clone();
         self.tasks.get_mut(&id).unwrap().status = status;
-        Ok(self.res(id))
+        let res = self.res(id);
+        self.start_reserved(id, status, freed.as_deref());
+        Ok(res)
+    }
+
+    /// A reserved task starts once it can: its last blocker completed, or its agent is free.
+    fn start_reserved(&mut self, id: u64, status: TaskStatus, freed: Option<&str>) {
+        let mut ready: Vec<(u64, String)> = Vec::new();
+        if status == TaskStatus::Completed {
+            for t in self.tasks.values() {
+                if t.blocked_by.contains(&id)
+                    && t.status == TaskStatus::Pending
+                    && let Some(o) = &t.owner
+                {
+                    ready.push((t.id, o.clone()));
+                }
+            }
+        }
+        if let Some(agent) = freed
+            && let Some(t) = self.tasks.values().find(|t| {
+                t.status == TaskStatus::Pending
+                    && t.owner.as_deref() == Some(agent)
+                    && self.unfinished_blockers(t).is_empty()
+            })
+        {
+            ready.push((t.id, agent.to_string()));
+        }
+        ready.sort();
+        for (t, agent) in ready {
+            let startable = self.tasks[&t].status == TaskStatus::Pending
+                && self.unfinished_blockers(&self.tasks[&t]).is_empty()
+                && self.held(&agent).is_none();
+            if startable {
+                self.start(t, &agent);
+            }
+        }
     }
 
     fn cancel(&mut self, actor: &Actor, id: u64) -> Result<Res, ErrorCode> {

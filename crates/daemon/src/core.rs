@@ -212,6 +212,15 @@ pub struct Core {
     pub(crate) sessions: HashMap<ConnId, Session>,
     /// Each agent's connection.
     agent_conn: HashMap<String, ConnId>,
+    /// Connections that watch the whole board: every one that is not an agent's, and the
+    /// leader's. An agent's watch gets only the tasks it concerns ([`Core::push_task`]).
+    board_watchers: std::collections::BTreeSet<ConnId>,
+    /// Agents whose last `task_claim_next` found nothing, oldest first: each task that opens
+    /// is pushed to one of them, which then asks again.
+    claim_waiters: std::collections::VecDeque<String>,
+    /// Agents woken for an opened task that have not asked again yet, and that task: one that
+    /// disconnects first hands its turn on.
+    woken: HashMap<String, u64>,
     /// This batch's frames, sent once it is committed: (connection, the request id a response
     /// answers, the frame).
     pub(crate) responses: Vec<(ConnId, Option<u64>, Vec<u8>)>,
@@ -361,6 +370,9 @@ impl Core {
             store,
             sessions: HashMap::new(),
             agent_conn: HashMap::new(),
+            board_watchers: Default::default(),
+            claim_waiters: Default::default(),
+            woken: HashMap::new(),
             responses: Vec::new(),
             storage_full: false,
             room_timer: false,
@@ -709,10 +721,18 @@ impl Core {
         let Some(session) = self.sessions.remove(&conn) else {
             return;
         };
+        self.board_watchers.remove(&conn);
         if let Actor::Agent(name) = session.actor
             && self.agent_conn.get(&name) == Some(&conn)
         {
             self.agent_conn.remove(&name);
+            self.claim_waiters.retain(|w| *w != name);
+            // Woken for a task it never asked for: the next waiter gets the turn.
+            if let Some(task) = self.woken.remove(&name)
+                && let Ok(t) = self.state.task_view(task)
+            {
+                self.wake_claimer(&t);
+            }
             // The request its lease was for is over with its connection.
             self.state.drop_lease(&name);
             self.state.update_agent(&name, |a| a.info.connected = false);
@@ -1007,16 +1027,7 @@ impl Core {
                             }));
                     }
                 }
-                Change::Task(t) => {
-                    let mut bytes = None;
-                    for s in self.sessions.values().filter(|s| s.watch_tasks) {
-                        let b = bytes.get_or_insert_with(|| {
-                            frame::encode(&ServerFrame::Push(Push::Task { task: t.clone() }))
-                                .unwrap_or_default()
-                        });
-                        s.handle.send(b.clone());
-                    }
-                }
+                Change::Task(t) => self.push_task(t),
                 _ => {}
             }
         }
@@ -1078,10 +1089,90 @@ impl Core {
         SUBSCRIBER_ROOM.min(self.cfg.max_queued_frames / 2).max(1)
     }
 
-    /// Sends this connection every change to the task board from now on.
+    /// Sends this connection the board's changes from now on: all of them to the operator,
+    /// a board and the leader; to any other agent the ones it concerns ([`Core::push_task`]).
     pub(crate) fn watch_tasks(&mut self, conn: ConnId) {
         if let Some(sess) = self.sessions.get_mut(&conn) {
             sess.watch_tasks = true;
+            if !matches!(&sess.actor, Actor::Agent(n) if n != LEADER) {
+                self.board_watchers.insert(conn);
+            }
+        }
+    }
+
+    /// A task changed. Pushing every change to every agent cost each change a frame per agent
+    /// and woke every idle teammate to ask for work (claims and adds slowed with the square
+    /// of the team). So it goes to the whole-board watchers, to its owner and its creator, and,
+    /// for a task that is now open (or one it unblocks), to one agent waiting for work.
+    fn push_task(&mut self, t: &agent_team_protocol::Task) {
+        let mut to: Vec<ConnId> = self.board_watchers.iter().copied().collect();
+        for name in [t.owner.as_deref(), Some(t.created_by.as_str())]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(c) = self.agent_conn.get(name)
+                && self.sessions.get(c).is_some_and(|s| s.watch_tasks)
+                && !to.contains(c)
+            {
+                to.push(*c);
+            }
+        }
+        self.send_task(t, &to);
+        if self.state.is_open(t.id) {
+            self.wake_claimer(t);
+        }
+        if t.status == TaskStatus::Completed {
+            let opened: Vec<u64> = self
+                .state
+                .dependents_of(t.id)
+                .iter()
+                .copied()
+                .filter(|d| self.state.is_open(*d))
+                .collect();
+            for d in opened {
+                if let Ok(task) = self.state.task_view(d) {
+                    self.wake_claimer(&task);
+                }
+            }
+        }
+    }
+
+    /// Pushes `t` to the oldest agent waiting for work that is still connected and watching.
+    fn wake_claimer(&mut self, t: &agent_team_protocol::Task) {
+        while let Some(name) = self.claim_waiters.pop_front() {
+            let Some(c) = self.agent_conn.get(&name).copied() else {
+                continue;
+            };
+            if !self.sessions.get(&c).is_some_and(|s| s.watch_tasks) {
+                continue;
+            }
+            if !self.board_watchers.contains(&c) {
+                self.send_task(t, &[c]);
+            }
+            self.woken.insert(name, t.id);
+            return;
+        }
+    }
+
+    fn send_task(&self, t: &agent_team_protocol::Task, to: &[ConnId]) {
+        if to.is_empty() {
+            return;
+        }
+        let bytes =
+            frame::encode(&ServerFrame::Push(Push::Task { task: t.clone() })).unwrap_or_default();
+        for c in to {
+            if let Some(s) = self.sessions.get(c) {
+                s.handle.send(bytes.clone());
+            }
+        }
+    }
+
+    /// An agent's `task_claim_next` was answered: it waits for the next opened task when it
+    /// found nothing, and is no longer owed a wake-up either way.
+    pub(crate) fn claim_next_answered(&mut self, name: &str, found: bool) {
+        self.woken.remove(name);
+        if !found && !self.claim_waiters.iter().any(|w| w == name) {
+            self.claim_waiters.push_back(name.to_string());
         }
     }
 

@@ -442,6 +442,20 @@ impl TeamState {
             .collect()
     }
 
+    /// Whether task `id` is open to any claimer now: pending, reserved for nobody, unblocked.
+    pub fn is_open(&self, id: u64) -> bool {
+        self.tasks.get(&id).is_some_and(|t| {
+            t.status == TaskStatus::Pending
+                && t.owner.is_none()
+                && self.unfinished_blockers(t).is_empty()
+        })
+    }
+
+    /// The tasks whose `blocked_by` names `id`.
+    pub fn dependents_of(&self, id: u64) -> &[u64] {
+        self.dependents.get(&id).map_or(&[], Vec::as_slice)
+    }
+
     /// Every reason `agent` may not claim `id` except being busy.
     fn check_claimable(&self, agent: &str, id: u64) -> Outcome<()> {
         let task = self.task(id)?;

@@ -171,7 +171,13 @@ pub(crate) fn dispatch(
         Request::TaskList { status, after } => Ok(tasks::list(&core.state, status, after)),
         Request::TaskShow { id } => core.state.task_view(id).map(task_reply),
         Request::TaskClaim { id } => tasks::claim(&core.sup, &mut core.state, actor, id, now),
-        Request::TaskClaimNext => tasks::claim_next(&core.sup, &mut core.state, actor, now),
+        Request::TaskClaimNext => {
+            let r = tasks::claim_next(&core.sup, &mut core.state, actor, now);
+            if let (Actor::Agent(n), Ok(Reply::MaybeTask { task })) = (actor, &r) {
+                core.claim_next_answered(n, task.is_some());
+            }
+            r
+        }
         Request::TaskAssign { id, to } => {
             tasks::assign(&core.sup, &mut core.state, actor, id, &to, now)
         }

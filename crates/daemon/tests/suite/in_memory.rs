@@ -30,6 +30,9 @@ fn an_agent_in_the_daemons_process_is_served_through_memory_while_it_runs() {
             .await;
         assert!(tasks.tasks().unwrap().is_empty());
         c.call(Request::WatchTasks).await.unwrap();
+        // It waits for work: the next task that opens is pushed to it.
+        let none = c.call(Request::TaskClaimNext).await.unwrap();
+        assert!(matches!(none, Reply::MaybeTask { task: None }), "{none:?}");
         let added = tokio::task::spawn_blocking({
             let tp = t.tp();
             let away = away.clone();

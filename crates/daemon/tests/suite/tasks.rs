@@ -397,8 +397,18 @@ fn a_starting_agents_welcome_carries_its_first_reads_and_its_watch_is_on() {
     assert_eq!(reads.tasks, Some(again.call(in_progress).unwrap()));
     assert_eq!(reads.team, None, "the team's goal is the leader's read");
     assert_eq!(reads.unread, 2, "{reads:?}");
-    // The watch is on without a `watch_tasks` of its own.
-    let added = add_task(&mut op, "pushed", &[]);
+    // The watch is on without a `watch_tasks` of its own: a task given to w1 is pushed to it.
+    let added = op
+        .call(Request::TaskAdd {
+            title: "pushed".into(),
+            description: String::new(),
+            run: None,
+            blocked_by: vec![],
+            assign: Some("w1".into()),
+            key: None,
+        })
+        .task()
+        .unwrap();
     loop {
         match again
             .next_push(Some(std::time::Duration::from_secs(10)))
@@ -458,4 +468,97 @@ fn a_starting_agents_welcome_grants_its_first_lease_only_when_no_budget_limits_i
     assert_eq!(lease_of("w1"), granted, "the role's budget was removed");
     budget(&mut op, None, 1_000_000);
     assert_eq!(lease_of("w1"), None, "the team's budget limits w1");
+}
+
+/// The next task pushed to `c`'s watch.
+fn next_task_push(c: &mut agent_team_client::Client) -> Task {
+    loop {
+        match c
+            .next_push(Some(std::time::Duration::from_secs(10)))
+            .unwrap()
+        {
+            Push::Task { task } => return task,
+            _ => continue,
+        }
+    }
+}
+
+#[test]
+fn task_changes_reach_the_agents_they_concern_and_one_waiting_claimer_per_opened_task() {
+    let t = TestTeam::start().with_agents(&["leader", "w1", "w2", "w3", "w4", "w5"]);
+    let mut op = t.operator();
+    let mut clients: Vec<_> = ["leader", "w1", "w2", "w3", "w4", "w5"]
+        .iter()
+        .map(|n| {
+            let mut c = t.agent(n);
+            c.call(Request::WatchTasks).unwrap();
+            c
+        })
+        .collect();
+    let [leader, w1, w2, w3, w4, w5] = &mut clients[..] else {
+        unreachable!()
+    };
+    // w1 then w2 wait for work; w3 does not ask.
+    for c in [&mut *w1, &mut *w2] {
+        let r = c.call(Request::TaskClaimNext).unwrap();
+        assert!(matches!(r, Reply::MaybeTask { task: None }), "{r:?}");
+    }
+    // An open task goes to the oldest waiter (and to the leader, who watches the board).
+    let a = add_task(&mut op, "a", &[]);
+    assert_eq!(next_task_push(w1).id, a.id);
+    assert_eq!(next_task_push(leader).id, a.id);
+    let claimed = w1.call(Request::TaskClaimNext).unwrap();
+    assert!(
+        matches!(&claimed, Reply::MaybeTask { task: Some(x) } if x.id == a.id),
+        "{claimed:?}"
+    );
+    // A blocked task wakes nobody; completing its blocker opens it for the next waiter, w2.
+    let b = add_task(&mut op, "b", &[a.id]);
+    w1.call(Request::TaskFinish {
+        id: a.id,
+        status: TaskStatus::Completed,
+        result: None,
+    })
+    .unwrap();
+    assert_eq!(
+        next_task_push(w2).id,
+        b.id,
+        "w2's first push is the opened task"
+    );
+    let r = w2.call(Request::TaskClaimNext).unwrap();
+    assert!(
+        matches!(&r, Reply::MaybeTask { task: Some(x) } if x.id == b.id),
+        "{r:?}"
+    );
+    // A task given to w3 reaches w3, whose first push it is: none of the others reached it.
+    let c = op
+        .call(Request::TaskAdd {
+            title: "c".into(),
+            description: String::new(),
+            run: None,
+            blocked_by: vec![],
+            assign: Some("w3".into()),
+            key: None,
+        })
+        .task()
+        .unwrap();
+    assert_eq!(
+        next_task_push(w3).id,
+        c.id,
+        "w3 saw no task it has no part in"
+    );
+    // A woken waiter that leaves before asking again hands its turn on.
+    for c in [&mut *w4, &mut *w5] {
+        let r = c.call(Request::TaskClaimNext).unwrap();
+        assert!(matches!(r, Reply::MaybeTask { task: None }), "{r:?}");
+    }
+    let d = add_task(&mut op, "d", &[]);
+    assert_eq!(next_task_push(w4).id, d.id);
+    drop(clients.remove(4));
+    let w5 = &mut clients[4];
+    assert_eq!(
+        next_task_push(w5).id,
+        d.id,
+        "w5's first push is the handed-on task"
+    );
 }

@@ -114,7 +114,7 @@ const OWNERS: &[(&str, &[&str])] = &[
     ("hyper", &["http"]),
     ("hyper-util", &["http"]),
     ("ratatui", &["cli"]),
-    ("reqwest", &["model", "worker", "e2e", "bench"]),
+    ("reqwest", &["model", "worker", "daemon", "e2e", "bench"]),
 ];
 
 /// Crates with no I/O and no clock, and what their production code may not name.
@@ -168,7 +168,7 @@ pub(crate) fn invariants(root: &Path) -> Result<()> {
             layering(&manifests),
         ),
         (
-            "each outside edge has its owners (rusqlite: store, tmux_interface: pane, landlock: sandbox, rmcp: mcp, hyper: http, ratatui: cli, reqwest: model, worker, e2e, bench)",
+            "each outside edge has its owners (rusqlite: store, tmux_interface: pane, landlock: sandbox, rmcp: mcp, hyper: http, ratatui: cli, reqwest: model, worker, daemon, e2e, bench)",
             owners(&manifests),
         ),
         (

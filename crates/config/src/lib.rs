@@ -8,6 +8,8 @@ mod demo;
 mod hooks;
 mod model;
 mod network;
+mod notify;
+pub use notify::{HIDDEN_URL, NOTIFY_URL_KEYS, NotifyUrl, hide_notify_urls};
 pub use network::{NetworkMode, RoleNetwork, SandboxNetwork, endpoint, is_loopback};
 pub mod overrides;
 pub mod policy;

@@ -352,6 +352,16 @@ impl TeamConfig {
                 .filter_map(|r| r.provider.key_env(r.api_key_env.as_deref())),
         );
         vars.extend(self.search.as_ref().and_then(|s| s.api_key_env.clone()));
+        // `[notify]`'s webhook URLs read from the environment: credentials too.
+        vars.extend(
+            [
+                &self.notify.slack_webhook,
+                &self.notify.discord_webhook,
+                &self.notify.webhook,
+            ]
+            .into_iter()
+            .filter_map(|u| u.as_ref()?.env_var().map(str::to_string)),
+        );
         vars
     }
 
@@ -876,6 +886,15 @@ impl TeamConfig {
     pub fn with_only_role(&self, role: &str) -> TeamConfig {
         let mut config = self.clone();
         config.roles.retain(|name, _| name == role);
+        config
+    }
+
+    /// What teammate `name` of role `role` reads of the configuration: its own role
+    /// ([`TeamConfig::with_only_role`]) and its own `[[teammates]]` entry, not every member's
+    /// (a thousand-member team file's entries, serialized and parsed again on every start).
+    pub fn for_teammate(&self, name: &str, role: &str) -> TeamConfig {
+        let mut config = self.with_only_role(role);
+        config.teammates.retain(|t| t.name == name);
         config
     }
 

@@ -490,6 +490,7 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
     check_prices(&cx, &raw.prices)?;
     check_hooks(&cx, "hooks", &raw.hooks)?;
     check_durations(&cx, &raw)?;
+    check_notify(&cx, &raw.notify, &secrets)?;
     let strategy = team_strategy(&cx, &raw.strategy)?;
     let max_rounds = max_rounds(&cx, &raw.max_rounds)?;
     if let Some(p) = &raw.coordinator_prompt {
@@ -1061,6 +1062,35 @@ fn check_prices(cx: &Ctx<'_>, prices: &BTreeMap<String, crate::Price>) -> Result
                 ));
             }
         }
+    }
+    Ok(())
+}
+
+/// `[notify]`'s webhook URLs: each a URL, `{ env = "NAME" }` or `{ secret = "KEY" }` of
+/// `[secrets]`; `board_url` an HTTP URL.
+fn check_notify(
+    cx: &Ctx<'_>,
+    notify: &crate::Notify,
+    secrets: &BTreeMap<String, SecretSource>,
+) -> Result<(), ConfigError> {
+    let urls = [
+        ("notify.slack_webhook", &notify.slack_webhook),
+        ("notify.discord_webhook", &notify.discord_webhook),
+        ("notify.webhook", &notify.webhook),
+    ];
+    for (field, url) in urls {
+        if let Some(Err(m)) = url.as_ref().map(|u| u.check(secrets)) {
+            return Err(cx.err(None, field, format!("{field}: {m}")));
+        }
+    }
+    if let Some(b) = &notify.board_url
+        && crate::NotifyUrl::Literal(b.clone()).check(secrets).is_err()
+    {
+        return Err(cx.err(
+            None,
+            "notify.board_url",
+            "notify.board_url: expected an http:// or https:// URL",
+        ));
     }
     Ok(())
 }

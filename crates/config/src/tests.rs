@@ -1305,3 +1305,34 @@ fn the_layout_takes_tmux_s_own_names_and_refuses_others() {
         "{e}"
     );
 }
+
+#[test]
+fn a_teammate_reads_its_own_role_and_entry_only() {
+    let mut text = String::from(
+        "name = \"big\"\nmax_teammates = 300\n\
+         [roles.worker]\ndescription = \"w\"\n[roles.tester]\ndescription = \"t\"\n",
+    );
+    for i in 0..300 {
+        let role = if i % 2 == 0 { "worker" } else { "tester" };
+        text.push_str(&format!(
+            "[[teammates]]\nname = \"w{i}\"\nrole = \"{role}\"\n"
+        ));
+    }
+    let c = parse(&text).unwrap();
+    let view = c.for_teammate("w7", "tester");
+    assert_eq!(
+        view.teammates
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>(),
+        ["w7"]
+    );
+    assert!(view.role("tester").is_some());
+    assert!(
+        view.role("worker").is_none(),
+        "another role is not its to read"
+    );
+    // The team's own settings are the same.
+    assert_eq!(view.name, c.name);
+    assert_eq!(view.max_teammates, c.max_teammates);
+}

@@ -119,6 +119,20 @@ pub struct Notify {
     /// Without a command: ring the terminal bell in the leader's pane (tmux) and show a
     /// desktop notification with `notify-send` when it is on the PATH. `false` turns both off.
     pub bell: bool,
+    /// A Slack incoming webhook: each event posted as Slack's `text` and `blocks`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slack_webhook: Option<crate::NotifyUrl>,
+    /// A Discord webhook: each event posted as Discord's `content` and `embeds`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discord_webhook: Option<crate::NotifyUrl>,
+    /// Any HTTP endpoint: each event's envelope posted as JSON, as the command gets it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<crate::NotifyUrl>,
+    /// The web board's address for a permission request's approve link (e.g. a public
+    /// address in front of `serve`); without it, the address of an `agent-team serve` running
+    /// on this machine, else the `agent-team approve` command line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub board_url: Option<String>,
 }
 
 impl Default for Notify {
@@ -127,6 +141,10 @@ impl Default for Notify {
             command: None,
             timeout_secs: 10,
             bell: true,
+            slack_webhook: None,
+            discord_webhook: None,
+            webhook: None,
+            board_url: None,
         }
     }
 }

@@ -935,6 +935,9 @@ impl Core {
     /// and the desktop. Only queues it; the notification thread does the work.
     fn notify(&mut self, env: &Envelope) {
         use crate::notify::{Job, Target};
+        if let Some(cfg) = &self.sup.config {
+            self.notifier.chat(&cfg.notify, env, &self.cfg.paths);
+        }
         let commanded = self
             .sup
             .config

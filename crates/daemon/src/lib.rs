@@ -17,6 +17,7 @@ pub mod hooks;
 pub mod lock;
 pub mod net;
 mod notify;
+mod chat;
 pub mod outbox;
 pub mod policy;
 pub mod supervisor;

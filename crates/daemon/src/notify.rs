@@ -121,16 +121,49 @@ pub(crate) struct Notifier {
     tx: Option<SyncSender<Job>>,
     /// Says the thread has run every queued job and ended.
     done: Option<std::sync::mpsc::Receiver<()>>,
+    /// The chat sinks' queue (`[notify] slack_webhook`, `discord_webhook`, `webhook`).
+    chat: crate::chat::Chat,
+    /// The webhook URLs the team file gave itself, by key: the stored configuration has
+    /// `[hidden]` in their place (`agent_team_config::hide_notify_urls`).
+    pub(crate) literals: std::collections::BTreeMap<&'static str, String>,
 }
 
 impl Notifier {
     /// At the daemon's stop: lets the thread run what is queued (the run's end among it), for
     /// at most `limit`, so the last notifications are not lost to the exit.
     pub(crate) fn finish(&mut self, limit: Duration) {
+        let until = std::time::Instant::now() + limit;
         self.tx = None;
         if let Some(done) = self.done.take() {
             let _ = done.recv_timeout(limit);
         }
+        self.chat
+            .finish(until.saturating_duration_since(std::time::Instant::now()));
+    }
+
+    /// Queues `env` for the chat sinks `notify` sets (none: nothing), without waiting.
+    pub(crate) fn chat(
+        &mut self,
+        notify: &agent_team_config::Notify,
+        env: &Envelope,
+        paths: &agent_team_paths::TeamPaths,
+    ) {
+        let sinks = crate::chat::Sink::of(notify);
+        if sinks.is_empty() {
+            return;
+        }
+        self.chat.send(crate::chat::ChatJob {
+            env: env.clone(),
+            sinks,
+            literals: self.literals.clone(),
+            secrets_file: paths.secrets.clone(),
+            board: notify.board_url.clone(),
+            serve_file: paths
+                .socket
+                .parent()
+                .map(agent_team_paths::serve_url_file),
+            timeout: Duration::from_secs(notify.timeout_secs.max(1)),
+        });
     }
 
     /// Queues a job without waiting; drops it (with a log line) when the queue is full or the

@@ -147,6 +147,12 @@ pub fn secrets_file(runtime: &Path, team: &str) -> PathBuf {
     runtime.join(format!("{team}.secrets.json"))
 }
 
+/// Where a running `agent-team serve` writes its base address (`http://HOST:PORT`) in the
+/// runtime dir `runtime`: the daemon links a permission request's notification to its board.
+pub fn serve_url_file(runtime: &Path) -> PathBuf {
+    runtime.join("serve.url")
+}
+
 /// The home dir every sandboxed command of the team whose state dir is `team_dir` gets, at
 /// the operator's `$HOME` path (its package caches persist there between commands; nothing
 /// of the operator's home is in it).

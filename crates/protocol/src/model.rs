@@ -362,6 +362,41 @@ impl fmt::Display for AgentStatus {
     }
 }
 
+/// The most other members an agent's prompt names: past it, the rest is a count and the tool
+/// that lists them, so a prompt's roster does not grow with the team.
+pub const ROSTER_NAMED: usize = 10;
+
+impl AgentInfo {
+    /// Where this member stands in the prompt roster of an agent of role `role` (lower first):
+    /// the leader, then the agent's own collaborators (members of its role), then the rest.
+    pub fn prompt_rank(&self, role: &str) -> (bool, bool) {
+        (self.name != crate::names::LEADER, self.role != role)
+    }
+}
+
+/// The members the prompt of agent `name` (of role `role`) names, in that order: the first
+/// [`ROSTER_NAMED`] others by [`AgentInfo::prompt_rank`], roster order within a rank, and the
+/// agent itself last (its own plan is read from it).
+pub fn prompt_members<'a>(
+    all: impl IntoIterator<Item = &'a AgentInfo>,
+    name: &str,
+    role: &str,
+) -> Vec<&'a AgentInfo> {
+    let mut me = None;
+    let mut others: Vec<&AgentInfo> = Vec::new();
+    for a in all {
+        if a.name == name {
+            me = Some(a);
+        } else {
+            others.push(a);
+        }
+    }
+    others.sort_by_key(|a| a.prompt_rank(role));
+    others.truncate(ROSTER_NAMED);
+    others.extend(me);
+    others
+}
+
 /// One member of the roster as `ps` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

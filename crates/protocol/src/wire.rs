@@ -72,8 +72,13 @@ pub struct Welcome {
 pub struct StartReads {
     /// `get_config`'s reply.
     pub config: Option<Reply>,
-    /// `agents`' reply.
+    /// `agents`' reply; when `members` is set, only the agent itself and the members its
+    /// prompt names ([`crate::prompt_members`]), not the whole roster.
     pub agents: Option<Reply>,
+    /// The roster's size when `agents` holds only part of it (a large team: each starting
+    /// agent read and kept every member before).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub members: u32,
     /// `team_info`'s reply (the leader's only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub team: Option<Reply>,

@@ -39,6 +39,22 @@ impl TeamState {
         v
     }
 
+    /// The members the prompt of `name` (of role `role`) names, as [`TeamState::agents`]
+    /// shows them ([`agent_team_protocol::prompt_members`]), and the roster's size: what a
+    /// starting agent reads instead of the whole roster.
+    pub fn prompt_agents(&self, name: &str, role: &str) -> (Vec<AgentInfo>, usize) {
+        let named =
+            agent_team_protocol::prompt_members(self.agents.values().map(|a| &a.info), name, role);
+        let infos = named
+            .into_iter()
+            .map(|a| AgentInfo {
+                usage: self.agent_usage(&a.name),
+                ..a.clone()
+            })
+            .collect();
+        (infos, self.agents.len())
+    }
+
     /// Every agent record.
     pub fn agent_records(&self) -> impl Iterator<Item = &AgentRecord> {
         self.agents.values()

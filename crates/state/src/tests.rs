@@ -1199,3 +1199,22 @@ fn a_new_run_forgets_down_teammates_redoes_keyed_tasks_and_knows_whether_it_did_
     assert!(!s.run_did_work(), "the task was done by the run before");
     assert_ne!(keyed(&mut s), first, "a new run does the keyed task again");
 }
+
+#[test]
+fn a_starting_agent_reads_the_part_of_a_large_roster_its_prompt_names() {
+    let names: Vec<String> = std::iter::once("leader".to_string())
+        .chain((0..40).map(|i| format!("w{i:02}")))
+        .collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let s = team_with(&refs);
+    let (part, total) = s.prompt_agents("w05", "worker");
+    assert_eq!(total, 41);
+    let got: Vec<&str> = part.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(
+        got,
+        [
+            "leader", "w00", "w01", "w02", "w03", "w04", "w06", "w07", "w08", "w09", "w05"
+        ],
+        "the leader, the first nine others of its role, and itself"
+    );
+}

@@ -81,7 +81,7 @@ fn system_prompt(
     name: &str,
     role: &Role,
     config: &TeamConfig,
-    members: &[AgentInfo],
+    members: &Roster,
     tool_names: &[&str],
     planning: bool,
 ) -> String {
@@ -134,32 +134,24 @@ fn system_prompt(
     s
 }
 
-/// The most other members a prompt names: past it, the rest is a count and the tool that
-/// lists them, so a prompt's roster does not grow with the team (each named member costs
-/// every teammate's every request a few tokens).
-const ROSTER_NAMED: usize = 10;
-
 /// The other members as a prompt names them: the leader first, then the agent's own
 /// collaborators (members of its role), then the rest in roster order, at most
-/// [`ROSTER_NAMED`] of them, and how many more there are.
-fn roster(
-    name: &str,
-    role: &Role,
-    members: &[AgentInfo],
-    naming: &agent_team_tools::Naming,
-) -> String {
-    let mut others: Vec<&AgentInfo> = members.iter().filter(|a| a.name != name).collect();
-    if others.is_empty() {
-        return "none yet".into();
-    }
-    // Stable: roster order within each rank.
-    others.sort_by_key(|a| (a.name != LEADER, a.role != role.name));
-    let named: Vec<String> = others
-        .iter()
-        .take(ROSTER_NAMED)
+/// [`agent_team_protocol::ROSTER_NAMED`] of them, and how many more there are. `members` may
+/// be the whole roster or just the part the welcome carried ([`Roster`]).
+fn roster(name: &str, role: &Role, members: &Roster, naming: &agent_team_tools::Naming) -> String {
+    let named: Vec<String> = agent_team_protocol::prompt_members(&members.named, name, &role.name)
+        .into_iter()
+        .filter(|a| a.name != name)
         .map(|a| format!("{} ({})", a.name, a.role))
         .collect();
-    let rest = others.len() - named.len();
+    if named.is_empty() {
+        return "none yet".into();
+    }
+    // Every member but the agent itself.
+    let others = members
+        .total
+        .saturating_sub(usize::from(members.named.iter().any(|a| a.name == name)));
+    let rest = others.saturating_sub(named.len());
     if rest == 0 {
         return named.join(", ");
     }
@@ -171,6 +163,27 @@ fn roster(
         "{}, and {rest} more ({list} names every one)",
         named.join(", ")
     )
+}
+
+/// What an agent knows of the roster for its prompt: the members it names (and itself), and
+/// how many members there are in all.
+#[derive(Debug, Default)]
+pub(crate) struct Roster {
+    named: Vec<AgentInfo>,
+    total: usize,
+}
+
+impl Roster {
+    /// Kept from a whole roster or the welcome's part of it (`total` 0: `all` is whole): only
+    /// what the prompt names, so a thousand-member roster is not held by each agent.
+    fn from(all: Vec<AgentInfo>, name: &str, role: &str, total: usize) -> Roster {
+        let total = if total == 0 { all.len() } else { total };
+        let named = agent_team_protocol::prompt_members(&all, name, role)
+            .into_iter()
+            .cloned()
+            .collect();
+        Roster { named, total }
+    }
 }
 
 /// The names the role asks its tools to be offered under (`tool_names`; the configuration
@@ -232,7 +245,7 @@ pub fn trim(messages: &mut [ChatMessage], context_tokens: usize, cache: bool) ->
 /// What a model agent reads as it starts, asked beside its configuration: the roster, the
 /// goal (the leader), and the tasks already given to it on the board.
 pub struct Start {
-    members: Vec<AgentInfo>,
+    members: Roster,
     goal: Option<String>,
     board: Board,
 }
@@ -243,6 +256,7 @@ impl Start {
     pub async fn read(link: &Arc<Link>) -> Start {
         let is_leader = link.name() == LEADER;
         // What the daemon's welcome carried is taken; the rest is asked for.
+        let total = link.start_members() as usize;
         let (members, goal, board) = tokio::join!(
             link.read_first(|s| &mut s.agents, Request::Agents),
             async {
@@ -264,8 +278,10 @@ impl Start {
         );
         Start {
             members: match members {
-                Ok(Reply::Agents { agents }) => agents,
-                _ => vec![],
+                Ok(Reply::Agents { agents }) => {
+                    Roster::from(agents, link.name(), &link.welcome_role(), total)
+                }
+                _ => Roster::default(),
             },
             goal,
             board,
@@ -336,7 +352,7 @@ struct Turns<'a> {
     specs: Vec<agent_team_model::ToolSpec>,
     plan_required: bool,
     planning: bool,
-    members: Vec<AgentInfo>,
+    members: Roster,
     messages: Vec<ChatMessage>,
     /// Tasks the leader gave it (a coordinator or collaborate run's worker answers them).
     given: Vec<u64>,
@@ -373,6 +389,7 @@ impl<'a> Turns<'a> {
             board,
         } = first;
         let own_plan = members
+            .named
             .iter()
             .find(|a| a.name == name)
             .and_then(|a| a.plan.clone());
@@ -929,6 +946,7 @@ impl StreamedText {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use agent_team_protocol::ROSTER_NAMED;
 
     fn member(name: &str, role: &str) -> AgentInfo {
         serde_json::from_value(serde_json::json!({
@@ -960,8 +978,24 @@ mod tests {
             name: "tester".into(),
             ..worker
         };
-        let small = roster("w001", &role, &team_of(20), naming);
-        let large = roster("w001", &role, &team_of(200), naming);
+        let whole = |n: usize| Roster::from(team_of(n), "w001", "tester", 0);
+        let small = roster("w001", &role, &whole(20), naming);
+        let large = roster("w001", &role, &whole(200), naming);
+        // What the daemon's welcome carries for a large team (the part the prompt names and
+        // the roster's size) gives the same line, and it is all the agent keeps.
+        let all = team_of(200);
+        let part: Vec<AgentInfo> = agent_team_protocol::prompt_members(&all, "w001", "tester")
+            .into_iter()
+            .cloned()
+            .collect();
+        assert_eq!(part.len(), ROSTER_NAMED + 1);
+        let carried = Roster::from(part, "w001", "tester", all.len());
+        assert_eq!(roster("w001", &role, &carried, naming), large);
+        assert_eq!(
+            whole(200).named.len(),
+            ROSTER_NAMED + 1,
+            "kept: the named and itself"
+        );
         // As many named, and the same words: only the count's digits differ (one more byte
         // here; a tokenizer takes a number below 1 000 as one token either way).
         let named = |s: &str| s.matches(" (").count();
@@ -979,7 +1013,7 @@ mod tests {
         );
         assert!(!large.contains("w001"), "not itself: {large}");
         // A small team is named whole.
-        let four = roster("w001", &role, &team_of(4), naming);
+        let four = roster("w001", &role, &whole(4), naming);
         assert_eq!(
             four,
             "leader (leader), w003 (tester), w000 (worker), w002 (worker)"

@@ -251,6 +251,12 @@ impl Link {
             .and_then(|mut s| which(&mut s).take())
     }
 
+    /// The roster's size the welcome gave beside a partial roster (0: it gave the whole one,
+    /// or none).
+    pub(crate) fn start_members(&self) -> u32 {
+        self.start.lock().map(|s| s.members).unwrap_or(0)
+    }
+
     /// A request's reply: the welcome's when it carried it, else the daemon's.
     pub(crate) async fn read_first(
         &self,

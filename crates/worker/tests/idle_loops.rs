@@ -601,6 +601,7 @@ async fn a_welcome_that_carries_the_first_reads_spares_their_requests_once() {
             config: serde_json::to_value(&team).unwrap(),
         }),
         agents: Some(answer(&Request::Agents)),
+        members: 0,
         team: None,
         tasks: Some(answer(&Request::TaskList {
             status: Some(TaskStatus::InProgress),

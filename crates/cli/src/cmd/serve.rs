@@ -435,6 +435,7 @@ fn say_serving(ctx: &Ctx, addr: &Listen, source: TokenSource, token_file: &std::
 
 /// `agent-team serve`
 pub fn serve(ctx: Ctx, args: ServeArgs) -> Result<ExitCode> {
+    let runtime = ctx.paths.runtime.clone();
     let listen = Listen::parse(&args.listen, args.allow_remote)?;
     let allowed_hosts = agent_team_http::allowed_hosts(&listen, &args.allow_hosts)?;
     let limits = ConnLimits {
@@ -504,6 +505,13 @@ pub fn serve(ctx: Ctx, args: ServeArgs) -> Result<ExitCode> {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         say_serving(&ctx, &addr, source, &token_file);
+        // Where teams' chat notifications link a permission request to the board.
+        if let Listen::Tcp(a) = &addr {
+            let _ = std::fs::write(
+                agent_team_paths::serve_url_file(&ctx.paths.runtime),
+                format!("http://{a}"),
+            );
+        }
         tokio::select! {
             r = served => match r {
                 Ok(Ok(())) => Ok(()),
@@ -518,6 +526,12 @@ pub fn serve(ctx: Ctx, args: ServeArgs) -> Result<ExitCode> {
     // Streams still open end with the process; the teams keep running.
     rt.shutdown_timeout(Duration::from_millis(200));
     let addr = outcome?;
+    if let Listen::Tcp(a) = &addr {
+        let file = agent_team_paths::serve_url_file(&runtime);
+        if std::fs::read_to_string(&file).is_ok_and(|t| t == format!("http://{a}")) {
+            let _ = std::fs::remove_file(file);
+        }
+    }
     if let Listen::Unix(p) = &addr {
         let _ = std::fs::remove_file(p);
     }

@@ -14,9 +14,13 @@ use agent_team_state::{Actor, AgentRecord, TeamState};
 pub(super) fn configure(
     core: &mut Core,
     actor: &Actor,
-    config: serde_json::Value,
+    mut config: serde_json::Value,
 ) -> Result<Reply, ErrorBody> {
+    // Webhook URLs the team file gives itself stay in memory: never stored, never given to
+    // agents (`get_config`).
+    let literals = agent_team_config::hide_notify_urls(&mut config);
     let reply = core.supervise(|s| s.configure(actor, config))?;
+    core.notifier.literals.extend(literals);
     if let Some(c) = &core.sup.config {
         core.cfg.gate.set(&c.limits);
     }
@@ -25,15 +29,19 @@ pub(super) fn configure(
 
 /// `get_config`: what agents start from, the stored configuration with its run-time settings
 /// applied (they are kept, under `overrides`, for `config show`). A teammate gets its own role
-/// only: it spawns no one, and the rest is most of the configuration's bytes, serialized and
-/// parsed again on every teammate's start.
+/// and its own `[[teammates]]` entry only ([`agent_team_config::TeamConfig::for_teammate`]):
+/// it spawns no one, and the rest is most of the configuration's bytes, serialized and parsed
+/// again on every teammate's start.
 pub(super) fn config(core: &Core, actor: &Actor) -> Reply {
     let own_role = match actor {
-        Actor::Agent(name) if name != LEADER => core.state.agent(name).map(|a| &a.info.role),
+        Actor::Agent(name) if name != LEADER => core
+            .state
+            .agent(name)
+            .map(|a| (a.info.name.as_str(), a.info.role.as_str())),
         _ => None,
     };
     let config = match (&core.sup.config, own_role) {
-        (Some(c), Some(role)) => serde_json::to_value(c.with_only_role(role)).ok(),
+        (Some(c), Some((name, role))) => serde_json::to_value(c.for_teammate(name, role)).ok(),
         (Some(c), None) => serde_json::to_value(c).ok(),
         (None, _) => None,
     };

@@ -64,7 +64,18 @@ pub(crate) fn start_reads(
     read(core, Request::WatchTasks)?;
     let leader = actor.name() == agent_team_protocol::names::LEADER;
     let config = read(core, Request::GetConfig)?;
-    let agents = read(core, Request::Agents)?;
+    // The members its prompt names and the roster's size, not the whole roster: at a
+    // thousand teammates each would read and keep a thousand members.
+    let (agents, members) = match actor.agent().and_then(|n| core.state.agent(n)) {
+        Some(rec) => {
+            let (agents, members) = core.state.prompt_agents(&rec.info.name, &rec.info.role);
+            (
+                Reply::Agents { agents },
+                u32::try_from(members).unwrap_or(u32::MAX),
+            )
+        }
+        None => (read(core, Request::Agents)?, 0),
+    };
     let team = match leader {
         true => Some(read(core, Request::TeamInfo)?),
         false => None,
@@ -80,6 +91,7 @@ pub(crate) fn start_reads(
     Some(Box::new(agent_team_protocol::StartReads {
         config: Some(config),
         agents: Some(agents),
+        members,
         team,
         tasks: Some(tasks),
         unread,

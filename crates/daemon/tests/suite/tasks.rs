@@ -382,7 +382,20 @@ fn a_starting_agents_welcome_carries_its_first_reads_and_its_watch_is_on() {
         .expect("the welcome carries the reads");
     // (The new connection replaced w1's first one.)
     assert_eq!(reads.config, Some(again.call(Request::GetConfig).unwrap()));
-    assert_eq!(reads.agents, Some(again.call(Request::Agents).unwrap()));
+    // A small team's roster is all named: the same members as `agents`, and its size.
+    let Reply::Agents { agents: all } = again.call(Request::Agents).unwrap() else {
+        panic!("a roster")
+    };
+    let Some(Reply::Agents { agents: carried }) = &reads.agents else {
+        panic!("a roster: {:?}", reads.agents)
+    };
+    let names = |v: &[AgentInfo]| {
+        let mut n: Vec<String> = v.iter().map(|a| a.name.clone()).collect();
+        n.sort();
+        n
+    };
+    assert_eq!(names(carried), names(&all));
+    assert_eq!(reads.members as usize, all.len());
     let in_progress = Request::TaskList {
         status: Some(TaskStatus::InProgress),
         after: None,

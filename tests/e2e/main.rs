@@ -5,6 +5,7 @@
 mod boards_finish;
 mod boundary;
 mod canaries;
+mod chat;
 mod cli;
 mod clis;
 mod copilot;

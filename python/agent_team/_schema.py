@@ -1221,6 +1221,25 @@ class FinishOutcome:
 
 
 @dataclass
+class HookStarted:
+    """The answer to a delivery that started a run."""
+
+    #: The run's id (`agent-team runs show ID`).
+    run: str
+
+    _FIELDS: ClassVar[Tuple[Any, ...]] = (('run', 'run', None, True, None),)
+
+    @classmethod
+    def from_dict(cls: Type[_T], data: Dict[str, Any]) -> _T:
+        """A `HookStarted` from its JSON object (unknown keys are ignored)."""
+        return _from_dict(cls, data)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The JSON object (optional fields that are None are left out)."""
+        return _to_dict(self)
+
+
+@dataclass
 class Message:
     """One recipient's copy of a message."""
 
@@ -2305,6 +2324,7 @@ __all__ = [
     'Finish',
     'FinishAction',
     'FinishOutcome',
+    'HookStarted',
     'Message',
     'MessageKind',
     'MessageList',

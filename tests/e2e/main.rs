@@ -34,6 +34,7 @@ mod search;
 mod seeds;
 mod service;
 mod strategies;
+mod triggers;
 mod tui;
 mod upgrade;
 mod usage;

@@ -356,6 +356,25 @@ pub enum Command {
     /// (`AGENT_TEAM_API_TOKEN`, else a token kept in the runtime dir in `serve.token`, whose
     /// path is printed at start; the token never is). Ctrl-C stops the server, not the teams.
     Serve(ServeArgs),
+    /// The runs that schedules and webhooks started (issue 69): each has an id and a record in
+    /// AGENT_TEAM_HOME/runs/ID (what started it, the team file, goal and variables, start and
+    /// end, outcome and exit code, the run's JSON result and its log).
+    #[command(subcommand)]
+    Runs(RunsCmd),
+    /// Schedules: start a run of a team at each time of a cron expression. A team file's
+    /// `[[schedule]]` (name, cron, goal, vars, missed = "run_once" | "skip") runs under
+    /// `agent-team serve -f FILE` or `agent-team scheduler -f FILE`; `schedule add` keeps more
+    /// in AGENT_TEAM_HOME/schedules, which every `serve` and `scheduler` on this machine runs.
+    /// Never two runs of one schedule at once (a time that comes while one runs is recorded
+    /// as skipped); a time missed while no scheduler ran is run once after it starts again
+    /// (or recorded as skipped with missed = "skip").
+    #[command(subcommand)]
+    Schedule(ScheduleCmd),
+    /// Run the schedules (`agent-team schedule list`) without the HTTP service, until Ctrl-C or
+    /// SIGTERM: for a systemd unit (docs/AUTOMATION.md). With -f FILE (or ./agent-team.toml)
+    /// its `[[schedule]]`s too. Stopped, it starts no more runs and exits once those going on have
+    /// ended (each record gets its end).
+    Scheduler,
     /// The hooks of an external agent CLI (Claude Code's and Qwen Code's), written into the
     /// CLI's private settings by the worker; not for use by hand. `stop` (the turn's end)
     /// hands the messages queued for the agent back as its next instruction
@@ -393,6 +412,75 @@ pub enum Command {
             env = "AGENT_TEAM_PERMISSION_TIMEOUT"
         )]
         permission_timeout: u64,
+    },
+}
+
+/// `agent-team runs …`
+#[derive(Debug, Subcommand)]
+pub enum RunsCmd {
+    /// The runs, oldest first: id, trigger, team, outcome (running, succeeded, failed,
+    /// skipped, lost), start, seconds, goal.
+    List {
+        /// Only the last N.
+        #[arg(long, default_value_t = 50, value_name = "N")]
+        limit: usize,
+        /// Print JSON: `{"runs": [RECORD, ...]}`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run's record and the leader's answer.
+    Show {
+        /// The run's id (`agent-team runs list`).
+        id: String,
+        /// Print JSON: the record with the run's JSON result as `output`.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// How `schedule add --missed` is given.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum MissedArg {
+    /// Run once for the times missed while no scheduler ran.
+    RunOnce,
+    /// Record them as skipped.
+    Skip,
+}
+
+/// `agent-team schedule …`
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCmd {
+    /// Keep a schedule for the team of -f FILE: with NAME and --cron, a schedule of its own;
+    /// with neither, the file's `[[schedule]]`s (so a `serve` or `scheduler` of another
+    /// file runs them too).
+    Add {
+        /// The schedule's name (letters, digits, `-`, `_`).
+        name: Option<String>,
+        /// A cron expression in local time: 5 fields (minute hour day month weekday, e.g.
+        /// "0 3 * * *"), 6 with seconds first ("*/10 * * * * *"), 7 with a year last.
+        #[arg(long, value_name = "EXPR", requires = "name")]
+        cron: Option<String>,
+        /// The run's goal [default: the team file's].
+        #[arg(long, value_name = "TEXT", requires = "cron")]
+        goal: Option<String>,
+        /// Fill `{{KEY}}` with VALUE (repeatable).
+        #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_var, requires = "cron")]
+        vars: Vec<(String, String)>,
+        /// A time missed while no scheduler ran: run it once, or skip it.
+        #[arg(long, value_enum, default_value = "run-once", requires = "cron")]
+        missed: MissedArg,
+    },
+    /// Remove a kept schedule (NAME), or the registration of the team's file (no NAME); a
+    /// `[[schedule]]` in a team file is removed by editing the file.
+    Rm {
+        /// The schedule.
+        name: Option<String>,
+    },
+    /// The schedules this machine's schedulers run (and those of -f FILE): next and last time.
+    List {
+        /// Print JSON: `{"schedules": [...]}`.
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -15,6 +15,7 @@ pub mod overrides;
 pub mod policy;
 mod teamfile;
 pub use teamfile::check_strategy;
+pub mod triggers;
 mod usage;
 mod vars;
 

@@ -240,6 +240,12 @@ struct RawTeamFile {
     notify: crate::Notify,
     #[serde(default)]
     hooks: crate::Hooks,
+    /// `[[schedule]]` (issue 69), checked here, read by `triggers::load`.
+    #[serde(default)]
+    schedule: Vec<crate::triggers::Schedule>,
+    /// `[[webhooks]]` (issue 69), checked here, read by `triggers::load`.
+    #[serde(default)]
+    webhooks: Vec<crate::triggers::Webhook>,
 }
 
 /// `[search]`, as written: `provider`, `url`, `api_key_env`.
@@ -490,6 +496,12 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
     check_prices(&cx, &raw.prices)?;
     check_hooks(&cx, "hooks", &raw.hooks)?;
     check_durations(&cx, &raw)?;
+    crate::triggers::check(
+        path,
+        &raw.schedule,
+        &raw.webhooks,
+        &raw.secrets.keys().cloned().collect(),
+    )?;
     check_notify(&cx, &raw.notify, &secrets)?;
     let strategy = team_strategy(&cx, &raw.strategy)?;
     let max_rounds = max_rounds(&cx, &raw.max_rounds)?;

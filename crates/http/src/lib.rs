@@ -12,6 +12,7 @@ mod board;
 mod conns;
 mod error;
 mod guard;
+pub mod hooks;
 pub mod openapi;
 mod rest;
 mod sessions;
@@ -23,6 +24,7 @@ pub use auth::{TOKEN_ENV, Token, TokenSource};
 pub use conns::{Accept, ConnLimits, serve};
 pub use error::ApiError;
 pub use guard::{HostError, allowed_hosts};
+pub use hooks::{HookDef, Hooks};
 
 use agent_team_protocol::{Envelope, ErrorBody, Reply, Request};
 use axum::Router;
@@ -124,16 +126,31 @@ struct App {
     streams: Arc<std::sync::atomic::AtomicUsize>,
     /// The session teams streamed, for stopping the idle ones.
     sessions: Arc<sessions::Sessions>,
+    /// The webhooks of `POST /v1/teams/{team}/hooks/{name}` (none: every hook is 404).
+    hooks: Option<Arc<dyn Hooks>>,
+    /// Each webhook's rate.
+    limiter: hooks::Limiter,
 }
 
 /// The whole API as an axum router (auth, body limit, JSON errors included).
 pub fn router(teams: Arc<dyn Teams>, settings: Settings) -> Router {
+    router_with_hooks(teams, settings, None)
+}
+
+/// [`router`] with webhook triggers served from `hooks`.
+pub fn router_with_hooks(
+    teams: Arc<dyn Teams>,
+    settings: Settings,
+    hooks: Option<Arc<dyn Hooks>>,
+) -> Router {
     let idle = settings.session_idle;
     let app = Arc::new(App {
         teams,
         settings,
         streams: Arc::default(),
         sessions: Arc::default(),
+        hooks,
+        limiter: hooks::Limiter::default(),
     });
     if let Some(idle) = idle {
         sessions::start_reaper(Arc::downgrade(&app), idle);

@@ -261,6 +261,14 @@ pub fn routes() -> Vec<Route> {
         ),
         r(
             "POST",
+            crate::hooks::PATH,
+            "A webhook delivery (issue 69): authenticated by X-Hub-Signature-256 (HMAC-SHA256 of the body under the hook's secret), not the token; X-GitHub-Delivery is remembered (a replay is 409); rate-limited per hook (429 with Retry-After); 202 with the id of the run it started.",
+            Some((|_| Schema::default(), false)),
+            Answer::Json(202, schema::<crate::hooks::HookStarted>),
+            || post(crate::hooks::deliver),
+        ),
+        r(
+            "POST",
             "/team/stream",
             "NexAU's team stream: one team per (user_id, session_id); SSE of team_event lines, then complete.",
             Some((schema::<StreamRequest>, false)),
@@ -298,7 +306,11 @@ pub fn document() -> Value {
             "parameters": params,
             "responses": {},
         });
-        if route.path != "/" {
+        if route.path == crate::hooks::PATH {
+            op["security"] = json!([]);
+            op["responses"]["401"] = json!({"description": "missing or wrong X-Hub-Signature-256", "content": {"application/json": {"schema": error}}});
+            op["responses"]["default"] = json!({"description": "an error with the protocol's code (404 no such hook, 409 a replayed delivery, 413 too large, 429 over the hook's rate)", "content": {"application/json": {"schema": error}}});
+        } else if route.path != "/" {
             op["security"] = json!([{"bearer": []}]);
             op["responses"]["401"] = json!({"description": "missing or wrong token", "content": {"application/json": {"schema": error}}});
             op["responses"]["default"] = json!({"description": "an error with the protocol's code", "content": {"application/json": {"schema": error}}});

@@ -1008,6 +1008,8 @@ fn a_quiet_session_team_is_stopped_when_nobody_streams_it_even_while_its_run_run
         },
         streams: Arc::default(),
         sessions: Arc::default(),
+        hooks: None,
+        limiter: Default::default(),
     };
     let idle = Duration::from_secs(600);
     let downs = || {

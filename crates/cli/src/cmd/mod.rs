@@ -6,11 +6,14 @@ pub(crate) mod daemon;
 mod doctor;
 mod memory;
 mod plan;
+pub(crate) mod runs;
+pub(crate) mod schedule;
 pub(crate) mod roles;
 mod sandbox;
 mod serve;
 mod settings;
 pub(crate) mod teams;
+mod triggers;
 mod tui;
 pub(crate) mod up;
 mod usage;
@@ -43,6 +46,51 @@ fn inside_an_agents_sandbox() -> Result<()> {
     Ok(())
 }
 
+/// `agent-team runs …` (about every team: it resolves none).
+fn runs_cmd(r: crate::cli::RunsCmd) -> Result<ExitCode> {
+    let paths = agent_team_paths::Paths::from_env()?;
+    match r {
+        crate::cli::RunsCmd::List { limit, json } => runs::list(&paths, json, limit),
+        crate::cli::RunsCmd::Show { id, json } => runs::show(&paths, &id, json),
+    }
+}
+
+/// `agent-team schedule …`
+fn schedule_cmd(ctx: &Ctx, s: crate::cli::ScheduleCmd) -> Result<ExitCode> {
+    use crate::cli::{MissedArg, ScheduleCmd};
+    use agent_team_config::triggers::Missed;
+    let file = ctx.file.as_ref().and_then(|f| std::fs::canonicalize(f).ok());
+    match s {
+        ScheduleCmd::Add {
+            name,
+            cron,
+            goal,
+            vars,
+            missed,
+        } => schedule::add(
+            &ctx.paths,
+            &ctx.team,
+            file.as_deref(),
+            name,
+            cron,
+            goal,
+            vars,
+            match missed {
+                MissedArg::RunOnce => Missed::RunOnce,
+                MissedArg::Skip => Missed::Skip,
+            },
+        ),
+        ScheduleCmd::Rm { name } => {
+            schedule::rm(&ctx.paths, &ctx.team, name.as_deref(), file.as_deref())
+        }
+        ScheduleCmd::List { json } => schedule::list(
+            &ctx.paths,
+            file.as_deref().map(|f| (ctx.team.as_str(), f)),
+            json,
+        ),
+    }
+}
+
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let Cli {
@@ -62,6 +110,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Roles(j) => return roles::roles(file, j.json),
         Command::Hook { socket, event, cli } => return hook(&socket, &event, cli.as_deref()),
         Command::Completions { shell } => return completions(shell),
+        Command::Runs(r) => return runs_cmd(r),
         Command::TmuxLayout {
             socket,
             window,
@@ -200,6 +249,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Events { follow, since, .. } => board::events(&ctx, follow, since),
         Command::Down { json } => teams::down(&ctx, json),
         Command::Serve(a) => serve::serve(ctx, a),
+        Command::Schedule(s) => schedule_cmd(&ctx, s),
+        Command::Runs(r) => runs_cmd(r),
+        Command::Scheduler => schedule::scheduler(
+            &ctx.paths,
+            ctx.file
+                .as_ref()
+                .and_then(|f| std::fs::canonicalize(f).ok())
+                .map(|f| (ctx.team.clone(), f)),
+        ),
         Command::Gc { older_than, json } => teams::gc(&ctx, older_than, json),
         Command::Daemon { guard: true, .. } => daemon::guard(&ctx),
         Command::Daemon {

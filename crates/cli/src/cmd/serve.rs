@@ -447,6 +447,7 @@ pub fn serve(ctx: Ctx, args: ServeArgs) -> Result<ExitCode> {
     agent_team_daemon::gate::raise_fd_limit();
     let variables: BTreeMap<String, String> = args.vars.vars.iter().cloned().collect();
     let secrets: BTreeMap<String, String> = args.vars.secrets.iter().cloned().collect();
+    let hook_secrets = secrets.clone();
     ctx.paths.ensure_runtime()?;
     let token_file = ctx.paths.runtime.join("serve.token");
     let (token, source) = Token::load_or_create(&token_file)?;
@@ -469,7 +470,9 @@ pub fn serve(ctx: Ctx, args: ServeArgs) -> Result<ExitCode> {
         max_sessions: usize::try_from(args.max_sessions).unwrap_or(usize::MAX),
         allowed_hosts,
     };
-    let app = agent_team_http::router(teams, settings);
+    // Webhooks and schedules (issue 69); the scheduler stops with `_scheduler`.
+    let (hooks, _scheduler) = crate::cmd::triggers::start(&ctx, &hook_secrets);
+    let app = agent_team_http::router_with_hooks(teams, settings, hooks);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

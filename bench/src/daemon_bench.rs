@@ -21,6 +21,8 @@ pub struct BenchTeam {
     secrets: std::collections::HashMap<String, String>,
     /// The team's name.
     pub team: String,
+    /// Variables given to the daemon besides the homes (the telemetry section's `OTEL_*`).
+    env: Vec<(String, String)>,
 }
 
 /// The directory of the release binaries.
@@ -38,6 +40,11 @@ pub fn bin_dir() -> PathBuf {
 impl BenchTeam {
     /// Starts `agent-team daemon --foreground` for `team` under `root`.
     pub fn start(root: &Path, team: &str) -> Result<Self> {
+        Self::start_with_env(root, team, Vec::new())
+    }
+
+    /// [`BenchTeam::start`] with `env` in the daemon's environment.
+    pub fn start_with_env(root: &Path, team: &str, env: Vec<(String, String)>) -> Result<Self> {
         let paths = Paths::new(root.join("home"), root.join("run"));
         let tp = paths.team(team)?;
         let mut t = BenchTeam {
@@ -46,6 +53,7 @@ impl BenchTeam {
             child: None,
             secrets: Default::default(),
             team: team.to_string(),
+            env,
         };
         t.spawn()?;
         Ok(t)
@@ -62,6 +70,7 @@ impl BenchTeam {
                 "AGENT_TEAM_LOG",
                 std::env::var("AGENT_TEAM_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()

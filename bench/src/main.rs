@@ -11,6 +11,7 @@ mod foundation_bench;
 mod hardening_bench;
 mod heal_bench;
 mod link_order;
+mod makespan_bench;
 mod model_bench;
 mod pane_bench;
 mod peer_bench;
@@ -18,6 +19,7 @@ mod python_bench;
 mod remote_bench;
 mod report;
 mod sandbox_bench;
+mod scale_bench;
 mod service_bench;
 mod worker_bench;
 
@@ -123,6 +125,14 @@ fn main() -> Result<()> {
     if only.as_deref().is_none_or(|s| s == "peer") {
         let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;
         peer_bench::run(&mut r, dir.path(), quick)?;
+    }
+    if only.as_deref().is_none_or(|s| s == "scale") {
+        let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;
+        scale_bench::run(&mut r, dir.path(), quick)?;
+    }
+    if only.as_deref().is_none_or(|s| s == "makespan") {
+        let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;
+        makespan_bench::run(&mut r, dir.path(), quick)?;
     }
     if only.as_deref().is_none_or(|s| s == "cost") {
         let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;

@@ -34,6 +34,7 @@ mod search;
 mod seeds;
 mod service;
 mod strategies;
+mod telemetry;
 mod triggers;
 mod tui;
 mod upgrade;

@@ -27,6 +27,7 @@ pub(crate) const LAYERS: &[(&str, u8, &[&str])] = &[
     ("state", 2, &["protocol", "perms"]),
     ("config", 2, &["protocol", "perms", "tools"]),
     ("mockmodel", 2, &["model"]),
+    ("telemetry", 2, &["protocol"]),
     ("store", 3, &["protocol", "state"]),
     ("client", 3, &["protocol", "paths", "backoff"]),
     ("remote", 3, &["pane", "worktree"]),
@@ -51,7 +52,7 @@ pub(crate) const LAYERS: &[(&str, u8, &[&str])] = &[
         4,
         &[
             "protocol", "paths", "state", "store", "backoff", "config", "pane", "sandbox",
-            "worktree", "remote", "client", "egress",
+            "worktree", "remote", "client", "egress", "telemetry",
         ],
     ),
     (
@@ -81,6 +82,7 @@ pub(crate) const LAYERS: &[(&str, u8, &[&str])] = &[
             "remote",
             "egress",
             "worker",
+            "telemetry",
         ],
     ),
     ("xtask", 7, &["mockmodel", "protocol"]),
@@ -101,6 +103,7 @@ pub(crate) const LAYERS: &[(&str, u8, &[&str])] = &[
             "worktree",
             "egress",
             "e2e",
+            "telemetry",
         ],
     ),
 ];

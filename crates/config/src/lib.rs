@@ -13,6 +13,8 @@ pub use notify::{HIDDEN_URL, NOTIFY_URL_KEYS, NotifyUrl, hide_notify_urls};
 pub use network::{NetworkMode, RoleNetwork, SandboxNetwork, endpoint, is_loopback};
 pub mod overrides;
 pub mod policy;
+mod telemetry;
+pub use telemetry::Telemetry;
 mod teamfile;
 pub use teamfile::check_strategy;
 pub mod triggers;
@@ -133,6 +135,7 @@ pub fn empty_team(name: &str, workspace: &Path) -> TeamConfig {
         role_budgets: Default::default(),
         prices: Default::default(),
         notify: Default::default(),
+        telemetry: Default::default(),
         hooks: Default::default(),
         role_hooks: Default::default(),
         origins: Origins::default(),

@@ -826,6 +826,9 @@ pub struct TeamConfig {
     /// some; they run in addition to the team's for events of agents with that role.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub role_hooks: BTreeMap<String, crate::Hooks>,
+    /// `[telemetry]`: OpenTelemetry export (docs/TELEMETRY.md).
+    #[serde(default, skip_serializing_if = "crate::Telemetry::is_empty")]
+    pub telemetry: crate::Telemetry,
     /// Where each text field came from, for error messages (not stored).
     #[serde(skip)]
     pub origins: crate::Origins,

@@ -237,6 +237,8 @@ struct RawTeamFile {
     #[serde(default)]
     prices: BTreeMap<String, crate::Price>,
     #[serde(default)]
+    telemetry: crate::Telemetry,
+    #[serde(default)]
     notify: crate::Notify,
     #[serde(default)]
     hooks: crate::Hooks,
@@ -569,6 +571,7 @@ pub fn parse_team_file(path: &Path, text: &str) -> Result<TeamConfig, ConfigErro
         notify: raw.notify,
         hooks: raw.hooks,
         role_hooks: roles.hooks,
+        telemetry: raw.telemetry,
         origins,
         warnings,
     };

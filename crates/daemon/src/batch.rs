@@ -132,6 +132,7 @@ impl Core {
             .as_ref()
             .map_or(5, |c| c.notify.timeout_secs.clamp(1, 30));
         self.notifier.finish(Duration::from_secs(limit));
+        self.otel.close();
         tracing::info!(
             batches = self.stats.0,
             held = self.held,

@@ -276,6 +276,8 @@ pub struct Core {
     pub(crate) vanished: bool,
     /// The agents' egress proxies and their questions (`crate::net`).
     pub(crate) net: crate::net::Net,
+    /// OpenTelemetry export (`otel.rs`): off unless an endpoint is set.
+    pub(crate) otel: crate::otel::Otel,
 }
 
 impl Core {
@@ -398,6 +400,7 @@ impl Core {
             guardian: Default::default(),
             vanished: false,
             net: Default::default(),
+            otel: crate::otel::Otel::from_env(),
         };
         core.state.set_inbox_limit(core.cfg.inbox_limit);
         core.recover();
@@ -924,6 +927,8 @@ impl Core {
                 s.handle.send(bytes);
             }
         }
+        self.otel
+            .observe(self.sup.config.as_ref(), &self.cfg.paths, &changes);
         self.route(&changes);
         self.supervise(|s| s.refresh_titles());
         self.start_hooks()?;

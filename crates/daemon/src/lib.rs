@@ -17,6 +17,7 @@ pub mod hooks;
 pub mod lock;
 pub mod net;
 mod notify;
+pub mod otel;
 mod chat;
 pub mod outbox;
 pub mod policy;

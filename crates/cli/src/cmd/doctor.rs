@@ -44,12 +44,14 @@ pub fn doctor(team: Option<String>, file: Option<PathBuf>, json: bool) -> Result
         Err(e) => (false, e.to_string()),
     };
     let iterm2 = crate::backend::iterm2_check();
+    let telemetry = telemetry_check(team.clone(), file.clone());
     let checks = [
         ("sandbox", sandbox_ok, sandbox),
         ("namespace", namespace.0, namespace.1),
         ("landlock", landlock.0, landlock.1),
         ("tmux", tmux.0, tmux.1),
         ("iterm2", iterm2.0, iterm2.1),
+        ("telemetry", telemetry.0, telemetry.1),
     ];
     let view = sandbox_view(team, file);
     let clis = agent_clis(std::env::var("PATH").ok().as_deref());
@@ -284,4 +286,35 @@ fn agent_clis(path_var: Option<&str>) -> Vec<AgentCli> {
             .collect();
         asks.into_iter().filter_map(|h| h.join().ok()).collect()
     })
+}
+
+/// The `telemetry` check: what the team's daemon exported over OpenTelemetry and dropped, from
+/// the status file its exporter keeps (docs/TELEMETRY.md); off when it has none.
+fn telemetry_check(team: Option<String>, file: Option<PathBuf>) -> (bool, String) {
+    let Ok(ctx) = Ctx::resolve(team, file) else {
+        return (true, "off (no team here)".into());
+    };
+    let path = ctx.tp.dir.join(agent_team_daemon::otel::STATUS_FILE);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return (
+            true,
+            "off: no [telemetry] otlp_endpoint or OTEL_EXPORTER_OTLP_ENDPOINT when the daemon \
+             last ran"
+                .into(),
+        );
+    };
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let n = |k: &str| v[k].as_u64().unwrap_or(0);
+    let dropped = n("spans_dropped") + n("facts_dropped");
+    let mut detail = format!(
+        "exporting to {}: {} spans exported, {} dropped, {} events dropped",
+        v["traces_endpoint"].as_str().unwrap_or("-"),
+        n("spans_exported"),
+        n("spans_dropped"),
+        n("facts_dropped"),
+    );
+    if let Some(e) = v["last_error"].as_str() {
+        detail.push_str(&format!(" (last error: {e})"));
+    }
+    (dropped == 0, detail)
 }

@@ -1,0 +1,385 @@
+//! What grows with the team (issue 67): `up -n N` model teammates against the mock model, the
+//! operator adds 3 tasks per teammate, one broadcast is every teammate's go to claim and complete
+//! its 3 tasks, then `down`. Each figure at the large size beside the same figure at the small
+//! size, in the same run: in-process at 32 and 1 024, processes at 32 and 256 (`BENCH_SCALE_SIZES`
+//! and `BENCH_SCALE_PROCESS_SIZES`, comma-separated; `0` runs none).
+
+use crate::daemon_bench::bin_dir;
+use crate::model_bench::{pss_kb, tree};
+use crate::report::*;
+use agent_team_client::{Client, ReplyExt};
+use agent_team_mockmodel::{MockModel, Step, Wire};
+use agent_team_paths::Paths;
+use agent_team_protocol::{AgentStatus, MessageKind, Reply, Request, TaskStatus};
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Tasks each teammate claims and completes.
+const TASKS_EACH: u64 = 3;
+
+/// The broadcast every teammate waits for.
+const GO: &str = "GO-SCALE";
+
+/// One size's figures.
+struct Figures {
+    /// Teammates.
+    n: usize,
+    /// The daemon's process tree's PSS once all are idle, per teammate, in MiB.
+    pss_mib: f64,
+    /// `up` until every teammate has taken its first turn and is idle.
+    up_idle: Duration,
+    /// The operator's `task_add`, mean per task.
+    add: Duration,
+    /// Tasks claimed and completed per second, from the broadcast until the last completes.
+    claims_per_s: f64,
+    /// Broadcast → each teammate's next model request, median.
+    bcast_p50: Duration,
+    /// `agent-team down`.
+    down: Duration,
+}
+
+/// Sizes from `var`, or `default`.
+fn sizes(var: &str, default: &[usize]) -> Vec<usize> {
+    match std::env::var(var) {
+        Ok(v) => v
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .filter(|n| *n > 0)
+            .collect(),
+        Err(_) => default.to_vec(),
+    }
+}
+
+/// Runs the figures.
+pub fn run(r: &mut Report, dir: &Path, quick: bool) -> Result<()> {
+    println!("== a team as it grows: in-process and process teammates (issue 67) ==");
+    let inproc = sizes(
+        "BENCH_SCALE_SIZES",
+        if quick { &[8, 64] } else { &[32, 1024] },
+    );
+    let process = sizes(
+        "BENCH_SCALE_PROCESS_SIZES",
+        if quick { &[8, 32] } else { &[32, 256] },
+    );
+    for (backend, ns) in [("in-process", inproc), ("process", process)] {
+        let mut got = Vec::new();
+        for n in ns {
+            let f = one(dir, backend, n).with_context(|| format!("{n} {backend} teammates"))?;
+            println!(
+                "  {backend} {n}: PSS {:.2} MiB/teammate, up→idle {}, add {}, {} claims/s, broadcast p50 {}, down {}",
+                f.pss_mib,
+                dur(f.up_idle.as_secs_f64()),
+                dur(f.add.as_secs_f64()),
+                rate(f.claims_per_s),
+                dur(f.bcast_p50.as_secs_f64()),
+                dur(f.down.as_secs_f64())
+            );
+            got.push(f);
+        }
+        if let (Some(small), Some(big)) = (got.first(), got.last())
+            && big.n > small.n
+        {
+            report(r, backend, small, big);
+        }
+    }
+    Ok(())
+}
+
+/// Writes the large size's figures beside the small size's.
+fn report(r: &mut Report, backend: &str, small: &Figures, big: &Figures) {
+    let (s, b) = (small.n, big.n);
+    let in_process = backend == "in-process";
+    let name = |what: &str| format!("scale {backend} {b} vs {s}: {what}");
+    // The issue's goals hold for the in-process team at 1 024; a process team is to stay
+    // linear: each per-teammate figure within 1.5× of the small team's.
+    let linear = |big: f64, small: f64| big <= small * 1.5;
+    r.add(
+        &name("PSS per teammate"),
+        format!("{:.2} MiB", big.pss_mib),
+        format!("{:.2} MiB", small.pss_mib),
+        format!("{:.2}x", big.pss_mib / small.pss_mib.max(1e-9)),
+        if in_process {
+            "≤ 0.6 MiB"
+        } else {
+            "≤ 1.5x"
+        },
+        if in_process {
+            big.pss_mib <= 0.6
+        } else {
+            linear(big.pss_mib, small.pss_mib)
+        },
+    );
+    let per = |d: Duration, n: usize| d.as_secs_f64() / n as f64;
+    r.add(
+        &name("up → all idle"),
+        dur(big.up_idle.as_secs_f64()),
+        dur(small.up_idle.as_secs_f64()),
+        format!(
+            "{:.2}x/tm",
+            per(big.up_idle, b) / per(small.up_idle, s).max(1e-12)
+        ),
+        if in_process {
+            "≤ 2 s"
+        } else {
+            "≤ 1.5x per teammate"
+        },
+        if in_process {
+            big.up_idle <= Duration::from_secs(2)
+        } else {
+            linear(per(big.up_idle, b), per(small.up_idle, s))
+        },
+    );
+    r.add(
+        &name("operator task add, per task"),
+        dur(big.add.as_secs_f64()),
+        dur(small.add.as_secs_f64()),
+        format!(
+            "{:.2}x",
+            big.add.as_secs_f64() / small.add.as_secs_f64().max(1e-12)
+        ),
+        "≤ 1.5x",
+        linear(big.add.as_secs_f64(), small.add.as_secs_f64()),
+    );
+    r.add(
+        &name("tasks claimed and done per second"),
+        rate(big.claims_per_s),
+        rate(small.claims_per_s),
+        format!("{:.2}x", small.claims_per_s / big.claims_per_s.max(1e-9)),
+        "≥ 1/1.5 of small",
+        big.claims_per_s * 1.5 >= small.claims_per_s,
+    );
+    if in_process {
+        r.add(
+            &name("broadcast → next turn, p50"),
+            dur(big.bcast_p50.as_secs_f64()),
+            dur(small.bcast_p50.as_secs_f64()),
+            format!(
+                "{:.2}x",
+                big.bcast_p50.as_secs_f64() / small.bcast_p50.as_secs_f64().max(1e-12)
+            ),
+            "≤ 50 ms",
+            big.bcast_p50 <= Duration::from_millis(50),
+        );
+    }
+    r.add(
+        &name("down"),
+        dur(big.down.as_secs_f64()),
+        dur(small.down.as_secs_f64()),
+        format!(
+            "{:.2}x/tm",
+            per(big.down, b) / per(small.down, s).max(1e-12)
+        ),
+        if in_process {
+            "≤ 250 ms"
+        } else {
+            "≤ 1.5x per teammate"
+        },
+        if in_process {
+            big.down <= Duration::from_millis(250)
+        } else {
+            linear(per(big.down, b), per(small.down, s))
+        },
+    );
+}
+
+/// The mock's script: the leader only answers; teammate `i` waits for [`GO`], then claims and
+/// completes its own tasks one call a turn.
+fn script(mock: &MockModel, n: usize) {
+    let forever =
+        |text: &str| Step::until(&["NEVER-IN-ANY-REQUEST"], Step::Text(text.into()), text);
+    mock.script("leader", vec![forever("Ready.")]);
+    for i in 0..n {
+        let mut steps = Vec::new();
+        for k in 0..TASKS_EACH {
+            let id = i as u64 * TASKS_EACH + k + 1;
+            let claim = Step::tools(&[("claim_task", json!({ "id": id }))]);
+            steps.push(match k {
+                0 => Step::until(&[GO], claim, "Ready."),
+                _ => claim,
+            });
+            steps.push(Step::tools(&[(
+                "update_task_status",
+                json!({"id": id, "status": "completed", "result": "done"}),
+            )]));
+        }
+        steps.push(forever("Done."));
+        mock.script(&format!("worker-{}", i + 1), steps);
+    }
+}
+
+/// One team of `n` teammates on `backend`, measured through its phases.
+fn one(dir: &Path, backend: &str, n: usize) -> Result<Figures> {
+    let mock = MockModel::start_background(Wire::OpenAi)?;
+    script(&mock, n);
+    let team = format!("scale-{}-{n}", backend.replace('-', ""));
+    let ws = dir.join(&team);
+    std::fs::create_dir_all(&ws)?;
+    std::fs::write(
+        ws.join("agent-team.toml"),
+        format!(
+            "name = \"{team}\"\nboard = false\nmax_teammates = {n}\n\
+             [defaults]\nprovider = \"openai\"\nmodel = \"mock\"\nbase_url = \"{}\"\napi_key_env = \"MOCK_KEY\"\n",
+            mock.base_url()
+        ),
+    )?;
+    let (home, runtime) = (dir.join("home"), dir.join("run"));
+    let cli = |args: &[&str]| -> Result<()> {
+        let out = Command::new(bin_dir().join("agent-team"))
+            .args(args)
+            .current_dir(&ws)
+            .env("AGENT_TEAM_HOME", &home)
+            .env("AGENT_TEAM_RUNTIME_DIR", &runtime)
+            .env("MOCK_KEY", "k")
+            .env_remove("TMUX")
+            .stdin(Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "agent-team {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    };
+    let names: Vec<String> = (1..=n).map(|i| format!("worker-{i}")).collect();
+    let t0 = Instant::now();
+    cli(&[
+        "up",
+        "--backend",
+        backend,
+        "--detach",
+        "-n",
+        &n.to_string(),
+        "Wait for the operator.",
+    ])?;
+    let tp = Paths::new(&home, &runtime).team(&team)?;
+    let mut op = Client::operator(&tp)?;
+    let daemon = op.welcome().daemon_pid;
+    // Up → every teammate has taken its first turn and is idle.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let agents = match op.call(Request::Agents)? {
+            Reply::Agents { agents } => agents,
+            other => bail!("unexpected reply {other:?}"),
+        };
+        let idle = agents
+            .iter()
+            .filter(|a| a.name != "leader" && a.status == AgentStatus::Idle)
+            .count();
+        if idle == n && names.iter().all(|w| !mock.request_times(w).is_empty()) {
+            break;
+        }
+        if let Some(bad) = agents.iter().find(|a| a.status == AgentStatus::Failed) {
+            bail!("{} failed while the team started", bad.name);
+        }
+        if Instant::now() > deadline {
+            bail!("only {idle} of {n} teammates idle after 600 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let up_idle = t0.elapsed();
+    let pss_kib: u64 = tree(daemon).iter().map(|p| pss_kb(*p)).sum();
+    // The operator adds every task.
+    let added = Instant::now();
+    for i in 0..n as u64 * TASKS_EACH {
+        op.call(Request::TaskAdd {
+            title: format!("task {}", i + 1),
+            description: String::new(),
+            run: None,
+            blocked_by: vec![],
+            assign: None,
+            key: None,
+        })
+        .task()
+        .context("task add")?;
+    }
+    let add = added.elapsed() / (n as u32 * TASKS_EACH as u32);
+    // One broadcast: each teammate's go.
+    let before: Vec<usize> = names.iter().map(|w| mock.request_times(w).len()).collect();
+    let sent = Instant::now();
+    op.call(Request::Send {
+        to: "*".into(),
+        body: format!("{GO}: claim and complete your tasks."),
+        kind: MessageKind::Text,
+        summary: None,
+        dedup: None,
+    })?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let total = n as u64 * TASKS_EACH;
+    loop {
+        let done = match op.call(Request::TaskList {
+            status: Some(TaskStatus::Completed),
+            after: None,
+        })? {
+            // A page is enough to count: it says when more follow.
+            Reply::Tasks { tasks, more } => {
+                if more == Some(true) {
+                    count_completed(&mut op)?
+                } else {
+                    tasks.len() as u64
+                }
+            }
+            other => bail!("unexpected reply {other:?}"),
+        };
+        if done == total {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("{done} of {total} tasks completed after 600 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let work = sent.elapsed();
+    let mut turns: Vec<f64> = names
+        .iter()
+        .zip(&before)
+        .filter_map(|(w, k)| {
+            mock.request_times(w)
+                .get(*k)
+                .map(|t| t.saturating_duration_since(sent).as_secs_f64())
+        })
+        .collect();
+    if turns.len() != n {
+        bail!(
+            "{} of {n} teammates took a turn after the broadcast",
+            turns.len()
+        );
+    }
+    let bcast_p50 = Duration::from_secs_f64(pct(&mut turns, 50.0));
+    drop(op);
+    let down_at = Instant::now();
+    cli(&["down"])?;
+    let down = down_at.elapsed();
+    Ok(Figures {
+        n,
+        pss_mib: pss_kib as f64 / 1024.0 / n as f64,
+        up_idle,
+        add,
+        claims_per_s: total as f64 / work.as_secs_f64(),
+        bcast_p50,
+        down,
+    })
+}
+
+/// Completed tasks, page by page.
+fn count_completed(op: &mut Client) -> Result<u64> {
+    let (mut count, mut after) = (0, None);
+    loop {
+        match op.call(Request::TaskList {
+            status: Some(TaskStatus::Completed),
+            after,
+        })? {
+            Reply::Tasks { tasks, more } => {
+                count += tasks.len() as u64;
+                after = tasks.last().map(|t| t.id);
+                if more != Some(true) || after.is_none() {
+                    return Ok(count);
+                }
+            }
+            other => bail!("unexpected reply {other:?}"),
+        }
+    }
+}

@@ -21,6 +21,7 @@ mod report;
 mod sandbox_bench;
 mod scale_bench;
 mod service_bench;
+mod telemetry_bench;
 mod worker_bench;
 
 use anyhow::{Context, Result};
@@ -129,6 +130,10 @@ fn main() -> Result<()> {
     if only.as_deref().is_none_or(|s| s == "scale") {
         let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;
         scale_bench::run(&mut r, dir.path(), quick)?;
+    }
+    if only.as_deref().is_none_or(|s| s == "telemetry") {
+        let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;
+        telemetry_bench::run(&mut r, dir.path(), quick)?;
     }
     if only.as_deref().is_none_or(|s| s == "makespan") {
         let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;

@@ -179,7 +179,7 @@ impl Drop for BenchTeam {
     }
 }
 
-fn send_req(to: &str, body: String) -> Request {
+pub(crate) fn send_req(to: &str, body: String) -> Request {
     Request::Send {
         to: to.into(),
         body,
@@ -191,7 +191,7 @@ fn send_req(to: &str, body: String) -> Request {
 
 /// A thread that reads message pushes, acknowledges them as read in batches, and reports the
 /// arrival instant of each to `arrivals` (if given).
-fn receiver(
+pub(crate) fn receiver(
     mut c: Client,
     stop: Arc<AtomicBool>,
     arrivals: Option<std::sync::mpsc::Sender<Instant>>,

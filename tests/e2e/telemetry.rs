@@ -155,6 +155,7 @@ fn a_runs_trace_reaches_an_otlp_receiver_with_its_span_tree_and_genai_attributes
             .unwrap();
     assert_eq!(status["spans_dropped"], json!(0), "{status}");
     assert!(status["spans_exported"].as_u64().unwrap() >= 5, "{status}");
+    sb.doctor_check("telemetry").unwrap();
 }
 
 #[test]
@@ -174,4 +175,6 @@ fn a_dead_endpoint_changes_nothing_but_dropped_spans_counted() {
     assert_eq!(status["spans_exported"], json!(0), "{status}");
     assert!(status["spans_dropped"].as_u64().unwrap() >= 5, "{status}");
     assert!(status["last_error"].is_string(), "{status}");
+    let said = sb.doctor_check("telemetry").unwrap_err();
+    assert!(said.contains("dropped"), "{said}");
 }

@@ -1,7 +1,7 @@
 //! The telemetry thread: facts in, spans batched and exported over OTLP/HTTP, metrics on the
 //! SDK's periodic reader, the counts written to the status file.
 
-use crate::{Fact, Shared};
+use crate::Shared;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig as _;
@@ -11,7 +11,6 @@ use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter as _, SpanProcessor};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -151,7 +150,7 @@ impl Out<'_> {
 
 /// The thread's life: until every sender is gone, then the open spans ended, the last export
 /// and the metrics' last push.
-pub(crate) fn run(plan: Plan, rx: Receiver<Fact>, shared: &Arc<Shared>) -> Counts {
+pub(crate) fn run(plan: Plan, shared: &Arc<Shared>) -> Counts {
     let resource = Resource::builder()
         .with_service_name(plan.service_name.clone())
         .with_attribute(KeyValue::new("agent_team.team", plan.team.clone()))
@@ -205,16 +204,26 @@ pub(crate) fn run(plan: Plan, rx: Receiver<Fact>, shared: &Arc<Shared>) -> Count
     out.write_status();
     let mut next = Instant::now() + INTERVAL;
     loop {
+        // Read before the facts are taken: none is left behind once it is seen.
+        let stop = shared.stop.load(Ordering::SeqCst);
+        let facts = std::mem::take(
+            &mut *shared
+                .queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         let mut now_please = false;
-        match rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
-            Ok(fact) => now_please = model.apply(fact),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
+        for fact in facts {
+            now_please |= model.apply(fact);
+        }
+        if stop {
+            break;
         }
         if now_please || Instant::now() >= next || out.queued() >= MAX_BATCH {
             out.export();
             next = Instant::now() + INTERVAL;
         }
+        std::thread::park_timeout(crate::POLL);
     }
     model.end_all(std::time::SystemTime::now());
     out.export();

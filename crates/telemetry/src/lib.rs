@@ -3,11 +3,12 @@
 //! metrics for any OpenTelemetry backend (Jaeger, Tempo, Honeycomb, Datadog, a collector).
 //!
 //! The daemon's core only hands facts over: [`Observer::event`] and [`Observer::message`]
-//! copy a few fields into a bounded channel (`try_send`: never a wait) and return. One thread
-//! of this crate's own turns them into spans (a run, each agent's turns, each model call with
+//! copy a few fields into a bounded queue (a short lock and a push: no wait, no system call,
+//! the thread is not woken) and return. One thread of this crate's own takes the queue every
+//! [`POLL`] and turns the facts into spans (a run, each agent's turns, each model call with
 //! the GenAI semantic conventions' attributes, each tool call and permission request) and
 //! metrics, batches the spans and exports them; the metrics go out on the SDK's periodic
-//! reader. A collector that is down or slow costs the daemon nothing: what the channel cannot
+//! reader. A collector that is down or slow costs the daemon nothing: what the queue cannot
 //! take and what an export fails to deliver is dropped and counted ([`Counts`]), and the counts
 //! are written to a small status file that `agent-team doctor` reads.
 //!
@@ -30,6 +31,10 @@ pub use export::Counts;
 
 /// How many facts wait for the telemetry thread before more are dropped (and counted).
 pub const CHANNEL_CAPACITY: usize = 8192;
+
+/// How often the telemetry thread takes the facts waiting for it. The core never wakes it: a
+/// fact costs the core a short uncontended lock and a push, no system call.
+pub const POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The service name when `OTEL_SERVICE_NAME` gives none.
 pub const DEFAULT_SERVICE_NAME: &str = "agent-team";
@@ -205,8 +210,8 @@ fn slim(event: &Event) -> Event {
 
 /// The exporter: a handle on the telemetry thread.
 pub struct Exporter {
-    tx: std::sync::mpsc::SyncSender<Fact>,
     shared: Arc<Shared>,
+    thread: std::thread::Thread,
     done: std::sync::mpsc::Receiver<Counts>,
 }
 
@@ -219,6 +224,10 @@ pub(crate) struct Shared {
     pub spans_exported: AtomicU64,
     /// Spans that were never delivered (an export failed, the batch was full).
     pub spans_dropped: AtomicU64,
+    /// The facts waiting for the thread (at most [`CHANNEL_CAPACITY`]).
+    pub queue: std::sync::Mutex<Vec<Fact>>,
+    /// The exporter was closed: the thread takes what is left and ends.
+    pub stop: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -249,7 +258,6 @@ impl Exporter {
                 return Err(TelemetryError::BadEndpoint(url.clone()));
             }
         }
-        let (tx, rx) = std::sync::mpsc::sync_channel(CHANNEL_CAPACITY);
         let (done_tx, done) = std::sync::mpsc::channel();
         let shared = Arc::new(Shared::default());
         let plan = export::Plan {
@@ -260,18 +268,30 @@ impl Exporter {
             status,
         };
         let thread_shared = shared.clone();
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("telemetry".into())
             .spawn(move || {
-                let counts = export::run(plan, rx, &thread_shared);
+                let counts = export::run(plan, &thread_shared);
                 let _ = done_tx.send(counts);
             })?;
-        Ok(Some(Exporter { tx, shared, done }))
+        Ok(Some(Exporter {
+            shared,
+            thread: handle.thread().clone(),
+            done,
+        }))
     }
 
     fn send(&self, fact: Fact) {
-        if self.tx.try_send(fact).is_err() {
+        let mut q = self
+            .shared
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if q.len() >= CHANNEL_CAPACITY {
+            drop(q);
             self.shared.facts_dropped.fetch_add(1, Ordering::Relaxed);
+        } else {
+            q.push(fact);
         }
     }
 }
@@ -303,11 +323,11 @@ impl Observer for Exporter {
     }
 
     fn close(self: Box<Self>, within: Duration) -> Counts {
-        let Exporter { tx, shared, done } = *self;
-        // The thread also ends when every sender is gone.
-        drop(tx);
-        done.recv_timeout(within)
-            .unwrap_or_else(|_| shared.counts())
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.thread.unpark();
+        self.done
+            .recv_timeout(within)
+            .unwrap_or_else(|_| self.shared.counts())
     }
 }
 

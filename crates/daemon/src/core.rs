@@ -212,6 +212,10 @@ pub struct Core {
     pub(crate) sessions: HashMap<ConnId, Session>,
     /// Each agent's connection.
     agent_conn: HashMap<String, ConnId>,
+    /// Connections that subscribed to events (`sub` set): routing an event, catching up and
+    /// looking for backlog go through these, not through every connection (a thousand
+    /// in-process agents' sessions were scanned for each event).
+    subscribers: std::collections::BTreeSet<ConnId>,
     /// Connections that watch the whole board: every one that is not an agent's, and the
     /// leader's. An agent's watch gets only the tasks it concerns ([`Core::push_task`]).
     board_watchers: std::collections::BTreeSet<ConnId>,
@@ -373,6 +377,7 @@ impl Core {
             sessions: HashMap::new(),
             agent_conn: HashMap::new(),
             board_watchers: Default::default(),
+            subscribers: Default::default(),
             claim_waiters: Default::default(),
             woken: HashMap::new(),
             responses: Vec::new(),
@@ -725,6 +730,7 @@ impl Core {
             return;
         };
         self.board_watchers.remove(&conn);
+        self.subscribers.remove(&conn);
         if let Actor::Agent(name) = session.actor
             && self.agent_conn.get(&name) == Some(&conn)
         {
@@ -1001,7 +1007,10 @@ impl Core {
                         self.completed.push(task.clone());
                     }
                     let mut bytes = None;
-                    for s in self.sessions.values_mut() {
+                    for c in &self.subscribers {
+                        let Some(s) = self.sessions.get_mut(c) else {
+                            continue;
+                        };
                         let Some(sent) = s.sub else { continue };
                         // A subscriber still reading its backlog gets this event from the store.
                         if env.seq != sent + 1 {
@@ -1047,8 +1056,9 @@ impl Core {
         let room = self.subscriber_room();
         // Each gets at most what fits in its room, so a catch-up alone never cuts a slow reader.
         let behind: Vec<(ConnId, u64, usize)> = self
-            .sessions
+            .subscribers
             .iter()
+            .filter_map(|c| self.sessions.get(c).map(|s| (c, s)))
             .filter_map(|(c, s)| {
                 let free = room.saturating_sub(s.handle.queued());
                 s.sub
@@ -1086,7 +1096,7 @@ impl Core {
     /// round again at once.
     pub fn has_backlog(&self) -> bool {
         let last = self.state.last_seq();
-        self.sessions.values().any(|s| {
+        self.subscribed().any(|s| {
             s.sub.is_some_and(|sent| sent < last) && s.handle.queued() < self.subscriber_room()
         })
     }
@@ -1189,14 +1199,20 @@ impl Core {
     pub(crate) fn subscribe(&mut self, conn: ConnId, sent: u64, types: Option<u32>) {
         if let Some(sess) = self.sessions.get_mut(&conn) {
             sess.sub = Some(sent);
+            self.subscribers.insert(conn);
             sess.sub_types = types;
         }
+    }
+
+    /// The sessions of [`Core::subscribers`].
+    fn subscribed(&self) -> impl Iterator<Item = &Session> {
+        self.subscribers.iter().filter_map(|c| self.sessions.get(c))
     }
 
     /// Whether a subscriber is behind but still has a full queue of events it has not read.
     fn waiting_for_room(&self) -> bool {
         let last = self.state.last_seq();
-        self.sessions.values().any(|s| {
+        self.subscribed().any(|s| {
             s.sub.is_some_and(|sent| sent < last) && s.handle.queued() >= self.subscriber_room()
         })
     }

@@ -299,6 +299,8 @@ fn one(dir: &Path, backend: &str, n: usize) -> Result<Figures> {
     let add = added.elapsed() / (n as u32 * TASKS_EACH as u32);
     // One broadcast: each teammate's go.
     let before: Vec<usize> = names.iter().map(|w| mock.request_times(w).len()).collect();
+    let profile = |phase: &str| perf_start(daemon, &format!("{backend}-{n}-{phase}"));
+    let mut perf = profile("broadcast");
     let sent = Instant::now();
     op.call(Request::Send {
         to: "*".into(),
@@ -308,6 +310,17 @@ fn one(dir: &Path, backend: &str, n: usize) -> Result<Figures> {
         dedup: None,
     })?;
     let deadline = Instant::now() + Duration::from_secs(600);
+    while names
+        .iter()
+        .zip(&before)
+        .any(|(w, k)| mock.request_times(w).len() <= *k)
+    {
+        if Instant::now() > deadline {
+            bail!("not every teammate took a turn after the broadcast");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    perf_stop(perf.take());
     let total = n as u64 * TASKS_EACH;
     loop {
         let done = match op.call(Request::TaskList {
@@ -350,9 +363,11 @@ fn one(dir: &Path, backend: &str, n: usize) -> Result<Figures> {
     }
     let bcast_p50 = Duration::from_secs_f64(pct(&mut turns, 50.0));
     drop(op);
+    let perf = profile("down");
     let down_at = Instant::now();
     cli(&["down"])?;
     let down = down_at.elapsed();
+    perf_stop(perf);
     Ok(Figures {
         n,
         pss_mib: pss_kib as f64 / 1024.0 / n as f64,
@@ -381,5 +396,40 @@ fn count_completed(op: &mut Client) -> Result<u64> {
             }
             other => bail!("unexpected reply {other:?}"),
         }
+    }
+}
+
+/// With `BENCH_SCALE_PERF=DIR`: `perf record` of the daemon's process into DIR/NAME.data for
+/// one phase (what grows with the team shows there), stopped by [`perf_stop`].
+fn perf_start(pid: u32, name: &str) -> Option<std::process::Child> {
+    let dir = std::env::var_os("BENCH_SCALE_PERF")?;
+    let out = Path::new(&dir).join(format!("{name}.data"));
+    let child = Command::new("perf")
+        .args(["record", "-F", "2000", "--call-graph", "dwarf,16384", "-p"])
+        .arg(pid.to_string())
+        .arg("-o")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    // perf is attached once its output file exists.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !out.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The file comes before the sampling of every thread is set up: a profiled phase that
+    // started at once lost most of its samples.
+    std::thread::sleep(Duration::from_millis(500));
+    Some(child)
+}
+
+/// Ends a [`perf_start`] profile (SIGINT, as perf expects) and waits for its file.
+fn perf_stop(child: Option<std::process::Child>) {
+    if let Some(mut c) = child {
+        let _ = Command::new("kill")
+            .args(["-INT", &c.id().to_string()])
+            .status();
+        let _ = c.wait();
     }
 }

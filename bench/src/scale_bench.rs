@@ -39,6 +39,9 @@ struct Figures {
     bcast_p50: Duration,
     /// `agent-team down`.
     down: Duration,
+    /// Prompt tokens of a teammate's first model request (as the mock bills them): what the
+    /// roster in its prompt costs each request.
+    first_prompt: u64,
 }
 
 /// Sizes from `var`, or `default`.
@@ -64,6 +67,7 @@ pub fn run(r: &mut Report, dir: &Path, quick: bool) -> Result<()> {
         "BENCH_SCALE_PROCESS_SIZES",
         if quick { &[8, 32] } else { &[32, 256] },
     );
+    prompt_tokens(r, dir, if quick { &[4, 32] } else { &[4, 32, 256] })?;
     for (backend, ns) in [("in-process", inproc), ("process", process)] {
         let mut got = Vec::new();
         for n in ns {
@@ -84,6 +88,39 @@ pub fn run(r: &mut Report, dir: &Path, quick: bool) -> Result<()> {
         {
             report(r, backend, small, big);
         }
+    }
+    Ok(())
+}
+
+/// A teammate's prompt tokens at each team size: flat past a small team (the prompt names at
+/// most a few members and counts the rest).
+fn prompt_tokens(r: &mut Report, dir: &Path, sizes: &[usize]) -> Result<()> {
+    let mut got = Vec::new();
+    for &n in sizes {
+        let f = one(dir, "in-process", n).with_context(|| format!("{n} teammates' prompts"))?;
+        println!(
+            "  {n} teammates: a teammate's first prompt {} tokens",
+            f.first_prompt
+        );
+        got.push((n, f.first_prompt));
+    }
+    if let (Some((s, small)), Some((b, big))) = (got.first(), got.last()) {
+        let ratio = *big as f64 / (*small).max(1) as f64;
+        r.add(
+            &format!("scale: a teammate's prompt tokens, {b} teammates vs {s}"),
+            format!("{big} tok"),
+            format!("{small} tok"),
+            format!("{ratio:.3}x"),
+            "≤ 1.05x (flat)",
+            ratio <= 1.05,
+        );
+        r.note(format!(
+            "scale: a teammate's first prompt at {}",
+            got.iter()
+                .map(|(n, t)| format!("{n} teammates: {t} tokens"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
     Ok(())
 }
@@ -214,7 +251,10 @@ fn script(mock: &MockModel, n: usize) {
 fn one(dir: &Path, backend: &str, n: usize) -> Result<Figures> {
     let mock = MockModel::start_background(Wire::OpenAi)?;
     script(&mock, n);
-    let team = format!("scale-{}-{n}", backend.replace('-', ""));
+    // A team of its own each run: a second run of one size would find the first one's board.
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let team = format!("scale-{}-{n}-{run}", backend.replace('-', ""));
     let ws = dir.join(&team);
     std::fs::create_dir_all(&ws)?;
     std::fs::write(
@@ -281,6 +321,7 @@ fn one(dir: &Path, backend: &str, n: usize) -> Result<Figures> {
         std::thread::sleep(Duration::from_millis(20));
     }
     let up_idle = t0.elapsed();
+    let first_prompt = mock.billed("worker-1").prompt();
     let pss_kib: u64 = tree(daemon).iter().map(|p| pss_kb(*p)).sum();
     // The operator adds every task.
     let added = Instant::now();
@@ -376,6 +417,7 @@ fn one(dir: &Path, backend: &str, n: usize) -> Result<Figures> {
         claims_per_s: total as f64 / work.as_secs_f64(),
         bcast_p50,
         down,
+        first_prompt,
     })
 }
 

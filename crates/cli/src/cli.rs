@@ -356,7 +356,7 @@ pub enum Command {
     /// (`AGENT_TEAM_API_TOKEN`, else a token kept in the runtime dir in `serve.token`, whose
     /// path is printed at start; the token never is). Ctrl-C stops the server, not the teams.
     Serve(ServeArgs),
-    /// The runs that schedules and webhooks started (issue 69): each has an id and a record in
+    /// The runs that schedules and webhooks started: each has an id and a record in
     /// AGENT_TEAM_HOME/runs/ID (what started it, the team file, goal and variables, start and
     /// end, outcome and exit code, the run's JSON result and its log).
     #[command(subcommand)]

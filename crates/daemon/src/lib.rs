@@ -6,6 +6,7 @@
 //! [`core`] task, which commits each batch before it answers.
 
 mod batch;
+mod chat;
 pub mod clock;
 pub mod confine;
 pub mod conn;
@@ -18,7 +19,6 @@ pub mod lock;
 pub mod net;
 mod notify;
 pub mod otel;
-mod chat;
 pub mod outbox;
 pub mod policy;
 pub mod supervisor;

@@ -158,10 +158,7 @@ impl Notifier {
             literals: self.literals.clone(),
             secrets_file: paths.secrets.clone(),
             board: notify.board_url.clone(),
-            serve_file: paths
-                .socket
-                .parent()
-                .map(agent_team_paths::serve_url_file),
+            serve_file: paths.socket.parent().map(agent_team_paths::serve_url_file),
             timeout: Duration::from_secs(notify.timeout_secs.max(1)),
         });
     }

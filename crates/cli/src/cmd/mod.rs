@@ -6,10 +6,10 @@ pub(crate) mod daemon;
 mod doctor;
 mod memory;
 mod plan;
-pub(crate) mod runs;
-pub(crate) mod schedule;
 pub(crate) mod roles;
+pub(crate) mod runs;
 mod sandbox;
+pub(crate) mod schedule;
 mod serve;
 mod settings;
 pub(crate) mod teams;
@@ -59,7 +59,10 @@ fn runs_cmd(r: crate::cli::RunsCmd) -> Result<ExitCode> {
 fn schedule_cmd(ctx: &Ctx, s: crate::cli::ScheduleCmd) -> Result<ExitCode> {
     use crate::cli::{MissedArg, ScheduleCmd};
     use agent_team_config::triggers::Missed;
-    let file = ctx.file.as_ref().and_then(|f| std::fs::canonicalize(f).ok());
+    let file = ctx
+        .file
+        .as_ref()
+        .and_then(|f| std::fs::canonicalize(f).ok());
     match s {
         ScheduleCmd::Add {
             name,

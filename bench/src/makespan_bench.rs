@@ -4,7 +4,6 @@
 //! teammate up front. The makespan against the critical path's floor (4 levels × 2 model
 //! turns × the delay), and every gap a teammate waited while its task was ready.
 
-use crate::daemon_bench::bin_dir;
 use crate::report::*;
 use agent_team_client::{Client, ReplyExt};
 use agent_team_mockmodel::{MockModel, Step, Wire};
@@ -13,7 +12,6 @@ use agent_team_protocol::{AgentStatus, Reply, Request, TaskStatus};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Teammates, and tasks per level.
@@ -100,35 +98,8 @@ fn one(dir: &Path, delay: Duration) -> Result<Measured> {
     let mock = MockModel::start_background(Wire::OpenAi)?;
     script(&mock, delay);
     let team = "makespan";
-    let ws = dir.join(team);
-    std::fs::create_dir_all(&ws)?;
-    std::fs::write(
-        ws.join("agent-team.toml"),
-        format!(
-            "name = \"{team}\"\nboard = false\n\
-             [defaults]\nprovider = \"openai\"\nmodel = \"mock\"\nbase_url = \"{}\"\napi_key_env = \"MOCK_KEY\"\n",
-            mock.base_url()
-        ),
-    )?;
-    let (home, runtime) = (dir.join("home"), dir.join("run"));
-    let cli = |args: &[&str]| -> Result<()> {
-        let out = Command::new(bin_dir().join("agent-team"))
-            .args(args)
-            .current_dir(&ws)
-            .env("AGENT_TEAM_HOME", &home)
-            .env("AGENT_TEAM_RUNTIME_DIR", &runtime)
-            .env("MOCK_KEY", "k")
-            .env_remove("TMUX")
-            .stdin(Stdio::null())
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "agent-team {args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(())
-    };
+    let t = crate::scale_bench::MockTeam::new(dir, team, "", &mock)?;
+    let cli = |args: &[&str]| t.cli(args);
     cli(&[
         "up",
         "--backend",
@@ -138,7 +109,7 @@ fn one(dir: &Path, delay: Duration) -> Result<Measured> {
         &WIDTH.to_string(),
         "Wait for the operator.",
     ])?;
-    let tp = Paths::new(&home, &runtime).team(team)?;
+    let tp = Paths::new(&t.home, &t.runtime).team(team)?;
     let mut op = Client::operator(&tp)?;
     let names: Vec<String> = (1..=WIDTH).map(|i| format!("worker-{i}")).collect();
     let deadline = Instant::now() + Duration::from_secs(120);

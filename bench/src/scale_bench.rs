@@ -255,35 +255,9 @@ fn one(dir: &Path, backend: &str, n: usize) -> Result<Figures> {
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let team = format!("scale-{}-{n}-{run}", backend.replace('-', ""));
-    let ws = dir.join(&team);
-    std::fs::create_dir_all(&ws)?;
-    std::fs::write(
-        ws.join("agent-team.toml"),
-        format!(
-            "name = \"{team}\"\nboard = false\nmax_teammates = {n}\n\
-             [defaults]\nprovider = \"openai\"\nmodel = \"mock\"\nbase_url = \"{}\"\napi_key_env = \"MOCK_KEY\"\n",
-            mock.base_url()
-        ),
-    )?;
-    let (home, runtime) = (dir.join("home"), dir.join("run"));
-    let cli = |args: &[&str]| -> Result<()> {
-        let out = Command::new(bin_dir().join("agent-team"))
-            .args(args)
-            .current_dir(&ws)
-            .env("AGENT_TEAM_HOME", &home)
-            .env("AGENT_TEAM_RUNTIME_DIR", &runtime)
-            .env("MOCK_KEY", "k")
-            .env_remove("TMUX")
-            .stdin(Stdio::null())
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "agent-team {args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(())
-    };
+    let t = MockTeam::new(dir, &team, &format!("max_teammates = {n}\n"), &mock)?;
+    let cli = |args: &[&str]| t.cli(args);
+    let (home, runtime) = (&t.home, &t.runtime);
     let names: Vec<String> = (1..=n).map(|i| format!("worker-{i}")).collect();
     let t0 = Instant::now();
     cli(&[
@@ -295,7 +269,7 @@ fn one(dir: &Path, backend: &str, n: usize) -> Result<Figures> {
         &n.to_string(),
         "Wait for the operator.",
     ])?;
-    let tp = Paths::new(&home, &runtime).team(&team)?;
+    let tp = Paths::new(home, runtime).team(&team)?;
     let mut op = Client::operator(&tp)?;
     let daemon = op.welcome().daemon_pid;
     // Up → every teammate has taken its first turn and is idle.
@@ -473,5 +447,56 @@ fn perf_stop(child: Option<std::process::Child>) {
             .args(["-INT", &c.id().to_string()])
             .status();
         let _ = c.wait();
+    }
+}
+
+/// A team file of model agents against `mock` in its own directory, and the `agent-team`
+/// command run there with the bench's home and runtime dirs.
+pub(crate) struct MockTeam {
+    ws: std::path::PathBuf,
+    /// `AGENT_TEAM_HOME`.
+    pub(crate) home: std::path::PathBuf,
+    /// `AGENT_TEAM_RUNTIME_DIR`.
+    pub(crate) runtime: std::path::PathBuf,
+}
+
+impl MockTeam {
+    /// Writes team `team`'s file (`extra`: more top-level keys) under `dir`.
+    pub(crate) fn new(dir: &Path, team: &str, extra: &str, mock: &MockModel) -> Result<MockTeam> {
+        let ws = dir.join(team);
+        std::fs::create_dir_all(&ws)?;
+        std::fs::write(
+            ws.join("agent-team.toml"),
+            format!(
+                "name = \"{team}\"\nboard = false\n{extra}\
+                 [defaults]\nprovider = \"openai\"\nmodel = \"mock\"\nbase_url = \"{}\"\napi_key_env = \"MOCK_KEY\"\n",
+                mock.base_url()
+            ),
+        )?;
+        Ok(MockTeam {
+            ws,
+            home: dir.join("home"),
+            runtime: dir.join("run"),
+        })
+    }
+
+    /// Runs `agent-team ARGS` in the team's directory; its stderr is the error.
+    pub(crate) fn cli(&self, args: &[&str]) -> Result<()> {
+        let out = Command::new(bin_dir().join("agent-team"))
+            .args(args)
+            .current_dir(&self.ws)
+            .env("AGENT_TEAM_HOME", &self.home)
+            .env("AGENT_TEAM_RUNTIME_DIR", &self.runtime)
+            .env("MOCK_KEY", "k")
+            .env_remove("TMUX")
+            .stdin(Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "agent-team {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
     }
 }

@@ -23,13 +23,8 @@ use agent_team_protocol::{Envelope, Event};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::Receiver;
 use std::time::Duration;
-
-/// Jobs waiting for the chat thread at most.
-const QUEUE: usize = 256;
 
 /// Tries per sink and notification (the first and the retries).
 const TRIES: u32 = 5;
@@ -390,54 +385,28 @@ pub(crate) struct ChatJob {
 }
 
 /// The queue to the chat thread, started at the first job.
-#[derive(Default)]
-pub(crate) struct Chat {
-    tx: Option<SyncSender<ChatJob>>,
-    done: Option<Receiver<()>>,
-    /// Jobs dropped because the queue was full.
-    dropped: Arc<AtomicU64>,
+pub(crate) struct Chat(crate::notify::JobThread<ChatJob>);
+
+impl Default for Chat {
+    fn default() -> Self {
+        Chat(crate::notify::JobThread::new("notify-chat", serve))
+    }
 }
 
 impl Chat {
     /// Queues a job without waiting; a full queue drops it and counts it.
     pub(crate) fn send(&mut self, job: ChatJob) {
-        if self.tx.is_none() {
-            let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
-            let (done_tx, done) = std::sync::mpsc::channel();
-            match std::thread::Builder::new()
-                .name("notify-chat".into())
-                .spawn(move || {
-                    serve(rx);
-                    let _ = done_tx.send(());
-                }) {
-                Ok(_) => {
-                    self.tx = Some(tx);
-                    self.done = Some(done);
-                }
-                Err(e) => {
-                    tracing::warn!("cannot start the chat notification thread: {e}");
-                    return;
-                }
-            }
-        }
-        if let Some(tx) = &self.tx {
-            match tx.try_send(job) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => {
-                    let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                    tracing::warn!(dropped = n, "chat notifications are backed up; one dropped");
-                }
-                Err(TrySendError::Disconnected(_)) => self.tx = None,
-            }
+        if self.0.send(job).is_err() {
+            tracing::warn!(
+                dropped = self.0.dropped,
+                "chat notifications are backed up; one dropped"
+            );
         }
     }
 
     /// Lets the thread post what is queued, for at most `limit`.
     pub(crate) fn finish(&mut self, limit: Duration) {
-        self.tx = None;
-        if let Some(done) = self.done.take() {
-            let _ = done.recv_timeout(limit);
-        }
+        self.0.finish(limit);
     }
 }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::Duration;
 
-/// Jobs waiting for the notification thread at most.
+/// Jobs waiting for a `JobThread` at most.
 const QUEUE: usize = 256;
 
 /// How long `notify-send` may take.
@@ -115,12 +115,82 @@ pub(crate) struct Job {
     pub target: Target,
 }
 
-/// The queue to the notification thread, started at the first job.
-#[derive(Default)]
-pub(crate) struct Notifier {
-    tx: Option<SyncSender<Job>>,
+/// A bounded queue to a thread of its own, started at the first job, that runs jobs in order
+/// (`serve`) until the queue is dropped: the core hands work to it without ever waiting. One
+/// home for the command/bell notifications and the chat sinks' posts.
+pub(crate) struct JobThread<T> {
+    name: &'static str,
+    serve: fn(std::sync::mpsc::Receiver<T>),
+    tx: Option<SyncSender<T>>,
     /// Says the thread has run every queued job and ended.
     done: Option<std::sync::mpsc::Receiver<()>>,
+    /// Jobs dropped because the queue was full.
+    pub(crate) dropped: u64,
+}
+
+impl<T: Send + 'static> JobThread<T> {
+    /// A queue whose thread, `name`, runs `serve` over the jobs.
+    pub(crate) fn new(name: &'static str, serve: fn(std::sync::mpsc::Receiver<T>)) -> Self {
+        JobThread {
+            name,
+            serve,
+            tx: None,
+            done: None,
+            dropped: 0,
+        }
+    }
+
+    /// Queues a job without waiting; gives it back when the queue is full or the thread
+    /// cannot be started (the caller says so in the log).
+    pub(crate) fn send(&mut self, job: T) -> Result<(), T> {
+        if self.tx.is_none() {
+            let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+            let (done_tx, done) = std::sync::mpsc::channel();
+            let serve = self.serve;
+            match std::thread::Builder::new()
+                .name(self.name.into())
+                .spawn(move || {
+                    serve(rx);
+                    let _ = done_tx.send(());
+                }) {
+                Ok(_) => {
+                    self.tx = Some(tx);
+                    self.done = Some(done);
+                }
+                Err(e) => {
+                    tracing::warn!("cannot start the {} thread: {e}", self.name);
+                    return Err(job);
+                }
+            }
+        }
+        let Some(tx) = &self.tx else {
+            return Err(job);
+        };
+        match tx.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(job)) => {
+                self.dropped += 1;
+                Err(job)
+            }
+            Err(TrySendError::Disconnected(job)) => {
+                self.tx = None;
+                Err(job)
+            }
+        }
+    }
+
+    /// Lets the thread run what is queued, for at most `limit`.
+    pub(crate) fn finish(&mut self, limit: Duration) {
+        self.tx = None;
+        if let Some(done) = self.done.take() {
+            let _ = done.recv_timeout(limit);
+        }
+    }
+}
+
+/// The queue to the notification thread, started at the first job.
+pub(crate) struct Notifier {
+    jobs: JobThread<Job>,
     /// The chat sinks' queue (`[notify] slack_webhook`, `discord_webhook`, `webhook`).
     chat: crate::chat::Chat,
     /// The webhook URLs the team file gave itself, by key: the stored configuration has
@@ -128,15 +198,22 @@ pub(crate) struct Notifier {
     pub(crate) literals: std::collections::BTreeMap<&'static str, String>,
 }
 
+impl Default for Notifier {
+    fn default() -> Self {
+        Notifier {
+            jobs: JobThread::new("notify", serve),
+            chat: crate::chat::Chat::default(),
+            literals: Default::default(),
+        }
+    }
+}
+
 impl Notifier {
     /// At the daemon's stop: lets the thread run what is queued (the run's end among it), for
     /// at most `limit`, so the last notifications are not lost to the exit.
     pub(crate) fn finish(&mut self, limit: Duration) {
         let until = std::time::Instant::now() + limit;
-        self.tx = None;
-        if let Some(done) = self.done.take() {
-            let _ = done.recv_timeout(limit);
-        }
+        self.jobs.finish(limit);
         self.chat
             .finish(until.saturating_duration_since(std::time::Instant::now()));
     }
@@ -166,33 +243,8 @@ impl Notifier {
     /// Queues a job without waiting; drops it (with a log line) when the queue is full or the
     /// thread cannot be started.
     pub(crate) fn send(&mut self, job: Job) {
-        if self.tx.is_none() {
-            let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
-            let (done_tx, done) = std::sync::mpsc::channel();
-            match std::thread::Builder::new()
-                .name("notify".into())
-                .spawn(move || {
-                    serve(rx);
-                    let _ = done_tx.send(());
-                }) {
-                Ok(_) => {
-                    self.tx = Some(tx);
-                    self.done = Some(done);
-                }
-                Err(e) => {
-                    tracing::warn!("cannot start the notification thread: {e}");
-                    return;
-                }
-            }
-        }
-        if let Some(tx) = &self.tx {
-            match tx.try_send(job) {
-                Ok(()) => {}
-                Err(TrySendError::Full(job)) => {
-                    tracing::warn!(kind = job.kind, "notifications are backed up; one dropped")
-                }
-                Err(TrySendError::Disconnected(_)) => self.tx = None,
-            }
+        if let Err(job) = self.jobs.send(job) {
+            tracing::warn!(kind = job.kind, "notifications are backed up; one dropped");
         }
     }
 }

@@ -31,6 +31,7 @@ pub(crate) const LAYERS: &[(&str, u8, &[&str])] = &[
     ("store", 3, &["protocol", "state"]),
     ("client", 3, &["protocol", "paths", "backoff"]),
     ("remote", 3, &["pane", "worktree"]),
+    ("gateway", 3, &["mockmodel"]),
     (
         "worker",
         4,
@@ -128,7 +129,7 @@ const OWNERS: &[(&str, &[&str])] = &[
     ("hyper", &["http"]),
     ("hyper-util", &["http"]),
     ("ratatui", &["cli"]),
-    ("reqwest", &["model", "worker", "daemon", "e2e", "bench"]),
+    ("reqwest", &["model", "worker", "daemon", "e2e", "bench", "gateway"]),
 ];
 
 /// Crates with no I/O and no clock, and what their production code may not name.
@@ -182,7 +183,7 @@ pub(crate) fn invariants(root: &Path) -> Result<()> {
             layering(&manifests),
         ),
         (
-            "each outside edge has its owners (rusqlite: store, tmux_interface: pane, landlock: sandbox, rmcp: mcp, hyper: http, ratatui: cli, reqwest: model, worker, daemon, e2e, bench)",
+            "each outside edge has its owners (rusqlite: store, tmux_interface: pane, landlock: sandbox, rmcp: mcp, hyper: http, ratatui: cli, reqwest: model, worker, daemon, e2e, bench, gateway)",
             owners(&manifests),
         ),
         (

@@ -65,6 +65,7 @@ pub(crate) const LAYERS: &[(&str, u8, &[&str])] = &[
             "client",
             "egress",
             "telemetry",
+            "gateway",
         ],
     ),
     (

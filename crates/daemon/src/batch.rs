@@ -304,6 +304,7 @@ impl Core {
             }
             CoreMsg::WorkDone { conn, id, done } => self.work_done(conn, id, done),
             CoreMsg::NetAsk { agent, dest, reply } => self.net_ask(agent, dest, reply),
+            CoreMsg::Gateway(msg) => self.gateway_msg(msg),
         }
     }
 

@@ -77,6 +77,8 @@ pub enum CoreMsg {
     /// children; with tmux it is one of our own tmux commands, and polling on it would run
     /// another tmux command whose exit is the next SIGCHLD (a busy loop).
     ChildExited,
+    /// The model gateway asks (issue 65).
+    Gateway(crate::gateway::GatewayMsg),
     /// An agent's egress proxy asks about a destination off the team's list (`crate::net`).
     NetAsk {
         /// The agent whose proxy asks.
@@ -408,6 +410,9 @@ impl Core {
             otel: crate::otel::Otel::from_env(),
         };
         core.state.set_inbox_limit(core.cfg.inbox_limit);
+        core.sup.gateways = Some(std::sync::Arc::new(crate::gateway::Gateways::new(
+            core.self_tx.clone(),
+        )));
         core.recover();
         core
     }

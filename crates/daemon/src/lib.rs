@@ -12,6 +12,7 @@ pub mod confine;
 pub mod conn;
 pub mod core;
 pub mod gate;
+pub mod gateway;
 mod handlers;
 pub mod hookrun;
 pub mod hooks;

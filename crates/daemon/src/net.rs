@@ -176,9 +176,15 @@ impl Core {
             return;
         };
         let role = self.state.agent(agent).and_then(|a| cfg.role(&a.info.role));
-        let Some(policy) = policy(cfg, role) else {
+        let Some(mut policy) = policy(cfg, role) else {
             return;
         };
+        // The team's model gateway is where an agent CLI's model calls go (issue 65).
+        if let Some(gw) = self.sup.gateways.as_deref().and_then(|g| g.running()) {
+            policy
+                .allow
+                .extend(Pattern::parse(&gw.addr().to_string()).ok());
+        }
         if let Some((proxy, task)) = self.net.proxies.get(agent)
             && !task.is_finished()
         {

@@ -232,6 +232,10 @@ pub mod env {
     /// A file holding the agent's secret (for backends whose command lines others can see);
     /// the agent deletes it once read.
     pub const SECRET_FILE: &str = "AGENT_TEAM_SECRET_FILE";
+    /// The base URL of the team's model gateway an agent CLI is given for its model (issue 65).
+    pub const GATEWAY_URL: &str = "AGENT_TEAM_GATEWAY_URL";
+    /// The agent's own token at the model gateway, given to its CLI instead of a real key.
+    pub const GATEWAY_TOKEN: &str = "AGENT_TEAM_GATEWAY_TOKEN";
     /// The incarnation.
     pub const INCARNATION: &str = "AGENT_TEAM_INCARNATION";
     /// Where the agent appends its output (set for backends whose stdout is a pane).

@@ -830,6 +830,40 @@ pub enum Event {
         /// The agent's figures so far, every model together.
         total: crate::UsageFigures,
     },
+    /// One model call an agent CLI made through the team's model gateway (issue 65), once its
+    /// response ended: the trace of every call, counted or refused (the envelope's `agent_id`
+    /// is the agent).
+    ModelCall {
+        /// The model asked for.
+        model: String,
+        /// The API (`anthropic`, `openai-chat`, `openai-responses`, `gemini`).
+        api: String,
+        /// Whether the response was streamed.
+        #[serde(default)]
+        streamed: bool,
+        /// The HTTP status the CLI was given.
+        status: u16,
+        /// Prompt tokens, cached ones included (0 when the response reported none).
+        #[serde(default)]
+        input_tokens: u64,
+        /// Output tokens.
+        #[serde(default)]
+        output_tokens: u64,
+        /// The part of `input_tokens` read from the prompt cache.
+        #[serde(default)]
+        cached_tokens: u64,
+        /// The part of `input_tokens` written to the prompt cache.
+        #[serde(default)]
+        cache_write_tokens: u64,
+        /// From the request's arrival at the gateway to the response's end, in ms.
+        latency_ms: u64,
+        /// From the request's arrival to the response's first bytes, in ms, when any came.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        first_byte_ms: Option<u64>,
+        /// Why it failed (a spent budget, the upstream unreachable), when it did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// A plan-required teammate submitted a plan (`submit_plan`); it waits for a decision.
     PlanSubmitted {
         /// The teammate.
@@ -932,7 +966,7 @@ fn present_value<'de, D: Deserializer<'de>>(d: D) -> Result<Option<serde_json::V
 
 /// Every event type's name ([`Event::type_name`]), for what names types (a subscription's
 /// filter): checked against the protocol's schema by a test.
-pub const EVENT_TYPES: [&str; 24] = [
+pub const EVENT_TYPES: [&str; 25] = [
     "RUN_STARTED",
     "RUN_FINISHED",
     "TEXT_MESSAGE_CONTENT",
@@ -957,6 +991,7 @@ pub const EVENT_TYPES: [&str; 24] = [
     "PLAN_DECIDED",
     "TEAM_DISSOLVED",
     "CONFIG_CHANGED",
+    "MODEL_CALL",
 ];
 
 impl Event {
@@ -987,6 +1022,7 @@ impl Event {
             Event::PlanDecided { .. } => "PLAN_DECIDED",
             Event::TeamDissolved { .. } => "TEAM_DISSOLVED",
             Event::ConfigChanged { .. } => "CONFIG_CHANGED",
+            Event::ModelCall { .. } => "MODEL_CALL",
         }
     }
 }

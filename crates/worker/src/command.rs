@@ -177,13 +177,16 @@ fn network_of(
         return None;
     }
     let bridge = crate::external::bridge_exe(&std::env::current_exe().ok()?);
+    // The team's model gateway (issue 65), on the host's loopback, for an agent CLI.
+    let gateway = std::env::var(env::GATEWAY_URL).ok();
     let forward = role
         .base_url
         .as_deref()
-        .and_then(agent_team_config::endpoint)
+        .into_iter()
+        .chain(gateway.as_deref())
+        .filter_map(agent_team_config::endpoint)
         .filter(|(host, _)| agent_team_config::is_loopback(host))
         .map(|(_, port)| port)
-        .into_iter()
         .collect();
     Some(agent_team_sandbox::NetworkWiring {
         dir,

@@ -10,7 +10,7 @@ mod messages;
 mod perms;
 mod tasks;
 mod upkeep;
-mod usage;
+pub(crate) mod usage;
 
 use crate::core::Core;
 use crate::hooks::Hooks;

@@ -12,7 +12,7 @@ use agent_team_state::{Actor, Lease, LeaseOutcome, Response};
 use serde_json::json;
 
 /// The tokens of one model response, as `report_usage` gives them.
-pub(super) struct Tokens {
+pub(crate) struct Tokens {
     /// Prompt tokens (all of them, cached or not).
     pub input: u64,
     /// Output tokens.
@@ -25,7 +25,7 @@ pub(super) struct Tokens {
 
 /// `report_usage`: one model response priced from the stored configuration and counted
 /// against the budgets; a member held back behind this one by a staggered start goes now.
-pub(super) fn report(
+pub(crate) fn report(
     core: &mut Core,
     actor: &Actor,
     model: String,
@@ -72,7 +72,7 @@ pub(super) fn report(
 }
 
 /// `budget_check`: a lease on the budgets for the request an agent is about to make.
-pub(super) fn check(
+pub(crate) fn check(
     core: &mut Core,
     actor: &Actor,
     model: Option<String>,

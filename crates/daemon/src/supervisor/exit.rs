@@ -166,6 +166,7 @@ impl Step<'_> {
                 self.release_and_tell(name, &what);
                 self.answer_down(name);
             }
+            Some(StopReason::Budget) => self.budget_stopped(name, now),
             Some(StopReason::Finished) => {
                 self.state
                     .set_agent_status(name, AgentStatus::Exited, detail, now);

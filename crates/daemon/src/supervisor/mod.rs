@@ -88,6 +88,8 @@ pub(crate) enum StopReason {
     Finished,
     /// `agent-team restart`: stop, then start again.
     Restart,
+    /// The model gateway refused its call for a spent budget (issue 65): `failed: budget`.
+    Budget,
 }
 
 /// A request answered only when the agent gets somewhere.
@@ -183,6 +185,9 @@ pub struct Supervisor {
     /// again under its name goes on from it, so a timer or a late process of the old one is
     /// never taken for the new one.
     pub(crate) retired: HashMap<String, u64>,
+    /// The team's model gateway, for the agent CLIs that go through it (issue 65); none in a
+    /// supervisor without a core.
+    pub(crate) gateways: Option<Arc<crate::gateway::Gateways>>,
 }
 
 impl Supervisor {
@@ -214,6 +219,7 @@ impl Supervisor {
             staggered: HashMap::new(),
             priming: HashMap::new(),
             retired: HashMap::new(),
+            gateways: None,
         }
     }
 

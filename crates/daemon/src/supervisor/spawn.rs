@@ -389,6 +389,23 @@ impl Step<'_> {
         };
         let host = rec.info.host.clone();
         let mut envs = self.agent_env(rec, incarnation, cfg, role, provider);
+        // An agent CLI here reaches its model through the team's gateway, with a token of its
+        // own instead of the key (issue 65).
+        let mut env_remove: Vec<String> = vec!["TMUX".into(), "TMUX_PANE".into()];
+        if host.is_none()
+            && let Some(gw) = self.sup.gateways.as_deref()
+            && let Some(vars) = crate::gateway::register(gw, &rec.info.name, role, provider)
+        {
+            envs.extend(vars);
+            // Neither its worker nor anything under it holds a model key: the gateway adds it.
+            // The team's search key stays (its worker serves the CLI the web search tool).
+            let search = cfg.search.as_ref().and_then(|s| s.api_key_env.clone());
+            env_remove.extend(
+                cfg.credential_vars()
+                    .into_iter()
+                    .filter(|v| Some(v) != search.as_ref()),
+            );
+        }
         // A worktree-isolated teammate works in its own checkout (created at launch); a
         // member on another host in the directory given for it there, else (empty) in the
         // remote backend's default one.
@@ -421,7 +438,7 @@ impl Step<'_> {
             role: rec.info.role.clone(),
             argv,
             env: envs,
-            env_remove: vec!["TMUX".into(), "TMUX_PANE".into()],
+            env_remove,
             secret_env,
             cwd,
             log: self.sup.paths.agent_log(&rec.info.name),

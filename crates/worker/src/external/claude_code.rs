@@ -46,7 +46,7 @@ impl CliAdapter for ClaudeCode {
         let (home, role) = (cx.home, cx.role);
         let config_dir = home.join(".claude");
         let settings = home.join("settings.json");
-        let api_key = cx.key().unwrap_or_default();
+        let api_key = cx.model_key().unwrap_or_default();
         l.files.push((
             config_dir.join(".claude.json"),
             pretty(&seeded_config(cx, &api_key)),
@@ -67,8 +67,8 @@ impl CliAdapter for ClaudeCode {
             .extend(QUIET.iter().map(|v| (v.to_string(), "1".to_string())));
         // The team tools offered outright, not deferred behind its `ToolSearch` (2.1.330).
         l.env.push(("ENABLE_TOOL_SEARCH".into(), "false".into()));
-        if let Some(url) = &role.base_url {
-            l.env.push(("ANTHROPIC_BASE_URL".into(), url.clone()));
+        if let Some(url) = cx.model_url() {
+            l.env.push(("ANTHROPIC_BASE_URL".into(), url));
         }
         if cx.headless {
             l.args.extend(["-p".into(), cx.prompt.clone()]);

@@ -36,9 +36,8 @@ impl CliAdapter for Codex {
         let (home, role) = (cx.home, cx.role);
         let codex_home = home.join(".codex");
         let key_var = cx.key_var().unwrap_or_default();
-        let base = role
-            .base_url
-            .clone()
+        let base = cx
+            .model_url()
             .unwrap_or_else(|| "https://api.openai.com/v1".into());
         let toml_list = |a: &[String]| {
             format!(
@@ -94,7 +93,7 @@ impl CliAdapter for Codex {
             ("CODEX_HOME".into(), codex_home.display().to_string()),
             ("TMPDIR".into(), tmp.display().to_string()),
         ]);
-        if let Some(k) = cx.key() {
+        if let Some(k) = cx.model_key() {
             l.env.push((key_var, k));
         }
         if cx.headless {

@@ -123,10 +123,10 @@ impl CliAdapter for GeminiCli {
                 ("GITHUB_ACTIONS".into(), String::new()),
             ]);
         }
-        if let Some(url) = &role.base_url {
-            l.env.push(("GOOGLE_GEMINI_BASE_URL".into(), url.clone()));
+        if let Some(url) = cx.model_url() {
+            l.env.push(("GOOGLE_GEMINI_BASE_URL".into(), url));
         }
-        if let Some(k) = cx.key() {
+        if let Some(k) = cx.model_key() {
             l.env.push(("GEMINI_API_KEY".into(), k));
         }
         // The model named, so no routing request picks one first.

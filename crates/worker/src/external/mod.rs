@@ -355,6 +355,26 @@ impl LaunchCtx<'_> {
     pub fn key(&self) -> Option<String> {
         self.key_var().and_then(|v| std::env::var(v).ok())
     }
+    /// The team's model gateway for this launch (issue 65), when the daemon registered the
+    /// agent there: its base URL for the role's upstream, and the agent's token.
+    pub fn gateway(&self) -> Option<(String, String)> {
+        let url = std::env::var(env::GATEWAY_URL).ok()?;
+        let token = std::env::var(env::GATEWAY_TOKEN).ok()?;
+        Some((url, token))
+    }
+    /// The model's base URL the CLI is given: the gateway's, else the role's `base_url`.
+    pub fn model_url(&self) -> Option<String> {
+        self.gateway()
+            .map(|(url, _)| url)
+            .or_else(|| self.role.base_url.clone())
+    }
+    /// The key the CLI is given: the agent's gateway token (never a real key), else the
+    /// role's key.
+    pub fn model_key(&self) -> Option<String> {
+        self.gateway()
+            .map(|(_, token)| token)
+            .or_else(|| self.key())
+    }
     /// The `agent-team-bridge hook EVENT [FLAGS…] --socket …` command line a CLI's hook runs
     /// (the pre-tool hook is told which CLI it answers, for the shape of its answer).
     pub fn hook_command(&self, event: &str, flags: &[&str]) -> String {
@@ -824,6 +844,13 @@ fn command(
     };
     for k in crate::command::hidden_vars(std::env::vars_os()) {
         cmd.env_remove(k);
+    }
+    // Through the team's model gateway, the CLI holds its token only: no credential variable
+    // of the team is inherited (the launch sets what the CLI is given) (issue 65).
+    if std::env::var_os(env::GATEWAY_TOKEN).is_some() {
+        for k in config.credential_vars() {
+            cmd.env_remove(k);
+        }
     }
     cmd.kill_on_drop(true);
     if let Some(file) = &launch.stdin {

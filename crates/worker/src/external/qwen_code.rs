@@ -75,10 +75,10 @@ impl CliAdapter for QwenCode {
             ("OPENAI_MODEL".into(), role.model.clone()),
             ("QWEN_CODE_NO_RELAUNCH".into(), "1".into()),
         ]);
-        if let Some(url) = &role.base_url {
-            l.env.push(("OPENAI_BASE_URL".into(), url.clone()));
+        if let Some(url) = cx.model_url() {
+            l.env.push(("OPENAI_BASE_URL".into(), url));
         }
-        if let Some(k) = cx.key() {
+        if let Some(k) = cx.model_key() {
             l.env.push(("OPENAI_API_KEY".into(), k));
         }
         l.args.extend(["--approval-mode".into(), "yolo".into()]);

@@ -14,6 +14,7 @@ mod disk;
 mod end;
 mod fallback;
 mod finish;
+mod gateway;
 mod heal;
 mod hooks;
 mod inert;

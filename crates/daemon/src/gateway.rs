@@ -30,8 +30,14 @@ pub enum GatewayMsg {
     },
     /// A call ended (its usage settles the lease).
     Done(Call),
-    /// A call was refused for a spent budget: the agent stops, `failed: budget`.
+    /// A call was refused for a spent budget: the agent is to stop, `failed: budget`, whether
+    /// its CLI ends on the error by itself or is stopped ([`GatewayMsg::StopForBudget`]).
     BudgetSpent {
+        /// The agent.
+        agent: String,
+    },
+    /// Its CLI had its time to show the error: the agent is stopped if it still runs.
+    StopForBudget {
         /// The agent.
         agent: String,
     },
@@ -69,9 +75,12 @@ impl Meter for CoreMeter {
 
     fn budget_spent(&self, agent: &str, _why: &str) {
         let (tx, agent) = (self.tx.clone(), agent.to_string());
+        let _ = tx.send(CoreMsg::Gateway(GatewayMsg::BudgetSpent {
+            agent: agent.clone(),
+        }));
         std::thread::spawn(move || {
             std::thread::sleep(STOP_AFTER);
-            let _ = tx.send(CoreMsg::Gateway(GatewayMsg::BudgetSpent { agent }));
+            let _ = tx.send(CoreMsg::Gateway(GatewayMsg::StopForBudget { agent }));
         });
     }
 }
@@ -205,6 +214,9 @@ impl Core {
             }
             GatewayMsg::Done(call) => self.gateway_done(call),
             GatewayMsg::BudgetSpent { agent } => {
+                self.supervise(|s| s.budget_spent(&agent));
+            }
+            GatewayMsg::StopForBudget { agent } => {
                 let running = self
                     .state
                     .agent(&agent)
@@ -260,9 +272,17 @@ impl Core {
 }
 
 impl crate::supervisor::Step<'_> {
-    /// The gateway refused `name`'s call for a spent budget: it is stopped and, once down,
-    /// `failed: budget` with the leader told (as when our own agent stops for its budget).
+    /// The gateway refused `name`'s call for a spent budget: once down (its CLI ends on the
+    /// error, or is stopped), it is `failed: budget` with the leader told, as when our own
+    /// agent stops for its budget.
+    pub(crate) fn budget_spent(&mut self, name: &str) {
+        self.sup.mark_budget_stop(name);
+    }
+
+    /// Stops `name` for its spent budget, if the gateway's refusal did not end it already.
     pub(crate) fn stop_for_budget(&mut self, name: &str) {
-        self.begin_stop(name, crate::supervisor::StopReason::Budget);
+        if self.sup.marked_budget_stop(name) {
+            self.begin_stop(name, crate::supervisor::StopReason::Budget);
+        }
     }
 }

@@ -130,6 +130,24 @@ pub(crate) struct Runtime {
 }
 
 impl Supervisor {
+    /// The model gateway refused `name`'s call for a spent budget (issue 65): its end, however
+    /// it comes, is a budget stop.
+    pub(crate) fn mark_budget_stop(&mut self, name: &str) {
+        if let Some(rt) = self.runtimes.get_mut(name)
+            && rt.launched.is_some()
+            && rt.stop.is_none()
+        {
+            rt.stop = Some(StopReason::Budget);
+        }
+    }
+
+    /// Whether `name`'s end was marked a budget stop and has not come yet.
+    pub(crate) fn marked_budget_stop(&self, name: &str) -> bool {
+        self.runtimes
+            .get(name)
+            .is_some_and(|rt| rt.launched.is_some() && rt.stop == Some(StopReason::Budget))
+    }
+
     /// Whether `name` is being stopped (a `kill`, a `dissolve`, a restart): it takes no new
     /// task, so a task given back meanwhile goes to someone who stays.
     pub(crate) fn is_stopping(&self, name: &str) -> bool {

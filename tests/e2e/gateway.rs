@@ -1,0 +1,242 @@
+//! The team's model gateway (issue 65) with the real Claude Code at its pinned version, offline
+//! against the mock: its model calls go through the gateway with a per-agent token, are
+//! counted exactly as the mock billed them, are capped by the team's budget, and the real key
+//! is nowhere the CLI or what it runs can read.
+
+use crate::clis::{ANTHROPIC_KEY, cli_role, installed};
+use agent_team_e2e::*;
+use agent_team_mockmodel::{Gate, MockModel, MockUsage, Step, Wire};
+use agent_team_protocol::*;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(120);
+
+fn json_of(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// The files under `dir` that hold `text`.
+fn holds(dir: &Path, text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() => found.extend(holds(&path, text)),
+            Ok(t)
+                if t.is_file()
+                    && std::fs::read(&path)
+                        .is_ok_and(|b| b.windows(text.len()).any(|w| w == text.as_bytes())) =>
+            {
+                found.push(path.display().to_string());
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
+/// Every process whose environment holds `needle`: (pid, its whole environment).
+fn processes_with(needle: &str) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let env = String::from_utf8_lossy(&env).replace('\0', "\n");
+        if env.contains(needle) {
+            out.push((pid, env));
+        }
+    }
+    out
+}
+
+fn team(mock: &MockModel, claude: &Path, extra: &str) -> (Sandbox, String) {
+    let mut sb = Sandbox::new();
+    sb.env
+        .push((ANTHROPIC_KEY.0.into(), ANTHROPIC_KEY.1.into()));
+    sb.write_team_file(&format!(
+        "name = \"gw\"\nboard = false\n{extra}\n{role}[[teammates]]\nname = \"cc\"\nrole = \"cli\"\n",
+        role = cli_role(
+            "cli",
+            "claude-code",
+            "claude-sonnet-4-5",
+            &mock.base_url(),
+            ANTHROPIC_KEY.0,
+            claude,
+        ),
+    ));
+    let log = sb.team("gw").logs.join("cc.log").display().to_string();
+    (sb, log)
+}
+
+#[test]
+fn a_claude_code_teammate_through_the_gateway_is_counted_as_billed_and_never_holds_the_key() {
+    let claude = installed(
+        "@anthropic-ai/claude-code",
+        agent_team_worker::external::tested::CLAUDE_CODE,
+        "claude",
+    );
+    let mock = MockModel::start_background(Wire::Anthropic).unwrap();
+    let gate = Gate::new();
+    mock.script(
+        "cc",
+        vec![Step::WithUsage(
+            MockUsage {
+                input: 1300,
+                output: 17,
+                cached: 1024,
+                cache_write: 200,
+            },
+            Box::new(Step::Gate(
+                gate.clone(),
+                Box::new(Step::Text("All done.".into())),
+            )),
+        )],
+    );
+    let (sb, log) = team(&mock, &claude, "");
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    wait_for("cc's first model request", T, || {
+        !mock.requests("cc").is_empty()
+    });
+    // While its request is held: the CLI and every process under it hold the token as its
+    // key, and none holds the real one.
+    let with_token = processes_with("ANTHROPIC_API_KEY=atg-");
+    assert!(!with_token.is_empty(), "no process holds a gateway token");
+    for (pid, env) in &with_token {
+        assert!(
+            !env.contains(ANTHROPIC_KEY.1),
+            "process {pid} holds the real key"
+        );
+    }
+    let cc_pids: Vec<u32> = with_token.iter().map(|(p, _)| *p).collect();
+    for (pid, env) in processes_with(ANTHROPIC_KEY.1) {
+        assert!(
+            !env.contains("AGENT_TEAM_NAME=cc") && !cc_pids.contains(&pid),
+            "cc's process {pid} holds the real key:\n{env}"
+        );
+    }
+    gate.open();
+    wait_for("cc to finish", T, || {
+        matches!(
+            sb.agent("gw", "cc").status,
+            AgentStatus::Exited | AgentStatus::Failed | AgentStatus::Backoff
+        )
+    });
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(sb.agent("gw", "cc").status, AgentStatus::Exited, "{text}");
+    // The upstream got the real key, never the token.
+    let keys = mock.keys("cc");
+    assert_eq!(keys.len(), 1, "{text}");
+    assert_eq!(keys[0].as_deref(), Some(ANTHROPIC_KEY.1));
+    // Counted exactly as billed: per agent, per role and in total.
+    let billed = mock.billed("cc");
+    let report = json_of(&sb.ok(&["--team", "gw", "usage", "--json"]));
+    let agents = report["agents"].as_array().unwrap();
+    let cc = agents.iter().find(|a| a["name"] == "cc").unwrap();
+    assert_eq!(cc["input_tokens"], json!(billed.prompt()), "{report}");
+    assert_eq!(cc["input_tokens"], json!(1300), "{report}");
+    assert_eq!(cc["output_tokens"], json!(billed.output), "{report}");
+    assert_eq!(cc["cached_tokens"], json!(billed.cache_read), "{report}");
+    assert_eq!(cc["requests"], json!(1), "{report}");
+    assert_eq!(report["roles"][0]["input_tokens"], json!(1300), "{report}");
+    let ps = json_of(&sb.ok(&["--team", "gw", "ps", "--json"]));
+    let row = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "cc")
+        .unwrap();
+    assert_eq!(row["usage"]["output_tokens"], json!(17), "{ps}");
+    // Its trace: one MODEL_CALL event.
+    let events = sb.operator("gw").all_events(0).unwrap();
+    let calls: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.agent_id == "cc")
+        .map(|e| &e.event)
+        .filter(|e| matches!(e, Event::ModelCall { .. }))
+        .collect();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    match calls[0] {
+        Event::ModelCall {
+            model,
+            api,
+            status,
+            input_tokens,
+            output_tokens,
+            cached_tokens,
+            cache_write_tokens,
+            ..
+        } => {
+            assert_eq!(model, "claude-sonnet-4-5");
+            assert_eq!(api, "anthropic");
+            assert_eq!(*status, 200);
+            assert_eq!(
+                (
+                    *input_tokens,
+                    *output_tokens,
+                    *cached_tokens,
+                    *cache_write_tokens
+                ),
+                (1300, 17, 1024, 200)
+            );
+        }
+        _ => unreachable!(),
+    }
+    // The real key is in none of its config files or logs.
+    let home = sb.team("gw").cli_home("cc");
+    assert!(holds(&home, ANTHROPIC_KEY.1).is_empty(), "{home:?}");
+    assert!(holds(&sb.team("gw").logs, ANTHROPIC_KEY.1).is_empty());
+    let _ = sb.run(&["down"]);
+}
+
+#[test]
+fn a_team_budget_stops_a_claude_code_teammate_at_the_gateway_with_its_own_error() {
+    let claude = installed(
+        "@anthropic-ai/claude-code",
+        agent_team_worker::external::tested::CLAUDE_CODE,
+        "claude",
+    );
+    let mock = MockModel::start_background(Wire::Anthropic).unwrap();
+    // The first answer spends the whole budget and calls a team tool, so Claude Code asks
+    // again: that request is refused at the gateway and never reaches the mock.
+    mock.script(
+        "cc",
+        vec![
+            Step::tools(&[("mcp__team__list_tasks", json!({}))]).with_usage(40, 20, 0),
+            Step::Text("never".into()),
+        ],
+    );
+    let (sb, log) = team(&mock, &claude, "budget_tokens = 50\n");
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    wait_for("cc stopped by the budget", T, || {
+        sb.agent("gw", "cc").status == AgentStatus::Failed
+    });
+    let cc = sb.agent("gw", "cc");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(cc.last_exit.as_deref(), Some("budget"), "{cc:?}\n{text}");
+    assert_eq!(mock.requests("cc").len(), 1, "{text}");
+    let ps = sb.ok(&["--team", "gw", "ps"]);
+    let row = ps.lines().find(|l| l.starts_with("cc")).unwrap();
+    assert!(row.contains("failed: budget"), "{ps}");
+    // The refusal is a call of its own in the trace, and the leader was told.
+    let events = sb.operator("gw").all_events(0).unwrap();
+    assert!(events.iter().any(|e| e.agent_id == "cc"
+        && matches!(&e.event, Event::ModelCall { status: 429, error: Some(why), .. } if why.contains("budget"))));
+    let inbox = sb.ok(&["--team", "gw", "inbox", "leader", "--json"]);
+    assert!(
+        inbox.contains("stopped before its next model request"),
+        "{inbox}"
+    );
+    let report = json_of(&sb.ok(&["--team", "gw", "usage", "--json"]));
+    assert_eq!(report["total"]["input_tokens"], json!(40), "{report}");
+    assert_eq!(report["total"]["output_tokens"], json!(20), "{report}");
+    let _ = sb.run(&["down"]);
+}

@@ -874,6 +874,62 @@ class UsageUpdatedEvent:
 
 
 @dataclass
+class ModelCallEvent:
+    """One model call an agent CLI made through the team's model gateway (issue 65), once its
+    response ended: the trace of every call, counted or refused (the envelope's `agent_id`
+    is the agent).
+    """
+
+    #: The model asked for.
+    model: str
+
+    #: The API (`anthropic`, `openai-chat`, `openai-responses`, `gemini`).
+    api: str
+
+    #: The HTTP status the CLI was given.
+    status: int
+
+    #: From the request's arrival at the gateway to the response's end, in ms.
+    latency_ms: int
+
+    #: The part of `input_tokens` written to the prompt cache.
+    cache_write_tokens: int = 0
+
+    #: The part of `input_tokens` read from the prompt cache.
+    cached_tokens: int = 0
+
+    #: Why it failed (a spent budget, the upstream unreachable), when it did.
+    error: Optional[str] = None
+
+    #: From the request's arrival to the response's first bytes, in ms, when any came.
+    first_byte_ms: Optional[int] = None
+
+    #: Prompt tokens, cached ones included (0 when the response reported none).
+    input_tokens: int = 0
+
+    #: Output tokens.
+    output_tokens: int = 0
+
+    #: Whether the response was streamed.
+    streamed: bool = False
+
+    #: The variant's tag.
+    type: str = 'MODEL_CALL'
+
+    _FIELDS: ClassVar[Tuple[Any, ...]] = (('model', 'model', None, True, None), ('api', 'api', None, True, None), ('status', 'status', None, True, None), ('latency_ms', 'latency_ms', None, True, None), ('cache_write_tokens', 'cache_write_tokens', None, False, 0), ('cached_tokens', 'cached_tokens', None, False, 0), ('error', 'error', None, False, None), ('first_byte_ms', 'first_byte_ms', None, False, None), ('input_tokens', 'input_tokens', None, False, 0), ('output_tokens', 'output_tokens', None, False, 0), ('streamed', 'streamed', None, False, False))
+    TYPE: ClassVar[str] = 'MODEL_CALL'
+
+    @classmethod
+    def from_dict(cls: Type[_T], data: Dict[str, Any]) -> _T:
+        """A `ModelCallEvent` from its JSON object (unknown keys are ignored)."""
+        return _from_dict(cls, data)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The JSON object (optional fields that are None are left out)."""
+        return _to_dict(self)
+
+
+@dataclass
 class PlanSubmittedEvent:
     """A plan-required teammate submitted a plan (`submit_plan`); it waits for a decision."""
 
@@ -2257,8 +2313,8 @@ class WorkResult:
         return _to_dict(self)
 
 #: One entry of the team's event log (SPEC §5.6); the `type` tag names it.
-Event = Union[RunStartedEvent, RunFinishedEvent, TextMessageContentEvent, ToolCallStartEvent, ToolCallResultEvent, AgentStatusEvent, TaskUpdatedEvent, MessageSentEvent, PermissionRequestedEvent, PermissionDecidedEvent, ErrorEvent, MemoryUpdatedEvent, WorkerStartedEvent, WorkerFinishedEvent, CoordinatorDecisionEvent, FinalAnswerEvent, UsageUpdatedEvent, PlanSubmittedEvent, ConfigChangedEvent, TeamDissolvedEvent, PlanDecidedEvent, BudgetWarningEvent, FinishedWorkEvent, HookFailedEvent, UnknownEvent]
-_EVENT_TYPES: Dict[str, Any] = {'RUN_STARTED': RunStartedEvent, 'RUN_FINISHED': RunFinishedEvent, 'TEXT_MESSAGE_CONTENT': TextMessageContentEvent, 'TOOL_CALL_START': ToolCallStartEvent, 'TOOL_CALL_RESULT': ToolCallResultEvent, 'AGENT_STATUS': AgentStatusEvent, 'TASK_UPDATED': TaskUpdatedEvent, 'MESSAGE_SENT': MessageSentEvent, 'PERMISSION_REQUESTED': PermissionRequestedEvent, 'PERMISSION_DECIDED': PermissionDecidedEvent, 'ERROR': ErrorEvent, 'MEMORY_UPDATED': MemoryUpdatedEvent, 'WORKER_STARTED': WorkerStartedEvent, 'WORKER_FINISHED': WorkerFinishedEvent, 'COORDINATOR_DECISION': CoordinatorDecisionEvent, 'FINAL_ANSWER': FinalAnswerEvent, 'USAGE_UPDATED': UsageUpdatedEvent, 'PLAN_SUBMITTED': PlanSubmittedEvent, 'CONFIG_CHANGED': ConfigChangedEvent, 'TEAM_DISSOLVED': TeamDissolvedEvent, 'PLAN_DECIDED': PlanDecidedEvent, 'BUDGET_WARNING': BudgetWarningEvent, 'FINISHED_WORK': FinishedWorkEvent, 'HOOK_FAILED': HookFailedEvent}
+Event = Union[RunStartedEvent, RunFinishedEvent, TextMessageContentEvent, ToolCallStartEvent, ToolCallResultEvent, AgentStatusEvent, TaskUpdatedEvent, MessageSentEvent, PermissionRequestedEvent, PermissionDecidedEvent, ErrorEvent, MemoryUpdatedEvent, WorkerStartedEvent, WorkerFinishedEvent, CoordinatorDecisionEvent, FinalAnswerEvent, UsageUpdatedEvent, ModelCallEvent, PlanSubmittedEvent, ConfigChangedEvent, TeamDissolvedEvent, PlanDecidedEvent, BudgetWarningEvent, FinishedWorkEvent, HookFailedEvent, UnknownEvent]
+_EVENT_TYPES: Dict[str, Any] = {'RUN_STARTED': RunStartedEvent, 'RUN_FINISHED': RunFinishedEvent, 'TEXT_MESSAGE_CONTENT': TextMessageContentEvent, 'TOOL_CALL_START': ToolCallStartEvent, 'TOOL_CALL_RESULT': ToolCallResultEvent, 'AGENT_STATUS': AgentStatusEvent, 'TASK_UPDATED': TaskUpdatedEvent, 'MESSAGE_SENT': MessageSentEvent, 'PERMISSION_REQUESTED': PermissionRequestedEvent, 'PERMISSION_DECIDED': PermissionDecidedEvent, 'ERROR': ErrorEvent, 'MEMORY_UPDATED': MemoryUpdatedEvent, 'WORKER_STARTED': WorkerStartedEvent, 'WORKER_FINISHED': WorkerFinishedEvent, 'COORDINATOR_DECISION': CoordinatorDecisionEvent, 'FINAL_ANSWER': FinalAnswerEvent, 'USAGE_UPDATED': UsageUpdatedEvent, 'MODEL_CALL': ModelCallEvent, 'PLAN_SUBMITTED': PlanSubmittedEvent, 'CONFIG_CHANGED': ConfigChangedEvent, 'TEAM_DISSOLVED': TeamDissolvedEvent, 'PLAN_DECIDED': PlanDecidedEvent, 'BUDGET_WARNING': BudgetWarningEvent, 'FINISHED_WORK': FinishedWorkEvent, 'HOOK_FAILED': HookFailedEvent}
 _UNIONS["Event"] = (_EVENT_TYPES, UnknownEvent)
 
 
@@ -2311,6 +2367,7 @@ __all__ = [
     'CoordinatorDecisionEvent',
     'FinalAnswerEvent',
     'UsageUpdatedEvent',
+    'ModelCallEvent',
     'PlanSubmittedEvent',
     'ConfigChangedEvent',
     'TeamDissolvedEvent',

@@ -17,6 +17,7 @@ mod finish;
 mod gateway;
 mod heal;
 mod hooks;
+mod join;
 mod inert;
 mod lifecycle;
 mod memory;

@@ -73,6 +73,23 @@ pub enum Command {
         /// The agent (none: the whole team, the leader's pane selected).
         name: Option<String>,
     },
+    /// Put NAME on the roster as a member whose worker dials in from another machine, and print
+    /// the team's join URL and a one-use token for it (the team must listen: `up
+    /// --join-listen ADDR`). Run `AGENT_TEAM_JOIN_TOKEN=TOKEN agent-team-worker --join URL`
+    /// there (docs/JOIN.md).
+    Join {
+        /// The member's name.
+        name: String,
+        /// Its role (a new member) [default: worker].
+        #[arg(long)]
+        role: Option<String>,
+        /// How long the token may be used: 90s, 10m, 2h, 1d.
+        #[arg(long, default_value = crate::cmd::join::DEFAULT_TTL, value_parser = crate::cmd::join::parse_ttl)]
+        ttl: u64,
+        /// Print JSON: `{"name", "role", "url", "token", "ttl_secs", "listen", "sha256"}`.
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop one agent; it is not restarted and its task goes back to pending.
     Kill {
         /// The agent.
@@ -580,6 +597,11 @@ pub struct UpArgs {
     /// `--var` and `--secret`.
     #[command(flatten)]
     pub vars: VarArgs,
+    /// Also listen for workers that dial in from other machines, over TLS 1.3 on ADDR (e.g.
+    /// `0.0.0.0:7443`; port 0 picks one, kept across restarts); `agent-team join NAME` then
+    /// prints a URL and a one-use token (docs/JOIN.md). Over the team file's `[join] listen`.
+    #[arg(long, value_name = "ADDR")]
+    pub join_listen: Option<String>,
 }
 
 fn parse_strategy(s: &str) -> Result<agent_team_protocol::TeamStrategy, String> {

@@ -58,6 +58,18 @@ impl AsyncClient {
         if let Some(conn) = crate::local::connect(socket) {
             return Self::over_local(conn, hello).await;
         }
+        // A worker that dialed in reaches its daemon over TLS ([`crate::join`]).
+        if let Some(url) = crate::join::routed(socket) {
+            let stream =
+                crate::join::connect_tls(&url)
+                    .await
+                    .map_err(|source| ClientError::Connect {
+                        path: socket.to_path_buf(),
+                        source,
+                    })?;
+            let (r, w) = tokio::io::split(stream);
+            return Self::over(r, w, hello).await;
+        }
         let stream = UnixStream::connect(socket)
             .await
             .map_err(|source| ClientError::Connect {

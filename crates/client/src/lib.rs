@@ -7,6 +7,7 @@
 mod async_client;
 mod autostart;
 pub mod heal;
+pub mod join;
 pub mod local;
 
 pub use async_client::{AsyncClient, Queued};
@@ -182,6 +183,7 @@ impl Client {
                 incarnation: 0,
                 daemon_pid: 0,
                 start: None,
+                secret: None,
             },
         };
         frame::write(&mut c.writer, &ClientFrame::Hello(hello.clone()))?;
@@ -622,6 +624,7 @@ mod tests {
                 incarnation: 0,
                 daemon_pid: 1,
                 start: None,
+                secret: None,
             };
             frame::write(&mut writer, &ServerFrame::Welcome(welcome)).unwrap();
             let mut pages = pages.into_iter();

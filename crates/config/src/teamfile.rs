@@ -51,6 +51,15 @@ impl<'de> Deserialize<'de> for RawSandbox {
     }
 }
 
+/// The `[join]` table: where the daemon listens for workers that dial in (docs/JOIN.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJoin {
+    /// `HOST:PORT` for `agent-team up` (what `--join-listen` gives).
+    #[allow(dead_code)]
+    listen: Option<String>,
+}
+
 /// The `[sandbox]` table.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -248,6 +257,10 @@ struct RawTeamFile {
     /// `[[webhooks]]` (issue 69), checked here, read by `triggers::load`.
     #[serde(default)]
     webhooks: Vec<crate::triggers::Webhook>,
+    /// `[join]` (issue 66): `listen`, checked here, read by `agent-team up`.
+    #[serde(default)]
+    #[allow(dead_code)]
+    join: Option<RawJoin>,
 }
 
 /// `[search]`, as written: `provider`, `url`, `api_key_env`.

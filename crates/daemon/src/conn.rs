@@ -27,11 +27,34 @@ pub async fn serve(
     let peer = Peer {
         uid: peer.as_ref().and_then(|c| c.euid()),
         pid: peer.as_ref().and_then(|c| c.pid()).map(|p| p as u32),
+        remote: None,
     };
     // Splitting is deprecated upstream only because an Arc does the same; we shut the write
     // half down explicitly, which is the behaviour the deprecation note warns about.
     #[allow(deprecated)]
     let (rx_half, tx_half) = stream.split();
+    serve_halves(rx_half, tx_half, peer, id, core, gate, admission).await;
+}
+
+/// Serves one connection of the team's TLS endpoint ([`crate::join`]) until it closes: the
+/// same handshake, requests and pushes as the socket's, but no peer uid to check; the
+/// operator's credential is refused here, and only here is a join token taken.
+pub async fn serve_tls<S>(
+    stream: S,
+    addr: std::net::SocketAddr,
+    id: ConnId,
+    core: CoreTx,
+    gate: Arc<Gate>,
+    admission: Admission,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (rx_half, tx_half) = tokio::io::split(stream);
+    let peer = Peer {
+        uid: None,
+        pid: None,
+        remote: Some(addr),
+    };
     serve_halves(rx_half, tx_half, peer, id, core, gate, admission).await;
 }
 
@@ -59,11 +82,17 @@ pub async fn serve_local(
         .await
         .flatten();
     let welcomed = match first {
-        Some(ClientFrame::Hello(hello)) => {
-            welcome(hello, id, &handle, Some(std::process::id()), &core, &gate)
-                .await
-                .is_some()
-        }
+        Some(ClientFrame::Hello(hello)) => welcome(
+            hello,
+            id,
+            &handle,
+            Some(std::process::id()),
+            false,
+            &core,
+            &gate,
+        )
+        .await
+        .is_some(),
         Some(ClientFrame::Request { .. }) => {
             handle.send_frame(&conn_error(
                 ErrorCode::Unauthorized,
@@ -94,6 +123,8 @@ pub async fn serve_local(
 struct Peer {
     uid: Option<u32>,
     pid: Option<u32>,
+    /// A connection of the TLS endpoint: its address (the kernel knows no uid for it).
+    remote: Option<std::net::SocketAddr>,
 }
 
 async fn serve_halves<R, W>(
@@ -110,7 +141,7 @@ async fn serve_halves<R, W>(
 {
     let _counted = Counted::new(gate.clone(), id);
     let my_uid = nix::unistd::geteuid().as_raw();
-    let (peer_uid, peer_pid) = (peer.uid, peer.pid);
+    let (peer_uid, peer_pid, remote) = (peer.uid, peer.pid, peer.remote.is_some());
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = ConnHandle::new(tx, gate.max_unread_bytes());
     let writer = tokio::spawn(write_loop(tx_half, rx, handle.clone()));
@@ -120,7 +151,7 @@ async fn serve_halves<R, W>(
         return;
     };
 
-    if peer_uid != Some(my_uid) {
+    if !remote && peer_uid != Some(my_uid) {
         tracing::warn!(
             conn = id,
             ?peer_uid,
@@ -142,7 +173,7 @@ async fn serve_halves<R, W>(
     let hello = frame::tokio_io::read_raw_within(&mut small, frame::MAX_HELLO_LEN);
     let first = within_hello_deadline(hello, &gate, &evicted, &handle).await;
     let welcomed = match first {
-        Some(payload) => handshake(payload, id, &handle, peer_pid, &core, &gate)
+        Some(payload) => handshake(payload, id, &handle, peer_pid, remote, &core, &gate)
             .await
             .is_some(),
         None => false,
@@ -166,6 +197,7 @@ async fn handshake(
     id: ConnId,
     handle: &ConnHandle,
     peer_pid: Option<u32>,
+    remote: bool,
     core: &CoreTx,
     gate: &Gate,
 ) -> Option<Welcome> {
@@ -217,7 +249,7 @@ async fn handshake(
             return None;
         }
     };
-    welcome(hello, id, handle, peer_pid, core, gate).await
+    welcome(hello, id, handle, peer_pid, remote, core, gate).await
 }
 
 /// Has the core judge a hello; returns the welcome on success (the core queued it for the
@@ -227,9 +259,16 @@ async fn welcome(
     id: ConnId,
     handle: &ConnHandle,
     peer_pid: Option<u32>,
+    remote: bool,
     core: &CoreTx,
     gate: &Gate,
 ) -> Option<Welcome> {
+    if let Some(why) = not_here(&hello.auth, remote) {
+        tracing::warn!(conn = id, remote, "refused a hello: {why}");
+        handle.send_frame(&conn_error(ErrorCode::Unauthorized, why));
+        return None;
+    }
+    let joining = matches!(hello.auth, agent_team_protocol::Auth::Join { .. });
     // A seat in its pool: an agent's socket connection past the cap is refused here; the
     // operator's pool is its own, so `ps` and `down` get in however many agents hold seats.
     let operator = matches!(hello.auth, agent_team_protocol::Auth::Operator { .. });
@@ -251,12 +290,34 @@ async fn welcome(
         return None;
     }
     match reply_rx.await {
+        // A join hello's welcome carries the agent's secret and ends the connection: the
+        // worker says hello again with the secret (the core keeps no session for it).
+        Ok(Ok(welcome)) if joining => {
+            handle.send_frame(&ServerFrame::Welcome(welcome));
+            None
+        }
         Ok(Ok(welcome)) => Some(welcome),
         Ok(Err(error)) => {
             handle.send_frame(&ServerFrame::Error { error });
             None
         }
         Err(_) => None,
+    }
+}
+
+/// Why a hello's kind of credential is refused on this kind of connection: the operator's
+/// never crosses the network, and a join token is taken only over the TLS endpoint.
+fn not_here(auth: &agent_team_protocol::Auth, remote: bool) -> Option<&'static str> {
+    match (auth, remote) {
+        (agent_team_protocol::Auth::Operator { .. }, true) => Some(
+            "the operator's credential is not accepted over the network; run `agent-team` \
+             on the daemon's machine",
+        ),
+        (agent_team_protocol::Auth::Join { .. }, false) => Some(
+            "a join token is taken only on the team's TLS endpoint \
+             (`agent-team-worker --join URL`)",
+        ),
+        _ => None,
     }
 }
 

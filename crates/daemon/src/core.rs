@@ -593,6 +593,7 @@ impl Core {
             incarnation,
             daemon_pid,
             start: None,
+            secret: None,
         };
         match hello.auth {
             Auth::Operator { secret } => {
@@ -619,6 +620,28 @@ impl Core {
                 let (role, current) = self.check_agent(&name, &secret, incarnation)?;
                 self.connect_agent(conn, &name, peer_pid, handle);
                 Ok(welcome(&name, &role, current))
+            }
+            Auth::Join { name, token } => {
+                // The token is taken (once) for its name, and swapped for the agent's own
+                // secret; no session: the connection ends with this welcome.
+                let now = self.clock.wall().0 / 1000;
+                let store = agent_team_client::join::TokenStore::of_team(&self.cfg.paths.dir);
+                let name = store
+                    .redeem(&token, name.as_deref(), now)
+                    .map_err(|e| crate::join::refusal(&e))?;
+                let Some(rec) = self.state.agent(&name) else {
+                    return Err(unauthorized(&format!(
+                        "{name} is not on the roster any more; make a new token with \
+                         `agent-team join {name}`"
+                    )));
+                };
+                let secret = rec.secret.clone();
+                let (role, current) = self.check_agent(&name, &secret, 0)?;
+                tracing::info!(agent = %name, "a worker joined over the network");
+                Ok(Welcome {
+                    secret: Some(secret),
+                    ..welcome(&name, &role, current)
+                })
             }
         }
     }

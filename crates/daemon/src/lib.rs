@@ -16,6 +16,7 @@ pub mod gateway;
 mod handlers;
 pub mod hookrun;
 pub mod hooks;
+pub mod join;
 pub mod lock;
 pub mod net;
 mod notify;
@@ -353,6 +354,9 @@ pub struct Prepared {
     tx: mpsc::UnboundedSender<CoreMsg>,
     rx: mpsc::UnboundedReceiver<CoreMsg>,
     gate: std::sync::Arc<gate::Gate>,
+    /// The worker endpoint over TLS, when the team asked for one ([`join`]), and the limits
+    /// its own gate starts with.
+    join: Option<(join::Endpoint, agent_team_config::Limits)>,
 }
 
 /// Takes the lock, cleans up a crashed daemon's leftovers, opens the state and binds the socket.
@@ -536,6 +540,12 @@ fn prepare_locked(opts: &DaemonOptions, locked: Locked) -> Result<Prepared, Daem
         .and_then(|v| serde_json::from_value(v).ok())
         .unwrap_or(opts.limits);
     let gate = gate::Gate::new(&limits);
+    let join = join::bind(&tp)
+        .map_err(|e| DaemonError::Io {
+            what: "cannot set up the worker endpoint".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?
+        .map(|ep| (ep, limits));
     let cfg = CoreConfig {
         team: opts.team.clone(),
         paths: tp.clone(),
@@ -578,6 +588,7 @@ fn prepare_locked(opts: &DaemonOptions, locked: Locked) -> Result<Prepared, Daem
         tx,
         rx,
         gate,
+        join,
     })
 }
 
@@ -595,6 +606,7 @@ pub async fn serve(
         tx,
         rx,
         gate,
+        join,
     } = prepared;
     let core_task = tokio::spawn(core.run(rx));
     // Its files deleted, the team is gone: the daemon stops it and exits.
@@ -623,6 +635,14 @@ pub async fn serve(
         move || ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
     };
     let _in_memory = serve_in_memory(&paths, &tx, &gate, next_id.clone());
+    let _join = join.map(|(endpoint, limits)| {
+        AbortOnDrop(tokio::spawn(join::accept(
+            endpoint,
+            limits,
+            tx.clone(),
+            next_id.clone(),
+        )))
+    });
     let accept = accept_connections(&listener, gate, tx.clone(), next_id);
     let mut core_task = core_task;
     let result = tokio::select! {

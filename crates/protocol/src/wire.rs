@@ -24,6 +24,16 @@ pub enum Auth {
         #[serde(default)]
         incarnation: u64,
     },
+    /// A worker dialing in over the team's TLS endpoint (`agent-team-worker --join`) with a
+    /// one-use join token; the welcome carries the agent's own secret, which every later
+    /// hello uses. Refused on the Unix socket.
+    Join {
+        /// The name the token was made for; `None` takes the token's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// The join token `agent-team join` printed.
+        token: String,
+    },
 }
 
 /// The first frame of every connection.
@@ -63,6 +73,10 @@ pub struct Welcome {
     /// For an agent's hello that asked (`start`): what it reads as it starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<Box<StartReads>>,
+    /// For a join hello ([`Auth::Join`]): the agent's own secret, for every later hello; the
+    /// connection ends after this welcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
 }
 
 /// What an agent reads as it starts, each the reply its request would get (`get_config`,

@@ -15,6 +15,7 @@ pub mod external;
 pub mod idle;
 pub mod inbox;
 pub mod inprocess;
+pub mod join;
 pub mod leader;
 pub mod link;
 pub mod output;

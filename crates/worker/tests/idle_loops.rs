@@ -94,6 +94,7 @@ impl FakeDaemon {
             incarnation: 1,
             daemon_pid: std::process::id(),
             start: reads,
+            secret: None,
         };
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {

@@ -4,6 +4,7 @@ mod agents;
 mod board;
 pub(crate) mod daemon;
 mod doctor;
+pub(crate) mod join;
 mod memory;
 mod plan;
 pub(crate) mod roles;
@@ -153,6 +154,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match command {
         Command::Up(a) => up::up(&ctx, a),
         Command::Run(a) => up::run(&ctx, a),
+        Command::Join {
+            name,
+            role,
+            ttl,
+            json,
+        } => join::join(&ctx, &name, role, ttl, json),
         Command::Kill { name, json } => agents::lifecycle(
             &ctx,
             agent_team_protocol::Request::Kill { name, reason: None },

@@ -449,7 +449,27 @@ fn wait_for_leader(c: &mut Client) -> Result<AgentInfo> {
 
 /// `agent-team up`
 pub fn up(ctx: &Ctx, args: UpArgs) -> Result<ExitCode> {
+    // Where workers that dial in reach the team, for the daemon about to start.
+    let join_listen = args.join_listen.clone().or_else(|| join_listen_of(ctx));
+    if let Some(addr) = &join_listen {
+        let kept = std::fs::read_to_string(agent_team_daemon::join::listen_file(&ctx.tp.dir))
+            .unwrap_or_default();
+        // An address already bound with the port it picked stays (workers' URLs name it).
+        if !same_listen(kept.trim(), addr) {
+            agent_team_daemon::join::set_listen(&ctx.tp.dir, addr)
+                .context("cannot record the worker endpoint's address")?;
+        }
+    }
     let running = running_team(ctx)?;
+    if join_listen.is_some()
+        && running.is_some()
+        && agent_team_client::join::read_endpoint(&ctx.tp.dir).is_none()
+    {
+        eprintln!(
+            "agent-team: warning: the team is already running without a worker endpoint; \
+             --join-listen applies at its next start (`agent-team down` first)"
+        );
+    }
     let already = running.is_some();
     // Otherwise the configuration (and the backend) is checked before any daemon starts.
     let (mut c, cfg, why, goal, secrets, checked) = match running {
@@ -518,6 +538,33 @@ pub fn up(ctx: &Ctx, args: UpArgs) -> Result<ExitCode> {
         ));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The team file's `[join] listen`, if it has one.
+fn join_listen_of(ctx: &Ctx) -> Option<String> {
+    let file = ctx.file.as_ref()?;
+    let text = std::fs::read_to_string(file).ok()?;
+    let value: toml::Value = toml::from_str(&text).ok()?;
+    value
+        .get("join")?
+        .get("listen")?
+        .as_str()
+        .map(str::to_string)
+}
+
+/// Whether the kept address `kept` (the port the daemon bound) answers a request for `asked`:
+/// the same, or the same host where `asked` lets the port be picked.
+fn same_listen(kept: &str, asked: &str) -> bool {
+    if kept == asked {
+        return true;
+    }
+    match (
+        kept.parse::<std::net::SocketAddr>(),
+        asked.parse::<std::net::SocketAddr>(),
+    ) {
+        (Ok(k), Ok(a)) => a.port() == 0 && k.ip() == a.ip(),
+        _ => false,
+    }
 }
 
 /// The running team's connection and configuration, if one runs: a second `up` attaches to

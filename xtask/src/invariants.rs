@@ -130,7 +130,10 @@ const OWNERS: &[(&str, &[&str])] = &[
     ("hyper", &["http"]),
     ("hyper-util", &["http"]),
     ("ratatui", &["cli"]),
-    ("reqwest", &["model", "worker", "daemon", "e2e", "bench", "gateway"]),
+    (
+        "reqwest",
+        &["model", "worker", "daemon", "e2e", "bench", "gateway"],
+    ),
 ];
 
 /// Crates with no I/O and no clock, and what their production code may not name.

@@ -385,16 +385,12 @@ impl Locks {
 
     /// The jobs whose lock this process holds or now takes.
     fn owned(&mut self, jobs: Vec<Job>) -> Vec<Job> {
-        // Nothing is made without a schedule to run, and never the home itself: a team whose
-        // files were deleted is gone, and its `serve` must not make them again (it made
-        // `schedules/locks` every 5 s: e2e `vanish::deleting_a_serve_session_teams_files_…`).
-        let home_gone = self
-            .dir
-            .parent()
-            .and_then(Path::parent)
-            .is_none_or(|home| !home.is_dir());
-        if jobs.is_empty() || home_gone {
-            return Vec::new();
+        // Nothing is made without a schedule to run: a `serve` whose team's files were deleted
+        // made `schedules/locks` (and the home) again every 5 s (e2e
+        // `vanish::deleting_a_serve_session_teams_files_…`). With a schedule the home is made
+        // as any command makes it: a new home does not exist before its first use.
+        if jobs.is_empty() {
+            return jobs;
         }
         let _ = std::fs::create_dir_all(&self.dir);
         jobs.into_iter()
@@ -674,30 +670,21 @@ mod tests {
     }
 
     #[test]
-    fn a_scheduler_makes_no_dir_without_a_schedule_nor_once_its_home_is_gone() {
+    fn a_scheduler_makes_no_dir_without_a_schedule() {
         let tmp = tempfile::tempdir().unwrap();
         let home = tmp.path().join("home");
         let locks_dir = home.join("schedules").join("locks");
         let mut locks = Locks::new(locks_dir.clone());
-        // No schedule: nothing made, even with the home there.
-        std::fs::create_dir(&home).unwrap();
+        // No schedule: nothing made.
         assert!(locks.owned(vec![]).is_empty());
-        assert!(!home.join("schedules").exists());
-        // A schedule: its lock is taken.
+        assert!(!home.exists());
+        // A schedule: its lock is taken, in a home made for it (a new home is made at its
+        // first use).
         assert_eq!(
             locks.owned(vec![job("* * * * * *", Missed::RunOnce)]).len(),
             1
         );
         assert!(locks_dir.is_dir());
-        // The home deleted: nothing runs and nothing is made again.
-        std::fs::remove_dir_all(&home).unwrap();
-        let mut fresh = Locks::new(locks_dir);
-        assert!(
-            fresh
-                .owned(vec![job("* * * * * *", Missed::RunOnce)])
-                .is_empty()
-        );
-        assert!(!home.exists());
     }
 
     fn t0() -> DateTime<Utc> {

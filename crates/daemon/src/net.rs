@@ -65,18 +65,45 @@ pub fn policy(cfg: &TeamConfig, role: Option<&Role>) -> Option<Policy> {
             }
         })
         .collect();
-    if let Some((host, port)) = role
-        .and_then(|r| r.base_url.as_deref())
-        .and_then(agent_team_config::endpoint)
-    {
-        let text = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
-        allow.extend(Pattern::parse(&text).ok());
-    }
+    allow.extend(role.and_then(upstream));
     Some(Policy { mode, allow })
+}
+
+/// The role's model endpoint (`base_url`) as an egress pattern.
+fn upstream(role: &Role) -> Option<Pattern> {
+    let (host, port) = role
+        .base_url
+        .as_deref()
+        .and_then(agent_team_config::endpoint)?;
+    let text = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    Pattern::parse(&text).ok()
+}
+
+/// An agent's proxy policy ([`policy`]) once the team's model gateway runs at `gateway`: the
+/// gateway is allowed, and an agent CLI that reaches its model through it is not allowed its
+/// role's upstream as well (its model traffic goes to the gateway and nowhere else).
+pub fn agent_policy(
+    cfg: &TeamConfig,
+    role: Option<&Role>,
+    gateway: Option<std::net::SocketAddr>,
+) -> Option<Policy> {
+    let mut policy = policy(cfg, role)?;
+    let Some(addr) = gateway else {
+        return Some(policy);
+    };
+    if let Some(r) = role
+        && crate::gateway::goes_through(r.provider)
+        && let Some(up) = upstream(r)
+    {
+        let up = up.to_string();
+        policy.allow.retain(|p| p.to_string() != up);
+    }
+    policy.allow.extend(Pattern::parse(&addr.to_string()).ok());
+    Some(policy)
 }
 
 /// The proxy policy of the team's hooks and notify commands: mode `list` with the team file's
@@ -176,15 +203,16 @@ impl Core {
             return;
         };
         let role = self.state.agent(agent).and_then(|a| cfg.role(&a.info.role));
-        let Some(mut policy) = policy(cfg, role) else {
+        // The team's model gateway is where an agent CLI's model calls go (issue 65).
+        let gateway = self
+            .sup
+            .gateways
+            .as_deref()
+            .and_then(|g| g.running())
+            .map(|gw| gw.addr());
+        let Some(policy) = agent_policy(cfg, role, gateway) else {
             return;
         };
-        // The team's model gateway is where an agent CLI's model calls go (issue 65).
-        if let Some(gw) = self.sup.gateways.as_deref().and_then(|g| g.running()) {
-            policy
-                .allow
-                .extend(Pattern::parse(&gw.addr().to_string()).ok());
-        }
         if let Some((proxy, task)) = self.net.proxies.get(agent)
             && !task.is_finished()
         {
@@ -333,5 +361,30 @@ mod tests {
         cfg.sandbox = SandboxMode::Off;
         assert_eq!(policy(&cfg, None), None);
         assert_eq!(hooks_policy(&cfg), None);
+    }
+
+    #[test]
+    fn a_cli_through_the_gateway_reaches_the_gateway_and_not_its_upstream() {
+        let cfg = agent_team_config::empty_team("t", std::path::Path::new("/w"));
+        let mut role = cfg.roles.values().next().unwrap().clone();
+        role.base_url = Some("http://127.0.0.1:4567".into());
+        role.provider = agent_team_config::Provider::ClaudeCode;
+        let gw: std::net::SocketAddr = "127.0.0.1:9911".parse().unwrap();
+        let shown = |p: Policy| p.allow.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(
+            shown(agent_policy(&cfg, Some(&role), Some(gw)).unwrap()),
+            ["127.0.0.1:9911"]
+        );
+        // No gateway running: the CLI was given its upstream, which it may reach.
+        assert_eq!(
+            shown(agent_policy(&cfg, Some(&role), None).unwrap()),
+            ["127.0.0.1:4567"]
+        );
+        // A CLI the gateway does not serve (opencode) keeps its upstream beside the gateway.
+        role.provider = agent_team_config::Provider::Opencode;
+        assert_eq!(
+            shown(agent_policy(&cfg, Some(&role), Some(gw)).unwrap()),
+            ["127.0.0.1:4567", "127.0.0.1:9911"]
+        );
     }
 }

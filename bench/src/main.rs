@@ -8,6 +8,7 @@ mod daemon_bench;
 mod finish_bench;
 mod floor;
 mod foundation_bench;
+mod gateway_bench;
 mod hardening_bench;
 mod heal_bench;
 mod link_order;
@@ -138,6 +139,10 @@ fn main() -> Result<()> {
     if only.as_deref().is_none_or(|s| s == "makespan") {
         let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;
         makespan_bench::run(&mut r, dir.path(), quick)?;
+    }
+    if only.as_deref().is_none_or(|s| s == "gateway") {
+        let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;
+        gateway_bench::run(&mut r, dir.path(), quick)?;
     }
     if only.as_deref().is_none_or(|s| s == "cost") {
         let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;

@@ -117,6 +117,7 @@ pub(crate) const LAYERS: &[(&str, u8, &[&str])] = &[
             "egress",
             "e2e",
             "telemetry",
+            "gateway",
         ],
     ),
 ];

@@ -1,9 +1,9 @@
 //! The team's model gateway (issue 65) with the real Claude Code at its pinned version, offline
 //! against the mock: its model calls go through the gateway with a per-agent token, are
 //! counted exactly as the mock billed them, are capped by the team's budget, and the real key
-//! is nowhere the CLI or what it runs can read.
+//! is nowhere the CLI or what it runs can read; the same for Codex and Gemini CLI.
 
-use crate::clis::{ANTHROPIC_KEY, cli_role, installed};
+use crate::clis::{ANTHROPIC_KEY, GEMINI_KEY, OPENAI_KEY, cli_role, installed};
 use agent_team_e2e::*;
 use agent_team_mockmodel::{Gate, MockModel, MockUsage, Step, Wire};
 use agent_team_protocol::*;
@@ -239,4 +239,255 @@ fn a_team_budget_stops_a_claude_code_teammate_at_the_gateway_with_its_own_error(
     assert_eq!(report["total"]["input_tokens"], json!(40), "{report}");
     assert_eq!(report["total"]["output_tokens"], json!(20), "{report}");
     let _ = sb.run(&["down"]);
+}
+
+/// One agent CLI at its pinned version through the gateway, for the scenes below.
+struct Cli {
+    /// Its provider in the role.
+    provider: &'static str,
+    /// Its model.
+    model: &'static str,
+    /// Its installed command.
+    exe: std::path::PathBuf,
+    /// Its key variable and the real key.
+    key: (&'static str, &'static str),
+    /// The variable that holds its key in its own environment.
+    env_var: &'static str,
+    /// The mock of its dialect.
+    wire: Wire,
+    /// Its dialect's name in the trace.
+    api: &'static str,
+    /// A team tool as its model names it.
+    list_tasks: &'static str,
+}
+
+fn codex() -> Cli {
+    Cli {
+        provider: "codex",
+        model: "gpt-5-codex",
+        exe: installed(
+            "@openai/codex",
+            agent_team_worker::external::tested::CODEX,
+            "codex",
+        ),
+        key: OPENAI_KEY,
+        env_var: OPENAI_KEY.0,
+        wire: Wire::OpenAi,
+        api: "openai-responses",
+        list_tasks: "mcp__team__list_tasks",
+    }
+}
+
+fn gemini_cli() -> Cli {
+    Cli {
+        provider: "gemini-cli",
+        model: "gemini-2.5-pro",
+        exe: installed(
+            "@google/gemini-cli",
+            agent_team_worker::external::tested::GEMINI_CLI,
+            "gemini",
+        ),
+        key: GEMINI_KEY,
+        env_var: "GEMINI_API_KEY",
+        wire: Wire::Gemini,
+        api: "gemini",
+        list_tasks: "mcp_team_list_tasks",
+    }
+}
+
+fn cli_team(cli: &Cli, mock: &MockModel, extra: &str) -> (Sandbox, String) {
+    let mut sb = Sandbox::new();
+    sb.env.push((cli.key.0.into(), cli.key.1.into()));
+    sb.write_team_file(&format!(
+        "name = \"gw\"\nboard = false\n{extra}\n{role}[[teammates]]\nname = \"cc\"\nrole = \"cli\"\n",
+        role = cli_role(
+            "cli",
+            cli.provider,
+            cli.model,
+            &mock.base_url(),
+            cli.key.0,
+            &cli.exe
+        ),
+    ));
+    let log = sb.team("gw").logs.join("cc.log").display().to_string();
+    (sb, log)
+}
+
+/// A CLI teammate's one model call, held at the mock while its processes are looked at:
+/// counted exactly as billed (usage, ps, `MODEL_CALL`), the upstream given the real key and
+/// never the token, and the real key in none of its processes, config files or logs.
+fn counted_as_billed_and_never_holds_the_key(cli: Cli) {
+    let mock = MockModel::start_background(cli.wire).unwrap();
+    let gate = Gate::new();
+    mock.script(
+        "cc",
+        vec![Step::WithUsage(
+            MockUsage {
+                input: 1300,
+                output: 17,
+                cached: 1024,
+                cache_write: 0,
+            },
+            Box::new(Step::Gate(
+                gate.clone(),
+                Box::new(Step::Text("All done.".into())),
+            )),
+        )],
+    );
+    let (sb, log) = cli_team(&cli, &mock, "");
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    wait_for("cc's first model request", T, || {
+        !mock.requests("cc").is_empty()
+    });
+    // Only this sandbox's processes (other tests run CLIs named `cc` at the same time, some
+    // with the same real key): every one of them has the sandbox's dir in its environment.
+    let ours = sb.dir.path().display().to_string();
+    let with_token: Vec<(u32, String)> = processes_with(&format!("{}=atg-", cli.env_var))
+        .into_iter()
+        .filter(|(_, env)| env.contains(&ours))
+        .collect();
+    assert!(!with_token.is_empty(), "no process holds a gateway token");
+    for (pid, env) in &with_token {
+        assert!(!env.contains(cli.key.1), "process {pid} holds the real key");
+    }
+    let cc_pids: Vec<u32> = with_token.iter().map(|(p, _)| *p).collect();
+    for (pid, env) in processes_with(cli.key.1) {
+        assert!(
+            !env.contains(&ours)
+                || (!env.contains("AGENT_TEAM_NAME=cc") && !cc_pids.contains(&pid)),
+            "cc's process {pid} holds the real key:\n{env}"
+        );
+    }
+    gate.open();
+    wait_for("cc to finish", T, || {
+        matches!(
+            sb.agent("gw", "cc").status,
+            AgentStatus::Exited | AgentStatus::Failed | AgentStatus::Backoff
+        )
+    });
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(sb.agent("gw", "cc").status, AgentStatus::Exited, "{text}");
+    let keys = mock.keys("cc");
+    assert_eq!(keys.len(), 1, "{text}");
+    // The OpenAI API takes its key as `Authorization: Bearer KEY`.
+    let key = keys[0]
+        .as_deref()
+        .map(|k| k.strip_prefix("Bearer ").unwrap_or(k));
+    assert_eq!(key, Some(cli.key.1));
+    let billed = mock.billed("cc");
+    let report = json_of(&sb.ok(&["--team", "gw", "usage", "--json"]));
+    let agents = report["agents"].as_array().unwrap();
+    let cc = agents.iter().find(|a| a["name"] == "cc").unwrap();
+    assert_eq!(cc["input_tokens"], json!(billed.prompt()), "{report}");
+    assert_eq!(cc["input_tokens"], json!(1300), "{report}");
+    assert_eq!(cc["output_tokens"], json!(billed.output), "{report}");
+    assert_eq!(cc["output_tokens"], json!(17), "{report}");
+    assert_eq!(cc["cached_tokens"], json!(billed.cache_read), "{report}");
+    assert_eq!(cc["cached_tokens"], json!(1024), "{report}");
+    assert_eq!(cc["requests"], json!(1), "{report}");
+    assert_eq!(report["roles"][0]["input_tokens"], json!(1300), "{report}");
+    let ps = json_of(&sb.ok(&["--team", "gw", "ps", "--json"]));
+    let row = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "cc")
+        .unwrap();
+    assert_eq!(row["usage"]["output_tokens"], json!(17), "{ps}");
+    let events = sb.operator("gw").all_events(0).unwrap();
+    let calls: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.agent_id == "cc")
+        .map(|e| &e.event)
+        .filter(|e| matches!(e, Event::ModelCall { .. }))
+        .collect();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    match calls[0] {
+        Event::ModelCall {
+            model,
+            api,
+            status,
+            input_tokens,
+            output_tokens,
+            cached_tokens,
+            ..
+        } => {
+            assert_eq!(model, cli.model);
+            assert_eq!(api, cli.api);
+            assert_eq!(*status, 200);
+            assert_eq!(
+                (*input_tokens, *output_tokens, *cached_tokens),
+                (1300, 17, 1024)
+            );
+        }
+        _ => unreachable!(),
+    }
+    let home = sb.team("gw").cli_home("cc");
+    assert!(holds(&home, cli.key.1).is_empty(), "{home:?}");
+    assert!(holds(&sb.team("gw").logs, cli.key.1).is_empty());
+    let _ = sb.run(&["down"]);
+}
+
+/// The first answer spends the team's whole budget and calls a team tool, so the CLI asks
+/// again: that request is refused at the gateway in its dialect and never reaches the mock;
+/// the agent ends `failed: budget` and the leader is told.
+fn a_team_budget_stops_it_at_the_gateway(cli: Cli) -> String {
+    let mock = MockModel::start_background(cli.wire).unwrap();
+    mock.script(
+        "cc",
+        vec![
+            Step::tools(&[(cli.list_tasks, json!({}))]).with_usage(40, 20, 0),
+            Step::Text("never".into()),
+        ],
+    );
+    let (sb, log) = cli_team(&cli, &mock, "budget_tokens = 50\n");
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    wait_for("cc stopped by the budget", T, || {
+        sb.agent("gw", "cc").status == AgentStatus::Failed
+    });
+    let cc = sb.agent("gw", "cc");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(cc.last_exit.as_deref(), Some("budget"), "{cc:?}\n{text}");
+    assert_eq!(mock.requests("cc").len(), 1, "{text}");
+    let ps = sb.ok(&["--team", "gw", "ps"]);
+    let row = ps.lines().find(|l| l.starts_with("cc")).unwrap();
+    assert!(row.contains("failed: budget"), "{ps}");
+    let events = sb.operator("gw").all_events(0).unwrap();
+    assert!(events.iter().any(|e| e.agent_id == "cc"
+        && matches!(&e.event, Event::ModelCall { status: 429, error: Some(why), .. } if why.contains("budget"))));
+    let inbox = sb.ok(&["--team", "gw", "inbox", "leader", "--json"]);
+    assert!(
+        inbox.contains("stopped before its next model request"),
+        "{inbox}"
+    );
+    let report = json_of(&sb.ok(&["--team", "gw", "usage", "--json"]));
+    assert_eq!(report["total"]["input_tokens"], json!(40), "{report}");
+    assert_eq!(report["total"]["output_tokens"], json!(20), "{report}");
+    let _ = sb.run(&["down"]);
+    text
+}
+
+#[test]
+fn a_codex_teammate_through_the_gateway_is_counted_as_billed_and_never_holds_the_key() {
+    counted_as_billed_and_never_holds_the_key(codex());
+}
+
+#[test]
+fn a_team_budget_stops_a_codex_teammate_at_the_gateway_with_its_own_error() {
+    let log = a_team_budget_stops_it_at_the_gateway(codex());
+    // What Codex shows its user for the gateway's `insufficient_quota`.
+    assert!(log.contains("Quota exceeded"), "{log}");
+}
+
+#[test]
+fn a_gemini_cli_teammate_through_the_gateway_is_counted_as_billed_and_never_holds_the_key() {
+    counted_as_billed_and_never_holds_the_key(gemini_cli());
+}
+
+#[test]
+fn a_team_budget_stops_a_gemini_cli_teammate_at_the_gateway_with_its_own_error() {
+    let log = a_team_budget_stops_it_at_the_gateway(gemini_cli());
+    // Gemini CLI shows the gateway's `RESOURCE_EXHAUSTED` error as it came.
+    assert!(log.contains("RESOURCE_EXHAUSTED"), "{log}");
+    assert!(log.contains("agent-team: the budget is spent"), "{log}");
 }

@@ -58,6 +58,30 @@ fn processes_with(needle: &str) -> Vec<(u32, String)> {
     out
 }
 
+/// While cc's request is held: cc's processes in this test's sandbox hold a gateway token in
+/// `var`, and none of them holds the real `key`. Only this sandbox's processes are looked at:
+/// tests running beside it start CLIs named cc that still get a real key (Copilot CLI,
+/// opencode).
+fn token_not_key(sb: &Sandbox, var: &str, key: &str) {
+    let ours = sb.dir.path().display().to_string();
+    let with_token: Vec<(u32, String)> = processes_with(&format!("{var}=atg-"))
+        .into_iter()
+        .filter(|(_, env)| env.contains(&ours))
+        .collect();
+    assert!(!with_token.is_empty(), "no process holds a gateway token");
+    for (pid, env) in &with_token {
+        assert!(!env.contains(key), "process {pid} holds the real key");
+    }
+    let cc_pids: Vec<u32> = with_token.iter().map(|(p, _)| *p).collect();
+    for (pid, env) in processes_with(key) {
+        assert!(
+            !env.contains(&ours)
+                || (!env.contains("AGENT_TEAM_NAME=cc") && !cc_pids.contains(&pid)),
+            "cc's process {pid} holds the real key:\n{env}"
+        );
+    }
+}
+
 fn team(mock: &MockModel, claude: &Path, extra: &str) -> (Sandbox, String) {
     let mut sb = Sandbox::new();
     sb.env
@@ -108,21 +132,7 @@ fn a_claude_code_teammate_through_the_gateway_is_counted_as_billed_and_never_hol
     });
     // While its request is held: the CLI and every process under it hold the token as its
     // key, and none holds the real one.
-    let with_token = processes_with("ANTHROPIC_API_KEY=atg-");
-    assert!(!with_token.is_empty(), "no process holds a gateway token");
-    for (pid, env) in &with_token {
-        assert!(
-            !env.contains(ANTHROPIC_KEY.1),
-            "process {pid} holds the real key"
-        );
-    }
-    let cc_pids: Vec<u32> = with_token.iter().map(|(p, _)| *p).collect();
-    for (pid, env) in processes_with(ANTHROPIC_KEY.1) {
-        assert!(
-            !env.contains("AGENT_TEAM_NAME=cc") && !cc_pids.contains(&pid),
-            "cc's process {pid} holds the real key:\n{env}"
-        );
-    }
+    token_not_key(&sb, "ANTHROPIC_API_KEY", ANTHROPIC_KEY.1);
     gate.open();
     wait_for("cc to finish", T, || {
         matches!(
@@ -341,23 +351,7 @@ fn counted_as_billed_and_never_holds_the_key(cli: Cli) {
     });
     // Only this sandbox's processes (other tests run CLIs named `cc` at the same time, some
     // with the same real key): every one of them has the sandbox's dir in its environment.
-    let ours = sb.dir.path().display().to_string();
-    let with_token: Vec<(u32, String)> = processes_with(&format!("{}=atg-", cli.env_var))
-        .into_iter()
-        .filter(|(_, env)| env.contains(&ours))
-        .collect();
-    assert!(!with_token.is_empty(), "no process holds a gateway token");
-    for (pid, env) in &with_token {
-        assert!(!env.contains(cli.key.1), "process {pid} holds the real key");
-    }
-    let cc_pids: Vec<u32> = with_token.iter().map(|(p, _)| *p).collect();
-    for (pid, env) in processes_with(cli.key.1) {
-        assert!(
-            !env.contains(&ours)
-                || (!env.contains("AGENT_TEAM_NAME=cc") && !cc_pids.contains(&pid)),
-            "cc's process {pid} holds the real key:\n{env}"
-        );
-    }
+    token_not_key(&sb, cli.env_var, cli.key.1);
     gate.open();
     wait_for("cc to finish", T, || {
         matches!(

@@ -18,7 +18,6 @@ use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Why the endpoint could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -211,31 +210,19 @@ pub async fn accept(
     };
     // Its own gate: a flood here never evicts the socket's connections.
     let gate = Gate::new(&limits);
-    loop {
-        match listener.accept().await {
-            Ok((tcp, peer)) => {
-                let id = next_id();
-                let admission = gate.admit(id);
-                tokio::spawn(handshake(
-                    tcp,
-                    peer,
-                    endpoint.acceptor.clone(),
-                    id,
-                    core.clone(),
-                    gate.clone(),
-                    admission,
-                ));
-                while gate.backed_up() {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-            }
-            Err(e) => {
-                let _ = gate.accept_failed(&e);
-                gate.evict_oldest_pending();
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
+    let accept = || listener.accept();
+    crate::accept_admitted(&gate, next_id, accept, |(tcp, peer), id, admission| {
+        tokio::spawn(handshake(
+            tcp,
+            peer,
+            endpoint.acceptor.clone(),
+            id,
+            core.clone(),
+            gate.clone(),
+            admission,
+        ));
+    })
+    .await
 }
 
 /// One TCP connection: the TLS handshake (bounded by the hello deadline and eviction), then

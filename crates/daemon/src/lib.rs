@@ -733,18 +733,38 @@ async fn accept_connections(
     accept_tx: mpsc::UnboundedSender<CoreMsg>,
     next_id: impl Fn() -> u64,
 ) {
+    accept_admitted(
+        &gate,
+        next_id,
+        || listener.accept(),
+        |stream, id, admission| {
+            tokio::spawn(conn::serve(
+                stream,
+                id,
+                accept_tx.clone(),
+                gate.clone(),
+                admission,
+            ));
+        },
+    )
+    .await
+}
+
+/// Accepts connections until the daemon ends, each admitted by `gate` and handed to `serve`
+/// with its id: the socket's and the join endpoint's one loop.
+pub(crate) async fn accept_admitted<S, A>(
+    gate: &gate::Gate,
+    next_id: impl Fn() -> u64,
+    mut accept: impl FnMut() -> A,
+    mut serve: impl FnMut(S, u64, gate::Admission),
+) where
+    A: std::future::Future<Output = std::io::Result<S>>,
+{
     loop {
-        match listener.accept().await {
+        match accept().await {
             Ok(stream) => {
                 let id = next_id();
-                let admission = gate.admit(id);
-                tokio::spawn(conn::serve(
-                    stream,
-                    id,
-                    accept_tx.clone(),
-                    gate.clone(),
-                    admission,
-                ));
+                serve(stream, id, gate.admit(id));
                 // A flood: let the connections closed to make room end before taking more.
                 while gate.backed_up() {
                     tokio::time::sleep(Duration::from_millis(1)).await;

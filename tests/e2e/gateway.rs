@@ -82,33 +82,10 @@ fn token_not_key(sb: &Sandbox, var: &str, key: &str) {
     }
 }
 
-fn team(mock: &MockModel, claude: &Path, extra: &str) -> (Sandbox, String) {
-    let mut sb = Sandbox::new();
-    sb.env
-        .push((ANTHROPIC_KEY.0.into(), ANTHROPIC_KEY.1.into()));
-    sb.write_team_file(&format!(
-        "name = \"gw\"\nboard = false\n{extra}\n{role}[[teammates]]\nname = \"cc\"\nrole = \"cli\"\n",
-        role = cli_role(
-            "cli",
-            "claude-code",
-            "claude-sonnet-4-5",
-            &mock.base_url(),
-            ANTHROPIC_KEY.0,
-            claude,
-        ),
-    ));
-    let log = sb.team("gw").logs.join("cc.log").display().to_string();
-    (sb, log)
-}
-
 #[test]
 fn a_claude_code_teammate_through_the_gateway_is_counted_as_billed_and_never_holds_the_key() {
-    let claude = installed(
-        "@anthropic-ai/claude-code",
-        agent_team_worker::external::tested::CLAUDE_CODE,
-        "claude",
-    );
-    let mock = MockModel::start_background(Wire::Anthropic).unwrap();
+    let cli = claude_code();
+    let mock = MockModel::start_background(cli.wire).unwrap();
     let gate = Gate::new();
     mock.script(
         "cc",
@@ -125,7 +102,7 @@ fn a_claude_code_teammate_through_the_gateway_is_counted_as_billed_and_never_hol
             )),
         )],
     );
-    let (sb, log) = team(&mock, &claude, "");
+    let (sb, log) = cli_team(&cli, &mock, "");
     sb.ok(&["up", "--backend", "process", "--detach"]);
     wait_for("cc's first model request", T, || {
         !mock.requests("cc").is_empty()
@@ -209,46 +186,9 @@ fn a_claude_code_teammate_through_the_gateway_is_counted_as_billed_and_never_hol
 
 #[test]
 fn a_team_budget_stops_a_claude_code_teammate_at_the_gateway_with_its_own_error() {
-    let claude = installed(
-        "@anthropic-ai/claude-code",
-        agent_team_worker::external::tested::CLAUDE_CODE,
-        "claude",
-    );
-    let mock = MockModel::start_background(Wire::Anthropic).unwrap();
-    // The first answer spends the whole budget and calls a team tool, so Claude Code asks
-    // again: that request is refused at the gateway and never reaches the mock.
-    mock.script(
-        "cc",
-        vec![
-            Step::tools(&[("mcp__team__list_tasks", json!({}))]).with_usage(40, 20, 0),
-            Step::Text("never".into()),
-        ],
-    );
-    let (sb, log) = team(&mock, &claude, "budget_tokens = 50\n");
-    sb.ok(&["up", "--backend", "process", "--detach"]);
-    wait_for("cc stopped by the budget", T, || {
-        sb.agent("gw", "cc").status == AgentStatus::Failed
-    });
-    let cc = sb.agent("gw", "cc");
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert_eq!(cc.last_exit.as_deref(), Some("budget"), "{cc:?}\n{text}");
-    assert_eq!(mock.requests("cc").len(), 1, "{text}");
-    let ps = sb.ok(&["--team", "gw", "ps"]);
-    let row = ps.lines().find(|l| l.starts_with("cc")).unwrap();
-    assert!(row.contains("failed: budget"), "{ps}");
-    // The refusal is a call of its own in the trace, and the leader was told.
-    let events = sb.operator("gw").all_events(0).unwrap();
-    assert!(events.iter().any(|e| e.agent_id == "cc"
-        && matches!(&e.event, Event::ModelCall { status: 429, error: Some(why), .. } if why.contains("budget"))));
-    let inbox = sb.ok(&["--team", "gw", "inbox", "leader", "--json"]);
-    assert!(
-        inbox.contains("stopped before its next model request"),
-        "{inbox}"
-    );
-    let report = json_of(&sb.ok(&["--team", "gw", "usage", "--json"]));
-    assert_eq!(report["total"]["input_tokens"], json!(40), "{report}");
-    assert_eq!(report["total"]["output_tokens"], json!(20), "{report}");
-    let _ = sb.run(&["down"]);
+    let log = a_team_budget_stops_it_at_the_gateway(claude_code());
+    // What Claude Code shows its user for the gateway's refusal.
+    assert!(log.contains("agent-team: the budget is spent"), "{log}");
 }
 
 /// One agent CLI at its pinned version through the gateway, for the scenes below.
@@ -269,6 +209,23 @@ struct Cli {
     api: &'static str,
     /// A team tool as its model names it.
     list_tasks: &'static str,
+}
+
+fn claude_code() -> Cli {
+    Cli {
+        provider: "claude-code",
+        model: "claude-sonnet-4-5",
+        exe: installed(
+            "@anthropic-ai/claude-code",
+            agent_team_worker::external::tested::CLAUDE_CODE,
+            "claude",
+        ),
+        key: ANTHROPIC_KEY,
+        env_var: "ANTHROPIC_API_KEY",
+        wire: Wire::Anthropic,
+        api: "anthropic",
+        list_tasks: "mcp__team__list_tasks",
+    }
 }
 
 fn codex() -> Cli {

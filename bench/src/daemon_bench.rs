@@ -237,6 +237,23 @@ pub(crate) fn receiver(
 }
 
 /// Durable A→daemon→B latency samples, in seconds.
+/// One message from `a` to `lat-b`, whose receiver says on `rx` when it arrived: the
+/// latency in seconds, once `a`'s send is acknowledged.
+pub(crate) fn one_message(
+    a: &mut Client,
+    rx: &std::sync::mpsc::Receiver<Instant>,
+    body: &str,
+) -> Result<f64> {
+    let t0 = Instant::now();
+    a.send(send_req("lat-b", body.to_string()))?;
+    a.flush()?;
+    let t1 = rx
+        .recv_timeout(Duration::from_secs(10))
+        .context("a message did not arrive")?;
+    a.next_response()?.1.map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((t1 - t0).as_secs_f64())
+}
+
 pub fn message_latency(team: &mut BenchTeam, n: usize) -> Result<Vec<f64>> {
     team.register(&["lat-a".into(), "lat-b".into()])?;
     let mut a = team.agent("lat-a")?;
@@ -247,15 +264,9 @@ pub fn message_latency(team: &mut BenchTeam, n: usize) -> Result<Vec<f64>> {
     let mut out = Vec::with_capacity(n);
     let body = "x".repeat(100);
     for i in 0..n + 200 {
-        let t0 = Instant::now();
-        a.send(send_req("lat-b", body.clone()))?;
-        a.flush()?;
-        let t1 = rx
-            .recv_timeout(Duration::from_secs(10))
-            .context("a message did not arrive")?;
-        a.next_response()?.1.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let lat = one_message(&mut a, &rx, &body)?;
         if i >= 200 {
-            out.push((t1 - t0).as_secs_f64());
+            out.push(lat);
         }
     }
     stop.store(true, Ordering::Relaxed);

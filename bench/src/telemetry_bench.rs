@@ -3,15 +3,13 @@
 //! two daemons up together, each message through one followed by one through the other (the
 //! order swapped every message), so whatever else the machine does falls on both alike.
 
-use crate::daemon_bench::{BenchTeam, receiver, send_req};
+use crate::daemon_bench::{BenchTeam, one_message, receiver};
 use crate::report::{Report, dur, pct};
 use agent_team_telemetry::sink::Sink;
-use anyhow::Context as _;
 use anyhow::Result;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 
 /// Runs the section: `BENCH_SECTION=telemetry`.
 pub fn run(r: &mut Report, dir: &Path, quick: bool) -> Result<()> {
@@ -77,16 +75,10 @@ fn paired_latency(
         let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
         for k in order {
             let (a, rx, _) = &mut pairs[k];
-            let t0 = Instant::now();
-            a.send(send_req("lat-b", body.clone()))?;
-            a.flush()?;
-            let t1 = rx
-                .recv_timeout(Duration::from_secs(10))
-                .context("a message did not arrive")?;
-            a.next_response()?.1.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let lat = one_message(a, rx, &body)?;
             if i >= 200 {
-                let lat = if k == 0 { &mut off_lat } else { &mut on_lat };
-                lat.push((t1 - t0).as_secs_f64());
+                let side = if k == 0 { &mut off_lat } else { &mut on_lat };
+                side.push(lat);
             }
         }
     }

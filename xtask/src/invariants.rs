@@ -16,7 +16,7 @@ pub(crate) const LAYERS: &[(&str, u8, &[&str])] = &[
     ("perms", 0, &[]),
     ("backoff", 0, &[]),
     ("egress", 0, &[]),
-    ("pane", 0, &[]),
+    ("pane", 1, &["perms"]),
     ("sandbox", 0, &[]),
     ("tools", 0, &[]),
     ("protocol", 1, &["perms"]),

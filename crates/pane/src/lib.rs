@@ -279,15 +279,9 @@ pub mod env {
     }
 }
 
-/// Quotes `s` for `sh`: single quotes, with embedded single quotes escaped.
+/// Quotes `s` for `sh` ([`agent_team_perms::shell::quote`]).
 pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@%+".contains(&b))
-    {
-        return s.to_string();
-    }
-    format!("'{}'", s.replace('\'', "'\\''"))
+    agent_team_perms::shell::quote(s)
 }
 
 /// A command line for `sh -c` that runs `spec` with its environment, `TMUX`/`TMUX_PANE` removed,

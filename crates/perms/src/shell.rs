@@ -7,6 +7,18 @@
 
 use std::fmt;
 
+/// Quotes `s` for `sh` as one word: as it is when it is made only of characters the shell
+/// takes literally, else in single quotes with embedded single quotes escaped.
+pub fn quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@%+".contains(&b))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
 /// The commands inside a shell command line, as permission patterns see them. The line is cut
 /// at the shell's separators and substitutions (`;` `&` `|` newline `(` `)` `` ` ``, so `&&`,
 /// `||`, `$(…)` and `<(…)` too; the `&` of a redirection such as `2>&1` or `&>` is not a cut),

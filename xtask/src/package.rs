@@ -44,8 +44,11 @@ pub fn package(root: &Path) -> Result<()> {
     for (name, version) in &crates {
         let dir = format!("{name}-{version}");
         let file = target.join("package").join(format!("{dir}.crate"));
+        // `-m`: the files get the time of unpacking, not the package's (cargo packs them with
+        // one old time): else a crate changed since an earlier check kept the earlier check's
+        // build, and its dependents did not compile against the new code.
         let status = Command::new("tar")
-            .arg("xzf")
+            .arg("xzmf")
             .arg(&file)
             .arg("-C")
             .arg(&check)

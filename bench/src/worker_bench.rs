@@ -26,6 +26,7 @@ pub fn spawn_connected(team: &BenchTeam, prefix: &str, n: usize) -> Result<Durat
     let t0 = Instant::now();
     for i in 0..n {
         op.send(Request::Spawn {
+            container: None,
             role: "worker".into(),
             name: Some(format!("{prefix}{i}")),
             instructions: None,

@@ -188,6 +188,24 @@ pub enum Command {
         /// under the host's `[ssh] dir`].
         #[arg(long, requires = "host")]
         workspace: Option<String>,
+        /// Run it in a container of this image (podman, else `--runtime docker`), with no
+        /// network but the team's proxy, no capabilities and a read-only root [default: the
+        /// role's `container`, else none].
+        #[arg(long)]
+        image: Option<String>,
+        /// The container's memory cap (`2G`, `512M`); a task past it is killed and fails with
+        /// `out of memory`.
+        #[arg(long, requires = "image")]
+        memory: Option<String>,
+        /// The container's CPU cap, in CPUs (`1.5`).
+        #[arg(long, requires = "image")]
+        cpus: Option<String>,
+        /// The most processes the container may hold.
+        #[arg(long, requires = "image")]
+        pids: Option<u32>,
+        /// The container runtime: `podman` or `docker` [default: podman].
+        #[arg(long, requires = "image")]
+        runtime: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,

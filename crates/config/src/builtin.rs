@@ -83,6 +83,7 @@ pub fn default_role(name: &str) -> Role {
         plan_required: false,
         sandbox: Default::default(),
         host: None,
+        container: None,
         tool_names: None,
     }
 }

@@ -4,6 +4,8 @@
 //! team.
 
 mod builtin;
+mod container;
+pub use container::{check_container, memory_bytes};
 mod demo;
 mod hooks;
 mod model;

@@ -517,6 +517,10 @@ pub struct Role {
     /// `~/.ssh/config` applies); none: this machine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// `container = { image, … }`: the container its members run in (issue 66); none: no
+    /// container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<agent_team_protocol::ContainerSpec>,
     /// The names its members are offered the team tools under (`tool_names = "qwen"`: Qwen
     /// Code's `task_create`, `task_update`, `agent`, ... with its schemas; see
     /// `agent_team_tools::aliases`); none: ours. Calls by any system's names are accepted
@@ -559,6 +563,9 @@ pub struct Teammate {
     /// worktree of the team's repository on the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<String>,
+    /// The container it runs in, over its role's `container`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<agent_team_protocol::ContainerSpec>,
 }
 
 /// `[ssh]`: how the daemon reaches the hosts of remote members.

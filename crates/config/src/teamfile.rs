@@ -393,6 +393,8 @@ pub(crate) struct RawRole {
     sandbox: Option<SandboxPaths>,
     /// The ssh destination its members run on.
     host: Option<String>,
+    /// The container its members run in.
+    container: Option<crate::container::RawContainer>,
     /// The names its members are offered the team tools under (`qwen`; none: ours).
     tool_names: Option<String>,
     /// Tools a role file takes away (Claude Code's `disallowedTools`), from its `tools` or from
@@ -417,6 +419,7 @@ struct RawTeammate {
     plan_required: Option<bool>,
     host: Option<Spanned<String>>,
     workspace: Option<Spanned<String>>,
+    container: Option<Spanned<crate::container::RawContainer>>,
 }
 
 /// The leader's role: never a member's default.
@@ -887,6 +890,15 @@ fn resolve_teammate(
             "`workspace` is a directory on the member's host: give it a `host` too",
         ));
     }
+    let container = match &tm.container {
+        Some(c) => Some(
+            c.get_ref()
+                .clone()
+                .resolve()
+                .map_err(|m| cx.err(Some(c.span()), "teammates.container", m))?,
+        ),
+        None => None,
+    };
     if let Some(c) = &tm.color
         && !crate::model::valid_color(c.get_ref())
     {
@@ -909,6 +921,7 @@ fn resolve_teammate(
         plan_required: tm.plan_required,
         host: tm.host.as_ref().map(|h| h.get_ref().clone()),
         workspace: tm.workspace.as_ref().map(|w| w.get_ref().clone()),
+        container,
     })
 }
 
@@ -1316,6 +1329,7 @@ fn overlay(base: RawRole, top: RawRole) -> RawRole {
         finish: top.finish.or(base.finish),
         sandbox: top.sandbox.or(base.sandbox),
         host: top.host.or(base.host),
+        container: top.container.or(base.container),
         tool_names: top.tool_names.or(base.tool_names),
         source: top.source.or(base.source),
         disallowed: top.disallowed.or(base.disallowed),
@@ -1492,6 +1506,13 @@ fn resolve_role(
         crate::model::check_host(h)
             .map_err(|m| cx.err(span.clone(), &format!("roles.{name}.host"), m))?;
     }
+    let container = match r.container {
+        Some(c) => Some(
+            c.resolve()
+                .map_err(|m| cx.err(span.clone(), &format!("roles.{name}.container"), m))?,
+        ),
+        None => fallback.container,
+    };
     if let Some(k) = &r.tool_names {
         check_tool_names(k)
             .map_err(|m| cx.err(span.clone(), &format!("roles.{name}.tool_names"), m))?;
@@ -1527,6 +1548,7 @@ fn resolve_role(
         finish: r.finish.or(fallback.finish),
         sandbox: r.sandbox.unwrap_or(fallback.sandbox),
         host: r.host.or(fallback.host),
+        container,
         tool_names: r.tool_names.or(fallback.tool_names),
     })
 }

@@ -883,6 +883,7 @@ fn queue_operator_spawn(
         conn: 1,
         id: 1,
         req: Request::Spawn {
+            container: None,
             role: "worker".into(),
             name: Some("w1".into()),
             instructions: Some(MARK.into()),

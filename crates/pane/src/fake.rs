@@ -59,6 +59,7 @@ impl FakeBackend {
             s.insert(pid, Liveness::Alive);
         }
         Launched {
+            container: None,
             pid,
             pgid: Some(pid),
             pane: Some(format!("%{pid}")),

@@ -70,6 +70,7 @@ impl PaneBackend for InProcessBackend {
             a.insert(key.clone(), agent);
         }
         Ok(Launched {
+            container: None,
             pid: std::process::id(),
             pgid: None,
             pane: Some(key),

@@ -164,6 +164,7 @@ impl<O: Osascript> ItermBackend<O> {
 
     fn launched(sid: String) -> Launched {
         Launched {
+            container: None,
             pid: 0,
             pgid: None,
             pane: Some(sid),
@@ -283,6 +284,7 @@ mod tests {
 
     fn spec(name: &str) -> LaunchSpec {
         LaunchSpec {
+            container: None,
             name: name.into(),
             role: "worker".into(),
             argv: vec!["/opt/bin/agent-team-worker".into()],
@@ -406,6 +408,7 @@ mod tests {
         fake.answers.lock().unwrap().push(Ok("SID-7".to_string()));
         let b = ItermBackend::new(fake.clone(), dir.path().to_path_buf());
         let previous = Launched {
+            container: None,
             pid: 4242,
             pgid: Some(4242),
             pane: Some("SID-7".into()),
@@ -442,6 +445,7 @@ mod tests {
             .extend([Ok("SID-8".to_string()), Ok(String::new())]);
         let b = ItermBackend::new(fake.clone(), dir.path().to_path_buf());
         let previous = Launched {
+            container: None,
             pid: 0,
             pgid: None,
             pane: Some("SID-7".into()),
@@ -469,6 +473,7 @@ mod tests {
             .spawn()
             .unwrap();
         let t = Launched {
+            container: None,
             pid: child.id(),
             pgid: Some(child.id()),
             pane: Some("SID-3".into()),
@@ -515,6 +520,7 @@ mod tests {
             .extend([Ok("false".to_string()), Ok("true".to_string())]);
         let b = ItermBackend::new(fake.clone(), dir.path().to_path_buf());
         let t = Launched {
+            container: None,
             pid: 0,
             pgid: None,
             pane: Some("SID-9".into()),

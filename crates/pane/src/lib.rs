@@ -4,6 +4,7 @@
 //! Every method is blocking; the daemon calls them off its async thread. The [`fake`] backend
 //! records calls for unit tests of the supervisor.
 
+pub mod container;
 pub mod fake;
 pub mod inprocess;
 pub mod iterm;
@@ -50,7 +51,7 @@ pub enum PaneError {
 }
 
 /// Everything needed to start one agent's process.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LaunchSpec {
     /// The agent's name.
     pub name: String,
@@ -76,6 +77,8 @@ pub struct LaunchSpec {
     pub color: Option<String>,
     /// The ssh destination it runs on (the remote backend's); none: this machine.
     pub host: Option<String>,
+    /// The container it runs in ([`container::Contained`]); none: no container.
+    pub container: Option<container::ContainerRun>,
 }
 
 /// A started agent process.
@@ -90,6 +93,9 @@ pub struct Launched {
     /// The ssh destination its process runs on (pid and group are the host's); none: here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// The container its process runs in, removed when it stops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<container::ContainerRef>,
 }
 
 /// How a process ended.
@@ -259,6 +265,11 @@ pub mod env {
     pub const HOOK_SOCKET: &str = "AGENT_TEAM_HOOK_SOCKET";
     /// A role's extra arguments for its CLI (in the role's `env`, whitespace-separated).
     pub const CLI_ARGS: &str = "AGENT_TEAM_CLI_ARGS";
+
+    /// The memory cap of the container the agent runs in, as the team file wrote it (`2G`).
+    pub const MEMORY_LIMIT: &str = "AGENT_TEAM_MEMORY_LIMIT";
+    /// The process cap of the container the agent runs in.
+    pub const PIDS_LIMIT: &str = "AGENT_TEAM_PIDS_LIMIT";
 
     /// Set (to the ssh destination) when the agent runs on another host than its daemon: its
     /// workspace is the one given there, not the team file's directory.

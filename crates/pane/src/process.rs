@@ -96,6 +96,7 @@ impl PaneBackend for ProcessBackend {
             c.insert(pid, child);
         }
         Ok(Launched {
+            container: None,
             pid,
             pgid: Some(pid),
             pane: None,
@@ -144,6 +145,7 @@ mod tests {
 
     fn spec(dir: &std::path::Path, script: &str) -> LaunchSpec {
         LaunchSpec {
+            container: None,
             name: "a".into(),
             role: "r".into(),
             argv: vec!["sh".into(), "-c".into(), script.into()],

@@ -481,6 +481,7 @@ set -g mouse on
             .ok_or_else(|| PaneError::Tool(format!("tmux printed {out:?}, not a pid")))?;
         // tmux starts each pane's process in a session of its own: its group is its pid.
         Ok(Launched {
+            container: None,
             pid,
             pgid: Some(pid),
             pane: Some(pane.to_string()),
@@ -962,6 +963,7 @@ impl PaneBackend for TmuxBackend {
             return self.respawn(
                 spec,
                 &Launched {
+                    container: None,
                     pid: 0,
                     pgid: None,
                     pane: Some(pane),

@@ -72,6 +72,7 @@ fn a_paste_waits_for_raw_mode_and_its_enter_for_the_paste_to_be_read() {
     std::fs::write(&script, SLOW_TUI).unwrap();
     let reads = dir.path().join("reads.jsonl");
     let spec = LaunchSpec {
+        container: None,
         name: "slow".into(),
         role: "tui".into(),
         argv: vec![

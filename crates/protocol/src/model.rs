@@ -454,6 +454,60 @@ pub struct AgentInfo {
     /// The ssh destination it runs on; absent for an agent on the daemon's machine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// The container it runs in and its limits; absent for an agent in no container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Box<ContainerSpec>>,
+}
+
+/// `container = { … }` on a role or a teammate (and `spawn --image`): the image a teammate's
+/// worker runs in, with the caps that keep a runaway task from taking the machine (issue 66).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ContainerSpec {
+    /// The image (`docker.io/library/debian:12`, `localhost/team:1`).
+    pub image: String,
+    /// The program that runs it: `podman` (the default) or `docker`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    /// Its memory cap as written (`2G`, `512M`); swap is not added to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    /// Its CPU cap in CPUs as written (`1.5`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<String>,
+    /// The most processes (and threads) it may hold at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u32>,
+    /// The OCI runtime it runs under (`runsc` for gVisor, `kata`); none: the runtime's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_class: Option<String>,
+}
+
+impl ContainerSpec {
+    /// The program that runs it (`podman` unless `runtime` says `docker`).
+    pub fn program(&self) -> &str {
+        self.runtime.as_deref().unwrap_or("podman")
+    }
+
+    /// Its limits in words for `ps` and the boards: `memory 2G, cpus 1.5, pids 512`.
+    pub fn limits(&self) -> String {
+        let mut v = Vec::new();
+        if let Some(m) = &self.memory {
+            v.push(format!("memory {m}"));
+        }
+        if let Some(c) = &self.cpus {
+            v.push(format!("cpus {c}"));
+        }
+        if let Some(p) = self.pids {
+            v.push(format!("pids {p}"));
+        }
+        if v.is_empty() {
+            "no limits".to_string()
+        } else {
+            v.join(", ")
+        }
+    }
 }
 
 impl AgentInfo {
@@ -578,6 +632,7 @@ impl AgentInfo {
             todos: Vec::new(),
             color: None,
             host: None,
+            container: None,
             plan: None,
         }
     }

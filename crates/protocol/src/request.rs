@@ -250,6 +250,9 @@ pub enum Request {
         /// Its working directory on its host (a remote member only).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         workspace: Option<String>,
+        /// The container it runs in, over its role's `container` (the operator's only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        container: Option<crate::ContainerSpec>,
     },
     /// Start several teammates at once, all or nothing (leader and operator only): every
     /// member is checked first and none is started when one is refused (the error names it).
@@ -524,6 +527,7 @@ impl Request {
             Request::SpawnTeam { members } => {
                 for m in members {
                     Request::Spawn {
+                        container: None,
                         role: String::new(),
                         name: None,
                         instructions: m.instructions.clone(),
@@ -667,6 +671,10 @@ pub struct SpawnMember {
     /// Its working directory on its host (a remote member only), used as is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<String>,
+    /// The container it runs in (`spawn --image`; none: its teammate entry's or its role's
+    /// `container`, else none). The operator's only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<crate::ContainerSpec>,
 }
 
 /// A successful answer; the `kind` field names its shape.

@@ -341,6 +341,7 @@ fn team_requests() -> impl Strategy<Value = Request> {
         Just(Request::Agents),
         (text(), text()).prop_map(|(name, role)| Request::Register { name, role }),
         (text(), opt_text(), opt_text()).prop_map(|(role, name, message)| Request::Spawn {
+            container: None,
             role,
             name,
             instructions: None,

@@ -156,6 +156,7 @@ fn launched(host: &str, answer: &str) -> Result<Launched, PaneError> {
         ))
     })?;
     Ok(Launched {
+        container: None,
         pid,
         pgid: Some(pid),
         pane: None,

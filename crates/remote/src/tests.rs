@@ -26,6 +26,7 @@ fn settings(dir: &std::path::Path) -> RemoteSettings {
 
 fn spec(name: &str, script: &str) -> LaunchSpec {
     LaunchSpec {
+        container: None,
         name: name.into(),
         role: "worker".into(),
         argv: vec!["sh".into(), "-c".into(), script.into()],

@@ -32,6 +32,7 @@ fn main() {
             color: None,
             plan: None,
             host: None,
+            container: None,
         },
         secret: "s".into(),
         spec: serde_json::Value::Null,

@@ -67,6 +67,7 @@ fn agent(name: &str, now: Timestamp) -> AgentRecord {
             color: None,
             plan: None,
             host: None,
+            container: None,
         },
         secret: "s".into(),
         spec: serde_json::Value::Null,

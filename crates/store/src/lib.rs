@@ -2097,6 +2097,7 @@ mod tests {
                 color: None,
                 plan: None,
                 host: None,
+                container: None,
             };
             let rec = AgentRecord {
                 info,

@@ -798,6 +798,7 @@ fn record(name: &str, status: AgentStatus, now: Timestamp) -> AgentRecord {
             color: None,
             plan: None,
             host: None,
+            container: None,
         },
         secret: "s".into(),
         spec: serde_json::Value::Null,

@@ -162,8 +162,20 @@ async fn run_task(session: &Session, task: Task) -> Result<(), AgentError> {
             args: serde_json::json!({"command": cmd}),
         },
     });
+    // In a container with caps: whether one of them killed or refused it.
+    let caps = crate::limits::Caps::from_env();
+    let root = std::path::Path::new(crate::limits::CGROUP_ROOT);
+    let before = caps.any().then(|| crate::limits::hits_at(root));
     let (code, tail) = run_command(&cmd, &config.workspace, out, groups).await;
-    let result = format!("exit {code}\n{tail}").trim_end().to_string();
+    let cap = before
+        .filter(|_| code != 0)
+        .and_then(|b| caps.reason(b, crate::limits::hits_at(root)));
+    let result = match &cap {
+        Some(why) => format!("exit {code}: {why}\n{tail}"),
+        None => format!("exit {code}\n{tail}"),
+    }
+    .trim_end()
+    .to_string();
     link.fire(Request::Emit {
         event: Event::ToolCallResult {
             tool_call_id: call_id,
@@ -177,9 +189,10 @@ async fn run_task(session: &Session, task: Task) -> Result<(), AgentError> {
         TaskStatus::Failed
     };
     out.say(&format!(
-        "{} task {}: exit {code}",
+        "{} task {}: exit {code}{}",
         if code == 0 { "✓" } else { "✗" },
-        task.id
+        task.id,
+        cap.map(|w| format!(": {w}")).unwrap_or_default()
     ));
     finish(link, &task, status, result, out).await
 }

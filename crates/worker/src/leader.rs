@@ -77,6 +77,7 @@ pub async fn bootstrap(
         spawns.spawn(async move {
             let r = link
                 .call_retry(Request::Spawn {
+                    container: None,
                     role: role.clone(),
                     name: Some(name.clone()),
                     instructions: None,

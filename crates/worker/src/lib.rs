@@ -17,6 +17,7 @@ pub mod inbox;
 pub mod inprocess;
 pub mod join;
 pub mod leader;
+pub mod limits;
 pub mod link;
 pub mod output;
 pub mod prompt;

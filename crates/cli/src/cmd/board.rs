@@ -24,6 +24,8 @@ pub fn ps(ctx: &Ctx, json: bool) -> Result<ExitCode> {
     }
     // HOST only when a member runs on another machine.
     let remote = agents.iter().any(|a| a.host.is_some());
+    // CONTAINER only when a member runs in one: its image and limits.
+    let contained = agents.iter().any(|a| a.container.is_some());
     let rows: Vec<Vec<String>> = agents
         .iter()
         .map(|a| {
@@ -64,6 +66,12 @@ pub fn ps(ctx: &Ctx, json: bool) -> Result<ExitCode> {
                         .map_or_else(|| "-".into(), text::printable),
                 );
             }
+            if contained {
+                row.push(a.container.as_ref().map_or_else(
+                    || "-".into(),
+                    |c| text::printable(&format!("{} ({})", c.image, c.limits())),
+                ));
+            }
             row
         })
         .collect();
@@ -79,6 +87,9 @@ pub fn ps(ctx: &Ctx, json: bool) -> Result<ExitCode> {
     ];
     if remote {
         header.insert(4, "HOST");
+    }
+    if contained {
+        header.push("CONTAINER");
     }
     output::table_painted(&header, &rows, &colors);
     Ok(ExitCode::SUCCESS)

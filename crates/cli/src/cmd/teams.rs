@@ -390,6 +390,7 @@ fn clean_up_after_a_dead_daemon(ctx: &Ctx) -> Result<Vec<String>> {
             Some((
                 r.info.name.clone(),
                 agent_team_pane::Launched {
+                    container: None,
                     pid: r.info.pid?,
                     pgid: r.info.pgid,
                     pane: None,
@@ -423,6 +424,15 @@ fn clean_up_after_a_dead_daemon(ctx: &Ctx) -> Result<Vec<String>> {
             Ok(b) => b.shutdown(),
             Err(e) => eprintln!("agent-team: cannot stop the team's tmux server: {e}"),
         }
+    }
+    // Members in containers: every container of this team's instance, whatever runtime.
+    let runtimes: std::collections::BTreeSet<String> = state
+        .agent_records()
+        .filter_map(|r| r.info.container.as_ref().map(|c| c.program().to_string()))
+        .collect();
+    let instance = agent_team_pane::container::instance_of(&ctx.tp.socket);
+    for program in runtimes {
+        agent_team_pane::container::remove_all(&program, &instance);
     }
     let _ = std::fs::remove_file(&ctx.tp.secrets);
     let _ = std::fs::remove_file(&ctx.tp.operator_secret);

@@ -306,6 +306,7 @@ pub(crate) fn dispatch(
             message,
             host,
             workspace,
+            container,
         } => {
             let m = SpawnMember {
                 name: name.unwrap_or_default(),
@@ -315,6 +316,7 @@ pub(crate) fn dispatch(
                 message,
                 host,
                 workspace,
+                container,
                 ..Default::default()
             };
             return core

@@ -32,6 +32,15 @@ impl Step<'_> {
                 .pid
                 .filter(|_| info.backend != "in-process")
                 .map(|pid| Launched {
+                    container: info.container.as_ref().map(|c| {
+                        agent_team_pane::container::ContainerRef {
+                            program: c.program().to_string(),
+                            name: agent_team_pane::container::container_name(
+                                &agent_team_pane::container::instance_of(&self.sup.paths.socket),
+                                &info.name,
+                            ),
+                        }
+                    }),
                     pid,
                     pgid: info.pgid,
                     pane: info.pane.clone(),
@@ -159,7 +168,13 @@ impl Step<'_> {
         } else {
             let remote =
                 super::remote_backend(&cfg, &self.sup.paths, self.sup.env.worker_exe.clone());
-            Arc::new(agent_team_remote::Routed::new(backend, Arc::new(remote)))
+            let routed: Arc<dyn PaneBackend> =
+                Arc::new(agent_team_remote::Routed::new(backend, Arc::new(remote)));
+            // Members in containers run in them, through the backend (issue 66).
+            Arc::new(agent_team_pane::container::Contained::new(
+                routed,
+                &self.sup.paths.socket,
+            ))
         };
         // An agent that ends wakes the core at once (in-process agents; others need no help).
         backend.watch_exits(self.sup.wake.clone());

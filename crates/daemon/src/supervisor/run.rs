@@ -172,6 +172,7 @@ impl Step<'_> {
                             message: None,
                             host: t.host.clone(),
                             workspace: t.workspace.clone(),
+                            container: t.container.clone(),
                         };
                         match self.add_agent_record(&m, None) {
                             Ok(()) => names.push(t.name.clone()),

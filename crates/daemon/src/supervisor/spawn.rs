@@ -72,6 +72,16 @@ impl Step<'_> {
             ));
         }
         check_placement(actor, &cfg, m.host.as_deref(), m.workspace.as_deref())?;
+        if let Some(c) = &m.container {
+            agent_team_config::check_container(c).map_err(|e| err(ErrorCode::BadRequest, e))?;
+            if *actor != Actor::Operator {
+                return Err(err(
+                    ErrorCode::PermissionDenied,
+                    "only the operator names a member's container image; the leader's spawns \
+                     take their role's `container`",
+                ));
+            }
+        }
         m.name = name.clone();
         self.add_agent_record(&m, Some((conn, id)))?;
         self.first_message(actor, &m);
@@ -137,6 +147,33 @@ impl Step<'_> {
                 "`workspace` is a directory on the member's host: give it a `host` too",
             ));
         }
+        // A container: the spawn's, else its role's (a teammate entry's comes in the spawn).
+        let container = m.container.clone().or_else(|| {
+            self.sup
+                .config
+                .as_ref()
+                .and_then(|c| c.role(role))
+                .and_then(|r| r.container.clone())
+        });
+        if container.is_some()
+            && self
+                .sup
+                .config
+                .as_ref()
+                .is_some_and(|c| c.backend == BackendKind::InProcess)
+        {
+            return Err(err(
+                ErrorCode::BadRequest,
+                "a member in a container needs a process backend (tmux or process), not in-process",
+            ));
+        }
+        if container.is_some() && host.is_some() {
+            return Err(err(
+                ErrorCode::BadRequest,
+                "a member in a container runs on this machine: give it a `host` or a `container`, \
+                 not both",
+            ));
+        }
         let kind = if host.is_some() {
             "ssh"
         } else {
@@ -145,6 +182,7 @@ impl Step<'_> {
         let incarnation = self.sup.retired.get(name).copied().unwrap_or(0);
         let mut info = AgentInfo::new(name, role, kind, incarnation, now);
         info.host = host.clone();
+        info.container = container.map(Box::new);
         info.color = Some(
             m.color
                 .clone()
@@ -433,7 +471,25 @@ impl Step<'_> {
                 .collect(),
             None => Vec::new(),
         };
+        // In a container: the worker (behind the egress forwarder) runs inside, and only what
+        // it needs is bound in (issue 66).
+        let (argv, container) = match &rec.info.container {
+            Some(c) => {
+                let (argv, run) = self.container_run(rec, c, cfg, role, argv, &cwd)?;
+                envs.retain(|(k, _)| k != env::LOG_FILE);
+                // Its caps, so a command they stop says so.
+                if let Some(m) = &c.memory {
+                    envs.push((env::MEMORY_LIMIT.into(), m.clone()));
+                }
+                if let Some(p) = c.pids {
+                    envs.push((env::PIDS_LIMIT.into(), p.to_string()));
+                }
+                (argv, Some(run))
+            }
+            None => (argv, None),
+        };
         Ok(LaunchSpec {
+            container,
             name: rec.info.name.clone(),
             role: rec.info.role.clone(),
             argv,
@@ -452,6 +508,96 @@ impl Step<'_> {
             color: rec.info.color.clone(),
             host,
         })
+    }
+
+    /// How `rec`'s container is made (`c` from its spawn or role), and the command line run in
+    /// it: the worker behind the egress forwarder when the team's network is confined.
+    fn container_run(
+        &self,
+        rec: &AgentRecord,
+        c: &agent_team_protocol::ContainerSpec,
+        cfg: &agent_team_config::TeamConfig,
+        role: &agent_team_config::Role,
+        argv: Vec<String>,
+        cwd: &std::path::Path,
+    ) -> Result<(Vec<String>, agent_team_pane::container::ContainerRun), String> {
+        use agent_team_pane::container::{AGENT_DIR_INSIDE, Bind, ContainerRun};
+        let socket = &self.sup.paths.socket;
+        let runtime = socket.parent().ok_or("the daemon's socket has no dir")?;
+        let agent_dir = agent_team_paths::net_dir(runtime, &self.sup.team, &rec.info.name);
+        let instance = agent_team_pane::container::instance_of(socket);
+        let mut binds = vec![Bind {
+            path: cfg.workspace.clone(),
+            read_only: false,
+        }];
+        if cwd != cfg.workspace {
+            binds.push(Bind {
+                path: cwd.to_path_buf(),
+                read_only: false,
+            });
+        }
+        let worker = argv.first().map(PathBuf::from).ok_or("no worker program")?;
+        let bridge = worker.with_file_name("agent-team-bridge");
+        for exe in [&worker, &bridge] {
+            if exe.is_file() {
+                binds.push(Bind {
+                    path: exe.clone(),
+                    read_only: true,
+                });
+            }
+        }
+        let confined = crate::net::policy(cfg, Some(role)).is_some();
+        let argv = if confined {
+            if !bridge.is_file() {
+                return Err(format!(
+                    "no egress forwarder at {}: a container's only network is the team's proxy",
+                    bridge.display()
+                ));
+            }
+            let mut v = vec![
+                bridge.display().to_string(),
+                "net".into(),
+                "--socket".into(),
+                format!(
+                    "{AGENT_DIR_INSIDE}/{}",
+                    agent_team_sandbox::network::PROXY_SOCKET
+                ),
+                "--listen".into(),
+                agent_team_sandbox::network::PROXY_PORT.to_string(),
+            ];
+            // A model endpoint on this machine's loopback is tunnelled to as it is.
+            if let Some((host, port)) = role
+                .base_url
+                .as_deref()
+                .and_then(agent_team_config::endpoint)
+                && agent_team_config::is_loopback(&host)
+                && port != agent_team_sandbox::network::PROXY_PORT
+            {
+                v.extend(["--forward".into(), port.to_string()]);
+            }
+            v.push("--".into());
+            v.extend(argv);
+            v
+        } else {
+            argv
+        };
+        Ok((
+            argv,
+            ContainerRun {
+                program: c.program().to_string(),
+                image: c.image.clone(),
+                name: agent_team_pane::container::container_name(&instance, &rec.info.name),
+                instance,
+                memory: c.memory.clone(),
+                cpus: c.cpus.clone(),
+                pids: c.pids,
+                runtime_class: c.runtime_class.clone(),
+                binds,
+                agent_dir,
+                daemon_socket: socket.clone(),
+                no_network: confined,
+            },
+        ))
     }
 
     /// The agent's environment: how it reaches the daemon as itself, how it heals it, its
@@ -485,7 +631,10 @@ impl Step<'_> {
         // What the worker needs to bring this daemon back after a crash (not for an agent
         // inside the daemon: it dies with it, nor on another host: it has no daemon there and
         // waits for the link to come back).
-        if cfg.backend != BackendKind::InProcess && rec.info.host.is_none() {
+        if cfg.backend != BackendKind::InProcess
+            && rec.info.host.is_none()
+            && rec.info.container.is_none()
+        {
             envs.extend(self.sup.env.heal_env.iter().cloned());
         }
         for (k, v) in &role.env {

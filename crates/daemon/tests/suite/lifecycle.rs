@@ -61,6 +61,7 @@ fn a_bad_spawn_team_spawns_nobody_and_names_the_member() {
             members: vec![member("c1", "worker")],
         },
         Request::Spawn {
+            container: None,
             role: "worker".into(),
             name: Some("c1".into()),
             instructions: None,

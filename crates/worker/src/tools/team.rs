@@ -14,6 +14,7 @@ pub(super) async fn spawn_teammate(
     a: &SpawnTeammate,
 ) -> Result<ToolOutcome, String> {
     let req = Request::Spawn {
+        container: None,
         role: a.role.clone().unwrap_or_default(),
         name: a.name.clone(),
         instructions: a.instructions.clone(),

@@ -8,6 +8,7 @@ mod canaries;
 mod chat;
 mod cli;
 mod clis;
+mod containers;
 mod copilot;
 mod crash;
 mod disk;

@@ -1,0 +1,245 @@
+//! Teammates in containers (issue 66): one line of the team file puts a role in a podman
+//! container with caps; its runaway tasks stop at the caps and say so, the rest of the team
+//! does not notice, nothing of the control plane is inside, and `kill`, `restart`, `down` (and
+//! a dead daemon's `down`) leave no container. The image is made offline by `mmdebstrap`
+//! (`agent_team_e2e::container`).
+
+use agent_team_e2e::container::{Cleanup, containers_of, image};
+use agent_team_e2e::*;
+use agent_team_protocol::*;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(90);
+
+/// The team file of a team with a `boxed` role in `image` (memory 64M, pids 64) and a `free`
+/// one, both exec teammates.
+fn team_file(team: &str, image: &str, rest: &str) -> String {
+    format!(
+        r#"name = "{team}"
+
+[roles.boxed]
+provider = "exec"
+container = {{ image = "{image}", memory = "64M", pids = 64 }}
+
+[roles.free]
+provider = "exec"
+
+{rest}"#
+    )
+}
+
+fn task<'a>(tasks: &'a [Task], title: &str) -> &'a Task {
+    tasks.iter().find(|t| t.title == title).unwrap()
+}
+
+#[test]
+fn a_teammate_in_a_container_works_and_its_runaway_tasks_stop_at_its_caps_on_each_backend() {
+    let Some(image) = image() else { return };
+    for backend in backends().into_iter().filter(|b| *b != "in-process") {
+        caps_on(&image, backend);
+    }
+}
+
+fn caps_on(image: &str, backend: &str) {
+    let sb = Sandbox::new();
+    let team = "box";
+    let _cleanup = Cleanup(sb.team(team).socket);
+    // Each boxed task in turn (a teammate claims its tasks lowest id first); the fork bomb
+    // last, as its sleeping children outlive it for a second.
+    let rest = r#"[[teammates]]
+name = "b1"
+role = "boxed"
+
+[[teammates]]
+name = "f1"
+role = "free"
+
+[[tasks]]
+title = "inside"
+assign = "b1"
+run = "cat /proc/1/cgroup > inside.txt; grep CapEff /proc/self/status >> inside.txt; ls /sys/class/net >> inside.txt; cat /run/agent-team-net/proxy/secret >> inside.txt 2>&1; ls /run/agent-team-net/proxy >> inside.txt 2>&1; true"
+
+[[tasks]]
+title = "hog"
+assign = "b1"
+run = "head -c 400000000 /dev/zero | tail -c 300000000 > /dev/null"
+
+[[tasks]]
+title = "still"
+assign = "b1"
+run = "echo still > still.txt"
+
+[[tasks]]
+title = "forks"
+assign = "b1"
+run = "for i in $(seq 1 200); do sleep 1 & done; wait"
+
+[[tasks]]
+title = "free"
+assign = "f1"
+run = "echo free > free.txt"
+"#;
+    sb.write_team_file(&team_file(team, image, rest));
+    sb.ok(&["up", "--backend", backend, "--detach"]);
+    wait_for_or(
+        "every task to end",
+        T,
+        || sb.tasks(team).iter().all(|t| t.status.is_terminal()),
+        || format!("{backend}: {:?}", sb.tasks(team)),
+    );
+    let tasks = sb.tasks(team);
+    let result = |title: &str| task(&tasks, title).result.clone().unwrap_or_default();
+
+    // Inside: the container's own cgroup, no capability, no network but loopback, and the
+    // agent's own dir (its secret, the daemon's socket, its proxy) out of the command's reach.
+    assert_eq!(task(&tasks, "inside").status, TaskStatus::Completed);
+    let inside = std::fs::read_to_string(sb.path("inside.txt")).unwrap();
+    assert!(inside.contains("libpod"), "{backend}: {inside}");
+    assert!(
+        inside.contains("CapEff:\t0000000000000000"),
+        "{backend}: {inside}"
+    );
+    let nets: Vec<&str> = inside
+        .lines()
+        .filter(|l| !l.contains(':') && !l.contains('/'))
+        .collect();
+    assert_eq!(nets, ["lo"], "{backend}: {inside}");
+    assert!(
+        inside.contains("secret: Permission denied"),
+        "{backend}: {inside}"
+    );
+    assert!(!inside.contains("daemon.sock"), "{backend}: {inside}");
+
+    // The caps stop the runaway tasks and say which; the teammate goes on.
+    assert_eq!(task(&tasks, "hog").status, TaskStatus::Failed);
+    assert!(
+        result("hog").contains("out of memory (limit 64M)"),
+        "{backend}: {}",
+        result("hog")
+    );
+    assert_eq!(task(&tasks, "still").status, TaskStatus::Completed);
+    assert_eq!(
+        std::fs::read_to_string(sb.path("still.txt"))
+            .unwrap()
+            .trim(),
+        "still"
+    );
+    assert_eq!(task(&tasks, "forks").status, TaskStatus::Failed);
+    assert!(
+        result("forks").contains("process limit reached (pids 64)"),
+        "{backend}: {}",
+        result("forks")
+    );
+    // The rest of the team did not notice.
+    assert_eq!(task(&tasks, "free").status, TaskStatus::Completed);
+    let b1 = sb.agent(team, "b1");
+    assert_eq!(b1.restarts, 0, "{backend}: {b1:?}");
+    let c = b1.container.as_deref().unwrap();
+    assert_eq!(
+        (c.image.as_str(), c.memory.as_deref(), c.pids),
+        (image, Some("64M"), Some(64))
+    );
+    assert!(sb.agent(team, "f1").container.is_none());
+    let ps = sb.ok(&["--team", team, "ps"]);
+    assert!(
+        ps.contains("CONTAINER") && ps.contains("memory 64M, pids 64"),
+        "{ps}"
+    );
+
+    sb.ok(&["--team", team, "down"]);
+    assert_eq!(containers_of(&sb.team(team).socket), Vec::<String>::new());
+}
+
+#[test]
+fn kill_restart_down_and_a_dead_daemons_down_leave_no_container() {
+    let Some(image) = image() else { return };
+    let sb = Sandbox::new();
+    let team = "boxk";
+    let socket = sb.team(team).socket;
+    let _cleanup = Cleanup(socket.clone());
+    let marker = sb.path("started");
+    let rest = format!(
+        r#"[[teammates]]
+name = "b1"
+role = "boxed"
+
+[[tasks]]
+title = "slow"
+assign = "b1"
+run = "echo run >> {m}; sleep 600"
+"#,
+        m = marker.display()
+    );
+    sb.write_team_file(&team_file(team, &image, &rest));
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    let running = || containers_of(&socket);
+    wait_for_or(
+        "the task to start in its container",
+        T,
+        || marker.exists(),
+        || format!("{:?} {:?}", sb.agent(team, "b1"), running()),
+    );
+    assert_eq!(running().len(), 1);
+
+    // kill: the container is gone, not only the runtime's client.
+    sb.ok(&["--team", team, "kill", "b1"]);
+    wait_for("kill to remove the container", T, || running().is_empty());
+    // restart: a new one.
+    sb.ok(&["--team", team, "restart", "b1"]);
+    wait_for("restart to make a new container", T, || {
+        running().len() == 1 && sb.agent(team, "b1").connected
+    });
+
+    // The operator spawns one more from any image, with caps of its own.
+    sb.ok(&[
+        "--team", team, "spawn", "free", "--name", "s1", "--image", &image, "--memory", "32M",
+    ]);
+    let s1 = sb.agent(team, "s1");
+    let c = s1.container.as_deref().unwrap();
+    assert_eq!(
+        (c.image.as_str(), c.memory.as_deref()),
+        (image.as_str(), Some("32M"))
+    );
+    wait_for("two containers", T, || running().len() == 2);
+
+    // down: none.
+    sb.ok(&["--team", team, "down"]);
+    assert_eq!(running(), Vec::<String>::new());
+
+    // A daemon killed with its container running: `down` still removes it.
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    sb.ok(&["--team", team, "restart", "b1"]);
+    wait_for("the container again", T, || !running().is_empty());
+    let pid = sb.operator(team).welcome().daemon_pid;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_for("the daemon to die", T, || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    });
+    sb.ok(&["--team", team, "down"]);
+    assert_eq!(running(), Vec::<String>::new());
+}
+
+#[test]
+fn only_the_operator_names_an_image_and_in_process_teams_refuse_containers() {
+    let Some(image) = image() else { return };
+    let sb = Sandbox::new();
+    let team = "boxr";
+    let _cleanup = Cleanup(sb.team(team).socket);
+    sb.write_team_file(&team_file(team, &image, ""));
+    sb.ok(&["up", "--backend", "in-process", "--detach"]);
+    let out = sb.run(&["--team", team, "spawn", "boxed", "--name", "b1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs a process backend"), "{err}");
+    for bad in ["--privileged", "a b"] {
+        let out = sb.run(&["--team", team, "spawn", "free", &format!("--image={bad}")]);
+        assert!(!out.status.success(), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("not an image name"), "{err}");
+    }
+    sb.ok(&["--team", team, "down"]);
+}

@@ -3,6 +3,7 @@
 
 mod board_bench;
 mod clis_bench;
+mod container_bench;
 mod cost_bench;
 mod daemon_bench;
 mod finish_bench;
@@ -143,6 +144,10 @@ fn main() -> Result<()> {
     if only.as_deref().is_none_or(|s| s == "gateway") {
         let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;
         gateway_bench::run(&mut r, dir.path(), quick)?;
+    }
+    if only.as_deref().is_none_or(|s| s == "containers") {
+        let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;
+        container_bench::run(&mut r, dir.path(), quick)?;
     }
     if only.as_deref().is_none_or(|s| s == "cost") {
         let dir = tempfile::Builder::new().prefix("at-bench-").tempdir()?;

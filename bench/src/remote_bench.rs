@@ -178,8 +178,8 @@ pub fn run(r: &mut Report, dir: &Path, quick: bool) -> Result<()> {
     let direct = pings(&tp, n)?;
     let through = pings(&forwarded, n)?;
     let (p50, p50f) = (
-        pct(&mut through.clone(), 0.5),
-        pct(&mut direct.clone(), 0.5),
+        pct(&mut through.clone(), 50.0),
+        pct(&mut direct.clone(), 50.0),
     );
     r.add(
         &format!("request round trip through the link's forward, p50 (n={n})"),
@@ -190,8 +190,8 @@ pub fn run(r: &mut Report, dir: &Path, quick: bool) -> Result<()> {
         p50 <= 1e-3,
     );
     let (p99, p99f) = (
-        pct(&mut through.clone(), 0.99),
-        pct(&mut direct.clone(), 0.99),
+        pct(&mut through.clone(), 99.0),
+        pct(&mut direct.clone(), 99.0),
     );
     r.add(
         "request round trip through the link's forward, p99",

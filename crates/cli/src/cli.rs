@@ -90,6 +90,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Kubernetes objects for teammates that join the team over TLS (docs/KUBERNETES.md).
+    #[command(subcommand)]
+    Kube(KubeCmd),
     /// Stop one agent; it is not restarted and its task goes back to pending.
     Kill {
         /// The agent.
@@ -447,6 +450,52 @@ pub enum Command {
             env = "AGENT_TEAM_PERMISSION_TIMEOUT"
         )]
         permission_timeout: u64,
+    },
+}
+
+/// `agent-team kube …`
+#[derive(Debug, Subcommand)]
+pub enum KubeCmd {
+    /// Print the Kubernetes objects that run one teammate joining this team over TLS: a
+    /// `Secret` with a fresh one-use join token (as `agent-team join` makes), a `Pod` running
+    /// `agent-team-worker --join URL` (the token from the Secret, the role's `container`
+    /// memory and CPU caps as limits, non-root, read-only root, no capability, an emptyDir
+    /// /tmp and /workspace) and a default-deny `NetworkPolicy` that lets it reach the team's
+    /// join endpoint only. With --sandbox: kubernetes-sigs/agent-sandbox's `SandboxTemplate`
+    /// (per role) and `SandboxClaim` (per member) instead of the Pod. The team must listen
+    /// (`up --join-listen ADDR`). Try it locally with `podman kube play --network host FILE`
+    /// (docs/KUBERNETES.md).
+    Manifest {
+        /// A teammate of the team file or a member on the roster (its name and role kept), a
+        /// role (a fresh member ROLE-N of it), or a new member's name (role worker)
+        /// [default: worker].
+        #[arg(value_name = "ROLE|NAME")]
+        target: Option<String>,
+        /// The image [default: the role's `container.image`]; it must hold
+        /// /usr/local/bin/agent-team-worker unless --worker-path binds it in.
+        #[arg(long, value_name = "IMG")]
+        image: Option<String>,
+        /// The join endpoint as the Pod reaches it (`agent-teams://HOST:PORT` or
+        /// `HOST:PORT`) [default: the address the team listens on].
+        #[arg(long, value_name = "URL")]
+        join_url: Option<String>,
+        /// Bind this worker binary of the node in read-only (a hostPath volume, for trials on
+        /// one machine), instead of the image's.
+        #[arg(long, value_name = "PATH")]
+        worker_path: Option<PathBuf>,
+        /// The agent-sandbox variant: a SandboxTemplate per role and a SandboxClaim per
+        /// member (extensions.agents.x-k8s.io/v1alpha1).
+        #[arg(long)]
+        sandbox: bool,
+        /// How long the token may wait to be used: 90s, 10m, 2h, 1d.
+        #[arg(long, default_value = crate::cmd::join::DEFAULT_TTL, value_parser = crate::cmd::join::parse_ttl)]
+        ttl: u64,
+        /// Write the manifest to FILE (mode 0600: it holds the token) instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Print the objects as one JSON `List` (kubectl applies it too).
+        #[arg(long)]
+        json: bool,
     },
 }
 

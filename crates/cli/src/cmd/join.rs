@@ -35,14 +35,27 @@ pub fn parse_ttl(s: &str) -> Result<u64, String> {
     }
 }
 
-/// `agent-team join NAME [--role ROLE] [--ttl T] [--json]`.
-pub fn join(
+/// A member admitted to join: on the roster, with a fresh one-use token.
+pub(crate) struct Admission {
+    /// Its role (the roster's, for a member already on it).
+    pub role: String,
+    /// The URL its worker joins at (the endpoint, the team, the member, the pin).
+    pub url: JoinUrl,
+    /// The one-use join token.
+    pub token: String,
+    /// The address the daemon listens on, as it bound it.
+    pub listen: String,
+}
+
+/// Puts `name` on the roster as a member run by someone else (with `role`, a new member; the
+/// roster's, one already on it) and makes a one-use token for it, good for `ttl_secs`: the one
+/// home of `agent-team join` and of `agent-team kube manifest`'s Secret.
+pub(crate) fn admit(
     ctx: &Ctx,
     name: &str,
     role: Option<String>,
     ttl_secs: u64,
-    json: bool,
-) -> Result<ExitCode> {
+) -> Result<Admission> {
     let Some((addr, pin)) = read_endpoint(&ctx.tp.dir) else {
         bail!(crate::Hinted::new(
             format!("team {} has no worker endpoint", ctx.team),
@@ -92,6 +105,28 @@ pub fn join(
         name: Some(name.to_string()),
         pin,
     };
+    Ok(Admission {
+        role,
+        url,
+        token,
+        listen: addr,
+    })
+}
+
+/// `agent-team join NAME [--role ROLE] [--ttl T] [--json]`.
+pub fn join(
+    ctx: &Ctx,
+    name: &str,
+    role: Option<String>,
+    ttl_secs: u64,
+    json: bool,
+) -> Result<ExitCode> {
+    let Admission {
+        role,
+        url,
+        token,
+        listen: addr,
+    } = admit(ctx, name, role, ttl_secs)?;
     if json {
         output::json(&serde_json::json!({
             "name": name,
@@ -100,7 +135,7 @@ pub fn join(
             "token": token,
             "ttl_secs": ttl_secs,
             "listen": addr,
-            "sha256": agent_team_client::join::hex(&pin),
+            "sha256": agent_team_client::join::hex(&url.pin),
         }));
     } else {
         output::line(&format!(

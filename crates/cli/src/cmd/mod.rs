@@ -5,6 +5,7 @@ mod board;
 pub(crate) mod daemon;
 mod doctor;
 pub(crate) mod join;
+mod kube;
 mod memory;
 mod plan;
 pub(crate) mod roles;
@@ -160,6 +161,28 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             ttl,
             json,
         } => join::join(&ctx, &name, role, ttl, json),
+        Command::Kube(crate::cli::KubeCmd::Manifest {
+            target,
+            image,
+            join_url,
+            worker_path,
+            sandbox,
+            ttl,
+            out,
+            json,
+        }) => kube::manifest(
+            &ctx,
+            kube::ManifestArgs {
+                target,
+                image,
+                join_url,
+                worker_path,
+                sandbox,
+                ttl_secs: ttl,
+                out,
+                json,
+            },
+        ),
         Command::Kill { name, json } => agents::lifecycle(
             &ctx,
             agent_team_protocol::Request::Kill { name, reason: None },

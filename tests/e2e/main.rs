@@ -20,6 +20,7 @@ mod heal;
 mod hooks;
 mod inert;
 mod join;
+mod kube;
 mod lifecycle;
 mod memory;
 mod models;

@@ -152,8 +152,10 @@ fn the_generated_pod_played_by_podman_joins_the_team_and_does_its_task() {
     let pause = pause_image(&conf, &image, &sb.path(""));
     containers_conf(&conf, Some(&pause));
 
+    // The role's container: the image and the caps the Pod is given.
     sb.write_team_file(&format!(
-        "name = \"{team}\"\n\n[[tasks]]\nkey = \"a\"\ntitle = \"in the pod\"\n\
+        "name = \"{team}\"\n\n[roles.worker]\nprovider = \"exec\"\n\
+         container = {{ image = \"{image}\", memory = \"64M\", cpus = 1 }}\n\n[[tasks]]\nkey = \"a\"\ntitle = \"in the pod\"\n\
          run = \"id -u; pwd; grep -q libpod /proc/self/cgroup && echo in-podman; echo done\"\n"
     ));
     sb.ok(&[
@@ -172,8 +174,6 @@ fn the_generated_pod_played_by_podman_joins_the_team_and_does_its_task() {
         "kube",
         "manifest",
         "w1",
-        "--image",
-        &image,
         "--worker-path",
         worker.to_str().unwrap(),
         "--out",
@@ -250,6 +250,19 @@ fn the_generated_pod_played_by_podman_joins_the_team_and_does_its_task() {
         ["exit 0", "65534", "/workspace", "in-podman", "done"],
         "as nobody, in the pod's workspace, in podman's cgroup: {result}"
     );
+
+    // The role's caps, as podman set them.
+    let (ok, caps) = podman(
+        &conf,
+        &[
+            "inspect",
+            &format!("{pod}-worker"),
+            "--format",
+            "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.ReadonlyRootfs}}",
+        ],
+    );
+    assert!(ok, "{caps}");
+    assert_eq!(caps.trim(), "67108864 1000000000 true");
 
     // Down: no pod, container or secret of ours.
     let (ok, out) = podman(&conf, &["kube", "down", rest.to_str().unwrap()]);

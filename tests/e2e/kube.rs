@@ -285,3 +285,50 @@ fn the_generated_pod_played_by_podman_joins_the_team_and_does_its_task() {
     assert!(!podman(&conf, &["secret", "inspect", &secret]).0);
     sb.ok(&["--team", team, "down"]);
 }
+
+#[test]
+fn doctor_reports_podman_and_runs_a_container_of_the_teams_image() {
+    let Some(image) = image() else { return };
+    let sb = Sandbox::new();
+    sb.write_team_file(&format!(
+        "name = \"dr\"\n\n[roles.boxed]\nprovider = \"exec\"\n\
+         container = {{ image = \"{image}\", memory = \"64M\" }}\n"
+    ));
+    let v: serde_json::Value = serde_json::from_str(&sb.ok(&["doctor", "--json"])).unwrap();
+    let check = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "containers")
+        .unwrap();
+    assert_eq!(check["ok"], true, "{check}");
+    let podman = v["runtimes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["program"] == "podman")
+        .unwrap();
+    assert!(
+        podman["version"]
+            .as_str()
+            .unwrap()
+            .starts_with("podman version "),
+        "{podman}"
+    );
+    assert_eq!(podman["works"], true, "{podman}");
+    assert!(
+        podman["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("`{image} true`")),
+        "{podman}"
+    );
+    assert!(
+        v["runtimes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["program"] == "docker"),
+        "docker is reported too, found or not"
+    );
+}

@@ -356,7 +356,8 @@ pub enum Command {
     /// description, tools and source; role files' warnings go to stderr.
     Roles(JsonFlag),
     /// Check what this machine offers a team: the sandbox's layers (bubblewrap, Landlock) and
-    /// view (what agents read, write and reach, what does not hold here), tmux, iTerm2.
+    /// view (what agents read, write and reach, what does not hold here), tmux, iTerm2, the
+    /// container runtimes (podman, docker) and whether each runs a container here.
     Doctor(JsonFlag),
     /// Run a command in the sandbox a role's agents get (their task commands, `bash` tool and
     /// CLI), to try your tools there: `agent-team sandbox -- npm install`. With no command, print

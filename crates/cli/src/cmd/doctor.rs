@@ -45,6 +45,10 @@ pub fn doctor(team: Option<String>, file: Option<PathBuf>, json: bool) -> Result
     };
     let iterm2 = crate::backend::iterm2_check();
     let telemetry = telemetry_check(team.clone(), file.clone());
+    let (containers_ok, containers, runtimes) = super::runtimes::check(
+        &super::runtimes::Real,
+        &super::runtimes::team_images(team.clone(), file.clone()),
+    );
     let checks = [
         ("sandbox", sandbox_ok, sandbox),
         ("namespace", namespace.0, namespace.1),
@@ -52,6 +56,7 @@ pub fn doctor(team: Option<String>, file: Option<PathBuf>, json: bool) -> Result
         ("tmux", tmux.0, tmux.1),
         ("iterm2", iterm2.0, iterm2.1),
         ("telemetry", telemetry.0, telemetry.1),
+        ("containers", containers_ok, containers),
     ];
     let view = sandbox_view(team, file);
     let clis = agent_clis(std::env::var("PATH").ok().as_deref());
@@ -72,7 +77,18 @@ pub fn doctor(team: Option<String>, file: Option<PathBuf>, json: bool) -> Result
             Err(e) => serde_json::json!({ "error": format!("{e:#}") }),
         };
         let clis: Vec<serde_json::Value> = clis.iter().map(AgentCli::json).collect();
-        output::json(&serde_json::json!({ "checks": v, "clis": clis, "view": view }));
+        let runtimes: Vec<serde_json::Value> = runtimes
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "program": r.program, "version": r.version, "works": r.works,
+                    "detail": r.detail,
+                })
+            })
+            .collect();
+        output::json(&serde_json::json!({
+            "checks": v, "clis": clis, "runtimes": runtimes, "view": view,
+        }));
     } else {
         for (name, ok, detail) in &checks {
             output::line(&format!(

@@ -10,6 +10,7 @@ mod memory;
 mod plan;
 pub(crate) mod roles;
 pub(crate) mod runs;
+mod runtimes;
 mod sandbox;
 pub(crate) mod schedule;
 mod serve;

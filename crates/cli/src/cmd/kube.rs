@@ -180,7 +180,6 @@ fn pod_spec(
         "command": [WORKER_INSIDE],
         "args": args,
         "workingDir": WORKSPACE_INSIDE,
-        "env": env,
         "securityContext": {
             "readOnlyRootFilesystem": true,
             "allowPrivilegeEscalation": false,
@@ -189,6 +188,9 @@ fn pod_spec(
         },
         "volumeMounts": mounts,
     });
+    if env.as_array().is_some_and(|e| !e.is_empty()) {
+        container["env"] = env;
+    }
     let l = limits(shape.container.as_ref())?;
     if l.as_object().is_some_and(|o| !o.is_empty()) {
         container["resources"] = json!({ "limits": l });

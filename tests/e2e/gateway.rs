@@ -1,9 +1,10 @@
 //! The team's model gateway (issue 65) with the real Claude Code at its pinned version, offline
 //! against the mock: its model calls go through the gateway with a per-agent token, are
 //! counted exactly as the mock billed them, are capped by the team's budget, and the real key
-//! is nowhere the CLI or what it runs can read; the same for Codex and Gemini CLI.
+//! is nowhere the CLI or what it runs can read; the same for Codex, Gemini CLI, Qwen Code,
+//! Copilot CLI and opencode.
 
-use crate::clis::{ANTHROPIC_KEY, GEMINI_KEY, OPENAI_KEY, cli_role, installed};
+use crate::clis::{ANTHROPIC_KEY, GEMINI_KEY, OPENAI_KEY, cli_role, installed, qwen_code};
 use agent_team_e2e::*;
 use agent_team_mockmodel::{Gate, MockModel, MockUsage, Step, Wire};
 use agent_team_protocol::*;
@@ -110,8 +111,8 @@ struct Cli {
     wire: Wire,
     /// Its dialect's name in the trace.
     api: &'static str,
-    /// A team tool as its model names it.
-    list_tasks: &'static str,
+    /// A call of one of its tools (a team tool as its model names it), which has it ask again.
+    a_tool: (&'static str, fn() -> Value),
     /// Prompt tokens its answer reports as written to the cache (Anthropic's only).
     cache_write: u64,
 }
@@ -129,7 +130,7 @@ fn claude_code() -> Cli {
         env_var: "ANTHROPIC_API_KEY",
         wire: Wire::Anthropic,
         api: "anthropic",
-        list_tasks: "mcp__team__list_tasks",
+        a_tool: ("mcp__team__list_tasks", no_args),
         cache_write: 200,
     }
 }
@@ -147,7 +148,7 @@ fn codex() -> Cli {
         env_var: OPENAI_KEY.0,
         wire: Wire::OpenAi,
         api: "openai-responses",
-        list_tasks: "mcp__team__list_tasks",
+        a_tool: ("mcp__team__list_tasks", no_args),
         cache_write: 0,
     }
 }
@@ -165,7 +166,62 @@ fn gemini_cli() -> Cli {
         env_var: "GEMINI_API_KEY",
         wire: Wire::Gemini,
         api: "gemini",
-        list_tasks: "mcp_team_list_tasks",
+        a_tool: ("mcp_team_list_tasks", no_args),
+        cache_write: 0,
+    }
+}
+
+fn no_args() -> Value {
+    json!({})
+}
+
+/// Qwen Code: OpenAI chat completions, its key in `OPENAI_API_KEY`; its MCP tools are behind
+/// its `tool_search`, which is its call here.
+fn qwen() -> Cli {
+    Cli {
+        provider: "qwen-code",
+        model: "qwen3-coder",
+        exe: qwen_code(),
+        key: OPENAI_KEY,
+        env_var: "OPENAI_API_KEY",
+        wire: Wire::OpenAi,
+        api: "openai-chat",
+        a_tool: (
+            "tool_search",
+            || json!({"query": "select:mcp__team__list_tasks"}),
+        ),
+        cache_write: 0,
+    }
+}
+
+/// Copilot CLI: its BYOK provider, OpenAI chat completions, its key in
+/// `COPILOT_PROVIDER_API_KEY`.
+fn copilot() -> Cli {
+    Cli {
+        provider: "copilot",
+        model: "gpt-4.1",
+        exe: crate::copilot::copilot(),
+        key: OPENAI_KEY,
+        env_var: "COPILOT_PROVIDER_API_KEY",
+        wire: Wire::OpenAi,
+        api: "openai-chat",
+        a_tool: ("team-list_tasks", no_args),
+        cache_write: 0,
+    }
+}
+
+/// opencode: its `@ai-sdk/openai-compatible` provider (chat completions), its key in the
+/// variable its config names (the role's `api_key_env`).
+fn opencode() -> Cli {
+    Cli {
+        provider: "opencode",
+        model: "qwen3-coder",
+        exe: crate::opencode::opencode(),
+        key: OPENAI_KEY,
+        env_var: OPENAI_KEY.0,
+        wire: Wire::OpenAi,
+        api: "openai-chat",
+        a_tool: ("team_list_tasks", no_args),
         cache_write: 0,
     }
 }
@@ -301,7 +357,7 @@ fn a_team_budget_stops_it_at_the_gateway(cli: Cli) -> String {
     mock.script(
         "cc",
         vec![
-            Step::tools(&[(cli.list_tasks, json!({}))]).with_usage(40, 20, 0),
+            Step::tools(&[(cli.a_tool.0, (cli.a_tool.1)())]).with_usage(40, 20, 0),
             Step::Text("never".into()),
         ],
     );
@@ -319,7 +375,7 @@ fn a_team_budget_stops_it_at_the_gateway(cli: Cli) -> String {
     assert!(row.contains("failed: budget"), "{ps}");
     let events = sb.operator("gw").all_events(0).unwrap();
     assert!(events.iter().any(|e| e.agent_id == "cc"
-        && matches!(&e.event, Event::ModelCall { status: 429, error: Some(why), .. } if why.contains("budget"))));
+        && matches!(&e.event, Event::ModelCall { status: 429 | 402, error: Some(why), .. } if why.contains("budget"))));
     let inbox = sb.ok(&["--team", "gw", "inbox", "leader", "--json"]);
     assert!(
         inbox.contains("stopped before its next model request"),
@@ -355,4 +411,44 @@ fn a_team_budget_stops_a_gemini_cli_teammate_at_the_gateway_with_its_own_error()
     // Gemini CLI shows the gateway's `RESOURCE_EXHAUSTED` error as it came.
     assert!(log.contains("RESOURCE_EXHAUSTED"), "{log}");
     assert!(log.contains("agent-team: the budget is spent"), "{log}");
+}
+
+#[test]
+fn a_qwen_code_teammate_through_the_gateway_is_counted_as_billed_and_never_holds_the_key() {
+    counted_as_billed_and_never_holds_the_key(qwen());
+}
+
+#[test]
+fn a_team_budget_stops_a_qwen_code_teammate_at_the_gateway_with_its_own_error() {
+    let log = a_team_budget_stops_it_at_the_gateway(qwen());
+    // Qwen Code shows the gateway's 402 (a 429 it would retry, and never show) and ends.
+    assert!(
+        log.contains("[API Error: 402 agent-team: the budget is spent"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_copilot_teammate_through_the_gateway_is_counted_as_billed_and_never_holds_the_key() {
+    counted_as_billed_and_never_holds_the_key(copilot());
+}
+
+#[test]
+fn a_team_budget_stops_a_copilot_teammate_at_the_gateway_with_its_own_error() {
+    let log = a_team_budget_stops_it_at_the_gateway(copilot());
+    // Copilot CLI shows the status and the message and ends.
+    assert!(log.contains("402 agent-team: the budget is spent"), "{log}");
+}
+
+#[test]
+fn an_opencode_teammate_through_the_gateway_is_counted_as_billed_and_never_holds_the_key() {
+    counted_as_billed_and_never_holds_the_key(opencode());
+}
+
+#[test]
+fn a_team_budget_stops_an_opencode_teammate_at_the_gateway_with_its_own_error() {
+    let log = a_team_budget_stops_it_at_the_gateway(opencode());
+    // opencode shows the message as its error and ends (a 429 it would retry forever).
+    assert!(log.contains("agent-team: the budget is spent"), "{log}");
+    assert!(log.contains("Error: "), "{log}");
 }

@@ -135,13 +135,17 @@ impl Gateways {
     }
 }
 
-/// The upstream an agent CLI on `provider` calls when its role names no `base_url`; none for a
-/// CLI that does not go through the gateway (Copilot CLI, opencode and the `cli` template
-/// configure their model their own way; Qwen Code has no usual URL to assume).
+/// The upstream an agent CLI on `provider` calls when its role names no `base_url` (its
+/// adapter's own default); none for a CLI that does not go through the gateway (the `cli`
+/// template configures its model its own way; Qwen Code has no usual URL to assume).
 fn default_upstream(provider: Provider) -> Option<&'static str> {
     match provider {
         Provider::ClaudeCode => Some("https://api.anthropic.com"),
-        Provider::Codex => Some("https://api.openai.com/v1"),
+        // Copilot CLI's BYOK provider and opencode's `@ai-sdk/openai-compatible` one speak
+        // OpenAI chat completions to it.
+        Provider::Codex | Provider::Copilot | Provider::Opencode => {
+            Some("https://api.openai.com/v1")
+        }
         Provider::GeminiCli => Some("https://generativelanguage.googleapis.com"),
         _ => None,
     }
@@ -151,7 +155,12 @@ fn default_upstream(provider: Provider) -> Option<&'static str> {
 pub fn goes_through(provider: Provider) -> bool {
     matches!(
         provider,
-        Provider::ClaudeCode | Provider::Codex | Provider::GeminiCli | Provider::QwenCode
+        Provider::ClaudeCode
+            | Provider::Codex
+            | Provider::GeminiCli
+            | Provider::QwenCode
+            | Provider::Copilot
+            | Provider::Opencode
     )
 }
 

@@ -380,8 +380,20 @@ mod tests {
             shown(agent_policy(&cfg, Some(&role), None).unwrap()),
             ["127.0.0.1:4567"]
         );
-        // A CLI the gateway does not serve (opencode) keeps its upstream beside the gateway.
-        role.provider = agent_team_config::Provider::Opencode;
+        // Copilot CLI and opencode go through it too.
+        for p in [
+            agent_team_config::Provider::Copilot,
+            agent_team_config::Provider::Opencode,
+        ] {
+            role.provider = p;
+            assert_eq!(
+                shown(agent_policy(&cfg, Some(&role), Some(gw)).unwrap()),
+                ["127.0.0.1:9911"]
+            );
+        }
+        // A CLI the gateway does not serve (the `cli` template) keeps its upstream beside the
+        // gateway.
+        role.provider = agent_team_config::Provider::Cli;
         assert_eq!(
             shown(agent_policy(&cfg, Some(&role), Some(gw)).unwrap()),
             ["127.0.0.1:4567", "127.0.0.1:9911"]

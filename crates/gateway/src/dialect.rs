@@ -88,6 +88,16 @@ impl Dialect {
         }
     }
 
+    /// The HTTP status of a refusal for `kind` in this API: a spent budget is 429 (with
+    /// `x-should-retry: false`), but 402 for chat completions, whose CLIs (Qwen Code, opencode)
+    /// retry every 429 whatever its body says and would never show the error.
+    pub fn status(self, kind: ErrorKind) -> u16 {
+        match (self, kind) {
+            (Dialect::OpenAiChat, ErrorKind::Budget) => 402,
+            _ => kind.status(),
+        }
+    }
+
     /// An error body in this API's shape: `kind` is what went wrong (see [`ErrorKind`]).
     pub fn error_body(self, kind: ErrorKind, message: &str) -> Value {
         let status = kind.status();
@@ -116,7 +126,8 @@ impl Dialect {
 pub enum ErrorKind {
     /// No token, or not one of this gateway's (401).
     Unauthorized,
-    /// The agent's role's or the team's budget is spent (429).
+    /// The agent's role's or the team's budget is spent (429; 402 for chat completions:
+    /// [`Dialect::status`]).
     Budget,
     /// The upstream could not be reached (502).
     Upstream,

@@ -359,7 +359,7 @@ fn passed(name: &HeaderName) -> bool {
 fn refuse(dialect: Dialect, kind: ErrorKind, message: &str) -> Response {
     let body = dialect.error_body(kind, message).to_string();
     let mut r = Response::new(Body::from(body));
-    *r.status_mut() = StatusCode::from_u16(kind.status()).unwrap_or(StatusCode::BAD_GATEWAY);
+    *r.status_mut() = StatusCode::from_u16(dialect.status(kind)).unwrap_or(StatusCode::BAD_GATEWAY);
     r.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -431,7 +431,10 @@ async fn handle(
             match inner.meter.check(&agent, ask.clone()).await {
                 Verdict::Go => break,
                 Verdict::Stop(why) => {
-                    inner.meter.done(call(429, Some(format!("budget: {why}"))));
+                    inner.meter.done(call(
+                        dialect.status(ErrorKind::Budget),
+                        Some(format!("budget: {why}")),
+                    ));
                     inner.meter.budget_spent(&agent, &why);
                     return refuse(
                         dialect,
@@ -441,7 +444,10 @@ async fn handle(
                 }
                 Verdict::Wait(why) => {
                     if start.elapsed() > inner.limits.budget_wait {
-                        inner.meter.done(call(429, Some(format!("budget: {why}"))));
+                        inner.meter.done(call(
+                            dialect.status(ErrorKind::Budget),
+                            Some(format!("budget: {why}")),
+                        ));
                         return refuse(
                             dialect,
                             ErrorKind::Budget,

@@ -118,15 +118,16 @@ impl CliAdapter for Copilot {
             ("COPILOT_OFFLINE".into(), "true".into()),
             ("COPILOT_AUTO_UPDATE".into(), "false".into()),
             ("COPILOT_PROVIDER_TYPE".into(), "openai".into()),
+            // The team's model gateway when it serves this launch (issue 65), with the
+            // agent's token for a key; else the role's upstream and key.
             (
                 "COPILOT_PROVIDER_BASE_URL".into(),
-                role.base_url
-                    .clone()
+                cx.model_url()
                     .unwrap_or_else(|| "https://api.openai.com/v1".into()),
             ),
             ("COPILOT_MODEL".into(), role.model.clone()),
         ]);
-        if let Some(k) = cx.key() {
+        if let Some(k) = cx.model_key() {
             l.env.push(("COPILOT_PROVIDER_API_KEY".into(), k));
         }
         // The user's GitHub tokens and other provider credentials would take precedence over

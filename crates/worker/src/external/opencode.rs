@@ -95,7 +95,8 @@ impl CliAdapter for Opencode {
             ("OPENCODE_DISABLE_LSP_DOWNLOAD".into(), "1".into()),
             ("OPENCODE_DISABLE_SHARE".into(), "1".into()),
         ]);
-        if let (Some(var), Some(key)) = (cx.key_var(), cx.key()) {
+        // The agent's gateway token when it goes through the gateway, else the role's key.
+        if let (Some(var), Some(key)) = (cx.key_var(), cx.model_key()) {
             l.env.push((var, key));
         }
         if cx.headless {
@@ -130,11 +131,11 @@ fn config(cx: &LaunchCtx<'_>, plugin: &Path) -> serde_json::Value {
     let role = cx.role;
     let model = format!("team/{}", role.model);
     let mut options = serde_json::Map::new();
+    // The team's model gateway when it serves this launch (issue 65), else the role's upstream.
     options.insert(
         "baseURL".into(),
         json!(
-            role.base_url
-                .clone()
+            cx.model_url()
                 .unwrap_or_else(|| "https://api.openai.com/v1".into())
         ),
     );
@@ -160,6 +161,9 @@ fn config(cx: &LaunchCtx<'_>, plugin: &Path) -> serde_json::Value {
         // judged. Its question tool would wait for a person at the pane, and its subagents
         // would be a second team beside ours: both are withheld from the model.
         "permission": {"*": "allow", "question": "deny", "task": "deny"},
+        // No side request of its own (a title for each new session, seen in 1.18.33): every
+        // model request is the teammate's own work, counted as the mock or provider bills it.
+        "agent": {"title": {"disable": true}},
         "autoupdate": false,
         "share": "disabled",
         "snapshot": false,

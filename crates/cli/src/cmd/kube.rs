@@ -463,10 +463,15 @@ pub fn manifest(ctx: &Ctx, a: ManifestArgs) -> Result<ExitCode> {
             p.display()
         );
     }
+    // Everything that can be refused is, before the member is admitted and a token made.
+    let endpoint = match &a.join_url {
+        Some(j) => Some(parse_authority(j).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    limits(container.as_ref()).map_err(anyhow::Error::msg)?;
     let adm = super::join::admit(ctx, &name, role, a.ttl_secs)?;
     let mut url = adm.url.clone();
-    if let Some(j) = &a.join_url {
-        let (host, port) = parse_authority(j).map_err(anyhow::Error::msg)?;
+    if let Some((host, port)) = endpoint {
         url.host = host;
         url.port = port;
     }

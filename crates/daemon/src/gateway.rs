@@ -133,6 +133,14 @@ impl Gateways {
     pub fn running(&self) -> Option<&Arc<Gateway>> {
         self.started.get().and_then(Option::as_ref)
     }
+
+    /// Forgets `agent`, down (stopped, exited, restarting, removed): its token is refused from
+    /// now on; a relaunch registers it with a new one.
+    pub fn forget(&self, agent: &str) {
+        if let Some(gw) = self.running() {
+            gw.forget(agent);
+        }
+    }
 }
 
 /// The upstream an agent CLI on `provider` calls when its role names no `base_url` (its

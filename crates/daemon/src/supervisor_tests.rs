@@ -786,3 +786,27 @@ fn an_agents_model_is_its_override_then_its_own_then_its_roles() {
     );
     assert_eq!(model(&sup, &state, "a1").1, Some(role_model));
 }
+
+/// Issue 65: an agent that goes down (stopped, or stopped to restart) has its model gateway
+/// token forgotten: a request with it is refused from then on.
+#[test]
+fn a_down_agents_gateway_token_is_forgotten() {
+    for reason in [StopReason::Operator, StopReason::Restart] {
+        let (mut sup, mut state, _dir) = with_model_workers(5_000);
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let gateways = Arc::new(crate::gateway::Gateways::new(tx));
+        sup.gateways = Some(gateways.clone());
+        leader_spawns(&mut sup, &mut state, 1, "b1");
+        let gw = gateways.get().unwrap();
+        let route = agent_team_gateway::Route {
+            upstream: "http://127.0.0.1:9".into(),
+            key: None,
+        };
+        let token = gw.register("b1", route).unwrap();
+        assert_eq!(gw.agent_of(&token).as_deref(), Some("b1"));
+        let mut step = sup.step(&mut state);
+        step.after_down("b1", Some(reason), None);
+        step.finish();
+        assert_eq!(gw.agent_of(&token), None, "{reason:?}");
+    }
+}

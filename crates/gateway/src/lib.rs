@@ -244,6 +244,11 @@ impl Gateway {
         Ok(token)
     }
 
+    /// The agent `token` belongs to, if it is registered (compared in constant time).
+    pub fn agent_of(&self, token: &str) -> Option<String> {
+        find(&self.inner.routes, token).map(|(agent, _)| agent)
+    }
+
     /// Forgets `agent`: its token is refused from now on.
     pub fn forget(&self, agent: &str) {
         if let Ok(mut r) = self.inner.routes.write() {

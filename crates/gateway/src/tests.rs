@@ -284,6 +284,48 @@ async fn a_wrong_absent_or_forgotten_token_is_refused_in_the_dialect_and_nothing
 }
 
 #[tokio::test]
+async fn a_relaunch_gets_a_new_token_and_the_old_one_is_refused_and_never_forwarded() {
+    let s = setup(Wire::Anthropic, None).await;
+    s.mock.script("w1", vec![Step::Text("ok".into())]);
+    let route = Route {
+        upstream: s.mock.base_url(),
+        key: Some(KEY.into()),
+    };
+    assert_eq!(s.gw.agent_of(&s.token).as_deref(), Some("w1"));
+    // Registered again (its next launch): a new token, and the first one means nothing.
+    let new = s.gw.register("w1", route.clone()).unwrap();
+    assert_ne!(new, s.token);
+    assert_eq!(s.gw.agent_of(&s.token), None);
+    assert_eq!(s.gw.agent_of(&new).as_deref(), Some("w1"));
+    let (path, body) = request(Wire::Anthropic, false);
+    let old = send(&s, Wire::Anthropic, &path, &body, &s.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status(), 401);
+    assert!(s.mock.keys("w1").is_empty(), "nothing reached the upstream");
+    let ok = send(&s, Wire::Anthropic, &path, &body, &new)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let _ = ok.text().await.unwrap();
+    // Forgotten (it stopped): the new one is refused too.
+    s.gw.forget("w1");
+    assert_eq!(s.gw.agent_of(&new), None);
+    let gone = send(&s, Wire::Anthropic, &path, &body, &new)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 401);
+    assert_eq!(
+        s.mock.keys("w1").len(),
+        1,
+        "only the current token's call went out"
+    );
+}
+
+#[tokio::test]
 async fn a_token_is_useless_at_another_teams_gateway() {
     let s = setup(Wire::Anthropic, None).await;
     let other = Gateway::start(Arc::new(FakeMeter::default()), Limits::default()).unwrap();

@@ -136,6 +136,10 @@ impl Step<'_> {
         reason: Option<StopReason>,
         exit: Option<ExitInfo>,
     ) {
+        // Its model gateway token is refused from now on (issue 65; a relaunch gets a new one).
+        if let Some(gw) = self.sup.gateways.as_deref() {
+            gw.forget(name);
+        }
         // A first member of a staggered start gone before its answer holds nobody back.
         self.first_answered(name);
         let now = self.sup.clock.wall();

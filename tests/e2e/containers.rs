@@ -84,7 +84,10 @@ run = "echo free > free.txt"
     wait_for_or(
         "every task to end",
         T,
-        || sb.tasks(team).iter().all(|t| t.status.is_terminal()),
+        || {
+            let tasks = sb.tasks(team);
+            tasks.len() == 5 && tasks.iter().all(|t| t.status.is_terminal())
+        },
         || format!("{backend}: {:?}", sb.tasks(team)),
     );
     let tasks = sb.tasks(team);
@@ -242,4 +245,81 @@ fn only_the_operator_names_an_image_and_in_process_teams_refuse_containers() {
         assert!(err.contains("not an image name"), "{err}");
     }
     sb.ok(&["--team", team, "down"]);
+}
+
+#[test]
+fn a_cli_teammate_in_a_container_works_through_mcp_and_leaves_nothing() {
+    let Some(image) = image() else { return };
+    let sb = Sandbox::new();
+    let team = "boxcli";
+    let _cleanup = Cleanup(sb.team(team).socket);
+    // The workspace beside the state dir, not around it: Landlock (the sandbox as root,
+    // below) cannot let a process make entries in a dir that holds one it hides.
+    let ws = sb.path("ws");
+    std::fs::create_dir(&ws).unwrap();
+    let out = ws.join("out");
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/fixtures");
+    // As root bubblewrap cannot make its namespace inside the container (it refuses a root
+    // without capabilities): the container is then the CLI's boundary and the team must say
+    // it accepts that (`sandbox = "weak"`). As any other user it runs in the namespace.
+    let weak = if nix::unistd::geteuid().is_root() {
+        "sandbox = \"weak\"\n"
+    } else {
+        ""
+    };
+    let file = ws.join("agent-team.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"name = "{team}"
+board = false
+{weak}
+[roles.fake]
+description = "a scripted MCP client standing in for an agent CLI"
+provider = "cli"
+model = "none"
+command = ["node", "{cli}", "{out}"]
+restart = "never"
+container = {{ image = "{image}", memory = "256M" }}
+
+[roles.fake.sandbox]
+read = ["{dir}"]
+
+[[teammates]]
+name = "cc"
+role = "fake"
+
+[[tasks]]
+key = "one"
+title = "Write work.txt"
+"#,
+            cli = fixture.join("fake-cli.js").display(),
+            dir = fixture.display(),
+            out = out.display(),
+        ),
+    )
+    .unwrap();
+    let file = file.display().to_string();
+    sb.ok(&["-f", &file, "up", "--backend", "process", "--detach"]);
+    let read = |f: &str| std::fs::read_to_string(out.join(f)).unwrap_or_default();
+    wait_for_or(
+        "the CLI to finish its script",
+        T,
+        || out.join("ready").exists() || out.join("error.txt").exists(),
+        || std::fs::read_to_string(sb.team(team).logs.join("cc.log")).unwrap_or_default(),
+    );
+    assert_eq!(read("error.txt"), "", "the fake CLI failed");
+    let task = sb.tasks(team).into_iter().find(|t| t.id == 1).unwrap();
+    assert_eq!(task.status, TaskStatus::Completed, "{task:?}");
+    assert_eq!(task.owner.as_deref(), Some("cc"));
+    assert_eq!(read("work.txt"), "written by the CLI\n");
+    // It ran in its container, which is still there while it waits for a message.
+    assert!(sb.agent(team, "cc").container.is_some());
+    assert_eq!(containers_of(&sb.team(team).socket).len(), 1);
+    sb.ok(&["--team", team, "send", "cc", "hello cli"]);
+    wait_for("the CLI to get its message", T, || {
+        read("inbox.txt").contains("hello cli")
+    });
+    sb.ok(&["--team", team, "down"]);
+    assert_eq!(containers_of(&sb.team(team).socket), Vec::<String>::new());
 }

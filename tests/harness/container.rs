@@ -1,5 +1,5 @@
 //! The image the container tests run teammates in (issue 66): made offline with `mmdebstrap`
-//! from Debian's packages of this machine's own release (so our binaries, bound in, find the
+//! from Debian's packages of this machine's own release (the essential ones and Node.js) (so our binaries, bound in, find the
 //! same C library), cached under `target/container/`, imported into podman once. Tests that
 //! need it call [`image`]: without podman or mmdebstrap they are skipped with a note, except in
 //! CI (`CI` set), where `.ci/run` installs both and a missing one fails the test.
@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 /// The image's name in podman's store.
-pub const IMAGE: &str = "localhost/agent-team-e2e:1";
+pub const IMAGE: &str = "localhost/agent-team-e2e:2";
+
+/// Debian packages the image holds beyond the essential ones: Node.js, for the scripted agent
+/// CLI of the CLI-in-a-container test.
+const PACKAGES: &str = "nodejs";
 
 /// Whether `program` runs here.
 fn runs(program: &str, args: &[&str]) -> bool {
@@ -70,7 +74,7 @@ fn build() -> Result<String, String> {
     if runs("podman", &["image", "exists", IMAGE]) {
         return Ok(IMAGE.into());
     }
-    let tar = dir.join(format!("{}.tar", codename()));
+    let tar = dir.join(format!("{}-2.tar", codename()));
     if !tar.is_file() {
         if !runs("mmdebstrap", &["--version"]) {
             return Err("mmdebstrap is not installed".into());
@@ -78,6 +82,7 @@ fn build() -> Result<String, String> {
         let part = dir.join("rootfs.tar.part");
         let out = Command::new("mmdebstrap")
             .args(["--variant=essential", "--quiet", "--format=tar"])
+            .arg(format!("--include={PACKAGES}"))
             .arg(codename())
             .arg(&part)
             .stdin(Stdio::null())

@@ -278,7 +278,8 @@ pub(crate) fn descends_from(pid: i32, ancestor: i32) -> bool {
         if p <= 1 {
             return false;
         }
-        let Some(ppid) = parent_of(p) else {
+        // PID 1 included: in a container the worker is PID 1 (issue 66).
+        let Some(ppid) = ppid_of(p) else {
             return false;
         };
         p = ppid;
@@ -286,12 +287,35 @@ pub(crate) fn descends_from(pid: i32, ancestor: i32) -> bool {
     false
 }
 
-/// The parent of process `pid` (from `/proc`).
-pub(crate) fn parent_of(pid: i32) -> Option<i32> {
+/// The parent of process `pid` (from `/proc`), PID 1 included.
+fn ppid_of(pid: i32) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // `pid (comm) state ppid …`: comm may hold spaces and parentheses.
     stat.rsplit_once(')')
         .and_then(|(_, rest)| rest.split_whitespace().nth(1))
         .and_then(|n| n.parse().ok())
-        .filter(|p: &i32| *p > 1)
+        .filter(|p: &i32| *p > 0)
+}
+
+/// The parent of process `pid` (from `/proc`), unless it is PID 1 or none: a process whose
+/// parent is init has lost the one it had, and nothing may be signalled as its parent.
+pub(crate) fn parent_of(pid: i32) -> Option<i32> {
+    ppid_of(pid).filter(|p| *p > 1)
+}
+
+#[cfg(test)]
+mod descent_tests {
+    use super::*;
+
+    #[test]
+    fn every_process_descends_from_pid_1_a_workers_place_in_a_container() {
+        let me = std::process::id() as i32;
+        // In a container the worker is PID 1 and the CLI's bridge its descendant: the walk up
+        // must reach it (it stopped one short when PID 1 counted as no parent).
+        assert!(descends_from(me, 1));
+        assert!(descends_from(me, me));
+        assert!(!descends_from(1, me));
+        // Nothing is ever signalled as an orphan's parent.
+        assert_eq!(parent_of(1), None);
+    }
 }

@@ -72,6 +72,12 @@ impl ToolHost for WorkerHost {
                 let peer = stream.peer_cred().ok().and_then(|c| c.pid());
                 // Only the CLI's own bridge: a process this worker started.
                 let Some(peer) = peer.filter(|p| *p != worker && descends_from(*p, worker)) else {
+                    tracing::warn!(
+                        ?peer,
+                        worker,
+                        "refused a connection to the team's tools: not from a process this \
+                         worker started"
+                    );
                     continue;
                 };
                 // The bridge's parent is the CLI, which a shutdown request ends.

@@ -32,12 +32,14 @@ pub const SECRET_FILE: &str = "secret";
 const RUNTIME_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One path of the host bound into the container at the same place.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Bind {
     /// The path, outside and inside.
     pub path: PathBuf,
     /// Read-only inside.
     pub read_only: bool,
+    /// Made (a private dir) before the container starts when missing (an agent CLI's home).
+    pub create: bool,
 }
 
 /// How one agent's container is made.
@@ -69,6 +71,10 @@ pub struct ContainerRun {
     /// No network at all (`--network none`); false: the runtime's default network (the team
     /// file opened the network: `mode = "open"` or `sandbox = "off"`).
     pub no_network: bool,
+    /// The user and group it runs as (the operator's own, so what it writes in the workspace
+    /// is theirs and bubblewrap can make its namespace inside); none: the image's (root), for
+    /// an operator who is root.
+    pub user: Option<(u32, u32)>,
 }
 
 /// A short, stable id of one team of one machine's runtime dir (its daemon socket's path), so
@@ -131,6 +137,16 @@ pub fn run_argv(run: &ContainerRun, spec: &LaunchSpec) -> Vec<String> {
     ];
     if run.no_network {
         v.extend(["--network".into(), "none".into()]);
+    }
+    if let Some((uid, gid)) = run.user {
+        // A user without capabilities inside, who may still make the sandbox's own user and
+        // PID namespace there: a new `/proc` can be mounted only where none of it is hidden.
+        v.extend([
+            "--user".into(),
+            format!("{uid}:{gid}"),
+            "--security-opt".into(),
+            "unmask=/proc/*".into(),
+        ]);
     }
     if let Some(m) = &run.memory {
         v.extend(["--memory".into(), m.clone()]);
@@ -211,6 +227,18 @@ impl Contained {
         remove(&run.program, &run.name);
         std::fs::create_dir_all(&run.agent_dir)
             .map_err(io(format!("cannot create {}", run.agent_dir.display())))?;
+        for b in run.binds.iter().filter(|b| b.create && !b.path.exists()) {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&b.path)
+                .map_err(io(format!("cannot create {}", b.path.display())))?;
+        }
+        // The container's user reads its own dir (its secret) and no one else does.
+        if let Some((uid, gid)) = run.user {
+            let _ = std::os::unix::fs::chown(&run.agent_dir, Some(uid), Some(gid));
+        }
         let link = run.agent_dir.join(DAEMON_SOCKET);
         let _ = std::fs::remove_file(&link);
         std::fs::hard_link(&run.daemon_socket, &link).map_err(io(format!(
@@ -443,11 +471,12 @@ mod tests {
             runtime_class: None,
             binds: vec![Bind {
                 path: "/work/ws".into(),
-                read_only: false,
+                ..Bind::default()
             }],
             agent_dir: "/run/x/t.net/w1".into(),
             daemon_socket: "/run/x/t.sock".into(),
             no_network: true,
+            user: Some((1000, 1000)),
         }
     }
 
@@ -460,6 +489,7 @@ mod tests {
             "--cap-drop all",
             "--read-only",
             "--memory 64M",
+            "--user 1000:1000 --security-opt unmask=/proc/*",
             "--memory-swap 64M",
             "--pids-limit 64",
             "--cpus 1.5",

@@ -266,6 +266,9 @@ pub mod env {
     /// A role's extra arguments for its CLI (in the role's `env`, whitespace-separated).
     pub const CLI_ARGS: &str = "AGENT_TEAM_CLI_ARGS";
 
+    /// An agent CLI's private home when the worker cannot find it from the state dir (a
+    /// worker in a container, where only that dir of the state is bound in).
+    pub const CLI_HOME: &str = "AGENT_TEAM_CLI_HOME";
     /// The memory cap of the container the agent runs in, as the team file wrote it (`2G`).
     pub const MEMORY_LIMIT: &str = "AGENT_TEAM_MEMORY_LIMIT";
     /// The process cap of the container the agent runs in.

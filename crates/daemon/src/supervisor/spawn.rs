@@ -477,6 +477,18 @@ impl Step<'_> {
             Some(c) => {
                 let (argv, run) = self.container_run(rec, c, cfg, role, argv, &cwd)?;
                 envs.retain(|(k, _)| k != env::LOG_FILE);
+                // Where an agent CLI's worker finds the CLI's home (bound in at the same path;
+                // nothing else of the state dir is there).
+                if provider.is_external() {
+                    envs.push((
+                        env::CLI_HOME.into(),
+                        self.sup
+                            .paths
+                            .cli_home(&rec.info.name)
+                            .display()
+                            .to_string(),
+                    ));
+                }
                 // Its caps, so a command they stop says so.
                 if let Some(m) = &c.memory {
                     envs.push((env::MEMORY_LIMIT.into(), m.clone()));
@@ -526,26 +538,49 @@ impl Step<'_> {
         let runtime = socket.parent().ok_or("the daemon's socket has no dir")?;
         let agent_dir = agent_team_paths::net_dir(runtime, &self.sup.team, &rec.info.name);
         let instance = agent_team_pane::container::instance_of(socket);
-        let mut binds = vec![Bind {
-            path: cfg.workspace.clone(),
-            read_only: false,
-        }];
+        let rw = |path: PathBuf| Bind {
+            path,
+            ..Bind::default()
+        };
+        let ro = |path: PathBuf| Bind {
+            path,
+            read_only: true,
+            ..Bind::default()
+        };
+        let mut binds = vec![rw(cfg.workspace.clone())];
         if cwd != cfg.workspace {
-            binds.push(Bind {
-                path: cwd.to_path_buf(),
-                read_only: false,
-            });
+            binds.push(rw(cwd.to_path_buf()));
         }
         let worker = argv.first().map(PathBuf::from).ok_or("no worker program")?;
         let bridge = worker.with_file_name("agent-team-bridge");
         for exe in [&worker, &bridge] {
             if exe.is_file() {
-                binds.push(Bind {
-                    path: exe.clone(),
-                    read_only: true,
-                });
+                binds.push(ro(exe.clone()));
             }
         }
+        // What the team file's and the role's `[sandbox]` let its members read and write
+        // (a CLI's own install, a cache) is all of the rest of this machine they see.
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let extra = cfg
+            .sandbox_paths
+            .clone()
+            .and(role.sandbox.resolved(&cfg.workspace, home.as_deref()));
+        binds.extend(extra.read.into_iter().filter(|p| p.exists()).map(ro));
+        binds.extend(extra.write.into_iter().filter(|p| p.exists()).map(rw));
+        // An agent CLI's private home (its configuration, its MCP and hook sockets).
+        if self
+            .sup
+            .provider_of(rec)
+            .unwrap_or(role.provider)
+            .is_external()
+        {
+            binds.push(Bind {
+                create: true,
+                ..rw(self.sup.paths.cli_home(&rec.info.name))
+            });
+        }
+        let uid = agent_team_paths::current_uid();
+        let user = (uid != 0).then(|| (uid, nix::unistd::getegid().as_raw()));
         let confined = crate::net::policy(cfg, Some(role)).is_some();
         let argv = if confined {
             if !bridge.is_file() {
@@ -596,6 +631,7 @@ impl Step<'_> {
                 agent_dir,
                 daemon_socket: socket.clone(),
                 no_network: confined,
+                user,
             },
         ))
     }

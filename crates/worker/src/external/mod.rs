@@ -685,12 +685,14 @@ pub async fn run(
     let host = tools.ok_or_else(|| {
         AgentError::Config("this program cannot serve the team's tools to a CLI".into())
     })?;
-    let paths =
-        agent_team_paths::Paths::from_env().map_err(|e| AgentError::Config(e.to_string()))?;
-    let home = paths
-        .team(&agent.team)
-        .map_err(|e| AgentError::Config(e.to_string()))?
-        .cli_home(&agent.name);
+    let home = match std::env::var_os(agent_team_pane::env::CLI_HOME).filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => agent_team_paths::Paths::from_env()
+            .map_err(|e| AgentError::Config(e.to_string()))?
+            .team(&agent.team)
+            .map_err(|e| AgentError::Config(e.to_string()))?
+            .cli_home(&agent.name),
+    };
     // A shutdown an earlier launch was asked for is not this one's.
     let _ = crate::idle::take_shutdown_marker(&home);
     let headless = !nix::unistd::isatty(std::io::stdout()).unwrap_or(false);

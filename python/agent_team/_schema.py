@@ -166,6 +166,9 @@ class AgentInfo:
     #: Whether its process is connected to the daemon right now.
     connected: bool = False
 
+    #: The container it runs in and its limits; absent for an agent in no container.
+    container: Optional[ContainerSpec] = None
+
     #: The task it holds in progress.
     current_task: Optional[int] = None
 
@@ -198,7 +201,7 @@ class AgentInfo:
     #: response. Filled in when the roster is read, not stored with the agent.
     usage: Optional[UsageFigures] = None
 
-    _FIELDS: ClassVar[Tuple[Any, ...]] = (('name', 'name', None, True, None), ('role', 'role', None, True, None), ('status', 'status', None, True, None), ('backend', 'backend', None, True, None), ('incarnation', 'incarnation', None, True, None), ('restarts', 'restarts', None, True, None), ('last_activity', 'last_activity', None, True, None), ('color', 'color', None, False, None), ('connected', 'connected', None, False, False), ('current_task', 'current_task', None, False, None), ('error', 'error', None, False, None), ('host', 'host', None, False, None), ('last_exit', 'last_exit', None, False, None), ('pane', 'pane', None, False, None), ('pgid', 'pgid', None, False, None), ('pid', 'pid', None, False, None), ('plan', 'plan', ('opt', ('class', 'PlanInfo')), False, None), ('todos', 'todos', ('list', ('class', 'TodoItem')), False, None), ('usage', 'usage', ('opt', ('class', 'UsageFigures')), False, None))
+    _FIELDS: ClassVar[Tuple[Any, ...]] = (('name', 'name', None, True, None), ('role', 'role', None, True, None), ('status', 'status', None, True, None), ('backend', 'backend', None, True, None), ('incarnation', 'incarnation', None, True, None), ('restarts', 'restarts', None, True, None), ('last_activity', 'last_activity', None, True, None), ('color', 'color', None, False, None), ('connected', 'connected', None, False, False), ('container', 'container', ('opt', ('class', 'ContainerSpec')), False, None), ('current_task', 'current_task', None, False, None), ('error', 'error', None, False, None), ('host', 'host', None, False, None), ('last_exit', 'last_exit', None, False, None), ('pane', 'pane', None, False, None), ('pgid', 'pgid', None, False, None), ('pid', 'pid', None, False, None), ('plan', 'plan', ('opt', ('class', 'PlanInfo')), False, None), ('todos', 'todos', ('list', ('class', 'TodoItem')), False, None), ('usage', 'usage', ('opt', ('class', 'UsageFigures')), False, None))
 
     @classmethod
     def from_dict(cls: Type[_T], data: Dict[str, Any]) -> _T:
@@ -303,6 +306,42 @@ class ConfigChanged:
     @classmethod
     def from_dict(cls: Type[_T], data: Dict[str, Any]) -> _T:
         """A `ConfigChanged` from its JSON object (unknown keys are ignored)."""
+        return _from_dict(cls, data)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The JSON object (optional fields that are None are left out)."""
+        return _to_dict(self)
+
+
+@dataclass
+class ContainerSpec:
+    """`container = { … }` on a role or a teammate (and `spawn --image`): the image a teammate's
+    worker runs in, with the caps that keep a runaway task from taking the machine (issue 66).
+    """
+
+    #: The image (`docker.io/library/debian:12`, `localhost/team:1`).
+    image: str
+
+    #: Its CPU cap in CPUs as written (`1.5`).
+    cpus: Optional[str] = None
+
+    #: Its memory cap as written (`2G`, `512M`); swap is not added to it.
+    memory: Optional[str] = None
+
+    #: The most processes (and threads) it may hold at once.
+    pids: Optional[int] = None
+
+    #: The program that runs it: `podman` (the default) or `docker`.
+    runtime: Optional[str] = None
+
+    #: The OCI runtime it runs under (`runsc` for gVisor, `kata`); none: the runtime's own.
+    runtime_class: Optional[str] = None
+
+    _FIELDS: ClassVar[Tuple[Any, ...]] = (('image', 'image', None, True, None), ('cpus', 'cpus', None, False, None), ('memory', 'memory', None, False, None), ('pids', 'pids', None, False, None), ('runtime', 'runtime', None, False, None), ('runtime_class', 'runtime_class', None, False, None))
+
+    @classmethod
+    def from_dict(cls: Type[_T], data: Dict[str, Any]) -> _T:
+        """A `ContainerSpec` from its JSON object (unknown keys are ignored)."""
         return _from_dict(cls, data)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -875,9 +914,9 @@ class UsageUpdatedEvent:
 
 @dataclass
 class ModelCallEvent:
-    """One model call an agent CLI made through the team's model gateway (issue 65), once its
-    response ended: the trace of every call, counted or refused (the envelope's `agent_id`
-    is the agent).
+    """One model call (issue 65), once its response ended: an agent CLI's through the team's
+    model gateway (every call, counted or refused), or one of our own agents' (each answered
+    call, from its `report_usage`). The envelope's `agent_id` is the agent.
     """
 
     #: The model asked for.
@@ -889,7 +928,8 @@ class ModelCallEvent:
     #: The HTTP status the CLI was given.
     status: int
 
-    #: From the request's arrival at the gateway to the response's end, in ms.
+    #: From the request's arrival at the gateway (or, our own agent's, its start) to the
+    #: response's end, in ms.
     latency_ms: int
 
     #: The part of `input_tokens` written to the prompt cache.
@@ -2343,6 +2383,7 @@ __all__ = [
     'BudgetLevel',
     'BudgetStatus',
     'ConfigChanged',
+    'ContainerSpec',
     'Decision',
     'DecisionKind',
     'DeliveryState',

@@ -634,3 +634,88 @@ fn a_prompt_injected_cli_teammate_finds_only_its_gateway_token_refused_from_outs
     assert!(mock.unmatched().is_empty(), "{:?}", mock.unmatched());
     let _ = sb.run(&["down"]);
 }
+
+/// Issue 65: our own model agents' calls are `MODEL_CALL` events too, in the gateway's shape
+/// (one constructor in the daemon): a mock-model leader's two turns, each with the tokens the
+/// mock billed, its API, streamed or not (a first byte when streamed), status 200, no error.
+#[test]
+fn our_own_agents_model_calls_are_model_call_events_with_the_billed_tokens() {
+    for (wire, provider, api, stream) in [
+        (Wire::OpenAi, "openai", "openai-chat", true),
+        (Wire::Anthropic, "anthropic", "anthropic", false),
+    ] {
+        let at = format!("{provider} stream={stream}");
+        let mock = MockModel::start_background(wire).unwrap();
+        mock.script(
+            "leader",
+            vec![
+                Step::tools(&[("write_file", json!({"path": "a.txt", "content": "x"}))])
+                    .with_usage(1000, 50, 400),
+                Step::tools(&[("finish_team", json!({"answer": "traced"}))])
+                    .with_usage(2000, 30, 1500),
+            ],
+        );
+        let mut sb = Sandbox::new();
+        sb.env.push(("MOCK_API_KEY".into(), "test-key".into()));
+        sb.write_team_file(&format!(
+            "name = \"mt\"\n[defaults]\nprovider = \"{provider}\"\nmodel = \"mock-1\"\n\
+             base_url = \"{}\"\napi_key_env = \"MOCK_API_KEY\"\nstream = {stream}\n\
+             [roles.leader]\ntools = [\"write_file\"]\n",
+            mock.base_url()
+        ));
+        let out = sb.run(&["run", "--backend", "process", "--timeout", "60", "--json"]);
+        assert!(
+            out.status.success(),
+            "{at}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let calls: Vec<Event> = sb
+            .events_of("mt")
+            .into_iter()
+            .filter(|e| e.agent_id == "leader" && matches!(e.event, Event::ModelCall { .. }))
+            .map(|e| e.event)
+            .collect();
+        assert_eq!(calls.len(), 2, "{at}: {calls:?}");
+        let billed = mock.billed("leader");
+        let mut sum = (0, 0, 0);
+        for (call, want) in calls.iter().zip([(1000, 50, 400), (2000, 30, 1500)]) {
+            let Event::ModelCall {
+                model,
+                api: got_api,
+                streamed,
+                status,
+                input_tokens,
+                output_tokens,
+                cached_tokens,
+                first_byte_ms,
+                error,
+                ..
+            } = call
+            else {
+                unreachable!()
+            };
+            assert_eq!(model, "mock-1", "{at}");
+            assert_eq!(got_api, api, "{at}");
+            assert_eq!(*streamed, stream, "{at}");
+            assert_eq!(*status, 200, "{at}");
+            assert_eq!(error, &None, "{at}");
+            assert_eq!(first_byte_ms.is_some(), stream, "{at}: {call:?}");
+            assert_eq!(
+                (*input_tokens, *output_tokens, *cached_tokens),
+                want,
+                "{at}"
+            );
+            sum = (
+                sum.0 + input_tokens,
+                sum.1 + output_tokens,
+                sum.2 + cached_tokens,
+            );
+        }
+        assert_eq!(
+            sum,
+            (billed.prompt(), billed.output, billed.cache_read),
+            "{at}"
+        );
+    }
+}

@@ -756,6 +756,7 @@ async fn a_first_usage_report_starts_the_members_held_behind_it() {
                 output_tokens: 20,
                 cached_tokens: 0,
                 cache_write_tokens: 3000,
+                call: None,
             },
         )
         .unwrap();

@@ -10,7 +10,7 @@
 use crate::core::{Core, CoreMsg, CoreTx};
 use agent_team_config::{Provider, Role};
 use agent_team_gateway::{Ask, Call, Gateway, Limits, Meter, Route, Verdict, VerdictFuture};
-use agent_team_protocol::{Event, Reply};
+use agent_team_protocol::{CallTrace, Event, Reply};
 use agent_team_state::Actor;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -267,24 +267,49 @@ impl Core {
             None => self.state.drop_lease(&call.agent),
         }
         let u = call.usage.unwrap_or_default();
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        self.state.record(
-            &call.agent,
-            Event::ModelCall {
-                model: call.model,
-                api: call.dialect.as_str().to_string(),
-                streamed: call.streamed,
-                status: call.status,
-                input_tokens: u.input,
-                output_tokens: u.output,
-                cached_tokens: u.cached,
-                cache_write_tokens: u.cache_write,
-                latency_ms: ms(call.latency),
-                first_byte_ms: call.first_byte.map(ms),
-                error: call.error,
-            },
-            now,
-        );
+        let tokens = crate::handlers::usage::Tokens {
+            input: u.input,
+            output: u.output,
+            cached: u.cached,
+            cache_write: u.cache_write,
+        };
+        let trace = CallTrace {
+            api: call.dialect.as_str().to_string(),
+            streamed: call.streamed,
+            status: call.status,
+            latency_ms: millis(call.latency),
+            first_byte_ms: call.first_byte.map(millis),
+        };
+        let event = model_call(call.model, &tokens, trace, call.error);
+        self.state.record(&call.agent, event, now);
+    }
+}
+
+/// A duration in whole ms.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// One model call's `MODEL_CALL` event: the one home of its shape, for an agent CLI's call
+/// through the gateway and for our own agents' (from their `report_usage`).
+pub(crate) fn model_call(
+    model: String,
+    tokens: &crate::handlers::usage::Tokens,
+    trace: CallTrace,
+    error: Option<String>,
+) -> Event {
+    Event::ModelCall {
+        model,
+        api: trace.api,
+        streamed: trace.streamed,
+        status: trace.status,
+        input_tokens: tokens.input,
+        output_tokens: tokens.output,
+        cached_tokens: tokens.cached,
+        cache_write_tokens: tokens.cache_write,
+        latency_ms: trace.latency_ms,
+        first_byte_ms: trace.first_byte_ms,
+        error,
     }
 }
 

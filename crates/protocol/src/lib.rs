@@ -21,7 +21,9 @@ pub use model::*;
 pub use request::{
     DEFAULT_LEASE_TOKENS, DEFAULT_WAIT_MS, MAX_WAIT_MS, Reply, Request, SpawnMember,
 };
-pub use usage::{BudgetLevel, BudgetLimit, BudgetStatus, UsageFigures, UsageLine, UsageReport};
+pub use usage::{
+    BudgetLevel, BudgetLimit, BudgetStatus, CallTrace, UsageFigures, UsageLine, UsageReport,
+};
 pub use wire::{Auth, ClientFrame, Hello, MAX_RID_LEN, Push, ServerFrame, StartReads, Welcome};
 pub use work::{FileChange, FinishAction, FinishOutcome, FinishPolicy, WorkDiff, WorkResult};
 

@@ -885,9 +885,9 @@ pub enum Event {
         /// The agent's figures so far, every model together.
         total: crate::UsageFigures,
     },
-    /// One model call an agent CLI made through the team's model gateway (issue 65), once its
-    /// response ended: the trace of every call, counted or refused (the envelope's `agent_id`
-    /// is the agent).
+    /// One model call (issue 65), once its response ended: an agent CLI's through the team's
+    /// model gateway (every call, counted or refused), or one of our own agents' (each answered
+    /// call, from its `report_usage`). The envelope's `agent_id` is the agent.
     ModelCall {
         /// The model asked for.
         model: String,
@@ -910,7 +910,8 @@ pub enum Event {
         /// The part of `input_tokens` written to the prompt cache.
         #[serde(default)]
         cache_write_tokens: u64,
-        /// From the request's arrival at the gateway to the response's end, in ms.
+        /// From the request's arrival at the gateway (or, our own agent's, its start) to the
+        /// response's end, in ms.
         latency_ms: u64,
         /// From the request's arrival to the response's first bytes, in ms, when any came.
         #[serde(default, skip_serializing_if = "Option::is_none")]

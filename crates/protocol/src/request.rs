@@ -456,6 +456,9 @@ pub enum Request {
         /// The part of `input_tokens` written to the prompt cache (billed at the write price).
         #[serde(default, skip_serializing_if = "is_zero")]
         cache_write_tokens: u64,
+        /// How the call went: given, the daemon records it as a `MODEL_CALL` event (issue 65).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        call: Option<crate::CallTrace>,
     },
     /// Whether the calling agent may make its next model request (agents only): a spent
     /// budget of its role or of the team says `stop`. Otherwise the daemon reserves a lease of

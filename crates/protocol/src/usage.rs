@@ -30,6 +30,25 @@ impl UsageFigures {
     }
 }
 
+/// How one model call went, beside its usage in `report_usage`: what the daemon's
+/// `MODEL_CALL` event says of it besides the tokens (issue 65).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct CallTrace {
+    /// The API (`anthropic`, `openai-chat`, `openai-responses`, `gemini`).
+    pub api: String,
+    /// Whether the response was streamed.
+    #[serde(default)]
+    pub streamed: bool,
+    /// The HTTP status of the response.
+    pub status: u16,
+    /// From the request's start to the response's end, in ms.
+    pub latency_ms: u64,
+    /// From the request's start to the response's first streamed piece, in ms, when any came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_byte_ms: Option<u64>,
+}
+
 /// One line of a usage report: an agent (with its role and its models), a role, or a model.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

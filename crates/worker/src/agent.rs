@@ -603,7 +603,7 @@ impl<'a> Turns<'a> {
         });
         let streamed = StreamedText::new(link, out);
         let mut on_event = streamed.on_event();
-        let turn = self.model.turn(&req, &mut on_event).await;
+        let (turn, trace) = timed_turn(self.model.as_ref(), role, &req, &mut on_event).await;
         // What streamed goes out before anything the turn does next.
         streamed.flush();
         let turn = match turn {
@@ -652,7 +652,7 @@ impl<'a> Turns<'a> {
         // lease is asked for (it counts the usage) and before the agent ends.
         let read = std::mem::take(&mut self.seen);
         let bookkeeping = async {
-            report_usage(link, role, &req, &turn, out).await;
+            report_usage(link, role, &req, &turn, Some(trace), out).await;
             read.ack(link.as_ref()).await;
         };
         let work = async {
@@ -1184,6 +1184,42 @@ pub(crate) async fn budget_lease(
     }
 }
 
+/// One call of `model` for `role`, timed for its `MODEL_CALL` trace (issue 65): its turn, and
+/// how it went (the API, streamed, latency, the time to its first streamed piece), which
+/// `report_usage` hands the daemon beside the usage.
+pub(crate) async fn timed_turn(
+    model: &dyn agent_team_model::Model,
+    role: &Role,
+    req: &TurnRequest,
+    on_event: &mut (dyn FnMut(agent_team_model::StreamEvent) + Send),
+) -> (
+    Result<agent_team_model::Turn, agent_team_model::ModelError>,
+    CallTrace,
+) {
+    let start = std::time::Instant::now();
+    let mut first = None;
+    let turn = {
+        let mut timed = |ev| {
+            first.get_or_insert_with(|| start.elapsed());
+            on_event(ev);
+        };
+        model.turn(req, &mut timed).await
+    };
+    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let trace = CallTrace {
+        api: match role.provider {
+            Provider::Anthropic => "anthropic",
+            _ => "openai-chat",
+        }
+        .to_string(),
+        streamed: role.stream,
+        status: 200,
+        latency_ms: millis(start.elapsed()),
+        first_byte_ms: first.map(millis),
+    };
+    (turn, trace)
+}
+
 /// Whether a response without `usage` was already warned about (once per process).
 static WARNED_NO_USAGE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -1196,6 +1232,7 @@ pub(crate) async fn report_usage(
     role: &Role,
     req: &TurnRequest,
     turn: &agent_team_model::Turn,
+    call: Option<CallTrace>,
     out: &Output,
 ) {
     let u = match turn.usage {
@@ -1223,6 +1260,7 @@ pub(crate) async fn report_usage(
             output_tokens: u.output_tokens,
             cached_tokens: u.cached_tokens,
             cache_write_tokens: u.cache_write_tokens,
+            call,
         })
         .await
     {

@@ -462,12 +462,15 @@ impl Leader<'_> {
             crate::agent::budget_lease(self.link, self.role, &req, self.out).await?;
             let streamed = crate::agent::StreamedText::new(self.link, self.out);
             let mut on_event = streamed.on_event();
-            let turn = self.model.turn(&req, &mut on_event).await;
+            let (turn, trace) =
+                crate::agent::timed_turn(self.model.as_ref(), self.role, &req, &mut on_event).await;
             // What streamed goes out before anything the turn does next.
             streamed.flush();
             match turn {
                 Ok(turn) => {
-                    crate::agent::report_usage(self.link, self.role, &req, &turn, self.out).await;
+                    let call = Some(trace);
+                    crate::agent::report_usage(self.link, self.role, &req, &turn, call, self.out)
+                        .await;
                     if !self.role.stream && !turn.text.is_empty() {
                         self.out.write(&turn.text);
                         self.link.fire(Request::Emit {

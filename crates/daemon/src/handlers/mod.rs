@@ -388,6 +388,7 @@ pub(crate) fn dispatch(
             output_tokens,
             cached_tokens,
             cache_write_tokens,
+            call,
         } => {
             let tokens = usage::Tokens {
                 input: input_tokens,
@@ -395,7 +396,15 @@ pub(crate) fn dispatch(
                 cached: cached_tokens,
                 cache_write: cache_write_tokens,
             };
-            usage::report(core, actor, model, tokens, now)
+            // Our own agent's call traced like the gateway's (issue 65).
+            let event = call.map(|t| crate::gateway::model_call(model.clone(), &tokens, t, None));
+            let reply = usage::report(core, actor, model, tokens, now);
+            if reply.is_ok()
+                && let (Some(event), Some(agent)) = (event, actor.agent())
+            {
+                core.state.record(agent, event, now);
+            }
+            reply
         }
         Request::BudgetCheck {
             model,

@@ -323,3 +323,79 @@ title = "Write work.txt"
     sb.ok(&["--team", team, "down"]);
     assert_eq!(containers_of(&sb.team(team).socket), Vec::<String>::new());
 }
+
+#[test]
+fn a_teammate_in_a_container_on_an_ssh_host_works_there_and_down_leaves_nothing() {
+    use agent_team_e2e::sshd::{HOST, Sshd};
+    let Some(image) = image() else { return };
+    let sshd = Sshd::start();
+    let sb = Sandbox::new();
+    let team = "rbox";
+    let socket = sb.team(team).socket;
+    let _cleanup = Cleanup(socket.clone());
+    sb.write_team_file(&format!(
+        r#"name = "{team}"
+board = false
+{ssh}
+[roles.boxed]
+provider = "exec"
+host = "{HOST}"
+container = {{ image = "{image}", memory = "64M", pids = 64 }}
+
+[[teammates]]
+name = "far"
+role = "boxed"
+
+[[tasks]]
+title = "inside"
+assign = "far"
+run = "cat /proc/1/cgroup > inside.txt; ls /sys/class/net >> inside.txt; grep CapEff /proc/self/status >> inside.txt"
+
+[[tasks]]
+title = "hog"
+assign = "far"
+run = "head -c 400000000 /dev/zero | tail -c 300000000 > /dev/null"
+"#,
+        ssh = sshd.ssh_table(Some(&bin("agent-team-worker"))),
+    ));
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    wait_for_or(
+        "both tasks to end on the host",
+        T,
+        || {
+            let tasks = sb.tasks(team);
+            tasks.len() == 2 && tasks.iter().all(|t| t.status.is_terminal())
+        },
+        || format!("{:?}", sb.tasks(team)),
+    );
+    let tasks = sb.tasks(team);
+    assert_eq!(task(&tasks, "inside").status, TaskStatus::Completed);
+    let inside = std::fs::read_to_string(
+        sshd.remote_dir()
+            .join(format!("work/{team}/far/inside.txt")),
+    )
+    .unwrap();
+    assert!(inside.contains("libpod"), "{inside}");
+    assert!(inside.contains("CapEff:\t0000000000000000"), "{inside}");
+    assert!(
+        inside.lines().any(|l| l == "lo") && !inside.contains("eth"),
+        "{inside}"
+    );
+    let hog = task(&tasks, "hog");
+    assert_eq!(hog.status, TaskStatus::Failed);
+    assert!(
+        hog.result
+            .as_deref()
+            .unwrap_or_default()
+            .contains("out of memory (limit 64M)"),
+        "{hog:?}"
+    );
+    let far = sb.agent(team, "far");
+    assert_eq!(far.host.as_deref(), Some(HOST));
+    assert!(far.container.is_some());
+    sb.ok(&["--team", team, "down"]);
+    assert_eq!(containers_of(&socket), Vec::<String>::new());
+    wait_for("nothing of the team left on the host", T, || {
+        sshd.remote_processes().is_empty()
+    });
+}

@@ -216,7 +216,8 @@ impl Contained {
     /// The spec the inner backend starts: the runtime running the agent, its secret moved to
     /// a file, the daemon's socket linked where the container sees it.
     fn wrap(&self, spec: &LaunchSpec) -> Result<LaunchSpec, PaneError> {
-        let Some(run) = &spec.container else {
+        // One on another host is the remote backend's to run there.
+        let Some(run) = spec.container.as_ref().filter(|_| spec.host.is_none()) else {
             return Ok(spec.clone());
         };
         let io = |what: String| move |source| PaneError::Io { what, source };
@@ -256,9 +257,10 @@ impl Contained {
         Ok(out)
     }
 
-    /// Removes the container of `target`, if it has one.
+    /// Removes the container of `target` here, if it has one (one on another host is
+    /// removed there by the remote backend's stop).
     fn remove_of(&self, target: &Launched) {
-        if let Some(c) = &target.container {
+        if let Some(c) = target.container.as_ref().filter(|_| target.host.is_none()) {
             remove(&c.program, &c.name);
         }
     }

@@ -24,6 +24,9 @@ struct Core {
     pending_stops: Mutex<Vec<Launched>>,
     /// Each launched agent's name, by (host, pid): its tmux session there.
     names: Mutex<HashMap<(String, u32), String>>,
+    /// The container runtimes agents were started with, by host: `shutdown` removes every
+    /// container of the team there.
+    runtimes: Mutex<std::collections::BTreeSet<(String, String)>>,
 }
 
 impl RemoteBackend {
@@ -36,6 +39,7 @@ impl RemoteBackend {
             ssh,
             pending_stops: Mutex::new(Vec::new()),
             names: Mutex::new(HashMap::new()),
+            runtimes: Mutex::new(std::collections::BTreeSet::new()),
         })
     }
 
@@ -165,6 +169,13 @@ fn launched(host: &str, answer: &str) -> Result<Launched, PaneError> {
 }
 
 impl Core {
+    /// Remembers that an agent on `host` runs in a container of `program`.
+    fn uses_runtime(&self, host: &str, program: &str) {
+        if let Ok(mut r) = self.runtimes.lock() {
+            r.insert((host.to_string(), program.to_string()));
+        }
+    }
+
     /// Runs `script` on `host` through the link of `place`.
     fn run(&self, host: &str, place: &Place, script: &str) -> Result<String, RemoteError> {
         checked(&*self.ssh, host, Some(&place.control), script)
@@ -200,6 +211,9 @@ impl Core {
 
     /// The script that starts `spec` on its host and prints the new process group's id.
     fn launch_script(&self, spec: &LaunchSpec, place: &Place, host: &str) -> String {
+        if let Some(c) = &spec.container {
+            self.uses_runtime(host, &c.program);
+        }
         let on = scripts::LaunchOn {
             host,
             root: &place.root,
@@ -332,7 +346,17 @@ impl Core {
             }
         };
         let pgid = target.pgid.unwrap_or(target.pid);
-        let script = scripts::stop(&self.settings.team, &place.root, pgid, grace);
+        let container = target.container.as_ref();
+        if let Some(c) = container {
+            self.uses_runtime(&host, &c.program);
+        }
+        let script = scripts::stop(
+            &self.settings.team,
+            &place.root,
+            pgid,
+            grace,
+            container.map(|c| (c.program.as_str(), c.name.as_str())),
+        );
         let out = self.run(&host, &place, &script).map_err(to_pane)?;
         if out.trim() == "gone" {
             Ok(())
@@ -441,7 +465,19 @@ impl Core {
                 // Nothing of the team stays on the host but its logs and workspaces: the
                 // sockets, the secrets, the run scripts go with the directory.
                 let dir = l.dir(&self.settings.team);
-                let script = scripts::clean_up(&dir, l.info.tmux.as_deref());
+                let instance =
+                    agent_team_pane::container::instance_of(&self.settings.daemon_socket);
+                let boxes: Vec<(String, String)> = self
+                    .runtimes
+                    .lock()
+                    .map(|r| {
+                        r.iter()
+                            .filter(|(h, _)| *h == l.host)
+                            .map(|(_, p)| (p.clone(), instance.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let script = scripts::clean_up(&dir, l.info.tmux.as_deref(), &boxes);
                 if let Err(e) = checked(&*self.ssh, &l.host, Some(&l.control), &script) {
                     tracing::warn!(host = %l.host, "cannot clean up the host: {e}");
                 }

@@ -174,14 +174,17 @@ pub(crate) fn launch(settings: &RemoteSettings, spec: &LaunchSpec, on: &LaunchOn
 }
 
 /// The agent's command line on its host: `env` with its environment (the host's paths in
-/// place of this machine's) and its argv, this build's worker replaced by the host's.
+/// place of this machine's) and its argv, this build's worker replaced by the host's; in its
+/// container there when it has one ([`container_line`]).
 fn agent_command(
     settings: &RemoteSettings,
     spec: &LaunchSpec,
     on: &LaunchOn,
     p: &AgentPaths,
 ) -> String {
+    let boxed = spec.container.is_some();
     let mut words = vec!["env".to_string()];
+    let mut names: Vec<String> = Vec::new();
     for k in &spec.env_remove {
         words.push("-u".into());
         words.push(shell_quote(k));
@@ -198,31 +201,134 @@ fn agent_command(
     for (k, v) in &spec.env {
         if !replaced.contains(&k.as_str()) {
             words.push(shell_quote(&format!("{k}={v}")));
+            names.push(k.clone());
         }
     }
+    let sock = format!("{}/daemon.sock", p.dir);
+    let runtime = format!("{}/run", on.root);
     for (k, v) in [
         (env::SECRET_FILE, p.secret_file.as_str()),
-        (env::SOCKET, &format!("{}/daemon.sock", p.dir)),
+        (env::SOCKET, &sock),
         (env::LOG_FILE, &p.log),
         (env::WORKSPACE, &p.cwd),
         ("AGENT_TEAM_HOME", &p.home),
-        ("AGENT_TEAM_RUNTIME_DIR", &format!("{}/run", on.root)),
+        ("AGENT_TEAM_RUNTIME_DIR", &runtime),
         (ENV_HOST, on.host),
     ] {
+        // In a container only what is bound in: not the host's state dir and logs.
+        if boxed && [env::LOG_FILE, "AGENT_TEAM_HOME", "AGENT_TEAM_RUNTIME_DIR"].contains(&k) {
+            continue;
+        }
         words.push(shell_quote(&format!("{k}={v}")));
+        names.push(k.to_string());
     }
+    // The credentials the run script reads into its environment.
+    names.extend(
+        spec.secret_env
+            .iter()
+            .filter(|(k, _)| is_env_name(k))
+            .map(|(k, _)| k.clone()),
+    );
+    let mut argv = Vec::new();
     for (i, a) in spec.argv.iter().enumerate() {
         let local_worker = settings
             .local_worker
             .as_ref()
             .is_some_and(|w| w.as_os_str() == a.as_str());
         if i == 0 && local_worker {
-            words.push(shell_quote(on.worker));
+            argv.push(shell_quote(on.worker));
         } else {
-            words.push(shell_quote(a));
+            argv.push(shell_quote(a));
         }
     }
-    words.join(" ")
+    match &spec.container {
+        Some(run) => container_line(run, spec, on, p, &words, &names, &argv),
+        None => {
+            words.extend(argv);
+            words.join(" ")
+        }
+    }
+}
+
+/// The runtime's command line on the host that runs `argv` in the agent's container, its
+/// variables set by `env_words` on the runtime and passed in by `names`: nothing of the host
+/// but its workspace, the host's worker (read-only) and the team's run dir there (read-only:
+/// the forwarded daemon socket and the agent's secret file); no network (an agent on a host
+/// has no egress proxy); no capability; a read-only root; the caps; the host's own soft
+/// ulimits (runc refuses more); the user's own uid when not root.
+fn container_line(
+    run: &agent_team_pane::container::ContainerRun,
+    spec: &LaunchSpec,
+    on: &LaunchOn,
+    p: &AgentPaths,
+    env_words: &[String],
+    names: &[String],
+    argv: &[String],
+) -> String {
+    use agent_team_pane::container::{LABEL_AGENT, LABEL_INSTANCE};
+    let q = |w: &str| shell_quote(w);
+    let mut v: Vec<String> = env_words.to_vec();
+    let program = q(&run.program);
+    v.extend([
+        program.clone(),
+        "run".into(),
+        "--name".into(),
+        q(&run.name),
+        "--label".into(),
+        q(&format!("{LABEL_INSTANCE}={}", run.instance)),
+        "--label".into(),
+        q(&format!("{LABEL_AGENT}={}", spec.name)),
+        "--cap-drop".into(),
+        "all".into(),
+        "--security-opt".into(),
+        "no-new-privileges".into(),
+        "--read-only".into(),
+        "--tmpfs".into(),
+        "/tmp:rw,exec,mode=1777".into(),
+        "--interactive=false".into(),
+        "--network".into(),
+        "none".into(),
+        "--ulimit".into(),
+        "\"nofile=$nf:$nf\"".into(),
+        "--ulimit".into(),
+        "\"nproc=$np:$np\"".into(),
+        "$ua".into(),
+    ]);
+    if let Some(m) = &run.memory {
+        v.extend(["--memory".into(), q(m), "--memory-swap".into(), q(m)]);
+    }
+    if let Some(c) = &run.cpus {
+        v.extend(["--cpus".into(), q(c)]);
+    }
+    if let Some(n) = run.pids {
+        v.extend(["--pids-limit".into(), n.to_string()]);
+    }
+    if let Some(r) = &run.runtime_class {
+        v.extend(["--runtime".into(), q(r)]);
+    }
+    for (path, ro) in [
+        (p.cwd.as_str(), false),
+        (on.worker, true),
+        (p.dir.as_str(), true),
+    ] {
+        v.push("--volume".into());
+        v.push(q(&format!("{path}:{path}{}", if ro { ":ro" } else { "" })));
+    }
+    for k in names {
+        v.extend(["--env".into(), q(k)]);
+    }
+    v.extend(["--workdir".into(), q(&p.cwd), q(&run.image)]);
+    v.extend(argv.iter().cloned());
+    // Computed on the host when the run script runs.
+    format!(
+        "nf=$(ulimit -Sn); np=$(ulimit -Su 2>/dev/null || ulimit -Sp 2>/dev/null); \
+         case $np in unlimited|'') np=32768;; esac; \
+         if [ \"$np\" -gt 32768 ]; then np=32768; fi; ua=; if [ \"$(id -u)\" != 0 ]; then \
+         ua=\"--user $(id -u):$(id -g) --security-opt unmask=/proc/*\"; fi; \
+         {program} rm --force --time 0 {name} >/dev/null 2>&1 || true; {line}",
+        name = q(&run.name),
+        line = v.join(" ")
+    )
 }
 
 /// The part of a launch writing the agent's secret to its file and the credentials it would
@@ -266,16 +372,32 @@ pub(crate) fn failed_launch(reason: &str) -> String {
     format!("echo {}\n", shell_quote(&format!("err {reason}")))
 }
 
-/// Stops the process group `pgid` (TERM, then KILL after `grace`) and says `gone` or `alive`.
-pub(crate) fn stop(team: &str, root: &str, pgid: u32, grace: Duration) -> String {
+/// Stops the process group `pgid` (TERM, then KILL after `grace`), removes its container
+/// (`program`, `name`) when it has one, and says `gone` or `alive`.
+pub(crate) fn stop(
+    team: &str,
+    root: &str,
+    pgid: u32,
+    grace: Duration,
+    container: Option<(&str, &str)>,
+) -> String {
     let d = shell_quote(&format!("{root}/run/{team}"));
     let ticks = (grace.as_millis() / 50).max(1);
+    let rm = container
+        .map(|(program, name)| {
+            format!(
+                "{} rm --force --time 0 {} >/dev/null 2>&1 || true\n",
+                shell_quote(program),
+                shell_quote(name)
+            )
+        })
+        .unwrap_or_default();
     format!(
         "p={pgid}\nkill -s TERM -- -$p 2>/dev/null || true\n\
          n=0; while kill -s 0 -- -$p 2>/dev/null && [ $n -lt {ticks} ]; do sleep 0.05; n=$((n+1)); done\n\
          kill -s KILL -- -$p 2>/dev/null || true\n\
          n=0; while kill -s 0 -- -$p 2>/dev/null && [ $n -lt 100 ]; do sleep 0.05; n=$((n+1)); done\n\
-         rm -f {d}/$p.status\nif kill -s 0 -- -$p 2>/dev/null; then echo alive; else echo gone; fi\n"
+         {rm}rm -f {d}/$p.status\nif kill -s 0 -- -$p 2>/dev/null; then echo alive; else echo gone; fi\n"
     )
 }
 
@@ -352,12 +474,27 @@ pub(crate) fn paste(tm: &str, name: &str, text: &str) -> String {
 
 /// Removes the team's run directory `dir` from the host (its sockets, secrets and run
 /// scripts), ending its private tmux server `tmux` first when there is one.
-pub(crate) fn clean_up(dir: &str, tmux: Option<&str>) -> String {
+pub(crate) fn clean_up(dir: &str, tmux: Option<&str>, containers: &[(String, String)]) -> String {
     let tmux = match tmux {
         Some(tm) => format!("{} kill-server 2>/dev/null; ", self::tmux(tm, dir)),
         None => String::new(),
     };
-    format!("{tmux}rm -rf {}", shell_quote(dir))
+    // Every container of the team there, by its instance label (`program`, `instance`).
+    let boxes: String = containers
+        .iter()
+        .map(|(program, instance)| {
+            let p = shell_quote(program);
+            format!(
+                "for c in $({p} ps --all --quiet --filter {f} 2>/dev/null); do \
+                 {p} rm --force --time 0 \"$c\" >/dev/null 2>&1; done; ",
+                f = shell_quote(&format!(
+                    "label={}={instance}",
+                    agent_team_pane::container::LABEL_INSTANCE
+                ))
+            )
+        })
+        .collect();
+    format!("{tmux}{boxes}rm -rf {}", shell_quote(dir))
 }
 
 /// What a remote agent's local viewer shows.

@@ -390,7 +390,15 @@ fn clean_up_after_a_dead_daemon(ctx: &Ctx) -> Result<Vec<String>> {
             Some((
                 r.info.name.clone(),
                 agent_team_pane::Launched {
-                    container: None,
+                    container: r.info.container.as_ref().map(|c| {
+                        agent_team_pane::container::ContainerRef {
+                            program: c.program().to_string(),
+                            name: agent_team_pane::container::container_name(
+                                &agent_team_pane::container::instance_of(&ctx.tp.socket),
+                                &r.info.name,
+                            ),
+                        }
+                    }),
                     pid: r.info.pid?,
                     pgid: r.info.pgid,
                     pane: None,

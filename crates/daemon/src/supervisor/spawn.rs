@@ -167,13 +167,6 @@ impl Step<'_> {
                 "a member in a container needs a process backend (tmux or process), not in-process",
             ));
         }
-        if container.is_some() && host.is_some() {
-            return Err(err(
-                ErrorCode::BadRequest,
-                "a member in a container runs on this machine: give it a `host` or a `container`, \
-                 not both",
-            ));
-        }
         let kind = if host.is_some() {
             "ssh"
         } else {
@@ -479,7 +472,7 @@ impl Step<'_> {
                 envs.retain(|(k, _)| k != env::LOG_FILE);
                 // Where an agent CLI's worker finds the CLI's home (bound in at the same path;
                 // nothing else of the state dir is there).
-                if provider.is_external() {
+                if provider.is_external() && rec.info.host.is_none() {
                     envs.push((
                         env::CLI_HOME.into(),
                         self.sup
@@ -535,6 +528,29 @@ impl Step<'_> {
     ) -> Result<(Vec<String>, agent_team_pane::container::ContainerRun), String> {
         use agent_team_pane::container::{AGENT_DIR_INSIDE, Bind, ContainerRun};
         let socket = &self.sup.paths.socket;
+        // On another host the remote backend makes the container there from the image and
+        // the caps: the binds and the network are the host's (no egress proxy there: none).
+        if rec.info.host.is_some() {
+            let instance = agent_team_pane::container::instance_of(socket);
+            return Ok((
+                argv,
+                ContainerRun {
+                    program: c.program().to_string(),
+                    image: c.image.clone(),
+                    name: agent_team_pane::container::container_name(&instance, &rec.info.name),
+                    instance,
+                    memory: c.memory.clone(),
+                    cpus: c.cpus.clone(),
+                    pids: c.pids,
+                    runtime_class: c.runtime_class.clone(),
+                    binds: Vec::new(),
+                    agent_dir: PathBuf::new(),
+                    daemon_socket: socket.clone(),
+                    no_network: true,
+                    user: None,
+                },
+            ));
+        }
         let runtime = socket.parent().ok_or("the daemon's socket has no dir")?;
         let agent_dir = agent_team_paths::net_dir(runtime, &self.sup.team, &rec.info.name);
         let instance = agent_team_pane::container::instance_of(socket);

@@ -94,9 +94,10 @@ pub fn container_name(instance: &str, agent: &str) -> String {
     format!("agent-team-{instance}-{agent}")
 }
 
-/// The limits podman's runc can set here: the process's own soft limits, never more (a
-/// runtime asked for more than its caller holds refuses to start the container).
-fn ulimits() -> Vec<String> {
+/// The `--ulimit` flags podman's runc can set here: the process's own soft limits, never more
+/// (a runtime asked for more than its caller holds refuses to start the container); every
+/// container we start takes them (`doctor`'s trial run too).
+pub fn ulimits() -> Vec<String> {
     use nix::sys::resource::{Resource, getrlimit};
     let mut v = Vec::new();
     // RLIMIT_NPROC counts every process of the user on the host, not the container's: the

@@ -61,25 +61,6 @@ pub struct Found {
     pub detail: String,
 }
 
-/// The `--ulimit` flags runc accepts here: this process's own soft limits, never more (a
-/// runtime asked for more than its caller holds refuses to start the container); the same
-/// rule as the pane backend's containers.
-fn ulimit_args() -> Vec<String> {
-    use nix::sys::resource::{Resource, getrlimit};
-    let mut v = Vec::new();
-    for (name, res, most) in [
-        ("nofile", Resource::RLIMIT_NOFILE, 1u64 << 20),
-        ("nproc", Resource::RLIMIT_NPROC, 32_768),
-    ] {
-        if let Ok((soft, _)) = getrlimit(res) {
-            let n = soft.min(most);
-            v.push("--ulimit".to_string());
-            v.push(format!("{name}={n}:{n}"));
-        }
-    }
-    v
-}
-
 /// The last non-empty line of `text` (a runtime's error), at most 200 characters.
 fn last_line(text: &str) -> String {
     let l = text
@@ -126,7 +107,7 @@ pub fn probe(run: &dyn Runner, program: &'static str, images: &[String]) -> Foun
             ]
             .map(String::from)
             .to_vec();
-            args.extend(ulimit_args());
+            args.extend(agent_team_pane::container::ulimits());
             args.extend([image.clone(), "true".into()]);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             match run.run(program, &args, TIMEOUT) {

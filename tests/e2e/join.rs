@@ -359,3 +359,133 @@ fn a_flood_of_idle_tcp_connections_does_not_lock_the_operator_out() {
     drop(w);
     sb.ok(&["--team", team, "down"]);
 }
+
+/// A TCP forwarder on the loopback standing for the network between a joined worker and its
+/// team: every connection it carries can be cut at once.
+struct Cutter {
+    port: u16,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Cutter {
+    /// Forwards connections on a new loopback port to `to`.
+    fn start(to: std::net::SocketAddr) -> Cutter {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (acc, op) = (accepted.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = std::net::TcpStream::connect(to) else {
+                    continue;
+                };
+                {
+                    let mut o = op.lock().unwrap();
+                    o.push(client.try_clone().unwrap());
+                    o.push(server.try_clone().unwrap());
+                }
+                acc.fetch_add(1, Ordering::SeqCst);
+                for (mut from, mut into) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut into);
+                        let _ = into.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Cutter {
+            port,
+            accepted,
+            open,
+        }
+    }
+
+    /// Connections carried so far.
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Cuts every connection it carries.
+    fn cut(&self) {
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+#[test]
+fn a_joined_worker_whose_tcp_link_is_cut_mid_task_reconnects_and_does_its_task_once() {
+    let sb = Sandbox::new();
+    let team = "jcut";
+    let remote = sb.path("remote");
+    std::fs::create_dir(&remote).unwrap();
+    let (marker, release, done) = (
+        remote.join("started"),
+        remote.join("release"),
+        remote.join("done"),
+    );
+    let cmd = format!(
+        "echo run >> {m}; while [ ! -e {r} ]; do sleep 0.05; done; echo done >> {d}",
+        m = marker.display(),
+        r = release.display(),
+        d = done.display()
+    );
+    up(
+        &sb,
+        team,
+        &format!("[[tasks]]\nkey = \"a\"\ntitle = \"remote task\"\nrun = \"{cmd}\"\n"),
+    );
+    let (url, token) = join(&sb, team, "w1", &[]);
+    // The worker dials the team through the cutter: the same URL (and pin) on its port.
+    let parsed = agent_team_client::join::JoinUrl::parse(&url).unwrap();
+    let endpoint: std::net::SocketAddr =
+        format!("{}:{}", parsed.host, parsed.port).parse().unwrap();
+    let cutter = Cutter::start(endpoint);
+    let via = agent_team_client::join::JoinUrl {
+        port: cutter.port,
+        ..parsed
+    }
+    .to_string();
+    let w = worker(&sb, &via, Some(&token), &remote, "w1.log");
+    wait_for_or(
+        "the joined worker to start its task",
+        T,
+        || marker.exists(),
+        || format!("{}\n{:?}", w.output(), sb.tasks(team)),
+    );
+    assert!(sb.agent(team, "w1").connected, "{}", w.output());
+
+    // The link is cut mid-task: the worker dials again (with its secret now) and carries on.
+    let before = cutter.accepted();
+    cutter.cut();
+    wait_for_or(
+        "the worker to reconnect over a new TCP connection",
+        T,
+        || cutter.accepted() > before && sb.agent(team, "w1").connected,
+        || w.output(),
+    );
+    std::fs::write(&release, "").unwrap();
+    wait_for_or(
+        "the task to complete",
+        T,
+        || sb.task_is(team, 1, TaskStatus::Completed),
+        || format!("{}\n{:?}", w.output(), sb.tasks(team)),
+    );
+    let task = &sb.tasks(team)[0];
+    assert_eq!(
+        (task.owner.as_deref(), task.attempts),
+        (Some("w1"), 1),
+        "claimed once"
+    );
+    assert_eq!(std::fs::read_to_string(&marker).unwrap().lines().count(), 1);
+    assert_eq!(std::fs::read_to_string(&done).unwrap().lines().count(), 1);
+    sb.ok(&["--team", team, "down"]);
+    drop(w);
+}

@@ -139,7 +139,7 @@ impl TeamState {
     pub fn remove_agent(&mut self, name: &str, why: &str, now: Timestamp) {
         self.release_held(name, now);
         if let Some(a) = self.agents.remove(name) {
-            self.inboxes.remove(name);
+            self.forget_inbox(name);
             self.changes.push(Change::AgentRemoved(name.to_string()));
             self.record(
                 "daemon",
@@ -174,7 +174,7 @@ impl TeamState {
         );
         self.release_held(name, now);
         self.agents.remove(name);
-        self.inboxes.remove(name);
+        self.forget_inbox(name);
         self.changes.push(Change::AgentRemoved(name.to_string()));
         Some(incarnation)
     }

@@ -160,6 +160,7 @@ impl TeamState {
                 state: DeliveryState::Queued,
             };
             self.changes.push(Change::MessageNew(m.clone()));
+            self.unread_to.insert(id, r.clone());
             self.inboxes.entry(r.clone()).or_default().push_back(m);
             ids.push(id);
         }
@@ -211,10 +212,10 @@ impl TeamState {
             .iter()
             .filter(|id| own.is_none_or(|q| q.binary_search_by_key(*id, |m| m.id).is_err()))
             .filter_map(|id| {
-                self.inboxes
-                    .iter()
-                    .find(|(who, q)| **who != name && q.binary_search_by_key(id, |m| m.id).is_ok())
-                    .map(|(who, _)| (*id, who.clone()))
+                let who = self.unread_to.get(id)?;
+                let q = self.inboxes.get(who)?;
+                (*who != name && q.binary_search_by_key(id, |m| m.id).is_ok())
+                    .then(|| (*id, who.clone()))
             })
             .collect();
         if let Some((id, whose)) = foreign.first() {
@@ -251,6 +252,7 @@ impl TeamState {
                 changed += 1;
                 if state == DeliveryState::Read {
                     q.remove(pos);
+                    self.unread_to.remove(id);
                 }
             }
         }
@@ -267,6 +269,7 @@ impl TeamState {
         let mut dropped = 0;
         q.retain(|m| {
             if m.kind == MessageKind::ShutdownRequest {
+                self.unread_to.remove(&m.id);
                 self.changes.push(Change::MessageState {
                     id: m.id,
                     state: DeliveryState::Read,
@@ -278,6 +281,13 @@ impl TeamState {
             }
         });
         dropped
+    }
+
+    /// Drops `name`'s inbox (the agent is removed) and its copies from the recipients' index.
+    pub(crate) fn forget_inbox(&mut self, name: &str) {
+        for m in self.inboxes.remove(name).unwrap_or_default() {
+            self.unread_to.remove(&m.id);
+        }
     }
 
     /// Unread copies addressed to `name`, oldest first.

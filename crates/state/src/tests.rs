@@ -406,6 +406,68 @@ fn acks_only_move_forward_and_only_for_the_owner() {
 }
 
 #[test]
+fn a_read_copy_may_be_acknowledged_again_and_another_agents_unread_one_never() {
+    let mut s = team_with(&["leader", "b1", "b2"]);
+    let (ids, _) = s
+        .send(
+            &a("leader"),
+            "*",
+            "x".into(),
+            MessageKind::Text,
+            None,
+            now(),
+        )
+        .unwrap();
+    let copy = |s: &TeamState, who: &str| s.unread(who)[0].id;
+    let (c1, c2) = (copy(&s, "b1"), copy(&s, "b2"));
+    assert!(ids.contains(&c1) && ids.contains(&c2));
+    // Read before its `delivered` arrives: the late `delivered` is let through, changing nothing.
+    assert_eq!(
+        s.ack(&a("b1"), &[c1], DeliveryState::Read, now()).unwrap(),
+        1
+    );
+    assert_eq!(
+        s.ack(&a("b1"), &[c1], DeliveryState::Delivered, now())
+            .unwrap(),
+        0
+    );
+    // b2's unread copy is still not b1's, nor b1's read one b2's.
+    let refused = s
+        .ack(&a("b1"), &[c2], DeliveryState::Delivered, now())
+        .unwrap_err();
+    assert_eq!(refused.code, ErrorCode::PermissionDenied);
+    assert!(refused.message.contains("b2"), "{}", refused.message);
+    assert_eq!(
+        s.ack(&a("b2"), &[c1], DeliveryState::Read, now()).unwrap(),
+        0
+    );
+    // Restored from its snapshot, the same.
+    let unread = [s.unread("b1"), s.unread("b2")].concat();
+    let mut s = TeamState::restore(
+        "t",
+        Snapshot {
+            max_message_id: c1.max(c2),
+            unread,
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        s.ack(&a("b1"), &[c2], DeliveryState::Read, now())
+            .unwrap_err()
+            .code,
+        ErrorCode::PermissionDenied
+    );
+    assert_eq!(
+        s.ack(&a("b2"), &[c2], DeliveryState::Read, now()).unwrap(),
+        1
+    );
+    assert_eq!(
+        s.ack(&a("b1"), &[c2], DeliveryState::Read, now()).unwrap(),
+        0
+    );
+}
+
+#[test]
 fn an_agents_activity_needs_no_sync_but_its_start_does() {
     let mut s = team_with(&["leader", "b1"]);
     s.take_changes();

@@ -468,6 +468,7 @@ impl Core {
         let mut step = self.sup.step(&mut self.state);
         let r = f(&mut step);
         let actions = step.finish();
+        let mut cleanups = Vec::new();
         for action in actions {
             match action {
                 Action::Schedule { after, timer } => self.schedule(after, Timer::Sup(timer)),
@@ -481,6 +482,7 @@ impl Core {
                         let _ = tx.send(CoreMsg::Sup(ev));
                     });
                 }
+                Action::Run(job) if job.is_in_process_cleanup() => cleanups.push(job),
                 Action::Run(job) => {
                     let tx = self.self_tx.clone();
                     tokio::task::spawn_blocking(move || {
@@ -491,6 +493,16 @@ impl Core {
                 }
                 Action::ForceExit => self.force_exit = true,
             }
+        }
+        if !cleanups.is_empty() {
+            let tx = self.self_tx.clone();
+            tokio::task::spawn_blocking(move || {
+                for job in cleanups {
+                    job.run(&|ev| {
+                        let _ = tx.send(CoreMsg::Sup(ev));
+                    });
+                }
+            });
         }
         r
     }

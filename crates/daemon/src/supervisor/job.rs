@@ -98,6 +98,18 @@ impl std::fmt::Debug for Job {
 }
 
 impl Job {
+    /// Whether this is an in-process agent's cleanup (a task of the daemon's own: no process
+    /// group, host or container of its own). It is quick unless a command the agent ran still
+    /// lingers, so the cleanups of one step share one blocking thread: at `down` a team of
+    /// 1 024 started a hundred threads for them, on `down`'s critical path.
+    pub fn is_in_process_cleanup(&self) -> bool {
+        matches!(self, Job::Cleanup { launched, .. }
+            if launched.pid == std::process::id()
+                && launched.pgid.is_none()
+                && launched.host.is_none()
+                && launched.container.is_none())
+    }
+
     /// Whether the work is quick and never blocks, so the daemon's core may do it itself:
     /// starting agents whose backend starts them at once (in-process tasks) and who need no
     /// worktree made first.

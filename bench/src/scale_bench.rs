@@ -1,6 +1,7 @@
 //! What grows with the team (issue 67): `up -n N` model teammates against the mock model, the
-//! operator adds 3 tasks per teammate, one broadcast is every teammate's go to claim and complete
-//! its 3 tasks, then `down`. Each figure at the large size beside the same figure at the small
+//! operator adds 3 tasks per teammate, a first broadcast starts one turn each (answered after
+//! a second, as a model does), a second is every teammate's go to claim and complete its 3
+//! tasks (every turn answered at once), then `down`. Each figure at the large size beside the same figure at the small
 //! size, in the same run: in-process at 32 and 1 024, processes at 32 and 256 (`BENCH_SCALE_SIZES`
 //! and `BENCH_SCALE_PROCESS_SIZES`, comma-separated; `0` runs none).
 
@@ -20,8 +21,22 @@ use std::time::{Duration, Instant};
 /// Tasks each teammate claims and completes.
 const TASKS_EACH: u64 = 3;
 
+/// The mock model's threads (`BENCH_SCALE_MOCK_THREADS`). After the claims' broadcast its one
+/// thread is busy the whole time while the daemon's is idle more than half of it (perf, 1 024
+/// teammates; half of the mock's time is its writes, one per streamed event); a second thread
+/// did not change the figures on 2 CPUs (its requests share one lock).
+const MOCK_THREADS: usize = 1;
+
 /// The broadcast every teammate waits for.
 const GO: &str = "GO-SCALE";
+
+/// The first broadcast: each teammate answers it with one turn the model answers after
+/// [`MODEL_DELAY`], as a real model does, so the turns it starts are measured on their own.
+const PING: &str = "PING-SCALE";
+
+/// How long the model takes to answer a [`PING`] turn: longer than the whole team takes to
+/// start its turns, so no answer (and no next turn) competes with a turn still starting.
+const MODEL_DELAY: Duration = Duration::from_secs(1);
 
 /// One size's figures.
 struct Figures {
@@ -35,8 +50,13 @@ struct Figures {
     add: Duration,
     /// Tasks claimed and completed per second, from the broadcast until the last completes.
     claims_per_s: f64,
-    /// Broadcast → each teammate's next model request, median.
+    /// Broadcast → each teammate's next model request, median, with the model answering
+    /// after [`MODEL_DELAY`] ([`PING`]).
     bcast_p50: Duration,
+    /// The same for the [`GO`] broadcast, whose turns the mock answers at once: each answer
+    /// starts the teammate's next turn (6 in a row) while the others' first turns still start,
+    /// all on the same 2 CPUs as the mock.
+    go_p50: Duration,
     /// `agent-team down`.
     down: Duration,
     /// Prompt tokens of a teammate's first model request (as the mock bills them): what the
@@ -73,12 +93,13 @@ pub fn run(r: &mut Report, dir: &Path, quick: bool) -> Result<()> {
         for n in ns {
             let f = one(dir, backend, n).with_context(|| format!("{n} {backend} teammates"))?;
             println!(
-                "  {backend} {n}: PSS {:.2} MiB/teammate, up→idle {}, add {}, {} claims/s, broadcast p50 {}, down {}",
+                "  {backend} {n}: PSS {:.2} MiB/teammate, up→idle {}, add {}, {} claims/s, broadcast p50 {} (answered at once: {}), down {}",
                 f.pss_mib,
                 dur(f.up_idle.as_secs_f64()),
                 dur(f.add.as_secs_f64()),
                 rate(f.claims_per_s),
                 dur(f.bcast_p50.as_secs_f64()),
+                dur(f.go_p50.as_secs_f64()),
                 dur(f.down.as_secs_f64())
             );
             got.push(f);
@@ -200,6 +221,12 @@ fn report(r: &mut Report, backend: &str, small: &Figures, big: &Figures) {
             "≤ 50 ms",
             big.bcast_p50 <= Duration::from_millis(50),
         );
+        r.note(format!(
+            "scale {backend}: broadcast → next turn p50 when each turn is answered at once \
+             (the claims' broadcast): {} at {b}, {} at {s}",
+            dur(big.go_p50.as_secs_f64()),
+            dur(small.go_p50.as_secs_f64())
+        ));
     }
     r.add(
         &name("down"),
@@ -229,7 +256,8 @@ fn script(mock: &MockModel, n: usize) {
         |text: &str| Step::until(&["NEVER-IN-ANY-REQUEST"], Step::Text(text.into()), text);
     mock.script("leader", vec![forever("Ready.")]);
     for i in 0..n {
-        let mut steps = Vec::new();
+        let ping = Step::Delay(MODEL_DELAY, Box::new(Step::Text("Ok.".into())));
+        let mut steps = vec![Step::until(&[PING], ping, "Ready.")];
         for k in 0..TASKS_EACH {
             let id = i as u64 * TASKS_EACH + k + 1;
             let claim = Step::tools(&[("claim_task", json!({ "id": id }))]);
@@ -249,7 +277,14 @@ fn script(mock: &MockModel, n: usize) {
 
 /// One team of `n` teammates on `backend`, measured through its phases.
 fn one(dir: &Path, backend: &str, n: usize) -> Result<Figures> {
-    let mock = MockModel::start_background(Wire::OpenAi)?;
+    let threads = std::env::var("BENCH_SCALE_MOCK_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(MOCK_THREADS);
+    let mock = MockModel::start_background_on(Wire::OpenAi, threads)?;
+    if std::env::var_os("BENCH_SCALE_KEEP_REQUESTS").is_none() {
+        mock.keep_requests(false);
+    }
     script(&mock, n);
     // A team of its own each run: a second run of one size would find the first one's board.
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -312,10 +347,45 @@ fn one(dir: &Path, backend: &str, n: usize) -> Result<Figures> {
         .context("task add")?;
     }
     let add = added.elapsed() / (n as u32 * TASKS_EACH as u32);
-    // One broadcast: each teammate's go.
-    let before: Vec<usize> = names.iter().map(|w| mock.request_times(w).len()).collect();
     let profile = |phase: &str| perf_start(daemon, &format!("{backend}-{n}-{phase}"));
+    // The first broadcast: every teammate takes one turn, answered after `MODEL_DELAY`.
+    let before: Vec<usize> = names.iter().map(|w| mock.request_times(w).len()).collect();
+    let answered: Vec<u64> = names.iter().map(|w| mock.billed(w).output).collect();
     let mut perf = profile("broadcast");
+    let sent = Instant::now();
+    op.call(Request::Send {
+        to: "*".into(),
+        body: format!("{PING}: say ok."),
+        kind: MessageKind::Text,
+        summary: None,
+        dedup: None,
+    })?;
+    let bcast_p50 = next_turns(&mock, &names, &before, sent)?;
+    perf_stop(perf.take());
+    // Every one answered and idle again before the tasks come.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let all_answered = names
+            .iter()
+            .zip(&answered)
+            .all(|(w, k)| mock.billed(w).output > *k);
+        let idle = match op.call(Request::Agents)? {
+            Reply::Agents { agents } => agents
+                .iter()
+                .filter(|a| a.name != "leader" && a.status == AgentStatus::Idle)
+                .count(),
+            other => bail!("unexpected reply {other:?}"),
+        };
+        if all_answered && idle == n {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {idle} of {n} teammates idle after the first broadcast's turn");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The second broadcast: each teammate's go, every turn answered at once.
+    let before: Vec<usize> = names.iter().map(|w| mock.request_times(w).len()).collect();
     let sent = Instant::now();
     op.call(Request::Send {
         to: "*".into(),
@@ -324,18 +394,8 @@ fn one(dir: &Path, backend: &str, n: usize) -> Result<Figures> {
         summary: None,
         dedup: None,
     })?;
+    let go_p50 = next_turns(&mock, &names, &before, sent)?;
     let deadline = Instant::now() + Duration::from_secs(600);
-    while names
-        .iter()
-        .zip(&before)
-        .any(|(w, k)| mock.request_times(w).len() <= *k)
-    {
-        if Instant::now() > deadline {
-            bail!("not every teammate took a turn after the broadcast");
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    perf_stop(perf.take());
     let total = n as u64 * TASKS_EACH;
     loop {
         let done = match op.call(Request::TaskList {
@@ -361,22 +421,6 @@ fn one(dir: &Path, backend: &str, n: usize) -> Result<Figures> {
         std::thread::sleep(Duration::from_millis(20));
     }
     let work = sent.elapsed();
-    let mut turns: Vec<f64> = names
-        .iter()
-        .zip(&before)
-        .filter_map(|(w, k)| {
-            mock.request_times(w)
-                .get(*k)
-                .map(|t| t.saturating_duration_since(sent).as_secs_f64())
-        })
-        .collect();
-    if turns.len() != n {
-        bail!(
-            "{} of {n} teammates took a turn after the broadcast",
-            turns.len()
-        );
-    }
-    let bcast_p50 = Duration::from_secs_f64(pct(&mut turns, 50.0));
     drop(op);
     let perf = profile("down");
     let down_at = Instant::now();
@@ -390,9 +434,43 @@ fn one(dir: &Path, backend: &str, n: usize) -> Result<Figures> {
         add,
         claims_per_s: total as f64 / work.as_secs_f64(),
         bcast_p50,
+        go_p50,
         down,
         first_prompt,
     })
+}
+
+/// Waits until each of `names` has made a model request past its count in `before`; the
+/// median time from `sent` to that request's arrival.
+fn next_turns(
+    mock: &MockModel,
+    names: &[String],
+    before: &[usize],
+    sent: Instant,
+) -> Result<Duration> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let mut turns: Vec<f64> = names
+            .iter()
+            .zip(before)
+            .filter_map(|(w, k)| {
+                mock.request_times(w)
+                    .get(*k)
+                    .map(|t| t.saturating_duration_since(sent).as_secs_f64())
+            })
+            .collect();
+        if turns.len() == names.len() {
+            return Ok(Duration::from_secs_f64(pct(&mut turns, 50.0)));
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} of {} teammates took a turn after the broadcast",
+                turns.len(),
+                names.len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 /// Completed tasks, page by page.

@@ -273,6 +273,8 @@ struct Shared {
     omit_usage: AtomicBool,
     /// Usage accounts the prompt cache as the provider does ([`MockModel::account_caching`]).
     caching: AtomicBool,
+    /// Request bodies are not kept ([`MockModel::keep_requests`]).
+    forget_requests: AtomicBool,
 }
 
 impl Shared {
@@ -317,12 +319,26 @@ impl MockModel {
     /// Binds `127.0.0.1:0` and serves on a tokio runtime of its own, on a thread of its own,
     /// for synchronous tests and benches.
     pub fn start_background(wire: Wire) -> std::io::Result<MockModel> {
+        Self::start_background_on(wire, 1)
+    }
+
+    /// [`MockModel::start_background`] on `threads` threads (at least one): for a bench whose
+    /// many agents' requests at once would otherwise queue behind one thread of the mock's
+    /// own (each request's arrival is stamped only once that thread reads it).
+    pub fn start_background_on(wire: Wire, threads: usize) -> std::io::Result<MockModel> {
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
+        let rt = match threads {
+            0 | 1 => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+            n => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(n)
+                .thread_name("mockmodel-worker")
+                .enable_all()
+                .build()?,
+        };
         let shared = Arc::new(Shared::default());
         let (tx, rx) = oneshot::channel();
         let server_shared = Arc::clone(&shared);
@@ -442,6 +458,13 @@ impl MockModel {
     /// default), nothing is cached and nothing changes.
     pub fn account_caching(&self, on: bool) {
         self.shared.caching.store(on, Ordering::SeqCst);
+    }
+
+    /// Whether each request's body is kept for [`MockModel::requests`] (the default). A bench
+    /// of a thousand agents turns it off: kept, their bodies grew the mock's heap by hundreds of
+    /// MiB, and the mock's time with it. Arrival times, keys and billing are kept either way.
+    pub fn keep_requests(&self, on: bool) {
+        self.shared.forget_requests.store(!on, Ordering::SeqCst);
     }
 
     /// Moves the prompt cache's clock on by `by`, so a test sees entries expire (after 5
@@ -803,7 +826,9 @@ fn take_step(
         .pointer("/stream_options/include_usage")
         .and_then(Value::as_bool)
         == Some(true);
-    if let Some(agent) = &agent {
+    if let Some(agent) = &agent
+        && !shared.forget_requests.load(Ordering::Relaxed)
+    {
         inner.requests.entry(agent.clone()).or_default().push(req);
     }
     Ok(Taken {

@@ -463,6 +463,10 @@ impl View {
             if let Some(h) = &a.host {
                 status = format!("{status} @{}", text::printable(h));
             }
+            // And in what container, with its caps.
+            if let Some(c) = &a.container {
+                status = format!("{status} [{} · {}]", text::printable(&c.image), c.limits());
+            }
             if let Some(e) = &a.error {
                 status = format!("{status}: {}", text::printable(e));
             }
@@ -1239,6 +1243,22 @@ mod tests {
         ] {
             assert!(s.contains(needle), "{needle:?} missing from\n{s}");
         }
+    }
+
+    #[test]
+    fn a_member_in_a_container_shows_its_image_and_caps() {
+        let mut v = sample();
+        v.agents[1].container = Some(Box::new(agent_team_protocol::ContainerSpec {
+            image: "localhost/b:1".into(),
+            memory: Some("2G".into()),
+            pids: Some(512),
+            ..Default::default()
+        }));
+        let s = screen(&v, 220, 24);
+        assert!(
+            s.contains("[localhost/b:1 · memory 2G, pids 512]"),
+            "missing from\n{s}"
+        );
     }
 
     #[test]

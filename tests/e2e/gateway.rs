@@ -719,3 +719,100 @@ fn our_own_agents_model_calls_are_model_call_events_with_the_billed_tokens() {
         );
     }
 }
+
+/// The trial as a user would make it: one team with Claude Code, Codex and Gemini CLI
+/// teammates (each against the mock of its own dialect) and a team budget. Each CLI's spend is
+/// counted exactly as its mock billed it and shown per agent; the budget stops every one of
+/// them before its next request, the team's spend past the budget is at most one response;
+/// no real key is written anywhere of the team's.
+#[test]
+fn a_team_of_claude_code_codex_and_gemini_cli_is_counted_per_cli_and_stopped_by_its_budget() {
+    let clis = [("cc", claude_code()), ("cx", codex()), ("gm", gemini_cli())];
+    let mut sb = Sandbox::new();
+    let mut mocks = Vec::new();
+    let mut file = String::from("name = \"gw\"\nboard = false\nbudget_tokens = 150\n");
+    for (name, cli) in &clis {
+        let mock = MockModel::start_background(cli.wire).unwrap();
+        // It keeps calling a tool, 60 tokens a response, until the budget stops it.
+        let call = || Step::tools(&[(cli.a_tool.0, (cli.a_tool.1)())]).with_usage(40, 20, 0);
+        mock.script(
+            name,
+            vec![call(), call(), call(), call(), Step::Text("never".into())],
+        );
+        sb.env.push((cli.key.0.into(), cli.key.1.into()));
+        file.push_str(&cli_role(
+            name,
+            cli.provider,
+            cli.model,
+            &mock.base_url(),
+            cli.key.0,
+            &cli.exe,
+        ));
+        mocks.push(mock);
+    }
+    for (name, _) in &clis {
+        file.push_str(&format!(
+            "[[teammates]]\nname = \"{name}\"\nrole = \"{name}\"\n"
+        ));
+    }
+    sb.write_team_file(&file);
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    wait_for_or(
+        "every CLI stopped by the team's budget",
+        T,
+        || {
+            clis.iter()
+                .all(|(n, _)| sb.agent("gw", n).status == AgentStatus::Failed)
+        },
+        || sb.ok(&["--team", "gw", "ps"]),
+    );
+    let report = json_of(&sb.ok(&["--team", "gw", "usage", "--json"]));
+    let agents = report["agents"].as_array().unwrap();
+    let mut total = 0;
+    for ((name, _), mock) in clis.iter().zip(&mocks) {
+        let a = sb.agent("gw", name);
+        assert_eq!(a.last_exit.as_deref(), Some("budget"), "{a:?}");
+        // Counted exactly as its mock billed it, per CLI.
+        let answered = mock.requests(name).len() as u64;
+        assert!(
+            answered <= 3,
+            "{name} made {answered} requests past the budget"
+        );
+        let billed = mock.billed(name);
+        let row = agents.iter().find(|r| r["name"] == *name);
+        let counted = row.map_or(0, |r| {
+            r["input_tokens"].as_u64().unwrap_or(0) + r["output_tokens"].as_u64().unwrap_or(0)
+        });
+        assert_eq!(counted, billed.prompt() + billed.output, "{name}: {report}");
+        assert_eq!(counted, 60 * answered, "{name}: {report}");
+        total += counted;
+    }
+    // Stopped within one response of the budget: past it, no CLI starts another request; at
+    // most the responses already on their way when it was reached (one per CLI) come in.
+    assert!(
+        total >= 150,
+        "stopped before the budget: {total} of 150: {report}"
+    );
+    assert!(
+        total <= 150 + 60 * clis.len() as u64,
+        "the team spent {total} of 150: {report}"
+    );
+    eprintln!("the team spent {total} tokens of its 150-token budget");
+    let inbox = sb.ok(&["--team", "gw", "inbox", "leader", "--json"]);
+    assert!(
+        inbox.contains("stopped before its next model request"),
+        "{inbox}"
+    );
+    // No real key in any file of the team: CLI configs, logs, the store (their processes
+    // are looked at while they run in the per-CLI tests above).
+    for (_, cli) in &clis {
+        assert!(
+            holds(sb.dir.path(), cli.key.1).is_empty(),
+            "{} written: {:?}",
+            cli.key.0,
+            holds(sb.dir.path(), cli.key.1)
+        );
+    }
+    let _ = sb.run(&["down"]);
+    sb.env.clear();
+}

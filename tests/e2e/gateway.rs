@@ -816,3 +816,102 @@ fn a_team_of_claude_code_codex_and_gemini_cli_is_counted_per_cli_and_stopped_by_
     let _ = sb.run(&["down"]);
     sb.env.clear();
 }
+
+/// A Claude Code teammate on an ssh host (the loopback sshd, in a network namespace of its
+/// own): its model calls reach the team's gateway through the link's forward, counted as
+/// billed, and the real key goes to the upstream only, never to the host.
+#[test]
+fn a_claude_code_teammate_on_an_ssh_host_reaches_its_model_through_the_gateway_without_the_key() {
+    use agent_team_e2e::sshd::{HOST, Sshd};
+    let cli = claude_code();
+    let sshd = Sshd::start();
+    let mock = MockModel::start_background(cli.wire).unwrap();
+    let gate = Gate::new();
+    mock.script(
+        "cc",
+        vec![Step::WithUsage(
+            MockUsage {
+                input: 1300,
+                output: 17,
+                cached: 0,
+                cache_write: 0,
+            },
+            Box::new(Step::Gate(
+                gate.clone(),
+                Box::new(Step::Text("All done.".into())),
+            )),
+        )],
+    );
+    let mut sb = Sandbox::new();
+    sb.env.push((cli.key.0.into(), cli.key.1.into()));
+    let role = cli_role(
+        "cli",
+        cli.provider,
+        cli.model,
+        &mock.base_url(),
+        cli.key.0,
+        &cli.exe,
+    );
+    sb.write_team_file(&format!(
+        "name = \"gw\"\nboard = false\n{ssh}\n[sandbox.network]\nmode = \"open\"\n\n{role}\n\
+         host = \"{HOST}\"\n\n[[teammates]]\nname = \"cc\"\nrole = \"cli\"\n",
+        ssh = sshd.ssh_table(Some(&bin("agent-team-worker"))),
+        role = role.trim_end(),
+    ));
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    wait_for_or(
+        "cc's first model request, from the host",
+        T,
+        || !mock.requests("cc").is_empty(),
+        || {
+            std::fs::read_to_string(sshd.remote_dir().join("home/teams/gw/logs/cc.log"))
+                .unwrap_or_default()
+        },
+    );
+    // While it runs there: its processes hold a gateway token and not the key.
+    let remote = sshd.remote_dir().display().to_string();
+    let on_host: Vec<(u32, String)> = processes_with("AGENT_TEAM_NAME=cc")
+        .into_iter()
+        .filter(|(_, env)| env.contains(&remote))
+        .collect();
+    assert!(!on_host.is_empty(), "no process of cc on the host");
+    for (pid, env) in &on_host {
+        assert!(!env.contains(cli.key.1), "cc's process {pid} holds the key");
+    }
+    assert!(
+        processes_with(&format!("{}=atg-", cli.env_var))
+            .iter()
+            .any(|(_, env)| env.contains(&remote)),
+        "no process on the host holds a gateway token"
+    );
+    gate.open();
+    wait_for("cc to finish", T, || {
+        matches!(
+            sb.agent("gw", "cc").status,
+            AgentStatus::Exited | AgentStatus::Failed | AgentStatus::Backoff
+        )
+    });
+    let keys = mock.keys("cc");
+    assert_eq!(
+        keys[0].as_deref(),
+        Some(cli.key.1),
+        "the upstream got the key"
+    );
+    let report = json_of(&sb.ok(&["--team", "gw", "usage", "--json"]));
+    let cc = report["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "cc")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(cc["input_tokens"], json!(1300), "{report}");
+    assert_eq!(cc["output_tokens"], json!(17), "{report}");
+    assert!(
+        holds(&sshd.remote_dir(), cli.key.1).is_empty(),
+        "the key was written on the host: {:?}",
+        holds(&sshd.remote_dir(), cli.key.1)
+    );
+    let _ = sb.run(&["down"]);
+    sb.env.clear();
+}

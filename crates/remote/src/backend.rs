@@ -147,6 +147,15 @@ impl PaneBackend for RemoteBackend {
     }
 }
 
+/// The port and the rest of a URL on this machine's loopback (`http://127.0.0.1:PORT/…`).
+fn loopback_port(url: &str) -> Option<(u16, &str)> {
+    let rest = url.strip_prefix("http://127.0.0.1:")?;
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    Some((rest[..end].parse().ok()?, &rest[end..]))
+}
+
 fn to_pane(e: RemoteError) -> PaneError {
     PaneError::Tool(e.to_string())
 }
@@ -205,6 +214,16 @@ impl Core {
             && let Some(repo) = self.repo(host, place)
         {
             spec.cwd = PathBuf::from(repo.ensure(&spec.name)?);
+        }
+        // An agent CLI's model gateway, on this machine's loopback, is reached on the host's
+        // through the link: its address there in place of ours (issue 65).
+        for (k, v) in spec.env.iter_mut() {
+            if k == agent_team_pane::env::GATEWAY_URL
+                && let Some((local, rest)) = loopback_port(v)
+            {
+                let port = self.links.port_on(host, local)?;
+                *v = format!("http://127.0.0.1:{port}{rest}");
+            }
         }
         Ok(spec)
     }

@@ -74,6 +74,8 @@ pub(crate) struct Link {
     remaking: bool,
     /// The wait after the next failed try.
     backoff: Duration,
+    /// This master's TCP forwards: the host's port of each local one (the model gateway's).
+    ports: std::collections::HashMap<u16, u16>,
 }
 
 impl Link {
@@ -91,6 +93,7 @@ impl Link {
             next_try: None,
             remaking: false,
             backoff: RETRY_FIRST,
+            ports: std::collections::HashMap::new(),
         }
     }
 
@@ -180,6 +183,21 @@ impl Links {
             .lock()
             .map(|l| l.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// The port on `host`'s loopback that reaches `local_port` on ours through its link (made
+    /// on first use, made again with each new master).
+    pub fn port_on(&self, host: &str, local_port: u16) -> Result<u16, RemoteError> {
+        let link = self.link(host)?;
+        let mut l = link
+            .lock()
+            .map_err(|_| RemoteError::Io("a link's lock is poisoned".into()))?;
+        if let Some(p) = l.ports.get(&local_port) {
+            return Ok(*p);
+        }
+        let p = self.ssh.forward_port(host, &l.control, 0, local_port)?;
+        l.ports.insert(local_port, p);
+        Ok(p)
     }
 
     /// No link is made again from now on.
@@ -293,6 +311,14 @@ impl Links {
             l.kill_master();
         }
         made?;
+        // The gateway's forwards again, on the same ports of the host: the agents there were
+        // given those.
+        for (local, remote) in l.ports.clone() {
+            if let Err(e) = self.ssh.forward_port(&l.host, &l.control, remote, local) {
+                tracing::warn!(host = %l.host, port = remote, "the model gateway's forward was not made again: {e}");
+                l.ports.remove(&local);
+            }
+        }
         tracing::info!(host = %l.host, generation = l.generation, "link up");
         Ok(())
     }

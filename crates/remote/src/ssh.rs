@@ -56,6 +56,17 @@ pub trait Ssh: Send + Sync {
         local_socket: &Path,
     ) -> Result<(), RemoteError>;
 
+    /// Forwards TCP port `remote_port` on the host's loopback (0: one the host picks) to
+    /// `local_port` on this machine's loopback, through the master on `control`; the host's
+    /// port. (The team's model gateway for an agent CLI there: issue 65.)
+    fn forward_port(
+        &self,
+        host: &str,
+        control: &Path,
+        remote_port: u16,
+        local_port: u16,
+    ) -> Result<u16, RemoteError>;
+
     /// Whether the master on `control` answers.
     fn check(&self, host: &str, control: &Path) -> bool;
 
@@ -211,6 +222,38 @@ impl Ssh for OpenSsh {
         }
     }
 
+    fn forward_port(
+        &self,
+        host: &str,
+        control: &Path,
+        remote_port: u16,
+        local_port: u16,
+    ) -> Result<u16, RemoteError> {
+        let mut c = self.base();
+        c.arg("-S")
+            .arg(control)
+            .args(["-o", "ExitOnForwardFailure=yes", "-O", "forward", "-R"])
+            .arg(format!("127.0.0.1:{remote_port}:127.0.0.1:{local_port}"))
+            .args(["--", host]);
+        let out = run(c, Input::None, Duration::from_secs(30))?;
+        // With port 0 the master prints the port the host picked.
+        let picked = match remote_port {
+            0 => out.stdout.trim().parse::<u16>().unwrap_or(0),
+            p => p,
+        };
+        match picked {
+            p if out.code == Some(0) && p != 0 => Ok(p),
+            _ => Err(RemoteError::Host {
+                host: host.to_string(),
+                message: format!(
+                    "the forward of the team's model gateway was refused \
+                     (AllowTcpForwarding?): {}",
+                    out.stderr.trim()
+                ),
+            }),
+        }
+    }
+
     fn check(&self, host: &str, control: &Path) -> bool {
         let mut c = self.base();
         c.arg("-S").arg(control).args(["-O", "check", "--", host]);
@@ -327,6 +370,17 @@ impl Ssh for LocalSsh {
         let _ = std::fs::remove_file(remote_socket);
         std::os::unix::fs::symlink(local_socket, remote_socket)
             .map_err(|e| RemoteError::Io(format!("cannot link {remote_socket}: {e}")))
+    }
+
+    fn forward_port(
+        &self,
+        _host: &str,
+        _control: &Path,
+        _remote_port: u16,
+        local_port: u16,
+    ) -> Result<u16, RemoteError> {
+        // The "host" is this machine: its loopback is ours.
+        Ok(local_port)
     }
 
     fn check(&self, _host: &str, control: &Path) -> bool {

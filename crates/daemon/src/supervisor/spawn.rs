@@ -423,8 +423,9 @@ impl Step<'_> {
         // An agent CLI here reaches its model through the team's gateway, with a token of its
         // own instead of the key (issue 65).
         let mut env_remove: Vec<String> = vec!["TMUX".into(), "TMUX_PANE".into()];
-        if host.is_none()
-            && let Some(gw) = self.sup.gateways.as_deref()
+        // On another host too: the remote backend forwards the gateway there (issue 65).
+        let mut gated = false;
+        if let Some(gw) = self.sup.gateways.as_deref()
             && let Some(vars) = crate::gateway::register(gw, &rec.info.name, role, provider)
         {
             envs.extend(vars);
@@ -436,6 +437,7 @@ impl Step<'_> {
                     .into_iter()
                     .filter(|v| Some(v) != search.as_ref()),
             );
+            gated = true;
         }
         // A worktree-isolated teammate works in its own checkout (created at launch); a
         // member on another host in the directory given for it there, else (empty) in the
@@ -456,10 +458,12 @@ impl Step<'_> {
         };
         // On another host the agent inherits nothing from this daemon: its model's and the
         // team's search key go with it (over the link's standard input, as its secret does).
+        // A CLI whose model calls go through the gateway gets no model key there either.
         let secret_env = match host {
             Some(_) => cfg
                 .agent_credential_vars(role, provider)
                 .into_iter()
+                .filter(|var| !(gated && env_remove.contains(var)))
                 .filter_map(|var| std::env::var(&var).ok().map(|v| (var, v)))
                 .collect(),
             None => Vec::new(),

@@ -976,6 +976,7 @@ impl Core {
         self.otel
             .observe(self.sup.config.as_ref(), &self.cfg.paths, &changes);
         self.route(&changes);
+        self.state.recycle_changes(changes);
         self.supervise(|s| s.refresh_titles());
         self.start_hooks()?;
         self.catch_up_subscribers()

@@ -65,6 +65,9 @@ impl Actor {
     }
 }
 
+/// The most entries' room [`TeamState::recycle_changes`] keeps (about 3 MiB).
+pub const RECYCLED_CHANGES: usize = 8192;
+
 /// One thing the store must persist; the list of them is the transaction's write set.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
@@ -406,6 +409,20 @@ impl TeamState {
     pub fn take_changes(&mut self) -> Vec<Change> {
         self.flush_replies();
         std::mem::take(&mut self.changes)
+    }
+
+    /// Takes back a list [`TeamState::take_changes`] gave, emptied, so the next batch's
+    /// changes go into its room instead of a list grown again from nothing (a `Change` is 368
+    /// bytes: at `down` of 1 024 teammates the regrowing was 44 of 518 perf samples).
+    /// Kept up to [`RECYCLED_CHANGES`] entries' room.
+    pub fn recycle_changes(&mut self, mut used: Vec<Change>) {
+        used.clear();
+        if self.changes.is_empty()
+            && used.capacity() > self.changes.capacity()
+            && used.capacity() <= RECYCLED_CHANGES
+        {
+            self.changes = used;
+        }
     }
 
     /// Whether a change of the team configuration waits for the next commit (until then, the

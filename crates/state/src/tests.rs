@@ -468,6 +468,36 @@ fn a_read_copy_may_be_acknowledged_again_and_another_agents_unread_one_never() {
 }
 
 #[test]
+fn a_batchs_list_of_changes_is_used_again_emptied() {
+    let mut s = team_with(&["leader", "b1"]);
+    s.take_changes();
+    for _ in 0..100 {
+        add(&mut s, "t", &[]);
+    }
+    let used = s.take_changes();
+    assert!(used.len() >= 100);
+    let room = used.capacity();
+    s.recycle_changes(used);
+    add(&mut s, "u", &[]);
+    let next = s.take_changes();
+    assert_eq!(next.capacity(), room, "the same room");
+    assert!(
+        next.iter()
+            .all(|c| !matches!(c, Change::Task(t) if t.title == "t"))
+    );
+    // Not taken back over changes made meanwhile, nor past its bound.
+    add(&mut s, "v", &[]);
+    s.recycle_changes(Vec::with_capacity(room * 2));
+    assert!(
+        s.take_changes()
+            .iter()
+            .any(|c| matches!(c, Change::Task(t) if t.title == "v"))
+    );
+    s.recycle_changes(Vec::with_capacity(RECYCLED_CHANGES + 1));
+    assert!(s.take_changes().capacity() <= RECYCLED_CHANGES);
+}
+
+#[test]
 fn an_agents_activity_needs_no_sync_but_its_start_does() {
     let mut s = team_with(&["leader", "b1"]);
     s.take_changes();

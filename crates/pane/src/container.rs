@@ -115,18 +115,18 @@ pub fn ulimits() -> Vec<String> {
     v
 }
 
-/// The runtime's command line that runs `spec` (already holding the agent's environment) in
-/// its container, and the environment the runtime process itself is given.
-pub fn run_argv(run: &ContainerRun, spec: &LaunchSpec) -> Vec<String> {
+/// What every container of ours is, here or on an ssh host (the words after `run`): its name
+/// and labels, no capability, no new privileges, a read-only root with a writable `/tmp`, no
+/// network when `no_network`, and its caps (memory with no swap added, CPUs, processes, the OCI
+/// runtime). The user, the ulimits, the binds and the environment are the caller's.
+pub fn confined(run: &ContainerRun, agent: &str) -> Vec<String> {
     let mut v: Vec<String> = vec![
-        run.program.clone(),
-        "run".into(),
         "--name".into(),
         run.name.clone(),
         "--label".into(),
         format!("{LABEL_INSTANCE}={}", run.instance),
         "--label".into(),
-        format!("{LABEL_AGENT}={}", spec.name),
+        format!("{LABEL_AGENT}={agent}"),
         "--cap-drop".into(),
         "all".into(),
         "--security-opt".into(),
@@ -138,16 +138,6 @@ pub fn run_argv(run: &ContainerRun, spec: &LaunchSpec) -> Vec<String> {
     ];
     if run.no_network {
         v.extend(["--network".into(), "none".into()]);
-    }
-    if let Some((uid, gid)) = run.user {
-        // A user without capabilities inside, who may still make the sandbox's own user and
-        // PID namespace there: a new `/proc` can be mounted only where none of it is hidden.
-        v.extend([
-            "--user".into(),
-            format!("{uid}:{gid}"),
-            "--security-opt".into(),
-            "unmask=/proc/*".into(),
-        ]);
     }
     if let Some(m) = &run.memory {
         v.extend(["--memory".into(), m.clone()]);
@@ -161,6 +151,24 @@ pub fn run_argv(run: &ContainerRun, spec: &LaunchSpec) -> Vec<String> {
     }
     if let Some(r) = &run.runtime_class {
         v.extend(["--runtime".into(), r.clone()]);
+    }
+    v
+}
+
+/// The runtime's command line that runs `spec` (already holding the agent's environment) in
+/// its container, and the environment the runtime process itself is given.
+pub fn run_argv(run: &ContainerRun, spec: &LaunchSpec) -> Vec<String> {
+    let mut v: Vec<String> = vec![run.program.clone(), "run".into()];
+    v.extend(confined(run, &spec.name));
+    if let Some((uid, gid)) = run.user {
+        // A user without capabilities inside, who may still make the sandbox's own user and
+        // PID namespace there: a new `/proc` can be mounted only where none of it is hidden.
+        v.extend([
+            "--user".into(),
+            format!("{uid}:{gid}"),
+            "--security-opt".into(),
+            "unmask=/proc/*".into(),
+        ]);
     }
     v.extend(ulimits());
     for b in &run.binds {

@@ -265,47 +265,23 @@ fn container_line(
     names: &[String],
     argv: &[String],
 ) -> String {
-    use agent_team_pane::container::{LABEL_AGENT, LABEL_INSTANCE};
     let q = |w: &str| shell_quote(w);
     let mut v: Vec<String> = env_words.to_vec();
     let program = q(&run.program);
+    v.extend([program.clone(), "run".into()]);
+    v.extend(
+        agent_team_pane::container::confined(run, &spec.name)
+            .iter()
+            .map(|w| q(w)),
+    );
+    // The host's own limits and user, read when the run script runs (below).
     v.extend([
-        program.clone(),
-        "run".into(),
-        "--name".into(),
-        q(&run.name),
-        "--label".into(),
-        q(&format!("{LABEL_INSTANCE}={}", run.instance)),
-        "--label".into(),
-        q(&format!("{LABEL_AGENT}={}", spec.name)),
-        "--cap-drop".into(),
-        "all".into(),
-        "--security-opt".into(),
-        "no-new-privileges".into(),
-        "--read-only".into(),
-        "--tmpfs".into(),
-        "/tmp:rw,exec,mode=1777".into(),
-        "--interactive=false".into(),
-        "--network".into(),
-        "none".into(),
         "--ulimit".into(),
         "\"nofile=$nf:$nf\"".into(),
         "--ulimit".into(),
         "\"nproc=$np:$np\"".into(),
         "$ua".into(),
     ]);
-    if let Some(m) = &run.memory {
-        v.extend(["--memory".into(), q(m), "--memory-swap".into(), q(m)]);
-    }
-    if let Some(c) = &run.cpus {
-        v.extend(["--cpus".into(), q(c)]);
-    }
-    if let Some(n) = run.pids {
-        v.extend(["--pids-limit".into(), n.to_string()]);
-    }
-    if let Some(r) = &run.runtime_class {
-        v.extend(["--runtime".into(), q(r)]);
-    }
     for (path, ro) in [
         (p.cwd.as_str(), false),
         (on.worker, true),

@@ -532,32 +532,30 @@ impl Step<'_> {
     ) -> Result<(Vec<String>, agent_team_pane::container::ContainerRun), String> {
         use agent_team_pane::container::{AGENT_DIR_INSIDE, Bind, ContainerRun};
         let socket = &self.sup.paths.socket;
+        let instance = agent_team_pane::container::instance_of(socket);
+        // The image and the caps; no network, nothing bound in, the image's user.
+        let base = ContainerRun {
+            program: c.program().to_string(),
+            image: c.image.clone(),
+            name: agent_team_pane::container::container_name(&instance, &rec.info.name),
+            instance,
+            memory: c.memory.clone(),
+            cpus: c.cpus.clone(),
+            pids: c.pids,
+            runtime_class: c.runtime_class.clone(),
+            binds: Vec::new(),
+            agent_dir: PathBuf::new(),
+            daemon_socket: socket.clone(),
+            no_network: true,
+            user: None,
+        };
         // On another host the remote backend makes the container there from the image and
         // the caps: the binds and the network are the host's (no egress proxy there: none).
         if rec.info.host.is_some() {
-            let instance = agent_team_pane::container::instance_of(socket);
-            return Ok((
-                argv,
-                ContainerRun {
-                    program: c.program().to_string(),
-                    image: c.image.clone(),
-                    name: agent_team_pane::container::container_name(&instance, &rec.info.name),
-                    instance,
-                    memory: c.memory.clone(),
-                    cpus: c.cpus.clone(),
-                    pids: c.pids,
-                    runtime_class: c.runtime_class.clone(),
-                    binds: Vec::new(),
-                    agent_dir: PathBuf::new(),
-                    daemon_socket: socket.clone(),
-                    no_network: true,
-                    user: None,
-                },
-            ));
+            return Ok((argv, base));
         }
         let runtime = socket.parent().ok_or("the daemon's socket has no dir")?;
         let agent_dir = agent_team_paths::net_dir(runtime, &self.sup.team, &rec.info.name);
-        let instance = agent_team_pane::container::instance_of(socket);
         let rw = |path: PathBuf| Bind {
             path,
             ..Bind::default()
@@ -639,19 +637,11 @@ impl Step<'_> {
         Ok((
             argv,
             ContainerRun {
-                program: c.program().to_string(),
-                image: c.image.clone(),
-                name: agent_team_pane::container::container_name(&instance, &rec.info.name),
-                instance,
-                memory: c.memory.clone(),
-                cpus: c.cpus.clone(),
-                pids: c.pids,
-                runtime_class: c.runtime_class.clone(),
                 binds,
                 agent_dir,
-                daemon_socket: socket.clone(),
                 no_network: confined,
                 user,
+                ..base
             },
         ))
     }

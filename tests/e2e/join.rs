@@ -97,30 +97,49 @@ fn daemon_pid(sb: &Sandbox, team: &str) -> Option<u32> {
         .map(|c| c.welcome().daemon_pid)
 }
 
+/// The files of a task held until released, in the dir its worker runs in.
+struct Held {
+    remote: std::path::PathBuf,
+    marker: std::path::PathBuf,
+    release: std::path::PathBuf,
+    done: std::path::PathBuf,
+}
+
+/// [`up`] with one task whose command runs where the worker runs (`where`; the only place it
+/// may write), marks its start and holds until released.
+fn up_with_a_held_task(sb: &Sandbox, team: &str) -> Held {
+    let remote = sb.path("remote");
+    std::fs::create_dir(&remote).unwrap();
+    let h = Held {
+        marker: remote.join("started"),
+        release: remote.join("release"),
+        done: remote.join("done"),
+        remote,
+    };
+    let cmd = format!(
+        "echo run >> {m}; while [ ! -e {r} ]; do sleep 0.05; done; pwd > where; echo done >> {d}",
+        m = h.marker.display(),
+        r = h.release.display(),
+        d = h.done.display()
+    );
+    up(
+        sb,
+        team,
+        &format!("[[tasks]]\nkey = \"a\"\ntitle = \"remote task\"\nrun = \"{cmd}\"\n"),
+    );
+    h
+}
+
 #[test]
 fn a_joined_worker_does_its_task_once_across_a_daemon_kill() {
     let sb = Sandbox::new();
     let team = "jn";
-    let remote = sb.path("remote");
-    std::fs::create_dir(&remote).unwrap();
-    // The command runs where the worker runs (`where`; the only place it may write), and
-    // holds until released.
-    let (marker, release, done) = (
-        remote.join("started"),
-        remote.join("release"),
-        remote.join("done"),
-    );
-    let cmd = format!(
-        "echo run >> {m}; while [ ! -e {r} ]; do sleep 0.05; done; pwd > where; echo done >> {d}",
-        m = marker.display(),
-        r = release.display(),
-        d = done.display()
-    );
-    up(
-        &sb,
-        team,
-        &format!("[[tasks]]\nkey = \"a\"\ntitle = \"remote task\"\nrun = \"{cmd}\"\n"),
-    );
+    let Held {
+        remote,
+        marker,
+        release,
+        done,
+    } = up_with_a_held_task(&sb, team);
     let (url, token) = join(&sb, team, "w1", &[]);
     assert!(url.starts_with("agent-teams://127.0.0.1:"), "{url}");
     assert!(url.contains("#sha256="), "{url}");
@@ -424,24 +443,12 @@ impl Cutter {
 fn a_joined_worker_whose_tcp_link_is_cut_mid_task_reconnects_and_does_its_task_once() {
     let sb = Sandbox::new();
     let team = "jcut";
-    let remote = sb.path("remote");
-    std::fs::create_dir(&remote).unwrap();
-    let (marker, release, done) = (
-        remote.join("started"),
-        remote.join("release"),
-        remote.join("done"),
-    );
-    let cmd = format!(
-        "echo run >> {m}; while [ ! -e {r} ]; do sleep 0.05; done; echo done >> {d}",
-        m = marker.display(),
-        r = release.display(),
-        d = done.display()
-    );
-    up(
-        &sb,
-        team,
-        &format!("[[tasks]]\nkey = \"a\"\ntitle = \"remote task\"\nrun = \"{cmd}\"\n"),
-    );
+    let Held {
+        remote,
+        marker,
+        release,
+        done,
+    } = up_with_a_held_task(&sb, team);
     let (url, token) = join(&sb, team, "w1", &[]);
     // The worker dials the team through the cutter: the same URL (and pin) on its port.
     let parsed = agent_team_client::join::JoinUrl::parse(&url).unwrap();

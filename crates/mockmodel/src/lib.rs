@@ -671,7 +671,7 @@ async fn handle(
         .clone()
         .or_else(|| req.get("model").and_then(Value::as_str).map(str::to_string))
         .unwrap_or_else(|| "mock".to_string());
-    let taken = match take_step(shared, api, &call, headers, req, &model, arrived) {
+    let taken = match take_step(shared, api, &call, headers, (req, body), &model, arrived) {
         Ok(t) => t,
         Err(refused) => return error_response(api, 400, &refused),
     };
@@ -755,7 +755,7 @@ fn take_step(
     api: Api,
     call: &Call,
     headers: &HeaderMap,
-    req: Value,
+    (req, raw): (Value, &[u8]),
     model: &str,
     arrived: Instant,
 ) -> Result<Taken, String> {
@@ -788,7 +788,7 @@ fn take_step(
     let step = agent
         .as_ref()
         .filter(|_| refused.is_none())
-        .and_then(|a| next_scripted(&mut inner, a, &req, &mut text));
+        .and_then(|a| next_scripted(&mut inner, a, (&req, raw), &mut text));
     if let Some(agent) = &agent {
         record_arrival(&mut inner, agent, call, headers, arrived);
     }
@@ -846,7 +846,7 @@ fn take_step(
 fn next_scripted(
     inner: &mut Inner,
     agent: &str,
-    req: &Value,
+    (req, raw): (&Value, &[u8]),
     text: &mut Option<String>,
 ) -> Option<Step> {
     let queue = inner.scripts.get_mut(agent)?;
@@ -855,7 +855,7 @@ fn next_scripted(
             needles, meanwhile, ..
         }) if !needles
             .iter()
-            .all(|n| body_text(text, req).contains(n.as_str())) =>
+            .all(|n| in_raw(raw, n) || body_text(text, req).contains(n.as_str())) =>
         {
             Some((**meanwhile).clone())
         }
@@ -957,6 +957,21 @@ fn respond(api: Api, delivery: Delivery, include_usage: bool, answer: &render::A
         };
         json_response(StatusCode::OK, &v)
     }
+}
+
+/// Whether `needle` is in the body as it came, so the body's text need not be written from its
+/// JSON (a thousand agents' requests each made the mock write one out). Only for a needle of
+/// ASCII letters, digits, `-` and `_` with a letter other than `e`/`E`, in a body without a
+/// `\u` escape: such a needle cannot span a token, lie in a number or an escape, and reads the
+/// same in the text; any other answers no, and the text is looked at.
+fn in_raw(raw: &[u8], needle: &str) -> bool {
+    let n = needle.as_bytes();
+    let plain = n
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+        && n.iter()
+            .any(|b| b.is_ascii_alphabetic() && !matches!(b, b'e' | b'E'));
+    plain && !raw.windows(2).any(|w| w == b"\\u") && raw.windows(n.len()).any(|w| w == n)
 }
 
 /// A request body's text for needles, written from its JSON once per request when asked.
@@ -1097,6 +1112,24 @@ fn text_of(v: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_needle_found_in_the_body_as_it_came_is_in_its_text() {
+        let raw = br#"{"messages":[{"role":"user","content":"GO-SCALE: go\n1e5 x"}],"n":1e5}"#;
+        let req: Value = serde_json::from_slice(raw).unwrap();
+        let text = req.to_string();
+        for needle in ["GO-SCALE", "role", "n1e5", "go"] {
+            assert!(in_raw(raw, needle), "{needle}");
+            assert!(text.contains(needle), "{needle}");
+        }
+        // Not looked for there: it could read otherwise in the text (a number, a space, an
+        // escape), or is not there.
+        for needle in ["1e5", "go x", "", "GO-SCALE:", "NEVER"] {
+            assert!(!in_raw(raw, needle), "{needle}");
+        }
+        let escaped = br#"{"content":"\u0041BC"}"#;
+        assert!(!in_raw(escaped, "041BC"));
+    }
 
     #[test]
     fn names_from_both_system_shapes() {

@@ -399,3 +399,62 @@ run = "head -c 400000000 /dev/zero | tail -c 300000000 > /dev/null"
         sshd.remote_processes().is_empty()
     });
 }
+
+#[test]
+fn a_teammate_in_a_container_reconnects_after_its_daemon_is_killed_and_does_its_task_once() {
+    let Some(image) = image() else { return };
+    let sb = Sandbox::new();
+    let team = "boxheal";
+    let socket = sb.team(team).socket;
+    let _cleanup = Cleanup(socket.clone());
+    let (marker, release, done) = (sb.path("started"), sb.path("release"), sb.path("done"));
+    let rest = format!(
+        r#"[[teammates]]
+name = "b1"
+role = "boxed"
+
+[[tasks]]
+title = "held"
+assign = "b1"
+run = "echo run >> {m}; while [ ! -e {r} ]; do sleep 0.05; done; echo done >> {d}"
+"#,
+        m = marker.display(),
+        r = release.display(),
+        d = done.display()
+    );
+    sb.write_team_file(&team_file(team, &image, &rest));
+    sb.ok(&["up", "--backend", "process", "--detach"]);
+    wait_for("the task to start in the container", T, || marker.exists());
+    let daemon = || {
+        agent_team_client::Client::operator(&sb.team(team))
+            .ok()
+            .map(|c| c.welcome().daemon_pid)
+    };
+    let pid = daemon().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_for("the daemon to be gone", T, || daemon() != Some(pid));
+    // `ps` brings it back (or its guardian did already); the container ran on meanwhile and
+    // reaches the new daemon through its relinked socket.
+    let _ = sb.run(&["--team", team, "ps"]);
+    wait_for_or(
+        "the teammate in its container to reconnect",
+        T,
+        || daemon().is_some_and(|p| p != pid) && sb.agent(team, "b1").connected,
+        || std::fs::read_to_string(sb.team(team).logs.join("b1.log")).unwrap_or_default(),
+    );
+    assert_eq!(containers_of(&socket).len(), 1);
+    std::fs::write(&release, "").unwrap();
+    wait_for("the task to complete", T, || {
+        sb.task_is(team, 1, TaskStatus::Completed)
+    });
+    let t = &sb.tasks(team)[0];
+    assert_eq!((t.owner.as_deref(), t.attempts), (Some("b1"), 1));
+    assert_eq!(std::fs::read_to_string(&done).unwrap().lines().count(), 1);
+    assert_eq!(std::fs::read_to_string(&marker).unwrap().lines().count(), 1);
+    sb.ok(&["--team", team, "down"]);
+    assert_eq!(containers_of(&socket), Vec::<String>::new());
+}

@@ -629,6 +629,22 @@ pub async fn serve(
     };
     watch_children(&tx);
     tracing::info!(team = %paths.team, pid = std::process::id(), "daemon listening on {}", paths.socket.display());
+    // Teammates in containers that outlived a daemon reach this socket through a link in
+    // their own dir: it points at the new socket now (issue 66).
+    if let Some(net_root) = paths
+        .socket
+        .parent()
+        .map(|r| agent_team_paths::net_dir(r, &paths.team, "x"))
+        .and_then(|d| d.parent().map(std::path::Path::to_path_buf))
+    {
+        let n = agent_team_pane::container::relink_daemon_socket(&paths.socket, &net_root);
+        if n > 0 {
+            tracing::info!(
+                containers = n,
+                "the daemon's socket linked again for teammates in containers"
+            );
+        }
+    }
     // Connection ids, shared by the socket's connections and the in-memory ones.
     let next_id = {
         let ids = Arc::new(std::sync::atomic::AtomicU64::new(0));

@@ -275,6 +275,28 @@ impl Contained {
     }
 }
 
+/// Points every container agent's link to the daemon's socket (`daemon.sock` in each agent
+/// dir under `net_root`) at `socket` again: a daemon that starts anew binds a new socket, and a
+/// container that ran across the restart reaches only what is in its bound dir. How many.
+pub fn relink_daemon_socket(socket: &Path, net_root: &Path) -> usize {
+    let Ok(dirs) = std::fs::read_dir(net_root) else {
+        return 0;
+    };
+    let mut n = 0;
+    for d in dirs.flatten() {
+        let link = d.path().join(DAEMON_SOCKET);
+        if std::fs::symlink_metadata(&link).is_err() {
+            continue;
+        }
+        let fresh = d.path().join(format!(".{DAEMON_SOCKET}.new"));
+        let _ = std::fs::remove_file(&fresh);
+        if std::fs::hard_link(socket, &fresh).is_ok() && std::fs::rename(&fresh, &link).is_ok() {
+            n += 1;
+        }
+    }
+    n
+}
+
 /// The container an agent runs in, as [`Launched`] keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ContainerRef {

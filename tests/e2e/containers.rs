@@ -355,19 +355,35 @@ run = "cat /proc/1/cgroup > inside.txt; ls /sys/class/net >> inside.txt; grep Ca
 title = "hog"
 assign = "far"
 run = "head -c 400000000 /dev/zero | tail -c 300000000 > /dev/null"
+
+[[tasks]]
+title = "held"
+assign = "far"
+run = "touch held; sleep 600"
 "#,
         ssh = sshd.ssh_table(Some(&bin("agent-team-worker"))),
     ));
     sb.ok(&["up", "--backend", "process", "--detach"]);
+    let held = sshd.remote_dir().join(format!("work/{team}/far/held"));
     wait_for_or(
-        "both tasks to end on the host",
+        "two tasks to end on the host and the third to start",
         T,
         || {
             let tasks = sb.tasks(team);
-            tasks.len() == 2 && tasks.iter().all(|t| t.status.is_terminal())
+            tasks.len() == 3 && tasks[..2].iter().all(|t| t.status.is_terminal()) && held.exists()
         },
         || format!("{:?}", sb.tasks(team)),
     );
+    // kill removes its container there; restart makes a new one.
+    assert_eq!(containers_of(&socket).len(), 1);
+    sb.ok(&["--team", team, "kill", "far"]);
+    wait_for("kill to remove the container on the host", T, || {
+        containers_of(&socket).is_empty()
+    });
+    sb.ok(&["--team", team, "restart", "far"]);
+    wait_for("restart to make a new one there", T, || {
+        containers_of(&socket).len() == 1 && sb.agent(team, "far").connected
+    });
     let tasks = sb.tasks(team);
     assert_eq!(task(&tasks, "inside").status, TaskStatus::Completed);
     let inside = std::fs::read_to_string(

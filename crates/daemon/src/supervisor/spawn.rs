@@ -121,51 +121,42 @@ impl Step<'_> {
         let secret = agent_team_paths::new_secret()
             .map_err(|e| err(ErrorCode::Internal, format!("cannot make a secret: {e}")))?;
         let now = self.sup.clock.wall();
-        let host = m.host.clone().or_else(|| {
-            self.sup
-                .config
-                .as_ref()
-                .and_then(|c| c.role(role))
-                .and_then(|r| r.host.clone())
-        });
+        let of_role = self.sup.config.as_ref().and_then(|c| c.role(role));
+        let host = m
+            .host
+            .clone()
+            .or_else(|| of_role.and_then(|r| r.host.clone()));
+        // A container: the spawn's, else its role's (a teammate entry's comes in the spawn).
+        let container = m
+            .container
+            .clone()
+            .or_else(|| of_role.and_then(|r| r.container.clone()));
         if let Some(h) = &host {
             agent_team_config::check_host(h).map_err(|e| err(ErrorCode::BadRequest, e))?;
-            if self
-                .sup
-                .config
-                .as_ref()
-                .is_some_and(|c| c.backend == BackendKind::InProcess)
-            {
-                return Err(err(
-                    ErrorCode::BadRequest,
-                    "a member on another host needs a process backend (tmux or process), not in-process",
-                ));
-            }
         } else if m.workspace.is_some() {
             return Err(err(
                 ErrorCode::BadRequest,
                 "`workspace` is a directory on the member's host: give it a `host` too",
             ));
         }
-        // A container: the spawn's, else its role's (a teammate entry's comes in the spawn).
-        let container = m.container.clone().or_else(|| {
-            self.sup
-                .config
-                .as_ref()
-                .and_then(|c| c.role(role))
-                .and_then(|r| r.container.clone())
-        });
-        if container.is_some()
-            && self
-                .sup
-                .config
-                .as_ref()
-                .is_some_and(|c| c.backend == BackendKind::InProcess)
-        {
-            return Err(err(
-                ErrorCode::BadRequest,
-                "a member in a container needs a process backend (tmux or process), not in-process",
-            ));
+        // Neither has a process of its own inside the daemon.
+        let in_process = self
+            .sup
+            .config
+            .as_ref()
+            .is_some_and(|c| c.backend == BackendKind::InProcess);
+        for (placed, what) in [
+            (host.is_some(), "on another host"),
+            (container.is_some(), "in a container"),
+        ] {
+            if placed && in_process {
+                return Err(err(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "a member {what} needs a process backend (tmux or process), not in-process"
+                    ),
+                ));
+            }
         }
         let kind = if host.is_some() {
             "ssh"

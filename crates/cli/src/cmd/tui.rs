@@ -465,7 +465,11 @@ impl View {
             }
             // And in what container, with its caps.
             if let Some(c) = &a.container {
-                status = format!("{status} [{} · {}]", text::printable(&c.image), c.limits());
+                status = format!(
+                    "{status} [{} · {}]",
+                    text::printable(&c.image),
+                    text::printable(&c.limits())
+                );
             }
             if let Some(e) = &a.error {
                 status = format!("{status}: {}", text::printable(e));

@@ -238,7 +238,23 @@ pub(crate) fn run_on(dir: &Path, i: usize, sample: bool, backend: &str) -> Resul
         }
         let members = tree(root);
         let total: u64 = members.iter().map(|p| rss_kb(*p)).sum();
-        let proportional: u64 = members.iter().map(|p| pss_kb(*p)).sum();
+        let each: Vec<(u32, u64)> = members.iter().map(|p| (*p, pss_kb(*p))).collect();
+        let proportional: u64 = each.iter().map(|(_, k)| k).sum();
+        if proportional > peak_pss && std::env::var_os("BENCH_PSS_TREE").is_some() {
+            // Which process the peak is made of: each one's name and PSS.
+            let shown: Vec<String> = each
+                .iter()
+                .map(|(p, k)| {
+                    let comm =
+                        std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+                    format!("{} {k} KiB", comm.trim())
+                })
+                .collect();
+            eprintln!(
+                "pss tree {backend}: {proportional} KiB = {}",
+                shown.join(", ")
+            );
+        }
         peak_pss = peak_pss.max(proportional);
         peak = peak.max(total);
         std::thread::sleep(Duration::from_millis(5));

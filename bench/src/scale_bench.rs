@@ -4,6 +4,13 @@
 //! tasks (every turn answered at once), then `down`. Each figure at the large size beside the same figure at the small
 //! size, in the same run: in-process at 32 and 1 024, processes at 32 and 256 (`BENCH_SCALE_SIZES`
 //! and `BENCH_SCALE_PROCESS_SIZES`, comma-separated; `0` runs none).
+//!
+//! The teams' runtime dirs are on tmpfs (`/dev/shm`) where there is one, or in
+//! `BENCH_SCALE_RUNTIME` ([`runtime_root`]). Looking closer: `BENCH_SCALE_SPREAD` prints each
+//! broadcast's first, p10, p50, p90 and last turn; `BENCH_SCALE_PERF=DIR` records the daemon
+//! with perf during the first broadcast and `down` (`BENCH_SCALE_PERF_FREQ`, default 2000;
+//! `BENCH_SCALE_PERF_ALL` every process without call graphs; `BENCH_SCALE_PERF_ARGS` perf's own
+//! arguments, e.g. `record -e sched:sched_switch`).
 
 use crate::daemon_bench::bin_dir;
 use crate::model_bench::{pss_kb, tree};
@@ -79,6 +86,11 @@ fn sizes(var: &str, default: &[usize]) -> Vec<usize> {
 /// Runs the figures.
 pub fn run(r: &mut Report, dir: &Path, quick: bool) -> Result<()> {
     println!("== a team as it grows: in-process and process teammates (issue 67) ==");
+    let (runtime, _kept) = runtime_root(dir)?;
+    r.note(format!(
+        "scale: the teams' runtime dir (sockets, egress proxies) in {}",
+        runtime.display()
+    ));
     let inproc = sizes(
         "BENCH_SCALE_SIZES",
         if quick { &[8, 64] } else { &[32, 1024] },
@@ -87,11 +99,17 @@ pub fn run(r: &mut Report, dir: &Path, quick: bool) -> Result<()> {
         "BENCH_SCALE_PROCESS_SIZES",
         if quick { &[8, 32] } else { &[32, 256] },
     );
-    prompt_tokens(r, dir, if quick { &[4, 32] } else { &[4, 32, 256] })?;
+    prompt_tokens(
+        r,
+        dir,
+        &runtime,
+        if quick { &[4, 32] } else { &[4, 32, 256] },
+    )?;
     for (backend, ns) in [("in-process", inproc), ("process", process)] {
         let mut got = Vec::new();
         for n in ns {
-            let f = one(dir, backend, n).with_context(|| format!("{n} {backend} teammates"))?;
+            let f = one(dir, &runtime, backend, n)
+                .with_context(|| format!("{n} {backend} teammates"))?;
             println!(
                 "  {backend} {n}: PSS {:.2} MiB/teammate, up→idle {}, add {}, {} claims/s, broadcast p50 {} (answered at once: {}), down {}",
                 f.pss_mib,
@@ -113,12 +131,34 @@ pub fn run(r: &mut Report, dir: &Path, quick: bool) -> Result<()> {
     Ok(())
 }
 
+/// Where the teams' runtime dirs go: `BENCH_SCALE_RUNTIME`, else a temp dir on tmpfs
+/// (`/dev/shm`) where there is one, as `XDG_RUNTIME_DIR` is on a systemd machine and `/tmp` on
+/// Debian 13 (the runtime dir holds a socket per agent, an inode created and deleted on each
+/// team's start and `down`: on a journaled disk that is ~60 ms of `down` at 1 024 agents),
+/// else under `dir`. The state (the store's files) stays under `dir` either way: the teams
+/// run on the same `AGENT_TEAM_HOME`.
+fn runtime_root(dir: &Path) -> Result<(std::path::PathBuf, Option<tempfile::TempDir>)> {
+    if let Some(r) = std::env::var_os("BENCH_SCALE_RUNTIME") {
+        return Ok((std::path::PathBuf::from(r), None));
+    }
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir()
+        && let Ok(t) = tempfile::Builder::new()
+            .prefix("agent-team-bench-")
+            .tempdir_in(shm)
+    {
+        return Ok((t.path().to_path_buf(), Some(t)));
+    }
+    Ok((dir.to_path_buf(), None))
+}
+
 /// A teammate's prompt tokens at each team size: flat past a small team (the prompt names at
 /// most a few members and counts the rest).
-fn prompt_tokens(r: &mut Report, dir: &Path, sizes: &[usize]) -> Result<()> {
+fn prompt_tokens(r: &mut Report, dir: &Path, runtime: &Path, sizes: &[usize]) -> Result<()> {
     let mut got = Vec::new();
     for &n in sizes {
-        let f = one(dir, "in-process", n).with_context(|| format!("{n} teammates' prompts"))?;
+        let f = one(dir, runtime, "in-process", n)
+            .with_context(|| format!("{n} teammates' prompts"))?;
         println!(
             "  {n} teammates: a teammate's first prompt {} tokens",
             f.first_prompt
@@ -276,7 +316,7 @@ fn script(mock: &MockModel, n: usize) {
 }
 
 /// One team of `n` teammates on `backend`, measured through its phases.
-fn one(dir: &Path, backend: &str, n: usize) -> Result<Figures> {
+fn one(dir: &Path, runtime: &Path, backend: &str, n: usize) -> Result<Figures> {
     let threads = std::env::var("BENCH_SCALE_MOCK_THREADS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -290,7 +330,8 @@ fn one(dir: &Path, backend: &str, n: usize) -> Result<Figures> {
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let team = format!("scale-{}-{n}-{run}", backend.replace('-', ""));
-    let t = MockTeam::new(dir, &team, &format!("max_teammates = {n}\n"), &mock)?;
+    let mut t = MockTeam::new(dir, &team, &format!("max_teammates = {n}\n"), &mock)?;
+    t.runtime = runtime.join("run");
     let cli = |args: &[&str]| t.cli(args);
     let (home, runtime) = (&t.home, &t.runtime);
     let names: Vec<String> = (1..=n).map(|i| format!("worker-{i}")).collect();
@@ -460,6 +501,18 @@ fn next_turns(
             })
             .collect();
         if turns.len() == names.len() {
+            if std::env::var_os("BENCH_SCALE_SPREAD").is_some() {
+                let mut t = turns.clone();
+                let ms = |p: f64, t: &mut Vec<f64>| pct(t, p) * 1e3;
+                eprintln!(
+                    "  spread ms: first {:.1} p10 {:.1} p50 {:.1} p90 {:.1} last {:.1}",
+                    ms(0.0, &mut t),
+                    ms(10.0, &mut t),
+                    ms(50.0, &mut t),
+                    ms(90.0, &mut t),
+                    ms(100.0, &mut t)
+                );
+            }
             return Ok(Duration::from_secs_f64(pct(&mut turns, 50.0)));
         }
         if Instant::now() > deadline {
@@ -498,9 +551,19 @@ fn count_completed(op: &mut Client) -> Result<u64> {
 fn perf_start(pid: u32, name: &str) -> Option<std::process::Child> {
     let dir = std::env::var_os("BENCH_SCALE_PERF")?;
     let out = Path::new(&dir).join(format!("{name}.data"));
-    let child = Command::new("perf")
-        .args(["record", "-F", "2000", "--call-graph", "dwarf,16384", "-p"])
-        .arg(pid.to_string())
+    // `BENCH_SCALE_PERF_ALL`: every process on the machine (the mock's too), no call graphs.
+    let mut perf = Command::new("perf");
+    if let Ok(a) = std::env::var("BENCH_SCALE_PERF_ARGS") {
+        // perf's own arguments, e.g. `record -e sched:sched_switch` (where the core waits).
+        perf.args(a.split(' ')).arg("-p").arg(pid.to_string());
+    } else if std::env::var_os("BENCH_SCALE_PERF_ALL").is_some() {
+        perf.args(["record", "-F", "10000", "-a"]);
+    } else {
+        let freq = std::env::var("BENCH_SCALE_PERF_FREQ").unwrap_or_else(|_| "2000".into());
+        perf.args(["record", "-F", &freq, "--call-graph", "dwarf,16384", "-p"])
+            .arg(pid.to_string());
+    }
+    let child = perf
         .arg("-o")
         .arg(&out)
         .stdout(Stdio::null())

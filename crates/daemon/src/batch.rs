@@ -85,7 +85,13 @@ impl Core {
                 }
             }
         }
-        self.wind_down()
+        let wound = self.wind_down();
+        // The core goes on a blocking thread while the runtime ends: closing the store copies a
+        // large WAL back into the database (a thousand agents' stop: ~50 ms waiting on the
+        // disk) and a large team's state takes a while to free. The runtime's end waits for
+        // it, and the daemon lets go of its lock only after that (`end_then_let_go`).
+        drop(tokio::task::spawn_blocking(move || drop(self)));
+        wound
     }
 
     /// Lets the agents this batch started or welcomed inside the daemon run before it commits

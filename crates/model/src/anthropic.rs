@@ -40,7 +40,9 @@ impl Wire for Anthropic {
     }
 
     fn body(&self, cfg: &ModelConfig, req: &TurnRequest) -> serde_json::Result<Vec<u8>> {
-        serde_json::to_vec(&build_body(cfg, req))
+        let mut out = Vec::with_capacity(req.body_size_hint());
+        serde_json::to_writer(&mut out, &build_body(cfg, req))?;
+        Ok(out)
     }
 
     fn parse(&self, v: &Value) -> Result<Turn, Failure> {

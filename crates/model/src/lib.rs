@@ -205,6 +205,32 @@ pub struct TurnRequest {
     pub tools: Vec<ToolSpec>,
 }
 
+impl TurnRequest {
+    /// About how many bytes a request's body takes: its messages' text and calls, its tools'
+    /// descriptions and schemas, and a little more for the keys.
+    pub(crate) fn body_size_hint(&self) -> usize {
+        let messages: usize = self
+            .messages
+            .iter()
+            .map(|m| {
+                m.content.len()
+                    + 64
+                    + m.tool_calls
+                        .iter()
+                        .map(|c| c.arguments.len() + c.name.len() + c.id.len() + 96)
+                        .sum::<usize>()
+            })
+            .sum();
+        let tools: usize = self
+            .tools
+            .iter()
+            .map(|t| t.description.len() + t.name.len() + t.parameters_json().len() + 96)
+            .sum();
+        // Escapes (quotes and new lines written as two bytes) take a little more.
+        (messages + tools + 256) * 5 / 4
+    }
+}
+
 /// Token counts, when the provider reports them, in one meaning for both APIs (the team's
 /// usage accounting and its prices rely on it): `input_tokens` counts every prompt token, of
 /// which `cached_tokens` were read from the prompt cache and `cache_write_tokens` written to it.

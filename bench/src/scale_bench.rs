@@ -551,12 +551,14 @@ fn count_completed(op: &mut Client) -> Result<u64> {
 fn perf_start(pid: u32, name: &str) -> Option<std::process::Child> {
     let dir = std::env::var_os("BENCH_SCALE_PERF")?;
     let out = Path::new(&dir).join(format!("{name}.data"));
-    // `BENCH_SCALE_PERF_ALL`: every process on the machine (the mock's too), no call graphs.
     let mut perf = Command::new("perf");
     if let Ok(a) = std::env::var("BENCH_SCALE_PERF_ARGS") {
         // perf's own arguments, e.g. `record -e sched:sched_switch` (where the core waits).
-        perf.args(a.split(' ')).arg("-p").arg(pid.to_string());
+        perf.args(a.split_whitespace())
+            .arg("-p")
+            .arg(pid.to_string());
     } else if std::env::var_os("BENCH_SCALE_PERF_ALL").is_some() {
+        // Every process on the machine (the mock's too), without call graphs.
         perf.args(["record", "-F", "10000", "-a"]);
     } else {
         let freq = std::env::var("BENCH_SCALE_PERF_FREQ").unwrap_or_else(|_| "2000".into());

@@ -238,8 +238,8 @@ pub fn run_notifying(opts: DaemonOptions, listening: impl FnOnce()) -> Result<()
 
 /// Ends the daemon's runtime, which waits for its blocking work (a supervisor job, a hook, a
 /// git commit of a task's work, the core's drop with the store's close) to finish, and only
-/// then lets go of the lock: whoever waits
-/// for the lock (`run`) knows that nothing the daemon started still runs.
+/// then lets go of the lock: whoever waits for the lock (`run`) knows that nothing the daemon
+/// started still runs.
 fn end_then_let_go(rt: tokio::runtime::Runtime, lock: Option<DaemonLock>) {
     drop(rt);
     drop(lock);

@@ -40,7 +40,12 @@ impl Wire for Anthropic {
     }
 
     fn body(&self, cfg: &ModelConfig, req: &TurnRequest) -> serde_json::Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(req.body_size_hint());
+        let schemas: Vec<_> = req
+            .tools
+            .iter()
+            .map(crate::ToolSpec::parameters_json)
+            .collect();
+        let mut out = Vec::with_capacity(req.body_size_hint(&schemas));
         serde_json::to_writer(&mut out, &build_body(cfg, req))?;
         Ok(out)
     }

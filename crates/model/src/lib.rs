@@ -207,8 +207,9 @@ pub struct TurnRequest {
 
 impl TurnRequest {
     /// About how many bytes a request's body takes: its messages' text and calls, its tools'
-    /// descriptions and schemas, and a little more for the keys.
-    pub(crate) fn body_size_hint(&self) -> usize {
+    /// descriptions and `schemas` (each tool's schema text, as the caller writes it), and a
+    /// little more for the keys.
+    pub(crate) fn body_size_hint(&self, schemas: &[Arc<str>]) -> usize {
         let messages: usize = self
             .messages
             .iter()
@@ -224,8 +225,9 @@ impl TurnRequest {
         let tools: usize = self
             .tools
             .iter()
-            .map(|t| t.description.len() + t.name.len() + t.parameters_json().len() + 96)
-            .sum();
+            .map(|t| t.description.len() + t.name.len() + 96)
+            .sum::<usize>()
+            + schemas.iter().map(|s| s.len()).sum::<usize>();
         // Escapes (quotes and new lines written as two bytes) take a little more.
         (messages + tools + 256) * 5 / 4
     }

@@ -62,7 +62,13 @@ pub(crate) fn body_bytes(cfg: &ModelConfig, req: &TurnRequest) -> serde_json::Re
     body.messages = req.messages.iter().map(Msg).collect();
     // Sized once for the whole body (the text and the schemas, with room for the keys and
     // escapes): grown from 128 bytes it was copied about seven times per request.
-    let mut out = Vec::with_capacity(req.body_size_hint());
+    // Each schema's text is looked up once, for the size and for the body.
+    let schemas: Vec<_> = req
+        .tools
+        .iter()
+        .map(crate::ToolSpec::parameters_json)
+        .collect();
+    let mut out = Vec::with_capacity(req.body_size_hint(&schemas));
     serde_json::to_writer(&mut out, &body)?;
     if req.tools.is_empty() {
         return Ok(out);
@@ -70,7 +76,7 @@ pub(crate) fn body_bytes(cfg: &ModelConfig, req: &TurnRequest) -> serde_json::Re
     // The object's closing brace gives way to the tools, then closes it.
     out.pop();
     out.extend_from_slice(b",\"tools\":[");
-    for (i, t) in req.tools.iter().enumerate() {
+    for (i, (t, schema)) in req.tools.iter().zip(&schemas).enumerate() {
         if i > 0 {
             out.push(b',');
         }
@@ -79,7 +85,7 @@ pub(crate) fn body_bytes(cfg: &ModelConfig, req: &TurnRequest) -> serde_json::Re
         out.extend_from_slice(b",\"name\":");
         serde_json::to_writer(&mut out, &t.name)?;
         out.extend_from_slice(b",\"parameters\":");
-        out.extend_from_slice(t.parameters_json().as_bytes());
+        out.extend_from_slice(schema.as_bytes());
         out.extend_from_slice(b"},\"type\":\"function\"}");
     }
     out.extend_from_slice(b"]}");
@@ -657,7 +663,8 @@ mod tests {
         let mut req = every_role();
         req.messages[0].content = "a line of the \"prompt\", with a few words\n".repeat(300);
         req.tools[0].description = "reads a file:\tits \"path\" given\n".repeat(20);
-        let hint = req.body_size_hint();
+        let schemas: Vec<_> = req.tools.iter().map(ToolSpec::parameters_json).collect();
+        let hint = req.body_size_hint(&schemas);
         let sent = body_bytes(&cfg(true), &req).unwrap();
         assert!(
             sent.len() <= hint,

@@ -54,8 +54,8 @@ pub enum Healed {
     Gone,
 }
 
-/// Which files a team runs on: the (device, inode) of its state dir, its database and its
-/// runtime dir. A team whose paths resolve to others (deleted, or deleted and made again) is
+/// Which files a team runs on: the identity ([`file_id`]) of its state dir, its database and
+/// its runtime dir. A team whose paths resolve to others (deleted, or deleted and made again) is
 /// not the team a daemon served: its daemon stops and nobody brings it back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TeamFiles {
@@ -109,10 +109,57 @@ impl TeamFiles {
     }
 }
 
-/// The (device, inode) `path` resolves to, if it exists.
+/// The file `path` resolves to, if it exists: its device and its file handle's digest (the
+/// inode number and the generation the file system gave that inode when it was made), or its
+/// inode number where the file system gives no handles. An inode number alone is not enough:
+/// a directory deleted and made again at once often gets the number back (ext4 did in CI).
 fn file_id(path: &std::path::Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt as _;
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.dev(), handle_digest(path).unwrap_or(m.ino())))
+}
+
+/// The first 8 bytes of the SHA-256 of `path`'s file handle (`name_to_handle_at(2)`: its type
+/// and bytes); `None` when the file system has none to give.
+fn handle_digest(path: &std::path::Path) -> Option<u64> {
+    use sha2::Digest as _;
+    use std::os::unix::ffi::OsStrExt as _;
+    /// `MAX_HANDLE_SZ`: the most bytes a file handle takes.
+    const MAX_HANDLE: usize = 128;
+    /// `struct file_handle` with room for the largest handle.
+    #[repr(C)]
+    struct Handle {
+        bytes: libc::c_uint,
+        kind: libc::c_int,
+        data: [u8; MAX_HANDLE],
+    }
+    let name = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut handle = Handle {
+        bytes: MAX_HANDLE as libc::c_uint,
+        kind: 0,
+        data: [0; MAX_HANDLE],
+    };
+    let mut mount_id: libc::c_int = 0;
+    // SAFETY: `name` is a NUL-terminated string; `handle` is a `struct file_handle` whose
+    // `handle_bytes` says the room after its header (the kernel writes at most that many
+    // bytes there), and `mount_id` a place for one int; all live across the call.
+    #[allow(unsafe_code)]
+    let done = unsafe {
+        libc::name_to_handle_at(
+            libc::AT_FDCWD,
+            name.as_ptr(),
+            (&raw mut handle).cast::<libc::file_handle>(),
+            &raw mut mount_id,
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    let len = usize::try_from(handle.bytes).ok()?;
+    let data = handle.data.get(..len).filter(|_| done == 0)?;
+    let mut hash = sha2::Sha256::new();
+    hash.update(handle.kind.to_le_bytes());
+    hash.update(data);
+    let digest = hash.finalize();
+    Some(u64::from_le_bytes(digest.get(..8)?.try_into().ok()?))
 }
 
 /// What a healer needs: where the team lives, the executable, the daemon's environment.

@@ -247,7 +247,9 @@ pub(crate) fn run_on(dir: &Path, i: usize, sample: bool, backend: &str) -> Resul
                 .map(|(p, k)| {
                     let comm =
                         std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
-                    format!("{} {k} KiB", comm.trim())
+                    // Its code and data read from files, and its own memory.
+                    let (file, anon) = (rollup_kb(*p, "Pss_File:"), rollup_kb(*p, "Pss_Anon:"));
+                    format!("{} {k} KiB (file {file}, anon {anon})", comm.trim())
                 })
                 .collect();
             eprintln!(

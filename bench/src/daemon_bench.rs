@@ -205,7 +205,7 @@ pub(crate) fn receiver(
             } else {
                 0
             }))) {
-                Ok(Push::Message { message }) => {
+                Ok(Push::Message { message, .. }) => {
                     if let Some(a) = &arrivals {
                         let _ = a.send(Instant::now());
                     }

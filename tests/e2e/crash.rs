@@ -59,7 +59,7 @@ fn sigkill_under_load_loses_and_duplicates_nothing_acknowledged() {
                 loop {
                     let wait = if ids.is_empty() { 100 } else { 1 };
                     match c.next_push(Some(Duration::from_millis(wait))) {
-                        Ok(Push::Message { message }) => ids.push(message.id),
+                        Ok(Push::Message { message, .. }) => ids.push(message.id),
                         Ok(_) => {}
                         Err(agent_team_client::ClientError::Timeout) => break,
                         Err(_) => return,

@@ -759,7 +759,10 @@ impl Core {
         self.supervise(|s| s.on_connected(name, peer_pid));
         // Everything not yet read goes out again; the worker drops ids it has seen.
         for m in self.state.unread(name) {
-            if let Ok(bytes) = frame::encode(&ServerFrame::Push(Push::Message { message: m })) {
+            if let Ok(bytes) = frame::encode(&ServerFrame::Push(Push::Message {
+                message: m,
+                lease: false,
+            })) {
                 self.responses.push((conn, None, bytes));
             }
         }
@@ -1025,7 +1028,22 @@ impl Core {
         });
     }
 
+    /// Whether `agent` may take its next model request's budget lease as granted, unasked
+    /// ([`Push::Message`]'s `lease`): it runs our model loop (an exec agent or an agent CLI takes
+    /// no lease) and no budget limits it. A broadcast to a thousand teammates then starts
+    /// their turns without a thousand `budget_check` round trips through the core.
+    fn lease_needs_no_check(&self, agent: &str, budgets: &agent_team_state::BudgetConfig) -> bool {
+        self.state.agent(agent).is_some_and(|rec| {
+            self.sup.on_model_loop(rec) && !self.state.budget_limits(agent, budgets)
+        })
+    }
+
     pub(crate) fn route(&mut self, changes: &[Change]) {
+        // Read once for all of a batch's messages (a broadcast's are a thousand).
+        let budgets = match changes.iter().any(|c| matches!(c, Change::MessageNew(_))) {
+            true => self.sup.budgets(),
+            false => agent_team_state::BudgetConfig::default(),
+        };
         for change in changes {
             match change {
                 Change::MessageNew(m) => {
@@ -1034,8 +1052,10 @@ impl Core {
                         .get(&m.to)
                         .and_then(|c| self.sessions.get(c))
                     {
-                        s.handle
-                            .send_frame(&ServerFrame::Push(Push::Message { message: m.clone() }));
+                        s.handle.send_frame(&ServerFrame::Push(Push::Message {
+                            message: m.clone(),
+                            lease: self.lease_needs_no_check(&m.to, &budgets),
+                        }));
                     }
                 }
                 Change::Event(env) => {

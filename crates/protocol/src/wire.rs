@@ -113,6 +113,11 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+/// Whether a flag is off (left out of the wire).
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 /// A frame from a client. Unknown fields are refused, as docs/PROTOCOL.md says.
 // A request is nearly every frame (a hello is one per connection), decoded and moved on once:
 // boxing it would cost an allocation per request to shrink the rare variant's size.
@@ -151,6 +156,12 @@ pub enum Push {
     Message {
         /// The message.
         message: Message,
+        /// A budget lease granted for the agent's next model request, which the message may
+        /// start: the agent runs our model loop and no budget limits it (its `budget_check`
+        /// would be granted anyway). Saves the turn a round trip to the daemon; a budget set
+        /// after the push applies from the request after. Absent: ask as usual.
+        #[serde(default, skip_serializing_if = "is_false")]
+        lease: bool,
     },
     /// An event for a subscriber.
     Event {

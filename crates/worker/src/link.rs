@@ -433,8 +433,15 @@ async fn keeper(
         first.check();
         while let Some(p) = pushes.recv().await {
             let inbound = match p {
-                Push::Message { message } => {
+                Push::Message { message, lease } => {
                     first.one_in();
+                    // Granted with the message: the next model request asks for none.
+                    if lease && let Ok(mut s) = link.start.lock() {
+                        s.lease = Some(Reply::Budget {
+                            stop: None,
+                            wait: None,
+                        });
+                    }
                     let new = link
                         .seen
                         .lock()

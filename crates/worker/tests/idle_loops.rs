@@ -208,10 +208,24 @@ impl FakeDaemon {
         let w = self.writer.lock().unwrap().clone().expect("connected");
         w.send(push(m)).unwrap();
     }
+
+    /// Pushes a message that grants the lease of the turn it starts.
+    fn push_granting(&self, m: &Message) {
+        let w = self.writer.lock().unwrap().clone().expect("connected");
+        w.send(push_leased(m, true)).unwrap();
+    }
 }
 
 fn push(m: &Message) -> Vec<u8> {
-    frame::encode(&ServerFrame::Push(Push::Message { message: m.clone() })).unwrap()
+    push_leased(m, false)
+}
+
+fn push_leased(m: &Message, lease: bool) -> Vec<u8> {
+    frame::encode(&ServerFrame::Push(Push::Message {
+        message: m.clone(),
+        lease,
+    }))
+    .unwrap()
 }
 
 fn answer(req: &Request) -> Reply {
@@ -836,6 +850,52 @@ async fn a_lease_granted_with_the_welcome_spares_only_the_first_requests_budget_
         .expect("the message sent");
     assert_eq!(checks(&seen[..sent]), 0, "{seen:?}");
     assert_eq!(checks(&seen[sent..]), 1, "{seen:?}");
+}
+
+/// A message pushed with a granted lease starts its turn without a `budget_check`; a message
+/// pushed without one, as before, asks first.
+#[tokio::test]
+async fn a_lease_granted_with_a_message_spares_the_turn_it_starts_its_budget_check() {
+    let mock = MockModel::start_background(Wire::OpenAi).unwrap();
+    mock.script(
+        "b1",
+        vec![
+            Step::Text("first".into()),
+            Step::Text("second".into()),
+            Step::Text("third".into()),
+        ],
+    );
+    let (d, mut a) = ModelAgent::start(&mock, vec![]).await;
+    let run = a.run();
+    tokio::pin!(run);
+    until("the first turn is over", &mut run, || went_idle(&d)).await;
+    let checks = |d: &FakeDaemon| {
+        d.requests()
+            .iter()
+            .filter(|r| matches!(r, Request::BudgetCheck { .. }))
+            .count()
+    };
+    let before = checks(&d);
+    d.push_granting(&msg(8, "leader", "b1", MessageKind::Text));
+    until("a turn takes message 8", &mut run, || {
+        mock.requests("b1").len() == 2
+    })
+    .await;
+    assert_eq!(checks(&d), before, "the granted lease was asked for again");
+    until("the second turn is over", &mut run, || {
+        reads(&d.requests()).concat().contains(&8)
+    })
+    .await;
+    d.push(&msg(9, "leader", "b1", MessageKind::Text));
+    until("a turn takes message 9", &mut run, || {
+        mock.requests("b1").len() == 3
+    })
+    .await;
+    assert_eq!(
+        checks(&d),
+        before + 1,
+        "a message without a lease asks for one"
+    );
 }
 
 /// A link whose agent is gone (an in-process agent stopped with its daemon, whose

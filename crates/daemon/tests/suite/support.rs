@@ -118,7 +118,7 @@ pub fn err_code(
 pub fn pushed_messages(c: &mut Client, n: usize) -> Vec<Message> {
     let mut out = Vec::new();
     while out.len() < n {
-        if let Push::Message { message } = c
+        if let Push::Message { message, .. } = c
             .next_push(Some(std::time::Duration::from_secs(10)))
             .unwrap()
         {

@@ -483,6 +483,65 @@ fn a_starting_agents_welcome_grants_its_first_lease_only_when_no_budget_limits_i
     assert_eq!(lease_of("w1"), None, "the team's budget limits w1");
 }
 
+/// A message pushed to an agent on our model loop that no budget limits grants the lease of the
+/// turn it starts (the agent asks the core for none); an exec agent, and an agent a budget
+/// limits, get none and ask as before.
+#[test]
+fn a_message_push_grants_a_lease_only_where_no_budget_limits_a_model_agent() {
+    let t = TestTeam::start().with_agents(&["leader", "w1"]);
+    let mut op = t.operator();
+    let mut cfg = agent_team_config::empty_team("t", std::path::Path::new("/tmp"));
+    cfg.backend = agent_team_config::BackendKind::Process;
+    cfg.roles.get_mut("worker").unwrap().provider = agent_team_config::Provider::Anthropic;
+    cfg.roles.get_mut("leader").unwrap().provider = agent_team_config::Provider::Exec;
+    op.call(Request::Configure {
+        config: serde_json::to_value(&cfg).unwrap(),
+    })
+    .unwrap();
+    let (mut w1, mut leader) = (t.agent("w1"), t.agent("leader"));
+    // The lease flag of the next message pushed to `c`.
+    let lease_of_next = |c: &mut agent_team_client::Client| loop {
+        if let Push::Message { lease, .. } = c
+            .next_push(Some(std::time::Duration::from_secs(10)))
+            .unwrap()
+        {
+            return lease;
+        }
+    };
+    let send = |op: &mut agent_team_client::Client, to: &str| {
+        op.call(Request::Send {
+            to: to.into(),
+            body: "go".into(),
+            kind: MessageKind::Text,
+            summary: None,
+            dedup: None,
+        })
+        .unwrap();
+    };
+    send(&mut op, "w1");
+    assert!(lease_of_next(&mut w1), "no budget limits w1");
+    send(&mut op, "leader");
+    assert!(!lease_of_next(&mut leader), "an exec leader takes no lease");
+    let budget = |op: &mut agent_team_client::Client, role: Option<&str>, tokens: u64| {
+        op.call(Request::BudgetSet {
+            role: role.map(str::to_string),
+            tokens: Some(tokens),
+            usd: None,
+        })
+        .unwrap();
+    };
+    budget(&mut op, Some("worker"), 1_000_000);
+    send(&mut op, "w1");
+    assert!(!lease_of_next(&mut w1), "the role's budget limits w1");
+    budget(&mut op, Some("worker"), 0);
+    budget(&mut op, None, 1_000_000);
+    send(&mut op, "*");
+    assert!(!lease_of_next(&mut w1), "the team's budget limits w1");
+    budget(&mut op, None, 0);
+    send(&mut op, "*");
+    assert!(lease_of_next(&mut w1), "no budget limits w1 again");
+}
+
 /// The next task pushed to `c`'s watch.
 fn next_task_push(c: &mut agent_team_client::Client) -> Task {
     loop {

@@ -54,9 +54,10 @@ pub enum Healed {
     Gone,
 }
 
-/// Which files a team runs on: the identity ([`file_id`]) of its state dir, its database and
-/// its runtime dir. A team whose paths resolve to others (deleted, or deleted and made again) is
-/// not the team a daemon served: its daemon stops and nobody brings it back.
+/// Which files a team runs on: the identity (the device, and the file handle or else the inode)
+/// of its state dir, its database and its runtime dir. A team whose paths resolve to others
+/// (deleted, or deleted and made again) is not the team a daemon served: its daemon stops and
+/// nobody brings it back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TeamFiles {
     dir: (u64, u64),

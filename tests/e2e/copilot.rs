@@ -195,9 +195,18 @@ fn copilot_works_interactively_in_its_tmux_pane() {
         sb.tmux(&sock, &["capture-pane", "-p", "-J", "-t", &pane])
             .unwrap_or_default()
     };
-    wait_for("Copilot's answer on its screen", T, || {
-        screen(&sb).contains("Finished the task in my pane")
-    });
+    wait_for_or(
+        "Copilot's answer on its screen",
+        T,
+        || screen(&sb).contains("Finished the task in my pane"),
+        || {
+            format!(
+                "its screen:\n{}\nthe mock's requests: {}",
+                screen(&sb),
+                mock.requests("cp").len()
+            )
+        },
+    );
     assert!(
         sb.task_is("cppane", 1, TaskStatus::Completed),
         "{:?}\n{}",

@@ -444,14 +444,7 @@ fn a_starting_agents_welcome_grants_its_first_lease_only_when_no_budget_limits_i
     let mut op = t.operator();
     // w1's role runs our model loop; the leader's is exec (it takes no lease, so it would
     // never settle one given unasked).
-    let mut cfg = agent_team_config::empty_team("t", std::path::Path::new("/tmp"));
-    cfg.backend = agent_team_config::BackendKind::Process;
-    cfg.roles.get_mut("worker").unwrap().provider = agent_team_config::Provider::Anthropic;
-    cfg.roles.get_mut("leader").unwrap().provider = agent_team_config::Provider::Exec;
-    op.call(Request::Configure {
-        config: serde_json::to_value(&cfg).unwrap(),
-    })
-    .unwrap();
+    model_worker_exec_leader(&mut op);
     let lease_of = |name: &str| {
         let hello = Hello {
             start: true,
@@ -467,19 +460,11 @@ fn a_starting_agents_welcome_grants_its_first_lease_only_when_no_budget_limits_i
     assert_eq!(lease_of("w1"), granted, "no budget limits w1");
     assert_eq!(lease_of("leader"), None, "an exec leader takes no lease");
     // A budget on w1's role: w1 asks for each lease itself.
-    let budget = |op: &mut agent_team_client::Client, role: Option<&str>, tokens: u64| {
-        op.call(Request::BudgetSet {
-            role: role.map(str::to_string),
-            tokens: Some(tokens),
-            usd: None,
-        })
-        .unwrap();
-    };
-    budget(&mut op, Some("worker"), 1_000_000);
+    set_budget(&mut op, Some("worker"), 1_000_000);
     assert_eq!(lease_of("w1"), None, "the role's budget limits w1");
-    budget(&mut op, Some("worker"), 0);
+    set_budget(&mut op, Some("worker"), 0);
     assert_eq!(lease_of("w1"), granted, "the role's budget was removed");
-    budget(&mut op, None, 1_000_000);
+    set_budget(&mut op, None, 1_000_000);
     assert_eq!(lease_of("w1"), None, "the team's budget limits w1");
 }
 
@@ -490,14 +475,7 @@ fn a_starting_agents_welcome_grants_its_first_lease_only_when_no_budget_limits_i
 fn a_message_push_grants_a_lease_only_where_no_budget_limits_a_model_agent() {
     let t = TestTeam::start().with_agents(&["leader", "w1"]);
     let mut op = t.operator();
-    let mut cfg = agent_team_config::empty_team("t", std::path::Path::new("/tmp"));
-    cfg.backend = agent_team_config::BackendKind::Process;
-    cfg.roles.get_mut("worker").unwrap().provider = agent_team_config::Provider::Anthropic;
-    cfg.roles.get_mut("leader").unwrap().provider = agent_team_config::Provider::Exec;
-    op.call(Request::Configure {
-        config: serde_json::to_value(&cfg).unwrap(),
-    })
-    .unwrap();
+    model_worker_exec_leader(&mut op);
     let (mut w1, mut leader) = (t.agent("w1"), t.agent("leader"));
     // The lease flag of the next message pushed to `c`.
     let lease_of_next = |c: &mut agent_team_client::Client| loop {
@@ -522,24 +500,39 @@ fn a_message_push_grants_a_lease_only_where_no_budget_limits_a_model_agent() {
     assert!(lease_of_next(&mut w1), "no budget limits w1");
     send(&mut op, "leader");
     assert!(!lease_of_next(&mut leader), "an exec leader takes no lease");
-    let budget = |op: &mut agent_team_client::Client, role: Option<&str>, tokens: u64| {
-        op.call(Request::BudgetSet {
-            role: role.map(str::to_string),
-            tokens: Some(tokens),
-            usd: None,
-        })
-        .unwrap();
-    };
-    budget(&mut op, Some("worker"), 1_000_000);
+    set_budget(&mut op, Some("worker"), 1_000_000);
     send(&mut op, "w1");
     assert!(!lease_of_next(&mut w1), "the role's budget limits w1");
-    budget(&mut op, Some("worker"), 0);
-    budget(&mut op, None, 1_000_000);
+    set_budget(&mut op, Some("worker"), 0);
+    set_budget(&mut op, None, 1_000_000);
     send(&mut op, "*");
     assert!(!lease_of_next(&mut w1), "the team's budget limits w1");
-    budget(&mut op, None, 0);
+    set_budget(&mut op, None, 0);
     send(&mut op, "*");
     assert!(lease_of_next(&mut w1), "no budget limits w1 again");
+}
+
+/// Configures the team so its `worker` role runs our model loop (it takes budget leases) and
+/// its leader the exec provider (it takes none).
+fn model_worker_exec_leader(op: &mut agent_team_client::Client) {
+    let mut cfg = agent_team_config::empty_team("t", std::path::Path::new("/tmp"));
+    cfg.backend = agent_team_config::BackendKind::Process;
+    cfg.roles.get_mut("worker").unwrap().provider = agent_team_config::Provider::Anthropic;
+    cfg.roles.get_mut("leader").unwrap().provider = agent_team_config::Provider::Exec;
+    op.call(Request::Configure {
+        config: serde_json::to_value(&cfg).unwrap(),
+    })
+    .unwrap();
+}
+
+/// Sets a token budget on `role` (the team's when `None`); 0 removes it.
+fn set_budget(op: &mut agent_team_client::Client, role: Option<&str>, tokens: u64) {
+    op.call(Request::BudgetSet {
+        role: role.map(str::to_string),
+        tokens: Some(tokens),
+        usd: None,
+    })
+    .unwrap();
 }
 
 /// The next task pushed to `c`'s watch.

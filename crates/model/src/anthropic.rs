@@ -40,12 +40,7 @@ impl Wire for Anthropic {
     }
 
     fn body(&self, cfg: &ModelConfig, req: &TurnRequest) -> serde_json::Result<Vec<u8>> {
-        let schemas: Vec<_> = req
-            .tools
-            .iter()
-            .map(crate::ToolSpec::parameters_json)
-            .collect();
-        let mut out = Vec::with_capacity(req.body_size_hint(&schemas));
+        let (_, mut out) = req.body_room();
         serde_json::to_writer(&mut out, &build_body(cfg, req))?;
         Ok(out)
     }

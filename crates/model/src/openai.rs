@@ -60,15 +60,7 @@ pub(crate) fn build_body(cfg: &ModelConfig, req: &TurnRequest) -> serde_json::Re
 pub(crate) fn body_bytes(cfg: &ModelConfig, req: &TurnRequest) -> serde_json::Result<Vec<u8>> {
     let mut body = Body::new(cfg, &[]);
     body.messages = req.messages.iter().map(Msg).collect();
-    // Sized once for the whole body (the text and the schemas, with room for the keys and
-    // escapes): grown from 128 bytes it was copied about seven times per request.
-    // Each schema's text is looked up once, for the size and for the body.
-    let schemas: Vec<_> = req
-        .tools
-        .iter()
-        .map(crate::ToolSpec::parameters_json)
-        .collect();
-    let mut out = Vec::with_capacity(req.body_size_hint(&schemas));
+    let (schemas, mut out) = req.body_room();
     serde_json::to_writer(&mut out, &body)?;
     if req.tools.is_empty() {
         return Ok(out);
@@ -663,8 +655,7 @@ mod tests {
         let mut req = every_role();
         req.messages[0].content = "a line of the \"prompt\", with a few words\n".repeat(300);
         req.tools[0].description = "reads a file:\tits \"path\" given\n".repeat(20);
-        let schemas: Vec<_> = req.tools.iter().map(ToolSpec::parameters_json).collect();
-        let hint = req.body_size_hint(&schemas);
+        let hint = req.body_room().1.capacity();
         let sent = body_bytes(&cfg(true), &req).unwrap();
         assert!(
             sent.len() <= hint,

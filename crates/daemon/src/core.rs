@@ -757,12 +757,14 @@ impl Core {
                 .set_agent_status(name, AgentStatus::Running, Some("connected".into()), now);
         }
         self.supervise(|s| s.on_connected(name, peer_pid));
-        // Everything not yet read goes out again; the worker drops ids it has seen.
+        // Everything not yet read goes out again; the worker drops ids it has seen. Each says
+        // whether the next request's lease is granted, as every push does (the last one's word
+        // is the one the worker keeps).
+        let lease = self.lease_needs_no_check(name, &self.sup.budgets());
         for m in self.state.unread(name) {
-            if let Ok(bytes) = frame::encode(&ServerFrame::Push(Push::Message {
-                message: m,
-                lease: false,
-            })) {
+            if let Ok(bytes) =
+                frame::encode(&ServerFrame::Push(Push::Message { message: m, lease }))
+            {
                 self.responses.push((conn, None, bytes));
             }
         }
@@ -1032,7 +1034,11 @@ impl Core {
     /// ([`Push::Message`]'s `lease`): it runs our model loop (an exec agent or an agent CLI takes
     /// no lease) and no budget limits it. A broadcast to a thousand teammates then starts
     /// their turns without a thousand `budget_check` round trips through the core.
-    fn lease_needs_no_check(&self, agent: &str, budgets: &agent_team_state::BudgetConfig) -> bool {
+    pub(crate) fn lease_needs_no_check(
+        &self,
+        agent: &str,
+        budgets: &agent_team_state::BudgetConfig,
+    ) -> bool {
         self.state.agent(agent).is_some_and(|rec| {
             self.sup.on_model_loop(rec) && !self.state.budget_limits(agent, budgets)
         })

@@ -3,7 +3,8 @@
 use crate::model::*;
 use serde::{Deserialize, Serialize};
 
-fn is_false(b: &bool) -> bool {
+/// Whether a flag is off (left out of the wire).
+pub(crate) fn is_false(b: &bool) -> bool {
     !*b
 }
 

@@ -113,11 +113,6 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
-/// Whether a flag is off (left out of the wire).
-fn is_false(b: &bool) -> bool {
-    !*b
-}
-
 /// A frame from a client. Unknown fields are refused, as docs/PROTOCOL.md says.
 // A request is nearly every frame (a hello is one per connection), decoded and moved on once:
 // boxing it would cost an allocation per request to shrink the rare variant's size.
@@ -158,9 +153,9 @@ pub enum Push {
         message: Message,
         /// A budget lease granted for the agent's next model request, which the message may
         /// start: the agent runs our model loop and no budget limits it (its `budget_check`
-        /// would be granted anyway). Saves the turn a round trip to the daemon; a budget set
-        /// after the push applies from the request after. Absent: ask as usual.
-        #[serde(default, skip_serializing_if = "is_false")]
+        /// would be granted anyway). Saves the turn a round trip to the daemon. The agent keeps
+        /// the last push's word (absent: ask as usual, and drop a grant an earlier push gave).
+        #[serde(default, skip_serializing_if = "crate::request::is_false")]
         lease: bool,
     },
     /// An event for a subscriber.

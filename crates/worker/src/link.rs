@@ -435,9 +435,11 @@ async fn keeper(
             let inbound = match p {
                 Push::Message { message, lease } => {
                     first.one_in();
-                    // Granted with the message: the next model request asks for none.
-                    if lease && let Ok(mut s) = link.start.lock() {
-                        s.lease = Some(Reply::Budget {
+                    // Granted with the message: the next model request asks for none. Not
+                    // granted: a budget may limit the agent now, and a grant it held (a
+                    // notice's, the welcome's) is dropped, so that request asks.
+                    if let Ok(mut s) = link.start.lock() {
+                        s.lease = lease.then_some(Reply::Budget {
                             stop: None,
                             wait: None,
                         });

@@ -853,7 +853,8 @@ async fn a_lease_granted_with_the_welcome_spares_only_the_first_requests_budget_
 }
 
 /// A message pushed with a granted lease starts its turn without a `budget_check`; a message
-/// pushed without one, as before, asks first.
+/// pushed without one, as before, asks first, even when an earlier push (a notice that started
+/// no turn) had granted one: the last push's word is the one kept.
 #[tokio::test]
 async fn a_lease_granted_with_a_message_spares_the_turn_it_starts_its_budget_check() {
     let mock = MockModel::start_background(Wire::OpenAi).unwrap();
@@ -863,6 +864,7 @@ async fn a_lease_granted_with_a_message_spares_the_turn_it_starts_its_budget_che
             Step::Text("first".into()),
             Step::Text("second".into()),
             Step::Text("third".into()),
+            Step::Text("fourth".into()),
         ],
     );
     let (d, mut a) = ModelAgent::start(&mock, vec![]).await;
@@ -895,6 +897,26 @@ async fn a_lease_granted_with_a_message_spares_the_turn_it_starts_its_budget_che
         checks(&d),
         before + 1,
         "a message without a lease asks for one"
+    );
+    until("the third turn is over", &mut run, || {
+        reads(&d.requests()).concat().contains(&9)
+    })
+    .await;
+    // A notice's grant, then a message without one (a budget was set in between).
+    d.push_granting(&msg(10, "b2", "b1", MessageKind::Idle));
+    until("the notice is read", &mut run, || {
+        reads(&d.requests()).concat().contains(&10)
+    })
+    .await;
+    d.push(&msg(11, "leader", "b1", MessageKind::Text));
+    until("a turn takes message 11", &mut run, || {
+        mock.requests("b1").len() == 4
+    })
+    .await;
+    assert_eq!(
+        checks(&d),
+        before + 2,
+        "the notice's grant outlived a push without one"
     );
 }
 

@@ -113,11 +113,10 @@ pub(crate) fn start_reads(
 /// is not known yet: the lease counts the most output only.
 fn first_lease(core: &Core, actor: &Actor) -> Option<Request> {
     let name = actor.agent()?;
-    let rec = core.state.agent(name)?;
-    if !core.sup.on_model_loop(rec) || core.state.budget_limits(name, &core.sup.budgets()) {
+    if !core.lease_needs_no_check(name, &core.sup.budgets()) {
         return None;
     }
-    let model = core.sup.model_of(rec);
+    let model = core.sup.model_of(core.state.agent(name)?);
     Some(Request::BudgetCheck {
         model,
         input_tokens: None,

@@ -510,6 +510,12 @@ fn a_message_push_grants_a_lease_only_where_no_budget_limits_a_model_agent() {
     set_budget(&mut op, None, 0);
     send(&mut op, "*");
     assert!(lease_of_next(&mut w1), "no budget limits w1 again");
+    // The unread messages pushed again to a new connection say the same, as the daemon sees
+    // it now.
+    drop(w1);
+    assert!(lease_of_next(&mut t.agent("w1")), "pushed again, granted");
+    set_budget(&mut op, Some("worker"), 1_000_000);
+    assert!(!lease_of_next(&mut t.agent("w1")), "pushed again, limited");
 }
 
 /// Configures the team so its `worker` role runs our model loop (it takes budget leases) and

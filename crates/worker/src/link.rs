@@ -85,6 +85,10 @@ pub struct Link {
     /// What the daemon's welcome carried for the agent's first reads, each taken once
     /// ([`Link::config`], [`crate::agent::Start::read`]).
     start: Mutex<StartReads>,
+    /// Requests fired while there was no connection, sent in order ahead of anything fired
+    /// later once the keeper has one ([`Link::publish`]). Its lock also orders a fire against
+    /// the connection's change.
+    unsent: Mutex<Vec<Request>>,
 }
 
 impl Link {
@@ -131,21 +135,21 @@ impl Link {
             gone: Mutex::new(None),
             ack_on_receipt,
             start: Mutex::new(reads.map(|r| *r).unwrap_or_default()),
+            unsent: Mutex::new(Vec::new()),
         });
+        // The connection is the link's before the agent's first step, not once the keeper
+        // first runs: a status fired meanwhile would otherwise wait for it, and could land
+        // after the agent's later ones (an agent left `running` after its `idle`).
+        if !watching {
+            let _ = client.queue(Request::WatchTasks, None);
+        }
+        link.publish(Some(client.clone()));
         let (tx, rx) = mpsc::unbounded_channel();
         let first = FirstPushes {
             unread,
             taken_in: Some(taken_in),
         };
-        tokio::spawn(keeper(
-            link.clone(),
-            out,
-            client,
-            pushes,
-            tx,
-            watching,
-            first,
-        ));
+        tokio::spawn(keeper(link.clone(), out, client, pushes, tx, true, first));
         if unread > 0 {
             // A connection lost meanwhile drops the sender, and the wait is bounded: the agent
             // starts anyway (what did not come yet comes later, as any message does).
@@ -226,18 +230,35 @@ impl Link {
     /// answers nothing and may commit it with its next batch instead of syncing it alone.
     /// Connected, it is queued at once, ahead of the agent's next request; otherwise it goes
     /// once the keeper has a connection. A dropped connection loses it, as it always did.
-    pub fn fire(self: &Arc<Self>, req: Request) {
-        let now = self.client.borrow().clone();
-        if let Some(c) = now {
-            let _ = c.send_no_reply(req);
+    pub fn fire(&self, req: Request) {
+        let Ok(mut unsent) = self.unsent.lock() else {
             return;
-        }
-        let me = self.clone();
-        tokio::spawn(async move {
-            if let Ok(c) = me.connected().await {
+        };
+        match self.client.borrow().clone() {
+            Some(c) => {
                 let _ = c.send_no_reply(req);
             }
-        });
+            None => unsent.push(req),
+        }
+    }
+
+    /// Whether the link has a connection now (a request fired goes at once).
+    pub fn is_connected(&self) -> bool {
+        self.client.borrow().is_some()
+    }
+
+    /// Makes `client` the link's connection (or says there is none): the requests fired
+    /// while there was none go first, in the order they were fired.
+    fn publish(&self, client: Option<AsyncClient>) {
+        let Ok(mut unsent) = self.unsent.lock() else {
+            return;
+        };
+        if let Some(c) = &client {
+            for req in unsent.drain(..) {
+                let _ = c.send_no_reply(req);
+            }
+        }
+        self.client.send_replace(client);
     }
 
     /// One of the first reads the welcome carried, taken (`None`: ask the daemon).
@@ -426,7 +447,7 @@ async fn keeper(
         if !std::mem::take(&mut watching) {
             let _ = client.queue(Request::WatchTasks, None);
         }
-        link.client.send_replace(Some(client.clone()));
+        link.publish(Some(client.clone()));
         if tx.send(Inbound::Reconnected).is_err() {
             return;
         }
@@ -478,7 +499,7 @@ async fn keeper(
         }
         // Whatever did not come with this connection will not.
         first.taken_in = None;
-        link.client.send_replace(None);
+        link.publish(None);
         // The agent reading this link is gone (an in-process agent stopped with its daemon):
         // nothing to reconnect for.
         if tx.is_closed() {
@@ -495,7 +516,7 @@ async fn keeper(
                 if let Ok(mut g) = link.gone.lock() {
                     *g = Some(e.to_string());
                 }
-                link.client.send_replace(None);
+                link.publish(None);
                 let _ = tx.send(Inbound::Fatal(e.to_string()));
                 return;
             }

@@ -961,3 +961,39 @@ async fn eventually(what: &str, cond: impl Fn() -> bool) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// A link is connected when `start` returns, before its keeper task first runs: the statuses
+/// an agent fires from its first step go at once and in order. They waited for the keeper
+/// before, each on a task of its own, and on a runtime that runs the newest task first a
+/// turn's `running` landed after its `idle` (an agent left `running` for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn statuses_fired_from_an_agents_first_step_arrive_in_order() {
+    let d = FakeDaemon::start("b1", "worker", vec![]);
+    let (link, _inbound) = link::Link::start(d.env("b1"), Output::null())
+        .await
+        .unwrap();
+    assert!(link.is_connected(), "connected before the keeper ran");
+    let statuses = [AgentStatus::Running, AgentStatus::Idle];
+    for status in statuses {
+        link.fire(Request::SetStatus {
+            status,
+            error: None,
+        });
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let seen = loop {
+        let seen: Vec<AgentStatus> = d
+            .requests()
+            .into_iter()
+            .filter_map(|r| match r {
+                Request::SetStatus { status, .. } => Some(status),
+                _ => None,
+            })
+            .collect();
+        if seen.len() >= statuses.len() || std::time::Instant::now() > deadline {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(seen, statuses);
+}

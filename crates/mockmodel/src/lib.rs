@@ -463,6 +463,8 @@ impl MockModel {
     /// Whether each request's body is kept for [`MockModel::requests`] (the default). A bench
     /// of a thousand agents turns it off: kept, their bodies grew the mock's heap by hundreds of
     /// MiB, and the mock's time with it. Arrival times, keys and billing are kept either way.
+    /// Off, and without a prompt cache or side answers to look for, a body is read only for
+    /// the fields the mock answers from (see `read_body`).
     pub fn keep_requests(&self, on: bool) {
         self.shared.forget_requests.store(!on, Ordering::SeqCst);
     }

@@ -72,6 +72,9 @@ fn reconnect_backoff(started: Instant) -> Backoff {
         .deadline(started + GIVE_UP_AFTER)
 }
 
+/// How many requests fired without a connection are kept for the next one.
+const UNSENT_KEPT: usize = 256;
+
 /// A connection that heals itself.
 pub struct Link {
     agent: AgentEnv,
@@ -140,10 +143,7 @@ impl Link {
         // The connection is the link's before the agent's first step, not once the keeper
         // first runs: a status fired meanwhile would otherwise wait for it, and could land
         // after the agent's later ones (an agent left `running` after its `idle`).
-        if !watching {
-            let _ = client.queue(Request::WatchTasks, None);
-        }
-        link.publish(Some(client.clone()));
+        link.adopt(&client, watching);
         let (tx, rx) = mpsc::unbounded_channel();
         let first = FirstPushes {
             unread,
@@ -238,13 +238,31 @@ impl Link {
             Some(c) => {
                 let _ = c.send_no_reply(req);
             }
-            None => unsent.push(req),
+            None => {
+                // A long wait for the daemon keeps the newest (the latest status counts).
+                if unsent.len() >= UNSENT_KEPT {
+                    unsent.remove(0);
+                }
+                unsent.push(req);
+            }
         }
     }
 
     /// Whether the link has a connection now (a request fired goes at once).
     pub fn is_connected(&self) -> bool {
         self.client.borrow().is_some()
+    }
+
+    /// Makes a new connection the link's. The task watch is asked for first (unless the
+    /// welcome said it is on: `watching`), and not waited for: the daemon applies a
+    /// connection's requests in order, so whatever the agent asks once it has the client (its
+    /// board on `Reconnected`) is answered with the watch already on. An ordinary request (a
+    /// daemon older than `no_reply` would refuse that), its answer let go.
+    fn adopt(&self, client: &AsyncClient, watching: bool) {
+        if !watching {
+            let _ = client.queue(Request::WatchTasks, None);
+        }
+        self.publish(Some(client.clone()));
     }
 
     /// Makes `client` the link's connection (or says there is none): the requests fired
@@ -439,15 +457,9 @@ async fn keeper(
     mut first: FirstPushes,
 ) {
     loop {
-        // Queued first, not waited for: the daemon applies this connection's requests in
-        // order, so whatever the agent asks once it has the client (its board on
-        // `Reconnected`) is answered with the watch already on. An ordinary request (a
-        // daemon older than `no_reply` would refuse that), its answer let go. A welcome
-        // that carried the first reads says the watch is on already.
-        if !std::mem::take(&mut watching) {
-            let _ = client.queue(Request::WatchTasks, None);
-        }
-        link.publish(Some(client.clone()));
+        // The first connection was adopted by `Link::open` already (`watching` is then
+        // set): adopting it again only says it is still the one.
+        link.adopt(&client, std::mem::take(&mut watching));
         if tx.send(Inbound::Reconnected).is_err() {
             return;
         }

@@ -36,6 +36,13 @@ impl Core {
         // When a held batch ([`HOLD_UNANSWERED`]) must be committed at the latest.
         let mut hold_until: Option<Instant> = None;
         loop {
+            // The frames the last batch held back for in-process agents go a slice at a time,
+            // each after the runtime turned (the agents woken by the slice before run then).
+            while self.pacer.holds() {
+                tokio::task::yield_now().await;
+                self.pacer.release();
+            }
+            self.pacer.release();
             let next_timer = self.timers.peek().map(|Reverse((at, _))| *at);
             // A subscriber reading its backlog keeps the loop turning without waiting.
             let backlog = self.has_backlog();
@@ -85,6 +92,7 @@ impl Core {
                 }
             }
         }
+        self.pacer.release_all();
         let wound = self.wind_down();
         // The core goes on a blocking thread while the runtime ends: closing the store copies a
         // large WAL back into the database (a thousand agents' stop: ~50 ms waiting on the

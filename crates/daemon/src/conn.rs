@@ -69,10 +69,11 @@ pub async fn serve_local(
     core: CoreTx,
     gate: Arc<Gate>,
     admission: Admission,
+    pacer: Arc<crate::outbox::Pacer>,
 ) {
     let _counted = Counted::in_process(gate.clone(), id);
     let (tx, rx) = mpsc::unbounded_channel();
-    let handle = ConnHandle::new_in_process(tx, gate.max_unread_bytes());
+    let handle = ConnHandle::new_in_process(tx, gate.max_unread_bytes(), pacer);
     let writer = tokio::spawn(forward_loop(frames, rx, handle.clone()));
     let Some(evicted) = admitted(admission, &handle, id) else {
         let _ = writer.await;

@@ -274,6 +274,8 @@ pub struct Core {
     /// This batch welcomed an in-process agent before its commit: it runs on to its first
     /// model request before the commit syncs ([`WELCOME_TURNS`]).
     pub(crate) welcomed_inside: bool,
+    /// Paces the frames of in-process connections ([`crate::outbox::Pacer`]).
+    pub(crate) pacer: std::sync::Arc<crate::outbox::Pacer>,
     /// The write end of the guardian's pipe (a copy), written once the stop is on purpose;
     /// filled when the guardian starts, which may be after the core.
     guardian: crate::GuardianSlot<std::fs::File>,
@@ -404,6 +406,7 @@ impl Core {
             held: 0,
             started_inside: false,
             welcomed_inside: false,
+            pacer: Default::default(),
             guardian: Default::default(),
             vanished: false,
             net: Default::default(),

@@ -968,7 +968,7 @@ impl agent_team_pane::inprocess::AgentRunner for Welcomed {
         );
         let (out_tx, mut out) = mpsc::unbounded_channel();
         let handle = if self.in_process {
-            crate::outbox::ConnHandle::new_in_process(out_tx, usize::MAX)
+            crate::outbox::ConnHandle::new_in_process(out_tx, usize::MAX, Default::default())
         } else {
             crate::outbox::ConnHandle::new(out_tx, usize::MAX)
         };

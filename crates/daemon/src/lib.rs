@@ -609,6 +609,7 @@ pub async fn serve(
         gate,
         join,
     } = prepared;
+    let pacer = core.pacer.clone();
     let core_task = tokio::spawn(core.run(rx));
     // Its files deleted, the team is gone: the daemon stops it and exits.
     let runtime_gone = vanish::RuntimeGone::default();
@@ -651,7 +652,7 @@ pub async fn serve(
         let ids = Arc::new(std::sync::atomic::AtomicU64::new(0));
         move || ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
     };
-    let _in_memory = serve_in_memory(&paths, &tx, &gate, next_id.clone());
+    let _in_memory = serve_in_memory(&paths, &tx, &gate, next_id.clone(), pacer);
     let _join = join.map(|(endpoint, limits)| {
         AbortOnDrop(tokio::spawn(join::accept(
             endpoint,
@@ -715,6 +716,7 @@ fn serve_in_memory(
     tx: &mpsc::UnboundedSender<CoreMsg>,
     gate: &std::sync::Arc<gate::Gate>,
     next_id: impl Fn() -> u64 + Send + Sync + 'static,
+    pacer: Arc<outbox::Pacer>,
 ) -> agent_team_client::local::Registration {
     let (tx, gate) = (tx.clone(), gate.clone());
     // Served on the daemon's runtime, whichever runtime the client connects from.
@@ -733,6 +735,7 @@ fn serve_in_memory(
                 tx.clone(),
                 gate.clone(),
                 admission,
+                pacer.clone(),
             ));
             Some(agent_team_client::local::LocalConn {
                 to_daemon,

@@ -37,6 +37,9 @@ pub struct ConnHandle {
     /// agent's in-memory connection): it ends with the daemon and runs only when the core
     /// yields, never during a commit.
     in_process: bool,
+    /// What holds back an in-process connection's frames beyond a batch's first [`PACE`]
+    /// (`None`: every frame goes at once).
+    pacer: Option<Arc<Pacer>>,
 }
 
 /// The unread frames that pace a subscriber's catch-up (half of it at most is sent at once).
@@ -52,14 +55,29 @@ impl ConnHandle {
             cut: Arc::new(tokio::sync::watch::channel(false).0),
             limit,
             in_process: false,
+            pacer: None,
         }
     }
 
-    /// The handle of an in-memory connection from this process ([`ConnHandle::in_process`]).
-    pub(crate) fn new_in_process(tx: mpsc::UnboundedSender<Outbound>, limit: usize) -> Self {
+    /// The handle of an in-memory connection from this process ([`ConnHandle::in_process`]),
+    /// its frames paced by the core's `pacer`.
+    pub(crate) fn new_in_process(
+        tx: mpsc::UnboundedSender<Outbound>,
+        limit: usize,
+        pacer: Arc<Pacer>,
+    ) -> Self {
         ConnHandle {
             in_process: true,
+            pacer: Some(pacer),
             ..Self::new(tx, limit)
+        }
+    }
+
+    /// Hands `out` to the writer, or to the pacer that holds it back.
+    fn push(&self, out: Outbound) -> bool {
+        match &self.pacer {
+            Some(p) => p.send(&self.tx, out),
+            None => self.tx.send(out).is_ok(),
         }
     }
 
@@ -86,7 +104,7 @@ impl ConnHandle {
             return false;
         }
         self.queued.fetch_add(1, Ordering::Relaxed);
-        self.tx.send(Outbound::Frame(bytes)).is_ok()
+        self.push(Outbound::Frame(bytes))
     }
 
     /// Frames queued and not yet written.
@@ -113,7 +131,78 @@ impl ConnHandle {
 
     /// Asks the writer to flush and close.
     pub fn close(&self) {
-        let _ = self.tx.send(Outbound::Close);
+        let _ = self.push(Outbound::Close);
+    }
+}
+
+/// How many frames for in-process agents a batch hands out before the rest wait for the core
+/// to let the runtime turn ([`Pacer`]).
+pub(crate) const PACE: usize = 32;
+
+/// Holds back the frames for in-process connections beyond the first [`PACE`] of a batch and
+/// lets them go [`PACE`] at a time, each time the core lets the runtime turn. A broadcast to a
+/// thousand in-process agents then starts their turns a slice at a time, each slice's model
+/// requests leaving while the core hands out the next, instead of every stage (the frames,
+/// the agents' wake, their requests' bodies, the writes) running for all of them before the
+/// next stage starts for any. A connection's frames keep their order: once any frame is held,
+/// every later one queues behind it.
+#[derive(Debug, Default)]
+pub struct Pacer(std::sync::Mutex<Paced>);
+
+#[derive(Debug, Default)]
+struct Paced {
+    /// Frames handed out at once since the core last let the runtime turn.
+    sent: usize,
+    held: std::collections::VecDeque<(mpsc::UnboundedSender<Outbound>, Outbound)>,
+}
+
+impl Pacer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Paced> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sends `out` on `tx` now, or holds it; false if the connection is gone.
+    fn send(&self, tx: &mpsc::UnboundedSender<Outbound>, out: Outbound) -> bool {
+        let mut p = self.lock();
+        if p.held.is_empty() && p.sent < PACE {
+            p.sent += 1;
+            return tx.send(out).is_ok();
+        }
+        if tx.is_closed() {
+            return false;
+        }
+        p.held.push_back((tx.clone(), out));
+        true
+    }
+
+    /// Whether frames are held.
+    pub(crate) fn holds(&self) -> bool {
+        !self.lock().held.is_empty()
+    }
+
+    /// The runtime turned: lets the next [`PACE`] held frames go, and as many more at once
+    /// as that leaves room for.
+    pub(crate) fn release(&self) {
+        let mut p = self.lock();
+        p.sent = 0;
+        while p.sent < PACE {
+            let Some((tx, out)) = p.held.pop_front() else {
+                break;
+            };
+            let _ = tx.send(out);
+            p.sent += 1;
+        }
+    }
+
+    /// Lets every held frame go (the core is ending).
+    pub(crate) fn release_all(&self) {
+        let mut p = self.lock();
+        p.sent = 0;
+        for (tx, out) in p.held.drain(..) {
+            let _ = tx.send(out);
+        }
     }
 }
 
@@ -213,3 +302,91 @@ pub(crate) async fn forward_loop(
 
 /// Bytes gathered from queued frames before they are written in one go.
 const BATCH_BYTES: usize = 64 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: u8) -> Vec<u8> {
+        vec![n]
+    }
+
+    /// What the writer of a connection got so far, frames as their first byte (`None`: close).
+    fn got(rx: &mut mpsc::UnboundedReceiver<Outbound>) -> Vec<Option<u8>> {
+        let mut out = Vec::new();
+        while let Ok(o) = rx.try_recv() {
+            out.push(match o {
+                Outbound::Frame(b) => Some(b[0]),
+                Outbound::Close => None,
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn frames_beyond_a_slice_wait_for_the_release_and_keep_each_connections_order() {
+        let pacer = Arc::new(Pacer::default());
+        let (a_tx, mut a_rx) = mpsc::unbounded_channel();
+        let (b_tx, mut b_rx) = mpsc::unbounded_channel();
+        let a = ConnHandle::new_in_process(a_tx, usize::MAX, pacer.clone());
+        let b = ConnHandle::new_in_process(b_tx, usize::MAX, pacer.clone());
+        for _ in 0..PACE {
+            assert!(a.send(frame(1)));
+        }
+        assert_eq!(got(&mut a_rx).len(), PACE, "a slice goes at once");
+        assert!(!pacer.holds());
+        // Beyond it, frames wait, and a connection's later frames (its close too) queue
+        // behind its held ones.
+        assert!(b.send(frame(2)));
+        assert!(a.send(frame(3)));
+        a.close();
+        assert!(got(&mut b_rx).is_empty() && got(&mut a_rx).is_empty());
+        assert!(pacer.holds());
+        assert_eq!(a.queued(), PACE + 1, "held frames count as unwritten");
+        pacer.release();
+        assert!(!pacer.holds());
+        assert_eq!(got(&mut b_rx), vec![Some(2)]);
+        assert_eq!(got(&mut a_rx), vec![Some(3), None]);
+        // A released slice's room: the next frames go at once again.
+        assert!(b.send(frame(4)));
+        assert_eq!(got(&mut b_rx), vec![Some(4)]);
+    }
+
+    #[test]
+    fn a_release_lets_one_slice_go_and_the_end_lets_everything_go() {
+        let pacer = Arc::new(Pacer::default());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let h = ConnHandle::new_in_process(tx, usize::MAX, pacer.clone());
+        for i in 0..(3 * PACE) {
+            assert!(h.send(frame(i as u8)));
+        }
+        assert_eq!(got(&mut rx).len(), PACE);
+        pacer.release();
+        assert_eq!(got(&mut rx).len(), PACE, "one slice per release");
+        assert!(pacer.holds());
+        // The slice released just now used the room: a new frame queues behind the rest.
+        assert!(h.send(frame(0)));
+        pacer.release_all();
+        let rest = got(&mut rx);
+        assert_eq!(rest.len(), PACE + 1);
+        assert_eq!(
+            rest[0],
+            Some((2 * PACE) as u8),
+            "in the order they were sent"
+        );
+        assert!(!pacer.holds());
+    }
+
+    #[test]
+    fn a_frame_for_a_connection_gone_is_refused_not_held() {
+        let pacer = Arc::new(Pacer::default());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let h = ConnHandle::new_in_process(tx, usize::MAX, pacer.clone());
+        for _ in 0..PACE {
+            h.send(frame(1));
+        }
+        drop(rx);
+        assert!(!h.send(frame(2)));
+        assert!(!pacer.holds());
+    }
+}

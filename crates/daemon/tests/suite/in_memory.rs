@@ -121,3 +121,56 @@ fn an_in_memory_agents_requests_are_answered_in_order_and_its_end_closes_its_con
         std::thread::yield_now();
     }
 }
+
+#[test]
+fn a_broadcast_to_more_in_memory_agents_than_one_slice_reaches_each_in_order() {
+    // The core hands frames for in-process agents out a slice at a time (32), letting them
+    // run between slices: with 80 of them, two broadcasts reach every one, each in the order
+    // sent, with nothing else asked of the daemon meanwhile.
+    let names: Vec<String> = (0..80).map(|i| format!("w{i}")).collect();
+    let mut all: Vec<&str> = vec!["leader"];
+    all.extend(names.iter().map(String::as_str));
+    let t = TestTeam::start().with_agents(&all);
+    let socket = t.tp().socket;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let got = rt.block_on(async {
+        let mut agents = Vec::new();
+        for n in &names {
+            let hello = agent_team_client::agent_hello("t", n, &t.secret(n), 0);
+            agents.push(AsyncClient::connect(&socket, &hello).await.unwrap());
+        }
+        let tp = t.tp();
+        tokio::task::spawn_blocking(move || {
+            let mut op = agent_team_client::Client::operator(&tp).unwrap();
+            send(&mut op, "*", "first").unwrap();
+            send(&mut op, "*", "second").unwrap();
+        })
+        .await
+        .unwrap();
+        let mut got = Vec::new();
+        for (_c, pushes) in agents.iter_mut() {
+            let bodies = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+                let mut bodies = Vec::new();
+                while bodies.len() < 2 {
+                    match pushes.recv().await {
+                        Some(Push::Message { message, .. }) => bodies.push(message.body),
+                        Some(_) => continue,
+                        None => panic!("the connection closed"),
+                    }
+                }
+                bodies
+            })
+            .await
+            .expect("both broadcasts arrived");
+            got.push(bodies);
+        }
+        got
+    });
+    assert_eq!(got.len(), 80);
+    for bodies in got {
+        assert_eq!(bodies, vec!["first".to_string(), "second".to_string()]);
+    }
+}

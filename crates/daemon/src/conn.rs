@@ -62,7 +62,7 @@ pub async fn serve_tls<S>(
 /// agent's, see [`agent_team_client::local`]): the same gate, hello and core as a socket's,
 /// its peer this process. Requests arrive as values (nothing to parse), frames leave encoded
 /// as for any client.
-pub async fn serve_local(
+pub(crate) async fn serve_local(
     mut requests: mpsc::UnboundedReceiver<ClientFrame>,
     frames: mpsc::Sender<Vec<u8>>,
     id: ConnId,

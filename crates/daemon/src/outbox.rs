@@ -147,7 +147,7 @@ pub(crate) const PACE: usize = 32;
 /// next stage starts for any. A connection's frames keep their order: once any frame is held,
 /// every later one queues behind it.
 #[derive(Debug, Default)]
-pub struct Pacer(std::sync::Mutex<Paced>);
+pub(crate) struct Pacer(std::sync::Mutex<Paced>);
 
 #[derive(Debug, Default)]
 struct Paced {

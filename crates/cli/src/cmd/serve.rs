@@ -493,10 +493,8 @@ pub fn serve(ctx: Ctx, args: ServeArgs) -> Result<ExitCode> {
                     // A stale socket of a server that is gone.
                     let _ = std::fs::remove_file(path);
                 }
-                let l = tokio::net::UnixListener::bind(path)
+                let l = bind_private(path)
                     .with_context(|| format!("cannot listen on {}", path.display()))?;
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
                 (
                     tokio::spawn(async move { agent_team_http::serve(l, app, limits).await }),
                     listen.clone(),
@@ -544,4 +542,59 @@ pub fn serve(ctx: Ctx, args: ServeArgs) -> Result<ExitCode> {
         "agent-team: stopped serving; the teams keep running (`agent-team teams list`)"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Listens on a Unix socket at `path` that only this user may use, and that appears there only
+/// once it listens and has its mode: it is made under a name of its own beside `path` and
+/// linked into place, so a client that waits for the file connects at once (before, a client
+/// between the bind and the listen was refused), and nobody else connects in between. A name
+/// too long for a socket falls back to `path` itself.
+fn bind_private(path: &std::path::Path) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let name = path
+        .file_name()
+        .map(|n| format!(".{}.new", n.to_string_lossy()))
+        .unwrap_or_else(|| ".serve.new".into());
+    let aside = path.with_file_name(name);
+    let _ = std::fs::remove_file(&aside);
+    let Ok(l) = tokio::net::UnixListener::bind(&aside) else {
+        let l = tokio::net::UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        return Ok(l);
+    };
+    // A link, not a rename: a live server's socket already there is not replaced (the link
+    // fails, as the bind would have).
+    let placed = std::fs::set_permissions(&aside, std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| std::fs::hard_link(&aside, path));
+    let _ = std::fs::remove_file(&aside);
+    placed.map(|()| l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_socket_appears_listening_and_private_with_nothing_left_beside_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api.sock");
+        let l = bind_private(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // The file is the listening socket: a connect succeeds (the listener accepts it).
+        let c = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        let (_s, _) = l.accept().await.unwrap();
+        drop(c);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("api.sock")]);
+        // A second server does not take a live one's place.
+        assert!(bind_private(&path).is_err());
+        let c = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        let (_s, _) = l.accept().await.unwrap();
+        drop(c);
+    }
 }

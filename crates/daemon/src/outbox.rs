@@ -182,8 +182,8 @@ impl Pacer {
         !self.lock().held.is_empty()
     }
 
-    /// The runtime turned: lets the next [`PACE`] held frames go, and as many more at once
-    /// as that leaves room for.
+    /// The runtime turned: lets the next [`PACE`] held frames go (fewer held leave the rest of
+    /// the slice to frames sent at once until the next turn).
     pub(crate) fn release(&self) {
         let mut p = self.lock();
         p.sent = 0;

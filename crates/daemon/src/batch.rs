@@ -42,6 +42,7 @@ impl Core {
                 tokio::task::yield_now().await;
                 self.pacer.release();
             }
+            // Nothing held: the batch to come has a whole slice to send at once.
             self.pacer.release();
             let next_timer = self.timers.peek().map(|Reverse((at, _))| *at);
             // A subscriber reading its backlog keeps the loop turning without waiting.

@@ -33,12 +33,8 @@ pub struct ConnHandle {
     cut: Arc<tokio::sync::watch::Sender<bool>>,
     /// How many unread bytes cut the connection.
     limit: usize,
-    /// Whether the client runs in the daemon's own process and on its runtime (an in-process
-    /// agent's in-memory connection): it ends with the daemon and runs only when the core
-    /// yields, never during a commit.
-    in_process: bool,
-    /// What holds back an in-process connection's frames beyond a batch's first [`PACE`]
-    /// (`None`: every frame goes at once).
+    /// What holds back an in-memory connection's frames beyond a batch's first [`PACE`];
+    /// only an in-process agent's connection has one ([`ConnHandle::in_process`]).
     pacer: Option<Arc<Pacer>>,
 }
 
@@ -54,7 +50,6 @@ impl ConnHandle {
             queued_bytes: Arc::new(AtomicUsize::new(0)),
             cut: Arc::new(tokio::sync::watch::channel(false).0),
             limit,
-            in_process: false,
             pacer: None,
         }
     }
@@ -67,7 +62,6 @@ impl ConnHandle {
         pacer: Arc<Pacer>,
     ) -> Self {
         ConnHandle {
-            in_process: true,
             pacer: Some(pacer),
             ..Self::new(tx, limit)
         }
@@ -81,10 +75,12 @@ impl ConnHandle {
         }
     }
 
-    /// Whether the client shares the daemon's process and runtime: what it is told can reach
-    /// nobody beyond that process before the core's next commit returns.
+    /// Whether the client shares the daemon's process and runtime (an in-process agent's
+    /// in-memory connection): it ends with the daemon and runs only when the core yields,
+    /// never during a commit, so what it is told can reach nobody beyond that process before
+    /// the core's next commit returns.
     pub(crate) fn in_process(&self) -> bool {
-        self.in_process
+        self.pacer.is_some()
     }
 
     /// Queues an encoded frame; returns false if the connection is gone or hopelessly behind

@@ -551,10 +551,11 @@ pub fn serve(ctx: Ctx, args: ServeArgs) -> Result<ExitCode> {
 /// too long for a socket falls back to `path` itself.
 fn bind_private(path: &std::path::Path) -> std::io::Result<tokio::net::UnixListener> {
     use std::os::unix::fs::PermissionsExt;
+    // This process's own name: two servers started at once do not take each other's.
     let name = path
         .file_name()
-        .map(|n| format!(".{}.new", n.to_string_lossy()))
-        .unwrap_or_else(|| ".serve.new".into());
+        .map(|n| format!(".{}.{}", n.to_string_lossy(), std::process::id()))
+        .unwrap_or_else(|| format!(".serve.{}", std::process::id()));
     let aside = path.with_file_name(name);
     let _ = std::fs::remove_file(&aside);
     let Ok(l) = tokio::net::UnixListener::bind(&aside) else {

@@ -70,9 +70,11 @@ pub enum CoreMsg {
     },
     /// A blocking supervisor operation finished.
     Sup(crate::supervisor::SupEvent),
-    /// An agent may have ended (an in-process agent said so): check now rather than at the
-    /// next poll.
+    /// Check every agent now rather than at the next poll.
     Poll,
+    /// An agent ended (an in-process agent said so): check it now rather than at the next
+    /// poll.
+    Ended(String),
     /// SIGCHLD: one of our children exited. Only an agent when the backend's agents are our
     /// children; with tmux it is one of our own tmux commands, and polling on it would run
     /// another tmux command whose exit is the next SIGCHLD (a busy loop).
@@ -371,8 +373,8 @@ impl Core {
         }));
         // An agent that ends wakes the core at once (in-process agents; others need no help).
         let wake_tx = self_tx.clone();
-        let wake: agent_team_pane::ExitNotify = std::sync::Arc::new(move || {
-            let _ = wake_tx.send(CoreMsg::Poll);
+        let wake: agent_team_pane::ExitNotify = std::sync::Arc::new(move |name: &str| {
+            let _ = wake_tx.send(CoreMsg::Ended(name.to_string()));
         });
         let mut core = Core {
             cfg,

@@ -27,7 +27,7 @@ fn bare_at(clock: FakeClock) -> (Supervisor, TeamState, Arc<FakeBackend>, tempfi
         heal_env: Vec::new(),
         layout_exe: None,
     };
-    let mut sup = Supervisor::new(env, "t".into(), tp, Arc::new(clock), Arc::new(|| {}));
+    let mut sup = Supervisor::new(env, "t".into(), tp, Arc::new(clock), Arc::new(|_: &str| {}));
     let mut state = TeamState::new("t");
     let mut team = agent_team_config::empty_team("t", dir.path());
     team.backend = BackendKind::Process;
@@ -692,6 +692,53 @@ fn the_periodic_poll_looks_rarely_while_every_agent_is_connected() {
     // The connection dropped: every tick looks again.
     state.update_agent("b1", |a| a.info.connected = false);
     assert_eq!(looks_in(&mut sup, &mut state, 4), 4);
+}
+
+/// The names a poll job in `actions` looks at (none: no poll asked for).
+fn polled(actions: &[Action]) -> Option<Vec<String>> {
+    actions.iter().find_map(|a| match a {
+        Action::Run(Job::Poll { targets, .. }) => {
+            Some(targets.iter().map(|(n, _, _)| n.clone()).collect())
+        }
+        _ => None,
+    })
+}
+
+#[test]
+fn an_agent_that_says_it_ended_is_looked_at_alone_and_those_named_meanwhile_next() {
+    let (mut sup, mut state, _backend, _dir) = bare();
+    for (id, name) in [(7, "b1"), (8, "b2"), (9, "b3")] {
+        let mut step = sup.step(&mut state);
+        step.spawn_request(&Actor::Operator, id, 1, worker_named(name))
+            .unwrap();
+        let actions = step.finish();
+        drive(&mut sup, &mut state, actions);
+    }
+    let mut step = sup.step(&mut state);
+    step.poll_one("b2".into());
+    let first = step.finish();
+    assert_eq!(polled(&first), Some(vec!["b2".to_string()]), "{first:?}");
+    // While that look runs, two more say they ended: nothing yet, then one look at both.
+    let mut step = sup.step(&mut state);
+    step.poll_one("b3".into());
+    step.poll_one("b1".into());
+    assert_eq!(polled(&step.finish()), None);
+    let report = std::cell::RefCell::new(Vec::new());
+    for a in first {
+        if let Action::Run(job) = a {
+            job.run(&|ev| report.borrow_mut().push(ev));
+        }
+    }
+    let mut step = sup.step(&mut state);
+    for ev in report.into_inner() {
+        step.sup_event(ev);
+    }
+    let next = step.finish();
+    assert_eq!(
+        polled(&next),
+        Some(vec!["b1".to_string(), "b3".to_string()]),
+        "{next:?}"
+    );
 }
 
 #[test]

@@ -222,8 +222,9 @@ pub trait PaneBackend: Send + Sync {
     }
 }
 
-/// Called when an agent ends (see [`PaneBackend::watch_exits`]).
-pub type ExitNotify = std::sync::Arc<dyn Fn() + Send + Sync>;
+/// Called with an agent's name when it ends (see [`PaneBackend::watch_exits`]): whoever
+/// watches then looks at that agent alone, not at every one.
+pub type ExitNotify = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
 
 /// The environment variable names an agent process reads its identity from.
 pub mod env {

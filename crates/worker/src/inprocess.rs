@@ -91,6 +91,7 @@ impl AgentRunner for Runner {
         };
         let exit2 = exit.clone();
         let (http, tools) = (self.http.clone(), self.tools.clone());
+        let name = spec.name.clone();
         let task = handle.spawn(async move {
             let run = run_agent(agent, out.clone(), groups, tools.as_deref());
             let result = http.scope(run).await;
@@ -106,7 +107,7 @@ impl AgentRunner for Runner {
             }
             // Tell the supervisor now rather than at its next poll.
             if let Some(notify) = on_exit {
-                notify();
+                notify(&name);
             }
         });
         Ok(Arc::new(Running {

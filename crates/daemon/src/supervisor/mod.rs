@@ -169,6 +169,8 @@ pub struct Supervisor {
     pub(crate) poll_busy: bool,
     /// A poll was asked for while one was running: run another when it ends.
     pub(crate) poll_again: bool,
+    /// Agents that said they ended and are not looked at yet (the next poll looks at them).
+    pub(crate) poll_named: std::collections::BTreeSet<String>,
     /// Ticks skipped since the last look while every launched agent was connected.
     pub(crate) quiet_ticks: u32,
     /// Feeds the thread that sets pane titles, in order.
@@ -223,6 +225,7 @@ impl Supervisor {
             config: None,
             poll_busy: false,
             poll_again: false,
+            poll_named: Default::default(),
             quiet_ticks: 0,
             titles: None,
             pastes: None,

@@ -351,22 +351,58 @@ impl Step<'_> {
             self.sup.poll_again = true;
             return;
         }
+        // Every agent is looked at: those named since need no look of their own.
+        self.sup.poll_named.clear();
         let targets: Vec<(String, u64, Launched)> = self
             .sup
             .runtimes
             .iter()
-            .filter(|(_, r)| !r.busy)
-            // A connected agent on another host is alive as far as anyone can tell: its
-            // death or its link's drops its connection, which looks at once. Looking anyway
-            // would be an ssh session each time, for nothing.
-            .filter(|(n, r)| {
-                r.unreachable.is_some()
-                    || r.launched.as_ref().is_none_or(|l| l.host.is_none())
-                    || !self.state.agent(n).is_some_and(|a| a.info.connected)
-            })
-            .filter_map(|(n, r)| r.launched.clone().map(|l| (n.clone(), l)))
-            .filter_map(|(n, l)| self.current_incarnation(&n).map(|i| (n, i, l)))
+            .filter_map(|(n, r)| self.poll_target(n, r))
             .collect();
+        self.run_poll(targets);
+    }
+
+    /// Checks one agent's process off the core thread (one that said it ended): the others
+    /// are not copied and looked at for it, so a thousand agents ending is not a million looks.
+    pub(crate) fn poll_one(&mut self, name: String) {
+        self.sup.poll_named.insert(name);
+        if !self.sup.poll_busy {
+            self.poll_named();
+        }
+    }
+
+    /// Checks the agents that said they ended since the last poll.
+    pub(crate) fn poll_named(&mut self) {
+        let named = std::mem::take(&mut self.sup.poll_named);
+        let targets: Vec<(String, u64, Launched)> = named
+            .iter()
+            .filter_map(|n| self.poll_target(n, self.sup.runtimes.get(n)?))
+            .collect();
+        self.run_poll(targets);
+    }
+
+    /// What a poll looks at for agent `name`: its launch, when it has one and nothing else is
+    /// being done to it.
+    fn poll_target(&self, name: &str, rt: &super::Runtime) -> Option<(String, u64, Launched)> {
+        if rt.busy {
+            return None;
+        }
+        let launched = rt.launched.as_ref()?;
+        // A connected agent on another host is alive as far as anyone can tell: its death or
+        // its link's drops its connection, which looks at once. Looking anyway would be an ssh
+        // session each time, for nothing.
+        if rt.unreachable.is_none()
+            && launched.host.is_some()
+            && self.state.agent(name).is_some_and(|a| a.info.connected)
+        {
+            return None;
+        }
+        let incarnation = self.current_incarnation(name)?;
+        Some((name.to_string(), incarnation, launched.clone()))
+    }
+
+    /// Starts a poll job of `targets` (none: nothing to do).
+    fn run_poll(&mut self, targets: Vec<(String, u64, Launched)>) {
         if targets.is_empty() {
             return;
         }

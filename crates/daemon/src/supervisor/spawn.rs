@@ -729,6 +729,9 @@ impl Step<'_> {
                 }
                 if std::mem::take(&mut self.sup.poll_again) {
                     self.poll();
+                } else if !self.sup.poll_named.is_empty() {
+                    // Agents that said they ended while this poll ran: one look at them all.
+                    self.poll_named();
                 }
             }
         }

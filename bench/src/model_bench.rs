@@ -256,6 +256,29 @@ pub(crate) fn run_on(dir: &Path, i: usize, sample: bool, backend: &str) -> Resul
                 "pss tree {backend}: {proportional} KiB = {}",
                 shown.join(", ")
             );
+            if std::env::var_os("BENCH_PSS_MAPS").is_some() {
+                for (p, _) in &each {
+                    let smaps =
+                        std::fs::read_to_string(format!("/proc/{p}/smaps")).unwrap_or_default();
+                    let mut name = String::new();
+                    let mut lines = Vec::new();
+                    for l in smaps.lines() {
+                        if l.contains('-')
+                            && l.split_whitespace().count() >= 5
+                            && !l.ends_with(" kB")
+                        {
+                            name = l.to_string();
+                        } else if let Some(v) = l.strip_prefix("Pss:") {
+                            let k: u64 =
+                                v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0);
+                            if k >= 32 {
+                                lines.push(format!("    {k:6} {name}"));
+                            }
+                        }
+                    }
+                    eprintln!("  maps of {p}:\n{}", lines.join("\n"));
+                }
+            }
         }
         peak_pss = peak_pss.max(proportional);
         peak = peak.max(total);

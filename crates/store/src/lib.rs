@@ -1752,7 +1752,7 @@ mod tests {
         let db = dir.path().join("a.db");
         let (mut store, mut s) = (Store::open(&db, "t").unwrap(), TeamState::new("t"));
         assert!(store.dir_owed, "a new database's name awaits a sync");
-        store.commit_unsynced(&new_task(&mut s, 1)).unwrap();
+        store.commit_unsynced(&new_task(&mut s, 1, "")).unwrap();
         assert!(store.dir_owed, "an unsynced commit syncs nothing");
         store.settle().unwrap();
         assert!(
@@ -1766,7 +1766,7 @@ mod tests {
         );
         let db = dir.path().join("b.db");
         let (mut store, mut s) = (Store::open(&db, "t").unwrap(), TeamState::new("t"));
-        store.commit(&new_task(&mut s, 1)).unwrap();
+        store.commit(&new_task(&mut s, 1, "")).unwrap();
         assert!(
             !store.dir_owed,
             "the first synced commit's WAL sync syncs the directory"
@@ -1777,12 +1777,13 @@ mod tests {
         assert_eq!(snap.tasks.len(), 1);
     }
 
-    /// The changes of adding task `i` to the team.
-    fn new_task(s: &mut TeamState, i: u64) -> Vec<Change> {
+    /// The changes of adding task `i`, described by `body`, to the team.
+    fn new_task(s: &mut TeamState, i: u64, body: &str) -> Vec<Change> {
         s.task_add(
             &Actor::Operator,
             NewTask {
                 title: format!("task {i}"),
+                description: body.to_string(),
                 ..Default::default()
             },
             Timestamp(i),
@@ -1793,8 +1794,13 @@ mod tests {
 
     /// Adds `n` tasks to the team, each committed on its own.
     fn add_tasks(store: &mut Store, s: &mut TeamState, n: u64) {
+        add_described(store, s, n, "");
+    }
+
+    /// [`add_tasks`] with each task described by `body`.
+    fn add_described(store: &mut Store, s: &mut TeamState, n: u64, body: &str) {
         for i in 0..n {
-            store.commit(&new_task(s, i)).unwrap();
+            store.commit(&new_task(s, i, body)).unwrap();
         }
     }
 
@@ -1838,24 +1844,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("state.db");
         let wal = dir.path().join("state.db-wal");
-        let add = |store: &mut Store, s: &mut TeamState, n: u64, body: &str| {
-            for i in 0..n {
-                s.task_add(
-                    &Actor::Operator,
-                    NewTask {
-                        title: format!("task {i}"),
-                        description: body.to_string(),
-                        ..Default::default()
-                    },
-                    Timestamp(i),
-                )
-                .unwrap();
-                store.commit(&s.take_changes()).unwrap();
-            }
-        };
         let mut store = Store::open(&db, "t").unwrap();
         let mut s = TeamState::restore("t", store.load().unwrap());
-        add(&mut store, &mut s, 10, "small");
+        add_described(&mut store, &mut s, 10, "small");
         drop(store);
         // Small: left as it is (each commit in it was synced), read back by the next open,
         // read-only or not.
@@ -1868,7 +1859,7 @@ mod tests {
         let mut s = TeamState::restore("t", store.load().unwrap());
         assert_eq!(s.tasks(None).len(), 10);
         // Large: copied into the database at the close, as SQLite does.
-        add(&mut store, &mut s, 300, &"x".repeat(60_000));
+        add_described(&mut store, &mut s, 300, &"x".repeat(60_000));
         assert!(std::fs::metadata(&wal).unwrap().len() > WAL_LEAVE_BYTES);
         drop(store);
         assert!(
@@ -1893,19 +1884,7 @@ mod tests {
         let wal = dir.path().join("state.db-wal");
         let mut store = Store::open(&db, "t").unwrap();
         let mut s = TeamState::restore("t", store.load().unwrap());
-        for i in 0..100 {
-            s.task_add(
-                &Actor::Operator,
-                NewTask {
-                    title: format!("task {i}"),
-                    description: "x".repeat(40_000),
-                    ..Default::default()
-                },
-                Timestamp(i),
-            )
-            .unwrap();
-            store.commit(&s.take_changes()).unwrap();
-        }
+        add_described(&mut store, &mut s, 100, &"x".repeat(40_000));
         let len = std::fs::metadata(&wal).unwrap().len();
         assert!(len > 4 << 20, "{len}");
         drop(store);

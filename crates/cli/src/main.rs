@@ -1,6 +1,7 @@
 //! `agent-team`: the operator's command line. A thin layer over the client library: it resolves
 //! the team, starts the daemon when needed, makes requests and prints the answers.
 
+mod arena;
 mod backend;
 mod cli;
 mod cmd;

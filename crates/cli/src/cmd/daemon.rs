@@ -46,6 +46,8 @@ pub(crate) fn forked(ctx: &Ctx) -> u8 {
 
 /// Runs the daemon in this process until it stops: its exit status.
 fn serve_here(ctx: &Ctx, permission_timeout: u64) -> Result<u8> {
+    // Before any thread of the daemon's starts.
+    crate::arena::one();
     let filter = tracing_subscriber::EnvFilter::try_from_env("AGENT_TEAM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Started by the CLI, stderr is daemon.log: the daemon then writes it itself, rotated by

@@ -314,7 +314,6 @@ impl Core {
                 force,
             } => self.stop_vanished(runtime_intact, force),
             CoreMsg::Sup(ev) => self.supervise(|s| s.sup_event(ev)),
-            CoreMsg::Poll => self.supervise(|s| s.poll()),
             CoreMsg::Ended(name) => self.supervise(|s| s.poll_one(name)),
             CoreMsg::ChildExited => self.supervise(|s| s.child_exited()),
             CoreMsg::HookDone { id, outcome } => {
@@ -480,7 +479,7 @@ fn is_unanswered(msg: &CoreMsg) -> bool {
         // What the backends report (an agent started, ended, a poll) answers nobody by itself;
         // an answer it leads to (a spawn that failed) is in the batch's responses, and those
         // commit it at once.
-        CoreMsg::Sup(_) | CoreMsg::Poll | CoreMsg::Ended(_) | CoreMsg::ChildExited => true,
+        CoreMsg::Sup(_) | CoreMsg::Ended(_) | CoreMsg::ChildExited => true,
         _ => false,
     }
 }

@@ -70,8 +70,6 @@ pub enum CoreMsg {
     },
     /// A blocking supervisor operation finished.
     Sup(crate::supervisor::SupEvent),
-    /// Check every agent now rather than at the next poll.
-    Poll,
     /// An agent ended (an in-process agent said so): check it now rather than at the next
     /// poll.
     Ended(String),

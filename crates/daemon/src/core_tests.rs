@@ -779,13 +779,14 @@ struct FirstRun {
 impl agent_team_pane::inprocess::AgentRunner for FirstRun {
     fn start(
         &self,
-        _spec: &agent_team_pane::LaunchSpec,
+        spec: &agent_team_pane::LaunchSpec,
         _on_exit: Option<agent_team_pane::ExitNotify>,
     ) -> Result<Arc<dyn agent_team_pane::inprocess::RunningAgent>, agent_team_pane::PaneError> {
         let (db, tx, seen) = (self.db.clone(), self.tx.clone(), self.spawn_on_disk.clone());
+        let name = spec.name.clone();
         tokio::spawn(async move {
             *seen.lock().unwrap() = Some(written(&db, MARK));
-            let _ = tx.send(CoreMsg::Poll);
+            let _ = tx.send(CoreMsg::Ended(name));
         });
         Ok(Arc::new(Idle))
     }

@@ -253,7 +253,8 @@ pub(crate) fn run_on(dir: &Path, i: usize, sample: bool, backend: &str) -> Resul
                 })
                 .collect();
             eprintln!(
-                "pss tree {backend}: {proportional} KiB = {}",
+                "pss tree {backend} at {:.1} ms: {proportional} KiB = {}",
+                t0.elapsed().as_secs_f64() * 1e3,
                 shown.join(", ")
             );
             if std::env::var_os("BENCH_PSS_MAPS").is_some() {

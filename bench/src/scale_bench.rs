@@ -330,7 +330,15 @@ fn one(dir: &Path, runtime: &Path, backend: &str, n: usize) -> Result<Figures> {
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let team = format!("scale-{}-{n}-{run}", backend.replace('-', ""));
-    let mut t = MockTeam::new(dir, &team, &format!("max_teammates = {n}\n"), &mock)?;
+    // More top-level keys of the team file, to look closer (`BENCH_SCALE_TEAM='sandbox =
+    // "off"'`: no agent's sandbox, so no egress proxy either).
+    let extra = std::env::var("BENCH_SCALE_TEAM").unwrap_or_default();
+    let mut t = MockTeam::new(
+        dir,
+        &team,
+        &format!("max_teammates = {n}\n{extra}\n"),
+        &mock,
+    )?;
     t.runtime = runtime.join("run");
     let cli = |args: &[&str]| t.cli(args);
     let (home, runtime) = (&t.home, &t.runtime);

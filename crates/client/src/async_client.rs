@@ -24,7 +24,7 @@ pub struct AsyncClient {
 /// process ([`crate::local`]).
 enum Out {
     Bytes(mpsc::UnboundedSender<Vec<u8>>),
-    Frames(mpsc::UnboundedSender<ClientFrame>),
+    Frames(mpsc::UnboundedSender<Box<ClientFrame>>),
 }
 
 impl Out {
@@ -32,7 +32,7 @@ impl Out {
     fn send(&self, frame: ClientFrame) -> Result<(), ClientError> {
         match self {
             Out::Bytes(tx) => tx.send(frame::encode(&frame)?).map_err(|_| closed()),
-            Out::Frames(tx) => tx.send(frame).map_err(|_| closed()),
+            Out::Frames(tx) => tx.send(Box::new(frame)).map_err(|_| closed()),
         }
     }
 }
@@ -119,7 +119,7 @@ impl AsyncClient {
             mut from_daemon,
         } = conn;
         to_daemon
-            .send(ClientFrame::Hello(hello.clone()))
+            .send(Box::new(ClientFrame::Hello(hello.clone())))
             .map_err(|_| closed())?;
         let first = from_daemon.recv().await.ok_or_else(closed)?;
         let welcome = welcome_in(frame_payload(&first)?)?;

@@ -13,8 +13,9 @@ use tokio::sync::mpsc;
 /// The client's end of one in-memory connection. Dropping `to_daemon` closes the connection,
 /// as closing a socket would; the daemon closing it ends `from_daemon`.
 pub struct LocalConn {
-    /// The client's frames (its hello first), in order.
-    pub to_daemon: mpsc::UnboundedSender<ClientFrame>,
+    /// The client's frames (its hello first), in order; boxed, as the channel holds its
+    /// items 32 slots at a time, each the size of a frame (336 bytes).
+    pub to_daemon: mpsc::UnboundedSender<Box<ClientFrame>>,
     /// The daemon's frames, each as it goes on the wire (header and JSON payload).
     pub from_daemon: mpsc::Receiver<Vec<u8>>,
 }

@@ -412,7 +412,7 @@ impl Chat {
 
 /// The chat thread: posts each job to its sinks (at once, each with its retries) until the
 /// core goes away.
-fn serve(rx: Receiver<ChatJob>) {
+fn serve(rx: Receiver<Box<ChatJob>>) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -434,7 +434,7 @@ fn serve(rx: Receiver<ChatJob>) {
         }
     };
     while let Ok(job) = rx.recv() {
-        rt.block_on(post_job(&client, job));
+        rt.block_on(post_job(&client, *job));
     }
 }
 

@@ -63,7 +63,7 @@ pub async fn serve_tls<S>(
 /// its peer this process. Requests arrive as values (nothing to parse), frames leave encoded
 /// as for any client.
 pub(crate) async fn serve_local(
-    mut requests: mpsc::UnboundedReceiver<ClientFrame>,
+    mut requests: mpsc::UnboundedReceiver<Box<ClientFrame>>,
     frames: mpsc::Sender<Vec<u8>>,
     id: ConnId,
     core: CoreTx,
@@ -82,7 +82,7 @@ pub(crate) async fn serve_local(
     let first = within_hello_deadline(requests.recv(), &gate, &evicted, &handle)
         .await
         .flatten();
-    let welcomed = match first {
+    let welcomed = match first.map(|f| *f) {
         Some(ClientFrame::Hello(hello)) => welcome(
             hello,
             id,
@@ -107,7 +107,7 @@ pub(crate) async fn serve_local(
         tokio::select! {
             _ = async {
                 while let Some(f) = requests.recv().await {
-                    if !take(f, id, &handle, &core) {
+                    if !take(*f, id, &handle, &core) {
                         return;
                     }
                 }

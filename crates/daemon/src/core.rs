@@ -1093,7 +1093,7 @@ impl Core {
                         }
                         let b = bytes.get_or_insert_with(|| {
                             frame::encode(&ServerFrame::Push(Push::Event {
-                                envelope: env.clone(),
+                                envelope: Box::new(env.clone()),
                             }))
                             .unwrap_or_default()
                         });
@@ -1110,7 +1110,7 @@ impl Core {
                     {
                         s.handle
                             .send_frame(&ServerFrame::Push(Push::PermissionDecided {
-                                request: p.clone(),
+                                request: Box::new(p.clone()),
                             }));
                     }
                 }
@@ -1150,9 +1150,9 @@ impl Core {
             for env in events {
                 let seq = env.seq;
                 if wanted_by(s.sub_types, &env.event)
-                    && !s
-                        .handle
-                        .send_frame(&ServerFrame::Push(Push::Event { envelope: env }))
+                    && !s.handle.send_frame(&ServerFrame::Push(Push::Event {
+                        envelope: Box::new(env),
+                    }))
                 {
                     break;
                 }
@@ -1246,8 +1246,10 @@ impl Core {
         if to.is_empty() {
             return;
         }
-        let bytes =
-            frame::encode(&ServerFrame::Push(Push::Task { task: t.clone() })).unwrap_or_default();
+        let bytes = frame::encode(&ServerFrame::Push(Push::Task {
+            task: Box::new(t.clone()),
+        }))
+        .unwrap_or_default();
         for c in to {
             if let Some(s) = self.sessions.get(c) {
                 s.handle.send(bytes.clone());

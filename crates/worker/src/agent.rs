@@ -828,7 +828,7 @@ async fn take_event(
         };
         after = tasks.last().map(|t| t.id);
         for t in tasks {
-            new |= absorb(Inbound::Task(t), name, messages, given);
+            new |= absorb(Inbound::Task(Box::new(t)), name, messages, given);
         }
         if last_page {
             return new;

@@ -18,8 +18,9 @@ use tokio::sync::{Notify, broadcast, mpsc};
 /// What a permission waiter hears ([`Inbox::decisions`]).
 #[derive(Clone, Debug)]
 pub enum Decided {
-    /// One of this agent's requests was decided.
-    One(PermRequest),
+    /// One of this agent's requests was decided (boxed: the channel allocates all its slots
+    /// when the agent starts, 64 of the largest variant).
+    One(Box<PermRequest>),
     /// The link came back: a decision may have been missed meanwhile.
     Reconnected,
 }
@@ -526,7 +527,7 @@ mod tests {
         assert!(!inbox.is_empty());
         // Queued already: at once.
         assert!(matches!(inbox.wait(None).await.unwrap(), Woken::Message));
-        tx.send(Inbound::Task(task())).unwrap();
+        tx.send(Inbound::Task(Box::new(task()))).unwrap();
         let mut events = Vec::new();
         routed(|| {
             events.extend(inbox.poll().unwrap());
@@ -567,8 +568,8 @@ mod tests {
             status: agent_team_protocol::PermStatus::Allowed,
             decision: None,
         };
-        tx.send(Inbound::Task(task())).unwrap();
-        tx.send(Inbound::PermDecided(request)).unwrap();
+        tx.send(Inbound::Task(Box::new(task()))).unwrap();
+        tx.send(Inbound::PermDecided(Box::new(request))).unwrap();
         tx.send(Inbound::Reconnected).unwrap();
         for rx in [&mut a, &mut b] {
             assert!(matches!(rx.recv().await.unwrap(), Decided::One(r) if r.id == 4));

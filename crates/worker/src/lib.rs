@@ -227,13 +227,17 @@ pub async fn run_agent(
     } else {
         link::Link::start(agent.clone(), out.clone()).await?
     };
-    // What a loop reads as it starts, asked at once: one wait for all, not one each.
-    let (config, first) = tokio::join!(link.config(), async {
-        match agent.external {
-            true => None,
-            false => Some(agent::Start::read(&link).await),
-        }
-    });
+    // What a loop reads as it starts, asked at once: one wait for all, not one each. Boxed:
+    // held inline, these two reads (10 KB) were the largest state of the agent's whole life.
+    let (config, first) = Box::pin(async {
+        tokio::join!(link.config(), async {
+            match agent.external {
+                true => None,
+                false => Some(agent::Start::read(&link).await),
+            }
+        })
+    })
+    .await;
     let mut config: TeamConfig = config?;
     let role_name = link.welcome_role();
     let mut role = config.role(&role_name).cloned().ok_or_else(|| {

@@ -18,10 +18,11 @@ use tokio::sync::{mpsc, watch};
 pub enum Inbound {
     /// A message, new to this process.
     Message(Message),
-    /// A task changed.
-    Task(Task),
+    /// A task changed (boxed, as the decision below: the link's channels allocate their
+    /// slots 32 at a time, each the size of the largest variant, and a task is 280 bytes).
+    Task(Box<Task>),
     /// One of our permission requests was decided.
-    PermDecided(PermRequest),
+    PermDecided(Box<PermRequest>),
     /// (Re)connected: state may have changed while away, so look again.
     Reconnected,
     /// The daemon refused us for good, or stayed away too long.

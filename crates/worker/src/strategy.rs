@@ -664,7 +664,7 @@ impl Leader<'_> {
     /// The task of `ids` an event says is finished, if it does.
     async fn finished_by(&self, ev: Inbound, ids: &[u64]) -> Result<Option<Task>, Halt> {
         match ev {
-            Inbound::Task(t) if ids.contains(&t.id) && t.status.is_terminal() => Ok(Some(t)),
+            Inbound::Task(t) if ids.contains(&t.id) && t.status.is_terminal() => Ok(Some(*t)),
             // Changes may have been missed while away: look at the board again.
             Inbound::Reconnected => self.finished_among(ids).await,
             _ => Ok(None),

@@ -350,7 +350,7 @@ impl Follow for LocalFollow {
             match c.next_push(Some(left)) {
                 Ok(Push::Event { envelope }) => {
                     self.last = envelope.seq;
-                    return Ok(Some(envelope));
+                    return Ok(Some(*envelope));
                 }
                 Ok(_) => {
                     if Instant::now() >= deadline {

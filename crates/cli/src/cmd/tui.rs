@@ -900,7 +900,7 @@ fn follow(ctx: Ctx, tx: mpsc::Sender<Envelope>) {
                     match c.next_push(None) {
                         Ok(Push::Event { envelope }) => {
                             since = envelope.seq;
-                            if tx.send(envelope).is_err() {
+                            if tx.send(*envelope).is_err() {
                                 return;
                             }
                         }

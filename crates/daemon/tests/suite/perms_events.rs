@@ -272,13 +272,13 @@ fn a_subscription_to_some_event_types_gets_only_those() {
     text(&mut b1);
     add_task(&mut op, "next", &[]);
     match sub.next_push(Some(Duration::from_secs(10))).unwrap() {
-        Push::Event {
-            envelope:
-                Envelope {
-                    event: Event::TaskUpdated { task },
-                    ..
-                },
-        } => assert_eq!(task.title, "next"),
+        Push::Event { envelope } => match *envelope {
+            Envelope {
+                event: Event::TaskUpdated { task },
+                ..
+            } => assert_eq!(task.title, "next"),
+            other => panic!("{other:?}"),
+        },
         other => panic!("{other:?}"),
     }
 }

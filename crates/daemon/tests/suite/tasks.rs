@@ -548,7 +548,7 @@ fn next_task_push(c: &mut agent_team_client::Client) -> Task {
             .next_push(Some(std::time::Duration::from_secs(10)))
             .unwrap()
         {
-            Push::Task { task } => return task,
+            Push::Task { task } => return *task,
             _ => continue,
         }
     }

@@ -364,7 +364,8 @@ impl Core {
             self.responses.insert(mark, (conn, None, bytes));
             self.welcome_in_process_now(conn, mark);
         }
-        // Its egress proxy is served before it can start a sandboxed process.
+        // Its egress proxy: served now when its sandbox is made as it starts, its policy brought
+        // up to date when it is served already (`net_hello`).
         if let Some(Actor::Agent(name)) = self.sessions.get(&conn).map(|s| &s.actor)
             && verdict.is_ok()
         {

@@ -619,6 +619,47 @@ async fn pane_input_is_for_external_clis_with_a_pane_and_bounded() {
     assert_eq!(e.code, ErrorCode::PermissionDenied);
 }
 
+/// An agent of our own loop has its egress proxy served when it asks (`serve_egress`, before
+/// each sandboxed process), not as it says hello: a thousand that run no command cost the
+/// daemon no socket. An agent CLI's is served at hello (its sandbox is made as it starts); a
+/// hello later brings a served proxy's policy up to date; the operator has none to ask for.
+#[tokio::test(flavor = "current_thread")]
+async fn an_egress_proxy_is_served_when_its_agent_asks_and_a_clis_at_hello() {
+    let mut h = Harness::new();
+    h.spawn_connected("w1").await;
+    h.spawn_member_connected(agent_team_protocol::SpawnMember {
+        name: "cc".into(),
+        role: "worker".into(),
+        provider: Some("claude-code".into()),
+        ..Default::default()
+    })
+    .await;
+    let runtime = h.core.cfg.paths.socket.parent().unwrap().to_path_buf();
+    let sock = |n: &str| {
+        agent_team_paths::net_dir(&runtime, "t", n).join(agent_team_sandbox::network::PROXY_SOCKET)
+    };
+    h.core.net_hello("w1");
+    h.core.net_hello("cc");
+    assert!(!sock("w1").exists(), "served at hello");
+    assert!(sock("cc").exists(), "a CLI's proxy is served at hello");
+    let ask = |h: &mut Harness, who: Actor| {
+        let r = h.core.request(1, &who, Request::ServeEgress);
+        h.core.flush().unwrap();
+        r
+    };
+    ask(&mut h, Actor::Agent("w1".into())).unwrap();
+    assert!(sock("w1").exists(), "not served when asked");
+    // Asked again (before its next process), or after a reconnect: the same proxy.
+    let served = std::fs::metadata(sock("w1")).unwrap();
+    ask(&mut h, Actor::Agent("w1".into())).unwrap();
+    h.core.net_hello("w1");
+    let again = std::fs::metadata(sock("w1")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((served.ino(), served.dev()), (again.ino(), again.dev()));
+    let e = ask(&mut h, Actor::Operator).unwrap_err();
+    assert_eq!(e.code, ErrorCode::PermissionDenied, "{e:?}");
+}
+
 /// A teammate being stopped takes no new task (dissolve gives held tasks back at once, and
 /// another teammate on its way out must not pick one up): a claim is refused, claim_next finds
 /// nothing, an assignment to it is refused; one that stays claims it.

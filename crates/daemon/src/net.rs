@@ -2,6 +2,10 @@
 //! dir of its own (`agent_team_paths::net_dir`), which the agent's sandboxes bind in. A
 //! destination off the team's list is, in mode `ask`, a permission request of that agent (tool
 //! `network`, input `host:port`) decided like any other: the proxy waits for the decision.
+//! An agent of our own loop asks for its proxy before its first sandboxed process
+//! (`serve_egress`); one whose sandbox is made as it starts (an agent CLI, a container) has it
+//! served as it says hello. An agent that runs no command costs no socket (issue 67: a
+//! thousand of them made and removed a thousand dirs at `up` and `down`).
 
 use crate::core::{Core, CoreMsg, CoreTx};
 use agent_team_config::{NetworkMode, Role, SandboxMode, TeamConfig};
@@ -196,13 +200,37 @@ fn serve(
 }
 
 impl Core {
-    /// An agent said hello: its proxy is served (or its policy brought up to date) before it
-    /// can start a sandboxed process.
+    /// An agent said hello: a proxy already served has its policy brought up to date (a team
+    /// file changed since); one is served now for an agent whose sandbox is made as it starts
+    /// (an agent CLI's, a container's, whatever loop runs inside), before it can start
+    /// anything. Our own loop asks for it when it first needs it ([`Core::serve_egress`]); an
+    /// agent on another host has none (its sandbox there cannot reach this machine's sockets).
     pub(crate) fn net_hello(&mut self, agent: &str) {
+        let at_start = self.state.agent(agent).is_some_and(|rec| {
+            rec.info.host.is_none()
+                && (rec.info.container.is_some()
+                    || self.sup.provider_of(rec).is_some_and(|p| p.is_external()))
+        });
+        if at_start || self.net.proxies.contains_key(agent) {
+            self.serve_egress(agent);
+        }
+    }
+
+    /// `agent`'s egress proxy served (or its policy brought up to date): asked by the agent
+    /// before each sandboxed process (so a daemon started again since serves it again), and
+    /// at hello for those that need it from the start. Nothing when its network is not
+    /// confined, or for an agent on another host.
+    pub(crate) fn serve_egress(&mut self, agent: &str) {
         let Some(cfg) = self.sup.config.as_ref() else {
             return;
         };
-        let role = self.state.agent(agent).and_then(|a| cfg.role(&a.info.role));
+        let Some(rec) = self.state.agent(agent) else {
+            return;
+        };
+        if rec.info.host.is_some() {
+            return;
+        }
+        let role = cfg.role(&rec.info.role);
         // The team's model gateway is where an agent CLI's model calls go (issue 65).
         let gateway = self
             .sup

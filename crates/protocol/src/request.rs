@@ -347,6 +347,11 @@ pub enum Request {
         /// What to type.
         text: String,
     },
+    /// Serve the calling agent's egress proxy (agents only): the one way its sandboxed
+    /// processes reach the network (`agent_team_paths::net_dir`), asked for before each of
+    /// them, so an agent that runs none costs the daemon no socket. `done` once it is served,
+    /// or when there is none to serve (no sandbox, an open network, an agent on another host).
+    ServeEgress,
     /// Replace the calling agent's own checklist (agents only; `todo_write`): at most
     /// [`crate::MAX_TODOS`] items, each content at most [`crate::MAX_TITLE_LEN`] bytes.
     SetTodos {
@@ -621,6 +626,8 @@ impl Request {
                 | Request::Usage
                 | Request::WaitFor { .. }
                 | Request::WorkDiff { .. }
+                // Served again, it is the same proxy.
+                | Request::ServeEgress
                 // An acknowledgement only moves a message forward: repeating it changes nothing.
                 | Request::Ack { .. }
         )

@@ -123,11 +123,12 @@ pub struct Boundary {
     /// them), to explain a refused write.
     pub protected: Vec<PathBuf>,
     /// How the network is reached: through the team's egress proxy in a network namespace of
-    /// its own, or (none) the host's network unless `offline`.
+    /// its own ([`Boundary::proxy`]: once it is served), or (none) the host's network unless
+    /// `offline`.
     pub network: Option<NetworkWiring>,
-    /// With no proxy: a network namespace of its own all the same (only its own loopback),
-    /// where no proxy serves this agent (a teammate on another host) and the network is not
-    /// open by the team file: shut, not opened.
+    /// With no proxy served: a network namespace of its own all the same (only its own
+    /// loopback), where no proxy serves this agent (not yet, or a teammate on another host)
+    /// and the network is not open by the team file: shut, not opened.
     pub offline: bool,
     /// Read-only in a namespace, beside the system's base ([`view::base`]): the toolchains
     /// under the home dir, the dirs on `PATH`, the programs the caller runs, `[sandbox] read`.
@@ -260,7 +261,7 @@ impl Boundary {
         b.write.extend(work.extra_write.iter().cloned());
         b.expose.extend(work.expose.iter().cloned());
         b.network = work.network.clone();
-        b.offline = work.offline && work.network.is_none();
+        b.offline = work.offline;
         b.normalise()
     }
 
@@ -446,10 +447,28 @@ impl Boundary {
         ops
     }
 
+    /// The egress proxy a process started now goes through: the wiring when its dir is there
+    /// (the daemon makes it when it serves the proxy, which the agent asks for before each
+    /// process). None: no way out but the host's network where nothing confines it, else
+    /// none at all ([`Boundary::offline`]).
+    pub fn proxy(&self) -> Option<&NetworkWiring> {
+        self.network.as_ref().filter(|n| n.dir.is_dir())
+    }
+
     /// bubblewrap's arguments (before `--` and the program) for a process in `cwd`: an empty
     /// root, the system's public part read-only ([`view::base`]), a minimal `/dev`, a private
     /// `/proc`, `/tmp` and home, then the work; in a user namespace with no capability.
     pub fn bwrap_args(&self, cwd: &Path, interactive: bool) -> Vec<OsString> {
+        self.bwrap_args_through(cwd, interactive, self.proxy())
+    }
+
+    /// [`Boundary::bwrap_args`] with the proxy `net` (looked at once for the whole command).
+    fn bwrap_args_through(
+        &self,
+        cwd: &Path,
+        interactive: bool,
+        net: Option<&NetworkWiring>,
+    ) -> Vec<OsString> {
         let mut a: Vec<OsString> = Vec::new();
         let mut push = |parts: &[&OsStr]| a.extend(parts.iter().map(|s| s.to_os_string()));
         push(&[
@@ -516,9 +535,10 @@ impl Boundary {
             push(&["--remount-ro".as_ref(), p.as_os_str()]);
         }
         push(&["--chdir".as_ref(), cwd.as_os_str()]);
-        if let Some(net) = &self.network {
+        if let Some(net) = net {
             a.extend(network::bwrap_args(net));
-        } else if self.offline {
+        } else if self.offline || self.network.is_some() {
+            // A proxy not served is no way out: shut, not the host's.
             a.push("--unshare-net".into());
         }
         a
@@ -808,13 +828,14 @@ pub fn command_with(
     match mechanism {
         Mechanism::Namespace(bwrap) => {
             boundary.make_blocks();
+            let net = boundary.proxy();
             let mut c = std::process::Command::new(bwrap);
-            c.args(boundary.bwrap_args(cwd, opts.interactive));
+            c.args(boundary.bwrap_args_through(cwd, opts.interactive, net));
             if let Some(var) = opts.outer_marker {
                 c.env(var, "1").args(["--unsetenv", var]);
             }
             c.arg("--");
-            match &boundary.network {
+            match net {
                 // The proxy's forwarder starts first, inside, and runs the program.
                 Some(net) => c.args(network::wrap(net, program.as_ref(), args)),
                 None => c.arg(program).args(args),

@@ -344,6 +344,46 @@ fn with_no_proxy_the_network_is_shut_not_the_hosts() {
     assert!(code != 0 && !out.contains("REACHED"), "{out}");
 }
 
+/// The daemon serves an agent's egress proxy only when asked (before each process): until its
+/// dir is there, a boundary that goes through it has no way out at all, not the host's
+/// network, whatever `offline` says.
+#[test]
+fn a_proxy_not_served_yet_is_no_way_out() {
+    let l = Layout::new();
+    let dir = l.base.join("run/t.net/a");
+    let b = Boundary::for_work(&Work {
+        network: Some(NetworkWiring {
+            dir: dir.clone(),
+            bridge: "/bin/true".into(),
+            forward: Vec::new(),
+        }),
+        offline: false,
+        ..l.work()
+    });
+    assert!(b.proxy().is_none());
+    let args: Vec<String> = b
+        .bwrap_args(&l.base.join("ws"), false)
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    assert!(args.iter().any(|a| a == "--unshare-net"), "{args:?}");
+    assert!(!args.iter().any(|a| a.contains("t.net")), "{args:?}");
+    if namespace_or_skip() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (code, out) = l.run(
+            &b,
+            &format!(
+                "python3 -c \"import socket; socket.create_connection(('127.0.0.1', {port}), 2)\" && echo REACHED"
+            ),
+        );
+        assert!(code != 0 && !out.contains("REACHED"), "{out}");
+    }
+    // Served: the same boundary goes through it.
+    std::fs::create_dir_all(&dir).unwrap();
+    assert_eq!(b.proxy().map(|n| n.dir.clone()), Some(dir));
+}
+
 #[test]
 fn a_control_socket_inside_the_workspace_is_not_a_socket_in_there() {
     if !namespace_or_skip() {

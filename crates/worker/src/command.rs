@@ -7,12 +7,14 @@
 //! team's secrets (`--secret`, `[secrets]`) are in its environment, and nowhere else an agent
 //! writes: [`Confinement::mask`] hides them in what the agent reads back.
 
+use crate::link::Link;
 use crate::{AgentEnv, CommandGroups};
 use agent_team_config::{Role, SandboxMode, Secrets, TeamConfig};
 use agent_team_pane::env;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 
 /// What confines one agent's commands: the identity they may see and, when `sandboxed`, the
 /// boundary they run in (built once per agent from its identity and the team file by
@@ -37,6 +39,19 @@ pub struct Confinement {
     /// [`TeamConfig::credential_vars`]): the agent uses them, its commands never see them (a
     /// model's `bash` could print them otherwise).
     pub withheld: Vec<String>,
+    /// The agent's link, to ask the daemon for its egress proxy ([`Confinement::ready`]);
+    /// none in unit tests.
+    pub egress: Option<Egress>,
+}
+
+/// The link a [`Confinement`] asks for its egress proxy through.
+#[derive(Clone)]
+pub struct Egress(pub Arc<Link>);
+
+impl std::fmt::Debug for Egress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Egress(link)")
+    }
 }
 
 impl Confinement {
@@ -51,6 +66,21 @@ impl Confinement {
             sandboxed: config.sandbox.confines(),
             secrets: Secrets::default(),
             withheld: config.credential_vars().into_iter().collect(),
+            egress: None,
+        }
+    }
+
+    /// Asks the daemon for the agent's egress proxy when its commands go through one: before
+    /// each sandboxed process, as the daemon serves it only on demand (an agent that runs no
+    /// command costs it no socket) and one started again since has none. Not answered (the
+    /// daemon away): the process finds no proxy, and no network ([`Boundary::proxy`]).
+    ///
+    /// [`Boundary::proxy`]: agent_team_sandbox::Boundary::proxy
+    pub async fn ready(&self) {
+        if let (true, Some(_), Some(Egress(link))) =
+            (self.sandboxed, &self.work.network, &self.egress)
+        {
+            ask_egress(link).await;
         }
     }
 
@@ -160,10 +190,11 @@ pub fn work_of(
 }
 
 /// Where the agent's sandboxed processes reach the network: its egress proxy's dir, which its
-/// daemon made when it said hello (`agent_team_paths::net_dir`), with the forwarder beside
-/// this program and the role's model endpoint forwarded when it is on the loopback. None (the
-/// host's network): `mode = "open"` (the team's, or the role's own
-/// `[roles.X.sandbox.network]`), or no proxy dir here (a teammate on another host).
+/// daemon makes when asked ([`Confinement::ready`]; `agent_team_paths::net_dir`), with the
+/// forwarder beside this program and the role's model endpoint forwarded when it is on the
+/// loopback; a dir that is not there when the sandbox is made is no way out
+/// (`agent_team_sandbox::Boundary::for_work`). None (the host's network): `mode = "open"` (the
+/// team's, or the role's own `[roles.X.sandbox.network]`).
 fn network_of(
     agent: &AgentEnv,
     config: &TeamConfig,
@@ -173,9 +204,6 @@ fn network_of(
         return None;
     }
     let dir = agent_team_paths::net_dir(agent.socket.parent()?, &agent.team, &agent.name);
-    if !dir.is_dir() {
-        return None;
-    }
     let bridge = crate::external::bridge_exe(&std::env::current_exe().ok()?);
     // The team's model gateway (issue 65), on the host's loopback, for an agent CLI.
     let gateway = std::env::var(env::GATEWAY_URL).ok();
@@ -193,6 +221,21 @@ fn network_of(
         bridge,
         forward,
     })
+}
+
+/// Asks the daemon to serve this agent's egress proxy (`serve_egress`); an error is let go:
+/// without the proxy's dir its sandbox has no network.
+pub async fn ask_egress(link: &Link) {
+    if let Err(e) = link.call(agent_team_protocol::Request::ServeEgress).await {
+        tracing::debug!("the egress proxy was not served: {e}");
+    }
+}
+
+/// [`Confinement::ready`] of `groups`' confinement, if it has one.
+pub async fn ready(groups: &CommandGroups) {
+    if let Some(c) = &groups.confinement {
+        c.ready().await;
+    }
 }
 
 /// The note for a failed command whose output shows a write the sandbox refused (with the
@@ -400,6 +443,7 @@ mod tests {
                 sandboxed,
                 secrets: Secrets::default(),
                 withheld: Vec::new(),
+                egress: None,
             })),
             ..Default::default()
         }

@@ -319,6 +319,7 @@ pub async fn run_command(
     out: &Output,
     groups: &CommandGroups,
 ) -> (i32, String) {
+    crate::command::ready(groups).await;
     let (mut child, _guard) =
         match crate::command::spawn(&mut crate::command::shell(cmd, cwd, groups), groups) {
             Ok(ch) => ch,

@@ -263,6 +263,7 @@ pub async fn run_agent(
     // The team's secrets go to its commands only; a file that cannot be read stops the agent
     // (its commands would run without what they need).
     confinement.secrets = command::load_secrets(&agent).map_err(AgentError::Config)?;
+    confinement.egress = Some(command::Egress(link.clone()));
     let groups = CommandGroups {
         confinement: Some(Arc::new(confinement)),
         ..groups

@@ -360,7 +360,7 @@ fn readable_part(b: &Boundary) -> Part {
 
 /// How a confined command reaches the network, in words.
 fn network_text(off: bool, mechanism: &Mechanism, b: &Boundary) -> String {
-    match (off, mechanism, &b.network) {
+    match (off, mechanism, b.proxy()) {
         (true, _, _) => "the host's network, open (sandbox = \"off\")".to_string(),
         (false, Mechanism::Namespace(_), Some(n)) => format!(
             "only through the team's egress proxy, from a network namespace of its own (the \

@@ -88,6 +88,18 @@ pub(super) fn shutdown(core: &mut Core, actor: &Actor) -> Result<Reply, ErrorBod
     Ok(Reply::Done)
 }
 
+/// `serve_egress`: the calling agent's own egress proxy, served before its sandboxed process.
+pub(super) fn serve_egress(core: &mut Core, actor: &Actor) -> Result<Reply, ErrorBody> {
+    let Actor::Agent(name) = actor else {
+        return Err(ErrorBody::new(
+            ErrorCode::PermissionDenied,
+            "only an agent asks for its own egress proxy",
+        ));
+    };
+    core.serve_egress(&name.clone());
+    Ok(Reply::Done)
+}
+
 /// `pane_input`: types into the calling agent's own pane, off the core (a tmux command).
 pub(super) fn pane_input(core: &mut Core, actor: &Actor, text: String) -> Result<Reply, ErrorBody> {
     let Actor::Agent(name) = actor else {

@@ -263,6 +263,7 @@ pub(crate) fn dispatch(
             .map(agent_reply),
         Request::SetTodos { items } => core.state.set_todos(actor, items, now).map(agent_reply),
         Request::PaneInput { text } => agents::pane_input(core, actor, text),
+        Request::ServeEgress => agents::serve_egress(core, actor),
         Request::PlanSubmit { plan } => core.state.submit_plan(actor, plan, now).map(agent_reply),
         Request::PlanDecide {
             agent,

@@ -29,6 +29,7 @@ async fn bash(
     timeout: Duration,
     groups: &crate::CommandGroups,
 ) -> ToolOutcome {
+    crate::command::ready(groups).await;
     let (child, _guard) =
         match crate::command::spawn(&mut crate::command::shell(cmd, root, groups), groups) {
             Ok(ch) => ch,

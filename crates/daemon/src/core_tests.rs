@@ -161,6 +161,20 @@ impl Harness {
         .await;
     }
 
+    /// A harness with two agents connected: `w1`, our own worker, and `cc`, Claude Code.
+    async fn with_worker_and_cli() -> Self {
+        let mut h = Harness::new();
+        h.spawn_connected("w1").await;
+        h.spawn_member_connected(agent_team_protocol::SpawnMember {
+            name: "cc".into(),
+            role: "worker".into(),
+            provider: Some("claude-code".into()),
+            ..Default::default()
+        })
+        .await;
+        h
+    }
+
     async fn spawn_connected(&mut self, name: &str) {
         self.spawn_member_connected(worker_named(name)).await;
     }
@@ -564,15 +578,7 @@ async fn plan_approval_through_the_core() {
 /// Only an external CLI's team server types into its pane, a bounded text, in order.
 #[tokio::test(flavor = "current_thread")]
 async fn pane_input_is_for_external_clis_with_a_pane_and_bounded() {
-    let mut h = Harness::new();
-    h.spawn_connected("w1").await;
-    h.spawn_member_connected(agent_team_protocol::SpawnMember {
-        name: "cc".into(),
-        role: "worker".into(),
-        provider: Some("claude-code".into()),
-        ..Default::default()
-    })
-    .await;
+    let mut h = Harness::with_worker_and_cli().await;
     let mut input = |who: &str, text: String| {
         let r = h
             .core
@@ -625,15 +631,7 @@ async fn pane_input_is_for_external_clis_with_a_pane_and_bounded() {
 /// hello later brings a served proxy's policy up to date; the operator has none to ask for.
 #[tokio::test(flavor = "current_thread")]
 async fn an_egress_proxy_is_served_when_its_agent_asks_and_a_clis_at_hello() {
-    let mut h = Harness::new();
-    h.spawn_connected("w1").await;
-    h.spawn_member_connected(agent_team_protocol::SpawnMember {
-        name: "cc".into(),
-        role: "worker".into(),
-        provider: Some("claude-code".into()),
-        ..Default::default()
-    })
-    .await;
+    let mut h = Harness::with_worker_and_cli().await;
     let runtime = h.core.cfg.paths.socket.parent().unwrap().to_path_buf();
     let sock = |n: &str| {
         agent_team_paths::net_dir(&runtime, "t", n).join(agent_team_sandbox::network::PROXY_SOCKET)

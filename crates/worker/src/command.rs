@@ -192,8 +192,8 @@ pub fn work_of(
 /// Where the agent's sandboxed processes reach the network: its egress proxy's dir, which its
 /// daemon makes when asked ([`Confinement::ready`]; `agent_team_paths::net_dir`), with the
 /// forwarder beside this program and the role's model endpoint forwarded when it is on the
-/// loopback; a dir that is not there when the sandbox is made is no way out
-/// (`agent_team_sandbox::Boundary::for_work`). None (the host's network): `mode = "open"` (the
+/// loopback; a dir that is not there when a process starts is no way out
+/// (`agent_team_sandbox::Boundary::proxy`). None (the host's network): `mode = "open"` (the
 /// team's, or the role's own `[roles.X.sandbox.network]`).
 fn network_of(
     agent: &AgentEnv,

@@ -658,6 +658,53 @@ async fn an_egress_proxy_is_served_when_its_agent_asks_and_a_clis_at_hello() {
     assert_eq!(e.code, ErrorCode::PermissionDenied, "{e:?}");
 }
 
+/// A session's next run can start before the last run's leader has ended (it ends just after
+/// its `finish`): that end is the last run's, and the leader comes back for the new run instead
+/// of failing it (e2e `reruns::two_session_streams_…` failed so once under CI's load). A leader
+/// that ends without having finished still fails its run.
+#[tokio::test(flavor = "current_thread")]
+async fn a_leader_ending_after_its_finish_comes_back_for_a_run_started_meanwhile() {
+    use agent_team_protocol::RunState;
+    let mut h = Harness::new();
+    let start = |h: &mut Harness, goal: &str| {
+        let goal = Some(goal.to_string());
+        let r = h.core.request(
+            1,
+            &Actor::Operator,
+            Request::StartRun { goal, config: None },
+        );
+        h.core.flush().unwrap();
+        r
+    };
+    start(&mut h, "first").unwrap();
+    h.settle_until("the leader's launch", |h| h.launched(LEADER))
+        .await;
+    h.connect(LEADER);
+    let finish = Request::Finish {
+        answer: "done".into(),
+        force: true,
+        success: true,
+        details: None,
+        auto: false,
+    };
+    h.core
+        .request(1, &Actor::Agent(LEADER.into()), finish)
+        .unwrap();
+    h.core.flush().unwrap();
+    assert_eq!(h.core.state.run().state, RunState::Finished);
+    start(&mut h, "second").unwrap();
+    let spawns = h.spawns();
+    h.exits(LEADER, 0).await;
+    assert_eq!(h.core.state.run().state, RunState::Running);
+    h.settle_until("the leader's relaunch", |h| h.launched(LEADER))
+        .await;
+    assert_eq!(h.spawns(), spawns + 1);
+    // This leader has finished nothing: its end fails the run.
+    h.connect(LEADER);
+    h.exits(LEADER, 0).await;
+    assert_eq!(h.core.state.run().state, RunState::Failed);
+}
+
 /// A teammate being stopped takes no new task (dissolve gives held tasks back at once, and
 /// another teammate on its way out must not pick one up): a claim is refused, claim_next finds
 /// nothing, an assignment to it is refused; one that stays claims it.

@@ -142,6 +142,11 @@ impl Step<'_> {
         }
         // A first member of a staggered start gone before its answer holds nobody back.
         self.first_answered(name);
+        let finished_run = self
+            .sup
+            .runtimes
+            .get_mut(name)
+            .is_some_and(|rt| std::mem::take(&mut rt.finished_run));
         let now = self.sup.clock.wall();
         let detail = exit.map(|e| e.to_string());
         let run_over = matches!(
@@ -197,10 +202,22 @@ impl Step<'_> {
                         self.release_and_tell(name, "exited");
                         self.answer_down(name);
                         if name == LEADER && !run_over && !self.sup.stopping {
-                            // Nobody is left to finish the run; say so rather than leave `run`
-                            // waiting for ever.
-                            self.state
-                                .fail_run("the leader exited without finishing".into(), now);
+                            if finished_run {
+                                // The leader of the run before, ending as it does after its
+                                // `finish`, once this run had started (a session's next
+                                // message came first): it comes back for this one.
+                                if let Err(e) = self.restart_agent(LEADER, None) {
+                                    self.state.fail_run(
+                                        format!("the leader cannot start again: {}", e.message),
+                                        now,
+                                    );
+                                }
+                            } else {
+                                // Nobody is left to finish the run; say so rather than leave
+                                // `run` waiting for ever.
+                                self.state
+                                    .fail_run("the leader exited without finishing".into(), now);
+                            }
                         }
                     }
                     AfterExit::Failed if crate::policy::is_budget_stop(exit) => {

@@ -127,6 +127,9 @@ pub(crate) struct Runtime {
     /// Since when its host has been unreachable (a remote agent whose link is down), and the
     /// status it had then (given back when the host answers again).
     unreachable: Option<(Instant, AgentStatus)>,
+    /// The leader's process finished a run (`finish`): its end, once a newer run has started,
+    /// is that earlier run's end, not a failure of the new one (it comes back for it).
+    finished_run: bool,
 }
 
 impl Supervisor {

@@ -10,7 +10,8 @@
 //! broadcast's first, p10, p50, p90 and last turn; `BENCH_SCALE_PERF=DIR` records the daemon
 //! with perf during the first broadcast and `down` (`BENCH_SCALE_PERF_FREQ`, default 2000;
 //! `BENCH_SCALE_PERF_ALL` every process without call graphs; `BENCH_SCALE_PERF_ARGS` perf's own
-//! arguments, e.g. `record -e sched:sched_switch`).
+//! arguments, e.g. `record -e sched:sched_switch`); `BENCH_SCALE_TEAM` adds top-level keys to
+//! the team file (e.g. `sandbox = "off"`).
 
 use crate::daemon_bench::bin_dir;
 use crate::model_bench::{pss_kb, tree};

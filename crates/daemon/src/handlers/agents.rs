@@ -96,7 +96,7 @@ pub(super) fn serve_egress(core: &mut Core, actor: &Actor) -> Result<Reply, Erro
             "only an agent asks for its own egress proxy",
         ));
     };
-    core.serve_egress(&name.clone());
+    core.serve_egress(name);
     Ok(Reply::Done)
 }
 

@@ -236,7 +236,10 @@ impl Step<'_> {
     /// one after [`SHUTDOWN_GRACE`], one still in a turn (its last report on the way; it reads
     /// the request when the turn ends) after the team's `end_grace`.
     pub(crate) fn finish_team(&mut self) {
-        if let Some(rt) = self.sup.runtimes.get_mut(LEADER) {
+        // Only a process that runs: a leader down now (its restart pending) finished nothing.
+        if let Some(rt) = self.sup.runtimes.get_mut(LEADER)
+            && rt.launched.is_some()
+        {
             rt.finished_run = true;
         }
         let now = self.sup.clock.wall();

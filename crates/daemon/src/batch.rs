@@ -84,12 +84,13 @@ impl Core {
             if self.sup.stopping() && (self.sup.all_down() || self.force_exit) {
                 break;
             }
-            // A stopping team's WAL is the store's close to copy back, on a thread of its own
-            // as the runtime ends: copied here it held up the agents' stop on the disk (a
-            // thousand agents' `down`: ~25 ms of fsync on the core's thread).
-            if rx.is_empty()
-                && !self.sup.stopping()
-                && let Err(e) = self.store.checkpoint(true)
+            // The WAL is copied back when nothing waits, or under load once it holds enough
+            // (`Store::checkpoint`). Not while the team stops: what it holds then is the
+            // store's close to copy back or leave, on a thread of its own as the runtime ends
+            // (copied here it held up the agents' stop on the disk: ~25 ms of a thousand
+            // agents' `down`).
+            if !self.sup.stopping()
+                && let Err(e) = self.store.checkpoint(rx.is_empty())
             {
                 // A full disk can keep the WAL from being copied back; it is tried again later.
                 if !self.disk_is_full(&e) {
@@ -99,11 +100,18 @@ impl Core {
         }
         self.pacer.release_all();
         let wound = self.wind_down();
-        // The core goes on a blocking thread while the runtime ends: closing the store copies a
-        // large WAL back into the database (a thousand agents' stop: ~50 ms waiting on the
-        // disk) and a large team's state takes a while to free. The runtime's end waits for
-        // it, and the daemon lets go of its lock only after that (`end_then_let_go`).
-        drop(tokio::task::spawn_blocking(move || drop(self)));
+        // The core goes on a blocking thread while the runtime ends: closing the store may copy
+        // a large WAL back into the database (waiting on the disk) and a large team's state
+        // takes a while to free. The runtime's end waits for it, and the daemon lets go of its
+        // lock only after that (`end_then_let_go`). A state whose process ends next is not
+        // freed at all: the process's end takes its memory back whole.
+        let blocking = self.blocking.clone();
+        blocking.spawn(move || {
+            let core = self;
+            if core.cfg.ends_process {
+                std::mem::forget(core.state);
+            }
+        });
         wound
     }
 

@@ -140,6 +140,11 @@ pub struct CoreConfig {
     pub max_queued_frames: usize,
     /// The connection limits, updated when the team file changes.
     pub gate: std::sync::Arc<crate::gate::Gate>,
+    /// The process ends when the core does ([`DaemonOptions::ends_process`]): the team's state
+    /// is then left to the process's end instead of being freed piece by piece.
+    ///
+    /// [`DaemonOptions::ends_process`]: crate::DaemonOptions::ends_process
+    pub ends_process: bool,
 }
 
 /// The most requests applied before a commit; bounds the latency one batch adds.
@@ -241,6 +246,8 @@ pub struct Core {
     pub(crate) finishing: std::collections::HashSet<String>,
     /// Held by each piece of worktree git work (a task's commit, a finish), one at a time.
     pub(crate) git_turn: std::sync::Arc<std::sync::Mutex<()>>,
+    /// Its blocking work, counted: the daemon's end waits for it ([`crate::blocking`]).
+    pub(crate) blocking: crate::blocking::Blocking,
     pub(crate) self_tx: CoreTx,
     /// The supervisor asked for the exit without waiting for every agent.
     pub(crate) force_exit: bool,
@@ -293,6 +300,9 @@ impl Core {
     /// stops, so whoever sees this daemon go away knows not to bring it back;
     /// then every agent is asked to exit.
     pub(crate) fn stop_on_purpose(&mut self) {
+        if self.cfg.ends_process {
+            agent_team_pane::inprocess::set_process_ends();
+        }
         match agent_team_paths::mark_stopped(&self.cfg.paths.stopped) {
             // Nothing to bring back: the guardian goes now, beside the agents' stop, rather
             // than once everything else is done (the daemon still waits for its exit).
@@ -391,6 +401,7 @@ impl Core {
             sup: Supervisor::new(env, team, paths, clock.clone(), wake),
             finishing: Default::default(),
             git_turn: Default::default(),
+            blocking: Default::default(),
             self_tx,
             force_exit: false,
             daemon_pid: std::process::id(),
@@ -475,7 +486,7 @@ impl Core {
         for action in actions {
             match action {
                 Action::Schedule { after, timer } => self.schedule(after, Timer::Sup(timer)),
-                Action::Answer { conn, id, outcome } => self.answer(conn, id, outcome),
+                Action::Answer { conn, id, outcome } => self.answer(conn, id, *outcome),
                 // An in-process agent's start is a task and a log file: done here, it needs
                 // no blocking thread (nor the hop to one and back).
                 Action::Run(job) if job.is_quick() => {
@@ -488,7 +499,7 @@ impl Core {
                 Action::Run(job) if job.is_in_process_cleanup() => cleanups.push(job),
                 Action::Run(job) => {
                     let tx = self.self_tx.clone();
-                    tokio::task::spawn_blocking(move || {
+                    self.blocking.spawn(move || {
                         job.run(&|ev| {
                             let _ = tx.send(CoreMsg::Sup(ev));
                         })
@@ -499,7 +510,7 @@ impl Core {
         }
         if !cleanups.is_empty() {
             let tx = self.self_tx.clone();
-            tokio::task::spawn_blocking(move || {
+            self.blocking.spawn(move || {
                 for job in cleanups {
                     job.run(&|ev| {
                         let _ = tx.send(CoreMsg::Sup(ev));

@@ -53,6 +53,7 @@ pub(super) fn core_at(
         inbox_limit: 100,
         max_queued_frames: 1000,
         gate: crate::gate::Gate::new(&Default::default()),
+        ends_process: false,
     };
     Core::with_clock(cfg, store, state, env, tx, Arc::new(clock))
 }

@@ -200,7 +200,7 @@ impl Core {
     fn run_work(&self, conn: ConnId, id: u64, work: impl FnOnce() -> WorkDone + Send + 'static) {
         let tx = self.self_tx.clone();
         let turn = self.git_turn.clone();
-        tokio::task::spawn_blocking(move || {
+        self.blocking.spawn(move || {
             let done = {
                 let _turn = turn.lock().unwrap_or_else(|e| e.into_inner());
                 work()
@@ -237,7 +237,7 @@ impl Core {
         let turn = self.git_turn.clone();
         // A member on another host: committed there and its branch fetched home.
         let backend = host.and_then(|h| self.sup.backend.clone().map(|b| (h, b)));
-        tokio::task::spawn_blocking(move || {
+        self.blocking.spawn(move || {
             let _turn = turn.lock().unwrap_or_else(|e| e.into_inner());
             let done = match &backend {
                 Some((host, b)) => b

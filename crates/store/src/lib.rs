@@ -100,6 +100,11 @@ pub struct Store {
     next_task_id: u64,
     /// Commits since the WAL was last checkpointed.
     commits_since_checkpoint: u32,
+    /// The frames the WAL holds that are not in the database yet, as SQLite says after each
+    /// commit (its WAL hook) and zero after a checkpoint: what its close would copy back.
+    wal_frames: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    /// The database's page size: a WAL frame is a page and a 24-byte header.
+    page_size: u32,
     /// Whether a commit of changes that [need a sync](Change::needs_sync) went unsynced
     /// ([`Store::commit_unsynced`]) and no sync has covered it since ([`Store::settle`]).
     owed: bool,
@@ -110,13 +115,9 @@ pub struct Store {
 
 impl Drop for Store {
     /// Decides whether closing copies the WAL into the database (at most `WAL_LEAVE_BYTES`
-    /// is left as it is); the connection closes after this.
+    /// not yet copied is left as it is); the connection closes after this.
     fn drop(&mut self) {
-        let wal = self.conn.path().map(|db| wal_path(Path::new(db)));
-        let len = wal
-            .and_then(|w| std::fs::metadata(w).ok())
-            .map_or(0, |m| m.len());
-        if len <= WAL_LEAVE_BYTES {
+        if self.wal_bytes_to_copy() <= WAL_LEAVE_BYTES {
             let _ = self.conn.set_db_config(
                 rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
                 true,
@@ -347,12 +348,20 @@ fn stmt<'s, 'c>(
 /// ~75 µs against ~108 µs), so the file is rewound rather than truncated, up to this size.
 const WAL_KEEP_BYTES: i64 = 16 << 20;
 
-/// A WAL file at most this large is left as it is when the store closes: every commit in it
-/// was synced, and the next open reads it back (as after a crash). A larger one is copied into
-/// the database first, as SQLite does at every close, so the WAL stays bounded over the many
-/// short lives of a team's daemon (`run` after `run`). Skipping that copy saves the end of a
-/// short run its fsyncs (about 0.7 ms here).
-const WAL_LEAVE_BYTES: u64 = 1 << 20;
+/// Under sustained load a checkpoint comes once the WAL holds this much (~10 ms of the core's
+/// time here, each one): a thousand agents at work wrote 30 MiB between two idle moments, which
+/// the stop that came next had to copy back before the daemon could exit.
+pub const WAL_BUSY_BYTES: u64 = 4 << 20;
+
+/// A WAL holding at most this much since its last checkpoint is left as it is when the store
+/// closes: every commit in it was synced, and the next open reads it back (as after a crash;
+/// the next open takes ~15 ms longer with the whole 12 MiB here). More is copied into the
+/// database first, as SQLite does at every close, so the WAL stays bounded over the many short
+/// lives of a team's daemon (`run` after `run`). Skipping that copy saves a short run's end its fsyncs (about 0.7 ms here) and
+/// a thousand agents' `down` its largest wait: the copy, its fsync, and the WAL file's removal
+/// (50-90 ms on this machine's disk, whose removal discards the file's blocks). What counts is
+/// what the WAL holds, not its file's size: a checkpoint rewinds the file without shrinking it.
+const WAL_LEAVE_BYTES: u64 = 12 << 20;
 
 const SCHEMA: &str = "
 -- Tables keyed by text are WITHOUT ROWID (a new file's; older files keep theirs, read and
@@ -620,7 +629,7 @@ impl Store {
 
     /// Opens the database at `path` (`created`: just moved in from the image).
     fn connect(path: &Path, team: &str, created: bool) -> Result<Self, StoreError> {
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         // Room for every statement the store runs again and again (rusqlite keeps 16 by
         // default, fewer than the commits alone use; an evicted one is parsed again).
@@ -643,12 +652,25 @@ impl Store {
         // A checkpoint rewinds the WAL instead of truncating it (see `checkpoint`); this bounds
         // what stays on disk after a burst.
         conn.pragma_update(None, "journal_size_limit", WAL_KEEP_BYTES)?;
+        // Set after `wal_autocheckpoint`, which would replace it.
+        let wal_frames = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let frames = wal_frames.clone();
+        conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: i32| {
+            frames.store(
+                u32::try_from(pages).unwrap_or(0),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            Ok(())
+        }))?;
+        let page_size = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         let mut store = Store {
             conn,
             team: team.to_string(),
             relaxed: false,
             next_task_id: 0,
             commits_since_checkpoint: 0,
+            wal_frames,
+            page_size,
             owed: false,
             dir_owed: false,
         };
@@ -710,6 +732,8 @@ impl Store {
             relaxed: false,
             next_task_id: 0,
             commits_since_checkpoint: 0,
+            wal_frames: Default::default(),
+            page_size: 1024,
             owed: false,
             dir_owed: false,
         })
@@ -1056,18 +1080,38 @@ impl Store {
     }
 
     /// Copies the WAL back into the database when worthwhile: `idle` says nothing is waiting,
-    /// so the work delays nobody; under sustained load it still runs every few thousand
-    /// commits to bound the WAL's size. It rewinds the WAL (`RESTART`) so the next commits
-    /// overwrite it in place; `journal_size_limit` trims what is left beyond `WAL_KEEP_BYTES`.
+    /// so the work delays nobody; under sustained load it still runs once the WAL holds
+    /// [`WAL_BUSY_BYTES`] (or every few thousand commits) to bound the WAL's size. It rewinds the WAL
+    /// (`RESTART`) so the next commits overwrite it in place; `journal_size_limit` trims what
+    /// is left beyond `WAL_KEEP_BYTES`.
     pub fn checkpoint(&mut self, idle: bool) -> Result<(), StoreError> {
-        let due =
-            (idle && self.commits_since_checkpoint >= 64) || self.commits_since_checkpoint >= 4096;
+        let due = (idle && self.commits_since_checkpoint >= 64)
+            || self.commits_since_checkpoint >= 4096
+            || self.wal_bytes_to_copy() >= WAL_BUSY_BYTES;
         if due {
-            self.conn
-                .query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
+            self.checkpoint_now("RESTART")?;
             self.commits_since_checkpoint = 0;
         }
         Ok(())
+    }
+
+    /// Runs a checkpoint of `mode` (`RESTART`, `TRUNCATE`); when it copied the whole WAL back,
+    /// nothing is left for the close to copy.
+    fn checkpoint_now(&mut self, mode: &str) -> Result<(), StoreError> {
+        let busy: i64 =
+            self.conn
+                .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| r.get(0))?;
+        if busy == 0 {
+            self.wal_frames
+                .store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// The bytes of the WAL's frames not yet copied into the database.
+    fn wal_bytes_to_copy(&self) -> u64 {
+        u64::from(self.wal_frames.load(std::sync::atomic::Ordering::Relaxed))
+            * (u64::from(self.page_size) + 24)
     }
 
     /// Up to `limit` of an agent's messages with an id above `after`, oldest first.
@@ -1201,11 +1245,9 @@ impl Store {
         }
         tx.commit()?;
         if vacuum {
-            self.conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            self.checkpoint_now("TRUNCATE")?;
             self.conn.execute_batch("VACUUM")?;
-            self.conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            self.checkpoint_now("TRUNCATE")?;
         }
         out.bytes_after = db_bytes(path);
         Ok(out)
@@ -1529,6 +1571,79 @@ mod tests {
         );
     }
 
+    /// A checkpoint rewinds the WAL without shrinking its file: what decides the close is what
+    /// the WAL holds since, not the file's size (a file grown by an earlier burst had every
+    /// later close copy the WAL back and remove it, its fsync and removal `down`'s longest wait).
+    #[test]
+    fn a_large_wal_file_holding_little_since_its_checkpoint_is_left_at_the_close() {
+        let (dir, db, mut store, mut s) = new_store();
+        let wal = dir.path().join("s.db-wal");
+        // A burst past what a close leaves, copied back by a checkpoint: the file keeps its size.
+        commit_tasks(&mut store, &mut s, 2600, &"x".repeat(4000), false);
+        store.commits_since_checkpoint = 64;
+        store.checkpoint(true).unwrap();
+        let len = std::fs::metadata(&wal).unwrap().len();
+        assert!(len > WAL_LEAVE_BYTES, "{len}");
+        assert_eq!(store.wal_bytes_to_copy(), 0);
+        commit_tasks(&mut store, &mut s, 3, "small", false);
+        assert!(store.wal_bytes_to_copy() > 0);
+        // The commit after a checkpoint trims the file to `journal_size_limit`, no further.
+        let len = std::fs::metadata(&wal).unwrap().len();
+        assert!(len > WAL_LEAVE_BYTES, "{len}");
+        drop(store);
+        assert_eq!(
+            std::fs::metadata(&wal).unwrap().len(),
+            len,
+            "the WAL was copied back and removed at the close"
+        );
+        let store = Store::open(&db, "t").unwrap();
+        assert_eq!(store.load().unwrap().tasks.len(), 2603);
+    }
+
+    /// Under load (nobody idle) a checkpoint still comes once the WAL holds `WAL_BUSY_BYTES`,
+    /// and not before: a stop that comes after a long busy stretch finds little to copy back.
+    #[test]
+    fn a_busy_store_copies_its_wal_back_once_it_holds_enough() {
+        let (_dir, _db, mut store, mut s) = new_store();
+        let big = "x".repeat(4000);
+        commit_tasks(&mut store, &mut s, 200, &big, false);
+        let held = store.wal_bytes_to_copy();
+        assert!(held > 0 && held < WAL_BUSY_BYTES, "{held}");
+        store.checkpoint(false).unwrap();
+        assert_eq!(
+            store.wal_bytes_to_copy(),
+            held,
+            "copied back before it held enough"
+        );
+        commit_tasks(&mut store, &mut s, 1000, &big, false);
+        assert!(store.wal_bytes_to_copy() >= WAL_BUSY_BYTES);
+        store.checkpoint(false).unwrap();
+        assert_eq!(store.wal_bytes_to_copy(), 0, "not copied back under load");
+    }
+
+    /// Adds `n` tasks described by `body` and commits them: a commit each (`each`) or one for
+    /// all ([`add_tasks`]: short ones, a commit each).
+    fn commit_tasks(store: &mut Store, s: &mut TeamState, n: u64, body: &str, each: bool) {
+        for i in 0..n {
+            s.task_add(
+                &Actor::Operator,
+                NewTask {
+                    title: format!("task {i}"),
+                    description: body.to_string(),
+                    ..Default::default()
+                },
+                Timestamp(i),
+            )
+            .unwrap();
+            if each {
+                store.commit(&s.take_changes()).unwrap();
+            }
+        }
+        if !each {
+            store.commit(&s.take_changes()).unwrap();
+        }
+    }
+
     /// The commits in a WAL file: frames whose header's second word (the database's size
     /// after the commit) is not zero (SQLite's WAL format: a 32-byte file header, then frames
     /// of a 24-byte header and a page).
@@ -1837,19 +1952,7 @@ mod tests {
         let db = dir.path().join("state.db");
         let wal = dir.path().join("state.db-wal");
         let add = |store: &mut Store, s: &mut TeamState, n: u64, body: &str| {
-            for i in 0..n {
-                s.task_add(
-                    &Actor::Operator,
-                    NewTask {
-                        title: format!("task {i}"),
-                        description: body.to_string(),
-                        ..Default::default()
-                    },
-                    Timestamp(i),
-                )
-                .unwrap();
-                store.commit(&s.take_changes()).unwrap();
-            }
+            commit_tasks(store, s, n, body, true)
         };
         let mut store = Store::open(&db, "t").unwrap();
         let mut s = TeamState::restore("t", store.load().unwrap());
@@ -1865,9 +1968,10 @@ mod tests {
         let mut store = Store::open(&db, "t").unwrap();
         let mut s = TeamState::restore("t", store.load().unwrap());
         assert_eq!(s.tasks(None).len(), 10);
-        // Large: copied into the database at the close, as SQLite does.
-        add(&mut store, &mut s, 300, &"x".repeat(4000));
-        assert!(std::fs::metadata(&wal).unwrap().len() > WAL_LEAVE_BYTES);
+        // Large: copied into the database at the close, as SQLite does. One commit of it all
+        // (one fsync, not thousands).
+        commit_tasks(&mut store, &mut s, 3200, &"x".repeat(4000), false);
+        assert!(store.wal_bytes_to_copy() > WAL_LEAVE_BYTES);
         drop(store);
         assert!(
             std::fs::metadata(&wal).map_or(0, |m| m.len()) == 0,
@@ -1879,7 +1983,7 @@ mod tests {
             WAL_PREALLOC_BYTES,
             "the next open writes the WAL's space again"
         );
-        assert_eq!(store.load().unwrap().tasks.len(), 310);
+        assert_eq!(store.load().unwrap().tasks.len(), 3210);
     }
 
     #[test]

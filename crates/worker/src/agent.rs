@@ -320,6 +320,11 @@ pub async fn run(session: &Session, first: Start) -> Result<(), AgentError> {
     let mut turns = Turns::new(session, first)?;
     loop {
         if turns.idle_point().await? {
+            // Asked to stop with the process that runs it: its conversation goes with the
+            // process's memory, not message by message.
+            if agent_team_pane::inprocess::process_ends() {
+                std::mem::forget(std::mem::take(&mut turns.messages));
+            }
             return Ok(());
         }
         if !turns.pending {

@@ -96,6 +96,8 @@ fn serve_here(ctx: &Ctx, permission_timeout: u64) -> Result<u8> {
     // guardian while it lives.
     opts.starter_guards =
         inherited_pipe(agent_team_client::ENV_STARTER_GUARD_FD).map(std::sync::Arc::new);
+    // This process exits once the daemon has run.
+    opts.ends_process = true;
     // Listening: the starter is let go by the pipe's end, and the code that only started the
     // daemon leaves its pages.
     let listening = || {

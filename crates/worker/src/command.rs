@@ -231,11 +231,24 @@ pub async fn ask_egress(link: &Link) {
     }
 }
 
-/// [`Confinement::ready`] of `groups`' confinement, if it has one.
-pub async fn ready(groups: &CommandGroups) {
+/// Starts `sh -c cmd` in `cwd` as `groups` confine it: its egress proxy asked for first
+/// ([`Confinement::ready`]), then [`spawn`], its process group recorded for the daemon to
+/// kill. Every shell command an agent runs starts here.
+pub async fn start_shell(
+    cmd: &str,
+    cwd: &Path,
+    groups: &CommandGroups,
+) -> std::io::Result<(tokio::process::Child, Option<GroupGuard>)> {
     if let Some(c) = &groups.confinement {
         c.ready().await;
     }
+    let (child, guard) = spawn(&mut shell(cmd, cwd, groups), groups)?;
+    if let (Some(slot), Some(pid)) = (&groups.own_group, child.id())
+        && let Ok(mut s) = slot.lock()
+    {
+        *s = Some(pid);
+    }
+    Ok((child, guard))
 }
 
 /// The note for a failed command whose output shows a write the sandbox refused (with the

@@ -319,17 +319,10 @@ pub async fn run_command(
     out: &Output,
     groups: &CommandGroups,
 ) -> (i32, String) {
-    crate::command::ready(groups).await;
-    let (mut child, _guard) =
-        match crate::command::spawn(&mut crate::command::shell(cmd, cwd, groups), groups) {
-            Ok(ch) => ch,
-            Err(e) => return (127, format!("cannot run sh: {e}")),
-        };
-    if let (Some(slot), Some(pid)) = (&groups.own_group, child.id())
-        && let Ok(mut s) = slot.lock()
-    {
-        *s = Some(pid);
-    }
+    let (mut child, _guard) = match crate::command::start_shell(cmd, cwd, groups).await {
+        Ok(ch) => ch,
+        Err(e) => return (127, format!("cannot run sh: {e}")),
+    };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let secrets = groups
         .confinement

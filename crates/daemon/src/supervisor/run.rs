@@ -382,7 +382,7 @@ impl Step<'_> {
         let named = std::mem::take(&mut self.sup.poll_named);
         // Room for all at once: a thousand agents ending together grew it ten times over,
         // each growth a large allocation that had the allocator gather every small chunk the
-        // agents had just freed (a fifth of the core's time at the end of a large `down`).
+        // agents had just freed (~18 % of the core's samples in a large `down`'s last stretch).
         let mut targets: Vec<(String, u64, Launched)> = Vec::with_capacity(named.len());
         targets.extend(
             named

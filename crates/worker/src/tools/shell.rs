@@ -29,19 +29,11 @@ async fn bash(
     timeout: Duration,
     groups: &crate::CommandGroups,
 ) -> ToolOutcome {
-    crate::command::ready(groups).await;
-    let (child, _guard) =
-        match crate::command::spawn(&mut crate::command::shell(cmd, root, groups), groups) {
-            Ok(ch) => ch,
-            Err(e) => return ToolOutcome::err(format!("cannot run sh: {e}")),
-        };
-    let own = groups.own_group.as_ref();
-    if let (Some(slot), Some(pid)) = (own, child.id())
-        && let Ok(mut s) = slot.lock()
-    {
-        *s = Some(pid);
-    }
-    let outcome = run_bash(child, timeout, own.is_some()).await;
+    let (child, _guard) = match crate::command::start_shell(cmd, root, groups).await {
+        Ok(ch) => ch,
+        Err(e) => return ToolOutcome::err(format!("cannot run sh: {e}")),
+    };
+    let outcome = run_bash(child, timeout, groups.own_group.is_some()).await;
     // The team's secrets never reach the model (nor the agent's log or the events).
     let mut content = crate::command::mask(groups, &outcome.content).into_owned();
     // A write the sandbox refused says so, with the setting that would allow it.
@@ -52,7 +44,7 @@ async fn bash(
         content.push_str(&note);
     }
     let outcome = ToolOutcome { content, ..outcome };
-    if let Some(slot) = own
+    if let Some(slot) = &groups.own_group
         && let Ok(mut s) = slot.lock()
     {
         *s = None;
